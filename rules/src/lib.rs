@@ -1,0 +1,32 @@
+//! gridwatch-rules: alarm rules for gridwatch, as a pure library.
+//!
+//! Layout, in the order a rule travels:
+//!
+//! - [`load`]: rule files (TOML text, read by the caller) are parsed and checked into a
+//!   [`RuleSet`]; every problem becomes a [`Diagnostic`] with file, line, column and key.
+//! - [`packs`]: the default rule packs shipped in the binary.
+//! - [`engine`]: an [`Engine`] evaluates a rule set over the sensor inventory. It is fed samples
+//!   (time order per sensor) and ticks, and returns [`RuleEvent`]s (`fired` / `cleared`).
+//! - [`threshold`]: the per-(rule, sensor) state machine behind each rule: hysteresis and hold
+//!   times, at most one `fired` per breach.
+//! - [`expr`], [`scope`], [`severity`], [`rule`]: the parts a compiled rule is made of.
+//!
+//! No IO, no tokio, no clock: time is always an argument ([`Millis`]).
+
+pub mod diagnostic;
+pub mod engine;
+pub mod expr;
+pub mod load;
+pub mod packs;
+pub mod rule;
+pub mod scope;
+pub mod severity;
+pub mod threshold;
+
+pub use diagnostic::{Diagnostic, RuleErrors};
+pub use engine::{Engine, EventKind, Observed, RuleEvent, RuleId, SubjectId};
+pub use load::{RuleSet, RuleSource};
+pub use packs::builtin_packs;
+pub use rule::{Millis, Rule};
+pub use scope::{SensorKind, Subject};
+pub use severity::Severity;

@@ -1,0 +1,102 @@
+//! Which sensors a rule applies to. A rule names sensor kinds, sensor ids, sites, buildings
+//! and grids; every list that is given must match, a list that is left out matches anything.
+
+use serde::Deserialize;
+use std::fmt;
+
+/// What a sensor measures; decides which default rules apply to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SensorKind {
+    /// A wall-mounted inclinometer reporting the angles `x` and `y` in degrees.
+    Tilt,
+    /// A water-quality probe (pH, dissolved oxygen, turbidity, …).
+    Water,
+}
+
+impl SensorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensorKind::Tilt => "tilt",
+            SensorKind::Water => "water",
+        }
+    }
+}
+
+impl fmt::Display for SensorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The engine's view of one sensor: what rules are scoped by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub id: String,
+    pub kind: SensorKind,
+    pub site: String,
+    pub building: Option<String>,
+    pub grid: Option<String>,
+}
+
+/// A compiled scope. Empty lists match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub kinds: Vec<SensorKind>,
+    pub sensors: Vec<String>,
+    pub sites: Vec<String>,
+    pub buildings: Vec<String>,
+    pub grids: Vec<String>,
+}
+
+impl Scope {
+    pub fn matches(&self, subject: &Subject) -> bool {
+        fn any_or(list: &[String], value: Option<&str>) -> bool {
+            list.is_empty() || value.is_some_and(|v| list.iter().any(|item| item == v))
+        }
+        (self.kinds.is_empty() || self.kinds.contains(&subject.kind))
+            && any_or(&self.sensors, Some(&subject.id))
+            && any_or(&self.sites, Some(&subject.site))
+            && any_or(&self.buildings, subject.building.as_deref())
+            && any_or(&self.grids, subject.grid.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn house(id: &str, building: Option<&str>) -> Subject {
+        Subject {
+            id: id.into(),
+            kind: SensorKind::Tilt,
+            site: "north-lane".into(),
+            building: building.map(Into::into),
+            grid: Some("grid-3".into()),
+        }
+    }
+
+    #[test]
+    fn empty_scope_matches_every_sensor() {
+        assert!(Scope::default().matches(&house("h1", None)));
+    }
+
+    #[test]
+    fn every_given_list_must_match() {
+        let scope = Scope {
+            kinds: vec![SensorKind::Tilt],
+            grids: vec!["grid-3".into()],
+            buildings: vec!["B7".into()],
+            ..Scope::default()
+        };
+        assert!(scope.matches(&house("h1", Some("B7"))));
+        assert!(!scope.matches(&house("h1", Some("B8"))));
+        assert!(!scope.matches(&house("h1", None)), "a sensor with no building is outside a building scope");
+    }
+
+    #[test]
+    fn kind_scope_excludes_other_kinds() {
+        let scope = Scope { kinds: vec![SensorKind::Water], ..Scope::default() };
+        assert!(!scope.matches(&house("h1", None)));
+    }
+}

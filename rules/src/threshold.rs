@@ -1,0 +1,191 @@
+//! The per-(rule, sensor) state machine of a threshold rule.
+//!
+//! ```text
+//!            breached                 held for raise_hold
+//!  Normal ──────────────> Raising ─────────────────────────> Active   (emits Fired)
+//!    ^  <── not breached ──┘                                   │  ^
+//!    │                                                 recovered │  │ not recovered
+//!    │            held for clear_hold                           v  │
+//!    └──────────────────────────────────────────────────── Clearing  (emits Cleared)
+//! ```
+//!
+//! Invariants: at most one `Fired` until the next `Cleared` (repeated breaches never repeat the
+//! alert); a `Cleared` only follows a `Fired`. A tick may complete a raise hold (the last value
+//! is still bad, the sensor just has not spoken again), but never a clear hold: only a real
+//! reading can say a house is fine again.
+
+use crate::rule::{Millis, Threshold};
+
+/// Where one rule stands for one sensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Phase {
+    Normal,
+    /// Breached since `since`, waiting for the raise hold.
+    Raising { since: Millis },
+    /// Fired; the breach began at `since`.
+    Active { since: Millis },
+    /// Fired, and recovered since `recovered_at`, waiting for the clear hold.
+    Clearing { since: Millis, recovered_at: Millis },
+}
+
+/// What a step decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transition {
+    /// The alert starts; the breach began at `since`.
+    Fired { since: Millis },
+    /// The alert ends; the breach had begun at `since`.
+    Cleared { since: Millis },
+}
+
+/// State of one rule for one sensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdState {
+    pub phase: Phase,
+    /// The last value seen, reported when a tick completes a raise hold.
+    pub last_value: f64,
+}
+
+impl Default for ThresholdState {
+    fn default() -> Self {
+        ThresholdState { phase: Phase::Normal, last_value: f64::NAN }
+    }
+}
+
+impl ThresholdState {
+    /// Feeds one value observed at `at`.
+    pub fn observe(&mut self, threshold: &Threshold, value: f64, at: Millis) -> Option<Transition> {
+        self.last_value = value;
+        match self.phase {
+            Phase::Normal if threshold.breached(value) => {
+                self.phase = Phase::Raising { since: at };
+                self.complete_raise(threshold, at)
+            }
+            Phase::Normal => None,
+            Phase::Raising { .. } if !threshold.breached(value) => {
+                self.phase = Phase::Normal;
+                None
+            }
+            Phase::Raising { .. } => self.complete_raise(threshold, at),
+            Phase::Active { since } if threshold.recovered(value) => {
+                self.phase = Phase::Clearing { since, recovered_at: at };
+                self.complete_clear(threshold, at)
+            }
+            Phase::Active { .. } => None,
+            Phase::Clearing { since, .. } if !threshold.recovered(value) => {
+                self.phase = Phase::Active { since };
+                None
+            }
+            Phase::Clearing { .. } => self.complete_clear(threshold, at),
+        }
+    }
+
+    /// Lets time pass without a reading: completes a pending raise hold.
+    pub fn tick(&mut self, threshold: &Threshold, now: Millis) -> Option<Transition> {
+        match self.phase {
+            Phase::Raising { .. } => self.complete_raise(threshold, now),
+            _ => None,
+        }
+    }
+
+    fn complete_raise(&mut self, threshold: &Threshold, now: Millis) -> Option<Transition> {
+        let Phase::Raising { since } = self.phase else { return None };
+        if now.saturating_sub(since) < threshold.raise_hold_ms {
+            return None;
+        }
+        self.phase = Phase::Active { since };
+        Some(Transition::Fired { since })
+    }
+
+    fn complete_clear(&mut self, threshold: &Threshold, now: Millis) -> Option<Transition> {
+        let Phase::Clearing { since, recovered_at } = self.phase else { return None };
+        if now.saturating_sub(recovered_at) < threshold.clear_hold_ms {
+            return None;
+        }
+        self.phase = Phase::Normal;
+        Some(Transition::Cleared { since })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule::Direction;
+
+    const MIN: Millis = 60_000;
+
+    fn above(trigger: f64, clear: f64, raise_hold_ms: Millis, clear_hold_ms: Millis) -> Threshold {
+        Threshold { direction: Direction::Above, trigger, clear, raise_hold_ms, clear_hold_ms }
+    }
+
+    fn feed(state: &mut ThresholdState, t: &Threshold, values: &[(Millis, f64)]) -> Vec<(Millis, Transition)> {
+        values.iter().filter_map(|&(at, v)| state.observe(t, v, at).map(|tr| (at, tr))).collect()
+    }
+
+    #[test]
+    fn fires_once_for_a_long_breach() {
+        let t = above(5.0, 4.0, 0, 0);
+        let mut s = ThresholdState::default();
+        let events = feed(&mut s, &t, &[(0, 6.0), (1, 7.0), (2, 6.5), (3, 9.0)]);
+        assert_eq!(events, vec![(0, Transition::Fired { since: 0 })]);
+    }
+
+    #[test]
+    fn clear_needs_value_below_clear_level() {
+        let t = above(5.0, 4.0, 0, 0);
+        let mut s = ThresholdState::default();
+        let events = feed(&mut s, &t, &[(0, 6.0), (1, 4.5), (2, 4.0), (3, 3.9)]);
+        assert_eq!(events, vec![(0, Transition::Fired { since: 0 }), (3, Transition::Cleared { since: 0 })]);
+    }
+
+    #[test]
+    fn value_exactly_at_trigger_does_not_fire() {
+        let t = above(5.0, 5.0, 0, 0);
+        let mut s = ThresholdState::default();
+        assert_eq!(s.observe(&t, 5.0, 0), None);
+        assert_eq!(s.observe(&t, 5.000001, 1), Some(Transition::Fired { since: 1 }));
+    }
+
+    #[test]
+    fn raise_hold_requires_an_unbroken_breach() {
+        let t = above(5.0, 4.0, 10 * MIN, 0);
+        let mut s = ThresholdState::default();
+        let events = feed(&mut s, &t, &[(0, 6.0), (5 * MIN, 6.0), (6 * MIN, 4.5), (7 * MIN, 6.0), (16 * MIN, 6.0), (17 * MIN, 6.0)]);
+        assert_eq!(events, vec![(17 * MIN, Transition::Fired { since: 7 * MIN })]);
+    }
+
+    #[test]
+    fn tick_completes_a_raise_hold_without_a_new_reading() {
+        let t = above(5.0, 4.0, 10 * MIN, 0);
+        let mut s = ThresholdState::default();
+        assert_eq!(s.observe(&t, 6.0, 0), None);
+        assert_eq!(s.tick(&t, 9 * MIN), None);
+        assert_eq!(s.tick(&t, 10 * MIN), Some(Transition::Fired { since: 0 }));
+        assert_eq!(s.tick(&t, 11 * MIN), None, "fires once");
+    }
+
+    #[test]
+    fn tick_never_completes_a_clear_hold() {
+        let t = above(5.0, 4.0, 0, 10 * MIN);
+        let mut s = ThresholdState::default();
+        s.observe(&t, 6.0, 0);
+        assert_eq!(s.observe(&t, 3.0, MIN), None);
+        assert_eq!(s.tick(&t, 30 * MIN), None);
+        assert_eq!(s.observe(&t, 3.0, 31 * MIN), Some(Transition::Cleared { since: 0 }));
+    }
+
+    #[test]
+    fn clear_hold_restarts_when_value_goes_bad_again() {
+        let t = above(5.0, 4.0, 0, 10 * MIN);
+        let mut s = ThresholdState::default();
+        let events = feed(&mut s, &t, &[(0, 6.0), (MIN, 3.0), (5 * MIN, 4.5), (6 * MIN, 3.0), (12 * MIN, 3.0), (16 * MIN, 3.0)]);
+        assert_eq!(events, vec![(0, Transition::Fired { since: 0 }), (16 * MIN, Transition::Cleared { since: 0 })]);
+    }
+
+    #[test]
+    fn below_direction_fires_under_the_line() {
+        let t = Threshold { direction: Direction::Below, trigger: 5.0, clear: 5.5, raise_hold_ms: 0, clear_hold_ms: 0 };
+        let mut s = ThresholdState::default();
+        let events = feed(&mut s, &t, &[(0, 5.2), (1, 4.9), (2, 5.3), (3, 5.6)]);
+        assert_eq!(events, vec![(1, Transition::Fired { since: 1 }), (3, Transition::Cleared { since: 1 })]);
+    }
+}
