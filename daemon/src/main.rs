@@ -1,1 +1,110 @@
-fn main() {}
+//! The `gridwatch` binary: parse the command line, set up logging, run the command.
+//! Exit codes: 0 done, 1 failure, 78 invalid configuration or rules (EX_CONFIG).
+
+use clap::Parser;
+use gridwatch::cli::{Cli, Command, RulesCommand};
+use gridwatch::config::{Config, ConfigError};
+use gridwatch::rule_files::{self, RuleLoadError};
+use gridwatch::{clock::Clock, daemon, demo, metrics::Metrics};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Demo { .. } => "warn,rumqttd=off",
+        _ => "info,rumqttd=off",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_log.into()))
+        .init();
+
+    match cli.command {
+        Command::Rules { command: RulesCommand::Check { paths, with_builtin } } => check_rules(&paths, with_builtin || paths.is_empty()),
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(config) => config,
+                Err(error @ ConfigError::Invalid(_)) => {
+                    eprintln!("{error}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            block_on(run_daemon(config))
+        }
+        Command::Demo { duration, speed, state_dir, http_listen } => {
+            block_on(demo::run(demo::DemoOptions { duration, speed, state_dir, http_listen }))
+        }
+    }
+}
+
+fn check_rules(paths: &[std::path::PathBuf], with_builtin: bool) -> ExitCode {
+    match rule_files::load(paths, with_builtin) {
+        Ok((rules, files)) => {
+            println!("ok: {} rules in {files} files", rules.rules.len());
+            ExitCode::SUCCESS
+        }
+        Err(RuleLoadError::Invalid(errors)) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s); no rule was loaded", errors.0.len());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_daemon(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        signals.cancel();
+    });
+    daemon::run(config, Clock::System, Arc::new(Metrics::new()), shutdown).await
+}
+
+/// SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn wait_for_stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot listen for SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn block_on(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            match error.downcast_ref::<RuleLoadError>() {
+                Some(RuleLoadError::Invalid(_)) => ExitCode::from(EX_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

@@ -52,6 +52,14 @@ impl Threshold {
         }
     }
 
+    /// "back below 0.37" / "back above 5.3": the clear condition in words, for messages.
+    pub fn describe_clear(&self) -> String {
+        match self.direction {
+            Direction::Above => format!("back below {}", self.clear),
+            Direction::Below => format!("back above {}", self.clear),
+        }
+    }
+
     /// "above 0.401" / "below 5": the comparison in words, for messages.
     pub fn describe(&self) -> String {
         match self.direction {

@@ -1,1 +1,17 @@
+//! Harness for gridwatch's end-to-end tests and load runs: real services on loopback ports the
+//! test chooses, each stopped when its handle drops.
+//!
+//! - [`Mosquitto`]: a mosquitto broker (Debian package `mosquitto`).
+//! - [`VictoriaMetrics`]: VictoriaMetrics (Debian package `victoria-metrics`), which accepts
+//!   InfluxDB's `/api/v2/write`; read back through `/api/v1/export`.
+//! - [`WebhookReceiver`]: an HTTP server that records JSON POSTs and answers with scripted
+//!   status codes.
+//!
+//! A service that cannot be started fails the test with the reason (and the package to
+//! install); nothing is skipped.
 
+mod services;
+mod webhook;
+
+pub use services::{free_port, wait_for, Mosquitto, VictoriaMetrics};
+pub use webhook::WebhookReceiver;

@@ -1,0 +1,185 @@
+//! Alerts: a rule event made readable (what, where, how bad, since when) and sent to every
+//! configured sink.
+//!
+//! Flow: the pipeline sends [`Alert`]s to [`run_dispatcher`], which writes each one to the
+//! store's journal first and then hands it to every sink's own queue. Each sink runs in its own
+//! task ([`spawn_sink`]) so a slow webhook never delays the console or the MQTT topic.
+//!
+//! Queues here are bounded and *block* when full: alerts are never dropped. A sink that gives
+//! up on an alert after its retries counts it in `alert_delivery_failures`.
+
+pub mod console;
+pub mod mqtt;
+pub mod webhook;
+
+use crate::clock::rfc3339;
+use crate::config::SensorConfig;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use gridwatch_rules::{EventKind, Rule, RuleEvent};
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Queue length in front of each sink.
+const SINK_QUEUE: usize = 1024;
+
+/// One alert event as grid workers, webhooks and the journal see it. This is the JSON body of
+/// the webhook and of MQTT alert messages.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// `fired` or `cleared`.
+    pub event: &'static str,
+    pub rule: String,
+    /// What is wrong, in words.
+    pub title: String,
+    /// notice | warning | alarm | danger.
+    pub severity: &'static str,
+    /// blue | yellow | orange | red.
+    pub colour: &'static str,
+    pub sensor: String,
+    pub kind: &'static str,
+    pub site: String,
+    pub building: Option<String>,
+    pub grid: Option<String>,
+    /// The value that decided the event, in `unit`.
+    pub value: f64,
+    pub unit: String,
+    /// What decided the event, e.g. `hypot(x, y) above 0.4011` when fired,
+    /// `hypot(x, y) back below 0.37` when cleared.
+    pub condition: String,
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+    pub at_ms: i64,
+    /// When the breach began (RFC 3339, UTC).
+    pub since: String,
+}
+
+impl Alert {
+    pub fn new(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig) -> Alert {
+        Alert {
+            event: event.kind.as_str(),
+            rule: rule.id.clone(),
+            title: rule.title.clone(),
+            severity: rule.severity.as_str(),
+            colour: rule.severity.colour(),
+            sensor: sensor.id.clone(),
+            kind: sensor.kind.as_str(),
+            site: sensor.site.clone(),
+            building: sensor.building.clone(),
+            grid: sensor.grid.clone(),
+            value: event.value,
+            unit: rule.unit.clone(),
+            condition: match event.kind {
+                EventKind::Fired => format!("{} {}", rule.value, rule.threshold.describe()),
+                EventKind::Cleared => format!("{} {}", rule.value, rule.threshold.describe_clear()),
+            },
+            at: rfc3339(event.at),
+            at_ms: event.at,
+            since: rfc3339(event.since),
+        }
+    }
+
+    /// "house-07 at north-lane, building B7, grid-3".
+    pub fn place(&self) -> String {
+        let mut place = format!("{} at {}", self.sensor, self.site);
+        if let Some(building) = &self.building {
+            place.push_str(&format!(", building {building}"));
+        }
+        if let Some(grid) = &self.grid {
+            place.push_str(&format!(", {grid}"));
+        }
+        place
+    }
+}
+
+/// Something that delivers alerts somewhere.
+pub trait Sink: Send + 'static {
+    /// Label in logs and metrics.
+    fn name(&self) -> String;
+    /// Delivers one alert, retrying as the sink sees fit; an error means it gave up.
+    fn deliver(&mut self, alert: &Alert) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Called once the queue is closed and drained.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Runs a sink in its own task behind a bounded queue.
+pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>) -> (mpsc::Sender<Arc<Alert>>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Arc<Alert>>(SINK_QUEUE);
+    let label = Metrics::sink(&sink.name());
+    let task = tokio::spawn(async move {
+        while let Some(alert) = rx.recv().await {
+            match sink.deliver(&alert).await {
+                Ok(()) => {
+                    metrics.alerts_delivered.get_or_create(&label).inc();
+                }
+                Err(error) => {
+                    metrics.alert_delivery_failures.get_or_create(&label).inc();
+                    tracing::error!(sink = %label.sink, rule = %alert.rule, sensor = %alert.sensor, event = alert.event, error = %format!("{error:#}"), "alert not delivered");
+                }
+            };
+        }
+        sink.finish().await;
+    });
+    (tx, task)
+}
+
+/// Journals each alert, then hands it to every sink. Returns when `alerts` is closed; the sink
+/// queues close when it returns.
+pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sinks: Vec<mpsc::Sender<Arc<Alert>>>) {
+    while let Some(alert) = alerts.recv().await {
+        if let Err(error) = store.record_alert(&alert).await {
+            tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "alert not journaled; sending it anyway");
+        }
+        let alert = Arc::new(alert);
+        for sink in &sinks {
+            // A sink only goes away when its task ended; nothing more can be done for it.
+            let _ = sink.send(alert.clone()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A representative alert for sink and store tests.
+    pub fn sample_alert(event: &'static str, value: f64) -> Alert {
+        Alert {
+            event,
+            rule: "tilt-danger".into(),
+            title: "Wall tilt past 7‰ (red)".into(),
+            severity: "danger",
+            colour: "red",
+            sensor: "house-07".into(),
+            kind: "tilt",
+            site: "north-lane".into(),
+            building: Some("B7".into()),
+            grid: Some("grid-3".into()),
+            value,
+            unit: "°".into(),
+            condition: "hypot(x, y) above 0.4011".into(),
+            at: rfc3339(1_795_392_000_000),
+            at_ms: 1_795_392_000_000,
+            since: rfc3339(1_795_391_940_000),
+        }
+    }
+
+    #[test]
+    fn place_names_site_building_and_grid() {
+        assert_eq!(sample_alert("fired", 0.5).place(), "house-07 at north-lane, building B7, grid-3");
+    }
+
+    #[test]
+    fn alert_json_carries_what_a_receiver_needs() {
+        let json = serde_json::to_value(sample_alert("fired", 0.5)).unwrap();
+        for key in ["event", "rule", "title", "severity", "sensor", "site", "value", "unit", "at", "since"] {
+            assert!(json.get(key).is_some(), "missing {key}: {json}");
+        }
+        assert_eq!(json["event"], "fired");
+    }
+}

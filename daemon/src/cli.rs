@@ -1,0 +1,63 @@
+//! Command-line interface: `run` (the daemon), `demo` (everything on embedded defaults) and
+//! `rules check` (validate rule files).
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "gridwatch", version, about = "Community monitoring: tilt sensors and water probes -> alarm rules -> grid workers")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon with a configuration file.
+    Run {
+        /// The configuration file (see gridwatch.example.toml).
+        #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
+        config: PathBuf,
+    },
+    /// Run everything on embedded defaults with simulated houses and water probes.
+    Demo {
+        /// Stop by itself after this long (e.g. 30s, 2m); runs until Ctrl-C when absent.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// How much faster than real time the simulation runs.
+        #[arg(long, default_value_t = 120.0, value_parser = positive_speed)]
+        speed: f64,
+        /// Keep the local store here instead of in a temporary directory.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Serve /metrics on this address (e.g. 127.0.0.1:9181).
+        #[arg(long)]
+        http_listen: Option<SocketAddr>,
+    },
+    /// Work with rule files.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Check rule files (or directories of them); prints file:line:column errors, exits 1 on any.
+    Check {
+        /// Rule files or directories. With none, the built-in packs are checked.
+        paths: Vec<PathBuf>,
+        /// Check the given files together with the built-in packs (catches id clashes).
+        #[arg(long)]
+        with_builtin: bool,
+    },
+}
+
+fn positive_speed(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(speed) if speed.is_finite() && speed > 0.0 => Ok(speed),
+        _ => Err(format!("`{text}` is not a positive number")),
+    }
+}

@@ -1,0 +1,420 @@
+//! The daemon's configuration: loaded from TOML in two phases — [`raw`] mirrors the file, then
+//! [`Config::parse`] checks it into typed values. Every problem is reported with the file, line,
+//! column and key (all semantic problems at once; a TOML syntax or type error stops at the
+//! first). Relative paths are resolved against the config file's directory.
+//!
+//! The annotated example is `gridwatch.example.toml` at the top of the repository; the reference
+//! is docs/configuration.md.
+
+mod raw;
+
+use gridwatch_rules::diagnostic::line_column;
+use gridwatch_rules::{Diagnostic, SensorKind};
+use raw::RawConfig;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the embedded local store and other state live.
+    pub state_dir: PathBuf,
+    pub mqtt: MqttConfig,
+    /// The sensor inventory; a reading from a sensor not listed here is rejected.
+    pub sensors: Vec<SensorConfig>,
+    pub rules: RulesConfig,
+    pub alerts: AlertsConfig,
+    pub influxdb: Option<InfluxConfig>,
+    /// Address of the `/metrics` endpoint; none when the `[http]` table is absent.
+    pub http_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerConfig {
+    /// Run an MQTT broker inside the daemon (rumqttd) listening here.
+    Embedded { listen: SocketAddr },
+    /// Connect to an existing broker such as mosquitto.
+    External { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub broker: BrokerConfig,
+    /// Fixed, so the broker can keep the daemon's session across reconnects.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Larger payloads are rejected and counted, never parsed.
+    pub max_payload_bytes: usize,
+    pub keep_alive: Duration,
+    /// Extra topics mapped onto sensors, tried before the default convention.
+    pub topic_maps: Vec<TopicMapConfig>,
+}
+
+/// Maps a topic filter onto a sensor: `sensor` is an id or `{n}`, the n-th `+` level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMapConfig {
+    pub filter: String,
+    pub sensor: String,
+    /// Payload field name -> field name used by the rules (`angle_x = "x"`).
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensorConfig {
+    pub id: String,
+    pub kind: SensorKind,
+    pub site: String,
+    pub building: Option<String>,
+    pub grid: Option<String>,
+    pub storeys: Option<u8>,
+    pub structure: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesConfig {
+    /// Load the packs shipped in the binary.
+    pub builtin_packs: bool,
+    /// Rule files, or directories whose `*.toml` files are rule files.
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    pub console: bool,
+    /// Alerts are published under `<prefix>/<site>/<sensor>/<rule>` when set.
+    pub mqtt_topic_prefix: Option<String>,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: reqwest::Url,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct InfluxConfig {
+    pub url: reqwest::Url,
+    pub org: String,
+    pub bucket: String,
+    pub token: String,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    /// Readings waiting for the writer; past this they are dropped and counted.
+    pub queue_capacity: usize,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&path.display().to_string(), &text, base)
+    }
+
+    /// Checks configuration text; `name` labels diagnostics, `base` resolves relative paths.
+    pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let mut check = Checker { name, text, diagnostics: Vec::new() };
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(err) => {
+                check.error(err.span().unwrap_or(0..0), None, err.message().trim_end().to_string());
+                return Err(ConfigError::Invalid(check.diagnostics));
+            }
+        };
+        let config = check.config(raw, base);
+        if check.diagnostics.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(check.diagnostics))
+        }
+    }
+
+    /// Position of a sensor in the inventory, by id.
+    pub fn sensor_index(&self, id: &str) -> Option<usize> {
+        self.sensors.iter().position(|s| s.id == id)
+    }
+}
+
+/// Collects diagnostics while turning the raw file into a [`Config`].
+struct Checker<'a> {
+    name: &'a str,
+    text: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Range<usize>, key: Option<&str>, message: String) {
+        let (line, column) = line_column(self.text, span.start);
+        self.diagnostics.push(Diagnostic { file: self.name.to_string(), line, column, key: key.map(str::to_string), message });
+    }
+
+    fn config(&mut self, raw: RawConfig, base: &Path) -> Config {
+        let state_dir = base.join(raw.state_dir.get_ref());
+        let sensors = self.sensors(raw.sensors);
+        let mqtt = self.mqtt(raw.mqtt, &sensors);
+        let rules = RulesConfig {
+            builtin_packs: raw.rules.builtin_packs,
+            paths: raw.rules.paths.into_iter().filter_map(|p| self.existing_path(base, p, "rules.paths")).collect(),
+        };
+        let alerts = self.alerts(raw.alerts);
+        let influxdb = raw.influxdb.and_then(|raw| self.influx(raw, base));
+        let http_listen = raw.http.and_then(|http| self.socket_addr(&http.listen, "http.listen"));
+        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen }
+    }
+
+    fn sensors(&mut self, raw: Vec<raw::RawSensor>) -> Vec<SensorConfig> {
+        let mut seen = HashSet::new();
+        let mut sensors = Vec::with_capacity(raw.len());
+        for sensor in raw {
+            let id = sensor.id.get_ref().clone();
+            if !is_token(&id) {
+                self.error(sensor.id.span(), Some("sensor.id"), format!("`{id}` is not a sensor id: use letters, digits, `-`, `_` and `.`"));
+            } else if !seen.insert(id.clone()) {
+                self.error(sensor.id.span(), Some("sensor.id"), format!("sensor `{id}` is listed twice"));
+            }
+            if !is_token(sensor.site.get_ref()) {
+                self.error(sensor.site.span(), Some("sensor.site"), format!("`{}` is not a site name: use letters, digits, `-`, `_` and `.`", sensor.site.get_ref()));
+            }
+            sensors.push(SensorConfig {
+                id,
+                kind: sensor.kind,
+                site: sensor.site.into_inner(),
+                building: sensor.building,
+                grid: sensor.grid,
+                storeys: sensor.storeys,
+                structure: sensor.structure,
+                tags: sensor.tags,
+            });
+        }
+        sensors
+    }
+
+    fn mqtt(&mut self, raw: raw::RawMqtt, sensors: &[SensorConfig]) -> MqttConfig {
+        let broker = match raw.broker.get_ref().as_str() {
+            "embedded" => {
+                let listen = match &raw.embedded_listen {
+                    Some(listen) => self.socket_addr(listen, "mqtt.embedded_listen"),
+                    None => Some(SocketAddr::from(([127, 0, 0, 1], 1883))),
+                };
+                BrokerConfig::Embedded { listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1883))) }
+            }
+            url => {
+                if let Some(listen) = &raw.embedded_listen {
+                    self.error(listen.span(), Some("mqtt.embedded_listen"), "only used with broker = \"embedded\"".into());
+                }
+                match parse_mqtt_url(url) {
+                    Ok((host, port)) => BrokerConfig::External { host, port },
+                    Err(message) => {
+                        self.error(raw.broker.span(), Some("mqtt.broker"), message);
+                        BrokerConfig::External { host: String::new(), port: 0 }
+                    }
+                }
+            }
+        };
+        if *raw.max_payload_bytes.get_ref() == 0 {
+            self.error(raw.max_payload_bytes.span(), Some("mqtt.max_payload_bytes"), "must be at least 1".into());
+        }
+        if *raw.keep_alive_secs.get_ref() < 5 {
+            self.error(raw.keep_alive_secs.span(), Some("mqtt.keep_alive_secs"), "must be at least 5 seconds".into());
+        }
+        let topic_maps = raw.topics.into_iter().filter_map(|map| self.topic_map(map, sensors)).collect();
+        MqttConfig {
+            broker,
+            client_id: raw.client_id,
+            username: raw.username,
+            password: raw.password,
+            max_payload_bytes: raw.max_payload_bytes.into_inner(),
+            keep_alive: Duration::from_secs(raw.keep_alive_secs.into_inner()),
+            topic_maps,
+        }
+    }
+
+    fn topic_map(&mut self, raw: raw::RawTopicMap, sensors: &[SensorConfig]) -> Option<TopicMapConfig> {
+        let filter = raw.filter.get_ref();
+        if let Err(message) = check_topic_filter(filter) {
+            self.error(raw.filter.span(), Some("mqtt.topic.filter"), message);
+            return None;
+        }
+        let wildcards = filter.split('/').filter(|level| *level == "+").count();
+        let sensor = raw.sensor.get_ref();
+        match placeholder_index(sensor) {
+            Some(n) if n == 0 || n > wildcards => {
+                self.error(raw.sensor.span(), Some("mqtt.topic.sensor"), format!("`{sensor}` refers to `+` level {n}, but the filter has {wildcards}"));
+                return None;
+            }
+            Some(_) => {}
+            None if !sensors.iter().any(|s| &s.id == sensor) => {
+                self.error(raw.sensor.span(), Some("mqtt.topic.sensor"), format!("no sensor `{sensor}` in the inventory (use `{{1}}` to take the id from the first `+` level)"));
+                return None;
+            }
+            None => {}
+        }
+        Some(TopicMapConfig { filter: filter.clone(), sensor: sensor.clone(), fields: raw.fields })
+    }
+
+    fn alerts(&mut self, raw: raw::RawAlerts) -> AlertsConfig {
+        let mqtt_topic_prefix = raw.mqtt.and_then(|mqtt| {
+            let prefix = mqtt.topic_prefix.get_ref().trim_end_matches('/');
+            if prefix.is_empty() || prefix.contains(['+', '#']) {
+                self.error(mqtt.topic_prefix.span(), Some("alerts.mqtt.topic_prefix"), "must be a topic without wildcards".into());
+                None
+            } else {
+                Some(prefix.to_string())
+            }
+        });
+        let mut webhooks = Vec::new();
+        for (index, hook) in raw.webhook.into_iter().enumerate() {
+            let url = self.http_url(&hook.url, "alerts.webhook.url");
+            if *hook.max_attempts.get_ref() == 0 {
+                self.error(hook.max_attempts.span(), Some("alerts.webhook.max_attempts"), "must be at least 1".into());
+            }
+            if *hook.timeout_secs.get_ref() == 0 {
+                self.error(hook.timeout_secs.span(), Some("alerts.webhook.timeout_secs"), "must be at least 1".into());
+            }
+            if let Some(url) = url {
+                webhooks.push(WebhookConfig {
+                    name: hook.name.unwrap_or_else(|| format!("webhook-{}", index + 1)),
+                    url,
+                    timeout: Duration::from_secs(hook.timeout_secs.into_inner()),
+                    max_attempts: hook.max_attempts.into_inner(),
+                });
+            }
+        }
+        AlertsConfig { console: raw.console, mqtt_topic_prefix, webhooks }
+    }
+
+    fn influx(&mut self, raw: raw::RawInflux, base: &Path) -> Option<InfluxConfig> {
+        let url = self.http_url(&raw.url, "influxdb.url");
+        let token = match (raw.token, &raw.token_file) {
+            (Some(_), Some(file)) => {
+                self.error(file.span(), Some("influxdb.token_file"), "give either `token` or `token_file`, not both".into());
+                None
+            }
+            (Some(token), None) => Some(token),
+            (None, Some(file)) => {
+                let path = base.join(file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(token) => Some(token.trim().to_string()),
+                    Err(err) => {
+                        self.error(file.span(), Some("influxdb.token_file"), format!("cannot read {}: {err}", path.display()));
+                        None
+                    }
+                }
+            }
+            (None, None) => Some(String::new()),
+        };
+        for (key, value) in [("influxdb.batch_size", &raw.batch_size), ("influxdb.queue_capacity", &raw.queue_capacity)] {
+            if *value.get_ref() == 0 {
+                self.error(value.span(), Some(key), "must be at least 1".into());
+            }
+        }
+        if *raw.flush_interval_ms.get_ref() == 0 {
+            self.error(raw.flush_interval_ms.span(), Some("influxdb.flush_interval_ms"), "must be at least 1".into());
+        }
+        Some(InfluxConfig {
+            url: url?,
+            org: raw.org,
+            bucket: raw.bucket,
+            token: token?,
+            batch_size: raw.batch_size.into_inner(),
+            flush_interval: Duration::from_millis(raw.flush_interval_ms.into_inner()),
+            queue_capacity: raw.queue_capacity.into_inner(),
+        })
+    }
+
+    fn socket_addr(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        match value.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(value.span(), Some(key), format!("`{}` is not an address such as \"127.0.0.1:9181\"", value.get_ref()));
+                None
+            }
+        }
+    }
+
+    fn http_url(&mut self, value: &Spanned<String>, key: &str) -> Option<reqwest::Url> {
+        match reqwest::Url::parse(value.get_ref()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+            Ok(_) => {
+                self.error(value.span(), Some(key), "must be an http:// or https:// URL".into());
+                None
+            }
+            Err(err) => {
+                self.error(value.span(), Some(key), format!("not a URL: {err}"));
+                None
+            }
+        }
+    }
+
+    fn existing_path(&mut self, base: &Path, value: Spanned<String>, key: &str) -> Option<PathBuf> {
+        let path = base.join(value.get_ref());
+        if path.exists() {
+            Some(path)
+        } else {
+            self.error(value.span(), Some(key), format!("{} does not exist", path.display()));
+            None
+        }
+    }
+}
+
+/// Sensor ids and site names appear in MQTT topics and storage tags: keep them plain.
+fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn placeholder_index(template: &str) -> Option<usize> {
+    template.strip_prefix('{')?.strip_suffix('}')?.parse().ok()
+}
+
+fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("`{url}` is neither \"embedded\" nor an mqtt://host:port URL"))?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| format!("`{port}` is not a port number"))?),
+        None => (rest, 1883),
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// Checks an MQTT subscription filter: `+` fills a whole level, `#` only the last.
+pub fn check_topic_filter(filter: &str) -> Result<(), String> {
+    if filter.is_empty() {
+        return Err("a topic filter cannot be empty".into());
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err(format!("`{filter}`: `#` must be a whole level at the end"));
+        }
+        if level.contains('+') && *level != "+" {
+            return Err(format!("`{filter}`: `+` must be a whole level"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

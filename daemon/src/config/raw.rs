@@ -1,0 +1,170 @@
+//! The configuration file as written (phase one of loading): serde structs that mirror the TOML
+//! exactly, with `deny_unknown_fields` so a typo is an error, and spans on every value that is
+//! checked later so that error can name its line.
+
+use gridwatch_rules::SensorKind;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub state_dir: Spanned<String>,
+    pub mqtt: RawMqtt,
+    #[serde(default, rename = "sensor")]
+    pub sensors: Vec<RawSensor>,
+    #[serde(default)]
+    pub rules: RawRules,
+    #[serde(default)]
+    pub alerts: RawAlerts,
+    pub influxdb: Option<RawInflux>,
+    pub http: Option<RawHttp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    /// `"embedded"` or `"mqtt://host:port"`.
+    pub broker: Spanned<String>,
+    pub embedded_listen: Option<Spanned<String>>,
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: Spanned<usize>,
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: Spanned<u64>,
+    #[serde(default, rename = "topic")]
+    pub topics: Vec<RawTopicMap>,
+}
+
+fn default_client_id() -> String {
+    "gridwatch".into()
+}
+
+fn default_max_payload_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, 4096)
+}
+
+fn default_keep_alive_secs() -> Spanned<u64> {
+    Spanned::new(0..0, 30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopicMap {
+    pub filter: Spanned<String>,
+    pub sensor: Spanned<String>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSensor {
+    pub id: Spanned<String>,
+    pub kind: SensorKind,
+    pub site: Spanned<String>,
+    pub building: Option<String>,
+    pub grid: Option<String>,
+    pub storeys: Option<u8>,
+    pub structure: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRules {
+    #[serde(default = "yes")]
+    pub builtin_packs: bool,
+    #[serde(default)]
+    pub paths: Vec<Spanned<String>>,
+}
+
+impl Default for RawRules {
+    fn default() -> Self {
+        RawRules { builtin_packs: true, paths: Vec::new() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    #[serde(default = "yes")]
+    pub console: bool,
+    pub mqtt: Option<RawMqttAlerts>,
+    #[serde(default)]
+    pub webhook: Vec<RawWebhook>,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        RawAlerts { console: true, mqtt: None, webhook: Vec::new() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqttAlerts {
+    pub topic_prefix: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub name: Option<String>,
+    pub url: Spanned<String>,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: Spanned<u64>,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: Spanned<u32>,
+}
+
+fn default_timeout_secs() -> Spanned<u64> {
+    Spanned::new(0..0, 5)
+}
+
+fn default_max_attempts() -> Spanned<u32> {
+    Spanned::new(0..0, 8)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInflux {
+    pub url: Spanned<String>,
+    pub org: String,
+    pub bucket: String,
+    pub token: Option<String>,
+    pub token_file: Option<Spanned<String>>,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: Spanned<usize>,
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: Spanned<u64>,
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: Spanned<usize>,
+}
+
+fn default_batch_size() -> Spanned<usize> {
+    Spanned::new(0..0, 1000)
+}
+
+fn default_flush_interval_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
+}
+
+fn default_queue_capacity() -> Spanned<usize> {
+    Spanned::new(0..0, 50_000)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Spanned<String>,
+}

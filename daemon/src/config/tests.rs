@@ -1,0 +1,102 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+state_dir = "state"
+
+[mqtt]
+broker = "mqtt://127.0.0.1:1883"
+
+[[sensor]]
+id = "house-07"
+kind = "tilt"
+site = "north-lane"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse("gridwatch.toml", text, Path::new("/etc/gridwatch"))
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Err(ConfigError::Invalid(diagnostics)) => diagnostics.iter().map(ToString::to_string).collect(),
+        other => panic!("expected diagnostics, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.state_dir, PathBuf::from("/etc/gridwatch/state"));
+    assert_eq!(config.mqtt.broker, BrokerConfig::External { host: "127.0.0.1".into(), port: 1883 });
+    assert_eq!(config.mqtt.max_payload_bytes, 4096);
+    assert!(config.rules.builtin_packs);
+    assert!(config.alerts.console);
+    assert!(config.influxdb.is_none());
+    assert_eq!(config.sensors[0].kind, SensorKind::Tilt);
+}
+
+#[test]
+fn annotated_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gridwatch.example.toml");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.sensors.len(), 2);
+    assert_eq!(config.alerts.webhooks[0].name, "community-office");
+    assert_eq!(config.mqtt.topic_maps[0].fields.get("AngleX").map(String::as_str), Some("x"));
+    assert_eq!(config.http_listen, Some("127.0.0.1:9181".parse().unwrap()));
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let errs = errors(&MINIMAL.replace("site = ", "sight = "));
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("gridwatch.toml:10:1: error: unknown field `sight`"), "{}", errs[0]);
+}
+
+#[test]
+fn bad_kind_is_reported_at_its_value() {
+    let errs = errors(&MINIMAL.replace("\"tilt\"", "\"tlit\""));
+    assert!(errs[0].starts_with("gridwatch.toml:9:8: error: unknown variant `tlit`"), "{}", errs[0]);
+}
+
+#[test]
+fn all_semantic_errors_are_reported_together() {
+    let text = format!(
+        "{MINIMAL}\n[[sensor]]\nid = \"house-07\"\nkind = \"water\"\nsite = \"x\"\n\n[[alerts.webhook]]\nurl = \"ftp://x\"\n\n[http]\nlisten = \"localhost\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(
+        errs,
+        vec![
+            "gridwatch.toml:13:6: error in `sensor.id`: sensor `house-07` is listed twice",
+            "gridwatch.toml:18:7: error in `alerts.webhook.url`: must be an http:// or https:// URL",
+            "gridwatch.toml:21:10: error in `http.listen`: `localhost` is not an address such as \"127.0.0.1:9181\"",
+        ]
+    );
+}
+
+#[test]
+fn bad_broker_url_is_explained() {
+    let errs = errors(&MINIMAL.replace("mqtt://127.0.0.1:1883", "http://broker"));
+    assert_eq!(errs, vec!["gridwatch.toml:5:10: error in `mqtt.broker`: `http://broker` is neither \"embedded\" nor an mqtt://host:port URL"]);
+}
+
+#[test]
+fn topic_map_placeholder_must_match_a_wildcard() {
+    let text = format!("{MINIMAL}\n[[mqtt.topic]]\nfilter = \"vendor/+/up\"\nsensor = \"{{2}}\"\n");
+    let errs = errors(&text.replace("[[sensor]]", "[[mqtt.topic]]\nfilter = \"a/#/b\"\nsensor = \"house-07\"\n\n[[sensor]]"));
+    assert!(errs.iter().any(|e| e.contains("`#` must be a whole level at the end")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("`{2}` refers to `+` level 2, but the filter has 1")), "{errs:?}");
+}
+
+#[test]
+fn missing_rule_path_is_an_error() {
+    let errs = errors(&format!("{MINIMAL}\n[rules]\npaths = [\"no-such-dir\"]\n"));
+    assert_eq!(errs, vec!["gridwatch.toml:13:10: error in `rules.paths`: /etc/gridwatch/no-such-dir does not exist"]);
+}
+
+#[test]
+fn topic_filter_rules() {
+    assert!(check_topic_filter("a/+/b/#").is_ok());
+    assert!(check_topic_filter("a/b+").is_err());
+    assert!(check_topic_filter("").is_err());
+}

@@ -1,0 +1,117 @@
+//! Start-to-shutdown of the daemon: opens the store, loads the rules, starts the broker (when
+//! embedded), the sinks, the dispatcher, the telemetry writer, the pipeline and the MQTT source,
+//! then waits for `shutdown` and drains them in data-flow order under a deadline.
+
+use crate::alert::console::ConsoleSink;
+use crate::alert::mqtt::MqttAlertSink;
+use crate::alert::webhook::WebhookSink;
+use crate::alert::{run_dispatcher, spawn_sink};
+use crate::clock::Clock;
+use crate::config::{BrokerConfig, Config, SensorConfig};
+use crate::metrics::Metrics;
+use crate::mqtt::source::{self, Ingest};
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+use crate::telemetry::TelemetryWriter;
+use anyhow::Context;
+use gridwatch_rules::{Engine, Subject};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Samples waiting for the rule engine; the MQTT source waits when it is full.
+const SAMPLE_QUEUE: usize = 8192;
+/// Alerts waiting to be journaled and fanned out; the pipeline waits when it is full.
+const ALERT_QUEUE: usize = 1024;
+/// How long shutdown may take to drain queues and deliver pending alerts.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The engine's view of the inventory.
+pub fn subjects(sensors: &[SensorConfig]) -> Vec<Subject> {
+    sensors
+        .iter()
+        .map(|s| Subject { id: s.id.clone(), kind: s.kind, site: s.site.clone(), building: s.building.clone(), grid: s.grid.clone() })
+        .collect()
+}
+
+/// Runs the daemon until `shutdown` is cancelled and everything is drained.
+pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = Store::open(&config.state_dir)?;
+    let (rules, files) = crate::rule_files::load(&config.rules.paths, config.rules.builtin_packs).context("loading rules")?;
+    let rule_count = rules.rules.len();
+    let sensors: Arc<[SensorConfig]> = config.sensors.clone().into();
+    let engine = Engine::new(rules, &subjects(&sensors));
+
+    if let BrokerConfig::Embedded { listen } = config.mqtt.broker {
+        crate::mqtt::broker::start(listen).await?;
+    }
+    if let Some(listen) = config.http_listen {
+        crate::web::serve(listen, metrics.clone(), shutdown.clone()).await?;
+    }
+
+    let mut sink_queues = Vec::new();
+    let mut sink_tasks = Vec::new();
+    let mut add_sink = |(queue, task): (mpsc::Sender<_>, JoinHandle<()>)| {
+        sink_queues.push(queue);
+        sink_tasks.push(task);
+    };
+    if config.alerts.console {
+        add_sink(spawn_sink(ConsoleSink, metrics.clone()));
+    }
+    if let Some(prefix) = &config.alerts.mqtt_topic_prefix {
+        add_sink(spawn_sink(MqttAlertSink::connect(&config.mqtt, prefix.clone()), metrics.clone()));
+    }
+    for hook in &config.alerts.webhooks {
+        add_sink(spawn_sink(WebhookSink::new(hook, metrics.clone())?, metrics.clone()));
+    }
+    let sink_count = sink_queues.len();
+    let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
+    let dispatcher = tokio::spawn(run_dispatcher(alert_rx, store, sink_queues));
+
+    let (telemetry_tx, telemetry_task) = match &config.influxdb {
+        Some(influx) => {
+            let writer = TelemetryWriter::new(influx, sensors.clone(), metrics.clone())?;
+            let (tx, rx) = mpsc::channel(influx.queue_capacity);
+            (Some(tx), Some(tokio::spawn(writer.run(rx))))
+        }
+        None => (None, None),
+    };
+
+    let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_QUEUE);
+    let pipeline = Pipeline { engine, sensors: sensors.clone(), alerts: alert_tx, telemetry: telemetry_tx, metrics: metrics.clone(), clock };
+    let pipeline_task = tokio::spawn(pipeline.run(sample_rx));
+    let ingest = Ingest::new(&config, clock, metrics.clone());
+    let source_config = config.clone();
+    let source_shutdown = shutdown.clone();
+    let source_task = tokio::spawn(async move { source::run(&source_config, ingest, sample_tx, source_shutdown).await });
+
+    tracing::info!(
+        sensors = sensors.len(),
+        rules = rule_count,
+        rule_files = files,
+        sinks = sink_count,
+        influxdb = config.influxdb.is_some(),
+        state_dir = %config.state_dir.display(),
+        "gridwatch running"
+    );
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: draining readings and pending alerts");
+
+    let drain = async {
+        let _ = source_task.await;
+        let _ = pipeline_task.await;
+        let _ = dispatcher.await;
+        for task in sink_tasks {
+            let _ = task.await;
+        }
+        if let Some(task) = telemetry_task {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_DEADLINE, drain).await.is_err() {
+        tracing::error!(deadline_secs = DRAIN_DEADLINE.as_secs(), "shutdown deadline passed with alerts or telemetry still pending");
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! gridwatch, the daemon. A reading's way through it:
+//!
+//! 1. [`mqtt::source::run`] polls the MQTT connection; [`mqtt::source::Ingest::sample`] maps
+//!    the topic to a sensor ([`mqtt::topics`]) and decodes the JSON payload
+//!    ([`mqtt::payload`]) into a [`sample::Sample`] — or counts a rejection in [`metrics`].
+//! 2. [`pipeline::Pipeline::run`] feeds each sample to the rule engine (`gridwatch-rules`),
+//!    ticks it every second, turns rule events into [`alert::Alert`]s and hands samples to
+//!    [`telemetry::TelemetryWriter`] (InfluxDB 2, batched).
+//! 3. [`alert::run_dispatcher`] writes each alert to the [`store`] journal (SQLite), then to
+//!    every sink's queue: [`alert::console`], [`alert::webhook`], [`alert::mqtt`].
+//!
+//! [`daemon::run`] starts all of it (and the embedded broker, [`mqtt::broker`]) and drains it
+//! on shutdown; [`demo`] runs it on embedded defaults with a simulator. [`config`] loads and
+//! checks gridwatch.toml; [`rule_files`] reads rule files for the pure rules library.
+
+pub mod alert;
+pub mod backoff;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod metrics;
+pub mod mqtt;
+pub mod pipeline;
+pub mod rule_files;
+pub mod sample;
+pub mod store;
+pub mod telemetry;
+pub mod web;

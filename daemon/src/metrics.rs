@@ -1,0 +1,152 @@
+//! Counters of everything the daemon accepts, rejects, evaluates, sends and drops — no loss is
+//! silent. Rendered in Prometheus text format at `/metrics` (see [`crate::web`]).
+
+use crate::mqtt::payload::Rejection;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
+
+/// All of the daemon's counters. Shared as `Arc<Metrics>`; counters are atomics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// MQTT messages that arrived on a subscribed topic.
+    pub messages_received: Counter,
+    /// Messages that did not become a sample, by reason.
+    pub payloads_rejected: Family<ReasonLabel, Counter>,
+    /// Samples handed to the rule engine.
+    pub samples_accepted: Counter,
+    /// Samples older than the sensor's previous one: stored, but not evaluated.
+    pub samples_out_of_order: Counter,
+    /// Rule transitions, by `fired` / `cleared`.
+    pub rule_events: Family<EventLabel, Counter>,
+    /// Alert events a sink confirmed.
+    pub alerts_delivered: Family<SinkLabel, Counter>,
+    /// Delivery attempts that failed and were retried.
+    pub alert_delivery_retries: Family<SinkLabel, Counter>,
+    /// Alert events a sink gave up on after its last attempt.
+    pub alert_delivery_failures: Family<SinkLabel, Counter>,
+    /// Points InfluxDB accepted.
+    pub telemetry_points_written: Counter,
+    /// Points not written, by reason (`queue_full`, `write_failed`).
+    pub telemetry_points_dropped: Family<ReasonLabel, Counter>,
+    /// Successful connections to the MQTT broker.
+    pub mqtt_connects: Counter,
+    /// Errors on the MQTT connection (each followed by a reconnect with backoff).
+    pub mqtt_connection_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("gridwatch");
+        let metrics = Metrics {
+            messages_received: Counter::default(),
+            payloads_rejected: Family::default(),
+            samples_accepted: Counter::default(),
+            samples_out_of_order: Counter::default(),
+            rule_events: Family::default(),
+            alerts_delivered: Family::default(),
+            alert_delivery_retries: Family::default(),
+            alert_delivery_failures: Family::default(),
+            telemetry_points_written: Counter::default(),
+            telemetry_points_dropped: Family::default(),
+            mqtt_connects: Counter::default(),
+            mqtt_connection_errors: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("mqtt_messages_received", "MQTT messages received on subscribed topics", metrics.messages_received.clone());
+        registry.register("payloads_rejected", "Messages rejected, by reason", metrics.payloads_rejected.clone());
+        registry.register("samples_accepted", "Samples handed to the rule engine", metrics.samples_accepted.clone());
+        registry.register("samples_out_of_order", "Samples older than the sensor's previous one (not evaluated)", metrics.samples_out_of_order.clone());
+        registry.register("rule_events", "Rule transitions, by event", metrics.rule_events.clone());
+        registry.register("alerts_delivered", "Alert events confirmed by a sink", metrics.alerts_delivered.clone());
+        registry.register("alert_delivery_retries", "Failed alert delivery attempts that were retried", metrics.alert_delivery_retries.clone());
+        registry.register("alert_delivery_failures", "Alert events a sink gave up on", metrics.alert_delivery_failures.clone());
+        registry.register("telemetry_points_written", "Points accepted by InfluxDB", metrics.telemetry_points_written.clone());
+        registry.register("telemetry_points_dropped", "Points not written, by reason", metrics.telemetry_points_dropped.clone());
+        registry.register("mqtt_connects", "Successful connections to the MQTT broker", metrics.mqtt_connects.clone());
+        registry.register("mqtt_connection_errors", "Errors on the MQTT connection", metrics.mqtt_connection_errors.clone());
+        for reason in Rejection::REASONS {
+            let _ = metrics.payloads_rejected.get_or_create(&ReasonLabel { reason: reason.into() });
+        }
+        for event in ["fired", "cleared"] {
+            let _ = metrics.rule_events.get_or_create(&EventLabel { event: event.into() });
+        }
+        Metrics { registry, ..metrics }
+    }
+
+    pub fn reject(&self, rejection: &Rejection) {
+        self.payloads_rejected.get_or_create(&ReasonLabel { reason: rejection.reason().into() }).inc();
+    }
+
+    pub fn rejected(&self, reason: &str) -> u64 {
+        self.payloads_rejected.get_or_create(&ReasonLabel { reason: reason.into() }).get()
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        Rejection::REASONS.iter().map(|reason| self.rejected(reason)).sum()
+    }
+
+    pub fn count_rule_event(&self, event: &str) {
+        self.rule_events.get_or_create(&EventLabel { event: event.into() }).inc();
+    }
+
+    pub fn rule_events_total(&self, event: &str) -> u64 {
+        self.rule_events.get_or_create(&EventLabel { event: event.into() }).get()
+    }
+
+    pub fn sink(name: &str) -> SinkLabel {
+        SinkLabel { sink: name.into() }
+    }
+
+    pub fn drop_telemetry(&self, reason: &str, points: u64) {
+        self.telemetry_points_dropped.get_or_create(&ReasonLabel { reason: reason.into() }).inc_by(points);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_rendered_by_reason() {
+        let metrics = Metrics::new();
+        metrics.reject(&Rejection::NotObject);
+        metrics.reject(&Rejection::NotObject);
+        let text = metrics.render();
+        assert!(text.contains("gridwatch_payloads_rejected_total{reason=\"not_object\"} 2"), "{text}");
+        assert!(text.contains("gridwatch_payloads_rejected_total{reason=\"not_json\"} 0"), "{text}");
+        assert_eq!(metrics.rejected_total(), 2);
+    }
+}

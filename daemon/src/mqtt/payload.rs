@@ -1,0 +1,214 @@
+//! The default payload convention: a JSON object of numeric fields plus optional `ts` and `seq`.
+//!
+//! ```json
+//! {"x": 0.12, "y": -0.03, "ts": "2026-11-23T08:00:00Z", "seq": 42}
+//! ```
+//!
+//! `ts` is RFC 3339 text or integer milliseconds since the Unix epoch; `seq` a non-negative
+//! integer that the device increments per message. Every other key must be a finite number.
+//! Anything else is a [`Rejection`] with a reason that is counted; nothing here panics.
+
+use gridwatch_rules::Millis;
+use std::collections::BTreeMap;
+
+/// The earliest accepted device time (2000-01-01): older stamps are clocks that never synced,
+/// or seconds sent where milliseconds were meant; they would write 1970 points.
+const EARLIEST_TS: Millis = 946_684_800_000;
+/// How far ahead of our clock a device time may be.
+const MAX_FUTURE_MS: Millis = 24 * 3600 * 1000;
+
+/// Why a message was not accepted as a reading. The label is the `reason` of the counter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("payload of {size} bytes is larger than the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("payload is not JSON: {0}")]
+    NotJson(String),
+    #[error("payload is not a JSON object")]
+    NotObject,
+    #[error("field `{0}` is not a number")]
+    NonNumeric(String),
+    #[error("{} is NaN or infinite", .0.as_ref().map_or("a value".to_string(), |field| format!("field `{field}`")))]
+    NotFinite(Option<String>),
+    #[error("payload has no measurement fields")]
+    NoFields,
+    #[error("`ts` is not RFC 3339 text or epoch milliseconds within range: {0}")]
+    BadTimestamp(String),
+    #[error("`seq` is not a non-negative integer")]
+    BadSeq,
+    #[error("no sensor is mapped to this topic")]
+    UnmappedTopic,
+    #[error("sensor `{0}` is not in the inventory")]
+    UnknownSensor(String),
+    #[error("sensor `{sensor}` belongs to site `{configured}`, not `{topic}`")]
+    SiteMismatch { sensor: String, configured: String, topic: String },
+}
+
+impl Rejection {
+    /// Short, stable label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::NotJson(_) => "not_json",
+            Rejection::NotObject => "not_object",
+            Rejection::NonNumeric(_) => "non_numeric",
+            Rejection::NotFinite(_) => "not_finite",
+            Rejection::NoFields => "no_fields",
+            Rejection::BadTimestamp(_) => "bad_timestamp",
+            Rejection::BadSeq => "bad_seq",
+            Rejection::UnmappedTopic => "unmapped_topic",
+            Rejection::UnknownSensor(_) => "unknown_sensor",
+            Rejection::SiteMismatch { .. } => "site_mismatch",
+        }
+    }
+
+    pub const REASONS: [&'static str; 11] = [
+        "too_large", "not_json", "not_object", "non_numeric", "not_finite", "no_fields",
+        "bad_timestamp", "bad_seq", "unmapped_topic", "unknown_sensor", "site_mismatch",
+    ];
+}
+
+/// A decoded payload, not yet tied to a sensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub ts: Option<Millis>,
+    pub seq: Option<u64>,
+    pub fields: Vec<(String, f64)>,
+}
+
+/// Decodes one payload. `renames` maps payload field names to rule field names; `now` bounds
+/// device timestamps from above.
+pub fn decode(payload: &[u8], max_bytes: usize, renames: &BTreeMap<String, String>, now: Millis) -> Result<Decoded, Rejection> {
+    if payload.len() > max_bytes {
+        return Err(Rejection::TooLarge { size: payload.len(), limit: max_bytes });
+    }
+    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|err| classify_json_error(payload, err))?;
+    let serde_json::Value::Object(object) = value else { return Err(Rejection::NotObject) };
+    let mut decoded = Decoded { ts: None, seq: None, fields: Vec::with_capacity(object.len()) };
+    for (key, value) in object {
+        match key.as_str() {
+            "ts" => decoded.ts = Some(timestamp(&value, now)?),
+            "seq" => decoded.seq = Some(value.as_u64().ok_or(Rejection::BadSeq)?),
+            _ => {
+                let number = value.as_f64().ok_or_else(|| Rejection::NonNumeric(key.clone()))?;
+                if !number.is_finite() {
+                    return Err(Rejection::NotFinite(Some(key)));
+                }
+                let name = renames.get(&key).cloned().unwrap_or(key);
+                decoded.fields.push((name, number));
+            }
+        }
+    }
+    if decoded.fields.is_empty() {
+        return Err(Rejection::NoFields);
+    }
+    Ok(decoded)
+}
+
+/// JSON has no NaN or Infinity, but firmware writes them anyway; name that case plainly.
+fn classify_json_error(payload: &[u8], err: serde_json::Error) -> Rejection {
+    let text = String::from_utf8_lossy(payload);
+    let bare_non_finite = ["NaN", "Infinity"].iter().any(|word| {
+        text.match_indices(word).any(|(i, _)| i == 0 || !text.as_bytes()[i - 1].is_ascii_alphanumeric() && text.as_bytes()[i - 1] != b'"')
+    });
+    if bare_non_finite || err.to_string().contains("number out of range") {
+        Rejection::NotFinite(None)
+    } else {
+        Rejection::NotJson(err.to_string())
+    }
+}
+
+fn timestamp(value: &serde_json::Value, now: Millis) -> Result<Millis, Rejection> {
+    let ms = match value {
+        serde_json::Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|e| Rejection::BadTimestamp(format!("`{text}`: {e}")))?
+            .timestamp_millis(),
+        serde_json::Value::Number(n) => n.as_i64().ok_or_else(|| Rejection::BadTimestamp(format!("`{n}` is not an integer")))?,
+        other => return Err(Rejection::BadTimestamp(format!("`{other}`"))),
+    };
+    if ms < EARLIEST_TS {
+        return Err(Rejection::BadTimestamp(format!("{ms} is before 2000-01-01 (seconds instead of milliseconds?)")));
+    }
+    if ms > now.saturating_add(MAX_FUTURE_MS) {
+        return Err(Rejection::BadTimestamp(format!("{ms} is more than a day ahead of this box's clock")));
+    }
+    Ok(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_800_000_000_000;
+
+    fn decode_str(text: &str) -> Result<Decoded, Rejection> {
+        decode(text.as_bytes(), 4096, &BTreeMap::new(), NOW)
+    }
+
+    #[test]
+    fn decodes_fields_ts_and_seq() {
+        let d = decode_str(r#"{"x": 0.12, "y": -3, "ts": "2026-11-23T08:00:00+08:00", "seq": 42}"#).unwrap();
+        assert_eq!(d.fields, vec![("x".to_string(), 0.12), ("y".to_string(), -3.0)]);
+        assert_eq!(d.ts, Some(1_795_392_000_000));
+        assert_eq!(d.seq, Some(42));
+    }
+
+    #[test]
+    fn epoch_millisecond_timestamps_are_accepted() {
+        assert_eq!(decode_str(r#"{"do": 5.1, "ts": 1795392000000}"#).unwrap().ts, Some(1_795_392_000_000));
+    }
+
+    #[test]
+    fn renames_map_vendor_fields_to_rule_fields() {
+        let renames = BTreeMap::from([("AngleX".to_string(), "x".to_string())]);
+        let d = decode(br#"{"AngleX": 0.5}"#, 4096, &renames, NOW).unwrap();
+        assert_eq!(d.fields, vec![("x".to_string(), 0.5)]);
+    }
+
+    #[test]
+    fn each_kind_of_bad_payload_has_its_reason() {
+        let cases = [
+            ("not json", "not_json"),
+            ("[1, 2]", "not_object"),
+            (r#"{"x": "1.2"}"#, "non_numeric"),
+            (r#"{"x": null}"#, "non_numeric"),
+            (r#"{"x": {"v": 1}}"#, "non_numeric"),
+            (r#"{"x": NaN}"#, "not_finite"),
+            (r#"{"x": -Infinity}"#, "not_finite"),
+            (r#"{"x": 1e999}"#, "not_finite"),
+            (r#"{"seq": 3}"#, "no_fields"),
+            (r#"{"x": 1, "ts": 1700000000}"#, "bad_timestamp"),
+            (r#"{"x": 1, "ts": "yesterday"}"#, "bad_timestamp"),
+            (r#"{"x": 1, "ts": 1900000000000}"#, "bad_timestamp"),
+            (r#"{"x": 1, "seq": -1}"#, "bad_seq"),
+        ];
+        for (payload, reason) in cases {
+            let rejection = decode_str(payload).expect_err(payload);
+            assert_eq!(rejection.reason(), reason, "{payload}: {rejection}");
+        }
+    }
+
+    #[test]
+    fn oversized_payload_is_rejected_before_parsing() {
+        let big = format!("{{\"x\": {}}}", "1".repeat(5000));
+        assert_eq!(decode_str(&big), Err(Rejection::TooLarge { size: big.len(), limit: 4096 }));
+    }
+
+    #[test]
+    fn string_containing_nan_is_not_mistaken_for_a_number() {
+        assert_eq!(decode_str(r#"{"x": "NaN"}"#).unwrap_err().reason(), "non_numeric");
+    }
+
+    #[test]
+    fn every_reason_is_listed() {
+        let all = [
+            Rejection::TooLarge { size: 0, limit: 0 }, Rejection::NotJson(String::new()), Rejection::NotObject,
+            Rejection::NonNumeric(String::new()), Rejection::NotFinite(None), Rejection::NoFields,
+            Rejection::BadTimestamp(String::new()), Rejection::BadSeq, Rejection::UnmappedTopic,
+            Rejection::UnknownSensor(String::new()),
+            Rejection::SiteMismatch { sensor: String::new(), configured: String::new(), topic: String::new() },
+        ];
+        let reasons: Vec<_> = all.iter().map(Rejection::reason).collect();
+        assert_eq!(reasons, Rejection::REASONS);
+    }
+}

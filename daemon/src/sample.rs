@@ -1,0 +1,18 @@
+//! A reading as it travels through the daemon: one message from one device.
+
+use gridwatch_rules::Millis;
+
+/// One message from one device. Tilt boxes send `x` and `y` together, probes several
+/// quantities at once.
+///
+/// Invariant: every field value is finite (sources reject NaN and infinities).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Position of the sensor in the configured inventory (and in the rule engine).
+    pub sensor: usize,
+    /// Measurement time: the device's own `ts` when it sent one, else the receive time.
+    pub ts: Millis,
+    /// The device's sequence number, when it sends one.
+    pub seq: Option<u64>,
+    pub fields: Vec<(String, f64)>,
+}

@@ -1,0 +1,175 @@
+//! Real services for end-to-end tests, started on free loopback ports in temporary
+//! directories and killed when their handle drops.
+
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes; says whether it did.
+pub async fn wait_for<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn find_program(name: &str, package: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/bin".into(), "/usr/local/sbin".into()]);
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("`{name}` not found: install the Debian package `{package}` (.ci/run does)")
+}
+
+async fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited with {status} before listening on {addr}");
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("{what} did not listen on {addr} within 5 s")
+}
+
+/// A mosquitto broker on 127.0.0.1.
+#[derive(Debug)]
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Mosquitto {
+    pub async fn start() -> anyhow::Result<Mosquitto> {
+        let program = find_program("mosquitto", "mosquitto")?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))?;
+        let mut child = Command::new(program)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto")?;
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, "mosquitto").await?;
+        Ok(Mosquitto { port, child, _dir: dir })
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Publishes one message with `mosquitto_pub` (QoS 1), as a device or a script would.
+    pub fn publish(&self, topic: &str, payload: &str) -> anyhow::Result<()> {
+        let program = find_program("mosquitto_pub", "mosquitto-clients")?;
+        let status = Command::new(program)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-t", topic, "-m", payload])
+            .status()
+            .context("running mosquitto_pub")?;
+        if !status.success() {
+            bail!("mosquitto_pub exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// VictoriaMetrics on 127.0.0.1, with its InfluxDB-compatible write API.
+#[derive(Debug)]
+pub struct VictoriaMetrics {
+    pub port: u16,
+    child: Child,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+impl VictoriaMetrics {
+    pub async fn start() -> anyhow::Result<VictoriaMetrics> {
+        let program = find_program("victoria-metrics", "victoria-metrics")?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let mut child = Command::new(program)
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", dir.path().display()))
+            .arg("-retentionPeriod=100y")
+            .arg("-loggerLevel=ERROR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting victoria-metrics")?;
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, "victoria-metrics").await?;
+        Ok(VictoriaMetrics { port, child, http: reqwest::Client::new(), _dir: dir })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Makes everything written so far visible to queries.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        let response = self.http.get(format!("{}/internal/force_flush", self.url())).send().await?;
+        if !response.status().is_success() {
+            bail!("force_flush answered {}", response.status());
+        }
+        Ok(())
+    }
+
+    /// Raw series matching a selector such as `{__name__=~"tilt_.*"}`, one JSON object per
+    /// series: `{"metric": {...labels}, "values": [...], "timestamps": [...]}`.
+    pub async fn export(&self, selector: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        self.flush().await?;
+        let response = self
+            .http
+            .get(format!("{}/api/v1/export", self.url()))
+            .query(&[("match[]", selector)])
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("export answered {status}: {text}");
+        }
+        text.lines().filter(|line| !line.trim().is_empty()).map(|line| Ok(serde_json::from_str(line)?)).collect()
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,74 @@
+//! A webhook receiver for tests: records every accepted JSON body, answers the first requests
+//! with scripted status codes and 200 after that.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+struct Recorded {
+    script: VecDeque<u16>,
+    requests: usize,
+    bodies: Vec<serde_json::Value>,
+}
+
+/// A running receiver at `http://127.0.0.1:<port>/hook`; stops when dropped.
+#[derive(Debug)]
+pub struct WebhookReceiver {
+    addr: SocketAddr,
+    recorded: Arc<Mutex<Recorded>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookReceiver {
+    /// Starts a receiver that answers the first requests with `script` (then 200). Bodies of
+    /// requests answered with 2xx are recorded.
+    pub async fn start(script: Vec<u16>) -> WebhookReceiver {
+        let recorded = Arc::new(Mutex::new(Recorded { script: script.into(), ..Recorded::default() }));
+        let app = Router::new().route("/hook", post(receive)).with_state(recorded.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind webhook receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("webhook receiver");
+        });
+        WebhookReceiver { addr, recorded, server }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Every request that arrived, accepted or not.
+    pub fn requests(&self) -> usize {
+        self.lock().requests
+    }
+
+    /// Bodies of the accepted requests, in arrival order.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.lock().bodies.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn receive(State(recorded): State<Arc<Mutex<Recorded>>>, Json(body): Json<serde_json::Value>) -> StatusCode {
+    let mut recorded = recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    recorded.requests += 1;
+    let status = recorded.script.pop_front().unwrap_or(200);
+    if (200..300).contains(&status) {
+        recorded.bodies.push(body);
+    }
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
