@@ -1,0 +1,87 @@
+//! Black-box tests of the `gridwatch` command line: `rules check`, config errors, and the demo
+//! that the README promises.
+
+mod common;
+
+use common::gridwatch;
+
+fn run(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
+    let output = gridwatch().args(args).current_dir(dir).output().expect("run gridwatch");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn rules_check_accepts_the_builtin_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = run(&["rules", "check"], dir.path());
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("ok: 10 rules in 2 files"), "{stdout}");
+}
+
+#[test]
+fn rules_check_reports_every_error_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mine.toml"),
+        "[[rule]]\nid = \"a\"\nvalue = \"do\"\nbelow = 5\nseverity = \"yellow\"\nfor = \"soon\"\n\n[[rule]]\nid = \"b\"\nvalue = \"x\"\nabove = 1\nclear_below = 2\nseverity = \"red\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["rules", "check", "mine.toml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("mine.toml:6:7: error in `for`: `soon` is not a duration"), "{stderr}");
+    assert!(stderr.contains("mine.toml:12:15: error in `clear_below`: clear level 2 must not be above the trigger 1"), "{stderr}");
+    assert!(stderr.contains("2 error(s); no rule was loaded"), "{stderr}");
+}
+
+#[test]
+fn rules_check_catches_clashes_with_builtin_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clash.toml"), "[[rule]]\nid = \"tilt-danger\"\nvalue = \"x\"\nabove = 1\nseverity = \"red\"\n").unwrap();
+    let (code, _, stderr) = run(&["rules", "check", "--with-builtin", "clash.toml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("clash.toml:2:6: error in `id`: duplicate rule id `tilt-danger` (first defined at builtin:tilt:"), "{stderr}");
+}
+
+#[test]
+fn run_refuses_an_invalid_config_with_exit_code_78() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gridwatch.toml"), "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\nbrokr = 1\n").unwrap();
+    let (code, _, stderr) = run(&["run", "--config", "gridwatch.toml"], dir.path());
+    assert_eq!(code, 78);
+    assert!(stderr.contains("gridwatch.toml:4:1: error: unknown field `brokr`"), "{stderr}");
+}
+
+#[test]
+fn run_refuses_broken_rule_files_with_exit_code_78() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"x\"\n").unwrap();
+    std::fs::write(dir.path().join("gridwatch.toml"), "state_dir = \"s\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\n[rules]\npaths = [\"rules.toml\"]\n").unwrap();
+    let (code, _, stderr) = run(&["run", "--config", "gridwatch.toml"], dir.path());
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("rules.toml:1:1: error: missing field `value`"), "{stderr}");
+}
+
+#[test]
+fn demo_runs_the_scenario_and_stops_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run(&["demo", "--for", "16s", "--speed", "240", "--state-dir", "state"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    let alert_lines: Vec<&str> = stdout.lines().filter(|line| line.contains(" rule=")).collect();
+    let has = |event: &str, rule: &str, sensor: &str| {
+        alert_lines.iter().any(|line| line.contains(&format!(" {event} ")) && line.contains(&format!("rule={rule} sensor={sensor} ")))
+    };
+    assert!(has("fired", "tilt-danger", "house-03"), "sudden jump: {stdout}");
+    assert!(has("fired", "tilt-alarm", "house-02"), "creeping house: {stdout}");
+    assert!(has("fired", "water-do-below-class-iii", "canal-02"), "oxygen dip: {stdout}");
+    assert!(has("cleared", "water-do-below-class-iii", "canal-02"), "oxygen recovery: {stdout}");
+    assert!(!alert_lines.iter().any(|line| line.contains("sensor=house-01 ") || line.contains("sensor=pond-01 ")), "healthy sensors stay quiet: {stdout}");
+    let fired_danger = alert_lines.iter().filter(|l| l.contains(" fired ") && l.contains("rule=tilt-danger sensor=house-03 ")).count();
+    assert_eq!(fired_danger, 1, "one alert per breach, not one per reading");
+    assert!(stdout.contains(" 1 rejected;"), "the NaN glitch is counted: {stdout}");
+    let journal = gridwatch::store::Store::open(&dir.path().join("state")).unwrap().recent_alerts(100).unwrap();
+    assert_eq!(journal.len(), alert_lines.len(), "every console alert is in the journal");
+}

@@ -1,0 +1,80 @@
+//! Helpers for black-box tests of the `gridwatch` binary.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub fn gridwatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+}
+
+/// A `gridwatch` process whose stdout lines are collected as they arrive.
+pub struct Daemon {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    pub fn start(args: &[&str], dir: &Path) -> Daemon {
+        let mut child = gridwatch()
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info,rumqttd=off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start gridwatch");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let pipe = child.stdout.take().expect("stdout pipe");
+        let lines = stdout.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, stdout, reader: Some(reader) }
+    }
+
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM (what systemd does) and waits for the process and its output.
+    pub fn stop(&mut self) -> ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let status = self.child.wait().expect("wait for gridwatch");
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fetches the daemon's /metrics text ("" while it is not up yet).
+pub async fn metrics(port: u16) -> String {
+    match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The value of one sample line of a Prometheus exposition, e.g.
+/// `gridwatch_payloads_rejected_total{reason="not_json"}`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+pub const SECOND: Duration = Duration::from_secs(1);
