@@ -14,7 +14,9 @@ use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::telemetry::TelemetryWriter;
 use anyhow::Context;
-use gridwatch_rules::{Engine, Subject};
+use crate::reload::build_engine;
+use gridwatch_rules::snapshot::Snapshot;
+use gridwatch_rules::Subject;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -32,8 +34,34 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(15);
 pub fn subjects(sensors: &[SensorConfig]) -> Vec<Subject> {
     sensors
         .iter()
-        .map(|s| Subject { id: s.id.clone(), kind: s.kind, site: s.site.clone(), building: s.building.clone(), grid: s.grid.clone() })
+        .map(|s| Subject {
+            id: s.id.clone(),
+            kind: s.kind,
+            site: s.site.clone(),
+            building: s.building.clone(),
+            grid: s.grid.clone(),
+            tags: s.rule_tags(),
+            interval_ms: s.interval.as_millis() as i64,
+        })
         .collect()
+}
+
+/// The engine state saved by the last run, if it can be read (a bad one is logged and ignored).
+fn saved_engine_state(store: &Store) -> Option<Snapshot> {
+    let json = match store.load_engine_state() {
+        Ok(json) => json?,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "cannot read the saved rule state; starting fresh");
+            return None;
+        }
+    };
+    match serde_json::from_str(&json) {
+        Ok(snapshot) => Some(snapshot),
+        Err(error) => {
+            tracing::error!(error = %error, "saved rule state is unreadable; starting fresh");
+            None
+        }
+    }
 }
 
 /// Runs the daemon until `shutdown` is cancelled and everything is drained.
@@ -42,7 +70,11 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     let (rules, files) = crate::rule_files::load(&config.rules.paths, config.rules.builtin_packs).context("loading rules")?;
     let rule_count = rules.rules.len();
     let sensors: Arc<[SensorConfig]> = config.sensors.clone().into();
-    let engine = Engine::new(rules, &subjects(&sensors));
+    let saved = saved_engine_state(&store);
+    let (engine, restored) = build_engine(rules, &sensors, saved.as_ref());
+    if saved.is_some() {
+        tracing::info!(states_kept = restored.checks, states_reset = restored.discarded, "rule state restored from the store");
+    }
 
     if let BrokerConfig::Embedded { listen } = config.mqtt.broker {
         crate::mqtt::broker::start(listen).await?;
@@ -68,7 +100,7 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     }
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
-    let dispatcher = tokio::spawn(run_dispatcher(alert_rx, store, sink_queues));
+    let dispatcher = tokio::spawn(run_dispatcher(alert_rx, store.clone(), sink_queues));
 
     let (telemetry_tx, telemetry_task) = match &config.influxdb {
         Some(influx) => {
@@ -80,8 +112,11 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     };
 
     let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_QUEUE);
-    let pipeline = Pipeline { engine, sensors: sensors.clone(), alerts: alert_tx, telemetry: telemetry_tx, metrics: metrics.clone(), clock };
-    let pipeline_task = tokio::spawn(pipeline.run(sample_rx));
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, reload_tx, shutdown.clone()));
+    let pipeline =
+        Pipeline { engine, sensors: sensors.clone(), alerts: alert_tx, telemetry: telemetry_tx, metrics: metrics.clone(), clock, store: store.clone() };
+    let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx));
     let ingest = Ingest::new(&config, clock, metrics.clone());
     let source_config = config.clone();
     let source_shutdown = shutdown.clone();

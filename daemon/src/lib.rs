@@ -11,7 +11,8 @@
 //!
 //! [`daemon::run`] starts all of it (and the embedded broker, [`mqtt::broker`]) and drains it
 //! on shutdown; [`demo`] runs it on embedded defaults with a simulator. [`config`] loads and
-//! checks gridwatch.toml; [`rule_files`] reads rule files for the pure rules library.
+//! checks gridwatch.toml; [`rule_files`] reads rule files for the pure rules library;
+//! [`reload`] builds the engine and swaps in new rules on SIGHUP or file change.
 
 pub mod alert;
 pub mod backoff;
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
+pub mod reload;
 pub mod rule_files;
 pub mod sample;
 pub mod store;

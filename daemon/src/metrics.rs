@@ -92,7 +92,7 @@ impl Metrics {
         for reason in Rejection::REASONS {
             let _ = metrics.payloads_rejected.get_or_create(&ReasonLabel { reason: reason.into() });
         }
-        for event in ["fired", "cleared"] {
+        for event in ["fired", "changed", "cleared"] {
             let _ = metrics.rule_events.get_or_create(&EventLabel { event: event.into() });
         }
         Metrics { registry, ..metrics }

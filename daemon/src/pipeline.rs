@@ -2,6 +2,9 @@
 //! sample and a tick each second, turns rule events into [`Alert`]s and forwards samples to the
 //! telemetry writer.
 //!
+//! It also swaps in reloaded rules (carrying over the state of unchanged rules) and saves the
+//! engine's state to the store every minute and when it stops.
+//!
 //! Edges and their policies when full: samples -> pipeline blocks the source (readings wait);
 //! pipeline -> alerts blocks (alerts are never dropped); pipeline -> telemetry drops the sample
 //! for storage only and counts it (`telemetry_points_dropped{reason="queue_full"}`) — rules still
@@ -12,13 +15,16 @@ use crate::clock::Clock;
 use crate::config::SensorConfig;
 use crate::metrics::Metrics;
 use crate::sample::Sample;
-use gridwatch_rules::{Engine, Observed, RuleEvent, SubjectId};
+use crate::store::Store;
+use gridwatch_rules::{Engine, Observed, RuleEvent, RuleSet, SubjectId};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How often time passes for the rules when no sample arrives (completes raise holds).
 const TICK: Duration = Duration::from_secs(1);
+/// How often the engine's state is saved to the store.
+const SAVE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct Pipeline {
@@ -29,14 +35,18 @@ pub struct Pipeline {
     pub telemetry: Option<mpsc::Sender<Sample>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// Where the engine's state is saved.
+    pub store: Store,
 }
 
 impl Pipeline {
-    /// Runs until `samples` is closed and drained.
-    pub async fn run(mut self, mut samples: mpsc::Receiver<Sample>) {
+    /// Runs until `samples` is closed and drained, then saves the engine's state.
+    pub async fn run(mut self, mut samples: mpsc::Receiver<Sample>, mut reloads: mpsc::Receiver<RuleSet>) {
         let mut events = Vec::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut save = tokio::time::interval(SAVE_EVERY);
+        save.tick().await;
         loop {
             tokio::select! {
                 biased;
@@ -44,11 +54,32 @@ impl Pipeline {
                     Some(sample) => self.process(sample, &mut events).await,
                     None => break,
                 },
+                Some(rules) = reloads.recv() => self.reload(rules),
                 _ = tick.tick() => {
                     self.engine.tick(self.clock.now(), &mut events);
                     self.emit(&mut events).await;
                 }
+                _ = save.tick() => self.save().await,
             }
+        }
+        self.save().await;
+    }
+
+    fn reload(&mut self, rules: RuleSet) {
+        let count = rules.rules.len();
+        let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, Some(&self.engine.snapshot()));
+        self.engine = engine;
+        tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
+    }
+
+    async fn save(&self) {
+        let snapshot = self.engine.snapshot();
+        let saved = match serde_json::to_string(&snapshot) {
+            Ok(json) => self.store.save_engine_state(json, self.clock.now()).await,
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = saved {
+            tracing::error!(error = %format!("{error:#}"), "rule state not saved; hold timers and baselines may restart after a reboot");
         }
     }
 

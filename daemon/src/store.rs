@@ -1,7 +1,8 @@
 //! The embedded local store: one SQLite file (`gridwatch.db`) in the state directory, in WAL
-//! mode with `synchronous=FULL`. It holds the alert journal: every alert event is written here
+//! mode with `synchronous=FULL`. It holds the alert journal — every alert event is written here
 //! before any sink sees it, so what was raised can always be read back (and, with the outbox of
-//! a later change, re-sent).
+//! a later change, re-sent) — and the rule engine's last state snapshot, so hold timers,
+//! windows and learned baselines survive a restart.
 //!
 //! Invariants: the schema version is `PRAGMA user_version`; migrations only move forward.
 
@@ -11,7 +12,7 @@ use rusqlite::{params, Connection};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// A handle on the store; cheap to clone, safe to share between tasks.
 #[derive(Debug, Clone)]
@@ -56,6 +57,32 @@ impl Store {
             Ok(conn.last_insert_rowid())
         })
         .await?
+    }
+
+    /// Replaces the saved rule-engine state.
+    pub async fn save_engine_state(&self, json: String, at_ms: i64) -> anyhow::Result<()> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+            conn.execute(
+                "INSERT INTO engine_state (id, saved_at_ms, state) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET saved_at_ms = excluded.saved_at_ms, state = excluded.state",
+                params![at_ms, json],
+            )?;
+            Ok(())
+        })
+        .await?
+    }
+
+    /// The saved rule-engine state, if any.
+    pub fn load_engine_state(&self) -> anyhow::Result<Option<String>> {
+        let conn = self.conn.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        let mut statement = conn.prepare("SELECT state FROM engine_state WHERE id = 1")?;
+        let mut rows = statement.query([])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(row.get(0)?)),
+            None => Ok(None),
+        }
     }
 
     /// The newest `limit` journal entries, oldest first.
@@ -103,6 +130,33 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
              COMMIT;",
         )?;
     }
+    if version < 2 {
+        // Incidents now also change severity: widen the event check, and keep the engine state.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE alert_events_v2 (
+                 id INTEGER PRIMARY KEY,
+                 at_ms INTEGER NOT NULL,
+                 rule TEXT NOT NULL,
+                 sensor TEXT NOT NULL,
+                 event TEXT NOT NULL CHECK (event IN ('fired', 'changed', 'cleared')),
+                 severity TEXT NOT NULL,
+                 value REAL NOT NULL,
+                 payload TEXT NOT NULL
+             );
+             INSERT INTO alert_events_v2 SELECT * FROM alert_events;
+             DROP TABLE alert_events;
+             ALTER TABLE alert_events_v2 RENAME TO alert_events;
+             CREATE INDEX alert_events_by_sensor ON alert_events (sensor, at_ms);
+             CREATE TABLE engine_state (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 saved_at_ms INTEGER NOT NULL,
+                 state TEXT NOT NULL
+             );
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
     Ok(())
 }
 
@@ -121,6 +175,34 @@ mod tests {
         let entries = reopened.recent_alerts(10).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!((entries[0].id, entries[0].event.as_str(), entries[0].value), (id, "fired", 0.45));
+    }
+
+    #[tokio::test]
+    async fn engine_state_is_replaced_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load_engine_state().unwrap(), None);
+        store.save_engine_state("{\"a\":1}".into(), 1).await.unwrap();
+        store.save_engine_state("{\"a\":2}".into(), 2).await.unwrap();
+        assert_eq!(Store::open(dir.path()).unwrap().load_engine_state().unwrap().as_deref(), Some("{\"a\":2}"));
+    }
+
+    #[tokio::test]
+    async fn version_one_journal_is_migrated_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("gridwatch.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE alert_events (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, rule TEXT NOT NULL, sensor TEXT NOT NULL,
+               event TEXT NOT NULL CHECK (event IN ('fired', 'cleared')), severity TEXT NOT NULL, value REAL NOT NULL, payload TEXT NOT NULL);
+             INSERT INTO alert_events VALUES (1, 5, 'r', 's', 'fired', 'danger', 0.5, '{}');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.recent_alerts(10).unwrap()[0].rule, "r");
+        store.record_alert(&sample_alert("changed", 0.6)).await.unwrap();
+        assert_eq!(store.recent_alerts(10).unwrap().len(), 2);
     }
 
     #[test]

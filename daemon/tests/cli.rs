@@ -19,7 +19,7 @@ fn rules_check_accepts_the_builtin_packs() {
     let dir = tempfile::tempdir().unwrap();
     let (code, stdout, _) = run(&["rules", "check"], dir.path());
     assert_eq!(code, 0);
-    assert!(stdout.starts_with("ok: 10 rules in 2 files"), "{stdout}");
+    assert!(stdout.starts_with("ok: 28 rules in 3 files"), "{stdout}");
 }
 
 #[test]
@@ -40,10 +40,10 @@ fn rules_check_reports_every_error_with_file_line_and_column() {
 #[test]
 fn rules_check_catches_clashes_with_builtin_ids() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("clash.toml"), "[[rule]]\nid = \"tilt-danger\"\nvalue = \"x\"\nabove = 1\nseverity = \"red\"\n").unwrap();
+    std::fs::write(dir.path().join("clash.toml"), "[[rule]]\nid = \"tilt-sudden\"\nvalue = \"x\"\nabove = 1\nseverity = \"red\"\n").unwrap();
     let (code, _, stderr) = run(&["rules", "check", "--with-builtin", "clash.toml"], dir.path());
     assert_eq!(code, 1);
-    assert!(stderr.contains("clash.toml:2:6: error in `id`: duplicate rule id `tilt-danger` (first defined at builtin:tilt:"), "{stderr}");
+    assert!(stderr.contains("clash.toml:2:6: error in `id`: duplicate rule id `tilt-sudden` (first defined at builtin:tilt:"), "{stderr}");
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn run_refuses_broken_rule_files_with_exit_code_78() {
     std::fs::write(dir.path().join("gridwatch.toml"), "state_dir = \"s\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\n[rules]\npaths = [\"rules.toml\"]\n").unwrap();
     let (code, _, stderr) = run(&["run", "--config", "gridwatch.toml"], dir.path());
     assert_eq!(code, 78, "{stderr}");
-    assert!(stderr.contains("rules.toml:1:1: error: missing field `value`"), "{stderr}");
+    assert!(stderr.contains("rules.toml:1:1: error in `above`: a rule needs exactly one check"), "{stderr}");
 }
 
 #[test]
@@ -74,13 +74,15 @@ fn demo_runs_the_scenario_and_stops_by_itself() {
     let has = |event: &str, rule: &str, sensor: &str| {
         alert_lines.iter().any(|line| line.contains(&format!(" {event} ")) && line.contains(&format!("rule={rule} sensor={sensor} ")))
     };
-    assert!(has("fired", "tilt-danger", "house-03"), "sudden jump: {stdout}");
-    assert!(has("fired", "tilt-alarm", "house-02"), "creeping house: {stdout}");
-    assert!(has("fired", "water-do-below-class-iii", "canal-02"), "oxygen dip: {stdout}");
-    assert!(has("cleared", "water-do-below-class-iii", "canal-02"), "oxygen recovery: {stdout}");
+    assert!(has("fired", "tilt-sudden", "house-03"), "sudden jump: {stdout}");
+    assert!(has("fired", "tilt-change", "house-03"), "the jump, once the hourly median sees it: {stdout}");
+    assert!(has("fired", "tilt-change", "house-02"), "creeping house: {stdout}");
+    assert!(has("fired", "water-do-class-iii", "canal-02"), "oxygen dip: {stdout}");
+    assert!(has("cleared", "water-do-class-iii", "canal-02"), "oxygen recovery: {stdout}");
     assert!(!alert_lines.iter().any(|line| line.contains("sensor=house-01 ") || line.contains("sensor=pond-01 ")), "healthy sensors stay quiet: {stdout}");
-    let fired_danger = alert_lines.iter().filter(|l| l.contains(" fired ") && l.contains("rule=tilt-danger sensor=house-03 ")).count();
-    assert_eq!(fired_danger, 1, "one alert per breach, not one per reading");
+    let house_03: Vec<_> = alert_lines.iter().filter(|l| l.contains("rule=tilt-change sensor=house-03 ")).collect();
+    assert_eq!(house_03.len(), 1, "one incident for the jump, not one per reading or per level: {house_03:?}");
+    assert!(house_03[0].contains(" danger "), "{house_03:?}");
     assert!(stdout.contains(" 1 rejected;"), "the NaN glitch is counted: {stdout}");
     let journal = gridwatch::store::Store::open(&dir.path().join("state")).unwrap().recent_alerts(100).unwrap();
     assert_eq!(journal.len(), alert_lines.len(), "every console alert is in the journal");

@@ -1,16 +1,21 @@
 //! The rule engine: fed samples in time order per sensor and a clock tick, it returns
-//! [`RuleEvent`]s. It keeps one [`ThresholdState`] per (rule, sensor) that the rule applies to.
+//! [`RuleEvent`]s. It keeps, per sensor, the baselines being learned or set, and one check state
+//! per rule that applies to the sensor.
 //!
 //! Invariants: sensors are addressed by [`SubjectId`], their position in the list the engine
 //! was built with; a sample older than the sensor's previous one is not evaluated (it would
-//! rewind hold timers) and is reported as [`Observed::OutOfOrder`]; non-finite values are
-//! treated as missing.
+//! rewind timers) and is reported as [`Observed::OutOfOrder`]; non-finite values are treated as
+//! missing; for each (rule, sensor) events alternate `Fired` (`Changed`…) `Cleared`.
 
+use crate::device::{Change, FlatState, SilenceState};
+use crate::expr::lookup;
+use crate::ladder::{LadderState, Step};
 use crate::load::RuleSet;
-use crate::rule::{Millis, Rule};
+use crate::rule::{Check, Millis, Rule, Silence};
 use crate::scope::Subject;
 use crate::severity::Severity;
-use crate::threshold::{ThresholdState, Transition};
+use crate::signal::{BaselineSpec, Learner, SignalState};
+use serde::{Deserialize, Serialize};
 
 /// Index of a sensor in the list given to [`Engine::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,10 +25,14 @@ pub struct SubjectId(pub usize);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RuleId(pub usize);
 
-/// Whether an alert starts or ends.
+/// How an incident moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
+    /// The rule's condition is met for this sensor: an incident opens.
     Fired,
+    /// The incident's severity moved up or down the ladder.
+    Changed,
+    /// The condition is over: the sensor is normal again.
     Cleared,
 }
 
@@ -31,23 +40,27 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Fired => "fired",
+            EventKind::Changed => "changed",
             EventKind::Cleared => "cleared",
         }
     }
 }
 
-/// One alert starting or ending for one rule on one sensor.
+/// One incident opening, changing or closing for one rule on one sensor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuleEvent {
     pub rule: RuleId,
     pub subject: SubjectId,
     pub kind: EventKind,
+    /// The incident's severity (for `Cleared`, the severity it had).
     pub severity: Severity,
-    /// The value that decided the transition.
+    /// For `Changed`, the severity before.
+    pub previous: Option<Severity>,
+    /// The value that decided (for no-data rules: seconds of silence).
     pub value: f64,
-    /// When the transition happened (sample time, or tick time for a completed raise hold).
+    /// When it happened (sample time, or tick time).
     pub at: Millis,
-    /// When the breach began.
+    /// When the condition began.
     pub since: Millis,
 }
 
@@ -61,41 +74,51 @@ pub enum Observed {
     UnknownSubject,
 }
 
-#[derive(Debug)]
-struct Check {
-    rule: RuleId,
-    state: ThresholdState,
+/// The state of one rule for one sensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CheckState {
+    Ladder { signal: SignalState, ladder: LadderState, last_value: Option<f64> },
+    NoData(SilenceState),
+    FlatLine { signal: SignalState, flat: FlatState },
 }
 
-#[derive(Debug, Default)]
-struct SubjectSlot {
-    last_at: Option<Millis>,
-    checks: Vec<Check>,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RuleCheck {
+    pub rule: usize,
+    pub state: CheckState,
+}
+
+/// A baseline learned from the first readings of one field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedBaseline {
+    pub field: String,
+    pub window_ms: Millis,
+    pub learner: Option<Learner>,
+    pub value: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SubjectSlot {
+    pub last_at: Option<Millis>,
+    /// Set at installation; takes precedence over learned ones.
+    pub calibrated: Vec<(String, f64)>,
+    pub learned: Vec<LearnedBaseline>,
+    pub checks: Vec<RuleCheck>,
 }
 
 /// Evaluates a [`RuleSet`] over a fixed list of sensors.
 #[derive(Debug)]
 pub struct Engine {
-    rules: Vec<Rule>,
-    subjects: Vec<SubjectSlot>,
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) subjects: Vec<Subject>,
+    pub(crate) slots: Vec<SubjectSlot>,
 }
 
 impl Engine {
     pub fn new(rules: RuleSet, subjects: &[Subject]) -> Engine {
         let rules = rules.rules;
-        let subjects = subjects
-            .iter()
-            .map(|subject| SubjectSlot {
-                last_at: None,
-                checks: rules
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, rule)| rule.scope.matches(subject))
-                    .map(|(index, _)| Check { rule: RuleId(index), state: ThresholdState::default() })
-                    .collect(),
-            })
-            .collect();
-        Engine { rules, subjects }
+        let slots = subjects.iter().map(|subject| new_slot(&rules, subject)).collect();
+        Engine { rules, subjects: subjects.to_vec(), slots }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -106,143 +129,162 @@ impl Engine {
         &self.rules[id.0]
     }
 
-    /// Number of rules that apply to a sensor (0 for an unknown id).
-    pub fn rules_for(&self, subject: SubjectId) -> usize {
-        self.subjects.get(subject.0).map_or(0, |slot| slot.checks.len())
+    pub fn subjects(&self) -> &[Subject] {
+        &self.subjects
+    }
+
+    /// The rules that apply to a sensor (empty for an unknown id).
+    pub fn rules_for(&self, subject: SubjectId) -> Vec<&Rule> {
+        self.slots.get(subject.0).map_or_else(Vec::new, |slot| slot.checks.iter().map(|c| &self.rules[c.rule]).collect())
+    }
+
+    /// Sets a sensor's installation baseline for a field (from `gridwatch calibrate`).
+    pub fn set_baseline(&mut self, subject: SubjectId, field: &str, value: f64) {
+        if let Some(slot) = self.slots.get_mut(subject.0) {
+            slot.calibrated.retain(|(name, _)| name != field);
+            slot.calibrated.push((field.to_string(), value));
+        }
+    }
+
+    /// The baseline in use for a sensor's field under a rule's baseline spec.
+    pub fn baseline(&self, subject: SubjectId, field: &str, spec: BaselineSpec) -> Option<f64> {
+        self.slots.get(subject.0).and_then(|slot| baseline_of(&slot.calibrated, &slot.learned, field, spec))
     }
 
     /// Evaluates one sample of `subject` taken at `at`, appending any events to `events`.
-    pub fn observe<K: AsRef<str>>(
-        &mut self,
-        subject: SubjectId,
-        at: Millis,
-        fields: &[(K, f64)],
-        events: &mut Vec<RuleEvent>,
-    ) -> Observed {
-        let Some(slot) = self.subjects.get_mut(subject.0) else { return Observed::UnknownSubject };
+    pub fn observe<K: AsRef<str>>(&mut self, subject: SubjectId, at: Millis, fields: &[(K, f64)], events: &mut Vec<RuleEvent>) -> Observed {
+        let Some(slot) = self.slots.get_mut(subject.0) else { return Observed::UnknownSubject };
         if slot.last_at.is_some_and(|last| at < last) {
             return Observed::OutOfOrder;
         }
         slot.last_at = Some(at);
-        for check in &mut slot.checks {
-            let rule = &self.rules[check.rule.0];
-            let Some(value) = rule.value.evaluate(fields).filter(|v| v.is_finite()) else { continue };
-            if let Some(transition) = check.state.observe(&rule.threshold, value, at) {
-                events.push(event(rule, check.rule, subject, transition, value, at));
+        for learned in slot.learned.iter_mut().filter(|l| l.value.is_none()) {
+            let Some(value) = lookup(fields, &learned.field).filter(|v| v.is_finite()) else { continue };
+            let learner = learned.learner.get_or_insert_with(|| Learner::new(at, learned.window_ms));
+            if let Some(baseline) = learner.observe(at, value) {
+                learned.value = Some(baseline);
+                learned.learner = None;
+            }
+        }
+        let SubjectSlot { calibrated, learned, checks, .. } = slot;
+        for check in checks.iter_mut() {
+            let rule = &self.rules[check.rule];
+            let field = |name: &str| {
+                let value = lookup(fields, name).filter(|v| v.is_finite())?;
+                match rule.signal.as_ref().and_then(|s| s.baseline) {
+                    Some(spec) => Some(value - baseline_of(calibrated, learned, name, spec)?),
+                    None => Some(value),
+                }
+            };
+            if let Some(event) = observe_check(rule, check, at, &field) {
+                events.push(RuleEvent { rule: RuleId(check.rule), subject, ..event });
             }
         }
         Observed::Evaluated
     }
 
-    /// Lets time pass: completes raise holds whose time has come at `now`.
+    /// Lets time pass: completes raise holds and notices silent sensors.
     pub fn tick(&mut self, now: Millis, events: &mut Vec<RuleEvent>) {
-        for (index, slot) in self.subjects.iter_mut().enumerate() {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            let interval = self.subjects[index].interval_ms;
             for check in &mut slot.checks {
-                let rule = &self.rules[check.rule.0];
-                if let Some(transition) = check.state.tick(&rule.threshold, now) {
-                    let value = check.state.last_value;
-                    events.push(event(rule, check.rule, SubjectId(index), transition, value, now));
+                let rule = &self.rules[check.rule];
+                if let Some(event) = tick_check(rule, check, now, interval) {
+                    events.push(RuleEvent { rule: RuleId(check.rule), subject: SubjectId(index), ..event });
                 }
             }
         }
     }
 }
 
-fn event(rule: &Rule, id: RuleId, subject: SubjectId, transition: Transition, value: f64, at: Millis) -> RuleEvent {
-    let (kind, since) = match transition {
-        Transition::Fired { since } => (EventKind::Fired, since),
-        Transition::Cleared { since } => (EventKind::Cleared, since),
-    };
-    RuleEvent { rule: id, subject, kind, severity: rule.severity, value, at, since }
+fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
+    let mut slot = SubjectSlot { last_at: None, calibrated: Vec::new(), learned: Vec::new(), checks: Vec::new() };
+    for (index, rule) in rules.iter().enumerate().filter(|(_, rule)| rule.scope.matches(subject)) {
+        if let Some(signal) = &rule.signal {
+            if let Some(BaselineSpec::Learn { window_ms }) = signal.baseline {
+                for field in signal.expr.fields() {
+                    if !slot.learned.iter().any(|l| l.field == field && l.window_ms == window_ms) {
+                        slot.learned.push(LearnedBaseline { field: field.to_string(), window_ms, learner: None, value: None });
+                    }
+                }
+            }
+        }
+        slot.checks.push(RuleCheck { rule: index, state: initial_state(rule) });
+    }
+    slot
+}
+
+pub(crate) fn initial_state(rule: &Rule) -> CheckState {
+    match &rule.check {
+        Check::Ladder(levels) => CheckState::Ladder { signal: SignalState::default(), ladder: LadderState::new(levels), last_value: None },
+        Check::NoData { .. } => CheckState::NoData(SilenceState::default()),
+        Check::FlatLine { .. } => CheckState::FlatLine { signal: SignalState::default(), flat: FlatState::default() },
+    }
+}
+
+fn baseline_of(calibrated: &[(String, f64)], learned: &[LearnedBaseline], field: &str, spec: BaselineSpec) -> Option<f64> {
+    let fixed = calibrated.iter().find(|(name, _)| name == field).map(|&(_, v)| v);
+    match spec {
+        BaselineSpec::Calibrated => fixed,
+        BaselineSpec::Learn { window_ms } => {
+            fixed.or_else(|| learned.iter().find(|l| l.field == field && l.window_ms == window_ms).and_then(|l| l.value))
+        }
+    }
+}
+
+/// An event with placeholder rule and subject, filled in by the caller.
+fn event(kind: EventKind, severity: Severity, previous: Option<Severity>, value: f64, at: Millis, since: Millis) -> RuleEvent {
+    RuleEvent { rule: RuleId(0), subject: SubjectId(0), kind, severity, previous, value, at, since }
+}
+
+fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {
+    match step {
+        Step::Fired { severity, since } => event(EventKind::Fired, severity, None, value, at, since),
+        Step::Changed { severity, previous, since } => event(EventKind::Changed, severity, Some(previous), value, at, since),
+        Step::Cleared { severity, since } => event(EventKind::Cleared, severity, None, value, at, since),
+    }
+}
+
+fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<RuleEvent> {
+    match (&rule.check, &mut check.state) {
+        (Check::Ladder(levels), CheckState::Ladder { signal, ladder, last_value }) => {
+            let value = rule.signal.as_ref()?.observe(signal, at, field)?;
+            *last_value = Some(value);
+            ladder.observe(levels, value, at).map(|step| from_step(step, value, at))
+        }
+        (Check::NoData { severity, .. }, CheckState::NoData(silence)) => match silence.heard(at)? {
+            Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, ((at - since) / 1000) as f64, at, since)),
+            Change::Opened { .. } => None,
+        },
+        (Check::FlatLine { samples, severity }, CheckState::FlatLine { signal, flat }) => {
+            let value = rule.signal.as_ref()?.observe(signal, at, field)?;
+            match flat.observe(value, at, *samples)? {
+                Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, value, at, since)),
+                Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, value, at, since)),
+            }
+        }
+        _ => None,
+    }
+}
+
+fn tick_check(rule: &Rule, check: &mut RuleCheck, now: Millis, interval_ms: Millis) -> Option<RuleEvent> {
+    match (&rule.check, &mut check.state) {
+        (Check::Ladder(levels), CheckState::Ladder { ladder, last_value, .. }) => {
+            ladder.tick(levels, now).map(|step| from_step(step, last_value.unwrap_or(f64::NAN), now))
+        }
+        (Check::NoData { after, severity }, CheckState::NoData(silence)) => {
+            let timeout = match *after {
+                Silence::Fixed(ms) => ms,
+                Silence::Intervals(factor) => (interval_ms as f64 * factor) as Millis,
+            };
+            match silence.tick(now, timeout)? {
+                Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, ((now - since) / 1000) as f64, now, since)),
+                Change::Closed { .. } => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::load::RuleSource;
-    use crate::scope::SensorKind;
-
-    const RULES: &str = r#"
-[[rule]]
-id = "tilt-danger"
-kind = "tilt"
-value = "hypot(x, y)"
-above = 0.4
-clear_below = 0.35
-for = "1m"
-severity = "danger"
-
-[[rule]]
-id = "do-low"
-kind = "water"
-value = "do"
-below = 5
-clear_above = 5.5
-severity = "warning"
-"#;
-
-    fn subject(id: &str, kind: SensorKind) -> Subject {
-        Subject { id: id.into(), kind, site: "s".into(), building: None, grid: None }
-    }
-
-    fn engine() -> Engine {
-        let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: RULES.into() }]).unwrap();
-        Engine::new(rules, &[subject("house-1", SensorKind::Tilt), subject("pond-1", SensorKind::Water)])
-    }
-
-    #[test]
-    fn rules_apply_by_kind() {
-        let e = engine();
-        assert_eq!(e.rules_for(SubjectId(0)), 1);
-        assert_eq!(e.rule(RuleId(0)).id, "tilt-danger");
-        assert_eq!(e.rules_for(SubjectId(1)), 1);
-    }
-
-    #[test]
-    fn tilt_fires_after_hold_and_clears_once() {
-        let mut e = engine();
-        let mut events = Vec::new();
-        for (at, x) in [(0, 0.1), (60_000, 0.5), (90_000, 0.6), (120_000, 0.55), (180_000, 0.3), (240_000, 0.2)] {
-            e.observe(SubjectId(0), at, &[("x", x), ("y", 0.0)], &mut events);
-        }
-        let summary: Vec<_> = events.iter().map(|ev| (ev.kind, ev.at, ev.since, ev.value)).collect();
-        assert_eq!(summary, vec![(EventKind::Fired, 120_000, 60_000, 0.55), (EventKind::Cleared, 180_000, 60_000, 0.3)]);
-    }
-
-    #[test]
-    fn out_of_order_sample_is_not_evaluated() {
-        let mut e = engine();
-        let mut events = Vec::new();
-        assert_eq!(e.observe(SubjectId(1), 1_000, &[("do", 6.0)], &mut events), Observed::Evaluated);
-        assert_eq!(e.observe(SubjectId(1), 500, &[("do", 1.0)], &mut events), Observed::OutOfOrder);
-        assert!(events.is_empty());
-    }
-
-    #[test]
-    fn unknown_subject_is_reported() {
-        let mut e = engine();
-        assert_eq!(e.observe(SubjectId(7), 0, &[("do", 1.0)], &mut Vec::new()), Observed::UnknownSubject);
-    }
-
-    #[test]
-    fn nan_value_is_treated_as_missing() {
-        let mut e = engine();
-        let mut events = Vec::new();
-        e.observe(SubjectId(1), 0, &[("do", f64::NAN)], &mut events);
-        assert!(events.is_empty());
-        e.observe(SubjectId(1), 1, &[("do", 4.0)], &mut events);
-        assert_eq!(events.len(), 1);
-    }
-
-    #[test]
-    fn tick_fires_a_held_breach_with_the_last_value() {
-        let mut e = engine();
-        let mut events = Vec::new();
-        e.observe(SubjectId(0), 0, &[("x", 0.5), ("y", 0.0)], &mut events);
-        e.tick(59_999, &mut events);
-        assert!(events.is_empty());
-        e.tick(60_000, &mut events);
-        assert_eq!(events.len(), 1);
-        assert_eq!((events[0].kind, events[0].value, events[0].at), (EventKind::Fired, 0.5, 60_000));
-    }
-}
+mod tests;

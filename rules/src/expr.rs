@@ -1,79 +1,146 @@
-//! The value a rule compares: one field of a sample, its absolute value, or the length of the
-//! vector of two fields (`hypot(x, y)`, the combined tilt of both axes).
+//! The value a rule looks at, computed from one sample's fields:
 //!
-//! Parsed once at load time; evaluating it cannot fail, it only says "this sample does not carry
+//! - `name` — a field as reported;
+//! - `abs(e)` — magnitude, for signed quantities such as one tilt axis;
+//! - `hypot(a, b)` — sqrt(a² + b²), the vector change of a two-axis tilt box;
+//! - `permille(e)` — an angle in degrees as a tilt ratio in ‰ (tan(angle) × 1000), the unit the
+//!   standards use.
+//!
+//! Parsed once at load time; evaluating cannot fail, it only says "this sample does not carry
 //! the fields I need" by returning `None`.
 
 use std::fmt;
 
 /// A compiled value expression.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ValueExpr {
-    /// `name`: the field as reported.
     Field(String),
-    /// `abs(name)`: the field's magnitude, for signed quantities such as one tilt axis.
-    Abs(String),
-    /// `hypot(a, b)`: sqrt(a² + b²), e.g. the vector tilt of a two-axis box.
-    Hypot(String, String),
+    Abs(Box<ValueExpr>),
+    Hypot(Box<ValueExpr>, Box<ValueExpr>),
+    Permille(Box<ValueExpr>),
 }
 
 /// Why an expression did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}; expected a field name, `abs(field)` or `hypot(field, field)`")]
+#[error("{0}; expected a field name or abs(…), hypot(…, …), permille(…)")]
 pub struct ExprError(String);
 
 impl ValueExpr {
     pub fn parse(text: &str) -> Result<ValueExpr, ExprError> {
-        let text = text.trim();
-        if let Some(inner) = call_argument(text, "abs") {
-            return Ok(ValueExpr::Abs(field_name(inner)?));
+        let mut parser = Parser { text, pos: 0 };
+        let expr = parser.expr()?;
+        parser.skip_space();
+        if parser.pos != text.len() {
+            return Err(ExprError(format!("unexpected `{}`", &text[parser.pos..])));
         }
-        if let Some(inner) = call_argument(text, "hypot") {
-            let mut parts = inner.split(',');
-            let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(ExprError(format!("`hypot` takes two fields, got `{inner}`")));
-            };
-            return Ok(ValueExpr::Hypot(field_name(a)?, field_name(b)?));
-        }
-        Ok(ValueExpr::Field(field_name(text)?))
+        Ok(expr)
     }
 
-    /// The expression's value for a sample's fields, or `None` when a field is missing.
-    pub fn evaluate<K: AsRef<str>>(&self, fields: &[(K, f64)]) -> Option<f64> {
+    /// The expression's value, reading fields through `field`; `None` when one is missing.
+    pub fn evaluate(&self, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
         match self {
-            ValueExpr::Field(name) => lookup(fields, name),
-            ValueExpr::Abs(name) => lookup(fields, name).map(f64::abs),
-            ValueExpr::Hypot(a, b) => Some(lookup(fields, a)?.hypot(lookup(fields, b)?)),
+            ValueExpr::Field(name) => field(name),
+            ValueExpr::Abs(inner) => inner.evaluate(field).map(f64::abs),
+            ValueExpr::Hypot(a, b) => Some(a.evaluate(field)?.hypot(b.evaluate(field)?)),
+            ValueExpr::Permille(inner) => inner.evaluate(field).map(|degrees| degrees.to_radians().tan() * 1000.0),
         }
     }
+
+    /// Every field the expression reads, in order of appearance, without repeats.
+    pub fn fields(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.collect_fields(&mut out);
+        out
+    }
+
+    fn collect_fields<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            ValueExpr::Field(name) => {
+                if !out.contains(&name.as_str()) {
+                    out.push(name);
+                }
+            }
+            ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.collect_fields(out),
+            ValueExpr::Hypot(a, b) => {
+                a.collect_fields(out);
+                b.collect_fields(out);
+            }
+        }
+    }
+}
+
+/// Looks a field up in a sample's `(name, value)` pairs.
+pub fn lookup<K: AsRef<str>>(fields: &[(K, f64)], name: &str) -> Option<f64> {
+    fields.iter().find(|(key, _)| key.as_ref() == name).map(|&(_, value)| value)
 }
 
 impl fmt::Display for ValueExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ValueExpr::Field(name) => f.write_str(name),
-            ValueExpr::Abs(name) => write!(f, "abs({name})"),
+            ValueExpr::Abs(inner) => write!(f, "abs({inner})"),
             ValueExpr::Hypot(a, b) => write!(f, "hypot({a}, {b})"),
+            ValueExpr::Permille(inner) => write!(f, "permille({inner})"),
         }
     }
 }
 
-fn lookup<K: AsRef<str>>(fields: &[(K, f64)], name: &str) -> Option<f64> {
-    fields.iter().find(|(key, _)| key.as_ref() == name).map(|&(_, value)| value)
+struct Parser<'a> {
+    text: &'a str,
+    pos: usize,
 }
 
-fn call_argument<'a>(text: &'a str, function: &str) -> Option<&'a str> {
-    text.strip_prefix(function)?.trim_start().strip_prefix('(')?.strip_suffix(')')
-}
+impl Parser<'_> {
+    fn skip_space(&mut self) {
+        while self.text[self.pos..].starts_with(char::is_whitespace) {
+            self.pos += 1;
+        }
+    }
 
-fn field_name(text: &str) -> Result<String, ExprError> {
-    let name = text.trim();
-    let mut chars = name.chars();
-    let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if valid_start && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        Ok(name.to_string())
-    } else {
-        Err(ExprError(format!("`{name}` is not a field name")))
+    fn eat(&mut self, c: char) -> bool {
+        self.skip_space();
+        if self.text[self.pos..].starts_with(c) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn name(&mut self) -> Result<&str, ExprError> {
+        self.skip_space();
+        let rest = &self.text[self.pos..];
+        let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        let name = &rest[..len];
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            let shown = if rest.is_empty() { "end of text".to_string() } else { format!("`{rest}`") };
+            return Err(ExprError(format!("expected a field name at {shown}")));
+        }
+        self.pos += len;
+        Ok(name)
+    }
+
+    fn expr(&mut self) -> Result<ValueExpr, ExprError> {
+        let name = self.name()?.to_string();
+        if !self.eat('(') {
+            return Ok(ValueExpr::Field(name));
+        }
+        let first = self.expr()?;
+        let expr = match name.as_str() {
+            "abs" => ValueExpr::Abs(Box::new(first)),
+            "permille" => ValueExpr::Permille(Box::new(first)),
+            "hypot" => {
+                if !self.eat(',') {
+                    return Err(ExprError("`hypot` takes two arguments".into()));
+                }
+                ValueExpr::Hypot(Box::new(first), Box::new(self.expr()?))
+            }
+            other => return Err(ExprError(format!("unknown function `{other}`"))),
+        };
+        if !self.eat(')') {
+            return Err(ExprError(format!("`{name}(` is not closed where expected")));
+        }
+        Ok(expr)
     }
 }
 
@@ -81,32 +148,39 @@ fn field_name(text: &str) -> Result<String, ExprError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_field_abs_and_hypot() {
-        assert_eq!(ValueExpr::parse("do"), Ok(ValueExpr::Field("do".into())));
-        assert_eq!(ValueExpr::parse(" abs( x ) "), Ok(ValueExpr::Abs("x".into())));
-        assert_eq!(ValueExpr::parse("hypot(x, y)"), Ok(ValueExpr::Hypot("x".into(), "y".into())));
+    fn eval(text: &str, fields: &[(&str, f64)]) -> Option<f64> {
+        ValueExpr::parse(text).unwrap().evaluate(&|name| lookup(fields, name))
     }
 
     #[test]
-    fn rejects_what_is_not_a_field() {
-        assert!(ValueExpr::parse("").is_err());
-        assert!(ValueExpr::parse("x + y").is_err());
-        assert!(ValueExpr::parse("hypot(x)").is_err());
-        assert!(ValueExpr::parse("hypot(x, y, z)").is_err());
-        assert!(ValueExpr::parse("9x").is_err());
+    fn parses_nested_functions() {
+        let expr = ValueExpr::parse(" permille( hypot(x, abs(y)) ) ").unwrap();
+        assert_eq!(expr.to_string(), "permille(hypot(x, abs(y)))");
+        assert_eq!(expr.fields(), vec!["x", "y"]);
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_expression() {
+        for bad in ["", "x + y", "hypot(x)", "hypot(x, y, z)", "9x", "sqrt(x)", "abs(x"] {
+            assert!(ValueExpr::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn hypot_combines_both_axes() {
-        let expr = ValueExpr::parse("hypot(x, y)").unwrap();
-        assert_eq!(expr.evaluate(&[("x", 3.0), ("y", -4.0)]), Some(5.0));
+        assert_eq!(eval("hypot(x, y)", &[("x", 3.0), ("y", -4.0)]), Some(5.0));
+    }
+
+    #[test]
+    fn permille_converts_degrees_to_tilt_ratio() {
+        // domain.md: 7‰ = 0.4011°, 1% = 0.5729°.
+        assert!((eval("permille(a)", &[("a", 0.4011)]).unwrap() - 7.0).abs() < 0.001);
+        assert!((eval("permille(a)", &[("a", 0.5729)]).unwrap() - 10.0).abs() < 0.001);
     }
 
     #[test]
     fn missing_field_yields_none() {
-        let expr = ValueExpr::parse("abs(x)").unwrap();
-        assert_eq!(expr.evaluate(&[("y", 1.0)]), None);
-        assert_eq!(expr.evaluate(&[("x", -2.5)]), Some(2.5));
+        assert_eq!(eval("abs(x)", &[("y", 1.0)]), None);
+        assert_eq!(eval("abs(x)", &[("x", -2.5)]), Some(2.5));
     }
 }

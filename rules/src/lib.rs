@@ -7,20 +7,28 @@
 //! - [`packs`]: the default rule packs shipped in the binary.
 //! - [`engine`]: an [`Engine`] evaluates a rule set over the sensor inventory. It is fed samples
 //!   (time order per sensor) and ticks, and returns [`RuleEvent`]s (`fired` / `cleared`).
-//! - [`threshold`]: the per-(rule, sensor) state machine behind each rule: hysteresis and hold
-//!   times, at most one `fired` per breach.
-//! - [`expr`], [`scope`], [`severity`], [`rule`]: the parts a compiled rule is made of.
+//! - [`signal`]: what a rule compares — an expression over fields ([`expr`]), relative to a
+//!   baseline, smoothed, or turned into a change over a window.
+//! - [`ladder`] and [`threshold`]: graded levels with hysteresis, hold times and "k of n"; one
+//!   incident per rule and sensor whose severity moves.
+//! - [`device`]: no-data and flat-line checks on the equipment.
+//! - [`snapshot`]: the engine's state as data, to survive restarts and reloads.
+//! - [`scope`], [`severity`], [`rule`]: the parts a compiled rule is made of.
 //!
 //! No IO, no tokio, no clock: time is always an argument ([`Millis`]).
 
+pub mod device;
 pub mod diagnostic;
 pub mod engine;
 pub mod expr;
+pub mod ladder;
 pub mod load;
 pub mod packs;
 pub mod rule;
 pub mod scope;
 pub mod severity;
+pub mod signal;
+pub mod snapshot;
 pub mod threshold;
 
 pub use diagnostic::{Diagnostic, RuleErrors};

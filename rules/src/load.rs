@@ -1,27 +1,17 @@
 //! Rule files (TOML) -> compiled [`RuleSet`]. Every problem in every file is reported with
-//! file, line, column and key; a set with any error compiles to nothing (all-or-nothing, so a
-//! bad reload can keep the old rules running).
-//!
-//! ```toml
-//! [[rule]]
-//! id = "tilt-danger"
-//! title = "Wall tilt past 7‰ — danger point (JGJ 125)"
-//! kind = "tilt"                  # scope: kind, sensors, sites, buildings, grids
-//! value = "hypot(x, y)"          # a field, abs(field) or hypot(field, field)
-//! unit = "°"
-//! above = 0.4011                 # or below = …
-//! clear_below = 0.35             # hysteresis; clear_above goes with below
-//! for = "1m"                     # raise hold; clear_for is the clear hold
-//! severity = "danger"            # notice | warning | alarm | danger (or blue … red)
-//! ```
+//! file, line, column and key, with the nearest valid key suggested for a typo; a set with any
+//! error compiles to nothing (all-or-nothing, so a bad reload keeps the old rules running).
+//! The language is documented in docs/rules.md.
 
-use crate::diagnostic::{Diagnostic, RuleErrors, SourceText};
+use crate::diagnostic::{line_column, Diagnostic, RuleErrors, SourceText};
 use crate::expr::ValueExpr;
-use crate::rule::{Direction, Millis, Origin, Rule, Threshold};
+use crate::rule::{Bound, Check, Count, Level, Millis, Origin, Rule, Silence};
 use crate::scope::{Scope, SensorKind};
 use crate::severity::Severity;
+use crate::signal::{BaselineSpec, Signal, Smooth, SmoothMethod, Transform, Window};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use toml::Spanned;
 
 /// One rule file's name and text. The caller reads files; this crate never opens anything.
@@ -74,11 +64,29 @@ struct RawRuleFile {
     rule: Vec<Spanned<RawRule>>,
 }
 
+/// The keys that define one threshold level, on a rule or in a `[[rule.level]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLevel {
+    severity: Option<Spanned<String>>,
+    above: Option<Spanned<f64>>,
+    below: Option<Spanned<f64>>,
+    outside: Option<Spanned<Vec<f64>>>,
+    clear_below: Option<Spanned<f64>>,
+    clear_above: Option<Spanned<f64>>,
+    clear_inside: Option<Spanned<Vec<f64>>>,
+    #[serde(rename = "for")]
+    raise_hold: Option<Spanned<String>>,
+    clear_for: Option<Spanned<String>>,
+    count: Option<Spanned<String>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     id: Spanned<String>,
     title: Option<String>,
+    // Scope.
     kind: Option<SensorKind>,
     #[serde(default)]
     sensors: Vec<String>,
@@ -88,17 +96,34 @@ struct RawRule {
     buildings: Vec<String>,
     #[serde(default)]
     grids: Vec<String>,
-    value: Spanned<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    // Signal.
+    value: Option<Spanned<String>>,
     #[serde(default)]
     unit: String,
+    baseline: Option<Spanned<String>>,
+    smooth: Option<Spanned<String>>,
+    change_over: Option<Spanned<String>>,
+    swing_within: Option<Spanned<String>>,
+    // Check: one threshold level inline, a ladder, or a device check.
+    severity: Option<Spanned<String>>,
     above: Option<Spanned<f64>>,
     below: Option<Spanned<f64>>,
+    outside: Option<Spanned<Vec<f64>>>,
     clear_below: Option<Spanned<f64>>,
     clear_above: Option<Spanned<f64>>,
+    clear_inside: Option<Spanned<Vec<f64>>>,
     #[serde(rename = "for")]
     raise_hold: Option<Spanned<String>>,
     clear_for: Option<Spanned<String>>,
-    severity: Spanned<String>,
+    count: Option<Spanned<String>>,
+    #[serde(default)]
+    level: Vec<Spanned<RawLevel>>,
+    no_data: Option<Spanned<String>>,
+    flat_line: Option<Spanned<u32>>,
+    #[serde(default)]
+    device: bool,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
 }
@@ -107,116 +132,134 @@ fn enabled_by_default() -> bool {
     true
 }
 
-/// Compiles one file's enabled rules, pushing every problem found. Returns each rule with the
-/// span of its id (for duplicate reports).
-fn compile_file(text: &SourceText<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<(Rule, std::ops::Range<usize>)> {
+impl RawRule {
+    /// Moves the rule-level threshold keys into a level; `None` when none is given.
+    fn inline_level(&mut self) -> Option<RawLevel> {
+        let level = RawLevel {
+            severity: None,
+            above: self.above.take(),
+            below: self.below.take(),
+            outside: self.outside.take(),
+            clear_below: self.clear_below.take(),
+            clear_above: self.clear_above.take(),
+            clear_inside: self.clear_inside.take(),
+            raise_hold: self.raise_hold.take(),
+            clear_for: self.clear_for.take(),
+            count: self.count.take(),
+        };
+        let any = level.above.is_some() || level.below.is_some() || level.outside.is_some();
+        let stray = level.clear_below.is_some() || level.clear_above.is_some() || level.clear_inside.is_some()
+            || level.raise_hold.is_some() || level.clear_for.is_some() || level.count.is_some();
+        (any || stray).then_some(level)
+    }
+}
+
+/// Collects diagnostics for one file.
+struct Checker<'a, 'b> {
+    text: &'b SourceText<'a>,
+    diagnostics: &'b mut Vec<Diagnostic>,
+}
+
+impl Checker<'_, '_> {
+    fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        self.diagnostics.push(self.text.diagnostic(span, Some(key), message));
+    }
+}
+
+/// Compiles one file's enabled rules. Returns each rule with the span of its id.
+fn compile_file(text: &SourceText<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<(Rule, Range<usize>)> {
     let file: RawRuleFile = match toml::from_str(text.text) {
         Ok(file) => file,
         Err(err) => {
             let span = err.span().unwrap_or(0..0);
-            diagnostics.push(text.diagnostic(span, None, err.message().trim_end()));
+            diagnostics.push(text.diagnostic(span, None, with_suggestion(err.message().trim_end())));
             return Vec::new();
         }
     };
     let mut rules = Vec::new();
+    let mut check = Checker { text, diagnostics };
     for raw in file.rule {
         let rule_span = raw.span();
         let raw = raw.into_inner();
         if !raw.enabled {
             continue;
         }
-        let before = diagnostics.len();
-        let rule = compile_rule(text, rule_span.start, raw, diagnostics);
-        if diagnostics.len() == before {
+        let before = check.diagnostics.len();
+        let rule = compile_rule(&mut check, rule_span.start, raw);
+        if check.diagnostics.len() == before {
             rules.extend(rule);
         }
     }
     rules
 }
 
-fn compile_rule(
-    text: &SourceText<'_>,
-    rule_start: usize,
-    raw: RawRule,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Option<(Rule, std::ops::Range<usize>)> {
-    let mut error = |span: std::ops::Range<usize>, key: &str, message: String| {
-        diagnostics.push(text.diagnostic(span, Some(key), message));
-    };
-
+fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule) -> Option<(Rule, Range<usize>)> {
     let id_span = raw.id.span();
-    let id = raw.id.into_inner();
+    let id = raw.id.get_ref().clone();
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        error(id_span.clone(), "id", format!("`{id}` is not a rule id: use letters, digits, `-`, `_` and `.`"));
+        check.error(id_span.clone(), "id", format!("`{id}` is not a rule id: use letters, digits, `-`, `_` and `.`"));
     }
+    let here = rule_start..rule_start;
 
-    let value = ValueExpr::parse(raw.value.get_ref())
-        .map_err(|e| error(raw.value.span(), "value", e.to_string()))
-        .ok();
-    let severity = raw
-        .severity
-        .get_ref()
-        .parse::<Severity>()
-        .map_err(|e| error(raw.severity.span(), "severity", e.to_string()))
-        .ok();
-    let raise_hold_ms = parse_hold(raw.raise_hold.as_ref(), "for", &mut error);
-    let clear_hold_ms = parse_hold(raw.clear_for.as_ref(), "clear_for", &mut error);
-
-    for (key, level) in [("above", &raw.above), ("below", &raw.below), ("clear_below", &raw.clear_below), ("clear_above", &raw.clear_above)] {
-        if let Some(level) = level {
-            if !level.get_ref().is_finite() {
-                error(level.span(), key, "must be a finite number".into());
-            }
-        }
-    }
-
-    let threshold = match (&raw.above, &raw.below) {
-        (Some(_), Some(below)) => {
-            error(below.span(), "below", "a rule takes either `above` or `below`, not both".into());
-            None
-        }
-        (None, None) => {
-            error(rule_start..rule_start, "above", "a rule needs a threshold: `above = …` or `below = …`".into());
-            None
-        }
-        (Some(above), None) => {
-            if let Some(wrong) = &raw.clear_above {
-                error(wrong.span(), "clear_above", "`clear_above` goes with `below`; with `above` use `clear_below`".into());
-            }
-            let trigger = *above.get_ref();
-            let clear = raw.clear_below.as_ref().map_or(trigger, |c| *c.get_ref());
-            if clear > trigger {
-                error(
-                    raw.clear_below.as_ref().map_or(above.span(), Spanned::span),
-                    "clear_below",
-                    format!("clear level {clear} must not be above the trigger {trigger}"),
-                );
-            }
-            Some((Direction::Above, trigger, clear))
-        }
-        (None, Some(below)) => {
-            if let Some(wrong) = &raw.clear_below {
-                error(wrong.span(), "clear_below", "`clear_below` goes with `above`; with `below` use `clear_above`".into());
-            }
-            let trigger = *below.get_ref();
-            let clear = raw.clear_above.as_ref().map_or(trigger, |c| *c.get_ref());
-            if clear < trigger {
-                error(
-                    raw.clear_above.as_ref().map_or(below.span(), Spanned::span),
-                    "clear_above",
-                    format!("clear level {clear} must not be below the trigger {trigger}"),
-                );
-            }
-            Some((Direction::Below, trigger, clear))
-        }
-    };
-
-    let (Some(value), Some(severity), Some(raise_hold_ms), Some(clear_hold_ms), Some((direction, trigger, clear))) =
-        (value, severity, raise_hold_ms, clear_hold_ms, threshold)
-    else {
+    let inline = raw.inline_level();
+    let forms = [inline.is_some(), !raw.level.is_empty(), raw.no_data.is_some(), raw.flat_line.is_some()];
+    if forms.iter().filter(|&&f| f).count() != 1 {
+        check.error(
+            here.clone(),
+            "above",
+            "a rule needs exactly one check: a threshold (`above`, `below` or `outside`), `[[rule.level]]` steps, `no_data` or `flat_line`",
+        );
         return None;
+    }
+
+    // Problems are collected, not returned at once, so one run reports them all.
+    let signal: Option<Option<Signal>> = match (&raw.value, raw.no_data.is_some()) {
+        (Some(value), true) => {
+            check.error(value.span(), "value", "a `no_data` rule watches for silence and takes no `value`");
+            None
+        }
+        (None, true) => Some(None),
+        (None, false) => {
+            check.error(here.clone(), "value", "missing `value`: the field or expression the rule compares");
+            None
+        }
+        (Some(_), false) => compile_signal(check, &raw).map(Some),
     };
-    let (line, _) = crate::diagnostic::line_column(text.text, rule_start);
+
+    let rule_severity = raw.severity.as_ref().and_then(|s| severity(check, s));
+    let (checked, device) = if let Some(inline) = inline {
+        if raw.severity.is_none() {
+            check.error(here.clone(), "severity", "missing `severity`: notice, warning, alarm or danger");
+        }
+        // Without a valid severity an error is already recorded and the rule is discarded; the
+        // placeholder only lets the level's own keys be checked in the same run.
+        let level = compile_level(check, &inline, Some(rule_severity.unwrap_or(Severity::Notice)), &here);
+        (Check::Ladder(vec![level?]), raw.device)
+    } else if !raw.level.is_empty() {
+        if let Some(s) = &raw.severity {
+            check.error(s.span(), "severity", "with `[[rule.level]]` each level has its own `severity`");
+        }
+        let mut levels = Vec::new();
+        for level in &raw.level {
+            levels.push(compile_level(check, level.get_ref(), None, &level.span())?);
+        }
+        check_ladder(check, &raw.level, &levels)?;
+        (Check::Ladder(levels), raw.device)
+    } else if let Some(no_data) = &raw.no_data {
+        let after = silence(check, no_data)?;
+        (Check::NoData { after, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
+    } else {
+        let samples = raw.flat_line.as_ref().map_or(0, |s| *s.get_ref());
+        if samples < 2 {
+            let span = raw.flat_line.as_ref().map_or(here.clone(), Spanned::span);
+            check.error(span, "flat_line", "needs at least 2 identical samples");
+            return None;
+        }
+        (Check::FlatLine { samples, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
+    };
+
+    let signal = signal?;
+    let (line, _) = line_column(check.text.text, rule_start);
     let rule = Rule {
         title: raw.title.unwrap_or_else(|| id.clone()),
         id,
@@ -226,134 +269,271 @@ fn compile_rule(
             sites: raw.sites,
             buildings: raw.buildings,
             grids: raw.grids,
+            tags: raw.tags,
         },
-        value,
+        signal,
         unit: raw.unit,
-        threshold: Threshold { direction, trigger, clear, raise_hold_ms, clear_hold_ms },
-        severity,
-        origin: Origin { file: text.name.to_string(), line },
+        check: checked,
+        device,
+        origin: Origin { file: check.text.name.to_string(), line },
     };
     Some((rule, id_span))
 }
 
-/// Parses a hold time such as `"10m"`; absent means no hold. `None` means an error was pushed.
-fn parse_hold(
-    hold: Option<&Spanned<String>>,
-    key: &str,
-    error: &mut impl FnMut(std::ops::Range<usize>, &str, String),
-) -> Option<Millis> {
-    let Some(hold) = hold else { return Some(0) };
-    match humantime::parse_duration(hold.get_ref()) {
-        Ok(d) => match Millis::try_from(d.as_millis()) {
-            Ok(ms) => Some(ms),
-            Err(_) => {
-                error(hold.span(), key, "duration is too long".into());
-                None
-            }
-        },
+fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> {
+    let value = raw.value.as_ref()?;
+    let expr = ValueExpr::parse(value.get_ref()).map_err(|e| check.error(value.span(), "value", e.to_string())).ok();
+    let baseline = match &raw.baseline {
+        None => Some(None),
+        Some(text) => baseline(check, text).map(Some),
+    };
+    let smooth = match &raw.smooth {
+        None => Some(None),
+        Some(text) => smoothing(check, text).map(Some),
+    };
+    let transform = match (&raw.change_over, &raw.swing_within) {
+        (Some(_), Some(swing)) => {
+            check.error(swing.span(), "swing_within", "use either `change_over` or `swing_within`, not both");
+            None
+        }
+        (Some(window), None) => duration(check, window, "change_over").map(|ms| Some(Transform::ChangeOver(ms))),
+        (None, Some(window)) => duration(check, window, "swing_within").map(|ms| Some(Transform::SwingWithin(ms))),
+        (None, None) => Some(None),
+    };
+    Some(Signal { expr: expr?, baseline: baseline?, smooth: smooth?, transform: transform? })
+}
+
+fn severity(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Severity> {
+    text.get_ref().parse::<Severity>().map_err(|e| check.error(text.span(), "severity", e.to_string())).ok()
+}
+
+fn duration(check: &mut Checker<'_, '_>, text: &Spanned<String>, key: &str) -> Option<Millis> {
+    match humantime::parse_duration(text.get_ref()) {
+        Ok(d) => Millis::try_from(d.as_millis()).map_err(|_| check.error(text.span(), key, "duration is too long")).ok(),
         Err(e) => {
-            error(hold.span(), key, format!("`{}` is not a duration ({e}); write e.g. \"90s\", \"10m\", \"2h\"", hold.get_ref()));
+            check.error(text.span(), key, format!("`{}` is not a duration ({e}); write e.g. \"90s\", \"10m\", \"2h\"", text.get_ref()));
             None
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn compile(text: &str) -> Result<RuleSet, RuleErrors> {
-        RuleSet::compile(&[RuleSource { name: "test.toml".into(), text: text.into() }])
+fn baseline(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<BaselineSpec> {
+    let value = text.get_ref().trim();
+    if value == "calibrated" {
+        return Some(BaselineSpec::Calibrated);
     }
-
-    fn errors(text: &str) -> Vec<String> {
-        compile(text).unwrap_err().0.iter().map(ToString::to_string).collect()
+    if let Some(window) = value.strip_prefix("learn ") {
+        let window = Spanned::new(text.span(), window.trim().to_string());
+        return duration(check, &window, "baseline").map(|window_ms| BaselineSpec::Learn { window_ms });
     }
+    check.error(text.span(), "baseline", format!("`{value}`: expected \"calibrated\" or \"learn <duration>\" (e.g. \"learn 24h\")"));
+    None
+}
 
-    const GOOD: &str = r#"
-[[rule]]
-id = "do-low"
-title = "Dissolved oxygen below class III"
-kind = "water"
-value = "do"
-unit = "mg/L"
-below = 5.0
-clear_above = 5.5
-for = "10m"
-clear_for = "30m"
-severity = "yellow"
-"#;
+fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smooth> {
+    let value = text.get_ref().trim();
+    let (method, window) = value.split_once(' ').unwrap_or((value, ""));
+    let method = match method {
+        "median" => SmoothMethod::Median,
+        "mean" => SmoothMethod::Mean,
+        _ => {
+            check.error(text.span(), "smooth", format!("`{value}`: expected \"median <window>\" or \"mean <window>\", e.g. \"median 1h\" or \"median 5\""));
+            return None;
+        }
+    };
+    let window = window.trim();
+    let window = match window.parse::<usize>() {
+        Ok(0 | 1) => {
+            check.error(text.span(), "smooth", "a window of samples needs at least 2");
+            return None;
+        }
+        Ok(n) if n > crate::signal::MAX_WINDOW_SAMPLES => {
+            check.error(text.span(), "smooth", format!("at most {} samples", crate::signal::MAX_WINDOW_SAMPLES));
+            return None;
+        }
+        Ok(n) => Window::Samples(n),
+        Err(_) => Window::Time(duration(check, &Spanned::new(text.span(), window.to_string()), "smooth")?),
+    };
+    Some(Smooth { method, window })
+}
 
-    #[test]
-    fn compiles_a_complete_rule() {
-        let set = compile(GOOD).unwrap();
-        let rule = &set.rules[0];
-        assert_eq!(rule.id, "do-low");
-        assert_eq!(rule.severity, Severity::Warning);
-        assert_eq!(rule.threshold, Threshold { direction: Direction::Below, trigger: 5.0, clear: 5.5, raise_hold_ms: 600_000, clear_hold_ms: 1_800_000 });
-        assert_eq!(rule.scope.kinds, vec![SensorKind::Water]);
-        assert_eq!(rule.origin, Origin { file: "test.toml".into(), line: 2 });
+fn silence(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Silence> {
+    let value = text.get_ref().trim();
+    if let Some(factor) = value.strip_suffix('x') {
+        return match factor.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() && f >= 1.0 => Some(Silence::Intervals(f)),
+            _ => {
+                check.error(text.span(), "no_data", format!("`{value}`: a multiple of the report interval must be at least 1, e.g. \"2x\""));
+                None
+            }
+        };
     }
+    duration(check, text, "no_data").map(Silence::Fixed)
+}
 
-    #[test]
-    fn unknown_key_is_reported_at_its_line() {
-        let text = GOOD.replace("unit = ", "unti = ");
-        let errs = errors(&text);
-        assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("test.toml:7:1: error: unknown field `unti`"), "{}", errs[0]);
-    }
-
-    #[test]
-    fn bad_values_are_all_reported_with_their_keys() {
-        let text = GOOD.replace("\"10m\"", "\"ten minutes\"").replace("\"yellow\"", "\"critical\"").replace("\"do\"", "\"do + 1\"");
-        let errs = errors(&text).join("\n");
-        assert!(errs.contains("test.toml:6:9: error in `value`"), "{errs}");
-        assert!(errs.contains("test.toml:10:7: error in `for`: `ten minutes` is not a duration"), "{errs}");
-        assert!(errs.contains("test.toml:12:12: error in `severity`: unknown severity `critical`"), "{errs}");
-    }
-
-    #[test]
-    fn clear_level_on_the_wrong_side_is_an_error() {
-        let errs = errors(&GOOD.replace("clear_above = 5.5", "clear_above = 4.5"));
-        assert_eq!(errs, vec!["test.toml:9:15: error in `clear_above`: clear level 4.5 must not be below the trigger 5"]);
-    }
-
-    #[test]
-    fn rule_without_threshold_is_an_error() {
-        let errs = errors(&GOOD.replace("below = 5.0\nclear_above = 5.5\n", ""));
-        assert_eq!(errs, vec!["test.toml:2:1: error in `above`: a rule needs a threshold: `above = …` or `below = …`"]);
-    }
-
-    #[test]
-    fn nan_threshold_is_an_error() {
-        let errs = errors(&GOOD.replace("below = 5.0", "below = nan"));
-        assert!(errs[0].contains("error in `below`: must be a finite number"), "{errs:?}");
-    }
-
-    #[test]
-    fn mismatched_clear_key_is_explained() {
-        let errs = errors(&GOOD.replace("clear_above", "clear_below"));
-        assert!(errs[0].contains("`clear_below` goes with `above`"), "{errs:?}");
-    }
-
-    #[test]
-    fn duplicate_ids_across_files_name_the_first_definition() {
-        let a = RuleSource { name: "a.toml".into(), text: GOOD.into() };
-        let b = RuleSource { name: "b.toml".into(), text: format!("\n\n{GOOD}") };
-        let errs = RuleSet::compile(&[a, b]).unwrap_err().0;
-        assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].to_string(), "b.toml:5:6: error in `id`: duplicate rule id `do-low` (first defined at a.toml:2)");
-    }
-
-    #[test]
-    fn toml_syntax_error_points_at_the_problem() {
-        let errs = errors("[[rule]]\nid = \"x\nvalue = 1\n");
-        assert!(errs[0].starts_with("test.toml:2:"), "{errs:?}");
-    }
-
-    #[test]
-    fn disabled_rules_are_skipped() {
-        let set = compile(&GOOD.replace("severity = \"yellow\"", "severity = \"yellow\"\nenabled = false")).unwrap();
-        assert!(set.rules.is_empty());
+fn finite(check: &mut Checker<'_, '_>, value: &Spanned<f64>, key: &str) -> Option<f64> {
+    let v = *value.get_ref();
+    if v.is_finite() {
+        Some(v)
+    } else {
+        check.error(value.span(), key, "must be a finite number");
+        None
     }
 }
+
+fn band(check: &mut Checker<'_, '_>, value: &Spanned<Vec<f64>>, key: &str) -> Option<(f64, f64)> {
+    match value.get_ref().as_slice() {
+        &[low, high] if low.is_finite() && high.is_finite() && low < high => Some((low, high)),
+        _ => {
+            check.error(value.span(), key, "must be [low, high] with finite low < high");
+            None
+        }
+    }
+}
+
+fn compile_level(check: &mut Checker<'_, '_>, raw: &RawLevel, inherited: Option<Severity>, span: &Range<usize>) -> Option<Level> {
+    let severity = match (&raw.severity, inherited) {
+        (Some(text), _) => severity(check, text),
+        (None, Some(severity)) => Some(severity),
+        (None, None) => {
+            check.error(span.clone(), "severity", "each `[[rule.level]]` needs a `severity`");
+            None
+        }
+    };
+    let raise_hold_ms = raw.raise_hold.as_ref().map_or(Some(0), |t| duration(check, t, "for"));
+    let clear_hold_ms = raw.clear_for.as_ref().map_or(Some(0), |t| duration(check, t, "clear_for"));
+    let count = raw.count.as_ref().map_or(Some(None), |t| count(check, t).map(Some));
+    let bound = match (&raw.above, &raw.below, &raw.outside) {
+        (Some(above), None, None) => {
+            misplaced(check, &raw.clear_above, "clear_above", "`clear_above` goes with `below`; with `above` use `clear_below`");
+            misplaced(check, &raw.clear_inside, "clear_inside", "`clear_inside` goes with `outside`");
+            let trigger = finite(check, above, "above");
+            let clear = raw.clear_below.as_ref().map_or(trigger, |c| finite(check, c, "clear_below"));
+            match (trigger, clear) {
+                (Some(trigger), Some(clear)) if clear > trigger => {
+                    let at = raw.clear_below.as_ref().map_or(above.span(), Spanned::span);
+                    check.error(at, "clear_below", format!("clear level {clear} must not be above the trigger {trigger}"));
+                    None
+                }
+                (Some(trigger), Some(clear)) => Some(Bound::Above { trigger, clear }),
+                _ => None,
+            }
+        }
+        (None, Some(below), None) => {
+            misplaced(check, &raw.clear_below, "clear_below", "`clear_below` goes with `above`; with `below` use `clear_above`");
+            misplaced(check, &raw.clear_inside, "clear_inside", "`clear_inside` goes with `outside`");
+            let trigger = finite(check, below, "below");
+            let clear = raw.clear_above.as_ref().map_or(trigger, |c| finite(check, c, "clear_above"));
+            match (trigger, clear) {
+                (Some(trigger), Some(clear)) if clear < trigger => {
+                    let at = raw.clear_above.as_ref().map_or(below.span(), Spanned::span);
+                    check.error(at, "clear_above", format!("clear level {clear} must not be below the trigger {trigger}"));
+                    None
+                }
+                (Some(trigger), Some(clear)) => Some(Bound::Below { trigger, clear }),
+                _ => None,
+            }
+        }
+        (None, None, Some(outside)) => {
+            misplaced(check, &raw.clear_below, "clear_below", "with `outside` use `clear_inside = [low, high]`");
+            misplaced(check, &raw.clear_above, "clear_above", "with `outside` use `clear_inside = [low, high]`");
+            let (low, high) = band(check, outside, "outside")?;
+            let (clear_low, clear_high) = match &raw.clear_inside {
+                Some(inside) => band(check, inside, "clear_inside")?,
+                None => (low, high),
+            };
+            if clear_low < low || clear_high > high {
+                let at = raw.clear_inside.as_ref().map_or(outside.span(), Spanned::span);
+                check.error(at, "clear_inside", format!("the clear band {clear_low}..{clear_high} must lie within {low}..{high}"));
+                None
+            } else {
+                Some(Bound::Outside { low, high, clear_low, clear_high })
+            }
+        }
+        (None, None, None) => {
+            check.error(span.clone(), "above", "a threshold needs `above`, `below` or `outside`");
+            None
+        }
+        _ => {
+            check.error(span.clone(), "above", "a threshold takes one of `above`, `below` or `outside`");
+            None
+        }
+    };
+    Some(Level { severity: severity?, bound: bound?, raise_hold_ms: raise_hold_ms?, clear_hold_ms: clear_hold_ms?, count: count? })
+}
+
+fn misplaced<T>(check: &mut Checker<'_, '_>, value: &Option<Spanned<T>>, key: &str, message: &str) {
+    if let Some(value) = value {
+        check.error(value.span(), key, message);
+    }
+}
+
+fn count(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Count> {
+    let parsed = text.get_ref().split_once(" of ").and_then(|(k, n)| Some((k.trim().parse::<u8>().ok()?, n.trim().parse::<u8>().ok()?)));
+    match parsed {
+        Some((k, n)) if k >= 1 && k <= n && n <= 64 => Some(Count { k, n }),
+        _ => {
+            check.error(text.span(), "count", format!("`{}`: expected \"k of n\" with 1 <= k <= n <= 64, e.g. \"3 of 5\"", text.get_ref()));
+            None
+        }
+    }
+}
+
+/// Ladder levels must climb: severities strictly increasing, one kind of bound, triggers on the
+/// bad side of (or equal to) the level before — an equal trigger with a longer hold means
+/// "and it has lasted".
+fn check_ladder(check: &mut Checker<'_, '_>, raw: &[Spanned<RawLevel>], levels: &[Level]) -> Option<()> {
+    let before = check.diagnostics.len();
+    for (pair, spans) in levels.windows(2).zip(raw.windows(2)) {
+        let (lower, upper) = (&pair[0], &pair[1]);
+        let span = spans[1].span();
+        if upper.severity <= lower.severity {
+            check.error(span.clone(), "severity", format!("levels must be listed from least to most severe: `{}` after `{}`", upper.severity, lower.severity));
+        }
+        let climbs = match (lower.bound, upper.bound) {
+            (Bound::Above { trigger: a, .. }, Bound::Above { trigger: b, .. }) => b >= a,
+            (Bound::Below { trigger: a, .. }, Bound::Below { trigger: b, .. }) => b <= a,
+            (Bound::Outside { low: la, high: ha, .. }, Bound::Outside { low: lb, high: hb, .. }) => lb <= la && hb >= ha,
+            _ => {
+                check.error(span.clone(), "above", "all levels of a ladder use the same kind of threshold");
+                continue;
+            }
+        };
+        if !climbs {
+            check.error(span, "above", "each level's threshold must be on the bad side of the one before (or equal)");
+        }
+    }
+    (check.diagnostics.len() == before).then_some(())
+}
+
+/// Adds "did you mean …?" to serde's unknown-field messages.
+fn with_suggestion(message: &str) -> String {
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let Some((unknown, candidates)) = quoted.split_first() else { return message.to_string() };
+    if !message.starts_with("unknown field") && !message.starts_with("unknown variant") {
+        return message.to_string();
+    }
+    let best = candidates.iter().map(|c| (edit_distance(unknown, c), c)).min();
+    match best {
+        Some((distance, candidate)) if distance <= 2 || candidate.starts_with(unknown) => format!("{message}; did you mean `{candidate}`?"),
+        _ => message.to_string(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (row[j + 1] + 1).min(row[j] + 1).min(previous + usize::from(ca != cb));
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,8 @@
 //! The default rule packs shipped inside the binary (the TOML files in `rules/packs/`).
 //! They are ordinary rule files: operators can read them, copy them and override them.
+//!
+//! The tests below are built from the standards' own tables: for every class and boundary, a
+//! value just inside must stay quiet and a value just outside must reach the level.
 
 use crate::load::RuleSource;
 
@@ -7,6 +10,7 @@ use crate::load::RuleSource;
 const PACKS: &[(&str, &str)] = &[
     ("tilt", include_str!("../packs/tilt.toml")),
     ("water-gb3838", include_str!("../packs/water-gb3838.toml")),
+    ("drinking-gb5749", include_str!("../packs/drinking-gb5749.toml")),
 ];
 
 /// The shipped packs as rule sources named `builtin:<pack>`.
@@ -23,59 +27,203 @@ mod tests {
     use crate::engine::{Engine, EventKind, SubjectId};
     use crate::load::RuleSet;
     use crate::scope::{SensorKind, Subject};
+    use crate::severity::Severity;
+    use std::collections::BTreeMap;
 
-    fn engine_for(kind: SensorKind) -> Engine {
+    const MIN: i64 = 60_000;
+
+    fn engine_for(kind: SensorKind, tags: &[(&str, &str)]) -> Engine {
         let rules = RuleSet::compile(&builtin_packs()).expect("shipped packs compile");
-        let subject = Subject { id: "s1".into(), kind, site: "site".into(), building: None, grid: None };
+        let tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let subject = Subject { id: "s1".into(), kind, site: "site".into(), building: None, grid: None, tags, interval_ms: MIN };
         Engine::new(rules, &[subject])
     }
 
-    fn fired(engine: &mut Engine, samples: &[(i64, &[(&str, f64)])]) -> Vec<String> {
+    /// Feeds the same fields once a minute for `minutes` and returns the worst (rule, severity)
+    /// reached, ignoring device rules.
+    fn worst(engine: &mut Engine, fields: &[(&str, f64)], minutes: i64) -> Option<(String, Severity)> {
         let mut events = Vec::new();
-        for (at, fields) in samples {
-            engine.observe(SubjectId(0), *at, fields, &mut events);
+        for m in 0..=minutes {
+            engine.observe(SubjectId(0), m * MIN, fields, &mut events);
+            engine.tick(m * MIN, &mut events);
         }
         events
             .iter()
-            .filter(|e| e.kind == EventKind::Fired)
-            .map(|e| engine.rule(e.rule).id.clone())
-            .collect()
+            .filter(|e| e.kind != EventKind::Cleared && !engine.rule(e.rule).device)
+            .map(|e| (e.severity, engine.rule(e.rule).id.clone()))
+            .max()
+            .map(|(severity, id)| (id, severity))
     }
+
+    fn surface(class: &str) -> Engine {
+        engine_for(SensorKind::Water, &[("use", "surface"), ("water_class", class)])
+    }
+
+    /// A healthy sample for the other fields, so only the field under test can fire.
+    fn water(field: &str, value: f64) -> Vec<(&str, f64)> {
+        let mut fields = vec![("do", 9.0), ("nh3n", 0.05), ("ph", 7.5)];
+        fields.retain(|(name, _)| *name != field);
+        fields.push((field, value));
+        fields
+    }
+
+    const CLASSES: [&str; 5] = ["I", "II", "III", "IV", "V"];
+    const DO_LIMITS: [f64; 5] = [7.5, 6.0, 5.0, 3.0, 2.0];
+    const NH3N_LIMITS: [f64; 5] = [0.15, 0.5, 1.0, 1.5, 2.0];
 
     #[test]
     fn shipped_packs_compile() {
         let rules = RuleSet::compile(&builtin_packs()).expect("shipped packs compile");
-        assert!(rules.rules.len() >= 5);
+        assert!(rules.rules.len() >= 25, "{}", rules.rules.len());
+    }
+
+    /// The level a value one class worse than the target should reach.
+    fn expected(target: usize, worse_class: usize) -> Severity {
+        match worse_class {
+            _ if worse_class >= 5 => Severity::Danger,
+            w if w == target + 1 => Severity::Warning,
+            _ => Severity::Alarm,
+        }
     }
 
     #[test]
-    fn tilt_pack_fires_danger_past_seven_per_mille() {
-        let mut e = engine_for(SensorKind::Tilt);
-        let minute = 60_000;
-        let samples: Vec<(i64, &[(&str, f64)])> =
-            (0..3).map(|i| (i * minute, &[("x", 0.30), ("y", 0.30)][..])).collect();
-        let ids = fired(&mut e, &samples);
-        assert!(ids.contains(&"tilt-danger".to_string()), "{ids:?}");
+    fn dissolved_oxygen_boundaries_for_every_target_class() {
+        for (target, class) in CLASSES.iter().enumerate() {
+            for (boundary, &limit) in DO_LIMITS.iter().enumerate().skip(target) {
+                let inside = worst(&mut surface(class), &water("do", limit), 12);
+                let outside = worst(&mut surface(class), &water("do", limit - 0.01), 12);
+                let deeper = if boundary + 1 < 5 { boundary + 1 } else { 5 };
+                let expected_inside = (boundary > target).then(|| expected(target, boundary));
+                assert_eq!(inside.map(|w| w.1), expected_inside, "class {class}: DO {limit} is inside class {}", CLASSES[boundary]);
+                assert_eq!(outside.map(|w| w.1), Some(expected(target, deeper)), "class {class}: DO {} is outside class {}", limit - 0.01, CLASSES[boundary]);
+            }
+        }
     }
 
     #[test]
-    fn tilt_pack_stays_quiet_below_the_ladder() {
-        let mut e = engine_for(SensorKind::Tilt);
-        let samples: Vec<(i64, &[(&str, f64)])> = (0..120).map(|i| (i * 60_000, &[("x", 0.05), ("y", -0.05)][..])).collect();
-        assert!(fired(&mut e, &samples).is_empty());
+    fn ammonia_boundaries_for_every_target_class() {
+        for (target, class) in CLASSES.iter().enumerate() {
+            for (boundary, &limit) in NH3N_LIMITS.iter().enumerate().skip(target) {
+                let inside = worst(&mut surface(class), &water("nh3n", limit), 32);
+                let outside = worst(&mut surface(class), &water("nh3n", limit + 0.01), 32);
+                let deeper = if boundary + 1 < 5 { boundary + 1 } else { 5 };
+                let expected_inside = (boundary > target).then(|| expected(target, boundary));
+                assert_eq!(inside.map(|w| w.1), expected_inside, "class {class}: NH3-N {limit} is inside class {}", CLASSES[boundary]);
+                assert_eq!(outside.map(|w| w.1), Some(expected(target, deeper)), "class {class}: NH3-N {} is outside class {}", limit + 0.01, CLASSES[boundary]);
+            }
+        }
     }
 
     #[test]
-    fn water_pack_fires_when_oxygen_leaves_class_three() {
-        let mut e = engine_for(SensorKind::Water);
-        let samples: Vec<(i64, &[(&str, f64)])> = (0..12).map(|i| (i * 60_000, &[("do", 4.9), ("ph", 7.2)][..])).collect();
-        assert_eq!(fired(&mut e, &samples), vec!["water-do-below-class-iii"]);
+    fn ph_must_stay_within_six_to_nine_in_every_class() {
+        for class in CLASSES {
+            for (ph, fires) in [(6.0, false), (5.99, true), (9.0, false), (9.01, true)] {
+                let reached = worst(&mut surface(class), &water("ph", ph), 12);
+                assert_eq!(reached.is_some(), fires, "class {class}, pH {ph}: {reached:?}");
+            }
+        }
     }
 
     #[test]
-    fn water_pack_accepts_class_three_oxygen() {
-        let mut e = engine_for(SensorKind::Water);
-        let samples: Vec<(i64, &[(&str, f64)])> = (0..30).map(|i| (i * 60_000, &[("do", 5.0), ("ph", 7.2), ("nh3n", 1.0)][..])).collect();
-        assert!(fired(&mut e, &samples).is_empty());
+    fn a_ph_jump_of_more_than_one_unit_in_an_hour_is_critical() {
+        let mut e = surface("III");
+        let mut events = Vec::new();
+        for m in 0..10 {
+            e.observe(SubjectId(0), m * MIN, &water("ph", 7.2), &mut events);
+        }
+        for m in 10..14 {
+            e.observe(SubjectId(0), m * MIN, &water("ph", 8.4), &mut events);
+        }
+        let ids: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.severity)).collect();
+        assert_eq!(ids, vec![("water-ph-jump", Severity::Danger)]);
+    }
+
+    #[test]
+    fn drinking_water_boundaries() {
+        let cases: [(&str, f64, Option<Severity>); 10] = [
+            ("turbidity", 1.0, None),
+            ("turbidity", 1.01, Some(Severity::Alarm)),
+            ("turbidity", 3.01, Some(Severity::Danger)),
+            ("ph", 6.5, None),
+            ("ph", 6.49, Some(Severity::Alarm)),
+            ("ph", 8.51, Some(Severity::Alarm)),
+            ("cl2", 0.05, None),
+            ("cl2", 0.049, Some(Severity::Alarm)),
+            ("cl2", 0.019, Some(Severity::Danger)),
+            ("cl2", 2.01, Some(Severity::Alarm)),
+        ];
+        for (field, value, expected) in cases {
+            let mut e = engine_for(SensorKind::Water, &[("use", "drinking")]);
+            let mut fields = vec![("turbidity", 0.3), ("ph", 7.2), ("cl2", 0.4), ("nh3n", 0.1), ("codmn", 1.0)];
+            fields.retain(|(name, _)| *name != field);
+            fields.push((field, value));
+            assert_eq!(worst(&mut e, &fields, 12).map(|w| w.1), expected, "{field} = {value}");
+        }
+    }
+
+    #[test]
+    fn drinking_points_are_not_judged_as_surface_water() {
+        let mut e = engine_for(SensorKind::Water, &[("use", "drinking")]);
+        assert!(e.rules_for(SubjectId(0)).iter().all(|r| !r.id.starts_with("water-") || r.id == "water-no-data" || r.id == "water-ph-out-of-range"));
+        assert_eq!(worst(&mut e, &[("do", 1.0), ("turbidity", 0.3), ("ph", 7.2), ("cl2", 0.4)], 12), None);
+    }
+
+    fn tilt_degrees(permille: f64) -> f64 {
+        (permille / 1000.0).atan().to_degrees()
+    }
+
+    #[test]
+    fn tilt_ladder_boundaries_from_the_domain_table() {
+        let cases = [
+            (0.99, None),
+            (1.01, Some(Severity::Notice)),
+            (1.99, Some(Severity::Notice)),
+            (2.01, Some(Severity::Warning)),
+            (3.99, Some(Severity::Warning)),
+            (4.01, Some(Severity::Alarm)),
+            (6.99, Some(Severity::Alarm)),
+            (7.01, Some(Severity::Danger)),
+        ];
+        for (permille, expected) in cases {
+            let mut e = engine_for(SensorKind::Tilt, &[]);
+            e.set_baseline(SubjectId(0), "x", 0.35);
+            e.set_baseline(SubjectId(0), "y", -0.2);
+            let fields = [("x", 0.35 + tilt_degrees(permille)), ("y", -0.2)];
+            let reached = worst(&mut e, &fields, 70);
+            assert_eq!(reached.as_ref().map(|w| w.1), expected, "{permille}‰: {reached:?}");
+            if let Some((id, _)) = reached {
+                assert_eq!(id, "tilt-change");
+            }
+        }
+    }
+
+    #[test]
+    fn mounting_offset_is_learned_not_alarmed() {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        // A box mounted 0.8° off plumb (far past 7‰ as an absolute angle).
+        assert_eq!(worst(&mut e, &[("x", 0.8), ("y", 0.1)], 26 * 60), None);
+    }
+
+    #[test]
+    fn sudden_jump_is_an_emergency_on_its_own() {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        let mut events = Vec::new();
+        for m in 0..30 {
+            let x = if m < 20 { 0.02 } else { 0.15 };
+            e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", 0.0)], &mut events);
+        }
+        let ids: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.severity)).collect();
+        assert_eq!(ids, vec![("tilt-sudden", EventKind::Fired, Severity::Danger)]);
+    }
+
+    #[test]
+    fn a_single_spike_does_not_survive_the_median_filter() {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        let mut events = Vec::new();
+        for m in 0..30 {
+            let x = if m == 20 { 0.5 } else { 0.02 };
+            e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", 0.0)], &mut events);
+        }
+        assert!(events.is_empty(), "{events:?}");
     }
 }

@@ -3,70 +3,101 @@
 use crate::expr::ValueExpr;
 use crate::scope::Scope;
 use crate::severity::Severity;
+use crate::signal::Signal;
 
 /// Milliseconds since the Unix epoch (UTC). The engine never reads a clock: every time it
 /// sees comes from a sample or from the caller's tick.
 pub type Millis = i64;
 
-/// Which side of the trigger level is the bad side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Fires when the value rises above the trigger (`above = …`).
-    Above,
-    /// Fires when the value falls below the trigger (`below = …`).
-    Below,
-}
-
-/// A threshold with hysteresis and hold times.
+/// Where a value is bad, and where it counts as good again (hysteresis).
 ///
-/// Invariant: the clear level is on the good side of the trigger or equal to it
-/// (`clear <= trigger` for `Above`, `clear >= trigger` for `Below`), both are finite, and the
-/// hold times are not negative.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Threshold {
-    pub direction: Direction,
-    /// Level whose crossing (strictly) raises the alert.
-    pub trigger: f64,
-    /// Level the value must cross back over (strictly) for the alert to clear.
-    pub clear: f64,
-    /// How long the trigger condition must hold before the alert fires.
-    pub raise_hold_ms: Millis,
-    /// How long the clear condition must hold before the alert clears.
-    pub clear_hold_ms: Millis,
+/// Invariant: the clear levels lie on the good side of the triggers or on them, and all are
+/// finite.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bound {
+    /// Bad above `trigger` (strictly); good again below `clear`.
+    Above { trigger: f64, clear: f64 },
+    /// Bad below `trigger` (strictly); good again above `clear`.
+    Below { trigger: f64, clear: f64 },
+    /// Bad outside `[low, high]`; good again inside `(clear_low, clear_high)`.
+    Outside { low: f64, high: f64, clear_low: f64, clear_high: f64 },
 }
 
-impl Threshold {
-    /// The value is on the bad side of the trigger.
+impl Bound {
+    /// The value is on the bad side.
     pub fn breached(&self, value: f64) -> bool {
-        match self.direction {
-            Direction::Above => value > self.trigger,
-            Direction::Below => value < self.trigger,
+        match *self {
+            Bound::Above { trigger, .. } => value > trigger,
+            Bound::Below { trigger, .. } => value < trigger,
+            Bound::Outside { low, high, .. } => value < low || value > high,
         }
     }
 
-    /// The value is back on the good side of the clear level.
+    /// The value is back past the clear level(s).
     pub fn recovered(&self, value: f64) -> bool {
-        match self.direction {
-            Direction::Above => value < self.clear,
-            Direction::Below => value > self.clear,
+        match *self {
+            Bound::Above { clear, .. } => value < clear,
+            Bound::Below { clear, .. } => value > clear,
+            Bound::Outside { clear_low, clear_high, .. } => value > clear_low && value < clear_high,
         }
     }
 
-    /// "back below 0.37" / "back above 5.3": the clear condition in words, for messages.
-    pub fn describe_clear(&self) -> String {
-        match self.direction {
-            Direction::Above => format!("back below {}", self.clear),
-            Direction::Below => format!("back above {}", self.clear),
-        }
-    }
-
-    /// "above 0.401" / "below 5": the comparison in words, for messages.
+    /// "above 0.401" / "below 5" / "outside 6..9".
     pub fn describe(&self) -> String {
-        match self.direction {
-            Direction::Above => format!("above {}", self.trigger),
-            Direction::Below => format!("below {}", self.trigger),
+        match *self {
+            Bound::Above { trigger, .. } => format!("above {trigger}"),
+            Bound::Below { trigger, .. } => format!("below {trigger}"),
+            Bound::Outside { low, high, .. } => format!("outside {low}..{high}"),
         }
     }
+
+    /// "back below 0.37" / "back above 5.3" / "back inside 6.2..8.8".
+    pub fn describe_clear(&self) -> String {
+        match *self {
+            Bound::Above { clear, .. } => format!("back below {clear}"),
+            Bound::Below { clear, .. } => format!("back above {clear}"),
+            Bound::Outside { clear_low, clear_high, .. } => format!("back inside {clear_low}..{clear_high}"),
+        }
+    }
+}
+
+/// "k of the last n samples": the breach is judged over a short history instead of one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    pub k: u8,
+    /// At most 64.
+    pub n: u8,
+}
+
+/// One step of a ladder (or the only one of a simple threshold rule).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Level {
+    pub severity: Severity,
+    pub bound: Bound,
+    /// How long the breach must last before this level is reached.
+    pub raise_hold_ms: Millis,
+    /// How long the recovery must last before this level is left.
+    pub clear_hold_ms: Millis,
+    pub count: Option<Count>,
+}
+
+/// What a rule watches for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// Threshold levels, lowest severity first; the rule's severity is the highest level reached.
+    Ladder(Vec<Level>),
+    /// The sensor has sent nothing for this long.
+    NoData { after: Silence, severity: Severity },
+    /// The value has not changed over this many consecutive samples.
+    FlatLine { samples: u32, severity: Severity },
+}
+
+/// How long silence may last before a no-data rule fires.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Silence {
+    Fixed(Millis),
+    /// A multiple of the sensor's expected report interval.
+    Intervals(f64),
 }
 
 /// Where a rule was defined, for messages that send the operator back to the file.
@@ -84,10 +115,35 @@ pub struct Rule {
     /// One line for people: what is wrong when this fires.
     pub title: String,
     pub scope: Scope,
-    pub value: ValueExpr,
-    /// Unit of the compared value, shown next to numbers in alerts ("°", "mg/L").
+    /// What is compared; `None` only for no-data rules.
+    pub signal: Option<Signal>,
+    /// Unit of the compared value, shown next to numbers in alerts ("‰", "mg/L").
     pub unit: String,
-    pub threshold: Threshold,
-    pub severity: Severity,
+    pub check: Check,
+    /// A device alarm (dead box, stuck value, out of range): for installers, not grid workers.
+    pub device: bool,
     pub origin: Origin,
+}
+
+impl Rule {
+    /// The expression the rule reads, for messages ("hypot(x, y)"); "no data" for deadman rules.
+    pub fn value_label(&self) -> String {
+        match &self.signal {
+            Some(signal) => signal.to_string(),
+            None => "no data".into(),
+        }
+    }
+
+    /// The bound of the level with this severity, when the rule is a ladder.
+    pub fn level(&self, severity: Severity) -> Option<&Level> {
+        match &self.check {
+            Check::Ladder(levels) => levels.iter().find(|level| level.severity == severity),
+            _ => None,
+        }
+    }
+
+    /// The expression of the signal, when there is one.
+    pub fn expr(&self) -> Option<&ValueExpr> {
+        self.signal.as_ref().map(|signal| &signal.expr)
+    }
 }

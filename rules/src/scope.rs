@@ -1,7 +1,9 @@
 //! Which sensors a rule applies to. A rule names sensor kinds, sensor ids, sites, buildings
 //! and grids; every list that is given must match, a list that is left out matches anything.
 
+use crate::rule::Millis;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// What a sensor measures; decides which default rules apply to it.
@@ -37,6 +39,10 @@ pub struct Subject {
     pub site: String,
     pub building: Option<String>,
     pub grid: Option<String>,
+    /// Free-form facts (`water_class = "II"`, `structure = "brick-wood"`) rules can be scoped by.
+    pub tags: BTreeMap<String, String>,
+    /// How often the sensor is expected to report (no-data rules count in these).
+    pub interval_ms: Millis,
 }
 
 /// A compiled scope. Empty lists match everything.
@@ -47,6 +53,8 @@ pub struct Scope {
     pub sites: Vec<String>,
     pub buildings: Vec<String>,
     pub grids: Vec<String>,
+    /// Every tag given must be present on the sensor with this value.
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Scope {
@@ -59,6 +67,7 @@ impl Scope {
             && any_or(&self.sites, Some(&subject.site))
             && any_or(&self.buildings, subject.building.as_deref())
             && any_or(&self.grids, subject.grid.as_deref())
+            && self.tags.iter().all(|(key, value)| subject.tags.get(key) == Some(value))
     }
 }
 
@@ -73,6 +82,8 @@ mod tests {
             site: "north-lane".into(),
             building: building.map(Into::into),
             grid: Some("grid-3".into()),
+            tags: BTreeMap::from([("structure".to_string(), "brick-wood".to_string())]),
+            interval_ms: 60_000,
         }
     }
 
@@ -92,6 +103,14 @@ mod tests {
         assert!(scope.matches(&house("h1", Some("B7"))));
         assert!(!scope.matches(&house("h1", Some("B8"))));
         assert!(!scope.matches(&house("h1", None)), "a sensor with no building is outside a building scope");
+    }
+
+    #[test]
+    fn tag_scope_needs_the_same_value() {
+        let brick = Scope { tags: BTreeMap::from([("structure".to_string(), "brick-wood".to_string())]), ..Scope::default() };
+        let concrete = Scope { tags: BTreeMap::from([("structure".to_string(), "concrete".to_string())]), ..Scope::default() };
+        assert!(brick.matches(&house("h1", None)));
+        assert!(!concrete.matches(&house("h1", None)));
     }
 
     #[test]

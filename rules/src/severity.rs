@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How urgent a firing is. Ordered: `Notice < Warning < Alarm < Danger`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Severity {
     /// Blue: worth a look in the daily digest.
     Notice,

@@ -1,4 +1,5 @@
-//! The per-(rule, sensor) state machine of a threshold rule.
+//! The state machine of one threshold level for one sensor (a ladder runs one per level, see
+//! [`crate::ladder`]).
 //!
 //! ```text
 //!            breached                 held for raise_hold
@@ -13,11 +14,14 @@
 //! alert); a `Cleared` only follows a `Fired`. A tick may complete a raise hold (the last value
 //! is still bad, the sensor just has not spoken again), but never a clear hold: only a real
 //! reading can say a house is fine again.
+//!
+//! With a count ("k of n"), "breached" means at least k of the last n values were on the bad
+//! side, and "recovered" means fewer were and the newest value is past the clear level.
 
-use crate::rule::{Millis, Threshold};
+use crate::rule::{Level, Millis};
 
 /// Where one rule stands for one sensor.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     Normal,
     /// Breached since `since`, waiting for the raise hold.
@@ -37,68 +41,85 @@ pub enum Transition {
     Cleared { since: Millis },
 }
 
-/// State of one rule for one sensor.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// State of one level for one sensor.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ThresholdState {
     pub phase: Phase,
-    /// The last value seen, reported when a tick completes a raise hold.
-    pub last_value: f64,
+    /// Breach bits of the last values, newest in bit 0 (used with a count).
+    pub recent: u64,
 }
 
 impl Default for ThresholdState {
     fn default() -> Self {
-        ThresholdState { phase: Phase::Normal, last_value: f64::NAN }
+        ThresholdState { phase: Phase::Normal, recent: 0 }
     }
 }
 
 impl ThresholdState {
+    /// Whether the level is reached (fired and not yet cleared).
+    pub fn is_active(&self) -> bool {
+        matches!(self.phase, Phase::Active { .. } | Phase::Clearing { .. })
+    }
+
     /// Feeds one value observed at `at`.
-    pub fn observe(&mut self, threshold: &Threshold, value: f64, at: Millis) -> Option<Transition> {
-        self.last_value = value;
+    pub fn observe(&mut self, level: &Level, value: f64, at: Millis) -> Option<Transition> {
+        let (breached, recovered) = match level.count {
+            None => (level.bound.breached(value), level.bound.recovered(value)),
+            Some(count) => {
+                let mask = if count.n >= 64 { u64::MAX } else { (1u64 << count.n) - 1 };
+                self.recent = ((self.recent << 1) | u64::from(level.bound.breached(value))) & mask;
+                let hits = self.recent.count_ones();
+                (hits >= u32::from(count.k), hits < u32::from(count.k) && level.bound.recovered(value))
+            }
+        };
+        self.step(level, breached, recovered, at)
+    }
+
+    fn step(&mut self, level: &Level, breached: bool, recovered: bool, at: Millis) -> Option<Transition> {
         match self.phase {
-            Phase::Normal if threshold.breached(value) => {
+            Phase::Normal if breached => {
                 self.phase = Phase::Raising { since: at };
-                self.complete_raise(threshold, at)
+                self.complete_raise(level, at)
             }
             Phase::Normal => None,
-            Phase::Raising { .. } if !threshold.breached(value) => {
+            Phase::Raising { .. } if !breached => {
                 self.phase = Phase::Normal;
                 None
             }
-            Phase::Raising { .. } => self.complete_raise(threshold, at),
-            Phase::Active { since } if threshold.recovered(value) => {
+            Phase::Raising { .. } => self.complete_raise(level, at),
+            Phase::Active { since } if recovered => {
                 self.phase = Phase::Clearing { since, recovered_at: at };
-                self.complete_clear(threshold, at)
+                self.complete_clear(level, at)
             }
             Phase::Active { .. } => None,
-            Phase::Clearing { since, .. } if !threshold.recovered(value) => {
+            Phase::Clearing { since, .. } if !recovered => {
                 self.phase = Phase::Active { since };
                 None
             }
-            Phase::Clearing { .. } => self.complete_clear(threshold, at),
+            Phase::Clearing { .. } => self.complete_clear(level, at),
         }
     }
 
     /// Lets time pass without a reading: completes a pending raise hold.
-    pub fn tick(&mut self, threshold: &Threshold, now: Millis) -> Option<Transition> {
+    pub fn tick(&mut self, level: &Level, now: Millis) -> Option<Transition> {
         match self.phase {
-            Phase::Raising { .. } => self.complete_raise(threshold, now),
+            Phase::Raising { .. } => self.complete_raise(level, now),
             _ => None,
         }
     }
 
-    fn complete_raise(&mut self, threshold: &Threshold, now: Millis) -> Option<Transition> {
+    fn complete_raise(&mut self, level: &Level, now: Millis) -> Option<Transition> {
         let Phase::Raising { since } = self.phase else { return None };
-        if now.saturating_sub(since) < threshold.raise_hold_ms {
+        if now.saturating_sub(since) < level.raise_hold_ms {
             return None;
         }
         self.phase = Phase::Active { since };
         Some(Transition::Fired { since })
     }
 
-    fn complete_clear(&mut self, threshold: &Threshold, now: Millis) -> Option<Transition> {
+    fn complete_clear(&mut self, level: &Level, now: Millis) -> Option<Transition> {
         let Phase::Clearing { since, recovered_at } = self.phase else { return None };
-        if now.saturating_sub(recovered_at) < threshold.clear_hold_ms {
+        if now.saturating_sub(recovered_at) < level.clear_hold_ms {
             return None;
         }
         self.phase = Phase::Normal;
@@ -109,15 +130,16 @@ impl ThresholdState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rule::Direction;
+    use crate::rule::{Bound, Count};
+    use crate::severity::Severity;
 
     const MIN: Millis = 60_000;
 
-    fn above(trigger: f64, clear: f64, raise_hold_ms: Millis, clear_hold_ms: Millis) -> Threshold {
-        Threshold { direction: Direction::Above, trigger, clear, raise_hold_ms, clear_hold_ms }
+    fn above(trigger: f64, clear: f64, raise_hold_ms: Millis, clear_hold_ms: Millis) -> Level {
+        Level { severity: Severity::Alarm, bound: Bound::Above { trigger, clear }, raise_hold_ms, clear_hold_ms, count: None }
     }
 
-    fn feed(state: &mut ThresholdState, t: &Threshold, values: &[(Millis, f64)]) -> Vec<(Millis, Transition)> {
+    fn feed(state: &mut ThresholdState, t: &Level, values: &[(Millis, f64)]) -> Vec<(Millis, Transition)> {
         values.iter().filter_map(|&(at, v)| state.observe(t, v, at).map(|tr| (at, tr))).collect()
     }
 
@@ -183,9 +205,28 @@ mod tests {
 
     #[test]
     fn below_direction_fires_under_the_line() {
-        let t = Threshold { direction: Direction::Below, trigger: 5.0, clear: 5.5, raise_hold_ms: 0, clear_hold_ms: 0 };
+        let t = Level { bound: Bound::Below { trigger: 5.0, clear: 5.5 }, ..above(0.0, 0.0, 0, 0) };
         let mut s = ThresholdState::default();
         let events = feed(&mut s, &t, &[(0, 5.2), (1, 4.9), (2, 5.3), (3, 5.6)]);
         assert_eq!(events, vec![(1, Transition::Fired { since: 1 }), (3, Transition::Cleared { since: 1 })]);
+    }
+
+    #[test]
+    fn outside_band_fires_on_either_side() {
+        let t = Level { bound: Bound::Outside { low: 6.0, high: 9.0, clear_low: 6.2, clear_high: 8.8 }, ..above(0.0, 0.0, 0, 0) };
+        let mut s = ThresholdState::default();
+        let events = feed(&mut s, &t, &[(0, 7.0), (1, 5.9), (2, 6.1), (3, 6.3), (4, 9.1), (5, 8.9), (6, 8.7)]);
+        assert_eq!(
+            events,
+            vec![(1, Transition::Fired { since: 1 }), (3, Transition::Cleared { since: 1 }), (4, Transition::Fired { since: 4 }), (6, Transition::Cleared { since: 4 })]
+        );
+    }
+
+    #[test]
+    fn count_needs_k_of_the_last_n_values() {
+        let t = Level { count: Some(Count { k: 3, n: 5 }), ..above(5.0, 5.0, 0, 0) };
+        let mut s = ThresholdState::default();
+        let events = feed(&mut s, &t, &[(0, 6.0), (1, 1.0), (2, 6.0), (3, 1.0), (4, 6.0), (5, 1.0), (6, 1.0), (7, 1.0)]);
+        assert_eq!(events, vec![(4, Transition::Fired { since: 4 }), (5, Transition::Cleared { since: 4 })]);
     }
 }

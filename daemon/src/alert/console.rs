@@ -11,7 +11,7 @@ pub struct ConsoleSink;
 /// and title.
 pub fn format_line(alert: &Alert) -> String {
     format!(
-        "{at} {event:<7} {severity:<7} rule={rule} sensor={sensor} value={value:.4}{unit} ({condition}) since={since} | {place} | {title}",
+        "{at} {event:<7} {severity:<7} rule={rule} sensor={sensor} value={value:.4}{unit} ({condition}){change} since={since} | {place} | {title}",
         at = alert.at,
         event = alert.event,
         severity = alert.severity,
@@ -21,6 +21,7 @@ pub fn format_line(alert: &Alert) -> String {
         unit = alert.unit,
         condition = alert.condition,
         since = alert.since,
+        change = alert.previous_severity.map(|p| format!(" was {p}")).unwrap_or_default(),
         place = alert.place(),
         title = alert.title,
     )

@@ -16,7 +16,8 @@ use crate::clock::rfc3339;
 use crate::config::SensorConfig;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use gridwatch_rules::{EventKind, Rule, RuleEvent};
+use gridwatch_rules::rule::Check;
+use gridwatch_rules::{EventKind, Rule, RuleEvent, Severity};
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
@@ -30,15 +31,20 @@ const SINK_QUEUE: usize = 1024;
 /// the webhook and of MQTT alert messages.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
-    /// `fired` or `cleared`.
+    /// `fired`, `changed` (severity moved) or `cleared`.
     pub event: &'static str,
     pub rule: String,
     /// What is wrong, in words.
     pub title: String,
-    /// notice | warning | alarm | danger.
+    /// notice | warning | alarm | danger (for `cleared`, the severity it had).
     pub severity: &'static str,
     /// blue | yellow | orange | red.
     pub colour: &'static str,
+    /// For `changed`: the severity before.
+    pub previous_severity: Option<&'static str>,
+    /// `grid` for grid workers; `installer` for device alarms (silent box, stuck value, out of
+    /// range).
+    pub audience: &'static str,
     pub sensor: String,
     pub kind: &'static str,
     pub site: String,
@@ -63,8 +69,10 @@ impl Alert {
             event: event.kind.as_str(),
             rule: rule.id.clone(),
             title: rule.title.clone(),
-            severity: rule.severity.as_str(),
-            colour: rule.severity.colour(),
+            severity: event.severity.as_str(),
+            colour: event.severity.colour(),
+            previous_severity: event.previous.map(Severity::as_str),
+            audience: if rule.device { "installer" } else { "grid" },
             sensor: sensor.id.clone(),
             kind: sensor.kind.as_str(),
             site: sensor.site.clone(),
@@ -72,10 +80,7 @@ impl Alert {
             grid: sensor.grid.clone(),
             value: event.value,
             unit: rule.unit.clone(),
-            condition: match event.kind {
-                EventKind::Fired => format!("{} {}", rule.value, rule.threshold.describe()),
-                EventKind::Cleared => format!("{} {}", rule.value, rule.threshold.describe_clear()),
-            },
+            condition: condition(event, rule),
             at: rfc3339(event.at),
             at_ms: event.at,
             since: rfc3339(event.since),
@@ -92,6 +97,28 @@ impl Alert {
             place.push_str(&format!(", {grid}"));
         }
         place
+    }
+}
+
+/// What decided the event, in words: "permille(hypot(x, y)) from baseline above 7" when it
+/// fires, "… back below 6.5" when it clears, "no data for 7200 s" for a silent box.
+fn condition(event: &RuleEvent, rule: &Rule) -> String {
+    match &rule.check {
+        Check::Ladder(_) => {
+            let Some(level) = rule.level(event.severity) else { return rule.value_label() };
+            match event.kind {
+                EventKind::Cleared => format!("{} {}", rule.value_label(), level.bound.describe_clear()),
+                EventKind::Fired | EventKind::Changed => format!("{} {}", rule.value_label(), level.bound.describe()),
+            }
+        }
+        Check::NoData { .. } => match event.kind {
+            EventKind::Cleared => format!("heard again after {} s", event.value),
+            _ => format!("no data for {} s", event.value),
+        },
+        Check::FlatLine { samples, .. } => match event.kind {
+            EventKind::Cleared => format!("{} changes again", rule.value_label()),
+            _ => format!("{} identical {samples} times in a row", rule.value_label()),
+        },
     }
 }
 
@@ -155,6 +182,8 @@ pub(crate) mod tests {
             title: "Wall tilt past 7‰ (red)".into(),
             severity: "danger",
             colour: "red",
+            previous_severity: None,
+            audience: "grid",
             sensor: "house-07".into(),
             kind: "tilt",
             site: "north-lane".into(),

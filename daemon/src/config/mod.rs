@@ -64,7 +64,7 @@ pub struct TopicMapConfig {
     pub fields: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SensorConfig {
     pub id: String,
     pub kind: SensorKind,
@@ -73,7 +73,34 @@ pub struct SensorConfig {
     pub grid: Option<String>,
     pub storeys: Option<u8>,
     pub structure: Option<String>,
+    /// Free-form facts rules can be scoped by. Water sensors get `use = "surface"` and, for
+    /// surface water, `water_class = "III"` unless they say otherwise.
     pub tags: BTreeMap<String, String>,
+    /// How often the sensor is expected to report; no-data rules count in these.
+    pub interval: Duration,
+    /// Installation baseline per field, set by the installer (or `gridwatch calibrate`).
+    pub baseline: BTreeMap<String, f64>,
+}
+
+impl SensorConfig {
+    /// The tags rules see: the configured ones plus `storeys`, `structure` and the water
+    /// defaults.
+    pub fn rule_tags(&self) -> BTreeMap<String, String> {
+        let mut tags = self.tags.clone();
+        if let Some(storeys) = self.storeys {
+            tags.entry("storeys".into()).or_insert_with(|| storeys.to_string());
+        }
+        if let Some(structure) = &self.structure {
+            tags.entry("structure".into()).or_insert_with(|| structure.clone());
+        }
+        if self.kind == SensorKind::Water {
+            let water_use = tags.entry("use".into()).or_insert_with(|| "surface".into()).clone();
+            if water_use == "surface" {
+                tags.entry("water_class".into()).or_insert_with(|| "III".into());
+            }
+        }
+        tags
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +217,22 @@ impl Checker<'_> {
             } else if !seen.insert(id.clone()) {
                 self.error(sensor.id.span(), Some("sensor.id"), format!("sensor `{id}` is listed twice"));
             }
+            if *sensor.interval_secs.get_ref() == 0 {
+                self.error(sensor.interval_secs.span(), Some("sensor.interval_secs"), "must be at least 1".into());
+            }
+            if let Some(class) = sensor.tags.get("water_class") {
+                if !["I", "II", "III", "IV", "V"].contains(&class.as_str()) {
+                    self.error(sensor.id.span(), Some("sensor.tags.water_class"), format!("`{class}` is not a GB 3838 class: I, II, III, IV or V"));
+                }
+            }
+            let mut baseline = BTreeMap::new();
+            for (field, value) in &sensor.baseline {
+                if value.get_ref().is_finite() {
+                    baseline.insert(field.clone(), *value.get_ref());
+                } else {
+                    self.error(value.span(), Some("sensor.baseline"), "must be a finite number".into());
+                }
+            }
             if !is_token(sensor.site.get_ref()) {
                 self.error(sensor.site.span(), Some("sensor.site"), format!("`{}` is not a site name: use letters, digits, `-`, `_` and `.`", sensor.site.get_ref()));
             }
@@ -202,6 +245,8 @@ impl Checker<'_> {
                 storeys: sensor.storeys,
                 structure: sensor.structure,
                 tags: sensor.tags,
+                interval: Duration::from_secs(sensor.interval_secs.into_inner()),
+                baseline,
             });
         }
         sensors

@@ -73,6 +73,15 @@ pub struct RawSensor {
     pub structure: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    #[serde(default = "default_interval_secs")]
+    pub interval_secs: Spanned<u64>,
+    /// Installation baseline per field (e.g. the tilt box's zero: `{ x = 0.31, y = -0.12 }`).
+    #[serde(default)]
+    pub baseline: BTreeMap<String, Spanned<f64>>,
+}
+
+fn default_interval_secs() -> Spanned<u64> {
+    Spanned::new(0..0, 3600)
 }
 
 #[derive(Debug, Deserialize)]

@@ -46,6 +46,26 @@ fn annotated_example_is_valid() {
 }
 
 #[test]
+fn water_sensors_get_surface_class_three_unless_told_otherwise() {
+    let text = format!("{MINIMAL}\n[[sensor]]\nid = \"canal\"\nkind = \"water\"\nsite = \"x\"\n\n[[sensor]]\nid = \"tap\"\nkind = \"water\"\nsite = \"x\"\ntags = {{ use = \"drinking\" }}\n");
+    let config = parse(&text).unwrap();
+    let canal = config.sensors[1].rule_tags();
+    assert_eq!((canal["use"].as_str(), canal["water_class"].as_str()), ("surface", "III"));
+    let tap = config.sensors[2].rule_tags();
+    assert_eq!(tap.get("water_class"), None);
+    assert_eq!(config.sensors[0].interval, Duration::from_secs(3600));
+}
+
+#[test]
+fn baseline_and_interval_are_read_and_checked() {
+    let config = parse(&MINIMAL.replace("site = \"north-lane\"", "site = \"north-lane\"\ninterval_secs = 60\nbaseline = { x = 0.31, y = -0.12 }")).unwrap();
+    assert_eq!(config.sensors[0].baseline.get("x"), Some(&0.31));
+    assert_eq!(config.sensors[0].interval, Duration::from_secs(60));
+    let errs = errors(&MINIMAL.replace("site = \"north-lane\"", "site = \"north-lane\"\ntags = { water_class = \"VI\" }"));
+    assert!(errs[0].contains("`VI` is not a GB 3838 class"), "{errs:?}");
+}
+
+#[test]
 fn unknown_key_names_file_line_and_key() {
     let errs = errors(&MINIMAL.replace("site = ", "sight = "));
     assert_eq!(errs.len(), 1);

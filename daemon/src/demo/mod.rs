@@ -29,7 +29,7 @@ pub struct DemoOptions {
     pub http_listen: Option<SocketAddr>,
 }
 
-fn sensor(id: &str, kind: SensorKind, site: &str, building: Option<&str>, grid: &str) -> SensorConfig {
+fn sensor(id: &str, kind: SensorKind, site: &str, building: Option<&str>, grid: &str, zero: Option<(f64, f64)>) -> SensorConfig {
     SensorConfig {
         id: id.into(),
         kind,
@@ -39,17 +39,22 @@ fn sensor(id: &str, kind: SensorKind, site: &str, building: Option<&str>, grid: 
         storeys: (kind == SensorKind::Tilt).then_some(2),
         structure: (kind == SensorKind::Tilt).then(|| "brick-wood".to_string()),
         tags: BTreeMap::new(),
+        // The simulator sends a reading every (simulated) minute; the boxes promise one at least
+        // every five, so a demo on a busy machine does not cry "no data".
+        interval: Duration::from_secs(300),
+        // Tilt boxes were zeroed at installation.
+        baseline: zero.map(|(x, y)| BTreeMap::from([("x".to_string(), x), ("y".to_string(), y)])).unwrap_or_default(),
     }
 }
 
 /// The demo's inventory: three houses with tilt boxes, two water probes.
 pub fn sensors() -> Vec<SensorConfig> {
     vec![
-        sensor("house-01", SensorKind::Tilt, "north-lane", Some("B3"), "grid-1"),
-        sensor("house-02", SensorKind::Tilt, "north-lane", Some("B7"), "grid-1"),
-        sensor("house-03", SensorKind::Tilt, "east-yard", Some("B2"), "grid-2"),
-        sensor("pond-01", SensorKind::Water, "east-yard", None, "grid-2"),
-        sensor("canal-02", SensorKind::Water, "canal-side", None, "grid-3"),
+        sensor("house-01", SensorKind::Tilt, "north-lane", Some("B3"), "grid-1", Some((0.02, -0.01))),
+        sensor("house-02", SensorKind::Tilt, "north-lane", Some("B7"), "grid-1", Some((0.04, 0.03))),
+        sensor("house-03", SensorKind::Tilt, "east-yard", Some("B2"), "grid-2", Some((0.03, 0.01))),
+        sensor("pond-01", SensorKind::Water, "east-yard", None, "grid-2", None),
+        sensor("canal-02", SensorKind::Water, "canal-side", None, "grid-3", None),
     ]
 }
 

@@ -1,0 +1,84 @@
+//! Rules at run time: building the engine for the inventory (restoring saved state, applying
+//! installation baselines) and reloading rule files without a restart — on SIGHUP
+//! (`systemctl reload`) and when a rule file changes on disk.
+//!
+//! A reload is all-or-nothing: the new files are read and checked first; if any is bad, the
+//! old rules keep running and the errors are logged with file:line:column. State of rules that
+//! did not change carries over (see `gridwatch_rules::snapshot`).
+
+use crate::config::SensorConfig;
+use crate::rule_files;
+use gridwatch_rules::snapshot::{Restored, Snapshot};
+use gridwatch_rules::{Engine, RuleSet, SubjectId};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How often rule files are checked for changes.
+const POLL: Duration = Duration::from_secs(2);
+
+/// Builds the engine for the inventory: takes over `previous` state where rules are unchanged,
+/// then applies the configured installation baselines (the config wins over saved state).
+pub fn build_engine(rules: RuleSet, sensors: &[SensorConfig], previous: Option<&Snapshot>) -> (Engine, Restored) {
+    let mut engine = Engine::new(rules, &crate::daemon::subjects(sensors));
+    let restored = previous.map(|snapshot| engine.restore(snapshot)).unwrap_or_default();
+    for (index, sensor) in sensors.iter().enumerate() {
+        for (field, value) in &sensor.baseline {
+            engine.set_baseline(SubjectId(index), field, *value);
+        }
+    }
+    (engine, restored)
+}
+
+/// What identifies the current state of the rule files on disk.
+fn file_stamps(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let files = rule_files::expand(paths).unwrap_or_default();
+    files
+        .into_iter()
+        .map(|file| {
+            let meta = std::fs::metadata(&file).ok();
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            let len = meta.map_or(0, |m| m.len());
+            (file, modified, len)
+        })
+        .collect()
+}
+
+/// Watches for reload requests until `shutdown`; sends each new valid rule set to `updates`.
+pub async fn watch(paths: Vec<PathBuf>, builtin: bool, updates: mpsc::Sender<RuleSet>, shutdown: CancellationToken) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot listen for SIGHUP; rules reload only when files change");
+            None
+        }
+    };
+    let mut stamps = file_stamps(&paths);
+    let mut poll = tokio::time::interval(POLL);
+    loop {
+        let reason = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Some(()) = async { match hangup.as_mut() { Some(signal) => signal.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            _ = poll.tick() => {
+                let now = file_stamps(&paths);
+                if now == stamps {
+                    continue;
+                }
+                stamps = now;
+                "rule files changed"
+            }
+        };
+        match rule_files::load(&paths, builtin) {
+            Ok((rules, files)) => {
+                tracing::info!(reason, rules = rules.rules.len(), files, "rules checked; reloading");
+                if updates.send(rules).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::error!(reason, error = %error, "new rules are invalid; the old rules keep running");
+            }
+        }
+    }
+}

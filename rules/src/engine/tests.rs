@@ -1,0 +1,152 @@
+use super::*;
+use crate::load::RuleSource;
+use crate::scope::SensorKind;
+use std::collections::BTreeMap;
+
+const MIN: Millis = 60_000;
+
+const RULES: &str = r#"
+[[rule]]
+id = "tilt"
+kind = "tilt"
+value = "permille(hypot(x, y))"
+baseline = "learn 1h"
+unit = "‰"
+
+[[rule.level]]
+severity = "warning"
+above = 2.0
+clear_below = 1.8
+
+[[rule.level]]
+severity = "danger"
+above = 7.0
+clear_below = 6.5
+for = "1m"
+
+[[rule]]
+id = "do-low"
+kind = "water"
+value = "do"
+below = 5
+clear_above = 5.5
+severity = "warning"
+
+[[rule]]
+id = "silent"
+no_data = "2x"
+severity = "alarm"
+
+[[rule]]
+id = "stuck"
+kind = "water"
+value = "do"
+flat_line = 3
+"#;
+
+fn subject(id: &str, kind: SensorKind) -> Subject {
+    Subject { id: id.into(), kind, site: "s".into(), building: None, grid: None, tags: BTreeMap::new(), interval_ms: 10 * MIN }
+}
+
+fn engine() -> Engine {
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: RULES.into() }]).unwrap();
+    Engine::new(rules, &[subject("house-1", SensorKind::Tilt), subject("pond-1", SensorKind::Water)])
+}
+
+fn ids(engine: &Engine, events: &[RuleEvent]) -> Vec<(String, EventKind, Severity)> {
+    events.iter().map(|e| (engine.rule(e.rule).id.clone(), e.kind, e.severity)).collect()
+}
+
+/// 0.4011° is 7‰.
+fn degrees(permille: f64) -> f64 {
+    (permille / 1000.0).atan().to_degrees()
+}
+
+#[test]
+fn rules_apply_by_kind() {
+    let e = engine();
+    let names = |s| e.rules_for(SubjectId(s)).iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(names(0), vec!["tilt", "silent"]);
+    assert_eq!(names(1), vec!["do-low", "silent", "stuck"]);
+}
+
+#[test]
+fn tilt_is_judged_from_the_learned_baseline() {
+    let mut e = engine();
+    let mut events = Vec::new();
+    // A box mounted 0.3° off plumb: that is its baseline, not a tilt.
+    for m in 0..=60 {
+        e.observe(SubjectId(0), m * MIN, &[("x", 0.3), ("y", 0.0)], &mut events);
+    }
+    assert!(events.is_empty(), "mounting offset is not an alarm: {:?}", ids(&e, &events));
+    assert_eq!(e.baseline(SubjectId(0), "x", BaselineSpec::Learn { window_ms: 60 * MIN }), Some(0.3f32 as f64));
+    // The wall then leans 8‰ further.
+    for m in 61..=63 {
+        e.observe(SubjectId(0), m * MIN, &[("x", 0.3 + degrees(8.0)), ("y", 0.0)], &mut events);
+    }
+    assert_eq!(ids(&e, &events), vec![("tilt".into(), EventKind::Fired, Severity::Warning), ("tilt".into(), EventKind::Changed, Severity::Danger)]);
+    assert_eq!(events[1].previous, Some(Severity::Warning));
+    assert!((events[1].value - 8.0).abs() < 0.01, "{}", events[1].value);
+}
+
+#[test]
+fn calibrated_baseline_takes_precedence() {
+    let mut e = engine();
+    e.set_baseline(SubjectId(0), "x", 0.1);
+    e.set_baseline(SubjectId(0), "y", 0.0);
+    let mut events = Vec::new();
+    e.observe(SubjectId(0), 0, &[("x", 0.1 + degrees(3.0)), ("y", 0.0)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("tilt".into(), EventKind::Fired, Severity::Warning)]);
+}
+
+#[test]
+fn silent_sensor_raises_no_data_after_twice_its_interval() {
+    let mut e = engine();
+    let mut events = Vec::new();
+    e.observe(SubjectId(1), 0, &[("do", 7.0)], &mut events);
+    e.tick(0, &mut events);
+    e.tick(20 * MIN, &mut events);
+    assert!(events.is_empty());
+    e.tick(20 * MIN + 1, &mut events);
+    let fired: Vec<_> = ids(&e, &events);
+    assert!(fired.contains(&("silent".into(), EventKind::Fired, Severity::Alarm)), "{fired:?}");
+    events.clear();
+    e.observe(SubjectId(1), 25 * MIN, &[("do", 7.1)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("silent".into(), EventKind::Cleared, Severity::Alarm)]);
+}
+
+#[test]
+fn stuck_probe_raises_flat_line() {
+    let mut e = engine();
+    let mut events = Vec::new();
+    for m in 0..3 {
+        e.observe(SubjectId(1), m * MIN, &[("do", 7.25)], &mut events);
+    }
+    assert_eq!(ids(&e, &events), vec![("stuck".into(), EventKind::Fired, Severity::Warning)]);
+    assert!(e.rule(events[0].rule).device);
+}
+
+#[test]
+fn out_of_order_sample_is_not_evaluated() {
+    let mut e = engine();
+    let mut events = Vec::new();
+    assert_eq!(e.observe(SubjectId(1), 1_000, &[("do", 6.0)], &mut events), Observed::Evaluated);
+    assert_eq!(e.observe(SubjectId(1), 500, &[("do", 1.0)], &mut events), Observed::OutOfOrder);
+    assert!(events.is_empty());
+}
+
+#[test]
+fn unknown_subject_is_reported() {
+    let mut e = engine();
+    assert_eq!(e.observe(SubjectId(7), 0, &[("do", 1.0)], &mut Vec::new()), Observed::UnknownSubject);
+}
+
+#[test]
+fn nan_value_is_treated_as_missing() {
+    let mut e = engine();
+    let mut events = Vec::new();
+    e.observe(SubjectId(1), 0, &[("do", f64::NAN)], &mut events);
+    assert!(events.is_empty());
+    e.observe(SubjectId(1), 1, &[("do", 4.0)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("do-low".into(), EventKind::Fired, Severity::Warning)]);
+}

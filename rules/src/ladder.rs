@@ -1,0 +1,133 @@
+//! A graded ladder (notice / warning / alarm / danger) for one rule and one sensor: one
+//! [`ThresholdState`] per level, and one incident whose severity is the highest level reached.
+//!
+//! Invariants: `Fired` opens the incident (from no level to some level), `Changed` moves its
+//! severity up or down while it stays open, `Cleared` closes it (no level left). Between a
+//! `Fired` and its `Cleared` there is never a second `Fired`.
+
+use crate::rule::{Level, Millis};
+use crate::severity::Severity;
+use crate::threshold::ThresholdState;
+
+/// What a ladder step decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Fired { severity: Severity, since: Millis },
+    Changed { severity: Severity, previous: Severity, since: Millis },
+    Cleared { severity: Severity, since: Millis },
+}
+
+/// Where one ladder rule stands for one sensor.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LadderState {
+    pub levels: Vec<ThresholdState>,
+    /// Severity of the open incident and when it began.
+    pub open: Option<(Severity, Millis)>,
+}
+
+impl LadderState {
+    pub fn new(levels: &[Level]) -> LadderState {
+        LadderState { levels: vec![ThresholdState::default(); levels.len()], open: None }
+    }
+
+    /// Feeds one value of the rule's signal.
+    pub fn observe(&mut self, levels: &[Level], value: f64, at: Millis) -> Option<Step> {
+        for (state, level) in self.levels.iter_mut().zip(levels) {
+            state.observe(level, value, at);
+        }
+        self.settle(levels, at)
+    }
+
+    /// Lets time pass: completes raise holds.
+    pub fn tick(&mut self, levels: &[Level], now: Millis) -> Option<Step> {
+        for (state, level) in self.levels.iter_mut().zip(levels) {
+            state.tick(level, now);
+        }
+        self.settle(levels, now)
+    }
+
+    fn settle(&mut self, levels: &[Level], at: Millis) -> Option<Step> {
+        let highest = self.levels.iter().zip(levels).rev().find(|(state, _)| state.is_active()).map(|(_, level)| level.severity);
+        match (self.open, highest) {
+            (None, Some(severity)) => {
+                let since = self.breach_start().unwrap_or(at);
+                self.open = Some((severity, since));
+                Some(Step::Fired { severity, since })
+            }
+            (Some((previous, since)), Some(severity)) if severity != previous => {
+                self.open = Some((severity, since));
+                Some(Step::Changed { severity, previous, since })
+            }
+            (Some((severity, since)), None) => {
+                self.open = None;
+                Some(Step::Cleared { severity, since })
+            }
+            _ => None,
+        }
+    }
+
+    /// When the earliest active level's breach began.
+    fn breach_start(&self) -> Option<Millis> {
+        self.levels
+            .iter()
+            .filter_map(|state| match state.phase {
+                crate::threshold::Phase::Active { since } | crate::threshold::Phase::Clearing { since, .. } => Some(since),
+                _ => None,
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule::Bound;
+
+    const MIN: Millis = 60_000;
+
+    fn level(severity: Severity, trigger: f64, clear: f64, hold: Millis) -> Level {
+        Level { severity, bound: Bound::Above { trigger, clear }, raise_hold_ms: hold, clear_hold_ms: 0, count: None }
+    }
+
+    fn ladder() -> Vec<Level> {
+        vec![
+            level(Severity::Warning, 2.0, 1.8, 10 * MIN),
+            level(Severity::Alarm, 4.0, 3.6, 5 * MIN),
+            level(Severity::Danger, 7.0, 6.5, MIN),
+        ]
+    }
+
+    fn run(values: &[(Millis, f64)]) -> Vec<(Millis, Step)> {
+        let levels = ladder();
+        let mut state = LadderState::new(&levels);
+        values.iter().filter_map(|&(at, v)| state.observe(&levels, v, at).map(|s| (at, s))).collect()
+    }
+
+    #[test]
+    fn a_jump_to_danger_is_one_incident_not_three() {
+        let steps = run(&[(0, 0.5), (MIN, 8.0), (2 * MIN, 8.0), (20 * MIN, 8.0), (30 * MIN, 8.0)]);
+        assert_eq!(steps, vec![(2 * MIN, Step::Fired { severity: Severity::Danger, since: MIN })]);
+    }
+
+    #[test]
+    fn severity_steps_up_and_back_down_then_clears() {
+        let steps = run(&[(0, 2.5), (10 * MIN, 2.5), (11 * MIN, 4.5), (16 * MIN, 4.5), (17 * MIN, 3.0), (18 * MIN, 1.0)]);
+        assert_eq!(
+            steps,
+            vec![
+                (10 * MIN, Step::Fired { severity: Severity::Warning, since: 0 }),
+                (16 * MIN, Step::Changed { severity: Severity::Alarm, previous: Severity::Warning, since: 0 }),
+                (17 * MIN, Step::Changed { severity: Severity::Warning, previous: Severity::Alarm, since: 0 }),
+                (18 * MIN, Step::Cleared { severity: Severity::Warning, since: 0 }),
+            ]
+        );
+    }
+
+    #[test]
+    fn tick_completes_the_hold_of_a_silent_sensor() {
+        let levels = ladder();
+        let mut state = LadderState::new(&levels);
+        assert_eq!(state.observe(&levels, 8.0, 0), None);
+        assert_eq!(state.tick(&levels, MIN), Some(Step::Fired { severity: Severity::Danger, since: 0 }));
+    }
+}

@@ -1,0 +1,179 @@
+use super::*;
+
+fn compile(text: &str) -> Result<RuleSet, RuleErrors> {
+    RuleSet::compile(&[RuleSource { name: "test.toml".into(), text: text.into() }])
+}
+
+fn errors(text: &str) -> Vec<String> {
+    compile(text).unwrap_err().0.iter().map(ToString::to_string).collect()
+}
+
+const GOOD: &str = r#"
+[[rule]]
+id = "do-low"
+title = "Dissolved oxygen below class III"
+kind = "water"
+value = "do"
+unit = "mg/L"
+below = 5.0
+clear_above = 5.5
+for = "10m"
+clear_for = "30m"
+severity = "yellow"
+"#;
+
+const LADDER: &str = r#"
+[[rule]]
+id = "tilt"
+kind = "tilt"
+value = "permille(hypot(x, y))"
+baseline = "learn 24h"
+smooth = "median 1h"
+unit = "‰"
+
+[[rule.level]]
+severity = "notice"
+above = 1.0
+clear_below = 0.8
+count = "2 of 2"
+
+[[rule.level]]
+severity = "danger"
+above = 7.0
+clear_below = 6.5
+for = "1m"
+"#;
+
+#[test]
+fn compiles_a_complete_rule() {
+    let set = compile(GOOD).unwrap();
+    let rule = &set.rules[0];
+    assert_eq!(rule.id, "do-low");
+    let Check::Ladder(levels) = &rule.check else { panic!("{:?}", rule.check) };
+    assert_eq!(
+        levels[0],
+        Level { severity: Severity::Warning, bound: Bound::Below { trigger: 5.0, clear: 5.5 }, raise_hold_ms: 600_000, clear_hold_ms: 1_800_000, count: None }
+    );
+    assert_eq!(rule.scope.kinds, vec![SensorKind::Water]);
+    assert_eq!(rule.origin, Origin { file: "test.toml".into(), line: 2 });
+    assert!(!rule.device);
+}
+
+#[test]
+fn compiles_a_ladder_with_baseline_smoothing_and_count() {
+    let rule = &compile(LADDER).unwrap().rules[0];
+    let signal = rule.signal.as_ref().unwrap();
+    assert_eq!(signal.baseline, Some(BaselineSpec::Learn { window_ms: 86_400_000 }));
+    assert_eq!(signal.smooth, Some(Smooth { method: SmoothMethod::Median, window: Window::Time(3_600_000) }));
+    let Check::Ladder(levels) = &rule.check else { panic!() };
+    assert_eq!(levels.len(), 2);
+    assert_eq!(levels[0].count, Some(Count { k: 2, n: 2 }));
+    assert_eq!(levels[1].severity, Severity::Danger);
+}
+
+#[test]
+fn ladder_levels_must_climb() {
+    let errs = errors(&LADDER.replace("above = 7.0", "above = 0.5").replace("clear_below = 6.5", "clear_below = 0.4"));
+    assert_eq!(errs, vec!["test.toml:16:1: error in `above`: each level's threshold must be on the bad side of the one before (or equal)"]);
+    let errs = errors(&LADDER.replace("severity = \"danger\"", "severity = \"notice\""));
+    assert!(errs[0].contains("levels must be listed from least to most severe"), "{errs:?}");
+}
+
+#[test]
+fn device_checks_compile() {
+    let set = compile(
+        "[[rule]]\nid = \"quiet\"\nno_data = \"2x\"\n\n[[rule]]\nid = \"stuck\"\nvalue = \"x\"\nflat_line = 30\nseverity = \"alarm\"\n\n[[rule]]\nid = \"range\"\nvalue = \"ph\"\noutside = [0, 14]\ndevice = true\nseverity = \"warning\"\n",
+    )
+    .unwrap();
+    assert_eq!(set.rules[0].check, Check::NoData { after: Silence::Intervals(2.0), severity: Severity::Warning });
+    assert!(set.rules[0].device && set.rules[1].device && set.rules[2].device);
+    assert_eq!(set.rules[1].check, Check::FlatLine { samples: 30, severity: Severity::Alarm });
+}
+
+#[test]
+fn unknown_key_is_reported_at_its_line_with_a_suggestion() {
+    let errs = errors(&GOOD.replace("unit = ", "unti = "));
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("test.toml:7:1: error: unknown field `unti`"), "{}", errs[0]);
+    assert!(errs[0].ends_with("did you mean `unit`?"), "{}", errs[0]);
+}
+
+#[test]
+fn bad_values_are_all_reported_with_their_keys() {
+    let text = GOOD.replace("\"10m\"", "\"ten minutes\"").replace("\"yellow\"", "\"critical\"").replace("\"do\"", "\"do + 1\"");
+    let errs = errors(&text).join("\n");
+    assert!(errs.contains("test.toml:6:9: error in `value`"), "{errs}");
+    assert!(errs.contains("test.toml:10:7: error in `for`: `ten minutes` is not a duration"), "{errs}");
+    assert!(errs.contains("test.toml:12:12: error in `severity`: unknown severity `critical`"), "{errs}");
+}
+
+#[test]
+fn clear_level_on_the_wrong_side_is_an_error() {
+    let errs = errors(&GOOD.replace("clear_above = 5.5", "clear_above = 4.5"));
+    assert_eq!(errs, vec!["test.toml:9:15: error in `clear_above`: clear level 4.5 must not be below the trigger 5"]);
+}
+
+#[test]
+fn rule_without_a_check_is_an_error() {
+    let errs = errors(&GOOD.replace("below = 5.0\nclear_above = 5.5\nfor = \"10m\"\nclear_for = \"30m\"\n", ""));
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("test.toml:2:1: error in `above`: a rule needs exactly one check"), "{errs:?}");
+}
+
+#[test]
+fn nan_threshold_is_an_error() {
+    let errs = errors(&GOOD.replace("below = 5.0", "below = nan"));
+    assert!(errs[0].contains("error in `below`: must be a finite number"), "{errs:?}");
+}
+
+#[test]
+fn outside_band_and_clear_band_are_checked() {
+    let text = "[[rule]]\nid = \"ph\"\nvalue = \"ph\"\noutside = [6, 9]\nclear_inside = [5.5, 8.8]\nseverity = \"warning\"\n";
+    assert_eq!(errors(text), vec!["test.toml:5:16: error in `clear_inside`: the clear band 5.5..8.8 must lie within 6..9"]);
+    assert!(errors(&text.replace("[6, 9]", "[9, 6]"))[0].contains("must be [low, high]"));
+}
+
+#[test]
+fn bad_smooth_baseline_count_and_no_data_are_explained() {
+    let text = GOOD.replace("unit = \"mg/L\"", "unit = \"mg/L\"\nsmooth = \"average 1h\"\nbaseline = \"first day\"\ncount = \"5 of 3\"");
+    let errs = errors(&text).join("\n");
+    assert!(errs.contains("error in `smooth`: `average 1h`: expected \"median <window>\""), "{errs}");
+    assert!(errs.contains("error in `baseline`: `first day`: expected \"calibrated\" or \"learn <duration>\""), "{errs}");
+    assert!(errs.contains("error in `count`: `5 of 3`"), "{errs}");
+    let errs = errors("[[rule]]\nid = \"q\"\nno_data = \"0.5x\"\n");
+    assert!(errs[0].contains("error in `no_data`"), "{errs:?}");
+}
+
+#[test]
+fn mismatched_clear_key_is_explained() {
+    let errs = errors(&GOOD.replace("clear_above", "clear_below"));
+    assert!(errs[0].contains("`clear_below` goes with `above`"), "{errs:?}");
+}
+
+#[test]
+fn duplicate_ids_across_files_name_the_first_definition() {
+    let a = RuleSource { name: "a.toml".into(), text: GOOD.into() };
+    let b = RuleSource { name: "b.toml".into(), text: format!("\n\n{GOOD}") };
+    let errs = RuleSet::compile(&[a, b]).unwrap_err().0;
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].to_string(), "b.toml:5:6: error in `id`: duplicate rule id `do-low` (first defined at a.toml:2)");
+}
+
+#[test]
+fn toml_syntax_error_points_at_the_problem() {
+    let errs = errors("[[rule]]\nid = \"x\nvalue = 1\n");
+    assert!(errs[0].starts_with("test.toml:2:"), "{errs:?}");
+}
+
+#[test]
+fn disabled_rules_are_skipped() {
+    let set = compile(&GOOD.replace("severity = \"yellow\"", "severity = \"yellow\"\nenabled = false")).unwrap();
+    assert!(set.rules.is_empty());
+}
+
+#[test]
+fn suggestions_pick_the_nearest_key() {
+    assert_eq!(edit_distance("abvoe", "above"), 2);
+    assert!(with_suggestion("unknown field `clear_bellow`, expected one of `clear_below`, `clear_above`").ends_with("did you mean `clear_below`?"));
+    assert!(!with_suggestion("unknown field `zzz`, expected one of `above`").contains("did you mean"));
+}

@@ -1,0 +1,317 @@
+//! The signal a rule compares: the value expression over a sample's fields, taken relative to
+//! the sensor's baseline, smoothed, and optionally turned into a change over a window.
+//!
+//! ```text
+//! fields ──(minus baseline)──> expr ──> smooth (median/mean) ──> change_over | swing_within ──> value
+//! ```
+//!
+//! Invariants: every buffer is bounded ([`MAX_WINDOW_SAMPLES`]); a signal yields no value until
+//! it has what it needs (a baseline, a full `change_over` history), so a rule never judges on
+//! half a window.
+
+use crate::expr::ValueExpr;
+use crate::rule::Millis;
+use std::collections::VecDeque;
+use std::fmt;
+
+/// The most samples a smoothing or swing window keeps; older ones are dropped first.
+pub const MAX_WINDOW_SAMPLES: usize = 512;
+/// How many points a `change_over` history keeps across its window.
+const HISTORY_POINTS: i64 = 64;
+
+/// Where the per-sensor reference values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaselineSpec {
+    /// Only a baseline set at installation (`Engine::set_baseline`, by `gridwatch calibrate`).
+    Calibrated,
+    /// The calibrated baseline if there is one, else the median of the first `window_ms` of
+    /// readings.
+    Learn { window_ms: Millis },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmoothMethod {
+    Median,
+    Mean,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Time(Millis),
+    Samples(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Smooth {
+    pub method: SmoothMethod,
+    pub window: Window,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    /// The value now minus the value one window ago ("24 h change").
+    ChangeOver(Millis),
+    /// The largest distance between the value now and any value within the window
+    /// ("sudden change").
+    SwingWithin(Millis),
+}
+
+/// A compiled signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    pub expr: ValueExpr,
+    pub baseline: Option<BaselineSpec>,
+    pub smooth: Option<Smooth>,
+    pub transform: Option<Transform>,
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.expr.to_string();
+        if self.baseline.is_some() {
+            text = format!("{text} from baseline");
+        }
+        if let Some(smooth) = self.smooth {
+            let method = match smooth.method {
+                SmoothMethod::Median => "median",
+                SmoothMethod::Mean => "mean",
+            };
+            let window = match smooth.window {
+                Window::Time(ms) => humanize(ms),
+                Window::Samples(n) => format!("{n} samples"),
+            };
+            text = format!("{method} {window} of {text}");
+        }
+        match self.transform {
+            Some(Transform::ChangeOver(ms)) => write!(f, "change over {} of {text}", humanize(ms)),
+            Some(Transform::SwingWithin(ms)) => write!(f, "swing within {} of {text}", humanize(ms)),
+            None => f.write_str(&text),
+        }
+    }
+}
+
+fn humanize(ms: Millis) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+/// Per-(rule, sensor) state of a signal.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SignalState {
+    /// Recent raw values for smoothing.
+    smooth: VecDeque<(Millis, f64)>,
+    /// Recent smoothed values for the transform.
+    history: VecDeque<(Millis, f64)>,
+}
+
+impl Signal {
+    /// The signal's value for a sample, or `None` if it cannot be judged yet. `field` returns a
+    /// field's value already taken relative to the baseline when the signal has one.
+    pub fn observe(&self, state: &mut SignalState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
+        let raw = self.expr.evaluate(field).filter(|v| v.is_finite())?;
+        let smoothed = match self.smooth {
+            None => raw,
+            Some(smooth) => smooth_value(smooth, &mut state.smooth, at, raw),
+        };
+        match self.transform {
+            None => Some(smoothed),
+            Some(Transform::ChangeOver(window)) => change_over(&mut state.history, window, at, smoothed),
+            Some(Transform::SwingWithin(window)) => Some(swing_within(&mut state.history, window, at, smoothed)),
+        }
+    }
+}
+
+fn smooth_value(smooth: Smooth, buffer: &mut VecDeque<(Millis, f64)>, at: Millis, value: f64) -> f64 {
+    buffer.push_back((at, value));
+    match smooth.window {
+        Window::Time(window) => {
+            while buffer.front().is_some_and(|&(t, _)| t <= at - window) {
+                buffer.pop_front();
+            }
+        }
+        Window::Samples(n) => {
+            while buffer.len() > n {
+                buffer.pop_front();
+            }
+        }
+    }
+    while buffer.len() > MAX_WINDOW_SAMPLES {
+        buffer.pop_front();
+    }
+    let values = buffer.iter().map(|&(_, v)| v);
+    match smooth.method {
+        SmoothMethod::Mean => values.sum::<f64>() / buffer.len() as f64,
+        SmoothMethod::Median => median(values.collect()),
+    }
+}
+
+/// Median of a non-empty list (mean of the middle two for an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// Value now minus the value one window ago. Keeps a point at most every window/64 (about
+/// [`HISTORY_POINTS`] across the window); the reference is the newest kept point at least one
+/// window old, so the change is measured over between one window and one window plus a spacing.
+fn change_over(history: &mut VecDeque<(Millis, f64)>, window: Millis, at: Millis, value: f64) -> Option<f64> {
+    let spacing = (window / HISTORY_POINTS).max(1);
+    if history.back().is_none_or(|&(t, _)| at - t >= spacing) {
+        history.push_back((at, value));
+    }
+    while history.len() > 1 && history[1].0 <= at - window {
+        history.pop_front();
+    }
+    let &(t0, v0) = history.front()?;
+    (t0 <= at - window).then_some(value - v0)
+}
+
+fn swing_within(history: &mut VecDeque<(Millis, f64)>, window: Millis, at: Millis, value: f64) -> f64 {
+    while history.front().is_some_and(|&(t, _)| t < at - window) {
+        history.pop_front();
+    }
+    let swing = history.iter().map(|&(_, v)| (value - v).abs()).fold(0.0, f64::max);
+    history.push_back((at, value));
+    while history.len() > MAX_WINDOW_SAMPLES {
+        history.pop_front();
+    }
+    swing
+}
+
+/// Learns a baseline as the median of the readings in the first `window_ms` after the first
+/// one. Keeps at most [`LEARN_POINTS`] values by thinning evenly, so memory stays bounded
+/// however fast the sensor reports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Learner {
+    started: Millis,
+    window_ms: Millis,
+    stride: u32,
+    seen: u32,
+    kept: Vec<f32>,
+}
+
+/// Values a learner keeps at most.
+pub const LEARN_POINTS: usize = 64;
+
+impl Learner {
+    pub fn new(started: Millis, window_ms: Millis) -> Learner {
+        Learner { started, window_ms, stride: 1, seen: 0, kept: Vec::new() }
+    }
+
+    /// Feeds a reading; returns the baseline once the window has passed.
+    pub fn observe(&mut self, at: Millis, value: f64) -> Option<f64> {
+        if at - self.started >= self.window_ms && !self.kept.is_empty() {
+            return Some(median(self.kept.iter().map(|&v| f64::from(v)).collect()));
+        }
+        if self.seen % self.stride == 0 {
+            self.kept.push(value as f32);
+            if self.kept.len() > LEARN_POINTS {
+                // Keep every other value and take half as many from now on.
+                let mut index = 0;
+                self.kept.retain(|_| {
+                    index += 1;
+                    index % 2 == 1
+                });
+                self.stride *= 2;
+            }
+        }
+        self.seen += 1;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Millis = 60_000;
+
+    fn signal(text: &str, smooth: Option<Smooth>, transform: Option<Transform>) -> Signal {
+        Signal { expr: ValueExpr::parse(text).unwrap(), baseline: None, smooth, transform }
+    }
+
+    fn run(signal: &Signal, values: &[(Millis, f64)]) -> Vec<Option<f64>> {
+        let mut state = SignalState::default();
+        values.iter().map(|&(at, v)| signal.observe(&mut state, at, &|_| Some(v))).collect()
+    }
+
+    #[test]
+    fn median_filter_ignores_a_single_spike() {
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Samples(3) }), None);
+        let out = run(&s, &[(0, 1.0), (1, 1.0), (2, 9.0), (3, 1.0)]);
+        assert_eq!(out, vec![Some(1.0), Some(1.0), Some(1.0), Some(1.0)]);
+    }
+
+    #[test]
+    fn mean_over_time_window_forgets_old_values() {
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Mean, window: Window::Time(10 * MIN) }), None);
+        let out = run(&s, &[(0, 10.0), (5 * MIN, 20.0), (10 * MIN, 30.0)]);
+        assert_eq!(out, vec![Some(10.0), Some(15.0), Some(25.0)]);
+    }
+
+    #[test]
+    fn change_over_waits_for_a_full_window_then_measures_it() {
+        let s = signal("v", None, Some(Transform::ChangeOver(60 * MIN)));
+        let values: Vec<(Millis, f64)> = (0..=90).map(|m| (m * MIN, m as f64 * 0.01)).collect();
+        let out = run(&s, &values);
+        assert_eq!(out[59], None, "less than an hour of history");
+        for m in 60..=90 {
+            let change = out[m].unwrap();
+            assert!((0.6 - 1e-9..=0.6 + 0.02).contains(&change), "minute {m}: {change}");
+        }
+    }
+
+    #[test]
+    fn change_over_history_stays_bounded() {
+        let s = signal("v", None, Some(Transform::ChangeOver(24 * 60 * MIN)));
+        let mut state = SignalState::default();
+        for second in 0..(3 * 24 * 3600) {
+            s.observe(&mut state, second * 1000, &|_| Some(1.0));
+        }
+        assert!(state.history.len() <= HISTORY_POINTS as usize + 2, "{}", state.history.len());
+    }
+
+    #[test]
+    fn swing_sees_a_jump_within_the_window_and_forgets_it_after() {
+        let s = signal("v", None, Some(Transform::SwingWithin(10 * MIN)));
+        let out = run(&s, &[(0, 0.03), (MIN, 0.03), (2 * MIN, 0.45), (5 * MIN, 0.45), (13 * MIN, 0.45)]);
+        let out: Vec<f64> = out.into_iter().map(Option::unwrap).collect();
+        assert!(out[2] > 0.41 && out[3] > 0.41, "{out:?}");
+        assert_eq!(out[4], 0.0, "the old level has left the window");
+    }
+
+    #[test]
+    fn learner_takes_the_median_of_the_first_window() {
+        let mut learner = Learner::new(0, 60 * MIN);
+        for m in 0..60 {
+            let v = if m == 30 { 99.0 } else { 0.2 };
+            assert_eq!(learner.observe(m * MIN, v), None);
+        }
+        assert!((learner.observe(60 * MIN, 5.0).unwrap() - 0.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn learner_memory_is_bounded_for_fast_sensors() {
+        let mut learner = Learner::new(0, 24 * 60 * MIN);
+        for second in 0..(24 * 3600) {
+            learner.observe(second * 1000, 1.0);
+        }
+        assert!(learner.kept.len() <= LEARN_POINTS);
+        assert_eq!(learner.observe(24 * 3600 * 1000, 1.0), Some(1.0));
+    }
+
+    #[test]
+    fn display_reads_as_words() {
+        let s = Signal {
+            expr: ValueExpr::parse("permille(hypot(x, y))").unwrap(),
+            baseline: Some(BaselineSpec::Learn { window_ms: 24 * 60 * MIN }),
+            smooth: Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN) }),
+            transform: Some(Transform::ChangeOver(24 * 60 * MIN)),
+        };
+        assert_eq!(s.to_string(), "change over 1day of median 1h of permille(hypot(x, y)) from baseline");
+    }
+}
