@@ -12,11 +12,20 @@ pub fn gridwatch() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gridwatch"))
 }
 
-/// A `gridwatch` process whose stdout lines are collected as they arrive.
+/// A `gridwatch` process whose stdout and stderr lines are collected as they arrive.
 pub struct Daemon {
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn collect(pipe: impl std::io::Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    })
 }
 
 impl Daemon {
@@ -25,31 +34,40 @@ impl Daemon {
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info,rumqttd=off")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start gridwatch");
         let stdout = Arc::new(Mutex::new(Vec::new()));
-        let pipe = child.stdout.take().expect("stdout pipe");
-        let lines = stdout.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Daemon { child, stdout, reader: Some(reader) }
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(child.stdout.take().expect("stdout pipe"), stdout.clone()),
+            collect(child.stderr.take().expect("stderr pipe"), stderr.clone()),
+        ];
+        Daemon { child, stdout, stderr, readers }
     }
 
     pub fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// The log so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Sends SIGTERM (what systemd does) and waits for the process and its output.
     pub fn stop(&mut self) -> ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        self.signal("TERM");
         let status = self.child.wait().expect("wait for gridwatch");
-        if let Some(reader) = self.reader.take() {
+        for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
         status

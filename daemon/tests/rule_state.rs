@@ -1,0 +1,107 @@
+//! Rules at run time, through the real binary and a real broker: a bad reload keeps the old
+//! rules running, a good one takes effect without a restart, and a hold timer survives a
+//! restart.
+
+mod common;
+
+use common::{metric, metrics, Daemon, SECOND};
+use gridwatch_tests::{free_port, wait_for, Mosquitto};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const TOPIC: &str = "gridwatch/east-canal/canal-02/telemetry";
+
+fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16) {
+    let config = format!(
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-rules-{}-{http_port}\"\n\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.d\"]\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        mosquitto.url(),
+        std::process::id(),
+    );
+    std::fs::create_dir_all(dir.join("rules.d")).unwrap();
+    std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
+}
+
+fn rule(id: &str, below: f64, hold: &str) -> String {
+    format!("[[rule]]\nid = \"{id}\"\nvalue = \"do\"\nbelow = {below}\nfor = \"{hold}\"\nseverity = \"warning\"\n")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn reading(value: f64, ts: i64) -> String {
+    format!(r#"{{"do": {value}, "ts": {ts}}}"#)
+}
+
+/// Publishes healthy readings until the daemon has accepted one.
+async fn wait_until_ingesting(mosquitto: &Mosquitto, http_port: u16, daemon: &Daemon) {
+    let ready = wait_for(20 * SECOND, || {
+        mosquitto.publish(TOPIC, &reading(8.0, now_ms())).unwrap();
+        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
+    })
+    .await;
+    assert!(ready, "no reading accepted; log: {:?}", daemon.stderr());
+}
+
+async fn wait_for_line(daemon: &Daemon, pick: fn(&Daemon) -> Vec<String>, needle: &str) -> bool {
+    wait_for(20 * SECOND, || {
+        let found = pick(daemon).iter().any(|line| line.contains(needle));
+        async move { found }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_reload_keeps_the_old_rules_and_a_good_one_replaces_them() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port);
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "0s")).unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    wait_until_ingesting(&mosquitto, http_port, &daemon).await;
+
+    // A typo in the file: the reload is refused and the old rule keeps watching.
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "0s").replace("below", "belwo")).unwrap();
+    daemon.signal("HUP");
+    assert!(wait_for_line(&daemon, Daemon::stderr, "new rules are invalid").await, "{:?}", daemon.stderr());
+    let log = daemon.stderr().join("\n");
+    assert!(log.contains("water.toml:4:1") && log.contains("did you mean `below`?"), "{log}");
+    mosquitto.publish(TOPIC, &reading(4.0, now_ms())).unwrap();
+    assert!(wait_for_line(&daemon, Daemon::stdout, "rule=do-low sensor=canal-02").await, "old rule still fires: {:?}", daemon.stdout());
+
+    // A valid file: the new rule takes over without a restart.
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-very-low", 3.0, "0s")).unwrap();
+    daemon.signal("HUP");
+    assert!(wait_for_line(&daemon, Daemon::stderr, "rules reloaded").await, "{:?}", daemon.stderr());
+    mosquitto.publish(TOPIC, &reading(2.0, now_ms())).unwrap();
+    assert!(wait_for_line(&daemon, Daemon::stdout, "fired   warning rule=do-very-low sensor=canal-02").await, "{:?}", daemon.stdout());
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_timer_survives_a_restart() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port);
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "8s")).unwrap();
+
+    let mut first = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    wait_until_ingesting(&mosquitto, http_port, &first).await;
+    let breach_began = now_ms();
+    mosquitto.publish(TOPIC, &reading(4.0, breach_began)).unwrap();
+    let seen = wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 2.0 }).await;
+    assert!(seen, "the breaching reading was not accepted");
+    assert!(first.stop().success());
+    assert!(!first.stdout().iter().any(|line| line.contains(" fired ")), "fired before the hold: {:?}", first.stdout());
+
+    // The new process restores the hold from the store: it completes 8 s after the breach
+    // began in the first process, not 8 s after this one started.
+    let second = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let fired = wait_for_line(&second, Daemon::stdout, "rule=do-low").await;
+    assert!(fired, "{:?}", second.stderr());
+    let line = second.stdout().into_iter().find(|line| line.contains("rule=do-low")).unwrap();
+    assert!(line.contains(" fired ") && line.contains(&format!("since={}", gridwatch::clock::rfc3339(breach_began))), "{line}");
+    assert!(second.stderr().iter().any(|l| l.contains("rule state restored")), "{:?}", second.stderr());
+}
