@@ -53,6 +53,46 @@ pub enum RulesCommand {
         #[arg(long)]
         with_builtin: bool,
     },
+    /// Replay recorded samples through rules and show what would have fired and cleared.
+    Test {
+        /// Recorded samples: CSV (ts,sensor,<fields>…) or JSON lines.
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        rules: RuleSelection,
+        /// Only samples at or after this time (RFC 3339).
+        #[arg(long, value_parser = rfc3339_ms)]
+        from: Option<i64>,
+        /// Only samples at or before this time (RFC 3339).
+        #[arg(long, value_parser = rfc3339_ms)]
+        to: Option<i64>,
+    },
+    /// Show which rules apply to a sensor, with their effective parameters.
+    Explain {
+        /// The sensor id, as in the config's inventory.
+        #[arg(long)]
+        sensor: String,
+        #[command(flatten)]
+        rules: RuleSelection,
+    },
+}
+
+/// Where `rules test` and `rules explain` take rules and sensors from.
+#[derive(Debug, clap::Args)]
+pub struct RuleSelection {
+    /// Rule files or directories (default: the config's rules).
+    #[arg(long = "rules", num_args = 1..)]
+    pub paths: Vec<PathBuf>,
+    /// Add the built-in packs to --rules.
+    #[arg(long)]
+    pub with_builtin: bool,
+    /// The daemon's configuration: its sensor inventory (and rules, without --rules).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+fn rfc3339_ms(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|e| format!("`{text}`: {e}"))
 }
 
 fn positive_speed(text: &str) -> Result<f64, String> {

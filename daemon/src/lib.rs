@@ -12,7 +12,8 @@
 //! [`daemon::run`] starts all of it (and the embedded broker, [`mqtt::broker`]) and drains it
 //! on shutdown; [`demo`] runs it on embedded defaults with a simulator. [`config`] loads and
 //! checks gridwatch.toml; [`rule_files`] reads rule files for the pure rules library;
-//! [`reload`] builds the engine and swaps in new rules on SIGHUP or file change.
+//! [`reload`] builds the engine and swaps in new rules on SIGHUP or file change;
+//! [`rules_cli`] and [`replay`] are the operators' `rules check | test | explain`.
 
 pub mod alert;
 pub mod backoff;
@@ -25,7 +26,9 @@ pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
 pub mod reload;
+pub mod replay;
 pub mod rule_files;
+pub mod rules_cli;
 pub mod sample;
 pub mod store;
 pub mod telemetry;

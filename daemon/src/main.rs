@@ -4,7 +4,8 @@
 use clap::Parser;
 use gridwatch::cli::{Cli, Command, RulesCommand};
 use gridwatch::config::{Config, ConfigError};
-use gridwatch::rule_files::{self, RuleLoadError};
+use gridwatch::rule_files::RuleLoadError;
+use gridwatch::rules_cli;
 use gridwatch::{clock::Clock, daemon, demo, metrics::Metrics};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,7 +25,9 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
-        Command::Rules { command: RulesCommand::Check { paths, with_builtin } } => check_rules(&paths, with_builtin || paths.is_empty()),
+        Command::Rules { command: RulesCommand::Check { paths, with_builtin } } => rules_cli::check(&paths, with_builtin || paths.is_empty()),
+        Command::Rules { command: RulesCommand::Test { data, rules, from, to } } => print_or_fail(rules_cli::test(&data, &rules, from, to)),
+        Command::Rules { command: RulesCommand::Explain { sensor, rules } } => print_or_fail(rules_cli::explain(&sensor, &rules)),
         Command::Run { config } => {
             let config = match Config::load(&config) {
                 Ok(config) => config,
@@ -45,19 +48,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_rules(paths: &[std::path::PathBuf], with_builtin: bool) -> ExitCode {
-    match rule_files::load(paths, with_builtin) {
-        Ok((rules, files)) => {
-            println!("ok: {} rules in {files} files", rules.rules.len());
+fn print_or_fail(result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(RuleLoadError::Invalid(errors)) => {
-            eprintln!("{errors}");
-            eprintln!("{} error(s); no rule was loaded", errors.0.len());
-            ExitCode::FAILURE
-        }
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -87,3 +87,50 @@ fn demo_runs_the_scenario_and_stops_by_itself() {
     let journal = gridwatch::store::Store::open(&dir.path().join("state")).unwrap().recent_alerts(100).unwrap();
     assert_eq!(journal.len(), alert_lines.len(), "every console alert is in the journal");
 }
+
+#[test]
+fn rules_test_replays_recorded_data_with_simulated_time() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mine.toml"),
+        "[[rule]]\nid = \"do-low\"\nkind = \"water\"\nvalue = \"do\"\nunit = \"mg/L\"\nbelow = 5\nclear_above = 5.3\nfor = \"10m\"\nseverity = \"warning\"\n",
+    )
+    .unwrap();
+    let mut csv = String::from("ts,sensor,kind,do\n");
+    for minute in 0..120 {
+        let value = if (30..70).contains(&minute) { 4.2 } else { 6.0 };
+        csv.push_str(&format!("{},canal-02,water,{value}\n", 1_795_392_000_000i64 + minute * 60_000));
+    }
+    std::fs::write(dir.path().join("canal.csv"), csv).unwrap();
+    let (code, stdout, stderr) = run(&["rules", "test", "--rules", "mine.toml", "--data", "canal.csv"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("2026-11-23T00:40:00.000Z fired   warning rule=do-low sensor=canal-02 value=4.2000mg/L"), "{stdout}");
+    assert!(stdout.contains("2026-11-23T01:10:00.000Z cleared warning rule=do-low sensor=canal-02 value=6.0000mg/L"), "{stdout}");
+    assert!(stdout.contains("120 samples replayed"), "{stdout}");
+    let summary = stdout.lines().find(|l| l.starts_with("do-low ")).expect("summary row");
+    assert!(summary.contains(" 30m ") && summary.ends_with("warning"), "{summary}");
+
+    let (code, _, stderr) = run(&["rules", "test", "--rules", "mine.toml", "--data", "missing.csv"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("reading missing.csv"), "{stderr}");
+}
+
+#[test]
+fn rules_explain_shows_the_effective_rules_of_a_sensor() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"tap-1\"\nkind = \"water\"\nsite = \"school\"\ntags = { use = \"drinking\" }\ninterval_secs = 600\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["rules", "explain", "--config", "gridwatch.toml", "--sensor", "tap-1"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("tags: use=drinking"), "{stdout}");
+    assert!(stdout.contains("drinking-chlorine-low"), "{stdout}");
+    assert!(stdout.contains("danger   below 0.02, clears back above 0.03, after 5m"), "{stdout}");
+    assert!(stdout.contains("warning  no data for more than 2× the report interval"), "{stdout}");
+    assert!(!stdout.contains("water-do-class-iii"), "surface-water rules do not apply to a tap: {stdout}");
+    let (code, _, stderr) = run(&["rules", "explain", "--config", "gridwatch.toml", "--sensor", "nope"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no sensor `nope` in the inventory"), "{stderr}");
+}

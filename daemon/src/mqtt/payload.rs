@@ -118,7 +118,7 @@ fn classify_json_error(payload: &[u8], err: serde_json::Error) -> Rejection {
     }
 }
 
-fn timestamp(value: &serde_json::Value, now: Millis) -> Result<Millis, Rejection> {
+pub(crate) fn timestamp(value: &serde_json::Value, now: Millis) -> Result<Millis, Rejection> {
     let ms = match value {
         serde_json::Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
             .map_err(|e| Rejection::BadTimestamp(format!("`{text}`: {e}")))?

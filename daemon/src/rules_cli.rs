@@ -1,0 +1,129 @@
+//! The `gridwatch rules …` commands for operators: `check` (validate), `test` (replay recorded
+//! data) and `explain` (which rules apply to a sensor, with what parameters).
+
+use crate::cli::RuleSelection;
+use crate::config::{Config, SensorConfig};
+use crate::replay;
+use crate::rule_files::{self, RuleLoadError};
+use anyhow::{bail, Context};
+use gridwatch_rules::rule::{Check, Silence};
+use gridwatch_rules::{Rule, RuleSet, SubjectId};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `rules check`: prints `ok: …` or every diagnostic; exit 1 on any error.
+pub fn check(paths: &[PathBuf], with_builtin: bool) -> ExitCode {
+    match rule_files::load(paths, with_builtin) {
+        Ok((rules, files)) => {
+            println!("ok: {} rules in {files} files", rules.rules.len());
+            ExitCode::SUCCESS
+        }
+        Err(RuleLoadError::Invalid(errors)) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s); no rule was loaded", errors.0.len());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The rules and the config (if any) a selection names.
+fn load(selection: &RuleSelection) -> anyhow::Result<(RuleSet, Option<Config>)> {
+    let config = selection.config.as_deref().map(Config::load).transpose()?;
+    let rules = match (&config, selection.paths.is_empty()) {
+        (Some(config), true) => rule_files::load(&config.rules.paths, config.rules.builtin_packs || selection.with_builtin)?.0,
+        (None, true) if !selection.with_builtin => bail!("name rule files with --rules, or a config with --config, or use --with-builtin"),
+        _ => rule_files::load(&selection.paths, selection.with_builtin)?.0,
+    };
+    Ok((rules, config))
+}
+
+/// `rules test`: replays `data` and prints the timeline and a summary.
+pub fn test(data: &std::path::Path, selection: &RuleSelection, from: Option<i64>, to: Option<i64>) -> anyhow::Result<String> {
+    let (rules, config) = load(selection)?;
+    let records = replay::read_records(data)?;
+    let sensors = match config {
+        Some(config) => config.sensors,
+        None => replay::inventory_from(&records)?,
+    };
+    Ok(replay::render(&replay::replay(rules, &sensors, records, from, to)))
+}
+
+/// `rules explain`: the rules that apply to one sensor, as the engine will run them.
+pub fn explain(sensor_id: &str, selection: &RuleSelection) -> anyhow::Result<String> {
+    let (rules, config) = load(selection)?;
+    let config = config.context("`rules explain` needs --config: the sensor comes from its inventory")?;
+    let Some(index) = config.sensor_index(sensor_id) else { bail!("no sensor `{sensor_id}` in the inventory") };
+    let sensor = &config.sensors[index];
+    let total = rules.rules.len();
+    let (engine, _) = crate::reload::build_engine(rules, &config.sensors, None);
+    let applying = engine.rules_for(SubjectId(index));
+    let mut out = describe_sensor(sensor);
+    let _ = writeln!(out, "{} of {total} rules apply:\n", applying.len());
+    for rule in applying {
+        out.push_str(&describe_rule(rule));
+    }
+    Ok(out)
+}
+
+fn describe_sensor(sensor: &SensorConfig) -> String {
+    let mut out = format!("sensor {} ({}) at {}", sensor.id, sensor.kind, sensor.site);
+    if let Some(building) = &sensor.building {
+        let _ = write!(out, ", building {building}");
+    }
+    if let Some(grid) = &sensor.grid {
+        let _ = write!(out, ", {grid}");
+    }
+    let tags: Vec<String> = sensor.rule_tags().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(out, "\n  tags: {}", if tags.is_empty() { "-".into() } else { tags.join(", ") });
+    let _ = writeln!(out, "  reports at least every {}", humantime::format_duration(sensor.interval));
+    if !sensor.baseline.is_empty() {
+        let baseline: Vec<String> = sensor.baseline.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "  installation baseline: {}", baseline.join(", "));
+    }
+    out
+}
+
+fn hold(ms: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+fn describe_rule(rule: &Rule) -> String {
+    let mut out = format!("{} — {}\n  from {}:{}{}\n", rule.id, rule.title, rule.origin.file, rule.origin.line, if rule.device { " (device alarm, for installers)" } else { "" });
+    if let Some(signal) = &rule.signal {
+        let _ = writeln!(out, "  value: {signal}{}", if rule.unit.is_empty() { String::new() } else { format!(" [{}]", rule.unit) });
+    }
+    match &rule.check {
+        Check::Ladder(levels) => {
+            for level in levels {
+                let _ = write!(out, "  {:<8} {}, clears {}", level.severity.as_str(), level.bound.describe(), level.bound.describe_clear());
+                if level.raise_hold_ms > 0 {
+                    let _ = write!(out, ", after {}", hold(level.raise_hold_ms));
+                }
+                if level.clear_hold_ms > 0 {
+                    let _ = write!(out, ", clear after {}", hold(level.clear_hold_ms));
+                }
+                if let Some(count) = level.count {
+                    let _ = write!(out, ", {} of the last {} samples", count.k, count.n);
+                }
+                out.push('\n');
+            }
+        }
+        Check::NoData { after, severity } => {
+            let after = match after {
+                Silence::Fixed(ms) => hold(*ms),
+                Silence::Intervals(factor) => format!("{factor}× the report interval"),
+            };
+            let _ = writeln!(out, "  {:<8} no data for more than {after}", severity.as_str());
+        }
+        Check::FlatLine { samples, severity } => {
+            let _ = writeln!(out, "  {:<8} the same value {samples} times in a row", severity.as_str());
+        }
+    }
+    out.push('\n');
+    out
+}
