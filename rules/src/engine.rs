@@ -14,7 +14,7 @@ use crate::load::RuleSet;
 use crate::rule::{Check, Millis, Rule, Silence};
 use crate::scope::Subject;
 use crate::severity::Severity;
-use crate::signal::{BaselineSpec, Learner, SignalState};
+use crate::signal::{BaselineSpec, Learner, StageState, TransformState};
 use serde::{Deserialize, Serialize};
 
 /// Index of a sensor in the list given to [`Engine::new`].
@@ -77,15 +77,28 @@ pub enum Observed {
 /// The state of one rule for one sensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CheckState {
-    Ladder { signal: SignalState, ladder: LadderState, last_value: Option<f64> },
+    Ladder { transform: TransformState, ladder: LadderState, last_value: Option<f64> },
     NoData(SilenceState),
-    FlatLine { signal: SignalState, flat: FlatState },
+    FlatLine { transform: TransformState, flat: FlatState },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RuleCheck {
     pub rule: usize,
+    /// Index of the shared signal stage in [`SubjectSlot::stages`], for rules with a signal.
+    pub stage: Option<usize>,
     pub state: CheckState,
+}
+
+/// One signal stage (expression, baseline, smoothing) shared by the rules that use it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// A rule whose signal defines the stage.
+    pub(crate) rule: usize,
+    pub state: StageState,
+    /// This sample's stage value, while a sample is being evaluated.
+    #[serde(skip)]
+    pub(crate) value: Option<f64>,
 }
 
 /// A baseline learned from the first readings of one field.
@@ -103,6 +116,7 @@ pub(crate) struct SubjectSlot {
     /// Set at installation; takes precedence over learned ones.
     pub calibrated: Vec<(String, f64)>,
     pub learned: Vec<LearnedBaseline>,
+    pub stages: Vec<Stage>,
     pub checks: Vec<RuleCheck>,
 }
 
@@ -166,17 +180,22 @@ impl Engine {
                 learned.learner = None;
             }
         }
-        let SubjectSlot { calibrated, learned, checks, .. } = slot;
-        for check in checks.iter_mut() {
-            let rule = &self.rules[check.rule];
+        let SubjectSlot { calibrated, learned, stages, checks, .. } = slot;
+        for stage in stages.iter_mut() {
+            let Some(signal) = self.rules[stage.rule].signal.as_ref() else { continue };
             let field = |name: &str| {
                 let value = lookup(fields, name).filter(|v| v.is_finite())?;
-                match rule.signal.as_ref().and_then(|s| s.baseline) {
+                match signal.baseline {
                     Some(spec) => Some(value - baseline_of(calibrated, learned, name, spec)?),
                     None => Some(value),
                 }
             };
-            if let Some(event) = observe_check(rule, check, at, &field) {
+            stage.value = signal.stage(&mut stage.state, at, &field);
+        }
+        for check in checks.iter_mut() {
+            let rule = &self.rules[check.rule];
+            let staged = check.stage.and_then(|index| stages[index].value);
+            if let Some(event) = observe_check(rule, check, at, staged) {
                 events.push(RuleEvent { rule: RuleId(check.rule), subject, ..event });
             }
         }
@@ -198,7 +217,7 @@ impl Engine {
 }
 
 fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
-    let mut slot = SubjectSlot { last_at: None, calibrated: Vec::new(), learned: Vec::new(), checks: Vec::new() };
+    let mut slot = SubjectSlot { last_at: None, calibrated: Vec::new(), learned: Vec::new(), stages: Vec::new(), checks: Vec::new() };
     for (index, rule) in rules.iter().enumerate().filter(|(_, rule)| rule.scope.matches(subject)) {
         if let Some(signal) = &rule.signal {
             if let Some(BaselineSpec::Learn { window_ms }) = signal.baseline {
@@ -209,16 +228,23 @@ fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
                 }
             }
         }
-        slot.checks.push(RuleCheck { rule: index, state: initial_state(rule) });
+        let stage = rule.signal.as_ref().map(|signal| {
+            let shared = slot.stages.iter().position(|stage| rules[stage.rule].signal.as_ref().is_some_and(|other| other.same_stage(signal)));
+            shared.unwrap_or_else(|| {
+                slot.stages.push(Stage { rule: index, state: StageState::default(), value: None });
+                slot.stages.len() - 1
+            })
+        });
+        slot.checks.push(RuleCheck { rule: index, stage, state: initial_state(rule) });
     }
     slot
 }
 
 pub(crate) fn initial_state(rule: &Rule) -> CheckState {
     match &rule.check {
-        Check::Ladder(levels) => CheckState::Ladder { signal: SignalState::default(), ladder: LadderState::new(levels), last_value: None },
+        Check::Ladder(levels) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::new(levels), last_value: None },
         Check::NoData { .. } => CheckState::NoData(SilenceState::default()),
-        Check::FlatLine { .. } => CheckState::FlatLine { signal: SignalState::default(), flat: FlatState::default() },
+        Check::FlatLine { .. } => CheckState::FlatLine { transform: TransformState::default(), flat: FlatState::default() },
     }
 }
 
@@ -245,10 +271,12 @@ fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {
     }
 }
 
-fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<RuleEvent> {
+/// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one
+/// and the sample carried its fields).
+fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, staged: Option<f64>) -> Option<RuleEvent> {
     match (&rule.check, &mut check.state) {
-        (Check::Ladder(levels), CheckState::Ladder { signal, ladder, last_value }) => {
-            let value = rule.signal.as_ref()?.observe(signal, at, field)?;
+        (Check::Ladder(levels), CheckState::Ladder { transform, ladder, last_value }) => {
+            let value = rule.signal.as_ref()?.transform(transform, at, staged?)?;
             *last_value = Some(value);
             ladder.observe(levels, value, at).map(|step| from_step(step, value, at))
         }
@@ -256,8 +284,8 @@ fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, field: &impl Fn
             Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, ((at - since) / 1000) as f64, at, since)),
             Change::Opened { .. } => None,
         },
-        (Check::FlatLine { samples, severity }, CheckState::FlatLine { signal, flat }) => {
-            let value = rule.signal.as_ref()?.observe(signal, at, field)?;
+        (Check::FlatLine { samples, severity }, CheckState::FlatLine { transform, flat }) => {
+            let value = rule.signal.as_ref()?.transform(transform, at, staged?)?;
             match flat.observe(value, at, *samples)? {
                 Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, value, at, since)),
                 Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, value, at, since)),

@@ -94,29 +94,52 @@ fn humanize(ms: Millis) -> String {
     humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
 }
 
-/// Per-(rule, sensor) state of a signal.
+/// Per-sensor state of a signal's first stage (expression, baseline, smoothing). Rules whose
+/// signals share that stage share one state, so a one-hour median is computed once per sample
+/// however many rules look at it.
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SignalState {
+pub struct StageState {
     /// Recent raw values for smoothing.
     smooth: VecDeque<(Millis, f64)>,
-    /// Recent smoothed values for the transform.
+}
+
+/// Per-(rule, sensor) state of a signal's transform.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TransformState {
+    /// Recent smoothed values.
     history: VecDeque<(Millis, f64)>,
 }
 
 impl Signal {
-    /// The signal's value for a sample, or `None` if it cannot be judged yet. `field` returns a
-    /// field's value already taken relative to the baseline when the signal has one.
-    pub fn observe(&self, state: &mut SignalState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
+    /// Whether two signals compute the same first stage (and can share its state).
+    pub fn same_stage(&self, other: &Signal) -> bool {
+        self.expr == other.expr && self.baseline == other.baseline && self.smooth == other.smooth
+    }
+
+    /// The first stage's value for a sample: the expression, smoothed. `None` when a field is
+    /// missing. `field` returns a field's value already taken relative to the baseline when the
+    /// signal has one.
+    pub fn stage(&self, state: &mut StageState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
         let raw = self.expr.evaluate(field).filter(|v| v.is_finite())?;
-        let smoothed = match self.smooth {
+        Some(match self.smooth {
             None => raw,
             Some(smooth) => smooth_value(smooth, &mut state.smooth, at, raw),
-        };
+        })
+    }
+
+    /// The signal's value from its stage value, or `None` if it cannot be judged yet.
+    pub fn transform(&self, state: &mut TransformState, at: Millis, staged: f64) -> Option<f64> {
         match self.transform {
-            None => Some(smoothed),
-            Some(Transform::ChangeOver(window)) => change_over(&mut state.history, window, at, smoothed),
-            Some(Transform::SwingWithin(window)) => Some(swing_within(&mut state.history, window, at, smoothed)),
+            None => Some(staged),
+            Some(Transform::ChangeOver(window)) => change_over(&mut state.history, window, at, staged),
+            Some(Transform::SwingWithin(window)) => Some(swing_within(&mut state.history, window, at, staged)),
         }
+    }
+
+    /// Both stages, for a signal with state of its own.
+    pub fn observe(&self, stage: &mut StageState, transform: &mut TransformState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
+        let staged = self.stage(stage, at, field)?;
+        self.transform(transform, at, staged)
     }
 }
 
@@ -140,18 +163,34 @@ fn smooth_value(smooth: Smooth, buffer: &mut VecDeque<(Millis, f64)>, at: Millis
     let values = buffer.iter().map(|&(_, v)| v);
     match smooth.method {
         SmoothMethod::Mean => values.sum::<f64>() / buffer.len() as f64,
-        SmoothMethod::Median => median(values.collect()),
+        SmoothMethod::Median => SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            scratch.extend(values);
+            median_in_place(scratch)
+        }),
     }
+}
+
+thread_local! {
+    /// Reused for medians so the hot path does not allocate.
+    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Median of a non-empty list (mean of the middle two for an even count).
 pub fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
+    median_in_place(&mut values)
+}
+
+/// Median by selection (linear time); reorders `values`.
+fn median_in_place(values: &mut [f64]) -> f64 {
+    let odd = values.len() % 2 == 1;
     let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
+    let (below, &mut upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
+    if odd {
+        upper
     } else {
-        (values[mid - 1] + values[mid]) / 2.0
+        let lower = below.iter().copied().max_by(f64::total_cmp).unwrap_or(upper);
+        (lower + upper) / 2.0
     }
 }
 
@@ -235,8 +274,8 @@ mod tests {
     }
 
     fn run(signal: &Signal, values: &[(Millis, f64)]) -> Vec<Option<f64>> {
-        let mut state = SignalState::default();
-        values.iter().map(|&(at, v)| signal.observe(&mut state, at, &|_| Some(v))).collect()
+        let (mut stage, mut transform) = (StageState::default(), TransformState::default());
+        values.iter().map(|&(at, v)| signal.observe(&mut stage, &mut transform, at, &|_| Some(v))).collect()
     }
 
     #[test]
@@ -268,11 +307,11 @@ mod tests {
     #[test]
     fn change_over_history_stays_bounded() {
         let s = signal("v", None, Some(Transform::ChangeOver(24 * 60 * MIN)));
-        let mut state = SignalState::default();
+        let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         for second in 0..(3 * 24 * 3600) {
-            s.observe(&mut state, second * 1000, &|_| Some(1.0));
+            s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(1.0));
         }
-        assert!(state.history.len() <= HISTORY_POINTS as usize + 2, "{}", state.history.len());
+        assert!(transform.history.len() <= HISTORY_POINTS as usize + 2, "{}", transform.history.len());
     }
 
     #[test]
@@ -282,6 +321,13 @@ mod tests {
         let out: Vec<f64> = out.into_iter().map(Option::unwrap).collect();
         assert!(out[2] > 0.41 && out[3] > 0.41, "{out:?}");
         assert_eq!(out[4], 0.0, "the old level has left the window");
+    }
+
+    #[test]
+    fn median_handles_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![5.0]), 5.0);
     }
 
     #[test]

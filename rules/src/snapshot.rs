@@ -7,6 +7,7 @@
 //! made under the old one. Baselines belong to the sensor and always carry over.
 
 use crate::engine::{CheckState, Engine, LearnedBaseline};
+use crate::signal::StageState;
 use crate::rule::{Millis, Rule};
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +26,15 @@ pub struct SubjectSnapshot {
     pub last_at: Option<Millis>,
     pub calibrated: Vec<(String, f64)>,
     pub learned: Vec<LearnedBaseline>,
+    pub stages: Vec<StageSnapshot>,
     pub checks: Vec<CheckSnapshot>,
+}
+
+/// The state of a shared signal stage (its smoothing window), keyed by what it computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageSnapshot {
+    pub fingerprint: u64,
+    pub state: StageState,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,9 +54,21 @@ pub struct Restored {
 }
 
 /// A stable hash of what a rule does (scope, signal, check), not of its title or place in a
-/// file: FNV-1a over its debug form.
+/// file.
 pub fn fingerprint(rule: &Rule) -> u64 {
-    let text = format!("{:?}|{:?}|{:?}|{}", rule.scope, rule.signal, rule.check, rule.device);
+    fnv1a(&format!("{:?}|{:?}|{:?}|{}", rule.scope, rule.signal, rule.check, rule.device))
+}
+
+/// A stable hash of what a rule's signal stage computes (expression, baseline, smoothing).
+fn stage_fingerprint(rule: &Rule) -> u64 {
+    match &rule.signal {
+        Some(signal) => fnv1a(&format!("{:?}|{:?}|{:?}", signal.expr, signal.baseline, signal.smooth)),
+        None => 0,
+    }
+}
+
+/// FNV-1a: stable across builds and platforms, unlike std's hasher.
+fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
@@ -62,6 +83,11 @@ impl Engine {
                 last_at: slot.last_at,
                 calibrated: slot.calibrated.clone(),
                 learned: slot.learned.clone(),
+                stages: slot
+                    .stages
+                    .iter()
+                    .map(|stage| StageSnapshot { fingerprint: stage_fingerprint(&self.rules[stage.rule]), state: stage.state.clone() })
+                    .collect(),
                 checks: slot
                     .checks
                     .iter()
@@ -92,6 +118,12 @@ impl Engine {
             for learned in &mut slot.learned {
                 if let Some(old) = saved.learned.iter().find(|old| old.field == learned.field && old.window_ms == learned.window_ms) {
                     *learned = old.clone();
+                }
+            }
+            for stage in &mut slot.stages {
+                let key = stage_fingerprint(&self.rules[stage.rule]);
+                if let Some(old) = saved.stages.iter().find(|old| old.fingerprint == key) {
+                    stage.state = old.state.clone();
                 }
             }
             for old in &saved.checks {

@@ -150,3 +150,13 @@ fn nan_value_is_treated_as_missing() {
     e.observe(SubjectId(1), 1, &[("do", 4.0)], &mut events);
     assert_eq!(ids(&e, &events), vec![("do-low".into(), EventKind::Fired, Severity::Warning)]);
 }
+
+#[test]
+fn rules_with_the_same_signal_stage_share_it() {
+    let rules = RuleSet::compile(&crate::packs::builtin_packs()).unwrap();
+    let e = Engine::new(rules, &[subject("house-1", SensorKind::Tilt)]);
+    let slot = &e.slots[0];
+    assert_eq!(slot.checks.len(), 7);
+    // tilt-change, tilt-creep-day and tilt-creep-month smooth the same value once.
+    assert_eq!(slot.stages.len(), 4, "{:?}", slot.stages.iter().map(|s| e.rules[s.rule].id.clone()).collect::<Vec<_>>());
+}

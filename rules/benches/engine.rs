@@ -1,0 +1,106 @@
+//! Rule engine throughput with the default packs over 10,000 sensors (half tilt boxes, half
+//! water probes), in steady state: baselines set, windows full. One "element" is one sample.
+//!
+//! cargo bench -p gridwatch-rules --bench engine
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gridwatch_rules::{builtin_packs, Engine, RuleSet, SensorKind, Subject, SubjectId};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+const SENSORS: usize = 10_000;
+const MINUTE: i64 = 60_000;
+
+fn subjects() -> Vec<Subject> {
+    (0..SENSORS)
+        .map(|i| {
+            let tilt = i % 2 == 0;
+            let mut tags = BTreeMap::new();
+            if !tilt {
+                tags.insert("use".to_string(), "surface".to_string());
+                tags.insert("water_class".to_string(), "III".to_string());
+            }
+            Subject {
+                id: format!("s{i}"),
+                kind: if tilt { SensorKind::Tilt } else { SensorKind::Water },
+                site: format!("site{}", i / 100),
+                building: tilt.then(|| format!("b{}", i / 4)),
+                grid: Some(format!("g{}", i / 500)),
+                tags,
+                interval_ms: MINUTE,
+            }
+        })
+        .collect()
+}
+
+/// Healthy readings with a little movement, so no rule fires and every window stays busy.
+fn fields(i: usize, round: i64) -> [(&'static str, f64); 3] {
+    let wobble = ((round as f64 + i as f64) * 0.37).sin() * 0.002;
+    if i % 2 == 0 {
+        [("x", 0.01 + wobble), ("y", -0.01 + wobble), ("t", 21.0)]
+    } else {
+        [("do", 7.0 + wobble), ("ph", 7.3 + wobble), ("nh3n", 0.3 + wobble)]
+    }
+}
+
+fn warmed_engine() -> (Engine, i64) {
+    let rules = RuleSet::compile(&builtin_packs()).expect("packs compile");
+    let mut engine = Engine::new(rules, &subjects());
+    for i in (0..SENSORS).step_by(2) {
+        engine.set_baseline(SubjectId(i), "x", 0.0);
+        engine.set_baseline(SubjectId(i), "y", 0.0);
+    }
+    let mut events = Vec::new();
+    // Two hours of one sample per minute fill the one-hour windows.
+    for round in 0..120 {
+        for i in 0..SENSORS {
+            engine.observe(SubjectId(i), round * MINUTE, &fields(i, round), &mut events);
+        }
+    }
+    assert!(events.is_empty(), "healthy data must not fire: {:?}", events.first());
+    (engine, 120)
+}
+
+/// Resident memory of this process in KiB (Linux), to report the engine's state size.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn engine_throughput(c: &mut Criterion) {
+    let before = rss_kib();
+    let (mut engine, mut round) = warmed_engine();
+    let after = rss_kib();
+    eprintln!(
+        "engine state, {SENSORS} sensors after 2 h of samples: {:.1} MiB resident ({} bytes per sensor)",
+        (after.saturating_sub(before)) as f64 / 1024.0,
+        after.saturating_sub(before) * 1024 / SENSORS as u64
+    );
+    let mut events = Vec::new();
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(SENSORS as u64));
+    group.sample_size(20);
+    group.bench_function("default_packs_10k_sensors_one_round", |b| {
+        b.iter(|| {
+            for i in 0..SENSORS {
+                engine.observe(SubjectId(i), round * MINUTE, black_box(&fields(i, round)), &mut events);
+            }
+            round += 1;
+            events.clear();
+        })
+    });
+    group.bench_function("tick_10k_sensors", |b| {
+        b.iter(|| {
+            engine.tick(black_box(round * MINUTE), &mut events);
+            events.clear();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, engine_throughput);
+criterion_main!(benches);
