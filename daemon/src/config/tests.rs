@@ -39,7 +39,8 @@ fn minimal_config_gets_documented_defaults() {
 fn annotated_example_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gridwatch.example.toml");
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.sensors.len(), 2);
+    assert_eq!(config.sensors.len(), 3);
+    assert_eq!(config.sensors[0].baseline.get("y"), Some(&-0.12));
     assert_eq!(config.alerts.webhooks[0].name, "community-office");
     assert_eq!(config.mqtt.topic_maps[0].fields.get("AngleX").map(String::as_str), Some("x"));
     assert_eq!(config.http_listen, Some("127.0.0.1:9181".parse().unwrap()));
