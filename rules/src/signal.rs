@@ -16,8 +16,9 @@ use std::fmt;
 
 /// The most samples a smoothing or swing window keeps; older ones are dropped first.
 pub const MAX_WINDOW_SAMPLES: usize = 512;
-/// How many points a `change_over` history keeps across its window.
-const HISTORY_POINTS: i64 = 64;
+/// How many points a `change_over` history keeps across its window: the change is measured
+/// over between one window and one window plus 1/32 of it.
+const HISTORY_POINTS: i64 = 32;
 
 /// Where the per-sensor reference values come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,11 +195,15 @@ fn median_in_place(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Value now minus the value one window ago. Keeps a point at most every window/64 (about
+/// Value now minus the value one window ago. Keeps a point at most every window/32 (about
 /// [`HISTORY_POINTS`] across the window); the reference is the newest kept point at least one
 /// window old, so the change is measured over between one window and one window plus a spacing.
 fn change_over(history: &mut VecDeque<(Millis, f64)>, window: Millis, at: Millis, value: f64) -> Option<f64> {
     let spacing = (window / HISTORY_POINTS).max(1);
+    if history.is_empty() {
+        // The history never holds more than this; do not let the deque double past it.
+        history.reserve_exact(HISTORY_POINTS as usize + 2);
+    }
     if history.back().is_none_or(|&(t, _)| at - t >= spacing) {
         history.push_back((at, value));
     }
