@@ -13,7 +13,7 @@
 //!   incident per rule and sensor whose severity moves.
 //! - [`device`]: no-data and flat-line checks on the equipment.
 //! - [`snapshot`]: the engine's state as data, to survive restarts and reloads.
-//! - [`scope`], [`severity`], [`rule`]: the parts a compiled rule is made of.
+//! - [`scope`], [`severity`], [`message`], [`rule`]: the parts a compiled rule is made of.
 //!
 //! No IO, no tokio, no clock: time is always an argument ([`Millis`]).
 
@@ -23,6 +23,7 @@ pub mod engine;
 pub mod expr;
 pub mod ladder;
 pub mod load;
+pub mod message;
 pub mod packs;
 pub mod rule;
 pub mod scope;

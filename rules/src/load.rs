@@ -5,6 +5,7 @@
 
 use crate::diagnostic::{line_column, Diagnostic, RuleErrors, SourceText};
 use crate::expr::ValueExpr;
+use crate::message::{Messages, Template, LANGUAGES};
 use crate::rule::{Bound, Check, Count, Level, Millis, Origin, Rule, Silence};
 use crate::scope::{Scope, SensorKind};
 use crate::severity::Severity;
@@ -86,6 +87,8 @@ struct RawLevel {
 struct RawRule {
     id: Spanned<String>,
     title: Option<String>,
+    #[serde(default)]
+    message: BTreeMap<String, Spanned<String>>,
     // Scope.
     kind: Option<SensorKind>,
     #[serde(default)]
@@ -258,10 +261,24 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         (Check::FlatLine { samples, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
     };
 
+    let mut messages = Messages::new();
+    for (language, text) in &raw.message {
+        if !LANGUAGES.contains(&language.as_str()) {
+            check.error(text.span(), "message", format!("unknown language `{language}`: use {}", LANGUAGES.join(" or ")));
+            continue;
+        }
+        match Template::parse(text.get_ref()) {
+            Ok(template) => {
+                messages.insert(language.clone(), template);
+            }
+            Err(error) => check.error(text.span(), "message", error.to_string()),
+        }
+    }
     let signal = signal?;
     let (line, _) = line_column(check.text.text, rule_start);
     let rule = Rule {
         title: raw.title.unwrap_or_else(|| id.clone()),
+        messages,
         id,
         scope: Scope {
             kinds: raw.kind.into_iter().collect(),

@@ -1,6 +1,7 @@
 //! A compiled rule: everything checked, nothing left that can fail while evaluating.
 
 use crate::expr::ValueExpr;
+use crate::message::Messages;
 use crate::scope::Scope;
 use crate::severity::Severity;
 use crate::signal::Signal;
@@ -114,6 +115,8 @@ pub struct Rule {
     pub id: String,
     /// One line for people: what is wrong when this fires.
     pub title: String,
+    /// Message templates by language; may be empty (then alerts use the title).
+    pub messages: Messages,
     pub scope: Scope,
     /// What is compared; `None` only for no-data rules.
     pub signal: Option<Signal>,

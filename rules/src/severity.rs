@@ -29,6 +29,16 @@ impl Severity {
         }
     }
 
+    /// The level as Chinese warning practice names it.
+    pub fn zh(self) -> &'static str {
+        match self {
+            Severity::Notice => "蓝色提示",
+            Severity::Warning => "黄色预警",
+            Severity::Alarm => "橙色预警",
+            Severity::Danger => "红色预警",
+        }
+    }
+
     /// The colour of the level in Chinese warning practice.
     pub fn colour(self) -> &'static str {
         match self {

@@ -8,10 +8,10 @@ use std::io::Write;
 pub struct ConsoleSink;
 
 /// The line printed for an alert: time, event, severity, rule, sensor, value, condition, place
-/// and title.
+/// and the English message.
 pub fn format_line(alert: &Alert) -> String {
     format!(
-        "{at} {event:<7} {severity:<7} rule={rule} sensor={sensor} value={value:.4}{unit} ({condition}){change} since={since} | {place} | {title}",
+        "{at} {event:<7} {severity:<7} rule={rule} sensor={sensor} value={value:.4}{unit} ({condition}){change} since={since} | {place} | {message}",
         at = alert.at,
         event = alert.event,
         severity = alert.severity,
@@ -23,7 +23,7 @@ pub fn format_line(alert: &Alert) -> String {
         since = alert.since,
         change = alert.previous_severity.map(|p| format!(" was {p}")).unwrap_or_default(),
         place = alert.place(),
-        title = alert.title,
+        message = alert.message(),
     )
 }
 

@@ -19,6 +19,7 @@ use crate::store::Store;
 use gridwatch_rules::rule::Check;
 use gridwatch_rules::{EventKind, Rule, RuleEvent, Severity};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -61,6 +62,9 @@ pub struct Alert {
     pub at_ms: i64,
     /// When the breach began (RFC 3339, UTC).
     pub since: String,
+    /// The rule's message rendered per language (`en`, `zh`); at least `en` (the title when the
+    /// rule has no message).
+    pub messages: BTreeMap<String, String>,
 }
 
 impl Alert {
@@ -84,7 +88,13 @@ impl Alert {
             at: rfc3339(event.at),
             at_ms: event.at,
             since: rfc3339(event.since),
+            messages: messages(event, rule, sensor),
         }
+    }
+
+    /// The English message (the title when the rule has none).
+    pub fn message(&self) -> &str {
+        self.messages.get("en").map_or(self.title.as_str(), String::as_str)
     }
 
     /// "house-07 at north-lane, building B7, grid-3".
@@ -98,6 +108,31 @@ impl Alert {
         }
         place
     }
+}
+
+/// The rule's message templates filled in for this event, per language.
+fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig) -> BTreeMap<String, String> {
+    let mut rendered: BTreeMap<String, String> = rule
+        .messages
+        .iter()
+        .map(|(language, template)| {
+            let text = template.render(|name| match name {
+                "sensor" => Some(sensor.id.clone()),
+                "site" => Some(sensor.site.clone()),
+                "building" => sensor.building.clone(),
+                "grid" => sensor.grid.clone(),
+                "value" => Some(format!("{:.2}", event.value)),
+                "unit" => Some(rule.unit.clone()),
+                "severity" if language == "zh" => Some(event.severity.zh().to_string()),
+                "severity" => Some(event.severity.as_str().to_string()),
+                "since" => Some(rfc3339(event.since)),
+                _ => None,
+            });
+            (language.clone(), text)
+        })
+        .collect();
+    rendered.entry("en".into()).or_insert_with(|| rule.title.clone());
+    rendered
 }
 
 /// What decided the event, in words: "permille(hypot(x, y)) from baseline above 7" when it
@@ -195,7 +230,29 @@ pub(crate) mod tests {
             at: rfc3339(1_795_392_000_000),
             at_ms: 1_795_392_000_000,
             since: rfc3339(1_795_391_940_000),
+            messages: BTreeMap::from([("en".to_string(), "north-lane B7 (house-07): wall tilt changed 7.31‰ since installation — danger".to_string())]),
         }
+    }
+
+    #[test]
+    fn messages_are_rendered_in_each_language() {
+        let rules = gridwatch_rules::RuleSet::compile(&gridwatch_rules::builtin_packs()).unwrap();
+        let rule = rules.rules.iter().find(|r| r.id == "tilt-change").unwrap();
+        let sensor = crate::demo::sensors().remove(2);
+        let event = RuleEvent {
+            rule: gridwatch_rules::RuleId(0),
+            subject: gridwatch_rules::SubjectId(2),
+            kind: EventKind::Fired,
+            severity: Severity::Danger,
+            previous: None,
+            value: 7.3126,
+            at: 1_795_392_000_000,
+            since: 1_795_391_940_000,
+        };
+        let alert = Alert::new(&event, rule, &sensor);
+        assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.31‰ since installation — danger");
+        assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.31‰，红色预警");
+        assert_eq!(alert.message(), alert.messages["en"]);
     }
 
     #[test]

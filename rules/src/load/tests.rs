@@ -177,3 +177,14 @@ fn suggestions_pick_the_nearest_key() {
     assert!(with_suggestion("unknown field `clear_bellow`, expected one of `clear_below`, `clear_above`").ends_with("did you mean `clear_below`?"));
     assert!(!with_suggestion("unknown field `zzz`, expected one of `above`").contains("did you mean"));
 }
+
+#[test]
+fn messages_are_compiled_per_language_and_checked() {
+    let rule = &compile(&GOOD.replace("unit = \"mg/L\"", "unit = \"mg/L\"\nmessage = { en = \"{sensor}: DO {value}{unit}\", zh = \"{site}溶解氧{value}{unit}\" }")).unwrap().rules[0];
+    assert_eq!(rule.messages.len(), 2);
+    assert_eq!(rule.messages["zh"].to_string(), "{site}溶解氧{value}{unit}");
+    let errs = errors(&GOOD.replace("unit = \"mg/L\"", "unit = \"mg/L\"\nmessage = { fr = \"x\", en = \"{house}\" }"));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("unknown placeholder `{house}`")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("unknown language `fr`")), "{errs:?}");
+}
