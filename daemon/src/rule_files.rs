@@ -70,7 +70,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("mine.toml");
         std::fs::write(&file, "[[rule]]\nid = \"x\"\nvalue = \"do\"\nbelow = 5\nseverity = \"purple\"\n").unwrap();
-        let err = load(&[file.clone()], true).unwrap_err().to_string();
+        let err = load(std::slice::from_ref(&file), true).unwrap_err().to_string();
         assert_eq!(err, format!("{}:5:12: error in `severity`: unknown severity `purple`: expected notice, warning, alarm, danger (or blue, yellow, orange, red)", file.display()));
     }
 

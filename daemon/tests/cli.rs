@@ -1,6 +1,8 @@
 //! Black-box tests of the `gridwatch` command line: `rules check`, config errors, and the demo
 //! that the README promises.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::gridwatch;

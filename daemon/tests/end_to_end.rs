@@ -1,6 +1,8 @@
 //! The whole path against real services: mosquitto -> `gridwatch run` (a separate process) ->
 //! webhook receiver, MQTT alert topic, console and VictoriaMetrics (InfluxDB write API).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::{metric, metrics, Daemon, SECOND};

@@ -2,6 +2,8 @@
 //! rules running, a good one takes effect without a restart, and a hold timer survives a
 //! restart.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::{metric, metrics, Daemon, SECOND};

@@ -51,9 +51,9 @@ impl Template {
                 rest = &brace[2..];
                 continue;
             }
-            if brace.starts_with('}') {
+            if let Some(after) = brace.strip_prefix('}') {
                 literal.push('}');
-                rest = &brace[1..];
+                rest = after;
                 continue;
             }
             let close = brace.find('}').ok_or(TemplateError::Unclosed)?;
