@@ -5,14 +5,17 @@
 use crate::alert::console::ConsoleSink;
 use crate::alert::mqtt::MqttAlertSink;
 use crate::alert::webhook::WebhookSink;
-use crate::alert::{run_dispatcher, spawn_sink};
+use crate::alert::{run_dispatcher, spawn_sink, SinkQueue};
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, Config, SensorConfig};
 use crate::metrics::Metrics;
-use crate::mqtt::source::{self, Ingest};
+use crate::mqtt::source::{self, Ingest, Outputs};
 use crate::pipeline::Pipeline;
 use crate::store::Store;
-use crate::telemetry::TelemetryWriter;
+use crate::telemetry::spooler::{self, SpoolTarget};
+use crate::telemetry::writer::TelemetryWriter;
+use rumqttc::AsyncClient;
+use tokio::sync::Notify;
 use anyhow::Context;
 use crate::reload::build_engine;
 use gridwatch_rules::snapshot::Snapshot;
@@ -23,7 +26,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Samples waiting for the rule engine; the MQTT source waits when it is full.
+/// Samples waiting for the rule engine (and messages waiting for the spooler); the MQTT source
+/// waits when either is full.
 const SAMPLE_QUEUE: usize = 8192;
 /// Alerts waiting to be journaled and fanned out; the pipeline waits when it is full.
 const ALERT_QUEUE: usize = 1024;
@@ -85,42 +89,49 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
 
     let mut sink_queues = Vec::new();
     let mut sink_tasks = Vec::new();
-    let mut add_sink = |(queue, task): (mpsc::Sender<_>, JoinHandle<()>)| {
+    let mut add_sink = |(queue, task): (SinkQueue, JoinHandle<()>)| {
         sink_queues.push(queue);
         sink_tasks.push(task);
     };
     if config.alerts.console {
-        add_sink(spawn_sink(ConsoleSink, metrics.clone()));
+        add_sink(spawn_sink(ConsoleSink, metrics.clone(), store.clone()));
     }
     if let Some(prefix) = &config.alerts.mqtt_topic_prefix {
-        add_sink(spawn_sink(MqttAlertSink::connect(&config.mqtt, prefix.clone()), metrics.clone()));
+        add_sink(spawn_sink(MqttAlertSink::connect(&config.mqtt, prefix.clone()), metrics.clone(), store.clone()));
     }
     for hook in &config.alerts.webhooks {
-        add_sink(spawn_sink(WebhookSink::new(hook, metrics.clone())?, metrics.clone()));
+        add_sink(spawn_sink(WebhookSink::new(hook, metrics.clone())?, metrics.clone(), store.clone()));
     }
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, store.clone(), sink_queues));
 
-    let (telemetry_tx, telemetry_task) = match &config.influxdb {
+    // Telemetry: readings are spooled (with InfluxDB) and acknowledged by the spooler.
+    let written = Arc::new(Notify::new());
+    let spool_target = config.influxdb.as_ref().map(|influx| SpoolTarget { store: store.clone(), max_points: influx.spool_max_points, written: written.clone() });
+    let writer_stop = CancellationToken::new();
+    let writer_task = match &config.influxdb {
         Some(influx) => {
-            let writer = TelemetryWriter::new(influx, sensors.clone(), metrics.clone())?;
-            let (tx, rx) = mpsc::channel(influx.queue_capacity);
-            (Some(tx), Some(tokio::spawn(writer.run(rx))))
+            let writer = TelemetryWriter::new(influx, &sensors, store.clone(), metrics.clone())?;
+            Some(tokio::spawn(writer.run(written, writer_stop.clone())))
         }
-        None => (None, None),
+        None => None,
     };
+    let mut ingest_options = crate::mqtt::options(&config.mqtt, "ingest");
+    ingest_options.set_manual_acks(true);
+    let (client, eventloop) = AsyncClient::new(ingest_options, 256);
+    let (spool_tx, spool_rx) = mpsc::channel(SAMPLE_QUEUE);
+    let spooler_task = tokio::spawn(spooler::run(spool_rx, spool_target, client.clone(), metrics.clone()));
 
     let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_QUEUE);
     let (reload_tx, reload_rx) = mpsc::channel(1);
     tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, reload_tx, shutdown.clone()));
-    let pipeline =
-        Pipeline { engine, sensors: sensors.clone(), alerts: alert_tx, telemetry: telemetry_tx, metrics: metrics.clone(), clock, store: store.clone() };
+    let pipeline = Pipeline { engine, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone() };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx));
     let ingest = Ingest::new(&config, clock, metrics.clone());
-    let source_config = config.clone();
-    let source_shutdown = shutdown.clone();
-    let source_task = tokio::spawn(async move { source::run(&source_config, ingest, sample_tx, source_shutdown).await });
+    let outputs = Outputs { samples: sample_tx, spool: spool_tx, sensor_ids: sensors.iter().map(|s| s.id.clone()).collect() };
+    let acks_flushed = CancellationToken::new();
+    let source_task = tokio::spawn(source::run(client, eventloop, ingest, outputs, shutdown.clone(), acks_flushed.clone()));
 
     tracing::info!(
         sensors = sensors.len(),
@@ -135,13 +146,19 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     tracing::info!("shutting down: draining readings and pending alerts");
 
     let drain = async {
+        // The source stops handing on messages; the spooler commits and acknowledges what it
+        // has; then the source can disconnect.
+        let _ = spooler_task.await;
+        acks_flushed.cancel();
         let _ = source_task.await;
         let _ = pipeline_task.await;
         let _ = dispatcher.await;
         for task in sink_tasks {
             let _ = task.await;
         }
-        if let Some(task) = telemetry_task {
+        // Whatever InfluxDB has not taken yet stays in the spool for the next start.
+        writer_stop.cancel();
+        if let Some(task) = writer_task {
             let _ = task.await;
         }
     };

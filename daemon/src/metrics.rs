@@ -6,6 +6,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,8 +46,22 @@ pub struct Metrics {
     pub alert_delivery_failures: Family<SinkLabel, Counter>,
     /// Points InfluxDB accepted.
     pub telemetry_points_written: Counter,
-    /// Points not written, by reason (`queue_full`, `write_failed`).
+    /// Points not written, by reason (`spool_full`, `spool_write_failed`, `unknown_sensor`).
     pub telemetry_points_dropped: Family<ReasonLabel, Counter>,
+    /// Samples committed to the spool (before their MQTT acknowledgement).
+    pub telemetry_points_spooled: Counter,
+    /// MQTT messages acknowledged to the broker (after they were spooled or rejected).
+    pub mqtt_messages_acknowledged: Counter,
+    /// Points InfluxDB refused for good (400/422/413 on the point alone), kept in `dead_letters`.
+    pub telemetry_points_dead_lettered: Counter,
+    /// Points waiting in the spool.
+    pub spool_points: Gauge,
+    /// Age of the oldest point waiting in the spool, in seconds (0 when empty).
+    pub spool_oldest_age_seconds: Gauge,
+    /// 1 while InfluxDB refuses our credentials or bucket (401/403/404): data is kept, an operator must act.
+    pub influxdb_config_error: Gauge,
+    /// Readings the devices numbered but that never arrived (gaps in `seq`).
+    pub sequence_gaps: Counter,
     /// Successful connections to the MQTT broker.
     pub mqtt_connects: Counter,
     /// Errors on the MQTT connection (each followed by a reconnect with backoff).
@@ -73,6 +88,13 @@ impl Metrics {
             alert_delivery_failures: Family::default(),
             telemetry_points_written: Counter::default(),
             telemetry_points_dropped: Family::default(),
+            telemetry_points_spooled: Counter::default(),
+            mqtt_messages_acknowledged: Counter::default(),
+            telemetry_points_dead_lettered: Counter::default(),
+            spool_points: Gauge::default(),
+            spool_oldest_age_seconds: Gauge::default(),
+            influxdb_config_error: Gauge::default(),
+            sequence_gaps: Counter::default(),
             mqtt_connects: Counter::default(),
             mqtt_connection_errors: Counter::default(),
             registry: Registry::default(),
@@ -87,6 +109,13 @@ impl Metrics {
         registry.register("alert_delivery_failures", "Alert events a sink gave up on", metrics.alert_delivery_failures.clone());
         registry.register("telemetry_points_written", "Points accepted by InfluxDB", metrics.telemetry_points_written.clone());
         registry.register("telemetry_points_dropped", "Points not written, by reason", metrics.telemetry_points_dropped.clone());
+        registry.register("telemetry_points_spooled", "Samples committed to the spool before their MQTT acknowledgement", metrics.telemetry_points_spooled.clone());
+        registry.register("mqtt_messages_acknowledged", "MQTT messages acknowledged to the broker", metrics.mqtt_messages_acknowledged.clone());
+        registry.register("telemetry_points_dead_lettered", "Points InfluxDB refused for good, kept in dead_letters", metrics.telemetry_points_dead_lettered.clone());
+        registry.register("spool_points", "Points waiting in the spool", metrics.spool_points.clone());
+        registry.register("spool_oldest_age_seconds", "Age of the oldest spooled point", metrics.spool_oldest_age_seconds.clone());
+        registry.register("influxdb_config_error", "1 while InfluxDB refuses credentials or bucket", metrics.influxdb_config_error.clone());
+        registry.register("sequence_gaps", "Readings missing from device sequence numbers", metrics.sequence_gaps.clone());
         registry.register("mqtt_connects", "Successful connections to the MQTT broker", metrics.mqtt_connects.clone());
         registry.register("mqtt_connection_errors", "Errors on the MQTT connection", metrics.mqtt_connection_errors.clone());
         for reason in Rejection::REASONS {

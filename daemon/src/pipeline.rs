@@ -1,14 +1,12 @@
-//! The pipeline: samples in, alerts and telemetry out. It owns the rule engine, feeds it every
-//! sample and a tick each second, turns rule events into [`Alert`]s and forwards samples to the
-//! telemetry writer.
+//! The pipeline: samples in, alerts out. It owns the rule engine, feeds it every sample and a
+//! tick each second, and turns rule events into [`Alert`]s. (Telemetry takes its own path
+//! through the spool, see [`crate::telemetry`].)
 //!
 //! It also swaps in reloaded rules (carrying over the state of unchanged rules) and saves the
 //! engine's state to the store every minute and when it stops.
 //!
 //! Edges and their policies when full: samples -> pipeline blocks the source (readings wait);
-//! pipeline -> alerts blocks (alerts are never dropped); pipeline -> telemetry drops the sample
-//! for storage only and counts it (`telemetry_points_dropped{reason="queue_full"}`) — rules still
-//! saw it.
+//! pipeline -> alerts blocks (alerts are never dropped).
 
 use crate::alert::Alert;
 use crate::clock::Clock;
@@ -31,8 +29,6 @@ pub struct Pipeline {
     pub engine: Engine,
     pub sensors: Arc<[SensorConfig]>,
     pub alerts: mpsc::Sender<Alert>,
-    /// The telemetry writer's queue, when InfluxDB is configured.
-    pub telemetry: Option<mpsc::Sender<Sample>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     /// Where the engine's state is saved.
@@ -96,11 +92,6 @@ impl Pipeline {
             }
         }
         self.emit(events).await;
-        if let Some(telemetry) = &self.telemetry {
-            if telemetry.try_send(sample).is_err() {
-                self.metrics.drop_telemetry("queue_full", 1);
-            }
-        }
     }
 
     async fn emit(&mut self, events: &mut Vec<RuleEvent>) {

@@ -21,7 +21,7 @@ pub fn format_line(alert: &Alert) -> String {
         unit = alert.unit,
         condition = alert.condition,
         since = alert.since,
-        change = alert.previous_severity.map(|p| format!(" was {p}")).unwrap_or_default(),
+        change = alert.previous_severity.as_ref().map(|p| format!(" was {p}")).unwrap_or_default(),
         place = alert.place(),
         message = alert.message(),
     )

@@ -17,8 +17,8 @@ use crate::config::SensorConfig;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use gridwatch_rules::rule::Check;
-use gridwatch_rules::{EventKind, Rule, RuleEvent, Severity};
-use serde::Serialize;
+use gridwatch_rules::{EventKind, Rule, RuleEvent};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -30,24 +30,24 @@ const SINK_QUEUE: usize = 1024;
 
 /// One alert event as grid workers, webhooks and the journal see it. This is the JSON body of
 /// the webhook and of MQTT alert messages.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// `fired`, `changed` (severity moved) or `cleared`.
-    pub event: &'static str,
+    pub event: String,
     pub rule: String,
     /// What is wrong, in words.
     pub title: String,
     /// notice | warning | alarm | danger (for `cleared`, the severity it had).
-    pub severity: &'static str,
+    pub severity: String,
     /// blue | yellow | orange | red.
-    pub colour: &'static str,
+    pub colour: String,
     /// For `changed`: the severity before.
-    pub previous_severity: Option<&'static str>,
+    pub previous_severity: Option<String>,
     /// `grid` for grid workers; `installer` for device alarms (silent box, stuck value, out of
     /// range).
-    pub audience: &'static str,
+    pub audience: String,
     pub sensor: String,
-    pub kind: &'static str,
+    pub kind: String,
     pub site: String,
     pub building: Option<String>,
     pub grid: Option<String>,
@@ -70,15 +70,15 @@ pub struct Alert {
 impl Alert {
     pub fn new(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig) -> Alert {
         Alert {
-            event: event.kind.as_str(),
+            event: event.kind.as_str().into(),
             rule: rule.id.clone(),
             title: rule.title.clone(),
-            severity: event.severity.as_str(),
-            colour: event.severity.colour(),
-            previous_severity: event.previous.map(Severity::as_str),
-            audience: if rule.device { "installer" } else { "grid" },
+            severity: event.severity.as_str().into(),
+            colour: event.severity.colour().into(),
+            previous_severity: event.previous.map(|p| p.as_str().into()),
+            audience: if rule.device { "installer" } else { "grid" }.into(),
             sensor: sensor.id.clone(),
-            kind: sensor.kind.as_str(),
+            kind: sensor.kind.as_str().into(),
             site: sensor.site.clone(),
             building: sensor.building.clone(),
             grid: sensor.grid.clone(),
@@ -169,38 +169,77 @@ pub trait Sink: Send + 'static {
     }
 }
 
-/// Runs a sink in its own task behind a bounded queue.
-pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>) -> (mpsc::Sender<Arc<Alert>>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Arc<Alert>>(SINK_QUEUE);
-    let label = Metrics::sink(&sink.name());
+/// One alert on its way to one sink; `alert_id` is its journal row (none if journaling failed).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub alert_id: Option<i64>,
+    pub alert: Arc<Alert>,
+}
+
+/// A sink's queue, by the sink's name.
+#[derive(Debug, Clone)]
+pub struct SinkQueue {
+    pub name: String,
+    pub queue: mpsc::Sender<Delivery>,
+}
+
+/// Runs a sink in its own task behind a bounded queue; records each outcome in the outbox.
+pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store) -> (SinkQueue, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Delivery>(SINK_QUEUE);
+    let name = sink.name();
+    let label = Metrics::sink(&name);
+    let task_name = name.clone();
     let task = tokio::spawn(async move {
-        while let Some(alert) = rx.recv().await {
-            match sink.deliver(&alert).await {
-                Ok(()) => {
-                    metrics.alerts_delivered.get_or_create(&label).inc();
+        while let Some(Delivery { alert_id, alert }) = rx.recv().await {
+            let outcome = sink.deliver(&alert).await;
+            let error = outcome.as_ref().err().map(|e| format!("{e:#}"));
+            if let Some(error) = &error {
+                metrics.alert_delivery_failures.get_or_create(&label).inc();
+                tracing::error!(sink = %task_name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %error, "alert not delivered");
+            } else {
+                metrics.alerts_delivered.get_or_create(&label).inc();
+            }
+            if let Some(id) = alert_id {
+                if let Err(e) = store.mark_delivery(id, &task_name, error.is_none(), 1, error).await {
+                    tracing::error!(sink = %task_name, alert_id = id, error = %format!("{e:#}"), "delivery outcome not recorded; the alert may be sent again after a restart");
                 }
-                Err(error) => {
-                    metrics.alert_delivery_failures.get_or_create(&label).inc();
-                    tracing::error!(sink = %label.sink, rule = %alert.rule, sensor = %alert.sensor, event = alert.event, error = %format!("{error:#}"), "alert not delivered");
-                }
-            };
+            }
         }
         sink.finish().await;
     });
-    (tx, task)
+    (SinkQueue { name, queue: tx }, task)
 }
 
-/// Journals each alert, then hands it to every sink. Returns when `alerts` is closed; the sink
-/// queues close when it returns.
-pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sinks: Vec<mpsc::Sender<Arc<Alert>>>) {
-    while let Some(alert) = alerts.recv().await {
-        if let Err(error) = store.record_alert(&alert).await {
-            tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "alert not journaled; sending it anyway");
+/// First re-sends what the outbox still holds from before a restart, then journals each new
+/// alert (with a pending delivery per sink) and hands it to every sink. Returns when `alerts` is
+/// closed; the sink queues close when it returns.
+pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sinks: Vec<SinkQueue>) {
+    let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
+    match store.pending_deliveries(&names) {
+        Ok(pending) => {
+            if !pending.is_empty() {
+                tracing::warn!(deliveries = pending.len(), "sending alerts left undelivered before the restart");
+            }
+            for delivery in pending {
+                if let Some(sink) = sinks.iter().find(|s| s.name == delivery.sink) {
+                    let _ = sink.queue.send(Delivery { alert_id: Some(delivery.alert_id), alert: Arc::new(delivery.alert) }).await;
+                }
+            }
         }
+        Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot read the outbox; undelivered alerts from before the restart are not re-sent"),
+    }
+    while let Some(alert) = alerts.recv().await {
+        let alert_id = match store.record_alert(&alert, &names).await {
+            Ok(id) => Some(id),
+            Err(error) => {
+                tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "alert not journaled; sending it anyway");
+                None
+            }
+        };
         let alert = Arc::new(alert);
         for sink in &sinks {
             // A sink only goes away when its task ended; nothing more can be done for it.
-            let _ = sink.send(alert.clone()).await;
+            let _ = sink.queue.send(Delivery { alert_id, alert: alert.clone() }).await;
         }
     }
 }
@@ -210,17 +249,17 @@ pub(crate) mod tests {
     use super::*;
 
     /// A representative alert for sink and store tests.
-    pub fn sample_alert(event: &'static str, value: f64) -> Alert {
+    pub fn sample_alert(event: &str, value: f64) -> Alert {
         Alert {
-            event,
+            event: event.into(),
             rule: "tilt-danger".into(),
             title: "Wall tilt past 7‰ (red)".into(),
-            severity: "danger",
-            colour: "red",
+            severity: "danger".into(),
+            colour: "red".into(),
             previous_severity: None,
-            audience: "grid",
+            audience: "grid".into(),
             sensor: "house-07".into(),
-            kind: "tilt",
+            kind: "tilt".into(),
             site: "north-lane".into(),
             building: Some("B7".into()),
             grid: Some("grid-3".into()),
@@ -243,7 +282,7 @@ pub(crate) mod tests {
             rule: gridwatch_rules::RuleId(0),
             subject: gridwatch_rules::SubjectId(2),
             kind: EventKind::Fired,
-            severity: Severity::Danger,
+            severity: gridwatch_rules::Severity::Danger,
             previous: None,
             value: 7.3126,
             at: 1_795_392_000_000,

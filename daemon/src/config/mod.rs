@@ -135,8 +135,11 @@ pub struct InfluxConfig {
     pub token: String,
     pub batch_size: usize,
     pub flush_interval: Duration,
-    /// Readings waiting for the writer; past this they are dropped and counted.
-    pub queue_capacity: usize,
+    /// Most readings the spool holds while InfluxDB is unreachable; past this the oldest are
+    /// dropped and counted.
+    pub spool_max_points: u64,
+    /// Most points per second written while catching up on a backlog.
+    pub drain_points_per_sec: u32,
 }
 
 /// Why a configuration could not be used.
@@ -366,10 +369,14 @@ impl Checker<'_> {
             }
             (None, None) => Some(String::new()),
         };
-        for (key, value) in [("influxdb.batch_size", &raw.batch_size), ("influxdb.queue_capacity", &raw.queue_capacity)] {
-            if *value.get_ref() == 0 {
-                self.error(value.span(), Some(key), "must be at least 1".into());
-            }
+        if *raw.batch_size.get_ref() == 0 {
+            self.error(raw.batch_size.span(), Some("influxdb.batch_size"), "must be at least 1".into());
+        }
+        if *raw.spool_max_points.get_ref() < *raw.batch_size.get_ref() as u64 {
+            self.error(raw.spool_max_points.span(), Some("influxdb.spool_max_points"), "must be at least batch_size".into());
+        }
+        if *raw.drain_points_per_sec.get_ref() == 0 {
+            self.error(raw.drain_points_per_sec.span(), Some("influxdb.drain_points_per_sec"), "must be at least 1".into());
         }
         if *raw.flush_interval_ms.get_ref() == 0 {
             self.error(raw.flush_interval_ms.span(), Some("influxdb.flush_interval_ms"), "must be at least 1".into());
@@ -381,7 +388,8 @@ impl Checker<'_> {
             token: token?,
             batch_size: raw.batch_size.into_inner(),
             flush_interval: Duration::from_millis(raw.flush_interval_ms.into_inner()),
-            queue_capacity: raw.queue_capacity.into_inner(),
+            spool_max_points: raw.spool_max_points.into_inner(),
+            drain_points_per_sec: raw.drain_points_per_sec.into_inner(),
         })
     }
 

@@ -156,8 +156,10 @@ pub struct RawInflux {
     pub batch_size: Spanned<usize>,
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: Spanned<u64>,
-    #[serde(default = "default_queue_capacity")]
-    pub queue_capacity: Spanned<usize>,
+    #[serde(default = "default_spool_max_points")]
+    pub spool_max_points: Spanned<u64>,
+    #[serde(default = "default_drain_points_per_sec")]
+    pub drain_points_per_sec: Spanned<u32>,
 }
 
 fn default_batch_size() -> Spanned<usize> {
@@ -168,8 +170,12 @@ fn default_flush_interval_ms() -> Spanned<u64> {
     Spanned::new(0..0, 1000)
 }
 
-fn default_queue_capacity() -> Spanned<usize> {
-    Spanned::new(0..0, 50_000)
+fn default_spool_max_points() -> Spanned<u64> {
+    Spanned::new(0..0, 2_000_000)
+}
+
+fn default_drain_points_per_sec() -> Spanned<u32> {
+    Spanned::new(0..0, 5000)
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,7 +26,8 @@ pub fn broker_address(broker: &BrokerConfig) -> (String, u16) {
 }
 
 /// Connection options for one of the daemon's connections; `role` is appended to the client id
-/// so each connection keeps its own persistent session.
+/// so each connection keeps its own persistent session. (The ingest connection also turns on
+/// manual acknowledgements.)
 pub fn options(config: &MqttConfig, role: &str) -> MqttOptions {
     let (host, port) = broker_address(&config.broker);
     let mut options = MqttOptions::new(format!("{}-{role}", config.client_id), host, port);

@@ -1,11 +1,16 @@
 //! The MQTT ingest connection: subscribes to the telemetry topics, turns each message into a
-//! [`Sample`] (or a counted [`Rejection`]) and hands samples to the pipeline.
+//! [`Sample`] (or a counted [`Rejection`]), hands samples to the pipeline (rules) and every
+//! message to the spooler, which acknowledges it once its reading is on disk.
 //!
-//! One task owns `poll()`; it never publishes. The session is persistent (fixed client id,
-//! `clean_session = false`); when the broker reports that it has no session, the task
-//! subscribes again. Connection errors are retried with exponential backoff and jitter.
-//! The hand-off to the pipeline blocks when the pipeline is behind (readings are never dropped
-//! here).
+//! One task owns `poll()`; it never publishes or acknowledges itself. Acknowledgements are
+//! manual (rumqttc would otherwise PUBACK before we have the reading). The session is
+//! persistent (fixed client id, `clean_session = false`); when the broker reports that it has
+//! no session, the task subscribes again. Connection errors are retried with exponential
+//! backoff and jitter. Hand-offs block when the next stage is behind (readings are never
+//! dropped here).
+//!
+//! Shutdown: stop taking messages (those not acknowledged are sent again by the broker next
+//! time), keep polling until the spooler's last acknowledgements are out, then disconnect.
 
 use crate::backoff::Backoff;
 use crate::clock::Clock;
@@ -14,7 +19,9 @@ use crate::metrics::Metrics;
 use crate::mqtt::payload::{self, Rejection};
 use crate::mqtt::topics::TopicRouter;
 use crate::sample::Sample;
-use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS, SubscribeFilter};
+use crate::telemetry::spooler::Spooled;
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -27,33 +34,68 @@ pub struct Ingest {
     max_payload_bytes: usize,
     clock: Clock,
     metrics: Arc<Metrics>,
+    /// Last `seq` seen per sensor, to count readings lost on the way.
+    last_seq: HashMap<usize, u64>,
 }
 
 impl Ingest {
     pub fn new(config: &Config, clock: Clock, metrics: Arc<Metrics>) -> Ingest {
-        Ingest { router: TopicRouter::new(config), max_payload_bytes: config.mqtt.max_payload_bytes, clock, metrics }
+        Ingest { router: TopicRouter::new(config), max_payload_bytes: config.mqtt.max_payload_bytes, clock, metrics, last_seq: HashMap::new() }
     }
 
     /// Decodes one message; a rejection is already counted when this returns it.
-    pub fn sample(&self, topic: &str, payload: &[u8]) -> Result<Sample, Rejection> {
+    pub fn sample(&mut self, topic: &str, payload: &[u8]) -> Result<Sample, Rejection> {
         self.metrics.messages_received.inc();
         let result = self.router.route(topic).and_then(|route| {
             let now = self.clock.now();
             let decoded = payload::decode(payload, self.max_payload_bytes, route.renames, now)?;
             Ok(Sample { sensor: route.sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields })
         });
-        if let Err(rejection) = &result {
-            self.metrics.reject(rejection);
-            tracing::debug!(topic, reason = rejection.reason(), error = %rejection, "message rejected");
+        match &result {
+            Ok(sample) => self.count_gap(sample),
+            Err(rejection) => {
+                self.metrics.reject(rejection);
+                tracing::debug!(topic, reason = rejection.reason(), error = %rejection, "message rejected");
+            }
         }
         result
     }
+
+    /// A device's `seq` jumping forward means readings were lost before they reached us (a
+    /// restart of the device resets it, which is not a gap).
+    fn count_gap(&mut self, sample: &Sample) {
+        let Some(seq) = sample.seq else { return };
+        if let Some(last) = self.last_seq.insert(sample.sensor, seq) {
+            if seq > last + 1 {
+                self.metrics.sequence_gaps.inc_by(seq - last - 1);
+                tracing::warn!(sensor = sample.sensor, from = last, to = seq, "readings missing (sequence gap)");
+            }
+        }
+    }
 }
 
-/// Runs the ingest connection until `shutdown`, then disconnects and returns (dropping
-/// `samples`, which lets the pipeline finish).
-pub async fn run(config: &Config, ingest: Ingest, samples: mpsc::Sender<Sample>, shutdown: CancellationToken) {
-    let (client, mut eventloop) = AsyncClient::new(crate::mqtt::options(&config.mqtt, "ingest"), 256);
+/// What the ingest connection hands its messages to.
+#[derive(Debug)]
+pub struct Outputs {
+    /// The pipeline (rules); readings only.
+    pub samples: mpsc::Sender<Sample>,
+    /// The spooler; every message, to be kept and acknowledged in order.
+    pub spool: mpsc::Sender<Spooled>,
+    /// Sensor ids by inventory position, for the spool.
+    pub sensor_ids: Arc<[String]>,
+}
+
+/// Runs the ingest connection until `shutdown`; then stops handing on messages (dropping the
+/// outputs lets the pipeline and spooler finish), keeps polling until `acks_flushed` so the last
+/// acknowledgements go out, and disconnects.
+pub async fn run(
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    mut ingest: Ingest,
+    outputs: Outputs,
+    shutdown: CancellationToken,
+    acks_flushed: CancellationToken,
+) {
     let filters: Vec<SubscribeFilter> =
         ingest.router.filters().into_iter().map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce)).collect();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
@@ -66,11 +108,14 @@ pub async fn run(config: &Config, ingest: Ingest, samples: mpsc::Sender<Sample>,
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                match ingest.sample(&publish.topic, &publish.payload) {
+                let spooled = match ingest.sample(&publish.topic, &publish.payload) {
                     Ok(sample) => {
-                        if samples.send(sample).await.is_err() {
+                        let id = outputs.sensor_ids.get(sample.sensor).cloned().unwrap_or_default();
+                        let keep = (id, sample.clone());
+                        if outputs.samples.send(sample).await.is_err() {
                             break;
                         }
+                        Spooled { sample: Some(keep), ack: Some(publish) }
                     }
                     Err(rejection) => {
                         // Warn for the first few, then only count: a broken device must not flood the log.
@@ -78,7 +123,11 @@ pub async fn run(config: &Config, ingest: Ingest, samples: mpsc::Sender<Sample>,
                             warned_rejections += 1;
                             tracing::warn!(topic = %publish.topic, reason = rejection.reason(), error = %rejection, "message rejected");
                         }
+                        Spooled { sample: None, ack: Some(publish) }
                     }
+                };
+                if outputs.spool.send(spooled).await.is_err() {
+                    break;
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -109,11 +158,26 @@ pub async fn run(config: &Config, ingest: Ingest, samples: mpsc::Sender<Sample>,
             }
         }
     }
+    drop(outputs);
+    // Messages arriving now are not acknowledged: the broker keeps them for next time.
+    let flush = async {
+        let mut flushed_at: Option<tokio::time::Instant> = None;
+        loop {
+            if acks_flushed.is_cancelled() && flushed_at.get_or_insert_with(tokio::time::Instant::now).elapsed() > Duration::from_millis(100) {
+                break;
+            }
+            tokio::select! {
+                _ = eventloop.poll() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
     disconnect(client, eventloop).await;
 }
 
 /// Sends DISCONNECT and polls until it is out (at most a second).
-async fn disconnect(client: AsyncClient, mut eventloop: rumqttc::EventLoop) {
+async fn disconnect(client: AsyncClient, mut eventloop: EventLoop) {
     if client.try_disconnect().is_err() {
         return;
     }

@@ -1,0 +1,90 @@
+//! Schema migrations, forward only, one transaction each.
+
+use rusqlite::Connection;
+
+const SCHEMA_VERSION: i32 = 3;
+
+pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        anyhow::bail!("store schema version {version} is newer than this gridwatch ({SCHEMA_VERSION}); refusing to downgrade it");
+    }
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE alert_events (
+                 id INTEGER PRIMARY KEY,
+                 at_ms INTEGER NOT NULL,
+                 rule TEXT NOT NULL,
+                 sensor TEXT NOT NULL,
+                 event TEXT NOT NULL CHECK (event IN ('fired', 'cleared')),
+                 severity TEXT NOT NULL,
+                 value REAL NOT NULL,
+                 payload TEXT NOT NULL
+             );
+             CREATE INDEX alert_events_by_sensor ON alert_events (sensor, at_ms);
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    if version < 2 {
+        // Incidents also change severity: widen the event check; keep the engine state.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE alert_events_v2 (
+                 id INTEGER PRIMARY KEY,
+                 at_ms INTEGER NOT NULL,
+                 rule TEXT NOT NULL,
+                 sensor TEXT NOT NULL,
+                 event TEXT NOT NULL CHECK (event IN ('fired', 'changed', 'cleared')),
+                 severity TEXT NOT NULL,
+                 value REAL NOT NULL,
+                 payload TEXT NOT NULL
+             );
+             INSERT INTO alert_events_v2 SELECT * FROM alert_events;
+             DROP TABLE alert_events;
+             ALTER TABLE alert_events_v2 RENAME TO alert_events;
+             CREATE INDEX alert_events_by_sensor ON alert_events (sensor, at_ms);
+             CREATE TABLE engine_state (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 saved_at_ms INTEGER NOT NULL,
+                 state TEXT NOT NULL
+             );
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
+    if version < 3 {
+        // The outbox (one delivery per alert and sink) and the telemetry spool.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE outbox (
+                 alert_id INTEGER NOT NULL REFERENCES alert_events (id),
+                 sink TEXT NOT NULL,
+                 state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+                 attempts INTEGER NOT NULL DEFAULT 0,
+                 updated_ms INTEGER NOT NULL,
+                 error TEXT,
+                 PRIMARY KEY (alert_id, sink)
+             );
+             CREATE INDEX outbox_pending ON outbox (state, alert_id);
+             CREATE TABLE spool (
+                 id INTEGER PRIMARY KEY,
+                 sensor TEXT NOT NULL,
+                 ts INTEGER NOT NULL,
+                 fields TEXT NOT NULL
+             );
+             CREATE TABLE dead_letters (
+                 id INTEGER PRIMARY KEY,
+                 at_ms INTEGER NOT NULL,
+                 sensor TEXT NOT NULL,
+                 ts INTEGER NOT NULL,
+                 fields TEXT NOT NULL,
+                 error TEXT NOT NULL
+             );
+             PRAGMA user_version = 3;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The embedded local store: one SQLite file (`gridwatch.db`) in the state directory, WAL mode,
+//! `synchronous=FULL`. It holds
+//!
+//! - the alert journal and outbox ([`journal`]): every alert event is written here, with one
+//!   pending delivery per sink, before any sink sees it; undelivered ones are sent again after a
+//!   restart;
+//! - the telemetry spool ([`spool`]): readings are committed here (in groups) before the MQTT
+//!   broker gets its acknowledgement, and leave only when InfluxDB took them;
+//! - the rule engine's last state snapshot ([`state`]).
+//!
+//! Invariants: the schema version is `PRAGMA user_version` and only moves forward; a file that
+//! cannot be opened as a database is moved aside (`gridwatch.db.corrupt-<time>`), counted, and
+//! replaced by a fresh one — the store never refuses to start and never loops.
+
+mod journal;
+mod migrate;
+mod spool;
+mod state;
+
+pub use journal::{JournalEntry, PendingDelivery};
+pub use spool::{SpoolStats, SpooledPoint};
+
+use anyhow::Context;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A handle on the store; cheap to clone, safe to share between tasks.
+#[derive(Debug, Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    /// Files moved aside because they could not be opened, since this process started.
+    pub quarantined: Vec<PathBuf>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `state_dir`; a corrupt file is moved aside.
+    pub fn open(state_dir: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
+        let path = state_dir.join("gridwatch.db");
+        match open_file(&path) {
+            Ok(conn) => Ok(Store { conn: Arc::new(Mutex::new(conn)), quarantined: Vec::new() }),
+            Err(error) if is_corruption(&error) => {
+                let aside = quarantine(&path)?;
+                tracing::error!(file = %aside.display(), error = %format!("{error:#}"), "store file is corrupt; moved aside, starting a fresh one");
+                let conn = open_file(&path).with_context(|| format!("opening a fresh {}", path.display()))?;
+                Ok(Store { conn: Arc::new(Mutex::new(conn)), quarantined: vec![aside] })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn lock(&self) -> anyhow::Result<MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))
+    }
+
+    /// Runs `work` on the connection on the blocking pool.
+    async fn with_conn<T: Send + 'static>(&self, work: impl FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+            work(&mut conn)
+        })
+        .await?
+    }
+}
+
+fn open_file(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL").with_context(|| format!("opening {}", path.display()))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let check: String = conn.pragma_query_value(None, "quick_check", |row| row.get(0))?;
+    if check != "ok" {
+        anyhow::bail!("integrity check of {} failed: {check}", path.display());
+    }
+    migrate::migrate(&conn).with_context(|| format!("migrating {}", path.display()))?;
+    Ok(conn)
+}
+
+/// Errors that mean the file is not a usable database (as opposed to, say, a full disk).
+fn is_corruption(error: &anyhow::Error) -> bool {
+    let text = format!("{error:#}");
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(e, _)) if matches!(e.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    }) || text.contains("integrity check")
+}
+
+/// Moves the database and its WAL files aside; returns the new name of the database.
+fn quarantine(path: &Path) -> anyhow::Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f");
+    let aside = path.with_extension(format!("db.corrupt-{stamp}"));
+    std::fs::rename(path, &aside).with_context(|| format!("moving {} aside", path.display()))?;
+    for suffix in ["-wal", "-shm"] {
+        let extra = PathBuf::from(format!("{}{suffix}", path.display()));
+        if extra.exists() {
+            let _ = std::fs::rename(&extra, PathBuf::from(format!("{}{suffix}", aside.display())));
+        }
+    }
+    Ok(aside)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gridwatch.db"), vec![0x5a; 8192]).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.quarantined.len(), 1);
+        assert!(store.quarantined[0].exists());
+        assert!(store.recent_alerts(10).unwrap().is_empty(), "the fresh store works");
+    }
+
+    #[test]
+    fn newer_schema_is_refused_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap();
+        Connection::open(dir.path().join("gridwatch.db")).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("schema version 99 is newer"), "{err:#}");
+    }
+}

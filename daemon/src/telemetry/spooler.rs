@@ -1,0 +1,87 @@
+//! Group commit of readings into the spool, then their MQTT acknowledgements, in arrival order.
+//!
+//! Invariant: a message is acknowledged to the broker only after its reading is committed to
+//! disk (or, without InfluxDB, handed to the rules) — so after a crash, the broker still holds
+//! every reading the daemon had not secured and sends it again.
+
+use crate::metrics::Metrics;
+use crate::sample::Sample;
+use crate::store::Store;
+use rumqttc::{AsyncClient, Publish};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+/// Longest a reading waits before its group is committed.
+pub const GROUP_COMMIT: Duration = Duration::from_millis(200);
+/// Most readings committed in one transaction.
+const GROUP_MAX: usize = 2000;
+
+/// A message on its way: the reading to keep (none for a rejected message) and the message to
+/// acknowledge (none for readings that did not come over MQTT).
+#[derive(Debug)]
+pub struct Spooled {
+    pub sample: Option<(String, Sample)>,
+    pub ack: Option<Publish>,
+}
+
+/// Where readings go: the spool (with InfluxDB) or nowhere (rules only).
+#[derive(Debug, Clone)]
+pub struct SpoolTarget {
+    pub store: Store,
+    pub max_points: u64,
+    /// Woken after each commit, so the writer need not poll.
+    pub written: Arc<Notify>,
+}
+
+/// Runs until `input` is closed and everything received is committed and acknowledged.
+pub async fn run(mut input: mpsc::Receiver<Spooled>, target: Option<SpoolTarget>, acks: AsyncClient, metrics: Arc<Metrics>) {
+    while let Some(first) = input.recv().await {
+        let mut group = vec![first];
+        let deadline = Instant::now() + GROUP_COMMIT;
+        while group.len() < GROUP_MAX {
+            tokio::select! {
+                item = input.recv() => match item {
+                    Some(item) => group.push(item),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        commit(&mut group, target.as_ref(), &metrics).await;
+        for item in group {
+            if let Some(publish) = item.ack {
+                match acks.ack(&publish).await {
+                    Ok(()) => {
+                        metrics.mqtt_messages_acknowledged.inc();
+                    }
+                    Err(error) => tracing::warn!(error = %error, "acknowledgement not queued; the broker will send the message again"),
+                };
+            }
+        }
+    }
+}
+
+async fn commit(group: &mut [Spooled], target: Option<&SpoolTarget>, metrics: &Metrics) {
+    let Some(target) = target else { return };
+    let points: Vec<_> = group.iter_mut().filter_map(|item| item.sample.take()).map(|(id, s)| (id, s.ts, s.fields)).collect();
+    if points.is_empty() {
+        return;
+    }
+    let count = points.len() as u64;
+    match target.store.spool_append(points, target.max_points).await {
+        Ok(dropped) => {
+            metrics.telemetry_points_spooled.inc_by(count);
+            if dropped > 0 {
+                metrics.drop_telemetry("spool_full", dropped);
+                tracing::error!(dropped, max_points = target.max_points, "spool full: oldest readings dropped (InfluxDB has been unreachable too long)");
+            }
+            target.written.notify_one();
+        }
+        Err(error) => {
+            metrics.drop_telemetry("spool_write_failed", count);
+            tracing::error!(points = count, error = %format!("{error:#}"), "readings not spooled (disk full?); they were evaluated by the rules but will not be stored");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The telemetry writer: spool -> InfluxDB 2 (`/api/v2/write`, through the `influxdb2` crate),
+//! in batches of up to `batch_size`, at most `drain_points_per_sec` while catching up so a long
+//! backlog does not starve the box.
+//!
+//! Point layout: measurement = sensor kind (`tilt`, `water`); tags = sensor, site, building,
+//! grid; one float field per reading field; timestamp = the sample time (ns). A point is
+//! identified by measurement + tags + time, so a batch written twice (after a crash between the
+//! write and the spool removal) overwrites itself instead of double-counting.
+//!
+//! Answers: 2xx — remove from the spool. 400/422/413 — split the batch to isolate the bad
+//! points; a single refused point goes to `dead_letters` (counted). 401/403/404 — keep
+//! everything, raise `influxdb_config_error`, retry every 30 s. 429/503, 5xx, timeouts,
+//! connection errors — keep, back off (0.5 s doubling to 30 s). The `influxdb2` crate does not
+//! expose response headers, so `Retry-After` cannot be honoured; the capped backoff stands in.
+
+use crate::backoff::Backoff;
+use crate::config::{InfluxConfig, SensorConfig};
+use crate::metrics::Metrics;
+use crate::store::{SpooledPoint, Store};
+use anyhow::Context;
+use influxdb2::models::DataPoint;
+use influxdb2::RequestError;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Wait after InfluxDB refused our credentials or bucket.
+const CONFIG_ERROR_RETRY: Duration = Duration::from_secs(30);
+
+/// How one write attempt ended.
+#[derive(Debug)]
+enum Outcome {
+    Written,
+    /// InfluxDB refuses these points as they are (400/422/413).
+    Refused(String),
+    /// Credentials, organisation or bucket are wrong (401/403/404).
+    ConfigError(String),
+    /// Try again later (throttled, server error, timeout, unreachable).
+    Retry(String),
+}
+
+#[derive(Debug)]
+pub struct TelemetryWriter {
+    client: influxdb2::Client,
+    bucket: String,
+    batch_size: usize,
+    flush_interval: Duration,
+    drain_points_per_sec: u32,
+    sensors: HashMap<String, SensorConfig>,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+impl TelemetryWriter {
+    pub fn new(config: &InfluxConfig, sensors: &[SensorConfig], store: Store, metrics: Arc<Metrics>) -> anyhow::Result<TelemetryWriter> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        let client = influxdb2::ClientBuilder::with_builder(http, config.url.as_str(), &config.org, &config.token)
+            .build()
+            .context("building the InfluxDB client")?;
+        Ok(TelemetryWriter {
+            client,
+            bucket: config.bucket.clone(),
+            batch_size: config.batch_size,
+            flush_interval: config.flush_interval,
+            drain_points_per_sec: config.drain_points_per_sec,
+            sensors: sensors.iter().map(|s| (s.id.clone(), s.clone())).collect(),
+            store,
+            metrics,
+        })
+    }
+
+    /// Drains the spool until `stop`; what is left stays spooled for the next start.
+    pub async fn run(self, written: Arc<Notify>, stop: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut gauges_updated: Option<tokio::time::Instant> = None;
+        loop {
+            // Counting the spool is a scan: do it every few seconds, not per batch.
+            if gauges_updated.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                self.update_gauges();
+                gauges_updated = Some(tokio::time::Instant::now());
+            }
+            let batch = match self.store.spool_peek(self.batch_size).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "cannot read the spool");
+                    Vec::new()
+                }
+            };
+            let pause = if batch.is_empty() {
+                self.flush_interval
+            } else {
+                let full = batch.len() == self.batch_size;
+                let points = batch.len();
+                match self.deliver(batch).await {
+                    Ok(()) => {
+                        backoff.reset();
+                        // Catching up: keep to the drain rate. Otherwise wait for the next group.
+                        if full {
+                            Duration::from_secs_f64(points as f64 / f64::from(self.drain_points_per_sec.max(1)))
+                        } else {
+                            self.flush_interval
+                        }
+                    }
+                    Err(delay) => delay.unwrap_or_else(|| backoff.next_delay()),
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = written.notified(), if pause == self.flush_interval => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// Writes a batch, splitting it to isolate refused points. `Err(delay)` means "keep the
+    /// rest and try again", after `delay` if one is given.
+    async fn deliver(&self, batch: Vec<SpooledPoint>) -> Result<(), Option<Duration>> {
+        let mut work = vec![batch];
+        while let Some(points) = work.pop() {
+            match self.write(&points).await {
+                Outcome::Written => {
+                    self.metrics.influxdb_config_error.set(0);
+                    self.metrics.telemetry_points_written.inc_by(points.len() as u64);
+                    if let Err(error) = self.store.spool_remove(points.iter().map(|p| p.id).collect()).await {
+                        tracing::error!(error = %format!("{error:#}"), "written points not removed from the spool; they will be written again (harmless: same time, same point)");
+                    }
+                }
+                Outcome::Refused(reason) if points.len() > 1 => {
+                    let mut first = points;
+                    let second = first.split_off(first.len() / 2);
+                    work.push(second);
+                    work.push(first);
+                    tracing::debug!(reason = %reason, "InfluxDB refused a batch; splitting it");
+                }
+                Outcome::Refused(reason) => {
+                    let point = points.into_iter().next().ok_or(None)?;
+                    tracing::warn!(sensor = %point.sensor, ts = point.ts, reason = %reason, "InfluxDB refused a point; kept in dead_letters");
+                    self.dead_letter(point, reason).await;
+                }
+                Outcome::ConfigError(reason) => {
+                    self.metrics.influxdb_config_error.set(1);
+                    tracing::error!(reason = %reason, "InfluxDB refuses our token, organisation or bucket: readings are kept in the spool until the configuration is fixed");
+                    return Err(Some(CONFIG_ERROR_RETRY));
+                }
+                Outcome::Retry(reason) => {
+                    tracing::warn!(reason = %reason, "InfluxDB write failed; readings stay in the spool");
+                    return Err(None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, point: SpooledPoint, reason: String) {
+        if let Err(error) = self.store.dead_letter(point, reason).await {
+            tracing::error!(error = %format!("{error:#}"), "dead letter not recorded");
+        } else {
+            self.metrics.telemetry_points_dead_lettered.inc();
+        }
+    }
+
+    async fn write(&self, points: &[SpooledPoint]) -> Outcome {
+        let mut data = Vec::with_capacity(points.len());
+        for point in points {
+            match self.point(point) {
+                Ok(p) => data.push(p),
+                // A point we cannot even build is refused by us, not by InfluxDB.
+                Err(reason) => return Outcome::Refused(reason),
+            }
+        }
+        match self.client.write(&self.bucket, futures::stream::iter(data)).await {
+            Ok(()) => Outcome::Written,
+            Err(RequestError::Http { status, text }) => match status.as_u16() {
+                400 | 413 | 422 => Outcome::Refused(format!("HTTP {status}: {text}")),
+                401 | 403 | 404 => Outcome::ConfigError(format!("HTTP {status}: {text}")),
+                _ => Outcome::Retry(format!("HTTP {status}: {text}")),
+            },
+            Err(error) => Outcome::Retry(error.to_string()),
+        }
+    }
+
+    fn point(&self, point: &SpooledPoint) -> Result<DataPoint, String> {
+        let sensor = self.sensors.get(&point.sensor).ok_or_else(|| format!("sensor `{}` is no longer in the inventory", point.sensor))?;
+        let mut builder = DataPoint::builder(sensor.kind.as_str()).tag("sensor", &sensor.id).tag("site", &sensor.site);
+        if let Some(building) = &sensor.building {
+            builder = builder.tag("building", building);
+        }
+        if let Some(grid) = &sensor.grid {
+            builder = builder.tag("grid", grid);
+        }
+        for (name, value) in point.fields.iter().filter(|(_, v)| v.is_finite()) {
+            builder = builder.field(name.as_str(), *value);
+        }
+        builder.timestamp(point.ts.saturating_mul(1_000_000)).build().map_err(|e| e.to_string())
+    }
+
+    fn update_gauges(&self) {
+        match self.store.spool_stats() {
+            Ok(stats) => {
+                self.metrics.spool_points.set(stats.points as i64);
+                let age = stats.oldest_ts.map_or(0, |ts| (chrono::Utc::now().timestamp_millis() - ts).max(0) / 1000);
+                self.metrics.spool_oldest_age_seconds.set(age);
+            }
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot read spool statistics"),
+        }
+    }
+}
