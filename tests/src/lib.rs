@@ -6,12 +6,16 @@
 //!   InfluxDB's `/api/v2/write`; read back through `/api/v1/export`.
 //! - [`WebhookReceiver`]: an HTTP server that records JSON POSTs and answers with scripted
 //!   status codes.
+//! - [`Publisher`]: a device-like MQTT publisher that knows exactly which readings the broker
+//!   acknowledged (the external oracle of the durability tests).
 //!
 //! A service that cannot be started fails the test with the reason (and the package to
 //! install); nothing is skipped.
 
+mod publisher;
 mod services;
 mod webhook;
 
+pub use publisher::Publisher;
 pub use services::{free_port, wait_for, Mosquitto, VictoriaMetrics};
 pub use webhook::WebhookReceiver;

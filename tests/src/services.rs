@@ -67,11 +67,16 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub async fn start() -> anyhow::Result<Mosquitto> {
+        Mosquitto::start_with("").await
+    }
+
+    /// Starts with extra lines of mosquitto.conf (e.g. `max_queued_messages 0`).
+    pub async fn start_with(extra_config: &str) -> anyhow::Result<Mosquitto> {
         let program = find_program("mosquitto", "mosquitto")?;
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let config = dir.path().join("mosquitto.conf");
-        std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))?;
+        std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}\n"))?;
         let mut child = Command::new(program)
             .arg("-c")
             .arg(&config)
@@ -112,27 +117,53 @@ impl Drop for Mosquitto {
 #[derive(Debug)]
 pub struct VictoriaMetrics {
     pub port: u16,
-    child: Child,
+    child: Option<Child>,
     http: reqwest::Client,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl VictoriaMetrics {
     pub async fn start() -> anyhow::Result<VictoriaMetrics> {
+        let mut vm = VictoriaMetrics { port: free_port(), child: None, http: reqwest::Client::new(), dir: tempfile::tempdir()? };
+        vm.resume().await?;
+        Ok(vm)
+    }
+
+    /// Stops the server the way an operator would (SIGTERM, so it flushes what it accepted);
+    /// its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            for _ in 0..200 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts it again on the same port and data.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
         let program = find_program("victoria-metrics", "victoria-metrics")?;
-        let dir = tempfile::tempdir()?;
-        let port = free_port();
         let mut child = Command::new(program)
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", dir.path().display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg(format!("-storageDataPath={}", self.dir.path().display()))
             .arg("-retentionPeriod=100y")
             .arg("-loggerLevel=ERROR")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting victoria-metrics")?;
-        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, "victoria-metrics").await?;
-        Ok(VictoriaMetrics { port, child, http: reqwest::Client::new(), _dir: dir })
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], self.port)), &mut child, "victoria-metrics").await?;
+        self.child = Some(child);
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -169,7 +200,6 @@ impl VictoriaMetrics {
 
 impl Drop for VictoriaMetrics {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -63,6 +63,15 @@ impl Daemon {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// SIGKILL: the power cut. Waits until the process is gone.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+
     /// Sends SIGTERM (what systemd does) and waits for the process and its output.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal("TERM");

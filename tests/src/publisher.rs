@@ -1,0 +1,73 @@
+//! A device-like MQTT publisher for tests that keeps the external record: which readings the
+//! broker acknowledged (PUBACK). Publishes one message at a time with QoS 1 and waits for its
+//! PUBACK, so "acknowledged" is exact.
+
+use anyhow::{bail, Context};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Debug)]
+pub struct Publisher {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<Progress>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    Sent(u16),
+    Acked(u16),
+}
+
+impl Publisher {
+    pub async fn connect(port: u16, client_id: &str) -> anyhow::Result<Publisher> {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        let _ = tx.send(Progress::Sent(pkid));
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        let _ = tx.send(Progress::Acked(ack.pkid));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        Ok(Publisher { client, events, task })
+    }
+
+    /// Publishes and waits for the broker's PUBACK.
+    pub async fn publish_acked(&mut self, topic: &str, payload: String) -> anyhow::Result<()> {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.context("queueing the publish")?;
+        let wait = async {
+            let pkid = loop {
+                match self.events.recv().await {
+                    Some(Progress::Sent(pkid)) => break pkid,
+                    Some(_) => {}
+                    None => bail!("publisher connection ended"),
+                }
+            };
+            loop {
+                match self.events.recv().await {
+                    Some(Progress::Acked(acked)) if acked == pkid => return Ok(()),
+                    Some(_) => {}
+                    None => bail!("publisher connection ended"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait).await.context("no PUBACK within 10 s")?
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
