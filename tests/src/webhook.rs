@@ -28,9 +28,14 @@ impl WebhookReceiver {
     /// Starts a receiver that answers the first requests with `script` (then 200). Bodies of
     /// requests answered with 2xx are recorded.
     pub async fn start(script: Vec<u16>) -> WebhookReceiver {
+        WebhookReceiver::start_on(0, script).await
+    }
+
+    /// Like [`WebhookReceiver::start`], on a given port (0: any).
+    pub async fn start_on(port: u16, script: Vec<u16>) -> WebhookReceiver {
         let recorded = Arc::new(Mutex::new(Recorded { script: script.into(), ..Recorded::default() }));
         let app = Router::new().route("/hook", post(receive)).with_state(recorded.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind webhook receiver");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind webhook receiver");
         let addr = listener.local_addr().expect("receiver address");
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("webhook receiver");

@@ -208,3 +208,114 @@ impl TelemetryWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// An InfluxDB stand-in on loopback: refuses batches with a point tagged `sensor=bad`
+    /// (400), refuses the token `wrong` (401), takes everything else (204) and records it.
+    async fn influx() -> (String, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        let app = axum::Router::new().route(
+            "/api/v2/write",
+            post(move |headers: HeaderMap, body: String| {
+                let seen = seen.clone();
+                async move {
+                    if headers.get("authorization").is_some_and(|v| v == "Token wrong") {
+                        return (StatusCode::UNAUTHORIZED, "unauthorized".to_string());
+                    }
+                    if body.contains("sensor=bad") {
+                        return (StatusCode::BAD_REQUEST, "partial write: field type conflict".to_string());
+                    }
+                    seen.lock().unwrap().extend(body.lines().map(str::to_string));
+                    (StatusCode::NO_CONTENT, String::new())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, lines)
+    }
+
+    fn sensor(id: &str) -> SensorConfig {
+        SensorConfig {
+            id: id.into(),
+            kind: gridwatch_rules::SensorKind::Tilt,
+            site: "lane".into(),
+            building: None,
+            grid: None,
+            storeys: None,
+            structure: None,
+            tags: BTreeMap::new(),
+            interval: Duration::from_secs(60),
+            baseline: BTreeMap::new(),
+        }
+    }
+
+    async fn writer(url: &str, token: &str, store: Store, metrics: Arc<Metrics>) -> TelemetryWriter {
+        let config = InfluxConfig {
+            url: url.parse().unwrap(),
+            org: "o".into(),
+            bucket: "b".into(),
+            token: token.into(),
+            batch_size: 100,
+            flush_interval: Duration::from_millis(100),
+            spool_max_points: 1000,
+            drain_points_per_sec: 1000,
+        };
+        TelemetryWriter::new(&config, &[sensor("house-01"), sensor("bad")], store, metrics).unwrap()
+    }
+
+    async fn spool(store: &Store, sensors: &[&str]) -> Vec<SpooledPoint> {
+        let points = sensors.iter().enumerate().map(|(i, s)| (s.to_string(), 1_795_392_000_000 + i as i64, vec![("x".to_string(), i as f64)])).collect();
+        store.spool_append(points, 1000).await.unwrap();
+        store.spool_peek(100).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_point_is_isolated_and_dead_lettered_and_the_rest_written() {
+        let (url, lines) = influx().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let w = writer(&url, "", store.clone(), metrics.clone()).await;
+        let batch = spool(&store, &["house-01", "house-01", "bad", "house-01", "house-01"]).await;
+        assert_eq!(w.deliver(batch).await, Ok(()));
+        assert_eq!(lines.lock().unwrap().len(), 4);
+        assert_eq!(store.dead_letter_count().unwrap(), 1);
+        assert_eq!(store.spool_stats().unwrap().points, 0);
+        assert_eq!((metrics.telemetry_points_written.get(), metrics.telemetry_points_dead_lettered.get()), (4, 1));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_token_keeps_the_data_and_raises_the_config_alarm() {
+        let (url, lines) = influx().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let w = writer(&url, "wrong", store.clone(), metrics.clone()).await;
+        let batch = spool(&store, &["house-01", "house-01"]).await;
+        assert_eq!(w.deliver(batch).await, Err(Some(CONFIG_ERROR_RETRY)));
+        assert!(lines.lock().unwrap().is_empty());
+        assert_eq!(store.spool_stats().unwrap().points, 2, "nothing dropped on a configuration error");
+        assert_eq!(metrics.influxdb_config_error.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_keeps_the_data_for_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+        let w = writer(&format!("http://127.0.0.1:{port}"), "", store.clone(), Arc::new(Metrics::new())).await;
+        let batch = spool(&store, &["house-01"]).await;
+        assert_eq!(w.deliver(batch).await, Err(None));
+        assert_eq!(store.spool_stats().unwrap().points, 1);
+    }
+}

@@ -1,0 +1,72 @@
+//! What survives a power cut: an alert journaled but not yet delivered is delivered after the
+//! restart; a corrupt store file does not keep the daemon from starting.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{metric, metrics, Daemon, SECOND};
+use gridwatch_tests::{free_port, wait_for, Mosquitto, WebhookReceiver};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook_port: u16) {
+    let config = format!(
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-restart-{http_port}\"\n\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[[alerts.webhook]]\nname = \"office\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nmax_attempts = 20\ntimeout_secs = 1\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        mosquitto.url()
+    );
+    std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n").unwrap();
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_not_yet_delivered_is_delivered_after_a_power_cut() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, hook_port) = (free_port(), free_port());
+    write_config(dir.path(), &mosquitto, http_port, hook_port);
+
+    // The webhook receiver is down: the alert is journaled, the delivery keeps failing.
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(20 * SECOND, || {
+        mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
+    })
+    .await;
+    assert!(up, "{:?}", daemon.stderr());
+    mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    let retrying = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, r#"gridwatch_alert_delivery_retries_total{sink="office"}"#).unwrap_or(0.0) >= 1.0 }).await;
+    assert!(retrying, "{:?}", daemon.stderr());
+    daemon.kill_hard();
+
+    // Power back, receiver up: the alert from before the cut arrives.
+    let receiver = WebhookReceiver::start_on(hook_port, Vec::new()).await;
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let delivered = wait_for(20 * SECOND, || async { !receiver.bodies().is_empty() }).await;
+    assert!(delivered, "{:?}", daemon.stderr());
+    let bodies = receiver.bodies();
+    assert_eq!((bodies[0]["event"].as_str(), bodies[0]["rule"].as_str(), bodies[0]["value"].as_f64()), (Some("fired"), Some("do-low"), Some(3.0)));
+    assert!(daemon.stderr().iter().any(|l| l.contains("sending alerts left undelivered before the restart")), "{:?}", daemon.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_store_is_set_aside_and_the_daemon_runs() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, hook_port) = (free_port(), free_port());
+    write_config(dir.path(), &mosquitto, http_port, hook_port);
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(dir.path().join("state/gridwatch.db"), b"this is not a database, it is a bad SD card sector".repeat(200)).unwrap();
+
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_mqtt_connects_total").unwrap_or(0.0) >= 1.0 }).await;
+    assert!(up, "{:?}", daemon.stderr());
+    assert!(daemon.stderr().iter().any(|l| l.contains("store file is corrupt; moved aside")), "{:?}", daemon.stderr());
+    let aside = std::fs::read_dir(dir.path().join("state")).unwrap().filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().contains("corrupt-"));
+    assert!(aside, "the corrupt file is kept for inspection");
+    assert!(daemon.stop().success());
+}
