@@ -1,7 +1,7 @@
 //! Nothing acknowledged is lost: readings the broker acknowledged to a device reach
-//! VictoriaMetrics even though the daemon is killed with SIGKILL again and again during ingest
-//! and VictoriaMetrics is down for a while. The publisher is the external oracle: it records
-//! every reading the broker PUBACKed.
+//! VictoriaMetrics even though the daemon is killed with SIGKILL again and again during ingest,
+//! the broker (with persistence) is restarted, and VictoriaMetrics is down for a while. The
+//! publisher is the external oracle: it records every reading the broker PUBACKed.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -47,7 +47,7 @@ async fn stored(vm: &VictoriaMetrics, sensor: &str) -> BTreeSet<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_readings_survive_sigkills_and_a_database_outage() {
     // The broker must keep everything for the daemon's session while it is dead.
-    let mosquitto = Mosquitto::start_with("max_queued_messages 0\nmax_inflight_messages 0").await.expect("mosquitto");
+    let mut mosquitto = Mosquitto::start_persistent("max_queued_messages 0\nmax_inflight_messages 0").await.expect("mosquitto");
     let mut vm = VictoriaMetrics::start().await.expect("victoria-metrics");
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
@@ -83,6 +83,9 @@ async fn acknowledged_readings_survive_sigkills_and_a_database_outage() {
     for kill in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(150 + (kill as u64 * 37) % 200)).await;
         daemon.kill_hard();
+        if kill == 5 {
+            mosquitto.restart().await.expect("mosquitto again");
+        }
         if kill == KILLS / 2 {
             vm.stop();
         }
@@ -92,7 +95,8 @@ async fn acknowledged_readings_survive_sigkills_and_a_database_outage() {
         daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     }
     let acked = devices.await.unwrap();
-    assert_eq!(acked.len() as i64, READINGS, "the broker acknowledged every reading");
+    // A reading in flight while the broker restarts may go unacknowledged; it does not count.
+    assert!(acked.len() as i64 >= READINGS - 10, "the broker acknowledged {} of {READINGS}", acked.len());
 
     // After the faults: every acknowledged reading must arrive.
     let complete = wait_for(90 * SECOND, || {

@@ -43,7 +43,8 @@ impl Publisher {
         Ok(Publisher { client, events, task })
     }
 
-    /// Publishes and waits for the broker's PUBACK.
+    /// Publishes and waits (up to 3 s) for the broker's PUBACK; an error means the reading
+    /// must not be counted as acknowledged.
     pub async fn publish_acked(&mut self, topic: &str, payload: String) -> anyhow::Result<()> {
         self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.context("queueing the publish")?;
         let wait = async {
@@ -62,7 +63,7 @@ impl Publisher {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), wait).await.context("no PUBACK within 10 s")?
+        tokio::time::timeout(Duration::from_secs(3), wait).await.context("no PUBACK within 3 s")?
     }
 }
 

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -44,6 +44,19 @@ fn find_program(name: &str, package: &str) -> anyhow::Result<PathBuf> {
     bail!("`{name}` not found: install the Debian package `{package}` (.ci/run does)")
 }
 
+/// SIGTERM, then up to 5 s for the process to exit, then SIGKILL.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    for _ in 0..200 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 async fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) -> anyhow::Result<()> {
     for _ in 0..200 {
         if let Some(status) = child.try_wait()? {
@@ -62,6 +75,7 @@ async fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) -> anyho
 pub struct Mosquitto {
     pub port: u16,
     child: Child,
+    config: PathBuf,
     _dir: TempDir,
 }
 
@@ -72,20 +86,50 @@ impl Mosquitto {
 
     /// Starts with extra lines of mosquitto.conf (e.g. `max_queued_messages 0`).
     pub async fn start_with(extra_config: &str) -> anyhow::Result<Mosquitto> {
-        let program = find_program("mosquitto", "mosquitto")?;
+        Mosquitto::launch(extra_config, false).await
+    }
+
+    /// Starts with persistence on (sessions and queued messages survive [`Mosquitto::restart`]).
+    pub async fn start_persistent(extra_config: &str) -> anyhow::Result<Mosquitto> {
+        Mosquitto::launch(extra_config, true).await
+    }
+
+    async fn launch(extra_config: &str, persistent: bool) -> anyhow::Result<Mosquitto> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let config = dir.path().join("mosquitto.conf");
-        std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}\n"))?;
+        let persistence = if persistent {
+            // Run as root, mosquitto would drop to the `mosquitto` user and fail to write its
+            // database into our private temporary directory (silently losing sessions on
+            // restart). `user root` keeps the caller's user; as non-root it has no effect.
+            format!("persistence true\npersistence_location {}/\nautosave_interval 1\nuser root\n", dir.path().display())
+        } else {
+            "persistence false\n".to_string()
+        };
+        std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}{extra_config}\n"))?;
+        let child = Mosquitto::spawn(&config, port).await?;
+        Ok(Mosquitto { port, child, config, _dir: dir })
+    }
+
+    async fn spawn(config: &Path, port: u16) -> anyhow::Result<Child> {
+        let program = find_program("mosquitto", "mosquitto")?;
         let mut child = Command::new(program)
             .arg("-c")
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting mosquitto")?;
         wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, "mosquitto").await?;
-        Ok(Mosquitto { port, child, _dir: dir })
+        Ok(child)
+    }
+
+    /// Stops the broker the way systemd would (SIGTERM, so it saves its state) and starts it
+    /// again on the same port and configuration.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        terminate(&mut self.child);
+        self.child = Mosquitto::spawn(&self.config, self.port).await?;
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -133,15 +177,7 @@ impl VictoriaMetrics {
     /// its data stays.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            for _ in 0..200 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            terminate(&mut child);
         }
     }
 

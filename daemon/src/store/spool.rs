@@ -19,6 +19,9 @@ pub struct SpooledPoint {
     pub fields: Vec<(String, f64)>,
 }
 
+/// A reading to spool: sensor id, measurement time, fields.
+pub type NewPoint = (String, Millis, Vec<(String, f64)>);
+
 /// How full the spool is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpoolStats {
@@ -30,7 +33,7 @@ pub struct SpoolStats {
 impl Store {
     /// Appends readings `(sensor, ts, fields)` in one transaction; returns how many of the
     /// oldest points were deleted to stay within `max_points`.
-    pub async fn spool_append(&self, points: Vec<(String, Millis, Vec<(String, f64)>)>, max_points: u64) -> anyhow::Result<u64> {
+    pub async fn spool_append(&self, points: Vec<NewPoint>, max_points: u64) -> anyhow::Result<u64> {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             {
@@ -119,7 +122,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn point(i: i64) -> (String, Millis, Vec<(String, f64)>) {
+    fn point(i: i64) -> NewPoint {
         ("house-07".into(), 1_795_392_000_000 + i, vec![("x".into(), i as f64)])
     }
 
