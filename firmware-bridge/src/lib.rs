@@ -1,0 +1,20 @@
+//! gridwatch-bridge: serial bytes -> readings, as a pure library (no ports, no tokio, no
+//! clock). The daemon owns the serial ports and the polling schedule; it feeds bytes in here
+//! and gets named fields out.
+//!
+//! - [`modbus`]: Modbus RTU framing (CRC-16/MODBUS, read requests, responses and exceptions).
+//! - [`profile`]: device profiles as data — which registers a probe has and how to decode them
+//!   (f32 in all four byte orders, 16/32-bit integers with scale, value + decimal places).
+//!   Shipped profiles are in `firmware-bridge/profiles/`.
+//! - [`witmotion`]: the WitMotion 0x55 stream (angles, acceleration), resynchronising.
+//! - [`rion`]: RION-style 0x68 inclinometers (request/response, packed BCD).
+//! - [`line`]: the gridwatch line protocol for our own firmware (encoder and decoder).
+//!
+//! Every decoder is a state machine fed arbitrary bytes: it never panics, never keeps more than
+//! one frame's worth of bytes, and never yields a value from a frame whose checksum failed.
+
+pub mod line;
+pub mod modbus;
+pub mod profile;
+pub mod rion;
+pub mod witmotion;

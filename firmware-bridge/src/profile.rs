@@ -1,0 +1,286 @@
+//! Device profiles as data: which registers a Modbus device has and how to read them. Profiles
+//! are TOML files (shipped in `firmware-bridge/profiles/`, or the operator's own):
+//!
+//! ```toml
+//! name = "sensecap-ph"
+//! baud = 9600
+//! slave = 1
+//! function = "holding"          # or "input"
+//!
+//! [[field]]
+//! name = "ph"
+//! address = 0x0001
+//! type = "i16"                  # u16 | i16 | u32 | i32 | f32 | u16_decimals
+//! scale = 0.01                  # integers only: value = raw × scale
+//! # order = "ABCD"              # 32-bit types: ABCD | CDAB | DCBA | BADC
+//! # decimals_address = 0x0002   # u16_decimals: value = raw / 10^decimals
+//! unit = ""
+//! ```
+//!
+//! A profile is checked when loaded; decoding registers with it cannot fail, it only skips a
+//! field whose registers were not read.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Most registers one Modbus read may ask for.
+pub const MAX_READ: u16 = 125;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Function {
+    Holding,
+    Input,
+}
+
+/// Byte order of a 32-bit value over two registers, named by where bytes A (most significant)
+/// to D land: ABCD is big-endian, DCBA fully little-endian, CDAB word-swapped, BADC byte-swapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Order {
+    ABCD,
+    CDAB,
+    DCBA,
+    BADC,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    U16,
+    I16,
+    U32,
+    I32,
+    F32,
+    /// A value register plus a register holding its number of decimal places.
+    U16Decimals,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    pub name: String,
+    pub address: u16,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    #[serde(default = "one")]
+    pub scale: f64,
+    #[serde(default = "abcd")]
+    pub order: Order,
+    pub decimals_address: Option<u16>,
+    #[serde(default)]
+    pub unit: String,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn abcd() -> Order {
+    Order::ABCD
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub baud: u32,
+    pub slave: u8,
+    pub function: Function,
+    #[serde(rename = "field")]
+    pub fields: Vec<FieldSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("profile {source_name}: {message}")]
+pub struct ProfileError {
+    pub source_name: String,
+    pub message: String,
+}
+
+/// One read request covering several fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBlock {
+    pub address: u16,
+    pub count: u16,
+}
+
+impl FieldSpec {
+    fn width(&self) -> u16 {
+        match self.kind {
+            Kind::U16 | Kind::I16 | Kind::U16Decimals => 1,
+            Kind::U32 | Kind::I32 | Kind::F32 => 2,
+        }
+    }
+
+    /// Every register the field needs.
+    fn registers(&self) -> Vec<u16> {
+        let mut registers: Vec<u16> = (self.address..self.address.saturating_add(self.width())).collect();
+        registers.extend(self.decimals_address);
+        registers
+    }
+}
+
+impl Profile {
+    /// Parses and checks a profile; `source_name` labels errors.
+    pub fn parse(source_name: &str, text: &str) -> Result<Profile, ProfileError> {
+        let error = |message: String| ProfileError { source_name: source_name.to_string(), message };
+        let profile: Profile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0);
+            error(format!("line {line}: {}", e.message().trim_end()))
+        })?;
+        if profile.slave == 0 || profile.slave > 247 {
+            return Err(error(format!("slave {} is not a Modbus slave address (1–247)", profile.slave)));
+        }
+        if profile.fields.is_empty() {
+            return Err(error("has no [[field]]".into()));
+        }
+        for field in &profile.fields {
+            if !field.scale.is_finite() || field.scale == 0.0 {
+                return Err(error(format!("field `{}`: scale must be a finite, non-zero number", field.name)));
+            }
+            if (field.kind == Kind::U16Decimals) != field.decimals_address.is_some() {
+                return Err(error(format!("field `{}`: `decimals_address` goes with type u16_decimals, and only with it", field.name)));
+            }
+        }
+        Ok(profile)
+    }
+
+    /// The reads that cover every field: registers grouped into blocks of at most
+    /// [`MAX_READ`], starting a new block where a gap is wider than 8 registers.
+    pub fn plan(&self) -> Vec<ReadBlock> {
+        let mut registers: Vec<u16> = self.fields.iter().flat_map(FieldSpec::registers).collect();
+        registers.sort_unstable();
+        registers.dedup();
+        let mut blocks: Vec<ReadBlock> = Vec::new();
+        for register in registers {
+            match blocks.last_mut() {
+                Some(block) if register - (block.address + block.count - 1) <= 8 && register - block.address < MAX_READ => {
+                    block.count = register - block.address + 1;
+                }
+                _ => blocks.push(ReadBlock { address: register, count: 1 }),
+            }
+        }
+        blocks
+    }
+
+    /// Decodes registers read (address -> value) into named fields.
+    pub fn decode(&self, registers: &BTreeMap<u16, u16>) -> Vec<(String, f64)> {
+        self.fields.iter().filter_map(|field| Some((field.name.clone(), decode_field(field, registers)?))).filter(|(_, v)| v.is_finite()).collect()
+    }
+}
+
+fn decode_field(field: &FieldSpec, registers: &BTreeMap<u16, u16>) -> Option<f64> {
+    let at = |offset: u16| registers.get(&field.address.checked_add(offset)?).copied();
+    let bytes32 = || -> Option<[u8; 4]> {
+        let [a, b] = at(0)?.to_be_bytes();
+        let [c, d] = at(1)?.to_be_bytes();
+        // Registers as they came: a b | c d. Reorder into ABCD.
+        Some(match field.order {
+            Order::ABCD => [a, b, c, d],
+            Order::CDAB => [c, d, a, b],
+            Order::DCBA => [d, c, b, a],
+            Order::BADC => [b, a, d, c],
+        })
+    };
+    Some(match field.kind {
+        Kind::U16 => f64::from(at(0)?) * field.scale,
+        Kind::I16 => f64::from(at(0)? as i16) * field.scale,
+        Kind::U32 => f64::from(u32::from_be_bytes(bytes32()?)) * field.scale,
+        Kind::I32 => f64::from(i32::from_be_bytes(bytes32()?)) * field.scale,
+        Kind::F32 => f64::from(f32::from_be_bytes(bytes32()?)),
+        Kind::U16Decimals => {
+            let decimals = registers.get(&field.decimals_address?)?;
+            f64::from(at(0)?) / 10f64.powi(i32::from((*decimals).min(9)))
+        }
+    })
+}
+
+/// The profiles shipped with gridwatch, by file name.
+pub fn builtin_profiles() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("sensecap-ph", include_str!("../profiles/sensecap-ph.toml")),
+        ("sensecap-do", include_str!("../profiles/sensecap-do.toml")),
+        ("yosemitech-ph", include_str!("../profiles/yosemitech-ph.toml")),
+        ("yosemitech-do", include_str!("../profiles/yosemitech-do.toml")),
+        ("renke-do", include_str!("../profiles/renke-do.toml")),
+        ("dfrobot-turbidity", include_str!("../profiles/dfrobot-turbidity.toml")),
+        ("witmotion-rs485", include_str!("../profiles/witmotion-rs485.toml")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registers(start: u16, values: &[u16]) -> BTreeMap<u16, u16> {
+        values.iter().enumerate().map(|(i, v)| (start + i as u16, *v)).collect()
+    }
+
+    fn f32_field(order: Order) -> Profile {
+        Profile {
+            name: "t".into(),
+            description: String::new(),
+            baud: 9600,
+            slave: 1,
+            function: Function::Holding,
+            fields: vec![FieldSpec { name: "v".into(), address: 0, kind: Kind::F32, scale: 1.0, order, decimals_address: None, unit: String::new() }],
+        }
+    }
+
+    #[test]
+    fn f32_in_all_four_byte_orders_from_the_domain_notes() {
+        // 7.35 = 0x40EB3333.
+        for (order, words) in [(Order::ABCD, [0x40EB, 0x3333]), (Order::CDAB, [0x3333, 0x40EB]), (Order::DCBA, [0x3333, 0xEB40]), (Order::BADC, [0xEB40, 0x3333])] {
+            let fields = f32_field(order).decode(&registers(0, &words));
+            assert!((fields[0].1 - 7.35).abs() < 1e-6, "{order:?}: {fields:?}");
+        }
+    }
+
+    #[test]
+    fn every_shipped_profile_parses_and_plans_small_reads() {
+        for (name, text) in builtin_profiles() {
+            let profile = Profile::parse(name, text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(profile.name, name);
+            for block in profile.plan() {
+                assert!(block.count >= 1 && block.count <= MAX_READ, "{name}: {block:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn sensecap_ph_decodes_the_domain_reply() {
+        let profile = Profile::parse("sensecap-ph", include_str!("../profiles/sensecap-ph.toml")).unwrap();
+        assert_eq!(profile.plan(), vec![ReadBlock { address: 0, count: 2 }]);
+        let fields = profile.decode(&registers(0, &[0x0992, 0x02D1]));
+        assert_eq!(fields, vec![("temperature".to_string(), 24.5), ("ph".to_string(), 7.21)]);
+    }
+
+    #[test]
+    fn value_with_decimal_places_register() {
+        let text = "name = \"x\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"turbidity\"\naddress = 0\ntype = \"u16_decimals\"\ndecimals_address = 1\n";
+        let profile = Profile::parse("x", text).unwrap();
+        assert_eq!(profile.decode(&registers(0, &[1234, 2])), vec![("turbidity".to_string(), 12.34)]);
+    }
+
+    #[test]
+    fn far_apart_registers_become_separate_reads() {
+        let profile = Profile::parse("yosemitech-ph", include_str!("../profiles/yosemitech-ph.toml")).unwrap();
+        assert_eq!(profile.plan().len(), 2);
+    }
+
+    #[test]
+    fn bad_profiles_say_what_is_wrong() {
+        assert!(Profile::parse("p", "name = \"x\"\nbaud = 9600\nslave = 0\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"u16\"\n").unwrap_err().to_string().contains("slave 0"));
+        let err = Profile::parse("p", "name = \"x\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"float\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("profile p: line 8:"), "{err}");
+        assert!(Profile::parse("p", "name = \"x\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"u16\"\ndecimals_address = 1\n").is_err());
+    }
+
+    #[test]
+    fn missing_registers_skip_the_field() {
+        let profile = Profile::parse("sensecap-ph", include_str!("../profiles/sensecap-ph.toml")).unwrap();
+        assert_eq!(profile.decode(&registers(1, &[0x02D1])), vec![("ph".to_string(), 7.21)]);
+    }
+}
