@@ -18,6 +18,7 @@ use rumqttc::AsyncClient;
 use tokio::sync::Notify;
 use anyhow::Context;
 use crate::reload::build_engine;
+use crate::serial::SerialOutputs;
 use gridwatch_rules::snapshot::Snapshot;
 use gridwatch_rules::Subject;
 use std::sync::Arc;
@@ -128,8 +129,14 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, reload_tx, shutdown.clone()));
     let pipeline = Pipeline { engine, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone() };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx));
+    let sensor_ids: Arc<[String]> = sensors.iter().map(|s| s.id.clone()).collect();
+    let serial_outputs =
+        SerialOutputs { samples: sample_tx.clone(), spool: spool_tx.clone(), sensor_ids: sensor_ids.clone(), clock, metrics: metrics.clone() };
+    let serial_tasks: Vec<JoinHandle<()>> =
+        config.serial.iter().map(|port| tokio::spawn(crate::serial::run_port(port.clone(), serial_outputs.clone(), shutdown.clone()))).collect();
+    drop(serial_outputs);
     let ingest = Ingest::new(&config, clock, metrics.clone());
-    let outputs = Outputs { samples: sample_tx, spool: spool_tx, sensor_ids: sensors.iter().map(|s| s.id.clone()).collect() };
+    let outputs = Outputs { samples: sample_tx, spool: spool_tx, sensor_ids };
     let acks_flushed = CancellationToken::new();
     let source_task = tokio::spawn(source::run(client, eventloop, ingest, outputs, shutdown.clone(), acks_flushed.clone()));
 
@@ -138,6 +145,7 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
         rules = rule_count,
         rule_files = files,
         sinks = sink_count,
+        serial_ports = config.serial.len(),
         influxdb = config.influxdb.is_some(),
         state_dir = %config.state_dir.display(),
         "gridwatch running"
@@ -146,6 +154,9 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     tracing::info!("shutting down: draining readings and pending alerts");
 
     let drain = async {
+        for task in serial_tasks {
+            let _ = task.await;
+        }
         // The source stops handing on messages; the spooler commits and acknowledges what it
         // has; then the source can disconnect.
         let _ = spooler_task.await;

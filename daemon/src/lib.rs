@@ -3,6 +3,7 @@
 //! 1. [`mqtt::source::run`] polls the MQTT connection; [`mqtt::source::Ingest::sample`] maps
 //!    the topic to a sensor ([`mqtt::topics`]) and decodes the JSON payload
 //!    ([`mqtt::payload`]) into a [`sample::Sample`] — or counts a rejection in [`metrics`].
+//!    Serial ports ([`serial::run_port`]) feed the same path, decoding with `gridwatch-bridge`.
 //! 2. [`pipeline::Pipeline::run`] feeds each sample to the rule engine (`gridwatch-rules`),
 //!    ticks it every second, turns rule events into [`alert::Alert`]s and hands samples to
 //!    [`telemetry::TelemetryWriter`] (InfluxDB 2, batched).
@@ -30,6 +31,7 @@ pub mod replay;
 pub mod rule_files;
 pub mod rules_cli;
 pub mod sample;
+pub mod serial;
 pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -24,6 +24,17 @@ pub struct SinkLabel {
     pub sink: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabel {
+    pub port: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortResultLabel {
+    pub port: String,
+    pub result: String,
+}
+
 /// All of the daemon's counters. Shared as `Arc<Metrics>`; counters are atomics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -62,6 +73,10 @@ pub struct Metrics {
     pub influxdb_config_error: Gauge,
     /// Readings the devices numbered but that never arrived (gaps in `seq`).
     pub sequence_gaps: Counter,
+    /// Frames per serial port, by result (`good`, `bad`, `no_answer`).
+    pub serial_frames: Family<PortResultLabel, Counter>,
+    /// Times a serial port failed or could not be opened (each followed by a reopen).
+    pub serial_port_errors: Family<PortLabel, Counter>,
     /// Successful connections to the MQTT broker.
     pub mqtt_connects: Counter,
     /// Errors on the MQTT connection (each followed by a reconnect with backoff).
@@ -95,6 +110,8 @@ impl Metrics {
             spool_oldest_age_seconds: Gauge::default(),
             influxdb_config_error: Gauge::default(),
             sequence_gaps: Counter::default(),
+            serial_frames: Family::default(),
+            serial_port_errors: Family::default(),
             mqtt_connects: Counter::default(),
             mqtt_connection_errors: Counter::default(),
             registry: Registry::default(),
@@ -116,6 +133,8 @@ impl Metrics {
         registry.register("spool_oldest_age_seconds", "Age of the oldest spooled point", metrics.spool_oldest_age_seconds.clone());
         registry.register("influxdb_config_error", "1 while InfluxDB refuses credentials or bucket", metrics.influxdb_config_error.clone());
         registry.register("sequence_gaps", "Readings missing from device sequence numbers", metrics.sequence_gaps.clone());
+        registry.register("serial_frames", "Serial frames per port, by result", metrics.serial_frames.clone());
+        registry.register("serial_port_errors", "Serial port failures (each followed by a reopen)", metrics.serial_port_errors.clone());
         registry.register("mqtt_connects", "Successful connections to the MQTT broker", metrics.mqtt_connects.clone());
         registry.register("mqtt_connection_errors", "Errors on the MQTT connection", metrics.mqtt_connection_errors.clone());
         for reason in Rejection::REASONS {
@@ -145,6 +164,10 @@ impl Metrics {
 
     pub fn rule_events_total(&self, event: &str) -> u64 {
         self.rule_events.get_or_create(&EventLabel { event: event.into() }).get()
+    }
+
+    pub fn port(name: &str) -> PortLabel {
+        PortLabel { port: name.into() }
     }
 
     pub fn sink(name: &str) -> SinkLabel {

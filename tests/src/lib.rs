@@ -6,6 +6,7 @@
 //!   InfluxDB's `/api/v2/write`; read back through `/api/v1/export`.
 //! - [`WebhookReceiver`]: an HTTP server that records JSON POSTs and answers with scripted
 //!   status codes.
+//! - [`PtyPair`]: a pseudo-terminal pair (socat) standing in for an RS-485 adapter.
 //! - [`Publisher`]: a device-like MQTT publisher that knows exactly which readings the broker
 //!   acknowledged (the external oracle of the durability tests).
 //!
@@ -17,5 +18,5 @@ mod services;
 mod webhook;
 
 pub use publisher::Publisher;
-pub use services::{free_port, wait_for, Mosquitto, VictoriaMetrics};
+pub use services::{free_port, wait_for, Mosquitto, PtyPair, VictoriaMetrics};
 pub use webhook::WebhookReceiver;

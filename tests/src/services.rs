@@ -239,3 +239,57 @@ impl Drop for VictoriaMetrics {
         self.stop();
     }
 }
+
+/// A pseudo-terminal pair made by socat: `device` is what the daemon opens as its serial port,
+/// `simulator` is the far end a test writes device bytes into. Killing it is unplugging the
+/// adapter; [`PtyPair::replug`] makes the same paths appear again.
+#[derive(Debug)]
+pub struct PtyPair {
+    pub device: PathBuf,
+    pub simulator: PathBuf,
+    child: Option<Child>,
+}
+
+impl PtyPair {
+    pub async fn start(dir: &Path, name: &str) -> anyhow::Result<PtyPair> {
+        let mut pair = PtyPair { device: dir.join(format!("{name}-dev")), simulator: dir.join(format!("{name}-sim")), child: None };
+        pair.replug().await?;
+        Ok(pair)
+    }
+
+    pub fn unplug(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn replug(&mut self) -> anyhow::Result<()> {
+        self.unplug();
+        let program = find_program("socat", "socat")?;
+        let mut child = Command::new(program)
+            .arg(format!("pty,raw,echo=0,link={}", self.device.display()))
+            .arg(format!("pty,raw,echo=0,link={}", self.simulator.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting socat")?;
+        for _ in 0..200 {
+            if let Some(status) = child.try_wait()? {
+                bail!("socat exited with {status}");
+            }
+            if self.device.exists() && self.simulator.exists() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        bail!("socat did not create {} within 2 s", self.device.display())
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        self.unplug();
+    }
+}

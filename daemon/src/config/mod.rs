@@ -7,6 +7,10 @@
 //! is docs/configuration.md.
 
 mod raw;
+mod serial;
+
+pub use raw::SerialProtocol;
+pub use serial::{SerialConfig, SerialDevice};
 
 use gridwatch_rules::diagnostic::line_column;
 use gridwatch_rules::{Diagnostic, SensorKind};
@@ -31,6 +35,8 @@ pub struct Config {
     pub influxdb: Option<InfluxConfig>,
     /// Address of the `/metrics` endpoint; none when the `[http]` table is absent.
     pub http_listen: Option<SocketAddr>,
+    /// Serial ports and the devices on them.
+    pub serial: Vec<SerialConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +213,8 @@ impl Checker<'_> {
         let alerts = self.alerts(raw.alerts);
         let influxdb = raw.influxdb.and_then(|raw| self.influx(raw, base));
         let http_listen = raw.http.and_then(|http| self.socket_addr(&http.listen, "http.listen"));
-        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen }
+        let serial = raw.serial.into_iter().filter_map(|port| self.serial(port, &sensors, base)).collect();
+        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, serial }
     }
 
     fn sensors(&mut self, raw: Vec<raw::RawSensor>) -> Vec<SensorConfig> {

@@ -20,6 +20,60 @@ pub struct RawConfig {
     pub alerts: RawAlerts,
     pub influxdb: Option<RawInflux>,
     pub http: Option<RawHttp>,
+    #[serde(default)]
+    pub serial: Vec<RawSerial>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSerial {
+    pub port: Spanned<String>,
+    pub baud: Spanned<u32>,
+    pub protocol: SerialProtocol,
+    #[serde(default = "default_serial_timeout_ms")]
+    pub timeout_ms: Spanned<u64>,
+    /// Stream protocols: at most one reading per device this often.
+    #[serde(default = "default_min_interval_ms")]
+    pub min_interval_ms: Spanned<u64>,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<RawSerialDevice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialProtocol {
+    Modbus,
+    Witmotion,
+    Rion,
+    Line,
+}
+
+fn default_serial_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 500)
+}
+
+fn default_min_interval_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSerialDevice {
+    pub sensor: Spanned<String>,
+    /// Modbus: a shipped profile name or a profile file.
+    pub profile: Option<Spanned<String>>,
+    /// Modbus: overrides the profile's slave address.
+    pub slave: Option<Spanned<u8>>,
+    /// RION: the inclinometer's address.
+    pub address: Option<u8>,
+    /// Line protocol: the id the box sends, when it is not the sensor id.
+    pub device_id: Option<String>,
+    #[serde(default = "default_poll_secs")]
+    pub interval_secs: Spanned<u64>,
+}
+
+fn default_poll_secs() -> Spanned<u64> {
+    Spanned::new(0..0, 60)
 }
 
 #[derive(Debug, Deserialize)]

@@ -89,6 +89,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         alerts: AlertsConfig { console: true, mqtt_topic_prefix: Some("gridwatch/alerts".into()), webhooks: Vec::new() },
         influxdb: None,
         http_listen: options.http_listen,
+        serial: Vec::new(),
     };
     let clock = Clock::accelerated(options.speed);
     let metrics = Arc::new(Metrics::new());

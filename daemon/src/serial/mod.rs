@@ -1,0 +1,96 @@
+//! Serial sources: one task per `[[serial]]` port. The task opens the port by its (stable)
+//! path, runs the port's protocol — a stream to parse (WitMotion, line protocol) or devices to
+//! poll (Modbus RTU, RION) — and hands readings to the same pipeline and spool as MQTT. The
+//! byte-level work is in `gridwatch-bridge`; this module owns the port and the timing.
+//!
+//! A port that cannot be opened, reads 0 bytes (unplugged) or fails is closed and reopened
+//! with backoff (1 s doubling to 30 s): never a busy loop.
+
+mod poll;
+mod stream;
+
+use crate::backoff::Backoff;
+use crate::clock::Clock;
+use crate::config::{SerialConfig, SerialProtocol};
+use crate::metrics::Metrics;
+use crate::sample::Sample;
+use crate::telemetry::spooler::Spooled;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_serial::{SerialPortBuilderExt, SerialStream};
+use tokio_util::sync::CancellationToken;
+
+/// Where a port's readings go.
+#[derive(Debug, Clone)]
+pub struct SerialOutputs {
+    pub samples: mpsc::Sender<Sample>,
+    pub spool: mpsc::Sender<Spooled>,
+    pub sensor_ids: Arc<[String]>,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+}
+
+impl SerialOutputs {
+    /// Hands one reading on; `false` when the daemon is shutting down.
+    async fn emit(&self, sensor: usize, fields: Vec<(String, f64)>) -> bool {
+        let fields: Vec<(String, f64)> = fields.into_iter().filter(|(_, v)| v.is_finite()).collect();
+        if fields.is_empty() {
+            return true;
+        }
+        let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields };
+        let id = self.sensor_ids.get(sensor).cloned().unwrap_or_default();
+        self.samples.send(sample.clone()).await.is_ok() && self.spool.send(Spooled { sample: Some((id, sample)), ack: None }).await.is_ok()
+    }
+}
+
+/// Why a session on an open port ended.
+#[derive(Debug)]
+enum Ended {
+    /// The daemon is stopping.
+    Shutdown,
+    /// The port failed or went away; reopen it.
+    PortLost(String),
+}
+
+pub fn open(config: &SerialConfig) -> tokio_serial::Result<SerialStream> {
+    tokio_serial::new(config.port.to_string_lossy(), config.baud).timeout(config.timeout).open_native_async()
+}
+
+/// Runs one port until `shutdown`.
+pub async fn run_port(config: SerialConfig, outputs: SerialOutputs, shutdown: CancellationToken) {
+    let port = config.port.display().to_string();
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        let ended = match open(&config) {
+            Ok(stream) => {
+                tracing::info!(port = %port, baud = config.baud, protocol = ?config.protocol, "serial port open");
+                backoff.reset();
+                let session = async {
+                    match config.protocol {
+                        SerialProtocol::Witmotion | SerialProtocol::Line => stream::run(&config, stream, &outputs).await,
+                        SerialProtocol::Modbus => poll::run_modbus(&config, stream, &outputs).await,
+                        SerialProtocol::Rion => poll::run_rion(&config, stream, &outputs).await,
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => Ended::Shutdown,
+                    ended = session => ended,
+                }
+            }
+            Err(error) => Ended::PortLost(format!("cannot open: {error}")),
+        };
+        match ended {
+            Ended::Shutdown => return,
+            Ended::PortLost(reason) => {
+                outputs.metrics.serial_port_errors.get_or_create(&Metrics::port(&port)).inc();
+                let delay = backoff.next_delay();
+                tracing::warn!(port = %port, reason = %reason, retry_in_ms = delay.as_millis() as u64, "serial port lost; reopening");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
