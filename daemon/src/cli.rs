@@ -36,6 +36,15 @@ pub enum Command {
         #[arg(long)]
         http_listen: Option<SocketAddr>,
     },
+    /// Find out what is on a serial port (installers): prints what answered and a config snippet.
+    Probe {
+        /// The port, preferably by stable path (/dev/serial/by-id/…).
+        #[arg(long)]
+        port: PathBuf,
+        /// A baud rate, or `auto` to try 9600, 4800, 115200 and 19200.
+        #[arg(long, default_value = "auto", value_parser = baud)]
+        baud: Baud,
+    },
     /// Work with rule files.
     Rules {
         #[command(subcommand)]
@@ -89,6 +98,20 @@ pub struct RuleSelection {
     /// The daemon's configuration: its sensor inventory (and rules, without --rules).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+}
+
+/// `--baud auto` or a rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baud {
+    Auto,
+    Fixed(u32),
+}
+
+fn baud(text: &str) -> Result<Baud, String> {
+    match text {
+        "auto" => Ok(Baud::Auto),
+        n => n.parse::<u32>().ok().filter(|b| *b > 0).map(Baud::Fixed).ok_or_else(|| format!("`{n}` is neither `auto` nor a baud rate")),
+    }
 }
 
 fn rfc3339_ms(text: &str) -> Result<i64, String> {

@@ -14,7 +14,8 @@
 //! on shutdown; [`demo`] runs it on embedded defaults with a simulator. [`config`] loads and
 //! checks gridwatch.toml; [`rule_files`] reads rule files for the pure rules library;
 //! [`reload`] builds the engine and swaps in new rules on SIGHUP or file change;
-//! [`rules_cli`] and [`replay`] are the operators' `rules check | test | explain`.
+//! [`rules_cli`] and [`replay`] are the operators' `rules check | test | explain`; [`probe`]
+//! is the installers' `gridwatch probe`.
 
 pub mod alert;
 pub mod backoff;
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
+pub mod probe;
 pub mod reload;
 pub mod replay;
 pub mod rule_files;

@@ -2,7 +2,7 @@
 //! Exit codes: 0 done, 1 failure, 78 invalid configuration or rules (EX_CONFIG).
 
 use clap::Parser;
-use gridwatch::cli::{Cli, Command, RulesCommand};
+use gridwatch::cli::{Baud, Cli, Command, RulesCommand};
 use gridwatch::config::{Config, ConfigError};
 use gridwatch::rule_files::RuleLoadError;
 use gridwatch::rules_cli;
@@ -41,6 +41,20 @@ fn main() -> ExitCode {
                 }
             };
             block_on(run_daemon(config))
+        }
+        Command::Probe { port, baud } => {
+            let bauds: Vec<u32> = match baud {
+                Baud::Auto => gridwatch::probe::AUTO_BAUDS.to_vec(),
+                Baud::Fixed(rate) => vec![rate],
+            };
+            block_on(async move {
+                let found = gridwatch::probe::probe(&port, &bauds).await?;
+                print!("{}", gridwatch::probe::report(&port, &found));
+                if found.is_empty() {
+                    anyhow::bail!("no device found on {}", port.display());
+                }
+                Ok(())
+            })
         }
         Command::Demo { duration, speed, state_dir, http_listen } => {
             block_on(demo::run(demo::DemoOptions { duration, speed, state_dir, http_listen }))
