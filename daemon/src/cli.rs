@@ -36,6 +36,11 @@ pub enum Command {
         #[arg(long)]
         http_listen: Option<SocketAddr>,
     },
+    /// Run only the serial sources and publish their readings to MQTT (rules run elsewhere).
+    Bridge {
+        #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
+        config: PathBuf,
+    },
     /// Find out what is on a serial port (installers): prints what answered and a config snippet.
     Probe {
         /// The port, preferably by stable path (/dev/serial/by-id/…).

@@ -131,7 +131,7 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx));
     let sensor_ids: Arc<[String]> = sensors.iter().map(|s| s.id.clone()).collect();
     let serial_outputs =
-        SerialOutputs { samples: sample_tx.clone(), spool: spool_tx.clone(), sensor_ids: sensor_ids.clone(), clock, metrics: metrics.clone() };
+        SerialOutputs { samples: sample_tx.clone(), spool: Some(spool_tx.clone()), sensor_ids: sensor_ids.clone(), clock, metrics: metrics.clone() };
     let serial_tasks: Vec<JoinHandle<()>> =
         config.serial.iter().map(|port| tokio::spawn(crate::serial::run_port(port.clone(), serial_outputs.clone(), shutdown.clone()))).collect();
     drop(serial_outputs);

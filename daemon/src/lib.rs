@@ -15,10 +15,12 @@
 //! checks gridwatch.toml; [`rule_files`] reads rule files for the pure rules library;
 //! [`reload`] builds the engine and swaps in new rules on SIGHUP or file change;
 //! [`rules_cli`] and [`replay`] are the operators' `rules check | test | explain`; [`probe`]
-//! is the installers' `gridwatch probe`.
+//! is the installers' `gridwatch probe`; [`bridge`] runs only the serial sources and publishes to
+//! MQTT.
 
 pub mod alert;
 pub mod backoff;
+pub mod bridge;
 pub mod cli;
 pub mod clock;
 pub mod config;

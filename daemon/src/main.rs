@@ -28,20 +28,22 @@ fn main() -> ExitCode {
         Command::Rules { command: RulesCommand::Check { paths, with_builtin } } => rules_cli::check(&paths, with_builtin || paths.is_empty()),
         Command::Rules { command: RulesCommand::Test { data, rules, from, to } } => print_or_fail(rules_cli::test(&data, &rules, from, to)),
         Command::Rules { command: RulesCommand::Explain { sensor, rules } } => print_or_fail(rules_cli::explain(&sensor, &rules)),
-        Command::Run { config } => {
-            let config = match Config::load(&config) {
-                Ok(config) => config,
-                Err(error @ ConfigError::Invalid(_)) => {
-                    eprintln!("{error}");
-                    return ExitCode::from(EX_CONFIG);
-                }
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    return ExitCode::from(EX_CONFIG);
-                }
-            };
-            block_on(run_daemon(config))
-        }
+        Command::Run { config } => match load_config(&config) {
+            Ok(config) => block_on(run_daemon(config)),
+            Err(code) => code,
+        },
+        Command::Bridge { config } => match load_config(&config) {
+            Ok(config) => block_on(async move {
+                let shutdown = CancellationToken::new();
+                let signals = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_stop_signal().await;
+                    signals.cancel();
+                });
+                gridwatch::bridge::run(config, shutdown).await
+            }),
+            Err(code) => code,
+        },
         Command::Probe { port, baud } => {
             let bauds: Vec<u32> = match baud {
                 Baud::Auto => gridwatch::probe::AUTO_BAUDS.to_vec(),
@@ -60,6 +62,17 @@ fn main() -> ExitCode {
             block_on(demo::run(demo::DemoOptions { duration, speed, state_dir, http_listen }))
         }
     }
+}
+
+/// Loads a configuration, or prints why not and gives exit code 78.
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|error| {
+        match error {
+            ConfigError::Invalid(_) => eprintln!("{error}"),
+            ConfigError::Read { .. } => eprintln!("error: {error}"),
+        }
+        ExitCode::from(EX_CONFIG)
+    })
 }
 
 fn print_or_fail(result: anyhow::Result<String>) -> ExitCode {

@@ -246,3 +246,41 @@ async fn probe_on_an_empty_port_says_so_and_fails() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).contains("nothing answered on"), "{}", String::from_utf8_lossy(&output.stdout));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_publishes_serial_readings_in_the_default_convention() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let lines = PtyPair::start(dir.path(), "bridge").await.expect("socat (package socat)");
+    let config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-bridge-test\"\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"canal\"\n[[serial]]\nport = \"{}\"\nbaud = 115200\nprotocol = \"line\"\nmin_interval_ms = 0\n",
+        mosquitto.url(),
+        lines.device.display()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    let subscriber = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &mosquitto.port.to_string(), "-t", "gridwatch/+/+/telemetry", "-C", "1", "-W", "20", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (package mosquitto-clients)");
+    let mut bridge = Daemon::start(&["bridge", "--config", "gridwatch.toml"], dir.path());
+    let mut box_port = open_far_end(&lines.simulator).await;
+    // Keep sending until the bridge has opened the port and the subscriber has one message.
+    let writer = tokio::spawn(async move {
+        for seq in 0..100 {
+            if box_port.write_all(line::encode("canal-02", seq, &[("do", 3.2)]).as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let output = tokio::task::spawn_blocking(move || subscriber.wait_with_output().unwrap()).await.unwrap();
+    writer.abort();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (topic, json) = text.trim().split_once(' ').unwrap_or_else(|| panic!("no message: {text:?}; log: {:?}", bridge.stderr()));
+    assert_eq!(topic, "gridwatch/canal/canal-02/telemetry");
+    let body: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(body["do"], 3.2);
+    assert!(body["ts"].as_i64().is_some() && body["seq"].as_u64().is_some(), "{body}");
+    assert!(bridge.stop().success());
+}

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct SerialOutputs {
     pub samples: mpsc::Sender<Sample>,
-    pub spool: mpsc::Sender<Spooled>,
+    /// The spooler, when readings are stored here (not in `gridwatch bridge`).
+    pub spool: Option<mpsc::Sender<Spooled>>,
     pub sensor_ids: Arc<[String]>,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
@@ -40,7 +41,8 @@ impl SerialOutputs {
         }
         let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields };
         let id = self.sensor_ids.get(sensor).cloned().unwrap_or_default();
-        self.samples.send(sample.clone()).await.is_ok() && self.spool.send(Spooled { sample: Some((id, sample)), ack: None }).await.is_ok()
+        let Some(spool) = &self.spool else { return self.samples.send(sample).await.is_ok() };
+        self.samples.send(sample.clone()).await.is_ok() && spool.send(Spooled { sample: Some((id, sample)), ack: None }).await.is_ok()
     }
 }
 
