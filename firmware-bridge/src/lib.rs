@@ -9,10 +9,12 @@
 //! - [`witmotion`]: the WitMotion 0x55 stream (angles, acceleration), resynchronising.
 //! - [`rion`]: RION-style 0x68 inclinometers (request/response, packed BCD).
 //! - [`line`]: the gridwatch line protocol for our own firmware (encoder and decoder).
+//! - [`fuzzing`]: one entry point per decoder for the fuzz targets and the corpus replay test.
 //!
 //! Every decoder is a state machine fed arbitrary bytes: it never panics, never keeps more than
 //! one frame's worth of bytes, and never yields a value from a frame whose checksum failed.
 
+pub mod fuzzing;
 pub mod line;
 pub mod modbus;
 pub mod profile;
