@@ -3,6 +3,8 @@
 //! then waits for `shutdown` and drains them in data-flow order under a deadline.
 
 use crate::alert::console::ConsoleSink;
+use crate::alert::dingtalk::DingTalkSink;
+use crate::alert::wecom::WeComSink;
 use crate::alert::mqtt::MqttAlertSink;
 use crate::alert::webhook::WebhookSink;
 use crate::alert::{run_dispatcher, spawn_sink, SinkQueue};
@@ -102,6 +104,12 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     }
     for hook in &config.alerts.webhooks {
         add_sink(spawn_sink(WebhookSink::new(hook, metrics.clone())?, metrics.clone(), store.clone()));
+    }
+    for robot in &config.alerts.wecom {
+        add_sink(spawn_sink(WeComSink::new(robot.clone())?, metrics.clone(), store.clone()));
+    }
+    for robot in &config.alerts.dingtalk {
+        add_sink(spawn_sink(DingTalkSink::new(robot.clone())?, metrics.clone(), store.clone()));
     }
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);

@@ -18,10 +18,13 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
     replayed
 }
 
+/// A fuzz target's name and its check.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn every_corpus_input_passes_its_decoders_checks() {
     use gridwatch_bridge::fuzzing;
-    let targets: [(&str, fn(&[u8])); 5] = [
+    let targets: [Target; 5] = [
         ("witmotion", fuzzing::witmotion),
         ("rion", fuzzing::rion),
         ("line", fuzzing::line),

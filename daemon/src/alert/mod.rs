@@ -9,8 +9,11 @@
 //! up on an alert after its retries counts it in `alert_delivery_failures`.
 
 pub mod console;
+pub mod dingtalk;
 pub mod mqtt;
+pub mod robot;
 pub mod webhook;
+pub mod wecom;
 
 use crate::clock::rfc3339;
 use crate::config::SensorConfig;
@@ -163,6 +166,22 @@ pub trait Sink: Send + 'static {
     fn name(&self) -> String;
     /// Delivers one alert, retrying as the sink sees fit; an error means it gave up.
     fn deliver(&mut self, alert: &Alert) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// How long until the sink may send again (a rate limit); zero when it may send now.
+    fn wait(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    /// Delivers alerts that queued up behind a rate limit as one message (a digest). By
+    /// default, one by one.
+    fn deliver_many(&mut self, alerts: &[&Alert]) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async move {
+            for alert in alerts {
+                self.deliver(alert).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Called once the queue is closed and drained.
     fn finish(&mut self) -> impl Future<Output = ()> + Send {
         async {}
@@ -183,25 +202,46 @@ pub struct SinkQueue {
     pub queue: mpsc::Sender<Delivery>,
 }
 
+/// Most alerts folded into one digest.
+const DIGEST_MAX: usize = 50;
+
 /// Runs a sink in its own task behind a bounded queue; records each outcome in the outbox.
+/// When the sink is rate-limited, the alerts that queued up meanwhile go out as one digest.
 pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store) -> (SinkQueue, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Delivery>(SINK_QUEUE);
     let name = sink.name();
     let label = Metrics::sink(&name);
     let task_name = name.clone();
     let task = tokio::spawn(async move {
-        while let Some(Delivery { alert_id, alert }) = rx.recv().await {
-            let outcome = sink.deliver(&alert).await;
-            let error = outcome.as_ref().err().map(|e| format!("{e:#}"));
-            if let Some(error) = &error {
-                metrics.alert_delivery_failures.get_or_create(&label).inc();
-                tracing::error!(sink = %task_name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %error, "alert not delivered");
-            } else {
-                metrics.alerts_delivered.get_or_create(&label).inc();
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            let wait = sink.wait();
+            if !wait.is_zero() {
+                tracing::info!(sink = %task_name, wait_ms = wait.as_millis() as u64, "rate limited; alerts arriving meanwhile go out as one digest");
+                tokio::time::sleep(wait).await;
+                while batch.len() < DIGEST_MAX {
+                    match rx.try_recv() {
+                        Ok(delivery) => batch.push(delivery),
+                        Err(_) => break,
+                    }
+                }
             }
-            if let Some(id) = alert_id {
-                if let Err(e) = store.mark_delivery(id, &task_name, error.is_none(), 1, error).await {
-                    tracing::error!(sink = %task_name, alert_id = id, error = %format!("{e:#}"), "delivery outcome not recorded; the alert may be sent again after a restart");
+            let outcome = match batch.as_slice() {
+                [one] => sink.deliver(&one.alert).await,
+                many => sink.deliver_many(&many.iter().map(|d| d.alert.as_ref()).collect::<Vec<_>>()).await,
+            };
+            let error = outcome.as_ref().err().map(|e| format!("{e:#}"));
+            for Delivery { alert_id, alert } in batch {
+                if let Some(error) = &error {
+                    metrics.alert_delivery_failures.get_or_create(&label).inc();
+                    tracing::error!(sink = %task_name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %error, "alert not delivered");
+                } else {
+                    metrics.alerts_delivered.get_or_create(&label).inc();
+                }
+                if let Some(id) = alert_id {
+                    if let Err(e) = store.mark_delivery(id, &task_name, error.is_none(), 1, error.clone()).await {
+                        tracing::error!(sink = %task_name, alert_id = id, error = %format!("{e:#}"), "delivery outcome not recorded; the alert may be sent again after a restart");
+                    }
                 }
             }
         }
@@ -292,6 +332,53 @@ pub(crate) mod tests {
         assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.31‰ since installation — danger");
         assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.31‰，红色预警");
         assert_eq!(alert.message(), alert.messages["en"]);
+    }
+
+    /// Records the size of each delivery; rate-limited like a group robot.
+    struct CountingSink {
+        calls: Arc<std::sync::Mutex<Vec<usize>>>,
+        limit: robot::RateLimit,
+    }
+
+    impl Sink for CountingSink {
+        fn name(&self) -> String {
+            "robot".into()
+        }
+
+        fn wait(&self) -> std::time::Duration {
+            self.limit.wait()
+        }
+
+        async fn deliver(&mut self, _alert: &Alert) -> anyhow::Result<()> {
+            self.limit.record();
+            self.calls.lock().unwrap().push(1);
+            Ok(())
+        }
+
+        async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
+            self.limit.record();
+            self.calls.lock().unwrap().push(alerts.len());
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_past_the_rate_limit_goes_out_as_one_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::default() };
+        let metrics = Arc::new(Metrics::new());
+        let (queue, task) = spawn_sink(sink, metrics.clone(), Store::open(dir.path()).unwrap());
+        for _ in 0..25 {
+            queue.queue.send(Delivery { alert_id: None, alert: Arc::new(sample_alert("fired", 0.5)) }).await.unwrap();
+        }
+        drop(queue);
+        task.await.unwrap();
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 21, "{calls:?}");
+        assert!(calls[..20].iter().all(|&n| n == 1));
+        assert_eq!(calls[20], 5, "the five that waited for the limit went out together");
+        assert_eq!(metrics.alerts_delivered.get_or_create(&Metrics::sink("robot")).get(), 25);
     }
 
     #[test]

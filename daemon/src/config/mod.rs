@@ -123,6 +123,28 @@ pub struct AlertsConfig {
     /// Alerts are published under `<prefix>/<site>/<sensor>/<rule>` when set.
     pub mqtt_topic_prefix: Option<String>,
     pub webhooks: Vec<WebhookConfig>,
+    pub wecom: Vec<RobotConfig>,
+    pub dingtalk: Vec<RobotConfig>,
+}
+
+/// A WeCom or DingTalk group robot.
+#[derive(Clone)]
+pub struct RobotConfig {
+    pub name: String,
+    /// Carries the key or access token: a secret.
+    pub url: reqwest::Url,
+    /// DingTalk signing secret.
+    pub secret: Option<String>,
+    pub mention_mobiles: Vec<String>,
+    /// Messages in Chinese (else English).
+    pub chinese: bool,
+}
+
+impl std::fmt::Debug for RobotConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key, token or secret.
+        f.debug_struct("RobotConfig").field("name", &self.name).field("url", &crate::alert::webhook::redacted(&self.url)).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -210,7 +232,7 @@ impl Checker<'_> {
             builtin_packs: raw.rules.builtin_packs,
             paths: raw.rules.paths.into_iter().filter_map(|p| self.existing_path(base, p, "rules.paths")).collect(),
         };
-        let alerts = self.alerts(raw.alerts);
+        let alerts = self.alerts(raw.alerts, base);
         let influxdb = raw.influxdb.and_then(|raw| self.influx(raw, base));
         let http_listen = raw.http.and_then(|http| self.socket_addr(&http.listen, "http.listen"));
         let serial = raw.serial.into_iter().filter_map(|port| self.serial(port, &sensors, base)).collect();
@@ -325,7 +347,7 @@ impl Checker<'_> {
         Some(TopicMapConfig { filter: filter.clone(), sensor: sensor.clone(), fields: raw.fields })
     }
 
-    fn alerts(&mut self, raw: raw::RawAlerts) -> AlertsConfig {
+    fn alerts(&mut self, raw: raw::RawAlerts, base: &Path) -> AlertsConfig {
         let mqtt_topic_prefix = raw.mqtt.and_then(|mqtt| {
             let prefix = mqtt.topic_prefix.get_ref().trim_end_matches('/');
             if prefix.is_empty() || prefix.contains(['+', '#']) {
@@ -353,7 +375,56 @@ impl Checker<'_> {
                 });
             }
         }
-        AlertsConfig { console: raw.console, mqtt_topic_prefix, webhooks }
+        let wecom = raw.wecom.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "wecom", i, base)).collect();
+        let dingtalk = raw.dingtalk.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "dingtalk", i, base)).collect();
+        AlertsConfig { console: raw.console, mqtt_topic_prefix, webhooks, wecom, dingtalk }
+    }
+
+    fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path) -> Option<RobotConfig> {
+        let key = format!("alerts.{kind}");
+        let url_text = match (&raw.url, &raw.url_file) {
+            (Some(url), None) => Some(url.clone()),
+            (None, Some(file)) => self.read_secret(file, base, &format!("{key}.url_file")).map(|text| Spanned::new(file.span(), text)),
+            (Some(_), Some(file)) => {
+                self.error(file.span(), Some(&format!("{key}.url_file")), "give either `url` or `url_file`, not both".into());
+                None
+            }
+            (None, None) => {
+                self.error(0..0, Some(&format!("{key}.url")), "a robot needs `url` (or `url_file`)".into());
+                None
+            }
+        };
+        let url = url_text.and_then(|u| self.http_url(&u, &format!("{key}.url")));
+        let secret = match (raw.secret, &raw.secret_file) {
+            (Some(secret), None) => Some(secret),
+            (None, Some(file)) => self.read_secret(file, base, &format!("{key}.secret_file")),
+            (Some(_), Some(file)) => {
+                self.error(file.span(), Some(&format!("{key}.secret_file")), "give either `secret` or `secret_file`, not both".into());
+                None
+            }
+            (None, None) => None,
+        };
+        let chinese = match raw.language.as_ref().map(|l| l.get_ref().as_str()) {
+            None | Some("zh") => true,
+            Some("en") => false,
+            Some(other) => {
+                let span = raw.language.as_ref().map_or(0..0, Spanned::span);
+                self.error(span, Some(&format!("{key}.language")), format!("`{other}`: use \"zh\" or \"en\""));
+                true
+            }
+        };
+        Some(RobotConfig { name: raw.name.unwrap_or_else(|| format!("{kind}-{}", index + 1)), url: url?, secret, mention_mobiles: raw.mention_mobiles, chinese })
+    }
+
+    fn read_secret(&mut self, file: &Spanned<String>, base: &Path, key: &str) -> Option<String> {
+        let path = base.join(file.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text.trim().to_string()),
+            Err(error) => {
+                self.error(file.span(), Some(key), format!("cannot read {}: {error}", path.display()));
+                None
+            }
+        }
     }
 
     fn influx(&mut self, raw: raw::RawInflux, base: &Path) -> Option<InfluxConfig> {

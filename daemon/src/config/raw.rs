@@ -165,12 +165,33 @@ pub struct RawAlerts {
     pub mqtt: Option<RawMqttAlerts>,
     #[serde(default)]
     pub webhook: Vec<RawWebhook>,
+    #[serde(default)]
+    pub wecom: Vec<RawRobot>,
+    #[serde(default)]
+    pub dingtalk: Vec<RawRobot>,
 }
 
 impl Default for RawAlerts {
     fn default() -> Self {
-        RawAlerts { console: true, mqtt: None, webhook: Vec::new() }
+        RawAlerts { console: true, mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new() }
     }
+}
+
+/// A WeCom or DingTalk group robot.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRobot {
+    pub name: Option<String>,
+    /// The robot's URL with its key / access token; or `url_file` (a systemd credential).
+    pub url: Option<Spanned<String>>,
+    pub url_file: Option<Spanned<String>>,
+    /// DingTalk signing secret; or `secret_file`.
+    pub secret: Option<String>,
+    pub secret_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub mention_mobiles: Vec<String>,
+    /// `zh` (default) or `en`.
+    pub language: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

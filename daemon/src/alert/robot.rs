@@ -1,0 +1,146 @@
+//! What the WeCom and DingTalk group robots have in common: a JSON POST whose success is HTTP
+//! 2xx *and* `errcode == 0` in the answer, a limit of 20 messages a minute per robot, message
+//! text built from the alert in the channel's language, and length limits.
+
+use super::Alert;
+use anyhow::Context;
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Messages a robot takes per minute (WeCom and DingTalk both; DingTalk throttles for 10 min
+/// past it).
+pub const PER_MINUTE: usize = 20;
+
+/// Attempts per message (each one counts against the rate limit).
+pub const ATTEMPTS: u32 = 3;
+/// Wait before a retry, times the attempt number.
+pub const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// A sliding one-minute window of sends.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    sent: VecDeque<Instant>,
+}
+
+impl RateLimit {
+    /// How long until the next message may go (zero: now).
+    pub fn wait(&self) -> Duration {
+        if self.sent.len() < PER_MINUTE {
+            return Duration::ZERO;
+        }
+        self.sent.front().map_or(Duration::ZERO, |oldest| (*oldest + Duration::from_secs(60)).saturating_duration_since(Instant::now()))
+    }
+
+    pub fn record(&mut self) {
+        let now = Instant::now();
+        while self.sent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(now);
+    }
+}
+
+/// Posts `body` and checks both the HTTP status and the robot's `errcode`.
+pub async fn post(client: &reqwest::Client, url: reqwest::Url, body: &serde_json::Value) -> anyhow::Result<()> {
+    let response = client.post(url).json(body).send().await.context("sending")?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("answered HTTP {status}");
+    }
+    let answer: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("answer is not JSON: {text:.200}"))?;
+    match answer.get("errcode").and_then(serde_json::Value::as_i64) {
+        Some(0) => Ok(()),
+        Some(code) => anyhow::bail!("robot refused: errcode {code} ({})", answer.get("errmsg").and_then(|m| m.as_str()).unwrap_or("")),
+        None => anyhow::bail!("answer has no errcode: {text:.200}"),
+    }
+}
+
+/// The alert's headline for a chat: colour dot, severity word, what happened.
+fn headline(alert: &Alert, zh: bool) -> String {
+    let dot = match alert.colour.as_str() {
+        "red" => "🔴",
+        "orange" => "🟠",
+        "yellow" => "🟡",
+        _ => "🔵",
+    };
+    let event = match (alert.event.as_str(), zh) {
+        ("fired", true) => "告警",
+        ("changed", true) => "级别变化",
+        ("cleared", true) => "恢复",
+        (event, _) => event,
+    };
+    format!("{dot} {event} · {}", alert.severity)
+}
+
+/// The message text of one alert in the channel's language (Markdown).
+pub fn markdown(alert: &Alert, zh: bool) -> String {
+    let message = if zh { alert.messages.get("zh") } else { None }.or(alert.messages.get("en")).cloned().unwrap_or_else(|| alert.title.clone());
+    let since = if zh { "起始" } else { "since" };
+    format!(
+        "**{}**\n{message}\n> {}\n> {} {}{} ({})\n> {since} {}",
+        headline(alert, zh),
+        alert.place(),
+        alert.rule,
+        alert.value,
+        alert.unit,
+        alert.condition,
+        alert.since
+    )
+}
+
+/// One message for several alerts that had to wait for the rate limit.
+pub fn digest(alerts: &[&Alert], zh: bool) -> String {
+    let title = if zh { format!("**{} 条告警汇总**", alerts.len()) } else { format!("**{} alerts**", alerts.len()) };
+    let lines: Vec<String> = alerts.iter().map(|a| format!("- {} {}", headline(a, zh), a.messages.get(if zh { "zh" } else { "en" }).unwrap_or(&a.title))).collect();
+    format!("{title}\n{}", lines.join("\n"))
+}
+
+/// Cuts `text` to at most `max_bytes` on a character boundary, marking the cut.
+pub fn truncate(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_string();
+    }
+    let mut end = max_bytes.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+
+    #[test]
+    fn markdown_carries_what_where_how_bad_and_since() {
+        let mut alert = sample_alert("fired", 7.31);
+        alert.messages.insert("zh".into(), "north-laneB7（house-07）墙体倾斜较安装时变化7.31‰，红色预警".into());
+        let text = markdown(&alert, true);
+        assert!(text.starts_with("**🔴 告警 · danger**\nnorth-laneB7（house-07）墙体倾斜"), "{text}");
+        assert!(text.contains("> house-07 at north-lane, building B7, grid-3"), "{text}");
+        assert!(text.contains("> 起始 "), "{text}");
+        assert!(markdown(&alert, false).contains("wall tilt changed"), "{}", markdown(&alert, false));
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        let text = "墙体倾斜".repeat(1000);
+        let cut = truncate(&text, 4096);
+        assert!(cut.len() <= 4096 && cut.ends_with('…'));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_twenty_first_message_in_a_minute_waits() {
+        let mut limit = RateLimit::default();
+        for _ in 0..PER_MINUTE {
+            assert_eq!(limit.wait(), Duration::ZERO);
+            limit.record();
+        }
+        assert!(limit.wait() > Duration::from_secs(59));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(limit.wait(), Duration::ZERO);
+    }
+}

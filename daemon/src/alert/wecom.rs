@@ -1,0 +1,132 @@
+//! WeCom (企业微信) group robot: `POST …/cgi-bin/webhook/send?key=KEY` with a markdown message
+//! (≤ 4096 bytes), or a text message (≤ 2048 bytes) when mobiles are to be @-mentioned —
+//! markdown cannot mention. Success is HTTP 200 with `errcode == 0`. The key is a secret: only
+//! the redacted URL is ever logged.
+
+use super::robot::{self, RateLimit};
+use super::{Alert, Sink};
+use crate::config::RobotConfig;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct WeComSink {
+    config: RobotConfig,
+    client: reqwest::Client,
+    limit: RateLimit,
+}
+
+impl WeComSink {
+    pub fn new(config: RobotConfig) -> anyhow::Result<WeComSink> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(WeComSink { config, client, limit: RateLimit::default() })
+    }
+
+    /// The request body for a message.
+    pub fn body(&self, text: &str) -> serde_json::Value {
+        if self.config.mention_mobiles.is_empty() {
+            serde_json::json!({"msgtype": "markdown", "markdown": {"content": robot::truncate(text, 4096)}})
+        } else {
+            serde_json::json!({"msgtype": "text", "text": {"content": robot::truncate(&text.replace("**", ""), 2048), "mentioned_mobile_list": self.config.mention_mobiles}})
+        }
+    }
+
+    /// Sends with up to [`robot::ATTEMPTS`] attempts.
+    async fn send(&mut self, text: String) -> anyhow::Result<()> {
+        let body = self.body(&text);
+        let mut attempt = 1;
+        loop {
+            self.limit.record();
+            match robot::post(&self.client, self.config.url.clone(), &body).await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt >= robot::ATTEMPTS => {
+                    return Err(error.context(format!("WeCom robot {} failed {attempt} times", super::webhook::redacted(&self.config.url))))
+                }
+                Err(error) => {
+                    tracing::warn!(sink = %self.config.name, attempt, error = %format!("{error:#}"), "WeCom attempt failed");
+                    tokio::time::sleep(robot::RETRY_DELAY * attempt).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Sink for WeComSink {
+    fn name(&self) -> String {
+        self.config.name.clone()
+    }
+
+    fn wait(&self) -> Duration {
+        self.limit.wait()
+    }
+
+    async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        let text = robot::markdown(alert, self.config.chinese);
+        self.send(text).await
+    }
+
+    async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
+        let text = robot::digest(alerts, self.config.chinese);
+        self.send(text).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+    use std::sync::{Arc, Mutex};
+
+    /// A WeCom stand-in that answers HTTP 200 with the given errcode and records bodies.
+    async fn wecom(errcode: i64) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/cgi-bin/webhook/send",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let record = record.clone();
+                async move {
+                    record.lock().unwrap().push(body);
+                    axum::Json(serde_json::json!({"errcode": errcode, "errmsg": "x"}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let url = format!("http://{}/cgi-bin/webhook/send?key=SECRET-KEY", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    fn config(url: &str, mention: bool) -> RobotConfig {
+        RobotConfig { name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: if mention { vec!["13900000000".into()] } else { vec![] }, chinese: true }
+    }
+
+    #[tokio::test]
+    async fn markdown_message_in_chinese() {
+        let (url, seen) = wecom(0).await;
+        let mut alert = sample_alert("fired", 7.31);
+        alert.messages.insert("zh".into(), "墙体倾斜7.31‰，红色预警".into());
+        WeComSink::new(config(&url, false)).unwrap().deliver(&alert).await.unwrap();
+        let body = seen.lock().unwrap()[0].clone();
+        assert_eq!(body["msgtype"], "markdown");
+        assert!(body["markdown"]["content"].as_str().unwrap().contains("墙体倾斜7.31‰，红色预警"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn mentions_use_a_text_message() {
+        let (url, seen) = wecom(0).await;
+        WeComSink::new(config(&url, true)).unwrap().deliver(&sample_alert("fired", 7.31)).await.unwrap();
+        let body = seen.lock().unwrap()[0].clone();
+        assert_eq!((body["msgtype"].as_str(), body["text"]["mentioned_mobile_list"][0].as_str()), (Some("text"), Some("13900000000")));
+    }
+
+    #[tokio::test]
+    async fn http_200_with_a_nonzero_errcode_is_a_failure_and_the_key_is_not_in_the_error() {
+        let (url, seen) = wecom(93000).await;
+        let err = WeComSink::new(config(&url, false)).unwrap().deliver(&sample_alert("fired", 7.31)).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("errcode 93000") && text.contains("failed 3 times"), "{text}");
+        assert!(!text.contains("SECRET-KEY"), "{text}");
+        assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+}
