@@ -109,7 +109,9 @@ struct RawRule {
     smooth: Option<Spanned<String>>,
     change_over: Option<Spanned<String>>,
     swing_within: Option<Spanned<String>>,
-    // Check: one threshold level inline, a ladder, or a device check.
+    // Check: one threshold level inline, a ladder, or a device check. The level keys repeat
+    // `RawLevel`'s because serde cannot combine `flatten` with `deny_unknown_fields`, and a typo
+    // must stay an error; `inline_level` moves them into a `RawLevel`.
     severity: Option<Spanned<String>>,
     above: Option<Spanned<f64>>,
     below: Option<Spanned<f64>>,
