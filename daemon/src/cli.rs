@@ -50,11 +50,54 @@ pub enum Command {
         #[arg(long, default_value = "auto", value_parser = baud)]
         baud: Baud,
     },
+    /// Incidents: list them, show one with its audit trail, and act on them.
+    Incidents {
+        /// The configuration (for the state directory).
+        #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: IncidentsCommand,
+    },
     /// Work with rule files.
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentsCommand {
+    /// Incidents not closed yet (all with --all), newest first.
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// One incident and its audit trail.
+    Show { id: i64 },
+    /// Take an incident: accept, on-site, resolve or close it.
+    Act {
+        id: i64,
+        /// accept | on-site | resolve | close
+        #[arg(value_parser = action)]
+        action: crate::incident::Action,
+        /// Who acts (a name or phone number), kept in the audit trail.
+        #[arg(long)]
+        by: String,
+        /// What was done or found.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+fn action(text: &str) -> Result<crate::incident::Action, String> {
+    use crate::incident::Action;
+    match text {
+        "accept" => Ok(Action::Accept),
+        "on-site" | "on_site" => Ok(Action::OnSite),
+        "resolve" => Ok(Action::Resolve),
+        "close" => Ok(Action::Close),
+        other => Err(format!("`{other}`: use accept, on-site, resolve or close")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -113,7 +113,7 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     }
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
-    let dispatcher = tokio::spawn(run_dispatcher(alert_rx, store.clone(), sink_queues));
+    let dispatcher = tokio::spawn(run_dispatcher(alert_rx, store.clone(), sink_queues, config.alerts.flap_window.as_millis() as i64));
 
     // Telemetry: readings are spooled (with InfluxDB) and acknowledged by the spooler.
     let written = Arc::new(Notify::new());

@@ -26,6 +26,8 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod incident;
+pub mod incidents_cli;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;

@@ -44,6 +44,10 @@ fn main() -> ExitCode {
             }),
             Err(code) => code,
         },
+        Command::Incidents { config, command } => match load_config(&config) {
+            Ok(config) => print_or_fail(gridwatch::incidents_cli::run(&config, command)),
+            Err(code) => code,
+        },
         Command::Probe { port, baud } => {
             let bauds: Vec<u32> = match baud {
                 Baud::Auto => gridwatch::probe::AUTO_BAUDS.to_vec(),

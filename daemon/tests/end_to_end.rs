@@ -140,6 +140,8 @@ async fn readings_become_one_fired_and_one_cleared_alert_and_stored_points() {
     assert_eq!(bodies[0]["building"], "B7");
     assert_eq!(bodies[0]["severity"], "danger");
     assert!((bodies[0]["value"].as_f64().unwrap() - 0.45f64.hypot(0.10)).abs() < 1e-9, "{}", bodies[0]);
+    assert!(bodies[0]["incident_id"].as_i64().is_some(), "{}", bodies[0]);
+    assert_eq!(bodies[0]["incident_id"], bodies[1]["incident_id"], "fired and cleared belong to one incident");
     assert_eq!(bodies[1]["event"], "cleared");
     assert_eq!(bodies[1]["rule"], "test-tilt-danger");
     assert!((bodies[1]["value"].as_f64().unwrap() - 0.30).abs() < 1e-9, "{}", bodies[1]);
@@ -187,4 +189,23 @@ async fn readings_become_one_fired_and_one_cleared_alert_and_stored_points() {
     let journal = gridwatch::store::Store::open(&dir.path().join("state")).unwrap().recent_alerts(10).unwrap();
     let journaled: Vec<_> = journal.iter().map(|e| (e.event.as_str(), e.rule.as_str())).collect();
     assert_eq!(journaled, vec![("fired", "test-tilt-danger"), ("cleared", "test-tilt-danger")]);
+
+    // A danger incident waits for a person even though the sensor is normal again; the
+    // worker closes the loop from the command line and the audit trail says who did what.
+    let incidents = |args: &[&str]| {
+        let output = common::gridwatch().args(["incidents", "--config", "gridwatch.toml"]).args(args).current_dir(dir.path()).output().unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr))
+    };
+    let id = bodies[0]["incident_id"].as_i64().unwrap().to_string();
+    let (ok, list) = incidents(&["list"]);
+    assert!(ok && list.contains(&format!("#{id:<5} open")) && list.contains("(sensor normal)"), "{list}");
+    assert!(incidents(&["act", &id, "accept", "--by", "worker-li"]).0);
+    let (ok, resolved) = incidents(&["act", &id, "resolve", "--by", "worker-li", "--note", "wall checked, crack sealed"]);
+    assert!(ok && resolved.contains("is now resolved"), "{resolved}");
+    let (ok, refused) = incidents(&["act", &id, "accept", "--by", "worker-li"]);
+    assert!(!ok && refused.contains("cannot accept an incident that is resolved"), "{refused}");
+    let (_, shown) = incidents(&["show", &id]);
+    for line in ["rules        fired danger", "rules        sensor normal", "worker-li    accept", "worker-li    resolve: wall checked, crack sealed"] {
+        assert!(shown.contains(line), "missing {line:?} in {shown}");
+    }
 }

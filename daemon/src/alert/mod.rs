@@ -68,6 +68,9 @@ pub struct Alert {
     /// The rule's message rendered per language (`en`, `zh`); at least `en` (the title when the
     /// rule has no message).
     pub messages: BTreeMap<String, String>,
+    /// The incident this event belongs to (`gridwatch incidents show <id>`).
+    #[serde(default)]
+    pub incident_id: Option<i64>,
 }
 
 impl Alert {
@@ -92,6 +95,7 @@ impl Alert {
             at_ms: event.at,
             since: rfc3339(event.since),
             messages: messages(event, rule, sensor),
+            incident_id: None,
         }
     }
 
@@ -250,10 +254,10 @@ pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store) -> 
     (SinkQueue { name, queue: tx }, task)
 }
 
-/// First re-sends what the outbox still holds from before a restart, then journals each new
-/// alert (with a pending delivery per sink) and hands it to every sink. Returns when `alerts` is
-/// closed; the sink queues close when it returns.
-pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sinks: Vec<SinkQueue>) {
+/// First re-sends what the outbox still holds from before a restart, then, for each new alert,
+/// updates its incident, journals it (with a pending delivery per sink) and hands it to every
+/// sink. Returns when `alerts` is closed; the sink queues close when it returns.
+pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sinks: Vec<SinkQueue>, flap_window_ms: i64) {
     let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
     match store.pending_deliveries(&names) {
         Ok(pending) => {
@@ -268,7 +272,11 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sin
         }
         Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot read the outbox; undelivered alerts from before the restart are not re-sent"),
     }
-    while let Some(alert) = alerts.recv().await {
+    while let Some(mut alert) = alerts.recv().await {
+        match store.apply_alert(&alert, flap_window_ms).await {
+            Ok(id) => alert.incident_id = Some(id),
+            Err(error) => tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "incident not updated; sending the alert anyway"),
+        }
         let alert_id = match store.record_alert(&alert, &names).await {
             Ok(id) => Some(id),
             Err(error) => {
@@ -310,6 +318,7 @@ pub(crate) mod tests {
             at_ms: 1_795_392_000_000,
             since: rfc3339(1_795_391_940_000),
             messages: BTreeMap::from([("en".to_string(), "north-lane B7 (house-07): wall tilt changed 7.31‰ since installation — danger".to_string())]),
+            incident_id: None,
         }
     }
 

@@ -120,6 +120,8 @@ pub struct RulesConfig {
 #[derive(Debug, Clone)]
 pub struct AlertsConfig {
     pub console: bool,
+    /// A rule firing again this soon after its incident closed re-opens that incident.
+    pub flap_window: Duration,
     /// Alerts are published under `<prefix>/<site>/<sensor>/<rule>` when set.
     pub mqtt_topic_prefix: Option<String>,
     pub webhooks: Vec<WebhookConfig>,
@@ -377,7 +379,7 @@ impl Checker<'_> {
         }
         let wecom = raw.wecom.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "wecom", i, base)).collect();
         let dingtalk = raw.dingtalk.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "dingtalk", i, base)).collect();
-        AlertsConfig { console: raw.console, mqtt_topic_prefix, webhooks, wecom, dingtalk }
+        AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk }
     }
 
     fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path) -> Option<RobotConfig> {

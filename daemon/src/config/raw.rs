@@ -162,6 +162,8 @@ fn yes() -> bool {
 pub struct RawAlerts {
     #[serde(default = "yes")]
     pub console: bool,
+    #[serde(default = "default_flap_window_secs")]
+    pub flap_window_secs: u64,
     pub mqtt: Option<RawMqttAlerts>,
     #[serde(default)]
     pub webhook: Vec<RawWebhook>,
@@ -173,8 +175,12 @@ pub struct RawAlerts {
 
 impl Default for RawAlerts {
     fn default() -> Self {
-        RawAlerts { console: true, mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new() }
+        RawAlerts { console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new() }
     }
+}
+
+fn default_flap_window_secs() -> u64 {
+    600
 }
 
 /// A WeCom or DingTalk group robot.

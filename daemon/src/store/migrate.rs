@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -83,6 +83,37 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  error TEXT NOT NULL
              );
              PRAGMA user_version = 3;
+             COMMIT;",
+        )?;
+    }
+    if version < 4 {
+        // Incidents and their audit trail.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE incidents (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 rule TEXT NOT NULL,
+                 sensor TEXT NOT NULL,
+                 severity TEXT NOT NULL,
+                 worst_severity TEXT NOT NULL,
+                 state TEXT NOT NULL CHECK (state IN ('open', 'accepted', 'on_site', 'resolved', 'closed')),
+                 sensor_normal INTEGER NOT NULL DEFAULT 0,
+                 firings INTEGER NOT NULL DEFAULT 1,
+                 last_value REAL NOT NULL,
+                 opened_ms INTEGER NOT NULL,
+                 updated_ms INTEGER NOT NULL,
+                 closed_ms INTEGER
+             );
+             CREATE INDEX incidents_by_subject ON incidents (rule, sensor, state);
+             CREATE TABLE incident_events (
+                 id INTEGER PRIMARY KEY,
+                 incident_id INTEGER NOT NULL REFERENCES incidents (id),
+                 at_ms INTEGER NOT NULL,
+                 actor TEXT NOT NULL,
+                 action TEXT NOT NULL,
+                 note TEXT
+             );
+             PRAGMA user_version = 4;
              COMMIT;",
         )?;
     }

@@ -6,17 +6,20 @@
 //!   restart;
 //! - the telemetry spool ([`spool`]): readings are committed here (in groups) before the MQTT
 //!   broker gets its acknowledgement, and leave only when InfluxDB took them;
-//! - the rule engine's last state snapshot ([`state`]).
+//! - the rule engine's last state snapshot ([`state`]);
+//! - incidents and their audit trail ([`incidents`]).
 //!
 //! Invariants: the schema version is `PRAGMA user_version` and only moves forward; a file that
 //! cannot be opened as a database is moved aside (`gridwatch.db.corrupt-<time>`), counted, and
 //! replaced by a fresh one — the store never refuses to start and never loops.
 
+mod incidents;
 mod journal;
 mod migrate;
 mod spool;
 mod state;
 
+pub use incidents::{AuditEntry, IncidentRow};
 pub use journal::{JournalEntry, PendingDelivery};
 pub use spool::{SpoolStats, SpooledPoint};
 

@@ -1,0 +1,217 @@
+//! Incidents and their audit trail in the store (see [`crate::incident`] for the states).
+
+use super::Store;
+use crate::alert::Alert;
+use crate::incident::{closes_when_sensor_clears, Action, State};
+use anyhow::{bail, Context};
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+
+/// An incident as listed and shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentRow {
+    pub id: i64,
+    pub rule: String,
+    pub sensor: String,
+    pub severity: String,
+    pub worst_severity: String,
+    pub state: String,
+    pub sensor_normal: bool,
+    pub firings: i64,
+    pub last_value: f64,
+    pub opened_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// One line of an incident's audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub note: Option<String>,
+}
+
+const SEVERITIES: [&str; 4] = ["notice", "warning", "alarm", "danger"];
+
+fn rank(severity: &str) -> usize {
+    SEVERITIES.iter().position(|s| *s == severity).unwrap_or(0)
+}
+
+fn audit(tx: &Transaction<'_>, incident: i64, at: i64, actor: &str, action: &str, note: Option<&str>) -> rusqlite::Result<()> {
+    tx.execute("INSERT INTO incident_events (incident_id, at_ms, actor, action, note) VALUES (?1, ?2, ?3, ?4, ?5)", params![incident, at, actor, action, note])?;
+    Ok(())
+}
+
+impl Store {
+    /// Applies a rule event to its incident (opening, updating, re-opening or marking it
+    /// sensor-normal) and returns the incident's id.
+    pub async fn apply_alert(&self, alert: &Alert, flap_window_ms: i64) -> anyhow::Result<i64> {
+        let alert = alert.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let now = alert.at_ms;
+            let current: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, worst_severity FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1",
+                    params![alert.rule, alert.sensor],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let id = match (alert.event.as_str(), current) {
+                ("fired" | "changed", Some((id, worst))) => {
+                    let worst = if rank(&alert.severity) > rank(&worst) { alert.severity.clone() } else { worst };
+                    tx.execute(
+                        "UPDATE incidents SET severity = ?1, worst_severity = ?2, sensor_normal = 0, firings = firings + ?3, last_value = ?4, updated_ms = ?5 WHERE id = ?6",
+                        params![alert.severity, worst, i64::from(alert.event == "fired"), alert.value, now, id],
+                    )?;
+                    audit(&tx, id, now, "rules", &format!("{} {}", alert.event, alert.severity), None)?;
+                    id
+                }
+                ("fired" | "changed", None) => {
+                    let recent: Option<i64> = tx
+                        .query_row(
+                            "SELECT id FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state = 'closed' AND closed_ms >= ?3 ORDER BY id DESC LIMIT 1",
+                            params![alert.rule, alert.sensor, now - flap_window_ms],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    match recent {
+                        Some(id) => {
+                            tx.execute(
+                                "UPDATE incidents SET state = 'open', severity = ?1, sensor_normal = 0, firings = firings + 1, last_value = ?2, updated_ms = ?3, closed_ms = NULL WHERE id = ?4",
+                                params![alert.severity, alert.value, now, id],
+                            )?;
+                            audit(&tx, id, now, "rules", &format!("re-opened {} (fired again within the flap window)", alert.severity), None)?;
+                            id
+                        }
+                        None => {
+                            tx.execute(
+                                "INSERT INTO incidents (rule, sensor, severity, worst_severity, state, last_value, opened_ms, updated_ms) VALUES (?1, ?2, ?3, ?3, 'open', ?4, ?5, ?5)",
+                                params![alert.rule, alert.sensor, alert.severity, alert.value, now],
+                            )?;
+                            let id = tx.last_insert_rowid();
+                            audit(&tx, id, now, "rules", &format!("fired {}", alert.severity), None)?;
+                            id
+                        }
+                    }
+                }
+                (_, Some((id, worst))) => {
+                    tx.execute("UPDATE incidents SET sensor_normal = 1, last_value = ?1, updated_ms = ?2 WHERE id = ?3", params![alert.value, now, id])?;
+                    audit(&tx, id, now, "rules", "sensor normal", None)?;
+                    if closes_when_sensor_clears(&worst) {
+                        tx.execute("UPDATE incidents SET state = 'closed', closed_ms = ?1 WHERE id = ?2", params![now, id])?;
+                        audit(&tx, id, now, "rules", "closed (minor, sensor normal)", None)?;
+                    }
+                    id
+                }
+                (_, None) => bail!("a clear for {} on {} without an open incident", alert.rule, alert.sensor),
+            };
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// A person's action on an incident, checked against its state and recorded.
+    pub fn incident_action(&self, id: i64, action: Action, actor: &str, note: Option<&str>, now_ms: i64) -> anyhow::Result<State> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        let state: String = tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.with_context(|| format!("no incident {id}"))?;
+        let next = action.next(state.parse().map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?;
+        let closed = (next == State::Closed).then_some(now_ms);
+        tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![next.as_str(), now_ms, closed, id])?;
+        audit(&tx, id, now_ms, actor, action.as_str(), note)?;
+        tx.commit()?;
+        Ok(next)
+    }
+
+    /// Incidents, newest first; only those not closed unless `all`.
+    pub fn incidents(&self, all: bool) -> anyhow::Result<Vec<IncidentRow>> {
+        let conn = self.lock()?;
+        let sql = format!(
+            "SELECT id, rule, sensor, severity, worst_severity, state, sensor_normal, firings, last_value, opened_ms, updated_ms FROM incidents {} ORDER BY id DESC",
+            if all { "" } else { "WHERE state != 'closed'" }
+        );
+        let mut statement = conn.prepare(&sql)?;
+        let rows = statement.query_map([], |row| {
+            Ok(IncidentRow {
+                id: row.get(0)?,
+                rule: row.get(1)?,
+                sensor: row.get(2)?,
+                severity: row.get(3)?,
+                worst_severity: row.get(4)?,
+                state: row.get(5)?,
+                sensor_normal: row.get::<_, i64>(6)? != 0,
+                firings: row.get(7)?,
+                last_value: row.get(8)?,
+                opened_ms: row.get(9)?,
+                updated_ms: row.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// An incident's audit trail, oldest first.
+    pub fn incident_history(&self, id: i64) -> anyhow::Result<Vec<AuditEntry>> {
+        let conn = self.lock()?;
+        let mut statement = conn.prepare("SELECT at_ms, actor, action, note FROM incident_events WHERE incident_id = ?1 ORDER BY id")?;
+        let rows = statement.query_map([id], |row| Ok(AuditEntry { at_ms: row.get(0)?, actor: row.get(1)?, action: row.get(2)?, note: row.get(3)? }))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+
+    fn event(kind: &str, severity: &str, at_ms: i64) -> Alert {
+        let mut alert = sample_alert(kind, 0.5);
+        alert.severity = severity.into();
+        alert.at_ms = at_ms;
+        alert
+    }
+
+    #[tokio::test]
+    async fn repeated_firings_and_changes_update_one_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.apply_alert(&event("fired", "alarm", 1_000), 600_000).await.unwrap();
+        let b = store.apply_alert(&event("changed", "danger", 2_000), 600_000).await.unwrap();
+        assert_eq!(a, b);
+        let rows = store.incidents(false).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].severity.as_str(), rows[0].worst_severity.as_str(), rows[0].state.as_str()), ("danger", "danger", "open"));
+    }
+
+    #[tokio::test]
+    async fn a_danger_incident_waits_for_a_person_after_the_sensor_clears() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.apply_alert(&event("fired", "danger", 1_000), 600_000).await.unwrap();
+        store.apply_alert(&event("cleared", "danger", 2_000), 600_000).await.unwrap();
+        let row = &store.incidents(false).unwrap()[0];
+        assert!(row.sensor_normal && row.state == "open");
+        assert_eq!(store.incident_action(id, Action::Accept, "worker Li", None, 3_000).unwrap(), State::Accepted);
+        assert_eq!(store.incident_action(id, Action::OnSite, "worker Li", None, 4_000).unwrap(), State::OnSite);
+        assert_eq!(store.incident_action(id, Action::Resolve, "worker Li", Some("crack sealed, wall propped"), 5_000).unwrap(), State::Resolved);
+        assert!(store.incident_action(id, Action::Accept, "worker Li", None, 6_000).unwrap_err().to_string().contains("cannot accept an incident that is resolved"));
+        let trail: Vec<String> = store.incident_history(id).unwrap().iter().map(|e| format!("{} {}", e.actor, e.action)).collect();
+        assert_eq!(trail, vec!["rules fired danger", "rules sensor normal", "worker Li accept", "worker Li on_site", "worker Li resolve"]);
+        assert_eq!(store.incident_history(id).unwrap()[4].note.as_deref(), Some("crack sealed, wall propped"));
+    }
+
+    #[tokio::test]
+    async fn a_warning_closes_itself_and_a_quick_refire_reopens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.apply_alert(&event("fired", "warning", 1_000), 600_000).await.unwrap();
+        store.apply_alert(&event("cleared", "warning", 2_000), 600_000).await.unwrap();
+        assert!(store.incidents(false).unwrap().is_empty(), "closed by the sensor");
+        assert_eq!(store.apply_alert(&event("fired", "warning", 60_000), 600_000).await.unwrap(), id, "flap: same incident");
+        store.apply_alert(&event("cleared", "warning", 70_000), 600_000).await.unwrap();
+        let later = store.apply_alert(&event("fired", "warning", 70_000 + 600_001), 600_000).await.unwrap();
+        assert_ne!(later, id, "past the flap window: a new incident");
+    }
+}
