@@ -87,7 +87,8 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
         crate::mqtt::broker::start(listen).await?;
     }
     if let Some(listen) = config.http_listen {
-        crate::web::serve(listen, metrics.clone(), shutdown.clone()).await?;
+        let web = crate::web::WebState { metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone() };
+        crate::web::serve(listen, web, shutdown.clone()).await?;
     }
 
     let mut sink_queues = Vec::new();
@@ -113,7 +114,7 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     }
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
-    let dispatcher = tokio::spawn(run_dispatcher(alert_rx, store.clone(), sink_queues, config.alerts.flap_window.as_millis() as i64));
+    let dispatcher = tokio::spawn(run_dispatcher(alert_rx, store.clone(), sink_queues, config.alerts.flap_window.as_millis() as i64, config.worker_links.clone()));
 
     // Telemetry: readings are spooled (with InfluxDB) and acknowledged by the spooler.
     let written = Arc::new(Notify::new());

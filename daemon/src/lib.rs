@@ -28,6 +28,7 @@ pub mod daemon;
 pub mod demo;
 pub mod incident;
 pub mod incidents_cli;
+pub mod links;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;

@@ -11,7 +11,7 @@ pub struct ConsoleSink;
 /// and the English message.
 pub fn format_line(alert: &Alert) -> String {
     format!(
-        "{at} {event:<7} {severity:<7} rule={rule} sensor={sensor} value={value:.4}{unit} ({condition}){change} since={since} | {place} | {message}",
+        "{at} {event:<7} {severity:<7} rule={rule} sensor={sensor} value={value:.4}{unit} ({condition}){change} since={since} | {place} | {message}{incident}",
         at = alert.at,
         event = alert.event,
         severity = alert.severity,
@@ -24,6 +24,7 @@ pub fn format_line(alert: &Alert) -> String {
         change = alert.previous_severity.as_ref().map(|p| format!(" was {p}")).unwrap_or_default(),
         place = alert.place(),
         message = alert.message(),
+        incident = alert.incident_id.map(|id| format!(" | incident #{id}")).unwrap_or_default(),
     )
 }
 

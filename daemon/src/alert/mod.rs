@@ -71,6 +71,9 @@ pub struct Alert {
     /// The incident this event belongs to (`gridwatch incidents show <id>`).
     #[serde(default)]
     pub incident_id: Option<i64>,
+    /// The signed link to the incident's page, when worker links are configured.
+    #[serde(default)]
+    pub link: Option<String>,
 }
 
 impl Alert {
@@ -96,6 +99,7 @@ impl Alert {
             since: rfc3339(event.since),
             messages: messages(event, rule, sensor),
             incident_id: None,
+            link: None,
         }
     }
 
@@ -257,7 +261,7 @@ pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store) -> 
 /// First re-sends what the outbox still holds from before a restart, then, for each new alert,
 /// updates its incident, journals it (with a pending delivery per sink) and hands it to every
 /// sink. Returns when `alerts` is closed; the sink queues close when it returns.
-pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sinks: Vec<SinkQueue>, flap_window_ms: i64) {
+pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sinks: Vec<SinkQueue>, flap_window_ms: i64, links: Option<crate::links::WorkerLinks>) {
     let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
     match store.pending_deliveries(&names) {
         Ok(pending) => {
@@ -274,7 +278,10 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sin
     }
     while let Some(mut alert) = alerts.recv().await {
         match store.apply_alert(&alert, flap_window_ms).await {
-            Ok(id) => alert.incident_id = Some(id),
+            Ok(id) => {
+                alert.incident_id = Some(id);
+                alert.link = links.as_ref().map(|l| l.link(id, chrono::Utc::now().timestamp()));
+            }
             Err(error) => tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "incident not updated; sending the alert anyway"),
         }
         let alert_id = match store.record_alert(&alert, &names).await {
@@ -319,6 +326,7 @@ pub(crate) mod tests {
             since: rfc3339(1_795_391_940_000),
             messages: BTreeMap::from([("en".to_string(), "north-lane B7 (house-07): wall tilt changed 7.31‰ since installation — danger".to_string())]),
             incident_id: None,
+            link: None,
         }
     }
 

@@ -78,8 +78,9 @@ fn headline(alert: &Alert, zh: bool) -> String {
 pub fn markdown(alert: &Alert, zh: bool) -> String {
     let message = if zh { alert.messages.get("zh") } else { None }.or(alert.messages.get("en")).cloned().unwrap_or_else(|| alert.title.clone());
     let since = if zh { "起始" } else { "since" };
+    let link = alert.link.as_ref().map(|l| format!("\n[{}]({l})", if zh { "接单 / 到场 / 办结" } else { "Accept / on site / resolve" })).unwrap_or_default();
     format!(
-        "**{}**\n{message}\n> {}\n> {} {}{} ({})\n> {since} {}",
+        "**{}**\n{message}\n> {}\n> {} {}{} ({})\n> {since} {}{link}",
         headline(alert, zh),
         alert.place(),
         alert.rule,

@@ -35,6 +35,8 @@ pub struct Config {
     pub influxdb: Option<InfluxConfig>,
     /// Address of the `/metrics` endpoint; none when the `[http]` table is absent.
     pub http_listen: Option<SocketAddr>,
+    /// Signed incident links for workers; when `[http] public_url` is set.
+    pub worker_links: Option<crate::links::WorkerLinks>,
     /// Serial ports and the devices on them.
     pub serial: Vec<SerialConfig>,
 }
@@ -236,9 +238,12 @@ impl Checker<'_> {
         };
         let alerts = self.alerts(raw.alerts, base);
         let influxdb = raw.influxdb.and_then(|raw| self.influx(raw, base));
-        let http_listen = raw.http.and_then(|http| self.socket_addr(&http.listen, "http.listen"));
+        let (http_listen, worker_links) = match raw.http {
+            Some(http) => (self.socket_addr(&http.listen, "http.listen"), self.worker_links(&http, base)),
+            None => (None, None),
+        };
         let serial = raw.serial.into_iter().filter_map(|port| self.serial(port, &sensors, base)).collect();
-        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, serial }
+        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial }
     }
 
     fn sensors(&mut self, raw: Vec<raw::RawSensor>) -> Vec<SensorConfig> {
@@ -416,6 +421,24 @@ impl Checker<'_> {
             }
         };
         Some(RobotConfig { name: raw.name.unwrap_or_else(|| format!("{kind}-{}", index + 1)), url: url?, secret, mention_mobiles: raw.mention_mobiles, chinese })
+    }
+
+    fn worker_links(&mut self, http: &raw::RawHttp, base: &Path) -> Option<crate::links::WorkerLinks> {
+        let public = http.public_url.as_ref()?;
+        let url = self.http_url(public, "http.public_url")?;
+        let secret = match (&http.link_secret, &http.link_secret_file) {
+            (Some(secret), None) => Some(secret.clone()),
+            (None, Some(file)) => self.read_secret(file, base, "http.link_secret_file"),
+            _ => {
+                self.error(public.span(), Some("http.link_secret"), "incident links need exactly one of `link_secret` or `link_secret_file`".into());
+                None
+            }
+        }?;
+        if secret.len() < 16 {
+            self.error(public.span(), Some("http.link_secret"), "use a link secret of at least 16 characters".into());
+            return None;
+        }
+        Some(crate::links::WorkerLinks::new(url, &secret, Duration::from_secs(http.link_valid_hours.max(1) * 3600)))
     }
 
     fn read_secret(&mut self, file: &Spanned<String>, base: &Path, key: &str) -> Option<String> {

@@ -263,4 +263,14 @@ fn default_drain_points_per_sec() -> Spanned<u32> {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Spanned<String>,
+    /// How workers' phones reach this box; turns on incident links and pages.
+    pub public_url: Option<Spanned<String>>,
+    pub link_secret: Option<String>,
+    pub link_secret_file: Option<Spanned<String>>,
+    #[serde(default = "default_link_valid_hours")]
+    pub link_valid_hours: u64,
+}
+
+fn default_link_valid_hours() -> u64 {
+    72
 }
