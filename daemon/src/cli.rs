@@ -21,6 +21,11 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
     },
+    /// Check a configuration and its rule files without starting anything (exit 78 when invalid).
+    Validate {
+        #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
+        config: PathBuf,
+    },
     /// Run everything on embedded defaults with simulated houses and water probes.
     Demo {
         /// Stop by itself after this long (e.g. 30s, 2m); runs until Ctrl-C when absent.

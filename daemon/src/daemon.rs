@@ -136,7 +136,8 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_QUEUE);
     let (reload_tx, reload_rx) = mpsc::channel(1);
     tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, reload_tx, shutdown.clone()));
-    let pipeline = Pipeline { engine, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone() };
+    let heartbeat = crate::supervision::Heartbeat::default();
+    let pipeline = Pipeline { engine, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone() };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx));
     let sensor_ids: Arc<[String]> = sensors.iter().map(|s| s.id.clone()).collect();
     let serial_outputs =
@@ -159,7 +160,10 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
         state_dir = %config.state_dir.display(),
         "gridwatch running"
     );
+    crate::supervision::ready();
+    tokio::spawn(crate::supervision::watchdog(heartbeat, shutdown.clone()));
     shutdown.cancelled().await;
+    crate::supervision::stopping();
     tracing::info!("shutting down: draining readings and pending alerts");
 
     let drain = async {

@@ -40,5 +40,6 @@ pub mod rules_cli;
 pub mod sample;
 pub mod serial;
 pub mod store;
+pub mod supervision;
 pub mod telemetry;
 pub mod web;

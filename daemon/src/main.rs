@@ -4,7 +4,7 @@
 use clap::Parser;
 use gridwatch::cli::{Baud, Cli, Command, RulesCommand};
 use gridwatch::config::{Config, ConfigError};
-use gridwatch::rule_files::RuleLoadError;
+use gridwatch::rule_files::{self, RuleLoadError};
 use gridwatch::rules_cli;
 use gridwatch::{clock::Clock, daemon, demo, metrics::Metrics};
 use std::process::ExitCode;
@@ -30,6 +30,19 @@ fn main() -> ExitCode {
         Command::Rules { command: RulesCommand::Explain { sensor, rules } } => print_or_fail(rules_cli::explain(&sensor, &rules)),
         Command::Run { config } => match load_config(&config) {
             Ok(config) => block_on(run_daemon(config)),
+            Err(code) => code,
+        },
+        Command::Validate { config } => match load_config(&config) {
+            Ok(loaded) => match rule_files::load(&loaded.rules.paths, loaded.rules.builtin_packs) {
+                Ok((rules, files)) => {
+                    println!("ok: {} sensors, {} serial ports, {} rules in {files} files", loaded.sensors.len(), loaded.serial.len(), rules.rules.len());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::from(EX_CONFIG)
+                }
+            },
             Err(code) => code,
         },
         Command::Bridge { config } => match load_config(&config) {

@@ -33,6 +33,8 @@ pub struct Pipeline {
     pub clock: Clock,
     /// Where the engine's state is saved.
     pub store: Store,
+    /// Beaten on every tick and sample, for the systemd watchdog.
+    pub heartbeat: crate::supervision::Heartbeat,
 }
 
 impl Pipeline {
@@ -47,11 +49,15 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 sample = samples.recv() => match sample {
-                    Some(sample) => self.process(sample, &mut events).await,
+                    Some(sample) => {
+                        self.heartbeat.beat();
+                        self.process(sample, &mut events).await;
+                    }
                     None => break,
                 },
                 Some(rules) = reloads.recv() => self.reload(rules),
                 _ = tick.tick() => {
+                    self.heartbeat.beat();
                     self.engine.tick(self.clock.now(), &mut events);
                     self.emit(&mut events).await;
                 }

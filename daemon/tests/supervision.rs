@@ -1,0 +1,63 @@
+//! Under systemd: the daemon says READY=1 once it is up and pets the watchdog, over a
+//! NOTIFY_SOCKET datagram socket the test owns; `gridwatch validate` checks without starting.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::gridwatch;
+use gridwatch_tests::Mosquitto;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_systemd_it_is_ready_and_pets_the_watchdog() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        format!("state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-notify\"\n[[sensor]]\nid = \"a\"\nkind = \"tilt\"\nsite = \"s\"\n", mosquitto.url()),
+    )
+    .unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args(["run", "--config", "gridwatch.toml"])
+        .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut messages = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !(messages.iter().any(|m: &String| m.contains("READY=1")) && messages.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2) {
+        let received = tokio::time::timeout(Duration::from_secs(15), socket.recv(&mut buffer)).await;
+        let Ok(Ok(n)) = received else { break };
+        messages.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(messages.first().is_some_and(|m| m.contains("READY=1")), "{messages:?}");
+    assert!(messages.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2, "{messages:?}");
+    assert!(status.success());
+}
+
+#[test]
+fn validate_checks_config_and_rules_without_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    // The broker does not exist: validate must not try to reach it.
+    std::fs::write(dir.path().join("gridwatch.toml"), "state_dir = \"never-created\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\n[rules]\npaths = [\"rules.toml\"]\n").unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"x\"\nvalue = \"do\"\nbelow = 5\nseverity = \"warning\"\n").unwrap();
+    let output = gridwatch().args(["validate", "--config", "gridwatch.toml"]).current_dir(dir.path()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: 0 sensors, 0 serial ports, 29 rules in 4 files"), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(!dir.path().join("never-created").exists(), "validate opened nothing");
+
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"x\"\nvalue = \"do\"\nbelwo = 5\n").unwrap();
+    let output = gridwatch().args(["validate", "--config", "gridwatch.toml"]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("rules.toml:4:1"), "{}", String::from_utf8_lossy(&output.stderr));
+
+}
