@@ -77,6 +77,8 @@ pub struct Metrics {
     pub serial_frames: Family<PortResultLabel, Counter>,
     /// Times a serial port failed or could not be opened (each followed by a reopen).
     pub serial_port_errors: Family<PortLabel, Counter>,
+    /// 1 while the ingest connection to the MQTT broker is up.
+    pub mqtt_connected: Gauge,
     /// Successful connections to the MQTT broker.
     pub mqtt_connects: Counter,
     /// Errors on the MQTT connection (each followed by a reconnect with backoff).
@@ -112,6 +114,7 @@ impl Metrics {
             sequence_gaps: Counter::default(),
             serial_frames: Family::default(),
             serial_port_errors: Family::default(),
+            mqtt_connected: Gauge::default(),
             mqtt_connects: Counter::default(),
             mqtt_connection_errors: Counter::default(),
             registry: Registry::default(),
@@ -135,6 +138,7 @@ impl Metrics {
         registry.register("sequence_gaps", "Readings missing from device sequence numbers", metrics.sequence_gaps.clone());
         registry.register("serial_frames", "Serial frames per port, by result", metrics.serial_frames.clone());
         registry.register("serial_port_errors", "Serial port failures (each followed by a reopen)", metrics.serial_port_errors.clone());
+        registry.register("mqtt_connected", "1 while the ingest connection to the broker is up", metrics.mqtt_connected.clone());
         registry.register("mqtt_connects", "Successful connections to the MQTT broker", metrics.mqtt_connects.clone());
         registry.register("mqtt_connection_errors", "Errors on the MQTT connection", metrics.mqtt_connection_errors.clone());
         for reason in Rejection::REASONS {

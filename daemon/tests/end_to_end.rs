@@ -146,6 +146,11 @@ async fn readings_become_one_fired_and_one_cleared_alert_and_stored_points() {
     assert_eq!(bodies[1]["rule"], "test-tilt-danger");
     assert!((bodies[1]["value"].as_f64().unwrap() - 0.30).abs() < 1e-9, "{}", bodies[1]);
 
+    // Healthy: connected to the broker, InfluxDB takes our points.
+    let health = reqwest::get(format!("http://127.0.0.1:{http_port}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<serde_json::Value>().await.unwrap()["status"], "ready");
+
     // Rejections were counted, and the other sensor's reading after them arrived.
     let text = metrics(http_port).await;
     assert_eq!(metric(&text, r#"gridwatch_payloads_rejected_total{reason="non_numeric"}"#), Some(1.0), "{text}");

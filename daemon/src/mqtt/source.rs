@@ -132,6 +132,7 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 metrics.mqtt_connects.inc();
+                metrics.mqtt_connected.set(1);
                 backoff.reset();
                 tracing::info!(session_present = ack.session_present, "connected to MQTT broker");
                 if !ack.session_present {
@@ -149,6 +150,7 @@ pub async fn run(
             Ok(_) => {}
             Err(error) => {
                 metrics.mqtt_connection_errors.inc();
+                metrics.mqtt_connected.set(0);
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {

@@ -1,5 +1,5 @@
 //! The daemon's HTTP endpoint (`[http] listen`, localhost by default): `/metrics` in
-//! Prometheus text format, and — when `[http] public_url` and a link secret are configured —
+//! Prometheus text format, `/healthz` (ready, or degraded with reasons), and — when `[http] public_url` and a link secret are configured —
 //! the workers' incident pages behind signed links ([`incident_page`]).
 
 mod incident_page;
@@ -27,7 +27,7 @@ pub struct WebState {
 
 /// The routes, for `serve` and for tests.
 pub fn router(state: WebState) -> Router {
-    let mut app = Router::new().route("/metrics", get(render));
+    let mut app = Router::new().route("/metrics", get(render)).route("/healthz", get(health));
     if state.links.is_some() {
         app = app.route("/incident/{id}", get(incident_page::show).post(incident_page::act));
     }
@@ -50,6 +50,51 @@ pub async fn serve(listen: SocketAddr, state: WebState, shutdown: CancellationTo
     Ok(bound)
 }
 
+/// Spool age past which the box reports itself degraded.
+const SPOOL_AGE_LIMIT_SECS: i64 = 600;
+
+/// Why the daemon is not fully well, from its own counters; empty when it is.
+pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if metrics.mqtt_connected.get() == 0 {
+        reasons.push("MQTT broker not connected".to_string());
+    }
+    if metrics.influxdb_config_error.get() == 1 {
+        reasons.push("InfluxDB refuses our token, organisation or bucket".to_string());
+    }
+    let age = metrics.spool_oldest_age_seconds.get();
+    if age > SPOOL_AGE_LIMIT_SECS {
+        reasons.push(format!("telemetry spool growing: oldest reading waiting {age} s"));
+    }
+    reasons
+}
+
+/// `/healthz`: 200 `{"status":"ready"}`, or 503 `{"status":"degraded","reasons":[…]}`.
+async fn health(State(state): State<WebState>) -> impl IntoResponse {
+    let reasons = degraded_reasons(&state.metrics);
+    let status = if reasons.is_empty() { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({"status": if reasons.is_empty() { "ready" } else { "degraded" }, "reasons": reasons});
+    (status, axum::Json(body))
+}
+
 async fn render(State(state): State<WebState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_lists_what_is_wrong() {
+        let metrics = Metrics::new();
+        assert_eq!(degraded_reasons(&metrics), vec!["MQTT broker not connected"]);
+        metrics.mqtt_connected.set(1);
+        assert!(degraded_reasons(&metrics).is_empty());
+        metrics.influxdb_config_error.set(1);
+        metrics.spool_oldest_age_seconds.set(3600);
+        let reasons = degraded_reasons(&metrics);
+        assert_eq!(reasons.len(), 2);
+        assert!(reasons[1].contains("oldest reading waiting 3600 s"), "{reasons:?}");
+    }
 }
