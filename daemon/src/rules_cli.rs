@@ -61,11 +61,11 @@ pub fn explain(sensor_id: &str, selection: &RuleSelection) -> anyhow::Result<Str
     let sensor = &config.sensors[index];
     let total = rules.rules.len();
     let (engine, _) = crate::reload::build_engine(rules, &config.sensors, None);
-    let applying = engine.rules_for(SubjectId(index));
+    let applying = engine.checks_for(SubjectId(index));
     let mut out = describe_sensor(sensor);
     let _ = writeln!(out, "{} of {total} rules apply:\n", applying.len());
-    for rule in applying {
-        out.push_str(&describe_rule(rule));
+    for (rule, variant) in applying {
+        out.push_str(&describe_rule(rule, variant));
     }
     Ok(out)
 }
@@ -92,12 +92,15 @@ fn hold(ms: i64) -> String {
     humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
 }
 
-fn describe_rule(rule: &Rule) -> String {
+fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
     let mut out = format!("{} — {}\n  from {}:{}{}\n", rule.id, rule.title, rule.origin.file, rule.origin.line, if rule.device { " (device alarm, for installers)" } else { "" });
+    if let Some(v) = variant {
+        let _ = writeln!(out, "  overridden for this sensor by [[rule.override]] #{}", v + 1);
+    }
     if let Some(signal) = &rule.signal {
         let _ = writeln!(out, "  value: {signal}{}", if rule.unit.is_empty() { String::new() } else { format!(" [{}]", rule.unit) });
     }
-    match &rule.check {
+    match rule.check_of(variant) {
         Check::Ladder(levels) => {
             for level in levels {
                 let _ = write!(out, "  {:<8} {}, clears {}", level.severity.as_str(), level.bound.describe(), level.bound.describe_clear());

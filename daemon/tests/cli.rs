@@ -132,6 +132,11 @@ fn rules_explain_shows_the_effective_rules_of_a_sensor() {
     assert!(stdout.contains("danger   below 0.02, clears back above 0.03, after 5m"), "{stdout}");
     assert!(stdout.contains("warning  no data for more than 2× the report interval"), "{stdout}");
     assert!(!stdout.contains("water-do-class-iii"), "surface-water rules do not apply to a tap: {stdout}");
+    // An override for this tap shows up as what the engine will run.
+    std::fs::write(dir.path().join("mine.toml"), "[[rule]]\nid = \"chlorine-strict\"\nkind = \"water\"\nvalue = \"cl2\"\nbelow = 0.05\nseverity = \"alarm\"\n[[rule.override]]\nsensors = [\"tap-1\"]\nbelow = 0.3\n").unwrap();
+    let (code, stdout, stderr) = run(&["rules", "explain", "--config", "gridwatch.toml", "--sensor", "tap-1", "--rules", "mine.toml"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("overridden for this sensor by [[rule.override]] #1") && stdout.contains("alarm    below 0.3"), "{stdout}");
     let (code, _, stderr) = run(&["rules", "explain", "--config", "gridwatch.toml", "--sensor", "nope"], dir.path());
     assert_eq!(code, 1);
     assert!(stderr.contains("no sensor `nope` in the inventory"), "{stderr}");

@@ -56,6 +56,8 @@ pub struct RuleEvent {
     pub severity: Severity,
     /// For `Changed`, the severity before.
     pub previous: Option<Severity>,
+    /// The rule's override that applies to this sensor, if any (`Rule::check_of`).
+    pub variant: Option<usize>,
     /// The value that decided (for no-data rules: seconds of silence).
     pub value: f64,
     /// When it happened (sample time, or tick time).
@@ -85,6 +87,8 @@ pub enum CheckState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RuleCheck {
     pub rule: usize,
+    /// The rule's override for this sensor, if one applies.
+    pub variant: Option<usize>,
     /// Index of the shared signal stage in [`SubjectSlot::stages`], for rules with a signal.
     pub stage: Option<usize>,
     pub state: CheckState,
@@ -152,6 +156,11 @@ impl Engine {
         self.slots.get(subject.0).map_or_else(Vec::new, |slot| slot.checks.iter().map(|c| &self.rules[c.rule]).collect())
     }
 
+    /// The rules that apply to a sensor with the override each uses (`None`: the rule's own).
+    pub fn checks_for(&self, subject: SubjectId) -> Vec<(&Rule, Option<usize>)> {
+        self.slots.get(subject.0).map_or_else(Vec::new, |slot| slot.checks.iter().map(|c| (&self.rules[c.rule], c.variant)).collect())
+    }
+
     /// Sets a sensor's installation baseline for a field (from `gridwatch calibrate`).
     pub fn set_baseline(&mut self, subject: SubjectId, field: &str, value: f64) {
         if let Some(slot) = self.slots.get_mut(subject.0) {
@@ -196,7 +205,7 @@ impl Engine {
             let rule = &self.rules[check.rule];
             let staged = check.stage.and_then(|index| stages[index].value);
             if let Some(event) = observe_check(rule, check, at, staged) {
-                events.push(RuleEvent { rule: RuleId(check.rule), subject, ..event });
+                events.push(RuleEvent { rule: RuleId(check.rule), subject, variant: check.variant, ..event });
             }
         }
         Observed::Evaluated
@@ -209,7 +218,7 @@ impl Engine {
             for check in &mut slot.checks {
                 let rule = &self.rules[check.rule];
                 if let Some(event) = tick_check(rule, check, now, interval) {
-                    events.push(RuleEvent { rule: RuleId(check.rule), subject: SubjectId(index), ..event });
+                    events.push(RuleEvent { rule: RuleId(check.rule), subject: SubjectId(index), variant: check.variant, ..event });
                 }
             }
         }
@@ -235,13 +244,14 @@ fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
                 slot.stages.len() - 1
             })
         });
-        slot.checks.push(RuleCheck { rule: index, stage, state: initial_state(rule) });
+        let variant = rule.variant_for(subject);
+        slot.checks.push(RuleCheck { rule: index, variant, stage, state: initial_state(rule.check_of(variant)) });
     }
     slot
 }
 
-pub(crate) fn initial_state(rule: &Rule) -> CheckState {
-    match &rule.check {
+pub(crate) fn initial_state(check: &Check) -> CheckState {
+    match check {
         Check::Ladder(levels) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::new(levels), last_value: None },
         Check::NoData { .. } => CheckState::NoData(SilenceState::default()),
         Check::FlatLine { .. } => CheckState::FlatLine { transform: TransformState::default(), flat: FlatState::default() },
@@ -260,7 +270,7 @@ fn baseline_of(calibrated: &[(String, f64)], learned: &[LearnedBaseline], field:
 
 /// An event with placeholder rule and subject, filled in by the caller.
 fn event(kind: EventKind, severity: Severity, previous: Option<Severity>, value: f64, at: Millis, since: Millis) -> RuleEvent {
-    RuleEvent { rule: RuleId(0), subject: SubjectId(0), kind, severity, previous, value, at, since }
+    RuleEvent { rule: RuleId(0), subject: SubjectId(0), kind, severity, previous, variant: None, value, at, since }
 }
 
 fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {
@@ -274,7 +284,7 @@ fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {
 /// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one
 /// and the sample carried its fields).
 fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, staged: Option<f64>) -> Option<RuleEvent> {
-    match (&rule.check, &mut check.state) {
+    match (rule.check_of(check.variant), &mut check.state) {
         (Check::Ladder(levels), CheckState::Ladder { transform, ladder, last_value }) => {
             let value = rule.signal.as_ref()?.transform(transform, at, staged?)?;
             *last_value = Some(value);
@@ -296,7 +306,7 @@ fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, staged: Option<
 }
 
 fn tick_check(rule: &Rule, check: &mut RuleCheck, now: Millis, interval_ms: Millis) -> Option<RuleEvent> {
-    match (&rule.check, &mut check.state) {
+    match (rule.check_of(check.variant), &mut check.state) {
         (Check::Ladder(levels), CheckState::Ladder { ladder, last_value, .. }) => {
             ladder.tick(levels, now).map(|step| from_step(step, last_value.unwrap_or(f64::NAN), now))
         }

@@ -6,7 +6,7 @@
 use crate::diagnostic::{line_column, Diagnostic, RuleErrors, SourceText};
 use crate::expr::ValueExpr;
 use crate::message::{Messages, Template, LANGUAGES};
-use crate::rule::{Bound, Check, Count, Level, Millis, Origin, Rule, Silence};
+use crate::rule::{Bound, Check, Count, Level, Millis, Origin, Override, Rule, Silence};
 use crate::scope::{Scope, SensorKind};
 use crate::severity::Severity;
 use crate::signal::{BaselineSpec, Signal, Smooth, SmoothMethod, Transform, Window};
@@ -66,7 +66,7 @@ struct RawRuleFile {
 }
 
 /// The keys that define one threshold level, on a rule or in a `[[rule.level]]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLevel {
     severity: Option<Spanned<String>>,
@@ -80,6 +80,36 @@ struct RawLevel {
     raise_hold: Option<Spanned<String>>,
     clear_for: Option<Spanned<String>>,
     count: Option<Spanned<String>>,
+}
+
+/// `[[rule.override]]`: a scope, and the threshold keys or `[[rule.override.level]]` steps that
+/// replace the rule's for the sensors it picks out.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    #[serde(default)]
+    sensors: Vec<String>,
+    #[serde(default)]
+    sites: Vec<String>,
+    #[serde(default)]
+    buildings: Vec<String>,
+    #[serde(default)]
+    grids: Vec<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    severity: Option<Spanned<String>>,
+    above: Option<Spanned<f64>>,
+    below: Option<Spanned<f64>>,
+    outside: Option<Spanned<Vec<f64>>>,
+    clear_below: Option<Spanned<f64>>,
+    clear_above: Option<Spanned<f64>>,
+    clear_inside: Option<Spanned<Vec<f64>>>,
+    #[serde(rename = "for")]
+    raise_hold: Option<Spanned<String>>,
+    clear_for: Option<Spanned<String>>,
+    count: Option<Spanned<String>>,
+    #[serde(default)]
+    level: Vec<Spanned<RawLevel>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +155,8 @@ struct RawRule {
     count: Option<Spanned<String>>,
     #[serde(default)]
     level: Vec<Spanned<RawLevel>>,
+    #[serde(default, rename = "override")]
+    overrides: Vec<Spanned<RawOverride>>,
     no_data: Option<Spanned<String>>,
     flat_line: Option<Spanned<u32>>,
     #[serde(default)]
@@ -276,6 +308,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
             Err(error) => check.error(text.span(), "message", error.to_string()),
         }
     }
+    let overrides = compile_overrides(check, &raw.overrides, &checked, &rule_severity);
     let signal = signal?;
     let (line, _) = line_column(check.text.text, rule_start);
     let rule = Rule {
@@ -293,6 +326,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         signal,
         unit: raw.unit,
         check: checked,
+        overrides,
         device,
         origin: Origin { file: check.text.name.to_string(), line },
     };
@@ -496,6 +530,52 @@ fn count(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Count> {
             None
         }
     }
+}
+
+/// Compiles `[[rule.override]]` tables; only threshold rules can be overridden.
+fn compile_overrides(check: &mut Checker<'_, '_>, raw: &[Spanned<RawOverride>], base: &Check, base_severity: &Option<Severity>) -> Vec<Override> {
+    let mut overrides = Vec::new();
+    for item in raw {
+        let span = item.span();
+        let o = item.get_ref();
+        if !matches!(base, Check::Ladder(_)) {
+            check.error(span.clone(), "override", "only threshold rules can be overridden");
+            continue;
+        }
+        let scope = Scope { kinds: Vec::new(), sensors: o.sensors.clone(), sites: o.sites.clone(), buildings: o.buildings.clone(), grids: o.grids.clone(), tags: o.tags.clone() };
+        if scope == Scope::default() {
+            check.error(span.clone(), "override", "an override needs a scope: sensors, sites, buildings, grids or tags");
+            continue;
+        }
+        let inline = RawLevel {
+            severity: o.severity.clone(),
+            above: o.above.clone(),
+            below: o.below.clone(),
+            outside: o.outside.clone(),
+            clear_below: o.clear_below.clone(),
+            clear_above: o.clear_above.clone(),
+            clear_inside: o.clear_inside.clone(),
+            raise_hold: o.raise_hold.clone(),
+            clear_for: o.clear_for.clone(),
+            count: o.count.clone(),
+        };
+        let has_inline = inline.above.is_some() || inline.below.is_some() || inline.outside.is_some();
+        let levels = match (has_inline, o.level.is_empty()) {
+            (true, true) => compile_level(check, &inline, *base_severity, &span).map(|level| vec![level]),
+            (false, false) => {
+                let levels: Option<Vec<Level>> = o.level.iter().map(|l| compile_level(check, l.get_ref(), None, &l.span())).collect();
+                levels.filter(|levels| check_ladder(check, &o.level, levels).is_some())
+            }
+            _ => {
+                check.error(span.clone(), "override", "an override gives either threshold keys (`above`, `below`, `outside`) or `[[rule.override.level]]` steps");
+                None
+            }
+        };
+        if let Some(levels) = levels {
+            overrides.push(Override { scope, check: Check::Ladder(levels) });
+        }
+    }
+    overrides
 }
 
 /// Ladder levels must climb: severities strictly increasing, one kind of bound, triggers on the

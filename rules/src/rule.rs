@@ -101,6 +101,14 @@ pub enum Silence {
     Intervals(f64),
 }
 
+/// A rule's check replaced for the sensors a scope picks out (`[[rule.override]]`): a lower
+/// threshold for a fragile house, another target for one site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub scope: Scope,
+    pub check: Check,
+}
+
 /// Where a rule was defined, for messages that send the operator back to the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -123,6 +131,8 @@ pub struct Rule {
     /// Unit of the compared value, shown next to numbers in alerts ("‰", "mg/L").
     pub unit: String,
     pub check: Check,
+    /// Checks for some sensors instead of `check`; the last matching one wins.
+    pub overrides: Vec<Override>,
     /// A device alarm (dead box, stuck value, out of range): for installers, not grid workers.
     pub device: bool,
     pub origin: Origin,
@@ -137,9 +147,19 @@ impl Rule {
         }
     }
 
-    /// The bound of the level with this severity, when the rule is a ladder.
-    pub fn level(&self, severity: Severity) -> Option<&Level> {
-        match &self.check {
+    /// Which override applies to a sensor (`None`: the rule's own check).
+    pub fn variant_for(&self, subject: &crate::scope::Subject) -> Option<usize> {
+        self.overrides.iter().rposition(|o| o.scope.matches(subject))
+    }
+
+    /// The check of a variant (see [`Rule::variant_for`]).
+    pub fn check_of(&self, variant: Option<usize>) -> &Check {
+        variant.and_then(|v| self.overrides.get(v)).map_or(&self.check, |o| &o.check)
+    }
+
+    /// The level with this severity in a variant's check, when it is a ladder.
+    pub fn level(&self, variant: Option<usize>, severity: Severity) -> Option<&Level> {
+        match self.check_of(variant) {
             Check::Ladder(levels) => levels.iter().find(|level| level.severity == severity),
             _ => None,
         }

@@ -56,7 +56,7 @@ pub struct Restored {
 /// A stable hash of what a rule does (scope, signal, check), not of its title or place in a
 /// file.
 pub fn fingerprint(rule: &Rule) -> u64 {
-    fnv1a(&format!("{:?}|{:?}|{:?}|{}", rule.scope, rule.signal, rule.check, rule.device))
+    fnv1a(&format!("{:?}|{:?}|{:?}|{:?}|{}", rule.scope, rule.signal, rule.check, rule.overrides, rule.device))
 }
 
 /// A stable hash of what a rule's signal stage computes (expression, baseline, smoothing).

@@ -149,9 +149,9 @@ fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig) -> BTreeMap<S
 /// What decided the event, in words: "permille(hypot(x, y)) from baseline above 7" when it
 /// fires, "… back below 6.5" when it clears, "no data for 7200 s" for a silent box.
 fn condition(event: &RuleEvent, rule: &Rule) -> String {
-    match &rule.check {
+    match rule.check_of(event.variant) {
         Check::Ladder(_) => {
-            let Some(level) = rule.level(event.severity) else { return rule.value_label() };
+            let Some(level) = rule.level(event.variant, event.severity) else { return rule.value_label() };
             match event.kind {
                 EventKind::Cleared => format!("{} {}", rule.value_label(), level.bound.describe_clear()),
                 EventKind::Fired | EventKind::Changed => format!("{} {}", rule.value_label(), level.bound.describe()),
@@ -341,6 +341,7 @@ pub(crate) mod tests {
             kind: EventKind::Fired,
             severity: gridwatch_rules::Severity::Danger,
             previous: None,
+            variant: None,
             value: 7.3126,
             at: 1_795_392_000_000,
             since: 1_795_391_940_000,

@@ -160,3 +160,18 @@ fn rules_with_the_same_signal_stage_share_it() {
     // tilt-change, tilt-creep-day and tilt-creep-month smooth the same value once.
     assert_eq!(slot.stages.len(), 4, "{:?}", slot.stages.iter().map(|s| e.rules[s.rule].id.clone()).collect::<Vec<_>>());
 }
+
+#[test]
+fn an_override_applies_only_to_the_sensors_it_scopes() {
+    let rules = "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"warning\"\n[[rule.override]]\nsensors = [\"fish-pond\"]\nbelow = 3\n";
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: rules.into() }]).unwrap();
+    let mut e = Engine::new(rules, &[subject("canal", SensorKind::Water), subject("fish-pond", SensorKind::Water)]);
+    let mut events = Vec::new();
+    e.observe(SubjectId(0), 0, &[("do", 4.0)], &mut events);
+    e.observe(SubjectId(1), 0, &[("do", 4.0)], &mut events);
+    assert_eq!(events.len(), 1, "4 mg/L is low for the canal, fine for the fish pond");
+    assert_eq!((events[0].subject, events[0].variant), (SubjectId(0), None));
+    e.observe(SubjectId(1), 1, &[("do", 2.9)], &mut events);
+    assert_eq!((events[1].subject, events[1].variant), (SubjectId(1), Some(0)));
+    assert_eq!(e.rule(events[1].rule).level(events[1].variant, events[1].severity).map(|l| l.bound), Some(crate::rule::Bound::Below { trigger: 3.0, clear: 3.0 }));
+}

@@ -188,3 +188,26 @@ fn messages_are_compiled_per_language_and_checked() {
     assert!(errs.iter().any(|e| e.contains("unknown placeholder `{house}`")), "{errs:?}");
     assert!(errs.iter().any(|e| e.contains("unknown language `fr`")), "{errs:?}");
 }
+
+#[test]
+fn overrides_replace_thresholds_for_the_sensors_they_scope() {
+    let text = format!("{LADDER}\n[[rule.override]]\nbuildings = [\"B7\"]\n[[rule.override.level]]\nseverity = \"danger\"\nabove = 3.0\nclear_below = 2.5\n");
+    let rule = &compile(&text).unwrap().rules[0];
+    assert_eq!(rule.overrides.len(), 1);
+    assert_eq!(rule.overrides[0].scope.buildings, vec!["B7".to_string()]);
+    let Check::Ladder(levels) = &rule.overrides[0].check else { panic!() };
+    assert_eq!(levels[0].bound, Bound::Above { trigger: 3.0, clear: 2.5 });
+
+    let single = GOOD.replace("severity = \"yellow\"", "severity = \"yellow\"\n[[rule.override]]\nsites = [\"fish-pond\"]\nbelow = 3.0\n");
+    let rule = &compile(&single).unwrap().rules[0];
+    let Check::Ladder(levels) = &rule.overrides[0].check else { panic!() };
+    assert_eq!((levels[0].severity, levels[0].bound), (Severity::Warning, Bound::Below { trigger: 3.0, clear: 3.0 }), "inherits the rule's severity");
+}
+
+#[test]
+fn an_override_needs_a_scope_and_one_kind_of_threshold() {
+    let errs = errors(&GOOD.replace("severity = \"yellow\"", "severity = \"yellow\"\n[[rule.override]]\nbelow = 3.0\n"));
+    assert!(errs[0].contains("an override needs a scope"), "{errs:?}");
+    let errs = errors("[[rule]]\nid = \"q\"\nno_data = \"2h\"\n[[rule.override]]\nsensors = [\"a\"]\nbelow = 1\n");
+    assert!(errs[0].contains("only threshold rules can be overridden"), "{errs:?}");
+}
