@@ -20,3 +20,14 @@ pub mod modbus;
 pub mod profile;
 pub mod rion;
 pub mod witmotion;
+
+/// The low byte of the sum of `bytes`: the checksum of WitMotion and RION frames.
+pub(crate) fn sum8(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0u8, |sum, b| sum.wrapping_add(*b))
+}
+
+/// Bytes from spaced hex (`"55 53 00 …"`), for the table tests.
+#[cfg(test)]
+pub(crate) fn hex(text: &str) -> Vec<u8> {
+    text.split_whitespace().map(|b| u8::from_str_radix(b, 16).expect("hex byte")).collect()
+}

@@ -105,11 +105,8 @@ fn check_crc(frame: &[u8]) -> Result<(), ModbusError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex;
     use proptest::prelude::*;
-
-    fn hex(text: &str) -> Vec<u8> {
-        text.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
-    }
 
     #[test]
     fn requests_match_the_domain_vectors() {

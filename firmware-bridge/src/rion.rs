@@ -16,15 +16,11 @@ pub const SET_ZERO: u8 = 0x05;
 /// Longest frame we accept (LEN is one byte, but real replies are short).
 const MAX_FRAME: usize = 64;
 
-fn checksum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |sum, b| sum.wrapping_add(*b))
-}
-
 /// A request frame: `68 LEN ADDR CMD DATA… CS`.
 pub fn request(address: u8, command: u8, data: &[u8]) -> Vec<u8> {
     let mut frame = vec![START, (data.len() + 4) as u8, address, command];
     frame.extend_from_slice(data);
-    frame.push(checksum(&frame[1..]));
+    frame.push(crate::sum8(&frame[1..]));
     frame
 }
 
@@ -132,7 +128,7 @@ impl ReplyParser {
         if self.buffer.len() < len + 1 {
             return None;
         }
-        if checksum(&self.buffer[1..len]) != self.buffer[len] {
+        if crate::sum8(&self.buffer[1..len]) != self.buffer[len] {
             return Some(Err(()));
         }
         let frame: Vec<u8> = self.buffer.drain(..len + 1).collect();
@@ -166,11 +162,8 @@ impl ReplyParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex;
     use proptest::prelude::*;
-
-    fn hex(text: &str) -> Vec<u8> {
-        text.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
-    }
 
     #[test]
     fn requests_match_the_domain_vectors() {
@@ -195,7 +188,7 @@ mod tests {
         assert!(parser.stats.bad_frames >= 1);
 
         let mut bad_bcd = hex("68 0D 00 84 0A 01 23 10 00 45 00 26 50");
-        let sum = checksum(&bad_bcd[1..]);
+        let sum = crate::sum8(&bad_bcd[1..]);
         bad_bcd.push(sum);
         assert!(ReplyParser::new().push(&bad_bcd).is_empty());
     }

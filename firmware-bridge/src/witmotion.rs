@@ -52,17 +52,13 @@ pub fn encode(kind: u8, words: [i16; 4]) -> [u8; FRAME_LEN] {
     for (i, word) in words.iter().enumerate() {
         frame[2 + 2 * i..4 + 2 * i].copy_from_slice(&word.to_le_bytes());
     }
-    frame[10] = checksum(&frame[..10]);
+    frame[10] = crate::sum8(&frame[..10]);
     frame
 }
 
 /// Raw angle word for an angle in degrees (raw / 32768 × 180).
 pub fn angle_word(degrees: f64) -> i16 {
     (degrees / 180.0 * 32768.0).round().clamp(i16::MIN as f64, i16::MAX as f64) as i16
-}
-
-fn checksum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |sum, b| sum.wrapping_add(*b))
 }
 
 fn decode(frame: &[u8; FRAME_LEN]) -> Frame {
@@ -99,7 +95,7 @@ impl StreamParser {
             }
             self.buffer.push(byte);
             while self.buffer.len() == FRAME_LEN {
-                if checksum(&self.buffer[..10]) == self.buffer[10] {
+                if crate::sum8(&self.buffer[..10]) == self.buffer[10] {
                     let mut frame = [0u8; FRAME_LEN];
                     frame.copy_from_slice(&self.buffer);
                     frames.push(decode(&frame));
@@ -122,11 +118,8 @@ impl StreamParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex;
     use proptest::prelude::*;
-
-    fn hex(text: &str) -> Vec<u8> {
-        text.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
-    }
 
     #[test]
     fn decodes_the_vectors_from_the_domain_notes() {

@@ -30,19 +30,19 @@ pub fn sign(timestamp_ms: i64, secret: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// The URL for one attempt, signed at `now_ms` when a secret is configured.
+fn signed_url(config: &RobotConfig, now_ms: i64) -> reqwest::Url {
+    let mut url = config.url.clone();
+    if let Some(secret) = &config.secret {
+        url.query_pairs_mut().append_pair("timestamp", &now_ms.to_string()).append_pair("sign", &sign(now_ms, secret));
+    }
+    url
+}
+
 impl DingTalkSink {
     pub fn new(config: RobotConfig) -> anyhow::Result<DingTalkSink> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         Ok(DingTalkSink { config, client, limit: RateLimit::default() })
-    }
-
-    /// The URL for one attempt, signed now when a secret is configured.
-    pub fn url(&self, now_ms: i64) -> reqwest::Url {
-        let mut url = self.config.url.clone();
-        if let Some(secret) = &self.config.secret {
-            url.query_pairs_mut().append_pair("timestamp", &now_ms.to_string()).append_pair("sign", &sign(now_ms, secret));
-        }
-        url
     }
 
     pub fn body(&self, title: &str, text: &str) -> serde_json::Value {
@@ -55,25 +55,10 @@ impl DingTalkSink {
         })
     }
 
-    /// Sends with up to [`robot::ATTEMPTS`] attempts, each signed at its own send time.
     async fn send(&mut self, title: String, text: String) -> anyhow::Result<()> {
         let body = self.body(&title, &text);
-        let mut attempt = 1;
-        loop {
-            let url = self.url(chrono::Utc::now().timestamp_millis());
-            self.limit.record();
-            match robot::post(&self.client, url, &body).await {
-                Ok(()) => return Ok(()),
-                Err(error) if attempt >= robot::ATTEMPTS => {
-                    return Err(error.context(format!("DingTalk robot {} failed {attempt} times", super::webhook::redacted(&self.config.url))))
-                }
-                Err(error) => {
-                    tracing::warn!(sink = %self.config.name, attempt, error = %format!("{error:#}"), "DingTalk attempt failed");
-                    tokio::time::sleep(robot::RETRY_DELAY * attempt).await;
-                    attempt += 1;
-                }
-            }
-        }
+        let config = &self.config;
+        robot::send("DingTalk", config, &self.client, &mut self.limit, &body, || signed_url(config, chrono::Utc::now().timestamp_millis())).await
     }
 }
 

@@ -3,6 +3,7 @@
 //! text built from the alert in the channel's language, and length limits.
 
 use super::Alert;
+use crate::config::RobotConfig;
 use anyhow::Context;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -38,6 +39,34 @@ impl RateLimit {
             self.sent.pop_front();
         }
         self.sent.push_back(now);
+    }
+}
+
+/// Sends `body` with up to [`ATTEMPTS`] attempts, each counted against the rate limit; `url`
+/// is built for each attempt (DingTalk signs every one at its own send time). Errors name the
+/// robot by its redacted URL only.
+pub async fn send(
+    kind: &str,
+    config: &RobotConfig,
+    client: &reqwest::Client,
+    limit: &mut RateLimit,
+    body: &serde_json::Value,
+    url: impl Fn() -> reqwest::Url,
+) -> anyhow::Result<()> {
+    let mut attempt = 1;
+    loop {
+        limit.record();
+        match post(client, url(), body).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt >= ATTEMPTS => {
+                return Err(error.context(format!("{kind} robot {} failed {attempt} times", super::webhook::redacted(&config.url))))
+            }
+            Err(error) => {
+                tracing::warn!(sink = %config.name, attempt, error = %format!("{error:#}"), "{kind} attempt failed");
+                tokio::time::sleep(RETRY_DELAY * attempt).await;
+                attempt += 1;
+            }
+        }
     }
 }
 

@@ -30,24 +30,10 @@ impl WeComSink {
         }
     }
 
-    /// Sends with up to [`robot::ATTEMPTS`] attempts.
     async fn send(&mut self, text: String) -> anyhow::Result<()> {
         let body = self.body(&text);
-        let mut attempt = 1;
-        loop {
-            self.limit.record();
-            match robot::post(&self.client, self.config.url.clone(), &body).await {
-                Ok(()) => return Ok(()),
-                Err(error) if attempt >= robot::ATTEMPTS => {
-                    return Err(error.context(format!("WeCom robot {} failed {attempt} times", super::webhook::redacted(&self.config.url))))
-                }
-                Err(error) => {
-                    tracing::warn!(sink = %self.config.name, attempt, error = %format!("{error:#}"), "WeCom attempt failed");
-                    tokio::time::sleep(robot::RETRY_DELAY * attempt).await;
-                    attempt += 1;
-                }
-            }
-        }
+        let url = self.config.url.clone();
+        robot::send("WeCom", &self.config, &self.client, &mut self.limit, &body, || url.clone()).await
     }
 }
 
