@@ -66,7 +66,7 @@ struct RawRuleFile {
 }
 
 /// The keys that define one threshold level, on a rule or in a `[[rule.level]]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLevel {
     severity: Option<Spanned<String>>,
@@ -169,21 +169,29 @@ fn enabled_by_default() -> bool {
     true
 }
 
+/// Moves the threshold keys of a rule or override table into a [`RawLevel`] (the tables repeat
+/// the keys because serde cannot `flatten` under `deny_unknown_fields`).
+macro_rules! take_level {
+    ($table:expr, $severity:expr) => {
+        RawLevel {
+            severity: $severity,
+            above: $table.above.take(),
+            below: $table.below.take(),
+            outside: $table.outside.take(),
+            clear_below: $table.clear_below.take(),
+            clear_above: $table.clear_above.take(),
+            clear_inside: $table.clear_inside.take(),
+            raise_hold: $table.raise_hold.take(),
+            clear_for: $table.clear_for.take(),
+            count: $table.count.take(),
+        }
+    };
+}
+
 impl RawRule {
     /// Moves the rule-level threshold keys into a level; `None` when none is given.
     fn inline_level(&mut self) -> Option<RawLevel> {
-        let level = RawLevel {
-            severity: None,
-            above: self.above.take(),
-            below: self.below.take(),
-            outside: self.outside.take(),
-            clear_below: self.clear_below.take(),
-            clear_above: self.clear_above.take(),
-            clear_inside: self.clear_inside.take(),
-            raise_hold: self.raise_hold.take(),
-            clear_for: self.clear_for.take(),
-            count: self.count.take(),
-        };
+        let level = take_level!(self, None);
         let any = level.above.is_some() || level.below.is_some() || level.outside.is_some();
         let stray = level.clear_below.is_some() || level.clear_above.is_some() || level.clear_inside.is_some()
             || level.raise_hold.is_some() || level.clear_for.is_some() || level.count.is_some();
@@ -308,7 +316,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
             Err(error) => check.error(text.span(), "message", error.to_string()),
         }
     }
-    let overrides = compile_overrides(check, &raw.overrides, &checked, &rule_severity);
+    let overrides = compile_overrides(check, std::mem::take(&mut raw.overrides), &checked, &rule_severity);
     let signal = signal?;
     let (line, _) = line_column(check.text.text, rule_start);
     let rule = Rule {
@@ -533,32 +541,21 @@ fn count(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Count> {
 }
 
 /// Compiles `[[rule.override]]` tables; only threshold rules can be overridden.
-fn compile_overrides(check: &mut Checker<'_, '_>, raw: &[Spanned<RawOverride>], base: &Check, base_severity: &Option<Severity>) -> Vec<Override> {
+fn compile_overrides(check: &mut Checker<'_, '_>, raw: Vec<Spanned<RawOverride>>, base: &Check, base_severity: &Option<Severity>) -> Vec<Override> {
     let mut overrides = Vec::new();
     for item in raw {
         let span = item.span();
-        let o = item.get_ref();
+        let mut o = item.into_inner();
         if !matches!(base, Check::Ladder(_)) {
             check.error(span.clone(), "override", "only threshold rules can be overridden");
             continue;
         }
-        let scope = Scope { kinds: Vec::new(), sensors: o.sensors.clone(), sites: o.sites.clone(), buildings: o.buildings.clone(), grids: o.grids.clone(), tags: o.tags.clone() };
+        let scope = Scope { kinds: Vec::new(), sensors: std::mem::take(&mut o.sensors), sites: std::mem::take(&mut o.sites), buildings: std::mem::take(&mut o.buildings), grids: std::mem::take(&mut o.grids), tags: std::mem::take(&mut o.tags) };
         if scope == Scope::default() {
             check.error(span.clone(), "override", "an override needs a scope: sensors, sites, buildings, grids or tags");
             continue;
         }
-        let inline = RawLevel {
-            severity: o.severity.clone(),
-            above: o.above.clone(),
-            below: o.below.clone(),
-            outside: o.outside.clone(),
-            clear_below: o.clear_below.clone(),
-            clear_above: o.clear_above.clone(),
-            clear_inside: o.clear_inside.clone(),
-            raise_hold: o.raise_hold.clone(),
-            clear_for: o.clear_for.clone(),
-            count: o.count.clone(),
-        };
+        let inline = take_level!(o, o.severity.take());
         let has_inline = inline.above.is_some() || inline.below.is_some() || inline.outside.is_some();
         let levels = match (has_inline, o.level.is_empty()) {
             (true, true) => compile_level(check, &inline, *base_severity, &span).map(|level| vec![level]),
