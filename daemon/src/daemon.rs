@@ -141,12 +141,13 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx));
     let sensor_ids: Arc<[String]> = sensors.iter().map(|s| s.id.clone()).collect();
     let serial_outputs =
-        SerialOutputs { samples: sample_tx.clone(), spool: Some(spool_tx.clone()), sensor_ids: sensor_ids.clone(), clock, metrics: metrics.clone() };
+        SerialOutputs { samples: sample_tx.clone(), spool: config.influxdb.is_some().then(|| spool_tx.clone()), sensor_ids: sensor_ids.clone(), clock, metrics: metrics.clone() };
     let serial_tasks: Vec<JoinHandle<()>> =
         config.serial.iter().map(|port| tokio::spawn(crate::serial::run_port(port.clone(), serial_outputs.clone(), shutdown.clone()))).collect();
     drop(serial_outputs);
     let ingest = Ingest::new(&config, clock, metrics.clone());
-    let outputs = Outputs { samples: sample_tx, spool: spool_tx, sensor_ids };
+    let stored_ids = config.influxdb.is_some().then_some(sensor_ids);
+    let outputs = Outputs { samples: sample_tx, spool: spool_tx, sensor_ids: stored_ids };
     let acks_flushed = CancellationToken::new();
     let source_task = tokio::spawn(source::run(client, eventloop, ingest, outputs, shutdown.clone(), acks_flushed.clone()));
 

@@ -81,8 +81,9 @@ pub struct Outputs {
     pub samples: mpsc::Sender<Sample>,
     /// The spooler; every message, to be kept and acknowledged in order.
     pub spool: mpsc::Sender<Spooled>,
-    /// Sensor ids by inventory position, for the spool.
-    pub sensor_ids: Arc<[String]>,
+    /// Sensor ids by inventory position, for the spool; `None` when nothing is stored
+    /// (no InfluxDB), so readings are not copied for nothing.
+    pub sensor_ids: Option<Arc<[String]>>,
 }
 
 /// Runs the ingest connection until `shutdown`; then stops handing on messages (dropping the
@@ -110,12 +111,11 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let spooled = match ingest.sample(&publish.topic, &publish.payload) {
                     Ok(sample) => {
-                        let id = outputs.sensor_ids.get(sample.sensor).cloned().unwrap_or_default();
-                        let keep = (id, sample.clone());
+                        let keep = outputs.sensor_ids.as_ref().map(|ids| (ids.get(sample.sensor).cloned().unwrap_or_default(), sample.clone()));
                         if outputs.samples.send(sample).await.is_err() {
                             break;
                         }
-                        Spooled { sample: Some(keep), ack: Some(publish) }
+                        Spooled { sample: keep, ack: Some(publish) }
                     }
                     Err(rejection) => {
                         // Warn for the first few, then only count: a broken device must not flood the log.
