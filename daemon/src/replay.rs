@@ -203,7 +203,12 @@ pub fn replay(rules: RuleSet, sensors: &[SensorConfig], mut records: Vec<Record>
         for event in events.drain(..) {
             let rule = engine.rule(event.rule);
             let sensor = &sensors[event.subject.0];
-            let tally = result.tallies.entry((rule.id.clone(), sensor.id.clone())).or_default();
+            // A building's event (`agree`) is tallied for the building, not its first box.
+            let subject = match (event.agreement, &sensor.building) {
+                (Some(_), Some(building)) => format!("building:{building}"),
+                _ => sensor.id.clone(),
+            };
+            let tally = result.tallies.entry((rule.id.clone(), subject.clone())).or_default();
             match event.kind {
                 EventKind::Fired => {
                     tally.fired += 1;
@@ -223,7 +228,10 @@ pub fn replay(rules: RuleSet, sensors: &[SensorConfig], mut records: Vec<Record>
                 kind: event.kind,
                 severity: event.severity,
                 rule: rule.id.clone(),
-                sensor: sensor.id.clone(),
+                sensor: match event.agreement {
+                    Some(a) => format!("{subject}({}/{})", a.agreeing, a.of),
+                    None => subject,
+                },
                 value: event.value,
                 unit: rule.unit.clone(),
             });

@@ -100,6 +100,9 @@ fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
     if let Some(signal) = &rule.signal {
         let _ = writeln!(out, "  value: {signal}{}", if rule.unit.is_empty() { String::new() } else { format!(" [{}]", rule.unit) });
     }
+    if let Some(k) = rule.agree {
+        let _ = writeln!(out, "  judged per building: the level at least {k} of its sensors reach");
+    }
     match rule.check_of(variant) {
         Check::Ladder(levels) => {
             for level in levels {

@@ -141,3 +141,29 @@ fn rules_explain_shows_the_effective_rules_of_a_sensor() {
     assert_eq!(code, 1);
     assert!(stderr.contains("no sensor `nope` in the inventory"), "{stderr}");
 }
+
+#[test]
+fn rules_test_judges_a_building_when_its_boxes_must_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = String::from("state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[rules]\nbuiltin_packs = false\npaths = [\"house.toml\"]\n");
+    for id in ["b7-east", "b7-west", "b7-north"] {
+        config.push_str(&format!("[[sensor]]\nid = \"{id}\"\nkind = \"tilt\"\nsite = \"north-lane\"\nbuilding = \"B7\"\n"));
+    }
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("house.toml"), "[[rule]]\nid = \"house-leans\"\nkind = \"tilt\"\nvalue = \"x\"\nagree = 2\nabove = 4\nseverity = \"alarm\"\n").unwrap();
+    // East is knocked to 9 at minute 10; west follows to 5 at minute 20 and recovers at 40.
+    let mut csv = String::from("ts,sensor,x\n");
+    for minute in 0..60i64 {
+        let ts = 1_795_392_000_000i64 + minute * 60_000;
+        let east = if minute >= 10 { 9.0 } else { 0.1 };
+        let west = if (20..40).contains(&minute) { 5.0 } else { 0.2 };
+        csv.push_str(&format!("{ts},b7-east,{east}\n{ts},b7-west,{west}\n{ts},b7-north,0.1\n"));
+    }
+    std::fs::write(dir.path().join("tilt.csv"), csv).unwrap();
+    let (code, stdout, stderr) = run(&["rules", "test", "--config", "gridwatch.toml", "--data", "tilt.csv"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<&str> = stdout.lines().filter(|l| l.contains("rule=house-leans")).collect();
+    assert_eq!(events.len(), 2, "one box alone raises nothing; two agreeing boxes fire once and clear once: {stdout}");
+    assert!(events[0].starts_with("2026-11-23T00:20:00.000Z fired   alarm   rule=house-leans sensor=building:B7(2/3) value=5.0000"), "{}", events[0]);
+    assert!(events[1].starts_with("2026-11-23T00:40:00.000Z cleared alarm   rule=house-leans sensor=building:B7(1/3)"), "{}", events[1]);
+}

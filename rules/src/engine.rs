@@ -7,6 +7,7 @@
 //! rewind timers) and is reported as [`Observed::OutOfOrder`]; non-finite values are treated as
 //! missing; for each (rule, sensor) events alternate `Fired` (`Changed`…) `Cleared`.
 
+use crate::agreement::{verdict, Agreement, Move, Vote};
 use crate::device::{Change, FlatState, SilenceState};
 use crate::expr::lookup;
 use crate::ladder::{LadderState, Step};
@@ -14,7 +15,7 @@ use crate::load::RuleSet;
 use crate::rule::{Check, Millis, Rule, Silence};
 use crate::scope::Subject;
 use crate::severity::Severity;
-use crate::signal::{BaselineSpec, Learner, StageState, TransformState};
+use crate::signal::{BaselineSpec, Learner, Relative, StageState, TransformState};
 use serde::{Deserialize, Serialize};
 
 /// Index of a sensor in the list given to [`Engine::new`].
@@ -64,6 +65,16 @@ pub struct RuleEvent {
     pub at: Millis,
     /// When the condition began.
     pub since: Millis,
+    /// For a rule with `agree`: the event is the building's (named by its first sensor, the
+    /// `subject`), and this many of its sensors agree / it has this many.
+    pub agreement: Option<Agreeing>,
+}
+
+/// How many of a building's sensors agree on an `agree` rule's event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agreeing {
+    pub agreeing: u8,
+    pub of: u8,
 }
 
 /// What happened to one observed sample.
@@ -91,6 +102,10 @@ pub(crate) struct RuleCheck {
     pub variant: Option<usize>,
     /// Index of the shared signal stage in [`SubjectSlot::stages`], for rules with a signal.
     pub stage: Option<usize>,
+    /// The building agreement this check votes in (rules with `agree`; index in
+    /// `Engine::agreements`).
+    #[serde(skip)]
+    pub agreement: Option<usize>,
     pub state: CheckState,
 }
 
@@ -130,13 +145,17 @@ pub struct Engine {
     pub(crate) rules: Vec<Rule>,
     pub(crate) subjects: Vec<Subject>,
     pub(crate) slots: Vec<SubjectSlot>,
+    pub(crate) agreements: Vec<Agreement>,
+    /// Agreements whose votes changed during the current call (reused buffer).
+    touched: Vec<usize>,
 }
 
 impl Engine {
     pub fn new(rules: RuleSet, subjects: &[Subject]) -> Engine {
         let rules = rules.rules;
-        let slots = subjects.iter().map(|subject| new_slot(&rules, subject)).collect();
-        Engine { rules, subjects: subjects.to_vec(), slots }
+        let mut slots: Vec<SubjectSlot> = subjects.iter().map(|subject| new_slot(&rules, subject)).collect();
+        let agreements = group_buildings(&rules, subjects, &mut slots);
+        Engine { rules, subjects: subjects.to_vec(), slots, agreements, touched: Vec::new() }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -194,9 +213,11 @@ impl Engine {
             let Some(signal) = self.rules[stage.rule].signal.as_ref() else { continue };
             let field = |name: &str| {
                 let value = lookup(fields, name).filter(|v| v.is_finite())?;
-                match signal.baseline {
-                    Some(spec) => Some(value - baseline_of(calibrated, learned, name, spec)?),
-                    None => Some(value),
+                let Some(spec) = signal.baseline else { return Some(value) };
+                let baseline = baseline_of(calibrated, learned, name, spec)?;
+                match signal.relative {
+                    Relative::Difference => Some(value - baseline),
+                    Relative::Ratio => (baseline > 0.0).then(|| value / baseline),
                 }
             };
             stage.value = signal.stage(&mut stage.state, at, &field);
@@ -205,9 +226,13 @@ impl Engine {
             let rule = &self.rules[check.rule];
             let staged = check.stage.and_then(|index| stages[index].value);
             if let Some(event) = observe_check(rule, check, at, staged) {
-                events.push(RuleEvent { rule: RuleId(check.rule), subject, variant: check.variant, ..event });
+                match check.agreement {
+                    Some(agreement) => self.touched.push(agreement),
+                    None => events.push(RuleEvent { rule: RuleId(check.rule), subject, variant: check.variant, ..event }),
+                }
             }
         }
+        self.settle_agreements(at, events);
         Observed::Evaluated
     }
 
@@ -218,11 +243,85 @@ impl Engine {
             for check in &mut slot.checks {
                 let rule = &self.rules[check.rule];
                 if let Some(event) = tick_check(rule, check, now, interval) {
-                    events.push(RuleEvent { rule: RuleId(check.rule), subject: SubjectId(index), variant: check.variant, ..event });
+                    match check.agreement {
+                        Some(agreement) => self.touched.push(agreement),
+                        None => events.push(RuleEvent { rule: RuleId(check.rule), subject: SubjectId(index), variant: check.variant, ..event }),
+                    }
                 }
             }
         }
+        self.settle_agreements(now, events);
     }
+
+    /// Turns changed votes of building agreements into the buildings' events.
+    fn settle_agreements(&mut self, at: Millis, events: &mut Vec<RuleEvent>) {
+        if self.touched.is_empty() {
+            return;
+        }
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for &index in &touched {
+            let verdict = verdict(&self.votes(index), self.agreements[index].needed);
+            let agreement = &mut self.agreements[index];
+            let Some(step) = agreement.settle(verdict) else { continue };
+            let (anchor, check) = agreement.members[0];
+            let variant = self.slots[anchor].checks[check].variant;
+            let of = u8::try_from(agreement.members.len()).unwrap_or(u8::MAX);
+            let agreeing = Some(Agreeing { agreeing: u8::try_from(verdict.agreeing).unwrap_or(u8::MAX), of });
+            let event = match step {
+                Move::Fired { severity, since } => event(EventKind::Fired, severity, None, verdict.value, at, since),
+                Move::Changed { severity, previous, since } => event(EventKind::Changed, severity, Some(previous), verdict.value, at, since),
+                Move::Cleared { severity, since } => event(EventKind::Cleared, severity, None, verdict.value, at, since),
+            };
+            events.push(RuleEvent { rule: RuleId(agreement.rule), subject: SubjectId(anchor), variant, agreement: agreeing, ..event });
+        }
+        touched.clear();
+        self.touched = touched;
+    }
+
+    /// Each member box's open level and latest value.
+    fn votes(&self, agreement: usize) -> Vec<Vote> {
+        self.agreements[agreement]
+            .members
+            .iter()
+            .map(|&(slot, check)| match &self.slots[slot].checks[check].state {
+                CheckState::Ladder { ladder, last_value, .. } => Vote { open: ladder.open, value: *last_value },
+                _ => Vote { open: None, value: None },
+            })
+            .collect()
+    }
+
+    /// Recomputes every building's state from its boxes without events (after a restore).
+    pub(crate) fn recompute_agreements(&mut self) {
+        for index in 0..self.agreements.len() {
+            let verdict = verdict(&self.votes(index), self.agreements[index].needed);
+            self.agreements[index].open = verdict.open;
+        }
+    }
+}
+
+/// Groups, for each rule with `agree`, the sensors of each building (same site and building)
+/// into one agreement; sensors without a building stay on their own.
+fn group_buildings(rules: &[Rule], subjects: &[Subject], slots: &mut [SubjectSlot]) -> Vec<Agreement> {
+    let mut agreements: Vec<Agreement> = Vec::new();
+    let mut by_building: std::collections::HashMap<(usize, &str, &str), usize> = std::collections::HashMap::new();
+    for (index, subject) in subjects.iter().enumerate() {
+        let Some(building) = subject.building.as_deref() else { continue };
+        for (position, check) in slots[index].checks.iter_mut().enumerate() {
+            let Some(agree) = rules[check.rule].agree else { continue };
+            let group = *by_building.entry((check.rule, subject.site.as_str(), building)).or_insert_with(|| {
+                agreements.push(Agreement { rule: check.rule, members: Vec::new(), needed: usize::from(agree), open: None });
+                agreements.len() - 1
+            });
+            agreements[group].members.push((index, position));
+            check.agreement = Some(group);
+        }
+    }
+    for agreement in &mut agreements {
+        agreement.needed = agreement.needed.clamp(1, agreement.members.len());
+    }
+    agreements
 }
 
 fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
@@ -245,7 +344,7 @@ fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
             })
         });
         let variant = rule.variant_for(subject);
-        slot.checks.push(RuleCheck { rule: index, variant, stage, state: initial_state(rule.check_of(variant)) });
+        slot.checks.push(RuleCheck { rule: index, variant, stage, agreement: None, state: initial_state(rule.check_of(variant)) });
     }
     slot
 }
@@ -270,7 +369,7 @@ fn baseline_of(calibrated: &[(String, f64)], learned: &[LearnedBaseline], field:
 
 /// An event with placeholder rule and subject, filled in by the caller.
 fn event(kind: EventKind, severity: Severity, previous: Option<Severity>, value: f64, at: Millis, since: Millis) -> RuleEvent {
-    RuleEvent { rule: RuleId(0), subject: SubjectId(0), kind, severity, previous, variant: None, value, at, since }
+    RuleEvent { rule: RuleId(0), subject: SubjectId(0), kind, severity, previous, variant: None, value, at, since, agreement: None }
 }
 
 fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {

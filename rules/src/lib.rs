@@ -17,6 +17,7 @@
 //!
 //! No IO, no tokio, no clock: time is always an argument ([`Millis`]).
 
+mod agreement;
 pub mod device;
 pub mod diagnostic;
 pub mod engine;

@@ -9,7 +9,7 @@ use crate::message::{Messages, Template, LANGUAGES};
 use crate::rule::{Bound, Check, Count, Level, Millis, Origin, Override, Rule, Silence};
 use crate::scope::{Scope, SensorKind};
 use crate::severity::Severity;
-use crate::signal::{BaselineSpec, Signal, Smooth, SmoothMethod, Transform, Window};
+use crate::signal::{BaselineSpec, Relative, Signal, Smooth, SmoothMethod, Transform, Window};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -136,8 +136,10 @@ struct RawRule {
     #[serde(default)]
     unit: String,
     baseline: Option<Spanned<String>>,
+    from_baseline: Option<Spanned<String>>,
     smooth: Option<Spanned<String>>,
     change_over: Option<Spanned<String>>,
+    windows: Option<Spanned<u32>>,
     swing_within: Option<Spanned<String>>,
     // Check: one threshold level inline, a ladder, or a device check. The level keys repeat
     // `RawLevel`'s because serde cannot combine `flatten` with `deny_unknown_fields`, and a typo
@@ -161,6 +163,7 @@ struct RawRule {
     flat_line: Option<Spanned<u32>>,
     #[serde(default)]
     device: bool,
+    agree: Option<Spanned<u32>>,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
 }
@@ -303,6 +306,24 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         (Check::FlatLine { samples, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
     };
 
+    if let (Some(n), Check::Ladder(levels)) = (&raw.windows, &checked) {
+        if *n.get_ref() > 1 && levels.iter().any(|level| !matches!(level.bound, Bound::Above { .. })) {
+            check.error(n.span(), "windows", "consecutive windows take the smallest window change: use them with `above`");
+        }
+    }
+    let agree = match &raw.agree {
+        None => None,
+        Some(k) if !matches!(checked, Check::Ladder(_)) => {
+            check.error(k.span(), "agree", "only threshold rules can ask sensors to agree");
+            None
+        }
+        Some(k) if !(1..=MAX_AGREE).contains(k.get_ref()) => {
+            check.error(k.span(), "agree", format!("must be 1 to {MAX_AGREE} sensors"));
+            None
+        }
+        Some(k) => u8::try_from(*k.get_ref()).ok(),
+    };
+
     let mut messages = Messages::new();
     for (language, text) in &raw.message {
         if !LANGUAGES.contains(&language.as_str()) {
@@ -336,6 +357,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         check: checked,
         overrides,
         device,
+        agree,
         origin: Origin { file: check.text.name.to_string(), line },
     };
     Some((rule, id_span))
@@ -352,17 +374,51 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
         None => Some(None),
         Some(text) => smoothing(check, text).map(Some),
     };
+    let relative = match (&raw.from_baseline, &raw.baseline) {
+        (None, _) => Some(Relative::Difference),
+        (Some(mode), None) => {
+            check.error(mode.span(), "from_baseline", "`from_baseline` needs a `baseline` to be relative to");
+            None
+        }
+        (Some(mode), Some(_)) => match mode.get_ref().trim() {
+            "difference" => Some(Relative::Difference),
+            "ratio" => Some(Relative::Ratio),
+            other => {
+                check.error(mode.span(), "from_baseline", format!("`{other}`: expected \"difference\" (value - baseline) or \"ratio\" (value / baseline)"));
+                None
+            }
+        },
+    };
+    let windows = match (&raw.windows, &raw.change_over) {
+        (None, _) => Some(1),
+        (Some(n), None) => {
+            check.error(n.span(), "windows", "`windows` counts consecutive `change_over` windows; add `change_over`");
+            None
+        }
+        (Some(n), Some(_)) if !(1..=MAX_CONSECUTIVE_WINDOWS).contains(n.get_ref()) => {
+            check.error(n.span(), "windows", format!("must be 1 to {MAX_CONSECUTIVE_WINDOWS}"));
+            None
+        }
+        (Some(n), Some(_)) => Some(*n.get_ref()),
+    };
     let transform = match (&raw.change_over, &raw.swing_within) {
         (Some(_), Some(swing)) => {
             check.error(swing.span(), "swing_within", "use either `change_over` or `swing_within`, not both");
             None
         }
-        (Some(window), None) => duration(check, window, "change_over").map(|ms| Some(Transform::ChangeOver(ms))),
+        (Some(window), None) => {
+            duration(check, window, "change_over").and_then(|window| Some(Some(Transform::ChangeOver { window, windows: windows? })))
+        }
         (None, Some(window)) => duration(check, window, "swing_within").map(|ms| Some(Transform::SwingWithin(ms))),
         (None, None) => Some(None),
     };
-    Some(Signal { expr: expr?, baseline: baseline?, smooth: smooth?, transform: transform? })
+    Some(Signal { expr: expr?, baseline: baseline?, relative: relative?, smooth: smooth?, transform: transform? })
 }
+
+/// The most consecutive `change_over` windows a rule may ask for.
+const MAX_CONSECUTIVE_WINDOWS: u32 = 12;
+/// The most sensors of one building an `agree` rule may ask for.
+const MAX_AGREE: u32 = 16;
 
 fn severity(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Severity> {
     text.get_ref().parse::<Severity>().map_err(|e| check.error(text.span(), "severity", e.to_string())).ok()

@@ -125,6 +125,43 @@ mod tests {
     }
 
     #[test]
+    fn turbidity_and_conductivity_are_judged_against_the_sites_usual_level() {
+        // (ratio to the installation baseline, expected level) just inside and just outside
+        // each boundary of domain.md §3: +30% notice, 2× alarm.
+        let cases = [(1.29, None), (1.31, Some(Severity::Notice)), (1.99, Some(Severity::Notice)), (2.01, Some(Severity::Alarm))];
+        for field in ["turbidity", "conductivity"] {
+            for (ratio, expected) in cases {
+                let mut e = surface("III");
+                let usual = 40.0;
+                e.set_baseline(SubjectId(0), field, usual);
+                let reached = worst(&mut e, &water(field, usual * ratio), 95);
+                assert_eq!(reached.as_ref().map(|w| w.1), expected, "{field} at {ratio}× usual: {reached:?}");
+                if let Some((id, _)) = reached {
+                    assert!(id.starts_with(&format!("water-{field}")), "{id}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_usual_level_is_learned_over_the_first_week() {
+        let mut e = surface("III");
+        let mut events = Vec::new();
+        let hour = 60 * MIN;
+        for h in 0..=(7 * 24) {
+            e.observe(SubjectId(0), h * hour, &water("turbidity", 12.0), &mut events);
+        }
+        for m in 1..=95 {
+            e.observe(SubjectId(0), 7 * 24 * hour + m * MIN, &water("turbidity", 30.0), &mut events);
+            e.tick(7 * 24 * hour + m * MIN, &mut events);
+        }
+        let ids: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.severity)).collect();
+        assert_eq!(ids.last(), Some(&("water-turbidity-above-usual", EventKind::Changed, Severity::Alarm)), "30 NTU is 2.5× the usual 12: {ids:?}");
+        assert!(ids.iter().all(|(id, _, _)| *id == "water-turbidity-above-usual"), "{ids:?}");
+        assert_eq!(e.baseline(SubjectId(0), "turbidity", crate::signal::BaselineSpec::Learn { window_ms: 7 * 24 * hour }), Some(12.0));
+    }
+
+    #[test]
     fn a_ph_jump_of_more_than_one_unit_in_an_hour_is_critical() {
         let mut e = surface("III");
         let mut events = Vec::new();
@@ -202,6 +239,30 @@ mod tests {
         let mut e = engine_for(SensorKind::Tilt, &[]);
         // A box mounted 0.8° off plumb (far past 7‰ as an absolute angle).
         assert_eq!(worst(&mut e, &[("x", 0.8), ("y", 0.1)], 26 * 60), None);
+    }
+
+    #[test]
+    fn slow_creep_must_last_two_consecutive_months_to_reach_alarm() {
+        let day = 24 * 60 * MIN;
+        // One reading per hour for 61 days; the wall leans 0.6‰ per 30 days for the first
+        // month, then `second_month` per 30 days.
+        let run = |second_month: f64| {
+            let mut e = engine_for(SensorKind::Tilt, &[]);
+            e.set_baseline(SubjectId(0), "x", 0.0);
+            e.set_baseline(SubjectId(0), "y", 0.0);
+            let mut events = Vec::new();
+            for h in 0..=(61 * 24) {
+                let days = h as f64 / 24.0;
+                let permille = if days <= 30.0 { days / 30.0 * 0.6 } else { 0.6 + (days - 30.0) / 30.0 * second_month };
+                e.observe(SubjectId(0), h * 60 * MIN, &[("x", tilt_degrees(permille)), ("y", 0.0)], &mut events);
+            }
+            events.iter().filter(|ev| ev.kind == EventKind::Fired).map(|ev| e.rule(ev.rule).id.clone()).collect::<Vec<_>>()
+        };
+        let steady = run(0.6);
+        assert!(steady.contains(&"tilt-creep-two-months".to_string()), "{steady:?}");
+        let stopped = run(0.2);
+        assert!(stopped.contains(&"tilt-creep-month".to_string()), "{stopped:?}");
+        assert!(!stopped.contains(&"tilt-creep-two-months".to_string()), "the second month stayed under 0.5‰: {stopped:?}");
     }
 
     #[test]

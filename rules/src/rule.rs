@@ -135,6 +135,9 @@ pub struct Rule {
     pub overrides: Vec<Override>,
     /// A device alarm (dead box, stuck value, out of range): for installers, not grid workers.
     pub device: bool,
+    /// Judge the building, not the box: its severity is the level that at least this many of
+    /// its sensors (all of them, if it has fewer) have reached. `None`: each sensor on its own.
+    pub agree: Option<u8>,
     pub origin: Origin,
 }
 

@@ -30,6 +30,17 @@ pub enum BaselineSpec {
     Learn { window_ms: Millis },
 }
 
+/// How a field is taken relative to its baseline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Relative {
+    /// `value - baseline` (tilt since installation).
+    #[default]
+    Difference,
+    /// `value / baseline` (turbidity at 1.3 × the site's usual); no value while the baseline
+    /// is not positive.
+    Ratio,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmoothMethod {
     Median,
@@ -50,8 +61,10 @@ pub struct Smooth {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transform {
-    /// The value now minus the value one window ago ("24 h change").
-    ChangeOver(Millis),
+    /// The value now minus the value one window ago ("24 h change"). With `windows` > 1, the
+    /// smallest of that many consecutive window changes ("over 0.5‰ in each of two consecutive
+    /// 30-day windows").
+    ChangeOver { window: Millis, windows: u32 },
     /// The largest distance between the value now and any value within the window
     /// ("sudden change").
     SwingWithin(Millis),
@@ -62,6 +75,8 @@ pub enum Transform {
 pub struct Signal {
     pub expr: ValueExpr,
     pub baseline: Option<BaselineSpec>,
+    /// How fields are taken relative to the baseline (when there is one).
+    pub relative: Relative,
     pub smooth: Option<Smooth>,
     pub transform: Option<Transform>,
 }
@@ -70,7 +85,10 @@ impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut text = self.expr.to_string();
         if self.baseline.is_some() {
-            text = format!("{text} from baseline");
+            text = match self.relative {
+                Relative::Difference => format!("{text} from baseline"),
+                Relative::Ratio => format!("{text} as a ratio to baseline"),
+            };
         }
         if let Some(smooth) = self.smooth {
             let method = match smooth.method {
@@ -84,7 +102,10 @@ impl fmt::Display for Signal {
             text = format!("{method} {window} of {text}");
         }
         match self.transform {
-            Some(Transform::ChangeOver(ms)) => write!(f, "change over {} of {text}", humanize(ms)),
+            Some(Transform::ChangeOver { window, windows: 1 }) => write!(f, "change over {} of {text}", humanize(window)),
+            Some(Transform::ChangeOver { window, windows }) => {
+                write!(f, "least change over {windows} consecutive windows of {} of {text}", humanize(window))
+            }
             Some(Transform::SwingWithin(ms)) => write!(f, "swing within {} of {text}", humanize(ms)),
             None => f.write_str(&text),
         }
@@ -114,7 +135,7 @@ pub struct TransformState {
 impl Signal {
     /// Whether two signals compute the same first stage (and can share its state).
     pub fn same_stage(&self, other: &Signal) -> bool {
-        self.expr == other.expr && self.baseline == other.baseline && self.smooth == other.smooth
+        self.expr == other.expr && self.baseline == other.baseline && self.relative == other.relative && self.smooth == other.smooth
     }
 
     /// The first stage's value for a sample: the expression, smoothed. `None` when a field is
@@ -132,7 +153,7 @@ impl Signal {
     pub fn transform(&self, state: &mut TransformState, at: Millis, staged: f64) -> Option<f64> {
         match self.transform {
             None => Some(staged),
-            Some(Transform::ChangeOver(window)) => change_over(&mut state.history, window, at, staged),
+            Some(Transform::ChangeOver { window, windows }) => change_over(&mut state.history, window, windows, at, staged),
             Some(Transform::SwingWithin(window)) => Some(swing_within(&mut state.history, window, at, staged)),
         }
     }
@@ -195,23 +216,34 @@ fn median_in_place(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Value now minus the value one window ago. Keeps a point at most every window/32 (about
-/// [`HISTORY_POINTS`] across the window); the reference is the newest kept point at least one
-/// window old, so the change is measured over between one window and one window plus a spacing.
-fn change_over(history: &mut VecDeque<(Millis, f64)>, window: Millis, at: Millis, value: f64) -> Option<f64> {
+/// The value now minus the value one window ago; with `windows` > 1, the smallest of that many
+/// consecutive window changes (now vs one window ago, one window ago vs two, …). Keeps a point
+/// at most every window/32 (about [`HISTORY_POINTS`] per window); each reference is the newest
+/// kept point at least k windows old, so a change is measured over between one window and one
+/// window plus a spacing. `None` until the history covers all the windows.
+fn change_over(history: &mut VecDeque<(Millis, f64)>, window: Millis, windows: u32, at: Millis, value: f64) -> Option<f64> {
     let spacing = (window / HISTORY_POINTS).max(1);
     if history.is_empty() {
         // The history never holds more than this; do not let the deque double past it.
-        history.reserve_exact(HISTORY_POINTS as usize + 2);
+        history.reserve_exact((HISTORY_POINTS as usize) * windows as usize + 2);
     }
     if history.back().is_none_or(|&(t, _)| at - t >= spacing) {
         history.push_back((at, value));
     }
-    while history.len() > 1 && history[1].0 <= at - window {
+    let span = window.saturating_mul(Millis::from(windows));
+    while history.len() > 1 && history[1].0 <= at - span {
         history.pop_front();
     }
-    let &(t0, v0) = history.front()?;
-    (t0 <= at - window).then_some(value - v0)
+    let mut newer = value;
+    let mut smallest = f64::INFINITY;
+    for k in 1..=Millis::from(windows) {
+        let cutoff = at - k * window;
+        let older = history.partition_point(|&(t, _)| t <= cutoff).checked_sub(1)?;
+        let reference = history[older].1;
+        smallest = smallest.min(newer - reference);
+        newer = reference;
+    }
+    Some(smallest)
 }
 
 fn swing_within(history: &mut VecDeque<(Millis, f64)>, window: Millis, at: Millis, value: f64) -> f64 {
@@ -275,7 +307,7 @@ mod tests {
     const MIN: Millis = 60_000;
 
     fn signal(text: &str, smooth: Option<Smooth>, transform: Option<Transform>) -> Signal {
-        Signal { expr: ValueExpr::parse(text).unwrap(), baseline: None, smooth, transform }
+        Signal { expr: ValueExpr::parse(text).unwrap(), baseline: None, relative: Relative::Difference, smooth, transform }
     }
 
     fn run(signal: &Signal, values: &[(Millis, f64)]) -> Vec<Option<f64>> {
@@ -299,7 +331,7 @@ mod tests {
 
     #[test]
     fn change_over_waits_for_a_full_window_then_measures_it() {
-        let s = signal("v", None, Some(Transform::ChangeOver(60 * MIN)));
+        let s = signal("v", None, Some(Transform::ChangeOver { window: 60 * MIN, windows: 1 }));
         let values: Vec<(Millis, f64)> = (0..=90).map(|m| (m * MIN, m as f64 * 0.01)).collect();
         let out = run(&s, &values);
         assert_eq!(out[59], None, "less than an hour of history");
@@ -311,12 +343,34 @@ mod tests {
 
     #[test]
     fn change_over_history_stays_bounded() {
-        let s = signal("v", None, Some(Transform::ChangeOver(24 * 60 * MIN)));
+        let s = signal("v", None, Some(Transform::ChangeOver { window: 24 * 60 * MIN, windows: 1 }));
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         for second in 0..(3 * 24 * 3600) {
             s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(1.0));
         }
         assert!(transform.history.len() <= HISTORY_POINTS as usize + 2, "{}", transform.history.len());
+    }
+
+    #[test]
+    fn consecutive_windows_take_the_smaller_change() {
+        let s = signal("v", None, Some(Transform::ChangeOver { window: 10 * MIN, windows: 2 }));
+        // Rises 1.0 in the first ten minutes, then 0.2 in the next ten.
+        let values: Vec<(Millis, f64)> =
+            (0..=20).map(|m| (m * MIN, if m <= 10 { m as f64 * 0.1 } else { 1.0 + (m - 10) as f64 * 0.02 })).collect();
+        let out = run(&s, &values);
+        assert_eq!(out[19], None, "two windows are not covered yet");
+        let last = out[20].unwrap();
+        assert!((last - 0.2).abs() < 1e-9, "the second window's change decides: {last}");
+    }
+
+    #[test]
+    fn consecutive_windows_history_stays_bounded() {
+        let s = signal("v", None, Some(Transform::ChangeOver { window: 60 * MIN, windows: 2 }));
+        let (mut stage, mut transform) = (StageState::default(), TransformState::default());
+        for second in 0..(6 * 3600) {
+            s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(1.0));
+        }
+        assert!(transform.history.len() <= 2 * HISTORY_POINTS as usize + 2, "{}", transform.history.len());
     }
 
     #[test]
@@ -360,8 +414,9 @@ mod tests {
         let s = Signal {
             expr: ValueExpr::parse("permille(hypot(x, y))").unwrap(),
             baseline: Some(BaselineSpec::Learn { window_ms: 24 * 60 * MIN }),
+            relative: Relative::Difference,
             smooth: Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN) }),
-            transform: Some(Transform::ChangeOver(24 * 60 * MIN)),
+            transform: Some(Transform::ChangeOver { window: 24 * 60 * MIN, windows: 1 }),
         };
         assert_eq!(s.to_string(), "change over 1day of median 1h of permille(hypot(x, y)) from baseline");
     }

@@ -56,13 +56,13 @@ pub struct Restored {
 /// A stable hash of what a rule does (scope, signal, check), not of its title or place in a
 /// file.
 pub fn fingerprint(rule: &Rule) -> u64 {
-    fnv1a(&format!("{:?}|{:?}|{:?}|{:?}|{}", rule.scope, rule.signal, rule.check, rule.overrides, rule.device))
+    fnv1a(&format!("{:?}|{:?}|{:?}|{:?}|{}|{:?}", rule.scope, rule.signal, rule.check, rule.overrides, rule.device, rule.agree))
 }
 
 /// A stable hash of what a rule's signal stage computes (expression, baseline, smoothing).
 fn stage_fingerprint(rule: &Rule) -> u64 {
     match &rule.signal {
-        Some(signal) => fnv1a(&format!("{:?}|{:?}|{:?}", signal.expr, signal.baseline, signal.smooth)),
+        Some(signal) => fnv1a(&format!("{:?}|{:?}|{:?}|{:?}", signal.expr, signal.baseline, signal.relative, signal.smooth)),
         None => 0,
     }
 }
@@ -140,6 +140,7 @@ impl Engine {
                 }
             }
         }
+        self.recompute_agreements();
         restored
     }
 }

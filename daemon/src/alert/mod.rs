@@ -49,7 +49,12 @@ pub struct Alert {
     /// `grid` for grid workers; `installer` for device alarms (silent box, stuck value, out of
     /// range).
     pub audience: String,
+    /// The sensor; for a rule with `agree`, the building's first sensor, which names the
+    /// building's incident.
     pub sensor: String,
+    /// For a rule with `agree`: how many of the building's sensors agree ("2 of 3 sensors").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
     pub kind: String,
     pub site: String,
     pub building: Option<String>,
@@ -87,6 +92,7 @@ impl Alert {
             previous_severity: event.previous.map(|p| p.as_str().into()),
             audience: if rule.device { "installer" } else { "grid" }.into(),
             sensor: sensor.id.clone(),
+            agreement: event.agreement.map(|a| format!("{} of {} sensors", a.agreeing, a.of)),
             kind: sensor.kind.as_str().into(),
             site: sensor.site.clone(),
             building: sensor.building.clone(),
@@ -128,7 +134,10 @@ fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig) -> BTreeMap<S
         .iter()
         .map(|(language, template)| {
             let text = template.render(|name| match name {
-                "sensor" => Some(sensor.id.clone()),
+                "sensor" => Some(match event.agreement {
+                    Some(a) => format!("{} of {} sensors", a.agreeing, a.of),
+                    None => sensor.id.clone(),
+                }),
                 "site" => Some(sensor.site.clone()),
                 "building" => sensor.building.clone(),
                 "grid" => sensor.grid.clone(),
@@ -152,9 +161,13 @@ fn condition(event: &RuleEvent, rule: &Rule) -> String {
     match rule.check_of(event.variant) {
         Check::Ladder(_) => {
             let Some(level) = rule.level(event.variant, event.severity) else { return rule.value_label() };
-            match event.kind {
+            let condition = match event.kind {
                 EventKind::Cleared => format!("{} {}", rule.value_label(), level.bound.describe_clear()),
                 EventKind::Fired | EventKind::Changed => format!("{} {}", rule.value_label(), level.bound.describe()),
+            };
+            match event.agreement {
+                Some(a) => format!("{condition} on {} of {} sensors of the building", a.agreeing, a.of),
+                None => condition,
             }
         }
         Check::NoData { .. } => match event.kind {
@@ -314,6 +327,7 @@ pub(crate) mod tests {
             previous_severity: None,
             audience: "grid".into(),
             sensor: "house-07".into(),
+            agreement: None,
             kind: "tilt".into(),
             site: "north-lane".into(),
             building: Some("B7".into()),
@@ -345,6 +359,7 @@ pub(crate) mod tests {
             value: 7.3126,
             at: 1_795_392_000_000,
             since: 1_795_391_940_000,
+            agreement: None,
         };
         let alert = Alert::new(&event, rule, &sensor);
         assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.31‰ since installation — danger");

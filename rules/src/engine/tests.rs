@@ -156,8 +156,8 @@ fn rules_with_the_same_signal_stage_share_it() {
     let rules = RuleSet::compile(&crate::packs::builtin_packs()).unwrap();
     let e = Engine::new(rules, &[subject("house-1", SensorKind::Tilt)]);
     let slot = &e.slots[0];
-    assert_eq!(slot.checks.len(), 7);
-    // tilt-change, tilt-creep-day and tilt-creep-month smooth the same value once.
+    assert_eq!(slot.checks.len(), 8);
+    // tilt-change and the three creep rules smooth the same value once.
     assert_eq!(slot.stages.len(), 4, "{:?}", slot.stages.iter().map(|s| e.rules[s.rule].id.clone()).collect::<Vec<_>>());
 }
 
@@ -174,4 +174,105 @@ fn an_override_applies_only_to_the_sensors_it_scopes() {
     e.observe(SubjectId(1), 1, &[("do", 2.9)], &mut events);
     assert_eq!((events[1].subject, events[1].variant), (SubjectId(1), Some(0)));
     assert_eq!(e.rule(events[1].rule).level(events[1].variant, events[1].severity).map(|l| l.bound), Some(crate::rule::Bound::Below { trigger: 3.0, clear: 3.0 }));
+}
+
+const AGREEING: &str = r#"
+[[rule]]
+id = "tilt-house"
+kind = "tilt"
+value = "x"
+agree = 2
+[[rule.level]]
+severity = "alarm"
+above = 4.0
+[[rule.level]]
+severity = "danger"
+above = 7.0
+"#;
+
+fn in_building(id: &str, building: &str) -> Subject {
+    Subject { building: Some(building.into()), ..subject(id, SensorKind::Tilt) }
+}
+
+#[test]
+fn one_box_of_a_building_alone_raises_nothing_two_agreeing_do() {
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: AGREEING.into() }]).unwrap();
+    let boxes = [in_building("b7-east", "B7"), in_building("b7-west", "B7"), in_building("b7-north", "B7")];
+    let mut e = Engine::new(rules, &boxes);
+    let mut events = Vec::new();
+    e.observe(SubjectId(0), 0, &[("x", 9.0)], &mut events);
+    e.observe(SubjectId(1), 0, &[("x", 0.5)], &mut events);
+    assert!(events.is_empty(), "one box at 9 while the others are quiet: {:?}", ids(&e, &events));
+    e.observe(SubjectId(1), MIN, &[("x", 5.0)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("tilt-house".into(), EventKind::Fired, Severity::Alarm)], "two boxes agree on alarm");
+    let agreement = events[0].agreement.expect("a building event");
+    assert_eq!((agreement.agreeing, agreement.of), (2, 3));
+    assert_eq!((events[0].subject, events[0].value, events[0].since), (SubjectId(0), 5.0, MIN));
+    e.observe(SubjectId(2), 2 * MIN, &[("x", 8.0)], &mut events);
+    assert_eq!(ids(&e, &events)[1], ("tilt-house".into(), EventKind::Changed, Severity::Danger));
+    assert_eq!(events[1].agreement.map(|a| a.agreeing), Some(2));
+    e.observe(SubjectId(0), 3 * MIN, &[("x", 0.1)], &mut events);
+    assert_eq!(ids(&e, &events)[2], ("tilt-house".into(), EventKind::Changed, Severity::Alarm));
+    e.observe(SubjectId(1), 4 * MIN, &[("x", 0.1)], &mut events);
+    assert_eq!(ids(&e, &events)[3], ("tilt-house".into(), EventKind::Cleared, Severity::Alarm));
+    assert_eq!(events.len(), 4);
+}
+
+#[test]
+fn agreement_is_per_building_and_a_lone_box_decides_its_own_house() {
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: AGREEING.into() }]).unwrap();
+    let boxes = [in_building("b7-east", "B7"), in_building("b8-only", "B8"), subject("loose", SensorKind::Tilt)];
+    let mut e = Engine::new(rules, &boxes);
+    let mut events = Vec::new();
+    e.observe(SubjectId(0), 0, &[("x", 9.0)], &mut events);
+    e.observe(SubjectId(2), 0, &[("x", 9.0)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("tilt-house".into(), EventKind::Fired, Severity::Danger); 2], "a house with one box follows it");
+    assert_eq!(events[0].agreement.map(|a| (a.agreeing, a.of)), Some((1, 1)));
+    assert_eq!((events[1].subject, events[1].agreement), (SubjectId(2), None), "a sensor without a building is judged on its own");
+    events.clear();
+    e.observe(SubjectId(1), 0, &[("x", 0.1)], &mut events);
+    assert!(events.is_empty(), "B8 is another house");
+}
+
+#[test]
+fn building_state_is_recomputed_after_a_restore_without_new_events() {
+    let rules = || RuleSet::compile(&[RuleSource { name: "t".into(), text: AGREEING.into() }]).unwrap();
+    let boxes = [in_building("b7-east", "B7"), in_building("b7-west", "B7")];
+    let mut before = Engine::new(rules(), &boxes);
+    let mut events = Vec::new();
+    before.observe(SubjectId(0), 0, &[("x", 5.0)], &mut events);
+    before.observe(SubjectId(1), 0, &[("x", 5.0)], &mut events);
+    assert_eq!(events.len(), 1);
+    let mut after = Engine::new(rules(), &boxes);
+    after.restore(&before.snapshot());
+    events.clear();
+    after.observe(SubjectId(0), MIN, &[("x", 5.5)], &mut events);
+    assert!(events.is_empty(), "the building's incident is still open, not fired again: {:?}", ids(&after, &events));
+    after.observe(SubjectId(0), 2 * MIN, &[("x", 0.0)], &mut events);
+    assert_eq!(ids(&after, &events), vec![("tilt-house".into(), EventKind::Cleared, Severity::Alarm)]);
+}
+
+#[test]
+fn ratio_to_baseline_compares_against_the_sites_usual_level() {
+    let rules = r#"
+[[rule]]
+id = "turbidity-up"
+kind = "water"
+value = "turbidity"
+baseline = "learn 1h"
+from_baseline = "ratio"
+above = 1.3
+severity = "notice"
+"#;
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: rules.into() }]).unwrap();
+    let mut e = Engine::new(rules, &[subject("canal", SensorKind::Water)]);
+    let mut events = Vec::new();
+    for m in 0..=60 {
+        e.observe(SubjectId(0), m * MIN, &[("turbidity", 10.0)], &mut events);
+    }
+    e.observe(SubjectId(0), 61 * MIN, &[("turbidity", 12.9)], &mut events);
+    assert!(events.is_empty(), "+29% is within the usual");
+    e.observe(SubjectId(0), 62 * MIN, &[("turbidity", 13.2)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("turbidity-up".into(), EventKind::Fired, Severity::Notice)]);
+    assert!((events[0].value - 1.32).abs() < 1e-9, "{}", events[0].value);
 }

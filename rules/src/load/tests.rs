@@ -211,3 +211,26 @@ fn an_override_needs_a_scope_and_one_kind_of_threshold() {
     let errs = errors("[[rule]]\nid = \"q\"\nno_data = \"2h\"\n[[rule.override]]\nsensors = [\"a\"]\nbelow = 1\n");
     assert!(errs[0].contains("only threshold rules can be overridden"), "{errs:?}");
 }
+
+#[test]
+fn ratio_windows_and_agree_are_checked_where_they_are_written() {
+    let rule = "[[rule]]\nid = \"q\"\nvalue = \"x\"\nabove = 1\nseverity = \"alarm\"\n";
+    let errs = errors(&format!("{rule}from_baseline = \"ratio\"\n"));
+    assert_eq!(errs, vec!["test.toml:6:17: error in `from_baseline`: `from_baseline` needs a `baseline` to be relative to"]);
+    let errs = errors(&format!("{rule}baseline = \"learn 7d\"\nfrom_baseline = \"percent\"\n"));
+    assert!(errs[0].contains("expected \"difference\" (value - baseline) or \"ratio\""), "{errs:?}");
+    let errs = errors(&format!("{rule}windows = 2\n"));
+    assert!(errs[0].starts_with("test.toml:6:11: error in `windows`: `windows` counts consecutive `change_over` windows"), "{errs:?}");
+    let errs = errors(&rule.replace("above", "below").replace("value = \"x\"", "value = \"x\"\nchange_over = \"30d\"\nwindows = 2"));
+    assert!(errs[0].contains("use them with `above`"), "{errs:?}");
+    let errs = errors(&format!("{rule}agree = 0\n"));
+    assert_eq!(errs, vec!["test.toml:6:9: error in `agree`: must be 1 to 16 sensors"]);
+    let errs = errors("[[rule]]\nid = \"q\"\nno_data = \"2h\"\nagree = 2\n");
+    assert!(errs[0].contains("only threshold rules can ask sensors to agree"), "{errs:?}");
+    let set = compile(&format!("{rule}agree = 2\nbaseline = \"learn 7d\"\nfrom_baseline = \"ratio\"\nchange_over = \"30d\"\nwindows = 2\n")).unwrap();
+    let compiled = &set.rules[0];
+    assert_eq!(compiled.agree, Some(2));
+    let signal = compiled.signal.as_ref().unwrap();
+    assert_eq!(signal.relative, crate::signal::Relative::Ratio);
+    assert_eq!(signal.transform, Some(crate::signal::Transform::ChangeOver { window: 30 * 86_400_000, windows: 2 }));
+}

@@ -1,0 +1,135 @@
+//! Agreement across the sensors of one building (`agree = k` on a rule): the building, not each
+//! box, has the incident, and its severity is the level that at least k of its boxes have
+//! reached (all of them when it has fewer than k). One faulty box then cannot evacuate a house,
+//! while two boxes that agree do.
+//!
+//! Each box still runs its own ladder (holds, hysteresis); this module only reads the boxes'
+//! open severities and turns changes of the k-th highest into `Fired` / `Changed` / `Cleared`
+//! for the building. Its state is derived from the boxes' ladders, so it needs no snapshot of
+//! its own: after a restore it is recomputed without events.
+
+use crate::rule::Millis;
+use crate::severity::Severity;
+
+/// One building's sensors judged together by one rule.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Agreement {
+    pub rule: usize,
+    /// (sensor slot, index of the rule's check in that slot), in sensor order; the first one
+    /// names the building's incident.
+    pub members: Vec<(usize, usize)>,
+    /// How many boxes must agree: the rule's `agree`, at most the number of members.
+    pub needed: usize,
+    /// The building's open incident: severity and when it began.
+    pub open: Option<(Severity, Millis)>,
+}
+
+/// One box as the agreement sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Vote {
+    /// The box's own open level and since when, if any.
+    pub open: Option<(Severity, Millis)>,
+    /// The box's latest signal value.
+    pub value: Option<f64>,
+}
+
+/// The building's state from its boxes' votes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Verdict {
+    pub open: Option<(Severity, Millis)>,
+    /// How many boxes are at or above the agreed severity (for a clear: how many are still open).
+    pub agreeing: usize,
+    /// The k-th highest latest value among the boxes (NaN if fewer have one).
+    pub value: f64,
+}
+
+/// What a change of verdict means for the building's incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Move {
+    Fired { severity: Severity, since: Millis },
+    Changed { severity: Severity, previous: Severity, since: Millis },
+    Cleared { severity: Severity, since: Millis },
+}
+
+/// The k-th highest open severity among the votes, with since = when the k-th box got there.
+pub(crate) fn verdict(votes: &[Vote], needed: usize) -> Verdict {
+    let mut open: Vec<(Severity, Millis)> = votes.iter().filter_map(|v| v.open).collect();
+    open.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut values: Vec<f64> = votes.iter().filter_map(|v| v.value).filter(|v| v.is_finite()).collect();
+    values.sort_by(|a, b| b.total_cmp(a));
+    let value = needed.checked_sub(1).and_then(|k| values.get(k)).copied().unwrap_or(f64::NAN);
+    let agreed = needed.checked_sub(1).and_then(|k| open.get(k)).map(|&(severity, _)| severity);
+    match agreed {
+        Some(severity) => {
+            let at_or_above: Vec<Millis> = open.iter().filter(|(s, _)| *s >= severity).map(|&(_, since)| since).collect();
+            // The building got there when the needed-th box did: the latest of the first ones.
+            let mut starts = at_or_above.clone();
+            starts.sort_unstable();
+            let since = starts.get(needed - 1).copied().unwrap_or(Millis::MIN);
+            Verdict { open: Some((severity, since)), agreeing: at_or_above.len(), value }
+        }
+        None => Verdict { open: None, agreeing: open.len(), value },
+    }
+}
+
+impl Agreement {
+    /// Takes a new verdict; returns the incident's move, if it moved.
+    pub fn settle(&mut self, verdict: Verdict) -> Option<Move> {
+        let step = match (self.open, verdict.open) {
+            (None, Some((severity, since))) => Some(Move::Fired { severity, since }),
+            (Some((previous, since)), Some((severity, _))) if severity != previous => Some(Move::Changed { severity, previous, since }),
+            (Some((severity, since)), None) => Some(Move::Cleared { severity, since }),
+            _ => None,
+        };
+        match (self.open, verdict.open) {
+            // A severity change keeps the incident's start.
+            (Some((_, since)), Some((severity, _))) => self.open = Some((severity, since)),
+            (_, next) => self.open = next,
+        }
+        step
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vote(open: Option<(Severity, Millis)>, value: f64) -> Vote {
+        Vote { open, value: Some(value) }
+    }
+
+    #[test]
+    fn one_box_alone_does_not_decide() {
+        let votes = [vote(Some((Severity::Danger, 5)), 9.0), vote(None, 0.2), vote(None, 0.1)];
+        let verdict = verdict(&votes, 2);
+        assert_eq!(verdict.open, None);
+        assert_eq!(verdict.value, 0.2);
+    }
+
+    #[test]
+    fn two_boxes_agree_on_the_lower_of_their_levels() {
+        let votes = [vote(Some((Severity::Danger, 5)), 9.0), vote(Some((Severity::Alarm, 7)), 4.5), vote(None, 0.1)];
+        let verdict = verdict(&votes, 2);
+        assert_eq!(verdict.open, Some((Severity::Alarm, 7)));
+        assert_eq!((verdict.agreeing, verdict.value), (2, 4.5));
+    }
+
+    #[test]
+    fn a_building_with_one_box_follows_it() {
+        let verdict = verdict(&[vote(Some((Severity::Warning, 3)), 2.5)], 1);
+        assert_eq!(verdict.open, Some((Severity::Warning, 3)));
+    }
+
+    #[test]
+    fn settle_fires_changes_and_clears_once_each() {
+        let mut agreement = Agreement { rule: 0, members: Vec::new(), needed: 2, open: None };
+        let alarm = Verdict { open: Some((Severity::Alarm, 10)), agreeing: 2, value: 4.5 };
+        let danger = Verdict { open: Some((Severity::Danger, 20)), agreeing: 2, value: 8.0 };
+        let quiet = Verdict { open: None, agreeing: 0, value: 0.1 };
+        assert_eq!(agreement.settle(alarm), Some(Move::Fired { severity: Severity::Alarm, since: 10 }));
+        assert_eq!(agreement.settle(alarm), None);
+        assert_eq!(agreement.settle(danger), Some(Move::Changed { severity: Severity::Danger, previous: Severity::Alarm, since: 10 }));
+        assert_eq!(agreement.settle(quiet), Some(Move::Cleared { severity: Severity::Danger, since: 10 }));
+        assert_eq!(agreement.settle(quiet), None);
+    }
+}
