@@ -243,7 +243,6 @@ mod tests {
 
     #[test]
     fn slow_creep_must_last_two_consecutive_months_to_reach_alarm() {
-        let day = 24 * 60 * MIN;
         // One reading per hour for 61 days; the wall leans 0.6‰ per 30 days for the first
         // month, then `second_month` per 30 days.
         let run = |second_month: f64| {
