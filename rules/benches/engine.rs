@@ -90,6 +90,14 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn engine_throughput(c: &mut Criterion) {
     let before = LIVE_BYTES.load(Ordering::Relaxed);
+    {
+        let subjects = subjects();
+        let rules = RuleSet::compile(&builtin_packs()).expect("packs compile");
+        let b0 = LIVE_BYTES.load(Ordering::Relaxed);
+        let e = Engine::new(rules, &subjects);
+        eprintln!("fresh engine {} bytes per sensor", (LIVE_BYTES.load(Ordering::Relaxed) - b0) / SENSORS);
+        drop(e);
+    }
     let (mut engine, mut round) = warmed_engine();
     let state = LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(before);
     eprintln!("engine state, {SENSORS} sensors after 2 h of samples: {:.1} MiB on the heap ({} bytes per sensor)", state as f64 / 1048576.0, state / SENSORS);

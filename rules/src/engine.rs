@@ -129,6 +129,13 @@ pub struct LearnedBaseline {
     pub value: Option<f64>,
 }
 
+/// A sensor's id (for snapshots) and report interval (for no-data checks).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SensorRef {
+    pub id: Box<str>,
+    pub interval_ms: Millis,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SubjectSlot {
     pub last_at: Option<Millis>,
@@ -143,7 +150,8 @@ pub(crate) struct SubjectSlot {
 #[derive(Debug)]
 pub struct Engine {
     pub(crate) rules: Vec<Rule>,
-    pub(crate) subjects: Vec<Subject>,
+    /// What the engine keeps of each sensor after building its slot.
+    pub(crate) sensors: Vec<SensorRef>,
     pub(crate) slots: Vec<SubjectSlot>,
     pub(crate) agreements: Vec<Agreement>,
     /// Agreements whose votes changed during the current call (reused buffer).
@@ -155,7 +163,8 @@ impl Engine {
         let rules = rules.rules;
         let mut slots: Vec<SubjectSlot> = subjects.iter().map(|subject| new_slot(&rules, subject)).collect();
         let agreements = group_buildings(&rules, subjects, &mut slots);
-        Engine { rules, subjects: subjects.to_vec(), slots, agreements, touched: Vec::new() }
+        let sensors = subjects.iter().map(|s| SensorRef { id: s.id.as_str().into(), interval_ms: s.interval_ms }).collect();
+        Engine { rules, sensors, slots, agreements, touched: Vec::new() }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -164,10 +173,6 @@ impl Engine {
 
     pub fn rule(&self, id: RuleId) -> &Rule {
         &self.rules[id.0]
-    }
-
-    pub fn subjects(&self) -> &[Subject] {
-        &self.subjects
     }
 
     /// The rules that apply to a sensor (empty for an unknown id).
@@ -239,7 +244,7 @@ impl Engine {
     /// Lets time pass: completes raise holds and notices silent sensors.
     pub fn tick(&mut self, now: Millis, events: &mut Vec<RuleEvent>) {
         for (index, slot) in self.slots.iter_mut().enumerate() {
-            let interval = self.subjects[index].interval_ms;
+            let interval = self.sensors[index].interval_ms;
             for check in &mut slot.checks {
                 let rule = &self.rules[check.rule];
                 if let Some(event) = tick_check(rule, check, now, interval) {
@@ -346,6 +351,10 @@ fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
         let variant = rule.variant_for(subject);
         slot.checks.push(RuleCheck { rule: index, variant, stage, agreement: None, state: initial_state(rule.check_of(variant)) });
     }
+    // Ten thousand sensors: capacity left over by `push` would be a third of the engine's memory.
+    slot.checks.shrink_to_fit();
+    slot.stages.shrink_to_fit();
+    slot.learned.shrink_to_fit();
     slot
 }
 

@@ -407,9 +407,9 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
             None
         }
         (Some(window), None) => {
-            duration(check, window, "change_over").and_then(|window| Some(Some(Transform::ChangeOver { window, windows: windows? })))
+            window_length(check, window, "change_over").and_then(|window| Some(Some(Transform::ChangeOver { window, windows: windows? })))
         }
-        (None, Some(window)) => duration(check, window, "swing_within").map(|ms| Some(Transform::SwingWithin(ms))),
+        (None, Some(window)) => window_length(check, window, "swing_within").map(|ms| Some(Transform::SwingWithin(ms))),
         (None, None) => Some(None),
     };
     Some(Signal { expr: expr?, baseline: baseline?, relative: relative?, smooth: smooth?, transform: transform? })
@@ -432,6 +432,16 @@ fn duration(check: &mut Checker<'_, '_>, text: &Spanned<String>, key: &str) -> O
             None
         }
     }
+}
+
+/// A window over readings: windows keep whole seconds, so at least one second.
+fn window_length(check: &mut Checker<'_, '_>, text: &Spanned<String>, key: &str) -> Option<Millis> {
+    let ms = duration(check, text, key)?;
+    if ms < 1000 {
+        check.error(text.span(), key, format!("`{}`: a window must be at least 1s (windows keep whole seconds)", text.get_ref()));
+        return None;
+    }
+    Some(ms)
 }
 
 fn baseline(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<BaselineSpec> {
@@ -469,7 +479,7 @@ fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smoo
             return None;
         }
         Ok(n) => Window::Samples(n),
-        Err(_) => Window::Time(duration(check, &Spanned::new(text.span(), window.to_string()), "smooth")?),
+        Err(_) => Window::Time(window_length(check, &Spanned::new(text.span(), window.to_string()), "smooth")?),
     };
     Some(Smooth { method, window })
 }

@@ -12,7 +12,7 @@ use crate::rule::{Millis, Rule};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the layout of the state changes; a snapshot of another version is ignored.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -75,11 +75,11 @@ fn fnv1a(text: &str) -> u64 {
 impl Engine {
     pub fn snapshot(&self) -> Snapshot {
         let subjects = self
-            .subjects
+            .sensors
             .iter()
             .zip(&self.slots)
-            .map(|(subject, slot)| SubjectSnapshot {
-                id: subject.id.clone(),
+            .map(|(sensor, slot)| SubjectSnapshot {
+                id: sensor.id.to_string(),
                 last_at: slot.last_at,
                 calibrated: slot.calibrated.clone(),
                 learned: slot.learned.clone(),
@@ -107,8 +107,9 @@ impl Engine {
         if snapshot.version != SNAPSHOT_VERSION {
             return restored;
         }
+        let index_of: std::collections::HashMap<&str, usize> = self.sensors.iter().enumerate().map(|(i, s)| (&*s.id, i)).collect();
         for saved in &snapshot.subjects {
-            let Some(index) = self.subjects.iter().position(|s| s.id == saved.id) else {
+            let Some(&index) = index_of.get(saved.id.as_str()) else {
                 restored.discarded += saved.checks.len();
                 continue;
             };

@@ -234,3 +234,9 @@ fn ratio_windows_and_agree_are_checked_where_they_are_written() {
     assert_eq!(signal.relative, crate::signal::Relative::Ratio);
     assert_eq!(signal.transform, Some(crate::signal::Transform::ChangeOver { window: 30 * 86_400_000, windows: 2 }));
 }
+
+#[test]
+fn windows_shorter_than_a_second_are_refused() {
+    let errs = errors("[[rule]]\nid = \"q\"\nvalue = \"x\"\nswing_within = \"500ms\"\nabove = 1\nseverity = \"alarm\"\n");
+    assert_eq!(errs, vec!["test.toml:4:16: error in `swing_within`: `500ms`: a window must be at least 1s (windows keep whole seconds)"]);
+}
