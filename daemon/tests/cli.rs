@@ -21,7 +21,7 @@ fn rules_check_accepts_the_builtin_packs() {
     let dir = tempfile::tempdir().unwrap();
     let (code, stdout, _) = run(&["rules", "check"], dir.path());
     assert_eq!(code, 0);
-    assert!(stdout.starts_with("ok: 28 rules in 3 files"), "{stdout}");
+    assert!(stdout.starts_with("ok: 31 rules in 3 files"), "{stdout}");
 }
 
 #[test]

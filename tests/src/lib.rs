@@ -1,5 +1,6 @@
 //! Harness for gridwatch's end-to-end tests and load runs: real services on loopback ports the
-//! test chooses, each stopped when its handle drops.
+//! test chooses, each stopped when its handle drops. The load harness (`gridwatch-load`, in
+//! `src/bin/`) is built on the same services; see docs/BENCHMARKS.md.
 //!
 //! - [`Mosquitto`]: a mosquitto broker (Debian package `mosquitto`).
 //! - [`VictoriaMetrics`]: VictoriaMetrics (Debian package `victoria-metrics`), which accepts
@@ -19,4 +20,4 @@ mod webhook;
 
 pub use publisher::Publisher;
 pub use services::{free_port, wait_for, Mosquitto, PtyPair, VictoriaMetrics};
-pub use webhook::WebhookReceiver;
+pub use webhook::{now_ms, WebhookReceiver};

@@ -14,6 +14,8 @@ struct Recorded {
     script: VecDeque<u16>,
     requests: usize,
     bodies: Vec<serde_json::Value>,
+    /// When each recorded body arrived (milliseconds since the Unix epoch).
+    arrived_ms: Vec<i64>,
 }
 
 /// A running receiver at `http://127.0.0.1:<port>/hook`; stops when dropped.
@@ -57,6 +59,12 @@ impl WebhookReceiver {
         self.lock().bodies.clone()
     }
 
+    /// Bodies of the accepted requests with the time each arrived (ms since the Unix epoch).
+    pub fn bodies_with_arrival(&self) -> Vec<(serde_json::Value, i64)> {
+        let recorded = self.lock();
+        recorded.bodies.iter().cloned().zip(recorded.arrived_ms.iter().copied()).collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
         self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -74,6 +82,12 @@ async fn receive(State(recorded): State<Arc<Mutex<Recorded>>>, Json(body): Json<
     let status = recorded.script.pop_front().unwrap_or(200);
     if (200..300).contains(&status) {
         recorded.bodies.push(body);
+        recorded.arrived_ms.push(now_ms());
     }
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The wall clock in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -1,7 +1,7 @@
 //! Telemetry on its way to InfluxDB, with nothing acknowledged ever lost:
 //!
-//! 1. [`spooler`]: every accepted reading is committed to the store's spool in groups (at most
-//!    [`spooler::GROUP_COMMIT`] apart); only then is its MQTT message acknowledged to the broker
+//! 1. [`spooler`]: every accepted reading is committed to the store's spool in groups (what
+//!    queued up during the previous commit); only then is its MQTT message acknowledged to the broker
 //!    (rejected messages are acknowledged in the same order, counted as rejected).
 //! 2. [`writer`]: drains the spool into InfluxDB 2 in batches at a bounded rate, and removes
 //!    points only once InfluxDB took them. What InfluxDB refuses for good goes to

@@ -9,12 +9,8 @@ use crate::sample::Sample;
 use crate::store::Store;
 use rumqttc::{AsyncClient, Publish};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
-use tokio::time::Instant;
 
-/// Longest a reading waits before its group is committed.
-pub const GROUP_COMMIT: Duration = Duration::from_millis(200);
 /// Most readings committed in one transaction.
 const GROUP_MAX: usize = 2000;
 
@@ -37,16 +33,14 @@ pub struct SpoolTarget {
 
 /// Runs until `input` is closed and everything received is committed and acknowledged.
 pub async fn run(mut input: mpsc::Receiver<Spooled>, target: Option<SpoolTarget>, acks: AsyncClient, metrics: Arc<Metrics>) {
+    // A group is whatever queued up while the previous one was being committed: nothing waits
+    // for a timer, and a slow disk makes groups larger instead of readings later.
     while let Some(first) = input.recv().await {
         let mut group = vec![first];
-        let deadline = Instant::now() + GROUP_COMMIT;
         while group.len() < GROUP_MAX {
-            tokio::select! {
-                item = input.recv() => match item {
-                    Some(item) => group.push(item),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+            match input.try_recv() {
+                Ok(item) => group.push(item),
+                Err(_) => break,
             }
         }
         commit(&mut group, target.as_ref(), &metrics).await;

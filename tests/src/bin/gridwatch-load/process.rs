@@ -1,0 +1,58 @@
+//! What the harness reads about the daemon process from Linux: CPU time and peak resident
+//! memory from `/proc`, and the time from spawn to `READY=1` on a notify socket the harness
+//! owns (the daemon speaks systemd's notify protocol).
+
+use anyhow::Context;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::net::UnixDatagram;
+
+/// User + system CPU seconds the process has used so far.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/<pid>/stat")?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc/<pid>/stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks_per_second())
+}
+
+/// The kernel's USER_HZ; 100 on every Linux architecture gridwatch runs on.
+fn clock_ticks_per_second() -> f64 {
+    100.0
+}
+
+/// Peak resident set size (VmHWM) in bytes.
+pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/<pid>/status")?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/<pid>/status")?;
+    let kib: u64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+    Ok(kib * 1024)
+}
+
+/// A datagram socket standing in for systemd's notify socket.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+}
+
+impl NotifySocket {
+    pub fn bind(path: &Path) -> anyhow::Result<NotifySocket> {
+        Ok(NotifySocket { socket: UnixDatagram::bind(path).context("binding the notify socket")? })
+    }
+
+    /// Waits for a datagram containing `READY=1`; returns how long after `since` it came.
+    pub async fn ready_after(&self, since: Instant, timeout: Duration) -> anyhow::Result<Duration> {
+        let mut buffer = vec![0u8; 4096];
+        tokio::time::timeout(timeout, async {
+            loop {
+                let n = self.socket.recv(&mut buffer).await?;
+                if String::from_utf8_lossy(&buffer[..n]).lines().any(|l| l == "READY=1") {
+                    return Ok::<_, anyhow::Error>(since.elapsed());
+                }
+            }
+        })
+        .await
+        .context("the daemon did not send READY=1 in time")?
+    }
+}
