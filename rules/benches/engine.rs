@@ -111,6 +111,8 @@ fn engine_throughput(c: &mut Criterion) {
     round += 36 * 60;
     let state = LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(before);
     eprintln!("engine state, {SENSORS} sensors after 38 h of samples: {:.1} MiB on the heap ({} bytes per sensor)", state as f64 / 1048576.0, state / SENSORS);
+    let saved = serde_json::to_vec(&engine.snapshot()).expect("snapshot").len();
+    eprintln!("saved state (the daemon's snapshot, JSON): {:.1} MiB ({} bytes per sensor)", saved as f64 / 1048576.0, saved / SENSORS);
     let mut events = Vec::new();
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(SENSORS as u64));

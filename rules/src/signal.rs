@@ -119,23 +119,21 @@ fn humanize(ms: Millis) -> String {
 /// One reading kept in a window, packed into 8 bytes: whole seconds since the Unix epoch and
 /// the value as `f32` (7 significant digits, ample for sensor readings). Windows therefore have
 /// a resolution of one second, and the loader refuses shorter ones.
+/// Saved as a two-element array, `[second, value]`, to keep snapshots small.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Point {
-    second: u32,
-    value: f32,
-}
+pub struct Point(u32, f32);
 
 impl Point {
     fn new(second: i64, value: f64) -> Point {
-        Point { second: u32::try_from(second.max(0)).unwrap_or(u32::MAX), value: value as f32 }
+        Point(u32::try_from(second.max(0)).unwrap_or(u32::MAX), value as f32)
     }
 
     fn second(self) -> i64 {
-        i64::from(self.second)
+        i64::from(self.0)
     }
 
     fn value(self) -> f64 {
-        f64::from(self.value)
+        f64::from(self.1)
     }
 }
 
@@ -323,10 +321,10 @@ fn swing_within(extremes: &mut Extremes, window: Millis, at: Millis, value: f64)
     let low = lows.front().map_or(value, |p| p.value());
     let high = highs.front().map_or(value, |p| p.value());
     let swing = (value - low).abs().max((high - value).abs());
-    while lows.back().is_some_and(|p| p.value >= point.value) {
+    while lows.back().is_some_and(|p| p.1 >= point.1) {
         lows.pop_back();
     }
-    while highs.back().is_some_and(|p| p.value <= point.value) {
+    while highs.back().is_some_and(|p| p.1 <= point.1) {
         highs.pop_back();
     }
     lows.push_back(point);

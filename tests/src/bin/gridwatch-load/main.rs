@@ -174,6 +174,14 @@ async fn run(args: &Args, sensors: usize, rate: u64) -> anyhow::Result<Figures> 
         .collect();
 
     let processed = processed as u64;
+    if processed < sent.acked {
+        let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        eprintln!("{} readings acknowledged by the broker were not evaluated; the daemon's log ends:", sent.acked - processed);
+        for line in tail.iter().rev() {
+            eprintln!("  {line}");
+        }
+    }
     Ok(Figures {
         sensors,
         rate,

@@ -4,7 +4,7 @@
 //! fires on, so alerts flow at a steady rate whatever N and R are.
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ pub async fn publish(plan: &Plan) -> anyhow::Result<Sent> {
     let (client, mut eventloop) = AsyncClient::new(options, 10_000);
     let acked = Arc::new(AtomicU64::new(0));
     let counter = acked.clone();
+    let closing = Arc::new(AtomicBool::new(false));
+    let closed = closing.clone();
     let poller = tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
@@ -47,7 +49,9 @@ pub async fn publish(plan: &Plan) -> anyhow::Result<Sent> {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    eprintln!("load publisher: {error}");
+                    if !closed.load(Ordering::Relaxed) {
+                        eprintln!("load publisher: {error}");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -97,6 +101,7 @@ pub async fn publish(plan: &Plan) -> anyhow::Result<Sent> {
     while acked.load(Ordering::Relaxed) < published && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    closing.store(true, Ordering::Relaxed);
     let _ = client.disconnect().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     poller.abort();
