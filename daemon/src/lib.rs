@@ -26,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod dispatch;
 pub mod incident;
 pub mod incidents_cli;
 pub mod links;

@@ -1,0 +1,49 @@
+//! Dispatch: who is told about an incident, and when they are reminded and escalated.
+//!
+//! - [`roster`]: grids, members, duty shifts — who is on duty for a grid now.
+//! - [`policy`]: per-severity deadlines, reminders and escalation roles, and the pure
+//!   [`policy::steps_due`] that decides what is due.
+//!
+//! The dispatcher (`alert::run_dispatcher`) arms an escalation when an incident opens, looks at
+//! due ones every few seconds, and journals each reminder or escalation with its progress in
+//! one transaction before sending it.
+
+pub mod policy;
+pub mod roster;
+
+use policy::Policy;
+use roster::Roster;
+
+/// The roster and policies in force.
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    pub roster: Roster,
+    pub policies: Vec<Policy>,
+}
+
+impl Default for Dispatch {
+    /// No roster (nobody is named; messages go to every channel) and the default policies.
+    fn default() -> Dispatch {
+        Dispatch { roster: Roster::empty(), policies: policy::default_policies() }
+    }
+}
+
+impl Dispatch {
+    /// Reads a roster file's members, shifts and policies.
+    pub fn parse(name: &str, text: &str) -> Result<Dispatch, roster::RosterErrors> {
+        let roster = Roster::parse(name, text);
+        let policies = policy::parse_policies(name, text);
+        match (roster, policies) {
+            (Ok(roster), Ok(policies)) => Ok(Dispatch { roster, policies }),
+            (roster, policies) => {
+                let mut errors = roster.err().map(|e| e.0).unwrap_or_default();
+                errors.extend(policies.err().map(|e| e.0).unwrap_or_default());
+                Err(roster::RosterErrors(errors))
+            }
+        }
+    }
+
+    pub fn policy(&self, severity: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.severity == severity && p.is_active())
+    }
+}
