@@ -7,7 +7,7 @@ use crate::alert::dingtalk::DingTalkSink;
 use crate::alert::wecom::WeComSink;
 use crate::alert::mqtt::MqttAlertSink;
 use crate::alert::webhook::WebhookSink;
-use crate::alert::{run_dispatcher, spawn_sink, SinkQueue};
+use crate::alert::{run_dispatcher, spawn_sink, DispatcherSetup, SinkQueue};
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, Config, SensorConfig};
 use crate::metrics::Metrics;
@@ -114,7 +114,14 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     }
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
-    let dispatcher = tokio::spawn(run_dispatcher(alert_rx, store.clone(), sink_queues, config.alerts.flap_window.as_millis() as i64, config.worker_links.clone()));
+    let setup = DispatcherSetup {
+        store: store.clone(),
+        flap_window_ms: config.alerts.flap_window.as_millis() as i64,
+        links: config.worker_links.clone(),
+        dispatch: config.dispatch.clone(),
+        clock,
+    };
+    let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
     // Telemetry: readings are spooled (with InfluxDB) and acknowledged by the spooler.
     let written = Arc::new(Notify::new());

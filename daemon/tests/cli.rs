@@ -167,3 +167,14 @@ fn rules_test_judges_a_building_when_its_boxes_must_agree() {
     assert!(events[0].starts_with("2026-11-23T00:20:00.000Z fired   alarm   rule=house-leans sensor=building:B7(2/3) value=5.0000"), "{}", events[0]);
     assert!(events[1].starts_with("2026-11-23T00:40:00.000Z cleared alarm   rule=house-leans sensor=building:B7(1/3)"), "{}", events[1]);
 }
+
+#[test]
+fn validate_checks_the_roster_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gridwatch.toml"), "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[dispatch]\nroster = \"roster.toml\"\n").unwrap();
+    std::fs::write(dir.path().join("roster.toml"), "[[grid]]\nid = \"grid-5\"\n[[member]]\nid = \"wang\"\nrole = \"boss\"\ngrids = [\"grid-5\"]\n[[policy]]\nseverity = \"alarm\"\naccept_within = \"soon\"\n").unwrap();
+    let (code, _, stderr) = run(&["validate", "--config", "gridwatch.toml"], dir.path());
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("roster.toml:5:8: error: role `boss`: expected one of worker, grid_leader"), "{stderr}");
+    assert!(stderr.contains("roster.toml:9:17: error: `soon` is not a duration"), "{stderr}");
+}

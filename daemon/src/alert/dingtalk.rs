@@ -45,18 +45,18 @@ impl DingTalkSink {
         Ok(DingTalkSink { config, client, limit: RateLimit::default() })
     }
 
-    pub fn body(&self, title: &str, text: &str) -> serde_json::Value {
-        let mentions: Vec<String> = self.config.mention_mobiles.iter().map(|m| format!("@{m}")).collect();
+    pub fn body(&self, title: &str, text: &str, mobiles: &[String]) -> serde_json::Value {
+        let mentions: Vec<String> = mobiles.iter().map(|m| format!("@{m}")).collect();
         let text = robot::truncate(&format!("{text}\n\n{}", mentions.join(" ")), MAX_BODY);
         serde_json::json!({
             "msgtype": "markdown",
             "markdown": {"title": title, "text": text},
-            "at": {"atMobiles": self.config.mention_mobiles, "isAtAll": false}
+            "at": {"atMobiles": mobiles, "isAtAll": false}
         })
     }
 
-    async fn send(&mut self, title: String, text: String) -> anyhow::Result<()> {
-        let body = self.body(&title, &text);
+    async fn send(&mut self, title: String, text: String, mobiles: Vec<String>) -> anyhow::Result<()> {
+        let body = self.body(&title, &text, &mobiles);
         let config = &self.config;
         robot::send("DingTalk", config, &self.client, &mut self.limit, &body, || signed_url(config, chrono::Utc::now().timestamp_millis())).await
     }
@@ -73,12 +73,14 @@ impl Sink for DingTalkSink {
 
     async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
         let title = format!("{} {}", alert.severity, alert.rule);
-        self.send(title, robot::markdown(alert, self.config.chinese)).await
+        let mobiles = robot::mentions(&self.config, &[alert]);
+        self.send(title, robot::markdown(alert, self.config.chinese), mobiles).await
     }
 
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         let title = format!("{} alerts", alerts.len());
-        self.send(title, robot::digest(alerts, self.config.chinese)).await
+        let mobiles = robot::mentions(&self.config, alerts);
+        self.send(title, robot::digest(alerts, self.config.chinese), mobiles).await
     }
 }
 

@@ -79,6 +79,12 @@ pub struct Alert {
     /// The signed link to the incident's page, when worker links are configured.
     #[serde(default)]
     pub link: Option<String>,
+    /// Who this message is for, by name (the people on duty, and those escalated to).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// Their phone numbers, for @-mentions in group robots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
 }
 
 impl Alert {
@@ -106,6 +112,8 @@ impl Alert {
             messages: messages(event, rule, sensor),
             incident_id: None,
             link: None,
+            recipients: Vec::new(),
+            mentions: Vec::new(),
         }
     }
 
@@ -271,10 +279,26 @@ pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store) -> 
     (SinkQueue { name, queue: tx }, task)
 }
 
+/// How often the dispatcher looks for due reminders and escalations.
+const ESCALATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the dispatcher works with besides its queues.
+#[derive(Debug)]
+pub struct DispatcherSetup {
+    pub store: Store,
+    pub flap_window_ms: i64,
+    pub links: Option<crate::links::WorkerLinks>,
+    pub dispatch: crate::dispatch::Dispatch,
+    pub clock: crate::clock::Clock,
+}
+
 /// First re-sends what the outbox still holds from before a restart, then, for each new alert,
-/// updates its incident, journals it (with a pending delivery per sink) and hands it to every
-/// sink. Returns when `alerts` is closed; the sink queues close when it returns.
-pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sinks: Vec<SinkQueue>, flap_window_ms: i64, links: Option<crate::links::WorkerLinks>) {
+/// updates its incident, names the people on duty, arms the incident's escalation clocks,
+/// journals it (with a pending delivery per sink) and hands it to every sink; every second it
+/// also sends the reminders and escalations that fell due. Returns when `alerts` is closed; the
+/// sink queues close when it returns.
+pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQueue>, setup: DispatcherSetup) {
+    let DispatcherSetup { store, flap_window_ms, links, dispatch, clock } = setup;
     let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
     match store.pending_deliveries(&names) {
         Ok(pending) => {
@@ -289,11 +313,36 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sin
         }
         Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot read the outbox; undelivered alerts from before the restart are not re-sent"),
     }
-    while let Some(mut alert) = alerts.recv().await {
+    let mut check = tokio::time::interval(ESCALATION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut alert = tokio::select! {
+            alert = alerts.recv() => match alert {
+                Some(alert) => alert,
+                None => break,
+            },
+            _ = check.tick() => {
+                send_due_escalations(&store, &dispatch, &sinks, &names, clock.now()).await;
+                continue;
+            }
+        };
+        let now = clock.now();
+        if alert.audience == "grid" && alert.event != "cleared" {
+            let people = dispatch.on_duty(alert.grid.as_deref(), now);
+            alert.recipients = people.iter().map(|m| m.name.clone()).collect();
+            alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
+        }
         match store.apply_alert(&alert, flap_window_ms).await {
             Ok(id) => {
                 alert.incident_id = Some(id);
                 alert.link = links.as_ref().map(|l| l.link(id, chrono::Utc::now().timestamp()));
+                if alert.audience == "grid" && alert.event == "fired" {
+                    if let Some(first_due) = dispatch.first_due(&alert.severity, now) {
+                        if let Err(error) = store.arm_escalation(id, alert.grid.clone(), now, first_due).await {
+                            tracing::error!(incident = id, error = %format!("{error:#}"), "escalation clocks not started; nobody will be reminded about this incident");
+                        }
+                    }
+                }
             }
             Err(error) => tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "incident not updated; sending the alert anyway"),
         }
@@ -304,10 +353,39 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, store: Store, sin
                 None
             }
         };
-        let alert = Arc::new(alert);
-        for sink in &sinks {
-            // A sink only goes away when its task ended; nothing more can be done for it.
-            let _ = sink.queue.send(Delivery { alert_id, alert: alert.clone() }).await;
+        fan_out(&sinks, alert_id, Arc::new(alert)).await;
+    }
+}
+
+/// Hands one journaled alert to every sink.
+async fn fan_out(sinks: &[SinkQueue], alert_id: Option<i64>, alert: Arc<Alert>) {
+    for sink in sinks {
+        // A sink only goes away when its task ended; nothing more can be done for it.
+        let _ = sink.queue.send(Delivery { alert_id, alert: alert.clone() }).await;
+    }
+}
+
+/// Journals and sends the reminders and escalations due at `now`; each incident's steps and
+/// clock move on in one transaction, before anything is sent.
+async fn send_due_escalations(store: &Store, dispatch: &crate::dispatch::Dispatch, sinks: &[SinkQueue], names: &[String], now: i64) {
+    let due = match store.due_escalations(now).await {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "cannot read escalation clocks; reminders are late");
+            return;
+        }
+    };
+    for escalation in due {
+        let decision = dispatch.decide(&escalation, now);
+        let alerts: Vec<Alert> = decision.steps.iter().map(|s| s.alert.clone()).collect();
+        match store.record_escalation(escalation.incident_id, decision.steps, names, decision.progress, decision.next_due_ms, now).await {
+            Ok(ids) => {
+                for (id, alert) in ids.into_iter().zip(alerts) {
+                    tracing::info!(incident = escalation.incident_id, event = %alert.event, recipients = ?alert.recipients, "escalation step");
+                    fan_out(sinks, Some(id), Arc::new(alert)).await;
+                }
+            }
+            Err(error) => tracing::error!(incident = escalation.incident_id, error = %format!("{error:#}"), "escalation step not recorded; it is tried again"),
         }
     }
 }
@@ -341,6 +419,8 @@ pub(crate) mod tests {
             messages: BTreeMap::from([("en".to_string(), "north-lane B7 (house-07): wall tilt changed 7.31‰ since installation — danger".to_string())]),
             incident_id: None,
             link: None,
+            recipients: Vec::new(),
+            mentions: Vec::new(),
         }
     }
 

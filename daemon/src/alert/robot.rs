@@ -98,6 +98,8 @@ fn headline(alert: &Alert, zh: bool) -> String {
         ("fired", true) => "告警",
         ("changed", true) => "级别变化",
         ("cleared", true) => "恢复",
+        ("reminder", true) => "催办",
+        ("escalated", true) => "督办",
         (event, _) => event,
     };
     format!("{dot} {event} · {}", alert.severity)
@@ -173,4 +175,15 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(limit.wait(), Duration::ZERO);
     }
+}
+
+/// The mobiles to @-mention: the robot's own list, then the people the alerts name.
+pub fn mentions(config: &RobotConfig, alerts: &[&Alert]) -> Vec<String> {
+    let mut mobiles = config.mention_mobiles.clone();
+    for mobile in alerts.iter().flat_map(|a| &a.mentions) {
+        if !mobiles.contains(mobile) {
+            mobiles.push(mobile.clone());
+        }
+    }
+    mobiles
 }

@@ -22,16 +22,16 @@ impl WeComSink {
     }
 
     /// The request body for a message.
-    pub fn body(&self, text: &str) -> serde_json::Value {
-        if self.config.mention_mobiles.is_empty() {
+    pub fn body(&self, text: &str, mentions: &[String]) -> serde_json::Value {
+        if mentions.is_empty() {
             serde_json::json!({"msgtype": "markdown", "markdown": {"content": robot::truncate(text, 4096)}})
         } else {
-            serde_json::json!({"msgtype": "text", "text": {"content": robot::truncate(&text.replace("**", ""), 2048), "mentioned_mobile_list": self.config.mention_mobiles}})
+            serde_json::json!({"msgtype": "text", "text": {"content": robot::truncate(&text.replace("**", ""), 2048), "mentioned_mobile_list": mentions}})
         }
     }
 
-    async fn send(&mut self, text: String) -> anyhow::Result<()> {
-        let body = self.body(&text);
+    async fn send(&mut self, text: String, mentions: Vec<String>) -> anyhow::Result<()> {
+        let body = self.body(&text, &mentions);
         let url = self.config.url.clone();
         robot::send("WeCom", &self.config, &self.client, &mut self.limit, &body, || url.clone()).await
     }
@@ -48,12 +48,14 @@ impl Sink for WeComSink {
 
     async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
         let text = robot::markdown(alert, self.config.chinese);
-        self.send(text).await
+        let mentions = robot::mentions(&self.config, &[alert]);
+        self.send(text, mentions).await
     }
 
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         let text = robot::digest(alerts, self.config.chinese);
-        self.send(text).await
+        let mentions = robot::mentions(&self.config, alerts);
+        self.send(text, mentions).await
     }
 }
 

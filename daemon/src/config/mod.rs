@@ -39,6 +39,8 @@ pub struct Config {
     pub worker_links: Option<crate::links::WorkerLinks>,
     /// Serial ports and the devices on them.
     pub serial: Vec<SerialConfig>,
+    /// The roster and escalation policies (defaults without `[dispatch] roster`).
+    pub dispatch: crate::dispatch::Dispatch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,7 +245,22 @@ impl Checker<'_> {
             None => (None, None),
         };
         let serial = raw.serial.into_iter().filter_map(|port| self.serial(port, &sensors, base)).collect();
-        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial }
+        let dispatch = self.dispatch(raw.dispatch, base);
+        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial, dispatch }
+    }
+
+    /// The roster file, checked like the configuration itself (its errors are this file's).
+    fn dispatch(&mut self, raw: Option<raw::RawDispatch>, base: &Path) -> crate::dispatch::Dispatch {
+        let Some(path) = raw.and_then(|d| d.roster).and_then(|p| self.existing_path(base, p, "dispatch.roster")) else {
+            return crate::dispatch::Dispatch::default();
+        };
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| vec![Diagnostic { file: path.display().to_string(), line: 1, column: 1, key: None, message: format!("cannot read: {e}") }])
+            .and_then(|text| crate::dispatch::Dispatch::parse(&path.display().to_string(), &text).map_err(|e| e.0));
+        parsed.unwrap_or_else(|errors| {
+            self.diagnostics.extend(errors);
+            crate::dispatch::Dispatch::default()
+        })
     }
 
     fn sensors(&mut self, raw: Vec<raw::RawSensor>) -> Vec<SensorConfig> {

@@ -22,6 +22,15 @@ pub struct RawConfig {
     pub http: Option<RawHttp>,
     #[serde(default)]
     pub serial: Vec<RawSerial>,
+    pub dispatch: Option<RawDispatch>,
+}
+
+/// `[dispatch]`: who is told and when (docs/incidents.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDispatch {
+    /// The roster file: grids, members, duty shifts, escalation policies.
+    pub roster: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

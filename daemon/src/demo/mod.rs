@@ -90,6 +90,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         alerts: AlertsConfig { console: true, flap_window: Duration::from_secs(600), mqtt_topic_prefix: Some("gridwatch/alerts".into()), webhooks: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new() },
         influxdb: None,
         http_listen: options.http_listen,
+        dispatch: crate::dispatch::Dispatch::default(),
         worker_links: None,
         serial: Vec::new(),
     };

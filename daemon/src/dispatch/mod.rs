@@ -8,6 +8,7 @@
 //! due ones every few seconds, and journals each reminder or escalation with its progress in
 //! one transaction before sending it.
 
+pub mod escalator;
 pub mod policy;
 pub mod roster;
 

@@ -7,6 +7,8 @@
 //! grid's `fallback` (the neighbouring grid); if nobody is there either, the grid's leaders —
 //! someone is always named.
 
+use gridwatch_rules::diagnostic::line_column;
+use gridwatch_rules::Diagnostic;
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -138,16 +140,16 @@ struct RawOverride {
     to: Option<Spanned<String>>,
 }
 
-/// Problems found in a roster file, each "file:line:column: message".
+/// Problems found in a roster file, each with file, line and column.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
-pub struct RosterErrors(pub Vec<String>);
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct RosterErrors(pub Vec<Diagnostic>);
 
 /// Collects located errors for one file.
 pub(crate) struct Problems<'a> {
     name: &'a str,
     text: &'a str,
-    pub errors: Vec<String>,
+    pub errors: Vec<Diagnostic>,
 }
 
 impl<'a> Problems<'a> {
@@ -156,10 +158,8 @@ impl<'a> Problems<'a> {
     }
 
     pub fn at(&mut self, span: std::ops::Range<usize>, message: impl std::fmt::Display) {
-        let before = &self.text[..span.start.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        self.errors.push(format!("{}:{line}:{column}: {message}", self.name));
+        let (line, column) = line_column(self.text, span.start);
+        self.errors.push(Diagnostic { file: self.name.to_string(), line, column, key: None, message: message.to_string() });
     }
 }
 
@@ -432,11 +432,11 @@ to = "20:00"
     #[test]
     fn mistakes_are_reported_with_file_line_and_column() {
         let broken = ROSTER.replace("role = \"grid_leader\"", "role = \"boss\"").replace("days = [\"mon\"]", "days = [\"monday\"]").replace("fallback = \"grid-4\"", "fallback = \"grid-9\"");
-        let errors = Roster::parse("roster.toml", &broken).unwrap_err().0;
-        assert!(errors.contains(&"roster.toml:6:12: fallback `grid-9` is not another grid of this roster".to_string()), "{errors:?}");
-        assert!(errors.iter().any(|e| e.starts_with("roster.toml:29:8: role `boss`: expected one of worker, grid_leader")), "{errors:?}");
+        let errors: Vec<String> = Roster::parse("roster.toml", &broken).unwrap_err().0.iter().map(ToString::to_string).collect();
+        assert!(errors.contains(&"roster.toml:6:12: error: fallback `grid-9` is not another grid of this roster".to_string()), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("roster.toml:29:8: error: role `boss`: expected one of worker, grid_leader")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("`monday` is not a weekday")), "{errors:?}");
-        let typo = Roster::parse("r.toml", "[[member]]\nid = \"a\"\nrole = \"worker\"\nphon = \"1\"\n").unwrap_err().0;
-        assert!(typo[0].starts_with("r.toml:4:1: unknown field `phon`"), "{typo:?}");
+        let typo = Roster::parse("r.toml", "[[member]]\nid = \"a\"\nrole = \"worker\"\nphon = \"1\"\n").unwrap_err().to_string();
+        assert!(typo.starts_with("r.toml:4:1: error: unknown field `phon`"), "{typo}");
     }
 }

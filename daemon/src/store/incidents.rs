@@ -38,7 +38,7 @@ fn rank(severity: &str) -> usize {
     SEVERITIES.iter().position(|s| *s == severity).unwrap_or(0)
 }
 
-fn audit(tx: &Transaction<'_>, incident: i64, at: i64, actor: &str, action: &str, note: Option<&str>) -> rusqlite::Result<()> {
+pub(super) fn audit(tx: &Transaction<'_>, incident: i64, at: i64, actor: &str, action: &str, note: Option<&str>) -> rusqlite::Result<()> {
     tx.execute("INSERT INTO incident_events (incident_id, at_ms, actor, action, note) VALUES (?1, ?2, ?3, ?4, ?5)", params![incident, at, actor, action, note])?;
     Ok(())
 }

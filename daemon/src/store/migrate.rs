@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -114,6 +114,39 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  note TEXT
              );
              PRAGMA user_version = 4;
+             COMMIT;",
+        )?;
+    }
+    if version < 5 {
+        // Reminders and escalations are journaled like rule events; their clocks are stored
+        // so a restart neither repeats a step nor starts them again.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE alert_events_v5 (
+                 id INTEGER PRIMARY KEY,
+                 at_ms INTEGER NOT NULL,
+                 rule TEXT NOT NULL,
+                 sensor TEXT NOT NULL,
+                 event TEXT NOT NULL CHECK (event IN ('fired', 'changed', 'cleared', 'reminder', 'escalated')),
+                 severity TEXT NOT NULL,
+                 value REAL NOT NULL,
+                 payload TEXT NOT NULL
+             );
+             INSERT INTO alert_events_v5 SELECT * FROM alert_events;
+             DROP TABLE alert_events;
+             ALTER TABLE alert_events_v5 RENAME TO alert_events;
+             CREATE INDEX alert_events_by_sensor ON alert_events (sensor, at_ms);
+             CREATE TABLE escalations (
+                 incident_id INTEGER PRIMARY KEY REFERENCES incidents (id),
+                 grid TEXT,
+                 armed_ms INTEGER NOT NULL,
+                 reminders INTEGER NOT NULL DEFAULT 0,
+                 level INTEGER NOT NULL DEFAULT 0,
+                 missed INTEGER NOT NULL DEFAULT 0,
+                 next_due_ms INTEGER NOT NULL
+             );
+             CREATE INDEX escalations_due ON escalations (next_due_ms);
+             PRAGMA user_version = 5;
              COMMIT;",
         )?;
     }

@@ -13,12 +13,14 @@
 //! cannot be opened as a database is moved aside (`gridwatch.db.corrupt-<time>`), counted, and
 //! replaced by a fresh one — the store never refuses to start and never loops.
 
+mod escalations;
 mod incidents;
 mod journal;
 mod migrate;
 mod spool;
 mod state;
 
+pub use escalations::{DueEscalation, EscalationStep};
 pub use incidents::{AuditEntry, IncidentRow};
 pub use journal::{JournalEntry, PendingDelivery};
 pub use spool::{SpoolStats, SpooledPoint};

@@ -1,0 +1,241 @@
+//! Turns due escalation clocks into notifications: who is on duty or escalated to (from the
+//! roster), and what the reminder (催办) or escalation (督办) says, in English and Chinese.
+//! Pure: the dispatcher reads the due clocks from the store and journals what this returns.
+
+use super::policy::{steps_due, Deadline, Progress, Step};
+use super::roster::Member;
+use super::Dispatch;
+use crate::alert::Alert;
+use crate::clock::rfc3339;
+use crate::incident::State;
+use crate::store::{DueEscalation, EscalationStep};
+
+/// What to do for one due escalation.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub steps: Vec<EscalationStep>,
+    pub progress: Progress,
+    /// `None`: the clocks stop (resolved, closed, or nothing more is due).
+    pub next_due_ms: Option<i64>,
+}
+
+impl Dispatch {
+    /// The people to name on a rule event of `grid` at `now_ms` (the people on duty).
+    pub fn on_duty(&self, grid: Option<&str>, now_ms: i64) -> Vec<&Member> {
+        match grid {
+            Some(grid) => self.roster.on_duty(grid, utc(now_ms)),
+            None => Vec::new(),
+        }
+    }
+
+    /// When a new incident's first step falls due, if its severity has a policy.
+    pub fn first_due(&self, severity: &str, now_ms: i64) -> Option<i64> {
+        let policy = self.policy(severity)?;
+        steps_due(policy, now_ms, State::Open, Progress::default(), now_ms).2
+    }
+
+    /// Decides the steps of a due escalation at `now_ms`.
+    pub fn decide(&self, due: &DueEscalation, now_ms: i64) -> Decision {
+        let state: State = due.state.parse().unwrap_or(State::Closed);
+        let (Some(policy), Some(template)) = (self.policy(&due.severity), due.last_alert.as_ref()) else {
+            return Decision { steps: Vec::new(), progress: due.progress, next_due_ms: None };
+        };
+        let (steps, progress, next_due_ms) = steps_due(policy, due.armed_ms, state, due.progress, now_ms);
+        let grid = due.grid.as_deref();
+        let steps = steps
+            .into_iter()
+            .map(|step| {
+                let on_duty = self.on_duty(grid, now_ms);
+                match step {
+                    Step::Remind { count } => {
+                        let names = names(&on_duty);
+                        let age = minutes(now_ms - due.armed_ms);
+                        let en = format!("Reminder {count}: incident #{} is not accepted yet, open {age} min. On duty: {}. {}", due.incident_id, or_dash(&names), template.message());
+                        let zh = format!("催办（第{count}次）：事件#{}尚未接单，已{age}分钟。值班：{}。{}", due.incident_id, or_dash(&names), zh_message(template));
+                        EscalationStep { alert: notification(template, "reminder", now_ms, en, zh, &on_duty), audit: format!("reminded {}", or_dash(&names)) }
+                    }
+                    Step::Escalate { deadline, level, roles } => {
+                        let mut people = grid.map(|g| self.roster.with_roles(g, &roles)).unwrap_or_default();
+                        for member in on_duty {
+                            if !people.iter().any(|p| p.id == member.id) {
+                                people.push(member);
+                            }
+                        }
+                        let names = names(&people);
+                        let within = policy_within(policy, deadline);
+                        let en = format!(
+                            "Escalated (level {level}): incident #{} was not {} within {} — now also {} ({}). {}",
+                            due.incident_id,
+                            deadline.as_str(),
+                            span(within, false),
+                            roles.join(", "),
+                            or_dash(&names),
+                            template.message()
+                        );
+                        let zh = format!("督办（第{level}级）：事件#{}超过{}未{}，已通知{}（{}）。{}", due.incident_id, span(within, true), zh_deadline(deadline), zh_roles(&roles), or_dash(&names), zh_message(template));
+                        EscalationStep { alert: notification(template, "escalated", now_ms, en, zh, &people), audit: format!("escalated ({}) to {}", deadline.as_str(), or_dash(&names)) }
+                    }
+                }
+            })
+            .collect();
+        Decision { steps, progress, next_due_ms }
+    }
+}
+
+fn policy_within(policy: &super::policy::Policy, deadline: Deadline) -> i64 {
+    match deadline {
+        Deadline::Accept => policy.accept_within_ms,
+        Deadline::OnSite => policy.on_site_within_ms,
+        Deadline::Resolve => policy.resolve_within_ms,
+    }
+    .unwrap_or(0)
+}
+
+/// The incident's last rule event re-worded as a reminder or escalation.
+fn notification(template: &Alert, event: &str, now_ms: i64, en: String, zh: String, people: &[&Member]) -> Alert {
+    let mut alert = template.clone();
+    alert.event = event.into();
+    alert.at_ms = now_ms;
+    alert.at = rfc3339(now_ms);
+    alert.previous_severity = None;
+    alert.messages = [("en".to_string(), en), ("zh".to_string(), zh)].into_iter().collect();
+    alert.recipients = people.iter().map(|m| m.name.clone()).collect();
+    alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
+    alert
+}
+
+fn names(people: &[&Member]) -> String {
+    people.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() {
+        "-"
+    } else {
+        text
+    }
+}
+
+fn minutes(ms: i64) -> i64 {
+    (ms.max(0) + 30_000) / 60_000
+}
+
+/// A policy's time limit in words: whole minutes when it is minutes, else seconds.
+fn span(ms: i64, zh: bool) -> String {
+    match (ms % 60_000 == 0, zh) {
+        (true, false) => format!("{} min", ms / 60_000),
+        (true, true) => format!("{}分钟", ms / 60_000),
+        (false, false) => format!("{} s", ms / 1000),
+        (false, true) => format!("{}秒", ms / 1000),
+    }
+}
+
+fn zh_message(alert: &Alert) -> &str {
+    alert.messages.get("zh").map_or_else(|| alert.message(), String::as_str)
+}
+
+fn zh_deadline(deadline: Deadline) -> &'static str {
+    match deadline {
+        Deadline::Accept => "接单",
+        Deadline::OnSite => "到场",
+        Deadline::Resolve => "办结",
+    }
+}
+
+fn zh_roles(roles: &[String]) -> String {
+    roles
+        .iter()
+        .map(|r| match r.as_str() {
+            "worker" => "网格员",
+            "grid_leader" => "网格长",
+            "secretary" => "社区书记",
+            "street_office" => "街道办",
+            "housing_office" => "房屋安全办",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join("、")
+}
+
+fn utc(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+    use crate::dispatch::policy::Progress;
+
+    const ROSTER: &str = r#"
+[[grid]]
+id = "grid-3"
+[[member]]
+id = "wang"
+name = "王芳"
+role = "worker"
+phone = "13800000001"
+grids = ["grid-3"]
+[[member]]
+id = "chen"
+name = "陈刚"
+role = "grid_leader"
+phone = "13800000002"
+grids = ["grid-3"]
+[[member]]
+id = "sun"
+role = "secretary"
+[[shift]]
+member = "wang"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+from = "00:00"
+to = "00:00"
+"#;
+
+    fn due(state: &str, progress: Progress) -> DueEscalation {
+        let mut template = sample_alert("fired", 7.3);
+        template.grid = Some("grid-3".into());
+        DueEscalation { incident_id: 12, grid: Some("grid-3".into()), armed_ms: 0, progress, state: state.into(), severity: "danger".into(), last_alert: Some(template) }
+    }
+
+    const MIN: i64 = 60_000;
+    /// 2026-11-23 (a Monday) noon in China.
+    const NOON: i64 = 1_795_406_400_000;
+
+    #[test]
+    fn a_reminder_names_and_mentions_the_worker_on_duty() {
+        let dispatch = Dispatch::parse("r.toml", ROSTER).unwrap();
+        let mut due = due("open", Progress::default());
+        due.armed_ms = NOON;
+        let decision = dispatch.decide(&due, NOON + 5 * MIN);
+        assert_eq!(decision.steps.len(), 1);
+        let alert = &decision.steps[0].alert;
+        assert_eq!((alert.event.as_str(), alert.at_ms), ("reminder", NOON + 5 * MIN));
+        assert_eq!(alert.mentions, vec!["13800000001"]);
+        assert!(alert.messages["en"].starts_with("Reminder 1: incident #12 is not accepted yet, open 5 min. On duty: 王芳."), "{}", alert.messages["en"]);
+        assert!(alert.messages["zh"].starts_with("催办（第1次）：事件#12尚未接单，已5分钟。值班：王芳。"), "{}", alert.messages["zh"]);
+        assert_eq!(decision.next_due_ms, Some(NOON + 10 * MIN));
+    }
+
+    #[test]
+    fn an_escalation_adds_the_roles_of_its_level() {
+        let dispatch = Dispatch::parse("r.toml", ROSTER).unwrap();
+        let mut due = due("open", Progress { reminders: 1, ..Progress::default() });
+        due.armed_ms = NOON;
+        let decision = dispatch.decide(&due, NOON + 10 * MIN);
+        let alert = &decision.steps[0].alert;
+        assert_eq!(alert.event, "escalated");
+        assert_eq!(alert.recipients, vec!["陈刚", "sun", "王芳"]);
+        assert_eq!(alert.mentions, vec!["13800000002", "13800000001"]);
+        assert!(alert.messages["zh"].starts_with("督办（第1级）：事件#12超过10分钟未接单，已通知网格长、社区书记（陈刚, sun, 王芳）。"), "{}", alert.messages["zh"]);
+        assert_eq!(decision.steps[0].audit, "escalated (accepted) to 陈刚, sun, 王芳");
+    }
+
+    #[test]
+    fn a_resolved_incident_stops_its_clocks() {
+        let dispatch = Dispatch::default();
+        let decision = dispatch.decide(&due("resolved", Progress::default()), 500 * MIN);
+        assert!(decision.steps.is_empty());
+        assert_eq!(decision.next_due_ms, None);
+    }
+}

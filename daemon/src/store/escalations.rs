@@ -1,0 +1,122 @@
+//! Escalation clocks in the store: one row per incident that reminders or escalations may still
+//! be due for, with what was already done and when to look next. A step's notification, its
+//! audit line and the clock's new state are written in one transaction, so after a crash a step
+//! is either not done (and comes at the next look) or done and in the outbox (sent again at most
+//! once).
+
+use super::incidents::audit;
+use super::Store;
+use crate::alert::Alert;
+use crate::dispatch::policy::Progress;
+use rusqlite::{params, OptionalExtension};
+
+/// An escalation whose next step is due, with what the dispatcher needs to decide it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueEscalation {
+    pub incident_id: i64,
+    pub grid: Option<String>,
+    pub armed_ms: i64,
+    pub progress: Progress,
+    /// The incident now.
+    pub state: String,
+    pub severity: String,
+    /// The incident's latest journaled rule event (fired or changed), to word the reminder.
+    pub last_alert: Option<Alert>,
+}
+
+/// A notification decided for a due escalation, journaled with the clock's new state.
+#[derive(Debug, Clone)]
+pub struct EscalationStep {
+    pub alert: Alert,
+    /// The audit trail's wording ("reminded wang", "escalated to chen, sun").
+    pub audit: String,
+}
+
+impl Store {
+    /// Starts the clocks for an incident (kept as they are if they already run).
+    pub async fn arm_escalation(&self, incident_id: i64, grid: Option<String>, armed_ms: i64, first_due_ms: i64) -> anyhow::Result<()> {
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![incident_id, grid, armed_ms, first_due_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Escalations whose next step is due at `now`.
+    pub async fn due_escalations(&self, now_ms: i64) -> anyhow::Result<Vec<DueEscalation>> {
+        self.with_conn(move |conn| {
+            let mut statement = conn.prepare(
+                "SELECT e.incident_id, e.grid, e.armed_ms, e.reminders, e.level, e.missed, i.state, i.severity,
+                        (SELECT payload FROM alert_events a WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1)
+                 FROM escalations e JOIN incidents i ON i.id = e.incident_id
+                 WHERE e.next_due_ms <= ?1 ORDER BY e.next_due_ms",
+            )?;
+            let rows = statement.query_map([now_ms], |row| {
+                let payload: Option<String> = row.get(8)?;
+                Ok(DueEscalation {
+                    incident_id: row.get(0)?,
+                    grid: row.get(1)?,
+                    armed_ms: row.get(2)?,
+                    progress: Progress { reminders: row.get(3)?, level: row.get(4)?, missed: row.get(5)? },
+                    state: row.get(6)?,
+                    severity: row.get(7)?,
+                    last_alert: payload.and_then(|p| serde_json::from_str(&p).ok()),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Journals the steps (with a pending delivery per sink and an audit line each) and moves
+    /// the clock on — or ends it when `next_due_ms` is `None` — in one transaction. Returns the
+    /// journal ids of the steps' notifications.
+    pub async fn record_escalation(
+        &self,
+        incident_id: i64,
+        steps: Vec<EscalationStep>,
+        sinks: &[String],
+        progress: Progress,
+        next_due_ms: Option<i64>,
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<i64>> {
+        let sinks = sinks.to_vec();
+        let payloads = steps.iter().map(|s| serde_json::to_string(&s.alert)).collect::<Result<Vec<_>, _>>()?;
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let mut ids = Vec::new();
+            for (step, payload) in steps.iter().zip(payloads) {
+                let a = &step.alert;
+                tx.execute(
+                    "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![a.at_ms, a.rule, a.sensor, a.event, a.severity, a.value, payload],
+                )?;
+                let id = tx.last_insert_rowid();
+                for sink in &sinks {
+                    tx.execute("INSERT INTO outbox (alert_id, sink, state, updated_ms) VALUES (?1, ?2, 'pending', ?3)", params![id, sink, now_ms])?;
+                }
+                audit(&tx, incident_id, now_ms, "dispatch", &step.audit, None)?;
+                ids.push(id);
+            }
+            match next_due_ms {
+                Some(next) => tx.execute(
+                    "UPDATE escalations SET reminders = ?1, level = ?2, missed = ?3, next_due_ms = ?4 WHERE incident_id = ?5",
+                    params![progress.reminders, progress.level, progress.missed, next, incident_id],
+                )?,
+                None => tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [incident_id])?,
+            };
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// When an incident's next escalation step is due, if its clocks run.
+    pub fn escalation_due(&self, incident_id: i64) -> anyhow::Result<Option<i64>> {
+        let conn = self.lock()?;
+        Ok(conn.query_row("SELECT next_due_ms FROM escalations WHERE incident_id = ?1", [incident_id], |row| row.get(0)).optional()?)
+    }
+}

@@ -1,0 +1,121 @@
+//! Reminders and escalations end to end: a roster names who is on duty, an unaccepted alarm is
+//! reminded and then escalated to the grid leader on the policy's clock, accepting stops the
+//! reminders, and a power cut during the wait for "on site" neither resets nor repeats the
+//! clock: the on-site escalation comes once, after its deadline.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{gridwatch, metric, metrics, Daemon, SECOND};
+use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
+use std::path::Path;
+
+const ROSTER: &str = r#"
+timezone = "+08:00"
+
+[[grid]]
+id = "grid-5"
+
+[[member]]
+id = "wang"
+name = "王芳"
+role = "worker"
+phone = "13800000001"
+grids = ["grid-5"]
+
+[[member]]
+id = "chen"
+name = "陈刚"
+role = "grid_leader"
+phone = "13800000002"
+grids = ["grid-5"]
+
+[[shift]]
+member = "wang"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+from = "00:00"
+to = "00:00"
+
+[[policy]]
+severity = "alarm"
+accept_within = "4s"
+on_site_within = "12s"
+remind_every = "1500ms"
+escalate_to = [["grid_leader"]]
+"#;
+
+fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook_port: u16) {
+    let config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-escalation-{http_port}\"\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-5\"\n\
+         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n[[alerts.webhook]]\nname = \"office\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n\
+         [http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
+        mosquitto.url()
+    );
+    std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n").unwrap();
+    std::fs::write(dir.join("roster.toml"), ROSTER).unwrap();
+}
+
+fn events(receiver: &WebhookReceiver, event: &str) -> Vec<(serde_json::Value, i64)> {
+    receiver.bodies_with_arrival().into_iter().filter(|(body, _)| body["event"] == event).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_the_clock() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let hook_port: u16 = receiver.url().rsplit(':').next().unwrap().trim_end_matches("/hook").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, hook_port);
+
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(20 * SECOND, || {
+        mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
+    })
+    .await;
+    assert!(up, "{:?}", daemon.stderr());
+    mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+
+    // The alert names the worker on duty; unaccepted, it is reminded, then escalated.
+    let escalated = wait_for(15 * SECOND, || async { !events(&receiver, "escalated").is_empty() }).await;
+    assert!(escalated, "{:?} {:?}", receiver.bodies(), daemon.stderr());
+    let fired = events(&receiver, "fired");
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].0["recipients"], serde_json::json!(["王芳"]));
+    assert_eq!(fired[0].0["mentions"], serde_json::json!(["13800000001"]));
+    let opened_at = fired[0].1;
+    let reminders = events(&receiver, "reminder");
+    assert!(!reminders.is_empty() && reminders.len() <= 2, "a reminder every 1.5 s before the 4 s deadline: {reminders:?}");
+    assert!(reminders[0].0["messages"]["zh"].as_str().unwrap().starts_with("催办（第1次）：事件#1尚未接单"), "{:?}", reminders[0].0);
+    let escalation = &events(&receiver, "escalated")[0];
+    assert!(escalation.1 - opened_at >= 3_900, "escalated {} ms after the alert, before the 4 s deadline", escalation.1 - opened_at);
+    assert_eq!(escalation.0["recipients"], serde_json::json!(["陈刚", "王芳"]), "the grid leader is added");
+    assert_eq!(escalation.0["incident_id"], 1);
+
+    // The worker accepts; then the power goes.
+    let accepted = gridwatch().args(["incidents", "--config", "gridwatch.toml", "act", "1", "accept", "--by", "wang"]).current_dir(dir.path()).output().unwrap();
+    assert!(accepted.status.success(), "{}", String::from_utf8_lossy(&accepted.stderr));
+    let accepted_at = now_ms();
+    daemon.kill_hard();
+    let reminders_before = events(&receiver, "reminder").len();
+    tokio::time::sleep(std::time::Duration::from_millis((opened_at + 13_000 - now_ms()).max(0) as u64)).await;
+
+    // Back after the on-site deadline: the escalation for it comes once, late, never again.
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let on_site = wait_for(15 * SECOND, || async { events(&receiver, "escalated").len() >= 2 }).await;
+    assert!(on_site, "{:?} {:?}", receiver.bodies(), daemon.stderr());
+    tokio::time::sleep(3 * SECOND).await;
+    let escalations = events(&receiver, "escalated");
+    assert_eq!(escalations.len(), 2, "{escalations:?}");
+    assert!(escalations[1].0["messages"]["en"].as_str().unwrap().starts_with("Escalated (level 2): incident #1 was not on site within 12 s"), "{:?}", escalations[1].0);
+    assert!(escalations[1].1 - opened_at >= 12_000, "not before the on-site deadline");
+    let late_reminders: Vec<_> = events(&receiver, "reminder").into_iter().filter(|(_, at)| *at > accepted_at + 500).collect();
+    assert!(late_reminders.is_empty() && events(&receiver, "reminder").len() == reminders_before, "no reminders once accepted: {late_reminders:?}");
+
+    let shown = gridwatch().args(["incidents", "--config", "gridwatch.toml", "show", "1"]).current_dir(dir.path()).output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("reminded 王芳") && shown.contains("escalated (accepted) to 陈刚, 王芳") && shown.contains("escalated (on site) to 陈刚, 王芳"), "{shown}");
+}
