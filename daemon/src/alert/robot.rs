@@ -141,6 +141,17 @@ pub fn truncate(text: &str, max_bytes: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// The mobiles to @-mention: the robot's own list, then the people the alerts name.
+pub fn mentions(config: &RobotConfig, alerts: &[&Alert]) -> Vec<String> {
+    let mut mobiles = config.mention_mobiles.clone();
+    for mobile in alerts.iter().flat_map(|a| &a.mentions) {
+        if !mobiles.contains(mobile) {
+            mobiles.push(mobile.clone());
+        }
+    }
+    mobiles
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,15 +186,4 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(limit.wait(), Duration::ZERO);
     }
-}
-
-/// The mobiles to @-mention: the robot's own list, then the people the alerts name.
-pub fn mentions(config: &RobotConfig, alerts: &[&Alert]) -> Vec<String> {
-    let mut mobiles = config.mention_mobiles.clone();
-    for mobile in alerts.iter().flat_map(|a| &a.mentions) {
-        if !mobiles.contains(mobile) {
-            mobiles.push(mobile.clone());
-        }
-    }
-    mobiles
 }

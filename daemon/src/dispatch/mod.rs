@@ -48,3 +48,20 @@ impl Dispatch {
         self.policies.iter().find(|p| p.severity == severity && p.is_active())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_annotated_example_roster_is_valid_and_spells_out_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../roster.example.toml");
+        let text = std::fs::read_to_string(&path).expect("roster.example.toml");
+        let dispatch = Dispatch::parse("roster.example.toml", &text).expect("valid example");
+        assert_eq!(dispatch.roster.members.len(), 6);
+        for default in policy::default_policies() {
+            assert_eq!(dispatch.policy(&default.severity), Some(&default), "the example repeats the default for {}", default.severity);
+        }
+        assert!(dispatch.policy("notice").is_none(), "blue gets no reminders");
+    }
+}
