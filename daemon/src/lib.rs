@@ -40,6 +40,7 @@ pub mod rule_files;
 pub mod rules_cli;
 pub mod sample;
 pub mod serial;
+pub mod signing;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;

@@ -9,8 +9,6 @@ use super::robot::{self, RateLimit};
 use super::{Alert, Sink};
 use crate::config::RobotConfig;
 use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use std::time::Duration;
 
 /// DingTalk refuses bodies over 20 kB.
@@ -25,9 +23,8 @@ pub struct DingTalkSink {
 
 /// The `sign` parameter for a timestamp (before URL encoding).
 pub fn sign(timestamp_ms: i64, secret: &str) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(format!("{timestamp_ms}\n{secret}").as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    let mac = crate::signing::hmac_sha256(secret.as_bytes(), format!("{timestamp_ms}\n{secret}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac)
 }
 
 /// The URL for one attempt, signed at `now_ms` when a secret is configured.

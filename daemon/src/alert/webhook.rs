@@ -2,6 +2,10 @@
 //! other than 2xx, a timeout or a connection error is a failed attempt; attempts are retried
 //! with exponential backoff up to `max_attempts`. The URL may carry a token, so it is logged
 //! without its query string.
+//!
+//! With a `secret`, every attempt carries `X-Gridwatch-Timestamp: <ms>` and
+//! `X-Gridwatch-Signature: sha256=<hex HMAC-SHA256(secret, "<ms>." + body)>`, so the receiver can
+//! check the body came from this box and reject replays older than it likes.
 
 use super::{Alert, Sink};
 use crate::backoff::Backoff;
@@ -17,6 +21,7 @@ pub struct WebhookSink {
     url: reqwest::Url,
     client: reqwest::Client,
     max_attempts: u32,
+    secret: Option<String>,
     backoff: Backoff,
     metrics: Arc<Metrics>,
     label: SinkLabel,
@@ -34,6 +39,7 @@ impl WebhookSink {
             url: config.url.clone(),
             client,
             max_attempts: config.max_attempts,
+            secret: config.secret.clone(),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
             label: Metrics::sink(&config.name),
             metrics,
@@ -47,7 +53,13 @@ impl WebhookSink {
     }
 
     async fn attempt(&self, alert: &Alert) -> anyhow::Result<()> {
-        let response = self.client.post(self.url.clone()).json(alert).send().await?;
+        let body = serde_json::to_vec(alert)?;
+        let mut request = self.client.post(self.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(secret) = &self.secret {
+            let timestamp = chrono::Utc::now().timestamp_millis();
+            request = request.header("X-Gridwatch-Timestamp", timestamp.to_string()).header("X-Gridwatch-Signature", signature(secret, timestamp, &body));
+        }
+        let response = request.body(body).send().await?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -55,6 +67,13 @@ impl WebhookSink {
             anyhow::bail!("answered HTTP {status}")
         }
     }
+}
+
+/// `sha256=<hex>` of HMAC-SHA256(secret, "<timestamp>." + body).
+pub fn signature(secret: &str, timestamp_ms: i64, body: &[u8]) -> String {
+    let mut message = format!("{timestamp_ms}.").into_bytes();
+    message.extend_from_slice(body);
+    format!("sha256={}", crate::signing::hex(&crate::signing::hmac_sha256(secret.as_bytes(), &message)))
 }
 
 /// The URL without query or credentials, safe for logs.
@@ -99,8 +118,37 @@ mod tests {
     use gridwatch_tests::WebhookReceiver;
 
     fn sink(url: reqwest::Url, max_attempts: u32, metrics: Arc<Metrics>) -> WebhookSink {
-        let config = WebhookConfig { name: "office".into(), url, timeout: Duration::from_secs(2), max_attempts };
+        let config = WebhookConfig { name: "office".into(), url, secret: None, timeout: Duration::from_secs(2), max_attempts };
         WebhookSink::new(&config, metrics).unwrap().with_backoff(Backoff::new(Duration::from_millis(5), Duration::from_millis(20)))
+    }
+
+    #[tokio::test]
+    async fn a_signed_webhook_carries_a_signature_the_receiver_can_verify() {
+        type Seen = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>;
+        let seen: Seen = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let record = record.clone();
+                async move { record.lock().unwrap().push((headers, body)) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config = WebhookConfig { name: "hub".into(), url: url.parse().unwrap(), secret: Some("s3cret-shared".into()), timeout: Duration::from_secs(2), max_attempts: 1 };
+        WebhookSink::new(&config, Arc::new(Metrics::new())).unwrap().deliver(&sample_alert("fired", 0.5)).await.unwrap();
+        let (headers, body) = seen.lock().unwrap().remove(0);
+        let timestamp: i64 = headers["x-gridwatch-timestamp"].to_str().unwrap().parse().unwrap();
+        // The receiver's check, written out: HMAC-SHA256(secret, "<ts>." + body), hex.
+        let mut message = format!("{timestamp}.").into_bytes();
+        message.extend_from_slice(&body);
+        let expected = format!("sha256={}", crate::signing::hex(&crate::signing::hmac_sha256(b"s3cret-shared", &message)));
+        assert_eq!(headers["x-gridwatch-signature"].to_str().unwrap(), expected);
+        assert_ne!(signature("another-secret", timestamp, &body), expected, "another key gives another signature");
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["rule"], "tilt-danger");
+        assert_eq!(headers["content-type"], "application/json");
     }
 
     #[tokio::test]

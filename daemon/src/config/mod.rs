@@ -157,6 +157,8 @@ impl std::fmt::Debug for RobotConfig {
 pub struct WebhookConfig {
     pub name: String,
     pub url: reqwest::Url,
+    /// Key of the HMAC-SHA256 signature header; none: unsigned.
+    pub secret: Option<String>,
     pub timeout: Duration,
     pub max_attempts: u32,
 }
@@ -390,10 +392,19 @@ impl Checker<'_> {
             if *hook.timeout_secs.get_ref() == 0 {
                 self.error(hook.timeout_secs.span(), Some("alerts.webhook.timeout_secs"), "must be at least 1".into());
             }
+            let secret = match (hook.secret, &hook.secret_file) {
+                (secret, None) => secret,
+                (None, Some(file)) => self.read_secret(file, base, "alerts.webhook.secret_file"),
+                (Some(_), Some(file)) => {
+                    self.error(file.span(), Some("alerts.webhook.secret_file"), "give either `secret` or `secret_file`, not both".into());
+                    None
+                }
+            };
             if let Some(url) = url {
                 webhooks.push(WebhookConfig {
                     name: hook.name.unwrap_or_else(|| format!("webhook-{}", index + 1)),
                     url,
+                    secret,
                     timeout: Duration::from_secs(hook.timeout_secs.into_inner()),
                     max_attempts: hook.max_attempts.into_inner(),
                 });

@@ -220,6 +220,9 @@ pub struct RawMqttAlerts {
 pub struct RawWebhook {
     pub name: Option<String>,
     pub url: Spanned<String>,
+    /// Signs each POST (`X-Gridwatch-Signature`) so the receiver can check it came from us.
+    pub secret: Option<String>,
+    pub secret_file: Option<Spanned<String>>,
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: Spanned<u64>,
     #[serde(default = "default_max_attempts")]
