@@ -9,8 +9,18 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "gridwatch", version, about = "Community monitoring: tilt sensors and water probes -> alarm rules -> grid workers")]
 pub struct Cli {
+    /// Log lines as text (journald adds time and level) or as JSON objects, one per line, for
+    /// log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

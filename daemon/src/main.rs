@@ -2,7 +2,7 @@
 //! Exit codes: 0 done, 1 failure, 78 invalid configuration or rules (EX_CONFIG).
 
 use clap::Parser;
-use gridwatch::cli::{Baud, Cli, Command, RulesCommand};
+use gridwatch::cli::{Baud, Cli, Command, LogFormat, RulesCommand};
 use gridwatch::config::{Config, ConfigError};
 use gridwatch::rule_files::{self, RuleLoadError};
 use gridwatch::rules_cli;
@@ -19,10 +19,15 @@ fn main() -> ExitCode {
         Command::Demo { .. } => "warn,rumqttd=off",
         _ => "info,rumqttd=off",
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_log.into()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_log.into());
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    // Under systemd (JOURNAL_STREAM set) journald stamps each line itself: no time, no colours.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    match cli.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text if journald => logs.without_time().with_ansi(false).init(),
+        LogFormat::Text => logs.init(),
+    }
 
     match cli.command {
         Command::Rules { command: RulesCommand::Check { paths, with_builtin } } => rules_cli::check(&paths, with_builtin || paths.is_empty()),

@@ -182,3 +182,24 @@ fn validate_checks_the_roster_with_file_line_and_column() {
     assert!(stderr.contains("roster.toml:5:8: error: role `boss`: expected one of worker, grid_leader"), "{stderr}");
     assert!(stderr.contains("roster.toml:9:17: error: `soon` is not a duration"), "{stderr}");
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = gridwatch_tests::free_port();
+    std::fs::write(dir.path().join("gridwatch.toml"), format!("state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\nembedded_listen = \"127.0.0.1:{port}\"\n")).unwrap();
+    let mut child = gridwatch()
+        .args(["--log-format", "json", "run", "--config", "gridwatch.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info,rumqttd=off")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::process::Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let running = lines.iter().find(|l| l["message"] == "gridwatch running").expect("the start line");
+    assert_eq!((running["level"].as_str(), running["sensors"].as_u64()), (Some("INFO"), Some(0)));
+}
