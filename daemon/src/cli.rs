@@ -30,6 +30,10 @@ pub enum Command {
         /// The configuration file (see gridwatch.example.toml).
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
+        /// Where the last configuration that started is kept, to start on when the current one
+        /// is invalid (default: $STATE_DIRECTORY/last-good under systemd; otherwise none).
+        #[arg(long)]
+        last_good: Option<PathBuf>,
     },
     /// Check a configuration and its rule files without starting anything (exit 78 when invalid).
     Validate {

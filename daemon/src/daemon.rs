@@ -71,10 +71,29 @@ fn saved_engine_state(store: &Store) -> Option<Snapshot> {
     }
 }
 
+/// How a start was prepared by [`crate::last_good::prepare`]; the demo and tests start plainly
+/// (`Boot::default()`: rules loaded from the configuration, nothing saved).
+#[derive(Debug, Default)]
+pub struct Boot {
+    pub rules: Option<(gridwatch_rules::RuleSet, usize)>,
+    /// Running on the last good copy, and why.
+    pub degraded: Option<String>,
+    /// Saved as the last good copy once the daemon is READY.
+    pub save: Option<(crate::last_good::LastGood, crate::last_good::Saved)>,
+}
+
 /// Runs the daemon until `shutdown` is cancelled and everything is drained.
 pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with(config, Boot::default(), clock, metrics, shutdown).await
+}
+
+/// [`run`], with rules already loaded and what to do about the last good copy.
+pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::open(&config.state_dir)?;
-    let (rules, files) = crate::rule_files::load(&config.rules.paths, config.rules.builtin_packs).context("loading rules")?;
+    let (rules, files) = match boot.rules {
+        Some(loaded) => loaded,
+        None => crate::rule_files::load(&config.rules.paths, config.rules.builtin_packs).context("loading rules")?,
+    };
     let rule_count = rules.rules.len();
     let sensors: Arc<[SensorConfig]> = config.sensors.clone().into();
     let saved = saved_engine_state(&store);
@@ -144,6 +163,7 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     let (reload_tx, reload_rx) = mpsc::channel(1);
     tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, reload_tx, shutdown.clone()));
     let heartbeat = crate::supervision::Heartbeat::default();
+    let fallback_alerts = alert_tx.clone();
     let pipeline = Pipeline { engine, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone() };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx));
     let sensor_ids: Arc<[String]> = sensors.iter().map(|s| s.id.clone()).collect();
@@ -170,6 +190,21 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     );
     crate::supervision::ready();
     tokio::spawn(crate::supervision::watchdog(heartbeat, shutdown.clone()));
+    if let Some(reason) = &boot.degraded {
+        metrics.config_fallback.set(1);
+        tracing::error!(reason = %reason, "DEGRADED: running on the last good configuration; fix the files and restart");
+        if fallback_alerts.send(crate::last_good::fallback_alert(reason, clock.now())).await.is_err() {
+            tracing::error!("alert dispatcher is gone; the installer is not told about the fallback");
+        }
+    }
+    // The dispatcher finishes once every sender is gone: do not hold this one to the end.
+    drop(fallback_alerts);
+    if let Some((last_good, saved)) = boot.save {
+        match last_good.save(&saved) {
+            Ok(()) => tracing::debug!("configuration saved as the last good copy"),
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot save the last good configuration; a later typo could keep the daemon from starting"),
+        }
+    }
     shutdown.cancelled().await;
     crate::supervision::stopping();
     tracing::info!("shutting down: draining readings and pending alerts");

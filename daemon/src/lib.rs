@@ -29,6 +29,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod incident;
 pub mod incidents_cli;
+pub mod last_good;
 pub mod links;
 pub mod metrics;
 pub mod mqtt;

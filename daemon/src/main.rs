@@ -33,10 +33,20 @@ fn main() -> ExitCode {
         Command::Rules { command: RulesCommand::Check { paths, with_builtin } } => rules_cli::check(&paths, with_builtin || paths.is_empty()),
         Command::Rules { command: RulesCommand::Test { data, rules, from, to } } => print_or_fail(rules_cli::test(&data, &rules, from, to)),
         Command::Rules { command: RulesCommand::Explain { sensor, rules } } => print_or_fail(rules_cli::explain(&sensor, &rules)),
-        Command::Run { config } => match load_config(&config) {
-            Ok(config) => block_on(run_daemon(config)),
-            Err(code) => code,
-        },
+        Command::Run { config, last_good } => {
+            let last_good = gridwatch::last_good::LastGood::locate(last_good);
+            match gridwatch::last_good::prepare(&config, last_good.as_ref()) {
+                Ok(prepared) => {
+                    let save = prepared.to_save.and_then(|saved| Some((last_good?, saved)));
+                    let boot = daemon::Boot { rules: Some((prepared.rules, prepared.rule_files)), degraded: prepared.degraded, save };
+                    block_on(run_daemon(prepared.config, boot))
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::from(EX_CONFIG)
+                }
+            }
+        }
         Command::Validate { config } => match load_config(&config) {
             Ok(loaded) => match rule_files::load(&loaded.rules.paths, loaded.rules.builtin_packs) {
                 Ok((rules, files)) => {
@@ -110,14 +120,14 @@ fn print_or_fail(result: anyhow::Result<String>) -> ExitCode {
     }
 }
 
-async fn run_daemon(config: Config) -> anyhow::Result<()> {
+async fn run_daemon(config: Config, boot: daemon::Boot) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         signals.cancel();
     });
-    daemon::run(config, Clock::System, Arc::new(Metrics::new()), shutdown).await
+    daemon::run_with(config, boot, Clock::System, Arc::new(Metrics::new()), shutdown).await
 }
 
 /// SIGTERM (systemd stop) or SIGINT (Ctrl-C).

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub spool_oldest_age_seconds: Gauge,
     /// 1 while InfluxDB refuses our credentials or bucket (401/403/404): data is kept, an operator must act.
     pub influxdb_config_error: Gauge,
+    /// 1 while running on the last good configuration because the current one is invalid.
+    pub config_fallback: Gauge,
     /// Readings the devices numbered but that never arrived (gaps in `seq`).
     pub sequence_gaps: Counter,
     /// Frames per serial port, by result (`good`, `bad`, `no_answer`).
@@ -111,6 +113,7 @@ impl Metrics {
             spool_points: Gauge::default(),
             spool_oldest_age_seconds: Gauge::default(),
             influxdb_config_error: Gauge::default(),
+            config_fallback: Gauge::default(),
             sequence_gaps: Counter::default(),
             serial_frames: Family::default(),
             serial_port_errors: Family::default(),
@@ -135,6 +138,7 @@ impl Metrics {
         registry.register("spool_points", "Points waiting in the spool", metrics.spool_points.clone());
         registry.register("spool_oldest_age_seconds", "Age of the oldest spooled point", metrics.spool_oldest_age_seconds.clone());
         registry.register("influxdb_config_error", "1 while InfluxDB refuses credentials or bucket", metrics.influxdb_config_error.clone());
+        registry.register("config_fallback", "1 while running on the last good configuration (the current one is invalid)", metrics.config_fallback.clone());
         registry.register("sequence_gaps", "Readings missing from device sequence numbers", metrics.sequence_gaps.clone());
         registry.register("serial_frames", "Serial frames per port, by result", metrics.serial_frames.clone());
         registry.register("serial_port_errors", "Serial port failures (each followed by a reopen)", metrics.serial_port_errors.clone());

@@ -37,12 +37,14 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RuleLoadError> {
 /// Reads and compiles rule files, with the built-in packs first when `builtin` is set.
 pub fn load(paths: &[PathBuf], builtin: bool) -> Result<(RuleSet, usize), RuleLoadError> {
     let mut sources = if builtin { builtin_packs() } else { Vec::new() };
-    let files = expand(paths)?;
-    for file in &files {
-        sources.push(read(file)?);
-    }
+    sources.extend(read_all(paths)?);
     let count = sources.len();
     Ok((RuleSet::compile(&sources)?, count))
+}
+
+/// The rule files named by `paths` (directories expanded), read but not compiled.
+pub fn read_all(paths: &[PathBuf]) -> Result<Vec<RuleSource>, RuleLoadError> {
+    expand(paths)?.iter().map(|file| read(file)).collect()
 }
 
 fn read(path: &Path) -> Result<RuleSource, RuleLoadError> {

@@ -59,6 +59,9 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
     if metrics.mqtt_connected.get() == 0 {
         reasons.push("MQTT broker not connected".to_string());
     }
+    if metrics.config_fallback.get() == 1 {
+        reasons.push("running on the last good configuration: the current configuration or rule files are invalid".to_string());
+    }
     if metrics.influxdb_config_error.get() == 1 {
         reasons.push("InfluxDB refuses our token, organisation or bucket".to_string());
     }
