@@ -188,7 +188,7 @@ fn log_format_json_writes_one_json_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let port = gridwatch_tests::free_port();
     std::fs::write(dir.path().join("gridwatch.toml"), format!("state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\nembedded_listen = \"127.0.0.1:{port}\"\n")).unwrap();
-    let mut child = gridwatch()
+    let child = gridwatch()
         .args(["--log-format", "json", "run", "--config", "gridwatch.toml"])
         .current_dir(dir.path())
         .env("RUST_LOG", "info,rumqttd=off")

@@ -61,3 +61,29 @@ fn validate_checks_config_and_rules_without_starting_anything() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("rules.toml:4:1"), "{}", String::from_utf8_lossy(&output.stderr));
 
 }
+
+/// The shipped unit with ExecStart pointing at the binary under test (verify checks it exists).
+fn unit_under_test(dir: &std::path::Path) -> std::path::PathBuf {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/gridwatch.service")).unwrap();
+    let path = dir.join("gridwatch.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/gridwatch", env!("CARGO_BIN_EXE_gridwatch"))).unwrap();
+    path
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify_and_stays_hardened() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_under_test(dir.path());
+    let verify = Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze (Debian package systemd)");
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && complaints.trim().is_empty(), "systemd-analyze verify: {complaints}");
+    let security = Command::new("systemd-analyze").args(["security", "--offline=true", "--no-pager"]).arg(&unit).output().unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for gridwatch.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {report}"));
+    assert!(exposure <= 2.0, "exposure {exposure} (docs/operations.md records 1.6):\n{report}");
+}
