@@ -106,6 +106,39 @@ pub enum IncidentsCommand {
         #[arg(long)]
         note: Option<String>,
     },
+    /// Hold back alerts of a sensor, building, grid or rule for a while (a maintenance window).
+    /// They are journaled and kept on their incidents, but not sent. Red passes unless
+    /// --include-red.
+    Silence {
+        /// sensor | building | grid | rule
+        #[arg(value_parser = silence_scope)]
+        scope: crate::silence::Scope,
+        /// The sensor id, building, grid or rule id.
+        target: String,
+        /// How long, e.g. 2h, 30m.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Why (shown in the log and the list).
+        #[arg(long)]
+        reason: String,
+        /// Who silences.
+        #[arg(long)]
+        by: String,
+        /// Also hold back red (danger) alerts. Think twice.
+        #[arg(long)]
+        include_red: bool,
+    },
+    /// Silences in force (all, including ended ones, with --all).
+    Silences {
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence now.
+    Unsilence { id: i64 },
+}
+
+fn silence_scope(text: &str) -> Result<crate::silence::Scope, String> {
+    text.parse()
 }
 
 fn action(text: &str) -> Result<crate::incident::Action, String> {

@@ -1,11 +1,12 @@
-//! `gridwatch incidents list | show ID | act ID accept|on-site|resolve|close --by NAME`: the
-//! closed loop from the command line, on the same store the daemon writes (SQLite in WAL mode
-//! lets both work at once).
+//! `gridwatch incidents list | show ID | act ID accept|on-site|resolve|close --by NAME |
+//! silence SCOPE TARGET --for D --reason R --by NAME | silences | unsilence ID`: the closed loop
+//! and maintenance windows from the command line, on the same store the daemon writes (SQLite in
+//! WAL mode lets both work at once).
 
 use crate::cli::IncidentsCommand;
 use crate::clock::rfc3339;
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{NewSilence, Store};
 use std::fmt::Write as _;
 
 pub fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<String> {
@@ -32,6 +33,36 @@ pub fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<String>
         IncidentsCommand::Act { id, action, by, note } => {
             let state = store.incident_action(id, action, &by, note.as_deref(), chrono::Utc::now().timestamp_millis())?;
             let _ = writeln!(out, "incident #{id} is now {state}");
+        }
+        IncidentsCommand::Silence { scope, target, duration, reason, by, include_red } => {
+            let now = chrono::Utc::now().timestamp_millis();
+            let expires_ms = now + i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2);
+            let id = store.add_silence(&NewSilence { scope, target: target.clone(), include_red, reason, author: by, starts_ms: now, expires_ms })?;
+            let red = if include_red { ", red included" } else { "; red alerts still go out" };
+            let _ = writeln!(out, "silence #{id}: {scope} {target} until {}{red}", rfc3339(expires_ms));
+        }
+        IncidentsCommand::Silences { all } => {
+            let now = chrono::Utc::now().timestamp_millis();
+            let silences = store.silences(now, all)?;
+            if silences.is_empty() {
+                out.push_str("no silences in force\n");
+            }
+            for s in silences {
+                let state = match s.ended_ms {
+                    Some(ended) => format!("ended {}", rfc3339(ended)),
+                    None if s.expires_ms <= now => "expired".to_string(),
+                    None => format!("until {}", rfc3339(s.expires_ms)),
+                };
+                let red = if s.include_red { " (red included)" } else { "" };
+                let _ = writeln!(out, "#{:<4} {} {} {state}{red} by {}: {}", s.id, s.scope, s.target, s.author, s.reason);
+            }
+        }
+        IncidentsCommand::Unsilence { id } => {
+            if store.end_silence(id, chrono::Utc::now().timestamp_millis())? {
+                let _ = writeln!(out, "silence #{id} ended");
+            } else {
+                anyhow::bail!("no silence #{id} in force");
+            }
         }
     }
     Ok(out)

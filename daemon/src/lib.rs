@@ -41,6 +41,7 @@ pub mod rule_files;
 pub mod rules_cli;
 pub mod sample;
 pub mod serial;
+pub mod silence;
 pub mod signing;
 pub mod store;
 pub mod supervision;

@@ -337,7 +337,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             Ok(id) => {
                 alert.incident_id = Some(id);
                 alert.link = links.as_ref().map(|l| l.link(id, chrono::Utc::now().timestamp()));
-                if alert.audience == "grid" && alert.event == "fired" {
+                if alert.audience == "grid" && alert.event == "fired" && silence_covering(&store, &alert, now).is_none() {
                     if let Some(first_due) = dispatch.first_due(&alert.severity, now) {
                         if let Err(error) = store.arm_escalation(id, alert.grid.clone(), now, first_due).await {
                             tracing::error!(incident = id, error = %format!("{error:#}"), "escalation clocks not started; nobody will be reminded about this incident");
@@ -347,14 +347,32 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             }
             Err(error) => tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "incident not updated; sending the alert anyway"),
         }
-        let alert_id = match store.record_alert(&alert, &names).await {
+        // A silenced alert is journaled (without deliveries) and kept on its incident, not sent.
+        let silenced = silence_covering(&store, &alert, now);
+        let recipients: &[String] = if silenced.is_some() { &[] } else { &names };
+        let alert_id = match store.record_alert(&alert, recipients).await {
             Ok(id) => Some(id),
             Err(error) => {
                 tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "alert not journaled; sending it anyway");
                 None
             }
         };
-        fan_out(&sinks, alert_id, Arc::new(alert)).await;
+        match silenced {
+            Some(silence) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, silence = silence.id, reason = %silence.reason, "alert silenced"),
+            None => fan_out(&sinks, alert_id, Arc::new(alert)).await,
+        }
+    }
+}
+
+/// The silence in force that covers `alert`, if any. When silences cannot be read, nothing is
+/// silenced: better a message too many than an alarm kept back.
+fn silence_covering(store: &Store, alert: &Alert, now: i64) -> Option<crate::silence::Silence> {
+    match store.silences(now, false) {
+        Ok(silences) => silences.into_iter().find(|s| s.covers(alert, now)),
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "cannot read silences; sending the alert");
+            None
+        }
     }
 }
 

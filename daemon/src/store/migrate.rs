@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 5;
+const SCHEMA_VERSION: i32 = 6;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -147,6 +147,25 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              );
              CREATE INDEX escalations_due ON escalations (next_due_ms);
              PRAGMA user_version = 5;
+             COMMIT;",
+        )?;
+    }
+    if version < 6 {
+        // Silences: maintenance windows by sensor, building, grid or rule.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE silences (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 scope TEXT NOT NULL CHECK (scope IN ('sensor', 'building', 'grid', 'rule')),
+                 target TEXT NOT NULL,
+                 include_red INTEGER NOT NULL DEFAULT 0,
+                 reason TEXT NOT NULL,
+                 author TEXT NOT NULL,
+                 created_ms INTEGER NOT NULL,
+                 expires_ms INTEGER NOT NULL,
+                 ended_ms INTEGER
+             );
+             PRAGMA user_version = 6;
              COMMIT;",
         )?;
     }

@@ -17,12 +17,14 @@ mod escalations;
 mod incidents;
 mod journal;
 mod migrate;
+mod silences;
 mod spool;
 mod state;
 
 pub use escalations::{DueEscalation, EscalationStep};
 pub use incidents::{AuditEntry, IncidentRow};
 pub use journal::{JournalEntry, PendingDelivery};
+pub use silences::NewSilence;
 pub use spool::{SpoolStats, SpooledPoint};
 
 use anyhow::Context;

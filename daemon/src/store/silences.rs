@@ -1,0 +1,67 @@
+//! Silences in the store (see [`crate::silence`]).
+
+use super::Store;
+use crate::silence::{Scope, Silence};
+use rusqlite::params;
+
+/// A silence to create.
+#[derive(Debug, Clone)]
+pub struct NewSilence {
+    pub scope: Scope,
+    pub target: String,
+    pub include_red: bool,
+    pub reason: String,
+    pub author: String,
+    pub starts_ms: i64,
+    pub expires_ms: i64,
+}
+
+impl Store {
+    /// Creates a silence; returns its id.
+    pub fn add_silence(&self, silence: &NewSilence) -> anyhow::Result<i64> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO silences (scope, target, include_red, reason, author, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![silence.scope.as_str(), silence.target, silence.include_red, silence.reason, silence.author, silence.starts_ms, silence.expires_ms],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Ends a silence now; false when there is no such silence in force.
+    pub fn end_silence(&self, id: i64, now_ms: i64) -> anyhow::Result<bool> {
+        let conn = self.lock()?;
+        let changed = conn.execute("UPDATE silences SET ended_ms = ?1 WHERE id = ?2 AND ended_ms IS NULL AND expires_ms > ?1", params![now_ms, id])?;
+        Ok(changed == 1)
+    }
+
+    /// Silences in force at `now` (all of them, newest first, with `all`).
+    pub fn silences(&self, now_ms: i64, all: bool) -> anyhow::Result<Vec<Silence>> {
+        let conn = self.lock()?;
+        let sql = format!(
+            "SELECT id, scope, target, include_red, reason, author, created_ms, expires_ms, ended_ms FROM silences {} ORDER BY id DESC",
+            if all { "" } else { "WHERE expires_ms > ?1 AND ended_ms IS NULL" }
+        );
+        let mut statement = conn.prepare(&sql)?;
+        let map = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(Silence, String)> {
+            let scope: String = row.get(1)?;
+            Ok((
+                Silence {
+                    id: row.get(0)?,
+                    scope: Scope::Sensor,
+                    target: row.get(2)?,
+                    include_red: row.get(3)?,
+                    reason: row.get(4)?,
+                    author: row.get(5)?,
+                    created_ms: row.get(6)?,
+                    expires_ms: row.get(7)?,
+                    ended_ms: row.get(8)?,
+                },
+                scope,
+            ))
+        };
+        let rows = if all { statement.query_map([], map)?.collect::<Result<Vec<_>, _>>()? } else { statement.query_map([now_ms], map)?.collect::<Result<Vec<_>, _>>()? };
+        rows.into_iter()
+            .map(|(silence, scope)| Ok(Silence { scope: scope.parse().map_err(anyhow::Error::msg)?, ..silence }))
+            .collect()
+    }
+}

@@ -1,0 +1,78 @@
+//! Maintenance windows: a silenced sensor's alerts are kept (journal, incident) but not sent;
+//! other sensors are not affected; red passes a silence that does not include it; ending the
+//! silence sends again.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{gridwatch, metric, metrics, Daemon, SECOND};
+use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
+use std::path::Path;
+
+const RULES: &str = "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nclear_above = 5.5\nseverity = \"alarm\"\n\n[[rule]]\nid = \"do-critical\"\nvalue = \"do\"\nbelow = 1\nclear_above = 1.5\nseverity = \"danger\"\n";
+
+fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook: &str) {
+    let mut config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-silence-{http_port}\"\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{hook}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        mosquitto.url()
+    );
+    for id in ["canal-02", "canal-03"] {
+        config.push_str(&format!("[[sensor]]\nid = \"{id}\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-5\"\n"));
+    }
+    std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.join("rules.toml"), RULES).unwrap();
+}
+
+fn cli(dir: &Path, args: &[&str]) -> String {
+    let output = gridwatch().args(["incidents", "--config", "gridwatch.toml"]).args(args).current_dir(dir).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn sent(receiver: &WebhookReceiver) -> Vec<(String, String, String)> {
+    receiver.bodies().iter().map(|b| (b["event"].as_str().unwrap().to_string(), b["rule"].as_str().unwrap().to_string(), b["sensor"].as_str().unwrap().to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_keeps_back_its_sensor_but_not_red_and_ends_cleanly() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, &receiver.url());
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let publish = |sensor: &str, value: f64| mosquitto.publish(&format!("gridwatch/east-canal/{sensor}/telemetry"), &format!(r#"{{"do": {value}, "ts": {}}}"#, now_ms())).unwrap();
+    let up = wait_for(20 * SECOND, || {
+        publish("canal-02", 7.0);
+        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
+    })
+    .await;
+    assert!(up, "{:?}", daemon.stderr());
+
+    let created = cli(dir.path(), &["silence", "sensor", "canal-02", "--for", "1h", "--reason", "swapping the probe", "--by", "li"]);
+    assert!(created.starts_with("silence #1: sensor canal-02 until ") && created.contains("red alerts still go out"), "{created}");
+    assert!(cli(dir.path(), &["silences"]).contains("#1    sensor canal-02 until"), "listed");
+
+    publish("canal-02", 3.0);
+    publish("canal-03", 3.0);
+    let other = wait_for(10 * SECOND, || async { !receiver.bodies().is_empty() }).await;
+    assert!(other, "{:?}", daemon.stderr());
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(sent(&receiver), vec![("fired".into(), "do-low".into(), "canal-03".into())], "the silenced probe's alarm is held back");
+    let incidents = cli(dir.path(), &["list"]);
+    assert!(incidents.contains("rule=do-low sensor=canal-02"), "but it is on its incident: {incidents}");
+    assert!(daemon.stderr().iter().any(|l| l.contains("alert silenced") && l.contains("canal-02")), "{:?}", daemon.stderr());
+
+    // Red passes a silence that does not say otherwise.
+    publish("canal-02", 0.5);
+    let red = wait_for(10 * SECOND, || async { sent(&receiver).contains(&("fired".into(), "do-critical".into(), "canal-02".into())) }).await;
+    assert!(red, "{:?}", sent(&receiver));
+
+    // Ended: the next event of the probe goes out again.
+    assert_eq!(cli(dir.path(), &["unsilence", "1"]), "silence #1 ended\n");
+    publish("canal-02", 7.0);
+    let cleared = wait_for(10 * SECOND, || async { sent(&receiver).contains(&("cleared".into(), "do-low".into(), "canal-02".into())) }).await;
+    assert!(cleared, "{:?}", sent(&receiver));
+    assert!(cli(dir.path(), &["silences"]).contains("no silences in force"));
+}
