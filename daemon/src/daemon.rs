@@ -174,7 +174,8 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     drop(serial_outputs);
     let ingest = Ingest::new(&config, clock, metrics.clone());
     let stored_ids = config.influxdb.is_some().then_some(sensor_ids);
-    let outputs = Outputs { samples: sample_tx, spool: spool_tx, sensor_ids: stored_ids };
+    let acks = config.incident_acks.clone().map(|acks| (acks, store.clone()));
+    let outputs = Outputs { samples: sample_tx, spool: spool_tx, sensor_ids: stored_ids, acks };
     let acks_flushed = CancellationToken::new();
     let source_task = tokio::spawn(source::run(client, eventloop, ingest, outputs, shutdown.clone(), acks_flushed.clone()));
 

@@ -28,6 +28,7 @@ pub mod daemon;
 pub mod demo;
 pub mod dispatch;
 pub mod incident;
+pub mod incident_acks;
 pub mod incidents_cli;
 pub mod last_good;
 pub mod links;

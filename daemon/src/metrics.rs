@@ -43,6 +43,8 @@ pub struct Metrics {
     pub messages_received: Counter,
     /// Messages that did not become a sample, by reason.
     pub payloads_rejected: Family<ReasonLabel, Counter>,
+    /// Workers' actions received on the ack topic, by result (applied, or why refused).
+    pub incident_acks: Family<ReasonLabel, Counter>,
     /// Samples handed to the rule engine.
     pub samples_accepted: Counter,
     /// Samples older than the sensor's previous one: stored, but not evaluated.
@@ -99,6 +101,7 @@ impl Metrics {
         let metrics = Metrics {
             messages_received: Counter::default(),
             payloads_rejected: Family::default(),
+            incident_acks: Family::default(),
             samples_accepted: Counter::default(),
             samples_out_of_order: Counter::default(),
             rule_events: Family::default(),
@@ -124,6 +127,7 @@ impl Metrics {
         };
         registry.register("mqtt_messages_received", "MQTT messages received on subscribed topics", metrics.messages_received.clone());
         registry.register("payloads_rejected", "Messages rejected, by reason", metrics.payloads_rejected.clone());
+        registry.register("incident_acks", "Workers' actions received on the MQTT ack topic, by result", metrics.incident_acks.clone());
         registry.register("samples_accepted", "Samples handed to the rule engine", metrics.samples_accepted.clone());
         registry.register("samples_out_of_order", "Samples older than the sensor's previous one (not evaluated)", metrics.samples_out_of_order.clone());
         registry.register("rule_events", "Rule transitions, by event", metrics.rule_events.clone());

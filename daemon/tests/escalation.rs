@@ -119,3 +119,42 @@ async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_th
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("reminded 王芳") && shown.contains("escalated (accepted) to 陈刚, 王芳") && shown.contains("escalated (on site) to 陈刚, 王芳"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_action_relayed_over_mqtt_is_applied_and_a_forged_one_refused() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let hook_port: u16 = receiver.url().rsplit(':').next().unwrap().trim_end_matches("/hook").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, hook_port);
+    let config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap();
+    std::fs::write(dir.path().join("gridwatch.toml"), format!("{config}ack_topic = \"gridwatch/acks/box-1\"\nack_secret = \"hub-and-box-share-this\"\n")).unwrap();
+
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(20 * SECOND, || {
+        mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+        async { !receiver.bodies().is_empty() }
+    })
+    .await;
+    assert!(up, "{:?}", daemon.stderr());
+
+    let hub = gridwatch::incident_acks::AckConfig::new("gridwatch/acks/box-1".into(), "hub-and-box-share-this");
+    let forger = gridwatch::incident_acks::AckConfig::new("gridwatch/acks/box-1".into(), "a-guess-at-the-secret");
+    let message = |signer: &gridwatch::incident_acks::AckConfig, action: &str, by: &str| {
+        let ts = now_ms();
+        serde_json::json!({"incident": 1, "action": action, "by": by, "note": "on my way", "ts": ts, "sig": signer.sign(1, action, by, Some("on my way"), ts)}).to_string()
+    };
+    mosquitto.publish("gridwatch/acks/box-1", &message(&forger, "resolve", "mallory")).unwrap();
+    mosquitto.publish("gridwatch/acks/box-1", &message(&hub, "accept", "王芳")).unwrap();
+    let counted = wait_for(10 * SECOND, || async {
+        let text = metrics(http_port).await;
+        metric(&text, r#"gridwatch_incident_acks_total{reason="applied"}"#) == Some(1.0) && metric(&text, r#"gridwatch_incident_acks_total{reason="bad_signature"}"#) == Some(1.0)
+    })
+    .await;
+    assert!(counted, "{}", metrics(http_port).await);
+    let shown = gridwatch().args(["incidents", "--config", "gridwatch.toml", "show", "1"]).current_dir(dir.path()).output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("accepted") && shown.contains("王芳 (hub)") && shown.contains("accept: on my way"), "{shown}");
+    assert!(!shown.contains("mallory"), "the forged action changed nothing: {shown}");
+}

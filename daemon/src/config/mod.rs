@@ -41,6 +41,8 @@ pub struct Config {
     pub serial: Vec<SerialConfig>,
     /// The roster and escalation policies (defaults without `[dispatch] roster`).
     pub dispatch: crate::dispatch::Dispatch,
+    /// The MQTT topic and key of workers' actions relayed by a hub (`[dispatch] ack_topic`).
+    pub incident_acks: Option<crate::incident_acks::AckConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,8 +249,30 @@ impl Checker<'_> {
             None => (None, None),
         };
         let serial = raw.serial.into_iter().filter_map(|port| self.serial(port, &sensors, base)).collect();
+        let incident_acks = raw.dispatch.as_ref().and_then(|d| self.incident_acks(d, base));
         let dispatch = self.dispatch(raw.dispatch, base);
-        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial, dispatch }
+        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks }
+    }
+
+    fn incident_acks(&mut self, raw: &raw::RawDispatch, base: &Path) -> Option<crate::incident_acks::AckConfig> {
+        let topic = raw.ack_topic.as_ref()?;
+        if topic.get_ref().is_empty() || topic.get_ref().contains(['+', '#']) {
+            self.error(topic.span(), Some("dispatch.ack_topic"), "must be one topic, without wildcards".into());
+            return None;
+        }
+        let secret = match (&raw.ack_secret, &raw.ack_secret_file) {
+            (Some(secret), None) => Some(secret.clone()),
+            (None, Some(file)) => self.read_secret(file, base, "dispatch.ack_secret_file"),
+            _ => {
+                self.error(topic.span(), Some("dispatch.ack_secret"), "an ack topic needs exactly one of `ack_secret` or `ack_secret_file`".into());
+                None
+            }
+        }?;
+        if secret.len() < 16 {
+            self.error(topic.span(), Some("dispatch.ack_secret"), "use a secret of at least 16 characters".into());
+            return None;
+        }
+        Some(crate::incident_acks::AckConfig::new(topic.get_ref().clone(), &secret))
     }
 
     /// The roster file, checked like the configuration itself (its errors are this file's).

@@ -31,6 +31,10 @@ pub struct RawConfig {
 pub struct RawDispatch {
     /// The roster file: grids, members, duty shifts, escalation policies.
     pub roster: Option<Spanned<String>>,
+    /// Workers' actions relayed by a hub as signed MQTT messages on this topic.
+    pub ack_topic: Option<Spanned<String>>,
+    pub ack_secret: Option<String>,
+    pub ack_secret_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -91,6 +91,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         influxdb: None,
         http_listen: options.http_listen,
         dispatch: crate::dispatch::Dispatch::default(),
+        incident_acks: None,
         worker_links: None,
         serial: Vec::new(),
     };

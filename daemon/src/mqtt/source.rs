@@ -84,6 +84,8 @@ pub struct Outputs {
     /// Sensor ids by inventory position, for the spool; `None` when nothing is stored
     /// (no InfluxDB), so readings are not copied for nothing.
     pub sensor_ids: Option<Arc<[String]>>,
+    /// Workers' actions relayed on the ack topic, applied to incidents in the store.
+    pub acks: Option<(crate::incident_acks::AckConfig, crate::store::Store)>,
 }
 
 /// Runs the ingest connection until `shutdown`; then stops handing on messages (dropping the
@@ -97,8 +99,11 @@ pub async fn run(
     shutdown: CancellationToken,
     acks_flushed: CancellationToken,
 ) {
-    let filters: Vec<SubscribeFilter> =
+    let mut filters: Vec<SubscribeFilter> =
         ingest.router.filters().into_iter().map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce)).collect();
+    if let Some((acks, _)) = &outputs.acks {
+        filters.push(SubscribeFilter::new(acks.topic.clone(), QoS::AtLeastOnce));
+    }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut warned_rejections = 0u64;
     let metrics = ingest.metrics.clone();
@@ -108,6 +113,14 @@ pub async fn run(
             event = eventloop.poll() => event,
         };
         match event {
+            Ok(Event::Incoming(Packet::Publish(publish))) if outputs.acks.as_ref().is_some_and(|(acks, _)| *publish.topic == *acks.topic) => {
+                if let Some((acks, store)) = &outputs.acks {
+                    apply_ack(acks, store, &publish.payload, &metrics).await;
+                }
+                if outputs.spool.send(Spooled { sample: None, ack: Some(publish) }).await.is_err() {
+                    break;
+                }
+            }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let spooled = match ingest.sample(&publish.topic, &publish.payload) {
                     Ok(sample) => {
@@ -176,6 +189,37 @@ pub async fn run(
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
     disconnect(client, eventloop).await;
+}
+
+/// Verifies a worker's action from the ack topic and applies it to its incident.
+async fn apply_ack(acks: &crate::incident_acks::AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &Metrics) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let result = match acks.verify(payload, now) {
+        Ok(verified) => {
+            let store = store.clone();
+            let applied = tokio::task::spawn_blocking(move || {
+                let actor = format!("{} (hub)", verified.by);
+                store.incident_action(verified.incident, verified.action, &actor, verified.note.as_deref(), now).map(|state| (verified.incident, state))
+            })
+            .await;
+            match applied {
+                Ok(Ok((incident, state))) => {
+                    tracing::info!(incident, state = %state, "worker's action applied from the ack topic");
+                    "applied"
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %format!("{error:#}"), "worker's action from the ack topic not applied");
+                    "not_applicable"
+                }
+                Err(_) => "not_applicable",
+            }
+        }
+        Err(refusal) => {
+            tracing::warn!(reason = refusal.as_str(), "message on the ack topic refused");
+            refusal.as_str()
+        }
+    };
+    metrics.incident_acks.get_or_create(&crate::metrics::ReasonLabel { reason: result.into() }).inc();
 }
 
 /// Sends DISCONNECT and polls until it is out (at most a second).
