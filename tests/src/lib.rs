@@ -8,16 +8,20 @@
 //! - [`WebhookReceiver`]: an HTTP server that records JSON POSTs and answers with scripted
 //!   status codes.
 //! - [`PtyPair`]: a pseudo-terminal pair (socat) standing in for an RS-485 adapter.
+//! - [`Browser`]: headless Chromium over WebDriver (Debian packages `chromium`,
+//!   `chromium-driver`), for the workers' pages.
 //! - [`Publisher`]: a device-like MQTT publisher that knows exactly which readings the broker
 //!   acknowledged (the external oracle of the durability tests).
 //!
 //! A service that cannot be started fails the test with the reason (and the package to
 //! install); nothing is skipped.
 
+mod browser;
 mod publisher;
 mod services;
 mod webhook;
 
+pub use browser::Browser;
 pub use publisher::Publisher;
 pub use services::{free_port, wait_for, Mosquitto, PtyPair, VictoriaMetrics};
 pub use webhook::{now_ms, WebhookReceiver};

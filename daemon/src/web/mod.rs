@@ -1,8 +1,11 @@
 //! The daemon's HTTP endpoint (`[http] listen`, localhost by default): `/metrics` in
-//! Prometheus text format, `/healthz` (ready, or degraded with reasons), and — when `[http] public_url` and a link secret are configured —
-//! the workers' incident pages behind signed links ([`incident_page`]).
+//! Prometheus text format, `/healthz` (ready, or degraded with reasons), `/incidents` (the
+//! operators' list of open incidents, [`incidents_list`]), and — when `[http] public_url` and a
+//! link secret are configured — the workers' incident pages behind signed links
+//! ([`incident_page`]).
 
 mod incident_page;
+mod incidents_list;
 
 use crate::links::WorkerLinks;
 use crate::metrics::Metrics;
@@ -27,7 +30,7 @@ pub struct WebState {
 
 /// The routes, for `serve` and for tests.
 pub fn router(state: WebState) -> Router {
-    let mut app = Router::new().route("/metrics", get(render)).route("/healthz", get(health));
+    let mut app = Router::new().route("/metrics", get(render)).route("/healthz", get(health)).route("/incidents", get(incidents_list::list));
     if state.links.is_some() {
         app = app.route("/incident/{id}", get(incident_page::show).post(incident_page::act));
     }
