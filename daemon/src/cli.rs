@@ -77,6 +77,34 @@ pub enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// What the running daemon does now: sources, sensors reporting, open incidents, spool.
+    Status {
+        #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
+        config: PathBuf,
+    },
+    /// A live table of sensors (all, the ones named, or one building's), refreshed in place.
+    Watch {
+        #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
+        config: PathBuf,
+        sensors: Vec<String>,
+        #[arg(long)]
+        building: Option<String>,
+        /// Print the table once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Zero a tilt box: the median of its recent readings becomes its installation baseline.
+    Calibrate {
+        #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
+        config: PathBuf,
+        sensor: String,
+        /// How far back to take the median (the box must have reported in it).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
+        window: std::time::Duration,
+        /// Who calibrates (kept with the baseline).
+        #[arg(long)]
+        by: String,
+    },
     /// Work with rule files.
     Rules {
         #[command(subcommand)]

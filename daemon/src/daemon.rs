@@ -97,7 +97,13 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let rule_count = rules.rules.len();
     let sensors: Arc<[SensorConfig]> = config.sensors.clone().into();
     let saved = saved_engine_state(&store);
-    let (engine, restored) = build_engine(rules, &sensors, saved.as_ref());
+    let calibrations = store.calibrations().unwrap_or_else(|error| {
+        tracing::error!(error = %format!("{error:#}"), "cannot read calibrated baselines; the inventory's are used");
+        Vec::new()
+    });
+    let (engine, restored) = build_engine(rules, &sensors, saved.as_ref(), &calibrations);
+    let live = Arc::new(crate::live::LiveTable::new(sensors.len()));
+    let (command_tx, command_rx) = mpsc::channel(8);
     if saved.is_some() {
         tracing::info!(states_kept = restored.checks, states_reset = restored.discarded, "rule state restored from the store");
     }
@@ -106,7 +112,8 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         crate::mqtt::broker::start(listen).await?;
     }
     if let Some(listen) = config.http_listen {
-        let web = crate::web::WebState { metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone() };
+        let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock };
+        let web = crate::web::WebState { metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer) };
         crate::web::serve(listen, web, shutdown.clone()).await?;
     }
 
@@ -164,8 +171,9 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, reload_tx, shutdown.clone()));
     let heartbeat = crate::supervision::Heartbeat::default();
     let fallback_alerts = alert_tx.clone();
-    let pipeline = Pipeline { engine, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone() };
-    let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx));
+    drop(command_tx);
+    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone() };
+    let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let sensor_ids: Arc<[String]> = sensors.iter().map(|s| s.id.clone()).collect();
     let serial_outputs =
         SerialOutputs { samples: sample_tx.clone(), spool: config.influxdb.is_some().then(|| spool_tx.clone()), sensor_ids: sensor_ids.clone(), clock, metrics: metrics.clone() };

@@ -76,6 +76,35 @@ fn main() -> ExitCode {
             Ok(config) => print_or_fail(gridwatch::incidents_cli::run(&config, command)),
             Err(code) => code,
         },
+        Command::Status { config } => match load_config(&config) {
+            Ok(config) => block_on(async move {
+                print!("{}", gridwatch::installer_cli::status(&config).await?);
+                Ok(())
+            }),
+            Err(code) => code,
+        },
+        Command::Watch { config, sensors, building, once } => match load_config(&config) {
+            Ok(config) => block_on(async move {
+                loop {
+                    let table = gridwatch::installer_cli::watch_table(&config, &sensors, building.as_deref()).await?;
+                    if once {
+                        print!("{table}");
+                        return Ok(());
+                    }
+                    // Clear the screen and redraw in place.
+                    print!("\x1b[H\x1b[2J{table}\n(every 2 s; Ctrl-C to stop)\n");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+            }),
+            Err(code) => code,
+        },
+        Command::Calibrate { config, sensor, window, by } => match load_config(&config) {
+            Ok(config) => block_on(async move {
+                print!("{}", gridwatch::installer_cli::calibrate(&config, &sensor, window, &by).await?);
+                Ok(())
+            }),
+            Err(code) => code,
+        },
         Command::Probe { port, baud } => {
             let bauds: Vec<u32> = match baud {
                 Baud::Auto => gridwatch::probe::AUTO_BAUDS.to_vec(),

@@ -17,16 +17,29 @@ use crate::store::Store;
 use gridwatch_rules::{Engine, Observed, RuleEvent, RuleSet, SubjectId};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use crate::store::Calibration;
+use tokio::sync::{mpsc, oneshot};
 
 /// How often time passes for the rules when no sample arrives (completes raise holds).
 const TICK: Duration = Duration::from_secs(1);
 /// How often the engine's state is saved to the store.
 const SAVE_EVERY: Duration = Duration::from_secs(60);
 
+/// What the installer commands ask of the running pipeline.
+#[derive(Debug)]
+pub enum Command {
+    /// Set a sensor's installation baseline; answers with each field's previous calibrated
+    /// value.
+    Calibrate { sensor: usize, baseline: Vec<(String, f64)>, author: String, readings: usize, reply: oneshot::Sender<Vec<Calibration>> },
+}
+
 #[derive(Debug)]
 pub struct Pipeline {
     pub engine: Engine,
+    /// Baselines set by `gridwatch calibrate` (re-applied after a rule reload).
+    pub calibrations: Vec<Calibration>,
+    /// Every sample's values, for the installer commands.
+    pub live: Arc<crate::live::LiveTable>,
     pub sensors: Arc<[SensorConfig]>,
     pub alerts: mpsc::Sender<Alert>,
     pub metrics: Arc<Metrics>,
@@ -39,7 +52,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Runs until `samples` is closed and drained, then saves the engine's state.
-    pub async fn run(mut self, mut samples: mpsc::Receiver<Sample>, mut reloads: mpsc::Receiver<RuleSet>) {
+    pub async fn run(mut self, mut samples: mpsc::Receiver<Sample>, mut reloads: mpsc::Receiver<RuleSet>, mut commands: mpsc::Receiver<Command>) {
         let mut events = Vec::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -56,6 +69,7 @@ impl Pipeline {
                     None => break,
                 },
                 Some(rules) = reloads.recv() => self.reload(rules),
+                Some(command) = commands.recv() => self.command(command).await,
                 _ = tick.tick() => {
                     self.heartbeat.beat();
                     self.engine.tick(self.clock.now(), &mut events);
@@ -69,7 +83,7 @@ impl Pipeline {
 
     fn reload(&mut self, rules: RuleSet) {
         let count = rules.rules.len();
-        let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, Some(&self.engine.snapshot()));
+        let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, Some(&self.engine.snapshot()), &self.calibrations);
         self.engine = engine;
         tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
     }
@@ -85,7 +99,32 @@ impl Pipeline {
         }
     }
 
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Calibrate { sensor, baseline, author, readings, reply } => {
+                let Some(config) = self.sensors.get(sensor) else { return };
+                let at_ms = self.clock.now();
+                let mut done = Vec::new();
+                for (field, value) in baseline {
+                    let previous = self.engine.baseline(SubjectId(sensor), &field, gridwatch_rules::signal::BaselineSpec::Calibrated);
+                    self.engine.set_baseline(SubjectId(sensor), &field, value);
+                    let calibration = Calibration { sensor: config.id.clone(), field, value, previous, readings, author: author.clone(), at_ms };
+                    self.calibrations.retain(|c| !(c.sensor == calibration.sensor && c.field == calibration.field));
+                    self.calibrations.push(calibration.clone());
+                    done.push(calibration);
+                }
+                if let Err(error) = self.store.record_calibrations(done.clone()).await {
+                    tracing::error!(sensor = %config.id, error = %format!("{error:#}"), "calibration applied but not stored; it is lost at the next restart");
+                }
+                tracing::info!(sensor = %config.id, by = %author, baseline = ?done.iter().map(|c| (&c.field, c.value)).collect::<Vec<_>>(), "baseline calibrated");
+                self.save().await;
+                let _ = reply.send(done);
+            }
+        }
+    }
+
     async fn process(&mut self, sample: Sample, events: &mut Vec<RuleEvent>) {
+        self.live.record(sample.sensor, sample.ts, &sample.fields);
         match self.engine.observe(SubjectId(sample.sensor), sample.ts, &sample.fields, events) {
             Observed::Evaluated => {
                 self.metrics.samples_accepted.inc();

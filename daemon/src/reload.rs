@@ -7,6 +7,7 @@
 //! did not change carries over (see `gridwatch_rules::snapshot`).
 
 use crate::config::SensorConfig;
+use crate::store::Calibration;
 use crate::rule_files;
 use gridwatch_rules::snapshot::{Restored, Snapshot};
 use gridwatch_rules::{Engine, RuleSet, SubjectId};
@@ -20,12 +21,18 @@ const POLL: Duration = Duration::from_secs(2);
 
 /// Builds the engine for the inventory: takes over `previous` state where rules are unchanged,
 /// then applies the configured installation baselines (the config wins over saved state).
-pub fn build_engine(rules: RuleSet, sensors: &[SensorConfig], previous: Option<&Snapshot>) -> (Engine, Restored) {
+pub fn build_engine(rules: RuleSet, sensors: &[SensorConfig], previous: Option<&Snapshot>, calibrations: &[Calibration]) -> (Engine, Restored) {
     let mut engine = Engine::new(rules, &crate::daemon::subjects(sensors));
     let restored = previous.map(|snapshot| engine.restore(snapshot)).unwrap_or_default();
     for (index, sensor) in sensors.iter().enumerate() {
         for (field, value) in &sensor.baseline {
             engine.set_baseline(SubjectId(index), field, *value);
+        }
+    }
+    // `gridwatch calibrate` is newer than the inventory's baseline.
+    for calibration in calibrations {
+        if let Some(index) = sensors.iter().position(|s| s.id == calibration.sensor) {
+            engine.set_baseline(SubjectId(index), &calibration.field, calibration.value);
         }
     }
     (engine, restored)

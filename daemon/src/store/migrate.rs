@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 6;
+const SCHEMA_VERSION: i32 = 7;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -166,6 +166,24 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  ended_ms INTEGER
              );
              PRAGMA user_version = 6;
+             COMMIT;",
+        )?;
+    }
+    if version < 7 {
+        // Installation baselines set by `gridwatch calibrate`, with who and when.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE calibrations (
+                 id INTEGER PRIMARY KEY,
+                 sensor TEXT NOT NULL,
+                 field TEXT NOT NULL,
+                 value REAL NOT NULL,
+                 previous REAL,
+                 readings INTEGER NOT NULL,
+                 author TEXT NOT NULL,
+                 at_ms INTEGER NOT NULL
+             );
+             PRAGMA user_version = 7;
              COMMIT;",
         )?;
     }

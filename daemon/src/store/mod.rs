@@ -13,6 +13,7 @@
 //! cannot be opened as a database is moved aside (`gridwatch.db.corrupt-<time>`), counted, and
 //! replaced by a fresh one — the store never refuses to start and never loops.
 
+mod calibrations;
 mod escalations;
 mod incidents;
 mod journal;
@@ -21,6 +22,7 @@ mod silences;
 mod spool;
 mod state;
 
+pub use calibrations::Calibration;
 pub use escalations::{DueEscalation, EscalationStep};
 pub use incidents::{AuditEntry, IncidentRow};
 pub use journal::{JournalEntry, PendingDelivery};

@@ -1,10 +1,12 @@
 //! The daemon's HTTP endpoint (`[http] listen`, localhost by default): `/metrics` in
 //! Prometheus text format, `/healthz` (ready, or degraded with reasons), `/incidents` (the
-//! operators' list of open incidents, [`incidents_list`]), and — when `[http] public_url` and a
+//! operators' list of open incidents, [`incidents_list`]), `/api/…` for the installer commands
+//! ([`installer_api`]), and — when `[http] public_url` and a
 //! link secret are configured — the workers' incident pages behind signed links
 //! ([`incident_page`]).
 
 mod incident_page;
+pub mod installer_api;
 mod incidents_list;
 
 use crate::links::WorkerLinks;
@@ -26,11 +28,19 @@ pub struct WebState {
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub links: Option<WorkerLinks>,
+    /// The installer endpoints (`/api/…`); none in tests that only serve pages.
+    pub installer: Option<installer_api::InstallerApi>,
 }
 
 /// The routes, for `serve` and for tests.
 pub fn router(state: WebState) -> Router {
-    let mut app = Router::new().route("/metrics", get(render)).route("/healthz", get(health)).route("/incidents", get(incidents_list::list));
+    let mut app = Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(health))
+        .route("/incidents", get(incidents_list::list))
+        .route("/api/sensors", get(installer_api::sensors))
+        .route("/api/status", get(installer_api::status))
+        .route("/api/calibrate", axum::routing::post(installer_api::calibrate));
     if state.links.is_some() {
         app = app.route("/incident/{id}", get(incident_page::show).post(incident_page::act));
     }

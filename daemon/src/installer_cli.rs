@@ -1,0 +1,86 @@
+//! `gridwatch status | watch | calibrate`: the installer's commands. They talk to the running
+//! daemon over its local HTTP endpoint (`[http] listen`), never by peeking at its files.
+
+use crate::clock::rfc3339;
+use crate::config::Config;
+use crate::web::installer_api::{CalibrateAnswer, CalibrateRequest, SensorView, StatusView};
+use anyhow::{bail, Context};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The daemon's HTTP address from the configuration (a wildcard listen means this box).
+fn endpoint(config: &Config) -> anyhow::Result<String> {
+    let Some(listen) = config.http_listen else {
+        bail!("the configuration has no [http] listen: the installer commands talk to the daemon over it");
+    };
+    let addr = if listen.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], listen.port())) } else { listen };
+    Ok(format!("http://{addr}"))
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?)
+}
+
+async fn get<T: serde::de::DeserializeOwned>(config: &Config, path: &str) -> anyhow::Result<T> {
+    let url = format!("{}{path}", endpoint(config)?);
+    let response = client()?.get(&url).send().await.with_context(|| format!("is the daemon running? no answer from {url}"))?;
+    if !response.status().is_success() {
+        bail!("{url} answered {}", response.status());
+    }
+    Ok(response.json().await?)
+}
+
+/// `gridwatch status`: what runs now.
+pub async fn status(config: &Config) -> anyhow::Result<String> {
+    let status: StatusView = get(config, "/api/status").await?;
+    let mut out = String::new();
+    let _ = writeln!(out, "gridwatch {} — {}", status.version, if status.degraded.is_empty() { "ready".to_string() } else { format!("DEGRADED: {}", status.degraded.join("; ")) });
+    let _ = writeln!(out, "MQTT: {}", if status.mqtt_connected { "connected" } else { "NOT connected" });
+    let _ = writeln!(out, "sensors: {} reporting of {}; {} readings evaluated", status.sensors_reporting, status.sensors, status.samples_accepted);
+    let open: Vec<String> = status.open_incidents.iter().map(|(severity, n)| format!("{n} {severity}")).collect();
+    let _ = writeln!(out, "open incidents: {}", if open.is_empty() { "none".to_string() } else { open.join(", ") });
+    let _ = writeln!(out, "telemetry spool: {} readings waiting", status.spool_points);
+    Ok(out)
+}
+
+/// The table of `gridwatch watch`, for the sensors picked (all when `ids` is empty).
+pub async fn watch_table(config: &Config, ids: &[String], building: Option<&str>) -> anyhow::Result<String> {
+    let sensors: Vec<SensorView> = get(config, "/api/sensors").await?;
+    let picked: Vec<&SensorView> = sensors
+        .iter()
+        .filter(|s| ids.is_empty() || ids.contains(&s.id))
+        .filter(|s| building.is_none() || s.building.as_deref() == building)
+        .collect();
+    if picked.is_empty() {
+        bail!("no such sensor in the daemon's inventory");
+    }
+    let mut out = format!("{:<14} {:<6} {:<14} {:>8}  {}\n", "sensor", "kind", "site/building", "age", "last reading");
+    for s in picked {
+        let place = match &s.building {
+            Some(b) => format!("{}/{b}", s.site),
+            None => s.site.clone(),
+        };
+        let age = s.age_secs.map_or("never".to_string(), |a| format!("{a} s"));
+        let fields: Vec<String> = s.fields.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        let _ = writeln!(out, "{:<14} {:<6} {:<14} {:>8}  {}", s.id, s.kind, place, age, fields.join(" "));
+    }
+    Ok(out)
+}
+
+/// `gridwatch calibrate`: the recent median becomes the box's installation baseline.
+pub async fn calibrate(config: &Config, sensor: &str, window: Duration, by: &str) -> anyhow::Result<String> {
+    let url = format!("{}/api/calibrate", endpoint(config)?);
+    let request = CalibrateRequest { sensor: sensor.to_string(), window_secs: window.as_secs(), by: by.to_string() };
+    let response = client()?.post(&url).json(&request).send().await.with_context(|| format!("is the daemon running? no answer from {url}"))?;
+    if !response.status().is_success() {
+        bail!("{}", response.text().await.unwrap_or_default());
+    }
+    let answer: CalibrateAnswer = response.json().await?;
+    let mut out = format!("{} calibrated by {by} at {} from the median of {} readings:\n", answer.sensor, rfc3339(chrono::Utc::now().timestamp_millis()), answer.readings);
+    for (field, old, new) in answer.fields {
+        let old = old.map_or("none (learned)".to_string(), |v| format!("{v:.4}°"));
+        let _ = writeln!(out, "  {field}: {old} -> {new:.4}°");
+    }
+    Ok(out)
+}

@@ -1,0 +1,156 @@
+//! The installer's view of a running daemon, on the local HTTP endpoint (loopback by default):
+//!
+//! - `GET /api/sensors`: every sensor's latest reading and its age;
+//! - `GET /api/status`: version, sources, open incidents by severity, spool size;
+//! - `POST /api/calibrate` `{"sensor": "house-07", "window_secs": 1800, "by": "Li"}`: the
+//!   median of the tilt box's recent angles becomes its installation baseline (answers with old
+//!   and new).
+//!
+//! `gridwatch status | watch | calibrate` are clients of these.
+
+use super::WebState;
+use crate::clock::Clock;
+use crate::config::SensorConfig;
+use crate::live::LiveTable;
+use crate::pipeline::Command;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gridwatch_rules::SensorKind;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the installer endpoints need from the running daemon.
+#[derive(Debug, Clone)]
+pub struct InstallerApi {
+    pub live: Arc<LiveTable>,
+    pub commands: mpsc::Sender<Command>,
+    pub sensors: Arc<[SensorConfig]>,
+    pub clock: Clock,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SensorView {
+    pub id: String,
+    pub kind: String,
+    pub site: String,
+    pub building: Option<String>,
+    pub grid: Option<String>,
+    pub at_ms: Option<i64>,
+    /// Seconds since the latest reading.
+    pub age_secs: Option<i64>,
+    pub fields: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub sensors: usize,
+    pub sensors_reporting: usize,
+    pub mqtt_connected: bool,
+    pub samples_accepted: u64,
+    pub open_incidents: Vec<(String, usize)>,
+    pub spool_points: i64,
+    pub degraded: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CalibrateRequest {
+    pub sensor: String,
+    pub window_secs: u64,
+    pub by: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CalibrateAnswer {
+    pub sensor: String,
+    pub readings: usize,
+    /// (field, previous calibrated value, new value)
+    pub fields: Vec<(String, Option<f64>, f64)>,
+}
+
+fn api(state: &WebState) -> Result<&InstallerApi, Response> {
+    state.installer.as_ref().ok_or_else(|| StatusCode::NOT_FOUND.into_response())
+}
+
+pub async fn sensors(State(state): State<WebState>) -> Response {
+    let api = match api(&state) {
+        Ok(api) => api,
+        Err(response) => return response,
+    };
+    let now = api.clock.now();
+    let views: Vec<SensorView> = api
+        .sensors
+        .iter()
+        .zip(api.live.latest())
+        .map(|(sensor, latest)| SensorView {
+            id: sensor.id.clone(),
+            kind: sensor.kind.as_str().into(),
+            site: sensor.site.clone(),
+            building: sensor.building.clone(),
+            grid: sensor.grid.clone(),
+            at_ms: latest.at_ms,
+            age_secs: latest.at_ms.map(|at| (now - at).max(0) / 1000),
+            fields: latest.fields,
+        })
+        .collect();
+    Json(views).into_response()
+}
+
+pub async fn status(State(state): State<WebState>) -> Response {
+    let api = match api(&state) {
+        Ok(api) => api,
+        Err(response) => return response,
+    };
+    let mut open: Vec<(String, usize)> = Vec::new();
+    for row in state.store.incidents(false).unwrap_or_default() {
+        match open.iter_mut().find(|(severity, _)| *severity == row.severity) {
+            Some((_, n)) => *n += 1,
+            None => open.push((row.severity, 1)),
+        }
+    }
+    let latest = api.live.latest();
+    Json(StatusView {
+        version: env!("CARGO_PKG_VERSION").into(),
+        sensors: api.sensors.len(),
+        sensors_reporting: latest.iter().filter(|l| l.at_ms.is_some()).count(),
+        mqtt_connected: state.metrics.mqtt_connected.get() == 1,
+        samples_accepted: state.metrics.samples_accepted.get(),
+        open_incidents: open,
+        spool_points: state.metrics.spool_points.get(),
+        degraded: super::degraded_reasons(&state.metrics),
+    })
+    .into_response()
+}
+
+pub async fn calibrate(State(state): State<WebState>, Json(request): Json<CalibrateRequest>) -> Response {
+    let api = match api(&state) {
+        Ok(api) => api,
+        Err(response) => return response,
+    };
+    let refuse = |status: StatusCode, message: String| (status, message).into_response();
+    let Some(index) = api.sensors.iter().position(|s| s.id == request.sensor) else {
+        return refuse(StatusCode::NOT_FOUND, format!("no sensor `{}` in the inventory", request.sensor));
+    };
+    if api.sensors[index].kind != SensorKind::Tilt {
+        return refuse(StatusCode::BAD_REQUEST, format!("`{}` is not a tilt box; water baselines are learned", request.sensor));
+    }
+    if request.by.trim().is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "say who calibrates (`by`)".into());
+    }
+    let window_ms = i64::try_from(request.window_secs).unwrap_or(i64::MAX / 2).saturating_mul(1000);
+    let Some((x, y, readings)) = api.live.median_angles(index, api.clock.now(), window_ms) else {
+        return refuse(StatusCode::CONFLICT, format!("no readings from `{}` in the last {} s: is it reporting?", request.sensor, request.window_secs));
+    };
+    let (reply, answer) = oneshot::channel();
+    let command = Command::Calibrate { sensor: index, baseline: vec![("x".into(), x), ("y".into(), y)], author: request.by.trim().to_string(), readings, reply };
+    if api.commands.send(command).await.is_err() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping".into());
+    }
+    match answer.await {
+        Ok(done) => Json(CalibrateAnswer { sensor: request.sensor, readings, fields: done.into_iter().map(|c| (c.field, c.previous, c.value)).collect() }).into_response(),
+        Err(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping".into()),
+    }
+}

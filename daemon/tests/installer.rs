@@ -1,0 +1,85 @@
+//! The installer's hour with a new tilt box, against a running daemon: `status` says what runs,
+//! `watch --once` shows the box's live values, `calibrate` zeroes it from the median of its
+//! recent readings (a knock is ignored) — and the rule then judges tilt from that baseline, which
+//! holds across a restart.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{gridwatch, metric, metrics, Daemon, SECOND};
+use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
+use std::path::Path;
+
+fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = gridwatch().args(args).current_dir(dir).output().unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// 1‰ in degrees.
+fn permille(p: f64) -> f64 {
+    (p / 1000.0).atan().to_degrees()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        format!(
+            "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-installer-{http_port}\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\nbuilding = \"B7\"\n\
+             [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            mosquitto.url(),
+            receiver.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt-from-install\"\nkind = \"tilt\"\nvalue = \"permille(hypot(x, y))\"\nbaseline = \"calibrated\"\nabove = 2\nseverity = \"warning\"\n").unwrap();
+    let publish = |x: f64, ts: i64| mosquitto.publish("gridwatch/north-lane/house-07/telemetry", &format!(r#"{{"x": {x}, "y": -0.12, "ts": {ts}}}"#)).unwrap();
+
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_mqtt_connected") == Some(1.0) }).await;
+    assert!(up, "{:?}", daemon.stderr());
+    // Twenty minutes of the box as mounted (0.31° off plumb), one knock among them.
+    let start = now_ms() - 20 * 60_000;
+    for minute in 0..20 {
+        publish(if minute == 12 { 2.5 } else { 0.31 }, start + minute * 60_000);
+    }
+    let seen = wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total") == Some(20.0) }).await;
+    assert!(seen, "{:?}", daemon.stderr());
+
+    let (ok, status, err) = cli(dir.path(), &["status", "--config", "gridwatch.toml"]);
+    assert!(ok, "{err}");
+    assert!(status.contains("MQTT: connected") && status.contains("sensors: 1 reporting of 1; 20 readings evaluated") && status.contains("open incidents: none"), "{status}");
+    let (ok, table, err) = cli(dir.path(), &["watch", "--config", "gridwatch.toml", "--once", "house-07"]);
+    assert!(ok, "{err}");
+    assert!(table.contains("house-07") && table.contains("north-lane/B7") && table.contains("x=0.3100 y=-0.1200"), "{table}");
+
+    // Nothing is judged before the box is zeroed (the rule wants a calibrated baseline).
+    assert!(receiver.bodies().is_empty());
+    let (ok, zeroed, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "house-07", "--window", "30m", "--by", "Li 138"]);
+    assert!(ok, "{err}");
+    assert!(zeroed.contains("from the median of 20 readings") && zeroed.contains("x: none (learned) -> 0.3100°") && zeroed.contains("y: none (learned) -> -0.1200°"), "{zeroed}");
+
+    // Now the wall leans 3‰ further: judged from the installation baseline.
+    publish(0.31 + permille(3.0), now_ms());
+    let fired = wait_for(10 * SECOND, || async { !receiver.bodies().is_empty() }).await;
+    assert!(fired, "{:?}", daemon.stderr());
+    let value = receiver.bodies()[0]["value"].as_f64().unwrap();
+    assert!((value - 3.0).abs() < 0.01, "3‰ from the baseline, not from plumb: {value}");
+    drop(daemon);
+
+    // The baseline holds across a restart.
+    let _daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_mqtt_connected") == Some(1.0) }).await;
+    assert!(up);
+    publish(0.31 + permille(3.0), now_ms());
+    let (ok, again, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "house-07", "--window", "5m", "--by", "Li 138"]);
+    assert!(ok, "{err}");
+    assert!(again.contains("x: 0.3100° -> 0.4819°"), "the previous baseline survived the restart: {again}");
+    let (ok, _, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "nope", "--by", "Li"]);
+    assert!(!ok && err.contains("no sensor `nope` in the inventory"), "{err}");
+}
