@@ -71,15 +71,8 @@ pub struct CalibrateAnswer {
     pub fields: Vec<(String, Option<f64>, f64)>,
 }
 
-fn api(state: &WebState) -> Result<&InstallerApi, Response> {
-    state.installer.as_ref().ok_or_else(|| StatusCode::NOT_FOUND.into_response())
-}
-
 pub async fn sensors(State(state): State<WebState>) -> Response {
-    let api = match api(&state) {
-        Ok(api) => api,
-        Err(response) => return response,
-    };
+    let Some(api) = state.installer.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     let now = api.clock.now();
     let views: Vec<SensorView> = api
         .sensors
@@ -100,10 +93,7 @@ pub async fn sensors(State(state): State<WebState>) -> Response {
 }
 
 pub async fn status(State(state): State<WebState>) -> Response {
-    let api = match api(&state) {
-        Ok(api) => api,
-        Err(response) => return response,
-    };
+    let Some(api) = state.installer.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     let mut open: Vec<(String, usize)> = Vec::new();
     for row in state.store.incidents(false).unwrap_or_default() {
         match open.iter_mut().find(|(severity, _)| *severity == row.severity) {
@@ -126,10 +116,7 @@ pub async fn status(State(state): State<WebState>) -> Response {
 }
 
 pub async fn calibrate(State(state): State<WebState>, Json(request): Json<CalibrateRequest>) -> Response {
-    let api = match api(&state) {
-        Ok(api) => api,
-        Err(response) => return response,
-    };
+    let Some(api) = state.installer.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     let refuse = |status: StatusCode, message: String| (status, message).into_response();
     let Some(index) = api.sensors.iter().position(|s| s.id == request.sensor) else {
         return refuse(StatusCode::NOT_FOUND, format!("no sensor `{}` in the inventory", request.sensor));
