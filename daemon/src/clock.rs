@@ -13,7 +13,18 @@ pub enum Clock {
     Accelerated { start: Millis, started: Instant, speed: f64 },
 }
 
+/// Before this instant (2026-01-01T00:00:00Z, before this release) the system clock cannot be
+/// right: a Raspberry Pi has no real-time clock and boots at 1970, or at its last shutdown,
+/// until NTP has synced.
+pub const TRUSTED_AFTER_MS: Millis = 1_767_225_600_000;
+
 impl Clock {
+    /// Whether "now" can be believed (see [`TRUSTED_AFTER_MS`]). Readings stamped with an
+    /// untrusted clock are still judged by the rules (time differences hold) but never stored.
+    pub fn trusted(&self) -> bool {
+        self.now() >= TRUSTED_AFTER_MS
+    }
+
     pub fn accelerated(speed: f64) -> Clock {
         Clock::Accelerated { start: system_now(), started: Instant::now(), speed }
     }
@@ -56,6 +67,13 @@ mod tests {
         let started = Instant::now() - std::time::Duration::from_millis(20);
         let clock = Clock::Accelerated { start: 1_000_000, started, speed: 1000.0 };
         assert!(clock.now() >= 1_000_000 + 20_000);
+    }
+
+    #[test]
+    fn a_clock_before_2026_is_not_trusted() {
+        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: Instant::now(), speed: 1.0 };
+        assert!(!booted_at_1970.trusted());
+        assert!(Clock::System.trusted(), "this machine's clock is set");
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
 /// [`run`], with rules already loaded and what to do about the last good copy.
 pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::open(&config.state_dir)?;
+    metrics.clock_trusted.set(i64::from(clock.trusted()));
+    if !clock.trusted() {
+        tracing::error!("the system clock is not set (before 2026): readings without their own time are judged but not stored until it is");
+    }
     let (rules, files) = match boot.rules {
         Some(loaded) => loaded,
         None => crate::rule_files::load(&config.rules.paths, config.rules.builtin_packs).context("loading rules")?,

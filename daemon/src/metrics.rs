@@ -75,6 +75,8 @@ pub struct Metrics {
     pub influxdb_config_error: Gauge,
     /// 1 while running on the last good configuration because the current one is invalid.
     pub config_fallback: Gauge,
+    /// 1 while the system clock can be believed (after 2026-01-01; see `clock::TRUSTED_AFTER_MS`).
+    pub clock_trusted: Gauge,
     /// Readings the devices numbered but that never arrived (gaps in `seq`).
     pub sequence_gaps: Counter,
     /// Frames per serial port, by result (`good`, `bad`, `no_answer`).
@@ -117,6 +119,7 @@ impl Metrics {
             spool_oldest_age_seconds: Gauge::default(),
             influxdb_config_error: Gauge::default(),
             config_fallback: Gauge::default(),
+            clock_trusted: Gauge::default(),
             sequence_gaps: Counter::default(),
             serial_frames: Family::default(),
             serial_port_errors: Family::default(),
@@ -142,6 +145,7 @@ impl Metrics {
         registry.register("spool_points", "Points waiting in the spool", metrics.spool_points.clone());
         registry.register("spool_oldest_age_seconds", "Age of the oldest spooled point", metrics.spool_oldest_age_seconds.clone());
         registry.register("influxdb_config_error", "1 while InfluxDB refuses credentials or bucket", metrics.influxdb_config_error.clone());
+        registry.register("clock_trusted", "1 while the system clock is set (readings stamped by an unset clock are not stored)", metrics.clock_trusted.clone());
         registry.register("config_fallback", "1 while running on the last good configuration (the current one is invalid)", metrics.config_fallback.clone());
         registry.register("sequence_gaps", "Readings missing from device sequence numbers", metrics.sequence_gaps.clone());
         registry.register("serial_frames", "Serial frames per port, by result", metrics.serial_frames.clone());

@@ -72,6 +72,7 @@ impl Pipeline {
                 Some(command) = commands.recv() => self.command(command).await,
                 _ = tick.tick() => {
                     self.heartbeat.beat();
+                    self.metrics.clock_trusted.set(i64::from(self.clock.trusted()));
                     self.engine.tick(self.clock.now(), &mut events);
                     self.emit(&mut events).await;
                 }

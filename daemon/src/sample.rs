@@ -15,4 +15,7 @@ pub struct Sample {
     /// The device's sequence number, when it sends one.
     pub seq: Option<u64>,
     pub fields: Vec<(String, f64)>,
+    /// Stamped by this box while its clock was not set (no device time): judged by the rules,
+    /// never stored (it would land in 1970).
+    pub clock_untrusted: bool,
 }

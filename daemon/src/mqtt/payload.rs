@@ -129,7 +129,9 @@ pub(crate) fn timestamp(value: &serde_json::Value, now: Millis) -> Result<Millis
     if ms < EARLIEST_TS {
         return Err(Rejection::BadTimestamp(format!("{ms} is before 2000-01-01 (seconds instead of milliseconds?)")));
     }
-    if ms > now.saturating_add(MAX_FUTURE_MS) {
+    // Only a set clock can call a device's time "ahead": a box that booted at 1970 and has not
+    // synced yet must keep the devices' good times, not refuse them.
+    if now >= crate::clock::TRUSTED_AFTER_MS && ms > now.saturating_add(MAX_FUTURE_MS) {
         return Err(Rejection::BadTimestamp(format!("{ms} is more than a day ahead of this box's clock")));
     }
     Ok(ms)
@@ -140,6 +142,13 @@ mod tests {
     use super::*;
 
     const NOW: Millis = 1_800_000_000_000;
+
+    #[test]
+    fn an_unset_box_clock_does_not_refuse_the_devices_good_times() {
+        let booted_at_1970 = 86_400_000;
+        let decoded = decode(br#"{"x": 1, "ts": 1795392000000}"#, 4096, &BTreeMap::new(), booted_at_1970).unwrap();
+        assert_eq!(decoded.ts, Some(1_795_392_000_000));
+    }
 
     fn decode_str(text: &str) -> Result<Decoded, Rejection> {
         decode(text.as_bytes(), 4096, &BTreeMap::new(), NOW)

@@ -49,7 +49,8 @@ impl Ingest {
         let result = self.router.route(topic).and_then(|route| {
             let now = self.clock.now();
             let decoded = payload::decode(payload, self.max_payload_bytes, route.renames, now)?;
-            Ok(Sample { sensor: route.sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields })
+            let clock_untrusted = decoded.ts.is_none() && !self.clock.trusted();
+            Ok(Sample { sensor: route.sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted })
         });
         match &result {
             Ok(sample) => self.count_gap(sample),
@@ -124,7 +125,10 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let spooled = match ingest.sample(&publish.topic, &publish.payload) {
                     Ok(sample) => {
-                        let keep = outputs.sensor_ids.as_ref().map(|ids| (ids.get(sample.sensor).cloned().unwrap_or_default(), sample.clone()));
+                        if sample.clock_untrusted && outputs.sensor_ids.is_some() {
+                            metrics.drop_telemetry("clock_not_set", 1);
+                        }
+                        let keep = outputs.sensor_ids.as_ref().filter(|_| !sample.clock_untrusted).map(|ids| (ids.get(sample.sensor).cloned().unwrap_or_default(), sample.clone()));
                         if outputs.samples.send(sample).await.is_err() {
                             break;
                         }
@@ -236,4 +240,22 @@ async fn disconnect(client: AsyncClient, mut eventloop: EventLoop) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_without_its_own_time_is_marked_while_the_clock_is_unset() {
+        let config = Config::parse("t.toml", "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n", std::path::Path::new(".")).unwrap();
+        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0 };
+        let mut ingest = Ingest::new(&config, booted_at_1970, Arc::new(Metrics::new()));
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        assert!(ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted, "stamped by an unset clock");
+        let own_time = ingest.sample(topic, br#"{"x": 0.3, "ts": 1795392000000}"#).unwrap();
+        assert!(!own_time.clock_untrusted, "the device's own time is kept");
+        let mut ingest = Ingest::new(&config, Clock::System, Arc::new(Metrics::new()));
+        assert!(!ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted);
+    }
 }

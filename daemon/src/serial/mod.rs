@@ -39,9 +39,14 @@ impl SerialOutputs {
         if fields.is_empty() {
             return true;
         }
-        let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields };
+        let clock_untrusted = !self.clock.trusted();
+        let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields, clock_untrusted };
         let id = self.sensor_ids.get(sensor).cloned().unwrap_or_default();
         let Some(spool) = &self.spool else { return self.samples.send(sample).await.is_ok() };
+        if clock_untrusted {
+            self.metrics.drop_telemetry("clock_not_set", 1);
+            return self.samples.send(sample).await.is_ok();
+        }
         self.samples.send(sample.clone()).await.is_ok() && spool.send(Spooled { sample: Some((id, sample)), ack: None }).await.is_ok()
     }
 }
@@ -94,5 +99,29 @@ pub async fn run_port(config: SerialConfig, outputs: SerialOutputs, shutdown: Ca
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readings_stamped_by_an_unset_clock_are_judged_but_not_stored() {
+        let (samples_tx, mut samples) = mpsc::channel(4);
+        let (spool_tx, mut spool) = mpsc::channel(4);
+        let metrics = Arc::new(Metrics::new());
+        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0 };
+        let outputs = SerialOutputs { samples: samples_tx, spool: Some(spool_tx), sensor_ids: vec!["house-07".to_string()].into(), clock: booted_at_1970, metrics: metrics.clone() };
+        assert!(outputs.emit(0, vec![("x".into(), 0.3)]).await);
+        let judged = samples.try_recv().expect("the rules get it");
+        assert!(judged.clock_untrusted);
+        assert!(spool.try_recv().is_err(), "nothing is stored with a 1970 time");
+        assert_eq!(metrics.telemetry_points_dropped.get_or_create(&crate::metrics::ReasonLabel { reason: "clock_not_set".into() }).get(), 1);
+
+        let outputs = SerialOutputs { clock: Clock::System, ..outputs };
+        assert!(outputs.emit(0, vec![("x".into(), 0.3)]).await);
+        assert!(!samples.try_recv().unwrap().clock_untrusted);
+        assert!(spool.try_recv().is_ok(), "with a set clock it is stored");
     }
 }

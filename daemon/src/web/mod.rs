@@ -72,6 +72,9 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
     if metrics.mqtt_connected.get() == 0 {
         reasons.push("MQTT broker not connected".to_string());
     }
+    if metrics.clock_trusted.get() == 0 {
+        reasons.push("system clock not set (before 2026): readings without their own time are not stored".to_string());
+    }
     if metrics.config_fallback.get() == 1 {
         reasons.push("running on the last good configuration: the current configuration or rule files are invalid".to_string());
     }
