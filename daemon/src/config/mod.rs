@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
 
@@ -65,6 +66,8 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// Extra topics mapped onto sensors, tried before the default convention.
     pub topic_maps: Vec<TopicMapConfig>,
+    /// TLS to the broker (an mqtts:// URL): never falls back to plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Maps a topic filter onto a sensor: `sensor` is an id or `{n}`, the n-th `+` level.
@@ -237,7 +240,7 @@ impl Checker<'_> {
     fn config(&mut self, raw: RawConfig, base: &Path) -> Config {
         let state_dir = base.join(raw.state_dir.get_ref());
         let sensors = self.sensors(raw.sensors);
-        let mqtt = self.mqtt(raw.mqtt, &sensors);
+        let mqtt = self.mqtt(raw.mqtt, &sensors, base);
         let rules = RulesConfig {
             builtin_packs: raw.rules.builtin_packs,
             paths: raw.rules.paths.into_iter().filter_map(|p| self.existing_path(base, p, "rules.paths")).collect(),
@@ -334,7 +337,7 @@ impl Checker<'_> {
         sensors
     }
 
-    fn mqtt(&mut self, raw: raw::RawMqtt, sensors: &[SensorConfig]) -> MqttConfig {
+    fn mqtt(&mut self, raw: raw::RawMqtt, sensors: &[SensorConfig], base: &Path) -> MqttConfig {
         let broker = match raw.broker.get_ref().as_str() {
             "embedded" => {
                 let listen = match &raw.embedded_listen {
@@ -348,12 +351,21 @@ impl Checker<'_> {
                     self.error(listen.span(), Some("mqtt.embedded_listen"), "only used with broker = \"embedded\"".into());
                 }
                 match parse_mqtt_url(url) {
-                    Ok((host, port)) => BrokerConfig::External { host, port },
+                    Ok((host, port, _)) => BrokerConfig::External { host, port },
                     Err(message) => {
                         self.error(raw.broker.span(), Some("mqtt.broker"), message);
                         BrokerConfig::External { host: String::new(), port: 0 }
                     }
                 }
+            }
+        };
+        let tls = self.mqtt_tls(&raw, base);
+        let password = match (raw.password.clone(), &raw.password_file) {
+            (password, None) => password,
+            (None, Some(file)) => self.read_secret(file, base, "mqtt.password_file"),
+            (Some(_), Some(file)) => {
+                self.error(file.span(), Some("mqtt.password_file"), "give either `password` or `password_file`, not both".into());
+                None
             }
         };
         if *raw.max_payload_bytes.get_ref() == 0 {
@@ -367,10 +379,47 @@ impl Checker<'_> {
             broker,
             client_id: raw.client_id,
             username: raw.username,
-            password: raw.password,
+            password,
             max_payload_bytes: raw.max_payload_bytes.into_inner(),
             keep_alive: Duration::from_secs(raw.keep_alive_secs.into_inner()),
             topic_maps,
+            tls,
+        }
+    }
+
+    /// TLS settings: required with mqtts://, refused without it (no silent plaintext).
+    fn mqtt_tls(&mut self, raw: &raw::RawMqtt, base: &Path) -> Option<Arc<rustls::ClientConfig>> {
+        let wants_tls = raw.broker.get_ref().starts_with("mqtts://");
+        let given = [&raw.ca_file, &raw.client_cert_file, &raw.client_key_file].into_iter().flatten().next();
+        if !wants_tls {
+            if let Some(key) = given {
+                self.error(key.span(), Some("mqtt.ca_file"), "TLS settings need an mqtts:// broker; gridwatch never sends them over plain TCP".into());
+            }
+            return None;
+        }
+        let Some(ca_file) = &raw.ca_file else {
+            self.error(raw.broker.span(), Some("mqtt.ca_file"), "an mqtts:// broker needs `ca_file`: the CA that signed the broker's certificate".into());
+            return None;
+        };
+        let read = |checker: &mut Self, file: &Spanned<String>, key: &str| -> Option<Vec<u8>> {
+            let path = base.join(file.get_ref());
+            std::fs::read(&path).map_err(|e| checker.error(file.span(), Some(key), format!("cannot read {}: {e}", path.display()))).ok()
+        };
+        let ca = read(self, ca_file, "mqtt.ca_file")?;
+        let client = match (&raw.client_cert_file, &raw.client_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((read(self, cert, "mqtt.client_cert_file")?, read(self, key, "mqtt.client_key_file")?)),
+            (Some(file), None) | (None, Some(file)) => {
+                self.error(file.span(), Some("mqtt.client_cert_file"), "give both `client_cert_file` and `client_key_file`, or neither".into());
+                return None;
+            }
+        };
+        match tls_client_config(&ca, client.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()))) {
+            Ok(config) => Some(Arc::new(config)),
+            Err(message) => {
+                self.error(ca_file.span(), Some("mqtt.ca_file"), message);
+                None
+            }
         }
     }
 
@@ -592,19 +641,51 @@ fn placeholder_index(template: &str) -> Option<usize> {
     template.strip_prefix('{')?.strip_suffix('}')?.parse().ok()
 }
 
-fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| format!("`{url}` is neither \"embedded\" nor an mqtt://host:port URL"))?;
+/// host, port and whether it is TLS (mqtts://, default port 8883).
+fn parse_mqtt_url(url: &str) -> Result<(String, u16, bool), String> {
+    let (rest, tls) = match url.strip_prefix("mqtts://") {
+        Some(rest) => (rest, true),
+        None => (
+            url.strip_prefix("mqtt://")
+                .or_else(|| url.strip_prefix("tcp://"))
+                .ok_or_else(|| format!("`{url}` is neither \"embedded\" nor an mqtt://host:port or mqtts://host:port URL"))?,
+            false,
+        ),
+    };
     let (host, port) = match rest.rsplit_once(':') {
         Some((host, port)) => (host, port.parse::<u16>().map_err(|_| format!("`{port}` is not a port number"))?),
-        None => (rest, 1883),
+        None => (rest, if tls { 8883 } else { 1883 }),
     };
     if host.is_empty() || host.contains('/') {
         return Err(format!("`{url}` has no host"));
     }
-    Ok((host.to_string(), port))
+    Ok((host.to_string(), port, tls))
+}
+
+/// The rustls client configuration for a broker: trusts only `ca_pem`, offers the client
+/// certificate when one is given.
+pub fn tls_client_config(ca_pem: &[u8], client: Option<(&[u8], &[u8])>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.map_err(|e| format!("CA file: {e}"))?).map_err(|e| format!("CA file: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("CA file holds no PEM certificate".into());
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>().map_err(|e| format!("client certificate: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("client key: {e}"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate and key: {e}"))
+        }
+    }
 }
 
 /// Checks an MQTT subscription filter: `+` fills a whole level, `#` only the last.

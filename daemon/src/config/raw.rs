@@ -92,13 +92,19 @@ fn default_poll_secs() -> Spanned<u64> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMqtt {
-    /// `"embedded"` or `"mqtt://host:port"`.
+    /// `"embedded"`, `"mqtt://host:port"` or `"mqtts://host:port"` (TLS).
     pub broker: Spanned<String>,
     pub embedded_listen: Option<Spanned<String>>,
     #[serde(default = "default_client_id")]
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    pub password_file: Option<Spanned<String>>,
+    /// TLS (mqtts:// only): the CA that signed the broker's certificate, PEM.
+    pub ca_file: Option<Spanned<String>>,
+    /// TLS client certificate and key, PEM (both or neither).
+    pub client_cert_file: Option<Spanned<String>>,
+    pub client_key_file: Option<Spanned<String>>,
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: Spanned<usize>,
     #[serde(default = "default_keep_alive_secs")]

@@ -84,6 +84,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             max_payload_bytes: 4096,
             keep_alive: Duration::from_secs(30),
             topic_maps: Vec::new(),
+            tls: None,
         },
         sensors: sensors(),
         rules: RulesConfig { builtin_packs: true, paths: Vec::new() },

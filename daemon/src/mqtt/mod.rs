@@ -38,5 +38,8 @@ pub fn options(config: &MqttConfig, role: &str) -> MqttOptions {
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         options.set_credentials(user.clone(), password.clone());
     }
+    if let Some(tls) = &config.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+    }
     options
 }
