@@ -116,7 +116,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         crate::mqtt::broker::start(listen).await?;
     }
     if let Some(listen) = config.http_listen {
-        let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock };
+        let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock, started_ms: clock.now() };
         let web = crate::web::WebState { metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer) };
         crate::web::serve(listen, web, shutdown.clone()).await?;
     }

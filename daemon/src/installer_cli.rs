@@ -38,6 +38,9 @@ pub async fn status(config: &Config) -> anyhow::Result<String> {
     let _ = writeln!(out, "gridwatch {} — {}", status.version, if status.degraded.is_empty() { "ready".to_string() } else { format!("DEGRADED: {}", status.degraded.join("; ")) });
     let _ = writeln!(out, "MQTT: {}", if status.mqtt_connected { "connected" } else { "NOT connected" });
     let _ = writeln!(out, "sensors: {} reporting of {}; {} readings evaluated", status.sensors_reporting, status.sensors, status.samples_accepted);
+    if !status.silent.is_empty() {
+        let _ = writeln!(out, "SILENT (more than 3 report intervals): {}", status.silent.join(", "));
+    }
     let open: Vec<String> = status.open_incidents.iter().map(|(severity, n)| format!("{n} {severity}")).collect();
     let _ = writeln!(out, "open incidents: {}", if open.is_empty() { "none".to_string() } else { open.join(", ") });
     let _ = writeln!(out, "telemetry spool: {} readings waiting", status.spool_points);

@@ -83,3 +83,24 @@ async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
     let (ok, _, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "nope", "--by", "Li"]);
     assert!(!ok && err.contains("no sensor `nope` in the inventory"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_silent_for_three_intervals_makes_the_box_degraded() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        format!(
+            "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-silent-{http_port}\"\n[[sensor]]\nid = \"house-08\"\nkind = \"tilt\"\nsite = \"north-lane\"\ninterval_secs = 1\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            mosquitto.url()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let health = || async move { reqwest::get(format!("http://127.0.0.1:{http_port}/healthz")).await.ok()?.text().await.ok() };
+    let silent = wait_for(15 * SECOND, || async { health().await.is_some_and(|h| h.contains("1 sensor(s) silent for more than 3 report intervals: house-08")) }).await;
+    assert!(silent, "{:?} {:?}", health().await, daemon.stderr());
+    let (ok, status, err) = cli(dir.path(), &["status", "--config", "gridwatch.toml"]);
+    assert!(ok && status.contains("SILENT (more than 3 report intervals): house-08"), "{status} {err}");
+}

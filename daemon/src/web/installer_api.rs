@@ -29,6 +29,28 @@ pub struct InstallerApi {
     pub commands: mpsc::Sender<Command>,
     pub sensors: Arc<[SensorConfig]>,
     pub clock: Clock,
+    /// When the daemon started (a sensor not heard since is silent only after its grace).
+    pub started_ms: i64,
+}
+
+/// How many report intervals a sensor may miss before the box calls it silent.
+const SILENT_AFTER_INTERVALS: i64 = 3;
+
+impl InstallerApi {
+    /// Sensors that have sent nothing for more than three report intervals (counting from the
+    /// start for those not heard since).
+    pub fn silent_sensors(&self) -> Vec<String> {
+        let now = self.clock.now();
+        self.sensors
+            .iter()
+            .zip(self.live.latest())
+            .filter(|(sensor, latest)| {
+                let limit = i64::try_from(sensor.interval.as_millis()).unwrap_or(i64::MAX / 4).saturating_mul(SILENT_AFTER_INTERVALS);
+                now - latest.at_ms.unwrap_or(self.started_ms) > limit
+            })
+            .map(|(sensor, _)| sensor.id.clone())
+            .collect()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +76,8 @@ pub struct StatusView {
     pub open_incidents: Vec<(String, usize)>,
     pub spool_points: i64,
     pub degraded: Vec<String>,
+    /// Sensors silent for more than three report intervals.
+    pub silent: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -111,6 +135,7 @@ pub async fn status(State(state): State<WebState>) -> Response {
         open_incidents: open,
         spool_points: state.metrics.spool_points.get(),
         degraded: super::degraded_reasons(&state.metrics),
+        silent: api.silent_sensors(),
     })
     .into_response()
 }

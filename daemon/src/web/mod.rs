@@ -90,7 +90,12 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
 
 /// `/healthz`: 200 `{"status":"ready"}`, or 503 `{"status":"degraded","reasons":[…]}`.
 async fn health(State(state): State<WebState>) -> impl IntoResponse {
-    let reasons = degraded_reasons(&state.metrics);
+    let mut reasons = degraded_reasons(&state.metrics);
+    if let Some(silent) = state.installer.as_ref().map(installer_api::InstallerApi::silent_sensors).filter(|s| !s.is_empty()) {
+        let named: Vec<&str> = silent.iter().take(5).map(String::as_str).collect();
+        let more = if silent.len() > 5 { format!(" and {} more", silent.len() - 5) } else { String::new() };
+        reasons.push(format!("{} sensor(s) silent for more than 3 report intervals: {}{more}", silent.len(), named.join(", ")));
+    }
     let status = if reasons.is_empty() { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::json!({"status": if reasons.is_empty() { "ready" } else { "degraded" }, "reasons": reasons});
     (status, axum::Json(body))
