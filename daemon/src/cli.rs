@@ -93,6 +93,12 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Check everything before leaving: config, rules, daemon, broker, InfluxDB, serial ports,
+    /// and a marked test notification through every channel. Exit 1 when a check fails.
+    Selftest {
+        #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
+        config: PathBuf,
+    },
     /// Zero a tilt box: the median of its recent readings becomes its installation baseline.
     Calibrate {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]

@@ -43,6 +43,7 @@ pub mod replay;
 pub mod rule_files;
 pub mod rules_cli;
 pub mod sample;
+pub mod selftest;
 pub mod serial;
 pub mod silence;
 pub mod signing;

@@ -76,6 +76,21 @@ fn main() -> ExitCode {
             Ok(config) => print_or_fail(gridwatch::incidents_cli::run(&config, command)),
             Err(code) => code,
         },
+        Command::Selftest { config } => match load_config(&config) {
+            Ok(loaded) => match rule_files::load(&loaded.rules.paths, loaded.rules.builtin_packs) {
+                Ok((rules, _)) => block_on(async move {
+                    let checks = gridwatch::selftest::run(&loaded, rules.rules.len()).await;
+                    print!("{}", gridwatch::selftest::report(&checks));
+                    anyhow::ensure!(checks.iter().all(|c| c.passed), "selftest failed");
+                    Ok(())
+                }),
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::from(EX_CONFIG)
+                }
+            },
+            Err(code) => code,
+        },
         Command::Status { config } => match load_config(&config) {
             Ok(config) => block_on(async move {
                 print!("{}", gridwatch::installer_cli::status(&config).await?);

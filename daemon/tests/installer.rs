@@ -104,3 +104,36 @@ async fn a_sensor_silent_for_three_intervals_makes_the_box_degraded() {
     let (ok, status, err) = cli(dir.path(), &["status", "--config", "gridwatch.toml"]);
     assert!(ok && status.contains("SILENT (more than 3 report intervals): house-08"), "{status} {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selftest_checks_the_daemon_broker_and_every_channel_with_a_marked_test_message() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, dead_port) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        format!(
+            "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-selftest-{http_port}\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n\
+             [alerts]\nconsole = false\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[[alerts.webhook]]\nname = \"unplugged\"\nurl = \"http://127.0.0.1:{dead_port}/hook\"\ntimeout_secs = 1\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            mosquitto.url(),
+            receiver.url()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_mqtt_connected") == Some(1.0) }).await;
+    assert!(up, "{:?}", daemon.stderr());
+    let (ok, report, err) = cli(dir.path(), &["selftest", "--config", "gridwatch.toml"]);
+    assert!(!ok, "a dead channel fails the selftest: {report} {err}");
+    assert!(report.contains("PASS configuration") && report.contains("PASS rules") && report.contains("PASS daemon") && report.contains("running"), "{report}");
+    assert!(report.contains("PASS MQTT broker") && report.contains("accepts our connection"), "{report}");
+    assert!(report.contains("PASS channel office") && report.contains("FAIL channel unplugged"), "{report}");
+    assert!(report.contains("1 check(s) failed"), "{report}");
+    let bodies = receiver.bodies();
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["rule"], "gridwatch-selftest");
+    assert!(bodies[0]["messages"]["zh"].as_str().unwrap().starts_with("【测试】"), "{:?}", bodies[0]);
+    assert!(metric(&metrics(http_port).await, "gridwatch_mqtt_connected") == Some(1.0), "the selftest's own connection does not take over the daemon's");
+}
