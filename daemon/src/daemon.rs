@@ -71,6 +71,39 @@ fn saved_engine_state(store: &Store) -> Option<Snapshot> {
     }
 }
 
+/// The status LED and the digital inputs of `[gpio]`.
+fn spawn_gpio(config: &Config, outputs: &SerialOutputs, metrics: Arc<Metrics>, sensors: &[SensorConfig], shutdown: CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let Some(gpio) = &config.gpio else { return Ok(Vec::new()) };
+    let mut tasks = Vec::new();
+    if let Some(pin) = gpio.led_pin {
+        let status = move || {
+            let red = metrics.open_incidents.get_or_create(&crate::metrics::SeverityLabel { severity: "danger".into() }).get() > 0;
+            match (red, crate::web::degraded_reasons(&metrics).is_empty()) {
+                (true, _) => crate::gpio::led::Status::RedOpen,
+                (false, true) => crate::gpio::led::Status::Ok,
+                (false, false) => crate::gpio::led::Status::Degraded,
+            }
+        };
+        tasks.push(tokio::spawn(crate::gpio::led::run(crate::gpio::open_output(pin)?, status, shutdown.clone())));
+    }
+    for input in &gpio.inputs {
+        let (levels, mut changes) = mpsc::unbounded_channel::<bool>();
+        let interval = sensors.get(input.sensor).map_or(std::time::Duration::from_secs(600), |s| s.interval);
+        tasks.push(tokio::spawn(crate::gpio::input::run(crate::gpio::open_input(input.pin)?, input.debounce, interval, move |level| {
+            let _ = levels.send(level);
+        }, shutdown.clone())));
+        let (outputs, sensor, field) = (outputs.clone(), input.sensor, input.field.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(level) = changes.recv().await {
+                if !outputs.emit(sensor, vec![(field.clone(), f64::from(u8::from(level)))]).await {
+                    break;
+                }
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
 /// How a start was prepared by [`crate::last_good::prepare`]; the demo and tests start plainly
 /// (`Boot::default()`: rules loaded from the configuration, nothing saved).
 #[derive(Debug, Default)]
@@ -142,10 +175,15 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     for robot in &config.alerts.dingtalk {
         add_sink(spawn_sink(DingTalkSink::new(robot.clone())?, metrics.clone(), store.clone()));
     }
+    if let Some(pin) = config.gpio.as_ref().and_then(|g| g.siren_pin) {
+        let max_on = config.gpio.as_ref().map_or(std::time::Duration::from_secs(300), |g| g.siren_max_on);
+        add_sink(spawn_sink(crate::gpio::siren::SirenSink::new(crate::gpio::open_output(pin)?, max_on), metrics.clone(), store.clone()));
+    }
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
     let setup = DispatcherSetup {
         store: store.clone(),
+        metrics: metrics.clone(),
         flap_window_ms: config.alerts.flap_window.as_millis() as i64,
         links: config.worker_links.clone(),
         dispatch: config.dispatch.clone(),
@@ -183,6 +221,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         SerialOutputs { samples: sample_tx.clone(), spool: config.influxdb.is_some().then(|| spool_tx.clone()), sensor_ids: sensor_ids.clone(), clock, metrics: metrics.clone() };
     let serial_tasks: Vec<JoinHandle<()>> =
         config.serial.iter().map(|port| tokio::spawn(crate::serial::run_port(port.clone(), serial_outputs.clone(), shutdown.clone()))).collect();
+    let gpio_tasks = spawn_gpio(&config, &serial_outputs, metrics.clone(), &sensors, shutdown.clone())?;
     drop(serial_outputs);
     let ingest = Ingest::new(&config, clock, metrics.clone());
     let stored_ids = config.influxdb.is_some().then_some(sensor_ids);
@@ -223,7 +262,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     tracing::info!("shutting down: draining readings and pending alerts");
 
     let drain = async {
-        for task in serial_tasks {
+        for task in serial_tasks.into_iter().chain(gpio_tasks) {
             let _ = task.await;
         }
         // The source stops handing on messages; the spooler commits and acknowledges what it

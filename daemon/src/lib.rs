@@ -27,6 +27,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dispatch;
+pub mod gpio;
 pub mod incident;
 pub mod incident_acks;
 pub mod incidents_cli;

@@ -15,6 +15,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeverityLabel {
+    pub severity: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
     pub event: String,
 }
@@ -75,6 +80,8 @@ pub struct Metrics {
     pub influxdb_config_error: Gauge,
     /// 1 while running on the last good configuration because the current one is invalid.
     pub config_fallback: Gauge,
+    /// Incidents not closed, by severity (updated every second by the dispatcher).
+    pub open_incidents: Family<SeverityLabel, Gauge>,
     /// 1 while the system clock can be believed (after 2026-01-01; see `clock::TRUSTED_AFTER_MS`).
     pub clock_trusted: Gauge,
     /// Readings the devices numbered but that never arrived (gaps in `seq`).
@@ -120,6 +127,7 @@ impl Metrics {
             influxdb_config_error: Gauge::default(),
             config_fallback: Gauge::default(),
             clock_trusted: Gauge::default(),
+            open_incidents: Family::default(),
             sequence_gaps: Counter::default(),
             serial_frames: Family::default(),
             serial_port_errors: Family::default(),
@@ -145,6 +153,7 @@ impl Metrics {
         registry.register("spool_points", "Points waiting in the spool", metrics.spool_points.clone());
         registry.register("spool_oldest_age_seconds", "Age of the oldest spooled point", metrics.spool_oldest_age_seconds.clone());
         registry.register("influxdb_config_error", "1 while InfluxDB refuses credentials or bucket", metrics.influxdb_config_error.clone());
+        registry.register("open_incidents", "Incidents not closed, by severity", metrics.open_incidents.clone());
         registry.register("clock_trusted", "1 while the system clock is set (readings stamped by an unset clock are not stored)", metrics.clock_trusted.clone());
         registry.register("config_fallback", "1 while running on the last good configuration (the current one is invalid)", metrics.config_fallback.clone());
         registry.register("sequence_gaps", "Readings missing from device sequence numbers", metrics.sequence_gaps.clone());

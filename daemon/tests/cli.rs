@@ -203,3 +203,19 @@ fn log_format_json_writes_one_json_object_per_line() {
     let running = lines.iter().find(|l| l["message"] == "gridwatch running").expect("the start line");
     assert_eq!((running["level"].as_str(), running["sensors"].as_u64()), (Some("INFO"), Some(0)));
 }
+
+#[test]
+fn gpio_settings_are_checked_and_need_the_rpi_build() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[gpio]\nsiren_pin = 17\nled_pin = 40\n[[gpio.input]]\npin = 17\nsensor = \"door-9\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["validate", "--config", "gridwatch.toml"], dir.path());
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("gridwatch.toml:6:11: error in `gpio`: GPIO 40 does not exist on the Pi's header"), "{stderr}");
+    assert!(stderr.contains("gridwatch.toml:8:7: error in `gpio`: GPIO 17 is used twice"), "{stderr}");
+    assert!(stderr.contains("no sensor `door-9` in the inventory"), "{stderr}");
+    assert!(stderr.contains("built without GPIO support (build with --features rpi)"), "this test binary is built without rpi: {stderr}");
+}

@@ -286,6 +286,7 @@ const ESCALATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug)]
 pub struct DispatcherSetup {
     pub store: Store,
+    pub metrics: Arc<Metrics>,
     pub flap_window_ms: i64,
     pub links: Option<crate::links::WorkerLinks>,
     pub dispatch: crate::dispatch::Dispatch,
@@ -298,7 +299,7 @@ pub struct DispatcherSetup {
 /// also sends the reminders and escalations that fell due. Returns when `alerts` is closed; the
 /// sink queues close when it returns.
 pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQueue>, setup: DispatcherSetup) {
-    let DispatcherSetup { store, flap_window_ms, links, dispatch, clock } = setup;
+    let DispatcherSetup { store, metrics, flap_window_ms, links, dispatch, clock } = setup;
     let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
     match store.pending_deliveries(&names) {
         Ok(pending) => {
@@ -324,6 +325,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             },
             _ = check.tick() => {
                 send_due_escalations(&store, &dispatch, &sinks, &names, clock.now()).await;
+                count_open_incidents(&store, &metrics);
                 continue;
             }
         };
@@ -373,6 +375,16 @@ fn silence_covering(store: &Store, alert: &Alert, now: i64) -> Option<crate::sil
             tracing::error!(error = %format!("{error:#}"), "cannot read silences; sending the alert");
             None
         }
+    }
+}
+
+/// Sets `gridwatch_open_incidents{severity}` from the store (people act on incidents from the
+/// page and the CLI, so the store is the truth).
+fn count_open_incidents(store: &Store, metrics: &Metrics) {
+    let Ok(rows) = store.incidents(false) else { return };
+    for severity in ["notice", "warning", "alarm", "danger"] {
+        let open = rows.iter().filter(|r| r.severity == severity).count();
+        metrics.open_incidents.get_or_create(&crate::metrics::SeverityLabel { severity: severity.into() }).set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 }
 

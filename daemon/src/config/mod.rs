@@ -44,6 +44,27 @@ pub struct Config {
     pub dispatch: crate::dispatch::Dispatch,
     /// The MQTT topic and key of workers' actions relayed by a hub (`[dispatch] ack_topic`).
     pub incident_acks: Option<crate::incident_acks::AckConfig>,
+    /// Raspberry Pi pins: siren, status LED, digital inputs.
+    pub gpio: Option<GpioConfig>,
+}
+
+/// `[gpio]`, checked.
+#[derive(Debug, Clone)]
+pub struct GpioConfig {
+    pub siren_pin: Option<u8>,
+    pub siren_max_on: Duration,
+    pub led_pin: Option<u8>,
+    pub inputs: Vec<GpioInput>,
+}
+
+/// A digital input read as one field of a sensor.
+#[derive(Debug, Clone)]
+pub struct GpioInput {
+    pub pin: u8,
+    /// Position in the inventory.
+    pub sensor: usize,
+    pub field: String,
+    pub debounce: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +275,38 @@ impl Checker<'_> {
         let serial = raw.serial.into_iter().filter_map(|port| self.serial(port, &sensors, base)).collect();
         let incident_acks = raw.dispatch.as_ref().and_then(|d| self.incident_acks(d, base));
         let dispatch = self.dispatch(raw.dispatch, base);
-        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks }
+        let gpio = raw.gpio.and_then(|g| self.gpio(g, &sensors));
+        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio }
+    }
+
+    fn gpio(&mut self, raw: raw::RawGpio, sensors: &[SensorConfig]) -> Option<GpioConfig> {
+        let before = self.diagnostics.len();
+        let mut pins: Vec<&Spanned<u8>> = raw.siren_pin.iter().chain(raw.led_pin.iter()).collect();
+        pins.extend(raw.input.iter().map(|i| &i.pin));
+        let mut used = HashSet::new();
+        for pin in pins {
+            if *pin.get_ref() > 27 {
+                self.error(pin.span(), Some("gpio"), format!("GPIO {} does not exist on the Pi's header (BCM 0–27)", pin.get_ref()));
+            } else if !used.insert(*pin.get_ref()) {
+                self.error(pin.span(), Some("gpio"), format!("GPIO {} is used twice", pin.get_ref()));
+            }
+            if !cfg!(feature = "rpi") {
+                self.error(pin.span(), Some("gpio"), "this gridwatch was built without GPIO support (build with --features rpi)".into());
+            }
+        }
+        let mut inputs = Vec::new();
+        for input in &raw.input {
+            match sensors.iter().position(|s| &s.id == input.sensor.get_ref()) {
+                Some(sensor) => inputs.push(GpioInput { pin: *input.pin.get_ref(), sensor, field: input.field.clone(), debounce: Duration::from_millis(input.debounce_ms) }),
+                None => self.error(input.sensor.span(), Some("gpio.input.sensor"), format!("no sensor `{}` in the inventory", input.sensor.get_ref())),
+            }
+        }
+        (self.diagnostics.len() == before).then(|| GpioConfig {
+            siren_pin: raw.siren_pin.map(Spanned::into_inner),
+            siren_max_on: Duration::from_secs(raw.siren_max_on_secs.max(1)),
+            led_pin: raw.led_pin.map(Spanned::into_inner),
+            inputs,
+        })
     }
 
     fn incident_acks(&mut self, raw: &raw::RawDispatch, base: &Path) -> Option<crate::incident_acks::AckConfig> {

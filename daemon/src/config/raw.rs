@@ -23,6 +23,42 @@ pub struct RawConfig {
     #[serde(default)]
     pub serial: Vec<RawSerial>,
     pub dispatch: Option<RawDispatch>,
+    pub gpio: Option<RawGpio>,
+}
+
+/// `[gpio]`: Raspberry Pi pins (BCM numbers); needs a build with the `rpi` feature.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGpio {
+    pub siren_pin: Option<Spanned<u8>>,
+    #[serde(default = "default_siren_max_on_secs")]
+    pub siren_max_on_secs: u64,
+    pub led_pin: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub input: Vec<RawGpioInput>,
+}
+
+fn default_siren_max_on_secs() -> u64 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGpioInput {
+    pub pin: Spanned<u8>,
+    pub sensor: Spanned<String>,
+    #[serde(default = "default_input_field")]
+    pub field: String,
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+}
+
+fn default_input_field() -> String {
+    "contact".into()
+}
+
+fn default_debounce_ms() -> u64 {
+    50
 }
 
 /// `[dispatch]`: who is told and when (docs/incidents.md).

@@ -93,6 +93,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         http_listen: options.http_listen,
         dispatch: crate::dispatch::Dispatch::default(),
         incident_acks: None,
+        gpio: None,
         worker_links: None,
         serial: Vec::new(),
     };

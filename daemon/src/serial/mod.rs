@@ -34,7 +34,7 @@ pub struct SerialOutputs {
 
 impl SerialOutputs {
     /// Hands one reading on; `false` when the daemon is shutting down.
-    async fn emit(&self, sensor: usize, fields: Vec<(String, f64)>) -> bool {
+    pub(crate) async fn emit(&self, sensor: usize, fields: Vec<(String, f64)>) -> bool {
         let fields: Vec<(String, f64)> = fields.into_iter().filter(|(_, v)| v.is_finite()).collect();
         if fields.is_empty() {
             return true;
