@@ -98,7 +98,7 @@ fn all_semantic_errors_are_reported_together() {
 #[test]
 fn bad_broker_url_is_explained() {
     let errs = errors(&MINIMAL.replace("mqtt://127.0.0.1:1883", "http://broker"));
-    assert_eq!(errs, vec!["gridwatch.toml:5:10: error in `mqtt.broker`: `http://broker` is neither \"embedded\" nor an mqtt://host:port URL"]);
+    assert_eq!(errs, vec!["gridwatch.toml:5:10: error in `mqtt.broker`: `http://broker` is neither \"embedded\" nor an mqtt://host:port or mqtts://host:port URL"]);
 }
 
 #[test]

@@ -112,9 +112,13 @@ mod tests {
     #[test]
     fn health_lists_what_is_wrong() {
         let metrics = Metrics::new();
+        metrics.clock_trusted.set(1);
         assert_eq!(degraded_reasons(&metrics), vec!["MQTT broker not connected"]);
         metrics.mqtt_connected.set(1);
         assert!(degraded_reasons(&metrics).is_empty());
+        metrics.clock_trusted.set(0);
+        assert_eq!(degraded_reasons(&metrics), vec!["system clock not set (before 2026): readings without their own time are not stored"]);
+        metrics.clock_trusted.set(1);
         metrics.influxdb_config_error.set(1);
         metrics.spool_oldest_age_seconds.set(3600);
         let reasons = degraded_reasons(&metrics);
