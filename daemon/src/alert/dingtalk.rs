@@ -37,9 +37,15 @@ fn signed_url(config: &RobotConfig, now_ms: i64) -> reqwest::Url {
 }
 
 impl DingTalkSink {
+    /// Replaces how long the robot throttles after an over-limit answer (tests use short ones).
+    pub fn with_throttle(mut self, throttle: Duration) -> Self {
+        self.limit = RateLimit::new(throttle);
+        self
+    }
+
     pub fn new(config: RobotConfig) -> anyhow::Result<DingTalkSink> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(DingTalkSink { config, client, limit: RateLimit::default() })
+        Ok(DingTalkSink { config, client, limit: RateLimit::new(Duration::from_secs(600)) })
     }
 
     pub fn body(&self, title: &str, text: &str, mobiles: &[String]) -> serde_json::Value {
@@ -110,6 +116,33 @@ mod tests {
         let url = format!("http://{}/robot/send?access_token=TOKEN", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (url, seen)
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_the_message_waits_out_the_throttle_instead_of_failing() {
+        let seen: Seen = Arc::default();
+        let app = axum::Router::new()
+            .route(
+                "/robot/send",
+                axum::routing::post(|State(seen): State<Seen>, Query(query): Query<HashMap<String, String>>, axum::Json(body): axum::Json<serde_json::Value>| async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((query, body));
+                    let code = if seen.len() == 1 { 90030 } else { 0 };
+                    axum::Json(serde_json::json!({"errcode": code, "errmsg": if code == 0 { "ok" } else { "send too fast" }}))
+                }),
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let url = format!("http://{}/robot/send?access_token=TOKEN", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config = RobotConfig { name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec![], chinese: true };
+        let mut sink = DingTalkSink::new(config).unwrap().with_throttle(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        sink.deliver(&sample_alert("fired", 7.31)).await.expect("delivered after the throttle");
+        assert!(started.elapsed() >= Duration::from_millis(300), "it waited the throttle out");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_ne!(seen[0].0["timestamp"], seen[1].0["timestamp"], "re-signed for the new attempt");
     }
 
     #[tokio::test]

@@ -510,7 +510,7 @@ pub(crate) mod tests {
     async fn a_burst_past_the_rate_limit_goes_out_as_one_digest() {
         let dir = tempfile::tempdir().unwrap();
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::default() };
+        let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
         let metrics = Arc::new(Metrics::new());
         let (queue, task) = spawn_sink(sink, metrics.clone(), Store::open(dir.path()).unwrap());
         for _ in 0..25 {

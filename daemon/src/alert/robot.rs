@@ -18,19 +18,45 @@ pub const ATTEMPTS: u32 = 3;
 /// Wait before a retry, times the attempt number.
 pub const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// A sliding one-minute window of sends.
-#[derive(Debug, Default)]
+/// The answers with which a robot says it is over its limit: DingTalk 90030 (it then
+/// throttles for 10 minutes), WeCom 45009.
+pub const THROTTLED: [i64; 2] = [90030, 45009];
+/// How many times one message waits out a throttle before it counts as failed.
+const THROTTLE_WAITS: u32 = 3;
+
+/// A robot said it is over its limit (errcode 90030 / 45009).
+#[derive(Debug, thiserror::Error)]
+#[error("robot throttled: errcode {0}")]
+pub struct Throttled(pub i64);
+
+/// A sliding one-minute window of sends, and a throttle the robot imposed.
+#[derive(Debug)]
 pub struct RateLimit {
     sent: VecDeque<Instant>,
+    /// How long the robot throttles after an over-limit answer.
+    throttle: Duration,
+    throttled_until: Option<Instant>,
 }
 
 impl RateLimit {
+    /// A limit for a robot that throttles this long after an over-limit answer.
+    pub fn new(throttle: Duration) -> RateLimit {
+        RateLimit { sent: VecDeque::new(), throttle, throttled_until: None }
+    }
+
     /// How long until the next message may go (zero: now).
     pub fn wait(&self) -> Duration {
+        let throttled = self.throttled_until.map_or(Duration::ZERO, |until| until.saturating_duration_since(Instant::now()));
         if self.sent.len() < PER_MINUTE {
-            return Duration::ZERO;
+            return throttled;
         }
-        self.sent.front().map_or(Duration::ZERO, |oldest| (*oldest + Duration::from_secs(60)).saturating_duration_since(Instant::now()))
+        let window = self.sent.front().map_or(Duration::ZERO, |oldest| (*oldest + Duration::from_secs(60)).saturating_duration_since(Instant::now()));
+        window.max(throttled)
+    }
+
+    /// The robot answered "over the limit": hold back for its throttle time.
+    pub fn throttled(&mut self) {
+        self.throttled_until = Some(Instant::now() + self.throttle);
     }
 
     pub fn record(&mut self) {
@@ -54,10 +80,19 @@ pub async fn send(
     url: impl Fn() -> reqwest::Url,
 ) -> anyhow::Result<()> {
     let mut attempt = 1;
+    let mut throttle_waits = 0;
     loop {
         limit.record();
         match post(client, url(), body).await {
             Ok(()) => return Ok(()),
+            // Over the limit: not a failure of the message. Wait the throttle out (alerts
+            // queueing meanwhile go out together as one digest) and send it again.
+            Err(error) if error.downcast_ref::<Throttled>().is_some() && throttle_waits < THROTTLE_WAITS => {
+                throttle_waits += 1;
+                limit.throttled();
+                tracing::warn!(sink = %config.name, wait_secs = limit.wait().as_secs(), "{kind} robot throttles us; the message waits");
+                tokio::time::sleep(limit.wait()).await;
+            }
             Err(error) if attempt >= ATTEMPTS => {
                 return Err(error.context(format!("{kind} robot {} failed {attempt} times", super::webhook::redacted(&config.url))))
             }
@@ -81,6 +116,7 @@ pub async fn post(client: &reqwest::Client, url: reqwest::Url, body: &serde_json
     let answer: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("answer is not JSON: {text:.200}"))?;
     match answer.get("errcode").and_then(serde_json::Value::as_i64) {
         Some(0) => Ok(()),
+        Some(code) if THROTTLED.contains(&code) => Err(Throttled(code).into()),
         Some(code) => anyhow::bail!("robot refused: errcode {code} ({})", answer.get("errmsg").and_then(|m| m.as_str()).unwrap_or("")),
         None => anyhow::bail!("answer has no errcode: {text:.200}"),
     }
@@ -177,7 +213,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_twenty_first_message_in_a_minute_waits() {
-        let mut limit = RateLimit::default();
+        let mut limit = RateLimit::new(Duration::from_secs(60));
         for _ in 0..PER_MINUTE {
             assert_eq!(limit.wait(), Duration::ZERO);
             limit.record();

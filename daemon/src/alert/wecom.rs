@@ -16,9 +16,15 @@ pub struct WeComSink {
 }
 
 impl WeComSink {
+    /// Replaces how long the robot throttles after an over-limit answer (tests use short ones).
+    pub fn with_throttle(mut self, throttle: Duration) -> Self {
+        self.limit = RateLimit::new(throttle);
+        self
+    }
+
     pub fn new(config: RobotConfig) -> anyhow::Result<WeComSink> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(WeComSink { config, client, limit: RateLimit::default() })
+        Ok(WeComSink { config, client, limit: RateLimit::new(Duration::from_secs(60)) })
     }
 
     /// The request body for a message.
@@ -87,6 +93,17 @@ mod tests {
 
     fn config(url: &str, mention: bool) -> RobotConfig {
         RobotConfig { name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: if mention { vec!["13900000000".into()] } else { vec![] }, chinese: true }
+    }
+
+    #[tokio::test]
+    async fn a_robot_that_stays_throttled_fails_the_message_after_bounded_waits() {
+        let (url, seen) = wecom(45009).await;
+        let config = RobotConfig { name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: vec![], chinese: true };
+        let mut sink = WeComSink::new(config).unwrap().with_throttle(Duration::from_millis(50));
+        let error = sink.deliver(&sample_alert("fired", 7.31)).await.unwrap_err();
+        assert!(format!("{error:#}").contains("robot throttled: errcode 45009"), "{error:#}");
+        assert_eq!(seen.lock().unwrap().len(), 6, "three throttle waits, then three ordinary attempts");
+        assert!(!format!("{error:#}").contains("key="), "the key is never in an error: {error:#}");
     }
 
     #[tokio::test]
