@@ -42,6 +42,8 @@ async fn a_worker_accepts_and_resolves_an_incident_from_the_link_in_chromium() {
     browser.goto(&link).await.unwrap();
     let page = browser.text().await.unwrap();
     assert!(page.contains("tilt-danger") && page.contains("house-07"), "what and where: {page}");
+    assert!(page.contains("位置 where: north-lane · B7 · grid-3"), "the place: {page}");
+    assert!(page.contains("north-laneB7墙体倾斜") && page.contains("above 7"), "the message and condition: {page}");
     browser.type_into("input[name=by]", "王芳 13800000001").await.unwrap();
     browser.click("button[value=accept]").await.unwrap();
     browser.wait_for_text("已记录 recorded: accepted").await.unwrap();

@@ -4,7 +4,7 @@
 
 use super::Store;
 use crate::alert::Alert;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 /// One row of the alert journal.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +64,19 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// The latest rule event (fired or changed) of a rule on a sensor: what its incident is about.
+    pub fn latest_alert(&self, rule: &str, sensor: &str) -> anyhow::Result<Option<Alert>> {
+        let conn = self.lock()?;
+        let payload: Option<String> = conn
+            .query_row(
+                "SELECT payload FROM alert_events WHERE rule = ?1 AND sensor = ?2 AND event IN ('fired', 'changed') ORDER BY id DESC LIMIT 1",
+                params![rule, sensor],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(payload.and_then(|p| serde_json::from_str(&p).ok()))
     }
 
     /// Deliveries not confirmed yet, oldest first (for the sinks named).

@@ -44,6 +44,7 @@ fn page(state: &WebState, id: i64, signed: &Signed, message: Option<&str>) -> Re
         Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<p>{}</p>", escape(&error.to_string())))).into_response(),
     };
     let trail = state.store.incident_history(id).unwrap_or_default();
+    let about = state.store.latest_alert(&row.rule, &row.sensor).ok().flatten();
     let mut html = String::from(
         "<!doctype html><html lang=\"zh\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>gridwatch</title><style>body{font-family:sans-serif;margin:1em;max-width:40em}button{font-size:1.1em;margin:.3em .3em .3em 0;padding:.5em 1em}\
@@ -64,6 +65,10 @@ fn page(state: &WebState, id: i64, signed: &Signed, message: Option<&str>) -> Re
         value = row.last_value,
         opened = rfc3339(row.opened_ms),
     );
+    if let Some(alert) = &about {
+        let place = [Some(alert.site.as_str()), alert.building.as_deref(), alert.grid.as_deref()].into_iter().flatten().map(escape).collect::<Vec<_>>().join(" · ");
+        let _ = write!(html, "<p>位置 where: <b>{place}</b><br>情况 what: {}<br>条件 condition: {}</p>", escape(alert.messages.get("zh").unwrap_or(&alert.title)), escape(&alert.condition));
+    }
     let _ = write!(
         html,
         "<form method=\"post\" action=\"/incident/{id}?exp={exp}&amp;sig={sig}\"><input name=\"by\" placeholder=\"姓名或手机 name or phone\" required>\
