@@ -70,3 +70,38 @@ async fn a_corrupt_store_is_set_aside_and_the_daemon_runs() {
     assert!(aside, "the corrupt file is kept for inspection");
     assert!(daemon.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_while_sending_gives_at_most_one_duplicate_with_the_same_incident() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    // The receiver takes the alert at once but answers only after 5 s: the daemon dies before
+    // it learns the alert arrived.
+    let receiver = WebhookReceiver::start_slow(5 * SECOND).await;
+    let hook_port: u16 = receiver.url().rsplit(':').next().unwrap().trim_end_matches("/hook").parse().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, hook_port);
+    // Patient enough for the slow receiver: without the crash there would be one delivery.
+    let config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap().replace("timeout_secs = 1", "timeout_secs = 30");
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(20 * SECOND, || {
+        mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
+    })
+    .await;
+    assert!(up, "{:?}", daemon.stderr());
+    mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    let arrived = wait_for(10 * SECOND, || async { !receiver.bodies().is_empty() }).await;
+    assert!(arrived, "{:?}", daemon.stderr());
+    daemon.kill_hard();
+
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let resent = wait_for(20 * SECOND, || async { receiver.bodies().len() >= 2 }).await;
+    assert!(resent, "the unconfirmed alert is sent again: {:?}", daemon.stderr());
+    tokio::time::sleep(7 * SECOND).await;
+    let bodies = receiver.bodies();
+    assert_eq!(bodies.len(), 2, "one crash, at most one duplicate: {bodies:?}");
+    assert_eq!(bodies[0]["incident_id"], bodies[1]["incident_id"], "the duplicate carries the same incident");
+    assert_eq!((bodies[1]["event"].as_str(), bodies[1]["rule"].as_str()), (Some("fired"), Some("do-low")));
+}

@@ -16,6 +16,8 @@ struct Recorded {
     bodies: Vec<serde_json::Value>,
     /// When each recorded body arrived (milliseconds since the Unix epoch).
     arrived_ms: Vec<i64>,
+    /// How long to wait before answering (the body is recorded at once): a slow receiver.
+    answer_after: std::time::Duration,
 }
 
 /// A running receiver at `http://127.0.0.1:<port>/hook`; stops when dropped.
@@ -31,6 +33,14 @@ impl WebhookReceiver {
     /// requests answered with 2xx are recorded.
     pub async fn start(script: Vec<u16>) -> WebhookReceiver {
         WebhookReceiver::start_on(0, script).await
+    }
+
+    /// A receiver that records each body on arrival but answers 200 only after `delay`: a sender
+    /// that dies meanwhile never learns it was received.
+    pub async fn start_slow(delay: std::time::Duration) -> WebhookReceiver {
+        let receiver = WebhookReceiver::start_on(0, Vec::new()).await;
+        receiver.lock().answer_after = delay;
+        receiver
     }
 
     /// Like [`WebhookReceiver::start`], on a given port (0: any).
@@ -77,13 +87,17 @@ impl Drop for WebhookReceiver {
 }
 
 async fn receive(State(recorded): State<Arc<Mutex<Recorded>>>, Json(body): Json<serde_json::Value>) -> StatusCode {
-    let mut recorded = recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    recorded.requests += 1;
-    let status = recorded.script.pop_front().unwrap_or(200);
-    if (200..300).contains(&status) {
-        recorded.bodies.push(body);
-        recorded.arrived_ms.push(now_ms());
-    }
+    let (status, delay) = {
+        let mut recorded = recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recorded.requests += 1;
+        let status = recorded.script.pop_front().unwrap_or(200);
+        if (200..300).contains(&status) {
+            recorded.bodies.push(body);
+            recorded.arrived_ms.push(now_ms());
+        }
+        (status, recorded.answer_after)
+    };
+    tokio::time::sleep(delay).await;
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
