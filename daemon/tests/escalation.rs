@@ -158,3 +158,40 @@ async fn a_workers_action_relayed_over_mqtt_is_applied_and_a_forged_one_refused(
     assert!(shown.contains("accepted") && shown.contains("王芳 (hub)") && shown.contains("accept: on my way"), "{shown}");
     assert!(!shown.contains("mallory"), "the forged action changed nothing: {shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grids_alerts_go_to_its_own_group_and_not_to_the_neighbours() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let (grid3_group, office) = (WebhookReceiver::start(Vec::new()).await, WebhookReceiver::start(Vec::new()).await);
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let mut config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-routes-{http_port}\"\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
+         [[alerts.webhook]]\nname = \"grid3-group\"\nurl = \"{}\"\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
+        mosquitto.url(),
+        grid3_group.url(),
+        office.url()
+    );
+    for (id, grid) in [("pond-3", "grid-3"), ("pond-5", "grid-5")] {
+        config.push_str(&format!("[[sensor]]\nid = \"{id}\"\nkind = \"water\"\nsite = \"park\"\ngrid = \"{grid}\"\n"));
+    }
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"warning\"\n").unwrap();
+    std::fs::write(dir.path().join("roster.toml"), "[[grid]]\nid = \"grid-3\"\nchannels = [\"grid3-group\"]\n[[grid]]\nid = \"grid-5\"\n").unwrap();
+
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let both = wait_for(20 * SECOND, || {
+        for pond in ["pond-3", "pond-5"] {
+            mosquitto.publish(&format!("gridwatch/park/{pond}/telemetry"), &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+        }
+        async { office.bodies().len() >= 2 }
+    })
+    .await;
+    assert!(both, "{:?}", daemon.stderr());
+    tokio::time::sleep(SECOND).await;
+    let sensors = |r: &WebhookReceiver| r.bodies().iter().map(|b| b["sensor"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(sensors(&grid3_group), vec!["pond-3"], "grid 3's group gets grid 3's alarm only");
+    let mut at_office = sensors(&office);
+    at_office.sort();
+    assert_eq!(at_office, vec!["pond-3", "pond-5"], "a channel no grid claims gets every alarm");
+}

@@ -351,8 +351,8 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         }
         // A silenced alert is journaled (without deliveries) and kept on its incident, not sent.
         let silenced = silence_covering(&store, &alert, now);
-        let recipients: &[String] = if silenced.is_some() { &[] } else { &names };
-        let alert_id = match store.record_alert(&alert, recipients).await {
+        let targets: Vec<String> = if silenced.is_some() { Vec::new() } else { dispatch.roster.targets(alert.grid.as_deref(), &names).into_iter().cloned().collect() };
+        let alert_id = match store.record_alert(&alert, &targets).await {
             Ok(id) => Some(id),
             Err(error) => {
                 tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "alert not journaled; sending it anyway");
@@ -361,7 +361,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         };
         match silenced {
             Some(silence) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, silence = silence.id, reason = %silence.reason, "alert silenced"),
-            None => fan_out(&sinks, alert_id, Arc::new(alert)).await,
+            None => fan_out(&sinks, &targets, alert_id, Arc::new(alert)).await,
         }
     }
 }
@@ -388,9 +388,9 @@ fn count_open_incidents(store: &Store, metrics: &Metrics) {
     }
 }
 
-/// Hands one journaled alert to every sink.
-async fn fan_out(sinks: &[SinkQueue], alert_id: Option<i64>, alert: Arc<Alert>) {
-    for sink in sinks {
+/// Hands one journaled alert to the sinks named in `targets`.
+async fn fan_out(sinks: &[SinkQueue], targets: &[String], alert_id: Option<i64>, alert: Arc<Alert>) {
+    for sink in sinks.iter().filter(|s| targets.contains(&s.name)) {
         // A sink only goes away when its task ended; nothing more can be done for it.
         let _ = sink.queue.send(Delivery { alert_id, alert: alert.clone() }).await;
     }
@@ -409,11 +409,12 @@ async fn send_due_escalations(store: &Store, dispatch: &crate::dispatch::Dispatc
     for escalation in due {
         let decision = dispatch.decide(&escalation, now);
         let alerts: Vec<Alert> = decision.steps.iter().map(|s| s.alert.clone()).collect();
-        match store.record_escalation(escalation.incident_id, decision.steps, names, decision.progress, decision.next_due_ms, now).await {
+        let targets: Vec<String> = dispatch.roster.targets(escalation.grid.as_deref(), names).into_iter().cloned().collect();
+        match store.record_escalation(escalation.incident_id, decision.steps, &targets, decision.progress, decision.next_due_ms, now).await {
             Ok(ids) => {
                 for (id, alert) in ids.into_iter().zip(alerts) {
                     tracing::info!(incident = escalation.incident_id, event = %alert.event, recipients = ?alert.recipients, "escalation step");
-                    fan_out(sinks, Some(id), Arc::new(alert)).await;
+                    fan_out(sinks, &targets, Some(id), Arc::new(alert)).await;
                 }
             }
             Err(error) => tracing::error!(incident = escalation.incident_id, error = %format!("{error:#}"), "escalation step not recorded; it is tried again"),

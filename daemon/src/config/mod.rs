@@ -276,6 +276,8 @@ impl Checker<'_> {
         let incident_acks = raw.dispatch.as_ref().and_then(|d| self.incident_acks(d, base));
         let dispatch = self.dispatch(raw.dispatch, base);
         let gpio = raw.gpio.and_then(|g| self.gpio(g, &sensors));
+        let channels = sink_names(&alerts, gpio.as_ref());
+        self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
         Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio }
     }
 
@@ -691,6 +693,23 @@ fn is_token(text: &str) -> bool {
 
 fn placeholder_index(template: &str) -> Option<usize> {
     template.strip_prefix('{')?.strip_suffix('}')?.parse().ok()
+}
+
+/// The names of the alert sinks a configuration sets up (what a roster's `channels` name).
+pub fn sink_names(alerts: &AlertsConfig, gpio: Option<&GpioConfig>) -> Vec<String> {
+    let mut names = Vec::new();
+    if alerts.console {
+        names.push("console".to_string());
+    }
+    if alerts.mqtt_topic_prefix.is_some() {
+        names.push("mqtt".to_string());
+    }
+    names.extend(alerts.webhooks.iter().map(|w| w.name.clone()));
+    names.extend(alerts.wecom.iter().chain(&alerts.dingtalk).map(|r| r.name.clone()));
+    if gpio.is_some_and(|g| g.siren_pin.is_some()) {
+        names.push("siren".to_string());
+    }
+    names
 }
 
 /// host, port and whether it is TLS (mqtts://, default port 8883).

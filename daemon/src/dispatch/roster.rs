@@ -72,6 +72,11 @@ pub struct Roster {
     pub offset: FixedOffset,
     /// Grid id -> its fallback grid.
     fallbacks: BTreeMap<String, Option<String>>,
+    /// Grid id -> the channels (alert sink names) that carry its alerts; a grid not listed here
+    /// uses every channel.
+    channels: BTreeMap<String, Vec<String>>,
+    /// Where each channel name was written, to check it against the configured sinks.
+    channel_refs: Vec<Diagnostic>,
     pub members: Vec<Member>,
     shifts: Vec<Shift>,
     overrides: Vec<DutyOverride>,
@@ -105,6 +110,9 @@ fn default_timezone() -> Spanned<String> {
 struct RawGrid {
     id: Spanned<String>,
     fallback: Option<Spanned<String>>,
+    /// Alert channels (sink names) for this grid's alerts, e.g. its own WeCom group.
+    #[serde(default)]
+    channels: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,7 +174,7 @@ impl<'a> Problems<'a> {
 impl Roster {
     /// An empty roster: nobody to name, times in China Standard Time.
     pub fn empty() -> Roster {
-        Roster { offset: china(), fallbacks: BTreeMap::new(), members: Vec::new(), shifts: Vec::new(), overrides: Vec::new() }
+        Roster { offset: china(), fallbacks: BTreeMap::new(), channels: BTreeMap::new(), channel_refs: Vec::new(), members: Vec::new(), shifts: Vec::new(), overrides: Vec::new() }
     }
 
     /// Parses and checks a roster file; `name` labels errors.
@@ -194,6 +202,15 @@ impl Roster {
                 if !fallbacks.contains_key(fallback.get_ref()) || fallback.get_ref() == grid.id.get_ref() {
                     problems.at(fallback.span(), format!("fallback `{}` is not another grid of this roster", fallback.get_ref()));
                 }
+            }
+        }
+        let mut channels = BTreeMap::new();
+        let mut channel_refs = Vec::new();
+        for grid in raw.grid.iter().filter(|g| !g.channels.is_empty()) {
+            channels.insert(grid.id.get_ref().clone(), grid.channels.iter().map(|c| c.get_ref().clone()).collect::<Vec<_>>());
+            for channel in &grid.channels {
+                let (line, column) = line_column(text, channel.span().start);
+                channel_refs.push(Diagnostic { file: name.to_string(), line, column, key: None, message: channel.get_ref().clone() });
             }
         }
         let mut members: Vec<Member> = Vec::new();
@@ -256,7 +273,7 @@ impl Roster {
             }
         }
         if problems.errors.is_empty() {
-            Ok(Roster { offset, fallbacks, members, shifts, overrides })
+            Ok(Roster { offset, fallbacks, channels, channel_refs, members, shifts, overrides })
         } else {
             Err(RosterErrors(problems.errors))
         }
@@ -276,6 +293,29 @@ impl Roster {
             }
         }
         self.with_roles(grid, &["grid_leader".to_string()])
+    }
+
+    /// The channels (sink names, from `sinks`) an alert of `grid` goes to: the grid's own
+    /// channels plus every channel no grid claims; for a grid without its own (or no grid), the
+    /// unclaimed channels. Never none: when that would leave no channel, every channel.
+    pub fn targets<'a>(&self, grid: Option<&str>, sinks: &'a [String]) -> Vec<&'a String> {
+        let claimed = |sink: &String| self.channels.values().any(|list| list.contains(sink));
+        let own = grid.and_then(|g| self.channels.get(g));
+        let chosen: Vec<&String> = sinks.iter().filter(|s| !claimed(s) || own.is_some_and(|own| own.contains(s))).collect();
+        if chosen.is_empty() {
+            sinks.iter().collect()
+        } else {
+            chosen
+        }
+    }
+
+    /// Channel names the roster uses that are not among `configured`, as located errors.
+    pub fn unknown_channels(&self, configured: &[String]) -> Vec<Diagnostic> {
+        self.channel_refs
+            .iter()
+            .filter(|r| !configured.contains(&r.message))
+            .map(|r| Diagnostic { message: format!("channel `{}` is not configured in [alerts] (have: {})", r.message, configured.join(", ")), ..r.clone() })
+            .collect()
     }
 
     /// Members with one of `roles` who answer for `grid`.
@@ -327,6 +367,7 @@ timezone = "+08:00"
 [[grid]]
 id = "grid-3"
 fallback = "grid-4"
+channels = ["wecom-grid3"]
 
 [[grid]]
 id = "grid-4"
@@ -423,6 +464,19 @@ to = "20:00"
     }
 
     #[test]
+    fn a_grids_alerts_go_to_its_own_channels_and_unclaimed_channels_get_all() {
+        let roster = Roster::parse("roster.toml", ROSTER).unwrap();
+        let sinks = vec!["wecom-grid3".to_string(), "office-webhook".to_string()];
+        assert_eq!(roster.targets(Some("grid-3"), &sinks), vec!["wecom-grid3", "office-webhook"], "its own group, and what no grid claims");
+        assert_eq!(roster.targets(Some("grid-4"), &sinks), vec!["office-webhook"], "grid-3's group does not get grid-4's alarms");
+        assert_eq!(roster.targets(None, &sinks), vec!["office-webhook"]);
+        let only_grid3 = vec!["wecom-grid3".to_string()];
+        assert_eq!(roster.targets(Some("grid-4"), &only_grid3), vec!["wecom-grid3"], "never no channel at all");
+        let unknown: Vec<String> = roster.unknown_channels(&["console".to_string()]).iter().map(ToString::to_string).collect();
+        assert_eq!(unknown, vec!["roster.toml:7:13: error: channel `wecom-grid3` is not configured in [alerts] (have: console)"]);
+    }
+
+    #[test]
     fn roles_cover_their_grids_and_a_secretary_covers_all() {
         let roster = Roster::parse("roster.toml", ROSTER).unwrap();
         assert_eq!(names(roster.with_roles("grid-3", &["grid_leader".to_string(), "secretary".to_string()])), ["chen", "sun"]);
@@ -434,7 +488,7 @@ to = "20:00"
         let broken = ROSTER.replace("role = \"grid_leader\"", "role = \"boss\"").replace("days = [\"mon\"]", "days = [\"monday\"]").replace("fallback = \"grid-4\"", "fallback = \"grid-9\"");
         let errors: Vec<String> = Roster::parse("roster.toml", &broken).unwrap_err().0.iter().map(ToString::to_string).collect();
         assert!(errors.contains(&"roster.toml:6:12: error: fallback `grid-9` is not another grid of this roster".to_string()), "{errors:?}");
-        assert!(errors.iter().any(|e| e.starts_with("roster.toml:29:8: error: role `boss`: expected one of worker, grid_leader")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("roster.toml:30:8: error: role `boss`: expected one of worker, grid_leader")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("`monday` is not a weekday")), "{errors:?}");
         let typo = Roster::parse("r.toml", "[[member]]\nid = \"a\"\nrole = \"worker\"\nphon = \"1\"\n").unwrap_err().to_string();
         assert!(typo.starts_with("r.toml:4:1: error: unknown field `phon`"), "{typo}");
