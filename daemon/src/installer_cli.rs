@@ -58,7 +58,7 @@ pub async fn watch_table(config: &Config, ids: &[String], building: Option<&str>
     if picked.is_empty() {
         bail!("no such sensor in the daemon's inventory");
     }
-    let mut out = format!("{:<14} {:<6} {:<14} {:>8}  {}\n", "sensor", "kind", "site/building", "age", "last reading");
+    let mut out = format!("{:<14} {:<6} {:<14} {:>8}  {:<24} {}\n", "sensor", "kind", "site/building", "age", "status", "last reading");
     for s in picked {
         let place = match &s.building {
             Some(b) => format!("{}/{b}", s.site),
@@ -66,7 +66,8 @@ pub async fn watch_table(config: &Config, ids: &[String], building: Option<&str>
         };
         let age = s.age_secs.map_or("never".to_string(), |a| format!("{a} s"));
         let fields: Vec<String> = s.fields.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-        let _ = writeln!(out, "{:<14} {:<6} {:<14} {:>8}  {}", s.id, s.kind, place, age, fields.join(" "));
+        let status = if s.incidents.is_empty() { "ok".to_string() } else { s.incidents.iter().map(|(rule, severity, state)| format!("{severity} {rule} ({state})")).collect::<Vec<_>>().join("; ") };
+        let _ = writeln!(out, "{:<14} {:<6} {:<14} {:>8}  {:<24} {}", s.id, s.kind, place, age, status, fields.join(" "));
     }
     Ok(out)
 }

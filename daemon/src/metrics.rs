@@ -80,6 +80,10 @@ pub struct Metrics {
     pub influxdb_config_error: Gauge,
     /// 1 while running on the last good configuration because the current one is invalid.
     pub config_fallback: Gauge,
+    /// 1 while the last write to InfluxDB failed (unreachable, 5xx, timeout).
+    pub influxdb_unreachable: Gauge,
+    /// Time the rule engine takes per sample, in seconds.
+    pub rule_evaluation_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Incidents not closed, by severity (updated every second by the dispatcher).
     pub open_incidents: Family<SeverityLabel, Gauge>,
     /// 1 while the system clock can be believed (after 2026-01-01; see `clock::TRUSTED_AFTER_MS`).
@@ -128,6 +132,9 @@ impl Metrics {
             config_fallback: Gauge::default(),
             clock_trusted: Gauge::default(),
             open_incidents: Family::default(),
+            influxdb_unreachable: Gauge::default(),
+            // 1 µs … ~1 ms in powers of two.
+            rule_evaluation_seconds: prometheus_client::metrics::histogram::Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1e-6, 2.0, 11)),
             sequence_gaps: Counter::default(),
             serial_frames: Family::default(),
             serial_port_errors: Family::default(),
@@ -153,6 +160,8 @@ impl Metrics {
         registry.register("spool_points", "Points waiting in the spool", metrics.spool_points.clone());
         registry.register("spool_oldest_age_seconds", "Age of the oldest spooled point", metrics.spool_oldest_age_seconds.clone());
         registry.register("influxdb_config_error", "1 while InfluxDB refuses credentials or bucket", metrics.influxdb_config_error.clone());
+        registry.register("influxdb_unreachable", "1 while the last write to InfluxDB failed", metrics.influxdb_unreachable.clone());
+        registry.register("rule_evaluation_seconds", "Time the rule engine takes per sample", metrics.rule_evaluation_seconds.clone());
         registry.register("open_incidents", "Incidents not closed, by severity", metrics.open_incidents.clone());
         registry.register("clock_trusted", "1 while the system clock is set (readings stamped by an unset clock are not stored)", metrics.clock_trusted.clone());
         registry.register("config_fallback", "1 while running on the last good configuration (the current one is invalid)", metrics.config_fallback.clone());
@@ -215,6 +224,17 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_time_and_open_incidents_are_exposed() {
+        let metrics = Metrics::new();
+        metrics.rule_evaluation_seconds.observe(3e-6);
+        metrics.open_incidents.get_or_create(&SeverityLabel { severity: "danger".into() }).set(2);
+        let text = metrics.render();
+        assert!(text.contains("gridwatch_rule_evaluation_seconds_count 1"), "{text}");
+        assert!(text.contains("gridwatch_rule_evaluation_seconds_bucket{le=\"4e-6\"} 1") || text.contains("gridwatch_rule_evaluation_seconds_bucket{le=\"0.000004\"} 1"), "{text}");
+        assert!(text.contains("gridwatch_open_incidents{severity=\"danger\"} 2"), "{text}");
+    }
 
     #[test]
     fn rejections_are_rendered_by_reason() {

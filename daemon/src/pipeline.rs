@@ -126,7 +126,10 @@ impl Pipeline {
 
     async fn process(&mut self, sample: Sample, events: &mut Vec<RuleEvent>) {
         self.live.record(sample.sensor, sample.ts, &sample.fields);
-        match self.engine.observe(SubjectId(sample.sensor), sample.ts, &sample.fields, events) {
+        let started = std::time::Instant::now();
+        let observed = self.engine.observe(SubjectId(sample.sensor), sample.ts, &sample.fields, events);
+        self.metrics.rule_evaluation_seconds.observe(started.elapsed().as_secs_f64());
+        match observed {
             Observed::Evaluated => {
                 self.metrics.samples_accepted.inc();
             }

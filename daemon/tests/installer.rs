@@ -56,7 +56,7 @@ async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
     assert!(status.contains("MQTT: connected") && status.contains("sensors: 1 reporting of 1; 20 readings evaluated") && status.contains("open incidents: none"), "{status}");
     let (ok, table, err) = cli(dir.path(), &["watch", "--config", "gridwatch.toml", "--once", "house-07"]);
     assert!(ok, "{err}");
-    assert!(table.contains("house-07") && table.contains("north-lane/B7") && table.contains("x=0.3100 y=-0.1200"), "{table}");
+    assert!(table.contains("house-07") && table.contains("north-lane/B7") && table.contains(" ok ") && table.contains("x=0.3100 y=-0.1200"), "{table}");
 
     // Nothing is judged before the box is zeroed (the rule wants a calibrated baseline).
     assert!(receiver.bodies().is_empty());
@@ -70,6 +70,8 @@ async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
     assert!(fired, "{:?}", daemon.stderr());
     let value = receiver.bodies()[0]["value"].as_f64().unwrap();
     assert!((value - 3.0).abs() < 0.01, "3‰ from the baseline, not from plumb: {value}");
+    let (_, table, _) = cli(dir.path(), &["watch", "--config", "gridwatch.toml", "--once", "--building", "B7"]);
+    assert!(table.contains("warning tilt-from-install (open)"), "the status column shows the open incident: {table}");
     drop(daemon);
 
     // The baseline holds across a restart.

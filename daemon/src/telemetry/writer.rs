@@ -123,6 +123,7 @@ impl TelemetryWriter {
             match self.write(&points).await {
                 Outcome::Written => {
                     self.metrics.influxdb_config_error.set(0);
+                    self.metrics.influxdb_unreachable.set(0);
                     self.metrics.telemetry_points_written.inc_by(points.len() as u64);
                     if let Err(error) = self.store.spool_remove(points.iter().map(|p| p.id).collect()).await {
                         tracing::error!(error = %format!("{error:#}"), "written points not removed from the spool; they will be written again (harmless: same time, same point)");
@@ -146,6 +147,7 @@ impl TelemetryWriter {
                     return Err(Some(CONFIG_ERROR_RETRY));
                 }
                 Outcome::Retry(reason) => {
+                    self.metrics.influxdb_unreachable.set(1);
                     tracing::warn!(reason = %reason, "InfluxDB write failed; readings stay in the spool");
                     return Err(None);
                 }

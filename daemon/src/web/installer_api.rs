@@ -64,6 +64,9 @@ pub struct SensorView {
     /// Seconds since the latest reading.
     pub age_secs: Option<i64>,
     pub fields: Vec<(String, f64)>,
+    /// Open incidents of the sensor: (rule, severity, state).
+    #[serde(default)]
+    pub incidents: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -98,6 +101,7 @@ pub struct CalibrateAnswer {
 pub async fn sensors(State(state): State<WebState>) -> Response {
     let Some(api) = state.installer.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     let now = api.clock.now();
+    let open = state.store.incidents(false).unwrap_or_default();
     let views: Vec<SensorView> = api
         .sensors
         .iter()
@@ -111,6 +115,7 @@ pub async fn sensors(State(state): State<WebState>) -> Response {
             at_ms: latest.at_ms,
             age_secs: latest.at_ms.map(|at| (now - at).max(0) / 1000),
             fields: latest.fields,
+            incidents: open.iter().filter(|r| r.sensor == sensor.id).map(|r| (r.rule.clone(), r.severity.clone(), r.state.clone())).collect(),
         })
         .collect();
     Json(views).into_response()

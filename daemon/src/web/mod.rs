@@ -78,6 +78,9 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
     if metrics.config_fallback.get() == 1 {
         reasons.push("running on the last good configuration: the current configuration or rule files are invalid".to_string());
     }
+    if metrics.influxdb_unreachable.get() == 1 {
+        reasons.push("InfluxDB unreachable: readings wait in the spool".to_string());
+    }
     if metrics.influxdb_config_error.get() == 1 {
         reasons.push("InfluxDB refuses our token, organisation or bucket".to_string());
     }
@@ -119,6 +122,9 @@ mod tests {
         metrics.clock_trusted.set(0);
         assert_eq!(degraded_reasons(&metrics), vec!["system clock not set (before 2026): readings without their own time are not stored"]);
         metrics.clock_trusted.set(1);
+        metrics.influxdb_unreachable.set(1);
+        assert_eq!(degraded_reasons(&metrics), vec!["InfluxDB unreachable: readings wait in the spool"]);
+        metrics.influxdb_unreachable.set(0);
         metrics.influxdb_config_error.set(1);
         metrics.spool_oldest_age_seconds.set(3600);
         let reasons = degraded_reasons(&metrics);
