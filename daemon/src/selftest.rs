@@ -48,7 +48,17 @@ pub async fn run(config: &Config, rule_count: usize) -> Vec<Check> {
     for (name, result) in channels(config).await {
         checks.push(check(format!("channel {name}"), result));
     }
+    if let Some(pin) = config.gpio.as_ref().and_then(|g| g.siren_pin) {
+        checks.push(check("siren", siren(pin).await));
+    }
     checks
+}
+
+/// Three short blasts on the siren pin (the daemon does not hold the pin between alarms).
+async fn siren(pin: u8) -> anyhow::Result<String> {
+    let mut output = crate::gpio::open_output(pin)?;
+    crate::gpio::siren::test_pattern(output.as_mut()).await;
+    Ok(format!("GPIO {pin}: three short blasts — did you hear them?"))
 }
 
 /// The checks as a pass/fail list.
