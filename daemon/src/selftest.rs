@@ -54,7 +54,7 @@ pub async fn run(config: &Config, rule_count: usize) -> Vec<Check> {
     checks
 }
 
-/// Three short blasts on the siren pin (the daemon does not hold the pin between alarms).
+/// Three short blasts on the siren pin (the daemon keeps it low while no red incident sounds).
 async fn siren(pin: u8) -> anyhow::Result<String> {
     let mut output = crate::gpio::open_output(pin)?;
     crate::gpio::siren::test_pattern(output.as_mut()).await;
