@@ -97,18 +97,18 @@ mod tests {
 
     type Seen = Arc<Mutex<Vec<(HashMap<String, String>, serde_json::Value)>>>;
 
-    /// A DingTalk stand-in: refuses the first request with errcode 310000 (as for a stale
-    /// signature), accepts the rest; records query and body.
-    async fn dingtalk() -> (String, Seen) {
+    /// A DingTalk stand-in: answers the first request with errcode `first` (310000 for a stale
+    /// signature, 90030 for over the limit), accepts the rest; records query and body.
+    async fn dingtalk(first: i64) -> (String, Seen) {
         let seen: Seen = Arc::default();
         let app = axum::Router::new()
             .route(
                 "/robot/send",
-                axum::routing::post(|State(seen): State<Seen>, Query(query): Query<HashMap<String, String>>, axum::Json(body): axum::Json<serde_json::Value>| async move {
+                axum::routing::post(move |State(seen): State<Seen>, Query(query): Query<HashMap<String, String>>, axum::Json(body): axum::Json<serde_json::Value>| async move {
                     let mut seen = seen.lock().unwrap();
                     seen.push((query, body));
-                    let code = if seen.len() == 1 { 310000 } else { 0 };
-                    axum::Json(serde_json::json!({"errcode": code, "errmsg": if code == 0 { "ok" } else { "sign not match" }}))
+                    let code = if seen.len() == 1 { first } else { 0 };
+                    axum::Json(serde_json::json!({"errcode": code, "errmsg": if code == 0 { "ok" } else { "refused" }}))
                 }),
             )
             .with_state(seen.clone());
@@ -120,21 +120,7 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_limit_the_message_waits_out_the_throttle_instead_of_failing() {
-        let seen: Seen = Arc::default();
-        let app = axum::Router::new()
-            .route(
-                "/robot/send",
-                axum::routing::post(|State(seen): State<Seen>, Query(query): Query<HashMap<String, String>>, axum::Json(body): axum::Json<serde_json::Value>| async move {
-                    let mut seen = seen.lock().unwrap();
-                    seen.push((query, body));
-                    let code = if seen.len() == 1 { 90030 } else { 0 };
-                    axum::Json(serde_json::json!({"errcode": code, "errmsg": if code == 0 { "ok" } else { "send too fast" }}))
-                }),
-            )
-            .with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let url = format!("http://{}/robot/send?access_token=TOKEN", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (url, seen) = dingtalk(90030).await;
         let config = RobotConfig { name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec![], chinese: true };
         let mut sink = DingTalkSink::new(config).unwrap().with_throttle(Duration::from_millis(300));
         let started = std::time::Instant::now();
@@ -147,7 +133,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_attempt_is_retried_with_a_fresh_signature_and_mentions() {
-        let (url, seen) = dingtalk().await;
+        let (url, seen) = dingtalk(310000).await;
         let config = RobotConfig { name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec!["13800000000".into()], chinese: true };
         let mut sink = DingTalkSink::new(config).unwrap();
         sink.deliver(&sample_alert("fired", 7.31)).await.unwrap();
