@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{gridwatch, metric, metrics, Daemon, SECOND};
+use common::{gridwatch, metric, metrics, publish_until_evaluated, Daemon, SECOND};
 use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
 use std::path::Path;
 
@@ -71,11 +71,7 @@ async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_th
     write_config(dir.path(), &mosquitto, http_port, hook_port);
 
     let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    let up = wait_for(20 * SECOND, || {
-        mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
-        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
-    })
-    .await;
+    let up = publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
     mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{metric, metrics, Daemon, SECOND};
+use common::{metric, metrics, publish_until_evaluated, Daemon, SECOND};
 use gridwatch_tests::{free_port, wait_for, Mosquitto, WebhookReceiver};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,11 +32,7 @@ async fn an_alert_not_yet_delivered_is_delivered_after_a_power_cut() {
 
     // The webhook receiver is down: the alert is journaled, the delivery keeps failing.
     let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    let up = wait_for(20 * SECOND, || {
-        mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
-        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
-    })
-    .await;
+    let up = publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
     mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
     let retrying = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, r#"gridwatch_alert_delivery_retries_total{sink="office"}"#).unwrap_or(0.0) >= 1.0 }).await;
@@ -85,11 +81,7 @@ async fn a_power_cut_while_sending_gives_at_most_one_duplicate_with_the_same_inc
     let config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap().replace("timeout_secs = 1", "timeout_secs = 30");
     std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
     let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    let up = wait_for(20 * SECOND, || {
-        mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
-        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
-    })
-    .await;
+    let up = publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
     mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
     let arrived = wait_for(10 * SECOND, || async { !receiver.bodies().is_empty() }).await;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{gridwatch, metric, metrics, Daemon, SECOND};
+use common::{gridwatch, publish_until_evaluated, Daemon, SECOND};
 use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
 use std::path::Path;
 
@@ -43,11 +43,7 @@ async fn a_silence_keeps_back_its_sensor_but_not_red_and_ends_cleanly() {
     write_config(dir.path(), &mosquitto, http_port, &receiver.url());
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let publish = |sensor: &str, value: f64| mosquitto.publish(&format!("gridwatch/east-canal/{sensor}/telemetry"), &format!(r#"{{"do": {value}, "ts": {}}}"#, now_ms())).unwrap();
-    let up = wait_for(20 * SECOND, || {
-        publish("canal-02", 7.0);
-        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
-    })
-    .await;
+    let up = publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
 
     let created = cli(dir.path(), &["silence", "sensor", "canal-02", "--for", "1h", "--reason", "swapping the probe", "--by", "li"]);

@@ -105,3 +105,13 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 pub const SECOND: Duration = Duration::from_secs(1);
+
+/// Publishes `payload()` on `topic` until the daemon serving `/metrics` on `http_port` has
+/// evaluated a reading (it is subscribed and running); false after 20 s.
+pub async fn publish_until_evaluated(mosquitto: &gridwatch_tests::Mosquitto, topic: &str, payload: impl Fn() -> String, http_port: u16) -> bool {
+    gridwatch_tests::wait_for(20 * SECOND, || {
+        mosquitto.publish(topic, &payload()).unwrap();
+        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
+    })
+    .await
+}
