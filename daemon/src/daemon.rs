@@ -175,6 +175,9 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     for robot in &config.alerts.dingtalk {
         add_sink(spawn_sink(DingTalkSink::new(robot.clone())?, metrics.clone(), store.clone()));
     }
+    for gateway in &config.alerts.sms {
+        add_sink(spawn_sink(crate::alert::sms::SmsSink::new(gateway.clone())?, metrics.clone(), store.clone()));
+    }
     if let Some(pin) = config.gpio.as_ref().and_then(|g| g.siren_pin) {
         let max_on = config.gpio.as_ref().map_or(std::time::Duration::from_secs(300), |g| g.siren_max_on);
         add_sink(spawn_sink(crate::gpio::siren::SirenSink::new(crate::gpio::open_output(pin)?, max_on), metrics.clone(), store.clone()));

@@ -219,3 +219,17 @@ fn gpio_settings_are_checked_and_need_the_rpi_build() {
     assert!(stderr.contains("no sensor `door-9` in the inventory"), "{stderr}");
     assert!(stderr.contains("built without GPIO support (build with --features rpi)"), "this test binary is built without rpi: {stderr}");
 }
+
+#[test]
+fn an_sms_template_must_be_json_with_both_placeholders() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[alerts.sms]]\nurl = \"https://sms.example/send\"\nbody = '{\"to\": \"{phone}\"'\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["validate", "--config", "gridwatch.toml"], dir.path());
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("gridwatch.toml:6:8: error in `alerts.sms.body`: not a JSON template"), "{stderr}");
+    assert!(stderr.contains("the template needs both {phone} and {message}"), "{stderr}");
+}

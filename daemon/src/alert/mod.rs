@@ -12,6 +12,7 @@ pub mod console;
 pub mod dingtalk;
 pub mod mqtt;
 pub mod robot;
+pub mod sms;
 pub mod webhook;
 pub mod wecom;
 

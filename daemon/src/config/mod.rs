@@ -157,6 +157,24 @@ pub struct AlertsConfig {
     pub webhooks: Vec<WebhookConfig>,
     pub wecom: Vec<RobotConfig>,
     pub dingtalk: Vec<RobotConfig>,
+    pub sms: Vec<SmsConfig>,
+}
+
+/// An SMS HTTP gateway (`[[alerts.sms]]`).
+#[derive(Clone)]
+pub struct SmsConfig {
+    pub name: String,
+    pub url: reqwest::Url,
+    /// JSON body template with `{phone}` and `{message}`.
+    pub body: String,
+    pub token: Option<String>,
+    pub severities: Vec<String>,
+}
+
+impl std::fmt::Debug for SmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsConfig").field("name", &self.name).field("url", &crate::alert::webhook::redacted(&self.url)).finish_non_exhaustive()
+    }
 }
 
 /// A WeCom or DingTalk group robot.
@@ -539,7 +557,29 @@ impl Checker<'_> {
         }
         let wecom = raw.wecom.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "wecom", i, base)).collect();
         let dingtalk = raw.dingtalk.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "dingtalk", i, base)).collect();
-        AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk }
+        let sms = raw.sms.into_iter().enumerate().filter_map(|(i, r)| self.sms(r, i, base)).collect();
+        AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk, sms }
+    }
+
+    fn sms(&mut self, raw: raw::RawSms, index: usize, base: &Path) -> Option<SmsConfig> {
+        let url = self.http_url(&raw.url, "alerts.sms.url");
+        let probe = raw.body.get_ref().replace("{phone}", "13800000000").replace("{message}", "x");
+        if let Err(error) = serde_json::from_str::<serde_json::Value>(&probe) {
+            self.error(raw.body.span(), Some("alerts.sms.body"), format!("not a JSON template once {{phone}} and {{message}} are filled in: {error}"));
+        }
+        if !raw.body.get_ref().contains("{phone}") || !raw.body.get_ref().contains("{message}") {
+            self.error(raw.body.span(), Some("alerts.sms.body"), "the template needs both {phone} and {message}".into());
+        }
+        let token = match (raw.token, &raw.token_file) {
+            (token, None) => token,
+            (None, Some(file)) => self.read_secret(file, base, "alerts.sms.token_file"),
+            (Some(_), Some(file)) => {
+                self.error(file.span(), Some("alerts.sms.token_file"), "give either `token` or `token_file`, not both".into());
+                None
+            }
+        };
+        let severities = raw.severities.unwrap_or_else(|| vec!["alarm".into(), "danger".into()]);
+        Some(SmsConfig { name: raw.name.unwrap_or_else(|| format!("sms-{}", index + 1)), url: url?, body: raw.body.into_inner(), token, severities })
     }
 
     fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path) -> Option<RobotConfig> {
@@ -706,6 +746,7 @@ pub fn sink_names(alerts: &AlertsConfig, gpio: Option<&GpioConfig>) -> Vec<Strin
     }
     names.extend(alerts.webhooks.iter().map(|w| w.name.clone()));
     names.extend(alerts.wecom.iter().chain(&alerts.dingtalk).map(|r| r.name.clone()));
+    names.extend(alerts.sms.iter().map(|s| s.name.clone()));
     if gpio.is_some_and(|g| g.siren_pin.is_some()) {
         names.push("siren".to_string());
     }

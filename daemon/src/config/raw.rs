@@ -226,11 +226,28 @@ pub struct RawAlerts {
     pub wecom: Vec<RawRobot>,
     #[serde(default)]
     pub dingtalk: Vec<RawRobot>,
+    #[serde(default)]
+    pub sms: Vec<RawSms>,
+}
+
+/// `[[alerts.sms]]`: an SMS HTTP gateway, one POST per phone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSms {
+    pub name: Option<String>,
+    pub url: Spanned<String>,
+    /// The JSON body; `{phone}` and `{message}` are replaced (JSON-escaped).
+    pub body: Spanned<String>,
+    /// Sent as `Authorization: Bearer …`; or `token_file`.
+    pub token: Option<String>,
+    pub token_file: Option<Spanned<String>>,
+    /// Severities that go out by SMS (default: alarm and danger).
+    pub severities: Option<Vec<String>>,
 }
 
 impl Default for RawAlerts {
     fn default() -> Self {
-        RawAlerts { console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new() }
+        RawAlerts { console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new() }
     }
 }
 
