@@ -336,11 +336,14 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             alert.recipients = people.iter().map(|m| m.name.clone()).collect();
             alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
         }
+        // A silenced alert is journaled (without deliveries) and kept on its incident, not sent,
+        // and starts no reminders.
+        let silenced = silence_covering(&store, &alert, now);
         match store.apply_alert(&alert, flap_window_ms).await {
             Ok(id) => {
                 alert.incident_id = Some(id);
                 alert.link = links.as_ref().map(|l| l.link(id, chrono::Utc::now().timestamp()));
-                if alert.audience == "grid" && alert.event == "fired" && silence_covering(&store, &alert, now).is_none() {
+                if alert.audience == "grid" && alert.event == "fired" && silenced.is_none() {
                     if let Some(first_due) = dispatch.first_due(&alert.severity, now) {
                         if let Err(error) = store.arm_escalation(id, alert.grid.clone(), now, first_due).await {
                             tracing::error!(incident = id, error = %format!("{error:#}"), "escalation clocks not started; nobody will be reminded about this incident");
@@ -350,8 +353,6 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             }
             Err(error) => tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "incident not updated; sending the alert anyway"),
         }
-        // A silenced alert is journaled (without deliveries) and kept on its incident, not sent.
-        let silenced = silence_covering(&store, &alert, now);
         let targets: Vec<String> = if silenced.is_some() { Vec::new() } else { dispatch.roster.targets(alert.grid.as_deref(), &names).into_iter().cloned().collect() };
         let alert_id = match store.record_alert(&alert, &targets).await {
             Ok(id) => Some(id),
