@@ -186,6 +186,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
     let setup = DispatcherSetup {
         store: store.clone(),
+        silences: config.alerts.silences.clone(),
         metrics: metrics.clone(),
         flap_window_ms: config.alerts.flap_window.as_millis() as i64,
         links: config.worker_links.clone(),

@@ -43,7 +43,8 @@ pub fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<String>
         }
         IncidentsCommand::Silences { all } => {
             let now = chrono::Utc::now().timestamp_millis();
-            let silences = store.silences(now, all)?;
+            let mut silences = store.silences(now, all)?;
+            silences.extend(config.alerts.silences.iter().filter(|s| all || s.expires_ms > now).cloned());
             if silences.is_empty() {
                 out.push_str("no silences in force\n");
             }
@@ -54,7 +55,8 @@ pub fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<String>
                     None => format!("until {}", rfc3339(s.expires_ms)),
                 };
                 let red = if s.include_red { " (red included)" } else { "" };
-                let _ = writeln!(out, "#{:<4} {} {} {state}{red} by {}: {}", s.id, s.scope, s.target, s.author, s.reason);
+                let id = if s.id == 0 { "config".to_string() } else { format!("#{}", s.id) };
+                let _ = writeln!(out, "{id:<6} {} {} {state}{red} by {}: {}", s.scope, s.target, s.author, s.reason);
             }
         }
         IncidentsCommand::Unsilence { id } => {

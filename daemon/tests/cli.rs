@@ -233,3 +233,17 @@ fn an_sms_template_must_be_json_with_both_placeholders() {
     assert!(stderr.contains("gridwatch.toml:6:8: error in `alerts.sms.body`: not a JSON template"), "{stderr}");
     assert!(stderr.contains("the template needs both {phone} and {message}"), "{stderr}");
 }
+
+#[test]
+fn a_configured_silence_needs_a_scope_and_rfc3339_times() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[alerts.silence]]\nscope = \"house\"\ntarget = \"B7\"\nreason = \"roof\"\nauthor = \"li\"\nuntil = \"tomorrow\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["validate", "--config", "gridwatch.toml"], dir.path());
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("gridwatch.toml:5:9: error in `alerts.silence.scope`: `house` is not a silence scope"), "{stderr}");
+    assert!(stderr.contains("gridwatch.toml:9:9: error in `alerts.silence.until`: `tomorrow` is not an RFC 3339 time"), "{stderr}");
+}

@@ -48,7 +48,7 @@ async fn a_silence_keeps_back_its_sensor_but_not_red_and_ends_cleanly() {
 
     let created = cli(dir.path(), &["silence", "sensor", "canal-02", "--for", "1h", "--reason", "swapping the probe", "--by", "li"]);
     assert!(created.starts_with("silence #1: sensor canal-02 until ") && created.contains("red alerts still go out"), "{created}");
-    assert!(cli(dir.path(), &["silences"]).contains("#1    sensor canal-02 until"), "listed");
+    assert!(cli(dir.path(), &["silences"]).contains("#1     sensor canal-02 until"), "listed");
 
     publish("canal-02", 3.0);
     publish("canal-03", 3.0);
@@ -71,4 +71,29 @@ async fn a_silence_keeps_back_its_sensor_but_not_red_and_ends_cleanly() {
     let cleared = wait_for(10 * SECOND, || async { sent(&receiver).contains(&("cleared".into(), "do-low".into(), "canal-02".into())) }).await;
     assert!(cleared, "{:?}", sent(&receiver));
     assert!(cli(dir.path(), &["silences"]).contains("no silences in force"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_written_in_the_configuration_holds_back_its_sensor() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, &receiver.url());
+    let config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap();
+    let silence = "[[alerts.silence]]\nscope = \"sensor\"\ntarget = \"canal-03\"\nreason = \"dredging until spring\"\nauthor = \"office\"\nuntil = \"2099-01-01T00:00:00+08:00\"\n";
+    // The table must sit inside [alerts]: put it right after the webhook.
+    std::fs::write(dir.path().join("gridwatch.toml"), config.replace("[http]", &format!("{silence}[http]"))).unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    for sensor in ["canal-03", "canal-02"] {
+        mosquitto.publish(&format!("gridwatch/east-canal/{sensor}/telemetry"), &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    }
+    let sent_one = wait_for(10 * SECOND, || async { !receiver.bodies().is_empty() }).await;
+    assert!(sent_one, "{:?}", daemon.stderr());
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(sent(&receiver), vec![("fired".into(), "do-low".into(), "canal-02".into())]);
+    let listed = cli(dir.path(), &["silences"]);
+    assert!(listed.contains("config sensor canal-03 until 2098-12-31T16:00:00.000Z by office: dredging until spring"), "{listed}");
 }

@@ -287,6 +287,8 @@ const ESCALATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug)]
 pub struct DispatcherSetup {
     pub store: Store,
+    /// Silences from the configuration (the store holds the CLI's).
+    pub silences: Vec<crate::silence::Silence>,
     pub metrics: Arc<Metrics>,
     pub flap_window_ms: i64,
     pub links: Option<crate::links::WorkerLinks>,
@@ -300,7 +302,7 @@ pub struct DispatcherSetup {
 /// also sends the reminders and escalations that fell due. Returns when `alerts` is closed; the
 /// sink queues close when it returns.
 pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQueue>, setup: DispatcherSetup) {
-    let DispatcherSetup { store, metrics, flap_window_ms, links, dispatch, clock } = setup;
+    let DispatcherSetup { store, silences, metrics, flap_window_ms, links, dispatch, clock } = setup;
     let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
     match store.pending_deliveries(&names) {
         Ok(pending) => {
@@ -338,7 +340,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         }
         // A silenced alert is journaled (without deliveries) and kept on its incident, not sent,
         // and starts no reminders.
-        let silenced = silence_covering(&store, &alert, now);
+        let silenced = silences.iter().find(|s| s.covers(&alert, now)).cloned().or_else(|| silence_covering(&store, &alert, now));
         match store.apply_alert(&alert, flap_window_ms).await {
             Ok(id) => {
                 alert.incident_id = Some(id);

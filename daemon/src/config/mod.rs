@@ -158,6 +158,8 @@ pub struct AlertsConfig {
     pub wecom: Vec<RobotConfig>,
     pub dingtalk: Vec<RobotConfig>,
     pub sms: Vec<SmsConfig>,
+    /// Maintenance windows written in the configuration (the CLI adds others to the store).
+    pub silences: Vec<crate::silence::Silence>,
 }
 
 /// An SMS HTTP gateway (`[[alerts.sms]]`).
@@ -558,7 +560,35 @@ impl Checker<'_> {
         let wecom = raw.wecom.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "wecom", i, base)).collect();
         let dingtalk = raw.dingtalk.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "dingtalk", i, base)).collect();
         let sms = raw.sms.into_iter().enumerate().filter_map(|(i, r)| self.sms(r, i, base)).collect();
-        AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk, sms }
+        let silences = raw.silence.into_iter().filter_map(|s| self.silence(s)).collect();
+        AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk, sms, silences }
+    }
+
+    fn silence(&mut self, raw: raw::RawSilence) -> Option<crate::silence::Silence> {
+        let scope = raw.scope.get_ref().parse::<crate::silence::Scope>().map_err(|e| self.error(raw.scope.span(), Some("alerts.silence.scope"), e)).ok();
+        let mut time = |text: &Spanned<String>, key: &str| {
+            chrono::DateTime::parse_from_rfc3339(text.get_ref())
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| self.error(text.span(), Some(key), format!("`{}` is not an RFC 3339 time ({e}), e.g. \"2026-12-01T18:00:00+08:00\"", text.get_ref())))
+                .ok()
+        };
+        let from = match &raw.from {
+            Some(from) => Some(time(from, "alerts.silence.from")?),
+            None => None,
+        };
+        let until = time(&raw.until, "alerts.silence.until")?;
+        // Config silences have no store id; they show as #0.
+        Some(crate::silence::Silence {
+            id: 0,
+            scope: scope?,
+            target: raw.target,
+            include_red: raw.include_red,
+            reason: raw.reason,
+            author: raw.author,
+            created_ms: from.unwrap_or(i64::MIN),
+            expires_ms: until,
+            ended_ms: None,
+        })
     }
 
     fn sms(&mut self, raw: raw::RawSms, index: usize, base: &Path) -> Option<SmsConfig> {

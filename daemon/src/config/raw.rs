@@ -228,6 +228,25 @@ pub struct RawAlerts {
     pub dingtalk: Vec<RawRobot>,
     #[serde(default)]
     pub sms: Vec<RawSms>,
+    #[serde(default)]
+    pub silence: Vec<RawSilence>,
+}
+
+/// `[[alerts.silence]]`: a maintenance window written in the configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSilence {
+    /// sensor | building | grid | rule
+    pub scope: Spanned<String>,
+    pub target: String,
+    pub reason: String,
+    pub author: String,
+    /// RFC 3339; default: now.
+    pub from: Option<Spanned<String>>,
+    /// RFC 3339.
+    pub until: Spanned<String>,
+    #[serde(default)]
+    pub include_red: bool,
 }
 
 /// `[[alerts.sms]]`: an SMS HTTP gateway, one POST per phone.
@@ -247,7 +266,7 @@ pub struct RawSms {
 
 impl Default for RawAlerts {
     fn default() -> Self {
-        RawAlerts { console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new() }
+        RawAlerts { console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new(), silence: Vec::new() }
     }
 }
 
