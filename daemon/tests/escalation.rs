@@ -65,7 +65,7 @@ fn events(receiver: &WebhookReceiver, event: &str) -> Vec<(serde_json::Value, i6
 async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_the_clock() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
     let receiver = WebhookReceiver::start(Vec::new()).await;
-    let hook_port: u16 = receiver.url().rsplit(':').next().unwrap().trim_end_matches("/hook").parse().unwrap();
+    let hook_port = receiver.port();
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     write_config(dir.path(), &mosquitto, http_port, hook_port);
@@ -120,7 +120,7 @@ async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_th
 async fn a_workers_action_relayed_over_mqtt_is_applied_and_a_forged_one_refused() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
     let receiver = WebhookReceiver::start(Vec::new()).await;
-    let hook_port: u16 = receiver.url().rsplit(':').next().unwrap().trim_end_matches("/hook").parse().unwrap();
+    let hook_port = receiver.port();
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     write_config(dir.path(), &mosquitto, http_port, hook_port);

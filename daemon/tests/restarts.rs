@@ -74,7 +74,7 @@ async fn a_power_cut_while_sending_gives_at_most_one_duplicate_with_the_same_inc
     // The receiver takes the alert at once but answers only after 5 s: the daemon dies before
     // it learns the alert arrived.
     let receiver = WebhookReceiver::start_slow(5 * SECOND).await;
-    let hook_port: u16 = receiver.url().rsplit(':').next().unwrap().trim_end_matches("/hook").parse().unwrap();
+    let hook_port = receiver.port();
     let http_port = free_port();
     write_config(dir.path(), &mosquitto, http_port, hook_port);
     // Patient enough for the slow receiver: without the crash there would be one delivery.

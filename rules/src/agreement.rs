@@ -61,12 +61,11 @@ pub(crate) fn verdict(votes: &[Vote], needed: usize) -> Verdict {
     let agreed = needed.checked_sub(1).and_then(|k| open.get(k)).map(|&(severity, _)| severity);
     match agreed {
         Some(severity) => {
-            let at_or_above: Vec<Millis> = open.iter().filter(|(s, _)| *s >= severity).map(|&(_, since)| since).collect();
             // The building got there when the needed-th box did: the latest of the first ones.
-            let mut starts = at_or_above.clone();
+            let mut starts: Vec<Millis> = open.iter().filter(|(s, _)| *s >= severity).map(|&(_, since)| since).collect();
             starts.sort_unstable();
             let since = starts.get(needed - 1).copied().unwrap_or(Millis::MIN);
-            Verdict { open: Some((severity, since)), agreeing: at_or_above.len(), value }
+            Verdict { open: Some((severity, since)), agreeing: starts.len(), value }
         }
         None => Verdict { open: None, agreeing: open.len(), value },
     }

@@ -59,6 +59,11 @@ impl WebhookReceiver {
         format!("http://{}/hook", self.addr)
     }
 
+    /// The port it listens on (for configs that write the URL themselves).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// Every request that arrived, accepted or not.
     pub fn requests(&self) -> usize {
         self.lock().requests

@@ -8,7 +8,7 @@ use super::incidents::audit;
 use super::Store;
 use crate::alert::Alert;
 use crate::dispatch::policy::Progress;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 /// An escalation whose next step is due, with what the dispatcher needs to decide it.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,11 +112,5 @@ impl Store {
             Ok(ids)
         })
         .await
-    }
-
-    /// When an incident's next escalation step is due, if its clocks run.
-    pub fn escalation_due(&self, incident_id: i64) -> anyhow::Result<Option<i64>> {
-        let conn = self.lock()?;
-        Ok(conn.query_row("SELECT next_due_ms FROM escalations WHERE incident_id = ?1", [incident_id], |row| row.get(0)).optional()?)
     }
 }
