@@ -1,4 +1,5 @@
-//! The telemetry writer: spool -> InfluxDB 2 (`/api/v2/write`, through the `influxdb2` crate),
+//! The telemetry writer: spool -> InfluxDB 2 (`/api/v2/write`; points are encoded as line
+//! protocol by the `influxdb2` crate, the request is ours so the answer's headers can be read),
 //! in batches of up to `batch_size`, at most `drain_points_per_sec` while catching up so a long
 //! backlog does not starve the box.
 //!
@@ -9,17 +10,16 @@
 //!
 //! Answers: 2xx — remove from the spool. 400/422/413 — split the batch to isolate the bad
 //! points; a single refused point goes to `dead_letters` (counted). 401/403/404 — keep
-//! everything, raise `influxdb_config_error`, retry every 30 s. 429/503, 5xx, timeouts,
-//! connection errors — keep, back off (0.5 s doubling to 30 s). The `influxdb2` crate does not
-//! expose response headers, so `Retry-After` cannot be honoured; the capped backoff stands in.
+//! everything, raise `influxdb_config_error`, retry every 30 s. 429/503 with `Retry-After`
+//! (seconds or an HTTP date) — keep, wait that long (at most [`RETRY_AFTER_CAP`]). Other 5xx,
+//! 429/503 without it, timeouts, connection errors — keep, back off (0.5 s doubling to 30 s).
 
 use crate::backoff::Backoff;
 use crate::config::{InfluxConfig, SensorConfig};
 use crate::metrics::Metrics;
 use crate::store::{SpooledPoint, Store};
 use anyhow::Context;
-use influxdb2::models::DataPoint;
-use influxdb2::RequestError;
+use influxdb2::models::{DataPoint, WriteDataPoint};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,10 @@ use tokio_util::sync::CancellationToken;
 /// Wait after InfluxDB refused our credentials or bucket.
 const CONFIG_ERROR_RETRY: Duration = Duration::from_secs(30);
 
+/// Longest wait a `Retry-After` header can ask for: a misconfigured proxy asking for a day must
+/// not park the spool for a day.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+
 /// How one write attempt ended.
 #[derive(Debug)]
 enum Outcome {
@@ -37,14 +41,18 @@ enum Outcome {
     Refused(String),
     /// Credentials, organisation or bucket are wrong (401/403/404).
     ConfigError(String),
-    /// Try again later (throttled, server error, timeout, unreachable).
-    Retry(String),
+    /// Try again later (throttled, server error, timeout, unreachable), after the wait the
+    /// server asked for, if it asked.
+    Retry { reason: String, after: Option<Duration> },
 }
 
 #[derive(Debug)]
 pub struct TelemetryWriter {
-    client: influxdb2::Client,
-    bucket: String,
+    http: reqwest::Client,
+    /// `/api/v2/write` with org, bucket and precision in the query.
+    write_url: reqwest::Url,
+    /// `Token …`, or none for a database without authentication.
+    authorization: Option<String>,
     batch_size: usize,
     flush_interval: Duration,
     drain_points_per_sec: u32,
@@ -55,13 +63,18 @@ pub struct TelemetryWriter {
 
 impl TelemetryWriter {
     pub fn new(config: &InfluxConfig, sensors: &[SensorConfig], store: Store, metrics: Arc<Metrics>) -> anyhow::Result<TelemetryWriter> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10));
-        let client = influxdb2::ClientBuilder::with_builder(http, config.url.as_str(), &config.org, &config.token)
-            .build()
-            .context("building the InfluxDB client")?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the InfluxDB client")?;
+        // `http://host/influx` is a prefix, like `http://host/influx/`.
+        let mut base = config.url.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let mut write_url = base.join("api/v2/write").context("InfluxDB write address")?;
+        write_url.query_pairs_mut().append_pair("org", &config.org).append_pair("bucket", &config.bucket).append_pair("precision", "ns");
         Ok(TelemetryWriter {
-            client,
-            bucket: config.bucket.clone(),
+            http,
+            write_url,
+            authorization: (!config.token.is_empty()).then(|| format!("Token {}", config.token)),
             batch_size: config.batch_size,
             flush_interval: config.flush_interval,
             drain_points_per_sec: config.drain_points_per_sec,
@@ -146,10 +159,10 @@ impl TelemetryWriter {
                     tracing::error!(reason = %reason, "InfluxDB refuses our token, organisation or bucket: readings are kept in the spool until the configuration is fixed");
                     return Err(Some(CONFIG_ERROR_RETRY));
                 }
-                Outcome::Retry(reason) => {
+                Outcome::Retry { reason, after } => {
                     self.metrics.influxdb_unreachable.set(1);
-                    tracing::warn!(reason = %reason, "InfluxDB write failed; readings stay in the spool");
-                    return Err(None);
+                    tracing::warn!(reason = %reason, retry_after_secs = after.map(|a| a.as_secs_f64()), "InfluxDB write failed; readings stay in the spool");
+                    return Err(after);
                 }
             }
         }
@@ -165,22 +178,38 @@ impl TelemetryWriter {
     }
 
     async fn write(&self, points: &[SpooledPoint]) -> Outcome {
-        let mut data = Vec::with_capacity(points.len());
+        let mut body = Vec::with_capacity(points.len() * 96);
         for point in points {
             match self.point(point) {
-                Ok(p) => data.push(p),
+                Ok(p) => {
+                    if let Err(error) = p.write_data_point_to(&mut body) {
+                        return Outcome::Refused(format!("encoding line protocol: {error}"));
+                    }
+                }
                 // A point we cannot even build is refused by us, not by InfluxDB.
                 Err(reason) => return Outcome::Refused(reason),
             }
         }
-        match self.client.write(&self.bucket, futures::stream::iter(data)).await {
-            Ok(()) => Outcome::Written,
-            Err(RequestError::Http { status, text }) => match status.as_u16() {
-                400 | 413 | 422 => Outcome::Refused(format!("HTTP {status}: {text}")),
-                401 | 403 | 404 => Outcome::ConfigError(format!("HTTP {status}: {text}")),
-                _ => Outcome::Retry(format!("HTTP {status}: {text}")),
-            },
-            Err(error) => Outcome::Retry(error.to_string()),
+        let mut request = self.http.post(self.write_url.clone()).header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8").body(body);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Outcome::Retry { reason: error.to_string(), after: None },
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Outcome::Written;
+        }
+        let after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, chrono::Utc::now()));
+        let text = response.text().await.unwrap_or_default();
+        let reason = format!("HTTP {status}: {}", text.trim());
+        match status.as_u16() {
+            400 | 413 | 422 => Outcome::Refused(reason),
+            401 | 403 | 404 => Outcome::ConfigError(reason),
+            429 | 503 => Outcome::Retry { reason, after },
+            _ => Outcome::Retry { reason, after: None },
         }
     }
 
@@ -211,6 +240,20 @@ impl TelemetryWriter {
     }
 }
 
+/// The wait a `Retry-After` value asks for (delay-seconds or an HTTP date), capped at
+/// [`RETRY_AFTER_CAP`]; `None` when it cannot be read.
+fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(RETRY_AFTER_CAP))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,7 +263,9 @@ mod tests {
     use std::sync::Mutex;
 
     /// An InfluxDB stand-in on loopback: refuses batches with a point tagged `sensor=bad`
-    /// (400), refuses the token `wrong` (401), takes everything else (204) and records it.
+    /// (400), refuses the token `wrong` (401), throttles batches with `sensor=throttled` (429,
+    /// `Retry-After: 7`) and `sensor=busy` (503, no header), takes everything else (204) and
+    /// records it.
     async fn influx() -> (String, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let seen = lines.clone();
@@ -230,13 +275,21 @@ mod tests {
                 let seen = seen.clone();
                 async move {
                     if headers.get("authorization").is_some_and(|v| v == "Token wrong") {
-                        return (StatusCode::UNAUTHORIZED, "unauthorized".to_string());
+                        return (StatusCode::UNAUTHORIZED, HeaderMap::new(), "unauthorized".to_string());
                     }
                     if body.contains("sensor=bad") {
-                        return (StatusCode::BAD_REQUEST, "partial write: field type conflict".to_string());
+                        return (StatusCode::BAD_REQUEST, HeaderMap::new(), "partial write: field type conflict".to_string());
+                    }
+                    if body.contains("sensor=throttled") {
+                        let mut answer = HeaderMap::new();
+                        answer.insert("retry-after", "7".parse().unwrap());
+                        return (StatusCode::TOO_MANY_REQUESTS, answer, "slow down".to_string());
+                    }
+                    if body.contains("sensor=busy") {
+                        return (StatusCode::SERVICE_UNAVAILABLE, HeaderMap::new(), "busy".to_string());
                     }
                     seen.lock().unwrap().extend(body.lines().map(str::to_string));
-                    (StatusCode::NO_CONTENT, String::new())
+                    (StatusCode::NO_CONTENT, HeaderMap::new(), String::new())
                 }
             }),
         );
@@ -272,7 +325,7 @@ mod tests {
             spool_max_points: 1000,
             drain_points_per_sec: 1000,
         };
-        TelemetryWriter::new(&config, &[sensor("house-01"), sensor("bad")], store, metrics).unwrap()
+        TelemetryWriter::new(&config, &[sensor("house-01"), sensor("bad"), sensor("throttled"), sensor("busy")], store, metrics).unwrap()
     }
 
     async fn spool(store: &Store, sensors: &[&str]) -> Vec<SpooledPoint> {
@@ -319,5 +372,41 @@ mod tests {
         let batch = spool(&store, &["house-01"]).await;
         assert_eq!(w.deliver(batch).await, Err(None));
         assert_eq!(store.spool_stats().unwrap().points, 1);
+    }
+
+    #[tokio::test]
+    async fn a_throttled_write_waits_as_long_as_the_database_asks() {
+        let (url, lines) = influx().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let w = writer(&url, "", store.clone(), metrics.clone()).await;
+        let batch = spool(&store, &["house-01", "throttled"]).await;
+        assert_eq!(w.deliver(batch).await, Err(Some(Duration::from_secs(7))));
+        assert!(lines.lock().unwrap().is_empty());
+        assert_eq!(store.spool_stats().unwrap().points, 2, "a throttled batch is kept");
+        assert_eq!(metrics.influxdb_unreachable.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_busy_database_without_retry_after_gets_the_backoff() {
+        let (url, _lines) = influx().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = writer(&url, "", store.clone(), Arc::new(Metrics::new())).await;
+        let batch = spool(&store, &["busy"]).await;
+        assert_eq!(w.deliver(batch).await, Err(None));
+        assert_eq!(store.spool_stats().unwrap().points, 1);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_is_capped() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T08:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after("Mon, 23 Nov 2026 08:00:45 GMT", now), Some(Duration::from_secs(45)));
+        assert_eq!(retry_after("Mon, 23 Nov 2026 07:00:00 GMT", now), Some(Duration::ZERO), "a date in the past means now");
+        assert_eq!(retry_after("86400", now), Some(RETRY_AFTER_CAP));
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
     }
 }
