@@ -123,6 +123,9 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
 /// [`run`], with rules already loaded and what to do about the last good copy.
 pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::open(&config.state_dir)?;
+    if config.state_reserve_bytes > 0 && !store.keep_reserve(config.state_reserve_bytes) {
+        tracing::error!(bytes = config.state_reserve_bytes, state_dir = %config.state_dir.display(), "no room for the disk reserve: the state directory is full; readings are not stored until there is room, alarms are");
+    }
     metrics.clock_trusted.set(i64::from(clock.trusted()));
     if !clock.trusted() {
         tracing::error!("the system clock is not set (before 2026): readings without their own time are judged but not stored until it is");
@@ -150,7 +153,8 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     }
     if let Some(listen) = config.http_listen {
         let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock, started_ms: clock.now() };
-        let web = crate::web::WebState { metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer) };
+        let ledger = crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
+        let web = crate::web::WebState { metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer), ledger: Some(ledger) };
         crate::web::serve(listen, web, shutdown.clone()).await?;
     }
 
@@ -197,6 +201,14 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
 
     // Telemetry: readings are spooled (with InfluxDB) and acknowledged by the spooler.
     let written = Arc::new(Notify::new());
+    if config.influxdb.is_some() {
+        match store.spool_stats() {
+            Ok(stats) => {
+                metrics.telemetry_points_taken_on.inc_by(stats.points);
+            }
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot count the spool"),
+        }
+    }
     let spool_target = config.influxdb.as_ref().map(|influx| SpoolTarget { store: store.clone(), max_points: influx.spool_max_points, written: written.clone() });
     let writer_stop = CancellationToken::new();
     let writer_task = match &config.influxdb {

@@ -31,6 +31,7 @@ pub mod gpio;
 pub mod incident;
 pub mod incident_acks;
 pub mod incidents_cli;
+pub mod invariants;
 pub mod installer_cli;
 pub mod last_good;
 pub mod links;

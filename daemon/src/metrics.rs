@@ -68,6 +68,11 @@ pub struct Metrics {
     pub telemetry_points_dropped: Family<ReasonLabel, Counter>,
     /// Samples committed to the spool (before their MQTT acknowledgement).
     pub telemetry_points_spooled: Counter,
+    /// Readings the InfluxDB sink took on: handed to the spool in this run, plus those already
+    /// waiting in it at start (see `invariants`).
+    pub telemetry_points_taken_on: Counter,
+    /// Alert deliveries a channel took on: journaled in this run, plus those left pending at start.
+    pub alert_deliveries_taken_on: Family<SinkLabel, Counter>,
     /// MQTT messages acknowledged to the broker (after they were spooled or rejected).
     pub mqtt_messages_acknowledged: Counter,
     /// Points InfluxDB refused for good (400/422/413 on the point alone), kept in `dead_letters`.
@@ -88,6 +93,8 @@ pub struct Metrics {
     pub open_incidents: Family<SeverityLabel, Gauge>,
     /// 1 while the system clock can be believed (after 2026-01-01; see `clock::TRUSTED_AFTER_MS`).
     pub clock_trusted: Gauge,
+    /// 1 while the state directory's disk is full: the reserve is given up and readings are not stored.
+    pub store_disk_full: Gauge,
     /// Readings the devices numbered but that never arrived (gaps in `seq`).
     pub sequence_gaps: Counter,
     /// Frames per serial port, by result (`good`, `bad`, `no_answer`).
@@ -124,6 +131,8 @@ impl Metrics {
             telemetry_points_written: Counter::default(),
             telemetry_points_dropped: Family::default(),
             telemetry_points_spooled: Counter::default(),
+            telemetry_points_taken_on: Counter::default(),
+            alert_deliveries_taken_on: Family::default(),
             mqtt_messages_acknowledged: Counter::default(),
             telemetry_points_dead_lettered: Counter::default(),
             spool_points: Gauge::default(),
@@ -131,6 +140,7 @@ impl Metrics {
             influxdb_config_error: Gauge::default(),
             config_fallback: Gauge::default(),
             clock_trusted: Gauge::default(),
+            store_disk_full: Gauge::default(),
             open_incidents: Family::default(),
             influxdb_unreachable: Gauge::default(),
             // 1 µs … ~1 ms in powers of two.
@@ -155,6 +165,8 @@ impl Metrics {
         registry.register("telemetry_points_written", "Points accepted by InfluxDB", metrics.telemetry_points_written.clone());
         registry.register("telemetry_points_dropped", "Points not written, by reason", metrics.telemetry_points_dropped.clone());
         registry.register("telemetry_points_spooled", "Samples committed to the spool before their MQTT acknowledgement", metrics.telemetry_points_spooled.clone());
+        registry.register("telemetry_points_taken_on", "Readings handed to the spool in this run plus those waiting in it at start", metrics.telemetry_points_taken_on.clone());
+        registry.register("alert_deliveries_taken_on", "Alert deliveries journaled per channel in this run plus those left pending at start", metrics.alert_deliveries_taken_on.clone());
         registry.register("mqtt_messages_acknowledged", "MQTT messages acknowledged to the broker", metrics.mqtt_messages_acknowledged.clone());
         registry.register("telemetry_points_dead_lettered", "Points InfluxDB refused for good, kept in dead_letters", metrics.telemetry_points_dead_lettered.clone());
         registry.register("spool_points", "Points waiting in the spool", metrics.spool_points.clone());
@@ -163,6 +175,7 @@ impl Metrics {
         registry.register("influxdb_unreachable", "1 while the last write to InfluxDB failed", metrics.influxdb_unreachable.clone());
         registry.register("rule_evaluation_seconds", "Time the rule engine takes per sample", metrics.rule_evaluation_seconds.clone());
         registry.register("open_incidents", "Incidents not closed, by severity", metrics.open_incidents.clone());
+        registry.register("store_disk_full", "1 while the state directory is full: readings are not stored, alarms use the space kept in reserve", metrics.store_disk_full.clone());
         registry.register("clock_trusted", "1 while the system clock is set (readings stamped by an unset clock are not stored)", metrics.clock_trusted.clone());
         registry.register("config_fallback", "1 while running on the last good configuration (the current one is invalid)", metrics.config_fallback.clone());
         registry.register("sequence_gaps", "Readings missing from device sequence numbers", metrics.sequence_gaps.clone());
@@ -210,6 +223,17 @@ impl Metrics {
 
     pub fn drop_telemetry(&self, reason: &str, points: u64) {
         self.telemetry_points_dropped.get_or_create(&ReasonLabel { reason: reason.into() }).inc_by(points);
+    }
+
+    pub fn telemetry_dropped(&self, reason: &str) -> u64 {
+        self.telemetry_points_dropped.get_or_create(&ReasonLabel { reason: reason.into() }).get()
+    }
+
+    /// Counts deliveries journaled for `channels` (or found pending at start).
+    pub fn take_on_deliveries<'a>(&self, channels: impl IntoIterator<Item = &'a String>, each: u64) {
+        for channel in channels {
+            self.alert_deliveries_taken_on.get_or_create(&Metrics::sink(channel)).inc_by(each);
+        }
     }
 
     /// The Prometheus text exposition of every counter.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{metric, metrics, Daemon, SECOND};
+use common::{metric, metrics, wait_balanced, Daemon, SECOND};
 use gridwatch_tests::{free_port, wait_for, Mosquitto, Publisher, VictoriaMetrics};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -126,5 +126,11 @@ async fn acknowledged_readings_survive_sigkills_and_a_database_outage() {
     let text = metrics(http_port).await;
     assert!(drained, "{text}");
     assert!(!text.lines().any(|l| l.starts_with("gridwatch_telemetry_points_dropped_total") && !l.ends_with(" 0")), "{text}");
+    // And the last run's accounts balance: what the InfluxDB sink took on (the spool it found at
+    // start plus what came since) was all written.
+    let accounts = wait_balanced(http_port).await.unwrap_or_else(|accounts| panic!("accounts do not balance: {accounts}"));
+    let influx = &accounts["sinks"][0];
+    assert_eq!((influx["sink"].as_str(), influx["dropped"].as_u64(), influx["pending"].as_u64()), (Some("influxdb"), Some(0), Some(0)), "{accounts}");
+    assert!(influx["delivered"].as_u64() > Some(0), "{accounts}");
     assert!(daemon.stop().success());
 }

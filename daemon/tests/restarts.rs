@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{metric, metrics, publish_until_evaluated, Daemon, SECOND};
+use common::{metric, metrics, publish_until_evaluated, wait_balanced, Daemon, SECOND};
 use gridwatch_tests::{free_port, wait_for, Mosquitto, WebhookReceiver};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -47,6 +47,10 @@ async fn an_alert_not_yet_delivered_is_delivered_after_a_power_cut() {
     let bodies = receiver.bodies();
     assert_eq!((bodies[0]["event"].as_str(), bodies[0]["rule"].as_str(), bodies[0]["value"].as_f64()), (Some("fired"), Some("do-low"), Some(3.0)));
     assert!(daemon.stderr().iter().any(|l| l.contains("sending alerts left undelivered before the restart")), "{:?}", daemon.stderr());
+    // The delivery this run took over from the last one is accounted for.
+    let accounts = wait_balanced(http_port).await.unwrap_or_else(|accounts| panic!("accounts do not balance: {accounts}"));
+    let office = accounts["sinks"].as_array().unwrap().iter().find(|s| s["sink"] == "office").unwrap().clone();
+    assert_eq!((office["taken_on"].as_u64(), office["delivered"].as_u64(), office["pending"].as_u64()), (Some(1), Some(1), Some(0)), "{accounts}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -304,6 +304,14 @@ pub struct DispatcherSetup {
 pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQueue>, setup: DispatcherSetup) {
     let DispatcherSetup { store, silences, metrics, flap_window_ms, links, dispatch, clock } = setup;
     let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
+    match store.pending_delivery_counts() {
+        Ok(counts) => {
+            for (sink, count) in counts.iter().filter(|(sink, _)| names.contains(sink)) {
+                metrics.take_on_deliveries([sink], *count);
+            }
+        }
+        Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot count the outbox"),
+    }
     match store.pending_deliveries(&names) {
         Ok(pending) => {
             if !pending.is_empty() {
@@ -327,8 +335,9 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
                 None => break,
             },
             _ = check.tick() => {
-                send_due_escalations(&store, &dispatch, &sinks, &names, clock.now()).await;
+                send_due_escalations(&store, &dispatch, &sinks, &names, &metrics, clock.now()).await;
                 count_open_incidents(&store, &metrics);
+                store.try_restore_reserve();
                 continue;
             }
         };
@@ -357,7 +366,10 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         }
         let targets: Vec<String> = if silenced.is_some() { Vec::new() } else { dispatch.roster.targets(alert.grid.as_deref(), &names).into_iter().cloned().collect() };
         let alert_id = match store.record_alert(&alert, &targets).await {
-            Ok(id) => Some(id),
+            Ok(id) => {
+                metrics.take_on_deliveries(&targets, 1);
+                Some(id)
+            }
             Err(error) => {
                 tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "alert not journaled; sending it anyway");
                 None
@@ -402,7 +414,7 @@ async fn fan_out(sinks: &[SinkQueue], targets: &[String], alert_id: Option<i64>,
 
 /// Journals and sends the reminders and escalations due at `now`; each incident's steps and
 /// clock move on in one transaction, before anything is sent.
-async fn send_due_escalations(store: &Store, dispatch: &crate::dispatch::Dispatch, sinks: &[SinkQueue], names: &[String], now: i64) {
+async fn send_due_escalations(store: &Store, dispatch: &crate::dispatch::Dispatch, sinks: &[SinkQueue], names: &[String], metrics: &Metrics, now: i64) {
     let due = match store.due_escalations(now).await {
         Ok(due) => due,
         Err(error) => {
@@ -416,6 +428,7 @@ async fn send_due_escalations(store: &Store, dispatch: &crate::dispatch::Dispatc
         let targets: Vec<String> = dispatch.roster.targets(escalation.grid.as_deref(), names).into_iter().cloned().collect();
         match store.record_escalation(escalation.incident_id, decision.steps, &targets, decision.progress, decision.next_due_ms, now).await {
             Ok(ids) => {
+                metrics.take_on_deliveries(&targets, ids.len() as u64);
                 for (id, alert) in ids.into_iter().zip(alerts) {
                     tracing::info!(incident = escalation.incident_id, event = %alert.event, recipients = ?alert.recipients, "escalation step");
                     fan_out(sinks, &targets, Some(id), Arc::new(alert)).await;

@@ -28,6 +28,8 @@ use toml::Spanned;
 pub struct Config {
     /// Where the embedded local store and other state live.
     pub state_dir: PathBuf,
+    /// Disk space kept back in the state directory for alarms when the disk fills (0: none).
+    pub state_reserve_bytes: u64,
     pub mqtt: MqttConfig,
     /// The sensor inventory; a reading from a sensor not listed here is rejected.
     pub sensors: Vec<SensorConfig>,
@@ -280,6 +282,7 @@ impl Checker<'_> {
 
     fn config(&mut self, raw: RawConfig, base: &Path) -> Config {
         let state_dir = base.join(raw.state_dir.get_ref());
+        let state_reserve_bytes = raw.state_reserve_kib.saturating_mul(1024);
         let sensors = self.sensors(raw.sensors);
         let mqtt = self.mqtt(raw.mqtt, &sensors, base);
         let rules = RulesConfig {
@@ -298,7 +301,7 @@ impl Checker<'_> {
         let gpio = raw.gpio.and_then(|g| self.gpio(g, &sensors));
         let channels = sink_names(&alerts, gpio.as_ref());
         self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
-        Config { state_dir, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio }
+        Config { state_dir, state_reserve_bytes, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio }
     }
 
     fn gpio(&mut self, raw: raw::RawGpio, sensors: &[SensorConfig]) -> Option<GpioConfig> {

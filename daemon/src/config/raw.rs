@@ -11,6 +11,8 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub state_dir: Spanned<String>,
+    #[serde(default = "default_state_reserve_kib")]
+    pub state_reserve_kib: u64,
     pub mqtt: RawMqtt,
     #[serde(default, rename = "sensor")]
     pub sensors: Vec<RawSensor>,
@@ -24,6 +26,10 @@ pub struct RawConfig {
     pub serial: Vec<RawSerial>,
     pub dispatch: Option<RawDispatch>,
     pub gpio: Option<RawGpio>,
+}
+
+fn default_state_reserve_kib() -> u64 {
+    4096
 }
 
 /// `[gpio]`: Raspberry Pi pins (BCM numbers); needs a build with the `rpi` feature.

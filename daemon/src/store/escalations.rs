@@ -88,7 +88,7 @@ impl Store {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let mut ids = Vec::new();
-            for (step, payload) in steps.iter().zip(payloads) {
+            for (step, payload) in steps.iter().zip(&payloads) {
                 let a = &step.alert;
                 tx.execute(
                     "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

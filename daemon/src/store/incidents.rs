@@ -115,7 +115,7 @@ impl Store {
 
     /// A person's action on an incident, checked against its state and recorded.
     pub fn incident_action(&self, id: i64, action: Action, actor: &str, note: Option<&str>, now_ms: i64) -> anyhow::Result<State> {
-        let mut conn = self.lock()?;
+        self.essential(|conn| {
         let tx = conn.transaction()?;
         let state: String = tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.with_context(|| format!("no incident {id}"))?;
         let next = action.next(state.parse().map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?;
@@ -124,6 +124,7 @@ impl Store {
         audit(&tx, id, now_ms, actor, action.as_str(), note)?;
         tx.commit()?;
         Ok(next)
+        })
     }
 
     /// Incidents, newest first; only those not closed unless `all`.

@@ -52,6 +52,19 @@ impl Store {
         .await
     }
 
+    /// Deliveries still pending, by sink.
+    pub fn pending_delivery_counts(&self) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let conn = self.lock()?;
+        let mut statement = conn.prepare("SELECT sink, count(*) FROM outbox WHERE state = 'pending' GROUP BY sink")?;
+        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+        let mut counts = std::collections::BTreeMap::new();
+        for row in rows {
+            let (sink, count) = row?;
+            counts.insert(sink, count as u64);
+        }
+        Ok(counts)
+    }
+
     /// Records the outcome of a delivery.
     pub async fn mark_delivery(&self, alert_id: i64, sink: &str, delivered: bool, attempts: u32, error: Option<String>) -> anyhow::Result<()> {
         let sink = sink.to_string();

@@ -9,6 +9,9 @@
 //! - the rule engine's last state snapshot ([`state`]);
 //! - incidents and their audit trail ([`incidents`]).
 //!
+//! Beside it, a [`reserve`] file keeps space back for alarms: writes other than telemetry that
+//! find the disk full give it up and are tried once more.
+//!
 //! Invariants: the schema version is `PRAGMA user_version` and only moves forward; a file that
 //! cannot be opened as a database is moved aside (`gridwatch.db.corrupt-<time>`), counted, and
 //! replaced by a fresh one — the store never refuses to start and never loops.
@@ -18,6 +21,7 @@ mod escalations;
 mod incidents;
 mod journal;
 mod migrate;
+mod reserve;
 mod silences;
 mod spool;
 mod state;
@@ -38,6 +42,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Debug, Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    reserve: Arc<reserve::Reserve>,
+    /// The last write found the disk full (also without a reserve).
+    last_write_full: Arc<std::sync::atomic::AtomicBool>,
     /// Files moved aside because they could not be opened, since this process started.
     pub quarantined: Vec<PathBuf>,
 }
@@ -48,12 +55,12 @@ impl Store {
         std::fs::create_dir_all(state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
         let path = state_dir.join("gridwatch.db");
         match open_file(&path) {
-            Ok(conn) => Ok(Store { conn: Arc::new(Mutex::new(conn)), quarantined: Vec::new() }),
+            Ok(conn) => Ok(Store { conn: Arc::new(Mutex::new(conn)), reserve: Arc::new(reserve::Reserve::new(state_dir)), last_write_full: Arc::default(), quarantined: Vec::new() }),
             Err(error) if is_corruption(&error) => {
                 let aside = quarantine(&path)?;
                 tracing::error!(file = %aside.display(), error = %format!("{error:#}"), "store file is corrupt; moved aside, starting a fresh one");
                 let conn = open_file(&path).with_context(|| format!("opening a fresh {}", path.display()))?;
-                Ok(Store { conn: Arc::new(Mutex::new(conn)), quarantined: vec![aside] })
+                Ok(Store { conn: Arc::new(Mutex::new(conn)), reserve: Arc::new(reserve::Reserve::new(state_dir)), last_write_full: Arc::default(), quarantined: vec![aside] })
             }
             Err(error) => Err(error),
         }
@@ -63,20 +70,88 @@ impl Store {
         self.conn.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))
     }
 
-    /// Runs `work` on the connection on the blocking pool.
-    async fn with_conn<T: Send + 'static>(&self, work: impl FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
-        let conn = self.conn.clone();
+    /// Keeps `bytes` of disk in reserve for alarms (0: none); false when there was no room.
+    pub fn keep_reserve(&self, bytes: u64) -> bool {
+        self.reserve.keep(bytes)
+    }
+
+    /// True while the disk is full: the reserve was given up and readings are not stored.
+    pub fn disk_full(&self) -> bool {
+        self.reserve.given_up() || self.last_write_full.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Remembers whether a write found the disk full.
+    fn note_write<T>(&self, result: &anyhow::Result<T>) {
+        let full = result.as_ref().err().is_some_and(is_disk_full);
+        self.last_write_full.store(full, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Tries to make a given-up reserve again (rate-limited inside); true when one is held.
+    pub fn try_restore_reserve(&self) -> bool {
+        self.reserve.try_restore(chrono::Utc::now().timestamp_millis(), || {
+            // Pages freed by drained readings go back to the filesystem first.
+            if let Ok(conn) = self.lock() {
+                if let Err(error) = conn.execute_batch("PRAGMA incremental_vacuum") {
+                    tracing::debug!(error = %error, "incremental vacuum failed");
+                }
+            }
+        })
+    }
+
+    /// Runs a write the daemon cannot lose on the connection, on the blocking pool: when the
+    /// disk is full it gives up the reserve and tries once more.
+    async fn with_conn<T: Send + 'static>(&self, work: impl FnMut(&mut Connection) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.essential(work)).await?
+    }
+
+    /// [`Store::with_conn`], on the calling thread.
+    fn essential<T>(&self, mut work: impl FnMut(&mut Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let mut conn = self.lock()?;
+        let result = match work(&mut conn) {
+            Err(error) if is_disk_full(&error) && self.reserve.give_up() => {
+                tracing::error!(error = %format!("{error:#}"), "disk full: the reserve kept for alarms is given up; readings are no longer stored");
+                work(&mut conn)
+            }
+            other => other,
+        };
+        self.note_write(&result);
+        result
+    }
+
+    /// Runs a bulk write (telemetry, the rule-state snapshot) on the blocking pool. It never uses
+    /// the reserve: when the disk is full the reserve is given up for the alarms that come next,
+    /// and readings stop being written until it can be made again.
+    async fn with_conn_bulk<T: Send + 'static>(&self, work: impl FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+        let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-            work(&mut conn)
+            let result = work(&mut *store.lock()?);
+            store.note_write(&result);
+            if let Err(error) = &result {
+                if is_disk_full(error) && store.reserve.give_up() {
+                    tracing::error!("disk full: readings are no longer stored; the reserve kept for alarms is given up for them");
+                }
+            }
+            result
         })
         .await?
     }
 }
 
+/// SQLite's "database or disk is full", or the operating system's ENOSPC.
+pub fn is_disk_full(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(cause.downcast_ref::<rusqlite::Error>(), Some(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+            || cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.raw_os_error() == Some(28))
+    })
+}
+
 fn open_file(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // A new file gives the pages of drained readings back to the filesystem on request
+    // (`incremental_vacuum`), so a disk that filled up can make its reserve again.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL").with_context(|| format!("opening {}", path.display()))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     let check: String = conn.pragma_query_value(None, "quick_check", |row| row.get(0))?;

@@ -34,7 +34,7 @@ impl Store {
     /// Appends readings `(sensor, ts, fields)` in one transaction; returns how many of the
     /// oldest points were deleted to stay within `max_points`.
     pub async fn spool_append(&self, points: Vec<NewPoint>, max_points: u64) -> anyhow::Result<u64> {
-        self.with_conn(move |conn| {
+        self.with_conn_bulk(move |conn| {
             let tx = conn.transaction()?;
             {
                 let mut insert = tx.prepare_cached("INSERT INTO spool (sensor, ts, fields) VALUES (?1, ?2, ?3)")?;
@@ -77,7 +77,7 @@ impl Store {
 
     /// Removes points InfluxDB has taken.
     pub async fn spool_remove(&self, ids: Vec<i64>) -> anyhow::Result<()> {
-        self.with_conn(move |conn| {
+        self.with_conn_bulk(move |conn| {
             let tx = conn.transaction()?;
             {
                 let mut delete = tx.prepare_cached("DELETE FROM spool WHERE id = ?1")?;
@@ -93,7 +93,7 @@ impl Store {
 
     /// Moves a point InfluxDB refused to `dead_letters`, with the reason.
     pub async fn dead_letter(&self, point: SpooledPoint, error: String) -> anyhow::Result<()> {
-        self.with_conn(move |conn| {
+        self.with_conn_bulk(move |conn| {
             let tx = conn.transaction()?;
             tx.execute(
                 "INSERT INTO dead_letters (at_ms, sensor, ts, fields, error) VALUES (?1, ?2, ?3, ?4, ?5)",

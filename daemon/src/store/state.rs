@@ -4,9 +4,10 @@ use super::Store;
 use rusqlite::params;
 
 impl Store {
-    /// Replaces the saved rule-engine state.
+    /// Replaces the saved rule-engine state. A large write that never uses the disk reserve: on a
+    /// full disk the previous snapshot stays and the space is kept for alarms.
     pub async fn save_engine_state(&self, json: String, at_ms: i64) -> anyhow::Result<()> {
-        self.with_conn(move |conn| {
+        self.with_conn_bulk(move |conn| {
             conn.execute(
                 "INSERT INTO engine_state (id, saved_at_ms, state) VALUES (1, ?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET saved_at_ms = excluded.saved_at_ms, state = excluded.state",

@@ -64,6 +64,12 @@ async fn commit(group: &mut [Spooled], target: Option<&SpoolTarget>, metrics: &M
         return;
     }
     let count = points.len() as u64;
+    metrics.telemetry_points_taken_on.inc_by(count);
+    // On a full disk the space left is for alarms: readings wait until the reserve is back.
+    if target.store.disk_full() && !target.store.try_restore_reserve() {
+        metrics.drop_telemetry("disk_full", count);
+        return;
+    }
     match target.store.spool_append(points, target.max_points).await {
         Ok(dropped) => {
             metrics.telemetry_points_spooled.inc_by(count);
@@ -73,9 +79,13 @@ async fn commit(group: &mut [Spooled], target: Option<&SpoolTarget>, metrics: &M
             }
             target.written.notify_one();
         }
+        Err(error) if crate::store::is_disk_full(&error) => {
+            metrics.drop_telemetry("disk_full", count);
+            tracing::error!(points = count, "disk full: readings were evaluated by the rules but are not stored until there is room again");
+        }
         Err(error) => {
             metrics.drop_telemetry("spool_write_failed", count);
-            tracing::error!(points = count, error = %format!("{error:#}"), "readings not spooled (disk full?); they were evaluated by the rules but will not be stored");
+            tracing::error!(points = count, error = %format!("{error:#}"), "readings not spooled; they were evaluated by the rules but will not be stored");
         }
     }
 }

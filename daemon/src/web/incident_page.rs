@@ -131,7 +131,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let links = WorkerLinks::new(base.parse().unwrap(), "a-link-secret-of-some-length", Duration::from_secs(3600));
-        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: Some(links), installer: None };
+        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: Some(links), installer: None, ledger: None };
         let app = super::super::router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (base, state, id, dir)

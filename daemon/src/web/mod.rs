@@ -30,6 +30,8 @@ pub struct WebState {
     pub links: Option<WorkerLinks>,
     /// The installer endpoints (`/api/…`); none in tests that only serve pages.
     pub installer: Option<installer_api::InstallerApi>,
+    /// The sinks `/api/balance` accounts for; none in tests that only serve pages.
+    pub ledger: Option<crate::invariants::Ledger>,
 }
 
 /// The routes, for `serve` and for tests.
@@ -40,7 +42,8 @@ pub fn router(state: WebState) -> Router {
         .route("/incidents", get(incidents_list::list))
         .route("/api/sensors", get(installer_api::sensors))
         .route("/api/status", get(installer_api::status))
-        .route("/api/calibrate", axum::routing::post(installer_api::calibrate));
+        .route("/api/calibrate", axum::routing::post(installer_api::calibrate))
+        .route("/api/balance", get(balance));
     if state.links.is_some() {
         app = app.route("/incident/{id}", get(incident_page::show).post(incident_page::act));
     }
@@ -84,6 +87,9 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
     if metrics.influxdb_config_error.get() == 1 {
         reasons.push("InfluxDB refuses our token, organisation or bucket".to_string());
     }
+    if metrics.store_disk_full.get() == 1 {
+        reasons.push("state directory full: new readings are not stored; alarms are written into the space kept in reserve".to_string());
+    }
     let age = metrics.spool_oldest_age_seconds.get();
     if age > SPOOL_AGE_LIMIT_SECS {
         reasons.push(format!("telemetry spool growing: oldest reading waiting {age} s"));
@@ -91,8 +97,14 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
     reasons
 }
 
+/// Gauges the store knows best, read when they are asked for.
+fn read_store_state(state: &WebState) {
+    state.metrics.store_disk_full.set(i64::from(state.store.disk_full()));
+}
+
 /// `/healthz`: 200 `{"status":"ready"}`, or 503 `{"status":"degraded","reasons":[…]}`.
 async fn health(State(state): State<WebState>) -> impl IntoResponse {
+    read_store_state(&state);
     let mut reasons = degraded_reasons(&state.metrics);
     if let Some(silent) = state.installer.as_ref().map(installer_api::InstallerApi::silent_sensors).filter(|s| !s.is_empty()) {
         let named: Vec<&str> = silent.iter().take(5).map(String::as_str).collect();
@@ -104,7 +116,21 @@ async fn health(State(state): State<WebState>) -> impl IntoResponse {
     (status, axum::Json(body))
 }
 
+/// `/api/balance`: each sink's accounts (see [`crate::invariants`]); `balanced` is true when
+/// nothing is in flight between counters.
+async fn balance(State(state): State<WebState>) -> axum::response::Response {
+    let Some(ledger) = &state.ledger else { return axum::http::StatusCode::NOT_FOUND.into_response() };
+    match crate::invariants::balances(ledger, &state.metrics, &state.store) {
+        Ok(sinks) => {
+            let balanced = sinks.iter().all(crate::invariants::SinkBalance::balanced);
+            axum::Json(serde_json::json!({"balanced": balanced, "sinks": sinks})).into_response()
+        }
+        Err(error) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}")).into_response(),
+    }
+}
+
 async fn render(State(state): State<WebState>) -> impl IntoResponse {
+    read_store_state(&state);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 

@@ -30,8 +30,14 @@ fn collect(pipe: impl std::io::Read + Send + 'static, lines: Arc<Mutex<Vec<Strin
 
 impl Daemon {
     pub fn start(args: &[&str], dir: &Path) -> Daemon {
-        let mut child = gridwatch()
-            .args(args)
+        let mut command = gridwatch();
+        command.args(args);
+        Daemon::spawn(command, dir)
+    }
+
+    /// Starts `command` (gridwatch, or a wrapper that ends by executing it) in `dir`.
+    pub fn spawn(mut command: Command, dir: &Path) -> Daemon {
+        let mut child = command
             .current_dir(dir)
             .env("RUST_LOG", "info,rumqttd=off")
             .env("NO_COLOR", "1")
@@ -46,6 +52,10 @@ impl Daemon {
             collect(child.stderr.take().expect("stderr pipe"), stderr.clone()),
         ];
         Daemon { child, stdout, stderr, readers }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stdout(&self) -> Vec<String> {
@@ -114,4 +124,26 @@ pub async fn publish_until_evaluated(mosquitto: &gridwatch_tests::Mosquitto, top
         async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
     })
     .await
+}
+
+/// The daemon's per-sink accounts (`/api/balance`; `null` while it is not up).
+pub async fn balance(http_port: u16) -> serde_json::Value {
+    match reqwest::get(format!("http://127.0.0.1:{http_port}/api/balance")).await {
+        Ok(response) => response.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+/// Waits until every sink's accounts balance (taken on = delivered + dropped + pending);
+/// the last accounts seen when they do not within 20 s.
+pub async fn wait_balanced(http_port: u16) -> Result<serde_json::Value, serde_json::Value> {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..100 {
+        last = balance(http_port).await;
+        if last["balanced"] == true {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(last)
 }
