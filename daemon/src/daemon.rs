@@ -7,7 +7,7 @@ use crate::alert::dingtalk::DingTalkSink;
 use crate::alert::wecom::WeComSink;
 use crate::alert::mqtt::MqttAlertSink;
 use crate::alert::webhook::WebhookSink;
-use crate::alert::{run_dispatcher, spawn_sink, DispatcherSetup, SinkQueue};
+use crate::alert::{run_dispatcher, DispatcherSetup, SinkSet};
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, Config, SensorConfig};
 use crate::metrics::Metrics;
@@ -158,34 +158,30 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         crate::web::serve(listen, web, shutdown.clone()).await?;
     }
 
-    let mut sink_queues = Vec::new();
-    let mut sink_tasks = Vec::new();
-    let mut add_sink = |(queue, task): (SinkQueue, JoinHandle<()>)| {
-        sink_queues.push(queue);
-        sink_tasks.push(task);
-    };
+    let (mut sinks, handoff_rx) = SinkSet::new(metrics.clone(), store.clone(), &config.alerts);
     if config.alerts.console {
-        add_sink(spawn_sink(ConsoleSink, metrics.clone(), store.clone()));
+        sinks.add(ConsoleSink);
     }
     if let Some(prefix) = &config.alerts.mqtt_topic_prefix {
-        add_sink(spawn_sink(MqttAlertSink::connect(&config.mqtt, prefix.clone()), metrics.clone(), store.clone()));
+        sinks.add(MqttAlertSink::connect(&config.mqtt, prefix.clone()));
     }
     for hook in &config.alerts.webhooks {
-        add_sink(spawn_sink(WebhookSink::new(hook, metrics.clone())?, metrics.clone(), store.clone()));
+        sinks.add(WebhookSink::new(hook, metrics.clone())?);
     }
     for robot in &config.alerts.wecom {
-        add_sink(spawn_sink(WeComSink::new(robot.clone())?, metrics.clone(), store.clone()));
+        sinks.add(WeComSink::new(robot.clone())?);
     }
     for robot in &config.alerts.dingtalk {
-        add_sink(spawn_sink(DingTalkSink::new(robot.clone())?, metrics.clone(), store.clone()));
+        sinks.add(DingTalkSink::new(robot.clone())?);
     }
     for gateway in &config.alerts.sms {
-        add_sink(spawn_sink(crate::alert::sms::SmsSink::new(gateway.clone())?, metrics.clone(), store.clone()));
+        sinks.add(crate::alert::sms::SmsSink::new(gateway.clone())?);
     }
     if let Some(pin) = config.gpio.as_ref().and_then(|g| g.siren_pin) {
         let max_on = config.gpio.as_ref().map_or(std::time::Duration::from_secs(300), |g| g.siren_max_on);
-        add_sink(spawn_sink(crate::gpio::siren::SirenSink::new(crate::gpio::open_output(pin)?, max_on), metrics.clone(), store.clone()));
+        sinks.add(crate::gpio::siren::SirenSink::new(crate::gpio::open_output(pin)?, max_on));
     }
+    let SinkSet { queues: sink_queues, tasks: sink_tasks, .. } = sinks;
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
     let setup = DispatcherSetup {
@@ -196,6 +192,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         links: config.worker_links.clone(),
         dispatch: config.dispatch.clone(),
         clock,
+        handoffs: handoff_rx,
     };
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 

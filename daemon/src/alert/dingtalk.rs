@@ -121,7 +121,7 @@ mod tests {
     #[tokio::test]
     async fn over_the_limit_the_message_waits_out_the_throttle_instead_of_failing() {
         let (url, seen) = dingtalk(90030).await;
-        let config = RobotConfig { name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec![], chinese: true };
+        let config = RobotConfig { throttle_patience: None, name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec![], chinese: true };
         let mut sink = DingTalkSink::new(config).unwrap().with_throttle(Duration::from_millis(300));
         let started = std::time::Instant::now();
         sink.deliver(&sample_alert("fired", 7.31)).await.expect("delivered after the throttle");
@@ -134,7 +134,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_attempt_is_retried_with_a_fresh_signature_and_mentions() {
         let (url, seen) = dingtalk(310000).await;
-        let config = RobotConfig { name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec!["13800000000".into()], chinese: true };
+        let config = RobotConfig { throttle_patience: None, name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec!["13800000000".into()], chinese: true };
         let mut sink = DingTalkSink::new(config).unwrap();
         sink.deliver(&sample_alert("fired", 7.31)).await.unwrap();
         let seen = seen.lock().unwrap();

@@ -235,9 +235,31 @@ pub struct SinkQueue {
 /// Most alerts folded into one digest.
 const DIGEST_MAX: usize = 50;
 
+/// Where a sink's alerts go when it fails or is throttled too long (`[alerts.failover]`).
+#[derive(Debug, Clone)]
+pub struct Failover {
+    /// The channel that takes over.
+    pub to: String,
+    /// A rate-limit wait longer than this hands the alerts over instead of waiting.
+    pub after: std::time::Duration,
+    /// To the dispatcher, which journals the new delivery and queues it. Unbounded: the
+    /// dispatcher may itself be waiting for room in this sink's queue.
+    pub handoffs: mpsc::UnboundedSender<Handoff>,
+}
+
+/// An alert a channel gave up, for its failover channel.
+#[derive(Debug)]
+pub struct Handoff {
+    pub from: String,
+    pub to: String,
+    pub alert_id: Option<i64>,
+    pub alert: Arc<Alert>,
+}
+
 /// Runs a sink in its own task behind a bounded queue; records each outcome in the outbox.
-/// When the sink is rate-limited, the alerts that queued up meanwhile go out as one digest.
-pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store) -> (SinkQueue, JoinHandle<()>) {
+/// When the sink is rate-limited, the alerts that queued up meanwhile go out as one digest —
+/// or, with a failover channel and a wait longer than its patience, go to that channel.
+pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store, failover: Option<Failover>) -> (SinkQueue, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Delivery>(SINK_QUEUE);
     let name = sink.name();
     let label = Metrics::sink(&name);
@@ -246,25 +268,32 @@ pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store) -> 
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             let wait = sink.wait();
-            if !wait.is_zero() {
-                tracing::info!(sink = %task_name, wait_ms = wait.as_millis() as u64, "rate limited; alerts arriving meanwhile go out as one digest");
-                tokio::time::sleep(wait).await;
-                while batch.len() < DIGEST_MAX {
-                    match rx.try_recv() {
-                        Ok(delivery) => batch.push(delivery),
-                        Err(_) => break,
+            let outcome = match &failover {
+                Some(failover) if wait > failover.after => {
+                    Err(anyhow::anyhow!("rate limited for {} s; handed to `{}`", wait.as_secs(), failover.to))
+                }
+                _ => {
+                    if !wait.is_zero() {
+                        tracing::info!(sink = %task_name, wait_ms = wait.as_millis() as u64, "rate limited; alerts arriving meanwhile go out as one digest");
+                        tokio::time::sleep(wait).await;
+                        while batch.len() < DIGEST_MAX {
+                            match rx.try_recv() {
+                                Ok(delivery) => batch.push(delivery),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    match batch.as_slice() {
+                        [one] => sink.deliver(&one.alert).await,
+                        many => sink.deliver_many(&many.iter().map(|d| d.alert.as_ref()).collect::<Vec<_>>()).await,
                     }
                 }
-            }
-            let outcome = match batch.as_slice() {
-                [one] => sink.deliver(&one.alert).await,
-                many => sink.deliver_many(&many.iter().map(|d| d.alert.as_ref()).collect::<Vec<_>>()).await,
             };
             let error = outcome.as_ref().err().map(|e| format!("{e:#}"));
             for Delivery { alert_id, alert } in batch {
                 if let Some(error) = &error {
                     metrics.alert_delivery_failures.get_or_create(&label).inc();
-                    tracing::error!(sink = %task_name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %error, "alert not delivered");
+                    tracing::error!(sink = %task_name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %error, failover = failover.as_ref().map(|f| f.to.as_str()), "alert not delivered");
                 } else {
                     metrics.alerts_delivered.get_or_create(&label).inc();
                 }
@@ -273,11 +302,46 @@ pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store) -> 
                         tracing::error!(sink = %task_name, alert_id = id, error = %format!("{e:#}"), "delivery outcome not recorded; the alert may be sent again after a restart");
                     }
                 }
+                if let (Some(failover), Some(_)) = (&failover, &error) {
+                    let handoff = Handoff { from: task_name.clone(), to: failover.to.clone(), alert_id, alert };
+                    if failover.handoffs.send(handoff).is_err() {
+                        tracing::error!(sink = %task_name, to = %failover.to, "failover channel gone; the alert is not handed over");
+                    }
+                }
             }
         }
         sink.finish().await;
     });
     (SinkQueue { name, queue: tx }, task)
+}
+
+/// The running sinks, each spawned with its failover route (`[alerts.failover]`).
+#[derive(Debug)]
+pub struct SinkSet {
+    pub queues: Vec<SinkQueue>,
+    pub tasks: Vec<JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+    store: Store,
+    failover: std::collections::BTreeMap<String, String>,
+    failover_after: std::time::Duration,
+    handoffs: mpsc::UnboundedSender<Handoff>,
+}
+
+impl SinkSet {
+    /// An empty set, and the receiving end of its handoffs (for the dispatcher).
+    pub fn new(metrics: Arc<Metrics>, store: Store, alerts: &crate::config::AlertsConfig) -> (SinkSet, mpsc::UnboundedReceiver<Handoff>) {
+        let (handoffs, received) = mpsc::unbounded_channel();
+        let set = SinkSet { queues: Vec::new(), tasks: Vec::new(), metrics, store, failover: alerts.failover.clone(), failover_after: alerts.failover_after, handoffs };
+        (set, received)
+    }
+
+    /// Spawns `sink`, routed to its failover channel if it has one.
+    pub fn add<S: Sink>(&mut self, sink: S) {
+        let failover = self.failover.get(&sink.name()).map(|to| Failover { to: to.clone(), after: self.failover_after, handoffs: self.handoffs.clone() });
+        let (queue, task) = spawn_sink(sink, self.metrics.clone(), self.store.clone(), failover);
+        self.queues.push(queue);
+        self.tasks.push(task);
+    }
 }
 
 /// How often the dispatcher looks for due reminders and escalations.
@@ -294,6 +358,8 @@ pub struct DispatcherSetup {
     pub links: Option<crate::links::WorkerLinks>,
     pub dispatch: crate::dispatch::Dispatch,
     pub clock: crate::clock::Clock,
+    /// Alerts channels gave up, for their failover channels.
+    pub handoffs: mpsc::UnboundedReceiver<Handoff>,
 }
 
 /// First re-sends what the outbox still holds from before a restart, then, for each new alert,
@@ -302,7 +368,7 @@ pub struct DispatcherSetup {
 /// also sends the reminders and escalations that fell due. Returns when `alerts` is closed; the
 /// sink queues close when it returns.
 pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQueue>, setup: DispatcherSetup) {
-    let DispatcherSetup { store, silences, metrics, flap_window_ms, links, dispatch, clock } = setup;
+    let DispatcherSetup { store, silences, metrics, flap_window_ms, links, dispatch, clock, mut handoffs } = setup;
     let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
     match store.pending_delivery_counts() {
         Ok(counts) => {
@@ -334,6 +400,10 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
                 Some(alert) => alert,
                 None => break,
             },
+            Some(handoff) = handoffs.recv() => {
+                hand_over(&store, &sinks, &metrics, handoff).await;
+                continue;
+            }
             _ = check.tick() => {
                 send_due_escalations(&store, &dispatch, &sinks, &names, &metrics, clock.now()).await;
                 count_open_incidents(&store, &metrics);
@@ -402,6 +472,24 @@ fn count_open_incidents(store: &Store, metrics: &Metrics) {
         let open = rows.iter().filter(|r| r.severity == severity).count();
         metrics.open_incidents.get_or_create(&crate::metrics::SeverityLabel { severity: severity.into() }).set(i64::try_from(open).unwrap_or(i64::MAX));
     }
+}
+
+/// Journals a delivery of a given-up alert for its failover channel, then queues it there.
+async fn hand_over(store: &Store, sinks: &[SinkQueue], metrics: &Metrics, handoff: Handoff) {
+    let Handoff { from, to, alert_id, alert } = handoff;
+    let Some(sink) = sinks.iter().find(|s| s.name == to) else { return };
+    if let Some(id) = alert_id {
+        match store.add_delivery(id, &to).await {
+            Ok(true) => metrics.take_on_deliveries([&to], 1),
+            Ok(false) => {
+                tracing::info!(from = %from, to = %to, alert_id = id, "the failover channel has this alert already");
+                return;
+            }
+            Err(error) => tracing::error!(alert_id = id, to = %to, error = %format!("{error:#}"), "failover delivery not journaled; sending it anyway"),
+        }
+    }
+    tracing::warn!(from = %from, to = %to, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "alert handed to the failover channel");
+    let _ = sink.queue.send(Delivery { alert_id, alert }).await;
 }
 
 /// Hands one journaled alert to the sinks named in `targets`.
@@ -530,7 +618,7 @@ pub(crate) mod tests {
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
         let metrics = Arc::new(Metrics::new());
-        let (queue, task) = spawn_sink(sink, metrics.clone(), Store::open(dir.path()).unwrap());
+        let (queue, task) = spawn_sink(sink, metrics.clone(), Store::open(dir.path()).unwrap(), None);
         for _ in 0..25 {
             queue.queue.send(Delivery { alert_id: None, alert: Arc::new(sample_alert("fired", 0.5)) }).await.unwrap();
         }

@@ -85,6 +85,11 @@ pub async fn send(
         limit.record();
         match post(client, url(), body).await {
             Ok(()) => return Ok(()),
+            // Over the limit, with a failover channel that can take it sooner: give it up.
+            Err(error) if error.downcast_ref::<Throttled>().is_some() && config.throttle_patience.is_some_and(|patience| patience < limit.throttle) => {
+                limit.throttled();
+                return Err(error.context(format!("{kind} robot {} throttles us for {} s", super::webhook::redacted(&config.url), limit.throttle.as_secs())));
+            }
             // Over the limit: not a failure of the message. Wait the throttle out (alerts
             // queueing meanwhile go out together as one digest) and send it again.
             Err(error) if error.downcast_ref::<Throttled>().is_some() && throttle_waits < THROTTLE_WAITS => {

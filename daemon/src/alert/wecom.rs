@@ -92,13 +92,13 @@ mod tests {
     }
 
     fn config(url: &str, mention: bool) -> RobotConfig {
-        RobotConfig { name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: if mention { vec!["13900000000".into()] } else { vec![] }, chinese: true }
+        RobotConfig { throttle_patience: None, name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: if mention { vec!["13900000000".into()] } else { vec![] }, chinese: true }
     }
 
     #[tokio::test]
     async fn a_robot_that_stays_throttled_fails_the_message_after_bounded_waits() {
         let (url, seen) = wecom(45009).await;
-        let config = RobotConfig { name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: vec![], chinese: true };
+        let config = RobotConfig { throttle_patience: None, name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: vec![], chinese: true };
         let mut sink = WeComSink::new(config).unwrap().with_throttle(Duration::from_millis(50));
         let error = sink.deliver(&sample_alert("fired", 7.31)).await.unwrap_err();
         assert!(format!("{error:#}").contains("robot throttled: errcode 45009"), "{error:#}");

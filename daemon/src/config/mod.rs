@@ -162,6 +162,10 @@ pub struct AlertsConfig {
     pub sms: Vec<SmsConfig>,
     /// Maintenance windows written in the configuration (the CLI adds others to the store).
     pub silences: Vec<crate::silence::Silence>,
+    /// Channel -> the channel that takes its alerts when it fails or is throttled longer than
+    /// `failover_after`. Checked: both exist, no chain comes back on itself.
+    pub failover: BTreeMap<String, String>,
+    pub failover_after: Duration,
 }
 
 /// An SMS HTTP gateway (`[[alerts.sms]]`).
@@ -192,6 +196,9 @@ pub struct RobotConfig {
     pub mention_mobiles: Vec<String>,
     /// Messages in Chinese (else English).
     pub chinese: bool,
+    /// With a failover channel: the longest throttle this robot waits out before giving the
+    /// message up to it (none: waits out the robot's throttle).
+    pub throttle_patience: Option<Duration>,
 }
 
 impl std::fmt::Debug for RobotConfig {
@@ -245,7 +252,7 @@ impl Config {
 
     /// Checks configuration text; `name` labels diagnostics, `base` resolves relative paths.
     pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let mut check = Checker { name, text, diagnostics: Vec::new() };
+        let mut check = Checker { name, text, diagnostics: Vec::new(), failover_spans: Vec::new() };
         let raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(err) => {
@@ -272,6 +279,8 @@ struct Checker<'a> {
     name: &'a str,
     text: &'a str,
     diagnostics: Vec<Diagnostic>,
+    /// `[alerts.failover]` entries and where they are written, checked once the channels are known.
+    failover_spans: Vec<(String, Range<usize>)>,
 }
 
 impl Checker<'_> {
@@ -301,6 +310,7 @@ impl Checker<'_> {
         let gpio = raw.gpio.and_then(|g| self.gpio(g, &sensors));
         let channels = sink_names(&alerts, gpio.as_ref());
         self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
+        self.check_failover(&alerts.failover, &channels);
         Config { state_dir, state_reserve_bytes, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio }
     }
 
@@ -564,7 +574,41 @@ impl Checker<'_> {
         let dingtalk = raw.dingtalk.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "dingtalk", i, base)).collect();
         let sms = raw.sms.into_iter().enumerate().filter_map(|(i, r)| self.sms(r, i, base)).collect();
         let silences = raw.silence.into_iter().filter_map(|s| self.silence(s)).collect();
-        AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk, sms, silences }
+        let failover: Vec<_> = raw.failover.into_iter().collect();
+        self.failover_spans = failover.iter().map(|(from, to)| (from.clone(), to.span())).collect();
+        let failover_after = Duration::from_secs(raw.failover_after_secs);
+        let failover: BTreeMap<String, String> = failover.into_iter().map(|(from, to)| (from, to.into_inner())).collect();
+        let mut alerts = AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk, sms, silences, failover, failover_after };
+        for robot in alerts.wecom.iter_mut().chain(alerts.dingtalk.iter_mut()) {
+            if alerts.failover.contains_key(&robot.name) {
+                robot.throttle_patience = Some(failover_after);
+            }
+        }
+        alerts
+    }
+
+    /// Every failover names channels that exist, and no chain of them comes back on itself.
+    fn check_failover(&mut self, failover: &BTreeMap<String, String>, channels: &[String]) {
+        let spans = std::mem::take(&mut self.failover_spans);
+        for (from, span) in spans {
+            let Some(to) = failover.get(&from) else { continue };
+            if !channels.contains(&from) {
+                self.error(span.clone(), Some("alerts.failover"), format!("`{from}` is not an alert channel (have: {})", channels.join(", ")));
+            } else if !channels.contains(to) {
+                self.error(span.clone(), Some("alerts.failover"), format!("`{to}` is not an alert channel (have: {})", channels.join(", ")));
+            } else {
+                let mut seen = vec![from.as_str()];
+                let mut next = to.as_str();
+                while let Some(after) = (!seen.contains(&next)).then(|| failover.get(next)).flatten() {
+                    seen.push(next);
+                    next = after;
+                }
+                if seen.contains(&next) {
+                    seen.push(next);
+                    self.error(span, Some("alerts.failover"), format!("failover goes round in a circle: {}", seen.join(" -> ")));
+                }
+            }
+        }
     }
 
     fn silence(&mut self, raw: raw::RawSilence) -> Option<crate::silence::Silence> {
@@ -648,7 +692,7 @@ impl Checker<'_> {
                 true
             }
         };
-        Some(RobotConfig { name: raw.name.unwrap_or_else(|| format!("{kind}-{}", index + 1)), url: url?, secret, mention_mobiles: raw.mention_mobiles, chinese })
+        Some(RobotConfig { throttle_patience: None, name: raw.name.unwrap_or_else(|| format!("{kind}-{}", index + 1)), url: url?, secret, mention_mobiles: raw.mention_mobiles, chinese })
     }
 
     fn worker_links(&mut self, http: &raw::RawHttp, base: &Path) -> Option<crate::links::WorkerLinks> {

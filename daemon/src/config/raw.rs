@@ -236,6 +236,16 @@ pub struct RawAlerts {
     pub sms: Vec<RawSms>,
     #[serde(default)]
     pub silence: Vec<RawSilence>,
+    /// `[alerts.failover]`: channel name = the channel that takes over when it fails or is
+    /// throttled.
+    #[serde(default)]
+    pub failover: BTreeMap<String, Spanned<String>>,
+    #[serde(default = "default_failover_after_secs")]
+    pub failover_after_secs: u64,
+}
+
+fn default_failover_after_secs() -> u64 {
+    60
 }
 
 /// `[[alerts.silence]]`: a maintenance window written in the configuration.
@@ -272,7 +282,7 @@ pub struct RawSms {
 
 impl Default for RawAlerts {
     fn default() -> Self {
-        RawAlerts { console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new(), silence: Vec::new() }
+        RawAlerts { failover: BTreeMap::new(), failover_after_secs: default_failover_after_secs(), console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new(), silence: Vec::new() }
     }
 }
 

@@ -121,3 +121,18 @@ fn topic_filter_rules() {
     assert!(check_topic_filter("a/b+").is_err());
     assert!(check_topic_filter("").is_err());
 }
+
+#[test]
+fn failover_names_real_channels_and_goes_nowhere_in_circles() {
+    let channels = "\n[[alerts.webhook]]\nname = \"office\"\nurl = \"http://127.0.0.1:9/hook\"\n\n[[alerts.dingtalk]]\nname = \"grid-3\"\nurl = \"http://127.0.0.1:9/robot/send?access_token=t\"\n";
+    let good = parse(&format!("{MINIMAL}{channels}\n[alerts.failover]\ngrid-3 = \"office\"\n")).unwrap();
+    assert_eq!(good.alerts.failover.get("grid-3").map(String::as_str), Some("office"));
+    assert_eq!(good.alerts.dingtalk[0].throttle_patience, Some(Duration::from_secs(60)), "a robot with a failover does not wait out a long throttle");
+
+    let unknown = errors(&format!("{MINIMAL}{channels}\n[alerts.failover]\ngrid-3 = \"sms\"\n"));
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert!(unknown[0].starts_with("gridwatch.toml:21:") && unknown[0].contains("`sms` is not an alert channel"), "{unknown:?}");
+
+    let circle = errors(&format!("{MINIMAL}{channels}\n[alerts.failover]\ngrid-3 = \"office\"\noffice = \"grid-3\"\n"));
+    assert!(circle.iter().any(|e| e.contains("failover goes round in a circle: grid-3 -> office -> grid-3")), "{circle:?}");
+}

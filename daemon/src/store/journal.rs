@@ -52,6 +52,20 @@ impl Store {
         .await
     }
 
+    /// Adds a pending delivery of a journaled alert for one more sink (a failover channel);
+    /// false when that sink has (or had) a delivery of it already.
+    pub async fn add_delivery(&self, alert_id: i64, sink: &str) -> anyhow::Result<bool> {
+        let sink = sink.to_string();
+        self.with_conn(move |conn| {
+            let added = conn.execute(
+                "INSERT INTO outbox (alert_id, sink, state, updated_ms) VALUES (?1, ?2, 'pending', ?3) ON CONFLICT (alert_id, sink) DO NOTHING",
+                params![alert_id, sink, now_ms()],
+            )?;
+            Ok(added == 1)
+        })
+        .await
+    }
+
     /// Deliveries still pending, by sink.
     pub fn pending_delivery_counts(&self) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
         let conn = self.lock()?;

@@ -1,0 +1,133 @@
+//! Failover between alert channels (`[alerts.failover]`): an alarm a channel cannot deliver —
+//! it keeps failing, or its robot throttles for minutes — reaches the next channel, journaled
+//! there too, and the accounts of both channels balance.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{publish_until_evaluated, wait_balanced, Daemon, SECOND};
+use gridwatch_tests::{free_port, wait_for, Mosquitto, WebhookReceiver};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+const TOPIC: &str = "gridwatch/east-canal/canal-02/telemetry";
+
+fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, channels: &str) {
+    let config = format!(
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-failover-{http_port}\"\n\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\n{channels}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        mosquitto.url()
+    );
+    std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n").unwrap();
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn sink<'a>(accounts: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    accounts["sinks"].as_array().unwrap().iter().find(|s| s["sink"] == name).unwrap()
+}
+
+fn counts(sink: &serde_json::Value) -> [u64; 4] {
+    ["taken_on", "delivered", "dropped", "pending"].map(|k| sink[k].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_the_first_channel_cannot_deliver_goes_to_the_next() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    // The office's receiver is broken (HTTP 500 to everything); the backup works.
+    let office = WebhookReceiver::start(vec![500; 100]).await;
+    let backup = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let channels = format!(
+        "\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 2\ntimeout_secs = 2\n\n[[alerts.webhook]]\nname = \"backup\"\nurl = \"{}\"\n\n[alerts.failover]\noffice = \"backup\"\n",
+        office.url(),
+        backup.url()
+    );
+    write_config(dir.path(), &mosquitto, http_port, &channels);
+    // Only the office gets the alert at first: the backup belongs to another grid, so it is not
+    // a target of this sensor's alerts — only the failover of the office.
+    let roster = "[[grid]]\nid = \"elsewhere\"\nchannels = [\"backup\"]\n";
+    std::fs::write(dir.path().join("roster.toml"), roster).unwrap();
+    let config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap() + "\n[dispatch]\nroster = \"roster.toml\"\n";
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    mosquitto.publish(TOPIC, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+
+    let arrived = wait_for(20 * SECOND, || async { !backup.bodies().is_empty() }).await;
+    assert!(arrived, "{:?}", daemon.stderr());
+    assert_eq!(office.requests(), 2, "the office was tried as often as it is configured to be");
+    let alert = backup.bodies().remove(0);
+    assert_eq!((alert["rule"].as_str(), alert["event"].as_str()), (Some("do-low"), Some("fired")));
+    let accounts = wait_balanced(http_port).await.unwrap_or_else(|a| panic!("accounts do not balance: {a}"));
+    assert_eq!(counts(sink(&accounts, "office")), [1, 0, 1, 0], "{accounts}");
+    assert_eq!(counts(sink(&accounts, "backup")), [1, 1, 0, 0], "{accounts}");
+    assert!(daemon.stderr().iter().any(|l| l.contains("alert handed to the failover channel") && l.contains("from=office") && l.contains("to=backup")), "{:?}", daemon.stderr());
+}
+
+/// A DingTalk robot stand-in that is over its limit: every message is answered errcode 90030
+/// (DingTalk then throttles for 10 minutes).
+async fn throttled_robot() -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/robot/send",
+        axum::routing::post(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                axum::Json(serde_json::json!({"errcode": 90030, "errmsg": "send too fast, exceed 20 times per minute"}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let url = format!("http://{}/robot/send?access_token=t0ken", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_robot_hands_the_alarm_over_instead_of_waiting_ten_minutes() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let (robot_url, robot_calls) = throttled_robot().await;
+    let sms_office = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let channels = format!(
+        "\n[[alerts.dingtalk]]\nname = \"grid-3\"\nurl = \"{robot_url}\"\n\n[[alerts.webhook]]\nname = \"duty-phone\"\nurl = \"{}\"\n\n[alerts.failover]\ngrid-3 = \"duty-phone\"\n",
+        sms_office.url()
+    );
+    write_config(dir.path(), &mosquitto, http_port, &channels);
+    let roster = "[[grid]]\nid = \"elsewhere\"\nchannels = [\"duty-phone\"]\n";
+    std::fs::write(dir.path().join("roster.toml"), roster).unwrap();
+    let config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap() + "\n[dispatch]\nroster = \"roster.toml\"\n";
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    let published = now_ms();
+    mosquitto.publish(TOPIC, &format!(r#"{{"do": 3.0, "ts": {published}}}"#)).unwrap();
+
+    let arrived = wait_for(20 * SECOND, || async { !sms_office.bodies().is_empty() }).await;
+    assert!(arrived, "{:?}", daemon.stderr());
+    assert!(now_ms() - published < 10_000, "handed over at once, not after the robot's throttle");
+    assert_eq!(robot_calls.load(Ordering::SeqCst), 1, "one try; a throttled robot is not hammered");
+    let accounts = wait_balanced(http_port).await.unwrap_or_else(|a| panic!("accounts do not balance: {a}"));
+    assert_eq!(counts(sink(&accounts, "grid-3")), [1, 0, 1, 0], "{accounts}");
+    assert_eq!(counts(sink(&accounts, "duty-phone")), [1, 1, 0, 0], "{accounts}");
+
+    // The next alarm does not even try the throttled robot.
+    mosquitto.publish(TOPIC, &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+    let cleared = wait_for(20 * SECOND, || async { sms_office.bodies().len() >= 2 }).await;
+    assert!(cleared, "{:?}", daemon.stderr());
+    assert_eq!(sms_office.bodies()[1]["event"].as_str(), Some("cleared"));
+    assert_eq!(robot_calls.load(Ordering::SeqCst), 1, "the robot is still throttled: no second try");
+}
