@@ -46,6 +46,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let outputs = SerialOutputs {
         samples,
         spool: None,
+        bus: None,
         sensor_ids: config.sensors.iter().map(|s| s.id.clone()).collect(),
         clock: Clock::System,
         metrics,

@@ -184,6 +184,8 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let SinkSet { queues: sink_queues, tasks: sink_tasks, .. } = sinks;
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
+    let buses = crate::buses::Buses::new(&sensors, &config.serial);
+    tokio::spawn(crate::buses::watch(buses.clone(), sensors.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
     let setup = DispatcherSetup {
         store: store.clone(),
         silences: config.alerts.silences.clone(),
@@ -193,6 +195,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         dispatch: config.dispatch.clone(),
         clock,
         handoffs: handoff_rx,
+        buses: Some(buses.clone()),
     };
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
@@ -230,16 +233,29 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone() };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let sensor_ids: Arc<[String]> = sensors.iter().map(|s| s.id.clone()).collect();
-    let serial_outputs =
-        SerialOutputs { samples: sample_tx.clone(), spool: config.influxdb.is_some().then(|| spool_tx.clone()), sensor_ids: sensor_ids.clone(), clock, metrics: metrics.clone() };
-    let serial_tasks: Vec<JoinHandle<()>> =
-        config.serial.iter().map(|port| tokio::spawn(crate::serial::run_port(port.clone(), serial_outputs.clone(), shutdown.clone()))).collect();
+    let serial_outputs = SerialOutputs {
+        samples: sample_tx.clone(),
+        spool: config.influxdb.is_some().then(|| spool_tx.clone()),
+        sensor_ids: sensor_ids.clone(),
+        clock,
+        metrics: metrics.clone(),
+        bus: None,
+    };
+    let serial_tasks: Vec<JoinHandle<()>> = config
+        .serial
+        .iter()
+        .enumerate()
+        .map(|(index, port)| {
+            let outputs = SerialOutputs { bus: Some(buses.serial(index)), ..serial_outputs.clone() };
+            tokio::spawn(crate::serial::run_port(port.clone(), outputs, shutdown.clone()))
+        })
+        .collect();
     let gpio_tasks = spawn_gpio(&config, &serial_outputs, metrics.clone(), &sensors, shutdown.clone())?;
     drop(serial_outputs);
     let ingest = Ingest::new(&config, clock, metrics.clone());
     let stored_ids = config.influxdb.is_some().then_some(sensor_ids);
     let acks = config.incident_acks.clone().map(|acks| (acks, store.clone()));
-    let outputs = Outputs { samples: sample_tx, spool: spool_tx, sensor_ids: stored_ids, acks };
+    let outputs = Outputs { samples: sample_tx, spool: spool_tx, sensor_ids: stored_ids, acks, bus: buses.mqtt() };
     let acks_flushed = CancellationToken::new();
     let source_task = tokio::spawn(source::run(client, eventloop, ingest, outputs, shutdown.clone(), acks_flushed.clone()));
 

@@ -154,36 +154,12 @@ fn first_line(text: &str) -> &str {
 
 /// The device alarm that tells installers the box runs on its last good configuration.
 pub fn fallback_alert(reason: &str, now_ms: i64) -> crate::alert::Alert {
-    let at = crate::clock::rfc3339(now_ms);
-    crate::alert::Alert {
-        event: "fired".into(),
-        rule: "gridwatch-config-invalid".into(),
-        title: "gridwatch runs on its last good configuration".into(),
-        severity: "warning".into(),
-        colour: "yellow".into(),
-        previous_severity: None,
-        audience: "installer".into(),
-        sensor: "gridwatch".into(),
-        agreement: None,
-        kind: "gridwatch".into(),
-        site: "gridwatch".into(),
-        building: None,
-        grid: None,
-        value: 1.0,
-        unit: String::new(),
-        condition: reason.to_string(),
-        at: at.clone(),
-        at_ms: now_ms,
-        since: at,
-        messages: [
-            ("en".to_string(), format!("gridwatch is running on its last good configuration: {reason}. Fix the files and restart it.")),
-            ("zh".to_string(), format!("gridwatch 配置有误，正以上次可用的配置运行：{reason}。请修正后重启。")),
-        ]
-        .into_iter()
-        .collect(),
-        incident_id: None,
-        link: None,
-        recipients: Vec::new(),
-        mentions: Vec::new(),
-    }
+    let mut alert = crate::alert::Alert::device("gridwatch-config-invalid", "gridwatch", "gridwatch", "fired", "warning", "gridwatch runs on its last good configuration", reason.to_string(), now_ms);
+    alert.messages = [
+        ("en".to_string(), format!("gridwatch is running on its last good configuration: {reason}. Fix the files and restart it.")),
+        ("zh".to_string(), format!("gridwatch 配置有误，正以上次可用的配置运行：{reason}。请修正后重启。")),
+    ]
+    .into_iter()
+    .collect();
+    alert
 }

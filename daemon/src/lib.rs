@@ -21,6 +21,7 @@
 pub mod alert;
 pub mod backoff;
 pub mod bridge;
+pub mod buses;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -66,6 +66,12 @@ pub struct Silence {
 }
 
 impl Silence {
+    /// The silence the daemon applies itself to a no-data alarm its sensor's bus explains (see
+    /// `buses`): for that one alert, logged with its reason.
+    pub fn bus_down(sensor: &str, reason: String, now: i64) -> Silence {
+        Silence { id: 0, scope: Scope::Sensor, target: sensor.into(), include_red: true, reason, author: "gridwatch".into(), created_ms: now, expires_ms: now + 1, ended_ms: None }
+    }
+
     /// Whether this silence is in force at `now` and covers `alert`.
     pub fn covers(&self, alert: &Alert, now: i64) -> bool {
         let active = self.created_ms <= now && now < self.expires_ms && self.ended_ms.is_none_or(|ended| now < ended);

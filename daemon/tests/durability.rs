@@ -66,7 +66,8 @@ async fn acknowledged_readings_survive_sigkills_and_a_database_outage() {
     assert!(up, "daemon did not connect: {:?}", daemon.stderr());
 
     // The devices: publish readings with unique timestamps, recording what the broker acked.
-    let t0 = now_ms() - 3_600_000;
+    // All in the past (VictoriaMetrics' export does not return points after now), an hour back.
+    let t0 = now_ms() - 3_600_000 - readings * 100;
     let port = mosquitto.port;
     let devices = tokio::spawn(async move {
         let mut publisher = Publisher::connect(port, "durability-devices").await.unwrap();
@@ -74,7 +75,8 @@ async fn acknowledged_readings_survive_sigkills_and_a_database_outage() {
         for i in 0..readings {
             let sensor = (i as usize) % SENSORS.len();
             let ts = t0 + i * 100;
-            let payload = format!(r#"{{"x": {}, "y": 0.0, "ts": {ts}, "seq": {i}}}"#, i as f64 / 1000.0);
+            let seq = i / SENSORS.len() as i64;
+            let payload = format!(r#"{{"x": {}, "y": 0.0, "ts": {ts}, "seq": {seq}}}"#, i as f64 / 1000.0);
             if publisher.publish_acked(&format!("gridwatch/lane/{}/telemetry", SENSORS[sensor]), payload).await.is_ok() {
                 acked.push((sensor, ts));
             }

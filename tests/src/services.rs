@@ -127,7 +127,13 @@ impl Mosquitto {
     /// Stops the broker the way systemd would (SIGTERM, so it saves its state) and starts it
     /// again on the same port and configuration.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_after(Duration::ZERO).await
+    }
+
+    /// [`Mosquitto::restart`] after an outage of `outage`.
+    pub async fn restart_after(&mut self, outage: Duration) -> anyhow::Result<()> {
         terminate(&mut self.child);
+        tokio::time::sleep(outage).await;
         self.child = Mosquitto::spawn(&self.config, self.port).await?;
         Ok(())
     }

@@ -86,6 +86,9 @@ pub struct Alert {
     /// Their phone numbers, for @-mentions in group robots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<String>,
+    /// A "no data" event (a silent sensor): held back while the sensor's bus is down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_data: bool,
 }
 
 impl Alert {
@@ -115,6 +118,42 @@ impl Alert {
             link: None,
             recipients: Vec::new(),
             mentions: Vec::new(),
+            no_data: matches!(rule.check_of(event.variant), Check::NoData { .. }),
+        }
+    }
+
+    /// A device alarm the daemon raises itself (not from a rule): for installers, about
+    /// `subject` (a bus, the daemon), with the English message `condition` until set otherwise.
+    #[allow(clippy::too_many_arguments)] // each is one field of the alarm
+    pub fn device(rule: &str, subject: &str, site: &str, event: &str, severity: &str, title: &str, condition: String, now_ms: i64) -> Alert {
+        let at = rfc3339(now_ms);
+        let colour = severity.parse::<gridwatch_rules::Severity>().map_or("yellow", |s| s.colour());
+        Alert {
+            event: event.into(),
+            rule: rule.into(),
+            title: title.into(),
+            severity: severity.into(),
+            colour: colour.into(),
+            previous_severity: None,
+            audience: "installer".into(),
+            sensor: subject.into(),
+            agreement: None,
+            kind: "gridwatch".into(),
+            site: site.into(),
+            building: None,
+            grid: None,
+            value: 1.0,
+            unit: String::new(),
+            messages: [("en".to_string(), condition.clone())].into_iter().collect(),
+            condition,
+            at: at.clone(),
+            at_ms: now_ms,
+            since: at,
+            incident_id: None,
+            link: None,
+            recipients: Vec::new(),
+            mentions: Vec::new(),
+            no_data: false,
         }
     }
 
@@ -360,6 +399,8 @@ pub struct DispatcherSetup {
     pub clock: crate::clock::Clock,
     /// Alerts channels gave up, for their failover channels.
     pub handoffs: mpsc::UnboundedReceiver<Handoff>,
+    /// Which sensor buses are down: no-data alarms of the sensors on them are held back.
+    pub buses: Option<Arc<crate::buses::Buses>>,
 }
 
 /// First re-sends what the outbox still holds from before a restart, then, for each new alert,
@@ -368,7 +409,10 @@ pub struct DispatcherSetup {
 /// also sends the reminders and escalations that fell due. Returns when `alerts` is closed; the
 /// sink queues close when it returns.
 pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQueue>, setup: DispatcherSetup) {
-    let DispatcherSetup { store, silences, metrics, flap_window_ms, links, dispatch, clock, mut handoffs } = setup;
+    let DispatcherSetup { store, silences, metrics, flap_window_ms, links, dispatch, clock, mut handoffs, buses } = setup;
+    // No-data incidents whose alarm was held back because their bus was down: their clear is
+    // held back too. In memory: after a restart such a clear is sent (a message too many).
+    let mut held_back: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
     let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
     match store.pending_delivery_counts() {
         Ok(counts) => {
@@ -419,7 +463,20 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         }
         // A silenced alert is journaled (without deliveries) and kept on its incident, not sent,
         // and starts no reminders.
-        let silenced = silences.iter().find(|s| s.covers(&alert, now)).cloned().or_else(|| silence_covering(&store, &alert, now));
+        let mut silenced = silences.iter().find(|s| s.covers(&alert, now)).cloned().or_else(|| silence_covering(&store, &alert, now));
+        if silenced.is_none() && alert.no_data {
+            let key = (alert.rule.clone(), alert.sensor.clone());
+            let bus_down = buses.as_ref().and_then(|b| b.down_under(&alert.sensor)).map(str::to_string);
+            let explained = match (alert.event.as_str(), bus_down) {
+                ("cleared", _) => held_back.remove(&key).then(|| "its bus was down".to_string()),
+                (_, Some(bus)) => {
+                    held_back.insert(key);
+                    Some(format!("{bus} is down"))
+                }
+                _ => None,
+            };
+            silenced = explained.map(|reason| crate::silence::Silence::bus_down(&alert.sensor, reason, now));
+        }
         match store.apply_alert(&alert, flap_window_ms).await {
             Ok(id) => {
                 alert.incident_id = Some(id);
@@ -558,6 +615,7 @@ pub(crate) mod tests {
             link: None,
             recipients: Vec::new(),
             mentions: Vec::new(),
+            no_data: false,
         }
     }
 

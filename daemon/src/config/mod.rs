@@ -166,6 +166,8 @@ pub struct AlertsConfig {
     /// `failover_after`. Checked: both exist, no chain comes back on itself.
     pub failover: BTreeMap<String, String>,
     pub failover_after: Duration,
+    /// A sensor bus (serial port, MQTT connection) down this long raises one "bus down" alarm.
+    pub bus_down_after: Duration,
 }
 
 /// An SMS HTTP gateway (`[[alerts.sms]]`).
@@ -578,7 +580,7 @@ impl Checker<'_> {
         self.failover_spans = failover.iter().map(|(from, to)| (from.clone(), to.span())).collect();
         let failover_after = Duration::from_secs(raw.failover_after_secs);
         let failover: BTreeMap<String, String> = failover.into_iter().map(|(from, to)| (from, to.into_inner())).collect();
-        let mut alerts = AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk, sms, silences, failover, failover_after };
+        let mut alerts = AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk, sms, silences, failover, failover_after, bus_down_after: Duration::from_secs(raw.bus_down_after_secs) };
         for robot in alerts.wecom.iter_mut().chain(alerts.dingtalk.iter_mut()) {
             if alerts.failover.contains_key(&robot.name) {
                 robot.throttle_patience = Some(failover_after);

@@ -242,6 +242,12 @@ pub struct RawAlerts {
     pub failover: BTreeMap<String, Spanned<String>>,
     #[serde(default = "default_failover_after_secs")]
     pub failover_after_secs: u64,
+    #[serde(default = "default_bus_down_after_secs")]
+    pub bus_down_after_secs: u64,
+}
+
+fn default_bus_down_after_secs() -> u64 {
+    60
 }
 
 fn default_failover_after_secs() -> u64 {
@@ -282,7 +288,7 @@ pub struct RawSms {
 
 impl Default for RawAlerts {
     fn default() -> Self {
-        RawAlerts { failover: BTreeMap::new(), failover_after_secs: default_failover_after_secs(), console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new(), silence: Vec::new() }
+        RawAlerts { failover: BTreeMap::new(), failover_after_secs: default_failover_after_secs(), bus_down_after_secs: default_bus_down_after_secs(), console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new(), silence: Vec::new() }
     }
 }
 

@@ -87,6 +87,8 @@ pub struct Outputs {
     pub sensor_ids: Option<Arc<[String]>>,
     /// Workers' actions relayed on the ack topic, applied to incidents in the store.
     pub acks: Option<(crate::incident_acks::AckConfig, crate::store::Store)>,
+    /// The MQTT bus: up while connected, down from the first connection error.
+    pub bus: crate::buses::BusHandle,
 }
 
 /// Runs the ingest connection until `shutdown`; then stops handing on messages (dropping the
@@ -150,6 +152,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 metrics.mqtt_connects.inc();
                 metrics.mqtt_connected.set(1);
+                outputs.bus.up();
                 backoff.reset();
                 tracing::info!(session_present = ack.session_present, "connected to MQTT broker");
                 if !ack.session_present {
@@ -168,6 +171,7 @@ pub async fn run(
             Err(error) => {
                 metrics.mqtt_connection_errors.inc();
                 metrics.mqtt_connected.set(0);
+                outputs.bus.down(chrono::Utc::now().timestamp_millis());
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {

@@ -30,14 +30,27 @@ pub struct SerialOutputs {
     pub sensor_ids: Arc<[String]>,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
+    /// This port's bus, reported up on each reading and down when the port fails (none in
+    /// `gridwatch bridge`).
+    pub bus: Option<crate::buses::BusHandle>,
 }
 
 impl SerialOutputs {
+    /// Reports this port's bus down (the port failed, or no device on it answers).
+    pub(crate) fn bus_down(&self) {
+        if let Some(bus) = &self.bus {
+            bus.down(self.clock.now());
+        }
+    }
+
     /// Hands one reading on; `false` when the daemon is shutting down.
     pub(crate) async fn emit(&self, sensor: usize, fields: Vec<(String, f64)>) -> bool {
         let fields: Vec<(String, f64)> = fields.into_iter().filter(|(_, v)| v.is_finite()).collect();
         if fields.is_empty() {
             return true;
+        }
+        if let Some(bus) = &self.bus {
+            bus.up();
         }
         let clock_untrusted = !self.clock.trusted();
         let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields, clock_untrusted };
@@ -91,6 +104,7 @@ pub async fn run_port(config: SerialConfig, outputs: SerialOutputs, shutdown: Ca
             Ended::Shutdown => return,
             Ended::PortLost(reason) => {
                 outputs.metrics.serial_port_errors.get_or_create(&Metrics::port(&port)).inc();
+                outputs.bus_down();
                 let delay = backoff.next_delay();
                 tracing::warn!(port = %port, reason = %reason, retry_in_ms = delay.as_millis() as u64, "serial port lost; reopening");
                 tokio::select! {
@@ -112,7 +126,7 @@ mod tests {
         let (spool_tx, mut spool) = mpsc::channel(4);
         let metrics = Arc::new(Metrics::new());
         let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0 };
-        let outputs = SerialOutputs { samples: samples_tx, spool: Some(spool_tx), sensor_ids: vec!["house-07".to_string()].into(), clock: booted_at_1970, metrics: metrics.clone() };
+        let outputs = SerialOutputs { samples: samples_tx, spool: Some(spool_tx), sensor_ids: vec!["house-07".to_string()].into(), clock: booted_at_1970, metrics: metrics.clone(), bus: None };
         assert!(outputs.emit(0, vec![("x".into(), 0.3)]).await);
         let judged = samples.try_recv().expect("the rules get it");
         assert!(judged.clock_untrusted);

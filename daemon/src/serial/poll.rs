@@ -36,6 +36,11 @@ impl Schedule {
         self.due.iter().copied().enumerate().min_by_key(|&(_, due)| due)
     }
 
+    /// Every device failed at least twice in a row: the bus, not a device, is the problem.
+    fn all_failing(&self) -> bool {
+        self.failures.iter().all(|&f| f >= 2)
+    }
+
     fn done(&mut self, index: usize, interval: Duration, ok: bool) {
         self.failures[index] = if ok { 0 } else { self.failures[index] + 1 };
         let factor = 1u32 << self.failures[index].min(10);
@@ -78,6 +83,9 @@ pub(super) async fn run_modbus(config: &SerialConfig, port: SerialStream, output
                     tracing::warn!(port = %label.port, slave = device.slave, reason = %reason, "Modbus device did not answer");
                 }
                 schedule.done(index, device.interval, false);
+                if schedule.all_failing() {
+                    outputs.bus_down();
+                }
             }
             Err(PollError::Port(reason)) => return Ended::PortLost(reason),
         }
@@ -142,6 +150,9 @@ pub(super) async fn run_rion(config: &SerialConfig, mut port: SerialStream, outp
             None => {
                 outputs.metrics.serial_frames.get_or_create(&label.with("no_answer")).inc();
                 schedule.done(index, device.interval, false);
+                if schedule.all_failing() {
+                    outputs.bus_down();
+                }
             }
         }
         tokio::time::sleep(FRAME_GAP).await;

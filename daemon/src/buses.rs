@@ -1,0 +1,246 @@
+//! Which way each sensor's readings come — the MQTT connection, or one serial bus — and whether
+//! that way is up. A bus that is down explains the silence of every sensor on it: their no-data
+//! alarms are held back by the dispatcher, and [`watch`] sends one "bus down" device alarm for
+//! the bus instead (one message instead of twenty), and its recovery.
+//!
+//! A serial bus is down when its port cannot be opened or fails, or when every device on it
+//! failed to answer twice in a row; the MQTT bus is down while the ingest connection is. Any
+//! reading from a bus marks it up.
+
+use crate::alert::Alert;
+use crate::config::{SensorConfig, SerialConfig};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The rule name of bus alarms (their incidents are keyed by it and the bus name).
+pub const BUS_DOWN_RULE: &str = "bus-down";
+
+/// Up or down, since when, for every bus; shared by the sources (who report) and the
+/// dispatcher (who asks).
+#[derive(Debug)]
+pub struct Buses {
+    /// `mqtt`, then `serial:<port>` for each serial port.
+    names: Vec<String>,
+    /// The sensors on each bus, by id.
+    sensors_on: Vec<Vec<String>>,
+    bus_of: HashMap<String, usize>,
+    /// Since when each bus is down (ms since the epoch); 0 while up.
+    down_since: Vec<AtomicI64>,
+}
+
+/// One bus, as a source reports on it.
+#[derive(Debug, Clone)]
+pub struct BusHandle {
+    buses: Arc<Buses>,
+    index: usize,
+}
+
+impl BusHandle {
+    pub fn down(&self, now_ms: i64) {
+        self.buses.set_down(self.index, now_ms);
+    }
+
+    pub fn up(&self) {
+        self.buses.set_up(self.index);
+    }
+}
+
+impl Buses {
+    /// Sensors polled or streamed on a serial port belong to that port's bus; every other
+    /// sensor to the MQTT bus.
+    pub fn new(sensors: &[SensorConfig], serial: &[SerialConfig]) -> Arc<Buses> {
+        let mut names = vec!["mqtt".to_string()];
+        let mut sensors_on = vec![Vec::new()];
+        let mut bus_of = HashMap::new();
+        for port in serial {
+            let index = names.len();
+            names.push(format!("serial:{}", port.port.display()));
+            let on_port: Vec<String> = port.devices.iter().filter_map(|d| sensors.get(d.sensor)).map(|s| s.id.clone()).collect();
+            for id in &on_port {
+                bus_of.insert(id.clone(), index);
+            }
+            sensors_on.push(on_port);
+        }
+        for sensor in sensors {
+            if let std::collections::hash_map::Entry::Vacant(entry) = bus_of.entry(sensor.id.clone()) {
+                entry.insert(0);
+                sensors_on[0].push(sensor.id.clone());
+            }
+        }
+        let down_since = names.iter().map(|_| AtomicI64::new(0)).collect();
+        Arc::new(Buses { names, sensors_on, bus_of, down_since })
+    }
+
+    pub fn mqtt(self: &Arc<Self>) -> BusHandle {
+        BusHandle { buses: self.clone(), index: 0 }
+    }
+
+    /// The bus of the `index`-th `[[serial]]` port.
+    pub fn serial(self: &Arc<Self>, index: usize) -> BusHandle {
+        BusHandle { buses: self.clone(), index: index + 1 }
+    }
+
+    fn set_down(&self, bus: usize, now_ms: i64) {
+        if let Some(since) = self.down_since.get(bus) {
+            // Keeps the first time: a bus that fails again while down is down since then.
+            let _ = since.compare_exchange(0, now_ms.max(1), Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
+    fn set_up(&self, bus: usize) {
+        if let Some(since) = self.down_since.get(bus) {
+            since.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// The name of the bus that is down under `sensor`, if it is.
+    pub fn down_under(&self, sensor: &str) -> Option<&str> {
+        let bus = *self.bus_of.get(sensor)?;
+        (self.down_since[bus].load(Ordering::SeqCst) != 0).then(|| self.names[bus].as_str())
+    }
+}
+
+/// Sends a "bus down" alarm for each bus with sensors that has been down for `after`, and a
+/// clear when it is back; checks every second until `shutdown`.
+pub async fn watch(buses: Arc<Buses>, sensors: Arc<[SensorConfig]>, after: Duration, alerts: mpsc::Sender<Alert>, clock: crate::clock::Clock, shutdown: CancellationToken) {
+    let mut alerted: Vec<Option<i64>> = vec![None; buses.names.len()];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = clock.now();
+        for (bus, name) in buses.names.iter().enumerate() {
+            if buses.sensors_on[bus].is_empty() {
+                continue;
+            }
+            let since = buses.down_since[bus].load(Ordering::SeqCst);
+            let event = match (since, alerted[bus]) {
+                (0, Some(down_since)) => {
+                    alerted[bus] = None;
+                    Some(("cleared", down_since))
+                }
+                (since, None) if since != 0 && now - since >= after_ms => {
+                    alerted[bus] = Some(since);
+                    Some(("fired", since))
+                }
+                _ => None,
+            };
+            let Some((event, since)) = event else { continue };
+            let alert = bus_alert(name, &buses.sensors_on[bus], &sensors, event, since, now);
+            tracing::warn!(bus = %name, event, sensors = buses.sensors_on[bus].len(), "bus alarm");
+            if alerts.send(alert).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The device alarm for a bus: what is silent, since when, which sensors.
+fn bus_alert(bus: &str, on_bus: &[String], sensors: &[SensorConfig], event: &str, since: i64, now: i64) -> Alert {
+    let first = sensors.iter().find(|s| on_bus.first() == Some(&s.id));
+    let site = first.map_or_else(|| "gridwatch".to_string(), |s| s.site.clone());
+    let named: Vec<&str> = on_bus.iter().take(5).map(String::as_str).collect();
+    let more = if on_bus.len() > 5 { format!(" and {} more", on_bus.len() - 5) } else { String::new() };
+    let list = format!("{}{more}", named.join(", "));
+    let silent_secs = (now - since) / 1000;
+    let (en, zh, condition) = if event == "cleared" {
+        (
+            format!("{bus} is back after {silent_secs} s: readings from {} sensor(s) arrive again", on_bus.len()),
+            format!("{bus} 已恢复（中断 {silent_secs} 秒），{} 个传感器重新上报", on_bus.len()),
+            format!("{bus} back after {silent_secs} s"),
+        )
+    } else {
+        (
+            format!("{bus} is down: no readings from its {} sensor(s) ({list}); their no-data alarms are held back. Check the adapter, cable or gateway.", on_bus.len()),
+            format!("{bus} 通信中断：其下 {} 个传感器（{list}）无数据，单个无数据告警已合并。请检查转换器、线缆或网关。", on_bus.len()),
+            format!("{bus} down for {silent_secs} s"),
+        )
+    };
+    let mut alert = Alert::device(BUS_DOWN_RULE, bus, &site, event, "warning", "A sensor bus or gateway is down", condition, now);
+    alert.since = crate::clock::rfc3339(since);
+    alert.value = silent_secs as f64;
+    alert.unit = "s".into();
+    alert.messages = [("en".to_string(), en), ("zh".to_string(), zh)].into_iter().collect();
+    alert
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SerialDevice;
+    use std::collections::BTreeMap;
+
+    fn sensor(id: &str) -> SensorConfig {
+        SensorConfig {
+            id: id.into(),
+            kind: gridwatch_rules::SensorKind::Tilt,
+            site: "north-lane".into(),
+            building: None,
+            grid: None,
+            storeys: None,
+            structure: None,
+            tags: BTreeMap::new(),
+            interval: Duration::from_secs(60),
+            baseline: BTreeMap::new(),
+        }
+    }
+
+    fn port(devices: &[usize]) -> SerialConfig {
+        SerialConfig {
+            port: "/dev/ttyUSB0".into(),
+            baud: 9600,
+            protocol: crate::config::SerialProtocol::Rion,
+            timeout: Duration::from_millis(200),
+            min_interval: Duration::ZERO,
+            devices: devices
+                .iter()
+                .map(|&sensor| SerialDevice { sensor, profile: None, slave: 1, address: 1, device_id: String::new(), interval: Duration::from_secs(1) })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_bus_down_explains_only_its_own_sensors() {
+        let sensors = [sensor("house-01"), sensor("house-02"), sensor("canal-02")];
+        let buses = Buses::new(&sensors, &[port(&[0, 1])]);
+        assert_eq!(buses.down_under("house-01"), None);
+        buses.serial(0).down(1_000);
+        assert_eq!(buses.down_under("house-02"), Some("serial:/dev/ttyUSB0"));
+        assert_eq!(buses.down_under("canal-02"), None, "canal-02 comes over MQTT");
+        buses.serial(0).down(5_000);
+        assert_eq!(buses.down_since[1].load(Ordering::SeqCst), 1_000, "down since the first failure");
+        buses.mqtt().down(2_000);
+        assert_eq!(buses.down_under("canal-02"), Some("mqtt"));
+        buses.serial(0).up();
+        assert_eq!(buses.down_under("house-01"), None);
+    }
+
+    #[tokio::test]
+    async fn one_alarm_per_bus_after_the_grace_time_and_one_clear() {
+        let sensors: Arc<[SensorConfig]> = vec![sensor("house-01"), sensor("house-02")].into();
+        let buses = Buses::new(&sensors, &[port(&[0, 1])]);
+        let (tx, mut rx) = mpsc::channel(8);
+        let clock = crate::clock::Clock::System;
+        let stop = CancellationToken::new();
+        tokio::spawn(watch(buses.clone(), sensors.clone(), Duration::from_millis(1500), tx, clock, stop.clone()));
+        buses.serial(0).down(clock.now());
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(rx.try_recv().is_err(), "not before the grace time");
+        let fired = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.unwrap().unwrap();
+        assert_eq!((fired.rule.as_str(), fired.sensor.as_str(), fired.event.as_str(), fired.audience.as_str()), (BUS_DOWN_RULE, "serial:/dev/ttyUSB0", "fired", "installer"));
+        assert!(fired.message().contains("2 sensor(s) (house-01, house-02)"), "{}", fired.message());
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(rx.try_recv().is_err(), "one alarm, not one a second");
+        buses.serial(0).up();
+        let cleared = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.unwrap().unwrap();
+        assert_eq!(cleared.event, "cleared");
+        stop.cancel();
+    }
+}
