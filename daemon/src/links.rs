@@ -1,7 +1,8 @@
 //! Worker links: each notification carries a short link to the incident's page on this box.
 //! No login — the link is the credential: it names the incident and an expiry and is signed
 //! with HMAC-SHA256 under the box's link secret, so a forged, altered or expired link is
-//! refused. (Binding links to one member comes with the rosters.)
+//! refused. A link made for one member of the roster also names that member (`m=<id>`, signed
+//! with the rest): what is done through it is recorded as that member's action.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -34,33 +35,54 @@ impl WorkerLinks {
         WorkerLinks { public_url, secret: secret.as_bytes().to_vec(), valid }
     }
 
-    fn mac(&self, incident: i64, expires: i64) -> Hmac<Sha256> {
+    fn mac(&self, incident: i64, member: Option<&str>, expires: i64) -> Hmac<Sha256> {
         // HMAC accepts keys of any length.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
-        mac.update(format!("incident:{incident}:{expires}").as_bytes());
+        match member {
+            // The member id's length goes first, so no id and expiry can pass for another.
+            Some(member) => mac.update(format!("incident:{incident}:member:{}:{member}:{expires}", member.len()).as_bytes()),
+            None => mac.update(format!("incident:{incident}:{expires}").as_bytes()),
+        }
         mac
     }
 
-    /// The signed path and query for an incident, valid from `now_secs`.
-    pub fn path(&self, incident: i64, now_secs: i64) -> String {
+    /// The signed path and query for an incident (for `member`, if given), valid from `now_secs`.
+    pub fn path(&self, incident: i64, member: Option<&str>, now_secs: i64) -> String {
         let expires = now_secs + self.valid.as_secs() as i64;
-        let signature: String = self.mac(incident, expires).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        format!("/incident/{incident}?exp={expires}&sig={signature}")
+        let signature: String = self.mac(incident, member, expires).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let mut query = reqwest::Url::parse("http://link/").expect("a valid base");
+        {
+            let mut pairs = query.query_pairs_mut();
+            if let Some(member) = member {
+                pairs.append_pair("m", member);
+            }
+            pairs.append_pair("exp", &expires.to_string()).append_pair("sig", &signature);
+        }
+        format!("/incident/{incident}?{}", query.query().unwrap_or_default())
     }
 
-    /// The full link.
+    /// The full link, bound to nobody (for operators and group channels without a roster).
     pub fn link(&self, incident: i64, now_secs: i64) -> String {
-        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), self.path(incident, now_secs))
+        self.full(&self.path(incident, None, now_secs))
     }
 
-    /// Checks a link's expiry and signature (in constant time).
-    pub fn verify(&self, incident: i64, expires: i64, signature: &str, now_secs: i64) -> Result<(), LinkError> {
+    /// The full link for one member of the roster, by member id.
+    pub fn member_link(&self, incident: i64, member: &str, now_secs: i64) -> String {
+        self.full(&self.path(incident, Some(member), now_secs))
+    }
+
+    fn full(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url.as_str().trim_end_matches('/'))
+    }
+
+    /// Checks a link's expiry and signature (in constant time); `member` is the link's `m`.
+    pub fn verify(&self, incident: i64, member: Option<&str>, expires: i64, signature: &str, now_secs: i64) -> Result<(), LinkError> {
         let bytes: Option<Vec<u8>> = (0..signature.len())
             .step_by(2)
             .map(|i| signature.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
             .collect();
         let bytes = bytes.ok_or(LinkError::BadSignature)?;
-        self.mac(incident, expires).verify_slice(&bytes).map_err(|_| LinkError::BadSignature)?;
+        self.mac(incident, member, expires).verify_slice(&bytes).map_err(|_| LinkError::BadSignature)?;
         if now_secs > expires {
             return Err(LinkError::Expired);
         }
@@ -77,10 +99,15 @@ mod tests {
     }
 
     fn parts(link: &str) -> (i64, i64, String) {
+        let (id, _, exp, sig) = member_parts(link);
+        (id, exp, sig)
+    }
+
+    fn member_parts(link: &str) -> (i64, Option<String>, i64, String) {
         let url: reqwest::Url = link.parse().unwrap();
         let id = url.path().rsplit('/').next().unwrap().parse().unwrap();
         let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
-        (id, query["exp"].parse().unwrap(), query["sig"].clone())
+        (id, query.get("m").cloned(), query["exp"].parse().unwrap(), query["sig"].clone())
     }
 
     #[test]
@@ -88,17 +115,33 @@ mod tests {
         let link = links().link(42, 1_000);
         assert!(link.starts_with("http://10.8.0.5:9181/incident/42?exp=4600&sig="), "{link}");
         let (id, exp, sig) = parts(&link);
-        assert_eq!(links().verify(id, exp, &sig, 1_500), Ok(()));
+        assert_eq!(links().verify(id, None, exp, &sig, 1_500), Ok(()));
     }
 
     #[test]
     fn expired_altered_or_forged_links_are_refused() {
         let (id, exp, sig) = parts(&links().link(42, 1_000));
-        assert_eq!(links().verify(id, exp, &sig, 4_601), Err(LinkError::Expired));
-        assert_eq!(links().verify(43, exp, &sig, 1_500), Err(LinkError::BadSignature), "another incident");
-        assert_eq!(links().verify(id, exp + 86_400, &sig, 1_500), Err(LinkError::BadSignature), "a longer life");
-        assert_eq!(links().verify(id, exp, "zz", 1_500), Err(LinkError::BadSignature));
+        assert_eq!(links().verify(id, None, exp, &sig, 4_601), Err(LinkError::Expired));
+        assert_eq!(links().verify(43, None, exp, &sig, 1_500), Err(LinkError::BadSignature), "another incident");
+        assert_eq!(links().verify(id, None, exp + 86_400, &sig, 1_500), Err(LinkError::BadSignature), "a longer life");
+        assert_eq!(links().verify(id, None, exp, "zz", 1_500), Err(LinkError::BadSignature));
         let other = WorkerLinks::new("http://x/".parse().unwrap(), "another secret", Duration::from_secs(3600));
-        assert_eq!(other.verify(id, exp, &sig, 1_500), Err(LinkError::BadSignature), "another box's secret");
+        assert_eq!(other.verify(id, None, exp, &sig, 1_500), Err(LinkError::BadSignature), "another box's secret");
+    }
+
+    #[test]
+    fn a_member_link_works_only_for_that_member() {
+        let link = links().member_link(42, "wang", 1_000);
+        assert!(link.starts_with("http://10.8.0.5:9181/incident/42?m=wang&exp=4600&sig="), "{link}");
+        let (id, member, exp, sig) = member_parts(&link);
+        assert_eq!(member.as_deref(), Some("wang"));
+        assert_eq!(links().verify(id, Some("wang"), exp, &sig, 1_500), Ok(()));
+        assert_eq!(links().verify(id, Some("li"), exp, &sig, 1_500), Err(LinkError::BadSignature), "another member");
+        assert_eq!(links().verify(id, None, exp, &sig, 1_500), Err(LinkError::BadSignature), "the member cut off");
+        let (_, _, group_exp, group_sig) = member_parts(&links().link(42, 1_000));
+        assert_eq!(links().verify(42, Some("wang"), group_exp, &group_sig, 1_500), Err(LinkError::BadSignature), "a member added to a group link");
+        let chinese = links().member_link(42, "王芳", 1_000);
+        let (_, member, exp, sig) = member_parts(&chinese);
+        assert_eq!(links().verify(42, member.as_deref(), exp, &sig, 1_500), Ok(()), "{chinese}");
     }
 }

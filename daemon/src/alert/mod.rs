@@ -77,9 +77,14 @@ pub struct Alert {
     /// The incident this event belongs to (`gridwatch incidents show <id>`).
     #[serde(default)]
     pub incident_id: Option<i64>,
-    /// The signed link to the incident's page, when worker links are configured.
+    /// The signed link to the incident's page, when worker links are configured (bound to
+    /// nobody; on a member's own channel, that member's link).
     #[serde(default)]
     pub link: Option<String>,
+    /// Each named recipient's own signed link (name -> link): what they do through it is
+    /// recorded as theirs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub member_links: BTreeMap<String, String>,
     /// Who this message is for, by name (the people on duty, and those escalated to).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
@@ -116,6 +121,7 @@ impl Alert {
             messages: messages(event, rule, sensor),
             incident_id: None,
             link: None,
+            member_links: BTreeMap::new(),
             recipients: Vec::new(),
             mentions: Vec::new(),
             no_data: matches!(rule.check_of(event.variant), Check::NoData { .. }),
@@ -151,6 +157,7 @@ impl Alert {
             since: at,
             incident_id: None,
             link: None,
+            member_links: BTreeMap::new(),
             recipients: Vec::new(),
             mentions: Vec::new(),
             no_data: false,
@@ -449,7 +456,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
                 continue;
             }
             _ = check.tick() => {
-                send_due_escalations(&store, &dispatch, &sinks, &names, &metrics, clock.now()).await;
+                send_due_escalations(&store, &dispatch, links.as_ref(), &sinks, &names, &metrics, clock.now()).await;
                 count_open_incidents(&store, &metrics);
                 store.try_restore_reserve();
                 continue;
@@ -491,10 +498,11 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             }
             Err(error) => tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "incident not updated; sending the alert anyway"),
         }
-        let targets: Vec<String> = if silenced.is_some() { Vec::new() } else { dispatch.roster.targets(alert.grid.as_deref(), &names).into_iter().cloned().collect() };
-        let alert_id = match store.record_alert(&alert, &targets).await {
+        let addressing = if silenced.is_some() { Addressing::default() } else { address(&mut alert, &dispatch.roster, links.as_ref(), &names) };
+        let targets = &addressing.targets;
+        let alert_id = match store.record_alert(&alert, targets).await {
             Ok(id) => {
-                metrics.take_on_deliveries(&targets, 1);
+                metrics.take_on_deliveries(targets, 1);
                 Some(id)
             }
             Err(error) => {
@@ -504,7 +512,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         };
         match silenced {
             Some(silence) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, silence = silence.id, reason = %silence.reason, "alert silenced"),
-            None => fan_out(&sinks, &targets, alert_id, Arc::new(alert)).await,
+            None => fan_out(&sinks, &addressing, alert_id, Arc::new(alert)).await,
         }
     }
 }
@@ -549,17 +557,60 @@ async fn hand_over(store: &Store, sinks: &[SinkQueue], metrics: &Metrics, handof
     let _ = sink.queue.send(Delivery { alert_id, alert }).await;
 }
 
-/// Hands one journaled alert to the sinks named in `targets`.
-async fn fan_out(sinks: &[SinkQueue], targets: &[String], alert_id: Option<i64>, alert: Arc<Alert>) {
-    for sink in sinks.iter().filter(|s| targets.contains(&s.name)) {
+/// Where one alert goes: channels, and which of them are one member's own.
+#[derive(Debug, Default)]
+struct Addressing {
+    targets: Vec<String>,
+    /// Member channel -> the member's name and phone.
+    personal: BTreeMap<String, (String, String)>,
+}
+
+/// Gives each recipient of `alert` their own link, and finds its channels: the grid's, plus the
+/// own channels of the members it names (from `sinks`).
+fn address(alert: &mut Alert, roster: &crate::dispatch::roster::Roster, links: Option<&crate::links::WorkerLinks>, sinks: &[String]) -> Addressing {
+    let now_secs = chrono::Utc::now().timestamp();
+    alert.member_links = match (links, alert.incident_id) {
+        (Some(links), Some(id)) => roster.members_named(&alert.recipients).map(|m| (m.name.clone(), links.member_link(id, &m.id, now_secs))).collect(),
+        _ => BTreeMap::new(),
+    };
+    let mut addressing = Addressing { targets: roster.targets(alert.grid.as_deref(), sinks).into_iter().cloned().collect(), personal: BTreeMap::new() };
+    for (channel, member) in roster.member_channels(&alert.recipients) {
+        if sinks.contains(channel) && !addressing.targets.contains(channel) {
+            addressing.targets.push(channel.clone());
+            addressing.personal.insert(channel.clone(), (member.name.clone(), member.phone.clone()));
+        }
+    }
+    addressing
+}
+
+/// The alert as a member's own channel carries it: their link only, them only.
+fn for_member(alert: &Alert, (member, phone): &(String, String)) -> Alert {
+    let mut own = alert.clone();
+    own.member_links.retain(|name, _| name == member);
+    if let Some(link) = own.member_links.get(member) {
+        own.link = Some(link.clone());
+    }
+    own.recipients = vec![member.clone()];
+    own.mentions = if phone.is_empty() { Vec::new() } else { vec![phone.clone()] };
+    own
+}
+
+/// Hands one journaled alert to the sinks it is addressed to (members' own channels get it
+/// with only their own link).
+async fn fan_out(sinks: &[SinkQueue], addressing: &Addressing, alert_id: Option<i64>, alert: Arc<Alert>) {
+    for sink in sinks.iter().filter(|s| addressing.targets.contains(&s.name)) {
+        let alert = match addressing.personal.get(&sink.name) {
+            Some(member) => Arc::new(for_member(&alert, member)),
+            None => alert.clone(),
+        };
         // A sink only goes away when its task ended; nothing more can be done for it.
-        let _ = sink.queue.send(Delivery { alert_id, alert: alert.clone() }).await;
+        let _ = sink.queue.send(Delivery { alert_id, alert }).await;
     }
 }
 
 /// Journals and sends the reminders and escalations due at `now`; each incident's steps and
 /// clock move on in one transaction, before anything is sent.
-async fn send_due_escalations(store: &Store, dispatch: &crate::dispatch::Dispatch, sinks: &[SinkQueue], names: &[String], metrics: &Metrics, now: i64) {
+async fn send_due_escalations(store: &Store, dispatch: &crate::dispatch::Dispatch, links: Option<&crate::links::WorkerLinks>, sinks: &[SinkQueue], names: &[String], metrics: &Metrics, now: i64) {
     let due = match store.due_escalations(now).await {
         Ok(due) => due,
         Err(error) => {
@@ -568,15 +619,16 @@ async fn send_due_escalations(store: &Store, dispatch: &crate::dispatch::Dispatc
         }
     };
     for escalation in due {
-        let decision = dispatch.decide(&escalation, now);
+        let mut decision = dispatch.decide(&escalation, now);
+        let addressings: Vec<Addressing> = decision.steps.iter_mut().map(|step| address(&mut step.alert, &dispatch.roster, links, names)).collect();
         let alerts: Vec<Alert> = decision.steps.iter().map(|s| s.alert.clone()).collect();
-        let targets: Vec<String> = dispatch.roster.targets(escalation.grid.as_deref(), names).into_iter().cloned().collect();
+        let targets: Vec<Vec<String>> = addressings.iter().map(|a| a.targets.clone()).collect();
         match store.record_escalation(escalation.incident_id, decision.steps, &targets, decision.progress, decision.next_due_ms, now).await {
             Ok(ids) => {
-                metrics.take_on_deliveries(&targets, ids.len() as u64);
-                for (id, alert) in ids.into_iter().zip(alerts) {
+                for ((id, alert), addressing) in ids.into_iter().zip(alerts).zip(&addressings) {
+                    metrics.take_on_deliveries(&addressing.targets, 1);
                     tracing::info!(incident = escalation.incident_id, event = %alert.event, recipients = ?alert.recipients, "escalation step");
-                    fan_out(sinks, &targets, Some(id), Arc::new(alert)).await;
+                    fan_out(sinks, addressing, Some(id), Arc::new(alert)).await;
                 }
             }
             Err(error) => tracing::error!(incident = escalation.incident_id, error = %format!("{error:#}"), "escalation step not recorded; it is tried again"),
@@ -613,6 +665,7 @@ pub(crate) mod tests {
             messages: BTreeMap::from([("en".to_string(), "north-lane B7 (house-07): wall tilt changed 7.31‰ since installation — danger".to_string())]),
             incident_id: None,
             link: None,
+            member_links: BTreeMap::new(),
             recipients: Vec::new(),
             mentions: Vec::new(),
             no_data: false,

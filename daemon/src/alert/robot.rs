@@ -150,7 +150,13 @@ fn headline(alert: &Alert, zh: bool) -> String {
 pub fn markdown(alert: &Alert, zh: bool) -> String {
     let message = if zh { alert.messages.get("zh") } else { None }.or(alert.messages.get("en")).cloned().unwrap_or_else(|| alert.title.clone());
     let since = if zh { "起始" } else { "since" };
-    let link = alert.link.as_ref().map(|l| format!("\n[{}]({l})", if zh { "接单 / 到场 / 办结" } else { "Accept / on site / resolve" })).unwrap_or_default();
+    let act = if zh { "接单 / 到场 / 办结" } else { "Accept / on site / resolve" };
+    // Each person named gets their own link (what they do through it is recorded as theirs).
+    let link = if alert.member_links.is_empty() {
+        alert.link.as_ref().map(|l| format!("\n[{act}]({l})")).unwrap_or_default()
+    } else {
+        alert.member_links.iter().map(|(name, l)| format!("\n{name}: [{act}]({l})")).collect()
+    };
     format!(
         "**{}**\n{message}\n> {}\n> {} {}{} ({})\n> {since} {}{link}",
         headline(alert, zh),
@@ -207,6 +213,19 @@ mod tests {
         assert!(text.contains("> house-07 at north-lane, building B7, grid-3"), "{text}");
         assert!(text.contains("> 起始 "), "{text}");
         assert!(markdown(&alert, false).contains("wall tilt changed"), "{}", markdown(&alert, false));
+    }
+
+    #[test]
+    fn each_person_named_gets_their_own_link() {
+        let mut alert = sample_alert("fired", 7.31);
+        alert.link = Some("http://box/incident/7?exp=1&sig=aa".into());
+        assert!(markdown(&alert, true).ends_with("[接单 / 到场 / 办结](http://box/incident/7?exp=1&sig=aa)"));
+        alert.member_links.insert("王芳".into(), "http://box/incident/7?m=wang&exp=1&sig=bb".into());
+        alert.member_links.insert("李明".into(), "http://box/incident/7?m=li&exp=1&sig=cc".into());
+        let text = markdown(&alert, true);
+        assert!(text.contains("\n李明: [接单 / 到场 / 办结](http://box/incident/7?m=li&exp=1&sig=cc)"), "{text}");
+        assert!(text.contains("\n王芳: [接单 / 到场 / 办结](http://box/incident/7?m=wang&exp=1&sig=bb)"), "{text}");
+        assert!(!text.contains("sig=aa"), "no unbound link when people are named: {text}");
     }
 
     #[test]

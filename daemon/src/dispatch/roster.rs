@@ -26,6 +26,9 @@ pub struct Member {
     pub phone: String,
     /// Grids the member answers for; empty = every grid (a community secretary).
     pub grids: Vec<String>,
+    /// The member's own alert channels (sink names, e.g. a webhook to their phone's app): they
+    /// carry the alerts that name this member, with the member's own link.
+    pub channels: Vec<String>,
 }
 
 impl Member {
@@ -126,6 +129,8 @@ struct RawMember {
     phone: String,
     #[serde(default)]
     grids: Vec<Spanned<String>>,
+    #[serde(default)]
+    channels: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,7 +237,12 @@ impl Roster {
                 role: raw_member.role.get_ref().clone(),
                 phone: raw_member.phone.clone(),
                 grids: raw_member.grids.iter().map(|g| g.get_ref().clone()).collect(),
+                channels: raw_member.channels.iter().map(|c| c.get_ref().clone()).collect(),
             });
+            for channel in &raw_member.channels {
+                let (line, column) = line_column(text, channel.span().start);
+                channel_refs.push(Diagnostic { file: name.to_string(), line, column, key: None, message: channel.get_ref().clone() });
+            }
         }
         let member_index = |problems: &mut Problems<'_>, id: &Spanned<String>| {
             let found = members.iter().position(|m| &m.id == id.get_ref());
@@ -296,17 +306,24 @@ impl Roster {
     }
 
     /// The channels (sink names, from `sinks`) an alert of `grid` goes to: the grid's own
-    /// channels plus every channel no grid claims; for a grid without its own (or no grid), the
-    /// unclaimed channels. Never none: when that would leave no channel, every channel.
+    /// channels plus every channel no grid or member claims; for a grid without its own (or no
+    /// grid), the unclaimed channels. Never none: when that would leave no channel, every channel
+    /// no member claims. (Members' own channels are added by [`Roster::member_channels`].)
     pub fn targets<'a>(&self, grid: Option<&str>, sinks: &'a [String]) -> Vec<&'a String> {
-        let claimed = |sink: &String| self.channels.values().any(|list| list.contains(sink));
+        let of_member = |sink: &String| self.members.iter().any(|m| m.channels.contains(sink));
+        let claimed = |sink: &String| of_member(sink) || self.channels.values().any(|list| list.contains(sink));
         let own = grid.and_then(|g| self.channels.get(g));
         let chosen: Vec<&String> = sinks.iter().filter(|s| !claimed(s) || own.is_some_and(|own| own.contains(s))).collect();
         if chosen.is_empty() {
-            sinks.iter().collect()
+            sinks.iter().filter(|s| !of_member(s)).collect()
         } else {
             chosen
         }
+    }
+
+    /// The own channels of the members called `names`, with the member each belongs to.
+    pub fn member_channels<'a>(&'a self, names: &'a [String]) -> Vec<(&'a String, &'a Member)> {
+        self.members_named(names).flat_map(|m| m.channels.iter().map(move |c| (c, m))).collect()
     }
 
     /// Channel names the roster uses that are not among `configured`, as located errors.
@@ -316,6 +333,16 @@ impl Roster {
             .filter(|r| !configured.contains(&r.message))
             .map(|r| Diagnostic { message: format!("channel `{}` is not configured in [alerts] (have: {})", r.message, configured.join(", ")), ..r.clone() })
             .collect()
+    }
+
+    /// Every member's name by id.
+    pub fn member_names(&self) -> BTreeMap<String, String> {
+        self.members.iter().map(|m| (m.id.clone(), m.name.clone())).collect()
+    }
+
+    /// The members called `name` (names on alerts are display names).
+    pub fn members_named<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = &'a Member> + 'a {
+        self.members.iter().filter(move |m| names.contains(&m.name))
     }
 
     /// Members with one of `roles` who answer for `grid`.

@@ -78,7 +78,7 @@ impl Store {
         &self,
         incident_id: i64,
         steps: Vec<EscalationStep>,
-        sinks: &[String],
+        sinks: &[Vec<String>],
         progress: Progress,
         next_due_ms: Option<i64>,
         now_ms: i64,
@@ -88,14 +88,14 @@ impl Store {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let mut ids = Vec::new();
-            for (step, payload) in steps.iter().zip(&payloads) {
+            for ((step, payload), sinks) in steps.iter().zip(&payloads).zip(&sinks) {
                 let a = &step.alert;
                 tx.execute(
                     "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![a.at_ms, a.rule, a.sensor, a.event, a.severity, a.value, payload],
                 )?;
                 let id = tx.last_insert_rowid();
-                for sink in &sinks {
+                for sink in sinks {
                     tx.execute("INSERT INTO outbox (alert_id, sink, state, updated_ms) VALUES (?1, ?2, 'pending', ?3)", params![id, sink, now_ms])?;
                 }
                 audit(&tx, incident_id, now_ms, "dispatch", &step.audit, None)?;

@@ -14,13 +14,32 @@ use std::fmt::Write as _;
 
 #[derive(Debug, Deserialize)]
 pub struct Signed {
+    /// The roster member the link was made for, if any.
+    m: Option<String>,
     exp: i64,
     sig: String,
+}
+
+impl Signed {
+    /// The query again, for the form to post back to.
+    fn query(&self) -> String {
+        let mut url = reqwest::Url::parse("http://link/").expect("a valid base");
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(member) = &self.m {
+                pairs.append_pair("m", member);
+            }
+            pairs.append_pair("exp", &self.exp.to_string()).append_pair("sig", &self.sig);
+        }
+        url.query().unwrap_or_default().to_string()
+    }
 }
 
 #[derive(Debug, Deserialize)]
 pub struct ActForm {
     action: String,
+    /// Who acts, typed in; ignored on a member's own link.
+    #[serde(default)]
     by: String,
     #[serde(default)]
     note: String,
@@ -33,7 +52,7 @@ pub(super) fn escape(text: &str) -> String {
 /// The refusal to send instead of the page, if the link does not check out.
 fn refusal(state: &WebState, id: i64, signed: &Signed) -> Option<Response> {
     let Some(links) = &state.links else { return Some(StatusCode::NOT_FOUND.into_response()) };
-    let checked = links.verify(id, signed.exp, &signed.sig, chrono::Utc::now().timestamp());
+    let checked = links.verify(id, signed.m.as_deref(), signed.exp, &signed.sig, chrono::Utc::now().timestamp());
     checked.err().map(|e| (StatusCode::FORBIDDEN, Html(format!("<p>{}</p>", escape(&e.to_string())))).into_response())
 }
 
@@ -69,20 +88,28 @@ fn page(state: &WebState, id: i64, signed: &Signed, message: Option<&str>) -> Re
         let place = [Some(alert.site.as_str()), alert.building.as_deref(), alert.grid.as_deref()].into_iter().flatten().map(escape).collect::<Vec<_>>().join(" · ");
         let _ = write!(html, "<p>位置 where: <b>{place}</b><br>情况 what: {}<br>条件 condition: {}</p>", escape(alert.messages.get("zh").unwrap_or(&alert.title)), escape(&alert.condition));
     }
+    let who = match &signed.m {
+        Some(member) => format!("<p>处理人 acting as: <b>{}</b></p>", escape(&member_name(state, member))),
+        None => "<input name=\"by\" placeholder=\"姓名或手机 name or phone\" required>".to_string(),
+    };
     let _ = write!(
         html,
-        "<form method=\"post\" action=\"/incident/{id}?exp={exp}&amp;sig={sig}\"><input name=\"by\" placeholder=\"姓名或手机 name or phone\" required>\
+        "<form method=\"post\" action=\"/incident/{id}?{query}\">{who}\
          <textarea name=\"note\" placeholder=\"说明 note\"></textarea>\
          <button name=\"action\" value=\"accept\">接单 Accept</button><button name=\"action\" value=\"on_site\">到场 On site</button>\
          <button name=\"action\" value=\"resolve\">办结 Resolved</button></form><h2>记录 History</h2><ul>",
-        exp = signed.exp,
-        sig = escape(&signed.sig),
+        query = escape(&signed.query()),
     );
     for entry in trail {
         let _ = write!(html, "<li>{} · {} · {}{}</li>", rfc3339(entry.at_ms), escape(&entry.actor), escape(&entry.action), entry.note.map(|n| format!(": {}", escape(&n))).unwrap_or_default());
     }
     html.push_str("</ul></body></html>");
     Html(html).into_response()
+}
+
+/// A member's name from the roster, or the id for a member no longer in it.
+fn member_name(state: &WebState, member: &str) -> String {
+    state.members.get(member).cloned().unwrap_or_else(|| member.to_string())
 }
 
 pub async fn show(State(state): State<WebState>, Path(id): Path<i64>, Query(signed): Query<Signed>) -> Response {
@@ -102,12 +129,19 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
         "resolve" => Action::Resolve,
         _ => return (StatusCode::BAD_REQUEST, Html("<p>unknown action</p>".to_string())).into_response(),
     };
-    let by = form.by.trim();
-    if by.is_empty() || by.len() > 64 {
-        return (StatusCode::BAD_REQUEST, Html("<p>请填写姓名或手机 — name or phone, please</p>".to_string())).into_response();
-    }
+    // A member's own link acts for that member, whatever the form says.
+    let actor = match &signed.m {
+        Some(member) => format!("{} ({member}, own link)", member_name(&state, member)),
+        None => {
+            let by = form.by.trim();
+            if by.is_empty() || by.len() > 64 {
+                return (StatusCode::BAD_REQUEST, Html("<p>请填写姓名或手机 — name or phone, please</p>".to_string())).into_response();
+            }
+            format!("{by} (link)")
+        }
+    };
     let note = (!form.note.trim().is_empty()).then(|| form.note.chars().take(1000).collect::<String>());
-    let message = match state.store.incident_action(id, action, &format!("{by} (link)"), note.as_deref(), chrono::Utc::now().timestamp_millis()) {
+    let message = match state.store.incident_action(id, action, &actor, note.as_deref(), chrono::Utc::now().timestamp_millis()) {
         Ok(new_state) => format!("已记录 recorded: {new_state}"),
         Err(error) => format!("未记录 not recorded: {error}"),
     };
@@ -131,7 +165,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let links = WorkerLinks::new(base.parse().unwrap(), "a-link-secret-of-some-length", Duration::from_secs(3600));
-        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: Some(links), installer: None, ledger: None };
+        let members = Arc::new([("wang".to_string(), "王芳".to_string())].into_iter().collect());
+        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: Some(links), installer: None, ledger: None, members };
         let app = super::super::router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (base, state, id, dir)
@@ -168,5 +203,22 @@ mod tests {
         let posted = reqwest::Client::new().post(&forged).form(&[("action", "resolve"), ("by", "x")]).send().await.unwrap();
         assert_eq!(posted.status(), 403);
         assert_eq!(state.store.incidents(true).unwrap()[0].state, "open", "nothing changed");
+    }
+
+    #[tokio::test]
+    async fn a_members_own_link_acts_for_that_member_only() {
+        let (_, state, id, _dir) = serve().await;
+        let links = state.links.as_ref().unwrap();
+        let link = links.member_link(id, "wang", chrono::Utc::now().timestamp());
+        let html = reqwest::get(&link).await.unwrap().text().await.unwrap();
+        assert!(html.contains("处理人 acting as: <b>王芳</b>") && !html.contains("name=\"by\""), "no name to type on one's own link: {html}");
+        // Whatever the form claims, the link's member acts.
+        let html = reqwest::Client::new().post(&link).form(&[("action", "accept"), ("by", "somebody else")]).send().await.unwrap().text().await.unwrap();
+        assert!(html.contains("已记录 recorded"), "{html}");
+        let trail = state.store.incident_history(id).unwrap();
+        assert_eq!(trail.last().map(|e| e.actor.as_str()), Some("王芳 (wang, own link)"));
+        // Another member's name put into the link breaks its signature.
+        let forged = link.replace("m=wang", "m=li");
+        assert_eq!(reqwest::get(&forged).await.unwrap().status(), 403);
     }
 }

@@ -86,7 +86,7 @@ mod tests {
         warning.rule = "tilt-<script>".into();
         store.apply_alert(&warning, 0).await.unwrap();
         store.apply_alert(&sample_alert("fired", 7.3), 0).await.unwrap();
-        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: None, installer: None, ledger: None };
+        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: None, installer: None, ledger: None, members: Arc::default() };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, super::super::router(state)).await.unwrap() });

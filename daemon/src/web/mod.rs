@@ -32,6 +32,8 @@ pub struct WebState {
     pub installer: Option<installer_api::InstallerApi>,
     /// The sinks `/api/balance` accounts for; none in tests that only serve pages.
     pub ledger: Option<crate::invariants::Ledger>,
+    /// Roster members by id -> name, for links made for one member.
+    pub members: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// The routes, for `serve` and for tests.
