@@ -269,6 +269,15 @@ pub trait Sink: Send + 'static {
 pub struct Delivery {
     pub alert_id: Option<i64>,
     pub alert: Arc<Alert>,
+    /// How many deliveries, this one first, go out as one message (a digest of deferred
+    /// alerts); 1 for an alert on its own.
+    pub group: usize,
+}
+
+impl Delivery {
+    pub fn single(alert_id: Option<i64>, alert: Arc<Alert>) -> Delivery {
+        Delivery { alert_id, alert, group: 1 }
+    }
 }
 
 /// A sink's queue, by the sink's name.
@@ -312,7 +321,15 @@ pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store, fai
     let task_name = name.clone();
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
+            let group = first.group;
             let mut batch = vec![first];
+            // A digest's deliveries are queued back to back by the dispatcher.
+            while batch.len() < group {
+                match rx.recv().await {
+                    Some(delivery) => batch.push(delivery),
+                    None => break,
+                }
+            }
             let wait = sink.wait();
             let outcome = match &failover {
                 Some(failover) if wait > failover.after => {
@@ -336,7 +353,7 @@ pub fn spawn_sink<S: Sink>(mut sink: S, metrics: Arc<Metrics>, store: Store, fai
                 }
             };
             let error = outcome.as_ref().err().map(|e| format!("{e:#}"));
-            for Delivery { alert_id, alert } in batch {
+            for Delivery { alert_id, alert, .. } in batch {
                 if let Some(error) = &error {
                     metrics.alert_delivery_failures.get_or_create(&label).inc();
                     tracing::error!(sink = %task_name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %error, failover = failover.as_ref().map(|f| f.to.as_str()), "alert not delivered");
@@ -436,7 +453,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             }
             for delivery in pending {
                 if let Some(sink) = sinks.iter().find(|s| s.name == delivery.sink) {
-                    let _ = sink.queue.send(Delivery { alert_id: Some(delivery.alert_id), alert: Arc::new(delivery.alert) }).await;
+                    let _ = sink.queue.send(Delivery::single(Some(delivery.alert_id), Arc::new(delivery.alert))).await;
                 }
             }
         }
@@ -457,6 +474,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             }
             _ = check.tick() => {
                 send_due_escalations(&store, &dispatch, links.as_ref(), &sinks, &names, &metrics, clock.now()).await;
+                send_due_deferred(&store, &sinks, clock.now()).await;
                 count_open_incidents(&store, &metrics);
                 store.try_restore_reserve();
                 continue;
@@ -484,11 +502,13 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             };
             silenced = explained.map(|reason| crate::silence::Silence::bus_down(&alert.sensor, reason, now));
         }
+        // Quiet hours and the daily digest: the alert waits in the outbox (no reminders for it).
+        let deferred_until = if silenced.is_none() { dispatch.deferral.not_before(&alert, now) } else { None };
         match store.apply_alert(&alert, flap_window_ms).await {
             Ok(id) => {
                 alert.incident_id = Some(id);
                 alert.link = links.as_ref().map(|l| l.link(id, chrono::Utc::now().timestamp()));
-                if alert.audience == "grid" && alert.event == "fired" && silenced.is_none() {
+                if alert.audience == "grid" && alert.event == "fired" && silenced.is_none() && deferred_until.is_none() {
                     if let Some(first_due) = dispatch.first_due(&alert.severity, now) {
                         if let Err(error) = store.arm_escalation(id, alert.grid.clone(), now, first_due).await {
                             tracing::error!(incident = id, error = %format!("{error:#}"), "escalation clocks not started; nobody will be reminded about this incident");
@@ -500,7 +520,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         }
         let addressing = if silenced.is_some() { Addressing::default() } else { address(&mut alert, &dispatch.roster, links.as_ref(), &names) };
         let targets = &addressing.targets;
-        let alert_id = match store.record_alert(&alert, targets).await {
+        let alert_id = match store.record_alert_deferred(&alert, targets, deferred_until).await {
             Ok(id) => {
                 metrics.take_on_deliveries(targets, 1);
                 Some(id)
@@ -510,9 +530,13 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
                 None
             }
         };
-        match silenced {
-            Some(silence) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, silence = silence.id, reason = %silence.reason, "alert silenced"),
-            None => fan_out(&sinks, &addressing, alert_id, Arc::new(alert)).await,
+        match (silenced, deferred_until) {
+            (Some(silence), _) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, silence = silence.id, reason = %silence.reason, "alert silenced"),
+            // Journaled with its time; sent by the tick below (unless journaling failed).
+            (None, Some(until)) if alert_id.is_some() => {
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, until = %crate::clock::rfc3339(until), "alert deferred (quiet hours or daily digest)");
+            }
+            (None, _) => fan_out(&sinks, &addressing, alert_id, Arc::new(alert)).await,
         }
     }
 }
@@ -554,7 +578,7 @@ async fn hand_over(store: &Store, sinks: &[SinkQueue], metrics: &Metrics, handof
         }
     }
     tracing::warn!(from = %from, to = %to, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "alert handed to the failover channel");
-    let _ = sink.queue.send(Delivery { alert_id, alert }).await;
+    let _ = sink.queue.send(Delivery::single(alert_id, alert)).await;
 }
 
 /// Where one alert goes: channels, and which of them are one member's own.
@@ -604,7 +628,29 @@ async fn fan_out(sinks: &[SinkQueue], addressing: &Addressing, alert_id: Option<
             None => alert.clone(),
         };
         // A sink only goes away when its task ended; nothing more can be done for it.
-        let _ = sink.queue.send(Delivery { alert_id, alert }).await;
+        let _ = sink.queue.send(Delivery::single(alert_id, alert)).await;
+    }
+}
+
+/// Sends the deferred deliveries whose time has come: per sink, one message for all of them.
+async fn send_due_deferred(store: &Store, sinks: &[SinkQueue], now: i64) {
+    let due = match store.take_due_deferred(now).await {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "cannot read deferred alerts; they are late");
+            return;
+        }
+    };
+    for sink in sinks {
+        let mine: Vec<_> = due.iter().filter(|d| d.sink == sink.name).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        tracing::info!(sink = %sink.name, alerts = mine.len(), "sending deferred alerts as one message");
+        for (index, delivery) in mine.iter().enumerate() {
+            let group = if index == 0 { mine.len() } else { 1 };
+            let _ = sink.queue.send(Delivery { alert_id: Some(delivery.alert_id), alert: Arc::new(delivery.alert.clone()), group }).await;
+        }
     }
 }
 
@@ -731,7 +777,7 @@ pub(crate) mod tests {
         let metrics = Arc::new(Metrics::new());
         let (queue, task) = spawn_sink(sink, metrics.clone(), Store::open(dir.path()).unwrap(), None);
         for _ in 0..25 {
-            queue.queue.send(Delivery { alert_id: None, alert: Arc::new(sample_alert("fired", 0.5)) }).await.unwrap();
+            queue.queue.send(Delivery::single(None, Arc::new(sample_alert("fired", 0.5)))).await.unwrap();
         }
         drop(queue);
         task.await.unwrap();
@@ -754,5 +800,45 @@ pub(crate) mod tests {
             assert!(json.get(key).is_some(), "missing {key}: {json}");
         }
         assert_eq!(json["event"], "fired");
+    }
+
+    #[tokio::test]
+    async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+        let metrics = Arc::new(Metrics::new());
+        let (queue, _task) = spawn_sink(sink, metrics.clone(), store.clone(), None);
+        let roster = "[deferral]\nquiet_from = \"22:00\"\nquiet_to = \"22:02\"\n";
+        let dispatch = crate::dispatch::Dispatch::parse("roster.toml", roster).unwrap();
+        // 22:00:20 China time, a minute a second: the quiet hours end 1.7 s from now.
+        let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T22:00:20+08:00").unwrap().timestamp_millis();
+        let clock = crate::clock::Clock::Accelerated { start, started: std::time::Instant::now(), speed: 60.0 };
+        let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
+        let setup = DispatcherSetup { store: store.clone(), silences: Vec::new(), metrics, flap_window_ms: 0, links: None, dispatch, clock, handoffs, buses: None };
+        let (alerts, received) = mpsc::channel(8);
+        tokio::spawn(run_dispatcher(received, vec![queue], setup));
+
+        for sensor in ["house-01", "house-02", "house-03"] {
+            let mut blue = sample_alert("fired", 0.1);
+            (blue.severity, blue.colour, blue.sensor) = ("notice".into(), "blue".into(), sensor.into());
+            alerts.send(blue).await.unwrap();
+        }
+        alerts.send(sample_alert("fired", 7.3)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(calls.lock().unwrap().clone(), vec![1], "red at once; blue waits for the morning");
+        assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), Some(&3), "the three wait in the outbox");
+
+        let morning = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while calls.lock().unwrap().len() < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(morning.is_ok(), "{:?}", calls.lock().unwrap());
+        assert_eq!(calls.lock().unwrap().clone(), vec![1, 3], "then all three blue ones as one message");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), None, "all delivered");
     }
 }

@@ -3,11 +3,13 @@
 //! - [`roster`]: grids, members, duty shifts — who is on duty for a grid now.
 //! - [`policy`]: per-severity deadlines, reminders and escalation roles, and the pure
 //!   [`policy::steps_due`] that decides what is due.
+//! - [`deferral`]: quiet hours and the daily digest — which alerts may wait, and until when.
 //!
 //! The dispatcher (`alert::run_dispatcher`) arms an escalation when an incident opens, looks at
 //! due ones every few seconds, and journals each reminder or escalation with its progress in
 //! one transaction before sending it.
 
+pub mod deferral;
 pub mod escalator;
 pub mod policy;
 pub mod roster;
@@ -20,12 +22,13 @@ use roster::Roster;
 pub struct Dispatch {
     pub roster: Roster,
     pub policies: Vec<Policy>,
+    pub deferral: deferral::Deferral,
 }
 
 impl Default for Dispatch {
     /// No roster (nobody is named; messages go to every channel) and the default policies.
     fn default() -> Dispatch {
-        Dispatch { roster: Roster::empty(), policies: policy::default_policies() }
+        Dispatch { roster: Roster::empty(), policies: policy::default_policies(), deferral: deferral::Deferral::default() }
     }
 }
 
@@ -34,11 +37,13 @@ impl Dispatch {
     pub fn parse(name: &str, text: &str) -> Result<Dispatch, roster::RosterErrors> {
         let roster = Roster::parse(name, text);
         let policies = policy::parse_policies(name, text);
-        match (roster, policies) {
-            (Ok(roster), Ok(policies)) => Ok(Dispatch { roster, policies }),
-            (roster, policies) => {
+        let deferral = deferral::parse(name, text);
+        match (roster, policies, deferral) {
+            (Ok(roster), Ok(policies), Ok(deferral)) => Ok(Dispatch { roster, policies, deferral }),
+            (roster, policies, deferral) => {
                 let mut errors = roster.err().map(|e| e.0).unwrap_or_default();
                 errors.extend(policies.err().map(|e| e.0).unwrap_or_default());
+                errors.extend(deferral.err().map(|e| e.0).unwrap_or_default());
                 Err(roster::RosterErrors(errors))
             }
         }

@@ -102,6 +102,9 @@ struct RawRoster {
     #[serde(default)]
     #[allow(dead_code)]
     policy: Vec<toml::Value>,
+    /// So do quiet hours and the digest; [`super::deferral`] reads them.
+    #[allow(dead_code)]
+    deferral: Option<toml::Value>,
 }
 
 fn default_timezone() -> Spanned<String> {

@@ -32,6 +32,12 @@ fn now_ms() -> i64 {
 impl Store {
     /// Journals an alert event with a pending delivery for each sink; returns its id.
     pub async fn record_alert(&self, alert: &Alert, sinks: &[String]) -> anyhow::Result<i64> {
+        self.record_alert_deferred(alert, sinks, None).await
+    }
+
+    /// [`Store::record_alert`], with its deliveries waiting until `not_before_ms` (quiet hours,
+    /// the daily digest) when given.
+    pub async fn record_alert_deferred(&self, alert: &Alert, sinks: &[String], not_before_ms: Option<i64>) -> anyhow::Result<i64> {
         let payload = serde_json::to_string(alert)?;
         let row = (alert.at_ms, alert.rule.clone(), alert.sensor.clone(), alert.event.clone(), alert.severity.clone(), alert.value);
         let sinks = sinks.to_vec();
@@ -44,10 +50,38 @@ impl Store {
             let id = tx.last_insert_rowid();
             let now = now_ms();
             for sink in &sinks {
-                tx.execute("INSERT INTO outbox (alert_id, sink, state, updated_ms) VALUES (?1, ?2, 'pending', ?3)", params![id, sink, now])?;
+                tx.execute("INSERT INTO outbox (alert_id, sink, state, updated_ms, not_before_ms) VALUES (?1, ?2, 'pending', ?3, ?4)", params![id, sink, now, not_before_ms])?;
             }
             tx.commit()?;
             Ok(id)
+        })
+        .await
+    }
+
+    /// Deferred deliveries whose time has come, oldest first; they stop being deferred in the
+    /// same transaction (pending like any other from now on, so a crash before they are sent
+    /// sends them at the next start).
+    pub async fn take_due_deferred(&self, now_ms: i64) -> anyhow::Result<Vec<PendingDelivery>> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let mut due = Vec::new();
+            {
+                let mut statement = tx.prepare(
+                    "SELECT o.alert_id, o.sink, a.payload FROM outbox o JOIN alert_events a ON a.id = o.alert_id
+                     WHERE o.state = 'pending' AND o.not_before_ms <= ?1 ORDER BY o.sink, o.alert_id",
+                )?;
+                let rows = statement.query_map([now_ms], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
+                for row in rows {
+                    let (alert_id, sink, payload) = row?;
+                    match serde_json::from_str(&payload) {
+                        Ok(alert) => due.push(PendingDelivery { alert_id, sink, alert }),
+                        Err(error) => tracing::error!(alert_id, error = %error, "deferred alert cannot be read back; not sent"),
+                    }
+                }
+            }
+            tx.execute("UPDATE outbox SET not_before_ms = NULL WHERE state = 'pending' AND not_before_ms <= ?1", [now_ms])?;
+            tx.commit()?;
+            Ok(due)
         })
         .await
     }
@@ -111,7 +145,7 @@ impl Store {
         let conn = self.lock()?;
         let mut statement = conn.prepare(
             "SELECT o.alert_id, o.sink, a.payload FROM outbox o JOIN alert_events a ON a.id = o.alert_id
-             WHERE o.state = 'pending' ORDER BY o.alert_id",
+             WHERE o.state = 'pending' AND o.not_before_ms IS NULL ORDER BY o.alert_id",
         )?;
         let rows = statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
         let mut pending = Vec::new();
@@ -146,6 +180,22 @@ mod tests {
     use super::*;
     use crate::alert::tests::sample_alert;
     use rusqlite::Connection;
+
+    #[tokio::test]
+    async fn a_deferred_delivery_waits_across_a_restart_and_is_taken_once_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let sinks = vec!["office".to_string()];
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.record_alert_deferred(&sample_alert("fired", 0.1), &sinks, Some(5_000)).await.unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.pending_deliveries(&sinks).unwrap().is_empty(), "not re-sent at start before its time");
+        assert!(store.take_due_deferred(4_999).await.unwrap().is_empty());
+        let due = store.take_due_deferred(5_000).await.unwrap();
+        assert_eq!(due.iter().map(|d| (d.alert_id, d.sink.as_str())).collect::<Vec<_>>(), vec![(id, "office")]);
+        assert!(store.take_due_deferred(6_000).await.unwrap().is_empty(), "taken once");
+        assert_eq!(store.pending_deliveries(&sinks).unwrap().len(), 1, "until delivered it is pending like any other");
+    }
 
     #[tokio::test]
     async fn journal_survives_reopening() {

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 7;
+const SCHEMA_VERSION: i32 = 8;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -184,6 +184,16 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  at_ms INTEGER NOT NULL
              );
              PRAGMA user_version = 7;
+             COMMIT;",
+        )?;
+    }
+    if version < 8 {
+        // Deliveries deferred by quiet hours or the daily digest wait in the outbox until then.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE outbox ADD COLUMN not_before_ms INTEGER;
+             CREATE INDEX outbox_deferred ON outbox (not_before_ms) WHERE not_before_ms IS NOT NULL;
+             PRAGMA user_version = 8;
              COMMIT;",
         )?;
     }
