@@ -230,7 +230,8 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let heartbeat = crate::supervision::Heartbeat::default();
     let fallback_alerts = alert_tx.clone();
     drop(command_tx);
-    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone() };
+    let trend = crate::trend::HourlyTrend::new(sensors.iter().map(|s| s.id.clone()).collect());
+    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), trend };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let sensor_ids: Arc<[String]> = sensors.iter().map(|s| s.id.clone()).collect();
     let serial_outputs = SerialOutputs {

@@ -53,4 +53,5 @@ pub mod signing;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;
+pub mod trend;
 pub mod web;

@@ -48,6 +48,8 @@ pub struct Pipeline {
     pub store: Store,
     /// Beaten on every tick and sample, for the systemd watchdog.
     pub heartbeat: crate::supervision::Heartbeat,
+    /// Hourly trend of every sensor, for the sparkline on incident pages.
+    pub trend: crate::trend::HourlyTrend,
 }
 
 impl Pipeline {
@@ -76,10 +78,25 @@ impl Pipeline {
                     self.engine.tick(self.clock.now(), &mut events);
                     self.emit(&mut events).await;
                 }
-                _ = save.tick() => self.save().await,
+                _ = save.tick() => {
+                    self.save().await;
+                    if self.trend.due(self.clock.now()) {
+                        self.save_trend().await;
+                    }
+                }
             }
         }
         self.save().await;
+        self.save_trend().await;
+    }
+
+    async fn save_trend(&mut self) {
+        let now = self.clock.now();
+        let rows = self.trend.take(now);
+        let keep_from = now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS;
+        if let Err(error) = self.store.add_trend(rows, keep_from).await {
+            tracing::warn!(error = %format!("{error:#}"), "hourly trend not saved; the incident pages' sparklines miss these readings");
+        }
     }
 
     fn reload(&mut self, rules: RuleSet) {
@@ -126,6 +143,9 @@ impl Pipeline {
 
     async fn process(&mut self, sample: Sample, events: &mut Vec<RuleEvent>) {
         self.live.record(sample.sensor, sample.ts, &sample.fields);
+        if !sample.clock_untrusted {
+            self.trend.record(sample.sensor, sample.ts, &sample.fields);
+        }
         let started = std::time::Instant::now();
         let observed = self.engine.observe(SubjectId(sample.sensor), sample.ts, &sample.fields, events);
         self.metrics.rule_evaluation_seconds.observe(started.elapsed().as_secs_f64());

@@ -138,6 +138,7 @@ pub fn inventory_from(records: &[Record]) -> anyhow::Result<Vec<SensorConfig>> {
                 tags: BTreeMap::new(),
                 interval: Duration::from_secs(3600),
                 baseline: BTreeMap::new(),
+                location: None,
             })
         })
         .collect()

@@ -44,7 +44,7 @@ to = "00:00"
 fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hooks: [&WebhookReceiver; 3]) {
     let [office, wang, li] = hooks;
     let config = format!(
-        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-members-{http_port}\"\n\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-3\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\n\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n\n[[alerts.webhook]]\nname = \"wang-phone\"\nurl = \"{}\"\n\n[[alerts.webhook]]\nname = \"li-phone\"\nurl = \"{}\"\n\n[dispatch]\nroster = \"roster.toml\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"a-secret-of-enough-length\"\n",
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-members-{http_port}\"\n\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-3\"\nlocation = [31.2304, 121.4737]\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\n\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n\n[[alerts.webhook]]\nname = \"wang-phone\"\nurl = \"{}\"\n\n[[alerts.webhook]]\nname = \"li-phone\"\nurl = \"{}\"\n\n[dispatch]\nroster = \"roster.toml\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"a-secret-of-enough-length\"\n",
         mosquitto.url(),
         office.url(),
         wang.url(),
@@ -66,7 +66,7 @@ async fn the_worker_on_duty_gets_the_alarm_on_their_own_channel_with_their_own_l
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     write_config(dir.path(), &mosquitto, http_port, [&office, &wang, &li]);
-    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
     mosquitto.publish(TOPIC, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
@@ -91,4 +91,18 @@ async fn the_worker_on_duty_gets_the_alarm_on_their_own_channel_with_their_own_l
     // Accepting through her link is recorded as hers.
     let answer = reqwest::Client::new().post(&wang_link).form(&[("action", "accept"), ("by", "not wang")]).send().await.unwrap().text().await.unwrap();
     assert!(answer.contains("已记录 recorded") && answer.contains("王芳 (wang, own link) · accept"), "{answer}");
+    assert!(answer.contains("href=\"geo:31.2304,121.4737\""), "the page says where on a map: {answer}");
+
+    // The readings' hourly trend is kept across a restart and drawn on the page.
+    assert!(daemon.stop().success());
+    let _daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let drawn = wait_for(20 * SECOND, || async {
+        let page = match reqwest::get(&wang_link).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        page.contains("<p class=\"trend\">do <svg")
+    })
+    .await;
+    assert!(drawn);
 }

@@ -94,6 +94,9 @@ pub struct Alert {
     /// A "no data" event (a silent sensor): held back while the sensor's bus is down.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_data: bool,
+    /// Where the sensor is, `[latitude, longitude]`, when the inventory says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<[f64; 2]>,
 }
 
 impl Alert {
@@ -125,6 +128,7 @@ impl Alert {
             recipients: Vec::new(),
             mentions: Vec::new(),
             no_data: matches!(rule.check_of(event.variant), Check::NoData { .. }),
+            location: sensor.location,
         }
     }
 
@@ -161,6 +165,7 @@ impl Alert {
             recipients: Vec::new(),
             mentions: Vec::new(),
             no_data: false,
+            location: None,
         }
     }
 
@@ -715,6 +720,7 @@ pub(crate) mod tests {
             recipients: Vec::new(),
             mentions: Vec::new(),
             no_data: false,
+            location: None,
         }
     }
 

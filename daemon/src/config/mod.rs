@@ -118,6 +118,8 @@ pub struct SensorConfig {
     pub interval: Duration,
     /// Installation baseline per field, set by the installer (or `gridwatch calibrate`).
     pub baseline: BTreeMap<String, f64>,
+    /// `[latitude, longitude]` in degrees, as the installer wrote them (for map links).
+    pub location: Option<[f64; 2]>,
 }
 
 impl SensorConfig {
@@ -410,7 +412,17 @@ impl Checker<'_> {
             if !is_token(sensor.site.get_ref()) {
                 self.error(sensor.site.span(), Some("sensor.site"), format!("`{}` is not a site name: use letters, digits, `-`, `_` and `.`", sensor.site.get_ref()));
             }
+            let location = sensor.location.and_then(|location| {
+                let [latitude, longitude] = *location.get_ref();
+                if (-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude) {
+                    Some([latitude, longitude])
+                } else {
+                    self.error(location.span(), Some("sensor.location"), "must be [latitude, longitude] in degrees, e.g. [31.2304, 121.4737]".into());
+                    None
+                }
+            });
             sensors.push(SensorConfig {
+                location,
                 id,
                 kind: sensor.kind,
                 site: sensor.site.into_inner(),

@@ -193,6 +193,8 @@ pub struct RawSensor {
     /// Installation baseline per field (e.g. the tilt box's zero: `{ x = 0.31, y = -0.12 }`).
     #[serde(default)]
     pub baseline: BTreeMap<String, Spanned<f64>>,
+    /// Where the sensor is, `[latitude, longitude]` in degrees, for the worker's map link.
+    pub location: Option<Spanned<[f64; 2]>>,
 }
 
 fn default_interval_secs() -> Spanned<u64> {

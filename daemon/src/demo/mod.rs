@@ -45,6 +45,7 @@ fn sensor(id: &str, kind: SensorKind, site: &str, building: Option<&str>, grid: 
         interval: Duration::from_secs(1800),
         // Tilt boxes were zeroed at installation.
         baseline: zero.map(|(x, y)| BTreeMap::from([("x".to_string(), x), ("y".to_string(), y)])).unwrap_or_default(),
+        location: None,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 8;
+const SCHEMA_VERSION: i32 = 9;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -194,6 +194,25 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              ALTER TABLE outbox ADD COLUMN not_before_ms INTEGER;
              CREATE INDEX outbox_deferred ON outbox (not_before_ms) WHERE not_before_ms IS NOT NULL;
              PRAGMA user_version = 8;
+             COMMIT;",
+        )?;
+    }
+    if version < 9 {
+        // Hourly trend of each sensor's readings, for the worker's sparkline.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE trend (
+                 sensor TEXT NOT NULL,
+                 field TEXT NOT NULL,
+                 hour INTEGER NOT NULL,
+                 min REAL NOT NULL,
+                 max REAL NOT NULL,
+                 sum REAL NOT NULL,
+                 count INTEGER NOT NULL,
+                 PRIMARY KEY (sensor, field, hour)
+             ) WITHOUT ROWID;
+             CREATE INDEX trend_by_hour ON trend (hour);
+             PRAGMA user_version = 9;
              COMMIT;",
         )?;
     }

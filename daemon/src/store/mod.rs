@@ -25,6 +25,7 @@ mod reserve;
 mod silences;
 mod spool;
 mod state;
+mod trend;
 
 pub use calibrations::Calibration;
 pub use escalations::{DueEscalation, EscalationStep};
@@ -32,6 +33,7 @@ pub use incidents::{AuditEntry, IncidentRow};
 pub use journal::{JournalEntry, PendingDelivery};
 pub use silences::NewSilence;
 pub use spool::{SpoolStats, SpooledPoint};
+pub use trend::TrendRow;
 
 use anyhow::Context;
 use rusqlite::Connection;

@@ -311,6 +311,7 @@ mod tests {
             tags: BTreeMap::new(),
             interval: Duration::from_secs(60),
             baseline: BTreeMap::new(),
+            location: None,
         }
     }
 

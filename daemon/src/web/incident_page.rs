@@ -86,7 +86,26 @@ fn page(state: &WebState, id: i64, signed: &Signed, message: Option<&str>) -> Re
     );
     if let Some(alert) = &about {
         let place = [Some(alert.site.as_str()), alert.building.as_deref(), alert.grid.as_deref()].into_iter().flatten().map(escape).collect::<Vec<_>>().join(" · ");
-        let _ = write!(html, "<p>位置 where: <b>{place}</b><br>情况 what: {}<br>条件 condition: {}</p>", escape(alert.messages.get("zh").unwrap_or(&alert.title)), escape(&alert.condition));
+        let _ = write!(html, "<p>位置 where: <b>{place}</b>");
+        if let Some([latitude, longitude]) = alert.location {
+            // geo: opens the phone's map app; Amap's marker page is what most phones here have.
+            let _ = write!(
+                html,
+                "<br>坐标 location: {latitude:.5}, {longitude:.5} · <a href=\"geo:{latitude},{longitude}\">地图 map</a> · <a href=\"https://uri.amap.com/marker?position={longitude},{latitude}\">高德 Amap</a>"
+            );
+        }
+        let _ = write!(html, "<br>情况 what: {}<br>条件 condition: {}</p>", escape(alert.messages.get("zh").unwrap_or(&alert.title)), escape(&alert.condition));
+    }
+    let from_hour = chrono::Utc::now().timestamp_millis().div_euclid(3_600_000) - crate::trend::KEEP_HOURS;
+    let trend = state.store.trend(&row.sensor, from_hour).unwrap_or_default();
+    if !trend.is_empty() {
+        let _ = write!(html, "<h2>近 {} 小时趋势 Last {} hours</h2>", crate::trend::KEEP_HOURS, crate::trend::KEEP_HOURS);
+        for (field, points) in &trend {
+            let series: Vec<(f64, f64, f64)> = points.iter().map(|&(_, min, mean, max)| (min, mean, max)).collect();
+            let low = series.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+            let high = series.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max);
+            let _ = write!(html, "<p class=\"trend\">{} {} <small>{low:.3} … {high:.3}</small></p>", escape(field), crate::trend::sparkline(&series, 240, 40));
+        }
     }
     let who = match &signed.m {
         Some(member) => format!("<p>处理人 acting as: <b>{}</b></p>", escape(&member_name(state, member))),
@@ -220,5 +239,21 @@ mod tests {
         // Another member's name put into the link breaks its signature.
         let forged = link.replace("m=wang", "m=li");
         assert_eq!(reqwest::get(&forged).await.unwrap().status(), 403);
+    }
+
+    #[tokio::test]
+    async fn the_page_shows_where_on_a_map_and_the_trend_of_the_last_days() {
+        let (_, state, id, _dir) = serve().await;
+        let mut alert = sample_alert("fired", 0.46);
+        alert.location = Some([31.2304, 121.4737]);
+        state.store.record_alert(&alert, &[]).await.unwrap();
+        let hour = chrono::Utc::now().timestamp_millis().div_euclid(3_600_000);
+        let rows = (0..5).map(|i| crate::store::TrendRow { sensor: "house-07".into(), field: "x".into(), hour: hour - 4 + i, min: 0.1 * i as f64, max: 0.1 * i as f64 + 0.05, sum: 0.1 * i as f64, count: 1 }).collect();
+        state.store.add_trend(rows, 0).await.unwrap();
+        let link = state.links.as_ref().unwrap().link(id, chrono::Utc::now().timestamp());
+        let html = reqwest::get(&link).await.unwrap().text().await.unwrap();
+        assert!(html.contains("href=\"geo:31.2304,121.4737\"") && html.contains("position=121.4737,31.2304"), "{html}");
+        assert!(html.contains("<p class=\"trend\">x <svg") && html.contains("0.000 … 0.450"), "{html}");
+        assert_eq!(html.matches("<polyline").count(), 1, "one field, one line");
     }
 }

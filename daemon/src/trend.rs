@@ -1,0 +1,156 @@
+//! Each sensor's hourly trend, for the sparkline on the worker's incident page: per sensor and
+//! field, the minimum, maximum and sum of the readings of each hour. The pipeline adds every
+//! reading here; the sums are written to the store (`trend` table, merged with what an hour
+//! already has there) every [`FLUSH_EVERY_MS`] and at shutdown, and older hours are dropped.
+//!
+//! Memory: one accumulator per sensor field being filled (the current hour), nothing else.
+
+use crate::store::TrendRow;
+use gridwatch_rules::Millis;
+
+/// How often the accumulated hours go to the store.
+pub const FLUSH_EVERY_MS: Millis = 10 * 60 * 1000;
+
+/// Hours kept in the store (and drawn on the page).
+pub const KEEP_HOURS: i64 = 72;
+
+const HOUR_MS: Millis = 3_600_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Accumulator {
+    hour: i64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: u32,
+}
+
+/// The hours being filled, per sensor (by inventory position) and field.
+#[derive(Debug)]
+pub struct HourlyTrend {
+    /// Sensor ids by inventory position.
+    ids: Vec<String>,
+    sensors: Vec<Vec<(String, Accumulator)>>,
+    /// Rows of hours left behind by later readings, for the next flush.
+    finished: Vec<TrendRow>,
+    last_flush: Option<Millis>,
+}
+
+impl HourlyTrend {
+    pub fn new(ids: Vec<String>) -> HourlyTrend {
+        HourlyTrend { sensors: vec![Vec::new(); ids.len()], ids, finished: Vec::new(), last_flush: None }
+    }
+
+    /// Adds a reading of sensor `index` taken at `at`.
+    pub fn record(&mut self, index: usize, at: Millis, fields: &[(String, f64)]) {
+        let Some(slot) = self.sensors.get_mut(index) else { return };
+        let hour = at.div_euclid(HOUR_MS);
+        for (name, value) in fields.iter().filter(|(_, v)| v.is_finite()) {
+            match slot.iter_mut().find(|(n, _)| n == name) {
+                Some((_, acc)) if acc.hour == hour => {
+                    acc.min = acc.min.min(*value);
+                    acc.max = acc.max.max(*value);
+                    acc.sum += value;
+                    acc.count += 1;
+                }
+                Some((_, acc)) => {
+                    // Readings of an earlier hour arriving late start a fresh accumulator too;
+                    // the store merges whatever comes for the same hour.
+                    if acc.count > 0 {
+                        self.finished.push(row(&self.ids[index], name, acc));
+                    }
+                    *acc = Accumulator { hour, min: *value, max: *value, sum: *value, count: 1 };
+                }
+                None => slot.push((name.clone(), Accumulator { hour, min: *value, max: *value, sum: *value, count: 1 })),
+            }
+        }
+    }
+
+    /// Whether it is time to write: every [`FLUSH_EVERY_MS`].
+    pub fn due(&self, now: Millis) -> bool {
+        self.last_flush.is_none_or(|last| now - last >= FLUSH_EVERY_MS)
+    }
+
+    /// Everything accumulated since the last flush, as rows to merge into the store; the
+    /// accumulators start again (same hours).
+    pub fn take(&mut self, now: Millis) -> Vec<TrendRow> {
+        self.last_flush = Some(now);
+        let mut rows = std::mem::take(&mut self.finished);
+        for (index, slot) in self.sensors.iter_mut().enumerate() {
+            for (name, acc) in slot.iter_mut().filter(|(_, acc)| acc.count > 0) {
+                rows.push(row(&self.ids[index], name, acc));
+                *acc = Accumulator { hour: acc.hour, min: f64::INFINITY, max: f64::NEG_INFINITY, sum: 0.0, count: 0 };
+            }
+        }
+        rows
+    }
+}
+
+fn row(sensor: &str, field: &str, acc: &Accumulator) -> TrendRow {
+    TrendRow { sensor: sensor.to_string(), field: field.to_string(), hour: acc.hour, min: acc.min, max: acc.max, sum: acc.sum, count: acc.count }
+}
+
+/// An inline SVG sparkline of hourly means (oldest first), `width` × `height` pixels, with a
+/// band from each hour's minimum to its maximum. Empty input, empty string.
+pub fn sparkline(points: &[(f64, f64, f64)], width: u32, height: u32) -> String {
+    if points.is_empty() {
+        return String::new();
+    }
+    let low = points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let high = points.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max);
+    let span = if high > low { high - low } else { 1.0 };
+    let step = if points.len() > 1 { f64::from(width) / (points.len() - 1) as f64 } else { 0.0 };
+    let y = |v: f64| f64::from(height) - 1.0 - (v - low) / span * (f64::from(height) - 2.0);
+    let line: Vec<String> = points.iter().enumerate().map(|(i, p)| format!("{:.1},{:.1}", i as f64 * step, y(p.1))).collect();
+    let upper = points.iter().enumerate().map(|(i, p)| format!("{:.1},{:.1}", i as f64 * step, y(p.2)));
+    let lower = points.iter().enumerate().rev().map(|(i, p)| format!("{:.1},{:.1}", i as f64 * step, y(p.0)));
+    let band: Vec<String> = upper.chain(lower).collect();
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\">\
+         <polygon points=\"{}\" fill=\"#ddd\"/><polyline points=\"{}\" fill=\"none\" stroke=\"#333\" stroke-width=\"1.5\"/></svg>",
+        band.join(" "),
+        line.join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trend() -> HourlyTrend {
+        HourlyTrend::new(vec!["house-07".to_string()])
+    }
+
+    #[test]
+    fn readings_add_up_per_hour_and_field() {
+        let mut trend = trend();
+        let t = 1_795_392_000_000; // on the hour
+        trend.record(0, t, &[("x".into(), 1.0), ("y".into(), f64::NAN)]);
+        trend.record(0, t + 60_000, &[("x".into(), 3.0)]);
+        let rows = trend.take(t + 120_000);
+        assert_eq!(rows.len(), 1, "NaN is not a reading: {rows:?}");
+        assert_eq!((rows[0].min, rows[0].max, rows[0].sum, rows[0].count), (1.0, 3.0, 4.0, 2));
+        assert!(trend.take(t + 180_000).is_empty(), "taken once");
+        // The next hour: the hour being filled moves on.
+        trend.record(0, t + 60_000, &[("x".into(), 5.0)]);
+        trend.record(0, t + HOUR_MS, &[("x".into(), 7.0)]);
+        let rows = trend.take(t + HOUR_MS);
+        assert_eq!(rows.iter().map(|r| (r.hour - t / HOUR_MS, r.sum)).collect::<Vec<_>>(), vec![(0, 5.0), (1, 7.0)], "the earlier hour's rest, then the new hour");
+    }
+
+    #[test]
+    fn flushes_are_spaced() {
+        let mut trend = trend();
+        assert!(trend.due(0));
+        trend.take(1_000);
+        assert!(!trend.due(1_000 + FLUSH_EVERY_MS - 1));
+        assert!(trend.due(1_000 + FLUSH_EVERY_MS));
+    }
+
+    #[test]
+    fn the_sparkline_spans_its_box() {
+        let svg = sparkline(&[(0.0, 1.0, 2.0), (1.0, 2.0, 3.0), (2.0, 3.0, 4.0)], 100, 30);
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline points=\"0.0,22.0 50.0,15.0 100.0,8.0\""), "{svg}");
+        assert_eq!(sparkline(&[], 100, 30), "");
+    }
+}
