@@ -33,7 +33,7 @@ pub use incidents::{AuditEntry, IncidentRow};
 pub use journal::{JournalEntry, PendingDelivery};
 pub use silences::NewSilence;
 pub use spool::{SpoolStats, SpooledPoint};
-pub use trend::TrendRow;
+pub use trend::{FieldTrend, TrendRow};
 
 use anyhow::Context;
 use rusqlite::Connection;

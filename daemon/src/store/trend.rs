@@ -18,6 +18,13 @@ pub struct TrendRow {
     pub count: u32,
 }
 
+/// One field's hours, oldest first: (hour, min, mean, max).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldTrend {
+    pub field: String,
+    pub hours: Vec<(i64, f64, f64, f64)>,
+}
+
 impl Store {
     /// Merges `rows` in and drops hours before `keep_from_hour`.
     pub async fn add_trend(&self, rows: Vec<TrendRow>, keep_from_hour: i64) -> anyhow::Result<()> {
@@ -40,17 +47,17 @@ impl Store {
         .await
     }
 
-    /// A sensor's hours from `from_hour` on, per field: (hour, min, mean, max), oldest first.
-    pub fn trend(&self, sensor: &str, from_hour: i64) -> anyhow::Result<Vec<(String, Vec<(i64, f64, f64, f64)>)>> {
+    /// A sensor's hours from `from_hour` on, per field.
+    pub fn trend(&self, sensor: &str, from_hour: i64) -> anyhow::Result<Vec<FieldTrend>> {
         let conn = self.lock()?;
         let mut statement = conn.prepare("SELECT field, hour, min, sum / count, max FROM trend WHERE sensor = ?1 AND hour >= ?2 AND count > 0 ORDER BY field, hour")?;
         let rows = statement.query_map(params![sensor, from_hour], |row| Ok((row.get::<_, String>(0)?, (row.get::<_, i64>(1)?, row.get::<_, f64>(2)?, row.get::<_, f64>(3)?, row.get::<_, f64>(4)?))))?;
-        let mut fields: Vec<(String, Vec<(i64, f64, f64, f64)>)> = Vec::new();
+        let mut fields: Vec<FieldTrend> = Vec::new();
         for row in rows {
             let (field, point) = row?;
             match fields.last_mut() {
-                Some((name, points)) if *name == field => points.push(point),
-                _ => fields.push((field, vec![point])),
+                Some(last) if last.field == field => last.hours.push(point),
+                _ => fields.push(FieldTrend { field, hours: vec![point] }),
             }
         }
         Ok(fields)
@@ -71,9 +78,9 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.add_trend(vec![row(100, 1.0, 3.0, 4.0, 2), row(101, 5.0, 5.0, 5.0, 1)], 0).await.unwrap();
         store.add_trend(vec![row(101, 2.0, 9.0, 11.0, 2)], 0).await.unwrap();
-        assert_eq!(store.trend("house-07", 0).unwrap(), vec![("x".to_string(), vec![(100, 1.0, 2.0, 3.0), (101, 2.0, 16.0 / 3.0, 9.0)])]);
+        assert_eq!(store.trend("house-07", 0).unwrap(), vec![FieldTrend { field: "x".to_string(), hours: vec![(100, 1.0, 2.0, 3.0), (101, 2.0, 16.0 / 3.0, 9.0)] }]);
         store.add_trend(Vec::new(), 101).await.unwrap();
-        assert_eq!(store.trend("house-07", 0).unwrap()[0].1.len(), 1, "hour 100 dropped");
+        assert_eq!(store.trend("house-07", 0).unwrap()[0].hours.len(), 1, "hour 100 dropped");
         assert!(store.trend("house-08", 0).unwrap().is_empty());
     }
 }

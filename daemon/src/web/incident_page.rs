@@ -100,8 +100,8 @@ fn page(state: &WebState, id: i64, signed: &Signed, message: Option<&str>) -> Re
     let trend = state.store.trend(&row.sensor, from_hour).unwrap_or_default();
     if !trend.is_empty() {
         let _ = write!(html, "<h2>近 {} 小时趋势 Last {} hours</h2>", crate::trend::KEEP_HOURS, crate::trend::KEEP_HOURS);
-        for (field, points) in &trend {
-            let series: Vec<(f64, f64, f64)> = points.iter().map(|&(_, min, mean, max)| (min, mean, max)).collect();
+        for crate::store::FieldTrend { field, hours } in &trend {
+            let series: Vec<(f64, f64, f64)> = hours.iter().map(|&(_, min, mean, max)| (min, mean, max)).collect();
             let low = series.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
             let high = series.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max);
             let _ = write!(html, "<p class=\"trend\">{} {} <small>{low:.3} … {high:.3}</small></p>", escape(field), crate::trend::sparkline(&series, 240, 40));
