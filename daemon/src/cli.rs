@@ -127,6 +127,13 @@ pub enum IncidentsCommand {
     },
     /// One incident and its audit trail.
     Show { id: i64 },
+    /// The audit trail of every incident as CSV (incident, rule, sensor, severity, at, actor,
+    /// action, note), oldest first — for the street office's records or a spreadsheet.
+    Export {
+        /// Only transitions at or after this time (RFC 3339), e.g. 2026-11-01T00:00:00+08:00.
+        #[arg(long, value_parser = rfc3339_ms)]
+        since: Option<i64>,
+    },
     /// Take an incident: accept, on-site, resolve or close it.
     Act {
         id: i64,

@@ -30,6 +30,15 @@ pub fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<String>
                 let _ = writeln!(out, "  {} {:<12} {}{}", rfc3339(entry.at_ms), entry.actor, entry.action, entry.note.map(|n| format!(": {n}")).unwrap_or_default());
             }
         }
+        IncidentsCommand::Export { since } => {
+            let mut csv = csv::Writer::from_writer(Vec::new());
+            csv.write_record(["incident", "rule", "sensor", "severity", "at", "actor", "action", "note"])?;
+            for (incident, entry) in store.audit_trail(since.unwrap_or(i64::MIN))? {
+                let id = incident.id.to_string();
+                csv.write_record([id.as_str(), &incident.rule, &incident.sensor, &incident.severity, &rfc3339(entry.at_ms), &entry.actor, &entry.action, entry.note.as_deref().unwrap_or("")])?;
+            }
+            out.push_str(&String::from_utf8(csv.into_inner()?)?);
+        }
         IncidentsCommand::Act { id, action, by, note } => {
             let state = store.incident_action(id, action, &by, note.as_deref(), chrono::Utc::now().timestamp_millis())?;
             let _ = writeln!(out, "incident #{id} is now {state}");

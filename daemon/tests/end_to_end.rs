@@ -213,4 +213,13 @@ async fn readings_become_one_fired_and_one_cleared_alert_and_stored_points() {
     for line in ["rules        fired danger", "rules        sensor normal", "worker-li    accept", "worker-li    resolve: wall checked, crack sealed"] {
         assert!(shown.contains(line), "missing {line:?} in {shown}");
     }
+    // The whole trail exports as CSV, oldest first; a note with a comma stays one field.
+    let (ok, csv) = incidents(&["export"]);
+    assert!(ok, "{csv}");
+    let rows: Vec<Vec<String>> = csv::Reader::from_reader(csv.as_bytes()).records().map(|r| r.unwrap().iter().map(str::to_string).collect()).collect();
+    let actions: Vec<(&str, &str)> = rows.iter().map(|r| (r[5].as_str(), r[6].as_str())).collect();
+    assert_eq!(actions, vec![("rules", "fired danger"), ("rules", "sensor normal"), ("worker-li", "accept"), ("worker-li", "resolve")], "{csv}");
+    assert_eq!((rows[3][0].as_str(), rows[3][1].as_str(), rows[3][7].as_str()), (id.as_str(), "test-tilt-danger", "wall checked, crack sealed"));
+    let (_, later) = incidents(&["export", "--since", "2999-01-01T00:00:00Z"]);
+    assert_eq!(later.lines().count(), 1, "only the header: {later}");
 }

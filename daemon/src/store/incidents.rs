@@ -154,6 +154,23 @@ impl Store {
     }
 
     /// An incident's audit trail, oldest first.
+    /// Every transition of every incident at or after `since_ms`, oldest first, with the
+    /// incident's rule, sensor and severity: the audit trail for export.
+    pub fn audit_trail(&self, since_ms: i64) -> anyhow::Result<Vec<(IncidentRow, AuditEntry)>> {
+        let incidents: std::collections::HashMap<i64, IncidentRow> = self.incidents(true)?.into_iter().map(|r| (r.id, r)).collect();
+        let conn = self.lock()?;
+        let mut statement = conn.prepare("SELECT incident_id, at_ms, actor, action, note FROM incident_events WHERE at_ms >= ?1 ORDER BY at_ms, id")?;
+        let rows = statement.query_map([since_ms], |row| Ok((row.get::<_, i64>(0)?, AuditEntry { at_ms: row.get(1)?, actor: row.get(2)?, action: row.get(3)?, note: row.get(4)? })))?;
+        let mut trail = Vec::new();
+        for row in rows {
+            let (id, entry) = row?;
+            if let Some(incident) = incidents.get(&id) {
+                trail.push((incident.clone(), entry));
+            }
+        }
+        Ok(trail)
+    }
+
     pub fn incident_history(&self, id: i64) -> anyhow::Result<Vec<AuditEntry>> {
         let conn = self.lock()?;
         let mut statement = conn.prepare("SELECT at_ms, actor, action, note FROM incident_events WHERE incident_id = ?1 ORDER BY id")?;
