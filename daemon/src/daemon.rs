@@ -191,6 +191,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         silences: config.alerts.silences.clone(),
         metrics: metrics.clone(),
         flap_window_ms: config.alerts.flap_window.as_millis() as i64,
+        group_window_ms: config.alerts.group_window.as_millis() as i64,
         links: config.worker_links.clone(),
         dispatch: config.dispatch.clone(),
         clock,

@@ -25,6 +25,18 @@ impl SensorKind {
     }
 }
 
+impl std::str::FromStr for SensorKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<SensorKind, String> {
+        match text {
+            "tilt" => Ok(SensorKind::Tilt),
+            "water" => Ok(SensorKind::Water),
+            other => Err(format!("`{other}` is not a sensor kind: tilt or water")),
+        }
+    }
+}
+
 impl fmt::Display for SensorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -23,7 +23,7 @@ use crate::store::Store;
 use gridwatch_rules::rule::Check;
 use gridwatch_rules::{EventKind, Rule, RuleEvent};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -423,6 +423,8 @@ pub struct DispatcherSetup {
     pub silences: Vec<crate::silence::Silence>,
     pub metrics: Arc<Metrics>,
     pub flap_window_ms: i64,
+    /// See `AlertsConfig::group_window`.
+    pub group_window_ms: i64,
     pub links: Option<crate::links::WorkerLinks>,
     pub dispatch: crate::dispatch::Dispatch,
     pub clock: crate::clock::Clock,
@@ -438,7 +440,10 @@ pub struct DispatcherSetup {
 /// also sends the reminders and escalations that fell due. Returns when `alerts` is closed; the
 /// sink queues close when it returns.
 pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQueue>, setup: DispatcherSetup) {
-    let DispatcherSetup { store, silences, metrics, flap_window_ms, links, dispatch, clock, mut handoffs, buses } = setup;
+    let DispatcherSetup { store, silences, metrics, flap_window_ms, group_window_ms, links, dispatch, clock, mut handoffs, buses } = setup;
+    // Building -> when its last alarm went out on its own: the building's next alarms in the
+    // window after it wait and go out together.
+    let mut building_sent: HashMap<String, i64> = HashMap::new();
     // No-data incidents whose alarm was held back because their bus was down: their clear is
     // held back too. In memory: after a restart such a clear is sent (a message too many).
     let mut held_back: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
@@ -509,6 +514,18 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         }
         // Quiet hours and the daily digest: the alert waits in the outbox (no reminders for it).
         let deferred_until = if silenced.is_none() { dispatch.deferral.not_before(&alert, now) } else { None };
+        // Grouping: a building's first alarm goes at once; its other sensors' alarms within the
+        // window after it wait for the window's end and go out together.
+        let grouped_until = match (&alert.building, silenced.is_none() && deferred_until.is_none() && alert.audience == "grid" && alert.event == "fired" && group_window_ms > 0) {
+            (Some(building), true) => match building_sent.get(building) {
+                Some(&first) if now - first < group_window_ms => Some(first + group_window_ms),
+                _ => {
+                    building_sent.insert(building.clone(), now);
+                    None
+                }
+            },
+            _ => None,
+        };
         match store.apply_alert(&alert, flap_window_ms).await {
             Ok(id) => {
                 alert.incident_id = Some(id);
@@ -525,7 +542,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         }
         let addressing = if silenced.is_some() { Addressing::default() } else { address(&mut alert, &dispatch.roster, links.as_ref(), &names) };
         let targets = &addressing.targets;
-        let alert_id = match store.record_alert_deferred(&alert, targets, deferred_until).await {
+        let alert_id = match store.record_alert_deferred(&alert, targets, deferred_until.or(grouped_until)).await {
             Ok(id) => {
                 metrics.take_on_deliveries(targets, 1);
                 Some(id)
@@ -540,6 +557,9 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             // Journaled with its time; sent by the tick below (unless journaling failed).
             (None, Some(until)) if alert_id.is_some() => {
                 tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, until = %crate::clock::rfc3339(until), "alert deferred (quiet hours or daily digest)");
+            }
+            (None, None) if alert_id.is_some() && grouped_until.is_some() => {
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, building = ?alert.building, "alert held to go out with the building's other alarms");
             }
             (None, _) => fan_out(&sinks, &addressing, alert_id, Arc::new(alert)).await,
         }
@@ -822,7 +842,7 @@ pub(crate) mod tests {
         let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T22:00:20+08:00").unwrap().timestamp_millis();
         let clock = crate::clock::Clock::Accelerated { start, started: std::time::Instant::now(), speed: 60.0 };
         let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
-        let setup = DispatcherSetup { store: store.clone(), silences: Vec::new(), metrics, flap_window_ms: 0, links: None, dispatch, clock, handoffs, buses: None };
+        let setup = DispatcherSetup { store: store.clone(), silences: Vec::new(), metrics, flap_window_ms: 0, group_window_ms: 0, links: None, dispatch, clock, handoffs, buses: None };
         let (alerts, received) = mpsc::channel(8);
         tokio::spawn(run_dispatcher(received, vec![queue], setup));
 
@@ -846,5 +866,35 @@ pub(crate) mod tests {
         assert_eq!(calls.lock().unwrap().clone(), vec![1, 3], "then all three blue ones as one message");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), None, "all delivered");
+    }
+
+    #[tokio::test]
+    async fn a_houses_first_alarm_goes_at_once_and_the_rest_of_the_house_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+        let metrics = Arc::new(Metrics::new());
+        let (queue, _task) = spawn_sink(sink, metrics.clone(), store.clone(), None);
+        let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
+        let dispatch = crate::dispatch::Dispatch::default();
+        let clock = crate::clock::Clock::System;
+        let setup = DispatcherSetup { store: store.clone(), silences: Vec::new(), metrics, flap_window_ms: 0, group_window_ms: 1500, links: None, dispatch, clock, handoffs, buses: None };
+        let (alerts, received) = mpsc::channel(8);
+        tokio::spawn(run_dispatcher(received, vec![queue], setup));
+
+        for sensor in ["house-07", "house-08", "house-09"] {
+            let mut alert = sample_alert("fired", 7.3);
+            alert.sensor = sensor.into();
+            alerts.send(alert).await.unwrap();
+        }
+        let mut other_house = sample_alert("fired", 7.3);
+        (other_house.sensor, other_house.building) = ("house-21".into(), Some("B9".into()));
+        alerts.send(other_house).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(calls.lock().unwrap().clone(), vec![1, 1], "each house's first alarm at once");
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        assert_eq!(calls.lock().unwrap().clone(), vec![1, 1, 2], "then B7's other two sensors as one message");
+        assert_eq!(store.incidents(false).unwrap().len(), 4, "still one incident per sensor");
     }
 }

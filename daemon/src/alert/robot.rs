@@ -169,9 +169,19 @@ pub fn markdown(alert: &Alert, zh: bool) -> String {
     )
 }
 
-/// One message for several alerts that had to wait for the rate limit.
+/// One message for several alerts that waited (for the rate limit, quiet hours, the daily
+/// digest, or the rest of their building): about the house when they share one.
 pub fn digest(alerts: &[&Alert], zh: bool) -> String {
-    let title = if zh { format!("**{} 条告警汇总**", alerts.len()) } else { format!("**{} alerts**", alerts.len()) };
+    let house = alerts.first().and_then(|first| {
+        let building = first.building.as_ref()?;
+        alerts.iter().all(|a| a.site == first.site && a.building.as_ref() == Some(building)).then(|| format!("{} {building}", first.site))
+    });
+    let title = match (house, zh) {
+        (Some(house), true) => format!("**{house}：{} 个传感器告警**", alerts.len()),
+        (Some(house), false) => format!("**{house}: {} sensors alarm**", alerts.len()),
+        (None, true) => format!("**{} 条告警汇总**", alerts.len()),
+        (None, false) => format!("**{} alerts**", alerts.len()),
+    };
     let lines: Vec<String> = alerts.iter().map(|a| format!("- {} {}", headline(a, zh), a.messages.get(if zh { "zh" } else { "en" }).unwrap_or(&a.title))).collect();
     format!("{title}\n{}", lines.join("\n"))
 }
@@ -226,6 +236,15 @@ mod tests {
         assert!(text.contains("\n李明: [接单 / 到场 / 办结](http://box/incident/7?m=li&exp=1&sig=cc)"), "{text}");
         assert!(text.contains("\n王芳: [接单 / 到场 / 办结](http://box/incident/7?m=wang&exp=1&sig=bb)"), "{text}");
         assert!(!text.contains("sig=aa"), "no unbound link when people are named: {text}");
+    }
+
+    #[test]
+    fn a_digest_of_one_house_says_so() {
+        let (first, mut second) = (sample_alert("fired", 7.31), sample_alert("fired", 6.2));
+        second.sensor = "house-08".into();
+        assert!(digest(&[&first, &second], true).starts_with("**north-lane B7：2 个传感器告警**"), "{}", digest(&[&first, &second], true));
+        second.building = Some("B9".into());
+        assert!(digest(&[&first, &second], false).starts_with("**2 alerts**"));
     }
 
     #[test]

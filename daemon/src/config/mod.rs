@@ -6,6 +6,7 @@
 //! The annotated example is `gridwatch.example.toml` at the top of the repository; the reference
 //! is docs/configuration.md.
 
+mod inventory;
 mod raw;
 mod serial;
 
@@ -170,6 +171,9 @@ pub struct AlertsConfig {
     pub failover_after: Duration,
     /// A sensor bus (serial port, MQTT connection) down this long raises one "bus down" alarm.
     pub bus_down_after: Duration,
+    /// After a building's first alarm goes out, the alarms of its other sensors in this window
+    /// wait for its end and go out together as one message about the house (0: no grouping).
+    pub group_window: Duration,
 }
 
 /// An SMS HTTP gateway (`[[alerts.sms]]`).
@@ -296,7 +300,10 @@ impl Checker<'_> {
     fn config(&mut self, raw: RawConfig, base: &Path) -> Config {
         let state_dir = base.join(raw.state_dir.get_ref());
         let state_reserve_bytes = raw.state_reserve_kib.saturating_mul(1024);
-        let sensors = self.sensors(raw.sensors);
+        let mut sensors = self.sensors(raw.sensors);
+        if let Some(inventory) = raw.inventory.and_then(|file| self.existing_path(base, file, "inventory")) {
+            self.add_inventory(&inventory, &mut sensors);
+        }
         let mqtt = self.mqtt(raw.mqtt, &sensors, base);
         let rules = RulesConfig {
             builtin_packs: raw.rules.builtin_packs,
@@ -381,6 +388,29 @@ impl Checker<'_> {
             self.diagnostics.extend(errors);
             crate::dispatch::Dispatch::default()
         })
+    }
+
+    /// Adds the sensors of a CSV inventory, checked like `[[sensor]]` tables (errors name the
+    /// CSV file and line); an id in both is an error.
+    fn add_inventory(&mut self, path: &Path, sensors: &mut Vec<SensorConfig>) {
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) => {
+                self.error(0..0, Some("inventory"), format!("cannot read {name}: {error}"));
+                return;
+            }
+        };
+        let mut csv = Checker { name: &name, text: &text, diagnostics: Vec::new(), failover_spans: Vec::new() };
+        let rows = csv.inventory_rows();
+        let ids: Vec<(String, Range<usize>)> = rows.iter().map(|r| (r.id.get_ref().clone(), r.id.span())).collect();
+        let mut more = csv.sensors(rows);
+        let listed: HashSet<&String> = sensors.iter().map(|s| &s.id).collect();
+        for (id, span) in ids.iter().filter(|(id, _)| listed.contains(id)) {
+            csv.error(span.clone(), Some("inventory"), format!("sensor `{id}` is also a [[sensor]] in {}", self.name));
+        }
+        self.diagnostics.append(&mut csv.diagnostics);
+        sensors.append(&mut more);
     }
 
     fn sensors(&mut self, raw: Vec<raw::RawSensor>) -> Vec<SensorConfig> {
@@ -592,7 +622,7 @@ impl Checker<'_> {
         self.failover_spans = failover.iter().map(|(from, to)| (from.clone(), to.span())).collect();
         let failover_after = Duration::from_secs(raw.failover_after_secs);
         let failover: BTreeMap<String, String> = failover.into_iter().map(|(from, to)| (from, to.into_inner())).collect();
-        let mut alerts = AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk, sms, silences, failover, failover_after, bus_down_after: Duration::from_secs(raw.bus_down_after_secs) };
+        let mut alerts = AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk, sms, silences, failover, failover_after, bus_down_after: Duration::from_secs(raw.bus_down_after_secs), group_window: Duration::from_secs(raw.group_window_secs) };
         for robot in alerts.wecom.iter_mut().chain(alerts.dingtalk.iter_mut()) {
             if alerts.failover.contains_key(&robot.name) {
                 robot.throttle_patience = Some(failover_after);

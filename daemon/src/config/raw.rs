@@ -11,6 +11,8 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub state_dir: Spanned<String>,
+    /// A CSV file with more sensors (see `config::inventory`).
+    pub inventory: Option<Spanned<String>>,
     #[serde(default = "default_state_reserve_kib")]
     pub state_reserve_kib: u64,
     pub mqtt: RawMqtt,
@@ -246,6 +248,12 @@ pub struct RawAlerts {
     pub failover_after_secs: u64,
     #[serde(default = "default_bus_down_after_secs")]
     pub bus_down_after_secs: u64,
+    #[serde(default = "default_group_window_secs")]
+    pub group_window_secs: u64,
+}
+
+fn default_group_window_secs() -> u64 {
+    10
 }
 
 fn default_bus_down_after_secs() -> u64 {
@@ -290,7 +298,7 @@ pub struct RawSms {
 
 impl Default for RawAlerts {
     fn default() -> Self {
-        RawAlerts { failover: BTreeMap::new(), failover_after_secs: default_failover_after_secs(), bus_down_after_secs: default_bus_down_after_secs(), console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new(), silence: Vec::new() }
+        RawAlerts { failover: BTreeMap::new(), failover_after_secs: default_failover_after_secs(), bus_down_after_secs: default_bus_down_after_secs(), group_window_secs: default_group_window_secs(), console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new(), silence: Vec::new() }
     }
 }
 

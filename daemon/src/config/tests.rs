@@ -136,3 +136,42 @@ fn failover_names_real_channels_and_goes_nowhere_in_circles() {
     let circle = errors(&format!("{MINIMAL}{channels}\n[alerts.failover]\ngrid-3 = \"office\"\noffice = \"grid-3\"\n"));
     assert!(circle.iter().any(|e| e.contains("failover goes round in a circle: grid-3 -> office -> grid-3")), "{circle:?}");
 }
+
+#[test]
+fn a_csv_inventory_adds_sensors_checked_like_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sensors.csv"),
+        "id,kind,site,building,grid,interval_secs,baseline.x,baseline.y,latitude,longitude,tag.owner\n\
+         house-08,tilt,north-lane,B7,grid-3,600,0.31,-0.12,31.2304,121.4737,Li\n\
+         canal-02,water,east-canal,,,,,,,,\n",
+    )
+    .unwrap();
+    let config = Config::parse("gridwatch.toml", &format!("inventory = \"sensors.csv\"\n{MINIMAL}"), dir.path()).unwrap();
+    let ids: Vec<&str> = config.sensors.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, vec!["house-07", "house-08", "canal-02"]);
+    let house = &config.sensors[1];
+    assert_eq!((house.building.as_deref(), house.grid.as_deref(), house.interval), (Some("B7"), Some("grid-3"), Duration::from_secs(600)));
+    assert_eq!(house.baseline, BTreeMap::from([("x".to_string(), 0.31), ("y".to_string(), -0.12)]));
+    assert_eq!((house.location, house.tags.get("owner").map(String::as_str)), (Some([31.2304, 121.4737]), Some("Li")));
+    assert_eq!((config.sensors[2].kind, config.sensors[2].interval, config.sensors[2].building.as_ref()), (SensorKind::Water, Duration::from_secs(3600), None));
+}
+
+#[test]
+fn csv_inventory_errors_name_the_csv_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sensors.csv"), "id,kind,site,colour\nhouse-07,tilt,north-lane,red\nhouse 9,tilt,north-lane,\nh-10,boat,north-lane,\nh-11,tilt,north-lane,\n").unwrap();
+    let errors = match Config::parse("gridwatch.toml", &format!("inventory = \"sensors.csv\"\n{MINIMAL}"), dir.path()) {
+        Err(ConfigError::Invalid(diagnostics)) => diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        other => panic!("expected diagnostics, got {other:?}"),
+    };
+    let csv = dir.path().join("sensors.csv").display().to_string();
+    // Reading errors first, then the checks every sensor gets.
+    let expect = [format!("{csv}:1:1"), format!("{csv}:4:6"), format!("{csv}:3:1"), format!("{csv}:2:1")];
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+    for (error, place) in errors.iter().zip(&expect) {
+        assert!(error.starts_with(place.as_str()), "{error} should start with {place}: {errors:#?}");
+    }
+    assert!(errors[0].contains("unknown column `colour`") && errors[1].contains("`boat` is not a sensor kind"), "{errors:#?}");
+    assert!(errors[2].contains("`house 9` is not a sensor id") && errors[3].contains("also a [[sensor]]"), "{errors:#?}");
+}

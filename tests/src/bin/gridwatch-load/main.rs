@@ -56,6 +56,9 @@ struct Args {
     /// Append one CSV line per run to this file (header when it is new).
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Write the inventory as `[[sensor]]` tables in gridwatch.toml instead of a CSV file.
+    #[arg(long)]
+    toml_inventory: bool,
 }
 
 #[tokio::main]
@@ -103,7 +106,7 @@ async fn run(args: &Args, sensors: usize, rate: u64) -> anyhow::Result<Figures> 
     let victoria = if args.influx { Some(VictoriaMetrics::start().await?) } else { None };
     let dir = tempfile::tempdir()?;
     let http_port = free_port();
-    write_config(dir.path(), &mosquitto, &webhook, victoria.as_ref(), http_port, sensors)?;
+    write_config(dir.path(), &mosquitto, &webhook, victoria.as_ref(), http_port, sensors, args.toml_inventory)?;
     let readings = if rate == 0 { args.readings } else { rate * args.seconds };
 
     let notify = process::NotifySocket::bind(&dir.path().join("notify.sock"))?;
@@ -209,13 +212,14 @@ impl Drop for Running {
     }
 }
 
-fn write_config(dir: &Path, mosquitto: &Mosquitto, webhook: &WebhookReceiver, victoria: Option<&VictoriaMetrics>, http_port: u16, sensors: usize) -> anyhow::Result<()> {
+fn write_config(dir: &Path, mosquitto: &Mosquitto, webhook: &WebhookReceiver, victoria: Option<&VictoriaMetrics>, http_port: u16, sensors: usize, toml_inventory: bool) -> anyhow::Result<()> {
     std::fs::write(
         dir.join("load.toml"),
         "[[rule]]\nid = \"load-marker\"\ntitle = \"Load harness marker\"\nkind = \"water\"\nvalue = \"marker\"\nabove = 0.5\nseverity = \"warning\"\n",
     )?;
+    let inventory = if toml_inventory { "" } else { "inventory = \"sensors.csv\"\n" };
     let mut config = format!(
-        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gridwatch-load\"\n[rules]\nbuiltin_packs = true\npaths = [\"load.toml\"]\n\
+        "{inventory}state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gridwatch-load\"\n[rules]\nbuiltin_packs = true\npaths = [\"load.toml\"]\n\
          [alerts]\nconsole = false\n[[alerts.webhook]]\nname = \"load\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
         mosquitto.url(),
         webhook.url()
@@ -223,8 +227,16 @@ fn write_config(dir: &Path, mosquitto: &Mosquitto, webhook: &WebhookReceiver, vi
     if let Some(victoria) = victoria {
         let _ = write!(config, "[influxdb]\nurl = \"{}\"\norg = \"load\"\nbucket = \"load\"\ntoken = \"load\"\n", victoria.url());
     }
-    for i in 0..sensors {
-        let _ = write!(config, "[[sensor]]\nid = \"p{i}\"\nkind = \"water\"\nsite = \"load\"\ntags = {{ use = \"surface\" }}\ninterval_secs = 60\n");
+    if toml_inventory {
+        for i in 0..sensors {
+            let _ = write!(config, "[[sensor]]\nid = \"p{i}\"\nkind = \"water\"\nsite = \"load\"\ntags = {{ use = \"surface\" }}\ninterval_secs = 60\n");
+        }
+    } else {
+        let mut csv = String::from("id,kind,site,interval_secs,tag.use\n");
+        for i in 0..sensors {
+            let _ = writeln!(csv, "p{i},water,load,60,surface");
+        }
+        std::fs::write(dir.join("sensors.csv"), csv)?;
     }
     std::fs::write(dir.join("gridwatch.toml"), config)?;
     Ok(())
