@@ -21,7 +21,6 @@ use tokio::sync::Notify;
 use anyhow::Context;
 use crate::reload::build_engine;
 use crate::serial::SerialOutputs;
-use gridwatch_rules::snapshot::Snapshot;
 use gridwatch_rules::Subject;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,19 +53,17 @@ pub fn subjects(sensors: &[SensorConfig]) -> Vec<Subject> {
 }
 
 /// The engine state saved by the last run, if it can be read (a bad one is logged and ignored).
-fn saved_engine_state(store: &Store) -> Option<Snapshot> {
-    let json = match store.load_engine_state() {
-        Ok(json) => json?,
-        Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "cannot read the saved rule state; starting fresh");
-            return None;
+/// Restores the engine from the state the store saved, logging what came of it.
+fn restore_saved_state(store: &Store, engine: &mut gridwatch_rules::Engine) -> gridwatch_rules::snapshot::Restored {
+    match store.restore_engine_state(engine) {
+        Ok(Some(restored)) => {
+            tracing::info!(states_kept = restored.checks, states_reset = restored.discarded, "rule state restored from the store");
+            restored
         }
-    };
-    match serde_json::from_str(&json) {
-        Ok(snapshot) => Some(snapshot),
+        Ok(None) => Default::default(),
         Err(error) => {
-            tracing::error!(error = %error, "saved rule state is unreadable; starting fresh");
-            None
+            tracing::error!(error = %format!("{error:#}"), "saved rule state is unreadable; sensors read before the damage keep theirs, the rest start fresh");
+            Default::default()
         }
     }
 }
@@ -136,17 +133,13 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     };
     let rule_count = rules.rules.len();
     let sensors: Arc<[SensorConfig]> = config.sensors.clone().into();
-    let saved = saved_engine_state(&store);
     let calibrations = store.calibrations().unwrap_or_else(|error| {
         tracing::error!(error = %format!("{error:#}"), "cannot read calibrated baselines; the inventory's are used");
         Vec::new()
     });
-    let (engine, restored) = build_engine(rules, &sensors, saved.as_ref(), &calibrations);
+    let (engine, _) = build_engine(rules, &sensors, |engine| restore_saved_state(&store, engine), &calibrations);
     let live = Arc::new(crate::live::LiveTable::new(sensors.len()));
     let (command_tx, command_rx) = mpsc::channel(8);
-    if saved.is_some() {
-        tracing::info!(states_kept = restored.checks, states_reset = restored.discarded, "rule state restored from the store");
-    }
 
     if let BrokerConfig::Embedded { listen } = config.mqtt.broker {
         crate::mqtt::broker::start(listen).await?;

@@ -101,17 +101,15 @@ impl Pipeline {
 
     fn reload(&mut self, rules: RuleSet) {
         let count = rules.rules.len();
-        let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, Some(&self.engine.snapshot()), &self.calibrations);
+        let previous = self.engine.snapshot();
+        let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, |engine| engine.restore(&previous), &self.calibrations);
         self.engine = engine;
         tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
     }
 
     async fn save(&self) {
-        let snapshot = self.engine.snapshot();
-        let saved = match serde_json::to_string(&snapshot) {
-            Ok(json) => self.store.save_engine_state(json, self.clock.now()).await,
-            Err(error) => Err(error.into()),
-        };
+        // Streamed from the engine into the file: no copy of the state, no whole text in memory.
+        let saved = self.store.save_engine_state_with(|out| serde_json::to_writer(out, &self.engine.snapshot_view()).map_err(std::io::Error::other));
         if let Err(error) = saved {
             tracing::error!(error = %format!("{error:#}"), "rule state not saved; hold timers and baselines may restart after a reboot");
         }

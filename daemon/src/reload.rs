@@ -9,7 +9,7 @@
 use crate::config::SensorConfig;
 use crate::store::Calibration;
 use crate::rule_files;
-use gridwatch_rules::snapshot::{Restored, Snapshot};
+use gridwatch_rules::snapshot::Restored;
 use gridwatch_rules::{Engine, RuleSet, SubjectId};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -21,9 +21,9 @@ const POLL: Duration = Duration::from_secs(2);
 
 /// Builds the engine for the inventory: takes over `previous` state where rules are unchanged,
 /// then applies the configured installation baselines (the config wins over saved state).
-pub fn build_engine(rules: RuleSet, sensors: &[SensorConfig], previous: Option<&Snapshot>, calibrations: &[Calibration]) -> (Engine, Restored) {
+pub fn build_engine(rules: RuleSet, sensors: &[SensorConfig], restore: impl FnOnce(&mut Engine) -> Restored, calibrations: &[Calibration]) -> (Engine, Restored) {
     let mut engine = Engine::new(rules, &crate::daemon::subjects(sensors));
-    let restored = previous.map(|snapshot| engine.restore(snapshot)).unwrap_or_default();
+    let restored = restore(&mut engine);
     for (index, sensor) in sensors.iter().enumerate() {
         for (field, value) in &sensor.baseline {
             engine.set_baseline(SubjectId(index), field, *value);

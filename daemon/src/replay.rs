@@ -178,7 +178,7 @@ pub struct Replay {
 
 /// Replays `records` (sorted here by time) between `from` and `to`.
 pub fn replay(rules: RuleSet, sensors: &[SensorConfig], mut records: Vec<Record>, from: Option<Millis>, to: Option<Millis>) -> Replay {
-    let (mut engine, _) = crate::reload::build_engine(rules, sensors, None, &[]);
+    let (mut engine, _) = crate::reload::build_engine(rules, sensors, |_| Default::default(), &[]);
     let index: HashMap<&str, usize> = sensors.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
     records.retain(|r| from.is_none_or(|f| r.ts >= f) && to.is_none_or(|t| r.ts <= t));
     records.sort_by_key(|r| r.ts);

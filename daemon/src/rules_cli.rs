@@ -60,7 +60,7 @@ pub fn explain(sensor_id: &str, selection: &RuleSelection) -> anyhow::Result<Str
     let Some(index) = config.sensor_index(sensor_id) else { bail!("no sensor `{sensor_id}` in the inventory") };
     let sensor = &config.sensors[index];
     let total = rules.rules.len();
-    let (engine, _) = crate::reload::build_engine(rules, &config.sensors, None, &[]);
+    let (engine, _) = crate::reload::build_engine(rules, &config.sensors, |_| Default::default(), &[]);
     let applying = engine.checks_for(SubjectId(index));
     let mut out = describe_sensor(sensor);
     let _ = writeln!(out, "{} of {total} rules apply:\n", applying.len());

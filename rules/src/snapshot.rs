@@ -72,8 +72,66 @@ fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// A [`Snapshot`] that borrows the engine's state instead of copying it: serialized, it is the
+/// same JSON as the snapshot, written as it goes (no copy of the state, no whole text in memory).
+struct SnapshotView<'a> {
+    engine: &'a Engine,
+    /// Fingerprints of the engine's rules and of their signal stages, by rule index.
+    checks: Vec<u64>,
+    stages: Vec<u64>,
+}
+
+#[derive(Serialize)]
+struct SubjectView<'a> {
+    id: &'a str,
+    last_at: Option<Millis>,
+    calibrated: &'a [(String, f64)],
+    learned: &'a [LearnedBaseline],
+    stages: Vec<StageView<'a>>,
+    checks: Vec<CheckView<'a>>,
+}
+
+#[derive(Serialize)]
+struct StageView<'a> {
+    fingerprint: u64,
+    state: &'a StageState,
+}
+
+#[derive(Serialize)]
+struct CheckView<'a> {
+    rule: &'a str,
+    fingerprint: u64,
+    state: &'a CheckState,
+}
+
+impl Serialize for SnapshotView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Subjects<'b>(&'b SnapshotView<'b>);
+        impl Serialize for Subjects<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let view = self.0;
+                serializer.collect_seq(view.engine.sensors.iter().zip(&view.engine.slots).map(|(sensor, slot)| SubjectView {
+                    id: &sensor.id,
+                    last_at: slot.last_at,
+                    calibrated: &slot.calibrated,
+                    learned: &slot.learned,
+                    stages: slot.stages.iter().map(|stage| StageView { fingerprint: view.stages[stage.rule], state: &stage.state }).collect(),
+                    checks: slot.checks.iter().map(|check| CheckView { rule: &view.engine.rules[check.rule].id, fingerprint: view.checks[check.rule], state: &check.state }).collect(),
+                }))
+            }
+        }
+        let mut snapshot = serializer.serialize_struct("Snapshot", 2)?;
+        snapshot.serialize_field("version", &SNAPSHOT_VERSION)?;
+        snapshot.serialize_field("subjects", &Subjects(self))?;
+        snapshot.end()
+    }
+}
+
 impl Engine {
     pub fn snapshot(&self) -> Snapshot {
+        let checks: Vec<u64> = self.rules.iter().map(fingerprint).collect();
+        let stages: Vec<u64> = self.rules.iter().map(stage_fingerprint).collect();
         let subjects = self
             .sensors
             .iter()
@@ -83,66 +141,159 @@ impl Engine {
                 last_at: slot.last_at,
                 calibrated: slot.calibrated.clone(),
                 learned: slot.learned.clone(),
-                stages: slot
-                    .stages
-                    .iter()
-                    .map(|stage| StageSnapshot { fingerprint: stage_fingerprint(&self.rules[stage.rule]), state: stage.state.clone() })
-                    .collect(),
+                stages: slot.stages.iter().map(|stage| StageSnapshot { fingerprint: stages[stage.rule], state: stage.state.clone() }).collect(),
                 checks: slot
                     .checks
                     .iter()
-                    .map(|check| {
-                        let rule = &self.rules[check.rule];
-                        CheckSnapshot { rule: rule.id.clone(), fingerprint: fingerprint(rule), state: check.state.clone() }
-                    })
+                    .map(|check| CheckSnapshot { rule: self.rules[check.rule].id.clone(), fingerprint: checks[check.rule], state: check.state.clone() })
                     .collect(),
             })
             .collect();
         Snapshot { version: SNAPSHOT_VERSION, subjects }
     }
 
+    /// The engine's state, serializable as a [`Snapshot`] (same fields, same order) straight
+    /// from the engine, without copying the state first: what the daemon writes every minute,
+    /// streamed, in little memory.
+    pub fn snapshot_view(&self) -> impl Serialize + '_ {
+        SnapshotView { engine: self, checks: self.rules.iter().map(fingerprint).collect(), stages: self.rules.iter().map(stage_fingerprint).collect() }
+    }
+
     /// Takes over the state in `snapshot` for sensors and unchanged rules this engine has.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Restored {
-        let mut restored = Restored::default();
         if snapshot.version != SNAPSHOT_VERSION {
-            return restored;
+            return Restored::default();
         }
-        let index_of: std::collections::HashMap<&str, usize> = self.sensors.iter().enumerate().map(|(i, s)| (&*s.id, i)).collect();
+        let mut restorer = Restorer::new(self);
         for saved in &snapshot.subjects {
-            let Some(&index) = index_of.get(saved.id.as_str()) else {
-                restored.discarded += saved.checks.len();
-                continue;
-            };
-            let slot = &mut self.slots[index];
-            slot.last_at = saved.last_at;
-            slot.calibrated = saved.calibrated.clone();
-            for learned in &mut slot.learned {
-                if let Some(old) = saved.learned.iter().find(|old| old.field == learned.field && old.window_ms == learned.window_ms) {
-                    *learned = old.clone();
-                }
+            restorer.subject(saved);
+        }
+        restorer.finish()
+    }
+
+    /// [`Engine::restore`] straight from serialized snapshot data (e.g. a JSON reader), one
+    /// sensor at a time: the whole snapshot is never in memory next to the engine. Data that
+    /// breaks off is an error; the sensors read before the break keep their state (each
+    /// sensor's state is whole on its own).
+    pub fn restore_streamed<'de, D: serde::Deserializer<'de>>(&mut self, deserializer: D) -> Result<Restored, D::Error> {
+        let result = deserializer.deserialize_map(SnapshotVisitor { restorer: Restorer::new(self) });
+        if result.is_err() {
+            self.recompute_agreements();
+        }
+        result
+    }
+}
+
+/// Takes state over sensor by sensor, with the rules' fingerprints worked out once.
+struct Restorer<'e> {
+    engine: &'e mut Engine,
+    index_of: std::collections::HashMap<String, usize>,
+    checks: Vec<u64>,
+    stages: Vec<u64>,
+    restored: Restored,
+}
+
+impl<'e> Restorer<'e> {
+    fn new(engine: &'e mut Engine) -> Restorer<'e> {
+        let index_of = engine.sensors.iter().enumerate().map(|(i, s)| (s.id.to_string(), i)).collect();
+        let checks = engine.rules.iter().map(fingerprint).collect();
+        let stages = engine.rules.iter().map(stage_fingerprint).collect();
+        Restorer { engine, index_of, checks, stages, restored: Restored::default() }
+    }
+
+    fn subject(&mut self, saved: &SubjectSnapshot) {
+        let Some(&index) = self.index_of.get(saved.id.as_str()) else {
+            self.restored.discarded += saved.checks.len();
+            return;
+        };
+        let rules = &self.engine.rules;
+        let slot = &mut self.engine.slots[index];
+        slot.last_at = saved.last_at;
+        slot.calibrated = saved.calibrated.clone();
+        for learned in &mut slot.learned {
+            if let Some(old) = saved.learned.iter().find(|old| old.field == learned.field && old.window_ms == learned.window_ms) {
+                *learned = old.clone();
             }
-            for stage in &mut slot.stages {
-                let key = stage_fingerprint(&self.rules[stage.rule]);
-                if let Some(old) = saved.stages.iter().find(|old| old.fingerprint == key) {
-                    stage.state = old.state.clone();
-                }
+        }
+        for stage in &mut slot.stages {
+            if let Some(old) = saved.stages.iter().find(|old| old.fingerprint == self.stages[stage.rule]) {
+                stage.state = old.state.clone();
             }
-            for old in &saved.checks {
-                let current = slot.checks.iter_mut().find(|check| {
-                    let rule = &self.rules[check.rule];
-                    rule.id == old.rule && fingerprint(rule) == old.fingerprint
-                });
-                match current {
-                    Some(check) => {
-                        check.state = old.state.clone();
-                        restored.checks += 1;
-                    }
-                    None => restored.discarded += 1,
+        }
+        for old in &saved.checks {
+            match slot.checks.iter_mut().find(|check| rules[check.rule].id == old.rule && self.checks[check.rule] == old.fingerprint) {
+                Some(check) => {
+                    check.state = old.state.clone();
+                    self.restored.checks += 1;
+                }
+                None => self.restored.discarded += 1,
+            }
+        }
+    }
+
+    fn finish(self) -> Restored {
+        self.engine.recompute_agreements();
+        self.restored
+    }
+}
+
+/// Reads `{"version": …, "subjects": [ … ]}`, handing each subject to the restorer as it
+/// arrives; a snapshot of another version (or without one first) is read past and ignored.
+struct SnapshotVisitor<'e> {
+    restorer: Restorer<'e>,
+}
+
+impl<'de> serde::de::Visitor<'de> for SnapshotVisitor<'_> {
+    type Value = Restored;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a rule engine snapshot")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<Restored, A::Error> {
+        let mut version = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "version" => version = Some(map.next_value::<u32>()?),
+                "subjects" => map.next_value_seed(SubjectsSeed { restorer: &mut self.restorer, apply: version == Some(SNAPSHOT_VERSION) })?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
                 }
             }
         }
-        self.recompute_agreements();
-        restored
+        Ok(self.restorer.finish())
+    }
+}
+
+struct SubjectsSeed<'r, 'e> {
+    restorer: &'r mut Restorer<'e>,
+    apply: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for SubjectsSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SubjectsSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the snapshot's subjects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if !self.apply {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            return Ok(());
+        }
+        while let Some(subject) = seq.next_element::<SubjectSnapshot>()? {
+            self.restorer.subject(&subject);
+        }
+        Ok(())
     }
 }
 
@@ -162,6 +313,38 @@ mod tests {
     }
 
     const HELD: &str = "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nfor = \"10m\"\nseverity = \"warning\"\n";
+
+    #[test]
+    fn a_streamed_restore_takes_over_what_a_restore_does() {
+        let mut before = engine(HELD);
+        let mut events = Vec::new();
+        for m in 0..6 {
+            before.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
+        }
+        let json = serde_json::to_string(&before.snapshot_view()).unwrap();
+        let mut after = engine(HELD);
+        let restored = after.restore_streamed(&mut serde_json::Deserializer::from_str(&json)).unwrap();
+        assert_eq!(restored.checks, 1);
+        assert_eq!(serde_json::to_string(&after.snapshot_view()).unwrap(), json, "the same state");
+        // Another version is read past and ignored.
+        let old = json.replacen("\"version\":2", "\"version\":1", 1);
+        let mut fresh = engine(HELD);
+        assert_eq!(fresh.restore_streamed(&mut serde_json::Deserializer::from_str(&old)).unwrap().checks, 0);
+        assert!(fresh.restore_streamed(&mut serde_json::Deserializer::from_str("{\"version\":2,\"subjects\":[{\"id\":")).is_err(), "a cut file is an error");
+    }
+
+    #[test]
+    fn the_streamed_view_is_the_same_json_as_the_snapshot() {
+        let mut engine = engine(HELD);
+        let mut events = Vec::new();
+        for m in 0..3 {
+            engine.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
+        }
+        let copied = serde_json::to_string(&engine.snapshot()).unwrap();
+        let streamed = serde_json::to_string(&engine.snapshot_view()).unwrap();
+        assert_eq!(streamed, copied);
+        assert!(copied.contains("\"rule\":\"do-low\""), "{copied}");
+    }
 
     #[test]
     fn a_hold_survives_a_restart() {

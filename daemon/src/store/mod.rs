@@ -6,7 +6,7 @@
 //!   restart;
 //! - the telemetry spool ([`spool`]): readings are committed here (in groups) before the MQTT
 //!   broker gets its acknowledgement, and leave only when InfluxDB took them;
-//! - the rule engine's last state snapshot ([`state`]);
+//! - the rule engine's last state snapshot ([`state`], a file beside the database);
 //! - incidents and their audit trail ([`incidents`]).
 //!
 //! Beside it, a [`reserve`] file keeps space back for alarms: writes other than telemetry that
@@ -44,6 +44,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Debug, Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// The state directory.
+    dir: PathBuf,
     reserve: Arc<reserve::Reserve>,
     /// The last write found the disk full (also without a reserve).
     last_write_full: Arc<std::sync::atomic::AtomicBool>,
@@ -57,12 +59,12 @@ impl Store {
         std::fs::create_dir_all(state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
         let path = state_dir.join("gridwatch.db");
         match open_file(&path) {
-            Ok(conn) => Ok(Store { conn: Arc::new(Mutex::new(conn)), reserve: Arc::new(reserve::Reserve::new(state_dir)), last_write_full: Arc::default(), quarantined: Vec::new() }),
+            Ok(conn) => Ok(Store { conn: Arc::new(Mutex::new(conn)), dir: state_dir.to_path_buf(), reserve: Arc::new(reserve::Reserve::new(state_dir)), last_write_full: Arc::default(), quarantined: Vec::new() }),
             Err(error) if is_corruption(&error) => {
                 let aside = quarantine(&path)?;
                 tracing::error!(file = %aside.display(), error = %format!("{error:#}"), "store file is corrupt; moved aside, starting a fresh one");
                 let conn = open_file(&path).with_context(|| format!("opening a fresh {}", path.display()))?;
-                Ok(Store { conn: Arc::new(Mutex::new(conn)), reserve: Arc::new(reserve::Reserve::new(state_dir)), last_write_full: Arc::default(), quarantined: vec![aside] })
+                Ok(Store { conn: Arc::new(Mutex::new(conn)), dir: state_dir.to_path_buf(), reserve: Arc::new(reserve::Reserve::new(state_dir)), last_write_full: Arc::default(), quarantined: vec![aside] })
             }
             Err(error) => Err(error),
         }
