@@ -132,7 +132,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         None => crate::rule_files::load(&config.rules.paths, config.rules.builtin_packs).context("loading rules")?,
     };
     let rule_count = rules.rules.len();
-    let sensors: Arc<[SensorConfig]> = config.sensors.clone().into();
+    let sensors = config.sensors.clone();
     let calibrations = store.calibrations().unwrap_or_else(|error| {
         tracing::error!(error = %format!("{error:#}"), "cannot read calibrated baselines; the inventory's are used");
         Vec::new()

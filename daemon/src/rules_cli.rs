@@ -48,7 +48,7 @@ pub fn test(data: &std::path::Path, selection: &RuleSelection, from: Option<i64>
     let records = replay::read_records(data)?;
     let sensors = match config {
         Some(config) => config.sensors,
-        None => replay::inventory_from(&records)?,
+        None => replay::inventory_from(&records)?.into(),
     };
     Ok(replay::render(&replay::replay(rules, &sensors, records, from, to)))
 }

@@ -45,7 +45,7 @@ pub fn reading(id: &str, minute: f64, rng: &mut fastrand::Rng) -> Vec<(&'static 
 }
 
 /// Publishes the scenario until `stop`.
-pub async fn run(options: MqttOptions, sensors: Vec<SensorConfig>, clock: Clock, stop: CancellationToken) {
+pub async fn run(options: MqttOptions, sensors: std::sync::Arc<[SensorConfig]>, clock: Clock, stop: CancellationToken) {
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let connection = tokio::spawn(async move {
         loop {
@@ -69,7 +69,7 @@ pub async fn run(options: MqttOptions, sensors: Vec<SensorConfig>, clock: Clock,
         let now = clock.now();
         let minute = (now - start) as f64 / 60_000.0;
         seq += 1;
-        for sensor in &sensors {
+        for sensor in sensors.iter() {
             let fields = reading(&sensor.id, minute, &mut rng);
             let mut payload = serde_json::Map::new();
             for (name, value) in fields {
