@@ -175,22 +175,9 @@ fn bus_alert(bus: &str, on_bus: &[String], sensors: &[SensorConfig], event: &str
 mod tests {
     use super::*;
     use crate::config::SerialDevice;
-    use std::collections::BTreeMap;
 
     fn sensor(id: &str) -> SensorConfig {
-        SensorConfig {
-            id: id.into(),
-            kind: gridwatch_rules::SensorKind::Tilt,
-            site: "north-lane".into(),
-            building: None,
-            grid: None,
-            storeys: None,
-            structure: None,
-            tags: BTreeMap::new(),
-            interval: Duration::from_secs(60),
-            baseline: BTreeMap::new(),
-            location: None,
-        }
+        SensorConfig::test_tilt(id, "north-lane")
     }
 
     fn port(devices: &[usize]) -> SerialConfig {

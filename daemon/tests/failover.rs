@@ -14,12 +14,15 @@ use std::sync::Arc;
 
 const TOPIC: &str = "gridwatch/east-canal/canal-02/telemetry";
 
-fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, channels: &str) {
+/// A configuration with `channels`; `standby` belongs to another grid in the roster, so this
+/// sensor's alerts reach it only as the failover of another channel.
+fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, channels: &str, standby: &str) {
     let config = format!(
-        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-failover-{http_port}\"\n\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\n{channels}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-failover-{http_port}\"\n\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\n{channels}\n[dispatch]\nroster = \"roster.toml\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
         mosquitto.url()
     );
     std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.join("roster.toml"), format!("[[grid]]\nid = \"elsewhere\"\nchannels = [\"{standby}\"]\n")).unwrap();
     std::fs::write(dir.join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n").unwrap();
 }
 
@@ -48,13 +51,8 @@ async fn an_alarm_the_first_channel_cannot_deliver_goes_to_the_next() {
         office.url(),
         backup.url()
     );
-    write_config(dir.path(), &mosquitto, http_port, &channels);
-    // Only the office gets the alert at first: the backup belongs to another grid, so it is not
-    // a target of this sensor's alerts — only the failover of the office.
-    let roster = "[[grid]]\nid = \"elsewhere\"\nchannels = [\"backup\"]\n";
-    std::fs::write(dir.path().join("roster.toml"), roster).unwrap();
-    let config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap() + "\n[dispatch]\nroster = \"roster.toml\"\n";
-    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    // Only the office gets the alert at first; the backup only as its failover.
+    write_config(dir.path(), &mosquitto, http_port, &channels, "backup");
 
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
@@ -104,11 +102,7 @@ async fn a_throttled_robot_hands_the_alarm_over_instead_of_waiting_ten_minutes()
         "\n[[alerts.dingtalk]]\nname = \"grid-3\"\nurl = \"{robot_url}\"\n\n[[alerts.webhook]]\nname = \"duty-phone\"\nurl = \"{}\"\n\n[alerts.failover]\ngrid-3 = \"duty-phone\"\n",
         sms_office.url()
     );
-    write_config(dir.path(), &mosquitto, http_port, &channels);
-    let roster = "[[grid]]\nid = \"elsewhere\"\nchannels = [\"duty-phone\"]\n";
-    std::fs::write(dir.path().join("roster.toml"), roster).unwrap();
-    let config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap() + "\n[dispatch]\nroster = \"roster.toml\"\n";
-    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    write_config(dir.path(), &mosquitto, http_port, &channels, "duty-phone");
 
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;

@@ -125,6 +125,24 @@ pub struct SensorConfig {
 }
 
 impl SensorConfig {
+    /// A plain tilt box at `site` reporting every minute, for tests.
+    #[cfg(test)]
+    pub fn test_tilt(id: &str, site: &str) -> SensorConfig {
+        SensorConfig {
+            id: id.into(),
+            kind: SensorKind::Tilt,
+            site: site.into(),
+            building: None,
+            grid: None,
+            storeys: None,
+            structure: None,
+            tags: BTreeMap::new(),
+            interval: Duration::from_secs(60),
+            baseline: BTreeMap::new(),
+            location: None,
+        }
+    }
+
     /// The tags rules see: the configured ones plus `storeys`, `structure` and the water
     /// defaults.
     pub fn rule_tags(&self) -> BTreeMap<String, String> {

@@ -259,7 +259,6 @@ mod tests {
     use super::*;
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::post;
-    use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     /// An InfluxDB stand-in on loopback: refuses batches with a point tagged `sensor=bad`
@@ -300,19 +299,7 @@ mod tests {
     }
 
     fn sensor(id: &str) -> SensorConfig {
-        SensorConfig {
-            id: id.into(),
-            kind: gridwatch_rules::SensorKind::Tilt,
-            site: "lane".into(),
-            building: None,
-            grid: None,
-            storeys: None,
-            structure: None,
-            tags: BTreeMap::new(),
-            interval: Duration::from_secs(60),
-            baseline: BTreeMap::new(),
-            location: None,
-        }
+        SensorConfig::test_tilt(id, "lane")
     }
 
     async fn writer(url: &str, token: &str, store: Store, metrics: Arc<Metrics>) -> TelemetryWriter {
