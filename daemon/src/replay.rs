@@ -135,7 +135,7 @@ pub fn inventory_from(records: &[Record]) -> anyhow::Result<Vec<SensorConfig>> {
                 grid: None,
                 storeys: None,
                 structure: None,
-                tags: BTreeMap::new(),
+                tags: Default::default(),
                 interval: Duration::from_secs(3600),
                 baseline: BTreeMap::new(),
                 location: None,

@@ -30,7 +30,7 @@ fn subjects() -> Vec<Subject> {
                 site: format!("site{}", i / 100),
                 building: tilt.then(|| format!("b{}", i / 4)),
                 grid: Some(format!("g{}", i / 500)),
-                tags,
+                tags: tags.into(),
                 interval_ms: MINUTE,
             }
         })

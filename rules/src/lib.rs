@@ -38,5 +38,5 @@ pub use engine::{Engine, EventKind, Observed, RuleEvent, RuleId, SubjectId};
 pub use load::{RuleSet, RuleSource};
 pub use packs::builtin_packs;
 pub use rule::{Millis, Rule};
-pub use scope::{SensorKind, Subject};
+pub use scope::{SensorKind, Subject, Tags};
 pub use severity::Severity;

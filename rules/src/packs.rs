@@ -35,7 +35,7 @@ mod tests {
     fn engine_for(kind: SensorKind, tags: &[(&str, &str)]) -> Engine {
         let rules = RuleSet::compile(&builtin_packs()).expect("shipped packs compile");
         let tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
-        let subject = Subject { id: "s1".into(), kind, site: "site".into(), building: None, grid: None, tags, interval_ms: MIN };
+        let subject = Subject { id: "s1".into(), kind, site: "site".into(), building: None, grid: None, tags: tags.into(), interval_ms: MIN };
         Engine::new(rules, &[subject])
     }
 

@@ -302,13 +302,12 @@ mod tests {
     use crate::engine::{Engine, EventKind, SubjectId};
     use crate::load::{RuleSet, RuleSource};
     use crate::scope::{SensorKind, Subject};
-    use std::collections::BTreeMap;
 
     const MIN: i64 = 60_000;
 
     fn engine(rules: &str) -> Engine {
         let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: rules.into() }]).unwrap();
-        let subject = Subject { id: "pond-1".into(), kind: SensorKind::Water, site: "s".into(), building: None, grid: None, tags: BTreeMap::new(), interval_ms: MIN };
+        let subject = Subject { id: "pond-1".into(), kind: SensorKind::Water, site: "s".into(), building: None, grid: None, tags: Default::default(), interval_ms: MIN };
         Engine::new(rules, &[subject])
     }
 

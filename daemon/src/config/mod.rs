@@ -115,7 +115,7 @@ pub struct SensorConfig {
     pub structure: Option<String>,
     /// Free-form facts rules can be scoped by. Water sensors get `use = "surface"` and, for
     /// surface water, `water_class = "III"` unless they say otherwise.
-    pub tags: BTreeMap<String, String>,
+    pub tags: gridwatch_rules::Tags,
     /// How often the sensor is expected to report; no-data rules count in these.
     pub interval: Duration,
     /// Installation baseline per field, set by the installer (or `gridwatch calibrate`).
@@ -136,7 +136,7 @@ impl SensorConfig {
             grid: None,
             storeys: None,
             structure: None,
-            tags: BTreeMap::new(),
+            tags: Default::default(),
             interval: Duration::from_secs(60),
             baseline: BTreeMap::new(),
             location: None,
@@ -145,19 +145,16 @@ impl SensorConfig {
 
     /// The tags rules see: the configured ones plus `storeys`, `structure` and the water
     /// defaults.
-    pub fn rule_tags(&self) -> BTreeMap<String, String> {
+    pub fn rule_tags(&self) -> gridwatch_rules::Tags {
         let mut tags = self.tags.clone();
         if let Some(storeys) = self.storeys {
-            tags.entry("storeys".into()).or_insert_with(|| storeys.to_string());
+            tags.or_insert_with("storeys", || storeys.to_string());
         }
         if let Some(structure) = &self.structure {
-            tags.entry("structure".into()).or_insert_with(|| structure.clone());
+            tags.or_insert_with("structure", || structure.clone());
         }
-        if self.kind == SensorKind::Water {
-            let water_use = tags.entry("use".into()).or_insert_with(|| "surface".into()).clone();
-            if water_use == "surface" {
-                tags.entry("water_class".into()).or_insert_with(|| "III".into());
-            }
+        if self.kind == SensorKind::Water && tags.or_insert_with("use", || "surface".into()) == "surface" {
+            tags.or_insert_with("water_class", || "III".into());
         }
         tags
     }
@@ -480,7 +477,7 @@ impl Checker<'_> {
                 grid: sensor.grid,
                 storeys: sensor.storeys,
                 structure: sensor.structure,
-                tags: sensor.tags,
+                tags: sensor.tags.into(),
                 interval: Duration::from_secs(sensor.interval_secs.into_inner()),
                 baseline,
             });

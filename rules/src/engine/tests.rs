@@ -1,7 +1,6 @@
 use super::*;
 use crate::load::RuleSource;
 use crate::scope::SensorKind;
-use std::collections::BTreeMap;
 
 const MIN: Millis = 60_000;
 
@@ -45,7 +44,7 @@ flat_line = 3
 "#;
 
 fn subject(id: &str, kind: SensorKind) -> Subject {
-    Subject { id: id.into(), kind, site: "s".into(), building: None, grid: None, tags: BTreeMap::new(), interval_ms: 10 * MIN }
+    Subject { id: id.into(), kind, site: "s".into(), building: None, grid: None, tags: Default::default(), interval_ms: 10 * MIN }
 }
 
 fn engine() -> Engine {
