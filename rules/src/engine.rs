@@ -95,29 +95,67 @@ pub enum CheckState {
     FlatLine { transform: TransformState, flat: FlatState },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Rules, and overrides of one rule, an engine takes at most (the loader refuses more): a
+/// check keeps its indexes in 16 bits.
+pub const MAX_RULES: usize = u16::MAX as usize - 1;
+
+/// "None" of an index kept in 16 (or, for agreements, 32) bits.
+const NO_INDEX: u16 = u16::MAX;
+const NO_AGREEMENT: u32 = u32::MAX;
+
+/// One rule applied to one sensor. Ten thousand sensors with a dozen rules each make this the
+/// engine's most numerous value, so its indexes are narrow (16 bytes of them, not 56).
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RuleCheck {
-    pub rule: usize,
-    /// The rule's override for this sensor, if one applies.
-    pub variant: Option<usize>,
+    rule: u16,
+    /// The rule's override for this sensor ([`NO_INDEX`]: the rule's own check).
+    variant: u16,
     /// Index of the shared signal stage in [`SubjectSlot::stages`], for rules with a signal.
-    pub stage: Option<usize>,
+    stage: u16,
     /// The building agreement this check votes in (rules with `agree`; index in
     /// `Engine::agreements`).
-    #[serde(skip)]
-    pub agreement: Option<usize>,
+    agreement: u32,
     pub state: CheckState,
 }
 
+fn narrow(index: Option<usize>) -> u16 {
+    index.and_then(|i| u16::try_from(i).ok()).filter(|&i| i != NO_INDEX).unwrap_or(NO_INDEX)
+}
+
+fn widen(index: u16) -> Option<usize> {
+    (index != NO_INDEX).then_some(usize::from(index))
+}
+
+impl RuleCheck {
+    pub fn rule(&self) -> usize {
+        usize::from(self.rule)
+    }
+
+    pub fn variant(&self) -> Option<usize> {
+        widen(self.variant)
+    }
+
+    pub fn stage(&self) -> Option<usize> {
+        widen(self.stage)
+    }
+
+    pub fn agreement(&self) -> Option<usize> {
+        (self.agreement != NO_AGREEMENT).then(|| self.agreement as usize)
+    }
+}
+
 /// One signal stage (expression, baseline, smoothing) shared by the rules that use it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
     /// A rule whose signal defines the stage.
-    pub(crate) rule: usize,
+    rule: u16,
     pub state: StageState,
-    /// This sample's stage value, while a sample is being evaluated.
-    #[serde(skip)]
-    pub(crate) value: Option<f64>,
+}
+
+impl Stage {
+    pub(crate) fn rule(&self) -> usize {
+        usize::from(self.rule)
+    }
 }
 
 /// A baseline learned from the first readings of one field.
@@ -125,7 +163,7 @@ pub struct Stage {
 pub struct LearnedBaseline {
     pub field: String,
     pub window_ms: Millis,
-    pub learner: Option<Learner>,
+    pub learner: Option<Box<Learner>>,
     pub value: Option<f64>,
 }
 
@@ -136,14 +174,16 @@ pub(crate) struct SensorRef {
     pub interval_ms: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the engine keeps of one sensor. The lists are fixed when the slot is built (boxed
+/// slices: no spare capacity), except the calibrations an installer adds.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SubjectSlot {
     pub last_at: Option<Millis>,
     /// Set at installation; takes precedence over learned ones.
     pub calibrated: Vec<(String, f64)>,
-    pub learned: Vec<LearnedBaseline>,
-    pub stages: Vec<Stage>,
-    pub checks: Vec<RuleCheck>,
+    pub learned: Box<[LearnedBaseline]>,
+    pub stages: Box<[Stage]>,
+    pub checks: Box<[RuleCheck]>,
 }
 
 /// Evaluates a [`RuleSet`] over a fixed list of sensors.
@@ -156,6 +196,8 @@ pub struct Engine {
     pub(crate) agreements: Vec<Agreement>,
     /// Agreements whose votes changed during the current call (reused buffer).
     touched: Vec<usize>,
+    /// The current sample's value of each stage of the sensor being evaluated (reused buffer).
+    staged: Vec<Option<f64>>,
 }
 
 impl Engine {
@@ -164,7 +206,7 @@ impl Engine {
         let mut slots: Vec<SubjectSlot> = subjects.iter().map(|subject| new_slot(&rules, subject)).collect();
         let agreements = group_buildings(&rules, subjects, &mut slots);
         let sensors = subjects.iter().map(|s| SensorRef { id: s.id.as_str().into(), interval_ms: s.interval_ms }).collect();
-        Engine { rules, sensors, slots, agreements, touched: Vec::new() }
+        Engine { rules, sensors, slots, agreements, touched: Vec::new(), staged: Vec::new() }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -177,12 +219,12 @@ impl Engine {
 
     /// The rules that apply to a sensor (empty for an unknown id).
     pub fn rules_for(&self, subject: SubjectId) -> Vec<&Rule> {
-        self.slots.get(subject.0).map_or_else(Vec::new, |slot| slot.checks.iter().map(|c| &self.rules[c.rule]).collect())
+        self.slots.get(subject.0).map_or_else(Vec::new, |slot| slot.checks.iter().map(|c| &self.rules[c.rule()]).collect())
     }
 
     /// The rules that apply to a sensor with the override each uses (`None`: the rule's own).
     pub fn checks_for(&self, subject: SubjectId) -> Vec<(&Rule, Option<usize>)> {
-        self.slots.get(subject.0).map_or_else(Vec::new, |slot| slot.checks.iter().map(|c| (&self.rules[c.rule], c.variant)).collect())
+        self.slots.get(subject.0).map_or_else(Vec::new, |slot| slot.checks.iter().map(|c| (&self.rules[c.rule()], c.variant())).collect())
     }
 
     /// Sets a sensor's installation baseline for a field (from `gridwatch calibrate`).
@@ -207,15 +249,19 @@ impl Engine {
         slot.last_at = Some(at);
         for learned in slot.learned.iter_mut().filter(|l| l.value.is_none()) {
             let Some(value) = lookup(fields, &learned.field).filter(|v| v.is_finite()) else { continue };
-            let learner = learned.learner.get_or_insert_with(|| Learner::new(at, learned.window_ms));
+            let learner = learned.learner.get_or_insert_with(|| Box::new(Learner::new(at, learned.window_ms)));
             if let Some(baseline) = learner.observe(at, value) {
                 learned.value = Some(baseline);
                 learned.learner = None;
             }
         }
         let SubjectSlot { calibrated, learned, stages, checks, .. } = slot;
+        self.staged.clear();
         for stage in stages.iter_mut() {
-            let Some(signal) = self.rules[stage.rule].signal.as_ref() else { continue };
+            let Some(signal) = self.rules[stage.rule()].signal.as_ref() else {
+                self.staged.push(None);
+                continue;
+            };
             let field = |name: &str| {
                 let value = lookup(fields, name).filter(|v| v.is_finite())?;
                 let Some(spec) = signal.baseline else { return Some(value) };
@@ -225,15 +271,15 @@ impl Engine {
                     Relative::Ratio => (baseline > 0.0).then(|| value / baseline),
                 }
             };
-            stage.value = signal.stage(&mut stage.state, at, &field);
+            self.staged.push(signal.stage(&mut stage.state, at, &field));
         }
         for check in checks.iter_mut() {
-            let rule = &self.rules[check.rule];
-            let staged = check.stage.and_then(|index| stages[index].value);
+            let rule = &self.rules[check.rule()];
+            let staged = check.stage().and_then(|index| self.staged.get(index).copied().flatten());
             if let Some(event) = observe_check(rule, check, at, staged) {
-                match check.agreement {
+                match check.agreement() {
                     Some(agreement) => self.touched.push(agreement),
-                    None => events.push(RuleEvent { rule: RuleId(check.rule), subject, variant: check.variant, ..event }),
+                    None => events.push(RuleEvent { rule: RuleId(check.rule()), subject, variant: check.variant(), ..event }),
                 }
             }
         }
@@ -245,12 +291,12 @@ impl Engine {
     pub fn tick(&mut self, now: Millis, events: &mut Vec<RuleEvent>) {
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let interval = self.sensors[index].interval_ms;
-            for check in &mut slot.checks {
-                let rule = &self.rules[check.rule];
+            for check in slot.checks.iter_mut() {
+                let rule = &self.rules[check.rule()];
                 if let Some(event) = tick_check(rule, check, now, interval) {
-                    match check.agreement {
+                    match check.agreement() {
                         Some(agreement) => self.touched.push(agreement),
-                        None => events.push(RuleEvent { rule: RuleId(check.rule), subject: SubjectId(index), variant: check.variant, ..event }),
+                        None => events.push(RuleEvent { rule: RuleId(check.rule()), subject: SubjectId(index), variant: check.variant(), ..event }),
                     }
                 }
             }
@@ -271,7 +317,7 @@ impl Engine {
             let agreement = &mut self.agreements[index];
             let Some(step) = agreement.settle(verdict) else { continue };
             let (anchor, check) = agreement.members[0];
-            let variant = self.slots[anchor].checks[check].variant;
+            let variant = self.slots[anchor].checks[check].variant();
             let of = u8::try_from(agreement.members.len()).unwrap_or(u8::MAX);
             let agreeing = Some(Agreeing { agreeing: u8::try_from(verdict.agreeing).unwrap_or(u8::MAX), of });
             let event = match step {
@@ -314,13 +360,13 @@ fn group_buildings(rules: &[Rule], subjects: &[Subject], slots: &mut [SubjectSlo
     for (index, subject) in subjects.iter().enumerate() {
         let Some(building) = subject.building.as_deref() else { continue };
         for (position, check) in slots[index].checks.iter_mut().enumerate() {
-            let Some(agree) = rules[check.rule].agree else { continue };
-            let group = *by_building.entry((check.rule, subject.site.as_str(), building)).or_insert_with(|| {
-                agreements.push(Agreement { rule: check.rule, members: Vec::new(), needed: usize::from(agree), open: None });
+            let Some(agree) = rules[check.rule()].agree else { continue };
+            let group = *by_building.entry((check.rule(), subject.site.as_str(), building)).or_insert_with(|| {
+                agreements.push(Agreement { rule: check.rule(), members: Vec::new(), needed: usize::from(agree), open: None });
                 agreements.len() - 1
             });
             agreements[group].members.push((index, position));
-            check.agreement = Some(group);
+            check.agreement = u32::try_from(group).unwrap_or(NO_AGREEMENT);
         }
     }
     for agreement in &mut agreements {
@@ -330,32 +376,29 @@ fn group_buildings(rules: &[Rule], subjects: &[Subject], slots: &mut [SubjectSlo
 }
 
 fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
-    let mut slot = SubjectSlot { last_at: None, calibrated: Vec::new(), learned: Vec::new(), stages: Vec::new(), checks: Vec::new() };
+    let (mut learned, mut stages, mut checks) = (Vec::<LearnedBaseline>::new(), Vec::<Stage>::new(), Vec::new());
     for (index, rule) in rules.iter().enumerate().filter(|(_, rule)| rule.scope.matches(subject)) {
         if let Some(signal) = &rule.signal {
             if let Some(BaselineSpec::Learn { window_ms }) = signal.baseline {
                 for field in signal.expr.fields() {
-                    if !slot.learned.iter().any(|l| l.field == field && l.window_ms == window_ms) {
-                        slot.learned.push(LearnedBaseline { field: field.to_string(), window_ms, learner: None, value: None });
+                    if !learned.iter().any(|l| l.field == field && l.window_ms == window_ms) {
+                        learned.push(LearnedBaseline { field: field.to_string(), window_ms, learner: None, value: None });
                     }
                 }
             }
         }
         let stage = rule.signal.as_ref().map(|signal| {
-            let shared = slot.stages.iter().position(|stage| rules[stage.rule].signal.as_ref().is_some_and(|other| other.same_stage(signal)));
+            let shared = stages.iter().position(|stage| rules[stage.rule()].signal.as_ref().is_some_and(|other| other.same_stage(signal)));
             shared.unwrap_or_else(|| {
-                slot.stages.push(Stage { rule: index, state: StageState::default(), value: None });
-                slot.stages.len() - 1
+                stages.push(Stage { rule: narrow(Some(index)), state: StageState::default() });
+                stages.len() - 1
             })
         });
         let variant = rule.variant_for(subject);
-        slot.checks.push(RuleCheck { rule: index, variant, stage, agreement: None, state: initial_state(rule.check_of(variant)) });
+        let state = initial_state(rule.check_of(variant));
+        checks.push(RuleCheck { rule: narrow(Some(index)), variant: narrow(variant), stage: narrow(stage), agreement: NO_AGREEMENT, state });
     }
-    // Ten thousand sensors: capacity left over by `push` would be a third of the engine's memory.
-    slot.checks.shrink_to_fit();
-    slot.stages.shrink_to_fit();
-    slot.learned.shrink_to_fit();
-    slot
+    SubjectSlot { last_at: None, calibrated: Vec::new(), learned: learned.into(), stages: stages.into(), checks: checks.into() }
 }
 
 pub(crate) fn initial_state(check: &Check) -> CheckState {
@@ -392,7 +435,7 @@ fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {
 /// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one
 /// and the sample carried its fields).
 fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, staged: Option<f64>) -> Option<RuleEvent> {
-    match (rule.check_of(check.variant), &mut check.state) {
+    match (rule.check_of(check.variant()), &mut check.state) {
         (Check::Ladder(levels), CheckState::Ladder { transform, ladder, last_value }) => {
             let value = rule.signal.as_ref()?.transform(transform, at, staged?)?;
             *last_value = Some(value);
@@ -414,7 +457,7 @@ fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, staged: Option<
 }
 
 fn tick_check(rule: &Rule, check: &mut RuleCheck, now: Millis, interval_ms: Millis) -> Option<RuleEvent> {
-    match (rule.check_of(check.variant), &mut check.state) {
+    match (rule.check_of(check.variant()), &mut check.state) {
         (Check::Ladder(levels), CheckState::Ladder { ladder, last_value, .. }) => {
             ladder.tick(levels, now).map(|step| from_step(step, last_value.unwrap_or(f64::NAN), now))
         }

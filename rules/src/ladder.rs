@@ -18,36 +18,77 @@ pub enum Step {
 }
 
 /// Where one ladder rule stands for one sensor.
+///
+/// Memory: a ladder whose levels are all at rest (normal, no recent breaches) keeps no level
+/// states at all; they are allocated when a value first breaches a level and dropped when all
+/// are at rest again. Ten thousand sensors with a dozen ladders each are almost all at rest.
+/// Saved, `levels` is the list of level states as before (empty while at rest).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LadderState {
-    pub levels: Vec<ThresholdState>,
+    #[serde(serialize_with = "save_levels", deserialize_with = "load_levels")]
+    levels: Option<Box<[ThresholdState]>>,
     /// Severity of the open incident and when it began.
     pub open: Option<(Severity, Millis)>,
 }
 
+fn save_levels<S: serde::Serializer>(levels: &Option<Box<[ThresholdState]>>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(levels.iter().flat_map(|levels| levels.iter()))
+}
+
+fn load_levels<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<[ThresholdState]>>, D::Error> {
+    let levels: Vec<ThresholdState> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(if levels.iter().all(at_rest) { None } else { Some(levels.into_boxed_slice()) })
+}
+
+fn at_rest(state: &ThresholdState) -> bool {
+    *state == ThresholdState::default()
+}
+
 impl LadderState {
-    pub fn new(levels: &[Level]) -> LadderState {
-        LadderState { levels: vec![ThresholdState::default(); levels.len()], open: None }
+    pub fn new(_levels: &[Level]) -> LadderState {
+        LadderState { levels: None, open: None }
     }
 
     /// Feeds one value of the rule's signal.
     pub fn observe(&mut self, levels: &[Level], value: f64, at: Millis) -> Option<Step> {
-        for (state, level) in self.levels.iter_mut().zip(levels) {
+        if self.levels.is_none() && !levels.iter().any(|level| level.bound.breached(value)) {
+            // At rest and not breached: every level would stay at rest.
+            return None;
+        }
+        let states = self.levels.get_or_insert_with(|| vec![ThresholdState::default(); levels.len()].into_boxed_slice());
+        for (state, level) in states.iter_mut().zip(levels) {
             state.observe(level, value, at);
         }
-        self.settle(levels, at)
+        let step = self.settle(levels, at);
+        self.rest_if_idle();
+        step
     }
 
     /// Lets time pass: completes raise holds.
     pub fn tick(&mut self, levels: &[Level], now: Millis) -> Option<Step> {
-        for (state, level) in self.levels.iter_mut().zip(levels) {
+        let Some(states) = self.levels.as_mut() else { return None };
+        for (state, level) in states.iter_mut().zip(levels) {
             state.tick(level, now);
         }
-        self.settle(levels, now)
+        let step = self.settle(levels, now);
+        self.rest_if_idle();
+        step
+    }
+
+    /// Drops the level states once all of them are at rest again.
+    fn rest_if_idle(&mut self) {
+        if self.levels.as_deref().is_some_and(|states| states.iter().all(at_rest)) {
+            self.levels = None;
+        }
+    }
+
+    /// The level states (empty while at rest).
+    pub fn levels(&self) -> &[ThresholdState] {
+        self.levels.as_deref().unwrap_or(&[])
     }
 
     fn settle(&mut self, levels: &[Level], at: Millis) -> Option<Step> {
-        let highest = self.levels.iter().zip(levels).rev().find(|(state, _)| state.is_active()).map(|(_, level)| level.severity);
+        let highest = self.levels().iter().zip(levels).rev().find(|(state, _)| state.is_active()).map(|(_, level)| level.severity);
         match (self.open, highest) {
             (None, Some(severity)) => {
                 let since = self.breach_start().unwrap_or(at);
@@ -68,7 +109,7 @@ impl LadderState {
 
     /// When the earliest active level's breach began.
     fn breach_start(&self) -> Option<Millis> {
-        self.levels
+        self.levels()
             .iter()
             .filter_map(|state| match state.phase {
                 crate::threshold::Phase::Active { since } | crate::threshold::Phase::Clearing { since, .. } => Some(since),

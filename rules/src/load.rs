@@ -46,6 +46,10 @@ impl RuleSet {
                     ));
                     continue;
                 }
+                if rules.len() >= crate::engine::MAX_RULES {
+                    diagnostics.push(text.diagnostic(id_span, Some("id"), format!("too many rules: at most {} in all files", crate::engine::MAX_RULES)));
+                    continue;
+                }
                 seen.insert(rule.id.clone(), rule.origin.clone());
                 rules.push(rule);
             }
@@ -634,6 +638,10 @@ fn compile_overrides(check: &mut Checker<'_, '_>, raw: Vec<Spanned<RawOverride>>
                 None
             }
         };
+        if overrides.len() >= crate::engine::MAX_RULES {
+            check.error(span.clone(), "override", format!("a rule has at most {} overrides", crate::engine::MAX_RULES));
+            continue;
+        }
         if let Some(levels) = levels {
             overrides.push(Override { scope, check: Check::Ladder(levels) });
         }

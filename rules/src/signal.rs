@@ -162,8 +162,9 @@ pub enum TransformState {
     /// No transform, or nothing seen yet.
     #[default]
     Empty,
-    /// `change_over`: smoothed values thinned to a few points per window, oldest first.
-    History(VecDeque<Point>),
+    /// `change_over`: smoothed values thinned to a few points per window, oldest first (boxed,
+    /// like the extremes: most (rule, sensor) states have no transform, and stay 16 bytes).
+    History(Box<VecDeque<Point>>),
     /// `swing_within`: the candidates for the window's lowest and highest values.
     Extremes(Box<Extremes>),
 }
@@ -202,7 +203,7 @@ impl Signal {
             Some(Transform::ChangeOver { window, windows }) => {
                 if !matches!(state, TransformState::History(_)) {
                     // The history never holds more than this; do not let the deque double past it.
-                    *state = TransformState::History(VecDeque::with_capacity(HISTORY_POINTS as usize * windows as usize + 2));
+                    *state = TransformState::History(Box::new(VecDeque::with_capacity(HISTORY_POINTS as usize * windows as usize + 2)));
                 }
                 let TransformState::History(history) = state else { return None };
                 change_over(history, window, windows, at, staged)

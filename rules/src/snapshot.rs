@@ -116,8 +116,8 @@ impl Serialize for SnapshotView<'_> {
                     last_at: slot.last_at,
                     calibrated: &slot.calibrated,
                     learned: &slot.learned,
-                    stages: slot.stages.iter().map(|stage| StageView { fingerprint: view.stages[stage.rule], state: &stage.state }).collect(),
-                    checks: slot.checks.iter().map(|check| CheckView { rule: &view.engine.rules[check.rule].id, fingerprint: view.checks[check.rule], state: &check.state }).collect(),
+                    stages: slot.stages.iter().map(|stage| StageView { fingerprint: view.stages[stage.rule()], state: &stage.state }).collect(),
+                    checks: slot.checks.iter().map(|check| CheckView { rule: &view.engine.rules[check.rule()].id, fingerprint: view.checks[check.rule()], state: &check.state }).collect(),
                 }))
             }
         }
@@ -140,12 +140,12 @@ impl Engine {
                 id: sensor.id.to_string(),
                 last_at: slot.last_at,
                 calibrated: slot.calibrated.clone(),
-                learned: slot.learned.clone(),
-                stages: slot.stages.iter().map(|stage| StageSnapshot { fingerprint: stages[stage.rule], state: stage.state.clone() }).collect(),
+                learned: slot.learned.to_vec(),
+                stages: slot.stages.iter().map(|stage| StageSnapshot { fingerprint: stages[stage.rule()], state: stage.state.clone() }).collect(),
                 checks: slot
                     .checks
                     .iter()
-                    .map(|check| CheckSnapshot { rule: self.rules[check.rule].id.clone(), fingerprint: checks[check.rule], state: check.state.clone() })
+                    .map(|check| CheckSnapshot { rule: self.rules[check.rule()].id.clone(), fingerprint: checks[check.rule()], state: check.state.clone() })
                     .collect(),
             })
             .collect();
@@ -216,12 +216,12 @@ impl<'e> Restorer<'e> {
             }
         }
         for stage in &mut slot.stages {
-            if let Some(old) = saved.stages.iter().find(|old| old.fingerprint == self.stages[stage.rule]) {
+            if let Some(old) = saved.stages.iter().find(|old| old.fingerprint == self.stages[stage.rule()]) {
                 stage.state = old.state.clone();
             }
         }
         for old in &saved.checks {
-            match slot.checks.iter_mut().find(|check| rules[check.rule].id == old.rule && self.checks[check.rule] == old.fingerprint) {
+            match slot.checks.iter_mut().find(|check| rules[check.rule()].id == old.rule && self.checks[check.rule()] == old.fingerprint) {
                 Some(check) => {
                     check.state = old.state.clone();
                     self.restored.checks += 1;

@@ -157,7 +157,7 @@ fn rules_with_the_same_signal_stage_share_it() {
     let slot = &e.slots[0];
     assert_eq!(slot.checks.len(), 8);
     // tilt-change and the three creep rules smooth the same value once.
-    assert_eq!(slot.stages.len(), 4, "{:?}", slot.stages.iter().map(|s| e.rules[s.rule].id.clone()).collect::<Vec<_>>());
+    assert_eq!(slot.stages.len(), 4, "{:?}", slot.stages.iter().map(|s| e.rules[s.rule()].id.clone()).collect::<Vec<_>>());
 }
 
 #[test]
@@ -274,4 +274,34 @@ severity = "notice"
     e.observe(SubjectId(0), 62 * MIN, &[("turbidity", 13.2)], &mut events);
     assert_eq!(ids(&e, &events), vec![("turbidity-up".into(), EventKind::Fired, Severity::Notice)]);
     assert!((events[0].value - 1.32).abs() < 1e-9, "{}", events[0].value);
+}
+
+/// Ten thousand sensors with a dozen rules each: these sizes are most of the engine's memory.
+#[test]
+fn per_sensor_states_stay_small() {
+    use std::mem::size_of;
+    assert!(size_of::<RuleCheck>() <= 80, "RuleCheck {}", size_of::<RuleCheck>());
+    assert!(size_of::<Stage>() <= 40, "Stage {}", size_of::<Stage>());
+    assert!(size_of::<LearnedBaseline>() <= 56, "LearnedBaseline {}", size_of::<LearnedBaseline>());
+}
+
+#[test]
+fn a_ladder_at_rest_keeps_no_level_states() {
+    let rules = "[[rule]]\nid = \"hot\"\nvalue = \"t\"\nabove = 30\nclear_below = 28\nseverity = \"warning\"\n";
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: rules.into() }]).unwrap();
+    let mut engine = Engine::new(rules, &[subject("s1", SensorKind::Water)]);
+    let levels = |engine: &Engine| match &engine.slots[0].checks[0].state {
+        CheckState::Ladder { ladder, .. } => ladder.levels().len(),
+        other => panic!("{other:?}"),
+    };
+    let mut events = Vec::new();
+    engine.observe(SubjectId(0), 0, &[("t", 20.0)], &mut events);
+    assert_eq!(levels(&engine), 0, "never breached: nothing kept");
+    engine.observe(SubjectId(0), 1_000, &[("t", 31.0)], &mut events);
+    assert_eq!((levels(&engine), events.len()), (1, 1), "breached: the level is tracked and fires");
+    engine.observe(SubjectId(0), 2_000, &[("t", 29.0)], &mut events);
+    assert_eq!((levels(&engine), events.len()), (1, 1), "between clear and trigger: still active");
+    engine.observe(SubjectId(0), 3_000, &[("t", 27.0)], &mut events);
+    assert_eq!(events.last().map(|e| e.kind), Some(EventKind::Cleared));
+    assert_eq!(levels(&engine), 0, "cleared: at rest again");
 }
