@@ -36,6 +36,7 @@ pub mod invariants;
 pub mod installer_cli;
 pub mod last_good;
 pub mod links;
+pub mod field_names;
 pub mod live;
 pub mod metrics;
 pub mod mqtt;

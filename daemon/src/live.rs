@@ -2,10 +2,11 @@
 //! tilt boxes, their recent angles (for `gridwatch calibrate`). The pipeline writes it on every
 //! sample; the HTTP endpoint reads it.
 //!
-//! Memory stays small and bounded: one latest reading per sensor, and per tilt box at most
-//! [`RECENT`] angle pairs, one kept every [`RECENT_SPACING_SECS`] (so at least the last 32
-//! minutes).
+//! Memory stays small and bounded: one latest reading per sensor (field names kept once), and
+//! per tilt box at most [`RECENT`] angle pairs, one kept every [`RECENT_SPACING_SECS`] (so at
+//! least the last 32 minutes).
 
+use crate::field_names::FieldNames;
 use gridwatch_rules::Millis;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -25,33 +26,42 @@ pub struct Latest {
 
 #[derive(Debug, Default)]
 struct Slot {
-    latest: Latest,
+    at_ms: Option<Millis>,
+    /// The latest reading's fields, by index in [`Table::fields`].
+    fields: Vec<(u16, f64)>,
     /// (seconds since the epoch, x, y) of a tilt box.
     recent: VecDeque<(i64, f32, f32)>,
+}
+
+#[derive(Debug)]
+struct Table {
+    fields: FieldNames,
+    slots: Vec<Slot>,
 }
 
 /// The latest readings of every sensor in the inventory, by position.
 #[derive(Debug)]
 pub struct LiveTable {
-    slots: Mutex<Vec<Slot>>,
+    table: Mutex<Table>,
 }
 
 impl LiveTable {
     pub fn new(sensors: usize) -> LiveTable {
-        LiveTable { slots: Mutex::new((0..sensors).map(|_| Slot::default()).collect()) }
+        LiveTable { table: Mutex::new(Table { fields: FieldNames::default(), slots: (0..sensors).map(|_| Slot::default()).collect() }) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
-        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records a reading of sensor `index` taken at `at`.
     pub fn record(&self, index: usize, at: Millis, fields: &[(String, f64)]) {
-        let mut slots = self.lock();
+        let mut table = self.lock();
+        let Table { fields: names, slots } = &mut *table;
         let Some(slot) = slots.get_mut(index) else { return };
-        slot.latest.at_ms = Some(at);
-        slot.latest.fields.clear();
-        slot.latest.fields.extend(fields.iter().cloned());
+        slot.at_ms = Some(at);
+        slot.fields.clear();
+        slot.fields.extend(fields.iter().filter_map(|(name, value)| Some((names.index(name)?, *value))));
         let value = |name: &str| fields.iter().find(|(n, v)| n == name && v.is_finite()).map(|&(_, v)| v);
         if let (Some(x), Some(y)) = (value("x"), value("y")) {
             let second = at.div_euclid(1000);
@@ -66,15 +76,17 @@ impl LiveTable {
 
     /// Every sensor's latest reading, by position.
     pub fn latest(&self) -> Vec<Latest> {
-        self.lock().iter().map(|slot| slot.latest.clone()).collect()
+        let table = self.lock();
+        let named = |slot: &Slot| slot.fields.iter().map(|&(field, value)| (table.fields.name(field).to_string(), value)).collect();
+        table.slots.iter().map(|slot| Latest { at_ms: slot.at_ms, fields: named(slot) }).collect()
     }
 
     /// The median x and y of a tilt box over the `window_ms` before `now`, with how many readings
     /// it took; `None` without readings in the window.
     pub fn median_angles(&self, index: usize, now: Millis, window_ms: Millis) -> Option<(f64, f64, usize)> {
-        let slots = self.lock();
+        let table = self.lock();
         let since = (now - window_ms).div_euclid(1000);
-        let recent: Vec<(f64, f64)> = slots.get(index)?.recent.iter().filter(|&&(s, _, _)| s >= since).map(|&(_, x, y)| (f64::from(x), f64::from(y))).collect();
+        let recent: Vec<(f64, f64)> = table.slots.get(index)?.recent.iter().filter(|&&(s, _, _)| s >= since).map(|&(_, x, y)| (f64::from(x), f64::from(y))).collect();
         if recent.is_empty() {
             return None;
         }
@@ -112,8 +124,8 @@ mod tests {
         for second in 0..(3 * 3600) {
             live.record(0, second * 1000, &reading(0.1, 0.1));
         }
-        let slots = live.lock();
-        assert_eq!(slots[0].recent.len(), RECENT);
-        assert_eq!(slots[0].recent[1].0 - slots[0].recent[0].0, RECENT_SPACING_SECS);
+        let table = live.lock();
+        assert_eq!(table.slots[0].recent.len(), RECENT);
+        assert_eq!(table.slots[0].recent[1].0 - table.slots[0].recent[0].0, RECENT_SPACING_SECS);
     }
 }

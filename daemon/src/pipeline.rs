@@ -17,6 +17,9 @@ use crate::store::Store;
 use gridwatch_rules::{Engine, Observed, RuleEvent, RuleSet, SubjectId};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Trend rows written per store transaction when the hourly trend is flushed.
+const TREND_ROWS_PER_WRITE: usize = 2_000;
 use crate::store::Calibration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -92,10 +95,17 @@ impl Pipeline {
 
     async fn save_trend(&mut self) {
         let now = self.clock.now();
-        let rows = self.trend.take(now);
         let keep_from = now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS;
-        if let Err(error) = self.store.add_trend(rows, keep_from).await {
-            tracing::warn!(error = %format!("{error:#}"), "hourly trend not saved; the incident pages' sparklines miss these readings");
+        loop {
+            let rows = self.trend.take(now, TREND_ROWS_PER_WRITE);
+            if rows.is_empty() {
+                break;
+            }
+            if let Err(error) = self.store.add_trend(rows, keep_from).await {
+                // The sensors not reached yet keep their hours for the next flush.
+                tracing::warn!(error = %format!("{error:#}"), "hourly trend not saved; the incident pages' sparklines miss these readings");
+                break;
+            }
         }
     }
 

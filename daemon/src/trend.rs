@@ -3,8 +3,10 @@
 //! reading here; the sums are written to the store (`trend` table, merged with what an hour
 //! already has there) every [`FLUSH_EVERY_MS`] and at shutdown, and older hours are dropped.
 //!
-//! Memory: one accumulator per sensor field being filled (the current hour), nothing else.
+//! Memory: one 32-byte accumulator per sensor field being filled (the current hour), nothing
+//! else; field names are kept once ([`FieldNames`]).
 
+use crate::field_names::FieldNames;
 use crate::store::TrendRow;
 use gridwatch_rules::Millis;
 
@@ -16,13 +18,23 @@ pub const KEEP_HOURS: i64 = 72;
 
 const HOUR_MS: Millis = 3_600_000;
 
+/// One field's current hour. 32 bytes: the minimum and maximum are drawn, not summed, so
+/// single precision is plenty for them.
 #[derive(Debug, Clone, Copy)]
 struct Accumulator {
-    hour: i64,
-    min: f64,
-    max: f64,
     sum: f64,
+    min: f32,
+    max: f32,
+    /// Hours since the epoch.
+    hour: u32,
     count: u32,
+    field: u16,
+}
+
+impl Accumulator {
+    fn start(field: u16, hour: u32, value: f64) -> Accumulator {
+        Accumulator { sum: value, min: value as f32, max: value as f32, hour, count: 1, field }
+    }
 }
 
 /// The hours being filled, per sensor (by inventory position) and field.
@@ -30,38 +42,42 @@ struct Accumulator {
 pub struct HourlyTrend {
     /// Sensor ids by inventory position.
     ids: Vec<String>,
-    sensors: Vec<Vec<(String, Accumulator)>>,
+    fields: FieldNames,
+    sensors: Vec<Vec<Accumulator>>,
     /// Rows of hours left behind by later readings, for the next flush.
     finished: Vec<TrendRow>,
     last_flush: Option<Millis>,
+    /// The next sensor a flush in progress takes rows from.
+    cursor: usize,
 }
 
 impl HourlyTrend {
     pub fn new(ids: Vec<String>) -> HourlyTrend {
-        HourlyTrend { sensors: vec![Vec::new(); ids.len()], ids, finished: Vec::new(), last_flush: None }
+        HourlyTrend { sensors: vec![Vec::new(); ids.len()], ids, fields: FieldNames::default(), finished: Vec::new(), last_flush: None, cursor: 0 }
     }
 
     /// Adds a reading of sensor `index` taken at `at`.
     pub fn record(&mut self, index: usize, at: Millis, fields: &[(String, f64)]) {
         let Some(slot) = self.sensors.get_mut(index) else { return };
-        let hour = at.div_euclid(HOUR_MS);
+        let Ok(hour) = u32::try_from(at.div_euclid(HOUR_MS)) else { return };
         for (name, value) in fields.iter().filter(|(_, v)| v.is_finite()) {
-            match slot.iter_mut().find(|(n, _)| n == name) {
-                Some((_, acc)) if acc.hour == hour => {
-                    acc.min = acc.min.min(*value);
-                    acc.max = acc.max.max(*value);
+            let Some(field) = self.fields.index(name) else { continue };
+            match slot.iter_mut().find(|acc| acc.field == field) {
+                Some(acc) if acc.hour == hour => {
+                    acc.min = acc.min.min(*value as f32);
+                    acc.max = acc.max.max(*value as f32);
                     acc.sum += value;
                     acc.count += 1;
                 }
-                Some((_, acc)) => {
+                Some(acc) => {
                     // Readings of an earlier hour arriving late start a fresh accumulator too;
                     // the store merges whatever comes for the same hour.
                     if acc.count > 0 {
-                        self.finished.push(row(&self.ids[index], name, acc));
+                        self.finished.push(row(&self.ids[index], &self.fields, acc));
                     }
-                    *acc = Accumulator { hour, min: *value, max: *value, sum: *value, count: 1 };
+                    *acc = Accumulator::start(field, hour, *value);
                 }
-                None => slot.push((name.clone(), Accumulator { hour, min: *value, max: *value, sum: *value, count: 1 })),
+                None => slot.push(Accumulator::start(field, hour, *value)),
             }
         }
     }
@@ -71,23 +87,44 @@ impl HourlyTrend {
         self.last_flush.is_none_or(|last| now - last >= FLUSH_EVERY_MS)
     }
 
-    /// Everything accumulated since the last flush, as rows to merge into the store; the
-    /// accumulators start again (same hours).
-    pub fn take(&mut self, now: Millis) -> Vec<TrendRow> {
+    /// About `max_rows` (whole sensors) of what was accumulated since the last flush, as rows to
+    /// merge into the store; the accumulators taken start again (same hours). A flush calls this
+    /// until it returns nothing, so the rows of ten thousand sensors are never all in memory at
+    /// once.
+    pub fn take(&mut self, now: Millis, max_rows: usize) -> Vec<TrendRow> {
         self.last_flush = Some(now);
-        let mut rows = std::mem::take(&mut self.finished);
-        for (index, slot) in self.sensors.iter_mut().enumerate() {
-            for (name, acc) in slot.iter_mut().filter(|(_, acc)| acc.count > 0) {
-                rows.push(row(&self.ids[index], name, acc));
-                *acc = Accumulator { hour: acc.hour, min: f64::INFINITY, max: f64::NEG_INFINITY, sum: 0.0, count: 0 };
+        let from_finished = self.finished.len().min(max_rows);
+        let mut rows: Vec<TrendRow> = self.finished.drain(..from_finished).collect();
+        while rows.len() < max_rows && self.cursor < self.sensors.len() {
+            let index = self.cursor;
+            let room = max_rows - rows.len();
+            let filled: Vec<&mut Accumulator> = self.sensors[index].iter_mut().filter(|acc| acc.count > 0).collect();
+            if filled.len() > room && !rows.is_empty() {
+                break;
             }
+            for acc in filled {
+                rows.push(row(&self.ids[index], &self.fields, acc));
+                *acc = Accumulator { sum: 0.0, min: f32::INFINITY, max: f32::NEG_INFINITY, count: 0, ..*acc };
+            }
+            self.cursor += 1;
+        }
+        if self.cursor == self.sensors.len() {
+            self.cursor = 0;
         }
         rows
     }
 }
 
-fn row(sensor: &str, field: &str, acc: &Accumulator) -> TrendRow {
-    TrendRow { sensor: sensor.to_string(), field: field.to_string(), hour: acc.hour, min: acc.min, max: acc.max, sum: acc.sum, count: acc.count }
+fn row(sensor: &str, fields: &FieldNames, acc: &Accumulator) -> TrendRow {
+    TrendRow {
+        sensor: sensor.to_string(),
+        field: fields.name(acc.field).to_string(),
+        hour: i64::from(acc.hour),
+        min: f64::from(acc.min),
+        max: f64::from(acc.max),
+        sum: acc.sum,
+        count: acc.count,
+    }
 }
 
 /// An inline SVG sparkline of hourly means (oldest first), `width` × `height` pixels, with a
@@ -127,22 +164,44 @@ mod tests {
         let t = 1_795_392_000_000; // on the hour
         trend.record(0, t, &[("x".into(), 1.0), ("y".into(), f64::NAN)]);
         trend.record(0, t + 60_000, &[("x".into(), 3.0)]);
-        let rows = trend.take(t + 120_000);
+        let rows = trend.take(t + 120_000, 100);
         assert_eq!(rows.len(), 1, "NaN is not a reading: {rows:?}");
         assert_eq!((rows[0].min, rows[0].max, rows[0].sum, rows[0].count), (1.0, 3.0, 4.0, 2));
-        assert!(trend.take(t + 180_000).is_empty(), "taken once");
+        assert!(trend.take(t + 180_000, 100).is_empty(), "taken once");
         // The next hour: the hour being filled moves on.
         trend.record(0, t + 60_000, &[("x".into(), 5.0)]);
         trend.record(0, t + HOUR_MS, &[("x".into(), 7.0)]);
-        let rows = trend.take(t + HOUR_MS);
+        let rows = trend.take(t + HOUR_MS, 100);
         assert_eq!(rows.iter().map(|r| (r.hour - t / HOUR_MS, r.sum)).collect::<Vec<_>>(), vec![(0, 5.0), (1, 7.0)], "the earlier hour's rest, then the new hour");
+    }
+
+    #[test]
+    fn a_flush_comes_in_batches_of_whole_sensors() {
+        let ids: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
+        let mut trend = HourlyTrend::new(ids);
+        let t = 1_795_392_000_000;
+        for sensor in 0..5 {
+            trend.record(sensor, t, &[("x".into(), 1.0), ("y".into(), 2.0)]);
+        }
+        let mut batches = Vec::new();
+        loop {
+            let rows = trend.take(t, 3);
+            if rows.is_empty() {
+                break;
+            }
+            batches.push(rows.iter().map(|r| format!("{}.{}", r.sensor, r.field)).collect::<Vec<_>>().join(" "));
+        }
+        assert_eq!(batches, vec!["s0.x s0.y", "s1.x s1.y", "s2.x s2.y", "s3.x s3.y", "s4.x s4.y"], "never a sensor split over two batches");
+        trend.record(2, t + 1, &[("x".into(), 4.0)]);
+        let rows = trend.take(t + 2, 3);
+        assert_eq!(rows.iter().map(|r| (r.sensor.as_str(), r.sum)).collect::<Vec<_>>(), vec![("s2", 4.0)], "the next flush starts from the first sensor again");
     }
 
     #[test]
     fn flushes_are_spaced() {
         let mut trend = trend();
         assert!(trend.due(0));
-        trend.take(1_000);
+        trend.take(1_000, 100);
         assert!(!trend.due(1_000 + FLUSH_EVERY_MS - 1));
         assert!(trend.due(1_000 + FLUSH_EVERY_MS));
     }
