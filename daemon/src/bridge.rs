@@ -47,7 +47,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         samples,
         spool: None,
         bus: None,
-        sensor_ids: config.sensors.iter().map(|s| s.id.clone()).collect(),
+        sensors: config.sensors.clone(),
         clock: Clock::System,
         metrics,
     };

@@ -8,8 +8,7 @@
 //! reading from a bus marks it up.
 
 use crate::alert::Alert;
-use crate::config::{SensorConfig, SerialConfig};
-use std::collections::HashMap;
+use crate::config::{SensorConfig, SensorIndex, SerialConfig};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +24,11 @@ pub const BUS_DOWN_RULE: &str = "bus-down";
 pub struct Buses {
     /// `mqtt`, then `serial:<port>` for each serial port.
     names: Vec<String>,
-    /// The sensors on each bus, by id.
-    sensors_on: Vec<Vec<String>>,
-    bus_of: HashMap<String, usize>,
+    sensors: SensorIndex,
+    /// The bus of each sensor, by inventory position.
+    bus_of: Vec<u16>,
+    /// How many sensors each bus has.
+    counts: Vec<usize>,
     /// Since when each bus is down (ms since the epoch); 0 while up.
     down_since: Vec<AtomicI64>,
 }
@@ -52,27 +53,30 @@ impl BusHandle {
 impl Buses {
     /// Sensors polled or streamed on a serial port belong to that port's bus; every other
     /// sensor to the MQTT bus.
-    pub fn new(sensors: &[SensorConfig], serial: &[SerialConfig]) -> Arc<Buses> {
+    pub fn new(sensors: Arc<[SensorConfig]>, serial: &[SerialConfig]) -> Arc<Buses> {
         let mut names = vec!["mqtt".to_string()];
-        let mut sensors_on = vec![Vec::new()];
-        let mut bus_of = HashMap::new();
+        let mut bus_of: Vec<Option<u16>> = vec![None; sensors.len()];
         for port in serial {
-            let index = names.len();
+            let Ok(index) = u16::try_from(names.len()) else { break };
             names.push(format!("serial:{}", port.port.display()));
-            let on_port: Vec<String> = port.devices.iter().filter_map(|d| sensors.get(d.sensor)).map(|s| s.id.clone()).collect();
-            for id in &on_port {
-                bus_of.insert(id.clone(), index);
+            for device in &port.devices {
+                if let Some(bus) = bus_of.get_mut(device.sensor) {
+                    bus.get_or_insert(index);
+                }
             }
-            sensors_on.push(on_port);
         }
-        for sensor in sensors {
-            if let std::collections::hash_map::Entry::Vacant(entry) = bus_of.entry(sensor.id.clone()) {
-                entry.insert(0);
-                sensors_on[0].push(sensor.id.clone());
-            }
+        let bus_of: Vec<u16> = bus_of.into_iter().map(|bus| bus.unwrap_or(0)).collect();
+        let mut counts = vec![0; names.len()];
+        for &bus in &bus_of {
+            counts[usize::from(bus)] += 1;
         }
         let down_since = names.iter().map(|_| AtomicI64::new(0)).collect();
-        Arc::new(Buses { names, sensors_on, bus_of, down_since })
+        Arc::new(Buses { names, sensors: SensorIndex::new(sensors), bus_of, counts, down_since })
+    }
+
+    /// The ids of the sensors on a bus, in inventory order.
+    fn sensors_on(&self, bus: usize) -> Vec<&str> {
+        self.sensors.sensors().iter().zip(&self.bus_of).filter(|(_, &on)| usize::from(on) == bus).map(|(sensor, _)| sensor.id.as_str()).collect()
     }
 
     pub fn mqtt(self: &Arc<Self>) -> BusHandle {
@@ -99,14 +103,14 @@ impl Buses {
 
     /// The name of the bus that is down under `sensor`, if it is.
     pub fn down_under(&self, sensor: &str) -> Option<&str> {
-        let bus = *self.bus_of.get(sensor)?;
+        let bus = usize::from(*self.bus_of.get(self.sensors.position(sensor)?)?);
         (self.down_since[bus].load(Ordering::SeqCst) != 0).then(|| self.names[bus].as_str())
     }
 }
 
 /// Sends a "bus down" alarm for each bus with sensors that has been down for `after`, and a
 /// clear when it is back; checks every second until `shutdown`.
-pub async fn watch(buses: Arc<Buses>, sensors: Arc<[SensorConfig]>, after: Duration, alerts: mpsc::Sender<Alert>, clock: crate::clock::Clock, shutdown: CancellationToken) {
+pub async fn watch(buses: Arc<Buses>, after: Duration, alerts: mpsc::Sender<Alert>, clock: crate::clock::Clock, shutdown: CancellationToken) {
     let mut alerted: Vec<Option<i64>> = vec![None; buses.names.len()];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
@@ -117,7 +121,7 @@ pub async fn watch(buses: Arc<Buses>, sensors: Arc<[SensorConfig]>, after: Durat
         }
         let now = clock.now();
         for (bus, name) in buses.names.iter().enumerate() {
-            if buses.sensors_on[bus].is_empty() {
+            if buses.counts[bus] == 0 {
                 continue;
             }
             let since = buses.down_since[bus].load(Ordering::SeqCst);
@@ -133,8 +137,8 @@ pub async fn watch(buses: Arc<Buses>, sensors: Arc<[SensorConfig]>, after: Durat
                 _ => None,
             };
             let Some((event, since)) = event else { continue };
-            let alert = bus_alert(name, &buses.sensors_on[bus], &sensors, event, since, now);
-            tracing::warn!(bus = %name, event, sensors = buses.sensors_on[bus].len(), "bus alarm");
+            let alert = bus_alert(name, &buses.sensors_on(bus), buses.sensors.sensors(), event, since, now);
+            tracing::warn!(bus = %name, event, sensors = buses.counts[bus], "bus alarm");
             if alerts.send(alert).await.is_err() {
                 return;
             }
@@ -143,10 +147,10 @@ pub async fn watch(buses: Arc<Buses>, sensors: Arc<[SensorConfig]>, after: Durat
 }
 
 /// The device alarm for a bus: what is silent, since when, which sensors.
-fn bus_alert(bus: &str, on_bus: &[String], sensors: &[SensorConfig], event: &str, since: i64, now: i64) -> Alert {
-    let first = sensors.iter().find(|s| on_bus.first() == Some(&s.id));
+fn bus_alert(bus: &str, on_bus: &[&str], sensors: &[SensorConfig], event: &str, since: i64, now: i64) -> Alert {
+    let first = sensors.iter().find(|s| on_bus.first() == Some(&s.id.as_str()));
     let site = first.map_or_else(|| "gridwatch".to_string(), |s| s.site.clone());
-    let named: Vec<&str> = on_bus.iter().take(5).map(String::as_str).collect();
+    let named: Vec<&str> = on_bus.iter().take(5).copied().collect();
     let more = if on_bus.len() > 5 { format!(" and {} more", on_bus.len() - 5) } else { String::new() };
     let list = format!("{}{more}", named.join(", "));
     let silent_secs = (now - since) / 1000;
@@ -196,8 +200,8 @@ mod tests {
 
     #[test]
     fn a_bus_down_explains_only_its_own_sensors() {
-        let sensors = [sensor("house-01"), sensor("house-02"), sensor("canal-02")];
-        let buses = Buses::new(&sensors, &[port(&[0, 1])]);
+        let sensors: Arc<[SensorConfig]> = vec![sensor("house-01"), sensor("house-02"), sensor("canal-02")].into();
+        let buses = Buses::new(sensors, &[port(&[0, 1])]);
         assert_eq!(buses.down_under("house-01"), None);
         buses.serial(0).down(1_000);
         assert_eq!(buses.down_under("house-02"), Some("serial:/dev/ttyUSB0"));
@@ -213,11 +217,11 @@ mod tests {
     #[tokio::test]
     async fn one_alarm_per_bus_after_the_grace_time_and_one_clear() {
         let sensors: Arc<[SensorConfig]> = vec![sensor("house-01"), sensor("house-02")].into();
-        let buses = Buses::new(&sensors, &[port(&[0, 1])]);
+        let buses = Buses::new(sensors, &[port(&[0, 1])]);
         let (tx, mut rx) = mpsc::channel(8);
         let clock = crate::clock::Clock::System;
         let stop = CancellationToken::new();
-        tokio::spawn(watch(buses.clone(), sensors.clone(), Duration::from_millis(1500), tx, clock, stop.clone()));
+        tokio::spawn(watch(buses.clone(), Duration::from_millis(1500), tx, clock, stop.clone()));
         buses.serial(0).down(clock.now());
         tokio::time::sleep(Duration::from_millis(900)).await;
         assert!(rx.try_recv().is_err(), "not before the grace time");

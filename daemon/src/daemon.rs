@@ -177,8 +177,8 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let SinkSet { queues: sink_queues, tasks: sink_tasks, .. } = sinks;
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
-    let buses = crate::buses::Buses::new(&sensors, &config.serial);
-    tokio::spawn(crate::buses::watch(buses.clone(), sensors.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
+    let buses = crate::buses::Buses::new(sensors.clone(), &config.serial);
+    tokio::spawn(crate::buses::watch(buses.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
     let setup = DispatcherSetup {
         store: store.clone(),
         silences: config.alerts.silences.clone(),
@@ -207,7 +207,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let writer_stop = CancellationToken::new();
     let writer_task = match &config.influxdb {
         Some(influx) => {
-            let writer = TelemetryWriter::new(influx, &sensors, store.clone(), metrics.clone())?;
+            let writer = TelemetryWriter::new(influx, sensors.clone(), store.clone(), metrics.clone())?;
             Some(tokio::spawn(writer.run(written, writer_stop.clone())))
         }
         None => None,
@@ -224,14 +224,13 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let heartbeat = crate::supervision::Heartbeat::default();
     let fallback_alerts = alert_tx.clone();
     drop(command_tx);
-    let trend = crate::trend::HourlyTrend::new(sensors.iter().map(|s| s.id.clone()).collect());
+    let trend = crate::trend::HourlyTrend::new(sensors.clone());
     let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), trend };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
-    let sensor_ids: Arc<[String]> = sensors.iter().map(|s| s.id.clone()).collect();
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),
         spool: config.influxdb.is_some().then(|| spool_tx.clone()),
-        sensor_ids: sensor_ids.clone(),
+        sensors: sensors.clone(),
         clock,
         metrics: metrics.clone(),
         bus: None,
@@ -248,9 +247,9 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let gpio_tasks = spawn_gpio(&config, &serial_outputs, metrics.clone(), &sensors, shutdown.clone())?;
     drop(serial_outputs);
     let ingest = Ingest::new(&config, clock, metrics.clone());
-    let stored_ids = config.influxdb.is_some().then_some(sensor_ids);
+    let stored = config.influxdb.is_some().then(|| sensors.clone());
     let acks = config.incident_acks.clone().map(|acks| (acks, store.clone()));
-    let outputs = Outputs { samples: sample_tx, spool: spool_tx, sensor_ids: stored_ids, acks, bus: buses.mqtt() };
+    let outputs = Outputs { samples: sample_tx, spool: spool_tx, stored, acks, bus: buses.mqtt() };
     let acks_flushed = CancellationToken::new();
     let source_task = tokio::spawn(source::run(client, eventloop, ingest, outputs, shutdown.clone(), acks_flushed.clone()));
 

@@ -6,9 +6,11 @@
 //! Memory: one 32-byte accumulator per sensor field being filled (the current hour), nothing
 //! else; field names are kept once ([`FieldNames`]).
 
+use crate::config::SensorConfig;
 use crate::field_names::FieldNames;
 use crate::store::TrendRow;
 use gridwatch_rules::Millis;
+use std::sync::Arc;
 
 /// How often the accumulated hours go to the store.
 pub const FLUSH_EVERY_MS: Millis = 10 * 60 * 1000;
@@ -40,8 +42,8 @@ impl Accumulator {
 /// The hours being filled, per sensor (by inventory position) and field.
 #[derive(Debug)]
 pub struct HourlyTrend {
-    /// Sensor ids by inventory position.
-    ids: Vec<String>,
+    /// The inventory (sensor ids by position).
+    inventory: Arc<[SensorConfig]>,
     fields: FieldNames,
     sensors: Vec<Vec<Accumulator>>,
     /// Rows of hours left behind by later readings, for the next flush.
@@ -52,8 +54,8 @@ pub struct HourlyTrend {
 }
 
 impl HourlyTrend {
-    pub fn new(ids: Vec<String>) -> HourlyTrend {
-        HourlyTrend { sensors: vec![Vec::new(); ids.len()], ids, fields: FieldNames::default(), finished: Vec::new(), last_flush: None, cursor: 0 }
+    pub fn new(inventory: Arc<[SensorConfig]>) -> HourlyTrend {
+        HourlyTrend { sensors: vec![Vec::new(); inventory.len()], inventory, fields: FieldNames::default(), finished: Vec::new(), last_flush: None, cursor: 0 }
     }
 
     /// Adds a reading of sensor `index` taken at `at`.
@@ -73,7 +75,7 @@ impl HourlyTrend {
                     // Readings of an earlier hour arriving late start a fresh accumulator too;
                     // the store merges whatever comes for the same hour.
                     if acc.count > 0 {
-                        self.finished.push(row(&self.ids[index], &self.fields, acc));
+                        self.finished.push(row(&self.inventory[index].id, &self.fields, acc));
                     }
                     *acc = Accumulator::start(field, hour, *value);
                 }
@@ -103,7 +105,7 @@ impl HourlyTrend {
                 break;
             }
             for acc in filled {
-                rows.push(row(&self.ids[index], &self.fields, acc));
+                rows.push(row(&self.inventory[index].id, &self.fields, acc));
                 *acc = Accumulator { sum: 0.0, min: f32::INFINITY, max: f32::NEG_INFINITY, count: 0, ..*acc };
             }
             self.cursor += 1;
@@ -155,7 +157,7 @@ mod tests {
     use super::*;
 
     fn trend() -> HourlyTrend {
-        HourlyTrend::new(vec!["house-07".to_string()])
+        HourlyTrend::new(vec![SensorConfig::test_tilt("house-07", "north-lane")].into())
     }
 
     #[test]
@@ -177,8 +179,7 @@ mod tests {
 
     #[test]
     fn a_flush_comes_in_batches_of_whole_sensors() {
-        let ids: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
-        let mut trend = HourlyTrend::new(ids);
+        let mut trend = HourlyTrend::new((0..5).map(|i| SensorConfig::test_tilt(&format!("s{i}"), "north-lane")).collect());
         let t = 1_795_392_000_000;
         for sensor in 0..5 {
             trend.record(sensor, t, &[("x".into(), 1.0), ("y".into(), 2.0)]);

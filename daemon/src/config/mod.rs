@@ -8,9 +8,11 @@
 
 mod inventory;
 mod raw;
+mod sensor_index;
 mod serial;
 
 pub use raw::SerialProtocol;
+pub use sensor_index::SensorIndex;
 pub use serial::{SerialConfig, SerialDevice};
 
 use gridwatch_rules::diagnostic::line_column;

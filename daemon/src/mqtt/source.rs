@@ -82,9 +82,9 @@ pub struct Outputs {
     pub samples: mpsc::Sender<Sample>,
     /// The spooler; every message, to be kept and acknowledged in order.
     pub spool: mpsc::Sender<Spooled>,
-    /// Sensor ids by inventory position, for the spool; `None` when nothing is stored
+    /// The inventory, for the spool (sensor ids by position); `None` when nothing is stored
     /// (no InfluxDB), so readings are not copied for nothing.
-    pub sensor_ids: Option<Arc<[String]>>,
+    pub stored: Option<Arc<[crate::config::SensorConfig]>>,
     /// Workers' actions relayed on the ack topic, applied to incidents in the store.
     pub acks: Option<(crate::incident_acks::AckConfig, crate::store::Store)>,
     /// The MQTT bus: up while connected, down from the first connection error.
@@ -127,10 +127,10 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let spooled = match ingest.sample(&publish.topic, &publish.payload) {
                     Ok(sample) => {
-                        if sample.clock_untrusted && outputs.sensor_ids.is_some() {
+                        if sample.clock_untrusted && outputs.stored.is_some() {
                             metrics.drop_telemetry("clock_not_set", 1);
                         }
-                        let keep = outputs.sensor_ids.as_ref().filter(|_| !sample.clock_untrusted).map(|ids| (ids.get(sample.sensor).cloned().unwrap_or_default(), sample.clone()));
+                        let keep = outputs.stored.as_ref().filter(|_| !sample.clock_untrusted).map(|sensors| (sensors.get(sample.sensor).map(|s| s.id.clone()).unwrap_or_default(), sample.clone()));
                         if outputs.samples.send(sample).await.is_err() {
                             break;
                         }

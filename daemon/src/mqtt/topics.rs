@@ -1,9 +1,9 @@
 //! Which sensor a topic belongs to. The default convention is
 //! `gridwatch/<site>/<sensor>/telemetry`; configured maps (`[[mqtt.topic]]`) are tried first.
 
-use crate::config::{Config, TopicMapConfig};
+use crate::config::{Config, SensorIndex, TopicMapConfig};
 use crate::mqtt::payload::Rejection;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Subscription filter of the default convention.
 pub const DEFAULT_FILTER: &str = "gridwatch/+/+/telemetry";
@@ -26,8 +26,7 @@ pub struct Route<'a> {
 #[derive(Debug)]
 pub struct TopicRouter {
     maps: Vec<TopicMapConfig>,
-    by_id: HashMap<String, usize>,
-    sites: Vec<String>,
+    sensors: SensorIndex,
     no_renames: BTreeMap<String, String>,
 }
 
@@ -35,8 +34,7 @@ impl TopicRouter {
     pub fn new(config: &Config) -> TopicRouter {
         TopicRouter {
             maps: config.mqtt.topic_maps.clone(),
-            by_id: config.sensors.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect(),
-            sites: config.sensors.iter().map(|s| s.site.clone()).collect(),
+            sensors: SensorIndex::new(config.sensors.clone()),
             no_renames: BTreeMap::new(),
         }
     }
@@ -63,14 +61,15 @@ impl TopicRouter {
         let levels: Vec<&str> = topic.split('/').collect();
         let ["gridwatch", site, id, "telemetry"] = levels[..] else { return Err(Rejection::UnmappedTopic) };
         let sensor = self.lookup(id)?;
-        if self.sites[sensor] != site {
-            return Err(Rejection::SiteMismatch { sensor: id.into(), configured: self.sites[sensor].clone(), topic: site.into() });
+        let configured = &self.sensors.sensors()[sensor].site;
+        if configured != site {
+            return Err(Rejection::SiteMismatch { sensor: id.into(), configured: configured.clone(), topic: site.into() });
         }
         Ok(Route { sensor, renames: &self.no_renames })
     }
 
     fn lookup(&self, id: &str) -> Result<usize, Rejection> {
-        self.by_id.get(id).copied().ok_or_else(|| Rejection::UnknownSensor(id.to_string()))
+        self.sensors.position(id).ok_or_else(|| Rejection::UnknownSensor(id.to_string()))
     }
 }
 

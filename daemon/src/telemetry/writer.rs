@@ -15,12 +15,11 @@
 //! 429/503 without it, timeouts, connection errors — keep, back off (0.5 s doubling to 30 s).
 
 use crate::backoff::Backoff;
-use crate::config::{InfluxConfig, SensorConfig};
+use crate::config::{InfluxConfig, SensorConfig, SensorIndex};
 use crate::metrics::Metrics;
 use crate::store::{SpooledPoint, Store};
 use anyhow::Context;
 use influxdb2::models::{DataPoint, WriteDataPoint};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -56,13 +55,13 @@ pub struct TelemetryWriter {
     batch_size: usize,
     flush_interval: Duration,
     drain_points_per_sec: u32,
-    sensors: HashMap<String, SensorConfig>,
+    sensors: SensorIndex,
     store: Store,
     metrics: Arc<Metrics>,
 }
 
 impl TelemetryWriter {
-    pub fn new(config: &InfluxConfig, sensors: &[SensorConfig], store: Store, metrics: Arc<Metrics>) -> anyhow::Result<TelemetryWriter> {
+    pub fn new(config: &InfluxConfig, sensors: Arc<[SensorConfig]>, store: Store, metrics: Arc<Metrics>) -> anyhow::Result<TelemetryWriter> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the InfluxDB client")?;
         // `http://host/influx` is a prefix, like `http://host/influx/`.
         let mut base = config.url.clone();
@@ -78,7 +77,7 @@ impl TelemetryWriter {
             batch_size: config.batch_size,
             flush_interval: config.flush_interval,
             drain_points_per_sec: config.drain_points_per_sec,
-            sensors: sensors.iter().map(|s| (s.id.clone(), s.clone())).collect(),
+            sensors: SensorIndex::new(sensors),
             store,
             metrics,
         })
@@ -313,7 +312,7 @@ mod tests {
             spool_max_points: 1000,
             drain_points_per_sec: 1000,
         };
-        TelemetryWriter::new(&config, &[sensor("house-01"), sensor("bad"), sensor("throttled"), sensor("busy")], store, metrics).unwrap()
+        TelemetryWriter::new(&config, [sensor("house-01"), sensor("bad"), sensor("throttled"), sensor("busy")].into(), store, metrics).unwrap()
     }
 
     async fn spool(store: &Store, sensors: &[&str]) -> Vec<SpooledPoint> {
