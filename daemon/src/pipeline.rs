@@ -111,8 +111,8 @@ impl Pipeline {
 
     fn reload(&mut self, rules: RuleSet) {
         let count = rules.rules.len();
-        let previous = self.engine.snapshot();
-        let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, |engine| engine.restore(&previous), &self.calibrations);
+        let previous = std::mem::replace(&mut self.engine, Engine::new(RuleSet { rules: Vec::new() }, &[]));
+        let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, |engine| engine.take_over(previous), &self.calibrations);
         self.engine = engine;
         tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
     }

@@ -166,7 +166,28 @@ impl Engine {
         }
         let mut restorer = Restorer::new(self);
         for saved in &snapshot.subjects {
-            restorer.subject(saved);
+            restorer.subject(saved.clone());
+        }
+        restorer.finish()
+    }
+
+    /// [`Engine::restore`] from the engine this one replaces (a rule reload), moving the state
+    /// over sensor by sensor: the old engine is freed as it goes, and no snapshot of the whole
+    /// state is made next to the two engines.
+    pub fn take_over(&mut self, previous: Engine) -> Restored {
+        let checks: Vec<u64> = previous.rules.iter().map(fingerprint).collect();
+        let stages: Vec<u64> = previous.rules.iter().map(stage_fingerprint).collect();
+        let Engine { rules, sensors, slots, .. } = previous;
+        let mut restorer = Restorer::new(self);
+        for (sensor, slot) in sensors.into_iter().zip(slots) {
+            restorer.subject(SubjectSnapshot {
+                id: sensor.id.into(),
+                last_at: slot.last_at,
+                calibrated: slot.calibrated,
+                learned: slot.learned.into_vec(),
+                stages: slot.stages.into_vec().into_iter().map(|stage| StageSnapshot { fingerprint: stages[stage.rule()], state: stage.state }).collect(),
+                checks: slot.checks.into_vec().into_iter().map(|check| CheckSnapshot { rule: rules[check.rule()].id.clone(), fingerprint: checks[check.rule()], state: check.state }).collect(),
+            });
         }
         restorer.finish()
     }
@@ -201,7 +222,7 @@ impl<'e> Restorer<'e> {
         Restorer { engine, index_of, checks, stages, restored: Restored::default() }
     }
 
-    fn subject(&mut self, saved: &SubjectSnapshot) {
+    fn subject(&mut self, saved: SubjectSnapshot) {
         let Some(&index) = self.index_of.get(saved.id.as_str()) else {
             self.restored.discarded += saved.checks.len();
             return;
@@ -209,21 +230,23 @@ impl<'e> Restorer<'e> {
         let rules = &self.engine.rules;
         let slot = &mut self.engine.slots[index];
         slot.last_at = saved.last_at;
-        slot.calibrated = saved.calibrated.clone();
-        for learned in &mut slot.learned {
-            if let Some(old) = saved.learned.iter().find(|old| old.field == learned.field && old.window_ms == learned.window_ms) {
-                *learned = old.clone();
+        slot.calibrated = saved.calibrated;
+        let mut old_learned = saved.learned;
+        for learned in slot.learned.iter_mut() {
+            if let Some(position) = old_learned.iter().position(|old| old.field == learned.field && old.window_ms == learned.window_ms) {
+                *learned = old_learned.swap_remove(position);
             }
         }
-        for stage in &mut slot.stages {
-            if let Some(old) = saved.stages.iter().find(|old| old.fingerprint == self.stages[stage.rule()]) {
-                stage.state = old.state.clone();
+        let mut old_stages = saved.stages;
+        for stage in slot.stages.iter_mut() {
+            if let Some(position) = old_stages.iter().position(|old| old.fingerprint == self.stages[stage.rule()]) {
+                stage.state = old_stages.swap_remove(position).state;
             }
         }
-        for old in &saved.checks {
+        for old in saved.checks {
             match slot.checks.iter_mut().find(|check| rules[check.rule()].id == old.rule && self.checks[check.rule()] == old.fingerprint) {
                 Some(check) => {
-                    check.state = old.state.clone();
+                    check.state = old.state;
                     self.restored.checks += 1;
                 }
                 None => self.restored.discarded += 1,
@@ -291,7 +314,7 @@ impl<'de> serde::de::Visitor<'de> for SubjectsSeed<'_, '_> {
             return Ok(());
         }
         while let Some(subject) = seq.next_element::<SubjectSnapshot>()? {
-            self.restorer.subject(&subject);
+            self.restorer.subject(subject);
         }
         Ok(())
     }
@@ -362,6 +385,26 @@ mod tests {
         }
         assert_eq!(events.len(), 1, "the 10-minute hold did not restart from zero");
         assert_eq!((events[0].kind, events[0].since), (EventKind::Fired, 0));
+    }
+
+    #[test]
+    fn a_reload_takes_the_state_over_from_the_old_engine() {
+        let mut before = engine(HELD);
+        let mut events = Vec::new();
+        for m in 0..6 {
+            before.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
+        }
+        let expected = serde_json::to_string(&before.snapshot_view()).unwrap();
+        let mut after = engine(HELD);
+        assert_eq!(after.take_over(before).checks, 1);
+        assert_eq!(serde_json::to_string(&after.snapshot_view()).unwrap(), expected, "the same state, moved");
+        for m in 6..=10 {
+            after.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
+        }
+        assert_eq!((events.len(), events[0].since), (1, 0), "the hold went on where it was");
+        let mut reloaded = engine(&HELD.replace("below = 5", "below = 4.5"));
+        let taken = reloaded.take_over(after);
+        assert_eq!((taken.checks, taken.discarded), (0, 1), "a changed rule starts fresh");
     }
 
     #[test]
