@@ -150,10 +150,23 @@ fn window_seconds(window: Millis) -> i64 {
 /// Per-sensor state of a signal's first stage (expression, baseline, smoothing). Rules whose
 /// signals share that stage share one state, so a one-hour median is computed once per sample
 /// however many rules look at it.
+///
+/// Memory: a stage without smoothing (most of them) keeps nothing but an empty pointer; saved,
+/// `smooth` is the list of recent values as before (empty when there are none).
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StageState {
     /// Recent raw values for smoothing.
-    smooth: VecDeque<Point>,
+    #[serde(serialize_with = "save_points", deserialize_with = "load_points")]
+    smooth: Option<Box<VecDeque<Point>>>,
+}
+
+fn save_points<S: serde::Serializer>(points: &Option<Box<VecDeque<Point>>>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(points.iter().flat_map(|points| points.iter()))
+}
+
+fn load_points<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<VecDeque<Point>>>, D::Error> {
+    let points: VecDeque<Point> = serde::Deserialize::deserialize(deserializer)?;
+    Ok((!points.is_empty()).then(|| Box::new(points)))
 }
 
 /// Per-(rule, sensor) state of a signal's transform.
@@ -192,7 +205,7 @@ impl Signal {
         let raw = self.expr.evaluate(field).filter(|v| v.is_finite())?;
         Some(match self.smooth {
             None => raw,
-            Some(smooth) => smooth_value(smooth, &mut state.smooth, at, raw),
+            Some(smooth) => smooth_value(smooth, state.smooth.get_or_insert_with(Box::default), at, raw),
         })
     }
 
@@ -393,6 +406,22 @@ mod tests {
     fn run(signal: &Signal, values: &[(Millis, f64)]) -> Vec<Option<f64>> {
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         values.iter().map(|&(at, v)| signal.observe(&mut stage, &mut transform, at, &|_| Some(v))).collect()
+    }
+
+    #[test]
+    fn a_smoothing_window_is_saved_as_its_points_and_read_back() {
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Samples(3) }), None);
+        let (mut stage, mut transform) = (StageState::default(), TransformState::default());
+        assert_eq!(serde_json::to_string(&stage).unwrap(), r#"{"smooth":[]}"#, "nothing seen: an empty list");
+        for (second, v) in [(0, 1.0), (1, 5.0)] {
+            s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(v));
+        }
+        let saved = serde_json::to_string(&stage).unwrap();
+        assert_eq!(saved, r#"{"smooth":[[0,1.0],[1,5.0]]}"#);
+        let mut loaded: StageState = serde_json::from_str(&saved).unwrap();
+        assert_eq!(loaded, stage);
+        assert_eq!(s.observe(&mut loaded, &mut transform, 2000, &|_| Some(2.0)), Some(2.0), "the median of 1, 5, 2");
+        assert_eq!(serde_json::from_str::<StageState>(r#"{"smooth":[]}"#).unwrap(), StageState::default());
     }
 
     #[test]
