@@ -4,6 +4,7 @@
 //! Invariants: each check is either quiet or open; it reports `Opened` once when it opens and
 //! `Closed` once when it closes.
 
+use crate::last_value::LastValue;
 use crate::rule::Millis;
 
 /// A device check's decision.
@@ -47,7 +48,7 @@ impl SilenceState {
 /// Flat-line state for one sensor: how many consecutive values were identical.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FlatState {
-    pub last: Option<f64>,
+    pub last: LastValue,
     pub repeats: u32,
     /// When the run of identical values began.
     pub run_since: Millis,
@@ -56,10 +57,10 @@ pub struct FlatState {
 
 impl FlatState {
     pub fn observe(&mut self, value: f64, at: Millis, samples: u32) -> Option<Change> {
-        if self.last == Some(value) {
+        if self.last.get() == Some(value) {
             self.repeats = self.repeats.saturating_add(1);
         } else {
-            self.last = Some(value);
+            self.last = LastValue::of(value);
             self.repeats = 1;
             let since = self.run_since;
             self.run_since = at;

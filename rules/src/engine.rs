@@ -10,6 +10,7 @@
 use crate::agreement::{verdict, Agreement, Move, Vote};
 use crate::device::{Change, FlatState, SilenceState};
 use crate::expr::lookup;
+use crate::last_value::LastValue;
 use crate::ladder::{LadderState, Step};
 use crate::load::RuleSet;
 use crate::rule::{Check, Millis, Rule, Silence};
@@ -90,7 +91,7 @@ pub enum Observed {
 /// The state of one rule for one sensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CheckState {
-    Ladder { transform: TransformState, ladder: LadderState, last_value: Option<f64> },
+    Ladder { transform: TransformState, ladder: LadderState, last_value: LastValue },
     NoData(SilenceState),
     FlatLine { transform: TransformState, flat: FlatState },
 }
@@ -140,7 +141,7 @@ impl RuleCheck {
     }
 
     pub fn agreement(&self) -> Option<usize> {
-        (self.agreement != NO_AGREEMENT).then(|| self.agreement as usize)
+        (self.agreement != NO_AGREEMENT).then_some(self.agreement as usize)
     }
 }
 
@@ -337,7 +338,7 @@ impl Engine {
             .members
             .iter()
             .map(|&(slot, check)| match &self.slots[slot].checks[check].state {
-                CheckState::Ladder { ladder, last_value, .. } => Vote { open: ladder.open, value: *last_value },
+                CheckState::Ladder { ladder, last_value, .. } => Vote { open: ladder.open, value: last_value.get() },
                 _ => Vote { open: None, value: None },
             })
             .collect()
@@ -403,7 +404,7 @@ fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
 
 pub(crate) fn initial_state(check: &Check) -> CheckState {
     match check {
-        Check::Ladder(levels) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::new(levels), last_value: None },
+        Check::Ladder(levels) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::new(levels), last_value: LastValue::NONE },
         Check::NoData { .. } => CheckState::NoData(SilenceState::default()),
         Check::FlatLine { .. } => CheckState::FlatLine { transform: TransformState::default(), flat: FlatState::default() },
     }
@@ -438,7 +439,7 @@ fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, staged: Option<
     match (rule.check_of(check.variant()), &mut check.state) {
         (Check::Ladder(levels), CheckState::Ladder { transform, ladder, last_value }) => {
             let value = rule.signal.as_ref()?.transform(transform, at, staged?)?;
-            *last_value = Some(value);
+            *last_value = LastValue::of(value);
             ladder.observe(levels, value, at).map(|step| from_step(step, value, at))
         }
         (Check::NoData { severity, .. }, CheckState::NoData(silence)) => match silence.heard(at)? {
@@ -459,7 +460,7 @@ fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, staged: Option<
 fn tick_check(rule: &Rule, check: &mut RuleCheck, now: Millis, interval_ms: Millis) -> Option<RuleEvent> {
     match (rule.check_of(check.variant()), &mut check.state) {
         (Check::Ladder(levels), CheckState::Ladder { ladder, last_value, .. }) => {
-            ladder.tick(levels, now).map(|step| from_step(step, last_value.unwrap_or(f64::NAN), now))
+            ladder.tick(levels, now).map(|step| from_step(step, last_value.get().unwrap_or(f64::NAN), now))
         }
         (Check::NoData { after, severity }, CheckState::NoData(silence)) => {
             let timeout = match *after {

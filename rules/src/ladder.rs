@@ -26,18 +26,33 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LadderState {
     #[serde(serialize_with = "save_levels", deserialize_with = "load_levels")]
-    levels: Option<Box<[ThresholdState]>>,
+    levels: Option<Box<Levels>>,
     /// Severity of the open incident and when it began.
     pub open: Option<(Severity, Millis)>,
 }
 
-fn save_levels<S: serde::Serializer>(levels: &Option<Box<[ThresholdState]>>, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(levels.iter().flat_map(|levels| levels.iter()))
+/// A ladder has at most one level per severity (the loader requires them to climb); a fixed
+/// array keeps the pointer to it thin.
+type Levels = [ThresholdState; Severity::ALL.len()];
+
+/// Saved without the levels at rest at the top (they read back as at rest).
+fn save_levels<S: serde::Serializer>(levels: &Option<Box<Levels>>, serializer: S) -> Result<S::Ok, S::Error> {
+    let levels = levels.as_deref().map_or(&[][..], |levels| &levels[..]);
+    let kept = levels.iter().rposition(|state| !at_rest(state)).map_or(0, |last| last + 1);
+    serializer.collect_seq(&levels[..kept])
 }
 
-fn load_levels<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<[ThresholdState]>>, D::Error> {
-    let levels: Vec<ThresholdState> = serde::Deserialize::deserialize(deserializer)?;
-    Ok(if levels.iter().all(at_rest) { None } else { Some(levels.into_boxed_slice()) })
+fn load_levels<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<Levels>>, D::Error> {
+    let saved: Vec<ThresholdState> = serde::Deserialize::deserialize(deserializer)?;
+    if saved.len() > Severity::ALL.len() {
+        return Err(serde::de::Error::invalid_length(saved.len(), &"at most one level per severity"));
+    }
+    if saved.iter().all(at_rest) {
+        return Ok(None);
+    }
+    let mut levels: Box<Levels> = Box::default();
+    levels[..saved.len()].copy_from_slice(&saved);
+    Ok(Some(levels))
 }
 
 fn at_rest(state: &ThresholdState) -> bool {
@@ -55,7 +70,7 @@ impl LadderState {
             // At rest and not breached: every level would stay at rest.
             return None;
         }
-        let states = self.levels.get_or_insert_with(|| vec![ThresholdState::default(); levels.len()].into_boxed_slice());
+        let states = self.levels.get_or_insert_with(Box::default);
         for (state, level) in states.iter_mut().zip(levels) {
             state.observe(level, value, at);
         }
@@ -66,7 +81,7 @@ impl LadderState {
 
     /// Lets time pass: completes raise holds.
     pub fn tick(&mut self, levels: &[Level], now: Millis) -> Option<Step> {
-        let Some(states) = self.levels.as_mut() else { return None };
+        let states = self.levels.as_mut()?;
         for (state, level) in states.iter_mut().zip(levels) {
             state.tick(level, now);
         }
@@ -82,9 +97,9 @@ impl LadderState {
         }
     }
 
-    /// The level states (empty while at rest).
+    /// The level states, one per severity (none while at rest).
     pub fn levels(&self) -> &[ThresholdState] {
-        self.levels.as_deref().unwrap_or(&[])
+        self.levels.as_deref().map_or(&[], |levels| &levels[..])
     }
 
     fn settle(&mut self, levels: &[Level], at: Millis) -> Option<Step> {
@@ -162,6 +177,21 @@ mod tests {
                 (18 * MIN, Step::Cleared { severity: Severity::Warning, since: 0 }),
             ]
         );
+    }
+
+    #[test]
+    fn saved_levels_read_back_the_same_and_levels_at_rest_are_not_written() {
+        let levels = ladder();
+        let mut state = LadderState::new(&levels);
+        assert_eq!(serde_json::to_string(&state).unwrap(), r#"{"levels":[],"open":null}"#);
+        state.observe(&levels, 2.5, 0);
+        let saved = serde_json::to_string(&state).unwrap();
+        assert_eq!(saved, r#"{"levels":[{"phase":{"Raising":{"since":0}},"recent":0}],"open":null}"#, "only the warning level is not at rest");
+        let mut loaded: LadderState = serde_json::from_str(&saved).unwrap();
+        assert_eq!(loaded, state);
+        assert_eq!(loaded.observe(&levels, 2.5, 10 * MIN), Some(Step::Fired { severity: Severity::Warning, since: 0 }), "the hold went on");
+        let five = r#"{"levels":[{"phase":"Normal","recent":0},{"phase":"Normal","recent":0},{"phase":"Normal","recent":0},{"phase":"Normal","recent":0},{"phase":"Normal","recent":1}],"open":null}"#;
+        assert!(serde_json::from_str::<LadderState>(five).is_err(), "more levels than severities");
     }
 
     #[test]

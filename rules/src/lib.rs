@@ -12,6 +12,7 @@
 //! - [`ladder`] and [`threshold`]: graded levels with hysteresis, hold times and "k of n"; one
 //!   incident per rule and sensor whose severity moves.
 //! - [`device`]: no-data and flat-line checks on the equipment.
+//! - [`last_value`]: the latest judged value of a check, kept in 8 bytes.
 //! - [`snapshot`]: the engine's state as data, to survive restarts and reloads.
 //! - [`scope`], [`severity`], [`message`], [`rule`]: the parts a compiled rule is made of.
 //!
@@ -23,6 +24,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod expr;
 pub mod ladder;
+pub mod last_value;
 pub mod load;
 pub mod message;
 pub mod packs;

@@ -280,7 +280,7 @@ severity = "notice"
 #[test]
 fn per_sensor_states_stay_small() {
     use std::mem::size_of;
-    assert!(size_of::<RuleCheck>() <= 80, "RuleCheck {}", size_of::<RuleCheck>());
+    assert!(size_of::<RuleCheck>() <= 64, "RuleCheck {}", size_of::<RuleCheck>());
     assert!(size_of::<Stage>() <= 16, "Stage {}", size_of::<Stage>());
     assert!(size_of::<LearnedBaseline>() <= 56, "LearnedBaseline {}", size_of::<LearnedBaseline>());
 }
@@ -291,17 +291,17 @@ fn a_ladder_at_rest_keeps_no_level_states() {
     let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: rules.into() }]).unwrap();
     let mut engine = Engine::new(rules, &[subject("s1", SensorKind::Water)]);
     let levels = |engine: &Engine| match &engine.slots[0].checks[0].state {
-        CheckState::Ladder { ladder, .. } => ladder.levels().len(),
+        CheckState::Ladder { ladder, .. } => !ladder.levels().is_empty(),
         other => panic!("{other:?}"),
     };
     let mut events = Vec::new();
     engine.observe(SubjectId(0), 0, &[("t", 20.0)], &mut events);
-    assert_eq!(levels(&engine), 0, "never breached: nothing kept");
+    assert!(!levels(&engine), "never breached: nothing kept");
     engine.observe(SubjectId(0), 1_000, &[("t", 31.0)], &mut events);
-    assert_eq!((levels(&engine), events.len()), (1, 1), "breached: the level is tracked and fires");
+    assert_eq!((levels(&engine), events.len()), (true, 1), "breached: the level is tracked and fires");
     engine.observe(SubjectId(0), 2_000, &[("t", 29.0)], &mut events);
-    assert_eq!((levels(&engine), events.len()), (1, 1), "between clear and trigger: still active");
+    assert_eq!((levels(&engine), events.len()), (true, 1), "between clear and trigger: still active");
     engine.observe(SubjectId(0), 3_000, &[("t", 27.0)], &mut events);
     assert_eq!(events.last().map(|e| e.kind), Some(EventKind::Cleared));
-    assert_eq!(levels(&engine), 0, "cleared: at rest again");
+    assert!(!levels(&engine), "cleared: at rest again");
 }
