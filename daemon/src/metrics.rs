@@ -56,6 +56,8 @@ pub struct Metrics {
     pub samples_out_of_order: Counter,
     /// Rule transitions, by `fired` / `cleared`.
     pub rule_events: Family<EventLabel, Counter>,
+    /// Times the rule engine's state was written to `engine-state.json`.
+    pub rule_state_saves: Counter,
     /// Alert events a sink confirmed.
     pub alerts_delivered: Family<SinkLabel, Counter>,
     /// Delivery attempts that failed and were retried.
@@ -125,6 +127,7 @@ impl Metrics {
             samples_accepted: Counter::default(),
             samples_out_of_order: Counter::default(),
             rule_events: Family::default(),
+            rule_state_saves: Counter::default(),
             alerts_delivered: Family::default(),
             alert_delivery_retries: Family::default(),
             alert_delivery_failures: Family::default(),
@@ -159,6 +162,7 @@ impl Metrics {
         registry.register("samples_accepted", "Samples handed to the rule engine", metrics.samples_accepted.clone());
         registry.register("samples_out_of_order", "Samples older than the sensor's previous one (not evaluated)", metrics.samples_out_of_order.clone());
         registry.register("rule_events", "Rule transitions, by event", metrics.rule_events.clone());
+        registry.register("rule_state_saves", "Times the rule engine's state was saved (only when it changed)", metrics.rule_state_saves.clone());
         registry.register("alerts_delivered", "Alert events confirmed by a sink", metrics.alerts_delivered.clone());
         registry.register("alert_delivery_retries", "Failed alert delivery attempts that were retried", metrics.alert_delivery_retries.clone());
         registry.register("alert_delivery_failures", "Alert events a sink gave up on", metrics.alert_delivery_failures.clone());

@@ -25,8 +25,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How often time passes for the rules when no sample arrives (completes raise holds).
 const TICK: Duration = Duration::from_secs(1);
-/// How often the engine's state is saved to the store.
-const SAVE_EVERY: Duration = Duration::from_secs(60);
 
 /// What the installer commands ask of the running pipeline.
 #[derive(Debug)]
@@ -53,6 +51,12 @@ pub struct Pipeline {
     pub heartbeat: crate::supervision::Heartbeat,
     /// Hourly trend of every sensor, for the sparkline on incident pages.
     pub trend: crate::trend::HourlyTrend,
+    /// How often the engine's state is saved (`[rules] state_save_secs`).
+    pub save_every: Duration,
+    /// Whether the engine's state may differ from what was saved last (true at start: the first
+    /// tick begins the no-data watches). An idle engine (no readings, nothing firing) is not
+    /// written again: the state file is the largest thing the daemon writes to its SD card.
+    pub unsaved: bool,
 }
 
 impl Pipeline {
@@ -61,7 +65,7 @@ impl Pipeline {
         let mut events = Vec::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut save = tokio::time::interval(SAVE_EVERY);
+        let mut save = tokio::time::interval(self.save_every);
         save.tick().await;
         loop {
             tokio::select! {
@@ -79,6 +83,7 @@ impl Pipeline {
                     self.heartbeat.beat();
                     self.metrics.clock_trusted.set(i64::from(self.clock.trusted()));
                     self.engine.tick(self.clock.now(), &mut events);
+                    self.unsaved |= !events.is_empty();
                     self.emit(&mut events).await;
                 }
                 _ = save.tick() => {
@@ -114,14 +119,22 @@ impl Pipeline {
         let previous = std::mem::replace(&mut self.engine, Engine::new(RuleSet { rules: Vec::new() }, &[]));
         let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, |engine| engine.take_over(previous), &self.calibrations);
         self.engine = engine;
+        self.unsaved = true;
         tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
     }
 
-    async fn save(&self) {
+    async fn save(&mut self) {
+        if !self.unsaved {
+            return;
+        }
         // Streamed from the engine into the file: no copy of the state, no whole text in memory.
         let saved = self.store.save_engine_state_with(|out| serde_json::to_writer(out, &self.engine.snapshot_view()).map_err(std::io::Error::other));
-        if let Err(error) = saved {
-            tracing::error!(error = %format!("{error:#}"), "rule state not saved; hold timers and baselines may restart after a reboot");
+        match saved {
+            Ok(()) => {
+                self.unsaved = false;
+                self.metrics.rule_state_saves.inc();
+            }
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "rule state not saved; hold timers and baselines may restart after a reboot"),
         }
     }
 
@@ -143,6 +156,7 @@ impl Pipeline {
                     tracing::error!(sensor = %config.id, error = %format!("{error:#}"), "calibration applied but not stored; it is lost at the next restart");
                 }
                 tracing::info!(sensor = %config.id, by = %author, baseline = ?done.iter().map(|c| (&c.field, c.value)).collect::<Vec<_>>(), "baseline calibrated");
+                self.unsaved = true;
                 self.save().await;
                 let _ = reply.send(done);
             }
@@ -160,6 +174,7 @@ impl Pipeline {
         match observed {
             Observed::Evaluated => {
                 self.metrics.samples_accepted.inc();
+                self.unsaved = true;
             }
             Observed::OutOfOrder => {
                 self.metrics.samples_out_of_order.inc();

@@ -14,8 +14,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const TOPIC: &str = "gridwatch/east-canal/canal-02/telemetry";
 
 fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16) {
+    write_config_saving_every(dir, mosquitto, http_port, 60);
+}
+
+fn write_config_saving_every(dir: &Path, mosquitto: &Mosquitto, http_port: u16, save_secs: u64) {
     let config = format!(
-        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-rules-{}-{http_port}\"\n\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.d\"]\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-rules-{}-{http_port}\"\n\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.d\"]\nstate_save_secs = {save_secs}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
         mosquitto.url(),
         std::process::id(),
     );
@@ -106,4 +110,30 @@ async fn a_hold_timer_survives_a_restart() {
     let line = second.stdout().into_iter().find(|line| line.contains("rule=do-low")).unwrap();
     assert!(line.contains(" fired ") && line.contains(&format!("since={}", gridwatch::clock::rfc3339(breach_began))), "{line}");
     assert!(second.stderr().iter().any(|l| l.contains("rule state restored")), "{:?}", second.stderr());
+}
+
+/// The state file is rewritten only when the engine's state changed: a daemon with nothing to
+/// judge does not keep writing to its SD card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_engine_is_not_saved_again() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config_saving_every(dir.path(), &mosquitto, http_port, 10);
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "8s")).unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    wait_until_ingesting(&mosquitto, http_port, &daemon).await;
+    let saves = || async { metric(&metrics(http_port).await, "gridwatch_rule_state_saves_total").unwrap_or(0.0) };
+    let saved = wait_for(15 * SECOND, || async { saves().await >= 1.0 }).await;
+    assert!(saved, "the reading's state was not saved; log: {:?}", daemon.stderr());
+    let file = dir.path().join("state/engine-state.json");
+    let (count, written) = (saves().await, std::fs::metadata(&file).unwrap().modified().unwrap());
+
+    tokio::time::sleep(12 * SECOND).await;
+    assert_eq!(saves().await, count, "saved again with nothing new");
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), written);
+
+    mosquitto.publish(TOPIC, &reading(7.0, now_ms())).unwrap();
+    let saved_again = wait_for(15 * SECOND, || async { saves().await > count }).await;
+    assert!(saved_again, "a new reading's state was not saved");
 }

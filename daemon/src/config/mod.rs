@@ -168,7 +168,12 @@ pub struct RulesConfig {
     pub builtin_packs: bool,
     /// Rule files, or directories whose `*.toml` files are rule files.
     pub paths: Vec<PathBuf>,
+    /// How often the engine's state is saved (when it changed).
+    pub state_save: Duration,
 }
+
+/// `[rules] state_save_secs`: default and bounds.
+pub const STATE_SAVE_SECS: (u64, std::ops::RangeInclusive<u64>) = (60, 10..=3600);
 
 #[derive(Debug, Clone)]
 pub struct AlertsConfig {
@@ -315,6 +320,16 @@ impl Checker<'_> {
         self.diagnostics.push(Diagnostic { file: self.name.to_string(), line, column, key: key.map(str::to_string), message });
     }
 
+    fn state_save(&mut self, secs: Option<Spanned<u64>>) -> Duration {
+        let (default, bounds) = STATE_SAVE_SECS;
+        let Some(secs) = secs else { return Duration::from_secs(default) };
+        if !bounds.contains(secs.get_ref()) {
+            self.error(secs.span(), Some("rules.state_save_secs"), format!("must be {} to {} seconds", bounds.start(), bounds.end()));
+            return Duration::from_secs(default);
+        }
+        Duration::from_secs(*secs.get_ref())
+    }
+
     fn config(&mut self, raw: RawConfig, base: &Path) -> Config {
         let state_dir = base.join(raw.state_dir.get_ref());
         let state_reserve_bytes = raw.state_reserve_kib.saturating_mul(1024);
@@ -323,9 +338,11 @@ impl Checker<'_> {
             self.add_inventory(&inventory, &mut sensors);
         }
         let mqtt = self.mqtt(raw.mqtt, &sensors, base);
+        let state_save = self.state_save(raw.rules.state_save_secs);
         let rules = RulesConfig {
             builtin_packs: raw.rules.builtin_packs,
             paths: raw.rules.paths.into_iter().filter_map(|p| self.existing_path(base, p, "rules.paths")).collect(),
+            state_save,
         };
         let alerts = self.alerts(raw.alerts, base);
         let influxdb = raw.influxdb.and_then(|raw| self.influx(raw, base));

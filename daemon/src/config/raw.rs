@@ -210,11 +210,12 @@ pub struct RawRules {
     pub builtin_packs: bool,
     #[serde(default)]
     pub paths: Vec<Spanned<String>>,
+    pub state_save_secs: Option<Spanned<u64>>,
 }
 
 impl Default for RawRules {
     fn default() -> Self {
-        RawRules { builtin_packs: true, paths: Vec::new() }
+        RawRules { builtin_packs: true, paths: Vec::new(), state_save_secs: None }
     }
 }
 

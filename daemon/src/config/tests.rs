@@ -30,9 +30,18 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(config.mqtt.broker, BrokerConfig::External { host: "127.0.0.1".into(), port: 1883 });
     assert_eq!(config.mqtt.max_payload_bytes, 4096);
     assert!(config.rules.builtin_packs);
+    assert_eq!(config.rules.state_save, Duration::from_secs(60));
     assert!(config.alerts.console);
     assert!(config.influxdb.is_none());
     assert_eq!(config.sensors[0].kind, SensorKind::Tilt);
+}
+
+#[test]
+fn the_state_save_interval_is_bounded() {
+    let config = parse(&format!("{MINIMAL}\n[rules]\nstate_save_secs = 300\n")).unwrap();
+    assert_eq!(config.rules.state_save, Duration::from_secs(300));
+    let refused = errors(&format!("{MINIMAL}\n[rules]\nstate_save_secs = 5\n"));
+    assert!(refused.iter().any(|e| e.contains("gridwatch.toml:13:") && e.contains("10 to 3600")), "{refused:?}");
 }
 
 #[test]
