@@ -336,13 +336,20 @@ mod tests {
 
     const HELD: &str = "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nfor = \"10m\"\nseverity = \"warning\"\n";
 
-    #[test]
-    fn a_streamed_restore_takes_over_what_a_restore_does() {
-        let mut before = engine(HELD);
+    /// An engine six minutes into the 10-minute hold of [`HELD`] (nothing fired yet).
+    fn six_minutes_into_the_hold() -> Engine {
+        let mut engine = engine(HELD);
         let mut events = Vec::new();
         for m in 0..6 {
-            before.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
+            engine.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
         }
+        assert!(events.is_empty());
+        engine
+    }
+
+    #[test]
+    fn a_streamed_restore_takes_over_what_a_restore_does() {
+        let before = six_minutes_into_the_hold();
         let json = serde_json::to_string(&before.snapshot_view()).unwrap();
         let mut after = engine(HELD);
         let restored = after.restore_streamed(&mut serde_json::Deserializer::from_str(&json)).unwrap();
@@ -370,11 +377,8 @@ mod tests {
 
     #[test]
     fn a_hold_survives_a_restart() {
-        let mut before = engine(HELD);
+        let before = six_minutes_into_the_hold();
         let mut events = Vec::new();
-        for m in 0..6 {
-            before.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
-        }
         let json = serde_json::to_string(&before.snapshot()).unwrap();
 
         let mut after = engine(HELD);
@@ -389,11 +393,8 @@ mod tests {
 
     #[test]
     fn a_reload_takes_the_state_over_from_the_old_engine() {
-        let mut before = engine(HELD);
+        let before = six_minutes_into_the_hold();
         let mut events = Vec::new();
-        for m in 0..6 {
-            before.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
-        }
         let expected = serde_json::to_string(&before.snapshot_view()).unwrap();
         let mut after = engine(HELD);
         assert_eq!(after.take_over(before).checks, 1);
