@@ -17,14 +17,13 @@ use crate::store::Store;
 use gridwatch_rules::{Engine, Observed, RuleEvent, RuleSet, SubjectId};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Trend rows written per store transaction when the hourly trend is flushed.
-const TREND_ROWS_PER_WRITE: usize = 2_000;
 use crate::store::Calibration;
 use tokio::sync::{mpsc, oneshot};
 
 /// How often time passes for the rules when no sample arrives (completes raise holds).
 const TICK: Duration = Duration::from_secs(1);
+/// Trend rows written per store transaction when the hourly trend is flushed.
+const TREND_ROWS_PER_WRITE: usize = 2_000;
 
 /// What the installer commands ask of the running pipeline.
 #[derive(Debug)]
