@@ -1,47 +1,54 @@
 //! The engine's state as plain data, so hold timers, windows, baselines and ladder positions
-//! survive a restart (the daemon keeps the snapshot in its local store) and a rule reload (the
-//! new engine takes over the old one's state).
+//! survive a restart (the daemon keeps the snapshot beside its store) and a rule reload (the new
+//! engine takes over the old one's state).
 //!
 //! Invariant: state moves only to a rule with the same id *and* the same definition
 //! ([`fingerprint`]); a changed rule starts fresh, so a new threshold never inherits a decision
 //! made under the old one. Baselines belong to the sensor and always carry over.
+//!
+//! Format (version 3): the rules' ids and fingerprints once, at the top; per sensor only the
+//! states that differ from a fresh engine's, each naming its rule by position in that list.
+//! Ten thousand sensors are written every minute on an SD card: version 2 repeated every rule id
+//! and fingerprint for every sensor and wrote every state at rest. Version 2 is still read.
 
-use crate::engine::{CheckState, Engine, LearnedBaseline};
-use crate::signal::StageState;
+use crate::engine::{initial_state, CheckState, Engine, LearnedBaseline, RuleCheck, Stage};
 use crate::rule::{Millis, Rule};
+use crate::signal::StageState;
 use serde::{Deserialize, Serialize};
 
-/// Bumped when the layout of the state changes; a snapshot of another version is ignored.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// Bumped when the layout of the state changes; a snapshot of an unknown version is ignored.
+pub const SNAPSHOT_VERSION: u32 = 3;
+/// The previous layout, still read (one rule id and fingerprint per sensor and check).
+const SNAPSHOT_VERSION_2: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub version: u32,
+    /// The rules of the engine that wrote the snapshot, in its order.
+    pub rules: Vec<RuleHeader>,
     pub subjects: Vec<SubjectSnapshot>,
 }
 
+/// What a saved state needs to know of its rule: which one, and whether it is still the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleHeader {
+    pub id: String,
+    pub fingerprint: u64,
+    /// The fingerprint of the rule's signal stage (0 without a signal).
+    pub stage: u64,
+}
+
+/// One sensor's state; rules are named by their position in [`Snapshot::rules`], and states a
+/// fresh engine would have are left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubjectSnapshot {
     pub id: String,
     pub last_at: Option<Millis>,
     pub calibrated: Vec<(String, f64)>,
     pub learned: Vec<LearnedBaseline>,
-    pub stages: Vec<StageSnapshot>,
-    pub checks: Vec<CheckSnapshot>,
-}
-
-/// The state of a shared signal stage (its smoothing window), keyed by what it computes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StageSnapshot {
-    pub fingerprint: u64,
-    pub state: StageState,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckSnapshot {
-    pub rule: String,
-    pub fingerprint: u64,
-    pub state: CheckState,
+    /// Signal stages, by the rule that defines each.
+    pub stages: Vec<(usize, StageState)>,
+    pub checks: Vec<(usize, CheckState)>,
 }
 
 /// What a restore carried over.
@@ -72,13 +79,27 @@ fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
+fn headers(rules: &[Rule]) -> Vec<RuleHeader> {
+    rules.iter().map(|rule| RuleHeader { id: rule.id.clone(), fingerprint: fingerprint(rule), stage: stage_fingerprint(rule) }).collect()
+}
+
+/// The states of a sensor worth saving: those a fresh engine would not have.
+fn learned_to_save(learned: &[LearnedBaseline]) -> impl Iterator<Item = &LearnedBaseline> {
+    learned.iter().filter(|l| l.learner.is_some() || l.value.is_some())
+}
+
+fn stages_to_save(stages: &[Stage]) -> impl Iterator<Item = &Stage> {
+    stages.iter().filter(|stage| stage.state != StageState::default())
+}
+
+fn checks_to_save<'a>(rules: &'a [Rule], checks: &'a [RuleCheck]) -> impl Iterator<Item = &'a RuleCheck> {
+    checks.iter().filter(|check| check.state != initial_state(rules[check.rule()].check_of(check.variant())))
+}
+
 /// A [`Snapshot`] that borrows the engine's state instead of copying it: serialized, it is the
 /// same JSON as the snapshot, written as it goes (no copy of the state, no whole text in memory).
 struct SnapshotView<'a> {
     engine: &'a Engine,
-    /// Fingerprints of the engine's rules and of their signal stages, by rule index.
-    checks: Vec<u64>,
-    stages: Vec<u64>,
 }
 
 #[derive(Serialize)]
@@ -86,52 +107,38 @@ struct SubjectView<'a> {
     id: &'a str,
     last_at: Option<Millis>,
     calibrated: &'a [(String, f64)],
-    learned: &'a [LearnedBaseline],
-    stages: Vec<StageView<'a>>,
-    checks: Vec<CheckView<'a>>,
-}
-
-#[derive(Serialize)]
-struct StageView<'a> {
-    fingerprint: u64,
-    state: &'a StageState,
-}
-
-#[derive(Serialize)]
-struct CheckView<'a> {
-    rule: &'a str,
-    fingerprint: u64,
-    state: &'a CheckState,
+    learned: Vec<&'a LearnedBaseline>,
+    stages: Vec<(usize, &'a StageState)>,
+    checks: Vec<(usize, &'a CheckState)>,
 }
 
 impl Serialize for SnapshotView<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        struct Subjects<'b>(&'b SnapshotView<'b>);
+        struct Subjects<'b>(&'b Engine);
         impl Serialize for Subjects<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let view = self.0;
-                serializer.collect_seq(view.engine.sensors.iter().zip(&view.engine.slots).map(|(sensor, slot)| SubjectView {
+                let engine = self.0;
+                serializer.collect_seq(engine.sensors.iter().zip(&engine.slots).map(|(sensor, slot)| SubjectView {
                     id: &sensor.id,
                     last_at: slot.last_at,
                     calibrated: &slot.calibrated,
-                    learned: &slot.learned,
-                    stages: slot.stages.iter().map(|stage| StageView { fingerprint: view.stages[stage.rule()], state: &stage.state }).collect(),
-                    checks: slot.checks.iter().map(|check| CheckView { rule: &view.engine.rules[check.rule()].id, fingerprint: view.checks[check.rule()], state: &check.state }).collect(),
+                    learned: learned_to_save(&slot.learned).collect(),
+                    stages: stages_to_save(&slot.stages).map(|stage| (stage.rule(), &stage.state)).collect(),
+                    checks: checks_to_save(&engine.rules, &slot.checks).map(|check| (check.rule(), &check.state)).collect(),
                 }))
             }
         }
-        let mut snapshot = serializer.serialize_struct("Snapshot", 2)?;
+        let mut snapshot = serializer.serialize_struct("Snapshot", 3)?;
         snapshot.serialize_field("version", &SNAPSHOT_VERSION)?;
-        snapshot.serialize_field("subjects", &Subjects(self))?;
+        snapshot.serialize_field("rules", &headers(&self.engine.rules))?;
+        snapshot.serialize_field("subjects", &Subjects(self.engine))?;
         snapshot.end()
     }
 }
 
 impl Engine {
     pub fn snapshot(&self) -> Snapshot {
-        let checks: Vec<u64> = self.rules.iter().map(fingerprint).collect();
-        let stages: Vec<u64> = self.rules.iter().map(stage_fingerprint).collect();
         let subjects = self
             .sensors
             .iter()
@@ -140,23 +147,19 @@ impl Engine {
                 id: sensor.id.to_string(),
                 last_at: slot.last_at,
                 calibrated: slot.calibrated.clone(),
-                learned: slot.learned.to_vec(),
-                stages: slot.stages.iter().map(|stage| StageSnapshot { fingerprint: stages[stage.rule()], state: stage.state.clone() }).collect(),
-                checks: slot
-                    .checks
-                    .iter()
-                    .map(|check| CheckSnapshot { rule: self.rules[check.rule()].id.clone(), fingerprint: checks[check.rule()], state: check.state.clone() })
-                    .collect(),
+                learned: learned_to_save(&slot.learned).cloned().collect(),
+                stages: stages_to_save(&slot.stages).map(|stage| (stage.rule(), stage.state.clone())).collect(),
+                checks: checks_to_save(&self.rules, &slot.checks).map(|check| (check.rule(), check.state.clone())).collect(),
             })
             .collect();
-        Snapshot { version: SNAPSHOT_VERSION, subjects }
+        Snapshot { version: SNAPSHOT_VERSION, rules: headers(&self.rules), subjects }
     }
 
     /// The engine's state, serializable as a [`Snapshot`] (same fields, same order) straight
     /// from the engine, without copying the state first: what the daemon writes every minute,
     /// streamed, in little memory.
     pub fn snapshot_view(&self) -> impl Serialize + '_ {
-        SnapshotView { engine: self, checks: self.rules.iter().map(fingerprint).collect(), stages: self.rules.iter().map(stage_fingerprint).collect() }
+        SnapshotView { engine: self }
     }
 
     /// Takes over the state in `snapshot` for sensors and unchanged rules this engine has.
@@ -166,36 +169,15 @@ impl Engine {
         }
         let mut restorer = Restorer::new(self);
         for saved in &snapshot.subjects {
-            restorer.subject(saved.clone());
-        }
-        restorer.finish()
-    }
-
-    /// [`Engine::restore`] from the engine this one replaces (a rule reload), moving the state
-    /// over sensor by sensor: the old engine is freed as it goes, and no snapshot of the whole
-    /// state is made next to the two engines.
-    pub fn take_over(&mut self, previous: Engine) -> Restored {
-        let checks: Vec<u64> = previous.rules.iter().map(fingerprint).collect();
-        let stages: Vec<u64> = previous.rules.iter().map(stage_fingerprint).collect();
-        let Engine { rules, sensors, slots, .. } = previous;
-        let mut restorer = Restorer::new(self);
-        for (sensor, slot) in sensors.into_iter().zip(slots) {
-            restorer.subject(SubjectSnapshot {
-                id: sensor.id.into(),
-                last_at: slot.last_at,
-                calibrated: slot.calibrated,
-                learned: slot.learned.into_vec(),
-                stages: slot.stages.into_vec().into_iter().map(|stage| StageSnapshot { fingerprint: stages[stage.rule()], state: stage.state }).collect(),
-                checks: slot.checks.into_vec().into_iter().map(|check| CheckSnapshot { rule: rules[check.rule()].id.clone(), fingerprint: checks[check.rule()], state: check.state }).collect(),
-            });
+            restorer.subject(Saved::from_v3(saved.clone(), &snapshot.rules));
         }
         restorer.finish()
     }
 
     /// [`Engine::restore`] straight from serialized snapshot data (e.g. a JSON reader), one
-    /// sensor at a time: the whole snapshot is never in memory next to the engine. Data that
-    /// breaks off is an error; the sensors read before the break keep their state (each
-    /// sensor's state is whole on its own).
+    /// sensor at a time: the whole snapshot is never in memory next to the engine. Reads
+    /// version 3 and version 2. Data that breaks off is an error; the sensors read before the
+    /// break keep their state (each sensor's state is whole on its own).
     pub fn restore_streamed<'de, D: serde::Deserializer<'de>>(&mut self, deserializer: D) -> Result<Restored, D::Error> {
         let result = deserializer.deserialize_map(SnapshotVisitor { restorer: Restorer::new(self) });
         if result.is_err() {
@@ -203,6 +185,88 @@ impl Engine {
         }
         result
     }
+
+    /// [`Engine::restore`] from the engine this one replaces (a rule reload), moving the state
+    /// over sensor by sensor: the old engine is freed as it goes, and no snapshot of the whole
+    /// state is made next to the two engines.
+    pub fn take_over(&mut self, previous: Engine) -> Restored {
+        let headers = headers(&previous.rules);
+        let Engine { sensors, slots, .. } = previous;
+        let mut restorer = Restorer::new(self);
+        for (sensor, slot) in sensors.into_iter().zip(slots) {
+            restorer.subject(Saved {
+                id: sensor.id.into(),
+                last_at: slot.last_at,
+                calibrated: slot.calibrated,
+                learned: slot.learned.into_vec(),
+                stages: slot.stages.into_vec().into_iter().map(|stage| (headers[stage.rule()].stage, stage.state)).collect(),
+                checks: slot.checks.into_vec().into_iter().map(|check| (headers[check.rule()].id.as_str(), headers[check.rule()].fingerprint, check.state)).collect(),
+            });
+        }
+        restorer.finish()
+    }
+}
+
+/// A sensor's saved state with its rules resolved to id and fingerprint, whichever version or
+/// engine it came from.
+struct Saved<'r> {
+    id: String,
+    last_at: Option<Millis>,
+    calibrated: Vec<(String, f64)>,
+    learned: Vec<LearnedBaseline>,
+    /// (stage fingerprint, state)
+    stages: Vec<(u64, StageState)>,
+    /// (rule id, rule fingerprint, state)
+    checks: Vec<(&'r str, u64, CheckState)>,
+}
+
+impl<'r> Saved<'r> {
+    /// Entries naming a rule the header does not have are dropped (a damaged file).
+    fn from_v3(saved: SubjectSnapshot, rules: &'r [RuleHeader]) -> Saved<'r> {
+        Saved {
+            id: saved.id,
+            last_at: saved.last_at,
+            calibrated: saved.calibrated,
+            learned: saved.learned,
+            stages: saved.stages.into_iter().filter_map(|(rule, state)| Some((rules.get(rule)?.stage, state))).collect(),
+            checks: saved.checks.into_iter().filter_map(|(rule, state)| rules.get(rule).map(|r| (r.id.as_str(), r.fingerprint, state))).collect(),
+        }
+    }
+
+    fn from_v2(saved: &'r SubjectV2) -> Saved<'r> {
+        Saved {
+            id: saved.id.clone(),
+            last_at: saved.last_at,
+            calibrated: saved.calibrated.clone(),
+            learned: saved.learned.clone(),
+            stages: saved.stages.iter().map(|stage| (stage.fingerprint, stage.state.clone())).collect(),
+            checks: saved.checks.iter().map(|check| (check.rule.as_str(), check.fingerprint, check.state.clone())).collect(),
+        }
+    }
+}
+
+/// A sensor in a version 2 snapshot.
+#[derive(Deserialize)]
+struct SubjectV2 {
+    id: String,
+    last_at: Option<Millis>,
+    calibrated: Vec<(String, f64)>,
+    learned: Vec<LearnedBaseline>,
+    stages: Vec<StageV2>,
+    checks: Vec<CheckV2>,
+}
+
+#[derive(Deserialize)]
+struct StageV2 {
+    fingerprint: u64,
+    state: StageState,
+}
+
+#[derive(Deserialize)]
+struct CheckV2 {
+    rule: String,
+    fingerprint: u64,
+    state: CheckState,
 }
 
 /// Takes state over sensor by sensor, with the rules' fingerprints worked out once.
@@ -222,7 +286,7 @@ impl<'e> Restorer<'e> {
         Restorer { engine, index_of, checks, stages, restored: Restored::default() }
     }
 
-    fn subject(&mut self, saved: SubjectSnapshot) {
+    fn subject(&mut self, saved: Saved<'_>) {
         let Some(&index) = self.index_of.get(saved.id.as_str()) else {
             self.restored.discarded += saved.checks.len();
             return;
@@ -239,14 +303,14 @@ impl<'e> Restorer<'e> {
         }
         let mut old_stages = saved.stages;
         for stage in slot.stages.iter_mut() {
-            if let Some(position) = old_stages.iter().position(|old| old.fingerprint == self.stages[stage.rule()]) {
-                stage.state = old_stages.swap_remove(position).state;
+            if let Some(position) = old_stages.iter().position(|&(fingerprint, _)| fingerprint == self.stages[stage.rule()]) {
+                stage.state = old_stages.swap_remove(position).1;
             }
         }
-        for old in saved.checks {
-            match slot.checks.iter_mut().find(|check| rules[check.rule()].id == old.rule && self.checks[check.rule()] == old.fingerprint) {
+        for (rule, fingerprint, state) in saved.checks {
+            match slot.checks.iter_mut().find(|check| rules[check.rule()].id == rule && self.checks[check.rule()] == fingerprint) {
                 Some(check) => {
-                    check.state = old.state;
+                    check.state = state;
                     self.restored.checks += 1;
                 }
                 None => self.restored.discarded += 1,
@@ -260,8 +324,10 @@ impl<'e> Restorer<'e> {
     }
 }
 
-/// Reads `{"version": …, "subjects": [ … ]}`, handing each subject to the restorer as it
-/// arrives; a snapshot of another version (or without one first) is read past and ignored.
+/// Reads `{"version": …, "rules": […], "subjects": [ … ]}` (version 3) or `{"version": 2,
+/// "subjects": [ … ]}`, handing each subject to the restorer as it arrives; a snapshot of
+/// another version (or without the version and rules before the subjects) is read past and
+/// ignored.
 struct SnapshotVisitor<'e> {
     restorer: Restorer<'e>,
 }
@@ -275,10 +341,19 @@ impl<'de> serde::de::Visitor<'de> for SnapshotVisitor<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<Restored, A::Error> {
         let mut version = None;
+        let mut rules: Option<Vec<RuleHeader>> = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "version" => version = Some(map.next_value::<u32>()?),
-                "subjects" => map.next_value_seed(SubjectsSeed { restorer: &mut self.restorer, apply: version == Some(SNAPSHOT_VERSION) })?,
+                "rules" => rules = Some(map.next_value()?),
+                "subjects" => {
+                    let layout = match (version, &rules) {
+                        (Some(SNAPSHOT_VERSION), Some(rules)) => Layout::V3(rules),
+                        (Some(SNAPSHOT_VERSION_2), _) => Layout::V2,
+                        _ => Layout::Unknown,
+                    };
+                    map.next_value_seed(SubjectsSeed { restorer: &mut self.restorer, layout })?;
+                }
                 _ => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
@@ -288,12 +363,19 @@ impl<'de> serde::de::Visitor<'de> for SnapshotVisitor<'_> {
     }
 }
 
-struct SubjectsSeed<'r, 'e> {
-    restorer: &'r mut Restorer<'e>,
-    apply: bool,
+/// How the subjects of the snapshot being read are laid out.
+enum Layout<'h> {
+    V3(&'h [RuleHeader]),
+    V2,
+    Unknown,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for SubjectsSeed<'_, '_> {
+struct SubjectsSeed<'r, 'e, 'h> {
+    restorer: &'r mut Restorer<'e>,
+    layout: Layout<'h>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for SubjectsSeed<'_, '_, '_> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -301,7 +383,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for SubjectsSeed<'_, '_> {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for SubjectsSeed<'_, '_> {
+impl<'de> serde::de::Visitor<'de> for SubjectsSeed<'_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -309,12 +391,18 @@ impl<'de> serde::de::Visitor<'de> for SubjectsSeed<'_, '_> {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if !self.apply {
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            return Ok(());
-        }
-        while let Some(subject) = seq.next_element::<SubjectSnapshot>()? {
-            self.restorer.subject(subject);
+        match self.layout {
+            Layout::V3(rules) => {
+                while let Some(subject) = seq.next_element::<SubjectSnapshot>()? {
+                    self.restorer.subject(Saved::from_v3(subject, rules));
+                }
+            }
+            Layout::V2 => {
+                while let Some(subject) = seq.next_element::<SubjectV2>()? {
+                    self.restorer.subject(Saved::from_v2(&subject));
+                }
+            }
+            Layout::Unknown => while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {},
         }
         Ok(())
     }
@@ -356,10 +444,10 @@ mod tests {
         assert_eq!(restored.checks, 1);
         assert_eq!(serde_json::to_string(&after.snapshot_view()).unwrap(), json, "the same state");
         // Another version is read past and ignored.
-        let old = json.replacen("\"version\":2", "\"version\":1", 1);
+        let old = json.replacen("\"version\":3", "\"version\":1", 1);
         let mut fresh = engine(HELD);
         assert_eq!(fresh.restore_streamed(&mut serde_json::Deserializer::from_str(&old)).unwrap().checks, 0);
-        assert!(fresh.restore_streamed(&mut serde_json::Deserializer::from_str("{\"version\":2,\"subjects\":[{\"id\":")).is_err(), "a cut file is an error");
+        assert!(fresh.restore_streamed(&mut serde_json::Deserializer::from_str("{\"version\":3,\"rules\":[],\"subjects\":[{\"id\":")).is_err(), "a cut file is an error");
     }
 
     #[test]
@@ -372,7 +460,28 @@ mod tests {
         let copied = serde_json::to_string(&engine.snapshot()).unwrap();
         let streamed = serde_json::to_string(&engine.snapshot_view()).unwrap();
         assert_eq!(streamed, copied);
-        assert!(copied.contains("\"rule\":\"do-low\""), "{copied}");
+        assert!(copied.contains(r#""rules":[{"id":"do-low","#) && copied.contains(r#""checks":[[0,{"Ladder""#), "{copied}");
+    }
+
+    #[test]
+    fn states_at_rest_are_not_written() {
+        let mut engine = engine(HELD);
+        let json = serde_json::to_string(&engine.snapshot_view()).unwrap();
+        assert!(json.contains(r#""learned":[],"stages":[],"checks":[]"#), "{json}");
+        engine.observe(SubjectId(0), 0, &[("do", 8.0)], &mut Vec::new());
+        let json = serde_json::to_string(&engine.snapshot_view()).unwrap();
+        assert!(json.contains(r#""checks":[[0,{"Ladder":{"transform":"Empty","ladder":{"levels":[],"open":null},"last_value":8.0}}]]"#), "{json}");
+    }
+
+    /// What the previous release wrote, six minutes into the hold: an upgrade keeps the hold.
+    const VERSION_2: &str = r#"{"version":2,"subjects":[{"id":"pond-1","last_at":300000,"calibrated":[],"learned":[],"stages":[{"fingerprint":16730295572573156526,"state":{"smooth":[]}}],"checks":[{"rule":"do-low","fingerprint":4445650150820573505,"state":{"Ladder":{"transform":"Empty","ladder":{"levels":[{"phase":{"Raising":{"since":0}},"recent":0}],"open":null},"last_value":4.0}}}]}]}"#;
+
+    #[test]
+    fn a_version_2_file_is_still_read() {
+        let mut after = engine(HELD);
+        let restored = after.restore_streamed(&mut serde_json::Deserializer::from_str(VERSION_2)).unwrap();
+        assert_eq!(restored, super::Restored { checks: 1, discarded: 0 });
+        assert_eq!(serde_json::to_string(&after.snapshot_view()).unwrap(), serde_json::to_string(&six_minutes_into_the_hold().snapshot_view()).unwrap());
     }
 
     #[test]
