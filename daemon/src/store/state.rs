@@ -1,7 +1,7 @@
 //! The rule engine's last saved state: `engine-state.json` beside the database, written as it is
 //! serialized into a temporary file, synced, and renamed over the previous one — a crash leaves
 //! the old state or the new, never half of one, and no copy of the whole state is ever held in
-//! memory (at 10,000 sensors the JSON is about 24 MB). Stores written by older versions kept it
+//! memory (at 10,000 busy sensors the JSON is about 20 MB). Stores written by older versions kept it
 //! in the `engine_state` table; it is read from there when there is no file yet.
 //!
 //! Not through the disk reserve: on a full disk the previous state stays and the space is kept
