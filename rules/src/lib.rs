@@ -13,6 +13,7 @@
 //!   incident per rule and sensor whose severity moves.
 //! - [`device`]: no-data and flat-line checks on the equipment.
 //! - [`last_value`]: the latest judged value of a check, kept in 8 bytes.
+//! - [`window`]: the readings a window keeps, and how windows are saved.
 //! - [`snapshot`]: the engine's state as data, to survive restarts and reloads.
 //! - [`scope`], [`severity`], [`message`], [`rule`]: the parts a compiled rule is made of.
 //!
@@ -34,6 +35,7 @@ pub mod severity;
 pub mod signal;
 pub mod snapshot;
 pub mod threshold;
+pub mod window;
 
 pub use diagnostic::{Diagnostic, RuleErrors};
 pub use engine::{Engine, EventKind, Observed, RuleEvent, RuleId, SubjectId};

@@ -11,6 +11,7 @@
 
 use crate::expr::ValueExpr;
 use crate::rule::Millis;
+pub use crate::window::Point;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -116,27 +117,6 @@ fn humanize(ms: Millis) -> String {
     humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
 }
 
-/// One reading kept in a window, packed into 8 bytes: whole seconds since the Unix epoch and
-/// the value as `f32` (7 significant digits, ample for sensor readings). Windows therefore have
-/// a resolution of one second, and the loader refuses shorter ones.
-/// Saved as a two-element array, `[second, value]`, to keep snapshots small.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Point(u32, f32);
-
-impl Point {
-    fn new(second: i64, value: f64) -> Point {
-        Point(u32::try_from(second.max(0)).unwrap_or(u32::MAX), value as f32)
-    }
-
-    fn second(self) -> i64 {
-        i64::from(self.0)
-    }
-
-    fn value(self) -> f64 {
-        f64::from(self.1)
-    }
-}
-
 /// Whole seconds since the epoch of a time in milliseconds.
 fn second_of(at: Millis) -> i64 {
     at.div_euclid(1000)
@@ -152,7 +132,7 @@ fn window_seconds(window: Millis) -> i64 {
 /// however many rules look at it.
 ///
 /// Memory: a stage without smoothing (most of them) keeps nothing but an empty pointer; saved,
-/// `smooth` is the list of recent values as before (empty when there are none).
+/// `smooth` is the window of recent values (empty when there are none).
 // The box is the point: an unused window costs 8 bytes, not an empty deque's 32.
 #[allow(clippy::box_collection)]
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -164,12 +144,15 @@ pub struct StageState {
 
 #[allow(clippy::box_collection)]
 fn save_points<S: serde::Serializer>(points: &Option<Box<VecDeque<Point>>>, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(points.iter().flat_map(|points| points.iter()))
+    match points {
+        Some(points) => crate::window::packed::serialize(points, serializer),
+        None => crate::window::packed::serialize(&VecDeque::new(), serializer),
+    }
 }
 
 #[allow(clippy::box_collection)]
 fn load_points<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<VecDeque<Point>>>, D::Error> {
-    let points: VecDeque<Point> = serde::Deserialize::deserialize(deserializer)?;
+    let points = crate::window::packed::deserialize(deserializer)?;
     Ok((!points.is_empty()).then(|| Box::new(points)))
 }
 
@@ -181,7 +164,7 @@ pub enum TransformState {
     Empty,
     /// `change_over`: smoothed values thinned to a few points per window, oldest first (boxed,
     /// like the extremes: most (rule, sensor) states have no transform, and stay 16 bytes).
-    History(Box<VecDeque<Point>>),
+    History(#[serde(serialize_with = "crate::window::packed::serialize", deserialize_with = "crate::window::load_boxed")] Box<VecDeque<Point>>),
     /// `swing_within`: the candidates for the window's lowest and highest values.
     Extremes(Box<Extremes>),
 }
@@ -192,7 +175,9 @@ pub enum TransformState {
 /// handful for noisy data instead of every reading of the window.
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Extremes {
+    #[serde(with = "crate::window::packed")]
     lows: VecDeque<Point>,
+    #[serde(with = "crate::window::packed")]
     highs: VecDeque<Point>,
 }
 
@@ -339,10 +324,10 @@ fn swing_within(extremes: &mut Extremes, window: Millis, at: Millis, value: f64)
     let low = lows.front().map_or(value, |p| p.value());
     let high = highs.front().map_or(value, |p| p.value());
     let swing = (value - low).abs().max((high - value).abs());
-    while lows.back().is_some_and(|p| p.1 >= point.1) {
+    while lows.back().is_some_and(|p| p.value() >= point.value()) {
         lows.pop_back();
     }
-    while highs.back().is_some_and(|p| p.1 <= point.1) {
+    while highs.back().is_some_and(|p| p.value() <= point.value()) {
         highs.pop_back();
     }
     lows.push_back(point);
@@ -413,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn a_smoothing_window_is_saved_as_its_points_and_read_back() {
+    fn a_smoothing_window_is_saved_and_read_back() {
         let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Samples(3) }), None);
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         assert_eq!(serde_json::to_string(&stage).unwrap(), r#"{"smooth":[]}"#, "nothing seen: an empty list");
@@ -421,7 +406,7 @@ mod tests {
             s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(v));
         }
         let saved = serde_json::to_string(&stage).unwrap();
-        assert_eq!(saved, r#"{"smooth":[[0,1.0],[1,5.0]]}"#);
+        assert_eq!(saved, r#"{"smooth":[0,[1],[1.0,5.0]]}"#, "packed: first second, steps, values");
         let mut loaded: StageState = serde_json::from_str(&saved).unwrap();
         assert_eq!(loaded, stage);
         assert_eq!(s.observe(&mut loaded, &mut transform, 2000, &|_| Some(2.0)), Some(2.0), "the median of 1, 5, 2");

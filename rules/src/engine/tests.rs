@@ -305,3 +305,32 @@ fn a_ladder_at_rest_keeps_no_level_states() {
     assert_eq!(events.last().map(|e| e.kind), Some(EventKind::Cleared));
     assert!(!levels(&engine), "cleared: at rest again");
 }
+
+/// The default packs after three hours of readings (smoothing windows, change histories,
+/// swing extremes, learners at work) come back whole through the saved JSON.
+#[test]
+fn a_busy_engine_comes_back_whole_through_its_saved_state() {
+    let sensors = [subject("house-1", SensorKind::Tilt), subject("pond-1", SensorKind::Water)];
+    let engine = || Engine::new(RuleSet::compile(&crate::packs::builtin_packs()).unwrap(), &sensors);
+    let mut before = engine();
+    before.set_baseline(SubjectId(0), "x", 0.3);
+    before.set_baseline(SubjectId(0), "y", -0.1);
+    let mut events = Vec::new();
+    for minute in 0..180 {
+        let wobble = (minute % 7) as f64 * 0.01;
+        before.observe(SubjectId(0), minute * MIN, &[("x", 0.3 + wobble), ("y", -0.1)], &mut events);
+        before.observe(SubjectId(1), minute * MIN, &[("ph", 7.2 + wobble), ("do", 6.5), ("turbidity", 12.0 + wobble), ("conductivity", 420.0)], &mut events);
+    }
+    let saved = serde_json::to_string(&before.snapshot_view()).unwrap();
+    assert!(saved.contains(r#""History":["#) && saved.contains(r#""Extremes":{"lows":["#), "{saved}");
+    assert!(!saved.contains(r#""smooth":[["#) && !saved.contains(r#""History":[["#) && !saved.contains(r#""lows":[["#), "windows are packed: {saved}");
+    let mut after = engine();
+    let restored = after.restore_streamed(&mut serde_json::Deserializer::from_str(&saved)).unwrap();
+    assert_eq!(restored.discarded, 0);
+    assert_eq!(serde_json::to_string(&after.snapshot_view()).unwrap(), saved);
+    // And it goes on the same way.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    before.observe(SubjectId(0), 180 * MIN, &[("x", 2.0), ("y", 1.5)], &mut a);
+    after.observe(SubjectId(0), 180 * MIN, &[("x", 2.0), ("y", 1.5)], &mut b);
+    assert_eq!(a, b);
+}

@@ -1,0 +1,103 @@
+//! The readings a window keeps ([`Point`]) and how a window is saved.
+//!
+//! A point is 8 bytes: whole seconds since the Unix epoch and the value as `f32` (7 significant
+//! digits, ample for sensor readings). Windows therefore have a resolution of one second, and
+//! the loader refuses shorter ones.
+//!
+//! Saved (state format 3), a window is `[first second, [seconds since the previous point…],
+//! [values…]]`, about half the text of a list of `[second, value]` pairs: one-hour medians of
+//! ten thousand sensors are most of the state file written to an SD card every minute. The pair
+//! list (state format 2) is still read, and an empty window is `[]` in both.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Point(u32, f32);
+
+impl Point {
+    pub(crate) fn new(second: i64, value: f64) -> Point {
+        Point(u32::try_from(second.max(0)).unwrap_or(u32::MAX), value as f32)
+    }
+
+    pub(crate) fn second(self) -> i64 {
+        i64::from(self.0)
+    }
+
+    pub(crate) fn value(self) -> f64 {
+        f64::from(self.1)
+    }
+}
+
+/// A window as saved, either layout.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Saved {
+    Pairs(VecDeque<Point>),
+    Packed(u32, Vec<i64>, Vec<f32>),
+}
+
+/// `#[serde(with = "crate::window::packed")]` for a `VecDeque<Point>`.
+pub(crate) mod packed {
+    use super::{Point, Saved};
+    use serde::ser::SerializeTuple;
+    use std::collections::VecDeque;
+
+    pub fn serialize<S: serde::Serializer>(points: &VecDeque<Point>, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some(first) = points.front() else { return serializer.collect_seq(std::iter::empty::<u32>()) };
+        let steps: Vec<i64> = points.iter().zip(points.iter().skip(1)).map(|(before, after)| after.second() - before.second()).collect();
+        let values: Vec<f32> = points.iter().map(|point| point.1).collect();
+        let mut saved = serializer.serialize_tuple(3)?;
+        saved.serialize_element(&first.0)?;
+        saved.serialize_element(&steps)?;
+        saved.serialize_element(&values)?;
+        saved.end()
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<VecDeque<Point>, D::Error> {
+        match <Saved as serde::Deserialize>::deserialize(deserializer)? {
+            Saved::Pairs(points) => Ok(points),
+            Saved::Packed(first, steps, values) => {
+                if steps.len() + 1 != values.len() {
+                    return Err(serde::de::Error::invalid_length(steps.len(), &"one step fewer than values"));
+                }
+                let mut second = i64::from(first);
+                let mut points = VecDeque::with_capacity(values.len());
+                for (index, value) in values.into_iter().enumerate() {
+                    if index > 0 {
+                        second = second.saturating_add(steps[index - 1]);
+                    }
+                    points.push_back(Point(u32::try_from(second.max(0)).unwrap_or(u32::MAX), value));
+                }
+                Ok(points)
+            }
+        }
+    }
+}
+
+/// Reads a boxed window (`TransformState::History`; it is written with [`packed::serialize`]).
+#[allow(clippy::box_collection)]
+pub(crate) fn load_boxed<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Box<VecDeque<Point>>, D::Error> {
+    packed::deserialize(deserializer).map(Box::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Window(#[serde(with = "packed")] VecDeque<Point>);
+
+    #[test]
+    fn a_window_is_saved_packed_and_read_back_in_either_layout() {
+        let window = Window([Point(1_795_392_000, 0.31), Point(1_795_392_060, 0.32), Point(1_795_392_120, 0.3)].into());
+        let saved = serde_json::to_string(&window).unwrap();
+        assert_eq!(saved, "[1795392000,[60,60],[0.31,0.32,0.3]]");
+        assert_eq!(serde_json::from_str::<Window>(&saved).unwrap(), window);
+        let pairs = "[[1795392000,0.31],[1795392060,0.32],[1795392120,0.3]]";
+        assert_eq!(serde_json::from_str::<Window>(pairs).unwrap(), window, "state format 2");
+        assert_eq!(serde_json::to_string(&Window(VecDeque::new())).unwrap(), "[]");
+        assert_eq!(serde_json::from_str::<Window>("[]").unwrap(), Window(VecDeque::new()));
+        assert!(serde_json::from_str::<Window>("[1795392000,[60],[0.31]]").is_err(), "steps and values must match");
+    }
+}
