@@ -435,6 +435,16 @@ mod tests {
         engine
     }
 
+    /// Feeds minutes 6 to 10 of low oxygen: the hold completes once, dated from minute 0.
+    fn the_hold_completes_from_minute_zero(engine: &mut Engine) {
+        let mut events = Vec::new();
+        for m in 6..=10 {
+            engine.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
+        }
+        assert_eq!(events.len(), 1, "the 10-minute hold did not restart from zero");
+        assert_eq!((events[0].kind, events[0].since), (EventKind::Fired, 0));
+    }
+
     #[test]
     fn a_streamed_restore_takes_over_what_a_restore_does() {
         let before = six_minutes_into_the_hold();
@@ -486,32 +496,21 @@ mod tests {
 
     #[test]
     fn a_hold_survives_a_restart() {
-        let before = six_minutes_into_the_hold();
-        let mut events = Vec::new();
-        let json = serde_json::to_string(&before.snapshot()).unwrap();
-
+        let json = serde_json::to_string(&six_minutes_into_the_hold().snapshot()).unwrap();
         let mut after = engine(HELD);
         let restored = after.restore(&serde_json::from_str(&json).unwrap());
         assert_eq!(restored.checks, 1);
-        for m in 6..=10 {
-            after.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
-        }
-        assert_eq!(events.len(), 1, "the 10-minute hold did not restart from zero");
-        assert_eq!((events[0].kind, events[0].since), (EventKind::Fired, 0));
+        the_hold_completes_from_minute_zero(&mut after);
     }
 
     #[test]
     fn a_reload_takes_the_state_over_from_the_old_engine() {
         let before = six_minutes_into_the_hold();
-        let mut events = Vec::new();
         let expected = serde_json::to_string(&before.snapshot_view()).unwrap();
         let mut after = engine(HELD);
         assert_eq!(after.take_over(before).checks, 1);
         assert_eq!(serde_json::to_string(&after.snapshot_view()).unwrap(), expected, "the same state, moved");
-        for m in 6..=10 {
-            after.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
-        }
-        assert_eq!((events.len(), events[0].since), (1, 0), "the hold went on where it was");
+        the_hold_completes_from_minute_zero(&mut after);
         let mut reloaded = engine(&HELD.replace("below = 5", "below = 4.5"));
         let taken = reloaded.take_over(after);
         assert_eq!((taken.checks, taken.discarded), (0, 1), "a changed rule starts fresh");
