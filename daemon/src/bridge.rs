@@ -47,7 +47,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         samples,
         spool: None,
         bus: None,
-        sensors: config.sensors.clone(),
+        sensors: crate::config::SensorIndex::new(config.sensors.clone()),
         clock: Clock::System,
         metrics,
     };

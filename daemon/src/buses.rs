@@ -8,7 +8,7 @@
 //! reading from a bus marks it up.
 
 use crate::alert::Alert;
-use crate::config::{SensorConfig, SensorIndex, SerialConfig};
+use crate::config::{SensorIndex, SerialConfig};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,9 +53,9 @@ impl BusHandle {
 impl Buses {
     /// Sensors polled or streamed on a serial port belong to that port's bus; every other
     /// sensor to the MQTT bus.
-    pub fn new(sensors: Arc<[SensorConfig]>, serial: &[SerialConfig]) -> Arc<Buses> {
+    pub fn new(sensors: SensorIndex, serial: &[SerialConfig]) -> Arc<Buses> {
         let mut names = vec!["mqtt".to_string()];
-        let mut bus_of: Vec<Option<u16>> = vec![None; sensors.len()];
+        let mut bus_of: Vec<Option<u16>> = vec![None; sensors.sensors().len()];
         for port in serial {
             let Ok(index) = u16::try_from(names.len()) else { break };
             names.push(format!("serial:{}", port.port.display()));
@@ -71,7 +71,7 @@ impl Buses {
             counts[usize::from(bus)] += 1;
         }
         let down_since = names.iter().map(|_| AtomicI64::new(0)).collect();
-        Arc::new(Buses { names, sensors: SensorIndex::new(sensors), bus_of, counts, down_since })
+        Arc::new(Buses { names, sensors, bus_of, counts, down_since })
     }
 
     /// The ids of the sensors on a bus, in inventory order.
@@ -137,7 +137,7 @@ pub async fn watch(buses: Arc<Buses>, after: Duration, alerts: mpsc::Sender<Aler
                 _ => None,
             };
             let Some((event, since)) = event else { continue };
-            let alert = bus_alert(name, &buses.sensors_on(bus), buses.sensors.sensors(), event, since, now);
+            let alert = bus_alert(name, &buses.sensors_on(bus), &buses.sensors, event, since, now);
             tracing::warn!(bus = %name, event, sensors = buses.counts[bus], "bus alarm");
             if alerts.send(alert).await.is_err() {
                 return;
@@ -147,8 +147,8 @@ pub async fn watch(buses: Arc<Buses>, after: Duration, alerts: mpsc::Sender<Aler
 }
 
 /// The device alarm for a bus: what is silent, since when, which sensors.
-fn bus_alert(bus: &str, on_bus: &[&str], sensors: &[SensorConfig], event: &str, since: i64, now: i64) -> Alert {
-    let first = sensors.iter().find(|s| on_bus.first() == Some(&s.id.as_str()));
+fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: &str, since: i64, now: i64) -> Alert {
+    let first = on_bus.first().and_then(|id| sensors.get(id));
     let site = first.map_or_else(|| "gridwatch".to_string(), |s| s.site.clone());
     let named: Vec<&str> = on_bus.iter().take(5).copied().collect();
     let more = if on_bus.len() > 5 { format!(" and {} more", on_bus.len() - 5) } else { String::new() };
@@ -178,7 +178,7 @@ fn bus_alert(bus: &str, on_bus: &[&str], sensors: &[SensorConfig], event: &str, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SerialDevice;
+    use crate::config::{SensorConfig, SerialDevice};
 
     fn sensor(id: &str) -> SensorConfig {
         SensorConfig::test_tilt(id, "north-lane")
@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn a_bus_down_explains_only_its_own_sensors() {
         let sensors: Arc<[SensorConfig]> = vec![sensor("house-01"), sensor("house-02"), sensor("canal-02")].into();
-        let buses = Buses::new(sensors, &[port(&[0, 1])]);
+        let buses = Buses::new(SensorIndex::new(sensors), &[port(&[0, 1])]);
         assert_eq!(buses.down_under("house-01"), None);
         buses.serial(0).down(1_000);
         assert_eq!(buses.down_under("house-02"), Some("serial:/dev/ttyUSB0"));
@@ -217,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn one_alarm_per_bus_after_the_grace_time_and_one_clear() {
         let sensors: Arc<[SensorConfig]> = vec![sensor("house-01"), sensor("house-02")].into();
-        let buses = Buses::new(sensors, &[port(&[0, 1])]);
+        let buses = Buses::new(SensorIndex::new(sensors), &[port(&[0, 1])]);
         let (tx, mut rx) = mpsc::channel(8);
         let clock = crate::clock::Clock::System;
         let stop = CancellationToken::new();

@@ -177,7 +177,10 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let SinkSet { queues: sink_queues, tasks: sink_tasks, .. } = sinks;
     let sink_count = sink_queues.len();
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
-    let buses = crate::buses::Buses::new(sensors.clone(), &config.serial);
+    // One index of the inventory by id, shared by the topic router, the serial outputs, the
+    // InfluxDB writer and the bus watcher.
+    let index = crate::config::SensorIndex::new(sensors.clone());
+    let buses = crate::buses::Buses::new(index.clone(), &config.serial);
     tokio::spawn(crate::buses::watch(buses.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
     let setup = DispatcherSetup {
         store: store.clone(),
@@ -207,7 +210,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let writer_stop = CancellationToken::new();
     let writer_task = match &config.influxdb {
         Some(influx) => {
-            let writer = TelemetryWriter::new(influx, sensors.clone(), store.clone(), metrics.clone())?;
+            let writer = TelemetryWriter::new(influx, index.clone(), store.clone(), metrics.clone())?;
             Some(tokio::spawn(writer.run(written, writer_stop.clone())))
         }
         None => None,
@@ -230,7 +233,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),
         spool: config.influxdb.is_some().then(|| spool_tx.clone()),
-        sensors: sensors.clone(),
+        sensors: index.clone(),
         clock,
         metrics: metrics.clone(),
         bus: None,
@@ -246,7 +249,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         .collect();
     let gpio_tasks = spawn_gpio(&config, &serial_outputs, metrics.clone(), &sensors, shutdown.clone())?;
     drop(serial_outputs);
-    let ingest = Ingest::new(&config, clock, metrics.clone());
+    let ingest = Ingest::new(&config, index, clock, metrics.clone());
     let stored = config.influxdb.is_some().then(|| sensors.clone());
     let acks = config.incident_acks.clone().map(|acks| (acks, store.clone()));
     let outputs = Outputs { samples: sample_tx, spool: spool_tx, stored, acks, bus: buses.mqtt() };

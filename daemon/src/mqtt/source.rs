@@ -14,7 +14,7 @@
 
 use crate::backoff::Backoff;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, SensorIndex};
 use crate::metrics::Metrics;
 use crate::mqtt::payload::{self, Rejection};
 use crate::mqtt::topics::TopicRouter;
@@ -39,8 +39,8 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(config: &Config, clock: Clock, metrics: Arc<Metrics>) -> Ingest {
-        Ingest { router: TopicRouter::new(config), max_payload_bytes: config.mqtt.max_payload_bytes, clock, metrics, last_seq: HashMap::new() }
+    pub fn new(config: &Config, sensors: SensorIndex, clock: Clock, metrics: Arc<Metrics>) -> Ingest {
+        Ingest { router: TopicRouter::new(config, sensors), max_payload_bytes: config.mqtt.max_payload_bytes, clock, metrics, last_seq: HashMap::new() }
     }
 
     /// Decodes one message; a rejection is already counted when this returns it.
@@ -254,12 +254,13 @@ mod tests {
     fn a_reading_without_its_own_time_is_marked_while_the_clock_is_unset() {
         let config = Config::parse("t.toml", "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n", std::path::Path::new(".")).unwrap();
         let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0 };
-        let mut ingest = Ingest::new(&config, booted_at_1970, Arc::new(Metrics::new()));
+        let sensors = SensorIndex::new(config.sensors.clone());
+        let mut ingest = Ingest::new(&config, sensors.clone(), booted_at_1970, Arc::new(Metrics::new()));
         let topic = "gridwatch/north-lane/house-07/telemetry";
         assert!(ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted, "stamped by an unset clock");
         let own_time = ingest.sample(topic, br#"{"x": 0.3, "ts": 1795392000000}"#).unwrap();
         assert!(!own_time.clock_untrusted, "the device's own time is kept");
-        let mut ingest = Ingest::new(&config, Clock::System, Arc::new(Metrics::new()));
+        let mut ingest = Ingest::new(&config, sensors, Clock::System, Arc::new(Metrics::new()));
         assert!(!ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted);
     }
 }

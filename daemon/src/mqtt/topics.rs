@@ -31,10 +31,10 @@ pub struct TopicRouter {
 }
 
 impl TopicRouter {
-    pub fn new(config: &Config) -> TopicRouter {
+    pub fn new(config: &Config, sensors: SensorIndex) -> TopicRouter {
         TopicRouter {
             maps: config.mqtt.topic_maps.clone(),
-            sensors: SensorIndex::new(config.sensors.clone()),
+            sensors,
             no_renames: BTreeMap::new(),
         }
     }
@@ -122,7 +122,7 @@ site = "east-canal"
             Path::new("."),
         )
         .unwrap();
-        TopicRouter::new(&config)
+        TopicRouter::new(&config, SensorIndex::new(config.sensors.clone()))
     }
 
     #[test]

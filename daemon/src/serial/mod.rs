@@ -27,8 +27,8 @@ pub struct SerialOutputs {
     pub samples: mpsc::Sender<Sample>,
     /// The spooler, when readings are stored here (not in `gridwatch bridge`).
     pub spool: Option<mpsc::Sender<Spooled>>,
-    /// The inventory (sensor ids by position).
-    pub sensors: Arc<[crate::config::SensorConfig]>,
+    /// The inventory (sensor ids by position, positions by id).
+    pub sensors: crate::config::SensorIndex,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
     /// This port's bus, reported up on each reading and down when the port fails (none in
@@ -55,7 +55,7 @@ impl SerialOutputs {
         }
         let clock_untrusted = !self.clock.trusted();
         let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields, clock_untrusted };
-        let id = self.sensors.get(sensor).map(|s| s.id.clone()).unwrap_or_default();
+        let id = self.sensors.sensors().get(sensor).map(|s| s.id.clone()).unwrap_or_default();
         let Some(spool) = &self.spool else { return self.samples.send(sample).await.is_ok() };
         if clock_untrusted {
             self.metrics.drop_telemetry("clock_not_set", 1);
@@ -127,7 +127,7 @@ mod tests {
         let (spool_tx, mut spool) = mpsc::channel(4);
         let metrics = Arc::new(Metrics::new());
         let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0 };
-        let outputs = SerialOutputs { samples: samples_tx, spool: Some(spool_tx), sensors: vec![crate::config::SensorConfig::test_tilt("house-07", "north-lane")].into(), clock: booted_at_1970, metrics: metrics.clone(), bus: None };
+        let outputs = SerialOutputs { samples: samples_tx, spool: Some(spool_tx), sensors: crate::config::SensorIndex::new(vec![crate::config::SensorConfig::test_tilt("house-07", "north-lane")].into()), clock: booted_at_1970, metrics: metrics.clone(), bus: None };
         assert!(outputs.emit(0, vec![("x".into(), 0.3)]).await);
         let judged = samples.try_recv().expect("the rules get it");
         assert!(judged.clock_untrusted);

@@ -37,7 +37,7 @@ pub(super) async fn run(config: &SerialConfig, mut port: SerialStream, outputs: 
                 let mut out = Vec::new();
                 for outcome in lines.push(&buffer[..read]) {
                     match outcome {
-                        Ok(sample) => match by_device.get(sample.device.as_str()).copied().or_else(|| outputs.sensors.iter().position(|s| s.id == sample.device)) {
+                        Ok(sample) => match by_device.get(sample.device.as_str()).copied().or_else(|| outputs.sensors.position(&sample.device)) {
                             Some(sensor) => {
                                 count(outputs, &label, 1, 0);
                                 out.push((sensor, sample.fields));

@@ -15,7 +15,7 @@
 //! 429/503 without it, timeouts, connection errors — keep, back off (0.5 s doubling to 30 s).
 
 use crate::backoff::Backoff;
-use crate::config::{InfluxConfig, SensorConfig, SensorIndex};
+use crate::config::{InfluxConfig, SensorIndex};
 use crate::metrics::Metrics;
 use crate::store::{SpooledPoint, Store};
 use anyhow::Context;
@@ -61,7 +61,7 @@ pub struct TelemetryWriter {
 }
 
 impl TelemetryWriter {
-    pub fn new(config: &InfluxConfig, sensors: Arc<[SensorConfig]>, store: Store, metrics: Arc<Metrics>) -> anyhow::Result<TelemetryWriter> {
+    pub fn new(config: &InfluxConfig, sensors: SensorIndex, store: Store, metrics: Arc<Metrics>) -> anyhow::Result<TelemetryWriter> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the InfluxDB client")?;
         // `http://host/influx` is a prefix, like `http://host/influx/`.
         let mut base = config.url.clone();
@@ -77,7 +77,7 @@ impl TelemetryWriter {
             batch_size: config.batch_size,
             flush_interval: config.flush_interval,
             drain_points_per_sec: config.drain_points_per_sec,
-            sensors: SensorIndex::new(sensors),
+            sensors,
             store,
             metrics,
         })
@@ -297,8 +297,8 @@ mod tests {
         (url, lines)
     }
 
-    fn sensor(id: &str) -> SensorConfig {
-        SensorConfig::test_tilt(id, "lane")
+    fn sensor(id: &str) -> crate::config::SensorConfig {
+        crate::config::SensorConfig::test_tilt(id, "lane")
     }
 
     async fn writer(url: &str, token: &str, store: Store, metrics: Arc<Metrics>) -> TelemetryWriter {
@@ -312,7 +312,7 @@ mod tests {
             spool_max_points: 1000,
             drain_points_per_sec: 1000,
         };
-        TelemetryWriter::new(&config, [sensor("house-01"), sensor("bad"), sensor("throttled"), sensor("busy")].into(), store, metrics).unwrap()
+        TelemetryWriter::new(&config, SensorIndex::new([sensor("house-01"), sensor("bad"), sensor("throttled"), sensor("busy")].into()), store, metrics).unwrap()
     }
 
     async fn spool(store: &Store, sensors: &[&str]) -> Vec<SpooledPoint> {
