@@ -404,7 +404,7 @@ fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
 
 pub(crate) fn initial_state(check: &Check) -> CheckState {
     match check {
-        Check::Ladder(levels) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::new(levels), last_value: LastValue::NONE },
+        Check::Ladder(_) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::default(), last_value: LastValue::NONE },
         Check::NoData { .. } => CheckState::NoData(SilenceState::default()),
         Check::FlatLine { .. } => CheckState::FlatLine { transform: TransformState::default(), flat: FlatState::default() },
     }

@@ -23,7 +23,7 @@ pub enum Step {
 /// states at all; they are allocated when a value first breaches a level and dropped when all
 /// are at rest again. Ten thousand sensors with a dozen ladders each are almost all at rest.
 /// Saved, `levels` is the list of level states as before (empty while at rest).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LadderState {
     #[serde(serialize_with = "save_levels", deserialize_with = "load_levels")]
     levels: Option<Box<Levels>>,
@@ -60,10 +60,6 @@ fn at_rest(state: &ThresholdState) -> bool {
 }
 
 impl LadderState {
-    pub fn new(_levels: &[Level]) -> LadderState {
-        LadderState { levels: None, open: None }
-    }
-
     /// Feeds one value of the rule's signal.
     pub fn observe(&mut self, levels: &[Level], value: f64, at: Millis) -> Option<Step> {
         if self.levels.is_none() && !levels.iter().any(|level| level.bound.breached(value)) {
@@ -155,7 +151,7 @@ mod tests {
 
     fn run(values: &[(Millis, f64)]) -> Vec<(Millis, Step)> {
         let levels = ladder();
-        let mut state = LadderState::new(&levels);
+        let mut state = LadderState::default();
         values.iter().filter_map(|&(at, v)| state.observe(&levels, v, at).map(|s| (at, s))).collect()
     }
 
@@ -182,7 +178,7 @@ mod tests {
     #[test]
     fn saved_levels_read_back_the_same_and_levels_at_rest_are_not_written() {
         let levels = ladder();
-        let mut state = LadderState::new(&levels);
+        let mut state = LadderState::default();
         assert_eq!(serde_json::to_string(&state).unwrap(), r#"{"levels":[],"open":null}"#);
         state.observe(&levels, 2.5, 0);
         let saved = serde_json::to_string(&state).unwrap();
@@ -197,7 +193,7 @@ mod tests {
     #[test]
     fn tick_completes_the_hold_of_a_silent_sensor() {
         let levels = ladder();
-        let mut state = LadderState::new(&levels);
+        let mut state = LadderState::default();
         assert_eq!(state.observe(&levels, 8.0, 0), None);
         assert_eq!(state.tick(&levels, MIN), Some(Step::Fired { severity: Severity::Danger, since: 0 }));
     }

@@ -138,22 +138,8 @@ fn window_seconds(window: Millis) -> i64 {
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StageState {
     /// Recent raw values for smoothing.
-    #[serde(serialize_with = "save_points", deserialize_with = "load_points")]
+    #[serde(serialize_with = "crate::window::save_optional", deserialize_with = "crate::window::load_optional")]
     smooth: Option<Box<VecDeque<Point>>>,
-}
-
-#[allow(clippy::box_collection)]
-fn save_points<S: serde::Serializer>(points: &Option<Box<VecDeque<Point>>>, serializer: S) -> Result<S::Ok, S::Error> {
-    match points {
-        Some(points) => crate::window::packed::serialize(points, serializer),
-        None => crate::window::packed::serialize(&VecDeque::new(), serializer),
-    }
-}
-
-#[allow(clippy::box_collection)]
-fn load_points<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<VecDeque<Point>>>, D::Error> {
-    let points = crate::window::packed::deserialize(deserializer)?;
-    Ok((!points.is_empty()).then(|| Box::new(points)))
 }
 
 /// Per-(rule, sensor) state of a signal's transform.

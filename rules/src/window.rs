@@ -81,6 +81,22 @@ pub(crate) fn load_boxed<'de, D: serde::Deserializer<'de>>(deserializer: D) -> R
     packed::deserialize(deserializer).map(Box::new)
 }
 
+/// Writes a window allocated only once used (`StageState::smooth`): `[]` while there is none.
+#[allow(clippy::box_collection)]
+pub(crate) fn save_optional<S: serde::Serializer>(points: &Option<Box<VecDeque<Point>>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match points {
+        Some(points) => packed::serialize(points, serializer),
+        None => packed::serialize(&VecDeque::new(), serializer),
+    }
+}
+
+/// Reads it back; an empty window is none.
+#[allow(clippy::box_collection)]
+pub(crate) fn load_optional<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<VecDeque<Point>>>, D::Error> {
+    let points = packed::deserialize(deserializer)?;
+    Ok((!points.is_empty()).then(|| Box::new(points)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
