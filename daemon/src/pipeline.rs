@@ -101,13 +101,15 @@ impl Pipeline {
         let now = self.clock.now();
         let keep_from = now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS;
         loop {
-            let rows = self.trend.take(now, TREND_ROWS_PER_WRITE);
-            if rows.is_empty() {
-                break;
+            let (rows, complete) = self.trend.take(now, TREND_ROWS_PER_WRITE);
+            if !rows.is_empty() {
+                if let Err(error) = self.store.add_trend(rows, keep_from).await {
+                    // The sensors not reached yet keep their hours for the next flush.
+                    tracing::warn!(error = %format!("{error:#}"), "hourly trend not saved; the incident pages' sparklines miss these readings");
+                    break;
+                }
             }
-            if let Err(error) = self.store.add_trend(rows, keep_from).await {
-                // The sensors not reached yet keep their hours for the next flush.
-                tracing::warn!(error = %format!("{error:#}"), "hourly trend not saved; the incident pages' sparklines miss these readings");
+            if complete {
                 break;
             }
         }

@@ -90,30 +90,31 @@ impl HourlyTrend {
     }
 
     /// About `max_rows` (whole sensors) of what was accumulated since the last flush, as rows to
-    /// merge into the store; the accumulators taken start again (same hours). A flush calls this
-    /// until it returns nothing, so the rows of ten thousand sensors are never all in memory at
-    /// once.
-    pub fn take(&mut self, now: Millis, max_rows: usize) -> Vec<TrendRow> {
+    /// merge into the store, and whether the flush is complete; the accumulators taken start
+    /// again (same hours). A flush calls this until it is complete, so the rows of ten thousand
+    /// sensors are never all in memory at once.
+    pub fn take(&mut self, now: Millis, max_rows: usize) -> (Vec<TrendRow>, bool) {
         self.last_flush = Some(now);
         let from_finished = self.finished.len().min(max_rows);
         let mut rows: Vec<TrendRow> = self.finished.drain(..from_finished).collect();
         while rows.len() < max_rows && self.cursor < self.sensors.len() {
             let index = self.cursor;
             let room = max_rows - rows.len();
-            let filled: Vec<&mut Accumulator> = self.sensors[index].iter_mut().filter(|acc| acc.count > 0).collect();
-            if filled.len() > room && !rows.is_empty() {
+            let filled = self.sensors[index].iter().filter(|acc| acc.count > 0).count();
+            if filled > room && !rows.is_empty() {
                 break;
             }
-            for acc in filled {
+            for acc in self.sensors[index].iter_mut().filter(|acc| acc.count > 0) {
                 rows.push(row(&self.inventory[index].id, &self.fields, acc));
                 *acc = Accumulator { sum: 0.0, min: f32::INFINITY, max: f32::NEG_INFINITY, count: 0, ..*acc };
             }
             self.cursor += 1;
         }
-        if self.cursor == self.sensors.len() {
+        let complete = self.cursor == self.sensors.len() && self.finished.is_empty();
+        if complete {
             self.cursor = 0;
         }
-        rows
+        (rows, complete)
     }
 }
 
@@ -166,14 +167,15 @@ mod tests {
         let t = 1_795_392_000_000; // on the hour
         trend.record(0, t, &[("x".into(), 1.0), ("y".into(), f64::NAN)]);
         trend.record(0, t + 60_000, &[("x".into(), 3.0)]);
-        let rows = trend.take(t + 120_000, 100);
+        let (rows, complete) = trend.take(t + 120_000, 100);
+        assert!(complete);
         assert_eq!(rows.len(), 1, "NaN is not a reading: {rows:?}");
         assert_eq!((rows[0].min, rows[0].max, rows[0].sum, rows[0].count), (1.0, 3.0, 4.0, 2));
-        assert!(trend.take(t + 180_000, 100).is_empty(), "taken once");
+        assert!(trend.take(t + 180_000, 100).0.is_empty(), "taken once");
         // The next hour: the hour being filled moves on.
         trend.record(0, t + 60_000, &[("x".into(), 5.0)]);
         trend.record(0, t + HOUR_MS, &[("x".into(), 7.0)]);
-        let rows = trend.take(t + HOUR_MS, 100);
+        let (rows, _) = trend.take(t + HOUR_MS, 100);
         assert_eq!(rows.iter().map(|r| (r.hour - t / HOUR_MS, r.sum)).collect::<Vec<_>>(), vec![(0, 5.0), (1, 7.0)], "the earlier hour's rest, then the new hour");
     }
 
@@ -186,15 +188,15 @@ mod tests {
         }
         let mut batches = Vec::new();
         loop {
-            let rows = trend.take(t, 3);
-            if rows.is_empty() {
+            let (rows, complete) = trend.take(t, 3);
+            batches.push(rows.iter().map(|r| format!("{}.{}", r.sensor, r.field)).collect::<Vec<_>>().join(" "));
+            if complete {
                 break;
             }
-            batches.push(rows.iter().map(|r| format!("{}.{}", r.sensor, r.field)).collect::<Vec<_>>().join(" "));
         }
         assert_eq!(batches, vec!["s0.x s0.y", "s1.x s1.y", "s2.x s2.y", "s3.x s3.y", "s4.x s4.y"], "never a sensor split over two batches");
         trend.record(2, t + 1, &[("x".into(), 4.0)]);
-        let rows = trend.take(t + 2, 3);
+        let (rows, _) = trend.take(t + 2, 3);
         assert_eq!(rows.iter().map(|r| (r.sensor.as_str(), r.sum)).collect::<Vec<_>>(), vec![("s2", 4.0)], "the next flush starts from the first sensor again");
     }
 
