@@ -273,17 +273,16 @@ struct CheckV2 {
 struct Restorer<'e> {
     engine: &'e mut Engine,
     index_of: std::collections::HashMap<String, usize>,
-    checks: Vec<u64>,
-    stages: Vec<u64>,
+    /// The engine's own rules, by index.
+    rules: Vec<RuleHeader>,
     restored: Restored,
 }
 
 impl<'e> Restorer<'e> {
     fn new(engine: &'e mut Engine) -> Restorer<'e> {
         let index_of = engine.sensors.iter().enumerate().map(|(i, s)| (s.id.to_string(), i)).collect();
-        let checks = engine.rules.iter().map(fingerprint).collect();
-        let stages = engine.rules.iter().map(stage_fingerprint).collect();
-        Restorer { engine, index_of, checks, stages, restored: Restored::default() }
+        let rules = headers(&engine.rules);
+        Restorer { engine, index_of, rules, restored: Restored::default() }
     }
 
     fn subject(&mut self, saved: Saved<'_>) {
@@ -291,7 +290,7 @@ impl<'e> Restorer<'e> {
             self.restored.discarded += saved.checks.len();
             return;
         };
-        let rules = &self.engine.rules;
+        let rules = &self.rules;
         let slot = &mut self.engine.slots[index];
         slot.last_at = saved.last_at;
         slot.calibrated = saved.calibrated;
@@ -303,12 +302,12 @@ impl<'e> Restorer<'e> {
         }
         let mut old_stages = saved.stages;
         for stage in slot.stages.iter_mut() {
-            if let Some(position) = old_stages.iter().position(|&(fingerprint, _)| fingerprint == self.stages[stage.rule()]) {
+            if let Some(position) = old_stages.iter().position(|&(fingerprint, _)| fingerprint == rules[stage.rule()].stage) {
                 stage.state = old_stages.swap_remove(position).1;
             }
         }
         for (rule, fingerprint, state) in saved.checks {
-            match slot.checks.iter_mut().find(|check| rules[check.rule()].id == rule && self.checks[check.rule()] == fingerprint) {
+            match slot.checks.iter_mut().find(|check| rules[check.rule()].id == rule && rules[check.rule()].fingerprint == fingerprint) {
                 Some(check) => {
                     check.state = state;
                     self.restored.checks += 1;
