@@ -1,5 +1,6 @@
 //! The telemetry writer: spool -> InfluxDB 2 (`/api/v2/write`; points are encoded as line
-//! protocol by the `influxdb2` crate, the request is ours so the answer's headers can be read),
+//! protocol by InfluxData's `influxdb-line-protocol` builder, sent with our own HTTP client so
+//! the answer's headers can be read),
 //! in batches of up to `batch_size`, at most `drain_points_per_sec` while catching up so a long
 //! backlog does not starve the box.
 //!
@@ -19,7 +20,7 @@ use crate::config::{InfluxConfig, SensorIndex};
 use crate::metrics::Metrics;
 use crate::store::{SpooledPoint, Store};
 use anyhow::Context;
-use influxdb2::models::{DataPoint, WriteDataPoint};
+use influxdb_line_protocol::LineProtocolBuilder;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -179,14 +180,9 @@ impl TelemetryWriter {
     async fn write(&self, points: &[SpooledPoint]) -> Outcome {
         let mut body = Vec::with_capacity(points.len() * 96);
         for point in points {
-            match self.point(point) {
-                Ok(p) => {
-                    if let Err(error) = p.write_data_point_to(&mut body) {
-                        return Outcome::Refused(format!("encoding line protocol: {error}"));
-                    }
-                }
-                // A point we cannot even build is refused by us, not by InfluxDB.
-                Err(reason) => return Outcome::Refused(reason),
+            // A point we cannot even encode is refused by us, not by InfluxDB.
+            if let Err(reason) = self.encode(point, &mut body) {
+                return Outcome::Refused(reason);
             }
         }
         let mut request = self.http.post(self.write_url.clone()).header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8").body(body);
@@ -212,19 +208,31 @@ impl TelemetryWriter {
         }
     }
 
-    fn point(&self, point: &SpooledPoint) -> Result<DataPoint, String> {
+    /// Appends `point` to `body` as one line of line protocol.
+    fn encode(&self, point: &SpooledPoint, body: &mut Vec<u8>) -> Result<(), String> {
         let sensor = self.sensors.get(&point.sensor).ok_or_else(|| format!("sensor `{}` is no longer in the inventory", point.sensor))?;
-        let mut builder = DataPoint::builder(sensor.kind.as_str()).tag("sensor", &sensor.id).tag("site", &sensor.site);
-        if let Some(building) = &sensor.building {
-            builder = builder.tag("building", building);
+        let tags = [("sensor", Some(&sensor.id)), ("site", Some(&sensor.site)), ("building", sensor.building.as_ref()), ("grid", sensor.grid.as_ref())];
+        let mut fields = point.fields.iter().filter(|(_, value)| value.is_finite());
+        // Line protocol has no escape for a line break: such a name would split the line.
+        let texts = tags.iter().filter_map(|(_, value)| value.map(String::as_str)).chain(fields.clone().map(|(name, _)| name.as_str()));
+        if let Some(text) = texts.into_iter().find(|text| text.contains(['\n', '\r'])) {
+            return Err(format!("`{}` contains a line break", text.escape_debug()));
         }
-        if let Some(grid) = &sensor.grid {
-            builder = builder.tag("grid", grid);
+        let Some((first_name, first_value)) = fields.next() else {
+            return Err(format!("reading of `{}` at {} has no finite field", point.sensor, point.ts));
+        };
+        let mut line = LineProtocolBuilder::new_with(body).measurement(sensor.kind.as_str()).tag("sensor", &sensor.id).tag("site", &sensor.site);
+        for (key, value) in &tags[2..] {
+            if let Some(value) = value {
+                line = line.tag(key, value);
+            }
         }
-        for (name, value) in point.fields.iter().filter(|(_, v)| v.is_finite()) {
-            builder = builder.field(name.as_str(), *value);
+        let mut line = line.field(first_name, *first_value);
+        for (name, value) in fields {
+            line = line.field(name, *value);
         }
-        builder.timestamp(point.ts.saturating_mul(1_000_000)).build().map_err(|e| e.to_string())
+        line.timestamp(point.ts.saturating_mul(1_000_000)).close_line();
+        Ok(())
     }
 
     fn update_gauges(&self) {
@@ -395,5 +403,32 @@ mod tests {
         assert_eq!(retry_after("86400", now), Some(RETRY_AFTER_CAP));
         assert_eq!(retry_after("soon", now), None);
         assert_eq!(retry_after("-5", now), None);
+    }
+
+    #[tokio::test]
+    async fn points_are_escaped_and_skip_values_that_are_not_finite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut house = crate::config::SensorConfig::test_tilt("house 01", "north lane,east");
+        house.building = Some("B7".into());
+        let config = InfluxConfig {
+            url: "http://127.0.0.1:9".parse().unwrap(),
+            org: "o".into(),
+            bucket: "b".into(),
+            token: String::new(),
+            batch_size: 100,
+            flush_interval: Duration::from_millis(100),
+            spool_max_points: 1000,
+            drain_points_per_sec: 1000,
+        };
+        let w = TelemetryWriter::new(&config, SensorIndex::new([house].into()), store, Arc::new(Metrics::new())).unwrap();
+        let point = |fields: Vec<(&str, f64)>| SpooledPoint { id: 1, sensor: "house 01".into(), ts: 1_795_392_000_000, fields: fields.into_iter().map(|(n, v)| (n.to_string(), v)).collect() };
+        let mut body = Vec::new();
+        w.encode(&point(vec![("x=deg", 0.25), ("y", f64::NAN), ("t", -3.0)]), &mut body).unwrap();
+        assert_eq!(String::from_utf8(body).unwrap(), "tilt,sensor=house\\ 01,site=north\\ lane\\,east,building=B7 x\\=deg=0.25,t=-3 1795392000000000000\n");
+        let mut body = Vec::new();
+        assert!(w.encode(&point(vec![("y", f64::INFINITY)]), &mut body).unwrap_err().contains("no finite field"));
+        assert!(w.encode(&point(vec![("x\ny", 1.0)]), &mut body).unwrap_err().contains("line break"));
+        assert!(body.is_empty(), "a refused point writes nothing");
     }
 }
