@@ -18,6 +18,7 @@ use crate::scope::Subject;
 use crate::severity::Severity;
 use crate::signal::{BaselineSpec, Learner, Relative, StageState, TransformState};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Index of a sensor in the list given to [`Engine::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,7 +163,8 @@ impl Stage {
 /// A baseline learned from the first readings of one field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LearnedBaseline {
-    pub field: String,
+    /// Shared by every sensor learning this field (one allocation, not one per sensor).
+    pub field: Arc<str>,
     pub window_ms: Millis,
     pub learner: Option<Box<Learner>>,
     pub value: Option<f64>,
@@ -204,7 +206,8 @@ pub struct Engine {
 impl Engine {
     pub fn new(rules: RuleSet, subjects: &[Subject]) -> Engine {
         let rules = rules.rules;
-        let mut slots: Vec<SubjectSlot> = subjects.iter().map(|subject| new_slot(&rules, subject)).collect();
+        let mut names = Vec::new();
+        let mut slots: Vec<SubjectSlot> = subjects.iter().map(|subject| new_slot(&rules, subject, &mut names)).collect();
         let agreements = group_buildings(&rules, subjects, &mut slots);
         let sensors = subjects.iter().map(|s| SensorRef { id: s.id.as_str().into(), interval_ms: s.interval_ms }).collect();
         Engine { rules, sensors, slots, agreements, touched: Vec::new(), staged: Vec::new() }
@@ -338,7 +341,7 @@ impl Engine {
             .members
             .iter()
             .map(|&(slot, check)| match &self.slots[slot].checks[check].state {
-                CheckState::Ladder { ladder, last_value, .. } => Vote { open: ladder.open, value: last_value.get() },
+                CheckState::Ladder { ladder, last_value, .. } => Vote { open: ladder.open(), value: last_value.get() },
                 _ => Vote { open: None, value: None },
             })
             .collect()
@@ -376,14 +379,22 @@ fn group_buildings(rules: &[Rule], subjects: &[Subject], slots: &mut [SubjectSlo
     agreements
 }
 
-fn new_slot(rules: &[Rule], subject: &Subject) -> SubjectSlot {
+/// `names`: the learned fields' names so far, shared between slots.
+fn new_slot(rules: &[Rule], subject: &Subject, names: &mut Vec<Arc<str>>) -> SubjectSlot {
     let (mut learned, mut stages, mut checks) = (Vec::<LearnedBaseline>::new(), Vec::<Stage>::new(), Vec::new());
     for (index, rule) in rules.iter().enumerate().filter(|(_, rule)| rule.scope.matches(subject)) {
         if let Some(signal) = &rule.signal {
             if let Some(BaselineSpec::Learn { window_ms }) = signal.baseline {
                 for field in signal.expr.fields() {
-                    if !learned.iter().any(|l| l.field == field && l.window_ms == window_ms) {
-                        learned.push(LearnedBaseline { field: field.to_string(), window_ms, learner: None, value: None });
+                    if !learned.iter().any(|l| &*l.field == field && l.window_ms == window_ms) {
+                        let field = match names.iter().find(|name| &***name == field) {
+                            Some(name) => name.clone(),
+                            None => {
+                                names.push(field.into());
+                                names[names.len() - 1].clone()
+                            }
+                        };
+                        learned.push(LearnedBaseline { field, window_ms, learner: None, value: None });
                     }
                 }
             }
@@ -415,7 +426,7 @@ fn baseline_of(calibrated: &[(String, f64)], learned: &[LearnedBaseline], field:
     match spec {
         BaselineSpec::Calibrated => fixed,
         BaselineSpec::Learn { window_ms } => {
-            fixed.or_else(|| learned.iter().find(|l| l.field == field && l.window_ms == window_ms).and_then(|l| l.value))
+            fixed.or_else(|| learned.iter().find(|l| &*l.field == field && l.window_ms == window_ms).and_then(|l| l.value))
         }
     }
 }

@@ -19,40 +19,55 @@ pub enum Step {
 
 /// Where one ladder rule stands for one sensor.
 ///
-/// Memory: a ladder whose levels are all at rest (normal, no recent breaches) keeps no level
-/// states at all; they are allocated when a value first breaches a level and dropped when all
-/// are at rest again. Ten thousand sensors with a dozen ladders each are almost all at rest.
-/// Saved, `levels` is the list of level states as before (empty while at rest).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LadderState {
-    #[serde(serialize_with = "save_levels", deserialize_with = "load_levels")]
-    levels: Option<Box<Levels>>,
+/// Memory: a ladder whose levels are all at rest (normal, no recent breaches) keeps nothing
+/// but a null pointer; the level states and the open incident are allocated when a value first
+/// breaches a level and dropped when all levels are at rest again (an open incident always has
+/// an active level). Ten thousand sensors with a dozen ladders each are almost all at rest.
+/// Saved, it is `{"levels": [level states…], "open": [severity, since] | null}` as before, the
+/// levels at rest at the top left out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LadderState(Option<Box<Breached>>);
+
+/// A ladder away from rest: every level's state, and the incident if one is open.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Breached {
+    levels: Levels,
     /// Severity of the open incident and when it began.
-    pub open: Option<(Severity, Millis)>,
+    open: Option<(Severity, Millis)>,
 }
 
-/// A ladder has at most one level per severity (the loader requires them to climb); a fixed
-/// array keeps the pointer to it thin.
+/// A ladder has at most one level per severity (the loader requires them to climb).
 type Levels = [ThresholdState; Severity::ALL.len()];
 
-/// Saved without the levels at rest at the top (they read back as at rest).
-fn save_levels<S: serde::Serializer>(levels: &Option<Box<Levels>>, serializer: S) -> Result<S::Ok, S::Error> {
-    let levels = levels.as_deref().map_or(&[][..], |levels| &levels[..]);
-    let kept = levels.iter().rposition(|state| !at_rest(state)).map_or(0, |last| last + 1);
-    serializer.collect_seq(&levels[..kept])
+/// The saved form (state formats 2 and 3).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename = "LadderState")]
+struct Saved<L> {
+    levels: L,
+    open: Option<(Severity, Millis)>,
 }
 
-fn load_levels<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<Levels>>, D::Error> {
-    let saved: Vec<ThresholdState> = serde::Deserialize::deserialize(deserializer)?;
-    if saved.len() > Severity::ALL.len() {
-        return Err(serde::de::Error::invalid_length(saved.len(), &"at most one level per severity"));
+impl serde::Serialize for LadderState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let levels = self.levels();
+        let kept = levels.iter().rposition(|state| !at_rest(state)).map_or(0, |last| last + 1);
+        Saved { levels: &levels[..kept], open: self.open() }.serialize(serializer)
     }
-    if saved.iter().all(at_rest) {
-        return Ok(None);
+}
+
+impl<'de> serde::Deserialize<'de> for LadderState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<LadderState, D::Error> {
+        let saved = Saved::<Vec<ThresholdState>>::deserialize(deserializer)?;
+        if saved.levels.len() > Severity::ALL.len() {
+            return Err(serde::de::Error::invalid_length(saved.levels.len(), &"at most one level per severity"));
+        }
+        if saved.open.is_none() && saved.levels.iter().all(at_rest) {
+            return Ok(LadderState(None));
+        }
+        let mut breached = Box::new(Breached { levels: Levels::default(), open: saved.open });
+        breached.levels[..saved.levels.len()].copy_from_slice(&saved.levels);
+        Ok(LadderState(Some(breached)))
     }
-    let mut levels: Box<Levels> = Box::default();
-    levels[..saved.len()].copy_from_slice(&saved);
-    Ok(Some(levels))
 }
 
 fn at_rest(state: &ThresholdState) -> bool {
@@ -62,44 +77,51 @@ fn at_rest(state: &ThresholdState) -> bool {
 impl LadderState {
     /// Feeds one value of the rule's signal.
     pub fn observe(&mut self, levels: &[Level], value: f64, at: Millis) -> Option<Step> {
-        if self.levels.is_none() && !levels.iter().any(|level| level.bound.breached(value)) {
+        if self.0.is_none() && !levels.iter().any(|level| level.bound.breached(value)) {
             // At rest and not breached: every level would stay at rest.
             return None;
         }
-        let states = self.levels.get_or_insert_with(Box::default);
-        for (state, level) in states.iter_mut().zip(levels) {
+        let breached = self.0.get_or_insert_with(Box::default);
+        for (state, level) in breached.levels.iter_mut().zip(levels) {
             state.observe(level, value, at);
         }
-        let step = self.settle(levels, at);
+        let step = breached.settle(levels, at);
         self.rest_if_idle();
         step
     }
 
     /// Lets time pass: completes raise holds.
     pub fn tick(&mut self, levels: &[Level], now: Millis) -> Option<Step> {
-        let states = self.levels.as_mut()?;
-        for (state, level) in states.iter_mut().zip(levels) {
+        let breached = self.0.as_mut()?;
+        for (state, level) in breached.levels.iter_mut().zip(levels) {
             state.tick(level, now);
         }
-        let step = self.settle(levels, now);
+        let step = breached.settle(levels, now);
         self.rest_if_idle();
         step
     }
 
-    /// Drops the level states once all of them are at rest again.
+    /// Drops the level states once all of them are at rest and no incident is open.
     fn rest_if_idle(&mut self) {
-        if self.levels.as_deref().is_some_and(|states| states.iter().all(at_rest)) {
-            self.levels = None;
+        if self.0.as_deref().is_some_and(|breached| breached.open.is_none() && breached.levels.iter().all(at_rest)) {
+            self.0 = None;
         }
     }
 
     /// The level states, one per severity (none while at rest).
     pub fn levels(&self) -> &[ThresholdState] {
-        self.levels.as_deref().map_or(&[], |levels| &levels[..])
+        self.0.as_deref().map_or(&[], |breached| &breached.levels[..])
     }
 
+    /// Severity of the open incident and when it began.
+    pub fn open(&self) -> Option<(Severity, Millis)> {
+        self.0.as_deref().and_then(|breached| breached.open)
+    }
+}
+
+impl Breached {
     fn settle(&mut self, levels: &[Level], at: Millis) -> Option<Step> {
-        let highest = self.levels().iter().zip(levels).rev().find(|(state, _)| state.is_active()).map(|(_, level)| level.severity);
+        let highest = self.levels.iter().zip(levels).rev().find(|(state, _)| state.is_active()).map(|(_, level)| level.severity);
         match (self.open, highest) {
             (None, Some(severity)) => {
                 let since = self.breach_start().unwrap_or(at);
@@ -120,7 +142,7 @@ impl LadderState {
 
     /// When the earliest active level's breach began.
     fn breach_start(&self) -> Option<Millis> {
-        self.levels()
+        self.levels
             .iter()
             .filter_map(|state| match state.phase {
                 crate::threshold::Phase::Active { since } | crate::threshold::Phase::Clearing { since, .. } => Some(since),

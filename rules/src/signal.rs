@@ -142,17 +142,37 @@ pub struct StageState {
     smooth: Option<Box<VecDeque<Point>>>,
 }
 
-/// Per-(rule, sensor) state of a signal's transform.
-#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum TransformState {
-    /// No transform, or nothing seen yet.
-    #[default]
+/// Per-(rule, sensor) state of a signal's transform: a null pointer until the transform first
+/// runs, so the many checks without one stay small. Saved as before: `"Empty"`,
+/// `{"History": window}` or `{"Extremes": {…}}`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TransformState(Option<Box<Transformed>>);
+
+/// What a transform keeps, saved under the name of the enum it used to be.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename = "TransformState")]
+enum Transformed {
+    /// Only in saved files: the state of a transform that has seen nothing.
     Empty,
-    /// `change_over`: smoothed values thinned to a few points per window, oldest first (boxed,
-    /// like the extremes: most (rule, sensor) states have no transform, and stay 16 bytes).
-    History(#[serde(serialize_with = "crate::window::packed::serialize", deserialize_with = "crate::window::load_boxed")] Box<VecDeque<Point>>),
+    /// `change_over`: smoothed values thinned to a few points per window, oldest first.
+    History(#[serde(with = "crate::window::packed")] VecDeque<Point>),
     /// `swing_within`: the candidates for the window's lowest and highest values.
-    Extremes(Box<Extremes>),
+    Extremes(Extremes),
+}
+
+impl serde::Serialize for TransformState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.as_deref().unwrap_or(&Transformed::Empty).serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TransformState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<TransformState, D::Error> {
+        Ok(TransformState(match Transformed::deserialize(deserializer)? {
+            Transformed::Empty => None,
+            kept => Some(Box::new(kept)),
+        }))
+    }
 }
 
 /// Monotonic queues over a time window: `lows` holds values that are lower than every newer one
@@ -189,18 +209,20 @@ impl Signal {
         match self.transform {
             None => Some(staged),
             Some(Transform::ChangeOver { window, windows }) => {
-                if !matches!(state, TransformState::History(_)) {
+                let kept = state.0.get_or_insert_with(|| Box::new(Transformed::Empty));
+                if !matches!(**kept, Transformed::History(_)) {
                     // The history never holds more than this; do not let the deque double past it.
-                    *state = TransformState::History(Box::new(VecDeque::with_capacity(HISTORY_POINTS as usize * windows as usize + 2)));
+                    **kept = Transformed::History(VecDeque::with_capacity(HISTORY_POINTS as usize * windows as usize + 2));
                 }
-                let TransformState::History(history) = state else { return None };
+                let Transformed::History(history) = &mut **kept else { return None };
                 change_over(history, window, windows, at, staged)
             }
             Some(Transform::SwingWithin(window)) => {
-                if !matches!(state, TransformState::Extremes(_)) {
-                    *state = TransformState::Extremes(Box::default());
+                let kept = state.0.get_or_insert_with(|| Box::new(Transformed::Empty));
+                if !matches!(**kept, Transformed::Extremes(_)) {
+                    **kept = Transformed::Extremes(Extremes::default());
                 }
-                let TransformState::Extremes(extremes) = state else { return None };
+                let Transformed::Extremes(extremes) = &mut **kept else { return None };
                 Some(swing_within(extremes, window, at, staged))
             }
         }
@@ -432,7 +454,7 @@ mod tests {
         for second in 0..(3 * 24 * 3600) {
             s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(1.0));
         }
-        let TransformState::History(history) = transform else { panic!("a change_over keeps a history") };
+        let Some(Transformed::History(history)) = transform.0.as_deref() else { panic!("a change_over keeps a history") };
         assert!(history.len() <= HISTORY_POINTS as usize + 2, "{}", history.len());
     }
 
@@ -455,7 +477,7 @@ mod tests {
         for second in 0..(6 * 3600) {
             s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(1.0));
         }
-        let TransformState::History(history) = transform else { panic!("a change_over keeps a history") };
+        let Some(Transformed::History(history)) = transform.0.as_deref() else { panic!("a change_over keeps a history") };
         assert!(history.len() <= 2 * HISTORY_POINTS as usize + 2, "{}", history.len());
     }
 
@@ -487,7 +509,7 @@ mod tests {
             assert!((swing - expected).abs() < 1e-9, "step {step}: {swing} vs {expected}");
             kept.push((at, value));
         }
-        let TransformState::Extremes(extremes) = transform else { panic!("a swing keeps extremes") };
+        let Some(Transformed::Extremes(extremes)) = transform.0.as_deref() else { panic!("a swing keeps extremes") };
         assert!(extremes.lows.len() + extremes.highs.len() < 40, "{} + {}", extremes.lows.len(), extremes.highs.len());
     }
 

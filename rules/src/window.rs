@@ -75,12 +75,6 @@ pub(crate) mod packed {
     }
 }
 
-/// Reads a boxed window (`TransformState::History`; it is written with [`packed::serialize`]).
-#[allow(clippy::box_collection)]
-pub(crate) fn load_boxed<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Box<VecDeque<Point>>, D::Error> {
-    packed::deserialize(deserializer).map(Box::new)
-}
-
 /// Writes a window allocated only once used (`StageState::smooth`): `[]` while there is none.
 #[allow(clippy::box_collection)]
 pub(crate) fn save_optional<S: serde::Serializer>(points: &Option<Box<VecDeque<Point>>>, serializer: S) -> Result<S::Ok, S::Error> {
