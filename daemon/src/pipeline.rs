@@ -148,7 +148,7 @@ impl Pipeline {
                 for (field, value) in baseline {
                     let previous = self.engine.baseline(SubjectId(sensor), &field, gridwatch_rules::signal::BaselineSpec::Calibrated);
                     self.engine.set_baseline(SubjectId(sensor), &field, value);
-                    let calibration = Calibration { sensor: config.id.clone(), field, value, previous, readings, author: author.clone(), at_ms };
+                    let calibration = Calibration { sensor: config.id.to_string(), field, value, previous, readings, author: author.clone(), at_ms };
                     self.calibrations.retain(|c| !(c.sensor == calibration.sensor && c.field == calibration.field));
                     self.calibrations.push(calibration.clone());
                     done.push(calibration);

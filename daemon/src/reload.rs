@@ -31,7 +31,7 @@ pub fn build_engine(rules: RuleSet, sensors: &[SensorConfig], restore: impl FnOn
     }
     // `gridwatch calibrate` is newer than the inventory's baseline.
     for calibration in calibrations {
-        if let Some(index) = sensors.iter().position(|s| s.id == calibration.sensor) {
+        if let Some(index) = sensors.iter().position(|s| *s.id == *calibration.sensor) {
             engine.set_baseline(SubjectId(index), &calibration.field, calibration.value);
         }
     }

@@ -128,7 +128,7 @@ pub fn inventory_from(records: &[Record]) -> anyhow::Result<Vec<SensorConfig>> {
         .map(|(id, kind)| {
             let Some(kind) = kind else { bail!("sensor `{id}` has no kind: add a `kind` column/key, or give --config with the inventory") };
             Ok(SensorConfig {
-                id: id.to_string(),
+                id: id.into(),
                 kind,
                 site: "replay".into(),
                 building: None,
@@ -179,7 +179,7 @@ pub struct Replay {
 /// Replays `records` (sorted here by time) between `from` and `to`.
 pub fn replay(rules: RuleSet, sensors: &[SensorConfig], mut records: Vec<Record>, from: Option<Millis>, to: Option<Millis>) -> Replay {
     let (mut engine, _) = crate::reload::build_engine(rules, sensors, |_| Default::default(), &[]);
-    let index: HashMap<&str, usize> = sensors.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = sensors.iter().enumerate().map(|(i, s)| (&*s.id, i)).collect();
     records.retain(|r| from.is_none_or(|f| r.ts >= f) && to.is_none_or(|t| r.ts <= t));
     records.sort_by_key(|r| r.ts);
     let mut result = Replay::default();
@@ -207,7 +207,7 @@ pub fn replay(rules: RuleSet, sensors: &[SensorConfig], mut records: Vec<Record>
             // A building's event (`agree`) is tallied for the building, not its first box.
             let subject = match (event.agreement, &sensor.building) {
                 (Some(_), Some(building)) => format!("building:{building}"),
-                _ => sensor.id.clone(),
+                _ => sensor.id.to_string(),
             };
             let tally = result.tallies.entry((rule.id.clone(), subject.clone())).or_default();
             match event.kind {

@@ -25,11 +25,11 @@ fn subjects() -> Vec<Subject> {
                 tags.insert("water_class".to_string(), "III".to_string());
             }
             Subject {
-                id: format!("s{i}"),
+                id: format!("s{i}").into(),
                 kind: if tilt { SensorKind::Tilt } else { SensorKind::Water },
-                site: format!("site{}", i / 100),
-                building: tilt.then(|| format!("b{}", i / 4)),
-                grid: Some(format!("g{}", i / 500)),
+                site: format!("site{}", i / 100).into(),
+                building: tilt.then(|| format!("b{}", i / 4).into()),
+                grid: Some(format!("g{}", i / 500).into()),
                 tags: tags.into(),
                 interval_ms: MINUTE,
             }

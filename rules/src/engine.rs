@@ -173,7 +173,7 @@ pub struct LearnedBaseline {
 /// A sensor's id (for snapshots) and report interval (for no-data checks).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SensorRef {
-    pub id: Box<str>,
+    pub id: Arc<str>,
     pub interval_ms: Millis,
 }
 
@@ -209,7 +209,7 @@ impl Engine {
         let mut names = Vec::new();
         let mut slots: Vec<SubjectSlot> = subjects.iter().map(|subject| new_slot(&rules, subject, &mut names)).collect();
         let agreements = group_buildings(&rules, subjects, &mut slots);
-        let sensors = subjects.iter().map(|s| SensorRef { id: s.id.as_str().into(), interval_ms: s.interval_ms }).collect();
+        let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms }).collect();
         Engine { rules, sensors, slots, agreements, touched: Vec::new(), staged: Vec::new() }
     }
 
@@ -365,7 +365,7 @@ fn group_buildings(rules: &[Rule], subjects: &[Subject], slots: &mut [SubjectSlo
         let Some(building) = subject.building.as_deref() else { continue };
         for (position, check) in slots[index].checks.iter_mut().enumerate() {
             let Some(agree) = rules[check.rule()].agree else { continue };
-            let group = *by_building.entry((check.rule(), subject.site.as_str(), building)).or_insert_with(|| {
+            let group = *by_building.entry((check.rule(), &*subject.site, building)).or_insert_with(|| {
                 agreements.push(Agreement { rule: check.rule(), members: Vec::new(), needed: usize::from(agree), open: None });
                 agreements.len() - 1
             });

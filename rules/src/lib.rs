@@ -15,6 +15,7 @@
 //! - [`last_value`]: the latest judged value of a check, kept in 8 bytes.
 //! - [`window`]: the readings a window keeps, and how windows are saved.
 //! - [`snapshot`]: the engine's state as data, to survive restarts and reloads.
+//! - [`shared_text`]: one copy of the texts many sensors share (site, grid, tags).
 //! - [`scope`], [`severity`], [`message`], [`rule`]: the parts a compiled rule is made of.
 //!
 //! No IO, no tokio, no clock: time is always an argument ([`Millis`]).
@@ -32,6 +33,7 @@ pub mod packs;
 pub mod rule;
 pub mod scope;
 pub mod severity;
+pub mod shared_text;
 pub mod signal;
 pub mod snapshot;
 pub mod threshold;
@@ -44,3 +46,4 @@ pub use packs::builtin_packs;
 pub use rule::{Millis, Rule};
 pub use scope::{SensorKind, Subject, Tags};
 pub use severity::Severity;
+pub use shared_text::TextPool;

@@ -5,6 +5,7 @@ use crate::rule::Millis;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// What a sensor measures; decides which default rules apply to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -43,14 +44,15 @@ impl fmt::Display for SensorKind {
     }
 }
 
-/// The engine's view of one sensor: what rules are scoped by.
+/// The engine's view of one sensor: what rules are scoped by. The texts are shared with the
+/// inventory (see [`crate::TextPool`]), so a list of subjects costs little beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
-    pub id: String,
+    pub id: Arc<str>,
     pub kind: SensorKind,
-    pub site: String,
-    pub building: Option<String>,
-    pub grid: Option<String>,
+    pub site: Arc<str>,
+    pub building: Option<Arc<str>>,
+    pub grid: Option<Arc<str>>,
     /// Free-form facts (`water_class = "II"`, `structure = "brick-wood"`) rules can be scoped by.
     pub tags: Tags,
     /// How often the sensor is expected to report (no-data rules count in these).
@@ -58,34 +60,43 @@ pub struct Subject {
 }
 
 /// A sensor's free-form facts, sorted by name. A sensor has a handful, so they are a sorted
-/// vector: a B-tree's first node alone is 544 bytes, megabytes at 10,000 sensors.
+/// vector: a B-tree's first node alone is 544 bytes, megabytes at 10,000 sensors. Names and
+/// values are shared texts ([`Tags::share_in`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(from = "BTreeMap<String, String>")]
-pub struct Tags(Vec<(String, String)>);
+pub struct Tags(Vec<(Arc<str>, Arc<str>)>);
 
 impl Tags {
-    pub fn get(&self, name: &str) -> Option<&String> {
-        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| &self.0[i].1)
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.binary_search_by(|(n, _)| (**n).cmp(name)).ok().map(|i| &*self.0[i].1)
     }
 
     /// Sets `name` unless it is set already; returns its value either way.
-    pub fn or_insert_with(&mut self, name: &str, value: impl FnOnce() -> String) -> &String {
-        let index = match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+    pub fn or_insert_with(&mut self, name: &str, value: impl FnOnce() -> Arc<str>) -> &str {
+        let index = match self.0.binary_search_by(|(n, _)| (**n).cmp(name)) {
             Ok(index) => index,
             Err(index) => {
-                self.0.insert(index, (name.to_string(), value()));
+                self.0.insert(index, (name.into(), value()));
                 index
             }
         };
         &self.0[index].1
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.0.iter().map(|(n, v)| (n, v))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (&**n, &**v))
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Swaps every name and value for the pool's copy.
+    pub fn share_in(&mut self, pool: &mut crate::TextPool) {
+        for (name, value) in &mut self.0 {
+            *name = pool.share(name);
+            *value = pool.share(value);
+        }
     }
 }
 
@@ -99,9 +110,7 @@ impl FromIterator<(String, String)> for Tags {
 
 impl From<BTreeMap<String, String>> for Tags {
     fn from(map: BTreeMap<String, String>) -> Tags {
-        let mut pairs: Vec<(String, String)> = map.into_iter().collect();
-        pairs.shrink_to_fit();
-        Tags(pairs)
+        Tags(map.into_iter().map(|(name, value)| (name.into(), value.into())).collect())
     }
 }
 
@@ -127,7 +136,7 @@ impl Scope {
             && any_or(&self.sites, Some(&subject.site))
             && any_or(&self.buildings, subject.building.as_deref())
             && any_or(&self.grids, subject.grid.as_deref())
-            && self.tags.iter().all(|(key, value)| subject.tags.get(key) == Some(value))
+            && self.tags.iter().all(|(key, value)| subject.tags.get(key) == Some(value.as_str()))
     }
 }
 
@@ -182,11 +191,17 @@ mod tests {
     #[test]
     fn tags_stay_sorted_keep_the_first_value_set_and_the_last_value_given() {
         let mut tags: Tags = [("use".to_string(), "surface".to_string()), ("owner".to_string(), "li".to_string()), ("use".to_string(), "drinking".to_string())].into_iter().collect();
-        assert_eq!(tags.get("use").map(String::as_str), Some("drinking"), "the last value given wins");
+        assert_eq!(tags.get("use"), Some("drinking"), "the last value given wins");
         assert_eq!(tags.or_insert_with("use", || "surface".into()), "drinking", "a value set is kept");
         assert_eq!(tags.or_insert_with("class", || "III".into()), "III");
-        let names: Vec<&str> = tags.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = tags.iter().map(|(n, _)| n).collect();
         assert_eq!(names, vec!["class", "owner", "use"]);
         assert_eq!(tags.get("storeys"), None);
+        let mut pool = crate::TextPool::default();
+        let mut other = tags.clone();
+        other.share_in(&mut pool);
+        tags.share_in(&mut pool);
+        assert!(Arc::ptr_eq(&tags.0[0].1, &other.0[0].1), "shared, one copy");
+        assert_eq!(tags, other);
     }
 }

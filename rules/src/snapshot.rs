@@ -195,7 +195,7 @@ impl Engine {
         let mut restorer = Restorer::new(self);
         for (sensor, slot) in sensors.into_iter().zip(slots) {
             restorer.subject(Saved {
-                id: sensor.id.into(),
+                id: sensor.id.to_string(),
                 last_at: slot.last_at,
                 calibrated: slot.calibrated,
                 learned: slot.learned.into_vec(),

@@ -18,6 +18,7 @@ pub use serial::{SerialConfig, SerialDevice};
 use gridwatch_rules::diagnostic::line_column;
 use gridwatch_rules::{Diagnostic, SensorKind};
 use raw::RawConfig;
+use gridwatch_rules::TextPool;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -108,15 +109,18 @@ pub struct TopicMapConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorConfig {
-    pub id: String,
+    pub id: Arc<str>,
     pub kind: SensorKind,
-    pub site: String,
-    pub building: Option<String>,
-    pub grid: Option<String>,
+    /// Site, building, grid, structure and tags are shared texts ([`gridwatch_rules::TextPool`]):
+    /// thousands of sensors name the same few.
+    pub site: Arc<str>,
+    pub building: Option<Arc<str>>,
+    pub grid: Option<Arc<str>>,
     pub storeys: Option<u8>,
-    pub structure: Option<String>,
+    pub structure: Option<Arc<str>>,
     /// Free-form facts rules can be scoped by. Water sensors get `use = "surface"` and, for
-    /// surface water, `water_class = "III"` unless they say otherwise.
+    /// surface water, `water_class = "III"` unless they say otherwise (see [`Self::rule_tags`];
+    /// the loader stores them here already).
     pub tags: gridwatch_rules::Tags,
     /// How often the sensor is expected to report; no-data rules count in these.
     pub interval: Duration,
@@ -146,11 +150,12 @@ impl SensorConfig {
     }
 
     /// The tags rules see: the configured ones plus `storeys`, `structure` and the water
-    /// defaults.
+    /// defaults (a tag set explicitly wins). The loader has added them already, so for a loaded
+    /// sensor this is a copy of shared texts.
     pub fn rule_tags(&self) -> gridwatch_rules::Tags {
         let mut tags = self.tags.clone();
         if let Some(storeys) = self.storeys {
-            tags.or_insert_with("storeys", || storeys.to_string());
+            tags.or_insert_with("storeys", || storeys.to_string().into());
         }
         if let Some(structure) = &self.structure {
             tags.or_insert_with("structure", || structure.clone());
@@ -301,7 +306,7 @@ impl Config {
 
     /// Position of a sensor in the inventory, by id.
     pub fn sensor_index(&self, id: &str) -> Option<usize> {
-        self.sensors.iter().position(|s| s.id == id)
+        self.sensors.iter().position(|s| &*s.id == id)
     }
 }
 
@@ -333,9 +338,10 @@ impl Checker<'_> {
     fn config(&mut self, raw: RawConfig, base: &Path) -> Config {
         let state_dir = base.join(raw.state_dir.get_ref());
         let state_reserve_bytes = raw.state_reserve_kib.saturating_mul(1024);
-        let mut sensors = self.sensors(raw.sensors);
+        let mut texts = TextPool::default();
+        let mut sensors = self.sensors(raw.sensors, &mut texts);
         if let Some(inventory) = raw.inventory.and_then(|file| self.existing_path(base, file, "inventory")) {
-            self.add_inventory(&inventory, &mut sensors);
+            self.add_inventory(&inventory, &mut sensors, &mut texts);
         }
         let mqtt = self.mqtt(raw.mqtt, &sensors, base);
         let state_save = self.state_save(raw.rules.state_save_secs);
@@ -378,7 +384,7 @@ impl Checker<'_> {
         }
         let mut inputs = Vec::new();
         for input in &raw.input {
-            match sensors.iter().position(|s| &s.id == input.sensor.get_ref()) {
+            match sensors.iter().position(|s| *s.id == **input.sensor.get_ref()) {
                 Some(sensor) => inputs.push(GpioInput { pin: *input.pin.get_ref(), sensor, field: input.field.clone(), debounce: Duration::from_millis(input.debounce_ms) }),
                 None => self.error(input.sensor.span(), Some("gpio.input.sensor"), format!("no sensor `{}` in the inventory", input.sensor.get_ref())),
             }
@@ -428,7 +434,7 @@ impl Checker<'_> {
 
     /// Adds the sensors of a CSV inventory, checked like `[[sensor]]` tables (errors name the
     /// CSV file and line); an id in both is an error.
-    fn add_inventory(&mut self, path: &Path, sensors: &mut Vec<SensorConfig>) {
+    fn add_inventory(&mut self, path: &Path, sensors: &mut Vec<SensorConfig>, texts: &mut TextPool) {
         let name = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
@@ -440,16 +446,16 @@ impl Checker<'_> {
         let mut csv = Checker { name: &name, text: &text, diagnostics: Vec::new(), failover_spans: Vec::new() };
         let rows = csv.inventory_rows();
         let ids: Vec<(String, Range<usize>)> = rows.iter().map(|r| (r.id.get_ref().clone(), r.id.span())).collect();
-        let mut more = csv.sensors(rows);
-        let listed: HashSet<&String> = sensors.iter().map(|s| &s.id).collect();
-        for (id, span) in ids.iter().filter(|(id, _)| listed.contains(id)) {
+        let mut more = csv.sensors(rows, texts);
+        let listed: HashSet<&str> = sensors.iter().map(|s| &*s.id).collect();
+        for (id, span) in ids.iter().filter(|(id, _)| listed.contains(id.as_str())) {
             csv.error(span.clone(), Some("inventory"), format!("sensor `{id}` is also a [[sensor]] in {}", self.name));
         }
         self.diagnostics.append(&mut csv.diagnostics);
         sensors.append(&mut more);
     }
 
-    fn sensors(&mut self, raw: Vec<raw::RawSensor>) -> Vec<SensorConfig> {
+    fn sensors(&mut self, raw: Vec<raw::RawSensor>, texts: &mut TextPool) -> Vec<SensorConfig> {
         let mut seen = HashSet::new();
         let mut sensors = Vec::with_capacity(raw.len());
         for sensor in raw {
@@ -487,19 +493,23 @@ impl Checker<'_> {
                     None
                 }
             });
-            sensors.push(SensorConfig {
+            let share = |texts: &mut TextPool, text: Option<String>| text.map(|text| texts.share(&text));
+            let mut sensor = SensorConfig {
                 location,
-                id,
+                id: id.into(),
                 kind: sensor.kind,
-                site: sensor.site.into_inner(),
-                building: sensor.building,
-                grid: sensor.grid,
+                site: texts.share(sensor.site.get_ref()),
+                building: share(texts, sensor.building),
+                grid: share(texts, sensor.grid),
                 storeys: sensor.storeys,
-                structure: sensor.structure,
+                structure: share(texts, sensor.structure),
                 tags: sensor.tags.into(),
                 interval: Duration::from_secs(sensor.interval_secs.into_inner()),
                 baseline,
-            });
+            };
+            sensor.tags = sensor.rule_tags();
+            sensor.tags.share_in(texts);
+            sensors.push(sensor);
         }
         sensors
     }
@@ -604,7 +614,7 @@ impl Checker<'_> {
                 return None;
             }
             Some(_) => {}
-            None if !sensors.iter().any(|s| &s.id == sensor) => {
+            None if !sensors.iter().any(|s| *s.id == **sensor) => {
                 self.error(raw.sensor.span(), Some("mqtt.topic.sensor"), format!("no sensor `{sensor}` in the inventory (use `{{1}}` to take the id from the first `+` level)"));
                 return None;
             }

@@ -21,7 +21,7 @@ impl SensorIndex {
 
     /// The sensor's position in the inventory.
     pub fn position(&self, id: &str) -> Option<usize> {
-        let found = self.by_id.binary_search_by(|&i| self.sensors[i as usize].id.as_str().cmp(id)).ok()?;
+        let found = self.by_id.binary_search_by(|&i| (*self.sensors[i as usize].id).cmp(id)).ok()?;
         Some(self.by_id[found] as usize)
     }
 
@@ -46,7 +46,7 @@ mod tests {
         for (position, sensor) in sensors.iter().enumerate() {
             assert_eq!(index.position(&sensor.id), Some(position), "{}", sensor.id);
         }
-        assert_eq!(index.get("pond-1").map(|s| s.id.as_str()), Some("pond-1"));
+        assert_eq!(index.get("pond-1").map(|s| &*s.id), Some("pond-1"));
         assert_eq!(index.position("house-3"), None);
         assert_eq!(index.position(""), None);
     }

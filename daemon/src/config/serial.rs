@@ -64,7 +64,7 @@ impl Checker<'_> {
         }
         let mut devices = Vec::new();
         for device in raw.devices {
-            let Some(sensor) = sensors.iter().position(|s| &s.id == device.sensor.get_ref()) else {
+            let Some(sensor) = sensors.iter().position(|s| *s.id == **device.sensor.get_ref()) else {
                 self.error(device.sensor.span(), Some("serial.device.sensor"), format!("no sensor `{}` in the inventory", device.sensor.get_ref()));
                 continue;
             };
@@ -94,7 +94,7 @@ impl Checker<'_> {
                 profile,
                 slave,
                 address: device.address.unwrap_or(0),
-                device_id: device.device_id.unwrap_or_else(|| sensors[sensor].id.clone()),
+                device_id: device.device_id.unwrap_or_else(|| sensors[sensor].id.to_string()),
                 interval: Duration::from_secs(*device.interval_secs.get_ref()),
             });
         }

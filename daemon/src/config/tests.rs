@@ -60,7 +60,8 @@ fn water_sensors_get_surface_class_three_unless_told_otherwise() {
     let text = format!("{MINIMAL}\n[[sensor]]\nid = \"canal\"\nkind = \"water\"\nsite = \"x\"\n\n[[sensor]]\nid = \"tap\"\nkind = \"water\"\nsite = \"x\"\ntags = {{ use = \"drinking\" }}\n");
     let config = parse(&text).unwrap();
     let canal = config.sensors[1].rule_tags();
-    assert_eq!((canal.get("use").map(String::as_str), canal.get("water_class").map(String::as_str)), (Some("surface"), Some("III")));
+    assert_eq!((canal.get("use"), canal.get("water_class")), (Some("surface"), Some("III")));
+    assert_eq!(config.sensors[1].tags, canal, "the loader stores the tags rules see");
     let tap = config.sensors[2].rule_tags();
     assert_eq!(tap.get("water_class"), None);
     assert_eq!(config.sensors[0].interval, Duration::from_secs(3600));
@@ -157,12 +158,12 @@ fn a_csv_inventory_adds_sensors_checked_like_tables() {
     )
     .unwrap();
     let config = Config::parse("gridwatch.toml", &format!("inventory = \"sensors.csv\"\n{MINIMAL}"), dir.path()).unwrap();
-    let ids: Vec<&str> = config.sensors.iter().map(|s| s.id.as_str()).collect();
+    let ids: Vec<&str> = config.sensors.iter().map(|s| &*s.id).collect();
     assert_eq!(ids, vec!["house-07", "house-08", "canal-02"]);
     let house = &config.sensors[1];
     assert_eq!((house.building.as_deref(), house.grid.as_deref(), house.interval), (Some("B7"), Some("grid-3"), Duration::from_secs(600)));
     assert_eq!(house.baseline, BTreeMap::from([("x".to_string(), 0.31), ("y".to_string(), -0.12)]));
-    assert_eq!((house.location, house.tags.get("owner").map(String::as_str)), (Some([31.2304, 121.4737]), Some("Li")));
+    assert_eq!((house.location, house.tags.get("owner")), (Some([31.2304, 121.4737]), Some("Li")));
     assert_eq!((config.sensors[2].kind, config.sensors[2].interval, config.sensors[2].building.as_ref()), (SensorKind::Water, Duration::from_secs(3600), None));
 }
 

@@ -37,7 +37,7 @@ fn sensor(id: &str, kind: SensorKind, site: &str, building: Option<&str>, grid: 
         building: building.map(Into::into),
         grid: Some(grid.into()),
         storeys: (kind == SensorKind::Tilt).then_some(2),
-        structure: (kind == SensorKind::Tilt).then(|| "brick-wood".to_string()),
+        structure: (kind == SensorKind::Tilt).then(|| "brick-wood".into()),
         tags: Default::default(),
         // The simulator sends a reading every (simulated) minute; the boxes promise one at least
         // every half hour, so a demo on a busy machine (at up to 240× speed) does not cry

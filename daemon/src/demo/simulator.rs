@@ -78,7 +78,7 @@ pub async fn run(options: MqttOptions, sensors: std::sync::Arc<[SensorConfig]>, 
             payload.insert("ts".into(), now.into());
             payload.insert("seq".into(), seq.into());
             let mut body = serde_json::Value::Object(payload).to_string();
-            if sensor.id == "house-01" && minute >= 20.0 && !glitched {
+            if &*sensor.id == "house-01" && minute >= 20.0 && !glitched {
                 glitched = true;
                 body = r#"{"x": NaN, "y": 0.01}"#.to_string();
             }

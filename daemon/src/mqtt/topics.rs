@@ -62,8 +62,8 @@ impl TopicRouter {
         let ["gridwatch", site, id, "telemetry"] = levels[..] else { return Err(Rejection::UnmappedTopic) };
         let sensor = self.lookup(id)?;
         let configured = &self.sensors.sensors()[sensor].site;
-        if configured != site {
-            return Err(Rejection::SiteMismatch { sensor: id.into(), configured: configured.clone(), topic: site.into() });
+        if **configured != *site {
+            return Err(Rejection::SiteMismatch { sensor: id.into(), configured: configured.to_string(), topic: site.into() });
         }
         Ok(Route { sensor, renames: &self.no_renames })
     }

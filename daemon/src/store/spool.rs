@@ -20,7 +20,7 @@ pub struct SpooledPoint {
 }
 
 /// A reading to spool: sensor id, measurement time, fields.
-pub type NewPoint = (String, Millis, Vec<(String, f64)>);
+pub type NewPoint = (std::sync::Arc<str>, Millis, Vec<(String, f64)>);
 
 /// How full the spool is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

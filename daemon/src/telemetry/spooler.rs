@@ -18,7 +18,7 @@ const GROUP_MAX: usize = 2000;
 /// acknowledge (none for readings that did not come over MQTT).
 #[derive(Debug)]
 pub struct Spooled {
-    pub sample: Option<(String, Sample)>,
+    pub sample: Option<(Arc<str>, Sample)>,
     pub ack: Option<Publish>,
 }
 

@@ -211,10 +211,10 @@ impl TelemetryWriter {
     /// Appends `point` to `body` as one line of line protocol.
     fn encode(&self, point: &SpooledPoint, body: &mut Vec<u8>) -> Result<(), String> {
         let sensor = self.sensors.get(&point.sensor).ok_or_else(|| format!("sensor `{}` is no longer in the inventory", point.sensor))?;
-        let tags = [("sensor", Some(&sensor.id)), ("site", Some(&sensor.site)), ("building", sensor.building.as_ref()), ("grid", sensor.grid.as_ref())];
+        let tags = [("sensor", Some(&*sensor.id)), ("site", Some(&*sensor.site)), ("building", sensor.building.as_deref()), ("grid", sensor.grid.as_deref())];
         let mut fields = point.fields.iter().filter(|(_, value)| value.is_finite());
         // Line protocol has no escape for a line break: such a name would split the line.
-        let texts = tags.iter().filter_map(|(_, value)| value.map(String::as_str)).chain(fields.clone().map(|(name, _)| name.as_str()));
+        let texts = tags.iter().filter_map(|(_, value)| *value).chain(fields.clone().map(|(name, _)| name.as_str()));
         if let Some(text) = texts.into_iter().find(|text| text.contains(['\n', '\r'])) {
             return Err(format!("`{}` contains a line break", text.escape_debug()));
         }
@@ -324,7 +324,7 @@ mod tests {
     }
 
     async fn spool(store: &Store, sensors: &[&str]) -> Vec<SpooledPoint> {
-        let points = sensors.iter().enumerate().map(|(i, s)| (s.to_string(), 1_795_392_000_000 + i as i64, vec![("x".to_string(), i as f64)])).collect();
+        let points = sensors.iter().enumerate().map(|(i, s)| ((*s).into(), 1_795_392_000_000 + i as i64, vec![("x".to_string(), i as f64)])).collect();
         store.spool_append(points, 1000).await.unwrap();
         store.spool_peek(100).await.unwrap()
     }

@@ -48,7 +48,7 @@ impl InstallerApi {
                 let limit = i64::try_from(sensor.interval.as_millis()).unwrap_or(i64::MAX / 4).saturating_mul(SILENT_AFTER_INTERVALS);
                 now - latest.at_ms.unwrap_or(self.started_ms) > limit
             })
-            .map(|(sensor, _)| sensor.id.clone())
+            .map(|(sensor, _)| sensor.id.to_string())
             .collect()
     }
 }
@@ -107,15 +107,15 @@ pub async fn sensors(State(state): State<WebState>) -> Response {
         .iter()
         .zip(api.live.latest())
         .map(|(sensor, latest)| SensorView {
-            id: sensor.id.clone(),
+            id: sensor.id.to_string(),
             kind: sensor.kind.as_str().into(),
-            site: sensor.site.clone(),
-            building: sensor.building.clone(),
-            grid: sensor.grid.clone(),
+            site: sensor.site.to_string(),
+            building: sensor.building.as_deref().map(Into::into),
+            grid: sensor.grid.as_deref().map(Into::into),
             at_ms: latest.at_ms,
             age_secs: latest.at_ms.map(|at| (now - at).max(0) / 1000),
             fields: latest.fields,
-            incidents: open.iter().filter(|r| r.sensor == sensor.id).map(|r| (r.rule.clone(), r.severity.clone(), r.state.clone())).collect(),
+            incidents: open.iter().filter(|r| *r.sensor == *sensor.id).map(|r| (r.rule.clone(), r.severity.clone(), r.state.clone())).collect(),
         })
         .collect();
     Json(views).into_response()
@@ -148,7 +148,7 @@ pub async fn status(State(state): State<WebState>) -> Response {
 pub async fn calibrate(State(state): State<WebState>, Json(request): Json<CalibrateRequest>) -> Response {
     let Some(api) = state.installer.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     let refuse = |status: StatusCode, message: String| (status, message).into_response();
-    let Some(index) = api.sensors.iter().position(|s| s.id == request.sensor) else {
+    let Some(index) = api.sensors.iter().position(|s| *s.id == *request.sensor) else {
         return refuse(StatusCode::NOT_FOUND, format!("no sensor `{}` in the inventory", request.sensor));
     };
     if api.sensors[index].kind != SensorKind::Tilt {
