@@ -106,14 +106,13 @@ const NO_INDEX: u16 = u16::MAX;
 const NO_AGREEMENT: u32 = u32::MAX;
 
 /// One rule applied to one sensor. Ten thousand sensors with a dozen rules each make this the
-/// engine's most numerous value, so its indexes are narrow (16 bytes of them, not 56).
+/// engine's most numerous value, so its indexes are narrow (8 bytes of them, not 56), and the
+/// signal stage it reads is found through the rule ([`Engine::stage_keys`]), not stored.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RuleCheck {
     rule: u16,
     /// The rule's override for this sensor ([`NO_INDEX`]: the rule's own check).
     variant: u16,
-    /// Index of the shared signal stage in [`SubjectSlot::stages`], for rules with a signal.
-    stage: u16,
     /// The building agreement this check votes in (rules with `agree`; index in
     /// `Engine::agreements`).
     agreement: u32,
@@ -135,10 +134,6 @@ impl RuleCheck {
 
     pub fn variant(&self) -> Option<usize> {
         widen(self.variant)
-    }
-
-    pub fn stage(&self) -> Option<usize> {
-        widen(self.stage)
     }
 
     pub fn agreement(&self) -> Option<usize> {
@@ -199,18 +194,23 @@ pub struct Engine {
     pub(crate) agreements: Vec<Agreement>,
     /// Agreements whose votes changed during the current call (reused buffer).
     touched: Vec<usize>,
-    /// The current sample's value of each stage of the sensor being evaluated (reused buffer).
-    staged: Vec<Option<f64>>,
+    /// Per rule, which signal stage it reads: the index of the first rule with the same stage
+    /// (rules computing the same stage share its state), [`NO_INDEX`] without a signal.
+    stage_keys: Box<[u16]>,
+    /// The current sample's value of each stage of the sensor being evaluated, by stage key
+    /// (reused buffer).
+    staged: Vec<(u16, Option<f64>)>,
 }
 
 impl Engine {
     pub fn new(rules: RuleSet, subjects: &[Subject]) -> Engine {
         let rules = rules.rules;
+        let stage_keys = stage_keys(&rules);
         let mut names = Vec::new();
-        let mut slots: Vec<SubjectSlot> = subjects.iter().map(|subject| new_slot(&rules, subject, &mut names)).collect();
+        let mut slots: Vec<SubjectSlot> = subjects.iter().map(|subject| new_slot(&rules, &stage_keys, subject, &mut names)).collect();
         let agreements = group_buildings(&rules, subjects, &mut slots);
         let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms }).collect();
-        Engine { rules, sensors, slots, agreements, touched: Vec::new(), staged: Vec::new() }
+        Engine { rules, sensors, slots, agreements, touched: Vec::new(), stage_keys, staged: Vec::new() }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -262,8 +262,9 @@ impl Engine {
         let SubjectSlot { calibrated, learned, stages, checks, .. } = slot;
         self.staged.clear();
         for stage in stages.iter_mut() {
+            let key = self.stage_keys[stage.rule()];
             let Some(signal) = self.rules[stage.rule()].signal.as_ref() else {
-                self.staged.push(None);
+                self.staged.push((key, None));
                 continue;
             };
             let field = |name: &str| {
@@ -275,11 +276,12 @@ impl Engine {
                     Relative::Ratio => (baseline > 0.0).then(|| value / baseline),
                 }
             };
-            self.staged.push(signal.stage(&mut stage.state, at, &field));
+            self.staged.push((key, signal.stage(&mut stage.state, at, &field)));
         }
         for check in checks.iter_mut() {
             let rule = &self.rules[check.rule()];
-            let staged = check.stage().and_then(|index| self.staged.get(index).copied().flatten());
+            let key = self.stage_keys[check.rule()];
+            let staged = self.staged.iter().find(|&&(staged, _)| staged == key && key != NO_INDEX).and_then(|&(_, value)| value);
             if let Some(event) = observe_check(rule, check, at, staged) {
                 match check.agreement() {
                     Some(agreement) => self.touched.push(agreement),
@@ -380,7 +382,24 @@ fn group_buildings(rules: &[Rule], subjects: &[Subject], slots: &mut [SubjectSlo
 }
 
 /// `names`: the learned fields' names so far, shared between slots.
-fn new_slot(rules: &[Rule], subject: &Subject, names: &mut Vec<Arc<str>>) -> SubjectSlot {
+/// Each rule's stage key (see [`Engine::stage_keys`]).
+fn stage_keys(rules: &[Rule]) -> Box<[u16]> {
+    let mut firsts: Vec<usize> = Vec::new();
+    rules
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            let Some(signal) = &rule.signal else { return NO_INDEX };
+            let first = firsts.iter().copied().find(|&first| rules[first].signal.as_ref().is_some_and(|other| other.same_stage(signal)));
+            narrow(Some(first.unwrap_or_else(|| {
+                firsts.push(index);
+                index
+            })))
+        })
+        .collect()
+}
+
+fn new_slot(rules: &[Rule], stage_keys: &[u16], subject: &Subject, names: &mut Vec<Arc<str>>) -> SubjectSlot {
     let (mut learned, mut stages, mut checks) = (Vec::<LearnedBaseline>::new(), Vec::<Stage>::new(), Vec::new());
     for (index, rule) in rules.iter().enumerate().filter(|(_, rule)| rule.scope.matches(subject)) {
         if let Some(signal) = &rule.signal {
@@ -399,16 +418,13 @@ fn new_slot(rules: &[Rule], subject: &Subject, names: &mut Vec<Arc<str>>) -> Sub
                 }
             }
         }
-        let stage = rule.signal.as_ref().map(|signal| {
-            let shared = stages.iter().position(|stage| rules[stage.rule()].signal.as_ref().is_some_and(|other| other.same_stage(signal)));
-            shared.unwrap_or_else(|| {
-                stages.push(Stage { rule: narrow(Some(index)), state: StageState::default() });
-                stages.len() - 1
-            })
-        });
+        let key = stage_keys[index];
+        if key != NO_INDEX && !stages.iter().any(|stage| stage_keys[stage.rule()] == key) {
+            stages.push(Stage { rule: narrow(Some(index)), state: StageState::default() });
+        }
         let variant = rule.variant_for(subject);
         let state = initial_state(rule.check_of(variant));
-        checks.push(RuleCheck { rule: narrow(Some(index)), variant: narrow(variant), stage: narrow(stage), agreement: NO_AGREEMENT, state });
+        checks.push(RuleCheck { rule: narrow(Some(index)), variant: narrow(variant), agreement: NO_AGREEMENT, state });
     }
     SubjectSlot { last_at: None, calibrated: Vec::new(), learned: learned.into(), stages: stages.into(), checks: checks.into() }
 }

@@ -280,7 +280,7 @@ severity = "notice"
 #[test]
 fn per_sensor_states_stay_small() {
     use std::mem::size_of;
-    assert!(size_of::<RuleCheck>() <= 48, "RuleCheck {}", size_of::<RuleCheck>());
+    assert!(size_of::<RuleCheck>() <= 40, "RuleCheck {}", size_of::<RuleCheck>());
     assert!(size_of::<RuleCheck>() <= 64, "RuleCheck {}", size_of::<RuleCheck>());
     assert!(size_of::<Stage>() <= 16, "Stage {}", size_of::<Stage>());
     assert!(size_of::<LearnedBaseline>() <= 56, "LearnedBaseline {}", size_of::<LearnedBaseline>());
