@@ -24,19 +24,33 @@ pub struct Latest {
     pub fields: Vec<(String, f64)>,
 }
 
-#[derive(Debug, Default)]
+/// 32 bytes per sensor before its first reading.
+#[derive(Debug)]
 struct Slot {
-    at_ms: Option<Millis>,
-    /// The latest reading's fields, by index in [`Table::fields`].
-    fields: Vec<(u16, f64)>,
-    /// (seconds since the epoch, x, y) of a tilt box.
-    recent: VecDeque<(i64, f32, f32)>,
+    /// When the latest reading was taken; [`NEVER`] before the first.
+    at_ms: Millis,
+    /// The latest reading's fields, by index in [`Table::fields`] (a sensor sends the same
+    /// fields every time, so the slice is overwritten in place, not grown).
+    fields: Box<[(u16, f64)]>,
+    /// (seconds since the epoch, x, y) of a tilt box; only readings with `x` and `y` make one.
+    #[allow(clippy::box_collection)]
+    recent: Option<Box<VecDeque<(i64, f32, f32)>>>,
+}
+
+const NEVER: Millis = Millis::MIN;
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot { at_ms: NEVER, fields: Box::default(), recent: None }
+    }
 }
 
 #[derive(Debug)]
 struct Table {
     fields: FieldNames,
     slots: Vec<Slot>,
+    /// The reading being recorded (reused buffer).
+    scratch: Vec<(u16, f64)>,
 }
 
 /// The latest readings of every sensor in the inventory, by position.
@@ -47,7 +61,7 @@ pub struct LiveTable {
 
 impl LiveTable {
     pub fn new(sensors: usize) -> LiveTable {
-        LiveTable { table: Mutex::new(Table { fields: FieldNames::default(), slots: (0..sensors).map(|_| Slot::default()).collect() }) }
+        LiveTable { table: Mutex::new(Table { fields: FieldNames::default(), slots: (0..sensors).map(|_| Slot::default()).collect(), scratch: Vec::new() }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -57,18 +71,24 @@ impl LiveTable {
     /// Records a reading of sensor `index` taken at `at`.
     pub fn record(&self, index: usize, at: Millis, fields: &[(String, f64)]) {
         let mut table = self.lock();
-        let Table { fields: names, slots } = &mut *table;
+        let Table { fields: names, slots, scratch } = &mut *table;
         let Some(slot) = slots.get_mut(index) else { return };
-        slot.at_ms = Some(at);
-        slot.fields.clear();
-        slot.fields.extend(fields.iter().filter_map(|(name, value)| Some((names.index(name)?, *value))));
+        slot.at_ms = at;
+        scratch.clear();
+        scratch.extend(fields.iter().filter_map(|(name, value)| Some((names.index(name)?, *value))));
+        if slot.fields.len() == scratch.len() {
+            slot.fields.copy_from_slice(scratch);
+        } else {
+            slot.fields = scratch.as_slice().into();
+        }
         let value = |name: &str| fields.iter().find(|(n, v)| n == name && v.is_finite()).map(|&(_, v)| v);
         if let (Some(x), Some(y)) = (value("x"), value("y")) {
             let second = at.div_euclid(1000);
-            if slot.recent.back().is_none_or(|&(s, _, _)| second - s >= RECENT_SPACING_SECS) {
-                slot.recent.push_back((second, x as f32, y as f32));
-                if slot.recent.len() > RECENT {
-                    slot.recent.pop_front();
+            let recent = slot.recent.get_or_insert_with(Box::default);
+            if recent.back().is_none_or(|&(s, _, _)| second - s >= RECENT_SPACING_SECS) {
+                recent.push_back((second, x as f32, y as f32));
+                if recent.len() > RECENT {
+                    recent.pop_front();
                 }
             }
         }
@@ -78,7 +98,7 @@ impl LiveTable {
     pub fn latest(&self) -> Vec<Latest> {
         let table = self.lock();
         let named = |slot: &Slot| slot.fields.iter().map(|&(field, value)| (table.fields.name(field).to_string(), value)).collect();
-        table.slots.iter().map(|slot| Latest { at_ms: slot.at_ms, fields: named(slot) }).collect()
+        table.slots.iter().map(|slot| Latest { at_ms: (slot.at_ms != NEVER).then_some(slot.at_ms), fields: named(slot) }).collect()
     }
 
     /// The median x and y of a tilt box over the `window_ms` before `now`, with how many readings
@@ -86,7 +106,7 @@ impl LiveTable {
     pub fn median_angles(&self, index: usize, now: Millis, window_ms: Millis) -> Option<(f64, f64, usize)> {
         let table = self.lock();
         let since = (now - window_ms).div_euclid(1000);
-        let recent: Vec<(f64, f64)> = table.slots.get(index)?.recent.iter().filter(|&&(s, _, _)| s >= since).map(|&(_, x, y)| (f64::from(x), f64::from(y))).collect();
+        let recent: Vec<(f64, f64)> = table.slots.get(index)?.recent.as_deref()?.iter().filter(|&&(s, _, _)| s >= since).map(|&(_, x, y)| (f64::from(x), f64::from(y))).collect();
         if recent.is_empty() {
             return None;
         }
@@ -125,7 +145,9 @@ mod tests {
             live.record(0, second * 1000, &reading(0.1, 0.1));
         }
         let table = live.lock();
-        assert_eq!(table.slots[0].recent.len(), RECENT);
-        assert_eq!(table.slots[0].recent[1].0 - table.slots[0].recent[0].0, RECENT_SPACING_SECS);
+        let recent = table.slots[0].recent.as_deref().unwrap();
+        assert_eq!(recent.len(), RECENT);
+        assert_eq!(recent[1].0 - recent[0].0, RECENT_SPACING_SECS);
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
     }
 }

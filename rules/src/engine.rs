@@ -162,7 +162,8 @@ pub struct LearnedBaseline {
     pub field: Arc<str>,
     pub window_ms: Millis,
     pub learner: Option<Box<Learner>>,
-    pub value: Option<f64>,
+    /// The learned baseline, once the window is over (saved as a number or `null`).
+    pub value: LastValue,
 }
 
 /// A sensor's id (for snapshots) and report interval (for no-data checks).
@@ -251,11 +252,11 @@ impl Engine {
             return Observed::OutOfOrder;
         }
         slot.last_at = Some(at);
-        for learned in slot.learned.iter_mut().filter(|l| l.value.is_none()) {
+        for learned in slot.learned.iter_mut().filter(|l| l.value.get().is_none()) {
             let Some(value) = lookup(fields, &learned.field).filter(|v| v.is_finite()) else { continue };
             let learner = learned.learner.get_or_insert_with(|| Box::new(Learner::new(at, learned.window_ms)));
             if let Some(baseline) = learner.observe(at, value) {
-                learned.value = Some(baseline);
+                learned.value = LastValue::of(baseline);
                 learned.learner = None;
             }
         }
@@ -413,7 +414,7 @@ fn new_slot(rules: &[Rule], stage_keys: &[u16], subject: &Subject, names: &mut V
                                 names[names.len() - 1].clone()
                             }
                         };
-                        learned.push(LearnedBaseline { field, window_ms, learner: None, value: None });
+                        learned.push(LearnedBaseline { field, window_ms, learner: None, value: LastValue::NONE });
                     }
                 }
             }
@@ -442,7 +443,7 @@ fn baseline_of(calibrated: &[(String, f64)], learned: &[LearnedBaseline], field:
     match spec {
         BaselineSpec::Calibrated => fixed,
         BaselineSpec::Learn { window_ms } => {
-            fixed.or_else(|| learned.iter().find(|l| &*l.field == field && l.window_ms == window_ms).and_then(|l| l.value))
+            fixed.or_else(|| learned.iter().find(|l| &*l.field == field && l.window_ms == window_ms).and_then(|l| l.value.get()))
         }
     }
 }

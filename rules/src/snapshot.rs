@@ -85,7 +85,7 @@ fn headers(rules: &[Rule]) -> Vec<RuleHeader> {
 
 /// The states of a sensor worth saving: those a fresh engine would not have.
 fn learned_to_save(learned: &[LearnedBaseline]) -> impl Iterator<Item = &LearnedBaseline> {
-    learned.iter().filter(|l| l.learner.is_some() || l.value.is_some())
+    learned.iter().filter(|l| l.learner.is_some() || l.value.get().is_some())
 }
 
 fn stages_to_save(stages: &[Stage]) -> impl Iterator<Item = &Stage> {

@@ -283,7 +283,7 @@ fn per_sensor_states_stay_small() {
     assert!(size_of::<RuleCheck>() <= 40, "RuleCheck {}", size_of::<RuleCheck>());
     assert!(size_of::<RuleCheck>() <= 64, "RuleCheck {}", size_of::<RuleCheck>());
     assert!(size_of::<Stage>() <= 16, "Stage {}", size_of::<Stage>());
-    assert!(size_of::<LearnedBaseline>() <= 56, "LearnedBaseline {}", size_of::<LearnedBaseline>());
+    assert!(size_of::<LearnedBaseline>() <= 40, "LearnedBaseline {}", size_of::<LearnedBaseline>());
 }
 
 #[test]
