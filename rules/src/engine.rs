@@ -16,6 +16,7 @@ use crate::load::RuleSet;
 use crate::rule::{Check, Millis, Rule, Silence};
 use crate::scope::Subject;
 use crate::severity::Severity;
+use crate::shared_text::TextPool;
 use crate::signal::{BaselineSpec, Learner, Relative, StageState, TransformState};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -207,7 +208,7 @@ impl Engine {
     pub fn new(rules: RuleSet, subjects: &[Subject]) -> Engine {
         let rules = rules.rules;
         let stage_keys = stage_keys(&rules);
-        let mut names = Vec::new();
+        let mut names = TextPool::default();
         let mut slots: Vec<SubjectSlot> = subjects.iter().map(|subject| new_slot(&rules, &stage_keys, subject, &mut names)).collect();
         let agreements = group_buildings(&rules, subjects, &mut slots);
         let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms }).collect();
@@ -282,7 +283,7 @@ impl Engine {
         for check in checks.iter_mut() {
             let rule = &self.rules[check.rule()];
             let key = self.stage_keys[check.rule()];
-            let staged = self.staged.iter().find(|&&(staged, _)| staged == key && key != NO_INDEX).and_then(|&(_, value)| value);
+            let staged = if key == NO_INDEX { None } else { self.staged.iter().find(|&&(staged, _)| staged == key).and_then(|&(_, value)| value) };
             if let Some(event) = observe_check(rule, check, at, staged) {
                 match check.agreement() {
                     Some(agreement) => self.touched.push(agreement),
@@ -382,7 +383,7 @@ fn group_buildings(rules: &[Rule], subjects: &[Subject], slots: &mut [SubjectSlo
     agreements
 }
 
-/// `names`: the learned fields' names so far, shared between slots.
+/// `names` shares the learned fields' names between slots.
 /// Each rule's stage key (see [`Engine::stage_keys`]).
 fn stage_keys(rules: &[Rule]) -> Box<[u16]> {
     let mut firsts: Vec<usize> = Vec::new();
@@ -400,21 +401,14 @@ fn stage_keys(rules: &[Rule]) -> Box<[u16]> {
         .collect()
 }
 
-fn new_slot(rules: &[Rule], stage_keys: &[u16], subject: &Subject, names: &mut Vec<Arc<str>>) -> SubjectSlot {
+fn new_slot(rules: &[Rule], stage_keys: &[u16], subject: &Subject, names: &mut TextPool) -> SubjectSlot {
     let (mut learned, mut stages, mut checks) = (Vec::<LearnedBaseline>::new(), Vec::<Stage>::new(), Vec::new());
     for (index, rule) in rules.iter().enumerate().filter(|(_, rule)| rule.scope.matches(subject)) {
         if let Some(signal) = &rule.signal {
             if let Some(BaselineSpec::Learn { window_ms }) = signal.baseline {
                 for field in signal.expr.fields() {
                     if !learned.iter().any(|l| &*l.field == field && l.window_ms == window_ms) {
-                        let field = match names.iter().find(|name| &***name == field) {
-                            Some(name) => name.clone(),
-                            None => {
-                                names.push(field.into());
-                                names[names.len() - 1].clone()
-                            }
-                        };
-                        learned.push(LearnedBaseline { field, window_ms, learner: None, value: LastValue::NONE });
+                        learned.push(LearnedBaseline { field: names.share(field), window_ms, learner: None, value: LastValue::NONE });
                     }
                 }
             }
