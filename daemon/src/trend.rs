@@ -79,7 +79,11 @@ impl HourlyTrend {
                     }
                     *acc = Accumulator::start(field, hour, *value);
                 }
-                None => slot.push(Accumulator::start(field, hour, *value)),
+                None => {
+                    // A sensor's fields arrive once; keep the list exact rather than doubled.
+                    slot.push(Accumulator::start(field, hour, *value));
+                    slot.shrink_to_fit();
+                }
             }
         }
     }
@@ -177,6 +181,9 @@ mod tests {
         trend.record(0, t + HOUR_MS, &[("x".into(), 7.0)]);
         let (rows, _) = trend.take(t + HOUR_MS, 100);
         assert_eq!(rows.iter().map(|r| (r.hour - t / HOUR_MS, r.sum)).collect::<Vec<_>>(), vec![(0, 5.0), (1, 7.0)], "the earlier hour's rest, then the new hour");
+        let fields: Vec<(String, f64)> = ["a", "b", "c", "d", "e"].iter().map(|f| (f.to_string(), 1.0)).collect();
+        trend.record(0, t + HOUR_MS, &fields);
+        assert_eq!(trend.sensors[0].capacity(), 6, "x and five more fields, no room to spare");
     }
 
     #[test]
