@@ -130,7 +130,7 @@ pub async fn run(
                         if sample.clock_untrusted && outputs.stored.is_some() {
                             metrics.drop_telemetry("clock_not_set", 1);
                         }
-                        let keep = outputs.stored.as_ref().filter(|_| !sample.clock_untrusted).map(|sensors| (sensors.get(sample.sensor).map(|s| s.id.clone()).unwrap_or_default(), sample.clone()));
+                        let keep = outputs.stored.as_ref().filter(|_| !sample.clock_untrusted).and_then(|sensors| crate::telemetry::spooler::kept(sensors, &sample));
                         if outputs.samples.send(sample).await.is_err() {
                             break;
                         }

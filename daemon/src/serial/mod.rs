@@ -55,13 +55,13 @@ impl SerialOutputs {
         }
         let clock_untrusted = !self.clock.trusted();
         let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields, clock_untrusted };
-        let id = self.sensors.sensors().get(sensor).map(|s| s.id.clone()).unwrap_or_default();
         let Some(spool) = &self.spool else { return self.samples.send(sample).await.is_ok() };
         if clock_untrusted {
             self.metrics.drop_telemetry("clock_not_set", 1);
             return self.samples.send(sample).await.is_ok();
         }
-        self.samples.send(sample.clone()).await.is_ok() && spool.send(Spooled { sample: Some((id, sample)), ack: None }).await.is_ok()
+        let keep = crate::telemetry::spooler::kept(self.sensors.sensors(), &sample);
+        self.samples.send(sample).await.is_ok() && spool.send(Spooled { sample: keep, ack: None }).await.is_ok()
     }
 }
 

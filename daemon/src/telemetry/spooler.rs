@@ -22,6 +22,12 @@ pub struct Spooled {
     pub ack: Option<Publish>,
 }
 
+/// A reading to keep: the sample with its sensor's id (the spool's key); `None` for a position
+/// outside the inventory.
+pub fn kept(sensors: &[crate::config::SensorConfig], sample: &Sample) -> Option<(Arc<str>, Sample)> {
+    Some((sensors.get(sample.sensor)?.id.clone(), sample.clone()))
+}
+
 /// Where readings go: the spool (with InfluxDB) or nowhere (rules only).
 #[derive(Debug, Clone)]
 pub struct SpoolTarget {
