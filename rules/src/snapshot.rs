@@ -272,7 +272,7 @@ struct CheckV2 {
 /// Takes state over sensor by sensor, with the rules' fingerprints worked out once.
 struct Restorer<'e> {
     engine: &'e mut Engine,
-    index_of: std::collections::HashMap<String, usize>,
+    index_of: std::collections::HashMap<std::sync::Arc<str>, usize>,
     /// The engine's own rules, by index.
     rules: Vec<RuleHeader>,
     restored: Restored,
@@ -280,7 +280,7 @@ struct Restorer<'e> {
 
 impl<'e> Restorer<'e> {
     fn new(engine: &'e mut Engine) -> Restorer<'e> {
-        let index_of = engine.sensors.iter().enumerate().map(|(i, s)| (s.id.to_string(), i)).collect();
+        let index_of = engine.sensors.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
         let rules = headers(&engine.rules);
         Restorer { engine, index_of, rules, restored: Restored::default() }
     }
