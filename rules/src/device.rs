@@ -14,19 +14,54 @@ pub enum Change {
     Closed { since: Millis },
 }
 
-/// No-data (deadman) state for one sensor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// No-data (deadman) state for one sensor. 16 bytes (one per sensor and no-data rule): "not
+/// heard yet" is [`NOT_HEARD`] rather than an `Option`'s 8 more bytes. Saved as
+/// `{"last_heard": ms | null, "open": bool}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "SavedSilence", into = "SavedSilence")]
 pub struct SilenceState {
-    /// Last reading, or when watching began if none came yet.
-    pub last_heard: Option<Millis>,
+    /// Last reading, or when watching began if none came yet; [`NOT_HEARD`] before either.
+    last_heard: Millis,
     pub open: bool,
 }
 
+/// `last_heard` of a sensor not heard from and not watched yet (no reading, no tick).
+const NOT_HEARD: Millis = Millis::MIN;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedSilence {
+    last_heard: Option<Millis>,
+    open: bool,
+}
+
+impl From<SavedSilence> for SilenceState {
+    fn from(saved: SavedSilence) -> SilenceState {
+        SilenceState { last_heard: saved.last_heard.filter(|&at| at != NOT_HEARD).unwrap_or(NOT_HEARD), open: saved.open }
+    }
+}
+
+impl From<SilenceState> for SavedSilence {
+    fn from(state: SilenceState) -> SavedSilence {
+        SavedSilence { last_heard: state.last_heard(), open: state.open }
+    }
+}
+
+impl Default for SilenceState {
+    fn default() -> SilenceState {
+        SilenceState { last_heard: NOT_HEARD, open: false }
+    }
+}
+
 impl SilenceState {
+    /// Last reading, or when watching began if none came yet.
+    pub fn last_heard(&self) -> Option<Millis> {
+        (self.last_heard != NOT_HEARD).then_some(self.last_heard)
+    }
+
     /// A reading arrived.
     pub fn heard(&mut self, at: Millis) -> Option<Change> {
-        let since = self.last_heard.unwrap_or(at);
-        self.last_heard = Some(self.last_heard.map_or(at, |last| last.max(at)));
+        let since = self.last_heard().unwrap_or(at);
+        self.last_heard = self.last_heard().map_or(at, |last| last.max(at));
         if self.open {
             self.open = false;
             return Some(Change::Closed { since });
@@ -36,8 +71,11 @@ impl SilenceState {
 
     /// Time passed; opens when nothing was heard for longer than `timeout`.
     pub fn tick(&mut self, now: Millis, timeout: Millis) -> Option<Change> {
-        let last = *self.last_heard.get_or_insert(now);
-        if !self.open && now - last > timeout {
+        if self.last_heard == NOT_HEARD {
+            self.last_heard = now;
+        }
+        let last = self.last_heard;
+        if !self.open && now.saturating_sub(last) > timeout {
             self.open = true;
             return Some(Change::Opened { since: last });
         }
@@ -89,6 +127,18 @@ mod tests {
         assert_eq!(s.tick(6_001, 5_000), Some(Change::Opened { since: 1_000 }));
         assert_eq!(s.tick(9_000, 5_000), None, "opens once");
         assert_eq!(s.heard(9_500), Some(Change::Closed { since: 1_000 }));
+    }
+
+    #[test]
+    fn silence_is_saved_with_an_optional_last_reading() {
+        let fresh = SilenceState::default();
+        assert_eq!(serde_json::to_string(&fresh).unwrap(), r#"{"last_heard":null,"open":false}"#);
+        let mut heard = fresh;
+        heard.heard(1_000);
+        let saved = serde_json::to_string(&heard).unwrap();
+        assert_eq!(saved, r#"{"last_heard":1000,"open":false}"#);
+        assert_eq!(serde_json::from_str::<SilenceState>(&saved).unwrap(), heard);
+        assert_eq!(serde_json::from_str::<SilenceState>(r#"{"last_heard":null,"open":false}"#).unwrap(), fresh);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use crate::agreement::{verdict, Agreement, Move, Vote};
 use crate::device::{Change, FlatState, SilenceState};
 use crate::expr::lookup;
-use crate::last_value::LastValue;
+use crate::last_value::{LastValue, ReportedValue};
 use crate::ladder::{LadderState, Step};
 use crate::load::RuleSet;
 use crate::rule::{Check, Millis, Rule, Silence};
@@ -90,34 +90,37 @@ pub enum Observed {
     UnknownSubject,
 }
 
-/// The state of one rule for one sensor.
+/// The state of one rule for one sensor: 24 bytes, as ten thousand sensors with a dozen rules
+/// each keep a hundred thousand (a flat-line check, one per tilt box, boxes its counters).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CheckState {
-    Ladder { transform: TransformState, ladder: LadderState, last_value: LastValue },
+    Ladder { transform: TransformState, ladder: LadderState, last_value: ReportedValue },
     NoData(SilenceState),
-    FlatLine { transform: TransformState, flat: FlatState },
+    FlatLine { transform: TransformState, flat: Box<FlatState> },
 }
 
 /// Rules, and overrides of one rule, an engine takes at most (the loader refuses more): a
-/// check keeps its indexes in 16 bits.
+/// plan keeps its indexes in 16 bits.
 pub const MAX_RULES: usize = u16::MAX as usize - 1;
 
 /// "None" of an index kept in 16 (or, for agreements, 32) bits.
 const NO_INDEX: u16 = u16::MAX;
 const NO_AGREEMENT: u32 = u32::MAX;
 
-/// One rule applied to one sensor. Ten thousand sensors with a dozen rules each make this the
-/// engine's most numerous value, so its indexes are narrow (8 bytes of them, not 56), and the
-/// signal stage it reads is found through the rule ([`Engine::stage_keys`]), not stored.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RuleCheck {
+/// One rule applied to the sensors of a [`Plan`]: which rule, which of its overrides, which
+/// building agreement the check votes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PlannedCheck {
     rule: u16,
-    /// The rule's override for this sensor ([`NO_INDEX`]: the rule's own check).
+    /// The rule's override for these sensors ([`NO_INDEX`]: the rule's own check).
     variant: u16,
-    /// The building agreement this check votes in (rules with `agree`; index in
+    /// The building agreement the check votes in (rules with `agree`; index in
     /// `Engine::agreements`).
     agreement: u32,
-    pub state: CheckState,
+    /// The signal stage the check reads (position in the plan's stages; [`NO_INDEX`] without a
+    /// signal). Rules computing the same stage share it, so a one-hour median is computed once
+    /// per sample however many rules look at it.
+    stage: u16,
 }
 
 fn narrow(index: Option<usize>) -> u16 {
@@ -128,7 +131,7 @@ fn widen(index: u16) -> Option<usize> {
     (index != NO_INDEX).then_some(usize::from(index))
 }
 
-impl RuleCheck {
+impl PlannedCheck {
     pub fn rule(&self) -> usize {
         usize::from(self.rule)
     }
@@ -140,30 +143,40 @@ impl RuleCheck {
     pub fn agreement(&self) -> Option<usize> {
         (self.agreement != NO_AGREEMENT).then_some(self.agreement as usize)
     }
-}
 
-/// One signal stage (expression, baseline, smoothing) shared by the rules that use it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stage {
-    /// A rule whose signal defines the stage.
-    rule: u16,
-    pub state: StageState,
-}
-
-impl Stage {
-    pub(crate) fn rule(&self) -> usize {
-        usize::from(self.rule)
+    fn stage(&self) -> Option<usize> {
+        widen(self.stage)
     }
 }
 
-/// A baseline learned from the first readings of one field.
+/// What a sensor runs: its checks, the signal stages they read and the baselines they learn.
+/// Sensors that come out the same (same rules, overrides and building agreements: every probe
+/// of a kind, every box of a building) share one plan, so a sensor's own lists hold only state,
+/// in the plan's order, and no indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Plan {
+    pub checks: Box<[PlannedCheck]>,
+    /// The rule that defines each signal stage.
+    pub stages: Box<[u16]>,
+    /// Each learned baseline's field (shared text) and learning window.
+    pub learned: Box<[(Arc<str>, Millis)]>,
+}
+
+/// A baseline learned from the first readings of one field, as saved: the field and window
+/// come from the sensor's plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LearnedBaseline {
-    /// Shared by every sensor learning this field (one allocation, not one per sensor).
     pub field: Arc<str>,
     pub window_ms: Millis,
     pub learner: Option<Box<Learner>>,
     /// The learned baseline, once the window is over (saved as a number or `null`).
+    pub value: LastValue,
+}
+
+/// One sensor's learning of one baseline (the field and window are in its plan).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Learned {
+    pub learner: Option<Box<Learner>>,
     pub value: LastValue,
 }
 
@@ -174,16 +187,19 @@ pub(crate) struct SensorRef {
     pub interval_ms: Millis,
 }
 
-/// What the engine keeps of one sensor. The lists are fixed when the slot is built (boxed
-/// slices: no spare capacity), except the calibrations an installer adds.
+/// What the engine keeps of one sensor: the states of its plan's learned baselines, stages and
+/// checks, in the plan's order. The lists are fixed when the slot is built (boxed slices: no
+/// spare capacity).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SubjectSlot {
     pub last_at: Option<Millis>,
+    /// Index in `Engine::plans`.
+    pub plan: u32,
     /// Set at installation; takes precedence over learned ones.
-    pub calibrated: Vec<(String, f64)>,
-    pub learned: Box<[LearnedBaseline]>,
-    pub stages: Box<[Stage]>,
-    pub checks: Box<[RuleCheck]>,
+    pub calibrated: Box<[(String, f64)]>,
+    pub learned: Box<[Learned]>,
+    pub stages: Box<[StageState]>,
+    pub checks: Box<[CheckState]>,
 }
 
 /// Evaluates a [`RuleSet`] over a fixed list of sensors.
@@ -193,26 +209,28 @@ pub struct Engine {
     /// What the engine keeps of each sensor after building its slot.
     pub(crate) sensors: Vec<SensorRef>,
     pub(crate) slots: Vec<SubjectSlot>,
+    /// The distinct plans of the sensors (a few per kind of sensor and building).
+    pub(crate) plans: Vec<Plan>,
     pub(crate) agreements: Vec<Agreement>,
     /// Agreements whose votes changed during the current call (reused buffer).
     touched: Vec<usize>,
-    /// Per rule, which signal stage it reads: the index of the first rule with the same stage
-    /// (rules computing the same stage share its state), [`NO_INDEX`] without a signal.
-    stage_keys: Box<[u16]>,
-    /// The current sample's value of each stage of the sensor being evaluated, by stage key
-    /// (reused buffer).
-    staged: Vec<(u16, Option<f64>)>,
+    /// The current sample's value of each stage of the sensor being evaluated (reused buffer).
+    staged: Vec<Option<f64>>,
 }
 
 impl Engine {
     pub fn new(rules: RuleSet, subjects: &[Subject]) -> Engine {
         let rules = rules.rules;
-        let stage_keys = stage_keys(&rules);
-        let mut names = TextPool::default();
-        let mut slots: Vec<SubjectSlot> = subjects.iter().map(|subject| new_slot(&rules, &stage_keys, subject, &mut names)).collect();
-        let agreements = group_buildings(&rules, subjects, &mut slots);
+        let mut planner = Planner::new(&rules);
+        let slots = subjects.iter().enumerate().map(|(index, subject)| planner.slot(index, subject)).collect();
+        let Planner { plans, agreements, .. } = planner;
         let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms }).collect();
-        Engine { rules, sensors, slots, agreements, touched: Vec::new(), stage_keys, staged: Vec::new() }
+        Engine { rules, sensors, slots, plans, agreements, touched: Vec::new(), staged: Vec::new() }
+    }
+
+    /// A sensor's plan.
+    pub(crate) fn plan_of(&self, slot: &SubjectSlot) -> &Plan {
+        &self.plans[slot.plan as usize]
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -225,25 +243,27 @@ impl Engine {
 
     /// The rules that apply to a sensor (empty for an unknown id).
     pub fn rules_for(&self, subject: SubjectId) -> Vec<&Rule> {
-        self.slots.get(subject.0).map_or_else(Vec::new, |slot| slot.checks.iter().map(|c| &self.rules[c.rule()]).collect())
+        self.slots.get(subject.0).map_or_else(Vec::new, |slot| self.plan_of(slot).checks.iter().map(|c| &self.rules[c.rule()]).collect())
     }
 
     /// The rules that apply to a sensor with the override each uses (`None`: the rule's own).
     pub fn checks_for(&self, subject: SubjectId) -> Vec<(&Rule, Option<usize>)> {
-        self.slots.get(subject.0).map_or_else(Vec::new, |slot| slot.checks.iter().map(|c| (&self.rules[c.rule()], c.variant())).collect())
+        self.slots.get(subject.0).map_or_else(Vec::new, |slot| self.plan_of(slot).checks.iter().map(|c| (&self.rules[c.rule()], c.variant())).collect())
     }
 
     /// Sets a sensor's installation baseline for a field (from `gridwatch calibrate`).
     pub fn set_baseline(&mut self, subject: SubjectId, field: &str, value: f64) {
         if let Some(slot) = self.slots.get_mut(subject.0) {
-            slot.calibrated.retain(|(name, _)| name != field);
-            slot.calibrated.push((field.to_string(), value));
+            let mut calibrated = std::mem::take(&mut slot.calibrated).into_vec();
+            calibrated.retain(|(name, _)| name != field);
+            calibrated.push((field.to_string(), value));
+            slot.calibrated = calibrated.into_boxed_slice();
         }
     }
 
     /// The baseline in use for a sensor's field under a rule's baseline spec.
     pub fn baseline(&self, subject: SubjectId, field: &str, spec: BaselineSpec) -> Option<f64> {
-        self.slots.get(subject.0).and_then(|slot| baseline_of(&slot.calibrated, &slot.learned, field, spec))
+        self.slots.get(subject.0).and_then(|slot| baseline_of(&slot.calibrated, &self.plan_of(slot).learned, &slot.learned, field, spec))
     }
 
     /// Evaluates one sample of `subject` taken at `at`, appending any events to `events`.
@@ -253,9 +273,10 @@ impl Engine {
             return Observed::OutOfOrder;
         }
         slot.last_at = Some(at);
-        for learned in slot.learned.iter_mut().filter(|l| l.value.get().is_none()) {
-            let Some(value) = lookup(fields, &learned.field).filter(|v| v.is_finite()) else { continue };
-            let learner = learned.learner.get_or_insert_with(|| Box::new(Learner::new(at, learned.window_ms)));
+        let plan = &self.plans[slot.plan as usize];
+        for (learned, (field, window_ms)) in slot.learned.iter_mut().zip(&plan.learned).filter(|(l, _)| l.value.get().is_none()) {
+            let Some(value) = lookup(fields, field).filter(|v| v.is_finite()) else { continue };
+            let learner = learned.learner.get_or_insert_with(|| Box::new(Learner::new(at, *window_ms)));
             if let Some(baseline) = learner.observe(at, value) {
                 learned.value = LastValue::of(baseline);
                 learned.learner = None;
@@ -263,31 +284,29 @@ impl Engine {
         }
         let SubjectSlot { calibrated, learned, stages, checks, .. } = slot;
         self.staged.clear();
-        for stage in stages.iter_mut() {
-            let key = self.stage_keys[stage.rule()];
-            let Some(signal) = self.rules[stage.rule()].signal.as_ref() else {
-                self.staged.push((key, None));
+        for (state, &rule) in stages.iter_mut().zip(&plan.stages) {
+            let Some(signal) = self.rules[usize::from(rule)].signal.as_ref() else {
+                self.staged.push(None);
                 continue;
             };
             let field = |name: &str| {
                 let value = lookup(fields, name).filter(|v| v.is_finite())?;
                 let Some(spec) = signal.baseline else { return Some(value) };
-                let baseline = baseline_of(calibrated, learned, name, spec)?;
+                let baseline = baseline_of(calibrated, &plan.learned, learned, name, spec)?;
                 match signal.relative {
                     Relative::Difference => Some(value - baseline),
                     Relative::Ratio => (baseline > 0.0).then(|| value / baseline),
                 }
             };
-            self.staged.push((key, signal.stage(&mut stage.state, at, &field)));
+            self.staged.push(signal.stage(state, at, &field));
         }
-        for check in checks.iter_mut() {
-            let rule = &self.rules[check.rule()];
-            let key = self.stage_keys[check.rule()];
-            let staged = if key == NO_INDEX { None } else { self.staged.iter().find(|&&(staged, _)| staged == key).and_then(|&(_, value)| value) };
-            if let Some(event) = observe_check(rule, check, at, staged) {
-                match check.agreement() {
+        for (state, planned) in checks.iter_mut().zip(&plan.checks) {
+            let rule = &self.rules[planned.rule()];
+            let staged = planned.stage().and_then(|stage| self.staged.get(stage).copied().flatten());
+            if let Some(event) = observe_check(rule, planned.variant(), state, at, staged) {
+                match planned.agreement() {
                     Some(agreement) => self.touched.push(agreement),
-                    None => events.push(RuleEvent { rule: RuleId(check.rule()), subject, variant: check.variant(), ..event }),
+                    None => events.push(RuleEvent { rule: RuleId(planned.rule()), subject, variant: planned.variant(), ..event }),
                 }
             }
         }
@@ -299,12 +318,13 @@ impl Engine {
     pub fn tick(&mut self, now: Millis, events: &mut Vec<RuleEvent>) {
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let interval = self.sensors[index].interval_ms;
-            for check in slot.checks.iter_mut() {
-                let rule = &self.rules[check.rule()];
-                if let Some(event) = tick_check(rule, check, now, interval) {
-                    match check.agreement() {
+            let plan = &self.plans[slot.plan as usize];
+            for (state, planned) in slot.checks.iter_mut().zip(&plan.checks) {
+                let rule = &self.rules[planned.rule()];
+                if let Some(event) = tick_check(rule, planned.variant(), state, now, interval) {
+                    match planned.agreement() {
                         Some(agreement) => self.touched.push(agreement),
-                        None => events.push(RuleEvent { rule: RuleId(check.rule()), subject: SubjectId(index), variant: check.variant(), ..event }),
+                        None => events.push(RuleEvent { rule: RuleId(planned.rule()), subject: SubjectId(index), variant: planned.variant(), ..event }),
                     }
                 }
             }
@@ -322,10 +342,10 @@ impl Engine {
         touched.dedup();
         for &index in &touched {
             let verdict = verdict(&self.votes(index), self.agreements[index].needed);
+            let (anchor, check) = self.agreements[index].members[0];
+            let variant = self.plan_of(&self.slots[anchor]).checks[check].variant();
             let agreement = &mut self.agreements[index];
             let Some(step) = agreement.settle(verdict) else { continue };
-            let (anchor, check) = agreement.members[0];
-            let variant = self.slots[anchor].checks[check].variant();
             let of = u8::try_from(agreement.members.len()).unwrap_or(u8::MAX);
             let agreeing = Some(Agreeing { agreeing: u8::try_from(verdict.agreeing).unwrap_or(u8::MAX), of });
             let event = match step {
@@ -344,7 +364,7 @@ impl Engine {
         self.agreements[agreement]
             .members
             .iter()
-            .map(|&(slot, check)| match &self.slots[slot].checks[check].state {
+            .map(|&(slot, check)| match &self.slots[slot].checks[check] {
                 CheckState::Ladder { ladder, last_value, .. } => Vote { open: ladder.open(), value: last_value.get() },
                 _ => Vote { open: None, value: None },
             })
@@ -360,31 +380,101 @@ impl Engine {
     }
 }
 
-/// Groups, for each rule with `agree`, the sensors of each building (same site and building)
-/// into one agreement; sensors without a building stay on their own.
-fn group_buildings(rules: &[Rule], subjects: &[Subject], slots: &mut [SubjectSlot]) -> Vec<Agreement> {
-    let mut agreements: Vec<Agreement> = Vec::new();
-    let mut by_building: std::collections::HashMap<(usize, &str, &str), usize> = std::collections::HashMap::new();
-    for (index, subject) in subjects.iter().enumerate() {
-        let Some(building) = subject.building.as_deref() else { continue };
-        for (position, check) in slots[index].checks.iter_mut().enumerate() {
-            let Some(agree) = rules[check.rule()].agree else { continue };
-            let group = *by_building.entry((check.rule(), &*subject.site, building)).or_insert_with(|| {
-                agreements.push(Agreement { rule: check.rule(), members: Vec::new(), needed: usize::from(agree), open: None });
-                agreements.len() - 1
-            });
-            agreements[group].members.push((index, position));
-            check.agreement = u32::try_from(group).unwrap_or(NO_AGREEMENT);
-        }
-    }
-    for agreement in &mut agreements {
-        agreement.needed = agreement.needed.clamp(1, agreement.members.len());
-    }
-    agreements
+/// Works out each sensor's plan while the engine is built: shares equal plans, and groups, for
+/// each rule with `agree`, the sensors of each building (same site and building) into one
+/// agreement (sensors without a building stay on their own).
+struct Planner<'r> {
+    rules: &'r [Rule],
+    /// Per rule, which signal stage it reads: the first rule with the same stage
+    /// ([`NO_INDEX`] without a signal).
+    stage_keys: Box<[u16]>,
+    plans: Vec<Plan>,
+    plan_index: std::collections::HashMap<Plan, u32>,
+    agreements: Vec<Agreement>,
+    by_building: std::collections::HashMap<(usize, Arc<str>, Arc<str>), usize>,
+    /// Shares the learned fields' names between plans.
+    names: TextPool,
 }
 
-/// `names` shares the learned fields' names between slots.
-/// Each rule's stage key (see [`Engine::stage_keys`]).
+impl<'r> Planner<'r> {
+    fn new(rules: &'r [Rule]) -> Planner<'r> {
+        Planner {
+            rules,
+            stage_keys: stage_keys(rules),
+            plans: Vec::new(),
+            plan_index: std::collections::HashMap::new(),
+            agreements: Vec::new(),
+            by_building: std::collections::HashMap::new(),
+            names: TextPool::default(),
+        }
+    }
+
+    /// The slot of sensor `index`: fresh states for its plan.
+    fn slot(&mut self, index: usize, subject: &Subject) -> SubjectSlot {
+        let plan = self.plan(index, subject);
+        let id = match self.plan_index.get(&plan) {
+            Some(&id) => id,
+            None => {
+                let id = u32::try_from(self.plans.len()).unwrap_or(u32::MAX);
+                self.plan_index.insert(plan.clone(), id);
+                self.plans.push(plan);
+                id
+            }
+        };
+        let plan = &self.plans[id as usize];
+        SubjectSlot {
+            last_at: None,
+            plan: id,
+            calibrated: Box::default(),
+            learned: plan.learned.iter().map(|_| Learned::default()).collect(),
+            stages: plan.stages.iter().map(|_| StageState::default()).collect(),
+            checks: plan.checks.iter().map(|c| initial_state(self.rules[c.rule()].check_of(c.variant()))).collect(),
+        }
+    }
+
+    fn plan(&mut self, index: usize, subject: &Subject) -> Plan {
+        let (mut learned, mut stages, mut checks) = (Vec::<(Arc<str>, Millis)>::new(), Vec::<u16>::new(), Vec::new());
+        for (rule_index, rule) in self.rules.iter().enumerate().filter(|(_, rule)| rule.scope.matches(subject)) {
+            if let Some(signal) = &rule.signal {
+                if let Some(BaselineSpec::Learn { window_ms }) = signal.baseline {
+                    for field in signal.expr.fields() {
+                        if !learned.iter().any(|(name, window)| &**name == field && *window == window_ms) {
+                            learned.push((self.names.share(field), window_ms));
+                        }
+                    }
+                }
+            }
+            let key = self.stage_keys[rule_index];
+            let stage = (key != NO_INDEX).then(|| {
+                stages.iter().position(|&stage| self.stage_keys[usize::from(stage)] == key).unwrap_or_else(|| {
+                    stages.push(narrow(Some(rule_index)));
+                    stages.len() - 1
+                })
+            });
+            let agreement = self.agreement(rule_index, subject, (index, checks.len()));
+            checks.push(PlannedCheck { rule: narrow(Some(rule_index)), variant: narrow(rule.variant_for(subject)), agreement, stage: narrow(stage) });
+        }
+        Plan { checks: checks.into(), stages: stages.into(), learned: learned.into() }
+    }
+
+    /// The agreement that the check at `member` (sensor, position) votes in, for a rule with
+    /// `agree` on a sensor with a building.
+    fn agreement(&mut self, rule: usize, subject: &Subject, member: (usize, usize)) -> u32 {
+        let (Some(agree), Some(building)) = (self.rules[rule].agree, subject.building.as_ref()) else { return NO_AGREEMENT };
+        let agreements = &mut self.agreements;
+        let group = *self.by_building.entry((rule, subject.site.clone(), building.clone())).or_insert_with(|| {
+            agreements.push(Agreement { rule, members: Vec::new(), needed: usize::from(agree), open: None });
+            agreements.len() - 1
+        });
+        let agreement = &mut self.agreements[group];
+        agreement.members.push(member);
+        agreement.needed = usize::from(agree).clamp(1, agreement.members.len());
+        u32::try_from(group).unwrap_or(NO_AGREEMENT)
+    }
+}
+
+/// Each rule's stage key: the index of the first rule computing the same signal stage (rules
+/// computing the same stage share its state), [`NO_INDEX`] without a signal.
 fn stage_keys(rules: &[Rule]) -> Box<[u16]> {
     let mut firsts: Vec<usize> = Vec::new();
     rules
@@ -401,44 +491,23 @@ fn stage_keys(rules: &[Rule]) -> Box<[u16]> {
         .collect()
 }
 
-fn new_slot(rules: &[Rule], stage_keys: &[u16], subject: &Subject, names: &mut TextPool) -> SubjectSlot {
-    let (mut learned, mut stages, mut checks) = (Vec::<LearnedBaseline>::new(), Vec::<Stage>::new(), Vec::new());
-    for (index, rule) in rules.iter().enumerate().filter(|(_, rule)| rule.scope.matches(subject)) {
-        if let Some(signal) = &rule.signal {
-            if let Some(BaselineSpec::Learn { window_ms }) = signal.baseline {
-                for field in signal.expr.fields() {
-                    if !learned.iter().any(|l| &*l.field == field && l.window_ms == window_ms) {
-                        learned.push(LearnedBaseline { field: names.share(field), window_ms, learner: None, value: LastValue::NONE });
-                    }
-                }
-            }
-        }
-        let key = stage_keys[index];
-        if key != NO_INDEX && !stages.iter().any(|stage| stage_keys[stage.rule()] == key) {
-            stages.push(Stage { rule: narrow(Some(index)), state: StageState::default() });
-        }
-        let variant = rule.variant_for(subject);
-        let state = initial_state(rule.check_of(variant));
-        checks.push(RuleCheck { rule: narrow(Some(index)), variant: narrow(variant), agreement: NO_AGREEMENT, state });
-    }
-    SubjectSlot { last_at: None, calibrated: Vec::new(), learned: learned.into(), stages: stages.into(), checks: checks.into() }
-}
-
 pub(crate) fn initial_state(check: &Check) -> CheckState {
     match check {
-        Check::Ladder(_) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::default(), last_value: LastValue::NONE },
+        Check::Ladder(_) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::default(), last_value: ReportedValue::NONE },
         Check::NoData { .. } => CheckState::NoData(SilenceState::default()),
-        Check::FlatLine { .. } => CheckState::FlatLine { transform: TransformState::default(), flat: FlatState::default() },
+        Check::FlatLine { .. } => CheckState::FlatLine { transform: TransformState::default(), flat: Box::default() },
     }
 }
 
-fn baseline_of(calibrated: &[(String, f64)], learned: &[LearnedBaseline], field: &str, spec: BaselineSpec) -> Option<f64> {
+/// `planned` names the fields and windows of the sensor's `learned` baselines.
+fn baseline_of(calibrated: &[(String, f64)], planned: &[(Arc<str>, Millis)], learned: &[Learned], field: &str, spec: BaselineSpec) -> Option<f64> {
     let fixed = calibrated.iter().find(|(name, _)| name == field).map(|&(_, v)| v);
     match spec {
         BaselineSpec::Calibrated => fixed,
-        BaselineSpec::Learn { window_ms } => {
-            fixed.or_else(|| learned.iter().find(|l| &*l.field == field && l.window_ms == window_ms).and_then(|l| l.value.get()))
-        }
+        BaselineSpec::Learn { window_ms } => fixed.or_else(|| {
+            let position = planned.iter().position(|(name, window)| &**name == field && *window == window_ms)?;
+            learned.get(position).and_then(|l| l.value.get())
+        }),
     }
 }
 
@@ -457,11 +526,11 @@ fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {
 
 /// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one
 /// and the sample carried its fields).
-fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, staged: Option<f64>) -> Option<RuleEvent> {
-    match (rule.check_of(check.variant()), &mut check.state) {
+fn observe_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: Millis, staged: Option<f64>) -> Option<RuleEvent> {
+    match (rule.check_of(variant), state) {
         (Check::Ladder(levels), CheckState::Ladder { transform, ladder, last_value }) => {
             let value = rule.signal.as_ref()?.transform(transform, at, staged?)?;
-            *last_value = LastValue::of(value);
+            *last_value = ReportedValue::of(value);
             ladder.observe(levels, value, at).map(|step| from_step(step, value, at))
         }
         (Check::NoData { severity, .. }, CheckState::NoData(silence)) => match silence.heard(at)? {
@@ -479,8 +548,8 @@ fn observe_check(rule: &Rule, check: &mut RuleCheck, at: Millis, staged: Option<
     }
 }
 
-fn tick_check(rule: &Rule, check: &mut RuleCheck, now: Millis, interval_ms: Millis) -> Option<RuleEvent> {
-    match (rule.check_of(check.variant()), &mut check.state) {
+fn tick_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, now: Millis, interval_ms: Millis) -> Option<RuleEvent> {
+    match (rule.check_of(variant), state) {
         (Check::Ladder(levels), CheckState::Ladder { ladder, last_value, .. }) => {
             ladder.tick(levels, now).map(|step| from_step(step, last_value.get().unwrap_or(f64::NAN), now))
         }

@@ -11,7 +11,9 @@
 //! Ten thousand sensors are written every minute on an SD card: version 2 repeated every rule id
 //! and fingerprint for every sensor and wrote every state at rest. Version 2 is still read.
 
-use crate::engine::{initial_state, CheckState, Engine, LearnedBaseline, RuleCheck, Stage};
+use crate::engine::{initial_state, CheckState, Engine, Learned, LearnedBaseline, Plan, SubjectSlot};
+use crate::last_value::LastValue;
+use crate::signal::Learner;
 use crate::rule::{Millis, Rule};
 use crate::signal::StageState;
 use serde::{Deserialize, Serialize};
@@ -84,16 +86,42 @@ fn headers(rules: &[Rule]) -> Vec<RuleHeader> {
 }
 
 /// The states of a sensor worth saving: those a fresh engine would not have.
-fn learned_to_save(learned: &[LearnedBaseline]) -> impl Iterator<Item = &LearnedBaseline> {
-    learned.iter().filter(|l| l.learner.is_some() || l.value.get().is_some())
+fn learned_to_save<'a>(plan: &'a Plan, slot: &'a SubjectSlot) -> impl Iterator<Item = LearnedView<'a>> {
+    plan.learned.iter().zip(&slot.learned).filter(|(_, l)| l.learner.is_some() || l.value.get().is_some()).map(|((field, window_ms), l)| LearnedView {
+        field,
+        window_ms: *window_ms,
+        learner: l.learner.as_deref(),
+        value: l.value,
+    })
 }
 
-fn stages_to_save(stages: &[Stage]) -> impl Iterator<Item = &Stage> {
-    stages.iter().filter(|stage| stage.state != StageState::default())
+/// The saved stages: (rule defining the stage, state).
+fn stages_to_save<'a>(plan: &'a Plan, slot: &'a SubjectSlot) -> impl Iterator<Item = (usize, &'a StageState)> {
+    plan.stages.iter().zip(&slot.stages).filter(|(_, state)| **state != StageState::default()).map(|(&rule, state)| (usize::from(rule), state))
 }
 
-fn checks_to_save<'a>(rules: &'a [Rule], checks: &'a [RuleCheck]) -> impl Iterator<Item = &'a RuleCheck> {
-    checks.iter().filter(|check| check.state != initial_state(rules[check.rule()].check_of(check.variant())))
+/// The saved checks: (rule, state).
+fn checks_to_save<'a>(rules: &'a [Rule], plan: &'a Plan, slot: &'a SubjectSlot) -> impl Iterator<Item = (usize, &'a CheckState)> {
+    plan.checks
+        .iter()
+        .zip(&slot.checks)
+        .filter(|(planned, state)| **state != initial_state(rules[planned.rule()].check_of(planned.variant())))
+        .map(|(planned, state)| (planned.rule(), state))
+}
+
+/// A [`LearnedBaseline`] borrowed from the engine (same fields, same JSON).
+#[derive(Serialize)]
+struct LearnedView<'a> {
+    field: &'a str,
+    window_ms: Millis,
+    learner: Option<&'a Learner>,
+    value: LastValue,
+}
+
+impl LearnedView<'_> {
+    fn to_owned(&self) -> LearnedBaseline {
+        LearnedBaseline { field: self.field.into(), window_ms: self.window_ms, learner: self.learner.map(|l| Box::new(l.clone())), value: self.value }
+    }
 }
 
 /// A [`Snapshot`] that borrows the engine's state instead of copying it: serialized, it is the
@@ -107,7 +135,7 @@ struct SubjectView<'a> {
     id: &'a str,
     last_at: Option<Millis>,
     calibrated: &'a [(String, f64)],
-    learned: Vec<&'a LearnedBaseline>,
+    learned: Vec<LearnedView<'a>>,
     stages: Vec<(usize, &'a StageState)>,
     checks: Vec<(usize, &'a CheckState)>,
 }
@@ -119,13 +147,16 @@ impl Serialize for SnapshotView<'_> {
         impl Serialize for Subjects<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let engine = self.0;
-                serializer.collect_seq(engine.sensors.iter().zip(&engine.slots).map(|(sensor, slot)| SubjectView {
-                    id: &sensor.id,
-                    last_at: slot.last_at,
-                    calibrated: &slot.calibrated,
-                    learned: learned_to_save(&slot.learned).collect(),
-                    stages: stages_to_save(&slot.stages).map(|stage| (stage.rule(), &stage.state)).collect(),
-                    checks: checks_to_save(&engine.rules, &slot.checks).map(|check| (check.rule(), &check.state)).collect(),
+                serializer.collect_seq(engine.sensors.iter().zip(&engine.slots).map(|(sensor, slot)| {
+                    let plan = engine.plan_of(slot);
+                    SubjectView {
+                        id: &sensor.id,
+                        last_at: slot.last_at,
+                        calibrated: &slot.calibrated,
+                        learned: learned_to_save(plan, slot).collect(),
+                        stages: stages_to_save(plan, slot).collect(),
+                        checks: checks_to_save(&engine.rules, plan, slot).collect(),
+                    }
                 }))
             }
         }
@@ -143,13 +174,16 @@ impl Engine {
             .sensors
             .iter()
             .zip(&self.slots)
-            .map(|(sensor, slot)| SubjectSnapshot {
-                id: sensor.id.to_string(),
-                last_at: slot.last_at,
-                calibrated: slot.calibrated.clone(),
-                learned: learned_to_save(&slot.learned).cloned().collect(),
-                stages: stages_to_save(&slot.stages).map(|stage| (stage.rule(), stage.state.clone())).collect(),
-                checks: checks_to_save(&self.rules, &slot.checks).map(|check| (check.rule(), check.state.clone())).collect(),
+            .map(|(sensor, slot)| {
+                let plan = self.plan_of(slot);
+                SubjectSnapshot {
+                    id: sensor.id.to_string(),
+                    last_at: slot.last_at,
+                    calibrated: slot.calibrated.to_vec(),
+                    learned: learned_to_save(plan, slot).map(|view| view.to_owned()).collect(),
+                    stages: stages_to_save(plan, slot).map(|(rule, state)| (rule, state.clone())).collect(),
+                    checks: checks_to_save(&self.rules, plan, slot).map(|(rule, state)| (rule, state.clone())).collect(),
+                }
             })
             .collect();
         Snapshot { version: SNAPSHOT_VERSION, rules: headers(&self.rules), subjects }
@@ -191,16 +225,20 @@ impl Engine {
     /// state is made next to the two engines.
     pub fn take_over(&mut self, previous: Engine) -> Restored {
         let headers = headers(&previous.rules);
-        let Engine { sensors, slots, .. } = previous;
+        let Engine { sensors, slots, plans, .. } = previous;
         let mut restorer = Restorer::new(self);
         for (sensor, slot) in sensors.into_iter().zip(slots) {
+            let plan = &plans[slot.plan as usize];
+            let learned = plan.learned.iter().zip(slot.learned.into_vec());
+            let stages = plan.stages.iter().zip(slot.stages.into_vec());
+            let checks = plan.checks.iter().zip(slot.checks.into_vec());
             restorer.subject(Saved {
                 id: sensor.id.to_string(),
                 last_at: slot.last_at,
-                calibrated: slot.calibrated,
-                learned: slot.learned.into_vec(),
-                stages: slot.stages.into_vec().into_iter().map(|stage| (headers[stage.rule()].stage, stage.state)).collect(),
-                checks: slot.checks.into_vec().into_iter().map(|check| (headers[check.rule()].id.as_str(), headers[check.rule()].fingerprint, check.state)).collect(),
+                calibrated: slot.calibrated.into_vec(),
+                learned: learned.map(|((field, window_ms), l)| LearnedBaseline { field: field.clone(), window_ms: *window_ms, learner: l.learner, value: l.value }).collect(),
+                stages: stages.map(|(&rule, state)| (headers[usize::from(rule)].stage, state)).collect(),
+                checks: checks.map(|(planned, state)| (headers[planned.rule()].id.as_str(), headers[planned.rule()].fingerprint, state)).collect(),
             });
         }
         restorer.finish()
@@ -292,24 +330,26 @@ impl<'e> Restorer<'e> {
         };
         let rules = &self.rules;
         let slot = &mut self.engine.slots[index];
+        let plan = &self.engine.plans[slot.plan as usize];
         slot.last_at = saved.last_at;
-        slot.calibrated = saved.calibrated;
+        slot.calibrated = saved.calibrated.into_boxed_slice();
         let mut old_learned = saved.learned;
-        for learned in slot.learned.iter_mut() {
-            if let Some(position) = old_learned.iter().position(|old| old.field == learned.field && old.window_ms == learned.window_ms) {
-                *learned = old_learned.swap_remove(position);
+        for (learned, (field, window_ms)) in slot.learned.iter_mut().zip(&plan.learned) {
+            if let Some(position) = old_learned.iter().position(|old| old.field == *field && old.window_ms == *window_ms) {
+                let old = old_learned.swap_remove(position);
+                *learned = Learned { learner: old.learner, value: old.value };
             }
         }
         let mut old_stages = saved.stages;
-        for stage in slot.stages.iter_mut() {
-            if let Some(position) = old_stages.iter().position(|&(fingerprint, _)| fingerprint == rules[stage.rule()].stage) {
-                stage.state = old_stages.swap_remove(position).1;
+        for (state, &rule) in slot.stages.iter_mut().zip(&plan.stages) {
+            if let Some(position) = old_stages.iter().position(|&(fingerprint, _)| fingerprint == rules[usize::from(rule)].stage) {
+                *state = old_stages.swap_remove(position).1;
             }
         }
         for (rule, fingerprint, state) in saved.checks {
-            match slot.checks.iter_mut().find(|check| rules[check.rule()].id == rule && rules[check.rule()].fingerprint == fingerprint) {
-                Some(check) => {
-                    check.state = state;
+            match plan.checks.iter().position(|planned| rules[planned.rule()].id == rule && rules[planned.rule()].fingerprint == fingerprint) {
+                Some(position) => {
+                    slot.checks[position] = state;
                     self.restored.checks += 1;
                 }
                 None => self.restored.discarded += 1,

@@ -155,9 +155,32 @@ fn rules_with_the_same_signal_stage_share_it() {
     let rules = RuleSet::compile(&crate::packs::builtin_packs()).unwrap();
     let e = Engine::new(rules, &[subject("house-1", SensorKind::Tilt)]);
     let slot = &e.slots[0];
-    assert_eq!(slot.checks.len(), 8);
+    let plan = e.plan_of(slot);
+    assert_eq!((slot.checks.len(), plan.checks.len()), (8, 8));
     // tilt-change and the three creep rules smooth the same value once.
-    assert_eq!(slot.stages.len(), 4, "{:?}", slot.stages.iter().map(|s| e.rules[s.rule()].id.clone()).collect::<Vec<_>>());
+    assert_eq!(slot.stages.len(), 4, "{:?}", plan.stages.iter().map(|&rule| e.rules[usize::from(rule)].id.clone()).collect::<Vec<_>>());
+}
+
+#[test]
+fn sensors_that_run_the_same_checks_share_one_plan() {
+    let mut sources = crate::packs::builtin_packs();
+    sources.push(RuleSource { name: "agree".into(), text: AGREEING.into() });
+    let rules = RuleSet::compile(&sources).unwrap();
+    let subjects = [
+        subject("t1", SensorKind::Tilt),
+        subject("t2", SensorKind::Tilt),
+        subject("w1", SensorKind::Water),
+        in_building("roof", "b1"),
+        in_building("wall", "b1"),
+        in_building("other", "b2"),
+    ];
+    let e = Engine::new(rules, &subjects);
+    let plans: Vec<u32> = e.slots.iter().map(|slot| slot.plan).collect();
+    assert_eq!(plans[0], plans[1], "two tilt boxes without a building");
+    assert_ne!(plans[0], plans[2], "a tilt box and a water probe");
+    assert_eq!(plans[3], plans[4], "two boxes of one building vote in the same agreements");
+    assert_ne!(plans[3], plans[5], "another building has its own agreements");
+    assert_eq!(e.plans.len(), 4);
 }
 
 #[test]
@@ -280,10 +303,10 @@ severity = "notice"
 #[test]
 fn per_sensor_states_stay_small() {
     use std::mem::size_of;
-    assert!(size_of::<RuleCheck>() <= 40, "RuleCheck {}", size_of::<RuleCheck>());
-    assert!(size_of::<RuleCheck>() <= 64, "RuleCheck {}", size_of::<RuleCheck>());
-    assert!(size_of::<Stage>() <= 16, "Stage {}", size_of::<Stage>());
-    assert!(size_of::<LearnedBaseline>() <= 40, "LearnedBaseline {}", size_of::<LearnedBaseline>());
+    assert!(size_of::<CheckState>() <= 24, "CheckState {}", size_of::<CheckState>());
+    assert!(size_of::<StageState>() <= 8, "StageState {}", size_of::<StageState>());
+    assert!(size_of::<Learned>() <= 16, "Learned {}", size_of::<Learned>());
+    assert!(size_of::<SubjectSlot>() <= 88, "SubjectSlot {}", size_of::<SubjectSlot>());
 }
 
 #[test]
@@ -291,7 +314,7 @@ fn a_ladder_at_rest_keeps_no_level_states() {
     let rules = "[[rule]]\nid = \"hot\"\nvalue = \"t\"\nabove = 30\nclear_below = 28\nseverity = \"warning\"\n";
     let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: rules.into() }]).unwrap();
     let mut engine = Engine::new(rules, &[subject("s1", SensorKind::Water)]);
-    let levels = |engine: &Engine| match &engine.slots[0].checks[0].state {
+    let levels = |engine: &Engine| match &engine.slots[0].checks[0] {
         CheckState::Ladder { ladder, .. } => !ladder.levels().is_empty(),
         other => panic!("{other:?}"),
     };
