@@ -12,6 +12,7 @@
 use crate::expr::ValueExpr;
 use crate::rule::Millis;
 pub use crate::window::Point;
+use crate::window::{drop_front, keep_newest, Points};
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -131,15 +132,14 @@ fn window_seconds(window: Millis) -> i64 {
 /// signals share that stage share one state, so a one-hour median is computed once per sample
 /// however many rules look at it.
 ///
-/// Memory: a stage without smoothing (most of them) keeps nothing but an empty pointer; saved,
-/// `smooth` is the window of recent values (empty when there are none).
-// The box is the point: an unused window costs 8 bytes, not an empty deque's 32.
-#[allow(clippy::box_collection)]
+/// Memory: a stage without smoothing (most of them) keeps nothing but an empty pointer, and a
+/// short window (`median 3`) one allocation with its points inline; saved, `smooth` is the
+/// window of recent values (empty when there are none).
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StageState {
     /// Recent raw values for smoothing.
     #[serde(serialize_with = "crate::window::save_optional", deserialize_with = "crate::window::load_optional")]
-    smooth: Option<Box<VecDeque<Point>>>,
+    smooth: Option<Box<Points>>,
 }
 
 /// Per-(rule, sensor) state of a signal's transform: a null pointer until the transform first
@@ -178,13 +178,14 @@ impl<'de> serde::Deserialize<'de> for TransformState {
 /// Monotonic queues over a time window: `lows` holds values that are lower than every newer one
 /// (ascending), `highs` values higher than every newer one (descending); their fronts are the
 /// window's minimum and maximum. Each holds only the values that can still be an extreme, a
-/// handful for noisy data instead of every reading of the window.
+/// handful for noisy data instead of every reading of the window, so both usually live inline
+/// in the transform's one allocation.
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Extremes {
     #[serde(with = "crate::window::packed")]
-    lows: VecDeque<Point>,
+    lows: Points,
     #[serde(with = "crate::window::packed")]
-    highs: VecDeque<Point>,
+    highs: Points,
 }
 
 impl Signal {
@@ -235,25 +236,17 @@ impl Signal {
     }
 }
 
-fn smooth_value(smooth: Smooth, buffer: &mut VecDeque<Point>, at: Millis, value: f64) -> f64 {
+fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> f64 {
     let now = second_of(at);
-    buffer.push_back(Point::new(now, value));
+    buffer.push(Point::new(now, value));
     match smooth.window {
         Window::Time(window) => {
             let cutoff = now - window_seconds(window);
-            while buffer.front().is_some_and(|p| p.second() <= cutoff) {
-                buffer.pop_front();
-            }
+            drop_front(buffer, |p| p.second() <= cutoff);
         }
-        Window::Samples(n) => {
-            while buffer.len() > n {
-                buffer.pop_front();
-            }
-        }
+        Window::Samples(n) => keep_newest(buffer, n),
     }
-    while buffer.len() > MAX_WINDOW_SAMPLES {
-        buffer.pop_front();
-    }
+    keep_newest(buffer, MAX_WINDOW_SAMPLES);
     let values = buffer.iter().map(|p| p.value());
     match smooth.method {
         SmoothMethod::Mean => values.sum::<f64>() / buffer.len() as f64,
@@ -324,27 +317,21 @@ fn swing_within(extremes: &mut Extremes, window: Millis, at: Millis, value: f64)
     // Compared at the precision it is kept in, so a repeated reading is a swing of exactly 0.
     let value = point.value();
     let Extremes { lows, highs } = extremes;
-    for queue in [&mut *lows, &mut *highs] {
-        while queue.front().is_some_and(|p| p.second() < cutoff) {
-            queue.pop_front();
-        }
-    }
-    let low = lows.front().map_or(value, |p| p.value());
-    let high = highs.front().map_or(value, |p| p.value());
+    drop_front(lows, |p| p.second() < cutoff);
+    drop_front(highs, |p| p.second() < cutoff);
+    let low = lows.first().map_or(value, |p| p.value());
+    let high = highs.first().map_or(value, |p| p.value());
     let swing = (value - low).abs().max((high - value).abs());
-    while lows.back().is_some_and(|p| p.value() >= point.value()) {
-        lows.pop_back();
+    while lows.last().is_some_and(|p| p.value() >= point.value()) {
+        lows.pop();
     }
-    while highs.back().is_some_and(|p| p.value() <= point.value()) {
-        highs.pop_back();
+    while highs.last().is_some_and(|p| p.value() <= point.value()) {
+        highs.pop();
     }
-    lows.push_back(point);
-    highs.push_back(point);
-    for queue in [lows, highs] {
-        while queue.len() > MAX_WINDOW_SAMPLES {
-            queue.pop_front();
-        }
-    }
+    lows.push(point);
+    highs.push(point);
+    keep_newest(lows, MAX_WINDOW_SAMPLES);
+    keep_newest(highs, MAX_WINDOW_SAMPLES);
     swing
 }
 

@@ -10,7 +10,30 @@
 //! list (state format 2) is still read, and an empty window is `[]` in both.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
+
+/// A short list of recent points: inline while it holds at most four (a `median 3` window, the
+/// candidates of a swing's extremes — a handful for noisy data), on the heap beyond. One
+/// allocation fewer per sensor than a `VecDeque` behind a box.
+pub(crate) type Points = SmallVec<[Point; 4]>;
+
+/// Drops the points at the front of `points` that `expired` picks out (oldest first), in one
+/// move of the rest.
+pub(crate) fn drop_front(points: &mut Points, expired: impl Fn(&Point) -> bool) {
+    let count = points.iter().take_while(|p| expired(p)).count();
+    if count > 0 {
+        points.drain(..count);
+    }
+}
+
+/// Keeps the newest `max` points.
+pub(crate) fn keep_newest(points: &mut Points, max: usize) {
+    if points.len() > max {
+        let excess = points.len() - max;
+        points.drain(..excess);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Point(u32, f32);
@@ -37,16 +60,20 @@ enum Saved {
     Packed(u32, Vec<i64>, Vec<f32>),
 }
 
-/// `#[serde(with = "crate::window::packed")]` for a `VecDeque<Point>`.
+/// `#[serde(with = "crate::window::packed")]` for a `VecDeque<Point>` or [`Points`].
 pub(crate) mod packed {
     use super::{Point, Saved};
     use serde::ser::SerializeTuple;
-    use std::collections::VecDeque;
 
-    pub fn serialize<S: serde::Serializer>(points: &VecDeque<Point>, serializer: S) -> Result<S::Ok, S::Error> {
-        let Some(first) = points.front() else { return serializer.collect_seq(std::iter::empty::<u32>()) };
-        let steps: Vec<i64> = points.iter().zip(points.iter().skip(1)).map(|(before, after)| after.second() - before.second()).collect();
-        let values: Vec<f32> = points.iter().map(|point| point.1).collect();
+    pub fn serialize<'a, C, S: serde::Serializer>(points: &'a C, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        &'a C: IntoIterator<Item = &'a Point>,
+        <&'a C as IntoIterator>::IntoIter: Clone,
+    {
+        let points = points.into_iter();
+        let Some(first) = points.clone().next() else { return serializer.collect_seq(std::iter::empty::<u32>()) };
+        let steps: Vec<i64> = points.clone().zip(points.clone().skip(1)).map(|(before, after)| after.second() - before.second()).collect();
+        let values: Vec<f32> = points.map(|point| point.1).collect();
         let mut saved = serializer.serialize_tuple(3)?;
         saved.serialize_element(&first.0)?;
         saved.serialize_element(&steps)?;
@@ -54,40 +81,40 @@ pub(crate) mod packed {
         saved.end()
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<VecDeque<Point>, D::Error> {
+    pub fn deserialize<'de, C: FromIterator<Point>, D: serde::Deserializer<'de>>(deserializer: D) -> Result<C, D::Error> {
         match <Saved as serde::Deserialize>::deserialize(deserializer)? {
-            Saved::Pairs(points) => Ok(points),
+            Saved::Pairs(points) => Ok(points.into_iter().collect()),
             Saved::Packed(first, steps, values) => {
                 if steps.len() + 1 != values.len() {
                     return Err(serde::de::Error::invalid_length(steps.len(), &"one step fewer than values"));
                 }
                 let mut second = i64::from(first);
-                let mut points = VecDeque::with_capacity(values.len());
-                for (index, value) in values.into_iter().enumerate() {
-                    if index > 0 {
-                        second = second.saturating_add(steps[index - 1]);
-                    }
-                    points.push_back(Point(u32::try_from(second.max(0)).unwrap_or(u32::MAX), value));
-                }
-                Ok(points)
+                Ok(values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, value)| {
+                        if index > 0 {
+                            second = second.saturating_add(steps[index - 1]);
+                        }
+                        Point(u32::try_from(second.max(0)).unwrap_or(u32::MAX), value)
+                    })
+                    .collect())
             }
         }
     }
 }
 
 /// Writes a window allocated only once used (`StageState::smooth`): `[]` while there is none.
-#[allow(clippy::box_collection)]
-pub(crate) fn save_optional<S: serde::Serializer>(points: &Option<Box<VecDeque<Point>>>, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn save_optional<S: serde::Serializer>(points: &Option<Box<Points>>, serializer: S) -> Result<S::Ok, S::Error> {
     match points {
-        Some(points) => packed::serialize(points, serializer),
-        None => packed::serialize(&VecDeque::new(), serializer),
+        Some(points) => packed::serialize(&**points, serializer),
+        None => packed::serialize(&Points::new(), serializer),
     }
 }
 
 /// Reads it back; an empty window is none.
-#[allow(clippy::box_collection)]
-pub(crate) fn load_optional<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<VecDeque<Point>>>, D::Error> {
-    let points = packed::deserialize(deserializer)?;
+pub(crate) fn load_optional<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<Points>>, D::Error> {
+    let points: Points = packed::deserialize(deserializer)?;
     Ok((!points.is_empty()).then(|| Box::new(points)))
 }
 
@@ -109,5 +136,22 @@ mod tests {
         assert_eq!(serde_json::to_string(&Window(VecDeque::new())).unwrap(), "[]");
         assert_eq!(serde_json::from_str::<Window>("[]").unwrap(), Window(VecDeque::new()));
         assert!(serde_json::from_str::<Window>("[1795392000,[60],[0.31]]").is_err(), "steps and values must match");
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Short(#[serde(with = "packed")] Points);
+
+    #[test]
+    fn a_short_list_is_saved_like_a_window_and_stays_inline_up_to_four_points() {
+        let short = Short([Point(1_795_392_000, 0.31), Point(1_795_392_060, 0.32)].into_iter().collect());
+        let saved = serde_json::to_string(&short).unwrap();
+        assert_eq!(saved, "[1795392000,[60],[0.31,0.32]]");
+        assert_eq!(serde_json::from_str::<Short>(&saved).unwrap(), short);
+        let mut points: Points = (0..6).map(|s| Point::new(s, s as f64)).collect();
+        drop_front(&mut points, |p| p.second() < 2);
+        assert_eq!(points.iter().map(|p| p.second()).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+        keep_newest(&mut points, 3);
+        assert_eq!(points.iter().map(|p| p.second()).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(std::mem::size_of::<Points>(), 40, "four points inline and the length, nothing more");
     }
 }
