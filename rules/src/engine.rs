@@ -187,19 +187,85 @@ pub(crate) struct SensorRef {
     pub interval_ms: Millis,
 }
 
-/// What the engine keeps of one sensor: the states of its plan's learned baselines, stages and
-/// checks, in the plan's order. The lists are fixed when the slot is built (boxed slices: no
-/// spare capacity).
+/// What the engine keeps of one sensor besides its states (which are in [`States`]).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SubjectSlot {
     pub last_at: Option<Millis>,
     /// Index in `Engine::plans`.
     pub plan: u32,
+    /// Where the sensor's states begin in each list of [`States`].
+    pub at: Offsets,
     /// Set at installation; takes precedence over learned ones.
     pub calibrated: Box<[(String, f64)]>,
-    pub learned: Box<[Learned]>,
-    pub stages: Box<[StageState]>,
-    pub checks: Box<[CheckState]>,
+}
+
+/// Where a sensor's states begin in each list of [`States`]; how many there are is in its plan.
+/// 32 bits: an engine holds far fewer than four billion states (that would be tens of GB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Offsets {
+    pub learned: u32,
+    pub stages: u32,
+    pub checks: u32,
+}
+
+/// Every sensor's states, sensor after sensor, one list per kind: the states of a sensor's
+/// learned baselines, signal stages and checks, each in its plan's order. One list for all
+/// sensors instead of three per sensor saves ten thousand sensors thirty thousand allocations
+/// (their headers and rounding) and a slot's three slice pointers.
+#[derive(Debug, Default)]
+pub(crate) struct States {
+    pub learned: Vec<Learned>,
+    pub stages: Vec<StageState>,
+    pub checks: Vec<CheckState>,
+}
+
+/// `len` items of `list` from `start` (none if that is out of range, which the engine's
+/// construction rules out).
+fn span<T>(list: &[T], start: u32, len: usize) -> &[T] {
+    let start = start as usize;
+    list.get(start..start.saturating_add(len)).unwrap_or_default()
+}
+
+fn span_mut<T>(list: &mut [T], start: u32, len: usize) -> &mut [T] {
+    let start = start as usize;
+    list.get_mut(start..start.saturating_add(len)).unwrap_or_default()
+}
+
+/// One sensor's states, borrowed from [`States`].
+pub(crate) struct SlotStates<'a> {
+    pub learned: &'a [Learned],
+    pub stages: &'a [StageState],
+    pub checks: &'a [CheckState],
+}
+
+pub(crate) struct SlotStatesMut<'a> {
+    pub learned: &'a mut [Learned],
+    pub stages: &'a mut [StageState],
+    pub checks: &'a mut [CheckState],
+}
+
+impl States {
+    pub fn of(&self, slot: &SubjectSlot, plan: &Plan) -> SlotStates<'_> {
+        SlotStates {
+            learned: span(&self.learned, slot.at.learned, plan.learned.len()),
+            stages: span(&self.stages, slot.at.stages, plan.stages.len()),
+            checks: span(&self.checks, slot.at.checks, plan.checks.len()),
+        }
+    }
+
+    pub fn of_mut(&mut self, slot: &SubjectSlot, plan: &Plan) -> SlotStatesMut<'_> {
+        SlotStatesMut {
+            learned: span_mut(&mut self.learned, slot.at.learned, plan.learned.len()),
+            stages: span_mut(&mut self.stages, slot.at.stages, plan.stages.len()),
+            checks: span_mut(&mut self.checks, slot.at.checks, plan.checks.len()),
+        }
+    }
+
+    /// Where the next sensor's states will begin.
+    fn end(&self) -> Offsets {
+        let offset = |len: usize| u32::try_from(len).unwrap_or(u32::MAX);
+        Offsets { learned: offset(self.learned.len()), stages: offset(self.stages.len()), checks: offset(self.checks.len()) }
+    }
 }
 
 /// Evaluates a [`RuleSet`] over a fixed list of sensors.
@@ -209,6 +275,7 @@ pub struct Engine {
     /// What the engine keeps of each sensor after building its slot.
     pub(crate) sensors: Vec<SensorRef>,
     pub(crate) slots: Vec<SubjectSlot>,
+    pub(crate) states: States,
     /// The distinct plans of the sensors (a few per kind of sensor and building).
     pub(crate) plans: Vec<Plan>,
     pub(crate) agreements: Vec<Agreement>,
@@ -223,9 +290,12 @@ impl Engine {
         let rules = rules.rules;
         let mut planner = Planner::new(&rules);
         let slots = subjects.iter().enumerate().map(|(index, subject)| planner.slot(index, subject)).collect();
-        let Planner { plans, agreements, .. } = planner;
+        let Planner { plans, agreements, mut states, .. } = planner;
+        states.learned.shrink_to_fit();
+        states.stages.shrink_to_fit();
+        states.checks.shrink_to_fit();
         let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms }).collect();
-        Engine { rules, sensors, slots, plans, agreements, touched: Vec::new(), staged: Vec::new() }
+        Engine { rules, sensors, slots, states, plans, agreements, touched: Vec::new(), staged: Vec::new() }
     }
 
     /// A sensor's plan.
@@ -263,7 +333,9 @@ impl Engine {
 
     /// The baseline in use for a sensor's field under a rule's baseline spec.
     pub fn baseline(&self, subject: SubjectId, field: &str, spec: BaselineSpec) -> Option<f64> {
-        self.slots.get(subject.0).and_then(|slot| baseline_of(&slot.calibrated, &self.plan_of(slot).learned, &slot.learned, field, spec))
+        let slot = self.slots.get(subject.0)?;
+        let plan = self.plan_of(slot);
+        baseline_of(&slot.calibrated, &plan.learned, self.states.of(slot, plan).learned, field, spec)
     }
 
     /// Evaluates one sample of `subject` taken at `at`, appending any events to `events`.
@@ -274,7 +346,8 @@ impl Engine {
         }
         slot.last_at = Some(at);
         let plan = &self.plans[slot.plan as usize];
-        for (learned, (field, window_ms)) in slot.learned.iter_mut().zip(&plan.learned).filter(|(l, _)| l.value.get().is_none()) {
+        let SlotStatesMut { learned, stages, checks } = self.states.of_mut(slot, plan);
+        for (learned, (field, window_ms)) in learned.iter_mut().zip(&plan.learned).filter(|(l, _)| l.value.get().is_none()) {
             let Some(value) = lookup(fields, field).filter(|v| v.is_finite()) else { continue };
             let learner = learned.learner.get_or_insert_with(|| Box::new(Learner::new(at, *window_ms)));
             if let Some(baseline) = learner.observe(at, value) {
@@ -282,7 +355,7 @@ impl Engine {
                 learned.learner = None;
             }
         }
-        let SubjectSlot { calibrated, learned, stages, checks, .. } = slot;
+        let (calibrated, learned) = (&slot.calibrated, &*learned);
         self.staged.clear();
         for (state, &rule) in stages.iter_mut().zip(&plan.stages) {
             let Some(signal) = self.rules[usize::from(rule)].signal.as_ref() else {
@@ -319,7 +392,7 @@ impl Engine {
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let interval = self.sensors[index].interval_ms;
             let plan = &self.plans[slot.plan as usize];
-            for (state, planned) in slot.checks.iter_mut().zip(&plan.checks) {
+            for (state, planned) in self.states.of_mut(slot, plan).checks.iter_mut().zip(&plan.checks) {
                 let rule = &self.rules[planned.rule()];
                 if let Some(event) = tick_check(rule, planned.variant(), state, now, interval) {
                     match planned.agreement() {
@@ -364,9 +437,12 @@ impl Engine {
         self.agreements[agreement]
             .members
             .iter()
-            .map(|&(slot, check)| match &self.slots[slot].checks[check] {
-                CheckState::Ladder { ladder, last_value, .. } => Vote { open: ladder.open(), value: last_value.get() },
-                _ => Vote { open: None, value: None },
+            .map(|&(slot, check)| {
+                let slot = &self.slots[slot];
+                match self.states.of(slot, self.plan_of(slot)).checks.get(check) {
+                    Some(CheckState::Ladder { ladder, last_value, .. }) => Vote { open: ladder.open(), value: last_value.get() },
+                    _ => Vote { open: None, value: None },
+                }
             })
             .collect()
     }
@@ -394,6 +470,8 @@ struct Planner<'r> {
     by_building: std::collections::HashMap<(usize, Arc<str>, Arc<str>), usize>,
     /// Shares the learned fields' names between plans.
     names: TextPool,
+    /// The sensors' fresh states.
+    states: States,
 }
 
 impl<'r> Planner<'r> {
@@ -406,10 +484,11 @@ impl<'r> Planner<'r> {
             agreements: Vec::new(),
             by_building: std::collections::HashMap::new(),
             names: TextPool::default(),
+            states: States::default(),
         }
     }
 
-    /// The slot of sensor `index`: fresh states for its plan.
+    /// The slot of sensor `index`, with fresh states for its plan added to the lists.
     fn slot(&mut self, index: usize, subject: &Subject) -> SubjectSlot {
         let plan = self.plan(index, subject);
         let id = match self.plan_index.get(&plan) {
@@ -422,14 +501,11 @@ impl<'r> Planner<'r> {
             }
         };
         let plan = &self.plans[id as usize];
-        SubjectSlot {
-            last_at: None,
-            plan: id,
-            calibrated: Box::default(),
-            learned: plan.learned.iter().map(|_| Learned::default()).collect(),
-            stages: plan.stages.iter().map(|_| StageState::default()).collect(),
-            checks: plan.checks.iter().map(|c| initial_state(self.rules[c.rule()].check_of(c.variant()))).collect(),
-        }
+        let at = self.states.end();
+        self.states.learned.extend(plan.learned.iter().map(|_| Learned::default()));
+        self.states.stages.extend(plan.stages.iter().map(|_| StageState::default()));
+        self.states.checks.extend(plan.checks.iter().map(|c| initial_state(self.rules[c.rule()].check_of(c.variant()))));
+        SubjectSlot { last_at: None, plan: id, at, calibrated: Box::default() }
     }
 
     fn plan(&mut self, index: usize, subject: &Subject) -> Plan {

@@ -11,7 +11,7 @@
 //! Ten thousand sensors are written every minute on an SD card: version 2 repeated every rule id
 //! and fingerprint for every sensor and wrote every state at rest. Version 2 is still read.
 
-use crate::engine::{initial_state, CheckState, Engine, Learned, LearnedBaseline, Plan, SubjectSlot};
+use crate::engine::{initial_state, CheckState, Engine, Learned, LearnedBaseline, Plan, SlotStates};
 use crate::last_value::LastValue;
 use crate::signal::Learner;
 use crate::rule::{Millis, Rule};
@@ -86,8 +86,8 @@ fn headers(rules: &[Rule]) -> Vec<RuleHeader> {
 }
 
 /// The states of a sensor worth saving: those a fresh engine would not have.
-fn learned_to_save<'a>(plan: &'a Plan, slot: &'a SubjectSlot) -> impl Iterator<Item = LearnedView<'a>> {
-    plan.learned.iter().zip(&slot.learned).filter(|(_, l)| l.learner.is_some() || l.value.get().is_some()).map(|((field, window_ms), l)| LearnedView {
+fn learned_to_save<'a>(plan: &'a Plan, states: &SlotStates<'a>) -> impl Iterator<Item = LearnedView<'a>> {
+    plan.learned.iter().zip(states.learned).filter(|(_, l)| l.learner.is_some() || l.value.get().is_some()).map(|((field, window_ms), l)| LearnedView {
         field,
         window_ms: *window_ms,
         learner: l.learner.as_deref(),
@@ -96,15 +96,15 @@ fn learned_to_save<'a>(plan: &'a Plan, slot: &'a SubjectSlot) -> impl Iterator<I
 }
 
 /// The saved stages: (rule defining the stage, state).
-fn stages_to_save<'a>(plan: &'a Plan, slot: &'a SubjectSlot) -> impl Iterator<Item = (usize, &'a StageState)> {
-    plan.stages.iter().zip(&slot.stages).filter(|(_, state)| **state != StageState::default()).map(|(&rule, state)| (usize::from(rule), state))
+fn stages_to_save<'a>(plan: &'a Plan, states: &SlotStates<'a>) -> impl Iterator<Item = (usize, &'a StageState)> {
+    plan.stages.iter().zip(states.stages).filter(|(_, state)| **state != StageState::default()).map(|(&rule, state)| (usize::from(rule), state))
 }
 
 /// The saved checks: (rule, state).
-fn checks_to_save<'a>(rules: &'a [Rule], plan: &'a Plan, slot: &'a SubjectSlot) -> impl Iterator<Item = (usize, &'a CheckState)> {
+fn checks_to_save<'a>(rules: &'a [Rule], plan: &'a Plan, states: &SlotStates<'a>) -> impl Iterator<Item = (usize, &'a CheckState)> {
     plan.checks
         .iter()
-        .zip(&slot.checks)
+        .zip(states.checks)
         .filter(|(planned, state)| **state != initial_state(rules[planned.rule()].check_of(planned.variant())))
         .map(|(planned, state)| (planned.rule(), state))
 }
@@ -149,13 +149,14 @@ impl Serialize for SnapshotView<'_> {
                 let engine = self.0;
                 serializer.collect_seq(engine.sensors.iter().zip(&engine.slots).map(|(sensor, slot)| {
                     let plan = engine.plan_of(slot);
+                    let states = engine.states.of(slot, plan);
                     SubjectView {
                         id: &sensor.id,
                         last_at: slot.last_at,
                         calibrated: &slot.calibrated,
-                        learned: learned_to_save(plan, slot).collect(),
-                        stages: stages_to_save(plan, slot).collect(),
-                        checks: checks_to_save(&engine.rules, plan, slot).collect(),
+                        learned: learned_to_save(plan, &states).collect(),
+                        stages: stages_to_save(plan, &states).collect(),
+                        checks: checks_to_save(&engine.rules, plan, &states).collect(),
                     }
                 }))
             }
@@ -176,13 +177,14 @@ impl Engine {
             .zip(&self.slots)
             .map(|(sensor, slot)| {
                 let plan = self.plan_of(slot);
+                let states = self.states.of(slot, plan);
                 SubjectSnapshot {
                     id: sensor.id.to_string(),
                     last_at: slot.last_at,
                     calibrated: slot.calibrated.to_vec(),
-                    learned: learned_to_save(plan, slot).map(|view| view.to_owned()).collect(),
-                    stages: stages_to_save(plan, slot).map(|(rule, state)| (rule, state.clone())).collect(),
-                    checks: checks_to_save(&self.rules, plan, slot).map(|(rule, state)| (rule, state.clone())).collect(),
+                    learned: learned_to_save(plan, &states).map(|view| view.to_owned()).collect(),
+                    stages: stages_to_save(plan, &states).map(|(rule, state)| (rule, state.clone())).collect(),
+                    checks: checks_to_save(&self.rules, plan, &states).map(|(rule, state)| (rule, state.clone())).collect(),
                 }
             })
             .collect();
@@ -225,13 +227,15 @@ impl Engine {
     /// state is made next to the two engines.
     pub fn take_over(&mut self, previous: Engine) -> Restored {
         let headers = headers(&previous.rules);
-        let Engine { sensors, slots, plans, .. } = previous;
+        let Engine { sensors, slots, plans, states, .. } = previous;
+        // The slots' states lie in the lists sensor after sensor, in the slots' order.
+        let (mut old_learned, mut old_stages, mut old_checks) = (states.learned.into_iter(), states.stages.into_iter(), states.checks.into_iter());
         let mut restorer = Restorer::new(self);
         for (sensor, slot) in sensors.into_iter().zip(slots) {
             let plan = &plans[slot.plan as usize];
-            let learned = plan.learned.iter().zip(slot.learned.into_vec());
-            let stages = plan.stages.iter().zip(slot.stages.into_vec());
-            let checks = plan.checks.iter().zip(slot.checks.into_vec());
+            let learned = plan.learned.iter().zip(old_learned.by_ref().take(plan.learned.len()));
+            let stages = plan.stages.iter().zip(old_stages.by_ref().take(plan.stages.len()));
+            let checks = plan.checks.iter().zip(old_checks.by_ref().take(plan.checks.len()));
             restorer.subject(Saved {
                 id: sensor.id.to_string(),
                 last_at: slot.last_at,
@@ -333,15 +337,16 @@ impl<'e> Restorer<'e> {
         let plan = &self.engine.plans[slot.plan as usize];
         slot.last_at = saved.last_at;
         slot.calibrated = saved.calibrated.into_boxed_slice();
+        let states = self.engine.states.of_mut(slot, plan);
         let mut old_learned = saved.learned;
-        for (learned, (field, window_ms)) in slot.learned.iter_mut().zip(&plan.learned) {
+        for (learned, (field, window_ms)) in states.learned.iter_mut().zip(&plan.learned) {
             if let Some(position) = old_learned.iter().position(|old| old.field == *field && old.window_ms == *window_ms) {
                 let old = old_learned.swap_remove(position);
                 *learned = Learned { learner: old.learner, value: old.value };
             }
         }
         let mut old_stages = saved.stages;
-        for (state, &rule) in slot.stages.iter_mut().zip(&plan.stages) {
+        for (state, &rule) in states.stages.iter_mut().zip(&plan.stages) {
             if let Some(position) = old_stages.iter().position(|&(fingerprint, _)| fingerprint == rules[usize::from(rule)].stage) {
                 *state = old_stages.swap_remove(position).1;
             }
@@ -349,8 +354,10 @@ impl<'e> Restorer<'e> {
         for (rule, fingerprint, state) in saved.checks {
             match plan.checks.iter().position(|planned| rules[planned.rule()].id == rule && rules[planned.rule()].fingerprint == fingerprint) {
                 Some(position) => {
-                    slot.checks[position] = state;
-                    self.restored.checks += 1;
+                    if let Some(check) = states.checks.get_mut(position) {
+                        *check = state;
+                        self.restored.checks += 1;
+                    }
                 }
                 None => self.restored.discarded += 1,
             }
@@ -553,6 +560,32 @@ mod tests {
         let mut reloaded = engine(&HELD.replace("below = 5", "below = 4.5"));
         let taken = reloaded.take_over(after);
         assert_eq!((taken.checks, taken.discarded), (0, 1), "a changed rule starts fresh");
+    }
+
+    /// Sensors of different kinds (plans of different lengths) under the default packs, each
+    /// fed its own values: a reload hands every sensor its own states back.
+    #[test]
+    fn a_reload_of_many_sensors_hands_each_its_own_state() {
+        let packs = || RuleSet::compile(&crate::packs::builtin_packs()).unwrap();
+        let subject = |id: &str, kind| Subject { id: id.into(), kind, site: "s".into(), building: None, grid: None, tags: Default::default(), interval_ms: MIN };
+        let subjects = [subject("house-1", SensorKind::Tilt), subject("pond-1", SensorKind::Water), subject("house-2", SensorKind::Tilt), subject("pond-2", SensorKind::Water)];
+        let mut before = Engine::new(packs(), &subjects);
+        let mut events = Vec::new();
+        for m in 0..90 {
+            let at = m * MIN;
+            let wobble = (m % 7) as f64 * 0.01;
+            before.observe(SubjectId(0), at, &[("x", 0.1 + wobble), ("y", 0.2)], &mut events);
+            before.observe(SubjectId(1), at, &[("ph", 7.0 + wobble), ("do", 6.5), ("turbidity", 10.0 + wobble)], &mut events);
+            before.observe(SubjectId(2), at, &[("x", 1.5 + wobble), ("y", -0.4)], &mut events);
+            before.observe(SubjectId(3), at, &[("ph", 8.0 - wobble), ("do", 3.0)], &mut events);
+        }
+        let expected = serde_json::to_string(&before.snapshot_view()).unwrap();
+        assert_eq!(expected.matches("\"stages\":[[").count(), 2, "both tilt boxes have smoothing windows to move: {expected}");
+        assert_eq!(expected.matches("\"last_value\":7.95").count(), 1, "the second probe's own value: {expected}");
+        let mut after = Engine::new(packs(), &subjects);
+        let taken = after.take_over(before);
+        assert_eq!(taken.discarded, 0);
+        assert_eq!(serde_json::to_string(&after.snapshot_view()).unwrap(), expected, "each sensor got its own states back");
     }
 
     #[test]

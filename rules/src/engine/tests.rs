@@ -156,9 +156,10 @@ fn rules_with_the_same_signal_stage_share_it() {
     let e = Engine::new(rules, &[subject("house-1", SensorKind::Tilt)]);
     let slot = &e.slots[0];
     let plan = e.plan_of(slot);
-    assert_eq!((slot.checks.len(), plan.checks.len()), (8, 8));
+    let states = e.states.of(slot, plan);
+    assert_eq!((states.checks.len(), plan.checks.len()), (8, 8));
     // tilt-change and the three creep rules smooth the same value once.
-    assert_eq!(slot.stages.len(), 4, "{:?}", plan.stages.iter().map(|&rule| e.rules[usize::from(rule)].id.clone()).collect::<Vec<_>>());
+    assert_eq!(states.stages.len(), 4, "{:?}", plan.stages.iter().map(|&rule| e.rules[usize::from(rule)].id.clone()).collect::<Vec<_>>());
 }
 
 #[test]
@@ -181,6 +182,9 @@ fn sensors_that_run_the_same_checks_share_one_plan() {
     assert_eq!(plans[3], plans[4], "two boxes of one building vote in the same agreements");
     assert_ne!(plans[3], plans[5], "another building has its own agreements");
     assert_eq!(e.plans.len(), 4);
+    let states: usize = e.slots.iter().map(|slot| e.plan_of(slot).checks.len()).sum();
+    assert_eq!(e.states.checks.len(), states, "every sensor's checks, one after another");
+    assert_eq!(e.slots[5].at.checks as usize, states - e.plan_of(&e.slots[5]).checks.len(), "the last sensor's come last");
 }
 
 #[test]
@@ -306,7 +310,7 @@ fn per_sensor_states_stay_small() {
     assert!(size_of::<CheckState>() <= 24, "CheckState {}", size_of::<CheckState>());
     assert!(size_of::<StageState>() <= 8, "StageState {}", size_of::<StageState>());
     assert!(size_of::<Learned>() <= 16, "Learned {}", size_of::<Learned>());
-    assert!(size_of::<SubjectSlot>() <= 88, "SubjectSlot {}", size_of::<SubjectSlot>());
+    assert!(size_of::<SubjectSlot>() <= 48, "SubjectSlot {}", size_of::<SubjectSlot>());
 }
 
 #[test]
@@ -314,7 +318,7 @@ fn a_ladder_at_rest_keeps_no_level_states() {
     let rules = "[[rule]]\nid = \"hot\"\nvalue = \"t\"\nabove = 30\nclear_below = 28\nseverity = \"warning\"\n";
     let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: rules.into() }]).unwrap();
     let mut engine = Engine::new(rules, &[subject("s1", SensorKind::Water)]);
-    let levels = |engine: &Engine| match &engine.slots[0].checks[0] {
+    let levels = |engine: &Engine| match &engine.states.checks[0] {
         CheckState::Ladder { ladder, .. } => !ladder.levels().is_empty(),
         other => panic!("{other:?}"),
     };
