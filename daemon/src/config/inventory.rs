@@ -16,15 +16,15 @@ use std::ops::Range;
 use toml::Spanned;
 
 impl Checker<'_> {
-    /// Reads the CSV text this checker was made for into raw sensors, reporting what it cannot
-    /// read.
-    pub(super) fn inventory_rows(&mut self) -> Vec<RawSensor> {
+    /// Reads the CSV text this checker was made for, handing each row to `each` as a raw sensor
+    /// as soon as it is read, and reports what it cannot read.
+    pub(super) fn inventory_rows(&mut self, mut each: impl FnMut(&mut Self, RawSensor)) {
         let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(self.text.as_bytes());
         let headers = match reader.headers() {
             Ok(headers) => headers.clone(),
             Err(error) => {
                 self.error(0..0, Some("inventory"), format!("cannot read the header: {error}"));
-                return Vec::new();
+                return;
             }
         };
         let column = |name: &str| headers.iter().position(|h| h == name);
@@ -37,8 +37,7 @@ impl Checker<'_> {
         for header in headers.iter().filter(|h| !KNOWN.contains(h) && *h != "longitude" && !h.starts_with("baseline.") && !h.starts_with("tag.")) {
             self.error(0..0, Some("inventory"), format!("unknown column `{header}`"));
         }
-        let (Some(id), Some(kind), Some(site)) = (column("id"), column("kind"), column("site")) else { return Vec::new() };
-        let mut sensors = Vec::new();
+        let (Some(id), Some(kind), Some(site)) = (column("id"), column("kind"), column("site")) else { return };
         let mut record = csv::StringRecord::new();
         loop {
             match reader.read_record(&mut record) {
@@ -95,7 +94,7 @@ impl Checker<'_> {
                     None
                 }
             };
-            sensors.push(RawSensor {
+            let row = RawSensor {
                 id: spanned(id),
                 kind: sensor_kind,
                 site: spanned(site),
@@ -107,9 +106,9 @@ impl Checker<'_> {
                 interval_secs,
                 baseline,
                 location,
-            });
+            };
+            each(self, row);
         }
-        sensors
     }
 
     /// Parses one cell, or reports `expected` at it.

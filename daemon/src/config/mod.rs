@@ -444,74 +444,80 @@ impl Checker<'_> {
             }
         };
         let mut csv = Checker { name: &name, text: &text, diagnostics: Vec::new(), failover_spans: Vec::new() };
-        let rows = csv.inventory_rows();
-        let ids: Vec<(String, Range<usize>)> = rows.iter().map(|r| (r.id.get_ref().clone(), r.id.span())).collect();
-        let mut more = csv.sensors(rows, texts);
-        let listed: HashSet<&str> = sensors.iter().map(|s| &*s.id).collect();
-        for (id, span) in ids.iter().filter(|(id, _)| listed.contains(id.as_str())) {
-            csv.error(span.clone(), Some("inventory"), format!("sensor `{id}` is also a [[sensor]] in {}", self.name));
-        }
+        let listed: HashSet<Arc<str>> = sensors.iter().map(|s| s.id.clone()).collect();
+        let mut seen = HashSet::new();
+        // Each row becomes a sensor as it is read: the rows are never all in memory as raw
+        // sensors (for 10,000 rows that was 10 MB of short-lived strings and maps, whose holes
+        // the heap kept).
+        sensors.reserve(text.bytes().filter(|&b| b == b'\n').count());
+        csv.inventory_rows(|csv, row| {
+            if listed.contains(row.id.get_ref().as_str()) {
+                csv.error(row.id.span(), Some("inventory"), format!("sensor `{}` is also a [[sensor]] in {}", row.id.get_ref(), self.name));
+            }
+            sensors.push(csv.sensor(row, &mut seen, texts));
+        });
+        sensors.shrink_to_fit();
         self.diagnostics.append(&mut csv.diagnostics);
-        sensors.append(&mut more);
     }
 
     fn sensors(&mut self, raw: Vec<raw::RawSensor>, texts: &mut TextPool) -> Vec<SensorConfig> {
         let mut seen = HashSet::new();
-        let mut sensors = Vec::with_capacity(raw.len());
-        for sensor in raw {
-            let id = sensor.id.get_ref().clone();
-            if !is_token(&id) {
-                self.error(sensor.id.span(), Some("sensor.id"), format!("`{id}` is not a sensor id: use letters, digits, `-`, `_` and `.`"));
-            } else if !seen.insert(id.clone()) {
-                self.error(sensor.id.span(), Some("sensor.id"), format!("sensor `{id}` is listed twice"));
-            }
-            if *sensor.interval_secs.get_ref() == 0 {
-                self.error(sensor.interval_secs.span(), Some("sensor.interval_secs"), "must be at least 1".into());
-            }
-            if let Some(class) = sensor.tags.get("water_class") {
-                if !["I", "II", "III", "IV", "V"].contains(&class.as_str()) {
-                    self.error(sensor.id.span(), Some("sensor.tags.water_class"), format!("`{class}` is not a GB 3838 class: I, II, III, IV or V"));
-                }
-            }
-            let mut baseline = BTreeMap::new();
-            for (field, value) in &sensor.baseline {
-                if value.get_ref().is_finite() {
-                    baseline.insert(field.clone(), *value.get_ref());
-                } else {
-                    self.error(value.span(), Some("sensor.baseline"), "must be a finite number".into());
-                }
-            }
-            if !is_token(sensor.site.get_ref()) {
-                self.error(sensor.site.span(), Some("sensor.site"), format!("`{}` is not a site name: use letters, digits, `-`, `_` and `.`", sensor.site.get_ref()));
-            }
-            let location = sensor.location.and_then(|location| {
-                let [latitude, longitude] = *location.get_ref();
-                if (-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude) {
-                    Some([latitude, longitude])
-                } else {
-                    self.error(location.span(), Some("sensor.location"), "must be [latitude, longitude] in degrees, e.g. [31.2304, 121.4737]".into());
-                    None
-                }
-            });
-            let share = |texts: &mut TextPool, text: Option<String>| text.map(|text| texts.share(&text));
-            let mut sensor = SensorConfig {
-                location,
-                id: id.into(),
-                kind: sensor.kind,
-                site: texts.share(sensor.site.get_ref()),
-                building: share(texts, sensor.building),
-                grid: share(texts, sensor.grid),
-                storeys: sensor.storeys,
-                structure: share(texts, sensor.structure),
-                tags: sensor.tags.into(),
-                interval: Duration::from_secs(sensor.interval_secs.into_inner()),
-                baseline,
-            };
-            sensor.tags = sensor.rule_tags();
-            sensor.tags.share_in(texts);
-            sensors.push(sensor);
+        raw.into_iter().map(|sensor| self.sensor(sensor, &mut seen, texts)).collect()
+    }
+
+    /// Checks one sensor; `seen` holds the ids of the sensors checked before it in the same list.
+    fn sensor(&mut self, sensor: raw::RawSensor, seen: &mut HashSet<Arc<str>>, texts: &mut TextPool) -> SensorConfig {
+        let id: Arc<str> = sensor.id.get_ref().as_str().into();
+        if !is_token(&id) {
+            self.error(sensor.id.span(), Some("sensor.id"), format!("`{id}` is not a sensor id: use letters, digits, `-`, `_` and `.`"));
+        } else if !seen.insert(id.clone()) {
+            self.error(sensor.id.span(), Some("sensor.id"), format!("sensor `{id}` is listed twice"));
         }
-        sensors
+        if *sensor.interval_secs.get_ref() == 0 {
+            self.error(sensor.interval_secs.span(), Some("sensor.interval_secs"), "must be at least 1".into());
+        }
+        if let Some(class) = sensor.tags.get("water_class") {
+            if !["I", "II", "III", "IV", "V"].contains(&class.as_str()) {
+                self.error(sensor.id.span(), Some("sensor.tags.water_class"), format!("`{class}` is not a GB 3838 class: I, II, III, IV or V"));
+            }
+        }
+        let mut baseline = BTreeMap::new();
+        for (field, value) in &sensor.baseline {
+            if value.get_ref().is_finite() {
+                baseline.insert(field.clone(), *value.get_ref());
+            } else {
+                self.error(value.span(), Some("sensor.baseline"), "must be a finite number".into());
+            }
+        }
+        if !is_token(sensor.site.get_ref()) {
+            self.error(sensor.site.span(), Some("sensor.site"), format!("`{}` is not a site name: use letters, digits, `-`, `_` and `.`", sensor.site.get_ref()));
+        }
+        let location = sensor.location.and_then(|location| {
+            let [latitude, longitude] = *location.get_ref();
+            if (-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude) {
+                Some([latitude, longitude])
+            } else {
+                self.error(location.span(), Some("sensor.location"), "must be [latitude, longitude] in degrees, e.g. [31.2304, 121.4737]".into());
+                None
+            }
+        });
+        let share = |texts: &mut TextPool, text: Option<String>| text.map(|text| texts.share(&text));
+        let mut sensor = SensorConfig {
+            location,
+            id,
+            kind: sensor.kind,
+            site: texts.share(sensor.site.get_ref()),
+            building: share(texts, sensor.building),
+            grid: share(texts, sensor.grid),
+            storeys: sensor.storeys,
+            structure: share(texts, sensor.structure),
+            tags: sensor.tags.into(),
+            interval: Duration::from_secs(sensor.interval_secs.into_inner()),
+            baseline,
+        };
+        sensor.tags = sensor.rule_tags();
+        sensor.tags.share_in(texts);
+        sensor
     }
 
     fn mqtt(&mut self, raw: raw::RawMqtt, sensors: &[SensorConfig], base: &Path) -> MqttConfig {

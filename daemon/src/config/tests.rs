@@ -176,12 +176,12 @@ fn csv_inventory_errors_name_the_csv_line() {
         other => panic!("expected diagnostics, got {other:?}"),
     };
     let csv = dir.path().join("sensors.csv").display().to_string();
-    // Reading errors first, then the checks every sensor gets.
-    let expect = [format!("{csv}:1:1"), format!("{csv}:4:6"), format!("{csv}:3:1"), format!("{csv}:2:1")];
+    // In the order of the file: each row is read and checked before the next.
+    let expect = [format!("{csv}:1:1"), format!("{csv}:2:1"), format!("{csv}:3:1"), format!("{csv}:4:6")];
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
     for (error, place) in errors.iter().zip(&expect) {
         assert!(error.starts_with(place.as_str()), "{error} should start with {place}: {errors:#?}");
     }
-    assert!(errors[0].contains("unknown column `colour`") && errors[1].contains("`boat` is not a sensor kind"), "{errors:#?}");
-    assert!(errors[2].contains("`house 9` is not a sensor id") && errors[3].contains("also a [[sensor]]"), "{errors:#?}");
+    assert!(errors[0].contains("unknown column `colour`") && errors[1].contains("also a [[sensor]]"), "{errors:#?}");
+    assert!(errors[2].contains("`house 9` is not a sensor id") && errors[3].contains("`boat` is not a sensor kind"), "{errors:#?}");
 }
