@@ -61,8 +61,10 @@ impl ReportedValue {
         ReportedValue(value as f32)
     }
 
+    /// The value as the decimal it was rounded to: 4.2, not the 4.199999809265137 a plain
+    /// widening gives, since alerts print it as it is.
     pub fn get(self) -> Option<f64> {
-        (!self.0.is_nan()).then_some(f64::from(self.0))
+        (!self.0.is_nan()).then(|| self.0.to_string().parse().unwrap_or(f64::from(self.0)))
     }
 }
 
@@ -110,5 +112,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<ReportedValue>("4.2").unwrap(), ReportedValue::of(4.2));
         assert_eq!(serde_json::from_str::<ReportedValue>("null").unwrap().get(), None);
         assert!((ReportedValue::of(1234.5678).get().unwrap() - 1234.5678).abs() < 1e-3);
+        assert_eq!(ReportedValue::of(4.2).get(), Some(4.2), "read back as the decimal, the way alerts print it");
+        assert_eq!(ReportedValue::of(-0.031).get().map(|v| v.to_string()), Some("-0.031".to_string()));
     }
 }
