@@ -291,6 +291,7 @@ impl Engine {
         let mut planner = Planner::new(&rules);
         let slots = subjects.iter().enumerate().map(|(index, subject)| planner.slot(index, subject)).collect();
         let Planner { plans, agreements, mut states, .. } = planner;
+        let plans = Planner::into_plans(plans);
         states.learned.shrink_to_fit();
         states.stages.shrink_to_fit();
         states.checks.shrink_to_fit();
@@ -464,8 +465,8 @@ struct Planner<'r> {
     /// Per rule, which signal stage it reads: the first rule with the same stage
     /// ([`NO_INDEX`] without a signal).
     stage_keys: Box<[u16]>,
-    plans: Vec<Plan>,
-    plan_index: std::collections::HashMap<Plan, u32>,
+    /// The distinct plans so far, each with its id (position in `Engine::plans`).
+    plans: std::collections::HashMap<Plan, u32>,
     agreements: Vec<Agreement>,
     by_building: std::collections::HashMap<(usize, Arc<str>, Arc<str>), usize>,
     /// Shares the learned fields' names between plans.
@@ -479,8 +480,7 @@ impl<'r> Planner<'r> {
         Planner {
             rules,
             stage_keys: stage_keys(rules),
-            plans: Vec::new(),
-            plan_index: std::collections::HashMap::new(),
+            plans: std::collections::HashMap::new(),
             agreements: Vec::new(),
             by_building: std::collections::HashMap::new(),
             names: TextPool::default(),
@@ -491,21 +491,20 @@ impl<'r> Planner<'r> {
     /// The slot of sensor `index`, with fresh states for its plan added to the lists.
     fn slot(&mut self, index: usize, subject: &Subject) -> SubjectSlot {
         let plan = self.plan(index, subject);
-        let id = match self.plan_index.get(&plan) {
-            Some(&id) => id,
-            None => {
-                let id = u32::try_from(self.plans.len()).unwrap_or(u32::MAX);
-                self.plan_index.insert(plan.clone(), id);
-                self.plans.push(plan);
-                id
-            }
-        };
-        let plan = &self.plans[id as usize];
         let at = self.states.end();
         self.states.learned.extend(plan.learned.iter().map(|_| Learned::default()));
         self.states.stages.extend(plan.stages.iter().map(|_| StageState::default()));
         self.states.checks.extend(plan.checks.iter().map(|c| initial_state(self.rules[c.rule()].check_of(c.variant()))));
+        let next = u32::try_from(self.plans.len()).unwrap_or(u32::MAX);
+        let id = *self.plans.entry(plan).or_insert(next);
         SubjectSlot { last_at: None, plan: id, at, calibrated: Box::default() }
+    }
+
+    /// The distinct plans, by the id the slots name them with.
+    fn into_plans(plans: std::collections::HashMap<Plan, u32>) -> Vec<Plan> {
+        let mut plans: Vec<(u32, Plan)> = plans.into_iter().map(|(plan, id)| (id, plan)).collect();
+        plans.sort_unstable_by_key(|&(id, _)| id);
+        plans.into_iter().map(|(_, plan)| plan).collect()
     }
 
     fn plan(&mut self, index: usize, subject: &Subject) -> Plan {
