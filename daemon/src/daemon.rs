@@ -138,7 +138,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         Vec::new()
     });
     let (engine, _) = build_engine(rules, &sensors, |engine| restore_saved_state(&store, engine), &calibrations);
-    let live = Arc::new(crate::live::LiveTable::new(sensors.len()));
+    let live = Arc::new(crate::live::LiveTable::new(sensors.clone()));
     let (command_tx, command_rx) = mpsc::channel(8);
 
     if let BrokerConfig::Embedded { listen } = config.mqtt.broker {
@@ -227,8 +227,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let heartbeat = crate::supervision::Heartbeat::default();
     let fallback_alerts = alert_tx.clone();
     drop(command_tx);
-    let trend = crate::trend::HourlyTrend::new(sensors.clone());
-    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), trend, save_every: config.rules.state_save, unsaved: true };
+    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),

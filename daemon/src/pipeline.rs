@@ -38,7 +38,7 @@ pub struct Pipeline {
     pub engine: Engine,
     /// Baselines set by `gridwatch calibrate` (re-applied after a rule reload).
     pub calibrations: Vec<Calibration>,
-    /// Every sample's values, for the installer commands.
+    /// Every sample's latest values (for the installer commands) and hourly trend (for the store).
     pub live: Arc<crate::live::LiveTable>,
     pub sensors: Arc<[SensorConfig]>,
     pub alerts: mpsc::Sender<Alert>,
@@ -48,8 +48,6 @@ pub struct Pipeline {
     pub store: Store,
     /// Beaten on every tick and sample, for the systemd watchdog.
     pub heartbeat: crate::supervision::Heartbeat,
-    /// Hourly trend of every sensor, for the sparkline on incident pages.
-    pub trend: crate::trend::HourlyTrend,
     /// How often the engine's state is saved (`[rules] state_save_secs`).
     pub save_every: Duration,
     /// Whether the engine's state may differ from what was saved last (true at start: the first
@@ -87,7 +85,7 @@ impl Pipeline {
                 }
                 _ = save.tick() => {
                     self.save().await;
-                    if self.trend.due(self.clock.now()) {
+                    if self.live.trend_due(self.clock.now()) {
                         self.save_trend().await;
                     }
                 }
@@ -101,7 +99,7 @@ impl Pipeline {
         let now = self.clock.now();
         let keep_from = now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS;
         loop {
-            let (rows, complete) = self.trend.take(now, TREND_ROWS_PER_WRITE);
+            let (rows, complete) = self.live.take_trend(now, TREND_ROWS_PER_WRITE);
             if !rows.is_empty() {
                 if let Err(error) = self.store.add_trend(rows, keep_from).await {
                     // The sensors not reached yet keep their hours for the next flush.
@@ -165,10 +163,7 @@ impl Pipeline {
     }
 
     async fn process(&mut self, sample: Sample, events: &mut Vec<RuleEvent>) {
-        self.live.record(sample.sensor, sample.ts, &sample.fields);
-        if !sample.clock_untrusted {
-            self.trend.record(sample.sensor, sample.ts, &sample.fields);
-        }
+        self.live.record(sample.sensor, sample.ts, &sample.fields, !sample.clock_untrusted);
         let started = std::time::Instant::now();
         let observed = self.engine.observe(SubjectId(sample.sensor), sample.ts, &sample.fields, events);
         self.metrics.rule_evaluation_seconds.observe(started.elapsed().as_secs_f64());
