@@ -4,8 +4,8 @@
 //! (for `gridwatch calibrate`). The HTTP endpoint reads the latest values; the pipeline takes the
 //! filled hours out for the store.
 //!
-//! Memory stays small and bounded: one 32-byte slot per sensor, one 40-byte entry per field it
-//! sends (field names kept once), and per tilt box at most [`RECENT`] angle pairs, one kept every
+//! Memory stays small and bounded: one 32-byte slot per sensor, one 32-byte entry per field it
+//! sends (field names kept once; its latest value and its readings in the current hour), and per tilt box at most [`RECENT`] angle pairs, one kept every
 //! [`RECENT_SPACING_SECS`] (so at least the last 32 minutes). The latest values and the trend
 //! share one list per sensor because they are kept for the same fields.
 
@@ -30,10 +30,11 @@ pub struct Latest {
     pub fields: Vec<(String, f64)>,
 }
 
-/// One field of one sensor. 40 bytes.
+/// One field of one sensor. 32 bytes.
 #[derive(Debug, Clone, Copy)]
 struct FieldEntry {
     latest: f64,
+    /// The field's readings in the hour of the sensor's latest reading.
     hour: HourAccumulator,
     /// Index in [`Table::names`].
     field: u16,
@@ -44,7 +45,8 @@ struct FieldEntry {
 /// 32 bytes per sensor before its first reading.
 #[derive(Debug)]
 struct Slot {
-    /// When the latest reading was taken; [`NEVER`] before the first.
+    /// When the latest reading was taken; [`NEVER`] before the first. Its hour is the hour the
+    /// fields' accumulators are filling.
     at_ms: Millis,
     /// Every field the sensor has sent, in the order it first sent them (a sensor sends the same
     /// fields every time, so the list is written in place, not grown).
@@ -63,6 +65,14 @@ impl Default for Slot {
 }
 
 impl Slot {
+    /// The hour (since the epoch) of the latest reading, which the accumulators are filling.
+    fn hour(&self) -> Option<u32> {
+        if self.at_ms == NEVER {
+            return None;
+        }
+        crate::trend::hour_of(self.at_ms)
+    }
+
     /// Adds entries for the fields of `reading` the sensor has not sent before, growing the list
     /// once (to its exact length).
     fn add_fields(&mut self, reading: &[(u16, f64)]) {
@@ -119,11 +129,20 @@ impl LiveTable {
         let mut table = self.lock();
         let Table { inventory, names, slots, finished, scratch, .. } = &mut *table;
         let Some(slot) = slots.get_mut(index) else { return };
+        let sensor = &inventory[index].id;
+        let hour = crate::trend::hour_of(at);
+        // A reading of another hour (a later one, or an earlier one arriving late) leaves the
+        // hour filled so far to the next flush; the store merges what comes for the same hour.
+        if let Some(filled_hour) = slot.hour().filter(|&filled| Some(filled) != hour) {
+            for entry in slot.fields.iter_mut().filter(|entry| entry.hour.is_filled()) {
+                finished.push(entry.hour.take().row(sensor, names.name(entry.field), filled_hour));
+            }
+        }
         slot.at_ms = at;
         scratch.clear();
         scratch.extend(fields.iter().filter_map(|(name, value)| Some((names.index(name)?, *value))));
         slot.add_fields(scratch);
-        let hour = crate::trend::hour_of(at).filter(|_| in_trend);
+        let counted = in_trend && hour.is_some();
         for entry in &mut slot.fields {
             entry.in_latest = false;
         }
@@ -131,10 +150,8 @@ impl LiveTable {
             let Some(entry) = slot.fields.iter_mut().find(|entry| entry.field == field) else { continue };
             entry.latest = value;
             entry.in_latest = true;
-            if let Some(hour) = hour.filter(|_| value.is_finite()) {
-                if let Some(left) = entry.hour.add(hour, value) {
-                    finished.push(left.row(&inventory[index].id, names.name(field)));
-                }
+            if counted && value.is_finite() {
+                entry.hour.add(value);
             }
         }
         let value = |name: &str| fields.iter().find(|(n, v)| n == name && v.is_finite()).map(|&(_, v)| v);
@@ -193,8 +210,11 @@ impl LiveTable {
             if filled > room && !rows.is_empty() {
                 break;
             }
-            for entry in slots[index].fields.iter_mut().filter(|entry| entry.hour.is_filled()) {
-                rows.push(entry.hour.take().row(&inventory[index].id, names.name(entry.field)));
+            let slot = &mut slots[index];
+            if let Some(hour) = slot.hour() {
+                for entry in slot.fields.iter_mut().filter(|entry| entry.hour.is_filled()) {
+                    rows.push(entry.hour.take().row(&inventory[index].id, names.name(entry.field), hour));
+                }
             }
             *cursor += 1;
         }
@@ -245,7 +265,7 @@ mod tests {
         assert_eq!(recent.len(), RECENT);
         assert_eq!(recent[1].0 - recent[0].0, RECENT_SPACING_SECS);
         assert_eq!(std::mem::size_of::<Slot>(), 32);
-        assert_eq!(std::mem::size_of::<FieldEntry>(), 40);
+        assert_eq!(std::mem::size_of::<FieldEntry>(), 32);
     }
 
     #[test]
@@ -282,6 +302,22 @@ mod tests {
         live.record(0, t + HOUR_MS, &fields, true);
         live.record(0, t + HOUR_MS, &fields, true);
         assert_eq!(live.lock().slots[0].fields.len(), 7, "x, y and five more fields, each once");
+    }
+
+    #[test]
+    fn a_reading_of_another_hour_leaves_the_filled_hour_under_its_own_hour() {
+        let live = boxes(1);
+        let t = 1_795_392_000_000; // on the hour
+        live.record(0, t + 10_000, &[("x".into(), 2.0), ("y".into(), 1.0)], true);
+        // A box whose clock is not trusted says it is 1970: not counted, but the hour moves on.
+        live.record(0, 5_000, &[("x".into(), 9.0)], false);
+        live.record(0, t + 20_000, &[("x".into(), 4.0)], true);
+        let (rows, complete) = live.take_trend(t + 30_000, 100);
+        assert!(complete);
+        let hour = t / HOUR_MS;
+        let rows: Vec<_> = rows.iter().map(|r| (r.field.as_str(), r.hour - hour, r.sum, r.count)).collect();
+        assert_eq!(rows, vec![("x", 0, 2.0, 1), ("y", 0, 1.0, 1), ("x", 0, 4.0, 1)], "two rows of the same hour, which the store merges");
+        assert_eq!(live.latest()[0].fields, vec![("x".to_string(), 4.0)]);
     }
 
     #[test]
