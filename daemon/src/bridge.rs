@@ -58,7 +58,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     while let Some(sample) = readings.recv().await {
         let Some(sensor) = config.sensors.get(sample.sensor) else { continue };
         let seq = seqs.entry(sample.sensor).and_modify(|s| *s += 1).or_insert(0);
-        if let Err(error) = client.publish(default_topic(&sensor.site, &sensor.id), QoS::AtLeastOnce, false, payload(&sample, *seq)).await {
+        if let Err(error) = client.publish(default_topic(&sensor.place.site, &sensor.id), QoS::AtLeastOnce, false, payload(&sample, *seq)).await {
             tracing::error!(error = %error, "reading not published");
         }
     }

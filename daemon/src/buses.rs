@@ -149,7 +149,7 @@ pub async fn watch(buses: Arc<Buses>, after: Duration, alerts: mpsc::Sender<Aler
 /// The device alarm for a bus: what is silent, since when, which sensors.
 fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: &str, since: i64, now: i64) -> Alert {
     let first = on_bus.first().and_then(|id| sensors.get(id));
-    let site = first.map_or_else(|| "gridwatch".to_string(), |s| s.site.to_string());
+    let site = first.map_or_else(|| "gridwatch".to_string(), |s| s.place.site.to_string());
     let named: Vec<&str> = on_bus.iter().take(5).copied().collect();
     let more = if on_bus.len() > 5 { format!(" and {} more", on_bus.len() - 5) } else { String::new() };
     let list = format!("{}{more}", named.join(", "));

@@ -43,9 +43,9 @@ pub fn subjects(sensors: &[SensorConfig]) -> Vec<Subject> {
         .map(|s| Subject {
             id: s.id.clone(),
             kind: s.kind,
-            site: s.site.clone(),
-            building: s.building.clone(),
-            grid: s.grid.clone(),
+            site: s.place.site.clone(),
+            building: s.place.building.clone(),
+            grid: s.place.grid.clone(),
             tags: s.rule_tags(),
             interval_ms: s.interval.as_millis() as i64,
         })

@@ -11,12 +11,13 @@
 //! simulated minute in between, as the daemon's one-second tick would.
 
 use crate::clock::rfc3339;
-use crate::config::SensorConfig;
+use crate::config::{Place, SensorConfig};
 use anyhow::{bail, Context};
 use gridwatch_rules::{EventKind, Millis, RuleSet, SensorKind, Severity, SubjectId};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Simulated time between ticks when samples are far apart.
@@ -123,6 +124,7 @@ pub fn inventory_from(records: &[Record]) -> anyhow::Result<Vec<SensorConfig>> {
             *entry = record.kind;
         }
     }
+    let place = Arc::new(Place { site: "replay".into(), building: None, grid: None, structure: None, storeys: None });
     kinds
         .into_iter()
         .map(|(id, kind)| {
@@ -130,11 +132,7 @@ pub fn inventory_from(records: &[Record]) -> anyhow::Result<Vec<SensorConfig>> {
             Ok(SensorConfig {
                 id: id.into(),
                 kind,
-                site: "replay".into(),
-                building: None,
-                grid: None,
-                storeys: None,
-                structure: None,
+                place: place.clone(),
                 tags: Default::default(),
                 interval: Duration::from_secs(3600),
                 baseline: BTreeMap::new(),
@@ -205,7 +203,7 @@ pub fn replay(rules: RuleSet, sensors: &[SensorConfig], mut records: Vec<Record>
             let rule = engine.rule(event.rule);
             let sensor = &sensors[event.subject.0];
             // A building's event (`agree`) is tallied for the building, not its first box.
-            let subject = match (event.agreement, &sensor.building) {
+            let subject = match (event.agreement, &sensor.place.building) {
                 (Some(_), Some(building)) => format!("building:{building}"),
                 _ => sensor.id.to_string(),
             };

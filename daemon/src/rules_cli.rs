@@ -71,11 +71,11 @@ pub fn explain(sensor_id: &str, selection: &RuleSelection) -> anyhow::Result<Str
 }
 
 fn describe_sensor(sensor: &SensorConfig) -> String {
-    let mut out = format!("sensor {} ({}) at {}", sensor.id, sensor.kind, sensor.site);
-    if let Some(building) = &sensor.building {
+    let mut out = format!("sensor {} ({}) at {}", sensor.id, sensor.kind, sensor.place.site);
+    if let Some(building) = &sensor.place.building {
         let _ = write!(out, ", building {building}");
     }
-    if let Some(grid) = &sensor.grid {
+    if let Some(grid) = &sensor.place.grid {
         let _ = write!(out, ", {grid}");
     }
     let tags: Vec<String> = sensor.rule_tags().iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -107,17 +107,25 @@ pub struct TopicMapConfig {
     pub fields: BTreeMap<String, String>,
 }
 
+/// Where a sensor is installed: its site, and the building, grid, structure and storeys the
+/// installer gave. The loader hands every sensor at the same place one shared `Place` (a
+/// building's boxes, a site's probes), whose texts are shared too
+/// ([`gridwatch_rules::TextPool`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Place {
+    pub site: Arc<str>,
+    pub building: Option<Arc<str>>,
+    pub grid: Option<Arc<str>>,
+    pub structure: Option<Arc<str>>,
+    pub storeys: Option<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorConfig {
     pub id: Arc<str>,
     pub kind: SensorKind,
-    /// Site, building, grid, structure and tags are shared texts ([`gridwatch_rules::TextPool`]):
-    /// thousands of sensors name the same few.
-    pub site: Arc<str>,
-    pub building: Option<Arc<str>>,
-    pub grid: Option<Arc<str>>,
-    pub storeys: Option<u8>,
-    pub structure: Option<Arc<str>>,
+    /// Where it is installed; shared by every sensor at the same place.
+    pub place: Arc<Place>,
     /// Free-form facts rules can be scoped by. Water sensors get `use = "surface"` and, for
     /// surface water, `water_class = "III"` unless they say otherwise (see [`Self::rule_tags`];
     /// the loader stores them here already).
@@ -137,11 +145,7 @@ impl SensorConfig {
         SensorConfig {
             id: id.into(),
             kind: SensorKind::Tilt,
-            site: site.into(),
-            building: None,
-            grid: None,
-            storeys: None,
-            structure: None,
+            place: Arc::new(Place { site: site.into(), building: None, grid: None, structure: None, storeys: None }),
             tags: Default::default(),
             interval: Duration::from_secs(60),
             baseline: BTreeMap::new(),
@@ -154,10 +158,10 @@ impl SensorConfig {
     /// sensor this is a copy of shared texts.
     pub fn rule_tags(&self) -> gridwatch_rules::Tags {
         let mut tags = self.tags.clone();
-        if let Some(storeys) = self.storeys {
+        if let Some(storeys) = self.place.storeys {
             tags.or_insert_with("storeys", || storeys.to_string().into());
         }
-        if let Some(structure) = &self.structure {
+        if let Some(structure) = &self.place.structure {
             tags.or_insert_with("structure", || structure.clone());
         }
         if self.kind == SensorKind::Water && tags.or_insert_with("use", || "surface".into()) == "surface" {
@@ -310,6 +314,24 @@ impl Config {
     }
 }
 
+/// What the loader shares between sensors: texts and tag sets, and places.
+#[derive(Default)]
+struct SharedParts {
+    texts: TextPool,
+    places: HashSet<Arc<Place>>,
+}
+
+impl SharedParts {
+    fn place(&mut self, place: Place) -> Arc<Place> {
+        if let Some(shared) = self.places.get(&place) {
+            return shared.clone();
+        }
+        let shared = Arc::new(place);
+        self.places.insert(shared.clone());
+        shared
+    }
+}
+
 /// Collects diagnostics while turning the raw file into a [`Config`].
 struct Checker<'a> {
     name: &'a str,
@@ -338,10 +360,10 @@ impl Checker<'_> {
     fn config(&mut self, raw: RawConfig, base: &Path) -> Config {
         let state_dir = base.join(raw.state_dir.get_ref());
         let state_reserve_bytes = raw.state_reserve_kib.saturating_mul(1024);
-        let mut texts = TextPool::default();
-        let mut sensors = self.sensors(raw.sensors, &mut texts);
+        let mut shared = SharedParts::default();
+        let mut sensors = self.sensors(raw.sensors, &mut shared);
         if let Some(inventory) = raw.inventory.and_then(|file| self.existing_path(base, file, "inventory")) {
-            self.add_inventory(&inventory, &mut sensors, &mut texts);
+            self.add_inventory(&inventory, &mut sensors, &mut shared);
         }
         let mqtt = self.mqtt(raw.mqtt, &sensors, base);
         let state_save = self.state_save(raw.rules.state_save_secs);
@@ -434,7 +456,7 @@ impl Checker<'_> {
 
     /// Adds the sensors of a CSV inventory, checked like `[[sensor]]` tables (errors name the
     /// CSV file and line); an id in both is an error.
-    fn add_inventory(&mut self, path: &Path, sensors: &mut Vec<SensorConfig>, texts: &mut TextPool) {
+    fn add_inventory(&mut self, path: &Path, sensors: &mut Vec<SensorConfig>, shared: &mut SharedParts) {
         let name = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
@@ -454,19 +476,19 @@ impl Checker<'_> {
             if listed.contains(row.id.get_ref().as_str()) {
                 csv.error(row.id.span(), Some("inventory"), format!("sensor `{}` is also a [[sensor]] in {}", row.id.get_ref(), self.name));
             }
-            sensors.push(csv.sensor(row, &mut seen, texts));
+            sensors.push(csv.sensor(row, &mut seen, shared));
         });
         sensors.shrink_to_fit();
         self.diagnostics.append(&mut csv.diagnostics);
     }
 
-    fn sensors(&mut self, raw: Vec<raw::RawSensor>, texts: &mut TextPool) -> Vec<SensorConfig> {
+    fn sensors(&mut self, raw: Vec<raw::RawSensor>, shared: &mut SharedParts) -> Vec<SensorConfig> {
         let mut seen = HashSet::new();
-        raw.into_iter().map(|sensor| self.sensor(sensor, &mut seen, texts)).collect()
+        raw.into_iter().map(|sensor| self.sensor(sensor, &mut seen, shared)).collect()
     }
 
     /// Checks one sensor; `seen` holds the ids of the sensors checked before it in the same list.
-    fn sensor(&mut self, sensor: raw::RawSensor, seen: &mut HashSet<Arc<str>>, texts: &mut TextPool) -> SensorConfig {
+    fn sensor(&mut self, sensor: raw::RawSensor, seen: &mut HashSet<Arc<str>>, shared: &mut SharedParts) -> SensorConfig {
         let id: Arc<str> = sensor.id.get_ref().as_str().into();
         if !is_token(&id) {
             self.error(sensor.id.span(), Some("sensor.id"), format!("`{id}` is not a sensor id: use letters, digits, `-`, `_` and `.`"));
@@ -501,22 +523,25 @@ impl Checker<'_> {
                 None
             }
         });
-        let share = |texts: &mut TextPool, text: Option<String>| text.map(|text| texts.share(&text));
+        let texts = &mut shared.texts;
+        let place = Place {
+            site: texts.share(sensor.site.get_ref()),
+            building: sensor.building.map(|text| texts.share(&text)),
+            grid: sensor.grid.map(|text| texts.share(&text)),
+            structure: sensor.structure.map(|text| texts.share(&text)),
+            storeys: sensor.storeys,
+        };
         let mut sensor = SensorConfig {
             location,
             id,
             kind: sensor.kind,
-            site: texts.share(sensor.site.get_ref()),
-            building: share(texts, sensor.building),
-            grid: share(texts, sensor.grid),
-            storeys: sensor.storeys,
-            structure: share(texts, sensor.structure),
+            place: shared.place(place),
             tags: sensor.tags.into(),
             interval: Duration::from_secs(sensor.interval_secs.into_inner()),
             baseline,
         };
         sensor.tags = sensor.rule_tags();
-        sensor.tags.share_in(texts);
+        sensor.tags.share_in(&mut shared.texts);
         sensor
     }
 

@@ -161,10 +161,10 @@ fn a_csv_inventory_adds_sensors_checked_like_tables() {
     let ids: Vec<&str> = config.sensors.iter().map(|s| &*s.id).collect();
     assert_eq!(ids, vec!["house-07", "house-08", "canal-02"]);
     let house = &config.sensors[1];
-    assert_eq!((house.building.as_deref(), house.grid.as_deref(), house.interval), (Some("B7"), Some("grid-3"), Duration::from_secs(600)));
+    assert_eq!((house.place.building.as_deref(), house.place.grid.as_deref(), house.interval), (Some("B7"), Some("grid-3"), Duration::from_secs(600)));
     assert_eq!(house.baseline, BTreeMap::from([("x".to_string(), 0.31), ("y".to_string(), -0.12)]));
     assert_eq!((house.location, house.tags.get("owner")), (Some([31.2304, 121.4737]), Some("Li")));
-    assert_eq!((config.sensors[2].kind, config.sensors[2].interval, config.sensors[2].building.as_ref()), (SensorKind::Water, Duration::from_secs(3600), None));
+    assert_eq!((config.sensors[2].kind, config.sensors[2].interval, config.sensors[2].place.building.as_ref()), (SensorKind::Water, Duration::from_secs(3600), None));
 }
 
 #[test]
@@ -184,4 +184,24 @@ fn csv_inventory_errors_name_the_csv_line() {
     }
     assert!(errors[0].contains("unknown column `colour`") && errors[1].contains("also a [[sensor]]"), "{errors:#?}");
     assert!(errors[2].contains("`house 9` is not a sensor id") && errors[3].contains("`boat` is not a sensor kind"), "{errors:#?}");
+}
+
+#[test]
+fn sensors_at_the_same_place_share_one_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sensors.csv"),
+        "id,kind,site,building,grid,storeys\n\
+         house-08,tilt,north-lane,B7,grid-3,2\n\
+         house-09,tilt,north-lane,B7,grid-3,2\n\
+         house-10,tilt,north-lane,B8,grid-3,2\n",
+    )
+    .unwrap();
+    let config = Config::parse("gridwatch.toml", &format!("inventory = \"sensors.csv\"\n{MINIMAL}"), dir.path()).unwrap();
+    let [_, b7_a, b7_b, b8] = &config.sensors[..] else { panic!("four sensors: {:?}", config.sensors) };
+    assert!(Arc::ptr_eq(&b7_a.place, &b7_b.place), "two boxes of building B7, one place");
+    assert!(!Arc::ptr_eq(&b7_a.place, &b8.place));
+    assert_eq!((b8.place.building.as_deref(), b8.place.storeys), (Some("B8"), Some(2)));
+    assert!(Arc::ptr_eq(&b7_a.place.site, &b8.place.site), "their texts are shared too");
+    assert!(std::mem::size_of::<SensorConfig>() <= 112, "{} bytes", std::mem::size_of::<SensorConfig>());
 }

@@ -6,7 +6,7 @@
 pub mod simulator;
 
 use crate::clock::Clock;
-use crate::config::{AlertsConfig, BrokerConfig, Config, MqttConfig, RulesConfig, SensorConfig};
+use crate::config::{AlertsConfig, BrokerConfig, Config, MqttConfig, Place, RulesConfig, SensorConfig};
 use crate::metrics::Metrics;
 use anyhow::Context;
 use gridwatch_rules::SensorKind;
@@ -33,11 +33,13 @@ fn sensor(id: &str, kind: SensorKind, site: &str, building: Option<&str>, grid: 
     SensorConfig {
         id: id.into(),
         kind,
-        site: site.into(),
-        building: building.map(Into::into),
-        grid: Some(grid.into()),
-        storeys: (kind == SensorKind::Tilt).then_some(2),
-        structure: (kind == SensorKind::Tilt).then(|| "brick-wood".into()),
+        place: Arc::new(Place {
+            site: site.into(),
+            building: building.map(Into::into),
+            grid: Some(grid.into()),
+            structure: (kind == SensorKind::Tilt).then(|| "brick-wood".into()),
+            storeys: (kind == SensorKind::Tilt).then_some(2),
+        }),
         tags: Default::default(),
         // The simulator sends a reading every (simulated) minute; the boxes promise one at least
         // every half hour, so a demo on a busy machine (at up to 240× speed) does not cry

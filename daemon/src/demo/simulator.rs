@@ -82,7 +82,7 @@ pub async fn run(options: MqttOptions, sensors: std::sync::Arc<[SensorConfig]>, 
                 glitched = true;
                 body = r#"{"x": NaN, "y": 0.01}"#.to_string();
             }
-            let topic = default_topic(&sensor.site, &sensor.id);
+            let topic = default_topic(&sensor.place.site, &sensor.id);
             if client.publish(topic, QoS::AtLeastOnce, false, body).await.is_err() {
                 break;
             }

@@ -61,7 +61,7 @@ impl TopicRouter {
         let levels: Vec<&str> = topic.split('/').collect();
         let ["gridwatch", site, id, "telemetry"] = levels[..] else { return Err(Rejection::UnmappedTopic) };
         let sensor = self.lookup(id)?;
-        let configured = &self.sensors.sensors()[sensor].site;
+        let configured = &self.sensors.sensors()[sensor].place.site;
         if **configured != *site {
             return Err(Rejection::SiteMismatch { sensor: id.into(), configured: configured.to_string(), topic: site.into() });
         }

@@ -211,7 +211,7 @@ impl TelemetryWriter {
     /// Appends `point` to `body` as one line of line protocol.
     fn encode(&self, point: &SpooledPoint, body: &mut Vec<u8>) -> Result<(), String> {
         let sensor = self.sensors.get(&point.sensor).ok_or_else(|| format!("sensor `{}` is no longer in the inventory", point.sensor))?;
-        let tags = [("sensor", Some(&*sensor.id)), ("site", Some(&*sensor.site)), ("building", sensor.building.as_deref()), ("grid", sensor.grid.as_deref())];
+        let tags = [("sensor", Some(&*sensor.id)), ("site", Some(&*sensor.place.site)), ("building", sensor.place.building.as_deref()), ("grid", sensor.place.grid.as_deref())];
         let mut fields = point.fields.iter().filter(|(_, value)| value.is_finite());
         // Line protocol has no escape for a line break: such a name would split the line.
         let texts = tags.iter().filter_map(|(_, value)| *value).chain(fields.clone().map(|(name, _)| name.as_str()));
@@ -221,7 +221,7 @@ impl TelemetryWriter {
         let Some((first_name, first_value)) = fields.next() else {
             return Err(format!("reading of `{}` at {} has no finite field", point.sensor, point.ts));
         };
-        let mut line = LineProtocolBuilder::new_with(body).measurement(sensor.kind.as_str()).tag("sensor", &sensor.id).tag("site", &sensor.site);
+        let mut line = LineProtocolBuilder::new_with(body).measurement(sensor.kind.as_str()).tag("sensor", &sensor.id).tag("site", &sensor.place.site);
         for (key, value) in &tags[2..] {
             if let Some(value) = value {
                 line = line.tag(key, value);
@@ -410,7 +410,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut house = crate::config::SensorConfig::test_tilt("house 01", "north lane,east");
-        house.building = Some("B7".into());
+        std::sync::Arc::make_mut(&mut house.place).building = Some("B7".into());
         let config = InfluxConfig {
             url: "http://127.0.0.1:9".parse().unwrap(),
             org: "o".into(),

@@ -109,9 +109,9 @@ pub async fn sensors(State(state): State<WebState>) -> Response {
         .map(|(sensor, latest)| SensorView {
             id: sensor.id.to_string(),
             kind: sensor.kind.as_str().into(),
-            site: sensor.site.to_string(),
-            building: sensor.building.as_deref().map(Into::into),
-            grid: sensor.grid.as_deref().map(Into::into),
+            site: sensor.place.site.to_string(),
+            building: sensor.place.building.as_deref().map(Into::into),
+            grid: sensor.place.grid.as_deref().map(Into::into),
             at_ms: latest.at_ms,
             age_secs: latest.at_ms.map(|at| (now - at).max(0) / 1000),
             fields: latest.fields,
