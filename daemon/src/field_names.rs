@@ -1,5 +1,5 @@
-//! Field names ("x", "ph", "turbidity"…) kept once instead of once per sensor: the per-sensor
-//! tables (latest readings, hourly trend) store a two-byte index. Ten thousand sensors with five
+//! Field names ("x", "ph", "turbidity"…) kept once instead of once per sensor: the live
+//! table (latest readings, hourly trend) stores a two-byte index. Ten thousand sensors with five
 //! fields each would otherwise hold fifty thousand copies of a handful of names.
 //!
 //! Bounded: payloads choose their field names, so at most [`FieldNames::MAX`] distinct names are
@@ -7,10 +7,11 @@
 //! reading itself is judged and stored as usual).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct FieldNames {
-    names: Vec<Box<str>>,
+    names: Vec<Arc<str>>,
     index: HashMap<Box<str>, u16>,
 }
 
@@ -36,6 +37,11 @@ impl FieldNames {
     pub fn name(&self, index: u16) -> &str {
         self.names.get(usize::from(index)).map_or("", |name| name)
     }
+
+    /// The name of an index, shared, for what outlives the table's lock (the trend's rows).
+    pub fn shared(&self, index: u16) -> Arc<str> {
+        self.names.get(usize::from(index)).cloned().unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -49,6 +55,7 @@ mod tests {
         assert_eq!(names.index("y"), Some(x + 1));
         assert_eq!(names.index("x"), Some(x), "the same name, the same index");
         assert_eq!(names.name(x), "x");
+        assert!(Arc::ptr_eq(&names.shared(x), &names.shared(x)), "one copy, handed out");
         for n in 2..FieldNames::MAX {
             assert!(names.index(&format!("f{n}")).is_some());
         }

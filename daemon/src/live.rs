@@ -135,7 +135,7 @@ impl LiveTable {
         // hour filled so far to the next flush; the store merges what comes for the same hour.
         if let Some(filled_hour) = slot.hour().filter(|&filled| Some(filled) != hour) {
             for entry in slot.fields.iter_mut().filter(|entry| entry.hour.is_filled()) {
-                finished.push(entry.hour.take().row(sensor, names.name(entry.field), filled_hour));
+                finished.push(entry.hour.take().row(sensor, names.shared(entry.field), filled_hour));
             }
         }
         slot.at_ms = at;
@@ -213,7 +213,7 @@ impl LiveTable {
             let slot = &mut slots[index];
             if let Some(hour) = slot.hour() {
                 for entry in slot.fields.iter_mut().filter(|entry| entry.hour.is_filled()) {
-                    rows.push(entry.hour.take().row(&inventory[index].id, names.name(entry.field), hour));
+                    rows.push(entry.hour.take().row(&inventory[index].id, names.shared(entry.field), hour));
                 }
             }
             *cursor += 1;
@@ -315,7 +315,7 @@ mod tests {
         let (rows, complete) = live.take_trend(t + 30_000, 100);
         assert!(complete);
         let hour = t / HOUR_MS;
-        let rows: Vec<_> = rows.iter().map(|r| (r.field.as_str(), r.hour - hour, r.sum, r.count)).collect();
+        let rows: Vec<_> = rows.iter().map(|r| (&*r.field, r.hour - hour, r.sum, r.count)).collect();
         assert_eq!(rows, vec![("x", 0, 2.0, 1), ("y", 0, 1.0, 1), ("x", 0, 4.0, 1)], "two rows of the same hour, which the store merges");
         assert_eq!(live.latest()[0].fields, vec![("x".to_string(), 4.0)]);
     }
@@ -338,7 +338,7 @@ mod tests {
         assert_eq!(batches, vec!["s0.x s0.y", "s1.x s1.y", "s2.x s2.y", "s3.x s3.y", "s4.x s4.y"], "never a sensor split over two batches");
         live.record(2, t + 1, &[("x".into(), 4.0)], true);
         let (rows, _) = live.take_trend(t + 2, 3);
-        assert_eq!(rows.iter().map(|r| (r.sensor.as_str(), r.sum)).collect::<Vec<_>>(), vec![("s2", 4.0)], "the next flush starts from the first sensor again");
+        assert_eq!(rows.iter().map(|r| (&*r.sensor, r.sum)).collect::<Vec<_>>(), vec![("s2", 4.0)], "the next flush starts from the first sensor again");
     }
 
     #[test]

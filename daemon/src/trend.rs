@@ -6,6 +6,7 @@
 
 use crate::store::TrendRow;
 use gridwatch_rules::Millis;
+use std::sync::Arc;
 
 /// How often the accumulated hours go to the store.
 pub const FLUSH_EVERY_MS: Millis = 10 * 60 * 1000;
@@ -58,9 +59,9 @@ impl HourAccumulator {
     }
 
     /// The store's row for it, as the readings of `hour` (since the epoch).
-    pub fn row(&self, sensor: &str, field: &str, hour: u32) -> TrendRow {
+    pub fn row(&self, sensor: &Arc<str>, field: Arc<str>, hour: u32) -> TrendRow {
         let HourAccumulator { sum, min, max, count } = *self;
-        TrendRow { sensor: sensor.to_string(), field: field.to_string(), hour: i64::from(hour), min: f64::from(min), max: f64::from(max), sum, count }
+        TrendRow { sensor: sensor.clone(), field, hour: i64::from(hour), min: f64::from(min), max: f64::from(max), sum, count }
     }
 }
 
@@ -97,13 +98,13 @@ mod tests {
         assert!(!hour.is_filled());
         hour.add(1.0);
         hour.add(3.0);
-        let row = hour.row("house-07", "x", 10);
-        assert_eq!((row.sensor.as_str(), row.field.as_str(), row.hour), ("house-07", "x", 10));
+        let row = hour.row(&"house-07".into(), "x".into(), 10);
+        assert_eq!((&*row.sensor, &*row.field, row.hour), ("house-07", "x", 10));
         assert_eq!((row.min, row.max, row.sum, row.count), (1.0, 3.0, 4.0, 2));
-        assert_eq!(hour.take().row("s", "x", 10).sum, 4.0);
+        assert_eq!(hour.take().row(&"s".into(), "x".into(), 10).sum, 4.0);
         assert!(!hour.is_filled());
         hour.add(-2.5);
-        let row = hour.row("s", "x", 11);
+        let row = hour.row(&"s".into(), "x".into(), 11);
         assert_eq!((row.min, row.max, row.sum, row.count), (-2.5, -2.5, -2.5, 1), "an emptied accumulator starts afresh");
         assert_eq!((std::mem::size_of::<HourAccumulator>(), std::mem::align_of::<HourAccumulator>()), (20, 4));
         assert_eq!(hour_of(-1), None);

@@ -5,12 +5,13 @@
 
 use super::Store;
 use rusqlite::params;
+use std::sync::Arc;
 
 /// One hour of one field of one sensor (`hour` = hours since the epoch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrendRow {
-    pub sensor: String,
-    pub field: String,
+    pub sensor: Arc<str>,
+    pub field: Arc<str>,
     pub hour: i64,
     pub min: f64,
     pub max: f64,
