@@ -581,9 +581,9 @@ fn silence_covering(store: &Store, alert: &Alert, now: i64) -> Option<crate::sil
 /// Sets `gridwatch_open_incidents{severity}` from the store (people act on incidents from the
 /// page and the CLI, so the store is the truth).
 fn count_open_incidents(store: &Store, metrics: &Metrics) {
-    let Ok(rows) = store.incidents(false) else { return };
+    let Ok(counts) = store.open_incident_counts() else { return };
     for severity in ["notice", "warning", "alarm", "danger"] {
-        let open = rows.iter().filter(|r| r.severity == severity).count();
+        let open = counts.iter().find(|(s, _)| s == severity).map_or(0, |&(_, n)| n);
         metrics.open_incidents.get_or_create(&crate::metrics::SeverityLabel { severity: severity.into() }).set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 }

@@ -123,13 +123,7 @@ pub async fn sensors(State(state): State<WebState>) -> Response {
 
 pub async fn status(State(state): State<WebState>) -> Response {
     let Some(api) = state.installer.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
-    let mut open: Vec<(String, usize)> = Vec::new();
-    for row in state.store.incidents(false).unwrap_or_default() {
-        match open.iter_mut().find(|(severity, _)| *severity == row.severity) {
-            Some((_, n)) => *n += 1,
-            None => open.push((row.severity, 1)),
-        }
-    }
+    let open = state.store.open_incident_counts().unwrap_or_default();
     let latest = api.live.latest();
     Json(StatusView {
         version: env!("CARGO_PKG_VERSION").into(),
