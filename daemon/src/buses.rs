@@ -101,6 +101,11 @@ impl Buses {
         }
     }
 
+    /// The position of `sensor` in the inventory.
+    pub fn position(&self, sensor: &str) -> Option<usize> {
+        self.sensors.position(sensor)
+    }
+
     /// The name of the bus that is down under `sensor`, if it is.
     pub fn down_under(&self, sensor: &str) -> Option<&str> {
         let bus = usize::from(*self.bus_of.get(self.sensors.position(sensor)?)?);

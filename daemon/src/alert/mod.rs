@@ -444,9 +444,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
     // Building -> when its last alarm went out on its own: the building's next alarms in the
     // window after it wait and go out together.
     let mut building_sent: HashMap<String, i64> = HashMap::new();
-    // No-data incidents whose alarm was held back because their bus was down: their clear is
-    // held back too. In memory: after a restart such a clear is sent (a message too many).
-    let mut held_back: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    let mut held_back = HeldBack::default();
     let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
     match store.pending_delivery_counts() {
         Ok(counts) => {
@@ -500,12 +498,12 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         // and starts no reminders.
         let mut silenced = silences.iter().find(|s| s.covers(&alert, now)).cloned().or_else(|| silence_covering(&store, &alert, now));
         if silenced.is_none() && alert.no_data {
-            let key = (alert.rule.clone(), alert.sensor.clone());
+            let position = buses.as_ref().and_then(|b| b.position(&alert.sensor));
             let bus_down = buses.as_ref().and_then(|b| b.down_under(&alert.sensor)).map(str::to_string);
-            let explained = match (alert.event.as_str(), bus_down) {
-                ("cleared", _) => held_back.remove(&key).then(|| "its bus was down".to_string()),
-                (_, Some(bus)) => {
-                    held_back.insert(key);
+            let explained = match (alert.event.as_str(), bus_down, position) {
+                ("cleared", _, Some(sensor)) => held_back.release(&alert.rule, sensor).then(|| "its bus was down".to_string()),
+                (_, Some(bus), Some(sensor)) => {
+                    held_back.hold(&alert.rule, sensor);
                     Some(format!("{bus} is down"))
                 }
                 _ => None,
@@ -585,6 +583,31 @@ fn count_open_incidents(store: &Store, metrics: &Metrics) {
     for severity in ["notice", "warning", "alarm", "danger"] {
         let open = counts.iter().find(|(s, _)| s == severity).map_or(0, |&(_, n)| n);
         metrics.open_incidents.get_or_create(&crate::metrics::SeverityLabel { severity: severity.into() }).set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+}
+
+/// No-data alarms held back because their bus was down, whose clear is held back too: per rule,
+/// the sensors' positions in the inventory (after a restart into a bus outage that is every
+/// sensor, so no copies of ids). In memory: after a restart such a clear is sent (a message too
+/// many).
+#[derive(Debug, Default)]
+struct HeldBack(HashMap<String, std::collections::HashSet<usize>>);
+
+impl HeldBack {
+    fn hold(&mut self, rule: &str, sensor: usize) {
+        match self.0.get_mut(rule) {
+            Some(sensors) => {
+                sensors.insert(sensor);
+            }
+            None => {
+                self.0.insert(rule.to_string(), [sensor].into());
+            }
+        }
+    }
+
+    /// Whether `sensor`'s alarm of `rule` was held back (it is not any more).
+    fn release(&mut self, rule: &str, sensor: usize) -> bool {
+        self.0.get_mut(rule).is_some_and(|sensors| sensors.remove(&sensor))
     }
 }
 
@@ -710,6 +733,18 @@ async fn send_due_escalations(store: &Store, dispatch: &crate::dispatch::Dispatc
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_back_alarm_holds_back_its_own_clear_once() {
+        let mut held = HeldBack::default();
+        held.hold("box-silent", 7);
+        held.hold("box-silent", 9);
+        assert!(!held.release("box-silent", 8), "not held back");
+        assert!(!held.release("probe-silent", 7), "another rule");
+        assert!(held.release("box-silent", 7));
+        assert!(!held.release("box-silent", 7), "released once");
+        assert!(held.release("box-silent", 9));
+    }
 
     /// A representative alert for sink and store tests.
     pub fn sample_alert(event: &str, value: f64) -> Alert {
