@@ -4,10 +4,11 @@
 //! (for `gridwatch calibrate`). The HTTP endpoint reads the latest values; the pipeline takes the
 //! filled hours out for the store.
 //!
-//! Memory stays small and bounded: one 32-byte slot per sensor, one 32-byte entry per field it
-//! sends (field names kept once; its latest value and its readings in the current hour), and per tilt box at most [`RECENT`] angle pairs, one kept every
-//! [`RECENT_SPACING_SECS`] (so at least the last 32 minutes). The latest values and the trend
-//! share one list per sensor because they are kept for the same fields.
+//! Memory stays small and bounded: one 32-byte slot per sensor; one 32-byte entry per field it
+//! sends, with its latest value and its readings in the current hour (field names kept once);
+//! and per tilt box at most [`RECENT`] angle pairs, one kept every [`RECENT_SPACING_SECS`] (so at
+//! least the last 32 minutes). The latest values and the trend share one list per sensor because
+//! they are kept for the same fields.
 
 use crate::config::SensorConfig;
 use crate::field_names::FieldNames;
@@ -65,11 +66,9 @@ impl Default for Slot {
 }
 
 impl Slot {
-    /// The hour (since the epoch) of the latest reading, which the accumulators are filling.
+    /// The hour (since the epoch) of the latest reading, which the accumulators are filling;
+    /// `None` before the first ([`NEVER`] has no hour).
     fn hour(&self) -> Option<u32> {
-        if self.at_ms == NEVER {
-            return None;
-        }
         crate::trend::hour_of(self.at_ms)
     }
 
@@ -135,7 +134,7 @@ impl LiveTable {
         // hour filled so far to the next flush; the store merges what comes for the same hour.
         if let Some(filled_hour) = slot.hour().filter(|&filled| Some(filled) != hour) {
             for entry in slot.fields.iter_mut().filter(|entry| entry.hour.is_filled()) {
-                finished.push(entry.hour.take().row(sensor, names.shared(entry.field), filled_hour));
+                finished.push(std::mem::take(&mut entry.hour).row(sensor, names.shared(entry.field), filled_hour));
             }
         }
         slot.at_ms = at;
@@ -213,7 +212,7 @@ impl LiveTable {
             let slot = &mut slots[index];
             if let Some(hour) = slot.hour() {
                 for entry in slot.fields.iter_mut().filter(|entry| entry.hour.is_filled()) {
-                    rows.push(entry.hour.take().row(&inventory[index].id, names.shared(entry.field), hour));
+                    rows.push(std::mem::take(&mut entry.hour).row(&inventory[index].id, names.shared(entry.field), hour));
                 }
             }
             *cursor += 1;

@@ -53,11 +53,6 @@ impl HourAccumulator {
         self.count > 0
     }
 
-    /// What it holds, leaving it empty.
-    pub fn take(&mut self) -> HourAccumulator {
-        std::mem::take(self)
-    }
-
     /// The store's row for it, as the readings of `hour` (since the epoch).
     pub fn row(&self, sensor: &Arc<str>, field: Arc<str>, hour: u32) -> TrendRow {
         let HourAccumulator { sum, min, max, count } = *self;
@@ -101,7 +96,7 @@ mod tests {
         let row = hour.row(&"house-07".into(), "x".into(), 10);
         assert_eq!((&*row.sensor, &*row.field, row.hour), ("house-07", "x", 10));
         assert_eq!((row.min, row.max, row.sum, row.count), (1.0, 3.0, 4.0, 2));
-        assert_eq!(hour.take().row(&"s".into(), "x".into(), 10).sum, 4.0);
+        assert_eq!(std::mem::take(&mut hour).row(&"s".into(), "x".into(), 10).sum, 4.0);
         assert!(!hour.is_filled());
         hour.add(-2.5);
         let row = hour.row(&"s".into(), "x".into(), 11);
