@@ -6,6 +6,8 @@
 //! - [`profile`]: device profiles as data — which registers a probe has and how to decode them
 //!   (f32 in all four byte orders, 16/32-bit integers with scale, value + decimal places).
 //!   Shipped profiles are in `firmware-bridge/profiles/`.
+//! - [`resolution`]: values rounded to what the probe resolves (a float32 register's 8.62 is
+//!   8.62, not 8.619999885559082).
 //! - [`witmotion`]: the WitMotion 0x55 stream (angles, acceleration), resynchronising.
 //! - [`rion`]: RION-style 0x68 inclinometers (request/response, packed BCD).
 //! - [`line`]: the gridwatch line protocol for our own firmware (encoder and decoder).
@@ -18,6 +20,7 @@ pub mod fuzzing;
 pub mod line;
 pub mod modbus;
 pub mod profile;
+pub mod resolution;
 pub mod rion;
 pub mod witmotion;
 

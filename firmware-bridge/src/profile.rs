@@ -14,12 +14,19 @@
 //! scale = 0.01                  # integers only: value = raw × scale
 //! # order = "ABCD"              # 32-bit types: ABCD | CDAB | DCBA | BADC
 //! # decimals_address = 0x0002   # u16_decimals: value = raw / 10^decimals
+//! resolution = 0.01             # what the probe resolves: values are rounded to it
 //! unit = ""
 //! ```
 //!
 //! A profile is checked when loaded; decoding registers with it cannot fail, it only skips a
 //! field whose registers were not read.
+//!
+//! Every value leaves [`Profile::decode`] as the decimal the device meant (see
+//! [`crate::resolution`]): rounded to the field's `resolution` when the profile declares one;
+//! otherwise a float32 to [`F32_DIGITS`] significant digits, an integer × scale to the scale's
+//! decimal places, and a value + decimal places to those places.
 
+use crate::resolution::{to_resolution, to_significant, F32_DIGITS};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -67,6 +74,10 @@ pub struct FieldSpec {
     #[serde(default = "abcd")]
     pub order: Order,
     pub decimals_address: Option<u16>,
+    /// The smallest step the probe resolves (0.01 for pH): the decoded value is rounded to a
+    /// multiple of it. Without it, see [`FieldSpec::round`].
+    #[serde(default)]
+    pub resolution: Option<f64>,
     #[serde(default)]
     pub unit: String,
 }
@@ -114,6 +125,18 @@ impl FieldSpec {
         }
     }
 
+    /// A decoded value as the device meant it: rounded to the declared resolution, else a
+    /// float32 to the digits it carries and a scaled integer to the scale's decimal places
+    /// (862 × 0.01 is 8.620000000000001 in binary; the probe meant 8.62).
+    fn round(&self, value: f64) -> f64 {
+        match (self.resolution, self.kind) {
+            (Some(resolution), _) => to_resolution(value, resolution),
+            (None, Kind::F32) => to_significant(value, F32_DIGITS),
+            (None, Kind::U16Decimals) => value,
+            (None, _) => to_resolution(value, self.scale.abs()),
+        }
+    }
+
     /// Every register the field needs.
     fn registers(&self) -> Vec<u16> {
         let mut registers: Vec<u16> = (self.address..self.address.saturating_add(self.width())).collect();
@@ -139,6 +162,11 @@ impl Profile {
         for field in &profile.fields {
             if !field.scale.is_finite() || field.scale == 0.0 {
                 return Err(error(format!("field `{}`: scale must be a finite, non-zero number", field.name)));
+            }
+            if let Some(resolution) = field.resolution {
+                if !(resolution.is_finite() && resolution > 0.0) {
+                    return Err(error(format!("field `{}`: resolution must be a positive number, like 0.01", field.name)));
+                }
             }
             if (field.kind == Kind::U16Decimals) != field.decimals_address.is_some() {
                 return Err(error(format!("field `{}`: `decimals_address` goes with type u16_decimals, and only with it", field.name)));
@@ -167,7 +195,11 @@ impl Profile {
 
     /// Decodes registers read (address -> value) into named fields.
     pub fn decode(&self, registers: &BTreeMap<u16, u16>) -> Vec<(String, f64)> {
-        self.fields.iter().filter_map(|field| Some((field.name.clone(), decode_field(field, registers)?))).filter(|(_, v)| v.is_finite()).collect()
+        self.fields
+            .iter()
+            .filter_map(|field| Some((field.name.clone(), field.round(decode_field(field, registers)?))))
+            .filter(|(_, v)| v.is_finite())
+            .collect()
     }
 }
 
@@ -225,7 +257,7 @@ mod tests {
             baud: 9600,
             slave: 1,
             function: Function::Holding,
-            fields: vec![FieldSpec { name: "v".into(), address: 0, kind: Kind::F32, scale: 1.0, order, decimals_address: None, unit: String::new() }],
+            fields: vec![FieldSpec { name: "v".into(), address: 0, kind: Kind::F32, scale: 1.0, order, decimals_address: None, resolution: None, unit: String::new() }],
         }
     }
 
