@@ -4,7 +4,8 @@
 //!
 //! Invariants: sensors are addressed by [`SubjectId`], their position in the list the engine
 //! was built with; a sample older than the sensor's previous one is not evaluated (it would
-//! rewind timers) and is reported as [`Observed::OutOfOrder`]; non-finite values are treated as
+//! rewind timers) and is reported as [`Observed::OutOfOrder`], until the sensor is re-anchored
+//! with [`Engine::rewind`] (`engine/rewind.rs`); non-finite values are treated as
 //! missing; for each (rule, sensor) events alternate `Fired` (`Changed`…) `Cleared`.
 
 use crate::agreement::{verdict, Agreement, Move, Vote};
@@ -641,6 +642,8 @@ fn tick_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, now: 
         _ => None,
     }
 }
+
+mod rewind;
 
 #[cfg(test)]
 mod tests;
