@@ -1,0 +1,534 @@
+//! The shipped packs against the standards' tables (domain.md §1 and §3).
+//!
+//! The water tests are tables, not hand-picked cases: each indicator's limits as the standard
+//! prints them are turned into the levels a rule should reach ([`Ladder`]), and the cases are
+//! generated from them. For every limit: a value exactly on it and values just inside it (by
+//! 1e-6 of the limit and by one 0.001 resolution step) keep the level below; values just past it
+//! by the same steps reach the limit's level. The same values sent as float32 must be judged
+//! alike: a float32 reading of a limit is on the limit.
+
+use super::*;
+use crate::engine::{Engine, EventKind, RuleEvent, SubjectId};
+use crate::load::RuleSet;
+use crate::rule::Check;
+use crate::scope::{SensorKind, Subject};
+use crate::severity::Severity;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+const MIN: i64 = 60_000;
+
+/// The shipped packs, compiled once: a thousand table cases each start a fresh engine.
+fn shipped() -> RuleSet {
+    static RULES: OnceLock<RuleSet> = OnceLock::new();
+    RULES.get_or_init(|| RuleSet::compile(&builtin_packs()).expect("shipped packs compile")).clone()
+}
+
+fn engine_for(kind: SensorKind, tags: &[(&str, &str)]) -> Engine {
+    let tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+    let subject = Subject { id: "s1".into(), kind, site: "site".into(), building: None, grid: None, tags: tags.into(), interval_ms: MIN };
+    Engine::new(shipped(), &[subject])
+}
+
+/// Feeds the same fields once a minute for `minutes` (and ticks) and returns every event.
+fn feed(engine: &mut Engine, fields: &[(&str, f64)], minutes: i64) -> Vec<RuleEvent> {
+    let mut events = Vec::new();
+    for m in 0..=minutes {
+        engine.observe(SubjectId(0), m * MIN, fields, &mut events);
+        engine.tick(m * MIN, &mut events);
+    }
+    events
+}
+
+/// Feeds the same fields once a minute for `minutes` and returns the worst (rule, severity)
+/// reached, ignoring device rules.
+fn worst(engine: &mut Engine, fields: &[(&str, f64)], minutes: i64) -> Option<(String, Severity)> {
+    let events = feed(engine, fields, minutes);
+    events
+        .iter()
+        .filter(|e| e.kind != EventKind::Cleared && !engine.rule(e.rule).device)
+        .map(|e| (e.severity, engine.rule(e.rule).id.clone()))
+        .max()
+        .map(|(severity, id)| (id, severity))
+}
+
+fn surface(class: &str) -> Engine {
+    engine_for(SensorKind::Water, &[("use", "surface"), ("water_class", class)])
+}
+
+/// A healthy sample for the other fields, so only the field under test can fire.
+fn water(field: &str, value: f64) -> Vec<(&str, f64)> {
+    let mut fields = vec![("do", 9.0), ("nh3n", 0.05), ("ph", 7.5), ("codmn", 1.0), ("cod", 10.0), ("tp", 0.005), ("orp", 250.0)];
+    fields.retain(|(name, _)| *name != field);
+    fields.push((field, value));
+    fields
+}
+
+const CLASSES: [&str; 5] = ["I", "II", "III", "IV", "V"];
+
+#[test]
+fn shipped_packs_compile() {
+    let rules = RuleSet::compile(&builtin_packs()).expect("shipped packs compile");
+    assert!(rules.rules.len() >= 45, "{}", rules.rules.len());
+}
+
+/// Which side of a limit is bad.
+#[derive(Debug, Clone, Copy)]
+enum Bad {
+    Above,
+    Below,
+}
+
+impl Bad {
+    /// `value` is past `limit` on the bad side, in exact arithmetic: the tables' verdict.
+    fn past(self, value: f64, limit: f64) -> bool {
+        match self {
+            Bad::Above => value > limit,
+            Bad::Below => value < limit,
+        }
+    }
+
+    /// +1 when bad is up, -1 when bad is down.
+    fn towards_bad(self) -> f64 {
+        match self {
+            Bad::Above => 1.0,
+            Bad::Below => -1.0,
+        }
+    }
+}
+
+/// One rule's levels as a standard's table gives them: the rule, the sensor's tags, the field
+/// it reads, the bad side and the (limit, level) steps, least severe first.
+#[derive(Debug)]
+struct Ladder {
+    rule: String,
+    tags: Vec<(&'static str, &'static str)>,
+    field: &'static str,
+    bad: Bad,
+    steps: Vec<(f64, Severity)>,
+    /// Every limit of the table the rule must be tried at: the steps', and those of classes
+    /// where the level does not change (target I at DO 5: alarm on either side).
+    limits: Vec<f64>,
+}
+
+impl Ladder {
+    fn new(rule: &str, tags: &[(&'static str, &'static str)], field: &'static str, bad: Bad, steps: &[(f64, Severity)]) -> Ladder {
+        let limits = steps.iter().map(|(limit, _)| *limit).collect();
+        Ladder { rule: rule.to_string(), tags: tags.to_vec(), field, bad, steps: steps.to_vec(), limits }
+    }
+
+    /// The level the table gives an exact value: the highest step it is past.
+    fn expected(&self, value: f64) -> Option<Severity> {
+        self.steps.iter().filter(|(limit, _)| self.bad.past(value, *limit)).map(|(_, severity)| *severity).max()
+    }
+}
+
+/// How a reading reaches the engine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reading {
+    Exact,
+    /// As a probe's float32 register: `f64::from(value as f32)`.
+    Float32,
+}
+
+/// "Just inside" and "just past" a limit: by this fraction of it, and by one resolution step.
+const RELATIVE_STEP: f64 = 1e-6;
+const RESOLUTION: f64 = 0.001;
+
+/// The cases of a ladder: (value sent, level expected). For each limit, the value on it and
+/// just inside keep the level below; just past reaches the limit's level. A float32 reading is
+/// expected to be judged like the value it rounds.
+fn cases(ladder: &Ladder, reading: Reading) -> Vec<(f64, Option<Severity>)> {
+    let mut cases = Vec::new();
+    for &limit in &ladder.limits {
+        let step = ladder.steps.iter().find(|(step, _)| *step == limit).map(|(_, severity)| *severity);
+        let relative = limit.abs() * RELATIVE_STEP;
+        // Offsets towards the bad side: on, inside, inside, past, past.
+        for offset in [0.0, -relative, -RESOLUTION, relative, RESOLUTION] {
+            let exact = limit + ladder.bad.towards_bad() * offset;
+            let expected = ladder.expected(exact);
+            // The oracle itself: past a step is that step's level, on or inside it is less.
+            match step {
+                Some(severity) if offset > 0.0 => assert_eq!(expected, Some(severity), "{}: {exact} is just past {limit}", ladder.rule),
+                Some(severity) => assert!(expected < Some(severity), "{}: {exact} is not past {limit}", ladder.rule),
+                None => assert_eq!(expected, ladder.expected(limit), "{}: {limit} is no step, {exact} is near it", ladder.rule),
+            }
+            let sent = match reading {
+                Reading::Exact => exact,
+                Reading::Float32 => f64::from(exact as f32),
+            };
+            cases.push((sent, expected));
+        }
+    }
+    cases
+}
+
+/// The highest level `rule` reaches on a sensor fed `field = value` for a while: long enough for
+/// the slowest hold of the check the sensor gets (the rule's own or an override). Checks too that
+/// the rule applies, and that no sibling class rule (`…-class-…` of the same field) fires.
+fn reached(ladder: &Ladder, value: f64) -> Result<Option<Severity>, String> {
+    let mut engine = engine_for(SensorKind::Water, &ladder.tags);
+    let checks = engine.checks_for(SubjectId(0));
+    let Some((rule, variant)) = checks.iter().find(|(rule, _)| rule.id == ladder.rule) else {
+        return Err(format!("{} does not apply to a sensor tagged {:?}", ladder.rule, ladder.tags));
+    };
+    let hold_ms = match rule.check_of(*variant) {
+        Check::Ladder(levels) => levels.iter().map(|level| level.raise_hold_ms).max().unwrap_or(0),
+        other => return Err(format!("{} is not a threshold rule: {other:?}", ladder.rule)),
+    };
+    let minutes = hold_ms / MIN + 2;
+    let events = feed(&mut engine, &[(ladder.field, value)], minutes);
+    let family = ladder.rule.split_once("-class-").map(|(stem, _)| format!("{stem}-class-"));
+    let mut level = None;
+    for event in events.iter().filter(|e| e.kind != EventKind::Cleared) {
+        let id = &engine.rule(event.rule).id;
+        if *id == ladder.rule {
+            level = level.max(Some(event.severity));
+        } else if family.as_ref().is_some_and(|family| id.starts_with(family.as_str())) {
+            return Err(format!("{id} fired for a sensor tagged {:?}", ladder.tags));
+        }
+    }
+    Ok(level)
+}
+
+/// Runs every case of every ladder; returns how many were checked and a line per failure.
+fn run(ladders: &[Ladder], reading: Reading) -> (usize, Vec<String>) {
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for ladder in ladders {
+        for (value, expected) in cases(ladder, reading) {
+            checked += 1;
+            match reached(ladder, value) {
+                Ok(level) if level == expected => {}
+                Ok(level) => failures.push(format!(
+                    "{} {:?}: {} = {value:?} ({reading:?}) reached {level:?}, the table says {expected:?}",
+                    ladder.rule, ladder.tags, ladder.field
+                )),
+                Err(problem) => failures.push(problem),
+            }
+        }
+    }
+    (checked, failures)
+}
+
+fn assert_all_pass(ladders: &[Ladder], reading: Reading, cases: usize) {
+    let (checked, failures) = run(ladders, reading);
+    assert!(failures.is_empty(), "{} of {checked} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(checked, cases, "the number of boundary cases changed: update the count if the tables did");
+}
+
+/// A GB 3838 indicator judged by target class: the limits of classes I..V as the standard prints
+/// them, and the tags that pick this table (TP: rivers or lakes).
+struct ClassTable {
+    field: &'static str,
+    bad: Bad,
+    limits: [f64; 5],
+    tags: &'static [(&'static str, &'static str)],
+}
+
+/// GB 3838-2002 (domain.md §3), mg/L.
+const GB3838: [ClassTable; 7] = [
+    ClassTable { field: "do", bad: Bad::Below, limits: [7.5, 6.0, 5.0, 3.0, 2.0], tags: &[] },
+    ClassTable { field: "codmn", bad: Bad::Above, limits: [2.0, 4.0, 6.0, 10.0, 15.0], tags: &[] },
+    ClassTable { field: "cod", bad: Bad::Above, limits: [15.0, 15.0, 20.0, 30.0, 40.0], tags: &[] },
+    ClassTable { field: "nh3n", bad: Bad::Above, limits: [0.15, 0.5, 1.0, 1.5, 2.0], tags: &[] },
+    // Rivers: no tag, or any tag but "lake".
+    ClassTable { field: "tp", bad: Bad::Above, limits: [0.02, 0.1, 0.2, 0.3, 0.4], tags: &[] },
+    ClassTable { field: "tp", bad: Bad::Above, limits: [0.02, 0.1, 0.2, 0.3, 0.4], tags: &[("water_body", "river")] },
+    ClassTable { field: "tp", bad: Bad::Above, limits: [0.01, 0.025, 0.05, 0.1, 0.2], tags: &[("water_body", "lake")] },
+];
+
+/// The levels for target class `target` (0 = I): warning past the target's limit; alarm past
+/// the next class whose limit is different (COD's classes I and II are both 15, so for target I
+/// that is class III), unless that class is V; danger past class V (劣V).
+fn class_steps(limits: &[f64; 5], target: usize) -> Vec<(f64, Severity)> {
+    let mut steps = Vec::new();
+    if target < 4 {
+        steps.push((limits[target], Severity::Warning));
+        let next = (target + 1..5).find(|&class| limits[class] != limits[target]);
+        if let Some(next) = next.filter(|&class| class < 4) {
+            steps.push((limits[next], Severity::Alarm));
+        }
+    }
+    steps.push((limits[4], Severity::Danger));
+    steps
+}
+
+/// Every GB 3838 class rule for every target class.
+fn gb3838_ladders() -> Vec<Ladder> {
+    let mut ladders = Vec::new();
+    for table in &GB3838 {
+        for (target, class) in CLASSES.iter().enumerate() {
+            let mut tags = vec![("use", "surface"), ("water_class", *class)];
+            tags.extend_from_slice(table.tags);
+            let rule = format!("water-{}-class-{}", table.field, class.to_lowercase());
+            let mut ladder = Ladder::new(&rule, &tags, table.field, table.bad, &class_steps(&table.limits, target));
+            ladder.limits = table.limits[target..].to_vec();
+            ladder.limits.dedup();
+            ladders.push(ladder);
+        }
+    }
+    ladders
+}
+
+#[test]
+fn the_class_steps_follow_the_standard_and_the_cod_exception() {
+    use Severity::{Alarm, Danger, Warning};
+    let [dissolved_oxygen, _, cod, ..] = &GB3838;
+    assert_eq!(class_steps(&dissolved_oxygen.limits, 2), vec![(5.0, Warning), (3.0, Alarm), (2.0, Danger)]);
+    assert_eq!(class_steps(&dissolved_oxygen.limits, 3), vec![(3.0, Warning), (2.0, Danger)]);
+    assert_eq!(class_steps(&dissolved_oxygen.limits, 4), vec![(2.0, Danger)]);
+    assert_eq!(class_steps(&cod.limits, 0), vec![(15.0, Warning), (20.0, Alarm), (40.0, Danger)]);
+    assert_eq!(class_steps(&cod.limits, 1), vec![(15.0, Warning), (20.0, Alarm), (40.0, Danger)]);
+}
+
+#[test]
+fn every_gb3838_limit_is_inclusive_for_every_target_class() {
+    // Boundaries per (table, target): DO, CODMn, NH3-N and each TP table 5+4+3+2+1 = 15; COD
+    // 14 (I and II share 15). 6 × 15 + 14 = 104 boundaries, 5 values each.
+    assert_all_pass(&gb3838_ladders(), Reading::Exact, 520);
+}
+
+/// pH outside 6–9 fails every class: 劣V, danger, whatever the target.
+fn ph_ladders() -> Vec<Ladder> {
+    let mut ladders = Vec::new();
+    for class in CLASSES {
+        let tags = [("use", "surface"), ("water_class", class)];
+        ladders.push(Ladder::new("water-ph-range", &tags, "ph", Bad::Below, &[(6.0, Severity::Danger)]));
+        ladders.push(Ladder::new("water-ph-range", &tags, "ph", Bad::Above, &[(9.0, Severity::Danger)]));
+    }
+    ladders
+}
+
+#[test]
+fn ph_outside_six_to_nine_is_worse_than_class_v_whatever_the_target() {
+    assert_all_pass(&ph_ladders(), Reading::Exact, 50);
+}
+
+/// Black-odorous water (2015 guide): mild is an alarm, severe is danger.
+fn black_odorous_ladders() -> Vec<Ladder> {
+    use Severity::{Alarm, Danger};
+    let tags = [("use", "surface"), ("water_class", "III")];
+    vec![
+        Ladder::new("water-black-odorous", &tags, "do", Bad::Below, &[(2.0, Alarm), (0.2, Danger)]),
+        Ladder::new("water-black-odorous-nh3n", &tags, "nh3n", Bad::Above, &[(8.0, Alarm), (15.0, Danger)]),
+        Ladder::new("water-black-odorous-orp", &tags, "orp", Bad::Below, &[(50.0, Alarm), (-200.0, Danger)]),
+    ]
+}
+
+#[test]
+fn black_odorous_water_is_an_alarm_when_mild_and_danger_when_severe() {
+    assert_all_pass(&black_odorous_ladders(), Reading::Exact, 30);
+}
+
+/// GB 5749-2022 at a drinking-water tap.
+fn drinking_ladders() -> Vec<Ladder> {
+    use Severity::{Alarm, Danger};
+    let tags = [("use", "drinking")];
+    vec![
+        Ladder::new("drinking-turbidity", &tags, "turbidity", Bad::Above, &[(1.0, Alarm), (3.0, Danger)]),
+        Ladder::new("drinking-ph", &tags, "ph", Bad::Below, &[(6.5, Alarm)]),
+        Ladder::new("drinking-ph", &tags, "ph", Bad::Above, &[(8.5, Alarm)]),
+        Ladder::new("drinking-nh3n", &tags, "nh3n", Bad::Above, &[(0.5, Alarm)]),
+        Ladder::new("drinking-codmn", &tags, "codmn", Bad::Above, &[(3.0, Alarm)]),
+        Ladder::new("drinking-chlorine-low", &tags, "cl2", Bad::Below, &[(0.05, Alarm), (0.02, Danger)]),
+        Ladder::new("drinking-chlorine-high", &tags, "cl2", Bad::Above, &[(2.0, Alarm)]),
+    ]
+}
+
+#[test]
+fn drinking_water_limits_are_inclusive() {
+    assert_all_pass(&drinking_ladders(), Reading::Exact, 45);
+}
+
+#[test]
+fn every_limit_holds_for_readings_sent_as_float32() {
+    // 0.15 arrives as 0.15000000596 and must not be above 0.15; 0.02 arrives as 0.0199999996
+    // and must not be below 0.02; 1e-6 past a limit is still past it.
+    let ladders: Vec<Ladder> = [gb3838_ladders(), ph_ladders(), black_odorous_ladders(), drinking_ladders()].into_iter().flatten().collect();
+    assert_all_pass(&ladders, Reading::Float32, 520 + 50 + 30 + 45);
+}
+
+#[test]
+fn every_water_threshold_rule_is_covered_by_a_table() {
+    let tabled: BTreeSet<String> =
+        [gb3838_ladders(), ph_ladders(), black_odorous_ladders(), drinking_ladders()].into_iter().flatten().map(|ladder| ladder.rule).collect();
+    let shipped = shipped();
+    let untabled: Vec<&str> = shipped
+        .rules
+        .iter()
+        .filter(|rule| rule.origin.file == "builtin:water-gb3838" || rule.origin.file == "builtin:drinking-gb5749")
+        .filter(|rule| !rule.device && matches!(rule.check, Check::Ladder(_)))
+        // Relative to a learned level or a change over time: their own tests below.
+        .filter(|rule| rule.signal.as_ref().is_some_and(|signal| signal.baseline.is_none() && signal.transform.is_none()))
+        .map(|rule| rule.id.as_str())
+        .filter(|id| !tabled.contains(*id))
+        .collect();
+    assert!(untabled.is_empty(), "threshold rules without a boundary table: {untabled:?}");
+}
+
+#[test]
+fn lakes_get_the_lake_ladder_and_every_other_water_body_the_river_ladder() {
+    for (body, lake) in [(None, false), (Some("river"), false), (Some("canal"), false), (Some("lake"), true)] {
+        for class in CLASSES {
+            let mut tags = vec![("use", "surface"), ("water_class", class)];
+            tags.extend(body.map(|body| ("water_body", body)));
+            let engine = engine_for(SensorKind::Water, &tags);
+            let checks = engine.checks_for(SubjectId(0));
+            let tp: Vec<_> = checks.iter().filter(|(rule, _)| rule.id.starts_with("water-tp-")).map(|(rule, variant)| (rule.id.as_str(), *variant)).collect();
+            let id = format!("water-tp-class-{}", class.to_lowercase());
+            assert_eq!(tp, vec![(id.as_str(), lake.then_some(0))], "{tags:?}");
+        }
+    }
+}
+
+#[test]
+fn a_lake_is_judged_stricter_than_a_river_at_the_same_phosphorus() {
+    // 0.06 mg/L is class II in a river (<= 0.1) and class IV in a lake (<= 0.1, > 0.05).
+    let river = worst(&mut surface("II"), &water("tp", 0.06), 32);
+    let lake = worst(&mut engine_for(SensorKind::Water, &[("use", "surface"), ("water_class", "II"), ("water_body", "lake")]), &water("tp", 0.06), 32);
+    assert_eq!(river, None);
+    assert_eq!(lake, Some(("water-tp-class-ii".to_string(), Severity::Alarm)));
+}
+
+#[test]
+fn turbidity_and_conductivity_are_judged_against_the_sites_usual_level() {
+    // (ratio to the installation baseline, expected level) just inside and just outside
+    // each boundary of domain.md §3: +30% notice, 2× alarm.
+    let cases = [(1.29, None), (1.31, Some(Severity::Notice)), (1.99, Some(Severity::Notice)), (2.01, Some(Severity::Alarm))];
+    for field in ["turbidity", "conductivity"] {
+        for (ratio, expected) in cases {
+            let mut e = surface("III");
+            let usual = 40.0;
+            e.set_baseline(SubjectId(0), field, usual);
+            let reached = worst(&mut e, &water(field, usual * ratio), 95);
+            assert_eq!(reached.as_ref().map(|w| w.1), expected, "{field} at {ratio}× usual: {reached:?}");
+            if let Some((id, _)) = reached {
+                assert!(id.starts_with(&format!("water-{field}")), "{id}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_usual_level_is_learned_over_the_first_week() {
+    let mut e = surface("III");
+    let mut events = Vec::new();
+    let hour = 60 * MIN;
+    for h in 0..=(7 * 24) {
+        e.observe(SubjectId(0), h * hour, &water("turbidity", 12.0), &mut events);
+    }
+    for m in 1..=95 {
+        e.observe(SubjectId(0), 7 * 24 * hour + m * MIN, &water("turbidity", 30.0), &mut events);
+        e.tick(7 * 24 * hour + m * MIN, &mut events);
+    }
+    let ids: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.severity)).collect();
+    assert_eq!(ids.last(), Some(&("water-turbidity-above-usual", EventKind::Changed, Severity::Alarm)), "30 NTU is 2.5× the usual 12: {ids:?}");
+    assert!(ids.iter().all(|(id, _, _)| *id == "water-turbidity-above-usual"), "{ids:?}");
+    assert_eq!(e.baseline(SubjectId(0), "turbidity", crate::signal::BaselineSpec::Learn { window_ms: 7 * 24 * hour }), Some(12.0));
+}
+
+#[test]
+fn a_ph_jump_of_more_than_one_unit_in_an_hour_is_critical() {
+    let mut e = surface("III");
+    let mut events = Vec::new();
+    for m in 0..10 {
+        e.observe(SubjectId(0), m * MIN, &water("ph", 7.2), &mut events);
+    }
+    for m in 10..14 {
+        e.observe(SubjectId(0), m * MIN, &water("ph", 8.4), &mut events);
+    }
+    let ids: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.severity)).collect();
+    assert_eq!(ids, vec![("water-ph-jump", Severity::Danger)]);
+}
+
+#[test]
+fn drinking_points_are_not_judged_as_surface_water() {
+    let mut e = engine_for(SensorKind::Water, &[("use", "drinking")]);
+    assert!(e.rules_for(SubjectId(0)).iter().all(|r| !r.id.starts_with("water-") || r.id == "water-no-data" || r.id == "water-ph-out-of-range"));
+    // Worse than class V and black-odorous in every surface-water indicator, healthy by GB 5749.
+    let fields = [("do", 0.1), ("orp", -300.0), ("tp", 1.0), ("cod", 60.0), ("turbidity", 0.3), ("ph", 7.2), ("cl2", 0.4), ("nh3n", 0.1), ("codmn", 1.0)];
+    assert_eq!(worst(&mut e, &fields, 32), None);
+}
+
+fn tilt_degrees(permille: f64) -> f64 {
+    (permille / 1000.0).atan().to_degrees()
+}
+
+#[test]
+fn tilt_ladder_boundaries_from_the_domain_table() {
+    let cases = [
+        (0.99, None),
+        (1.01, Some(Severity::Notice)),
+        (1.99, Some(Severity::Notice)),
+        (2.01, Some(Severity::Warning)),
+        (3.99, Some(Severity::Warning)),
+        (4.01, Some(Severity::Alarm)),
+        (6.99, Some(Severity::Alarm)),
+        (7.01, Some(Severity::Danger)),
+    ];
+    for (permille, expected) in cases {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        e.set_baseline(SubjectId(0), "x", 0.35);
+        e.set_baseline(SubjectId(0), "y", -0.2);
+        let fields = [("x", 0.35 + tilt_degrees(permille)), ("y", -0.2)];
+        let reached = worst(&mut e, &fields, 70);
+        assert_eq!(reached.as_ref().map(|w| w.1), expected, "{permille}‰: {reached:?}");
+        if let Some((id, _)) = reached {
+            assert_eq!(id, "tilt-change");
+        }
+    }
+}
+
+#[test]
+fn mounting_offset_is_learned_not_alarmed() {
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    // A box mounted 0.8° off plumb (far past 7‰ as an absolute angle).
+    assert_eq!(worst(&mut e, &[("x", 0.8), ("y", 0.1)], 26 * 60), None);
+}
+
+#[test]
+fn slow_creep_must_last_two_consecutive_months_to_reach_alarm() {
+    // One reading per hour for 61 days; the wall leans 0.6‰ per 30 days for the first
+    // month, then `second_month` per 30 days.
+    let run = |second_month: f64| {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        e.set_baseline(SubjectId(0), "x", 0.0);
+        e.set_baseline(SubjectId(0), "y", 0.0);
+        let mut events = Vec::new();
+        for h in 0..=(61 * 24) {
+            let days = h as f64 / 24.0;
+            let permille = if days <= 30.0 { days / 30.0 * 0.6 } else { 0.6 + (days - 30.0) / 30.0 * second_month };
+            e.observe(SubjectId(0), h * 60 * MIN, &[("x", tilt_degrees(permille)), ("y", 0.0)], &mut events);
+        }
+        events.iter().filter(|ev| ev.kind == EventKind::Fired).map(|ev| e.rule(ev.rule).id.clone()).collect::<Vec<_>>()
+    };
+    let steady = run(0.6);
+    assert!(steady.contains(&"tilt-creep-two-months".to_string()), "{steady:?}");
+    let stopped = run(0.2);
+    assert!(stopped.contains(&"tilt-creep-month".to_string()), "{stopped:?}");
+    assert!(!stopped.contains(&"tilt-creep-two-months".to_string()), "the second month stayed under 0.5‰: {stopped:?}");
+}
+
+#[test]
+fn sudden_jump_is_an_emergency_on_its_own() {
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    for m in 0..30 {
+        let x = if m < 20 { 0.02 } else { 0.15 };
+        e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", 0.0)], &mut events);
+    }
+    let ids: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.severity)).collect();
+    assert_eq!(ids, vec![("tilt-sudden", EventKind::Fired, Severity::Danger)]);
+}
+
+#[test]
+fn a_single_spike_does_not_survive_the_median_filter() {
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    for m in 0..30 {
+        let x = if m == 20 { 0.5 } else { 0.02 };
+        e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", 0.0)], &mut events);
+    }
+    assert!(events.is_empty(), "{events:?}");
+}
