@@ -126,8 +126,8 @@ fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
             };
             let _ = writeln!(out, "  {:<8} no data for more than {after}", severity.as_str());
         }
-        Check::FlatLine { samples, severity } => {
-            let _ = writeln!(out, "  {:<8} the same value {samples} times in a row", severity.as_str());
+        Check::FlatLine { samples, lasting_ms, severity } => {
+            let _ = writeln!(out, "  {:<8} {}", severity.as_str(), gridwatch_rules::rule::describe_flat_line(*samples, *lasting_ms));
         }
     }
     out.push('\n');

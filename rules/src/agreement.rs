@@ -20,6 +20,9 @@ pub(crate) struct Agreement {
     pub members: Vec<(usize, usize)>,
     /// How many boxes must agree: the rule's `agree`, at most the number of members.
     pub needed: usize,
+    /// The rule's `alone`: the highest severity one box may raise for the building on its own,
+    /// while the others do not confirm it (`None`: a lone box raises nothing).
+    pub alone: Option<Severity>,
     /// The building's open incident: severity and when it began.
     pub open: Option<(Severity, Millis)>,
 }
@@ -51,14 +54,22 @@ pub(crate) enum Move {
     Cleared { severity: Severity, since: Millis },
 }
 
-/// The k-th highest open severity among the votes, with since = when the k-th box got there.
-pub(crate) fn verdict(votes: &[Vote], needed: usize) -> Verdict {
+/// The k-th highest open severity among the votes, with since = when the k-th box got there —
+/// or, when higher, the highest box's severity capped at `alone` (a lone box's unconfirmed
+/// alarm), with since = when that box got there.
+pub(crate) fn verdict(votes: &[Vote], needed: usize, alone: Option<Severity>) -> Verdict {
     let mut open: Vec<(Severity, Millis)> = votes.iter().filter_map(|v| v.open).collect();
     open.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut values: Vec<f64> = votes.iter().filter_map(|v| v.value).filter(|v| v.is_finite()).collect();
     values.sort_by(|a, b| b.total_cmp(a));
-    let value = needed.checked_sub(1).and_then(|k| values.get(k)).copied().unwrap_or(f64::NAN);
     let agreed = needed.checked_sub(1).and_then(|k| open.get(k)).map(|&(severity, _)| severity);
+    let lone = alone.zip(open.first()).map(|(cap, &(severity, since))| (severity.min(cap), since));
+    if let Some((severity, since)) = lone.filter(|&(severity, _)| agreed.is_none_or(|agreed| severity > agreed)) {
+        let agreeing = open.iter().filter(|(s, _)| *s >= severity).count();
+        let value = values.first().copied().unwrap_or(f64::NAN);
+        return Verdict { open: Some((severity, since)), agreeing, value };
+    }
+    let value = needed.checked_sub(1).and_then(|k| values.get(k)).copied().unwrap_or(f64::NAN);
     match agreed {
         Some(severity) => {
             // The building got there when the needed-th box did: the latest of the first ones.
@@ -100,7 +111,7 @@ mod tests {
     #[test]
     fn one_box_alone_does_not_decide() {
         let votes = [vote(Some((Severity::Danger, 5)), 9.0), vote(None, 0.2), vote(None, 0.1)];
-        let verdict = verdict(&votes, 2);
+        let verdict = verdict(&votes, 2, None);
         assert_eq!(verdict.open, None);
         assert_eq!(verdict.value, 0.2);
     }
@@ -108,20 +119,34 @@ mod tests {
     #[test]
     fn two_boxes_agree_on_the_lower_of_their_levels() {
         let votes = [vote(Some((Severity::Danger, 5)), 9.0), vote(Some((Severity::Alarm, 7)), 4.5), vote(None, 0.1)];
-        let verdict = verdict(&votes, 2);
+        let verdict = verdict(&votes, 2, None);
         assert_eq!(verdict.open, Some((Severity::Alarm, 7)));
         assert_eq!((verdict.agreeing, verdict.value), (2, 4.5));
     }
 
     #[test]
+    fn a_lone_box_raises_at_most_its_alone_level_until_another_confirms() {
+        let lone = [vote(Some((Severity::Danger, 5)), 9.0), vote(None, 0.2), vote(None, 0.1)];
+        let verdict_alone = verdict(&lone, 2, Some(Severity::Alarm));
+        assert_eq!(verdict_alone.open, Some((Severity::Alarm, 5)), "unconfirmed: capped at alarm");
+        assert_eq!((verdict_alone.agreeing, verdict_alone.value), (1, 9.0));
+        let low = [vote(Some((Severity::Warning, 5)), 2.5), vote(None, 0.2)];
+        assert_eq!(verdict(&low, 2, Some(Severity::Alarm)).open, Some((Severity::Warning, 5)), "below the cap it keeps its level");
+        let confirmed = [vote(Some((Severity::Danger, 5)), 9.0), vote(Some((Severity::Danger, 8)), 8.0), vote(None, 0.1)];
+        let verdict_confirmed = verdict(&confirmed, 2, Some(Severity::Alarm));
+        assert_eq!(verdict_confirmed.open, Some((Severity::Danger, 8)), "two boxes agree: the full level");
+        assert_eq!((verdict_confirmed.agreeing, verdict_confirmed.value), (2, 8.0));
+    }
+
+    #[test]
     fn a_building_with_one_box_follows_it() {
-        let verdict = verdict(&[vote(Some((Severity::Warning, 3)), 2.5)], 1);
+        let verdict = verdict(&[vote(Some((Severity::Warning, 3)), 2.5)], 1, None);
         assert_eq!(verdict.open, Some((Severity::Warning, 3)));
     }
 
     #[test]
     fn settle_fires_changes_and_clears_once_each() {
-        let mut agreement = Agreement { rule: 0, members: Vec::new(), needed: 2, open: None };
+        let mut agreement = Agreement { rule: 0, members: Vec::new(), needed: 2, alone: None, open: None };
         let alarm = Verdict { open: Some((Severity::Alarm, 10)), agreeing: 2, value: 4.5 };
         let danger = Verdict { open: Some((Severity::Danger, 20)), agreeing: 2, value: 8.0 };
         let quiet = Verdict { open: None, agreeing: 0, value: 0.1 };

@@ -94,7 +94,8 @@ pub struct FlatState {
 }
 
 impl FlatState {
-    pub fn observe(&mut self, value: f64, at: Millis, samples: u32) -> Option<Change> {
+    /// Opens once `samples` identical values in a row have lasted `lasting_ms`.
+    pub fn observe(&mut self, value: f64, at: Millis, samples: u32, lasting_ms: Millis) -> Option<Change> {
         if self.last.get() == Some(value) {
             self.repeats = self.repeats.saturating_add(1);
         } else {
@@ -107,7 +108,7 @@ impl FlatState {
                 return Some(Change::Closed { since });
             }
         }
-        if !self.open && self.repeats >= samples {
+        if !self.open && self.repeats >= samples && at - self.run_since >= lasting_ms {
             self.open = true;
             return Some(Change::Opened { since: self.run_since });
         }
@@ -153,7 +154,7 @@ mod tests {
         let mut f = FlatState::default();
         let changes: Vec<_> = [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 1.5)]
             .iter()
-            .filter_map(|&(at, v)| f.observe(v, at, 3).map(|c| (at, c)))
+            .filter_map(|&(at, v)| f.observe(v, at, 3, 0).map(|c| (at, c)))
             .collect();
         assert_eq!(changes, vec![(2, Change::Opened { since: 0 }), (4, Change::Closed { since: 0 })]);
     }

@@ -290,7 +290,8 @@ impl Engine {
     pub fn new(rules: RuleSet, subjects: &[Subject]) -> Engine {
         let rules = rules.rules;
         let mut planner = Planner::new(&rules);
-        let slots = subjects.iter().enumerate().map(|(index, subject)| planner.slot(index, subject)).collect();
+        let boxes = crate::scope::BuildingBoxes::count(subjects);
+        let slots = subjects.iter().enumerate().map(|(index, subject)| planner.slot(index, &boxes.tagged(subject))).collect();
         let Planner { plans, agreements, mut states, .. } = planner;
         let plans = Planner::into_plans(plans);
         states.learned.shrink_to_fit();
@@ -366,7 +367,11 @@ impl Engine {
             };
             let field = |name: &str| {
                 let value = lookup(fields, name).filter(|v| v.is_finite())?;
-                let Some(spec) = signal.baseline else { return Some(value) };
+                let spec = match signal.baseline {
+                    // No baseline, or a recent level, which the signal's stage applies itself.
+                    None | Some(BaselineSpec::Recent { .. }) => return Some(value),
+                    Some(spec) => spec,
+                };
                 let baseline = baseline_of(calibrated, &plan.learned, learned, name, spec)?;
                 match signal.relative {
                     Relative::Difference => Some(value - baseline),
@@ -416,7 +421,7 @@ impl Engine {
         touched.sort_unstable();
         touched.dedup();
         for &index in &touched {
-            let verdict = verdict(&self.votes(index), self.agreements[index].needed);
+            let verdict = verdict(&self.votes(index), self.agreements[index].needed, self.agreements[index].alone);
             let (anchor, check) = self.agreements[index].members[0];
             let variant = self.plan_of(&self.slots[anchor]).checks[check].variant();
             let agreement = &mut self.agreements[index];
@@ -452,7 +457,7 @@ impl Engine {
     /// Recomputes every building's state from its boxes without events (after a restore).
     pub(crate) fn recompute_agreements(&mut self) {
         for index in 0..self.agreements.len() {
-            let verdict = verdict(&self.votes(index), self.agreements[index].needed);
+            let verdict = verdict(&self.votes(index), self.agreements[index].needed, self.agreements[index].alone);
             self.agreements[index].open = verdict.open;
         }
     }
@@ -537,9 +542,10 @@ impl<'r> Planner<'r> {
     /// `agree` on a sensor with a building.
     fn agreement(&mut self, rule: usize, subject: &Subject, member: (usize, usize)) -> u32 {
         let (Some(agree), Some(building)) = (self.rules[rule].agree, subject.building.as_ref()) else { return NO_AGREEMENT };
+        let alone = self.rules[rule].alone;
         let agreements = &mut self.agreements;
         let group = *self.by_building.entry((rule, subject.site.clone(), building.clone())).or_insert_with(|| {
-            agreements.push(Agreement { rule, members: Vec::new(), needed: usize::from(agree), open: None });
+            agreements.push(Agreement { rule, members: Vec::new(), needed: usize::from(agree), alone, open: None });
             agreements.len() - 1
         });
         let agreement = &mut self.agreements[group];
@@ -580,6 +586,7 @@ fn baseline_of(calibrated: &[(String, f64)], planned: &[(Arc<str>, Millis)], lea
     let fixed = calibrated.iter().find(|(name, _)| name == field).map(|&(_, v)| v);
     match spec {
         BaselineSpec::Calibrated => fixed,
+        BaselineSpec::Recent { .. } => None,
         BaselineSpec::Learn { window_ms } => fixed.or_else(|| {
             let position = planned.iter().position(|(name, window)| &**name == field && *window == window_ms)?;
             learned.get(position).and_then(|l| l.value.get())
@@ -613,9 +620,9 @@ fn observe_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at
             Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, ((at - since) / 1000) as f64, at, since)),
             Change::Opened { .. } => None,
         },
-        (Check::FlatLine { samples, severity }, CheckState::FlatLine { transform, flat }) => {
+        (Check::FlatLine { samples, lasting_ms, severity }, CheckState::FlatLine { transform, flat }) => {
             let value = rule.signal.as_ref()?.transform(transform, at, staged?)?;
-            match flat.observe(value, at, *samples)? {
+            match flat.observe(value, at, *samples, *lasting_ms)? {
                 Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, value, at, since)),
                 Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, value, at, since)),
             }

@@ -76,6 +76,8 @@ struct RawLevel {
     severity: Option<Spanned<String>>,
     above: Option<Spanned<f64>>,
     below: Option<Spanned<f64>>,
+    at_least: Option<Spanned<f64>>,
+    at_most: Option<Spanned<f64>>,
     outside: Option<Spanned<Vec<f64>>>,
     clear_below: Option<Spanned<f64>>,
     clear_above: Option<Spanned<f64>>,
@@ -104,6 +106,8 @@ struct RawOverride {
     severity: Option<Spanned<String>>,
     above: Option<Spanned<f64>>,
     below: Option<Spanned<f64>>,
+    at_least: Option<Spanned<f64>>,
+    at_most: Option<Spanned<f64>>,
     outside: Option<Spanned<Vec<f64>>>,
     clear_below: Option<Spanned<f64>>,
     clear_above: Option<Spanned<f64>>,
@@ -151,6 +155,8 @@ struct RawRule {
     severity: Option<Spanned<String>>,
     above: Option<Spanned<f64>>,
     below: Option<Spanned<f64>>,
+    at_least: Option<Spanned<f64>>,
+    at_most: Option<Spanned<f64>>,
     outside: Option<Spanned<Vec<f64>>>,
     clear_below: Option<Spanned<f64>>,
     clear_above: Option<Spanned<f64>>,
@@ -164,13 +170,26 @@ struct RawRule {
     #[serde(default, rename = "override")]
     overrides: Vec<Spanned<RawOverride>>,
     no_data: Option<Spanned<String>>,
-    flat_line: Option<Spanned<u32>>,
+    flat_line: Option<Spanned<FlatLineSpec>>,
     #[serde(default)]
     device: bool,
     agree: Option<Spanned<u32>>,
+    alone: Option<Spanned<String>>,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
 }
+
+/// `flat_line = 240` (identical readings in a row) or `flat_line = "2h"` (identical for that
+/// long, over at least [`FLAT_LINE_MIN_READINGS`] readings).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FlatLineSpec {
+    Readings(u32),
+    Lasting(String),
+}
+
+/// The fewest identical readings a `flat_line` given as a duration needs.
+const FLAT_LINE_MIN_READINGS: u32 = 3;
 
 fn enabled_by_default() -> bool {
     true
@@ -184,6 +203,8 @@ macro_rules! take_level {
             severity: $severity,
             above: $table.above.take(),
             below: $table.below.take(),
+            at_least: $table.at_least.take(),
+            at_most: $table.at_most.take(),
             outside: $table.outside.take(),
             clear_below: $table.clear_below.take(),
             clear_above: $table.clear_above.take(),
@@ -195,11 +216,18 @@ macro_rules! take_level {
     };
 }
 
+impl RawLevel {
+    /// Whether a trigger key (`above`, `below`, `at_least`, `at_most`, `outside`) is given.
+    fn has_trigger(&self) -> bool {
+        self.above.is_some() || self.below.is_some() || self.at_least.is_some() || self.at_most.is_some() || self.outside.is_some()
+    }
+}
+
 impl RawRule {
     /// Moves the rule-level threshold keys into a level; `None` when none is given.
     fn inline_level(&mut self) -> Option<RawLevel> {
         let level = take_level!(self, None);
-        let any = level.above.is_some() || level.below.is_some() || level.outside.is_some();
+        let any = level.has_trigger();
         let stray = level.clear_below.is_some() || level.clear_above.is_some() || level.clear_inside.is_some()
             || level.raise_hold.is_some() || level.clear_for.is_some() || level.count.is_some();
         (any || stray).then_some(level)
@@ -301,18 +329,21 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         let after = silence(check, no_data)?;
         (Check::NoData { after, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
     } else {
-        let samples = raw.flat_line.as_ref().map_or(0, |s| *s.get_ref());
-        if samples < 2 {
-            let span = raw.flat_line.as_ref().map_or(here.clone(), Spanned::span);
-            check.error(span, "flat_line", "needs at least 2 identical samples");
-            return None;
-        }
-        (Check::FlatLine { samples, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
+        let spec = raw.flat_line.as_ref()?;
+        let (samples, lasting_ms) = match spec.get_ref() {
+            FlatLineSpec::Readings(samples) if *samples < 2 => {
+                check.error(spec.span(), "flat_line", "needs at least 2 identical samples");
+                return None;
+            }
+            FlatLineSpec::Readings(samples) => (*samples, 0),
+            FlatLineSpec::Lasting(text) => (FLAT_LINE_MIN_READINGS, window_length(check, &Spanned::new(spec.span(), text.clone()), "flat_line")?),
+        };
+        (Check::FlatLine { samples, lasting_ms, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
     };
 
     if let (Some(n), Check::Ladder(levels)) = (&raw.windows, &checked) {
-        if *n.get_ref() > 1 && levels.iter().any(|level| !matches!(level.bound, Bound::Above { .. })) {
-            check.error(n.span(), "windows", "consecutive windows take the smallest window change: use them with `above`");
+        if *n.get_ref() > 1 && levels.iter().any(|level| !matches!(level.bound.one_sided(), Some((_, true)))) {
+            check.error(n.span(), "windows", "consecutive windows take the smallest window change: use them with `above` or `at_least`");
         }
     }
     let agree = match &raw.agree {
@@ -326,6 +357,14 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
             None
         }
         Some(k) => u8::try_from(*k.get_ref()).ok(),
+    };
+    let alone = match (&raw.alone, &raw.agree) {
+        (None, _) => None,
+        (Some(text), None) => {
+            check.error(text.span(), "alone", "`alone` is what one box may raise while the others do not agree: it needs `agree`");
+            None
+        }
+        (Some(text), Some(_)) => severity(check, text),
     };
 
     let mut messages = Messages::new();
@@ -362,6 +401,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         overrides,
         device,
         agree,
+        alone,
         origin: Origin { file: check.text.name.to_string(), line },
     };
     Some((rule, id_span))
@@ -457,7 +497,15 @@ fn baseline(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Basel
         let window = Spanned::new(text.span(), window.trim().to_string());
         return duration(check, &window, "baseline").map(|window_ms| BaselineSpec::Learn { window_ms });
     }
-    check.error(text.span(), "baseline", format!("`{value}`: expected \"calibrated\" or \"learn <duration>\" (e.g. \"learn 24h\")"));
+    if let Some(window) = value.strip_prefix("recent ") {
+        let window = Spanned::new(text.span(), window.trim().to_string());
+        return window_length(check, &window, "baseline").map(|window_ms| BaselineSpec::Recent { window_ms });
+    }
+    check.error(
+        text.span(),
+        "baseline",
+        format!("`{value}`: expected \"calibrated\", \"learn <duration>\" (e.g. \"learn 24h\") or \"recent <duration>\" (e.g. \"recent 1h\")"),
+    );
     None
 }
 
@@ -534,38 +582,12 @@ fn compile_level(check: &mut Checker<'_, '_>, raw: &RawLevel, inherited: Option<
     let raise_hold_ms = raw.raise_hold.as_ref().map_or(Some(0), |t| duration(check, t, "for"));
     let clear_hold_ms = raw.clear_for.as_ref().map_or(Some(0), |t| duration(check, t, "clear_for"));
     let count = raw.count.as_ref().map_or(Some(None), |t| count(check, t).map(Some));
-    let bound = match (&raw.above, &raw.below, &raw.outside) {
-        (Some(above), None, None) => {
-            misplaced(check, &raw.clear_above, "clear_above", "`clear_above` goes with `below`; with `above` use `clear_below`");
-            misplaced(check, &raw.clear_inside, "clear_inside", "`clear_inside` goes with `outside`");
-            let trigger = finite(check, above, "above");
-            let clear = raw.clear_below.as_ref().map_or(trigger, |c| finite(check, c, "clear_below"));
-            match (trigger, clear) {
-                (Some(trigger), Some(clear)) if clear > trigger => {
-                    let at = raw.clear_below.as_ref().map_or(above.span(), Spanned::span);
-                    check.error(at, "clear_below", format!("clear level {clear} must not be above the trigger {trigger}"));
-                    None
-                }
-                (Some(trigger), Some(clear)) => Some(Bound::Above { trigger, clear }),
-                _ => None,
-            }
-        }
-        (None, Some(below), None) => {
-            misplaced(check, &raw.clear_below, "clear_below", "`clear_below` goes with `above`; with `below` use `clear_above`");
-            misplaced(check, &raw.clear_inside, "clear_inside", "`clear_inside` goes with `outside`");
-            let trigger = finite(check, below, "below");
-            let clear = raw.clear_above.as_ref().map_or(trigger, |c| finite(check, c, "clear_above"));
-            match (trigger, clear) {
-                (Some(trigger), Some(clear)) if clear < trigger => {
-                    let at = raw.clear_above.as_ref().map_or(below.span(), Spanned::span);
-                    check.error(at, "clear_above", format!("clear level {clear} must not be below the trigger {trigger}"));
-                    None
-                }
-                (Some(trigger), Some(clear)) => Some(Bound::Below { trigger, clear }),
-                _ => None,
-            }
-        }
-        (None, None, Some(outside)) => {
+    let bound = match (&raw.above, &raw.at_least, &raw.below, &raw.at_most, &raw.outside) {
+        (Some(trigger), None, None, None, None) => upward(check, raw, trigger, "above", |trigger, clear| Bound::Above { trigger, clear }),
+        (None, Some(trigger), None, None, None) => upward(check, raw, trigger, "at_least", |trigger, clear| Bound::AtLeast { trigger, clear }),
+        (None, None, Some(trigger), None, None) => downward(check, raw, trigger, "below", |trigger, clear| Bound::Below { trigger, clear }),
+        (None, None, None, Some(trigger), None) => downward(check, raw, trigger, "at_most", |trigger, clear| Bound::AtMost { trigger, clear }),
+        (None, None, None, None, Some(outside)) => {
             misplaced(check, &raw.clear_below, "clear_below", "with `outside` use `clear_inside = [low, high]`");
             misplaced(check, &raw.clear_above, "clear_above", "with `outside` use `clear_inside = [low, high]`");
             let (low, high) = band(check, outside, "outside")?;
@@ -581,16 +603,50 @@ fn compile_level(check: &mut Checker<'_, '_>, raw: &RawLevel, inherited: Option<
                 Some(Bound::Outside { low, high, clear_low, clear_high })
             }
         }
-        (None, None, None) => {
-            check.error(span.clone(), "above", "a threshold needs `above`, `below` or `outside`");
+        (None, None, None, None, None) => {
+            check.error(span.clone(), "above", "a threshold needs `above`, `at_least`, `below`, `at_most` or `outside`");
             None
         }
         _ => {
-            check.error(span.clone(), "above", "a threshold takes one of `above`, `below` or `outside`");
+            check.error(span.clone(), "above", "a threshold takes one of `above`, `at_least`, `below`, `at_most` or `outside`");
             None
         }
     };
     Some(Level { severity: severity?, bound: bound?, raise_hold_ms: raise_hold_ms?, clear_hold_ms: clear_hold_ms?, count: count? })
+}
+
+/// A bound that is bad upwards (`above`, `at_least`), cleared with `clear_below`.
+fn upward(check: &mut Checker<'_, '_>, raw: &RawLevel, trigger: &Spanned<f64>, key: &str, make: fn(f64, f64) -> Bound) -> Option<Bound> {
+    misplaced(check, &raw.clear_above, "clear_above", &format!("`clear_above` goes with `below`; with `{key}` use `clear_below`"));
+    misplaced(check, &raw.clear_inside, "clear_inside", "`clear_inside` goes with `outside`");
+    let value = finite(check, trigger, key);
+    let clear = raw.clear_below.as_ref().map_or(value, |c| finite(check, c, "clear_below"));
+    match (value, clear) {
+        (Some(value), Some(clear)) if clear > value => {
+            let at = raw.clear_below.as_ref().map_or(trigger.span(), Spanned::span);
+            check.error(at, "clear_below", format!("clear level {clear} must not be above the trigger {value}"));
+            None
+        }
+        (Some(value), Some(clear)) => Some(make(value, clear)),
+        _ => None,
+    }
+}
+
+/// A bound that is bad downwards (`below`, `at_most`), cleared with `clear_above`.
+fn downward(check: &mut Checker<'_, '_>, raw: &RawLevel, trigger: &Spanned<f64>, key: &str, make: fn(f64, f64) -> Bound) -> Option<Bound> {
+    misplaced(check, &raw.clear_below, "clear_below", &format!("`clear_below` goes with `above`; with `{key}` use `clear_above`"));
+    misplaced(check, &raw.clear_inside, "clear_inside", "`clear_inside` goes with `outside`");
+    let value = finite(check, trigger, key);
+    let clear = raw.clear_above.as_ref().map_or(value, |c| finite(check, c, "clear_above"));
+    match (value, clear) {
+        (Some(value), Some(clear)) if clear < value => {
+            let at = raw.clear_above.as_ref().map_or(trigger.span(), Spanned::span);
+            check.error(at, "clear_above", format!("clear level {clear} must not be below the trigger {value}"));
+            None
+        }
+        (Some(value), Some(clear)) => Some(make(value, clear)),
+        _ => None,
+    }
 }
 
 fn misplaced<T>(check: &mut Checker<'_, '_>, value: &Option<Spanned<T>>, key: &str, message: &str) {
@@ -626,7 +682,7 @@ fn compile_overrides(check: &mut Checker<'_, '_>, raw: Vec<Spanned<RawOverride>>
             continue;
         }
         let inline = take_level!(o, o.severity.take());
-        let has_inline = inline.above.is_some() || inline.below.is_some() || inline.outside.is_some();
+        let has_inline = inline.has_trigger();
         let levels = match (has_inline, o.level.is_empty()) {
             (true, true) => compile_level(check, &inline, *base_severity, &span).map(|level| vec![level]),
             (false, false) => {
@@ -661,13 +717,15 @@ fn check_ladder(check: &mut Checker<'_, '_>, raw: &[Spanned<RawLevel>], levels: 
             check.error(span.clone(), "severity", format!("levels must be listed from least to most severe: `{}` after `{}`", upper.severity, lower.severity));
         }
         let climbs = match (lower.bound, upper.bound) {
-            (Bound::Above { trigger: a, .. }, Bound::Above { trigger: b, .. }) => b >= a,
-            (Bound::Below { trigger: a, .. }, Bound::Below { trigger: b, .. }) => b <= a,
             (Bound::Outside { low: la, high: ha, .. }, Bound::Outside { low: lb, high: hb, .. }) => lb <= la && hb >= ha,
-            _ => {
-                check.error(span.clone(), "above", "all levels of a ladder use the same kind of threshold");
-                continue;
-            }
+            _ => match (lower.bound.one_sided(), upper.bound.one_sided()) {
+                (Some((a, true)), Some((b, true))) => b >= a,
+                (Some((a, false)), Some((b, false))) => b <= a,
+                _ => {
+                    check.error(span.clone(), "above", "all levels of a ladder are bad on the same side");
+                    continue;
+                }
+            },
         };
         if !climbs {
             check.error(span, "above", "each level's threshold must be on the bad side of the one before (or equal)");

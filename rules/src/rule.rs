@@ -14,40 +14,77 @@ pub type Millis = i64;
 ///
 /// Invariant: the clear levels lie on the good side of the triggers or on them, and all are
 /// finite.
+///
+/// Values are compared at the precision sensors send them: a value within float32 rounding of
+/// a limit (0.15 sent as the f32 0.15000000596) counts as exactly on it, so a probe's reading of
+/// a limit lands on the side the standard puts the limit on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Bound {
     /// Bad above `trigger` (strictly); good again below `clear`.
     Above { trigger: f64, clear: f64 },
+    /// Bad at or above `trigger` ("a change of 0.1° or more"); good again below `clear`.
+    AtLeast { trigger: f64, clear: f64 },
     /// Bad below `trigger` (strictly); good again above `clear`.
     Below { trigger: f64, clear: f64 },
+    /// Bad at or below `trigger`; good again above `clear`.
+    AtMost { trigger: f64, clear: f64 },
     /// Bad outside `[low, high]`; good again inside `(clear_low, clear_high)`.
     Outside { low: f64, high: f64, clear_low: f64, clear_high: f64 },
+}
+
+/// How far a value may lie from a limit and still count as on it: twice the rounding of a
+/// float32 of the limit's size (about 2.4e-7 of it), the precision probes send and windows keep.
+pub fn on_limit_tolerance(limit: f64) -> f64 {
+    limit.abs() * 2.0 * f64::from(f32::EPSILON) + f64::MIN_POSITIVE
+}
+
+/// `value` is above `limit` by more than float32 rounding.
+fn clearly_above(value: f64, limit: f64) -> bool {
+    value > limit + on_limit_tolerance(limit)
+}
+
+/// `value` is below `limit` by more than float32 rounding.
+fn clearly_below(value: f64, limit: f64) -> bool {
+    value < limit - on_limit_tolerance(limit)
 }
 
 impl Bound {
     /// The value is on the bad side.
     pub fn breached(&self, value: f64) -> bool {
         match *self {
-            Bound::Above { trigger, .. } => value > trigger,
-            Bound::Below { trigger, .. } => value < trigger,
-            Bound::Outside { low, high, .. } => value < low || value > high,
+            Bound::Above { trigger, .. } => clearly_above(value, trigger),
+            Bound::AtLeast { trigger, .. } => !clearly_below(value, trigger),
+            Bound::Below { trigger, .. } => clearly_below(value, trigger),
+            Bound::AtMost { trigger, .. } => !clearly_above(value, trigger),
+            Bound::Outside { low, high, .. } => clearly_below(value, low) || clearly_above(value, high),
         }
     }
 
     /// The value is back past the clear level(s).
     pub fn recovered(&self, value: f64) -> bool {
         match *self {
-            Bound::Above { clear, .. } => value < clear,
-            Bound::Below { clear, .. } => value > clear,
-            Bound::Outside { clear_low, clear_high, .. } => value > clear_low && value < clear_high,
+            Bound::Above { clear, .. } | Bound::AtLeast { clear, .. } => clearly_below(value, clear),
+            Bound::Below { clear, .. } | Bound::AtMost { clear, .. } => clearly_above(value, clear),
+            Bound::Outside { clear_low, clear_high, .. } => clearly_above(value, clear_low) && clearly_below(value, clear_high),
         }
     }
 
-    /// "above 0.401" / "below 5" / "outside 6..9".
+    /// The trigger of a one-sided bound, and whether values grow worse upwards.
+    pub fn one_sided(&self) -> Option<(f64, bool)> {
+        match *self {
+            Bound::Above { trigger, .. } | Bound::AtLeast { trigger, .. } => Some((trigger, true)),
+            Bound::Below { trigger, .. } | Bound::AtMost { trigger, .. } => Some((trigger, false)),
+            Bound::Outside { .. } => None,
+        }
+    }
+
+    /// "above 0.401" / "at least 0.1" / "below 5" / "at most 0" / "outside 6..9".
     pub fn describe(&self) -> String {
         match *self {
             Bound::Above { trigger, .. } => format!("above {trigger}"),
+            Bound::AtLeast { trigger, .. } => format!("at least {trigger}"),
             Bound::Below { trigger, .. } => format!("below {trigger}"),
+            Bound::AtMost { trigger, .. } => format!("at most {trigger}"),
             Bound::Outside { low, high, .. } => format!("outside {low}..{high}"),
         }
     }
@@ -55,8 +92,8 @@ impl Bound {
     /// "back below 0.37" / "back above 5.3" / "back inside 6.2..8.8".
     pub fn describe_clear(&self) -> String {
         match *self {
-            Bound::Above { clear, .. } => format!("back below {clear}"),
-            Bound::Below { clear, .. } => format!("back above {clear}"),
+            Bound::Above { clear, .. } | Bound::AtLeast { clear, .. } => format!("back below {clear}"),
+            Bound::Below { clear, .. } | Bound::AtMost { clear, .. } => format!("back above {clear}"),
             Bound::Outside { clear_low, clear_high, .. } => format!("back inside {clear_low}..{clear_high}"),
         }
     }
@@ -89,8 +126,18 @@ pub enum Check {
     Ladder(Vec<Level>),
     /// The sensor has sent nothing for this long.
     NoData { after: Silence, severity: Severity },
-    /// The value has not changed over this many consecutive samples.
-    FlatLine { samples: u32, severity: Severity },
+    /// The value has not changed over this many consecutive samples, lasting at least
+    /// `lasting_ms` (0: any time).
+    FlatLine { samples: u32, lasting_ms: Millis, severity: Severity },
+}
+
+/// "the same value 240 times in a row" / "the same value for 2h (3 readings or more)".
+pub fn describe_flat_line(samples: u32, lasting_ms: Millis) -> String {
+    if lasting_ms == 0 {
+        return format!("the same value {samples} times in a row");
+    }
+    let lasting = humantime::format_duration(std::time::Duration::from_millis(lasting_ms.max(0) as u64));
+    format!("the same value for {lasting} ({samples} readings or more)")
 }
 
 /// How long silence may last before a no-data rule fires.
@@ -138,6 +185,9 @@ pub struct Rule {
     /// Judge the building, not the box: its severity is the level that at least this many of
     /// its sensors (all of them, if it has fewer) have reached. `None`: each sensor on its own.
     pub agree: Option<u8>,
+    /// With `agree`: the highest severity one box may raise for its building on its own, as an
+    /// unconfirmed alarm, until another box confirms it (`alone = "alarm"`).
+    pub alone: Option<Severity>,
     pub origin: Origin,
 }
 

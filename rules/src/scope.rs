@@ -115,6 +115,36 @@ impl From<BTreeMap<String, String>> for Tags {
     }
 }
 
+/// How many sensors of a kind each building has, for the tag `building_boxes` that the engine
+/// gives every sensor: `"several"` on a building with two or more sensors of its kind (where
+/// they can confirm each other), `"one"` otherwise (also without a building). Rules are scoped
+/// by it like by any tag; a tag the inventory sets itself is kept.
+#[derive(Debug, Default)]
+pub struct BuildingBoxes(std::collections::HashMap<(SensorKind, Arc<str>, Arc<str>), usize>);
+
+/// The tag [`BuildingBoxes`] sets.
+pub const BUILDING_BOXES: &str = "building_boxes";
+
+impl BuildingBoxes {
+    pub fn count(subjects: &[Subject]) -> BuildingBoxes {
+        let mut counts = std::collections::HashMap::new();
+        for subject in subjects {
+            if let Some(building) = &subject.building {
+                *counts.entry((subject.kind, subject.site.clone(), building.clone())).or_insert(0) += 1;
+            }
+        }
+        BuildingBoxes(counts)
+    }
+
+    /// The subject with its `building_boxes` tag.
+    pub fn tagged(&self, subject: &Subject) -> Subject {
+        let several = subject.building.as_ref().and_then(|b| self.0.get(&(subject.kind, subject.site.clone(), b.clone()))).is_some_and(|&n| n >= 2);
+        let mut tagged = subject.clone();
+        tagged.tags.or_insert_with(BUILDING_BOXES, || if several { "several".into() } else { "one".into() });
+        tagged
+    }
+}
+
 /// A compiled scope. Empty lists match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {

@@ -21,6 +21,17 @@ pub const MAX_WINDOW_SAMPLES: usize = 512;
 /// How many points a `change_over` history keeps across its window: the change is measured
 /// over between one window and one window plus 1/32 of it.
 const HISTORY_POINTS: i64 = 32;
+/// How many points a time window of smoothing keeps across its length at most: readings closer
+/// together than 1/48 of the window replace the newest point instead of adding one. A one-hour
+/// median of one-minute readings keeps every other reading; a `median 24h` (the daily level of
+/// a wall, whose thermal swing a median over a whole day cancels) one point per half hour —
+/// 384 bytes per sensor however fast it reports.
+const SMOOTH_POINTS: i64 = 48;
+/// How many points a `recent` baseline keeps per field across its window at most.
+const RECENT_POINTS: i64 = 8;
+/// The fewest points a `recent` baseline takes a median of: with fewer, one bad reading could be
+/// the reference.
+const RECENT_MIN_POINTS: usize = 3;
 
 /// Where the per-sensor reference values come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +41,10 @@ pub enum BaselineSpec {
     /// The calibrated baseline if there is one, else the median of the first `window_ms` of
     /// readings.
     Learn { window_ms: Millis },
+    /// Each field's own recent level: the median of its readings within the last `window_ms`
+    /// before this one (thinned to a few points, at least three of them). "The change from where
+    /// the box was a moment ago", in any direction, whatever the box's mounting offset.
+    Recent { window_ms: Millis },
 }
 
 /// How a field is taken relative to its baseline.
@@ -86,7 +101,9 @@ pub struct Signal {
 impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut text = self.expr.to_string();
-        if self.baseline.is_some() {
+        if let Some(BaselineSpec::Recent { window_ms }) = self.baseline {
+            text = format!("{text} from its level over the last {}", humanize(window_ms));
+        } else if self.baseline.is_some() {
             text = match self.relative {
                 Relative::Difference => format!("{text} from baseline"),
                 Relative::Ratio => format!("{text} as a ratio to baseline"),
@@ -132,15 +149,49 @@ fn window_seconds(window: Millis) -> i64 {
 /// signals share that stage share one state, so a one-hour median is computed once per sample
 /// however many rules look at it.
 ///
-/// Memory: a stage without smoothing (most of them) keeps nothing but an empty pointer, and a
-/// short window (`median 3`) one allocation with its points inline; saved, `smooth` is the
-/// window of recent values (empty when there are none).
+/// Memory: a stage without smoothing or a `recent` baseline (most of them) keeps nothing but an
+/// empty pointer; a short window (`median 3`) one allocation with its points inline. Saved, it is
+/// `{"smooth": window, "recent": [window per field]}`: `smooth` empty when there is nothing,
+/// `recent` left out without a recent baseline.
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct StageState {
+#[serde(from = "SavedStage", into = "SavedStage")]
+pub struct StageState(Option<Box<StageKept>>);
+
+/// What a stage keeps once it keeps anything.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct StageKept {
     /// Recent raw values for smoothing.
-    #[serde(serialize_with = "crate::window::save_optional", deserialize_with = "crate::window::load_optional")]
-    smooth: Option<Box<Points>>,
+    smooth: Points,
+    /// For a `recent` baseline: each field's recent readings, in the order of the expression's
+    /// fields.
+    recent: Option<Box<RecentLevels>>,
 }
+
+/// A stage as saved (state format 3; `recent` is new and optional).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedStage {
+    #[serde(with = "crate::window::packed")]
+    smooth: Points,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::window::packed_lists")]
+    recent: Option<Box<RecentLevels>>,
+}
+
+impl From<SavedStage> for StageState {
+    fn from(saved: SavedStage) -> StageState {
+        let empty = saved.smooth.is_empty() && saved.recent.is_none();
+        StageState((!empty).then(|| Box::new(StageKept { smooth: saved.smooth, recent: saved.recent })))
+    }
+}
+
+impl From<StageState> for SavedStage {
+    fn from(state: StageState) -> SavedStage {
+        let kept = state.0.map(|kept| *kept).unwrap_or_default();
+        SavedStage { smooth: kept.smooth, recent: kept.recent }
+    }
+}
+
+/// A `recent` baseline's readings, one list per field of the expression (a tilt box has two).
+pub(crate) type RecentLevels = smallvec::SmallVec<[Points; 2]>;
 
 /// Per-(rule, sensor) state of a signal's transform: a null pointer until the transform first
 /// runs, so the many checks without one stay small. Saved as before: `"Empty"`,
@@ -195,14 +246,57 @@ impl Signal {
     }
 
     /// The first stage's value for a sample: the expression, smoothed. `None` when a field is
-    /// missing. `field` returns a field's value already taken relative to the baseline when the
-    /// signal has one.
+    /// missing, or while a sample-count window or a `recent` baseline is not yet full. `field`
+    /// returns a field's value already taken relative to a calibrated or learned baseline when
+    /// the signal has one; a `recent` baseline is applied here.
     pub fn stage(&self, state: &mut StageState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
-        let raw = self.expr.evaluate(field).filter(|v| v.is_finite())?;
-        Some(match self.smooth {
-            None => raw,
-            Some(smooth) => smooth_value(smooth, state.smooth.get_or_insert_with(Box::default), at, raw),
-        })
+        let raw = match self.baseline {
+            Some(BaselineSpec::Recent { window_ms }) => self.from_recent(state, at, window_ms, field)?,
+            _ => self.expr.evaluate(field),
+        }
+        .filter(|v| v.is_finite())?;
+        match self.smooth {
+            None => Some(raw),
+            Some(smooth) => smooth_value(smooth, &mut state.0.get_or_insert_with(Box::default).smooth, at, raw),
+        }
+    }
+
+    /// The expression over each field taken relative to the field's recent level, which this
+    /// reading then joins. `None` (the reading still joins) while a field has fewer than
+    /// [`RECENT_MIN_POINTS`] recent readings; `Some(None)` when a field is missing.
+    fn from_recent(&self, state: &mut StageState, at: Millis, window_ms: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<Option<f64>> {
+        let fields = self.expr.fields();
+        let kept = state.0.get_or_insert_with(Box::default);
+        let lists = kept.recent.get_or_insert_with(|| Box::new(fields.iter().map(|_| Points::new()).collect()));
+        let now = second_of(at);
+        let cutoff = now - window_seconds(window_ms);
+        let spacing = (window_seconds(window_ms) / RECENT_POINTS).max(1);
+        let mut references: smallvec::SmallVec<[f64; 4]> = smallvec::SmallVec::new();
+        for (name, points) in fields.iter().zip(lists.iter_mut()) {
+            let Some(value) = field(name).filter(|v| v.is_finite()) else { return Some(None) };
+            drop_front(points, |p| p.second() <= cutoff);
+            if points.len() >= RECENT_MIN_POINTS {
+                references.push(SCRATCH.with_borrow_mut(|scratch| {
+                    scratch.clear();
+                    scratch.extend(points.iter().map(|p| p.value()));
+                    median_in_place(scratch)
+                }));
+            }
+            thin_push(points, Point::new(now, value), spacing);
+        }
+        let full = references.len() == fields.len();
+        if !full {
+            return None;
+        }
+        let relative = |name: &str| {
+            let position = fields.iter().position(|f| *f == name)?;
+            let value = field(name)?;
+            match self.relative {
+                Relative::Difference => Some(value - references[position]),
+                Relative::Ratio => (references[position] > 0.0).then(|| value / references[position]),
+            }
+        };
+        Some(self.expr.evaluate(&relative))
     }
 
     /// The signal's value from its stage value, or `None` if it cannot be judged yet.
@@ -236,25 +330,47 @@ impl Signal {
     }
 }
 
-fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> f64 {
+/// The smoothed value with `value` added; `None` while a window of a number of samples is not
+/// yet full (the median of two readings would be their mean, and one knock would count).
+fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> Option<f64> {
     let now = second_of(at);
-    buffer.push(Point::new(now, value));
+    let point = Point::new(now, value);
     match smooth.window {
         Window::Time(window) => {
-            let cutoff = now - window_seconds(window);
-            drop_front(buffer, |p| p.second() <= cutoff);
+            let seconds = window_seconds(window);
+            thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1));
+            drop_front(buffer, |p| p.second() <= now - seconds);
         }
-        Window::Samples(n) => keep_newest(buffer, n),
+        Window::Samples(n) => {
+            buffer.push(point);
+            keep_newest(buffer, n);
+            if buffer.len() < n {
+                return None;
+            }
+        }
     }
     keep_newest(buffer, MAX_WINDOW_SAMPLES);
     let values = buffer.iter().map(|p| p.value());
-    match smooth.method {
+    Some(match smooth.method {
         SmoothMethod::Mean => values.sum::<f64>() / buffer.len() as f64,
         SmoothMethod::Median => SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
             scratch.extend(values);
             median_in_place(scratch)
         }),
+    })
+}
+
+/// Adds `point` as the newest, keeping points at least `spacing` seconds apart except the
+/// newest: a point that follows the one before the newest too closely replaces the newest.
+fn thin_push(points: &mut Points, point: Point, spacing: i64) {
+    let crowded = points.len() >= 2 && point.second() - points[points.len() - 2].second() < spacing;
+    if crowded {
+        if let Some(newest) = points.last_mut() {
+            *newest = point;
+        }
+    } else {
+        points.push(point);
     }
 }
 
@@ -412,7 +528,7 @@ mod tests {
     fn median_filter_ignores_a_single_spike() {
         let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Samples(3) }), None);
         let out = run(&s, &[(0, 1.0), (1, 1.0), (2, 9.0), (3, 1.0)]);
-        assert_eq!(out, vec![Some(1.0), Some(1.0), Some(1.0), Some(1.0)]);
+        assert_eq!(out, vec![None, None, Some(1.0), Some(1.0)], "no value until the window is full");
     }
 
     #[test]

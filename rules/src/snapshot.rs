@@ -65,7 +65,12 @@ pub struct Restored {
 /// A stable hash of what a rule does (scope, signal, check), not of its title or place in a
 /// file.
 pub fn fingerprint(rule: &Rule) -> u64 {
-    fnv1a(&format!("{:?}|{:?}|{:?}|{:?}|{}|{:?}", rule.scope, rule.signal, rule.check, rule.overrides, rule.device, rule.agree))
+    let mut text = format!("{:?}|{:?}|{:?}|{:?}|{}|{:?}", rule.scope, rule.signal, rule.check, rule.overrides, rule.device, rule.agree);
+    // Only when set, so that the rules saved before `alone` existed keep their fingerprints.
+    if let Some(alone) = rule.alone {
+        text.push_str(&format!("|alone {alone:?}"));
+    }
+    fnv1a(&text)
 }
 
 /// A stable hash of what a rule's signal stage computes (expression, baseline, smoothing).

@@ -164,7 +164,8 @@ mod tests {
         let t = above(5.0, 5.0, 0, 0);
         let mut s = ThresholdState::default();
         assert_eq!(s.observe(&t, 5.0, 0), None);
-        assert_eq!(s.observe(&t, 5.000001, 1), Some(Transition::Fired { since: 1 }));
+        assert_eq!(s.observe(&t, f64::from(5.0f32), 1), None, "the limit as a float32 is on it");
+        assert_eq!(s.observe(&t, 5.00001, 2), Some(Transition::Fired { since: 2 }));
     }
 
     #[test]

@@ -104,18 +104,45 @@ pub(crate) mod packed {
     }
 }
 
-/// Writes a window allocated only once used (`StageState::smooth`): `[]` while there is none.
-pub(crate) fn save_optional<S: serde::Serializer>(points: &Option<Box<Points>>, serializer: S) -> Result<S::Ok, S::Error> {
-    match points {
-        Some(points) => packed::serialize(&**points, serializer),
-        None => packed::serialize(&Points::new(), serializer),
-    }
-}
+/// `#[serde(with = "crate::window::packed_lists")]` for one window per field
+/// (`Option<Box<RecentLevels>>`), saved as a list of packed windows.
+pub(crate) mod packed_lists {
+    use super::{packed, Points};
+    use crate::signal::RecentLevels;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Serialize};
 
-/// Reads it back; an empty window is none.
-pub(crate) fn load_optional<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<Points>>, D::Error> {
-    let points: Points = packed::deserialize(deserializer)?;
-    Ok((!points.is_empty()).then(|| Box::new(points)))
+    /// One window, borrowed for writing.
+    struct Saving<'a>(&'a Points);
+
+    impl Serialize for Saving<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            packed::serialize(self.0, serializer)
+        }
+    }
+
+    /// One window, read back.
+    struct Loaded(Points);
+
+    impl<'de> Deserialize<'de> for Loaded {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Loaded, D::Error> {
+            packed::deserialize(deserializer).map(Loaded)
+        }
+    }
+
+    pub fn serialize<S: serde::Serializer>(lists: &Option<Box<RecentLevels>>, serializer: S) -> Result<S::Ok, S::Error> {
+        let lists: &[Points] = lists.as_deref().map_or(&[], |lists| lists.as_slice());
+        let mut seq = serializer.serialize_seq(Some(lists.len()))?;
+        for points in lists {
+            seq.serialize_element(&Saving(points))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<RecentLevels>>, D::Error> {
+        let lists: Vec<Loaded> = Vec::deserialize(deserializer)?;
+        Ok((!lists.is_empty()).then(|| Box::new(lists.into_iter().map(|Loaded(points)| points).collect())))
+    }
 }
 
 #[cfg(test)]

@@ -234,9 +234,9 @@ fn condition(event: &RuleEvent, rule: &Rule) -> String {
             EventKind::Cleared => format!("heard again after {} s", event.value),
             _ => format!("no data for {} s", event.value),
         },
-        Check::FlatLine { samples, .. } => match event.kind {
+        Check::FlatLine { samples, lasting_ms, .. } => match event.kind {
             EventKind::Cleared => format!("{} changes again", rule.value_label()),
-            _ => format!("{} identical {samples} times in a row", rule.value_label()),
+            _ => format!("{}: {}", rule.value_label(), gridwatch_rules::rule::describe_flat_line(*samples, *lasting_ms)),
         },
     }
 }

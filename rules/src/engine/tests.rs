@@ -157,8 +157,10 @@ fn rules_with_the_same_signal_stage_share_it() {
     let slot = &e.slots[0];
     let plan = e.plan_of(slot);
     let states = e.states.of(slot, plan);
-    assert_eq!((states.checks.len(), plan.checks.len()), (8, 8));
-    // tilt-change and the three creep rules smooth the same value once.
+    assert_eq!((states.checks.len(), plan.checks.len()), (10, 10));
+    // tilt-change and the three creep rules take the same daily level once; tilt-sudden and
+    // tilt-erratic the same change from the recent level; flat-line and out-of-range the raw
+    // vector; tilt-danger its one-hour median.
     assert_eq!(states.stages.len(), 4, "{:?}", plan.stages.iter().map(|&rule| e.rules[usize::from(rule)].id.clone()).collect::<Vec<_>>());
 }
 
@@ -335,7 +337,7 @@ fn a_ladder_at_rest_keeps_no_level_states() {
 }
 
 /// The default packs after three hours of readings (smoothing windows, change histories,
-/// swing extremes, learners at work) come back whole through the saved JSON.
+/// recent levels, learners at work) come back whole through the saved JSON.
 #[test]
 fn a_busy_engine_comes_back_whole_through_its_saved_state() {
     let sensors = [subject("house-1", SensorKind::Tilt), subject("pond-1", SensorKind::Water)];
@@ -350,7 +352,7 @@ fn a_busy_engine_comes_back_whole_through_its_saved_state() {
         before.observe(SubjectId(1), minute * MIN, &[("ph", 7.2 + wobble), ("do", 6.5), ("turbidity", 12.0 + wobble), ("conductivity", 420.0)], &mut events);
     }
     let saved = serde_json::to_string(&before.snapshot_view()).unwrap();
-    assert!(saved.contains(r#""History":["#) && saved.contains(r#""Extremes":{"lows":["#), "{saved}");
+    assert!(saved.contains(r#""History":["#) && saved.contains(r#""recent":[["#), "{saved}");
     assert!(!saved.contains(r#""smooth":[["#) && !saved.contains(r#""History":[["#) && !saved.contains(r#""lows":[["#), "windows are packed: {saved}");
     let mut after = engine();
     let restored = after.restore_streamed(&mut serde_json::Deserializer::from_str(&saved)).unwrap();

@@ -87,7 +87,7 @@ fn device_checks_compile() {
     .unwrap();
     assert_eq!(set.rules[0].check, Check::NoData { after: Silence::Intervals(2.0), severity: Severity::Warning });
     assert!(set.rules[0].device && set.rules[1].device && set.rules[2].device);
-    assert_eq!(set.rules[1].check, Check::FlatLine { samples: 30, severity: Severity::Alarm });
+    assert_eq!(set.rules[1].check, Check::FlatLine { samples: 30, lasting_ms: 0, severity: Severity::Alarm });
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn bad_smooth_baseline_count_and_no_data_are_explained() {
     let text = GOOD.replace("unit = \"mg/L\"", "unit = \"mg/L\"\nsmooth = \"average 1h\"\nbaseline = \"first day\"\ncount = \"5 of 3\"");
     let errs = errors(&text).join("\n");
     assert!(errs.contains("error in `smooth`: `average 1h`: expected \"median <window>\""), "{errs}");
-    assert!(errs.contains("error in `baseline`: `first day`: expected \"calibrated\" or \"learn <duration>\""), "{errs}");
+    assert!(errs.contains("error in `baseline`: `first day`: expected \"calibrated\", \"learn <duration>\""), "{errs}");
     assert!(errs.contains("error in `count`: `5 of 3`"), "{errs}");
     let errs = errors("[[rule]]\nid = \"q\"\nno_data = \"0.5x\"\n");
     assert!(errs[0].contains("error in `no_data`"), "{errs:?}");

@@ -457,15 +457,16 @@ fn tilt_degrees(permille: f64) -> f64 {
 
 #[test]
 fn tilt_ladder_boundaries_from_the_domain_table() {
+    // "change >= 1‰ / 2‰ / 4‰ / 7‰": a change exactly on a limit reaches it.
     let cases = [
         (0.99, None),
-        (1.01, Some(Severity::Notice)),
-        (1.99, Some(Severity::Notice)),
-        (2.01, Some(Severity::Warning)),
-        (3.99, Some(Severity::Warning)),
-        (4.01, Some(Severity::Alarm)),
-        (6.99, Some(Severity::Alarm)),
-        (7.01, Some(Severity::Danger)),
+        (1.0, Some(("tilt-change", Severity::Notice))),
+        (1.99, Some(("tilt-change", Severity::Notice))),
+        (2.0, Some(("tilt-change", Severity::Warning))),
+        (3.99, Some(("tilt-change", Severity::Warning))),
+        (4.0, Some(("tilt-change", Severity::Alarm))),
+        (6.99, Some(("tilt-change", Severity::Alarm))),
+        (7.0, Some(("tilt-danger", Severity::Danger))),
     ];
     for (permille, expected) in cases {
         let mut e = engine_for(SensorKind::Tilt, &[]);
@@ -473,10 +474,7 @@ fn tilt_ladder_boundaries_from_the_domain_table() {
         e.set_baseline(SubjectId(0), "y", -0.2);
         let fields = [("x", 0.35 + tilt_degrees(permille)), ("y", -0.2)];
         let reached = worst(&mut e, &fields, 70);
-        assert_eq!(reached.as_ref().map(|w| w.1), expected, "{permille}‰: {reached:?}");
-        if let Some((id, _)) = reached {
-            assert_eq!(id, "tilt-change");
-        }
+        assert_eq!(reached.as_ref().map(|(id, severity)| (id.as_str(), *severity)), expected, "{permille}‰: {reached:?}");
     }
 }
 
@@ -510,6 +508,11 @@ fn slow_creep_must_last_two_consecutive_months_to_reach_alarm() {
     assert!(!stopped.contains(&"tilt-creep-two-months".to_string()), "the second month stayed under 0.5‰: {stopped:?}");
 }
 
+/// Grid-facing events (device rules left out) as (rule, kind, severity).
+fn grid_events<'e>(e: &'e Engine, events: &[crate::RuleEvent]) -> Vec<(&'e str, EventKind, Severity)> {
+    events.iter().filter(|ev| !e.rule(ev.rule).device).map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.severity)).collect()
+}
+
 #[test]
 fn sudden_jump_is_an_emergency_on_its_own() {
     let mut e = engine_for(SensorKind::Tilt, &[]);
@@ -518,8 +521,98 @@ fn sudden_jump_is_an_emergency_on_its_own() {
         let x = if m < 20 { 0.02 } else { 0.15 };
         e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", 0.0)], &mut events);
     }
-    let ids: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.severity)).collect();
-    assert_eq!(ids, vec![("tilt-sudden", EventKind::Fired, Severity::Danger)]);
+    assert_eq!(grid_events(&e, &events), vec![("tilt-sudden", EventKind::Fired, Severity::Danger)]);
+    assert_eq!(events.iter().filter(|ev| ev.kind == EventKind::Fired).map(|ev| ev.at).min(), Some(21 * MIN), "the second reading after the jump");
+}
+
+/// A box mounted `offset` degrees off plumb in the direction `offset_angle`, reporting every
+/// `interval` minutes, jumps by `size` degrees in the direction `jump_angle`: when (minutes
+/// after the jump) does red come?
+fn sudden_red_after(offset: f64, offset_angle: f64, size: f64, jump_angle: f64, interval: i64) -> Option<i64> {
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let (ox, oy) = (offset * offset_angle.to_radians().cos(), offset * offset_angle.to_radians().sin());
+    let (jx, jy) = (size * jump_angle.to_radians().cos(), size * jump_angle.to_radians().sin());
+    let jump_at = 3 * 60 + 1;
+    let mut events = Vec::new();
+    let mut minute = 0;
+    while minute < 5 * 60 {
+        let (x, y) = if minute >= jump_at { (ox + jx, oy + jy) } else { (ox, oy) };
+        e.observe(SubjectId(0), minute * MIN, &[("x", f64::from(x as f32)), ("y", f64::from(y as f32))], &mut events);
+        minute += interval;
+    }
+    events.iter().find(|ev| ev.severity == Severity::Danger && ev.kind == EventKind::Fired).map(|ev| ev.at / MIN - jump_at)
+}
+
+#[test]
+fn a_jump_is_seen_in_every_direction_from_any_mounting_offset() {
+    for offset in [0.0, 0.3, 0.6, 1.0] {
+        for offset_angle in [0.0, 45.0, 200.0] {
+            for jump_angle in [0.0, 90.0, 180.0, 270.0, offset_angle + 90.0] {
+                for size in [0.1, 0.2, 0.5] {
+                    for interval in [1, 4, 10] {
+                        let delay = sudden_red_after(offset, offset_angle, size, jump_angle, interval);
+                        let limit = if interval <= 4 { 10 } else { 2 * interval };
+                        assert!(
+                            delay.is_some_and(|d| d <= limit),
+                            "offset {offset}° at {offset_angle}°, jump {size}° at {jump_angle}°, every {interval} min: {delay:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_single_knock_on_a_new_box_never_fires_red() {
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    for (m, x) in [(0, 0.3), (1, 0.9), (2, 0.3), (3, 0.3), (4, 0.3), (5, 0.3)] {
+        e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", 0.1)], &mut events);
+    }
+    assert!(events.is_empty(), "{events:?}");
+}
+
+/// A building of three boxes where only the first one jumps.
+fn lone_jump_on_a_building(boxes: usize) -> Vec<(String, EventKind, Severity, Option<crate::engine::Agreeing>)> {
+    let rules = RuleSet::compile(&builtin_packs()).expect("shipped packs compile");
+    let subjects: Vec<Subject> = (0..boxes)
+        .map(|i| Subject { id: format!("b{i}").into(), kind: SensorKind::Tilt, site: "site".into(), building: Some("B7".into()), grid: None, tags: Default::default(), interval_ms: MIN })
+        .collect();
+    let mut e = Engine::new(rules, &subjects);
+    let mut events = Vec::new();
+    for m in 0..120 {
+        for i in 0..boxes {
+            let x = if i == 0 && m >= 60 { 0.6 } else { 0.2 };
+            e.observe(SubjectId(i), m * MIN, &[("x", x), ("y", -0.3)], &mut events);
+        }
+    }
+    events.iter().filter(|ev| !e.rule(ev.rule).device).map(|ev| (e.rule(ev.rule).id.clone(), ev.kind, ev.severity, ev.agreement)).collect()
+}
+
+#[test]
+fn one_box_alone_on_a_building_raises_an_unconfirmed_orange_not_red() {
+    let events = lone_jump_on_a_building(3);
+    assert!(events.iter().all(|e| e.2 < Severity::Danger), "{events:?}");
+    let sudden = events.iter().find(|e| e.0 == "tilt-sudden").expect("the lone jump is told");
+    assert_eq!((sudden.1, sudden.2), (EventKind::Fired, Severity::Alarm));
+    let agreement = sudden.3.expect("marked with how many boxes agree");
+    assert_eq!((agreement.agreeing, agreement.of), (1, 3));
+    let single = lone_jump_on_a_building(1);
+    assert!(single.iter().any(|e| e.0 == "tilt-sudden" && e.2 == Severity::Danger), "a house with one box follows it: {single:?}");
+}
+
+#[test]
+fn a_knocked_or_erratic_box_is_reported_to_installers() {
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    for m in 0..60 {
+        let x = if m >= 30 && m % 2 == 0 { 0.5 } else { 0.2 };
+        let y = if m >= 30 && m % 3 == 0 { -0.4 } else { 0.1 };
+        e.observe(SubjectId(0), m * 5 * MIN, &[("x", x), ("y", y)], &mut events);
+    }
+    let first = events.iter().find(|ev| e.rule(ev.rule).id == "tilt-erratic").expect("tilt-erratic fires");
+    assert!(first.at <= 40 * 5 * MIN, "within a few readings of the onset: {}", first.at / MIN);
 }
 
 #[test]
