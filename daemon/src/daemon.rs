@@ -140,12 +140,14 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let (engine, _) = build_engine(rules, &sensors, |engine| restore_saved_state(&store, engine), &calibrations);
     let live = Arc::new(crate::live::LiveTable::new(sensors.clone()));
     let (command_tx, command_rx) = mpsc::channel(8);
+    // Sensors whose clocks are off: noted by the MQTT source and the pipeline, shown by /healthz.
+    let clocks = Arc::new(crate::sensor_clocks::SensorClocks::default());
 
     if let BrokerConfig::Embedded { listen } = config.mqtt.broker {
         crate::mqtt::broker::start(listen).await?;
     }
     if let Some(listen) = config.http_listen {
-        let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock, started_ms: clock.now() };
+        let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock, started_ms: clock.now(), clocks: clocks.clone() };
         let ledger = crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
         let web = crate::web::WebState { metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer), ledger: Some(ledger), members: Arc::new(config.dispatch.roster.member_names()) };
         crate::web::serve(listen, web, shutdown.clone()).await?;
@@ -227,7 +229,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let heartbeat = crate::supervision::Heartbeat::default();
     let fallback_alerts = alert_tx.clone();
     drop(command_tx);
-    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true };
+    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone() };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),
@@ -248,7 +250,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         .collect();
     let gpio_tasks = spawn_gpio(&config, &serial_outputs, metrics.clone(), &sensors, shutdown.clone())?;
     drop(serial_outputs);
-    let ingest = Ingest::new(&config, index, clock, metrics.clone());
+    let ingest = Ingest::new(&config, index, clock, metrics.clone(), clocks);
     let stored = config.influxdb.is_some().then(|| sensors.clone());
     let acks = config.incident_acks.clone().map(|acks| (acks, store.clone()));
     let outputs = Outputs { samples: sample_tx, spool: spool_tx, stored, acks, bus: buses.mqtt() };

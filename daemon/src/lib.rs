@@ -48,6 +48,7 @@ pub mod rule_files;
 pub mod rules_cli;
 pub mod sample;
 pub mod selftest;
+pub mod sensor_clocks;
 pub mod serial;
 pub mod silence;
 pub mod signing;

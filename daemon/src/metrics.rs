@@ -54,6 +54,9 @@ pub struct Metrics {
     pub samples_accepted: Counter,
     /// Samples older than the sensor's previous one: stored, but not evaluated.
     pub samples_out_of_order: Counter,
+    /// Times a sensor's clock was found to have gone back and the sensor was re-anchored
+    /// (`sensor_clocks`): its readings are judged again.
+    pub sensor_clock_reanchors: Counter,
     /// Rule transitions, by `fired` / `cleared`.
     pub rule_events: Family<EventLabel, Counter>,
     /// Times the rule engine's state was written to `engine-state.json`.
@@ -126,6 +129,7 @@ impl Metrics {
             incident_acks: Family::default(),
             samples_accepted: Counter::default(),
             samples_out_of_order: Counter::default(),
+            sensor_clock_reanchors: Counter::default(),
             rule_events: Family::default(),
             rule_state_saves: Counter::default(),
             alerts_delivered: Family::default(),
@@ -161,6 +165,7 @@ impl Metrics {
         registry.register("incident_acks", "Workers' actions received on the MQTT ack topic, by result", metrics.incident_acks.clone());
         registry.register("samples_accepted", "Samples handed to the rule engine", metrics.samples_accepted.clone());
         registry.register("samples_out_of_order", "Samples older than the sensor's previous one (not evaluated)", metrics.samples_out_of_order.clone());
+        registry.register("sensor_clock_reanchors", "Sensors re-anchored because their clock went back (their readings kept coming older than the last judged one)", metrics.sensor_clock_reanchors.clone());
         registry.register("rule_events", "Rule transitions, by event", metrics.rule_events.clone());
         registry.register("rule_state_saves", "Times the rule engine's state was saved (only when it changed)", metrics.rule_state_saves.clone());
         registry.register("alerts_delivered", "Alert events confirmed by a sink", metrics.alerts_delivered.clone());

@@ -5,6 +5,9 @@
 //! It also swaps in reloaded rules (carrying over the state of unchanged rules) and saves the
 //! engine's state to the store every minute and when it stops.
 //!
+//! A sensor whose readings keep coming older than its last judged one (its clock went back) is
+//! re-anchored after a while instead of never being judged again (see [`crate::sensor_clocks`]).
+//!
 //! Edges and their policies when full: samples -> pipeline blocks the source (readings wait);
 //! pipeline -> alerts blocks (alerts are never dropped).
 
@@ -13,6 +16,7 @@ use crate::clock::Clock;
 use crate::config::SensorConfig;
 use crate::metrics::Metrics;
 use crate::sample::Sample;
+use crate::sensor_clocks::{ClockProblem, OutOfOrder, SensorClocks};
 use crate::store::Store;
 use gridwatch_rules::{Engine, Observed, RuleEvent, RuleSet, SubjectId};
 use std::sync::Arc;
@@ -54,6 +58,10 @@ pub struct Pipeline {
     /// tick begins the no-data watches). An idle engine (no readings, nothing firing) is not
     /// written again: the state file is the largest thing the daemon writes to its SD card.
     pub unsaved: bool,
+    /// Runs of out-of-order readings per sensor: when one means the sensor's clock went back.
+    pub out_of_order: OutOfOrder,
+    /// Sensors whose clocks are off (shared with the MQTT source and `/healthz`).
+    pub clocks: Arc<SensorClocks>,
 }
 
 impl Pipeline {
@@ -165,21 +173,39 @@ impl Pipeline {
     async fn process(&mut self, sample: Sample, events: &mut Vec<RuleEvent>) {
         self.live.record(sample.sensor, sample.ts, &sample.fields, !sample.clock_untrusted);
         let started = std::time::Instant::now();
-        let observed = self.engine.observe(SubjectId(sample.sensor), sample.ts, &sample.fields, events);
+        let mut observed = self.engine.observe(SubjectId(sample.sensor), sample.ts, &sample.fields, events);
+        if observed == Observed::OutOfOrder {
+            self.metrics.samples_out_of_order.inc();
+            if self.out_of_order.refused(sample.sensor, tokio::time::Instant::now()) {
+                self.reanchor(sample.sensor, sample.ts);
+                observed = self.engine.observe(SubjectId(sample.sensor), sample.ts, &sample.fields, events);
+            }
+        }
         self.metrics.rule_evaluation_seconds.observe(started.elapsed().as_secs_f64());
         match observed {
             Observed::Evaluated => {
                 self.metrics.samples_accepted.inc();
+                self.out_of_order.in_order(sample.sensor);
                 self.unsaved = true;
             }
-            Observed::OutOfOrder => {
-                self.metrics.samples_out_of_order.inc();
-            }
+            Observed::OutOfOrder => {}
             Observed::UnknownSubject => {
                 tracing::error!(sensor = sample.sensor, "sample for a sensor the engine does not know");
             }
         }
         self.emit(events).await;
+    }
+
+    /// The sensor's clock went back: judge it again from its current time (baselines and
+    /// incidents stay), count it, and warn once.
+    fn reanchor(&mut self, sensor: usize, at: gridwatch_rules::Millis) {
+        self.engine.rewind(SubjectId(sensor));
+        self.metrics.sensor_clock_reanchors.inc();
+        self.unsaved = true;
+        let Some(id) = self.sensors.get(sensor).map(|s| s.id.clone()) else { return };
+        if self.clocks.note(sensor, &id, ClockProblem::SteppedBack, tokio::time::Instant::now()) {
+            tracing::warn!(sensor = %id, reading_at = %crate::clock::rfc3339(at), "sensor clock went back: its readings kept coming older than the last judged one; judged again from this reading");
+        }
     }
 
     async fn emit(&mut self, events: &mut Vec<RuleEvent>) {

@@ -39,6 +39,8 @@ pub struct Config {
     /// copied: at 10,000 sensors a copy is megabytes.
     pub sensors: Arc<[SensorConfig]>,
     pub rules: RulesConfig,
+    /// How far readings' own times are trusted (`[ingest]`).
+    pub ingest: IngestConfig,
     pub alerts: AlertsConfig,
     pub influxdb: Option<InfluxConfig>,
     /// Address of the `/metrics` endpoint; none when the `[http]` table is absent.
@@ -179,6 +181,32 @@ pub struct RulesConfig {
     pub paths: Vec<PathBuf>,
     /// How often the engine's state is saved (when it changed).
     pub state_save: Duration,
+}
+
+/// `[ingest]`, checked: when a device's clock is off (see `sensor_clocks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestConfig {
+    /// A reading stamped further ahead of this box's clock is refused (`ahead_of_clock`).
+    pub max_future_skew: Duration,
+    /// A sensor whose readings are older than its last judged one this many times in a row…
+    pub reanchor_after_readings: u32,
+    /// …and for this long is re-anchored: its clock went back.
+    pub reanchor_after: Duration,
+}
+
+/// `[ingest]` keys: default and bounds.
+pub const MAX_FUTURE_SKEW_SECS: (u64, std::ops::RangeInclusive<u64>) = (300, 1..=86_400);
+pub const REANCHOR_AFTER_READINGS: (u64, std::ops::RangeInclusive<u64>) = (3, 1..=1000);
+pub const REANCHOR_AFTER_SECS: (u64, std::ops::RangeInclusive<u64>) = (600, 0..=86_400);
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_future_skew: Duration::from_secs(MAX_FUTURE_SKEW_SECS.0),
+            reanchor_after_readings: REANCHOR_AFTER_READINGS.0 as u32,
+            reanchor_after: Duration::from_secs(REANCHOR_AFTER_SECS.0),
+        }
+    }
 }
 
 /// `[rules] state_save_secs`: default and bounds.
@@ -357,6 +385,25 @@ impl Checker<'_> {
         Duration::from_secs(*secs.get_ref())
     }
 
+    /// A whole number of `key` within `bounds`, or the default (with an error when out of
+    /// bounds).
+    fn bounded(&mut self, value: Option<Spanned<u64>>, key: &str, (default, bounds): (u64, std::ops::RangeInclusive<u64>)) -> u64 {
+        let Some(value) = value else { return default };
+        if !bounds.contains(value.get_ref()) {
+            self.error(value.span(), Some(key), format!("must be {} to {}", bounds.start(), bounds.end()));
+            return default;
+        }
+        value.into_inner()
+    }
+
+    fn ingest(&mut self, raw: raw::RawIngest) -> IngestConfig {
+        IngestConfig {
+            max_future_skew: Duration::from_secs(self.bounded(raw.max_future_skew_secs, "ingest.max_future_skew_secs", MAX_FUTURE_SKEW_SECS)),
+            reanchor_after_readings: self.bounded(raw.reanchor_after_readings, "ingest.reanchor_after_readings", REANCHOR_AFTER_READINGS) as u32,
+            reanchor_after: Duration::from_secs(self.bounded(raw.reanchor_after_secs, "ingest.reanchor_after_secs", REANCHOR_AFTER_SECS)),
+        }
+    }
+
     fn config(&mut self, raw: RawConfig, base: &Path) -> Config {
         let state_dir = base.join(raw.state_dir.get_ref());
         let state_reserve_bytes = raw.state_reserve_kib.saturating_mul(1024);
@@ -372,6 +419,7 @@ impl Checker<'_> {
             paths: raw.rules.paths.into_iter().filter_map(|p| self.existing_path(base, p, "rules.paths")).collect(),
             state_save,
         };
+        let ingest = self.ingest(raw.ingest);
         let alerts = self.alerts(raw.alerts, base);
         let influxdb = raw.influxdb.and_then(|raw| self.influx(raw, base));
         let (http_listen, worker_links) = match raw.http {
@@ -386,7 +434,7 @@ impl Checker<'_> {
         self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
         self.check_failover(&alerts.failover, &channels);
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { state_dir, state_reserve_bytes, mqtt, sensors, rules, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio }
+        Config { state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio }
     }
 
     fn gpio(&mut self, raw: raw::RawGpio, sensors: &[SensorConfig]) -> Option<GpioConfig> {

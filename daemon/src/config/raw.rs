@@ -21,6 +21,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub rules: RawRules,
     #[serde(default)]
+    pub ingest: RawIngest,
+    #[serde(default)]
     pub alerts: RawAlerts,
     pub influxdb: Option<RawInflux>,
     pub http: Option<RawHttp>,
@@ -217,6 +219,15 @@ impl Default for RawRules {
     fn default() -> Self {
         RawRules { builtin_packs: true, paths: Vec::new(), state_save_secs: None }
     }
+}
+
+/// `[ingest]`: how readings' own times are trusted (docs/configuration.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    pub max_future_skew_secs: Option<Spanned<u64>>,
+    pub reanchor_after_readings: Option<Spanned<u64>>,
+    pub reanchor_after_secs: Option<Spanned<u64>>,
 }
 
 fn yes() -> bool {

@@ -45,6 +45,17 @@ fn the_state_save_interval_is_bounded() {
 }
 
 #[test]
+fn ingest_time_limits_have_defaults_and_bounds() {
+    assert_eq!(parse(MINIMAL).unwrap().ingest, IngestConfig { max_future_skew: Duration::from_secs(300), reanchor_after_readings: 3, reanchor_after: Duration::from_secs(600) });
+    let config = parse(&format!("{MINIMAL}\n[ingest]\nmax_future_skew_secs = 60\nreanchor_after_readings = 5\nreanchor_after_secs = 0\n")).unwrap();
+    assert_eq!(config.ingest, IngestConfig { max_future_skew: Duration::from_secs(60), reanchor_after_readings: 5, reanchor_after: Duration::ZERO });
+    let refused = errors(&format!("{MINIMAL}\n[ingest]\nmax_future_skew_secs = 0\nreanchor_after_readings = 0\n"));
+    assert!(refused.iter().any(|e| e.contains("gridwatch.toml:13:") && e.contains("ingest.max_future_skew_secs") && e.contains("1 to 86400")), "{refused:?}");
+    assert!(refused.iter().any(|e| e.contains("gridwatch.toml:14:") && e.contains("ingest.reanchor_after_readings")), "{refused:?}");
+    assert!(errors(&format!("{MINIMAL}\n[ingest]\nmax_future_skew = 60\n")).iter().any(|e| e.contains("max_future_skew")), "a key without its unit is a typo");
+}
+
+#[test]
 fn annotated_example_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gridwatch.example.toml");
     let config = Config::load(&path).unwrap();

@@ -7,6 +7,9 @@
 //! `ts` is RFC 3339 text or integer milliseconds since the Unix epoch; `seq` a non-negative
 //! integer that the device increments per message. Every other key must be a finite number.
 //! Anything else is a [`Rejection`] with a reason that is counted; nothing here panics.
+//!
+//! How far ahead of this box's clock a `ts` may be is checked by the ingest, per sensor
+//! (`[ingest] max_future_skew_secs`, [`Rejection::AheadOfClock`]; see `crate::sensor_clocks`).
 
 use gridwatch_rules::Millis;
 use std::collections::BTreeMap;
@@ -14,8 +17,6 @@ use std::collections::BTreeMap;
 /// The earliest accepted device time (2000-01-01): older stamps are clocks that never synced,
 /// or seconds sent where milliseconds were meant; they would write 1970 points.
 const EARLIEST_TS: Millis = 946_684_800_000;
-/// How far ahead of our clock a device time may be.
-const MAX_FUTURE_MS: Millis = 24 * 3600 * 1000;
 
 /// Why a message was not accepted as a reading. The label is the `reason` of the counter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum Rejection {
     BadTimestamp(String),
     #[error("`seq` is not a non-negative integer")]
     BadSeq,
+    #[error("sensor `{sensor}` stamped its reading {ahead_secs} s ahead of this box's clock")]
+    AheadOfClock { sensor: String, ahead_secs: i64 },
     #[error("no sensor is mapped to this topic")]
     UnmappedTopic,
     #[error("sensor `{0}` is not in the inventory")]
@@ -56,15 +59,16 @@ impl Rejection {
             Rejection::NoFields => "no_fields",
             Rejection::BadTimestamp(_) => "bad_timestamp",
             Rejection::BadSeq => "bad_seq",
+            Rejection::AheadOfClock { .. } => "ahead_of_clock",
             Rejection::UnmappedTopic => "unmapped_topic",
             Rejection::UnknownSensor(_) => "unknown_sensor",
             Rejection::SiteMismatch { .. } => "site_mismatch",
         }
     }
 
-    pub const REASONS: [&'static str; 11] = [
+    pub const REASONS: [&'static str; 12] = [
         "too_large", "not_json", "not_object", "non_numeric", "not_finite", "no_fields",
-        "bad_timestamp", "bad_seq", "unmapped_topic", "unknown_sensor", "site_mismatch",
+        "bad_timestamp", "bad_seq", "ahead_of_clock", "unmapped_topic", "unknown_sensor", "site_mismatch",
     ];
 }
 
@@ -76,9 +80,8 @@ pub struct Decoded {
     pub fields: Vec<(String, f64)>,
 }
 
-/// Decodes one payload. `renames` maps payload field names to rule field names; `now` bounds
-/// device timestamps from above.
-pub fn decode(payload: &[u8], max_bytes: usize, renames: &BTreeMap<String, String>, now: Millis) -> Result<Decoded, Rejection> {
+/// Decodes one payload. `renames` maps payload field names to rule field names.
+pub fn decode(payload: &[u8], max_bytes: usize, renames: &BTreeMap<String, String>) -> Result<Decoded, Rejection> {
     if payload.len() > max_bytes {
         return Err(Rejection::TooLarge { size: payload.len(), limit: max_bytes });
     }
@@ -87,7 +90,7 @@ pub fn decode(payload: &[u8], max_bytes: usize, renames: &BTreeMap<String, Strin
     let mut decoded = Decoded { ts: None, seq: None, fields: Vec::with_capacity(object.len()) };
     for (key, value) in object {
         match key.as_str() {
-            "ts" => decoded.ts = Some(timestamp(&value, now)?),
+            "ts" => decoded.ts = Some(timestamp(&value)?),
             "seq" => decoded.seq = Some(value.as_u64().ok_or(Rejection::BadSeq)?),
             _ => {
                 let number = value.as_f64().ok_or_else(|| Rejection::NonNumeric(key.clone()))?;
@@ -118,7 +121,7 @@ fn classify_json_error(payload: &[u8], err: serde_json::Error) -> Rejection {
     }
 }
 
-pub(crate) fn timestamp(value: &serde_json::Value, now: Millis) -> Result<Millis, Rejection> {
+pub(crate) fn timestamp(value: &serde_json::Value) -> Result<Millis, Rejection> {
     let ms = match value {
         serde_json::Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
             .map_err(|e| Rejection::BadTimestamp(format!("`{text}`: {e}")))?
@@ -129,12 +132,15 @@ pub(crate) fn timestamp(value: &serde_json::Value, now: Millis) -> Result<Millis
     if ms < EARLIEST_TS {
         return Err(Rejection::BadTimestamp(format!("{ms} is before 2000-01-01 (seconds instead of milliseconds?)")));
     }
-    // Only a set clock can call a device's time "ahead": a box that booted at 1970 and has not
-    // synced yet must keep the devices' good times, not refuse them.
-    if now >= crate::clock::TRUSTED_AFTER_MS && ms > now.saturating_add(MAX_FUTURE_MS) {
-        return Err(Rejection::BadTimestamp(format!("{ms} is more than a day ahead of this box's clock")));
-    }
     Ok(ms)
+}
+
+/// How far `ts` is ahead of `now` beyond `max_skew_ms`, in whole seconds, when it is: such a
+/// reading is refused. Only a set clock can call a device's time "ahead": a box that booted at
+/// 1970 and has not synced yet keeps the devices' good times (`clock::TRUSTED_AFTER_MS`).
+pub fn ahead_of_clock(ts: Millis, now: Millis, max_skew_ms: Millis) -> Option<i64> {
+    let trusted = now >= crate::clock::TRUSTED_AFTER_MS;
+    (trusted && ts > now.saturating_add(max_skew_ms)).then(|| (ts - now) / 1000)
 }
 
 #[cfg(test)]
@@ -146,12 +152,19 @@ mod tests {
     #[test]
     fn an_unset_box_clock_does_not_refuse_the_devices_good_times() {
         let booted_at_1970 = 86_400_000;
-        let decoded = decode(br#"{"x": 1, "ts": 1795392000000}"#, 4096, &BTreeMap::new(), booted_at_1970).unwrap();
-        assert_eq!(decoded.ts, Some(1_795_392_000_000));
+        assert_eq!(ahead_of_clock(1_795_392_000_000, booted_at_1970, 300_000), None);
+    }
+
+    #[test]
+    fn a_time_past_the_skew_is_ahead_of_the_clock() {
+        assert_eq!(ahead_of_clock(NOW + 300_000, NOW, 300_000), None, "on the limit is allowed");
+        assert_eq!(ahead_of_clock(NOW + 300_001, NOW, 300_000), Some(300));
+        assert_eq!(ahead_of_clock(NOW + 86_400_000, NOW, 300_000), Some(86_400), "a day ahead");
+        assert_eq!(ahead_of_clock(NOW - 86_400_000, NOW, 300_000), None, "behind is for the engine to judge");
     }
 
     fn decode_str(text: &str) -> Result<Decoded, Rejection> {
-        decode(text.as_bytes(), 4096, &BTreeMap::new(), NOW)
+        decode(text.as_bytes(), 4096, &BTreeMap::new())
     }
 
     #[test]
@@ -170,7 +183,7 @@ mod tests {
     #[test]
     fn renames_map_vendor_fields_to_rule_fields() {
         let renames = BTreeMap::from([("AngleX".to_string(), "x".to_string())]);
-        let d = decode(br#"{"AngleX": 0.5}"#, 4096, &renames, NOW).unwrap();
+        let d = decode(br#"{"AngleX": 0.5}"#, 4096, &renames).unwrap();
         assert_eq!(d.fields, vec![("x".to_string(), 0.5)]);
     }
 
@@ -188,7 +201,6 @@ mod tests {
             (r#"{"seq": 3}"#, "no_fields"),
             (r#"{"x": 1, "ts": 1700000000}"#, "bad_timestamp"),
             (r#"{"x": 1, "ts": "yesterday"}"#, "bad_timestamp"),
-            (r#"{"x": 1, "ts": 1900000000000}"#, "bad_timestamp"),
             (r#"{"x": 1, "seq": -1}"#, "bad_seq"),
         ];
         for (payload, reason) in cases {
@@ -213,7 +225,8 @@ mod tests {
         let all = [
             Rejection::TooLarge { size: 0, limit: 0 }, Rejection::NotJson(String::new()), Rejection::NotObject,
             Rejection::NonNumeric(String::new()), Rejection::NotFinite(None), Rejection::NoFields,
-            Rejection::BadTimestamp(String::new()), Rejection::BadSeq, Rejection::UnmappedTopic,
+            Rejection::BadTimestamp(String::new()), Rejection::BadSeq,
+            Rejection::AheadOfClock { sensor: String::new(), ahead_secs: 0 }, Rejection::UnmappedTopic,
             Rejection::UnknownSensor(String::new()),
             Rejection::SiteMismatch { sensor: String::new(), configured: String::new(), topic: String::new() },
         ];

@@ -19,6 +19,8 @@ use crate::metrics::Metrics;
 use crate::mqtt::payload::{self, Rejection};
 use crate::mqtt::topics::TopicRouter;
 use crate::sample::Sample;
+use crate::sensor_clocks::{ClockProblem, SensorClocks};
+use gridwatch_rules::Millis;
 use crate::telemetry::spooler::Spooled;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter};
 use std::collections::HashMap;
@@ -36,11 +38,19 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     /// Last `seq` seen per sensor, to count readings lost on the way.
     last_seq: HashMap<usize, u64>,
+    /// A reading stamped further ahead of our clock is refused (`[ingest] max_future_skew_secs`).
+    max_future_skew_ms: Millis,
+    /// Sensors whose clocks are off, for `/healthz` and one WARN each.
+    clocks: Arc<SensorClocks>,
+    /// The inventory (shared), to name a sensor in a warning.
+    inventory: Arc<[crate::config::SensorConfig]>,
 }
 
 impl Ingest {
-    pub fn new(config: &Config, sensors: SensorIndex, clock: Clock, metrics: Arc<Metrics>) -> Ingest {
-        Ingest { router: TopicRouter::new(config, sensors), max_payload_bytes: config.mqtt.max_payload_bytes, clock, metrics, last_seq: HashMap::new() }
+    pub fn new(config: &Config, sensors: SensorIndex, clock: Clock, metrics: Arc<Metrics>, clocks: Arc<SensorClocks>) -> Ingest {
+        let max_future_skew_ms = Millis::try_from(config.ingest.max_future_skew.as_millis()).unwrap_or(Millis::MAX / 2);
+        let inventory = sensors.sensors().clone();
+        Ingest { inventory, router: TopicRouter::new(config, sensors), max_payload_bytes: config.mqtt.max_payload_bytes, clock, metrics, last_seq: HashMap::new(), max_future_skew_ms, clocks }
     }
 
     /// Decodes one message; a rejection is already counted when this returns it.
@@ -48,7 +58,10 @@ impl Ingest {
         self.metrics.messages_received.inc();
         let result = self.router.route(topic).and_then(|route| {
             let now = self.clock.now();
-            let decoded = payload::decode(payload, self.max_payload_bytes, route.renames, now)?;
+            let decoded = payload::decode(payload, self.max_payload_bytes, route.renames)?;
+            if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, now, self.max_future_skew_ms)) {
+                return Err(self.ahead_of_clock(route.sensor, ahead_secs));
+            }
             let clock_untrusted = decoded.ts.is_none() && !self.clock.trusted();
             Ok(Sample { sensor: route.sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted })
         });
@@ -60,6 +73,17 @@ impl Ingest {
             }
         }
         result
+    }
+
+    /// A reading stamped too far ahead: refused before it is judged, stored or shown (it would
+    /// make every later reading of the sensor "out of order"); the sensor is listed for
+    /// `/healthz` and warned about once.
+    fn ahead_of_clock(&self, sensor: usize, ahead_secs: i64) -> Rejection {
+        let id: Arc<str> = self.inventory.get(sensor).map_or_else(|| Arc::from(sensor.to_string()), |s| s.id.clone());
+        if self.clocks.note(sensor, &id, ClockProblem::Ahead, tokio::time::Instant::now()) {
+            tracing::warn!(sensor = %id, ahead_secs, max_future_skew_ms = self.max_future_skew_ms, "sensor clock ahead of this box: its readings are refused until it is set (or this box's clock is behind)");
+        }
+        Rejection::AheadOfClock { sensor: id.to_string(), ahead_secs }
     }
 
     /// A device's `seq` jumping forward means readings were lost before they reached us (a
@@ -255,12 +279,29 @@ mod tests {
         let config = Config::parse("t.toml", "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n", std::path::Path::new(".")).unwrap();
         let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0 };
         let sensors = SensorIndex::new(config.sensors.clone());
-        let mut ingest = Ingest::new(&config, sensors.clone(), booted_at_1970, Arc::new(Metrics::new()));
+        let mut ingest = Ingest::new(&config, sensors.clone(), booted_at_1970, Arc::new(Metrics::new()), Arc::default());
         let topic = "gridwatch/north-lane/house-07/telemetry";
         assert!(ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted, "stamped by an unset clock");
         let own_time = ingest.sample(topic, br#"{"x": 0.3, "ts": 1795392000000}"#).unwrap();
         assert!(!own_time.clock_untrusted, "the device's own time is kept");
-        let mut ingest = Ingest::new(&config, sensors, Clock::System, Arc::new(Metrics::new()));
+        let mut ingest = Ingest::new(&config, sensors, Clock::System, Arc::new(Metrics::new()), Arc::default());
         assert!(!ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted);
+    }
+
+    #[tokio::test]
+    async fn a_reading_stamped_past_the_skew_is_refused_counted_and_its_sensor_listed() {
+        let config = Config::parse("t.toml", "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[ingest]\nmax_future_skew_secs = 60\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n", std::path::Path::new(".")).unwrap();
+        let (metrics, clocks) = (Arc::new(Metrics::new()), Arc::new(SensorClocks::default()));
+        let mut ingest = Ingest::new(&config, SensorIndex::new(config.sensors.clone()), Clock::System, metrics.clone(), clocks.clone());
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        let now = Clock::System.now();
+        let in_skew = ingest.sample(topic, format!(r#"{{"x": 0.3, "ts": {}}}"#, now + 50_000).as_bytes()).unwrap();
+        assert_eq!(in_skew.ts, now + 50_000, "within the skew the device's time is kept");
+        let refused = ingest.sample(topic, format!(r#"{{"x": 0.3, "ts": {}}}"#, now + 86_400_000).as_bytes()).unwrap_err();
+        assert_eq!(refused.reason(), "ahead_of_clock");
+        assert!(matches!(&refused, Rejection::AheadOfClock { sensor, ahead_secs } if sensor == "house-07" && (86_399..=86_400).contains(ahead_secs)), "{refused:?}");
+        assert_eq!(metrics.rejected("ahead_of_clock"), 1);
+        assert_eq!(clocks.current(tokio::time::Instant::now()), vec![("house-07".into(), ClockProblem::Ahead)]);
+        assert!(ingest.sample(topic, br#"{"x": 0.3}"#).is_ok(), "the sensor's next reading is taken");
     }
 }

@@ -31,6 +31,8 @@ pub struct InstallerApi {
     pub clock: Clock,
     /// When the daemon started (a sensor not heard since is silent only after its grace).
     pub started_ms: i64,
+    /// Sensors whose clocks are off (refused as ahead, or re-anchored), for `/healthz`.
+    pub clocks: Arc<crate::sensor_clocks::SensorClocks>,
 }
 
 /// How many report intervals a sensor may miss before the box calls it silent.

@@ -113,6 +113,9 @@ async fn health(State(state): State<WebState>) -> impl IntoResponse {
         let more = if silent.len() > 5 { format!(" and {} more", silent.len() - 5) } else { String::new() };
         reasons.push(format!("{} sensor(s) silent for more than 3 report intervals: {}{more}", silent.len(), named.join(", ")));
     }
+    if let Some(clocks) = state.installer.as_ref().and_then(|api| api.clocks.health_reason(tokio::time::Instant::now())) {
+        reasons.push(clocks);
+    }
     let status = if reasons.is_empty() { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::json!({"status": if reasons.is_empty() { "ready" } else { "degraded" }, "reasons": reasons});
     (status, axum::Json(body))

@@ -1,0 +1,202 @@
+//! Sensors whose clocks are off, so that one bad time never switches a sensor's rules off.
+//!
+//! Two things can be wrong with a device's `ts` (readings stamped by this box cannot be):
+//!
+//! - **ahead**: further ahead of this box's clock than `[ingest] max_future_skew_secs`. The MQTT
+//!   source refuses such a reading (`payloads_rejected{reason="ahead_of_clock"}`) before it is
+//!   judged, stored or shown as the sensor's latest: accepted, it would become the time every
+//!   later reading is "older" than.
+//! - **stepped back**: the engine refuses a reading older than the sensor's last judged one
+//!   (`samples_out_of_order`). A short run of those is a redelivery; a sensor that keeps sending
+//!   older readings for `reanchor_after_readings` readings *and* `reanchor_after_secs` had its
+//!   clock reset or corrected. [`OutOfOrder`] says when; the pipeline then re-anchors it
+//!   (`Engine::rewind`, `sensor_clock_reanchors`) and judges the reading.
+//!
+//! [`SensorClocks`] remembers which sensors did either in the last [`WARN_FOR`], for `/healthz`
+//! and for one WARN per sensor and episode. Times here are monotonic (`tokio::time::Instant`):
+//! the wall clock is what may be wrong.
+//!
+//! Invariants: a sensor is listed at most once (with its latest problem); an entry older than
+//! [`WARN_FOR`] is not reported and is dropped at the next look.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a sensor stays listed after its clock was last seen off.
+pub const WARN_FOR: Duration = Duration::from_secs(3600);
+
+/// Sensors named in `/healthz` (the rest are counted).
+pub const NAMED_IN_HEALTH: usize = 5;
+
+/// What was wrong with a sensor's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockProblem {
+    /// Readings stamped further ahead than the allowed skew (refused).
+    Ahead,
+    /// Readings kept coming older than the last judged one: re-anchored.
+    SteppedBack,
+}
+
+#[derive(Debug)]
+struct Noted {
+    id: Arc<str>,
+    problem: ClockProblem,
+    at: Instant,
+}
+
+/// Shared by the MQTT source, the pipeline and `/healthz`.
+#[derive(Debug, Default)]
+pub struct SensorClocks {
+    /// By inventory position.
+    noted: Mutex<BTreeMap<usize, Noted>>,
+}
+
+impl SensorClocks {
+    /// Notes a problem with a sensor's clock; `true` when it is news (not listed with this
+    /// problem in the last [`WARN_FOR`]), i.e. when the caller should log a WARN.
+    pub fn note(&self, sensor: usize, id: &Arc<str>, problem: ClockProblem, now: Instant) -> bool {
+        let mut noted = self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = |n: &Noted| n.problem == problem && now.saturating_duration_since(n.at) < WARN_FOR;
+        let news = !noted.get(&sensor).is_some_and(fresh);
+        noted.insert(sensor, Noted { id: id.clone(), problem, at: now });
+        news
+    }
+
+    /// The sensors whose clocks were off in the last [`WARN_FOR`], in inventory order.
+    pub fn current(&self, now: Instant) -> Vec<(Arc<str>, ClockProblem)> {
+        let mut noted = self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        noted.retain(|_, n| now.saturating_duration_since(n.at) < WARN_FOR);
+        noted.values().map(|n| (n.id.clone(), n.problem)).collect()
+    }
+
+    /// The `/healthz` reason, if any sensor's clock is off: names up to [`NAMED_IN_HEALTH`].
+    pub fn health_reason(&self, now: Instant) -> Option<String> {
+        let current = self.current(now);
+        if current.is_empty() {
+            return None;
+        }
+        let named: Vec<String> = current
+            .iter()
+            .take(NAMED_IN_HEALTH)
+            .map(|(id, problem)| match problem {
+                ClockProblem::Ahead => format!("{id} (ahead: readings refused)"),
+                ClockProblem::SteppedBack => format!("{id} (stepped back: re-anchored)"),
+            })
+            .collect();
+        let more = current.len().saturating_sub(NAMED_IN_HEALTH);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let ahead = current.iter().filter(|(_, p)| *p == ClockProblem::Ahead).count();
+        // Many devices ahead at once is more likely this box's clock being behind (issue 20).
+        let hint = if ahead >= 2 && ahead == current.len() { "; if all devices are ahead, check this box's clock" } else { "" };
+        Some(format!("{} sensor clock(s) off in the last hour: {}{more}{hint}", current.len(), named.join(", ")))
+    }
+}
+
+/// When a sensor's run of out-of-order readings means its clock went back (pipeline-owned).
+#[derive(Debug)]
+pub struct OutOfOrder {
+    /// Sensors in a run: readings refused so far and when the run began. Only sensors in a run
+    /// are here.
+    runs: HashMap<usize, (u32, Instant)>,
+    after_readings: u32,
+    after: Duration,
+}
+
+impl OutOfOrder {
+    pub fn new(after_readings: u32, after: Duration) -> OutOfOrder {
+        OutOfOrder { runs: HashMap::new(), after_readings: after_readings.max(1), after }
+    }
+
+    /// A sensor's reading was judged: its run (if any) is over.
+    pub fn in_order(&mut self, sensor: usize) {
+        if !self.runs.is_empty() {
+            self.runs.remove(&sensor);
+        }
+    }
+
+    /// A sensor's reading was older than its last judged one. `true`: the run is long enough
+    /// in readings and in time, re-anchor the sensor now (the run is over).
+    pub fn refused(&mut self, sensor: usize, now: Instant) -> bool {
+        let (count, since) = self.runs.entry(sensor).or_insert((0, now));
+        *count = count.saturating_add(1);
+        let due = *count >= self.after_readings && now.saturating_duration_since(*since) >= self.after;
+        if due {
+            self.runs.remove(&sensor);
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(text: &str) -> Arc<str> {
+        text.into()
+    }
+
+    #[test]
+    fn a_sensor_is_news_once_per_problem_and_hour() {
+        let clocks = SensorClocks::default();
+        let t0 = Instant::now();
+        assert!(clocks.note(3, &id("pond-3"), ClockProblem::Ahead, t0));
+        assert!(!clocks.note(3, &id("pond-3"), ClockProblem::Ahead, t0 + Duration::from_secs(60)), "warned already");
+        assert!(clocks.note(3, &id("pond-3"), ClockProblem::SteppedBack, t0 + Duration::from_secs(120)), "a new problem is news");
+        assert!(clocks.note(3, &id("pond-3"), ClockProblem::SteppedBack, t0 + Duration::from_secs(120) + WARN_FOR), "news again after an hour");
+    }
+
+    #[test]
+    fn health_names_the_sensors_and_forgets_them_after_an_hour() {
+        let clocks = SensorClocks::default();
+        let t0 = Instant::now();
+        assert_eq!(clocks.health_reason(t0), None);
+        clocks.note(7, &id("house-07"), ClockProblem::Ahead, t0);
+        clocks.note(2, &id("pond-2"), ClockProblem::SteppedBack, t0);
+        assert_eq!(
+            clocks.health_reason(t0 + Duration::from_secs(10)).as_deref(),
+            Some("2 sensor clock(s) off in the last hour: pond-2 (stepped back: re-anchored), house-07 (ahead: readings refused)")
+        );
+        assert_eq!(clocks.health_reason(t0 + WARN_FOR), None);
+        assert!(clocks.current(t0).is_empty(), "dropped, not just hidden");
+    }
+
+    #[test]
+    fn health_caps_the_list_and_hints_at_this_box_when_all_are_ahead() {
+        let clocks = SensorClocks::default();
+        let t0 = Instant::now();
+        for n in 0..8 {
+            clocks.note(n, &id(&format!("house-{n}")), ClockProblem::Ahead, t0);
+        }
+        let reason = clocks.health_reason(t0).unwrap();
+        assert!(reason.starts_with("8 sensor clock(s) off in the last hour: house-0 (ahead"), "{reason}");
+        assert!(reason.contains("house-4 (ahead: readings refused) and 3 more"), "{reason}");
+        assert!(!reason.contains("house-5"), "{reason}");
+        assert!(reason.ends_with("check this box's clock"), "{reason}");
+    }
+
+    #[test]
+    fn a_redelivered_burst_is_not_a_clock_step() {
+        let mut runs = OutOfOrder::new(3, Duration::from_secs(600));
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            assert!(!runs.refused(1, t0), "many old readings at once: a redelivery");
+        }
+        runs.in_order(1);
+        assert!(!runs.refused(1, t0 + Duration::from_secs(700)), "a new run begins");
+    }
+
+    #[test]
+    fn a_long_run_of_older_readings_re_anchors_once() {
+        let mut runs = OutOfOrder::new(3, Duration::from_secs(600));
+        let t0 = Instant::now();
+        let minutes = |m: u64| t0 + Duration::from_secs(60 * m);
+        assert!(!runs.refused(1, minutes(0)));
+        assert!(!runs.refused(1, minutes(5)));
+        assert!(!runs.refused(1, minutes(9)), "three readings, but not yet ten minutes");
+        assert!(!runs.refused(2, minutes(9)), "each sensor has its own run");
+        assert!(runs.refused(1, minutes(10)), "three readings over ten minutes: the clock went back");
+        assert!(!runs.refused(1, minutes(11)), "the run starts over after a re-anchor");
+    }
+}
