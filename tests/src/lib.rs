@@ -13,9 +13,13 @@
 //! - [`Publisher`]: a device-like MQTT publisher that knows exactly which readings the broker
 //!   acknowledged (the external oracle of the durability tests).
 //!
+//! - [`alarm_quality`]: the alarm-quality corpus and scorer (no services: the pure rule engine
+//!   over generated sensor histories; `gridwatch-alarm-eval`, docs/ALARM-QUALITY.md).
+//!
 //! A service that cannot be started fails the test with the reason (and the package to
 //! install); nothing is skipped.
 
+pub mod alarm_quality;
 mod browser;
 mod publisher;
 mod services;

@@ -1,0 +1,59 @@
+//! gridwatch-alarm-eval: replays the alarm-quality corpus through the shipped rule packs and
+//! prints the scores (docs/ALARM-QUALITY.md).
+//!
+//! ```sh
+//! cargo run --release -p gridwatch-tests --bin gridwatch-alarm-eval -- --scale 1
+//! cargo run --release -p gridwatch-tests --bin gridwatch-alarm-eval -- --box-years 20 --format json
+//! ```
+//!
+//! Exit code 0 whatever the scores (1 with `--strict` when a target is missed).
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use gridwatch_rules::{builtin_packs, RuleSet};
+use gridwatch_tests::alarm_quality::{corpus::Size, report, score};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Alarm-quality corpus replayed through the shipped rule packs: false alarms, misses, delays")]
+struct Args {
+    /// Corpus size: 1.0 = 100 box-years per healthy sub-family and matching numbers of the rest.
+    #[arg(long, default_value_t = 1.0, conflicts_with = "box_years")]
+    scale: f64,
+    /// Corpus size as box-years per healthy sub-family (scales the other families alike).
+    #[arg(long)]
+    box_years: Option<f64>,
+    #[arg(long, default_value_t = 17)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Worker threads (default: the available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Exit with 1 when a target is missed.
+    #[arg(long)]
+    strict: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let scale = args.box_years.map_or(args.scale, |years| years / 100.0);
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let rules = RuleSet::compile(&builtin_packs()).map_err(|e| anyhow::anyhow!("{e}")).context("compiling the shipped packs")?;
+    let size = Size::scaled(scale);
+    let (results, wall) = score::run(&rules, &size, args.seed, threads);
+    let scores = score::score(&rules, &results, args.seed, wall, threads);
+    match args.format {
+        Format::Text => print!("{}", report::text(&scores)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report::json(&scores))?),
+    }
+    if args.strict && !scores.violations().is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
