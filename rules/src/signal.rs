@@ -21,13 +21,14 @@ pub const MAX_WINDOW_SAMPLES: usize = 512;
 /// How many points a `change_over` history keeps across its window: the change is measured
 /// over between one window and one window plus 1/32 of it.
 const HISTORY_POINTS: i64 = 32;
-/// How many points a time window of smoothing keeps across its length at most: readings closer
-/// together than 1/48 of the window replace the newest point instead of adding one. A one-hour
+/// How many points a time window of smoothing keeps across its length at most (plus the two
+/// newest readings): readings closer together than 1/48 of the window are thinned out. A one-hour
 /// median of one-minute readings keeps every other reading; a `median 24h` (the daily level of
 /// a wall, whose thermal swing a median over a whole day cancels) one point per half hour —
 /// 384 bytes per sensor however fast it reports.
 const SMOOTH_POINTS: i64 = 48;
-/// How many points a `recent` baseline keeps per field across its window at most.
+/// How many points a `recent` baseline keeps per field across its window at most (plus the two
+/// newest readings).
 const RECENT_POINTS: i64 = 8;
 /// The fewest points a `recent` baseline takes a median of: with fewer, one bad reading could be
 /// the reference.
@@ -361,17 +362,17 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
     })
 }
 
-/// Adds `point` as the newest, keeping points at least `spacing` seconds apart except the
-/// newest: a point that follows the one before the newest too closely replaces the newest.
+/// Adds `point` as the newest, keeping points at least `spacing` seconds apart except the two
+/// newest readings: the second newest stays only if it lies `spacing` after the point before. Keeping two raw readings at the end means a window that holds little yet
+/// (just after a start, or after a gap) still takes a median of three, so one bad reading cannot
+/// be half of it.
 fn thin_push(points: &mut Points, point: Point, spacing: i64) {
-    let crowded = points.len() >= 2 && point.second() - points[points.len() - 2].second() < spacing;
-    if crowded {
-        if let Some(newest) = points.last_mut() {
-            *newest = point;
-        }
-    } else {
-        points.push(point);
+    let len = points.len();
+    if len >= 3 && points[len - 2].second() - points[len - 3].second() < spacing {
+        // The second newest would be kept too close to the point before it.
+        points.remove(len - 2);
     }
+    points.push(point);
 }
 
 thread_local! {
@@ -529,6 +530,52 @@ mod tests {
         let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Samples(3) }), None);
         let out = run(&s, &[(0, 1.0), (1, 1.0), (2, 9.0), (3, 1.0)]);
         assert_eq!(out, vec![None, None, Some(1.0), Some(1.0)], "no value until the window is full");
+    }
+
+    #[test]
+    fn a_daily_median_keeps_a_bounded_number_of_points_and_cancels_the_daily_swing() {
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN) }), None);
+        let (mut stage, mut transform) = (StageState::default(), TransformState::default());
+        let mut last = None;
+        for m in 0..(3 * 24 * 60) {
+            // A level of 1.0 with a daily swing of ±0.5 and one reading a minute.
+            let swing = 0.5 * (m as f64 / (24.0 * 60.0) * std::f64::consts::TAU).sin();
+            last = s.observe(&mut stage, &mut transform, m * MIN, &|_| Some(1.0 + swing));
+            let kept = stage.0.as_ref().map_or(0, |kept| kept.smooth.len());
+            assert!(kept <= SMOOTH_POINTS as usize + 3, "minute {m}: {kept} points");
+        }
+        let level = last.unwrap();
+        assert!((level - 1.0).abs() < 0.05, "the daily median is the level, not the swing: {level}");
+    }
+
+    #[test]
+    fn a_new_window_never_takes_half_of_one_bad_reading() {
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN) }), None);
+        let out = run(&s, &[(0, 0.1), (MIN, 0.1), (2 * MIN, 0.1), (3 * MIN, 0.1), (4 * MIN, 9.0)]);
+        assert_eq!(out[4], Some(0.1f32 as f64), "{out:?}");
+    }
+
+    #[test]
+    fn a_recent_baseline_measures_the_change_from_where_each_field_just_was() {
+        let s = Signal {
+            expr: ValueExpr::parse("hypot(x, y)").unwrap(),
+            baseline: Some(BaselineSpec::Recent { window_ms: 60 * MIN }),
+            relative: Relative::Difference,
+            smooth: None,
+            transform: None,
+        };
+        let (mut stage, mut transform) = (StageState::default(), TransformState::default());
+        // Mounted 0.8° off along x; the jump of 0.1° goes along y, at right angles.
+        let reading = |m: i64| if m < 30 { (0.8, 0.0) } else { (0.8, 0.1) };
+        let mut out = Vec::new();
+        for m in 0..32 {
+            let (x, y) = reading(m);
+            out.push(s.observe(&mut stage, &mut transform, m * MIN, &|name| Some(if name == "x" { x } else { y })));
+        }
+        assert_eq!(&out[..3], &[None, None, None], "three readings make the first reference");
+        assert!(out[29].unwrap() < 1e-6, "{out:?}");
+        assert!((out[30].unwrap() - 0.1).abs() < 1e-6 && (out[31].unwrap() - 0.1).abs() < 1e-6, "{out:?}");
+        assert_eq!(serde_json::from_str::<StageState>(&serde_json::to_string(&stage).unwrap()).unwrap(), stage, "saved and read back");
     }
 
     #[test]
