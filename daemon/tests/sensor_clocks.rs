@@ -1,0 +1,163 @@
+//! A device clock that is off never switches a sensor's rules off (issue 17): the real binary
+//! against mosquitto and a webhook receiver. A reading stamped a day ahead is refused and
+//! counted, and the sensor's next, correctly stamped readings still raise their alarm; a sensor
+//! whose clock went back is re-anchored and judged again.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{metric, metrics, Daemon, SECOND};
+use gridwatch_tests::{free_port, wait_for, Mosquitto, WebhookReceiver};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const DAY_MS: i64 = 86_400_000;
+
+const RULES: &str = r#"
+[[rule]]
+id = "test-do-low"
+kind = "water"
+value = "do"
+below = 2.0
+severity = "alarm"
+"#;
+
+fn config(mosquitto: &Mosquitto, webhook: &WebhookReceiver, http_port: u16, ingest: &str) -> String {
+    format!(
+        r#"
+state_dir = "state"
+
+[mqtt]
+broker = "{broker}"
+client_id = "gw-clocks-{pid}-{http_port}"
+
+[[sensor]]
+id = "pond-01"
+kind = "water"
+site = "east-canal"
+
+[[sensor]]
+id = "canal-02"
+kind = "water"
+site = "east-canal"
+
+[rules]
+builtin_packs = false
+paths = ["rules.toml"]
+
+[ingest]
+{ingest}
+
+[[alerts.webhook]]
+name = "office"
+url = "{hook}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+"#,
+        broker = mosquitto.url(),
+        pid = std::process::id(),
+        hook = webhook.url(),
+    )
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn water(r#do: f64, ts: i64) -> String {
+    format!(r#"{{"do": {do}, "ts": {ts}}}"#)
+}
+
+async fn healthz(port: u16) -> serde_json::Value {
+    reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.unwrap().json().await.unwrap()
+}
+
+/// Starts the daemon and waits until a reading of the other probe (`pond-01`) is judged, so
+/// `canal-02` has seen nothing yet.
+async fn start(mosquitto: &Mosquitto, webhook: &WebhookReceiver, ingest: &str) -> (Daemon, tempfile::TempDir, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
+    std::fs::write(dir.path().join("gridwatch.toml"), config(mosquitto, webhook, http_port, ingest)).unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let t0 = now_ms() - 600_000;
+    let mut warmups = 0;
+    let ready = wait_for(20 * SECOND, || {
+        warmups += 1;
+        mosquitto.publish("gridwatch/east-canal/pond-01/telemetry", &water(7.0, t0 + warmups * 1000)).unwrap();
+        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
+    })
+    .await;
+    assert!(ready, "gridwatch never accepted a reading: {:?}", daemon.stderr());
+    (daemon, dir, http_port)
+}
+
+/// Waits for the webhook to receive `canal-02`'s low-oxygen alarm.
+async fn canal_alarm(webhook: &WebhookReceiver) -> bool {
+    let fired = |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == "test-do-low" && b["sensor"] == "canal-02";
+    wait_for(20 * SECOND, || async { webhook.bodies().iter().any(fired) }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_stamped_a_day_ahead_is_refused_and_later_readings_still_raise_the_alarm() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let webhook = WebhookReceiver::start(Vec::new()).await;
+    let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, "max_future_skew_secs = 300").await;
+    let canal = "gridwatch/east-canal/canal-02/telemetry";
+
+    // A day ahead (the old limit let exactly this through, and then nothing after it counted).
+    mosquitto.publish(canal, &water(7.0, now_ms() + DAY_MS)).unwrap();
+    let refused = wait_for(10 * SECOND, || async {
+        metric(&metrics(http_port).await, r#"gridwatch_payloads_rejected_total{reason="ahead_of_clock"}"#) == Some(1.0)
+    })
+    .await;
+    assert!(refused, "not counted as ahead_of_clock:\n{}", metrics(http_port).await);
+
+    // Then correctly stamped readings, low enough to raise the alarm.
+    let now = now_ms();
+    for i in 0..3 {
+        mosquitto.publish(canal, &water(1.2, now - 30_000 + i * 1000)).unwrap();
+    }
+    assert!(canal_alarm(&webhook).await, "the alarm never fired; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+
+    let text = metrics(http_port).await;
+    assert_eq!(metric(&text, "gridwatch_samples_out_of_order_total"), Some(0.0), "the refused reading was not taken as the sensor's time");
+    assert_eq!(metric(&text, "gridwatch_sensor_clock_reanchors_total"), Some(0.0), "refused, not re-anchored");
+    let health = healthz(http_port).await;
+    let reasons = health["reasons"].to_string();
+    assert!(reasons.contains("canal-02 (ahead: readings refused)"), "{health}");
+    assert!(!reasons.contains("pond-01"), "{health}");
+
+    daemon.stop();
+    let warned: Vec<String> = daemon.stderr().into_iter().filter(|l| l.contains("WARN") && l.contains("sensor clock ahead")).collect();
+    assert_eq!(warned.len(), 1, "one warning: {warned:?}");
+    assert!(warned[0].contains("sensor=canal-02"), "{warned:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_whose_clock_went_back_is_re_anchored_and_judged_again() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let webhook = WebhookReceiver::start(Vec::new()).await;
+    let ingest = "max_future_skew_secs = 7200\nreanchor_after_readings = 3\nreanchor_after_secs = 0";
+    let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, ingest).await;
+    let canal = "gridwatch/east-canal/canal-02/telemetry";
+
+    // An hour ahead is within this box's skew: judged, and the sensor's time is now an hour on.
+    mosquitto.publish(canal, &water(7.0, now_ms() + 3_600_000)).unwrap();
+    // Its clock is then set right: every reading is older than the last judged one.
+    let now = now_ms();
+    for i in 0..4 {
+        mosquitto.publish(canal, &water(1.2, now + i * 1000)).unwrap();
+    }
+    assert!(canal_alarm(&webhook).await, "the alarm never fired; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+    let text = metrics(http_port).await;
+    assert_eq!(metric(&text, "gridwatch_sensor_clock_reanchors_total"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "gridwatch_samples_out_of_order_total"), Some(3.0), "three refused, the third re-anchored and judged: {text}");
+    let health = healthz(http_port).await;
+    assert!(health["reasons"].to_string().contains("canal-02 (stepped back: re-anchored)"), "{health}");
+
+    daemon.stop();
+    let warned = daemon.stderr().into_iter().filter(|l| l.contains("WARN") && l.contains("sensor clock went back") && l.contains("sensor=canal-02")).count();
+    assert_eq!(warned, 1);
+}
