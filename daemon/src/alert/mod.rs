@@ -782,7 +782,7 @@ pub(crate) mod tests {
     #[test]
     fn messages_are_rendered_in_each_language() {
         let rules = gridwatch_rules::RuleSet::compile(&gridwatch_rules::builtin_packs()).unwrap();
-        let rule = rules.rules.iter().find(|r| r.id == "tilt-change").unwrap();
+        let rule = rules.rules.iter().find(|r| r.id == "tilt-danger").unwrap();
         let sensor = crate::demo::sensors().remove(2);
         let event = RuleEvent {
             rule: gridwatch_rules::RuleId(0),
@@ -798,7 +798,7 @@ pub(crate) mod tests {
         };
         let alert = Alert::new(&event, rule, &sensor);
         assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.31‰ since installation — danger");
-        assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.31‰，红色预警");
+        assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.31‰，已达危险值，红色预警");
         assert_eq!(alert.message(), alert.messages["en"]);
     }
 
