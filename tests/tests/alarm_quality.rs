@@ -22,7 +22,7 @@ fn shipped_packs_meet_the_alarm_quality_targets_on_the_reduced_corpus() {
 #[test]
 fn the_corpus_is_the_same_for_the_same_seed() {
     use gridwatch_tests::alarm_quality::corpus::cases;
-    let size = Size { healthy_box_years: 1.0, creeps_per_band: 1, jumps: 2, lean_jumps: 1, faults_per_kind: 1, water_years: 0.25 };
+    let size = Size { healthy_box_years: 1.0, creeps_per_band: 1, jumps: 2, lean_jumps: 1, building_jumps: 1, faults_per_kind: 1, water_years: 0.25 };
     let specs = cases(&size, 5);
     assert_eq!(specs, cases(&size, 5));
     for spec in specs.iter().filter(|s| s.index < 1) {

@@ -34,7 +34,7 @@ impl Family {
 
 /// The healthy sub-families, by seasonal amplitude (‰).
 pub const HEALTHY_KINDS: [(&str, f64, f64); 2] = [("seasonal <= 0.5 permille", 0.0, 0.5), ("seasonal 0.5-1 permille", 0.5, 1.0)];
-pub const JUMP_KINDS: [&str; 2] = ["jump", "lean then jump"];
+pub const JUMP_KINDS: [&str; 3] = ["jump of one box", "lean then jump of one box", "jump of the whole building"];
 
 /// How many cases of each family a run holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +45,8 @@ pub struct Size {
     pub creeps_per_band: usize,
     pub jumps: usize,
     pub lean_jumps: usize,
+    /// Jumps of every box of a building of 2–3.
+    pub building_jumps: usize,
     pub faults_per_kind: usize,
     /// Sensor-years per water sub-family (probes of a year; fouling probes of 90 days).
     pub water_years: f64,
@@ -54,7 +56,7 @@ impl Size {
     /// The size the test suite runs (tests/alarm_quality.rs): a few box-years, a case or two
     /// of everything, well under a minute in a debug build on two cores.
     pub fn reduced() -> Size {
-        Size { healthy_box_years: 3.0, creeps_per_band: 1, jumps: 16, lean_jumps: 4, faults_per_kind: 2, water_years: 0.25 }
+        Size { healthy_box_years: 3.0, creeps_per_band: 1, jumps: 16, lean_jumps: 4, building_jumps: 4, faults_per_kind: 2, water_years: 0.25 }
     }
 
     /// The full size times `scale` (at least one case of everything).
@@ -65,6 +67,7 @@ impl Size {
             creeps_per_band: at_least_one(30.0),
             jumps: at_least_one(240.0),
             lean_jumps: at_least_one(60.0),
+            building_jumps: at_least_one(60.0),
             faults_per_kind: at_least_one(20.0),
             water_years: (20.0 * scale).max(1.0),
         }
@@ -105,6 +108,7 @@ pub fn cases(size: &Size, seed: u64) -> Vec<CaseSpec> {
     }
     push(Family::Jump, JUMP_KINDS[0], 0, size.jumps);
     push(Family::Jump, JUMP_KINDS[1], 1, size.lean_jumps);
+    push(Family::Jump, JUMP_KINDS[2], 2, size.building_jumps);
     for (kind, sub) in FAULT_KINDS.iter().enumerate() {
         push(Family::Fault, sub, kind, size.faults_per_kind);
     }
@@ -150,10 +154,11 @@ impl CaseSpec {
                 walls(&mut rng, &name, boxes, (0.0, 1.0), |rng, install, _| creep(rng, target, install, (low, high)))
             }
             Family::Jump => {
-                let boxes = rng.usize(1..=3);
+                let whole = self.kind == 2;
+                let boxes = if whole { rng.usize(2..=3) } else { rng.usize(1..=3) };
                 let target = rng.usize(0..boxes);
                 let lean = self.kind == 1;
-                walls(&mut rng, &name, boxes, (0.0, 1.0), |rng, install, walls| jump(rng, target, install, walls[target].offset_dir(), lean))
+                walls(&mut rng, &name, boxes, (0.0, 1.0), |rng, install, walls| jump(rng, target, install, walls[target].offset_dir(), lean, whole))
             }
             Family::Fault => {
                 let boxes = rng.usize(2..=3);
@@ -190,15 +195,16 @@ fn walls(
     let boxes: Vec<WallBox> = (0..boxes).map(|_| WallBox::draw(rng, start, provisional_end)).collect();
     let (movement, truth, end) = plan(rng, start, &boxes);
     let weather = Weather::draw(rng, seasonal, start, end.max(provisional_end));
-    let target = match truth {
-        Truth::Creep { target, .. } | Truth::Jump { target, .. } => Some(target),
-        _ => None,
+    let (target, moves_all) = match truth {
+        Truth::Creep { target, .. } => (Some(target), false),
+        Truth::Jump { target, whole_building, .. } => (Some(target), whole_building),
+        _ => (None, false),
     };
     let streams = boxes
         .iter()
         .enumerate()
         .map(|(i, wall)| {
-            let moving = if Some(i) == target { movement } else { Movement::None };
+            let moving = if Some(i) == target || moves_all { movement } else { Movement::None };
             let mut wall = wall.clone();
             // Gaps only while the wall is healthy: a gap hiding a movement would be another test.
             if target.is_some() {

@@ -113,8 +113,9 @@ pub enum Truth {
     /// crosses 1.5‰ at `at_1_5` and 2‰ at `at_2`.
     Creep { target: usize, start: Millis, rate_per_day: f64, at_1_5: Millis, at_2: Millis, until: Millis },
     /// Box `target` jumps by `size_deg` at `at`, `relative_deg` from its mounting offset's
-    /// direction (after a lean of `lean_per_day` ‰/day, if any).
-    Jump { target: usize, at: Millis, size_deg: f64, relative_deg: f64, lean_per_day: f64 },
+    /// direction (after a lean of `lean_per_day` ‰/day, if any); with `whole_building`, every
+    /// box of the building jumps alike.
+    Jump { target: usize, at: Millis, size_deg: f64, relative_deg: f64, lean_per_day: f64, whole_building: bool },
     /// Box `target` of a building of several goes wrong at `onset`.
     Fault { target: usize, onset: Millis },
     /// A water probe; `onset` of fouling or the first calibration step, if any.

@@ -54,13 +54,14 @@ pub fn creep(rng: &mut fastrand::Rng, target: usize, install: Millis, band: (f64
     (movement, truth, until + 3 * DAY)
 }
 
-/// A jump of box `target` (mounted with its offset in direction `offset_dir`) 3–10 days after
-/// `install`, or after a lean when `lean` is set; returns the movement, its truth and the case's
+/// A jump of box `target` (mounted with its offset in direction `offset_dir`; with
+/// `whole_building`, of every box alike) 3–8 days after `install`, or after a lean when `lean`
+/// is set; returns the movement, its truth and the case's
 /// end (a day after the jump).
 ///
 /// Sizes: a quarter exactly 0.1°, the rest 0.1–0.5°. Directions relative to the offset: a
 /// quarter exactly at right angles, a tenth exactly along it (either way), the rest uniform.
-pub fn jump(rng: &mut fastrand::Rng, target: usize, install: Millis, offset_dir: f64, lean: bool) -> (Movement, Truth, Millis) {
+pub fn jump(rng: &mut fastrand::Rng, target: usize, install: Millis, offset_dir: f64, lean: bool, whole_building: bool) -> (Movement, Truth, Millis) {
     let size_deg = if rng.u8(0..4) == 0 { 0.1 } else { uniform(rng, 0.1, 0.5) };
     let relative_deg = match rng.u8(0..20) {
         0..=4 => if rng.bool() { 90.0 } else { 270.0 },
@@ -79,6 +80,6 @@ pub fn jump(rng: &mut fastrand::Rng, target: usize, install: Millis, offset_dir:
         (0.0, 0.0, lean_start + rng.i64(0..DAY))
     };
     let movement = Movement::Jump { lean_start, rate, lean_dir, at, dx: size * dir.cos(), dy: size * dir.sin() };
-    let truth = Truth::Jump { target, at, size_deg, relative_deg, lean_per_day: rate };
+    let truth = Truth::Jump { target, at, size_deg, relative_deg, lean_per_day: rate, whole_building };
     (movement, truth, at + DAY)
 }

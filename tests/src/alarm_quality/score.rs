@@ -358,12 +358,12 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                     }
                 }
             }
-            (&Truth::Jump { target, at, size_deg, relative_deg, .. }, _) => {
+            (&Truth::Jump { target, at, size_deg, relative_deg, whole_building, .. }, _) => {
                 let slow = r.target_interval_ms > 4 * MINUTE;
                 let row = &mut s.jumps[r.spec.kind * 2 + usize::from(slow)];
                 row.cases += 1;
                 let limit = if slow { 2 * r.target_interval_ms } else { 10 * MINUTE };
-                let reds: Vec<(Millis, &Incident)> = grid().filter(|i| i.concerns(target)).filter_map(|i| i.reached[Severity::Danger as usize].map(|t| (t, i))).collect();
+                let reds: Vec<(Millis, &Incident)> = grid().filter(|i| whole_building || i.concerns(target)).filter_map(|i| i.reached[Severity::Danger as usize].map(|t| (t, i))).collect();
                 row.red_before += reds.iter().filter(|(t, _)| *t < at).count() as u64;
                 match reds.iter().filter(|(t, _)| *t >= at).min_by_key(|(t, _)| *t) {
                     Some(&(t, i)) => {
@@ -381,8 +381,8 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                         row.missed_perpendicular += usize::from(perpendicular);
                         row.missed_exact_0_1 += usize::from(size_deg == 0.1);
                         row.missed_multi_box += usize::from(r.boxes > 1);
-                        let worst = grid().filter(|i| i.concerns(target) && i.opened >= at).map(|i| i.max).max();
-                        example("jump missed", format!("{name}: {size_deg:.3}° at {relative_deg:.0}° from the offset, every {} min, {} box(es): no red (worst {worst:?})", r.target_interval_ms / MINUTE, r.boxes), &mut s.examples);
+                        let worst = grid().filter(|i| (whole_building || i.concerns(target)) && i.opened >= at).map(|i| i.max).max();
+                        example("jump missed", format!("{name} ({}): {size_deg:.3}° at {relative_deg:.0}° from the offset, every {} min, {} box(es): no red (worst {worst:?})", r.spec.sub, r.target_interval_ms / MINUTE, r.boxes), &mut s.examples);
                     }
                 }
             }
