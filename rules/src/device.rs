@@ -91,24 +91,41 @@ pub struct FlatState {
     /// When the run of identical values began.
     pub run_since: Millis,
     pub open: bool,
+    /// The longest run of one value this sensor had that ended by itself, at most
+    /// [`LONGEST_RUN_KEPT`] (absent from files saved before it was kept).
+    #[serde(default)]
+    pub longest_ms: Millis,
 }
 
+/// How much longer than its longest ordinary run a box must repeat itself to count as stuck,
+/// for a flat line given as a duration: a box that rounds its readings (0.01°) sits on one value
+/// for hours at the top of a wall's daily swing, one with a noisy last digit never does.
+pub const STUCK_RUN_FACTOR: Millis = 4;
+/// The longest ordinary run kept: a box that once sat still for days must still be told stuck
+/// within [`STUCK_RUN_FACTOR`] times this.
+pub const LONGEST_RUN_KEPT: Millis = 6 * 3_600_000;
+
 impl FlatState {
-    /// Opens once `samples` identical values in a row have lasted `lasting_ms`.
+    /// Opens once `samples` identical values in a row have lasted `lasting_ms` — and, when
+    /// `lasting_ms` is set, [`STUCK_RUN_FACTOR`] times the longest run the sensor had before.
     pub fn observe(&mut self, value: f64, at: Millis, samples: u32, lasting_ms: Millis) -> Option<Change> {
         if self.last.get() == Some(value) {
             self.repeats = self.repeats.saturating_add(1);
         } else {
+            let since = self.run_since;
+            if !self.open && self.repeats > 0 {
+                self.longest_ms = self.longest_ms.max((at - since).min(LONGEST_RUN_KEPT));
+            }
             self.last = LastValue::of(value);
             self.repeats = 1;
-            let since = self.run_since;
             self.run_since = at;
             if self.open {
                 self.open = false;
                 return Some(Change::Closed { since });
             }
         }
-        if !self.open && self.repeats >= samples && at - self.run_since >= lasting_ms {
+        let needed = if lasting_ms > 0 { lasting_ms.max(STUCK_RUN_FACTOR * self.longest_ms) } else { 0 };
+        if !self.open && self.repeats >= samples && at - self.run_since >= needed {
             self.open = true;
             return Some(Change::Opened { since: self.run_since });
         }
@@ -147,6 +164,24 @@ mod tests {
         let mut s = SilenceState::default();
         assert_eq!(s.tick(0, 100), None);
         assert_eq!(s.tick(101, 100), Some(Change::Opened { since: 0 }));
+    }
+
+    #[test]
+    fn a_box_that_rounds_its_readings_must_repeat_itself_much_longer_than_usual() {
+        const HOUR: Millis = 3_600_000;
+        let mut f = FlatState::default();
+        // Every 10 minutes; the value sits for 3 hours, then changes: an ordinary run.
+        for step in 0..=18 {
+            assert_eq!(f.observe(1.0, step * HOUR / 6, 3, 2 * HOUR), if step == 12 { Some(Change::Opened { since: 0 }) } else { None });
+        }
+        assert_eq!(f.observe(1.01, 3 * HOUR + HOUR / 6, 3, 2 * HOUR), Some(Change::Closed { since: 0 }));
+        let mut quantised = FlatState::default();
+        quantised.observe(1.0, 0, 3, 2 * HOUR);
+        quantised.observe(1.01, 3 * HOUR, 3, 2 * HOUR);
+        assert_eq!(quantised.longest_ms, 3 * HOUR, "a run that ended by itself is learned");
+        let opened: Vec<_> = (1..=80).filter_map(|step| quantised.observe(1.01, 3 * HOUR + step * HOUR / 6, 3, 2 * HOUR)).collect();
+        assert_eq!(opened, vec![Change::Opened { since: 3 * HOUR }], "stuck only after 4 × 3 h");
+        assert_eq!(serde_json::from_str::<FlatState>(r#"{"last":null,"repeats":0,"run_since":0,"open":false}"#).unwrap(), FlatState::default());
     }
 
     #[test]

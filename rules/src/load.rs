@@ -461,6 +461,8 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
 
 /// The most consecutive `change_over` windows a rule may ask for.
 const MAX_CONSECUTIVE_WINDOWS: u32 = 12;
+/// The most readings a `steady` smoothing may ask for.
+const MAX_STEADY_READINGS: usize = 8;
 /// The most sensors of one building an `agree` rule may ask for.
 const MAX_AGREE: u32 = 16;
 
@@ -515,8 +517,13 @@ fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smoo
     let method = match method {
         "median" => SmoothMethod::Median,
         "mean" => SmoothMethod::Mean,
+        "steady" => SmoothMethod::Steady,
         _ => {
-            check.error(text.span(), "smooth", format!("`{value}`: expected \"median <window>\" or \"mean <window>\", e.g. \"median 1h\" or \"median 5\""));
+            check.error(
+                text.span(),
+                "smooth",
+                format!("`{value}`: expected \"median <window>\", \"mean <window>\" or \"steady <readings>\", e.g. \"median 1h\", \"median 5\" or \"steady 2\""),
+            );
             return None;
         }
     };
@@ -533,6 +540,10 @@ fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smoo
         Ok(n) => Window::Samples(n),
         Err(_) => Window::Time(window_length(check, &Spanned::new(text.span(), window.to_string()), "smooth")?),
     };
+    if method == SmoothMethod::Steady && !matches!(window, Window::Samples(2..=MAX_STEADY_READINGS)) {
+        check.error(text.span(), "smooth", format!("`{value}`: \"steady\" counts readings, 2 to {MAX_STEADY_READINGS}, e.g. \"steady 2\""));
+        return None;
+    }
     Some(Smooth { method, window })
 }
 

@@ -27,6 +27,13 @@ const HISTORY_POINTS: i64 = 32;
 /// a wall, whose thermal swing a median over a whole day cancels) one point per half hour —
 /// 384 bytes per sensor however fast it reports.
 const SMOOTH_POINTS: i64 = 48;
+/// How far apart readings that agree may lie, as a part of the movement they show: a wall or box
+/// that moved 0.1° stays within a few thousandths of a degree; two spikes in a row seldom land
+/// within a quarter of their size of each other.
+const STEADY_FRACTION: f64 = 0.25;
+/// The fewest readings a time window takes a median of, when it can hold that many of the
+/// sensor's: one reading alone (after a gap) could be a spike.
+pub const TIME_WINDOW_MIN_POINTS: usize = 3;
 /// How many points a `recent` baseline keeps per field across its window at most (plus the two
 /// newest readings).
 const RECENT_POINTS: i64 = 8;
@@ -63,6 +70,12 @@ pub enum Relative {
 pub enum SmoothMethod {
     Median,
     Mean,
+    /// Over the last n readings: the smallest value, when the readings agree with each other —
+    /// the expression over each step from one reading to the next is at most a quarter of it
+    /// ([`STEADY_FRACTION`]) — else
+    /// 0. A movement that stays (a wall or a box that jumped) passes; spikes, even two in a row
+    /// in different directions, and a box whose readings jump about do not.
+    Steady,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +127,7 @@ impl fmt::Display for Signal {
             let method = match smooth.method {
                 SmoothMethod::Median => "median",
                 SmoothMethod::Mean => "mean",
+                SmoothMethod::Steady => "steady",
             };
             let window = match smooth.window {
                 Window::Time(ms) => humanize(ms),
@@ -163,31 +177,40 @@ pub struct StageState(Option<Box<StageKept>>);
 struct StageKept {
     /// Recent raw values for smoothing.
     smooth: Points,
+    /// For `steady`: the expression over the steps between the recent readings, and the fields
+    /// of the previous reading.
+    steps: Points,
+    previous: smallvec::SmallVec<[f32; 2]>,
     /// For a `recent` baseline: each field's recent readings, in the order of the expression's
     /// fields.
     recent: Option<Box<RecentLevels>>,
 }
 
-/// A stage as saved (state format 3; `recent` is new and optional).
+/// A stage as saved (state format 3; `steps`, `previous` and `recent` are new and optional).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SavedStage {
     #[serde(with = "crate::window::packed")]
     smooth: Points,
+    #[serde(default, skip_serializing_if = "Points::is_empty", with = "crate::window::packed")]
+    steps: Points,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    previous: Vec<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::window::packed_lists")]
     recent: Option<Box<RecentLevels>>,
 }
 
 impl From<SavedStage> for StageState {
     fn from(saved: SavedStage) -> StageState {
-        let empty = saved.smooth.is_empty() && saved.recent.is_none();
-        StageState((!empty).then(|| Box::new(StageKept { smooth: saved.smooth, recent: saved.recent })))
+        let SavedStage { smooth, steps, previous, recent } = saved;
+        let empty = smooth.is_empty() && steps.is_empty() && previous.is_empty() && recent.is_none();
+        StageState((!empty).then(|| Box::new(StageKept { smooth, steps, previous: previous.into(), recent })))
     }
 }
 
 impl From<StageState> for SavedStage {
     fn from(state: StageState) -> SavedStage {
-        let kept = state.0.map(|kept| *kept).unwrap_or_default();
-        SavedStage { smooth: kept.smooth, recent: kept.recent }
+        let StageKept { smooth, steps, previous, recent } = state.0.map(|kept| *kept).unwrap_or_default();
+        SavedStage { smooth, steps, previous: previous.into_vec(), recent }
     }
 }
 
@@ -250,16 +273,41 @@ impl Signal {
     /// missing, or while a sample-count window or a `recent` baseline is not yet full. `field`
     /// returns a field's value already taken relative to a calibrated or learned baseline when
     /// the signal has one; a `recent` baseline is applied here.
-    pub fn stage(&self, state: &mut StageState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
+    ///
+    /// `interval_ms` is how often the sensor reports: a time window takes a median only of as
+    /// many readings as it can hold, up to [`TIME_WINDOW_MIN_POINTS`].
+    pub fn stage(&self, state: &mut StageState, at: Millis, interval_ms: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
+        let step = match self.smooth {
+            Some(Smooth { method: SmoothMethod::Steady, .. }) => Some(self.step_from_previous(state, field)?),
+            _ => None,
+        };
         let raw = match self.baseline {
             Some(BaselineSpec::Recent { window_ms }) => self.from_recent(state, at, window_ms, field)?,
             _ => self.expr.evaluate(field),
         }
         .filter(|v| v.is_finite())?;
-        match self.smooth {
-            None => Some(raw),
-            Some(smooth) => smooth_value(smooth, &mut state.0.get_or_insert_with(Box::default).smooth, at, raw),
+        match (self.smooth, step) {
+            (None, _) => Some(raw),
+            (Some(Smooth { window: Window::Samples(n), .. }), Some(step)) => steady_value(state.0.get_or_insert_with(Box::default), n, at, raw, step),
+            (Some(smooth), _) => smooth_value(smooth, &mut state.0.get_or_insert_with(Box::default).smooth, at, interval_ms, raw),
         }
+    }
+
+    /// The expression over the change of each field since the previous reading (a large number
+    /// for the first one), which becomes the previous reading. `None` when a field is missing.
+    fn step_from_previous(&self, state: &mut StageState, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
+        let fields = self.expr.fields();
+        let now: smallvec::SmallVec<[f64; 2]> = fields.iter().map(|name| field(name).filter(|v| v.is_finite())).collect::<Option<_>>()?;
+        let kept = state.0.get_or_insert_with(Box::default);
+        let step = (kept.previous.len() == fields.len()).then(|| {
+            let change = |name: &str| {
+                let position = fields.iter().position(|f| *f == name)?;
+                Some(now[position] - f64::from(kept.previous[position]))
+            };
+            self.expr.evaluate(&change).filter(|v| v.is_finite())
+        });
+        kept.previous = now.iter().map(|&v| v as f32).collect();
+        Some(step.flatten().unwrap_or(f64::from(f32::MAX)))
     }
 
     /// The expression over each field taken relative to the field's recent level, which this
@@ -325,15 +373,16 @@ impl Signal {
     }
 
     /// Both stages, for a signal with state of its own.
-    pub fn observe(&self, stage: &mut StageState, transform: &mut TransformState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
-        let staged = self.stage(stage, at, field)?;
+    pub fn observe(&self, stage: &mut StageState, transform: &mut TransformState, at: Millis, interval_ms: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
+        let staged = self.stage(stage, at, interval_ms, field)?;
         self.transform(transform, at, staged)
     }
 }
 
 /// The smoothed value with `value` added; `None` while a window of a number of samples is not
-/// yet full (the median of two readings would be their mean, and one knock would count).
-fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> Option<f64> {
+/// yet full (the median of two readings would be their mean, and one knock would count), or a
+/// time window holds fewer readings than it needs (just after a start or a gap).
+fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, interval_ms: Millis, value: f64) -> Option<f64> {
     let now = second_of(at);
     let point = Point::new(now, value);
     match smooth.window {
@@ -341,6 +390,10 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
             let seconds = window_seconds(window);
             thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1));
             drop_front(buffer, |p| p.second() <= now - seconds);
+            let fits = usize::try_from(window / interval_ms.max(1)).unwrap_or(usize::MAX);
+            if buffer.len() < fits.clamp(1, TIME_WINDOW_MIN_POINTS) {
+                return None;
+            }
         }
         Window::Samples(n) => {
             buffer.push(point);
@@ -354,12 +407,29 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
     let values = buffer.iter().map(|p| p.value());
     Some(match smooth.method {
         SmoothMethod::Mean => values.sum::<f64>() / buffer.len() as f64,
-        SmoothMethod::Median => SCRATCH.with_borrow_mut(|scratch| {
+        // `steady` is taken by `steady_value` (see `Signal::stage`); a median is its nearest kin.
+        SmoothMethod::Median | SmoothMethod::Steady => SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
             scratch.extend(values);
             median_in_place(scratch)
         }),
     })
+}
+
+/// `steady n`: the smallest of the last n values when every step between their readings is at
+/// most [`STEADY_FRACTION`] of it, else 0; `None` until there are n values.
+fn steady_value(kept: &mut StageKept, n: usize, at: Millis, value: f64, step: f64) -> Option<f64> {
+    let now = second_of(at);
+    kept.smooth.push(Point::new(now, value));
+    keep_newest(&mut kept.smooth, n);
+    kept.steps.push(Point::new(now, step));
+    keep_newest(&mut kept.steps, n - 1);
+    if kept.smooth.len() < n {
+        return None;
+    }
+    let smallest = kept.smooth.iter().map(|p| p.value()).fold(f64::INFINITY, f64::min);
+    let steady = kept.steps.iter().all(|p| p.value() <= smallest * STEADY_FRACTION);
+    Some(if steady { smallest } else { 0.0 })
 }
 
 /// Adds `point` as the newest, keeping points at least `spacing` seconds apart except the two
@@ -506,7 +576,7 @@ mod tests {
 
     fn run(signal: &Signal, values: &[(Millis, f64)]) -> Vec<Option<f64>> {
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
-        values.iter().map(|&(at, v)| signal.observe(&mut stage, &mut transform, at, &|_| Some(v))).collect()
+        values.iter().map(|&(at, v)| signal.observe(&mut stage, &mut transform, at, MIN, &|_| Some(v))).collect()
     }
 
     #[test]
@@ -515,13 +585,13 @@ mod tests {
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         assert_eq!(serde_json::to_string(&stage).unwrap(), r#"{"smooth":[]}"#, "nothing seen: an empty list");
         for (second, v) in [(0, 1.0), (1, 5.0)] {
-            s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(v));
+            s.observe(&mut stage, &mut transform, second * 1000, MIN, &|_| Some(v));
         }
         let saved = serde_json::to_string(&stage).unwrap();
         assert_eq!(saved, r#"{"smooth":[0,[1],[1.0,5.0]]}"#, "packed: first second, steps, values");
         let mut loaded: StageState = serde_json::from_str(&saved).unwrap();
         assert_eq!(loaded, stage);
-        assert_eq!(s.observe(&mut loaded, &mut transform, 2000, &|_| Some(2.0)), Some(2.0), "the median of 1, 5, 2");
+        assert_eq!(s.observe(&mut loaded, &mut transform, 2000, MIN, &|_| Some(2.0)), Some(2.0), "the median of 1, 5, 2");
         assert_eq!(serde_json::from_str::<StageState>(r#"{"smooth":[]}"#).unwrap(), StageState::default());
     }
 
@@ -540,7 +610,7 @@ mod tests {
         for m in 0..(3 * 24 * 60) {
             // A level of 1.0 with a daily swing of ±0.5 and one reading a minute.
             let swing = 0.5 * (m as f64 / (24.0 * 60.0) * std::f64::consts::TAU).sin();
-            last = s.observe(&mut stage, &mut transform, m * MIN, &|_| Some(1.0 + swing));
+            last = s.observe(&mut stage, &mut transform, m * MIN, MIN, &|_| Some(1.0 + swing));
             let kept = stage.0.as_ref().map_or(0, |kept| kept.smooth.len());
             assert!(kept <= SMOOTH_POINTS as usize + 3, "minute {m}: {kept} points");
         }
@@ -570,7 +640,7 @@ mod tests {
         let mut out = Vec::new();
         for m in 0..32 {
             let (x, y) = reading(m);
-            out.push(s.observe(&mut stage, &mut transform, m * MIN, &|name| Some(if name == "x" { x } else { y })));
+            out.push(s.observe(&mut stage, &mut transform, m * MIN, MIN, &|name| Some(if name == "x" { x } else { y })));
         }
         assert_eq!(&out[..3], &[None, None, None], "three readings make the first reference");
         assert!(out[29].unwrap() < 1e-6, "{out:?}");
@@ -581,8 +651,38 @@ mod tests {
     #[test]
     fn mean_over_time_window_forgets_old_values() {
         let s = signal("v", Some(Smooth { method: SmoothMethod::Mean, window: Window::Time(10 * MIN) }), None);
-        let out = run(&s, &[(0, 10.0), (5 * MIN, 20.0), (10 * MIN, 30.0)]);
+        let (mut stage, mut transform) = (StageState::default(), TransformState::default());
+        // A sensor reporting every 10 minutes: a window of 10 minutes holds one of its readings.
+        let out: Vec<_> = [(0, 10.0), (5 * MIN, 20.0), (10 * MIN, 30.0)]
+            .iter()
+            .map(|&(at, v)| s.observe(&mut stage, &mut transform, at, 10 * MIN, &|_| Some(v)))
+            .collect();
         assert_eq!(out, vec![Some(10.0), Some(15.0), Some(25.0)]);
+    }
+
+    #[test]
+    fn a_time_window_waits_for_three_readings_when_it_can_hold_them() {
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN) }), None);
+        // Reporting every minute, then silent for two hours, then a spike first.
+        let out = run(&s, &[(0, 1.0), (MIN, 1.0), (2 * MIN, 1.0), (3 * MIN, 1.0), (183 * MIN, 9.0), (184 * MIN, 1.0), (185 * MIN, 1.0)]);
+        assert_eq!(out, vec![None, None, Some(1.0), Some(1.0), None, None, Some(1.0)], "the spike after the gap is never the median");
+    }
+
+    #[test]
+    fn steady_passes_a_movement_that_stays_and_nothing_that_jumps_about() {
+        let s = signal("hypot(x, y)", Some(Smooth { method: SmoothMethod::Steady, window: Window::Samples(2) }), None);
+        let (mut stage, mut transform) = (StageState::default(), TransformState::default());
+        let mut feed = |at: Millis, x: f64, y: f64| s.observe(&mut stage, &mut transform, at, MIN, &|name| Some(if name == "x" { x } else { y }));
+        assert_eq!(feed(0, 0.0, 0.0), None, "two readings make the first value");
+        assert_eq!(feed(MIN, 0.0, 0.0), Some(0.0));
+        // Two spikes in a row, in different directions: large values, but they disagree.
+        assert_eq!(feed(2 * MIN, 0.5, 0.0), Some(0.0));
+        assert_eq!(feed(3 * MIN, 0.0, 0.4), Some(0.0));
+        assert_eq!(feed(4 * MIN, 0.0, 0.0), Some(0.0));
+        // A move to (0.1, 0.05) that stays.
+        assert_eq!(feed(5 * MIN, 0.1, 0.05), Some(0.0), "one reading is not yet a move");
+        let moved = feed(6 * MIN, 0.1, 0.052).unwrap();
+        assert!((moved - 0.1f64.hypot(0.05)).abs() < 1e-6, "{moved}");
     }
 
     #[test]
@@ -602,7 +702,7 @@ mod tests {
         let s = signal("v", None, Some(Transform::ChangeOver { window: 24 * 60 * MIN, windows: 1 }));
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         for second in 0..(3 * 24 * 3600) {
-            s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(1.0));
+            s.observe(&mut stage, &mut transform, second * 1000, MIN, &|_| Some(1.0));
         }
         let Some(Transformed::History(history)) = transform.0.as_deref() else { panic!("a change_over keeps a history") };
         assert!(history.len() <= HISTORY_POINTS as usize + 2, "{}", history.len());
@@ -625,7 +725,7 @@ mod tests {
         let s = signal("v", None, Some(Transform::ChangeOver { window: 60 * MIN, windows: 2 }));
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         for second in 0..(6 * 3600) {
-            s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(1.0));
+            s.observe(&mut stage, &mut transform, second * 1000, MIN, &|_| Some(1.0));
         }
         let Some(Transformed::History(history)) = transform.0.as_deref() else { panic!("a change_over keeps a history") };
         assert!(history.len() <= 2 * HISTORY_POINTS as usize + 2, "{}", history.len());
@@ -655,7 +755,7 @@ mod tests {
             let value = f64::from((seed >> 20) as u16) / 1000.0;
             let value = f64::from(value as f32);
             let expected = kept.iter().filter(|&&(t, _)| t >= at - 10 * MIN).map(|&(_, v)| (value - v).abs()).fold(0.0, f64::max);
-            let swing = s.observe(&mut stage, &mut transform, at, &|_| Some(value)).unwrap();
+            let swing = s.observe(&mut stage, &mut transform, at, MIN, &|_| Some(value)).unwrap();
             assert!((swing - expected).abs() < 1e-9, "step {step}: {swing} vs {expected}");
             kept.push((at, value));
         }

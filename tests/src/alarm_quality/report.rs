@@ -53,16 +53,17 @@ pub fn text(s: &Scores) -> String {
         let _ = writeln!(out, "| {} | {} | {} | {} | {} ({}) | {} | {} | {} |", r.sub, r.cases, r.within_24h, stats(&r.delays_h, 1), r.early, r.early_while_creeping, r.missed, r.flapping, r.max_fired_per_rule_box);
     }
 
-    let _ = writeln!(out, "\n### Jumps: first red at or after the jump (target: 10 min at intervals <= 4 min, else 2 intervals; a whole building's interval is its second-fastest box's)\n");
-    let _ = writeln!(out, "| sub-family | interval | cases | within target | delay min (median / p95 / max) | missed | of which at right angles / exactly 0.1° / on a multi-box building | red before the jump |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "\n### Jumps: first red at or after the jump; one box of several moving alone: first unconfirmed orange (or worse) and installer alarm (target: 10 min at intervals <= 4 min, else 2 intervals; a whole building's interval is its second-fastest box's)\n");
+    let _ = writeln!(out, "| sub-family | interval | cases | of which one box of several | within target | delay min (median / p95 / max) | missed | of which at right angles / exactly 0.1° / on a multi-box building | red before the jump |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in &s.jumps {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
             r.sub,
             r.band,
             r.cases,
+            r.alone,
             r.within_target,
             stats(&r.delays_min, 1),
             r.missed,
