@@ -91,7 +91,7 @@ pub struct FlatState {
     /// When the run of identical values began.
     pub run_since: Millis,
     pub open: bool,
-    /// The longest run of one value this sensor had that ended by itself, at most
+    /// The longest run of one value this sensor had, at most
     /// [`LONGEST_RUN_KEPT`] (absent from files saved before it was kept).
     #[serde(default)]
     pub longest_ms: Millis,
@@ -113,7 +113,9 @@ impl FlatState {
             self.repeats = self.repeats.saturating_add(1);
         } else {
             let since = self.run_since;
-            if !self.open && self.repeats > 0 {
+            if self.repeats > 0 {
+                // Runs that raised the alarm count too: a box that rounds its readings must not
+                // be told stuck at every top of its daily swing.
                 self.longest_ms = self.longest_ms.max((at - since).min(LONGEST_RUN_KEPT));
             }
             self.last = LastValue::of(value);

@@ -46,14 +46,15 @@ impl ValueExpr {
         }
     }
 
-    /// Every field the expression reads, in order of appearance, without repeats.
-    pub fn fields(&self) -> Vec<&str> {
-        let mut out = Vec::new();
+    /// Every field the expression reads, in order of appearance, without repeats (inline up to
+    /// four: no allocation on the hot path).
+    pub fn fields(&self) -> Fields<'_> {
+        let mut out = Fields::new();
         self.collect_fields(&mut out);
         out
     }
 
-    fn collect_fields<'a>(&'a self, out: &mut Vec<&'a str>) {
+    fn collect_fields<'a>(&'a self, out: &mut Fields<'a>) {
         match self {
             ValueExpr::Field(name) => {
                 if !out.contains(&name.as_str()) {
@@ -68,6 +69,9 @@ impl ValueExpr {
         }
     }
 }
+
+/// The fields an expression reads.
+pub type Fields<'a> = smallvec::SmallVec<[&'a str; 4]>;
 
 /// Looks a field up in a sample's `(name, value)` pairs.
 pub fn lookup<K: AsRef<str>>(fields: &[(K, f64)], name: &str) -> Option<f64> {
@@ -156,7 +160,7 @@ mod tests {
     fn parses_nested_functions() {
         let expr = ValueExpr::parse(" permille( hypot(x, abs(y)) ) ").unwrap();
         assert_eq!(expr.to_string(), "permille(hypot(x, abs(y)))");
-        assert_eq!(expr.fields(), vec!["x", "y"]);
+        assert_eq!(expr.fields().as_slice(), ["x", "y"]);
     }
 
     #[test]

@@ -22,23 +22,24 @@ pub const MAX_WINDOW_SAMPLES: usize = 512;
 /// over between one window and one window plus 1/32 of it.
 const HISTORY_POINTS: i64 = 32;
 /// How many points a time window of smoothing keeps across its length at most (plus the two
-/// newest readings): readings closer together than 1/48 of the window are thinned out. A one-hour
-/// median of one-minute readings keeps every other reading; a `median 24h` (the daily level of
-/// a wall, whose thermal swing a median over a whole day cancels) one point per half hour —
-/// 384 bytes per sensor however fast it reports.
-const SMOOTH_POINTS: i64 = 48;
+/// newest readings): readings closer together than 1/24 of the window are thinned out. A one-hour
+/// median of one-minute readings keeps one reading in 2.5 minutes; a `median 24h` (the daily
+/// level of a wall, whose thermal swing a median over a whole day cancels) one an hour — about
+/// 200 bytes per sensor however fast it reports, and a median of 26 values per reading.
+const SMOOTH_POINTS: i64 = 24;
 /// How far apart readings that agree may lie, as a part of the movement they show: a wall or box
-/// that moved 0.1° stays within a few thousandths of a degree; two spikes in a row seldom land
-/// within a quarter of their size of each other.
-const STEADY_FRACTION: f64 = 0.25;
+/// that moved 0.1° stays within a noisy box's hundredth of a degree; two spikes in a row seldom
+/// land within a third of their size of each other.
+const STEADY_FRACTION: f64 = 1.0 / 3.0;
 /// The fewest readings a time window takes a median of, when it can hold that many of the
 /// sensor's: one reading alone (after a gap) could be a spike.
 pub const TIME_WINDOW_MIN_POINTS: usize = 3;
 /// How many points a `recent` baseline keeps per field across its window at most (plus the two
 /// newest readings).
 const RECENT_POINTS: i64 = 8;
-/// The fewest points a `recent` baseline takes a median of: with fewer, one bad reading could be
-/// the reference.
+/// The fewest points a `recent` baseline takes a median of (one fewer for a sensor that reports
+/// less often than every quarter of the window): with fewer, one bad reading could be the
+/// reference.
 const RECENT_MIN_POINTS: usize = 3;
 
 /// Where the per-sensor reference values come from.
@@ -71,7 +72,7 @@ pub enum SmoothMethod {
     Median,
     Mean,
     /// Over the last n readings: the smallest value, when the readings agree with each other —
-    /// the expression over each step from one reading to the next is at most a quarter of it
+    /// the expression over each step from one reading to the next is at most a third of it
     /// ([`STEADY_FRACTION`]) — else
     /// 0. A movement that stays (a wall or a box that jumped) passes; spikes, even two in a row
     /// in different directions, and a box whose readings jump about do not.
@@ -323,8 +324,11 @@ impl Signal {
         let mut references: smallvec::SmallVec<[f64; 4]> = smallvec::SmallVec::new();
         for (name, points) in fields.iter().zip(lists.iter_mut()) {
             let Some(value) = field(name).filter(|v| v.is_finite()) else { return Some(None) };
+            // A sensor reporting less often than every quarter of the window (every 20 minutes
+            // for an hour) holds only two readings in it: two make its reference.
+            let sparse = points.last().is_some_and(|p| now - p.second() >= window_seconds(window_ms) / 4);
             drop_front(points, |p| p.second() <= cutoff);
-            if points.len() >= RECENT_MIN_POINTS {
+            if points.len() >= if sparse { RECENT_MIN_POINTS - 1 } else { RECENT_MIN_POINTS } {
                 references.push(SCRATCH.with_borrow_mut(|scratch| {
                     scratch.clear();
                     scratch.extend(points.iter().map(|p| p.value()));
