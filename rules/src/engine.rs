@@ -584,12 +584,12 @@ pub(crate) fn initial_state(check: &Check) -> CheckState {
 
 /// `planned` names the fields and windows of the sensor's `learned` baselines.
 fn baseline_of(calibrated: &[(String, f64)], planned: &[(Arc<str>, Millis)], learned: &[Learned], field: &str, spec: BaselineSpec) -> Option<f64> {
-    let fixed = calibrated.iter().find(|(name, _)| name == field).map(|&(_, v)| v);
+    let fixed = calibrated.iter().find(|(name, _)| crate::expr::same_name(name, field)).map(|&(_, v)| v);
     match spec {
         BaselineSpec::Calibrated => fixed,
         BaselineSpec::Recent { .. } => None,
         BaselineSpec::Learn { window_ms } => fixed.or_else(|| {
-            let position = planned.iter().position(|(name, window)| &**name == field && *window == window_ms)?;
+            let position = planned.iter().position(|(name, window)| crate::expr::same_name(name, field) && *window == window_ms)?;
             learned.get(position).and_then(|l| l.value.get())
         }),
     }

@@ -75,7 +75,14 @@ pub type Fields<'a> = smallvec::SmallVec<[&'a str; 4]>;
 
 /// Looks a field up in a sample's `(name, value)` pairs.
 pub fn lookup<K: AsRef<str>>(fields: &[(K, f64)], name: &str) -> Option<f64> {
-    fields.iter().find(|(key, _)| key.as_ref() == name).map(|&(_, value)| value)
+    fields.iter().find(|(key, _)| same_name(key.as_ref(), name)).map(|&(_, value)| value)
+}
+
+/// Whether two field names are equal. Names are short ("x", "do"): comparing their bytes in
+/// line costs less than the call to `memcmp` that `==` makes, on the engine's hottest path.
+#[inline]
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 impl fmt::Display for ValueExpr {

@@ -13,6 +13,7 @@ use crate::expr::ValueExpr;
 use crate::rule::Millis;
 pub use crate::window::Point;
 use crate::window::{drop_front, keep_newest, Points};
+use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -329,11 +330,7 @@ impl Signal {
             let sparse = points.last().is_some_and(|p| now - p.second() >= window_seconds(window_ms) / 4);
             drop_front(points, |p| p.second() <= cutoff);
             if points.len() >= if sparse { RECENT_MIN_POINTS - 1 } else { RECENT_MIN_POINTS } {
-                references.push(SCRATCH.with_borrow_mut(|scratch| {
-                    scratch.clear();
-                    scratch.extend(points.iter().map(|p| p.value()));
-                    median_in_place(scratch)
-                }));
+                references.push(median_of(points.iter().map(|p| p.value())));
             }
             thin_push(points, Point::new(now, value), spacing);
         }
@@ -412,11 +409,7 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, interval_ms: Mi
     Some(match smooth.method {
         SmoothMethod::Mean => values.sum::<f64>() / buffer.len() as f64,
         // `steady` is taken by `steady_value` (see `Signal::stage`); a median is its nearest kin.
-        SmoothMethod::Median | SmoothMethod::Steady => SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            scratch.extend(values);
-            median_in_place(scratch)
-        }),
+        SmoothMethod::Median | SmoothMethod::Steady => median_of(values),
     })
 }
 
@@ -449,25 +442,37 @@ fn thin_push(points: &mut Points, point: Point, spacing: i64) {
     points.push(point);
 }
 
-thread_local! {
-    /// Reused for medians so the hot path does not allocate.
-    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Median of a non-empty list (mean of the middle two for an even count).
 pub fn median(mut values: Vec<f64>) -> f64 {
     median_in_place(&mut values)
 }
 
-/// Median by selection (linear time); reorders `values`.
+/// Median of a window's values. The values are copied to the stack (windows hold a few dozen
+/// points) so the hot path neither allocates nor touches shared scratch space.
+fn median_of(values: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let mut stack = [0.0; 32];
+    if values.len() > stack.len() {
+        return median_in_place(&mut values.collect::<Vec<f64>>());
+    }
+    let mut len = 0;
+    for (slot, value) in stack.iter_mut().zip(values) {
+        *slot = value;
+        len += 1;
+    }
+    median_in_place(&mut stack[..len])
+}
+
+/// Median by selection (linear time); reorders `values`. Ordered by `<` alone: the engine never
+/// keeps a NaN (a NaN would count as equal to everything, never a panic).
 fn median_in_place(values: &mut [f64]) -> f64 {
+    let order = |a: &f64, b: &f64| if a < b { Ordering::Less } else if a > b { Ordering::Greater } else { Ordering::Equal };
     let odd = values.len() % 2 == 1;
     let mid = values.len() / 2;
-    let (below, &mut upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
+    let (below, &mut upper, _) = values.select_nth_unstable_by(mid, order);
     if odd {
         upper
     } else {
-        let lower = below.iter().copied().max_by(f64::total_cmp).unwrap_or(upper);
+        let lower = below.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (lower + upper) / 2.0
     }
 }
