@@ -68,6 +68,10 @@ pub enum Command {
         /// A baud rate, or `auto` to try 9600, 4800, 115200 and 19200.
         #[arg(long, default_value = "auto", value_parser = baud)]
         baud: Baud,
+        /// A device profile of your own (TOML, as in firmware-bridge/profiles/), tried besides
+        /// the shipped ones; repeat for several.
+        #[arg(long = "profile", value_name = "FILE")]
+        profiles: Vec<PathBuf>,
     },
     /// Incidents: list them, show one with its audit trail, and act on them.
     Incidents {

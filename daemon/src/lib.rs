@@ -38,6 +38,7 @@ pub mod last_good;
 pub mod links;
 pub mod field_names;
 pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;

@@ -1,8 +1,9 @@
 //! The `gridwatch` binary: parse the command line, set up logging, run the command.
 //! Exit codes: 0 done, 1 failure, 78 invalid configuration or rules (EX_CONFIG).
 
+use anyhow::Context;
 use clap::Parser;
-use gridwatch::cli::{Baud, Cli, Command, LogFormat, RulesCommand};
+use gridwatch::cli::{Baud, Cli, Command, RulesCommand};
 use gridwatch::config::{Config, ConfigError};
 use gridwatch::rule_files::{self, RuleLoadError};
 use gridwatch::rules_cli;
@@ -16,19 +17,7 @@ const EX_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    let default_log = match cli.command {
-        Command::Demo { .. } => "warn,rumqttd=off",
-        _ => "info,rumqttd=off",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_log.into());
-    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
-    // Under systemd (JOURNAL_STREAM set) journald stamps each line itself: no time, no colours.
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    match cli.log_format {
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-        LogFormat::Text if journald => logs.without_time().with_ansi(false).init(),
-        LogFormat::Text => logs.init(),
-    }
+    gridwatch::logging::init(cli.log_format, matches!(cli.command, Command::Demo { .. }));
 
     match cli.command {
         Command::Rules { command: RulesCommand::Check { paths, with_builtin } } => rules_cli::check(&paths, with_builtin || paths.is_empty()),
@@ -121,13 +110,18 @@ fn main() -> ExitCode {
             }),
             Err(code) => code,
         },
-        Command::Probe { port, baud } => {
+        Command::Probe { port, baud, profiles } => {
             let bauds: Vec<u32> = match baud {
                 Baud::Auto => gridwatch::probe::AUTO_BAUDS.to_vec(),
                 Baud::Fixed(rate) => vec![rate],
             };
             block_on(async move {
-                let found = gridwatch::probe::probe(&port, &bauds).await?;
+                let mut own = Vec::new();
+                for path in &profiles {
+                    let text = std::fs::read_to_string(path).with_context(|| format!("reading profile {}", path.display()))?;
+                    own.push(gridwatch_bridge::profile::Profile::parse(&path.display().to_string(), &text)?);
+                }
+                let found = gridwatch::probe::probe(&port, &bauds, &gridwatch::probe::profiles_to_try(own)).await?;
                 print!("{}", gridwatch::probe::report(&port, &found));
                 if found.is_empty() {
                     anyhow::bail!("no device found on {}", port.display());

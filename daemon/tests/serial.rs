@@ -224,30 +224,6 @@ async fn serial_readings_reach_the_rules_and_a_replugged_port_is_reopened() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_finds_a_modbus_probe_and_prints_a_config_snippet() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PtyPair::start(dir.path(), "probe").await.expect("socat (package socat)");
-    let slave = modbus_slave(bus.simulator.clone(), Arc::new(AtomicU16::new(721)));
-    let port = bus.device.display().to_string();
-    let output = tokio::task::spawn_blocking(move || common::gridwatch().args(["probe", "--port", &port, "--baud", "9600"]).output().unwrap()).await.unwrap();
-    slave.abort();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("found: Modbus RTU slave 1, answers like profile `sensecap-ph` at 9600 baud: temperature=24.5000 ph=7.2100"), "{stdout}");
-    assert!(stdout.contains("protocol = \"modbus\"\n[[serial.device]]\nsensor = \"CHANGE-ME\"\nprofile = \"sensecap-ph\"\nslave = 1"), "{stdout}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_on_an_empty_port_says_so_and_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let empty = PtyPair::start(dir.path(), "empty").await.expect("socat (package socat)");
-    let port = empty.device.display().to_string();
-    let output = tokio::task::spawn_blocking(move || common::gridwatch().args(["probe", "--port", &port, "--baud", "9600"]).output().unwrap()).await.unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("nothing answered on"), "{}", String::from_utf8_lossy(&output.stdout));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_publishes_serial_readings_in_the_default_convention() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@
 //! # decimals_address = 0x0002   # u16_decimals: value = raw / 10^decimals
 //! resolution = 0.01             # what the probe resolves: values are rounded to it
 //! unit = ""
+//! range = [0, 14]               # what it can physically read (probe rejects a misfit)
 //! ```
 //!
 //! A profile is checked when loaded; decoding registers with it cannot fail, it only skips a
@@ -80,6 +81,10 @@ pub struct FieldSpec {
     pub resolution: Option<f64>,
     #[serde(default)]
     pub unit: String,
+    /// What the quantity can physically read, `[low, high]` (pH `[0, 14]`): `gridwatch probe`
+    /// rejects a profile whose values fall outside, so a DO probe is never offered as a pH probe.
+    #[serde(default)]
+    pub range: Option<[f64; 2]>,
 }
 
 fn one() -> f64 {
@@ -168,6 +173,11 @@ impl Profile {
                     return Err(error(format!("field `{}`: resolution must be a positive number, like 0.01", field.name)));
                 }
             }
+            if let Some([low, high]) = field.range {
+                if !(low.is_finite() && high.is_finite() && low < high) {
+                    return Err(error(format!("field `{}`: range must be [low, high] with low < high, like [0, 14]", field.name)));
+                }
+            }
             if (field.kind == Kind::U16Decimals) != field.decimals_address.is_some() {
                 return Err(error(format!("field `{}`: `decimals_address` goes with type u16_decimals, and only with it", field.name)));
             }
@@ -229,6 +239,43 @@ fn decode_field(field: &FieldSpec, registers: &BTreeMap<u16, u16>) -> Option<f64
     })
 }
 
+/// How well values read from a device fit a profile: the evidence `gridwatch probe` ranks
+/// candidate profiles by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fit {
+    /// Fields read whose value lies inside the field's declared range.
+    pub in_range: usize,
+    /// Fields read whose value lies outside it: (field, value, range).
+    pub out_of_range: Vec<(String, f64, [f64; 2])>,
+    /// Fields of the profile that were not read.
+    pub missing: usize,
+    /// Every value read is exactly zero: registers the device does not use, not a reading.
+    pub all_zero: bool,
+}
+
+impl Fit {
+    /// Every field was read and none is outside its range.
+    pub fn plausible(&self) -> bool {
+        self.out_of_range.is_empty() && self.missing == 0 && !self.all_zero
+    }
+}
+
+impl Profile {
+    /// Judges decoded values (as [`Profile::decode`] returns them) against the declared ranges.
+    pub fn fit(&self, decoded: &[(String, f64)]) -> Fit {
+        let mut fit = Fit { in_range: 0, out_of_range: Vec::new(), missing: 0, all_zero: !decoded.is_empty() && decoded.iter().all(|(_, v)| *v == 0.0) };
+        for field in &self.fields {
+            match (decoded.iter().find(|(name, _)| *name == field.name), field.range) {
+                (None, _) => fit.missing += 1,
+                (Some(&(_, value)), Some([low, high])) if (low..=high).contains(&value) => fit.in_range += 1,
+                (Some(&(_, value)), Some(range)) => fit.out_of_range.push((field.name.clone(), value, range)),
+                (Some(_), None) => {}
+            }
+        }
+        fit
+    }
+}
+
 /// The profiles shipped with gridwatch, by file name.
 pub fn builtin_profiles() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -257,7 +304,7 @@ mod tests {
             baud: 9600,
             slave: 1,
             function: Function::Holding,
-            fields: vec![FieldSpec { name: "v".into(), address: 0, kind: Kind::F32, scale: 1.0, order, decimals_address: None, resolution: None, unit: String::new() }],
+            fields: vec![FieldSpec { name: "v".into(), address: 0, kind: Kind::F32, scale: 1.0, order, decimals_address: None, resolution: None, unit: String::new(), range: None }],
         }
     }
 
@@ -314,5 +361,51 @@ mod tests {
     fn missing_registers_skip_the_field() {
         let profile = Profile::parse("sensecap-ph", include_str!("../profiles/sensecap-ph.toml")).unwrap();
         assert_eq!(profile.decode(&registers(1, &[0x02D1])), vec![("ph".to_string(), 7.21)]);
+    }
+
+    fn shipped(name: &str) -> Profile {
+        let (_, text) = builtin_profiles().into_iter().find(|(n, _)| *n == name).unwrap();
+        Profile::parse(name, text).unwrap()
+    }
+
+    /// A Renke DO probe's registers (three big-endian floats) read through other profiles.
+    fn renke_registers(saturation: f32, dissolved: f32, temperature: f32) -> BTreeMap<u16, u16> {
+        let words: Vec<u16> = [saturation, dissolved, temperature].iter().flat_map(|v| {
+            let b = v.to_be_bytes();
+            [u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])]
+        }).collect();
+        registers(0, &words)
+    }
+
+    #[test]
+    fn a_do_probe_read_as_a_ph_probe_is_out_of_range() {
+        let registers = renke_registers(95.3, 8.62, 21.4);
+        let as_ph = shipped("sensecap-ph");
+        let fit = as_ph.fit(&as_ph.decode(&registers));
+        assert!(!fit.plausible(), "{fit:?}");
+        assert!(fit.out_of_range.iter().any(|(name, _, _)| name == "temperature" || name == "ph"), "{fit:?}");
+        let as_renke = shipped("renke-do");
+        let fit = as_renke.fit(&as_renke.decode(&registers));
+        assert!(fit.plausible(), "{fit:?}");
+        assert_eq!(fit.in_range, 3);
+    }
+
+    #[test]
+    fn unread_fields_and_all_zero_registers_are_not_plausible() {
+        let profile = shipped("sensecap-ph");
+        assert_eq!(profile.fit(&profile.decode(&registers(1, &[721]))).missing, 1);
+        let zeros = profile.fit(&profile.decode(&registers(0, &[0, 0])));
+        assert!(zeros.all_zero && !zeros.plausible(), "{zeros:?}");
+        assert!(profile.fit(&profile.decode(&registers(0, &[2450, 721]))).plausible());
+    }
+
+    #[test]
+    fn every_shipped_field_declares_its_range() {
+        for (name, text) in builtin_profiles() {
+            let profile = Profile::parse(name, text).unwrap();
+            assert!(profile.fields.iter().all(|f| f.range.is_some()), "{name}");
+        }
+        let err = Profile::parse("p", "name = \"x\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"u16\"\nrange = [14, 0]\n").unwrap_err();
+        assert!(err.to_string().contains("low < high"), "{err}");
     }
 }

@@ -752,11 +752,17 @@ fn with_suggestion(message: &str) -> String {
     if !message.starts_with("unknown field") && !message.starts_with("unknown variant") {
         return message.to_string();
     }
-    let best = candidates.iter().map(|c| (edit_distance(unknown, c), c)).min();
-    match best {
-        Some((distance, candidate)) if distance <= 2 || candidate.starts_with(unknown) => format!("{message}; did you mean `{candidate}`?"),
-        _ => message.to_string(),
+    match closest(unknown, candidates) {
+        Some(candidate) => format!("{message}; did you mean `{candidate}`?"),
+        None => message.to_string(),
     }
+}
+
+/// The candidate a misspelt `unknown` most likely meant: at most two edits away, or one that
+/// starts with it (`drink` → `drinking`). For "did you mean …?" hints.
+pub fn closest<'a>(unknown: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let (distance, candidate) = candidates.iter().map(|c| (edit_distance(unknown, c), *c)).min()?;
+    (distance <= 2 || candidate.starts_with(unknown)).then_some(candidate)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -535,6 +535,33 @@ impl Checker<'_> {
         raw.into_iter().map(|sensor| self.sensor(sensor, &mut seen, shared)).collect()
     }
 
+    /// The tags the shipped packs read take only the values the packs know: a misspelt value
+    /// (`use = "drink"`) or key (`water_clas`) would silently switch their rules off.
+    fn known_tags(&mut self, sensor: &raw::RawSensor) {
+        for (key, value) in &sensor.tags {
+            let allowed: &[&str] = match key.as_str() {
+                "use" => &["surface", "drinking"],
+                "water_class" => &["I", "II", "III", "IV", "V"],
+                "water_body" => &["river", "lake"],
+                "building_boxes" => {
+                    self.error(sensor.id.span(), Some("sensor.tags.building_boxes"), "is set by gridwatch from the sensors of each building; remove it".into());
+                    continue;
+                }
+                other => {
+                    let known = ["water_class", "water_body", "structure", "storeys"];
+                    if let Some(meant) = gridwatch_rules::load::closest(other, &known).filter(|_| other.len() >= 5) {
+                        self.error(sensor.id.span(), Some("sensor.tags"), format!("tag `{other}` is not one the packs read; did you mean `{meant}`? (a tag of your own rules must not be this close to it)"));
+                    }
+                    continue;
+                }
+            };
+            if !allowed.contains(&value.as_str()) {
+                let hint = gridwatch_rules::load::closest(value, allowed).map(|meant| format!("; did you mean `{meant}`?")).unwrap_or_default();
+                self.error(sensor.id.span(), Some(&format!("sensor.tags.{key}")), format!("`{value}` is not a value of tag `{key}`: {}{hint}", allowed.join(", ")));
+            }
+        }
+    }
+
     /// Checks one sensor; `seen` holds the ids of the sensors checked before it in the same list.
     fn sensor(&mut self, sensor: raw::RawSensor, seen: &mut HashSet<Arc<str>>, shared: &mut SharedParts) -> SensorConfig {
         let id: Arc<str> = sensor.id.get_ref().as_str().into();
@@ -546,11 +573,7 @@ impl Checker<'_> {
         if *sensor.interval_secs.get_ref() == 0 {
             self.error(sensor.interval_secs.span(), Some("sensor.interval_secs"), "must be at least 1".into());
         }
-        if let Some(class) = sensor.tags.get("water_class") {
-            if !["I", "II", "III", "IV", "V"].contains(&class.as_str()) {
-                self.error(sensor.id.span(), Some("sensor.tags.water_class"), format!("`{class}` is not a GB 3838 class: I, II, III, IV or V"));
-            }
-        }
+        self.known_tags(&sensor);
         let mut baseline = BTreeMap::new();
         for (field, value) in &sensor.baseline {
             if value.get_ref().is_finite() {

@@ -84,7 +84,19 @@ fn baseline_and_interval_are_read_and_checked() {
     assert_eq!(config.sensors[0].baseline.get("x"), Some(&0.31));
     assert_eq!(config.sensors[0].interval, Duration::from_secs(60));
     let errs = errors(&MINIMAL.replace("site = \"north-lane\"", "site = \"north-lane\"\ntags = { water_class = \"VI\" }"));
-    assert!(errs[0].contains("`VI` is not a GB 3838 class"), "{errs:?}");
+    assert!(errs[0].contains("`VI` is not a value of tag `water_class`: I, II, III, IV, V"), "{errs:?}");
+}
+
+#[test]
+fn a_misspelt_tag_the_packs_read_is_refused_with_a_suggestion() {
+    let with_tags = |tags: &str| errors(&MINIMAL.replace("site = \"north-lane\"", &format!("site = \"north-lane\"\ntags = {{ {tags} }}")));
+    let errs = with_tags("use = \"drink\"");
+    assert!(errs[0].contains("`drink` is not a value of tag `use`: surface, drinking; did you mean `drinking`?"), "{errs:?}");
+    assert!(with_tags("water_clas = \"II\"")[0].contains("did you mean `water_class`?"));
+    assert!(with_tags("water_body = \"sea\"")[0].contains("river, lake"));
+    assert!(with_tags("building_boxes = \"one\"")[0].contains("set by gridwatch"));
+    // Tags of the operator's own rules stay free.
+    assert!(parse(&MINIMAL.replace("site = \"north-lane\"", "site = \"north-lane\"\ntags = { owner = \"housing-office\", use = \"surface\", water_body = \"lake\" }")).is_ok());
 }
 
 #[test]

@@ -1,7 +1,14 @@
 //! Polled protocols: Modbus RTU (through `tokio-modbus`) and RION 0x68 inclinometers. Several
 //! devices on one bus are asked one at a time, each on its own interval, with a short gap
 //! between frames. A device that does not answer is retried once, then backed off (its
-//! interval doubling up to ten minutes) so a dead slave never starves the others.
+//! interval doubling, to at most [`MAX_BACKOFF_INTERVALS`] intervals) so a dead slave never
+//! starves the others and one that comes back is read again within a few intervals.
+//!
+//! Every attempt is counted (`gridwatch_serial_frames_total{result}`): `good`; `bad` for an
+//! answer that is there but wrong (a CRC error, a garbled frame, a Modbus exception: line noise
+//! or a wrong register map); `no_answer` for silence (a dead slave, a wrong address or baud
+//! rate). A device that has never answered since the port opened is named in the log with the
+//! likely cause: its address or the port's baud rate.
 
 use super::{Ended, SerialOutputs};
 use crate::config::{SerialConfig, SerialDevice};
@@ -18,18 +25,19 @@ use tokio_serial::SerialStream;
 
 /// Pause between one answer and the next request on the bus.
 const FRAME_GAP: Duration = Duration::from_millis(20);
-/// Longest back-off for a device that keeps failing.
-const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Longest back-off for a device that keeps failing, in its own intervals.
+const MAX_BACKOFF_INTERVALS: u32 = 4;
 
-/// When each device is due, and how often in a row it failed.
+/// When each device is due, how often in a row it failed, and whether it ever answered.
 struct Schedule {
     due: Vec<Instant>,
     failures: Vec<u32>,
+    answered: Vec<bool>,
 }
 
 impl Schedule {
     fn new(devices: usize) -> Schedule {
-        Schedule { due: vec![Instant::now(); devices], failures: vec![0; devices] }
+        Schedule { due: vec![Instant::now(); devices], failures: vec![0; devices], answered: vec![false; devices] }
     }
 
     fn next(&self) -> Option<(usize, Instant)> {
@@ -43,17 +51,42 @@ impl Schedule {
 
     fn done(&mut self, index: usize, interval: Duration, ok: bool) {
         self.failures[index] = if ok { 0 } else { self.failures[index] + 1 };
-        let factor = 1u32 << self.failures[index].min(10);
-        self.due[index] = Instant::now() + (interval * factor).min(MAX_BACKOFF.max(interval));
+        self.answered[index] |= ok;
+        let factor = (1u32 << self.failures[index].min(4)).min(MAX_BACKOFF_INTERVALS);
+        self.due[index] = Instant::now() + interval * factor;
     }
 }
 
 /// Why one poll of one device failed.
 enum PollError {
-    /// No answer, an exception or a garbled answer: the device's problem.
-    Device(String),
+    /// Silence within the timeout: a dead slave, or the wrong address or baud rate.
+    NoAnswer(String),
+    /// An answer that is there but wrong: CRC, garbled frame, Modbus exception.
+    Bad(String),
     /// The port itself failed.
     Port(String),
+}
+
+impl PollError {
+    /// The `result` label the attempt is counted under; `None` for a lost port.
+    fn result(&self) -> Option<&'static str> {
+        match self {
+            PollError::NoAnswer(_) => Some("no_answer"),
+            PollError::Bad(_) => Some("bad"),
+            PollError::Port(_) => None,
+        }
+    }
+}
+
+/// The log line for a device that has never answered since the port opened: what to check.
+fn never_answered(config: &SerialConfig, device: &SerialDevice, profile: &Profile) -> String {
+    let mut causes = vec![format!("slave address {} (is the device set to it?)", device.slave)];
+    if profile.baud != config.baud {
+        causes.insert(0, format!("the baud rate: the port runs at {}, profile `{}` ships at {}", config.baud, profile.name, profile.baud));
+    } else {
+        causes.push(format!("the baud rate {} (the device may have been set to another)", config.baud));
+    }
+    format!("likely cause: {}; run `gridwatch probe --port {}` with the daemon stopped", causes.join(", or "), config.port.display())
 }
 
 pub(super) async fn run_modbus(config: &SerialConfig, port: SerialStream, outputs: &SerialOutputs) -> Ended {
@@ -65,7 +98,9 @@ pub(super) async fn run_modbus(config: &SerialConfig, port: SerialStream, output
         let device = &config.devices[index];
         let Some(profile) = &device.profile else { return Ended::PortLost("Modbus device without a profile".into()) };
         let mut outcome = poll_modbus(&mut ctx, config, device, profile).await;
-        if matches!(outcome, Err(PollError::Device(_))) {
+        if let Some(result) = outcome.as_ref().err().and_then(PollError::result) {
+            // Counted even when the retry then succeeds: line noise shows before it kills.
+            outputs.metrics.serial_frames.get_or_create(&label.with(result)).inc();
             tokio::time::sleep(FRAME_GAP).await;
             outcome = poll_modbus(&mut ctx, config, device, profile).await;
         }
@@ -77,17 +112,25 @@ pub(super) async fn run_modbus(config: &SerialConfig, port: SerialStream, output
                     return Ended::Shutdown;
                 }
             }
-            Err(PollError::Device(reason)) => {
-                outputs.metrics.serial_frames.get_or_create(&label.with("no_answer")).inc();
+            Err(PollError::Port(reason)) => return Ended::PortLost(reason),
+            Err(error) => {
+                let (result, reason) = match &error {
+                    PollError::NoAnswer(reason) | PollError::Bad(reason) => (error.result().unwrap_or("no_answer"), reason.as_str()),
+                    PollError::Port(_) => ("no_answer", ""),
+                };
+                outputs.metrics.serial_frames.get_or_create(&label.with(result)).inc();
                 if schedule.failures[index] < 3 {
-                    tracing::warn!(port = %label.port, slave = device.slave, reason = %reason, "Modbus device did not answer");
+                    tracing::warn!(port = %label.port, slave = device.slave, result, reason = %reason, "Modbus device did not answer properly");
                 }
                 schedule.done(index, device.interval, false);
+                if schedule.failures[index] == 3 && !schedule.answered[index] {
+                    let sensor = outputs.sensors.sensors().get(device.sensor).map(|s| s.id.clone()).unwrap_or_default();
+                    tracing::warn!(port = %label.port, slave = device.slave, sensor = %sensor, hint = %never_answered(config, device, profile), "Modbus device has never answered since the port opened");
+                }
                 if schedule.all_failing() {
                     outputs.bus_down();
                 }
             }
-            Err(PollError::Port(reason)) => return Ended::PortLost(reason),
         }
         tokio::time::sleep(FRAME_GAP).await;
     }
@@ -106,12 +149,12 @@ async fn poll_modbus(ctx: &mut Context, config: &SerialConfig, device: &SerialDe
         };
         match tokio::time::timeout(config.timeout, read).await {
             Ok(Ok(Ok(values))) => registers.extend((block.address..).zip(values)),
-            Ok(Ok(Err(exception))) => return Err(PollError::Device(format!("exception: {exception}"))),
+            Ok(Ok(Err(exception))) => return Err(PollError::Bad(format!("exception: {exception}"))),
             Ok(Err(tokio_modbus::Error::Transport(error))) if error.kind() != std::io::ErrorKind::InvalidData => {
                 return Err(PollError::Port(error.to_string()))
             }
-            Ok(Err(error)) => return Err(PollError::Device(error.to_string())),
-            Err(_) => return Err(PollError::Device(format!("no answer within {} ms", config.timeout.as_millis()))),
+            Ok(Err(error)) => return Err(PollError::Bad(error.to_string())),
+            Err(_) => return Err(PollError::NoAnswer(format!("no answer within {} ms", config.timeout.as_millis()))),
         }
     }
     Ok(profile.decode(&registers))
