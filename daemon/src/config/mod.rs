@@ -192,12 +192,22 @@ pub struct IngestConfig {
     pub reanchor_after_readings: u32,
     /// …and for this long is re-anchored: its clock went back.
     pub reanchor_after: Duration,
+    /// A reading with more fields is refused (`too_many_fields`).
+    pub max_fields_per_reading: usize,
+    /// A sensor's reading that brings a field name past this many distinct ones is refused
+    /// (`too_many_field_names`): payloads choose their names, memory must not follow them.
+    pub max_field_names_per_sensor: usize,
+    /// Longer field names are refused (`bad_field_name`), like empty ones and control characters.
+    pub max_field_name_bytes: usize,
 }
 
 /// `[ingest]` keys: default and bounds.
 pub const MAX_FUTURE_SKEW_SECS: (u64, std::ops::RangeInclusive<u64>) = (300, 1..=86_400);
 pub const REANCHOR_AFTER_READINGS: (u64, std::ops::RangeInclusive<u64>) = (3, 1..=1000);
 pub const REANCHOR_AFTER_SECS: (u64, std::ops::RangeInclusive<u64>) = (600, 0..=86_400);
+pub const MAX_FIELDS_PER_READING: (u64, std::ops::RangeInclusive<u64>) = (32, 1..=1000);
+pub const MAX_FIELD_NAMES_PER_SENSOR: (u64, std::ops::RangeInclusive<u64>) = (64, 1..=1000);
+pub const MAX_FIELD_NAME_BYTES: (u64, std::ops::RangeInclusive<u64>) = (64, 1..=256);
 
 impl Default for IngestConfig {
     fn default() -> Self {
@@ -205,6 +215,9 @@ impl Default for IngestConfig {
             max_future_skew: Duration::from_secs(MAX_FUTURE_SKEW_SECS.0),
             reanchor_after_readings: REANCHOR_AFTER_READINGS.0 as u32,
             reanchor_after: Duration::from_secs(REANCHOR_AFTER_SECS.0),
+            max_fields_per_reading: MAX_FIELDS_PER_READING.0 as usize,
+            max_field_names_per_sensor: MAX_FIELD_NAMES_PER_SENSOR.0 as usize,
+            max_field_name_bytes: MAX_FIELD_NAME_BYTES.0 as usize,
         }
     }
 }
@@ -401,6 +414,9 @@ impl Checker<'_> {
             max_future_skew: Duration::from_secs(self.bounded(raw.max_future_skew_secs, "ingest.max_future_skew_secs", MAX_FUTURE_SKEW_SECS)),
             reanchor_after_readings: self.bounded(raw.reanchor_after_readings, "ingest.reanchor_after_readings", REANCHOR_AFTER_READINGS) as u32,
             reanchor_after: Duration::from_secs(self.bounded(raw.reanchor_after_secs, "ingest.reanchor_after_secs", REANCHOR_AFTER_SECS)),
+            max_fields_per_reading: self.bounded(raw.max_fields_per_reading, "ingest.max_fields_per_reading", MAX_FIELDS_PER_READING) as usize,
+            max_field_names_per_sensor: self.bounded(raw.max_field_names_per_sensor, "ingest.max_field_names_per_sensor", MAX_FIELD_NAMES_PER_SENSOR) as usize,
+            max_field_name_bytes: self.bounded(raw.max_field_name_bytes, "ingest.max_field_name_bytes", MAX_FIELD_NAME_BYTES) as usize,
         }
     }
 

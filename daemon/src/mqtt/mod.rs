@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod payload;
+pub mod rejection_log;
 pub mod source;
 pub mod topics;
 

@@ -23,21 +23,32 @@ use crate::sensor_clocks::{ClockProblem, SensorClocks};
 use gridwatch_rules::Millis;
 use crate::telemetry::spooler::Spooled;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// How many recent readings per sensor are remembered to recognise one sent twice.
+const RECENT_READINGS: usize = 16;
+
 /// Turns messages into samples.
 #[derive(Debug)]
 pub struct Ingest {
     router: TopicRouter,
-    max_payload_bytes: usize,
+    /// Size, field count and field name limits of one payload.
+    limits: payload::Limits,
+    /// Distinct field names a sensor may use (`[ingest] max_field_names_per_sensor`).
+    max_field_names: usize,
+    /// The field names each sensor has used; never more than `max_field_names` per sensor.
+    field_names: HashMap<usize, HashSet<Box<str>>>,
     clock: Clock,
     metrics: Arc<Metrics>,
     /// Last `seq` seen per sensor, to count readings lost on the way.
     last_seq: HashMap<usize, u64>,
+    /// The last few readings of each sensor that sent a `seq` (seq, own time, fields' hash), to
+    /// refuse one that comes twice; at most [`RECENT_READINGS`] per sensor.
+    recent: HashMap<usize, VecDeque<(u64, Option<Millis>, u64)>>,
     /// A reading stamped further ahead of our clock is refused (`[ingest] max_future_skew_secs`).
     max_future_skew_ms: Millis,
     /// Sensors whose clocks are off, for `/healthz` and one WARN each.
@@ -50,7 +61,60 @@ impl Ingest {
     pub fn new(config: &Config, sensors: SensorIndex, clock: Clock, metrics: Arc<Metrics>, clocks: Arc<SensorClocks>) -> Ingest {
         let max_future_skew_ms = Millis::try_from(config.ingest.max_future_skew.as_millis()).unwrap_or(Millis::MAX / 2);
         let inventory = sensors.sensors().clone();
-        Ingest { inventory, router: TopicRouter::new(config, sensors), max_payload_bytes: config.mqtt.max_payload_bytes, clock, metrics, last_seq: HashMap::new(), max_future_skew_ms, clocks }
+        let limits = payload::Limits { max_bytes: config.mqtt.max_payload_bytes, max_fields: config.ingest.max_fields_per_reading, max_field_name_bytes: config.ingest.max_field_name_bytes };
+        Ingest {
+            inventory,
+            router: TopicRouter::new(config, sensors),
+            limits,
+            max_field_names: config.ingest.max_field_names_per_sensor,
+            field_names: HashMap::new(),
+            clock,
+            metrics,
+            last_seq: HashMap::new(),
+            recent: HashMap::new(),
+            max_future_skew_ms,
+            clocks,
+        }
+    }
+
+    /// The payload limits (the drain of oversized messages uses the size).
+    pub fn limits(&self) -> payload::Limits {
+        self.limits
+    }
+
+    fn sensor_id(&self, sensor: usize) -> String {
+        self.inventory.get(sensor).map_or_else(|| sensor.to_string(), |s| s.id.to_string())
+    }
+
+    /// Refuses a reading that brings a sensor past its distinct field names, else takes its
+    /// new names in.
+    fn check_field_names(&mut self, sensor: usize, fields: &[(String, f64)]) -> Result<(), Rejection> {
+        let known = self.field_names.entry(sensor).or_default();
+        let new: HashSet<&str> = fields.iter().map(|(name, _)| name.as_str()).filter(|name| !known.contains(*name)).collect();
+        if known.len() + new.len() > self.max_field_names {
+            let field = new.iter().next().map_or_else(String::new, |name| name.chars().take(64).collect());
+            let limit = self.max_field_names;
+            return Err(Rejection::TooManyFieldNames { sensor: self.sensor_id(sensor), field, limit });
+        }
+        known.extend(new.into_iter().map(Box::from));
+        Ok(())
+    }
+
+    /// Refuses a reading this sensor already sent: the same `seq`, own time and values (a
+    /// broker's redelivery, or a device that repeats itself). Readings without `seq` are not
+    /// judged here.
+    fn check_duplicate(&mut self, sample: &Sample, own_ts: Option<Millis>) -> Result<(), Rejection> {
+        let Some(seq) = sample.seq else { return Ok(()) };
+        let hash = fields_hash(&sample.fields);
+        let recent = self.recent.entry(sample.sensor).or_default();
+        if recent.contains(&(seq, own_ts, hash)) {
+            return Err(Rejection::DuplicateSeq { sensor: self.sensor_id(sample.sensor), seq });
+        }
+        if recent.len() == RECENT_READINGS {
+            recent.pop_front();
+        }
+        recent.push_back((seq, own_ts, hash));
+        Ok(())
     }
 
     /// Decodes one message; a rejection is already counted when this returns it.
@@ -58,12 +122,18 @@ impl Ingest {
         self.metrics.messages_received.inc();
         let result = self.router.route(topic).and_then(|route| {
             let now = self.clock.now();
-            let decoded = payload::decode(payload, self.max_payload_bytes, route.renames)?;
+            let decoded = payload::decode(payload, &self.limits, route.renames)?;
+            Ok((route.sensor, decoded, now))
+        });
+        let result = result.and_then(|(sensor, decoded, now)| {
             if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, now, self.max_future_skew_ms)) {
-                return Err(self.ahead_of_clock(route.sensor, ahead_secs));
+                return Err(self.ahead_of_clock(sensor, ahead_secs));
             }
             let clock_untrusted = decoded.ts.is_none() && !self.clock.trusted();
-            Ok(Sample { sensor: route.sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted })
+            let sample = Sample { sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted };
+            self.check_duplicate(&sample, decoded.ts)?;
+            self.check_field_names(sensor, &sample.fields)?;
+            Ok(sample)
         });
         match &result {
             Ok(sample) => self.count_gap(sample),
@@ -99,6 +169,18 @@ impl Ingest {
     }
 }
 
+/// A hash of a reading's names and values (bit for bit), to tell a repeat from a new reading
+/// under a reused `seq`.
+fn fields_hash(fields: &[(String, f64)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (name, value) in fields {
+        name.hash(&mut hasher);
+        value.to_bits().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
 /// What the ingest connection hands its messages to.
 #[derive(Debug)]
 pub struct Outputs {
@@ -132,7 +214,7 @@ pub async fn run(
         filters.push(SubscribeFilter::new(acks.topic.clone(), QoS::AtLeastOnce));
     }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-    let mut warned_rejections = 0u64;
+    let mut rejection_log = crate::mqtt::rejection_log::RejectionLog::new(Duration::from_secs(60));
     let metrics = ingest.metrics.clone();
     loop {
         let event = tokio::select! {
@@ -161,11 +243,8 @@ pub async fn run(
                         Spooled { sample: keep, ack: Some(publish) }
                     }
                     Err(rejection) => {
-                        // Warn for the first few, then only count: a broken device must not flood the log.
-                        if warned_rejections < 20 {
-                            warned_rejections += 1;
-                            tracing::warn!(topic = %publish.topic, reason = rejection.reason(), error = %rejection, "message rejected");
-                        }
+                        // Counted already; logged once per reason and minute: a broken device must not flood the log.
+                        rejection_log.note(&publish.topic, &rejection, tokio::time::Instant::now());
                         Spooled { sample: None, ack: Some(publish) }
                     }
                 };
@@ -303,5 +382,41 @@ mod tests {
         assert_eq!(metrics.rejected("ahead_of_clock"), 1);
         assert_eq!(clocks.current(tokio::time::Instant::now()), vec![("house-07".into(), ClockProblem::Ahead)]);
         assert!(ingest.sample(topic, br#"{"x": 0.3}"#).is_ok(), "the sensor's next reading is taken");
+    }
+
+    fn limited_ingest(metrics: Arc<Metrics>) -> Ingest {
+        let text = "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[ingest]\nmax_field_names_per_sensor = 3\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n[[sensor]]\nid = \"house-08\"\nkind = \"tilt\"\nsite = \"north-lane\"\n";
+        let config = Config::parse("t.toml", text, std::path::Path::new(".")).unwrap();
+        Ingest::new(&config, SensorIndex::new(config.sensors.clone()), Clock::System, metrics, Arc::default())
+    }
+
+    #[test]
+    fn a_sensor_past_its_distinct_field_names_is_refused_and_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let mut ingest = limited_ingest(metrics.clone());
+        let (a, b) = ("gridwatch/north-lane/house-07/telemetry", "gridwatch/north-lane/house-08/telemetry");
+        assert!(ingest.sample(a, br#"{"x": 1, "y": 2}"#).is_ok());
+        assert!(ingest.sample(a, br#"{"x": 1, "t": 2}"#).is_ok(), "a third name is within the cap");
+        let refused = ingest.sample(a, br#"{"x": 1, "u": 2}"#).unwrap_err();
+        assert!(matches!(&refused, Rejection::TooManyFieldNames { sensor, field, limit: 3 } if sensor == "house-07" && field == "u"), "{refused:?}");
+        assert!(ingest.sample(a, br#"{"y": 1, "t": 2, "x": 3}"#).is_ok(), "known names still pass");
+        assert!(ingest.sample(b, br#"{"u": 1, "v": 2, "w": 3}"#).is_ok(), "each sensor has its own names");
+        assert_eq!(metrics.rejected("too_many_field_names"), 1);
+    }
+
+    #[test]
+    fn a_reading_sent_twice_is_counted_once_as_a_duplicate() {
+        let metrics = Arc::new(Metrics::new());
+        let mut ingest = limited_ingest(metrics.clone());
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        let reading = br#"{"x": 0.25, "seq": 41, "ts": 1795392000000}"#;
+        assert_eq!(ingest.sample(topic, reading).unwrap().seq, Some(41));
+        let again = ingest.sample(topic, reading).unwrap_err();
+        assert_eq!(again, Rejection::DuplicateSeq { sensor: "house-07".into(), seq: 41 });
+        assert!(ingest.sample(topic, br#"{"x": 0.25, "seq": 41, "ts": 1795392060000}"#).is_ok(), "the same seq at another time is a new reading (device restarted)");
+        assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_ok());
+        assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_err(), "without a time, the same seq and values repeat");
+        assert!(ingest.sample(topic, br#"{"x": 0.30}"#).is_ok() && ingest.sample(topic, br#"{"x": 0.30}"#).is_ok(), "no seq, no judgement");
+        assert_eq!((metrics.rejected("duplicate_seq"), metrics.sequence_gaps.get()), (2, 0));
     }
 }
