@@ -302,35 +302,57 @@ pub async fn run(
     disconnect(client, eventloop).await;
 }
 
-/// Verifies a worker's action from the ack topic and applies it to its incident.
+/// How a message on the ack topic ended (the `reason` label of `incident_acks`).
+enum AckResult {
+    Applied(i64, String),
+    NotApplicable(String),
+    Refused(crate::incident_acks::Refusal),
+}
+
+/// Verifies a worker's action from the ack topic, records its signature as used (a replay,
+/// also after a restart, is refused) and applies it to its incident.
 async fn apply_ack(acks: &crate::incident_acks::AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &Metrics) {
+    use crate::incident_acks::{AckConfig, Refusal, PURPOSE};
     let now = chrono::Utc::now().timestamp_millis();
     let result = match acks.verify(payload, now) {
         Ok(verified) => {
             let store = store.clone();
-            let applied = tokio::task::spawn_blocking(move || {
+            let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<AckResult> {
+                // Used before it is applied: a crash between the two loses the action (the hub
+                // sends it again with a new time) but never applies one twice.
+                if !store.use_signature(PURPOSE, &verified.signature, AckConfig::remember_until(verified.ts, now), now)? {
+                    return Ok(AckResult::Refused(Refusal::Replayed));
+                }
                 let actor = format!("{} (hub)", verified.by);
-                store.incident_action(verified.incident, verified.action, &actor, verified.note.as_deref(), now).map(|state| (verified.incident, state))
+                Ok(match store.incident_action(verified.incident, verified.action, &actor, verified.note.as_deref(), now) {
+                    Ok(state) => AckResult::Applied(verified.incident, state.to_string()),
+                    Err(error) => AckResult::NotApplicable(format!("{error:#}")),
+                })
             })
             .await;
             match applied {
-                Ok(Ok((incident, state))) => {
-                    tracing::info!(incident, state = %state, "worker's action applied from the ack topic");
-                    "applied"
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(error = %format!("{error:#}"), "worker's action from the ack topic not applied");
-                    "not_applicable"
-                }
-                Err(_) => "not_applicable",
+                Ok(Ok(result)) => result,
+                Ok(Err(error)) => AckResult::NotApplicable(format!("{error:#}")),
+                Err(error) => AckResult::NotApplicable(error.to_string()),
             }
         }
-        Err(refusal) => {
+        Err(refusal) => AckResult::Refused(refusal),
+    };
+    let reason = match result {
+        AckResult::Applied(incident, state) => {
+            tracing::info!(incident, state = %state, "worker's action applied from the ack topic");
+            "applied"
+        }
+        AckResult::NotApplicable(error) => {
+            tracing::warn!(error = %error, "worker's action from the ack topic not applied");
+            "not_applicable"
+        }
+        AckResult::Refused(refusal) => {
             tracing::warn!(reason = refusal.as_str(), "message on the ack topic refused");
             refusal.as_str()
         }
     };
-    metrics.incident_acks.get_or_create(&crate::metrics::ReasonLabel { reason: result.into() }).inc();
+    metrics.incident_acks.get_or_create(&crate::metrics::ReasonLabel { reason: reason.into() }).inc();
 }
 
 /// Sends DISCONNECT and polls until it is out (at most a second).
