@@ -93,6 +93,10 @@ pub struct MqttConfig {
     pub password: Option<String>,
     /// Larger payloads are rejected and counted, never parsed.
     pub max_payload_bytes: usize,
+    /// Larger packets are never read whole: the ingest connection drops them from its session
+    /// and counts them (`crate::mqtt::drain`). At least `max_payload_bytes` plus
+    /// [`PACKET_OVERHEAD_BYTES`], so every payload under the limit arrives.
+    pub max_packet_bytes: usize,
     pub keep_alive: Duration,
     /// Extra topics mapped onto sensors, tried before the default convention.
     pub topic_maps: Vec<TopicMapConfig>,
@@ -200,6 +204,12 @@ pub struct IngestConfig {
     /// Longer field names are refused (`bad_field_name`), like empty ones and control characters.
     pub max_field_name_bytes: usize,
 }
+
+/// Room in an MQTT packet besides the payload: fixed header, topic (as long as topics of the
+/// default convention get, with margin) and packet id.
+pub const PACKET_OVERHEAD_BYTES: usize = 1024;
+/// The largest packet MQTT can frame (a remaining length of four bytes).
+pub const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
 
 /// `[ingest]` keys: default and bounds.
 pub const MAX_FUTURE_SKEW_SECS: (u64, std::ops::RangeInclusive<u64>) = (300, 1..=86_400);
@@ -643,6 +653,14 @@ impl Checker<'_> {
         if *raw.max_payload_bytes.get_ref() == 0 {
             self.error(raw.max_payload_bytes.span(), Some("mqtt.max_payload_bytes"), "must be at least 1".into());
         }
+        let packet_floor = raw.max_payload_bytes.get_ref().saturating_add(PACKET_OVERHEAD_BYTES);
+        if *raw.max_packet_bytes.get_ref() < packet_floor || *raw.max_packet_bytes.get_ref() > MQTT_MAX_PACKET_BYTES {
+            let message = format!(
+                "must be at least max_payload_bytes ({}) + {PACKET_OVERHEAD_BYTES} for the topic and header, i.e. {packet_floor}, and at most {MQTT_MAX_PACKET_BYTES} (MQTT's largest)",
+                raw.max_payload_bytes.get_ref()
+            );
+            self.error(raw.max_packet_bytes.span(), Some("mqtt.max_packet_bytes"), message);
+        }
         if *raw.keep_alive_secs.get_ref() < 5 {
             self.error(raw.keep_alive_secs.span(), Some("mqtt.keep_alive_secs"), "must be at least 5 seconds".into());
         }
@@ -653,6 +671,7 @@ impl Checker<'_> {
             username: raw.username,
             password,
             max_payload_bytes: raw.max_payload_bytes.into_inner(),
+            max_packet_bytes: raw.max_packet_bytes.into_inner(),
             keep_alive: Duration::from_secs(raw.keep_alive_secs.into_inner()),
             topic_maps,
             tls,

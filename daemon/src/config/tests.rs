@@ -57,6 +57,17 @@ fn ingest_time_limits_have_defaults_and_bounds() {
 }
 
 #[test]
+fn the_packet_limit_is_checked_against_the_payload_limit() {
+    let mqtt = |keys: &str| MINIMAL.replacen("[mqtt]\n", &format!("[mqtt]\n{keys}\n"), 1);
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!((config.mqtt.max_payload_bytes, config.mqtt.max_packet_bytes), (4096, 1024 * 1024));
+    assert_eq!(parse(&mqtt("max_payload_bytes = 65536\nmax_packet_bytes = 66560")).unwrap().mqtt.max_packet_bytes, 66_560, "payload + 1024 is enough");
+    let refused = errors(&mqtt("max_payload_bytes = 2000000"));
+    assert!(refused.iter().any(|e| e.contains("mqtt.max_packet_bytes") && e.contains("2001024")), "a payload limit above the default packet limit: {refused:?}");
+    assert!(errors(&mqtt("max_packet_bytes = 300000000")).iter().any(|e| e.contains("mqtt.max_packet_bytes") && e.contains("268435455")));
+}
+
+#[test]
 fn ingest_field_limits_have_defaults_and_bounds() {
     let defaults = parse(MINIMAL).unwrap().ingest;
     assert_eq!((defaults.max_fields_per_reading, defaults.max_field_names_per_sensor, defaults.max_field_name_bytes), (32, 64, 64));

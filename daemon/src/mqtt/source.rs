@@ -6,7 +6,12 @@
 //! manual (rumqttc would otherwise PUBACK before we have the reading). The session is
 //! persistent (fixed client id, `clean_session = false`); when the broker reports that it has
 //! no session, the task subscribes again. Connection errors are retried with exponential
-//! backoff and jitter. Hand-offs block when the next stage is behind (readings are never
+//! backoff and jitter. A packet over `max_packet_bytes` breaks the connection (rumqttc will not
+//! read it) and would come back with every reconnect: it is cleared out of the session
+//! ([`crate::mqtt::drain`]), counted as `too_large`, and the connection is made again at once.
+//! The MQTT bus counts as up only once a connection has held for [`Ingest::stable_after`]
+//! (half of `bus_down_after_secs`, at most 10 s): a connection that keeps dropping is down, and
+//! `bus-down` names its last error. Hand-offs block when the next stage is behind (readings are never
 //! dropped here).
 //!
 //! Shutdown: stop taking messages (those not acknowledged are sent again by the broker next
@@ -55,7 +60,14 @@ pub struct Ingest {
     clocks: Arc<SensorClocks>,
     /// The inventory (shared), to name a sensor in a warning.
     inventory: Arc<[crate::config::SensorConfig]>,
+    /// The broker and session, for clearing oversized packets out of it.
+    mqtt: crate::config::MqttConfig,
+    /// How long a connection must hold before the bus counts as up again.
+    stable_after: Duration,
 }
+
+/// Longest a drain of oversized messages may take (a 256 MB packet over a slow link).
+const DRAIN_BUDGET: Duration = Duration::from_secs(60);
 
 impl Ingest {
     pub fn new(config: &Config, sensors: SensorIndex, clock: Clock, metrics: Arc<Metrics>, clocks: Arc<SensorClocks>) -> Ingest {
@@ -74,6 +86,29 @@ impl Ingest {
             recent: HashMap::new(),
             max_future_skew_ms,
             clocks,
+            mqtt: config.mqtt.clone(),
+            stable_after: (config.alerts.bus_down_after / 2).min(Duration::from_secs(10)),
+        }
+    }
+
+    /// Clears packets over `max_packet_bytes` out of the session after the connection broke on
+    /// one; counts and logs each. False when there was none or the drain failed.
+    async fn clear_oversized(&mut self, log: &mut crate::mqtt::rejection_log::RejectionLog) -> bool {
+        let limit = self.mqtt.max_packet_bytes;
+        match crate::mqtt::drain::drain(&self.mqtt, limit, DRAIN_BUDGET).await {
+            Ok(dropped) => {
+                for message in &dropped {
+                    self.metrics.messages_received.inc();
+                    let rejection = Rejection::TooLarge { size: message.size, limit };
+                    self.metrics.reject(&rejection);
+                    log.note(&message.topic, &rejection, tokio::time::Instant::now());
+                }
+                !dropped.is_empty()
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "could not clear an oversized message out of the MQTT session; retrying");
+                false
+            }
         }
     }
 
@@ -214,11 +249,18 @@ pub async fn run(
         filters.push(SubscribeFilter::new(acks.topic.clone(), QoS::AtLeastOnce));
     }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    // When the current connection will have held long enough to call the bus up.
+    let mut stable_at: Option<tokio::time::Instant> = None;
     let mut rejection_log = crate::mqtt::rejection_log::RejectionLog::new(Duration::from_secs(60));
     let metrics = ingest.metrics.clone();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(stable_at.unwrap_or_else(tokio::time::Instant::now)), if stable_at.is_some() => {
+                stable_at = None;
+                outputs.bus.up();
+                continue;
+            }
             event = eventloop.poll() => event,
         };
         match event {
@@ -255,7 +297,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 metrics.mqtt_connects.inc();
                 metrics.mqtt_connected.set(1);
-                outputs.bus.up();
+                stable_at = Some(tokio::time::Instant::now() + ingest.stable_after);
                 backoff.reset();
                 tracing::info!(session_present = ack.session_present, "connected to MQTT broker");
                 if !ack.session_present {
@@ -274,7 +316,17 @@ pub async fn run(
             Err(error) => {
                 metrics.mqtt_connection_errors.inc();
                 metrics.mqtt_connected.set(0);
-                outputs.bus.down(chrono::Utc::now().timestamp_millis());
+                stable_at = None;
+                let oversized = oversized(&error);
+                let reason = match oversized {
+                    Some(size) => format!("a message of {size} bytes is over max_packet_bytes ({})", ingest.mqtt.max_packet_bytes),
+                    None => error.to_string(),
+                };
+                outputs.bus.failed(chrono::Utc::now().timestamp_millis(), &reason);
+                if oversized.is_some() && ingest.clear_oversized(&mut rejection_log).await {
+                    backoff.reset();
+                    continue;
+                }
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {
@@ -300,6 +352,14 @@ pub async fn run(
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
     disconnect(client, eventloop).await;
+}
+
+/// The size of the packet the connection broke on, when it broke on one over the limit.
+fn oversized(error: &rumqttc::ConnectionError) -> Option<usize> {
+    match error {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(size))) => Some(*size),
+        _ => None,
+    }
 }
 
 /// How a message on the ack topic ended (the `reason` label of `incident_acks`).
