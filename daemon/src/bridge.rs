@@ -75,7 +75,7 @@ mod tests {
     #[test]
     fn payload_follows_the_default_convention() {
         let sample = Sample { sensor: 0, ts: 1_795_392_000_000, seq: None, fields: vec![("x".into(), 0.12), ("y".into(), -0.03)], clock_untrusted: false };
-        let decoded = crate::mqtt::payload::decode(payload(&sample, 7).as_bytes(), 4096, &Default::default()).unwrap();
+        let decoded = crate::mqtt::payload::decode(payload(&sample, 7).as_bytes(), &crate::mqtt::payload::Limits { max_bytes: 4096, max_fields: 32, max_field_name_bytes: 64 }, &Default::default()).unwrap();
         assert_eq!(decoded.fields, sample.fields);
         assert_eq!((decoded.ts, decoded.seq), (Some(sample.ts), Some(7)));
     }

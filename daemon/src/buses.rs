@@ -4,13 +4,15 @@
 //! the bus instead (one message instead of twenty), and its recovery.
 //!
 //! A serial bus is down when its port cannot be opened or fails, or when every device on it
-//! failed to answer twice in a row; the MQTT bus is down while the ingest connection is. Any
-//! reading from a bus marks it up.
+//! failed to answer twice in a row; any reading from it marks it up. The MQTT bus is down from
+//! the first failure of the ingest connection until a connection has held for a while
+//! (`crate::mqtt::source`): a connection that keeps dropping counts as down, however often it
+//! reconnects in between. The alarm names the last failure and how many there were.
 
 use crate::alert::Alert;
 use crate::config::{SensorIndex, SerialConfig};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +33,8 @@ pub struct Buses {
     counts: Vec<usize>,
     /// Since when each bus is down (ms since the epoch); 0 while up.
     down_since: Vec<AtomicI64>,
+    /// Per bus while down: the last failure reported and how many since it went down.
+    failures: Vec<Mutex<(String, u64)>>,
 }
 
 /// One bus, as a source reports on it.
@@ -43,6 +47,14 @@ pub struct BusHandle {
 impl BusHandle {
     pub fn down(&self, now_ms: i64) {
         self.buses.set_down(self.index, now_ms);
+    }
+
+    /// Down because of `reason` (one more failure while down; the alarm names the last one).
+    pub fn failed(&self, now_ms: i64, reason: &str) {
+        self.buses.set_down(self.index, now_ms);
+        if let Some(Ok(mut failure)) = self.buses.failures.get(self.index).map(|f| f.lock()) {
+            *failure = (reason.chars().take(200).collect(), failure.1 + 1);
+        }
     }
 
     pub fn up(&self) {
@@ -71,7 +83,8 @@ impl Buses {
             counts[usize::from(bus)] += 1;
         }
         let down_since = names.iter().map(|_| AtomicI64::new(0)).collect();
-        Arc::new(Buses { names, sensors, bus_of, counts, down_since })
+        let failures = names.iter().map(|_| Mutex::default()).collect();
+        Arc::new(Buses { names, sensors, bus_of, counts, down_since, failures })
     }
 
     /// The ids of the sensors on a bus, in inventory order.
@@ -99,6 +112,14 @@ impl Buses {
         if let Some(since) = self.down_since.get(bus) {
             since.store(0, Ordering::SeqCst);
         }
+        if let Some(Ok(mut failure)) = self.failures.get(bus).map(|f| f.lock()) {
+            *failure = (String::new(), 0);
+        }
+    }
+
+    /// The last failure reported for a bus and how many there were since it went down.
+    fn failure(&self, bus: usize) -> (String, u64) {
+        self.failures.get(bus).and_then(|f| f.lock().ok().map(|f| f.clone())).unwrap_or_default()
     }
 
     /// The position of `sensor` in the inventory.
@@ -142,8 +163,9 @@ pub async fn watch(buses: Arc<Buses>, after: Duration, alerts: mpsc::Sender<Aler
                 _ => None,
             };
             let Some((event, since)) = event else { continue };
-            let alert = bus_alert(name, &buses.sensors_on(bus), &buses.sensors, event, since, now);
-            tracing::warn!(bus = %name, event, sensors = buses.counts[bus], "bus alarm");
+            let (reason, failures) = buses.failure(bus);
+            let alert = bus_alert(name, &buses.sensors_on(bus), &buses.sensors, event, since, now, (&reason, failures));
+            tracing::warn!(bus = %name, event, sensors = buses.counts[bus], reason = %reason, failures, "bus alarm");
             if alerts.send(alert).await.is_err() {
                 return;
             }
@@ -152,13 +174,19 @@ pub async fn watch(buses: Arc<Buses>, after: Duration, alerts: mpsc::Sender<Aler
 }
 
 /// The device alarm for a bus: what is silent, since when, which sensors.
-fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: &str, since: i64, now: i64) -> Alert {
+/// `(reason, failures)`: the last failure reported while down, and how many (0: none reported).
+fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: &str, since: i64, now: i64, (reason, failures): (&str, u64)) -> Alert {
     let first = on_bus.first().and_then(|id| sensors.get(id));
     let site = first.map_or_else(|| "gridwatch".to_string(), |s| s.place.site.to_string());
     let named: Vec<&str> = on_bus.iter().take(5).copied().collect();
     let more = if on_bus.len() > 5 { format!(" and {} more", on_bus.len() - 5) } else { String::new() };
     let list = format!("{}{more}", named.join(", "));
     let silent_secs = (now - since) / 1000;
+    let (why_en, why_zh) = if failures > 0 {
+        (format!(" Last error ({failures} failure(s) since it went down): {reason}."), format!("最近错误（中断以来失败 {failures} 次）：{reason}。"))
+    } else {
+        (String::new(), String::new())
+    };
     let (en, zh, condition) = if event == "cleared" {
         (
             format!("{bus} is back after {silent_secs} s: readings from {} sensor(s) arrive again", on_bus.len()),
@@ -167,9 +195,9 @@ fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: &str, sin
         )
     } else {
         (
-            format!("{bus} is down: no readings from its {} sensor(s) ({list}); their no-data alarms are held back. Check the adapter, cable or gateway.", on_bus.len()),
-            format!("{bus} 通信中断：其下 {} 个传感器（{list}）无数据，单个无数据告警已合并。请检查转换器、线缆或网关。", on_bus.len()),
-            format!("{bus} down for {silent_secs} s"),
+            format!("{bus} is down: no readings from its {} sensor(s) ({list}); their no-data alarms are held back. Check the adapter, cable or gateway.{why_en}", on_bus.len()),
+            format!("{bus} 通信中断：其下 {} 个传感器（{list}）无数据，单个无数据告警已合并。请检查转换器、线缆或网关。{why_zh}", on_bus.len()),
+            if failures > 0 { format!("{bus} down for {silent_secs} s: {reason}") } else { format!("{bus} down for {silent_secs} s") },
         )
     };
     let mut alert = Alert::device(BUS_DOWN_RULE, bus, &site, event, "warning", "A sensor bus or gateway is down", condition, now);
@@ -217,6 +245,20 @@ mod tests {
         assert_eq!(buses.down_under("canal-02"), Some("mqtt"));
         buses.serial(0).up();
         assert_eq!(buses.down_under("house-01"), None);
+    }
+
+    #[test]
+    fn a_failing_bus_alarm_names_the_last_failure_and_how_many() {
+        let sensors: Arc<[SensorConfig]> = vec![sensor("house-01")].into();
+        let buses = Buses::new(SensorIndex::new(sensors), &[]);
+        buses.mqtt().failed(1_000, "connection reset");
+        buses.mqtt().failed(2_000, "packet of 2097200 bytes over max_packet_bytes");
+        assert_eq!(buses.down_since[0].load(Ordering::SeqCst), 1_000);
+        let (reason, failures) = buses.failure(0);
+        let alert = bus_alert("mqtt", &["house-01"], &buses.sensors, "fired", 1_000, 9_000, (&reason, failures));
+        assert!(alert.message().contains("Last error (2 failure(s) since it went down): packet of 2097200 bytes"), "{}", alert.message());
+        buses.mqtt().up();
+        assert_eq!(buses.failure(0), (String::new(), 0), "forgotten once up");
     }
 
     #[tokio::test]

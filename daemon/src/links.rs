@@ -3,16 +3,24 @@
 //! with HMAC-SHA256 under the box's link secret, so a forged, altered or expired link is
 //! refused. A link made for one member of the roster also names that member (`m=<id>`, signed
 //! with the rest): what is done through it is recorded as that member's action.
+//!
+//! Links are signed and checked by the same [`Signer`] as the actions on the MQTT ack topic
+//! (`crate::incident_acks`), under their own purpose (`gridwatch-link-v2`), with the fields
+//! incident, expiry and — on a member's link — the member id, each length-prefixed.
+//! (Links signed by a gridwatch before the length-prefixed encoding no longer verify; they
+//! expire within `link_valid_hours` anyway.)
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use crate::signing::Signer;
 use std::time::Duration;
+
+/// The purpose signed first: a link signature is no ack signature, even under the same secret.
+const PURPOSE: &str = "gridwatch-link-v2";
 
 #[derive(Clone)]
 pub struct WorkerLinks {
     /// How workers' phones reach this box, e.g. `http://10.8.0.5:9181`.
     pub public_url: reqwest::Url,
-    secret: Vec<u8>,
+    signer: Signer,
     pub valid: Duration,
 }
 
@@ -32,24 +40,21 @@ pub enum LinkError {
 
 impl WorkerLinks {
     pub fn new(public_url: reqwest::Url, secret: &str, valid: Duration) -> WorkerLinks {
-        WorkerLinks { public_url, secret: secret.as_bytes().to_vec(), valid }
+        WorkerLinks { public_url, signer: Signer::new(secret), valid }
     }
 
-    fn mac(&self, incident: i64, member: Option<&str>, expires: i64) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
-        match member {
-            // The member id's length goes first, so no id and expiry can pass for another.
-            Some(member) => mac.update(format!("incident:{incident}:member:{}:{member}:{expires}", member.len()).as_bytes()),
-            None => mac.update(format!("incident:{incident}:{expires}").as_bytes()),
-        }
-        mac
+    /// The signed fields of a link: with a member, one field more (a group link is never a
+    /// member's link, nor the other way round).
+    fn fields<'a>(incident: &'a str, member: Option<&'a str>, expires: &'a str) -> Vec<&'a [u8]> {
+        let mut fields = vec![PURPOSE.as_bytes(), incident.as_bytes(), expires.as_bytes()];
+        fields.extend(member.map(str::as_bytes));
+        fields
     }
 
     /// The signed path and query for an incident (for `member`, if given), valid from `now_secs`.
     pub fn path(&self, incident: i64, member: Option<&str>, now_secs: i64) -> String {
         let expires = now_secs + self.valid.as_secs() as i64;
-        let signature: String = self.mac(incident, member, expires).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let signature = self.signer.sign(&Self::fields(&incident.to_string(), member, &expires.to_string()));
         let mut query = reqwest::Url::parse("http://link/").expect("a valid base");
         {
             let mut pairs = query.query_pairs_mut();
@@ -77,12 +82,9 @@ impl WorkerLinks {
 
     /// Checks a link's expiry and signature (in constant time); `member` is the link's `m`.
     pub fn verify(&self, incident: i64, member: Option<&str>, expires: i64, signature: &str, now_secs: i64) -> Result<(), LinkError> {
-        let bytes: Option<Vec<u8>> = (0..signature.len())
-            .step_by(2)
-            .map(|i| signature.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .collect();
-        let bytes = bytes.ok_or(LinkError::BadSignature)?;
-        self.mac(incident, member, expires).verify_slice(&bytes).map_err(|_| LinkError::BadSignature)?;
+        if !self.signer.verify(&Self::fields(&incident.to_string(), member, &expires.to_string()), signature) {
+            return Err(LinkError::BadSignature);
+        }
         if now_secs > expires {
             return Err(LinkError::Expired);
         }
@@ -127,6 +129,14 @@ mod tests {
         assert_eq!(links().verify(id, None, exp, "zz", 1_500), Err(LinkError::BadSignature));
         let other = WorkerLinks::new("http://x/".parse().unwrap(), "another secret", Duration::from_secs(3600));
         assert_eq!(other.verify(id, None, exp, &sig, 1_500), Err(LinkError::BadSignature), "another box's secret");
+    }
+
+    #[test]
+    fn a_link_signature_is_no_ack_signature_under_the_same_secret() {
+        let acks = crate::incident_acks::AckConfig::new("t".into(), "s3cret");
+        let (id, exp, sig) = parts(&links().link(42, 1_000));
+        let as_ack = serde_json::json!({"incident": id, "action": "resolve", "by": "x", "ts": exp, "sig": sig});
+        assert_eq!(acks.verify(&serde_json::to_vec(&as_ack).unwrap(), exp * 1000).unwrap_err(), crate::incident_acks::Refusal::BadSignature);
     }
 
     #[test]

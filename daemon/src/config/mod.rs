@@ -93,6 +93,10 @@ pub struct MqttConfig {
     pub password: Option<String>,
     /// Larger payloads are rejected and counted, never parsed.
     pub max_payload_bytes: usize,
+    /// Larger packets are never read whole: the ingest connection drops them from its session
+    /// and counts them (`crate::mqtt::drain`). At least `max_payload_bytes` plus
+    /// [`PACKET_OVERHEAD_BYTES`], so every payload under the limit arrives.
+    pub max_packet_bytes: usize,
     pub keep_alive: Duration,
     /// Extra topics mapped onto sensors, tried before the default convention.
     pub topic_maps: Vec<TopicMapConfig>,
@@ -192,12 +196,28 @@ pub struct IngestConfig {
     pub reanchor_after_readings: u32,
     /// …and for this long is re-anchored: its clock went back.
     pub reanchor_after: Duration,
+    /// A reading with more fields is refused (`too_many_fields`).
+    pub max_fields_per_reading: usize,
+    /// A sensor's reading that brings a field name past this many distinct ones is refused
+    /// (`too_many_field_names`): payloads choose their names, memory must not follow them.
+    pub max_field_names_per_sensor: usize,
+    /// Longer field names are refused (`bad_field_name`), like empty ones and control characters.
+    pub max_field_name_bytes: usize,
 }
+
+/// Room in an MQTT packet besides the payload: fixed header, topic (as long as topics of the
+/// default convention get, with margin) and packet id.
+pub const PACKET_OVERHEAD_BYTES: usize = 1024;
+/// The largest packet MQTT can frame (a remaining length of four bytes).
+pub const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
 
 /// `[ingest]` keys: default and bounds.
 pub const MAX_FUTURE_SKEW_SECS: (u64, std::ops::RangeInclusive<u64>) = (300, 1..=86_400);
 pub const REANCHOR_AFTER_READINGS: (u64, std::ops::RangeInclusive<u64>) = (3, 1..=1000);
 pub const REANCHOR_AFTER_SECS: (u64, std::ops::RangeInclusive<u64>) = (600, 0..=86_400);
+pub const MAX_FIELDS_PER_READING: (u64, std::ops::RangeInclusive<u64>) = (32, 1..=1000);
+pub const MAX_FIELD_NAMES_PER_SENSOR: (u64, std::ops::RangeInclusive<u64>) = (64, 1..=1000);
+pub const MAX_FIELD_NAME_BYTES: (u64, std::ops::RangeInclusive<u64>) = (64, 1..=256);
 
 impl Default for IngestConfig {
     fn default() -> Self {
@@ -205,6 +225,9 @@ impl Default for IngestConfig {
             max_future_skew: Duration::from_secs(MAX_FUTURE_SKEW_SECS.0),
             reanchor_after_readings: REANCHOR_AFTER_READINGS.0 as u32,
             reanchor_after: Duration::from_secs(REANCHOR_AFTER_SECS.0),
+            max_fields_per_reading: MAX_FIELDS_PER_READING.0 as usize,
+            max_field_names_per_sensor: MAX_FIELD_NAMES_PER_SENSOR.0 as usize,
+            max_field_name_bytes: MAX_FIELD_NAME_BYTES.0 as usize,
         }
     }
 }
@@ -401,6 +424,9 @@ impl Checker<'_> {
             max_future_skew: Duration::from_secs(self.bounded(raw.max_future_skew_secs, "ingest.max_future_skew_secs", MAX_FUTURE_SKEW_SECS)),
             reanchor_after_readings: self.bounded(raw.reanchor_after_readings, "ingest.reanchor_after_readings", REANCHOR_AFTER_READINGS) as u32,
             reanchor_after: Duration::from_secs(self.bounded(raw.reanchor_after_secs, "ingest.reanchor_after_secs", REANCHOR_AFTER_SECS)),
+            max_fields_per_reading: self.bounded(raw.max_fields_per_reading, "ingest.max_fields_per_reading", MAX_FIELDS_PER_READING) as usize,
+            max_field_names_per_sensor: self.bounded(raw.max_field_names_per_sensor, "ingest.max_field_names_per_sensor", MAX_FIELD_NAMES_PER_SENSOR) as usize,
+            max_field_name_bytes: self.bounded(raw.max_field_name_bytes, "ingest.max_field_name_bytes", MAX_FIELD_NAME_BYTES) as usize,
         }
     }
 
@@ -650,6 +676,14 @@ impl Checker<'_> {
         if *raw.max_payload_bytes.get_ref() == 0 {
             self.error(raw.max_payload_bytes.span(), Some("mqtt.max_payload_bytes"), "must be at least 1".into());
         }
+        let packet_floor = raw.max_payload_bytes.get_ref().saturating_add(PACKET_OVERHEAD_BYTES);
+        if *raw.max_packet_bytes.get_ref() < packet_floor || *raw.max_packet_bytes.get_ref() > MQTT_MAX_PACKET_BYTES {
+            let message = format!(
+                "must be at least max_payload_bytes ({}) + {PACKET_OVERHEAD_BYTES} for the topic and header, i.e. {packet_floor}, and at most {MQTT_MAX_PACKET_BYTES} (MQTT's largest)",
+                raw.max_payload_bytes.get_ref()
+            );
+            self.error(raw.max_packet_bytes.span(), Some("mqtt.max_packet_bytes"), message);
+        }
         if *raw.keep_alive_secs.get_ref() < 5 {
             self.error(raw.keep_alive_secs.span(), Some("mqtt.keep_alive_secs"), "must be at least 5 seconds".into());
         }
@@ -660,6 +694,7 @@ impl Checker<'_> {
             username: raw.username,
             password,
             max_payload_bytes: raw.max_payload_bytes.into_inner(),
+            max_packet_bytes: raw.max_packet_bytes.into_inner(),
             keep_alive: Duration::from_secs(raw.keep_alive_secs.into_inner()),
             topic_maps,
             tls,

@@ -155,6 +155,9 @@ pub struct RawMqtt {
     pub max_payload_bytes: Spanned<usize>,
     #[serde(default = "default_keep_alive_secs")]
     pub keep_alive_secs: Spanned<u64>,
+    /// Largest packet the ingest connection reads from the broker; larger ones are dropped.
+    #[serde(default = "default_max_packet_bytes")]
+    pub max_packet_bytes: Spanned<usize>,
     #[serde(default, rename = "topic")]
     pub topics: Vec<RawTopicMap>,
 }
@@ -165,6 +168,10 @@ fn default_client_id() -> String {
 
 fn default_max_payload_bytes() -> Spanned<usize> {
     Spanned::new(0..0, 4096)
+}
+
+fn default_max_packet_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, 1024 * 1024)
 }
 
 fn default_keep_alive_secs() -> Spanned<u64> {
@@ -228,6 +235,9 @@ pub struct RawIngest {
     pub max_future_skew_secs: Option<Spanned<u64>>,
     pub reanchor_after_readings: Option<Spanned<u64>>,
     pub reanchor_after_secs: Option<Spanned<u64>>,
+    pub max_fields_per_reading: Option<Spanned<u64>>,
+    pub max_field_names_per_sensor: Option<Spanned<u64>>,
+    pub max_field_name_bytes: Option<Spanned<u64>>,
 }
 
 fn yes() -> bool {

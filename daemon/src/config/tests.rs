@@ -46,13 +46,36 @@ fn the_state_save_interval_is_bounded() {
 
 #[test]
 fn ingest_time_limits_have_defaults_and_bounds() {
-    assert_eq!(parse(MINIMAL).unwrap().ingest, IngestConfig { max_future_skew: Duration::from_secs(300), reanchor_after_readings: 3, reanchor_after: Duration::from_secs(600) });
+    assert_eq!(parse(MINIMAL).unwrap().ingest, IngestConfig::default());
+    assert_eq!(IngestConfig::default().max_future_skew, Duration::from_secs(300));
     let config = parse(&format!("{MINIMAL}\n[ingest]\nmax_future_skew_secs = 60\nreanchor_after_readings = 5\nreanchor_after_secs = 0\n")).unwrap();
-    assert_eq!(config.ingest, IngestConfig { max_future_skew: Duration::from_secs(60), reanchor_after_readings: 5, reanchor_after: Duration::ZERO });
+    assert_eq!(config.ingest, IngestConfig { max_future_skew: Duration::from_secs(60), reanchor_after_readings: 5, reanchor_after: Duration::ZERO, ..IngestConfig::default() });
     let refused = errors(&format!("{MINIMAL}\n[ingest]\nmax_future_skew_secs = 0\nreanchor_after_readings = 0\n"));
     assert!(refused.iter().any(|e| e.contains("gridwatch.toml:13:") && e.contains("ingest.max_future_skew_secs") && e.contains("1 to 86400")), "{refused:?}");
     assert!(refused.iter().any(|e| e.contains("gridwatch.toml:14:") && e.contains("ingest.reanchor_after_readings")), "{refused:?}");
     assert!(errors(&format!("{MINIMAL}\n[ingest]\nmax_future_skew = 60\n")).iter().any(|e| e.contains("max_future_skew")), "a key without its unit is a typo");
+}
+
+#[test]
+fn the_packet_limit_is_checked_against_the_payload_limit() {
+    let mqtt = |keys: &str| MINIMAL.replacen("[mqtt]\n", &format!("[mqtt]\n{keys}\n"), 1);
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!((config.mqtt.max_payload_bytes, config.mqtt.max_packet_bytes), (4096, 1024 * 1024));
+    assert_eq!(parse(&mqtt("max_payload_bytes = 65536\nmax_packet_bytes = 66560")).unwrap().mqtt.max_packet_bytes, 66_560, "payload + 1024 is enough");
+    let refused = errors(&mqtt("max_payload_bytes = 2000000"));
+    assert!(refused.iter().any(|e| e.contains("mqtt.max_packet_bytes") && e.contains("2001024")), "a payload limit above the default packet limit: {refused:?}");
+    assert!(errors(&mqtt("max_packet_bytes = 300000000")).iter().any(|e| e.contains("mqtt.max_packet_bytes") && e.contains("268435455")));
+}
+
+#[test]
+fn ingest_field_limits_have_defaults_and_bounds() {
+    let defaults = parse(MINIMAL).unwrap().ingest;
+    assert_eq!((defaults.max_fields_per_reading, defaults.max_field_names_per_sensor, defaults.max_field_name_bytes), (32, 64, 64));
+    let config = parse(&format!("{MINIMAL}\n[ingest]\nmax_fields_per_reading = 4\nmax_field_names_per_sensor = 6\nmax_field_name_bytes = 20\n")).unwrap();
+    assert_eq!((config.ingest.max_fields_per_reading, config.ingest.max_field_names_per_sensor, config.ingest.max_field_name_bytes), (4, 6, 20));
+    let refused = errors(&format!("{MINIMAL}\n[ingest]\nmax_fields_per_reading = 0\nmax_field_name_bytes = 1000\n"));
+    assert!(refused.iter().any(|e| e.contains("ingest.max_fields_per_reading") && e.contains("1 to 1000")), "{refused:?}");
+    assert!(refused.iter().any(|e| e.contains("ingest.max_field_name_bytes") && e.contains("1 to 256")), "{refused:?}");
 }
 
 #[test]

@@ -87,6 +87,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             username: None,
             password: None,
             max_payload_bytes: 4096,
+            max_packet_bytes: 1024 * 1024,
             keep_alive: Duration::from_secs(30),
             topic_maps: Vec::new(),
             tls: None,

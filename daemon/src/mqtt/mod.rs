@@ -4,17 +4,17 @@
 //! still go out while ingest is shutting down.
 
 pub mod broker;
+pub mod drain;
 pub mod payload;
+pub mod rejection_log;
 pub mod source;
 pub mod topics;
 
 use crate::config::{BrokerConfig, MqttConfig};
 use rumqttc::MqttOptions;
 
-/// Largest packet the client accepts from the broker. Far above `max_payload_bytes` on purpose:
-/// an oversized reading must arrive so it can be rejected and counted — rumqttc treats a packet
-/// over its own limit as a connection error and would reconnect in a loop.
-const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+/// Largest packet the daemon sends (alerts, acknowledgements): far above any alert's JSON.
+const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
 
 /// Where to connect for a broker configuration.
 pub fn broker_address(broker: &BrokerConfig) -> (String, u16) {
@@ -27,14 +27,17 @@ pub fn broker_address(broker: &BrokerConfig) -> (String, u16) {
 
 /// Connection options for one of the daemon's connections; `role` is appended to the client id
 /// so each connection keeps its own persistent session. (The ingest connection also turns on
-/// manual acknowledgements.)
+/// manual acknowledgements.) Packets over `max_packet_bytes` (above `max_payload_bytes` on
+/// purpose, so an oversized reading arrives and is rejected and counted) are refused by rumqttc
+/// as a connection error; the ingest connection then clears them out of its session
+/// ([`drain`]).
 pub fn options(config: &MqttConfig, role: &str) -> MqttOptions {
     let (host, port) = broker_address(&config.broker);
     let mut options = MqttOptions::new(format!("{}-{role}", config.client_id), host, port);
     options
         .set_keep_alive(config.keep_alive)
         .set_clean_session(false)
-        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET);
+        .set_max_packet_size(config.max_packet_bytes, MAX_OUTGOING_PACKET);
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         options.set_credentials(user.clone(), password.clone());
     }

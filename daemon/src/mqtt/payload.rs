@@ -5,7 +5,9 @@
 //! ```
 //!
 //! `ts` is RFC 3339 text or integer milliseconds since the Unix epoch; `seq` a non-negative
-//! integer that the device increments per message. Every other key must be a finite number.
+//! integer that the device increments per message. Every other key must be a finite number
+//! under a field name that is not empty, holds no control character and is at most
+//! [`Limits::max_field_name_bytes`] long; a reading has at most [`Limits::max_fields`] fields.
 //! Anything else is a [`Rejection`] with a reason that is counted; nothing here panics.
 //!
 //! How far ahead of this box's clock a `ts` may be is checked by the ingest, per sensor
@@ -45,6 +47,14 @@ pub enum Rejection {
     UnknownSensor(String),
     #[error("sensor `{sensor}` belongs to site `{configured}`, not `{topic}`")]
     SiteMismatch { sensor: String, configured: String, topic: String },
+    #[error("field name `{}` is empty, too long or holds a control character", .0.escape_debug())]
+    BadFieldName(String),
+    #[error("{count} fields in one reading; at most {limit} are taken")]
+    TooManyFields { count: usize, limit: usize },
+    #[error("sensor `{sensor}` already sent {limit} distinct field names; `{}` is one too many", .field.escape_debug())]
+    TooManyFieldNames { sensor: String, field: String, limit: usize },
+    #[error("sensor `{sensor}` sent `seq` {seq} again (the same reading twice)")]
+    DuplicateSeq { sensor: String, seq: u64 },
 }
 
 impl Rejection {
@@ -63,13 +73,35 @@ impl Rejection {
             Rejection::UnmappedTopic => "unmapped_topic",
             Rejection::UnknownSensor(_) => "unknown_sensor",
             Rejection::SiteMismatch { .. } => "site_mismatch",
+            Rejection::BadFieldName(_) => "bad_field_name",
+            Rejection::TooManyFields { .. } => "too_many_fields",
+            Rejection::TooManyFieldNames { .. } => "too_many_field_names",
+            Rejection::DuplicateSeq { .. } => "duplicate_seq",
         }
     }
 
-    pub const REASONS: [&'static str; 12] = [
+    pub const REASONS: [&'static str; 16] = [
         "too_large", "not_json", "not_object", "non_numeric", "not_finite", "no_fields",
         "bad_timestamp", "bad_seq", "ahead_of_clock", "unmapped_topic", "unknown_sensor", "site_mismatch",
+        "bad_field_name", "too_many_fields", "too_many_field_names", "duplicate_seq",
     ];
+}
+
+/// What one payload may hold (`[mqtt] max_payload_bytes`, `[ingest] max_fields_per_reading`,
+/// `[ingest] max_field_name_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub max_fields: usize,
+    pub max_field_name_bytes: usize,
+}
+
+impl Limits {
+    /// A field name the store and InfluxDB can keep as it is: not empty, no control character
+    /// (a line break would split a line of line protocol), not longer than the cap.
+    pub fn field_name_ok(&self, name: &str) -> bool {
+        !name.is_empty() && name.len() <= self.max_field_name_bytes && !name.chars().any(char::is_control)
+    }
 }
 
 /// A decoded payload, not yet tied to a sensor.
@@ -80,13 +112,18 @@ pub struct Decoded {
     pub fields: Vec<(String, f64)>,
 }
 
-/// Decodes one payload. `renames` maps payload field names to rule field names.
-pub fn decode(payload: &[u8], max_bytes: usize, renames: &BTreeMap<String, String>) -> Result<Decoded, Rejection> {
-    if payload.len() > max_bytes {
-        return Err(Rejection::TooLarge { size: payload.len(), limit: max_bytes });
+/// Decodes one payload. `renames` maps payload field names to rule field names; the limits
+/// apply to the names after renaming (the names that are kept).
+pub fn decode(payload: &[u8], limits: &Limits, renames: &BTreeMap<String, String>) -> Result<Decoded, Rejection> {
+    if payload.len() > limits.max_bytes {
+        return Err(Rejection::TooLarge { size: payload.len(), limit: limits.max_bytes });
     }
     let value: serde_json::Value = serde_json::from_slice(payload).map_err(|err| classify_json_error(payload, err))?;
     let serde_json::Value::Object(object) = value else { return Err(Rejection::NotObject) };
+    let count = object.keys().filter(|key| !matches!(key.as_str(), "ts" | "seq")).count();
+    if count > limits.max_fields {
+        return Err(Rejection::TooManyFields { count, limit: limits.max_fields });
+    }
     let mut decoded = Decoded { ts: None, seq: None, fields: Vec::with_capacity(object.len()) };
     for (key, value) in object {
         match key.as_str() {
@@ -98,6 +135,9 @@ pub fn decode(payload: &[u8], max_bytes: usize, renames: &BTreeMap<String, Strin
                     return Err(Rejection::NotFinite(Some(key)));
                 }
                 let name = renames.get(&key).cloned().unwrap_or(key);
+                if !limits.field_name_ok(&name) {
+                    return Err(Rejection::BadFieldName(name.chars().take(64).collect()));
+                }
                 decoded.fields.push((name, number));
             }
         }
@@ -163,8 +203,10 @@ mod tests {
         assert_eq!(ahead_of_clock(NOW - 86_400_000, NOW, 300_000), None, "behind is for the engine to judge");
     }
 
+    const LIMITS: Limits = Limits { max_bytes: 4096, max_fields: 8, max_field_name_bytes: 16 };
+
     fn decode_str(text: &str) -> Result<Decoded, Rejection> {
-        decode(text.as_bytes(), 4096, &BTreeMap::new())
+        decode(text.as_bytes(), &LIMITS, &BTreeMap::new())
     }
 
     #[test]
@@ -183,7 +225,7 @@ mod tests {
     #[test]
     fn renames_map_vendor_fields_to_rule_fields() {
         let renames = BTreeMap::from([("AngleX".to_string(), "x".to_string())]);
-        let d = decode(br#"{"AngleX": 0.5}"#, 4096, &renames).unwrap();
+        let d = decode(br#"{"AngleX": 0.5}"#, &LIMITS, &renames).unwrap();
         assert_eq!(d.fields, vec![("x".to_string(), 0.5)]);
     }
 
@@ -202,6 +244,11 @@ mod tests {
             (r#"{"x": 1, "ts": 1700000000}"#, "bad_timestamp"),
             (r#"{"x": 1, "ts": "yesterday"}"#, "bad_timestamp"),
             (r#"{"x": 1, "seq": -1}"#, "bad_seq"),
+            (r#"{"": 1}"#, "bad_field_name"),
+            (r#"{"x\ny": 1}"#, "bad_field_name"),
+            (r#"{"x\u0000": 1}"#, "bad_field_name"),
+            (r#"{"a_name_of_17_byte": 1}"#, "bad_field_name"),
+            (r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9}"#, "too_many_fields"),
         ];
         for (payload, reason) in cases {
             let rejection = decode_str(payload).expect_err(payload);
@@ -213,6 +260,19 @@ mod tests {
     fn oversized_payload_is_rejected_before_parsing() {
         let big = format!("{{\"x\": {}}}", "1".repeat(5000));
         assert_eq!(decode_str(&big), Err(Rejection::TooLarge { size: big.len(), limit: 4096 }));
+    }
+
+    #[test]
+    fn names_and_counts_on_the_limits_are_taken() {
+        let d = decode_str(r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"a_name_of_16_byt":8,"ts":1795392000000,"seq":1}"#).unwrap();
+        assert_eq!(d.fields.len(), 8, "ts and seq are not fields");
+        assert_eq!(decode_str(r#"{"温度": 1}"#).unwrap().fields[0].0, "温度", "any printable name");
+    }
+
+    #[test]
+    fn a_rename_to_a_bad_name_is_refused_too() {
+        let renames = BTreeMap::from([("x".to_string(), String::new())]);
+        assert_eq!(decode(br#"{"x": 0.5}"#, &LIMITS, &renames).unwrap_err().reason(), "bad_field_name");
     }
 
     #[test]
@@ -229,6 +289,9 @@ mod tests {
             Rejection::AheadOfClock { sensor: String::new(), ahead_secs: 0 }, Rejection::UnmappedTopic,
             Rejection::UnknownSensor(String::new()),
             Rejection::SiteMismatch { sensor: String::new(), configured: String::new(), topic: String::new() },
+            Rejection::BadFieldName(String::new()), Rejection::TooManyFields { count: 0, limit: 0 },
+            Rejection::TooManyFieldNames { sensor: String::new(), field: String::new(), limit: 0 },
+            Rejection::DuplicateSeq { sensor: String::new(), seq: 0 },
         ];
         let reasons: Vec<_> = all.iter().map(Rejection::reason).collect();
         assert_eq!(reasons, Rejection::REASONS);

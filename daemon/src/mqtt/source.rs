@@ -6,7 +6,12 @@
 //! manual (rumqttc would otherwise PUBACK before we have the reading). The session is
 //! persistent (fixed client id, `clean_session = false`); when the broker reports that it has
 //! no session, the task subscribes again. Connection errors are retried with exponential
-//! backoff and jitter. Hand-offs block when the next stage is behind (readings are never
+//! backoff and jitter. A packet over `max_packet_bytes` breaks the connection (rumqttc will not
+//! read it) and would come back with every reconnect: it is cleared out of the session
+//! ([`crate::mqtt::drain`]), counted as `too_large`, and the connection is made again at once.
+//! The MQTT bus counts as up only once a connection has held for [`Ingest::stable_after`]
+//! (half of `bus_down_after_secs`, at most 10 s): a connection that keeps dropping is down, and
+//! `bus-down` names its last error. Hand-offs block when the next stage is behind (readings are never
 //! dropped here).
 //!
 //! Shutdown: stop taking messages (those not acknowledged are sent again by the broker next
@@ -23,34 +28,128 @@ use crate::sensor_clocks::{ClockProblem, SensorClocks};
 use gridwatch_rules::Millis;
 use crate::telemetry::spooler::Spooled;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// How many recent readings per sensor are remembered to recognise one sent twice.
+const RECENT_READINGS: usize = 16;
+
 /// Turns messages into samples.
 #[derive(Debug)]
 pub struct Ingest {
     router: TopicRouter,
-    max_payload_bytes: usize,
+    /// Size, field count and field name limits of one payload.
+    limits: payload::Limits,
+    /// Distinct field names a sensor may use (`[ingest] max_field_names_per_sensor`).
+    max_field_names: usize,
+    /// The field names each sensor has used; never more than `max_field_names` per sensor.
+    field_names: HashMap<usize, HashSet<Box<str>>>,
     clock: Clock,
     metrics: Arc<Metrics>,
     /// Last `seq` seen per sensor, to count readings lost on the way.
     last_seq: HashMap<usize, u64>,
+    /// The last few readings of each sensor that sent a `seq` (seq, own time, fields' hash), to
+    /// refuse one that comes twice; at most [`RECENT_READINGS`] per sensor.
+    recent: HashMap<usize, VecDeque<(u64, Option<Millis>, u64)>>,
     /// A reading stamped further ahead of our clock is refused (`[ingest] max_future_skew_secs`).
     max_future_skew_ms: Millis,
     /// Sensors whose clocks are off, for `/healthz` and one WARN each.
     clocks: Arc<SensorClocks>,
     /// The inventory (shared), to name a sensor in a warning.
     inventory: Arc<[crate::config::SensorConfig]>,
+    /// The broker and session, for clearing oversized packets out of it.
+    mqtt: crate::config::MqttConfig,
+    /// How long a connection must hold before the bus counts as up again.
+    stable_after: Duration,
 }
+
+/// Longest a drain of oversized messages may take (a 256 MB packet over a slow link).
+const DRAIN_BUDGET: Duration = Duration::from_secs(60);
 
 impl Ingest {
     pub fn new(config: &Config, sensors: SensorIndex, clock: Clock, metrics: Arc<Metrics>, clocks: Arc<SensorClocks>) -> Ingest {
         let max_future_skew_ms = Millis::try_from(config.ingest.max_future_skew.as_millis()).unwrap_or(Millis::MAX / 2);
         let inventory = sensors.sensors().clone();
-        Ingest { inventory, router: TopicRouter::new(config, sensors), max_payload_bytes: config.mqtt.max_payload_bytes, clock, metrics, last_seq: HashMap::new(), max_future_skew_ms, clocks }
+        let limits = payload::Limits { max_bytes: config.mqtt.max_payload_bytes, max_fields: config.ingest.max_fields_per_reading, max_field_name_bytes: config.ingest.max_field_name_bytes };
+        Ingest {
+            inventory,
+            router: TopicRouter::new(config, sensors),
+            limits,
+            max_field_names: config.ingest.max_field_names_per_sensor,
+            field_names: HashMap::new(),
+            clock,
+            metrics,
+            last_seq: HashMap::new(),
+            recent: HashMap::new(),
+            max_future_skew_ms,
+            clocks,
+            mqtt: config.mqtt.clone(),
+            stable_after: (config.alerts.bus_down_after / 2).min(Duration::from_secs(10)),
+        }
+    }
+
+    /// Clears packets over `max_packet_bytes` out of the session after the connection broke on
+    /// one; counts and logs each. False when there was none or the drain failed.
+    async fn clear_oversized(&mut self, log: &mut crate::mqtt::rejection_log::RejectionLog) -> bool {
+        let limit = self.mqtt.max_packet_bytes;
+        match crate::mqtt::drain::drain(&self.mqtt, limit, DRAIN_BUDGET).await {
+            Ok(dropped) => {
+                for message in &dropped {
+                    self.metrics.messages_received.inc();
+                    let rejection = Rejection::TooLarge { size: message.size, limit };
+                    self.metrics.reject(&rejection);
+                    log.note(&message.topic, &rejection, tokio::time::Instant::now());
+                }
+                !dropped.is_empty()
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "could not clear an oversized message out of the MQTT session; retrying");
+                false
+            }
+        }
+    }
+
+    /// The payload limits (the drain of oversized messages uses the size).
+    pub fn limits(&self) -> payload::Limits {
+        self.limits
+    }
+
+    fn sensor_id(&self, sensor: usize) -> String {
+        self.inventory.get(sensor).map_or_else(|| sensor.to_string(), |s| s.id.to_string())
+    }
+
+    /// Refuses a reading that brings a sensor past its distinct field names, else takes its
+    /// new names in.
+    fn check_field_names(&mut self, sensor: usize, fields: &[(String, f64)]) -> Result<(), Rejection> {
+        let known = self.field_names.entry(sensor).or_default();
+        let new: HashSet<&str> = fields.iter().map(|(name, _)| name.as_str()).filter(|name| !known.contains(*name)).collect();
+        if known.len() + new.len() > self.max_field_names {
+            let field = new.iter().next().map_or_else(String::new, |name| name.chars().take(64).collect());
+            let limit = self.max_field_names;
+            return Err(Rejection::TooManyFieldNames { sensor: self.sensor_id(sensor), field, limit });
+        }
+        known.extend(new.into_iter().map(Box::from));
+        Ok(())
+    }
+
+    /// Refuses a reading this sensor already sent: the same `seq`, own time and values (a
+    /// broker's redelivery, or a device that repeats itself). Readings without `seq` are not
+    /// judged here.
+    fn check_duplicate(&mut self, sample: &Sample, own_ts: Option<Millis>) -> Result<(), Rejection> {
+        let Some(seq) = sample.seq else { return Ok(()) };
+        let hash = fields_hash(&sample.fields);
+        let recent = self.recent.entry(sample.sensor).or_default();
+        if recent.contains(&(seq, own_ts, hash)) {
+            return Err(Rejection::DuplicateSeq { sensor: self.sensor_id(sample.sensor), seq });
+        }
+        if recent.len() == RECENT_READINGS {
+            recent.pop_front();
+        }
+        recent.push_back((seq, own_ts, hash));
+        Ok(())
     }
 
     /// Decodes one message; a rejection is already counted when this returns it.
@@ -58,12 +157,18 @@ impl Ingest {
         self.metrics.messages_received.inc();
         let result = self.router.route(topic).and_then(|route| {
             let now = self.clock.now();
-            let decoded = payload::decode(payload, self.max_payload_bytes, route.renames)?;
+            let decoded = payload::decode(payload, &self.limits, route.renames)?;
+            Ok((route.sensor, decoded, now))
+        });
+        let result = result.and_then(|(sensor, decoded, now)| {
             if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, now, self.max_future_skew_ms)) {
-                return Err(self.ahead_of_clock(route.sensor, ahead_secs));
+                return Err(self.ahead_of_clock(sensor, ahead_secs));
             }
             let clock_untrusted = decoded.ts.is_none() && !self.clock.trusted();
-            Ok(Sample { sensor: route.sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted })
+            let sample = Sample { sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted };
+            self.check_duplicate(&sample, decoded.ts)?;
+            self.check_field_names(sensor, &sample.fields)?;
+            Ok(sample)
         });
         match &result {
             Ok(sample) => self.count_gap(sample),
@@ -99,6 +204,18 @@ impl Ingest {
     }
 }
 
+/// A hash of a reading's names and values (bit for bit), to tell a repeat from a new reading
+/// under a reused `seq`.
+fn fields_hash(fields: &[(String, f64)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (name, value) in fields {
+        name.hash(&mut hasher);
+        value.to_bits().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
 /// What the ingest connection hands its messages to.
 #[derive(Debug)]
 pub struct Outputs {
@@ -132,11 +249,18 @@ pub async fn run(
         filters.push(SubscribeFilter::new(acks.topic.clone(), QoS::AtLeastOnce));
     }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-    let mut warned_rejections = 0u64;
+    // When the current connection will have held long enough to call the bus up.
+    let mut stable_at: Option<tokio::time::Instant> = None;
+    let mut rejection_log = crate::mqtt::rejection_log::RejectionLog::new(Duration::from_secs(60));
     let metrics = ingest.metrics.clone();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(stable_at.unwrap_or_else(tokio::time::Instant::now)), if stable_at.is_some() => {
+                stable_at = None;
+                outputs.bus.up();
+                continue;
+            }
             event = eventloop.poll() => event,
         };
         match event {
@@ -161,11 +285,8 @@ pub async fn run(
                         Spooled { sample: keep, ack: Some(publish) }
                     }
                     Err(rejection) => {
-                        // Warn for the first few, then only count: a broken device must not flood the log.
-                        if warned_rejections < 20 {
-                            warned_rejections += 1;
-                            tracing::warn!(topic = %publish.topic, reason = rejection.reason(), error = %rejection, "message rejected");
-                        }
+                        // Counted already; logged once per reason and minute: a broken device must not flood the log.
+                        rejection_log.note(&publish.topic, &rejection, tokio::time::Instant::now());
                         Spooled { sample: None, ack: Some(publish) }
                     }
                 };
@@ -176,7 +297,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 metrics.mqtt_connects.inc();
                 metrics.mqtt_connected.set(1);
-                outputs.bus.up();
+                stable_at = Some(tokio::time::Instant::now() + ingest.stable_after);
                 backoff.reset();
                 tracing::info!(session_present = ack.session_present, "connected to MQTT broker");
                 if !ack.session_present {
@@ -195,7 +316,17 @@ pub async fn run(
             Err(error) => {
                 metrics.mqtt_connection_errors.inc();
                 metrics.mqtt_connected.set(0);
-                outputs.bus.down(chrono::Utc::now().timestamp_millis());
+                stable_at = None;
+                let oversized = oversized(&error);
+                let reason = match oversized {
+                    Some(size) => format!("a message of {size} bytes is over max_packet_bytes ({})", ingest.mqtt.max_packet_bytes),
+                    None => error.to_string(),
+                };
+                outputs.bus.failed(chrono::Utc::now().timestamp_millis(), &reason);
+                if oversized.is_some() && ingest.clear_oversized(&mut rejection_log).await {
+                    backoff.reset();
+                    continue;
+                }
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {
@@ -223,35 +354,65 @@ pub async fn run(
     disconnect(client, eventloop).await;
 }
 
-/// Verifies a worker's action from the ack topic and applies it to its incident.
+/// The size of the packet the connection broke on, when it broke on one over the limit.
+fn oversized(error: &rumqttc::ConnectionError) -> Option<usize> {
+    match error {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(size))) => Some(*size),
+        _ => None,
+    }
+}
+
+/// How a message on the ack topic ended (the `reason` label of `incident_acks`).
+enum AckResult {
+    Applied(i64, String),
+    NotApplicable(String),
+    Refused(crate::incident_acks::Refusal),
+}
+
+/// Verifies a worker's action from the ack topic, records its signature as used (a replay,
+/// also after a restart, is refused) and applies it to its incident.
 async fn apply_ack(acks: &crate::incident_acks::AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &Metrics) {
+    use crate::incident_acks::{AckConfig, Refusal, PURPOSE};
     let now = chrono::Utc::now().timestamp_millis();
     let result = match acks.verify(payload, now) {
         Ok(verified) => {
             let store = store.clone();
-            let applied = tokio::task::spawn_blocking(move || {
+            let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<AckResult> {
+                // Used before it is applied: a crash between the two loses the action (the hub
+                // sends it again with a new time) but never applies one twice.
+                if !store.use_signature(PURPOSE, &verified.signature, AckConfig::remember_until(verified.ts, now), now)? {
+                    return Ok(AckResult::Refused(Refusal::Replayed));
+                }
                 let actor = format!("{} (hub)", verified.by);
-                store.incident_action(verified.incident, verified.action, &actor, verified.note.as_deref(), now).map(|state| (verified.incident, state))
+                Ok(match store.incident_action(verified.incident, verified.action, &actor, verified.note.as_deref(), now) {
+                    Ok(state) => AckResult::Applied(verified.incident, state.to_string()),
+                    Err(error) => AckResult::NotApplicable(format!("{error:#}")),
+                })
             })
             .await;
             match applied {
-                Ok(Ok((incident, state))) => {
-                    tracing::info!(incident, state = %state, "worker's action applied from the ack topic");
-                    "applied"
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(error = %format!("{error:#}"), "worker's action from the ack topic not applied");
-                    "not_applicable"
-                }
-                Err(_) => "not_applicable",
+                Ok(Ok(result)) => result,
+                Ok(Err(error)) => AckResult::NotApplicable(format!("{error:#}")),
+                Err(error) => AckResult::NotApplicable(error.to_string()),
             }
         }
-        Err(refusal) => {
+        Err(refusal) => AckResult::Refused(refusal),
+    };
+    let reason = match result {
+        AckResult::Applied(incident, state) => {
+            tracing::info!(incident, state = %state, "worker's action applied from the ack topic");
+            "applied"
+        }
+        AckResult::NotApplicable(error) => {
+            tracing::warn!(error = %error, "worker's action from the ack topic not applied");
+            "not_applicable"
+        }
+        AckResult::Refused(refusal) => {
             tracing::warn!(reason = refusal.as_str(), "message on the ack topic refused");
             refusal.as_str()
         }
     };
-    metrics.incident_acks.get_or_create(&crate::metrics::ReasonLabel { reason: result.into() }).inc();
+    metrics.incident_acks.get_or_create(&crate::metrics::ReasonLabel { reason: reason.into() }).inc();
 }
 
 /// Sends DISCONNECT and polls until it is out (at most a second).
@@ -303,5 +464,41 @@ mod tests {
         assert_eq!(metrics.rejected("ahead_of_clock"), 1);
         assert_eq!(clocks.current(tokio::time::Instant::now()), vec![("house-07".into(), ClockProblem::Ahead)]);
         assert!(ingest.sample(topic, br#"{"x": 0.3}"#).is_ok(), "the sensor's next reading is taken");
+    }
+
+    fn limited_ingest(metrics: Arc<Metrics>) -> Ingest {
+        let text = "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[ingest]\nmax_field_names_per_sensor = 3\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n[[sensor]]\nid = \"house-08\"\nkind = \"tilt\"\nsite = \"north-lane\"\n";
+        let config = Config::parse("t.toml", text, std::path::Path::new(".")).unwrap();
+        Ingest::new(&config, SensorIndex::new(config.sensors.clone()), Clock::System, metrics, Arc::default())
+    }
+
+    #[test]
+    fn a_sensor_past_its_distinct_field_names_is_refused_and_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let mut ingest = limited_ingest(metrics.clone());
+        let (a, b) = ("gridwatch/north-lane/house-07/telemetry", "gridwatch/north-lane/house-08/telemetry");
+        assert!(ingest.sample(a, br#"{"x": 1, "y": 2}"#).is_ok());
+        assert!(ingest.sample(a, br#"{"x": 1, "t": 2}"#).is_ok(), "a third name is within the cap");
+        let refused = ingest.sample(a, br#"{"x": 1, "u": 2}"#).unwrap_err();
+        assert!(matches!(&refused, Rejection::TooManyFieldNames { sensor, field, limit: 3 } if sensor == "house-07" && field == "u"), "{refused:?}");
+        assert!(ingest.sample(a, br#"{"y": 1, "t": 2, "x": 3}"#).is_ok(), "known names still pass");
+        assert!(ingest.sample(b, br#"{"u": 1, "v": 2, "w": 3}"#).is_ok(), "each sensor has its own names");
+        assert_eq!(metrics.rejected("too_many_field_names"), 1);
+    }
+
+    #[test]
+    fn a_reading_sent_twice_is_counted_once_as_a_duplicate() {
+        let metrics = Arc::new(Metrics::new());
+        let mut ingest = limited_ingest(metrics.clone());
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        let reading = br#"{"x": 0.25, "seq": 41, "ts": 1795392000000}"#;
+        assert_eq!(ingest.sample(topic, reading).unwrap().seq, Some(41));
+        let again = ingest.sample(topic, reading).unwrap_err();
+        assert_eq!(again, Rejection::DuplicateSeq { sensor: "house-07".into(), seq: 41 });
+        assert!(ingest.sample(topic, br#"{"x": 0.25, "seq": 41, "ts": 1795392060000}"#).is_ok(), "the same seq at another time is a new reading (device restarted)");
+        assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_ok());
+        assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_err(), "without a time, the same seq and values repeat");
+        assert!(ingest.sample(topic, br#"{"x": 0.30}"#).is_ok() && ingest.sample(topic, br#"{"x": 0.30}"#).is_ok(), "no seq, no judgement");
+        assert_eq!((metrics.rejected("duplicate_seq"), metrics.sequence_gaps.get()), (2, 0));
     }
 }

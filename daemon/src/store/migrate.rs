@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 9;
+const SCHEMA_VERSION: i32 = 10;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -213,6 +213,21 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              ) WITHOUT ROWID;
              CREATE INDEX trend_by_hour ON trend (hour);
              PRAGMA user_version = 9;
+             COMMIT;",
+        )?;
+    }
+    if version < 10 {
+        // Signatures already used (workers' actions on the ack topic), kept for their lifetime
+        // so a replayed message is refused, also after a restart.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE used_signatures (
+                 signature TEXT PRIMARY KEY,
+                 purpose TEXT NOT NULL,
+                 expires_ms INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE INDEX used_signatures_by_expiry ON used_signatures (expires_ms);
+             PRAGMA user_version = 10;
              COMMIT;",
         )?;
     }

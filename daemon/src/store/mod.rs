@@ -7,7 +7,8 @@
 //! - the telemetry spool ([`spool`]): readings are committed here (in groups) before the MQTT
 //!   broker gets its acknowledgement, and leave only when InfluxDB took them;
 //! - the rule engine's last state snapshot ([`state`], a file beside the database);
-//! - incidents and their audit trail ([`incidents`]).
+//! - incidents and their audit trail ([`incidents`]);
+//! - signatures already used, until they expire ([`used_signatures`]).
 //!
 //! Beside it, a [`reserve`] file keeps space back for alarms: writes other than telemetry that
 //! find the disk full give it up and are tried once more.
@@ -26,6 +27,7 @@ mod silences;
 mod spool;
 mod state;
 mod trend;
+mod used_signatures;
 
 pub use calibrations::Calibration;
 pub use escalations::{DueEscalation, EscalationStep};

@@ -9,9 +9,11 @@
 //! identified by measurement + tags + time, so a batch written twice (after a crash between the
 //! write and the spool removal) overwrites itself instead of double-counting.
 //!
-//! Answers: 2xx — remove from the spool. 400/422/413 — split the batch to isolate the bad
-//! points; a single refused point goes to `dead_letters` (counted). 401/403/404 — keep
-//! everything, raise `influxdb_config_error`, retry every 30 s. 429/503 with `Retry-After`
+//! Answers: 2xx — remove from the spool. 400/422 — split the batch to isolate the bad
+//! points; a single refused point goes to `dead_letters` (counted). 413 — split the batch (a
+//! proxy's body limit may be below a batch); a single point still "too large" is a proxy or
+//! database that refuses everything: a configuration error like 401/403/404, never a dead
+//! letter. 401/403/404 — keep everything, raise `influxdb_config_error`, retry every 30 s. 429/503 with `Retry-After`
 //! (seconds or an HTTP date) — keep, wait that long (at most [`RETRY_AFTER_CAP`]). Other 5xx,
 //! 429/503 without it, timeouts, connection errors — keep, back off (0.5 s doubling to 30 s).
 
@@ -37,8 +39,10 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 #[derive(Debug)]
 enum Outcome {
     Written,
-    /// InfluxDB refuses these points as they are (400/422/413).
+    /// InfluxDB refuses these points as they are (400/422).
     Refused(String),
+    /// The request body is too large for InfluxDB or a proxy in front of it (413).
+    TooLarge(String),
     /// Credentials, organisation or bucket are wrong (401/403/404).
     ConfigError(String),
     /// Try again later (throttled, server error, timeout, unreachable), after the wait the
@@ -142,6 +146,18 @@ impl TelemetryWriter {
                         tracing::error!(error = %format!("{error:#}"), "written points not removed from the spool; they will be written again (harmless: same time, same point)");
                     }
                 }
+                Outcome::TooLarge(reason) if points.len() > 1 => {
+                    let mut first = points;
+                    let second = first.split_off(first.len() / 2);
+                    work.push(second);
+                    work.push(first);
+                    tracing::debug!(reason = %reason, "request too large for InfluxDB or its proxy; splitting the batch");
+                }
+                Outcome::TooLarge(reason) => {
+                    self.metrics.influxdb_config_error.set(1);
+                    tracing::error!(reason = %reason, "InfluxDB or a proxy in front of it refuses even a single point as too large (HTTP 413): raise the proxy's body size limit; readings are kept in the spool until then");
+                    return Err(Some(CONFIG_ERROR_RETRY));
+                }
                 Outcome::Refused(reason) if points.len() > 1 => {
                     let mut first = points;
                     let second = first.split_off(first.len() / 2);
@@ -201,7 +217,8 @@ impl TelemetryWriter {
         let text = response.text().await.unwrap_or_default();
         let reason = format!("HTTP {status}: {}", text.trim());
         match status.as_u16() {
-            400 | 413 | 422 => Outcome::Refused(reason),
+            400 | 422 => Outcome::Refused(reason),
+            413 => Outcome::TooLarge(reason),
             401 | 403 | 404 => Outcome::ConfigError(reason),
             429 | 503 => Outcome::Retry { reason, after },
             _ => Outcome::Retry { reason, after: None },
@@ -269,7 +286,8 @@ mod tests {
     use std::sync::Mutex;
 
     /// An InfluxDB stand-in on loopback: refuses batches with a point tagged `sensor=bad`
-    /// (400), refuses the token `wrong` (401), throttles batches with `sensor=throttled` (429,
+    /// (400), refuses the token `wrong` (401), answers 413 to bodies of more than two lines
+    /// and to everything with the token `proxy-refuses-all`, throttles batches with `sensor=throttled` (429,
     /// `Retry-After: 7`) and `sensor=busy` (503, no header), takes everything else (204) and
     /// records it.
     async fn influx() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -282,6 +300,11 @@ mod tests {
                 async move {
                     if headers.get("authorization").is_some_and(|v| v == "Token wrong") {
                         return (StatusCode::UNAUTHORIZED, HeaderMap::new(), "unauthorized".to_string());
+                    }
+                    // A proxy refusing every body, or bodies of more than two lines.
+                    let too_large = headers.get("authorization").is_some_and(|v| v == "Token proxy-refuses-all") || body.lines().count() > 2;
+                    if too_large {
+                        return (StatusCode::PAYLOAD_TOO_LARGE, HeaderMap::new(), "<html>413 Request Entity Too Large</html>".to_string());
                     }
                     if body.contains("sensor=bad") {
                         return (StatusCode::BAD_REQUEST, HeaderMap::new(), "partial write: field type conflict".to_string());
@@ -342,6 +365,34 @@ mod tests {
         assert_eq!(store.dead_letter_count().unwrap(), 1);
         assert_eq!(store.spool_stats().unwrap().points, 0);
         assert_eq!((metrics.telemetry_points_written.get(), metrics.telemetry_points_dead_lettered.get()), (4, 1));
+    }
+
+    #[tokio::test]
+    async fn a_batch_too_large_for_the_proxy_is_split_and_written_whole() {
+        let (url, lines) = influx().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let w = writer(&url, "", store.clone(), metrics.clone()).await;
+        let batch = spool(&store, &["house-01"; 7]).await;
+        assert_eq!(w.deliver(batch).await, Ok(()));
+        assert_eq!(lines.lock().unwrap().len(), 7, "every point written in smaller requests");
+        assert_eq!((store.dead_letter_count().unwrap(), metrics.influxdb_config_error.get()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_proxy_answering_413_to_everything_keeps_every_point() {
+        let (url, lines) = influx().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let w = writer(&url, "proxy-refuses-all", store.clone(), metrics.clone()).await;
+        let batch = spool(&store, &["house-01"; 9]).await;
+        assert_eq!(w.deliver(batch).await, Err(Some(CONFIG_ERROR_RETRY)));
+        assert!(lines.lock().unwrap().is_empty());
+        assert_eq!(store.dead_letter_count().unwrap(), 0, "a blanket 413 is not the points' fault");
+        assert_eq!(store.spool_stats().unwrap().points, 9, "nothing dropped");
+        assert_eq!((metrics.influxdb_config_error.get(), metrics.telemetry_points_dead_lettered.get()), (1, 0));
     }
 
     #[tokio::test]
