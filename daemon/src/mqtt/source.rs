@@ -198,7 +198,8 @@ impl Ingest {
         if let Some(last) = self.last_seq.insert(sample.sensor, seq) {
             if seq > last + 1 {
                 self.metrics.sequence_gaps.inc_by(seq - last - 1);
-                tracing::warn!(sensor = sample.sensor, from = last, to = seq, "readings missing (sequence gap)");
+                let id = self.inventory.get(sample.sensor).map(|s| s.id.clone());
+                tracing::warn!(sensor = id.as_deref().unwrap_or("?"), from = last, to = seq, "readings missing (sequence gap)");
             }
         }
     }
