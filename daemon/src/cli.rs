@@ -1,5 +1,9 @@
-//! Command-line interface: `run` (the daemon), `demo` (everything on embedded defaults) and
-//! `rules check` (validate rule files).
+//! Command-line interface: `run` (the daemon), `demo` (everything on embedded defaults), the
+//! installers' and operators' commands, `completions` and `man`.
+//!
+//! Exit codes scripts can use: 0 done; 1 a check failed or something is wrong (selftest failed,
+//! `status` degraded, probe found nothing, an error); 2 bad usage; 69 the daemon did not answer
+//! (`status`, `watch`, `calibrate`); 78 the configuration is invalid.
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -13,8 +17,28 @@ pub struct Cli {
     /// log shippers.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// How listings print: text for people, or JSON for scripts (`-o json | jq`).
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How a command prints what it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+impl Output {
+    /// The JSON form, pretty-printed with a final newline, or the text form.
+    pub fn render(self, text: impl FnOnce() -> String, json: impl FnOnce() -> serde_json::Value) -> String {
+        match self {
+            Output::Text => text(),
+            Output::Json => format!("{:#}\n", json()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,6 +50,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon with a configuration file.
+    #[command(after_help = "Examples:\n  gridwatch run --config /etc/gridwatch/gridwatch.toml\n  systemctl start gridwatch        # the same, supervised (systemd/gridwatch.service)")]
     Run {
         /// The configuration file (see gridwatch.example.toml).
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
@@ -36,11 +61,13 @@ pub enum Command {
         last_good: Option<PathBuf>,
     },
     /// Check a configuration and its rule files without starting anything (exit 78 when invalid).
+    #[command(after_help = "Examples:\n  gridwatch validate --config /etc/gridwatch/gridwatch.toml && systemctl reload gridwatch")]
     Validate {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
     },
     /// Run everything on embedded defaults with simulated houses and water probes.
+    #[command(after_help = "Examples:\n  gridwatch demo --for 30s\n  gridwatch demo --speed 60 --http-listen 127.0.0.1:9181   # then open http://127.0.0.1:9181/")]
     Demo {
         /// Stop by itself after this long (e.g. 30s, 2m); runs until Ctrl-C when absent.
         #[arg(long = "for", value_parser = humantime::parse_duration)]
@@ -61,6 +88,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Find out what is on a serial port (installers): prints what answered and a config snippet.
+    #[command(after_help = "Examples:\n  gridwatch probe --port /dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0\n  gridwatch probe --port /dev/ttyUSB0 --baud 4800 --profile ./acme-orp.toml\n  gridwatch probe --port /dev/ttyUSB0 -o json | jq '.[0].profile'")]
     Probe {
         /// The port, preferably by stable path (/dev/serial/by-id/…).
         #[arg(long)]
@@ -74,6 +102,7 @@ pub enum Command {
         profiles: Vec<PathBuf>,
     },
     /// Incidents: list them, show one with its audit trail, and act on them.
+    #[command(after_help = "Examples:\n  gridwatch incidents list\n  gridwatch incidents show 12\n  gridwatch incidents act 12 accept --by '王芳 13800000001'\n  gridwatch incidents silence building B7 --for 2h --reason 'scaffolding' --by Li\n  gridwatch incidents list -o json | jq '.[] | select(.severity == \"danger\")'")]
     Incidents {
         /// The configuration (for the state directory).
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
@@ -82,11 +111,13 @@ pub enum Command {
         command: IncidentsCommand,
     },
     /// What the running daemon does now: sources, sensors reporting, open incidents, spool.
+    #[command(after_help = "Exit code 0 when ready, 1 when degraded, 69 when the daemon does not answer.\n\nExamples:\n  gridwatch status\n  gridwatch status -o json | jq .open_incidents")]
     Status {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
     },
     /// A live table of sensors (all, the ones named, or one building's), refreshed in place.
+    #[command(after_help = "Examples:\n  gridwatch watch house-07\n  gridwatch watch --building B7\n  gridwatch watch --once -o json | jq '.[] | select(.age_secs > 600) | .id'")]
     Watch {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
@@ -99,11 +130,13 @@ pub enum Command {
     },
     /// Check everything before leaving: config, rules, daemon, broker, InfluxDB, serial ports,
     /// and a marked test notification through every channel. Exit 1 when a check fails.
+    #[command(after_help = "Examples:\n  gridwatch selftest\n  gridwatch selftest -o json | jq '.[] | select(.passed | not)'")]
     Selftest {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
     },
     /// Zero a tilt box: the median of its recent readings becomes its installation baseline.
+    #[command(after_help = "Examples:\n  gridwatch calibrate house-07 --by Li\n  gridwatch calibrate house-07 --window 1h --by Li")]
     Calibrate {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
@@ -116,10 +149,19 @@ pub enum Command {
         by: String,
     },
     /// Work with rule files.
+    #[command(after_help = "Examples:\n  gridwatch rules check /etc/gridwatch/rules.d\n  gridwatch rules test --config gridwatch.toml --data recorded.csv\n  gridwatch rules explain --config gridwatch.toml --sensor house-07 -o json")]
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Examples:\n  gridwatch completions bash > /etc/bash_completion.d/gridwatch\n  gridwatch completions zsh > \"${fpath[1]}/_gridwatch\"")]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    #[command(after_help = "Examples:\n  gridwatch man | man -l -\n  gridwatch man > /usr/share/man/man1/gridwatch.1")]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

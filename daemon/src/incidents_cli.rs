@@ -3,18 +3,39 @@
 //! and maintenance windows from the command line, on the same store the daemon writes (SQLite in
 //! WAL mode lets both work at once).
 
-use crate::cli::IncidentsCommand;
+use crate::cli::{IncidentsCommand, Output};
 use crate::clock::rfc3339;
 use crate::config::Config;
-use crate::store::{NewSilence, Store};
+use crate::store::{IncidentRow, NewSilence, Store};
+use serde_json::json;
 use std::fmt::Write as _;
 
-pub fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<String> {
-    let store = Store::open(&config.state_dir)?;
+pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow::Result<String> {
+    // Reading commands never create a state directory: before the daemon's first start there
+    // is simply nothing to list.
+    let fresh = !config.state_dir.join("gridwatch.db").exists();
     let mut out = String::new();
+    match command {
+        IncidentsCommand::List { .. } | IncidentsCommand::Silences { .. } | IncidentsCommand::Export { .. } | IncidentsCommand::Show { .. } if fresh => {
+            if let IncidentsCommand::Show { id } = command {
+                anyhow::bail!("no incident {id}: no store yet in {} (has the daemon run with this configuration?)", config.state_dir.display());
+            }
+            if matches!(command, IncidentsCommand::Export { .. }) {
+                out.push_str("incident,rule,sensor,severity,at,actor,action,note\n");
+            } else {
+                out = output.render(|| format!("nothing yet: no store in {} (has the daemon run with this configuration?)\n", config.state_dir.display()), || json!([]));
+            }
+            return Ok(out);
+        }
+        _ => {}
+    }
+    let store = Store::open(&config.state_dir)?;
     match command {
         IncidentsCommand::List { all } => {
             let rows = store.incidents(all)?;
+            if output == Output::Json {
+                return Ok(format!("{:#}\n", json!(rows.iter().map(incident_json).collect::<Vec<_>>())));
+            }
             if rows.is_empty() {
                 out.push_str(if all { "no incidents\n" } else { "no open incidents\n" });
             }
@@ -25,8 +46,14 @@ pub fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<String>
         }
         IncidentsCommand::Show { id } => {
             let row = store.incidents(true)?.into_iter().find(|r| r.id == id).ok_or_else(|| anyhow::anyhow!("no incident {id}"))?;
+            let history = store.incident_history(id)?;
+            if output == Output::Json {
+                let mut value = incident_json(&row);
+                value["history"] = json!(history.iter().map(|e| json!({"at": rfc3339(e.at_ms), "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "note": e.note})).collect::<Vec<_>>());
+                return Ok(format!("{value:#}\n"));
+            }
             let _ = writeln!(out, "incident #{} — {} on {}: {} (worst {}), {}{}", row.id, row.rule, row.sensor, row.severity, row.worst_severity, row.state, if row.sensor_normal { ", sensor normal" } else { "" });
-            for entry in store.incident_history(id)? {
+            for entry in history {
                 let _ = writeln!(out, "  {} {:<12} {}{}", rfc3339(entry.at_ms), entry.actor, entry.action, entry.note.map(|n| format!(": {n}")).unwrap_or_default());
             }
         }
@@ -41,19 +68,29 @@ pub fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<String>
         }
         IncidentsCommand::Act { id, action, by, note } => {
             let state = store.incident_action(id, action, &by, note.as_deref(), chrono::Utc::now().timestamp_millis())?;
-            let _ = writeln!(out, "incident #{id} is now {state}");
+            out = output.render(|| format!("incident #{id} is now {state}\n"), || json!({"id": id, "state": state.to_string()}));
         }
         IncidentsCommand::Silence { scope, target, duration, reason, by, include_red } => {
             let now = chrono::Utc::now().timestamp_millis();
             let expires_ms = now + i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2);
             let id = store.add_silence(&NewSilence { scope, target: target.clone(), include_red, reason, author: by, starts_ms: now, expires_ms })?;
             let red = if include_red { ", red included" } else { "; red alerts still go out" };
-            let _ = writeln!(out, "silence #{id}: {scope} {target} until {}{red}", rfc3339(expires_ms));
+            out = output.render(
+                || format!("silence #{id}: {scope} {target} until {}{red}\n", rfc3339(expires_ms)),
+                || json!({"id": id, "scope": scope.to_string(), "target": target, "until": rfc3339(expires_ms), "include_red": include_red}),
+            );
         }
         IncidentsCommand::Silences { all } => {
             let now = chrono::Utc::now().timestamp_millis();
             let mut silences = store.silences(now, all)?;
             silences.extend(config.alerts.silences.iter().filter(|s| all || s.expires_ms > now).cloned());
+            if output == Output::Json {
+                let list: Vec<serde_json::Value> = silences
+                    .iter()
+                    .map(|s| json!({"id": (s.id != 0).then_some(s.id), "from_config": s.id == 0, "scope": s.scope.to_string(), "target": s.target, "include_red": s.include_red, "reason": s.reason, "by": s.author, "until": rfc3339(s.expires_ms), "ended": s.ended_ms.map(rfc3339), "in_force": s.ended_ms.is_none() && s.expires_ms > now}))
+                    .collect();
+                return Ok(format!("{:#}\n", json!(list)));
+            }
             if silences.is_empty() {
                 out.push_str("no silences in force\n");
             }
@@ -70,11 +107,20 @@ pub fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<String>
         }
         IncidentsCommand::Unsilence { id } => {
             if store.end_silence(id, chrono::Utc::now().timestamp_millis())? {
-                let _ = writeln!(out, "silence #{id} ended");
+                out = output.render(|| format!("silence #{id} ended\n"), || json!({"id": id, "ended": true}));
             } else {
                 anyhow::bail!("no silence #{id} in force");
             }
         }
     }
     Ok(out)
+}
+
+/// One incident for scripts: the stored row with readable times.
+fn incident_json(row: &IncidentRow) -> serde_json::Value {
+    json!({
+        "id": row.id, "rule": row.rule, "sensor": row.sensor, "severity": row.severity, "worst_severity": row.worst_severity,
+        "state": row.state, "sensor_normal": row.sensor_normal, "firings": row.firings, "last_value": row.last_value,
+        "opened": rfc3339(row.opened_ms), "opened_ms": row.opened_ms, "updated": rfc3339(row.updated_ms), "updated_ms": row.updated_ms,
+    })
 }

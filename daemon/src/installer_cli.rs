@@ -1,10 +1,11 @@
 //! `gridwatch status | watch | calibrate`: the installer's commands. They talk to the running
 //! daemon over its local HTTP endpoint (`[http] listen`), never by peeking at its files.
 
+use crate::cli::Output;
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::web::installer_api::{CalibrateAnswer, CalibrateRequest, SensorView, StatusView};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,18 +23,32 @@ fn client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?)
 }
 
+/// The daemon did not answer on its HTTP endpoint (exit code 69, EX_UNAVAILABLE).
+#[derive(Debug, thiserror::Error)]
+#[error("is the daemon running? no answer from {url}: {reason}")]
+pub struct Unreachable {
+    pub url: String,
+    pub reason: String,
+}
+
 async fn get<T: serde::de::DeserializeOwned>(config: &Config, path: &str) -> anyhow::Result<T> {
     let url = format!("{}{path}", endpoint(config)?);
-    let response = client()?.get(&url).send().await.with_context(|| format!("is the daemon running? no answer from {url}"))?;
+    let response = client()?.get(&url).send().await.map_err(|error| Unreachable { url: url.clone(), reason: error.to_string() })?;
     if !response.status().is_success() {
         bail!("{url} answered {}", response.status());
     }
     Ok(response.json().await?)
 }
 
-/// `gridwatch status`: what runs now.
-pub async fn status(config: &Config) -> anyhow::Result<String> {
+/// `gridwatch status`: what runs now, and whether it is degraded (exit code 1).
+pub async fn status(config: &Config, output: Output) -> anyhow::Result<(String, bool)> {
     let status: StatusView = get(config, "/api/status").await?;
+    let degraded = !status.degraded.is_empty() || !status.mqtt_connected;
+    let json = || serde_json::to_value(&status).unwrap_or_default();
+    Ok((output.render(|| status_text(&status), json), degraded))
+}
+
+fn status_text(status: &StatusView) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "gridwatch {} — {}", status.version, if status.degraded.is_empty() { "ready".to_string() } else { format!("DEGRADED: {}", status.degraded.join("; ")) });
     let _ = writeln!(out, "MQTT: {}", if status.mqtt_connected { "connected" } else { "NOT connected" });
@@ -44,11 +59,11 @@ pub async fn status(config: &Config) -> anyhow::Result<String> {
     let open: Vec<String> = status.open_incidents.iter().map(|(severity, n)| format!("{n} {severity}")).collect();
     let _ = writeln!(out, "open incidents: {}", if open.is_empty() { "none".to_string() } else { open.join(", ") });
     let _ = writeln!(out, "telemetry spool: {} readings waiting", status.spool_points);
-    Ok(out)
+    out
 }
 
 /// The table of `gridwatch watch`, for the sensors picked (all when `ids` is empty).
-pub async fn watch_table(config: &Config, ids: &[String], building: Option<&str>) -> anyhow::Result<String> {
+pub async fn watch_table(config: &Config, ids: &[String], building: Option<&str>, output: Output) -> anyhow::Result<String> {
     let sensors: Vec<SensorView> = get(config, "/api/sensors").await?;
     let picked: Vec<&SensorView> = sensors
         .iter()
@@ -57,6 +72,9 @@ pub async fn watch_table(config: &Config, ids: &[String], building: Option<&str>
         .collect();
     if picked.is_empty() {
         bail!("no such sensor in the daemon's inventory");
+    }
+    if output == Output::Json {
+        return Ok(format!("{:#}\n", serde_json::to_value(&picked)?));
     }
     let mut out = format!("{:<14} {:<6} {:<14} {:>8}  {:<24} {}\n", "sensor", "kind", "site/building", "age", "status", "last reading");
     for s in picked {
@@ -76,7 +94,7 @@ pub async fn watch_table(config: &Config, ids: &[String], building: Option<&str>
 pub async fn calibrate(config: &Config, sensor: &str, window: Duration, by: &str) -> anyhow::Result<String> {
     let url = format!("{}/api/calibrate", endpoint(config)?);
     let request = CalibrateRequest { sensor: sensor.to_string(), window_secs: window.as_secs(), by: by.to_string() };
-    let response = client()?.post(&url).json(&request).send().await.with_context(|| format!("is the daemon running? no answer from {url}"))?;
+    let response = client()?.post(&url).json(&request).send().await.map_err(|error| Unreachable { url: url.clone(), reason: error.to_string() })?;
     if !response.status().is_success() {
         bail!("{}", response.text().await.unwrap_or_default());
     }

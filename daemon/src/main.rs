@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use gridwatch::cli::{Baud, Cli, Command, RulesCommand};
+use clap::CommandFactory;
+use gridwatch::cli::{Baud, Cli, Command, Output, RulesCommand};
 use gridwatch::config::{Config, ConfigError};
 use gridwatch::rule_files::{self, RuleLoadError};
 use gridwatch::rules_cli;
@@ -13,16 +14,35 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 const EX_CONFIG: u8 = 78;
+/// sysexits' EX_UNAVAILABLE: the daemon did not answer.
+const EX_UNAVAILABLE: u8 = 69;
+
+/// `status` found the daemon degraded: exit code 1 after printing the status.
+#[derive(Debug, thiserror::Error)]
+#[error("the daemon is degraded")]
+struct Degraded;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
     gridwatch::logging::init(cli.log_format, matches!(cli.command, Command::Demo { .. }));
 
+    let output = cli.output;
     match cli.command {
         Command::Rules { command: RulesCommand::Check { paths, with_builtin } } => rules_cli::check(&paths, with_builtin || paths.is_empty()),
-        Command::Rules { command: RulesCommand::Test { data, rules, from, to } } => print_or_fail(rules_cli::test(&data, &rules, from, to)),
-        Command::Rules { command: RulesCommand::Explain { sensor, rules } } => print_or_fail(rules_cli::explain(&sensor, &rules)),
+        Command::Rules { command: RulesCommand::Test { data, rules, from, to } } => print_or_fail(rules_cli::test(&data, &rules, from, to, output)),
+        Command::Rules { command: RulesCommand::Explain { sensor, rules } } => print_or_fail(rules_cli::explain(&sensor, &rules, output)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "gridwatch", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config, last_good } => {
             let last_good = gridwatch::last_good::LastGood::locate(last_good);
             match gridwatch::last_good::prepare(&config, last_good.as_ref()) {
@@ -63,14 +83,14 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Incidents { config, command } => match load_config(&config) {
-            Ok(config) => print_or_fail(gridwatch::incidents_cli::run(&config, command)),
+            Ok(config) => print_or_fail(gridwatch::incidents_cli::run(&config, command, output)),
             Err(code) => code,
         },
         Command::Selftest { config } => match load_config(&config) {
             Ok(loaded) => match rule_files::load(&loaded.rules.paths, loaded.rules.builtin_packs) {
                 Ok((rules, _)) => block_on(async move {
                     let checks = gridwatch::selftest::run(&loaded, rules.rules.len()).await;
-                    print!("{}", gridwatch::selftest::report(&checks));
+                    print!("{}", output.render(|| gridwatch::selftest::report(&checks), || serde_json::to_value(&checks).unwrap_or_default()));
                     anyhow::ensure!(checks.iter().all(|c| c.passed), "selftest failed");
                     Ok(())
                 }),
@@ -83,7 +103,9 @@ fn main() -> ExitCode {
         },
         Command::Status { config } => match load_config(&config) {
             Ok(config) => block_on(async move {
-                print!("{}", gridwatch::installer_cli::status(&config).await?);
+                let (text, degraded) = gridwatch::installer_cli::status(&config, output).await?;
+                print!("{text}");
+                anyhow::ensure!(!degraded, Degraded);
                 Ok(())
             }),
             Err(code) => code,
@@ -91,8 +113,8 @@ fn main() -> ExitCode {
         Command::Watch { config, sensors, building, once } => match load_config(&config) {
             Ok(config) => block_on(async move {
                 loop {
-                    let table = gridwatch::installer_cli::watch_table(&config, &sensors, building.as_deref()).await?;
-                    if once {
+                    let table = gridwatch::installer_cli::watch_table(&config, &sensors, building.as_deref(), output).await?;
+                    if once || output == Output::Json {
                         print!("{table}");
                         return Ok(());
                     }
@@ -122,7 +144,7 @@ fn main() -> ExitCode {
                     own.push(gridwatch_bridge::profile::Profile::parse(&path.display().to_string(), &text)?);
                 }
                 let found = gridwatch::probe::probe(&port, &bauds, &gridwatch::probe::profiles_to_try(own)).await?;
-                print!("{}", gridwatch::probe::report(&port, &found));
+                print!("{}", output.render(|| gridwatch::probe::report(&port, &found), || serde_json::to_value(&found).unwrap_or_default()));
                 if found.is_empty() {
                     anyhow::bail!("no device found on {}", port.display());
                 }
@@ -213,6 +235,9 @@ fn block_on(task: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
+            if error.downcast_ref::<gridwatch::installer_cli::Unreachable>().is_some() {
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
             match error.downcast_ref::<RuleLoadError>() {
                 Some(RuleLoadError::Invalid(_)) => ExitCode::from(EX_CONFIG),
                 _ => ExitCode::FAILURE,

@@ -30,7 +30,7 @@ const LISTEN: Duration = Duration::from_secs(1);
 const ASK_TIMEOUT: Duration = Duration::from_millis(150);
 
 /// One device that answered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Found {
     pub protocol: &'static str,
     pub baud: u32,
@@ -45,7 +45,7 @@ pub struct Found {
 }
 
 /// A Modbus device read through one profile.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Candidate {
     pub profile: String,
     pub fields: Vec<(String, f64)>,

@@ -174,6 +174,21 @@ pub struct Replay {
     pub tallies: BTreeMap<(String, String), Tally>,
 }
 
+/// The replay for scripts: the timeline and each (rule, sensor)'s totals.
+pub fn to_json(replay: &Replay) -> serde_json::Value {
+    let timeline: Vec<serde_json::Value> = replay
+        .timeline
+        .iter()
+        .map(|m| serde_json::json!({"at": rfc3339(m.at), "at_ms": m.at, "event": m.kind.as_str(), "severity": m.severity.as_str(), "rule": m.rule, "sensor": m.sensor, "value": m.value, "unit": m.unit}))
+        .collect();
+    let tallies: Vec<serde_json::Value> = replay
+        .tallies
+        .iter()
+        .map(|((rule, sensor), t)| serde_json::json!({"rule": rule, "sensor": sensor, "fired": t.fired, "changed": t.changed, "cleared": t.cleared, "active_secs": t.active_ms / 1000, "worst": t.worst.map(Severity::as_str), "open_since": t.open_since.map(rfc3339)}))
+        .collect();
+    serde_json::json!({"samples": replay.samples, "skipped_unknown_sensor": replay.skipped_unknown, "timeline": timeline, "rules": tallies})
+}
+
 /// Replays `records` (sorted here by time) between `from` and `to`.
 pub fn replay(rules: RuleSet, sensors: &[SensorConfig], mut records: Vec<Record>, from: Option<Millis>, to: Option<Millis>) -> Replay {
     let (mut engine, _) = crate::reload::build_engine(rules, sensors, |_| Default::default(), &[]);

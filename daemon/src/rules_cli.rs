@@ -1,7 +1,7 @@
 //! The `gridwatch rules …` commands for operators: `check` (validate), `test` (replay recorded
 //! data) and `explain` (which rules apply to a sensor, with what parameters).
 
-use crate::cli::RuleSelection;
+use crate::cli::{Output, RuleSelection};
 use crate::config::{Config, SensorConfig};
 use crate::replay;
 use crate::rule_files::{self, RuleLoadError};
@@ -43,18 +43,19 @@ fn load(selection: &RuleSelection) -> anyhow::Result<(RuleSet, Option<Config>)> 
 }
 
 /// `rules test`: replays `data` and prints the timeline and a summary.
-pub fn test(data: &std::path::Path, selection: &RuleSelection, from: Option<i64>, to: Option<i64>) -> anyhow::Result<String> {
+pub fn test(data: &std::path::Path, selection: &RuleSelection, from: Option<i64>, to: Option<i64>, output: Output) -> anyhow::Result<String> {
     let (rules, config) = load(selection)?;
     let records = replay::read_records(data)?;
     let sensors = match config {
         Some(config) => config.sensors,
         None => replay::inventory_from(&records)?.into(),
     };
-    Ok(replay::render(&replay::replay(rules, &sensors, records, from, to)))
+    let replayed = replay::replay(rules, &sensors, records, from, to);
+    Ok(output.render(|| replay::render(&replayed), || replay::to_json(&replayed)))
 }
 
 /// `rules explain`: the rules that apply to one sensor, as the engine will run them.
-pub fn explain(sensor_id: &str, selection: &RuleSelection) -> anyhow::Result<String> {
+pub fn explain(sensor_id: &str, selection: &RuleSelection, output: Output) -> anyhow::Result<String> {
     let (rules, config) = load(selection)?;
     let config = config.context("`rules explain` needs --config: the sensor comes from its inventory")?;
     let Some(index) = config.sensor_index(sensor_id) else { bail!("no sensor `{sensor_id}` in the inventory") };
@@ -62,12 +63,34 @@ pub fn explain(sensor_id: &str, selection: &RuleSelection) -> anyhow::Result<Str
     let total = rules.rules.len();
     let (engine, _) = crate::reload::build_engine(rules, &config.sensors, |_| Default::default(), &[]);
     let applying = engine.checks_for(SubjectId(index));
+    if output == Output::Json {
+        let rules: Vec<serde_json::Value> = applying.iter().map(|&(rule, variant)| rule_json(rule, variant)).collect();
+        let tags: serde_json::Map<String, serde_json::Value> = sensor.rule_tags().iter().map(|(k, v)| (k.to_string(), v.to_string().into())).collect();
+        let value = serde_json::json!({
+            "sensor": {"id": sensor.id, "kind": sensor.kind.to_string(), "site": sensor.place.site, "building": sensor.place.building, "grid": sensor.place.grid,
+                       "tags": tags, "interval_secs": sensor.interval.as_secs(), "baseline": sensor.baseline},
+            "rules_total": total,
+            "rules": rules,
+        });
+        return Ok(format!("{value:#}\n"));
+    }
     let mut out = describe_sensor(sensor);
     let _ = writeln!(out, "{} of {total} rules apply:\n", applying.len());
     for (rule, variant) in applying {
         out.push_str(&describe_rule(rule, variant));
     }
     Ok(out)
+}
+
+/// One applying rule for scripts: where it comes from and each level in words.
+fn rule_json(rule: &Rule, variant: Option<usize>) -> serde_json::Value {
+    let text = describe_rule(rule, variant);
+    let levels: Vec<&str> = text.lines().skip(1).map(str::trim).filter(|l| !l.is_empty()).collect();
+    serde_json::json!({
+        "id": rule.id, "title": rule.title, "file": rule.origin.file.to_string(), "line": rule.origin.line, "device": rule.device,
+        "override": variant.map(|v| v + 1), "value": rule.signal.as_ref().map(|s| s.to_string()), "unit": rule.unit, "agree": rule.agree,
+        "description": levels,
+    })
 }
 
 fn describe_sensor(sensor: &SensorConfig) -> String {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// One check's outcome.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Check {
     pub name: String,
     pub passed: bool,

@@ -241,7 +241,7 @@ fn decode_field(field: &FieldSpec, registers: &BTreeMap<u16, u16>) -> Option<f64
 
 /// How well values read from a device fit a profile: the evidence `gridwatch probe` ranks
 /// candidate profiles by.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Fit {
     /// Fields read whose value lies inside the field's declared range.
     pub in_range: usize,

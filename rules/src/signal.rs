@@ -284,7 +284,7 @@ impl Signal {
             _ => None,
         };
         let raw = match self.baseline {
-            Some(BaselineSpec::Recent { window_ms }) => self.from_recent(state, at, window_ms, field)?,
+            Some(BaselineSpec::Recent { window_ms }) => self.relative_to_recent(state, at, window_ms, field)?,
             _ => self.expr.evaluate(field),
         }
         .filter(|v| v.is_finite())?;
@@ -315,7 +315,7 @@ impl Signal {
     /// The expression over each field taken relative to the field's recent level, which this
     /// reading then joins. `None` (the reading still joins) while a field has fewer than
     /// [`RECENT_MIN_POINTS`] recent readings; `Some(None)` when a field is missing.
-    fn from_recent(&self, state: &mut StageState, at: Millis, window_ms: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<Option<f64>> {
+    fn relative_to_recent(&self, state: &mut StageState, at: Millis, window_ms: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<Option<f64>> {
         let fields = self.expr.fields();
         let kept = state.0.get_or_insert_with(Box::default);
         let lists = kept.recent.get_or_insert_with(|| Box::new(fields.iter().map(|_| Points::new()).collect()));
