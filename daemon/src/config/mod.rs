@@ -105,12 +105,38 @@ pub struct MqttConfig {
 }
 
 /// Maps a topic filter onto a sensor: `sensor` is an id or `{n}`, the n-th `+` level.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicMapConfig {
     pub filter: String,
     pub sensor: String,
-    /// Payload field name -> field name used by the rules (`angle_x = "x"`).
-    pub fields: BTreeMap<String, String>,
+    pub payload: PayloadMap,
+}
+
+/// How a payload becomes a reading. Flat payloads (the default convention) carry numbers (or
+/// numeric strings) under their field names, `ts` and `seq`; `renames` gives a vendor's names
+/// the rules' names. A vendor's nested JSON is read through `values` instead: each rule field
+/// from a JSON pointer (RFC 6901), scaled and offset, and `ts` / `seq` from their pointers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PayloadMap {
+    /// Payload key -> field name used by the rules (`AngleX = "x"`); matched exactly, else
+    /// ignoring case.
+    pub renames: BTreeMap<String, String>,
+    /// When not empty, the only values read.
+    pub values: Vec<ValueSource>,
+    /// JSON pointer to the device time (default `/ts`).
+    pub ts: Option<String>,
+    /// JSON pointer to the sequence number (default `/seq`).
+    pub seq: Option<String>,
+}
+
+/// One rule field read from a nested payload: `raw × scale + offset` of the number (or numeric
+/// string) at `pointer`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueSource {
+    pub field: String,
+    pub pointer: String,
+    pub scale: f64,
+    pub offset: f64,
 }
 
 /// Where a sensor is installed: its site, and the building, grid, structure and storeys the
@@ -757,7 +783,41 @@ impl Checker<'_> {
             }
             None => {}
         }
-        Some(TopicMapConfig { filter: filter.clone(), sensor: sensor.clone(), fields: raw.fields })
+        let payload = self.payload_map(&raw)?;
+        Some(TopicMapConfig { filter: filter.clone(), sensor: sensor.clone(), payload })
+    }
+
+    /// Checks a topic map's payload description: pointers, scales, field names.
+    fn payload_map(&mut self, raw: &raw::RawTopicMap) -> Option<PayloadMap> {
+        let span = raw.filter.span();
+        let before = self.diagnostics.len();
+        if !raw.fields.is_empty() && !raw.values.is_empty() {
+            self.error(span.clone(), Some("mqtt.topic.values"), "use `fields` (renames of a flat payload) or `values` (JSON pointers into a nested one), not both".into());
+        }
+        let pointer_ok = |pointer: &str| pointer.is_empty() || pointer.starts_with('/');
+        let mut values = Vec::new();
+        for (field, source) in &raw.values {
+            let (pointer, scale, offset) = match source {
+                raw::RawValueSource::Pointer(pointer) => (pointer.clone(), 1.0, 0.0),
+                raw::RawValueSource::Scaled(scaled) => (scaled.path.clone(), scaled.scale, scaled.offset),
+            };
+            if !pointer_ok(&pointer) {
+                self.error(span.clone(), Some("mqtt.topic.values"), format!("`{field}`: `{pointer}` is not a JSON pointer; write it like \"/data/angle_x\""));
+            }
+            if !(scale.is_finite() && scale != 0.0 && offset.is_finite()) {
+                self.error(span.clone(), Some("mqtt.topic.values"), format!("`{field}`: scale must be a finite, non-zero number and offset a finite one"));
+            }
+            if field.is_empty() || field.chars().any(char::is_control) || matches!(field.as_str(), "ts" | "seq") {
+                self.error(span.clone(), Some("mqtt.topic.values"), format!("`{}` cannot be a field name", field.escape_debug()));
+            }
+            values.push(ValueSource { field: field.clone(), pointer, scale, offset });
+        }
+        for (key, pointer) in [("mqtt.topic.ts", &raw.ts), ("mqtt.topic.seq", &raw.seq)] {
+            if pointer.as_deref().is_some_and(|p| !pointer_ok(p)) {
+                self.error(span.clone(), Some(key), "must be a JSON pointer, like \"/meta/time\"".into());
+            }
+        }
+        (self.diagnostics.len() == before).then(|| PayloadMap { renames: raw.fields.clone(), values, ts: raw.ts.clone(), seq: raw.seq.clone() })
     }
 
     fn alerts(&mut self, raw: raw::RawAlerts, base: &Path) -> AlertsConfig {

@@ -185,6 +185,32 @@ pub struct RawTopicMap {
     pub sensor: Spanned<String>,
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    #[serde(default)]
+    pub values: BTreeMap<String, RawValueSource>,
+    pub ts: Option<String>,
+    pub seq: Option<String>,
+}
+
+/// `x = "/data/angle_x"` or `x = { path = "/data/angle_x", scale = 0.01, offset = 0 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a JSON pointer like \"/data/x\", or { path = \"/data/x\", scale = 0.01, offset = 0 } (keys: path, scale, offset)")]
+pub enum RawValueSource {
+    Pointer(String),
+    Scaled(RawScaledValue),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScaledValue {
+    pub path: String,
+    #[serde(default = "one")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Deserialize)]

@@ -85,7 +85,7 @@ fn annotated_example_is_valid() {
     assert_eq!(config.sensors.len(), 3);
     assert_eq!(config.sensors[0].baseline.get("y"), Some(&-0.12));
     assert_eq!(config.alerts.webhooks[0].name, "community-office");
-    assert_eq!(config.mqtt.topic_maps[0].fields.get("AngleX").map(String::as_str), Some("x"));
+    assert_eq!(config.mqtt.topic_maps[0].payload.renames.get("AngleX").map(String::as_str), Some("x"));
     assert_eq!(config.http_listen, Some("127.0.0.1:9181".parse().unwrap()));
 }
 
@@ -250,4 +250,16 @@ fn sensors_at_the_same_place_share_one_place() {
     assert_eq!((b8.place.building.as_deref(), b8.place.storeys), (Some("B8"), Some(2)));
     assert!(Arc::ptr_eq(&b7_a.place.site, &b8.place.site), "their texts are shared too");
     assert!(std::mem::size_of::<SensorConfig>() <= 112, "{} bytes", std::mem::size_of::<SensorConfig>());
+}
+
+#[test]
+fn a_topic_map_reads_nested_json_through_checked_pointers() {
+    let map = |values: &str| MINIMAL.replace("[[sensor]]", &format!("[[mqtt.topic]]\nfilter = \"lora/+/up\"\nsensor = \"{{1}}\"\nts = \"/rx/time\"\nvalues = {{ {values} }}\n\n[[sensor]]"));
+    let config = parse(&map("x = { path = \"/object/x\", scale = 0.01 }, y = \"/object/y\"")).unwrap();
+    let payload = &config.mqtt.topic_maps[0].payload;
+    assert_eq!(payload.values.iter().map(|v| (v.field.as_str(), v.pointer.as_str(), v.scale)).collect::<Vec<_>>(), [("x", "/object/x", 0.01), ("y", "/object/y", 1.0)]);
+    assert_eq!(payload.ts.as_deref(), Some("/rx/time"));
+    assert!(errors(&map("x = \"object.x\""))[0].contains("is not a JSON pointer"));
+    assert!(errors(&map("x = { path = \"/x\", scale = 0 }"))[0].contains("non-zero"));
+    assert!(errors(&map("x = { path = \"/x\", scael = 2 }"))[0].contains("(keys: path, scale, offset)"), "a misspelt key is not ignored");
 }

@@ -5,16 +5,23 @@
 //! ```
 //!
 //! `ts` is RFC 3339 text or integer milliseconds since the Unix epoch; `seq` a non-negative
-//! integer that the device increments per message. Every other key must be a finite number
-//! under a field name that is not empty, holds no control character and is at most
-//! [`Limits::max_field_name_bytes`] long; a reading has at most [`Limits::max_fields`] fields.
-//! Anything else is a [`Rejection`] with a reason that is counted; nothing here panics.
+//! integer that the device increments per message. Every other key must be a finite number (or
+//! a string holding one, `"8.62"`, as some firmware sends) under a field name that is not empty,
+//! holds no control character and is at most [`Limits::max_field_name_bytes`] long; a reading
+//! has at most [`Limits::max_fields`] fields. Anything else is a [`Rejection`] with a reason
+//! that is counted; nothing here panics.
+//!
+//! A mapped topic ([`PayloadMap`]) may rename keys (exactly, else ignoring case: `anglex`
+//! finds `AngleX`) or read a vendor's nested JSON through pointers, each value scaled and
+//! offset: `{"data": {"angle": {"x": 12}}}` with `x = { path = "/data/angle/x", scale = 0.01 }`
+//! is `x = 0.12`.
 //!
 //! How far ahead of this box's clock a `ts` may be is checked by the ingest, per sensor
 //! (`[ingest] max_future_skew_secs`, [`Rejection::AheadOfClock`]; see `crate::sensor_clocks`).
 
-use gridwatch_rules::Millis;
+use crate::config::PayloadMap;
 use std::collections::BTreeMap;
+use gridwatch_rules::Millis;
 
 /// The earliest accepted device time (2000-01-01): older stamps are clocks that never synced,
 /// or seconds sent where milliseconds were meant; they would write 1970 points.
@@ -112,40 +119,72 @@ pub struct Decoded {
     pub fields: Vec<(String, f64)>,
 }
 
-/// Decodes one payload. `renames` maps payload field names to rule field names; the limits
-/// apply to the names after renaming (the names that are kept).
-pub fn decode(payload: &[u8], limits: &Limits, renames: &BTreeMap<String, String>) -> Result<Decoded, Rejection> {
+/// Decodes one payload as `map` says (the default convention when it is empty); the limits
+/// apply to the field names that are kept.
+pub fn decode(payload: &[u8], limits: &Limits, map: &PayloadMap) -> Result<Decoded, Rejection> {
     if payload.len() > limits.max_bytes {
         return Err(Rejection::TooLarge { size: payload.len(), limit: limits.max_bytes });
     }
     let value: serde_json::Value = serde_json::from_slice(payload).map_err(|err| classify_json_error(payload, err))?;
-    let serde_json::Value::Object(object) = value else { return Err(Rejection::NotObject) };
-    let count = object.keys().filter(|key| !matches!(key.as_str(), "ts" | "seq")).count();
-    if count > limits.max_fields {
-        return Err(Rejection::TooManyFields { count, limit: limits.max_fields });
+    let serde_json::Value::Object(object) = &value else { return Err(Rejection::NotObject) };
+    let mut decoded = Decoded { ts: None, seq: None, fields: Vec::new() };
+    if let Some(ts) = value.pointer(map.ts.as_deref().unwrap_or("/ts")) {
+        decoded.ts = Some(timestamp(ts)?);
     }
-    let mut decoded = Decoded { ts: None, seq: None, fields: Vec::with_capacity(object.len()) };
-    for (key, value) in object {
-        match key.as_str() {
-            "ts" => decoded.ts = Some(timestamp(&value)?),
-            "seq" => decoded.seq = Some(value.as_u64().ok_or(Rejection::BadSeq)?),
-            _ => {
-                let number = value.as_f64().ok_or_else(|| Rejection::NonNumeric(key.clone()))?;
-                if !number.is_finite() {
-                    return Err(Rejection::NotFinite(Some(key)));
-                }
-                let name = renames.get(&key).cloned().unwrap_or(key);
-                if !limits.field_name_ok(&name) {
-                    return Err(Rejection::BadFieldName(name.chars().take(64).collect()));
-                }
-                decoded.fields.push((name, number));
+    if let Some(seq) = value.pointer(map.seq.as_deref().unwrap_or("/seq")) {
+        decoded.seq = Some(seq.as_u64().ok_or(Rejection::BadSeq)?);
+    }
+    if map.values.is_empty() {
+        let count = object.keys().filter(|key| !matches!(key.as_str(), "ts" | "seq")).count();
+        if count > limits.max_fields {
+            return Err(Rejection::TooManyFields { count, limit: limits.max_fields });
+        }
+        for (key, value) in object.iter().filter(|(key, _)| !matches!(key.as_str(), "ts" | "seq")) {
+            let name = renamed(&map.renames, key).unwrap_or(key);
+            decoded.fields.push((checked_name(limits, name)?, number(key, value)?));
+        }
+    } else {
+        for source in &map.values {
+            let Some(raw) = value.pointer(&source.pointer) else { continue };
+            let value = number(&source.field, raw)? * source.scale + source.offset;
+            if !value.is_finite() {
+                return Err(Rejection::NotFinite(Some(source.field.clone())));
             }
+            decoded.fields.push((checked_name(limits, &source.field)?, value));
         }
     }
     if decoded.fields.is_empty() {
         return Err(Rejection::NoFields);
     }
     Ok(decoded)
+}
+
+/// The rules' name for a payload key: its rename, matched exactly or else ignoring case.
+fn renamed<'a>(renames: &'a BTreeMap<String, String>, key: &str) -> Option<&'a String> {
+    renames.get(key).or_else(|| renames.iter().find(|(from, _)| from.eq_ignore_ascii_case(key)).map(|(_, to)| to))
+}
+
+fn checked_name(limits: &Limits, name: &str) -> Result<String, Rejection> {
+    if limits.field_name_ok(name) {
+        Ok(name.to_string())
+    } else {
+        Err(Rejection::BadFieldName(name.chars().take(64).collect()))
+    }
+}
+
+/// A finite number, or a string holding one.
+fn number(field: &str, value: &serde_json::Value) -> Result<f64, Rejection> {
+    let number = match value {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(text) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| Rejection::NonNumeric(field.to_string()))?;
+    if number.is_finite() {
+        Ok(number)
+    } else {
+        Err(Rejection::NotFinite(Some(field.to_string())))
+    }
 }
 
 /// JSON has no NaN or Infinity, but firmware writes them anyway; name that case plainly.
@@ -206,7 +245,11 @@ mod tests {
     const LIMITS: Limits = Limits { max_bytes: 4096, max_fields: 8, max_field_name_bytes: 16 };
 
     fn decode_str(text: &str) -> Result<Decoded, Rejection> {
-        decode(text.as_bytes(), &LIMITS, &BTreeMap::new())
+        decode(text.as_bytes(), &LIMITS, &PayloadMap::default())
+    }
+
+    fn renaming(from: &str, to: &str) -> PayloadMap {
+        PayloadMap { renames: BTreeMap::from([(from.to_string(), to.to_string())]), ..PayloadMap::default() }
     }
 
     #[test]
@@ -224,9 +267,37 @@ mod tests {
 
     #[test]
     fn renames_map_vendor_fields_to_rule_fields() {
-        let renames = BTreeMap::from([("AngleX".to_string(), "x".to_string())]);
-        let d = decode(br#"{"AngleX": 0.5}"#, &LIMITS, &renames).unwrap();
+        let d = decode(br#"{"AngleX": 0.5}"#, &LIMITS, &renaming("AngleX", "x")).unwrap();
         assert_eq!(d.fields, vec![("x".to_string(), 0.5)]);
+        let d = decode(br#"{"ANGLEX": 0.5, "AngleY": 0.1}"#, &LIMITS, &renaming("anglex", "x")).unwrap();
+        assert_eq!(d.fields, vec![("x".to_string(), 0.5), ("AngleY".to_string(), 0.1)], "a rename matches whatever the case");
+    }
+
+    #[test]
+    fn numeric_strings_are_numbers() {
+        let d = decode_str(r#"{"do": "8.62", "ph": " 7.1 "}"#).unwrap();
+        assert_eq!(d.fields, vec![("do".to_string(), 8.62), ("ph".to_string(), 7.1)]);
+        assert_eq!(decode_str(r#"{"do": "8,62"}"#).unwrap_err().reason(), "non_numeric");
+        assert_eq!(decode_str(r#"{"do": "NaN"}"#).unwrap_err().reason(), "not_finite");
+    }
+
+    #[test]
+    fn nested_vendor_json_is_read_through_pointers_scaled_and_offset() {
+        use crate::config::ValueSource;
+        let source = |field: &str, pointer: &str, scale: f64, offset: f64| ValueSource { field: field.into(), pointer: pointer.into(), scale, offset };
+        let map = PayloadMap {
+            values: vec![source("x", "/object/angle/0", 0.01, 0.0), source("y", "/object/angle/1", 0.01, 0.0), source("t", "/object/temp", 0.1, -40.0)],
+            ts: Some("/rx/time".into()),
+            seq: Some("/fCnt".into()),
+            ..PayloadMap::default()
+        };
+        let payload = br#"{"fCnt": 77, "rx": {"time": "2026-11-23T08:00:00Z"}, "object": {"angle": [12, "-3"], "temp": 615}, "ts": "junk", "battery": 3.6}"#;
+        let d = decode(payload, &LIMITS, &map).unwrap();
+        let rounded: Vec<(String, f64)> = d.fields.iter().map(|(k, v)| (k.clone(), (v * 1e9).round() / 1e9)).collect();
+        assert_eq!(rounded, vec![("x".to_string(), 0.12), ("y".to_string(), -0.03), ("t".to_string(), 21.5)]);
+        assert_eq!((d.ts, d.seq), (Some(1_795_420_800_000), Some(77)), "ts and seq from their pointers; the top-level `ts` is not read");
+        assert_eq!(decode(br#"{"object": {}}"#, &LIMITS, &map).unwrap_err().reason(), "no_fields");
+        assert_eq!(decode(br#"{"object": {"angle": [true]}}"#, &LIMITS, &map).unwrap_err().reason(), "non_numeric");
     }
 
     #[test]
@@ -234,7 +305,7 @@ mod tests {
         let cases = [
             ("not json", "not_json"),
             ("[1, 2]", "not_object"),
-            (r#"{"x": "1.2"}"#, "non_numeric"),
+            (r#"{"x": "1.2x"}"#, "non_numeric"),
             (r#"{"x": null}"#, "non_numeric"),
             (r#"{"x": {"v": 1}}"#, "non_numeric"),
             (r#"{"x": NaN}"#, "not_finite"),
@@ -271,13 +342,13 @@ mod tests {
 
     #[test]
     fn a_rename_to_a_bad_name_is_refused_too() {
-        let renames = BTreeMap::from([("x".to_string(), String::new())]);
-        assert_eq!(decode(br#"{"x": 0.5}"#, &LIMITS, &renames).unwrap_err().reason(), "bad_field_name");
+        assert_eq!(decode(br#"{"x": 0.5}"#, &LIMITS, &renaming("x", "")).unwrap_err().reason(), "bad_field_name");
     }
 
     #[test]
-    fn string_containing_nan_is_not_mistaken_for_a_number() {
-        assert_eq!(decode_str(r#"{"x": "NaN"}"#).unwrap_err().reason(), "non_numeric");
+    fn string_containing_nan_is_not_mistaken_for_a_finite_number() {
+        assert_eq!(decode_str(r#"{"x": "NaN"}"#).unwrap_err().reason(), "not_finite");
+        assert_eq!(decode_str(r#"{"x": "NaN-ish"}"#).unwrap_err().reason(), "non_numeric");
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl Ingest {
         self.metrics.messages_received.inc();
         let result = self.router.route(topic).and_then(|route| {
             let now = self.clock.now();
-            let decoded = payload::decode(payload, &self.limits, route.renames)?;
+            let decoded = payload::decode(payload, &self.limits, route.payload)?;
             Ok((route.sensor, decoded, now))
         });
         let result = result.and_then(|(sensor, decoded, now)| {

@@ -1,9 +1,8 @@
 //! Which sensor a topic belongs to. The default convention is
 //! `gridwatch/<site>/<sensor>/telemetry`; configured maps (`[[mqtt.topic]]`) are tried first.
 
-use crate::config::{Config, SensorIndex, TopicMapConfig};
+use crate::config::{Config, PayloadMap, SensorIndex, TopicMapConfig};
 use crate::mqtt::payload::Rejection;
-use std::collections::BTreeMap;
 
 /// Subscription filter of the default convention.
 pub const DEFAULT_FILTER: &str = "gridwatch/+/+/telemetry";
@@ -14,12 +13,12 @@ pub fn default_topic(site: &str, sensor: &str) -> String {
 }
 
 /// A topic resolved to a sensor of the inventory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Route<'a> {
     /// Index of the sensor in the inventory.
     pub sensor: usize,
-    /// Payload field renames of the map that matched (empty for the default convention).
-    pub renames: &'a BTreeMap<String, String>,
+    /// How the payload of the map that matched is read (the default convention's: empty).
+    pub payload: &'a PayloadMap,
 }
 
 /// Resolves topics to sensors.
@@ -27,7 +26,7 @@ pub struct Route<'a> {
 pub struct TopicRouter {
     maps: Vec<TopicMapConfig>,
     sensors: SensorIndex,
-    no_renames: BTreeMap<String, String>,
+    default_payload: PayloadMap,
 }
 
 impl TopicRouter {
@@ -35,7 +34,7 @@ impl TopicRouter {
         TopicRouter {
             maps: config.mqtt.topic_maps.clone(),
             sensors,
-            no_renames: BTreeMap::new(),
+            default_payload: PayloadMap::default(),
         }
     }
 
@@ -55,7 +54,7 @@ impl TopicRouter {
                     None => map.sensor.as_str(),
                 };
                 let sensor = self.lookup(id)?;
-                return Ok(Route { sensor, renames: &map.fields });
+                return Ok(Route { sensor, payload: &map.payload });
             }
         }
         let levels: Vec<&str> = topic.split('/').collect();
@@ -65,7 +64,7 @@ impl TopicRouter {
         if **configured != *site {
             return Err(Rejection::SiteMismatch { sensor: id.into(), configured: configured.to_string(), topic: site.into() });
         }
-        Ok(Route { sensor, renames: &self.no_renames })
+        Ok(Route { sensor, payload: &self.default_payload })
     }
 
     fn lookup(&self, id: &str) -> Result<usize, Rejection> {
@@ -139,7 +138,7 @@ site = "east-canal"
         let r = router();
         let route = r.route("witbox/house-07/angles").unwrap();
         assert_eq!(route.sensor, 0);
-        assert_eq!(route.renames.get("AngleX").map(String::as_str), Some("x"));
+        assert_eq!(route.payload.renames.get("AngleX").map(String::as_str), Some("x"));
         assert_eq!(r.route("plant/line3/probe/a").unwrap().sensor, 1);
         assert_eq!(r.route("witbox/house-07/angles/extra").unwrap_err().reason(), "unmapped_topic");
     }
