@@ -1,9 +1,14 @@
 //! Incidents and their audit trail in the store (see [`crate::incident`] for the states).
+//!
+//! The incident store is the truth of what is firing: a rule event that would not change it (a
+//! `fired` for an incident already firing at that severity, a `cleared` for one not firing or
+//! not there) is a repeat — after a crash the readings since the last saved rule state are
+//! judged again — and is not sent to anyone ([`Applied::Repeat`]).
 
 use super::Store;
 use crate::alert::Alert;
 use crate::incident::{closes_when_sensor_clears, Action, State};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
@@ -32,6 +37,29 @@ pub struct AuditEntry {
     pub note: Option<String>,
 }
 
+/// What a rule event did to its incident, and so whether it is news for anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The incident moved: the event goes out as it is.
+    News(i64),
+    /// A `fired` for an incident already firing at another severity: it goes out as `changed`
+    /// from that severity.
+    Changed { incident: i64, previous: String },
+    /// The incident already stands where the event would put it (or a clear found nothing
+    /// firing): nothing to send.
+    Repeat(Option<i64>),
+}
+
+impl Applied {
+    /// The incident the event belongs to, if any.
+    pub fn incident(&self) -> Option<i64> {
+        match self {
+            Applied::News(id) | Applied::Changed { incident: id, .. } | Applied::Repeat(Some(id)) => Some(*id),
+            Applied::Repeat(None) => None,
+        }
+    }
+}
+
 const SEVERITIES: [&str; 4] = ["notice", "warning", "alarm", "danger"];
 
 fn rank(severity: &str) -> usize {
@@ -45,28 +73,35 @@ pub(super) fn audit(tx: &Transaction<'_>, incident: i64, at: i64, actor: &str, a
 
 impl Store {
     /// Applies a rule event to its incident (opening, updating, re-opening or marking it
-    /// sensor-normal) and returns the incident's id.
-    pub async fn apply_alert(&self, alert: &Alert, flap_window_ms: i64) -> anyhow::Result<i64> {
+    /// sensor-normal), unless the incident already stands there (a repeat after a crash).
+    pub async fn apply_alert(&self, alert: &Alert, flap_window_ms: i64) -> anyhow::Result<Applied> {
         let alert = alert.clone();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let now = alert.at_ms;
-            let current: Option<(i64, String)> = tx
+            let current: Option<(i64, String, String, bool)> = tx
                 .query_row(
-                    "SELECT id, worst_severity FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1",
+                    "SELECT id, severity, worst_severity, sensor_normal FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1",
                     params![alert.rule, alert.sensor],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)? != 0)),
                 )
                 .optional()?;
-            let id = match (alert.event.as_str(), current) {
-                ("fired" | "changed", Some((id, worst))) => {
+            let applied = match (alert.event.as_str(), current) {
+                ("fired" | "changed", Some((id, severity, _, false))) if severity == alert.severity => Applied::Repeat(Some(id)),
+                ("fired" | "changed", Some((id, severity, worst, sensor_normal))) => {
                     let worst = if rank(&alert.severity) > rank(&worst) { alert.severity.clone() } else { worst };
+                    // A fired while the incident is still firing is a change of severity.
+                    let fired_again = alert.event == "fired" && sensor_normal;
                     tx.execute(
                         "UPDATE incidents SET severity = ?1, worst_severity = ?2, sensor_normal = 0, firings = firings + ?3, last_value = ?4, updated_ms = ?5 WHERE id = ?6",
-                        params![alert.severity, worst, i64::from(alert.event == "fired"), alert.value, now, id],
+                        params![alert.severity, worst, i64::from(fired_again), alert.value, now, id],
                     )?;
-                    audit(&tx, id, now, "rules", &format!("{} {}", alert.event, alert.severity), None)?;
-                    id
+                    let event = if sensor_normal { alert.event.as_str() } else { "changed" };
+                    audit(&tx, id, now, "rules", &format!("{event} {}", alert.severity), None)?;
+                    match (alert.event.as_str(), sensor_normal) {
+                        ("fired", false) => Applied::Changed { incident: id, previous: severity },
+                        _ => Applied::News(id),
+                    }
                 }
                 ("fired" | "changed", None) => {
                     let recent: Option<i64> = tx
@@ -83,7 +118,7 @@ impl Store {
                                 params![alert.severity, alert.value, now, id],
                             )?;
                             audit(&tx, id, now, "rules", &format!("re-opened {} (fired again within the flap window)", alert.severity), None)?;
-                            id
+                            Applied::News(id)
                         }
                         None => {
                             tx.execute(
@@ -92,23 +127,24 @@ impl Store {
                             )?;
                             let id = tx.last_insert_rowid();
                             audit(&tx, id, now, "rules", &format!("fired {}", alert.severity), None)?;
-                            id
+                            Applied::News(id)
                         }
                     }
                 }
-                (_, Some((id, worst))) => {
+                (_, Some((id, _, _, true))) => Applied::Repeat(Some(id)),
+                (_, Some((id, _, worst, false))) => {
                     tx.execute("UPDATE incidents SET sensor_normal = 1, last_value = ?1, updated_ms = ?2 WHERE id = ?3", params![alert.value, now, id])?;
                     audit(&tx, id, now, "rules", "sensor normal", None)?;
                     if closes_when_sensor_clears(&worst) {
                         tx.execute("UPDATE incidents SET state = 'closed', closed_ms = ?1 WHERE id = ?2", params![now, id])?;
                         audit(&tx, id, now, "rules", "closed (minor, sensor normal)", None)?;
                     }
-                    id
+                    Applied::News(id)
                 }
-                (_, None) => bail!("a clear for {} on {} without an open incident", alert.rule, alert.sensor),
+                (_, None) => Applied::Repeat(None),
             };
             tx.commit()?;
-            Ok(id)
+            Ok(applied)
         })
         .await
     }
@@ -206,8 +242,8 @@ mod tests {
     async fn repeated_firings_and_changes_update_one_incident() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let a = store.apply_alert(&event("fired", "alarm", 1_000), 600_000).await.unwrap();
-        let b = store.apply_alert(&event("changed", "danger", 2_000), 600_000).await.unwrap();
+        let a = store.apply_alert(&event("fired", "alarm", 1_000), 600_000).await.unwrap().incident().unwrap();
+        let b = store.apply_alert(&event("changed", "danger", 2_000), 600_000).await.unwrap().incident().unwrap();
         assert_eq!(a, b);
         let rows = store.incidents(false).unwrap();
         assert_eq!(rows.len(), 1);
@@ -222,11 +258,11 @@ mod tests {
         for (sensor, severity) in [("house-01", "warning"), ("house-02", "danger"), ("house-03", "warning")] {
             let mut alert = event("fired", severity, 1_000);
             alert.sensor = sensor.into();
-            store.apply_alert(&alert, 600_000).await.unwrap();
+            store.apply_alert(&alert, 600_000).await.unwrap().incident().unwrap();
         }
         let mut cleared = event("cleared", "warning", 2_000);
         cleared.sensor = "house-03".into();
-        store.apply_alert(&cleared, 600_000).await.unwrap();
+        store.apply_alert(&cleared, 600_000).await.unwrap().incident().unwrap();
         assert_eq!(store.open_incident_counts().unwrap(), vec![("danger".to_string(), 1), ("warning".to_string(), 1)], "a warning whose sensor cleared is closed");
     }
 
@@ -234,8 +270,8 @@ mod tests {
     async fn a_danger_incident_waits_for_a_person_after_the_sensor_clears() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = store.apply_alert(&event("fired", "danger", 1_000), 600_000).await.unwrap();
-        store.apply_alert(&event("cleared", "danger", 2_000), 600_000).await.unwrap();
+        let id = store.apply_alert(&event("fired", "danger", 1_000), 600_000).await.unwrap().incident().unwrap();
+        store.apply_alert(&event("cleared", "danger", 2_000), 600_000).await.unwrap().incident().unwrap();
         let row = &store.incidents(false).unwrap()[0];
         assert!(row.sensor_normal && row.state == "open");
         assert_eq!(store.incident_action(id, Action::Accept, "worker Li", None, 3_000).unwrap(), State::Accepted);
@@ -251,12 +287,28 @@ mod tests {
     async fn a_warning_closes_itself_and_a_quick_refire_reopens_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = store.apply_alert(&event("fired", "warning", 1_000), 600_000).await.unwrap();
-        store.apply_alert(&event("cleared", "warning", 2_000), 600_000).await.unwrap();
+        let id = store.apply_alert(&event("fired", "warning", 1_000), 600_000).await.unwrap().incident().unwrap();
+        store.apply_alert(&event("cleared", "warning", 2_000), 600_000).await.unwrap().incident().unwrap();
         assert!(store.incidents(false).unwrap().is_empty(), "closed by the sensor");
-        assert_eq!(store.apply_alert(&event("fired", "warning", 60_000), 600_000).await.unwrap(), id, "flap: same incident");
-        store.apply_alert(&event("cleared", "warning", 70_000), 600_000).await.unwrap();
-        let later = store.apply_alert(&event("fired", "warning", 70_000 + 600_001), 600_000).await.unwrap();
+        assert_eq!(store.apply_alert(&event("fired", "warning", 60_000), 600_000).await.unwrap().incident().unwrap(), id, "flap: same incident");
+        store.apply_alert(&event("cleared", "warning", 70_000), 600_000).await.unwrap().incident().unwrap();
+        let later = store.apply_alert(&event("fired", "warning", 70_000 + 600_001), 600_000).await.unwrap().incident().unwrap();
         assert_ne!(later, id, "past the flap window: a new incident");
+    }
+
+    #[tokio::test]
+    async fn events_judged_again_after_a_crash_are_repeats_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.apply_alert(&event("fired", "danger", 1_000), 600_000).await.unwrap().incident().unwrap();
+        assert_eq!(store.apply_alert(&event("fired", "danger", 1_500), 600_000).await.unwrap(), Applied::Repeat(Some(id)), "fired again while firing");
+        assert_eq!(store.apply_alert(&event("fired", "alarm", 1_600), 600_000).await.unwrap(), Applied::Changed { incident: id, previous: "danger".into() });
+        assert_eq!(store.apply_alert(&event("cleared", "alarm", 2_000), 600_000).await.unwrap(), Applied::News(id));
+        assert_eq!(store.apply_alert(&event("cleared", "alarm", 2_500), 600_000).await.unwrap(), Applied::Repeat(Some(id)), "cleared twice");
+        assert_eq!(store.incidents(false).unwrap()[0].firings, 1, "repeats are not counted as firings");
+        assert_eq!(store.apply_alert(&event("fired", "alarm", 3_000), 600_000).await.unwrap(), Applied::News(id), "a real re-fire of the open incident is news");
+        let mut other = event("cleared", "warning", 3_000);
+        other.sensor = "house-99".into();
+        assert_eq!(store.apply_alert(&other, 600_000).await.unwrap(), Applied::Repeat(None), "a clear with no incident is nobody's news");
     }
 }
