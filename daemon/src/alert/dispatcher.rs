@@ -158,22 +158,6 @@ impl Dispatcher {
 
     async fn handle(&mut self, mut alert: Alert) {
         let now = self.clock.now();
-        let incident = match self.store.apply_alert(&alert, self.flap_window_ms).await {
-            Ok(Applied::Repeat(incident)) => {
-                self.metrics.alert_repeats.inc();
-                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, incident, "event already reflected by its incident (judged again after a restart); not sent again");
-                return;
-            }
-            Ok(Applied::Changed { incident, previous }) => {
-                (alert.event, alert.previous_severity) = ("changed".into(), Some(previous));
-                Some(incident)
-            }
-            Ok(Applied::News(incident)) => Some(incident),
-            Err(error) => {
-                tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "incident not updated; sending the alert anyway");
-                None
-            }
-        };
         if alert.audience == "grid" && alert.event != "cleared" {
             let people = self.dispatch.on_duty(alert.grid.as_deref(), now);
             alert.recipients = people.iter().map(|m| m.name.clone()).collect();
@@ -182,13 +166,16 @@ impl Dispatcher {
         // A silenced alert is journaled (without deliveries) and kept on its incident, not sent,
         // and starts no reminders.
         let mut silenced = self.silences.iter().find(|s| s.covers(&alert, now)).cloned().or_else(|| silence_covering(&self.store, &alert, now));
+        // A no-data alarm held back while its bus is down (its clear is held back too); decided
+        // here, remembered once the event proves to be news.
+        let mut hold = None;
         if silenced.is_none() && alert.no_data {
             let position = self.buses.as_ref().and_then(|b| b.position(&alert.sensor));
             let bus_down = self.buses.as_ref().and_then(|b| b.down_under(&alert.sensor)).map(str::to_string);
             let explained = match (alert.event.as_str(), bus_down, position) {
-                ("cleared", _, Some(sensor)) => self.held_back.release(&alert.rule, sensor).then(|| "its bus was down".to_string()),
+                ("cleared", _, Some(sensor)) => self.held_back.holds(&alert.rule, sensor).then(|| "its bus was down".to_string()),
                 (_, Some(bus), Some(sensor)) => {
-                    self.held_back.hold(&alert.rule, sensor);
+                    hold = Some(sensor);
                     Some(format!("{bus} is down"))
                 }
                 _ => None,
@@ -198,32 +185,48 @@ impl Dispatcher {
         // Quiet hours and the daily digest: the alert waits in the outbox (no reminders for it).
         let deferred_until = if silenced.is_none() { self.dispatch.deferral.not_before(&alert, now) } else { None };
         let grouped_until = if silenced.is_none() && deferred_until.is_none() { self.group(&alert, now) } else { None };
-        if let Some(id) = incident {
-            alert.incident_id = Some(id);
-            alert.link = self.links.as_ref().map(|l| l.link(id, chrono::Utc::now().timestamp()));
-            if alert.audience == "grid" && alert.event == "fired" && silenced.is_none() && deferred_until.is_none() {
-                if let Some(first_due) = self.dispatch.first_due(&alert.severity, now) {
-                    if let Err(error) = self.store.arm_escalation(id, alert.grid.clone(), now, first_due).await {
-                        tracing::error!(incident = id, error = %format!("{error:#}"), "escalation clocks not started; nobody will be reminded about this incident");
-                    }
-                }
-            }
-        }
-        let addressing = if silenced.is_some() { Addressing::default() } else { address(&mut alert, &self.dispatch.roster, self.links.as_ref(), &self.names) };
-        let destinations = destinations(&alert, &addressing);
-        match self.store.record_alert_to(&alert, destinations, deferred_until.or(grouped_until)).await {
-            Ok(_) => self.metrics.take_on_deliveries(&addressing.targets, 1),
-            Err(error) => {
-                // The store is the channels' queue: an alert it cannot take is lost. Said loudly.
-                tracing::error!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %format!("{error:#}"), "alert not journaled: it cannot be sent");
+        let escalate = match (alert.audience.as_str(), &silenced, deferred_until) {
+            ("grid", None, None) => self.dispatch.first_due(&alert.severity, now).map(|first_due| (alert.grid.clone(), now, first_due)),
+            _ => None,
+        };
+        let addressing = if silenced.is_some() { Addressing::default() } else { address(&alert, &self.dispatch.roster, &self.names) };
+        let targets = addressing.targets.clone();
+        let route = router(addressing, self.links.clone());
+        let journaling = crate::store::Journaling { route, not_before_ms: deferred_until.or(grouped_until), escalate };
+        let alert = match self.store.apply_and_journal(&alert, self.flap_window_ms, journaling).await {
+            Ok((Applied::Repeat(incident), _)) => {
+                self.metrics.alert_repeats.inc();
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, incident, "event already reflected by its incident (judged again after a restart); not sent again");
                 return;
+            }
+            Ok((_, Some((_, journaled)))) => journaled,
+            Ok((_, None)) => return,
+            Err(error) => {
+                // Without its incident the alert still goes out (journaled on its own).
+                tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "incident not updated; sending the alert anyway");
+                let destinations = targets.iter().map(|t| (t.clone(), None)).collect();
+                if let Err(error) = self.store.record_alert_to(&alert, destinations, deferred_until.or(grouped_until)).await {
+                    // The store is the channels' queue: an alert it cannot take cannot be sent.
+                    tracing::error!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %format!("{error:#}"), "alert not journaled: it cannot be sent");
+                    return;
+                }
+                alert
+            }
+        };
+        self.metrics.take_on_deliveries(&targets, 1);
+        if let Some(sensor) = hold {
+            self.held_back.hold(&alert.rule, sensor);
+        }
+        if alert.event == "cleared" && alert.no_data {
+            if let Some(sensor) = self.buses.as_ref().and_then(|b| b.position(&alert.sensor)) {
+                self.held_back.release(&alert.rule, sensor);
             }
         }
         match (silenced, deferred_until, grouped_until) {
             (Some(silence), _, _) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, silence = silence.id, reason = %silence.reason, "alert silenced"),
             (None, Some(until), _) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, until = %crate::clock::rfc3339(until), "alert deferred (quiet hours or daily digest)"),
             (None, None, Some(_)) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, building = ?alert.building, "alert held to go out with the building's other alarms"),
-            (None, None, None) => self.wake(&addressing.targets),
+            (None, None, None) => self.wake(&targets),
         }
     }
 
@@ -275,15 +278,20 @@ impl Dispatcher {
         };
         for escalation in due {
             let mut decision = self.dispatch.decide(&escalation, now);
-            let addressings: Vec<Addressing> = decision.steps.iter_mut().map(|step| address(&mut step.alert, &self.dispatch.roster, self.links.as_ref(), &self.names)).collect();
-            let routes: Vec<Vec<Destination>> = decision.steps.iter().zip(&addressings).map(|(step, addressing)| destinations(&step.alert, addressing)).collect();
+            let mut targets: Vec<Vec<String>> = Vec::new();
+            let mut routes: Vec<Vec<Destination>> = Vec::new();
+            for step in &mut decision.steps {
+                let addressing = address(&step.alert, &self.dispatch.roster, &self.names);
+                targets.push(addressing.targets.clone());
+                routes.push(router(addressing, self.links.clone())(&mut step.alert, escalation.incident_id));
+            }
             let events: Vec<(String, Vec<String>)> = decision.steps.iter().map(|s| (s.alert.event.clone(), s.alert.recipients.clone())).collect();
             match self.store.record_escalation(escalation.incident_id, decision.steps, routes, decision.progress, decision.next_due_ms, now).await {
                 Ok(_) => {
-                    for ((event, recipients), addressing) in events.iter().zip(&addressings) {
-                        self.metrics.take_on_deliveries(&addressing.targets, 1);
+                    for ((event, recipients), targets) in events.iter().zip(&targets) {
+                        self.metrics.take_on_deliveries(targets, 1);
                         tracing::info!(incident = escalation.incident_id, event = %event, recipients = ?recipients, "escalation step");
-                        self.wake(&addressing.targets);
+                        self.wake(targets);
                     }
                 }
                 Err(error) => tracing::error!(incident = escalation.incident_id, error = %format!("{error:#}"), "escalation step not recorded; it is tried again"),
@@ -333,6 +341,11 @@ impl HeldBack {
         }
     }
 
+    /// Whether `sensor`'s alarm of `rule` is held back.
+    fn holds(&self, rule: &str, sensor: usize) -> bool {
+        self.0.get(rule).is_some_and(|sensors| sensors.contains(&sensor))
+    }
+
     /// Whether `sensor`'s alarm of `rule` was held back (it is not any more).
     pub(super) fn release(&mut self, rule: &str, sensor: usize) -> bool {
         self.0.get_mut(rule).is_some_and(|sensors| sensors.remove(&sensor))
@@ -345,17 +358,18 @@ struct Addressing {
     targets: Vec<String>,
     /// Member channel -> the member's name and phone.
     personal: BTreeMap<String, (String, String)>,
+    /// The recipients' names and member ids (for their own links).
+    members: Vec<(String, String)>,
 }
 
-/// Gives each recipient of `alert` their own link, and finds its channels: the grid's, plus the
-/// own channels of the members it names (from `sinks`).
-fn address(alert: &mut Alert, roster: &crate::dispatch::roster::Roster, links: Option<&crate::links::WorkerLinks>, sinks: &[String]) -> Addressing {
-    let now_secs = chrono::Utc::now().timestamp();
-    alert.member_links = match (links, alert.incident_id) {
-        (Some(links), Some(id)) => roster.members_named(&alert.recipients).map(|m| (m.name.clone(), links.member_link(id, &m.id, now_secs))).collect(),
-        _ => BTreeMap::new(),
+/// Finds the channels of `alert`: the grid's, plus the own channels of the members it names
+/// (from `sinks`), and the members' ids for their own links.
+fn address(alert: &Alert, roster: &crate::dispatch::roster::Roster, sinks: &[String]) -> Addressing {
+    let mut addressing = Addressing {
+        targets: roster.targets(alert.grid.as_deref(), sinks).into_iter().cloned().collect(),
+        personal: BTreeMap::new(),
+        members: roster.members_named(&alert.recipients).map(|m| (m.name.clone(), m.id.clone())).collect(),
     };
-    let mut addressing = Addressing { targets: roster.targets(alert.grid.as_deref(), sinks).into_iter().cloned().collect(), personal: BTreeMap::new() };
     for (channel, member) in roster.member_channels(&alert.recipients) {
         if sinks.contains(channel) && !addressing.targets.contains(channel) {
             addressing.targets.push(channel.clone());
@@ -363,6 +377,21 @@ fn address(alert: &mut Alert, roster: &crate::dispatch::roster::Roster, links: O
         }
     }
     addressing
+}
+
+/// Once the incident is known: its link and each recipient's own link in the alert, and the
+/// channels with their copies.
+fn router(addressing: Addressing, links: Option<crate::links::WorkerLinks>) -> Box<dyn Fn(&mut Alert, i64) -> Vec<Destination> + Send + Sync> {
+    Box::new(move |alert: &mut Alert, incident: i64| {
+        let now_secs = chrono::Utc::now().timestamp();
+        alert.incident_id = Some(incident);
+        alert.link = links.as_ref().map(|l| l.link(incident, now_secs));
+        alert.member_links = match &links {
+            Some(links) => addressing.members.iter().map(|(name, id)| (name.clone(), links.member_link(incident, id, now_secs))).collect(),
+            None => BTreeMap::new(),
+        };
+        destinations(alert, &addressing)
+    })
 }
 
 /// The channels of one alert, each with the copy it carries (members' own channels get only

@@ -32,7 +32,7 @@ mod unsaved;
 
 pub use calibrations::Calibration;
 pub use escalations::{DueEscalation, EscalationStep};
-pub use incidents::{Applied, AuditEntry, IncidentRow};
+pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling};
 pub use journal::{Destination, DueDelivery, JournalEntry};
 pub use silences::NewSilence;
 pub use spool::{SpoolStats, SpooledPoint};
