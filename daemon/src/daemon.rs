@@ -7,7 +7,7 @@ use crate::alert::dingtalk::DingTalkSink;
 use crate::alert::wecom::WeComSink;
 use crate::alert::mqtt::MqttAlertSink;
 use crate::alert::webhook::WebhookSink;
-use crate::alert::{run_dispatcher, DispatcherSetup, SinkSet};
+use crate::alert::{run_dispatcher, DispatcherSetup, Judged, SinkContext, SinkSet};
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, Config, SensorConfig};
 use crate::metrics::Metrics;
@@ -153,7 +153,10 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         crate::web::serve(listen, web, shutdown.clone()).await?;
     }
 
-    let (mut sinks, handoff_rx) = SinkSet::new(metrics.clone(), store.clone(), &config.alerts);
+    // Cancelled once the dispatcher is done: each channel then sends what is due and ends.
+    let sinks_closing = CancellationToken::new();
+    let sink_context = SinkContext { metrics: metrics.clone(), store: store.clone(), clock, closing: sinks_closing.clone() };
+    let (mut sinks, handoff_rx) = SinkSet::new(sink_context, &config.alerts);
     if config.alerts.console {
         sinks.add(ConsoleSink);
     }
@@ -178,7 +181,11 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     }
     let SinkSet { queues: sink_queues, tasks: sink_tasks, .. } = sinks;
     let sink_count = sink_queues.len();
+    // The daemon's own alerts (bus down, fallback configuration) and the rule engine's, which
+    // the pipeline counts to save its state only behind the journal.
     let (alert_tx, alert_rx) = mpsc::channel(ALERT_QUEUE);
+    let (judged_tx, judged_rx) = mpsc::channel(ALERT_QUEUE);
+    let (journaled_tx, journaled_rx) = tokio::sync::watch::channel(0u64);
     // One index of the inventory by id, shared by the topic router, the serial outputs, the
     // InfluxDB writer and the bus watcher.
     let index = crate::config::SensorIndex::new(sensors.clone());
@@ -195,6 +202,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         clock,
         handoffs: handoff_rx,
         buses: Some(buses.clone()),
+        judged: Some(Judged { alerts: judged_rx, journaled: journaled_tx }),
     };
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
@@ -227,9 +235,9 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let (reload_tx, reload_rx) = mpsc::channel(1);
     tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, reload_tx, shutdown.clone()));
     let heartbeat = crate::supervision::Heartbeat::default();
-    let fallback_alerts = alert_tx.clone();
+    let fallback_alerts = alert_tx;
     drop(command_tx);
-    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: alert_tx, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone() };
+    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: judged_tx, journaled: journaled_rx, emitted: 0, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone() };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),
@@ -299,6 +307,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         let _ = source_task.await;
         let _ = pipeline_task.await;
         let _ = dispatcher.await;
+        sinks_closing.cancel();
         for task in sink_tasks {
             let _ = task.await;
         }

@@ -7,8 +7,10 @@
 //! 2. [`pipeline::Pipeline::run`] feeds each sample to the rule engine (`gridwatch-rules`),
 //!    ticks it every second, turns rule events into [`alert::Alert`]s and hands samples to
 //!    [`telemetry::TelemetryWriter`] (InfluxDB 2, batched).
-//! 3. [`alert::run_dispatcher`] writes each alert to the [`store`] journal (SQLite), then to
-//!    every sink's queue: [`alert::console`], [`alert::webhook`], [`alert::mqtt`].
+//! 3. [`alert::run_dispatcher`] applies each alert to its incident and writes it, in the same
+//!    transaction, to the [`store`] journal (SQLite) with a pending delivery per channel; each
+//!    channel's task ([`alert::channel::spawn_sink`]) drains its own pending deliveries:
+//!    [`alert::console`], [`alert::webhook`], [`alert::mqtt`], the robots.
 //!
 //! [`daemon::run`] starts all of it (and the embedded broker, [`mqtt::broker`]) and drains it
 //! on shutdown; [`demo`] runs it on embedded defaults with a simulator. [`config`] loads and

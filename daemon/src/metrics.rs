@@ -61,6 +61,10 @@ pub struct Metrics {
     pub rule_events: Family<EventLabel, Counter>,
     /// Times the rule engine's state was written to `engine-state.json`.
     pub rule_state_saves: Counter,
+    /// Acknowledged readings judged again at start because the saved rule state had not seen them.
+    pub readings_rejudged: Counter,
+    /// Rule events their incident already reflected (judged again after a crash): not sent.
+    pub alert_repeats: Counter,
     /// Alert events a sink confirmed.
     pub alerts_delivered: Family<SinkLabel, Counter>,
     /// Delivery attempts that failed and were retried.
@@ -132,6 +136,8 @@ impl Metrics {
             sensor_clock_reanchors: Counter::default(),
             rule_events: Family::default(),
             rule_state_saves: Counter::default(),
+            readings_rejudged: Counter::default(),
+            alert_repeats: Counter::default(),
             alerts_delivered: Family::default(),
             alert_delivery_retries: Family::default(),
             alert_delivery_failures: Family::default(),
@@ -168,6 +174,8 @@ impl Metrics {
         registry.register("sensor_clock_reanchors", "Sensors re-anchored because their clock went back (their readings kept coming older than the last judged one)", metrics.sensor_clock_reanchors.clone());
         registry.register("rule_events", "Rule transitions, by event", metrics.rule_events.clone());
         registry.register("rule_state_saves", "Times the rule engine's state was saved (only when it changed)", metrics.rule_state_saves.clone());
+        registry.register("readings_rejudged", "Acknowledged readings judged again at start because the saved rule state had not seen them", metrics.readings_rejudged.clone());
+        registry.register("alert_repeats", "Rule events their incident already reflected (judged again after a crash); not sent", metrics.alert_repeats.clone());
         registry.register("alerts_delivered", "Alert events confirmed by a sink", metrics.alerts_delivered.clone());
         registry.register("alert_delivery_retries", "Failed alert delivery attempts that were retried", metrics.alert_delivery_retries.clone());
         registry.register("alert_delivery_failures", "Alert events a sink gave up on", metrics.alert_delivery_failures.clone());

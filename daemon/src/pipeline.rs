@@ -5,6 +5,12 @@
 //! It also swaps in reloaded rules (carrying over the state of unchanged rules) and saves the
 //! engine's state to the store every minute and when it stops.
 //!
+//! After a crash the saved state is older than the readings already acknowledged: before any
+//! new reading, [`Pipeline::run`] judges again those the store kept for it
+//! ([`Store::unsaved_readings`]); the events this repeats are dropped by the dispatcher, which
+//! holds the incidents. The state is saved only once every alert judged before it is journaled,
+//! so a saved state never hides an alert that was lost with the process.
+//!
 //! A sensor whose readings keep coming older than its last judged one (its clock went back) is
 //! re-anchored after a while instead of never being judged again (see [`crate::sensor_clocks`]).
 //!
@@ -22,12 +28,17 @@ use gridwatch_rules::{Engine, Observed, RuleEvent, RuleSet, SubjectId};
 use std::sync::Arc;
 use std::time::Duration;
 use crate::store::Calibration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How often time passes for the rules when no sample arrives (completes raise holds).
 const TICK: Duration = Duration::from_secs(1);
 /// Trend rows written per store transaction when the hourly trend is flushed.
 const TREND_ROWS_PER_WRITE: usize = 2_000;
+/// Stored readings judged again per store read at start.
+const REJUDGE_BATCH: usize = 2_000;
+/// How long a save waits for the dispatcher to journal the alerts judged before it; past that
+/// the save is left for the next time (the readings since the last one are kept meanwhile).
+const JOURNAL_WAIT: Duration = Duration::from_secs(10);
 
 /// What the installer commands ask of the running pipeline.
 #[derive(Debug)]
@@ -46,6 +57,10 @@ pub struct Pipeline {
     pub live: Arc<crate::live::LiveTable>,
     pub sensors: Arc<[SensorConfig]>,
     pub alerts: mpsc::Sender<Alert>,
+    /// How many of the alerts sent on `alerts` the dispatcher has journaled.
+    pub journaled: watch::Receiver<u64>,
+    /// How many alerts were sent on `alerts`.
+    pub emitted: u64,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     /// Where the engine's state is saved.
@@ -72,6 +87,7 @@ impl Pipeline {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut save = tokio::time::interval(self.save_every);
         save.tick().await;
+        self.judge_unsaved(&mut events).await;
         loop {
             tokio::select! {
                 biased;
@@ -130,9 +146,57 @@ impl Pipeline {
         tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
     }
 
+    /// Judges again, in the order they were acknowledged, the stored readings the restored
+    /// state has not seen (the crash came before it was saved with them).
+    async fn judge_unsaved(&mut self, events: &mut Vec<RuleEvent>) {
+        let sensors = self.sensors.clone();
+        let positions: std::collections::HashMap<&str, usize> = sensors.iter().enumerate().map(|(position, s)| (&*s.id, position)).collect();
+        let (mut after, mut judged) = (0, 0u64);
+        loop {
+            let readings = match self.store.unsaved_readings(after, REJUDGE_BATCH).await {
+                Ok(readings) => readings,
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "cannot read the readings acknowledged since the last saved rule state; they are not judged again");
+                    break;
+                }
+            };
+            let Some(last) = readings.last() else { break };
+            after = last.id;
+            self.heartbeat.beat();
+            for reading in readings {
+                let Some(&position) = positions.get(reading.sensor.as_str()) else { continue };
+                if self.engine.last_at(SubjectId(position)).is_some_and(|judged_at| reading.ts <= judged_at) {
+                    continue;
+                }
+                self.engine.observe(SubjectId(position), reading.ts, &reading.fields, events);
+                judged += 1;
+                self.emit(events).await;
+            }
+        }
+        if judged > 0 {
+            self.unsaved = true;
+            self.metrics.readings_rejudged.inc_by(judged);
+            tracing::warn!(readings = judged, "judged again the readings acknowledged after the last saved rule state (the daemon stopped without saving it)");
+        }
+    }
+
     async fn save(&mut self) {
         if !self.unsaved {
             return;
+        }
+        // Not ahead of the journal: an alert judged before this state must be in the store, or a
+        // crash right after the save would lose it for good.
+        let emitted = self.emitted;
+        match tokio::time::timeout(JOURNAL_WAIT, self.journaled.wait_for(|journaled| *journaled >= emitted)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                tracing::error!("alert dispatcher is gone; rule state not saved");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(wait_secs = JOURNAL_WAIT.as_secs(), "rule state not saved yet: alerts judged before it are not journaled yet");
+                return;
+            }
         }
         // Streamed from the engine into the file: no copy of the state, no whole text in memory.
         let saved = self.store.save_engine_state_with(|out| serde_json::to_writer(out, &self.engine.snapshot_view()).map_err(std::io::Error::other));
@@ -140,6 +204,10 @@ impl Pipeline {
             Ok(()) => {
                 self.unsaved = false;
                 self.metrics.rule_state_saves.inc();
+                let judged_until = self.sensors.iter().enumerate().filter_map(|(position, s)| Some((s.id.to_string(), self.engine.last_at(SubjectId(position))?))).collect();
+                if let Err(error) = self.store.forget_judged(judged_until).await {
+                    tracing::warn!(error = %format!("{error:#}"), "readings judged by the saved rule state not forgotten; they are skipped if judged again");
+                }
             }
             Err(error) => tracing::error!(error = %format!("{error:#}"), "rule state not saved; hold timers and baselines may restart after a reboot"),
         }
@@ -214,8 +282,9 @@ impl Pipeline {
             let Some(sensor) = self.sensors.get(event.subject.0) else { continue };
             self.metrics.count_rule_event(event.kind.as_str());
             let alert = Alert::new(&event, rule, sensor);
-            if self.alerts.send(alert).await.is_err() {
-                tracing::error!(rule = %rule.id, sensor = %sensor.id, "alert dispatcher is gone; alert lost");
+            match self.alerts.send(alert).await {
+                Ok(()) => self.emitted += 1,
+                Err(_) => tracing::error!(rule = %rule.id, sensor = %sensor.id, "alert dispatcher is gone; alert lost"),
             }
         }
     }

@@ -341,6 +341,13 @@ impl Engine {
         baseline_of(&slot.calibrated, &plan.learned, self.states.of(slot, plan).learned, field, spec)
     }
 
+    /// The time of the last sample of `subject` the engine judged (`None`: none yet, or an
+    /// unknown subject). A sample taken at or before it has been judged already, or is refused
+    /// as out of order.
+    pub fn last_at(&self, subject: SubjectId) -> Option<Millis> {
+        self.slots.get(subject.0)?.last_at
+    }
+
     /// Evaluates one sample of `subject` taken at `at`, appending any events to `events`.
     pub fn observe<K: AsRef<str>>(&mut self, subject: SubjectId, at: Millis, fields: &[(K, f64)], events: &mut Vec<RuleEvent>) -> Observed {
         let Some(slot) = self.slots.get_mut(subject.0) else { return Observed::UnknownSubject };

@@ -78,26 +78,16 @@ impl Store {
         &self,
         incident_id: i64,
         steps: Vec<EscalationStep>,
-        sinks: &[Vec<String>],
+        destinations: Vec<Vec<super::journal::Destination>>,
         progress: Progress,
         next_due_ms: Option<i64>,
         now_ms: i64,
     ) -> anyhow::Result<Vec<i64>> {
-        let sinks = sinks.to_vec();
-        let payloads = steps.iter().map(|s| serde_json::to_string(&s.alert)).collect::<Result<Vec<_>, _>>()?;
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let mut ids = Vec::new();
-            for ((step, payload), sinks) in steps.iter().zip(&payloads).zip(&sinks) {
-                let a = &step.alert;
-                tx.execute(
-                    "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![a.at_ms, a.rule, a.sensor, a.event, a.severity, a.value, payload],
-                )?;
-                let id = tx.last_insert_rowid();
-                for sink in sinks {
-                    tx.execute("INSERT INTO outbox (alert_id, sink, state, updated_ms) VALUES (?1, ?2, 'pending', ?3)", params![id, sink, now_ms])?;
-                }
+            for (step, destinations) in steps.iter().zip(&destinations) {
+                let id = super::journal::insert_event(&tx, &step.alert, destinations, None)?;
                 audit(&tx, incident_id, now_ms, "dispatch", &step.audit, None)?;
                 ids.push(id);
             }

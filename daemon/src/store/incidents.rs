@@ -1,9 +1,15 @@
 //! Incidents and their audit trail in the store (see [`crate::incident`] for the states).
+//!
+//! The incident store is the truth of what is firing: a rule event that would not change it (a
+//! `fired` for an incident already firing at that severity, a `cleared` for one not firing or
+//! not there) is a repeat — after a crash the readings since the last saved rule state are
+//! judged again — and is not sent to anyone ([`Applied::Repeat`]).
 
 use super::Store;
+use super::Destination;
 use crate::alert::Alert;
 use crate::incident::{closes_when_sensor_clears, Action, State};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
@@ -32,6 +38,29 @@ pub struct AuditEntry {
     pub note: Option<String>,
 }
 
+/// What a rule event did to its incident, and so whether it is news for anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The incident moved: the event goes out as it is.
+    News(i64),
+    /// A `fired` for an incident already firing at another severity: it goes out as `changed`
+    /// from that severity.
+    Changed { incident: i64, previous: String },
+    /// The incident already stands where the event would put it (or a clear found nothing
+    /// firing): nothing to send.
+    Repeat(Option<i64>),
+}
+
+impl Applied {
+    /// The incident the event belongs to, if any.
+    pub fn incident(&self) -> Option<i64> {
+        match self {
+            Applied::News(id) | Applied::Changed { incident: id, .. } | Applied::Repeat(Some(id)) => Some(*id),
+            Applied::Repeat(None) => None,
+        }
+    }
+}
+
 const SEVERITIES: [&str; 4] = ["notice", "warning", "alarm", "danger"];
 
 fn rank(severity: &str) -> usize {
@@ -45,70 +74,48 @@ pub(super) fn audit(tx: &Transaction<'_>, incident: i64, at: i64, actor: &str, a
 
 impl Store {
     /// Applies a rule event to its incident (opening, updating, re-opening or marking it
-    /// sensor-normal) and returns the incident's id.
-    pub async fn apply_alert(&self, alert: &Alert, flap_window_ms: i64) -> anyhow::Result<i64> {
+    /// sensor-normal), unless the incident already stands there (a repeat after a crash). Not
+    /// journaled: see [`Store::apply_and_journal`].
+    pub async fn apply_alert(&self, alert: &Alert, flap_window_ms: i64) -> anyhow::Result<Applied> {
         let alert = alert.clone();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            let now = alert.at_ms;
-            let current: Option<(i64, String)> = tx
-                .query_row(
-                    "SELECT id, worst_severity FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1",
-                    params![alert.rule, alert.sensor],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()?;
-            let id = match (alert.event.as_str(), current) {
-                ("fired" | "changed", Some((id, worst))) => {
-                    let worst = if rank(&alert.severity) > rank(&worst) { alert.severity.clone() } else { worst };
-                    tx.execute(
-                        "UPDATE incidents SET severity = ?1, worst_severity = ?2, sensor_normal = 0, firings = firings + ?3, last_value = ?4, updated_ms = ?5 WHERE id = ?6",
-                        params![alert.severity, worst, i64::from(alert.event == "fired"), alert.value, now, id],
-                    )?;
-                    audit(&tx, id, now, "rules", &format!("{} {}", alert.event, alert.severity), None)?;
-                    id
-                }
-                ("fired" | "changed", None) => {
-                    let recent: Option<i64> = tx
-                        .query_row(
-                            "SELECT id FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state = 'closed' AND closed_ms >= ?3 ORDER BY id DESC LIMIT 1",
-                            params![alert.rule, alert.sensor, now - flap_window_ms],
-                            |row| row.get(0),
-                        )
-                        .optional()?;
-                    match recent {
-                        Some(id) => {
-                            tx.execute(
-                                "UPDATE incidents SET state = 'open', severity = ?1, sensor_normal = 0, firings = firings + 1, last_value = ?2, updated_ms = ?3, closed_ms = NULL WHERE id = ?4",
-                                params![alert.severity, alert.value, now, id],
-                            )?;
-                            audit(&tx, id, now, "rules", &format!("re-opened {} (fired again within the flap window)", alert.severity), None)?;
-                            id
-                        }
-                        None => {
-                            tx.execute(
-                                "INSERT INTO incidents (rule, sensor, severity, worst_severity, state, last_value, opened_ms, updated_ms) VALUES (?1, ?2, ?3, ?3, 'open', ?4, ?5, ?5)",
-                                params![alert.rule, alert.sensor, alert.severity, alert.value, now],
-                            )?;
-                            let id = tx.last_insert_rowid();
-                            audit(&tx, id, now, "rules", &format!("fired {}", alert.severity), None)?;
-                            id
-                        }
-                    }
-                }
-                (_, Some((id, worst))) => {
-                    tx.execute("UPDATE incidents SET sensor_normal = 1, last_value = ?1, updated_ms = ?2 WHERE id = ?3", params![alert.value, now, id])?;
-                    audit(&tx, id, now, "rules", "sensor normal", None)?;
-                    if closes_when_sensor_clears(&worst) {
-                        tx.execute("UPDATE incidents SET state = 'closed', closed_ms = ?1 WHERE id = ?2", params![now, id])?;
-                        audit(&tx, id, now, "rules", "closed (minor, sensor normal)", None)?;
-                    }
-                    id
-                }
-                (_, None) => bail!("a clear for {} on {} without an open incident", alert.rule, alert.sensor),
-            };
+            let applied = apply_in(&tx, &alert, flap_window_ms)?;
             tx.commit()?;
-            Ok(id)
+            Ok(applied)
+        })
+        .await
+    }
+
+    /// Applies a rule event to its incident and, when it is news, journals it in the same
+    /// transaction — so an event is either in both or in neither, and judging it again after a
+    /// crash finds it. Returns the journal id and the alert as journaled (a `fired` for an
+    /// incident still firing becomes `changed`).
+    pub async fn apply_and_journal(&self, alert: &Alert, flap_window_ms: i64, journaling: Journaling) -> anyhow::Result<(Applied, Option<(i64, Alert)>)> {
+        let alert = alert.clone();
+        let journaling = std::sync::Arc::new(journaling);
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let applied = apply_in(&tx, &alert, flap_window_ms)?;
+            let (incident, previous) = match &applied {
+                Applied::Repeat(_) => {
+                    tx.commit()?;
+                    return Ok((applied, None));
+                }
+                Applied::News(id) => (*id, None),
+                Applied::Changed { incident, previous } => (*incident, Some(previous.clone())),
+            };
+            let mut journaled = alert.clone();
+            if let Some(previous) = previous {
+                (journaled.event, journaled.previous_severity) = ("changed".into(), Some(previous));
+            }
+            let destinations = (journaling.route)(&mut journaled, incident);
+            let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms)?;
+            if let (Some((grid, armed_ms, first_due_ms)), "fired") = (&journaling.escalate, journaled.event.as_str()) {
+                tx.execute("INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms) VALUES (?1, ?2, ?3, ?4)", params![incident, grid, armed_ms, first_due_ms])?;
+            }
+            tx.commit()?;
+            Ok((applied, Some((id, journaled))))
         })
         .await
     }
@@ -190,6 +197,104 @@ impl Store {
     }
 }
 
+/// How a news event is journaled once its incident is known.
+pub struct Journaling {
+    /// Fills in the incident (and what derives from it: the links) and names the channels, each
+    /// with its own copy when it differs.
+    pub route: Box<dyn Fn(&mut Alert, i64) -> Vec<Destination> + Send + Sync>,
+    /// Deliveries wait until then (quiet hours, digest, group window).
+    pub not_before_ms: Option<i64>,
+    /// When it fires: start the incident's escalation clocks (grid, armed at, first step due).
+    pub escalate: Option<(Option<String>, i64, i64)>,
+}
+
+impl std::fmt::Debug for Journaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journaling").field("not_before_ms", &self.not_before_ms).field("escalate", &self.escalate).finish_non_exhaustive()
+    }
+}
+
+/// Applies `alert` to its incident inside `tx` (see [`Store::apply_alert`]).
+fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow::Result<Applied> {
+    let now = alert.at_ms;
+    let current: Option<(i64, String, String, bool)> = tx
+        .query_row(
+            "SELECT id, severity, worst_severity, sensor_normal FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1",
+            params![alert.rule, alert.sensor],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)? != 0)),
+        )
+        .optional()?;
+    // The very same judgement (same rule, sensor, kind and time) already journaled: a reading
+    // judged again after a crash.
+    let kinds: &[&str] = if alert.event == "cleared" { &["cleared"] } else { &["fired", "changed"] };
+    let judged_before: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM alert_events WHERE sensor = ?1 AND at_ms = ?2 AND rule = ?3 AND event IN (?4, ?5))",
+        params![alert.sensor, alert.at_ms, alert.rule, kinds[0], kinds[kinds.len() - 1]],
+        |row| row.get(0),
+    )?;
+    if judged_before {
+        return Ok(Applied::Repeat(current.map(|(id, ..)| id)));
+    }
+    let applied = match (alert.event.as_str(), current) {
+        ("fired" | "changed", Some((id, severity, _, false))) if severity == alert.severity => Applied::Repeat(Some(id)),
+        ("fired" | "changed", Some((id, severity, worst, sensor_normal))) => {
+            let worst = if rank(&alert.severity) > rank(&worst) { alert.severity.clone() } else { worst };
+            // A fired while the incident is still firing is a change of severity.
+            let fired_again = alert.event == "fired" && sensor_normal;
+            tx.execute(
+                "UPDATE incidents SET severity = ?1, worst_severity = ?2, sensor_normal = 0, firings = firings + ?3, last_value = ?4, updated_ms = ?5 WHERE id = ?6",
+                params![alert.severity, worst, i64::from(fired_again), alert.value, now, id],
+            )?;
+            let event = if sensor_normal { alert.event.as_str() } else { "changed" };
+            audit(tx, id, now, "rules", &format!("{event} {}", alert.severity), None)?;
+            match (alert.event.as_str(), sensor_normal) {
+                ("fired", false) => Applied::Changed { incident: id, previous: severity },
+                _ => Applied::News(id),
+            }
+        }
+        ("fired" | "changed", None) => {
+            let recent: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state = 'closed' AND closed_ms >= ?3 ORDER BY id DESC LIMIT 1",
+                    params![alert.rule, alert.sensor, now - flap_window_ms],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match recent {
+                Some(id) => {
+                    tx.execute(
+                        "UPDATE incidents SET state = 'open', severity = ?1, sensor_normal = 0, firings = firings + 1, last_value = ?2, updated_ms = ?3, closed_ms = NULL WHERE id = ?4",
+                        params![alert.severity, alert.value, now, id],
+                    )?;
+                    audit(tx, id, now, "rules", &format!("re-opened {} (fired again within the flap window)", alert.severity), None)?;
+                    Applied::News(id)
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO incidents (rule, sensor, severity, worst_severity, state, last_value, opened_ms, updated_ms) VALUES (?1, ?2, ?3, ?3, 'open', ?4, ?5, ?5)",
+                        params![alert.rule, alert.sensor, alert.severity, alert.value, now],
+                    )?;
+                    let id = tx.last_insert_rowid();
+                    audit(tx, id, now, "rules", &format!("fired {}", alert.severity), None)?;
+                    Applied::News(id)
+                }
+            }
+        }
+        (_, Some((id, _, _, true))) => Applied::Repeat(Some(id)),
+        (_, Some((id, _, worst, false))) => {
+            tx.execute("UPDATE incidents SET sensor_normal = 1, last_value = ?1, updated_ms = ?2 WHERE id = ?3", params![alert.value, now, id])?;
+            audit(tx, id, now, "rules", "sensor normal", None)?;
+            if closes_when_sensor_clears(&worst) {
+                tx.execute("UPDATE incidents SET state = 'closed', closed_ms = ?1 WHERE id = ?2", params![now, id])?;
+                audit(tx, id, now, "rules", "closed (minor, sensor normal)", None)?;
+            }
+            Applied::News(id)
+        }
+        (_, None) => Applied::Repeat(None),
+    };
+    Ok(applied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,8 +311,8 @@ mod tests {
     async fn repeated_firings_and_changes_update_one_incident() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let a = store.apply_alert(&event("fired", "alarm", 1_000), 600_000).await.unwrap();
-        let b = store.apply_alert(&event("changed", "danger", 2_000), 600_000).await.unwrap();
+        let a = store.apply_alert(&event("fired", "alarm", 1_000), 600_000).await.unwrap().incident().unwrap();
+        let b = store.apply_alert(&event("changed", "danger", 2_000), 600_000).await.unwrap().incident().unwrap();
         assert_eq!(a, b);
         let rows = store.incidents(false).unwrap();
         assert_eq!(rows.len(), 1);
@@ -222,11 +327,11 @@ mod tests {
         for (sensor, severity) in [("house-01", "warning"), ("house-02", "danger"), ("house-03", "warning")] {
             let mut alert = event("fired", severity, 1_000);
             alert.sensor = sensor.into();
-            store.apply_alert(&alert, 600_000).await.unwrap();
+            store.apply_alert(&alert, 600_000).await.unwrap().incident().unwrap();
         }
         let mut cleared = event("cleared", "warning", 2_000);
         cleared.sensor = "house-03".into();
-        store.apply_alert(&cleared, 600_000).await.unwrap();
+        store.apply_alert(&cleared, 600_000).await.unwrap().incident().unwrap();
         assert_eq!(store.open_incident_counts().unwrap(), vec![("danger".to_string(), 1), ("warning".to_string(), 1)], "a warning whose sensor cleared is closed");
     }
 
@@ -234,8 +339,8 @@ mod tests {
     async fn a_danger_incident_waits_for_a_person_after_the_sensor_clears() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = store.apply_alert(&event("fired", "danger", 1_000), 600_000).await.unwrap();
-        store.apply_alert(&event("cleared", "danger", 2_000), 600_000).await.unwrap();
+        let id = store.apply_alert(&event("fired", "danger", 1_000), 600_000).await.unwrap().incident().unwrap();
+        store.apply_alert(&event("cleared", "danger", 2_000), 600_000).await.unwrap().incident().unwrap();
         let row = &store.incidents(false).unwrap()[0];
         assert!(row.sensor_normal && row.state == "open");
         assert_eq!(store.incident_action(id, Action::Accept, "worker Li", None, 3_000).unwrap(), State::Accepted);
@@ -251,12 +356,56 @@ mod tests {
     async fn a_warning_closes_itself_and_a_quick_refire_reopens_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = store.apply_alert(&event("fired", "warning", 1_000), 600_000).await.unwrap();
-        store.apply_alert(&event("cleared", "warning", 2_000), 600_000).await.unwrap();
+        let id = store.apply_alert(&event("fired", "warning", 1_000), 600_000).await.unwrap().incident().unwrap();
+        store.apply_alert(&event("cleared", "warning", 2_000), 600_000).await.unwrap().incident().unwrap();
         assert!(store.incidents(false).unwrap().is_empty(), "closed by the sensor");
-        assert_eq!(store.apply_alert(&event("fired", "warning", 60_000), 600_000).await.unwrap(), id, "flap: same incident");
-        store.apply_alert(&event("cleared", "warning", 70_000), 600_000).await.unwrap();
-        let later = store.apply_alert(&event("fired", "warning", 70_000 + 600_001), 600_000).await.unwrap();
+        assert_eq!(store.apply_alert(&event("fired", "warning", 60_000), 600_000).await.unwrap().incident().unwrap(), id, "flap: same incident");
+        store.apply_alert(&event("cleared", "warning", 70_000), 600_000).await.unwrap().incident().unwrap();
+        let later = store.apply_alert(&event("fired", "warning", 70_000 + 600_001), 600_000).await.unwrap().incident().unwrap();
         assert_ne!(later, id, "past the flap window: a new incident");
+    }
+
+    #[tokio::test]
+    async fn events_judged_again_after_a_crash_are_repeats_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.apply_alert(&event("fired", "danger", 1_000), 600_000).await.unwrap().incident().unwrap();
+        assert_eq!(store.apply_alert(&event("fired", "danger", 1_500), 600_000).await.unwrap(), Applied::Repeat(Some(id)), "fired again while firing");
+        assert_eq!(store.apply_alert(&event("fired", "alarm", 1_600), 600_000).await.unwrap(), Applied::Changed { incident: id, previous: "danger".into() });
+        assert_eq!(store.apply_alert(&event("cleared", "alarm", 2_000), 600_000).await.unwrap(), Applied::News(id));
+        assert_eq!(store.apply_alert(&event("cleared", "alarm", 2_500), 600_000).await.unwrap(), Applied::Repeat(Some(id)), "cleared twice");
+        assert_eq!(store.incidents(false).unwrap()[0].firings, 1, "repeats are not counted as firings");
+        assert_eq!(store.apply_alert(&event("fired", "alarm", 3_000), 600_000).await.unwrap(), Applied::News(id), "a real re-fire of the open incident is news");
+        let mut other = event("cleared", "warning", 3_000);
+        other.sensor = "house-99".into();
+        assert_eq!(store.apply_alert(&other, 600_000).await.unwrap(), Applied::Repeat(None), "a clear with no incident is nobody's news");
+    }
+
+    fn to_office() -> Journaling {
+        Journaling { route: Box::new(|alert, incident| {
+            alert.incident_id = Some(incident);
+            vec![("office".to_string(), None)]
+        }), not_before_ms: None, escalate: None }
+    }
+
+    #[tokio::test]
+    async fn a_closed_warning_judged_again_from_its_old_readings_is_not_news() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (fired, cleared) = (event("fired", "warning", 1_000), event("cleared", "warning", 2_000));
+        let (applied, journaled) = store.apply_and_journal(&fired, 600_000, to_office()).await.unwrap();
+        let (id, alert) = journaled.unwrap();
+        assert_eq!((alert.incident_id, alert.event.as_str()), (applied.incident(), "fired"));
+        store.apply_and_journal(&cleared, 600_000, to_office()).await.unwrap();
+        assert!(store.incidents(false).unwrap().is_empty(), "a warning closes when its sensor clears");
+        // The crash came before the rule state was saved: both readings are judged again.
+        for again in [&fired, &cleared] {
+            let (applied, journaled) = store.apply_and_journal(again, 600_000, to_office()).await.unwrap();
+            assert!(matches!(applied, Applied::Repeat(_)) && journaled.is_none(), "{} judged again: {applied:?}", again.event);
+        }
+        assert_eq!(store.recent_alerts(10).unwrap().len(), 2, "journaled once each");
+        assert_eq!(store.due_deliveries("office", 0, 10).await.unwrap()[0].alert_id, id);
+        let refired = store.apply_and_journal(&event("fired", "warning", 3_000), 600_000, to_office()).await.unwrap();
+        assert_eq!(refired.0, Applied::News(applied.incident().unwrap()), "a new reading is news again");
     }
 }

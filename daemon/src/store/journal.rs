@@ -1,10 +1,17 @@
-//! The alert journal and outbox. `record_alert` writes the event and one pending delivery per
-//! sink in one transaction, before any sink is tried; sinks then mark their delivery
-//! `delivered` or `failed`. Deliveries still pending after a crash are sent again at start.
+//! The alert journal and outbox. An alert event is written with one pending delivery per
+//! channel in one transaction, before any channel is tried; each channel then drains its own
+//! pending deliveries from the outbox, oldest first, and marks each `delivered` or `failed`.
+//! The outbox *is* the channels' queue: what a slow channel has not sent yet waits here, on
+//! disk, and is sent after a restart.
+//!
+//! Invariants: an event's journal id (`event_id` in its payload) is assigned once and carried
+//! by every copy and re-send of it; on each channel, an event of an incident never becomes due
+//! before the earlier events of that incident still pending there (a deferred `fired` holds
+//! back its `cleared`).
 
 use super::Store;
 use crate::alert::Alert;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 /// One row of the alert journal.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,69 +24,102 @@ pub struct JournalEntry {
     pub value: f64,
 }
 
-/// An alert a sink has not confirmed yet.
+/// A delivery a channel is to make now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PendingDelivery {
+pub struct DueDelivery {
     pub alert_id: i64,
-    pub sink: String,
     pub alert: Alert,
+    /// It waited (quiet hours, the daily digest, a building's group window): the due ones go
+    /// out together as one message.
+    pub deferred: bool,
 }
+
+/// One channel an alert goes to, with the copy it carries when that differs from the journaled
+/// one (a member's own channel: their link only).
+pub type Destination = (String, Option<Alert>);
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Journals `alert` with a pending delivery per destination, each due at `not_before_ms` or
+/// after the incident's earlier events pending on that channel, whichever is later. Returns the
+/// journal id, written into every stored copy as `event_id`.
+pub(super) fn insert_event(tx: &Transaction<'_>, alert: &Alert, destinations: &[Destination], not_before_ms: Option<i64>) -> anyhow::Result<i64> {
+    tx.execute(
+        "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}')",
+        params![alert.at_ms, alert.rule, alert.sensor, alert.event, alert.severity, alert.value],
+    )?;
+    let id = tx.last_insert_rowid();
+    let with_id = |alert: &Alert| serde_json::to_string(&Alert { event_id: Some(id), ..alert.clone() });
+    tx.execute("UPDATE alert_events SET payload = ?1 WHERE id = ?2", params![with_id(alert)?, id])?;
+    let now = now_ms();
+    for (sink, own_copy) in destinations {
+        let earlier: Option<i64> = tx.query_row(
+            "SELECT max(o.not_before_ms) FROM outbox o JOIN alert_events a ON a.id = o.alert_id
+             WHERE o.sink = ?1 AND o.state = 'pending' AND a.rule = ?2 AND a.sensor = ?3 AND o.alert_id < ?4",
+            params![sink, alert.rule, alert.sensor, id],
+            |row| row.get(0),
+        )?;
+        let due = match (not_before_ms, earlier) {
+            (Some(own), Some(earlier)) => Some(own.max(earlier)),
+            (own, earlier) => own.or(earlier),
+        };
+        let payload = own_copy.as_ref().map(with_id).transpose()?;
+        tx.execute(
+            "INSERT INTO outbox (alert_id, sink, state, updated_ms, not_before_ms, payload) VALUES (?1, ?2, 'pending', ?3, ?4, ?5)",
+            params![id, sink, now, due, payload],
+        )?;
+    }
+    Ok(id)
+}
+
 impl Store {
     /// Journals an alert event with a pending delivery for each sink; returns its id.
     pub async fn record_alert(&self, alert: &Alert, sinks: &[String]) -> anyhow::Result<i64> {
-        self.record_alert_deferred(alert, sinks, None).await
+        self.record_alert_to(alert, sinks.iter().map(|s| (s.clone(), None)).collect(), None).await
     }
 
-    /// [`Store::record_alert`], with its deliveries waiting until `not_before_ms` (quiet hours,
-    /// the daily digest) when given.
-    pub async fn record_alert_deferred(&self, alert: &Alert, sinks: &[String], not_before_ms: Option<i64>) -> anyhow::Result<i64> {
-        let payload = serde_json::to_string(alert)?;
-        let row = (alert.at_ms, alert.rule.clone(), alert.sensor.clone(), alert.event.clone(), alert.severity.clone(), alert.value);
-        let sinks = sinks.to_vec();
+    /// Journals an alert event with a pending delivery per destination, waiting until
+    /// `not_before_ms` (quiet hours, the daily digest, a group window) when given.
+    pub async fn record_alert_to(&self, alert: &Alert, destinations: Vec<Destination>, not_before_ms: Option<i64>) -> anyhow::Result<i64> {
+        let alert = alert.clone();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![row.0, row.1, row.2, row.3, row.4, row.5, payload],
-            )?;
-            let id = tx.last_insert_rowid();
-            let now = now_ms();
-            for sink in &sinks {
-                tx.execute("INSERT INTO outbox (alert_id, sink, state, updated_ms, not_before_ms) VALUES (?1, ?2, 'pending', ?3, ?4)", params![id, sink, now, not_before_ms])?;
-            }
+            let id = insert_event(&tx, &alert, &destinations, not_before_ms)?;
             tx.commit()?;
             Ok(id)
         })
         .await
     }
 
-    /// Deferred deliveries whose time has come, oldest first; they stop being deferred in the
-    /// same transaction (pending like any other from now on, so a crash before they are sent
-    /// sends them at the next start).
-    pub async fn take_due_deferred(&self, now_ms: i64) -> anyhow::Result<Vec<PendingDelivery>> {
+    /// The oldest `limit` deliveries pending for `sink` that are due at `now_ms`, in journal
+    /// order. A stored alert that cannot be read back is marked failed (it would block the
+    /// channel's queue for good).
+    pub async fn due_deliveries(&self, sink: &str, now_ms: i64, limit: usize) -> anyhow::Result<Vec<DueDelivery>> {
+        let sink = sink.to_string();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let mut due = Vec::new();
+            let mut unreadable = Vec::new();
             {
-                let mut statement = tx.prepare(
-                    "SELECT o.alert_id, o.sink, a.payload FROM outbox o JOIN alert_events a ON a.id = o.alert_id
-                     WHERE o.state = 'pending' AND o.not_before_ms <= ?1 ORDER BY o.sink, o.alert_id",
+                let mut statement = tx.prepare_cached(
+                    "SELECT o.alert_id, coalesce(o.payload, a.payload), o.not_before_ms IS NOT NULL FROM outbox o JOIN alert_events a ON a.id = o.alert_id
+                     WHERE o.sink = ?1 AND o.state = 'pending' AND (o.not_before_ms IS NULL OR o.not_before_ms <= ?2) ORDER BY o.alert_id LIMIT ?3",
                 )?;
-                let rows = statement.query_map([now_ms], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
+                let rows = statement.query_map(params![sink, now_ms, limit as i64], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?)))?;
                 for row in rows {
-                    let (alert_id, sink, payload) = row?;
+                    let (alert_id, payload, deferred) = row?;
                     match serde_json::from_str(&payload) {
-                        Ok(alert) => due.push(PendingDelivery { alert_id, sink, alert }),
-                        Err(error) => tracing::error!(alert_id, error = %error, "deferred alert cannot be read back; not sent"),
+                        Ok(alert) => due.push(DueDelivery { alert_id, alert, deferred }),
+                        Err(error) => unreadable.push((alert_id, error.to_string())),
                     }
                 }
             }
-            tx.execute("UPDATE outbox SET not_before_ms = NULL WHERE state = 'pending' AND not_before_ms <= ?1", [now_ms])?;
+            for (alert_id, error) in unreadable {
+                tracing::error!(alert_id, sink = %sink, error = %error, "journaled alert cannot be read back; not sent");
+                tx.execute("UPDATE outbox SET state = 'failed', error = ?1, updated_ms = ?2 WHERE alert_id = ?3 AND sink = ?4", params![error, now_ms, alert_id, sink])?;
+            }
             tx.commit()?;
             Ok(due)
         })
@@ -140,28 +180,6 @@ impl Store {
         Ok(payload.and_then(|p| serde_json::from_str(&p).ok()))
     }
 
-    /// Deliveries not confirmed yet, oldest first (for the sinks named).
-    pub fn pending_deliveries(&self, sinks: &[String]) -> anyhow::Result<Vec<PendingDelivery>> {
-        let conn = self.lock()?;
-        let mut statement = conn.prepare(
-            "SELECT o.alert_id, o.sink, a.payload FROM outbox o JOIN alert_events a ON a.id = o.alert_id
-             WHERE o.state = 'pending' AND o.not_before_ms IS NULL ORDER BY o.alert_id",
-        )?;
-        let rows = statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
-        let mut pending = Vec::new();
-        for row in rows {
-            let (alert_id, sink, payload) = row?;
-            if !sinks.contains(&sink) {
-                continue;
-            }
-            match serde_json::from_str(&payload) {
-                Ok(alert) => pending.push(PendingDelivery { alert_id, sink, alert }),
-                Err(error) => tracing::error!(alert_id, error = %error, "journaled alert cannot be read back; not re-sent"),
-            }
-        }
-        Ok(pending)
-    }
-
     /// The newest `limit` journal entries, oldest first.
     pub fn recent_alerts(&self, limit: usize) -> anyhow::Result<Vec<JournalEntry>> {
         let conn = self.lock()?;
@@ -181,20 +199,49 @@ mod tests {
     use crate::alert::tests::sample_alert;
     use rusqlite::Connection;
 
+    fn office() -> Vec<Destination> {
+        vec![("office".to_string(), None)]
+    }
+
     #[tokio::test]
-    async fn a_deferred_delivery_waits_across_a_restart_and_is_taken_once_when_due() {
+    async fn a_deferred_delivery_waits_across_a_restart_and_is_due_once_its_time_comes() {
         let dir = tempfile::tempdir().unwrap();
-        let sinks = vec!["office".to_string()];
         let store = Store::open(dir.path()).unwrap();
-        let id = store.record_alert_deferred(&sample_alert("fired", 0.1), &sinks, Some(5_000)).await.unwrap();
+        let id = store.record_alert_to(&sample_alert("fired", 0.1), office(), Some(5_000)).await.unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert!(store.pending_deliveries(&sinks).unwrap().is_empty(), "not re-sent at start before its time");
-        assert!(store.take_due_deferred(4_999).await.unwrap().is_empty());
-        let due = store.take_due_deferred(5_000).await.unwrap();
-        assert_eq!(due.iter().map(|d| (d.alert_id, d.sink.as_str())).collect::<Vec<_>>(), vec![(id, "office")]);
-        assert!(store.take_due_deferred(6_000).await.unwrap().is_empty(), "taken once");
-        assert_eq!(store.pending_deliveries(&sinks).unwrap().len(), 1, "until delivered it is pending like any other");
+        assert!(store.due_deliveries("office", 4_999, 10).await.unwrap().is_empty(), "not sent before its time");
+        let due = store.due_deliveries("office", 5_000, 10).await.unwrap();
+        assert_eq!(due.iter().map(|d| (d.alert_id, d.deferred)).collect::<Vec<_>>(), vec![(id, true)]);
+        store.mark_delivery(id, "office", true, 1, None).await.unwrap();
+        assert!(store.due_deliveries("office", 6_000, 10).await.unwrap().is_empty(), "sent once");
+    }
+
+    #[tokio::test]
+    async fn a_clear_never_becomes_due_before_its_deferred_fired_on_that_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let both = vec![("office".to_string(), None), ("console".to_string(), None)];
+        let fired = store.record_alert_to(&sample_alert("fired", 7.3), vec![("office".to_string(), None)], Some(5_000)).await.unwrap();
+        let cleared = store.record_alert_to(&sample_alert("cleared", 0.1), both, None).await.unwrap();
+        assert!(store.due_deliveries("office", 1_000, 10).await.unwrap().is_empty(), "the clear waits for its fired");
+        assert_eq!(store.due_deliveries("console", 1_000, 10).await.unwrap()[0].alert_id, cleared, "another channel is not held back");
+        let due: Vec<(i64, String)> = store.due_deliveries("office", 5_000, 10).await.unwrap().into_iter().map(|d| (d.alert_id, d.alert.event)).collect();
+        assert_eq!(due, vec![(fired, "fired".to_string()), (cleared, "cleared".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn every_copy_carries_the_journal_id_as_its_event_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut own = sample_alert("fired", 7.3);
+        own.recipients = vec!["Li".into()];
+        let id = store.record_alert_to(&sample_alert("fired", 7.3), vec![("office".to_string(), None), ("li-sms".to_string(), Some(own))], None).await.unwrap();
+        let office = store.due_deliveries("office", 0, 10).await.unwrap().remove(0);
+        let personal = store.due_deliveries("li-sms", 0, 10).await.unwrap().remove(0);
+        assert_eq!((office.alert.event_id, personal.alert.event_id), (Some(id), Some(id)));
+        assert_eq!(personal.alert.recipients, vec!["Li".to_string()], "the member's own copy");
+        assert!(office.alert.recipients.is_empty());
     }
 
     #[tokio::test]
@@ -218,10 +265,11 @@ mod tests {
         let second = store.record_alert(&sample_alert("cleared", 0.3), &sinks).await.unwrap();
         store.mark_delivery(first, "office", true, 1, None).await.unwrap();
         store.mark_delivery(first, "mqtt", false, 3, Some("no PUBACK".into())).await.unwrap();
-        let pending = Store::open(dir.path()).unwrap().pending_deliveries(&sinks).unwrap();
-        let summary: Vec<_> = pending.iter().map(|p| (p.alert_id, p.sink.as_str(), p.alert.event.as_str())).collect();
-        assert_eq!(summary, vec![(second, "office", "cleared"), (second, "mqtt", "cleared")]);
-        assert!(store.pending_deliveries(&["office".to_string()]).unwrap().iter().all(|p| p.sink == "office"));
+        let reopened = Store::open(dir.path()).unwrap();
+        for sink in &sinks {
+            let pending: Vec<_> = reopened.due_deliveries(sink, 0, 10).await.unwrap().into_iter().map(|d| (d.alert_id, d.alert.event)).collect();
+            assert_eq!(pending, vec![(second, "cleared".to_string())], "{sink}");
+        }
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 10;
+const SCHEMA_VERSION: i32 = 11;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -228,6 +228,26 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              ) WITHOUT ROWID;
              CREATE INDEX used_signatures_by_expiry ON used_signatures (expires_ms);
              PRAGMA user_version = 10;
+             COMMIT;",
+        )?;
+    }
+    if version < 11 {
+        // Each channel drains its own queue from the outbox (by sink, in journal order); a
+        // member's own channel keeps its own copy of the alert (their link only). Readings
+        // acknowledged since the last saved rule state wait in `unsaved_readings` to be judged
+        // again after a crash.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE outbox ADD COLUMN payload TEXT;
+             CREATE INDEX outbox_by_sink ON outbox (sink, state, alert_id);
+             CREATE TABLE unsaved_readings (
+                 id INTEGER PRIMARY KEY,
+                 sensor TEXT NOT NULL,
+                 ts INTEGER NOT NULL,
+                 fields TEXT NOT NULL
+             );
+             CREATE INDEX unsaved_readings_by_sensor ON unsaved_readings (sensor, ts);
+             PRAGMA user_version = 11;
              COMMIT;",
         )?;
     }

@@ -8,7 +8,9 @@
 //!   broker gets its acknowledgement, and leave only when InfluxDB took them;
 //! - the rule engine's last state snapshot ([`state`], a file beside the database);
 //! - incidents and their audit trail ([`incidents`]);
-//! - signatures already used, until they expire ([`used_signatures`]).
+//! - signatures already used, until they expire ([`used_signatures`]);
+//! - the readings acknowledged since the rule state was last saved ([`unsaved`]), judged again
+//!   after a crash.
 //!
 //! Beside it, a [`reserve`] file keeps space back for alarms: writes other than telemetry that
 //! find the disk full give it up and are tried once more.
@@ -27,12 +29,13 @@ mod silences;
 mod spool;
 mod state;
 mod trend;
+mod unsaved;
 mod used_signatures;
 
 pub use calibrations::Calibration;
 pub use escalations::{DueEscalation, EscalationStep};
-pub use incidents::{AuditEntry, IncidentRow};
-pub use journal::{JournalEntry, PendingDelivery};
+pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling};
+pub use journal::{Destination, DueDelivery, JournalEntry};
 pub use silences::NewSilence;
 pub use spool::{SpoolStats, SpooledPoint};
 pub use trend::{FieldTrend, TrendRow};

@@ -1,5 +1,6 @@
 //! The telemetry spool: readings wait here, committed to disk, until InfluxDB has taken them.
-//! Appends come in groups (one transaction, one fsync per group); the writer reads the oldest
+//! Appends come in groups (one transaction, one fsync per group), each reading also written to
+//! [`super::unsaved`] until the rule state that judged it is saved; the writer reads the oldest
 //! points, and removes them once written (or moves a point InfluxDB rejects to `dead_letters`).
 //!
 //! Invariant: the spool holds at most `max_points` points; past that the oldest are deleted and
@@ -38,8 +39,12 @@ impl Store {
             let tx = conn.transaction()?;
             {
                 let mut insert = tx.prepare_cached("INSERT INTO spool (sensor, ts, fields) VALUES (?1, ?2, ?3)")?;
+                // The same reading waits for the rule state to be saved (judged again after a crash).
+                let mut unsaved = tx.prepare_cached("INSERT INTO unsaved_readings (sensor, ts, fields) VALUES (?1, ?2, ?3)")?;
                 for (sensor, ts, fields) in &points {
-                    insert.execute(params![sensor, ts, serde_json::to_string(fields)?])?;
+                    let fields = serde_json::to_string(fields)?;
+                    insert.execute(params![sensor, ts, fields])?;
+                    unsaved.execute(params![sensor, ts, fields])?;
                 }
             }
             let span: Option<(i64, i64)> = tx.query_row("SELECT min(id), max(id) FROM spool", [], |row| Ok(Some((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)))).map(|r| match r {

@@ -180,7 +180,7 @@ mod tests {
     async fn serve() -> (String, WebState, i64, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = store.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap();
+        let id = store.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap().incident().unwrap();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let links = WorkerLinks::new(base.parse().unwrap(), "a-link-secret-of-some-length", Duration::from_secs(3600));

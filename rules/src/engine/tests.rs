@@ -135,6 +135,19 @@ fn out_of_order_sample_is_not_evaluated() {
 }
 
 #[test]
+fn last_at_is_the_time_of_the_last_judged_sample_and_survives_a_snapshot() {
+    let mut e = engine();
+    assert_eq!(e.last_at(SubjectId(1)), None);
+    e.observe(SubjectId(1), 1_000, &[("do", 6.0)], &mut Vec::new());
+    e.observe(SubjectId(1), 500, &[("do", 6.0)], &mut Vec::new());
+    assert_eq!(e.last_at(SubjectId(1)), Some(1_000), "an out-of-order sample is not judged");
+    let mut restored = engine();
+    restored.restore(&e.snapshot());
+    assert_eq!(restored.last_at(SubjectId(1)), Some(1_000));
+    assert_eq!(restored.last_at(SubjectId(7)), None, "unknown subject");
+}
+
+#[test]
 fn unknown_subject_is_reported() {
     let mut e = engine();
     assert_eq!(e.observe(SubjectId(7), 0, &[("do", 1.0)], &mut Vec::new()), Observed::UnknownSubject);

@@ -1,0 +1,102 @@
+//! One slow receiver delays only itself: with a webhook that answers each request after 30 s,
+//! more alerts than any in-memory queue holds come in (every reading flips a sensor in or out of
+//! alarm); the console and another webhook still get every alert within a second of it, and
+//! every reading is still taken and acknowledged.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{metric, metrics, Daemon, SECOND};
+use gridwatch_tests::{free_port, wait_for, Mosquitto, Publisher, WebhookReceiver};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const SENSORS: [&str; 2] = ["canal-01", "canal-02"];
+/// Readings, each one an alert: more than the 1,024 alerts the channels' in-memory queues held
+/// before they drained the outbox themselves.
+const READINGS: usize = 1_200;
+
+fn write_config(dir: &Path, mosquitto: &Mosquitto, slow: &WebhookReceiver, fast: &WebhookReceiver, http_port: u16) {
+    let mut config = format!(
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-slow-{http_port}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[[alerts.webhook]]\nname = \"slow\"\nurl = \"{}\"\nmax_attempts = 1\ntimeout_secs = 60\n\n[[alerts.webhook]]\nname = \"fast\"\nurl = \"{}\"\nmax_attempts = 3\ntimeout_secs = 5\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        mosquitto.url(),
+        slow.url(),
+        fast.url()
+    );
+    for id in SENSORS {
+        config.push_str(&format!("\n[[sensor]]\nid = \"{id}\"\nkind = \"water\"\nsite = \"east-canal\"\n"));
+    }
+    std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"warning\"\n").unwrap();
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_taking_30_s_per_request_delays_no_other_channel_and_no_reading() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let slow = WebhookReceiver::start_slow(30 * SECOND).await;
+    let fast = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, &slow, &fast, http_port);
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_mqtt_connects_total").unwrap_or(0.0) >= 1.0 }).await;
+    assert!(up, "daemon did not connect: {:?}", daemon.stderr());
+    // Subscribed: a first reading (good, no alert) is judged.
+    let subscribed = wait_for(20 * SECOND, || {
+        let topic = format!("gridwatch/east-canal/{}/telemetry", SENSORS[0]);
+        mosquitto.publish(&topic, &format!(r#"{{"do": 8.0, "ts": {}}}"#, now_ms() - 60_000)).unwrap();
+        async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 1.0 }
+    })
+    .await;
+    assert!(subscribed, "{:?}", daemon.stderr());
+    let warm_up = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) as usize;
+
+    // Each sensor alternates bad, good, bad, …: every reading fires or clears an alarm.
+    let mut publisher = Publisher::connect(mosquitto.port, "slow-channel-devices").await.unwrap();
+    let mut last_ts = 0;
+    for i in 0..READINGS {
+        let sensor = SENSORS[i % SENSORS.len()];
+        let value = if (i / SENSORS.len()) % 2 == 0 { 3.0 } else { 8.0 };
+        last_ts = now_ms().max(last_ts + 1);
+        publisher.publish_acked(&format!("gridwatch/east-canal/{sensor}/telemetry"), format!(r#"{{"do": {value}, "ts": {last_ts}}}"#)).await.unwrap();
+        // About 60 alerts a second: a storm, on a box whose disk syncs every journal write.
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+
+    let all_fast = wait_for(20 * SECOND, || async { fast.bodies().len() >= READINGS }).await;
+    let console = || daemon.stdout().iter().filter(|line| line.contains("rule=do-low")).count();
+    let all_console = wait_for(20 * SECOND, || {
+        let lines = console();
+        async move { lines >= READINGS }
+    })
+    .await;
+    let text = metrics(http_port).await;
+    let accepted = metric(&text, "gridwatch_samples_accepted_total").unwrap_or(0.0) as usize - warm_up;
+    let acknowledged = metric(&text, "gridwatch_mqtt_messages_acknowledged_total").unwrap_or(0.0) as usize;
+    let latencies: Vec<i64> = fast.bodies_with_arrival().iter().map(|(body, arrived)| arrived - body["at_ms"].as_i64().unwrap()).collect();
+    let mut sorted = latencies.clone();
+    sorted.sort_unstable();
+    let slowest = sorted.last().copied().unwrap_or(i64::MAX);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(i64::MAX);
+    println!(
+        "alerts {READINGS}; fast webhook got {} (median {median} ms, slowest {slowest} ms after the reading), console {}; slow webhook got {}; readings accepted {accepted}, acknowledged {acknowledged}",
+        fast.bodies().len(),
+        console(),
+        slow.bodies().len()
+    );
+    assert!(all_fast, "the fast webhook got {} of {READINGS}", fast.bodies().len());
+    assert!(all_console, "the console printed {} of {READINGS}", console());
+    assert!(slowest <= 1_000, "the fast webhook got an alert {slowest} ms after its reading");
+    assert!(slow.bodies().len() < 10, "the slow receiver really was slow: {}", slow.bodies().len());
+    assert_eq!(accepted, READINGS, "every reading was judged");
+    assert!(acknowledged > READINGS, "every reading was acknowledged: {acknowledged}");
+    // The slow channel's backlog waits in the store, not in front of anyone.
+    let taken_on = metric(&text, r#"gridwatch_alert_deliveries_taken_on_total{sink="slow"}"#).unwrap_or(0.0) as usize;
+    assert_eq!(taken_on, READINGS, "every alert is in the slow channel's queue too");
+    daemon.kill_hard();
+}
