@@ -246,7 +246,6 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  ts INTEGER NOT NULL,
                  fields TEXT NOT NULL
              );
-             CREATE INDEX unsaved_readings_by_sensor ON unsaved_readings (sensor, ts);
              PRAGMA user_version = 11;
              COMMIT;",
         )?;

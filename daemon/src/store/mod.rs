@@ -169,6 +169,8 @@ fn open_file(path: &Path) -> anyhow::Result<Connection> {
     // SQLite's default page cache is 2 MiB; the store's work is appends and lookups by index
     // (spool, outbox, incidents, one sensor's trend), which a quarter of that serves as well.
     conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
+    // Scratch tables (the saved times when judged readings are forgotten) never touch the card.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     let check: String = conn.pragma_query_value(None, "quick_check", |row| row.get(0))?;
     if check != "ok" {
         anyhow::bail!("integrity check of {} failed: {check}", path.display());

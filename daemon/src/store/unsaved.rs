@@ -34,17 +34,17 @@ impl Store {
     /// the time of the last reading it judged (`judged_until`, by sensor id).
     pub async fn forget_judged(&self, judged_until: std::collections::HashMap<String, Millis>) -> anyhow::Result<u64> {
         self.with_conn_bulk(move |conn| {
+            // One pass over the (unindexed) table against a small table of the saved times: an
+            // index on (sensor, ts) would cost a page write per reading on the way in.
             let tx = conn.transaction()?;
-            let mut forgotten = 0;
+            tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS judged_until (sensor TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID; DELETE FROM judged_until;")?;
             {
-                let sensors: Vec<String> = tx.prepare("SELECT DISTINCT sensor FROM unsaved_readings")?.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
-                let mut delete = tx.prepare_cached("DELETE FROM unsaved_readings WHERE sensor = ?1 AND ts <= ?2")?;
-                for sensor in sensors {
-                    if let Some(until) = judged_until.get(&sensor) {
-                        forgotten += delete.execute(params![sensor, until])? as u64;
-                    }
+                let mut insert = tx.prepare_cached("INSERT INTO judged_until (sensor, until) VALUES (?1, ?2)")?;
+                for (sensor, until) in &judged_until {
+                    insert.execute(params![sensor, until])?;
                 }
             }
+            let forgotten = tx.execute("DELETE FROM unsaved_readings WHERE ts <= (SELECT until FROM judged_until WHERE judged_until.sensor = unsaved_readings.sensor)", [])? as u64;
             tx.commit()?;
             Ok(forgotten)
         })

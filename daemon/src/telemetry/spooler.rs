@@ -13,6 +13,12 @@ use tokio::sync::{mpsc, Notify};
 
 /// Most readings committed in one transaction.
 const GROUP_MAX: usize = 2000;
+/// How long the first reading of a group waits for others before the group is committed. Each
+/// commit writes whole pages to the SD card whatever it holds: readings a few at a time cost
+/// kilobytes each, a group of dozens a few hundred bytes each (docs/BENCHMARKS.md, "Disk
+/// writes"). The acknowledgements wait as long (the broker holds the messages meanwhile), and
+/// so does an alert's journal entry behind a commit: longer windows cost alert latency.
+const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A message on its way: the reading to keep (none for a rejected message) and the message to
 /// acknowledge (none for readings that did not come over MQTT).
@@ -39,14 +45,15 @@ pub struct SpoolTarget {
 
 /// Runs until `input` is closed and everything received is committed and acknowledged.
 pub async fn run(mut input: mpsc::Receiver<Spooled>, target: Option<SpoolTarget>, acks: AsyncClient, metrics: Arc<Metrics>) {
-    // A group is whatever queued up while the previous one was being committed: nothing waits
-    // for a timer, and a slow disk makes groups larger instead of readings later.
+    // A group is what arrives within GROUP_WINDOW of its first reading (or queued up while the
+    // previous group was being committed): a slow disk makes groups larger, not readings later.
     while let Some(first) = input.recv().await {
         let mut group = vec![first];
+        let close = tokio::time::Instant::now() + GROUP_WINDOW;
         while group.len() < GROUP_MAX {
-            match input.try_recv() {
-                Ok(item) => group.push(item),
-                Err(_) => break,
+            match tokio::time::timeout_at(close, input.recv()).await {
+                Ok(Some(item)) => group.push(item),
+                Ok(None) | Err(_) => break,
             }
         }
         commit(&mut group, target.as_ref(), &metrics).await;

@@ -41,6 +41,10 @@ struct Args {
     /// Seconds of traffic at --rate (unpaced runs send --readings).
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Seconds to keep counting the daemon's disk writes after its last evaluation (a rule-state
+    /// save is due every minute).
+    #[arg(long, default_value_t = 0)]
+    settle_secs: u64,
     /// Readings of an unpaced run (--rate 0).
     #[arg(long, default_value_t = 200_000)]
     readings: u64,
@@ -141,6 +145,7 @@ async fn run(args: &Args, sensors: usize, rate: u64) -> anyhow::Result<Figures> 
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let cpu_before = process::cpu_seconds(pid)?;
+    let disk_before = process::disk_write_bytes(pid)?;
     let started = Instant::now();
     let plan = traffic::Plan { port: mosquitto.port, sensors, rate, readings, alerts_per_sec: args.alerts_per_sec };
     let sent = traffic::publish(&plan).await?;
@@ -164,6 +169,8 @@ async fn run(args: &Args, sensors: usize, rate: u64) -> anyhow::Result<Figures> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let cpu_after = process::cpu_seconds(pid)?;
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    let disk_bytes = process::disk_write_bytes(pid)?.saturating_sub(disk_before);
     let peak_rss = process::peak_rss_bytes(pid)?;
     let (sub_at, sub_complete) = tokio::time::timeout(Duration::from_secs(60), sub_done).await.context("mosquitto_sub did not finish")??;
     if !sub_complete {
@@ -199,6 +206,7 @@ async fn run(args: &Args, sensors: usize, rate: u64) -> anyhow::Result<Figures> 
         alerts_expected: sent.flips,
         alerts_received: latencies.len() as u64,
         latency: report::latency(latencies),
+        disk_bytes,
     })
 }
 

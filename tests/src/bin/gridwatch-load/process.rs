@@ -1,5 +1,5 @@
-//! What the harness reads about the daemon process from Linux: CPU time and peak resident
-//! memory from `/proc`, and the time from spawn to `READY=1` on a notify socket the harness
+//! What the harness reads about the daemon process from Linux: CPU time, peak resident memory
+//! and bytes written to storage from `/proc`, and the time from spawn to `READY=1` on a notify socket the harness
 //! owns (the daemon speaks systemd's notify protocol).
 
 use anyhow::Context;
@@ -29,6 +29,14 @@ pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/<pid>/status")?;
     let kib: u64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
     Ok(kib * 1024)
+}
+
+/// Bytes the process has caused to be written to storage so far (`write_bytes` of
+/// `/proc/<pid>/io`: what reaches the disk, page cache flushes included, not `write()` calls).
+pub fn disk_write_bytes(pid: u32) -> anyhow::Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).context("reading /proc/<pid>/io")?;
+    let line = io.lines().find(|l| l.starts_with("write_bytes:")).context("no write_bytes in /proc/<pid>/io")?;
+    Ok(line.split_whitespace().nth(1).context("write_bytes value")?.parse()?)
 }
 
 /// A datagram socket standing in for systemd's notify socket.

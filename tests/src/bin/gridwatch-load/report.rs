@@ -23,6 +23,9 @@ pub struct Figures {
     pub latency: Option<Latency>,
     pub alerts_expected: u64,
     pub alerts_received: u64,
+    /// Bytes the daemon wrote to storage from the first publish until it had evaluated the last
+    /// reading plus `--settle-secs` (a rule-state save every minute falls in a long run).
+    pub disk_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,11 +45,15 @@ pub fn latency(mut samples: Vec<f64>) -> Option<Latency> {
     Some(Latency { p50: at(0.5), p99: at(0.99), max: at(1.0) })
 }
 
-pub const TABLE_HEADER: &str = "| sensors | offered/s | daemon/s | mosquitto_sub/s | ratio | lost | CPU s / 100k | peak RSS | READY | alerts | latency p50 / p99 / max |\n|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| sensors | offered/s | daemon/s | mosquitto_sub/s | ratio | lost | CPU s / 100k | peak RSS | READY | alerts | latency p50 / p99 / max | disk written / reading |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
 
-pub const CSV_HEADER: &str = "sensors,offered_per_sec,acked,processed,daemon_per_sec,broker_per_sec,lost,cpu_s_per_100k,peak_rss_mib,ready_ms,alerts_expected,alerts_received,latency_p50_ms,latency_p99_ms,latency_max_ms";
+pub const CSV_HEADER: &str = "sensors,offered_per_sec,acked,processed,daemon_per_sec,broker_per_sec,lost,cpu_s_per_100k,peak_rss_mib,ready_ms,alerts_expected,alerts_received,latency_p50_ms,latency_p99_ms,latency_max_ms,disk_bytes,disk_bytes_per_reading";
 
 impl Figures {
+    pub fn disk_bytes_per_reading(&self) -> f64 {
+        self.disk_bytes as f64 / self.processed.max(1) as f64
+    }
+
     pub fn ratio(&self) -> f64 {
         if self.broker_rate > 0.0 {
             self.daemon_rate / self.broker_rate
@@ -76,13 +83,14 @@ impl Figures {
             }
             None => row.push_str(" - |"),
         }
+        let _ = write!(row, " {:.0} B |", self.disk_bytes_per_reading());
         row
     }
 
     pub fn csv_line(&self) -> String {
         let l = self.latency.unwrap_or_default();
         format!(
-            "{},{},{},{},{:.1},{:.1},{},{:.3},{:.2},{:.1},{},{},{:.2},{:.2},{:.2}",
+            "{},{},{},{},{:.1},{:.1},{},{:.3},{:.2},{:.1},{},{},{:.2},{:.2},{:.2},{},{:.1}",
             self.sensors,
             self.rate,
             self.acked,
@@ -97,7 +105,9 @@ impl Figures {
             self.alerts_received,
             l.p50,
             l.p99,
-            l.max
+            l.max,
+            self.disk_bytes,
+            self.disk_bytes_per_reading()
         )
     }
 }
