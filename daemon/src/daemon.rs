@@ -206,7 +206,8 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     };
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
-    // Telemetry: readings are spooled (with InfluxDB) and acknowledged by the spooler.
+    // Readings are kept in the crash log (and spooled for InfluxDB when there is one), then
+    // acknowledged by the spooler.
     let written = Arc::new(Notify::new());
     if config.influxdb.is_some() {
         match store.spool_stats() {
@@ -216,7 +217,12 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
             Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot count the spool"),
         }
     }
-    let spool_target = config.influxdb.as_ref().map(|influx| SpoolTarget { store: store.clone(), max_points: influx.spool_max_points, written: written.clone() });
+    let spool_target = Some(SpoolTarget {
+        store: store.clone(),
+        telemetry: config.influxdb.is_some(),
+        max_points: config.influxdb.as_ref().map_or(0, |influx| influx.spool_max_points),
+        written: written.clone(),
+    });
     let writer_stop = CancellationToken::new();
     let writer_task = match &config.influxdb {
         Some(influx) => {

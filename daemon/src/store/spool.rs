@@ -32,9 +32,10 @@ pub struct SpoolStats {
 }
 
 impl Store {
-    /// Appends readings `(sensor, ts, fields)` in one transaction; returns how many of the
-    /// oldest points were deleted to stay within `max_points`.
-    pub async fn spool_append(&self, points: Vec<NewPoint>, max_points: u64) -> anyhow::Result<u64> {
+    /// Keeps readings `(sensor, ts, fields)` in one transaction: in the crash log always, and in
+    /// the spool for InfluxDB when `spool_max_points` is given; returns how many of the oldest
+    /// spooled points were deleted to stay within it.
+    pub async fn spool_append(&self, points: Vec<NewPoint>, spool_max_points: Option<u64>) -> anyhow::Result<u64> {
         self.with_conn_bulk(move |conn| {
             let tx = conn.transaction()?;
             {
@@ -43,10 +44,16 @@ impl Store {
                 let mut unsaved = tx.prepare_cached("INSERT INTO unsaved_readings (sensor, ts, fields) VALUES (?1, ?2, ?3)")?;
                 for (sensor, ts, fields) in &points {
                     let fields = serde_json::to_string(fields)?;
-                    insert.execute(params![sensor, ts, fields])?;
+                    if spool_max_points.is_some() {
+                        insert.execute(params![sensor, ts, fields])?;
+                    }
                     unsaved.execute(params![sensor, ts, fields])?;
                 }
             }
+            let Some(max_points) = spool_max_points else {
+                tx.commit()?;
+                return Ok(0);
+            };
             let span: Option<(i64, i64)> = tx.query_row("SELECT min(id), max(id) FROM spool", [], |row| Ok(Some((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)))).map(|r| match r {
                 Some((Some(min), Some(max))) => Some((min, max)),
                 _ => None,
@@ -135,7 +142,7 @@ mod tests {
     async fn points_survive_reopening_until_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.spool_append((0..5).map(point).collect(), 100).await.unwrap(), 0);
+        assert_eq!(store.spool_append((0..5).map(point).collect(), Some(100)).await.unwrap(), 0);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         let peeked = store.spool_peek(3).await.unwrap();
@@ -148,8 +155,8 @@ mod tests {
     async fn a_full_spool_drops_the_oldest_and_says_how_many() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.spool_append((0..8).map(point).collect(), 10).await.unwrap();
-        assert_eq!(store.spool_append((8..13).map(point).collect(), 10).await.unwrap(), 3);
+        store.spool_append((0..8).map(point).collect(), Some(10)).await.unwrap();
+        assert_eq!(store.spool_append((8..13).map(point).collect(), Some(10)).await.unwrap(), 3);
         let left = store.spool_peek(100).await.unwrap();
         assert_eq!(left.len(), 10);
         assert_eq!(left[0].fields[0].1, 3.0);
@@ -159,7 +166,7 @@ mod tests {
     async fn dead_letters_leave_the_spool_with_their_reason() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.spool_append(vec![point(0), point(1)], 10).await.unwrap();
+        store.spool_append(vec![point(0), point(1)], Some(10)).await.unwrap();
         let first = store.spool_peek(1).await.unwrap().remove(0);
         store.dead_letter(first, "HTTP 400: bad field".into()).await.unwrap();
         assert_eq!(store.spool_stats().unwrap().points, 1);

@@ -61,7 +61,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let points = vec![("house-07".into(), 1_000, vec![("x".to_string(), 0.1)]), ("house-07".into(), 2_000, vec![("x".to_string(), 0.2)]), ("house-08".into(), 1_500, vec![("x".to_string(), 0.3)])];
-        store.spool_append(points, 100).await.unwrap();
+        store.spool_append(points, Some(100)).await.unwrap();
         // InfluxDB took them all: the spool is empty, the rules still owe them a saved state.
         let spooled: Vec<i64> = store.spool_peek(10).await.unwrap().iter().map(|p| p.id).collect();
         store.spool_remove(spooled).await.unwrap();
@@ -70,5 +70,14 @@ mod tests {
         assert_eq!(forgotten, 1, "only what the saved state judged");
         let left: Vec<(String, Millis)> = Store::open(dir.path()).unwrap().unsaved_readings(0, 10).await.unwrap().into_iter().map(|p| (p.sensor, p.ts)).collect();
         assert_eq!(left, vec![("house-07".to_string(), 2_000), ("house-08".to_string(), 1_500)], "in the order they came, across a restart");
+    }
+
+    #[tokio::test]
+    async fn without_influxdb_readings_go_to_the_crash_log_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.spool_append(vec![("canal-02".into(), 1_000, vec![("do".to_string(), 4.2)])], None).await.unwrap();
+        assert!(store.spool_peek(10).await.unwrap().is_empty(), "nothing waits for an InfluxDB that does not exist");
+        assert_eq!(store.unsaved_readings(0, 10).await.unwrap().len(), 1, "but a crash before the next state save judges it again");
     }
 }

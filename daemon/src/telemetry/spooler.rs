@@ -1,8 +1,9 @@
 //! Group commit of readings into the spool, then their MQTT acknowledgements, in arrival order.
 //!
 //! Invariant: a message is acknowledged to the broker only after its reading is committed to
-//! disk (or, without InfluxDB, handed to the rules) — so after a crash, the broker still holds
-//! every reading the daemon had not secured and sends it again.
+//! disk — in the crash log (judged again after a crash, with or without InfluxDB) and the spool
+//! for InfluxDB — so after a crash, the broker still holds every reading the daemon had not
+//! secured and sends it again.
 
 use crate::metrics::Metrics;
 use crate::sample::Sample;
@@ -34,10 +35,14 @@ pub fn kept(sensors: &[crate::config::SensorConfig], sample: &Sample) -> Option<
     Some((sensors.get(sample.sensor)?.id.clone(), sample.clone()))
 }
 
-/// Where readings go: the spool (with InfluxDB) or nowhere (rules only).
+/// Where readings are kept before they are acknowledged: always in the crash log (judged again
+/// if the daemon dies before its rule state is saved), and in the spool for InfluxDB when there
+/// is one.
 #[derive(Debug, Clone)]
 pub struct SpoolTarget {
     pub store: Store,
+    /// Readings also go to InfluxDB (through the spool).
+    pub telemetry: bool,
     pub max_points: u64,
     /// Woken after each commit, so the writer need not poll.
     pub written: Arc<Notify>,
@@ -77,13 +82,16 @@ async fn commit(group: &mut [Spooled], target: Option<&SpoolTarget>, metrics: &M
         return;
     }
     let count = points.len() as u64;
-    metrics.telemetry_points_taken_on.inc_by(count);
+    if target.telemetry {
+        metrics.telemetry_points_taken_on.inc_by(count);
+    }
     // On a full disk the space left is for alarms: readings wait until the reserve is back.
     if target.store.disk_full() && !target.store.try_restore_reserve() {
         metrics.drop_telemetry("disk_full", count);
         return;
     }
-    match target.store.spool_append(points, target.max_points).await {
+    match target.store.spool_append(points, target.telemetry.then_some(target.max_points)).await {
+        Ok(_) if !target.telemetry => {}
         Ok(dropped) => {
             metrics.telemetry_points_spooled.inc_by(count);
             if dropped > 0 {

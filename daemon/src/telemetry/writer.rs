@@ -348,7 +348,7 @@ mod tests {
 
     async fn spool(store: &Store, sensors: &[&str]) -> Vec<SpooledPoint> {
         let points = sensors.iter().enumerate().map(|(i, s)| ((*s).into(), 1_795_392_000_000 + i as i64, vec![("x".to_string(), i as f64)])).collect();
-        store.spool_append(points, 1000).await.unwrap();
+        store.spool_append(points, Some(1000)).await.unwrap();
         store.spool_peek(100).await.unwrap()
     }
 
