@@ -63,23 +63,38 @@ pub fn explain(sensor_id: &str, selection: &RuleSelection, output: Output) -> an
     let total = rules.rules.len();
     let (engine, _) = crate::reload::build_engine(rules, &config.sensors, |_| Default::default(), &[]);
     let applying = engine.checks_for(SubjectId(index));
+    let calibrated = calibrations_of(&config, sensor_id)?;
     if output == Output::Json {
         let rules: Vec<serde_json::Value> = applying.iter().map(|&(rule, variant)| rule_json(rule, variant)).collect();
         let tags: serde_json::Map<String, serde_json::Value> = sensor.rule_tags().iter().map(|(k, v)| (k.to_string(), v.to_string().into())).collect();
         let value = serde_json::json!({
             "sensor": {"id": sensor.id, "kind": sensor.kind.to_string(), "site": sensor.place.site, "building": sensor.place.building, "grid": sensor.place.grid,
-                       "tags": tags, "interval_secs": sensor.interval.as_secs(), "baseline": sensor.baseline},
+                       "tags": tags, "interval_secs": sensor.interval.as_secs(), "baseline": sensor.baseline,
+                       "calibrated": calibrated.iter().map(|c| serde_json::json!({"field": c.field, "value": c.value, "by": c.author, "at_ms": c.at_ms, "readings": c.readings})).collect::<Vec<_>>()},
             "rules_total": total,
             "rules": rules,
         });
         return Ok(format!("{value:#}\n"));
     }
     let mut out = describe_sensor(sensor);
+    for c in &calibrated {
+        let _ = writeln!(out, "  calibrated {}: {:.4}° by {} at {} (median of {} readings; wins over the inventory's baseline)", c.field, c.value, c.author, crate::clock::rfc3339(c.at_ms), c.readings);
+    }
     let _ = writeln!(out, "{} of {total} rules apply:\n", applying.len());
     for (rule, variant) in applying {
         out.push_str(&describe_rule(rule, variant));
     }
     Ok(out)
+}
+
+/// The baselines installers set for this sensor with `gridwatch calibrate`, from the store the
+/// daemon writes (none before its first start: nothing is created here).
+fn calibrations_of(config: &Config, sensor_id: &str) -> anyhow::Result<Vec<crate::store::Calibration>> {
+    if !config.state_dir.join("gridwatch.db").exists() {
+        return Ok(Vec::new());
+    }
+    let store = crate::store::Store::open(&config.state_dir)?;
+    Ok(store.calibrations()?.into_iter().filter(|c| c.sensor == sensor_id).collect())
 }
 
 /// One applying rule for scripts: where it comes from and each level in words.

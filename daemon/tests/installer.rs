@@ -78,10 +78,23 @@ async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
     let _daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let up = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_mqtt_connected") == Some(1.0) }).await;
     assert!(up);
+    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
+    let taken = |n: f64| async move { wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= before + n }).await };
     publish(0.31 + permille(3.0), now_ms());
+    assert!(taken(1.0).await);
+    let (ok, _, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "house-07", "--window", "5m", "--by", "Li 138"]);
+    assert!(!ok && err.contains("only 1 reading(s) from `house-07`") && err.contains("at least 3"), "one reading is not a baseline: {err}");
+    // The daemon keeps one reading per 30 s for this: two more, as a box reporting twice a
+    // minute would send them.
+    publish(0.31 + permille(3.0), now_ms() + 31_000);
+    publish(0.31 + permille(3.0), now_ms() + 62_000);
+    assert!(taken(3.0).await);
     let (ok, again, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "house-07", "--window", "5m", "--by", "Li 138"]);
     assert!(ok, "{err}");
     assert!(again.contains("x: 0.3100° -> 0.4819°"), "the previous baseline survived the restart: {again}");
+    let (ok, explained, err) = cli(dir.path(), &["rules", "explain", "--config", "gridwatch.toml", "--sensor", "house-07"]);
+    assert!(ok, "{err}");
+    assert!(explained.contains("calibrated x: 0.4819° by Li 138") && explained.contains("median of 3 readings"), "explain shows the baseline in force: {explained}");
     let (ok, _, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "nope", "--by", "Li"]);
     assert!(!ok && err.contains("no sensor `nope` in the inventory"), "{err}");
 }

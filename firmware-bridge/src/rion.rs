@@ -35,6 +35,9 @@ pub fn set_zero(address: u8) -> Vec<u8> {
 }
 
 /// A decoded reply.
+/// Operating temperatures of RION inclinometers, °C: a third value outside is not one.
+pub const TEMPERATURE_RANGE: std::ops::RangeInclusive<f64> = -40.0..=85.0;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     /// Angles in degrees and temperature in °C.
@@ -44,9 +47,18 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// The readings: `x`, `y`, and `temperature` when the third value can be one. Some models
+    /// send something else there (a real capture reads 159.22): outside the inclinometers'
+    /// operating range ([`TEMPERATURE_RANGE`]) it is left out rather than called a temperature.
     pub fn fields(&self) -> Vec<(String, f64)> {
         match self {
-            Reply::Xy { x, y, temperature, .. } => vec![("x".into(), *x), ("y".into(), *y), ("temperature".into(), *temperature)],
+            Reply::Xy { x, y, temperature, .. } => {
+                let mut fields = vec![("x".into(), *x), ("y".into(), *y)];
+                if TEMPERATURE_RANGE.contains(temperature) {
+                    fields.push(("temperature".into(), *temperature));
+                }
+                fields
+            }
             Reply::Other { .. } => Vec::new(),
         }
     }
@@ -221,5 +233,12 @@ mod tests {
             let _ = parser.push(&bytes);
             prop_assert!(parser.buffer.len() < MAX_FRAME + 1);
         }
+    }
+
+    #[test]
+    fn a_third_value_that_cannot_be_a_temperature_is_left_out() {
+        let reply = |temperature| Reply::Xy { address: 0, x: 0.12, y: -0.3, temperature };
+        assert_eq!(reply(21.5).fields().len(), 3);
+        assert_eq!(reply(159.22).fields(), vec![("x".to_string(), 0.12), ("y".to_string(), -0.3)]);
     }
 }

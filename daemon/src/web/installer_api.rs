@@ -141,6 +141,9 @@ pub async fn status(State(state): State<WebState>) -> Response {
     .into_response()
 }
 
+/// Fewest readings whose median may become a box's baseline.
+const MIN_CALIBRATION_READINGS: usize = 3;
+
 pub async fn calibrate(State(state): State<WebState>, Json(request): Json<CalibrateRequest>) -> Response {
     let Some(api) = state.installer.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     let refuse = |status: StatusCode, message: String| (status, message).into_response();
@@ -157,6 +160,12 @@ pub async fn calibrate(State(state): State<WebState>, Json(request): Json<Calibr
     let Some((x, y, readings)) = api.live.median_angles(index, api.clock.now(), window_ms) else {
         return refuse(StatusCode::CONFLICT, format!("no readings from `{}` in the last {} s: is it reporting?", request.sensor, request.window_secs));
     };
+    if readings < MIN_CALIBRATION_READINGS {
+        return refuse(
+            StatusCode::CONFLICT,
+            format!("only {readings} reading(s) from `{}` in the last {} s: a baseline needs the median of at least {MIN_CALIBRATION_READINGS} (one knock must not become it); wait for more or widen --window", request.sensor, request.window_secs),
+        );
+    }
     let (reply, answer) = oneshot::channel();
     let command = Command::Calibrate { sensor: index, baseline: vec![("x".into(), x), ("y".into(), y)], author: request.by.trim().to_string(), readings, reply };
     if api.commands.send(command).await.is_err() {
