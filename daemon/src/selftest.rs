@@ -42,8 +42,10 @@ pub async fn run(config: &Config, rule_count: usize) -> Vec<Check> {
     if let Some(influx) = &config.influxdb {
         checks.push(check("InfluxDB", influx_health(&influx.url).await));
     }
+    let frames = serial_frames(config).await;
     for port in &config.serial {
-        checks.push(check(format!("serial {}", port.port.display()), serial_port(&port.port)));
+        let result = serial_port(&port.port).and_then(|present| answering(port, frames.as_deref()).map(|how| format!("{present}; {how}")));
+        checks.push(check(format!("serial {}", port.port.display()), result));
     }
     for (name, result) in channels(config).await {
         checks.push(check(format!("channel {name}"), result));
@@ -118,6 +120,40 @@ fn serial_port(path: &std::path::Path) -> anyhow::Result<String> {
     Ok("present".into())
 }
 
+/// The daemon's serial frame counters (its `/metrics` text), when it answers.
+async fn serial_frames(config: &Config) -> Option<String> {
+    let listen = config.http_listen?;
+    let url = format!("http://127.0.0.1:{}/metrics", listen.port());
+    let response = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().ok()?.get(&url).send().await.ok()?;
+    response.text().await.ok()
+}
+
+/// Whether the running daemon has heard the devices on a polled port: a port where nothing has
+/// ever answered is named with the likely cause (baud rate or address), garbled answers with
+/// theirs (baud rate, wiring, profile).
+fn answering(port: &crate::config::SerialConfig, metrics: Option<&str>) -> anyhow::Result<String> {
+    if matches!(port.protocol, crate::config::SerialProtocol::Line | crate::config::SerialProtocol::Witmotion) {
+        return Ok("streams on its own".into());
+    }
+    let Some(metrics) = metrics else { return Ok("the daemon does not answer: devices not checked".into()) };
+    let label = port.port.display().to_string();
+    let count = |result: &str| -> f64 {
+        let key = format!("gridwatch_serial_frames_total{{port=\"{label}\",result=\"{result}\"}} ");
+        metrics.lines().find_map(|line| line.strip_prefix(&key)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    };
+    let (good, bad, silent) = (count("good"), count("bad"), count("no_answer"));
+    match (good > 0.0, bad > 0.0, silent > 0.0) {
+        (true, _, _) => Ok(format!("{good} good answers since the daemon started ({bad} garbled, {silent} unanswered)")),
+        (false, true, _) => anyhow::bail!("{bad} answers since start, all garbled: a wrong baud rate ({} here), swapped A/B wires or a profile that does not match the device", port.baud),
+        (false, false, true) => anyhow::bail!(
+            "no device has answered since the daemon started ({silent} questions unanswered): a wrong baud rate ({} here) or slave address is the likely cause; stop the daemon and run `gridwatch probe --port {}`",
+            port.baud,
+            port.port.display()
+        ),
+        (false, false, false) => Ok("not asked yet".into()),
+    }
+}
+
 /// A notification nobody can mistake for an alarm.
 fn test_alert() -> Alert {
     let mut alert = crate::last_good::fallback_alert("this is a test of the alert channel — no action needed", chrono::Utc::now().timestamp_millis());
@@ -175,4 +211,30 @@ async fn channels(config: &Config) -> Vec<(String, anyhow::Result<String>)> {
         results.push(("mqtt".to_string(), deliver(MqttAlertSink::connect(&mqtt, prefix.clone())).await));
     }
     results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SerialConfig, SerialProtocol};
+
+    fn bus() -> SerialConfig {
+        SerialConfig { port: "/dev/ttyUSB0".into(), baud: 9600, protocol: SerialProtocol::Modbus, timeout: Duration::from_millis(500), min_interval: Duration::ZERO, devices: Vec::new() }
+    }
+
+    fn frames(good: u32, bad: u32, silent: u32) -> String {
+        format!(
+            "# TYPE gridwatch_serial_frames_total counter\ngridwatch_serial_frames_total{{port=\"/dev/ttyUSB0\",result=\"good\"}} {good}\ngridwatch_serial_frames_total{{port=\"/dev/ttyUSB0\",result=\"bad\"}} {bad}\ngridwatch_serial_frames_total{{port=\"/dev/ttyUSB0\",result=\"no_answer\"}} {silent}\n"
+        )
+    }
+
+    #[test]
+    fn a_bus_where_nothing_ever_answered_names_baud_rate_and_address() {
+        let error = answering(&bus(), Some(&frames(0, 0, 12))).unwrap_err().to_string();
+        assert!(error.contains("wrong baud rate (9600 here) or slave address") && error.contains("gridwatch probe --port /dev/ttyUSB0"), "{error}");
+        let garbled = answering(&bus(), Some(&frames(0, 5, 3))).unwrap_err().to_string();
+        assert!(garbled.contains("all garbled") && garbled.contains("A/B"), "{garbled}");
+        assert!(answering(&bus(), Some(&frames(40, 1, 2))).unwrap().starts_with("40 good answers"));
+        assert!(answering(&bus(), None).is_ok(), "no daemon: nothing to judge the bus by");
+    }
 }
