@@ -6,7 +6,7 @@
 //! old rules keep running and the errors are logged with file:line:column. State of rules that
 //! did not change carries over (see `gridwatch_rules::snapshot`).
 
-use crate::config::SensorConfig;
+use crate::config::{Config, SensorConfig};
 use crate::store::Calibration;
 use crate::rule_files;
 use gridwatch_rules::snapshot::Restored;
@@ -52,8 +52,50 @@ fn file_stamps(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
         .collect()
 }
 
+/// The configuration file the daemon started from and the inventory it runs, to tell on SIGHUP
+/// what in the file changed that a reload cannot apply.
+#[derive(Debug)]
+pub struct Running {
+    pub file: PathBuf,
+    pub sensors: std::sync::Arc<[SensorConfig]>,
+}
+
+/// What changed in the configuration file since start that only a restart applies, in words;
+/// `None` when the inventory is the same.
+pub fn needs_restart(running: &[SensorConfig], now: &[SensorConfig]) -> Option<String> {
+    let ids = |list: &[SensorConfig]| list.iter().map(|s| s.id.to_string()).collect::<std::collections::BTreeSet<_>>();
+    let (before, after) = (ids(running), ids(now));
+    let added: Vec<&String> = after.difference(&before).collect();
+    let removed: Vec<&String> = before.difference(&after).collect();
+    let changed: Vec<&str> = now.iter().filter(|s| running.iter().any(|r| r.id == s.id && r != *s)).map(|s| &*s.id).collect();
+    let mut parts = Vec::new();
+    let list = |ids: Vec<&str>| ids.join(", ");
+    if !added.is_empty() {
+        parts.push(format!("new sensors {}", list(added.iter().map(|s| s.as_str()).collect())));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("sensors removed {}", list(removed.iter().map(|s| s.as_str()).collect())));
+    }
+    if !changed.is_empty() {
+        parts.push(format!("sensors changed {}", list(changed)));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// On SIGHUP: tells in the log what in the configuration file a reload does not apply.
+fn check_config_file(running: &Running) {
+    match Config::load(&running.file) {
+        Ok(now) => {
+            if let Some(changes) = needs_restart(&running.sensors, &now.sensors) {
+                tracing::warn!(file = %running.file.display(), changes = %changes, "the configuration changed in ways a reload does not apply: restart the daemon (systemctl restart gridwatch)");
+            }
+        }
+        Err(error) => tracing::error!(file = %running.file.display(), error = %error, "the configuration file is invalid now; the running configuration stays (fix it before the next restart)"),
+    }
+}
+
 /// Watches for reload requests until `shutdown`; sends each new valid rule set to `updates`.
-pub async fn watch(paths: Vec<PathBuf>, builtin: bool, updates: mpsc::Sender<RuleSet>, shutdown: CancellationToken) {
+pub async fn watch(paths: Vec<PathBuf>, builtin: bool, running: Option<Running>, updates: mpsc::Sender<RuleSet>, shutdown: CancellationToken) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(error) => {
@@ -76,6 +118,9 @@ pub async fn watch(paths: Vec<PathBuf>, builtin: bool, updates: mpsc::Sender<Rul
                 "rule files changed"
             }
         };
+        if let (Some(running), "SIGHUP") = (&running, reason) {
+            check_config_file(running);
+        }
         match rule_files::load(&paths, builtin) {
             Ok((rules, files)) => {
                 tracing::info!(reason, rules = rules.rules.len(), files, "rules checked; reloading");

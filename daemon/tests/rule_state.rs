@@ -82,6 +82,14 @@ async fn a_bad_reload_keeps_the_old_rules_and_a_good_one_replaces_them() {
     assert!(wait_for_line(&daemon, Daemon::stderr, "rules reloaded").await, "{:?}", daemon.stderr());
     mosquitto.publish(TOPIC, &reading(2.0, now_ms())).unwrap();
     assert!(wait_for_line(&daemon, Daemon::stdout, "fired   warning rule=do-very-low sensor=canal-02").await, "{:?}", daemon.stdout());
+
+    // A new sensor in gridwatch.toml: a reload cannot add it, and says so instead of ignoring it.
+    let mut config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap();
+    config.push_str("\n[[sensor]]\nid = \"canal-09\"\nkind = \"water\"\nsite = \"east-canal\"\n");
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    daemon.signal("HUP");
+    assert!(wait_for_line(&daemon, Daemon::stderr, "new sensors canal-09").await, "{:?}", daemon.stderr());
+    assert!(daemon.stderr().join("\n").contains("restart the daemon"), "{:?}", daemon.stderr());
     assert!(daemon.stop().success());
 }
 

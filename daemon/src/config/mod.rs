@@ -30,6 +30,9 @@ use toml::Spanned;
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file it was read from (none for a configuration built in code, as the demo's): a
+    /// SIGHUP checks it for changes that only a restart applies.
+    pub source: Option<PathBuf>,
     /// Where the embedded local store and other state live.
     pub state_dir: PathBuf,
     /// Disk space kept back in the state directory for alarms when the disk fills (0: none).
@@ -364,7 +367,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&path.display().to_string(), &text, base)
+        let mut config = Config::parse(&path.display().to_string(), &text, base)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Checks configuration text; `name` labels diagnostics, `base` resolves relative paths.
@@ -486,7 +491,7 @@ impl Checker<'_> {
         self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
         self.check_failover(&alerts.failover, &channels);
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio }
+        Config { source: None, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio }
     }
 
     fn gpio(&mut self, raw: raw::RawGpio, sensors: &[SensorConfig]) -> Option<GpioConfig> {

@@ -78,6 +78,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     };
     let listen = SocketAddr::from(([127, 0, 0, 1], free_loopback_port()?));
     let config = Config {
+        source: None,
         state_dir: state_dir.clone(),
         // A demo in a temporary directory keeps no disk reserve.
         state_reserve_bytes: 0,
