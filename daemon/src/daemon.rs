@@ -240,7 +240,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_QUEUE);
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let running = config.source.clone().map(|file| crate::reload::Running { file, sensors: config.sensors.clone() });
-    tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, running, reload_tx, shutdown.clone()));
+    tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, running, reload_tx, metrics.clone(), shutdown.clone()));
     let heartbeat = crate::supervision::Heartbeat::default();
     let fallback_alerts = alert_tx;
     drop(command_tx);

@@ -78,6 +78,9 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal, so `/metrics` can show each at 0 from start.
+    pub const ALL: [Refusal; 5] = [Refusal::Malformed, Refusal::BadSignature, Refusal::Stale, Refusal::UnknownAction, Refusal::Replayed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::Malformed => "malformed",

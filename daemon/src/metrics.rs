@@ -1,5 +1,11 @@
 //! Counters of everything the daemon accepts, rejects, evaluates, sends and drops — no loss is
 //! silent. Rendered in Prometheus text format at `/metrics` (see [`crate::web`]).
+//!
+//! Invariant: every series an alert rule or dashboard asks for exists from start, at 0 — a
+//! labelled family is filled with the label values known in advance (reasons, events,
+//! severities here; the configured channels by [`Metrics::know_sinks`]), so `increase()` sees
+//! the first failure and an absent series never hides a problem. `dashboards/` and
+//! `prometheus/` are checked against this output by `daemon/tests/observe.rs`.
 
 use crate::mqtt::payload::Rejection;
 use prometheus_client::encoding::text::encode;
@@ -28,6 +34,23 @@ pub struct EventLabel {
 pub struct SinkLabel {
     pub sink: String,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+/// What was built: `gridwatch_build_info{version, commit, arch} 1`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    /// `GRIDWATCH_COMMIT` at build time (`packaging/build-deb` sets it), else `unknown`.
+    pub commit: String,
+    pub arch: String,
+}
+
+/// Why telemetry points were not written (the `reason` of `telemetry_points_dropped`).
+pub const TELEMETRY_DROP_REASONS: [&str; 4] = ["spool_full", "spool_write_failed", "disk_full", "clock_not_set"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PortLabel {
@@ -116,6 +139,17 @@ pub struct Metrics {
     pub mqtt_connects: Counter,
     /// Errors on the MQTT connection (each followed by a reconnect with backoff).
     pub mqtt_connection_errors: Counter,
+    /// 1, labelled with the version, commit and architecture of this binary.
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// When this process started (Unix seconds): a value that keeps changing is a restart loop.
+    pub start_time_seconds: Gauge,
+    /// 1 while the last rule reload succeeded (or none was tried since start); 0 after a
+    /// refused one: the old rules still run, an operator must fix the files.
+    pub reload_success: Gauge,
+    /// When the running rules were loaded (Unix seconds): at start, then at each good reload.
+    pub reload_last_success_timestamp_seconds: Gauge,
+    /// Rule reloads (SIGHUP or changed files), by result (`ok`, `invalid`).
+    pub reloads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -164,6 +198,11 @@ impl Metrics {
             mqtt_connected: Gauge::default(),
             mqtt_connects: Counter::default(),
             mqtt_connection_errors: Counter::default(),
+            build_info: Family::default(),
+            start_time_seconds: Gauge::default(),
+            reload_success: Gauge::default(),
+            reload_last_success_timestamp_seconds: Gauge::default(),
+            reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register("mqtt_messages_received", "MQTT messages received on subscribed topics", metrics.messages_received.clone());
@@ -201,13 +240,63 @@ impl Metrics {
         registry.register("mqtt_connected", "1 while the ingest connection to the broker is up", metrics.mqtt_connected.clone());
         registry.register("mqtt_connects", "Successful connections to the MQTT broker", metrics.mqtt_connects.clone());
         registry.register("mqtt_connection_errors", "Errors on the MQTT connection", metrics.mqtt_connection_errors.clone());
+        registry.register("build_info", "1, labelled with the version, commit and architecture of this binary", metrics.build_info.clone());
+        registry.register("start_time_seconds", "When this process started (Unix seconds)", metrics.start_time_seconds.clone());
+        registry.register("reload_success", "1 while the last rule reload succeeded (0: refused, the old rules keep running)", metrics.reload_success.clone());
+        registry.register("reload_last_success_timestamp_seconds", "When the running rules were loaded (Unix seconds)", metrics.reload_last_success_timestamp_seconds.clone());
+        registry.register("reloads", "Rule reloads, by result", metrics.reloads.clone());
+        let build = BuildLabels { version: env!("CARGO_PKG_VERSION").into(), commit: option_env!("GRIDWATCH_COMMIT").unwrap_or("unknown").into(), arch: std::env::consts::ARCH.into() };
+        metrics.build_info.get_or_create(&build).set(1);
+        metrics.start_time_seconds.set(chrono::Utc::now().timestamp());
+        // The families whose label values are known in advance start at 0.
         for reason in Rejection::REASONS {
             let _ = metrics.payloads_rejected.get_or_create(&ReasonLabel { reason: reason.into() });
         }
         for event in ["fired", "changed", "cleared"] {
             let _ = metrics.rule_events.get_or_create(&EventLabel { event: event.into() });
         }
+        for reason in TELEMETRY_DROP_REASONS {
+            let _ = metrics.telemetry_points_dropped.get_or_create(&ReasonLabel { reason: reason.into() });
+        }
+        let acks = ["applied", "not_applicable"].into_iter().chain(crate::incident_acks::Refusal::ALL.map(crate::incident_acks::Refusal::as_str));
+        for reason in acks {
+            let _ = metrics.incident_acks.get_or_create(&ReasonLabel { reason: reason.into() });
+        }
+        for severity in gridwatch_rules::Severity::ALL {
+            let _ = metrics.open_incidents.get_or_create(&SeverityLabel { severity: severity.as_str().into() });
+        }
+        for result in ["ok", "invalid"] {
+            let _ = metrics.reloads.get_or_create(&ResultLabel { result: result.into() });
+        }
         Metrics { registry, ..metrics }
+    }
+
+    /// Shows every per-channel counter of `sinks` at 0 until it moves (called with the
+    /// configured channels when `/metrics` is served).
+    pub fn know_sinks(&self, sinks: &[String]) {
+        for sink in sinks {
+            let label = Metrics::sink(sink);
+            let _ = self.alerts_delivered.get_or_create(&label);
+            let _ = self.alert_delivery_retries.get_or_create(&label);
+            let _ = self.alert_delivery_failures.get_or_create(&label);
+            let _ = self.alert_deliveries_taken_on.get_or_create(&label);
+        }
+    }
+
+    /// Records a rule reload: `ok` when the new rules were checked and handed over, else the
+    /// old ones keep running.
+    pub fn record_reload(&self, ok: bool) {
+        self.reload_success.set(i64::from(ok));
+        self.reloads.get_or_create(&ResultLabel { result: if ok { "ok" } else { "invalid" }.into() }).inc();
+        if ok {
+            self.reload_last_success_timestamp_seconds.set(chrono::Utc::now().timestamp());
+        }
+    }
+
+    /// The rules loaded at start count as the last good load.
+    pub fn rules_loaded_at_start(&self) {
+        self.reload_success.set(1);
+        self.reload_last_success_timestamp_seconds.set(chrono::Utc::now().timestamp());
     }
 
     pub fn reject(&self, rejection: &Rejection) {
@@ -275,6 +364,41 @@ mod tests {
         assert!(text.contains("gridwatch_rule_evaluation_seconds_count 1"), "{text}");
         assert!(text.contains("gridwatch_rule_evaluation_seconds_bucket{le=\"4e-6\"} 1") || text.contains("gridwatch_rule_evaluation_seconds_bucket{le=\"0.000004\"} 1"), "{text}");
         assert!(text.contains("gridwatch_open_incidents{severity=\"danger\"} 2"), "{text}");
+    }
+
+    #[test]
+    fn counters_with_known_labels_are_rendered_at_zero_from_start() {
+        let metrics = Metrics::new();
+        metrics.know_sinks(&["office".to_string()]);
+        let text = metrics.render();
+        for series in [
+            "gridwatch_alert_delivery_failures_total{sink=\"office\"} 0",
+            "gridwatch_alert_delivery_retries_total{sink=\"office\"} 0",
+            "gridwatch_alerts_delivered_total{sink=\"office\"} 0",
+            "gridwatch_telemetry_points_dropped_total{reason=\"spool_write_failed\"} 0",
+            "gridwatch_incident_acks_total{reason=\"bad_signature\"} 0",
+            "gridwatch_reloads_total{result=\"invalid\"} 0",
+            "gridwatch_open_incidents{severity=\"danger\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+        let build = format!("gridwatch_build_info{{version=\"{}\",", env!("CARGO_PKG_VERSION"));
+        assert!(text.lines().any(|l| l.starts_with(&build) && l.ends_with("} 1")), "{text}");
+    }
+
+    #[test]
+    fn a_refused_reload_clears_reload_success_until_a_good_one() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.reload_success.get(), 0, "nothing loaded yet");
+        metrics.rules_loaded_at_start();
+        let loaded = metrics.reload_last_success_timestamp_seconds.get();
+        assert!(loaded > 1_700_000_000, "{loaded}");
+        metrics.record_reload(false);
+        assert_eq!((metrics.reload_success.get(), metrics.reload_last_success_timestamp_seconds.get()), (0, loaded));
+        metrics.record_reload(true);
+        assert_eq!(metrics.reload_success.get(), 1);
+        let text = metrics.render();
+        assert!(text.contains("gridwatch_reloads_total{result=\"ok\"} 1") && text.contains("gridwatch_reloads_total{result=\"invalid\"} 1"), "{text}");
     }
 
     #[test]

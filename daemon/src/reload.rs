@@ -4,14 +4,18 @@
 //!
 //! A reload is all-or-nothing: the new files are read and checked first; if any is bad, the
 //! old rules keep running and the errors are logged with file:line:column. State of rules that
-//! did not change carries over (see `gridwatch_rules::snapshot`).
+//! did not change carries over (see `gridwatch_rules::snapshot`). Each attempt is counted
+//! (`gridwatch_reloads_total{result}`), and `gridwatch_reload_success` says whether the last
+//! one was refused, so a monitoring system sees a reload that did not take.
 
 use crate::config::{Config, SensorConfig};
+use crate::metrics::Metrics;
 use crate::store::Calibration;
 use crate::rule_files;
 use gridwatch_rules::snapshot::Restored;
 use gridwatch_rules::{Engine, RuleSet, SubjectId};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +99,9 @@ fn check_config_file(running: &Running) {
 }
 
 /// Watches for reload requests until `shutdown`; sends each new valid rule set to `updates`.
-pub async fn watch(paths: Vec<PathBuf>, builtin: bool, running: Option<Running>, updates: mpsc::Sender<RuleSet>, shutdown: CancellationToken) {
+/// Started once the rules are loaded, which counts as the last good load.
+pub async fn watch(paths: Vec<PathBuf>, builtin: bool, running: Option<Running>, updates: mpsc::Sender<RuleSet>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    metrics.rules_loaded_at_start();
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(error) => {
@@ -127,9 +133,11 @@ pub async fn watch(paths: Vec<PathBuf>, builtin: bool, running: Option<Running>,
                 if updates.send(rules).await.is_err() {
                     return;
                 }
+                metrics.record_reload(true);
             }
             Err(error) => {
                 tracing::error!(reason, error = %error, "new rules are invalid; the old rules keep running");
+                metrics.record_reload(false);
             }
         }
     }
