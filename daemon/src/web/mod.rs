@@ -1,13 +1,15 @@
-//! The daemon's HTTP endpoint (`[http] listen`, localhost by default): `/metrics` in
-//! Prometheus text format, `/healthz` (ready, or degraded with reasons), `/incidents` (the
+//! The daemon's HTTP endpoint (`[http] listen`, localhost by default): `/`, a front page
+//! linking to the rest ([`index`]), `/metrics` in Prometheus text format (every per-channel
+//! counter of the configured channels at 0 from start), `/healthz` (ready, or degraded with reasons), `/incidents` (the
 //! operators' list of open incidents, [`incidents_list`]), `/api/…` for the installer commands
 //! ([`installer_api`]), and — when `[http] public_url` and a
 //! link secret are configured — the workers' incident pages behind signed links
 //! ([`incident_page`]).
 
 mod incident_page;
-pub mod installer_api;
 mod incidents_list;
+mod index;
+pub mod installer_api;
 
 use crate::links::WorkerLinks;
 use crate::metrics::Metrics;
@@ -39,6 +41,7 @@ pub struct WebState {
 /// The routes, for `serve` and for tests.
 pub fn router(state: WebState) -> Router {
     let mut app = Router::new()
+        .route("/", get(index::show))
         .route("/metrics", get(render))
         .route("/healthz", get(health))
         .route("/incidents", get(incidents_list::list))
@@ -57,6 +60,9 @@ pub async fn serve(listen: SocketAddr, state: WebState, shutdown: CancellationTo
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding the HTTP endpoint to {listen}"))?;
     let bound = listener.local_addr()?;
     let pages = state.links.is_some();
+    if let Some(ledger) = &state.ledger {
+        state.metrics.know_sinks(&ledger.channels);
+    }
     let app = router(state);
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
