@@ -1,8 +1,10 @@
 //! The Debian package (`packaging/build-deb`), built around the binary under test: its
 //! metadata, files and maintainer scripts, and — unpacked into a temporary root next to
 //! systemd's own units — a unit that `systemd-analyze verify` accepts with the binary where
-//! the package puts it, and a shipped configuration that `gridwatch validate` accepts.
-//! Needs `dpkg-deb` (Debian's dpkg), `systemd-analyze` and `readelf` (binutils).
+//! the package puts it, and a shipped configuration that `gridwatch validate` accepts;
+//! installed by `dpkg` into a temporary root, where its maintainer scripts create the user and
+//! directories and enable the unit, and purged again.
+//! Needs `dpkg-deb` (Debian's dpkg), `systemd-analyze`, `readelf` (binutils) and `fakeroot`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -107,4 +109,55 @@ fn the_unpacked_package_passes_systemd_analyze_verify_and_its_configuration_vali
     // The configuration a fresh install starts with is valid (validate opens nothing).
     let validate = Command::new(env!("CARGO_BIN_EXE_gridwatch")).args(["validate", "--config"]).arg(root.join("etc/gridwatch/gridwatch.toml")).output().unwrap();
     assert!(validate.status.success(), "{}{}", String::from_utf8_lossy(&validate.stdout), String::from_utf8_lossy(&validate.stderr));
+}
+
+/// `dpkg` on an empty root with `DPKG_ROOT` (maintainer scripts run without chroot and act on
+/// that root: the same path Debian uses to bootstrap systems) under `fakeroot`, so no
+/// privileges are needed.
+fn dpkg(root: &Path, args: &[&str]) -> String {
+    let mut command = Command::new("fakeroot");
+    command.env("DPKG_ROOT", root).arg("dpkg").arg(format!("--root={}", root.display()));
+    // The empty root has no libc6 or systemd packages to satisfy Depends.
+    command.args(["--force-script-chrootless", "--force-depends", "--log=/dev/null"]).args(args);
+    let output = command.output().unwrap_or_else(|e| panic!("fakeroot not found ({e}): install Debian's `fakeroot` package (.ci/run does)"));
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "dpkg {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn dpkg_installs_it_into_a_temporary_root_with_its_user_directories_and_enabled_unit_and_purges_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = build(dir.path());
+    let root = dir.path().join("root");
+    for sub in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    for file in ["var/lib/dpkg/status", "var/lib/dpkg/available"] {
+        std::fs::write(root.join(file), "").unwrap();
+    }
+    let log = dpkg(&root, &["--install", deb.to_str().unwrap()]);
+    assert!(log.contains("Setting up gridwatch"), "{log}");
+
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    assert!(passwd.lines().any(|l| l.starts_with("gridwatch:") && l.contains(":/var/lib/gridwatch:")), "postinst ran systemd-sysusers:\n{log}\n{passwd}");
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+    for name in ["dialout", "gpio"] {
+        assert!(group.lines().any(|l| l.starts_with(&format!("{name}:")) && l.ends_with(":gridwatch")), "gridwatch in {name}:\n{group}");
+    }
+    assert!(root.join("etc/gridwatch/credentials").is_dir(), "postinst ran systemd-tmpfiles:\n{log}");
+    let wants = root.join("etc/systemd/system/multi-user.target.wants/gridwatch.service");
+    assert_eq!(std::fs::read_link(&wants).ok(), Some(PathBuf::from("/usr/lib/systemd/system/gridwatch.service")), "the unit is enabled:\n{log}");
+    let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
+    assert!(status.contains("Package: gridwatch\nStatus: install ok installed"), "{status}");
+    assert!(status.contains(" /etc/gridwatch/gridwatch.toml "), "registered as a conffile:\n{status}");
+
+    // An operator's edit survives a reinstall (upgrade path), and purge takes everything away.
+    let config = root.join("etc/gridwatch/gridwatch.toml");
+    let edited = std::fs::read_to_string(&config).unwrap().replace("client_id = \"gridwatch-office-1\"", "client_id = \"gridwatch-east\"");
+    std::fs::write(&config, &edited).unwrap();
+    dpkg(&root, &["--force-confold", "--install", deb.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+    dpkg(&root, &["--purge", "gridwatch"]);
+    assert!(!wants.exists() && !root.join("usr/bin/gridwatch").exists() && !root.join("etc/gridwatch").exists(), "purged: {:?}", std::fs::read_dir(root.join("etc")).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>()));
 }
