@@ -18,6 +18,7 @@ pub mod dingtalk;
 pub mod mqtt;
 pub mod robot;
 pub mod sms;
+pub mod text;
 pub mod webhook;
 pub mod wecom;
 
@@ -106,7 +107,8 @@ pub struct Alert {
 }
 
 impl Alert {
-    pub fn new(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig) -> Alert {
+    /// The alert of a rule event; `time_zone` is where people read the messages' times.
+    pub fn new(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: chrono_tz::Tz) -> Alert {
         Alert {
             event: event.kind.as_str().into(),
             rule: rule.id.clone(),
@@ -127,7 +129,7 @@ impl Alert {
             at: rfc3339(event.at),
             at_ms: event.at,
             since: rfc3339(event.since),
-            messages: messages(event, rule, sensor),
+            messages: messages(event, rule, sensor, time_zone),
             incident_id: None,
             event_id: None,
             link: None,
@@ -196,24 +198,26 @@ impl Alert {
 }
 
 /// The rule's message templates filled in for this event, per language.
-fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig) -> BTreeMap<String, String> {
+/// Values are rounded by unit ([`text::value`]); `{since}` is a local time.
+fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: chrono_tz::Tz) -> BTreeMap<String, String> {
     let mut rendered: BTreeMap<String, String> = rule
         .messages
         .iter()
         .map(|(language, template)| {
             let text = template.render(|name| match name {
                 "sensor" => Some(match event.agreement {
+                    Some(a) if language == "zh" => format!("{}个传感器中{}个一致", a.of, a.agreeing),
                     Some(a) => format!("{} of {} sensors", a.agreeing, a.of),
                     None => sensor.id.to_string(),
                 }),
                 "site" => Some(sensor.place.site.to_string()),
                 "building" => sensor.place.building.as_deref().map(Into::into),
                 "grid" => sensor.place.grid.as_deref().map(Into::into),
-                "value" => Some(format!("{:.2}", event.value)),
+                "value" => Some(text::rounded(event.value, &rule.unit)),
                 "unit" => Some(rule.unit.clone()),
                 "severity" if language == "zh" => Some(event.severity.zh().to_string()),
                 "severity" => Some(event.severity.as_str().to_string()),
-                "since" => Some(rfc3339(event.since)),
+                "since" => Some(crate::local_time::short(event.since, time_zone, language == "zh")),
                 _ => None,
             });
             (language.clone(), text)
@@ -357,9 +361,9 @@ pub(crate) mod tests {
             since: 1_795_391_940_000,
             agreement: None,
         };
-        let alert = Alert::new(&event, rule, &sensor);
-        assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.31‰ since installation — danger");
-        assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.31‰，已达危险值，红色预警");
+        let alert = Alert::new(&event, rule, &sensor, crate::local_time::DEFAULT);
+        assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.3‰ since installation — danger");
+        assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
         assert_eq!(alert.message(), alert.messages["en"]);
     }
 

@@ -101,6 +101,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         dispatch: crate::dispatch::Dispatch::default(),
         incident_acks: None,
         gpio: None,
+        time_zone: crate::local_time::DEFAULT,
         worker_links: None,
         serial: Vec::new(),
     };
