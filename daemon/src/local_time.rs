@@ -26,6 +26,11 @@ pub fn datetime(ms: i64, zone: Tz) -> String {
     local(ms, zone).map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
+/// "2026-12-03 23:28:35 +08:00": a local time that says which zone it is in (the CLI).
+pub fn labelled(ms: i64, zone: Tz) -> String {
+    format!("{} {}", datetime(ms, zone), offset(ms, zone))
+}
+
 /// "12月3日 23:28" (Chinese) or "3 Dec 23:28" (English) in `zone`: short enough for a chat
 /// message or an SMS.
 pub fn short(ms: i64, zone: Tz, chinese: bool) -> String {
@@ -61,6 +66,7 @@ mod tests {
         assert_eq!(short(AT, DEFAULT, true), "12月3日 23:28");
         assert_eq!(short(AT, DEFAULT, false), "3 Dec 23:28");
         assert_eq!((clock_time(AT, DEFAULT), offset(AT, DEFAULT)), ("23:28".to_string(), "+08:00".to_string()));
+        assert_eq!(labelled(AT, DEFAULT), "2026-12-03 23:28:35 +08:00");
     }
 
     #[test]
