@@ -182,3 +182,57 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
     }
     assert!(daemon.stop().success());
 }
+
+/// Forty houses alarm at once: the robot takes 20 messages a minute, so the other twenty wait
+/// and go out as a digest — split into messages under WeCom's 4,096 bytes, every one of the
+/// twenty with its number and link, none dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_past_the_size_limit_is_split_and_keeps_every_incident_and_link() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let wecom = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let sensors: String = (1..=40).map(|i| format!("[[sensor]]\nid = \"canal-{i:02}\"\nkind = \"water\"\nsite = \"north-lane\"\nbuilding = \"B{i}\"\ngrid = \"grid-3\"\n\n")).collect();
+    let config = format!(
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-digest-{http_port}\"\n\n{sensors}[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n\
+         [alerts]\nconsole = false\n\n[[alerts.wecom]]\nname = \"wecom\"\nurl = \"{}?key=K\"\n\n\
+         [http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"a-secret-of-enough-length\"\n",
+        mosquitto.url(),
+        wecom.url()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = publish_until_evaluated(&mosquitto, &topic("canal-01"), || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    for i in 1..=40 {
+        mosquitto.publish(&topic(&format!("canal-{i:02}")), &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    }
+    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == 20 }).await, "{:?}", daemon.stderr());
+    // The minute's limit: the rest waits, then comes as a digest.
+    let digest_came = wait_for(75 * SECOND, || async { wecom.bodies().len() >= 22 }).await;
+    assert!(digest_came, "{} messages; {:?}", wecom.bodies().len(), daemon.stderr());
+    tokio::time::sleep(2 * SECOND).await;
+    let bodies = wecom.bodies();
+    let pages: Vec<&str> = bodies[20..].iter().map(|b| b["markdown"]["content"].as_str().unwrap()).collect();
+    assert_eq!(pages.len(), 2, "{pages:#?}");
+    for (i, page) in pages.iter().enumerate() {
+        assert!(page.len() <= 4096, "page {} is {} bytes", i + 1, page.len());
+        assert!(page.starts_with(&format!("**20 条告警汇总（{}/2）**\n- 🟠 橙色预警 #", i + 1)), "{page}");
+        println!("{page}\n---");
+    }
+    let all = pages.join("\n");
+    let mut numbers = Vec::new();
+    for line in all.lines().filter(|l| l.starts_with("- ")) {
+        let number: i64 = line.split(" #").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        let (_, links) = blank_links(line, http_port);
+        assert_eq!(links.len(), 1, "{line}");
+        assert!(links[0].contains(&format!("/incident/{number}?")), "{line}");
+        numbers.push(number);
+    }
+    assert_eq!(numbers, (21..=40).collect::<Vec<_>>(), "every incident of the digest, in order");
+    for message in &bodies[..20] {
+        assert!(message["markdown"]["content"].as_str().unwrap().contains("[接单 / 到场 / 办结](http://127.0.0.1:"), "{message}");
+    }
+    assert!(daemon.stop().success());
+}
