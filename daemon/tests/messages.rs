@@ -1,6 +1,6 @@
 //! What grid workers read, as it arrives: the real `gridwatch` binary, a real mosquitto, and
 //! real HTTP receivers standing in for the WeCom and DingTalk group robots and the SMS gateway.
-//! Asserts the exact Chinese texts received — fired, grouped (the rest of a house), cleared, SMS
+//! Sites and buildings have display names (`[names]`). Asserts the exact Chinese texts received — fired, grouped (the rest of a house), cleared, SMS
 //! — each with its incident number, a local (China) time and a link that opens the incident.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -51,7 +51,8 @@ fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, [wecom, dingt
          [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\ngroup_window_secs = 2\n\n\
          [[alerts.wecom]]\nname = \"wecom\"\nurl = \"{}?key=K\"\n\n[[alerts.dingtalk]]\nname = \"dingtalk\"\nurl = \"{}?access_token=T\"\n\n\
          [[alerts.sms]]\nname = \"sms\"\nurl = \"{}\"\nbody = '{{\"phone\": \"{{phone}}\", \"msg\": \"{{message}}\"}}'\n\n\
-         [dispatch]\nroster = \"roster.toml\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"a-secret-of-enough-length\"\n",
+         [dispatch]\nroster = \"roster.toml\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"a-secret-of-enough-length\"\n\n\
+         [names]\n\"north-lane\" = \"北巷社区\"\n\"north-lane/B7\" = \"7号楼\"\n",
         mosquitto.url(),
         wecom.url(),
         dingtalk.url(),
@@ -140,35 +141,35 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
     assert_eq!(wecom[0]["msgtype"], "text");
     assert_eq!(wecom[0]["text"]["mentioned_mobile_list"], serde_json::json!(["13800000001"]));
     let fired = wecom[0]["text"]["content"].as_str().unwrap();
-    check(fired, format!("🟠 橙色预警 #1\nnorth-lane B7（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警\n请尽快到场查看。\n时间：{fired_time}\n王芳：接单 / 到场 / 办结 http://BOX/incident/1?m=wang&exp=…&sig=…"));
+    check(fired, format!("🟠 橙色预警 #1\n北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警\n请尽快到场查看。\n时间：{fired_time}\n王芳：接单 / 到场 / 办结 http://BOX/incident/1?m=wang&exp=…&sig=…"));
     let grouped = wecom[1]["text"]["content"].as_str().unwrap();
     check(
         grouped,
         format!(
-            "north-lane B7：2 个传感器告警\n\
-             - 🟠 橙色预警 #2 {grouped_time} north-lane B7（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警 王芳：处理 http://BOX/incident/2?m=wang&exp=…&sig=…\n\
-             - 🟠 橙色预警 #3 {grouped_time} north-lane B7（canal-03）溶解氧 0.88 mg/L，低于 5 mg/L，橙色预警 王芳：处理 http://BOX/incident/3?m=wang&exp=…&sig=…"
+            "北巷社区 7号楼：2 个传感器告警\n\
+             - 🟠 橙色预警 #2 {grouped_time} 北巷社区 7号楼（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警 王芳：处理 http://BOX/incident/2?m=wang&exp=…&sig=…\n\
+             - 🟠 橙色预警 #3 {grouped_time} 北巷社区 7号楼（canal-03）溶解氧 0.88 mg/L，低于 5 mg/L，橙色预警 王芳：处理 http://BOX/incident/3?m=wang&exp=…&sig=…"
         ),
     );
     // The clear names nobody: a markdown message, in its own words.
     assert_eq!(wecom[2]["msgtype"], "markdown");
     let cleared = wecom[2]["markdown"]["content"].as_str().unwrap();
-    check(cleared, format!("**✅ 已恢复正常 #1**\nnorth-lane B7（canal-01）水质已恢复正常，当前7.2 mg/L\n数值已回落，但仍需到场核实后办结。\n时间：{cleared_time}\n[接单 / 到场 / 办结](http://BOX/incident/1?exp=…&sig=…)"));
+    check(cleared, format!("**✅ 已恢复正常 #1**\n北巷社区 7号楼（canal-01）水质已恢复正常，当前7.2 mg/L\n数值已回落，但仍需到场核实后办结。\n时间：{cleared_time}\n[接单 / 到场 / 办结](http://BOX/incident/1?exp=…&sig=…)"));
 
     // DingTalk: markdown with a Chinese title.
     let dingtalk = dingtalk.bodies();
     let titles: Vec<&str> = dingtalk.iter().map(|b| b["markdown"]["title"].as_str().unwrap()).collect();
-    assert_eq!(titles, vec!["🟠 橙色预警 #1 north-lane B7", "north-lane B7：2 个传感器告警", "✅ 已恢复正常 #1 north-lane B7"]);
+    assert_eq!(titles, vec!["🟠 橙色预警 #1 北巷社区 7号楼", "北巷社区 7号楼：2 个传感器告警", "✅ 已恢复正常 #1 北巷社区 7号楼"]);
     check(
         dingtalk[0]["markdown"]["text"].as_str().unwrap(),
-        format!("**🟠 橙色预警 #1**\nnorth-lane B7（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警\n请尽快到场查看。\n时间：{fired_time}\n王芳：[接单 / 到场 / 办结](http://BOX/incident/1?m=wang&exp=…&sig=…)\n\n@13800000001"),
+        format!("**🟠 橙色预警 #1**\n北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警\n请尽快到场查看。\n时间：{fired_time}\n王芳：[接单 / 到场 / 办结](http://BOX/incident/1?m=wang&exp=…&sig=…)\n\n@13800000001"),
     );
 
     // SMS: the number, the short sentence, what to do, the time and the link; one for the house.
     let sms: Vec<String> = sms.bodies().iter().map(|b| format!("{} {}", b["phone"].as_str().unwrap(), b["msg"].as_str().unwrap())).collect();
     assert_eq!(sms.len(), 2, "{sms:?}");
-    check(&sms[0], format!("13800000001 【橙色预警】#1 north-lane B7（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警 请尽快到场查看。 {fired_time} 处理：http://BOX/incident/1?exp=…&sig=…"));
-    check(&sms[1], format!("13800000001 【橙色预警】#2 #3 north-lane B7（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警（本楼共2条） 请尽快到场查看。 {grouped_time} 处理：http://BOX/incident/2?exp=…&sig=…"));
+    check(&sms[0], format!("13800000001 【橙色预警】#1 北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警 请尽快到场查看。 {fired_time} 处理：http://BOX/incident/1?exp=…&sig=…"));
+    check(&sms[1], format!("13800000001 【橙色预警】#2 #3 北巷社区 7号楼（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警（本楼共2条） 请尽快到场查看。 {grouped_time} 处理：http://BOX/incident/2?exp=…&sig=…"));
 
     // Every link opens its incident, with times in China time.
     for link in &all_links {

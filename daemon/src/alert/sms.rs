@@ -243,7 +243,7 @@ pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
 /// One owed alert in a summary: "#15 north-lane B9 橙色预警 12月3日 23:40".
 fn owed_line(alert: &Alert, wording: Wording) -> String {
     let at = crate::local_time::short(alert.at_ms, wording.time_zone, wording.chinese);
-    let house = alert.building.as_ref().map_or(alert.site.clone(), |b| format!("{} {b}", alert.site));
+    let house = text::house(alert);
     let number = alert.incident_id.map(|id| format!("#{id} ")).unwrap_or_default();
     format!("{number}{house} {} {at}", text::level(alert, wording))
 }

@@ -11,6 +11,23 @@
 
 use super::Alert;
 use chrono_tz::Tz;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Display names of sites and buildings (`[names]`): ids stay ASCII in the configuration, people
+/// read "北巷社区 7号楼". Keys: a site id, or `site/building`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Places(pub Arc<BTreeMap<String, String>>);
+
+impl Places {
+    pub fn site(&self, site: &str) -> Option<&str> {
+        self.0.get(site).map(String::as_str)
+    }
+
+    pub fn building(&self, site: &str, building: &str) -> Option<&str> {
+        self.0.get(&format!("{site}/{building}")).map(String::as_str)
+    }
+}
 
 /// How texts for people are written: language and time zone (`language`, `time_zone`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,12 +114,19 @@ fn number(alert: &Alert) -> String {
     alert.incident_id.map(|id| format!("#{id}")).unwrap_or_default()
 }
 
+/// The house as people call it: "北巷社区 7号楼" with display names, else "north-lane B7".
+pub fn house(alert: &Alert) -> String {
+    let site = alert.site_name.as_ref().unwrap_or(&alert.site);
+    match (&alert.building_name, &alert.building) {
+        (Some(name), _) => format!("{site} {name}"),
+        (None, Some(building)) => format!("{site} {building}"),
+        (None, None) => site.clone(),
+    }
+}
+
 /// "north-lane B7（house-07）" / "house-07, north-lane B7".
 fn place(alert: &Alert, chinese: bool) -> String {
-    let house = match &alert.building {
-        Some(building) => format!("{} {building}", alert.site),
-        None => alert.site.clone(),
-    };
+    let house = house(alert);
     if chinese {
         format!("{house}（{}）", alert.sensor)
     } else {
@@ -230,15 +254,14 @@ pub fn message(alert: &Alert, wording: Wording, markup: Markup) -> String {
 
 /// The title of a message where the channel wants one (DingTalk): the headline and the house.
 pub fn title(alert: &Alert, wording: Wording) -> String {
-    let house = alert.building.as_ref().map_or(alert.site.clone(), |b| format!("{} {b}", alert.site));
-    format!("{} {house}", headline(alert, wording))
+    format!("{} {}", headline(alert, wording), house(alert))
 }
 
 /// The title of a digest: about the house when all its alerts share one.
 pub fn digest_title(alerts: &[&Alert], wording: Wording) -> String {
     let house = alerts.first().and_then(|first| {
         let building = first.building.as_ref()?;
-        alerts.iter().all(|a| a.site == first.site && a.building.as_ref() == Some(building)).then(|| format!("{} {building}", first.site))
+        alerts.iter().all(|a| a.site == first.site && a.building.as_ref() == Some(building)).then(|| house(first))
     });
     let firing = alerts.iter().all(|a| a.event == "fired");
     match (house, wording.chinese) {
@@ -355,6 +378,14 @@ mod tests {
         let text = message(&incident(sample_alert("fired", 7.31), 3), wording, Markup::Plain);
         assert!(text.starts_with("🔴 DANGER #3\nnorth-lane B7 (house-07): wall tilt changed 7.31‰"), "{text}");
         assert!(text.contains("Time: 23 Nov 01:00 (since 00:59)"), "{text}");
+    }
+
+    #[test]
+    fn display_names_stand_for_the_ids() {
+        let mut alert = incident(sample_alert("cleared", 5.912), 12);
+        (alert.site_name, alert.building_name) = (Some("北巷社区".into()), Some("7号楼".into()));
+        assert!(message(&alert, Wording::default(), Markup::Plain).contains("\n北巷社区 7号楼（house-07）墙体倾斜已恢复正常"));
+        assert_eq!(title(&alert, Wording::default()), "✅ 已恢复正常 #12 北巷社区 7号楼");
     }
 
     #[test]

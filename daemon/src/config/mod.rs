@@ -58,6 +58,8 @@ pub struct Config {
     /// Where the times people read are shown (`time_zone`, default Asia/Shanghai): messages,
     /// the incident page, the CLI.
     pub time_zone: chrono_tz::Tz,
+    /// Display names of sites and buildings (`[names]`).
+    pub places: crate::alert::text::Places,
 }
 
 /// `[gpio]`, checked.
@@ -497,8 +499,28 @@ impl Checker<'_> {
         let channels = sink_names(&alerts, gpio.as_ref());
         self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
         self.check_failover(&alerts.failover, &channels);
+        let places = self.places(raw.names, &sensors);
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
+        Config { places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
+    }
+
+    /// `[names]`: every key names a site or a `site/building` of the inventory.
+    fn places(&mut self, names: BTreeMap<String, Spanned<String>>, sensors: &[SensorConfig]) -> crate::alert::text::Places {
+        let mut known: HashSet<String> = HashSet::new();
+        for sensor in sensors {
+            known.insert(sensor.place.site.to_string());
+            if let Some(building) = &sensor.place.building {
+                known.insert(format!("{}/{building}", sensor.place.site));
+            }
+        }
+        let mut places = BTreeMap::new();
+        for (key, name) in names {
+            if !known.contains(&key) {
+                self.error(name.span(), Some(&format!("names.{key}")), format!("`{key}` is no site or `site/building` of the inventory"));
+            }
+            places.insert(key, name.into_inner());
+        }
+        crate::alert::text::Places(Arc::new(places))
     }
 
     /// `language` ("zh" or "en") and `time_zone` (an IANA name) of the texts people read.

@@ -34,6 +34,9 @@ pub struct RawConfig {
     pub language: Option<Spanned<String>>,
     /// An IANA time zone name (default `Asia/Shanghai`): where the times people read are shown.
     pub time_zone: Option<Spanned<String>>,
+    /// Display names: site id, or `site/building`, = the name people read.
+    #[serde(default)]
+    pub names: BTreeMap<String, Spanned<String>>,
 }
 
 fn default_state_reserve_kib() -> u64 {

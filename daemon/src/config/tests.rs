@@ -276,3 +276,11 @@ fn time_zone_and_language_default_to_china_and_are_checked() {
     assert!(refused.iter().any(|e| e.contains("gridwatch.toml:3:") && e.contains("time_zone") && e.contains("IANA")), "{refused:?}");
     assert!(refused.iter().any(|e| e.contains("gridwatch.toml:4:") && e.contains("language") && e.contains("\"zh\" or \"en\"")), "{refused:?}");
 }
+
+#[test]
+fn display_names_must_name_a_site_or_building_of_the_inventory() {
+    let config = parse(&format!("{MINIMAL}building = \"B7\"\n\n[names]\n\"north-lane\" = \"北巷社区\"\n\"north-lane/B7\" = \"7号楼\"\n")).unwrap();
+    assert_eq!((config.places.site("north-lane"), config.places.building("north-lane", "B7")), (Some("北巷社区"), Some("7号楼")));
+    let refused = errors(&format!("{MINIMAL}\n[names]\n\"north-lan\" = \"北巷社区\"\n"));
+    assert!(refused.iter().any(|e| e.contains("gridwatch.toml:13:") && e.contains("`north-lan` is no site")), "{refused:?}");
+}
