@@ -149,7 +149,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     if let Some(listen) = config.http_listen {
         let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock, started_ms: clock.now(), clocks: clocks.clone() };
         let ledger = crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
-        let web = crate::web::WebState { metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer), ledger: Some(ledger), members: Arc::new(config.dispatch.roster.member_names()) };
+        let web = crate::web::WebState { time_zone: config.time_zone, metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer), ledger: Some(ledger), members: Arc::new(config.dispatch.roster.member_names()) };
         crate::web::serve(listen, web, shutdown.clone()).await?;
     }
 
@@ -244,7 +244,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let heartbeat = crate::supervision::Heartbeat::default();
     let fallback_alerts = alert_tx;
     drop(command_tx);
-    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), alerts: judged_tx, journaled: journaled_rx, emitted: 0, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone() };
+    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), time_zone: config.time_zone, places: config.places.clone(), alerts: judged_tx, journaled: journaled_rx, emitted: 0, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone() };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),

@@ -30,6 +30,8 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
         _ => {}
     }
     let store = Store::open(&config.state_dir)?;
+    // Times people read, in the installation's zone; JSON and CSV keep RFC 3339 UTC.
+    let local = |ms: i64| crate::local_time::labelled(ms, config.time_zone);
     match command {
         IncidentsCommand::List { all } => {
             let rows = store.incidents(all)?;
@@ -41,7 +43,7 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             }
             for row in rows {
                 let normal = if row.sensor_normal { " (sensor normal)" } else { "" };
-                let _ = writeln!(out, "#{:<5} {:<9} {:<8} rule={} sensor={} value={:.4} firings={} opened={}{normal}", row.id, row.state, row.severity, row.rule, row.sensor, row.last_value, row.firings, rfc3339(row.opened_ms));
+                let _ = writeln!(out, "#{:<5} {:<9} {:<8} rule={} sensor={} value={:.4} firings={} opened={}{normal}", row.id, row.state, row.severity, row.rule, row.sensor, row.last_value, row.firings, local(row.opened_ms));
             }
         }
         IncidentsCommand::Show { id } => {
@@ -54,7 +56,7 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             }
             let _ = writeln!(out, "incident #{} — {} on {}: {} (worst {}), {}{}", row.id, row.rule, row.sensor, row.severity, row.worst_severity, row.state, if row.sensor_normal { ", sensor normal" } else { "" });
             for entry in history {
-                let _ = writeln!(out, "  {} {:<12} {}{}", rfc3339(entry.at_ms), entry.actor, entry.action, entry.note.map(|n| format!(": {n}")).unwrap_or_default());
+                let _ = writeln!(out, "  {} {:<12} {}{}", local(entry.at_ms), entry.actor, entry.action, entry.note.map(|n| format!(": {n}")).unwrap_or_default());
             }
         }
         IncidentsCommand::Export { since } => {
@@ -76,7 +78,7 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             let id = store.add_silence(&NewSilence { scope, target: target.clone(), include_red, reason, author: by, starts_ms: now, expires_ms })?;
             let red = if include_red { ", red included" } else { "; red alerts still go out" };
             out = output.render(
-                || format!("silence #{id}: {scope} {target} until {}{red}\n", rfc3339(expires_ms)),
+                || format!("silence #{id}: {scope} {target} until {}{red}\n", local(expires_ms)),
                 || json!({"id": id, "scope": scope.to_string(), "target": target, "until": rfc3339(expires_ms), "include_red": include_red}),
             );
         }
@@ -96,9 +98,9 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             }
             for s in silences {
                 let state = match s.ended_ms {
-                    Some(ended) => format!("ended {}", rfc3339(ended)),
+                    Some(ended) => format!("ended {}", local(ended)),
                     None if s.expires_ms <= now => "expired".to_string(),
-                    None => format!("until {}", rfc3339(s.expires_ms)),
+                    None => format!("until {}", local(s.expires_ms)),
                 };
                 let red = if s.include_red { " (red included)" } else { "" };
                 let id = if s.id == 0 { "config".to_string() } else { format!("#{}", s.id) };

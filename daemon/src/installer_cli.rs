@@ -2,7 +2,6 @@
 //! daemon over its local HTTP endpoint (`[http] listen`), never by peeking at its files.
 
 use crate::cli::Output;
-use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::web::installer_api::{CalibrateAnswer, CalibrateRequest, SensorView, StatusView};
 use anyhow::bail;
@@ -99,7 +98,7 @@ pub async fn calibrate(config: &Config, sensor: &str, window: Duration, by: &str
         bail!("{}", response.text().await.unwrap_or_default());
     }
     let answer: CalibrateAnswer = response.json().await?;
-    let mut out = format!("{} calibrated by {by} at {} from the median of {} readings:\n", answer.sensor, rfc3339(chrono::Utc::now().timestamp_millis()), answer.readings);
+    let mut out = format!("{} calibrated by {by} at {} from the median of {} readings:\n", answer.sensor, crate::local_time::labelled(chrono::Utc::now().timestamp_millis(), config.time_zone), answer.readings);
     for (field, old, new) in answer.fields {
         let old = old.map_or("none (learned)".to_string(), |v| format!("{v:.4}°"));
         let _ = writeln!(out, "  {field}: {old} -> {new:.4}°");

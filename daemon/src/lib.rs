@@ -42,6 +42,7 @@ pub mod last_good;
 pub mod links;
 pub mod field_names;
 pub mod live;
+pub mod local_time;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;

@@ -56,6 +56,10 @@ pub struct Pipeline {
     /// Every sample's latest values (for the installer commands) and hourly trend (for the store).
     pub live: Arc<crate::live::LiveTable>,
     pub sensors: Arc<[SensorConfig]>,
+    /// Where people read the alerts' times (`time_zone`).
+    pub time_zone: chrono_tz::Tz,
+    /// Display names of sites and buildings (`[names]`).
+    pub places: crate::alert::text::Places,
     pub alerts: mpsc::Sender<Alert>,
     /// How many of the alerts sent on `alerts` the dispatcher has journaled.
     pub journaled: watch::Receiver<u64>,
@@ -281,7 +285,7 @@ impl Pipeline {
             let rule = self.engine.rule(event.rule);
             let Some(sensor) = self.sensors.get(event.subject.0) else { continue };
             self.metrics.count_rule_event(event.kind.as_str());
-            let alert = Alert::new(&event, rule, sensor);
+            let alert = Alert::new(&event, rule, sensor, self.time_zone, &self.places);
             match self.alerts.send(alert).await {
                 Ok(()) => self.emitted += 1,
                 Err(_) => tracing::error!(rule = %rule.id, sensor = %sensor.id, "alert dispatcher is gone; alert lost"),

@@ -95,5 +95,5 @@ async fn a_silence_written_in_the_configuration_holds_back_its_sensor() {
     tokio::time::sleep(SECOND).await;
     assert_eq!(sent(&receiver), vec![("fired".into(), "do-low".into(), "canal-02".into())]);
     let listed = cli(dir.path(), &["silences"]);
-    assert!(listed.contains("config sensor canal-03 until 2098-12-31T16:00:00.000Z by office: dredging until spring"), "{listed}");
+    assert!(listed.contains("config sensor canal-03 until 2099-01-01 00:00:00 +08:00 by office: dredging until spring"), "{listed}");
 }

@@ -1,5 +1,7 @@
 //! A webhook receiver for tests: records every accepted JSON body, answers the first requests
-//! with scripted status codes and 200 after that.
+//! with scripted status codes and 200 after that. A 200 answer carries `{"errcode": 0,
+//! "errmsg": "ok"}`, so the receiver also stands in for a WeCom or DingTalk group robot (post to
+//! `/hook?key=…` or `/hook?access_token=…`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -91,7 +93,7 @@ impl Drop for WebhookReceiver {
     }
 }
 
-async fn receive(State(recorded): State<Arc<Mutex<Recorded>>>, Json(body): Json<serde_json::Value>) -> StatusCode {
+async fn receive(State(recorded): State<Arc<Mutex<Recorded>>>, Json(body): Json<serde_json::Value>) -> (StatusCode, Json<serde_json::Value>) {
     let (status, delay) = {
         let mut recorded = recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         recorded.requests += 1;
@@ -103,7 +105,9 @@ async fn receive(State(recorded): State<Arc<Mutex<Recorded>>>, Json(body): Json<
         (status, recorded.answer_after)
     };
     tokio::time::sleep(delay).await;
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let answer = if status.is_success() { serde_json::json!({"errcode": 0, "errmsg": "ok"}) } else { serde_json::json!({"errcode": -1, "errmsg": "refused"}) };
+    (status, Json(answer))
 }
 
 /// The wall clock in milliseconds since the Unix epoch.

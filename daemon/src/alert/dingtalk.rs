@@ -6,6 +6,7 @@
 //! logged.
 
 use super::robot::{self, RateLimit};
+use super::text::{self, Markup};
 use super::{Alert, Sink};
 use crate::config::RobotConfig;
 use base64::Engine as _;
@@ -75,15 +76,25 @@ impl Sink for DingTalkSink {
     }
 
     async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        let title = format!("{} {}", alert.severity, alert.rule);
+        let wording = self.config.wording;
         let mobiles = robot::mentions(&self.config, &[alert]);
-        self.send(title, robot::markdown(alert, self.config.chinese), mobiles).await
+        self.send(text::title(alert, wording), text::message(alert, wording, Markup::Markdown), mobiles).await
     }
 
+    /// A digest in as many messages as its size takes, each waiting for the rate limit.
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
-        let title = format!("{} alerts", alerts.len());
+        let wording = self.config.wording;
         let mobiles = robot::mentions(&self.config, alerts);
-        self.send(title, robot::digest(alerts, self.config.chinese), mobiles).await
+        let title = text::digest_title(alerts, wording);
+        // Room for the @-mentions appended to the text.
+        let max = MAX_BODY - 16 * mobiles.len() - 1024;
+        for (i, page) in text::digest(alerts, wording, Markup::Markdown, max).into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(self.limit.wait()).await;
+            }
+            self.send(title.clone(), page, mobiles.clone()).await?;
+        }
+        Ok(())
     }
 }
 
@@ -121,7 +132,7 @@ mod tests {
     #[tokio::test]
     async fn over_the_limit_the_message_waits_out_the_throttle_instead_of_failing() {
         let (url, seen) = dingtalk(90030).await;
-        let config = RobotConfig { throttle_patience: None, name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec![], chinese: true };
+        let config = RobotConfig { throttle_patience: None, name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec![], wording: text::Wording::default() };
         let mut sink = DingTalkSink::new(config).unwrap().with_throttle(Duration::from_millis(300));
         let started = std::time::Instant::now();
         sink.deliver(&sample_alert("fired", 7.31)).await.expect("delivered after the throttle");
@@ -134,7 +145,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_attempt_is_retried_with_a_fresh_signature_and_mentions() {
         let (url, seen) = dingtalk(310000).await;
-        let config = RobotConfig { throttle_patience: None, name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec!["13800000000".into()], chinese: true };
+        let config = RobotConfig { throttle_patience: None, name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec!["13800000000".into()], wording: text::Wording::default() };
         let mut sink = DingTalkSink::new(config).unwrap();
         sink.deliver(&sample_alert("fired", 7.31)).await.unwrap();
         let seen = seen.lock().unwrap();

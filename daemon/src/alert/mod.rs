@@ -18,6 +18,7 @@ pub mod dingtalk;
 pub mod mqtt;
 pub mod robot;
 pub mod sms;
+pub mod text;
 pub mod webhook;
 pub mod wecom;
 
@@ -59,6 +60,11 @@ pub struct Alert {
     pub kind: String,
     pub site: String,
     pub building: Option<String>,
+    /// The site's and building's display names (`[names]`), when the configuration gives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub building_name: Option<String>,
     pub grid: Option<String>,
     /// The value that decided the event, in `unit`.
     pub value: f64,
@@ -106,7 +112,9 @@ pub struct Alert {
 }
 
 impl Alert {
-    pub fn new(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig) -> Alert {
+    /// The alert of a rule event; `time_zone` is where people read the messages' times, `places`
+    /// the display names of sites and buildings.
+    pub fn new(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: chrono_tz::Tz, places: &text::Places) -> Alert {
         Alert {
             event: event.kind.as_str().into(),
             rule: rule.id.clone(),
@@ -120,6 +128,8 @@ impl Alert {
             kind: sensor.kind.as_str().into(),
             site: sensor.place.site.to_string(),
             building: sensor.place.building.as_deref().map(Into::into),
+            site_name: places.site(&sensor.place.site).map(Into::into),
+            building_name: sensor.place.building.as_deref().and_then(|b| places.building(&sensor.place.site, b)).map(Into::into),
             grid: sensor.place.grid.as_deref().map(Into::into),
             value: event.value,
             unit: rule.unit.clone(),
@@ -127,7 +137,7 @@ impl Alert {
             at: rfc3339(event.at),
             at_ms: event.at,
             since: rfc3339(event.since),
-            messages: messages(event, rule, sensor),
+            messages: messages(event, rule, sensor, time_zone, places),
             incident_id: None,
             event_id: None,
             link: None,
@@ -158,6 +168,8 @@ impl Alert {
             kind: "gridwatch".into(),
             site: site.into(),
             building: None,
+            site_name: None,
+            building_name: None,
             grid: None,
             value: 1.0,
             unit: String::new(),
@@ -196,24 +208,26 @@ impl Alert {
 }
 
 /// The rule's message templates filled in for this event, per language.
-fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig) -> BTreeMap<String, String> {
+/// Values are rounded by unit ([`text::value`]); `{since}` is a local time.
+fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: chrono_tz::Tz, places: &text::Places) -> BTreeMap<String, String> {
     let mut rendered: BTreeMap<String, String> = rule
         .messages
         .iter()
         .map(|(language, template)| {
             let text = template.render(|name| match name {
                 "sensor" => Some(match event.agreement {
+                    Some(a) if language == "zh" => format!("{}个传感器中{}个一致", a.of, a.agreeing),
                     Some(a) => format!("{} of {} sensors", a.agreeing, a.of),
                     None => sensor.id.to_string(),
                 }),
-                "site" => Some(sensor.place.site.to_string()),
-                "building" => sensor.place.building.as_deref().map(Into::into),
+                "site" => Some(places.site(&sensor.place.site).unwrap_or(&sensor.place.site).to_string()),
+                "building" => sensor.place.building.as_deref().map(|b| places.building(&sensor.place.site, b).unwrap_or(b).to_string()),
                 "grid" => sensor.place.grid.as_deref().map(Into::into),
-                "value" => Some(format!("{:.2}", event.value)),
+                "value" => Some(text::rounded(event.value, &rule.unit)),
                 "unit" => Some(rule.unit.clone()),
                 "severity" if language == "zh" => Some(event.severity.zh().to_string()),
                 "severity" => Some(event.severity.as_str().to_string()),
-                "since" => Some(rfc3339(event.since)),
+                "since" => Some(crate::local_time::short(event.since, time_zone, language == "zh")),
                 _ => None,
             });
             (language.clone(), text)
@@ -313,6 +327,8 @@ pub(crate) mod tests {
             kind: "tilt".into(),
             site: "north-lane".into(),
             building: Some("B7".into()),
+            site_name: None,
+            building_name: None,
             grid: Some("grid-3".into()),
             value,
             unit: "°".into(),
@@ -357,9 +373,9 @@ pub(crate) mod tests {
             since: 1_795_391_940_000,
             agreement: None,
         };
-        let alert = Alert::new(&event, rule, &sensor);
-        assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.31‰ since installation — danger");
-        assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.31‰，已达危险值，红色预警");
+        let alert = Alert::new(&event, rule, &sensor, crate::local_time::DEFAULT, &text::Places::default());
+        assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.3‰ since installation — danger");
+        assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
         assert_eq!(alert.message(), alert.messages["en"]);
     }
 

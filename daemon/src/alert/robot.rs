@@ -1,6 +1,6 @@
 //! What the WeCom and DingTalk group robots have in common: a JSON POST whose success is HTTP
 //! 2xx *and* `errcode == 0` in the answer, a limit of 20 messages a minute per robot, message
-//! text built from the alert in the channel's language, and length limits.
+//! length limits. The texts themselves are written by [`super::text`].
 
 use super::Alert;
 use crate::config::RobotConfig;
@@ -127,65 +127,6 @@ pub async fn post(client: &reqwest::Client, url: reqwest::Url, body: &serde_json
     }
 }
 
-/// The alert's headline for a chat: colour dot, severity word, what happened.
-fn headline(alert: &Alert, zh: bool) -> String {
-    let dot = match alert.colour.as_str() {
-        "red" => "🔴",
-        "orange" => "🟠",
-        "yellow" => "🟡",
-        _ => "🔵",
-    };
-    let event = match (alert.event.as_str(), zh) {
-        ("fired", true) => "告警",
-        ("changed", true) => "级别变化",
-        ("cleared", true) => "恢复",
-        ("reminder", true) => "催办",
-        ("escalated", true) => "督办",
-        (event, _) => event,
-    };
-    format!("{dot} {event} · {}", alert.severity)
-}
-
-/// The message text of one alert in the channel's language (Markdown).
-pub fn markdown(alert: &Alert, zh: bool) -> String {
-    let message = if zh { alert.messages.get("zh") } else { None }.or(alert.messages.get("en")).cloned().unwrap_or_else(|| alert.title.clone());
-    let since = if zh { "起始" } else { "since" };
-    let act = if zh { "接单 / 到场 / 办结" } else { "Accept / on site / resolve" };
-    // Each person named gets their own link (what they do through it is recorded as theirs).
-    let link = if alert.member_links.is_empty() {
-        alert.link.as_ref().map(|l| format!("\n[{act}]({l})")).unwrap_or_default()
-    } else {
-        alert.member_links.iter().map(|(name, l)| format!("\n{name}: [{act}]({l})")).collect()
-    };
-    format!(
-        "**{}**\n{message}\n> {}\n> {} {}{} ({})\n> {since} {}{link}",
-        headline(alert, zh),
-        alert.place(),
-        alert.rule,
-        alert.value,
-        alert.unit,
-        alert.condition,
-        alert.since
-    )
-}
-
-/// One message for several alerts that waited (for the rate limit, quiet hours, the daily
-/// digest, or the rest of their building): about the house when they share one.
-pub fn digest(alerts: &[&Alert], zh: bool) -> String {
-    let house = alerts.first().and_then(|first| {
-        let building = first.building.as_ref()?;
-        alerts.iter().all(|a| a.site == first.site && a.building.as_ref() == Some(building)).then(|| format!("{} {building}", first.site))
-    });
-    let title = match (house, zh) {
-        (Some(house), true) => format!("**{house}：{} 个传感器告警**", alerts.len()),
-        (Some(house), false) => format!("**{house}: {} sensors alarm**", alerts.len()),
-        (None, true) => format!("**{} 条告警汇总**", alerts.len()),
-        (None, false) => format!("**{} alerts**", alerts.len()),
-    };
-    let lines: Vec<String> = alerts.iter().map(|a| format!("- {} {}", headline(a, zh), a.messages.get(if zh { "zh" } else { "en" }).unwrap_or(&a.title))).collect();
-    format!("{title}\n{}", lines.join("\n"))
-}
-
 /// Cuts `text` to at most `max_bytes` on a character boundary, marking the cut.
 pub fn truncate(text: &str, max_bytes: usize) -> String {
     if text.len() <= max_bytes {
@@ -212,40 +153,6 @@ pub fn mentions(config: &RobotConfig, alerts: &[&Alert]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::tests::sample_alert;
-
-    #[test]
-    fn markdown_carries_what_where_how_bad_and_since() {
-        let mut alert = sample_alert("fired", 7.31);
-        alert.messages.insert("zh".into(), "north-laneB7（house-07）墙体倾斜较安装时变化7.31‰，红色预警".into());
-        let text = markdown(&alert, true);
-        assert!(text.starts_with("**🔴 告警 · danger**\nnorth-laneB7（house-07）墙体倾斜"), "{text}");
-        assert!(text.contains("> house-07 at north-lane, building B7, grid-3"), "{text}");
-        assert!(text.contains("> 起始 "), "{text}");
-        assert!(markdown(&alert, false).contains("wall tilt changed"), "{}", markdown(&alert, false));
-    }
-
-    #[test]
-    fn each_person_named_gets_their_own_link() {
-        let mut alert = sample_alert("fired", 7.31);
-        alert.link = Some("http://box/incident/7?exp=1&sig=aa".into());
-        assert!(markdown(&alert, true).ends_with("[接单 / 到场 / 办结](http://box/incident/7?exp=1&sig=aa)"));
-        alert.member_links.insert("王芳".into(), "http://box/incident/7?m=wang&exp=1&sig=bb".into());
-        alert.member_links.insert("李明".into(), "http://box/incident/7?m=li&exp=1&sig=cc".into());
-        let text = markdown(&alert, true);
-        assert!(text.contains("\n李明: [接单 / 到场 / 办结](http://box/incident/7?m=li&exp=1&sig=cc)"), "{text}");
-        assert!(text.contains("\n王芳: [接单 / 到场 / 办结](http://box/incident/7?m=wang&exp=1&sig=bb)"), "{text}");
-        assert!(!text.contains("sig=aa"), "no unbound link when people are named: {text}");
-    }
-
-    #[test]
-    fn a_digest_of_one_house_says_so() {
-        let (first, mut second) = (sample_alert("fired", 7.31), sample_alert("fired", 6.2));
-        second.sensor = "house-08".into();
-        assert!(digest(&[&first, &second], true).starts_with("**north-lane B7：2 个传感器告警**"), "{}", digest(&[&first, &second], true));
-        second.building = Some("B9".into());
-        assert!(digest(&[&first, &second], false).starts_with("**2 alerts**"));
-    }
 
     #[test]
     fn truncation_keeps_characters_whole() {

@@ -1,12 +1,19 @@
 //! WeCom (企业微信) group robot: `POST …/cgi-bin/webhook/send?key=KEY` with a markdown message
 //! (≤ 4096 bytes), or a text message (≤ 2048 bytes) when mobiles are to be @-mentioned —
-//! markdown cannot mention. Success is HTTP 200 with `errcode == 0`. The key is a secret: only
+//! markdown cannot mention, and a text message shows markdown as typed, so it is written plain
+//! ([`Markup::Plain`]). A digest longer than the limit goes out as several messages. Success is HTTP 200 with `errcode == 0`. The key is a secret: only
 //! the redacted URL is ever logged.
 
 use super::robot::{self, RateLimit};
+use super::text::{self, Markup};
 use super::{Alert, Sink};
 use crate::config::RobotConfig;
 use std::time::Duration;
+
+/// Bytes of a markdown message's content.
+const MARKDOWN_MAX: usize = 4096;
+/// Bytes of a text message's content.
+const TEXT_MAX: usize = 2048;
 
 #[derive(Debug)]
 pub struct WeComSink {
@@ -27,17 +34,26 @@ impl WeComSink {
         Ok(WeComSink { config, client, limit: RateLimit::new(Duration::from_secs(60)) })
     }
 
-    /// The request body for a message.
+    /// The request body for a message written in `markup` (plain when mobiles are mentioned).
     pub fn body(&self, text: &str, mentions: &[String]) -> serde_json::Value {
         if mentions.is_empty() {
-            serde_json::json!({"msgtype": "markdown", "markdown": {"content": robot::truncate(text, 4096)}})
+            serde_json::json!({"msgtype": "markdown", "markdown": {"content": robot::truncate(text, MARKDOWN_MAX)}})
         } else {
-            serde_json::json!({"msgtype": "text", "text": {"content": robot::truncate(&text.replace("**", ""), 2048), "mentioned_mobile_list": mentions}})
+            serde_json::json!({"msgtype": "text", "text": {"content": robot::truncate(text, TEXT_MAX), "mentioned_mobile_list": mentions}})
         }
     }
 
-    async fn send(&mut self, text: String, mentions: Vec<String>) -> anyhow::Result<()> {
-        let body = self.body(&text, &mentions);
+    /// The markup and size limit of the messages for these mentions.
+    fn shape(mentions: &[String]) -> (Markup, usize) {
+        if mentions.is_empty() {
+            (Markup::Markdown, MARKDOWN_MAX)
+        } else {
+            (Markup::Plain, TEXT_MAX)
+        }
+    }
+
+    async fn send(&mut self, text: String, mentions: &[String]) -> anyhow::Result<()> {
+        let body = self.body(&text, mentions);
         let url = self.config.url.clone();
         robot::send("WeCom", &self.config, &self.client, &mut self.limit, &body, || url.clone()).await
     }
@@ -53,15 +69,22 @@ impl Sink for WeComSink {
     }
 
     async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        let text = robot::markdown(alert, self.config.chinese);
         let mentions = robot::mentions(&self.config, &[alert]);
-        self.send(text, mentions).await
+        let (markup, _) = Self::shape(&mentions);
+        self.send(text::message(alert, self.config.wording, markup), &mentions).await
     }
 
+    /// A digest in as many messages as its size takes, each waiting for the rate limit.
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
-        let text = robot::digest(alerts, self.config.chinese);
         let mentions = robot::mentions(&self.config, alerts);
-        self.send(text, mentions).await
+        let (markup, max) = Self::shape(&mentions);
+        for (i, page) in text::digest(alerts, self.config.wording, markup, max).into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(self.limit.wait()).await;
+            }
+            self.send(page, &mentions).await?;
+        }
+        Ok(())
     }
 }
 
@@ -92,13 +115,13 @@ mod tests {
     }
 
     fn config(url: &str, mention: bool) -> RobotConfig {
-        RobotConfig { throttle_patience: None, name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: if mention { vec!["13900000000".into()] } else { vec![] }, chinese: true }
+        RobotConfig { throttle_patience: None, name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: if mention { vec!["13900000000".into()] } else { vec![] }, wording: text::Wording::default() }
     }
 
     #[tokio::test]
     async fn a_robot_that_stays_throttled_fails_the_message_after_bounded_waits() {
         let (url, seen) = wecom(45009).await;
-        let config = RobotConfig { throttle_patience: None, name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: vec![], chinese: true };
+        let config = RobotConfig { throttle_patience: None, name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: vec![], wording: text::Wording::default() };
         let mut sink = WeComSink::new(config).unwrap().with_throttle(Duration::from_millis(50));
         let error = sink.deliver(&sample_alert("fired", 7.31)).await.unwrap_err();
         assert!(format!("{error:#}").contains("robot throttled: errcode 45009"), "{error:#}");

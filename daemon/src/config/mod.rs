@@ -58,6 +58,11 @@ pub struct Config {
     pub incident_acks: Option<crate::incident_acks::AckConfig>,
     /// Raspberry Pi pins: siren, status LED, digital inputs.
     pub gpio: Option<GpioConfig>,
+    /// Where the times people read are shown (`time_zone`, default Asia/Shanghai): messages,
+    /// the incident page, the CLI.
+    pub time_zone: chrono_tz::Tz,
+    /// Display names of sites and buildings (`[names]`).
+    pub places: crate::alert::text::Places,
 }
 
 /// `[gpio]`, checked.
@@ -261,6 +266,9 @@ impl Default for IngestConfig {
     }
 }
 
+/// `[[alerts.sms]] per_phone_per_hour`: default and bounds.
+pub const SMS_PER_PHONE_PER_HOUR: (u64, std::ops::RangeInclusive<u64>) = (6, 1..=100);
+
 /// `[rules] state_save_secs`: default and bounds.
 pub const STATE_SAVE_SECS: (u64, std::ops::RangeInclusive<u64>) = (60, 10..=3600);
 
@@ -297,6 +305,11 @@ pub struct SmsConfig {
     pub body: String,
     pub token: Option<String>,
     pub severities: Vec<String>,
+    /// At most this many SMS per phone per hour; past it, alarms wait and go out together in the
+    /// next SMS the phone may get (`per_phone_per_hour`).
+    pub per_phone_per_hour: u32,
+    /// The messages' language and time zone.
+    pub wording: crate::alert::text::Wording,
 }
 
 impl std::fmt::Debug for SmsConfig {
@@ -314,8 +327,8 @@ pub struct RobotConfig {
     /// DingTalk signing secret.
     pub secret: Option<String>,
     pub mention_mobiles: Vec<String>,
-    /// Messages in Chinese (else English).
-    pub chinese: bool,
+    /// The messages' language and time zone.
+    pub wording: crate::alert::text::Wording,
     /// With a failover channel: the longest throttle this robot waits out before giving the
     /// message up to it (none: waits out the robot's throttle).
     pub throttle_patience: Option<Duration>,
@@ -477,7 +490,8 @@ impl Checker<'_> {
             state_save,
         };
         let ingest = self.ingest(raw.ingest);
-        let alerts = self.alerts(raw.alerts, base);
+        let wording = self.wording(raw.language.as_ref(), raw.time_zone.as_ref());
+        let alerts = self.alerts(raw.alerts, base, wording);
         let influxdb = raw.influxdb.and_then(|raw| self.influx(raw, base));
         let (http_listen, worker_links) = match raw.http {
             Some(http) => (self.socket_addr(&http.listen, "http.listen"), self.worker_links(&http, base)),
@@ -490,8 +504,55 @@ impl Checker<'_> {
         let channels = sink_names(&alerts, gpio.as_ref());
         self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
         self.check_failover(&alerts.failover, &channels);
+        let places = self.places(raw.names, &sensors);
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { source: None, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio }
+        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
+    }
+
+    /// `[names]`: every key names a site or a `site/building` of the inventory.
+    fn places(&mut self, names: BTreeMap<String, Spanned<String>>, sensors: &[SensorConfig]) -> crate::alert::text::Places {
+        let mut known: HashSet<String> = HashSet::new();
+        for sensor in sensors {
+            known.insert(sensor.place.site.to_string());
+            if let Some(building) = &sensor.place.building {
+                known.insert(format!("{}/{building}", sensor.place.site));
+            }
+        }
+        let mut places = BTreeMap::new();
+        for (key, name) in names {
+            if !known.contains(&key) {
+                self.error(name.span(), Some(&format!("names.{key}")), format!("`{key}` is no site or `site/building` of the inventory"));
+            }
+            places.insert(key, name.into_inner());
+        }
+        crate::alert::text::Places(Arc::new(places))
+    }
+
+    /// `language` ("zh" or "en") and `time_zone` (an IANA name) of the texts people read.
+    fn wording(&mut self, language: Option<&Spanned<String>>, time_zone: Option<&Spanned<String>>) -> crate::alert::text::Wording {
+        let mut wording = crate::alert::text::Wording::default();
+        if let Some(language) = language {
+            wording.chinese = self.language(language, "language");
+        }
+        if let Some(zone) = time_zone {
+            match crate::local_time::parse(zone.get_ref()) {
+                Ok(zone) => wording.time_zone = zone,
+                Err(message) => self.error(zone.span(), Some("time_zone"), message),
+            }
+        }
+        wording
+    }
+
+    /// Whether `language` is Chinese ("zh") rather than English ("en").
+    fn language(&mut self, language: &Spanned<String>, key: &str) -> bool {
+        match language.get_ref().as_str() {
+            "zh" => true,
+            "en" => false,
+            other => {
+                self.error(language.span(), Some(key), format!("`{other}`: use \"zh\" or \"en\""));
+                true
+            }
+        }
     }
 
     fn gpio(&mut self, raw: raw::RawGpio, sensors: &[SensorConfig]) -> Option<GpioConfig> {
@@ -825,7 +886,7 @@ impl Checker<'_> {
         (self.diagnostics.len() == before).then(|| PayloadMap { renames: raw.fields.clone(), values, ts: raw.ts.clone(), seq: raw.seq.clone() })
     }
 
-    fn alerts(&mut self, raw: raw::RawAlerts, base: &Path) -> AlertsConfig {
+    fn alerts(&mut self, raw: raw::RawAlerts, base: &Path, wording: crate::alert::text::Wording) -> AlertsConfig {
         let mqtt_topic_prefix = raw.mqtt.and_then(|mqtt| {
             let prefix = mqtt.topic_prefix.get_ref().trim_end_matches('/');
             if prefix.is_empty() || prefix.contains(['+', '#']) {
@@ -862,9 +923,9 @@ impl Checker<'_> {
                 });
             }
         }
-        let wecom = raw.wecom.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "wecom", i, base)).collect();
-        let dingtalk = raw.dingtalk.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "dingtalk", i, base)).collect();
-        let sms = raw.sms.into_iter().enumerate().filter_map(|(i, r)| self.sms(r, i, base)).collect();
+        let wecom = raw.wecom.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "wecom", i, base, wording)).collect();
+        let dingtalk = raw.dingtalk.into_iter().enumerate().filter_map(|(i, r)| self.robot(r, "dingtalk", i, base, wording)).collect();
+        let sms = raw.sms.into_iter().enumerate().filter_map(|(i, r)| self.sms(r, i, base, wording)).collect();
         let silences = raw.silence.into_iter().filter_map(|s| self.silence(s)).collect();
         let failover: Vec<_> = raw.failover.into_iter().collect();
         self.failover_spans = failover.iter().map(|(from, to)| (from.clone(), to.span())).collect();
@@ -930,7 +991,7 @@ impl Checker<'_> {
         })
     }
 
-    fn sms(&mut self, raw: raw::RawSms, index: usize, base: &Path) -> Option<SmsConfig> {
+    fn sms(&mut self, raw: raw::RawSms, index: usize, base: &Path, wording: crate::alert::text::Wording) -> Option<SmsConfig> {
         let url = self.http_url(&raw.url, "alerts.sms.url");
         let probe = raw.body.get_ref().replace("{phone}", "13800000000").replace("{message}", "x");
         if let Err(error) = serde_json::from_str::<serde_json::Value>(&probe) {
@@ -948,10 +1009,11 @@ impl Checker<'_> {
             }
         };
         let severities = raw.severities.unwrap_or_else(|| vec!["alarm".into(), "danger".into()]);
-        Some(SmsConfig { name: raw.name.unwrap_or_else(|| format!("sms-{}", index + 1)), url: url?, body: raw.body.into_inner(), token, severities })
+        let per_phone_per_hour = self.bounded(raw.per_phone_per_hour, &format!("alerts.sms[{index}].per_phone_per_hour"), SMS_PER_PHONE_PER_HOUR) as u32;
+        Some(SmsConfig { name: raw.name.unwrap_or_else(|| format!("sms-{}", index + 1)), url: url?, body: raw.body.into_inner(), token, severities, per_phone_per_hour, wording })
     }
 
-    fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path) -> Option<RobotConfig> {
+    fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path, mut wording: crate::alert::text::Wording) -> Option<RobotConfig> {
         let key = format!("alerts.{kind}");
         let url_text = match (&raw.url, &raw.url_file) {
             (Some(url), None) => Some(url.clone()),
@@ -975,16 +1037,10 @@ impl Checker<'_> {
             }
             (None, None) => None,
         };
-        let chinese = match raw.language.as_ref().map(|l| l.get_ref().as_str()) {
-            None | Some("zh") => true,
-            Some("en") => false,
-            Some(other) => {
-                let span = raw.language.as_ref().map_or(0..0, Spanned::span);
-                self.error(span, Some(&format!("{key}.language")), format!("`{other}`: use \"zh\" or \"en\""));
-                true
-            }
-        };
-        Some(RobotConfig { throttle_patience: None, name: raw.name.unwrap_or_else(|| format!("{kind}-{}", index + 1)), url: url?, secret, mention_mobiles: raw.mention_mobiles, chinese })
+        if let Some(language) = &raw.language {
+            wording.chinese = self.language(language, &format!("{key}.language"));
+        }
+        Some(RobotConfig { throttle_patience: None, name: raw.name.unwrap_or_else(|| format!("{kind}-{}", index + 1)), url: url?, secret, mention_mobiles: raw.mention_mobiles, wording })
     }
 
     fn worker_links(&mut self, http: &raw::RawHttp, base: &Path) -> Option<crate::links::WorkerLinks> {

@@ -30,6 +30,13 @@ pub struct RawConfig {
     pub serial: Vec<RawSerial>,
     pub dispatch: Option<RawDispatch>,
     pub gpio: Option<RawGpio>,
+    /// `zh` (default) or `en`: the language of the messages people read.
+    pub language: Option<Spanned<String>>,
+    /// An IANA time zone name (default `Asia/Shanghai`): where the times people read are shown.
+    pub time_zone: Option<Spanned<String>>,
+    /// Display names: site id, or `site/building`, = the name people read.
+    #[serde(default)]
+    pub names: BTreeMap<String, Spanned<String>>,
 }
 
 fn default_state_reserve_kib() -> u64 {
@@ -342,6 +349,8 @@ pub struct RawSms {
     pub token_file: Option<Spanned<String>>,
     /// Severities that go out by SMS (default: alarm and danger).
     pub severities: Option<Vec<String>>,
+    /// At most this many SMS per phone per hour (default 6); past it, alarms coalesce.
+    pub per_phone_per_hour: Option<Spanned<u64>>,
 }
 
 impl Default for RawAlerts {
@@ -367,7 +376,7 @@ pub struct RawRobot {
     pub secret_file: Option<Spanned<String>>,
     #[serde(default)]
     pub mention_mobiles: Vec<String>,
-    /// `zh` (default) or `en`.
+    /// `zh` or `en`; default: the top-level `language`.
     pub language: Option<Spanned<String>>,
 }
 

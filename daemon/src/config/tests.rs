@@ -263,3 +263,24 @@ fn a_topic_map_reads_nested_json_through_checked_pointers() {
     assert!(errors(&map("x = { path = \"/x\", scale = 0 }"))[0].contains("non-zero"));
     assert!(errors(&map("x = { path = \"/x\", scael = 2 }"))[0].contains("(keys: path, scale, offset)"), "a misspelt key is not ignored");
 }
+
+#[test]
+fn time_zone_and_language_default_to_china_and_are_checked() {
+    assert_eq!(parse(MINIMAL).unwrap().time_zone, chrono_tz::Asia::Shanghai);
+    let berlin = MINIMAL.replace("state_dir = \"state\"\n", "state_dir = \"state\"\ntime_zone = \"Europe/Berlin\"\nlanguage = \"en\"\n");
+    let config = parse(&format!("{berlin}\n[[alerts.wecom]]\nurl = \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K\"\n")).unwrap();
+    assert_eq!(config.time_zone, chrono_tz::Europe::Berlin);
+    assert!(!config.alerts.wecom[0].wording.chinese, "the robot follows the top-level language");
+    assert_eq!(config.alerts.wecom[0].wording.time_zone, chrono_tz::Europe::Berlin);
+    let refused = errors(&MINIMAL.replace("state_dir = \"state\"\n", "state_dir = \"state\"\ntime_zone = \"Beijing\"\nlanguage = \"fr\"\n"));
+    assert!(refused.iter().any(|e| e.contains("gridwatch.toml:3:") && e.contains("time_zone") && e.contains("IANA")), "{refused:?}");
+    assert!(refused.iter().any(|e| e.contains("gridwatch.toml:4:") && e.contains("language") && e.contains("\"zh\" or \"en\"")), "{refused:?}");
+}
+
+#[test]
+fn display_names_must_name_a_site_or_building_of_the_inventory() {
+    let config = parse(&format!("{MINIMAL}building = \"B7\"\n\n[names]\n\"north-lane\" = \"北巷社区\"\n\"north-lane/B7\" = \"7号楼\"\n")).unwrap();
+    assert_eq!((config.places.site("north-lane"), config.places.building("north-lane", "B7")), (Some("北巷社区"), Some("7号楼")));
+    let refused = errors(&format!("{MINIMAL}\n[names]\n\"north-lan\" = \"北巷社区\"\n"));
+    assert!(refused.iter().any(|e| e.contains("gridwatch.toml:13:") && e.contains("`north-lan` is no site")), "{refused:?}");
+}

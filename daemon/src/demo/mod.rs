@@ -102,6 +102,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         dispatch: crate::dispatch::Dispatch::default(),
         incident_acks: None,
         gpio: None,
+        time_zone: crate::local_time::DEFAULT,
+        places: crate::alert::text::Places::default(),
         worker_links: None,
         serial: Vec::new(),
     };

@@ -160,12 +160,12 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// How many incidents are not closed, per severity, worst first (severities without one left
+    /// How many incidents are open (not resolved, not closed: nobody has to act on those), per severity, worst first (severities without one left
     /// out). Counted by the database: after a bus outage ten thousand no-data incidents can be
     /// open, and this runs every few seconds.
     pub fn open_incident_counts(&self) -> anyhow::Result<Vec<(String, usize)>> {
         let conn = self.lock()?;
-        let mut statement = conn.prepare_cached("SELECT severity, COUNT(*) FROM incidents WHERE state != 'closed' GROUP BY severity")?;
+        let mut statement = conn.prepare_cached("SELECT severity, COUNT(*) FROM incidents WHERE state NOT IN ('resolved', 'closed') GROUP BY severity")?;
         let mut counts = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?.collect::<Result<Vec<_>, _>>()?;
         counts.sort_by_key(|(severity, _)| std::cmp::Reverse(rank(severity)));
         Ok(counts.into_iter().map(|(severity, n)| (severity, usize::try_from(n).unwrap_or(0))).collect())
@@ -217,11 +217,11 @@ impl std::fmt::Debug for Journaling {
 /// Applies `alert` to its incident inside `tx` (see [`Store::apply_alert`]).
 fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow::Result<Applied> {
     let now = alert.at_ms;
-    let current: Option<(i64, String, String, bool)> = tx
+    let current: Option<(i64, String, String, bool, String)> = tx
         .query_row(
-            "SELECT id, severity, worst_severity, sensor_normal FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1",
+            "SELECT id, severity, worst_severity, sensor_normal, state FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1",
             params![alert.rule, alert.sensor],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)? != 0)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)? != 0, row.get(4)?)),
         )
         .optional()?;
     // The very same judgement (same rule, sensor, kind and time) already journaled: a reading
@@ -236,8 +236,20 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
         return Ok(Applied::Repeat(current.map(|(id, ..)| id)));
     }
     let applied = match (alert.event.as_str(), current) {
-        ("fired" | "changed", Some((id, severity, _, false))) if severity == alert.severity => Applied::Repeat(Some(id)),
-        ("fired" | "changed", Some((id, severity, worst, sensor_normal))) => {
+        ("fired" | "changed", Some((id, severity, _, false, _))) if severity == alert.severity => Applied::Repeat(Some(id)),
+        // Fired again after a worker resolved it: the problem is back, the incident is open
+        // again and its ladder starts over (see `Store::apply_and_journal`).
+        ("fired" | "changed", Some((id, _, worst, _, state))) if state == State::Resolved.as_str() => {
+            let worst = if rank(&alert.severity) > rank(&worst) { alert.severity.clone() } else { worst };
+            tx.execute(
+                "UPDATE incidents SET state = 'open', severity = ?1, worst_severity = ?2, sensor_normal = 0, firings = firings + 1, last_value = ?3, updated_ms = ?4 WHERE id = ?5",
+                params![alert.severity, worst, alert.value, now, id],
+            )?;
+            audit(tx, id, now, "rules", &format!("re-opened {} (fired again after it was resolved)", alert.severity), None)?;
+            tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [id])?;
+            Applied::News(id)
+        }
+        ("fired" | "changed", Some((id, severity, worst, sensor_normal, _))) => {
             let worst = if rank(&alert.severity) > rank(&worst) { alert.severity.clone() } else { worst };
             // A fired while the incident is still firing is a change of severity.
             let fired_again = alert.event == "fired" && sensor_normal;
@@ -280,8 +292,8 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
                 }
             }
         }
-        (_, Some((id, _, _, true))) => Applied::Repeat(Some(id)),
-        (_, Some((id, _, worst, false))) => {
+        (_, Some((id, _, _, true, _))) => Applied::Repeat(Some(id)),
+        (_, Some((id, _, worst, false, _))) => {
             tx.execute("UPDATE incidents SET sensor_normal = 1, last_value = ?1, updated_ms = ?2 WHERE id = ?3", params![alert.value, now, id])?;
             audit(tx, id, now, "rules", "sensor normal", None)?;
             if closes_when_sensor_clears(&worst) {
@@ -363,6 +375,26 @@ mod tests {
         store.apply_alert(&event("cleared", "warning", 70_000), 600_000).await.unwrap().incident().unwrap();
         let later = store.apply_alert(&event("fired", "warning", 70_000 + 600_001), 600_000).await.unwrap().incident().unwrap();
         assert_ne!(later, id, "past the flap window: a new incident");
+    }
+
+    #[tokio::test]
+    async fn a_refire_after_resolve_reopens_the_incident_and_restarts_its_ladder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ladder = |at: i64| Journaling { escalate: Some((Some("grid-3".into()), at, at + 600_000)), ..to_office() };
+        let (applied, _) = store.apply_and_journal(&event("fired", "danger", 1_000), 600_000, ladder(1_000)).await.unwrap();
+        let id = applied.incident().unwrap();
+        store.apply_and_journal(&event("cleared", "danger", 2_000), 600_000, to_office()).await.unwrap();
+        store.incident_action(id, Action::Accept, "worker Li", None, 3_000).unwrap();
+        store.incident_action(id, Action::Resolve, "worker Li", Some("propped"), 4_000).unwrap();
+        assert_eq!(store.open_incident_counts().unwrap(), vec![], "a resolved incident is not open");
+        let (applied, journaled) = store.apply_and_journal(&event("fired", "danger", 5_000), 600_000, ladder(5_000)).await.unwrap();
+        assert_eq!((applied, journaled.unwrap().1.event.as_str()), (Applied::News(id), "fired"), "the same incident, as news");
+        assert_eq!(store.incidents(false).unwrap()[0].state, "open");
+        assert_eq!(store.incident_action(id, Action::Accept, "worker Li", None, 6_000).unwrap(), State::Accepted, "it can be accepted again");
+        let armed: i64 = store.lock().unwrap().query_row("SELECT armed_ms FROM escalations WHERE incident_id = ?1", [id], |r| r.get(0)).unwrap();
+        assert_eq!(armed, 5_000, "the ladder starts over from the re-fire");
+        assert!(store.incident_history(id).unwrap().iter().any(|e| e.action.contains("re-opened danger")));
     }
 
     #[tokio::test]

@@ -3,7 +3,6 @@
 //! link is the credential; a forged or expired link gets 403 and nothing else.
 
 use super::WebState;
-use crate::clock::rfc3339;
 use crate::incident::Action;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -82,7 +81,7 @@ fn page(state: &WebState, id: i64, signed: &Signed, message: Option<&str>) -> Re
         state = escape(&row.state),
         normal = if row.sensor_normal { " — 传感器已恢复 sensor normal" } else { "" },
         value = row.last_value,
-        opened = rfc3339(row.opened_ms),
+        opened = crate::local_time::datetime(row.opened_ms, state.time_zone),
     );
     if let Some(alert) = &about {
         let place = [Some(alert.site.as_str()), alert.building.as_deref(), alert.grid.as_deref()].into_iter().flatten().map(escape).collect::<Vec<_>>().join(" · ");
@@ -120,7 +119,7 @@ fn page(state: &WebState, id: i64, signed: &Signed, message: Option<&str>) -> Re
         query = escape(&signed.query()),
     );
     for entry in trail {
-        let _ = write!(html, "<li>{} · {} · {}{}</li>", rfc3339(entry.at_ms), escape(&entry.actor), escape(&entry.action), entry.note.map(|n| format!(": {}", escape(&n))).unwrap_or_default());
+        let _ = write!(html, "<li>{} · {} · {}{}</li>", crate::local_time::datetime(entry.at_ms, state.time_zone), escape(&entry.actor), escape(&entry.action), entry.note.map(|n| format!(": {}", escape(&n))).unwrap_or_default());
     }
     html.push_str("</ul></body></html>");
     Html(html).into_response()
@@ -185,7 +184,7 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let links = WorkerLinks::new(base.parse().unwrap(), "a-link-secret-of-some-length", Duration::from_secs(3600));
         let members = Arc::new([("wang".to_string(), "王芳".to_string())].into_iter().collect());
-        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: Some(links), installer: None, ledger: None, members };
+        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: Some(links), installer: None, time_zone: crate::local_time::DEFAULT, ledger: None, members };
         let app = super::super::router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (base, state, id, dir)

@@ -4,7 +4,6 @@
 
 use super::incident_page::escape;
 use super::WebState;
-use crate::clock::rfc3339;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -19,6 +18,8 @@ pub async fn list(State(state): State<WebState>) -> Response {
         Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<p>{}</p>", escape(&error.to_string())))).into_response(),
     };
     rows.sort_by_key(|r| (SEVERITIES.iter().position(|s| *s == r.severity).unwrap_or(SEVERITIES.len()), r.opened_ms));
+    // Resolved incidents wait for their close, not for anyone to go: not open.
+    let (resolved, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.state == crate::incident::State::Resolved.as_str());
     let mut html = String::from(
         "<!doctype html><html lang=\"zh\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"30\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>gridwatch — incidents</title>\
@@ -41,17 +42,21 @@ pub async fn list(State(state): State<WebState>) -> Response {
                 escape(&r.sensor),
                 r.last_value,
                 age(now - r.opened_ms),
-                rfc3339(r.opened_ms),
+                crate::local_time::datetime(r.opened_ms, state.time_zone),
                 sev = escape(&r.severity),
             );
         }
         html.push_str("</table>");
     }
+    if !resolved.is_empty() {
+        let ids: Vec<String> = resolved.iter().map(|r| format!("#{}", r.id)).collect();
+        let _ = write!(html, "<p>已办结待关闭 Resolved, awaiting close ({}): {}</p>", resolved.len(), ids.join(" "));
+    }
     let silences = state.store.silences(now, false).unwrap_or_default();
     if !silences.is_empty() {
         html.push_str("<h2>静默 Silences</h2><ul>");
         for s in silences {
-            let _ = write!(html, "<li>#{} {} {} until {} — {} ({})</li>", s.id, s.scope, escape(&s.target), rfc3339(s.expires_ms), escape(&s.reason), escape(&s.author));
+            let _ = write!(html, "<li>#{} {} {} until {} — {} ({})</li>", s.id, s.scope, escape(&s.target), crate::local_time::datetime(s.expires_ms, state.time_zone), escape(&s.reason), escape(&s.author));
         }
         html.push_str("</ul>");
     }
@@ -86,12 +91,18 @@ mod tests {
         warning.rule = "tilt-<script>".into();
         store.apply_alert(&warning, 0).await.unwrap();
         store.apply_alert(&sample_alert("fired", 7.3), 0).await.unwrap();
-        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: None, installer: None, ledger: None, members: Arc::default() };
+        let mut done = sample_alert("fired", 7.3);
+        done.sensor = "house-99".into();
+        let done = store.apply_alert(&done, 0).await.unwrap().incident().unwrap();
+        store.incident_action(done, crate::incident::Action::Resolve, "worker Li", Some("propped"), 2_000).unwrap();
+        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: None, installer: None, time_zone: crate::local_time::DEFAULT, ledger: None, members: Arc::default() };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, super::super::router(state)).await.unwrap() });
         let html = reqwest::get(format!("{base}/incidents")).await.unwrap().text().await.unwrap();
-        assert!(html.contains("Open incidents (2)"), "{html}");
+        assert!(html.contains("Open incidents (2)"), "a resolved incident is not open: {html}");
+        assert!(html.contains("Resolved, awaiting close (1): #3"), "{html}");
+        assert!(html.contains("<td>2026-11-23 08:00:00</td>"), "opened in China time: {html}");
         let danger = html.find("<tr class=\"danger\"><td>2</td>").expect("the danger incident");
         let warning = html.find("<tr class=\"warning\"><td>1</td>").expect("the warning incident");
         assert!(danger < warning, "worst first");

@@ -36,6 +36,8 @@ pub struct WebState {
     pub ledger: Option<crate::invariants::Ledger>,
     /// Roster members by id -> name, for links made for one member.
     pub members: Arc<std::collections::BTreeMap<String, String>>,
+    /// Where the pages' times are shown (`time_zone`).
+    pub time_zone: chrono_tz::Tz,
 }
 
 /// The routes, for `serve` and for tests.

@@ -1,0 +1,239 @@
+//! What grid workers read, as it arrives: the real `gridwatch` binary, a real mosquitto, and
+//! real HTTP receivers standing in for the WeCom and DingTalk group robots and the SMS gateway.
+//! Sites and buildings have display names (`[names]`). Asserts the exact Chinese texts received — fired, grouped (the rest of a house), cleared, SMS
+//! — each with its incident number, a local (China) time and a link that opens the incident.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{publish_until_evaluated, Daemon, SECOND};
+use gridwatch_tests::{free_port, wait_for, Mosquitto, WebhookReceiver};
+use std::path::Path;
+
+const ROSTER: &str = r#"
+timezone = "+08:00"
+
+[[grid]]
+id = "grid-3"
+
+[[member]]
+id = "wang"
+name = "王芳"
+role = "worker"
+phone = "13800000001"
+grids = ["grid-3"]
+
+[[shift]]
+member = "wang"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+from = "00:00"
+to = "00:00"
+"#;
+
+const RULES: &str = r#"
+[[rule]]
+id = "do-low"
+title = "Dissolved oxygen low"
+message = { en = "{site} {building} ({sensor}): dissolved oxygen {value} {unit} — {severity}", zh = "{site} {building}（{sensor}）溶解氧 {value} {unit}，低于 5 {unit}，{severity}" }
+kind = "water"
+value = "do"
+unit = "mg/L"
+below = 5.0
+clear_above = 5.3
+severity = "alarm"
+"#;
+
+fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, [wecom, dingtalk, sms]: [&WebhookReceiver; 3]) {
+    let sensors: String = (1..=3).map(|i| format!("[[sensor]]\nid = \"canal-0{i}\"\nkind = \"water\"\nsite = \"north-lane\"\nbuilding = \"B7\"\ngrid = \"grid-3\"\n\n")).collect();
+    let config = format!(
+        "state_dir = \"state\"\ntime_zone = \"Asia/Shanghai\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-messages-{http_port}\"\n\n{sensors}\
+         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\ngroup_window_secs = 2\n\n\
+         [[alerts.wecom]]\nname = \"wecom\"\nurl = \"{}?key=K\"\n\n[[alerts.dingtalk]]\nname = \"dingtalk\"\nurl = \"{}?access_token=T\"\n\n\
+         [[alerts.sms]]\nname = \"sms\"\nurl = \"{}\"\nbody = '{{\"phone\": \"{{phone}}\", \"msg\": \"{{message}}\"}}'\n\n\
+         [dispatch]\nroster = \"roster.toml\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"a-secret-of-enough-length\"\n\n\
+         [names]\n\"north-lane\" = \"北巷社区\"\n\"north-lane/B7\" = \"7号楼\"\n",
+        mosquitto.url(),
+        wecom.url(),
+        dingtalk.url(),
+        sms.url(),
+    );
+    std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.join("roster.toml"), ROSTER).unwrap();
+    std::fs::write(dir.join("rules.toml"), RULES).unwrap();
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// China time, computed apart from the daemon: UTC + 8 h ("12月3日 23:28").
+fn china(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms + 8 * 3_600_000).unwrap().format("%-m月%-d日 %H:%M").to_string()
+}
+
+fn topic(sensor: &str) -> String {
+    format!("gridwatch/north-lane/{sensor}/telemetry")
+}
+
+/// The text with each link's expiry and signature blanked (they change with the clock), and the
+/// links found, to open.
+fn blank_links(text: &str, http_port: u16) -> (String, Vec<String>) {
+    let base = format!("http://127.0.0.1:{http_port}/incident/");
+    let mut out = String::new();
+    let mut links = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&base) {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find(|c: char| c.is_whitespace() || c == ')').map_or(rest.len(), |e| start + e);
+        let link = &rest[start..end];
+        links.push(link.to_string());
+        let (path, query) = link.split_once('?').unwrap();
+        let member = query.split('&').find(|p| p.starts_with("m=")).map(|m| format!("{m}&")).unwrap_or_default();
+        out.push_str(&format!("{}?{member}exp=…&sig=…", path.replace(&format!("http://127.0.0.1:{http_port}"), "http://BOX")));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    (out, links)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working_link() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let (wecom, dingtalk, sms) = (WebhookReceiver::start(Vec::new()).await, WebhookReceiver::start(Vec::new()).await, WebhookReceiver::start(Vec::new()).await);
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, [&wecom, &dingtalk, &sms]);
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = publish_until_evaluated(&mosquitto, &topic("canal-01"), || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    for sensor in ["canal-02", "canal-03"] {
+        mosquitto.publish(&topic(sensor), &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+    }
+
+    // One box of the house: its message goes at once; the other two within the group window
+    // follow together, as one message about the house.
+    let fired_at = now_ms();
+    mosquitto.publish(&topic("canal-01"), &format!(r#"{{"do": 3.04567, "ts": {fired_at}}}"#)).unwrap();
+    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == 1 }).await, "{:?}", daemon.stderr());
+    let grouped_at = now_ms();
+    mosquitto.publish(&topic("canal-02"), &format!(r#"{{"do": 3.2, "ts": {grouped_at}}}"#)).unwrap();
+    mosquitto.publish(&topic("canal-03"), &format!(r#"{{"do": 0.87654, "ts": {}}}"#, grouped_at + 1)).unwrap();
+    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == 2 && dingtalk.bodies().len() == 2 && sms.bodies().len() == 2 }).await, "{:?}", daemon.stderr());
+    // canal-01 back to normal.
+    let cleared_at = now_ms();
+    mosquitto.publish(&topic("canal-01"), &format!(r#"{{"do": 7.2, "ts": {cleared_at}}}"#)).unwrap();
+    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == 3 && dingtalk.bodies().len() == 3 }).await, "{:?}", daemon.stderr());
+
+    let wecom = wecom.bodies();
+    let (fired_time, grouped_time, cleared_time) = (china(fired_at), china(grouped_at), china(cleared_at));
+    let mut all_links = Vec::new();
+    let mut check = |text: &str, expected: String| {
+        // As received (`cargo test --test messages -- --nocapture` shows them; docs/incidents.md quotes them).
+        println!("{text}\n---");
+        let (blanked, links) = blank_links(text, http_port);
+        assert_eq!(blanked, expected);
+        assert!(!links.is_empty(), "a link in {text}");
+        all_links.extend(links);
+    };
+
+    // WeCom, someone on duty to @-mention: a *text* message, so no markdown in it.
+    assert_eq!(wecom[0]["msgtype"], "text");
+    assert_eq!(wecom[0]["text"]["mentioned_mobile_list"], serde_json::json!(["13800000001"]));
+    let fired = wecom[0]["text"]["content"].as_str().unwrap();
+    check(fired, format!("🟠 橙色预警 #1\n北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警\n请尽快到场查看。\n时间：{fired_time}\n王芳：接单 / 到场 / 办结 http://BOX/incident/1?m=wang&exp=…&sig=…"));
+    let grouped = wecom[1]["text"]["content"].as_str().unwrap();
+    check(
+        grouped,
+        format!(
+            "北巷社区 7号楼：2 个传感器告警\n\
+             - 🟠 橙色预警 #2 {grouped_time} 北巷社区 7号楼（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警 王芳：处理 http://BOX/incident/2?m=wang&exp=…&sig=…\n\
+             - 🟠 橙色预警 #3 {grouped_time} 北巷社区 7号楼（canal-03）溶解氧 0.88 mg/L，低于 5 mg/L，橙色预警 王芳：处理 http://BOX/incident/3?m=wang&exp=…&sig=…"
+        ),
+    );
+    // The clear names nobody: a markdown message, in its own words.
+    assert_eq!(wecom[2]["msgtype"], "markdown");
+    let cleared = wecom[2]["markdown"]["content"].as_str().unwrap();
+    check(cleared, format!("**✅ 已恢复正常 #1**\n北巷社区 7号楼（canal-01）水质已恢复正常，当前7.2 mg/L\n数值已回落，但仍需到场核实后办结。\n时间：{cleared_time}\n[接单 / 到场 / 办结](http://BOX/incident/1?exp=…&sig=…)"));
+
+    // DingTalk: markdown with a Chinese title.
+    let dingtalk = dingtalk.bodies();
+    let titles: Vec<&str> = dingtalk.iter().map(|b| b["markdown"]["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, vec!["🟠 橙色预警 #1 北巷社区 7号楼", "北巷社区 7号楼：2 个传感器告警", "✅ 已恢复正常 #1 北巷社区 7号楼"]);
+    check(
+        dingtalk[0]["markdown"]["text"].as_str().unwrap(),
+        format!("**🟠 橙色预警 #1**\n北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警\n请尽快到场查看。\n时间：{fired_time}\n王芳：[接单 / 到场 / 办结](http://BOX/incident/1?m=wang&exp=…&sig=…)\n\n@13800000001"),
+    );
+
+    // SMS: the number, the short sentence, what to do, the time and the link; one for the house.
+    let sms: Vec<String> = sms.bodies().iter().map(|b| format!("{} {}", b["phone"].as_str().unwrap(), b["msg"].as_str().unwrap())).collect();
+    assert_eq!(sms.len(), 2, "{sms:?}");
+    check(&sms[0], format!("13800000001 【橙色预警】#1 北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警 请尽快到场查看。 {fired_time} 处理：http://BOX/incident/1?exp=…&sig=…"));
+    check(&sms[1], format!("13800000001 【橙色预警】#2 #3 北巷社区 7号楼（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警（本楼共2条） 请尽快到场查看。 {grouped_time} 处理：http://BOX/incident/2?exp=…&sig=…"));
+
+    // Every link opens its incident, with times in China time.
+    for link in &all_links {
+        let page = reqwest::get(link).await.unwrap();
+        assert!(page.status().is_success(), "{link}: {}", page.status());
+        let html = page.text().await.unwrap();
+        let id = link.split("/incident/").nth(1).unwrap().split('?').next().unwrap();
+        assert!(html.contains(&format!("#{id} ")), "{link} opens incident #{id}");
+        let opened = chrono::DateTime::from_timestamp_millis(if id == "1" { fired_at } else { grouped_at } + 8 * 3_600_000).unwrap().format("%Y-%m-%d %H:%M").to_string();
+        assert!(html.contains(&opened), "the page shows China time {opened}: {html}");
+    }
+    assert!(daemon.stop().success());
+}
+
+/// Forty houses alarm at once: the robot takes 20 messages a minute, so the other twenty wait
+/// and go out as a digest — split into messages under WeCom's 4,096 bytes, every one of the
+/// twenty with its number and link, none dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_past_the_size_limit_is_split_and_keeps_every_incident_and_link() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let wecom = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let sensors: String = (1..=40).map(|i| format!("[[sensor]]\nid = \"canal-{i:02}\"\nkind = \"water\"\nsite = \"north-lane\"\nbuilding = \"B{i}\"\ngrid = \"grid-3\"\n\n")).collect();
+    let config = format!(
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-digest-{http_port}\"\n\n{sensors}[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n\
+         [alerts]\nconsole = false\n\n[[alerts.wecom]]\nname = \"wecom\"\nurl = \"{}?key=K\"\n\n\
+         [http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"a-secret-of-enough-length\"\n",
+        mosquitto.url(),
+        wecom.url()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = publish_until_evaluated(&mosquitto, &topic("canal-01"), || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    for i in 1..=40 {
+        mosquitto.publish(&topic(&format!("canal-{i:02}")), &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    }
+    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == 20 }).await, "{:?}", daemon.stderr());
+    // The minute's limit: the rest waits, then comes as a digest.
+    let digest_came = wait_for(75 * SECOND, || async { wecom.bodies().len() >= 22 }).await;
+    assert!(digest_came, "{} messages; {:?}", wecom.bodies().len(), daemon.stderr());
+    tokio::time::sleep(2 * SECOND).await;
+    let bodies = wecom.bodies();
+    let pages: Vec<&str> = bodies[20..].iter().map(|b| b["markdown"]["content"].as_str().unwrap()).collect();
+    assert_eq!(pages.len(), 2, "{pages:#?}");
+    for (i, page) in pages.iter().enumerate() {
+        assert!(page.len() <= 4096, "page {} is {} bytes", i + 1, page.len());
+        assert!(page.starts_with(&format!("**20 条告警汇总（{}/2）**\n- 🟠 橙色预警 #", i + 1)), "{page}");
+        println!("{page}\n---");
+    }
+    let all = pages.join("\n");
+    let mut numbers = Vec::new();
+    for line in all.lines().filter(|l| l.starts_with("- ")) {
+        let number: i64 = line.split(" #").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        let (_, links) = blank_links(line, http_port);
+        assert_eq!(links.len(), 1, "{line}");
+        assert!(links[0].contains(&format!("/incident/{number}?")), "{line}");
+        numbers.push(number);
+    }
+    assert_eq!(numbers, (21..=40).collect::<Vec<_>>(), "every incident of the digest, in order");
+    for message in &bodies[..20] {
+        assert!(message["markdown"]["content"].as_str().unwrap().contains("[接单 / 到场 / 办结](http://127.0.0.1:"), "{message}");
+    }
+    assert!(daemon.stop().success());
+}
