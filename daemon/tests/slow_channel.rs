@@ -91,7 +91,11 @@ async fn a_receiver_taking_30_s_per_request_delays_no_other_channel_and_no_readi
     );
     assert!(all_fast, "the fast webhook got {} of {READINGS}", fast.bodies().len());
     assert!(all_console, "the console printed {} of {READINGS}", console());
-    assert!(slowest <= 1_000, "the fast webhook got an alert {slowest} ms after its reading");
+    // Isolation, not speed: the slow receiver takes 30 s a request, so any alert held behind it
+    // would arrive 30 s late. (The figures printed above are the measurement: median 6–7 ms,
+    // slowest about 0.1 s on a quiet machine; the bounds leave room for a loaded one.)
+    assert!(median <= 1_000, "the fast webhook got half its alerts more than {median} ms after their readings");
+    assert!(slowest < 10_000, "the fast webhook got an alert {slowest} ms after its reading: held behind the slow one?");
     assert!(slow.bodies().len() < 10, "the slow receiver really was slow: {}", slow.bodies().len());
     assert_eq!(accepted, READINGS, "every reading was judged");
     assert!(acknowledged > READINGS, "every reading was acknowledged: {acknowledged}");
