@@ -220,11 +220,11 @@ impl Dispatcher {
             Ok((_, None)) => return,
             Err(error) => {
                 // Without its incident the alert still goes out (journaled on its own).
-                tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "incident not updated; sending the alert anyway");
+                self.store.report_failure("updating an incident (the alert is sent anyway)", &error);
                 let destinations = targets.iter().map(|t| (t.clone(), None)).collect();
                 if let Err(error) = self.store.record_alert_to(&alert, destinations, deferred_until.or(grouped_until)).await {
                     // The store is the channels' queue: an alert it cannot take cannot be sent.
-                    tracing::error!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %format!("{error:#}"), "alert not journaled: it cannot be sent");
+                    self.store.report_failure("journaling an alert (it cannot be sent)", &error);
                     return;
                 }
                 alert

@@ -1,8 +1,9 @@
 //! Whether the store can write, for `/healthz` and the metrics, and the rate limit of its error
 //! lines: a store that cannot write is an alarm, not one log line per reading.
 //!
-//! Two signs: the state directory's filesystem is mounted read-only (`statvfs`, asked when
-//! health is asked — no write to the card to find out), or a write failed (other than a full
+//! Two signs: the state directory's filesystem is read-only (mounted so, or ext4 turned it
+//! read-only after an error; read from `/proc/self/mountinfo` when health is asked — no write to
+//! the card to find out), or a write failed (other than a full
 //! disk, which has its own reserve and gauge) and none succeeded for [`RECOVERED_AFTER`] since.
 //!
 //! Also here: a `-wal` file torn by a power cut, found before SQLite's recovery silently drops
@@ -74,21 +75,31 @@ impl Health {
     }
 }
 
-/// Whether `dir`'s filesystem is mounted read-only.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
+/// Whether `dir`'s filesystem is read-only: mounted `ro`, or ext4's `emergency_ro` after an
+/// error (which `statvfs` does not show). Read from `/proc/self/mountinfo`: nothing is written to
+/// find out.
 fn read_only(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
-    // SAFETY: `path` is a valid C string; `stats` is plain data statvfs fills in.
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    let status = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
-    status == 0 && stats.f_flag & libc::ST_RDONLY != 0
+    let (Ok(dir), Ok(mounts)) = (dir.canonicalize(), std::fs::read_to_string("/proc/self/mountinfo")) else { return false };
+    mount_read_only(&mounts, &dir)
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn read_only(_dir: &Path) -> bool {
-    false
+/// [`read_only`] on the text of a mountinfo file: the options of the mount `dir` is under.
+fn mount_read_only(mountinfo: &str, dir: &Path) -> bool {
+    let mut best: Option<(usize, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(point), Some(options)) = (fields.get(4), fields.get(5)) else { continue };
+        let point = point.replace("\\040", " ");
+        if !dir.starts_with(&point) {
+            continue;
+        }
+        let super_options = fields.iter().position(|f| *f == "-").and_then(|dash| fields.get(dash + 3)).copied().unwrap_or("");
+        let read_only = options.split(',').chain(super_options.split(',')).any(|o| o == "ro" || o == "emergency_ro");
+        if best.is_none_or(|(len, _)| point.len() >= len) {
+            best = Some((point.len(), read_only));
+        }
+    }
+    best.is_some_and(|(_, read_only)| read_only)
 }
 
 /// The bytes of a partial frame at the end of `db`'s `-wal` (a write the power cut tore), which
@@ -138,6 +149,16 @@ mod tests {
         assert_eq!(torn_wal_tail(&db), 1000);
         std::fs::write(dir.path().join("gridwatch.db-wal"), [0u8; 10]).unwrap();
         assert_eq!(torn_wal_tail(&db), 10, "a torn header");
+    }
+
+    #[test]
+    fn an_ext4_card_read_only_after_an_error_is_found_in_mountinfo() {
+        let mountinfo = "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                         40 22 7:0 / /var/lib/gridwatch rw,relatime - ext4 /dev/loop0 rw,errors=remount-ro,emergency_ro\n\
+                         41 22 7:1 / /srv ro,relatime - ext4 /dev/loop1 rw\n";
+        assert!(mount_read_only(mountinfo, Path::new("/var/lib/gridwatch/state")));
+        assert!(mount_read_only(mountinfo, Path::new("/srv")));
+        assert!(!mount_read_only(mountinfo, Path::new("/var/lib")), "the root filesystem is writable");
     }
 
     #[test]
