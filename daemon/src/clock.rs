@@ -188,7 +188,7 @@ mod tests {
         assert!("sometimes".parse::<SyncSource>().is_err());
         let set = Clock::Accelerated { start: 0, started: Instant::now(), speed: 1.0, synchronized: true };
         assert_eq!(set.label(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        let booted_at_1970 = Clock::Accelerated { synchronized: false, ..set };
+        let booted_at_1970 = Clock::Accelerated { start: 0, started: Instant::now(), speed: 1.0, synchronized: false };
         assert_eq!(booted_at_1970.label(86_400_000), TIME_UNKNOWN);
     }
 
