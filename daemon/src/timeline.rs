@@ -10,9 +10,10 @@
 //!
 //! Readings are placed on it: a reading this box stamped is placed at its arrival; a device's
 //! own time keeps its spacing (holds are judged by the device's times) through a per-sensor
-//! offset learned from its first reading, and learned again when a reading would land more than
-//! [`AHEAD_TOLERANCE_MS`] ahead of the timeline (the device's clock jumped forward, or its first
-//! readings were a backlog). A device clock that went back is left to the out-of-order runs
+//! offset — none while the box's clock is synchronised (the device's time is taken as it is, so
+//! readings judged again after a crash land where they were first judged), else learned from its
+//! first reading — learned again when a reading would land more than [`AHEAD_TOLERANCE_MS`] ahead
+//! of the timeline (the device's clock jumped forward, or its first readings were a backlog). A device clock that went back is left to the out-of-order runs
 //! ([`crate::sensor_clocks`]), which then call [`Timeline::reanchor`].
 //!
 //! What people read is labelled in wall-clock time ([`Timeline::label`]): from the wall clock
@@ -57,7 +58,10 @@ impl Timeline {
         if !own_time {
             return now;
         }
-        let offset = self.offsets.entry(sensor).or_insert(now - ts);
+        // A synchronised box believes the device's time as it is (its backlogs and re-judged
+        // readings land where they were judged before); an unset one places it at its arrival.
+        let synchronized = self.clock.synchronized();
+        let offset = self.offsets.entry(sensor).or_insert_with(|| if synchronized { 0 } else { now - ts });
         if ts.saturating_add(*offset) > now.saturating_add(AHEAD_TOLERANCE_MS) {
             *offset = now - ts;
         }
@@ -118,6 +122,12 @@ mod tests {
         assert!(timeline.now() > TRUE_NOW, "a box that booted days behind continues after its last judged reading");
         let timeline = Timeline::start(box_clock(TRUE_NOW, true), Some(TRUE_NOW - DAY));
         assert!(timeline.now() >= TRUE_NOW, "downtime the wall clock shows counts");
+    }
+
+    #[test]
+    fn a_synchronised_box_takes_a_devices_time_as_it_is() {
+        let mut timeline = Timeline::start(box_clock(TRUE_NOW, true), None);
+        assert_eq!(timeline.place(0, TRUE_NOW - 3_600_000, true), TRUE_NOW - 3_600_000, "an hour-old reading is an hour old");
     }
 
     #[test]
