@@ -32,6 +32,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if config.serial.is_empty() {
         anyhow::bail!("the configuration has no [[serial]] port to bridge");
     }
+    crate::clock::use_sync_source(config.clock_synchronized.clone());
     let metrics = Arc::new(Metrics::new());
     let (client, mut eventloop) = AsyncClient::new(crate::mqtt::options(&config.mqtt, "bridge"), 256);
     let connection = tokio::spawn(async move {
@@ -74,7 +75,7 @@ mod tests {
 
     #[test]
     fn payload_follows_the_default_convention() {
-        let sample = Sample { sensor: 0, ts: 1_795_392_000_000, seq: None, fields: vec![("x".into(), 0.12), ("y".into(), -0.03)], clock_untrusted: false };
+        let sample = Sample { sensor: 0, ts: 1_795_392_000_000, seq: None, fields: vec![("x".into(), 0.12), ("y".into(), -0.03)], clock_untrusted: false, own_time: true };
         let decoded = crate::mqtt::payload::decode(payload(&sample, 7).as_bytes(), &crate::mqtt::payload::Limits { max_bytes: 4096, max_fields: 32, max_field_name_bytes: 64 }, &Default::default()).unwrap();
         assert_eq!(decoded.fields, sample.fields);
         assert_eq!((decoded.ts, decoded.seq), (Some(sample.ts), Some(7)));

@@ -1,7 +1,18 @@
-//! Wall-clock time for labelling readings and driving rule ticks, behind a seam so the demo can
-//! run hours of simulated time in seconds (and replay can run faster still, later).
+//! The daemon's two times, behind a seam so the demo can run hours of simulated time in seconds.
+//!
+//! - **Elapsed time** ([`Clock::elapsed_ms`]) is monotonic: it never steps. Every duration — rule
+//!   holds and no-data (the pipeline's judging timeline), reminders and escalations (their ages)
+//!   — is measured on it, so an NTP step of the wall clock neither fires a burst nor stops a
+//!   ladder.
+//! - **The wall clock** ([`Clock::now`]) only labels what a person reads and what is stored. A
+//!   Raspberry Pi has no real-time clock: it boots at 1970 or its last shutdown time until NTP
+//!   steps it, so a label is only believed once the clock is [`Clock::synchronized`] — read from
+//!   the kernel (`adjtimex`) or from systemd-timesyncd's flag file, never guessed from the year.
+//!   Before that, people read [`TIME_UNKNOWN`].
 
 use gridwatch_rules::Millis;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The daemon's source of "now" in milliseconds since the Unix epoch.
@@ -9,30 +20,87 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub enum Clock {
     /// The system clock.
     System,
-    /// Starts at the system time when created and runs `speed` times faster (the demo).
-    Accelerated { start: Millis, started: Instant, speed: f64 },
+    /// Starts at `start` and runs `speed` times faster (the demo); `synchronized` says whether it
+    /// counts as set (tests of a box booted at 1970 say no).
+    Accelerated { start: Millis, started: Instant, speed: f64, synchronized: bool },
 }
 
-/// Before this instant (2026-01-01T00:00:00Z, before this release) the system clock cannot be
-/// right: a Raspberry Pi has no real-time clock and boots at 1970, or at its last shutdown,
-/// until NTP has synced.
-pub const TRUSTED_AFTER_MS: Millis = 1_767_225_600_000;
+/// What a person reads instead of a time stamped by a clock that is not set.
+pub const TIME_UNKNOWN: &str = "time unknown";
+
+/// Where the daemon learns that the system clock is set (`[ingest] clock_synchronized`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SyncSource {
+    /// The kernel's NTP state (`adjtimex`): set once an NTP client (systemd-timesyncd, chrony)
+    /// synchronised it.
+    #[default]
+    Kernel,
+    /// Set while this file exists (systemd-timesyncd's `/run/systemd/timesync/synchronized`).
+    File(PathBuf),
+    /// Always set: a box with a battery-backed clock, or a VM or container whose host keeps time.
+    Always,
+}
+
+impl std::str::FromStr for SyncSource {
+    type Err = String;
+    fn from_str(text: &str) -> Result<SyncSource, String> {
+        match text {
+            "kernel" => Ok(SyncSource::Kernel),
+            "always" => Ok(SyncSource::Always),
+            path if path.starts_with('/') => Ok(SyncSource::File(PathBuf::from(path))),
+            other => Err(format!("`{other}`: expected \"kernel\", \"always\" or the absolute path of a flag file")),
+        }
+    }
+}
+
+/// The source in force for [`Clock::System`]; set once at start.
+static SYNC_SOURCE: OnceLock<SyncSource> = OnceLock::new();
+
+/// When this process's elapsed time began.
+static PROCESS_START: OnceLock<Instant> = OnceLock::new();
+
+/// Chooses where the system clock's synchronisation is read; the first call wins.
+pub fn use_sync_source(source: SyncSource) {
+    let _ = SYNC_SOURCE.set(source);
+}
 
 impl Clock {
-    /// Whether "now" can be believed (see [`TRUSTED_AFTER_MS`]). Readings stamped with an
-    /// untrusted clock are still judged by the rules (time differences hold) but never stored.
-    pub fn trusted(&self) -> bool {
-        self.now() >= TRUSTED_AFTER_MS
+    /// Whether the wall clock is set (NTP or another time source synchronised it). Readings
+    /// stamped by an unset clock are still judged by the rules (on elapsed time) but never
+    /// stored, and devices' own times are believed over it.
+    pub fn synchronized(&self) -> bool {
+        match self {
+            Clock::System => system_synchronized(),
+            Clock::Accelerated { synchronized, .. } => *synchronized,
+        }
+    }
+
+    /// Milliseconds of monotonic time since this process started (the demo's run faster): never
+    /// steps, whatever the wall clock does.
+    pub fn elapsed_ms(&self) -> Millis {
+        match *self {
+            Clock::System => PROCESS_START.get_or_init(Instant::now).elapsed().as_millis() as Millis,
+            Clock::Accelerated { started, speed, .. } => (started.elapsed().as_secs_f64() * 1000.0 * speed) as Millis,
+        }
+    }
+
+    /// A wall-clock label for a person: RFC 3339, or [`TIME_UNKNOWN`] while the clock is not set.
+    pub fn label(&self, ms: Millis) -> String {
+        if self.synchronized() {
+            rfc3339(ms)
+        } else {
+            TIME_UNKNOWN.to_string()
+        }
     }
 
     pub fn accelerated(speed: f64) -> Clock {
-        Clock::Accelerated { start: system_now(), started: Instant::now(), speed }
+        Clock::Accelerated { start: system_now(), started: Instant::now(), speed, synchronized: true }
     }
 
     pub fn now(&self) -> Millis {
         match *self {
             Clock::System => system_now(),
-            Clock::Accelerated { start, started, speed } => {
+            Clock::Accelerated { start, started, speed, .. } => {
                 start + (started.elapsed().as_secs_f64() * 1000.0 * speed) as Millis
             }
         }
@@ -45,6 +113,36 @@ impl Clock {
             Clock::Accelerated { speed, .. } => speed,
         }
     }
+}
+
+fn system_synchronized() -> bool {
+    SYNC_SOURCE.get().is_none_or(SyncSource::synchronized)
+}
+
+impl SyncSource {
+    fn synchronized(&self) -> bool {
+        match self {
+            SyncSource::Kernel => kernel_synchronized(),
+            SyncSource::File(file) => file.exists(),
+            SyncSource::Always => true,
+        }
+    }
+}
+
+/// The kernel's view (`adjtimex`): an NTP client that set the clock clears `STA_UNSYNC`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn kernel_synchronized() -> bool {
+    // SAFETY: `timex` is plain data; with `modes == 0` adjtimex only reads the kernel's state.
+    let mut timex: libc::timex = unsafe { std::mem::zeroed() };
+    let state = unsafe { libc::adjtimex(&mut timex) };
+    state >= 0 && state != libc::TIME_ERROR && timex.status & libc::STA_UNSYNC == 0
+}
+
+/// Without `adjtimex`, only the flag file can say: the clock counts as set.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn kernel_synchronized() -> bool {
+    true
 }
 
 fn system_now() -> Millis {
@@ -65,15 +163,33 @@ mod tests {
     #[test]
     fn accelerated_clock_runs_faster_than_the_system_clock() {
         let started = Instant::now() - std::time::Duration::from_millis(20);
-        let clock = Clock::Accelerated { start: 1_000_000, started, speed: 1000.0 };
+        let clock = Clock::Accelerated { start: 1_000_000, started, speed: 1000.0, synchronized: true };
         assert!(clock.now() >= 1_000_000 + 20_000);
     }
 
     #[test]
-    fn a_clock_before_2026_is_not_trusted() {
-        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: Instant::now(), speed: 1.0 };
-        assert!(!booted_at_1970.trusted());
-        assert!(Clock::System.trusted(), "this machine's clock is set");
+    fn elapsed_time_only_moves_forward() {
+        let clock = Clock::System;
+        let before = clock.elapsed_ms();
+        assert!(clock.elapsed_ms() >= before);
+        let demo = Clock::Accelerated { start: 0, started: Instant::now() - std::time::Duration::from_millis(10), speed: 100.0, synchronized: true };
+        assert!(demo.elapsed_ms() >= 1000, "the demo's elapsed time runs at its speed");
+    }
+
+    #[test]
+    fn the_flag_file_says_whether_the_clock_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("synchronized");
+        let source: SyncSource = flag.to_str().unwrap().parse().unwrap();
+        assert!(!source.synchronized(), "no flag file: the clock is not set, whatever year it says");
+        std::fs::write(&flag, b"").unwrap();
+        assert!(source.synchronized());
+        assert!(SyncSource::Always.synchronized());
+        assert!("sometimes".parse::<SyncSource>().is_err());
+        let set = Clock::Accelerated { start: 0, started: Instant::now(), speed: 1.0, synchronized: true };
+        assert_eq!(set.label(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        let booted_at_1970 = Clock::Accelerated { start: 0, started: Instant::now(), speed: 1.0, synchronized: false };
+        assert_eq!(booted_at_1970.label(86_400_000), TIME_UNKNOWN);
     }
 
     #[test]

@@ -123,9 +123,10 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     if config.state_reserve_bytes > 0 && !store.keep_reserve(config.state_reserve_bytes) {
         tracing::error!(bytes = config.state_reserve_bytes, state_dir = %config.state_dir.display(), "no room for the disk reserve: the state directory is full; readings are not stored until there is room, alarms are");
     }
-    metrics.clock_trusted.set(i64::from(clock.trusted()));
-    if !clock.trusted() {
-        tracing::error!("the system clock is not set (before 2026): readings without their own time are judged but not stored until it is");
+    crate::clock::use_sync_source(config.clock_synchronized.clone());
+    metrics.clock_trusted.set(i64::from(clock.synchronized()));
+    if !clock.synchronized() {
+        tracing::error!("the system clock is not synchronised: readings without their own time are judged but not stored, and people read \"time unknown\", until it is");
     }
     let (rules, files) = match boot.rules {
         Some(loaded) => loaded,
@@ -244,7 +245,10 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let heartbeat = crate::supervision::Heartbeat::default();
     let fallback_alerts = alert_tx;
     drop(command_tx);
-    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), time_zone: config.time_zone, places: config.places.clone(), alerts: judged_tx, journaled: journaled_rx, emitted: 0, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone() };
+    // The rules' timeline continues after the last reading the restored state judged.
+    let judged_until = (0..sensors.len()).filter_map(|position| engine.last_at(gridwatch_rules::SubjectId(position))).max();
+    let timeline = crate::timeline::Timeline::start(clock, judged_until);
+    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), time_zone: config.time_zone, places: config.places.clone(), alerts: judged_tx, journaled: journaled_rx, emitted: 0, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone(), timeline };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),

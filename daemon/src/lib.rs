@@ -61,5 +61,6 @@ pub mod signing;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;
+pub mod timeline;
 pub mod trend;
 pub mod web;

@@ -127,6 +127,12 @@ pub struct Metrics {
     pub clock_trusted: Gauge,
     /// 1 while the state directory's disk is full: the reserve is given up and readings are not stored.
     pub store_disk_full: Gauge,
+    /// 1 while the store cannot write (read-only state directory, or writes failing).
+    pub store_write_failing: Gauge,
+    /// Store writes that failed since start (a full disk aside).
+    pub store_failed_writes: Gauge,
+    /// Bytes of a torn `-wal` tail found at start (dropped by SQLite's recovery).
+    pub store_torn_wal_bytes: Gauge,
     /// Readings the devices numbered but that never arrived (gaps in `seq`).
     pub sequence_gaps: Counter,
     /// Frames per serial port, by result (`good`, `bad`, `no_answer`).
@@ -188,6 +194,9 @@ impl Metrics {
             config_fallback: Gauge::default(),
             clock_trusted: Gauge::default(),
             store_disk_full: Gauge::default(),
+            store_write_failing: Gauge::default(),
+            store_failed_writes: Gauge::default(),
+            store_torn_wal_bytes: Gauge::default(),
             open_incidents: Family::default(),
             influxdb_unreachable: Gauge::default(),
             // 1 µs … ~1 ms in powers of two.
@@ -231,6 +240,9 @@ impl Metrics {
         registry.register("influxdb_unreachable", "1 while the last write to InfluxDB failed", metrics.influxdb_unreachable.clone());
         registry.register("rule_evaluation_seconds", "Time the rule engine takes per sample", metrics.rule_evaluation_seconds.clone());
         registry.register("open_incidents", "Incidents not closed, by severity", metrics.open_incidents.clone());
+        registry.register("store_write_failing", "1 while the store cannot write (read-only state directory or failing writes): incidents and reminders are at risk", metrics.store_write_failing.clone());
+        registry.register("store_failed_writes", "Store writes that failed since start (a full disk aside)", metrics.store_failed_writes.clone());
+        registry.register("store_torn_wal_bytes", "Bytes of a write-ahead log torn by a power cut, found at start (dropped by recovery, never acknowledged)", metrics.store_torn_wal_bytes.clone());
         registry.register("store_disk_full", "1 while the state directory is full: readings are not stored, alarms use the space kept in reserve", metrics.store_disk_full.clone());
         registry.register("clock_trusted", "1 while the system clock is set (readings stamped by an unset clock are not stored)", metrics.clock_trusted.clone());
         registry.register("config_fallback", "1 while running on the last good configuration (the current one is invalid)", metrics.config_fallback.clone());

@@ -14,6 +14,11 @@
 //! A sensor whose readings keep coming older than its last judged one (its clock went back) is
 //! re-anchored after a while instead of never being judged again (see [`crate::sensor_clocks`]).
 //!
+//! The engine is judged on the monotonic [`Timeline`], never on the wall clock: readings are
+//! placed on it and ticks come at its time, so a step of the box's clock neither silences nor
+//! bursts no-data and holds. Alerts are labelled in wall-clock time from it ("time unknown"
+//! while neither the box's clock nor the device's own time can say).
+//!
 //! Edges and their policies when full: samples -> pipeline blocks the source (readings wait);
 //! pipeline -> alerts blocks (alerts are never dropped).
 
@@ -24,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::sample::Sample;
 use crate::sensor_clocks::{ClockProblem, OutOfOrder, SensorClocks};
 use crate::store::Store;
+use crate::timeline::Timeline;
 use gridwatch_rules::{Engine, Observed, RuleEvent, RuleSet, SubjectId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +87,18 @@ pub struct Pipeline {
     pub out_of_order: OutOfOrder,
     /// Sensors whose clocks are off (shared with the MQTT source and `/healthz`).
     pub clocks: Arc<SensorClocks>,
+    /// The time the engine is judged on.
+    pub timeline: Timeline,
+}
+
+/// Where a batch of rule events came from, to label them for people.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A reading stamped `ts` (believable: the device's own time, or a synchronised box's)
+    /// placed on the timeline at `placed`.
+    Reading { placed: gridwatch_rules::Millis, ts: gridwatch_rules::Millis },
+    /// A tick, or a reading stamped by an unset clock: labelled from the timeline.
+    Timeline,
 }
 
 impl Pipeline {
@@ -106,10 +124,10 @@ impl Pipeline {
                 Some(command) = commands.recv() => self.command(command).await,
                 _ = tick.tick() => {
                     self.heartbeat.beat();
-                    self.metrics.clock_trusted.set(i64::from(self.clock.trusted()));
-                    self.engine.tick(self.clock.now(), &mut events);
+                    self.metrics.clock_trusted.set(i64::from(self.clock.synchronized()));
+                    self.engine.tick(self.timeline.now(), &mut events);
                     self.unsaved |= !events.is_empty();
-                    self.emit(&mut events).await;
+                    self.emit(&mut events, Source::Timeline).await;
                 }
                 _ = save.tick() => {
                     self.save().await;
@@ -174,7 +192,7 @@ impl Pipeline {
                 }
                 self.engine.observe(SubjectId(position), reading.ts, &reading.fields, events);
                 judged += 1;
-                self.emit(events).await;
+                self.emit(events, Source::Reading { placed: reading.ts, ts: reading.ts }).await;
             }
         }
         if judged > 0 {
@@ -245,12 +263,14 @@ impl Pipeline {
     async fn process(&mut self, sample: Sample, events: &mut Vec<RuleEvent>) {
         self.live.record(sample.sensor, sample.ts, &sample.fields, !sample.clock_untrusted);
         let started = std::time::Instant::now();
-        let mut observed = self.engine.observe(SubjectId(sample.sensor), sample.ts, &sample.fields, events);
+        let mut placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
+        let mut observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
         if observed == Observed::OutOfOrder {
             self.metrics.samples_out_of_order.inc();
             if self.out_of_order.refused(sample.sensor, tokio::time::Instant::now()) {
                 self.reanchor(sample.sensor, sample.ts);
-                observed = self.engine.observe(SubjectId(sample.sensor), sample.ts, &sample.fields, events);
+                placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
+                observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
             }
         }
         self.metrics.rule_evaluation_seconds.observe(started.elapsed().as_secs_f64());
@@ -265,13 +285,15 @@ impl Pipeline {
                 tracing::error!(sensor = sample.sensor, "sample for a sensor the engine does not know");
             }
         }
-        self.emit(events).await;
+        let source = if sample.clock_untrusted { Source::Timeline } else { Source::Reading { placed, ts: sample.ts } };
+        self.emit(events, source).await;
     }
 
     /// The sensor's clock went back: judge it again from its current time (baselines and
     /// incidents stay), count it, and warn once.
     fn reanchor(&mut self, sensor: usize, at: gridwatch_rules::Millis) {
         self.engine.rewind(SubjectId(sensor));
+        self.timeline.reanchor(sensor, at);
         self.metrics.sensor_clock_reanchors.inc();
         self.unsaved = true;
         let Some(id) = self.sensors.get(sensor).map(|s| s.id.clone()) else { return };
@@ -280,16 +302,38 @@ impl Pipeline {
         }
     }
 
-    async fn emit(&mut self, events: &mut Vec<RuleEvent>) {
+    async fn emit(&mut self, events: &mut Vec<RuleEvent>, source: Source) {
         for event in events.drain(..) {
             let rule = self.engine.rule(event.rule);
             let Some(sensor) = self.sensors.get(event.subject.0) else { continue };
             self.metrics.count_rule_event(event.kind.as_str());
-            let alert = Alert::new(&event, rule, sensor, self.time_zone, &self.places);
+            let mut alert = Alert::new(&event, rule, sensor, self.time_zone, &self.places);
+            let label = match source {
+                Source::Reading { placed, ts } => Some(ts + (event.at - placed)),
+                Source::Timeline => self.timeline.label(event.subject.0, event.at),
+            };
+            label_for_people(&mut alert, label, event.at - event.since);
             match self.alerts.send(alert).await {
                 Ok(()) => self.emitted += 1,
                 Err(_) => tracing::error!(rule = %rule.id, sensor = %sensor.id, "alert dispatcher is gone; alert lost"),
             }
+        }
+    }
+}
+
+/// Stamps `alert` with the wall-clock time `label` (and its breach's start, `lasting_ms` before)
+/// or, when that is unknown, says so: nothing stamped by an unset clock reaches a person. The
+/// alert's `at_ms` then stays the timeline's (it orders the incident's events).
+fn label_for_people(alert: &mut Alert, label: Option<gridwatch_rules::Millis>, lasting_ms: gridwatch_rules::Millis) {
+    match label {
+        Some(at) => {
+            alert.at_ms = at;
+            alert.at = crate::clock::rfc3339(at);
+            alert.since = crate::clock::rfc3339(at - lasting_ms);
+        }
+        None => {
+            alert.at = crate::clock::TIME_UNKNOWN.to_string();
+            alert.since = crate::clock::TIME_UNKNOWN.to_string();
         }
     }
 }

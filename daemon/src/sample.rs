@@ -18,4 +18,6 @@ pub struct Sample {
     /// Stamped by this box while its clock was not set (no device time): judged by the rules,
     /// never stored (it would land in 1970).
     pub clock_untrusted: bool,
+    /// `ts` is the device's own time (else this box stamped it on receipt).
+    pub own_time: bool,
 }

@@ -68,6 +68,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         buses: setup.buses,
         building_sent: HashMap::new(),
         held_back: HeldBack::default(),
+        ladders: Ladders::default(),
     };
     dispatcher.take_over_outbox();
     // An accelerated clock (the demo) looks as often in its own time as the real one does.
@@ -128,6 +129,22 @@ struct Dispatcher {
     /// window after it wait and go out together.
     building_sent: HashMap<String, i64>,
     held_back: HeldBack,
+    /// The escalation ladders' ages, measured here on the monotonic clock.
+    ladders: Ladders,
+}
+
+/// How often the ladders' ages are saved (a crash loses at most this much of their progress).
+const LADDER_AGES_SAVED_EVERY_MS: i64 = 60_000;
+
+/// Escalation ladders' ages in memory: each look adds the monotonic time since the last one, so
+/// a step of the wall clock moves no ladder; saved every minute and with each step.
+#[derive(Debug, Default)]
+struct Ladders {
+    /// Incident -> how long its ladder has run.
+    ages: HashMap<i64, i64>,
+    /// Elapsed time (`Clock::elapsed_ms`) at the last look and the last save.
+    last_look: Option<i64>,
+    last_saved: i64,
 }
 
 impl Dispatcher {
@@ -203,11 +220,11 @@ impl Dispatcher {
             Ok((_, None)) => return,
             Err(error) => {
                 // Without its incident the alert still goes out (journaled on its own).
-                tracing::error!(rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "incident not updated; sending the alert anyway");
+                self.store.report_failure("updating an incident (the alert is sent anyway)", &error);
                 let destinations = targets.iter().map(|t| (t.clone(), None)).collect();
                 if let Err(error) = self.store.record_alert_to(&alert, destinations, deferred_until.or(grouped_until)).await {
                     // The store is the channels' queue: an alert it cannot take cannot be sent.
-                    tracing::error!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %format!("{error:#}"), "alert not journaled: it cannot be sent");
+                    self.store.report_failure("journaling an alert (it cannot be sent)", &error);
                     return;
                 }
                 alert
@@ -266,35 +283,56 @@ impl Dispatcher {
     }
 
     /// Journals the reminders and escalations due now and pokes their channels; each incident's
-    /// steps and clock move on in one transaction.
-    async fn send_due_escalations(&self) {
-        let now = self.clock.now();
-        let due = match self.store.due_escalations(now).await {
-            Ok(due) => due,
+    /// steps and ladder move on in one transaction. Ladders age by the monotonic time since the
+    /// last look.
+    async fn send_due_escalations(&mut self) {
+        let elapsed = self.clock.elapsed_ms();
+        let since_last_look = elapsed - self.ladders.last_look.unwrap_or(elapsed);
+        self.ladders.last_look = Some(elapsed);
+        let ladders = match self.store.escalation_clocks().await {
+            Ok(ladders) => ladders,
             Err(error) => {
-                tracing::error!(error = %format!("{error:#}"), "cannot read escalation clocks; reminders are late");
+                self.store.report_failure("reading escalation ladders", &error);
                 return;
             }
         };
-        for escalation in due {
-            let mut decision = self.dispatch.decide(&escalation, now);
+        let ages = &mut self.ladders.ages;
+        ages.retain(|incident, _| ladders.iter().any(|l| l.incident_id == *incident));
+        for ladder in &ladders {
+            *ages.entry(ladder.incident_id).or_insert(ladder.age_ms) += since_last_look;
+        }
+        let now = self.clock.now();
+        let at = self.clock.label(now);
+        for ladder in ladders {
+            let age = self.ladders.ages.get(&ladder.incident_id).copied().unwrap_or(ladder.age_ms);
+            if age < ladder.next_due_age_ms {
+                continue;
+            }
+            let mut decision = self.dispatch.decide(&ladder, age, now, &at);
             let mut targets: Vec<Vec<String>> = Vec::new();
             let mut routes: Vec<Vec<Destination>> = Vec::new();
             for step in &mut decision.steps {
                 let addressing = address(&step.alert, &self.dispatch.roster, &self.names);
                 targets.push(addressing.targets.clone());
-                routes.push(router(addressing, self.links.clone())(&mut step.alert, escalation.incident_id));
+                routes.push(router(addressing, self.links.clone())(&mut step.alert, ladder.incident_id));
             }
             let events: Vec<(String, Vec<String>)> = decision.steps.iter().map(|s| (s.alert.event.clone(), s.alert.recipients.clone())).collect();
-            match self.store.record_escalation(escalation.incident_id, decision.steps, routes, decision.progress, decision.next_due_ms, now).await {
+            match self.store.record_escalation(ladder.incident_id, decision.steps, routes, decision.progress, age, decision.next_due_age_ms, now).await {
                 Ok(_) => {
                     for ((event, recipients), targets) in events.iter().zip(&targets) {
                         self.metrics.take_on_deliveries(targets, 1);
-                        tracing::info!(incident = escalation.incident_id, event = %event, recipients = ?recipients, "escalation step");
+                        tracing::info!(incident = ladder.incident_id, event = %event, recipients = ?recipients, age_secs = age / 1000, "escalation step");
                         self.wake(targets);
                     }
                 }
-                Err(error) => tracing::error!(incident = escalation.incident_id, error = %format!("{error:#}"), "escalation step not recorded; it is tried again"),
+                Err(error) => self.store.report_failure("recording an escalation step (it is tried again)", &error),
+            }
+        }
+        if elapsed - self.ladders.last_saved >= LADDER_AGES_SAVED_EVERY_MS {
+            self.ladders.last_saved = elapsed;
+            let ages = self.ladders.ages.iter().map(|(&incident, &age)| (incident, age)).collect();
+            if let Err(error) = self.store.save_escalation_ages(ages).await {
+                self.store.report_failure("saving escalation ladders' ages", &error);
             }
         }
     }

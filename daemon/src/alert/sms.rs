@@ -228,7 +228,7 @@ fn cut(sentence: &str) -> String {
 pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
     let Some(first) = alerts.first() else { return String::new() };
     let numbers: Vec<String> = alerts.iter().filter_map(|a| a.incident_id).map(|id| format!("#{id}")).collect();
-    let at = crate::local_time::short(first.at_ms, wording.time_zone, wording.chinese);
+    let at = super::text::shown_time(first, wording);
     let (level, more, act) = if wording.chinese {
         (format!("【{}】", text::level(first, wording)), format!("（本楼共{}条）", alerts.len()), "处理：")
     } else {
@@ -242,7 +242,7 @@ pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
 
 /// One owed alert in a summary: "#15 north-lane B9 橙色预警 12月3日 23:40".
 fn owed_line(alert: &Alert, wording: Wording) -> String {
-    let at = crate::local_time::short(alert.at_ms, wording.time_zone, wording.chinese);
+    let at = super::text::shown_time(alert, wording);
     let house = text::house(alert);
     let number = alert.incident_id.map(|id| format!("#{id} ")).unwrap_or_default();
     format!("{number}{house} {} {at}", text::level(alert, wording))

@@ -210,9 +210,19 @@ pub fn what_to_do(alert: &Alert, wording: Wording) -> &'static str {
     }
 }
 
+/// When it happened, in the installation's time zone — or that the box cannot tell yet (its
+/// clock was not set when the alert was made: nothing stamped 1970 reaches a person).
+pub fn shown_time(alert: &Alert, wording: Wording) -> String {
+    match (alert.at == crate::clock::TIME_UNKNOWN, wording.chinese) {
+        (true, true) => "时间未知（本机时钟尚未校准）".into(),
+        (true, false) => "time unknown (this box's clock is not set yet)".into(),
+        (false, _) => crate::local_time::short(alert.at_ms, wording.time_zone, wording.chinese),
+    }
+}
+
 /// "时间：12月3日 23:28（自 23:27 起）".
 fn when(alert: &Alert, wording: Wording) -> String {
-    let at = crate::local_time::short(alert.at_ms, wording.time_zone, wording.chinese);
+    let at = shown_time(alert, wording);
     let since_ms = chrono::DateTime::parse_from_rfc3339(&alert.since).map_or(alert.at_ms, |t| t.timestamp_millis());
     let since = (alert.event == "fired" && alert.at_ms - since_ms >= 60_000).then(|| crate::local_time::clock_time(since_ms, wording.time_zone));
     match (since, wording.chinese) {
@@ -276,7 +286,7 @@ pub fn digest_title(alerts: &[&Alert], wording: Wording) -> String {
 
 /// One digest line: headline, time, sentence, link.
 fn entry(alert: &Alert, wording: Wording, markup: Markup) -> String {
-    let at = crate::local_time::short(alert.at_ms, wording.time_zone, wording.chinese);
+    let at = shown_time(alert, wording);
     let label = if wording.chinese { "处理" } else { "open" };
     let mut line = format!("- {} {at} {}", headline(alert, wording), sentence(alert, wording));
     for link in links(alert, wording, markup, label) {
@@ -335,6 +345,15 @@ mod tests {
     fn incident(mut alert: Alert, id: i64) -> Alert {
         (alert.incident_id, alert.link) = (Some(id), Some(format!("http://10.8.0.5:9181/incident/{id}?exp=1&sig=ab")));
         alert
+    }
+
+    #[test]
+    fn an_alert_made_before_the_clock_was_set_says_so_instead_of_1970() {
+        let mut alert = sample_alert("fired", 7.3);
+        (alert.at, alert.since, alert.at_ms) = (crate::clock::TIME_UNKNOWN.into(), crate::clock::TIME_UNKNOWN.into(), 86_400_000);
+        let zh = Wording::default();
+        assert_eq!(when(&alert, zh), "时间：时间未知（本机时钟尚未校准）");
+        assert!(!entry(&alert, zh, Markup::Plain).contains("1月2日") && !entry(&alert, zh, Markup::Plain).contains("1970"));
     }
 
     #[test]

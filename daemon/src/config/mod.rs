@@ -44,6 +44,9 @@ pub struct Config {
     pub rules: RulesConfig,
     /// How far readings' own times are trusted (`[ingest]`).
     pub ingest: IngestConfig,
+    /// Where the system clock's synchronisation is read (`[ingest] clock_synchronized`; else the
+    /// `GRIDWATCH_CLOCK_SYNCHRONIZED` environment variable; else the kernel).
+    pub clock_synchronized: crate::clock::SyncSource,
     pub alerts: AlertsConfig,
     pub influxdb: Option<InfluxConfig>,
     /// Address of the `/metrics` endpoint; none when the `[http]` table is absent.
@@ -463,6 +466,16 @@ impl Checker<'_> {
         value.into_inner()
     }
 
+    fn clock_synchronized(&mut self, raw: Option<Spanned<String>>) -> crate::clock::SyncSource {
+        let Some(raw) = raw else {
+            return std::env::var("GRIDWATCH_CLOCK_SYNCHRONIZED").ok().and_then(|text| text.parse().ok()).unwrap_or_default();
+        };
+        raw.get_ref().parse().unwrap_or_else(|message| {
+            self.error(raw.span(), Some("ingest.clock_synchronized"), message);
+            crate::clock::SyncSource::default()
+        })
+    }
+
     fn ingest(&mut self, raw: raw::RawIngest) -> IngestConfig {
         IngestConfig {
             max_future_skew: Duration::from_secs(self.bounded(raw.max_future_skew_secs, "ingest.max_future_skew_secs", MAX_FUTURE_SKEW_SECS)),
@@ -474,7 +487,7 @@ impl Checker<'_> {
         }
     }
 
-    fn config(&mut self, raw: RawConfig, base: &Path) -> Config {
+    fn config(&mut self, mut raw: RawConfig, base: &Path) -> Config {
         let state_dir = base.join(raw.state_dir.get_ref());
         let state_reserve_bytes = raw.state_reserve_kib.saturating_mul(1024);
         let mut shared = SharedParts::default();
@@ -489,6 +502,7 @@ impl Checker<'_> {
             paths: raw.rules.paths.into_iter().filter_map(|p| self.existing_path(base, p, "rules.paths")).collect(),
             state_save,
         };
+        let clock_synchronized = self.clock_synchronized(raw.ingest.clock_synchronized.take());
         let ingest = self.ingest(raw.ingest);
         let wording = self.wording(raw.language.as_ref(), raw.time_zone.as_ref());
         let alerts = self.alerts(raw.alerts, base, wording);
@@ -506,7 +520,7 @@ impl Checker<'_> {
         self.check_failover(&alerts.failover, &channels);
         let places = self.places(raw.names, &sensors);
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
+        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
     }
 
     /// `[names]`: every key names a site or a `site/building` of the inventory.

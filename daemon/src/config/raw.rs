@@ -271,6 +271,8 @@ pub struct RawIngest {
     pub max_fields_per_reading: Option<Spanned<u64>>,
     pub max_field_names_per_sensor: Option<Spanned<u64>>,
     pub max_field_name_bytes: Option<Spanned<u64>>,
+    /// "kernel", "always" or a flag file's path (see `clock::SyncSource`).
+    pub clock_synchronized: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {

@@ -96,6 +96,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         sensors: sensors().into(),
         rules: RulesConfig { builtin_packs: true, paths: Vec::new(), state_save: Duration::from_secs(crate::config::STATE_SAVE_SECS.0) },
         ingest: crate::config::IngestConfig::default(),
+        // The demo's accelerated clock counts as set.
+        clock_synchronized: crate::clock::SyncSource::Always,
         alerts: AlertsConfig { failover: std::collections::BTreeMap::new(), failover_after: Duration::from_secs(60), bus_down_after: Duration::from_secs(60), group_window: Duration::from_secs(10), console: true, flap_window: Duration::from_secs(600), mqtt_topic_prefix: Some("gridwatch/alerts".into()), webhooks: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new(), silences: Vec::new() },
         influxdb: None,
         http_listen: options.http_listen,

@@ -1,12 +1,13 @@
 //! Turns due escalation clocks into notifications: who is on duty or escalated to (from the
 //! roster), and what the reminder (催办) or escalation (督办) says, in English and Chinese.
-//! Pure: the dispatcher reads the due clocks from the store and journals what this returns.
+//! Pure: the dispatcher keeps the ladders' ages (monotonic) and journals what this returns.
+//! Steps are decided by age, never by wall-clock time, so a clock step brings at most the one
+//! step that was due anyway.
 
 use super::policy::{steps_due, Deadline, Progress, Step};
 use super::roster::Member;
 use super::Dispatch;
 use crate::alert::Alert;
-use crate::clock::rfc3339;
 use crate::incident::State;
 use crate::store::{DueEscalation, EscalationStep};
 
@@ -15,8 +16,9 @@ use crate::store::{DueEscalation, EscalationStep};
 pub struct Decision {
     pub steps: Vec<EscalationStep>,
     pub progress: Progress,
-    /// `None`: the clocks stop (resolved, closed, or nothing more is due).
-    pub next_due_ms: Option<i64>,
+    /// The ladder's age at which to look again; `None`: it stops (resolved, closed, or nothing
+    /// more is due).
+    pub next_due_age_ms: Option<i64>,
 }
 
 impl Dispatch {
@@ -28,19 +30,21 @@ impl Dispatch {
         }
     }
 
-    /// When a new incident's first step falls due, if its severity has a policy.
+    /// When a new incident's first step falls due (`now_ms` plus its first step's age), if its
+    /// severity has a policy.
     pub fn first_due(&self, severity: &str, now_ms: i64) -> Option<i64> {
         let policy = self.policy(severity)?;
         steps_due(policy, now_ms, State::Open, Progress::default(), now_ms).2
     }
 
-    /// Decides the steps of a due escalation at `now_ms`.
-    pub fn decide(&self, due: &DueEscalation, now_ms: i64) -> Decision {
+    /// Decides the steps of a ladder that has run `age_ms`; `now_ms` picks the people on duty,
+    /// `at` is the time people read on its notifications (see `Clock::label`).
+    pub fn decide(&self, due: &DueEscalation, age_ms: i64, now_ms: i64, at: &str) -> Decision {
         let state: State = due.state.parse().unwrap_or(State::Closed);
         let (Some(policy), Some(template)) = (self.policy(&due.severity), due.last_alert.as_ref()) else {
-            return Decision { steps: Vec::new(), progress: due.progress, next_due_ms: None };
+            return Decision { steps: Vec::new(), progress: due.progress, next_due_age_ms: None };
         };
-        let (steps, progress, next_due_ms) = steps_due(policy, due.armed_ms, state, due.progress, now_ms);
+        let (steps, progress, next_due_age_ms) = steps_due(policy, 0, state, due.progress, age_ms);
         let grid = due.grid.as_deref();
         let steps = steps
             .into_iter()
@@ -49,10 +53,10 @@ impl Dispatch {
                 match step {
                     Step::Remind { count } => {
                         let names = names(&on_duty);
-                        let age = minutes(now_ms - due.armed_ms);
+                        let age = minutes(age_ms);
                         let en = format!("Reminder {count}: incident #{} is not accepted yet, open {age} min. On duty: {}. {}", due.incident_id, or_dash(&names), template.message());
                         let zh = format!("催办（第{count}次）：事件#{}尚未接单，已{age}分钟。值班：{}。{}", due.incident_id, or_dash(&names), zh_message(template));
-                        EscalationStep { alert: notification(template, "reminder", now_ms, en, zh, &on_duty), audit: format!("reminded {}", or_dash(&names)) }
+                        EscalationStep { alert: notification(template, "reminder", (now_ms, at), en, zh, &on_duty), audit: format!("reminded {}", or_dash(&names)) }
                     }
                     Step::Escalate { deadline, level, roles } => {
                         let mut people = grid.map(|g| self.roster.with_roles(g, &roles)).unwrap_or_default();
@@ -73,12 +77,12 @@ impl Dispatch {
                             template.message()
                         );
                         let zh = format!("督办（第{level}级）：事件#{}超过{}未{}，已通知{}（{}）。{}", due.incident_id, span(within, true), zh_deadline(deadline), zh_roles(&roles), or_dash(&names), zh_message(template));
-                        EscalationStep { alert: notification(template, "escalated", now_ms, en, zh, &people), audit: format!("escalated ({}) to {}", deadline.as_str(), or_dash(&names)) }
+                        EscalationStep { alert: notification(template, "escalated", (now_ms, at), en, zh, &people), audit: format!("escalated ({}) to {}", deadline.as_str(), or_dash(&names)) }
                     }
                 }
             })
             .collect();
-        Decision { steps, progress, next_due_ms }
+        Decision { steps, progress, next_due_age_ms }
     }
 }
 
@@ -92,11 +96,11 @@ fn policy_within(policy: &super::policy::Policy, deadline: Deadline) -> i64 {
 }
 
 /// The incident's last rule event re-worded as a reminder or escalation.
-fn notification(template: &Alert, event: &str, now_ms: i64, en: String, zh: String, people: &[&Member]) -> Alert {
+fn notification(template: &Alert, event: &str, (now_ms, at): (i64, &str), en: String, zh: String, people: &[&Member]) -> Alert {
     let mut alert = template.clone();
     alert.event = event.into();
     alert.at_ms = now_ms;
-    alert.at = rfc3339(now_ms);
+    alert.at = at.to_string();
     alert.previous_severity = None;
     alert.messages = [("en".to_string(), en), ("zh".to_string(), zh)].into_iter().collect();
     alert.recipients = people.iter().map(|m| m.name.clone()).collect();
@@ -195,7 +199,7 @@ to = "00:00"
     fn due(state: &str, progress: Progress) -> DueEscalation {
         let mut template = sample_alert("fired", 7.3);
         template.grid = Some("grid-3".into());
-        DueEscalation { incident_id: 12, grid: Some("grid-3".into()), armed_ms: 0, progress, state: state.into(), severity: "danger".into(), last_alert: Some(template) }
+        DueEscalation { incident_id: 12, grid: Some("grid-3".into()), age_ms: 0, next_due_age_ms: 0, progress, state: state.into(), severity: "danger".into(), last_alert: Some(template) }
     }
 
     const MIN: i64 = 60_000;
@@ -205,24 +209,22 @@ to = "00:00"
     #[test]
     fn a_reminder_names_and_mentions_the_worker_on_duty() {
         let dispatch = Dispatch::parse("r.toml", ROSTER).unwrap();
-        let mut due = due("open", Progress::default());
-        due.armed_ms = NOON;
-        let decision = dispatch.decide(&due, NOON + 5 * MIN);
+        let due = due("open", Progress::default());
+        let decision = dispatch.decide(&due, 5 * MIN, NOON + 5 * MIN, "2026-11-23T04:05:00.000Z");
         assert_eq!(decision.steps.len(), 1);
         let alert = &decision.steps[0].alert;
-        assert_eq!((alert.event.as_str(), alert.at_ms), ("reminder", NOON + 5 * MIN));
+        assert_eq!((alert.event.as_str(), alert.at_ms, alert.at.as_str()), ("reminder", NOON + 5 * MIN, "2026-11-23T04:05:00.000Z"));
         assert_eq!(alert.mentions, vec!["13800000001"]);
         assert!(alert.messages["en"].starts_with("Reminder 1: incident #12 is not accepted yet, open 5 min. On duty: 王芳."), "{}", alert.messages["en"]);
         assert!(alert.messages["zh"].starts_with("催办（第1次）：事件#12尚未接单，已5分钟。值班：王芳。"), "{}", alert.messages["zh"]);
-        assert_eq!(decision.next_due_ms, Some(NOON + 10 * MIN));
+        assert_eq!(decision.next_due_age_ms, Some(10 * MIN));
     }
 
     #[test]
     fn an_escalation_adds_the_roles_of_its_level() {
         let dispatch = Dispatch::parse("r.toml", ROSTER).unwrap();
-        let mut due = due("open", Progress { reminders: 1, ..Progress::default() });
-        due.armed_ms = NOON;
-        let decision = dispatch.decide(&due, NOON + 10 * MIN);
+        let due = due("open", Progress { reminders: 1, ..Progress::default() });
+        let decision = dispatch.decide(&due, 10 * MIN, NOON + 10 * MIN, "");
         let alert = &decision.steps[0].alert;
         assert_eq!(alert.event, "escalated");
         assert_eq!(alert.recipients, vec!["陈刚", "sun", "王芳"]);
@@ -234,8 +236,25 @@ to = "00:00"
     #[test]
     fn a_resolved_incident_stops_its_clocks() {
         let dispatch = Dispatch::default();
-        let decision = dispatch.decide(&due("resolved", Progress::default()), 500 * MIN);
+        let decision = dispatch.decide(&due("resolved", Progress::default()), 500 * MIN, NOON, "");
         assert!(decision.steps.is_empty());
-        assert_eq!(decision.next_due_ms, None);
+        assert_eq!(decision.next_due_age_ms, None);
+    }
+
+    #[test]
+    fn a_ladder_that_ran_thirty_seconds_owes_nothing_whatever_the_wall_clock_says() {
+        let dispatch = Dispatch::parse("r.toml", ROSTER).unwrap();
+        let due = due("open", Progress::default());
+        let two_days_later = NOON + 2 * 24 * 60 * MIN;
+        let decision = dispatch.decide(&due, 30_000, two_days_later, "");
+        assert!(decision.steps.is_empty(), "a clock step is no reason to remind or escalate");
+        assert_eq!(decision.next_due_age_ms, Some(5 * MIN));
+    }
+
+    #[test]
+    fn an_unset_clock_puts_no_time_on_a_reminder() {
+        let dispatch = Dispatch::parse("r.toml", ROSTER).unwrap();
+        let decision = dispatch.decide(&due("open", Progress::default()), 5 * MIN, 86_400_000, crate::clock::TIME_UNKNOWN);
+        assert_eq!(decision.steps[0].alert.at, "time unknown");
     }
 }

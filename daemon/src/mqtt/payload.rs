@@ -215,11 +215,11 @@ pub(crate) fn timestamp(value: &serde_json::Value) -> Result<Millis, Rejection> 
 }
 
 /// How far `ts` is ahead of `now` beyond `max_skew_ms`, in whole seconds, when it is: such a
-/// reading is refused. Only a set clock can call a device's time "ahead": a box that booted at
-/// 1970 and has not synced yet keeps the devices' good times (`clock::TRUSTED_AFTER_MS`).
-pub fn ahead_of_clock(ts: Millis, now: Millis, max_skew_ms: Millis) -> Option<i64> {
-    let trusted = now >= crate::clock::TRUSTED_AFTER_MS;
-    (trusted && ts > now.saturating_add(max_skew_ms)).then(|| (ts - now) / 1000)
+/// reading is refused. Only a synchronised clock can call a device's time "ahead": a box that
+/// booted at 1970, or days behind at its last shutdown time, and has not synced yet keeps the
+/// devices' good times (`Clock::synchronized`).
+pub fn ahead_of_clock(ts: Millis, now: Millis, synchronized: bool, max_skew_ms: Millis) -> Option<i64> {
+    (synchronized && ts > now.saturating_add(max_skew_ms)).then(|| (ts - now) / 1000)
 }
 
 #[cfg(test)]
@@ -231,15 +231,17 @@ mod tests {
     #[test]
     fn an_unset_box_clock_does_not_refuse_the_devices_good_times() {
         let booted_at_1970 = 86_400_000;
-        assert_eq!(ahead_of_clock(1_795_392_000_000, booted_at_1970, 300_000), None);
+        assert_eq!(ahead_of_clock(1_795_392_000_000, booted_at_1970, false, 300_000), None);
+        let three_days_behind = 1_795_392_000_000 - 3 * 86_400_000;
+        assert_eq!(ahead_of_clock(1_795_392_000_000, three_days_behind, false, 300_000), None, "a plausible year is no proof the clock is set");
     }
 
     #[test]
     fn a_time_past_the_skew_is_ahead_of_the_clock() {
-        assert_eq!(ahead_of_clock(NOW + 300_000, NOW, 300_000), None, "on the limit is allowed");
-        assert_eq!(ahead_of_clock(NOW + 300_001, NOW, 300_000), Some(300));
-        assert_eq!(ahead_of_clock(NOW + 86_400_000, NOW, 300_000), Some(86_400), "a day ahead");
-        assert_eq!(ahead_of_clock(NOW - 86_400_000, NOW, 300_000), None, "behind is for the engine to judge");
+        assert_eq!(ahead_of_clock(NOW + 300_000, NOW, true, 300_000), None, "on the limit is allowed");
+        assert_eq!(ahead_of_clock(NOW + 300_001, NOW, true, 300_000), Some(300));
+        assert_eq!(ahead_of_clock(NOW + 86_400_000, NOW, true, 300_000), Some(86_400), "a day ahead");
+        assert_eq!(ahead_of_clock(NOW - 86_400_000, NOW, true, 300_000), None, "behind is for the engine to judge");
     }
 
     const LIMITS: Limits = Limits { max_bytes: 4096, max_fields: 8, max_field_name_bytes: 16 };

@@ -161,11 +161,12 @@ impl Ingest {
             Ok((route.sensor, decoded, now))
         });
         let result = result.and_then(|(sensor, decoded, now)| {
-            if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, now, self.max_future_skew_ms)) {
+            let synchronized = self.clock.synchronized();
+            if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, now, synchronized, self.max_future_skew_ms)) {
                 return Err(self.ahead_of_clock(sensor, ahead_secs));
             }
-            let clock_untrusted = decoded.ts.is_none() && !self.clock.trusted();
-            let sample = Sample { sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted };
+            let clock_untrusted = decoded.ts.is_none() && !synchronized;
+            let sample = Sample { sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted, own_time: decoded.ts.is_some() };
             self.check_duplicate(&sample, decoded.ts)?;
             self.check_field_names(sensor, &sample.fields)?;
             Ok(sample)
@@ -439,14 +440,14 @@ mod tests {
     #[test]
     fn a_reading_without_its_own_time_is_marked_while_the_clock_is_unset() {
         let config = Config::parse("t.toml", "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n", std::path::Path::new(".")).unwrap();
-        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0 };
+        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0, synchronized: false };
         let sensors = SensorIndex::new(config.sensors.clone());
         let mut ingest = Ingest::new(&config, sensors.clone(), booted_at_1970, Arc::new(Metrics::new()), Arc::default());
         let topic = "gridwatch/north-lane/house-07/telemetry";
         assert!(ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted, "stamped by an unset clock");
         let own_time = ingest.sample(topic, br#"{"x": 0.3, "ts": 1795392000000}"#).unwrap();
         assert!(!own_time.clock_untrusted, "the device's own time is kept");
-        let mut ingest = Ingest::new(&config, sensors, Clock::System, Arc::new(Metrics::new()), Arc::default());
+        let mut ingest = Ingest::new(&config, sensors, Clock::accelerated(1.0), Arc::new(Metrics::new()), Arc::default());
         assert!(!ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted);
     }
 
@@ -454,7 +455,7 @@ mod tests {
     async fn a_reading_stamped_past_the_skew_is_refused_counted_and_its_sensor_listed() {
         let config = Config::parse("t.toml", "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[ingest]\nmax_future_skew_secs = 60\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n", std::path::Path::new(".")).unwrap();
         let (metrics, clocks) = (Arc::new(Metrics::new()), Arc::new(SensorClocks::default()));
-        let mut ingest = Ingest::new(&config, SensorIndex::new(config.sensors.clone()), Clock::System, metrics.clone(), clocks.clone());
+        let mut ingest = Ingest::new(&config, SensorIndex::new(config.sensors.clone()), Clock::accelerated(1.0), metrics.clone(), clocks.clone());
         let topic = "gridwatch/north-lane/house-07/telemetry";
         let now = Clock::System.now();
         let in_skew = ingest.sample(topic, format!(r#"{{"x": 0.3, "ts": {}}}"#, now + 50_000).as_bytes()).unwrap();

@@ -53,8 +53,8 @@ impl SerialOutputs {
         if let Some(bus) = &self.bus {
             bus.up();
         }
-        let clock_untrusted = !self.clock.trusted();
-        let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields, clock_untrusted };
+        let clock_untrusted = !self.clock.synchronized();
+        let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields, clock_untrusted, own_time: false };
         let Some(spool) = &self.spool else { return self.samples.send(sample).await.is_ok() };
         if clock_untrusted {
             self.metrics.drop_telemetry("clock_not_set", 1);
@@ -126,7 +126,7 @@ mod tests {
         let (samples_tx, mut samples) = mpsc::channel(4);
         let (spool_tx, mut spool) = mpsc::channel(4);
         let metrics = Arc::new(Metrics::new());
-        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0 };
+        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0, synchronized: false };
         let outputs = SerialOutputs { samples: samples_tx, spool: Some(spool_tx), sensors: crate::config::SensorIndex::new(vec![crate::config::SensorConfig::test_tilt("house-07", "north-lane")].into()), clock: booted_at_1970, metrics: metrics.clone(), bus: None };
         assert!(outputs.emit(0, vec![("x".into(), 0.3)]).await);
         let judged = samples.try_recv().expect("the rules get it");
@@ -134,7 +134,7 @@ mod tests {
         assert!(spool.try_recv().is_err(), "nothing is stored with a 1970 time");
         assert_eq!(metrics.telemetry_points_dropped.get_or_create(&crate::metrics::ReasonLabel { reason: "clock_not_set".into() }).get(), 1);
 
-        let outputs = SerialOutputs { clock: Clock::System, ..outputs };
+        let outputs = SerialOutputs { clock: Clock::accelerated(1.0), ..outputs };
         assert!(outputs.emit(0, vec![("x".into(), 0.3)]).await);
         assert!(!samples.try_recv().unwrap().clock_untrusted);
         assert!(spool.try_recv().is_ok(), "with a set clock it is stored");

@@ -112,7 +112,7 @@ impl Store {
             let destinations = (journaling.route)(&mut journaled, incident);
             let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms)?;
             if let (Some((grid, armed_ms, first_due_ms)), "fired") = (&journaling.escalate, journaled.event.as_str()) {
-                tx.execute("INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms) VALUES (?1, ?2, ?3, ?4)", params![incident, grid, armed_ms, first_due_ms])?;
+                tx.execute("INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3)", params![incident, grid, armed_ms, first_due_ms])?;
             }
             tx.commit()?;
             Ok((applied, Some((id, journaled))))

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 11;
+const SCHEMA_VERSION: i32 = 12;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -247,6 +247,20 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  fields TEXT NOT NULL
              );
              PRAGMA user_version = 11;
+             COMMIT;",
+        )?;
+    }
+    if version < 12 {
+        // Escalation clocks measure an incident's age on the monotonic clock (persisted as what
+        // has elapsed), not wall-clock deadlines a clock step could jump over: `age_ms` is how
+        // long the ladder has run, `next_due_age_ms` the age its next step falls due at.
+        // `armed_ms` stays as the wall-clock label of when it began; `next_due_ms` is unused.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE escalations ADD COLUMN age_ms INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE escalations ADD COLUMN next_due_age_ms INTEGER NOT NULL DEFAULT 0;
+             UPDATE escalations SET age_ms = MAX(0, CAST(strftime('%s', 'now') AS INTEGER) * 1000 - armed_ms), next_due_age_ms = MAX(0, next_due_ms - armed_ms);
+             PRAGMA user_version = 12;
              COMMIT;",
         )?;
     }

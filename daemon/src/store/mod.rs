@@ -15,12 +15,19 @@
 //! Beside it, a [`reserve`] file keeps space back for alarms: writes other than telemetry that
 //! find the disk full give it up and are tried once more.
 //!
+//! A store that cannot write is an alarm, not a log line ([`health`]): a read-only state
+//! directory (an SD card's ext4 remounted read-only after an error) or failing writes show in
+//! `/healthz` and the metrics at once, and their errors are logged at most once a minute with a
+//! count. A `-wal` file torn by a power cut (a partial frame SQLite's recovery drops) is reported
+//! at open, not dropped silently.
+//!
 //! Invariants: the schema version is `PRAGMA user_version` and only moves forward; a file that
 //! cannot be opened as a database is moved aside (`gridwatch.db.corrupt-<time>`), counted, and
 //! replaced by a fresh one — the store never refuses to start and never loops.
 
 mod calibrations;
 mod escalations;
+mod health;
 mod incidents;
 mod journal;
 mod migrate;
@@ -56,6 +63,10 @@ pub struct Store {
     last_write_full: Arc<std::sync::atomic::AtomicBool>,
     /// Files moved aside because they could not be opened, since this process started.
     pub quarantined: Vec<PathBuf>,
+    /// Whether writes fail, and the rate limit of their error lines.
+    health: Arc<health::Health>,
+    /// Bytes of a torn `-wal` tail found at open (dropped by SQLite's recovery); 0: none.
+    pub torn_wal_bytes: u64,
 }
 
 impl Store {
@@ -63,13 +74,23 @@ impl Store {
     pub fn open(state_dir: &Path) -> anyhow::Result<Store> {
         std::fs::create_dir_all(state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
         let path = state_dir.join("gridwatch.db");
+        let torn_wal_bytes = health::torn_wal_tail(&path);
+        let store = |conn, quarantined| Store {
+            conn: Arc::new(Mutex::new(conn)),
+            dir: state_dir.to_path_buf(),
+            reserve: Arc::new(reserve::Reserve::new(state_dir)),
+            last_write_full: Arc::default(),
+            quarantined,
+            health: Arc::default(),
+            torn_wal_bytes,
+        };
         match open_file(&path) {
-            Ok(conn) => Ok(Store { conn: Arc::new(Mutex::new(conn)), dir: state_dir.to_path_buf(), reserve: Arc::new(reserve::Reserve::new(state_dir)), last_write_full: Arc::default(), quarantined: Vec::new() }),
+            Ok(conn) => Ok(store(conn, Vec::new())),
             Err(error) if is_corruption(&error) => {
                 let aside = quarantine(&path)?;
                 tracing::error!(file = %aside.display(), error = %format!("{error:#}"), "store file is corrupt; moved aside, starting a fresh one");
                 let conn = open_file(&path).with_context(|| format!("opening a fresh {}", path.display()))?;
-                Ok(Store { conn: Arc::new(Mutex::new(conn)), dir: state_dir.to_path_buf(), reserve: Arc::new(reserve::Reserve::new(state_dir)), last_write_full: Arc::default(), quarantined: vec![aside] })
+                Ok(store(conn, vec![aside]))
             }
             Err(error) => Err(error),
         }
@@ -89,10 +110,31 @@ impl Store {
         self.reserve.given_up() || self.last_write_full.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Remembers whether a write found the disk full.
+    /// Remembers whether a write found the disk full, or failed otherwise.
     fn note_write<T>(&self, result: &anyhow::Result<T>) {
         let full = result.as_ref().err().is_some_and(is_disk_full);
         self.last_write_full.store(full, std::sync::atomic::Ordering::SeqCst);
+        match result {
+            Err(error) if !full => self.health.failed(error),
+            Err(_) => {}
+            Ok(_) => self.health.succeeded(),
+        }
+    }
+
+    /// Why the store cannot write now (read-only state directory, or the last write failed);
+    /// `None` while it can.
+    pub fn write_problem(&self) -> Option<String> {
+        self.health.problem(&self.dir)
+    }
+
+    /// Writes that failed since start (disk full aside).
+    pub fn failed_writes(&self) -> u64 {
+        self.health.failed_writes()
+    }
+
+    /// Logs a failed store operation, at most once a minute (with how many were not logged).
+    pub fn report_failure(&self, what: &str, error: &anyhow::Error) {
+        self.health.report(what, error);
     }
 
     /// Tries to make a given-up reserve again (rate-limited inside); true when one is held.

@@ -106,7 +106,8 @@ async fn commit(group: &mut [Spooled], target: Option<&SpoolTarget>, metrics: &M
         }
         Err(error) => {
             metrics.drop_telemetry("spool_write_failed", count);
-            tracing::error!(points = count, error = %format!("{error:#}"), "readings not spooled; they were evaluated by the rules but will not be stored");
+            // Logged (at most once a minute) and shown in /healthz by the store itself.
+            tracing::debug!(points = count, error = %format!("{error:#}"), "readings not spooled; they were evaluated by the rules but will not be stored");
         }
     }
 }

@@ -86,7 +86,7 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
         reasons.push("MQTT broker not connected".to_string());
     }
     if metrics.clock_trusted.get() == 0 {
-        reasons.push("system clock not set (before 2026): readings without their own time are not stored".to_string());
+        reasons.push("system clock not synchronised: readings without their own time are not stored, people read \"time unknown\"".to_string());
     }
     if metrics.config_fallback.get() == 1 {
         reasons.push("running on the last good configuration: the current configuration or rule files are invalid".to_string());
@@ -108,14 +108,20 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
 }
 
 /// Gauges the store knows best, read when they are asked for.
-fn read_store_state(state: &WebState) {
+fn read_store_state(state: &WebState) -> Option<String> {
     state.metrics.store_disk_full.set(i64::from(state.store.disk_full()));
+    let problem = state.store.write_problem();
+    state.metrics.store_write_failing.set(i64::from(problem.is_some()));
+    state.metrics.store_failed_writes.set(i64::try_from(state.store.failed_writes()).unwrap_or(i64::MAX));
+    state.metrics.store_torn_wal_bytes.set(i64::try_from(state.store.torn_wal_bytes).unwrap_or(i64::MAX));
+    problem
 }
 
 /// `/healthz`: 200 `{"status":"ready"}`, or 503 `{"status":"degraded","reasons":[…]}`.
 async fn health(State(state): State<WebState>) -> impl IntoResponse {
-    read_store_state(&state);
+    let store_problem = read_store_state(&state);
     let mut reasons = degraded_reasons(&state.metrics);
+    reasons.extend(store_problem);
     if let Some(silent) = state.installer.as_ref().map(installer_api::InstallerApi::silent_sensors).filter(|s| !s.is_empty()) {
         let named: Vec<&str> = silent.iter().take(5).map(String::as_str).collect();
         let more = if silent.len() > 5 { format!(" and {} more", silent.len() - 5) } else { String::new() };
@@ -159,7 +165,7 @@ mod tests {
         metrics.mqtt_connected.set(1);
         assert!(degraded_reasons(&metrics).is_empty());
         metrics.clock_trusted.set(0);
-        assert_eq!(degraded_reasons(&metrics), vec!["system clock not set (before 2026): readings without their own time are not stored"]);
+        assert_eq!(degraded_reasons(&metrics), vec!["system clock not synchronised: readings without their own time are not stored, people read \"time unknown\""]);
         metrics.clock_trusted.set(1);
         metrics.influxdb_unreachable.set(1);
         assert_eq!(degraded_reasons(&metrics), vec!["InfluxDB unreachable: readings wait in the spool"]);

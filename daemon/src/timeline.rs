@@ -1,0 +1,140 @@
+//! The rules' timeline: the one time the rule engine is judged on, so that its durations (raise
+//! holds, no-data) never mix the box's wall clock with the devices' clocks.
+//!
+//! The timeline is monotonic ([`Clock::elapsed_ms`]) from an origin chosen at start: the wall
+//! clock, or just after the last reading the restored rule state judged if that is later (a box
+//! that booted days behind does not put its sensors' past in its future; time while the daemon
+//! was down counts only as far as the wall clock shows it). An NTP step moves the wall clock,
+//! never the timeline: no burst of no-data after a step forward, no hour of silence after a step
+//! back.
+//!
+//! Readings are placed on it: a reading this box stamped is placed at its arrival; a device's
+//! own time keeps its spacing (holds are judged by the device's times) through a per-sensor
+//! offset — none while the box's clock is synchronised (the device's time is taken as it is, so
+//! readings judged again after a crash land where they were first judged), else learned from its
+//! first reading — learned again when a reading would land more than [`AHEAD_TOLERANCE_MS`] ahead
+//! of the timeline (the device's clock jumped forward, or its first readings were a backlog). A device clock that went back is left to the out-of-order runs
+//! ([`crate::sensor_clocks`]), which then call [`Timeline::reanchor`].
+//!
+//! What people read is labelled in wall-clock time ([`Timeline::label`]): from the wall clock
+//! when it is synchronised, else in the device's own time, else not at all ("time unknown").
+//!
+//! Invariants: [`Timeline::now`] never goes back; a reading is never placed ahead of it by more
+//! than [`AHEAD_TOLERANCE_MS`].
+
+use crate::clock::Clock;
+use gridwatch_rules::Millis;
+use std::collections::HashMap;
+
+/// How far ahead of the timeline a device's reading may land before its offset is learned again
+/// (a device's clock gaining this much is treated as a step forward).
+pub const AHEAD_TOLERANCE_MS: Millis = 60_000;
+
+#[derive(Debug)]
+pub struct Timeline {
+    clock: Clock,
+    /// Timeline time at elapsed time 0.
+    origin: Millis,
+    /// Per sensor (inventory position): what to add to the device's own time to place it.
+    offsets: HashMap<usize, Millis>,
+}
+
+impl Timeline {
+    /// Starts the timeline at the wall clock, or just after `judged_until` (the latest reading
+    /// the restored rule state judged) when that is later.
+    pub fn start(clock: Clock, judged_until: Option<Millis>) -> Timeline {
+        let start = judged_until.map_or(clock.now(), |judged| clock.now().max(judged.saturating_add(1)));
+        Timeline { clock, origin: start - clock.elapsed_ms(), offsets: HashMap::new() }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.origin + self.clock.elapsed_ms()
+    }
+
+    /// Where a reading of `sensor` stamped `ts` (by the device when `own_time`, else by this box
+    /// on receipt) goes on the timeline.
+    pub fn place(&mut self, sensor: usize, ts: Millis, own_time: bool) -> Millis {
+        let now = self.now();
+        if !own_time {
+            return now;
+        }
+        // A synchronised box believes the device's time as it is (its backlogs and re-judged
+        // readings land where they were judged before); an unset one places it at its arrival.
+        let synchronized = self.clock.synchronized();
+        let offset = self.offsets.entry(sensor).or_insert_with(|| if synchronized { 0 } else { now - ts });
+        if ts.saturating_add(*offset) > now.saturating_add(AHEAD_TOLERANCE_MS) {
+            *offset = now - ts;
+        }
+        ts.saturating_add(*offset)
+    }
+
+    /// The sensor's clock went back: its reading stamped `ts` is placed now from here on.
+    pub fn reanchor(&mut self, sensor: usize, ts: Millis) {
+        let now = self.now();
+        self.offsets.insert(sensor, now - ts);
+    }
+
+    /// The wall-clock time a person reads for timeline time `at` of `sensor`: from the wall
+    /// clock when it is synchronised, else in the sensor's own time if it sends one; `None`:
+    /// unknown.
+    pub fn label(&self, sensor: usize, at: Millis) -> Option<Millis> {
+        if self.clock.synchronized() {
+            return Some(self.clock.now() - (self.now() - at));
+        }
+        self.offsets.get(&sensor).map(|offset| at - offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const DAY: Millis = 86_400_000;
+    /// 2026-11-23T00:00:00Z.
+    const TRUE_NOW: Millis = 1_795_392_000_000;
+
+    fn box_clock(start: Millis, synchronized: bool) -> Clock {
+        Clock::Accelerated { start, started: Instant::now(), speed: 1.0, synchronized }
+    }
+
+    #[test]
+    fn a_device_reading_keeps_its_spacing_on_a_box_three_days_behind() {
+        let mut timeline = Timeline::start(box_clock(TRUE_NOW - 3 * DAY, false), None);
+        let first = timeline.place(0, TRUE_NOW, true);
+        assert!((first - timeline.now()).abs() < 1_000, "placed at its arrival, not three days ahead");
+        assert_eq!(timeline.place(0, TRUE_NOW + 30_000, true), first + 30_000, "thirty seconds later on the device is thirty seconds later here");
+        assert_eq!(timeline.label(0, first + 30_000), Some(TRUE_NOW + 30_000), "labelled in the device's own time");
+        assert_eq!(timeline.label(1, first), None, "a sensor without its own time: unknown until the clock is set");
+    }
+
+    #[test]
+    fn a_device_clock_jumping_forward_is_placed_now_not_ahead() {
+        let mut timeline = Timeline::start(box_clock(TRUE_NOW, true), None);
+        let first = timeline.place(0, TRUE_NOW, true);
+        let jumped = timeline.place(0, TRUE_NOW + 2 * DAY, true);
+        assert!(jumped - first < AHEAD_TOLERANCE_MS, "never two days ahead of the timeline");
+    }
+
+    #[test]
+    fn the_timeline_does_not_start_behind_what_the_saved_state_judged() {
+        let timeline = Timeline::start(box_clock(TRUE_NOW - 3 * DAY, false), Some(TRUE_NOW));
+        assert!(timeline.now() > TRUE_NOW, "a box that booted days behind continues after its last judged reading");
+        let timeline = Timeline::start(box_clock(TRUE_NOW, true), Some(TRUE_NOW - DAY));
+        assert!(timeline.now() >= TRUE_NOW, "downtime the wall clock shows counts");
+    }
+
+    #[test]
+    fn a_synchronised_box_takes_a_devices_time_as_it_is() {
+        let mut timeline = Timeline::start(box_clock(TRUE_NOW, true), None);
+        assert_eq!(timeline.place(0, TRUE_NOW - 3_600_000, true), TRUE_NOW - 3_600_000, "an hour-old reading is an hour old");
+    }
+
+    #[test]
+    fn readings_this_box_stamps_are_placed_at_their_arrival() {
+        let mut timeline = Timeline::start(box_clock(86_400_000, false), None);
+        let placed = timeline.place(0, 86_400_000 + 2 * DAY, false);
+        assert!((placed - timeline.now()).abs() < 1_000);
+        assert_eq!(timeline.label(0, placed), None, "stamped by an unset clock: time unknown");
+    }
+}

@@ -1,0 +1,181 @@
+//! A Raspberry Pi's clock, the way the field has it: the real `gridwatch` binary runs under
+//! libfaketime (Debian's `faketime` package) with its wall clock days behind, at 1970, or an hour
+//! ahead, and the clock is stepped mid-run (`FAKETIME_TIMESTAMP_FILE` rewritten,
+//! `FAKETIME_NO_CACHE=1`; the monotonic clock stays real, as NTP leaves it). Devices send their
+//! true time. What reaches people is counted at a real HTTP webhook receiver:
+//!
+//! - every alarm the devices' readings call for is raised, labelled with the device's time;
+//! - a sensor that really goes silent raises no-data, the others do not (no mass no-data);
+//! - after the step at most one reminder and one escalation level come in the next seconds;
+//! - nothing stamped 1970 (or days off) reaches a person: "time unknown" until the clock is set.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{publish_until_evaluated, Daemon, SECOND};
+use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ROSTER: &str = r#"
+[[grid]]
+id = "grid-5"
+
+[[member]]
+id = "wang"
+name = "王芳"
+role = "worker"
+grids = ["grid-5"]
+
+[[member]]
+id = "chen"
+name = "陈刚"
+role = "grid_leader"
+grids = ["grid-5"]
+
+[[shift]]
+member = "wang"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+from = "00:00"
+to = "00:00"
+
+[[policy]]
+severity = "alarm"
+accept_within = "9s"
+on_site_within = "18s"
+remind_every = "3s"
+escalate_to = [["grid_leader"]]
+"#;
+
+/// Debian's libfaketime (multi-threaded flavour: the daemon runs tokio worker threads).
+fn libfaketime() -> PathBuf {
+    let candidates = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/faketime/libfaketimeMT.so.1"];
+    candidates.iter().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| panic!("libfaketime is not installed (apt-get install faketime; .ci/run does): looked for {candidates:?}"))
+}
+
+fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook_port: u16) {
+    let flag = dir.join("synchronized");
+    let config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-clock-{http_port}\"\n\
+         [[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-5\"\n\
+         [[sensor]]\nid = \"canal-03\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-5\"\n\
+         [[sensor]]\nid = \"canal-04\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-5\"\n\
+         [ingest]\nclock_synchronized = \"{}\"\n\
+         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n[[alerts.webhook]]\nname = \"office\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n\
+         [http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
+        mosquitto.url(),
+        flag.display()
+    );
+    std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
+    let rules = "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n\n[[rule]]\nid = \"silent\"\nno_data = \"6s\"\nseverity = \"warning\"\n";
+    std::fs::write(dir.join("rules.toml"), rules).unwrap();
+    std::fs::write(dir.join("roster.toml"), ROSTER).unwrap();
+}
+
+fn bodies(receiver: &WebhookReceiver, event: &str) -> Vec<serde_json::Value> {
+    receiver.bodies().into_iter().filter(|b| b["event"] == event).collect()
+}
+
+fn no_data_of(receiver: &WebhookReceiver, sensor: &str) -> usize {
+    bodies(receiver, "fired").iter().filter(|b| b["rule"] == "silent" && b["sensor"] == sensor).count()
+}
+
+/// A label a person reads: "time unknown", or a time within a minute of the true one.
+fn believable(label: &str) -> bool {
+    label == "time unknown" || chrono::DateTime::parse_from_rfc3339(label).is_ok_and(|t| (t.timestamp_millis() - now_ms()).abs() < 60_000)
+}
+
+/// Runs the daemon with its wall clock at `faked` (libfaketime's syntax) and not synchronised;
+/// once the alarm's ladder runs, NTP "steps" it to the true time and timesyncd's flag appears.
+async fn clock_stepped_mid_run(faked: &str) {
+    let mosquitto = std::sync::Arc::new(Mosquitto::start().await.expect("mosquitto"));
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, receiver.port());
+    let faketime_file = dir.path().join("faketime");
+    std::fs::write(&faketime_file, faked).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gridwatch"));
+    command
+        .args(["run", "--config", "gridwatch.toml"])
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME_TIMESTAMP_FILE", &faketime_file)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let mut daemon = Daemon::spawn(command, dir.path());
+
+    let topic = |sensor: &str| format!("gridwatch/east-canal/{sensor}/telemetry");
+    let up = publish_until_evaluated(&mosquitto, &topic("canal-02"), || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    // canal-03 reports once and goes silent; canal-02 and canal-04 keep reporting their true time.
+    mosquitto.publish(&topic("canal-03"), &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+    let alarm_ts = now_ms();
+    mosquitto.publish(&topic("canal-02"), &format!(r#"{{"do": 3.0, "ts": {alarm_ts}}}"#)).unwrap();
+    let keep_reporting = {
+        let mosquitto = mosquitto.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                let mosquitto = mosquitto.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms()));
+                    let _ = mosquitto.publish("gridwatch/east-canal/canal-04/telemetry", &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()));
+                })
+                .await;
+            }
+        })
+    };
+
+    // The alarm the device's reading calls for is raised, in the device's time.
+    let fired = wait_for(10 * SECOND, || async { bodies(&receiver, "fired").iter().any(|b| b["rule"] == "do-low") }).await;
+    assert!(fired, "the alarm was not raised: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    let alarm = bodies(&receiver, "fired").into_iter().find(|b| b["rule"] == "do-low").unwrap();
+    let device_time = chrono::DateTime::from_timestamp_millis(alarm_ts).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(alarm["at"], device_time.as_str(), "labelled with the device's own time");
+
+    // The silent sensor raises no-data; its reporting neighbours do not.
+    let silent = wait_for(15 * SECOND, || async { no_data_of(&receiver, "canal-03") == 1 }).await;
+    assert!(silent, "a sensor that went silent raised nothing: {:?}", receiver.bodies());
+
+    // The ladder runs; then the clock steps to the true time.
+    assert!(wait_for(10 * SECOND, || async { !bodies(&receiver, "reminder").is_empty() }).await, "no reminder: {:?}", daemon.stderr());
+    assert_eq!(bodies(&receiver, "reminder")[0]["at"], "time unknown", "the clock is not set yet");
+    let (reminders, escalations) = (bodies(&receiver, "reminder").len(), bodies(&receiver, "escalated").len());
+    std::fs::write(&faketime_file, "+0").unwrap();
+    std::fs::write(dir.path().join("synchronized"), b"").unwrap();
+    tokio::time::sleep(5 * SECOND / 2).await;
+    let (after_reminders, after_escalations) = (bodies(&receiver, "reminder").len() - reminders, bodies(&receiver, "escalated").len() - escalations);
+    assert!(after_reminders <= 1 && after_escalations <= 1, "a burst after the step: {after_reminders} reminder(s), {after_escalations} escalation(s) in 2.5 s");
+
+    // The ladder goes on after the step, labelled in true time.
+    let escalated = wait_for(15 * SECOND, || async { bodies(&receiver, "escalated").len() > escalations || bodies(&receiver, "reminder").len() > reminders + after_reminders }).await;
+    assert!(escalated, "the ladder stopped after the step: {:?}", receiver.bodies());
+    keep_reporting.abort();
+    let last = receiver.bodies().into_iter().rev().find(|b| b["event"] == "reminder" || b["event"] == "escalated").unwrap();
+    assert_ne!(last["at"], "time unknown", "the clock is set now: {last}");
+
+    for body in receiver.bodies() {
+        for key in ["at", "since"] {
+            let label = body[key].as_str().unwrap_or_default();
+            assert!(believable(label), "a person read {key} = {label:?}: {body}");
+        }
+    }
+    assert_eq!((no_data_of(&receiver, "canal-02"), no_data_of(&receiver, "canal-04")), (0, 0), "no-data for sensors that kept reporting: {:?}", receiver.bodies());
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_three_days_behind_raises_every_alarm_and_its_ntp_step_bursts_nothing() {
+    clock_stepped_mid_run("-3d").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_that_booted_at_1970_stamps_nothing_1970_for_people() {
+    clock_stepped_mid_run("@1970-01-02 00:00:00").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_stepped_back_an_hour_keeps_the_ladder_and_no_data_running() {
+    clock_stepped_mid_run("+1h").await;
+}

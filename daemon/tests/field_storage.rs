@@ -1,0 +1,109 @@
+//! An SD card that goes read-only, the way the field has it: the state directory is a
+//! loop-mounted ext4 image (`errors=remount-ro`), and mid-run ext4 is told it found an error
+//! (`/sys/fs/ext4/<dev>/trigger_fs_error`), so the kernel remounts it read-only under the running
+//! daemon. `/healthz` must say so within 5 s (503, with the reason) and the metrics at once, and
+//! the failing writes must not become one error line per reading.
+//!
+//! Loop mounts need root (CAP_SYS_ADMIN), as `.ci/run` on a fresh Debian machine has: without it
+//! this test fails and says so — it is never skipped silently.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{metric, metrics, publish_until_evaluated, Daemon, SECOND};
+use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A loop-mounted ext4 image; unmounted when dropped.
+struct SdCard {
+    mount: PathBuf,
+    device: String,
+}
+
+impl SdCard {
+    fn mount(dir: &Path) -> SdCard {
+        let image = dir.join("sd.img");
+        let mount = dir.join("state");
+        std::fs::create_dir_all(&mount).unwrap();
+        run("truncate", &["-s", "64M", image.to_str().unwrap()]);
+        run("mkfs.ext4", &["-q", image.to_str().unwrap()]);
+        let mounted = Command::new("mount").args(["-o", "loop,errors=remount-ro"]).arg(&image).arg(&mount).status().unwrap();
+        assert!(
+            mounted.success(),
+            "this test loop-mounts an ext4 image as the state directory and needs root (CAP_SYS_ADMIN) and loop devices; run it as root, as .ci/run does on a fresh Debian machine"
+        );
+        let source = Command::new("findmnt").args(["-n", "-o", "SOURCE"]).arg(&mount).output().unwrap();
+        let device = String::from_utf8(source.stdout).unwrap().trim().trim_start_matches("/dev/").to_string();
+        SdCard { mount, device }
+    }
+
+    /// What ext4 does when it meets an error on a card mounted `errors=remount-ro`.
+    fn fail(&self) {
+        std::fs::write(format!("/sys/fs/ext4/{}/trigger_fs_error", self.device), "gridwatch test: the SD card failed\n").unwrap();
+        let probe = std::fs::write(self.mount.join("probe"), b"x");
+        assert!(probe.is_err(), "the card is still writable after the error");
+    }
+}
+
+impl Drop for SdCard {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let status = Command::new(program).args(args).status().unwrap_or_else(|e| panic!("cannot run {program} (apt-get install e2fsprogs): {e}"));
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
+async fn health(http_port: u16) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("http://127.0.0.1:{http_port}/healthz")).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_directory_gone_read_only_is_an_alarm_within_five_seconds_not_a_log_line_per_reading() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let card = SdCard::mount(dir.path());
+    let http_port = free_port();
+    let config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-storage-{http_port}\"\n\
+         [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n\
+         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        mosquitto.url()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let topic = "gridwatch/north-lane/house-07/telemetry";
+    let up = publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    let ready = wait_for(10 * SECOND, || async { health(http_port).await.0 == 200 }).await;
+    assert!(ready, "not ready before the card failed: {:?}", health(http_port).await);
+    assert_eq!(metric(&metrics(http_port).await, "gridwatch_store_write_failing"), Some(0.0));
+
+    card.fail();
+    let failed_at = std::time::Instant::now();
+    let degraded = wait_for(5 * SECOND, || async { health(http_port).await.0 == 503 }).await;
+    assert!(degraded, "/healthz still ready 5 s after the state directory went read-only: {:?}", health(http_port).await);
+    let (_, body) = health(http_port).await;
+    assert!(body["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("read-only")), "{body}");
+    assert_eq!(metric(&metrics(http_port).await, "gridwatch_store_write_failing"), Some(1.0));
+    assert!(failed_at.elapsed() < 5 * SECOND);
+
+    // Alarms keep coming: their failing writes are counted, not logged one line each.
+    for n in 0..20 {
+        let x = if n % 2 == 0 { 7.0 } else { 0.1 };
+        mosquitto.publish(topic, &format!(r#"{{"x": {x}, "ts": {}}}"#, now_ms())).unwrap();
+    }
+    let counted = wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_store_failed_writes").unwrap_or(0.0) >= 1.0 }).await;
+    assert!(counted, "{:?}", daemon.stderr());
+    let error_lines = daemon.stderr().iter().filter(|l| l.contains("ERROR")).count();
+    assert!(error_lines <= 3, "{error_lines} error lines for 20 alarm events: {:?}", daemon.stderr());
+    daemon.kill_hard();
+    drop(card);
+}
