@@ -37,6 +37,9 @@ pub struct Timeline {
     origin: Millis,
     /// Per sensor (inventory position): what to add to the device's own time to place it.
     offsets: HashMap<usize, Millis>,
+    /// Per sensor: where its latest reading was placed. A re-learned offset never places the
+    /// next reading before it (the engine would refuse it as out of order).
+    placed: HashMap<usize, Millis>,
 }
 
 impl Timeline {
@@ -44,7 +47,7 @@ impl Timeline {
     /// the restored rule state judged) when that is later.
     pub fn start(clock: Clock, judged_until: Option<Millis>) -> Timeline {
         let start = judged_until.map_or(clock.now(), |judged| clock.now().max(judged.saturating_add(1)));
-        Timeline { clock, origin: start - clock.elapsed_ms(), offsets: HashMap::new() }
+        Timeline { clock, origin: start - clock.elapsed_ms(), offsets: HashMap::new(), placed: HashMap::new() }
     }
 
     pub fn now(&self) -> Millis {
@@ -63,9 +66,13 @@ impl Timeline {
         let synchronized = self.clock.synchronized();
         let offset = self.offsets.entry(sensor).or_insert_with(|| if synchronized { 0 } else { now - ts });
         if ts.saturating_add(*offset) > now.saturating_add(AHEAD_TOLERANCE_MS) {
-            *offset = now - ts;
+            // Placed now — or just after this sensor's previous reading, if that lies ahead.
+            let floor = self.placed.get(&sensor).map_or(now, |&last| now.max(last.saturating_add(1)));
+            *offset = floor - ts;
         }
-        ts.saturating_add(*offset)
+        let at = ts.saturating_add(*offset);
+        self.placed.insert(sensor, at);
+        at
     }
 
     /// The sensor's clock went back: its reading stamped `ts` is placed now from here on.
@@ -106,6 +113,13 @@ mod tests {
         assert_eq!(timeline.place(0, TRUE_NOW + 30_000, true), first + 30_000, "thirty seconds later on the device is thirty seconds later here");
         assert_eq!(timeline.label(0, first + 30_000), Some(TRUE_NOW + 30_000), "labelled in the device's own time");
         assert_eq!(timeline.label(1, first), None, "a sensor without its own time: unknown until the clock is set");
+    }
+
+    #[test]
+    fn readings_a_minute_apart_stamped_ahead_stay_in_their_order() {
+        let mut timeline = Timeline::start(box_clock(TRUE_NOW, true), None);
+        let placed: Vec<Millis> = [0, 31_000, 62_000, 93_000].iter().map(|ahead| timeline.place(0, TRUE_NOW + ahead, true)).collect();
+        assert!(placed.windows(2).all(|pair| pair[1] > pair[0]), "never placed before the reading before it: {placed:?}");
     }
 
     #[test]

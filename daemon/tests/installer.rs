@@ -80,14 +80,15 @@ async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
     assert!(up);
     let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
     let taken = |n: f64| async move { wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= before + n }).await };
-    publish(0.31 + permille(3.0), now_ms());
+    let t0 = now_ms();
+    publish(0.31 + permille(3.0), t0);
     assert!(taken(1.0).await);
     let (ok, _, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "house-07", "--window", "5m", "--by", "Li 138"]);
     assert!(!ok && err.contains("only 1 reading(s) from `house-07`") && err.contains("at least 3"), "one reading is not a baseline: {err}");
-    // The daemon keeps one reading per 30 s for this: two more, as a box reporting twice a
-    // minute would send them.
-    publish(0.31 + permille(3.0), now_ms() + 31_000);
-    publish(0.31 + permille(3.0), now_ms() + 62_000);
+    // The daemon keeps one reading per 30 s for this: two more, stamped as a box reporting
+    // twice a minute would stamp them.
+    publish(0.31 + permille(3.0), t0 + 31_000);
+    publish(0.31 + permille(3.0), t0 + 62_000);
     assert!(taken(3.0).await);
     let (ok, again, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "house-07", "--window", "5m", "--by", "Li 138"]);
     assert!(ok, "{err}");
