@@ -419,7 +419,7 @@ fn address(alert: &Alert, roster: &crate::dispatch::roster::Roster, sinks: &[Str
 
 /// Once the incident is known: its link and each recipient's own link in the alert, and the
 /// channels with their copies.
-fn router(addressing: Addressing, links: Option<crate::links::WorkerLinks>) -> Box<dyn Fn(&mut Alert, i64) -> Vec<Destination> + Send + Sync> {
+fn router(addressing: Addressing, links: Option<crate::links::WorkerLinks>) -> crate::store::Route {
     Box::new(move |alert: &mut Alert, incident: i64| {
         let now_secs = chrono::Utc::now().timestamp();
         alert.incident_id = Some(incident);

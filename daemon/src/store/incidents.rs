@@ -197,11 +197,14 @@ impl Store {
     }
 }
 
+/// Addresses an alert (and its incident id) to the channels and people it goes to.
+pub type Route = Box<dyn Fn(&mut Alert, i64) -> Vec<Destination> + Send + Sync>;
+
 /// How a news event is journaled once its incident is known.
 pub struct Journaling {
     /// Fills in the incident (and what derives from it: the links) and names the channels, each
     /// with its own copy when it differs.
-    pub route: Box<dyn Fn(&mut Alert, i64) -> Vec<Destination> + Send + Sync>,
+    pub route: Route,
     /// Deliveries wait until then (quiet hours, digest, group window).
     pub not_before_ms: Option<i64>,
     /// When it fires: start the incident's escalation clocks (grid, armed at, first step due).

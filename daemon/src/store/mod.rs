@@ -41,7 +41,7 @@ mod used_signatures;
 
 pub use calibrations::Calibration;
 pub use escalations::{DueEscalation, EscalationStep};
-pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling};
+pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling, Route};
 pub use journal::{Destination, DueDelivery, JournalEntry};
 pub use silences::NewSilence;
 pub use spool::{SpoolStats, SpooledPoint};
