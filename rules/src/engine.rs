@@ -354,7 +354,6 @@ impl Engine {
         if slot.last_at.is_some_and(|last| at < last) {
             return Observed::OutOfOrder;
         }
-        let interval_ms = self.sensors[subject.0].interval_ms;
         slot.last_at = Some(at);
         let plan = &self.plans[slot.plan as usize];
         let SlotStatesMut { learned, stages, checks } = self.states.of_mut(slot, plan);
@@ -386,7 +385,7 @@ impl Engine {
                     Relative::Ratio => (baseline > 0.0).then(|| value / baseline),
                 }
             };
-            self.staged.push(signal.stage(state, at, interval_ms, &field));
+            self.staged.push(signal.stage(state, at, &field));
         }
         for (state, planned) in checks.iter_mut().zip(&plan.checks) {
             let rule = &self.rules[planned.rule()];

@@ -32,15 +32,23 @@ const SMOOTH_POINTS: i64 = 24;
 /// that moved 0.1° stays within a noisy box's hundredth of a degree; two spikes in a row seldom
 /// land within a third of their size of each other.
 const STEADY_FRACTION: f64 = 1.0 / 3.0;
-/// The fewest readings a time window takes a median of, when it can hold that many of the
-/// sensor's: one reading alone (after a gap) could be a spike.
+/// The fewest readings a time window takes a median of: one reading alone could be a spike, and
+/// the median of two is their mean.
 pub const TIME_WINDOW_MIN_POINTS: usize = 3;
+/// The fewest readings a window that holds fewer than it needs reaches back for (an hourly median
+/// of a box that reports every 20 minutes or less often): five, because of three a pair of spikes
+/// would be the median — a box reporting every half hour with a few spikes a week has such pairs
+/// several times a year.
+const REACH_BACK_POINTS: usize = 5;
+/// How much further back than its own length a window or a `recent` baseline reaches for its
+/// fewest readings: after a longer silence it starts afresh.
+const STRETCH_LIMIT_SECONDS: i64 = 24 * 3600;
 /// How many points a `recent` baseline keeps per field across its window at most (plus the two
 /// newest readings).
 const RECENT_POINTS: i64 = 8;
-/// The fewest points a `recent` baseline takes a median of (one fewer for a sensor that reports
-/// less often than every quarter of the window): with fewer, one bad reading could be the
-/// reference.
+/// The fewest points a `recent` baseline takes a median of (with fewer, one bad reading could be
+/// the reference); a sensor that reports seldom is judged against its newest
+/// [`REACH_BACK_POINTS`] readings, however far back they lie.
 const RECENT_MIN_POINTS: usize = 3;
 
 /// Where the per-sensor reference values come from.
@@ -276,9 +284,9 @@ impl Signal {
     /// returns a field's value already taken relative to a calibrated or learned baseline when
     /// the signal has one; a `recent` baseline is applied here.
     ///
-    /// `interval_ms` is how often the sensor reports: a time window takes a median only of as
-    /// many readings as it can hold, up to [`TIME_WINDOW_MIN_POINTS`].
-    pub fn stage(&self, state: &mut StageState, at: Millis, interval_ms: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
+    /// Time windows take a median of at least [`TIME_WINDOW_MIN_POINTS`] readings, and of the
+    /// newest [`REACH_BACK_POINTS`] for a sensor that reports too seldom to fill them.
+    pub fn stage(&self, state: &mut StageState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
         let step = match self.smooth {
             Some(Smooth { method: SmoothMethod::Steady, .. }) => Some(self.step_from_previous(state, field)?),
             _ => None,
@@ -291,7 +299,7 @@ impl Signal {
         match (self.smooth, step) {
             (None, _) => Some(raw),
             (Some(Smooth { window: Window::Samples(n), .. }), Some(step)) => steady_value(state.0.get_or_insert_with(Box::default), n, at, raw, step),
-            (Some(smooth), _) => smooth_value(smooth, &mut state.0.get_or_insert_with(Box::default).smooth, at, interval_ms, raw),
+            (Some(smooth), _) => smooth_value(smooth, &mut state.0.get_or_insert_with(Box::default).smooth, at, raw),
         }
     }
 
@@ -325,11 +333,8 @@ impl Signal {
         let mut references: smallvec::SmallVec<[f64; 4]> = smallvec::SmallVec::new();
         for (name, points) in fields.iter().zip(lists.iter_mut()) {
             let Some(value) = field(name).filter(|v| v.is_finite()) else { return Some(None) };
-            // A sensor reporting less often than every quarter of the window (every 20 minutes
-            // for an hour) holds only two readings in it: two make its reference.
-            let sparse = points.last().is_some_and(|p| now - p.second() >= window_seconds(window_ms) / 4);
-            drop_front(points, |p| p.second() <= cutoff);
-            if points.len() >= if sparse { RECENT_MIN_POINTS - 1 } else { RECENT_MIN_POINTS } {
+            let reached_back = expire(points, cutoff);
+            if points.len() >= if reached_back { REACH_BACK_POINTS } else { RECENT_MIN_POINTS } {
                 references.push(median_of(points.iter().map(|p| p.value())));
             }
             thin_push(points, Point::new(now, value), spacing);
@@ -374,25 +379,26 @@ impl Signal {
     }
 
     /// Both stages, for a signal with state of its own.
-    pub fn observe(&self, stage: &mut StageState, transform: &mut TransformState, at: Millis, interval_ms: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
-        let staged = self.stage(stage, at, interval_ms, field)?;
+    pub fn observe(&self, stage: &mut StageState, transform: &mut TransformState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
+        let staged = self.stage(stage, at, field)?;
         self.transform(transform, at, staged)
     }
 }
 
 /// The smoothed value with `value` added; `None` while a window of a number of samples is not
 /// yet full (the median of two readings would be their mean, and one knock would count), or a
-/// time window holds fewer readings than it needs (just after a start or a gap).
-fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, interval_ms: Millis, value: f64) -> Option<f64> {
+/// time window holds fewer than [`TIME_WINDOW_MIN_POINTS`] readings, or than
+/// [`REACH_BACK_POINTS`] when it reaches back beyond its length for them (just after a start, or
+/// a silence of more than a day).
+fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> Option<f64> {
     let now = second_of(at);
     let point = Point::new(now, value);
     match smooth.window {
         Window::Time(window) => {
             let seconds = window_seconds(window);
             thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1));
-            drop_front(buffer, |p| p.second() <= now - seconds);
-            let fits = usize::try_from(window / interval_ms.max(1)).unwrap_or(usize::MAX);
-            if buffer.len() < fits.clamp(1, TIME_WINDOW_MIN_POINTS) {
+            let reached_back = expire(buffer, now - seconds);
+            if buffer.len() < if reached_back { REACH_BACK_POINTS } else { TIME_WINDOW_MIN_POINTS } {
                 return None;
             }
         }
@@ -433,6 +439,19 @@ fn steady_value(kept: &mut StageKept, n: usize, at: Millis, value: f64, step: f6
 /// newest readings: the second newest stays only if it lies `spacing` after the point before. Keeping two raw readings at the end means a window that holds little yet
 /// (just after a start, or after a gap) still takes a median of three, so one bad reading cannot
 /// be half of it.
+/// Drops the points at or before `cutoff`, but keeps the newest [`REACH_BACK_POINTS`] of them
+/// unless they lie more than [`STRETCH_LIMIT_SECONDS`] before it; whether a point at or before
+/// `cutoff` is still kept (the window reached back for its readings).
+fn expire(points: &mut Points, cutoff: i64) -> bool {
+    let expired = points.iter().take_while(|p| p.second() <= cutoff).count();
+    let drop = expired.min(points.len().saturating_sub(REACH_BACK_POINTS));
+    if drop > 0 {
+        points.drain(..drop);
+    }
+    drop_front(points, |p| p.second() <= cutoff - STRETCH_LIMIT_SECONDS);
+    points.first().is_some_and(|p| p.second() <= cutoff)
+}
+
 fn thin_push(points: &mut Points, point: Point, spacing: i64) {
     let len = points.len();
     if len >= 3 && points[len - 2].second() - points[len - 3].second() < spacing {
@@ -585,7 +604,7 @@ mod tests {
 
     fn run(signal: &Signal, values: &[(Millis, f64)]) -> Vec<Option<f64>> {
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
-        values.iter().map(|&(at, v)| signal.observe(&mut stage, &mut transform, at, MIN, &|_| Some(v))).collect()
+        values.iter().map(|&(at, v)| signal.observe(&mut stage, &mut transform, at, &|_| Some(v))).collect()
     }
 
     #[test]
@@ -594,13 +613,13 @@ mod tests {
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         assert_eq!(serde_json::to_string(&stage).unwrap(), r#"{"smooth":[]}"#, "nothing seen: an empty list");
         for (second, v) in [(0, 1.0), (1, 5.0)] {
-            s.observe(&mut stage, &mut transform, second * 1000, MIN, &|_| Some(v));
+            s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(v));
         }
         let saved = serde_json::to_string(&stage).unwrap();
         assert_eq!(saved, r#"{"smooth":[0,[1],[1.0,5.0]]}"#, "packed: first second, steps, values");
         let mut loaded: StageState = serde_json::from_str(&saved).unwrap();
         assert_eq!(loaded, stage);
-        assert_eq!(s.observe(&mut loaded, &mut transform, 2000, MIN, &|_| Some(2.0)), Some(2.0), "the median of 1, 5, 2");
+        assert_eq!(s.observe(&mut loaded, &mut transform, 2000, &|_| Some(2.0)), Some(2.0), "the median of 1, 5, 2");
         assert_eq!(serde_json::from_str::<StageState>(r#"{"smooth":[]}"#).unwrap(), StageState::default());
     }
 
@@ -619,7 +638,7 @@ mod tests {
         for m in 0..(3 * 24 * 60) {
             // A level of 1.0 with a daily swing of ±0.5 and one reading a minute.
             let swing = 0.5 * (m as f64 / (24.0 * 60.0) * std::f64::consts::TAU).sin();
-            last = s.observe(&mut stage, &mut transform, m * MIN, MIN, &|_| Some(1.0 + swing));
+            last = s.observe(&mut stage, &mut transform, m * MIN, &|_| Some(1.0 + swing));
             let kept = stage.0.as_ref().map_or(0, |kept| kept.smooth.len());
             assert!(kept <= SMOOTH_POINTS as usize + 3, "minute {m}: {kept} points");
         }
@@ -649,7 +668,7 @@ mod tests {
         let mut out = Vec::new();
         for m in 0..32 {
             let (x, y) = reading(m);
-            out.push(s.observe(&mut stage, &mut transform, m * MIN, MIN, &|name| Some(if name == "x" { x } else { y })));
+            out.push(s.observe(&mut stage, &mut transform, m * MIN, &|name| Some(if name == "x" { x } else { y })));
         }
         assert_eq!(&out[..3], &[None, None, None], "three readings make the first reference");
         assert!(out[29].unwrap() < 1e-6, "{out:?}");
@@ -660,28 +679,42 @@ mod tests {
     #[test]
     fn mean_over_time_window_forgets_old_values() {
         let s = signal("v", Some(Smooth { method: SmoothMethod::Mean, window: Window::Time(10 * MIN) }), None);
-        let (mut stage, mut transform) = (StageState::default(), TransformState::default());
-        // A sensor reporting every 10 minutes: a window of 10 minutes holds one of its readings.
-        let out: Vec<_> = [(0, 10.0), (5 * MIN, 20.0), (10 * MIN, 30.0)]
-            .iter()
-            .map(|&(at, v)| s.observe(&mut stage, &mut transform, at, 10 * MIN, &|_| Some(v)))
-            .collect();
-        assert_eq!(out, vec![Some(10.0), Some(15.0), Some(25.0)]);
+        let readings: Vec<(Millis, f64)> = (0..8).map(|i| (i * 2 * MIN, 10.0 * (i + 1) as f64)).collect();
+        let out = run(&s, &readings);
+        assert_eq!(out, vec![None, None, Some(20.0), Some(25.0), Some(30.0), Some(40.0), Some(50.0), Some(60.0)]);
     }
 
     #[test]
-    fn a_time_window_waits_for_three_readings_when_it_can_hold_them() {
+    fn a_window_reaches_back_for_five_readings_when_its_sensor_reports_seldom() {
         let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN) }), None);
-        // Reporting every minute, then silent for two hours, then a spike first.
-        let out = run(&s, &[(0, 1.0), (MIN, 1.0), (2 * MIN, 1.0), (3 * MIN, 1.0), (183 * MIN, 9.0), (184 * MIN, 1.0), (185 * MIN, 1.0)]);
-        assert_eq!(out, vec![None, None, Some(1.0), Some(1.0), None, None, Some(1.0)], "the spike after the gap is never the median");
+        // A box that reports every 40 minutes: an hour holds one or two of its readings; a pair
+        // of spikes among them is still never the median.
+        let at = |i: i64| i * 40 * MIN;
+        let values = [1.0, 1.0, 1.0, 1.0, 1.0, 9.0, 9.5, 1.0, 1.0, 1.0, 1.0, 1.0, 5.0, 5.0, 5.0];
+        let readings: Vec<(Millis, f64)> = values.iter().enumerate().map(|(i, &v)| (at(i as i64), v)).collect();
+        let out = run(&s, &readings);
+        let mut expected = vec![None; 4];
+        expected.extend([Some(1.0); 10]);
+        expected.push(Some(5.0));
+        assert_eq!(out, expected, "two spikes never; a change once three readings show it");
+        // Reporting every 3 minutes, then silent for three hours, then a spike first: the window
+        // reaches back to the readings before the silence.
+        let readings: Vec<(Millis, f64)> = (0..5).map(|i| (i * 3 * MIN, 1.0)).chain([(192 * MIN, 9.0), (195 * MIN, 1.0), (198 * MIN, 1.0)]).collect();
+        let out = run(&s, &readings);
+        assert_eq!(out, vec![None, None, Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(1.0)], "the spike after the gap is never the median");
+        // After more than a day of silence, it starts afresh: three new readings.
+        let day = 24 * 60 * MIN;
+        let readings: Vec<(Millis, f64)> = (0..5).map(|i| (i * 3 * MIN, 1.0)).chain((0..5).map(|i| (2 * day + i * 3 * MIN, 9.0))).collect();
+        let out = run(&s, &readings);
+        let expected = [None, None, Some(1.0), Some(1.0), Some(1.0), None, None, Some(9.0), Some(9.0), Some(9.0)];
+        assert_eq!(out, expected, "nothing judged on readings from days ago");
     }
 
     #[test]
     fn steady_passes_a_movement_that_stays_and_nothing_that_jumps_about() {
         let s = signal("hypot(x, y)", Some(Smooth { method: SmoothMethod::Steady, window: Window::Samples(2) }), None);
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
-        let mut feed = |at: Millis, x: f64, y: f64| s.observe(&mut stage, &mut transform, at, MIN, &|name| Some(if name == "x" { x } else { y }));
+        let mut feed = |at: Millis, x: f64, y: f64| s.observe(&mut stage, &mut transform, at, &|name| Some(if name == "x" { x } else { y }));
         assert_eq!(feed(0, 0.0, 0.0), None, "two readings make the first value");
         assert_eq!(feed(MIN, 0.0, 0.0), Some(0.0));
         // Two spikes in a row, in different directions: large values, but they disagree.
@@ -711,7 +744,7 @@ mod tests {
         let s = signal("v", None, Some(Transform::ChangeOver { window: 24 * 60 * MIN, windows: 1 }));
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         for second in 0..(3 * 24 * 3600) {
-            s.observe(&mut stage, &mut transform, second * 1000, MIN, &|_| Some(1.0));
+            s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(1.0));
         }
         let Some(Transformed::History(history)) = transform.0.as_deref() else { panic!("a change_over keeps a history") };
         assert!(history.len() <= HISTORY_POINTS as usize + 2, "{}", history.len());
@@ -734,7 +767,7 @@ mod tests {
         let s = signal("v", None, Some(Transform::ChangeOver { window: 60 * MIN, windows: 2 }));
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         for second in 0..(6 * 3600) {
-            s.observe(&mut stage, &mut transform, second * 1000, MIN, &|_| Some(1.0));
+            s.observe(&mut stage, &mut transform, second * 1000, &|_| Some(1.0));
         }
         let Some(Transformed::History(history)) = transform.0.as_deref() else { panic!("a change_over keeps a history") };
         assert!(history.len() <= 2 * HISTORY_POINTS as usize + 2, "{}", history.len());
@@ -764,7 +797,7 @@ mod tests {
             let value = f64::from((seed >> 20) as u16) / 1000.0;
             let value = f64::from(value as f32);
             let expected = kept.iter().filter(|&&(t, _)| t >= at - 10 * MIN).map(|&(_, v)| (value - v).abs()).fold(0.0, f64::max);
-            let swing = s.observe(&mut stage, &mut transform, at, MIN, &|_| Some(value)).unwrap();
+            let swing = s.observe(&mut stage, &mut transform, at, &|_| Some(value)).unwrap();
             assert!((swing - expected).abs() < 1e-9, "step {step}: {swing} vs {expected}");
             kept.push((at, value));
         }

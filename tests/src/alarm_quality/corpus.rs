@@ -50,13 +50,18 @@ pub struct Size {
     pub faults_per_kind: usize,
     /// Sensor-years per water sub-family (probes of a year; fouling probes of 90 days).
     pub water_years: f64,
+    /// The range tilt boxes' report intervals are drawn from, in whole minutes.
+    pub interval_minutes: (i64, i64),
 }
+
+/// Report intervals of the corpus's tilt boxes unless a run asks for others: 1–10 minutes.
+pub const INTERVAL_MINUTES: (i64, i64) = (1, 10);
 
 impl Size {
     /// The size the test suite runs (tests/alarm_quality.rs): a few box-years, a case or two
     /// of everything, well under a minute in a debug build on two cores.
     pub fn reduced() -> Size {
-        Size { healthy_box_years: 3.0, creeps_per_band: 1, jumps: 16, lean_jumps: 4, building_jumps: 4, faults_per_kind: 2, water_years: 0.25 }
+        Size { healthy_box_years: 3.0, creeps_per_band: 1, jumps: 16, lean_jumps: 4, building_jumps: 4, faults_per_kind: 2, water_years: 0.25, interval_minutes: INTERVAL_MINUTES }
     }
 
     /// The full size times `scale` (at least one case of everything).
@@ -70,6 +75,7 @@ impl Size {
             building_jumps: at_least_one(60.0),
             faults_per_kind: at_least_one(20.0),
             water_years: (20.0 * scale).max(1.0),
+            interval_minutes: INTERVAL_MINUTES,
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct CaseSpec {
     pub kind: usize,
     pub index: usize,
     pub seed: u64,
+    /// The range tilt boxes' report intervals are drawn from, in whole minutes.
+    pub interval_minutes: (i64, i64),
 }
 
 /// The run's cases, family after family.
@@ -91,7 +99,7 @@ pub fn cases(size: &Size, seed: u64) -> Vec<CaseSpec> {
     let mut push = |family: Family, sub: &'static str, kind: usize, count: usize| {
         for index in 0..count {
             let seed = mix(seed, family as u64, kind as u64, index as u64);
-            specs.push(CaseSpec { family, sub, kind, index, seed });
+            specs.push(CaseSpec { family, sub, kind, index, seed, interval_minutes: size.interval_minutes });
         }
     };
     for (kind, (sub, _, _)) in HEALTHY_KINDS.iter().enumerate() {
@@ -145,27 +153,27 @@ impl CaseSpec {
         match self.family {
             Family::Healthy => {
                 let (_, low, high) = HEALTHY_KINDS[self.kind];
-                walls(&mut rng, &name, self.index % 3 + 1, (low, high), |_, start, _| (Movement::None, Truth::Healthy, start + YEAR))
+                walls(&mut rng, &name, self.interval_minutes, self.index % 3 + 1, (low, high), |_, start, _| (Movement::None, Truth::Healthy, start + YEAR))
             }
             Family::Creep => {
                 let (_, low, high) = CREEP_BANDS[self.kind];
                 let boxes = rng.usize(1..=3);
                 let target = rng.usize(0..boxes);
-                walls(&mut rng, &name, boxes, (0.0, 1.0), |rng, install, _| creep(rng, target, install, (low, high)))
+                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), |rng, install, _| creep(rng, target, install, (low, high)))
             }
             Family::Jump => {
                 let whole = self.kind == 2;
                 let boxes = if whole { rng.usize(2..=3) } else { rng.usize(1..=3) };
                 let target = rng.usize(0..boxes);
                 let lean = self.kind == 1;
-                walls(&mut rng, &name, boxes, (0.0, 1.0), |rng, install, walls| jump(rng, target, install, walls[target].offset_dir(), lean, whole))
+                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), |rng, install, walls| jump(rng, target, install, walls[target].offset_dir(), lean, whole))
             }
             Family::Fault => {
                 let boxes = rng.usize(2..=3);
                 let target = rng.usize(0..boxes);
                 let fault = Fault::draw(&mut rng, self.kind);
                 let mut onset = 0;
-                let mut case = walls(&mut rng, &name, boxes, (0.0, 1.0), |rng, install, _| {
+                let mut case = walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), |rng, install, _| {
                     onset = install + 3 * DAY + rng.i64(0..7 * DAY);
                     (Movement::None, Truth::Fault { target, onset }, onset + 7 * DAY)
                 });
@@ -184,6 +192,7 @@ impl CaseSpec {
 fn walls(
     rng: &mut fastrand::Rng,
     name: &str,
+    interval_minutes: (i64, i64),
     boxes: usize,
     seasonal: (f64, f64),
     plan: impl FnOnce(&mut fastrand::Rng, i64, &[WallBox]) -> (Movement, Truth, i64),
@@ -192,7 +201,7 @@ fn walls(
     // Boxes are drawn for the longest case (a slow creep lasts under 300 days) and the weather
     // for the case's real length once the plan is known.
     let provisional_end = start + YEAR;
-    let boxes: Vec<WallBox> = (0..boxes).map(|_| WallBox::draw(rng, start, provisional_end)).collect();
+    let boxes: Vec<WallBox> = (0..boxes).map(|_| WallBox::draw(rng, start, provisional_end, interval_minutes)).collect();
     let (movement, truth, end) = plan(rng, start, &boxes);
     let weather = Weather::draw(rng, seasonal, start, end.max(provisional_end));
     let (target, moves_all) = match truth {

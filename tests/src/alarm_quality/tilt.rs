@@ -89,7 +89,7 @@ pub struct WallBox {
 
 impl WallBox {
     /// A box reporting over `[start, end)`.
-    pub fn draw(rng: &mut fastrand::Rng, start: Millis, end: Millis) -> WallBox {
+    pub fn draw(rng: &mut fastrand::Rng, start: Millis, end: Millis, interval_minutes: (i64, i64)) -> WallBox {
         let (size, dir) = (uniform(rng, 0.0, 1.0), uniform(rng, 0.0, TAU));
         let gap_count = ((end - start) as f64 / YEAR as f64 * rng.usize(0..=6) as f64).round() as usize;
         let mut gaps: Vec<(Millis, Millis)> = (0..gap_count)
@@ -106,7 +106,7 @@ impl WallBox {
             noise_deg: log_uniform(rng, 0.0005, 0.005),
             spikes_per_week: uniform(rng, 0.0, 5.0),
             gaps,
-            interval_ms: rng.i64(1..=10) * MINUTE,
+            interval_ms: rng.i64(interval_minutes.0..=interval_minutes.1) * MINUTE,
             quantum: match rng.u8(0..3) {
                 0 => None,
                 1 => Some(0.01),

@@ -35,6 +35,10 @@ struct Args {
     /// Worker threads (default: the available cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Tilt boxes' report intervals, drawn from this range of whole minutes ("15-60": boxes that
+    /// report every quarter of an hour to every hour).
+    #[arg(long, default_value = "1-10", value_parser = minutes_range)]
+    interval_minutes: (i64, i64),
     /// Exit with 1 when a target is missed.
     #[arg(long)]
     strict: bool,
@@ -45,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let scale = args.box_years.map_or(args.scale, |years| years / 100.0);
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let rules = RuleSet::compile(&builtin_packs()).map_err(|e| anyhow::anyhow!("{e}")).context("compiling the shipped packs")?;
-    let size = Size::scaled(scale);
+    let size = Size { interval_minutes: args.interval_minutes, ..Size::scaled(scale) };
     let (results, wall) = score::run(&rules, &size, args.seed, threads);
     let scores = score::score(&rules, &results, args.seed, wall, threads);
     match args.format {
@@ -56,4 +60,15 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `"A-B"` (or `"A"`) whole minutes, 1 ≤ A ≤ B.
+fn minutes_range(text: &str) -> Result<(i64, i64), String> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let parse = |part: &str| part.trim().parse::<i64>().map_err(|_| format!("`{part}` is not a whole number of minutes"));
+    let (low, high) = (parse(low)?, parse(high)?);
+    if low < 1 || high < low {
+        return Err(format!("`{text}`: give minutes A-B with 1 <= A <= B"));
+    }
+    Ok((low, high))
 }
