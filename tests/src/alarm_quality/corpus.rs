@@ -177,7 +177,10 @@ impl CaseSpec {
                     onset = install + 3 * DAY + rng.i64(0..7 * DAY);
                     (Movement::None, Truth::Fault { target, onset }, onset + 7 * DAY)
                 });
-                fault.apply(&mut case.streams[target], onset, &mut rng);
+                // Installers can be told of a fault once it shows: bursts and intermittent flips
+                // begin hours after their onset.
+                let symptom = fault.apply(&mut case.streams[target], onset, &mut rng);
+                case.truth = Truth::Fault { target, onset: symptom.unwrap_or(onset) };
                 case
             }
             Family::Water => water::probe(&mut rng, &name, self.kind, if self.kind == 2 { 90 } else { 365 }),

@@ -47,12 +47,16 @@ impl Fault {
         }
     }
 
-    /// Applies the fault to the readings from `onset` on.
-    pub fn apply(&self, stream: &mut Stream, onset: Millis, rng: &mut fastrand::Rng) {
+    /// Applies the fault to the readings from `onset` on; returns when the first reading it
+    /// changed arrived — the fault's first symptom, which for bursts and intermittent flips comes
+    /// hours after the onset (`None` if no reading changed).
+    pub fn apply(&self, stream: &mut Stream, onset: Millis, rng: &mut fastrand::Rng) -> Option<Millis> {
         let first = stream.arrive.partition_point(|&t| t < onset);
         let last_good = first.checked_sub(1).map(|i| stream.reading(i).to_vec());
         let mut episode = 0usize;
+        let mut symptom = None;
         for i in first..stream.len() {
+            let before = (stream.reading(i).to_vec(), stream.at[i]);
             let since = stream.arrive[i] - onset;
             let interval = if i > 0 { stream.arrive[i] - stream.arrive[i - 1] } else { 60_000 };
             let values = stream.reading_mut(i);
@@ -109,6 +113,10 @@ impl Fault {
                     values[1] = f32_value((values[1] / quantum).round() * quantum);
                 }
             }
+            if symptom.is_none() && (stream.reading(i) != before.0.as_slice() || stream.at[i] != before.1) {
+                symptom = Some(stream.arrive[i]);
+            }
         }
+        symptom
     }
 }

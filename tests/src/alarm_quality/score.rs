@@ -539,7 +539,7 @@ impl Scores {
             }
         }
         for row in &self.faults {
-            let told_in_time = matches!(row.sub, "sign flip" | "erratic");
+            let told_in_time = matches!(row.sub, "sign flip" | "erratic" | "spike bursts");
             if row.red > 0 || (told_in_time && row.told_in_2h * 10 < row.cases * 9) {
                 out.push(format!("faulty box, {}: {} red; installers told within 2 h in {}/{} cases", row.sub, row.red, row.told_in_2h, row.cases));
             }
