@@ -207,8 +207,8 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     };
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
-    // Readings are kept in the crash log (and spooled for InfluxDB when there is one), then
-    // acknowledged by the spooler.
+    // Readings are kept in the crash log and in InfluxDB (from memory while it keeps up, else
+    // through the spool), then acknowledged by the spooler.
     let written = Arc::new(Notify::new());
     if config.influxdb.is_some() {
         match store.spool_stats() {
@@ -218,20 +218,18 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
             Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot count the spool"),
         }
     }
+    let writer = match &config.influxdb {
+        Some(influx) => Some(Arc::new(TelemetryWriter::new(influx, index.clone(), store.clone(), metrics.clone())?)),
+        None => None,
+    };
     let spool_target = Some(SpoolTarget {
         store: store.clone(),
-        telemetry: config.influxdb.is_some(),
+        telemetry: writer.clone(),
         max_points: config.influxdb.as_ref().map_or(0, |influx| influx.spool_max_points),
         written: written.clone(),
     });
     let writer_stop = CancellationToken::new();
-    let writer_task = match &config.influxdb {
-        Some(influx) => {
-            let writer = TelemetryWriter::new(influx, index.clone(), store.clone(), metrics.clone())?;
-            Some(tokio::spawn(writer.run(written, writer_stop.clone())))
-        }
-        None => None,
-    };
+    let writer_task = writer.map(|writer| tokio::spawn(writer.run(written, writer_stop.clone())));
     let mut ingest_options = crate::mqtt::options(&config.mqtt, "ingest");
     ingest_options.set_manual_acks(true);
     let (client, eventloop) = AsyncClient::new(ingest_options, 256);

@@ -169,7 +169,8 @@ impl Pipeline {
     }
 
     /// Judges again, in the order they were acknowledged, the stored readings the restored
-    /// state has not seen (the crash came before it was saved with them).
+    /// state has not seen (the crash came before it was saved with them): an older store's
+    /// table first, then the crash log.
     async fn judge_unsaved(&mut self, events: &mut Vec<RuleEvent>) {
         let sensors = self.sensors.clone();
         let positions: std::collections::HashMap<&str, usize> = sensors.iter().enumerate().map(|(position, s)| (&*s.id, position)).collect();
@@ -184,22 +185,48 @@ impl Pipeline {
             };
             let Some(last) = readings.last() else { break };
             after = last.id;
-            self.heartbeat.beat();
             for reading in readings {
-                let Some(&position) = positions.get(reading.sensor.as_str()) else { continue };
-                if self.engine.last_at(SubjectId(position)).is_some_and(|judged_at| reading.ts <= judged_at) {
-                    continue;
-                }
-                self.engine.observe(SubjectId(position), reading.ts, &reading.fields, events);
-                judged += 1;
-                self.emit(events, Source::Reading { placed: reading.ts, ts: reading.ts }).await;
+                judged += self.judge_again(&positions, &reading.sensor, reading.ts, &reading.fields, events).await;
             }
+        }
+        let (mut cursor, mut unreadable) = (crate::store::LogCursor::default(), 0);
+        loop {
+            let (readings, next, torn) = match self.store.logged_unsaved(cursor, REJUDGE_BATCH).await {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "cannot read the crash log; the readings acknowledged since the last saved rule state are not judged again");
+                    break;
+                }
+            };
+            unreadable += torn;
+            if next == cursor {
+                break;
+            }
+            cursor = next;
+            for reading in readings {
+                judged += self.judge_again(&positions, &reading.sensor, reading.ts, &reading.fields, events).await;
+            }
+        }
+        if unreadable > 0 {
+            tracing::warn!(lines = unreadable, "crash log lines that are not readings were skipped (a write cut by a power loss)");
         }
         if judged > 0 {
             self.unsaved = true;
             self.metrics.readings_rejudged.inc_by(judged);
             tracing::warn!(readings = judged, "judged again the readings acknowledged after the last saved rule state (the daemon stopped without saving it)");
         }
+    }
+
+    /// Judges one stored reading again unless the restored state has seen it; 1 if judged.
+    async fn judge_again(&mut self, positions: &std::collections::HashMap<&str, usize>, sensor: &str, ts: gridwatch_rules::Millis, fields: &[(String, f64)], events: &mut Vec<RuleEvent>) -> u64 {
+        self.heartbeat.beat();
+        let Some(&position) = positions.get(sensor) else { return 0 };
+        if self.engine.last_at(SubjectId(position)).is_some_and(|judged_at| ts <= judged_at) {
+            return 0;
+        }
+        self.engine.observe(SubjectId(position), ts, fields, events);
+        self.emit(events, Source::Reading { placed: ts, ts }).await;
+        1
     }
 
     async fn save(&mut self) {
@@ -226,7 +253,8 @@ impl Pipeline {
             Ok(()) => {
                 self.unsaved = false;
                 self.metrics.rule_state_saves.inc();
-                let judged_until = self.sensors.iter().enumerate().filter_map(|(position, s)| Some((s.id.to_string(), self.engine.last_at(SubjectId(position))?))).collect();
+                // Every sensor of the inventory, those never judged yet too (their readings stay).
+                let judged_until = self.sensors.iter().enumerate().map(|(position, s)| (s.id.to_string(), self.engine.last_at(SubjectId(position)).unwrap_or(gridwatch_rules::Millis::MIN))).collect();
                 if let Err(error) = self.store.forget_judged(judged_until).await {
                     tracing::warn!(error = %format!("{error:#}"), "readings judged by the saved rule state not forgotten; they are skipped if judged again");
                 }
