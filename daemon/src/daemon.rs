@@ -246,7 +246,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     // The rules' timeline continues after the last reading the restored state judged.
     let judged_until = (0..sensors.len()).filter_map(|position| engine.last_at(gridwatch_rules::SubjectId(position))).max();
     let timeline = crate::timeline::Timeline::start(clock, judged_until);
-    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), time_zone: config.time_zone, places: config.places.clone(), alerts: judged_tx, journaled: journaled_rx, emitted: 0, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone(), timeline };
+    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), time_zone: config.time_zone, places: config.places.clone(), alerts: judged_tx, journaled: journaled_rx, emitted: 0, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone(), timeline, budget: Default::default() };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),

@@ -3,11 +3,12 @@
 //! through the spool, see [`crate::telemetry`].)
 //!
 //! It also swaps in reloaded rules (carrying over the state of unchanged rules) and saves the
-//! engine's state to the store every minute and when it stops.
+//! engine's state to the store every `state_save_secs` (a large state only once enough readings
+//! were judged to be worth its bytes, see [`SaveBudget`]) and when it stops.
 //!
 //! After a crash the saved state is older than the readings already acknowledged: before any
 //! new reading, [`Pipeline::run`] judges again those the store kept for it
-//! ([`Store::unsaved_readings`]); the events this repeats are dropped by the dispatcher, which
+//! (the crash log, [`Store::logged_unsaved`]); the events this repeats are dropped by the dispatcher, which
 //! holds the incidents. The state is saved only once every alert judged before it is journaled,
 //! so a saved state never hides an alert that was lost with the process.
 //!
@@ -89,6 +90,56 @@ pub struct Pipeline {
     pub clocks: Arc<SensorClocks>,
     /// The time the engine is judged on.
     pub timeline: Timeline,
+    /// Whether a due save is worth its bytes yet.
+    pub budget: SaveBudget,
+}
+
+/// Bytes of saved rule state a judged reading may cost: a due save of a large state waits until
+/// enough readings were judged since the last one (the crash log holds them meanwhile), so a
+/// quiet community does not rewrite its whole state every minute for a few hundred readings.
+const SAVE_BYTES_PER_READING: u64 = 64;
+/// A state smaller than this is saved whenever it is due: deferring it would spare little.
+const SAVE_DEFER_FLOOR_BYTES: u64 = 64 * 1024;
+/// Longest a due save is deferred, in save intervals (it bounds what is judged again at start).
+const SAVE_DEFERRALS: u32 = 15;
+
+/// The size of the last saved rule state and what was judged since, to decide whether a due
+/// save is worth its bytes.
+#[derive(Debug, Default)]
+pub struct SaveBudget {
+    judged_since: u64,
+    last_bytes: u64,
+    last_at: Option<tokio::time::Instant>,
+}
+
+impl SaveBudget {
+    fn worth_saving(&self, every: Duration, now: tokio::time::Instant) -> bool {
+        self.last_bytes < SAVE_DEFER_FLOOR_BYTES
+            || self.judged_since.saturating_mul(SAVE_BYTES_PER_READING) >= self.last_bytes
+            || self.last_at.is_none_or(|at| now.duration_since(at) >= every * SAVE_DEFERRALS)
+    }
+
+    fn saved(&mut self, bytes: u64, now: tokio::time::Instant) {
+        *self = SaveBudget { judged_since: 0, last_bytes: bytes, last_at: Some(now) };
+    }
+}
+
+/// A writer that counts what passes through it.
+struct Counting<'a> {
+    inner: &'a mut dyn std::io::Write,
+    bytes: u64,
+}
+
+impl std::io::Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Where a batch of rule events came from, to label them for people.
@@ -130,7 +181,9 @@ impl Pipeline {
                     self.emit(&mut events, Source::Timeline).await;
                 }
                 _ = save.tick() => {
-                    self.save().await;
+                    if self.budget.worth_saving(self.save_every, tokio::time::Instant::now()) {
+                        self.save().await;
+                    }
                     if self.live.trend_due(self.clock.now()) {
                         self.save_trend().await;
                     }
@@ -248,10 +301,17 @@ impl Pipeline {
             }
         }
         // Streamed from the engine into the file: no copy of the state, no whole text in memory.
-        let saved = self.store.save_engine_state_with(|out| serde_json::to_writer(out, &self.engine.snapshot_view()).map_err(std::io::Error::other));
+        let mut bytes = 0;
+        let saved = self.store.save_engine_state_with(|out| {
+            let mut counted = Counting { inner: out, bytes: 0 };
+            let written = serde_json::to_writer(&mut counted, &self.engine.snapshot_view()).map_err(std::io::Error::other);
+            bytes = counted.bytes;
+            written
+        });
         match saved {
             Ok(()) => {
                 self.unsaved = false;
+                self.budget.saved(bytes, tokio::time::Instant::now());
                 self.metrics.rule_state_saves.inc();
                 // Every sensor of the inventory, those never judged yet too (their readings stay).
                 let judged_until = self.sensors.iter().enumerate().map(|(position, s)| (s.id.to_string(), self.engine.last_at(SubjectId(position)).unwrap_or(gridwatch_rules::Millis::MIN))).collect();
@@ -305,6 +365,7 @@ impl Pipeline {
         match observed {
             Observed::Evaluated => {
                 self.metrics.samples_accepted.inc();
+                self.budget.judged_since += 1;
                 self.out_of_order.in_order(sample.sensor);
                 self.unsaved = true;
             }
@@ -363,5 +424,27 @@ fn label_for_people(alert: &mut Alert, label: Option<gridwatch_rules::Millis>, l
             alert.at = crate::clock::TIME_UNKNOWN.to_string();
             alert.since = crate::clock::TIME_UNKNOWN.to_string();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_state_is_saved_once_enough_readings_pay_for_it_or_it_waited_long_enough() {
+        let every = Duration::from_secs(60);
+        let start = tokio::time::Instant::now();
+        let mut budget = SaveBudget::default();
+        assert!(budget.worth_saving(every, start), "never saved: save");
+        budget.saved(200_000, start);
+        budget.judged_since = 200;
+        assert!(!budget.worth_saving(every, start + every), "200 readings do not pay for 200 kB");
+        budget.judged_since = 200_000 / SAVE_BYTES_PER_READING;
+        assert!(budget.worth_saving(every, start + every));
+        budget.judged_since = 1;
+        assert!(budget.worth_saving(every, start + every * SAVE_DEFERRALS), "deferred at most this long");
+        budget.saved(4_000, start);
+        assert!(budget.worth_saving(every, start + every), "a small state is saved whenever due");
     }
 }
