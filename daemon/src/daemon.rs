@@ -207,8 +207,8 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     };
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
-    // Readings are kept in the crash log (and spooled for InfluxDB when there is one), then
-    // acknowledged by the spooler.
+    // Readings are kept in the crash log and in InfluxDB (from memory while it keeps up, else
+    // through the spool), then acknowledged by the spooler.
     let written = Arc::new(Notify::new());
     if config.influxdb.is_some() {
         match store.spool_stats() {
@@ -218,20 +218,18 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
             Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot count the spool"),
         }
     }
+    let writer = match &config.influxdb {
+        Some(influx) => Some(Arc::new(TelemetryWriter::new(influx, index.clone(), store.clone(), metrics.clone())?)),
+        None => None,
+    };
     let spool_target = Some(SpoolTarget {
         store: store.clone(),
-        telemetry: config.influxdb.is_some(),
+        telemetry: writer.clone(),
         max_points: config.influxdb.as_ref().map_or(0, |influx| influx.spool_max_points),
         written: written.clone(),
     });
     let writer_stop = CancellationToken::new();
-    let writer_task = match &config.influxdb {
-        Some(influx) => {
-            let writer = TelemetryWriter::new(influx, index.clone(), store.clone(), metrics.clone())?;
-            Some(tokio::spawn(writer.run(written, writer_stop.clone())))
-        }
-        None => None,
-    };
+    let writer_task = writer.map(|writer| tokio::spawn(writer.run(written, writer_stop.clone())));
     let mut ingest_options = crate::mqtt::options(&config.mqtt, "ingest");
     ingest_options.set_manual_acks(true);
     let (client, eventloop) = AsyncClient::new(ingest_options, 256);
@@ -248,7 +246,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     // The rules' timeline continues after the last reading the restored state judged.
     let judged_until = (0..sensors.len()).filter_map(|position| engine.last_at(gridwatch_rules::SubjectId(position))).max();
     let timeline = crate::timeline::Timeline::start(clock, judged_until);
-    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), time_zone: config.time_zone, places: config.places.clone(), alerts: judged_tx, journaled: journaled_rx, emitted: 0, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone(), timeline };
+    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), time_zone: config.time_zone, places: config.places.clone(), alerts: judged_tx, journaled: journaled_rx, emitted: 0, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone(), timeline, budget: Default::default() };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),

@@ -81,7 +81,7 @@ mod tests {
         let metrics = Metrics::new();
         let ledger = Ledger { channels: vec!["office".into()], telemetry: true };
         let points = (0..5).map(|i| ("house-07".into(), 1_795_392_000_000 + i, vec![("x".to_string(), 1.0)])).collect();
-        store.spool_append(points, Some(100)).await.unwrap();
+        store.spool_append(std::sync::Arc::new(points), 100).await.unwrap();
         metrics.telemetry_points_taken_on.inc_by(6);
         metrics.drop_telemetry("disk_full", 1);
         let alert = crate::alert::tests::sample_alert("fired", 7.3);

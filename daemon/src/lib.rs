@@ -4,9 +4,10 @@
 //!    the topic to a sensor ([`mqtt::topics`]) and decodes the JSON payload
 //!    ([`mqtt::payload`]) into a [`sample::Sample`] — or counts a rejection in [`metrics`].
 //!    Serial ports ([`serial::run_port`]) feed the same path, decoding with `gridwatch-bridge`.
-//! 2. The same message goes to [`telemetry::spooler::run`], which commits its reading to the
-//!    store (the crash log, and the spool for InfluxDB) in groups and only then acknowledges it
-//!    to the broker; [`telemetry::writer::TelemetryWriter`] drains the spool to InfluxDB 2 in batches.
+//! 2. The same message goes to [`telemetry::spooler::run`], which appends its reading to the
+//!    crash log and, in groups, writes it to InfluxDB 2 straight from memory while it keeps up
+//!    (else commits it to the spool, which [`telemetry::writer::TelemetryWriter`] drains), and
+//!    only then acknowledges it to the broker.
 //!    [`pipeline::Pipeline::run`] feeds each sample to the rule engine (`gridwatch-rules`),
 //!    ticks it every second and turns rule events into [`alert::Alert`]s.
 //! 3. [`alert::run_dispatcher`] applies each alert to its incident and writes it, in the same

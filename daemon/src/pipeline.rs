@@ -3,11 +3,12 @@
 //! through the spool, see [`crate::telemetry`].)
 //!
 //! It also swaps in reloaded rules (carrying over the state of unchanged rules) and saves the
-//! engine's state to the store every minute and when it stops.
+//! engine's state to the store every `state_save_secs` (a large state only once enough readings
+//! were judged to be worth its bytes, see [`SaveBudget`]) and when it stops.
 //!
 //! After a crash the saved state is older than the readings already acknowledged: before any
 //! new reading, [`Pipeline::run`] judges again those the store kept for it
-//! ([`Store::unsaved_readings`]); the events this repeats are dropped by the dispatcher, which
+//! (the crash log, [`Store::logged_unsaved`]); the events this repeats are dropped by the dispatcher, which
 //! holds the incidents. The state is saved only once every alert judged before it is journaled,
 //! so a saved state never hides an alert that was lost with the process.
 //!
@@ -89,6 +90,56 @@ pub struct Pipeline {
     pub clocks: Arc<SensorClocks>,
     /// The time the engine is judged on.
     pub timeline: Timeline,
+    /// Whether a due save is worth its bytes yet.
+    pub budget: SaveBudget,
+}
+
+/// Bytes of saved rule state a judged reading may cost: a due save of a large state waits until
+/// enough readings were judged since the last one (the crash log holds them meanwhile), so a
+/// quiet community does not rewrite its whole state every minute for a few hundred readings.
+const SAVE_BYTES_PER_READING: u64 = 64;
+/// A state smaller than this is saved whenever it is due: deferring it would spare little.
+const SAVE_DEFER_FLOOR_BYTES: u64 = 64 * 1024;
+/// Longest a due save is deferred, in save intervals (it bounds what is judged again at start).
+const SAVE_DEFERRALS: u32 = 15;
+
+/// The size of the last saved rule state and what was judged since, to decide whether a due
+/// save is worth its bytes.
+#[derive(Debug, Default)]
+pub struct SaveBudget {
+    judged_since: u64,
+    last_bytes: u64,
+    last_at: Option<tokio::time::Instant>,
+}
+
+impl SaveBudget {
+    fn worth_saving(&self, every: Duration, now: tokio::time::Instant) -> bool {
+        self.last_bytes < SAVE_DEFER_FLOOR_BYTES
+            || self.judged_since.saturating_mul(SAVE_BYTES_PER_READING) >= self.last_bytes
+            || self.last_at.is_none_or(|at| now.duration_since(at) >= every * SAVE_DEFERRALS)
+    }
+
+    fn saved(&mut self, bytes: u64, now: tokio::time::Instant) {
+        *self = SaveBudget { judged_since: 0, last_bytes: bytes, last_at: Some(now) };
+    }
+}
+
+/// A writer that counts what passes through it.
+struct Counting<'a> {
+    inner: &'a mut dyn std::io::Write,
+    bytes: u64,
+}
+
+impl std::io::Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Where a batch of rule events came from, to label them for people.
@@ -130,7 +181,9 @@ impl Pipeline {
                     self.emit(&mut events, Source::Timeline).await;
                 }
                 _ = save.tick() => {
-                    self.save().await;
+                    if self.budget.worth_saving(self.save_every, tokio::time::Instant::now()) {
+                        self.save().await;
+                    }
                     if self.live.trend_due(self.clock.now()) {
                         self.save_trend().await;
                     }
@@ -169,7 +222,8 @@ impl Pipeline {
     }
 
     /// Judges again, in the order they were acknowledged, the stored readings the restored
-    /// state has not seen (the crash came before it was saved with them).
+    /// state has not seen (the crash came before it was saved with them): an older store's
+    /// table first, then the crash log.
     async fn judge_unsaved(&mut self, events: &mut Vec<RuleEvent>) {
         let sensors = self.sensors.clone();
         let positions: std::collections::HashMap<&str, usize> = sensors.iter().enumerate().map(|(position, s)| (&*s.id, position)).collect();
@@ -184,22 +238,48 @@ impl Pipeline {
             };
             let Some(last) = readings.last() else { break };
             after = last.id;
-            self.heartbeat.beat();
             for reading in readings {
-                let Some(&position) = positions.get(reading.sensor.as_str()) else { continue };
-                if self.engine.last_at(SubjectId(position)).is_some_and(|judged_at| reading.ts <= judged_at) {
-                    continue;
-                }
-                self.engine.observe(SubjectId(position), reading.ts, &reading.fields, events);
-                judged += 1;
-                self.emit(events, Source::Reading { placed: reading.ts, ts: reading.ts }).await;
+                judged += self.judge_again(&positions, &reading.sensor, reading.ts, &reading.fields, events).await;
             }
+        }
+        let (mut cursor, mut unreadable) = (crate::store::LogCursor::default(), 0);
+        loop {
+            let (readings, next, torn) = match self.store.logged_unsaved(cursor, REJUDGE_BATCH).await {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "cannot read the crash log; the readings acknowledged since the last saved rule state are not judged again");
+                    break;
+                }
+            };
+            unreadable += torn;
+            if next == cursor {
+                break;
+            }
+            cursor = next;
+            for reading in readings {
+                judged += self.judge_again(&positions, &reading.sensor, reading.ts, &reading.fields, events).await;
+            }
+        }
+        if unreadable > 0 {
+            tracing::warn!(lines = unreadable, "crash log lines that are not readings were skipped (a write cut by a power loss)");
         }
         if judged > 0 {
             self.unsaved = true;
             self.metrics.readings_rejudged.inc_by(judged);
             tracing::warn!(readings = judged, "judged again the readings acknowledged after the last saved rule state (the daemon stopped without saving it)");
         }
+    }
+
+    /// Judges one stored reading again unless the restored state has seen it; 1 if judged.
+    async fn judge_again(&mut self, positions: &std::collections::HashMap<&str, usize>, sensor: &str, ts: gridwatch_rules::Millis, fields: &[(String, f64)], events: &mut Vec<RuleEvent>) -> u64 {
+        self.heartbeat.beat();
+        let Some(&position) = positions.get(sensor) else { return 0 };
+        if self.engine.last_at(SubjectId(position)).is_some_and(|judged_at| ts <= judged_at) {
+            return 0;
+        }
+        self.engine.observe(SubjectId(position), ts, fields, events);
+        self.emit(events, Source::Reading { placed: ts, ts }).await;
+        1
     }
 
     async fn save(&mut self) {
@@ -221,12 +301,20 @@ impl Pipeline {
             }
         }
         // Streamed from the engine into the file: no copy of the state, no whole text in memory.
-        let saved = self.store.save_engine_state_with(|out| serde_json::to_writer(out, &self.engine.snapshot_view()).map_err(std::io::Error::other));
+        let mut bytes = 0;
+        let saved = self.store.save_engine_state_with(|out| {
+            let mut counted = Counting { inner: out, bytes: 0 };
+            let written = serde_json::to_writer(&mut counted, &self.engine.snapshot_view()).map_err(std::io::Error::other);
+            bytes = counted.bytes;
+            written
+        });
         match saved {
             Ok(()) => {
                 self.unsaved = false;
+                self.budget.saved(bytes, tokio::time::Instant::now());
                 self.metrics.rule_state_saves.inc();
-                let judged_until = self.sensors.iter().enumerate().filter_map(|(position, s)| Some((s.id.to_string(), self.engine.last_at(SubjectId(position))?))).collect();
+                // Every sensor of the inventory, those never judged yet too (their readings stay).
+                let judged_until = self.sensors.iter().enumerate().map(|(position, s)| (s.id.to_string(), self.engine.last_at(SubjectId(position)).unwrap_or(gridwatch_rules::Millis::MIN))).collect();
                 if let Err(error) = self.store.forget_judged(judged_until).await {
                     tracing::warn!(error = %format!("{error:#}"), "readings judged by the saved rule state not forgotten; they are skipped if judged again");
                 }
@@ -277,6 +365,7 @@ impl Pipeline {
         match observed {
             Observed::Evaluated => {
                 self.metrics.samples_accepted.inc();
+                self.budget.judged_since += 1;
                 self.out_of_order.in_order(sample.sensor);
                 self.unsaved = true;
             }
@@ -335,5 +424,27 @@ fn label_for_people(alert: &mut Alert, label: Option<gridwatch_rules::Millis>, l
             alert.at = crate::clock::TIME_UNKNOWN.to_string();
             alert.since = crate::clock::TIME_UNKNOWN.to_string();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_state_is_saved_once_enough_readings_pay_for_it_or_it_waited_long_enough() {
+        let every = Duration::from_secs(60);
+        let start = tokio::time::Instant::now();
+        let mut budget = SaveBudget::default();
+        assert!(budget.worth_saving(every, start), "never saved: save");
+        budget.saved(200_000, start);
+        budget.judged_since = 200;
+        assert!(!budget.worth_saving(every, start + every), "200 readings do not pay for 200 kB");
+        budget.judged_since = 200_000 / SAVE_BYTES_PER_READING;
+        assert!(budget.worth_saving(every, start + every));
+        budget.judged_since = 1;
+        assert!(budget.worth_saving(every, start + every * SAVE_DEFERRALS), "deferred at most this long");
+        budget.saved(4_000, start);
+        assert!(budget.worth_saving(every, start + every), "a small state is saved whenever due");
     }
 }

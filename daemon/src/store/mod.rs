@@ -10,7 +10,8 @@
 //! - incidents and their audit trail ([`incidents`]);
 //! - signatures already used, until they expire ([`used_signatures`]);
 //! - the readings acknowledged since the rule state was last saved ([`unsaved`]), judged again
-//!   after a crash.
+//!   after a crash: appended to segment files beside the database ([`crash_log`]), not SQLite
+//!   pages.
 //!
 //! Beside it, a [`reserve`] file keeps space back for alarms: writes other than telemetry that
 //! find the disk full give it up and are tried once more.
@@ -26,6 +27,7 @@
 //! replaced by a fresh one — the store never refuses to start and never loops.
 
 mod calibrations;
+mod crash_log;
 mod escalations;
 mod health;
 mod incidents;
@@ -40,11 +42,12 @@ mod unsaved;
 mod used_signatures;
 
 pub use calibrations::Calibration;
+pub use crash_log::{LogCursor, LoggedReading};
 pub use escalations::{DueEscalation, EscalationStep};
 pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling, Route};
 pub use journal::{Destination, DueDelivery, JournalEntry};
 pub use silences::NewSilence;
-pub use spool::{SpoolStats, SpooledPoint};
+pub use spool::{NewPoint, SpoolStats, SpooledPoint};
 pub use trend::{FieldTrend, TrendRow};
 
 use anyhow::Context;
@@ -67,6 +70,8 @@ pub struct Store {
     health: Arc<health::Health>,
     /// Bytes of a torn `-wal` tail found at open (dropped by SQLite's recovery); 0: none.
     pub torn_wal_bytes: u64,
+    /// Readings since the rule state was last saved ([`crash_log`]).
+    crash_log: Arc<Mutex<crash_log::CrashLog>>,
 }
 
 impl Store {
@@ -83,6 +88,7 @@ impl Store {
             quarantined,
             health: Arc::default(),
             torn_wal_bytes,
+            crash_log: Arc::new(Mutex::new(crash_log::CrashLog::open(state_dir))),
         };
         match open_file(&path) {
             Ok(conn) => Ok(store(conn, Vec::new())),

@@ -1,6 +1,6 @@
 //! The telemetry spool: readings wait here, committed to disk, until InfluxDB has taken them.
-//! Appends come in groups (one transaction, one fsync per group), each reading also written to
-//! [`super::unsaved`] until the rule state that judged it is saved; the writer reads the oldest
+//! Readings go here only while InfluxDB does not take them at once (down, slow, or with a
+//! backlog here): appends come in groups (one transaction, one fsync per group); the writer reads the oldest
 //! points, and removes them once written (or moves a point InfluxDB rejects to `dead_letters`).
 //!
 //! Invariant: the spool holds at most `max_points` points; past that the oldest are deleted and
@@ -32,28 +32,17 @@ pub struct SpoolStats {
 }
 
 impl Store {
-    /// Keeps readings `(sensor, ts, fields)` in one transaction: in the crash log always, and in
-    /// the spool for InfluxDB when `spool_max_points` is given; returns how many of the oldest
-    /// spooled points were deleted to stay within it.
-    pub async fn spool_append(&self, points: Vec<NewPoint>, spool_max_points: Option<u64>) -> anyhow::Result<u64> {
+    /// Keeps readings `(sensor, ts, fields)` for InfluxDB in one transaction; returns how many of
+    /// the oldest spooled points were deleted to stay within `max_points`.
+    pub async fn spool_append(&self, points: std::sync::Arc<Vec<NewPoint>>, max_points: u64) -> anyhow::Result<u64> {
         self.with_conn_bulk(move |conn| {
             let tx = conn.transaction()?;
             {
                 let mut insert = tx.prepare_cached("INSERT INTO spool (sensor, ts, fields) VALUES (?1, ?2, ?3)")?;
-                // The same reading waits for the rule state to be saved (judged again after a crash).
-                let mut unsaved = tx.prepare_cached("INSERT INTO unsaved_readings (sensor, ts, fields) VALUES (?1, ?2, ?3)")?;
-                for (sensor, ts, fields) in &points {
-                    let fields = serde_json::to_string(fields)?;
-                    if spool_max_points.is_some() {
-                        insert.execute(params![sensor, ts, fields])?;
-                    }
-                    unsaved.execute(params![sensor, ts, fields])?;
+                for (sensor, ts, fields) in points.iter() {
+                    insert.execute(params![sensor, ts, serde_json::to_string(fields)?])?;
                 }
             }
-            let Some(max_points) = spool_max_points else {
-                tx.commit()?;
-                return Ok(0);
-            };
             let span: Option<(i64, i64)> = tx.query_row("SELECT min(id), max(id) FROM spool", [], |row| Ok(Some((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)))).map(|r| match r {
                 Some((Some(min), Some(max))) => Some((min, max)),
                 _ => None,
@@ -142,7 +131,7 @@ mod tests {
     async fn points_survive_reopening_until_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.spool_append((0..5).map(point).collect(), Some(100)).await.unwrap(), 0);
+        assert_eq!(store.spool_append(std::sync::Arc::new((0..5).map(point).collect()), 100).await.unwrap(), 0);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         let peeked = store.spool_peek(3).await.unwrap();
@@ -155,8 +144,8 @@ mod tests {
     async fn a_full_spool_drops_the_oldest_and_says_how_many() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.spool_append((0..8).map(point).collect(), Some(10)).await.unwrap();
-        assert_eq!(store.spool_append((8..13).map(point).collect(), Some(10)).await.unwrap(), 3);
+        store.spool_append(std::sync::Arc::new((0..8).map(point).collect()), 10).await.unwrap();
+        assert_eq!(store.spool_append(std::sync::Arc::new((8..13).map(point).collect()), 10).await.unwrap(), 3);
         let left = store.spool_peek(100).await.unwrap();
         assert_eq!(left.len(), 10);
         assert_eq!(left[0].fields[0].1, 3.0);
@@ -166,7 +155,7 @@ mod tests {
     async fn dead_letters_leave_the_spool_with_their_reason() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.spool_append(vec![point(0), point(1)], Some(10)).await.unwrap();
+        store.spool_append(std::sync::Arc::new(vec![point(0), point(1)]), 10).await.unwrap();
         let first = store.spool_peek(1).await.unwrap().remove(0);
         store.dead_letter(first, "HTTP 400: bad field".into()).await.unwrap();
         assert_eq!(store.spool_stats().unwrap().points, 1);

@@ -1,18 +1,62 @@
-//! Readings acknowledged to the broker since the rule state was last saved. A reading is written
-//! here in the same transaction that spools it (before its acknowledgement), and forgotten once a
-//! saved rule state has judged it. After a crash the rule state comes back from its last save,
-//! and these readings are judged again before any new one, so nothing acknowledged goes
-//! unjudged (the dispatcher drops the events it already sent, see [`super::Applied`]).
+//! Readings acknowledged to the broker since the rule state was last saved. A reading is
+//! appended to the [`super::crash_log`] before its acknowledgement (synced first unless InfluxDB
+//! has committed it), and forgotten once a saved rule state has judged it. After a crash the
+//! rule state comes back from its last save, and these readings are judged again before any new
+//! one, so nothing acknowledged goes unjudged (the dispatcher drops the events it already sent,
+//! see [`super::Applied`]). Stores of older versions kept them in the `unsaved_readings` table,
+//! which is still read (first) and emptied.
 //!
 //! Invariant: a reading leaves only when the saved state of its sensor is at or past its time.
 
+use super::crash_log::{LogCursor, LoggedReading};
+use super::spool::NewPoint;
 use super::{SpooledPoint, Store};
 use gridwatch_rules::Millis;
 use rusqlite::params;
 
 impl Store {
-    /// Up to `limit` readings waiting to be judged again, in the order they were acknowledged,
-    /// after the one numbered `after`.
+    /// Appends `points` to the crash log; with `sync`, they are on disk when this returns.
+    pub async fn log_unsaved(&self, points: std::sync::Arc<Vec<NewPoint>>, sync: bool) -> anyhow::Result<()> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let mut log = store.crash_log.lock().map_err(|_| anyhow::anyhow!("crash log lock poisoned"))?;
+                log.append(points.iter().map(|(sensor, ts, fields)| (&**sensor, *ts, fields.as_slice())))?;
+                if sync {
+                    log.sync()?;
+                }
+                Ok(())
+            })();
+            store.note_write(&result);
+            result
+        })
+        .await?
+    }
+
+    /// Makes the crash log durable (before readings InfluxDB did not take are acknowledged).
+    pub async fn sync_unsaved(&self) -> anyhow::Result<()> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = store.crash_log.lock().map_err(|_| anyhow::anyhow!("crash log lock poisoned")).and_then(|mut log| Ok(log.sync()?));
+            store.note_write(&result);
+            result
+        })
+        .await?
+    }
+
+    /// Up to `limit` readings of the crash log from `cursor` on (not this run's), the cursor
+    /// after them, and how many lines could not be read.
+    pub async fn logged_unsaved(&self, cursor: LogCursor, limit: usize) -> anyhow::Result<(Vec<LoggedReading>, LogCursor, u64)> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let log = store.crash_log.lock().map_err(|_| anyhow::anyhow!("crash log lock poisoned"))?;
+            Ok(log.read(cursor, limit)?)
+        })
+        .await?
+    }
+
+    /// Up to `limit` readings waiting to be judged again in an older store's table, in the
+    /// order they were acknowledged, after the one numbered `after`.
     pub async fn unsaved_readings(&self, after: i64, limit: usize) -> anyhow::Result<Vec<SpooledPoint>> {
         self.with_conn(move |conn| {
             let mut statement = conn.prepare_cached("SELECT id, sensor, ts, fields FROM unsaved_readings WHERE id > ?1 ORDER BY id LIMIT ?2")?;
@@ -33,6 +77,17 @@ impl Store {
     /// Forgets the readings a just-saved rule state has judged: per sensor, those at or before
     /// the time of the last reading it judged (`judged_until`, by sensor id).
     pub async fn forget_judged(&self, judged_until: std::collections::HashMap<String, Millis>) -> anyhow::Result<u64> {
+        let store = self.clone();
+        let (judged_until, logged) = tokio::task::spawn_blocking(move || {
+            let forgotten = store.crash_log.lock().map_err(|_| anyhow::anyhow!("crash log lock poisoned")).and_then(|mut log| Ok(log.forget_judged(&judged_until)?));
+            store.note_write(&forgotten);
+            forgotten.map(|logged| (judged_until, logged))
+        })
+        .await??;
+        Ok(logged + self.forget_judged_in_table(judged_until).await?)
+    }
+
+    async fn forget_judged_in_table(&self, judged_until: std::collections::HashMap<String, Millis>) -> anyhow::Result<u64> {
         self.with_conn_bulk(move |conn| {
             // One pass over the (unindexed) table against a small table of the saved times: an
             // index on (sensor, ts) would cost a page write per reading on the way in.
@@ -57,27 +112,24 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn spooled_readings_wait_until_a_saved_state_has_judged_them() {
+    async fn logged_readings_wait_until_a_saved_state_has_judged_them() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let points = vec![("house-07".into(), 1_000, vec![("x".to_string(), 0.1)]), ("house-07".into(), 2_000, vec![("x".to_string(), 0.2)]), ("house-08".into(), 1_500, vec![("x".to_string(), 0.3)])];
-        store.spool_append(points, Some(100)).await.unwrap();
-        // InfluxDB took them all: the spool is empty, the rules still owe them a saved state.
-        let spooled: Vec<i64> = store.spool_peek(10).await.unwrap().iter().map(|p| p.id).collect();
-        store.spool_remove(spooled).await.unwrap();
-        assert_eq!(store.unsaved_readings(0, 10).await.unwrap().len(), 3);
-        let forgotten = store.forget_judged([("house-07".to_string(), 1_000)].into_iter().collect()).await.unwrap();
-        assert_eq!(forgotten, 1, "only what the saved state judged");
-        let left: Vec<(String, Millis)> = Store::open(dir.path()).unwrap().unsaved_readings(0, 10).await.unwrap().into_iter().map(|p| (p.sensor, p.ts)).collect();
-        assert_eq!(left, vec![("house-07".to_string(), 2_000), ("house-08".to_string(), 1_500)], "in the order they came, across a restart");
+        let points = vec![("house-07".into(), 1_000, vec![("x".to_string(), 0.1)]), ("house-08".into(), 1_500, vec![("x".to_string(), 0.3)])];
+        store.log_unsaved(std::sync::Arc::new(points), true).await.unwrap();
+        store.forget_judged([("house-07".to_string(), 1_000), ("house-08".to_string(), Millis::MIN)].into_iter().collect()).await.unwrap();
+        let (left, _, unreadable) = Store::open(dir.path()).unwrap().logged_unsaved(LogCursor::default(), 10).await.unwrap();
+        assert_eq!(left.iter().map(|r| (r.sensor.as_str(), r.ts)).collect::<Vec<_>>(), vec![("house-07", 1_000), ("house-08", 1_500)], "kept while house-08 is not judged, across a restart");
+        assert_eq!(unreadable, 0);
     }
 
     #[tokio::test]
-    async fn without_influxdb_readings_go_to_the_crash_log_only() {
+    async fn an_older_store_s_table_is_read_and_emptied() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.spool_append(vec![("canal-02".into(), 1_000, vec![("do".to_string(), 4.2)])], None).await.unwrap();
-        assert!(store.spool_peek(10).await.unwrap().is_empty(), "nothing waits for an InfluxDB that does not exist");
-        assert_eq!(store.unsaved_readings(0, 10).await.unwrap().len(), 1, "but a crash before the next state save judges it again");
+        store.lock().unwrap().execute("INSERT INTO unsaved_readings (sensor, ts, fields) VALUES ('canal-02', 1000, '[[\"do\",4.2]]')", []).unwrap();
+        assert_eq!(store.unsaved_readings(0, 10).await.unwrap().len(), 1);
+        assert_eq!(store.forget_judged([("canal-02".to_string(), 1_000)].into_iter().collect()).await.unwrap(), 1);
+        assert!(store.unsaved_readings(0, 10).await.unwrap().is_empty());
     }
 }

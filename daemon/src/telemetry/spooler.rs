@@ -1,13 +1,21 @@
-//! Group commit of readings into the spool, then their MQTT acknowledgements, in arrival order.
+//! Readings kept in groups, then their MQTT acknowledgements, in arrival order.
 //!
-//! Invariant: a message is acknowledged to the broker only after its reading is committed to
-//! disk — in the crash log (judged again after a crash, with or without InfluxDB) and the spool
-//! for InfluxDB — so after a crash, the broker still holds every reading the daemon had not
-//! secured and sends it again.
+//! Invariant: a message is acknowledged to the broker only once its reading is durable — in
+//! InfluxDB (it answered 2xx for it) or on disk (the spool, synced) — and in the crash log, so a
+//! crash before the next rule-state save judges it again; after a crash, the broker still holds
+//! every reading the daemon had not secured and sends it again.
+//!
+//! With InfluxDB answering and nothing spooled, a group is written to it straight from memory
+//! and appended to the crash log without a sync: the SD card sees a few bytes per reading, not a
+//! transaction ([`crate::store`], docs/BENCHMARKS.md "Disk writes"). Otherwise (no InfluxDB, or
+//! it is down, slow or has a backlog) the crash log is synced and the group spooled before the
+//! acknowledgements go out. Groups are written one after another while earlier ones wait for
+//! InfluxDB; acknowledgements leave in arrival order (MQTT 3.1.1 wants them in order).
 
 use crate::metrics::Metrics;
 use crate::sample::Sample;
-use crate::store::Store;
+use crate::store::{NewPoint, Store};
+use crate::telemetry::writer::TelemetryWriter;
 use rumqttc::{AsyncClient, Publish};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
@@ -35,23 +43,26 @@ pub fn kept(sensors: &[crate::config::SensorConfig], sample: &Sample) -> Option<
     Some((sensors.get(sample.sensor)?.id.clone(), sample.clone()))
 }
 
-/// Where readings are kept before they are acknowledged: always in the crash log (judged again
-/// if the daemon dies before its rule state is saved), and in the spool for InfluxDB when there
-/// is one.
+/// Where readings are kept before they are acknowledged.
 #[derive(Debug, Clone)]
 pub struct SpoolTarget {
     pub store: Store,
-    /// Readings also go to InfluxDB (through the spool).
-    pub telemetry: bool,
+    /// Readings also go to InfluxDB: straight from memory when it keeps up, else through the spool.
+    pub telemetry: Option<Arc<TelemetryWriter>>,
     pub max_points: u64,
-    /// Woken after each commit, so the writer need not poll.
+    /// Woken after each spool commit, so the writer need not poll.
     pub written: Arc<Notify>,
 }
 
-/// Runs until `input` is closed and everything received is committed and acknowledged.
+/// Groups whose acknowledgements wait for InfluxDB at once; past that the spooler waits too.
+const GROUPS_AWAITING_INFLUX: usize = 32;
+
+/// Runs until `input` is closed and everything received is kept and acknowledged.
 pub async fn run(mut input: mpsc::Receiver<Spooled>, target: Option<SpoolTarget>, acks: AsyncClient, metrics: Arc<Metrics>) {
+    let (settling, settled) = mpsc::channel(GROUPS_AWAITING_INFLUX);
+    let acknowledger = tokio::spawn(acknowledge(settled, acks, metrics.clone()));
     // A group is what arrives within GROUP_WINDOW of its first reading (or queued up while the
-    // previous group was being committed): a slow disk makes groups larger, not readings later.
+    // previous group was being kept): a slow disk makes groups larger, not readings later.
     while let Some(first) = input.recv().await {
         let mut group = vec![first];
         let close = tokio::time::Instant::now() + GROUP_WINDOW;
@@ -61,37 +72,86 @@ pub async fn run(mut input: mpsc::Receiver<Spooled>, target: Option<SpoolTarget>
                 Ok(None) | Err(_) => break,
             }
         }
-        commit(&mut group, target.as_ref(), &metrics).await;
-        for item in group {
-            if let Some(publish) = item.ack {
-                match acks.ack(&publish).await {
-                    Ok(()) => {
-                        metrics.mqtt_messages_acknowledged.inc();
-                    }
-                    Err(error) => tracing::warn!(error = %error, "acknowledgement not queued; the broker will send the message again"),
-                };
+        let publishes: Vec<Publish> = group.iter_mut().filter_map(|item| item.ack.take()).collect();
+        let kept = keep(group, target.as_ref(), &metrics).await;
+        if settling.send((publishes, kept)).await.is_err() {
+            break;
+        }
+    }
+    drop(settling);
+    let _ = acknowledger.await;
+}
+
+/// Acknowledges each group's messages, in order, once the group is kept.
+async fn acknowledge(mut settled: mpsc::Receiver<(Vec<Publish>, Option<tokio::task::JoinHandle<()>>)>, acks: AsyncClient, metrics: Arc<Metrics>) {
+    while let Some((publishes, kept)) = settled.recv().await {
+        if let Some(kept) = kept {
+            if kept.await.is_err() {
+                // The task keeping them died: leave them to the broker, which sends them again.
+                tracing::error!(messages = publishes.len(), "readings not kept; not acknowledged, the broker will send them again");
+                continue;
+            }
+        }
+        for publish in publishes {
+            match acks.ack(&publish).await {
+                Ok(()) => {
+                    metrics.mqtt_messages_acknowledged.inc();
+                }
+                Err(error) => tracing::warn!(error = %error, "acknowledgement not queued; the broker will send the message again"),
             }
         }
     }
 }
 
-async fn commit(group: &mut [Spooled], target: Option<&SpoolTarget>, metrics: &Metrics) {
-    let Some(target) = target else { return };
-    let points: Vec<_> = group.iter_mut().filter_map(|item| item.sample.take()).map(|(id, s)| (id, s.ts, s.fields)).collect();
+/// Keeps a group's readings; returns the task to wait for when they go to InfluxDB from memory
+/// (none: they are kept already, or dropped and counted).
+async fn keep(group: Vec<Spooled>, target: Option<&SpoolTarget>, metrics: &Arc<Metrics>) -> Option<tokio::task::JoinHandle<()>> {
+    let target = target?;
+    let points: Vec<NewPoint> = group.into_iter().filter_map(|item| item.sample).map(|(id, s)| (id, s.ts, s.fields)).collect();
     if points.is_empty() {
-        return;
+        return None;
     }
+    let points = Arc::new(points);
     let count = points.len() as u64;
-    if target.telemetry {
+    if target.telemetry.is_some() {
         metrics.telemetry_points_taken_on.inc_by(count);
     }
     // On a full disk the space left is for alarms: readings wait until the reserve is back.
     if target.store.disk_full() && !target.store.try_restore_reserve() {
-        metrics.drop_telemetry("disk_full", count);
+        if target.telemetry.is_some() {
+            metrics.drop_telemetry("disk_full", count);
+        }
+        return None;
+    }
+    let straight = target.telemetry.as_ref().filter(|writer| writer.caught_up()).cloned();
+    // Synced now only when no InfluxDB will have these readings before they are acknowledged.
+    if let Err(error) = target.store.log_unsaved(points.clone(), straight.is_none()).await {
+        // Logged (at most once a minute) and shown in /healthz by the store itself.
+        tracing::debug!(points = count, error = %format!("{error:#}"), "readings not in the crash log; a crash before the next rule-state save would not judge them again");
+    }
+    let Some(writer) = straight else {
+        spool(points, target, metrics).await;
+        return None;
+    };
+    let (target, metrics) = (target.clone(), metrics.clone());
+    Some(tokio::spawn(async move {
+        let written = writer.write_now(&points).await;
+        if written < points.len() {
+            if let Err(error) = target.store.sync_unsaved().await {
+                tracing::debug!(error = %format!("{error:#}"), "crash log not synced");
+            }
+            spool(Arc::new(points[written..].to_vec()), &target, &metrics).await;
+        }
+    }))
+}
+
+/// Commits readings to the spool for InfluxDB (none without it).
+async fn spool(points: Arc<Vec<NewPoint>>, target: &SpoolTarget, metrics: &Metrics) {
+    if target.telemetry.is_none() {
         return;
     }
-    match target.store.spool_append(points, target.telemetry.then_some(target.max_points)).await {
-        Ok(_) if !target.telemetry => {}
+    let count = points.len() as u64;
+    match target.store.spool_append(points, target.max_points).await {
         Ok(dropped) => {
             metrics.telemetry_points_spooled.inc_by(count);
             if dropped > 0 {

@@ -63,7 +63,14 @@ pub struct TelemetryWriter {
     sensors: SensorIndex,
     store: Store,
     metrics: Arc<Metrics>,
+    /// InfluxDB answered the last write and nothing waits in the spool: readings can go to it
+    /// straight from memory ([`TelemetryWriter::write_now`]) instead of through the disk.
+    caught_up: std::sync::atomic::AtomicBool,
 }
+
+/// Longest a group of readings written straight to InfluxDB waits for its answer before it is
+/// spooled instead (its acknowledgements, and so the broker's in-flight window, wait as long).
+const WRITE_NOW_WAIT: Duration = Duration::from_secs(2);
 
 impl TelemetryWriter {
     pub fn new(config: &InfluxConfig, sensors: SensorIndex, store: Store, metrics: Arc<Metrics>) -> anyhow::Result<TelemetryWriter> {
@@ -85,11 +92,39 @@ impl TelemetryWriter {
             sensors,
             store,
             metrics,
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
+    /// Whether readings may go straight to InfluxDB now.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes readings straight from memory, in batches; returns how many of the first InfluxDB
+    /// has committed. On any other answer (or none within [`WRITE_NOW_WAIT`]) nothing more goes
+    /// this way until the spool is drained again, and the caller spools the rest (a point
+    /// written twice overwrites itself).
+    pub async fn write_now(&self, points: &[crate::store::NewPoint]) -> usize {
+        let batch: Vec<SpooledPoint> = points.iter().map(|(sensor, ts, fields)| SpooledPoint { id: 0, sensor: sensor.to_string(), ts: *ts, fields: fields.clone() }).collect();
+        let mut written = 0;
+        for chunk in batch.chunks(self.batch_size.max(1)) {
+            match tokio::time::timeout(WRITE_NOW_WAIT, self.write(chunk)).await {
+                Ok(Outcome::Written) => {
+                    self.metrics.telemetry_points_written.inc_by(chunk.len() as u64);
+                    written += chunk.len();
+                }
+                _ => {
+                    self.caught_up.store(false, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        written
+    }
+
     /// Drains the spool until `stop`; what is left stays spooled for the next start.
-    pub async fn run(self, written: Arc<Notify>, stop: CancellationToken) {
+    pub async fn run(self: Arc<Self>, written: Arc<Notify>, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut gauges_updated: Option<tokio::time::Instant> = None;
         loop {
@@ -106,6 +141,9 @@ impl TelemetryWriter {
                 }
             };
             let pause = if batch.is_empty() {
+                // Nothing waits on disk: what comes next can go straight to InfluxDB (until a
+                // write fails, which spools it and clears this again).
+                self.caught_up.store(true, std::sync::atomic::Ordering::Relaxed);
                 self.flush_interval
             } else {
                 let full = batch.len() == self.batch_size;
@@ -120,7 +158,10 @@ impl TelemetryWriter {
                             self.flush_interval
                         }
                     }
-                    Err(delay) => delay.unwrap_or_else(|| backoff.next_delay()),
+                    Err(delay) => {
+                        self.caught_up.store(false, std::sync::atomic::Ordering::Relaxed);
+                        delay.unwrap_or_else(|| backoff.next_delay())
+                    }
                 }
             };
             tokio::select! {
@@ -348,7 +389,7 @@ mod tests {
 
     async fn spool(store: &Store, sensors: &[&str]) -> Vec<SpooledPoint> {
         let points = sensors.iter().enumerate().map(|(i, s)| ((*s).into(), 1_795_392_000_000 + i as i64, vec![("x".to_string(), i as f64)])).collect();
-        store.spool_append(points, Some(1000)).await.unwrap();
+        store.spool_append(std::sync::Arc::new(points), 1000).await.unwrap();
         store.spool_peek(100).await.unwrap()
     }
 

@@ -31,12 +31,17 @@ pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
-/// Bytes the process has caused to be written to storage so far (`write_bytes` of
-/// `/proc/<pid>/io`: what reaches the disk, page cache flushes included, not `write()` calls).
+/// Bytes the process has caused to be written to storage so far: `write_bytes` of
+/// `/proc/<pid>/io` (pages it dirtied, flushed by the kernel later, not `write()` calls) less
+/// `cancelled_write_bytes` (dirty pages of files it deleted or truncated before they were
+/// flushed: they never reach the card).
 pub fn disk_write_bytes(pid: u32) -> anyhow::Result<u64> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).context("reading /proc/<pid>/io")?;
-    let line = io.lines().find(|l| l.starts_with("write_bytes:")).context("no write_bytes in /proc/<pid>/io")?;
-    Ok(line.split_whitespace().nth(1).context("write_bytes value")?.parse()?)
+    let value = |name: &str| -> anyhow::Result<u64> {
+        let line = io.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc/<pid>/io"))?;
+        Ok(line.split_whitespace().nth(1).with_context(|| format!("{name} value"))?.parse()?)
+    };
+    Ok(value("write_bytes:")?.saturating_sub(value("cancelled_write_bytes:")?))
 }
 
 /// A datagram socket standing in for systemd's notify socket.

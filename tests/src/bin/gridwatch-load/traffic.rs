@@ -60,9 +60,11 @@ pub async fn publish(plan: &Plan) -> anyhow::Result<Sent> {
     let topics: Vec<String> = (0..plan.sensors).map(topic).collect();
     let mut seq = vec![0u64; plan.sensors];
     let mut marker = vec![false; plan.sensors];
-    let flip_every = match plan.rate {
-        0 => 1000,
-        rate => (rate / plan.alerts_per_sec.max(1)).max(1),
+    // No marker flips for 0 alerts per second (a quiet community's disk writes).
+    let flip_every = match (plan.rate, plan.alerts_per_sec) {
+        (_, 0) => u64::MAX,
+        (0, _) => 1000,
+        (rate, alerts) => (rate / alerts).max(1),
     };
     let mut flips = 0;
     let start = Instant::now();
