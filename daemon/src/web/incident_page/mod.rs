@@ -188,7 +188,7 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
     let recorded = state.store.record_work(id, &work, &actor, &person, note.as_deref(), posted.photo.as_ref(), check_in, chrono::Utc::now().timestamp_millis());
     match recorded {
         Ok(_) => Redirect::to(&format!("/incident/{id}?{}&done={}#done", signed.query(), steps::name(&work))).into_response(),
-        Err(error) => refuse(StatusCode::CONFLICT, format!("未记录：{error}"), &posted.note),
+        Err(error) => refuse(StatusCode::CONFLICT, error.to_string(), &posted.note),
     }
 }
 

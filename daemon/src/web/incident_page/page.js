@@ -1,6 +1,7 @@
 // The worker's page, made lighter to use on a phone: a chosen photo is scaled down (longest side
 // 1600 px, JPEG) before it is sent; when 到场 is possible the phone is asked for its location,
-// shown with the distance to the house (never required); a pressed button cannot be pressed twice.
+// shown with the distance to the house (never required); the name typed on a group link is
+// remembered on the phone for the next step; a pressed button cannot be pressed twice.
 // Without script the form still works: the photo goes as taken, without a location.
 (function () {
   var form = document.getElementById('act');
@@ -61,7 +62,10 @@
       Math.cos(lat1 * r) * Math.cos(lat2 * r) * Math.pow(Math.sin((lon2 - lon1) * r / 2), 2);
     return Math.round(2 * 6371008.8 * Math.asin(Math.min(1, Math.sqrt(a))));
   }
+  var by = form.elements.by;
+  try { if (by && !by.value) by.value = localStorage.getItem('gridwatch-by') || ''; } catch (e) {}
   form.addEventListener('submit', function () {
+    try { if (by && by.value) localStorage.setItem('gridwatch-by', by.value); } catch (e) {}
     setTimeout(function () {
       form.querySelectorAll('button').forEach(function (b) { b.disabled = true; });
     }, 0);

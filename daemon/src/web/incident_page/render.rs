@@ -107,10 +107,10 @@ pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option
     header(&mut html, row, about.as_ref());
     match notice {
         Some(Notice::Done(done)) => {
-            let _ = write!(html, "<section id=\"done\" class=\"notice-ok\">✅ {}</section>", escape(done));
+            let _ = write!(html, "<section id=\"done\" class=\"notice-ok\">{}</section>", escape(done));
         }
         Some(Notice::Refused(why)) => {
-            let _ = write!(html, "<section id=\"done\" class=\"notice-no\">⚠️ {}</section>", escape(why));
+            let _ = write!(html, "<section id=\"done\" class=\"notice-no\">未记录：{}</section>", escape(why));
         }
         None => {}
     }
@@ -198,6 +198,9 @@ fn actions(html: &mut String, state: &WebState, row: &IncidentRow, offers: &[Off
     if row.state == "resolved" && !has("close") {
         html.push_str("<p class=\"hint\">已办结，等待网格长回访和关闭。</p>");
     }
+    if let Some(accept) = offers.iter().find(|o| o.name == "accept") {
+        let _ = write!(html, "<button name=\"action\" value=\"accept\">{}</button>", accept.label);
+    }
     let placeholder = if has("follow_up") { "回访情况 / 留言" } else if red { "处理情况（红色预警办结时必填）/ 留言" } else { "处理情况 / 留言" };
     let _ = write!(html, "<label for=\"note\">说明</label><textarea id=\"note\" name=\"note\" placeholder=\"{placeholder}\">{}</textarea>", escape(note));
     if has("on_site") || has("resolve") {
@@ -210,7 +213,7 @@ fn actions(html: &mut String, state: &WebState, row: &IncidentRow, offers: &[Off
     if has("on_site") {
         html.push_str("<input type=\"hidden\" name=\"lat\"><input type=\"hidden\" name=\"lon\"><input type=\"hidden\" name=\"acc\"><p><small id=\"where-status\">到场时可记录位置（不强制）</small></p>");
     }
-    for offer in offers.iter().filter(|o| o.main || ["on_site", "resolve", "close"].contains(&o.name)) {
+    for offer in offers.iter().filter(|o| o.name != "accept" && (o.main || ["on_site", "resolve", "close"].contains(&o.name))) {
         let _ = write!(html, "<button name=\"action\" value=\"{}\">{}</button>", offer.name, offer.label);
     }
     if has("comment") || has("transfer") {
@@ -322,7 +325,8 @@ fn trend(html: &mut String, state: &WebState, row: &IncidentRow, sensor: Option<
     }
     let _ = write!(html, "<section><h2>趋势（近 {} 小时，至最新读数）</h2>", crate::trend::KEEP_HOURS);
     if let (Some(at), Some(latest)) = (latest_at, &latest) {
-        let values: Vec<String> = latest.fields.iter().map(|(field, value)| format!("{field} {}", text::rounded(*value, ""))).collect();
+        let tilt = sensor.is_some_and(|s| s.kind == gridwatch_rules::SensorKind::Tilt);
+        let values: Vec<String> = latest.fields.iter().map(|(field, value)| if tilt && (field == "x" || field == "y") { format!("{field} {}", text::value(*value, "°")) } else { format!("{field} {}", text::rounded(*value, "")) }).collect();
         let _ = write!(html, "<p>最新读数 {}（{}，{}）</p>", escape(&values.join(" · ")), crate::local_time::clock_time(at, state.time_zone), ago(at, now));
     }
     for crate::store::FieldTrend { field, hours } in &stored {
@@ -353,6 +357,18 @@ fn people(html: &mut String, state: &WebState, id: i64) {
     html.push_str("</section>");
 }
 
+/// Who acted, as people read it: "王芳" for "王芳 (wang, own link)", the typed name for
+/// "Li (link)", 系统 for the rules.
+fn shown_actor(actor: &str) -> &str {
+    match actor {
+        "rules" => "系统",
+        "dispatch" => "派单",
+        _ if actor.ends_with(" (link)") => actor.trim_end_matches(" (link)"),
+        _ if actor.ends_with(", own link)") => actor.split(" (").next().unwrap_or(actor),
+        other => other,
+    }
+}
+
 /// The audit trail, newest first, with notes, photos and check-ins.
 fn history(html: &mut String, state: &WebState, id: i64, query: &str, now: i64) {
     let timeline = state.store.incident_timeline(id).unwrap_or_default();
@@ -363,11 +379,7 @@ fn history(html: &mut String, state: &WebState, id: i64, query: &str, now: i64) 
             _ if !["rules", "dispatch"].contains(&entry.actor.as_str()) => "worker",
             _ => "",
         };
-        let actor = match entry.actor.as_str() {
-            "rules" => "系统",
-            "dispatch" => "派单",
-            other => other,
-        };
+        let actor = shown_actor(&entry.actor);
         let _ = write!(
             html,
             "<li class=\"{class}\"><b>{label}</b> · {actor}<br><small>{ago} · {at}</small>",
@@ -382,7 +394,7 @@ fn history(html: &mut String, state: &WebState, id: i64, query: &str, now: i64) 
         if let Some(at) = check_in {
             let accuracy = at.accuracy_m.map(|a| format!("，误差约 {a:.0} 米")).unwrap_or_default();
             let distance = at.distance_m.map(|d| format!("，距房屋 {d:.0} 米")).unwrap_or_default();
-            let _ = write!(html, "<div><small>📍 位置 {:.5}, {:.5}{accuracy}{distance}</small></div>", at.latitude, at.longitude);
+            let _ = write!(html, "<div><small>到场位置 {:.5}, {:.5}{accuracy}{distance}</small></div>", at.latitude, at.longitude);
         }
         for photo in photos {
             let _ = write!(html, "<a href=\"/incident/{id}/photo/{photo}?{query}\"><img class=\"thumb\" src=\"/incident/{id}/photo/{photo}?{query}\" alt=\"现场照片\" loading=\"lazy\"></a>");
