@@ -10,6 +10,7 @@ pub mod incident_page;
 mod incidents_list;
 mod index;
 pub mod installer_api;
+mod short_link;
 
 use crate::links::WorkerLinks;
 use crate::metrics::Metrics;
@@ -54,7 +55,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/calibrate", axum::routing::post(installer_api::calibrate))
         .route("/api/balance", get(balance));
     if state.links.is_some() {
-        app = app.merge(incident_page::routes(&state));
+        app = app.merge(incident_page::routes(&state)).route("/i/{code}", get(short_link::open));
     }
     app.with_state(state)
 }

@@ -4,8 +4,11 @@
 //! bytes are a JPEG, PNG or WebP image, whatever the browser says it is.
 
 use crate::store::Photo;
+use crate::web::WebState;
 use axum::extract::multipart::{Field, Multipart};
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::Form;
 
 /// What the form carried.
 #[derive(Debug, Default)]
@@ -53,8 +56,29 @@ pub fn size_label(bytes: usize) -> String {
 /// Longest text field taken (a note is cut to 1,000 characters later).
 const MAX_TEXT_BYTES: usize = 16 * 1024;
 
-/// Reads the form; a photo over `photo_max_bytes` or not an image is refused.
-pub async fn read(mut multipart: Multipart, photo_max_bytes: usize) -> Result<Posted, FormError> {
+/// Reads the form, as `multipart/form-data` (the page's) or URL-encoded (a script's, without a
+/// photo); a photo over `photo_max_bytes` or not an image is refused.
+pub async fn read(request: Request, state: &WebState, photo_max_bytes: usize) -> Result<Posted, FormError> {
+    let multipart = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/form-data"));
+    if multipart {
+        let multipart = Multipart::from_request(request, state).await.map_err(|e| FormError::Unreadable(e.body_text()))?;
+        return read_multipart(multipart, photo_max_bytes).await;
+    }
+    let Form(fields) = Form::<Vec<(String, String)>>::from_request(request, state).await.map_err(|e| FormError::Unreadable(e.body_text()))?;
+    let mut posted = Posted::default();
+    for (name, value) in fields {
+        match name.as_str() {
+            "action" => posted.action = value,
+            "by" => posted.by = value,
+            "note" => posted.note = value,
+            "person" => posted.person = value,
+            _ => {}
+        }
+    }
+    Ok(posted)
+}
+
+async fn read_multipart(mut multipart: Multipart, photo_max_bytes: usize) -> Result<Posted, FormError> {
     let too_large = || FormError::PhotoTooLarge { limit: size_label(photo_max_bytes) };
     let mut posted = Posted::default();
     let (mut latitude, mut longitude, mut accuracy) = (None, None, None);

@@ -22,7 +22,7 @@ mod tests;
 use super::WebState;
 use crate::dispatch::roster::{Member, Roster};
 use crate::store::{CheckIn, IncidentRow, Work};
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -137,7 +137,7 @@ pub async fn show(State(state): State<WebState>, Path(id): Path<i64>, Query(sign
     }
 }
 
-pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signed): Query<Signed>, multipart: Multipart) -> Response {
+pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signed): Query<Signed>, request: Request) -> Response {
     if let Some(refused) = refusal(&state, id, &signed) {
         return refused;
     }
@@ -146,7 +146,7 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
         Err(response) => return response,
     };
     let refuse = |status: StatusCode, why: String, note: &str| (status, Html(render::page(&state, &row, &signed, Some(&Notice::Refused(why)), note))).into_response();
-    let posted = match form::read(multipart, state.page.photo_max_bytes).await {
+    let posted = match form::read(request, &state, state.page.photo_max_bytes).await {
         Ok(posted) => posted,
         Err(error) => return refuse(error.status(), error.to_string(), ""),
     };

@@ -169,3 +169,12 @@ async fn the_page_shows_where_on_a_map_and_the_trend_of_the_last_days() {
     assert!(html.contains("<p class=\"trend\">x <small>0.000 … 0.450</small></p><svg"), "{html}");
     assert_eq!(html.matches("<polyline").count(), 1, "one field, one line");
 }
+
+#[tokio::test]
+async fn a_url_encoded_form_without_a_photo_works_too() {
+    let (_, state, id, _dir) = serve().await;
+    let link = state.links.as_ref().unwrap().member_link(id, "wang", chrono::Utc::now().timestamp());
+    let html = reqwest::Client::new().post(&link).form(&[("action", "accept"), ("by", "somebody else")]).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("已记录：接单") && html.contains("<b>接单</b> · 王芳<br>"), "{html}");
+    assert_eq!(state.store.incident_history(id).unwrap().last().unwrap().actor, "王芳 (wang, own link)", "the link's member acts, whatever the form says");
+}
