@@ -2,7 +2,8 @@
 //! emulating a 390×844 phone with its location faked through DevTools, opens the signed link
 //! from an alert; the worker types a name and presses 接单, takes a photo (a file chosen in the
 //! camera input, scaled down by the page's script) and presses 到场 with the location, is told a
-//! red incident needs a note, writes one and presses 办结. At every step nothing is wider than
+//! red incident needs a note, writes one and presses 办结; the grid leader, from his own short
+//! link, follows up (回访) and closes it. At every step nothing is wider than
 //! the screen (no zooming or sideways scrolling) and the buttons are big enough for a thumb. The
 //! page, the served photo and the audit trail show it all.
 //!
@@ -128,9 +129,23 @@ async fn a_worker_accepts_goes_on_site_with_photo_and_location_and_resolves_on_a
     assert!(page.contains("已办结") && page.contains("墙体已支撑，裂缝已封堵") && page.contains("负责：王芳 13800000001") && page.contains("办结 · 王芳 13800000001\n"), "{page}");
     assert!(page.contains("刚刚 · ") && page.contains("等待网格长回访和关闭"), "relative times; the leader closes: {page}");
     fits_the_phone(&browser, ".history", "incident-page-3-resolved.png").await;
+
+    // The grid leader, from his own link, follows up (回访) and closes it.
+    let links = gridwatch::links::WorkerLinks::new(format!("http://127.0.0.1:{http_port}").parse().unwrap(), "a-secret-of-enough-length", std::time::Duration::from_secs(3600));
+    browser.goto(&gridwatch::links::shorten(&links.member_link(1, "chen", chrono::Utc::now().timestamp()))).await.unwrap();
+    let page = browser.wait_for_text("处理人：陈刚").await.unwrap();
+    assert!(page.contains("回访") && page.contains("关闭") && page.contains("负责：王芳 13800000001"), "the leader's steps: {page}");
+    browser.type_into("textarea[name=note]", "电话回访住户女儿：老人已安置，墙体支撑稳固").await.unwrap();
+    browser.click("button[value=follow_up]").await.unwrap();
+    browser.wait_for_text("已记录：回访").await.unwrap();
+    fits_the_phone(&browser, "#done", "incident-page-4-follow-up.png").await;
+    browser.click("button[value=close]").await.unwrap();
+    let page = browser.wait_for_text("已记录：关闭").await.unwrap();
+    assert!(page.contains("红色预警 #1 · 已关闭") && page.contains("事件已关闭，无需操作"), "{page}");
     drop(browser);
 
     let shown = gridwatch().args(["incidents", "--config", "gridwatch.toml", "show", "1"]).current_dir(dir.path()).output().unwrap();
     let shown = String::from_utf8_lossy(&shown.stdout);
-    assert!(shown.contains("resolved") && shown.contains("王芳 13800000001 (link) accept") && shown.contains("on_site") && shown.contains("resolve: 墙体已支撑"), "the audit trail: {shown}");
+    assert!(shown.contains("closed") && shown.contains("王芳 13800000001 (link) accept") && shown.contains("on_site") && shown.contains("resolve: 墙体已支撑"), "the audit trail: {shown}");
+    assert!(shown.contains("陈刚 (chen, own link) follow_up: 电话回访") && shown.contains("陈刚 (chen, own link) close"), "the audit trail: {shown}");
 }
