@@ -62,6 +62,20 @@ pub struct CheckIn {
     pub distance_m: Option<f64>,
 }
 
+/// A worker's step as it is recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    pub work: &'a Work,
+    /// As the audit trail names them: "王芳 (wang, own link)", "Li (link)".
+    pub actor: &'a str,
+    /// Who acts (a roster member id, or the name typed on a group link): accepting makes them
+    /// the owner.
+    pub person: &'a str,
+    pub note: Option<&'a str>,
+    pub photo: Option<&'a Photo>,
+    pub check_in: Option<CheckIn>,
+}
+
 /// One audit entry with what belongs to it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimelineEntry {
@@ -72,10 +86,10 @@ pub struct TimelineEntry {
 }
 
 impl Store {
-    /// Records a worker's step: the state change (if any), its audit entry, its photo and its
-    /// check-in, in one transaction. `person` is who acts (a roster member id, or the name typed
-    /// on a group link): accepting makes them the owner. Returns the incident's state after.
-    pub fn record_work(&self, id: i64, work: &Work, actor: &str, person: &str, note: Option<&str>, photo: Option<&Photo>, check_in: Option<CheckIn>, now_ms: i64) -> anyhow::Result<State> {
+    /// Records a worker's step on incident `id`: the state change (if any), its audit entry, its
+    /// photo and its check-in, in one transaction. Returns the incident's state after.
+    pub fn record_work(&self, id: i64, step: Step<'_>, now_ms: i64) -> anyhow::Result<State> {
+        let Step { work, actor, person, note, photo, check_in } = step;
         if photo.is_some() && self.disk_full() {
             anyhow::bail!("存储空间已满，照片无法保存；请不带照片再提交一次");
         }
@@ -178,13 +192,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let id = store.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap().incident().unwrap();
-        assert_eq!(store.record_work(id, &Work::Move(Action::Accept), "王芳 (wang, own link)", "wang", None, None, None, 1_000).unwrap(), State::Accepted);
+        assert_eq!(store.record_work(id, Step { work: &Work::Move(Action::Accept), actor: "王芳 (wang, own link)", person: "wang", note: None, photo: None, check_in: None }, 1_000).unwrap(), State::Accepted);
         let photo = Photo { content_type: "image/jpeg".into(), bytes: vec![0xFF, 0xD8, 0xFF, 1, 2, 3] };
         let here = CheckIn { latitude: 31.23, longitude: 121.47, accuracy_m: Some(12.0), distance_m: Some(35.0) };
-        assert_eq!(store.record_work(id, &Work::Move(Action::OnSite), "王芳", "wang", Some("到了"), Some(&photo), Some(here), 2_000).unwrap(), State::OnSite);
-        store.record_work(id, &Work::AddHelper { person: "zhao".into() }, "王芳", "wang", None, None, None, 3_000).unwrap();
+        assert_eq!(store.record_work(id, Step { work: &Work::Move(Action::OnSite), actor: "王芳", person: "wang", note: Some("到了"), photo: Some(&photo), check_in: Some(here) }, 2_000).unwrap(), State::OnSite);
+        store.record_work(id, Step { work: &Work::AddHelper { person: "zhao".into() }, actor: "王芳", person: "wang", note: None, photo: None, check_in: None }, 3_000).unwrap();
         assert_eq!(store.incident_people(id).unwrap(), vec![("wang".to_string(), "owner".to_string()), ("zhao".to_string(), "helper".to_string())]);
-        store.record_work(id, &Work::Transfer { person: "zhao".into() }, "王芳", "wang", Some("换班"), None, None, 4_000).unwrap();
+        store.record_work(id, Step { work: &Work::Transfer { person: "zhao".into() }, actor: "王芳", person: "wang", note: Some("换班"), photo: None, check_in: None }, 4_000).unwrap();
         assert_eq!(store.incident_people(id).unwrap(), vec![("zhao".to_string(), "owner".to_string())], "one owner; the helper who took over is no longer a helper");
         let timeline = store.incident_timeline(id).unwrap();
         let on_site = timeline.iter().find(|t| t.entry.action == "on_site").unwrap();
@@ -200,7 +214,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let id = store.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap().incident().unwrap();
         let photo = Photo { content_type: "image/png".into(), bytes: vec![0x89, b'P', b'N', b'G'] };
-        let refused = store.record_work(id, &Work::Move(Action::Close), "x", "x", None, Some(&photo), None, 1_000).unwrap_err();
+        let refused = store.record_work(id, Step { work: &Work::Move(Action::Close), actor: "x", person: "x", note: None, photo: Some(&photo), check_in: None }, 1_000).unwrap_err();
         assert!(refused.to_string().contains("cannot close an incident that is open"), "{refused}");
         let timeline = store.incident_timeline(id).unwrap();
         assert_eq!(timeline.len(), 1, "only the firing: {timeline:?}");

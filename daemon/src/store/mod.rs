@@ -42,7 +42,7 @@ mod used_signatures;
 
 pub use calibrations::Calibration;
 pub use escalations::{DueEscalation, EscalationStep};
-pub use incident_work::{CheckIn, Photo, TimelineEntry, Work};
+pub use incident_work::{CheckIn, Photo, Step, TimelineEntry, Work};
 pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling, Route};
 pub use journal::{Destination, DueDelivery, JournalEntry};
 pub use silences::NewSilence;

@@ -21,7 +21,7 @@ mod tests;
 
 use super::WebState;
 use crate::dispatch::roster::{Member, Roster};
-use crate::store::{CheckIn, IncidentRow, Work};
+use crate::store::{CheckIn, IncidentRow, Step, Work};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -118,11 +118,11 @@ enum Notice {
     Refused(String),
 }
 
-fn incident(state: &WebState, id: i64) -> Result<IncidentRow, Response> {
+fn incident(state: &WebState, id: i64) -> Result<IncidentRow, Box<Response>> {
     match state.store.incidents(true).map(|rows| rows.into_iter().find(|r| r.id == id)) {
         Ok(Some(row)) => Ok(row),
-        Ok(None) => Err((StatusCode::NOT_FOUND, Html("<p>没有这个事件 no such incident</p>".to_string())).into_response()),
-        Err(error) => Err((StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<p>{}</p>", escape(&error.to_string())))).into_response()),
+        Ok(None) => Err(Box::new((StatusCode::NOT_FOUND, Html("<p>没有这个事件 no such incident</p>".to_string())).into_response())),
+        Err(error) => Err(Box::new((StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<p>{}</p>", escape(&error.to_string())))).into_response())),
     }
 }
 
@@ -133,7 +133,7 @@ pub async fn show(State(state): State<WebState>, Path(id): Path<i64>, Query(sign
     let notice = signed.done.as_deref().map(|done| Notice::Done(format!("已记录：{}", render::action_label(done))));
     match incident(&state, id) {
         Ok(row) => Html(render::page(&state, &row, &signed, notice.as_ref(), "")).into_response(),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
@@ -143,7 +143,7 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
     }
     let row = match incident(&state, id) {
         Ok(row) => row,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let refuse = |status: StatusCode, why: String, note: &str| (status, Html(render::page(&state, &row, &signed, Some(&Notice::Refused(why)), note))).into_response();
     let posted = match form::read(request, &state, state.page.photo_max_bytes).await {
@@ -185,7 +185,8 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
         distance_m: house.map(|[lat, lon]| distance_m(latitude, longitude, lat, lon)),
     });
     let note = (!note.is_empty()).then(|| note.chars().take(1000).collect::<String>());
-    let recorded = state.store.record_work(id, &work, &actor, &person, note.as_deref(), posted.photo.as_ref(), check_in, chrono::Utc::now().timestamp_millis());
+    let step = Step { work: &work, actor: &actor, person: &person, note: note.as_deref(), photo: posted.photo.as_ref(), check_in };
+    let recorded = state.store.record_work(id, step, chrono::Utc::now().timestamp_millis());
     match recorded {
         Ok(_) => Redirect::to(&format!("/incident/{id}?{}&done={}#done", signed.query(), steps::name(&work))).into_response(),
         Err(error) => refuse(StatusCode::CONFLICT, error.to_string(), &posted.note),

@@ -99,7 +99,7 @@ async fn photos_over_the_limit_or_not_images_are_refused_in_words() {
     let (status, html) = post(&link, &[("action", "on_site"), ("by", "Li")], Some(b"<svg onload=alert(1)></svg>")).await;
     assert!(status == 415 && html.contains("只能上传 JPEG、PNG 或 WebP 格式的照片"), "{status} {html}");
     assert_eq!(state.store.incidents(true).unwrap()[0].state, "open", "nothing recorded");
-    let photo = state.store.record_work(id, &Work::Comment, "x", "x", Some("x"), Some(&crate::store::Photo { content_type: "image/jpeg".into(), bytes: jpeg(10) }), None, 1).unwrap();
+    let photo = state.store.record_work(id, crate::store::Step { work: &Work::Comment, actor: "x", person: "x", note: Some("x"), photo: Some(&crate::store::Photo { content_type: "image/jpeg".into(), bytes: jpeg(10) }), check_in: None }, 1).unwrap();
     assert_eq!(photo, crate::incident::State::Open);
     let photo_id = state.store.incident_timeline(id).unwrap().last().unwrap().photos[0];
     assert_eq!(reqwest::get(format!("{base}/incident/{id}/photo/{photo_id}")).await.unwrap().status(), 400, "no signature, no photo");
@@ -168,6 +168,8 @@ async fn the_page_shows_where_on_a_map_and_the_trend_of_the_last_days() {
     assert!(html.contains("href=\"geo:31.2304,121.4737\"") && html.contains("position=121.4737,31.2304") && html.contains("data-house=\"31.2304,121.4737\""), "{html}");
     assert!(html.contains("<p class=\"trend\">x <small>0.000 … 0.450</small></p><svg"), "{html}");
     assert_eq!(html.matches("<polyline").count(), 1, "one field, one line");
+    println!("page: {} bytes", html.len());
+    assert!(html.len() < 16 * 1024, "a light page: {} bytes", html.len());
 }
 
 #[tokio::test]
