@@ -118,7 +118,14 @@ async fn a_worker_accepts_goes_on_site_with_photo_and_location_and_resolves_on_a
     browser.click("button[value=on_site]").await.unwrap();
     let page = browser.wait_for_text("已记录：到场").await.unwrap();
     assert!(page.contains("误差约 15 米，距房屋 44 米"), "the check-in in the history: {page}");
-    let size = browser.execute("const i = document.querySelector('img.thumb'); return i.complete ? [i.naturalWidth, i.naturalHeight] : [];").await.unwrap();
+    let mut size = serde_json::json!([]);
+    for _ in 0..50 {
+        size = browser.execute("const i = document.querySelector('img.thumb'); return i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : [];").await.unwrap();
+        if size != serde_json::json!([]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(size, serde_json::json!([739, 1600]), "the photo, scaled to 1600 px by the page, shown from the store");
 
     browser.click("button[value=resolve]").await.unwrap();

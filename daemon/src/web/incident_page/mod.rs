@@ -199,7 +199,10 @@ pub async fn photo(State(state): State<WebState>, Path((id, photo)): Path<(i64, 
         return refused;
     }
     match state.store.incident_photo(id, photo) {
-        Ok(Some(found)) => ([(header::CONTENT_TYPE, found.content_type), (header::CACHE_CONTROL, "private, max-age=86400".to_string())], found.bytes).into_response(),
+        Ok(Some(found)) => {
+            let headers = [(header::CONTENT_TYPE, found.content_type), (header::CACHE_CONTROL, "private, max-age=86400".into()), (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into())];
+            (headers, found.bytes).into_response()
+        }
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
