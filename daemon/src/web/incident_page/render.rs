@@ -348,7 +348,18 @@ fn people(html: &mut String, state: &WebState, id: i64) {
     if people.is_empty() {
         return;
     }
-    let named = |part: &str| people.iter().filter(|(_, p)| p == part).map(|(person, _)| escape(&person_name(state, person))).collect::<Vec<_>>().join("、");
+    // With the roster's phone number as a tel: link: a hand-over is not messaged yet, so the
+    // worker calls.
+    let named = |part: &str| {
+        let shown = people.iter().filter(|(_, p)| p == part).map(|(person, _)| {
+            let name = escape(&person_name(state, person));
+            match state.page.roster.members.iter().find(|m| &m.id == person).map(|m| m.phone.as_str()).filter(|p| !p.is_empty()) {
+                Some(phone) => format!("{name} <a href=\"tel:{0}\">{0}</a>", escape(phone)),
+                None => name,
+            }
+        });
+        shown.collect::<Vec<_>>().join("、")
+    };
     let _ = write!(html, "<section><h2>处理人</h2><p>负责：<b>{}</b></p>", named("owner"));
     let helpers = named("helper");
     if !helpers.is_empty() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 const ROSTER: &str = "timezone = \"+08:00\"\n[[grid]]\nid = \"grid-3\"\n\
     [[member]]\nid = \"wang\"\nname = \"王芳\"\nrole = \"worker\"\ngrids = [\"grid-3\"]\n\
-    [[member]]\nid = \"zhao\"\nname = \"赵强\"\nrole = \"worker\"\ngrids = [\"grid-3\"]\n\
+    [[member]]\nid = \"zhao\"\nname = \"赵强\"\nrole = \"worker\"\nphone = \"13800000002\"\ngrids = [\"grid-3\"]\n\
     [[member]]\nid = \"chen\"\nname = \"陈刚\"\nrole = \"grid_leader\"\ngrids = [\"grid-3\"]\n";
 
 async fn serve_with(photo_max_bytes: usize) -> (String, WebState, i64, tempfile::TempDir) {
@@ -117,11 +117,11 @@ async fn hand_over_helpers_comments_and_the_grid_leaders_follow_up_and_close() {
     assert!(html.contains("处理人：<b>王芳</b>") && !html.contains("name=\"by\"") && html.contains("<option value=\"zhao\">赵强（网格员）</option>"), "{html}");
     post(&wang, &[("action", "accept"), ("by", "somebody else")], None).await;
     let (_, html) = post(&wang, &[("action", "helper"), ("person", "zhao")], None).await;
-    assert!(html.contains("加协助人 赵强") && html.contains("协助：赵强"), "{html}");
+    assert!(html.contains("加协助人 赵强") && html.contains("协助：赵强 <a href=\"tel:13800000002\">"), "{html}");
     let (status, html) = post(&wang, &[("action", "transfer"), ("person", "nobody")], None).await;
     assert!(status == 400 && html.contains("请先选择人员"), "{html}");
     let (_, html) = post(&wang, &[("action", "transfer"), ("person", "zhao"), ("note", "我去开会")], None).await;
-    assert!(html.contains("转交给 赵强") && html.contains("负责：<b>赵强</b>"), "{html}");
+    assert!(html.contains("转交给 赵强") && html.contains("负责：<b>赵强 <a href=\"tel:13800000002\">13800000002</a></b>"), "the new owner, to call: {html}");
     let zhao = links.member_link(id, "zhao", now);
     let (_, html) = post(&zhao, &[("action", "comment"), ("note", "十分钟后到")], None).await;
     assert!(html.contains("<b>留言</b> · 赵强<br>") && html.contains("十分钟后到"), "{html}");
