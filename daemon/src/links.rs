@@ -4,6 +4,13 @@
 //! refused. A link made for one member of the roster also names that member (`m=<id>`, signed
 //! with the rest): what is done through it is recorded as that member's action.
 //!
+//! Every link also has a short form for SMS, `/i/<incident>.<expiry, base 36>.<first 20 hex
+//! digits of the signature>[.<member>]` (about 50 characters instead of 120: a Chinese SMS part
+//! holds 70). It is the same link cut down — [`shorten`] needs no secret and no storage — and
+//! `/i/…` checks the 80 signature bits it carries against the full signature before it
+//! redirects to the full link ([`WorkerLinks::expand`]); 2^80 guesses over the network are out of
+//! reach, so the shorter signature is no weaker in practice.
+//!
 //! Links are signed and checked by the same [`Signer`] as the actions on the MQTT ack topic
 //! (`crate::incident_acks`), under their own purpose (`gridwatch-link-v2`), with the fields
 //! incident, expiry and — on a member's link — the member id, each length-prefixed.
@@ -53,7 +60,30 @@ impl WorkerLinks {
 
     /// The signed path and query for an incident (for `member`, if given), valid from `now_secs`.
     pub fn path(&self, incident: i64, member: Option<&str>, now_secs: i64) -> String {
-        let expires = now_secs + self.valid.as_secs() as i64;
+        self.path_until(incident, member, now_secs + self.valid.as_secs() as i64)
+    }
+
+    /// The full signed path of a short link's code (see [`shorten`]), once its signature bits
+    /// and expiry check out.
+    pub fn expand(&self, code: &str, now_secs: i64) -> Result<String, LinkError> {
+        let mut parts = code.splitn(4, '.');
+        let (Some(incident), Some(expires), Some(signature)) = (parts.next(), parts.next(), parts.next()) else { return Err(LinkError::BadSignature) };
+        let member = parts.next();
+        let (Ok(incident), Ok(expires)) = (incident.parse::<i64>(), i64::from_str_radix(expires, 36)) else { return Err(LinkError::BadSignature) };
+        let full = self.signer.sign(&Self::fields(&incident.to_string(), member, &expires.to_string()));
+        let given = signature.to_ascii_lowercase();
+        // Compared in constant time, like the full signature.
+        let differs = full.bytes().take(SHORT_SIGNATURE_HEX).zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if given.len() != SHORT_SIGNATURE_HEX || differs != 0 {
+            return Err(LinkError::BadSignature);
+        }
+        if now_secs > expires {
+            return Err(LinkError::Expired);
+        }
+        Ok(self.path_until(incident, member, expires))
+    }
+
+    fn path_until(&self, incident: i64, member: Option<&str>, expires: i64) -> String {
         let signature = self.signer.sign(&Self::fields(&incident.to_string(), member, &expires.to_string()));
         let mut query = reqwest::Url::parse("http://link/").expect("a valid base");
         {
@@ -90,6 +120,43 @@ impl WorkerLinks {
         }
         Ok(())
     }
+}
+
+/// Hex digits of the signature a short link keeps (80 bits).
+const SHORT_SIGNATURE_HEX: usize = 20;
+
+/// The short form of a full link (`…/incident/42?m=wang&exp=…&sig=…` → `…/i/42.tq2abc.1a2b….wang`);
+/// a link it cannot read comes back as it was.
+pub fn shorten(link: &str) -> String {
+    let short = || -> Option<String> {
+        let url = reqwest::Url::parse(link).ok()?;
+        let incident: i64 = url.path().strip_prefix("/incident/")?.parse().ok()?;
+        let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        let expires: u64 = query.get("exp")?.parse().ok()?;
+        let signature = query.get("sig")?.get(..SHORT_SIGNATURE_HEX)?;
+        let mut code = format!("{incident}.{}.{signature}", base36(expires));
+        if let Some(member) = query.get("m") {
+            code.push('.');
+            code.push_str(member);
+        }
+        let mut short = url.clone();
+        short.set_query(None);
+        short.path_segments_mut().ok()?.clear().push("i").push(&code);
+        Some(short.to_string())
+    };
+    short().unwrap_or_else(|| link.to_string())
+}
+
+fn base36(mut n: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
 }
 
 #[cfg(test)]
@@ -137,6 +204,36 @@ mod tests {
         let (id, exp, sig) = parts(&links().link(42, 1_000));
         let as_ack = serde_json::json!({"incident": id, "action": "resolve", "by": "x", "ts": exp, "sig": sig});
         assert_eq!(acks.verify(&serde_json::to_vec(&as_ack).unwrap(), exp * 1000).unwrap_err(), crate::incident_acks::Refusal::BadSignature);
+    }
+
+    #[test]
+    fn a_short_link_expands_to_the_full_link_and_nothing_else() {
+        let full = links().link(42, 1_000);
+        let short = shorten(&full);
+        assert_eq!(short.len(), "http://10.8.0.5:9181/i/42.3js.".len() + 20, "{short}");
+        let code = short.rsplit('/').next().unwrap();
+        assert_eq!(format!("http://10.8.0.5:9181{}", links().expand(code, 1_500).unwrap()), full);
+        assert_eq!(links().expand(code, 4_601), Err(LinkError::Expired));
+        let altered = code.replacen("42.", "43.", 1);
+        assert_eq!(links().expand(&altered, 1_500), Err(LinkError::BadSignature), "another incident");
+        let longer = code.replacen(".3js.", ".zzzz.", 1);
+        assert_eq!(links().expand(&longer, 1_500), Err(LinkError::BadSignature), "a longer life");
+        assert_eq!(links().expand(&code[..code.len() - 1], 1_500), Err(LinkError::BadSignature), "fewer signature bits");
+        for junk in ["", "42", "42.x", "x.y.z", "42.3js.zz"] {
+            assert_eq!(links().expand(junk, 1_500), Err(LinkError::BadSignature), "{junk}");
+        }
+        let member = links().member_link(42, "王芳", 1_000);
+        let short = shorten(&member);
+        let code = short.rsplit('/').next().unwrap();
+        let code = percent_decode(code);
+        assert_eq!(format!("http://10.8.0.5:9181{}", links().expand(&code, 1_500).unwrap()), member);
+        assert_eq!(links().expand(&code.replace("王芳", "li"), 1_500), Err(LinkError::BadSignature), "another member");
+        assert_eq!(shorten("http://box/incident/12?exp=1&sig=ab"), "http://box/incident/12?exp=1&sig=ab", "unreadable: as it was");
+    }
+
+    fn percent_decode(text: &str) -> String {
+        let url = reqwest::Url::parse(&format!("http://x/?c={text}")).unwrap();
+        url.query_pairs().next().unwrap().1.into_owned()
     }
 
     #[test]

@@ -79,18 +79,24 @@ fn topic(sensor: &str) -> String {
 /// The text with each link's expiry and signature blanked (they change with the clock), and the
 /// links found, to open.
 fn blank_links(text: &str, http_port: u16) -> (String, Vec<String>) {
-    let base = format!("http://127.0.0.1:{http_port}/incident/");
+    let base = format!("http://127.0.0.1:{http_port}/");
     let mut out = String::new();
     let mut links = Vec::new();
     let mut rest = text;
-    while let Some(start) = rest.find(&base) {
+    while let Some(start) = rest.find(&format!("{base}incident/")).or_else(|| rest.find(&format!("{base}i/"))) {
         out.push_str(&rest[..start]);
         let end = rest[start..].find(|c: char| c.is_whitespace() || c == ')').map_or(rest.len(), |e| start + e);
         let link = &rest[start..end];
         links.push(link.to_string());
-        let (path, query) = link.split_once('?').unwrap();
-        let member = query.split('&').find(|p| p.starts_with("m=")).map(|m| format!("{m}&")).unwrap_or_default();
-        out.push_str(&format!("{}?{member}exp=…&sig=…", path.replace(&format!("http://127.0.0.1:{http_port}"), "http://BOX")));
+        if let Some(code) = link.strip_prefix(&format!("{base}i/")) {
+            // The short form (SMS): incident.expiry.signature[.member].
+            let incident = code.split('.').next().unwrap();
+            out.push_str(&format!("http://BOX/i/{incident}.…"));
+        } else {
+            let (path, query) = link.split_once('?').unwrap();
+            let member = query.split('&').find(|p| p.starts_with("m=")).map(|m| format!("{m}&")).unwrap_or_default();
+            out.push_str(&format!("{}?{member}exp=…&sig=…", path.replace(&format!("http://127.0.0.1:{http_port}"), "http://BOX")));
+        }
         rest = &rest[end..];
     }
     out.push_str(rest);
@@ -165,18 +171,18 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
         format!("**🟠 橙色预警 #1**\n北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警\n请尽快到场查看。\n时间：{fired_time}\n王芳：[接单 / 到场 / 办结](http://BOX/incident/1?m=wang&exp=…&sig=…)\n\n@13800000001"),
     );
 
-    // SMS: the number, the short sentence, what to do, the time and the link; one for the house.
+    // SMS: the number, the short sentence, what to do, the time and the short link; one for the house.
     let sms: Vec<String> = sms.bodies().iter().map(|b| format!("{} {}", b["phone"].as_str().unwrap(), b["msg"].as_str().unwrap())).collect();
     assert_eq!(sms.len(), 2, "{sms:?}");
-    check(&sms[0], format!("13800000001 【橙色预警】#1 北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警 请尽快到场查看。 {fired_time} 处理：http://BOX/incident/1?exp=…&sig=…"));
-    check(&sms[1], format!("13800000001 【橙色预警】#2 #3 北巷社区 7号楼（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警（本楼共2条） 请尽快到场查看。 {grouped_time} 处理：http://BOX/incident/2?exp=…&sig=…"));
+    check(&sms[0], format!("13800000001 【橙色预警】#1 北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警 请尽快到场查看。 {fired_time} 处理：http://BOX/i/1.…"));
+    check(&sms[1], format!("13800000001 【橙色预警】#2 #3 北巷社区 7号楼（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警（本楼共2条） 请尽快到场查看。 {grouped_time} 处理：http://BOX/i/2.…"));
 
     // Every link opens its incident, with times in China time.
     for link in &all_links {
         let page = reqwest::get(link).await.unwrap();
         assert!(page.status().is_success(), "{link}: {}", page.status());
         let html = page.text().await.unwrap();
-        let id = link.split("/incident/").nth(1).unwrap().split('?').next().unwrap();
+        let id = link.split("/incident/").nth(1).map_or_else(|| link.split("/i/").nth(1).unwrap().split('.').next().unwrap(), |rest| rest.split('?').next().unwrap());
         assert!(html.contains(&format!("#{id} ")), "{link} opens incident #{id}");
         let opened = chrono::DateTime::from_timestamp_millis(if id == "1" { fired_at } else { grouped_at } + 8 * 3_600_000).unwrap().format("%Y-%m-%d %H:%M").to_string();
         assert!(html.contains(&opened), "the page shows China time {opened}: {html}");

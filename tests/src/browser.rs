@@ -105,6 +105,36 @@ impl Browser {
         bail!("the page never showed {wanted:?}; it shows: {last}")
     }
 
+    /// Sends a DevTools command to the page (chromedriver's `goog/cdp/execute`), e.g.
+    /// `Emulation.setGeolocationOverride`.
+    pub async fn cdp(&self, command: &str, params: Value) -> anyhow::Result<Value> {
+        self.call("POST", "/goog/cdp/execute", Some(json!({"cmd": command, "params": params}))).await
+    }
+
+    /// Emulates a phone: a `width` × `height` CSS-pixel viewport at device scale 2, touch and
+    /// the mobile viewport rules (`<meta name=viewport>` honoured).
+    pub async fn phone(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.cdp("Emulation.setDeviceMetricsOverride", json!({"width": width, "height": height, "deviceScaleFactor": 2, "mobile": true})).await?;
+        self.cdp("Emulation.setTouchEmulationEnabled", json!({"enabled": true})).await.map(drop)
+    }
+
+    /// Lets pages read the location and makes it (`latitude`, `longitude`, `accuracy` metres).
+    pub async fn fake_location(&self, latitude: f64, longitude: f64, accuracy: f64) -> anyhow::Result<()> {
+        self.cdp("Browser.grantPermissions", json!({"permissions": ["geolocation"]})).await?;
+        self.cdp("Emulation.setGeolocationOverride", json!({"latitude": latitude, "longitude": longitude, "accuracy": accuracy})).await.map(drop)
+    }
+
+    /// Runs `script` (a function body; `return` gives the value) in the page.
+    pub async fn execute(&self, script: &str) -> anyhow::Result<Value> {
+        self.call("POST", "/execute/sync", Some(json!({"script": script, "args": []}))).await
+    }
+
+    /// Chooses `path` in the file input matching `css`, as a person picking a photo would.
+    pub async fn choose_file(&self, css: &str, path: &std::path::Path) -> anyhow::Result<()> {
+        let element = self.find(css).await?;
+        self.call("POST", &format!("/element/{element}/value"), Some(json!({"text": path.display().to_string()}))).await.map(drop)
+    }
+
     /// A PNG of the window.
     pub async fn screenshot(&self) -> anyhow::Result<Vec<u8>> {
         let encoded = self.call("GET", "/screenshot", None).await?;

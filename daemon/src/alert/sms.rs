@@ -148,7 +148,7 @@ impl SmsSink {
                     tracing::info!(sink = %self.config.name, phone = %phone, "SMS cap reached for this phone; the alert goes in its next SMS");
                     let owed = ledger.owed.entry(phone).or_default();
                     for alert in alerts {
-                        owed.push(OwedAlert { line: owed_line(alert, self.config.wording), link: alert.link.clone() });
+                        owed.push(OwedAlert { line: owed_line(alert, self.config.wording), link: alert.link.as_deref().map(crate::links::shorten) });
                     }
                 }
             }
@@ -236,7 +236,8 @@ pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
     };
     let more = if alerts.len() > 1 { more } else { String::new() };
     let mut parts = vec![format!("{level}{}", numbers.join(" ")), format!("{}{more}", cut(&text::sentence(first, wording))), text::what_to_do(first, wording).to_string(), at];
-    parts.extend(first.link.as_deref().map(|l| format!("{act}{l}")));
+    // The short form of the link: a Chinese SMS part holds 70 characters.
+    parts.extend(first.link.as_deref().map(|l| format!("{act}{}", crate::links::shorten(l))));
     parts.join(" ")
 }
 

@@ -8,6 +8,7 @@
 
 mod inventory;
 mod raw;
+pub use raw::DEFAULT_PHOTO_MAX_BYTES;
 mod sensor_index;
 mod serial;
 
@@ -53,6 +54,8 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
     /// Signed incident links for workers; when `[http] public_url` is set.
     pub worker_links: Option<crate::links::WorkerLinks>,
+    /// The largest photo a worker's page takes (`[http] photo_max_bytes`, 2 MB by default).
+    pub photo_max_bytes: usize,
     /// Serial ports and the devices on them.
     pub serial: Vec<SerialConfig>,
     /// The roster and escalation policies (defaults without `[dispatch] roster`).
@@ -507,6 +510,7 @@ impl Checker<'_> {
         let wording = self.wording(raw.language.as_ref(), raw.time_zone.as_ref());
         let alerts = self.alerts(raw.alerts, base, wording);
         let influxdb = raw.influxdb.and_then(|raw| self.influx(raw, base));
+        let photo_max_bytes = raw.http.as_ref().map_or(raw::DEFAULT_PHOTO_MAX_BYTES, |http| http.photo_max_bytes);
         let (http_listen, worker_links) = match raw.http {
             Some(http) => (self.socket_addr(&http.listen, "http.listen"), self.worker_links(&http, base)),
             None => (None, None),
@@ -520,7 +524,7 @@ impl Checker<'_> {
         self.check_failover(&alerts.failover, &channels);
         let places = self.places(raw.names, &sensors);
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
+        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, photo_max_bytes, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
     }
 
     /// `[names]`: every key names a site or a `site/building` of the inventory.

@@ -454,6 +454,17 @@ pub struct RawHttp {
     pub link_secret_file: Option<Spanned<String>>,
     #[serde(default = "default_link_valid_hours")]
     pub link_valid_hours: u64,
+    /// The largest photo the worker's page takes, after the phone has scaled it down.
+    #[serde(default = "default_photo_max_bytes")]
+    pub photo_max_bytes: usize,
+}
+
+/// 2 MB: a phone photo scaled to 1600 pixels is 200–500 kB; a photo sent unscaled (no script)
+/// of a modern camera is larger and is refused with a message saying so.
+pub const DEFAULT_PHOTO_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+fn default_photo_max_bytes() -> usize {
+    DEFAULT_PHOTO_MAX_BYTES
 }
 
 fn default_link_valid_hours() -> u64 {

@@ -107,6 +107,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         time_zone: crate::local_time::DEFAULT,
         places: crate::alert::text::Places::default(),
         worker_links: None,
+        photo_max_bytes: crate::config::DEFAULT_PHOTO_MAX_BYTES,
         serial: Vec::new(),
     };
     let clock = Clock::accelerated(options.speed);

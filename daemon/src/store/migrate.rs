@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 12;
+const SCHEMA_VERSION: i32 = 14;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -261,6 +261,38 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              ALTER TABLE escalations ADD COLUMN next_due_age_ms INTEGER NOT NULL DEFAULT 0;
              UPDATE escalations SET age_ms = MAX(0, CAST(strftime('%s', 'now') AS INTEGER) * 1000 - armed_ms), next_due_age_ms = MAX(0, next_due_ms - armed_ms);
              PRAGMA user_version = 12;
+             COMMIT;",
+        )?;
+    }
+    if version < 14 {
+        // The worker's page: photos taken on site and at resolve (kept here, beside the audit
+        // entry they belong to), where the worker checked in, and who holds an incident (its
+        // owner and helpers).
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE incident_photos (
+                 id INTEGER PRIMARY KEY,
+                 incident_id INTEGER NOT NULL,
+                 event_id INTEGER NOT NULL,
+                 content_type TEXT NOT NULL,
+                 bytes BLOB NOT NULL
+             );
+             CREATE INDEX incident_photos_by_incident ON incident_photos (incident_id);
+             CREATE TABLE incident_check_ins (
+                 event_id INTEGER PRIMARY KEY,
+                 latitude REAL NOT NULL,
+                 longitude REAL NOT NULL,
+                 accuracy_m REAL,
+                 distance_m REAL
+             );
+             CREATE TABLE incident_people (
+                 incident_id INTEGER NOT NULL,
+                 person TEXT NOT NULL,
+                 part TEXT NOT NULL CHECK (part IN ('owner', 'helper')),
+                 since_ms INTEGER NOT NULL,
+                 PRIMARY KEY (incident_id, person)
+             ) WITHOUT ROWID;
+             PRAGMA user_version = 14;
              COMMIT;",
         )?;
     }

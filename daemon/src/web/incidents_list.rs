@@ -95,7 +95,7 @@ mod tests {
         done.sensor = "house-99".into();
         let done = store.apply_alert(&done, 0).await.unwrap().incident().unwrap();
         store.incident_action(done, crate::incident::Action::Resolve, "worker Li", Some("propped"), 2_000).unwrap();
-        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: None, installer: None, time_zone: crate::local_time::DEFAULT, ledger: None, members: Arc::default() };
+        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: None, installer: None, time_zone: crate::local_time::DEFAULT, ledger: None, members: Arc::default(), page: Default::default() };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, super::super::router(state)).await.unwrap() });

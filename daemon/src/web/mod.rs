@@ -6,10 +6,11 @@
 //! link secret are configured — the workers' incident pages behind signed links
 //! ([`incident_page`]).
 
-mod incident_page;
+pub mod incident_page;
 mod incidents_list;
 mod index;
 pub mod installer_api;
+mod short_link;
 
 use crate::links::WorkerLinks;
 use crate::metrics::Metrics;
@@ -38,6 +39,8 @@ pub struct WebState {
     pub members: Arc<std::collections::BTreeMap<String, String>>,
     /// Where the pages' times are shown (`time_zone`).
     pub time_zone: chrono_tz::Tz,
+    /// The roster and photo limit of the workers' incident pages.
+    pub page: incident_page::PageSetup,
 }
 
 /// The routes, for `serve` and for tests.
@@ -52,7 +55,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/calibrate", axum::routing::post(installer_api::calibrate))
         .route("/api/balance", get(balance));
     if state.links.is_some() {
-        app = app.route("/incident/{id}", get(incident_page::show).post(incident_page::act));
+        app = app.merge(incident_page::routes(&state)).route("/i/{code}", get(short_link::open));
     }
     app.with_state(state)
 }

@@ -1,0 +1,223 @@
+//! What workers add to an incident from its page, beside its audit trail: the photos taken on
+//! site and at resolve, where they checked in, and who holds it (one owner, any helpers).
+//!
+//! Photos are kept in the store itself, not as files under `state_dir`: a photo is written in
+//! the same transaction as the audit entry it belongs to (an action is never recorded without
+//! its photo, nor a photo without its action), it is backed up and copied with the one database
+//! file, and the page's size limit (2 MB by default) keeps each row small. When the state
+//! directory is full a photo is refused rather than written into the space kept for alarms.
+//!
+//! Invariants: every photo and check-in belongs to exactly one audit entry of its incident; an
+//! incident has at most one owner; a person is either its owner or a helper, never both.
+
+use super::incidents::{audit, AuditEntry};
+use super::Store;
+use crate::incident::{Action, State};
+use anyhow::Context;
+use rusqlite::{params, OptionalExtension};
+
+/// A worker's step on an incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Accept, on site, resolve or close: moves the incident's state.
+    Move(Action),
+    /// A message in the incident's thread.
+    Comment,
+    /// Hands the incident over: `person` becomes its owner.
+    Transfer { person: String },
+    /// `person` helps the owner.
+    AddHelper { person: String },
+    /// The grid leader's follow-up call or visit (回访) after the incident was resolved.
+    FollowUp,
+}
+
+impl Work {
+    /// The action as the audit trail records it.
+    pub fn recorded(&self) -> String {
+        match self {
+            Work::Move(action) => action.as_str().to_string(),
+            Work::Comment => "comment".into(),
+            Work::Transfer { person } => format!("transfer to {person}"),
+            Work::AddHelper { person } => format!("helper {person}"),
+            Work::FollowUp => "follow_up".into(),
+        }
+    }
+}
+
+/// A photo as uploaded (already checked: an image, within the size limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Photo {
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Where a worker was when reporting on site, and how far that is from the house.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckIn {
+    pub latitude: f64,
+    pub longitude: f64,
+    /// The browser's estimate of its own error, in metres.
+    pub accuracy_m: Option<f64>,
+    /// From the house's coordinates in the inventory, when it has them.
+    pub distance_m: Option<f64>,
+}
+
+/// A worker's step as it is recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    pub work: &'a Work,
+    /// As the audit trail names them: "王芳 (wang, own link)", "Li (link)".
+    pub actor: &'a str,
+    /// Who acts (a roster member id, or the name typed on a group link): accepting makes them
+    /// the owner.
+    pub person: &'a str,
+    pub note: Option<&'a str>,
+    pub photo: Option<&'a Photo>,
+    pub check_in: Option<CheckIn>,
+}
+
+/// One audit entry with what belongs to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEntry {
+    pub entry: AuditEntry,
+    /// Ids of its photos (served through the incident's signed link).
+    pub photos: Vec<i64>,
+    pub check_in: Option<CheckIn>,
+}
+
+impl Store {
+    /// Records a worker's step on incident `id`: the state change (if any), its audit entry, its
+    /// photo and its check-in, in one transaction. Returns the incident's state after.
+    pub fn record_work(&self, id: i64, step: Step<'_>, now_ms: i64) -> anyhow::Result<State> {
+        let Step { work, actor, person, note, photo, check_in } = step;
+        if photo.is_some() && self.disk_full() {
+            anyhow::bail!("存储空间已满，照片无法保存；请不带照片再提交一次");
+        }
+        self.essential(|conn| {
+            let tx = conn.transaction()?;
+            let state: String = tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.with_context(|| format!("no incident {id}"))?;
+            let mut state: State = state.parse().map_err(anyhow::Error::msg)?;
+            match work {
+                Work::Move(action) => {
+                    state = action.next(state).map_err(anyhow::Error::msg)?;
+                    let closed = (state == State::Closed).then_some(now_ms);
+                    tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![state.as_str(), now_ms, closed, id])?;
+                    if *action == Action::Accept {
+                        set_owner(&tx, id, person, now_ms)?;
+                    }
+                }
+                Work::Transfer { person: to } => set_owner(&tx, id, to, now_ms)?,
+                Work::AddHelper { person: helper } => {
+                    tx.execute("INSERT OR IGNORE INTO incident_people (incident_id, person, part, since_ms) VALUES (?1, ?2, 'helper', ?3)", params![id, helper, now_ms])?;
+                }
+                Work::Comment | Work::FollowUp => {}
+            }
+            audit(&tx, id, now_ms, actor, &work.recorded(), note)?;
+            let event = tx.last_insert_rowid();
+            if let Some(photo) = photo {
+                tx.execute("INSERT INTO incident_photos (incident_id, event_id, content_type, bytes) VALUES (?1, ?2, ?3, ?4)", params![id, event, photo.content_type, photo.bytes])?;
+            }
+            if let Some(at) = check_in {
+                tx.execute(
+                    "INSERT INTO incident_check_ins (event_id, latitude, longitude, accuracy_m, distance_m) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![event, at.latitude, at.longitude, at.accuracy_m, at.distance_m],
+                )?;
+            }
+            tx.commit()?;
+            Ok(state)
+        })
+    }
+
+    /// The incident's audit trail, oldest first, each entry with its photos and check-in.
+    pub fn incident_timeline(&self, id: i64) -> anyhow::Result<Vec<TimelineEntry>> {
+        let conn = self.lock()?;
+        let mut photos: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
+        let mut statement = conn.prepare("SELECT event_id, id FROM incident_photos WHERE incident_id = ?1 ORDER BY id")?;
+        for row in statement.query_map([id], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))? {
+            let (event, photo) = row?;
+            photos.entry(event).or_default().push(photo);
+        }
+        let mut statement = conn.prepare(
+            "SELECT e.id, e.at_ms, e.actor, e.action, e.note, c.latitude, c.longitude, c.accuracy_m, c.distance_m
+             FROM incident_events e LEFT JOIN incident_check_ins c ON c.event_id = e.id WHERE e.incident_id = ?1 ORDER BY e.id",
+        )?;
+        let rows = statement.query_map([id], |row| {
+            let event: i64 = row.get(0)?;
+            let check_in = match (row.get::<_, Option<f64>>(5)?, row.get::<_, Option<f64>>(6)?) {
+                (Some(latitude), Some(longitude)) => Some(CheckIn { latitude, longitude, accuracy_m: row.get(7)?, distance_m: row.get(8)? }),
+                _ => None,
+            };
+            Ok((event, AuditEntry { at_ms: row.get(1)?, actor: row.get(2)?, action: row.get(3)?, note: row.get(4)? }, check_in))
+        })?;
+        let mut timeline = Vec::new();
+        for row in rows {
+            let (event, entry, check_in) = row?;
+            timeline.push(TimelineEntry { entry, photos: photos.remove(&event).unwrap_or_default(), check_in });
+        }
+        Ok(timeline)
+    }
+
+    /// Who holds the incident: (person, "owner" | "helper"), the owner first.
+    pub fn incident_people(&self, id: i64) -> anyhow::Result<Vec<(String, String)>> {
+        let conn = self.lock()?;
+        let mut statement = conn.prepare("SELECT person, part FROM incident_people WHERE incident_id = ?1 ORDER BY part = 'helper', since_ms")?;
+        let rows = statement.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// One photo of incident `id`; `None` when it has no such photo.
+    pub fn incident_photo(&self, id: i64, photo: i64) -> anyhow::Result<Option<Photo>> {
+        let conn = self.lock()?;
+        let found = conn
+            .query_row("SELECT content_type, bytes FROM incident_photos WHERE id = ?1 AND incident_id = ?2", params![photo, id], |row| Ok(Photo { content_type: row.get(0)?, bytes: row.get(1)? }))
+            .optional()?;
+        Ok(found)
+    }
+}
+
+/// Makes `person` the incident's only owner (a helper who takes it over stops being a helper).
+fn set_owner(tx: &rusqlite::Transaction<'_>, id: i64, person: &str, now_ms: i64) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM incident_people WHERE incident_id = ?1 AND (part = 'owner' OR person = ?2)", params![id, person])?;
+    tx.execute("INSERT INTO incident_people (incident_id, person, part, since_ms) VALUES (?1, ?2, 'owner', ?3)", params![id, person, now_ms])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+
+    #[tokio::test]
+    async fn a_step_keeps_its_photo_and_check_in_and_accepting_makes_an_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap().incident().unwrap();
+        assert_eq!(store.record_work(id, Step { work: &Work::Move(Action::Accept), actor: "王芳 (wang, own link)", person: "wang", note: None, photo: None, check_in: None }, 1_000).unwrap(), State::Accepted);
+        let photo = Photo { content_type: "image/jpeg".into(), bytes: vec![0xFF, 0xD8, 0xFF, 1, 2, 3] };
+        let here = CheckIn { latitude: 31.23, longitude: 121.47, accuracy_m: Some(12.0), distance_m: Some(35.0) };
+        assert_eq!(store.record_work(id, Step { work: &Work::Move(Action::OnSite), actor: "王芳", person: "wang", note: Some("到了"), photo: Some(&photo), check_in: Some(here) }, 2_000).unwrap(), State::OnSite);
+        store.record_work(id, Step { work: &Work::AddHelper { person: "zhao".into() }, actor: "王芳", person: "wang", note: None, photo: None, check_in: None }, 3_000).unwrap();
+        assert_eq!(store.incident_people(id).unwrap(), vec![("wang".to_string(), "owner".to_string()), ("zhao".to_string(), "helper".to_string())]);
+        store.record_work(id, Step { work: &Work::Transfer { person: "zhao".into() }, actor: "王芳", person: "wang", note: Some("换班"), photo: None, check_in: None }, 4_000).unwrap();
+        assert_eq!(store.incident_people(id).unwrap(), vec![("zhao".to_string(), "owner".to_string())], "one owner; the helper who took over is no longer a helper");
+        let timeline = store.incident_timeline(id).unwrap();
+        let on_site = timeline.iter().find(|t| t.entry.action == "on_site").unwrap();
+        assert_eq!((on_site.photos.len(), on_site.check_in), (1, Some(here)));
+        assert_eq!(store.incident_photo(id, on_site.photos[0]).unwrap(), Some(photo));
+        assert_eq!(store.incident_photo(id + 1, on_site.photos[0]).unwrap(), None, "a photo is served only for its own incident");
+        assert_eq!(timeline.last().unwrap().entry.action, "transfer to zhao");
+    }
+
+    #[tokio::test]
+    async fn a_refused_step_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap().incident().unwrap();
+        let photo = Photo { content_type: "image/png".into(), bytes: vec![0x89, b'P', b'N', b'G'] };
+        let refused = store.record_work(id, Step { work: &Work::Move(Action::Close), actor: "x", person: "x", note: None, photo: Some(&photo), check_in: None }, 1_000).unwrap_err();
+        assert!(refused.to_string().contains("cannot close an incident that is open"), "{refused}");
+        let timeline = store.incident_timeline(id).unwrap();
+        assert_eq!(timeline.len(), 1, "only the firing: {timeline:?}");
+        assert!(timeline[0].photos.is_empty());
+    }
+}

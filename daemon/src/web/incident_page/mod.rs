@@ -1,0 +1,217 @@
+//! The page a grid worker opens from a notification and finishes the job on, on a phone: what,
+//! where, how bad, since when, the house and its residents, the trend up to the latest reading,
+//! who holds it, what has been done — and the steps the incident's state allows: accept, on
+//! site (with a photo and, when the phone allows, its location), resolve (with a photo and a
+//! note), hand over, add helpers, comment, and the grid leader's follow-up (回访) and close.
+//!
+//! The signed link is the credential; a forged or expired link gets 403 and nothing else. The
+//! incident's photos are served under the same signed link. A successful step answers with a
+//! redirect back to the page (a reload does not repeat it); a refused one shows the page again
+//! with the reason and the note as typed.
+//!
+//! Layout: [`steps`] decides which steps the state allows (the buttons shown and the checks on
+//! what is posted are the same list), [`form`] reads the posted form and its photo, [`render`]
+//! writes the HTML.
+
+mod form;
+mod render;
+mod steps;
+#[cfg(test)]
+mod tests;
+
+use super::WebState;
+use crate::dispatch::roster::{Member, Roster};
+use crate::store::{CheckIn, IncidentRow, Step, Work};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// What the page needs beyond the store and the links.
+#[derive(Debug, Clone)]
+pub struct PageSetup {
+    /// Who can be handed an incident or added as a helper, and who is a grid leader.
+    pub roster: Arc<Roster>,
+    /// The largest photo taken (`[http] photo_max_bytes`).
+    pub photo_max_bytes: usize,
+}
+
+impl Default for PageSetup {
+    fn default() -> Self {
+        PageSetup { roster: Arc::new(Roster::empty()), photo_max_bytes: crate::config::DEFAULT_PHOTO_MAX_BYTES }
+    }
+}
+
+/// The page's routes: the page, its form, and its photos.
+pub fn routes(state: &WebState) -> Router<WebState> {
+    // Room for the form's text fields around the largest photo; past it the upload is cut off
+    // and answered with the size limit.
+    let body_limit = state.page.photo_max_bytes.saturating_add(256 * 1024);
+    Router::new()
+        .route("/incident/{id}", get(show).post(act).layer(DefaultBodyLimit::max(body_limit)))
+        .route("/incident/{id}/photo/{photo}", get(photo))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Signed {
+    /// The roster member the link was made for, if any.
+    m: Option<String>,
+    exp: i64,
+    sig: String,
+    /// The step just recorded (after the redirect), to say so.
+    #[serde(default)]
+    done: Option<String>,
+}
+
+impl Signed {
+    /// The signed part of the query again, for the form, the photos and the redirect.
+    fn query(&self) -> String {
+        let mut url = reqwest::Url::parse("http://link/").expect("a valid base");
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(member) = &self.m {
+                pairs.append_pair("m", member);
+            }
+            pairs.append_pair("exp", &self.exp.to_string()).append_pair("sig", &self.sig);
+        }
+        url.query().unwrap_or_default().to_string()
+    }
+}
+
+pub(super) fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// The refusal to send instead of the page, if the link does not check out.
+fn refusal(state: &WebState, id: i64, signed: &Signed) -> Option<Response> {
+    let Some(links) = &state.links else { return Some(StatusCode::NOT_FOUND.into_response()) };
+    let checked = links.verify(id, signed.m.as_deref(), signed.exp, &signed.sig, chrono::Utc::now().timestamp());
+    checked.err().map(|e| (StatusCode::FORBIDDEN, Html(format!("<p>{}</p>", escape(&e.to_string())))).into_response())
+}
+
+/// Who is looking: the member the link was made for, or anybody on a group link.
+#[derive(Debug, Clone, Copy)]
+struct Viewer<'a> {
+    /// The link's member id (also when the roster no longer has them).
+    member_id: Option<&'a str>,
+    member: Option<&'a Member>,
+}
+
+impl Viewer<'_> {
+    /// A grid leader for the incident's grid: may follow up and close.
+    fn leads(&self, grid: Option<&str>) -> bool {
+        self.member.is_some_and(|m| m.role == "grid_leader" && (m.grids.is_empty() || grid.is_some_and(|g| m.grids.iter().any(|mine| mine == g))))
+    }
+}
+
+/// A person's name from the roster, else from the members known at start, else as given.
+fn person_name(state: &WebState, person: &str) -> String {
+    state.page.roster.members.iter().find(|m| m.id == person).map(|m| m.name.clone()).or_else(|| state.members.get(person).cloned()).unwrap_or_else(|| person.to_string())
+}
+
+/// What the page says above everything else after a step.
+enum Notice {
+    Done(String),
+    Refused(String),
+}
+
+fn incident(state: &WebState, id: i64) -> Result<IncidentRow, Box<Response>> {
+    match state.store.incidents(true).map(|rows| rows.into_iter().find(|r| r.id == id)) {
+        Ok(Some(row)) => Ok(row),
+        Ok(None) => Err(Box::new((StatusCode::NOT_FOUND, Html("<p>没有这个事件 no such incident</p>".to_string())).into_response())),
+        Err(error) => Err(Box::new((StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<p>{}</p>", escape(&error.to_string())))).into_response())),
+    }
+}
+
+pub async fn show(State(state): State<WebState>, Path(id): Path<i64>, Query(signed): Query<Signed>) -> Response {
+    if let Some(refused) = refusal(&state, id, &signed) {
+        return refused;
+    }
+    let notice = signed.done.as_deref().map(|done| Notice::Done(format!("已记录：{}", render::action_label(done))));
+    match incident(&state, id) {
+        Ok(row) => Html(render::page(&state, &row, &signed, notice.as_ref(), "")).into_response(),
+        Err(response) => *response,
+    }
+}
+
+pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signed): Query<Signed>, request: Request) -> Response {
+    if let Some(refused) = refusal(&state, id, &signed) {
+        return refused;
+    }
+    let row = match incident(&state, id) {
+        Ok(row) => row,
+        Err(response) => return *response,
+    };
+    let refuse = |status: StatusCode, why: String, note: &str| (status, Html(render::page(&state, &row, &signed, Some(&Notice::Refused(why)), note))).into_response();
+    let posted = match form::read(request, &state, state.page.photo_max_bytes).await {
+        Ok(posted) => posted,
+        Err(error) => return refuse(error.status(), error.to_string(), ""),
+    };
+    let viewer = Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| state.page.roster.members.iter().find(|member| member.id == m)) };
+    let about = state.store.latest_alert(&row.rule, &row.sensor).ok().flatten();
+    let grid = about.as_ref().and_then(|a| a.grid.as_deref());
+    let work = match steps::work(&posted, &state.page.roster, grid) {
+        Ok(work) => work,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, why, &posted.note),
+    };
+    let state_now = match row.state.parse() {
+        Ok(state_now) => state_now,
+        Err(error) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, error, &posted.note),
+    };
+    let note = posted.note.trim();
+    if let Err(why) = steps::check(&work, state_now, &row.worst_severity, note, viewer.leads(grid)) {
+        return refuse(StatusCode::CONFLICT, why, &posted.note);
+    }
+    // A member's own link acts for that member, whatever the form says.
+    let (actor, person) = match viewer.member_id {
+        Some(member) => (format!("{} ({member}, own link)", person_name(&state, member)), member.to_string()),
+        None => {
+            let by = posted.by.trim();
+            if by.is_empty() || by.chars().count() > 64 {
+                return refuse(StatusCode::BAD_REQUEST, "请填写姓名或手机号".into(), &posted.note);
+            }
+            (format!("{by} (link)"), by.to_string())
+        }
+    };
+    let house = about.as_ref().and_then(|a| a.location).or_else(|| render::sensor_of(&state, &row.sensor).and_then(|s| s.location));
+    // Where the worker was counts only for 到场; it is shown, never enforced.
+    let check_in = posted.location.filter(|_| work == Work::Move(crate::incident::Action::OnSite)).map(|(latitude, longitude, accuracy_m)| CheckIn {
+        latitude,
+        longitude,
+        accuracy_m,
+        distance_m: house.map(|[lat, lon]| distance_m(latitude, longitude, lat, lon)),
+    });
+    let note = (!note.is_empty()).then(|| note.chars().take(1000).collect::<String>());
+    let step = Step { work: &work, actor: &actor, person: &person, note: note.as_deref(), photo: posted.photo.as_ref(), check_in };
+    let recorded = state.store.record_work(id, step, chrono::Utc::now().timestamp_millis());
+    match recorded {
+        Ok(_) => Redirect::to(&format!("/incident/{id}?{}&done={}#done", signed.query(), steps::name(&work))).into_response(),
+        Err(error) => refuse(StatusCode::CONFLICT, error.to_string(), &posted.note),
+    }
+}
+
+/// One of the incident's photos, under the incident's signed link.
+pub async fn photo(State(state): State<WebState>, Path((id, photo)): Path<(i64, i64)>, Query(signed): Query<Signed>) -> Response {
+    if let Some(refused) = refusal(&state, id, &signed) {
+        return refused;
+    }
+    match state.store.incident_photo(id, photo) {
+        Ok(Some(found)) => {
+            let headers = [(header::CONTENT_TYPE, found.content_type), (header::CACHE_CONTROL, "private, max-age=86400".into()), (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into())];
+            (headers, found.bytes).into_response()
+        }
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+/// Great-circle distance in metres (haversine, mean Earth radius).
+fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let (dp, dl) = ((lat2 - lat1).to_radians(), (lon2 - lon1).to_radians());
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * a.sqrt().min(1.0).asin()
+}

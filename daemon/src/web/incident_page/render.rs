@@ -1,0 +1,430 @@
+//! The worker's page as HTML: one column for a phone (no horizontal scrolling at 390 px), Chinese
+//! throughout, times in the installation's zone with how long ago, no framework — a few lines
+//! of inline style and script.
+
+use super::steps::{self, Offer};
+use super::{escape, person_name, Notice, Signed, Viewer};
+use crate::alert::text::{self, Wording};
+use crate::alert::Alert;
+use crate::config::SensorConfig;
+use crate::store::{IncidentRow, TimelineEntry};
+use crate::web::WebState;
+use std::fmt::Write as _;
+
+const STYLE: &str = include_str!("page.css");
+const SCRIPT: &str = include_str!("page.js");
+
+/// The incident's state as the page says it.
+pub fn state_label(state: &str) -> &str {
+    match state {
+        "open" => "待接单",
+        "accepted" => "已接单",
+        "on_site" => "已到场",
+        "resolved" => "已办结",
+        "closed" => "已关闭",
+        other => other,
+    }
+}
+
+/// A step of the audit trail as the page says it ("transfer to zhao" is said by the history).
+pub fn action_label(action: &str) -> &str {
+    match action {
+        "accept" => "接单",
+        "on_site" => "到场",
+        "resolve" => "办结",
+        "close" => "关闭",
+        "comment" => "留言",
+        "follow_up" => "回访",
+        "transfer" => "转交",
+        "helper" => "加协助人",
+        other => other,
+    }
+}
+
+/// What an audit entry says, in Chinese where the page knows the words.
+fn entry_label(state: &WebState, action: &str) -> String {
+    let severity = |s: &str| match s {
+        "danger" => "红色预警",
+        "alarm" => "橙色预警",
+        "warning" => "黄色预警",
+        "notice" => "蓝色提示",
+        _ => "",
+    };
+    if let Some(person) = action.strip_prefix("transfer to ") {
+        return format!("转交给 {}", person_name(state, person));
+    }
+    if let Some(person) = action.strip_prefix("helper ") {
+        return format!("加协助人 {}", person_name(state, person));
+    }
+    let words: Vec<&str> = action.split(' ').collect();
+    match words.as_slice() {
+        ["fired", level] => format!("触发{}", severity(level)),
+        ["changed", level] => format!("级别变为{}", severity(level)),
+        ["sensor", "normal"] => "传感器读数恢复正常".into(),
+        ["closed", "(minor,", ..] => "自动关闭（轻微，读数已恢复）".into(),
+        ["re-opened", level, ..] => format!("再次触发{}，事件重新打开", severity(level)),
+        ["reminded", ..] => format!("催办：{}", action.trim_start_matches("reminded ")),
+        ["escalated", ..] => format!("督办：{}", action.trim_start_matches("escalated ")),
+        [single] => action_label(single).to_string(),
+        _ => action.to_string(),
+    }
+}
+
+/// "刚刚", "12 分钟前", "3 小时前", "2 天前".
+pub fn ago(ms: i64, now_ms: i64) -> String {
+    let minutes = (now_ms - ms).max(0) / 60_000;
+    match minutes {
+        0 => "刚刚".into(),
+        1..=59 => format!("{minutes} 分钟前"),
+        60..=1439 => format!("{} 小时前", minutes / 60),
+        _ => format!("{} 天前", minutes / 1440),
+    }
+}
+
+/// The sensor's entry in the running inventory, when the page runs inside the daemon.
+pub fn sensor_of<'a>(state: &'a WebState, sensor: &str) -> Option<&'a SensorConfig> {
+    state.installer.as_ref()?.sensors.iter().find(|s| &*s.id == sensor)
+}
+
+/// The whole page; `notice` says what just happened, `note` is the note as typed after a refusal.
+pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option<&Notice>, note: &str) -> String {
+    let now = chrono::Utc::now().timestamp_millis();
+    let zone = state.time_zone;
+    let about = state.store.latest_alert(&row.rule, &row.sensor).ok().flatten();
+    let sensor = sensor_of(state, &row.sensor);
+    let grid = about.as_ref().and_then(|a| a.grid.as_deref());
+    let viewer = Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| state.page.roster.members.iter().find(|member| member.id == m)) };
+    let incident_state = row.state.parse().unwrap_or(crate::incident::State::Closed);
+    let red = steps::is_red(&row.worst_severity);
+    let offers = steps::offered(incident_state, red, viewer.leads(grid));
+    let query = escape(&signed.query());
+    let mut html = format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>#{id} {level}</title><style>{STYLE}</style></head><body>",
+        id = row.id,
+        level = severity_zh(&row.severity),
+    );
+    header(&mut html, row, about.as_ref());
+    match notice {
+        Some(Notice::Done(done)) => {
+            let _ = write!(html, "<section id=\"done\" class=\"notice-ok\">{}</section>", escape(done));
+        }
+        Some(Notice::Refused(why)) => {
+            let _ = write!(html, "<section id=\"done\" class=\"notice-no\">未记录：{}</section>", escape(why));
+        }
+        None => {}
+    }
+    summary(&mut html, row, about.as_ref(), zone, now);
+    actions(&mut html, state, row, &offers, red, viewer, &query, grid, about.as_ref().and_then(|a| a.location).or_else(|| sensor.and_then(|s| s.location)), note);
+    house(&mut html, about.as_ref(), sensor);
+    trend(&mut html, state, row, sensor, now);
+    people(&mut html, state, row.id);
+    history(&mut html, state, row.id, &query, now);
+    let _ = write!(html, "<script>{SCRIPT}</script></body></html>");
+    html
+}
+
+fn severity_zh(severity: &str) -> &'static str {
+    match severity {
+        "danger" => "红色预警",
+        "alarm" => "橙色预警",
+        "warning" => "黄色预警",
+        _ => "蓝色提示",
+    }
+}
+
+fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>) {
+    let place = about.map(text::house).unwrap_or_default();
+    let _ = write!(
+        html,
+        "<header class=\"{sev}\"><h1>{level} #{id} · {state}</h1><p>{place}（{sensor}）</p></header>",
+        sev = escape(&row.severity),
+        level = severity_zh(&row.severity),
+        id = row.id,
+        state = state_label(&row.state),
+        place = escape(&place),
+        sensor = escape(&row.sensor),
+    );
+}
+
+fn summary(html: &mut String, row: &IncidentRow, about: Option<&Alert>, zone: chrono_tz::Tz, now: i64) {
+    let wording = Wording { chinese: true, time_zone: zone };
+    html.push_str("<section>");
+    if let Some(alert) = about {
+        let _ = write!(html, "<p><b>{}</b></p>", escape(&text::sentence(alert, wording)));
+    }
+    let unit = about.map_or("", |a| a.unit.as_str());
+    let _ = write!(
+        html,
+        "<p>最新判定值 <b>{value}</b>{normal}</p><p>开始于 {since}（{ago}）· 触发 {firings} 次</p>",
+        value = escape(&text::value(row.last_value, unit)),
+        normal = if row.sensor_normal { " · <b>读数已恢复正常</b>" } else { "" },
+        since = crate::local_time::short(row.opened_ms, zone, true),
+        ago = ago(row.opened_ms, now),
+        firings = row.firings.max(1),
+    );
+    if let Some(alert) = about {
+        if row.state != "resolved" && row.state != "closed" {
+            let _ = write!(html, "<p class=\"hint\">{}</p>", text::what_to_do(alert, wording));
+        }
+        let _ = write!(html, "<p><small>判定条件：{}</small></p>", escape(&alert.condition));
+    }
+    html.push_str("</section>");
+}
+
+#[allow(clippy::too_many_arguments)]
+fn actions(html: &mut String, state: &WebState, row: &IncidentRow, offers: &[Offer], red: bool, viewer: Viewer<'_>, query: &str, grid: Option<&str>, house: Option<[f64; 2]>, note: &str) {
+    let id = row.id;
+    html.push_str("<section><h2>处理</h2>");
+    if offers.is_empty() {
+        html.push_str("<p>事件已关闭，无需操作。</p></section>");
+        return;
+    }
+    let has = |name: &str| offers.iter().any(|o| o.name == name);
+    let house_data = house.map(|[lat, lon]| format!(" data-house=\"{lat},{lon}\"")).unwrap_or_default();
+    let _ = write!(html, "<form id=\"act\" method=\"post\" enctype=\"multipart/form-data\" action=\"/incident/{id}?{query}\"{house_data}>");
+    match (viewer.member_id, viewer.member) {
+        (Some(_), Some(member)) => {
+            let _ = write!(html, "<p>处理人：<b>{}</b></p>", escape(&member.name));
+        }
+        (Some(id), None) => {
+            let _ = write!(html, "<p>处理人：<b>{}</b></p>", escape(&person_name(state, id)));
+        }
+        (None, _) => html.push_str("<label for=\"by\">您的姓名或手机号</label><input id=\"by\" name=\"by\" autocomplete=\"name\" required>"),
+    }
+    if red && matches!(row.state.as_str(), "open" | "accepted") {
+        html.push_str("<p class=\"hint\">红色预警：须先到场（拍照），再写明处理情况办结。</p>");
+    }
+    if row.state == "resolved" && !has("close") {
+        html.push_str("<p class=\"hint\">已办结，等待网格长回访和关闭。</p>");
+    }
+    if let Some(accept) = offers.iter().find(|o| o.name == "accept") {
+        let _ = write!(html, "<button name=\"action\" value=\"accept\">{}</button>", accept.label);
+    }
+    let placeholder = if has("follow_up") { "回访情况 / 留言" } else if red { "处理情况（红色预警办结时必填）/ 留言" } else { "处理情况 / 留言" };
+    let _ = write!(html, "<label for=\"note\">说明</label><textarea id=\"note\" name=\"note\" placeholder=\"{placeholder}\">{}</textarea>", escape(note));
+    if has("on_site") || has("resolve") {
+        html.push_str(
+            "<label for=\"photo\">现场照片</label><input id=\"photo\" name=\"photo\" type=\"file\" accept=\"image/*\" capture=\"environment\">\
+             <small id=\"photo-status\"></small><img id=\"preview\" class=\"preview\" alt=\"照片预览\" hidden>",
+        );
+        let _ = write!(html, "<p><small>照片上限 {}</small></p>", super::form::size_label(state.page.photo_max_bytes));
+    }
+    if has("on_site") {
+        html.push_str("<input type=\"hidden\" name=\"lat\"><input type=\"hidden\" name=\"lon\"><input type=\"hidden\" name=\"acc\"><p><small id=\"where-status\">到场时可记录位置（不强制）</small></p>");
+    }
+    for offer in offers.iter().filter(|o| o.name != "accept" && (o.main || ["on_site", "resolve", "close"].contains(&o.name))) {
+        let _ = write!(html, "<button name=\"action\" value=\"{}\">{}</button>", offer.name, offer.label);
+    }
+    if has("comment") || has("transfer") {
+        html.push_str("<div class=\"row\">");
+        if has("comment") {
+            html.push_str("<button class=\"more\" name=\"action\" value=\"comment\">发留言</button>");
+        }
+        html.push_str("</div>");
+    }
+    let candidates: Vec<_> = state.page.roster.members.iter().filter(|m| m.grids.is_empty() || grid.is_none_or(|g| m.grids.iter().any(|mine| mine == g))).collect();
+    if has("transfer") && !candidates.is_empty() {
+        html.push_str("<label for=\"person\">转交或请人协助</label><select id=\"person\" name=\"person\"><option value=\"\">选择人员…</option>");
+        for member in candidates {
+            let _ = write!(html, "<option value=\"{}\">{}（{}）</option>", escape(&member.id), escape(&member.name), role_zh(&member.role));
+        }
+        html.push_str("</select><div class=\"row\"><button class=\"more\" name=\"action\" value=\"transfer\">转交</button><button class=\"more\" name=\"action\" value=\"helper\">加协助人</button></div>");
+    }
+    html.push_str("</form></section>");
+}
+
+fn role_zh(role: &str) -> &str {
+    match role {
+        "worker" => "网格员",
+        "grid_leader" => "网格长",
+        "secretary" => "书记",
+        "street_office" => "街道",
+        "housing_office" => "房屋安全办",
+        other => other,
+    }
+}
+
+/// The house and who lives there: the inventory's facts.
+fn house(html: &mut String, about: Option<&Alert>, sensor: Option<&SensorConfig>) {
+    html.push_str("<section><h2>房屋与住户</h2>");
+    if let Some(alert) = about {
+        let _ = write!(html, "<p>{}", escape(&text::house(alert)));
+        if let Some(grid) = &alert.grid {
+            let _ = write!(html, " · 网格 {}", escape(grid));
+        }
+        html.push_str("</p>");
+    }
+    if let Some(sensor) = sensor {
+        let mut facts = Vec::new();
+        if let Some(storeys) = sensor.place.storeys {
+            facts.push(format!("{storeys} 层"));
+        }
+        if let Some(structure) = &sensor.place.structure {
+            facts.push(format!("结构：{}", structure_zh(structure)));
+        }
+        if !facts.is_empty() {
+            let _ = write!(html, "<p>{}</p>", escape(&facts.join(" · ")));
+        }
+        let shown: Vec<_> = sensor.tags.iter().filter(|(name, _)| !["storeys", "structure", "use", "water_class"].contains(name)).collect();
+        if !shown.is_empty() {
+            html.push_str("<p>");
+            for (name, value) in shown {
+                let _ = write!(html, "<span class=\"chip\">{}：{}</span>", escape(tag_zh(name)), escape(value));
+            }
+            html.push_str("</p>");
+        }
+    }
+    if let Some([latitude, longitude]) = about.and_then(|a| a.location).or_else(|| sensor.and_then(|s| s.location)) {
+        // geo: opens the phone's map app; Amap's marker page is what most phones here have.
+        let _ = write!(
+            html,
+            "<p>坐标 {latitude:.5}, {longitude:.5}<br><a href=\"geo:{latitude},{longitude}\">在地图中打开</a> · <a href=\"https://uri.amap.com/marker?position={longitude},{latitude}\">高德地图</a></p>"
+        );
+    }
+    if about.is_none() && sensor.is_none() {
+        html.push_str("<p class=\"muted\">清单中没有这处房屋的资料。</p>");
+    }
+    html.push_str("</section>");
+}
+
+fn structure_zh(structure: &str) -> &str {
+    match structure {
+        "brick" | "masonry" => "砖混",
+        "brick-wood" | "brick_wood" => "砖木",
+        "wood" => "木结构",
+        "concrete" => "钢筋混凝土",
+        "earth" => "土木",
+        other => other,
+    }
+}
+
+fn tag_zh(name: &str) -> &str {
+    match name {
+        "resident" | "residents" => "住户",
+        "elderly" => "老人",
+        "contact" => "联系人",
+        "phone" => "电话",
+        "note" => "备注",
+        "built" => "建成",
+        other => other,
+    }
+}
+
+/// The hourly trend of the sensor's fields, ending with its latest reading.
+fn trend(html: &mut String, state: &WebState, row: &IncidentRow, sensor: Option<&SensorConfig>, now: i64) {
+    let from_hour = now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS;
+    let stored = state.store.trend(&row.sensor, from_hour).unwrap_or_default();
+    let latest = state.installer.as_ref().zip(sensor).and_then(|(installer, sensor)| {
+        let index = installer.sensors.iter().position(|s| s.id == sensor.id)?;
+        installer.live.latest().into_iter().nth(index)
+    });
+    let latest_at = latest.as_ref().and_then(|l| l.at_ms);
+    if stored.is_empty() && latest_at.is_none() {
+        return;
+    }
+    let _ = write!(html, "<section><h2>趋势（近 {} 小时，至最新读数）</h2>", crate::trend::KEEP_HOURS);
+    if let (Some(at), Some(latest)) = (latest_at, &latest) {
+        let tilt = sensor.is_some_and(|s| s.kind == gridwatch_rules::SensorKind::Tilt);
+        let values: Vec<String> = latest.fields.iter().map(|(field, value)| if tilt && (field == "x" || field == "y") { format!("{field} {}", text::value(*value, "°")) } else { format!("{field} {}", text::rounded(*value, "")) }).collect();
+        let _ = write!(html, "<p>最新读数 {}（{}，{}）</p>", escape(&values.join(" · ")), crate::local_time::clock_time(at, state.time_zone), ago(at, now));
+    }
+    for crate::store::FieldTrend { field, hours } in &stored {
+        let mut series: Vec<(f64, f64, f64)> = hours.iter().map(|&(_, min, mean, max)| (min, mean, max)).collect();
+        // The hour being filled is in the live table, not yet in the store: end at the latest reading.
+        if let Some(&(_, value)) = latest.as_ref().and_then(|l| l.fields.iter().find(|(f, _)| f == field)) {
+            series.push((value, value, value));
+        }
+        let low = series.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+        let high = series.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max);
+        let _ = write!(html, "<p class=\"trend\">{} <small>{low:.3} … {high:.3}</small></p>{}", escape(field), crate::trend::sparkline(&series, 340, 48));
+    }
+    html.push_str("</section>");
+}
+
+/// Who holds the incident.
+fn people(html: &mut String, state: &WebState, id: i64) {
+    let people = state.store.incident_people(id).unwrap_or_default();
+    if people.is_empty() {
+        return;
+    }
+    // With the roster's phone number as a tel: link: a hand-over is not messaged yet, so the
+    // worker calls.
+    let named = |part: &str| {
+        let shown = people.iter().filter(|(_, p)| p == part).map(|(person, _)| {
+            let name = escape(&person_name(state, person));
+            match state.page.roster.members.iter().find(|m| &m.id == person).map(|m| m.phone.as_str()).filter(|p| !p.is_empty()) {
+                Some(phone) => format!("{name} <a href=\"tel:{0}\">{0}</a>", escape(phone)),
+                None => name,
+            }
+        });
+        shown.collect::<Vec<_>>().join("、")
+    };
+    let _ = write!(html, "<section><h2>处理人</h2><p>负责：<b>{}</b></p>", named("owner"));
+    let helpers = named("helper");
+    if !helpers.is_empty() {
+        let _ = write!(html, "<p>协助：{helpers}</p>");
+    }
+    html.push_str("</section>");
+}
+
+/// Who acted, as people read it: "王芳" for "王芳 (wang, own link)", the typed name for
+/// "Li (link)", 系统 for the rules.
+fn shown_actor(actor: &str) -> &str {
+    match actor {
+        "rules" => "系统",
+        "dispatch" => "派单",
+        _ if actor.ends_with(" (link)") => actor.trim_end_matches(" (link)"),
+        _ if actor.ends_with(", own link)") => actor.split(" (").next().unwrap_or(actor),
+        other => other,
+    }
+}
+
+/// The audit trail, newest first, with notes, photos and check-ins.
+fn history(html: &mut String, state: &WebState, id: i64, query: &str, now: i64) {
+    let timeline = state.store.incident_timeline(id).unwrap_or_default();
+    html.push_str("<section><h2>记录</h2><ul class=\"history\">");
+    for TimelineEntry { entry, photos, check_in } in timeline.iter().rev() {
+        let class = match entry.action.as_str() {
+            "comment" => "comment",
+            _ if !["rules", "dispatch"].contains(&entry.actor.as_str()) => "worker",
+            _ => "",
+        };
+        let actor = shown_actor(&entry.actor);
+        let _ = write!(
+            html,
+            "<li class=\"{class}\"><b>{label}</b> · {actor}<br><small>{ago} · {at}</small>",
+            label = escape(&entry_label(state, &entry.action)),
+            actor = escape(actor),
+            ago = ago(entry.at_ms, now),
+            at = crate::local_time::datetime(entry.at_ms, state.time_zone),
+        );
+        if let Some(note) = &entry.note {
+            let _ = write!(html, "<div class=\"note\">{}</div>", escape(note));
+        }
+        if let Some(at) = check_in {
+            let accuracy = at.accuracy_m.map(|a| format!("，误差约 {a:.0} 米")).unwrap_or_default();
+            let distance = at.distance_m.map(|d| format!("，距房屋 {d:.0} 米")).unwrap_or_default();
+            let _ = write!(html, "<div><small>到场位置 {:.5}, {:.5}{accuracy}{distance}</small></div>", at.latitude, at.longitude);
+        }
+        for photo in photos {
+            let _ = write!(html, "<a href=\"/incident/{id}/photo/{photo}?{query}\"><img class=\"thumb\" src=\"/incident/{id}/photo/{photo}?{query}\" alt=\"现场照片\" loading=\"lazy\"></a>");
+        }
+        html.push_str("</li>");
+    }
+    html.push_str("</ul></section>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_how_long_ago() {
+        assert_eq!(ago(0, 30_000), "刚刚");
+        assert_eq!(ago(0, 12 * 60_000 + 5_000), "12 分钟前");
+        assert_eq!(ago(0, 3 * 3_600_000), "3 小时前");
+        assert_eq!(ago(0, 50 * 3_600_000), "2 天前");
+        assert_eq!(ago(10_000, 0), "刚刚", "a clock a little behind is not the future");
+    }
+}
