@@ -1,8 +1,9 @@
 //! An SD card that goes read-only, the way the field has it: the state directory is a
 //! loop-mounted ext4 image (`errors=remount-ro`), and mid-run ext4 is told it found an error
 //! (`/sys/fs/ext4/<dev>/trigger_fs_error`), so the kernel remounts it read-only under the running
-//! daemon. `/healthz` must say so within 5 s (503, with the reason) and the metrics at once, and
-//! the failing writes must not become one error line per reading.
+//! daemon. `/healthz` must say so within 5 s (503, with the reason) and the metrics at once, the
+//! failing writes must not become one error line per reading, and the alarms still reach people:
+//! the channels get them in memory when the store can journal nothing.
 //!
 //! Loop mounts need root (CAP_SYS_ADMIN), as `.ci/run` on a fresh Debian machine has: without it
 //! this test fails and says so — it is never skipped silently.
@@ -12,7 +13,7 @@
 mod common;
 
 use common::{metric, metrics, publish_until_evaluated, Daemon, SECOND};
-use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto};
+use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -69,12 +70,15 @@ async fn a_state_directory_gone_read_only_is_an_alarm_within_five_seconds_not_a_
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
     let dir = tempfile::tempdir().unwrap();
     let card = SdCard::mount(dir.path());
+    let receiver = WebhookReceiver::start(Vec::new()).await;
     let http_port = free_port();
     let config = format!(
         "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-storage-{http_port}\"\n\
          [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n\
-         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
-        mosquitto.url()
+         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
+         [[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        mosquitto.url(),
+        receiver.url()
     );
     std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
     std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();
@@ -104,6 +108,14 @@ async fn a_state_directory_gone_read_only_is_an_alarm_within_five_seconds_not_a_
     assert!(counted, "{:?}", daemon.stderr());
     let error_lines = daemon.stderr().iter().filter(|l| l.contains("ERROR")).count();
     assert!(error_lines <= 3, "{error_lines} error lines for 20 alarm events: {:?}", daemon.stderr());
+    // ...and reach the office's webhook although no incident and no outbox row could be written.
+    let fired = || receiver.bodies().iter().filter(|b| b["rule"] == "tilt" && b["event"] == "fired").count();
+    let reached = wait_for(20 * SECOND, || {
+        let n = fired();
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(reached, "no alarm reached the webhook with the store read-only: {:?} {:?}", receiver.bodies(), daemon.stderr());
     daemon.kill_hard();
     drop(card);
 }

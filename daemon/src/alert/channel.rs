@@ -9,6 +9,10 @@
 //! due. A channel with a failover route hands what it gives up (or would wait for longer than
 //! `failover_after`) to that channel, through the dispatcher, which journals the new delivery.
 //!
+//! When the store cannot take an alert at all (an SD card gone read-only), the dispatcher hands
+//! it to the channels in memory instead ([`SinkQueue::send_unjournaled`]): it goes out first, is
+//! tried a few times, and is lost with a crash — better than never sent.
+//!
 //! Invariants: a channel sends its deliveries in journal order (so an incident's events arrive in
 //! the order they happened, see [`crate::store::DueDelivery`]); a delivery leaves the queue only
 //! once its outcome is recorded.
@@ -30,11 +34,26 @@ const DIGEST_MAX: usize = 50;
 /// falling due, failover deliveries added).
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
+/// Alerts the store could not take that a channel holds in memory at most; more are dropped
+/// and counted as failed deliveries.
+const UNJOURNALED_MAX: usize = 256;
+/// How often a channel tries an alert it holds only in memory before it gives it up.
+const UNJOURNALED_ATTEMPTS: u32 = 5;
+
 /// A running channel, by name, and how to tell it there is work.
 #[derive(Debug, Clone)]
 pub struct SinkQueue {
     pub name: String,
     pub wake: Arc<Notify>,
+    unjournaled: mpsc::Sender<Alert>,
+}
+
+impl SinkQueue {
+    /// Hands the channel an alert the store could not journal; `false` if the channel already
+    /// holds [`UNJOURNALED_MAX`] of them (or is gone).
+    pub fn send_unjournaled(&self, alert: Alert) -> bool {
+        self.unjournaled.try_send(alert).is_ok()
+    }
 }
 
 /// What every channel task works with.
@@ -75,12 +94,20 @@ type Unrecorded = HashMap<i64, (bool, Option<String>)>;
 pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<Failover>) -> (SinkQueue, JoinHandle<()>) {
     let name = sink.name();
     let wake = Arc::new(Notify::new());
-    let queue = SinkQueue { name: name.clone(), wake: wake.clone() };
+    let (unjournaled, mut unjournaled_in) = mpsc::channel(UNJOURNALED_MAX);
+    let queue = SinkQueue { name: name.clone(), wake: wake.clone(), unjournaled };
     let task = tokio::spawn(async move {
         let SinkContext { metrics, store, clock, closing } = context;
         let idle = IDLE_LOOK.div_f64(clock.speed().max(1.0)).max(Duration::from_millis(20));
         let mut unrecorded = Unrecorded::new();
+        let mut in_memory = InMemory::default();
         loop {
+            while let Ok(alert) = unjournaled_in.try_recv() {
+                in_memory.pending.push_back((alert, 0));
+            }
+            if !in_memory.pending.is_empty() && in_memory.send_next(&mut sink, &name, &metrics).await {
+                continue;
+            }
             retry_records(&store, &name, &mut unrecorded).await;
             let due = match store.due_deliveries(&name, clock.now(), DIGEST_MAX).await {
                 Ok(due) => due.into_iter().filter(|d| !unrecorded.contains_key(&d.alert_id)).collect::<Vec<_>>(),
@@ -95,6 +122,7 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
                 }
                 tokio::select! {
                     _ = wake.notified() => {}
+                    Some(alert) = unjournaled_in.recv() => in_memory.pending.push_back((alert, 0)),
                     _ = tokio::time::sleep(idle) => {}
                     _ = closing.cancelled() => {}
                 }
@@ -153,6 +181,43 @@ async fn send_next<S: Sink>(sink: &mut S, store: &Store, clock: &Clock, name: &s
         many => sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await,
     };
     (batch, outcome)
+}
+
+/// Alerts the store could not take, held by their channel in memory with the attempts so far.
+#[derive(Debug, Default)]
+struct InMemory {
+    pending: std::collections::VecDeque<(Alert, u32)>,
+    /// After a failed attempt, the next waits until then.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl InMemory {
+    /// Sends the oldest held alert unless a failed attempt asks to wait; whether it tried.
+    async fn send_next<S: Sink>(&mut self, sink: &mut S, name: &str, metrics: &Metrics) -> bool {
+        if self.retry_at.is_some_and(|at| tokio::time::Instant::now() < at) {
+            return false;
+        }
+        let Some((alert, attempts)) = self.pending.pop_front() else { return false };
+        let label = Metrics::sink(name);
+        match sink.deliver(&alert).await {
+            Ok(()) => {
+                self.retry_at = None;
+                metrics.alerts_delivered.get_or_create(&label).inc();
+                tracing::warn!(sink = %name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "alert sent from memory (the store could not journal it)");
+            }
+            Err(error) if attempts + 1 < UNJOURNALED_ATTEMPTS => {
+                self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2u64.pow(attempts)));
+                tracing::warn!(sink = %name, rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "alert held in memory not delivered; tried again");
+                self.pending.push_front((alert, attempts + 1));
+            }
+            Err(error) => {
+                self.retry_at = None;
+                metrics.alert_delivery_failures.get_or_create(&label).inc();
+                tracing::error!(sink = %name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %format!("{error:#}"), attempts = UNJOURNALED_ATTEMPTS, "alert held in memory given up");
+            }
+        }
+        true
+    }
 }
 
 /// Records the outcomes the store did not take before.

@@ -223,8 +223,12 @@ impl Dispatcher {
                 self.store.report_failure("updating an incident (the alert is sent anyway)", &error);
                 let destinations = targets.iter().map(|t| (t.clone(), None)).collect();
                 if let Err(error) = self.store.record_alert_to(&alert, destinations, deferred_until.or(grouped_until)).await {
-                    // The store is the channels' queue: an alert it cannot take cannot be sent.
-                    self.store.report_failure("journaling an alert (it cannot be sent)", &error);
+                    // The store is the channels' queue; one that takes nothing (read-only) must not
+                    // keep the alarm from people: the channels get it in memory.
+                    self.store.report_failure("journaling an alert (it is sent from memory)", &error);
+                    if silenced.is_none() {
+                        self.send_unjournaled(&alert, &targets);
+                    }
                     return;
                 }
                 alert
@@ -244,6 +248,18 @@ impl Dispatcher {
             (None, Some(until), _) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, until = %crate::clock::rfc3339(until), "alert deferred (quiet hours or daily digest)"),
             (None, None, Some(_)) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, building = alert.building.as_deref().unwrap_or("-"), "alert held to go out with the building's other alarms"),
             (None, None, None) => self.wake(&targets),
+        }
+    }
+
+    /// Hands an alert the store could not journal to its channels in memory.
+    fn send_unjournaled(&self, alert: &Alert, targets: &[String]) {
+        for sink in self.sinks.iter().filter(|s| targets.contains(&s.name)) {
+            if sink.send_unjournaled(alert.clone()) {
+                self.metrics.take_on_deliveries([&sink.name], 1);
+            } else {
+                self.metrics.alert_delivery_failures.get_or_create(&Metrics::sink(&sink.name)).inc();
+                tracing::error!(sink = %sink.name, rule = %alert.rule, sensor = %alert.sensor, "alert neither journaled nor held: the channel holds too many in memory already");
+            }
         }
     }
 
