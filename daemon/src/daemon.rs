@@ -151,7 +151,18 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock, started_ms: clock.now(), clocks: clocks.clone() };
         let ledger = crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
         let web = crate::web::WebState { time_zone: config.time_zone, metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer), ledger: Some(ledger), members: Arc::new(config.dispatch.roster.member_names()) };
-        crate::web::serve(listen, web, shutdown.clone()).await?;
+        let board = crate::web::board::Board {
+            sensors: sensors.clone(),
+            places: config.places.clone(),
+            dispatch: Arc::new(config.dispatch.clone()),
+            live: Some(live.clone()),
+            store: store.clone(),
+            clock,
+            time_zone: config.time_zone,
+            token: config.board_token.clone(),
+            started_ms: clock.now(),
+        };
+        crate::web::serve(listen, web, Some(board), shutdown.clone()).await?;
     }
 
     // Cancelled once the dispatcher is done: each channel then sends what is due and ends.

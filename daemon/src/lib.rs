@@ -50,6 +50,7 @@ pub mod pipeline;
 pub mod probe;
 pub mod reload;
 pub mod replay;
+pub mod report;
 pub mod rule_files;
 pub mod rules_cli;
 pub mod sample;

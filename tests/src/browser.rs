@@ -105,6 +105,16 @@ impl Browser {
         bail!("the page never showed {wanted:?}; it shows: {last}")
     }
 
+    /// Sets the window's outer size (a TV: 1920×1080; the session starts at a phone's 420×900).
+    pub async fn resize(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.call("POST", "/window/rect", Some(json!({"width": width, "height": height}))).await.map(drop)
+    }
+
+    /// Runs `script` (a function body; `return` gives the value) in the page.
+    pub async fn execute(&self, script: &str) -> anyhow::Result<Value> {
+        self.call("POST", "/execute/sync", Some(json!({"script": script, "args": []}))).await
+    }
+
     /// A PNG of the window.
     pub async fn screenshot(&self) -> anyhow::Result<Vec<u8>> {
         let encoded = self.call("GET", "/screenshot", None).await?;

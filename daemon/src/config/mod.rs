@@ -66,6 +66,9 @@ pub struct Config {
     pub time_zone: chrono_tz::Tz,
     /// Display names of sites and buildings (`[names]`).
     pub places: crate::alert::text::Places,
+    /// `[board] token`: the office's screen needs `?token=` with it (none: open to whoever
+    /// reaches `[http] listen`).
+    pub board_token: Option<String>,
 }
 
 /// `[gpio]`, checked.
@@ -519,8 +522,9 @@ impl Checker<'_> {
         self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
         self.check_failover(&alerts.failover, &channels);
         let places = self.places(raw.names, &sensors);
+        let board_token = raw.board.and_then(|board| board.token).filter(|token| !token.is_empty());
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
+        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone, board_token }
     }
 
     /// `[names]`: every key names a site or a `site/building` of the inventory.

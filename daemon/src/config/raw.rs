@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub alerts: RawAlerts,
     pub influxdb: Option<RawInflux>,
     pub http: Option<RawHttp>,
+    /// `[board]`: the office's screen at `/board`.
+    pub board: Option<RawBoard>,
     #[serde(default)]
     pub serial: Vec<RawSerial>,
     pub dispatch: Option<RawDispatch>,
@@ -442,6 +444,14 @@ fn default_spool_max_points() -> Spanned<u64> {
 
 fn default_drain_points_per_sec() -> Spanned<u32> {
     Spanned::new(0..0, 5000)
+}
+
+/// `[board]`: the office's screen (`/board` on `[http] listen`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBoard {
+    /// When set, the board is shown only with `?token=` equal to it.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
