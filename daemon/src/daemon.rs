@@ -164,6 +164,16 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         };
         crate::web::serve(listen, web, Some(board), shutdown.clone()).await?;
     }
+    let supervision = crate::report::Supervision {
+        store: store.clone(),
+        sensors: sensors.clone(),
+        dispatch: Arc::new(config.dispatch.clone()),
+        metrics: metrics.clone(),
+        clock,
+        time_zone: config.time_zone,
+        digest: config.report_digest.clone(),
+    };
+    tokio::spawn(crate::report::run(supervision, shutdown.clone()));
 
     // Cancelled once the dispatcher is done: each channel then sends what is due and ends.
     let sinks_closing = CancellationToken::new();

@@ -13,6 +13,7 @@ use crate::config::SensorConfig;
 use crate::dispatch::Dispatch;
 use crate::store::Store;
 use std::collections::{BTreeMap, HashMap};
+use chrono::{Datelike, NaiveDate, TimeZone};
 use std::fmt::Write as _;
 
 /// Where an incident's sensor is not in the inventory (a bus, the daemon itself).
@@ -193,6 +194,183 @@ impl Report {
     }
 }
 
+/// `gridwatch report`: the report of the local days `days` (first, last), or of the previous
+/// `last` day, week or month, as `format` (csv or markdown).
+pub fn cli(config: &crate::config::Config, days: Option<(NaiveDate, NaiveDate)>, last: Option<&str>, format: &str) -> anyhow::Result<String> {
+    let zone = config.time_zone;
+    let now = chrono::Utc::now().timestamp_millis();
+    let (first, last_day) = match (days, last) {
+        (Some(days), _) => days,
+        (None, Some(period)) => previous(period, today(now, zone))?,
+        (None, None) => anyhow::bail!("say which days: --from YYYY-MM-DD [--to YYYY-MM-DD], or --last day|week|month"),
+    };
+    anyhow::ensure!(first <= last_day, "--to {last_day} is before --from {first}");
+    let from_ms = day_start(first, zone)?;
+    let to_ms = day_start(last_day.succ_opt().unwrap_or(last_day), zone)?;
+    if !config.state_dir.join("gridwatch.db").exists() {
+        anyhow::bail!("no store yet in {} (has the daemon run with this configuration?)", config.state_dir.display());
+    }
+    let store = Store::open(&config.state_dir)?;
+    let report = Report::build(&store, &config.sensors, &config.dispatch, from_ms, to_ms, now.min(to_ms))?;
+    Ok(if format == "csv" { report.csv() } else { report.markdown(zone) })
+}
+
+/// The local date of `now_ms`.
+fn today(now_ms: i64, zone: chrono_tz::Tz) -> NaiveDate {
+    zone.timestamp_millis_opt(now_ms).single().map_or_else(|| chrono::Utc::now().date_naive(), |t| t.date_naive())
+}
+
+/// The previous full day, week (Monday to Sunday) or calendar month before `today`.
+pub fn previous(period: &str, today: NaiveDate) -> anyhow::Result<(NaiveDate, NaiveDate)> {
+    let yesterday = today.pred_opt().unwrap_or(today);
+    Ok(match period {
+        "day" => (yesterday, yesterday),
+        "week" => {
+            let this_monday = today - chrono::Days::new(u64::from(today.weekday().num_days_from_monday()));
+            (this_monday - chrono::Days::new(7), this_monday - chrono::Days::new(1))
+        }
+        "month" => {
+            let first_of_this = today.with_day(1).unwrap_or(today);
+            let last_of_previous = first_of_this.pred_opt().unwrap_or(first_of_this);
+            (last_of_previous.with_day(1).unwrap_or(last_of_previous), last_of_previous)
+        }
+        other => anyhow::bail!("`{other}`: use day, week or month"),
+    })
+}
+
+/// When local day `date` begins, in ms since the epoch.
+pub fn day_start(date: NaiveDate, zone: chrono_tz::Tz) -> anyhow::Result<i64> {
+    let midnight = date.and_hms_opt(0, 0, 0).and_then(|m| zone.from_local_datetime(&m).earliest());
+    midnight.map(|m| m.timestamp_millis()).ok_or_else(|| anyhow::anyhow!("{date} has no midnight in {zone}"))
+}
+
+/// `[report]`: the daily digest to the grid leaders' group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestConfig {
+    /// Local time it goes out, with the previous day's report.
+    pub at: chrono::NaiveTime,
+    /// The channels (sink names) of the grid leaders' group.
+    pub channels: Vec<String>,
+}
+
+/// What the supervision task reads and where it writes.
+#[derive(Debug, Clone)]
+pub struct Supervision {
+    pub store: Store,
+    pub sensors: std::sync::Arc<[SensorConfig]>,
+    pub dispatch: std::sync::Arc<Dispatch>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub clock: crate::clock::Clock,
+    pub time_zone: chrono_tz::Tz,
+    pub digest: Option<DigestConfig>,
+}
+
+/// How often today's figures are refreshed in the metrics (and the digest's time looked for).
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Keeps today's figures in the metrics and sends the daily digest at its time, until
+/// `shutdown`. A digest whose time passed while the daemon was down is not sent late.
+pub async fn run(supervision: Supervision, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(REFRESH.div_f64(supervision.clock.speed().max(1.0)).max(std::time::Duration::from_millis(100)));
+    let mut next_digest = supervision.digest.as_ref().and_then(|d| next_time(d.at, supervision.clock.now(), supervision.time_zone));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = supervision.clock.now();
+        publish(&supervision, now);
+        if let (Some(due), Some(digest)) = (next_digest, &supervision.digest) {
+            if now >= due {
+                send_digest(&supervision, digest, now).await;
+                next_digest = next_time(digest.at, now, supervision.time_zone);
+            }
+        }
+    }
+}
+
+/// The next moment after `now` the local clock shows `at`.
+fn next_time(at: chrono::NaiveTime, now: i64, zone: chrono_tz::Tz) -> Option<i64> {
+    let day = today(now, zone);
+    [day, day.succ_opt()?].into_iter().filter_map(|d| zone.from_local_datetime(&d.and_time(at)).earliest()).map(|t| t.timestamp_millis()).find(|&t| t > now)
+}
+
+/// Today's figures (since local midnight) into the metrics.
+pub fn publish(supervision: &Supervision, now: i64) {
+    let Ok(midnight) = day_start(today(now, supervision.time_zone), supervision.time_zone) else { return };
+    let report = match Report::build(&supervision.store, &supervision.sensors, &supervision.dispatch, midnight, now + 1, now) {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::warn!(error = %format!("{error:#}"), "cannot read today's incidents for the supervision metrics");
+            return;
+        }
+    };
+    let (counts, seconds) = (&supervision.metrics.supervision_today, &supervision.metrics.supervision_seconds_today);
+    counts.clear();
+    seconds.clear();
+    for (scope, name, f) in &report.rows {
+        let label = |figure: &str, quantile: &str| crate::metrics::SupervisionLabel { scope: scope.to_string(), name: name.clone(), figure: figure.into(), quantile: quantile.into() };
+        for (figure, value) in [("incidents", f.incidents), ("accepted", f.accepted), ("resolved", f.resolved), ("escalations", f.escalations), ("overdue", f.overdue)] {
+            counts.get_or_create(&label(figure, "")).set(i64::from(value));
+        }
+        for (figure, pair) in [("accept", f.to_accept), ("on_site", f.to_on_site), ("resolve", f.to_resolve)] {
+            if let Some((median, p90)) = pair {
+                seconds.get_or_create(&label(figure, "0.5")).set(median);
+                seconds.get_or_create(&label(figure, "0.9")).set(p90);
+            }
+        }
+    }
+}
+
+/// Journals yesterday's report for the grid leaders' channels (they send it within a second).
+async fn send_digest(supervision: &Supervision, digest: &DigestConfig, now: i64) {
+    let zone = supervision.time_zone;
+    let Ok((day, _)) = previous("day", today(now, zone)) else { return };
+    let (Ok(from), Ok(to)) = (day_start(day, zone), day_start(today(now, zone), zone)) else { return };
+    let report = match Report::build(&supervision.store, &supervision.sensors, &supervision.dispatch, from, to, to) {
+        Ok(report) => report,
+        Err(error) => {
+            supervision.store.report_failure("reading yesterday's incidents for the daily digest", &error);
+            return;
+        }
+    };
+    let leaders: Vec<&crate::dispatch::roster::Member> = supervision.dispatch.roster.members.iter().filter(|m| m.role == "grid_leader").collect();
+    let alert = digest_alert(&report, day, &leaders, now);
+    let destinations = digest.channels.iter().map(|c| (c.clone(), None)).collect();
+    match supervision.store.record_alert_to(&alert, destinations, None).await {
+        Ok(_) => {
+            supervision.metrics.take_on_deliveries(&digest.channels, 1);
+            tracing::info!(day = %day, channels = ?digest.channels, "daily supervision digest journaled");
+        }
+        Err(error) => supervision.store.report_failure("journaling the daily digest", &error),
+    }
+}
+
+/// The digest as an alert of its own kind (`event = "report"`, for the office): plain lines a
+/// chat group reads, one per grid and worker, naming the grid leaders.
+pub fn digest_alert(report: &Report, day: NaiveDate, leaders: &[&crate::dispatch::roster::Member], now: i64) -> crate::alert::Alert {
+    let mut zh = format!("{}月{}日 督办情况：", day.month(), day.day());
+    let mut en = format!("Supervision for {day}:");
+    for (scope, name, f) in &report.rows {
+        let scope_zh = match *scope {
+            "grid" => "网格 ",
+            "worker" => "网格员 ",
+            _ => "",
+        };
+        let median = |pair: Option<(i64, i64)>| pair.map_or_else(|| "—".to_string(), |(m, _)| duration(m));
+        let _ = write!(zh, "\n{scope_zh}{name}：事件 {}，已接单 {}，已办结 {}，接单中位 {}，到场中位 {}，超时 {}，升级 {}", f.incidents, f.accepted, f.resolved, median(f.to_accept), median(f.to_on_site), f.overdue, f.escalations);
+        let _ = write!(en, "\n{scope} {name}: {} incidents, {} accepted, {} resolved, {} overdue, {} escalations", f.incidents, f.accepted, f.resolved, f.overdue, f.escalations);
+    }
+    let overdue = report.rows.first().map_or(0, |(_, _, f)| f.overdue);
+    let mut alert = crate::alert::Alert::device("daily-report", "supervision", "gridwatch", "report", "notice", "Daily supervision report", format!("{overdue} overdue"), now);
+    alert.audience = "office".into();
+    alert.value = f64::from(overdue);
+    alert.messages = [("en".to_string(), en), ("zh".to_string(), zh)].into_iter().collect();
+    alert.recipients = leaders.iter().map(|m| m.name.clone()).collect();
+    alert.mentions = leaders.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
+    alert
+}
+
 /// "4分12秒 / 9分" for a (median, p90) in seconds; "—" without.
 fn span(pair: Option<(i64, i64)>) -> String {
     pair.map_or_else(|| "—".to_string(), |(median, p90)| format!("{} / {}", duration(median), duration(p90)))
@@ -206,5 +384,136 @@ pub fn duration(secs: i64) -> String {
         (0, m, 0) => format!("{m}分"),
         (0, m, s) => format!("{m}分{s}秒"),
         (h, m, _) => format!("{h}时{m}分"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+    use crate::config::Place;
+    use crate::incident::Action;
+    use std::sync::Arc;
+
+    /// 2026-12-03 08:00 in China.
+    const T0: i64 = 1_796_256_000_000;
+    const MIN: i64 = 60_000;
+
+    fn sensor(id: &str, grid: &str) -> SensorConfig {
+        let plain = SensorConfig::test_tilt(id, "north-lane");
+        SensorConfig { place: Arc::new(Place { grid: Some(grid.into()), ..(*plain.place).clone() }), ..plain }
+    }
+
+    async fn open(store: &Store, sensor: &str, at_ms: i64) -> i64 {
+        let mut alert = sample_alert("fired", 7.5);
+        (alert.sensor, alert.at_ms) = (sensor.into(), at_ms);
+        store.apply_alert(&alert, 0).await.unwrap().incident().unwrap()
+    }
+
+    /// Three danger incidents on 3 December with known times (and one the day before):
+    /// A (grid-3, 王芳) accepted after 4 min, on site after 20, resolved after 60;
+    /// B (grid-3, 王芳) escalated at 11 min, accepted at 12 (late), on site at 40 (late),
+    /// resolved at 100; C (grid-4, 李强) accepted after 2 min, nobody on site 45 min later.
+    async fn store_with_known_incidents(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir).unwrap();
+        let before = open(&store, "house-07", T0 - 24 * 60 * MIN).await;
+        store.incident_action(before, Action::Accept, "王芳 (link)", None, T0 - 23 * 60 * MIN).unwrap();
+        let a = open(&store, "house-08", T0).await;
+        store.incident_action(a, Action::Accept, "王芳 (link)", None, T0 + 4 * MIN).unwrap();
+        store.incident_action(a, Action::OnSite, "王芳 (link)", None, T0 + 20 * MIN).unwrap();
+        store.incident_action(a, Action::Resolve, "王芳 (link)", Some("propped"), T0 + 60 * MIN).unwrap();
+        let b_at = T0 + 60 * MIN;
+        let b = open(&store, "house-09", b_at).await;
+        let step = crate::store::EscalationStep { alert: sample_alert("escalated", 7.5), audit: "escalated (accepted) to 陈刚".into() };
+        store.record_escalation(b, vec![step], vec![Vec::new()], crate::dispatch::policy::Progress::default(), 11 * MIN, None, b_at + 11 * MIN).await.unwrap();
+        store.incident_action(b, Action::Accept, "王芳 (wang, own link)", None, b_at + 12 * MIN).unwrap();
+        store.incident_action(b, Action::OnSite, "王芳 (wang, own link)", None, b_at + 40 * MIN).unwrap();
+        store.incident_action(b, Action::Resolve, "王芳 (wang, own link)", Some("done"), b_at + 100 * MIN).unwrap();
+        let c_at = T0 + 120 * MIN;
+        let c = open(&store, "house-10", c_at).await;
+        store.incident_action(c, Action::Accept, "李强", None, c_at + 2 * MIN).unwrap();
+        store
+    }
+
+    fn inventory() -> Vec<SensorConfig> {
+        vec![sensor("house-07", "grid-3"), sensor("house-08", "grid-3"), sensor("house-09", "grid-3"), sensor("house-10", "grid-4")]
+    }
+
+    #[tokio::test]
+    async fn a_days_report_has_exact_figures_per_grid_and_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_known_incidents(dir.path()).await;
+        let zone = crate::local_time::DEFAULT;
+        let day = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        let (from, to) = (day_start(day, zone).unwrap(), day_start(day.succ_opt().unwrap(), zone).unwrap());
+        let now = T0 + 165 * MIN;
+        let report = Report::build(&store, &inventory(), &Dispatch::default(), from, to, now).unwrap();
+        let row = |scope: &str, name: &str| report.rows.iter().find(|(s, n, _)| *s == scope && n == name).map(|(_, _, f)| f.clone()).unwrap();
+        let grid_3 = Figures { incidents: 2, accepted: 2, resolved: 2, to_accept: Some((240, 720)), to_on_site: Some((1200, 2400)), to_resolve: Some((3600, 6000)), escalations: 1, overdue: 1 };
+        assert_eq!(row("grid", "grid-3"), grid_3);
+        assert_eq!(row("worker", "王芳"), grid_3, "both of 王芳's links count as 王芳");
+        let grid_4 = Figures { incidents: 1, accepted: 1, resolved: 0, to_accept: Some((120, 120)), to_on_site: None, to_resolve: None, escalations: 0, overdue: 1 };
+        assert_eq!(row("grid", "grid-4"), grid_4, "nobody on site after 45 min: past the 30 min deadline");
+        assert_eq!(row("worker", "李强"), grid_4);
+        let all = row("all", "全部");
+        assert_eq!((all.incidents, all.to_accept, all.overdue), (3, Some((240, 720)), 2), "the day before is not in it");
+        assert_eq!(report.rows.len(), 5);
+
+        let csv = report.csv();
+        assert!(csv.contains("grid,grid-3,2,2,2,240,720,1200,2400,3600,6000,1,1\n"), "{csv}");
+        assert!(csv.contains("worker,李强,1,1,0,120,120,,,,,0,1\n"), "{csv}");
+        let markdown = report.markdown(zone);
+        assert!(markdown.starts_with("### 督办报表 2026-12-03 00:00:00 至 2026-12-04 00:00:00"), "local days: {markdown}");
+        assert!(markdown.contains("| 网格 | grid-3 | 2 | 2 | 2 | 4分 / 12分 | 20分 / 40分 | 1时0分 / 1时40分 | 1 | 1 |"), "{markdown}");
+    }
+
+    #[tokio::test]
+    async fn todays_figures_are_metrics_and_yesterdays_go_to_the_grid_leaders() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_known_incidents(dir.path()).await;
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+        let supervision = Supervision { store, sensors: inventory().into(), dispatch: Default::default(), metrics: metrics.clone(), clock: crate::clock::Clock::System, time_zone: crate::local_time::DEFAULT, digest: None };
+        publish(&supervision, T0 + 165 * MIN);
+        let text = metrics.render();
+        assert!(text.contains(r#"gridwatch_supervision_seconds_today{scope="grid",name="grid-3",figure="accept",quantile="0.9"} 720"#), "{text}");
+        assert!(text.contains(r#"gridwatch_supervision_today{scope="worker",name="李强",figure="overdue",quantile=""} 1"#), "{text}");
+
+        let report = Report::build(&supervision.store, &supervision.sensors, &supervision.dispatch, T0 - 8 * 60 * MIN, T0 + 16 * 60 * MIN, T0 + 16 * 60 * MIN).unwrap();
+        let leader = crate::dispatch::roster::Member { id: "chen".into(), name: "陈刚".into(), role: "grid_leader".into(), phone: "13800000002".into(), grids: Vec::new(), channels: Vec::new() };
+        let alert = digest_alert(&report, NaiveDate::from_ymd_opt(2026, 12, 3).unwrap(), &[&leader], T0 + 24 * 60 * MIN);
+        assert_eq!((alert.event.as_str(), alert.audience.as_str(), alert.mentions.as_slice()), ("report", "office", ["13800000002".to_string()].as_slice()));
+        let message = crate::alert::text::message(&alert, crate::alert::text::Wording::default(), crate::alert::text::Markup::Plain);
+        assert!(message.starts_with("📋 督办日报\n12月3日 督办情况：\n全部：事件 3，已接单 3，已办结 2，接单中位 4分，到场中位 20分，超时 2，升级 1\n网格 grid-3："), "{message}");
+        assert!(message.contains("请网格长督促超时事件办结。"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_re_fire_after_resolve_starts_new_clocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = open(&store, "house-08", T0).await;
+        store.incident_action(id, Action::Resolve, "王芳", Some("propped"), T0 + 30 * MIN).unwrap();
+        let mut cleared = sample_alert("cleared", 1.0);
+        (cleared.sensor, cleared.at_ms) = ("house-08".into(), T0 + 40 * MIN);
+        store.apply_alert(&cleared, 0).await.unwrap();
+        assert_eq!(open(&store, "house-08", T0 + 90 * MIN).await, id, "the same incident, re-opened");
+        store.incident_action(id, Action::Accept, "李强", None, T0 + 95 * MIN).unwrap();
+        let timelines = timelines(&store, &inventory(), T0 - MIN, T0 + 200 * MIN).unwrap();
+        assert_eq!(timelines.len(), 2, "{timelines:?}");
+        assert_eq!((timelines[0].resolved_ms, timelines[0].worker.as_deref()), (Some(T0 + 30 * MIN), Some("王芳")));
+        assert_eq!((timelines[1].opened_ms, timelines[1].accepted_ms, timelines[1].worker.as_deref()), (T0 + 90 * MIN, Some(T0 + 95 * MIN), Some("李强")));
+    }
+
+    #[test]
+    fn periods_are_whole_local_days_weeks_and_months() {
+        let thursday = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        let date = |m, d| NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+        assert_eq!(previous("day", thursday).unwrap(), (date(12, 2), date(12, 2)));
+        assert_eq!(previous("week", thursday).unwrap(), (date(11, 23), date(11, 29)));
+        assert_eq!(previous("month", thursday).unwrap(), (date(11, 1), date(11, 30)));
+        assert!(previous("year", thursday).is_err());
+        assert_eq!(median_p90(vec![5, 1, 3, 2]), Some((2, 5)));
+        assert_eq!(worker_name("王芳 (wang, own link)"), "王芳");
+        assert_eq!(duration(3 * 3600 + 125), "3时2分");
     }
 }

@@ -107,6 +107,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         time_zone: crate::local_time::DEFAULT,
         places: crate::alert::text::Places::default(),
         board_token: None,
+        report_digest: None,
         worker_links: None,
         serial: Vec::new(),
     };
