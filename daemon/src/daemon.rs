@@ -213,6 +213,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let index = crate::config::SensorIndex::new(sensors.clone());
     let buses = crate::buses::Buses::new(index.clone(), &config.serial);
     tokio::spawn(crate::buses::watch(buses.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
+    tokio::spawn(crate::gateways::watch(buses.clone(), live.clone(), sensors.clone(), clock, shutdown.clone()));
     let setup = DispatcherSetup {
         store: store.clone(),
         silences: config.alerts.silences.clone(),

@@ -41,6 +41,7 @@ pub mod installer_cli;
 pub mod last_good;
 pub mod links;
 pub mod field_names;
+pub mod gateways;
 pub mod live;
 pub mod local_time;
 pub mod logging;
