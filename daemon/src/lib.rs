@@ -14,6 +14,10 @@
 //!    channel's task ([`alert::channel::spawn_sink`]) drains its own pending deliveries:
 //!    [`alert::console`], [`alert::webhook`], [`alert::mqtt`], the robots.
 //!
+//! [`buses`] and [`gateways`] tell when a whole bus or gateway is silent (one device alarm for
+//! the installers instead of one per box); [`web::board`] is the office's screen and
+//! [`report`] the supervision figures (`gridwatch report`, metrics, the daily digest).
+//!
 //! [`daemon::run`] starts all of it (and the embedded broker, [`mqtt::broker`]) and drains it
 //! on shutdown; [`demo`] runs it on embedded defaults with a simulator. [`config`] loads and
 //! checks gridwatch.toml; [`rule_files`] reads rule files for the pure rules library;
