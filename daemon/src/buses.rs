@@ -8,6 +8,10 @@
 //! the first failure of the ingest connection until a connection has held for a while
 //! (`crate::mqtt::source`): a connection that keeps dropping counts as down, however often it
 //! reconnects in between. The alarm names the last failure and how many there were.
+//!
+//! Boxes behind one gateway (the sensor tag `gateway = "gw-3"`, at least two boxes) form a bus of
+//! their own, `gateway:gw-3`, judged from their readings by [`crate::gateways::watch`]: when all
+//! of them go silent, one "gateway down" alarm goes out instead of a no-data alarm per box.
 
 use crate::alert::Alert;
 use crate::config::{SensorIndex, SerialConfig};
@@ -19,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 /// The rule name of bus alarms (their incidents are keyed by it and the bus name).
 pub const BUS_DOWN_RULE: &str = "bus-down";
+/// The rule name of gateway alarms (all boxes behind a gateway silent).
+pub const GATEWAY_DOWN_RULE: &str = "gateway-down";
+/// The sensor tag naming the gateway (or bus converter) a box reports through.
+pub const GATEWAY_TAG: &str = "gateway";
 
 /// Up or down, since when, for every bus; shared by the sources (who report) and the
 /// dispatcher (who asks).
@@ -29,6 +37,8 @@ pub struct Buses {
     sensors: SensorIndex,
     /// The bus of each sensor, by inventory position.
     bus_of: Vec<u16>,
+    /// The gateway of each sensor (an index into `names`), when it has one shared with others.
+    gateway_of: Vec<Option<u16>>,
     /// How many sensors each bus has.
     counts: Vec<usize>,
     /// Since when each bus is down (ms since the epoch); 0 while up.
@@ -78,18 +88,45 @@ impl Buses {
             }
         }
         let bus_of: Vec<u16> = bus_of.into_iter().map(|bus| bus.unwrap_or(0)).collect();
+        let tag_of = |sensor: &crate::config::SensorConfig| sensor.tags.get(GATEWAY_TAG).map(str::to_string);
+        let mut behind: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for gateway in sensors.sensors().iter().filter_map(tag_of) {
+            *behind.entry(gateway).or_default() += 1;
+        }
+        let mut gateway_index = std::collections::BTreeMap::new();
+        for (gateway, _) in behind.into_iter().filter(|&(_, boxes)| boxes >= 2) {
+            let Ok(index) = u16::try_from(names.len()) else { break };
+            names.push(format!("gateway:{gateway}"));
+            gateway_index.insert(gateway, index);
+        }
+        let gateway_of: Vec<Option<u16>> = sensors.sensors().iter().map(|s| tag_of(s).and_then(|g| gateway_index.get(&g).copied())).collect();
         let mut counts = vec![0; names.len()];
         for &bus in &bus_of {
             counts[usize::from(bus)] += 1;
         }
+        for &gateway in gateway_of.iter().flatten() {
+            counts[usize::from(gateway)] += 1;
+        }
         let down_since = names.iter().map(|_| AtomicI64::new(0)).collect();
         let failures = names.iter().map(|_| Mutex::default()).collect();
-        Arc::new(Buses { names, sensors, bus_of, counts, down_since, failures })
+        Arc::new(Buses { names, sensors, bus_of, gateway_of, counts, down_since, failures })
     }
 
     /// The ids of the sensors on a bus, in inventory order.
     fn sensors_on(&self, bus: usize) -> Vec<&str> {
-        self.sensors.sensors().iter().zip(&self.bus_of).filter(|(_, &on)| usize::from(on) == bus).map(|(sensor, _)| &*sensor.id).collect()
+        let on = |position: usize| usize::from(self.bus_of[position]) == bus || self.gateway_of[position].map(usize::from) == Some(bus);
+        self.sensors.sensors().iter().enumerate().filter(|&(position, _)| on(position)).map(|(_, sensor)| &*sensor.id).collect()
+    }
+
+    /// Each gateway's bus, with the positions of the boxes behind it.
+    pub fn gateways(self: &Arc<Self>) -> Vec<(BusHandle, Vec<usize>)> {
+        let mut gateways: std::collections::BTreeMap<u16, Vec<usize>> = std::collections::BTreeMap::new();
+        for (position, gateway) in self.gateway_of.iter().enumerate() {
+            if let Some(gateway) = gateway {
+                gateways.entry(*gateway).or_default().push(position);
+            }
+        }
+        gateways.into_iter().map(|(index, boxes)| (BusHandle { buses: self.clone(), index: usize::from(index) }, boxes)).collect()
     }
 
     pub fn mqtt(self: &Arc<Self>) -> BusHandle {
@@ -129,8 +166,10 @@ impl Buses {
 
     /// The name of the bus that is down under `sensor`, if it is.
     pub fn down_under(&self, sensor: &str) -> Option<&str> {
-        let bus = usize::from(*self.bus_of.get(self.sensors.position(sensor)?)?);
-        (self.down_since[bus].load(Ordering::SeqCst) != 0).then(|| self.names[bus].as_str())
+        let position = self.sensors.position(sensor)?;
+        let bus = usize::from(*self.bus_of.get(position)?);
+        let gateway = self.gateway_of.get(position).copied().flatten().map(usize::from);
+        [Some(bus), gateway].into_iter().flatten().find(|&bus| self.down_since[bus].load(Ordering::SeqCst) != 0).map(|bus| self.names[bus].as_str())
     }
 }
 
@@ -200,7 +239,8 @@ fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: &str, sin
             if failures > 0 { format!("{bus} down for {silent_secs} s: {reason}") } else { format!("{bus} down for {silent_secs} s") },
         )
     };
-    let mut alert = Alert::device(BUS_DOWN_RULE, bus, &site, event, "warning", "A sensor bus or gateway is down", condition, now);
+    let (rule, title) = if bus.starts_with("gateway:") { (GATEWAY_DOWN_RULE, "A gateway is down: every box behind it is silent") } else { (BUS_DOWN_RULE, "A sensor bus or gateway is down") };
+    let mut alert = Alert::device(rule, bus, &site, event, "warning", title, condition, now);
     alert.since = crate::clock::rfc3339(since);
     alert.value = silent_secs as f64;
     alert.unit = "s".into();

@@ -110,6 +110,26 @@ pub enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// Supervision report (督办): per grid and per worker, time to accept, to on site and to
+    /// resolve (median and p90), escalations and overdue incidents, for the incidents opened in a
+    /// period of local days.
+    #[command(after_help = "Examples:\n  gridwatch report --from 2026-12-01 --to 2026-12-07\n  gridwatch report --last month --format markdown\n  gridwatch report --from 2026-12-03 --format csv > 2026-12-03.csv")]
+    Report {
+        #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
+        config: PathBuf,
+        /// First local day (YYYY-MM-DD).
+        #[arg(long, conflicts_with = "last")]
+        from: Option<chrono::NaiveDate>,
+        /// Last local day, included (default: the --from day).
+        #[arg(long, requires = "from")]
+        to: Option<chrono::NaiveDate>,
+        /// The previous day, week (Monday to Sunday) or calendar month.
+        #[arg(long, value_parser = ["day", "week", "month"])]
+        last: Option<String>,
+        /// csv or markdown.
+        #[arg(long, default_value = "markdown", value_parser = ["csv", "markdown"])]
+        format: String,
+    },
     /// What the running daemon does now: sources, sensors reporting, open incidents, spool.
     #[command(after_help = "Exit code 0 when ready, 1 when degraded, 69 when the daemon does not answer.\n\nExamples:\n  gridwatch status\n  gridwatch status -o json | jq .open_incidents")]
     Status {

@@ -151,8 +151,29 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock, started_ms: clock.now(), clocks: clocks.clone() };
         let ledger = crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
         let web = crate::web::WebState { time_zone: config.time_zone, metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer), ledger: Some(ledger), members: Arc::new(config.dispatch.roster.member_names()), page: crate::web::incident_page::PageSetup { roster: Arc::new(config.dispatch.roster.clone()), photo_max_bytes: config.photo_max_bytes } };
-        crate::web::serve(listen, web, shutdown.clone()).await?;
+        let board = crate::web::board::Board {
+            sensors: sensors.clone(),
+            places: config.places.clone(),
+            dispatch: Arc::new(config.dispatch.clone()),
+            live: Some(live.clone()),
+            store: store.clone(),
+            clock,
+            time_zone: config.time_zone,
+            token: config.board_token.clone(),
+            started_ms: clock.now(),
+        };
+        crate::web::serve(listen, web, Some(board), shutdown.clone()).await?;
     }
+    let supervision = crate::report::Supervision {
+        store: store.clone(),
+        sensors: sensors.clone(),
+        dispatch: Arc::new(config.dispatch.clone()),
+        metrics: metrics.clone(),
+        clock,
+        time_zone: config.time_zone,
+        digest: config.report_digest.clone(),
+    };
+    tokio::spawn(crate::report::run(supervision, shutdown.clone()));
 
     // Cancelled once the dispatcher is done: each channel then sends what is due and ends.
     let sinks_closing = CancellationToken::new();
@@ -192,6 +213,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let index = crate::config::SensorIndex::new(sensors.clone());
     let buses = crate::buses::Buses::new(index.clone(), &config.serial);
     tokio::spawn(crate::buses::watch(buses.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
+    tokio::spawn(crate::gateways::watch(buses.clone(), live.clone(), sensors.clone(), clock, shutdown.clone()));
     let setup = DispatcherSetup {
         store: store.clone(),
         silences: config.alerts.silences.clone(),

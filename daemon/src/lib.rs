@@ -15,6 +15,10 @@
 //!    channel's task ([`alert::channel::spawn_sink`]) drains its own pending deliveries:
 //!    [`alert::console`], [`alert::webhook`], [`alert::mqtt`], the robots.
 //!
+//! [`buses`] and [`gateways`] tell when a whole bus or gateway is silent (one device alarm for
+//! the installers instead of one per box); [`web::board`] is the office's screen and
+//! [`report`] the supervision figures (`gridwatch report`, metrics, the daily digest).
+//!
 //! [`daemon::run`] starts all of it (and the embedded broker, [`mqtt::broker`]) and drains it
 //! on shutdown; [`demo`] runs it on embedded defaults with a simulator. [`config`] loads and
 //! checks gridwatch.toml; [`rule_files`] reads rule files for the pure rules library;
@@ -42,6 +46,7 @@ pub mod installer_cli;
 pub mod last_good;
 pub mod links;
 pub mod field_names;
+pub mod gateways;
 pub mod live;
 pub mod local_time;
 pub mod logging;
@@ -51,6 +56,7 @@ pub mod pipeline;
 pub mod probe;
 pub mod reload;
 pub mod replay;
+pub mod report;
 pub mod rule_files;
 pub mod rules_cli;
 pub mod sample;

@@ -86,6 +86,10 @@ fn main() -> ExitCode {
             Ok(config) => print_or_fail(gridwatch::incidents_cli::run(&config, command, output)),
             Err(code) => code,
         },
+        Command::Report { config, from, to, last, format } => match load_config(&config) {
+            Ok(config) => print_or_fail(gridwatch::report::cli(&config, from.map(|from| (from, to.unwrap_or(from))), last.as_deref(), &format)),
+            Err(code) => code,
+        },
         Command::Selftest { config } => match load_config(&config) {
             Ok(loaded) => match rule_files::load(&loaded.rules.paths, loaded.rules.builtin_packs) {
                 Ok((rules, _)) => block_on(async move {

@@ -20,6 +20,19 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// One figure of today's supervision report (`crate::report::publish`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SupervisionLabel {
+    /// `all`, `grid` or `worker`.
+    pub scope: String,
+    pub name: String,
+    /// incidents | accepted | resolved | escalations | overdue; for seconds: accept | on_site |
+    /// resolve.
+    pub figure: String,
+    /// For seconds: `0.5` or `0.9`; else empty.
+    pub quantile: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SeverityLabel {
     pub severity: String,
@@ -123,6 +136,10 @@ pub struct Metrics {
     pub rule_evaluation_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Incidents not closed, by severity (updated every second by the dispatcher).
     pub open_incidents: Family<SeverityLabel, Gauge>,
+    /// Today's supervision counts (since local midnight), per grid and worker.
+    pub supervision_today: Family<SupervisionLabel, Gauge>,
+    /// Today's times to accept, on site and resolve, median and p90.
+    pub supervision_seconds_today: Family<SupervisionLabel, Gauge>,
     /// 1 while the system clock can be believed (after 2026-01-01; see `clock::TRUSTED_AFTER_MS`).
     pub clock_trusted: Gauge,
     /// 1 while the state directory's disk is full: the reserve is given up and readings are not stored.
@@ -198,6 +215,8 @@ impl Metrics {
             store_failed_writes: Gauge::default(),
             store_torn_wal_bytes: Gauge::default(),
             open_incidents: Family::default(),
+            supervision_today: Family::default(),
+            supervision_seconds_today: Family::default(),
             influxdb_unreachable: Gauge::default(),
             // 1 µs … ~1 ms in powers of two.
             rule_evaluation_seconds: prometheus_client::metrics::histogram::Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1e-6, 2.0, 11)),
@@ -220,6 +239,8 @@ impl Metrics {
         registry.register("samples_accepted", "Samples handed to the rule engine", metrics.samples_accepted.clone());
         registry.register("samples_out_of_order", "Samples older than the sensor's previous one (not evaluated)", metrics.samples_out_of_order.clone());
         registry.register("sensor_clock_reanchors", "Sensors re-anchored because their clock went back (their readings kept coming older than the last judged one)", metrics.sensor_clock_reanchors.clone());
+        registry.register("supervision_today", "Today's supervision figures (incidents opened since local midnight), per grid and worker: incidents, accepted, resolved, escalations, overdue", metrics.supervision_today.clone());
+        registry.register("supervision_seconds_today", "Today's times to accept, to be on site and to resolve, per grid and worker, at the median and 90th percentile", metrics.supervision_seconds_today.clone());
         registry.register("rule_events", "Rule transitions, by event", metrics.rule_events.clone());
         registry.register("rule_state_saves", "Times the rule engine's state was saved (only when it changed)", metrics.rule_state_saves.clone());
         registry.register("readings_rejudged", "Acknowledged readings judged again at start because the saved rule state had not seen them", metrics.readings_rejudged.clone());

@@ -87,9 +87,17 @@ fn demo_runs_the_scenario_and_stops_by_itself() {
     let rule_events: Vec<_> = house_03.iter().filter(|l| !l.contains(" reminder ") && !l.contains(" escalated ") && !l.contains(" cleared ")).collect();
     assert_eq!(rule_events.len(), 1, "one incident for the jump, not one per reading: {house_03:?}");
     assert!(rule_events[0].contains(" danger "), "a house with one box follows it: {house_03:?}");
-    // Nobody accepts in the demo: the red incident is reminded, then escalated after 10 minutes.
-    assert!(house_03.iter().any(|l| l.contains(" reminder ") && l.contains("Reminder 1: incident #")), "{house_03:?}");
-    assert!(house_03.iter().any(|l| l.contains(" escalated ") && l.contains("was not accepted within 10 min")), "{house_03:?}");
+    // The loop closes: the worker on duty accepts from her link within 3 minutes (no reminder,
+    // no escalation), goes on site and resolves; the office's screen is announced.
+    assert!(!house_03.iter().any(|l| l.contains(" reminder ") || l.contains(" escalated ")), "accepted before any reminder: {house_03:?}");
+    assert!(stdout.contains("office screen: http://127.0.0.1:") && stdout.contains("/board"), "{stdout}");
+    let sudden = house_03[0].split("incident #").nth(1).and_then(|n| n.trim().parse::<i64>().ok()).expect("the jump's incident number");
+    for step in ["接单", "到场", "办结"] {
+        assert!(stdout.contains(&format!("demo worker: 王芳 {step} #{sudden} (east-yard B2) from her link")), "{step}: {stdout}");
+    }
+    let store = gridwatch::store::Store::open(&dir.path().join("state")).unwrap();
+    let trail: Vec<String> = store.incident_history(sudden).unwrap().iter().map(|e| format!("{} {}", e.actor, e.action)).collect();
+    assert!(trail.contains(&"王芳 (wang, own link) resolve".to_string()), "{trail:?}");
     assert!(stdout.contains(" 1 rejected;"), "the NaN glitch is counted: {stdout}");
     let journal = gridwatch::store::Store::open(&dir.path().join("state")).unwrap().recent_alerts(100).unwrap();
     assert_eq!(journal.len(), alert_lines.len(), "every console alert is in the journal");

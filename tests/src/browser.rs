@@ -124,6 +124,11 @@ impl Browser {
         self.cdp("Emulation.setGeolocationOverride", json!({"latitude": latitude, "longitude": longitude, "accuracy": accuracy})).await.map(drop)
     }
 
+    /// Sets the window's outer size (a TV: 1920×1080; the session starts at a phone's 420×900).
+    pub async fn resize(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.call("POST", "/window/rect", Some(json!({"width": width, "height": height}))).await.map(drop)
+    }
+
     /// Runs `script` (a function body; `return` gives the value) in the page.
     pub async fn execute(&self, script: &str) -> anyhow::Result<Value> {
         self.call("POST", "/execute/sync", Some(json!({"script": script, "args": []}))).await

@@ -180,6 +180,12 @@ impl Dispatcher {
             alert.recipients = people.iter().map(|m| m.name.clone()).collect();
             alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
         }
+        // Device alarms are for the installers (their clears too, to the same channels).
+        if alert.audience == "installer" {
+            let installers = self.dispatch.roster.installers(alert.grid.as_deref());
+            alert.recipients = installers.iter().map(|m| m.name.clone()).collect();
+            alert.mentions = installers.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
+        }
         // A silenced alert is journaled (without deliveries) and kept on its incident, not sent,
         // and starts no reminders.
         let mut silenced = self.silences.iter().find(|s| s.covers(&alert, now)).cloned().or_else(|| silence_covering(&self.store, &alert, now));
@@ -417,10 +423,12 @@ struct Addressing {
 }
 
 /// Finds the channels of `alert`: the grid's, plus the own channels of the members it names
-/// (from `sinks`), and the members' ids for their own links.
+/// (from `sinks`), and the members' ids for their own links. A device alarm whose installers
+/// have channels of their own goes only there, not to the grid's group.
 fn address(alert: &Alert, roster: &crate::dispatch::roster::Roster, sinks: &[String]) -> Addressing {
+    let installers_reached = alert.audience == "installer" && roster.member_channels(&alert.recipients).iter().any(|(channel, _)| sinks.contains(channel));
     let mut addressing = Addressing {
-        targets: roster.targets(alert.grid.as_deref(), sinks).into_iter().cloned().collect(),
+        targets: if installers_reached { Vec::new() } else { roster.targets(alert.grid.as_deref(), sinks).into_iter().cloned().collect() },
         personal: BTreeMap::new(),
         members: roster.members_named(&alert.recipients).map(|m| (m.name.clone(), m.id.clone())).collect(),
     };

@@ -140,6 +140,8 @@ pub fn headline(alert: &Alert, wording: Wording) -> String {
     let level = level(alert, wording);
     let dot = dot(&alert.colour);
     match (alert.event.as_str(), wording.chinese) {
+        ("report", true) => "📋 督办日报".to_string(),
+        ("report", false) => "📋 Supervision report".to_string(),
         ("cleared", true) => format!("✅ 已恢复正常 {n}"),
         ("cleared", false) => format!("✅ Back to normal {n}"),
         ("reminder", true) => format!("⏰ 催办 {n} · {level}"),
@@ -193,6 +195,8 @@ fn what_zh(alert: &Alert) -> &'static str {
 pub fn what_to_do(alert: &Alert, wording: Wording) -> &'static str {
     let closes_itself = crate::incident::closes_when_sensor_clears(&alert.severity);
     match (alert.event.as_str(), alert.audience.as_str(), alert.severity.as_str(), wording.chinese) {
+        ("report", _, _, true) => "请网格长督促超时事件办结。",
+        ("report", _, _, false) => "Grid leaders: follow up the overdue incidents.",
         ("cleared", _, _, true) if closes_itself => "事件已自动关闭，无需处理。",
         ("cleared", _, _, true) => "数值已回落，但仍需到场核实后办结。",
         ("cleared", _, _, false) if closes_itself => "The incident closed by itself; nothing to do.",

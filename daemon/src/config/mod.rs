@@ -69,6 +69,11 @@ pub struct Config {
     pub time_zone: chrono_tz::Tz,
     /// Display names of sites and buildings (`[names]`).
     pub places: crate::alert::text::Places,
+    /// `[board] token`: the office's screen needs `?token=` with it (none: open to whoever
+    /// reaches `[http] listen`).
+    pub board_token: Option<String>,
+    /// `[report]`: the daily supervision digest (none: not sent).
+    pub report_digest: Option<crate::report::DigestConfig>,
 }
 
 /// `[gpio]`, checked.
@@ -523,8 +528,27 @@ impl Checker<'_> {
         self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
         self.check_failover(&alerts.failover, &channels);
         let places = self.places(raw.names, &sensors);
+        let board_token = raw.board.and_then(|board| board.token).filter(|token| !token.is_empty());
+        let report_digest = raw.report.and_then(|report| self.report_digest(report, &channels));
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, photo_max_bytes, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
+        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, photo_max_bytes, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone, board_token, report_digest }
+    }
+
+    /// `[report]`: a local time and configured channels.
+    fn report_digest(&mut self, raw: raw::RawReport, channels: &[String]) -> Option<crate::report::DigestConfig> {
+        let at = chrono::NaiveTime::parse_from_str(raw.daily_digest_at.get_ref(), "%H:%M");
+        if at.is_err() {
+            self.error(raw.daily_digest_at.span(), Some("report.daily_digest_at"), format!("`{}`: expected a local time like \"08:00\"", raw.daily_digest_at.get_ref()));
+        }
+        let span = raw.daily_digest_channels.span();
+        let wanted = raw.daily_digest_channels.into_inner();
+        if wanted.is_empty() {
+            self.error(span.clone(), Some("report.daily_digest_channels"), "name the grid leaders' group's channel(s)".into());
+        }
+        for unknown in wanted.iter().filter(|c| !channels.contains(c)) {
+            self.error(span.clone(), Some("report.daily_digest_channels"), format!("channel `{unknown}` is not configured in [alerts] (have: {})", channels.join(", ")));
+        }
+        Some(crate::report::DigestConfig { at: at.ok()?, channels: wanted })
     }
 
     /// `[names]`: every key names a site or a `site/building` of the inventory.

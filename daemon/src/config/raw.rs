@@ -26,6 +26,10 @@ pub struct RawConfig {
     pub alerts: RawAlerts,
     pub influxdb: Option<RawInflux>,
     pub http: Option<RawHttp>,
+    /// `[board]`: the office's screen at `/board`.
+    pub board: Option<RawBoard>,
+    /// `[report]`: the daily supervision digest.
+    pub report: Option<RawReport>,
     #[serde(default)]
     pub serial: Vec<RawSerial>,
     pub dispatch: Option<RawDispatch>,
@@ -442,6 +446,24 @@ fn default_spool_max_points() -> Spanned<u64> {
 
 fn default_drain_points_per_sec() -> Spanned<u32> {
     Spanned::new(0..0, 5000)
+}
+
+/// `[report]`: the daily digest to the grid leaders' group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReport {
+    /// Local time ("08:00") the previous day's report goes out.
+    pub daily_digest_at: Spanned<String>,
+    /// Alert channels (sink names) of the grid leaders' group.
+    pub daily_digest_channels: Spanned<Vec<String>>,
+}
+
+/// `[board]`: the office's screen (`/board` on `[http] listen`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBoard {
+    /// When set, the board is shown only with `?token=` equal to it.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,8 +2,12 @@
 //! store in a temporary (or given) directory, the default rule packs, and a simulator that
 //! publishes over MQTT like real boxes. Time runs `speed` times faster so an hour of the
 //! scenario (see [`simulator`]) plays in 30 seconds at the default speed.
+//!
+//! A small roster names who is on duty; a simulated worker ([`worker`]) accepts from the link in
+//! her message, goes on site and resolves; the office's screen (`/board`) shows it all.
 
 pub mod simulator;
+pub mod worker;
 
 use crate::clock::Clock;
 use crate::config::{AlertsConfig, BrokerConfig, Config, MqttConfig, Place, RulesConfig, SensorConfig};
@@ -51,6 +55,53 @@ fn sensor(id: &str, kind: SensorKind, site: &str, building: Option<&str>, grid: 
     }
 }
 
+/// The demo's roster: a worker on duty around the clock for the two lanes, one for the canal,
+/// their grid leader, and an installer for the device alarms.
+pub const ROSTER: &str = r#"
+[[grid]]
+id = "grid-1"
+fallback = "grid-2"
+[[grid]]
+id = "grid-2"
+[[grid]]
+id = "grid-3"
+
+[[member]]
+id = "wang"
+name = "王芳"
+role = "worker"
+grids = ["grid-1", "grid-2"]
+
+[[member]]
+id = "li"
+name = "李强"
+role = "worker"
+grids = ["grid-3"]
+
+[[member]]
+id = "chen"
+name = "陈刚"
+role = "grid_leader"
+grids = ["grid-1", "grid-2", "grid-3"]
+
+[[member]]
+id = "zhao"
+name = "赵工"
+role = "installer"
+
+[[shift]]
+member = "wang"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+from = "00:00"
+to = "00:00"
+
+[[shift]]
+member = "li"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+from = "00:00"
+to = "00:00"
+"#;
+
 /// The demo's inventory: three houses with tilt boxes, two water probes.
 pub fn sensors() -> Vec<SensorConfig> {
     vec![
@@ -77,6 +128,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         }
     };
     let listen = SocketAddr::from(([127, 0, 0, 1], free_loopback_port()?));
+    // The pages (the board, the worker's incident page) are always served: on the address
+    // asked for, else on a free loopback port.
+    let http_listen = match options.http_listen {
+        Some(address) => address,
+        None => SocketAddr::from(([127, 0, 0, 1], free_loopback_port()?)),
+    };
+    let public_url = reqwest::Url::parse(&format!("http://{http_listen}")).context("the demo's page address")?;
+    let link_secret = format!("demo-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let dispatch = crate::dispatch::Dispatch::parse("demo roster", ROSTER).map_err(|errors| anyhow::anyhow!("the demo roster: {errors}"))?;
     let config = Config {
         source: None,
         state_dir: state_dir.clone(),
@@ -100,13 +160,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         clock_synchronized: crate::clock::SyncSource::Always,
         alerts: AlertsConfig { failover: std::collections::BTreeMap::new(), failover_after: Duration::from_secs(60), bus_down_after: Duration::from_secs(60), group_window: Duration::from_secs(10), console: true, flap_window: Duration::from_secs(600), mqtt_topic_prefix: Some("gridwatch/alerts".into()), webhooks: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new(), silences: Vec::new() },
         influxdb: None,
-        http_listen: options.http_listen,
-        dispatch: crate::dispatch::Dispatch::default(),
+        http_listen: Some(http_listen),
+        dispatch,
         incident_acks: None,
         gpio: None,
         time_zone: crate::local_time::DEFAULT,
         places: crate::alert::text::Places::default(),
-        worker_links: None,
+        board_token: None,
+        report_digest: None,
+        worker_links: Some(crate::links::WorkerLinks::new(public_url, &link_secret, Duration::from_secs(72 * 3600))),
         photo_max_bytes: crate::config::DEFAULT_PHOTO_MAX_BYTES,
         serial: Vec::new(),
     };
@@ -144,6 +206,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         })
     };
 
+    let worker = {
+        let stop = simulator_stop.clone();
+        let options = crate::mqtt::options(&config.mqtt, "worker");
+        let topic = format!("{}/#", config.alerts.mqtt_topic_prefix.as_deref().unwrap_or("gridwatch/alerts"));
+        tokio::spawn(worker::run(options, topic, clock, stop))
+    };
+    println!("office screen: http://{http_listen}/board   (open incidents: http://{http_listen}/incidents)");
+    println!("on duty: 王芳 (grid-1, grid-2), 李强 (grid-3); {} answers her alarms from the link in each message", worker::MEMBER.1);
+
     let started = clock.now();
     let ended_early = tokio::select! {
         _ = wait(options.duration) => None,
@@ -152,6 +223,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     };
     simulator_stop.cancel();
     let _ = simulator.await;
+    let _ = worker.await;
     shutdown.cancel();
     match ended_early {
         Some(result) => result.context("daemon task")??,

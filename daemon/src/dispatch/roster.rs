@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 /// What a member does; escalation policies add people by role.
-pub const ROLES: [&str; 5] = ["worker", "grid_leader", "secretary", "street_office", "housing_office"];
+/// `installer`s get the device alarms (silent boxes, gateways and buses down), not the grid.
+pub const ROLES: [&str; 6] = ["worker", "grid_leader", "secretary", "street_office", "housing_office", "installer"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
@@ -346,6 +347,12 @@ impl Roster {
     /// The members called `name` (names on alerts are display names).
     pub fn members_named<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = &'a Member> + 'a {
         self.members.iter().filter(move |m| names.contains(&m.name))
+    }
+
+    /// The installers who answer for `grid` (every installer for a device alarm of no grid):
+    /// whom device alarms name.
+    pub fn installers(&self, grid: Option<&str>) -> Vec<&Member> {
+        self.members.iter().filter(|m| m.role == "installer" && grid.is_none_or(|g| m.covers(g))).collect()
     }
 
     /// Members with one of `roles` who answer for `grid`.

@@ -4,8 +4,9 @@
 //! operators' list of open incidents, [`incidents_list`]), `/api/…` for the installer commands
 //! ([`installer_api`]), and — when `[http] public_url` and a
 //! link secret are configured — the workers' incident pages behind signed links
-//! ([`incident_page`]).
+//! ([`incident_page`]); `/board`, the office's screen ([`board`]), when the daemon serves one.
 
+pub mod board;
 pub mod incident_page;
 mod incidents_list;
 mod index;
@@ -61,14 +62,17 @@ pub fn router(state: WebState) -> Router {
 }
 
 /// Binds `listen` and serves until `shutdown`. Returns the bound address (port 0 picks one).
-pub async fn serve(listen: SocketAddr, state: WebState, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+pub async fn serve(listen: SocketAddr, state: WebState, board: Option<board::Board>, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding the HTTP endpoint to {listen}"))?;
     let bound = listener.local_addr()?;
     let pages = state.links.is_some();
     if let Some(ledger) = &state.ledger {
         state.metrics.know_sinks(&ledger.channels);
     }
-    let app = router(state);
+    let mut app = router(state);
+    if let Some(board) = board {
+        app = app.merge(board::router(board));
+    }
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
         if let Err(error) = served {
