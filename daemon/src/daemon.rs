@@ -150,7 +150,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     if let Some(listen) = config.http_listen {
         let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock, started_ms: clock.now(), clocks: clocks.clone() };
         let ledger = crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
-        let web = crate::web::WebState { time_zone: config.time_zone, metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer), ledger: Some(ledger), members: Arc::new(config.dispatch.roster.member_names()), page: crate::web::incident_page::PageSetup { roster: Arc::new(config.dispatch.roster.clone()), photo_max_bytes: config.photo_max_bytes } };
+        let web = crate::web::WebState { time_zone: config.time_zone, metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer), ledger: Some(ledger), members: Arc::new(config.dispatch.roster.member_names()), page: crate::web::incident_page::PageSetup { roster: Arc::new(config.dispatch.roster.clone()), photo_max_bytes: config.photo_max_bytes, clock } };
         let board = crate::web::board::Board {
             sensors: sensors.clone(),
             places: config.places.clone(),

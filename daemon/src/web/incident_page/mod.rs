@@ -37,11 +37,13 @@ pub struct PageSetup {
     pub roster: Arc<Roster>,
     /// The largest photo taken (`[http] photo_max_bytes`).
     pub photo_max_bytes: usize,
+    /// The daemon's clock, which stamps each step (the demo's runs fast).
+    pub clock: crate::clock::Clock,
 }
 
 impl Default for PageSetup {
     fn default() -> Self {
-        PageSetup { roster: Arc::new(Roster::empty()), photo_max_bytes: crate::config::DEFAULT_PHOTO_MAX_BYTES }
+        PageSetup { roster: Arc::new(Roster::empty()), photo_max_bytes: crate::config::DEFAULT_PHOTO_MAX_BYTES, clock: crate::clock::Clock::System }
     }
 }
 
@@ -186,7 +188,7 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
     });
     let note = (!note.is_empty()).then(|| note.chars().take(1000).collect::<String>());
     let step = Step { work: &work, actor: &actor, person: &person, note: note.as_deref(), photo: posted.photo.as_ref(), check_in };
-    let recorded = state.store.record_work(id, step, chrono::Utc::now().timestamp_millis());
+    let recorded = state.store.record_work(id, step, state.page.clock.now());
     match recorded {
         Ok(_) => Redirect::to(&format!("/incident/{id}?{}&done={}#done", signed.query(), steps::name(&work))).into_response(),
         Err(error) => refuse(StatusCode::CONFLICT, error.to_string(), &posted.note),
