@@ -6,11 +6,13 @@
 //! The annotated example is `gridwatch.example.toml` at the top of the repository; the reference
 //! is docs/configuration.md.
 
+mod cluster;
 mod inventory;
 mod raw;
 mod sensor_index;
 mod serial;
 
+pub use cluster::ClusterConfig;
 pub use raw::SerialProtocol;
 pub use sensor_index::SensorIndex;
 pub use serial::{SerialConfig, SerialDevice};
@@ -66,6 +68,8 @@ pub struct Config {
     pub time_zone: chrono_tz::Tz,
     /// Display names of sites and buildings (`[names]`).
     pub places: crate::alert::text::Places,
+    /// This box's uplink to its district (`[cluster]`; needs a build with `--features cluster`).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[gpio]`, checked.
@@ -519,8 +523,9 @@ impl Checker<'_> {
         self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
         self.check_failover(&alerts.failover, &channels);
         let places = self.places(raw.names, &sensors);
+        let cluster = raw.cluster.and_then(|c| self.cluster(c));
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
+        Config { source: None, cluster, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone }
     }
 
     /// `[names]`: every key names a site or a `site/building` of the inventory.

@@ -106,6 +106,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         gpio: None,
         time_zone: crate::local_time::DEFAULT,
         places: crate::alert::text::Places::default(),
+        cluster: None,
         worker_links: None,
         serial: Vec::new(),
     };
