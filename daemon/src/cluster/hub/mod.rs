@@ -65,8 +65,8 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
                     ..Default::default()
                 })
                 .await?;
-            let hwm = bucket(js, kv::Config { bucket: super::HWM_BUCKET.into(), history: 1, num_replicas: options.replicas, ..Default::default() }).await?;
-            let leases = bucket(js, kv::Config { bucket: super::LEASE_BUCKET.into(), history: 1, max_age: options.lease_ttl, num_replicas: options.replicas, ..Default::default() }).await?;
+            let hwm = bucket(js, super::HWM_BUCKET, Duration::ZERO, options.replicas).await?;
+            let leases = bucket(js, super::LEASE_BUCKET, options.lease_ttl, options.replicas).await?;
             anyhow::Ok((uplink, hwm, leases))
         }
         .await;
@@ -80,11 +80,31 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
     }
 }
 
-async fn bucket(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<kv::Store> {
-    match js.get_key_value(config.bucket.clone()).await {
-        Ok(store) => Ok(store),
-        Err(_) => Ok(js.create_key_value(config).await?),
+/// Finds or creates a KV bucket (one value per key; entries expire after `max_age`, 0: never).
+/// The bucket's stream is created here as the client's `create_key_value` would, because that
+/// call first reads the account's info, which nats-server 2.9 (Debian 12) answers without
+/// fields async-nats 0.48 requires.
+async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
     }
+    let duplicate_window = if max_age.is_zero() { Duration::from_secs(120) } else { max_age.min(Duration::from_secs(120)) };
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        duplicate_window,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await?;
+    Ok(js.get_key_value(name).await?)
 }
 
 /// Consumes the uplink stream until `shutdown`, reconnecting to PostgreSQL and re-creating the

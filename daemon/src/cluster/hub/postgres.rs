@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
 
 const SCHEMA: &str = "
+SET client_min_messages = warning;
 CREATE TABLE IF NOT EXISTS boxes (
     box_id TEXT PRIMARY KEY,
     district TEXT NOT NULL,
