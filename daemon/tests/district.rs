@@ -198,6 +198,20 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
     district.assert_caught_up(&east, 60 * SECOND).await;
     district.assert_caught_up(&west, 30 * SECOND).await;
 
+    // What the uplink costs on the link (printed for docs/district.md): idle (lease renewals
+    // every second here, pings) and per alarm cycle (6 alert events and their transitions).
+    let idle_from = east.proxy.bytes_forwarded();
+    tokio::time::sleep(10 * SECOND).await;
+    let idle = east.proxy.bytes_forwarded() - idle_from;
+    let rows_from = (east.local_ids("alert_events").len(), east.local_ids("incident_events").len());
+    let busy_from = east.proxy.bytes_forwarded();
+    east.alarm_cycles(1).await;
+    district.assert_caught_up(&east, 30 * SECOND).await;
+    let busy = east.proxy.bytes_forwarded() - busy_from;
+    let rows = east.local_ids("alert_events").len() - rows_from.0 + east.local_ids("incident_events").len() - rows_from.1;
+    eprintln!("uplink idle: {} bytes/s with lease_renew_secs = 1; one alarm cycle: {busy} bytes for {rows} rows", idle / 10);
+    assert!(rows >= 6);
+
     // (a) East's link is blackholed for 20 s while its alarms fire.
     let cut = Instant::now();
     east.proxy.set_blackholed(true);

@@ -4,6 +4,8 @@
 //! lived through the blackhole are closed (their streams lost bytes) and new ones pass.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -12,6 +14,8 @@ use tokio::sync::watch;
 pub struct LinkProxy {
     pub port: u16,
     blackholed: watch::Sender<bool>,
+    /// Payload bytes forwarded (both directions; TCP/IP headers not counted).
+    forwarded: Arc<AtomicU64>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -20,26 +24,35 @@ impl LinkProxy {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let (blackholed, watch_rx) = watch::channel(false);
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let counter = forwarded.clone();
         let server = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let targets = targets.clone();
                 let state = watch_rx.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     for target in targets {
                         if let Ok(upstream) = TcpStream::connect(target).await {
-                            pump(client, upstream, state).await;
+                            pump(client, upstream, state, &counter).await;
                             return;
                         }
                     }
                 });
             }
         });
-        Ok(LinkProxy { port, blackholed, server })
+        Ok(LinkProxy { port, blackholed, forwarded, server })
     }
 
     /// `nats://127.0.0.1:<port>`: the address a box is given.
     pub fn nats_url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Payload bytes carried so far, both directions (what the link's tariff counts, less
+    /// TCP/IP headers).
+    pub fn bytes_forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
     }
 
     /// Cuts (true) or restores (false) the link.
@@ -54,7 +67,7 @@ impl Drop for LinkProxy {
     }
 }
 
-async fn pump(client: TcpStream, upstream: TcpStream, mut state: watch::Receiver<bool>) {
+async fn pump(client: TcpStream, upstream: TcpStream, mut state: watch::Receiver<bool>, forwarded: &AtomicU64) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
     let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
@@ -63,11 +76,17 @@ async fn pump(client: TcpStream, upstream: TcpStream, mut state: watch::Receiver
         let forward = !*state.borrow();
         tokio::select! {
             read = client_read.read(&mut up) => match read {
-                Ok(n) if n > 0 => if forward && upstream_write.write_all(&up[..n]).await.is_err() { return },
+                Ok(n) if n > 0 => if forward {
+                    forwarded.fetch_add(n as u64, Ordering::Relaxed);
+                    if upstream_write.write_all(&up[..n]).await.is_err() { return }
+                },
                 _ => return,
             },
             read = upstream_read.read(&mut down) => match read {
-                Ok(n) if n > 0 => if forward && client_write.write_all(&down[..n]).await.is_err() { return },
+                Ok(n) if n > 0 => if forward {
+                    forwarded.fetch_add(n as u64, Ordering::Relaxed);
+                    if client_write.write_all(&down[..n]).await.is_err() { return }
+                },
                 _ => return,
             },
             changed = state.changed() => {
