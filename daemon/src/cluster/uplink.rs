@@ -43,7 +43,7 @@ pub async fn run(config: ClusterConfig, store: Store, shutdown: CancellationToke
     let js = jetstream::new(client);
     tracing::info!(box_id = %config.box_id, district = %config.district, "district uplink started");
     let lease = tokio::spawn(renew_lease(js.clone(), config.clone(), shutdown.clone()));
-    let mut uplink = Uplink { js, config, store, pending: [None, None], hwm: None };
+    let mut uplink = Uplink { js, config, store, pending: [None, None], known_committed: [None, None], hwm: None };
     uplink.send_until(&shutdown).await;
     let _ = lease.await;
 }
@@ -54,6 +54,9 @@ struct Uplink {
     store: Store,
     /// Per kind: the batch sent and not yet committed by the hub (sent again as it is).
     pending: [Option<Batch>; 2],
+    /// Per kind: the hub's high-water mark as last read from KV (none: read it again). Kept so
+    /// an idle box does not ask the hub over its 4G link twice a second.
+    known_committed: [Option<i64>; 2],
     hwm: Option<jetstream::kv::Store>,
 }
 
@@ -95,8 +98,11 @@ impl Uplink {
     /// Sends one batch of `kind` (the pending one, or the next rows after the hub's mark) and
     /// waits for the hub to commit it; whether there was anything to send.
     async fn step(&mut self, kind: Kind) -> anyhow::Result<bool> {
-        let committed = self.committed(kind).await?;
         let slot = kind as usize;
+        let committed = match self.known_committed[slot] {
+            Some(committed) => committed,
+            None => self.committed(kind).await?,
+        };
         let batch = match self.pending[slot].take() {
             Some(batch) if batch.range().is_some_and(|(_, last)| last > committed) => batch,
             _ => match self.next_batch(kind, committed).await? {
@@ -106,11 +112,14 @@ impl Uplink {
         };
         let Some((_, last)) = batch.range() else { return Ok(false) };
         self.pending[slot] = Some(batch.clone());
+        self.known_committed[slot] = None;
         self.publish(&batch).await?;
         let deadline = tokio::time::Instant::now() + self.config.commit_wait;
         while tokio::time::Instant::now() < deadline {
-            if self.committed(kind).await? >= last {
+            let committed = self.committed(kind).await?;
+            if committed >= last {
                 self.pending[slot] = None;
+                self.known_committed[slot] = Some(committed);
                 tracing::debug!(kind = kind.as_str(), last, "district hub committed a batch");
                 return Ok(true);
             }
