@@ -75,6 +75,30 @@ impl super::Checker<'_> {
 #[cfg(test)]
 mod tests {
     use super::is_token;
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    const WITH_CLUSTER: &str = "state_dir = \"state\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1883\"\n[cluster]\nnats_urls = [\"nats://10.0.0.1:4222\"]\nbox_id = \"east-canal\"\ndistrict = \"old-town\"\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse("gridwatch.toml", text, Path::new("/etc/gridwatch"))
+    }
+
+    #[cfg(not(feature = "cluster"))]
+    #[test]
+    fn a_default_build_refuses_the_cluster_table() {
+        let Err(ConfigError::Invalid(diagnostics)) = parse(WITH_CLUSTER) else { panic!("accepted [cluster] without the feature") };
+        assert!(diagnostics.iter().any(|d| d.to_string().contains("--features cluster")), "{diagnostics:?}");
+    }
+
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn the_cluster_table_gets_defaults_and_checks_its_box_id() {
+        let cluster = parse(WITH_CLUSTER).unwrap().cluster.unwrap();
+        assert_eq!((cluster.box_id.as_str(), cluster.batch_rows, cluster.lease_renew.as_secs(), cluster.commit_wait.as_secs()), ("east-canal", 500, 5, 10));
+        let Err(ConfigError::Invalid(diagnostics)) = parse(&WITH_CLUSTER.replace("east-canal", "east.canal")) else { panic!("accepted a box id with a dot") };
+        assert!(diagnostics.iter().any(|d| d.to_string().contains("cluster.box_id")), "{diagnostics:?}");
+    }
 
     #[test]
     fn box_ids_are_subject_tokens() {

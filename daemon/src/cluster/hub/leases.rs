@@ -71,7 +71,7 @@ async fn round(leases: &kv::Store, db: &tokio_postgres::Client, http: &reqwest::
     }
     for known in postgres::boxes(db).await? {
         let is_alive = alive.contains_key(&known.box_id);
-        if is_alive == !known.down {
+        if is_alive != known.down {
             continue;
         }
         let event = if is_alive { "cleared" } else { "raised" };
