@@ -66,6 +66,27 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
     },
+    /// Run the district hub: consume every box's uplink from NATS JetStream into PostgreSQL and
+    /// raise `box-down` when a box's lease expires (build with --features cluster).
+    #[cfg(feature = "cluster")]
+    #[command(after_help = "Examples:\n  gridwatch hub --nats nats://10.0.0.1:4222 --nats nats://10.0.0.2:4222 --nats nats://10.0.0.3:4222 \\\n      --postgres 'host=127.0.0.1 user=gridwatch dbname=district' --webhook https://office.example/hook")]
+    Hub {
+        /// A NATS server of the district's cluster (repeat for each node).
+        #[arg(long = "nats", required = true, value_name = "URL")]
+        nats_urls: Vec<String>,
+        /// PostgreSQL connection string (libpq key=value form).
+        #[arg(long)]
+        postgres: String,
+        /// Where `box-down` alarms and their clearing are posted.
+        #[arg(long)]
+        webhook: String,
+        /// How long a box's lease lives without renewal.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        lease_ttl: Duration,
+        /// Copies of the stream and buckets on the cluster.
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+    },
     /// Run everything on embedded defaults with simulated houses and water probes.
     #[command(after_help = "Examples:\n  gridwatch demo --for 30s\n  gridwatch demo --speed 60 --http-listen 127.0.0.1:9181   # then open http://127.0.0.1:9181/")]
     Demo {

@@ -306,6 +306,11 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         state_dir = %config.state_dir.display(),
         "gridwatch running"
     );
+    // The district uplink reads what is already durable here; it stops with the rest.
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = config.cluster.clone() {
+        tokio::spawn(crate::cluster::uplink::run(cluster, store.clone(), shutdown.clone()));
+    }
     crate::supervision::ready();
     tokio::spawn(crate::supervision::watchdog(heartbeat, shutdown.clone()));
     if let Some(reason) = &boot.degraded {

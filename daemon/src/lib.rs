@@ -25,7 +25,8 @@
 //! [`reload`] builds the engine and swaps in new rules on SIGHUP or file change;
 //! [`rules_cli`] and [`replay`] are the operators' `rules check | test | explain`; [`probe`]
 //! is the installers' `gridwatch probe`; [`bridge`] runs only the serial sources and publishes to
-//! MQTT.
+//! MQTT. With `--features cluster`, `cluster` sends a box's alert events and incident
+//! transitions up to its district and is `gridwatch hub` (docs/district.md).
 
 pub mod alert;
 pub mod backoff;
@@ -33,6 +34,8 @@ pub mod bridge;
 pub mod buses;
 pub mod cli;
 pub mod clock;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -155,6 +155,16 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        #[cfg(feature = "cluster")]
+        Command::Hub { nats_urls, postgres, webhook, lease_ttl, replicas } => block_on(async move {
+            let shutdown = CancellationToken::new();
+            let signals = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_stop_signal().await;
+                signals.cancel();
+            });
+            gridwatch::cluster::hub::run(gridwatch::cluster::hub::HubOptions { nats_urls, postgres, webhook, lease_ttl, replicas }, shutdown).await
+        }),
         Command::Demo { duration, speed, state_dir, http_listen } => {
             block_on(demo::run(demo::DemoOptions { duration, speed, state_dir, http_listen }))
         }

@@ -10,6 +10,11 @@
 //! - [`PtyPair`]: a pseudo-terminal pair (socat) standing in for an RS-485 adapter.
 //! - [`Browser`]: headless Chromium over WebDriver (Debian packages `chromium`,
 //!   `chromium-driver`), for the workers' pages.
+//! - [`NatsCluster`]: a NATS JetStream cluster of three `nats-server` nodes (Debian package
+//!   `nats-server`), for the district tests.
+//! - [`Postgres`]: a throw-away PostgreSQL cluster (Debian package `postgresql`; run as the
+//!   `postgres` user when the tests run as root).
+//! - [`LinkProxy`]: a TCP proxy that can blackhole a box's link to the district.
 //! - [`Publisher`]: a device-like MQTT publisher that knows exactly which readings the broker
 //!   acknowledged (the external oracle of the durability tests).
 //!
@@ -21,11 +26,17 @@
 
 pub mod alarm_quality;
 mod browser;
+mod link_proxy;
+mod nats;
+mod postgres;
 mod publisher;
 mod services;
 mod webhook;
 
 pub use browser::Browser;
+pub use link_proxy::LinkProxy;
+pub use nats::NatsCluster;
+pub use postgres::Postgres;
 pub use publisher::Publisher;
 pub use services::{free_port, wait_for, Mosquitto, PtyPair, VictoriaMetrics};
 pub use webhook::{now_ms, WebhookReceiver};

@@ -32,7 +32,7 @@ where
     }
 }
 
-fn find_program(name: &str, package: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn find_program(name: &str, package: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/bin".into(), "/usr/local/sbin".into()]);
     for dir in dirs {
@@ -57,7 +57,7 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-async fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) -> anyhow::Result<()> {
     for _ in 0..200 {
         if let Some(status) = child.try_wait()? {
             bail!("{what} exited with {status} before listening on {addr}");

@@ -6,12 +6,14 @@
 //! The annotated example is `gridwatch.example.toml` at the top of the repository; the reference
 //! is docs/configuration.md.
 
+mod cluster;
 mod inventory;
 mod raw;
 pub use raw::DEFAULT_PHOTO_MAX_BYTES;
 mod sensor_index;
 mod serial;
 
+pub use cluster::ClusterConfig;
 pub use raw::SerialProtocol;
 pub use sensor_index::SensorIndex;
 pub use serial::{SerialConfig, SerialDevice};
@@ -74,6 +76,8 @@ pub struct Config {
     pub board_token: Option<String>,
     /// `[report]`: the daily supervision digest (none: not sent).
     pub report_digest: Option<crate::report::DigestConfig>,
+    /// This box's uplink to its district (`[cluster]`; needs a build with `--features cluster`).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[gpio]`, checked.
@@ -530,8 +534,9 @@ impl Checker<'_> {
         let places = self.places(raw.names, &sensors);
         let board_token = raw.board.and_then(|board| board.token).filter(|token| !token.is_empty());
         let report_digest = raw.report.and_then(|report| self.report_digest(report, &channels));
+        let cluster = raw.cluster.and_then(|c| self.cluster(c));
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { source: None, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, photo_max_bytes, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone, board_token, report_digest }
+        Config { source: None, cluster, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, photo_max_bytes, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone, board_token, report_digest }
     }
 
     /// `[report]`: a local time and configured channels.

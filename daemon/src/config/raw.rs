@@ -41,6 +41,8 @@ pub struct RawConfig {
     /// Display names: site id, or `site/building`, = the name people read.
     #[serde(default)]
     pub names: BTreeMap<String, Spanned<String>>,
+    /// This box's uplink to its district's hub (`config::cluster`).
+    pub cluster: Option<super::cluster::RawCluster>,
 }
 
 fn default_state_reserve_kib() -> u64 {

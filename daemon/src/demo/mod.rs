@@ -170,6 +170,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         report_digest: None,
         worker_links: Some(crate::links::WorkerLinks::new(public_url, &link_secret, Duration::from_secs(72 * 3600))),
         photo_max_bytes: crate::config::DEFAULT_PHOTO_MAX_BYTES,
+        cluster: None,
         serial: Vec::new(),
     };
     let clock = Clock::accelerated(options.speed);

@@ -11,7 +11,9 @@
 //! - signatures already used, until they expire ([`used_signatures`]);
 //! - the readings acknowledged since the rule state was last saved ([`unsaved`]), judged again
 //!   after a crash: appended to segment files beside the database ([`crash_log`]), not SQLite
-//!   pages.
+//!   pages;
+//! - with `--features cluster`, reads of alert events and incident transitions after a
+//!   high-water mark for the district uplink (`uplink`).
 //!
 //! Beside it, a [`reserve`] file keeps space back for alarms: writes other than telemetry that
 //! find the disk full give it up and are tried once more.
@@ -40,6 +42,8 @@ mod spool;
 mod state;
 mod trend;
 mod unsaved;
+#[cfg(feature = "cluster")]
+mod uplink;
 mod used_signatures;
 
 pub use calibrations::Calibration;
@@ -51,6 +55,8 @@ pub use journal::{Destination, DueDelivery, JournalEntry};
 pub use silences::NewSilence;
 pub use spool::{NewPoint, SpoolStats, SpooledPoint};
 pub use trend::{FieldTrend, TrendRow};
+#[cfg(feature = "cluster")]
+pub use uplink::{UplinkAlert, UplinkTransition};
 
 use anyhow::Context;
 use rusqlite::Connection;

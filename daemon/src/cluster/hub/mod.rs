@@ -1,0 +1,178 @@
+//! `gridwatch hub`: the district's process. It creates the uplink stream and the KV buckets
+//! (replicated on the JetStream cluster), consumes the stream with a durable consumer, commits
+//! each batch to PostgreSQL and only then advances the box's high-water mark in KV and acks the
+//! message — the box forgets nothing before that ([`super::uplink`]). Beside it, [`leases`]
+//! turns an expired box lease into one `box-down` alarm.
+//!
+//! Invariants: a high-water mark only moves forward and only to a row committed in PostgreSQL;
+//! a message is acked only after both; a batch that cannot be decoded is counted, logged and
+//! terminated (never redelivered forever, never a stall).
+
+mod leases;
+mod postgres;
+
+use super::wire::{hwm_key, parse_hwm, Batch};
+use async_nats::jetstream::{self, consumer::pull, kv, stream, AckKind};
+use futures::StreamExt;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What `gridwatch hub` is given on its command line.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    pub nats_urls: Vec<String>,
+    /// A libpq connection string (`host=… port=… user=… dbname=…`).
+    pub postgres: String,
+    /// Where `box-down` and its clearing are posted (installers, grid leaders).
+    pub webhook: String,
+    /// How long a box's lease lives without renewal (the lease bucket's max age).
+    pub lease_ttl: Duration,
+    /// Copies of the stream and buckets (3 on a district's cluster; 1 on a single node).
+    pub replicas: usize,
+}
+
+/// How long JetStream waits for the hub's ack before delivering a batch again.
+const ACK_WAIT: Duration = Duration::from_secs(15);
+
+/// Runs the hub until `shutdown`.
+pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = super::connect(&options.nats_urls, "gridwatch-hub").await?;
+    let js = jetstream::new(client);
+    let (uplink, hwm, lease_bucket) = tokio::select! {
+        ready = set_up(&js, &options) => ready,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    tracing::info!(stream = super::STREAM, replicas = options.replicas, lease_ttl_secs = options.lease_ttl.as_secs(), "district hub started");
+    let watcher = tokio::spawn(leases::watch(lease_bucket, options.clone(), shutdown.clone()));
+    consume(uplink, hwm, &options, &shutdown).await;
+    let _ = watcher.await;
+    Ok(())
+}
+
+/// Creates (or finds) the stream and buckets; retries while the cluster has no JetStream
+/// leader yet.
+async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Stream, kv::Store, kv::Store) {
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    loop {
+        let attempt = async {
+            let uplink = js
+                .get_or_create_stream(stream::Config {
+                    name: super::STREAM.into(),
+                    subjects: vec![super::STREAM_SUBJECTS.into()],
+                    storage: stream::StorageType::File,
+                    num_replicas: options.replicas,
+                    duplicate_window: Duration::from_secs(120),
+                    ..Default::default()
+                })
+                .await?;
+            let hwm = bucket(js, super::HWM_BUCKET, Duration::ZERO, options.replicas).await?;
+            let leases = bucket(js, super::LEASE_BUCKET, options.lease_ttl, options.replicas).await?;
+            anyhow::Ok((uplink, hwm, leases))
+        }
+        .await;
+        match attempt {
+            Ok(ready) => return ready,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "district stream or buckets not ready; trying again");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+/// Finds or creates a KV bucket (one value per key; entries expire after `max_age`, 0: never).
+/// The bucket's stream is created here as the client's `create_key_value` would, because that
+/// call first reads the account's info, which nats-server 2.9 (Debian 12) answers without
+/// fields async-nats 0.48 requires.
+async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    let duplicate_window = if max_age.is_zero() { Duration::from_secs(120) } else { max_age.min(Duration::from_secs(120)) };
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        duplicate_window,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await?;
+    Ok(js.get_key_value(name).await?)
+}
+
+/// Consumes the uplink stream until `shutdown`, reconnecting to PostgreSQL and re-creating the
+/// consumer's message stream whenever either is lost.
+async fn consume(uplink: stream::Stream, hwm: kv::Store, options: &HubOptions, shutdown: &CancellationToken) {
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let mut db: Option<tokio_postgres::Client> = None;
+    while !shutdown.is_cancelled() {
+        let round = async {
+            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+                db = Some(postgres::connect(&options.postgres).await?);
+            }
+            let consumer: pull::Stream = uplink
+                .get_or_create_consumer(
+                    super::HUB_CONSUMER,
+                    pull::Config { durable_name: Some(super::HUB_CONSUMER.into()), ack_policy: jetstream::consumer::AckPolicy::Explicit, ack_wait: ACK_WAIT, ..Default::default() },
+                )
+                .await?
+                .messages()
+                .await?;
+            let mut consumer = consumer;
+            while let Some(message) = consumer.next().await {
+                let message = message?;
+                let Some(client) = db.as_mut() else { break };
+                handle(message, client, &hwm).await?;
+                backoff.reset();
+            }
+            anyhow::Ok(())
+        };
+        let outcome = tokio::select! {
+            outcome = round => outcome,
+            () = shutdown.cancelled() => return,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(error = %format!("{error:#}"), "district hub lost its stream or database; resuming");
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+}
+
+/// One batch: PostgreSQL commit, then the high-water mark, then the ack. A failure before the
+/// ack leaves the message to be delivered again (the commit is idempotent).
+async fn handle(message: jetstream::Message, db: &mut tokio_postgres::Client, hwm: &kv::Store) -> anyhow::Result<()> {
+    let batch: Batch = match serde_json::from_slice(&message.payload) {
+        Ok(batch) => batch,
+        Err(error) => {
+            tracing::error!(subject = %message.subject, error = %error, "undecodable district batch dropped");
+            message.ack_with(AckKind::Term).await.map_err(|e| anyhow::anyhow!(e))?;
+            return Ok(());
+        }
+    };
+    let Some((first, last)) = batch.range() else {
+        message.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+        return Ok(());
+    };
+    let inserted = match postgres::commit_batch(db, &batch).await {
+        Ok(inserted) => inserted,
+        Err(error) => {
+            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            return Err(error.context("committing a district batch"));
+        }
+    };
+    let key = hwm_key(&batch.box_id, batch.kind());
+    let current = parse_hwm(hwm.get(key.clone()).await?.as_deref());
+    if last > current {
+        hwm.put(key, last.to_string().into()).await?;
+    }
+    message.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+    tracing::debug!(box_id = %batch.box_id, kind = batch.kind().as_str(), first, last, inserted, "district batch committed");
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! The district's tables in PostgreSQL, written only by the hub: every box's alert events and
+//! incident transitions (keyed by box and the box's row id, so a row sent twice is stored once),
+//! the last reported state of each box's incidents (the box owns them; this is its report, not a
+//! second copy to merge), the boxes seen, and whether each is reported down.
+//!
+//! Invariants: a batch is committed whole or not at all; `box_incidents` only moves forward
+//! (a transition older than the one it holds does not overwrite it).
+
+use crate::cluster::wire::{Batch, Rows};
+use serde::Serialize;
+use tokio_postgres::{Client, NoTls};
+
+const SCHEMA: &str = "
+SET client_min_messages = warning;
+CREATE TABLE IF NOT EXISTS boxes (
+    box_id TEXT PRIMARY KEY,
+    district TEXT NOT NULL,
+    first_seen TIMESTAMPTZ NOT NULL DEFAULT now(),
+    down BOOLEAN NOT NULL DEFAULT false,
+    down_changed TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS alert_events (
+    box_id TEXT NOT NULL,
+    id BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    rule TEXT NOT NULL,
+    sensor TEXT NOT NULL,
+    event TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    received TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (box_id, id)
+);
+CREATE TABLE IF NOT EXISTS incident_transitions (
+    box_id TEXT NOT NULL,
+    id BIGINT NOT NULL,
+    incident_id BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    note TEXT,
+    received TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (box_id, id)
+);
+CREATE TABLE IF NOT EXISTS box_incidents (
+    box_id TEXT NOT NULL,
+    incident_id BIGINT NOT NULL,
+    rule TEXT NOT NULL,
+    sensor TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    last_transition BIGINT NOT NULL,
+    PRIMARY KEY (box_id, incident_id)
+);
+";
+
+/// Connects (the connection runs on its own task) and creates the tables when missing.
+pub async fn connect(conninfo: &str) -> anyhow::Result<Client> {
+    let (client, connection) = tokio_postgres::connect(conninfo, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(error = %error, "PostgreSQL connection lost");
+        }
+    });
+    client.batch_execute(SCHEMA).await?;
+    Ok(client)
+}
+
+/// Writes one batch in one transaction; how many of its rows were new.
+pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<u64> {
+    let tx = client.transaction().await?;
+    tx.execute("INSERT INTO boxes (box_id, district) VALUES ($1, $2) ON CONFLICT (box_id) DO NOTHING", &[&batch.box_id, &batch.district]).await?;
+    let inserted = match &batch.rows {
+        Rows::Alert(rows) => {
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let at: Vec<i64> = rows.iter().map(|r| r.at_ms).collect();
+            let rule: Vec<&str> = rows.iter().map(|r| r.rule.as_str()).collect();
+            let sensor: Vec<&str> = rows.iter().map(|r| r.sensor.as_str()).collect();
+            let event: Vec<&str> = rows.iter().map(|r| r.event.as_str()).collect();
+            let severity: Vec<&str> = rows.iter().map(|r| r.severity.as_str()).collect();
+            let value: Vec<f64> = rows.iter().map(|r| r.value).collect();
+            tx.execute(
+                "INSERT INTO alert_events (box_id, id, at_ms, rule, sensor, event, severity, value)
+                 SELECT $1, * FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::DOUBLE PRECISION[])
+                 ON CONFLICT (box_id, id) DO NOTHING",
+                &[&batch.box_id, &ids, &at, &rule, &sensor, &event, &severity, &value],
+            )
+            .await?
+        }
+        Rows::Transition(rows) => {
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let incident: Vec<i64> = rows.iter().map(|r| r.incident_id).collect();
+            let at: Vec<i64> = rows.iter().map(|r| r.at_ms).collect();
+            let actor: Vec<&str> = rows.iter().map(|r| r.actor.as_str()).collect();
+            let action: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+            let note: Vec<Option<&str>> = rows.iter().map(|r| r.note.as_deref()).collect();
+            let inserted = tx
+                .execute(
+                    "INSERT INTO incident_transitions (box_id, id, incident_id, at_ms, actor, action, note)
+                     SELECT $1, * FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])
+                     ON CONFLICT (box_id, id) DO NOTHING",
+                    &[&batch.box_id, &ids, &incident, &at, &actor, &action, &note],
+                )
+                .await?;
+            let rule: Vec<&str> = rows.iter().map(|r| r.rule.as_str()).collect();
+            let sensor: Vec<&str> = rows.iter().map(|r| r.sensor.as_str()).collect();
+            let severity: Vec<&str> = rows.iter().map(|r| r.severity.as_str()).collect();
+            let state: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
+            // The last row per incident carries the incident's state as the box last reported it.
+            tx.execute(
+                "INSERT INTO box_incidents (box_id, incident_id, rule, sensor, severity, state, last_transition)
+                 SELECT DISTINCT ON (incident) $1, incident, rule, sensor, severity, state, id
+                 FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[]) AS t (id, incident, rule, sensor, severity, state)
+                 ORDER BY incident, id DESC
+                 ON CONFLICT (box_id, incident_id) DO UPDATE SET severity = EXCLUDED.severity, state = EXCLUDED.state, last_transition = EXCLUDED.last_transition
+                 WHERE box_incidents.last_transition < EXCLUDED.last_transition",
+                &[&batch.box_id, &ids, &incident, &rule, &sensor, &severity, &state],
+            )
+            .await?;
+            inserted
+        }
+    };
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// A box as the hub knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownBox {
+    pub box_id: String,
+    pub district: String,
+    pub down: bool,
+}
+
+pub async fn boxes(client: &Client) -> anyhow::Result<Vec<KnownBox>> {
+    let rows = client.query("SELECT box_id, district, down FROM boxes ORDER BY box_id", &[]).await?;
+    Ok(rows.iter().map(|row| KnownBox { box_id: row.get(0), district: row.get(1), down: row.get(2) }).collect())
+}
+
+/// Records a box seen for the first time (by its lease).
+pub async fn register_box(client: &Client, box_id: &str, district: &str) -> anyhow::Result<()> {
+    client.execute("INSERT INTO boxes (box_id, district) VALUES ($1, $2) ON CONFLICT (box_id) DO NOTHING", &[&box_id, &district]).await?;
+    Ok(())
+}
+
+pub async fn set_down(client: &Client, box_id: &str, down: bool) -> anyhow::Result<()> {
+    client.execute("UPDATE boxes SET down = $2, down_changed = now() WHERE box_id = $1", &[&box_id, &down]).await?;
+    Ok(())
+}
+
+/// An incident of a box not resolved or closed, as the box last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenIncident {
+    pub incident_id: i64,
+    pub rule: String,
+    pub sensor: String,
+    pub severity: String,
+    pub state: String,
+}
+
+pub async fn open_incidents(client: &Client, box_id: &str) -> anyhow::Result<Vec<OpenIncident>> {
+    let rows = client
+        .query("SELECT incident_id, rule, sensor, severity, state FROM box_incidents WHERE box_id = $1 AND state NOT IN ('resolved', 'closed') ORDER BY incident_id", &[&box_id])
+        .await?;
+    Ok(rows.iter().map(|row| OpenIncident { incident_id: row.get(0), rule: row.get(1), sensor: row.get(2), severity: row.get(3), state: row.get(4) }).collect())
+}

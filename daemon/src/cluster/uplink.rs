@@ -1,0 +1,195 @@
+//! A box's uplink to its district (`[cluster]`): sends the rows of its local store that the hub
+//! has not committed yet, one kind at a time, and renews its lease.
+//!
+//! End-to-end acknowledgement: a JetStream ack only says the cluster holds the batch in memory
+//! on a quorum; the box moves on only when the hub's high-water mark for (box, kind) in KV has
+//! reached the batch's last row, which the hub writes after its PostgreSQL commit. Until then
+//! the same batch (same rows, same `Nats-Msg-Id`) is sent again after `commit_wait`. The box's
+//! cursor *is* the hub's high-water mark, read back from KV: nothing is flagged locally, so a
+//! restart, a lost link or a lost JetStream write all end in sending again from that mark.
+//!
+//! Invariants: rows are sent in id order; a batch is not replaced by another of the same kind
+//! before the hub committed it; the uplink never writes the local store.
+
+use super::wire::{hwm_key, parse_hwm, Batch, Kind, Lease, Rows};
+use crate::config::ClusterConfig;
+use crate::store::Store;
+use async_nats::jetstream;
+use std::future::IntoFuture;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a box waits for JetStream's ack of one publish.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the hub's high-water mark is read while waiting for a commit.
+const COMMIT_POLL: Duration = Duration::from_millis(200);
+/// The pause when there is nothing to send.
+const IDLE: Duration = Duration::from_millis(500);
+
+/// Runs the uplink until `shutdown`.
+pub async fn run(config: ClusterConfig, store: Store, shutdown: CancellationToken) {
+    let name = format!("gridwatch-box-{}", config.box_id);
+    let client = tokio::select! {
+        client = super::connect(&config.nats_urls, &name) => client,
+        () = shutdown.cancelled() => return,
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "district uplink cannot start: alerts stay on this box only");
+            return;
+        }
+    };
+    let js = jetstream::new(client);
+    tracing::info!(box_id = %config.box_id, district = %config.district, "district uplink started");
+    let lease = tokio::spawn(renew_lease(js.clone(), config.clone(), shutdown.clone()));
+    let mut uplink = Uplink { js, config, store, pending: [None, None], known_committed: [None, None], hwm: None };
+    uplink.send_until(&shutdown).await;
+    let _ = lease.await;
+}
+
+struct Uplink {
+    js: jetstream::Context,
+    config: ClusterConfig,
+    store: Store,
+    /// Per kind: the batch sent and not yet committed by the hub (sent again as it is).
+    pending: [Option<Batch>; 2],
+    /// Per kind: the hub's high-water mark as last read from KV (none: read it again). Kept so
+    /// an idle box does not ask the hub over its 4G link twice a second.
+    known_committed: [Option<i64>; 2],
+    hwm: Option<jetstream::kv::Store>,
+}
+
+impl Uplink {
+    async fn send_until(&mut self, shutdown: &CancellationToken) {
+        let mut failures = 0u32;
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        while !shutdown.is_cancelled() {
+            let mut sent = false;
+            let mut failed = false;
+            for kind in Kind::ALL {
+                match self.step(kind).await {
+                    Ok(step_sent) => sent |= step_sent,
+                    Err(error) => {
+                        failed = true;
+                        // Once per outage at warn; the rest at debug.
+                        if failures == 0 {
+                            tracing::warn!(kind = kind.as_str(), error = %format!("{error:#}"), "district uplink cannot send; rows wait in the local store");
+                        } else {
+                            tracing::debug!(kind = kind.as_str(), error = %format!("{error:#}"), "district uplink still cannot send");
+                        }
+                    }
+                }
+            }
+            failures = if failed { failures.saturating_add(1) } else { 0 };
+            let pause = if failed {
+                backoff.next_delay()
+            } else {
+                backoff.reset();
+                if sent { Duration::ZERO } else { IDLE }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Sends one batch of `kind` (the pending one, or the next rows after the hub's mark) and
+    /// waits for the hub to commit it; whether there was anything to send.
+    async fn step(&mut self, kind: Kind) -> anyhow::Result<bool> {
+        let slot = kind as usize;
+        let committed = match self.known_committed[slot] {
+            Some(committed) => committed,
+            None => self.committed(kind).await?,
+        };
+        let batch = match self.pending[slot].take() {
+            Some(batch) if batch.range().is_some_and(|(_, last)| last > committed) => batch,
+            _ => match self.next_batch(kind, committed).await? {
+                Some(batch) => batch,
+                None => return Ok(false),
+            },
+        };
+        let Some((_, last)) = batch.range() else { return Ok(false) };
+        self.pending[slot] = Some(batch.clone());
+        self.known_committed[slot] = None;
+        self.publish(&batch).await?;
+        let deadline = tokio::time::Instant::now() + self.config.commit_wait;
+        while tokio::time::Instant::now() < deadline {
+            let committed = self.committed(kind).await?;
+            if committed >= last {
+                self.pending[slot] = None;
+                self.known_committed[slot] = Some(committed);
+                tracing::debug!(kind = kind.as_str(), last, "district hub committed a batch");
+                return Ok(true);
+            }
+            tokio::time::sleep(COMMIT_POLL).await;
+        }
+        tracing::info!(kind = kind.as_str(), last, wait_secs = self.config.commit_wait.as_secs(), "district hub has not committed a batch; sending it again");
+        Ok(true)
+    }
+
+    async fn next_batch(&self, kind: Kind, after: i64) -> anyhow::Result<Option<Batch>> {
+        let limit = self.config.batch_rows;
+        let rows = match kind {
+            Kind::Alert => Rows::Alert(self.store.alerts_after(after, limit).await?),
+            Kind::Transition => Rows::Transition(self.store.transitions_after(after, limit).await?),
+        };
+        let batch = Batch { box_id: self.config.box_id.clone(), district: self.config.district.clone(), rows };
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    async fn publish(&self, batch: &Batch) -> anyhow::Result<()> {
+        let (Some(id), payload) = (batch.message_id(), serde_json::to_vec(batch)?) else { return Ok(()) };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        let ack = self.js.publish_with_headers(batch.subject(), headers, payload.into()).await?;
+        let ack = tokio::time::timeout(PUBLISH_TIMEOUT, ack.into_future()).await.map_err(|_| anyhow::anyhow!("no JetStream ack within {PUBLISH_TIMEOUT:?}"))??;
+        tracing::debug!(id = %id, rows = batch.len(), duplicate = ack.duplicate, sequence = ack.sequence, "district batch stored by JetStream");
+        Ok(())
+    }
+
+    /// The hub's high-water mark for this box and `kind` (0 before the first commit).
+    async fn committed(&mut self, kind: Kind) -> anyhow::Result<i64> {
+        if self.hwm.is_none() {
+            self.hwm = Some(self.js.get_key_value(super::HWM_BUCKET).await?);
+        }
+        let Some(bucket) = &self.hwm else { return Ok(0) };
+        let value = bucket.get(hwm_key(&self.config.box_id, kind)).await?;
+        Ok(parse_hwm(value.as_deref()))
+    }
+}
+
+/// Puts this box's lease every `lease_renew` (the hub's bucket lets it expire when it stops).
+async fn renew_lease(js: jetstream::Context, config: ClusterConfig, shutdown: CancellationToken) {
+    let mut bucket = None;
+    let mut failing = false;
+    loop {
+        let renewed = async {
+            if bucket.is_none() {
+                bucket = Some(js.get_key_value(super::LEASE_BUCKET).await?);
+            }
+            let lease = Lease { district: config.district.clone(), renewed_ms: crate::clock::Clock::System.now() };
+            if let Some(bucket) = &bucket {
+                bucket.put(&config.box_id, serde_json::to_vec(&lease)?.into()).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        match renewed {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("district lease renewed again");
+            }
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(error = %format!("{error:#}"), "cannot renew the district lease; the hub will report this box down");
+            }
+            _ => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(config.lease_renew) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

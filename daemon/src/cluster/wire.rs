@@ -1,0 +1,142 @@
+//! What travels from a box to the hub: one JSON batch of rows of one kind per message, on the
+//! subject `gw.up.<district>.<box>.<kind>`, with `Nats-Msg-Id` = `<box>:<kind>:<first>-<last>`
+//! so JetStream drops a batch sent twice within its duplicate window, and the hub's primary keys
+//! drop any row sent twice after it. Pure: no IO.
+//!
+//! Invariant: a batch's rows are of its kind, in id order, `first`..=`last` their id range.
+
+use crate::store::{UplinkAlert, UplinkTransition};
+use serde::{Deserialize, Serialize};
+
+/// The kinds of rows a box sends up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// `alert_events`: every fired, changed, cleared, reminder and escalation.
+    Alert,
+    /// `incident_events`: every transition of an incident the box owns.
+    Transition,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Alert, Kind::Transition];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Alert => "alert",
+            Kind::Transition => "transition",
+        }
+    }
+}
+
+/// The rows of one batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "rows", rename_all = "snake_case")]
+pub enum Rows {
+    Alert(Vec<UplinkAlert>),
+    Transition(Vec<UplinkTransition>),
+}
+
+/// One uplink message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub box_id: String,
+    pub district: String,
+    #[serde(flatten)]
+    pub rows: Rows,
+}
+
+impl Batch {
+    pub fn kind(&self) -> Kind {
+        match self.rows {
+            Rows::Alert(_) => Kind::Alert,
+            Rows::Transition(_) => Kind::Transition,
+        }
+    }
+
+    /// The first and last row id; none for an empty batch (never sent).
+    pub fn range(&self) -> Option<(i64, i64)> {
+        let ids: Vec<i64> = match &self.rows {
+            Rows::Alert(rows) => rows.iter().map(|r| r.id).collect(),
+            Rows::Transition(rows) => rows.iter().map(|r| r.id).collect(),
+        };
+        Some((*ids.first()?, *ids.last()?))
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.rows {
+            Rows::Alert(rows) => rows.len(),
+            Rows::Transition(rows) => rows.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn subject(&self) -> String {
+        format!("gw.up.{}.{}.{}", self.district, self.box_id, self.kind().as_str())
+    }
+
+    /// `<box>:<kind>:<first>-<last>`: the same rows sent again carry the same id.
+    pub fn message_id(&self) -> Option<String> {
+        let (first, last) = self.range()?;
+        Some(format!("{}:{}:{first}-{last}", self.box_id, self.kind().as_str()))
+    }
+}
+
+/// The KV key of a box's high-water mark for one kind.
+pub fn hwm_key(box_id: &str, kind: Kind) -> String {
+    format!("{box_id}.{}", kind.as_str())
+}
+
+/// A high-water mark as stored in KV (the decimal id); a missing or unreadable one is 0.
+pub fn parse_hwm(value: Option<&[u8]>) -> i64 {
+    value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|text| text.trim().parse().ok()).unwrap_or(0)
+}
+
+/// What a box writes into its lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub district: String,
+    /// The box's wall clock when it renewed (a label: the lease's lifetime is the server's).
+    pub renewed_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(id: i64) -> UplinkAlert {
+        UplinkAlert { id, at_ms: 1_000 + id, rule: "do-low".into(), sensor: "canal-01".into(), event: "fired".into(), severity: "alarm".into(), value: 3.0 }
+    }
+
+    #[test]
+    fn a_batch_is_named_by_its_box_kind_and_id_range() {
+        let batch = Batch { box_id: "east-01".into(), district: "d1".into(), rows: Rows::Alert(vec![alert(7), alert(8), alert(12)]) };
+        assert_eq!(batch.message_id().as_deref(), Some("east-01:alert:7-12"));
+        assert_eq!(batch.subject(), "gw.up.d1.east-01.alert");
+        assert_eq!(hwm_key("east-01", Kind::Transition), "east-01.transition");
+    }
+
+    #[test]
+    fn an_empty_batch_has_no_message_id() {
+        let batch = Batch { box_id: "b".into(), district: "d".into(), rows: Rows::Transition(Vec::new()) };
+        assert_eq!(batch.message_id(), None);
+    }
+
+    #[test]
+    fn a_batch_survives_its_json() {
+        let batch = Batch { box_id: "b".into(), district: "d".into(), rows: Rows::Alert(vec![alert(1)]) };
+        let text = serde_json::to_string(&batch).unwrap();
+        assert!(text.contains(r#""kind":"alert""#), "{text}");
+        assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
+    }
+
+    #[test]
+    fn a_missing_or_garbled_high_water_mark_is_zero() {
+        assert_eq!(parse_hwm(None), 0);
+        assert_eq!(parse_hwm(Some(b"x")), 0);
+        assert_eq!(parse_hwm(Some(b"42")), 42);
+    }
+}

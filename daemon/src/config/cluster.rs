@@ -1,0 +1,111 @@
+//! `[cluster]`: this box's place in a district (issue 23) — the NATS JetStream cluster it sends
+//! its alert events and incident transitions to, its id and district, and how its uplink paces
+//! itself. Accepted by every build so that a default (Pi) build refuses the table with a clear
+//! error instead of an unknown key; only a build with `--features cluster` runs the uplink.
+
+use serde::Deserialize;
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// `nats://host:port` of the district's nodes (any of them; the client fails over).
+    pub nats_urls: Spanned<Vec<String>>,
+    /// This box's id in the district: letters, digits, `-` and `_` (it names subjects and keys).
+    pub box_id: Spanned<String>,
+    pub district: Spanned<String>,
+    pub batch_rows: Option<Spanned<u64>>,
+    pub lease_renew_secs: Option<Spanned<u64>>,
+    pub commit_wait_secs: Option<Spanned<u64>>,
+}
+
+/// `[cluster]`, checked.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub nats_urls: Vec<String>,
+    pub box_id: String,
+    pub district: String,
+    /// Rows in one uplink message at most.
+    pub batch_rows: usize,
+    /// How often the box renews its lease (the hub's lease lifetime must be a few times longer).
+    pub lease_renew: Duration,
+    /// How long a box waits for the hub to commit a batch it sent (its high-water mark in KV to
+    /// reach the batch's last row) before it sends the same batch again.
+    pub commit_wait: Duration,
+}
+
+const BATCH_ROWS: (u64, std::ops::RangeInclusive<u64>) = (500, 1..=10_000);
+const LEASE_RENEW_SECS: (u64, std::ops::RangeInclusive<u64>) = (5, 1..=300);
+const COMMIT_WAIT_SECS: (u64, std::ops::RangeInclusive<u64>) = (10, 1..=600);
+
+/// Whether `id` can name a NATS subject token and a KV key.
+pub fn is_token(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl super::Checker<'_> {
+    pub(super) fn cluster(&mut self, raw: RawCluster) -> Option<ClusterConfig> {
+        let before = self.diagnostics.len();
+        if !cfg!(feature = "cluster") {
+            self.error(raw.box_id.span(), Some("cluster"), "this gridwatch was built without the district uplink (build with --features cluster)".into());
+        }
+        if raw.nats_urls.get_ref().is_empty() {
+            self.error(raw.nats_urls.span(), Some("cluster.nats_urls"), "name at least one NATS server (nats://host:port)".into());
+        }
+        for (key, value) in [("cluster.box_id", &raw.box_id), ("cluster.district", &raw.district)] {
+            if !is_token(value.get_ref()) {
+                self.error(value.span(), Some(key), format!("`{}`: use 1 to 64 letters, digits, `-` or `_`", value.get_ref()));
+            }
+        }
+        let batch_rows = self.bounded(raw.batch_rows, "cluster.batch_rows", BATCH_ROWS) as usize;
+        let lease_renew = Duration::from_secs(self.bounded(raw.lease_renew_secs, "cluster.lease_renew_secs", LEASE_RENEW_SECS));
+        let commit_wait = Duration::from_secs(self.bounded(raw.commit_wait_secs, "cluster.commit_wait_secs", COMMIT_WAIT_SECS));
+        (self.diagnostics.len() == before).then(|| ClusterConfig {
+            nats_urls: raw.nats_urls.into_inner(),
+            box_id: raw.box_id.into_inner(),
+            district: raw.district.into_inner(),
+            batch_rows,
+            lease_renew,
+            commit_wait,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_token;
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    const WITH_CLUSTER: &str = "state_dir = \"state\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1883\"\n[cluster]\nnats_urls = [\"nats://10.0.0.1:4222\"]\nbox_id = \"east-canal\"\ndistrict = \"old-town\"\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse("gridwatch.toml", text, Path::new("/etc/gridwatch"))
+    }
+
+    #[cfg(not(feature = "cluster"))]
+    #[test]
+    fn a_default_build_refuses_the_cluster_table() {
+        let Err(ConfigError::Invalid(diagnostics)) = parse(WITH_CLUSTER) else { panic!("accepted [cluster] without the feature") };
+        assert!(diagnostics.iter().any(|d| d.to_string().contains("--features cluster")), "{diagnostics:?}");
+    }
+
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn the_cluster_table_gets_defaults_and_checks_its_box_id() {
+        let cluster = parse(WITH_CLUSTER).unwrap().cluster.unwrap();
+        assert_eq!((cluster.box_id.as_str(), cluster.batch_rows, cluster.lease_renew.as_secs(), cluster.commit_wait.as_secs()), ("east-canal", 500, 5, 10));
+        let Err(ConfigError::Invalid(diagnostics)) = parse(&WITH_CLUSTER.replace("east-canal", "east.canal")) else { panic!("accepted a box id with a dot") };
+        assert!(diagnostics.iter().any(|d| d.to_string().contains("cluster.box_id")), "{diagnostics:?}");
+    }
+
+    #[test]
+    fn box_ids_are_subject_tokens() {
+        assert!(is_token("east-canal_01"));
+        assert!(!is_token(""));
+        assert!(!is_token("east.canal"));
+        assert!(!is_token("east canal"));
+        assert!(!is_token("东区"));
+    }
+}

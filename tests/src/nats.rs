@@ -1,0 +1,109 @@
+//! A NATS JetStream cluster on loopback (Debian package `nats-server`): three nodes with their
+//! own client and route ports and stores in a temporary directory, killed when the handle drops.
+//! A node can be killed with SIGKILL and started again on the same ports and store.
+
+use crate::services::{find_program, wait_for_port};
+use crate::free_port;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use tempfile::TempDir;
+
+#[derive(Debug)]
+struct Node {
+    name: String,
+    client_port: u16,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster; `urls()` gives each node's client URL.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<Node>,
+    dir: TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes (`n1`, `n2`, …) routed to each other, JetStream on.
+    pub async fn start(size: usize) -> anyhow::Result<NatsCluster> {
+        let dir = tempfile::tempdir()?;
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes: Vec<String> = route_ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+        let mut nodes = Vec::new();
+        for (index, route_port) in route_ports.iter().enumerate() {
+            let name = format!("n{}", index + 1);
+            let client_port = free_port();
+            let store = dir.path().join(&name);
+            let config = dir.path().join(format!("{name}.conf"));
+            // no_advertise: clients (a box behind its proxy) only use the addresses they were given.
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: {name}\nlisten: \"127.0.0.1:{client_port}\"\nlog_file: \"{log}\"\njetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 64MB\n  max_file_store: 512MB\n}}\ncluster {{\n  name: gridwatch-test\n  listen: \"127.0.0.1:{route_port}\"\n  routes: [{routes}]\n  no_advertise: true\n}}\n",
+                    log = dir.path().join(format!("{name}.log")).display(),
+                    store = store.display(),
+                    routes = routes.join(", ")
+                ),
+            )?;
+            nodes.push(Node { name, client_port, config, child: None });
+        }
+        let mut cluster = NatsCluster { nodes, dir };
+        for index in 0..size {
+            cluster.spawn(index).await?;
+        }
+        Ok(cluster)
+    }
+
+    async fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+        let program = find_program("nats-server", "nats-server")?;
+        let node = &mut self.nodes[index];
+        let mut child = Command::new(program).arg("-c").arg(&node.config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting nats-server")?;
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], node.client_port)), &mut child, "nats-server").await?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// The client URL of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect()
+    }
+
+    /// Every node's client address (for a proxy in front of the cluster).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| SocketAddr::from(([127, 0, 0, 1], n.client_port))).collect()
+    }
+
+    /// SIGKILL of the node named `name` (`n1`…): a power cut of that server.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.name == name) {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Starts a killed node again on its ports and store.
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let index = self.nodes.iter().position(|n| n.name == name).with_context(|| format!("no node {name}"))?;
+        self.spawn(index).await
+    }
+
+    /// The nodes' log files (for a failed test's message).
+    pub fn logs(&self) -> String {
+        self.nodes.iter().map(|n| std::fs::read_to_string(self.dir.path().join(format!("{}.log", n.name))).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
