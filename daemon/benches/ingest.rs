@@ -18,7 +18,10 @@ fn payload_decode(c: &mut Criterion) {
     let tilt = br#"{"x": 0.1234, "y": -0.0312, "t": 21.5, "ts": 1795391999000, "seq": 4711}"#;
     let water = br#"{"do": 6.82, "ph": 7.31, "nh3n": 0.42, "turbidity": 12.5, "conductivity": 512.0, "ts": "2026-11-23T08:00:00+08:00"}"#;
     let none = gridwatch::config::PayloadMap::default();
-    let renames = gridwatch::config::PayloadMap { renames: BTreeMap::from([("AngleX".to_string(), "x".to_string()), ("AngleY".to_string(), "y".to_string())]), ..none.clone() };
+    let renames = gridwatch::config::PayloadMap {
+        renames: BTreeMap::from([("AngleX".to_string(), "x".to_string()), ("AngleY".to_string(), "y".to_string())]),
+        ..none.clone()
+    };
     let renamed = br#"{"AngleX": 0.1234, "AngleY": -0.0312, "Temp": 21.5}"#;
     group.bench_function("tilt_json", |b| b.iter(|| decode(black_box(tilt), &limits, &none).expect("valid")));
     group.bench_function("water_json_rfc3339", |b| b.iter(|| decode(black_box(water), &limits, &none).expect("valid")));

@@ -44,14 +44,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     });
     let (samples, mut readings) = mpsc::channel(1024);
-    let outputs = SerialOutputs {
-        samples,
-        spool: None,
-        bus: None,
-        sensors: crate::config::SensorIndex::new(config.sensors.clone()),
-        clock: Clock::System,
-        metrics,
-    };
+    let outputs =
+        SerialOutputs { samples, spool: None, bus: None, sensors: crate::config::SensorIndex::new(config.sensors.clone()), clock: Clock::System, metrics };
     let ports: Vec<_> = config.serial.iter().map(|port| tokio::spawn(crate::serial::run_port(port.clone(), outputs.clone(), shutdown.clone()))).collect();
     drop(outputs);
     tracing::info!(ports = ports.len(), "bridging serial readings to MQTT");
@@ -75,8 +69,20 @@ mod tests {
 
     #[test]
     fn payload_follows_the_default_convention() {
-        let sample = Sample { sensor: 0, ts: 1_795_392_000_000, seq: None, fields: vec![("x".into(), 0.12), ("y".into(), -0.03)], clock_untrusted: false, own_time: true };
-        let decoded = crate::mqtt::payload::decode(payload(&sample, 7).as_bytes(), &crate::mqtt::payload::Limits { max_bytes: 4096, max_fields: 32, max_field_name_bytes: 64 }, &Default::default()).unwrap();
+        let sample = Sample {
+            sensor: 0,
+            ts: 1_795_392_000_000,
+            seq: None,
+            fields: vec![("x".into(), 0.12), ("y".into(), -0.03)],
+            clock_untrusted: false,
+            own_time: true,
+        };
+        let decoded = crate::mqtt::payload::decode(
+            payload(&sample, 7).as_bytes(),
+            &crate::mqtt::payload::Limits { max_bytes: 4096, max_fields: 32, max_field_name_bytes: 64 },
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(decoded.fields, sample.fields);
         assert_eq!((decoded.ts, decoded.seq), (Some(sample.ts), Some(7)));
     }

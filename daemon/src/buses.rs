@@ -234,12 +234,19 @@ fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: &str, sin
         )
     } else {
         (
-            format!("{bus} is down: no readings from its {} sensor(s) ({list}); their no-data alarms are held back. Check the adapter, cable or gateway.{why_en}", on_bus.len()),
+            format!(
+                "{bus} is down: no readings from its {} sensor(s) ({list}); their no-data alarms are held back. Check the adapter, cable or gateway.{why_en}",
+                on_bus.len()
+            ),
             format!("{bus} 通信中断：其下 {} 个传感器（{list}）无数据，单个无数据告警已合并。请检查转换器、线缆或网关。{why_zh}", on_bus.len()),
             if failures > 0 { format!("{bus} down for {silent_secs} s: {reason}") } else { format!("{bus} down for {silent_secs} s") },
         )
     };
-    let (rule, title) = if bus.starts_with("gateway:") { (GATEWAY_DOWN_RULE, "A gateway is down: every box behind it is silent") } else { (BUS_DOWN_RULE, "A sensor bus or gateway is down") };
+    let (rule, title) = if bus.starts_with("gateway:") {
+        (GATEWAY_DOWN_RULE, "A gateway is down: every box behind it is silent")
+    } else {
+        (BUS_DOWN_RULE, "A sensor bus or gateway is down")
+    };
     let mut alert = Alert::device(rule, bus, &site, event, "warning", title, condition, now);
     alert.since = crate::clock::rfc3339(since);
     alert.value = silent_secs as f64;
@@ -313,7 +320,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(900)).await;
         assert!(rx.try_recv().is_err(), "not before the grace time");
         let fired = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.unwrap().unwrap();
-        assert_eq!((fired.rule.as_str(), fired.sensor.as_str(), fired.event.as_str(), fired.audience.as_str()), (BUS_DOWN_RULE, "serial:/dev/ttyUSB0", "fired", "installer"));
+        assert_eq!(
+            (fired.rule.as_str(), fired.sensor.as_str(), fired.event.as_str(), fired.audience.as_str()),
+            (BUS_DOWN_RULE, "serial:/dev/ttyUSB0", "fired", "installer")
+        );
         assert!(fired.message().contains("2 sensor(s) (house-01, house-02)"), "{}", fired.message());
         tokio::time::sleep(Duration::from_millis(1200)).await;
         assert!(rx.try_recv().is_err(), "one alarm, not one a second");

@@ -50,7 +50,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon with a configuration file.
-    #[command(after_help = "Examples:\n  gridwatch run --config /etc/gridwatch/gridwatch.toml\n  systemctl start gridwatch        # the same, supervised (systemd/gridwatch.service)")]
+    #[command(
+        after_help = "Examples:\n  gridwatch run --config /etc/gridwatch/gridwatch.toml\n  systemctl start gridwatch        # the same, supervised (systemd/gridwatch.service)"
+    )]
     Run {
         /// The configuration file (see gridwatch.example.toml).
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
@@ -69,7 +71,9 @@ pub enum Command {
     /// Run the district hub: consume every box's uplink from NATS JetStream into PostgreSQL and
     /// raise `box-down` when a box's lease expires (build with --features cluster).
     #[cfg(feature = "cluster")]
-    #[command(after_help = "Examples:\n  gridwatch hub --nats nats://10.0.0.1:4222 --nats nats://10.0.0.2:4222 --nats nats://10.0.0.3:4222 \\\n      --postgres 'host=127.0.0.1 user=gridwatch dbname=district' --webhook https://office.example/hook")]
+    #[command(
+        after_help = "Examples:\n  gridwatch hub --nats nats://10.0.0.1:4222 --nats nats://10.0.0.2:4222 --nats nats://10.0.0.3:4222 \\\n      --postgres 'host=127.0.0.1 user=gridwatch dbname=district' --webhook https://office.example/hook"
+    )]
     Hub {
         /// A NATS server of the district's cluster (repeat for each node).
         #[arg(long = "nats", required = true, value_name = "URL")]
@@ -88,7 +92,9 @@ pub enum Command {
         replicas: usize,
     },
     /// Run everything on embedded defaults with simulated houses and water probes.
-    #[command(after_help = "Examples:\n  gridwatch demo --for 30s\n  gridwatch demo --speed 60 --http-listen 127.0.0.1:9181   # then open http://127.0.0.1:9181/")]
+    #[command(
+        after_help = "Examples:\n  gridwatch demo --for 30s\n  gridwatch demo --speed 60 --http-listen 127.0.0.1:9181   # then open http://127.0.0.1:9181/"
+    )]
     Demo {
         /// Stop by itself after this long (e.g. 30s, 2m); runs until Ctrl-C when absent.
         #[arg(long = "for", value_parser = humantime::parse_duration)]
@@ -109,7 +115,9 @@ pub enum Command {
         config: PathBuf,
     },
     /// Find out what is on a serial port (installers): prints what answered and a config snippet.
-    #[command(after_help = "Examples:\n  gridwatch probe --port /dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0\n  gridwatch probe --port /dev/ttyUSB0 --baud 4800 --profile ./acme-orp.toml\n  gridwatch probe --port /dev/ttyUSB0 -o json | jq '.[0].profile'")]
+    #[command(
+        after_help = "Examples:\n  gridwatch probe --port /dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0\n  gridwatch probe --port /dev/ttyUSB0 --baud 4800 --profile ./acme-orp.toml\n  gridwatch probe --port /dev/ttyUSB0 -o json | jq '.[0].profile'"
+    )]
     Probe {
         /// The port, preferably by stable path (/dev/serial/by-id/…).
         #[arg(long)]
@@ -123,7 +131,9 @@ pub enum Command {
         profiles: Vec<PathBuf>,
     },
     /// Incidents: list them, show one with its audit trail, and act on them.
-    #[command(after_help = "Examples:\n  gridwatch incidents list\n  gridwatch incidents show 12\n  gridwatch incidents act 12 accept --by '王芳 13800000001'\n  gridwatch incidents silence building B7 --for 2h --reason 'scaffolding' --by Li\n  gridwatch incidents list -o json | jq '.[] | select(.severity == \"danger\")'")]
+    #[command(
+        after_help = "Examples:\n  gridwatch incidents list\n  gridwatch incidents show 12\n  gridwatch incidents act 12 accept --by '王芳 13800000001'\n  gridwatch incidents silence building B7 --for 2h --reason 'scaffolding' --by Li\n  gridwatch incidents list -o json | jq '.[] | select(.severity == \"danger\")'"
+    )]
     Incidents {
         /// The configuration (for the state directory).
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
@@ -134,7 +144,9 @@ pub enum Command {
     /// Supervision report (督办): per grid and per worker, time to accept, to on site and to
     /// resolve (median and p90), escalations and overdue incidents, for the incidents opened in a
     /// period of local days.
-    #[command(after_help = "Examples:\n  gridwatch report --from 2026-12-01 --to 2026-12-07\n  gridwatch report --last month --format markdown\n  gridwatch report --from 2026-12-03 --format csv > 2026-12-03.csv")]
+    #[command(
+        after_help = "Examples:\n  gridwatch report --from 2026-12-01 --to 2026-12-07\n  gridwatch report --last month --format markdown\n  gridwatch report --from 2026-12-03 --format csv > 2026-12-03.csv"
+    )]
     Report {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
@@ -152,13 +164,17 @@ pub enum Command {
         format: String,
     },
     /// What the running daemon does now: sources, sensors reporting, open incidents, spool.
-    #[command(after_help = "Exit code 0 when ready, 1 when degraded, 69 when the daemon does not answer.\n\nExamples:\n  gridwatch status\n  gridwatch status -o json | jq .open_incidents")]
+    #[command(
+        after_help = "Exit code 0 when ready, 1 when degraded, 69 when the daemon does not answer.\n\nExamples:\n  gridwatch status\n  gridwatch status -o json | jq .open_incidents"
+    )]
     Status {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
     },
     /// A live table of sensors (all, the ones named, or one building's), refreshed in place.
-    #[command(after_help = "Examples:\n  gridwatch watch house-07\n  gridwatch watch --building B7\n  gridwatch watch --once -o json | jq '.[] | select(.age_secs > 600) | .id'")]
+    #[command(
+        after_help = "Examples:\n  gridwatch watch house-07\n  gridwatch watch --building B7\n  gridwatch watch --once -o json | jq '.[] | select(.age_secs > 600) | .id'"
+    )]
     Watch {
         #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
         config: PathBuf,
@@ -190,16 +206,18 @@ pub enum Command {
         by: String,
     },
     /// Work with rule files.
-    #[command(after_help = "Examples:\n  gridwatch rules check /etc/gridwatch/rules.d\n  gridwatch rules test --config gridwatch.toml --data recorded.csv\n  gridwatch rules explain --config gridwatch.toml --sensor house-07 -o json")]
+    #[command(
+        after_help = "Examples:\n  gridwatch rules check /etc/gridwatch/rules.d\n  gridwatch rules test --config gridwatch.toml --data recorded.csv\n  gridwatch rules explain --config gridwatch.toml --sensor house-07 -o json"
+    )]
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    #[command(after_help = "Examples:\n  gridwatch completions bash > /etc/bash_completion.d/gridwatch\n  gridwatch completions zsh > \"${fpath[1]}/_gridwatch\"")]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    #[command(
+        after_help = "Examples:\n  gridwatch completions bash > /etc/bash_completion.d/gridwatch\n  gridwatch completions zsh > \"${fpath[1]}/_gridwatch\""
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff).
     #[command(after_help = "Examples:\n  gridwatch man | man -l -\n  gridwatch man > /usr/share/man/man1/gridwatch.1")]
     Man,

@@ -100,9 +100,7 @@ impl Clock {
     pub fn now(&self) -> Millis {
         match *self {
             Clock::System => system_now(),
-            Clock::Accelerated { start, started, speed, .. } => {
-                start + (started.elapsed().as_secs_f64() * 1000.0 * speed) as Millis
-            }
+            Clock::Accelerated { start, started, speed, .. } => start + (started.elapsed().as_secs_f64() * 1000.0 * speed) as Millis,
         }
     }
 
@@ -151,9 +149,7 @@ fn system_now() -> Millis {
 
 /// Formats epoch milliseconds as RFC 3339 UTC with millisecond precision.
 pub fn rfc3339(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_else(|| ms.to_string())
 }
 
 #[cfg(test)]

@@ -4,27 +4,27 @@
 
 use crate::alert::console::ConsoleSink;
 use crate::alert::dingtalk::DingTalkSink;
-use crate::alert::wecom::WeComSink;
 use crate::alert::mqtt::MqttAlertSink;
 use crate::alert::webhook::WebhookSink;
+use crate::alert::wecom::WeComSink;
 use crate::alert::{run_dispatcher, DispatcherSetup, Judged, SinkContext, SinkSet};
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, Config, SensorConfig};
 use crate::metrics::Metrics;
 use crate::mqtt::source::{self, Ingest, Outputs};
 use crate::pipeline::Pipeline;
+use crate::reload::build_engine;
+use crate::serial::SerialOutputs;
 use crate::store::Store;
 use crate::telemetry::spooler::{self, SpoolTarget};
 use crate::telemetry::writer::TelemetryWriter;
-use rumqttc::AsyncClient;
-use tokio::sync::Notify;
 use anyhow::Context;
-use crate::reload::build_engine;
-use crate::serial::SerialOutputs;
 use gridwatch_rules::Subject;
+use rumqttc::AsyncClient;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +69,13 @@ fn restore_saved_state(store: &Store, engine: &mut gridwatch_rules::Engine) -> g
 }
 
 /// The status LED and the digital inputs of `[gpio]`.
-fn spawn_gpio(config: &Config, outputs: &SerialOutputs, metrics: Arc<Metrics>, sensors: &[SensorConfig], shutdown: CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
+fn spawn_gpio(
+    config: &Config,
+    outputs: &SerialOutputs,
+    metrics: Arc<Metrics>,
+    sensors: &[SensorConfig],
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let Some(gpio) = &config.gpio else { return Ok(Vec::new()) };
     let mut tasks = Vec::new();
     if let Some(pin) = gpio.led_pin {
@@ -86,9 +92,15 @@ fn spawn_gpio(config: &Config, outputs: &SerialOutputs, metrics: Arc<Metrics>, s
     for input in &gpio.inputs {
         let (levels, mut changes) = mpsc::unbounded_channel::<bool>();
         let interval = sensors.get(input.sensor).map_or(std::time::Duration::from_secs(600), |s| s.interval);
-        tasks.push(tokio::spawn(crate::gpio::input::run(crate::gpio::open_input(input.pin)?, input.debounce, interval, move |level| {
-            let _ = levels.send(level);
-        }, shutdown.clone())));
+        tasks.push(tokio::spawn(crate::gpio::input::run(
+            crate::gpio::open_input(input.pin)?,
+            input.debounce,
+            interval,
+            move |level| {
+                let _ = levels.send(level);
+            },
+            shutdown.clone(),
+        )));
         let (outputs, sensor, field) = (outputs.clone(), input.sensor, input.field.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(level) = changes.recv().await {
@@ -126,7 +138,9 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     crate::clock::use_sync_source(config.clock_synchronized.clone());
     metrics.clock_trusted.set(i64::from(clock.synchronized()));
     if !clock.synchronized() {
-        tracing::error!("the system clock is not synchronised: readings without their own time are judged but not stored, and people read \"time unknown\", until it is");
+        tracing::error!(
+            "the system clock is not synchronised: readings without their own time are judged but not stored, and people read \"time unknown\", until it is"
+        );
     }
     let (rules, files) = match boot.rules {
         Some(loaded) => loaded,
@@ -148,9 +162,26 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         crate::mqtt::broker::start(listen).await?;
     }
     if let Some(listen) = config.http_listen {
-        let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands: command_tx.clone(), sensors: sensors.clone(), clock, started_ms: clock.now(), clocks: clocks.clone() };
-        let ledger = crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
-        let web = crate::web::WebState { time_zone: config.time_zone, metrics: metrics.clone(), store: store.clone(), links: config.worker_links.clone(), installer: Some(installer), ledger: Some(ledger), members: Arc::new(config.dispatch.roster.member_names()), page: crate::web::incident_page::PageSetup { roster: Arc::new(config.dispatch.roster.clone()), photo_max_bytes: config.photo_max_bytes, clock } };
+        let installer = crate::web::installer_api::InstallerApi {
+            live: live.clone(),
+            commands: command_tx.clone(),
+            sensors: sensors.clone(),
+            clock,
+            started_ms: clock.now(),
+            clocks: clocks.clone(),
+        };
+        let ledger =
+            crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
+        let web = crate::web::WebState {
+            time_zone: config.time_zone,
+            metrics: metrics.clone(),
+            store: store.clone(),
+            links: config.worker_links.clone(),
+            installer: Some(installer),
+            ledger: Some(ledger),
+            members: Arc::new(config.dispatch.roster.member_names()),
+            page: crate::web::incident_page::PageSetup { roster: Arc::new(config.dispatch.roster.clone()), photo_max_bytes: config.photo_max_bytes, clock },
+        };
         let board = crate::web::board::Board {
             sensors: sensors.clone(),
             places: config.places.clone(),
@@ -268,7 +299,27 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     // The rules' timeline continues after the last reading the restored state judged.
     let judged_until = (0..sensors.len()).filter_map(|position| engine.last_at(gridwatch_rules::SubjectId(position))).max();
     let timeline = crate::timeline::Timeline::start(clock, judged_until);
-    let pipeline = Pipeline { engine, calibrations, live, sensors: sensors.clone(), time_zone: config.time_zone, places: config.places.clone(), alerts: judged_tx, journaled: journaled_rx, emitted: 0, metrics: metrics.clone(), clock, store: store.clone(), heartbeat: heartbeat.clone(), save_every: config.rules.state_save, unsaved: true, out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after), clocks: clocks.clone(), timeline, budget: Default::default() };
+    let pipeline = Pipeline {
+        engine,
+        calibrations,
+        live,
+        sensors: sensors.clone(),
+        time_zone: config.time_zone,
+        places: config.places.clone(),
+        alerts: judged_tx,
+        journaled: journaled_rx,
+        emitted: 0,
+        metrics: metrics.clone(),
+        clock,
+        store: store.clone(),
+        heartbeat: heartbeat.clone(),
+        save_every: config.rules.state_save,
+        unsaved: true,
+        out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after),
+        clocks: clocks.clone(),
+        timeline,
+        budget: Default::default(),
+    };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),
@@ -325,7 +376,9 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     if let Some((last_good, saved)) = boot.save {
         match last_good.save(&saved) {
             Ok(()) => tracing::debug!("configuration saved as the last good copy"),
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot save the last good configuration; a later typo could keep the daemon from starting"),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "cannot save the last good configuration; a later typo could keep the daemon from starting")
+            }
         }
     }
     shutdown.cancelled().await;

@@ -83,7 +83,8 @@ mod tests {
 
     #[test]
     fn boxes_behind_a_down_gateway_are_explained_by_it() {
-        let sensors: Arc<[SensorConfig]> = vec![behind("gw-3", "a"), behind("gw-3", "b"), behind("gw-4", "alone"), SensorConfig::test_tilt("plain", "x")].into();
+        let sensors: Arc<[SensorConfig]> =
+            vec![behind("gw-3", "a"), behind("gw-3", "b"), behind("gw-4", "alone"), SensorConfig::test_tilt("plain", "x")].into();
         let buses = Buses::new(SensorIndex::new(sensors), &[]);
         let gateways = buses.gateways();
         assert_eq!(gateways.len(), 1, "a gateway with one box is not grouped");

@@ -106,7 +106,9 @@ mod tests {
     #[test]
     fn the_closed_loop_in_order() {
         let mut state = State::Open;
-        for (action, expected) in [(Action::Accept, State::Accepted), (Action::OnSite, State::OnSite), (Action::Resolve, State::Resolved), (Action::Close, State::Closed)] {
+        for (action, expected) in
+            [(Action::Accept, State::Accepted), (Action::OnSite, State::OnSite), (Action::Resolve, State::Resolved), (Action::Close, State::Closed)]
+        {
             state = action.next(state).unwrap();
             assert_eq!(state, expected);
         }

@@ -23,7 +23,10 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             if matches!(command, IncidentsCommand::Export { .. }) {
                 out.push_str("incident,rule,sensor,severity,at,actor,action,note\n");
             } else {
-                out = output.render(|| format!("nothing yet: no store in {} (has the daemon run with this configuration?)\n", config.state_dir.display()), || json!([]));
+                out = output.render(
+                    || format!("nothing yet: no store in {} (has the daemon run with this configuration?)\n", config.state_dir.display()),
+                    || json!([]),
+                );
             }
             return Ok(out);
         }
@@ -43,7 +46,18 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             }
             for row in rows {
                 let normal = if row.sensor_normal { " (sensor normal)" } else { "" };
-                let _ = writeln!(out, "#{:<5} {:<9} {:<8} rule={} sensor={} value={:.4} firings={} opened={}{normal}", row.id, row.state, row.severity, row.rule, row.sensor, row.last_value, row.firings, local(row.opened_ms));
+                let _ = writeln!(
+                    out,
+                    "#{:<5} {:<9} {:<8} rule={} sensor={} value={:.4} firings={} opened={}{normal}",
+                    row.id,
+                    row.state,
+                    row.severity,
+                    row.rule,
+                    row.sensor,
+                    row.last_value,
+                    row.firings,
+                    local(row.opened_ms)
+                );
             }
         }
         IncidentsCommand::Show { id } => {
@@ -51,12 +65,26 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             let history = store.incident_history(id)?;
             if output == Output::Json {
                 let mut value = incident_json(&row);
-                value["history"] = json!(history.iter().map(|e| json!({"at": rfc3339(e.at_ms), "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "note": e.note})).collect::<Vec<_>>());
+                value["history"] = json!(history
+                    .iter()
+                    .map(|e| json!({"at": rfc3339(e.at_ms), "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "note": e.note}))
+                    .collect::<Vec<_>>());
                 return Ok(format!("{value:#}\n"));
             }
-            let _ = writeln!(out, "incident #{} — {} on {}: {} (worst {}), {}{}", row.id, row.rule, row.sensor, row.severity, row.worst_severity, row.state, if row.sensor_normal { ", sensor normal" } else { "" });
+            let _ = writeln!(
+                out,
+                "incident #{} — {} on {}: {} (worst {}), {}{}",
+                row.id,
+                row.rule,
+                row.sensor,
+                row.severity,
+                row.worst_severity,
+                row.state,
+                if row.sensor_normal { ", sensor normal" } else { "" }
+            );
             for entry in history {
-                let _ = writeln!(out, "  {} {:<12} {}{}", local(entry.at_ms), entry.actor, entry.action, entry.note.map(|n| format!(": {n}")).unwrap_or_default());
+                let _ =
+                    writeln!(out, "  {} {:<12} {}{}", local(entry.at_ms), entry.actor, entry.action, entry.note.map(|n| format!(": {n}")).unwrap_or_default());
             }
         }
         IncidentsCommand::Export { since } => {
@@ -64,7 +92,16 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             csv.write_record(["incident", "rule", "sensor", "severity", "at", "actor", "action", "note"])?;
             for (incident, entry) in store.audit_trail(since.unwrap_or(i64::MIN))? {
                 let id = incident.id.to_string();
-                csv.write_record([id.as_str(), &incident.rule, &incident.sensor, &incident.severity, &rfc3339(entry.at_ms), &entry.actor, &entry.action, entry.note.as_deref().unwrap_or("")])?;
+                csv.write_record([
+                    id.as_str(),
+                    &incident.rule,
+                    &incident.sensor,
+                    &incident.severity,
+                    &rfc3339(entry.at_ms),
+                    &entry.actor,
+                    &entry.action,
+                    entry.note.as_deref().unwrap_or(""),
+                ])?;
             }
             out.push_str(&String::from_utf8(csv.into_inner()?)?);
         }

@@ -49,7 +49,12 @@ pub async fn status(config: &Config, output: Output) -> anyhow::Result<(String, 
 
 fn status_text(status: &StatusView) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "gridwatch {} — {}", status.version, if status.degraded.is_empty() { "ready".to_string() } else { format!("DEGRADED: {}", status.degraded.join("; ")) });
+    let _ = writeln!(
+        out,
+        "gridwatch {} — {}",
+        status.version,
+        if status.degraded.is_empty() { "ready".to_string() } else { format!("DEGRADED: {}", status.degraded.join("; ")) }
+    );
     let _ = writeln!(out, "MQTT: {}", if status.mqtt_connected { "connected" } else { "NOT connected" });
     let _ = writeln!(out, "sensors: {} reporting of {}; {} readings evaluated", status.sensors_reporting, status.sensors, status.samples_accepted);
     if !status.silent.is_empty() {
@@ -64,11 +69,8 @@ fn status_text(status: &StatusView) -> String {
 /// The table of `gridwatch watch`, for the sensors picked (all when `ids` is empty).
 pub async fn watch_table(config: &Config, ids: &[String], building: Option<&str>, output: Output) -> anyhow::Result<String> {
     let sensors: Vec<SensorView> = get(config, "/api/sensors").await?;
-    let picked: Vec<&SensorView> = sensors
-        .iter()
-        .filter(|s| ids.is_empty() || ids.contains(&s.id))
-        .filter(|s| building.is_none() || s.building.as_deref() == building)
-        .collect();
+    let picked: Vec<&SensorView> =
+        sensors.iter().filter(|s| ids.is_empty() || ids.contains(&s.id)).filter(|s| building.is_none() || s.building.as_deref() == building).collect();
     if picked.is_empty() {
         bail!("no such sensor in the daemon's inventory");
     }
@@ -83,7 +85,11 @@ pub async fn watch_table(config: &Config, ids: &[String], building: Option<&str>
         };
         let age = s.age_secs.map_or("never".to_string(), |a| format!("{a} s"));
         let fields: Vec<String> = s.fields.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-        let status = if s.incidents.is_empty() { "ok".to_string() } else { s.incidents.iter().map(|(rule, severity, state)| format!("{severity} {rule} ({state})")).collect::<Vec<_>>().join("; ") };
+        let status = if s.incidents.is_empty() {
+            "ok".to_string()
+        } else {
+            s.incidents.iter().map(|(rule, severity, state)| format!("{severity} {rule} ({state})")).collect::<Vec<_>>().join("; ")
+        };
         let _ = writeln!(out, "{:<14} {:<6} {:<14} {:>8}  {:<24} {}", s.id, s.kind, place, age, status, fields.join(" "));
     }
     Ok(out)
@@ -98,7 +104,12 @@ pub async fn calibrate(config: &Config, sensor: &str, window: Duration, by: &str
         bail!("{}", response.text().await.unwrap_or_default());
     }
     let answer: CalibrateAnswer = response.json().await?;
-    let mut out = format!("{} calibrated by {by} at {} from the median of {} readings:\n", answer.sensor, crate::local_time::labelled(chrono::Utc::now().timestamp_millis(), config.time_zone), answer.readings);
+    let mut out = format!(
+        "{} calibrated by {by} at {} from the median of {} readings:\n",
+        answer.sensor,
+        crate::local_time::labelled(chrono::Utc::now().timestamp_millis(), config.time_zone),
+        answer.readings
+    );
     for (field, old, new) in answer.fields {
         let old = old.map_or("none (learned)".to_string(), |v| format!("{v:.4}°"));
         let _ = writeln!(out, "  {field}: {old} -> {new:.4}°");

@@ -95,14 +95,23 @@ pub fn prepare(config_path: &Path, last_good: Option<&LastGood>) -> Result<Prepa
         (Err(error), None) => return Err(describe(&error)),
         (Err(error), Some(saved)) => {
             eprintln!("{}", describe(&error));
-            let config = Config::parse(&saved.config_path.display().to_string(), &saved.config_text, &saved.base).map_err(|e| {
-                format!("{}\nthe last good configuration is no longer usable either:\n{}", describe(&error), describe(&e))
-            })?;
+            let config = Config::parse(&saved.config_path.display().to_string(), &saved.config_text, &saved.base)
+                .map_err(|e| format!("{}\nthe last good configuration is no longer usable either:\n{}", describe(&error), describe(&e)))?;
             let rules = match load_rules(&config) {
                 Ok((rules, files, _)) => (rules, files),
                 Err(_) => saved_rules(saved, &config).map_err(|e| e.to_string())?,
             };
-            return Ok(Prepared { config, rules: rules.0, rule_files: rules.1, degraded: Some(format!("configuration {} is invalid ({}); running on the last good copy", config_path.display(), first_line(&describe(&error)))), to_save: None });
+            return Ok(Prepared {
+                config,
+                rules: rules.0,
+                rule_files: rules.1,
+                degraded: Some(format!(
+                    "configuration {} is invalid ({}); running on the last good copy",
+                    config_path.display(),
+                    first_line(&describe(&error))
+                )),
+                to_save: None,
+            });
         }
     };
     match (load_rules(&config), &saved) {
@@ -119,7 +128,13 @@ pub fn prepare(config_path: &Path, last_good: Option<&LastGood>) -> Result<Prepa
         (Err(error), Some(saved)) => {
             eprintln!("{error}");
             let (rules, files) = saved_rules(saved, &config).map_err(|e| format!("{error}\nthe last good rules are no longer usable either:\n{e}"))?;
-            Ok(Prepared { config, rules, rule_files: files, degraded: Some(format!("rule files are invalid ({}); running on the last good rules", first_line(&error.to_string()))), to_save: None })
+            Ok(Prepared {
+                config,
+                rules,
+                rule_files: files,
+                degraded: Some(format!("rule files are invalid ({}); running on the last good rules", first_line(&error.to_string()))),
+                to_save: None,
+            })
         }
     }
 }
@@ -154,7 +169,16 @@ fn first_line(text: &str) -> &str {
 
 /// The device alarm that tells installers the box runs on its last good configuration.
 pub fn fallback_alert(reason: &str, now_ms: i64) -> crate::alert::Alert {
-    let mut alert = crate::alert::Alert::device("gridwatch-config-invalid", "gridwatch", "gridwatch", "fired", "warning", "gridwatch runs on its last good configuration", reason.to_string(), now_ms);
+    let mut alert = crate::alert::Alert::device(
+        "gridwatch-config-invalid",
+        "gridwatch",
+        "gridwatch",
+        "fired",
+        "warning",
+        "gridwatch runs on its last good configuration",
+        reason.to_string(),
+        now_ms,
+    );
     alert.messages = [
         ("en".to_string(), format!("gridwatch is running on its last good configuration: {reason}. Fix the files and restart it.")),
         ("zh".to_string(), format!("gridwatch 配置有误，正以上次可用的配置运行：{reason}。请修正后重启。")),

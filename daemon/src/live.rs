@@ -115,7 +115,9 @@ pub struct LiveTable {
 impl LiveTable {
     pub fn new(inventory: Arc<[SensorConfig]>) -> LiveTable {
         let slots = (0..inventory.len()).map(|_| Slot::default()).collect();
-        LiveTable { table: Mutex::new(Table { inventory, names: FieldNames::default(), slots, finished: Vec::new(), last_flush: None, cursor: 0, scratch: Vec::new() }) }
+        LiveTable {
+            table: Mutex::new(Table { inventory, names: FieldNames::default(), slots, finished: Vec::new(), last_flush: None, cursor: 0, scratch: Vec::new() }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -169,7 +171,8 @@ impl LiveTable {
     /// Every sensor's latest reading, by position.
     pub fn latest(&self) -> Vec<Latest> {
         let table = self.lock();
-        let named = |slot: &Slot| slot.fields.iter().filter(|entry| entry.in_latest).map(|entry| (table.names.name(entry.field).to_string(), entry.latest)).collect();
+        let named =
+            |slot: &Slot| slot.fields.iter().filter(|entry| entry.in_latest).map(|entry| (table.names.name(entry.field).to_string(), entry.latest)).collect();
         table.slots.iter().map(|slot| Latest { at_ms: (slot.at_ms != NEVER).then_some(slot.at_ms), fields: named(slot) }).collect()
     }
 
@@ -178,7 +181,8 @@ impl LiveTable {
     pub fn median_angles(&self, index: usize, now: Millis, window_ms: Millis) -> Option<(f64, f64, usize)> {
         let table = self.lock();
         let since = (now - window_ms).div_euclid(1000);
-        let recent: Vec<(f64, f64)> = table.slots.get(index)?.recent.as_deref()?.iter().filter(|&&(s, _, _)| s >= since).map(|&(_, x, y)| (f64::from(x), f64::from(y))).collect();
+        let recent: Vec<(f64, f64)> =
+            table.slots.get(index)?.recent.as_deref()?.iter().filter(|&&(s, _, _)| s >= since).map(|&(_, x, y)| (f64::from(x), f64::from(y))).collect();
         if recent.is_empty() {
             return None;
         }
@@ -296,7 +300,11 @@ mod tests {
         live.record(0, t + 60_000, &[("x".into(), 5.0)], true);
         live.record(0, t + HOUR_MS, &[("x".into(), 7.0)], true);
         let (rows, _) = live.take_trend(t + HOUR_MS, 100);
-        assert_eq!(rows.iter().map(|r| (r.hour - t / HOUR_MS, r.sum)).collect::<Vec<_>>(), vec![(0, 5.0), (1, 7.0)], "the earlier hour's rest, then the new hour");
+        assert_eq!(
+            rows.iter().map(|r| (r.hour - t / HOUR_MS, r.sum)).collect::<Vec<_>>(),
+            vec![(0, 5.0), (1, 7.0)],
+            "the earlier hour's rest, then the new hour"
+        );
         let fields: Vec<(String, f64)> = ["a", "b", "c", "d", "e"].iter().map(|f| (f.to_string(), 1.0)).collect();
         live.record(0, t + HOUR_MS, &fields, true);
         live.record(0, t + HOUR_MS, &fields, true);

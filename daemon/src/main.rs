@@ -2,8 +2,8 @@
 //! Exit codes: 0 done, 1 failure, 78 invalid configuration or rules (EX_CONFIG).
 
 use anyhow::Context;
-use clap::Parser;
 use clap::CommandFactory;
+use clap::Parser;
 use gridwatch::cli::{Baud, Cli, Command, Output, RulesCommand};
 use gridwatch::config::{Config, ConfigError};
 use gridwatch::rule_files::{self, RuleLoadError};
@@ -165,9 +165,7 @@ fn main() -> ExitCode {
             });
             gridwatch::cluster::hub::run(gridwatch::cluster::hub::HubOptions { nats_urls, postgres, webhook, lease_ttl, replicas }, shutdown).await
         }),
-        Command::Demo { duration, speed, state_dir, http_listen } => {
-            block_on(demo::run(demo::DemoOptions { duration, speed, state_dir, http_listen }))
-        }
+        Command::Demo { duration, speed, state_dir, http_listen } => block_on(demo::run(demo::DemoOptions { duration, speed, state_dir, http_listen })),
     }
 }
 

@@ -219,7 +219,9 @@ impl Metrics {
             supervision_seconds_today: Family::default(),
             influxdb_unreachable: Gauge::default(),
             // 1 µs … ~1 ms in powers of two.
-            rule_evaluation_seconds: prometheus_client::metrics::histogram::Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1e-6, 2.0, 11)),
+            rule_evaluation_seconds: prometheus_client::metrics::histogram::Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                1e-6, 2.0, 11,
+            )),
             sequence_gaps: Counter::default(),
             serial_frames: Family::default(),
             serial_port_errors: Family::default(),
@@ -238,34 +240,86 @@ impl Metrics {
         registry.register("incident_acks", "Workers' actions received on the MQTT ack topic, by result", metrics.incident_acks.clone());
         registry.register("samples_accepted", "Samples handed to the rule engine", metrics.samples_accepted.clone());
         registry.register("samples_out_of_order", "Samples older than the sensor's previous one (not evaluated)", metrics.samples_out_of_order.clone());
-        registry.register("sensor_clock_reanchors", "Sensors re-anchored because their clock went back (their readings kept coming older than the last judged one)", metrics.sensor_clock_reanchors.clone());
-        registry.register("supervision_today", "Today's supervision figures (incidents opened since local midnight), per grid and worker: incidents, accepted, resolved, escalations, overdue", metrics.supervision_today.clone());
-        registry.register("supervision_seconds_today", "Today's times to accept, to be on site and to resolve, per grid and worker, at the median and 90th percentile", metrics.supervision_seconds_today.clone());
+        registry.register(
+            "sensor_clock_reanchors",
+            "Sensors re-anchored because their clock went back (their readings kept coming older than the last judged one)",
+            metrics.sensor_clock_reanchors.clone(),
+        );
+        registry.register(
+            "supervision_today",
+            "Today's supervision figures (incidents opened since local midnight), per grid and worker: incidents, accepted, resolved, escalations, overdue",
+            metrics.supervision_today.clone(),
+        );
+        registry.register(
+            "supervision_seconds_today",
+            "Today's times to accept, to be on site and to resolve, per grid and worker, at the median and 90th percentile",
+            metrics.supervision_seconds_today.clone(),
+        );
         registry.register("rule_events", "Rule transitions, by event", metrics.rule_events.clone());
         registry.register("rule_state_saves", "Times the rule engine's state was saved (only when it changed)", metrics.rule_state_saves.clone());
-        registry.register("readings_rejudged", "Acknowledged readings judged again at start because the saved rule state had not seen them", metrics.readings_rejudged.clone());
-        registry.register("alert_repeats", "Rule events their incident already reflected (judged again after a crash); not sent", metrics.alert_repeats.clone());
+        registry.register(
+            "readings_rejudged",
+            "Acknowledged readings judged again at start because the saved rule state had not seen them",
+            metrics.readings_rejudged.clone(),
+        );
+        registry.register(
+            "alert_repeats",
+            "Rule events their incident already reflected (judged again after a crash); not sent",
+            metrics.alert_repeats.clone(),
+        );
         registry.register("alerts_delivered", "Alert events confirmed by a sink", metrics.alerts_delivered.clone());
         registry.register("alert_delivery_retries", "Failed alert delivery attempts that were retried", metrics.alert_delivery_retries.clone());
         registry.register("alert_delivery_failures", "Alert events a sink gave up on", metrics.alert_delivery_failures.clone());
         registry.register("telemetry_points_written", "Points accepted by InfluxDB", metrics.telemetry_points_written.clone());
         registry.register("telemetry_points_dropped", "Points not written, by reason", metrics.telemetry_points_dropped.clone());
-        registry.register("telemetry_points_spooled", "Samples committed to the spool before their MQTT acknowledgement", metrics.telemetry_points_spooled.clone());
-        registry.register("telemetry_points_taken_on", "Readings handed to the spool in this run plus those waiting in it at start", metrics.telemetry_points_taken_on.clone());
-        registry.register("alert_deliveries_taken_on", "Alert deliveries journaled per channel in this run plus those left pending at start", metrics.alert_deliveries_taken_on.clone());
+        registry.register(
+            "telemetry_points_spooled",
+            "Samples committed to the spool before their MQTT acknowledgement",
+            metrics.telemetry_points_spooled.clone(),
+        );
+        registry.register(
+            "telemetry_points_taken_on",
+            "Readings handed to the spool in this run plus those waiting in it at start",
+            metrics.telemetry_points_taken_on.clone(),
+        );
+        registry.register(
+            "alert_deliveries_taken_on",
+            "Alert deliveries journaled per channel in this run plus those left pending at start",
+            metrics.alert_deliveries_taken_on.clone(),
+        );
         registry.register("mqtt_messages_acknowledged", "MQTT messages acknowledged to the broker", metrics.mqtt_messages_acknowledged.clone());
-        registry.register("telemetry_points_dead_lettered", "Points InfluxDB refused for good, kept in dead_letters", metrics.telemetry_points_dead_lettered.clone());
+        registry.register(
+            "telemetry_points_dead_lettered",
+            "Points InfluxDB refused for good, kept in dead_letters",
+            metrics.telemetry_points_dead_lettered.clone(),
+        );
         registry.register("spool_points", "Points waiting in the spool", metrics.spool_points.clone());
         registry.register("spool_oldest_age_seconds", "Age of the oldest spooled point", metrics.spool_oldest_age_seconds.clone());
         registry.register("influxdb_config_error", "1 while InfluxDB refuses credentials or bucket", metrics.influxdb_config_error.clone());
         registry.register("influxdb_unreachable", "1 while the last write to InfluxDB failed", metrics.influxdb_unreachable.clone());
         registry.register("rule_evaluation_seconds", "Time the rule engine takes per sample", metrics.rule_evaluation_seconds.clone());
         registry.register("open_incidents", "Incidents not closed, by severity", metrics.open_incidents.clone());
-        registry.register("store_write_failing", "1 while the store cannot write (read-only state directory or failing writes): incidents and reminders are at risk", metrics.store_write_failing.clone());
+        registry.register(
+            "store_write_failing",
+            "1 while the store cannot write (read-only state directory or failing writes): incidents and reminders are at risk",
+            metrics.store_write_failing.clone(),
+        );
         registry.register("store_failed_writes", "Store writes that failed since start (a full disk aside)", metrics.store_failed_writes.clone());
-        registry.register("store_torn_wal_bytes", "Bytes of a write-ahead log torn by a power cut, found at start (dropped by recovery, never acknowledged)", metrics.store_torn_wal_bytes.clone());
-        registry.register("store_disk_full", "1 while the state directory is full: readings are not stored, alarms use the space kept in reserve", metrics.store_disk_full.clone());
-        registry.register("clock_trusted", "1 while the system clock is set (readings stamped by an unset clock are not stored)", metrics.clock_trusted.clone());
+        registry.register(
+            "store_torn_wal_bytes",
+            "Bytes of a write-ahead log torn by a power cut, found at start (dropped by recovery, never acknowledged)",
+            metrics.store_torn_wal_bytes.clone(),
+        );
+        registry.register(
+            "store_disk_full",
+            "1 while the state directory is full: readings are not stored, alarms use the space kept in reserve",
+            metrics.store_disk_full.clone(),
+        );
+        registry.register(
+            "clock_trusted",
+            "1 while the system clock is set (readings stamped by an unset clock are not stored)",
+            metrics.clock_trusted.clone(),
+        );
         registry.register("config_fallback", "1 while running on the last good configuration (the current one is invalid)", metrics.config_fallback.clone());
         registry.register("sequence_gaps", "Readings missing from device sequence numbers", metrics.sequence_gaps.clone());
         registry.register("serial_frames", "Serial frames per port, by result", metrics.serial_frames.clone());
@@ -276,9 +330,17 @@ impl Metrics {
         registry.register("build_info", "1, labelled with the version, commit and architecture of this binary", metrics.build_info.clone());
         registry.register("start_time_seconds", "When this process started (Unix seconds)", metrics.start_time_seconds.clone());
         registry.register("reload_success", "1 while the last rule reload succeeded (0: refused, the old rules keep running)", metrics.reload_success.clone());
-        registry.register("reload_last_success_timestamp_seconds", "When the running rules were loaded (Unix seconds)", metrics.reload_last_success_timestamp_seconds.clone());
+        registry.register(
+            "reload_last_success_timestamp_seconds",
+            "When the running rules were loaded (Unix seconds)",
+            metrics.reload_last_success_timestamp_seconds.clone(),
+        );
         registry.register("reloads", "Rule reloads, by result", metrics.reloads.clone());
-        let build = BuildLabels { version: env!("CARGO_PKG_VERSION").into(), commit: option_env!("GRIDWATCH_COMMIT").unwrap_or("unknown").into(), arch: std::env::consts::ARCH.into() };
+        let build = BuildLabels {
+            version: env!("CARGO_PKG_VERSION").into(),
+            commit: option_env!("GRIDWATCH_COMMIT").unwrap_or("unknown").into(),
+            arch: std::env::consts::ARCH.into(),
+        };
         metrics.build_info.get_or_create(&build).set(1);
         metrics.start_time_seconds.set(chrono::Utc::now().timestamp());
         // The families whose label values are known in advance start at 0.
@@ -395,7 +457,11 @@ mod tests {
         metrics.open_incidents.get_or_create(&SeverityLabel { severity: "danger".into() }).set(2);
         let text = metrics.render();
         assert!(text.contains("gridwatch_rule_evaluation_seconds_count 1"), "{text}");
-        assert!(text.contains("gridwatch_rule_evaluation_seconds_bucket{le=\"4e-6\"} 1") || text.contains("gridwatch_rule_evaluation_seconds_bucket{le=\"0.000004\"} 1"), "{text}");
+        assert!(
+            text.contains("gridwatch_rule_evaluation_seconds_bucket{le=\"4e-6\"} 1")
+                || text.contains("gridwatch_rule_evaluation_seconds_bucket{le=\"0.000004\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("gridwatch_open_incidents{severity=\"danger\"} 2"), "{text}");
     }
 

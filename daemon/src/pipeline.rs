@@ -29,12 +29,12 @@ use crate::config::SensorConfig;
 use crate::metrics::Metrics;
 use crate::sample::Sample;
 use crate::sensor_clocks::{ClockProblem, OutOfOrder, SensorClocks};
+use crate::store::Calibration;
 use crate::store::Store;
 use crate::timeline::Timeline;
 use gridwatch_rules::{Engine, Observed, RuleEvent, RuleSet, SubjectId};
 use std::sync::Arc;
 use std::time::Duration;
-use crate::store::Calibration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// How often time passes for the rules when no sample arrives (completes raise holds).
@@ -271,7 +271,14 @@ impl Pipeline {
     }
 
     /// Judges one stored reading again unless the restored state has seen it; 1 if judged.
-    async fn judge_again(&mut self, positions: &std::collections::HashMap<&str, usize>, sensor: &str, ts: gridwatch_rules::Millis, fields: &[(String, f64)], events: &mut Vec<RuleEvent>) -> u64 {
+    async fn judge_again(
+        &mut self,
+        positions: &std::collections::HashMap<&str, usize>,
+        sensor: &str,
+        ts: gridwatch_rules::Millis,
+        fields: &[(String, f64)],
+        events: &mut Vec<RuleEvent>,
+    ) -> u64 {
         self.heartbeat.beat();
         let Some(&position) = positions.get(sensor) else { return 0 };
         if self.engine.last_at(SubjectId(position)).is_some_and(|judged_at| ts <= judged_at) {
@@ -314,7 +321,12 @@ impl Pipeline {
                 self.budget.saved(bytes, tokio::time::Instant::now());
                 self.metrics.rule_state_saves.inc();
                 // Every sensor of the inventory, those never judged yet too (their readings stay).
-                let judged_until = self.sensors.iter().enumerate().map(|(position, s)| (s.id.to_string(), self.engine.last_at(SubjectId(position)).unwrap_or(gridwatch_rules::Millis::MIN))).collect();
+                let judged_until = self
+                    .sensors
+                    .iter()
+                    .enumerate()
+                    .map(|(position, s)| (s.id.to_string(), self.engine.last_at(SubjectId(position)).unwrap_or(gridwatch_rules::Millis::MIN)))
+                    .collect();
                 if let Err(error) = self.store.forget_judged(judged_until).await {
                     tracing::warn!(error = %format!("{error:#}"), "readings judged by the saved rule state not forgotten; they are skipped if judged again");
                 }

@@ -67,7 +67,13 @@ impl Candidate {
     /// Higher is better: plausible values first, then fewer values out of range, the device's
     /// factory baud rate and address, and the most values confirmed by a range.
     fn rank(&self) -> (bool, std::cmp::Reverse<usize>, bool, bool, usize) {
-        (self.fit.plausible(), std::cmp::Reverse(self.fit.out_of_range.len() + self.fit.missing + usize::from(self.fit.all_zero)), self.own_baud, self.own_address, self.fit.in_range)
+        (
+            self.fit.plausible(),
+            std::cmp::Reverse(self.fit.out_of_range.len() + self.fit.missing + usize::from(self.fit.all_zero)),
+            self.own_baud,
+            self.own_address,
+            self.fit.in_range,
+        )
     }
 }
 
@@ -211,7 +217,8 @@ async fn ask_rion(port: &mut SerialStream, baud: u32) -> anyhow::Result<Vec<Foun
 pub fn report(port: &Path, found: &[Found]) -> String {
     let mut out = String::new();
     if found.is_empty() {
-        let _ = writeln!(out, "nothing answered on {} (tried WitMotion, gridwatch line protocol, Modbus RTU profiles and addresses 1–16, RION)", port.display());
+        let _ =
+            writeln!(out, "nothing answered on {} (tried WitMotion, gridwatch line protocol, Modbus RTU profiles and addresses 1–16, RION)", port.display());
         return out;
     }
     for f in found {
@@ -261,7 +268,11 @@ fn judgement(candidate: &Candidate) -> String {
         return format!("`{}` also reads plausible values ({}): check the label on the device", candidate.profile, values(&candidate.fields));
     }
     if fit.plausible() {
-        return format!("maybe `{}` ({}), but that is one value, at neither its factory baud rate nor address: check the label on the device", candidate.profile, values(&candidate.fields));
+        return format!(
+            "maybe `{}` ({}), but that is one value, at neither its factory baud rate nor address: check the label on the device",
+            candidate.profile,
+            values(&candidate.fields)
+        );
     }
     let mut why: Vec<String> = fit.out_of_range.iter().map(|(name, value, [low, high])| format!("{name}={value} outside {low}–{high}")).collect();
     if fit.missing > 0 {

@@ -10,8 +10,8 @@
 
 use crate::config::{Config, SensorConfig};
 use crate::metrics::Metrics;
-use crate::store::Calibration;
 use crate::rule_files;
+use crate::store::Calibration;
 use gridwatch_rules::snapshot::Restored;
 use gridwatch_rules::{Engine, RuleSet, SubjectId};
 use std::path::PathBuf;
@@ -25,7 +25,12 @@ const POLL: Duration = Duration::from_secs(2);
 
 /// Builds the engine for the inventory: takes over `previous` state where rules are unchanged,
 /// then applies the configured installation baselines (the config wins over saved state).
-pub fn build_engine(rules: RuleSet, sensors: &[SensorConfig], restore: impl FnOnce(&mut Engine) -> Restored, calibrations: &[Calibration]) -> (Engine, Restored) {
+pub fn build_engine(
+    rules: RuleSet,
+    sensors: &[SensorConfig],
+    restore: impl FnOnce(&mut Engine) -> Restored,
+    calibrations: &[Calibration],
+) -> (Engine, Restored) {
     let mut engine = Engine::new(rules, &crate::daemon::subjects(sensors));
     let restored = restore(&mut engine);
     for (index, sensor) in sensors.iter().enumerate() {
@@ -94,13 +99,22 @@ fn check_config_file(running: &Running) {
                 tracing::warn!(file = %running.file.display(), changes = %changes, "the configuration changed in ways a reload does not apply: restart the daemon (systemctl restart gridwatch)");
             }
         }
-        Err(error) => tracing::error!(file = %running.file.display(), error = %error, "the configuration file is invalid now; the running configuration stays (fix it before the next restart)"),
+        Err(error) => {
+            tracing::error!(file = %running.file.display(), error = %error, "the configuration file is invalid now; the running configuration stays (fix it before the next restart)")
+        }
     }
 }
 
 /// Watches for reload requests until `shutdown`; sends each new valid rule set to `updates`.
 /// Started once the rules are loaded, which counts as the last good load.
-pub async fn watch(paths: Vec<PathBuf>, builtin: bool, running: Option<Running>, updates: mpsc::Sender<RuleSet>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+pub async fn watch(
+    paths: Vec<PathBuf>,
+    builtin: bool,
+    running: Option<Running>,
+    updates: mpsc::Sender<RuleSet>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     metrics.rules_loaded_at_start();
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),

@@ -264,12 +264,27 @@ pub fn replay(rules: RuleSet, sensors: &[SensorConfig], mut records: Vec<Record>
 pub fn render(replay: &Replay) -> String {
     let mut out = String::new();
     for m in &replay.timeline {
-        let _ = writeln!(out, "{} {:<7} {:<7} rule={} sensor={} value={:.4}{}", rfc3339(m.at), m.kind.as_str(), m.severity.as_str(), m.rule, m.sensor, m.value, m.unit);
+        let _ = writeln!(
+            out,
+            "{} {:<7} {:<7} rule={} sensor={} value={:.4}{}",
+            rfc3339(m.at),
+            m.kind.as_str(),
+            m.severity.as_str(),
+            m.rule,
+            m.sensor,
+            m.value,
+            m.unit
+        );
     }
-    let _ = writeln!(out, "\n{} samples replayed{}", replay.samples, match replay.skipped_unknown {
-        0 => String::new(),
-        n => format!(", {n} skipped (sensor not in the inventory)"),
-    });
+    let _ = writeln!(
+        out,
+        "\n{} samples replayed{}",
+        replay.samples,
+        match replay.skipped_unknown {
+            0 => String::new(),
+            n => format!(", {n} skipped (sensor not in the inventory)"),
+        }
+    );
     if replay.tallies.is_empty() {
         let _ = writeln!(out, "no rule fired");
         return out;
@@ -289,7 +304,8 @@ mod tests {
     use super::*;
     use gridwatch_rules::RuleSource;
 
-    const RULES: &str = "[[rule]]\nid = \"do-low\"\nkind = \"water\"\nvalue = \"do\"\nunit = \"mg/L\"\nbelow = 5\nclear_above = 5.5\nfor = \"10m\"\nseverity = \"warning\"\n";
+    const RULES: &str =
+        "[[rule]]\nid = \"do-low\"\nkind = \"water\"\nvalue = \"do\"\nunit = \"mg/L\"\nbelow = 5\nclear_above = 5.5\nfor = \"10m\"\nseverity = \"warning\"\n";
 
     fn rules() -> RuleSet {
         RuleSet::compile(&[RuleSource { name: "r.toml".into(), text: RULES.into() }]).unwrap()

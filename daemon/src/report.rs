@@ -12,8 +12,8 @@
 use crate::config::SensorConfig;
 use crate::dispatch::Dispatch;
 use crate::store::Store;
-use std::collections::{BTreeMap, HashMap};
 use chrono::{Datelike, NaiveDate, TimeZone};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 /// Where an incident's sensor is not in the inventory (a bus, the daemon itself).
@@ -41,7 +41,11 @@ impl Timeline {
     /// resolve; each at most once).
     pub fn missed_deadlines(&self, dispatch: &Dispatch, now_ms: i64) -> u32 {
         let Some(policy) = dispatch.policy(&self.severity) else { return 0 };
-        let steps = [(policy.accept_within_ms, self.accepted_ms.or(self.on_site_ms).or(self.resolved_ms)), (policy.on_site_within_ms, self.on_site_ms.or(self.resolved_ms)), (policy.resolve_within_ms, self.resolved_ms)];
+        let steps = [
+            (policy.accept_within_ms, self.accepted_ms.or(self.on_site_ms).or(self.resolved_ms)),
+            (policy.on_site_within_ms, self.on_site_ms.or(self.resolved_ms)),
+            (policy.resolve_within_ms, self.resolved_ms),
+        ];
         let missed = |(within, done): (Option<i64>, Option<i64>)| within.is_some_and(|within| done.unwrap_or(now_ms) - self.opened_ms > within);
         steps.into_iter().filter(|&step| missed(step)).count() as u32
     }
@@ -73,7 +77,18 @@ pub fn timelines(store: &Store, sensors: &[SensorConfig], from_ms: i64, to_ms: i
             let grid = grids.get(incident.sensor.as_str()).copied().unwrap_or(NO_GRID).to_string();
             open.insert(
                 incident.id,
-                Timeline { id: incident.id, sensor: incident.sensor.clone(), severity: incident.worst_severity.clone(), grid, opened_ms: entry.at_ms, worker: None, accepted_ms: None, on_site_ms: None, resolved_ms: None, escalations: 0 },
+                Timeline {
+                    id: incident.id,
+                    sensor: incident.sensor.clone(),
+                    severity: incident.worst_severity.clone(),
+                    grid,
+                    opened_ms: entry.at_ms,
+                    worker: None,
+                    accepted_ms: None,
+                    on_site_ms: None,
+                    resolved_ms: None,
+                    escalations: 0,
+                },
             );
             continue;
         }
@@ -170,7 +185,18 @@ impl Report {
         let pair = |p: Option<(i64, i64)>| p.map_or_else(|| ",".to_string(), |(m, p)| format!("{m},{p}"));
         for (scope, name, f) in &self.rows {
             let name = if name.contains([',', '"']) { format!("\"{}\"", name.replace('"', "\"\"")) } else { name.clone() };
-            let _ = writeln!(out, "{scope},{name},{},{},{},{},{},{},{},{}", f.incidents, f.accepted, f.resolved, pair(f.to_accept), pair(f.to_on_site), pair(f.to_resolve), f.escalations, f.overdue);
+            let _ = writeln!(
+                out,
+                "{scope},{name},{},{},{},{},{},{},{},{}",
+                f.incidents,
+                f.accepted,
+                f.resolved,
+                pair(f.to_accept),
+                pair(f.to_on_site),
+                pair(f.to_resolve),
+                f.escalations,
+                f.overdue
+            );
         }
         out
     }
@@ -188,7 +214,18 @@ impl Report {
                 "worker" => "网格员",
                 _ => "合计",
             };
-            let _ = writeln!(out, "| {scope} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |", f.incidents, f.accepted, f.resolved, span(f.to_accept), span(f.to_on_site), span(f.to_resolve), f.escalations, f.overdue);
+            let _ = writeln!(
+                out,
+                "| {scope} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.incidents,
+                f.accepted,
+                f.resolved,
+                span(f.to_accept),
+                span(f.to_on_site),
+                span(f.to_resolve),
+                f.escalations,
+                f.overdue
+            );
         }
         out
     }
@@ -309,8 +346,15 @@ pub fn publish(supervision: &Supervision, now: i64) {
     counts.clear();
     seconds.clear();
     for (scope, name, f) in &report.rows {
-        let label = |figure: &str, quantile: &str| crate::metrics::SupervisionLabel { scope: scope.to_string(), name: name.clone(), figure: figure.into(), quantile: quantile.into() };
-        for (figure, value) in [("incidents", f.incidents), ("accepted", f.accepted), ("resolved", f.resolved), ("escalations", f.escalations), ("overdue", f.overdue)] {
+        let label = |figure: &str, quantile: &str| crate::metrics::SupervisionLabel {
+            scope: scope.to_string(),
+            name: name.clone(),
+            figure: figure.into(),
+            quantile: quantile.into(),
+        };
+        for (figure, value) in
+            [("incidents", f.incidents), ("accepted", f.accepted), ("resolved", f.resolved), ("escalations", f.escalations), ("overdue", f.overdue)]
+        {
             counts.get_or_create(&label(figure, "")).set(i64::from(value));
         }
         for (figure, pair) in [("accept", f.to_accept), ("on_site", f.to_on_site), ("resolve", f.to_resolve)] {
@@ -358,11 +402,34 @@ pub fn digest_alert(report: &Report, day: NaiveDate, leaders: &[&crate::dispatch
             _ => "",
         };
         let median = |pair: Option<(i64, i64)>| pair.map_or_else(|| "—".to_string(), |(m, _)| duration(m));
-        let _ = write!(zh, "\n{scope_zh}{name}：事件 {}，已接单 {}，已办结 {}，接单中位 {}，到场中位 {}，超时 {}，升级 {}", f.incidents, f.accepted, f.resolved, median(f.to_accept), median(f.to_on_site), f.overdue, f.escalations);
-        let _ = write!(en, "\n{scope} {name}: {} incidents, {} accepted, {} resolved, {} overdue, {} escalations", f.incidents, f.accepted, f.resolved, f.overdue, f.escalations);
+        let _ = write!(
+            zh,
+            "\n{scope_zh}{name}：事件 {}，已接单 {}，已办结 {}，接单中位 {}，到场中位 {}，超时 {}，升级 {}",
+            f.incidents,
+            f.accepted,
+            f.resolved,
+            median(f.to_accept),
+            median(f.to_on_site),
+            f.overdue,
+            f.escalations
+        );
+        let _ = write!(
+            en,
+            "\n{scope} {name}: {} incidents, {} accepted, {} resolved, {} overdue, {} escalations",
+            f.incidents, f.accepted, f.resolved, f.overdue, f.escalations
+        );
     }
     let overdue = report.rows.first().map_or(0, |(_, _, f)| f.overdue);
-    let mut alert = crate::alert::Alert::device("daily-report", "supervision", "gridwatch", "report", "notice", "Daily supervision report", format!("{overdue} overdue"), now);
+    let mut alert = crate::alert::Alert::device(
+        "daily-report",
+        "supervision",
+        "gridwatch",
+        "report",
+        "notice",
+        "Daily supervision report",
+        format!("{overdue} overdue"),
+        now,
+    );
     alert.audience = "office".into();
     alert.value = f64::from(overdue);
     alert.messages = [("en".to_string(), en), ("zh".to_string(), zh)].into_iter().collect();
@@ -449,10 +516,20 @@ mod tests {
         let now = T0 + 165 * MIN;
         let report = Report::build(&store, &inventory(), &Dispatch::default(), from, to, now).unwrap();
         let row = |scope: &str, name: &str| report.rows.iter().find(|(s, n, _)| *s == scope && n == name).map(|(_, _, f)| f.clone()).unwrap();
-        let grid_3 = Figures { incidents: 2, accepted: 2, resolved: 2, to_accept: Some((240, 720)), to_on_site: Some((1200, 2400)), to_resolve: Some((3600, 6000)), escalations: 1, overdue: 1 };
+        let grid_3 = Figures {
+            incidents: 2,
+            accepted: 2,
+            resolved: 2,
+            to_accept: Some((240, 720)),
+            to_on_site: Some((1200, 2400)),
+            to_resolve: Some((3600, 6000)),
+            escalations: 1,
+            overdue: 1,
+        };
         assert_eq!(row("grid", "grid-3"), grid_3);
         assert_eq!(row("worker", "王芳"), grid_3, "both of 王芳's links count as 王芳");
-        let grid_4 = Figures { incidents: 1, accepted: 1, resolved: 0, to_accept: Some((120, 120)), to_on_site: None, to_resolve: None, escalations: 0, overdue: 1 };
+        let grid_4 =
+            Figures { incidents: 1, accepted: 1, resolved: 0, to_accept: Some((120, 120)), to_on_site: None, to_resolve: None, escalations: 0, overdue: 1 };
         assert_eq!(row("grid", "grid-4"), grid_4, "nobody on site after 45 min: past the 30 min deadline");
         assert_eq!(row("worker", "李强"), grid_4);
         let all = row("all", "全部");
@@ -472,18 +549,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_known_incidents(dir.path()).await;
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-        let supervision = Supervision { store, sensors: inventory().into(), dispatch: Default::default(), metrics: metrics.clone(), clock: crate::clock::Clock::System, time_zone: crate::local_time::DEFAULT, digest: None };
+        let supervision = Supervision {
+            store,
+            sensors: inventory().into(),
+            dispatch: Default::default(),
+            metrics: metrics.clone(),
+            clock: crate::clock::Clock::System,
+            time_zone: crate::local_time::DEFAULT,
+            digest: None,
+        };
         publish(&supervision, T0 + 165 * MIN);
         let text = metrics.render();
         assert!(text.contains(r#"gridwatch_supervision_seconds_today{scope="grid",name="grid-3",figure="accept",quantile="0.9"} 720"#), "{text}");
         assert!(text.contains(r#"gridwatch_supervision_today{scope="worker",name="李强",figure="overdue",quantile=""} 1"#), "{text}");
 
-        let report = Report::build(&supervision.store, &supervision.sensors, &supervision.dispatch, T0 - 8 * 60 * MIN, T0 + 16 * 60 * MIN, T0 + 16 * 60 * MIN).unwrap();
-        let leader = crate::dispatch::roster::Member { id: "chen".into(), name: "陈刚".into(), role: "grid_leader".into(), phone: "13800000002".into(), grids: Vec::new(), channels: Vec::new() };
+        let report =
+            Report::build(&supervision.store, &supervision.sensors, &supervision.dispatch, T0 - 8 * 60 * MIN, T0 + 16 * 60 * MIN, T0 + 16 * 60 * MIN).unwrap();
+        let leader = crate::dispatch::roster::Member {
+            id: "chen".into(),
+            name: "陈刚".into(),
+            role: "grid_leader".into(),
+            phone: "13800000002".into(),
+            grids: Vec::new(),
+            channels: Vec::new(),
+        };
         let alert = digest_alert(&report, NaiveDate::from_ymd_opt(2026, 12, 3).unwrap(), &[&leader], T0 + 24 * 60 * MIN);
         assert_eq!((alert.event.as_str(), alert.audience.as_str(), alert.mentions.as_slice()), ("report", "office", ["13800000002".to_string()].as_slice()));
         let message = crate::alert::text::message(&alert, crate::alert::text::Wording::default(), crate::alert::text::Markup::Plain);
-        assert!(message.starts_with("📋 督办日报\n12月3日 督办情况：\n全部：事件 3，已接单 3，已办结 2，接单中位 4分，到场中位 20分，超时 2，升级 1\n网格 grid-3："), "{message}");
+        assert!(
+            message
+                .starts_with("📋 督办日报\n12月3日 督办情况：\n全部：事件 3，已接单 3，已办结 2，接单中位 4分，到场中位 20分，超时 2，升级 1\n网格 grid-3："),
+            "{message}"
+        );
         assert!(message.contains("请网格长督促超时事件办结。"), "{message}");
     }
 

@@ -20,11 +20,8 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RuleLoadError> {
     for path in paths {
         if path.is_dir() {
             let entries = std::fs::read_dir(path).map_err(|source| RuleLoadError::Read { path: path.clone(), source })?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
-                .collect();
+            let mut found: Vec<PathBuf> =
+                entries.filter_map(Result::ok).map(|entry| entry.path()).filter(|p| p.extension().is_some_and(|ext| ext == "toml")).collect();
             found.sort();
             files.extend(found);
         } else {
@@ -73,7 +70,13 @@ mod tests {
         let file = dir.path().join("mine.toml");
         std::fs::write(&file, "[[rule]]\nid = \"x\"\nvalue = \"do\"\nbelow = 5\nseverity = \"purple\"\n").unwrap();
         let err = load(std::slice::from_ref(&file), true).unwrap_err().to_string();
-        assert_eq!(err, format!("{}:5:12: error in `severity`: unknown severity `purple`: expected notice, warning, alarm, danger (or blue, yellow, orange, red)", file.display()));
+        assert_eq!(
+            err,
+            format!(
+                "{}:5:12: error in `severity`: unknown severity `purple`: expected notice, warning, alarm, danger (or blue, yellow, orange, red)",
+                file.display()
+            )
+        );
     }
 
     #[test]

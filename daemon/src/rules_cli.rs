@@ -78,7 +78,15 @@ pub fn explain(sensor_id: &str, selection: &RuleSelection, output: Output) -> an
     }
     let mut out = describe_sensor(sensor);
     for c in &calibrated {
-        let _ = writeln!(out, "  calibrated {}: {:.4}° by {} at {} (median of {} readings; wins over the inventory's baseline)", c.field, c.value, c.author, crate::clock::rfc3339(c.at_ms), c.readings);
+        let _ = writeln!(
+            out,
+            "  calibrated {}: {:.4}° by {} at {} (median of {} readings; wins over the inventory's baseline)",
+            c.field,
+            c.value,
+            c.author,
+            crate::clock::rfc3339(c.at_ms),
+            c.readings
+        );
     }
     let _ = writeln!(out, "{} of {total} rules apply:\n", applying.len());
     for (rule, variant) in applying {
@@ -131,7 +139,14 @@ fn hold(ms: i64) -> String {
 }
 
 fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
-    let mut out = format!("{} — {}\n  from {}:{}{}\n", rule.id, rule.title, rule.origin.file, rule.origin.line, if rule.device { " (device alarm, for installers)" } else { "" });
+    let mut out = format!(
+        "{} — {}\n  from {}:{}{}\n",
+        rule.id,
+        rule.title,
+        rule.origin.file,
+        rule.origin.line,
+        if rule.device { " (device alarm, for installers)" } else { "" }
+    );
     if let Some(v) = variant {
         let _ = writeln!(out, "  overridden for this sensor by [[rule.override]] #{}", v + 1);
     }

@@ -35,7 +35,11 @@ pub async fn run(config: &Config, rule_count: usize) -> Vec<Check> {
     let mut checks = vec![
         Check { name: "configuration".into(), passed: true, detail: format!("{} sensors, {} serial ports", config.sensors.len(), config.serial.len()) },
         Check { name: "rules".into(), passed: true, detail: format!("{rule_count} rules") },
-        Check { name: "roster".into(), passed: true, detail: format!("{} members, {} policies", config.dispatch.roster.members.len(), config.dispatch.policies.len()) },
+        Check {
+            name: "roster".into(),
+            passed: true,
+            detail: format!("{} members, {} policies", config.dispatch.roster.members.len(), config.dispatch.policies.len()),
+        },
     ];
     checks.push(check("daemon", daemon(config).await));
     checks.push(check("MQTT broker", broker(config).await));
@@ -77,7 +81,8 @@ pub fn report(checks: &[Check]) -> String {
 async fn daemon(config: &Config) -> anyhow::Result<String> {
     let Some(listen) = config.http_listen else { anyhow::bail!("no [http] listen: cannot ask the daemon") };
     let url = format!("http://127.0.0.1:{}/healthz", listen.port());
-    let response = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?.get(&url).send().await.map_err(|e| anyhow::anyhow!("not running? {url}: {e}"))?;
+    let response =
+        reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?.get(&url).send().await.map_err(|e| anyhow::anyhow!("not running? {url}: {e}"))?;
     let body: serde_json::Value = response.json().await?;
     match body["status"].as_str() {
         Some("ready") => Ok("running, ready".into()),
@@ -191,16 +196,22 @@ async fn channels(config: &Config) -> Vec<(String, anyhow::Result<String>)> {
         results.push((hook.name.clone(), result));
     }
     for robot in &config.alerts.wecom {
-        results.push((robot.name.clone(), match WeComSink::new(robot.clone()) {
-            Ok(sink) => deliver(sink).await,
-            Err(error) => Err(error),
-        }));
+        results.push((
+            robot.name.clone(),
+            match WeComSink::new(robot.clone()) {
+                Ok(sink) => deliver(sink).await,
+                Err(error) => Err(error),
+            },
+        ));
     }
     for robot in &config.alerts.dingtalk {
-        results.push((robot.name.clone(), match DingTalkSink::new(robot.clone()) {
-            Ok(sink) => deliver(sink).await,
-            Err(error) => Err(error),
-        }));
+        results.push((
+            robot.name.clone(),
+            match DingTalkSink::new(robot.clone()) {
+                Ok(sink) => deliver(sink).await,
+                Err(error) => Err(error),
+            },
+        ));
     }
     for gateway in &config.alerts.sms {
         results.push((gateway.name.clone(), Ok("configured; no test SMS is sent (it would reach people's phones)".to_string())));
@@ -219,7 +230,14 @@ mod tests {
     use crate::config::{SerialConfig, SerialProtocol};
 
     fn bus() -> SerialConfig {
-        SerialConfig { port: "/dev/ttyUSB0".into(), baud: 9600, protocol: SerialProtocol::Modbus, timeout: Duration::from_millis(500), min_interval: Duration::ZERO, devices: Vec::new() }
+        SerialConfig {
+            port: "/dev/ttyUSB0".into(),
+            baud: 9600,
+            protocol: SerialProtocol::Modbus,
+            timeout: Duration::from_millis(500),
+            min_interval: Duration::ZERO,
+            devices: Vec::new(),
+        }
     }
 
     fn frames(good: u32, bad: u32, silent: u32) -> String {

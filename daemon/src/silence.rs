@@ -69,7 +69,17 @@ impl Silence {
     /// The silence the daemon applies itself to a no-data alarm its sensor's bus explains (see
     /// `buses`): for that one alert, logged with its reason.
     pub fn bus_down(sensor: &str, reason: String, now: i64) -> Silence {
-        Silence { id: 0, scope: Scope::Sensor, target: sensor.into(), include_red: true, reason, author: "gridwatch".into(), created_ms: now, expires_ms: now + 1, ended_ms: None }
+        Silence {
+            id: 0,
+            scope: Scope::Sensor,
+            target: sensor.into(),
+            include_red: true,
+            reason,
+            author: "gridwatch".into(),
+            created_ms: now,
+            expires_ms: now + 1,
+            ended_ms: None,
+        }
     }
 
     /// Whether this silence is in force at `now` and covers `alert`.
@@ -93,7 +103,17 @@ mod tests {
     use crate::alert::tests::sample_alert;
 
     fn silence(scope: Scope, target: &str, include_red: bool) -> Silence {
-        Silence { id: 1, scope, target: target.into(), include_red, reason: "re-mounting the box".into(), author: "installer".into(), created_ms: 100, expires_ms: 200, ended_ms: None }
+        Silence {
+            id: 1,
+            scope,
+            target: target.into(),
+            include_red,
+            reason: "re-mounting the box".into(),
+            author: "installer".into(),
+            created_ms: 100,
+            expires_ms: 200,
+            ended_ms: None,
+        }
     }
 
     #[test]

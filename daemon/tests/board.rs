@@ -89,7 +89,12 @@ fn inventory() -> String {
         let house = i / 3;
         let (row, column) = (house / 30, house % 30);
         let grid = 1 + column / 8;
-        let _ = writeln!(csv, "house-{i:04},tilt,lane-{row},B{house},grid-{grid},3600,{:.5},{:.5}", 30.27 + f64::from(row) * 0.0009, 120.15 + f64::from(column) * 0.0011);
+        let _ = writeln!(
+            csv,
+            "house-{i:04},tilt,lane-{row},B{house},grid-{grid},3600,{:.5},{:.5}",
+            30.27 + f64::from(row) * 0.0009,
+            120.15 + f64::from(column) * 0.0011
+        );
     }
     for i in 0..100 {
         let _ = writeln!(csv, "water-{i:03},water,canal-{},,grid-5,3600,,", i / 25);

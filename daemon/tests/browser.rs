@@ -100,7 +100,10 @@ async fn a_worker_accepts_goes_on_site_with_photo_and_location_and_resolves_on_a
     browser.goto(&link).await.unwrap();
     let page = browser.wait_for_text("待接单").await.unwrap();
     assert!(page.contains("红色预警 #1 · 待接单") && page.contains("北巷社区 7号楼（house-07）"), "what and where: {page}");
-    assert!(page.contains("2 层 · 结构：砖木") && page.contains("住户：独居老人 张秀英 82岁") && page.contains("联系人：女儿 13900000000"), "the house and its resident: {page}");
+    assert!(
+        page.contains("2 层 · 结构：砖木") && page.contains("住户：独居老人 张秀英 82岁") && page.contains("联系人：女儿 13900000000"),
+        "the house and its resident: {page}"
+    );
     assert!(page.contains("请立即到场查看") && page.contains("最新读数"), "what to do, the latest reading: {page}");
     fits_the_phone(&browser, "header", "incident-page-1-open.png").await;
 
@@ -120,7 +123,10 @@ async fn a_worker_accepts_goes_on_site_with_photo_and_location_and_resolves_on_a
     assert!(page.contains("误差约 15 米，距房屋 44 米"), "the check-in in the history: {page}");
     let mut size = serde_json::json!([]);
     for _ in 0..50 {
-        size = browser.execute("const i = document.querySelector('img.thumb'); return i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : [];").await.unwrap();
+        size = browser
+            .execute("const i = document.querySelector('img.thumb'); return i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : [];")
+            .await
+            .unwrap();
         if size != serde_json::json!([]) {
             break;
         }
@@ -133,12 +139,22 @@ async fn a_worker_accepts_goes_on_site_with_photo_and_location_and_resolves_on_a
     browser.type_into("textarea[name=note]", "墙体已支撑，裂缝已封堵，住户暂住女儿家").await.unwrap();
     browser.click("button[value=resolve]").await.unwrap();
     let page = browser.wait_for_text("已记录：办结").await.unwrap();
-    assert!(page.contains("已办结") && page.contains("墙体已支撑，裂缝已封堵") && page.contains("负责：王芳 13800000001") && page.contains("办结 · 王芳 13800000001\n"), "{page}");
+    assert!(
+        page.contains("已办结")
+            && page.contains("墙体已支撑，裂缝已封堵")
+            && page.contains("负责：王芳 13800000001")
+            && page.contains("办结 · 王芳 13800000001\n"),
+        "{page}"
+    );
     assert!(page.contains("刚刚 · ") && page.contains("等待网格长回访和关闭"), "relative times; the leader closes: {page}");
     fits_the_phone(&browser, ".history", "incident-page-3-resolved.png").await;
 
     // The grid leader, from his own link, follows up (回访) and closes it.
-    let links = gridwatch::links::WorkerLinks::new(format!("http://127.0.0.1:{http_port}").parse().unwrap(), "a-secret-of-enough-length", std::time::Duration::from_secs(3600));
+    let links = gridwatch::links::WorkerLinks::new(
+        format!("http://127.0.0.1:{http_port}").parse().unwrap(),
+        "a-secret-of-enough-length",
+        std::time::Duration::from_secs(3600),
+    );
     browser.goto(&gridwatch::links::shorten(&links.member_link(1, "chen", chrono::Utc::now().timestamp()))).await.unwrap();
     let page = browser.wait_for_text("处理人：陈刚").await.unwrap();
     assert!(page.contains("回访") && page.contains("关闭") && page.contains("负责：王芳 13800000001"), "the leader's steps: {page}");
@@ -153,6 +169,9 @@ async fn a_worker_accepts_goes_on_site_with_photo_and_location_and_resolves_on_a
 
     let shown = gridwatch().args(["incidents", "--config", "gridwatch.toml", "show", "1"]).current_dir(dir.path()).output().unwrap();
     let shown = String::from_utf8_lossy(&shown.stdout);
-    assert!(shown.contains("closed") && shown.contains("王芳 13800000001 (link) accept") && shown.contains("on_site") && shown.contains("resolve: 墙体已支撑"), "the audit trail: {shown}");
+    assert!(
+        shown.contains("closed") && shown.contains("王芳 13800000001 (link) accept") && shown.contains("on_site") && shown.contains("resolve: 墙体已支撑"),
+        "the audit trail: {shown}"
+    );
     assert!(shown.contains("陈刚 (chen, own link) follow_up: 电话回访") && shown.contains("陈刚 (chen, own link) close"), "the audit trail: {shown}");
 }

@@ -39,7 +39,10 @@ fn publish(mosquitto: &Mosquitto, sensors: &[&str]) {
 
 /// (rule, sensor, event) of each alert the installers received.
 fn received(hook: &WebhookReceiver) -> Vec<(String, String, String)> {
-    hook.bodies().iter().map(|b| (b["rule"].as_str().unwrap().to_string(), b["sensor"].as_str().unwrap().to_string(), b["event"].as_str().unwrap().to_string())).collect()
+    hook.bodies()
+        .iter()
+        .map(|b| (b["rule"].as_str().unwrap().to_string(), b["sensor"].as_str().unwrap().to_string(), b["event"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,11 +9,7 @@ use common::gridwatch;
 
 fn run(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
     let output = gridwatch().args(args).current_dir(dir).output().expect("run gridwatch");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 #[test]
@@ -62,7 +58,8 @@ fn run_refuses_an_invalid_config_with_exit_code_78() {
 fn run_refuses_broken_rule_files_with_exit_code_78() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"x\"\n").unwrap();
-    std::fs::write(dir.path().join("gridwatch.toml"), "state_dir = \"s\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\n[rules]\npaths = [\"rules.toml\"]\n").unwrap();
+    std::fs::write(dir.path().join("gridwatch.toml"), "state_dir = \"s\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\n[rules]\npaths = [\"rules.toml\"]\n")
+        .unwrap();
     let (code, _, stderr) = run(&["run", "--config", "gridwatch.toml"], dir.path());
     assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("rules.toml:1:1: error in `above`: a rule needs exactly one check"), "{stderr}");
@@ -163,7 +160,11 @@ fn rules_test_judges_a_building_when_its_boxes_must_agree() {
         config.push_str(&format!("[[sensor]]\nid = \"{id}\"\nkind = \"tilt\"\nsite = \"north-lane\"\nbuilding = \"B7\"\n"));
     }
     std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
-    std::fs::write(dir.path().join("house.toml"), "[[rule]]\nid = \"house-leans\"\nkind = \"tilt\"\nvalue = \"x\"\nagree = 2\nabove = 4\nseverity = \"alarm\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("house.toml"),
+        "[[rule]]\nid = \"house-leans\"\nkind = \"tilt\"\nvalue = \"x\"\nagree = 2\nabove = 4\nseverity = \"alarm\"\n",
+    )
+    .unwrap();
     // East is knocked to 9 at minute 10; west follows to 5 at minute 20 and recovers at 40.
     let mut csv = String::from("ts,sensor,x\n");
     for minute in 0..60i64 {
@@ -196,7 +197,8 @@ fn validate_checks_the_roster_with_file_line_and_column() {
 fn log_format_json_writes_one_json_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let port = gridwatch_tests::free_port();
-    std::fs::write(dir.path().join("gridwatch.toml"), format!("state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\nembedded_listen = \"127.0.0.1:{port}\"\n")).unwrap();
+    std::fs::write(dir.path().join("gridwatch.toml"), format!("state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\nembedded_listen = \"127.0.0.1:{port}\"\n"))
+        .unwrap();
     let child = gridwatch()
         .args(["--log-format", "json", "run", "--config", "gridwatch.toml"])
         .current_dir(dir.path())

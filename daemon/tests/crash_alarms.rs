@@ -64,7 +64,15 @@ fn trouble(kill: usize) -> Trouble {
     }
 }
 
-fn write_config(dir: &Path, mosquitto: &Mosquitto, vm: &VictoriaMetrics, hook: &WebhookReceiver, slow: &WebhookReceiver, failing: &WebhookReceiver, http_port: u16) {
+fn write_config(
+    dir: &Path,
+    mosquitto: &Mosquitto,
+    vm: &VictoriaMetrics,
+    hook: &WebhookReceiver,
+    slow: &WebhookReceiver,
+    failing: &WebhookReceiver,
+    http_port: u16,
+) {
     let mut config = format!(
         "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-crash-{http_port}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\nstate_save_secs = 10\n\n[alerts]\nconsole = false\n\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 20\ntimeout_secs = 2\n\n[[alerts.webhook]]\nname = \"slow-partner\"\nurl = \"{}\"\ntimeout_secs = 60\n\n[[alerts.webhook]]\nname = \"broken-partner\"\nurl = \"{}\"\nmax_attempts = 2\ntimeout_secs = 2\n\n[influxdb]\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\nbatch_size = 200\nflush_interval_ms = 100\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
         mosquitto.url(),

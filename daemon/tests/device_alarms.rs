@@ -69,7 +69,11 @@ fn inventory() -> String {
 }
 
 fn rules_of(receiver: &WebhookReceiver) -> Vec<String> {
-    receiver.bodies().iter().map(|b| format!("{} {} {}", b["rule"].as_str().unwrap_or(""), b["sensor"].as_str().unwrap_or(""), b["event"].as_str().unwrap_or(""))).collect()
+    receiver
+        .bodies()
+        .iter()
+        .map(|b| format!("{} {} {}", b["rule"].as_str().unwrap_or(""), b["sensor"].as_str().unwrap_or(""), b["event"].as_str().unwrap_or("")))
+        .collect()
 }
 
 async fn report(publisher: &mut Publisher, boxes: &[&str], x: f64) {
@@ -128,7 +132,10 @@ async fn device_alarms_reach_installers_and_a_dead_gateway_is_one_alarm() {
     assert_eq!((body["audience"].as_str(), body["recipients"][0].as_str()), (Some("installer"), Some("赵工")), "{body}");
     assert!(body["messages"]["zh"].as_str().unwrap().contains("5 个传感器"), "{body}");
     let to_grid = rules_of(&grid_group);
-    assert!(to_grid.first().is_some_and(|r| r == "tilt-danger gw-box-1 fired") && to_grid.iter().all(|r| r.starts_with("tilt-danger gw-box-1")), "the grid's group gets its house's alarm and no device alarm: {to_grid:?}");
+    assert!(
+        to_grid.first().is_some_and(|r| r == "tilt-danger gw-box-1 fired") && to_grid.iter().all(|r| r.starts_with("tilt-danger gw-box-1")),
+        "the grid's group gets its house's alarm and no device alarm: {to_grid:?}"
+    );
 
     // The gateway is back: one clear to the installers.
     let mut cleared = false;
@@ -141,5 +148,9 @@ async fn device_alarms_reach_installers_and_a_dead_gateway_is_one_alarm() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(cleared, "{:?}", rules_of(&installers));
-    assert!(!rules_of(&installers).iter().any(|r| r.starts_with("tilt-no-data gw-box")), "the held-back no-data alarms stay held back: {:?}", rules_of(&installers));
+    assert!(
+        !rules_of(&installers).iter().any(|r| r.starts_with("tilt-no-data gw-box")),
+        "the held-back no-data alarms stay held back: {:?}",
+        rules_of(&installers)
+    );
 }

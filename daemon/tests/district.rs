@@ -102,7 +102,9 @@ impl Community {
 
     /// Ids in a table of the box's own store.
     fn local_ids(&self, table: &str) -> BTreeSet<i64> {
-        let Ok(conn) = rusqlite::Connection::open_with_flags(self.dir.path().join("state/gridwatch.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else { return BTreeSet::new() };
+        let Ok(conn) = rusqlite::Connection::open_with_flags(self.dir.path().join("state/gridwatch.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+            return BTreeSet::new();
+        };
         let Ok(mut statement) = conn.prepare(&format!("SELECT id FROM {table}")) else { return BTreeSet::new() };
         statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
     }
@@ -146,9 +148,19 @@ impl District {
         if !caught_up {
             for (local, district) in pairs {
                 let (mine, theirs) = (community.local_ids(local), self.district_ids(district, community.id).await);
-                eprintln!("{}: {local} missing at the hub: {:?}; unknown to the box: {:?}", community.id, mine.difference(&theirs).collect::<Vec<_>>(), theirs.difference(&mine).collect::<Vec<_>>());
+                eprintln!(
+                    "{}: {local} missing at the hub: {:?}; unknown to the box: {:?}",
+                    community.id,
+                    mine.difference(&theirs).collect::<Vec<_>>(),
+                    theirs.difference(&mine).collect::<Vec<_>>()
+                );
             }
-            panic!("box {} not caught up\nbox: {:?}\nhub: {:?}", community.id, community.stderr(), self.hub.stderr().into_iter().rev().take(30).collect::<Vec<_>>());
+            panic!(
+                "box {} not caught up\nbox: {:?}\nhub: {:?}",
+                community.id,
+                community.stderr(),
+                self.hub.stderr().into_iter().rev().take(30).collect::<Vec<_>>()
+            );
         }
     }
 

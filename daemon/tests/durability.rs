@@ -43,11 +43,7 @@ fn now_ms() -> i64 {
 /// Timestamps stored in VictoriaMetrics for one sensor's `tilt_x`.
 async fn stored(vm: &VictoriaMetrics, sensor: &str) -> BTreeSet<i64> {
     let series = vm.export(&format!(r#"{{__name__="tilt_x",sensor="{sensor}"}}"#)).await.unwrap_or_default();
-    series
-        .iter()
-        .flat_map(|s| s["timestamps"].as_array().cloned().unwrap_or_default())
-        .filter_map(|t| t.as_i64())
-        .collect()
+    series.iter().flat_map(|s| s["timestamps"].as_array().cloned().unwrap_or_default()).filter_map(|t| t.as_i64()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +124,13 @@ async fn acknowledged_readings_survive_sigkills_and_a_database_outage() {
         let have = stored(&vm, sensor).await;
         missing += acked.iter().filter(|(s, ts)| *s == index && !have.contains(ts)).count();
     }
-    assert!(complete, "{missing} acknowledged readings missing from VictoriaMetrics; metrics: {}; stored: {:?}; log: {:?}", metrics(http_port).await, vm.export(r#"{__name__=~"tilt_.*"}"#).await.map(|s| s.len()), daemon.stderr());
+    assert!(
+        complete,
+        "{missing} acknowledged readings missing from VictoriaMetrics; metrics: {}; stored: {:?}; log: {:?}",
+        metrics(http_port).await,
+        vm.export(r#"{__name__=~"tilt_.*"}"#).await.map(|s| s.len()),
+        daemon.stderr()
+    );
     assert_eq!(missing, 0);
 
     // Once drained, the spool is empty and nothing was dropped.

@@ -71,7 +71,8 @@ async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_th
     write_config(dir.path(), &mosquitto, http_port, hook_port);
 
     let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    let up = publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    let up =
+        publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
     mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
 
@@ -87,12 +88,17 @@ async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_th
     assert!(!reminders.is_empty() && reminders.len() <= 2, "a reminder every 1.5 s before the 4 s deadline: {reminders:?}");
     assert!(reminders[0].0["messages"]["zh"].as_str().unwrap().starts_with("催办（第1次）：事件#1尚未接单"), "{:?}", reminders[0].0);
     let escalation = &events(&receiver, "escalated")[0];
-    assert!(escalation.1 - opened_at >= 3_500, "escalated {} ms after the alert (its fired may arrive late on a loaded machine; the deadline is 4 s)", escalation.1 - opened_at);
+    assert!(
+        escalation.1 - opened_at >= 3_500,
+        "escalated {} ms after the alert (its fired may arrive late on a loaded machine; the deadline is 4 s)",
+        escalation.1 - opened_at
+    );
     assert_eq!(escalation.0["recipients"], serde_json::json!(["陈刚", "王芳"]), "the grid leader is added");
     assert_eq!(escalation.0["incident_id"], 1);
 
     // The worker accepts; then the power goes.
-    let accepted = gridwatch().args(["incidents", "--config", "gridwatch.toml", "act", "1", "accept", "--by", "wang"]).current_dir(dir.path()).output().unwrap();
+    let accepted =
+        gridwatch().args(["incidents", "--config", "gridwatch.toml", "act", "1", "accept", "--by", "wang"]).current_dir(dir.path()).output().unwrap();
     assert!(accepted.status.success(), "{}", String::from_utf8_lossy(&accepted.stderr));
     let accepted_at = now_ms();
     daemon.kill_hard();
@@ -106,14 +112,21 @@ async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_th
     tokio::time::sleep(3 * SECOND).await;
     let escalations = events(&receiver, "escalated");
     assert_eq!(escalations.len(), 2, "{escalations:?}");
-    assert!(escalations[1].0["messages"]["en"].as_str().unwrap().starts_with("Escalated (level 2): incident #1 was not on site within 12 s"), "{:?}", escalations[1].0);
+    assert!(
+        escalations[1].0["messages"]["en"].as_str().unwrap().starts_with("Escalated (level 2): incident #1 was not on site within 12 s"),
+        "{:?}",
+        escalations[1].0
+    );
     assert!(escalations[1].1 - opened_at >= 12_000, "not before the on-site deadline");
     let late_reminders: Vec<_> = events(&receiver, "reminder").into_iter().filter(|(_, at)| *at > accepted_at + 500).collect();
     assert!(late_reminders.is_empty() && events(&receiver, "reminder").len() == reminders_before, "no reminders once accepted: {late_reminders:?}");
 
     let shown = gridwatch().args(["incidents", "--config", "gridwatch.toml", "show", "1"]).current_dir(dir.path()).output().unwrap();
     let shown = String::from_utf8_lossy(&shown.stdout);
-    assert!(shown.contains("reminded 王芳") && shown.contains("escalated (accepted) to 陈刚, 王芳") && shown.contains("escalated (on site) to 陈刚, 王芳"), "{shown}");
+    assert!(
+        shown.contains("reminded 王芳") && shown.contains("escalated (accepted) to 陈刚, 王芳") && shown.contains("escalated (on site) to 陈刚, 王芳"),
+        "{shown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +138,8 @@ async fn a_workers_action_relayed_over_mqtt_is_applied_and_a_forged_one_refused(
     let http_port = free_port();
     write_config(dir.path(), &mosquitto, http_port, hook_port);
     let config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap();
-    std::fs::write(dir.path().join("gridwatch.toml"), format!("{config}ack_topic = \"gridwatch/acks/box-1\"\nack_secret = \"hub-and-box-share-this\"\n")).unwrap();
+    std::fs::write(dir.path().join("gridwatch.toml"), format!("{config}ack_topic = \"gridwatch/acks/box-1\"\nack_secret = \"hub-and-box-share-this\"\n"))
+        .unwrap();
 
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let up = wait_for(20 * SECOND, || {
@@ -139,13 +153,15 @@ async fn a_workers_action_relayed_over_mqtt_is_applied_and_a_forged_one_refused(
     let forger = gridwatch::incident_acks::AckConfig::new("gridwatch/acks/box-1".into(), "a-guess-at-the-secret");
     let message = |signer: &gridwatch::incident_acks::AckConfig, action: &str, by: &str| {
         let ts = now_ms();
-        serde_json::json!({"incident": 1, "action": action, "by": by, "note": "on my way", "ts": ts, "sig": signer.sign(1, action, by, Some("on my way"), ts)}).to_string()
+        serde_json::json!({"incident": 1, "action": action, "by": by, "note": "on my way", "ts": ts, "sig": signer.sign(1, action, by, Some("on my way"), ts)})
+            .to_string()
     };
     mosquitto.publish("gridwatch/acks/box-1", &message(&forger, "resolve", "mallory")).unwrap();
     mosquitto.publish("gridwatch/acks/box-1", &message(&hub, "accept", "王芳")).unwrap();
     let counted = wait_for(10 * SECOND, || async {
         let text = metrics(http_port).await;
-        metric(&text, r#"gridwatch_incident_acks_total{reason="applied"}"#) == Some(1.0) && metric(&text, r#"gridwatch_incident_acks_total{reason="bad_signature"}"#) == Some(1.0)
+        metric(&text, r#"gridwatch_incident_acks_total{reason="applied"}"#) == Some(1.0)
+            && metric(&text, r#"gridwatch_incident_acks_total{reason="bad_signature"}"#) == Some(1.0)
     })
     .await;
     assert!(counted, "{}", metrics(http_port).await);

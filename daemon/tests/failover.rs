@@ -67,7 +67,11 @@ async fn an_alarm_the_first_channel_cannot_deliver_goes_to_the_next() {
     let accounts = wait_balanced(http_port).await.unwrap_or_else(|a| panic!("accounts do not balance: {a}"));
     assert_eq!(counts(sink(&accounts, "office")), [1, 0, 1, 0], "{accounts}");
     assert_eq!(counts(sink(&accounts, "backup")), [1, 1, 0, 0], "{accounts}");
-    assert!(daemon.stderr().iter().any(|l| l.contains("alert handed to the failover channel") && l.contains("from=office") && l.contains("to=backup")), "{:?}", daemon.stderr());
+    assert!(
+        daemon.stderr().iter().any(|l| l.contains("alert handed to the failover channel") && l.contains("from=office") && l.contains("to=backup")),
+        "{:?}",
+        daemon.stderr()
+    );
 }
 
 /// A DingTalk robot stand-in that is over its limit: every message is answered errcode 90030

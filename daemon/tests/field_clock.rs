@@ -50,8 +50,16 @@ escalate_to = [["grid_leader"]]
 
 /// Debian's libfaketime (multi-threaded flavour: the daemon runs tokio worker threads).
 fn libfaketime() -> PathBuf {
-    let candidates = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/faketime/libfaketimeMT.so.1"];
-    candidates.iter().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| panic!("libfaketime is not installed (apt-get install faketime; .ci/run does): looked for {candidates:?}"))
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("libfaketime is not installed (apt-get install faketime; .ci/run does): looked for {candidates:?}"))
 }
 
 fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook_port: u16) {
@@ -68,7 +76,8 @@ fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook_port: u1
         flag.display()
     );
     std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
-    let rules = "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n\n[[rule]]\nid = \"silent\"\nno_data = \"6s\"\nseverity = \"warning\"\n";
+    let rules =
+        "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n\n[[rule]]\nid = \"silent\"\nno_data = \"6s\"\nseverity = \"warning\"\n";
     std::fs::write(dir.join("rules.toml"), rules).unwrap();
     std::fs::write(dir.join("roster.toml"), ROSTER).unwrap();
 }
@@ -146,10 +155,16 @@ async fn clock_stepped_mid_run(faked: &str) {
     std::fs::write(dir.path().join("synchronized"), b"").unwrap();
     tokio::time::sleep(5 * SECOND / 2).await;
     let (after_reminders, after_escalations) = (bodies(&receiver, "reminder").len() - reminders, bodies(&receiver, "escalated").len() - escalations);
-    assert!(after_reminders <= 1 && after_escalations <= 1, "a burst after the step: {after_reminders} reminder(s), {after_escalations} escalation(s) in 2.5 s");
+    assert!(
+        after_reminders <= 1 && after_escalations <= 1,
+        "a burst after the step: {after_reminders} reminder(s), {after_escalations} escalation(s) in 2.5 s"
+    );
 
     // The ladder goes on after the step, labelled in true time.
-    let escalated = wait_for(15 * SECOND, || async { bodies(&receiver, "escalated").len() > escalations || bodies(&receiver, "reminder").len() > reminders + after_reminders }).await;
+    let escalated = wait_for(15 * SECOND, || async {
+        bodies(&receiver, "escalated").len() > escalations || bodies(&receiver, "reminder").len() > reminders + after_reminders
+    })
+    .await;
     assert!(escalated, "the ladder stopped after the step: {:?}", receiver.bodies());
     keep_reporting.abort();
     let last = receiver.bodies().into_iter().rev().find(|b| b["event"] == "reminder" || b["event"] == "escalated").unwrap();
@@ -161,7 +176,12 @@ async fn clock_stepped_mid_run(faked: &str) {
             assert!(believable(label), "a person read {key} = {label:?}: {body}");
         }
     }
-    assert_eq!((no_data_of(&receiver, "canal-02"), no_data_of(&receiver, "canal-04")), (0, 0), "no-data for sensors that kept reporting: {:?}", receiver.bodies());
+    assert_eq!(
+        (no_data_of(&receiver, "canal-02"), no_data_of(&receiver, "canal-04")),
+        (0, 0),
+        "no-data for sensors that kept reporting: {:?}",
+        receiver.bodies()
+    );
     daemon.stop();
 }
 

@@ -68,7 +68,12 @@ fn delivered_in_journal(state: &Path, rule: &str) -> i64 {
         std::fs::copy(state.join(name), copy.path().join(name)).unwrap();
     }
     let db = rusqlite::Connection::open(copy.path().join("gridwatch.db")).unwrap();
-    db.query_row("SELECT count(*) FROM alert_events a JOIN outbox o ON o.alert_id = a.id WHERE a.rule = ?1 AND o.sink = 'office' AND o.state = 'delivered'", [rule], |r| r.get(0)).unwrap()
+    db.query_row(
+        "SELECT count(*) FROM alert_events a JOIN outbox o ON o.alert_id = a.id WHERE a.rule = ?1 AND o.sink = 'office' AND o.state = 'delivered'",
+        [rule],
+        |r| r.get(0),
+    )
+    .unwrap()
 }
 
 fn dropped_disk_full(text: &str) -> f64 {

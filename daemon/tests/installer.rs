@@ -53,7 +53,10 @@ async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
 
     let (ok, status, err) = cli(dir.path(), &["status", "--config", "gridwatch.toml"]);
     assert!(ok, "{err}");
-    assert!(status.contains("MQTT: connected") && status.contains("sensors: 1 reporting of 1; 20 readings evaluated") && status.contains("open incidents: none"), "{status}");
+    assert!(
+        status.contains("MQTT: connected") && status.contains("sensors: 1 reporting of 1; 20 readings evaluated") && status.contains("open incidents: none"),
+        "{status}"
+    );
     let (ok, table, err) = cli(dir.path(), &["watch", "--config", "gridwatch.toml", "--once", "house-07"]);
     assert!(ok, "{err}");
     assert!(table.contains("house-07") && table.contains("north-lane/B7") && table.contains(" ok ") && table.contains("x=0.3100 y=-0.1200"), "{table}");
@@ -62,7 +65,12 @@ async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
     assert!(receiver.bodies().is_empty());
     let (ok, zeroed, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "house-07", "--window", "30m", "--by", "Li 138"]);
     assert!(ok, "{err}");
-    assert!(zeroed.contains("from the median of 20 readings") && zeroed.contains("x: none (learned) -> 0.3100°") && zeroed.contains("y: none (learned) -> -0.1200°"), "{zeroed}");
+    assert!(
+        zeroed.contains("from the median of 20 readings")
+            && zeroed.contains("x: none (learned) -> 0.3100°")
+            && zeroed.contains("y: none (learned) -> -0.1200°"),
+        "{zeroed}"
+    );
 
     // Now the wall leans 3‰ further: judged from the installation baseline.
     publish(0.31 + permille(3.0), now_ms());
@@ -79,7 +87,9 @@ async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
     let up = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_mqtt_connected") == Some(1.0) }).await;
     assert!(up);
     let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
-    let taken = |n: f64| async move { wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= before + n }).await };
+    let taken = |n: f64| async move {
+        wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= before + n }).await
+    };
     let t0 = now_ms();
     publish(0.31 + permille(3.0), t0);
     assert!(taken(1.0).await);
@@ -95,7 +105,10 @@ async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
     assert!(again.contains("x: 0.3100° -> 0.4819°"), "the previous baseline survived the restart: {again}");
     let (ok, explained, err) = cli(dir.path(), &["rules", "explain", "--config", "gridwatch.toml", "--sensor", "house-07"]);
     assert!(ok, "{err}");
-    assert!(explained.contains("calibrated x: 0.4819° by Li 138") && explained.contains("median of 3 readings"), "explain shows the baseline in force: {explained}");
+    assert!(
+        explained.contains("calibrated x: 0.4819° by Li 138") && explained.contains("median of 3 readings"),
+        "explain shows the baseline in force: {explained}"
+    );
     let (ok, _, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "nope", "--by", "Li"]);
     assert!(!ok && err.contains("no sensor `nope` in the inventory"), "{err}");
 }
@@ -115,7 +128,8 @@ async fn a_sensor_silent_for_three_intervals_makes_the_box_degraded() {
     .unwrap();
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let health = || async move { reqwest::get(format!("http://127.0.0.1:{http_port}/healthz")).await.ok()?.text().await.ok() };
-    let silent = wait_for(15 * SECOND, || async { health().await.is_some_and(|h| h.contains("1 sensor(s) silent for more than 3 report intervals: house-08")) }).await;
+    let silent =
+        wait_for(15 * SECOND, || async { health().await.is_some_and(|h| h.contains("1 sensor(s) silent for more than 3 report intervals: house-08")) }).await;
     assert!(silent, "{:?} {:?}", health().await, daemon.stderr());
     let (ok, status, err) = cli(dir.path(), &["status", "--config", "gridwatch.toml"]);
     assert!(ok && status.contains("SILENT (more than 3 report intervals): house-08"), "{status} {err}");

@@ -45,7 +45,9 @@ severity = "alarm"
 "#;
 
 fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, [wecom, dingtalk, sms]: [&WebhookReceiver; 3]) {
-    let sensors: String = (1..=3).map(|i| format!("[[sensor]]\nid = \"canal-0{i}\"\nkind = \"water\"\nsite = \"north-lane\"\nbuilding = \"B7\"\ngrid = \"grid-3\"\n\n")).collect();
+    let sensors: String = (1..=3)
+        .map(|i| format!("[[sensor]]\nid = \"canal-0{i}\"\nkind = \"water\"\nsite = \"north-lane\"\nbuilding = \"B7\"\ngrid = \"grid-3\"\n\n"))
+        .collect();
     let config = format!(
         "state_dir = \"state\"\ntime_zone = \"Asia/Shanghai\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-messages-{http_port}\"\n\n{sensors}\
          [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\ngroup_window_secs = 2\n\n\
@@ -125,7 +127,11 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
     let grouped_at = now_ms();
     mosquitto.publish(&topic("canal-02"), &format!(r#"{{"do": 3.2, "ts": {grouped_at}}}"#)).unwrap();
     mosquitto.publish(&topic("canal-03"), &format!(r#"{{"do": 0.87654, "ts": {}}}"#, grouped_at + 1)).unwrap();
-    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == 2 && dingtalk.bodies().len() == 2 && sms.bodies().len() == 2 }).await, "{:?}", daemon.stderr());
+    assert!(
+        wait_for(10 * SECOND, || async { wecom.bodies().len() == 2 && dingtalk.bodies().len() == 2 && sms.bodies().len() == 2 }).await,
+        "{:?}",
+        daemon.stderr()
+    );
     // canal-01 back to normal.
     let cleared_at = now_ms();
     mosquitto.publish(&topic("canal-01"), &format!(r#"{{"do": 7.2, "ts": {cleared_at}}}"#)).unwrap();
@@ -174,7 +180,12 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
     // SMS: the number, the short sentence, what to do, the time and the short link; one for the house.
     let sms: Vec<String> = sms.bodies().iter().map(|b| format!("{} {}", b["phone"].as_str().unwrap(), b["msg"].as_str().unwrap())).collect();
     assert_eq!(sms.len(), 2, "{sms:?}");
-    check(&sms[0], format!("13800000001 【橙色预警】#1 北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警 请尽快到场查看。 {fired_time} 处理：http://BOX/i/1.…"));
+    check(
+        &sms[0],
+        format!(
+            "13800000001 【橙色预警】#1 北巷社区 7号楼（canal-01）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警 请尽快到场查看。 {fired_time} 处理：http://BOX/i/1.…"
+        ),
+    );
     check(&sms[1], format!("13800000001 【橙色预警】#2 #3 北巷社区 7号楼（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警（本楼共2条） 请尽快到场查看。 {grouped_time} 处理：http://BOX/i/2.…"));
 
     // Every link opens its incident, with times in China time.
@@ -182,9 +193,15 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
         let page = reqwest::get(link).await.unwrap();
         assert!(page.status().is_success(), "{link}: {}", page.status());
         let html = page.text().await.unwrap();
-        let id = link.split("/incident/").nth(1).map_or_else(|| link.split("/i/").nth(1).unwrap().split('.').next().unwrap(), |rest| rest.split('?').next().unwrap());
+        let id = link
+            .split("/incident/")
+            .nth(1)
+            .map_or_else(|| link.split("/i/").nth(1).unwrap().split('.').next().unwrap(), |rest| rest.split('?').next().unwrap());
         assert!(html.contains(&format!("#{id} ")), "{link} opens incident #{id}");
-        let opened = chrono::DateTime::from_timestamp_millis(if id == "1" { fired_at } else { grouped_at } + 8 * 3_600_000).unwrap().format("%Y-%m-%d %H:%M").to_string();
+        let opened = chrono::DateTime::from_timestamp_millis(if id == "1" { fired_at } else { grouped_at } + 8 * 3_600_000)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M")
+            .to_string();
         assert!(html.contains(&opened), "the page shows China time {opened}: {html}");
     }
     assert!(daemon.stop().success());
@@ -199,7 +216,9 @@ async fn a_digest_past_the_size_limit_is_split_and_keeps_every_incident_and_link
     let wecom = WebhookReceiver::start(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
-    let sensors: String = (1..=40).map(|i| format!("[[sensor]]\nid = \"canal-{i:02}\"\nkind = \"water\"\nsite = \"north-lane\"\nbuilding = \"B{i}\"\ngrid = \"grid-3\"\n\n")).collect();
+    let sensors: String = (1..=40)
+        .map(|i| format!("[[sensor]]\nid = \"canal-{i:02}\"\nkind = \"water\"\nsite = \"north-lane\"\nbuilding = \"B{i}\"\ngrid = \"grid-3\"\n\n"))
+        .collect();
     let config = format!(
         "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-digest-{http_port}\"\n\n{sensors}[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n\
          [alerts]\nconsole = false\n\n[[alerts.wecom]]\nname = \"wecom\"\nurl = \"{}?key=K\"\n\n\

@@ -85,7 +85,8 @@ fn check_structure(name: &str, board: &Value) -> Vec<(String, String)> {
         assert!(board.get(key).is_some(), "{name}: no `{key}`");
     }
     let variables: Vec<&Value> = board["templating"]["list"].as_array().expect("templating.list").iter().collect();
-    let datasource_vars: HashSet<String> = variables.iter().filter(|v| v["type"] == "datasource").map(|v| format!("${{{}}}", v["name"].as_str().expect("variable name"))).collect();
+    let datasource_vars: HashSet<String> =
+        variables.iter().filter(|v| v["type"] == "datasource").map(|v| format!("${{{}}}", v["name"].as_str().expect("variable name"))).collect();
     assert!(!datasource_vars.is_empty(), "{name}: no datasource variable");
     let mut ids = HashSet::new();
     let mut queries = Vec::new();
@@ -110,7 +111,8 @@ fn check_structure(name: &str, board: &Value) -> Vec<(String, String)> {
         for target in targets {
             let reference = target["refId"].as_str().unwrap_or_else(|| panic!("{name}: `{title}` target without refId"));
             assert!(refs.insert(reference), "{name}: `{title}` refId {reference} twice");
-            let query = target["expr"].as_str().or(target["query"].as_str()).unwrap_or_else(|| panic!("{name}: `{title}` target {reference} has no expr/query"));
+            let query =
+                target["expr"].as_str().or(target["query"].as_str()).unwrap_or_else(|| panic!("{name}: `{title}` target {reference} has no expr/query"));
             assert!(!query.trim().is_empty(), "{name}: `{title}` empty query");
             queries.push((source.to_string(), query.to_string()));
         }
@@ -150,7 +152,8 @@ fn dashboards_and_alert_rules_name_only_metrics_the_daemon_exposes_and_counters_
     assert!(build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))) && build.ends_with(" 1"), "{build}");
 
     // The front page links to the rest, from the same port.
-    let front = tokio::runtime::Runtime::new().unwrap().block_on(async { reqwest::get(format!("http://127.0.0.1:{port}/")).await.unwrap().text().await.unwrap() });
+    let front =
+        tokio::runtime::Runtime::new().unwrap().block_on(async { reqwest::get(format!("http://127.0.0.1:{port}/")).await.unwrap().text().await.unwrap() });
     assert!(front.contains("href=\"incidents\"") && front.contains("href=\"metrics\"") && front.contains("href=\"api/balance\""), "{front}");
     daemon.stop();
 
@@ -173,7 +176,8 @@ fn dashboards_and_alert_rules_name_only_metrics_the_daemon_exposes_and_counters_
 #[test]
 fn the_telemetry_dashboard_asks_influxdb_for_what_the_writer_stores() {
     let board = dashboard("gridwatch-telemetry.json");
-    let queries: Vec<String> = check_structure("gridwatch-telemetry.json", &board).into_iter().filter(|(source, _)| source == "${influxdb}").map(|(_, q)| q).collect();
+    let queries: Vec<String> =
+        check_structure("gridwatch-telemetry.json", &board).into_iter().filter(|(source, _)| source == "${influxdb}").map(|(_, q)| q).collect();
     assert!(queries.len() >= 5, "{queries:?}");
     // daemon/src/telemetry/writer.rs: measurement = the sensor kind, tags sensor, site,
     // building, grid; fields as the readings name them (tilt boxes x and y).
@@ -202,7 +206,12 @@ fn the_telemetry_dashboard_asks_influxdb_for_what_the_writer_stores() {
     }
     assert!(queries.iter().any(|q| q.contains("\"tilt\"") && q.contains("cumulativeSum")), "a tilt-change panel");
     assert!(queries.iter().any(|q| q.contains("\"water\"") && q.contains("\"III\"")), "a water-class panel");
-    let alarms = board["annotations"]["list"].as_array().unwrap().iter().filter(|a| a["expr"].as_str().is_some_and(|e| e.contains("gridwatch_rule_events_total{event=\"fired\"}"))).count();
+    let alarms = board["annotations"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["expr"].as_str().is_some_and(|e| e.contains("gridwatch_rule_events_total{event=\"fired\"}")))
+        .count();
     assert_eq!(alarms, 1, "alarms as annotations");
 }
 
@@ -218,7 +227,8 @@ fn alert_rules_pass_promtool_check_and_their_own_tests() {
         assert!(output.status.success(), "promtool {args:?}:\n{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     }
     let rules = std::fs::read_to_string(dir.join("gridwatch.rules.yml")).unwrap();
-    for alert in ["GridwatchMqttBrokerDown", "GridwatchSpoolGrowing", "GridwatchAlertChannelFailing", "GridwatchRulesReloadFailed", "GridwatchStoreNotWritable"] {
+    for alert in ["GridwatchMqttBrokerDown", "GridwatchSpoolGrowing", "GridwatchAlertChannelFailing", "GridwatchRulesReloadFailed", "GridwatchStoreNotWritable"]
+    {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert} missing");
     }
 }

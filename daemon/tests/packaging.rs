@@ -21,7 +21,8 @@ fn repo() -> PathBuf {
 
 /// Builds the package from the binary under test into `out`; returns its path.
 fn build(out: &Path) -> PathBuf {
-    let printed = run(Command::new(repo().join("packaging/build-deb")).args(["--binary", env!("CARGO_BIN_EXE_gridwatch"), "--compress", "none", "--out"]).arg(out));
+    let printed =
+        run(Command::new(repo().join("packaging/build-deb")).args(["--binary", env!("CARGO_BIN_EXE_gridwatch"), "--compress", "none", "--out"]).arg(out));
     let deb = PathBuf::from(printed.trim());
     assert!(deb.starts_with(out) && deb.exists(), "build-deb printed {printed:?}");
     deb
@@ -50,13 +51,28 @@ fn the_package_holds_the_binary_unit_sysusers_tmpfiles_and_the_configuration_as_
     let depends = info.lines().find_map(|l| l.trim().strip_prefix("Depends: ")).unwrap_or_else(|| panic!("no Depends:\n{info}"));
     assert!(depends.starts_with("libc6 (>= 2.") && depends.ends_with(", systemd"), "{depends}");
     for script in ["postinst", "prerm", "postrm", "conffiles"] {
-        assert!(info.lines().any(|l| l.split_whitespace().last() == Some(script) || l.contains(&format!(" {script} "))), "{script} not in the control archive:\n{info}");
+        assert!(
+            info.lines().any(|l| l.split_whitespace().last() == Some(script) || l.contains(&format!(" {script} "))),
+            "{script} not in the control archive:\n{info}"
+        );
     }
 
     let contents = run(Command::new("dpkg-deb").arg("--contents").arg(&deb));
-    let entry = |path: &str| contents.lines().find(|l| l.ends_with(&format!(" ./{path}"))).unwrap_or_else(|| panic!("{path} not in the package:\n{contents}")).to_string();
+    let entry = |path: &str| {
+        contents.lines().find(|l| l.ends_with(&format!(" ./{path}"))).unwrap_or_else(|| panic!("{path} not in the package:\n{contents}")).to_string()
+    };
     assert!(entry("usr/bin/gridwatch").starts_with("-rwxr-xr-x root/root"), "{}", entry("usr/bin/gridwatch"));
-    for file in ["usr/lib/systemd/system/gridwatch.service", "usr/lib/sysusers.d/gridwatch.conf", "usr/lib/tmpfiles.d/gridwatch.conf", "etc/gridwatch/gridwatch.toml", "usr/share/doc/gridwatch/copyright", "usr/share/doc/gridwatch/README.md", "usr/share/doc/gridwatch/dashboards/gridwatch-telemetry.json", "usr/share/doc/gridwatch/dashboards/gridwatch-daemon.json", "usr/share/doc/gridwatch/prometheus/gridwatch.rules.yml"] {
+    for file in [
+        "usr/lib/systemd/system/gridwatch.service",
+        "usr/lib/sysusers.d/gridwatch.conf",
+        "usr/lib/tmpfiles.d/gridwatch.conf",
+        "etc/gridwatch/gridwatch.toml",
+        "usr/share/doc/gridwatch/copyright",
+        "usr/share/doc/gridwatch/README.md",
+        "usr/share/doc/gridwatch/dashboards/gridwatch-telemetry.json",
+        "usr/share/doc/gridwatch/dashboards/gridwatch-daemon.json",
+        "usr/share/doc/gridwatch/prometheus/gridwatch.rules.yml",
+    ] {
         assert!(entry(file).starts_with("-rw-r--r-- root/root"), "{}", entry(file));
     }
     assert!(!contents.contains("/usr/local/"), "a package installs under /usr:\n{contents}");
@@ -83,7 +99,11 @@ fn the_unpacked_package_passes_systemd_analyze_verify_and_its_configuration_vali
 
     // systemd's own targets, which the unit orders itself after and is wanted by.
     let units = root.join("usr/lib/systemd/system");
-    let system = ["/usr/lib/systemd/system", "/lib/systemd/system"].into_iter().map(Path::new).find(|d| d.join("multi-user.target").exists()).expect("systemd's units (Debian package systemd)");
+    let system = ["/usr/lib/systemd/system", "/lib/systemd/system"]
+        .into_iter()
+        .map(Path::new)
+        .find(|d| d.join("multi-user.target").exists())
+        .expect("systemd's units (Debian package systemd)");
     for entry in std::fs::read_dir(system).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "target") && path.is_file() {
@@ -92,7 +112,12 @@ fn the_unpacked_package_passes_systemd_analyze_verify_and_its_configuration_vali
     }
     let unit = std::fs::read_to_string(units.join("gridwatch.service")).unwrap();
     assert!(unit.lines().any(|l| l == "ExecStart=/usr/bin/gridwatch run --config /etc/gridwatch/gridwatch.toml"), "{unit}");
-    let verify = Command::new("systemd-analyze").arg("verify").arg(format!("--root={}", root.display())).arg("gridwatch.service").output().expect("systemd-analyze (Debian package systemd)");
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .arg("gridwatch.service")
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
     let complaints = String::from_utf8_lossy(&verify.stderr);
     assert!(verify.status.success() && complaints.trim().is_empty(), "systemd-analyze verify --root: {complaints}");
 
@@ -107,7 +132,8 @@ fn the_unpacked_package_passes_systemd_analyze_verify_and_its_configuration_vali
     assert!(tmpfiles.lines().any(|l| l.starts_with("d /etc/gridwatch 0750 root gridwatch")), "{tmpfiles}");
 
     // The configuration a fresh install starts with is valid (validate opens nothing).
-    let validate = Command::new(env!("CARGO_BIN_EXE_gridwatch")).args(["validate", "--config"]).arg(root.join("etc/gridwatch/gridwatch.toml")).output().unwrap();
+    let validate =
+        Command::new(env!("CARGO_BIN_EXE_gridwatch")).args(["validate", "--config"]).arg(root.join("etc/gridwatch/gridwatch.toml")).output().unwrap();
     assert!(validate.status.success(), "{}{}", String::from_utf8_lossy(&validate.stdout), String::from_utf8_lossy(&validate.stderr));
 }
 
@@ -159,5 +185,9 @@ fn dpkg_installs_it_into_a_temporary_root_with_its_user_directories_and_enabled_
     dpkg(&root, &["--force-confold", "--install", deb.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
     dpkg(&root, &["--purge", "gridwatch"]);
-    assert!(!wants.exists() && !root.join("usr/bin/gridwatch").exists() && !root.join("etc/gridwatch").exists(), "purged: {:?}", std::fs::read_dir(root.join("etc")).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>()));
+    assert!(
+        !wants.exists() && !root.join("usr/bin/gridwatch").exists() && !root.join("etc/gridwatch").exists(),
+        "purged: {:?}",
+        std::fs::read_dir(root.join("etc")).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
 }

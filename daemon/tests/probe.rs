@@ -37,9 +37,8 @@ fn device(path: PathBuf, slave: u8, registers: BTreeMap<u16, u16>, unknown: Unkn
                     continue;
                 }
                 let (address, count) = (u16::from_be_bytes([frame[2], frame[3]]), u16::from_be_bytes([frame[4], frame[5]]));
-                let values: Option<Vec<u16>> = (address..address.saturating_add(count))
-                    .map(|r| registers.get(&r).copied().or(matches!(unknown, Unknown::Zero).then_some(0)))
-                    .collect();
+                let values: Option<Vec<u16>> =
+                    (address..address.saturating_add(count)).map(|r| registers.get(&r).copied().or(matches!(unknown, Unknown::Zero).then_some(0))).collect();
                 let reply = match values {
                     Some(values) => modbus::read_response(slave, modbus::ReadFunction::Holding, &values),
                     None => {
@@ -118,10 +117,13 @@ async fn an_installers_own_profile_is_tried_at_any_address() {
     std::fs::write(&own, "name = \"acme-orp\"\nbaud = 9600\nslave = 7\nfunction = \"holding\"\n[[field]]\nname = \"orp\"\naddress = 0x0010\ntype = \"i16\"\nscale = 1.0\nunit = \"mV\"\nrange = [-2000, 2000]\n").unwrap();
     let own = own.display().to_string();
     // Set to address 12 in the field, not the profile's 7.
-    let (ok, out) = probe("orp", 12, map(0, &[3]).into_iter().chain(map(0x10, &[(-215i16) as u16])).collect(), Unknown::Refuse, &["--baud", "9600", "--profile", &own]).await;
+    let (ok, out) =
+        probe("orp", 12, map(0, &[3]).into_iter().chain(map(0x10, &[(-215i16) as u16])).collect(), Unknown::Refuse, &["--baud", "9600", "--profile", &own])
+            .await;
     assert!(ok, "{out}");
     assert!(out.contains("found: Modbus RTU slave 12, profile `acme-orp` fits at 9600 baud: orp=-215"), "{out}");
-    let (_, without) = probe("orp-shipped-only", 12, map(0, &[3]).into_iter().chain(map(0x10, &[(-215i16) as u16])).collect(), Unknown::Refuse, &["--baud", "9600"]).await;
+    let (_, without) =
+        probe("orp-shipped-only", 12, map(0, &[3]).into_iter().chain(map(0x10, &[(-215i16) as u16])).collect(), Unknown::Refuse, &["--baud", "9600"]).await;
     // Register 0 reads as 0.3 NTU through the one-register turbidity profile: weak evidence at
     // neither its baud rate nor its address, so shown as a "maybe", never put in the snippet.
     assert!(without.contains("Modbus RTU slave 12, unknown device"), "{without}");

@@ -32,10 +32,13 @@ async fn an_alert_not_yet_delivered_is_delivered_after_a_power_cut() {
 
     // The webhook receiver is down: the alert is journaled, the delivery keeps failing.
     let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    let up = publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    let up =
+        publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
     mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
-    let retrying = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, r#"gridwatch_alert_delivery_retries_total{sink="office"}"#).unwrap_or(0.0) >= 1.0 }).await;
+    let retrying =
+        wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, r#"gridwatch_alert_delivery_retries_total{sink="office"}"#).unwrap_or(0.0) >= 1.0 })
+            .await;
     assert!(retrying, "{:?}", daemon.stderr());
     daemon.kill_hard();
 
@@ -85,7 +88,8 @@ async fn a_power_cut_while_sending_gives_at_most_one_duplicate_with_the_same_inc
     let config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap().replace("timeout_secs = 1", "timeout_secs = 30");
     std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
     let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    let up = publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    let up =
+        publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
     mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
     let arrived = wait_for(10 * SECOND, || async { !receiver.bodies().is_empty() }).await;

@@ -119,7 +119,12 @@ async fn a_hold_timer_survives_a_restart() {
     // The breach's start survives the restart. Across processes it is carried on the monotonic
     // timeline, whose wall-clock label may differ from the first process's by the time the
     // restart took, so it is checked to within that, not to the millisecond.
-    let since = line.split("since=").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp_millis());
+    let since = line
+        .split("since=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis());
     let drift = since.map(|since| (since - breach_began).abs());
     println!("since drift {drift:?} ms");
     assert!(line.contains(" fired ") && drift.is_some_and(|drift| drift <= 1_000), "since {since:?}, the breach began at {breach_began}: {line}");

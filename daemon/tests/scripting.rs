@@ -18,7 +18,8 @@ fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
 
 /// Runs `jq -c FILTER` on `json`; panics with jq's complaint when it does not parse.
 fn jq(json: &str, filter: &str) -> String {
-    let mut child = Command::new("jq").args(["-c", filter]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("jq (package jq)");
+    let mut child =
+        Command::new("jq").args(["-c", filter]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("jq (package jq)");
     child.stdin.take().unwrap().write_all(json.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "jq {filter} refused: {}\n{json}", String::from_utf8_lossy(&output.stderr));
@@ -49,11 +50,17 @@ fn reading_commands_on_a_fresh_machine_list_nothing_and_create_nothing() {
 fn incidents_and_silences_round_trip_through_jq() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gridwatch.toml"), CONFIG).unwrap();
-    let (code, stdout, stderr) = run(&["-o", "json", "incidents", "--config", "gridwatch.toml", "silence", "building", "B7", "--for", "2h", "--reason", "脚手架 scaffolding", "--by", "Li"], dir.path());
+    let (code, stdout, stderr) = run(
+        &["-o", "json", "incidents", "--config", "gridwatch.toml", "silence", "building", "B7", "--for", "2h", "--reason", "脚手架 scaffolding", "--by", "Li"],
+        dir.path(),
+    );
     assert_eq!(code, 0, "{stderr}");
     let id = jq(&stdout, ".id");
     let (_, listed, _) = run(&["incidents", "--config", "gridwatch.toml", "silences", "-o", "json"], dir.path());
-    assert_eq!(jq(&listed, "[.[] | select(.in_force) | {id, scope, target, reason}]"), format!("[{{\"id\":{id},\"scope\":\"building\",\"target\":\"B7\",\"reason\":\"脚手架 scaffolding\"}}]"));
+    assert_eq!(
+        jq(&listed, "[.[] | select(.in_force) | {id, scope, target, reason}]"),
+        format!("[{{\"id\":{id},\"scope\":\"building\",\"target\":\"B7\",\"reason\":\"脚手架 scaffolding\"}}]")
+    );
     let (code, stdout, _) = run(&["incidents", "--config", "gridwatch.toml", "unsilence", &id, "-o", "json"], dir.path());
     assert_eq!(code, 0);
     assert_eq!(jq(&stdout, ".ended"), "true");

@@ -108,10 +108,9 @@ async fn a_reading_stamped_a_day_ahead_is_refused_and_later_readings_still_raise
 
     // A day ahead (the old limit let exactly this through, and then nothing after it counted).
     mosquitto.publish(canal, &water(7.0, now_ms() + DAY_MS)).unwrap();
-    let refused = wait_for(10 * SECOND, || async {
-        metric(&metrics(http_port).await, r#"gridwatch_payloads_rejected_total{reason="ahead_of_clock"}"#) == Some(1.0)
-    })
-    .await;
+    let refused =
+        wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, r#"gridwatch_payloads_rejected_total{reason="ahead_of_clock"}"#) == Some(1.0) })
+            .await;
     assert!(refused, "not counted as ahead_of_clock:\n{}", metrics(http_port).await);
 
     // Then correctly stamped readings, low enough to raise the alarm.

@@ -31,7 +31,11 @@ fn cli(dir: &Path, args: &[&str]) -> String {
 }
 
 fn sent(receiver: &WebhookReceiver) -> Vec<(String, String, String)> {
-    receiver.bodies().iter().map(|b| (b["event"].as_str().unwrap().to_string(), b["rule"].as_str().unwrap().to_string(), b["sensor"].as_str().unwrap().to_string())).collect()
+    receiver
+        .bodies()
+        .iter()
+        .map(|b| (b["event"].as_str().unwrap().to_string(), b["rule"].as_str().unwrap().to_string(), b["sensor"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,8 +46,11 @@ async fn a_silence_keeps_back_its_sensor_but_not_red_and_ends_cleanly() {
     let http_port = free_port();
     write_config(dir.path(), &mosquitto, http_port, &receiver.url());
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    let publish = |sensor: &str, value: f64| mosquitto.publish(&format!("gridwatch/east-canal/{sensor}/telemetry"), &format!(r#"{{"do": {value}, "ts": {}}}"#, now_ms())).unwrap();
-    let up = publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    let publish = |sensor: &str, value: f64| {
+        mosquitto.publish(&format!("gridwatch/east-canal/{sensor}/telemetry"), &format!(r#"{{"do": {value}, "ts": {}}}"#, now_ms())).unwrap()
+    };
+    let up =
+        publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
 
     let created = cli(dir.path(), &["silence", "sensor", "canal-02", "--for", "1h", "--reason", "swapping the probe", "--by", "li"]);
@@ -85,7 +92,8 @@ async fn a_silence_written_in_the_configuration_holds_back_its_sensor() {
     // The table must sit inside [alerts]: put it right after the webhook.
     std::fs::write(dir.path().join("gridwatch.toml"), config.replace("[http]", &format!("{silence}[http]"))).unwrap();
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    let up = publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    let up =
+        publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
     for sensor in ["canal-03", "canal-02"] {
         mosquitto.publish(&format!("gridwatch/east-canal/{sensor}/telemetry"), &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();

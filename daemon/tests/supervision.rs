@@ -16,7 +16,10 @@ async fn tells_systemd_it_is_ready_and_pets_the_watchdog() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("gridwatch.toml"),
-        format!("state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-notify\"\n[[sensor]]\nid = \"a\"\nkind = \"tilt\"\nsite = \"s\"\n", mosquitto.url()),
+        format!(
+            "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-notify\"\n[[sensor]]\nid = \"a\"\nkind = \"tilt\"\nsite = \"s\"\n",
+            mosquitto.url()
+        ),
     )
     .unwrap();
     let socket_path = dir.path().join("notify.sock");
@@ -48,7 +51,11 @@ async fn tells_systemd_it_is_ready_and_pets_the_watchdog() {
 fn validate_checks_config_and_rules_without_starting_anything() {
     let dir = tempfile::tempdir().unwrap();
     // The broker does not exist: validate must not try to reach it.
-    std::fs::write(dir.path().join("gridwatch.toml"), "state_dir = \"never-created\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\n[rules]\npaths = [\"rules.toml\"]\n").unwrap();
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        "state_dir = \"never-created\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\n[rules]\npaths = [\"rules.toml\"]\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"x\"\nvalue = \"do\"\nbelow = 5\nseverity = \"warning\"\n").unwrap();
     let output = gridwatch().args(["validate", "--config", "gridwatch.toml"]).current_dir(dir.path()).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -61,7 +68,6 @@ fn validate_checks_config_and_rules_without_starting_anything() {
     let output = gridwatch().args(["validate", "--config", "gridwatch.toml"]).current_dir(dir.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("rules.toml:4:1"), "{}", String::from_utf8_lossy(&output.stderr));
-
 }
 
 /// The shipped unit with ExecStart pointing at the binary under test (verify checks it exists).

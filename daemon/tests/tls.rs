@@ -90,7 +90,18 @@ async fn the_right_certificate_connects_and_wrong_ca_host_or_expiry_are_refused(
     let cafile = dir.path().join("ca.pem");
     let evaluated = wait_for(20 * SECOND, || {
         let status = std::process::Command::new("mosquitto_pub")
-            .args(["-h", "localhost", "-p", &good.port.to_string(), "--cafile", cafile.to_str().unwrap(), "-q", "1", "-t", "gridwatch/north-lane/house-07/telemetry"])
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &good.port.to_string(),
+                "--cafile",
+                cafile.to_str().unwrap(),
+                "-q",
+                "1",
+                "-t",
+                "gridwatch/north-lane/house-07/telemetry",
+            ])
             .args(["-m", &format!(r#"{{"x": 0.1, "y": 0.0, "ts": {}}}"#, now_ms())])
             .status()
             .unwrap();

@@ -29,7 +29,8 @@ fn decoders(c: &mut Criterion) {
     });
 
     // WitMotion: a stream of 11-byte angle frames split at awkward places.
-    let stream: Vec<u8> = (0..FRAMES).flat_map(|i| witmotion::encode(0x53, [witmotion::angle_word(0.12 + i as f64 * 1e-4), witmotion::angle_word(-0.03), 0, 0])).collect();
+    let stream: Vec<u8> =
+        (0..FRAMES).flat_map(|i| witmotion::encode(0x53, [witmotion::angle_word(0.12 + i as f64 * 1e-4), witmotion::angle_word(-0.03), 0, 0])).collect();
     group.bench_function("witmotion_stream", |b| {
         b.iter(|| {
             let mut parser = witmotion::StreamParser::new();

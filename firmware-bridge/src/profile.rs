@@ -205,11 +205,7 @@ impl Profile {
 
     /// Decodes registers read (address -> value) into named fields.
     pub fn decode(&self, registers: &BTreeMap<u16, u16>) -> Vec<(String, f64)> {
-        self.fields
-            .iter()
-            .filter_map(|field| Some((field.name.clone(), field.round(decode_field(field, registers)?))))
-            .filter(|(_, v)| v.is_finite())
-            .collect()
+        self.fields.iter().filter_map(|field| Some((field.name.clone(), field.round(decode_field(field, registers)?)))).filter(|(_, v)| v.is_finite()).collect()
     }
 }
 
@@ -304,14 +300,26 @@ mod tests {
             baud: 9600,
             slave: 1,
             function: Function::Holding,
-            fields: vec![FieldSpec { name: "v".into(), address: 0, kind: Kind::F32, scale: 1.0, order, decimals_address: None, resolution: None, unit: String::new(), range: None }],
+            fields: vec![FieldSpec {
+                name: "v".into(),
+                address: 0,
+                kind: Kind::F32,
+                scale: 1.0,
+                order,
+                decimals_address: None,
+                resolution: None,
+                unit: String::new(),
+                range: None,
+            }],
         }
     }
 
     #[test]
     fn f32_in_all_four_byte_orders_from_the_domain_notes() {
         // 7.35 = 0x40EB3333.
-        for (order, words) in [(Order::ABCD, [0x40EB, 0x3333]), (Order::CDAB, [0x3333, 0x40EB]), (Order::DCBA, [0x3333, 0xEB40]), (Order::BADC, [0xEB40, 0x3333])] {
+        for (order, words) in
+            [(Order::ABCD, [0x40EB, 0x3333]), (Order::CDAB, [0x3333, 0x40EB]), (Order::DCBA, [0x3333, 0xEB40]), (Order::BADC, [0xEB40, 0x3333])]
+        {
             let fields = f32_field(order).decode(&registers(0, &words));
             assert!((fields[0].1 - 7.35).abs() < 1e-6, "{order:?}: {fields:?}");
         }
@@ -351,10 +359,18 @@ mod tests {
 
     #[test]
     fn bad_profiles_say_what_is_wrong() {
-        assert!(Profile::parse("p", "name = \"x\"\nbaud = 9600\nslave = 0\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"u16\"\n").unwrap_err().to_string().contains("slave 0"));
-        let err = Profile::parse("p", "name = \"x\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"float\"\n").unwrap_err();
+        assert!(Profile::parse("p", "name = \"x\"\nbaud = 9600\nslave = 0\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"u16\"\n")
+            .unwrap_err()
+            .to_string()
+            .contains("slave 0"));
+        let err = Profile::parse("p", "name = \"x\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"float\"\n")
+            .unwrap_err();
         assert!(err.to_string().starts_with("profile p: line 8:"), "{err}");
-        assert!(Profile::parse("p", "name = \"x\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"u16\"\ndecimals_address = 1\n").is_err());
+        assert!(Profile::parse(
+            "p",
+            "name = \"x\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"u16\"\ndecimals_address = 1\n"
+        )
+        .is_err());
     }
 
     #[test]
@@ -370,10 +386,13 @@ mod tests {
 
     /// A Renke DO probe's registers (three big-endian floats) read through other profiles.
     fn renke_registers(saturation: f32, dissolved: f32, temperature: f32) -> BTreeMap<u16, u16> {
-        let words: Vec<u16> = [saturation, dissolved, temperature].iter().flat_map(|v| {
-            let b = v.to_be_bytes();
-            [u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])]
-        }).collect();
+        let words: Vec<u16> = [saturation, dissolved, temperature]
+            .iter()
+            .flat_map(|v| {
+                let b = v.to_be_bytes();
+                [u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])]
+            })
+            .collect();
         registers(0, &words)
     }
 
@@ -405,7 +424,11 @@ mod tests {
             let profile = Profile::parse(name, text).unwrap();
             assert!(profile.fields.iter().all(|f| f.range.is_some()), "{name}");
         }
-        let err = Profile::parse("p", "name = \"x\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"u16\"\nrange = [14, 0]\n").unwrap_err();
+        let err = Profile::parse(
+            "p",
+            "name = \"x\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"a\"\naddress = 0\ntype = \"u16\"\nrange = [14, 0]\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("low < high"), "{err}");
     }
 }

@@ -24,13 +24,8 @@ type Target = (&'static str, fn(&[u8]));
 #[test]
 fn every_corpus_input_passes_its_decoders_checks() {
     use gridwatch_bridge::fuzzing;
-    let targets: [Target; 5] = [
-        ("witmotion", fuzzing::witmotion),
-        ("rion", fuzzing::rion),
-        ("line", fuzzing::line),
-        ("modbus", fuzzing::modbus),
-        ("profile", fuzzing::profile),
-    ];
+    let targets: [Target; 5] =
+        [("witmotion", fuzzing::witmotion), ("rion", fuzzing::rion), ("line", fuzzing::line), ("modbus", fuzzing::modbus), ("profile", fuzzing::profile)];
     for (target, check) in targets {
         assert!(replay(target, check) >= 1, "no corpus for {target}: the seeds belong in firmware-bridge/fuzz/corpus/{target}/");
     }

@@ -45,7 +45,14 @@ fn shipped_float32_profiles_give_the_decimals_the_probes_measured() {
     type Case<'a> = (&'a str, u8, ReadFunction, u16, &'a str, &'a [(&'a str, &'a str)]);
     let cases: [Case; 4] = [
         // Renke DO, ABCD: 96.3 %, 8.62 mg/L (8.619999885559082 as float32), 21.4 °C.
-        ("renke-do", 1, ReadFunction::Holding, 0x0000, "01 03 0C 42 C0 99 9A 41 09 EB 85 41 AB 33 33 24 7F", &[("do_saturation", "96.3"), ("do", "8.62"), ("temperature", "21.4")]),
+        (
+            "renke-do",
+            1,
+            ReadFunction::Holding,
+            0x0000,
+            "01 03 0C 42 C0 99 9A 41 09 EB 85 41 AB 33 33 24 7F",
+            &[("do_saturation", "96.3"), ("do", "8.62"), ("temperature", "21.4")],
+        ),
         // Yosemitech DO, DCBA: 21.4 °C, 8.62 mg/L.
         ("yosemitech-do", 1, ReadFunction::Holding, 0x2600, "01 03 08 33 33 AB 41 85 EB 09 41 6F 59", &[("temperature", "21.4"), ("do", "8.62")]),
         // Yosemitech pH, DCBA: 7.35 (7.349999904632568 as float32); its temperature is another read.
@@ -102,7 +109,9 @@ fn a_coarser_resolution_rounds_to_its_steps() {
 #[test]
 fn a_bad_resolution_is_refused_when_the_profile_is_loaded() {
     for bad in ["0", "-0.01", "nan"] {
-        let text = format!("name = \"p\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"do\"\naddress = 0\ntype = \"f32\"\nresolution = {bad}\n");
+        let text = format!(
+            "name = \"p\"\nbaud = 9600\nslave = 1\nfunction = \"holding\"\n[[field]]\nname = \"do\"\naddress = 0\ntype = \"f32\"\nresolution = {bad}\n"
+        );
         let error = Profile::parse("p", &text).expect_err(bad);
         assert!(error.to_string().contains("resolution must be a positive number"), "{error}");
     }

@@ -7,8 +7,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gridwatch_rules::{builtin_packs, Engine, RuleSet, SensorKind, Subject, SubjectId};
-use std::collections::BTreeMap;
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

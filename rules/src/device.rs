@@ -189,10 +189,8 @@ mod tests {
     #[test]
     fn flat_line_needs_n_identical_values() {
         let mut f = FlatState::default();
-        let changes: Vec<_> = [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 1.5)]
-            .iter()
-            .filter_map(|&(at, v)| f.observe(v, at, 3, 0).map(|c| (at, c)))
-            .collect();
+        let changes: Vec<_> =
+            [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 1.5)].iter().filter_map(|&(at, v)| f.observe(v, at, 3, 0).map(|c| (at, c))).collect();
         assert_eq!(changes, vec![(2, Change::Opened { since: 0 }), (4, Change::Closed { since: 0 })]);
     }
 }

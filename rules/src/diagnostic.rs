@@ -50,13 +50,7 @@ impl SourceText<'_> {
     /// Builds a diagnostic pointing at `span` (byte offsets into the text).
     pub fn diagnostic(&self, span: Range<usize>, key: Option<&str>, message: impl Into<String>) -> Diagnostic {
         let (line, column) = line_column(self.text, span.start);
-        Diagnostic {
-            file: self.name.to_string(),
-            line,
-            column,
-            key: key.map(str::to_string),
-            message: message.into(),
-        }
+        Diagnostic { file: self.name.to_string(), line, column, key: key.map(str::to_string), message: message.into() }
     }
 }
 
@@ -91,13 +85,7 @@ mod tests {
 
     #[test]
     fn diagnostic_renders_file_line_column_and_key() {
-        let d = Diagnostic {
-            file: "r.toml".into(),
-            line: 3,
-            column: 9,
-            key: Some("above".into()),
-            message: "must be a number".into(),
-        };
+        let d = Diagnostic { file: "r.toml".into(), line: 3, column: 9, key: Some("above".into()), message: "must be a number".into() };
         assert_eq!(d.to_string(), "r.toml:3:9: error in `above`: must be a number");
     }
 }

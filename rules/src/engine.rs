@@ -11,8 +11,8 @@
 use crate::agreement::{verdict, Agreement, Move, Vote};
 use crate::device::{Change, FlatState, SilenceState};
 use crate::expr::lookup;
-use crate::last_value::{LastValue, ReportedValue};
 use crate::ladder::{LadderState, Step};
+use crate::last_value::{LastValue, ReportedValue};
 use crate::load::RuleSet;
 use crate::rule::{Check, Millis, Rule, Silence};
 use crate::scope::Subject;

@@ -164,11 +164,7 @@ mod tests {
     }
 
     fn ladder() -> Vec<Level> {
-        vec![
-            level(Severity::Warning, 2.0, 1.8, 10 * MIN),
-            level(Severity::Alarm, 4.0, 3.6, 5 * MIN),
-            level(Severity::Danger, 7.0, 6.5, MIN),
-        ]
+        vec![level(Severity::Warning, 2.0, 1.8, 10 * MIN), level(Severity::Alarm, 4.0, 3.6, 5 * MIN), level(Severity::Danger, 7.0, 6.5, MIN)]
     }
 
     fn run(values: &[(Millis, f64)]) -> Vec<(Millis, Step)> {

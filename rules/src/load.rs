@@ -228,8 +228,12 @@ impl RawRule {
     fn inline_level(&mut self) -> Option<RawLevel> {
         let level = take_level!(self, None);
         let any = level.has_trigger();
-        let stray = level.clear_below.is_some() || level.clear_above.is_some() || level.clear_inside.is_some()
-            || level.raise_hold.is_some() || level.clear_for.is_some() || level.count.is_some();
+        let stray = level.clear_below.is_some()
+            || level.clear_above.is_some()
+            || level.clear_inside.is_some()
+            || level.raise_hold.is_some()
+            || level.clear_for.is_some()
+            || level.count.is_some();
         (any || stray).then_some(level)
     }
 }
@@ -450,9 +454,7 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
             check.error(swing.span(), "swing_within", "use either `change_over` or `swing_within`, not both");
             None
         }
-        (Some(window), None) => {
-            window_length(check, window, "change_over").and_then(|window| Some(Some(Transform::ChangeOver { window, windows: windows? })))
-        }
+        (Some(window), None) => window_length(check, window, "change_over").and_then(|window| Some(Some(Transform::ChangeOver { window, windows: windows? }))),
         (None, Some(window)) => window_length(check, window, "swing_within").map(|ms| Some(Transform::SwingWithin(ms))),
         (None, None) => Some(None),
     };
@@ -522,7 +524,9 @@ fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smoo
             check.error(
                 text.span(),
                 "smooth",
-                format!("`{value}`: expected \"median <window>\", \"mean <window>\" or \"steady <readings>\", e.g. \"median 1h\", \"median 5\" or \"steady 2\""),
+                format!(
+                    "`{value}`: expected \"median <window>\", \"mean <window>\" or \"steady <readings>\", e.g. \"median 1h\", \"median 5\" or \"steady 2\""
+                ),
             );
             return None;
         }
@@ -687,7 +691,14 @@ fn compile_overrides(check: &mut Checker<'_, '_>, raw: Vec<Spanned<RawOverride>>
             check.error(span.clone(), "override", "only threshold rules can be overridden");
             continue;
         }
-        let scope = Scope { kinds: Vec::new(), sensors: std::mem::take(&mut o.sensors), sites: std::mem::take(&mut o.sites), buildings: std::mem::take(&mut o.buildings), grids: std::mem::take(&mut o.grids), tags: std::mem::take(&mut o.tags) };
+        let scope = Scope {
+            kinds: Vec::new(),
+            sensors: std::mem::take(&mut o.sensors),
+            sites: std::mem::take(&mut o.sites),
+            buildings: std::mem::take(&mut o.buildings),
+            grids: std::mem::take(&mut o.grids),
+            tags: std::mem::take(&mut o.tags),
+        };
         if scope == Scope::default() {
             check.error(span.clone(), "override", "an override needs a scope: sensors, sites, buildings, grids or tags");
             continue;
@@ -701,7 +712,11 @@ fn compile_overrides(check: &mut Checker<'_, '_>, raw: Vec<Spanned<RawOverride>>
                 levels.filter(|levels| check_ladder(check, &o.level, levels).is_some())
             }
             _ => {
-                check.error(span.clone(), "override", "an override gives either threshold keys (`above`, `below`, `outside`) or `[[rule.override.level]]` steps");
+                check.error(
+                    span.clone(),
+                    "override",
+                    "an override gives either threshold keys (`above`, `below`, `outside`) or `[[rule.override.level]]` steps",
+                );
                 None
             }
         };

@@ -16,10 +16,7 @@ const PACKS: &[(&str, &str)] = &[
 
 /// The shipped packs as rule sources named `builtin:<pack>`.
 pub fn builtin_packs() -> Vec<RuleSource> {
-    PACKS
-        .iter()
-        .map(|(name, text)| RuleSource { name: format!("builtin:{name}"), text: (*text).to_string() })
-        .collect()
+    PACKS.iter().map(|(name, text)| RuleSource { name: format!("builtin:{name}"), text: (*text).to_string() }).collect()
 }
 
 #[cfg(test)]

@@ -194,12 +194,7 @@ mod tests {
 
     #[test]
     fn every_given_list_must_match() {
-        let scope = Scope {
-            kinds: vec![SensorKind::Tilt],
-            grids: vec!["grid-3".into()],
-            buildings: vec!["B7".into()],
-            ..Scope::default()
-        };
+        let scope = Scope { kinds: vec![SensorKind::Tilt], grids: vec!["grid-3".into()], buildings: vec!["B7".into()], ..Scope::default() };
         assert!(scope.matches(&house("h1", Some("B7"))));
         assert!(!scope.matches(&house("h1", Some("B8"))));
         assert!(!scope.matches(&house("h1", None)), "a sensor with no building is outside a building scope");
@@ -221,7 +216,9 @@ mod tests {
 
     #[test]
     fn tags_stay_sorted_keep_the_first_value_set_and_the_last_value_given() {
-        let mut tags: Tags = [("use".to_string(), "surface".to_string()), ("owner".to_string(), "li".to_string()), ("use".to_string(), "drinking".to_string())].into_iter().collect();
+        let mut tags: Tags = [("use".to_string(), "surface".to_string()), ("owner".to_string(), "li".to_string()), ("use".to_string(), "drinking".to_string())]
+            .into_iter()
+            .collect();
         assert_eq!(tags.get("use"), Some("drinking"), "the last value given wins");
         assert_eq!(tags.or_insert_with("use", || "surface".into()), "drinking", "a value set is kept");
         assert_eq!(tags.or_insert_with("class", || "III".into()), "III");

@@ -484,7 +484,15 @@ fn median_of(values: impl ExactSizeIterator<Item = f64>) -> f64 {
 /// Median by selection (linear time); reorders `values`. Ordered by `<` alone: the engine never
 /// keeps a NaN (a NaN would count as equal to everything, never a panic).
 fn median_in_place(values: &mut [f64]) -> f64 {
-    let order = |a: &f64, b: &f64| if a < b { Ordering::Less } else if a > b { Ordering::Greater } else { Ordering::Equal };
+    let order = |a: &f64, b: &f64| {
+        if a < b {
+            Ordering::Less
+        } else if a > b {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        }
+    };
     let odd = values.len() % 2 == 1;
     let mid = values.len() / 2;
     let (below, &mut upper, _) = values.select_nth_unstable_by(mid, order);
@@ -754,8 +762,7 @@ mod tests {
     fn consecutive_windows_take_the_smaller_change() {
         let s = signal("v", None, Some(Transform::ChangeOver { window: 10 * MIN, windows: 2 }));
         // Rises 1.0 in the first ten minutes, then 0.2 in the next ten.
-        let values: Vec<(Millis, f64)> =
-            (0..=20).map(|m| (m * MIN, if m <= 10 { m as f64 * 0.1 } else { 1.0 + (m - 10) as f64 * 0.02 })).collect();
+        let values: Vec<(Millis, f64)> = (0..=20).map(|m| (m * MIN, if m <= 10 { m as f64 * 0.1 } else { 1.0 + (m - 10) as f64 * 0.02 })).collect();
         let out = run(&s, &values);
         assert_eq!(out[19], None, "two windows are not covered yet");
         let last = out[20].unwrap();

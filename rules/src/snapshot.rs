@@ -13,8 +13,8 @@
 
 use crate::engine::{initial_state, CheckState, Engine, Learned, LearnedBaseline, Plan, SlotStates};
 use crate::last_value::LastValue;
-use crate::signal::Learner;
 use crate::rule::{Millis, Rule};
+use crate::signal::Learner;
 use crate::signal::StageState;
 use serde::{Deserialize, Serialize};
 
@@ -245,7 +245,9 @@ impl Engine {
                 id: sensor.id.to_string(),
                 last_at: slot.last_at,
                 calibrated: slot.calibrated.into_vec(),
-                learned: learned.map(|((field, window_ms), l)| LearnedBaseline { field: field.clone(), window_ms: *window_ms, learner: l.learner, value: l.value }).collect(),
+                learned: learned
+                    .map(|((field, window_ms), l)| LearnedBaseline { field: field.clone(), window_ms: *window_ms, learner: l.learner, value: l.value })
+                    .collect(),
                 stages: stages.map(|(&rule, state)| (headers[usize::from(rule)].stage, state)).collect(),
                 checks: checks.map(|(planned, state)| (headers[planned.rule()].id.as_str(), headers[planned.rule()].fingerprint, state)).collect(),
             });
@@ -469,7 +471,8 @@ mod tests {
 
     fn engine(rules: &str) -> Engine {
         let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: rules.into() }]).unwrap();
-        let subject = Subject { id: "pond-1".into(), kind: SensorKind::Water, site: "s".into(), building: None, grid: None, tags: Default::default(), interval_ms: MIN };
+        let subject =
+            Subject { id: "pond-1".into(), kind: SensorKind::Water, site: "s".into(), building: None, grid: None, tags: Default::default(), interval_ms: MIN };
         Engine::new(rules, &[subject])
     }
 
@@ -508,7 +511,10 @@ mod tests {
         let old = json.replacen("\"version\":3", "\"version\":1", 1);
         let mut fresh = engine(HELD);
         assert_eq!(fresh.restore_streamed(&mut serde_json::Deserializer::from_str(&old)).unwrap().checks, 0);
-        assert!(fresh.restore_streamed(&mut serde_json::Deserializer::from_str("{\"version\":3,\"rules\":[],\"subjects\":[{\"id\":")).is_err(), "a cut file is an error");
+        assert!(
+            fresh.restore_streamed(&mut serde_json::Deserializer::from_str("{\"version\":3,\"rules\":[],\"subjects\":[{\"id\":")).is_err(),
+            "a cut file is an error"
+        );
     }
 
     #[test]
@@ -572,8 +578,14 @@ mod tests {
     #[test]
     fn a_reload_of_many_sensors_hands_each_its_own_state() {
         let packs = || RuleSet::compile(&crate::packs::builtin_packs()).unwrap();
-        let subject = |id: &str, kind| Subject { id: id.into(), kind, site: "s".into(), building: None, grid: None, tags: Default::default(), interval_ms: MIN };
-        let subjects = [subject("house-1", SensorKind::Tilt), subject("pond-1", SensorKind::Water), subject("house-2", SensorKind::Tilt), subject("pond-2", SensorKind::Water)];
+        let subject =
+            |id: &str, kind| Subject { id: id.into(), kind, site: "s".into(), building: None, grid: None, tags: Default::default(), interval_ms: MIN };
+        let subjects = [
+            subject("house-1", SensorKind::Tilt),
+            subject("pond-1", SensorKind::Water),
+            subject("house-2", SensorKind::Tilt),
+            subject("pond-2", SensorKind::Water),
+        ];
         let mut before = Engine::new(packs(), &subjects);
         let mut events = Vec::new();
         for m in 0..90 {

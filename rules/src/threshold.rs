@@ -25,11 +25,18 @@ use crate::rule::{Level, Millis};
 pub enum Phase {
     Normal,
     /// Breached since `since`, waiting for the raise hold.
-    Raising { since: Millis },
+    Raising {
+        since: Millis,
+    },
     /// Fired; the breach began at `since`.
-    Active { since: Millis },
+    Active {
+        since: Millis,
+    },
     /// Fired, and recovered since `recovered_at`, waiting for the clear hold.
-    Clearing { since: Millis, recovered_at: Millis },
+    Clearing {
+        since: Millis,
+        recovered_at: Millis,
+    },
 }
 
 /// What a step decided.
@@ -219,7 +226,12 @@ mod tests {
         let events = feed(&mut s, &t, &[(0, 7.0), (1, 5.9), (2, 6.1), (3, 6.3), (4, 9.1), (5, 8.9), (6, 8.7)]);
         assert_eq!(
             events,
-            vec![(1, Transition::Fired { since: 1 }), (3, Transition::Cleared { since: 1 }), (4, Transition::Fired { since: 4 }), (6, Transition::Cleared { since: 4 })]
+            vec![
+                (1, Transition::Fired { since: 1 }),
+                (3, Transition::Cleared { since: 1 }),
+                (4, Transition::Fired { since: 4 }),
+                (6, Transition::Cleared { since: 4 })
+            ]
         );
     }
 

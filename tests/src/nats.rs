@@ -2,8 +2,8 @@
 //! own client and route ports and stores in a temporary directory, killed when the handle drops.
 //! A node can be killed with SIGKILL and started again on the same ports and store.
 
-use crate::services::{find_program, wait_for_port};
 use crate::free_port;
+use crate::services::{find_program, wait_for_port};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,7 +59,8 @@ impl NatsCluster {
     async fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
         let program = find_program("nats-server", "nats-server")?;
         let node = &mut self.nodes[index];
-        let mut child = Command::new(program).arg("-c").arg(&node.config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting nats-server")?;
+        let mut child =
+            Command::new(program).arg("-c").arg(&node.config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting nats-server")?;
         wait_for_port(SocketAddr::from(([127, 0, 0, 1], node.client_port)), &mut child, "nats-server").await?;
         node.child = Some(child);
         Ok(())

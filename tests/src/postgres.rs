@@ -23,7 +23,8 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()) {
         return Ok(dir);
     }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").map(|dirs| dirs.filter_map(|d| d.ok()).map(|d| d.path().join("bin")).collect()).unwrap_or_default();
+    let mut versions: Vec<PathBuf> =
+        std::fs::read_dir("/usr/lib/postgresql").map(|dirs| dirs.filter_map(|d| d.ok()).map(|d| d.path().join("bin")).collect()).unwrap_or_default();
     versions.sort();
     versions.into_iter().rev().find(|dir| dir.join("initdb").is_file()).context("`initdb` not found: install the Debian package `postgresql` (.ci/run does)")
 }

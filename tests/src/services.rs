@@ -113,13 +113,7 @@ impl Mosquitto {
 
     async fn spawn(config: &Path, port: u16) -> anyhow::Result<Child> {
         let program = find_program("mosquitto", "mosquitto")?;
-        let mut child = Command::new(program)
-            .arg("-c")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting mosquitto")?;
+        let mut child = Command::new(program).arg("-c").arg(config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting mosquitto")?;
         wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, "mosquitto").await?;
         Ok(child)
     }
@@ -225,12 +219,7 @@ impl VictoriaMetrics {
     /// series: `{"metric": {...labels}, "values": [...], "timestamps": [...]}`.
     pub async fn export(&self, selector: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         self.flush().await?;
-        let response = self
-            .http
-            .get(format!("{}/api/v1/export", self.url()))
-            .query(&[("match[]", selector)])
-            .send()
-            .await?;
+        let response = self.http.get(format!("{}/api/v1/export", self.url())).query(&[("match[]", selector)]).send().await?;
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {

@@ -6,7 +6,10 @@
 //! the rates.
 
 use gridwatch_rules::{builtin_packs, RuleSet};
-use gridwatch_tests::alarm_quality::{corpus::{Size, INTERVAL_MINUTES}, report, score};
+use gridwatch_tests::alarm_quality::{
+    corpus::{Size, INTERVAL_MINUTES},
+    report, score,
+};
 
 #[test]
 fn shipped_packs_hold_the_alarm_quality_targets_on_the_reduced_corpus() {
@@ -51,7 +54,16 @@ fn boxes_reporting_every_15_to_60_minutes_raise_no_red_from_spikes_and_miss_no_j
 #[test]
 fn the_corpus_is_the_same_for_the_same_seed() {
     use gridwatch_tests::alarm_quality::corpus::cases;
-    let size = Size { healthy_box_years: 1.0, creeps_per_band: 1, jumps: 2, lean_jumps: 1, building_jumps: 1, faults_per_kind: 1, water_years: 0.25, interval_minutes: INTERVAL_MINUTES };
+    let size = Size {
+        healthy_box_years: 1.0,
+        creeps_per_band: 1,
+        jumps: 2,
+        lean_jumps: 1,
+        building_jumps: 1,
+        faults_per_kind: 1,
+        water_years: 0.25,
+        interval_minutes: INTERVAL_MINUTES,
+    };
     let specs = cases(&size, 5);
     assert_eq!(specs, cases(&size, 5));
     for spec in specs.iter().filter(|s| s.index < 1) {

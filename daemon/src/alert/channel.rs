@@ -158,7 +158,14 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
 /// Sends the next message from `due` (the channel's oldest due deliveries): one alert, the
 /// deferred ones that fell due together, or — behind a rate limit — everything that queued up
 /// while waiting, as one digest. Returns what was sent and how it went.
-async fn send_next<S: Sink>(sink: &mut S, store: &Store, clock: &Clock, name: &str, failover: Option<&Failover>, due: Vec<DueDelivery>) -> (Vec<DueDelivery>, anyhow::Result<()>) {
+async fn send_next<S: Sink>(
+    sink: &mut S,
+    store: &Store,
+    clock: &Clock,
+    name: &str,
+    failover: Option<&Failover>,
+    due: Vec<DueDelivery>,
+) -> (Vec<DueDelivery>, anyhow::Result<()>) {
     let wait = sink.wait();
     if let Some(failover) = failover.filter(|f| wait > f.after) {
         let outcome = Err(anyhow::anyhow!("rate limited for {} s; handed to `{}`", wait.as_secs(), failover.to));
@@ -248,7 +255,8 @@ impl SinkSet {
     /// An empty set, and the receiving end of its handoffs (for the dispatcher).
     pub fn new(context: SinkContext, alerts: &crate::config::AlertsConfig) -> (SinkSet, mpsc::UnboundedReceiver<Handoff>) {
         let (handoffs, received) = mpsc::unbounded_channel();
-        let set = SinkSet { queues: Vec::new(), tasks: Vec::new(), context, failover: alerts.failover.clone(), failover_after: alerts.failover_after, handoffs };
+        let set =
+            SinkSet { queues: Vec::new(), tasks: Vec::new(), context, failover: alerts.failover.clone(), failover_after: alerts.failover_after, handoffs };
         (set, received)
     }
 

@@ -115,12 +115,14 @@ mod tests {
         let app = axum::Router::new()
             .route(
                 "/robot/send",
-                axum::routing::post(move |State(seen): State<Seen>, Query(query): Query<HashMap<String, String>>, axum::Json(body): axum::Json<serde_json::Value>| async move {
-                    let mut seen = seen.lock().unwrap();
-                    seen.push((query, body));
-                    let code = if seen.len() == 1 { first } else { 0 };
-                    axum::Json(serde_json::json!({"errcode": code, "errmsg": if code == 0 { "ok" } else { "refused" }}))
-                }),
+                axum::routing::post(
+                    move |State(seen): State<Seen>, Query(query): Query<HashMap<String, String>>, axum::Json(body): axum::Json<serde_json::Value>| async move {
+                        let mut seen = seen.lock().unwrap();
+                        seen.push((query, body));
+                        let code = if seen.len() == 1 { first } else { 0 };
+                        axum::Json(serde_json::json!({"errcode": code, "errmsg": if code == 0 { "ok" } else { "refused" }}))
+                    },
+                ),
             )
             .with_state(seen.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
@@ -132,7 +134,14 @@ mod tests {
     #[tokio::test]
     async fn over_the_limit_the_message_waits_out_the_throttle_instead_of_failing() {
         let (url, seen) = dingtalk(90030).await;
-        let config = RobotConfig { throttle_patience: None, name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec![], wording: text::Wording::default() };
+        let config = RobotConfig {
+            throttle_patience: None,
+            name: "grid-5".into(),
+            url: url.parse().unwrap(),
+            secret: Some("SECabc".into()),
+            mention_mobiles: vec![],
+            wording: text::Wording::default(),
+        };
         let mut sink = DingTalkSink::new(config).unwrap().with_throttle(Duration::from_millis(300));
         let started = std::time::Instant::now();
         sink.deliver(&sample_alert("fired", 7.31)).await.expect("delivered after the throttle");
@@ -145,7 +154,14 @@ mod tests {
     #[tokio::test]
     async fn a_refused_attempt_is_retried_with_a_fresh_signature_and_mentions() {
         let (url, seen) = dingtalk(310000).await;
-        let config = RobotConfig { throttle_patience: None, name: "grid-5".into(), url: url.parse().unwrap(), secret: Some("SECabc".into()), mention_mobiles: vec!["13800000000".into()], wording: text::Wording::default() };
+        let config = RobotConfig {
+            throttle_patience: None,
+            name: "grid-5".into(),
+            url: url.parse().unwrap(),
+            secret: Some("SECabc".into()),
+            mention_mobiles: vec!["13800000000".into()],
+            wording: text::Wording::default(),
+        };
         let mut sink = DingTalkSink::new(config).unwrap();
         sink.deliver(&sample_alert("fired", 7.31)).await.unwrap();
         let seen = seen.lock().unwrap();

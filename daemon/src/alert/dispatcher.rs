@@ -250,9 +250,15 @@ impl Dispatcher {
             }
         }
         match (silenced, deferred_until, grouped_until) {
-            (Some(silence), _, _) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, silence = silence.id, reason = %silence.reason, "alert silenced"),
-            (None, Some(until), _) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, until = %crate::clock::rfc3339(until), "alert deferred (quiet hours or daily digest)"),
-            (None, None, Some(_)) => tracing::info!(rule = %alert.rule, sensor = %alert.sensor, building = alert.building.as_deref().unwrap_or("-"), "alert held to go out with the building's other alarms"),
+            (Some(silence), _, _) => {
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, silence = silence.id, reason = %silence.reason, "alert silenced")
+            }
+            (None, Some(until), _) => {
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, until = %crate::clock::rfc3339(until), "alert deferred (quiet hours or daily digest)")
+            }
+            (None, None, Some(_)) => {
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, building = alert.building.as_deref().unwrap_or("-"), "alert held to go out with the building's other alarms")
+            }
             (None, None, None) => self.wake(&targets),
         }
     }

@@ -13,8 +13,8 @@
 
 pub mod channel;
 pub mod console;
-mod dispatcher;
 pub mod dingtalk;
+mod dispatcher;
 pub mod mqtt;
 pub mod robot;
 pub mod sms;
@@ -453,10 +453,23 @@ pub(crate) mod tests {
         let metrics = Arc::new(Metrics::new());
         let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), ..finishing(&store, &metrics) };
         let (slow_got, fast_got) = (Arc::default(), Arc::default());
-        let (slow, _slow_task) = channel::spawn_sink(SlowSink { name: "slow", delay: std::time::Duration::from_secs(30), got: slow_got }, context.clone(), None);
+        let (slow, _slow_task) =
+            channel::spawn_sink(SlowSink { name: "slow", delay: std::time::Duration::from_secs(30), got: slow_got }, context.clone(), None);
         let (fast, _fast_task) = channel::spawn_sink(SlowSink { name: "fast", delay: std::time::Duration::ZERO, got: Arc::clone(&fast_got) }, context, None);
         let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
-        let setup = DispatcherSetup { store: store.clone(), silences: Vec::new(), metrics, flap_window_ms: 0, group_window_ms: 0, links: None, dispatch: crate::dispatch::Dispatch::default(), clock: crate::clock::Clock::System, handoffs, buses: None, judged: None };
+        let setup = DispatcherSetup {
+            store: store.clone(),
+            silences: Vec::new(),
+            metrics,
+            flap_window_ms: 0,
+            group_window_ms: 0,
+            links: None,
+            dispatch: crate::dispatch::Dispatch::default(),
+            clock: crate::clock::Clock::System,
+            handoffs,
+            buses: None,
+            judged: None,
+        };
         // A queue of one: had the dispatcher waited for the slow channel, the sends below would too.
         let (alerts, received) = mpsc::channel(1);
         tokio::spawn(run_dispatcher(received, vec![slow, fast], setup));
@@ -490,7 +503,19 @@ pub(crate) mod tests {
         let got: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
         let (queue, _task) = channel::spawn_sink(SlowSink { name: "office", delay: std::time::Duration::ZERO, got: got.clone() }, context, None);
         let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
-        let setup = DispatcherSetup { store: store.clone(), silences: Vec::new(), metrics, flap_window_ms: 0, group_window_ms: 1500, links: None, dispatch: crate::dispatch::Dispatch::default(), clock: crate::clock::Clock::System, handoffs, buses: None, judged: None };
+        let setup = DispatcherSetup {
+            store: store.clone(),
+            silences: Vec::new(),
+            metrics,
+            flap_window_ms: 0,
+            group_window_ms: 1500,
+            links: None,
+            dispatch: crate::dispatch::Dispatch::default(),
+            clock: crate::clock::Clock::System,
+            handoffs,
+            buses: None,
+            judged: None,
+        };
         let (alerts, received) = mpsc::channel(8);
         tokio::spawn(run_dispatcher(received, vec![queue], setup));
         // house-07 opens B7's window; house-08's alarm waits for it — and so does its clear.
@@ -534,7 +559,19 @@ pub(crate) mod tests {
         let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), clock, ..finishing(&store, &metrics) };
         let (queue, _task) = channel::spawn_sink(sink, context, None);
         let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
-        let setup = DispatcherSetup { store: store.clone(), silences: Vec::new(), metrics, flap_window_ms: 0, group_window_ms: 0, links: None, dispatch, clock, handoffs, buses: None, judged: None };
+        let setup = DispatcherSetup {
+            store: store.clone(),
+            silences: Vec::new(),
+            metrics,
+            flap_window_ms: 0,
+            group_window_ms: 0,
+            links: None,
+            dispatch,
+            clock,
+            handoffs,
+            buses: None,
+            judged: None,
+        };
         let (alerts, received) = mpsc::channel(8);
         tokio::spawn(run_dispatcher(received, vec![queue], setup));
 
@@ -572,7 +609,19 @@ pub(crate) mod tests {
         let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
         let dispatch = crate::dispatch::Dispatch::default();
         let clock = crate::clock::Clock::System;
-        let setup = DispatcherSetup { store: store.clone(), silences: Vec::new(), metrics, flap_window_ms: 0, group_window_ms: 1500, links: None, dispatch, clock, handoffs, buses: None, judged: None };
+        let setup = DispatcherSetup {
+            store: store.clone(),
+            silences: Vec::new(),
+            metrics,
+            flap_window_ms: 0,
+            group_window_ms: 1500,
+            links: None,
+            dispatch,
+            clock,
+            handoffs,
+            buses: None,
+            judged: None,
+        };
         let (alerts, received) = mpsc::channel(8);
         tokio::spawn(run_dispatcher(received, vec![queue], setup));
 

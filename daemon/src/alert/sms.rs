@@ -64,10 +64,13 @@ impl Ledger {
 
     /// When the first phone that is owed something may get an SMS again.
     fn next_free(&self, cap: u32) -> Option<Instant> {
-        self.owed.keys().filter_map(|phone| {
-            let sent = self.sent.get(phone)?;
-            Some(if sent.len() < cap as usize { Instant::now() } else { *sent.get(sent.len() - cap as usize)? + HOUR })
-        }).min()
+        self.owed
+            .keys()
+            .filter_map(|phone| {
+                let sent = self.sent.get(phone)?;
+                Some(if sent.len() < cap as usize { Instant::now() } else { *sent.get(sent.len() - cap as usize)? + HOUR })
+            })
+            .min()
     }
 }
 
@@ -235,7 +238,12 @@ pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
         (format!("[{}] ", first.severity), format!(" ({} alerts in this house)", alerts.len()), "Act: ")
     };
     let more = if alerts.len() > 1 { more } else { String::new() };
-    let mut parts = vec![format!("{level}{}", numbers.join(" ")), format!("{}{more}", cut(&text::sentence(first, wording))), text::what_to_do(first, wording).to_string(), at];
+    let mut parts = vec![
+        format!("{level}{}", numbers.join(" ")),
+        format!("{}{more}", cut(&text::sentence(first, wording))),
+        text::what_to_do(first, wording).to_string(),
+        at,
+    ];
     // The short form of the link: a Chinese SMS part holds 70 characters.
     parts.extend(first.link.as_deref().map(|l| format!("{act}{}", crate::links::shorten(l))));
     parts.join(" ")

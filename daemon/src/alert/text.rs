@@ -240,7 +240,15 @@ fn when(alert: &Alert, wording: Wording) -> String {
 /// The links to act on: each person named gets their own (what they do through it is recorded
 /// as theirs); else the incident's link. Empty without links configured.
 fn links(alert: &Alert, wording: Wording, markup: Markup, label: &str) -> Vec<String> {
-    let label = if label.is_empty() { if wording.chinese { "接单 / 到场 / 办结" } else { "Accept / on site / resolve" } } else { label };
+    let label = if label.is_empty() {
+        if wording.chinese {
+            "接单 / 到场 / 办结"
+        } else {
+            "Accept / on site / resolve"
+        }
+    } else {
+        label
+    };
     let link = |who: Option<&str>, url: &str| {
         let who = who.map(|w| format!("{w}{}", if wording.chinese { "：" } else { ": " })).unwrap_or_default();
         match markup {

@@ -137,7 +137,13 @@ mod tests {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let config = WebhookConfig { name: "hub".into(), url: url.parse().unwrap(), secret: Some("s3cret-shared".into()), timeout: Duration::from_secs(2), max_attempts: 1 };
+        let config = WebhookConfig {
+            name: "hub".into(),
+            url: url.parse().unwrap(),
+            secret: Some("s3cret-shared".into()),
+            timeout: Duration::from_secs(2),
+            max_attempts: 1,
+        };
         WebhookSink::new(&config, Arc::new(Metrics::new())).unwrap().deliver(&sample_alert("fired", 0.5)).await.unwrap();
         let (headers, body) = seen.lock().unwrap().remove(0);
         let timestamp: i64 = headers["x-gridwatch-timestamp"].to_str().unwrap().parse().unwrap();

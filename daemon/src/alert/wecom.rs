@@ -115,13 +115,27 @@ mod tests {
     }
 
     fn config(url: &str, mention: bool) -> RobotConfig {
-        RobotConfig { throttle_patience: None, name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: if mention { vec!["13900000000".into()] } else { vec![] }, wording: text::Wording::default() }
+        RobotConfig {
+            throttle_patience: None,
+            name: "grid-3".into(),
+            url: url.parse().unwrap(),
+            secret: None,
+            mention_mobiles: if mention { vec!["13900000000".into()] } else { vec![] },
+            wording: text::Wording::default(),
+        }
     }
 
     #[tokio::test]
     async fn a_robot_that_stays_throttled_fails_the_message_after_bounded_waits() {
         let (url, seen) = wecom(45009).await;
-        let config = RobotConfig { throttle_patience: None, name: "grid-3".into(), url: url.parse().unwrap(), secret: None, mention_mobiles: vec![], wording: text::Wording::default() };
+        let config = RobotConfig {
+            throttle_patience: None,
+            name: "grid-3".into(),
+            url: url.parse().unwrap(),
+            secret: None,
+            mention_mobiles: vec![],
+            wording: text::Wording::default(),
+        };
         let mut sink = WeComSink::new(config).unwrap().with_throttle(Duration::from_millis(50));
         let error = sink.deliver(&sample_alert("fired", 7.31)).await.unwrap_err();
         assert!(format!("{error:#}").contains("robot throttled: errcode 45009"), "{error:#}");

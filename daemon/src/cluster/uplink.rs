@@ -86,7 +86,11 @@ impl Uplink {
                 backoff.next_delay()
             } else {
                 backoff.reset();
-                if sent { Duration::ZERO } else { IDLE }
+                if sent {
+                    Duration::ZERO
+                } else {
+                    IDLE
+                }
             };
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
@@ -144,7 +148,8 @@ impl Uplink {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         let ack = self.js.publish_with_headers(batch.subject(), headers, payload.into()).await?;
-        let ack = tokio::time::timeout(PUBLISH_TIMEOUT, ack.into_future()).await.map_err(|_| anyhow::anyhow!("no JetStream ack within {PUBLISH_TIMEOUT:?}"))??;
+        let ack =
+            tokio::time::timeout(PUBLISH_TIMEOUT, ack.into_future()).await.map_err(|_| anyhow::anyhow!("no JetStream ack within {PUBLISH_TIMEOUT:?}"))??;
         tracing::debug!(id = %id, rows = batch.len(), duplicate = ack.duplicate, sequence = ack.sequence, "district batch stored by JetStream");
         Ok(())
     }

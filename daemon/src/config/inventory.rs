@@ -112,7 +112,13 @@ impl Checker<'_> {
     }
 
     /// Parses one cell, or reports `expected` at it.
-    fn parse_cell<T: std::str::FromStr>(&mut self, record: &csv::StringRecord, index: usize, span: &dyn Fn(usize) -> Range<usize>, expected: &str) -> Option<T> {
+    fn parse_cell<T: std::str::FromStr>(
+        &mut self,
+        record: &csv::StringRecord,
+        index: usize,
+        span: &dyn Fn(usize) -> Range<usize>,
+        expected: &str,
+    ) -> Option<T> {
         let text = record.get(index).unwrap_or("");
         match text.parse() {
             Ok(value) => Some(value),

@@ -19,9 +19,9 @@ pub use sensor_index::SensorIndex;
 pub use serial::{SerialConfig, SerialDevice};
 
 use gridwatch_rules::diagnostic::line_column;
+use gridwatch_rules::TextPool;
 use gridwatch_rules::{Diagnostic, SensorKind};
 use raw::RawConfig;
-use gridwatch_rules::TextPool;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -536,14 +536,41 @@ impl Checker<'_> {
         let report_digest = raw.report.and_then(|report| self.report_digest(report, &channels));
         let cluster = raw.cluster.and_then(|c| self.cluster(c));
         let sensors: Arc<[SensorConfig]> = sensors.into();
-        Config { source: None, cluster, places, state_dir, state_reserve_bytes, mqtt, sensors, rules, ingest, clock_synchronized, alerts, influxdb, http_listen, worker_links, photo_max_bytes, serial, dispatch, incident_acks, gpio, time_zone: wording.time_zone, board_token, report_digest }
+        Config {
+            source: None,
+            cluster,
+            places,
+            state_dir,
+            state_reserve_bytes,
+            mqtt,
+            sensors,
+            rules,
+            ingest,
+            clock_synchronized,
+            alerts,
+            influxdb,
+            http_listen,
+            worker_links,
+            photo_max_bytes,
+            serial,
+            dispatch,
+            incident_acks,
+            gpio,
+            time_zone: wording.time_zone,
+            board_token,
+            report_digest,
+        }
     }
 
     /// `[report]`: a local time and configured channels.
     fn report_digest(&mut self, raw: raw::RawReport, channels: &[String]) -> Option<crate::report::DigestConfig> {
         let at = chrono::NaiveTime::parse_from_str(raw.daily_digest_at.get_ref(), "%H:%M");
         if at.is_err() {
-            self.error(raw.daily_digest_at.span(), Some("report.daily_digest_at"), format!("`{}`: expected a local time like \"08:00\"", raw.daily_digest_at.get_ref()));
+            self.error(
+                raw.daily_digest_at.span(),
+                Some("report.daily_digest_at"),
+                format!("`{}`: expected a local time like \"08:00\"", raw.daily_digest_at.get_ref()),
+            );
         }
         let span = raw.daily_digest_channels.span();
         let wanted = raw.daily_digest_channels.into_inner();
@@ -551,7 +578,11 @@ impl Checker<'_> {
             self.error(span.clone(), Some("report.daily_digest_channels"), "name the grid leaders' group's channel(s)".into());
         }
         for unknown in wanted.iter().filter(|c| !channels.contains(c)) {
-            self.error(span.clone(), Some("report.daily_digest_channels"), format!("channel `{unknown}` is not configured in [alerts] (have: {})", channels.join(", ")));
+            self.error(
+                span.clone(),
+                Some("report.daily_digest_channels"),
+                format!("channel `{unknown}` is not configured in [alerts] (have: {})", channels.join(", ")),
+            );
         }
         Some(crate::report::DigestConfig { at: at.ok()?, channels: wanted })
     }
@@ -620,7 +651,9 @@ impl Checker<'_> {
         let mut inputs = Vec::new();
         for input in &raw.input {
             match sensors.iter().position(|s| *s.id == **input.sensor.get_ref()) {
-                Some(sensor) => inputs.push(GpioInput { pin: *input.pin.get_ref(), sensor, field: input.field.clone(), debounce: Duration::from_millis(input.debounce_ms) }),
+                Some(sensor) => {
+                    inputs.push(GpioInput { pin: *input.pin.get_ref(), sensor, field: input.field.clone(), debounce: Duration::from_millis(input.debounce_ms) })
+                }
                 None => self.error(input.sensor.span(), Some("gpio.input.sensor"), format!("no sensor `{}` in the inventory", input.sensor.get_ref())),
             }
         }
@@ -715,14 +748,22 @@ impl Checker<'_> {
                 other => {
                     let known = ["water_class", "water_body", "structure", "storeys"];
                     if let Some(meant) = gridwatch_rules::load::closest(other, &known).filter(|_| other.len() >= 5) {
-                        self.error(sensor.id.span(), Some("sensor.tags"), format!("tag `{other}` is not one the packs read; did you mean `{meant}`? (a tag of your own rules must not be this close to it)"));
+                        self.error(
+                            sensor.id.span(),
+                            Some("sensor.tags"),
+                            format!("tag `{other}` is not one the packs read; did you mean `{meant}`? (a tag of your own rules must not be this close to it)"),
+                        );
                     }
                     continue;
                 }
             };
             if !allowed.contains(&value.as_str()) {
                 let hint = gridwatch_rules::load::closest(value, allowed).map(|meant| format!("; did you mean `{meant}`?")).unwrap_or_default();
-                self.error(sensor.id.span(), Some(&format!("sensor.tags.{key}")), format!("`{value}` is not a value of tag `{key}`: {}{hint}", allowed.join(", ")));
+                self.error(
+                    sensor.id.span(),
+                    Some(&format!("sensor.tags.{key}")),
+                    format!("`{value}` is not a value of tag `{key}`: {}{hint}", allowed.join(", ")),
+                );
             }
         }
     }
@@ -748,7 +789,11 @@ impl Checker<'_> {
             }
         }
         if !is_token(sensor.site.get_ref()) {
-            self.error(sensor.site.span(), Some("sensor.site"), format!("`{}` is not a site name: use letters, digits, `-`, `_` and `.`", sensor.site.get_ref()));
+            self.error(
+                sensor.site.span(),
+                Some("sensor.site"),
+                format!("`{}` is not a site name: use letters, digits, `-`, `_` and `.`", sensor.site.get_ref()),
+            );
         }
         let location = sensor.location.and_then(|location| {
             let [latitude, longitude] = *location.get_ref();
@@ -891,7 +936,11 @@ impl Checker<'_> {
             }
             Some(_) => {}
             None if !sensors.iter().any(|s| *s.id == **sensor) => {
-                self.error(raw.sensor.span(), Some("mqtt.topic.sensor"), format!("no sensor `{sensor}` in the inventory (use `{{1}}` to take the id from the first `+` level)"));
+                self.error(
+                    raw.sensor.span(),
+                    Some("mqtt.topic.sensor"),
+                    format!("no sensor `{sensor}` in the inventory (use `{{1}}` to take the id from the first `+` level)"),
+                );
                 return None;
             }
             None => {}
@@ -905,7 +954,11 @@ impl Checker<'_> {
         let span = raw.filter.span();
         let before = self.diagnostics.len();
         if !raw.fields.is_empty() && !raw.values.is_empty() {
-            self.error(span.clone(), Some("mqtt.topic.values"), "use `fields` (renames of a flat payload) or `values` (JSON pointers into a nested one), not both".into());
+            self.error(
+                span.clone(),
+                Some("mqtt.topic.values"),
+                "use `fields` (renames of a flat payload) or `values` (JSON pointers into a nested one), not both".into(),
+            );
         }
         let pointer_ok = |pointer: &str| pointer.is_empty() || pointer.starts_with('/');
         let mut values = Vec::new();
@@ -978,7 +1031,20 @@ impl Checker<'_> {
         self.failover_spans = failover.iter().map(|(from, to)| (from.clone(), to.span())).collect();
         let failover_after = Duration::from_secs(raw.failover_after_secs);
         let failover: BTreeMap<String, String> = failover.into_iter().map(|(from, to)| (from, to.into_inner())).collect();
-        let mut alerts = AlertsConfig { console: raw.console, flap_window: Duration::from_secs(raw.flap_window_secs), mqtt_topic_prefix, webhooks, wecom, dingtalk, sms, silences, failover, failover_after, bus_down_after: Duration::from_secs(raw.bus_down_after_secs), group_window: Duration::from_secs(raw.group_window_secs) };
+        let mut alerts = AlertsConfig {
+            console: raw.console,
+            flap_window: Duration::from_secs(raw.flap_window_secs),
+            mqtt_topic_prefix,
+            webhooks,
+            wecom,
+            dingtalk,
+            sms,
+            silences,
+            failover,
+            failover_after,
+            bus_down_after: Duration::from_secs(raw.bus_down_after_secs),
+            group_window: Duration::from_secs(raw.group_window_secs),
+        };
         for robot in alerts.wecom.iter_mut().chain(alerts.dingtalk.iter_mut()) {
             if alerts.failover.contains_key(&robot.name) {
                 robot.throttle_patience = Some(failover_after);
@@ -1016,7 +1082,9 @@ impl Checker<'_> {
         let mut time = |text: &Spanned<String>, key: &str| {
             chrono::DateTime::parse_from_rfc3339(text.get_ref())
                 .map(|t| t.timestamp_millis())
-                .map_err(|e| self.error(text.span(), Some(key), format!("`{}` is not an RFC 3339 time ({e}), e.g. \"2026-12-01T18:00:00+08:00\"", text.get_ref())))
+                .map_err(|e| {
+                    self.error(text.span(), Some(key), format!("`{}` is not an RFC 3339 time ({e}), e.g. \"2026-12-01T18:00:00+08:00\"", text.get_ref()))
+                })
                 .ok()
         };
         let from = match &raw.from {
@@ -1057,7 +1125,15 @@ impl Checker<'_> {
         };
         let severities = raw.severities.unwrap_or_else(|| vec!["alarm".into(), "danger".into()]);
         let per_phone_per_hour = self.bounded(raw.per_phone_per_hour, &format!("alerts.sms[{index}].per_phone_per_hour"), SMS_PER_PHONE_PER_HOUR) as u32;
-        Some(SmsConfig { name: raw.name.unwrap_or_else(|| format!("sms-{}", index + 1)), url: url?, body: raw.body.into_inner(), token, severities, per_phone_per_hour, wording })
+        Some(SmsConfig {
+            name: raw.name.unwrap_or_else(|| format!("sms-{}", index + 1)),
+            url: url?,
+            body: raw.body.into_inner(),
+            token,
+            severities,
+            per_phone_per_hour,
+            wording,
+        })
     }
 
     fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path, mut wording: crate::alert::text::Wording) -> Option<RobotConfig> {
@@ -1087,7 +1163,14 @@ impl Checker<'_> {
         if let Some(language) = &raw.language {
             wording.chinese = self.language(language, &format!("{key}.language"));
         }
-        Some(RobotConfig { throttle_patience: None, name: raw.name.unwrap_or_else(|| format!("{kind}-{}", index + 1)), url: url?, secret, mention_mobiles: raw.mention_mobiles, wording })
+        Some(RobotConfig {
+            throttle_patience: None,
+            name: raw.name.unwrap_or_else(|| format!("{kind}-{}", index + 1)),
+            url: url?,
+            secret,
+            mention_mobiles: raw.mention_mobiles,
+            wording,
+        })
     }
 
     fn worker_links(&mut self, http: &raw::RawHttp, base: &Path) -> Option<crate::links::WorkerLinks> {

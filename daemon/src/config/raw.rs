@@ -363,7 +363,20 @@ pub struct RawSms {
 
 impl Default for RawAlerts {
     fn default() -> Self {
-        RawAlerts { failover: BTreeMap::new(), failover_after_secs: default_failover_after_secs(), bus_down_after_secs: default_bus_down_after_secs(), group_window_secs: default_group_window_secs(), console: true, flap_window_secs: default_flap_window_secs(), mqtt: None, webhook: Vec::new(), wecom: Vec::new(), dingtalk: Vec::new(), sms: Vec::new(), silence: Vec::new() }
+        RawAlerts {
+            failover: BTreeMap::new(),
+            failover_after_secs: default_failover_after_secs(),
+            bus_down_after_secs: default_bus_down_after_secs(),
+            group_window_secs: default_group_window_secs(),
+            console: true,
+            flap_window_secs: default_flap_window_secs(),
+            mqtt: None,
+            webhook: Vec::new(),
+            wecom: Vec::new(),
+            dingtalk: Vec::new(),
+            sms: Vec::new(),
+            silence: Vec::new(),
+        }
     }
 }
 

@@ -115,7 +115,11 @@ impl Checker<'_> {
                 Ok(text) => text,
                 Err(error) => {
                     let shipped: Vec<&str> = builtin_profiles().into_iter().map(|(n, _)| n).collect();
-                    self.error(name.span(), Some("serial.device.profile"), format!("`{}` is neither a shipped profile ({}) nor a readable file: {error}", name.get_ref(), shipped.join(", ")));
+                    self.error(
+                        name.span(),
+                        Some("serial.device.profile"),
+                        format!("`{}` is neither a shipped profile ({}) nor a readable file: {error}", name.get_ref(), shipped.join(", ")),
+                    );
                     return None;
                 }
             },

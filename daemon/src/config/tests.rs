@@ -49,7 +49,10 @@ fn ingest_time_limits_have_defaults_and_bounds() {
     assert_eq!(parse(MINIMAL).unwrap().ingest, IngestConfig::default());
     assert_eq!(IngestConfig::default().max_future_skew, Duration::from_secs(300));
     let config = parse(&format!("{MINIMAL}\n[ingest]\nmax_future_skew_secs = 60\nreanchor_after_readings = 5\nreanchor_after_secs = 0\n")).unwrap();
-    assert_eq!(config.ingest, IngestConfig { max_future_skew: Duration::from_secs(60), reanchor_after_readings: 5, reanchor_after: Duration::ZERO, ..IngestConfig::default() });
+    assert_eq!(
+        config.ingest,
+        IngestConfig { max_future_skew: Duration::from_secs(60), reanchor_after_readings: 5, reanchor_after: Duration::ZERO, ..IngestConfig::default() }
+    );
     let refused = errors(&format!("{MINIMAL}\n[ingest]\nmax_future_skew_secs = 0\nreanchor_after_readings = 0\n"));
     assert!(refused.iter().any(|e| e.contains("gridwatch.toml:13:") && e.contains("ingest.max_future_skew_secs") && e.contains("1 to 86400")), "{refused:?}");
     assert!(refused.iter().any(|e| e.contains("gridwatch.toml:14:") && e.contains("ingest.reanchor_after_readings")), "{refused:?}");
@@ -63,7 +66,10 @@ fn the_packet_limit_is_checked_against_the_payload_limit() {
     assert_eq!((config.mqtt.max_payload_bytes, config.mqtt.max_packet_bytes), (4096, 1024 * 1024));
     assert_eq!(parse(&mqtt("max_payload_bytes = 65536\nmax_packet_bytes = 66560")).unwrap().mqtt.max_packet_bytes, 66_560, "payload + 1024 is enough");
     let refused = errors(&mqtt("max_payload_bytes = 2000000"));
-    assert!(refused.iter().any(|e| e.contains("mqtt.max_packet_bytes") && e.contains("2001024")), "a payload limit above the default packet limit: {refused:?}");
+    assert!(
+        refused.iter().any(|e| e.contains("mqtt.max_packet_bytes") && e.contains("2001024")),
+        "a payload limit above the default packet limit: {refused:?}"
+    );
     assert!(errors(&mqtt("max_packet_bytes = 300000000")).iter().any(|e| e.contains("mqtt.max_packet_bytes") && e.contains("268435455")));
 }
 
@@ -119,7 +125,10 @@ fn a_misspelt_tag_the_packs_read_is_refused_with_a_suggestion() {
     assert!(with_tags("water_body = \"sea\"")[0].contains("river, lake"));
     assert!(with_tags("building_boxes = \"one\"")[0].contains("set by gridwatch"));
     // Tags of the operator's own rules stay free.
-    assert!(parse(&MINIMAL.replace("site = \"north-lane\"", "site = \"north-lane\"\ntags = { owner = \"housing-office\", use = \"surface\", water_body = \"lake\" }")).is_ok());
+    assert!(parse(
+        &MINIMAL.replace("site = \"north-lane\"", "site = \"north-lane\"\ntags = { owner = \"housing-office\", use = \"surface\", water_body = \"lake\" }")
+    )
+    .is_ok());
 }
 
 #[test]
@@ -154,7 +163,10 @@ fn all_semantic_errors_are_reported_together() {
 #[test]
 fn bad_broker_url_is_explained() {
     let errs = errors(&MINIMAL.replace("mqtt://127.0.0.1:1883", "http://broker"));
-    assert_eq!(errs, vec!["gridwatch.toml:5:10: error in `mqtt.broker`: `http://broker` is neither \"embedded\" nor an mqtt://host:port or mqtts://host:port URL"]);
+    assert_eq!(
+        errs,
+        vec!["gridwatch.toml:5:10: error in `mqtt.broker`: `http://broker` is neither \"embedded\" nor an mqtt://host:port or mqtts://host:port URL"]
+    );
 }
 
 #[test]
@@ -210,13 +222,20 @@ fn a_csv_inventory_adds_sensors_checked_like_tables() {
     assert_eq!((house.place.building.as_deref(), house.place.grid.as_deref(), house.interval), (Some("B7"), Some("grid-3"), Duration::from_secs(600)));
     assert_eq!(house.baseline, BTreeMap::from([("x".to_string(), 0.31), ("y".to_string(), -0.12)]));
     assert_eq!((house.location, house.tags.get("owner")), (Some([31.2304, 121.4737]), Some("Li")));
-    assert_eq!((config.sensors[2].kind, config.sensors[2].interval, config.sensors[2].place.building.as_ref()), (SensorKind::Water, Duration::from_secs(3600), None));
+    assert_eq!(
+        (config.sensors[2].kind, config.sensors[2].interval, config.sensors[2].place.building.as_ref()),
+        (SensorKind::Water, Duration::from_secs(3600), None)
+    );
 }
 
 #[test]
 fn csv_inventory_errors_name_the_csv_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("sensors.csv"), "id,kind,site,colour\nhouse-07,tilt,north-lane,red\nhouse 9,tilt,north-lane,\nh-10,boat,north-lane,\nh-11,tilt,north-lane,\n").unwrap();
+    std::fs::write(
+        dir.path().join("sensors.csv"),
+        "id,kind,site,colour\nhouse-07,tilt,north-lane,red\nhouse 9,tilt,north-lane,\nh-10,boat,north-lane,\nh-11,tilt,north-lane,\n",
+    )
+    .unwrap();
     let errors = match Config::parse("gridwatch.toml", &format!("inventory = \"sensors.csv\"\n{MINIMAL}"), dir.path()) {
         Err(ConfigError::Invalid(diagnostics)) => diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),
         other => panic!("expected diagnostics, got {other:?}"),
@@ -254,10 +273,18 @@ fn sensors_at_the_same_place_share_one_place() {
 
 #[test]
 fn a_topic_map_reads_nested_json_through_checked_pointers() {
-    let map = |values: &str| MINIMAL.replace("[[sensor]]", &format!("[[mqtt.topic]]\nfilter = \"lora/+/up\"\nsensor = \"{{1}}\"\nts = \"/rx/time\"\nvalues = {{ {values} }}\n\n[[sensor]]"));
+    let map = |values: &str| {
+        MINIMAL.replace(
+            "[[sensor]]",
+            &format!("[[mqtt.topic]]\nfilter = \"lora/+/up\"\nsensor = \"{{1}}\"\nts = \"/rx/time\"\nvalues = {{ {values} }}\n\n[[sensor]]"),
+        )
+    };
     let config = parse(&map("x = { path = \"/object/x\", scale = 0.01 }, y = \"/object/y\"")).unwrap();
     let payload = &config.mqtt.topic_maps[0].payload;
-    assert_eq!(payload.values.iter().map(|v| (v.field.as_str(), v.pointer.as_str(), v.scale)).collect::<Vec<_>>(), [("x", "/object/x", 0.01), ("y", "/object/y", 1.0)]);
+    assert_eq!(
+        payload.values.iter().map(|v| (v.field.as_str(), v.pointer.as_str(), v.scale)).collect::<Vec<_>>(),
+        [("x", "/object/x", 0.01), ("y", "/object/y", 1.0)]
+    );
     assert_eq!(payload.ts.as_deref(), Some("/rx/time"));
     assert!(errors(&map("x = \"object.x\""))[0].contains("is not a JSON pointer"));
     assert!(errors(&map("x = { path = \"/x\", scale = 0 }"))[0].contains("non-zero"));

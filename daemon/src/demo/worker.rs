@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub const MEMBER: (&str, &str) = ("wang", "王芳");
 
 /// Simulated minutes from the alarm to each step.
-const STEPS: [(&str, f64, &str); 3] = [("accept", 3.0, ""), ("on_site", 12.0, "已到场，正在查看墙体"), ("resolve", 35.0, "已加设临时支撑，裂缝已封堵，住户已告知")];
+const STEPS: [(&str, f64, &str); 3] =
+    [("accept", 3.0, ""), ("on_site", 12.0, "已到场，正在查看墙体"), ("resolve", 35.0, "已加设临时支撑，裂缝已封堵，住户已告知")];
 
 /// Follows the alerts on `topic` until `stop`, working each new incident that names the worker.
 pub async fn run(options: MqttOptions, topic: String, clock: Clock, stop: CancellationToken) {

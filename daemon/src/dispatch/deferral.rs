@@ -68,7 +68,11 @@ pub fn parse(name: &str, text: &str) -> Result<Deferral, RosterErrors> {
     let Some(deferral) = raw.deferral else { return Ok(Deferral::default()) };
     let offset = raw.timezone.parse::<FixedOffset>().ok();
     let mut time = |text: &Option<Spanned<String>>| {
-        text.as_ref().and_then(|t| NaiveTime::parse_from_str(t.get_ref(), "%H:%M").map_err(|_| problems.at(t.span(), format!("`{}`: expected a time like \"22:00\"", t.get_ref()))).ok())
+        text.as_ref().and_then(|t| {
+            NaiveTime::parse_from_str(t.get_ref(), "%H:%M")
+                .map_err(|_| problems.at(t.span(), format!("`{}`: expected a time like \"22:00\"", t.get_ref())))
+                .ok()
+        })
     };
     let (quiet_from, quiet_to, digest_at) = (time(&deferral.quiet_from), time(&deferral.quiet_to), time(&deferral.digest_at));
     if deferral.quiet_from.is_some() != deferral.quiet_to.is_some() {
@@ -172,7 +176,8 @@ mod tests {
 
     #[test]
     fn red_cannot_be_deferred_and_half_quiet_hours_are_refused() {
-        let errors = parse("roster.toml", "[deferral]\nquiet_from = \"22:00\"\nquiet_to = \"07:00\"\nquiet_severities = [\"notice\", \"danger\"]\n").unwrap_err();
+        let errors =
+            parse("roster.toml", "[deferral]\nquiet_from = \"22:00\"\nquiet_to = \"07:00\"\nquiet_severities = [\"notice\", \"danger\"]\n").unwrap_err();
         assert!(errors.0[0].to_string().starts_with("roster.toml:4:") && errors.0[0].message.contains("never wait"), "{}", errors.0[0]);
         let errors = parse("roster.toml", "[deferral]\nquiet_from = \"22:00\"\n").unwrap_err();
         assert!(errors.0[0].message.contains("both"), "{}", errors.0[0]);

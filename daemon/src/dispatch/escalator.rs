@@ -54,9 +54,18 @@ impl Dispatch {
                     Step::Remind { count } => {
                         let names = names(&on_duty);
                         let age = minutes(age_ms);
-                        let en = format!("Reminder {count}: incident #{} is not accepted yet, open {age} min. On duty: {}. {}", due.incident_id, or_dash(&names), template.message());
-                        let zh = format!("催办（第{count}次）：事件#{}尚未接单，已{age}分钟。值班：{}。{}", due.incident_id, or_dash(&names), zh_message(template));
-                        EscalationStep { alert: notification(template, "reminder", (now_ms, at), en, zh, &on_duty), audit: format!("reminded {}", or_dash(&names)) }
+                        let en = format!(
+                            "Reminder {count}: incident #{} is not accepted yet, open {age} min. On duty: {}. {}",
+                            due.incident_id,
+                            or_dash(&names),
+                            template.message()
+                        );
+                        let zh =
+                            format!("催办（第{count}次）：事件#{}尚未接单，已{age}分钟。值班：{}。{}", due.incident_id, or_dash(&names), zh_message(template));
+                        EscalationStep {
+                            alert: notification(template, "reminder", (now_ms, at), en, zh, &on_duty),
+                            audit: format!("reminded {}", or_dash(&names)),
+                        }
                     }
                     Step::Escalate { deadline, level, roles } => {
                         let mut people = grid.map(|g| self.roster.with_roles(g, &roles)).unwrap_or_default();
@@ -76,8 +85,19 @@ impl Dispatch {
                             or_dash(&names),
                             template.message()
                         );
-                        let zh = format!("督办（第{level}级）：事件#{}超过{}未{}，已通知{}（{}）。{}", due.incident_id, span(within, true), zh_deadline(deadline), zh_roles(&roles), or_dash(&names), zh_message(template));
-                        EscalationStep { alert: notification(template, "escalated", (now_ms, at), en, zh, &people), audit: format!("escalated ({}) to {}", deadline.as_str(), or_dash(&names)) }
+                        let zh = format!(
+                            "督办（第{level}级）：事件#{}超过{}未{}，已通知{}（{}）。{}",
+                            due.incident_id,
+                            span(within, true),
+                            zh_deadline(deadline),
+                            zh_roles(&roles),
+                            or_dash(&names),
+                            zh_message(template)
+                        );
+                        EscalationStep {
+                            alert: notification(template, "escalated", (now_ms, at), en, zh, &people),
+                            audit: format!("escalated ({}) to {}", deadline.as_str(), or_dash(&names)),
+                        }
                     }
                 }
             })
@@ -199,7 +219,16 @@ to = "00:00"
     fn due(state: &str, progress: Progress) -> DueEscalation {
         let mut template = sample_alert("fired", 7.3);
         template.grid = Some("grid-3".into());
-        DueEscalation { incident_id: 12, grid: Some("grid-3".into()), age_ms: 0, next_due_age_ms: 0, progress, state: state.into(), severity: "danger".into(), last_alert: Some(template) }
+        DueEscalation {
+            incident_id: 12,
+            grid: Some("grid-3".into()),
+            age_ms: 0,
+            next_due_age_ms: 0,
+            progress,
+            state: state.into(),
+            severity: "danger".into(),
+            last_alert: Some(template),
+        }
     }
 
     const MIN: i64 = 60_000;
@@ -229,7 +258,11 @@ to = "00:00"
         assert_eq!(alert.event, "escalated");
         assert_eq!(alert.recipients, vec!["陈刚", "sun", "王芳"]);
         assert_eq!(alert.mentions, vec!["13800000002", "13800000001"]);
-        assert!(alert.messages["zh"].starts_with("督办（第1级）：事件#12超过10分钟未接单，已通知网格长、社区书记（陈刚, sun, 王芳）。"), "{}", alert.messages["zh"]);
+        assert!(
+            alert.messages["zh"].starts_with("督办（第1级）：事件#12超过10分钟未接单，已通知网格长、社区书记（陈刚, sun, 王芳）。"),
+            "{}",
+            alert.messages["zh"]
+        );
         assert_eq!(decision.steps[0].audit, "escalated (accepted) to 陈刚, sun, 王芳");
     }
 

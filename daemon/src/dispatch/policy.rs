@@ -293,12 +293,15 @@ mod tests {
         let policies = parse_policies("r.toml", text).unwrap();
         let alarm = policies.iter().find(|p| p.severity == "alarm").unwrap();
         assert_eq!((alarm.accept_within_ms, alarm.remind_every_ms), (Some(15 * MINUTE), None));
-        let errors: Vec<String> = parse_policies("r.toml", "[[policy]]\nseverity = \"red\"\n[[policy]]\nseverity = \"alarm\"\nremind_every = \"soon\"\nescalate_to = [[\"mayor\"]]\n")
-            .unwrap_err()
-            .0
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let errors: Vec<String> = parse_policies(
+            "r.toml",
+            "[[policy]]\nseverity = \"red\"\n[[policy]]\nseverity = \"alarm\"\nremind_every = \"soon\"\nescalate_to = [[\"mayor\"]]\n",
+        )
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
         assert_eq!(errors[0], "r.toml:2:12: error: severity `red`: expected notice, warning, alarm or danger");
         assert_eq!(errors[1], "r.toml:5:16: error: `soon` is not a duration like \"10m\" or \"2h\"");
         assert!(errors[2].starts_with("r.toml:6:17: error: role `mayor`"), "{errors:?}");

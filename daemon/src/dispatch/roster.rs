@@ -7,9 +7,9 @@
 //! grid's `fallback` (the neighbouring grid); if nobody is there either, the grid's leaders —
 //! someone is always named.
 
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
 use gridwatch_rules::diagnostic::line_column;
 use gridwatch_rules::Diagnostic;
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use toml::Spanned;
@@ -183,7 +183,15 @@ impl<'a> Problems<'a> {
 impl Roster {
     /// An empty roster: nobody to name, times in China Standard Time.
     pub fn empty() -> Roster {
-        Roster { offset: china(), fallbacks: BTreeMap::new(), channels: BTreeMap::new(), channel_refs: Vec::new(), members: Vec::new(), shifts: Vec::new(), overrides: Vec::new() }
+        Roster {
+            offset: china(),
+            fallbacks: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            channel_refs: Vec::new(),
+            members: Vec::new(),
+            shifts: Vec::new(),
+            overrides: Vec::new(),
+        }
     }
 
     /// Parses and checks a roster file; `name` labels errors.
@@ -273,7 +281,9 @@ impl Roster {
         let mut overrides = Vec::new();
         for o in &raw.duty_override {
             let member = member_index(&mut problems, &o.member);
-            let date = NaiveDate::parse_from_str(o.date.get_ref(), "%Y-%m-%d").map_err(|_| problems.at(o.date.span(), format!("date `{}`: expected YYYY-MM-DD", o.date.get_ref()))).ok();
+            let date = NaiveDate::parse_from_str(o.date.get_ref(), "%Y-%m-%d")
+                .map_err(|_| problems.at(o.date.span(), format!("date `{}`: expected YYYY-MM-DD", o.date.get_ref())))
+                .ok();
             let period = match (o.off, &o.from, &o.to) {
                 (true, None, None) => Some(None),
                 (false, Some(from), Some(to)) => period(&mut problems, from, to).map(Some),
@@ -384,7 +394,9 @@ impl Roster {
 
 fn period(problems: &mut Problems<'_>, from: &Spanned<String>, to: &Spanned<String>) -> Option<Period> {
     let mut time = |text: &Spanned<String>| {
-        NaiveTime::parse_from_str(text.get_ref(), "%H:%M").map_err(|_| problems.at(text.span(), format!("`{}`: expected a time like \"08:00\"", text.get_ref()))).ok()
+        NaiveTime::parse_from_str(text.get_ref(), "%H:%M")
+            .map_err(|_| problems.at(text.span(), format!("`{}`: expected a time like \"08:00\"", text.get_ref())))
+            .ok()
     };
     let (from, to) = (time(from), time(to));
     Some(Period { from: from?, to: to? })
@@ -522,7 +534,10 @@ to = "20:00"
 
     #[test]
     fn mistakes_are_reported_with_file_line_and_column() {
-        let broken = ROSTER.replace("role = \"grid_leader\"", "role = \"boss\"").replace("days = [\"mon\"]", "days = [\"monday\"]").replace("fallback = \"grid-4\"", "fallback = \"grid-9\"");
+        let broken = ROSTER
+            .replace("role = \"grid_leader\"", "role = \"boss\"")
+            .replace("days = [\"mon\"]", "days = [\"monday\"]")
+            .replace("fallback = \"grid-4\"", "fallback = \"grid-9\"");
         let errors: Vec<String> = Roster::parse("roster.toml", &broken).unwrap_err().0.iter().map(ToString::to_string).collect();
         assert!(errors.contains(&"roster.toml:6:12: error: fallback `grid-9` is not another grid of this roster".to_string()), "{errors:?}");
         assert!(errors.iter().any(|e| e.starts_with("roster.toml:30:8: error: role `boss`: expected one of worker, grid_leader")), "{errors:?}");

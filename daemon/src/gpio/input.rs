@@ -87,7 +87,13 @@ mod tests {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = seen.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(run(Box::new(pin), Duration::from_millis(50), Duration::from_secs(60), move |level| record.lock().unwrap().push(level), shutdown.clone()));
+        let task = tokio::spawn(run(
+            Box::new(pin),
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+            move |level| record.lock().unwrap().push(level),
+            shutdown.clone(),
+        ));
         tokio::time::sleep(Duration::from_secs(125)).await;
         shutdown.cancel();
         task.await.unwrap();

@@ -34,10 +34,7 @@ pub fn broker_address(broker: &BrokerConfig) -> (String, u16) {
 pub fn options(config: &MqttConfig, role: &str) -> MqttOptions {
     let (host, port) = broker_address(&config.broker);
     let mut options = MqttOptions::new(format!("{}-{role}", config.client_id), host, port);
-    options
-        .set_keep_alive(config.keep_alive)
-        .set_clean_session(false)
-        .set_max_packet_size(config.max_packet_bytes, MAX_OUTGOING_PACKET);
+    options.set_keep_alive(config.keep_alive).set_clean_session(false).set_max_packet_size(config.max_packet_bytes, MAX_OUTGOING_PACKET);
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         options.set_credentials(user.clone(), password.clone());
     }

@@ -20,8 +20,8 @@
 //! (`[ingest] max_future_skew_secs`, [`Rejection::AheadOfClock`]; see `crate::sensor_clocks`).
 
 use crate::config::PayloadMap;
-use std::collections::BTreeMap;
 use gridwatch_rules::Millis;
+use std::collections::BTreeMap;
 
 /// The earliest accepted device time (2000-01-01): older stamps are clocks that never synced,
 /// or seconds sent where milliseconds were meant; they would write 1970 points.
@@ -88,9 +88,22 @@ impl Rejection {
     }
 
     pub const REASONS: [&'static str; 16] = [
-        "too_large", "not_json", "not_object", "non_numeric", "not_finite", "no_fields",
-        "bad_timestamp", "bad_seq", "ahead_of_clock", "unmapped_topic", "unknown_sensor", "site_mismatch",
-        "bad_field_name", "too_many_fields", "too_many_field_names", "duplicate_seq",
+        "too_large",
+        "not_json",
+        "not_object",
+        "non_numeric",
+        "not_finite",
+        "no_fields",
+        "bad_timestamp",
+        "bad_seq",
+        "ahead_of_clock",
+        "unmapped_topic",
+        "unknown_sensor",
+        "site_mismatch",
+        "bad_field_name",
+        "too_many_fields",
+        "too_many_field_names",
+        "duplicate_seq",
     ];
 }
 
@@ -190,9 +203,9 @@ fn number(field: &str, value: &serde_json::Value) -> Result<f64, Rejection> {
 /// JSON has no NaN or Infinity, but firmware writes them anyway; name that case plainly.
 fn classify_json_error(payload: &[u8], err: serde_json::Error) -> Rejection {
     let text = String::from_utf8_lossy(payload);
-    let bare_non_finite = ["NaN", "Infinity"].iter().any(|word| {
-        text.match_indices(word).any(|(i, _)| i == 0 || !text.as_bytes()[i - 1].is_ascii_alphanumeric() && text.as_bytes()[i - 1] != b'"')
-    });
+    let bare_non_finite = ["NaN", "Infinity"]
+        .iter()
+        .any(|word| text.match_indices(word).any(|(i, _)| i == 0 || !text.as_bytes()[i - 1].is_ascii_alphanumeric() && text.as_bytes()[i - 1] != b'"'));
     if bare_non_finite || err.to_string().contains("number out of range") {
         Rejection::NotFinite(None)
     } else {
@@ -202,9 +215,9 @@ fn classify_json_error(payload: &[u8], err: serde_json::Error) -> Rejection {
 
 pub(crate) fn timestamp(value: &serde_json::Value) -> Result<Millis, Rejection> {
     let ms = match value {
-        serde_json::Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .map_err(|e| Rejection::BadTimestamp(format!("`{text}`: {e}")))?
-            .timestamp_millis(),
+        serde_json::Value::String(text) => {
+            chrono::DateTime::parse_from_rfc3339(text).map_err(|e| Rejection::BadTimestamp(format!("`{text}`: {e}")))?.timestamp_millis()
+        }
         serde_json::Value::Number(n) => n.as_i64().ok_or_else(|| Rejection::BadTimestamp(format!("`{n}` is not an integer")))?,
         other => return Err(Rejection::BadTimestamp(format!("`{other}`"))),
     };
@@ -356,13 +369,20 @@ mod tests {
     #[test]
     fn every_reason_is_listed() {
         let all = [
-            Rejection::TooLarge { size: 0, limit: 0 }, Rejection::NotJson(String::new()), Rejection::NotObject,
-            Rejection::NonNumeric(String::new()), Rejection::NotFinite(None), Rejection::NoFields,
-            Rejection::BadTimestamp(String::new()), Rejection::BadSeq,
-            Rejection::AheadOfClock { sensor: String::new(), ahead_secs: 0 }, Rejection::UnmappedTopic,
+            Rejection::TooLarge { size: 0, limit: 0 },
+            Rejection::NotJson(String::new()),
+            Rejection::NotObject,
+            Rejection::NonNumeric(String::new()),
+            Rejection::NotFinite(None),
+            Rejection::NoFields,
+            Rejection::BadTimestamp(String::new()),
+            Rejection::BadSeq,
+            Rejection::AheadOfClock { sensor: String::new(), ahead_secs: 0 },
+            Rejection::UnmappedTopic,
             Rejection::UnknownSensor(String::new()),
             Rejection::SiteMismatch { sensor: String::new(), configured: String::new(), topic: String::new() },
-            Rejection::BadFieldName(String::new()), Rejection::TooManyFields { count: 0, limit: 0 },
+            Rejection::BadFieldName(String::new()),
+            Rejection::TooManyFields { count: 0, limit: 0 },
             Rejection::TooManyFieldNames { sensor: String::new(), field: String::new(), limit: 0 },
             Rejection::DuplicateSeq { sensor: String::new(), seq: 0 },
         ];

@@ -25,8 +25,8 @@ use crate::mqtt::payload::{self, Rejection};
 use crate::mqtt::topics::TopicRouter;
 use crate::sample::Sample;
 use crate::sensor_clocks::{ClockProblem, SensorClocks};
-use gridwatch_rules::Millis;
 use crate::telemetry::spooler::Spooled;
+use gridwatch_rules::Millis;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -73,7 +73,11 @@ impl Ingest {
     pub fn new(config: &Config, sensors: SensorIndex, clock: Clock, metrics: Arc<Metrics>, clocks: Arc<SensorClocks>) -> Ingest {
         let max_future_skew_ms = Millis::try_from(config.ingest.max_future_skew.as_millis()).unwrap_or(Millis::MAX / 2);
         let inventory = sensors.sensors().clone();
-        let limits = payload::Limits { max_bytes: config.mqtt.max_payload_bytes, max_fields: config.ingest.max_fields_per_reading, max_field_name_bytes: config.ingest.max_field_name_bytes };
+        let limits = payload::Limits {
+            max_bytes: config.mqtt.max_payload_bytes,
+            max_fields: config.ingest.max_fields_per_reading,
+            max_field_name_bytes: config.ingest.max_field_name_bytes,
+        };
         Ingest {
             inventory,
             router: TopicRouter::new(config, sensors),
@@ -166,7 +170,8 @@ impl Ingest {
                 return Err(self.ahead_of_clock(sensor, ahead_secs));
             }
             let clock_untrusted = decoded.ts.is_none() && !synchronized;
-            let sample = Sample { sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted, own_time: decoded.ts.is_some() };
+            let sample =
+                Sample { sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted, own_time: decoded.ts.is_some() };
             self.check_duplicate(&sample, decoded.ts)?;
             self.check_field_names(sensor, &sample.fields)?;
             Ok(sample)
@@ -245,8 +250,7 @@ pub async fn run(
     shutdown: CancellationToken,
     acks_flushed: CancellationToken,
 ) {
-    let mut filters: Vec<SubscribeFilter> =
-        ingest.router.filters().into_iter().map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce)).collect();
+    let mut filters: Vec<SubscribeFilter> = ingest.router.filters().into_iter().map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce)).collect();
     if let Some((acks, _)) = &outputs.acks {
         filters.push(SubscribeFilter::new(acks.topic.clone(), QoS::AtLeastOnce));
     }
@@ -280,7 +284,8 @@ pub async fn run(
                         if sample.clock_untrusted && outputs.stored.is_some() {
                             metrics.drop_telemetry("clock_not_set", 1);
                         }
-                        let keep = outputs.stored.as_ref().filter(|_| !sample.clock_untrusted).and_then(|sensors| crate::telemetry::spooler::kept(sensors, &sample));
+                        let keep =
+                            outputs.stored.as_ref().filter(|_| !sample.clock_untrusted).and_then(|sensors| crate::telemetry::spooler::kept(sensors, &sample));
                         if outputs.samples.send(sample).await.is_err() {
                             break;
                         }
@@ -439,7 +444,12 @@ mod tests {
 
     #[test]
     fn a_reading_without_its_own_time_is_marked_while_the_clock_is_unset() {
-        let config = Config::parse("t.toml", "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n", std::path::Path::new(".")).unwrap();
+        let config = Config::parse(
+            "t.toml",
+            "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
         let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0, synchronized: false };
         let sensors = SensorIndex::new(config.sensors.clone());
         let mut ingest = Ingest::new(&config, sensors.clone(), booted_at_1970, Arc::new(Metrics::new()), Arc::default());
@@ -462,7 +472,10 @@ mod tests {
         assert_eq!(in_skew.ts, now + 50_000, "within the skew the device's time is kept");
         let refused = ingest.sample(topic, format!(r#"{{"x": 0.3, "ts": {}}}"#, now + 86_400_000).as_bytes()).unwrap_err();
         assert_eq!(refused.reason(), "ahead_of_clock");
-        assert!(matches!(&refused, Rejection::AheadOfClock { sensor, ahead_secs } if sensor == "house-07" && (86_399..=86_400).contains(ahead_secs)), "{refused:?}");
+        assert!(
+            matches!(&refused, Rejection::AheadOfClock { sensor, ahead_secs } if sensor == "house-07" && (86_399..=86_400).contains(ahead_secs)),
+            "{refused:?}"
+        );
         assert_eq!(metrics.rejected("ahead_of_clock"), 1);
         assert_eq!(clocks.current(tokio::time::Instant::now()), vec![("house-07".into(), ClockProblem::Ahead)]);
         assert!(ingest.sample(topic, br#"{"x": 0.3}"#).is_ok(), "the sensor's next reading is taken");
@@ -497,7 +510,10 @@ mod tests {
         assert_eq!(ingest.sample(topic, reading).unwrap().seq, Some(41));
         let again = ingest.sample(topic, reading).unwrap_err();
         assert_eq!(again, Rejection::DuplicateSeq { sensor: "house-07".into(), seq: 41 });
-        assert!(ingest.sample(topic, br#"{"x": 0.25, "seq": 41, "ts": 1795392060000}"#).is_ok(), "the same seq at another time is a new reading (device restarted)");
+        assert!(
+            ingest.sample(topic, br#"{"x": 0.25, "seq": 41, "ts": 1795392060000}"#).is_ok(),
+            "the same seq at another time is a new reading (device restarted)"
+        );
         assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_ok());
         assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_err(), "without a time, the same seq and values repeat");
         assert!(ingest.sample(topic, br#"{"x": 0.30}"#).is_ok() && ingest.sample(topic, br#"{"x": 0.30}"#).is_ok(), "no seq, no judgement");

@@ -31,11 +31,7 @@ pub struct TopicRouter {
 
 impl TopicRouter {
     pub fn new(config: &Config, sensors: SensorIndex) -> TopicRouter {
-        TopicRouter {
-            maps: config.mqtt.topic_maps.clone(),
-            sensors,
-            default_payload: PayloadMap::default(),
-        }
+        TopicRouter { maps: config.mqtt.topic_maps.clone(), sensors, default_payload: PayloadMap::default() }
     }
 
     /// Every filter to subscribe to.

@@ -127,7 +127,14 @@ mod tests {
         let (spool_tx, mut spool) = mpsc::channel(4);
         let metrics = Arc::new(Metrics::new());
         let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0, synchronized: false };
-        let outputs = SerialOutputs { samples: samples_tx, spool: Some(spool_tx), sensors: crate::config::SensorIndex::new(vec![crate::config::SensorConfig::test_tilt("house-07", "north-lane")].into()), clock: booted_at_1970, metrics: metrics.clone(), bus: None };
+        let outputs = SerialOutputs {
+            samples: samples_tx,
+            spool: Some(spool_tx),
+            sensors: crate::config::SensorIndex::new(vec![crate::config::SensorConfig::test_tilt("house-07", "north-lane")].into()),
+            clock: booted_at_1970,
+            metrics: metrics.clone(),
+            bus: None,
+        };
         assert!(outputs.emit(0, vec![("x".into(), 0.3)]).await);
         let judged = samples.try_recv().expect("the rules get it");
         assert!(judged.clock_untrusted);

@@ -209,7 +209,8 @@ mod tests {
         append(&mut second, &[("house-07", 3_000)]);
         let reader = CrashLog::open(dir.path());
         let (seen, unreadable) = all(&reader);
-        let expected: Vec<(String, Millis)> = [("house-07", 1_000), ("house-08", 1_500), ("house-07", 2_000), ("house-07", 3_000)].iter().map(|(s, t)| (s.to_string(), *t)).collect();
+        let expected: Vec<(String, Millis)> =
+            [("house-07", 1_000), ("house-08", 1_500), ("house-07", 2_000), ("house-07", 3_000)].iter().map(|(s, t)| (s.to_string(), *t)).collect();
         assert_eq!(seen, expected, "the second run appends to its own segment");
         assert_eq!(unreadable, 1, "the torn line is skipped and counted");
     }

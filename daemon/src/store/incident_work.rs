@@ -95,7 +95,8 @@ impl Store {
         }
         self.essential(|conn| {
             let tx = conn.transaction()?;
-            let state: String = tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.with_context(|| format!("no incident {id}"))?;
+            let state: String =
+                tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.with_context(|| format!("no incident {id}"))?;
             let mut state: State = state.parse().map_err(anyhow::Error::msg)?;
             match work {
                 Work::Move(action) => {
@@ -108,14 +109,20 @@ impl Store {
                 }
                 Work::Transfer { person: to } => set_owner(&tx, id, to, now_ms)?,
                 Work::AddHelper { person: helper } => {
-                    tx.execute("INSERT OR IGNORE INTO incident_people (incident_id, person, part, since_ms) VALUES (?1, ?2, 'helper', ?3)", params![id, helper, now_ms])?;
+                    tx.execute(
+                        "INSERT OR IGNORE INTO incident_people (incident_id, person, part, since_ms) VALUES (?1, ?2, 'helper', ?3)",
+                        params![id, helper, now_ms],
+                    )?;
                 }
                 Work::Comment | Work::FollowUp => {}
             }
             audit(&tx, id, now_ms, actor, &work.recorded(), note)?;
             let event = tx.last_insert_rowid();
             if let Some(photo) = photo {
-                tx.execute("INSERT INTO incident_photos (incident_id, event_id, content_type, bytes) VALUES (?1, ?2, ?3, ?4)", params![id, event, photo.content_type, photo.bytes])?;
+                tx.execute(
+                    "INSERT INTO incident_photos (incident_id, event_id, content_type, bytes) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, event, photo.content_type, photo.bytes],
+                )?;
             }
             if let Some(at) = check_in {
                 tx.execute(
@@ -169,7 +176,9 @@ impl Store {
     pub fn incident_photo(&self, id: i64, photo: i64) -> anyhow::Result<Option<Photo>> {
         let conn = self.lock()?;
         let found = conn
-            .query_row("SELECT content_type, bytes FROM incident_photos WHERE id = ?1 AND incident_id = ?2", params![photo, id], |row| Ok(Photo { content_type: row.get(0)?, bytes: row.get(1)? }))
+            .query_row("SELECT content_type, bytes FROM incident_photos WHERE id = ?1 AND incident_id = ?2", params![photo, id], |row| {
+                Ok(Photo { content_type: row.get(0)?, bytes: row.get(1)? })
+            })
             .optional()?;
         Ok(found)
     }
@@ -192,14 +201,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let id = store.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap().incident().unwrap();
-        assert_eq!(store.record_work(id, Step { work: &Work::Move(Action::Accept), actor: "王芳 (wang, own link)", person: "wang", note: None, photo: None, check_in: None }, 1_000).unwrap(), State::Accepted);
+        assert_eq!(
+            store
+                .record_work(
+                    id,
+                    Step { work: &Work::Move(Action::Accept), actor: "王芳 (wang, own link)", person: "wang", note: None, photo: None, check_in: None },
+                    1_000
+                )
+                .unwrap(),
+            State::Accepted
+        );
         let photo = Photo { content_type: "image/jpeg".into(), bytes: vec![0xFF, 0xD8, 0xFF, 1, 2, 3] };
         let here = CheckIn { latitude: 31.23, longitude: 121.47, accuracy_m: Some(12.0), distance_m: Some(35.0) };
-        assert_eq!(store.record_work(id, Step { work: &Work::Move(Action::OnSite), actor: "王芳", person: "wang", note: Some("到了"), photo: Some(&photo), check_in: Some(here) }, 2_000).unwrap(), State::OnSite);
-        store.record_work(id, Step { work: &Work::AddHelper { person: "zhao".into() }, actor: "王芳", person: "wang", note: None, photo: None, check_in: None }, 3_000).unwrap();
+        assert_eq!(
+            store
+                .record_work(
+                    id,
+                    Step {
+                        work: &Work::Move(Action::OnSite), actor: "王芳", person: "wang", note: Some("到了"), photo: Some(&photo), check_in: Some(here)
+                    },
+                    2_000
+                )
+                .unwrap(),
+            State::OnSite
+        );
+        store
+            .record_work(
+                id,
+                Step { work: &Work::AddHelper { person: "zhao".into() }, actor: "王芳", person: "wang", note: None, photo: None, check_in: None },
+                3_000,
+            )
+            .unwrap();
         assert_eq!(store.incident_people(id).unwrap(), vec![("wang".to_string(), "owner".to_string()), ("zhao".to_string(), "helper".to_string())]);
-        store.record_work(id, Step { work: &Work::Transfer { person: "zhao".into() }, actor: "王芳", person: "wang", note: Some("换班"), photo: None, check_in: None }, 4_000).unwrap();
-        assert_eq!(store.incident_people(id).unwrap(), vec![("zhao".to_string(), "owner".to_string())], "one owner; the helper who took over is no longer a helper");
+        store
+            .record_work(
+                id,
+                Step { work: &Work::Transfer { person: "zhao".into() }, actor: "王芳", person: "wang", note: Some("换班"), photo: None, check_in: None },
+                4_000,
+            )
+            .unwrap();
+        assert_eq!(
+            store.incident_people(id).unwrap(),
+            vec![("zhao".to_string(), "owner".to_string())],
+            "one owner; the helper who took over is no longer a helper"
+        );
         let timeline = store.incident_timeline(id).unwrap();
         let on_site = timeline.iter().find(|t| t.entry.action == "on_site").unwrap();
         assert_eq!((on_site.photos.len(), on_site.check_in), (1, Some(here)));
@@ -214,7 +259,9 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let id = store.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap().incident().unwrap();
         let photo = Photo { content_type: "image/png".into(), bytes: vec![0x89, b'P', b'N', b'G'] };
-        let refused = store.record_work(id, Step { work: &Work::Move(Action::Close), actor: "x", person: "x", note: None, photo: Some(&photo), check_in: None }, 1_000).unwrap_err();
+        let refused = store
+            .record_work(id, Step { work: &Work::Move(Action::Close), actor: "x", person: "x", note: None, photo: Some(&photo), check_in: None }, 1_000)
+            .unwrap_err();
         assert!(refused.to_string().contains("cannot close an incident that is open"), "{refused}");
         let timeline = store.incident_timeline(id).unwrap();
         assert_eq!(timeline.len(), 1, "only the firing: {timeline:?}");

@@ -5,8 +5,8 @@
 //! not there) is a repeat — after a crash the readings since the last saved rule state are
 //! judged again — and is not sent to anyone ([`Applied::Repeat`]).
 
-use super::Store;
 use super::Destination;
+use super::Store;
 use crate::alert::Alert;
 use crate::incident::{closes_when_sensor_clears, Action, State};
 use anyhow::Context;
@@ -68,7 +68,10 @@ fn rank(severity: &str) -> usize {
 }
 
 pub(super) fn audit(tx: &Transaction<'_>, incident: i64, at: i64, actor: &str, action: &str, note: Option<&str>) -> rusqlite::Result<()> {
-    tx.execute("INSERT INTO incident_events (incident_id, at_ms, actor, action, note) VALUES (?1, ?2, ?3, ?4, ?5)", params![incident, at, actor, action, note])?;
+    tx.execute(
+        "INSERT INTO incident_events (incident_id, at_ms, actor, action, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![incident, at, actor, action, note],
+    )?;
     Ok(())
 }
 
@@ -112,7 +115,10 @@ impl Store {
             let destinations = (journaling.route)(&mut journaled, incident);
             let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms)?;
             if let (Some((grid, armed_ms, first_due_ms)), "fired") = (&journaling.escalate, journaled.event.as_str()) {
-                tx.execute("INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3)", params![incident, grid, armed_ms, first_due_ms])?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3)",
+                    params![incident, grid, armed_ms, first_due_ms],
+                )?;
             }
             tx.commit()?;
             Ok((applied, Some((id, journaled))))
@@ -123,14 +129,15 @@ impl Store {
     /// A person's action on an incident, checked against its state and recorded.
     pub fn incident_action(&self, id: i64, action: Action, actor: &str, note: Option<&str>, now_ms: i64) -> anyhow::Result<State> {
         self.essential(|conn| {
-        let tx = conn.transaction()?;
-        let state: String = tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.with_context(|| format!("no incident {id}"))?;
-        let next = action.next(state.parse().map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?;
-        let closed = (next == State::Closed).then_some(now_ms);
-        tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![next.as_str(), now_ms, closed, id])?;
-        audit(&tx, id, now_ms, actor, action.as_str(), note)?;
-        tx.commit()?;
-        Ok(next)
+            let tx = conn.transaction()?;
+            let state: String =
+                tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.with_context(|| format!("no incident {id}"))?;
+            let next = action.next(state.parse().map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?;
+            let closed = (next == State::Closed).then_some(now_ms);
+            tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![next.as_str(), now_ms, closed, id])?;
+            audit(&tx, id, now_ms, actor, action.as_str(), note)?;
+            tx.commit()?;
+            Ok(next)
         })
     }
 
@@ -178,7 +185,9 @@ impl Store {
         let incidents: std::collections::HashMap<i64, IncidentRow> = self.incidents(true)?.into_iter().map(|r| (r.id, r)).collect();
         let conn = self.lock()?;
         let mut statement = conn.prepare("SELECT incident_id, at_ms, actor, action, note FROM incident_events WHERE at_ms >= ?1 ORDER BY at_ms, id")?;
-        let rows = statement.query_map([since_ms], |row| Ok((row.get::<_, i64>(0)?, AuditEntry { at_ms: row.get(1)?, actor: row.get(2)?, action: row.get(3)?, note: row.get(4)? })))?;
+        let rows = statement.query_map([since_ms], |row| {
+            Ok((row.get::<_, i64>(0)?, AuditEntry { at_ms: row.get(1)?, actor: row.get(2)?, action: row.get(3)?, note: row.get(4)? }))
+        })?;
         let mut trail = Vec::new();
         for row in rows {
             let (id, entry) = row?;
@@ -347,7 +356,11 @@ mod tests {
         let mut cleared = event("cleared", "warning", 2_000);
         cleared.sensor = "house-03".into();
         store.apply_alert(&cleared, 600_000).await.unwrap().incident().unwrap();
-        assert_eq!(store.open_incident_counts().unwrap(), vec![("danger".to_string(), 1), ("warning".to_string(), 1)], "a warning whose sensor cleared is closed");
+        assert_eq!(
+            store.open_incident_counts().unwrap(),
+            vec![("danger".to_string(), 1), ("warning".to_string(), 1)],
+            "a warning whose sensor cleared is closed"
+        );
     }
 
     #[tokio::test]
@@ -361,7 +374,11 @@ mod tests {
         assert_eq!(store.incident_action(id, Action::Accept, "worker Li", None, 3_000).unwrap(), State::Accepted);
         assert_eq!(store.incident_action(id, Action::OnSite, "worker Li", None, 4_000).unwrap(), State::OnSite);
         assert_eq!(store.incident_action(id, Action::Resolve, "worker Li", Some("crack sealed, wall propped"), 5_000).unwrap(), State::Resolved);
-        assert!(store.incident_action(id, Action::Accept, "worker Li", None, 6_000).unwrap_err().to_string().contains("cannot accept an incident that is resolved"));
+        assert!(store
+            .incident_action(id, Action::Accept, "worker Li", None, 6_000)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot accept an incident that is resolved"));
         let trail: Vec<String> = store.incident_history(id).unwrap().iter().map(|e| format!("{} {}", e.actor, e.action)).collect();
         assert_eq!(trail, vec!["rules fired danger", "rules sensor normal", "worker Li accept", "worker Li on_site", "worker Li resolve"]);
         assert_eq!(store.incident_history(id).unwrap()[4].note.as_deref(), Some("crack sealed, wall propped"));
@@ -410,17 +427,25 @@ mod tests {
         assert_eq!(store.apply_alert(&event("cleared", "alarm", 2_000), 600_000).await.unwrap(), Applied::News(id));
         assert_eq!(store.apply_alert(&event("cleared", "alarm", 2_500), 600_000).await.unwrap(), Applied::Repeat(Some(id)), "cleared twice");
         assert_eq!(store.incidents(false).unwrap()[0].firings, 1, "repeats are not counted as firings");
-        assert_eq!(store.apply_alert(&event("fired", "alarm", 3_000), 600_000).await.unwrap(), Applied::News(id), "a real re-fire of the open incident is news");
+        assert_eq!(
+            store.apply_alert(&event("fired", "alarm", 3_000), 600_000).await.unwrap(),
+            Applied::News(id),
+            "a real re-fire of the open incident is news"
+        );
         let mut other = event("cleared", "warning", 3_000);
         other.sensor = "house-99".into();
         assert_eq!(store.apply_alert(&other, 600_000).await.unwrap(), Applied::Repeat(None), "a clear with no incident is nobody's news");
     }
 
     fn to_office() -> Journaling {
-        Journaling { route: Box::new(|alert, incident| {
-            alert.incident_id = Some(incident);
-            vec![("office".to_string(), None)]
-        }), not_before_ms: None, escalate: None }
+        Journaling {
+            route: Box::new(|alert, incident| {
+                alert.incident_id = Some(incident);
+                vec![("office".to_string(), None)]
+            }),
+            not_before_ms: None,
+            escalate: None,
+        }
     }
 
     #[tokio::test]

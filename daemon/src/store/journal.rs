@@ -107,7 +107,8 @@ impl Store {
                     "SELECT o.alert_id, coalesce(o.payload, a.payload), o.not_before_ms IS NOT NULL FROM outbox o JOIN alert_events a ON a.id = o.alert_id
                      WHERE o.sink = ?1 AND o.state = 'pending' AND (o.not_before_ms IS NULL OR o.not_before_ms <= ?2) ORDER BY o.alert_id LIMIT ?3",
                 )?;
-                let rows = statement.query_map(params![sink, now_ms, limit as i64], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?)))?;
+                let rows = statement
+                    .query_map(params![sink, now_ms, limit as i64], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?)))?;
                 for row in rows {
                     let (alert_id, payload, deferred) = row?;
                     match serde_json::from_str(&payload) {
@@ -118,7 +119,10 @@ impl Store {
             }
             for (alert_id, error) in unreadable {
                 tracing::error!(alert_id, sink = %sink, error = %error, "journaled alert cannot be read back; not sent");
-                tx.execute("UPDATE outbox SET state = 'failed', error = ?1, updated_ms = ?2 WHERE alert_id = ?3 AND sink = ?4", params![error, now_ms, alert_id, sink])?;
+                tx.execute(
+                    "UPDATE outbox SET state = 'failed', error = ?1, updated_ms = ?2 WHERE alert_id = ?3 AND sink = ?4",
+                    params![error, now_ms, alert_id, sink],
+                )?;
             }
             tx.commit()?;
             Ok(due)

@@ -59,9 +59,11 @@ impl Store {
                 scope,
             ))
         };
-        let rows = if all { statement.query_map([], map)?.collect::<Result<Vec<_>, _>>()? } else { statement.query_map([now_ms], map)?.collect::<Result<Vec<_>, _>>()? };
-        rows.into_iter()
-            .map(|(silence, scope)| Ok(Silence { scope: scope.parse().map_err(anyhow::Error::msg)?, ..silence }))
-            .collect()
+        let rows = if all {
+            statement.query_map([], map)?.collect::<Result<Vec<_>, _>>()?
+        } else {
+            statement.query_map([now_ms], map)?.collect::<Result<Vec<_>, _>>()?
+        };
+        rows.into_iter().map(|(silence, scope)| Ok(Silence { scope: scope.parse().map_err(anyhow::Error::msg)?, ..silence })).collect()
     }
 }

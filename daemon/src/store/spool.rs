@@ -43,10 +43,12 @@ impl Store {
                     insert.execute(params![sensor, ts, serde_json::to_string(fields)?])?;
                 }
             }
-            let span: Option<(i64, i64)> = tx.query_row("SELECT min(id), max(id) FROM spool", [], |row| Ok(Some((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)))).map(|r| match r {
-                Some((Some(min), Some(max))) => Some((min, max)),
-                _ => None,
-            })?;
+            let span: Option<(i64, i64)> = tx
+                .query_row("SELECT min(id), max(id) FROM spool", [], |row| Ok(Some((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?))))
+                .map(|r| match r {
+                    Some((Some(min), Some(max))) => Some((min, max)),
+                    _ => None,
+                })?;
             let mut dropped = 0;
             if let Some((min, max)) = span {
                 let held = (max - min + 1) as u64;
@@ -65,7 +67,8 @@ impl Store {
     pub async fn spool_peek(&self, limit: usize) -> anyhow::Result<Vec<SpooledPoint>> {
         self.with_conn(move |conn| {
             let mut statement = conn.prepare_cached("SELECT id, sensor, ts, fields FROM spool ORDER BY id LIMIT ?1")?;
-            let rows = statement.query_map([limit as i64], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?)))?;
+            let rows = statement
+                .query_map([limit as i64], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?)))?;
             let mut points = Vec::new();
             for row in rows {
                 let (id, sensor, ts, fields) = row?;
@@ -109,7 +112,8 @@ impl Store {
 
     pub fn spool_stats(&self) -> anyhow::Result<SpoolStats> {
         let conn = self.lock()?;
-        let (points, oldest_ts) = conn.query_row("SELECT count(*), min(ts) FROM spool", [], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?)))?;
+        let (points, oldest_ts) =
+            conn.query_row("SELECT count(*), min(ts) FROM spool", [], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?)))?;
         Ok(SpoolStats { points: points as u64, oldest_ts })
     }
 

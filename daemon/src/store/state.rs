@@ -69,7 +69,15 @@ mod tests {
 
     fn engine() -> Engine {
         let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: HELD.into() }]).unwrap();
-        let subject = Subject { id: "pond-1".into(), kind: SensorKind::Water, site: "s".into(), building: None, grid: None, tags: Default::default(), interval_ms: 60_000 };
+        let subject = Subject {
+            id: "pond-1".into(),
+            kind: SensorKind::Water,
+            site: "s".into(),
+            building: None,
+            grid: None,
+            tags: Default::default(),
+            interval_ms: 60_000,
+        };
         Engine::new(rules, &[subject])
     }
 

@@ -51,8 +51,11 @@ impl Store {
     /// A sensor's hours from `from_hour` on, per field.
     pub fn trend(&self, sensor: &str, from_hour: i64) -> anyhow::Result<Vec<FieldTrend>> {
         let conn = self.lock()?;
-        let mut statement = conn.prepare("SELECT field, hour, min, sum / count, max FROM trend WHERE sensor = ?1 AND hour >= ?2 AND count > 0 ORDER BY field, hour")?;
-        let rows = statement.query_map(params![sensor, from_hour], |row| Ok((row.get::<_, String>(0)?, (row.get::<_, i64>(1)?, row.get::<_, f64>(2)?, row.get::<_, f64>(3)?, row.get::<_, f64>(4)?))))?;
+        let mut statement =
+            conn.prepare("SELECT field, hour, min, sum / count, max FROM trend WHERE sensor = ?1 AND hour >= ?2 AND count > 0 ORDER BY field, hour")?;
+        let rows = statement.query_map(params![sensor, from_hour], |row| {
+            Ok((row.get::<_, String>(0)?, (row.get::<_, i64>(1)?, row.get::<_, f64>(2)?, row.get::<_, f64>(3)?, row.get::<_, f64>(4)?)))
+        })?;
         let mut fields: Vec<FieldTrend> = Vec::new();
         for row in rows {
             let (field, point) = row?;
@@ -79,7 +82,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.add_trend(vec![row(100, 1.0, 3.0, 4.0, 2), row(101, 5.0, 5.0, 5.0, 1)], 0).await.unwrap();
         store.add_trend(vec![row(101, 2.0, 9.0, 11.0, 2)], 0).await.unwrap();
-        assert_eq!(store.trend("house-07", 0).unwrap(), vec![FieldTrend { field: "x".to_string(), hours: vec![(100, 1.0, 2.0, 3.0), (101, 2.0, 16.0 / 3.0, 9.0)] }]);
+        assert_eq!(
+            store.trend("house-07", 0).unwrap(),
+            vec![FieldTrend { field: "x".to_string(), hours: vec![(100, 1.0, 2.0, 3.0), (101, 2.0, 16.0 / 3.0, 9.0)] }]
+        );
         store.add_trend(Vec::new(), 101).await.unwrap();
         assert_eq!(store.trend("house-07", 0).unwrap()[0].hours.len(), 1, "hour 100 dropped");
         assert!(store.trend("house-08", 0).unwrap().is_empty());

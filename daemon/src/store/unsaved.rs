@@ -60,7 +60,9 @@ impl Store {
     pub async fn unsaved_readings(&self, after: i64, limit: usize) -> anyhow::Result<Vec<SpooledPoint>> {
         self.with_conn(move |conn| {
             let mut statement = conn.prepare_cached("SELECT id, sensor, ts, fields FROM unsaved_readings WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-            let rows = statement.query_map(params![after, limit as i64], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?)))?;
+            let rows = statement.query_map(params![after, limit as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?))
+            })?;
             let mut readings = Vec::new();
             for row in rows {
                 let (id, sensor, ts, fields) = row?;
@@ -79,7 +81,8 @@ impl Store {
     pub async fn forget_judged(&self, judged_until: std::collections::HashMap<String, Millis>) -> anyhow::Result<u64> {
         let store = self.clone();
         let (judged_until, logged) = tokio::task::spawn_blocking(move || {
-            let forgotten = store.crash_log.lock().map_err(|_| anyhow::anyhow!("crash log lock poisoned")).and_then(|mut log| Ok(log.forget_judged(&judged_until)?));
+            let forgotten =
+                store.crash_log.lock().map_err(|_| anyhow::anyhow!("crash log lock poisoned")).and_then(|mut log| Ok(log.forget_judged(&judged_until)?));
             store.note_write(&forgotten);
             forgotten.map(|logged| (judged_until, logged))
         })
@@ -92,14 +95,18 @@ impl Store {
             // One pass over the (unindexed) table against a small table of the saved times: an
             // index on (sensor, ts) would cost a page write per reading on the way in.
             let tx = conn.transaction()?;
-            tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS judged_until (sensor TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID; DELETE FROM judged_until;")?;
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS judged_until (sensor TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID; DELETE FROM judged_until;",
+            )?;
             {
                 let mut insert = tx.prepare_cached("INSERT INTO judged_until (sensor, until) VALUES (?1, ?2)")?;
                 for (sensor, until) in &judged_until {
                     insert.execute(params![sensor, until])?;
                 }
             }
-            let forgotten = tx.execute("DELETE FROM unsaved_readings WHERE ts <= (SELECT until FROM judged_until WHERE judged_until.sensor = unsaved_readings.sensor)", [])? as u64;
+            let forgotten = tx
+                .execute("DELETE FROM unsaved_readings WHERE ts <= (SELECT until FROM judged_until WHERE judged_until.sensor = unsaved_readings.sensor)", [])?
+                as u64;
             tx.commit()?;
             Ok(forgotten)
         })
@@ -119,7 +126,11 @@ mod tests {
         store.log_unsaved(std::sync::Arc::new(points), true).await.unwrap();
         store.forget_judged([("house-07".to_string(), 1_000), ("house-08".to_string(), Millis::MIN)].into_iter().collect()).await.unwrap();
         let (left, _, unreadable) = Store::open(dir.path()).unwrap().logged_unsaved(LogCursor::default(), 10).await.unwrap();
-        assert_eq!(left.iter().map(|r| (r.sensor.as_str(), r.ts)).collect::<Vec<_>>(), vec![("house-07", 1_000), ("house-08", 1_500)], "kept while house-08 is not judged, across a restart");
+        assert_eq!(
+            left.iter().map(|r| (r.sensor.as_str(), r.ts)).collect::<Vec<_>>(),
+            vec![("house-07", 1_000), ("house-08", 1_500)],
+            "kept while house-08 is not judged, across a restart"
+        );
         assert_eq!(unreadable, 0);
     }
 

@@ -39,9 +39,18 @@ impl Store {
     /// Up to `limit` alert events with ids above `after`, oldest first.
     pub async fn alerts_after(&self, after: i64, limit: usize) -> anyhow::Result<Vec<UplinkAlert>> {
         self.read(move |conn| {
-            let mut statement = conn.prepare_cached("SELECT id, at_ms, rule, sensor, event, severity, value FROM alert_events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let mut statement =
+                conn.prepare_cached("SELECT id, at_ms, rule, sensor, event, severity, value FROM alert_events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
             let rows = statement.query_map(params![after, limit as i64], |row| {
-                Ok(UplinkAlert { id: row.get(0)?, at_ms: row.get(1)?, rule: row.get(2)?, sensor: row.get(3)?, event: row.get(4)?, severity: row.get(5)?, value: row.get(6)? })
+                Ok(UplinkAlert {
+                    id: row.get(0)?,
+                    at_ms: row.get(1)?,
+                    rule: row.get(2)?,
+                    sensor: row.get(3)?,
+                    event: row.get(4)?,
+                    severity: row.get(5)?,
+                    value: row.get(6)?,
+                })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })

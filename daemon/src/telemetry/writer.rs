@@ -47,7 +47,10 @@ enum Outcome {
     ConfigError(String),
     /// Try again later (throttled, server error, timeout, unreachable), after the wait the
     /// server asked for, if it asked.
-    Retry { reason: String, after: Option<Duration> },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
 }
 
 #[derive(Debug)]
@@ -106,7 +109,8 @@ impl TelemetryWriter {
     /// this way until the spool is drained again, and the caller spools the rest (a point
     /// written twice overwrites itself).
     pub async fn write_now(&self, points: &[crate::store::NewPoint]) -> usize {
-        let batch: Vec<SpooledPoint> = points.iter().map(|(sensor, ts, fields)| SpooledPoint { id: 0, sensor: sensor.to_string(), ts: *ts, fields: fields.clone() }).collect();
+        let batch: Vec<SpooledPoint> =
+            points.iter().map(|(sensor, ts, fields)| SpooledPoint { id: 0, sensor: sensor.to_string(), ts: *ts, fields: fields.clone() }).collect();
         let mut written = 0;
         for chunk in batch.chunks(self.batch_size.max(1)) {
             match tokio::time::timeout(WRITE_NOW_WAIT, self.write(chunk)).await {
@@ -269,7 +273,12 @@ impl TelemetryWriter {
     /// Appends `point` to `body` as one line of line protocol.
     fn encode(&self, point: &SpooledPoint, body: &mut Vec<u8>) -> Result<(), String> {
         let sensor = self.sensors.get(&point.sensor).ok_or_else(|| format!("sensor `{}` is no longer in the inventory", point.sensor))?;
-        let tags = [("sensor", Some(&*sensor.id)), ("site", Some(&*sensor.place.site)), ("building", sensor.place.building.as_deref()), ("grid", sensor.place.grid.as_deref())];
+        let tags = [
+            ("sensor", Some(&*sensor.id)),
+            ("site", Some(&*sensor.place.site)),
+            ("building", sensor.place.building.as_deref()),
+            ("grid", sensor.place.grid.as_deref()),
+        ];
         let mut fields = point.fields.iter().filter(|(_, value)| value.is_finite());
         // Line protocol has no escape for a line break: such a name would split the line.
         let texts = tags.iter().filter_map(|(_, value)| *value).chain(fields.clone().map(|(name, _)| name.as_str()));
@@ -384,7 +393,8 @@ mod tests {
             spool_max_points: 1000,
             drain_points_per_sec: 1000,
         };
-        TelemetryWriter::new(&config, SensorIndex::new([sensor("house-01"), sensor("bad"), sensor("throttled"), sensor("busy")].into()), store, metrics).unwrap()
+        TelemetryWriter::new(&config, SensorIndex::new([sensor("house-01"), sensor("bad"), sensor("throttled"), sensor("busy")].into()), store, metrics)
+            .unwrap()
     }
 
     async fn spool(store: &Store, sensors: &[&str]) -> Vec<SpooledPoint> {
@@ -514,7 +524,12 @@ mod tests {
             drain_points_per_sec: 1000,
         };
         let w = TelemetryWriter::new(&config, SensorIndex::new([house].into()), store, Arc::new(Metrics::new())).unwrap();
-        let point = |fields: Vec<(&str, f64)>| SpooledPoint { id: 1, sensor: "house 01".into(), ts: 1_795_392_000_000, fields: fields.into_iter().map(|(n, v)| (n.to_string(), v)).collect() };
+        let point = |fields: Vec<(&str, f64)>| SpooledPoint {
+            id: 1,
+            sensor: "house 01".into(),
+            ts: 1_795_392_000_000,
+            fields: fields.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+        };
         let mut body = Vec::new();
         w.encode(&point(vec![("x=deg", 0.25), ("y", f64::NAN), ("t", -3.0)]), &mut body).unwrap();
         assert_eq!(String::from_utf8(body).unwrap(), "tilt,sensor=house\\ 01,site=north\\ lane\\,east,building=B7 x\\=deg=0.25,t=-3 1795392000000000000\n");

@@ -98,7 +98,14 @@ fn points(board: &Board) -> Vec<Point> {
             Some(building) => (building.to_string(), board.places.building(&place.site, building).unwrap_or(building).to_string()),
             None => (format!("~{}", sensor.id), sensor.id.to_string()),
         };
-        let point = by_key.entry((grid.clone(), place.site.to_string(), key)).or_insert_with(|| Point { title: site.clone(), label, grid, site, location: None, sensors: Vec::new() });
+        let point = by_key.entry((grid.clone(), place.site.to_string(), key)).or_insert_with(|| Point {
+            title: site.clone(),
+            label,
+            grid,
+            site,
+            location: None,
+            sensors: Vec::new(),
+        });
         point.sensors.push(index);
         let _ = write!(point.title, " {}", sensor.id);
         point.location = point.location.or(sensor.location);
@@ -203,7 +210,11 @@ fn without_place(sentence: String, alert: &crate::alert::Alert) -> String {
         rest = rest.trim_start().strip_prefix(name).unwrap_or(rest);
     }
     rest = rest.strip_prefix(&format!("（{}）", alert.sensor)).unwrap_or(rest);
-    if rest.trim().is_empty() { sentence.clone() } else { rest.trim_start_matches(['，', ',', ' ']).to_string() }
+    if rest.trim().is_empty() {
+        sentence.clone()
+    } else {
+        rest.trim_start_matches(['，', ',', ' ']).to_string()
+    }
 }
 
 /// One running or stopped clock of an incident.
@@ -453,7 +464,12 @@ fn map(points: &[Point]) -> String {
     let mut grids: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
     for &(i, location) in &located {
         let (x, y) = xy(location);
-        let _ = write!(svg, "<circle data-i=\"{i}\" class=\"n\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{radius:.1}\"><title>{} · {}</title></circle>", escape(&points[i].label), escape(&points[i].title));
+        let _ = write!(
+            svg,
+            "<circle data-i=\"{i}\" class=\"n\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{radius:.1}\"><title>{} · {}</title></circle>",
+            escape(&points[i].label),
+            escape(&points[i].title)
+        );
         let sum = grids.entry(&points[i].grid).or_default();
         (sum.0, sum.1, sum.2) = (sum.0 + x, sum.1 + y, sum.2 + 1);
     }
@@ -486,7 +502,13 @@ fn tiles(points: &[Point], all: bool) -> String {
             site = Some(&point.site);
         }
         let name = if named { escape(&point.label) } else { String::new() };
-        let _ = write!(html, "<i data-i=\"{i}\" class=\"n{}\" title=\"{} · {}\">{name}</i>", if named { " named" } else { "" }, escape(&point.label), escape(&point.title));
+        let _ = write!(
+            html,
+            "<i data-i=\"{i}\" class=\"n{}\" title=\"{} · {}\">{name}</i>",
+            if named { " named" } else { "" },
+            escape(&point.label),
+            escape(&point.title)
+        );
     }
     if grid.is_some() {
         html.push_str("</div></section>");
@@ -513,7 +535,10 @@ mod tests {
 
     #[test]
     fn a_house_shows_its_worst_sensor() {
-        let points = vec![Point { label: "B7".into(), title: String::new(), grid: "g".into(), site: "s".into(), location: None, sensors: vec![0, 1, 2] }, Point { label: "B8".into(), title: String::new(), grid: "g".into(), site: "s".into(), location: None, sensors: vec![3] }];
+        let points = vec![
+            Point { label: "B7".into(), title: String::new(), grid: "g".into(), site: "s".into(), location: None, sensors: vec![0, 1, 2] },
+            Point { label: "B8".into(), title: String::new(), grid: "g".into(), site: "s".into(), location: None, sensors: vec![3] },
+        ];
         assert_eq!(point_status(&points, b"gyss"), "ys");
         assert_eq!(point_status(&points, b"sgrn"), "rn");
     }

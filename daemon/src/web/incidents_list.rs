@@ -56,7 +56,16 @@ pub async fn list(State(state): State<WebState>) -> Response {
     if !silences.is_empty() {
         html.push_str("<h2>静默 Silences</h2><ul>");
         for s in silences {
-            let _ = write!(html, "<li>#{} {} {} until {} — {} ({})</li>", s.id, s.scope, escape(&s.target), crate::local_time::datetime(s.expires_ms, state.time_zone), escape(&s.reason), escape(&s.author));
+            let _ = write!(
+                html,
+                "<li>#{} {} {} until {} — {} ({})</li>",
+                s.id,
+                s.scope,
+                escape(&s.target),
+                crate::local_time::datetime(s.expires_ms, state.time_zone),
+                escape(&s.reason),
+                escape(&s.author)
+            );
         }
         html.push_str("</ul>");
     }
@@ -95,7 +104,16 @@ mod tests {
         done.sensor = "house-99".into();
         let done = store.apply_alert(&done, 0).await.unwrap().incident().unwrap();
         store.incident_action(done, crate::incident::Action::Resolve, "worker Li", Some("propped"), 2_000).unwrap();
-        let state = WebState { metrics: Arc::new(Metrics::new()), store, links: None, installer: None, time_zone: crate::local_time::DEFAULT, ledger: None, members: Arc::default(), page: Default::default() };
+        let state = WebState {
+            metrics: Arc::new(Metrics::new()),
+            store,
+            links: None,
+            installer: None,
+            time_zone: crate::local_time::DEFAULT,
+            ledger: None,
+            members: Arc::default(),
+            page: Default::default(),
+        };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, super::super::router(state)).await.unwrap() });

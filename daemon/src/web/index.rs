@@ -69,7 +69,16 @@ mod tests {
     async fn page(metrics: Arc<Metrics>) -> (reqwest::StatusCode, String) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let state = WebState { metrics, store, links: None, installer: None, time_zone: crate::local_time::DEFAULT, ledger: None, members: Arc::default(), page: Default::default() };
+        let state = WebState {
+            metrics,
+            store,
+            links: None,
+            installer: None,
+            time_zone: crate::local_time::DEFAULT,
+            ledger: None,
+            members: Arc::default(),
+            page: Default::default(),
+        };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, super::super::router(state)).await.unwrap() });

@@ -167,12 +167,14 @@ pub async fn calibrate(State(state): State<WebState>, Json(request): Json<Calibr
         );
     }
     let (reply, answer) = oneshot::channel();
-    let command = Command::Calibrate { sensor: index, baseline: vec![("x".into(), x), ("y".into(), y)], author: request.by.trim().to_string(), readings, reply };
+    let command =
+        Command::Calibrate { sensor: index, baseline: vec![("x".into(), x), ("y".into(), y)], author: request.by.trim().to_string(), readings, reply };
     if api.commands.send(command).await.is_err() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping".into());
     }
     match answer.await {
-        Ok(done) => Json(CalibrateAnswer { sensor: request.sensor, readings, fields: done.into_iter().map(|c| (c.field, c.previous, c.value)).collect() }).into_response(),
+        Ok(done) => Json(CalibrateAnswer { sensor: request.sensor, readings, fields: done.into_iter().map(|c| (c.field, c.previous, c.value)).collect() })
+            .into_response(),
         Err(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping".into()),
     }
 }

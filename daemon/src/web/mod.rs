@@ -172,7 +172,10 @@ mod tests {
         metrics.mqtt_connected.set(1);
         assert!(degraded_reasons(&metrics).is_empty());
         metrics.clock_trusted.set(0);
-        assert_eq!(degraded_reasons(&metrics), vec!["system clock not synchronised: readings without their own time are not stored, people read \"time unknown\""]);
+        assert_eq!(
+            degraded_reasons(&metrics),
+            vec!["system clock not synchronised: readings without their own time are not stored, people read \"time unknown\""]
+        );
         metrics.clock_trusted.set(1);
         metrics.influxdb_unreachable.set(1);
         assert_eq!(degraded_reasons(&metrics), vec!["InfluxDB unreachable: readings wait in the spool"]);

@@ -28,7 +28,16 @@ mod tests {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let links = WorkerLinks::new(base.parse().unwrap(), "a-link-secret-of-some-length", Duration::from_secs(3600));
-        let state = crate::web::WebState { metrics: std::sync::Arc::new(crate::metrics::Metrics::new()), store, links: Some(links.clone()), installer: None, time_zone: crate::local_time::DEFAULT, ledger: None, members: Default::default(), page: Default::default() };
+        let state = crate::web::WebState {
+            metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+            store,
+            links: Some(links.clone()),
+            installer: None,
+            time_zone: crate::local_time::DEFAULT,
+            ledger: None,
+            members: Default::default(),
+            page: Default::default(),
+        };
         let app = crate::web::router(state);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let short = shorten(&links.member_link(id, "王芳", chrono::Utc::now().timestamp()));

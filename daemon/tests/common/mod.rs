@@ -50,10 +50,8 @@ impl Daemon {
             .expect("start gridwatch");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            collect(child.stdout.take().expect("stdout pipe"), stdout.clone()),
-            collect(child.stderr.take().expect("stderr pipe"), stderr.clone()),
-        ];
+        let readers =
+            vec![collect(child.stdout.take().expect("stdout pipe"), stdout.clone()), collect(child.stderr.take().expect("stderr pipe"), stderr.clone())];
         Daemon { child, stdout, stderr, readers }
     }
 

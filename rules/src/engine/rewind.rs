@@ -54,7 +54,15 @@ severity = "warning"
 
     fn engine() -> Engine {
         let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: RULES.into() }]).unwrap();
-        let probe = Subject { id: "pond-1".into(), kind: SensorKind::Water, site: "s".into(), building: None, grid: None, tags: Default::default(), interval_ms: 10 * MIN };
+        let probe = Subject {
+            id: "pond-1".into(),
+            kind: SensorKind::Water,
+            site: "s".into(),
+            building: None,
+            grid: None,
+            tags: Default::default(),
+            interval_ms: 10 * MIN,
+        };
         Engine::new(rules, &[probe])
     }
 

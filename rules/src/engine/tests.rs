@@ -215,7 +215,10 @@ fn an_override_applies_only_to_the_sensors_it_scopes() {
     assert_eq!((events[0].subject, events[0].variant), (SubjectId(0), None));
     e.observe(SubjectId(1), 1, &[("do", 2.9)], &mut events);
     assert_eq!((events[1].subject, events[1].variant), (SubjectId(1), Some(0)));
-    assert_eq!(e.rule(events[1].rule).level(events[1].variant, events[1].severity).map(|l| l.bound), Some(crate::rule::Bound::Below { trigger: 3.0, clear: 3.0 }));
+    assert_eq!(
+        e.rule(events[1].rule).level(events[1].variant, events[1].severity).map(|l| l.bound),
+        Some(crate::rule::Bound::Below { trigger: 3.0, clear: 3.0 })
+    );
 }
 
 const AGREEING: &str = r#"

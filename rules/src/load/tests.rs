@@ -180,7 +180,10 @@ fn suggestions_pick_the_nearest_key() {
 
 #[test]
 fn messages_are_compiled_per_language_and_checked() {
-    let rule = &compile(&GOOD.replace("unit = \"mg/L\"", "unit = \"mg/L\"\nmessage = { en = \"{sensor}: DO {value}{unit}\", zh = \"{site}溶解氧{value}{unit}\" }")).unwrap().rules[0];
+    let rule =
+        &compile(&GOOD.replace("unit = \"mg/L\"", "unit = \"mg/L\"\nmessage = { en = \"{sensor}: DO {value}{unit}\", zh = \"{site}溶解氧{value}{unit}\" }"))
+            .unwrap()
+            .rules[0];
     assert_eq!(rule.messages.len(), 2);
     assert_eq!(rule.messages["zh"].to_string(), "{site}溶解氧{value}{unit}");
     let errs = errors(&GOOD.replace("unit = \"mg/L\"", "unit = \"mg/L\"\nmessage = { fr = \"x\", en = \"{house}\" }"));

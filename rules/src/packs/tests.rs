@@ -423,7 +423,11 @@ fn the_usual_level_is_learned_over_the_first_week() {
         e.tick(7 * 24 * hour + m * MIN, &mut events);
     }
     let ids: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.severity)).collect();
-    assert_eq!(ids.last().map(|&(id, _, severity)| (id, severity)), Some(("water-turbidity-above-usual", Severity::Alarm)), "30 NTU is 2.5× the usual 12: {ids:?}");
+    assert_eq!(
+        ids.last().map(|&(id, _, severity)| (id, severity)),
+        Some(("water-turbidity-above-usual", Severity::Alarm)),
+        "30 NTU is 2.5× the usual 12: {ids:?}"
+    );
     assert!(ids.iter().all(|(id, _, _)| *id == "water-turbidity-above-usual"), "{ids:?}");
     assert_eq!(e.baseline(SubjectId(0), "turbidity", crate::signal::BaselineSpec::Learn { window_ms: 7 * 24 * hour }), Some(12.0));
 }
@@ -577,7 +581,15 @@ fn a_single_knock_on_a_new_box_never_fires_red() {
 fn lone_jump_on_a_building(boxes: usize) -> Vec<(String, EventKind, Severity, Option<crate::engine::Agreeing>)> {
     let rules = RuleSet::compile(&builtin_packs()).expect("shipped packs compile");
     let subjects: Vec<Subject> = (0..boxes)
-        .map(|i| Subject { id: format!("b{i}").into(), kind: SensorKind::Tilt, site: "site".into(), building: Some("B7".into()), grid: None, tags: Default::default(), interval_ms: MIN })
+        .map(|i| Subject {
+            id: format!("b{i}").into(),
+            kind: SensorKind::Tilt,
+            site: "site".into(),
+            building: Some("B7".into()),
+            grid: None,
+            tags: Default::default(),
+            interval_ms: MIN,
+        })
         .collect();
     let mut e = Engine::new(rules, &subjects);
     let mut events = Vec::new();

@@ -61,7 +61,16 @@ impl Size {
     /// The size the test suite runs (tests/alarm_quality.rs): a few box-years, a case or two
     /// of everything, well under a minute in a debug build on two cores.
     pub fn reduced() -> Size {
-        Size { healthy_box_years: 3.0, creeps_per_band: 1, jumps: 16, lean_jumps: 4, building_jumps: 4, faults_per_kind: 2, water_years: 0.25, interval_minutes: INTERVAL_MINUTES }
+        Size {
+            healthy_box_years: 3.0,
+            creeps_per_band: 1,
+            jumps: 16,
+            lean_jumps: 4,
+            building_jumps: 4,
+            faults_per_kind: 2,
+            water_years: 0.25,
+            interval_minutes: INTERVAL_MINUTES,
+        }
     }
 
     /// The full size times `scale` (at least one case of everything).
@@ -166,7 +175,9 @@ impl CaseSpec {
                 let boxes = if whole { rng.usize(2..=3) } else { rng.usize(1..=3) };
                 let target = rng.usize(0..boxes);
                 let lean = self.kind == 1;
-                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), |rng, install, walls| jump(rng, target, install, walls[target].offset_dir(), lean, whole))
+                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), |rng, install, walls| {
+                    jump(rng, target, install, walls[target].offset_dir(), lean, whole)
+                })
             }
             Family::Fault => {
                 let boxes = rng.usize(2..=3);

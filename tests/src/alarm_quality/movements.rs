@@ -16,9 +16,21 @@ use std::f64::consts::TAU;
 pub enum Movement {
     None,
     /// `rate` ‰/day in direction `dir` from `start`, until the change reaches `stop` ‰.
-    Creep { start: Millis, rate: f64, dir: f64, stop: f64 },
+    Creep {
+        start: Millis,
+        rate: f64,
+        dir: f64,
+        stop: f64,
+    },
     /// A step of (dx, dy) ‰ at `at`, after an optional lean of `rate` ‰/day from `lean_start`.
-    Jump { lean_start: Millis, rate: f64, lean_dir: f64, at: Millis, dx: f64, dy: f64 },
+    Jump {
+        lean_start: Millis,
+        rate: f64,
+        lean_dir: f64,
+        at: Millis,
+        dx: f64,
+        dy: f64,
+    },
 }
 
 impl Movement {
@@ -40,7 +52,8 @@ impl Movement {
 }
 
 /// The creep rate bands (‰/day) reported as sub-families.
-pub const CREEP_BANDS: [(&str, f64, f64); 3] = [("creep 0.02-0.05 permille/day", 0.02, 0.05), ("creep 0.05-0.15 permille/day", 0.05, 0.15), ("creep 0.15-0.5 permille/day", 0.15, 0.5)];
+pub const CREEP_BANDS: [(&str, f64, f64); 3] =
+    [("creep 0.02-0.05 permille/day", 0.02, 0.05), ("creep 0.05-0.15 permille/day", 0.05, 0.15), ("creep 0.15-0.5 permille/day", 0.15, 0.5)];
 
 /// A creep of box `target` starting 3–10 days after `install`, at a rate drawn log-uniformly
 /// in `band`; returns the movement, its truth and the case's end (3 days after reaching 5‰).
@@ -64,8 +77,20 @@ pub fn creep(rng: &mut fastrand::Rng, target: usize, install: Millis, band: (f64
 pub fn jump(rng: &mut fastrand::Rng, target: usize, install: Millis, offset_dir: f64, lean: bool, whole_building: bool) -> (Movement, Truth, Millis) {
     let size_deg = if rng.u8(0..4) == 0 { 0.1 } else { uniform(rng, 0.1, 0.5) };
     let relative_deg = match rng.u8(0..20) {
-        0..=4 => if rng.bool() { 90.0 } else { 270.0 },
-        5 | 6 => if rng.bool() { 0.0 } else { 180.0 },
+        0..=4 => {
+            if rng.bool() {
+                90.0
+            } else {
+                270.0
+            }
+        }
+        5 | 6 => {
+            if rng.bool() {
+                0.0
+            } else {
+                180.0
+            }
+        }
         _ => uniform(rng, 0.0, 360.0),
     };
     let dir = offset_dir + relative_deg.to_radians();

@@ -45,12 +45,7 @@ pub fn replay(rules: &RuleSet, case: &Case) -> Replayed {
     let mut tick = case.start - case.start.rem_euclid(MINUTE) + MINUTE;
     let mut fields: Vec<(&str, f64)> = Vec::with_capacity(16);
     loop {
-        let pick = case
-            .streams
-            .iter()
-            .enumerate()
-            .filter(|(s, stream)| next[*s] < stream.len())
-            .min_by_key(|(s, stream)| stream.arrive[next[*s]]);
+        let pick = case.streams.iter().enumerate().filter(|(s, stream)| next[*s] < stream.len()).min_by_key(|(s, stream)| stream.arrive[next[*s]]);
         let Some((s, stream)) = pick else { break };
         let i = next[s];
         next[s] += 1;
@@ -77,5 +72,12 @@ pub fn replay(rules: &RuleSet, case: &Case) -> Replayed {
 }
 
 fn drain(raw: &mut Vec<RuleEvent>, events: &mut Vec<Event>) {
-    events.extend(raw.drain(..).map(|e| Event { rule: e.rule.0, subject: e.subject.0, kind: e.kind, severity: e.severity, at: e.at, building: e.agreement.is_some() }));
+    events.extend(raw.drain(..).map(|e| Event {
+        rule: e.rule.0,
+        subject: e.subject.0,
+        kind: e.kind,
+        severity: e.severity,
+        at: e.at,
+        building: e.agreement.is_some(),
+    }));
 }

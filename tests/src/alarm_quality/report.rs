@@ -18,7 +18,8 @@ fn stats_json(sorted: &[f64]) -> Value {
 fn rate_table(out: &mut String, title: &str, unit: &str, rows: &[RateRow], onset: bool) {
     let _ = writeln!(out, "### {title}\n");
     let extra = if onset { " | first grid alarm after onset, h (median / p95 / max) |" } else { " |" };
-    let _ = writeln!(out, "| sub-family | cases | sensors | {unit} | blue | yellow | orange | red | grid-facing per 100 {unit} | installer per 100 {unit}{extra}");
+    let _ =
+        writeln!(out, "| sub-family | cases | sensors | {unit} | blue | yellow | orange | red | grid-facing per 100 {unit} | installer per 100 {unit}{extra}");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|{}", if onset { "---|" } else { "" });
     for r in rows {
         let tail = if onset { format!(" {} |", stats(&r.after_onset_h, 1)) } else { String::new() };
@@ -50,7 +51,19 @@ pub fn text(s: &Scores) -> String {
     let _ = writeln!(out, "| sub-family | cases | within 24 h of 2‰ | delay h from 2‰ (median / p95 / max) | before 1.5‰ (of which after the creep began) | missed | flapping cases | max incidents per rule and box |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for r in &s.creep {
-        let _ = writeln!(out, "| {} | {} | {} | {} | {} ({}) | {} | {} | {} |", r.sub, r.cases, r.within_24h, stats(&r.delays_h, 1), r.early, r.early_while_creeping, r.missed, r.flapping, r.max_fired_per_rule_box);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
+            r.sub,
+            r.cases,
+            r.within_24h,
+            stats(&r.delays_h, 1),
+            r.early,
+            r.early_while_creeping,
+            r.missed,
+            r.flapping,
+            r.max_fired_per_rule_box
+        );
     }
 
     let _ = writeln!(out, "\n### Jumps: first red at or after the jump; one box of several moving alone: first unconfirmed orange (or worse) and installer alarm (target: 10 min at intervals <= 4 min, else 2 intervals; a whole building's interval is its second-fastest box's)\n");
@@ -98,7 +111,11 @@ pub fn text(s: &Scores) -> String {
     out.push('\n');
 
     rate_table(&mut out, "Water (surface, GB 3838)", "sensor-years", &s.water, true);
-    let _ = writeln!(out, "GB 3838 boundaries (each item exactly on the target class's own limit, as a float32): {} of {} alarmed (target 0)", s.boundary.alarmed, s.boundary.cases);
+    let _ = writeln!(
+        out,
+        "GB 3838 boundaries (each item exactly on the target class's own limit, as a float32): {} of {} alarmed (target 0)",
+        s.boundary.alarmed, s.boundary.cases
+    );
     for f in &s.boundary.failures {
         let _ = writeln!(out, "- {f}");
     }
@@ -134,7 +151,14 @@ pub fn text(s: &Scores) -> String {
         );
     }
     let t = &s.throughput;
-    let _ = writeln!(out, "\nReplay: {} readings, {:.0} readings/s per core in the engine (minute ticks included), {:.1} s wall on {} threads.", t.readings, t.per_second(), t.wall_seconds, t.threads);
+    let _ = writeln!(
+        out,
+        "\nReplay: {} readings, {:.0} readings/s per core in the engine (minute ticks included), {:.1} s wall on {} threads.",
+        t.readings,
+        t.per_second(),
+        t.wall_seconds,
+        t.threads
+    );
 
     let violations = s.violations();
     let _ = writeln!(out, "\n### Targets not met: {}\n", violations.len());

@@ -57,7 +57,15 @@ pub fn run(rules: &RuleSet, size: &Size, seed: u64, threads: usize) -> (Vec<Case
                 };
                 let sensor_years = case.streams.len() as f64 * (case.end - case.start) as f64 / YEAR as f64;
                 let replayed = replay(rules, &case);
-                let result = CaseResult { spec: *spec, truth: case.truth.clone(), boxes: case.streams.len(), sensor_years, target_interval_ms, start: case.start, replayed };
+                let result = CaseResult {
+                    spec: *spec,
+                    truth: case.truth.clone(),
+                    boxes: case.streams.len(),
+                    sensor_years,
+                    target_interval_ms,
+                    start: case.start,
+                    replayed,
+                };
                 if let Ok(mut results) = results.lock() {
                     results[i] = Some(result);
                 }
@@ -325,7 +333,11 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                         row.grid[i.max as usize] += 1;
                         let kind = if r.spec.family == Family::Healthy { "healthy wall alarm" } else { "water alarm" };
                         let day = (i.opened - r.start) as f64 / super::DAY as f64;
-                        example(kind, format!("{name} ({}) sensor {}: {} reached {} on day {day:.1}", r.spec.sub, i.subject, rule_id(i), i.max), &mut s.examples);
+                        example(
+                            kind,
+                            format!("{name} ({}) sensor {}: {} reached {} on day {day:.1}", r.spec.sub, i.subject, rule_id(i), i.max),
+                            &mut s.examples,
+                        );
                     }
                 }
                 if let Some(onset) = onset {
@@ -346,7 +358,11 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                         if t < at_1_5 {
                             row.early += 1;
                             row.early_while_creeping += usize::from(t >= start);
-                            example("creep early", format!("{name} ({rate_per_day:.3}‰/d): {} yellow {:.1} h before the 1.5‰ crossing", rule_id(i), hours(at_1_5 - t)), &mut s.examples);
+                            example(
+                                "creep early",
+                                format!("{name} ({rate_per_day:.3}‰/d): {} yellow {:.1} h before the 1.5‰ crossing", rule_id(i), hours(at_1_5 - t)),
+                                &mut s.examples,
+                            );
                         } else if delay <= 24.0 {
                             row.within_24h += 1;
                         } else {
@@ -355,7 +371,11 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                     }
                     None => {
                         row.missed += 1;
-                        example("creep missed", format!("{name} ({rate_per_day:.3}‰/d): no yellow by {:.0} h after the 2‰ crossing", hours(until - at_2)), &mut s.examples);
+                        example(
+                            "creep missed",
+                            format!("{name} ({rate_per_day:.3}‰/d): no yellow by {:.0} h after the 2‰ crossing", hours(until - at_2)),
+                            &mut s.examples,
+                        );
                     }
                 }
                 let mut fired: HashMap<(usize, usize), u64> = HashMap::new();
@@ -377,7 +397,8 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                 let row = &mut s.jumps[r.spec.kind * 2 + usize::from(slow)];
                 row.cases += 1;
                 let limit = if slow { 2 * r.target_interval_ms } else { 10 * MINUTE };
-                let reds: Vec<(Millis, &Incident)> = grid().filter(|i| whole_building || i.concerns(target)).filter_map(|i| i.reached[Severity::Danger as usize].map(|t| (t, i))).collect();
+                let reds: Vec<(Millis, &Incident)> =
+                    grid().filter(|i| whole_building || i.concerns(target)).filter_map(|i| i.reached[Severity::Danger as usize].map(|t| (t, i))).collect();
                 row.red_before += reds.iter().filter(|(t, _)| *t < at).count() as u64;
                 // One box of several moving alone is what a faulty box looks like too: the issue
                 // wants red to need agreement there, so what counts is an unconfirmed orange (or
@@ -385,7 +406,11 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                 let alone = !whole_building && r.boxes > 1;
                 let told = if alone {
                     row.alone += 1;
-                    let orange = grid().filter(|i| i.concerns(target)).filter_map(|i| i.reached_at_least(Severity::Alarm).map(|t| (t, i))).filter(|(t, _)| *t >= at).min_by_key(|(t, _)| *t);
+                    let orange = grid()
+                        .filter(|i| i.concerns(target))
+                        .filter_map(|i| i.reached_at_least(Severity::Alarm).map(|t| (t, i)))
+                        .filter(|(t, _)| *t >= at)
+                        .min_by_key(|(t, _)| *t);
                     let installers = incidents.iter().filter(|i| device(i.rule) && i.concerns(target) && i.opened >= at).map(|i| i.opened).min();
                     orange.zip(installers).map(|((t, i), installed)| (t.max(installed), i))
                 } else {
@@ -398,7 +423,15 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                         if t - at <= limit {
                             row.within_target += 1;
                         } else {
-                            example("jump late", format!("{name}: {size_deg:.3}° at {relative_deg:.0}° from the offset, every {} min: red after {:.1} min", r.target_interval_ms / MINUTE, (t - at) as f64 / MINUTE as f64), &mut s.examples);
+                            example(
+                                "jump late",
+                                format!(
+                                    "{name}: {size_deg:.3}° at {relative_deg:.0}° from the offset, every {} min: red after {:.1} min",
+                                    r.target_interval_ms / MINUTE,
+                                    (t - at) as f64 / MINUTE as f64
+                                ),
+                                &mut s.examples,
+                            );
                         }
                     }
                     None => {
@@ -408,7 +441,16 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                         row.missed_exact_0_1 += usize::from(size_deg == 0.1);
                         row.missed_multi_box += usize::from(r.boxes > 1);
                         let worst = grid().filter(|i| (whole_building || i.concerns(target)) && i.opened >= at).map(|i| i.max).max();
-                        example("jump missed", format!("{name} ({}): {size_deg:.3}° at {relative_deg:.0}° from the offset, every {} min, {} box(es): no red (worst {worst:?})", r.spec.sub, r.target_interval_ms / MINUTE, r.boxes), &mut s.examples);
+                        example(
+                            "jump missed",
+                            format!(
+                                "{name} ({}): {size_deg:.3}° at {relative_deg:.0}° from the offset, every {} min, {} box(es): no red (worst {worst:?})",
+                                r.spec.sub,
+                                r.target_interval_ms / MINUTE,
+                                r.boxes
+                            ),
+                            &mut s.examples,
+                        );
                     }
                 }
             }
@@ -492,16 +534,27 @@ impl Scores {
         for row in &self.jumps {
             if row.within_target < row.cases {
                 let target = if row.band == "<= 4 min" { "10 min" } else { "2 report intervals" };
-                out.push(format!("{}, interval {}: red within {target} in {}/{} cases ({} missed)", row.sub, row.band, row.within_target, row.cases, row.missed));
+                out.push(format!(
+                    "{}, interval {}: red within {target} in {}/{} cases ({} missed)",
+                    row.sub, row.band, row.within_target, row.cases, row.missed
+                ));
             }
         }
         for row in &self.faults {
             if row.red > 0 || row.told_in_2h < row.cases {
-                out.push(format!("faulty box, {}: {} red in {}/{} cases (target 0); installers told within 2 h in {}/{} cases", row.sub, row.red, row.cases_with_red, row.cases, row.told_in_2h, row.cases));
+                out.push(format!(
+                    "faulty box, {}: {} red in {}/{} cases (target 0); installers told within 2 h in {}/{} cases",
+                    row.sub, row.red, row.cases_with_red, row.cases, row.told_in_2h, row.cases
+                ));
             }
         }
         if self.boundary.alarmed > 0 {
-            out.push(format!("GB 3838 boundaries: {} of {} values on the target class's own limit alarmed (target 0): {}", self.boundary.alarmed, self.boundary.cases, self.boundary.failures.join("; ")));
+            out.push(format!(
+                "GB 3838 boundaries: {} of {} values on the target class's own limit alarmed (target 0): {}",
+                self.boundary.alarmed,
+                self.boundary.cases,
+                self.boundary.failures.join("; ")
+            ));
         }
         out
     }
@@ -530,12 +583,18 @@ impl Scores {
             let false_early = row.early - row.early_while_creeping;
             let timed = row.sub.contains("0.15-0.5");
             if false_early > 0 || row.missed > 0 || row.flapping > 0 || (timed && row.within_24h < row.cases) {
-                out.push(format!("{}: {false_early} yellow before the creep began, {} missed, {} flapping, {}/{} within 24 h", row.sub, row.missed, row.flapping, row.within_24h, row.cases));
+                out.push(format!(
+                    "{}: {false_early} yellow before the creep began, {} missed, {} flapping, {}/{} within 24 h",
+                    row.sub, row.missed, row.flapping, row.within_24h, row.cases
+                ));
             }
         }
         for row in &self.jumps {
             if row.within_target < row.cases || row.red_before > 0 {
-                out.push(format!("{}, interval {}: told in time in {}/{} cases, {} red before the jump", row.sub, row.band, row.within_target, row.cases, row.red_before));
+                out.push(format!(
+                    "{}, interval {}: told in time in {}/{} cases, {} red before the jump",
+                    row.sub, row.band, row.within_target, row.cases, row.red_before
+                ));
             }
         }
         for row in &self.faults {

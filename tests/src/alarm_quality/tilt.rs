@@ -142,7 +142,15 @@ pub fn subject(case: &str, index: usize, interval_ms: Millis) -> Subject {
 
 /// A box's readings over `[start, end)`: the weather, plus `movement(t)` (‰, x and y), seen
 /// through the box's offset, noise, spikes, gaps, quantisation and float32.
-pub fn readings(subject: Subject, weather: &Weather, wall: &WallBox, start: Millis, end: Millis, movement: &dyn Fn(Millis) -> (f64, f64), rng: &mut fastrand::Rng) -> Stream {
+pub fn readings(
+    subject: Subject,
+    weather: &Weather,
+    wall: &WallBox,
+    start: Millis,
+    end: Millis,
+    movement: &dyn Fn(Millis) -> (f64, f64),
+    rng: &mut fastrand::Rng,
+) -> Stream {
     let mut stream = Stream::new(subject, TILT_FIELDS);
     let spike_chance = wall.spikes_per_week * wall.interval_ms as f64 / WEEK as f64;
     let (tx, ty) = (wall.offset.0.to_radians().tan() * 1000.0, wall.offset.1.to_radians().tan() * 1000.0);

@@ -32,7 +32,15 @@ pub fn subject(case: &str, class: &str, lake: bool, interval_ms: Millis) -> Subj
     if lake {
         tags.insert("water_body".into(), "lake".into());
     }
-    Subject { id: format!("{case}-probe").into(), kind: SensorKind::Water, site: format!("{case}-river").into(), building: None, grid: Some("grid-1".into()), tags: tags.into(), interval_ms }
+    Subject {
+        id: format!("{case}-probe").into(),
+        kind: SensorKind::Water,
+        site: format!("{case}-river").into(),
+        building: None,
+        grid: Some("grid-1".into()),
+        tags: tags.into(),
+        interval_ms,
+    }
 }
 
 /// A target class: III three times in five, else any other.
@@ -81,7 +89,8 @@ pub fn probe(rng: &mut fastrand::Rng, case: &str, kind: usize, days: i64) -> Cas
     let ph_mean = uniform(rng, 7.0 + ph_amp, 8.6 - ph_amp);
     let ph_noise = uniform(rng, 0.01, 0.04);
     let fraction = |rng: &mut fastrand::Rng| uniform(rng, 0.2, 0.7);
-    let (nh3n, codmn, cod, tp) = (NH3N_MAX[class] * fraction(rng), CODMN_MAX[class] * fraction(rng), COD_MAX[class] * fraction(rng), TP_RIVER_MAX[class] * fraction(rng));
+    let (nh3n, codmn, cod, tp) =
+        (NH3N_MAX[class] * fraction(rng), CODMN_MAX[class] * fraction(rng), COD_MAX[class] * fraction(rng), TP_RIVER_MAX[class] * fraction(rng));
     let turbidity = log_uniform(rng, 3.0, 50.0);
     let conductivity = uniform(rng, 200.0, 800.0);
     let orp = uniform(rng, 150.0, 400.0);
@@ -90,7 +99,12 @@ pub fn probe(rng: &mut fastrand::Rng, case: &str, kind: usize, days: i64) -> Cas
     if kind == 1 {
         let mut t = start + (log_uniform(rng, 3.0, 20.0) * DAY as f64) as Millis;
         while t < end {
-            rains.push(Rain { at: t, peak: log_uniform(rng, 1.5, 8.0), rise: uniform(rng, 1.0, 3.0) * HOUR as f64, decay: uniform(rng, 6.0, 48.0) * HOUR as f64 });
+            rains.push(Rain {
+                at: t,
+                peak: log_uniform(rng, 1.5, 8.0),
+                rise: uniform(rng, 1.0, 3.0) * HOUR as f64,
+                decay: uniform(rng, 6.0, 48.0) * HOUR as f64,
+            });
             t += (log_uniform(rng, 3.0, 20.0) * DAY as f64) as Millis;
         }
     }
@@ -138,7 +152,8 @@ pub fn probe(rng: &mut fastrand::Rng, case: &str, kind: usize, days: i64) -> Cas
 /// well inside; total phosphorus both on a river and on a lake. `index` picks one; `None` past
 /// the last.
 pub fn boundary(index: usize) -> Option<Case> {
-    let items: [(&'static str, [f64; 5]); 6] = [("do", DO_MIN), ("nh3n", NH3N_MAX), ("codmn", CODMN_MAX), ("cod", COD_MAX), ("tp", TP_RIVER_MAX), ("tp", TP_LAKE_MAX)];
+    let items: [(&'static str, [f64; 5]); 6] =
+        [("do", DO_MIN), ("nh3n", NH3N_MAX), ("codmn", CODMN_MAX), ("cod", COD_MAX), ("tp", TP_RIVER_MAX), ("tp", TP_LAKE_MAX)];
     let per_class = items.len() + 2; // + pH 6 and pH 9
     let (class, item) = (index / per_class, index % per_class);
     if class >= CLASSES.len() {
@@ -170,7 +185,13 @@ pub fn boundary(index: usize) -> Option<Case> {
         values[position] = value;
         stream.push(start + m * MINUTE, &values);
     }
-    Some(Case { streams: vec![stream], start, end: start + 180 * MINUTE, truth: Truth::Boundary { field, value: super::f32_value(value), class: CLASSES[class], lake }, interval_ms: MINUTE })
+    Some(Case {
+        streams: vec![stream],
+        start,
+        end: start + 180 * MINUTE,
+        truth: Truth::Boundary { field, value: super::f32_value(value), class: CLASSES[class], lake },
+        interval_ms: MINUTE,
+    })
 }
 
 /// How many boundary cases there are.

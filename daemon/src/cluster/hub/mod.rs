@@ -120,7 +120,12 @@ async fn consume(uplink: stream::Stream, hwm: kv::Store, options: &HubOptions, s
             let consumer: pull::Stream = uplink
                 .get_or_create_consumer(
                     super::HUB_CONSUMER,
-                    pull::Config { durable_name: Some(super::HUB_CONSUMER.into()), ack_policy: jetstream::consumer::AckPolicy::Explicit, ack_wait: ACK_WAIT, ..Default::default() },
+                    pull::Config {
+                        durable_name: Some(super::HUB_CONSUMER.into()),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ack_wait: ACK_WAIT,
+                        ..Default::default()
+                    },
                 )
                 .await?
                 .messages()

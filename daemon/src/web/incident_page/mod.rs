@@ -52,9 +52,7 @@ pub fn routes(state: &WebState) -> Router<WebState> {
     // Room for the form's text fields around the largest photo; past it the upload is cut off
     // and answered with the size limit.
     let body_limit = state.page.photo_max_bytes.saturating_add(256 * 1024);
-    Router::new()
-        .route("/incident/{id}", get(show).post(act).layer(DefaultBodyLimit::max(body_limit)))
-        .route("/incident/{id}/photo/{photo}", get(photo))
+    Router::new().route("/incident/{id}", get(show).post(act).layer(DefaultBodyLimit::max(body_limit))).route("/incident/{id}/photo/{photo}", get(photo))
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,7 +109,15 @@ impl Viewer<'_> {
 
 /// A person's name from the roster, else from the members known at start, else as given.
 fn person_name(state: &WebState, person: &str) -> String {
-    state.page.roster.members.iter().find(|m| m.id == person).map(|m| m.name.clone()).or_else(|| state.members.get(person).cloned()).unwrap_or_else(|| person.to_string())
+    state
+        .page
+        .roster
+        .members
+        .iter()
+        .find(|m| m.id == person)
+        .map(|m| m.name.clone())
+        .or_else(|| state.members.get(person).cloned())
+        .unwrap_or_else(|| person.to_string())
 }
 
 /// What the page says above everything else after a step.
@@ -147,12 +153,14 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
         Ok(row) => row,
         Err(response) => return *response,
     };
-    let refuse = |status: StatusCode, why: String, note: &str| (status, Html(render::page(&state, &row, &signed, Some(&Notice::Refused(why)), note))).into_response();
+    let refuse =
+        |status: StatusCode, why: String, note: &str| (status, Html(render::page(&state, &row, &signed, Some(&Notice::Refused(why)), note))).into_response();
     let posted = match form::read(request, &state, state.page.photo_max_bytes).await {
         Ok(posted) => posted,
         Err(error) => return refuse(error.status(), error.to_string(), ""),
     };
-    let viewer = Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| state.page.roster.members.iter().find(|member| member.id == m)) };
+    let viewer =
+        Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| state.page.roster.members.iter().find(|member| member.id == m)) };
     let about = state.store.latest_alert(&row.rule, &row.sensor).ok().flatten();
     let grid = about.as_ref().and_then(|a| a.grid.as_deref());
     let work = match steps::work(&posted, &state.page.roster, grid) {
@@ -202,7 +210,11 @@ pub async fn photo(State(state): State<WebState>, Path((id, photo)): Path<(i64, 
     }
     match state.store.incident_photo(id, photo) {
         Ok(Some(found)) => {
-            let headers = [(header::CONTENT_TYPE, found.content_type), (header::CACHE_CONTROL, "private, max-age=86400".into()), (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into())];
+            let headers = [
+                (header::CONTENT_TYPE, found.content_type),
+                (header::CACHE_CONTROL, "private, max-age=86400".into()),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+            ];
             (headers, found.bytes).into_response()
         }
         Ok(None) => StatusCode::NOT_FOUND.into_response(),

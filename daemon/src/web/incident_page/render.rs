@@ -93,7 +93,8 @@ pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option
     let about = state.store.latest_alert(&row.rule, &row.sensor).ok().flatten();
     let sensor = sensor_of(state, &row.sensor);
     let grid = about.as_ref().and_then(|a| a.grid.as_deref());
-    let viewer = Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| state.page.roster.members.iter().find(|member| member.id == m)) };
+    let viewer =
+        Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| state.page.roster.members.iter().find(|member| member.id == m)) };
     let incident_state = row.state.parse().unwrap_or(crate::incident::State::Closed);
     let red = steps::is_red(&row.worst_severity);
     let offers = steps::offered(incident_state, red, viewer.leads(grid));
@@ -115,7 +116,18 @@ pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option
         None => {}
     }
     summary(&mut html, row, about.as_ref(), zone, now);
-    actions(&mut html, state, row, &offers, red, viewer, &query, grid, about.as_ref().and_then(|a| a.location).or_else(|| sensor.and_then(|s| s.location)), note);
+    actions(
+        &mut html,
+        state,
+        row,
+        &offers,
+        red,
+        viewer,
+        &query,
+        grid,
+        about.as_ref().and_then(|a| a.location).or_else(|| sensor.and_then(|s| s.location)),
+        note,
+    );
     house(&mut html, about.as_ref(), sensor);
     trend(&mut html, state, row, sensor, now);
     people(&mut html, state, row.id);
@@ -173,7 +185,18 @@ fn summary(html: &mut String, row: &IncidentRow, about: Option<&Alert>, zone: ch
 }
 
 #[allow(clippy::too_many_arguments)]
-fn actions(html: &mut String, state: &WebState, row: &IncidentRow, offers: &[Offer], red: bool, viewer: Viewer<'_>, query: &str, grid: Option<&str>, house: Option<[f64; 2]>, note: &str) {
+fn actions(
+    html: &mut String,
+    state: &WebState,
+    row: &IncidentRow,
+    offers: &[Offer],
+    red: bool,
+    viewer: Viewer<'_>,
+    query: &str,
+    grid: Option<&str>,
+    house: Option<[f64; 2]>,
+    note: &str,
+) {
     let id = row.id;
     html.push_str("<section><h2>处理</h2>");
     if offers.is_empty() {
@@ -201,7 +224,13 @@ fn actions(html: &mut String, state: &WebState, row: &IncidentRow, offers: &[Off
     if let Some(accept) = offers.iter().find(|o| o.name == "accept") {
         let _ = write!(html, "<button name=\"action\" value=\"accept\">{}</button>", accept.label);
     }
-    let placeholder = if has("follow_up") { "回访情况 / 留言" } else if red { "处理情况（红色预警办结时必填）/ 留言" } else { "处理情况 / 留言" };
+    let placeholder = if has("follow_up") {
+        "回访情况 / 留言"
+    } else if red {
+        "处理情况（红色预警办结时必填）/ 留言"
+    } else {
+        "处理情况 / 留言"
+    };
     let _ = write!(html, "<label for=\"note\">说明</label><textarea id=\"note\" name=\"note\" placeholder=\"{placeholder}\">{}</textarea>", escape(note));
     if has("on_site") || has("resolve") {
         html.push_str(
@@ -223,7 +252,8 @@ fn actions(html: &mut String, state: &WebState, row: &IncidentRow, offers: &[Off
         }
         html.push_str("</div>");
     }
-    let candidates: Vec<_> = state.page.roster.members.iter().filter(|m| m.grids.is_empty() || grid.is_none_or(|g| m.grids.iter().any(|mine| mine == g))).collect();
+    let candidates: Vec<_> =
+        state.page.roster.members.iter().filter(|m| m.grids.is_empty() || grid.is_none_or(|g| m.grids.iter().any(|mine| mine == g))).collect();
     if has("transfer") && !candidates.is_empty() {
         html.push_str("<label for=\"person\">转交或请人协助</label><select id=\"person\" name=\"person\"><option value=\"\">选择人员…</option>");
         for member in candidates {
@@ -326,7 +356,17 @@ fn trend(html: &mut String, state: &WebState, row: &IncidentRow, sensor: Option<
     let _ = write!(html, "<section><h2>趋势（近 {} 小时，至最新读数）</h2>", crate::trend::KEEP_HOURS);
     if let (Some(at), Some(latest)) = (latest_at, &latest) {
         let tilt = sensor.is_some_and(|s| s.kind == gridwatch_rules::SensorKind::Tilt);
-        let values: Vec<String> = latest.fields.iter().map(|(field, value)| if tilt && (field == "x" || field == "y") { format!("{field} {}", text::value(*value, "°")) } else { format!("{field} {}", text::rounded(*value, "")) }).collect();
+        let values: Vec<String> = latest
+            .fields
+            .iter()
+            .map(|(field, value)| {
+                if tilt && (field == "x" || field == "y") {
+                    format!("{field} {}", text::value(*value, "°"))
+                } else {
+                    format!("{field} {}", text::rounded(*value, ""))
+                }
+            })
+            .collect();
         let _ = write!(html, "<p>最新读数 {}（{}，{}）</p>", escape(&values.join(" · ")), crate::local_time::clock_time(at, state.time_zone), ago(at, now));
     }
     for crate::store::FieldTrend { field, hours } in &stored {

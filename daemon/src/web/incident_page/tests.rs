@@ -24,7 +24,16 @@ async fn serve_with(photo_max_bytes: usize) -> (String, WebState, i64, tempfile:
     let roster = Roster::parse("roster.toml", ROSTER).unwrap();
     let members = Arc::new(roster.member_names());
     let page = PageSetup { roster: Arc::new(roster), photo_max_bytes, clock: crate::clock::Clock::System };
-    let state = WebState { metrics: Arc::new(Metrics::new()), store, links: Some(links), installer: None, time_zone: crate::local_time::DEFAULT, ledger: None, members, page };
+    let state = WebState {
+        metrics: Arc::new(Metrics::new()),
+        store,
+        links: Some(links),
+        installer: None,
+        time_zone: crate::local_time::DEFAULT,
+        ledger: None,
+        members,
+        page,
+    };
     let app = super::super::router(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (base, state, id, dir)
@@ -42,7 +51,9 @@ fn multipart(fields: &[(&str, &str)], photo: Option<&[u8]>) -> (String, Vec<u8>)
         body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes());
     }
     if let Some(bytes) = photo {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes(),
+        );
         body.extend_from_slice(bytes);
         body.extend_from_slice(b"\r\n");
     }
@@ -99,7 +110,21 @@ async fn photos_over_the_limit_or_not_images_are_refused_in_words() {
     let (status, html) = post(&link, &[("action", "on_site"), ("by", "Li")], Some(b"<svg onload=alert(1)></svg>")).await;
     assert!(status == 415 && html.contains("只能上传 JPEG、PNG 或 WebP 格式的照片"), "{status} {html}");
     assert_eq!(state.store.incidents(true).unwrap()[0].state, "open", "nothing recorded");
-    let photo = state.store.record_work(id, crate::store::Step { work: &Work::Comment, actor: "x", person: "x", note: Some("x"), photo: Some(&crate::store::Photo { content_type: "image/jpeg".into(), bytes: jpeg(10) }), check_in: None }, 1).unwrap();
+    let photo = state
+        .store
+        .record_work(
+            id,
+            crate::store::Step {
+                work: &Work::Comment,
+                actor: "x",
+                person: "x",
+                note: Some("x"),
+                photo: Some(&crate::store::Photo { content_type: "image/jpeg".into(), bytes: jpeg(10) }),
+                check_in: None,
+            },
+            1,
+        )
+        .unwrap();
     assert_eq!(photo, crate::incident::State::Open);
     let photo_id = state.store.incident_timeline(id).unwrap().last().unwrap().photos[0];
     assert_eq!(reqwest::get(format!("{base}/incident/{id}/photo/{photo_id}")).await.unwrap().status(), 400, "no signature, no photo");
@@ -161,11 +186,24 @@ async fn forged_and_expired_links_are_refused() {
 async fn the_page_shows_where_on_a_map_and_the_trend_of_the_last_days() {
     let (_, state, id, _dir) = serve().await;
     let hour = chrono::Utc::now().timestamp_millis().div_euclid(3_600_000);
-    let rows = (0..5).map(|i| crate::store::TrendRow { sensor: "house-07".into(), field: "x".into(), hour: hour - 4 + i, min: 0.1 * i as f64, max: 0.1 * i as f64 + 0.05, sum: 0.1 * i as f64, count: 1 }).collect();
+    let rows = (0..5)
+        .map(|i| crate::store::TrendRow {
+            sensor: "house-07".into(),
+            field: "x".into(),
+            hour: hour - 4 + i,
+            min: 0.1 * i as f64,
+            max: 0.1 * i as f64 + 0.05,
+            sum: 0.1 * i as f64,
+            count: 1,
+        })
+        .collect();
     state.store.add_trend(rows, 0).await.unwrap();
     let link = state.links.as_ref().unwrap().link(id, chrono::Utc::now().timestamp());
     let html = reqwest::get(&link).await.unwrap().text().await.unwrap();
-    assert!(html.contains("href=\"geo:31.2304,121.4737\"") && html.contains("position=121.4737,31.2304") && html.contains("data-house=\"31.2304,121.4737\""), "{html}");
+    assert!(
+        html.contains("href=\"geo:31.2304,121.4737\"") && html.contains("position=121.4737,31.2304") && html.contains("data-house=\"31.2304,121.4737\""),
+        "{html}"
+    );
     assert!(html.contains("<p class=\"trend\">x <small>0.000 … 0.450</small></p><svg"), "{html}");
     assert_eq!(html.matches("<polyline").count(), 1, "one field, one line");
     println!("page: {} bytes", html.len());

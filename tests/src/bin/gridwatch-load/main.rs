@@ -71,11 +71,8 @@ async fn main() -> anyhow::Result<()> {
     if !args.daemon.exists() {
         bail!("{} not found: build it with `cargo build --release -p gridwatch`", args.daemon.display());
     }
-    let runs: Vec<(usize, u64)> = if args.sweep.is_empty() {
-        vec![(args.sensors, args.rate)]
-    } else {
-        args.sweep.iter().map(|pair| parse_pair(pair)).collect::<anyhow::Result<_>>()?
-    };
+    let runs: Vec<(usize, u64)> =
+        if args.sweep.is_empty() { vec![(args.sensors, args.rate)] } else { args.sweep.iter().map(|pair| parse_pair(pair)).collect::<anyhow::Result<_>>()? };
     let binary_mib = std::fs::metadata(&args.daemon)?.len() as f64 / 1048576.0;
     println!("daemon binary: {} ({binary_mib:.1} MiB){}\n", args.daemon.display(), if args.influx { "; telemetry to VictoriaMetrics" } else { "" });
     println!("{TABLE_HEADER}");
@@ -177,11 +174,8 @@ async fn run(args: &Args, sensors: usize, rate: u64) -> anyhow::Result<Figures> 
         bail!("mosquitto_sub did not receive all {readings} readings");
     }
     wait_until(Duration::from_secs(20), || async { webhook.bodies().len() as u64 >= sent.flips }).await.ok();
-    let latencies: Vec<f64> = webhook
-        .bodies_with_arrival()
-        .iter()
-        .filter_map(|(body, arrived)| Some((arrived - body.get("at_ms")?.as_i64()?) as f64))
-        .collect();
+    let latencies: Vec<f64> =
+        webhook.bodies_with_arrival().iter().filter_map(|(body, arrived)| Some((arrived - body.get("at_ms")?.as_i64()?) as f64)).collect();
 
     let processed = processed as u64;
     if processed < sent.acked {
@@ -220,7 +214,15 @@ impl Drop for Running {
     }
 }
 
-fn write_config(dir: &Path, mosquitto: &Mosquitto, webhook: &WebhookReceiver, victoria: Option<&VictoriaMetrics>, http_port: u16, sensors: usize, toml_inventory: bool) -> anyhow::Result<()> {
+fn write_config(
+    dir: &Path,
+    mosquitto: &Mosquitto,
+    webhook: &WebhookReceiver,
+    victoria: Option<&VictoriaMetrics>,
+    http_port: u16,
+    sensors: usize,
+    toml_inventory: bool,
+) -> anyhow::Result<()> {
     std::fs::write(
         dir.join("load.toml"),
         "[[rule]]\nid = \"load-marker\"\ntitle = \"Load harness marker\"\nkind = \"water\"\nvalue = \"marker\"\nabove = 0.5\nseverity = \"warning\"\n",
