@@ -492,7 +492,16 @@ mod tests {
         let b_at = T0 + 60 * MIN;
         let b = open(&store, "house-09", b_at).await;
         let step = crate::store::EscalationStep { alert: sample_alert("escalated", 7.5), audit: "escalated (accepted) to 陈刚".into() };
-        store.record_escalation(b, vec![step], vec![Vec::new()], crate::dispatch::policy::Progress::default(), 11 * MIN, None, b_at + 11 * MIN).await.unwrap();
+        store
+            .record_escalation(
+                b,
+                vec![step],
+                vec![Vec::new()],
+                crate::store::LadderMove { progress: Default::default(), age_ms: 11 * MIN, next_due_age_ms: None },
+                b_at + 11 * MIN,
+            )
+            .await
+            .unwrap();
         store.incident_action(b, Action::Accept, "王芳 (wang, own link)", None, b_at + 12 * MIN).unwrap();
         store.incident_action(b, Action::OnSite, "王芳 (wang, own link)", None, b_at + 40 * MIN).unwrap();
         store.incident_action(b, Action::Resolve, "王芳 (wang, own link)", Some("done"), b_at + 100 * MIN).unwrap();

@@ -3,6 +3,8 @@
 //! (every metric they name exists, and the counters are there at 0 from start) and against
 //! how telemetry is written to InfluxDB; the front page on `/`.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::{gridwatch, metrics, Daemon};

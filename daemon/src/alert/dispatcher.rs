@@ -345,7 +345,17 @@ impl Dispatcher {
                 routes.push(router(addressing, self.links.clone())(&mut step.alert, ladder.incident_id));
             }
             let events: Vec<(String, Vec<String>)> = decision.steps.iter().map(|s| (s.alert.event.clone(), s.alert.recipients.clone())).collect();
-            match self.store.record_escalation(ladder.incident_id, decision.steps, routes, decision.progress, age, decision.next_due_age_ms, now).await {
+            match self
+                .store
+                .record_escalation(
+                    ladder.incident_id,
+                    decision.steps,
+                    routes,
+                    crate::store::LadderMove { progress: decision.progress, age_ms: age, next_due_age_ms: decision.next_due_age_ms },
+                    now,
+                )
+                .await
+            {
                 Ok(_) => {
                     for ((event, recipients), targets) in events.iter().zip(&targets) {
                         self.metrics.take_on_deliveries(targets, 1);

@@ -84,18 +84,17 @@ impl Store {
     }
 
     /// Journals the steps (with a pending delivery per sink and an audit line each) and moves
-    /// the ladder on to `age_ms`, next due at `next_due_age_ms` — or ends it when that is `None` —
-    /// in one transaction. Returns the journal ids of the steps' notifications.
+    /// the ladder on as `moved` says — or ends it — in one transaction. Returns the journal ids
+    /// of the steps' notifications.
     pub async fn record_escalation(
         &self,
         incident_id: i64,
         steps: Vec<EscalationStep>,
         destinations: Vec<Vec<super::journal::Destination>>,
-        progress: Progress,
-        age_ms: i64,
-        next_due_age_ms: Option<i64>,
+        moved: LadderMove,
         now_ms: i64,
     ) -> anyhow::Result<Vec<i64>> {
+        let LadderMove { progress, age_ms, next_due_age_ms } = moved;
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let mut ids = Vec::new();
@@ -116,4 +115,13 @@ impl Store {
         })
         .await
     }
+}
+
+/// Where a ladder stands after its steps: its progress, how long it has run, and the age at which
+/// it is next due (`None`: the ladder ends).
+#[derive(Debug, Clone, Copy)]
+pub struct LadderMove {
+    pub progress: Progress,
+    pub age_ms: i64,
+    pub next_due_age_ms: Option<i64>,
 }
