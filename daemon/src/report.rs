@@ -591,6 +591,11 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("请网格长督促超时事件办结。"), "{message}");
+        // The digest is journaled for the leaders' channel like any alert (the journal once took
+        // rule events only).
+        supervision.store.record_alert_to(&alert, vec![("leaders".to_string(), None)], None).await.unwrap();
+        let due = supervision.store.due_deliveries("leaders", i64::MAX / 2, 10).await.unwrap();
+        assert_eq!(due.iter().map(|d| d.alert.event.as_str()).collect::<Vec<_>>(), ["report"]);
     }
 
     #[tokio::test]

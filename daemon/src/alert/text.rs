@@ -142,6 +142,10 @@ pub fn headline(alert: &Alert, wording: Wording) -> String {
     match (alert.event.as_str(), wording.chinese) {
         ("report", true) => "📋 督办日报".to_string(),
         ("report", false) => "📋 Supervision report".to_string(),
+        ("handed_over", true) => format!("📌 事件转交给你 {n} · {level}"),
+        ("handed_over", false) => format!("📌 Handed to you {n} · {level}"),
+        ("help_asked", true) => format!("🤝 请协助处理 {n} · {level}"),
+        ("help_asked", false) => format!("🤝 Asked to help {n} · {level}"),
         ("cleared", true) => format!("✅ 已恢复正常 {n}"),
         ("cleared", false) => format!("✅ Back to normal {n}"),
         ("reminder", true) => format!("⏰ 催办 {n} · {level}"),

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 14;
+const SCHEMA_VERSION: i32 = 15;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -293,6 +293,29 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  PRIMARY KEY (incident_id, person)
              ) WITHOUT ROWID;
              PRAGMA user_version = 14;
+             COMMIT;",
+        )?;
+    }
+    if version < 15 {
+        // Messages that are not rule events are journaled too: the daily supervision report, and
+        // telling a member an incident was handed to them or that they were asked to help.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE alert_events_v15 (
+                 id INTEGER PRIMARY KEY,
+                 at_ms INTEGER NOT NULL,
+                 rule TEXT NOT NULL,
+                 sensor TEXT NOT NULL,
+                 event TEXT NOT NULL CHECK (event IN ('fired', 'changed', 'cleared', 'reminder', 'escalated', 'report', 'handed_over', 'help_asked')),
+                 severity TEXT NOT NULL,
+                 value REAL NOT NULL,
+                 payload TEXT NOT NULL
+             );
+             INSERT INTO alert_events_v15 SELECT * FROM alert_events;
+             DROP TABLE alert_events;
+             ALTER TABLE alert_events_v15 RENAME TO alert_events;
+             CREATE INDEX alert_events_by_sensor ON alert_events (sensor, at_ms);
+             PRAGMA user_version = 15;
              COMMIT;",
         )?;
     }

@@ -14,6 +14,7 @@
 //! writes the HTML.
 
 mod form;
+mod handover;
 mod render;
 mod steps;
 #[cfg(test)]
@@ -196,7 +197,11 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
     });
     let note = (!note.is_empty()).then(|| note.chars().take(1000).collect::<String>());
     let step = Step { work: &work, actor: &actor, person: &person, note: note.as_deref(), photo: posted.photo.as_ref(), check_in };
-    let recorded = state.store.record_work(id, step, state.page.clock.now());
+    let now = state.page.clock.now();
+    let recorded = state.store.record_work(id, step, now);
+    if recorded.is_ok() {
+        handover::tell(&state, id, about.as_ref(), &work, now).await;
+    }
     match recorded {
         Ok(_) => Redirect::to(&format!("/incident/{id}?{}&done={}#done", signed.query(), steps::name(&work))).into_response(),
         Err(error) => refuse(StatusCode::CONFLICT, error.to_string(), &posted.note),

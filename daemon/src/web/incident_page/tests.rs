@@ -7,7 +7,7 @@ use std::time::Duration;
 
 const ROSTER: &str = "timezone = \"+08:00\"\n[[grid]]\nid = \"grid-3\"\n\
     [[member]]\nid = \"wang\"\nname = \"王芳\"\nrole = \"worker\"\ngrids = [\"grid-3\"]\n\
-    [[member]]\nid = \"zhao\"\nname = \"赵强\"\nrole = \"worker\"\nphone = \"13800000002\"\ngrids = [\"grid-3\"]\n\
+    [[member]]\nid = \"zhao\"\nname = \"赵强\"\nrole = \"worker\"\nphone = \"13800000002\"\ngrids = [\"grid-3\"]\nchannels = [\"zhao-phone\"]\n\
     [[member]]\nid = \"chen\"\nname = \"陈刚\"\nrole = \"grid_leader\"\ngrids = [\"grid-3\"]\n";
 
 async fn serve_with(photo_max_bytes: usize) -> (String, WebState, i64, tempfile::TempDir) {
@@ -163,6 +163,24 @@ async fn hand_over_helpers_comments_and_the_grid_leaders_follow_up_and_close() {
     assert!(html.contains("已关闭") && html.contains("事件已关闭，无需操作"), "{html}");
     let actions: Vec<String> = state.store.incident_history(id).unwrap().into_iter().map(|e| e.action).collect();
     assert_eq!(actions, ["fired danger", "accept", "helper zhao", "transfer to zhao", "comment", "on_site", "resolve", "follow_up", "close"]);
+    // 赵强 was told on his own channel, twice, each with his own link.
+    let told = state.store.due_deliveries("zhao-phone", i64::MAX / 2, 10).await.unwrap();
+    let events: Vec<&str> = told.iter().map(|d| d.alert.event.as_str()).collect();
+    assert_eq!(events, [handover::HELP_ASKED, handover::HANDED_OVER]);
+    for delivery in &told {
+        let alert = &delivery.alert;
+        assert_eq!(
+            (alert.incident_id, alert.recipients.as_slice(), alert.mentions.as_slice()),
+            (Some(id), ["赵强".to_string()].as_slice(), ["13800000002".to_string()].as_slice())
+        );
+        assert!(alert.link.as_deref().is_some_and(|link| link.contains("m=zhao")), "{:?}", alert.link);
+    }
+    let wording = crate::alert::text::Wording { chinese: true, ..Default::default() };
+    assert!(
+        crate::alert::text::headline(&told[1].alert, wording).starts_with(&format!("📌 事件转交给你 #{id}")),
+        "{}",
+        crate::alert::text::headline(&told[1].alert, wording)
+    );
 }
 
 #[tokio::test]
