@@ -119,3 +119,94 @@ async fn a_state_directory_gone_read_only_is_an_alarm_within_five_seconds_not_a_
     daemon.kill_hard();
     drop(card);
 }
+
+const ROSTER: &str = r#"
+timezone = "+08:00"
+
+[[grid]]
+id = "grid-5"
+
+[[member]]
+id = "wang"
+name = "王芳"
+role = "worker"
+phone = "13800000001"
+grids = ["grid-5"]
+
+[[member]]
+id = "chen"
+name = "陈刚"
+role = "grid_leader"
+phone = "13800000002"
+grids = ["grid-5"]
+
+[[shift]]
+member = "wang"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+from = "00:00"
+to = "00:00"
+
+[[policy]]
+severity = "alarm"
+accept_within = "4s"
+on_site_within = "30s"
+remind_every = "1500ms"
+escalate_to = [["grid_leader"]]
+"#;
+
+/// An alarm nobody accepts, and the card fails under it: the reminders and the escalation still
+/// reach people, from memory, one at a time (no burst, no step repeated every second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_and_escalations_go_on_after_the_card_went_read_only() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let card = SdCard::mount(dir.path());
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let http_port = free_port();
+    let config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-ladder-{http_port}\"\n\
+         [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-5\"\n\
+         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
+         [[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
+        mosquitto.url(),
+        receiver.url()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("roster.toml"), ROSTER).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let topic = "gridwatch/north-lane/house-07/telemetry";
+    let up = publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    mosquitto.publish(topic, &format!(r#"{{"x": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+    let event = |name: &'static str| move |body: &serde_json::Value| body["rule"] == "tilt" && body["event"] == name;
+    let fired = wait_for(10 * SECOND, || {
+        let n = receiver.bodies().iter().filter(|b| event("fired")(b)).count();
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(fired, "the alarm was not sent before the card failed: {:?} {:?}", receiver.bodies(), daemon.stderr());
+
+    card.fail();
+    let failed_at = now_ms();
+    // The ladder: reminders every 1.5 s, escalated to the grid leader 4 s after the alarm.
+    let escalated = wait_for(15 * SECOND, || {
+        let n = receiver.bodies().iter().filter(|b| event("escalated")(b)).count();
+        async move { n >= 1 }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after: Vec<serde_json::Value> = receiver.bodies().into_iter().filter(|b| b["at_ms"].as_i64().unwrap_or(0) >= failed_at).collect();
+    let reminders = after.iter().filter(|b| event("reminder")(b)).count();
+    let escalations = after.iter().filter(|b| event("escalated")(b)).count();
+    let seconds = (now_ms() - failed_at) as f64 / 1000.0;
+    println!("after the card failed ({seconds:.1} s): {reminders} reminders, {escalations} escalations");
+    assert!(escalated && escalations >= 1, "no escalation with the card read-only: {after:?} {:?}", daemon.stderr());
+    assert!(reminders >= 1, "no reminder with the card read-only: {after:?}");
+    assert!(
+        escalations <= 2 && reminders as f64 <= seconds / 1.5 + 2.0,
+        "steps repeated: {reminders} reminders and {escalations} escalations in {seconds:.1} s: {after:?}"
+    );
+    daemon.kill_hard();
+    drop(card);
+}

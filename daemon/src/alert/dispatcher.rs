@@ -145,6 +145,9 @@ struct Ladders {
     /// Elapsed time (`Clock::elapsed_ms`) at the last look and the last save.
     last_look: Option<i64>,
     last_saved: i64,
+    /// Incident -> where its ladder stands after steps the store could not record (they were
+    /// sent from memory).
+    unrecorded: HashMap<i64, crate::store::LadderMove>,
 }
 
 impl Dispatcher {
@@ -331,7 +334,14 @@ impl Dispatcher {
         }
         let now = self.clock.now();
         let at = self.clock.label(now);
-        for ladder in ladders {
+        self.ladders.unrecorded.retain(|incident, _| ladders.iter().any(|l| l.incident_id == *incident));
+        for mut ladder in ladders {
+            // A step the store could not record moved the ladder on in memory.
+            if let Some(moved) = self.ladders.unrecorded.get(&ladder.incident_id) {
+                let Some(next_due_age_ms) = moved.next_due_age_ms else { continue };
+                ladder.progress = moved.progress;
+                ladder.next_due_age_ms = next_due_age_ms;
+            }
             let age = self.ladders.ages.get(&ladder.incident_id).copied().unwrap_or(ladder.age_ms);
             if age < ladder.next_due_age_ms {
                 continue;
@@ -345,25 +355,33 @@ impl Dispatcher {
                 routes.push(router(addressing, self.links.clone())(&mut step.alert, ladder.incident_id));
             }
             let events: Vec<(String, Vec<String>)> = decision.steps.iter().map(|s| (s.alert.event.clone(), s.alert.recipients.clone())).collect();
-            match self
-                .store
-                .record_escalation(
-                    ladder.incident_id,
-                    decision.steps,
-                    routes,
-                    crate::store::LadderMove { progress: decision.progress, age_ms: age, next_due_age_ms: decision.next_due_age_ms },
-                    now,
-                )
-                .await
-            {
+            // What each step sends where, kept for when the store cannot take it.
+            let sends: Vec<(String, Alert)> = decision
+                .steps
+                .iter()
+                .zip(&routes)
+                .flat_map(|(step, destinations)| destinations.iter().map(move |(sink, own)| (sink.clone(), own.clone().unwrap_or_else(|| step.alert.clone()))))
+                .collect();
+            let moved = crate::store::LadderMove { progress: decision.progress, age_ms: age, next_due_age_ms: decision.next_due_age_ms };
+            match self.store.record_escalation(ladder.incident_id, decision.steps, routes, moved, now).await {
                 Ok(_) => {
+                    self.ladders.unrecorded.remove(&ladder.incident_id);
                     for ((event, recipients), targets) in events.iter().zip(&targets) {
                         self.metrics.take_on_deliveries(targets, 1);
                         tracing::info!(incident = ladder.incident_id, event = %event, recipients = ?recipients, age_secs = age / 1000, "escalation step");
                         self.wake(targets);
                     }
                 }
-                Err(error) => self.store.report_failure("recording an escalation step (it is tried again)", &error),
+                Err(error) => {
+                    // A store that takes nothing (read-only) must not stop the ladder: its steps go
+                    // to the channels in memory, and the ladder moves on here until the store
+                    // records a step again.
+                    self.store.report_failure("recording an escalation step (it is sent from memory)", &error);
+                    for (sink, alert) in sends {
+                        self.send_unjournaled(&alert, std::slice::from_ref(&sink));
+                    }
+                    self.ladders.unrecorded.insert(ladder.incident_id, moved);
+                }
             }
         }
         if elapsed - self.ladders.last_saved >= LADDER_AGES_SAVED_EVERY_MS {
