@@ -7,43 +7,9 @@
 
 mod common;
 
-use common::{gridwatch, metric, metrics, publish_until_evaluated, Daemon, SECOND};
+use common::{gridwatch, metric, metrics, publish_until_evaluated, Daemon, ALARM_LADDER_ROSTER as ROSTER, SECOND};
 use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
 use std::path::Path;
-
-const ROSTER: &str = r#"
-timezone = "+08:00"
-
-[[grid]]
-id = "grid-5"
-
-[[member]]
-id = "wang"
-name = "王芳"
-role = "worker"
-phone = "13800000001"
-grids = ["grid-5"]
-
-[[member]]
-id = "chen"
-name = "陈刚"
-role = "grid_leader"
-phone = "13800000002"
-grids = ["grid-5"]
-
-[[shift]]
-member = "wang"
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-from = "00:00"
-to = "00:00"
-
-[[policy]]
-severity = "alarm"
-accept_within = "4s"
-on_site_within = "12s"
-remind_every = "1500ms"
-escalate_to = [["grid_leader"]]
-"#;
 
 fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook_port: u16) {
     let config = format!(

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{metric, metrics, publish_until_evaluated, Daemon, SECOND};
+use common::{metric, metrics, publish_until_evaluated, Daemon, ALARM_LADDER_ROSTER, SECOND};
 use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -120,40 +120,6 @@ async fn a_state_directory_gone_read_only_is_an_alarm_within_five_seconds_not_a_
     drop(card);
 }
 
-const ROSTER: &str = r#"
-timezone = "+08:00"
-
-[[grid]]
-id = "grid-5"
-
-[[member]]
-id = "wang"
-name = "王芳"
-role = "worker"
-phone = "13800000001"
-grids = ["grid-5"]
-
-[[member]]
-id = "chen"
-name = "陈刚"
-role = "grid_leader"
-phone = "13800000002"
-grids = ["grid-5"]
-
-[[shift]]
-member = "wang"
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-from = "00:00"
-to = "00:00"
-
-[[policy]]
-severity = "alarm"
-accept_within = "4s"
-on_site_within = "30s"
-remind_every = "1500ms"
-escalate_to = [["grid_leader"]]
-"#;
-
 /// An alarm nobody accepts, and the card fails under it: the reminders and the escalation still
 /// reach people, from memory, one at a time (no burst, no step repeated every second).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +138,7 @@ async fn reminders_and_escalations_go_on_after_the_card_went_read_only() {
         receiver.url()
     );
     std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
-    std::fs::write(dir.path().join("roster.toml"), ROSTER).unwrap();
+    std::fs::write(dir.path().join("roster.toml"), ALARM_LADDER_ROSTER).unwrap();
     std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();
     let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let topic = "gridwatch/north-lane/house-07/telemetry";

@@ -148,3 +148,40 @@ pub async fn wait_balanced(http_port: u16) -> Result<serde_json::Value, serde_js
     }
     Err(last)
 }
+
+/// A grid with 王芳 on duty around the clock and 陈刚 its leader; an `alarm` must be accepted
+/// within 4 s (reminded every 1.5 s meanwhile) and reached on site within 12 s, else it goes to
+/// the grid leader.
+pub const ALARM_LADDER_ROSTER: &str = r#"
+timezone = "+08:00"
+
+[[grid]]
+id = "grid-5"
+
+[[member]]
+id = "wang"
+name = "王芳"
+role = "worker"
+phone = "13800000001"
+grids = ["grid-5"]
+
+[[member]]
+id = "chen"
+name = "陈刚"
+role = "grid_leader"
+phone = "13800000002"
+grids = ["grid-5"]
+
+[[shift]]
+member = "wang"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+from = "00:00"
+to = "00:00"
+
+[[policy]]
+severity = "alarm"
+accept_within = "4s"
+on_site_within = "12s"
+remind_every = "1500ms"
+escalate_to = [["grid_leader"]]
+"#;
