@@ -111,8 +111,10 @@ pub async fn calibrate(config: &Config, sensor: &str, window: Duration, by: &str
         answer.readings
     );
     for (field, old, new) in answer.fields {
-        let old = old.map_or("none (learned)".to_string(), |v| format!("{v:.4}°"));
-        let _ = writeln!(out, "  {field}: {old} -> {new:.4}°");
+        // The angles in degrees; a temperature (its daily level, which compensation measures from) in °C.
+        let unit = if field == "x" || field == "y" { "°" } else { " °C" };
+        let old = old.map_or("none (learned)".to_string(), |v| format!("{v:.4}{unit}"));
+        let _ = writeln!(out, "  {field}: {old} -> {new:.4}{unit}");
     }
     Ok(out)
 }

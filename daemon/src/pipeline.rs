@@ -341,6 +341,13 @@ impl Pipeline {
                 let Some(config) = self.sensors.get(sensor) else { return };
                 let at_ms = self.clock.now();
                 let mut done = Vec::new();
+                // Temperature compensation measures from the temperature the box was zeroed at.
+                let mut baseline = baseline;
+                for (field, level) in self.engine.temperature_levels(SubjectId(sensor)) {
+                    if !baseline.iter().any(|(name, _)| **name == *field) {
+                        baseline.push((field.to_string(), level));
+                    }
+                }
                 for (field, value) in baseline {
                     let previous = self.engine.baseline(SubjectId(sensor), &field, gridwatch_rules::signal::BaselineSpec::Calibrated);
                     self.engine.set_baseline(SubjectId(sensor), &field, value);

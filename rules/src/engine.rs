@@ -18,7 +18,8 @@ use crate::rule::{Check, Millis, Rule, Silence};
 use crate::scope::Subject;
 use crate::severity::Severity;
 use crate::shared_text::TextPool;
-use crate::signal::{BaselineSpec, Learner, Relative, StageState, TransformState};
+use crate::signal::{BaselineSpec, Learner, Relative, Signal, StageState, TransformState};
+use crate::thermal::{Thermal, ThermalSpec};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -161,6 +162,8 @@ pub(crate) struct Plan {
     pub stages: Box<[u16]>,
     /// Each learned baseline's field (shared text) and learning window.
     pub learned: Box<[(Arc<str>, Millis)]>,
+    /// Each temperature compensation the sensor learns (`compensate`).
+    pub thermal: Box<[ThermalSpec]>,
 }
 
 /// A baseline learned from the first readings of one field, as saved: the field and window
@@ -207,6 +210,7 @@ pub(crate) struct Offsets {
     pub learned: u32,
     pub stages: u32,
     pub checks: u32,
+    pub thermal: u32,
 }
 
 /// Every sensor's states, sensor after sensor, one list per kind: the states of a sensor's
@@ -218,6 +222,7 @@ pub(crate) struct States {
     pub learned: Vec<Learned>,
     pub stages: Vec<StageState>,
     pub checks: Vec<CheckState>,
+    pub thermal: Vec<Thermal>,
 }
 
 /// `len` items of `list` from `start` (none if that is out of range, which the engine's
@@ -237,12 +242,14 @@ pub(crate) struct SlotStates<'a> {
     pub learned: &'a [Learned],
     pub stages: &'a [StageState],
     pub checks: &'a [CheckState],
+    pub thermal: &'a [Thermal],
 }
 
 pub(crate) struct SlotStatesMut<'a> {
     pub learned: &'a mut [Learned],
     pub stages: &'a mut [StageState],
     pub checks: &'a mut [CheckState],
+    pub thermal: &'a mut [Thermal],
 }
 
 impl States {
@@ -251,6 +258,7 @@ impl States {
             learned: span(&self.learned, slot.at.learned, plan.learned.len()),
             stages: span(&self.stages, slot.at.stages, plan.stages.len()),
             checks: span(&self.checks, slot.at.checks, plan.checks.len()),
+            thermal: span(&self.thermal, slot.at.thermal, plan.thermal.len()),
         }
     }
 
@@ -259,13 +267,19 @@ impl States {
             learned: span_mut(&mut self.learned, slot.at.learned, plan.learned.len()),
             stages: span_mut(&mut self.stages, slot.at.stages, plan.stages.len()),
             checks: span_mut(&mut self.checks, slot.at.checks, plan.checks.len()),
+            thermal: span_mut(&mut self.thermal, slot.at.thermal, plan.thermal.len()),
         }
     }
 
     /// Where the next sensor's states will begin.
     fn end(&self) -> Offsets {
         let offset = |len: usize| u32::try_from(len).unwrap_or(u32::MAX);
-        Offsets { learned: offset(self.learned.len()), stages: offset(self.stages.len()), checks: offset(self.checks.len()) }
+        Offsets {
+            learned: offset(self.learned.len()),
+            stages: offset(self.stages.len()),
+            checks: offset(self.checks.len()),
+            thermal: offset(self.thermal.len()),
+        }
     }
 }
 
@@ -297,6 +311,7 @@ impl Engine {
         states.learned.shrink_to_fit();
         states.stages.shrink_to_fit();
         states.checks.shrink_to_fit();
+        states.thermal.shrink_to_fit();
         let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms }).collect();
         Engine { rules, sensors, slots, states, plans, agreements, touched: Vec::new(), staged: Vec::new() }
     }
@@ -341,6 +356,16 @@ impl Engine {
         baseline_of(&slot.calibrated, &plan.learned, self.states.of(slot, plan).learned, field, spec)
     }
 
+    /// The temperature's daily level of each of a sensor's compensations (`compensate`), by the
+    /// temperature field's name: what a calibration records as the temperature's baseline next
+    /// to the angles, so that compensation measures from the temperature of the moment the box
+    /// was zeroed. Empty before a sensor has reported an hour of temperatures.
+    pub fn temperature_levels(&self, subject: SubjectId) -> Vec<(Arc<str>, f64)> {
+        let Some(slot) = self.slots.get(subject.0) else { return Vec::new() };
+        let plan = self.plan_of(slot);
+        plan.thermal.iter().zip(self.states.of(slot, plan).thermal).filter_map(|(spec, state)| Some((spec.temperature.clone(), state.level()?))).collect()
+    }
+
     /// The time of the last sample of `subject` the engine judged (`None`: none yet, or an
     /// unknown subject). A sample taken at or before it has been judged already, or is refused
     /// as out of order.
@@ -356,7 +381,7 @@ impl Engine {
         }
         slot.last_at = Some(at);
         let plan = &self.plans[slot.plan as usize];
-        let SlotStatesMut { learned, stages, checks } = self.states.of_mut(slot, plan);
+        let SlotStatesMut { learned, stages, checks, thermal } = self.states.of_mut(slot, plan);
         for (learned, (field, window_ms)) in learned.iter_mut().zip(&plan.learned).filter(|(l, _)| l.value.get().is_none()) {
             let Some(value) = lookup(fields, field).filter(|v| v.is_finite()) else { continue };
             let learner = learned.learner.get_or_insert_with(|| Box::new(Learner::new(at, *window_ms)));
@@ -365,7 +390,11 @@ impl Engine {
                 learned.learner = None;
             }
         }
-        let (calibrated, learned) = (&slot.calibrated, &*learned);
+        for (thermal, spec) in thermal.iter_mut().zip(&plan.thermal) {
+            let values: smallvec::SmallVec<[Option<f64>; 2]> = spec.fields.iter().map(|field| lookup(fields, field)).collect();
+            thermal.observe(at, lookup(fields, &spec.temperature), &values);
+        }
+        let (calibrated, learned, thermal) = (&slot.calibrated, &*learned, &*thermal);
         self.staged.clear();
         for (state, &rule) in stages.iter_mut().zip(&plan.stages) {
             let Some(signal) = self.rules[usize::from(rule)].signal.as_ref() else {
@@ -381,7 +410,9 @@ impl Engine {
                 };
                 let baseline = baseline_of(calibrated, &plan.learned, learned, name, spec)?;
                 match signal.relative {
-                    Relative::Difference => Some(value - baseline),
+                    Relative::Difference => {
+                        Some(value - baseline - thermal_correction(plan, thermal, signal, name, |t| baseline_of(calibrated, &plan.learned, learned, t, spec)))
+                    }
                     Relative::Ratio => (baseline > 0.0).then(|| value / baseline),
                 }
             };
@@ -508,6 +539,7 @@ impl<'r> Planner<'r> {
         self.states.learned.extend(plan.learned.iter().map(|_| Learned::default()));
         self.states.stages.extend(plan.stages.iter().map(|_| StageState::default()));
         self.states.checks.extend(plan.checks.iter().map(|c| initial_state(self.rules[c.rule()].check_of(c.variant()))));
+        self.states.thermal.extend(plan.thermal.iter().map(|_| Thermal::default()));
         let next = u32::try_from(self.plans.len()).unwrap_or(u32::MAX);
         let id = *self.plans.entry(plan).or_insert(next);
         SubjectSlot { last_at: None, plan: id, at, calibrated: Box::default() }
@@ -522,14 +554,18 @@ impl<'r> Planner<'r> {
 
     fn plan(&mut self, index: usize, subject: &Subject) -> Plan {
         let (mut learned, mut stages, mut checks) = (Vec::<(Arc<str>, Millis)>::new(), Vec::<u16>::new(), Vec::new());
+        let mut thermal: Vec<ThermalSpec> = Vec::new();
         for (rule_index, rule) in self.rules.iter().enumerate().filter(|(_, rule)| rule.scope.matches(subject)) {
             if let Some(signal) = &rule.signal {
                 if let Some(BaselineSpec::Learn { window_ms }) = signal.baseline {
-                    for field in signal.expr.fields() {
+                    for field in signal.expr.fields().iter().copied().chain(signal.compensate.as_deref()) {
                         if !learned.iter().any(|(name, window)| &**name == field && *window == window_ms) {
                             learned.push((self.names.share(field), window_ms));
                         }
                     }
+                }
+                if let Some(temperature) = &signal.compensate {
+                    self.plan_thermal(&mut thermal, temperature, &signal.expr);
                 }
             }
             let key = self.stage_keys[rule_index];
@@ -542,7 +578,23 @@ impl<'r> Planner<'r> {
             let agreement = self.agreement(rule_index, subject, (index, checks.len()));
             checks.push(PlannedCheck { rule: narrow(Some(rule_index)), variant: narrow(rule.variant_for(subject)), agreement, stage: narrow(stage) });
         }
-        Plan { checks: checks.into(), stages: stages.into(), learned: learned.into() }
+        Plan { checks: checks.into(), stages: stages.into(), learned: learned.into(), thermal: thermal.into() }
+    }
+
+    /// Adds the fields of `expr` to the compensation by `temperature` (one per temperature field).
+    fn plan_thermal(&mut self, thermal: &mut Vec<ThermalSpec>, temperature: &str, expr: &crate::expr::ValueExpr) {
+        let position = thermal.iter().position(|spec| &*spec.temperature == temperature).unwrap_or_else(|| {
+            thermal.push(ThermalSpec { temperature: self.names.share(temperature), fields: Box::default() });
+            thermal.len() - 1
+        });
+        let spec = &mut thermal[position];
+        let mut fields = std::mem::take(&mut spec.fields).into_vec();
+        for field in expr.fields().iter() {
+            if !fields.iter().any(|name| &**name == *field) {
+                fields.push(self.names.share(field));
+            }
+        }
+        spec.fields = fields.into_boxed_slice();
     }
 
     /// The agreement that the check at `member` (sensor, position) votes in, for a rule with
@@ -586,6 +638,15 @@ pub(crate) fn initial_state(check: &Check) -> CheckState {
         Check::NoData { .. } => CheckState::NoData(SilenceState::default()),
         Check::FlatLine { .. } => CheckState::FlatLine { transform: TransformState::default(), flat: Box::default() },
     }
+}
+
+/// What temperature compensation takes off `field` for `signal` (0 without compensation, or
+/// before the sensor has learned it); `temperature_baseline` finds a field's baseline.
+fn thermal_correction(plan: &Plan, thermal: &[Thermal], signal: &Signal, field: &str, temperature_baseline: impl Fn(&str) -> Option<f64>) -> f64 {
+    let Some(temperature) = signal.compensate.as_deref() else { return 0.0 };
+    let Some((spec, state)) = plan.thermal.iter().zip(thermal).find(|(spec, _)| &*spec.temperature == temperature) else { return 0.0 };
+    let Some(index) = spec.fields.iter().position(|name| crate::expr::same_name(name, field)) else { return 0.0 };
+    state.correction(index, temperature_baseline(temperature))
 }
 
 /// `planned` names the fields and windows of the sensor's `learned` baselines.

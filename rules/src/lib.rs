@@ -36,6 +36,7 @@ pub mod severity;
 pub mod shared_text;
 pub mod signal;
 pub mod snapshot;
+pub mod thermal;
 pub mod threshold;
 pub mod window;
 

@@ -145,6 +145,7 @@ struct RawRule {
     unit: String,
     baseline: Option<Spanned<String>>,
     from_baseline: Option<Spanned<String>>,
+    compensate: Option<Spanned<String>>,
     smooth: Option<Spanned<String>>,
     change_over: Option<Spanned<String>>,
     windows: Option<Spanned<u32>>,
@@ -437,6 +438,27 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
             }
         },
     };
+    let compensate = match (&raw.compensate, baseline.flatten(), relative) {
+        (None, _, _) => Some(None),
+        (Some(field), Some(BaselineSpec::Learn { .. } | BaselineSpec::Calibrated), Some(Relative::Difference)) => {
+            let name = field.get_ref().trim();
+            let is_field_name = !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+            let judged = expr.as_ref().is_some_and(|expr| expr.fields().iter().any(|f| crate::expr::same_name(f, name)));
+            if !is_field_name {
+                check.error(field.span(), "compensate", format!("`{name}`: expected the name of the field that reports the temperature, e.g. \"temp\""));
+                None
+            } else if judged {
+                check.error(field.span(), "compensate", format!("`{name}` is a field of `value`; compensate with the temperature field, not a judged one"));
+                None
+            } else {
+                Some(Some(std::sync::Arc::from(name)))
+            }
+        }
+        (Some(field), _, _) => {
+            check.error(field.span(), "compensate", "temperature compensation corrects the change from an installation baseline: it needs `baseline = \"learn …\"` or `\"calibrated\"` and `from_baseline = \"difference\"`");
+            None
+        }
+    };
     let windows = match (&raw.windows, &raw.change_over) {
         (None, _) => Some(1),
         (Some(n), None) => {
@@ -458,7 +480,7 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
         (None, Some(window)) => window_length(check, window, "swing_within").map(|ms| Some(Transform::SwingWithin(ms))),
         (None, None) => Some(None),
     };
-    Some(Signal { expr: expr?, baseline: baseline?, relative: relative?, smooth: smooth?, transform: transform? })
+    Some(Signal { expr: expr?, baseline: baseline?, relative: relative?, compensate: compensate?, smooth: smooth?, transform: transform? })
 }
 
 /// The most consecutive `change_over` windows a rule may ask for.

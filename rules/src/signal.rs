@@ -112,14 +112,30 @@ pub enum Transform {
 }
 
 /// A compiled signal.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Signal {
     pub expr: ValueExpr,
     pub baseline: Option<BaselineSpec>,
     /// How fields are taken relative to the baseline (when there is one).
     pub relative: Relative,
+    /// The temperature field whose slow changes are taken out of the fields' change from their
+    /// installation baseline ([`crate::thermal`]).
+    pub compensate: Option<std::sync::Arc<str>>,
     pub smooth: Option<Smooth>,
     pub transform: Option<Transform>,
+}
+
+/// Written by hand so that `compensate` shows only when set: rules are fingerprinted by their
+/// debug text, and the rules saved before compensation existed keep their fingerprints.
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Signal");
+        debug.field("expr", &self.expr).field("baseline", &self.baseline).field("relative", &self.relative);
+        if let Some(temperature) = &self.compensate {
+            debug.field("compensate", temperature);
+        }
+        debug.field("smooth", &self.smooth).field("transform", &self.transform).finish()
+    }
 }
 
 impl fmt::Display for Signal {
@@ -132,6 +148,9 @@ impl fmt::Display for Signal {
                 Relative::Difference => format!("{text} from baseline"),
                 Relative::Ratio => format!("{text} as a ratio to baseline"),
             };
+            if let Some(temperature) = &self.compensate {
+                text = format!("{text} less what follows {temperature}");
+            }
         }
         if let Some(smooth) = self.smooth {
             let method = match smooth.method {
@@ -276,7 +295,11 @@ pub struct Extremes {
 impl Signal {
     /// Whether two signals compute the same first stage (and can share its state).
     pub fn same_stage(&self, other: &Signal) -> bool {
-        self.expr == other.expr && self.baseline == other.baseline && self.relative == other.relative && self.smooth == other.smooth
+        self.expr == other.expr
+            && self.baseline == other.baseline
+            && self.relative == other.relative
+            && self.compensate == other.compensate
+            && self.smooth == other.smooth
     }
 
     /// The first stage's value for a sample: the expression, smoothed. `None` when a field is
@@ -607,7 +630,7 @@ mod tests {
     const MIN: Millis = 60_000;
 
     fn signal(text: &str, smooth: Option<Smooth>, transform: Option<Transform>) -> Signal {
-        Signal { expr: ValueExpr::parse(text).unwrap(), baseline: None, relative: Relative::Difference, smooth, transform }
+        Signal { expr: ValueExpr::parse(text).unwrap(), baseline: None, relative: Relative::Difference, compensate: None, smooth, transform }
     }
 
     fn run(signal: &Signal, values: &[(Millis, f64)]) -> Vec<Option<f64>> {
@@ -667,6 +690,7 @@ mod tests {
             expr: ValueExpr::parse("hypot(x, y)").unwrap(),
             baseline: Some(BaselineSpec::Recent { window_ms: 60 * MIN }),
             relative: Relative::Difference,
+            compensate: None,
             smooth: None,
             transform: None,
         };
@@ -845,6 +869,7 @@ mod tests {
             expr: ValueExpr::parse("permille(hypot(x, y))").unwrap(),
             baseline: Some(BaselineSpec::Learn { window_ms: 24 * 60 * MIN }),
             relative: Relative::Difference,
+            compensate: None,
             smooth: Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN) }),
             transform: Some(Transform::ChangeOver { window: 24 * 60 * MIN, windows: 1 }),
         };

@@ -16,6 +16,7 @@ use crate::last_value::LastValue;
 use crate::rule::{Millis, Rule};
 use crate::signal::Learner;
 use crate::signal::StageState;
+use crate::thermal::Thermal;
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the layout of the state changes; a snapshot of an unknown version is ignored.
@@ -51,6 +52,19 @@ pub struct SubjectSnapshot {
     /// Signal stages, by the rule that defines each.
     pub stages: Vec<(usize, StageState)>,
     pub checks: Vec<(usize, CheckState)>,
+    /// Temperature compensations being learned (left out when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thermal: Vec<SavedThermal>,
+}
+
+/// A sensor's temperature compensation as saved: what it corrects, and what it learned. Like a
+/// baseline it belongs to the sensor: it carries over to any rule that compensates the same
+/// fields by the same temperature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedThermal {
+    pub temperature: std::sync::Arc<str>,
+    pub fields: Vec<std::sync::Arc<str>>,
+    pub state: Thermal,
 }
 
 /// What a restore carried over.
@@ -76,7 +90,14 @@ pub fn fingerprint(rule: &Rule) -> u64 {
 /// A stable hash of what a rule's signal stage computes (expression, baseline, smoothing).
 fn stage_fingerprint(rule: &Rule) -> u64 {
     match &rule.signal {
-        Some(signal) => fnv1a(&format!("{:?}|{:?}|{:?}|{:?}", signal.expr, signal.baseline, signal.relative, signal.smooth)),
+        Some(signal) => {
+            let mut text = format!("{:?}|{:?}|{:?}|{:?}", signal.expr, signal.baseline, signal.relative, signal.smooth);
+            // Only when set, so that the stages saved before compensation existed keep theirs.
+            if let Some(temperature) = &signal.compensate {
+                text.push_str(&format!("|compensate {temperature}"));
+            }
+            fnv1a(&text)
+        }
         None => 0,
     }
 }
@@ -98,6 +119,29 @@ fn learned_to_save<'a>(plan: &'a Plan, states: &SlotStates<'a>) -> impl Iterator
         learner: l.learner.as_deref(),
         value: l.value,
     })
+}
+
+/// The compensations worth saving (those that have seen a reading).
+fn thermal_to_save<'a>(plan: &'a Plan, states: &SlotStates<'a>) -> impl Iterator<Item = ThermalView<'a>> {
+    plan.thermal.iter().zip(states.thermal).filter(|(_, state)| **state != Thermal::default()).map(|(spec, state)| ThermalView {
+        temperature: &spec.temperature,
+        fields: &spec.fields,
+        state,
+    })
+}
+
+/// A [`SavedThermal`] borrowed from the engine (same JSON).
+#[derive(Serialize)]
+struct ThermalView<'a> {
+    temperature: &'a str,
+    fields: &'a [std::sync::Arc<str>],
+    state: &'a Thermal,
+}
+
+impl ThermalView<'_> {
+    fn to_owned(&self) -> SavedThermal {
+        SavedThermal { temperature: self.temperature.into(), fields: self.fields.to_vec(), state: self.state.clone() }
+    }
 }
 
 /// The saved stages: (rule defining the stage, state).
@@ -143,6 +187,8 @@ struct SubjectView<'a> {
     learned: Vec<LearnedView<'a>>,
     stages: Vec<(usize, &'a StageState)>,
     checks: Vec<(usize, &'a CheckState)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    thermal: Vec<ThermalView<'a>>,
 }
 
 impl Serialize for SnapshotView<'_> {
@@ -162,6 +208,7 @@ impl Serialize for SnapshotView<'_> {
                         learned: learned_to_save(plan, &states).collect(),
                         stages: stages_to_save(plan, &states).collect(),
                         checks: checks_to_save(&engine.rules, plan, &states).collect(),
+                        thermal: thermal_to_save(plan, &states).collect(),
                     }
                 }))
             }
@@ -190,6 +237,7 @@ impl Engine {
                     learned: learned_to_save(plan, &states).map(|view| view.to_owned()).collect(),
                     stages: stages_to_save(plan, &states).map(|(rule, state)| (rule, state.clone())).collect(),
                     checks: checks_to_save(&self.rules, plan, &states).map(|(rule, state)| (rule, state.clone())).collect(),
+                    thermal: thermal_to_save(plan, &states).map(|view| view.to_owned()).collect(),
                 }
             })
             .collect();
@@ -235,12 +283,14 @@ impl Engine {
         let Engine { sensors, slots, plans, states, .. } = previous;
         // The slots' states lie in the lists sensor after sensor, in the slots' order.
         let (mut old_learned, mut old_stages, mut old_checks) = (states.learned.into_iter(), states.stages.into_iter(), states.checks.into_iter());
+        let mut old_thermal = states.thermal.into_iter();
         let mut restorer = Restorer::new(self);
         for (sensor, slot) in sensors.into_iter().zip(slots) {
             let plan = &plans[slot.plan as usize];
             let learned = plan.learned.iter().zip(old_learned.by_ref().take(plan.learned.len()));
             let stages = plan.stages.iter().zip(old_stages.by_ref().take(plan.stages.len()));
             let checks = plan.checks.iter().zip(old_checks.by_ref().take(plan.checks.len()));
+            let thermal = plan.thermal.iter().zip(old_thermal.by_ref().take(plan.thermal.len()));
             restorer.subject(Saved {
                 id: sensor.id.to_string(),
                 last_at: slot.last_at,
@@ -250,6 +300,7 @@ impl Engine {
                     .collect(),
                 stages: stages.map(|(&rule, state)| (headers[usize::from(rule)].stage, state)).collect(),
                 checks: checks.map(|(planned, state)| (headers[planned.rule()].id.as_str(), headers[planned.rule()].fingerprint, state)).collect(),
+                thermal: thermal.map(|(spec, state)| SavedThermal { temperature: spec.temperature.clone(), fields: spec.fields.to_vec(), state }).collect(),
             });
         }
         restorer.finish()
@@ -267,6 +318,7 @@ struct Saved<'r> {
     stages: Vec<(u64, StageState)>,
     /// (rule id, rule fingerprint, state)
     checks: Vec<(&'r str, u64, CheckState)>,
+    thermal: Vec<SavedThermal>,
 }
 
 impl<'r> Saved<'r> {
@@ -279,6 +331,7 @@ impl<'r> Saved<'r> {
             learned: saved.learned,
             stages: saved.stages.into_iter().filter_map(|(rule, state)| Some((rules.get(rule)?.stage, state))).collect(),
             checks: saved.checks.into_iter().filter_map(|(rule, state)| rules.get(rule).map(|r| (r.id.as_str(), r.fingerprint, state))).collect(),
+            thermal: saved.thermal,
         }
     }
 
@@ -290,6 +343,7 @@ impl<'r> Saved<'r> {
             learned: saved.learned.clone(),
             stages: saved.stages.iter().map(|stage| (stage.fingerprint, stage.state.clone())).collect(),
             checks: saved.checks.iter().map(|check| (check.rule.as_str(), check.fingerprint, check.state.clone())).collect(),
+            thermal: Vec::new(),
         }
     }
 }
@@ -350,6 +404,11 @@ impl<'e> Restorer<'e> {
             if let Some(position) = old_learned.iter().position(|old| old.field == *field && old.window_ms == *window_ms) {
                 let old = old_learned.swap_remove(position);
                 *learned = Learned { learner: old.learner, value: old.value };
+            }
+        }
+        for (state, spec) in states.thermal.iter_mut().zip(&plan.thermal) {
+            if let Some(old) = saved.thermal.iter().find(|old| old.temperature == spec.temperature && *old.fields == *spec.fields) {
+                *state = old.state.clone();
             }
         }
         let mut old_stages = saved.stages;
@@ -591,7 +650,7 @@ mod tests {
         for m in 0..90 {
             let at = m * MIN;
             let wobble = (m % 7) as f64 * 0.01;
-            before.observe(SubjectId(0), at, &[("x", 0.1 + wobble), ("y", 0.2)], &mut events);
+            before.observe(SubjectId(0), at, &[("x", 0.1 + wobble), ("y", 0.2), ("temp", 21.5 + wobble)], &mut events);
             before.observe(SubjectId(1), at, &[("ph", 7.0 + wobble), ("do", 6.5), ("turbidity", 10.0 + wobble)], &mut events);
             before.observe(SubjectId(2), at, &[("x", 1.5 + wobble), ("y", -0.4)], &mut events);
             before.observe(SubjectId(3), at, &[("ph", 8.0 - wobble), ("do", 3.0)], &mut events);
@@ -599,10 +658,17 @@ mod tests {
         let expected = serde_json::to_string(&before.snapshot_view()).unwrap();
         assert_eq!(expected.matches("\"stages\":[[").count(), 2, "both tilt boxes have smoothing windows to move: {expected}");
         assert_eq!(expected.matches("\"last_value\":7.95").count(), 1, "the second probe's own value: {expected}");
+        assert_eq!(expected.matches("\"thermal\":[{\"temperature\":\"temp\"").count(), 1, "the box that reports a temperature: {expected}");
+        let levels = before.temperature_levels(SubjectId(0));
+        assert_eq!(levels.len(), 1, "an hour of temperatures makes a level");
+        let mut restarted = Engine::new(packs(), &subjects);
+        restarted.restore_streamed(&mut serde_json::Deserializer::from_str(&expected)).unwrap();
+        assert_eq!(restarted.temperature_levels(SubjectId(0)), levels, "a restart keeps what compensation learned");
         let mut after = Engine::new(packs(), &subjects);
         let taken = after.take_over(before);
         assert_eq!(taken.discarded, 0);
         assert_eq!(serde_json::to_string(&after.snapshot_view()).unwrap(), expected, "each sensor got its own states back");
+        assert_eq!(after.temperature_levels(SubjectId(0)), levels);
     }
 
     #[test]

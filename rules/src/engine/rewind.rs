@@ -6,8 +6,9 @@
 //!
 //! What a rewind keeps: learned and calibrated baselines, every incident and level (an open
 //! alarm stays open until real readings clear it), no-data watches and the last reported
-//! values. What starts again: the windows signals keep in device time (smoothing, the history
-//! of `change_over`, the extremes of `swing_within`), since they hold times the sensor will not
+//! values, and what temperature compensation learned. What starts again: the windows signals keep
+//! in device time (smoothing, the history of `change_over`, the extremes of `swing_within`, the
+//! hours of temperature compensation), since they hold times the sensor will not
 //! reach again for as long as its clock went back.
 
 use super::{CheckState, Engine, SubjectId};
@@ -22,6 +23,7 @@ impl Engine {
         let plan = &self.plans[slot.plan as usize];
         let states = self.states.of_mut(slot, plan);
         states.stages.fill_with(StageState::default);
+        states.thermal.iter_mut().for_each(crate::thermal::Thermal::rewind);
         for check in states.checks {
             match check {
                 CheckState::Ladder { transform, .. } | CheckState::FlatLine { transform, .. } => *transform = TransformState::default(),

@@ -329,7 +329,8 @@ fn per_sensor_states_stay_small() {
     assert!(size_of::<CheckState>() <= 24, "CheckState {}", size_of::<CheckState>());
     assert!(size_of::<StageState>() <= 8, "StageState {}", size_of::<StageState>());
     assert!(size_of::<Learned>() <= 16, "Learned {}", size_of::<Learned>());
-    assert!(size_of::<SubjectSlot>() <= 48, "SubjectSlot {}", size_of::<SubjectSlot>());
+    // 56: the offset of temperature compensation's states added 8 bytes (80 KB per 10,000 sensors).
+    assert!(size_of::<SubjectSlot>() <= 56, "SubjectSlot {}", size_of::<SubjectSlot>());
 }
 
 #[test]

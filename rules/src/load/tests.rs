@@ -243,3 +243,21 @@ fn windows_shorter_than_a_second_are_refused() {
     let errs = errors("[[rule]]\nid = \"q\"\nvalue = \"x\"\nswing_within = \"500ms\"\nabove = 1\nseverity = \"alarm\"\n");
     assert_eq!(errs, vec!["test.toml:4:16: error in `swing_within`: `500ms`: a window must be at least 1s (windows keep whole seconds)"]);
 }
+
+#[test]
+fn temperature_compensation_needs_a_baseline_to_correct_and_a_field_of_its_own() {
+    let rule = "[[rule]]\nid = \"t\"\nkind = \"tilt\"\nvalue = \"permille(hypot(x, y))\"\nat_least = 1\nseverity = \"notice\"\n";
+    let set = compile(&format!("{rule}baseline = \"learn 24h\"\ncompensate = \"temp\"\n")).unwrap();
+    assert_eq!(set.rules[0].signal.as_ref().unwrap().compensate.as_deref(), Some("temp"));
+    let errs = errors(&format!("{rule}compensate = \"temp\"\n"));
+    assert!(
+        errs[0].starts_with("test.toml:7:14: error in `compensate`: temperature compensation corrects the change from an installation baseline"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("{rule}baseline = \"recent 1h\"\ncompensate = \"temp\"\n"));
+    assert!(errs[0].contains("needs `baseline = \"learn …\"`"), "{errs:?}");
+    let errs = errors(&format!("{rule}baseline = \"learn 24h\"\ncompensate = \"x\"\n"));
+    assert!(errs[0].contains("`x` is a field of `value`"), "{errs:?}");
+    let errs = errors(&format!("{rule}baseline = \"learn 24h\"\ncompensate = \"temp-c\"\n"));
+    assert!(errs[0].contains("expected the name of the field that reports the temperature"), "{errs:?}");
+}

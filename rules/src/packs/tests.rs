@@ -512,6 +512,55 @@ fn slow_creep_must_last_two_consecutive_months_to_reach_alarm() {
     assert!(!stopped.contains(&"tilt-creep-two-months".to_string()), "the second month stayed under 0.7‰: {stopped:?}");
 }
 
+/// A wall that follows the air temperature half a day late: ±1‰ over the seasons (±12 °C), and
+/// the weather's fronts (±3 °C) alike; zeroed at the seasonal low. Hourly readings over 240 days,
+/// with `creep` ‰/day added from day 90 and the temperature reported when `reports`. Returns the
+/// grid-facing rules fired, at the highest severity each reached, and the day each first
+/// reached yellow or worse (or fired, if it never did).
+fn thermal_wall(reports: bool, creep: f64) -> Vec<(String, Severity, f64)> {
+    let air = |days: f64| 15.0 - 12.0 * (days * std::f64::consts::TAU / 365.0).cos() + 3.0 * (days * 1.3).sin() * (days * 0.29).cos();
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    let mut first: Vec<(String, Severity, f64)> = Vec::new();
+    for h in 0..=(240 * 24) {
+        let days = h as f64 / 24.0;
+        let thermal = (air(days - 0.5) - 15.0) / 12.0 + 1.0;
+        let permille = thermal + creep * (days - 90.0).max(0.0);
+        let mut fields = vec![("x", 0.4 + tilt_degrees(permille * 0.8)), ("y", -0.3 + tilt_degrees(permille * 0.6))];
+        if reports {
+            // Sun on the box in the afternoon; reported in 0.01 °C.
+            fields.push(("temp", ((air(days) + 4.0 * ((days.fract() - 0.6) * std::f64::consts::TAU).cos()) * 100.0).round() / 100.0));
+        }
+        e.observe(SubjectId(0), h * 60 * MIN, &fields, &mut events);
+        for ev in events.drain(..).filter(|ev| ev.kind != EventKind::Cleared) {
+            let rule = e.rule(ev.rule);
+            if rule.device {
+                continue;
+            }
+            match first.iter_mut().find(|(id, _, _)| *id == rule.id) {
+                None => first.push((rule.id.clone(), ev.severity, days)),
+                Some(seen) if seen.1 < Severity::Warning && ev.severity >= Severity::Warning => *seen = (rule.id.clone(), ev.severity, days),
+                Some(seen) => seen.1 = seen.1.max(ev.severity),
+            }
+        }
+    }
+    first
+}
+
+#[test]
+fn a_box_that_reports_its_temperature_sees_no_seasons_but_still_every_creep() {
+    let without = thermal_wall(false, 0.0);
+    assert!(without.iter().any(|(id, _, _)| id == "tilt-change"), "the seasons alone move an uncompensated box past 1‰: {without:?}");
+    assert_eq!(thermal_wall(true, 0.0), vec![], "compensated, the seasons and fronts raise nothing");
+    // A creep of 0.05‰/day from day 90 crosses 1.5‰ on day 120 and 2‰ on day 130: the 30-day
+    // rule sees it first (1.5‰ a month), the change since installation reaches yellow between
+    // 1.5‰ and a day after 2‰ — the seasons neither hide it nor bring it forward.
+    let creep = thermal_wall(true, 0.05);
+    let day_of = |rule: &str| creep.iter().find(|(id, severity, _)| id == rule && *severity >= Severity::Warning).map(|(_, _, day)| *day);
+    assert!(day_of("tilt-creep-month").is_some_and(|day| (90.0..120.0).contains(&day)), "{creep:?}");
+    assert!(day_of("tilt-change").is_some_and(|day| (120.0..=131.0).contains(&day)), "{creep:?}");
+}
+
 /// Grid-facing events (device rules left out) as (rule, kind, severity).
 fn grid_events<'e>(e: &'e Engine, events: &[crate::RuleEvent]) -> Vec<(&'e str, EventKind, Severity)> {
     events.iter().filter(|ev| !e.rule(ev.rule).device).map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.severity)).collect()

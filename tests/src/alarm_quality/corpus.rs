@@ -5,7 +5,7 @@
 
 use super::faults::{Fault, FAULT_KINDS};
 use super::movements::{creep, jump, Movement, CREEP_BANDS};
-use super::tilt::{install_time, readings, subject, WallBox, Weather};
+use super::tilt::{install_time, readings, subject, Thermometer, WallBox, Weather};
 use super::{water, Case, Truth, DAY, YEAR};
 
 /// The families of the corpus.
@@ -32,8 +32,22 @@ impl Family {
     }
 }
 
-/// The healthy sub-families, by seasonal amplitude (‰).
-pub const HEALTHY_KINDS: [(&str, f64, f64); 2] = [("seasonal <= 0.5 permille", 0.0, 0.5), ("seasonal 0.5-1 permille", 0.5, 1.0)];
+/// The healthy sub-families, by seasonal amplitude (‰), and whether their boxes report a
+/// temperature (every box, or none; in the other families four boxes in five do).
+pub const HEALTHY_KINDS: [(&str, f64, f64, Thermometers); 3] = [
+    ("seasonal <= 0.5 permille", 0.0, 0.5, Thermometers::Every),
+    ("seasonal 0.5-1 permille", 0.5, 1.0, Thermometers::Every),
+    ("seasonal 0.5-1 permille, no temperature", 0.5, 1.0, Thermometers::None),
+];
+
+/// Which boxes of a case report their temperature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thermometers {
+    Every,
+    None,
+    /// As drawn: four boxes in five.
+    Most,
+}
 pub const JUMP_KINDS: [&str; 3] = ["jump of one box", "lean then jump of one box", "jump of the whole building"];
 
 /// How many cases of each family a run holds.
@@ -111,7 +125,7 @@ pub fn cases(size: &Size, seed: u64) -> Vec<CaseSpec> {
             specs.push(CaseSpec { family, sub, kind, index, seed, interval_minutes: size.interval_minutes });
         }
     };
-    for (kind, (sub, _, _)) in HEALTHY_KINDS.iter().enumerate() {
+    for (kind, (sub, _, _, _)) in HEALTHY_KINDS.iter().enumerate() {
         // Buildings of 1, 2, 3 boxes in turn until the box-years are reached.
         let (mut boxes, mut count) = (0usize, 0usize);
         while (boxes as f64) < size.healthy_box_years {
@@ -161,21 +175,23 @@ impl CaseSpec {
         let name = self.name();
         match self.family {
             Family::Healthy => {
-                let (_, low, high) = HEALTHY_KINDS[self.kind];
-                walls(&mut rng, &name, self.interval_minutes, self.index % 3 + 1, (low, high), |_, start, _| (Movement::None, Truth::Healthy, start + YEAR))
+                let (_, low, high, thermometers) = HEALTHY_KINDS[self.kind];
+                walls(&mut rng, &name, self.interval_minutes, self.index % 3 + 1, (low, high), thermometers, |_, start, _| {
+                    (Movement::None, Truth::Healthy, start + YEAR)
+                })
             }
             Family::Creep => {
                 let (_, low, high) = CREEP_BANDS[self.kind];
                 let boxes = rng.usize(1..=3);
                 let target = rng.usize(0..boxes);
-                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), |rng, install, _| creep(rng, target, install, (low, high)))
+                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), Thermometers::Most, |rng, install, _| creep(rng, target, install, (low, high)))
             }
             Family::Jump => {
                 let whole = self.kind == 2;
                 let boxes = if whole { rng.usize(2..=3) } else { rng.usize(1..=3) };
                 let target = rng.usize(0..boxes);
                 let lean = self.kind == 1;
-                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), |rng, install, walls| {
+                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), Thermometers::Most, |rng, install, walls| {
                     jump(rng, target, install, walls[target].offset_dir(), lean, whole)
                 })
             }
@@ -184,7 +200,7 @@ impl CaseSpec {
                 let target = rng.usize(0..boxes);
                 let fault = Fault::draw(&mut rng, self.kind);
                 let mut onset = 0;
-                let mut case = walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), |rng, install, _| {
+                let mut case = walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), Thermometers::Most, |rng, install, _| {
                     onset = install + 3 * DAY + rng.i64(0..7 * DAY);
                     (Movement::None, Truth::Fault { target, onset }, onset + 7 * DAY)
                 });
@@ -201,7 +217,7 @@ impl CaseSpec {
 }
 
 /// A building of `boxes` boxes installed at a random time, with a seasonal swing drawn from
-/// `seasonal`; `plan` draws the movement of the case (applied to the box its truth names), its
+/// `seasonal` and thermometers on the boxes `thermometers` names; `plan` draws the movement of the case (applied to the box its truth names), its
 /// truth and its end.
 fn walls(
     rng: &mut fastrand::Rng,
@@ -209,13 +225,21 @@ fn walls(
     interval_minutes: (i64, i64),
     boxes: usize,
     seasonal: (f64, f64),
+    thermometers: Thermometers,
     plan: impl FnOnce(&mut fastrand::Rng, i64, &[WallBox]) -> (Movement, Truth, i64),
 ) -> Case {
     let start = install_time(rng);
     // Boxes are drawn for the longest case (a slow creep lasts under 300 days) and the weather
     // for the case's real length once the plan is known.
     let provisional_end = start + YEAR;
-    let boxes: Vec<WallBox> = (0..boxes).map(|_| WallBox::draw(rng, start, provisional_end, interval_minutes)).collect();
+    let mut boxes: Vec<WallBox> = (0..boxes).map(|_| WallBox::draw(rng, start, provisional_end, interval_minutes)).collect();
+    for wall in &mut boxes {
+        match thermometers {
+            Thermometers::Every => wall.thermometer = Some(wall.thermometer.take().unwrap_or_else(|| Thermometer::draw(rng))),
+            Thermometers::None => wall.thermometer = None,
+            Thermometers::Most => {}
+        }
+    }
     let (movement, truth, end) = plan(rng, start, &boxes);
     let weather = Weather::draw(rng, seasonal, start, end.max(provisional_end));
     let (target, moves_all) = match truth {

@@ -563,8 +563,8 @@ impl Scores {
     /// except the known limits docs/ALARM-QUALITY.md explains, which are held to what they reach
     /// instead, so that a regression still fails.
     ///
-    /// Known limits: a seasonal swing of more than ±0.5‰ cannot be told from a lean without a
-    /// temperature reading (only red is held to 0 there); a rate rule (30-day change ≥ 0.6‰) sees
+    /// Known limits: a seasonal swing of more than ±0.5‰ on a box that reports no temperature
+    /// cannot be told from a lean (only red is held to 0 there); a rate rule (30-day change ≥ 0.6‰) sees
     /// a slow creep before it reaches 1.5‰, as the standard wants (only alarms before the creep
     /// began count); a creep's 2‰ crossing is timed on the creep alone, so the seasons can move
     /// the daily level's crossing by days for slow creeps (held to 24 h from 0.15‰/day); a drift,
@@ -574,7 +574,7 @@ impl Scores {
         let mut out = Vec::new();
         for row in &self.healthy {
             let rate = row.per_100(row.grid_total());
-            let seasons_alone = row.sub.contains("0.5-1");
+            let seasons_alone = row.sub.contains("no temperature");
             if row.grid[3] > 0 || (!seasons_alone && rate > 1.0) {
                 out.push(format!("healthy walls, {}: {rate:.1} grid-facing incidents per 100 box-years ({} red)", row.sub, row.grid[3]));
             }

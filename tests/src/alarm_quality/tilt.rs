@@ -1,7 +1,8 @@
 //! A healthy wall as a tilt box sees it: the building's weather (a daily thermal swing peaking
-//! in the local afternoon, varied by cloud from day to day, and a seasonal swing peaking in
-//! summer) and each box's own mounting offset, white noise, single-sample spikes, data gaps,
-//! report interval and quantisation. Real movements ([`super::movements`]) are laid on top as a
+//! in the local afternoon, varied by cloud from day to day, and a seasonal swing that follows the
+//! air temperature — the seasons and the weather's fronts — some hours late, with a part that
+//! does not follow it) and each box's own mounting offset, white noise, single-sample spikes, data
+//! gaps, report interval, quantisation and, for most boxes, the temperature it reports. Real movements ([`super::movements`]) are laid on top as a
 //! change of tilt ratio in ‰; faults ([`super::faults`]) are applied to the finished readings.
 //!
 //! Invariants: boxes of one building share the weather up to a small per-box scale and
@@ -28,6 +29,26 @@ pub struct Weather {
     pub seasonal_dir: f64,
     /// Day of the year of the seasonal maximum (summer).
     pub seasonal_peak_day: f64,
+    /// The air temperature (°C) the seasonal swing follows.
+    pub air: Air,
+    /// How many hours the wall lags behind the air temperature (thermal mass): 0–24.
+    pub wall_lag_hours: f64,
+    /// The share of the seasonal swing that does not follow the temperature (ground moisture),
+    /// a quarter of a year out of phase: 0–0.25.
+    pub unexplained: f64,
+}
+
+/// The air temperature around a building (°C): the seasons, the weather's fronts (a daily
+/// anomaly that persists for days) and the daily cycle.
+#[derive(Debug, Clone)]
+pub struct Air {
+    pub mean: f64,
+    /// Seasonal amplitude: 8–15 °C (south to north China).
+    pub seasonal: f64,
+    /// Clear-day daily amplitude: 3–8 °C.
+    pub daily: f64,
+    /// The weather's anomaly of each day from `first_day` (AR(1), σ 1.5–3.5 °C).
+    anomaly: Vec<f64>,
 }
 
 impl Weather {
@@ -35,7 +56,7 @@ impl Weather {
     pub fn draw(rng: &mut fastrand::Rng, seasonal: (f64, f64), start: Millis, end: Millis) -> Weather {
         let first_day = (start - EPOCH_MS).div_euclid(DAY) - 1;
         let days = ((end - start) / DAY + 3) as usize;
-        Weather {
+        let weather = Weather {
             daily_amp: uniform(rng, 0.0, 0.5),
             daily_dir: uniform(rng, 0.0, TAU),
             peak_hour_utc: uniform(rng, 6.0, 8.0),
@@ -44,17 +65,46 @@ impl Weather {
             seasonal_amp: uniform(rng, seasonal.0, seasonal.1),
             seasonal_dir: uniform(rng, 0.0, TAU),
             seasonal_peak_day: uniform(rng, 180.0, 220.0),
+            air: Air { mean: 0.0, seasonal: 0.0, daily: 0.0, anomaly: Vec::new() },
+            wall_lag_hours: 0.0,
+            unexplained: 0.0,
+        };
+        let (persistence, sigma) = (uniform(rng, 0.6, 0.85), uniform(rng, 1.5, 3.5));
+        let mut anomaly = Vec::with_capacity(days);
+        let mut today = normal(rng) * sigma;
+        for _ in 0..days {
+            anomaly.push(today);
+            today = persistence * today + (1.0 - persistence * persistence).sqrt() * sigma * normal(rng);
         }
+        Weather {
+            air: Air { mean: uniform(rng, 8.0, 22.0), seasonal: uniform(rng, 8.0, 15.0), daily: uniform(rng, 3.0, 8.0), anomaly },
+            wall_lag_hours: uniform(rng, 0.0, 24.0),
+            unexplained: uniform(rng, 0.0, 0.25),
+            ..weather
+        }
+    }
+
+    /// The weather's anomaly (°C) at `days`, interpolated between day centres.
+    fn anomaly_at(&self, days: f64) -> f64 {
+        interpolate(&self.air.anomaly, days - self.first_day as f64 - 0.5, 0.0)
+    }
+
+    /// The seasonal cycle's phase (radians) at `days`.
+    fn season(&self, days: f64) -> f64 {
+        TAU * (days.rem_euclid(365.25) - self.seasonal_peak_day) / 365.25
+    }
+
+    /// The air temperature (°C) at `t`, the afternoon's sun included.
+    pub fn air_temperature(&self, t: Millis) -> f64 {
+        let days = (t - EPOCH_MS) as f64 / DAY as f64;
+        let hour = (t - EPOCH_MS).rem_euclid(DAY) as f64 / HOUR as f64;
+        let daily = self.air.daily * self.cloud_at(days) * (TAU * (hour - self.peak_hour_utc - 1.0) / 24.0).cos();
+        self.air.mean + self.air.seasonal * self.season(days).cos() + self.anomaly_at(days) + daily
     }
 
     /// The cloud factor at `days` (days since the epoch), interpolated between day centres.
     fn cloud_at(&self, days: f64) -> f64 {
-        let f = days - self.first_day as f64 - 0.5;
-        let i = f.floor().max(0.0) as usize;
-        let frac = (f - f.floor()).clamp(0.0, 1.0);
-        let a = self.cloud.get(i).copied().unwrap_or(1.0);
-        let b = self.cloud.get(i + 1).copied().unwrap_or(a);
-        a + (b - a) * frac
+        interpolate(&self.cloud, days - self.first_day as f64 - 0.5, 1.0)
     }
 
     /// The wall's swing (‰ in x and y) at `t` for a box that scales and rotates it.
@@ -62,11 +112,24 @@ impl Weather {
         let days = (t - EPOCH_MS) as f64 / DAY as f64;
         let hour = (t - EPOCH_MS).rem_euclid(DAY) as f64 / HOUR as f64;
         let daily = self.daily_amp * wall.swing_scale * self.cloud_at(days) * (TAU * (hour - self.peak_hour_utc) / 24.0).cos();
-        let day_of_year = days.rem_euclid(365.25);
-        let seasonal = self.seasonal_amp * wall.swing_scale * (TAU * (day_of_year - self.seasonal_peak_day) / 365.25).cos();
+        // The seasons and the fronts, as the wall feels them some hours late, in units of the
+        // seasonal amplitude; and the part that follows the ground, not the air.
+        let lagged = days - self.wall_lag_hours / 24.0;
+        let thermal = self.season(lagged).cos() + self.anomaly_at(lagged) / self.air.seasonal;
+        let ground = (self.season(days) - TAU / 4.0).cos();
+        let seasonal = self.seasonal_amp * wall.swing_scale * ((1.0 - self.unexplained) * thermal + self.unexplained * ground);
         let (dd, sd) = (self.daily_dir + wall.swing_rotation, self.seasonal_dir + wall.swing_rotation);
         (daily * dd.cos() + seasonal * sd.cos(), daily * dd.sin() + seasonal * sd.sin())
     }
+}
+
+/// `values[f]` with `f` a fractional index, linearly interpolated (`fallback` past the ends).
+fn interpolate(values: &[f64], f: f64, fallback: f64) -> f64 {
+    let i = f.floor().max(0.0) as usize;
+    let frac = (f - f.floor()).clamp(0.0, 1.0);
+    let a = values.get(i).copied().unwrap_or(fallback);
+    let b = values.get(i + 1).copied().unwrap_or(a);
+    a + (b - a) * frac
 }
 
 /// How one box is mounted and how it reports.
@@ -85,6 +148,24 @@ pub struct WallBox {
     pub interval_ms: Millis,
     /// Quantisation step of the reported angle (degrees), if the box rounds.
     pub quantum: Option<f64>,
+    /// What the box reports of its temperature, if it does.
+    pub thermometer: Option<Thermometer>,
+}
+
+/// A box's temperature sensor: its offset from the air (°C), noise and resolution.
+#[derive(Debug, Clone)]
+pub struct Thermometer {
+    pub offset: f64,
+    pub noise: f64,
+    pub quantum: f64,
+}
+
+impl Thermometer {
+    /// Off by up to 1.5 °C, noise 0.02–0.3 °C, reporting in 0.01 °C (WitMotion), 0.0625 °C
+    /// (DS18B20) or 0.1 °C.
+    pub fn draw(rng: &mut fastrand::Rng) -> Thermometer {
+        Thermometer { offset: uniform(rng, -1.5, 1.5), noise: log_uniform(rng, 0.02, 0.3), quantum: [0.01, 0.0625, 0.1][rng.usize(0..3)] }
+    }
 }
 
 impl WallBox {
@@ -112,6 +193,8 @@ impl WallBox {
                 1 => Some(0.01),
                 _ => Some(180.0 / 32768.0),
             },
+            // Most boxes report a temperature (WitMotion frames carry one, in 0.01 °C).
+            thermometer: (rng.f64() < 0.8).then(|| Thermometer::draw(rng)),
         }
     }
 
@@ -126,6 +209,8 @@ impl WallBox {
 }
 
 pub const TILT_FIELDS: &[&str] = &["x", "y"];
+/// A box that reports its temperature too.
+pub const TILT_FIELDS_WITH_TEMPERATURE: &[&str] = &["x", "y", "temp"];
 
 /// The subject of box `index` of building `building` (case number) with report interval `interval_ms`.
 pub fn subject(case: &str, index: usize, interval_ms: Millis) -> Subject {
@@ -151,7 +236,7 @@ pub fn readings(
     movement: &dyn Fn(Millis) -> (f64, f64),
     rng: &mut fastrand::Rng,
 ) -> Stream {
-    let mut stream = Stream::new(subject, TILT_FIELDS);
+    let mut stream = Stream::new(subject, if wall.thermometer.is_some() { TILT_FIELDS_WITH_TEMPERATURE } else { TILT_FIELDS });
     let spike_chance = wall.spikes_per_week * wall.interval_ms as f64 / WEEK as f64;
     let (tx, ty) = (wall.offset.0.to_radians().tan() * 1000.0, wall.offset.1.to_radians().tan() * 1000.0);
     let mut t = start + rng.i64(0..wall.interval_ms);
@@ -174,7 +259,13 @@ pub fn readings(
             x = (x / q).round() * q;
             y = (y / q).round() * q;
         }
-        stream.push(at, &[x, y]);
+        match &wall.thermometer {
+            Some(thermometer) => {
+                let temperature = weather.air_temperature(at) + thermometer.offset + normal(rng) * thermometer.noise;
+                stream.push(at, &[x, y, (temperature / thermometer.quantum).round() * thermometer.quantum]);
+            }
+            None => stream.push(at, &[x, y]),
+        }
     }
     stream
 }

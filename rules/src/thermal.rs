@@ -1,0 +1,396 @@
+//! Temperature compensation (`compensate = "temp"`): how much of a box's slow movement follows
+//! the temperature it reports, learned from the weather's day-to-day changes, so that a wall's
+//! seasonal thermal swing is taken out of its change since installation while a creep, which
+//! does not follow the weather from one day to the next, stays in.
+//!
+//! ```text
+//! readings ─> hourly means (temperature, each field) ─> daily levels (median of the last 24 hours)
+//!          ─> day-to-day changes: Δfield(d) = a + b0·ΔT(d) + b1·ΔT(d-1) + b2·ΔT(d-2)   (forgetting over ~90 days)
+//!          ─> coefficients in use move toward clear estimates by a seventh a day
+//! correction of a field = Σ bj × (temperature's level j days ago − temperature's baseline)
+//! ```
+//!
+//! Why day-to-day changes: a creep adds the same amount every day, which the intercept takes, so
+//! it cannot pass for a thermal response; the seasons move too slowly to tell apart from a creep,
+//! but a cold front moves a wall that follows the temperature within a day or two. A wall follows
+//! the air some hours late (its thermal mass), so today's change answers today's and the last two
+//! days' temperature changes: the three coefficients share the response however late it comes,
+//! and their sum is the whole of it. The correction uses the temperature's daily level, not the
+//! reading's own temperature, so the afternoon sun adds nothing to the fast rules.
+//!
+//! Invariants: nothing is corrected until the response is clear (at least [`MIN_DAY_PAIRS`] day
+//! pairs, whole response ≥ [`CLEAR_T`] standard errors); the coefficients in use never move by
+//! more than a seventh of the way a day, so switching compensation on never looks like a jump or
+//! a creep of a day; memory is bounded (24 hourly means, four daily levels, a few sums per field).
+
+use crate::rule::Millis;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+const HOUR_MS: Millis = 3_600_000;
+/// Hourly means a daily level is the median of.
+const DAY_HOURS: i64 = 24;
+/// The fewest hourly means of the last 24 hours that make a daily level (a day with long gaps
+/// is skipped).
+const MIN_HOURS_PER_DAY: usize = 12;
+/// How many days' temperature changes a day's change answers (today's and the two before).
+const LAGS: usize = 3;
+/// How many days the regression remembers (exponential forgetting).
+const MEMORY_DAYS: f64 = 90.0;
+/// The fewest (effective) day pairs before a response counts.
+pub const MIN_DAY_PAIRS: f64 = 21.0;
+/// How clear the whole response must be (estimate / standard error) before it is used.
+pub const CLEAR_T: f64 = 4.0;
+/// The part of the way from the coefficients in use to clear estimates they move each day.
+const DAILY_APPROACH: f64 = 1.0 / 7.0;
+
+/// What a sensor's compensation learns: the temperature field and the fields it corrects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ThermalSpec {
+    pub temperature: std::sync::Arc<str>,
+    pub fields: Box<[std::sync::Arc<str>]>,
+}
+
+/// The sums of a regression of one field's daily change on the temperature's changes of that day
+/// and the [`LAGS`]` - 1` before, with an intercept and forgetting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct Fit {
+    n: f64,
+    x: [f64; LAGS],
+    y: f64,
+    xx: [[f64; LAGS]; LAGS],
+    xy: [f64; LAGS],
+    yy: f64,
+}
+
+impl Fit {
+    fn add(&mut self, x: [f64; LAGS], y: f64) {
+        let keep = 1.0 - 1.0 / MEMORY_DAYS;
+        self.n = self.n * keep + 1.0;
+        self.y = self.y * keep + y;
+        self.yy = self.yy * keep + y * y;
+        for i in 0..LAGS {
+            self.x[i] = self.x[i] * keep + x[i];
+            self.xy[i] = self.xy[i] * keep + x[i] * y;
+            for j in 0..LAGS {
+                self.xx[i][j] = self.xx[i][j] * keep + x[i] * x[j];
+            }
+        }
+    }
+
+    /// The coefficients, once their sum (the whole response) is clear.
+    fn clear_estimate(&self) -> Option<[f64; LAGS]> {
+        if self.n < MIN_DAY_PAIRS {
+            return None;
+        }
+        let n = self.n;
+        let sxy: [f64; LAGS] = std::array::from_fn(|i| self.xy[i] - self.x[i] * self.y / n);
+        let sxx: [[f64; LAGS]; LAGS] = std::array::from_fn(|i| std::array::from_fn(|j| self.xx[i][j] - self.x[i] * self.x[j] / n));
+        let inverse = invert(sxx)?;
+        let b: [f64; LAGS] = std::array::from_fn(|i| (0..LAGS).map(|j| inverse[i][j] * sxy[j]).sum());
+        let residual = (self.yy - self.y * self.y / n - (0..LAGS).map(|i| b[i] * sxy[i]).sum::<f64>()).max(0.0) / (n - 1.0 - LAGS as f64);
+        let spread: f64 = inverse.iter().flatten().sum();
+        let whole: f64 = b.iter().sum();
+        let error = (residual * spread.max(0.0)).sqrt();
+        (whole.is_finite() && whole.abs() >= CLEAR_T * error).then_some(b)
+    }
+}
+
+/// The inverse of a small symmetric matrix (Gauss–Jordan with partial pivoting); `None` when it
+/// is singular (the temperature did not change, or changed the same way every day).
+fn invert(mut m: [[f64; LAGS]; LAGS]) -> Option<[[f64; LAGS]; LAGS]> {
+    let mut inverse: [[f64; LAGS]; LAGS] = std::array::from_fn(|i| std::array::from_fn(|j| if i == j { 1.0 } else { 0.0 }));
+    let scale = m.iter().flatten().fold(0.0f64, |a, v| a.max(v.abs()));
+    for col in 0..LAGS {
+        let pivot = (col..LAGS).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
+        if m[pivot][col].abs() <= scale * 1e-9 {
+            return None;
+        }
+        m.swap(col, pivot);
+        inverse.swap(col, pivot);
+        let p = m[col][col];
+        for j in 0..LAGS {
+            m[col][j] /= p;
+            inverse[col][j] /= p;
+        }
+        for row in 0..LAGS {
+            if row != col {
+                let factor = m[row][col];
+                for j in 0..LAGS {
+                    m[row][j] -= factor * m[col][j];
+                    inverse[row][j] -= factor * inverse[col][j];
+                }
+            }
+        }
+    }
+    Some(inverse)
+}
+
+/// One sensor's compensation state (saved with the engine's state).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Thermal {
+    /// The hour being summed: its index (hours since the epoch), readings, and the sums of the
+    /// temperature and each field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hour: Option<(i64, u32, Vec<f64>)>,
+    /// The last 24 hours' means (hour index, temperature and each field), oldest first.
+    #[serde(default)]
+    hours: VecDeque<(i64, Vec<f32>)>,
+    /// The temperature's level over the last 24 hours (median of the hourly means).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    level: Option<f32>,
+    /// The last daily levels (temperature and each field) and the hour each was taken at,
+    /// oldest first, one day apart (a gap starts the list again).
+    #[serde(default)]
+    days: VecDeque<(i64, Vec<f32>)>,
+    /// Per field: the regression, and the coefficients in use (field units per degree, for the
+    /// temperature's level now, a day ago and two days ago).
+    #[serde(default)]
+    fits: Vec<Fit>,
+    #[serde(default)]
+    used: Vec<[f64; LAGS]>,
+}
+
+impl Thermal {
+    /// Takes a reading: the temperature and the spec's fields, each if the reading has it. A
+    /// reading without a temperature or a field adds nothing.
+    pub fn observe(&mut self, at: Millis, temperature: Option<f64>, fields: &[Option<f64>]) {
+        let finite = |v: &Option<f64>| v.is_some_and(f64::is_finite);
+        if !finite(&temperature) || !fields.iter().all(finite) {
+            return;
+        }
+        let values = || temperature.into_iter().chain(fields.iter().flatten().copied());
+        if self.fits.len() != fields.len() {
+            self.fits = fields.iter().map(|_| Fit::default()).collect();
+            self.used = fields.iter().map(|_| [0.0; LAGS]).collect();
+        }
+        let hour = at.div_euclid(HOUR_MS);
+        match &mut self.hour {
+            Some((current, count, sums)) if *current == hour && sums.len() == fields.len() + 1 => {
+                *count += 1;
+                sums.iter_mut().zip(values()).for_each(|(sum, v)| *sum += v);
+            }
+            _ => {
+                if let Some((finished, count, sums)) = self.hour.take() {
+                    self.finish_hour(finished, sums.iter().map(|s| (s / f64::from(count.max(1))) as f32).collect());
+                }
+                self.hour = Some((hour, 1, values().collect()));
+            }
+        }
+    }
+
+    /// A finished hour: joins the last 24, updates the temperature's level, and makes a day once
+    /// 24 hours have passed since the last one.
+    fn finish_hour(&mut self, hour: i64, means: Vec<f32>) {
+        if self.hours.back().is_some_and(|(last, _)| *last >= hour) {
+            return; // an hour out of order (a clock step back); the engine rewinds such sensors
+        }
+        self.hours.push_back((hour, means));
+        while self.hours.front().is_some_and(|(first, _)| *first <= hour - DAY_HOURS) {
+            self.hours.pop_front();
+        }
+        self.level = Some(self.median_of(0) as f32);
+        let first = self.hours.front().map_or(hour, |(first, _)| *first);
+        let due = match self.days.back() {
+            Some((last, _)) => hour - last >= DAY_HOURS,
+            None => hour - first >= DAY_HOURS - 1,
+        };
+        if !due {
+            return;
+        }
+        if self.hours.len() < MIN_HOURS_PER_DAY {
+            self.days.clear();
+            return;
+        }
+        let width = self.hours.front().map_or(0, |(_, values)| values.len());
+        let levels: Vec<f32> = (0..width).map(|i| self.median_of(i) as f32).collect();
+        if self.days.back().is_some_and(|(last, previous)| hour - last != DAY_HOURS || previous.len() != levels.len()) {
+            self.days.clear();
+        }
+        self.days.push_back((hour, levels));
+        if self.days.len() > LAGS + 1 {
+            self.days.pop_front();
+        }
+        if self.days.len() == LAGS + 1 {
+            self.learn_from_days();
+        }
+    }
+
+    /// Adds the newest day's changes to each field's regression and moves the coefficients in
+    /// use toward a clear estimate.
+    fn learn_from_days(&mut self) {
+        let change = |back: usize, index: usize| {
+            let newer = &self.days[LAGS - back].1;
+            let older = &self.days[LAGS - back - 1].1;
+            f64::from(newer[index]) - f64::from(older[index])
+        };
+        let x: [f64; LAGS] = std::array::from_fn(|lag| change(lag, 0));
+        let changes: Vec<f64> = (0..self.fits.len()).map(|field| change(0, field + 1)).collect();
+        for ((fit, used), y) in self.fits.iter_mut().zip(&mut self.used).zip(changes) {
+            fit.add(x, y);
+            if let Some(estimate) = fit.clear_estimate() {
+                for (coefficient, target) in used.iter_mut().zip(estimate) {
+                    *coefficient += (target - *coefficient) * DAILY_APPROACH;
+                }
+            }
+        }
+    }
+
+    /// The median of value `index` (0: temperature) over the kept hours.
+    fn median_of(&self, index: usize) -> f64 {
+        let values: Vec<f64> = self.hours.iter().filter_map(|(_, values)| values.get(index)).map(|&v| f64::from(v)).collect();
+        if values.is_empty() {
+            return f64::NAN;
+        }
+        crate::signal::median(values)
+    }
+
+    /// The temperature's daily level `lag` days before the newest hour: now, or interpolated
+    /// between the daily levels kept (the oldest one kept when they do not reach back so far).
+    fn level_days_ago(&self, lag: usize) -> Option<f64> {
+        let now_level = f64::from(self.level?);
+        if lag == 0 {
+            return Some(now_level);
+        }
+        let now = self.hours.back()?.0;
+        let wanted = now - lag as i64 * DAY_HOURS;
+        let mut known: Vec<(i64, f64)> = self.days.iter().map(|(hour, levels)| (*hour, f64::from(levels[0]))).collect();
+        known.push((now, now_level));
+        let after = known.iter().position(|&(hour, _)| hour >= wanted)?;
+        if after == 0 {
+            return Some(known[0].1);
+        }
+        let ((h0, v0), (h1, v1)) = (known[after - 1], known[after]);
+        let share = if h1 > h0 { (wanted - h0) as f64 / (h1 - h0) as f64 } else { 1.0 };
+        Some(v0 + (v1 - v0) * share)
+    }
+
+    /// What to take off field `index` of the spec: each coefficient in use times how far the
+    /// temperature's daily level of that many days ago is from `temperature_baseline`. 0 before
+    /// anything is learned.
+    pub fn correction(&self, index: usize, temperature_baseline: Option<f64>) -> f64 {
+        let (Some(base), Some(used)) = (temperature_baseline, self.used.get(index)) else { return 0.0 };
+        let correction: f64 =
+            used.iter().enumerate().filter(|(_, b)| **b != 0.0).map(|(lag, b)| self.level_days_ago(lag).map_or(0.0, |level| b * (level - base))).sum();
+        if correction.is_finite() {
+            correction
+        } else {
+            0.0
+        }
+    }
+
+    /// The temperature's level over the last 24 hours, once an hour has been seen.
+    pub fn level(&self) -> Option<f64> {
+        self.level.map(f64::from)
+    }
+
+    /// The whole response in use per field (field units per degree), for tests and reports.
+    pub fn coefficients(&self) -> Vec<f64> {
+        self.used.iter().map(|b| b.iter().sum()).collect()
+    }
+
+    /// Forgets the hours and days kept in device time (after the sensor's clock stepped back);
+    /// what was learned stays.
+    pub fn rewind(&mut self) {
+        self.hour = None;
+        self.hours.clear();
+        self.days.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Millis = 24 * HOUR_MS;
+
+    /// A day-to-day weather of ±3 °C (deterministic), a seasonal swing of ±12 °C.
+    fn temperature(at: Millis) -> f64 {
+        let days = at as f64 / DAY as f64;
+        15.0 + 12.0 * (days * std::f64::consts::TAU / 365.0).sin() + 3.0 * (days * 1.7).sin() * (days * 0.37).cos()
+    }
+
+    /// Feeds hourly readings over `days` of a field that is `k × temperature + creep × days`.
+    fn run(thermal: &mut Thermal, days: std::ops::Range<i64>, k: f64, creep: f64) {
+        run_late(thermal, days, k, creep, 0);
+    }
+
+    /// The same for a wall that follows the temperature `lag_hours` late.
+    fn run_late(thermal: &mut Thermal, days: std::ops::Range<i64>, k: f64, creep: f64, lag_hours: i64) {
+        for hour in days.start * 24..days.end * 24 {
+            let at = hour * HOUR_MS + 60_000;
+            let t = temperature(at);
+            let field = k * temperature(at - lag_hours * HOUR_MS) + creep * at as f64 / DAY as f64;
+            thermal.observe(at, Some(t), &[Some(field)]);
+        }
+    }
+
+    #[test]
+    fn learns_the_slope_from_the_weather_and_leaves_a_creep_in() {
+        let mut thermal = Thermal::default();
+        run(&mut thermal, 0..120, 0.004, 0.002);
+        let k = thermal.coefficients()[0];
+        assert!((k - 0.004).abs() < 0.0004, "k = {k}");
+        // The correction takes out what the temperature's level moved the field.
+        let base = temperature(0);
+        let correction = thermal.correction(0, Some(base));
+        let level = f64::from(thermal.level.unwrap());
+        assert!((correction - 0.004 * (level - base)).abs() < 0.004 * 0.5, "{correction} vs {}", 0.004 * (level - base));
+    }
+
+    #[test]
+    fn a_wall_that_follows_the_temperature_hours_late_is_learned_whole() {
+        for lag_hours in [6, 12, 20, 30] {
+            let mut thermal = Thermal::default();
+            run_late(&mut thermal, 0..150, 0.004, 0.001, lag_hours);
+            let k = thermal.coefficients()[0];
+            assert!((k - 0.004).abs() < 0.0006, "{lag_hours} h late: k = {k}");
+        }
+    }
+
+    #[test]
+    fn a_field_that_does_not_follow_the_temperature_is_never_corrected() {
+        let mut thermal = Thermal::default();
+        run(&mut thermal, 0..200, 0.0, 0.003);
+        assert_eq!(thermal.coefficients(), vec![0.0]);
+        assert_eq!(thermal.correction(0, Some(0.0)), 0.0);
+    }
+
+    #[test]
+    fn nothing_is_corrected_before_three_weeks_and_the_coefficient_comes_in_gradually() {
+        let mut thermal = Thermal::default();
+        run(&mut thermal, 0..21, 0.004, 0.0);
+        assert_eq!(thermal.coefficients(), vec![0.0], "18 day pairs are not enough");
+        let mut previous = 0.0;
+        for day in 21..60 {
+            run(&mut thermal, day..day + 1, 0.004, 0.0);
+            let k = thermal.coefficients()[0];
+            assert!(k - previous <= 0.004 * DAILY_APPROACH * 1.05 + 1e-12, "day {day}: {previous} -> {k}");
+            previous = k;
+        }
+    }
+
+    #[test]
+    fn readings_without_temperature_and_gaps_do_no_harm() {
+        let mut thermal = Thermal::default();
+        for hour in 0..24 * 30 {
+            thermal.observe(hour * HOUR_MS, None, &[Some(1.0)]);
+        }
+        assert_eq!(thermal, Thermal::default());
+        run(&mut thermal, 0..3, 0.004, 0.0);
+        thermal.observe(40 * DAY, Some(f64::NAN), &[Some(1.0)]);
+        thermal.observe(41 * DAY, Some(10.0), &[None]);
+        assert!(thermal.correction(0, Some(10.0)).is_finite());
+    }
+
+    #[test]
+    fn saved_and_read_back() {
+        let mut thermal = Thermal::default();
+        run(&mut thermal, 0..30, 0.004, 0.0);
+        let json = serde_json::to_string(&thermal).unwrap();
+        let back: Thermal = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.coefficients(), thermal.coefficients());
+        assert_eq!(back.level, thermal.level);
+        assert_eq!(back.hours.len(), thermal.hours.len());
+    }
+}
