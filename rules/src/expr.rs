@@ -1,6 +1,8 @@
 //! The value a rule looks at, computed from one sample's fields:
 //!
 //! - `name` — a field as reported;
+//! - `name?` — a field if the sample has it, else 0: for a device check that should take in a
+//!   field where a box reports one (a stuck box freezes its temperature too);
 //! - `abs(e)` — magnitude, for signed quantities such as one tilt axis;
 //! - `hypot(a, b)` — sqrt(a² + b²), the vector change of a two-axis tilt box;
 //! - `permille(e)` — an angle in degrees as a tilt ratio in ‰ (tan(angle) × 1000), the unit the
@@ -15,6 +17,8 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ValueExpr {
     Field(String),
+    /// `name?`: the field, or 0 when the sample does not have it.
+    Optional(String),
     Abs(Box<ValueExpr>),
     Hypot(Box<ValueExpr>, Box<ValueExpr>),
     Permille(Box<ValueExpr>),
@@ -22,7 +26,7 @@ pub enum ValueExpr {
 
 /// Why an expression did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}; expected a field name or abs(…), hypot(…, …), permille(…)")]
+#[error("{0}; expected a field name, `name?`, or abs(…), hypot(…, …), permille(…)")]
 pub struct ExprError(String);
 
 impl ValueExpr {
@@ -40,6 +44,7 @@ impl ValueExpr {
     pub fn evaluate(&self, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
         match self {
             ValueExpr::Field(name) => field(name),
+            ValueExpr::Optional(name) => Some(field(name).unwrap_or(0.0)),
             ValueExpr::Abs(inner) => inner.evaluate(field).map(f64::abs),
             ValueExpr::Hypot(a, b) => Some(a.evaluate(field)?.hypot(b.evaluate(field)?)),
             ValueExpr::Permille(inner) => inner.evaluate(field).map(|degrees| degrees.to_radians().tan() * 1000.0),
@@ -56,7 +61,7 @@ impl ValueExpr {
 
     fn collect_fields<'a>(&'a self, out: &mut Fields<'a>) {
         match self {
-            ValueExpr::Field(name) => {
+            ValueExpr::Field(name) | ValueExpr::Optional(name) => {
                 if !out.contains(&name.as_str()) {
                     out.push(name);
                 }
@@ -89,6 +94,7 @@ impl fmt::Display for ValueExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ValueExpr::Field(name) => f.write_str(name),
+            ValueExpr::Optional(name) => write!(f, "{name}?"),
             ValueExpr::Abs(inner) => write!(f, "abs({inner})"),
             ValueExpr::Hypot(a, b) => write!(f, "hypot({a}, {b})"),
             ValueExpr::Permille(inner) => write!(f, "permille({inner})"),
@@ -133,6 +139,10 @@ impl Parser<'_> {
 
     fn expr(&mut self) -> Result<ValueExpr, ExprError> {
         let name = self.name()?.to_string();
+        if self.text[self.pos..].starts_with('?') {
+            self.pos += 1;
+            return Ok(ValueExpr::Optional(name));
+        }
         if !self.eat('(') {
             return Ok(ValueExpr::Field(name));
         }
@@ -187,6 +197,17 @@ mod tests {
         // domain.md: 7‰ = 0.4011°, 1% = 0.5729°.
         assert!((eval("permille(a)", &[("a", 0.4011)]).unwrap() - 7.0).abs() < 0.001);
         assert!((eval("permille(a)", &[("a", 0.5729)]).unwrap() - 10.0).abs() < 0.001);
+    }
+
+    #[test]
+    fn an_optional_field_counts_as_zero_where_a_sample_lacks_it() {
+        let expr = ValueExpr::parse("hypot(hypot(x, y), temp?)").unwrap();
+        assert_eq!(expr.to_string(), "hypot(hypot(x, y), temp?)");
+        assert_eq!(expr.fields().as_slice(), ["x", "y", "temp"]);
+        assert_eq!(eval("hypot(x, t?)", &[("x", 3.0), ("t", 4.0)]), Some(5.0));
+        assert_eq!(eval("hypot(x, t?)", &[("x", 3.0)]), Some(3.0));
+        assert_eq!(eval("hypot(x?, t)", &[("x", 3.0)]), None, "only the marked field may be missing");
+        assert!(ValueExpr::parse("abs(x)?").is_err() && ValueExpr::parse("x ?").is_err());
     }
 
     #[test]

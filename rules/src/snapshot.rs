@@ -650,7 +650,7 @@ mod tests {
         for m in 0..90 {
             let at = m * MIN;
             let wobble = (m % 7) as f64 * 0.01;
-            before.observe(SubjectId(0), at, &[("x", 0.1 + wobble), ("y", 0.2), ("temp", 21.5 + wobble)], &mut events);
+            before.observe(SubjectId(0), at, &[("x", 0.1 + wobble), ("y", 0.2), ("temperature", 21.5 + wobble)], &mut events);
             before.observe(SubjectId(1), at, &[("ph", 7.0 + wobble), ("do", 6.5), ("turbidity", 10.0 + wobble)], &mut events);
             before.observe(SubjectId(2), at, &[("x", 1.5 + wobble), ("y", -0.4)], &mut events);
             before.observe(SubjectId(3), at, &[("ph", 8.0 - wobble), ("do", 3.0)], &mut events);
@@ -658,7 +658,7 @@ mod tests {
         let expected = serde_json::to_string(&before.snapshot_view()).unwrap();
         assert_eq!(expected.matches("\"stages\":[[").count(), 2, "both tilt boxes have smoothing windows to move: {expected}");
         assert_eq!(expected.matches("\"last_value\":7.95").count(), 1, "the second probe's own value: {expected}");
-        assert_eq!(expected.matches("\"thermal\":[{\"temperature\":\"temp\"").count(), 1, "the box that reports a temperature: {expected}");
+        assert_eq!(expected.matches("\"thermal\":[{\"temperature\":\"temperature\"").count(), 1, "the box that reports a temperature: {expected}");
         let levels = before.temperature_levels(SubjectId(0));
         assert_eq!(levels.len(), 1, "an hour of temperatures makes a level");
         let mut restarted = Engine::new(packs(), &subjects);

@@ -1,4 +1,4 @@
-//! Temperature compensation (`compensate = "temp"`): how much of a box's slow movement follows
+//! Temperature compensation (`compensate = "temperature"`): how much of a box's slow movement follows
 //! the temperature it reports, learned from the weather's day-to-day changes, so that a wall's
 //! seasonal thermal swing is taken out of its change since installation while a creep, which
 //! does not follow the weather from one day to the next, stays in.
@@ -6,7 +6,7 @@
 //! ```text
 //! readings ─> hourly means (temperature, each field) ─> daily levels (median of the last 24 hours)
 //!          ─> day-to-day changes: Δfield(d) = a + b0·ΔT(d) + b1·ΔT(d-1) + b2·ΔT(d-2)   (forgetting over ~90 days)
-//!          ─> coefficients in use move toward clear estimates by a seventh a day
+//!          ─> coefficients in use move toward clear estimates by a quarter a day
 //! correction of a field = Σ bj × (temperature's level j days ago − temperature's baseline)
 //! ```
 //!
@@ -20,7 +20,7 @@
 //!
 //! Invariants: nothing is corrected until the response is clear (at least [`MIN_DAY_PAIRS`] day
 //! pairs, whole response ≥ [`CLEAR_T`] standard errors); the coefficients in use never move by
-//! more than a seventh of the way a day, so switching compensation on never looks like a jump or
+//! more than a quarter of the way a day, so switching compensation on never looks like a jump or
 //! a creep of a day; memory is bounded (24 hourly means, four daily levels, a few sums per field).
 
 use crate::rule::Millis;
@@ -38,11 +38,11 @@ const LAGS: usize = 3;
 /// How many days the regression remembers (exponential forgetting).
 const MEMORY_DAYS: f64 = 90.0;
 /// The fewest (effective) day pairs before a response counts.
-pub const MIN_DAY_PAIRS: f64 = 21.0;
+pub const MIN_DAY_PAIRS: f64 = 14.0;
 /// How clear the whole response must be (estimate / standard error) before it is used.
 pub const CLEAR_T: f64 = 4.0;
 /// The part of the way from the coefficients in use to clear estimates they move each day.
-const DAILY_APPROACH: f64 = 1.0 / 7.0;
+const DAILY_APPROACH: f64 = 1.0 / 4.0;
 
 /// What a sensor's compensation learns: the temperature field and the fields it corrects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -357,12 +357,12 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_corrected_before_three_weeks_and_the_coefficient_comes_in_gradually() {
+    fn nothing_is_corrected_before_two_weeks_and_the_coefficient_comes_in_gradually() {
         let mut thermal = Thermal::default();
-        run(&mut thermal, 0..21, 0.004, 0.0);
-        assert_eq!(thermal.coefficients(), vec![0.0], "18 day pairs are not enough");
+        run(&mut thermal, 0..14, 0.004, 0.0);
+        assert_eq!(thermal.coefficients(), vec![0.0], "11 day pairs are not enough");
         let mut previous = 0.0;
-        for day in 21..60 {
+        for day in 14..60 {
             run(&mut thermal, day..day + 1, 0.004, 0.0);
             let k = thermal.coefficients()[0];
             assert!(k - previous <= 0.004 * DAILY_APPROACH * 1.05 + 1e-12, "day {day}: {previous} -> {k}");

@@ -171,11 +171,11 @@ fn rules_with_the_same_signal_stage_share_it() {
     let plan = e.plan_of(slot);
     let states = e.states.of(slot, plan);
     assert_eq!((states.checks.len(), plan.checks.len()), (11, 11));
-    // tilt-change and the three creep rules take the same daily level once; flat-line and
-    // out-of-range the raw vector; tilt-danger and tilt-lean-fast the one-hour median; tilt-sudden and
-    // tilt-erratic each their change from the recent level (steady / median). A box alone on
-    // its house has no tilt-box-moved.
-    assert_eq!(states.stages.len(), 5, "{:?}", plan.stages.iter().map(|&rule| e.rules[usize::from(rule)].id.clone()).collect::<Vec<_>>());
+    // tilt-change and the three creep rules take the same daily level once; out-of-range the
+    // raw vector, flat-line the raw vector with the temperature; tilt-danger and tilt-lean-fast
+    // the one-hour median; tilt-sudden and tilt-erratic each their change from the recent level
+    // (steady / median). A box alone on its house has no tilt-box-moved.
+    assert_eq!(states.stages.len(), 6, "{:?}", plan.stages.iter().map(|&rule| e.rules[usize::from(rule)].id.clone()).collect::<Vec<_>>());
 }
 
 #[test]

@@ -529,7 +529,7 @@ fn thermal_wall(reports: bool, creep: f64) -> Vec<(String, Severity, f64)> {
         let mut fields = vec![("x", 0.4 + tilt_degrees(permille * 0.8)), ("y", -0.3 + tilt_degrees(permille * 0.6))];
         if reports {
             // Sun on the box in the afternoon; reported in 0.01 °C.
-            fields.push(("temp", ((air(days) + 4.0 * ((days.fract() - 0.6) * std::f64::consts::TAU).cos()) * 100.0).round() / 100.0));
+            fields.push(("temperature", ((air(days) + 4.0 * ((days.fract() - 0.6) * std::f64::consts::TAU).cos()) * 100.0).round() / 100.0));
         }
         e.observe(SubjectId(0), h * 60 * MIN, &fields, &mut events);
         for ev in events.drain(..).filter(|ev| ev.kind != EventKind::Cleared) {

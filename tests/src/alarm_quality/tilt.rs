@@ -210,7 +210,7 @@ impl WallBox {
 
 pub const TILT_FIELDS: &[&str] = &["x", "y"];
 /// A box that reports its temperature too.
-pub const TILT_FIELDS_WITH_TEMPERATURE: &[&str] = &["x", "y", "temp"];
+pub const TILT_FIELDS_WITH_TEMPERATURE: &[&str] = &["x", "y", "temperature"];
 
 /// The subject of box `index` of building `building` (case number) with report interval `interval_ms`.
 pub fn subject(case: &str, index: usize, interval_ms: Millis) -> Subject {
