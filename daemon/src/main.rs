@@ -4,11 +4,12 @@
 use anyhow::Context;
 use clap::CommandFactory;
 use clap::Parser;
-use gridwatch::cli::{Baud, Cli, Command, Output, RulesCommand};
+use gridwatch::commands::cli::{Baud, Cli, Command, Output, RulesCommand};
+use gridwatch::commands::demo;
+use gridwatch::commands::rules;
 use gridwatch::config::{Config, ConfigError};
 use gridwatch::rule_files::{self, RuleLoadError};
-use gridwatch::rules_cli;
-use gridwatch::{clock::Clock, daemon, demo, metrics::Metrics};
+use gridwatch::{clock::Clock, daemon, metrics::Metrics};
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -29,9 +30,9 @@ fn main() -> ExitCode {
 
     let output = cli.output;
     match cli.command {
-        Command::Rules { command: RulesCommand::Check { paths, with_builtin } } => rules_cli::check(&paths, with_builtin || paths.is_empty()),
-        Command::Rules { command: RulesCommand::Test { data, rules, from, to } } => print_or_fail(rules_cli::test(&data, &rules, from, to, output)),
-        Command::Rules { command: RulesCommand::Explain { sensor, rules } } => print_or_fail(rules_cli::explain(&sensor, &rules, output)),
+        Command::Rules { command: RulesCommand::Check { paths, with_builtin } } => rules::check(&paths, with_builtin || paths.is_empty()),
+        Command::Rules { command: RulesCommand::Test { data, rules, from, to } } => print_or_fail(rules::test(&data, &rules, from, to, output)),
+        Command::Rules { command: RulesCommand::Explain { sensor, rules } } => print_or_fail(rules::explain(&sensor, &rules, output)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "gridwatch", &mut std::io::stdout());
             ExitCode::SUCCESS
@@ -78,12 +79,12 @@ fn main() -> ExitCode {
                     wait_for_stop_signal().await;
                     signals.cancel();
                 });
-                gridwatch::bridge::run(config, shutdown).await
+                gridwatch::commands::bridge::run(config, shutdown).await
             }),
             Err(code) => code,
         },
         Command::Incidents { config, command } => match load_config(&config) {
-            Ok(config) => print_or_fail(gridwatch::incidents_cli::run(&config, command, output)),
+            Ok(config) => print_or_fail(gridwatch::commands::incidents::run(&config, command, output)),
             Err(code) => code,
         },
         Command::Report { config, from, to, last, format } => match load_config(&config) {
@@ -93,8 +94,8 @@ fn main() -> ExitCode {
         Command::Selftest { config } => match load_config(&config) {
             Ok(loaded) => match rule_files::load(&loaded.rules.paths, loaded.rules.builtin_packs) {
                 Ok((rules, _)) => block_on(async move {
-                    let checks = gridwatch::selftest::run(&loaded, rules.rules.len()).await;
-                    print!("{}", output.render(|| gridwatch::selftest::report(&checks), || serde_json::to_value(&checks).unwrap_or_default()));
+                    let checks = gridwatch::commands::selftest::run(&loaded, rules.rules.len()).await;
+                    print!("{}", output.render(|| gridwatch::commands::selftest::report(&checks), || serde_json::to_value(&checks).unwrap_or_default()));
                     anyhow::ensure!(checks.iter().all(|c| c.passed), "selftest failed");
                     Ok(())
                 }),
@@ -107,7 +108,7 @@ fn main() -> ExitCode {
         },
         Command::Status { config } => match load_config(&config) {
             Ok(config) => block_on(async move {
-                let (text, degraded) = gridwatch::installer_cli::status(&config, output).await?;
+                let (text, degraded) = gridwatch::commands::installer::status(&config, output).await?;
                 print!("{text}");
                 anyhow::ensure!(!degraded, Degraded);
                 Ok(())
@@ -117,7 +118,7 @@ fn main() -> ExitCode {
         Command::Watch { config, sensors, building, once } => match load_config(&config) {
             Ok(config) => block_on(async move {
                 loop {
-                    let table = gridwatch::installer_cli::watch_table(&config, &sensors, building.as_deref(), output).await?;
+                    let table = gridwatch::commands::installer::watch_table(&config, &sensors, building.as_deref(), output).await?;
                     if once || output == Output::Json {
                         print!("{table}");
                         return Ok(());
@@ -131,14 +132,14 @@ fn main() -> ExitCode {
         },
         Command::Calibrate { config, sensor, window, by } => match load_config(&config) {
             Ok(config) => block_on(async move {
-                print!("{}", gridwatch::installer_cli::calibrate(&config, &sensor, window, &by).await?);
+                print!("{}", gridwatch::commands::installer::calibrate(&config, &sensor, window, &by).await?);
                 Ok(())
             }),
             Err(code) => code,
         },
         Command::Probe { port, baud, profiles } => {
             let bauds: Vec<u32> = match baud {
-                Baud::Auto => gridwatch::probe::AUTO_BAUDS.to_vec(),
+                Baud::Auto => gridwatch::commands::probe::AUTO_BAUDS.to_vec(),
                 Baud::Fixed(rate) => vec![rate],
             };
             block_on(async move {
@@ -147,8 +148,8 @@ fn main() -> ExitCode {
                     let text = std::fs::read_to_string(path).with_context(|| format!("reading profile {}", path.display()))?;
                     own.push(gridwatch_bridge::profile::Profile::parse(&path.display().to_string(), &text)?);
                 }
-                let found = gridwatch::probe::probe(&port, &bauds, &gridwatch::probe::profiles_to_try(own)).await?;
-                print!("{}", output.render(|| gridwatch::probe::report(&port, &found), || serde_json::to_value(&found).unwrap_or_default()));
+                let found = gridwatch::commands::probe::probe(&port, &bauds, &gridwatch::commands::probe::profiles_to_try(own)).await?;
+                print!("{}", output.render(|| gridwatch::commands::probe::report(&port, &found), || serde_json::to_value(&found).unwrap_or_default()));
                 if found.is_empty() {
                     anyhow::bail!("no device found on {}", port.display());
                 }
@@ -247,7 +248,7 @@ fn block_on(task: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            if error.downcast_ref::<gridwatch::installer_cli::Unreachable>().is_some() {
+            if error.downcast_ref::<gridwatch::commands::installer::Unreachable>().is_some() {
                 return ExitCode::from(EX_UNAVAILABLE);
             }
             match error.downcast_ref::<RuleLoadError>() {

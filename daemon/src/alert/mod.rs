@@ -360,7 +360,7 @@ pub(crate) mod tests {
     fn messages_are_rendered_in_each_language() {
         let rules = gridwatch_rules::RuleSet::compile(&gridwatch_rules::builtin_packs()).unwrap();
         let rule = rules.rules.iter().find(|r| r.id == "tilt-danger").unwrap();
-        let sensor = crate::demo::sensors().remove(2);
+        let sensor = crate::commands::demo::sensors().remove(2);
         let event = RuleEvent {
             rule: gridwatch_rules::RuleId(0),
             subject: gridwatch_rules::SubjectId(2),

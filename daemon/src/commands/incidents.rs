@@ -3,8 +3,8 @@
 //! and maintenance windows from the command line, on the same store the daemon writes (SQLite in
 //! WAL mode lets both work at once).
 
-use crate::cli::{IncidentsCommand, Output};
 use crate::clock::rfc3339;
+use crate::commands::cli::{IncidentsCommand, Output};
 use crate::config::Config;
 use crate::store::{IncidentRow, NewSilence, Store};
 use serde_json::json;

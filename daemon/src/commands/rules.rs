@@ -1,9 +1,9 @@
 //! The `gridwatch rules …` commands for operators: `check` (validate), `test` (replay recorded
 //! data) and `explain` (which rules apply to a sensor, with what parameters).
 
-use crate::cli::{Output, RuleSelection};
+use crate::commands::cli::{Output, RuleSelection};
+use crate::commands::replay;
 use crate::config::{Config, SensorConfig};
-use crate::replay;
 use crate::rule_files::{self, RuleLoadError};
 use anyhow::{bail, Context};
 use gridwatch_rules::rule::{Check, Silence};

@@ -1,7 +1,7 @@
 //! `gridwatch status | watch | calibrate`: the installer's commands. They talk to the running
 //! daemon over its local HTTP endpoint (`[http] listen`), never by peeking at its files.
 
-use crate::cli::Output;
+use crate::commands::cli::Output;
 use crate::config::Config;
 use crate::web::installer_api::{CalibrateAnswer, CalibrateRequest, SensorView, StatusView};
 use anyhow::bail;
