@@ -231,29 +231,8 @@ impl Report {
     }
 }
 
-/// `gridwatch report`: the report of the local days `days` (first, last), or of the previous
-/// `last` day, week or month, as `format` (csv or markdown).
-pub fn cli(config: &crate::config::Config, days: Option<(NaiveDate, NaiveDate)>, last: Option<&str>, format: &str) -> anyhow::Result<String> {
-    let zone = config.time_zone;
-    let now = chrono::Utc::now().timestamp_millis();
-    let (first, last_day) = match (days, last) {
-        (Some(days), _) => days,
-        (None, Some(period)) => previous(period, today(now, zone))?,
-        (None, None) => anyhow::bail!("say which days: --from YYYY-MM-DD [--to YYYY-MM-DD], or --last day|week|month"),
-    };
-    anyhow::ensure!(first <= last_day, "--to {last_day} is before --from {first}");
-    let from_ms = day_start(first, zone)?;
-    let to_ms = day_start(last_day.succ_opt().unwrap_or(last_day), zone)?;
-    if !config.state_dir.join("gridwatch.db").exists() {
-        anyhow::bail!("no store yet in {} (has the daemon run with this configuration?)", config.state_dir.display());
-    }
-    let store = Store::open(&config.state_dir)?;
-    let report = Report::build(&store, &config.sensors, &config.dispatch, from_ms, to_ms, now.min(to_ms))?;
-    Ok(if format == "csv" { report.csv() } else { report.markdown(zone) })
-}
-
 /// The local date of `now_ms`.
-fn today(now_ms: i64, zone: chrono_tz::Tz) -> NaiveDate {
+pub fn today(now_ms: i64, zone: chrono_tz::Tz) -> NaiveDate {
     zone.timestamp_millis_opt(now_ms).single().map_or_else(|| chrono::Utc::now().date_naive(), |t| t.date_naive())
 }
 

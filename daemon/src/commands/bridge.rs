@@ -63,6 +63,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
+/// `gridwatch bridge` on the configuration at `config`, until SIGTERM.
+pub fn command(config: &std::path::Path) -> std::process::ExitCode {
+    match super::load_config(config) {
+        Ok(config) => super::block_on(async move { run(config, super::cancelled_on_stop_signal()).await }),
+        Err(code) => code,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,3 +163,11 @@ fn incident_json(row: &IncidentRow) -> serde_json::Value {
         "opened": rfc3339(row.opened_ms), "opened_ms": row.opened_ms, "updated": rfc3339(row.updated_ms), "updated_ms": row.updated_ms,
     })
 }
+
+/// `gridwatch incidents …` on the configuration at `config`.
+pub fn command(config: &std::path::Path, command: IncidentsCommand, output: Output) -> std::process::ExitCode {
+    match super::load_config(config) {
+        Ok(config) => super::print_or_fail(run(&config, command, output)),
+        Err(code) => code,
+    }
+}

@@ -7,6 +7,8 @@ use crate::web::installer_api::{CalibrateAnswer, CalibrateRequest, SensorView, S
 use anyhow::bail;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// The daemon's HTTP address from the configuration (a wildcard listen means this box).
@@ -115,4 +117,52 @@ pub async fn calibrate(config: &Config, sensor: &str, window: Duration, by: &str
         let _ = writeln!(out, "  {field}: {old} -> {new:.4}°");
     }
     Ok(out)
+}
+
+/// `status` found the daemon degraded: exit code 1 after printing the status.
+#[derive(Debug, thiserror::Error)]
+#[error("the daemon is degraded")]
+struct Degraded;
+
+/// `gridwatch status`: prints the status; exit 1 when degraded, 69 when the daemon is not there.
+pub fn status_command(config: &Path, output: Output) -> ExitCode {
+    match super::load_config(config) {
+        Ok(config) => super::block_on(async move {
+            let (text, degraded) = status(&config, output).await?;
+            print!("{text}");
+            anyhow::ensure!(!degraded, Degraded);
+            Ok(())
+        }),
+        Err(code) => code,
+    }
+}
+
+/// `gridwatch watch`: redraws the table every 2 s until Ctrl-C (once with `--once` or JSON).
+pub fn watch_command(config: &Path, sensors: &[String], building: Option<&str>, once: bool, output: Output) -> ExitCode {
+    match super::load_config(config) {
+        Ok(config) => super::block_on(async move {
+            loop {
+                let table = watch_table(&config, sensors, building, output).await?;
+                if once || output == Output::Json {
+                    print!("{table}");
+                    return Ok(());
+                }
+                // Clear the screen and redraw in place.
+                print!("\x1b[H\x1b[2J{table}\n(every 2 s; Ctrl-C to stop)\n");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }),
+        Err(code) => code,
+    }
+}
+
+/// `gridwatch calibrate`: asks the daemon to zero `sensor` and prints its answer.
+pub fn calibrate_command(config: &Path, sensor: &str, window: Duration, by: &str) -> ExitCode {
+    match super::load_config(config) {
+        Ok(config) => super::block_on(async move {
+            print!("{}", calibrate(&config, sensor, window, by).await?);
+            Ok(())
+        }),
+        Err(code) => code,
+    }
 }

@@ -11,6 +11,7 @@
 //! Bounded time: 1 s of listening and a few dozen questions of 150 ms per baud rate, so an
 //! empty port takes a few seconds per baud rate, never minutes.
 
+use crate::commands::cli::{Baud, Output};
 use crate::config::SerialConfig;
 use anyhow::Context;
 use gridwatch_bridge::modbus::{self, ReadFunction, Response};
@@ -19,6 +20,8 @@ use gridwatch_bridge::{line, rion, witmotion};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -282,4 +285,26 @@ fn judgement(candidate: &Candidate) -> String {
         why.push("every value 0 (registers it does not use)".into());
     }
     format!("not `{}`: {}", candidate.profile, why.join(", "))
+}
+
+/// `gridwatch probe`: what answers on `port`, tried at `baud` with the shipped profiles and
+/// the installer's own `profiles`; exit 1 when nothing does.
+pub fn command(port: PathBuf, baud: Baud, profiles: Vec<PathBuf>, output: Output) -> ExitCode {
+    let bauds: Vec<u32> = match baud {
+        Baud::Auto => AUTO_BAUDS.to_vec(),
+        Baud::Fixed(rate) => vec![rate],
+    };
+    super::block_on(async move {
+        let mut own = Vec::new();
+        for path in &profiles {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading profile {}", path.display()))?;
+            own.push(Profile::parse(&path.display().to_string(), &text)?);
+        }
+        let found = probe(&port, &bauds, &profiles_to_try(own)).await?;
+        print!("{}", output.render(|| report(&port, &found), || serde_json::to_value(&found).unwrap_or_default()));
+        if found.is_empty() {
+            anyhow::bail!("no device found on {}", port.display());
+        }
+        Ok(())
+    })
 }

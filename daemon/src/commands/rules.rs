@@ -1,6 +1,7 @@
 //! The `gridwatch rules …` commands for operators: `check` (validate), `test` (replay recorded
 //! data) and `explain` (which rules apply to a sensor, with what parameters).
 
+use crate::commands::cli::RulesCommand;
 use crate::commands::cli::{Output, RuleSelection};
 use crate::commands::replay;
 use crate::config::{Config, SensorConfig};
@@ -185,4 +186,13 @@ fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
     }
     out.push('\n');
     out
+}
+
+/// `gridwatch rules check | test | explain`.
+pub fn command(command: RulesCommand, output: Output) -> ExitCode {
+    match command {
+        RulesCommand::Check { paths, with_builtin } => check(&paths, with_builtin || paths.is_empty()),
+        RulesCommand::Test { data, rules, from, to } => super::print_or_fail(test(&data, &rules, from, to, output)),
+        RulesCommand::Explain { sensor, rules } => super::print_or_fail(explain(&sensor, &rules, output)),
+    }
 }

@@ -9,9 +9,12 @@ use crate::alert::mqtt::MqttAlertSink;
 use crate::alert::webhook::WebhookSink;
 use crate::alert::wecom::WeComSink;
 use crate::alert::{Alert, Sink};
+use crate::commands::cli::Output;
 use crate::config::{BrokerConfig, Config};
 use crate::metrics::Metrics;
+use crate::rule_files;
 use std::fmt::Write as _;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -222,6 +225,26 @@ async fn channels(config: &Config) -> Vec<(String, anyhow::Result<String>)> {
         results.push(("mqtt".to_string(), deliver(MqttAlertSink::connect(&mqtt, prefix.clone())).await));
     }
     results
+}
+
+/// `gridwatch selftest` on the configuration at `config`: exit 1 when a check fails.
+pub fn command(config: &std::path::Path, output: Output) -> ExitCode {
+    let loaded = match super::load_config(config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    match rule_files::load(&loaded.rules.paths, loaded.rules.builtin_packs) {
+        Ok((rules, _)) => super::block_on(async move {
+            let checks = run(&loaded, rules.rules.len()).await;
+            print!("{}", output.render(|| report(&checks), || serde_json::to_value(&checks).unwrap_or_default()));
+            anyhow::ensure!(checks.iter().all(|c| c.passed), "selftest failed");
+            Ok(())
+        }),
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(super::EX_CONFIG)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -261,3 +261,8 @@ async fn wait(duration: Option<Duration>) {
         None => std::future::pending().await,
     }
 }
+
+/// `gridwatch demo`.
+pub fn command(options: DemoOptions) -> std::process::ExitCode {
+    super::block_on(run(options))
+}
