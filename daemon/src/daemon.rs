@@ -2,19 +2,20 @@
 //! embedded), the sinks, the dispatcher, the telemetry writer, the pipeline and the MQTT source,
 //! then waits for `shutdown` and drains them in data-flow order under a deadline.
 
-use crate::alert::console::ConsoleSink;
-use crate::alert::dingtalk::DingTalkSink;
-use crate::alert::mqtt::MqttAlertSink;
-use crate::alert::webhook::WebhookSink;
-use crate::alert::wecom::WeComSink;
-use crate::alert::{run_dispatcher, DispatcherSetup, Judged, SinkContext, SinkSet};
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, Config, SensorConfig};
+use crate::dispatch::{run_dispatcher, DispatcherSetup, Judged};
 use crate::metrics::Metrics;
-use crate::mqtt::source::{self, Ingest, Outputs};
 use crate::pipeline::Pipeline;
 use crate::reload::build_engine;
-use crate::serial::SerialOutputs;
+use crate::sinks::console::ConsoleSink;
+use crate::sinks::dingtalk::DingTalkSink;
+use crate::sinks::mqtt::MqttAlertSink;
+use crate::sinks::webhook::WebhookSink;
+use crate::sinks::wecom::WeComSink;
+use crate::sinks::{SinkContext, SinkSet};
+use crate::sources::mqtt::source::{self, Ingest, Outputs};
+use crate::sources::serial::SerialOutputs;
 use crate::store::Store;
 use crate::telemetry::spooler::{self, SpoolTarget};
 use crate::telemetry::writer::TelemetryWriter;
@@ -92,7 +93,7 @@ fn spawn_gpio(
     for input in &gpio.inputs {
         let (levels, mut changes) = mpsc::unbounded_channel::<bool>();
         let interval = sensors.get(input.sensor).map_or(std::time::Duration::from_secs(600), |s| s.interval);
-        tasks.push(tokio::spawn(crate::gpio::input::run(
+        tasks.push(tokio::spawn(crate::sources::gpio_input::run(
             crate::gpio::open_input(input.pin)?,
             input.debounce,
             interval,
@@ -159,7 +160,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     let clocks = Arc::new(crate::sensor_clocks::SensorClocks::default());
 
     if let BrokerConfig::Embedded { listen } = config.mqtt.broker {
-        crate::mqtt::broker::start(listen).await?;
+        crate::sources::mqtt::broker::start(listen).await?;
     }
     if let Some(listen) = config.http_listen {
         let installer = crate::web::installer_api::InstallerApi {
@@ -226,11 +227,11 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         sinks.add(DingTalkSink::new(robot.clone())?);
     }
     for gateway in &config.alerts.sms {
-        sinks.add(crate::alert::sms::SmsSink::new(gateway.clone())?);
+        sinks.add(crate::sinks::sms::SmsSink::new(gateway.clone())?);
     }
     if let Some(pin) = config.gpio.as_ref().and_then(|g| g.siren_pin) {
         let max_on = config.gpio.as_ref().map_or(std::time::Duration::from_secs(300), |g| g.siren_max_on);
-        sinks.add(crate::gpio::siren::SirenSink::new(crate::gpio::open_output(pin)?, max_on));
+        sinks.add(crate::sinks::siren::SirenSink::new(crate::gpio::open_output(pin)?, max_on));
     }
     let SinkSet { queues: sink_queues, tasks: sink_tasks, .. } = sinks;
     let sink_count = sink_queues.len();
@@ -242,9 +243,9 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     // One index of the inventory by id, shared by the topic router, the serial outputs, the
     // InfluxDB writer and the bus watcher.
     let index = crate::config::SensorIndex::new(sensors.clone());
-    let buses = crate::buses::Buses::new(index.clone(), &config.serial);
-    tokio::spawn(crate::buses::watch(buses.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
-    tokio::spawn(crate::gateways::watch(buses.clone(), live.clone(), sensors.clone(), clock, shutdown.clone()));
+    let buses = crate::sources::buses::Buses::new(index.clone(), &config.serial);
+    tokio::spawn(crate::sources::buses::watch(buses.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
+    tokio::spawn(crate::sources::gateways::watch(buses.clone(), live.clone(), sensors.clone(), clock, shutdown.clone()));
     let setup = DispatcherSetup {
         store: store.clone(),
         silences: config.alerts.silences.clone(),
@@ -283,7 +284,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     });
     let writer_stop = CancellationToken::new();
     let writer_task = writer.map(|writer| tokio::spawn(writer.run(written, writer_stop.clone())));
-    let mut ingest_options = crate::mqtt::options(&config.mqtt, "ingest");
+    let mut ingest_options = crate::sources::mqtt::options(&config.mqtt, "ingest");
     ingest_options.set_manual_acks(true);
     let (client, eventloop) = AsyncClient::new(ingest_options, 256);
     let (spool_tx, spool_rx) = mpsc::channel(SAMPLE_QUEUE);
@@ -335,7 +336,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         .enumerate()
         .map(|(index, port)| {
             let outputs = SerialOutputs { bus: Some(buses.serial(index)), ..serial_outputs.clone() };
-            tokio::spawn(crate::serial::run_port(port.clone(), outputs, shutdown.clone()))
+            tokio::spawn(crate::sources::serial::run_port(port.clone(), outputs, shutdown.clone()))
         })
         .collect();
     let gpio_tasks = spawn_gpio(&config, &serial_outputs, metrics.clone(), &sensors, shutdown.clone())?;

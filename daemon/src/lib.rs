@@ -30,7 +30,6 @@
 
 pub mod alert;
 pub mod backoff;
-pub mod buses;
 pub mod clock;
 #[cfg(feature = "cluster")]
 pub mod cluster;
@@ -39,10 +38,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod field_names;
-pub mod gateways;
 pub mod gpio;
-pub mod incident;
-pub mod incident_acks;
 pub mod invariants;
 pub mod last_good;
 pub mod links;
@@ -50,16 +46,15 @@ pub mod live;
 pub mod local_time;
 pub mod logging;
 pub mod metrics;
-pub mod mqtt;
 pub mod pipeline;
 pub mod reload;
 pub mod report;
 pub mod rule_files;
 pub mod sample;
 pub mod sensor_clocks;
-pub mod serial;
 pub mod signing;
-pub mod silence;
+pub mod sinks;
+pub mod sources;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;

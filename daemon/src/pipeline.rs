@@ -66,7 +66,7 @@ pub struct Pipeline {
     /// Where people read the alerts' times (`time_zone`).
     pub time_zone: chrono_tz::Tz,
     /// Display names of sites and buildings (`[names]`).
-    pub places: crate::alert::text::Places,
+    pub places: crate::sinks::text::Places,
     pub alerts: mpsc::Sender<Alert>,
     /// How many of the alerts sent on `alerts` the dispatcher has journaled.
     pub journaled: watch::Receiver<u64>,

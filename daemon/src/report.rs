@@ -438,7 +438,7 @@ mod tests {
     use super::*;
     use crate::alert::tests::sample_alert;
     use crate::config::Place;
-    use crate::incident::Action;
+    use crate::dispatch::incident::Action;
     use std::sync::Arc;
 
     /// 2026-12-03 08:00 in China.
@@ -563,7 +563,7 @@ mod tests {
         };
         let alert = digest_alert(&report, NaiveDate::from_ymd_opt(2026, 12, 3).unwrap(), &[&leader], T0 + 24 * 60 * MIN);
         assert_eq!((alert.event.as_str(), alert.audience.as_str(), alert.mentions.as_slice()), ("report", "office", ["13800000002".to_string()].as_slice()));
-        let message = crate::alert::text::message(&alert, crate::alert::text::Wording::default(), crate::alert::text::Markup::Plain);
+        let message = crate::sinks::text::message(&alert, crate::sinks::text::Wording::default(), crate::sinks::text::Markup::Plain);
         assert!(
             message
                 .starts_with("📋 督办日报\n12月3日 督办情况：\n全部：事件 3，已接单 3，已办结 2，接单中位 4分，到场中位 20分，超时 2，升级 1\n网格 grid-3："),

@@ -11,27 +11,13 @@
 //! dispatcher waits only for the store. A sink that gives up on an alert after its retries
 //! counts it in `alert_delivery_failures`.
 
-pub mod channel;
-pub mod console;
-pub mod dingtalk;
-mod dispatcher;
-pub mod mqtt;
-pub mod robot;
-pub mod sms;
-pub mod text;
-pub mod webhook;
-pub mod wecom;
-
 use crate::clock::rfc3339;
 use crate::config::SensorConfig;
+use crate::sinks::text;
 use gridwatch_rules::rule::Check;
 use gridwatch_rules::{EventKind, Rule, RuleEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::future::Future;
-
-pub use channel::{SinkContext, SinkSet};
-pub use dispatcher::{run_dispatcher, DispatcherSetup, Judged};
 
 /// One alert event as grid workers, webhooks and the journal see it. This is the JSON body of
 /// the webhook and of MQTT alert messages.
@@ -263,54 +249,16 @@ fn condition(event: &RuleEvent, rule: &Rule) -> String {
     }
 }
 
-/// Something that delivers alerts somewhere.
-pub trait Sink: Send + 'static {
-    /// Label in logs and metrics.
-    fn name(&self) -> String;
-    /// Delivers one alert, retrying as the sink sees fit; an error means it gave up.
-    fn deliver(&mut self, alert: &Alert) -> impl Future<Output = anyhow::Result<()>> + Send;
-    /// How long until the sink may send again (a rate limit); zero when it may send now.
-    fn wait(&self) -> std::time::Duration {
-        std::time::Duration::ZERO
-    }
-
-    /// Delivers alerts that queued up behind a rate limit as one message (a digest). By
-    /// default, one by one.
-    fn deliver_many(&mut self, alerts: &[&Alert]) -> impl Future<Output = anyhow::Result<()>> + Send {
-        async move {
-            for alert in alerts {
-                self.deliver(alert).await?;
-            }
-            Ok(())
-        }
-    }
-
-    /// Called once the queue is closed and drained.
-    fn finish(&mut self) -> impl Future<Output = ()> + Send {
-        async {}
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
+    use crate::dispatch::{run_dispatcher, DispatcherSetup};
     use crate::metrics::Metrics;
+    use crate::sinks::{channel, robot, Sink, SinkContext};
     use crate::store::Store;
     use std::sync::Arc;
     use tokio::sync::mpsc;
-
-    #[test]
-    fn a_held_back_alarm_holds_back_its_own_clear_once() {
-        let mut held = dispatcher::HeldBack::default();
-        held.hold("box-silent", 7);
-        held.hold("box-silent", 9);
-        assert!(!held.release("box-silent", 8), "not held back");
-        assert!(!held.release("probe-silent", 7), "another rule");
-        assert!(held.release("box-silent", 7));
-        assert!(!held.release("box-silent", 7), "released once");
-        assert!(held.release("box-silent", 9));
-    }
 
     /// A representative alert for sink and store tests.
     pub fn sample_alert(event: &str, value: f64) -> Alert {

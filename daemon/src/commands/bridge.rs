@@ -6,9 +6,9 @@
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::mqtt::topics::default_topic;
 use crate::sample::Sample;
-use crate::serial::SerialOutputs;
+use crate::sources::mqtt::topics::default_topic;
+use crate::sources::serial::SerialOutputs;
 use rumqttc::{AsyncClient, QoS};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     crate::clock::use_sync_source(config.clock_synchronized.clone());
     let metrics = Arc::new(Metrics::new());
-    let (client, mut eventloop) = AsyncClient::new(crate::mqtt::options(&config.mqtt, "bridge"), 256);
+    let (client, mut eventloop) = AsyncClient::new(crate::sources::mqtt::options(&config.mqtt, "bridge"), 256);
     let connection = tokio::spawn(async move {
         loop {
             if let Err(error) = eventloop.poll().await {
@@ -46,7 +46,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (samples, mut readings) = mpsc::channel(1024);
     let outputs =
         SerialOutputs { samples, spool: None, bus: None, sensors: crate::config::SensorIndex::new(config.sensors.clone()), clock: Clock::System, metrics };
-    let ports: Vec<_> = config.serial.iter().map(|port| tokio::spawn(crate::serial::run_port(port.clone(), outputs.clone(), shutdown.clone()))).collect();
+    let ports: Vec<_> =
+        config.serial.iter().map(|port| tokio::spawn(crate::sources::serial::run_port(port.clone(), outputs.clone(), shutdown.clone()))).collect();
     drop(outputs);
     tracing::info!(ports = ports.len(), "bridging serial readings to MQTT");
     let mut seqs: HashMap<usize, u64> = HashMap::new();
@@ -85,9 +86,9 @@ mod tests {
             clock_untrusted: false,
             own_time: true,
         };
-        let decoded = crate::mqtt::payload::decode(
+        let decoded = crate::sources::mqtt::payload::decode(
             payload(&sample, 7).as_bytes(),
-            &crate::mqtt::payload::Limits { max_bytes: 4096, max_fields: 32, max_field_name_bytes: 64 },
+            &crate::sources::mqtt::payload::Limits { max_bytes: 4096, max_fields: 32, max_field_name_bytes: 64 },
             &Default::default(),
         )
         .unwrap();

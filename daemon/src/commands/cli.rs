@@ -244,7 +244,7 @@ pub enum IncidentsCommand {
         id: i64,
         /// accept | on-site | resolve | close
         #[arg(value_parser = action)]
-        action: crate::incident::Action,
+        action: crate::dispatch::incident::Action,
         /// Who acts (a name or phone number), kept in the audit trail.
         #[arg(long)]
         by: String,
@@ -258,7 +258,7 @@ pub enum IncidentsCommand {
     Silence {
         /// sensor | building | grid | rule
         #[arg(value_parser = silence_scope)]
-        scope: crate::silence::Scope,
+        scope: crate::dispatch::silence::Scope,
         /// The sensor id, building, grid or rule id.
         target: String,
         /// How long, e.g. 2h, 30m.
@@ -283,12 +283,12 @@ pub enum IncidentsCommand {
     Unsilence { id: i64 },
 }
 
-fn silence_scope(text: &str) -> Result<crate::silence::Scope, String> {
+fn silence_scope(text: &str) -> Result<crate::dispatch::silence::Scope, String> {
     text.parse()
 }
 
-fn action(text: &str) -> Result<crate::incident::Action, String> {
-    use crate::incident::Action;
+fn action(text: &str) -> Result<crate::dispatch::incident::Action, String> {
+    use crate::dispatch::incident::Action;
     match text {
         "accept" => Ok(Action::Accept),
         "on-site" | "on_site" => Ok(Action::OnSite),

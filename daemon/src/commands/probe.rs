@@ -96,7 +96,7 @@ fn open(port: &Path, baud: u32) -> anyhow::Result<SerialStream> {
         min_interval: Duration::ZERO,
         devices: Vec::new(),
     };
-    crate::serial::open(&config).with_context(|| format!("opening {}", port.display()))
+    crate::sources::serial::open(&config).with_context(|| format!("opening {}", port.display()))
 }
 
 /// Reads whatever arrives until `deadline`.

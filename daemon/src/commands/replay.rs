@@ -48,7 +48,7 @@ fn parse_kind(text: &str, line: usize) -> anyhow::Result<SensorKind> {
 }
 
 fn parse_ts(value: &serde_json::Value, line: usize) -> anyhow::Result<Millis> {
-    crate::mqtt::payload::timestamp(value).map_err(|e| anyhow::anyhow!("line {line}: {e}"))
+    crate::sources::mqtt::payload::timestamp(value).map_err(|e| anyhow::anyhow!("line {line}: {e}"))
 }
 
 pub fn parse_csv(text: &str) -> anyhow::Result<Vec<Record>> {

@@ -3,16 +3,17 @@
 //! health, that each serial port exists, and sends a clearly marked test notification through
 //! every configured channel. Prints one line per check; fails when any check fails.
 
-use crate::alert::console::ConsoleSink;
-use crate::alert::dingtalk::DingTalkSink;
-use crate::alert::mqtt::MqttAlertSink;
-use crate::alert::webhook::WebhookSink;
-use crate::alert::wecom::WeComSink;
-use crate::alert::{Alert, Sink};
+use crate::alert::Alert;
 use crate::commands::cli::Output;
 use crate::config::{BrokerConfig, Config};
 use crate::metrics::Metrics;
 use crate::rule_files;
+use crate::sinks::console::ConsoleSink;
+use crate::sinks::dingtalk::DingTalkSink;
+use crate::sinks::mqtt::MqttAlertSink;
+use crate::sinks::webhook::WebhookSink;
+use crate::sinks::wecom::WeComSink;
+use crate::sinks::Sink;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -66,7 +67,7 @@ pub async fn run(config: &Config, rule_count: usize) -> Vec<Check> {
 /// Three short blasts on the siren pin (the daemon keeps it low while no red incident sounds).
 async fn siren(pin: u8) -> anyhow::Result<String> {
     let mut output = crate::gpio::open_output(pin)?;
-    crate::gpio::siren::test_pattern(output.as_mut()).await;
+    crate::sinks::siren::test_pattern(output.as_mut()).await;
     Ok(format!("GPIO {pin}: three short blasts — did you hear them?"))
 }
 
@@ -96,7 +97,7 @@ async fn daemon(config: &Config) -> anyhow::Result<String> {
 async fn broker(config: &Config) -> anyhow::Result<String> {
     let mut mqtt = config.mqtt.clone();
     mqtt.client_id = format!("{}-selftest", mqtt.client_id);
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(crate::mqtt::options(&mqtt, "check"), 10);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(crate::sources::mqtt::options(&mqtt, "check"), 10);
     let handshake = async {
         loop {
             match eventloop.poll().await {
@@ -117,8 +118,8 @@ async fn broker(config: &Config) -> anyhow::Result<String> {
 async fn influx_health(url: &reqwest::Url) -> anyhow::Result<String> {
     let health = url.join("health")?;
     let response = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?.get(health.clone()).send().await?;
-    anyhow::ensure!(response.status().is_success(), "{} answered {}", crate::alert::webhook::redacted(&health), response.status());
-    Ok(format!("{} healthy", crate::alert::webhook::redacted(url)))
+    anyhow::ensure!(response.status().is_success(), "{} answered {}", crate::sinks::webhook::redacted(&health), response.status());
+    Ok(format!("{} healthy", crate::sinks::webhook::redacted(url)))
 }
 
 fn serial_port(path: &std::path::Path) -> anyhow::Result<String> {

@@ -8,7 +8,7 @@ use super::policy::{steps_due, Deadline, Progress, Step};
 use super::roster::Member;
 use super::Dispatch;
 use crate::alert::Alert;
-use crate::incident::State;
+use crate::dispatch::incident::State;
 use crate::store::{DueEscalation, EscalationStep};
 
 /// What to do for one due escalation.

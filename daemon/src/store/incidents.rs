@@ -1,4 +1,4 @@
-//! Incidents and their audit trail in the store (see [`crate::incident`] for the states).
+//! Incidents and their audit trail in the store (see [`crate::dispatch::incident`] for the states).
 //!
 //! The incident store is the truth of what is firing: a rule event that would not change it (a
 //! `fired` for an incident already firing at that severity, a `cleared` for one not firing or
@@ -8,7 +8,7 @@
 use super::Destination;
 use super::Store;
 use crate::alert::Alert;
-use crate::incident::{closes_when_sensor_clears, Action, State};
+use crate::dispatch::incident::{closes_when_sensor_clears, Action, State};
 use anyhow::Context;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;

@@ -178,7 +178,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         incident_acks: None,
         gpio: None,
         time_zone: crate::local_time::DEFAULT,
-        places: crate::alert::text::Places::default(),
+        places: crate::sinks::text::Places::default(),
         board_token: None,
         report_digest: None,
         worker_links: Some(crate::links::WorkerLinks::new(public_url, &link_secret, Duration::from_secs(72 * 3600))),
@@ -202,7 +202,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let simulator = {
         let metrics = metrics.clone();
         let stop = simulator_stop.clone();
-        let options = crate::mqtt::options(&config.mqtt, "simulator");
+        let options = crate::sources::mqtt::options(&config.mqtt, "simulator");
         let sensors = config.sensors.clone();
         tokio::spawn(async move {
             // Start once the daemon is subscribed, so the first readings are not missed.
@@ -222,7 +222,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     let worker = {
         let stop = simulator_stop.clone();
-        let options = crate::mqtt::options(&config.mqtt, "worker");
+        let options = crate::sources::mqtt::options(&config.mqtt, "worker");
         let topic = format!("{}/#", config.alerts.mqtt_topic_prefix.as_deref().unwrap_or("gridwatch/alerts"));
         tokio::spawn(worker::run(options, topic, clock, stop))
     };

@@ -15,7 +15,7 @@
 
 use crate::clock::Clock;
 use crate::config::SensorConfig;
-use crate::mqtt::topics::default_topic;
+use crate::sources::mqtt::topics::default_topic;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -40,7 +40,7 @@ pub async fn run(options: MqttOptions, topic: String, clock: Clock, stop: Cancel
         if alert.event != "fired" || alert.audience != "grid" || !working.insert(incident) {
             continue;
         }
-        tokio::spawn(work(http.clone(), link.clone(), incident, crate::alert::text::house(&alert), clock, stop.clone()));
+        tokio::spawn(work(http.clone(), link.clone(), incident, crate::sinks::text::house(&alert), clock, stop.clone()));
     }
 }
 

@@ -189,7 +189,7 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
     };
     let house = about.as_ref().and_then(|a| a.location).or_else(|| render::sensor_of(&state, &row.sensor).and_then(|s| s.location));
     // Where the worker was counts only for 到场; it is shown, never enforced.
-    let check_in = posted.location.filter(|_| work == Work::Move(crate::incident::Action::OnSite)).map(|(latitude, longitude, accuracy_m)| CheckIn {
+    let check_in = posted.location.filter(|_| work == Work::Move(crate::dispatch::incident::Action::OnSite)).map(|(latitude, longitude, accuracy_m)| CheckIn {
         latitude,
         longitude,
         accuracy_m,

@@ -4,9 +4,9 @@
 
 use super::steps::{self, Offer};
 use super::{escape, person_name, Notice, Signed, Viewer};
-use crate::alert::text::{self, Wording};
 use crate::alert::Alert;
 use crate::config::SensorConfig;
+use crate::sinks::text::{self, Wording};
 use crate::store::{IncidentRow, TimelineEntry};
 use crate::web::WebState;
 use std::fmt::Write as _;
@@ -95,7 +95,7 @@ pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option
     let grid = about.as_ref().and_then(|a| a.grid.as_deref());
     let viewer =
         Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| state.page.roster.members.iter().find(|member| member.id == m)) };
-    let incident_state = row.state.parse().unwrap_or(crate::incident::State::Closed);
+    let incident_state = row.state.parse().unwrap_or(crate::dispatch::incident::State::Closed);
     let red = steps::is_red(&row.worst_severity);
     let offers = steps::offered(incident_state, red, viewer.leads(grid));
     let query = escape(&signed.query());

@@ -6,8 +6,8 @@
 //! 关闭 are the grid leader's; a comment and a follow-up need words.
 
 use super::form::Posted;
+use crate::dispatch::incident::{Action, State};
 use crate::dispatch::roster::Roster;
-use crate::incident::{Action, State};
 use crate::store::Work;
 
 /// A step as the page offers it.

@@ -8,7 +8,7 @@
 //! no session, the task subscribes again. Connection errors are retried with exponential
 //! backoff and jitter. A packet over `max_packet_bytes` breaks the connection (rumqttc will not
 //! read it) and would come back with every reconnect: it is cleared out of the session
-//! ([`crate::mqtt::drain`]), counted as `too_large`, and the connection is made again at once.
+//! ([`crate::sources::mqtt::drain`]), counted as `too_large`, and the connection is made again at once.
 //! The MQTT bus counts as up only once a connection has held for [`Ingest::stable_after`]
 //! (half of `bus_down_after_secs`, at most 10 s): a connection that keeps dropping is down, and
 //! `bus-down` names its last error. Hand-offs block when the next stage is behind (readings are never
@@ -21,10 +21,10 @@ use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{Config, SensorIndex};
 use crate::metrics::Metrics;
-use crate::mqtt::payload::{self, Rejection};
-use crate::mqtt::topics::TopicRouter;
 use crate::sample::Sample;
 use crate::sensor_clocks::{ClockProblem, SensorClocks};
+use crate::sources::mqtt::payload::{self, Rejection};
+use crate::sources::mqtt::topics::TopicRouter;
 use crate::telemetry::spooler::Spooled;
 use gridwatch_rules::Millis;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter};
@@ -97,9 +97,9 @@ impl Ingest {
 
     /// Clears packets over `max_packet_bytes` out of the session after the connection broke on
     /// one; counts and logs each. False when there was none or the drain failed.
-    async fn clear_oversized(&mut self, log: &mut crate::mqtt::rejection_log::RejectionLog) -> bool {
+    async fn clear_oversized(&mut self, log: &mut crate::sources::mqtt::rejection_log::RejectionLog) -> bool {
         let limit = self.mqtt.max_packet_bytes;
-        match crate::mqtt::drain::drain(&self.mqtt, limit, DRAIN_BUDGET).await {
+        match crate::sources::mqtt::drain::drain(&self.mqtt, limit, DRAIN_BUDGET).await {
             Ok(dropped) => {
                 for message in &dropped {
                     self.metrics.messages_received.inc();
@@ -234,9 +234,9 @@ pub struct Outputs {
     /// (no InfluxDB), so readings are not copied for nothing.
     pub stored: Option<Arc<[crate::config::SensorConfig]>>,
     /// Workers' actions relayed on the ack topic, applied to incidents in the store.
-    pub acks: Option<(crate::incident_acks::AckConfig, crate::store::Store)>,
+    pub acks: Option<(crate::sources::mqtt::incident_acks::AckConfig, crate::store::Store)>,
     /// The MQTT bus: up while connected, down from the first connection error.
-    pub bus: crate::buses::BusHandle,
+    pub bus: crate::sources::buses::BusHandle,
 }
 
 /// Runs the ingest connection until `shutdown`; then stops handing on messages (dropping the
@@ -257,7 +257,7 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     // When the current connection will have held long enough to call the bus up.
     let mut stable_at: Option<tokio::time::Instant> = None;
-    let mut rejection_log = crate::mqtt::rejection_log::RejectionLog::new(Duration::from_secs(60));
+    let mut rejection_log = crate::sources::mqtt::rejection_log::RejectionLog::new(Duration::from_secs(60));
     let metrics = ingest.metrics.clone();
     loop {
         let event = tokio::select! {
@@ -373,13 +373,13 @@ fn oversized(error: &rumqttc::ConnectionError) -> Option<usize> {
 enum AckResult {
     Applied(i64, String),
     NotApplicable(String),
-    Refused(crate::incident_acks::Refusal),
+    Refused(crate::sources::mqtt::incident_acks::Refusal),
 }
 
 /// Verifies a worker's action from the ack topic, records its signature as used (a replay,
 /// also after a restart, is refused) and applies it to its incident.
-async fn apply_ack(acks: &crate::incident_acks::AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &Metrics) {
-    use crate::incident_acks::{AckConfig, Refusal, PURPOSE};
+async fn apply_ack(acks: &crate::sources::mqtt::incident_acks::AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &Metrics) {
+    use crate::sources::mqtt::incident_acks::{AckConfig, Refusal, PURPOSE};
     let now = chrono::Utc::now().timestamp_millis();
     let result = match acks.verify(payload, now) {
         Ok(verified) => {

@@ -15,7 +15,8 @@
 //! loses that summary, not the alarms — they were delivered on the other channels).
 
 use super::text::{self, Wording};
-use super::{Alert, Sink};
+use super::Sink;
+use crate::alert::Alert;
 use crate::config::SmsConfig;
 use anyhow::Context;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -128,7 +129,7 @@ impl SmsSink {
             tracing::warn!(sink = %self.config.name, attempt, failed = failures.len(), "SMS attempt failed");
             tokio::time::sleep(self.retry_delay * attempt).await;
         }
-        anyhow::bail!("SMS via {} not sent to {}", crate::alert::webhook::redacted(&self.config.url), failures.join("; "))
+        anyhow::bail!("SMS via {} not sent to {}", crate::sinks::webhook::redacted(&self.config.url), failures.join("; "))
     }
 
     /// One house's alerts to their phones: one SMS each, or owed past the cap.

@@ -17,7 +17,8 @@
 //! the order they happened, see [`crate::store::DueDelivery`]); a delivery leaves the queue only
 //! once its outcome is recorded.
 
-use super::{Alert, Sink};
+use super::Sink;
+use crate::alert::Alert;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{DueDelivery, Store};

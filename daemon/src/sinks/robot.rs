@@ -2,7 +2,7 @@
 //! 2xx *and* `errcode == 0` in the answer, a limit of 20 messages a minute per robot, message
 //! length limits. The texts themselves are written by [`super::text`].
 
-use super::Alert;
+use crate::alert::Alert;
 use crate::config::RobotConfig;
 use anyhow::Context;
 use std::collections::VecDeque;

@@ -7,7 +7,8 @@
 
 use super::robot::{self, RateLimit};
 use super::text::{self, Markup};
-use super::{Alert, Sink};
+use super::Sink;
+use crate::alert::Alert;
 use crate::config::RobotConfig;
 use base64::Engine as _;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The dispatcher: for each alert, updates its incident (the truth of what is firing), names the
 //! people on duty, arms the incident's escalation clocks, journals it with a pending delivery
-//! per channel, and pokes those channels ([`super::channel`]). Every second it also journals the
+//! per channel, and pokes those channels ([`crate::sinks::channel`]). Every second it also journals the
 //! reminders and escalations that fell due.
 //!
 //! It never waits for a channel: only the store can hold it up (and with it the pipeline, the
@@ -11,9 +11,9 @@
 //! pipeline's alerts are counted as journaled (`journaled`) only once in the store, so the rule
 //! state is never saved ahead of the journal.
 
-use super::channel::{Handoff, SinkQueue};
-use super::Alert;
+use crate::alert::Alert;
 use crate::metrics::Metrics;
+use crate::sinks::channel::{Handoff, SinkQueue};
 use crate::store::{Applied, Destination, Store};
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::{mpsc, watch};
@@ -34,7 +34,7 @@ pub struct Judged {
 pub struct DispatcherSetup {
     pub store: Store,
     /// Silences from the configuration (the store holds the CLI's).
-    pub silences: Vec<crate::silence::Silence>,
+    pub silences: Vec<crate::dispatch::silence::Silence>,
     pub metrics: std::sync::Arc<Metrics>,
     pub flap_window_ms: i64,
     /// See `AlertsConfig::group_window`.
@@ -45,7 +45,7 @@ pub struct DispatcherSetup {
     /// Alerts channels gave up, for their failover channels.
     pub handoffs: mpsc::UnboundedReceiver<Handoff>,
     /// Which sensor buses are down: no-data alarms of the sensors on them are held back.
-    pub buses: Option<std::sync::Arc<crate::buses::Buses>>,
+    pub buses: Option<std::sync::Arc<crate::sources::buses::Buses>>,
     /// The rule engine's alerts (the other alerts, the daemon's own, come on `alerts`).
     pub judged: Option<Judged>,
 }
@@ -117,14 +117,14 @@ struct Dispatcher {
     sinks: Vec<SinkQueue>,
     names: Vec<String>,
     store: Store,
-    silences: Vec<crate::silence::Silence>,
+    silences: Vec<crate::dispatch::silence::Silence>,
     metrics: std::sync::Arc<Metrics>,
     flap_window_ms: i64,
     group_window_ms: i64,
     links: Option<crate::links::WorkerLinks>,
     dispatch: crate::dispatch::Dispatch,
     clock: crate::clock::Clock,
-    buses: Option<std::sync::Arc<crate::buses::Buses>>,
+    buses: Option<std::sync::Arc<crate::sources::buses::Buses>>,
     /// Building -> when its last alarm went out on its own: the building's next alarms in the
     /// window after it wait and go out together.
     building_sent: HashMap<String, i64>,
@@ -206,7 +206,7 @@ impl Dispatcher {
                 }
                 _ => None,
             };
-            silenced = explained.map(|reason| crate::silence::Silence::bus_down(&alert.sensor, reason, now));
+            silenced = explained.map(|reason| crate::dispatch::silence::Silence::bus_down(&alert.sensor, reason, now));
         }
         // Quiet hours and the daily digest: the alert waits in the outbox (no reminders for it).
         let deferred_until = if silenced.is_none() { self.dispatch.deferral.not_before(&alert, now) } else { None };
@@ -396,7 +396,7 @@ impl Dispatcher {
 
 /// The silence in force that covers `alert`, if any. When silences cannot be read, nothing is
 /// silenced: better a message too many than an alarm kept back.
-fn silence_covering(store: &Store, alert: &Alert, now: i64) -> Option<crate::silence::Silence> {
+fn silence_covering(store: &Store, alert: &Alert, now: i64) -> Option<crate::dispatch::silence::Silence> {
     match store.silences(now, false) {
         Ok(silences) => silences.into_iter().find(|s| s.covers(alert, now)),
         Err(error) => {
@@ -506,4 +506,21 @@ fn for_member(alert: &Alert, (member, phone): &(String, String)) -> Alert {
     own.recipients = vec![member.clone()];
     own.mentions = if phone.is_empty() { Vec::new() } else { vec![phone.clone()] };
     own
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_back_alarm_holds_back_its_own_clear_once() {
+        let mut held = HeldBack::default();
+        held.hold("box-silent", 7);
+        held.hold("box-silent", 9);
+        assert!(!held.release("box-silent", 8), "not held back");
+        assert!(!held.release("probe-silent", 7), "another rule");
+        assert!(held.release("box-silent", 7));
+        assert!(!held.release("box-silent", 7), "released once");
+        assert!(held.release("box-silent", 9));
+    }
 }

@@ -1,4 +1,4 @@
-//! Whether each gateway is up, judged from the boxes behind it (see [`crate::buses`]): a
+//! Whether each gateway is up, judged from the boxes behind it (see [`crate::sources::buses`]): a
 //! gateway is down when every box behind it has missed a report — none has sent anything for
 //! longer than its own report interval — and up again with the first reading from any of them.
 //!
@@ -6,10 +6,10 @@
 //! gateway is found down before its boxes' no-data alarms fire, and the dispatcher holds those
 //! back: one "gateway down" alarm goes to the installers instead of one alarm per box.
 
-use crate::buses::Buses;
 use crate::clock::Clock;
 use crate::config::SensorConfig;
 use crate::live::LiveTable;
+use crate::sources::buses::Buses;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +64,7 @@ mod tests {
 
     fn behind(gateway: &str, id: &str) -> SensorConfig {
         let mut sensor = SensorConfig::test_tilt(id, "north-lane");
-        sensor.tags.or_insert_with(crate::buses::GATEWAY_TAG, || gateway.into());
+        sensor.tags.or_insert_with(crate::sources::buses::GATEWAY_TAG, || gateway.into());
         sensor
     }
 

@@ -6,7 +6,8 @@
 
 use super::robot::{self, RateLimit};
 use super::text::{self, Markup};
-use super::{Alert, Sink};
+use super::Sink;
+use crate::alert::Alert;
 use crate::config::RobotConfig;
 use std::time::Duration;
 

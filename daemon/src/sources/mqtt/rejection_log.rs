@@ -5,7 +5,7 @@
 //! logged at most once per window, saying how many were rejected since its last line.
 //! Invariant: at most one line per reason per window (plus the first).
 
-use crate::mqtt::payload::Rejection;
+use crate::sources::mqtt::payload::Rejection;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;

@@ -3,8 +3,9 @@
 //! siren nobody can reach does not wail for hours. It is an alert sink like the others, fed
 //! through the outbox.
 
-use super::OutputPin;
-use crate::alert::{Alert, Sink};
+use crate::alert::Alert;
+use crate::gpio::OutputPin;
+use crate::sinks::Sink;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -15,7 +15,7 @@
 //! refusal is counted (`gridwatch_incident_acks_total{reason}`); the message is still
 //! acknowledged to the broker so it does not come back.
 
-use crate::incident::Action;
+use crate::dispatch::incident::Action;
 use crate::signing::Signer;
 use serde::Deserialize;
 

@@ -2,7 +2,7 @@
 //! `gridwatch/<site>/<sensor>/telemetry`; configured maps (`[[mqtt.topic]]`) are tried first.
 
 use crate::config::{Config, PayloadMap, SensorIndex, TopicMapConfig};
-use crate::mqtt::payload::Rejection;
+use crate::sources::mqtt::payload::Rejection;
 
 /// Subscription filter of the default convention.
 pub const DEFAULT_FILTER: &str = "gridwatch/+/+/telemetry";

@@ -43,7 +43,7 @@ pub(super) async fn run(config: &SerialConfig, mut port: SerialStream, outputs: 
                                 out.push((sensor, sample.fields));
                             }
                             None => {
-                                outputs.metrics.reject(&crate::mqtt::payload::Rejection::UnknownSensor(sample.device.clone()));
+                                outputs.metrics.reject(&crate::sources::mqtt::payload::Rejection::UnknownSensor(sample.device.clone()));
                             }
                         },
                         Err(error) => {

@@ -1,8 +1,9 @@
-//! The MQTT alert sink: each alert event is published as JSON ([`super::Alert`]) with QoS 1 on
+//! The MQTT alert sink: each alert event is published as JSON ([`crate::alert::Alert`]) with QoS 1 on
 //! `<prefix>/<site>/<sensor>/<rule>`, over a connection of its own. An alert counts as delivered
 //! only when the broker's PUBACK for its packet id came back.
 
-use super::{Alert, Sink};
+use super::Sink;
+use crate::alert::Alert;
 use crate::backoff::Backoff;
 use crate::config::MqttConfig;
 use anyhow::Context;
@@ -35,7 +36,7 @@ pub struct MqttAlertSink {
 impl MqttAlertSink {
     /// Opens the alert connection (it connects in the background and keeps reconnecting).
     pub fn connect(config: &MqttConfig, prefix: String) -> MqttAlertSink {
-        let (client, mut eventloop) = AsyncClient::new(crate::mqtt::options(config, "alerts"), 64);
+        let (client, mut eventloop) = AsyncClient::new(crate::sources::mqtt::options(config, "alerts"), 64);
         let (progress_tx, progress) = mpsc::unbounded_channel();
         let connection = tokio::spawn(async move {
             let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));

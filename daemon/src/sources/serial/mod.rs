@@ -33,7 +33,7 @@ pub struct SerialOutputs {
     pub metrics: Arc<Metrics>,
     /// This port's bus, reported up on each reading and down when the port fails (none in
     /// `gridwatch bridge`).
-    pub bus: Option<crate::buses::BusHandle>,
+    pub bus: Option<crate::sources::buses::BusHandle>,
 }
 
 impl SerialOutputs {

@@ -1,10 +1,11 @@
 //! MQTT: the embedded broker ([`broker`]), the ingest connection that turns messages into
 //! samples ([`source`]), the topic convention ([`topics`]) and the payload convention
-//! ([`payload`]). The alert publisher has its own connection (`crate::alert::mqtt`), so alerts
+//! ([`payload`]). The alert publisher has its own connection (`crate::sinks::mqtt`), so alerts
 //! still go out while ingest is shutting down.
 
 pub mod broker;
 pub mod drain;
+pub mod incident_acks;
 pub mod payload;
 pub mod rejection_log;
 pub mod source;

@@ -1,7 +1,8 @@
 //! The console sink: one line per alert event on standard output (journald keeps it). Logs go
 //! to standard error, so stdout is exactly the alert stream.
 
-use super::{Alert, Sink};
+use super::Sink;
+use crate::alert::Alert;
 use std::io::Write;
 
 #[derive(Debug, Default)]

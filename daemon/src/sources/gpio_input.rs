@@ -3,7 +3,7 @@
 //! the debounce time before it counts; a reading goes out on every change and, unchanged, once
 //! per the sensor's report interval, so no-data rules keep working.
 
-use super::InputPin;
+use crate::gpio::InputPin;
 use std::time::Duration;
 
 /// How often inputs are sampled.

@@ -1,4 +1,4 @@
-//! The generic webhook sink: each alert event is POSTed as JSON ([`super::Alert`]). Any answer
+//! The generic webhook sink: each alert event is POSTed as JSON ([`crate::alert::Alert`]). Any answer
 //! other than 2xx, a timeout or a connection error is a failed attempt; attempts are retried
 //! with exponential backoff up to `max_attempts`. The URL may carry a token, so it is logged
 //! without its query string.
@@ -7,7 +7,8 @@
 //! `X-Gridwatch-Signature: sha256=<hex HMAC-SHA256(secret, "<ms>." + body)>`, so the receiver can
 //! check the body came from this box and reject replays older than it likes.
 
-use super::{Alert, Sink};
+use super::Sink;
+use crate::alert::Alert;
 use crate::backoff::Backoff;
 use crate::config::WebhookConfig;
 use crate::metrics::{Metrics, SinkLabel};

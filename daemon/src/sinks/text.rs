@@ -9,7 +9,7 @@
 //! configured, its link — digests and grouped house messages too; a digest never drops an entry:
 //! [`digest`] splits it into pages under the channel's size limit.
 
-use super::Alert;
+use crate::alert::Alert;
 use chrono_tz::Tz;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -197,7 +197,7 @@ fn what_zh(alert: &Alert) -> &'static str {
 
 /// What to do, in one sentence.
 pub fn what_to_do(alert: &Alert, wording: Wording) -> &'static str {
-    let closes_itself = crate::incident::closes_when_sensor_clears(&alert.severity);
+    let closes_itself = crate::dispatch::incident::closes_when_sensor_clears(&alert.severity);
     match (alert.event.as_str(), alert.audience.as_str(), alert.severity.as_str(), wording.chinese) {
         ("report", _, _, true) => "请网格长督促超时事件办结。",
         ("report", _, _, false) => "Grid leaders: follow up the overdue incidents.",

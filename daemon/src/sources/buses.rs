@@ -6,11 +6,11 @@
 //! A serial bus is down when its port cannot be opened or fails, or when every device on it
 //! failed to answer twice in a row; any reading from it marks it up. The MQTT bus is down from
 //! the first failure of the ingest connection until a connection has held for a while
-//! (`crate::mqtt::source`): a connection that keeps dropping counts as down, however often it
+//! (`crate::sources::mqtt::source`): a connection that keeps dropping counts as down, however often it
 //! reconnects in between. The alarm names the last failure and how many there were.
 //!
 //! Boxes behind one gateway (the sensor tag `gateway = "gw-3"`, at least two boxes) form a bus of
-//! their own, `gateway:gw-3`, judged from their readings by [`crate::gateways::watch`]: when all
+//! their own, `gateway:gw-3`, judged from their readings by [`crate::sources::gateways::watch`]: when all
 //! of them go silent, one "gateway down" alarm goes out instead of a no-data alarm per box.
 
 use crate::alert::Alert;
