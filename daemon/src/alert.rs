@@ -1,42 +1,114 @@
-//! Alerts: a rule event made readable (what, where, how bad, since when) and sent to every
-//! configured sink.
+//! One alert event as grid workers, webhooks, MQTT, the journal and the district see it: what
+//! happened, where, how bad, since when, to whom. Data only; a rule event becomes an alert in
+//! [`crate::pipeline::alerts`], the dispatcher ([`crate::dispatch`]) journals it and the sinks
+//! ([`crate::sinks`]) send it.
 //!
-//! Flow: the pipeline sends [`Alert`]s to [`run_dispatcher`], which applies each to its
-//! incident and writes it to the store's journal with one pending delivery per channel; each
-//! channel runs in its own task ([`channel::spawn_sink`]) and drains its own pending deliveries
-//! from the store, so a slow webhook never delays the console, the MQTT topic, the journal or
-//! ingestion — its alerts wait on disk.
-//!
-//! Alerts are never dropped: the pipeline waits when the dispatcher's queue is full, and the
-//! dispatcher waits only for the store. A sink that gives up on an alert after its retries
-//! counts it in `alert_delivery_failures`.
+//! The JSON form is the wire format of webhooks, MQTT alert messages, the journal and the
+//! district uplink: `event`, `severity`, `previous_severity` and `audience` are lower-case words
+//! (`"fired"`, `"danger"`, `"installer"`).
 
 use crate::clock::rfc3339;
-use crate::config::SensorConfig;
-use crate::sinks::text;
-use gridwatch_rules::rule::Check;
-use gridwatch_rules::{EventKind, Rule, RuleEvent};
+use gridwatch_rules::{EventKind, Severity};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// What happened: a rule's judgement ([`EventKind`]) or one of the daemon's own messages about
+/// an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// The rule's condition is met: an incident opens (or a device alarm is raised).
+    Fired,
+    /// The incident's severity moved.
+    Changed,
+    /// The condition is over.
+    Cleared,
+    /// Nobody acted in time: the people on duty are reminded.
+    Reminder,
+    /// The incident went up the escalation ladder.
+    Escalated,
+    /// The incident was handed over to a member (转交).
+    HandedOver,
+    /// A member was asked to help (加协助人).
+    HelpAsked,
+    /// The daily supervision report.
+    Report,
+}
+
+impl Event {
+    /// The word in the JSON and the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Fired => "fired",
+            Event::Changed => "changed",
+            Event::Cleared => "cleared",
+            Event::Reminder => "reminder",
+            Event::Escalated => "escalated",
+            Event::HandedOver => "handed_over",
+            Event::HelpAsked => "help_asked",
+            Event::Report => "report",
+        }
+    }
+}
+
+impl From<EventKind> for Event {
+    fn from(kind: EventKind) -> Event {
+        match kind {
+            EventKind::Fired => Event::Fired,
+            EventKind::Changed => Event::Changed,
+            EventKind::Cleared => Event::Cleared,
+        }
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Who acts on an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Grid workers: something is wrong with a house or the water.
+    Grid,
+    /// Installers: a device alarm (silent box, stuck value, out of range, a bus down).
+    Installer,
+    /// The office: the daily supervision report.
+    Office,
+}
+
+impl Audience {
+    /// The word in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Audience::Grid => "grid",
+            Audience::Installer => "installer",
+            Audience::Office => "office",
+        }
+    }
+}
 
 /// One alert event as grid workers, webhooks and the journal see it. This is the JSON body of
 /// the webhook and of MQTT alert messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    /// `fired`, `changed` (severity moved) or `cleared`.
-    pub event: String,
+    /// `fired`, `changed` (severity moved), `cleared`, or one of the daemon's own events.
+    pub event: Event,
     pub rule: String,
     /// What is wrong, in words.
     pub title: String,
     /// notice | warning | alarm | danger (for `cleared`, the severity it had).
-    pub severity: String,
+    #[serde(with = "severity_name")]
+    pub severity: Severity,
     /// blue | yellow | orange | red.
     pub colour: String,
     /// For `changed`: the severity before.
-    pub previous_severity: Option<String>,
-    /// `grid` for grid workers; `installer` for device alarms (silent box, stuck value, out of
-    /// range).
-    pub audience: String,
+    #[serde(with = "optional_severity_name")]
+    pub previous_severity: Option<Severity>,
+    /// Who acts on it.
+    pub audience: Audience,
     /// The sensor; for a rule with `agree`, the building's first sensor, which names the
     /// building's incident.
     pub sensor: String,
@@ -98,57 +170,19 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// The alert of a rule event; `time_zone` is where people read the messages' times, `places`
-    /// the display names of sites and buildings.
-    pub fn new(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: chrono_tz::Tz, places: &text::Places) -> Alert {
-        Alert {
-            event: event.kind.as_str().into(),
-            rule: rule.id.clone(),
-            title: rule.title.clone(),
-            severity: event.severity.as_str().into(),
-            colour: event.severity.colour().into(),
-            previous_severity: event.previous.map(|p| p.as_str().into()),
-            audience: if rule.device { "installer" } else { "grid" }.into(),
-            sensor: sensor.id.to_string(),
-            agreement: event.agreement.map(|a| format!("{} of {} sensors", a.agreeing, a.of)),
-            kind: sensor.kind.as_str().into(),
-            site: sensor.place.site.to_string(),
-            building: sensor.place.building.as_deref().map(Into::into),
-            site_name: places.site(&sensor.place.site).map(Into::into),
-            building_name: sensor.place.building.as_deref().and_then(|b| places.building(&sensor.place.site, b)).map(Into::into),
-            grid: sensor.place.grid.as_deref().map(Into::into),
-            value: event.value,
-            unit: rule.unit.clone(),
-            condition: condition(event, rule),
-            at: rfc3339(event.at),
-            at_ms: event.at,
-            since: rfc3339(event.since),
-            messages: messages(event, rule, sensor, time_zone, places),
-            incident_id: None,
-            event_id: None,
-            link: None,
-            member_links: BTreeMap::new(),
-            recipients: Vec::new(),
-            mentions: Vec::new(),
-            no_data: matches!(rule.check_of(event.variant), Check::NoData { .. }),
-            location: sensor.location,
-        }
-    }
-
     /// A device alarm the daemon raises itself (not from a rule): for installers, about
     /// `subject` (a bus, the daemon), with the English message `condition` until set otherwise.
     #[allow(clippy::too_many_arguments)] // each is one field of the alarm
-    pub fn device(rule: &str, subject: &str, site: &str, event: &str, severity: &str, title: &str, condition: String, now_ms: i64) -> Alert {
+    pub fn device(rule: &str, subject: &str, site: &str, event: Event, severity: Severity, title: &str, condition: String, now_ms: i64) -> Alert {
         let at = rfc3339(now_ms);
-        let colour = severity.parse::<gridwatch_rules::Severity>().map_or("yellow", |s| s.colour());
         Alert {
-            event: event.into(),
+            event,
             rule: rule.into(),
             title: title.into(),
-            severity: severity.into(),
-            colour: colour.into(),
+            severity,
+            colour: severity.colour().into(),
             previous_severity: None,
-            audience: "installer".into(),
+            audience: Audience::Installer,
             sensor: subject.into(),
             agreement: None,
             kind: "gridwatch".into(),
@@ -193,59 +227,36 @@ impl Alert {
     }
 }
 
-/// The rule's message templates filled in for this event, per language.
-/// Values are rounded by unit ([`text::value`]); `{since}` is a local time.
-fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: chrono_tz::Tz, places: &text::Places) -> BTreeMap<String, String> {
-    let mut rendered: BTreeMap<String, String> = rule
-        .messages
-        .iter()
-        .map(|(language, template)| {
-            let text = template.render(|name| match name {
-                "sensor" => Some(match event.agreement {
-                    Some(a) if language == "zh" => format!("{}个传感器中{}个一致", a.of, a.agreeing),
-                    Some(a) => format!("{} of {} sensors", a.agreeing, a.of),
-                    None => sensor.id.to_string(),
-                }),
-                "site" => Some(places.site(&sensor.place.site).unwrap_or(&sensor.place.site).to_string()),
-                "building" => sensor.place.building.as_deref().map(|b| places.building(&sensor.place.site, b).unwrap_or(b).to_string()),
-                "grid" => sensor.place.grid.as_deref().map(Into::into),
-                "value" => Some(text::rounded(event.value, &rule.unit)),
-                "unit" => Some(rule.unit.clone()),
-                "severity" if language == "zh" => Some(event.severity.zh().to_string()),
-                "severity" => Some(event.severity.as_str().to_string()),
-                "since" => Some(crate::local_time::short(event.since, time_zone, language == "zh")),
-                _ => None,
-            });
-            (language.clone(), text)
-        })
-        .collect();
-    rendered.entry("en".into()).or_insert_with(|| rule.title.clone());
-    rendered
+/// A severity as its lower-case word (`"danger"`), as the wire format has always had it.
+mod severity_name {
+    use gridwatch_rules::Severity;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(severity: &Severity, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(severity.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Severity, D::Error> {
+        let word = String::deserialize(deserializer)?;
+        word.parse().map_err(serde::de::Error::custom)
+    }
 }
 
-/// What decided the event, in words: "permille(hypot(x, y)) from baseline above 7" when it
-/// fires, "… back below 6.5" when it clears, "no data for 7200 s" for a silent box.
-fn condition(event: &RuleEvent, rule: &Rule) -> String {
-    match rule.check_of(event.variant) {
-        Check::Ladder(_) => {
-            let Some(level) = rule.level(event.variant, event.severity) else { return rule.value_label() };
-            let condition = match event.kind {
-                EventKind::Cleared => format!("{} {}", rule.value_label(), level.bound.describe_clear()),
-                EventKind::Fired | EventKind::Changed => format!("{} {}", rule.value_label(), level.bound.describe()),
-            };
-            match event.agreement {
-                Some(a) => format!("{condition} on {} of {} sensors of the building", a.agreeing, a.of),
-                None => condition,
-            }
+/// [`severity_name`] for an optional severity (`null` when absent).
+mod optional_severity_name {
+    use gridwatch_rules::Severity;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(severity: &Option<Severity>, serializer: S) -> Result<S::Ok, S::Error> {
+        match severity {
+            Some(severity) => serializer.serialize_str(severity.as_str()),
+            None => serializer.serialize_none(),
         }
-        Check::NoData { .. } => match event.kind {
-            EventKind::Cleared => format!("heard again after {} s", event.value),
-            _ => format!("no data for {} s", event.value),
-        },
-        Check::FlatLine { samples, lasting_ms, .. } => match event.kind {
-            EventKind::Cleared => format!("{} changes again", rule.value_label()),
-            _ => format!("{}: {}", rule.value_label(), gridwatch_rules::rule::describe_flat_line(*samples, *lasting_ms)),
-        },
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Severity>, D::Error> {
+        let word = Option::<String>::deserialize(deserializer)?;
+        word.map(|word| word.parse().map_err(serde::de::Error::custom)).transpose()
     }
 }
 
@@ -253,23 +264,17 @@ fn condition(event: &RuleEvent, rule: &Rule) -> String {
 pub(crate) mod tests {
     use super::*;
 
-    use crate::dispatch::{run_dispatcher, DispatcherSetup};
-    use crate::metrics::Metrics;
-    use crate::sinks::{channel, robot, Sink, SinkContext};
-    use crate::store::Store;
-    use std::sync::Arc;
-    use tokio::sync::mpsc;
-
     /// A representative alert for sink and store tests.
     pub fn sample_alert(event: &str, value: f64) -> Alert {
+        let event: Event = serde_json::from_value(serde_json::Value::String(event.into())).unwrap();
         Alert {
-            event: event.into(),
+            event,
             rule: "tilt-danger".into(),
             title: "Wall tilt past 7‰ (red)".into(),
-            severity: "danger".into(),
+            severity: Severity::Danger,
             colour: "red".into(),
             previous_severity: None,
-            audience: "grid".into(),
+            audience: Audience::Grid,
             sensor: "house-07".into(),
             agreement: None,
             kind: "tilt".into(),
@@ -296,188 +301,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// What a channel task needs, on the system clock, already told to finish once its queue is
-    /// empty.
-    fn finishing(store: &Store, metrics: &Arc<Metrics>) -> SinkContext {
-        let closing = tokio_util::sync::CancellationToken::new();
-        closing.cancel();
-        SinkContext { metrics: metrics.clone(), store: store.clone(), clock: crate::clock::Clock::System, closing }
-    }
-
-    #[test]
-    fn messages_are_rendered_in_each_language() {
-        let rules = gridwatch_rules::RuleSet::compile(&gridwatch_rules::builtin_packs()).unwrap();
-        let rule = rules.rules.iter().find(|r| r.id == "tilt-danger").unwrap();
-        let sensor = crate::commands::demo::sensors().remove(2);
-        let event = RuleEvent {
-            rule: gridwatch_rules::RuleId(0),
-            subject: gridwatch_rules::SubjectId(2),
-            kind: EventKind::Fired,
-            severity: gridwatch_rules::Severity::Danger,
-            previous: None,
-            variant: None,
-            value: 7.3126,
-            at: 1_795_392_000_000,
-            since: 1_795_391_940_000,
-            agreement: None,
-        };
-        let alert = Alert::new(&event, rule, &sensor, crate::local_time::DEFAULT, &text::Places::default());
-        assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.3‰ since installation — danger");
-        assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
-        assert_eq!(alert.message(), alert.messages["en"]);
-    }
-
-    /// Records the size of each delivery; rate-limited like a group robot.
-    struct CountingSink {
-        calls: Arc<std::sync::Mutex<Vec<usize>>>,
-        limit: robot::RateLimit,
-    }
-
-    impl Sink for CountingSink {
-        fn name(&self) -> String {
-            "robot".into()
-        }
-
-        fn wait(&self) -> std::time::Duration {
-            self.limit.wait()
-        }
-
-        async fn deliver(&mut self, _alert: &Alert) -> anyhow::Result<()> {
-            self.limit.record();
-            self.calls.lock().unwrap().push(1);
-            Ok(())
-        }
-
-        async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
-            self.limit.record();
-            self.calls.lock().unwrap().push(alerts.len());
-            Ok(())
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_past_the_rate_limit_goes_out_as_one_digest() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
-        let metrics = Arc::new(Metrics::new());
-        for _ in 0..25 {
-            store.record_alert(&sample_alert("fired", 0.5), &["robot".to_string()]).await.unwrap();
-        }
-        let (_queue, task) = channel::spawn_sink(sink, finishing(&store, &metrics), None);
-        task.await.unwrap();
-        let calls = calls.lock().unwrap().clone();
-        assert_eq!(calls.len(), 21, "{calls:?}");
-        assert!(calls[..20].iter().all(|&n| n == 1));
-        assert_eq!(calls[20], 5, "the five that waited for the limit went out together");
-        assert_eq!(metrics.alerts_delivered.get_or_create(&Metrics::sink("robot")).get(), 25);
-        assert!(store.pending_delivery_counts().unwrap().is_empty(), "the channel's queue is drained");
-    }
-
-    /// A channel that takes `delay` per alert and records the events it got, in order.
-    struct SlowSink {
-        name: &'static str,
-        delay: std::time::Duration,
-        got: Arc<std::sync::Mutex<Vec<String>>>,
-    }
-
-    impl Sink for SlowSink {
-        fn name(&self) -> String {
-            self.name.into()
-        }
-
-        async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
-            tokio::time::sleep(self.delay).await;
-            self.got.lock().unwrap().push(format!("{} {}", alert.sensor, alert.event));
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn a_slow_channel_delays_neither_the_dispatcher_nor_the_other_channels() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), ..finishing(&store, &metrics) };
-        let (slow_got, fast_got) = (Arc::default(), Arc::default());
-        let (slow, _slow_task) =
-            channel::spawn_sink(SlowSink { name: "slow", delay: std::time::Duration::from_secs(30), got: slow_got }, context.clone(), None);
-        let (fast, _fast_task) = channel::spawn_sink(SlowSink { name: "fast", delay: std::time::Duration::ZERO, got: Arc::clone(&fast_got) }, context, None);
-        let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
-        let setup = DispatcherSetup {
-            store: store.clone(),
-            silences: Vec::new(),
-            metrics,
-            flap_window_ms: 0,
-            group_window_ms: 0,
-            links: None,
-            dispatch: crate::dispatch::Dispatch::default(),
-            clock: crate::clock::Clock::System,
-            handoffs,
-            buses: None,
-            judged: None,
-        };
-        // A queue of one: had the dispatcher waited for the slow channel, the sends below would too.
-        let (alerts, received) = mpsc::channel(1);
-        tokio::spawn(run_dispatcher(received, vec![slow, fast], setup));
-        let sensors: Vec<String> = (0..300).map(|i| format!("house-{i:03}")).collect();
-        let sent = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            for sensor in &sensors {
-                let mut alert = sample_alert("fired", 7.3);
-                alert.sensor = sensor.clone();
-                alerts.send(alert).await.unwrap();
-            }
-        })
-        .await;
-        assert!(sent.is_ok(), "the dispatcher kept taking alerts");
-        let all_there = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            while fast_got.lock().unwrap().len() < sensors.len() {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(all_there.is_ok(), "the fast channel got {} of {}", fast_got.lock().unwrap().len(), sensors.len());
-        assert_eq!(fast_got.lock().unwrap()[0], "house-000 fired", "in journal order");
-        assert_eq!(store.pending_delivery_counts().unwrap().get("slow"), Some(&(sensors.len() as u64)), "the slow channel's alerts wait in the store");
-    }
-
-    #[tokio::test]
-    async fn a_grouped_alarm_s_clear_waits_for_its_fired_on_every_channel() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), ..finishing(&store, &metrics) };
-        let got: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-        let (queue, _task) = channel::spawn_sink(SlowSink { name: "office", delay: std::time::Duration::ZERO, got: got.clone() }, context, None);
-        let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
-        let setup = DispatcherSetup {
-            store: store.clone(),
-            silences: Vec::new(),
-            metrics,
-            flap_window_ms: 0,
-            group_window_ms: 1500,
-            links: None,
-            dispatch: crate::dispatch::Dispatch::default(),
-            clock: crate::clock::Clock::System,
-            handoffs,
-            buses: None,
-            judged: None,
-        };
-        let (alerts, received) = mpsc::channel(8);
-        tokio::spawn(run_dispatcher(received, vec![queue], setup));
-        // house-07 opens B7's window; house-08's alarm waits for it — and so does its clear.
-        for (sensor, event) in [("house-07", "fired"), ("house-08", "fired"), ("house-08", "cleared")] {
-            let mut alert = sample_alert(event, 7.3);
-            alert.sensor = sensor.into();
-            alerts.send(alert).await.unwrap();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        assert_eq!(got.lock().unwrap().clone(), vec!["house-07 fired"], "the clear did not overtake its fired");
-        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-        assert_eq!(got.lock().unwrap().clone(), vec!["house-07 fired", "house-08 fired", "house-08 cleared"]);
-    }
-
     #[test]
     fn place_names_site_building_and_grid() {
         assert_eq!(sample_alert("fired", 0.5).place(), "house-07 at north-lane, building B7, grid-3");
@@ -492,99 +315,16 @@ pub(crate) mod tests {
         assert_eq!(json["event"], "fired");
     }
 
-    #[tokio::test]
-    async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
-        let metrics = Arc::new(Metrics::new());
-        let roster = "[deferral]\nquiet_from = \"22:00\"\nquiet_to = \"22:02\"\n";
-        let dispatch = crate::dispatch::Dispatch::parse("roster.toml", roster).unwrap();
-        // 22:00:20 China time, a minute a second: the quiet hours end 1.7 s from now.
-        let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T22:00:20+08:00").unwrap().timestamp_millis();
-        let clock = crate::clock::Clock::Accelerated { start, started: std::time::Instant::now(), speed: 60.0, synchronized: true };
-        let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), clock, ..finishing(&store, &metrics) };
-        let (queue, _task) = channel::spawn_sink(sink, context, None);
-        let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
-        let setup = DispatcherSetup {
-            store: store.clone(),
-            silences: Vec::new(),
-            metrics,
-            flap_window_ms: 0,
-            group_window_ms: 0,
-            links: None,
-            dispatch,
-            clock,
-            handoffs,
-            buses: None,
-            judged: None,
-        };
-        let (alerts, received) = mpsc::channel(8);
-        tokio::spawn(run_dispatcher(received, vec![queue], setup));
-
-        for sensor in ["house-01", "house-02", "house-03"] {
-            let mut blue = sample_alert("fired", 0.1);
-            (blue.severity, blue.colour, blue.sensor) = ("notice".into(), "blue".into(), sensor.into());
-            alerts.send(blue).await.unwrap();
+    #[test]
+    fn the_wire_format_keeps_its_lower_case_words() {
+        let mut alert = sample_alert("changed", 0.5);
+        (alert.previous_severity, alert.audience) = (Some(Severity::Alarm), Audience::Installer);
+        let json = serde_json::to_string(&alert).unwrap();
+        for word in [r#""event":"changed""#, r#""severity":"danger""#, r#""previous_severity":"alarm""#, r#""audience":"installer""#] {
+            assert!(json.contains(word), "{word} not in {json}");
         }
-        alerts.send(sample_alert("fired", 7.3)).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        assert_eq!(calls.lock().unwrap().clone(), vec![1], "red at once; blue waits for the morning");
-        assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), Some(&3), "the three wait in the outbox");
-
-        let morning = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            while calls.lock().unwrap().len() < 2 {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        assert!(morning.is_ok(), "{:?}", calls.lock().unwrap());
-        assert_eq!(calls.lock().unwrap().clone(), vec![1, 3], "then all three blue ones as one message");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), None, "all delivered");
-    }
-
-    #[tokio::test]
-    async fn a_houses_first_alarm_goes_at_once_and_the_rest_of_the_house_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
-        let metrics = Arc::new(Metrics::new());
-        let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), ..finishing(&store, &metrics) };
-        let (queue, _task) = channel::spawn_sink(sink, context, None);
-        let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
-        let dispatch = crate::dispatch::Dispatch::default();
-        let clock = crate::clock::Clock::System;
-        let setup = DispatcherSetup {
-            store: store.clone(),
-            silences: Vec::new(),
-            metrics,
-            flap_window_ms: 0,
-            group_window_ms: 1500,
-            links: None,
-            dispatch,
-            clock,
-            handoffs,
-            buses: None,
-            judged: None,
-        };
-        let (alerts, received) = mpsc::channel(8);
-        tokio::spawn(run_dispatcher(received, vec![queue], setup));
-
-        for sensor in ["house-07", "house-08", "house-09"] {
-            let mut alert = sample_alert("fired", 7.3);
-            alert.sensor = sensor.into();
-            alerts.send(alert).await.unwrap();
-        }
-        let mut other_house = sample_alert("fired", 7.3);
-        (other_house.sensor, other_house.building) = ("house-21".into(), Some("B9".into()));
-        alerts.send(other_house).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        assert_eq!(calls.lock().unwrap().clone(), vec![1, 1], "each house's first alarm at once");
-        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-        assert_eq!(calls.lock().unwrap().clone(), vec![1, 1, 2], "then B7's other two sensors as one message");
-        assert_eq!(store.incidents(false).unwrap().len(), 4, "still one incident per sensor");
+        assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), alert, "read back as written");
+        let handed = serde_json::to_string(&Alert { event: Event::HandedOver, previous_severity: None, ..alert }).unwrap();
+        assert!(handed.contains(r#""event":"handed_over""#) && handed.contains(r#""previous_severity":null"#), "{handed}");
     }
 }

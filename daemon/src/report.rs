@@ -403,13 +403,13 @@ pub fn digest_alert(report: &Report, day: NaiveDate, leaders: &[&crate::dispatch
         "daily-report",
         "supervision",
         "gridwatch",
-        "report",
-        "notice",
+        crate::alert::Event::Report,
+        gridwatch_rules::Severity::Notice,
         "Daily supervision report",
         format!("{overdue} overdue"),
         now,
     );
-    alert.audience = "office".into();
+    alert.audience = crate::alert::Audience::Office;
     alert.value = f64::from(overdue);
     alert.messages = [("en".to_string(), en), ("zh".to_string(), zh)].into_iter().collect();
     alert.recipients = leaders.iter().map(|m| m.name.clone()).collect();

@@ -168,7 +168,7 @@ fn test_alert() -> Alert {
     let mut alert = crate::last_good::fallback_alert("this is a test of the alert channel — no action needed", chrono::Utc::now().timestamp_millis());
     alert.rule = "gridwatch-selftest".into();
     alert.title = "TEST — gridwatch selftest, please ignore".into();
-    alert.severity = "notice".into();
+    alert.severity = gridwatch_rules::Severity::Notice;
     alert.colour = "blue".into();
     alert.messages = [
         ("en".to_string(), "TEST — gridwatch selftest: this channel works. No action needed.".to_string()),

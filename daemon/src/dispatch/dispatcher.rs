@@ -11,7 +11,7 @@
 //! pipeline's alerts are counted as journaled (`journaled`) only once in the store, so the rule
 //! state is never saved ahead of the journal.
 
-use crate::alert::Alert;
+use crate::alert::{Alert, Audience, Event};
 use crate::metrics::Metrics;
 use crate::sinks::channel::{Handoff, SinkQueue};
 use crate::store::{Applied, Destination, Store};
@@ -178,13 +178,13 @@ impl Dispatcher {
 
     async fn handle(&mut self, mut alert: Alert) {
         let now = self.clock.now();
-        if alert.audience == "grid" && alert.event != "cleared" {
+        if alert.audience == Audience::Grid && alert.event != Event::Cleared {
             let people = self.dispatch.on_duty(alert.grid.as_deref(), now);
             alert.recipients = people.iter().map(|m| m.name.clone()).collect();
             alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
         }
         // Device alarms are for the installers (their clears too, to the same channels).
-        if alert.audience == "installer" {
+        if alert.audience == Audience::Installer {
             let installers = self.dispatch.roster.installers(alert.grid.as_deref());
             alert.recipients = installers.iter().map(|m| m.name.clone()).collect();
             alert.mentions = installers.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
@@ -198,8 +198,8 @@ impl Dispatcher {
         if silenced.is_none() && alert.no_data {
             let position = self.buses.as_ref().and_then(|b| b.position(&alert.sensor));
             let bus_down = self.buses.as_ref().and_then(|b| b.down_under(&alert.sensor)).map(str::to_string);
-            let explained = match (alert.event.as_str(), bus_down, position) {
-                ("cleared", _, Some(sensor)) => self.held_back.holds(&alert.rule, sensor).then(|| "its bus was down".to_string()),
+            let explained = match (alert.event, bus_down, position) {
+                (Event::Cleared, _, Some(sensor)) => self.held_back.holds(&alert.rule, sensor).then(|| "its bus was down".to_string()),
                 (_, Some(bus), Some(sensor)) => {
                     hold = Some(sensor);
                     Some(format!("{bus} is down"))
@@ -211,8 +211,8 @@ impl Dispatcher {
         // Quiet hours and the daily digest: the alert waits in the outbox (no reminders for it).
         let deferred_until = if silenced.is_none() { self.dispatch.deferral.not_before(&alert, now) } else { None };
         let grouped_until = if silenced.is_none() && deferred_until.is_none() { self.group(&alert, now) } else { None };
-        let escalate = match (alert.audience.as_str(), &silenced, deferred_until) {
-            ("grid", None, None) => self.dispatch.first_due(&alert.severity, now).map(|first_due| (alert.grid.clone(), now, first_due)),
+        let escalate = match (alert.audience, &silenced, deferred_until) {
+            (Audience::Grid, None, None) => self.dispatch.first_due(alert.severity.as_str(), now).map(|first_due| (alert.grid.clone(), now, first_due)),
             _ => None,
         };
         let addressing = if silenced.is_some() { Addressing::default() } else { address(&alert, &self.dispatch.roster, &self.names) };
@@ -247,7 +247,7 @@ impl Dispatcher {
         if let Some(sensor) = hold {
             self.held_back.hold(&alert.rule, sensor);
         }
-        if alert.event == "cleared" && alert.no_data {
+        if alert.event == Event::Cleared && alert.no_data {
             if let Some(sensor) = self.buses.as_ref().and_then(|b| b.position(&alert.sensor)) {
                 self.held_back.release(&alert.rule, sensor);
             }
@@ -282,7 +282,7 @@ impl Dispatcher {
     /// window after it wait for the window's end and go out together. (Their later events wait
     /// at least as long, see [`crate::store::DueDelivery`].)
     fn group(&mut self, alert: &Alert, now: i64) -> Option<i64> {
-        let building = alert.building.as_ref().filter(|_| alert.audience == "grid" && alert.event == "fired" && self.group_window_ms > 0)?;
+        let building = alert.building.as_ref().filter(|_| alert.audience == Audience::Grid && alert.event == Event::Fired && self.group_window_ms > 0)?;
         match self.building_sent.get(building) {
             Some(&first) if now - first < self.group_window_ms => Some(first + self.group_window_ms),
             _ => {
@@ -354,7 +354,7 @@ impl Dispatcher {
                 targets.push(addressing.targets.clone());
                 routes.push(router(addressing, self.links.clone())(&mut step.alert, ladder.incident_id));
             }
-            let events: Vec<(String, Vec<String>)> = decision.steps.iter().map(|s| (s.alert.event.clone(), s.alert.recipients.clone())).collect();
+            let events: Vec<(Event, Vec<String>)> = decision.steps.iter().map(|s| (s.alert.event, s.alert.recipients.clone())).collect();
             // What each step sends where, kept for when the store cannot take it.
             let sends: Vec<(String, Alert)> = decision
                 .steps
@@ -460,7 +460,8 @@ struct Addressing {
 /// (from `sinks`), and the members' ids for their own links. A device alarm whose installers
 /// have channels of their own goes only there, not to the grid's group.
 fn address(alert: &Alert, roster: &crate::dispatch::roster::Roster, sinks: &[String]) -> Addressing {
-    let installers_reached = alert.audience == "installer" && roster.member_channels(&alert.recipients).iter().any(|(channel, _)| sinks.contains(channel));
+    let installers_reached =
+        alert.audience == Audience::Installer && roster.member_channels(&alert.recipients).iter().any(|(channel, _)| sinks.contains(channel));
     let mut addressing = Addressing {
         targets: if installers_reached { Vec::new() } else { roster.targets(alert.grid.as_deref(), sinks).into_iter().cloned().collect() },
         personal: BTreeMap::new(),

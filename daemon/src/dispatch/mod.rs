@@ -13,6 +13,8 @@
 
 pub mod deferral;
 mod dispatcher;
+#[cfg(test)]
+mod dispatcher_tests;
 pub mod escalator;
 pub mod incident;
 pub mod policy;

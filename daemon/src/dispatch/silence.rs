@@ -5,6 +5,7 @@
 //! a collapsing house.
 
 use crate::alert::Alert;
+use gridwatch_rules::Severity;
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -85,7 +86,7 @@ impl Silence {
     /// Whether this silence is in force at `now` and covers `alert`.
     pub fn covers(&self, alert: &Alert, now: i64) -> bool {
         let active = self.created_ms <= now && now < self.expires_ms && self.ended_ms.is_none_or(|ended| now < ended);
-        let red_allowed = alert.severity != "danger" || self.include_red;
+        let red_allowed = alert.severity != Severity::Danger || self.include_red;
         let target = Some(self.target.as_str());
         let matches = match self.scope {
             Scope::Sensor => alert.sensor == self.target,
@@ -119,7 +120,7 @@ mod tests {
     #[test]
     fn a_silence_covers_its_scope_within_its_window() {
         let mut alert = sample_alert("fired", 2.3);
-        alert.severity = "warning".into();
+        alert.severity = gridwatch_rules::Severity::Warning;
         assert!(silence(Scope::Sensor, "house-07", false).covers(&alert, 150));
         assert!(silence(Scope::Building, "B7", false).covers(&alert, 150));
         assert!(silence(Scope::Grid, "grid-3", false).covers(&alert, 150));
@@ -135,7 +136,7 @@ mod tests {
     #[test]
     fn red_passes_unless_the_silence_says_so() {
         let alert = sample_alert("fired", 7.3);
-        assert_eq!(alert.severity, "danger");
+        assert_eq!(alert.severity, Severity::Danger);
         assert!(!silence(Scope::Building, "B7", false).covers(&alert, 150));
         assert!(silence(Scope::Building, "B7", true).covers(&alert, 150));
     }

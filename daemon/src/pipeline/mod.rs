@@ -23,6 +23,8 @@
 //! Edges and their policies when full: samples -> pipeline blocks the source (readings wait);
 //! pipeline -> alerts blocks (alerts are never dropped).
 
+pub mod alerts;
+
 use crate::alert::Alert;
 use crate::clock::Clock;
 use crate::config::SensorConfig;
@@ -408,7 +410,7 @@ impl Pipeline {
             let rule = self.engine.rule(event.rule);
             let Some(sensor) = self.sensors.get(event.subject.0) else { continue };
             self.metrics.count_rule_event(event.kind.as_str());
-            let mut alert = Alert::new(&event, rule, sensor, self.time_zone, &self.places);
+            let mut alert = alerts::alert_of(&event, rule, sensor, self.time_zone, &self.places);
             let label = match source {
                 Source::Reading { placed, ts } => Some(ts + (event.at - placed)),
                 Source::Timeline => self.timeline.label(event.subject.0, event.at),

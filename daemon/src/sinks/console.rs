@@ -14,8 +14,8 @@ pub fn format_line(alert: &Alert) -> String {
     format!(
         "{at} {event:<7} {severity:<7} rule={rule} sensor={sensor} value={value:.4}{unit} ({condition}){change} since={since} | {place} | {message}{incident}",
         at = alert.at,
-        event = alert.event,
-        severity = alert.severity,
+        event = alert.event.as_str(),
+        severity = alert.severity.as_str(),
         rule = alert.rule,
         sensor = alert.sensor,
         value = alert.value,

@@ -3,9 +3,10 @@
 //! siren nobody can reach does not wail for hours. It is an alert sink like the others, fed
 //! through the outbox.
 
-use crate::alert::Alert;
+use crate::alert::{Alert, Audience, Event};
 use crate::gpio::OutputPin;
 use crate::sinks::Sink;
+use gridwatch_rules::Severity;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,14 +54,14 @@ impl SirenSink {
 /// Whether an alert should sound the siren (`Some(true)`), silence it (`Some(false)`), or
 /// leave it as it is. Only grid (not device) alarms count.
 pub fn wants_siren(alert: &Alert) -> Option<bool> {
-    if alert.audience != "grid" {
+    if alert.audience != Audience::Grid {
         return None;
     }
-    let red = alert.severity == "danger";
-    match alert.event.as_str() {
-        "fired" | "changed" | "escalated" | "reminder" if red => Some(true),
-        "changed" if alert.previous_severity.as_deref() == Some("danger") => Some(false),
-        "cleared" if red => Some(false),
+    let red = alert.severity == Severity::Danger;
+    match alert.event {
+        Event::Fired | Event::Changed | Event::Escalated | Event::Reminder if red => Some(true),
+        Event::Changed if alert.previous_severity == Some(Severity::Danger) => Some(false),
+        Event::Cleared if red => Some(false),
         _ => None,
     }
 }
@@ -103,7 +104,7 @@ mod tests {
         let pin = MemoryPin::default();
         let mut siren = SirenSink::new(Box::new(pin.clone()), Duration::from_secs(300));
         let mut warning = sample_alert("fired", 2.1);
-        warning.severity = "warning".into();
+        warning.severity = gridwatch_rules::Severity::Warning;
         siren.deliver(&warning).await.unwrap();
         assert!(!pin.level(), "yellow does not sound");
         siren.deliver(&sample_alert("fired", 7.3)).await.unwrap();
@@ -132,11 +133,11 @@ mod tests {
     #[test]
     fn device_alarms_and_other_colours_leave_the_siren_alone() {
         let mut device = sample_alert("fired", 7.3);
-        device.audience = "installer".into();
+        device.audience = crate::alert::Audience::Installer;
         assert_eq!(wants_siren(&device), None);
         let mut down = sample_alert("changed", 5.0);
-        down.severity = "alarm".into();
-        down.previous_severity = Some("danger".into());
+        down.severity = gridwatch_rules::Severity::Alarm;
+        down.previous_severity = Some(gridwatch_rules::Severity::Danger);
         assert_eq!(wants_siren(&down), Some(false), "stepping down from red silences it");
     }
 }

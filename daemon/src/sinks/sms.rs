@@ -281,7 +281,7 @@ impl Sink for SmsSink {
     /// One SMS per house and phone.
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         let mut houses: Vec<House<'_>> = Vec::new();
-        for alert in alerts.iter().copied().filter(|a| self.config.severities.contains(&a.severity) && !a.mentions.is_empty()) {
+        for alert in alerts.iter().copied().filter(|a| self.config.severities.iter().any(|s| s == a.severity.as_str()) && !a.mentions.is_empty()) {
             let key = (alert.site.clone(), alert.building.clone().or_else(|| Some(alert.sensor.clone())));
             match houses.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, group)) => group.push(alert),
@@ -414,7 +414,7 @@ mod tests {
     async fn only_the_configured_severities_and_named_people_get_sms() {
         let (url, seen) = gateway("none").await;
         let mut warning = sample_alert("fired", 2.1);
-        warning.severity = "warning".into();
+        warning.severity = gridwatch_rules::Severity::Warning;
         warning.mentions = vec!["13800000001".into()];
         sink(&url).deliver(&warning).await.unwrap();
         sink(&url).deliver(&sample_alert("fired", 7.3)).await.unwrap();

@@ -9,8 +9,9 @@
 //! configured, its link — digests and grouped house messages too; a digest never drops an entry:
 //! [`digest`] splits it into pages under the channel's size limit.
 
-use crate::alert::Alert;
+use crate::alert::{Alert, Audience, Event};
 use chrono_tz::Tz;
+use gridwatch_rules::Severity;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -82,12 +83,12 @@ pub fn rounded(value: f64, unit: &str) -> String {
     }
 }
 
-fn severity_zh(severity: &str) -> &'static str {
+fn severity_zh(severity: Severity) -> &'static str {
     match severity {
-        "danger" => "红色预警",
-        "alarm" => "橙色预警",
-        "warning" => "黄色预警",
-        _ => "蓝色提示",
+        Severity::Danger => "红色预警",
+        Severity::Alarm => "橙色预警",
+        Severity::Warning => "黄色预警",
+        Severity::Notice => "蓝色提示",
     }
 }
 
@@ -103,9 +104,9 @@ fn dot(colour: &str) -> &'static str {
 /// The level as people call it: "红色预警" / "danger".
 pub fn level(alert: &Alert, wording: Wording) -> String {
     if wording.chinese {
-        severity_zh(&alert.severity).to_string()
+        severity_zh(alert.severity).to_string()
     } else {
-        alert.severity.clone()
+        alert.severity.as_str().to_string()
     }
 }
 
@@ -139,25 +140,25 @@ pub fn headline(alert: &Alert, wording: Wording) -> String {
     let n = number(alert);
     let level = level(alert, wording);
     let dot = dot(&alert.colour);
-    match (alert.event.as_str(), wording.chinese) {
-        ("report", true) => "📋 督办日报".to_string(),
-        ("report", false) => "📋 Supervision report".to_string(),
-        ("handed_over", true) => format!("📌 事件转交给你 {n} · {level}"),
-        ("handed_over", false) => format!("📌 Handed to you {n} · {level}"),
-        ("help_asked", true) => format!("🤝 请协助处理 {n} · {level}"),
-        ("help_asked", false) => format!("🤝 Asked to help {n} · {level}"),
-        ("cleared", true) => format!("✅ 已恢复正常 {n}"),
-        ("cleared", false) => format!("✅ Back to normal {n}"),
-        ("reminder", true) => format!("⏰ 催办 {n} · {level}"),
-        ("reminder", false) => format!("⏰ Reminder {n} · {level}"),
-        ("escalated", true) => format!("⚠️ 督办 {n} · {level}"),
-        ("escalated", false) => format!("⚠️ Escalated {n} · {level}"),
-        ("changed", true) => {
-            let was = alert.previous_severity.as_deref().map(|p| format!("（原{}）", severity_zh(p))).unwrap_or_default();
+    match (alert.event, wording.chinese) {
+        (Event::Report, true) => "📋 督办日报".to_string(),
+        (Event::Report, false) => "📋 Supervision report".to_string(),
+        (Event::HandedOver, true) => format!("📌 事件转交给你 {n} · {level}"),
+        (Event::HandedOver, false) => format!("📌 Handed to you {n} · {level}"),
+        (Event::HelpAsked, true) => format!("🤝 请协助处理 {n} · {level}"),
+        (Event::HelpAsked, false) => format!("🤝 Asked to help {n} · {level}"),
+        (Event::Cleared, true) => format!("✅ 已恢复正常 {n}"),
+        (Event::Cleared, false) => format!("✅ Back to normal {n}"),
+        (Event::Reminder, true) => format!("⏰ 催办 {n} · {level}"),
+        (Event::Reminder, false) => format!("⏰ Reminder {n} · {level}"),
+        (Event::Escalated, true) => format!("⚠️ 督办 {n} · {level}"),
+        (Event::Escalated, false) => format!("⚠️ Escalated {n} · {level}"),
+        (Event::Changed, true) => {
+            let was = alert.previous_severity.map(|p| format!("（原{}）", severity_zh(p))).unwrap_or_default();
             format!("{dot} 级别变为{level}{was} {n}")
         }
-        ("changed", false) => {
-            let was = alert.previous_severity.as_deref().map(|p| format!(" (was {p})")).unwrap_or_default();
+        (Event::Changed, false) => {
+            let was = alert.previous_severity.map(|p| format!(" (was {})", p.as_str())).unwrap_or_default();
             format!("{dot} Now {level}{was} {n}")
         }
         (_, true) => format!("{dot} {level} {n}"),
@@ -169,8 +170,8 @@ pub fn headline(alert: &Alert, wording: Wording) -> String {
 /// value rounded; a `cleared` event has its own words.
 pub fn sentence(alert: &Alert, wording: Wording) -> String {
     let shown = value(alert.value, &alert.unit);
-    if alert.event == "cleared" {
-        return match (wording.chinese, alert.unit.is_empty() && alert.audience == "installer") {
+    if alert.event == Event::Cleared {
+        return match (wording.chinese, alert.unit.is_empty() && alert.audience == Audience::Installer) {
             (true, true) => format!("{}设备已恢复正常", place(alert, true)),
             (true, false) => format!("{}{}已恢复正常，当前{shown}", place(alert, true), what_zh(alert)),
             (false, true) => format!("{}: the device is back to normal", place(alert, false)),
@@ -180,8 +181,8 @@ pub fn sentence(alert: &Alert, wording: Wording) -> String {
     let language = if wording.chinese { "zh" } else { "en" };
     match alert.messages.get(language) {
         Some(message) => message.clone(),
-        None if wording.chinese && alert.audience == "installer" => format!("{}设备异常，请安装人员检查", place(alert, true)),
-        None if wording.chinese => format!("{}{}{shown}，{}", place(alert, true), what_zh(alert), severity_zh(&alert.severity)),
+        None if wording.chinese && alert.audience == Audience::Installer => format!("{}设备异常，请安装人员检查", place(alert, true)),
+        None if wording.chinese => format!("{}{}{shown}，{}", place(alert, true), what_zh(alert), severity_zh(alert.severity)),
         None => format!("{}: {} ({shown})", place(alert, false), alert.title),
     }
 }
@@ -197,23 +198,23 @@ fn what_zh(alert: &Alert) -> &'static str {
 
 /// What to do, in one sentence.
 pub fn what_to_do(alert: &Alert, wording: Wording) -> &'static str {
-    let closes_itself = crate::dispatch::incident::closes_when_sensor_clears(&alert.severity);
-    match (alert.event.as_str(), alert.audience.as_str(), alert.severity.as_str(), wording.chinese) {
-        ("report", _, _, true) => "请网格长督促超时事件办结。",
-        ("report", _, _, false) => "Grid leaders: follow up the overdue incidents.",
-        ("cleared", _, _, true) if closes_itself => "事件已自动关闭，无需处理。",
-        ("cleared", _, _, true) => "数值已回落，但仍需到场核实后办结。",
-        ("cleared", _, _, false) if closes_itself => "The incident closed by itself; nothing to do.",
-        ("cleared", _, _, false) => "The value is back, but someone must still check on site and resolve it.",
-        (_, "installer", _, true) => "请安装人员检查设备和线路。",
-        (_, "installer", _, false) => "Installers: check the device and its link.",
-        (_, _, "danger", true) => "请立即到场查看，必要时疏散住户。",
-        (_, _, "alarm", true) => "请尽快到场查看。",
-        (_, _, "warning", true) => "请今天内到场查看。",
+    let closes_itself = crate::dispatch::incident::closes_when_sensor_clears(alert.severity.as_str());
+    match (alert.event, alert.audience, alert.severity, wording.chinese) {
+        (Event::Report, _, _, true) => "请网格长督促超时事件办结。",
+        (Event::Report, _, _, false) => "Grid leaders: follow up the overdue incidents.",
+        (Event::Cleared, _, _, true) if closes_itself => "事件已自动关闭，无需处理。",
+        (Event::Cleared, _, _, true) => "数值已回落，但仍需到场核实后办结。",
+        (Event::Cleared, _, _, false) if closes_itself => "The incident closed by itself; nothing to do.",
+        (Event::Cleared, _, _, false) => "The value is back, but someone must still check on site and resolve it.",
+        (_, Audience::Installer, _, true) => "请安装人员检查设备和线路。",
+        (_, Audience::Installer, _, false) => "Installers: check the device and its link.",
+        (_, _, Severity::Danger, true) => "请立即到场查看，必要时疏散住户。",
+        (_, _, Severity::Alarm, true) => "请尽快到场查看。",
+        (_, _, Severity::Warning, true) => "请今天内到场查看。",
         (_, _, _, true) => "请留意，无需立即到场。",
-        (_, _, "danger", false) => "Go and look now; evacuate if needed.",
-        (_, _, "alarm", false) => "Go and look soon.",
-        (_, _, "warning", false) => "Go and look today.",
+        (_, _, Severity::Danger, false) => "Go and look now; evacuate if needed.",
+        (_, _, Severity::Alarm, false) => "Go and look soon.",
+        (_, _, Severity::Warning, false) => "Go and look today.",
         (_, _, _, false) => "For your information; no visit needed now.",
     }
 }
@@ -232,7 +233,7 @@ pub fn shown_time(alert: &Alert, wording: Wording) -> String {
 fn when(alert: &Alert, wording: Wording) -> String {
     let at = shown_time(alert, wording);
     let since_ms = chrono::DateTime::parse_from_rfc3339(&alert.since).map_or(alert.at_ms, |t| t.timestamp_millis());
-    let since = (alert.event == "fired" && alert.at_ms - since_ms >= 60_000).then(|| crate::local_time::clock_time(since_ms, wording.time_zone));
+    let since = (alert.event == Event::Fired && alert.at_ms - since_ms >= 60_000).then(|| crate::local_time::clock_time(since_ms, wording.time_zone));
     match (since, wording.chinese) {
         (Some(since), true) => format!("时间：{at}（自 {since} 起）"),
         (None, true) => format!("时间：{at}"),
@@ -289,7 +290,7 @@ pub fn digest_title(alerts: &[&Alert], wording: Wording) -> String {
         let building = first.building.as_ref()?;
         alerts.iter().all(|a| a.site == first.site && a.building.as_ref() == Some(building)).then(|| house(first))
     });
-    let firing = alerts.iter().all(|a| a.event == "fired");
+    let firing = alerts.iter().all(|a| a.event == Event::Fired);
     match (house, wording.chinese) {
         (Some(house), true) if firing => format!("{house}：{} 个传感器告警", alerts.len()),
         (Some(house), false) if firing => format!("{house}: {} sensors alarm", alerts.len()),

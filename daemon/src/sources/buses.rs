@@ -13,8 +13,9 @@
 //! their own, `gateway:gw-3`, judged from their readings by [`crate::sources::gateways::watch`]: when all
 //! of them go silent, one "gateway down" alarm goes out instead of a no-data alarm per box.
 
-use crate::alert::Alert;
+use crate::alert::{Alert, Event};
 use crate::config::{SensorIndex, SerialConfig};
+use gridwatch_rules::Severity;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -193,18 +194,18 @@ pub async fn watch(buses: Arc<Buses>, after: Duration, alerts: mpsc::Sender<Aler
             let event = match (since, alerted[bus]) {
                 (0, Some(down_since)) => {
                     alerted[bus] = None;
-                    Some(("cleared", down_since))
+                    Some((Event::Cleared, down_since))
                 }
                 (since, None) if since != 0 && now - since >= after_ms => {
                     alerted[bus] = Some(since);
-                    Some(("fired", since))
+                    Some((Event::Fired, since))
                 }
                 _ => None,
             };
             let Some((event, since)) = event else { continue };
             let (reason, failures) = buses.failure(bus);
             let alert = bus_alert(name, &buses.sensors_on(bus), &buses.sensors, event, since, now, (&reason, failures));
-            tracing::warn!(bus = %name, event, sensors = buses.counts[bus], reason = %reason, failures, "bus alarm");
+            tracing::warn!(bus = %name, event = event.as_str(), sensors = buses.counts[bus], reason = %reason, failures, "bus alarm");
             if alerts.send(alert).await.is_err() {
                 return;
             }
@@ -214,7 +215,7 @@ pub async fn watch(buses: Arc<Buses>, after: Duration, alerts: mpsc::Sender<Aler
 
 /// The device alarm for a bus: what is silent, since when, which sensors.
 /// `(reason, failures)`: the last failure reported while down, and how many (0: none reported).
-fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: &str, since: i64, now: i64, (reason, failures): (&str, u64)) -> Alert {
+fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: Event, since: i64, now: i64, (reason, failures): (&str, u64)) -> Alert {
     let first = on_bus.first().and_then(|id| sensors.get(id));
     let site = first.map_or_else(|| "gridwatch".to_string(), |s| s.place.site.to_string());
     let named: Vec<&str> = on_bus.iter().take(5).copied().collect();
@@ -226,7 +227,7 @@ fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: &str, sin
     } else {
         (String::new(), String::new())
     };
-    let (en, zh, condition) = if event == "cleared" {
+    let (en, zh, condition) = if event == Event::Cleared {
         (
             format!("{bus} is back after {silent_secs} s: readings from {} sensor(s) arrive again", on_bus.len()),
             format!("{bus} 已恢复（中断 {silent_secs} 秒），{} 个传感器重新上报", on_bus.len()),
@@ -247,7 +248,7 @@ fn bus_alert(bus: &str, on_bus: &[&str], sensors: &SensorIndex, event: &str, sin
     } else {
         (BUS_DOWN_RULE, "A sensor bus or gateway is down")
     };
-    let mut alert = Alert::device(rule, bus, &site, event, "warning", title, condition, now);
+    let mut alert = Alert::device(rule, bus, &site, event, Severity::Warning, title, condition, now);
     alert.since = crate::clock::rfc3339(since);
     alert.value = silent_secs as f64;
     alert.unit = "s".into();
@@ -302,7 +303,7 @@ mod tests {
         buses.mqtt().failed(2_000, "packet of 2097200 bytes over max_packet_bytes");
         assert_eq!(buses.down_since[0].load(Ordering::SeqCst), 1_000);
         let (reason, failures) = buses.failure(0);
-        let alert = bus_alert("mqtt", &["house-01"], &buses.sensors, "fired", 1_000, 9_000, (&reason, failures));
+        let alert = bus_alert("mqtt", &["house-01"], &buses.sensors, Event::Fired, 1_000, 9_000, (&reason, failures));
         assert!(alert.message().contains("Last error (2 failure(s) since it went down): packet of 2097200 bytes"), "{}", alert.message());
         buses.mqtt().up();
         assert_eq!(buses.failure(0), (String::new(), 0), "forgotten once up");
@@ -329,7 +330,7 @@ mod tests {
         assert!(rx.try_recv().is_err(), "one alarm, not one a second");
         buses.serial(0).up();
         let cleared = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.unwrap().unwrap();
-        assert_eq!(cleared.event, "cleared");
+        assert_eq!(cleared.event, Event::Cleared);
         stop.cancel();
     }
 }

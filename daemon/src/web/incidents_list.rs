@@ -96,7 +96,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut warning = sample_alert("fired", 2.1);
-        warning.severity = "warning".into();
+        warning.severity = gridwatch_rules::Severity::Warning;
         warning.rule = "tilt-<script>".into();
         store.apply_alert(&warning, 0).await.unwrap();
         store.apply_alert(&sample_alert("fired", 7.3), 0).await.unwrap();

@@ -37,7 +37,7 @@ pub async fn run(options: MqttOptions, topic: String, clock: Clock, stop: Cancel
         };
         let Ok(alert) = serde_json::from_slice::<Alert>(&publish.payload) else { continue };
         let (Some(incident), Some(link)) = (alert.incident_id, alert.member_links.get(MEMBER.1)) else { continue };
-        if alert.event != "fired" || alert.audience != "grid" || !working.insert(incident) {
+        if alert.event != crate::alert::Event::Fired || alert.audience != crate::alert::Audience::Grid || !working.insert(incident) {
             continue;
         }
         tokio::spawn(work(http.clone(), link.clone(), incident, crate::sinks::text::house(&alert), clock, stop.clone()));

@@ -166,7 +166,7 @@ async fn hand_over_helpers_comments_and_the_grid_leaders_follow_up_and_close() {
     // 赵强 was told on his own channel, twice, each with his own link.
     let told = state.store.due_deliveries("zhao-phone", i64::MAX / 2, 10).await.unwrap();
     let events: Vec<&str> = told.iter().map(|d| d.alert.event.as_str()).collect();
-    assert_eq!(events, [handover::HELP_ASKED, handover::HANDED_OVER]);
+    assert_eq!(events, [handover::HELP_ASKED.as_str(), handover::HANDED_OVER.as_str()]);
     for delivery in &told {
         let alert = &delivery.alert;
         assert_eq!(
