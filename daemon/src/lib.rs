@@ -47,6 +47,7 @@ pub mod local_time;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod redact;
 pub mod reload;
 pub mod report;
 pub mod rule_files;

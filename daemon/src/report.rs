@@ -9,7 +9,7 @@
 //! from when the incident opened (or re-opened: a re-fire after resolve starts its clocks again).
 //! Percentiles are nearest-rank: the median of 4 values is the 2nd smallest.
 
-use crate::config::SensorConfig;
+use crate::config::{DigestConfig, SensorConfig};
 use crate::dispatch::Dispatch;
 use crate::store::Store;
 use chrono::{Datelike, NaiveDate, TimeZone};
@@ -258,15 +258,6 @@ pub fn previous(period: &str, today: NaiveDate) -> anyhow::Result<(NaiveDate, Na
 pub fn day_start(date: NaiveDate, zone: chrono_tz::Tz) -> anyhow::Result<i64> {
     let midnight = date.and_hms_opt(0, 0, 0).and_then(|m| zone.from_local_datetime(&m).earliest());
     midnight.map(|m| m.timestamp_millis()).ok_or_else(|| anyhow::anyhow!("{date} has no midnight in {zone}"))
-}
-
-/// `[report]`: the daily digest to the grid leaders' group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DigestConfig {
-    /// Local time it goes out, with the previous day's report.
-    pub at: chrono::NaiveTime,
-    /// The channels (sink names) of the grid leaders' group.
-    pub channels: Vec<String>,
 }
 
 /// What the supervision task reads and where it writes.

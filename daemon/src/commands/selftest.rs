@@ -118,8 +118,8 @@ async fn broker(config: &Config) -> anyhow::Result<String> {
 async fn influx_health(url: &reqwest::Url) -> anyhow::Result<String> {
     let health = url.join("health")?;
     let response = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?.get(health.clone()).send().await?;
-    anyhow::ensure!(response.status().is_success(), "{} answered {}", crate::sinks::webhook::redacted(&health), response.status());
-    Ok(format!("{} healthy", crate::sinks::webhook::redacted(url)))
+    anyhow::ensure!(response.status().is_success(), "{} answered {}", crate::redact::redacted(&health), response.status());
+    Ok(format!("{} healthy", crate::redact::redacted(url)))
 }
 
 fn serial_port(path: &std::path::Path) -> anyhow::Result<String> {

@@ -12,6 +12,7 @@ mod raw;
 pub use raw::DEFAULT_PHOTO_MAX_BYTES;
 mod sensor_index;
 mod serial;
+pub mod wording;
 
 pub use cluster::ClusterConfig;
 pub use raw::SerialProtocol;
@@ -70,12 +71,12 @@ pub struct Config {
     /// the incident page, the CLI.
     pub time_zone: chrono_tz::Tz,
     /// Display names of sites and buildings (`[names]`).
-    pub places: crate::sinks::text::Places,
+    pub places: wording::Places,
     /// `[board] token`: the office's screen needs `?token=` with it (none: open to whoever
     /// reaches `[http] listen`).
     pub board_token: Option<String>,
     /// `[report]`: the daily supervision digest (none: not sent).
-    pub report_digest: Option<crate::report::DigestConfig>,
+    pub report_digest: Option<DigestConfig>,
     /// This box's uplink to its district (`[cluster]`; needs a build with `--features cluster`).
     pub cluster: Option<ClusterConfig>,
 }
@@ -324,12 +325,12 @@ pub struct SmsConfig {
     /// next SMS the phone may get (`per_phone_per_hour`).
     pub per_phone_per_hour: u32,
     /// The messages' language and time zone.
-    pub wording: crate::sinks::text::Wording,
+    pub wording: wording::Wording,
 }
 
 impl std::fmt::Debug for SmsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmsConfig").field("name", &self.name).field("url", &crate::sinks::webhook::redacted(&self.url)).finish_non_exhaustive()
+        f.debug_struct("SmsConfig").field("name", &self.name).field("url", &crate::redact::redacted(&self.url)).finish_non_exhaustive()
     }
 }
 
@@ -343,7 +344,7 @@ pub struct RobotConfig {
     pub secret: Option<String>,
     pub mention_mobiles: Vec<String>,
     /// The messages' language and time zone.
-    pub wording: crate::sinks::text::Wording,
+    pub wording: wording::Wording,
     /// With a failover channel: the longest throttle this robot waits out before giving the
     /// message up to it (none: waits out the robot's throttle).
     pub throttle_patience: Option<Duration>,
@@ -352,7 +353,7 @@ pub struct RobotConfig {
 impl std::fmt::Debug for RobotConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key, token or secret.
-        f.debug_struct("RobotConfig").field("name", &self.name).field("url", &crate::sinks::webhook::redacted(&self.url)).finish_non_exhaustive()
+        f.debug_struct("RobotConfig").field("name", &self.name).field("url", &crate::redact::redacted(&self.url)).finish_non_exhaustive()
     }
 }
 
@@ -563,7 +564,7 @@ impl Checker<'_> {
     }
 
     /// `[report]`: a local time and configured channels.
-    fn report_digest(&mut self, raw: raw::RawReport, channels: &[String]) -> Option<crate::report::DigestConfig> {
+    fn report_digest(&mut self, raw: raw::RawReport, channels: &[String]) -> Option<DigestConfig> {
         let at = chrono::NaiveTime::parse_from_str(raw.daily_digest_at.get_ref(), "%H:%M");
         if at.is_err() {
             self.error(
@@ -584,11 +585,11 @@ impl Checker<'_> {
                 format!("channel `{unknown}` is not configured in [alerts] (have: {})", channels.join(", ")),
             );
         }
-        Some(crate::report::DigestConfig { at: at.ok()?, channels: wanted })
+        Some(DigestConfig { at: at.ok()?, channels: wanted })
     }
 
     /// `[names]`: every key names a site or a `site/building` of the inventory.
-    fn places(&mut self, names: BTreeMap<String, Spanned<String>>, sensors: &[SensorConfig]) -> crate::sinks::text::Places {
+    fn places(&mut self, names: BTreeMap<String, Spanned<String>>, sensors: &[SensorConfig]) -> wording::Places {
         let mut known: HashSet<String> = HashSet::new();
         for sensor in sensors {
             known.insert(sensor.place.site.to_string());
@@ -603,12 +604,12 @@ impl Checker<'_> {
             }
             places.insert(key, name.into_inner());
         }
-        crate::sinks::text::Places(Arc::new(places))
+        wording::Places(Arc::new(places))
     }
 
     /// `language` ("zh" or "en") and `time_zone` (an IANA name) of the texts people read.
-    fn wording(&mut self, language: Option<&Spanned<String>>, time_zone: Option<&Spanned<String>>) -> crate::sinks::text::Wording {
-        let mut wording = crate::sinks::text::Wording::default();
+    fn wording(&mut self, language: Option<&Spanned<String>>, time_zone: Option<&Spanned<String>>) -> wording::Wording {
+        let mut wording = wording::Wording::default();
         if let Some(language) = language {
             wording.chinese = self.language(language, "language");
         }
@@ -986,7 +987,7 @@ impl Checker<'_> {
         (self.diagnostics.len() == before).then(|| PayloadMap { renames: raw.fields.clone(), values, ts: raw.ts.clone(), seq: raw.seq.clone() })
     }
 
-    fn alerts(&mut self, raw: raw::RawAlerts, base: &Path, wording: crate::sinks::text::Wording) -> AlertsConfig {
+    fn alerts(&mut self, raw: raw::RawAlerts, base: &Path, wording: wording::Wording) -> AlertsConfig {
         let mqtt_topic_prefix = raw.mqtt.and_then(|mqtt| {
             let prefix = mqtt.topic_prefix.get_ref().trim_end_matches('/');
             if prefix.is_empty() || prefix.contains(['+', '#']) {
@@ -1107,7 +1108,7 @@ impl Checker<'_> {
         })
     }
 
-    fn sms(&mut self, raw: raw::RawSms, index: usize, base: &Path, wording: crate::sinks::text::Wording) -> Option<SmsConfig> {
+    fn sms(&mut self, raw: raw::RawSms, index: usize, base: &Path, wording: wording::Wording) -> Option<SmsConfig> {
         let url = self.http_url(&raw.url, "alerts.sms.url");
         let probe = raw.body.get_ref().replace("{phone}", "13800000000").replace("{message}", "x");
         if let Err(error) = serde_json::from_str::<serde_json::Value>(&probe) {
@@ -1137,7 +1138,7 @@ impl Checker<'_> {
         })
     }
 
-    fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path, mut wording: crate::sinks::text::Wording) -> Option<RobotConfig> {
+    fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path, mut wording: wording::Wording) -> Option<RobotConfig> {
         let key = format!("alerts.{kind}");
         let url_text = match (&raw.url, &raw.url_file) {
             (Some(url), None) => Some(url.clone()),
@@ -1371,6 +1372,15 @@ pub fn check_topic_filter(filter: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `[report]`: the daily digest to the grid leaders' group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestConfig {
+    /// Local time it goes out, with the previous day's report.
+    pub at: chrono::NaiveTime,
+    /// The channels (sink names) of the grid leaders' group.
+    pub channels: Vec<String>,
 }
 
 #[cfg(test)]

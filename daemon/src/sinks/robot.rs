@@ -88,7 +88,7 @@ pub async fn send(
             // Over the limit, with a failover channel that can take it sooner: give it up.
             Err(error) if error.downcast_ref::<Throttled>().is_some() && config.throttle_patience.is_some_and(|patience| patience < limit.throttle) => {
                 limit.throttled();
-                return Err(error.context(format!("{kind} robot {} throttles us for {} s", super::webhook::redacted(&config.url), limit.throttle.as_secs())));
+                return Err(error.context(format!("{kind} robot {} throttles us for {} s", crate::redact::redacted(&config.url), limit.throttle.as_secs())));
             }
             // Over the limit: not a failure of the message. Wait the throttle out (alerts
             // queueing meanwhile go out together as one digest) and send it again.
@@ -99,7 +99,7 @@ pub async fn send(
                 tokio::time::sleep(limit.wait()).await;
             }
             Err(error) if attempt >= ATTEMPTS => {
-                return Err(error.context(format!("{kind} robot {} failed {attempt} times", super::webhook::redacted(&config.url))))
+                return Err(error.context(format!("{kind} robot {} failed {attempt} times", crate::redact::redacted(&config.url))))
             }
             Err(error) => {
                 tracing::warn!(sink = %config.name, attempt, error = %format!("{error:#}"), "{kind} attempt failed");

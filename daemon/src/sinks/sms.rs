@@ -129,7 +129,7 @@ impl SmsSink {
             tracing::warn!(sink = %self.config.name, attempt, failed = failures.len(), "SMS attempt failed");
             tokio::time::sleep(self.retry_delay * attempt).await;
         }
-        anyhow::bail!("SMS via {} not sent to {}", crate::sinks::webhook::redacted(&self.config.url), failures.join("; "))
+        anyhow::bail!("SMS via {} not sent to {}", crate::redact::redacted(&self.config.url), failures.join("; "))
     }
 
     /// One house's alerts to their phones: one SMS each, or owed past the cap.

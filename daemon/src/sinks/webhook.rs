@@ -12,6 +12,7 @@ use crate::alert::Alert;
 use crate::backoff::Backoff;
 use crate::config::WebhookConfig;
 use crate::metrics::{Metrics, SinkLabel};
+use crate::redact::redacted;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,15 +76,6 @@ pub fn signature(secret: &str, timestamp_ms: i64, body: &[u8]) -> String {
     let mut message = format!("{timestamp_ms}.").into_bytes();
     message.extend_from_slice(body);
     format!("sha256={}", crate::signing::hex(&crate::signing::hmac_sha256(secret.as_bytes(), &message)))
-}
-
-/// The URL without query or credentials, safe for logs.
-pub fn redacted(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    shown.set_query(None);
-    let _ = shown.set_password(None);
-    let _ = shown.set_username("");
-    shown.to_string()
 }
 
 impl Sink for WebhookSink {

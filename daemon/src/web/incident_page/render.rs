@@ -2,6 +2,7 @@
 //! throughout, times in the installation's zone with how long ago, no framework — a few lines
 //! of inline style and script.
 
+use super::labels::{action_label, state_label};
 use super::steps::{self, Offer};
 use super::{escape, person_name, Notice, Signed, Viewer};
 use crate::alert::Alert;
@@ -13,33 +14,6 @@ use std::fmt::Write as _;
 
 const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
-
-/// The incident's state as the page says it.
-pub fn state_label(state: &str) -> &str {
-    match state {
-        "open" => "待接单",
-        "accepted" => "已接单",
-        "on_site" => "已到场",
-        "resolved" => "已办结",
-        "closed" => "已关闭",
-        other => other,
-    }
-}
-
-/// A step of the audit trail as the page says it ("transfer to zhao" is said by the history).
-pub fn action_label(action: &str) -> &str {
-    match action {
-        "accept" => "接单",
-        "on_site" => "到场",
-        "resolve" => "办结",
-        "close" => "关闭",
-        "comment" => "留言",
-        "follow_up" => "回访",
-        "transfer" => "转交",
-        "helper" => "加协助人",
-        other => other,
-    }
-}
 
 /// What an audit entry says, in Chinese where the page knows the words.
 fn entry_label(state: &WebState, action: &str) -> String {
