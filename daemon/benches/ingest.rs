@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gridwatch::alert::Alert;
-use gridwatch::mqtt::payload::decode;
+use gridwatch::sources::mqtt::payload::decode;
 use gridwatch::store::Store;
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -14,7 +14,7 @@ use std::hint::black_box;
 fn payload_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("payload");
     group.throughput(Throughput::Elements(1));
-    let limits = gridwatch::mqtt::payload::Limits { max_bytes: 4096, max_fields: 32, max_field_name_bytes: 64 };
+    let limits = gridwatch::sources::mqtt::payload::Limits { max_bytes: 4096, max_fields: 32, max_field_name_bytes: 64 };
     let tilt = br#"{"x": 0.1234, "y": -0.0312, "t": 21.5, "ts": 1795391999000, "seq": 4711}"#;
     let water = br#"{"do": 6.82, "ph": 7.31, "nh3n": 0.42, "turbidity": 12.5, "conductivity": 512.0, "ts": "2026-11-23T08:00:00+08:00"}"#;
     let none = gridwatch::config::PayloadMap::default();

@@ -2,24 +2,24 @@
 //! embedded), the sinks, the dispatcher, the telemetry writer, the pipeline and the MQTT source,
 //! then waits for `shutdown` and drains them in data-flow order under a deadline.
 
-use crate::alert::console::ConsoleSink;
-use crate::alert::dingtalk::DingTalkSink;
-use crate::alert::mqtt::MqttAlertSink;
-use crate::alert::webhook::WebhookSink;
-use crate::alert::wecom::WeComSink;
-use crate::alert::{run_dispatcher, DispatcherSetup, Judged, SinkContext, SinkSet};
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, Config, SensorConfig};
+use crate::dispatch::{run_dispatcher, DispatcherSetup, Judged};
 use crate::metrics::Metrics;
-use crate::mqtt::source::{self, Ingest, Outputs};
 use crate::pipeline::Pipeline;
 use crate::reload::build_engine;
-use crate::serial::SerialOutputs;
+use crate::sinks::console::ConsoleSink;
+use crate::sinks::dingtalk::DingTalkSink;
+use crate::sinks::mqtt::MqttAlertSink;
+use crate::sinks::webhook::WebhookSink;
+use crate::sinks::wecom::WeComSink;
+use crate::sinks::{SinkContext, SinkSet};
+use crate::sources::mqtt::source::{self, Ingest, Outputs};
+use crate::sources::serial::SerialOutputs;
 use crate::store::Store;
 use crate::telemetry::spooler::{self, SpoolTarget};
 use crate::telemetry::writer::TelemetryWriter;
 use anyhow::Context;
-use gridwatch_rules::Subject;
 use rumqttc::AsyncClient;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,22 +35,6 @@ const SAMPLE_QUEUE: usize = 8192;
 const ALERT_QUEUE: usize = 1024;
 /// How long shutdown may take to drain queues and deliver pending alerts.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(15);
-
-/// The engine's view of the inventory.
-pub fn subjects(sensors: &[SensorConfig]) -> Vec<Subject> {
-    sensors
-        .iter()
-        .map(|s| Subject {
-            id: s.id.clone(),
-            kind: s.kind,
-            site: s.place.site.clone(),
-            building: s.place.building.clone(),
-            grid: s.place.grid.clone(),
-            tags: s.rule_tags(),
-            interval_ms: s.interval.as_millis() as i64,
-        })
-        .collect()
-}
 
 /// The engine state saved by the last run, if it can be read (a bad one is logged and ignored).
 /// Restores the engine from the state the store saved, logging what came of it.
@@ -92,7 +76,7 @@ fn spawn_gpio(
     for input in &gpio.inputs {
         let (levels, mut changes) = mpsc::unbounded_channel::<bool>();
         let interval = sensors.get(input.sensor).map_or(std::time::Duration::from_secs(600), |s| s.interval);
-        tasks.push(tokio::spawn(crate::gpio::input::run(
+        tasks.push(tokio::spawn(crate::sources::gpio_input::run(
             crate::gpio::open_input(input.pin)?,
             input.debounce,
             interval,
@@ -129,8 +113,33 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
     run_with(config, Boot::default(), clock, metrics, shutdown).await
 }
 
-/// [`run`], with rules already loaded and what to do about the last good copy.
+/// [`run`], with rules already loaded and what to do about the last good copy: the daemon's
+/// life in four steps.
 pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let built = build(&config, boot.rules, clock, &metrics)?;
+    let (running, ready) = spawn(&config, built, clock, &metrics, &shutdown).await?;
+    wait(ready, boot.degraded, boot.save, clock, &metrics, &shutdown).await;
+    drain(running).await;
+    Ok(())
+}
+
+/// What is made before any task starts: the store, the engine with its restored state, and
+/// what the tasks share.
+struct Built {
+    store: Store,
+    engine: gridwatch_rules::Engine,
+    calibrations: Vec<crate::store::Calibration>,
+    rule_count: usize,
+    rule_files: usize,
+    /// The latest readings: written by the pipeline, read by the installer API and the board.
+    live: Arc<crate::live::LiveTable>,
+    /// Sensors whose clocks are off: noted by the MQTT source and the pipeline, shown by /healthz.
+    clocks: Arc<crate::sensor_clocks::SensorClocks>,
+}
+
+/// Opens the store, checks the clock, loads the rules (unless `rules` were loaded already) and
+/// builds the engine on the saved state.
+fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, clock: Clock, metrics: &Metrics) -> anyhow::Result<Built> {
     let store = Store::open(&config.state_dir)?;
     if config.state_reserve_bytes > 0 && !store.keep_reserve(config.state_reserve_bytes) {
         tracing::error!(bytes = config.state_reserve_bytes, state_dir = %config.state_dir.display(), "no room for the disk reserve: the state directory is full; readings are not stored until there is room, alarms are");
@@ -142,96 +151,56 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
             "the system clock is not synchronised: readings without their own time are judged but not stored, and people read \"time unknown\", until it is"
         );
     }
-    let (rules, files) = match boot.rules {
+    let (rules, rule_files) = match rules {
         Some(loaded) => loaded,
         None => crate::rule_files::load(&config.rules.paths, config.rules.builtin_packs).context("loading rules")?,
     };
     let rule_count = rules.rules.len();
-    let sensors = config.sensors.clone();
     let calibrations = store.calibrations().unwrap_or_else(|error| {
         tracing::error!(error = %format!("{error:#}"), "cannot read calibrated baselines; the inventory's are used");
         Vec::new()
     });
-    let (engine, _) = build_engine(rules, &sensors, |engine| restore_saved_state(&store, engine), &calibrations);
-    let live = Arc::new(crate::live::LiveTable::new(sensors.clone()));
-    let (command_tx, command_rx) = mpsc::channel(8);
-    // Sensors whose clocks are off: noted by the MQTT source and the pipeline, shown by /healthz.
-    let clocks = Arc::new(crate::sensor_clocks::SensorClocks::default());
+    let (engine, _) = build_engine(rules, &config.sensors, |engine| restore_saved_state(&store, engine), &calibrations);
+    let live = Arc::new(crate::live::LiveTable::new(config.sensors.clone()));
+    Ok(Built { store, engine, calibrations, rule_count, rule_files, live, clocks: Arc::default() })
+}
 
-    if let BrokerConfig::Embedded { listen } = config.mqtt.broker {
-        crate::mqtt::broker::start(listen).await?;
-    }
-    if let Some(listen) = config.http_listen {
-        let installer = crate::web::installer_api::InstallerApi {
-            live: live.clone(),
-            commands: command_tx.clone(),
-            sensors: sensors.clone(),
-            clock,
-            started_ms: clock.now(),
-            clocks: clocks.clone(),
-        };
-        let ledger =
-            crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
-        let web = crate::web::WebState {
-            time_zone: config.time_zone,
-            metrics: metrics.clone(),
-            store: store.clone(),
-            links: config.worker_links.clone(),
-            installer: Some(installer),
-            ledger: Some(ledger),
-            members: Arc::new(config.dispatch.roster.member_names()),
-            page: crate::web::incident_page::PageSetup { roster: Arc::new(config.dispatch.roster.clone()), photo_max_bytes: config.photo_max_bytes, clock },
-        };
-        let board = crate::web::board::Board {
-            sensors: sensors.clone(),
-            places: config.places.clone(),
-            dispatch: Arc::new(config.dispatch.clone()),
-            live: Some(live.clone()),
-            store: store.clone(),
-            clock,
-            time_zone: config.time_zone,
-            token: config.board_token.clone(),
-            started_ms: clock.now(),
-        };
-        crate::web::serve(listen, web, Some(board), shutdown.clone()).await?;
-    }
-    let supervision = crate::report::Supervision {
-        store: store.clone(),
-        sensors: sensors.clone(),
-        dispatch: Arc::new(config.dispatch.clone()),
-        metrics: metrics.clone(),
-        clock,
-        time_zone: config.time_zone,
-        digest: config.report_digest.clone(),
-    };
-    tokio::spawn(crate::report::run(supervision, shutdown.clone()));
+/// The running tasks, in the order [`drain`] waits for them.
+struct Running {
+    serial_tasks: Vec<JoinHandle<()>>,
+    gpio_tasks: Vec<JoinHandle<()>>,
+    spooler_task: JoinHandle<()>,
+    /// Cancelled once the spooler has acknowledged what it took: the source may then disconnect.
+    acks_flushed: CancellationToken,
+    source_task: JoinHandle<()>,
+    pipeline_task: JoinHandle<()>,
+    dispatcher: JoinHandle<()>,
+    /// Cancelled once the dispatcher is done: each channel then sends what is due and ends.
+    sinks_closing: CancellationToken,
+    sink_tasks: Vec<JoinHandle<()>>,
+    writer_stop: CancellationToken,
+    writer_task: Option<JoinHandle<()>>,
+}
 
-    // Cancelled once the dispatcher is done: each channel then sends what is due and ends.
+/// What [`wait`] needs once everything runs.
+struct Ready {
+    /// The daemon's own alerts (the fallback configuration); dropped by [`wait`] so that the
+    /// dispatcher can finish once every other sender is gone.
+    fallback_alerts: mpsc::Sender<crate::alert::Alert>,
+    /// Beaten by the pipeline, watched by the systemd watchdog task.
+    heartbeat: crate::supervision::Heartbeat,
+}
+
+/// Starts everything in reverse data-flow order: the broker and the web pages, the sinks, the
+/// dispatcher, telemetry, the pipeline, then the sources.
+async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metrics>, shutdown: &CancellationToken) -> anyhow::Result<(Running, Ready)> {
+    let Built { store, engine, calibrations, rule_count, rule_files, live, clocks } = built;
+    let sensors = config.sensors.clone();
+    let command_rx = start_broker_and_web(config, &store, &live, &clocks, clock, metrics, shutdown).await?;
+
     let sinks_closing = CancellationToken::new();
     let sink_context = SinkContext { metrics: metrics.clone(), store: store.clone(), clock, closing: sinks_closing.clone() };
-    let (mut sinks, handoff_rx) = SinkSet::new(sink_context, &config.alerts);
-    if config.alerts.console {
-        sinks.add(ConsoleSink);
-    }
-    if let Some(prefix) = &config.alerts.mqtt_topic_prefix {
-        sinks.add(MqttAlertSink::connect(&config.mqtt, prefix.clone()));
-    }
-    for hook in &config.alerts.webhooks {
-        sinks.add(WebhookSink::new(hook, metrics.clone())?);
-    }
-    for robot in &config.alerts.wecom {
-        sinks.add(WeComSink::new(robot.clone())?);
-    }
-    for robot in &config.alerts.dingtalk {
-        sinks.add(DingTalkSink::new(robot.clone())?);
-    }
-    for gateway in &config.alerts.sms {
-        sinks.add(crate::alert::sms::SmsSink::new(gateway.clone())?);
-    }
-    if let Some(pin) = config.gpio.as_ref().and_then(|g| g.siren_pin) {
-        let max_on = config.gpio.as_ref().map_or(std::time::Duration::from_secs(300), |g| g.siren_max_on);
-        sinks.add(crate::gpio::siren::SirenSink::new(crate::gpio::open_output(pin)?, max_on));
-    }
+    let (sinks, handoff_rx) = sink_set(config, sink_context, metrics)?;
     let SinkSet { queues: sink_queues, tasks: sink_tasks, .. } = sinks;
     let sink_count = sink_queues.len();
     // The daemon's own alerts (bus down, fallback configuration) and the rule engine's, which
@@ -242,63 +211,21 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     // One index of the inventory by id, shared by the topic router, the serial outputs, the
     // InfluxDB writer and the bus watcher.
     let index = crate::config::SensorIndex::new(sensors.clone());
-    let buses = crate::buses::Buses::new(index.clone(), &config.serial);
-    tokio::spawn(crate::buses::watch(buses.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
-    tokio::spawn(crate::gateways::watch(buses.clone(), live.clone(), sensors.clone(), clock, shutdown.clone()));
-    let setup = DispatcherSetup {
-        store: store.clone(),
-        silences: config.alerts.silences.clone(),
-        metrics: metrics.clone(),
-        flap_window_ms: config.alerts.flap_window.as_millis() as i64,
-        group_window_ms: config.alerts.group_window.as_millis() as i64,
-        links: config.worker_links.clone(),
-        dispatch: config.dispatch.clone(),
-        clock,
-        handoffs: handoff_rx,
-        buses: Some(buses.clone()),
-        judged: Some(Judged { alerts: judged_rx, journaled: journaled_tx }),
-    };
+    let buses = crate::sources::buses::Buses::new(index.clone(), &config.serial);
+    tokio::spawn(crate::sources::buses::watch(buses.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
+    tokio::spawn(crate::sources::gateways::watch(buses.clone(), live.clone(), sensors.clone(), clock, shutdown.clone()));
+    let judged = Judged { alerts: judged_rx, journaled: journaled_tx };
+    let setup = dispatcher_setup(config, &store, metrics, clock, handoff_rx, buses.clone(), judged);
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
-    // Readings are kept in the crash log and in InfluxDB (from memory while it keeps up, else
-    // through the spool), then acknowledged by the spooler.
-    let written = Arc::new(Notify::new());
-    if config.influxdb.is_some() {
-        match store.spool_stats() {
-            Ok(stats) => {
-                metrics.telemetry_points_taken_on.inc_by(stats.points);
-            }
-            Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot count the spool"),
-        }
-    }
-    let writer = match &config.influxdb {
-        Some(influx) => Some(Arc::new(TelemetryWriter::new(influx, index.clone(), store.clone(), metrics.clone())?)),
-        None => None,
-    };
-    let spool_target = Some(SpoolTarget {
-        store: store.clone(),
-        telemetry: writer.clone(),
-        max_points: config.influxdb.as_ref().map_or(0, |influx| influx.spool_max_points),
-        written: written.clone(),
-    });
-    let writer_stop = CancellationToken::new();
-    let writer_task = writer.map(|writer| tokio::spawn(writer.run(written, writer_stop.clone())));
-    let mut ingest_options = crate::mqtt::options(&config.mqtt, "ingest");
-    ingest_options.set_manual_acks(true);
-    let (client, eventloop) = AsyncClient::new(ingest_options, 256);
-    let (spool_tx, spool_rx) = mpsc::channel(SAMPLE_QUEUE);
-    let spooler_task = tokio::spawn(spooler::run(spool_rx, spool_target, client.clone(), metrics.clone()));
-
+    let telemetry = spawn_telemetry(config, &store, index.clone(), metrics)?;
     let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_QUEUE);
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let running = config.source.clone().map(|file| crate::reload::Running { file, sensors: config.sensors.clone() });
     tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, running, reload_tx, metrics.clone(), shutdown.clone()));
     let heartbeat = crate::supervision::Heartbeat::default();
-    let fallback_alerts = alert_tx;
-    drop(command_tx);
     // The rules' timeline continues after the last reading the restored state judged.
     let judged_until = (0..sensors.len()).filter_map(|position| engine.last_at(gridwatch_rules::SubjectId(position))).max();
-    let timeline = crate::timeline::Timeline::start(clock, judged_until);
     let pipeline = Pipeline {
         engine,
         calibrations,
@@ -317,40 +244,18 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
         unsaved: true,
         out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after),
         clocks: clocks.clone(),
-        timeline,
+        timeline: crate::timeline::Timeline::start(clock, judged_until),
         budget: Default::default(),
     };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
-    let serial_outputs = SerialOutputs {
-        samples: sample_tx.clone(),
-        spool: config.influxdb.is_some().then(|| spool_tx.clone()),
-        sensors: index.clone(),
-        clock,
-        metrics: metrics.clone(),
-        bus: None,
-    };
-    let serial_tasks: Vec<JoinHandle<()>> = config
-        .serial
-        .iter()
-        .enumerate()
-        .map(|(index, port)| {
-            let outputs = SerialOutputs { bus: Some(buses.serial(index)), ..serial_outputs.clone() };
-            tokio::spawn(crate::serial::run_port(port.clone(), outputs, shutdown.clone()))
-        })
-        .collect();
-    let gpio_tasks = spawn_gpio(&config, &serial_outputs, metrics.clone(), &sensors, shutdown.clone())?;
-    drop(serial_outputs);
-    let ingest = Ingest::new(&config, index, clock, metrics.clone(), clocks);
-    let stored = config.influxdb.is_some().then(|| sensors.clone());
-    let acks = config.incident_acks.clone().map(|acks| (acks, store.clone()));
-    let outputs = Outputs { samples: sample_tx, spool: spool_tx, stored, acks, bus: buses.mqtt() };
-    let acks_flushed = CancellationToken::new();
-    let source_task = tokio::spawn(source::run(client, eventloop, ingest, outputs, shutdown.clone(), acks_flushed.clone()));
+
+    let inputs = Inputs { samples: sample_tx, spool: telemetry.spool, index, buses, clocks, store: store.clone() };
+    let (serial_tasks, gpio_tasks, source_task, acks_flushed) = spawn_sources(config, inputs, telemetry.ingest_connection, clock, metrics, shutdown)?;
 
     tracing::info!(
         sensors = sensors.len(),
         rules = rule_count,
-        rule_files = files,
+        rule_files,
         sinks = sink_count,
         serial_ports = config.serial.len(),
         influxdb = config.influxdb.is_some(),
@@ -362,9 +267,263 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     if let Some(cluster) = config.cluster.clone() {
         tokio::spawn(crate::cluster::uplink::run(cluster, store.clone(), shutdown.clone()));
     }
+    let running = Running {
+        serial_tasks,
+        gpio_tasks,
+        spooler_task: telemetry.spooler_task,
+        acks_flushed,
+        source_task,
+        pipeline_task,
+        dispatcher,
+        sinks_closing,
+        sink_tasks,
+        writer_stop: telemetry.writer_stop,
+        writer_task: telemetry.writer_task,
+    };
+    Ok((running, Ready { fallback_alerts: alert_tx, heartbeat }))
+}
+
+/// The embedded broker (when configured), the web pages and the supervision report; returns
+/// where the installer API's commands to the pipeline arrive (closed when there is no web).
+async fn start_broker_and_web(
+    config: &Config,
+    store: &Store,
+    live: &Arc<crate::live::LiveTable>,
+    clocks: &Arc<crate::sensor_clocks::SensorClocks>,
+    clock: Clock,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<mpsc::Receiver<crate::pipeline::Command>> {
+    let (command_tx, command_rx) = mpsc::channel(8);
+    if let BrokerConfig::Embedded { listen } = config.mqtt.broker {
+        crate::sources::mqtt::broker::start(listen).await?;
+    }
+    if let Some(listen) = config.http_listen {
+        let web = Web { store, live, commands: command_tx, clocks: clocks.clone(), clock, metrics: metrics.clone() };
+        serve_web(config, listen, web, shutdown.clone()).await?;
+    }
+    tokio::spawn(crate::report::run(supervision(config, store, metrics.clone(), clock), shutdown.clone()));
+    Ok(command_rx)
+}
+
+/// What the dispatcher works with.
+fn dispatcher_setup(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    clock: Clock,
+    handoffs: mpsc::UnboundedReceiver<crate::sinks::channel::Handoff>,
+    buses: Arc<crate::sources::buses::Buses>,
+    judged: Judged,
+) -> DispatcherSetup {
+    DispatcherSetup {
+        store: store.clone(),
+        silences: config.alerts.silences.clone(),
+        metrics: metrics.clone(),
+        flap_window_ms: config.alerts.flap_window.as_millis() as i64,
+        group_window_ms: config.alerts.group_window.as_millis() as i64,
+        links: config.worker_links.clone(),
+        dispatch: config.dispatch.clone(),
+        clock,
+        handoffs,
+        buses: Some(buses),
+        judged: Some(judged),
+    }
+}
+
+/// Where the sources hand readings and what they share.
+struct Inputs {
+    samples: mpsc::Sender<crate::sample::Sample>,
+    spool: mpsc::Sender<crate::telemetry::spooler::Spooled>,
+    index: crate::config::SensorIndex,
+    buses: Arc<crate::sources::buses::Buses>,
+    clocks: Arc<crate::sensor_clocks::SensorClocks>,
+    store: Store,
+}
+
+/// The serial ports, the GPIO inputs and the MQTT source: (serial tasks, GPIO tasks, the MQTT
+/// source's task, the token that lets it disconnect once the spooler has acknowledged).
+#[allow(clippy::type_complexity)] // the four handles drain() waits for
+fn spawn_sources(
+    config: &Config,
+    inputs: Inputs,
+    (client, eventloop): (AsyncClient, rumqttc::EventLoop),
+    clock: Clock,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Vec<JoinHandle<()>>, Vec<JoinHandle<()>>, JoinHandle<()>, CancellationToken)> {
+    let Inputs { samples: sample_tx, spool, index, buses, clocks, store } = inputs;
+    let sensors = config.sensors.clone();
+    let serial_outputs = SerialOutputs {
+        samples: sample_tx.clone(),
+        spool: config.influxdb.is_some().then(|| spool.clone()),
+        sensors: index.clone(),
+        clock,
+        metrics: metrics.clone(),
+        bus: None,
+    };
+    let serial_tasks: Vec<JoinHandle<()>> = config
+        .serial
+        .iter()
+        .enumerate()
+        .map(|(index, port)| {
+            let outputs = SerialOutputs { bus: Some(buses.serial(index)), ..serial_outputs.clone() };
+            tokio::spawn(crate::sources::serial::run_port(port.clone(), outputs, shutdown.clone()))
+        })
+        .collect();
+    let gpio_tasks = spawn_gpio(config, &serial_outputs, metrics.clone(), &sensors, shutdown.clone())?;
+    drop(serial_outputs);
+    let ingest = Ingest::new(config, index, clock, metrics.clone(), clocks);
+    let stored = config.influxdb.is_some().then(|| sensors.clone());
+    let acks = config.incident_acks.clone().map(|acks| (acks, store.clone()));
+    let outputs = Outputs { samples: sample_tx, spool, stored, acks, bus: buses.mqtt() };
+    let acks_flushed = CancellationToken::new();
+    let source_task = tokio::spawn(source::run(client, eventloop, ingest, outputs, shutdown.clone(), acks_flushed.clone()));
+
+    Ok((serial_tasks, gpio_tasks, source_task, acks_flushed))
+}
+
+/// What the web pages read from the running daemon.
+struct Web<'a> {
+    store: &'a Store,
+    live: &'a Arc<crate::live::LiveTable>,
+    commands: mpsc::Sender<crate::pipeline::Command>,
+    clocks: Arc<crate::sensor_clocks::SensorClocks>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+}
+
+/// Serves the health, metrics, installer API, incident pages and the board on `listen`.
+async fn serve_web(config: &Config, listen: std::net::SocketAddr, web: Web<'_>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Web { store, live, commands, clocks, clock, metrics } = web;
+    let sensors = config.sensors.clone();
+    let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands, sensors: sensors.clone(), clock, started_ms: clock.now(), clocks };
+    let ledger = crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
+    let state = crate::web::WebState {
+        time_zone: config.time_zone,
+        metrics,
+        store: store.clone(),
+        links: config.worker_links.clone(),
+        installer: Some(installer),
+        ledger: Some(ledger),
+        members: Arc::new(config.dispatch.roster.member_names()),
+        page: crate::web::incident_page::PageSetup { roster: Arc::new(config.dispatch.roster.clone()), photo_max_bytes: config.photo_max_bytes, clock },
+    };
+    let board = crate::web::board::Board {
+        sensors,
+        places: config.places.clone(),
+        dispatch: Arc::new(config.dispatch.clone()),
+        live: Some(live.clone()),
+        store: store.clone(),
+        clock,
+        time_zone: config.time_zone,
+        token: config.board_token.clone(),
+        started_ms: clock.now(),
+    };
+    crate::web::serve(listen, state, Some(board), shutdown).await?;
+    Ok(())
+}
+
+/// What the supervision report task reads.
+fn supervision(config: &Config, store: &Store, metrics: Arc<Metrics>, clock: Clock) -> crate::report::Supervision {
+    crate::report::Supervision {
+        store: store.clone(),
+        sensors: config.sensors.clone(),
+        dispatch: Arc::new(config.dispatch.clone()),
+        metrics,
+        clock,
+        time_zone: config.time_zone,
+        digest: config.report_digest.clone(),
+    }
+}
+
+/// Every configured channel, each with its task started.
+fn sink_set(
+    config: &Config,
+    context: SinkContext,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(SinkSet, mpsc::UnboundedReceiver<crate::sinks::channel::Handoff>)> {
+    let (mut sinks, handoff_rx) = SinkSet::new(context, &config.alerts);
+    if config.alerts.console {
+        sinks.add(ConsoleSink);
+    }
+    if let Some(prefix) = &config.alerts.mqtt_topic_prefix {
+        sinks.add(MqttAlertSink::connect(&config.mqtt, prefix.clone()));
+    }
+    for hook in &config.alerts.webhooks {
+        sinks.add(WebhookSink::new(hook, metrics.clone())?);
+    }
+    for robot in &config.alerts.wecom {
+        sinks.add(WeComSink::new(robot.clone())?);
+    }
+    for robot in &config.alerts.dingtalk {
+        sinks.add(DingTalkSink::new(robot.clone())?);
+    }
+    for gateway in &config.alerts.sms {
+        sinks.add(crate::sinks::sms::SmsSink::new(gateway.clone())?);
+    }
+    if let Some(pin) = config.gpio.as_ref().and_then(|g| g.siren_pin) {
+        let max_on = config.gpio.as_ref().map_or(std::time::Duration::from_secs(300), |g| g.siren_max_on);
+        sinks.add(crate::sinks::siren::SirenSink::new(crate::gpio::open_output(pin)?, max_on));
+    }
+    Ok((sinks, handoff_rx))
+}
+
+/// The telemetry tasks and the ingest connection whose messages the spooler acknowledges.
+struct Telemetry {
+    spool: mpsc::Sender<crate::telemetry::spooler::Spooled>,
+    spooler_task: JoinHandle<()>,
+    writer_stop: CancellationToken,
+    writer_task: Option<JoinHandle<()>>,
+    ingest_connection: (AsyncClient, rumqttc::EventLoop),
+}
+
+/// Readings are kept in the crash log and in InfluxDB (from memory while it keeps up, else
+/// through the spool), then acknowledged by the spooler.
+fn spawn_telemetry(config: &Config, store: &Store, index: crate::config::SensorIndex, metrics: &Arc<Metrics>) -> anyhow::Result<Telemetry> {
+    let written = Arc::new(Notify::new());
+    if config.influxdb.is_some() {
+        match store.spool_stats() {
+            Ok(stats) => {
+                metrics.telemetry_points_taken_on.inc_by(stats.points);
+            }
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot count the spool"),
+        }
+    }
+    let writer = match &config.influxdb {
+        Some(influx) => Some(Arc::new(TelemetryWriter::new(influx, index, store.clone(), metrics.clone())?)),
+        None => None,
+    };
+    let spool_target = Some(SpoolTarget {
+        store: store.clone(),
+        telemetry: writer.clone(),
+        max_points: config.influxdb.as_ref().map_or(0, |influx| influx.spool_max_points),
+        written: written.clone(),
+    });
+    let writer_stop = CancellationToken::new();
+    let writer_task = writer.map(|writer| tokio::spawn(writer.run(written, writer_stop.clone())));
+    let mut ingest_options = crate::sources::mqtt::options(&config.mqtt, "ingest");
+    ingest_options.set_manual_acks(true);
+    let (client, eventloop) = AsyncClient::new(ingest_options, 256);
+    let (spool, spool_rx) = mpsc::channel(SAMPLE_QUEUE);
+    let spooler_task = tokio::spawn(spooler::run(spool_rx, spool_target, client.clone(), metrics.clone()));
+    Ok(Telemetry { spool, spooler_task, writer_stop, writer_task, ingest_connection: (client, eventloop) })
+}
+
+/// Tells systemd the daemon is ready, raises the fallback alarm when running on the last good
+/// copy (else saves this configuration as the last good one), then waits for `shutdown`.
+async fn wait(
+    ready: Ready,
+    degraded: Option<String>,
+    save: Option<(crate::last_good::LastGood, crate::last_good::Saved)>,
+    clock: Clock,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) {
+    let Ready { fallback_alerts, heartbeat } = ready;
     crate::supervision::ready();
     tokio::spawn(crate::supervision::watchdog(heartbeat, shutdown.clone()));
-    if let Some(reason) = &boot.degraded {
+    if let Some(reason) = &degraded {
         metrics.config_fallback.set(1);
         tracing::error!(reason = %reason, "DEGRADED: running on the last good configuration; fix the files and restart");
         if fallback_alerts.send(crate::last_good::fallback_alert(reason, clock.now())).await.is_err() {
@@ -373,7 +532,7 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     }
     // The dispatcher finishes once every sender is gone: do not hold this one to the end.
     drop(fallback_alerts);
-    if let Some((last_good, saved)) = boot.save {
+    if let Some((last_good, saved)) = save {
         match last_good.save(&saved) {
             Ok(()) => tracing::debug!("configuration saved as the last good copy"),
             Err(error) => {
@@ -384,7 +543,24 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     shutdown.cancelled().await;
     crate::supervision::stopping();
     tracing::info!("shutting down: draining readings and pending alerts");
+}
 
+/// Waits for the tasks in data-flow order (sources → spooler → pipeline → dispatcher → sinks →
+/// telemetry writer) under [`DRAIN_DEADLINE`].
+async fn drain(running: Running) {
+    let Running {
+        serial_tasks,
+        gpio_tasks,
+        spooler_task,
+        acks_flushed,
+        source_task,
+        pipeline_task,
+        dispatcher,
+        sinks_closing,
+        sink_tasks,
+        writer_stop,
+        writer_task,
+    } = running;
     let drain = async {
         for task in serial_tasks.into_iter().chain(gpio_tasks) {
             let _ = task.await;
@@ -409,5 +585,4 @@ pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Met
     if tokio::time::timeout(DRAIN_DEADLINE, drain).await.is_err() {
         tracing::error!(deadline_secs = DRAIN_DEADLINE.as_secs(), "shutdown deadline passed with alerts or telemetry still pending");
     }
-    Ok(())
 }

@@ -12,7 +12,7 @@
 //! reach, so the shorter signature is no weaker in practice.
 //!
 //! Links are signed and checked by the same [`Signer`] as the actions on the MQTT ack topic
-//! (`crate::incident_acks`), under their own purpose (`gridwatch-link-v2`), with the fields
+//! (`crate::sources::mqtt::incident_acks`), under their own purpose (`gridwatch-link-v2`), with the fields
 //! incident, expiry and — on a member's link — the member id, each length-prefixed.
 //! (Links signed by a gridwatch before the length-prefixed encoding no longer verify; they
 //! expire within `link_valid_hours` anyway.)
@@ -200,10 +200,10 @@ mod tests {
 
     #[test]
     fn a_link_signature_is_no_ack_signature_under_the_same_secret() {
-        let acks = crate::incident_acks::AckConfig::new("t".into(), "s3cret");
+        let acks = crate::sources::mqtt::incident_acks::AckConfig::new("t".into(), "s3cret");
         let (id, exp, sig) = parts(&links().link(42, 1_000));
         let as_ack = serde_json::json!({"incident": id, "action": "resolve", "by": "x", "ts": exp, "sig": sig});
-        assert_eq!(acks.verify(&serde_json::to_vec(&as_ack).unwrap(), exp * 1000).unwrap_err(), crate::incident_acks::Refusal::BadSignature);
+        assert_eq!(acks.verify(&serde_json::to_vec(&as_ack).unwrap(), exp * 1000).unwrap_err(), crate::sources::mqtt::incident_acks::Refusal::BadSignature);
     }
 
     #[test]

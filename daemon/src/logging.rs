@@ -4,7 +4,7 @@
 //! tokio-modbus logs every garbled frame as a multi-line WARN: it is held to errors, and the
 //! serial poller counts and reports such frames itself (`gridwatch_serial_frames_total`).
 
-use crate::cli::LogFormat;
+use crate::commands::cli::LogFormat;
 use std::io::IsTerminal;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;

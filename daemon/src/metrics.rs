@@ -7,7 +7,7 @@
 //! the first failure and an absent series never hides a problem. `dashboards/` and
 //! `prometheus/` are checked against this output by `daemon/tests/observe.rs`.
 
-use crate::mqtt::payload::Rejection;
+use crate::sources::mqtt::payload::Rejection;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -353,7 +353,9 @@ impl Metrics {
         for reason in TELEMETRY_DROP_REASONS {
             let _ = metrics.telemetry_points_dropped.get_or_create(&ReasonLabel { reason: reason.into() });
         }
-        let acks = ["applied", "not_applicable"].into_iter().chain(crate::incident_acks::Refusal::ALL.map(crate::incident_acks::Refusal::as_str));
+        let acks = ["applied", "not_applicable"]
+            .into_iter()
+            .chain(crate::sources::mqtt::incident_acks::Refusal::ALL.map(crate::sources::mqtt::incident_acks::Refusal::as_str));
         for reason in acks {
             let _ = metrics.incident_acks.get_or_create(&ReasonLabel { reason: reason.into() });
         }

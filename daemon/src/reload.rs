@@ -31,7 +31,7 @@ pub fn build_engine(
     restore: impl FnOnce(&mut Engine) -> Restored,
     calibrations: &[Calibration],
 ) -> (Engine, Restored) {
-    let mut engine = Engine::new(rules, &crate::daemon::subjects(sensors));
+    let mut engine = Engine::new(rules, &subjects(sensors));
     let restored = restore(&mut engine);
     for (index, sensor) in sensors.iter().enumerate() {
         for (field, value) in &sensor.baseline {
@@ -155,4 +155,20 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// The engine's view of the inventory.
+pub fn subjects(sensors: &[SensorConfig]) -> Vec<gridwatch_rules::Subject> {
+    sensors
+        .iter()
+        .map(|s| gridwatch_rules::Subject {
+            id: s.id.clone(),
+            kind: s.kind,
+            site: s.place.site.clone(),
+            building: s.place.building.clone(),
+            grid: s.place.grid.clone(),
+            tags: s.rule_tags(),
+            interval_ms: s.interval.as_millis() as i64,
+        })
+        .collect()
 }

@@ -9,7 +9,7 @@
 //! from when the incident opened (or re-opened: a re-fire after resolve starts its clocks again).
 //! Percentiles are nearest-rank: the median of 4 values is the 2nd smallest.
 
-use crate::config::SensorConfig;
+use crate::config::{DigestConfig, SensorConfig};
 use crate::dispatch::Dispatch;
 use crate::store::Store;
 use chrono::{Datelike, NaiveDate, TimeZone};
@@ -231,29 +231,8 @@ impl Report {
     }
 }
 
-/// `gridwatch report`: the report of the local days `days` (first, last), or of the previous
-/// `last` day, week or month, as `format` (csv or markdown).
-pub fn cli(config: &crate::config::Config, days: Option<(NaiveDate, NaiveDate)>, last: Option<&str>, format: &str) -> anyhow::Result<String> {
-    let zone = config.time_zone;
-    let now = chrono::Utc::now().timestamp_millis();
-    let (first, last_day) = match (days, last) {
-        (Some(days), _) => days,
-        (None, Some(period)) => previous(period, today(now, zone))?,
-        (None, None) => anyhow::bail!("say which days: --from YYYY-MM-DD [--to YYYY-MM-DD], or --last day|week|month"),
-    };
-    anyhow::ensure!(first <= last_day, "--to {last_day} is before --from {first}");
-    let from_ms = day_start(first, zone)?;
-    let to_ms = day_start(last_day.succ_opt().unwrap_or(last_day), zone)?;
-    if !config.state_dir.join("gridwatch.db").exists() {
-        anyhow::bail!("no store yet in {} (has the daemon run with this configuration?)", config.state_dir.display());
-    }
-    let store = Store::open(&config.state_dir)?;
-    let report = Report::build(&store, &config.sensors, &config.dispatch, from_ms, to_ms, now.min(to_ms))?;
-    Ok(if format == "csv" { report.csv() } else { report.markdown(zone) })
-}
-
 /// The local date of `now_ms`.
-fn today(now_ms: i64, zone: chrono_tz::Tz) -> NaiveDate {
+pub fn today(now_ms: i64, zone: chrono_tz::Tz) -> NaiveDate {
     zone.timestamp_millis_opt(now_ms).single().map_or_else(|| chrono::Utc::now().date_naive(), |t| t.date_naive())
 }
 
@@ -279,15 +258,6 @@ pub fn previous(period: &str, today: NaiveDate) -> anyhow::Result<(NaiveDate, Na
 pub fn day_start(date: NaiveDate, zone: chrono_tz::Tz) -> anyhow::Result<i64> {
     let midnight = date.and_hms_opt(0, 0, 0).and_then(|m| zone.from_local_datetime(&m).earliest());
     midnight.map(|m| m.timestamp_millis()).ok_or_else(|| anyhow::anyhow!("{date} has no midnight in {zone}"))
-}
-
-/// `[report]`: the daily digest to the grid leaders' group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DigestConfig {
-    /// Local time it goes out, with the previous day's report.
-    pub at: chrono::NaiveTime,
-    /// The channels (sink names) of the grid leaders' group.
-    pub channels: Vec<String>,
 }
 
 /// What the supervision task reads and where it writes.
@@ -424,13 +394,13 @@ pub fn digest_alert(report: &Report, day: NaiveDate, leaders: &[&crate::dispatch
         "daily-report",
         "supervision",
         "gridwatch",
-        "report",
-        "notice",
+        crate::alert::Event::Report,
+        gridwatch_rules::Severity::Notice,
         "Daily supervision report",
         format!("{overdue} overdue"),
         now,
     );
-    alert.audience = "office".into();
+    alert.audience = crate::alert::Audience::Office;
     alert.value = f64::from(overdue);
     alert.messages = [("en".to_string(), en), ("zh".to_string(), zh)].into_iter().collect();
     alert.recipients = leaders.iter().map(|m| m.name.clone()).collect();
@@ -459,7 +429,7 @@ mod tests {
     use super::*;
     use crate::alert::tests::sample_alert;
     use crate::config::Place;
-    use crate::incident::Action;
+    use crate::dispatch::incident::Action;
     use std::sync::Arc;
 
     /// 2026-12-03 08:00 in China.
@@ -584,7 +554,7 @@ mod tests {
         };
         let alert = digest_alert(&report, NaiveDate::from_ymd_opt(2026, 12, 3).unwrap(), &[&leader], T0 + 24 * 60 * MIN);
         assert_eq!((alert.event.as_str(), alert.audience.as_str(), alert.mentions.as_slice()), ("report", "office", ["13800000002".to_string()].as_slice()));
-        let message = crate::alert::text::message(&alert, crate::alert::text::Wording::default(), crate::alert::text::Markup::Plain);
+        let message = crate::sinks::text::message(&alert, crate::sinks::text::Wording::default(), crate::sinks::text::Markup::Plain);
         assert!(
             message
                 .starts_with("📋 督办日报\n12月3日 督办情况：\n全部：事件 3，已接单 3，已办结 2，接单中位 4分，到场中位 20分，超时 2，升级 1\n网格 grid-3："),

@@ -1,7 +1,7 @@
 //! HMAC-SHA256 for the signatures gridwatch computes and checks: DingTalk's `sign`, the generic
 //! webhook's `X-Gridwatch-Signature`, and the one verifier ([`Signer`]) behind everything a
 //! worker presents as a credential — incident links (`crate::links`) and actions relayed on the
-//! MQTT ack topic (`crate::incident_acks`).
+//! MQTT ack topic (`crate::sources::mqtt::incident_acks`).
 //!
 //! [`Signer`] signs a list of fields in a length-prefixed encoding: each field is its length in
 //! bytes (4 bytes, big-endian) followed by its bytes, and the first field names the purpose

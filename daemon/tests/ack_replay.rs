@@ -7,7 +7,7 @@
 mod common;
 
 use common::{gridwatch, metric, metrics, Daemon, SECOND};
-use gridwatch::incident_acks::AckConfig;
+use gridwatch::sources::mqtt::incident_acks::AckConfig;
 use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
 
 const TOPIC: &str = "gridwatch/acks/box-1";

@@ -115,9 +115,9 @@ async fn a_workers_action_relayed_over_mqtt_is_applied_and_a_forged_one_refused(
     .await;
     assert!(up, "{:?}", daemon.stderr());
 
-    let hub = gridwatch::incident_acks::AckConfig::new("gridwatch/acks/box-1".into(), "hub-and-box-share-this");
-    let forger = gridwatch::incident_acks::AckConfig::new("gridwatch/acks/box-1".into(), "a-guess-at-the-secret");
-    let message = |signer: &gridwatch::incident_acks::AckConfig, action: &str, by: &str| {
+    let hub = gridwatch::sources::mqtt::incident_acks::AckConfig::new("gridwatch/acks/box-1".into(), "hub-and-box-share-this");
+    let forger = gridwatch::sources::mqtt::incident_acks::AckConfig::new("gridwatch/acks/box-1".into(), "a-guess-at-the-secret");
+    let message = |signer: &gridwatch::sources::mqtt::incident_acks::AckConfig, action: &str, by: &str| {
         let ts = now_ms();
         serde_json::json!({"incident": 1, "action": action, "by": by, "note": "on my way", "ts": ts, "sig": signer.sign(1, action, by, Some("on my way"), ts)})
             .to_string()

@@ -53,7 +53,7 @@ fn config_text(port: u16, ca_file: &str) -> String {
 async fn connect(dir: &Path, port: u16, ca_pem: &str) -> Result<(), String> {
     std::fs::write(dir.join("trusted-ca.pem"), ca_pem).unwrap();
     let config = gridwatch::config::Config::parse("t.toml", &config_text(port, "trusted-ca.pem"), dir).map_err(|e| e.to_string())?;
-    let (_client, mut eventloop) = AsyncClient::new(gridwatch::mqtt::options(&config.mqtt, "tls-check"), 10);
+    let (_client, mut eventloop) = AsyncClient::new(gridwatch::sources::mqtt::options(&config.mqtt, "tls-check"), 10);
     let handshake = async {
         loop {
             match eventloop.poll().await {

@@ -12,6 +12,7 @@ mod raw;
 pub use raw::DEFAULT_PHOTO_MAX_BYTES;
 mod sensor_index;
 mod serial;
+pub mod wording;
 
 pub use cluster::ClusterConfig;
 pub use raw::SerialProtocol;
@@ -63,19 +64,19 @@ pub struct Config {
     /// The roster and escalation policies (defaults without `[dispatch] roster`).
     pub dispatch: crate::dispatch::Dispatch,
     /// The MQTT topic and key of workers' actions relayed by a hub (`[dispatch] ack_topic`).
-    pub incident_acks: Option<crate::incident_acks::AckConfig>,
+    pub incident_acks: Option<crate::sources::mqtt::incident_acks::AckConfig>,
     /// Raspberry Pi pins: siren, status LED, digital inputs.
     pub gpio: Option<GpioConfig>,
     /// Where the times people read are shown (`time_zone`, default Asia/Shanghai): messages,
     /// the incident page, the CLI.
     pub time_zone: chrono_tz::Tz,
     /// Display names of sites and buildings (`[names]`).
-    pub places: crate::alert::text::Places,
+    pub places: wording::Places,
     /// `[board] token`: the office's screen needs `?token=` with it (none: open to whoever
     /// reaches `[http] listen`).
     pub board_token: Option<String>,
     /// `[report]`: the daily supervision digest (none: not sent).
-    pub report_digest: Option<crate::report::DigestConfig>,
+    pub report_digest: Option<DigestConfig>,
     /// This box's uplink to its district (`[cluster]`; needs a build with `--features cluster`).
     pub cluster: Option<ClusterConfig>,
 }
@@ -117,7 +118,7 @@ pub struct MqttConfig {
     /// Larger payloads are rejected and counted, never parsed.
     pub max_payload_bytes: usize,
     /// Larger packets are never read whole: the ingest connection drops them from its session
-    /// and counts them (`crate::mqtt::drain`). At least `max_payload_bytes` plus
+    /// and counts them (`crate::sources::mqtt::drain`). At least `max_payload_bytes` plus
     /// [`PACKET_OVERHEAD_BYTES`], so every payload under the limit arrives.
     pub max_packet_bytes: usize,
     pub keep_alive: Duration,
@@ -299,7 +300,7 @@ pub struct AlertsConfig {
     pub dingtalk: Vec<RobotConfig>,
     pub sms: Vec<SmsConfig>,
     /// Maintenance windows written in the configuration (the CLI adds others to the store).
-    pub silences: Vec<crate::silence::Silence>,
+    pub silences: Vec<crate::dispatch::silence::Silence>,
     /// Channel -> the channel that takes its alerts when it fails or is throttled longer than
     /// `failover_after`. Checked: both exist, no chain comes back on itself.
     pub failover: BTreeMap<String, String>,
@@ -324,12 +325,12 @@ pub struct SmsConfig {
     /// next SMS the phone may get (`per_phone_per_hour`).
     pub per_phone_per_hour: u32,
     /// The messages' language and time zone.
-    pub wording: crate::alert::text::Wording,
+    pub wording: wording::Wording,
 }
 
 impl std::fmt::Debug for SmsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmsConfig").field("name", &self.name).field("url", &crate::alert::webhook::redacted(&self.url)).finish_non_exhaustive()
+        f.debug_struct("SmsConfig").field("name", &self.name).field("url", &crate::redact::redacted(&self.url)).finish_non_exhaustive()
     }
 }
 
@@ -343,7 +344,7 @@ pub struct RobotConfig {
     pub secret: Option<String>,
     pub mention_mobiles: Vec<String>,
     /// The messages' language and time zone.
-    pub wording: crate::alert::text::Wording,
+    pub wording: wording::Wording,
     /// With a failover channel: the longest throttle this robot waits out before giving the
     /// message up to it (none: waits out the robot's throttle).
     pub throttle_patience: Option<Duration>,
@@ -352,7 +353,7 @@ pub struct RobotConfig {
 impl std::fmt::Debug for RobotConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key, token or secret.
-        f.debug_struct("RobotConfig").field("name", &self.name).field("url", &crate::alert::webhook::redacted(&self.url)).finish_non_exhaustive()
+        f.debug_struct("RobotConfig").field("name", &self.name).field("url", &crate::redact::redacted(&self.url)).finish_non_exhaustive()
     }
 }
 
@@ -563,7 +564,7 @@ impl Checker<'_> {
     }
 
     /// `[report]`: a local time and configured channels.
-    fn report_digest(&mut self, raw: raw::RawReport, channels: &[String]) -> Option<crate::report::DigestConfig> {
+    fn report_digest(&mut self, raw: raw::RawReport, channels: &[String]) -> Option<DigestConfig> {
         let at = chrono::NaiveTime::parse_from_str(raw.daily_digest_at.get_ref(), "%H:%M");
         if at.is_err() {
             self.error(
@@ -584,11 +585,11 @@ impl Checker<'_> {
                 format!("channel `{unknown}` is not configured in [alerts] (have: {})", channels.join(", ")),
             );
         }
-        Some(crate::report::DigestConfig { at: at.ok()?, channels: wanted })
+        Some(DigestConfig { at: at.ok()?, channels: wanted })
     }
 
     /// `[names]`: every key names a site or a `site/building` of the inventory.
-    fn places(&mut self, names: BTreeMap<String, Spanned<String>>, sensors: &[SensorConfig]) -> crate::alert::text::Places {
+    fn places(&mut self, names: BTreeMap<String, Spanned<String>>, sensors: &[SensorConfig]) -> wording::Places {
         let mut known: HashSet<String> = HashSet::new();
         for sensor in sensors {
             known.insert(sensor.place.site.to_string());
@@ -603,12 +604,12 @@ impl Checker<'_> {
             }
             places.insert(key, name.into_inner());
         }
-        crate::alert::text::Places(Arc::new(places))
+        wording::Places(Arc::new(places))
     }
 
     /// `language` ("zh" or "en") and `time_zone` (an IANA name) of the texts people read.
-    fn wording(&mut self, language: Option<&Spanned<String>>, time_zone: Option<&Spanned<String>>) -> crate::alert::text::Wording {
-        let mut wording = crate::alert::text::Wording::default();
+    fn wording(&mut self, language: Option<&Spanned<String>>, time_zone: Option<&Spanned<String>>) -> wording::Wording {
+        let mut wording = wording::Wording::default();
         if let Some(language) = language {
             wording.chinese = self.language(language, "language");
         }
@@ -665,7 +666,7 @@ impl Checker<'_> {
         })
     }
 
-    fn incident_acks(&mut self, raw: &raw::RawDispatch, base: &Path) -> Option<crate::incident_acks::AckConfig> {
+    fn incident_acks(&mut self, raw: &raw::RawDispatch, base: &Path) -> Option<crate::sources::mqtt::incident_acks::AckConfig> {
         let topic = raw.ack_topic.as_ref()?;
         if topic.get_ref().is_empty() || topic.get_ref().contains(['+', '#']) {
             self.error(topic.span(), Some("dispatch.ack_topic"), "must be one topic, without wildcards".into());
@@ -683,7 +684,7 @@ impl Checker<'_> {
             self.error(topic.span(), Some("dispatch.ack_secret"), "use a secret of at least 16 characters".into());
             return None;
         }
-        Some(crate::incident_acks::AckConfig::new(topic.get_ref().clone(), &secret))
+        Some(crate::sources::mqtt::incident_acks::AckConfig::new(topic.get_ref().clone(), &secret))
     }
 
     /// The roster file, checked like the configuration itself (its errors are this file's).
@@ -986,7 +987,7 @@ impl Checker<'_> {
         (self.diagnostics.len() == before).then(|| PayloadMap { renames: raw.fields.clone(), values, ts: raw.ts.clone(), seq: raw.seq.clone() })
     }
 
-    fn alerts(&mut self, raw: raw::RawAlerts, base: &Path, wording: crate::alert::text::Wording) -> AlertsConfig {
+    fn alerts(&mut self, raw: raw::RawAlerts, base: &Path, wording: wording::Wording) -> AlertsConfig {
         let mqtt_topic_prefix = raw.mqtt.and_then(|mqtt| {
             let prefix = mqtt.topic_prefix.get_ref().trim_end_matches('/');
             if prefix.is_empty() || prefix.contains(['+', '#']) {
@@ -1077,8 +1078,9 @@ impl Checker<'_> {
         }
     }
 
-    fn silence(&mut self, raw: raw::RawSilence) -> Option<crate::silence::Silence> {
-        let scope = raw.scope.get_ref().parse::<crate::silence::Scope>().map_err(|e| self.error(raw.scope.span(), Some("alerts.silence.scope"), e)).ok();
+    fn silence(&mut self, raw: raw::RawSilence) -> Option<crate::dispatch::silence::Silence> {
+        let scope =
+            raw.scope.get_ref().parse::<crate::dispatch::silence::Scope>().map_err(|e| self.error(raw.scope.span(), Some("alerts.silence.scope"), e)).ok();
         let mut time = |text: &Spanned<String>, key: &str| {
             chrono::DateTime::parse_from_rfc3339(text.get_ref())
                 .map(|t| t.timestamp_millis())
@@ -1093,7 +1095,7 @@ impl Checker<'_> {
         };
         let until = time(&raw.until, "alerts.silence.until")?;
         // Config silences have no store id; they show as #0.
-        Some(crate::silence::Silence {
+        Some(crate::dispatch::silence::Silence {
             id: 0,
             scope: scope?,
             target: raw.target,
@@ -1106,7 +1108,7 @@ impl Checker<'_> {
         })
     }
 
-    fn sms(&mut self, raw: raw::RawSms, index: usize, base: &Path, wording: crate::alert::text::Wording) -> Option<SmsConfig> {
+    fn sms(&mut self, raw: raw::RawSms, index: usize, base: &Path, wording: wording::Wording) -> Option<SmsConfig> {
         let url = self.http_url(&raw.url, "alerts.sms.url");
         let probe = raw.body.get_ref().replace("{phone}", "13800000000").replace("{message}", "x");
         if let Err(error) = serde_json::from_str::<serde_json::Value>(&probe) {
@@ -1136,7 +1138,7 @@ impl Checker<'_> {
         })
     }
 
-    fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path, mut wording: crate::alert::text::Wording) -> Option<RobotConfig> {
+    fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path, mut wording: wording::Wording) -> Option<RobotConfig> {
         let key = format!("alerts.{kind}");
         let url_text = match (&raw.url, &raw.url_file) {
             (Some(url), None) => Some(url.clone()),
@@ -1370,6 +1372,15 @@ pub fn check_topic_filter(filter: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `[report]`: the daily digest to the grid leaders' group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestConfig {
+    /// Local time it goes out, with the previous day's report.
+    pub at: chrono::NaiveTime,
+    /// The channels (sink names) of the grid leaders' group.
+    pub channels: Vec<String>,
 }
 
 #[cfg(test)]

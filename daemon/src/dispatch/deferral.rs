@@ -11,7 +11,7 @@
 //! outbox with their time (`not_before_ms`), so they survive restarts.
 
 use super::roster::{Problems, RosterErrors};
-use crate::alert::Alert;
+use crate::alert::{Alert, Audience, Event};
 use chrono::{DateTime, Duration as Days, FixedOffset, NaiveTime, TimeZone, Utc};
 use serde::Deserialize;
 use toml::Spanned;
@@ -106,15 +106,15 @@ pub fn parse(name: &str, text: &str) -> Result<Deferral, RosterErrors> {
 impl Deferral {
     /// Until when `alert` waits (ms since the epoch); `None`: it goes now.
     pub fn not_before(&self, alert: &Alert, now_ms: i64) -> Option<i64> {
-        if alert.audience != "grid" || !matches!(alert.event.as_str(), "fired" | "changed" | "cleared") {
+        if alert.audience != Audience::Grid || !matches!(alert.event, Event::Fired | Event::Changed | Event::Cleared) {
             return None;
         }
         let offset = self.offset?;
         let now = Utc.timestamp_millis_opt(now_ms).single()?;
-        if let Some(at) = self.digest_at.filter(|_| self.digest_severities.contains(&alert.severity)) {
+        if let Some(at) = self.digest_at.filter(|_| self.digest_severities.iter().any(|s| s == alert.severity.as_str())) {
             return Some(next_local(offset, now, at));
         }
-        let (from, to) = self.quiet.filter(|_| self.quiet_severities.contains(&alert.severity))?;
+        let (from, to) = self.quiet.filter(|_| self.quiet_severities.iter().any(|s| s == alert.severity.as_str()))?;
         let local = now.with_timezone(&offset).time();
         let quiet = if from <= to { from <= local && local < to } else { local >= from || local < to };
         quiet.then(|| next_local(offset, now, to))
@@ -142,7 +142,7 @@ mod tests {
 
     fn grid_alert(severity: &str) -> Alert {
         let mut alert = sample_alert("fired", 1.0);
-        alert.severity = severity.into();
+        alert.severity = severity.parse().unwrap();
         alert
     }
 
@@ -158,10 +158,10 @@ mod tests {
         assert_eq!(deferral.not_before(&grid_alert("alarm"), at(23, 30)), None, "orange never waits here");
         assert_eq!(deferral.not_before(&grid_alert("danger"), at(23, 30)), None);
         let mut device = grid_alert("notice");
-        device.audience = "installer".into();
+        device.audience = crate::alert::Audience::Installer;
         assert_eq!(deferral.not_before(&device, at(23, 30)), None, "installers' alarms are not deferred");
         let mut reminder = grid_alert("warning");
-        reminder.event = "reminder".into();
+        reminder.event = crate::alert::Event::Reminder;
         assert_eq!(deferral.not_before(&reminder, at(23, 30)), None);
     }
 

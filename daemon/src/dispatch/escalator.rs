@@ -7,8 +7,8 @@
 use super::policy::{steps_due, Deadline, Progress, Step};
 use super::roster::Member;
 use super::Dispatch;
-use crate::alert::Alert;
-use crate::incident::State;
+use crate::alert::{Alert, Event};
+use crate::dispatch::incident::State;
 use crate::store::{DueEscalation, EscalationStep};
 
 /// What to do for one due escalation.
@@ -63,7 +63,7 @@ impl Dispatch {
                         let zh =
                             format!("催办（第{count}次）：事件#{}尚未接单，已{age}分钟。值班：{}。{}", due.incident_id, or_dash(&names), zh_message(template));
                         EscalationStep {
-                            alert: notification(template, "reminder", (now_ms, at), en, zh, &on_duty),
+                            alert: notification(template, Event::Reminder, (now_ms, at), en, zh, &on_duty),
                             audit: format!("reminded {}", or_dash(&names)),
                         }
                     }
@@ -95,7 +95,7 @@ impl Dispatch {
                             zh_message(template)
                         );
                         EscalationStep {
-                            alert: notification(template, "escalated", (now_ms, at), en, zh, &people),
+                            alert: notification(template, Event::Escalated, (now_ms, at), en, zh, &people),
                             audit: format!("escalated ({}) to {}", deadline.as_str(), or_dash(&names)),
                         }
                     }
@@ -116,9 +116,9 @@ fn policy_within(policy: &super::policy::Policy, deadline: Deadline) -> i64 {
 }
 
 /// The incident's last rule event re-worded as a reminder or escalation.
-fn notification(template: &Alert, event: &str, (now_ms, at): (i64, &str), en: String, zh: String, people: &[&Member]) -> Alert {
+fn notification(template: &Alert, event: Event, (now_ms, at): (i64, &str), en: String, zh: String, people: &[&Member]) -> Alert {
     let mut alert = template.clone();
-    alert.event = event.into();
+    alert.event = event;
     alert.at_ms = now_ms;
     alert.at = at.to_string();
     alert.previous_severity = None;
@@ -255,7 +255,7 @@ to = "00:00"
         let due = due("open", Progress { reminders: 1, ..Progress::default() });
         let decision = dispatch.decide(&due, 10 * MIN, NOON + 10 * MIN, "");
         let alert = &decision.steps[0].alert;
-        assert_eq!(alert.event, "escalated");
+        assert_eq!(alert.event, Event::Escalated);
         assert_eq!(alert.recipients, vec!["陈刚", "sun", "王芳"]);
         assert_eq!(alert.mentions, vec!["13800000002", "13800000001"]);
         assert!(

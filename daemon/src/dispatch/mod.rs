@@ -4,15 +4,24 @@
 //! - [`policy`]: per-severity deadlines, reminders and escalation roles, and the pure
 //!   [`policy::steps_due`] that decides what is due.
 //! - [`deferral`]: quiet hours and the daily digest — which alerts may wait, and until when.
+//! - [`incident`]: an incident's states and the actions that move it; [`silence`]: maintenance
+//!   windows.
 //!
-//! The dispatcher (`alert::run_dispatcher`) arms an escalation when an incident opens, looks at
+//! The dispatcher ([`run_dispatcher`]) arms an escalation when an incident opens, looks at
 //! due ones every few seconds, and journals each reminder or escalation with its progress in
 //! one transaction before sending it.
 
 pub mod deferral;
+mod dispatcher;
+#[cfg(test)]
+mod dispatcher_tests;
 pub mod escalator;
+pub mod incident;
 pub mod policy;
 pub mod roster;
+pub mod silence;
+
+pub use dispatcher::{run_dispatcher, DispatcherSetup, Judged};
 
 use policy::Policy;
 use roster::Roster;

@@ -8,7 +8,7 @@
 //! notifications it sends, so a restart neither repeats a step nor starts the clocks again.
 
 use super::roster::{Problems, RosterErrors, ROLES};
-use crate::incident::State;
+use crate::dispatch::incident::State;
 use serde::Deserialize;
 use toml::Spanned;
 

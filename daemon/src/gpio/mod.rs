@@ -1,11 +1,9 @@
-//! GPIO on the Raspberry Pi: a siren or relay for red incidents ([`siren`]), a status LED
+//! GPIO on the Raspberry Pi: a siren or relay for red incidents (`crate::sinks::siren`), a status LED
 //! ([`led`]) and digital inputs — a tilt switch, a door contact — read as sensors with debounce
-//! ([`input`]). Everything talks to pins through the small traits below: the `rpi` cargo feature
+//! (`crate::sources::gpio_input`). Everything talks to pins through the small traits below: the `rpi` cargo feature
 //! provides them with rppal; every other build (and the tests) uses [`MemoryPin`].
 
-pub mod input;
 pub mod led;
-pub mod siren;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -12,7 +12,7 @@
 
 use super::incidents::{audit, AuditEntry};
 use super::Store;
-use crate::incident::{Action, State};
+use crate::dispatch::incident::{Action, State};
 use anyhow::Context;
 use rusqlite::{params, OptionalExtension};
 

@@ -1,4 +1,4 @@
-//! Incidents and their audit trail in the store (see [`crate::incident`] for the states).
+//! Incidents and their audit trail in the store (see [`crate::dispatch::incident`] for the states).
 //!
 //! The incident store is the truth of what is firing: a rule event that would not change it (a
 //! `fired` for an incident already firing at that severity, a `cleared` for one not firing or
@@ -7,8 +7,8 @@
 
 use super::Destination;
 use super::Store;
-use crate::alert::Alert;
-use crate::incident::{closes_when_sensor_clears, Action, State};
+use crate::alert::{Alert, Event};
+use crate::dispatch::incident::{closes_when_sensor_clears, Action, State};
 use anyhow::Context;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
@@ -110,11 +110,11 @@ impl Store {
             };
             let mut journaled = alert.clone();
             if let Some(previous) = previous {
-                (journaled.event, journaled.previous_severity) = ("changed".into(), Some(previous));
+                (journaled.event, journaled.previous_severity) = (Event::Changed, previous.parse().ok());
             }
             let destinations = (journaling.route)(&mut journaled, incident);
             let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms)?;
-            if let (Some((grid, armed_ms, first_due_ms)), "fired") = (&journaling.escalate, journaled.event.as_str()) {
+            if let (Some((grid, armed_ms, first_due_ms)), Event::Fired) = (&journaling.escalate, journaled.event) {
                 tx.execute(
                     "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3)",
                     params![incident, grid, armed_ms, first_due_ms],
@@ -238,7 +238,7 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
         .optional()?;
     // The very same judgement (same rule, sensor, kind and time) already journaled: a reading
     // judged again after a crash.
-    let kinds: &[&str] = if alert.event == "cleared" { &["cleared"] } else { &["fired", "changed"] };
+    let kinds: &[&str] = if alert.event == Event::Cleared { &["cleared"] } else { &["fired", "changed"] };
     let judged_before: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM alert_events WHERE sensor = ?1 AND at_ms = ?2 AND rule = ?3 AND event IN (?4, ?5))",
         params![alert.sensor, alert.at_ms, alert.rule, kinds[0], kinds[kinds.len() - 1]],
@@ -247,36 +247,36 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
     if judged_before {
         return Ok(Applied::Repeat(current.map(|(id, ..)| id)));
     }
-    let applied = match (alert.event.as_str(), current) {
-        ("fired" | "changed", Some((id, severity, _, false, _))) if severity == alert.severity => Applied::Repeat(Some(id)),
+    let applied = match (alert.event, current) {
+        (Event::Fired | Event::Changed, Some((id, severity, _, false, _))) if severity == alert.severity.as_str() => Applied::Repeat(Some(id)),
         // Fired again after a worker resolved it: the problem is back, the incident is open
         // again and its ladder starts over (see `Store::apply_and_journal`).
-        ("fired" | "changed", Some((id, _, worst, _, state))) if state == State::Resolved.as_str() => {
-            let worst = if rank(&alert.severity) > rank(&worst) { alert.severity.clone() } else { worst };
+        (Event::Fired | Event::Changed, Some((id, _, worst, _, state))) if state == State::Resolved.as_str() => {
+            let worst = if rank(alert.severity.as_str()) > rank(&worst) { alert.severity.as_str().to_string() } else { worst };
             tx.execute(
                 "UPDATE incidents SET state = 'open', severity = ?1, worst_severity = ?2, sensor_normal = 0, firings = firings + 1, last_value = ?3, updated_ms = ?4 WHERE id = ?5",
-                params![alert.severity, worst, alert.value, now, id],
+                params![alert.severity.as_str(), worst, alert.value, now, id],
             )?;
             audit(tx, id, now, "rules", &format!("re-opened {} (fired again after it was resolved)", alert.severity), None)?;
             tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [id])?;
             Applied::News(id)
         }
-        ("fired" | "changed", Some((id, severity, worst, sensor_normal, _))) => {
-            let worst = if rank(&alert.severity) > rank(&worst) { alert.severity.clone() } else { worst };
+        (Event::Fired | Event::Changed, Some((id, severity, worst, sensor_normal, _))) => {
+            let worst = if rank(alert.severity.as_str()) > rank(&worst) { alert.severity.as_str().to_string() } else { worst };
             // A fired while the incident is still firing is a change of severity.
-            let fired_again = alert.event == "fired" && sensor_normal;
+            let fired_again = alert.event == Event::Fired && sensor_normal;
             tx.execute(
                 "UPDATE incidents SET severity = ?1, worst_severity = ?2, sensor_normal = 0, firings = firings + ?3, last_value = ?4, updated_ms = ?5 WHERE id = ?6",
-                params![alert.severity, worst, i64::from(fired_again), alert.value, now, id],
+                params![alert.severity.as_str(), worst, i64::from(fired_again), alert.value, now, id],
             )?;
             let event = if sensor_normal { alert.event.as_str() } else { "changed" };
             audit(tx, id, now, "rules", &format!("{event} {}", alert.severity), None)?;
-            match (alert.event.as_str(), sensor_normal) {
-                ("fired", false) => Applied::Changed { incident: id, previous: severity },
+            match (alert.event, sensor_normal) {
+                (Event::Fired, false) => Applied::Changed { incident: id, previous: severity },
                 _ => Applied::News(id),
             }
         }
-        ("fired" | "changed", None) => {
+        (Event::Fired | Event::Changed, None) => {
             let recent: Option<i64> = tx
                 .query_row(
                     "SELECT id FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state = 'closed' AND closed_ms >= ?3 ORDER BY id DESC LIMIT 1",
@@ -288,7 +288,7 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
                 Some(id) => {
                     tx.execute(
                         "UPDATE incidents SET state = 'open', severity = ?1, sensor_normal = 0, firings = firings + 1, last_value = ?2, updated_ms = ?3, closed_ms = NULL WHERE id = ?4",
-                        params![alert.severity, alert.value, now, id],
+                        params![alert.severity.as_str(), alert.value, now, id],
                     )?;
                     audit(tx, id, now, "rules", &format!("re-opened {} (fired again within the flap window)", alert.severity), None)?;
                     Applied::News(id)
@@ -296,7 +296,7 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
                 None => {
                     tx.execute(
                         "INSERT INTO incidents (rule, sensor, severity, worst_severity, state, last_value, opened_ms, updated_ms) VALUES (?1, ?2, ?3, ?3, 'open', ?4, ?5, ?5)",
-                        params![alert.rule, alert.sensor, alert.severity, alert.value, now],
+                        params![alert.rule, alert.sensor, alert.severity.as_str(), alert.value, now],
                     )?;
                     let id = tx.last_insert_rowid();
                     audit(tx, id, now, "rules", &format!("fired {}", alert.severity), None)?;
@@ -326,7 +326,7 @@ mod tests {
 
     fn event(kind: &str, severity: &str, at_ms: i64) -> Alert {
         let mut alert = sample_alert(kind, 0.5);
-        alert.severity = severity.into();
+        alert.severity = severity.parse().unwrap();
         alert.at_ms = at_ms;
         alert
     }

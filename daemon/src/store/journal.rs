@@ -48,7 +48,7 @@ fn now_ms() -> i64 {
 pub(super) fn insert_event(tx: &Transaction<'_>, alert: &Alert, destinations: &[Destination], not_before_ms: Option<i64>) -> anyhow::Result<i64> {
     tx.execute(
         "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}')",
-        params![alert.at_ms, alert.rule, alert.sensor, alert.event, alert.severity, alert.value],
+        params![alert.at_ms, alert.rule, alert.sensor, alert.event.as_str(), alert.severity.as_str(), alert.value],
     )?;
     let id = tx.last_insert_rowid();
     let with_id = |alert: &Alert| serde_json::to_string(&Alert { event_id: Some(id), ..alert.clone() });
@@ -230,8 +230,9 @@ mod tests {
         let cleared = store.record_alert_to(&sample_alert("cleared", 0.1), both, None).await.unwrap();
         assert!(store.due_deliveries("office", 1_000, 10).await.unwrap().is_empty(), "the clear waits for its fired");
         assert_eq!(store.due_deliveries("console", 1_000, 10).await.unwrap()[0].alert_id, cleared, "another channel is not held back");
-        let due: Vec<(i64, String)> = store.due_deliveries("office", 5_000, 10).await.unwrap().into_iter().map(|d| (d.alert_id, d.alert.event)).collect();
-        assert_eq!(due, vec![(fired, "fired".to_string()), (cleared, "cleared".to_string())]);
+        let due: Vec<(i64, &str)> =
+            store.due_deliveries("office", 5_000, 10).await.unwrap().into_iter().map(|d| (d.alert_id, d.alert.event.as_str())).collect();
+        assert_eq!(due, vec![(fired, "fired"), (cleared, "cleared")]);
     }
 
     #[tokio::test]
@@ -271,8 +272,8 @@ mod tests {
         store.mark_delivery(first, "mqtt", false, 3, Some("no PUBACK".into())).await.unwrap();
         let reopened = Store::open(dir.path()).unwrap();
         for sink in &sinks {
-            let pending: Vec<_> = reopened.due_deliveries(sink, 0, 10).await.unwrap().into_iter().map(|d| (d.alert_id, d.alert.event)).collect();
-            assert_eq!(pending, vec![(second, "cleared".to_string())], "{sink}");
+            let pending: Vec<_> = reopened.due_deliveries(sink, 0, 10).await.unwrap().into_iter().map(|d| (d.alert_id, d.alert.event.as_str())).collect();
+            assert_eq!(pending, vec![(second, "cleared")], "{sink}");
         }
     }
 

@@ -1,7 +1,7 @@
-//! Silences in the store (see [`crate::silence`]).
+//! Silences in the store (see [`crate::dispatch::silence`]).
 
 use super::Store;
-use crate::silence::{Scope, Silence};
+use crate::dispatch::silence::{Scope, Silence};
 use rusqlite::params;
 
 /// A silence to create.

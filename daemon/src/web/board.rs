@@ -12,11 +12,11 @@
 //! A page load is the HTML with the layout inlined (about 60 bytes per point, so ~70 KB for
 //! 1,000 points) and no other request but the event stream.
 
-use crate::alert::text::{self, Places, Wording};
 use crate::clock::Clock;
 use crate::config::SensorConfig;
 use crate::dispatch::Dispatch;
 use crate::live::LiveTable;
+use crate::sinks::text::{self, Places, Wording};
 use crate::store::{IncidentRow, Store};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;

@@ -19,7 +19,7 @@ pub async fn list(State(state): State<WebState>) -> Response {
     };
     rows.sort_by_key(|r| (SEVERITIES.iter().position(|s| *s == r.severity).unwrap_or(SEVERITIES.len()), r.opened_ms));
     // Resolved incidents wait for their close, not for anyone to go: not open.
-    let (resolved, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.state == crate::incident::State::Resolved.as_str());
+    let (resolved, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.state == crate::dispatch::incident::State::Resolved.as_str());
     let mut html = String::from(
         "<!doctype html><html lang=\"zh\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"30\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>gridwatch — incidents</title>\
@@ -96,14 +96,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut warning = sample_alert("fired", 2.1);
-        warning.severity = "warning".into();
+        warning.severity = gridwatch_rules::Severity::Warning;
         warning.rule = "tilt-<script>".into();
         store.apply_alert(&warning, 0).await.unwrap();
         store.apply_alert(&sample_alert("fired", 7.3), 0).await.unwrap();
         let mut done = sample_alert("fired", 7.3);
         done.sensor = "house-99".into();
         let done = store.apply_alert(&done, 0).await.unwrap().incident().unwrap();
-        store.incident_action(done, crate::incident::Action::Resolve, "worker Li", Some("propped"), 2_000).unwrap();
+        store.incident_action(done, crate::dispatch::incident::Action::Resolve, "worker Li", Some("propped"), 2_000).unwrap();
         let state = WebState {
             metrics: Arc::new(Metrics::new()),
             store,

@@ -4,13 +4,13 @@
 //! within a second and a restart does not lose it.
 
 use super::WebState;
-use crate::alert::Alert;
+use crate::alert::{Alert, Event};
 use crate::store::Work;
 use std::collections::BTreeMap;
 
-/// The event names of the two messages.
-pub const HANDED_OVER: &str = "handed_over";
-pub const HELP_ASKED: &str = "help_asked";
+/// The events of the two messages.
+pub const HANDED_OVER: Event = Event::HandedOver;
+pub const HELP_ASKED: Event = Event::HelpAsked;
 
 /// Journals the message for the member `work` names, if it hands over or adds a helper and the
 /// member has channels of their own; `about` is the incident's latest alert.
@@ -25,7 +25,7 @@ pub async fn tell(state: &WebState, incident: i64, about: Option<&Alert>, work: 
         return;
     }
     let mut alert = about.clone();
-    alert.event = event.to_string();
+    alert.event = event;
     alert.at_ms = now_ms;
     alert.incident_id = Some(incident);
     alert.previous_severity = None;

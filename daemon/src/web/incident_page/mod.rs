@@ -15,6 +15,7 @@
 
 mod form;
 mod handover;
+mod labels;
 mod render;
 mod steps;
 #[cfg(test)]
@@ -139,7 +140,7 @@ pub async fn show(State(state): State<WebState>, Path(id): Path<i64>, Query(sign
     if let Some(refused) = refusal(&state, id, &signed) {
         return refused;
     }
-    let notice = signed.done.as_deref().map(|done| Notice::Done(format!("已记录：{}", render::action_label(done))));
+    let notice = signed.done.as_deref().map(|done| Notice::Done(format!("已记录：{}", labels::action_label(done))));
     match incident(&state, id) {
         Ok(row) => Html(render::page(&state, &row, &signed, notice.as_ref(), "")).into_response(),
         Err(response) => *response,
@@ -189,7 +190,7 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
     };
     let house = about.as_ref().and_then(|a| a.location).or_else(|| render::sensor_of(&state, &row.sensor).and_then(|s| s.location));
     // Where the worker was counts only for 到场; it is shown, never enforced.
-    let check_in = posted.location.filter(|_| work == Work::Move(crate::incident::Action::OnSite)).map(|(latitude, longitude, accuracy_m)| CheckIn {
+    let check_in = posted.location.filter(|_| work == Work::Move(crate::dispatch::incident::Action::OnSite)).map(|(latitude, longitude, accuracy_m)| CheckIn {
         latitude,
         longitude,
         accuracy_m,

@@ -2,44 +2,18 @@
 //! throughout, times in the installation's zone with how long ago, no framework — a few lines
 //! of inline style and script.
 
+use super::labels::{action_label, state_label};
 use super::steps::{self, Offer};
 use super::{escape, person_name, Notice, Signed, Viewer};
-use crate::alert::text::{self, Wording};
 use crate::alert::Alert;
 use crate::config::SensorConfig;
+use crate::sinks::text::{self, Wording};
 use crate::store::{IncidentRow, TimelineEntry};
 use crate::web::WebState;
 use std::fmt::Write as _;
 
 const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
-
-/// The incident's state as the page says it.
-pub fn state_label(state: &str) -> &str {
-    match state {
-        "open" => "待接单",
-        "accepted" => "已接单",
-        "on_site" => "已到场",
-        "resolved" => "已办结",
-        "closed" => "已关闭",
-        other => other,
-    }
-}
-
-/// A step of the audit trail as the page says it ("transfer to zhao" is said by the history).
-pub fn action_label(action: &str) -> &str {
-    match action {
-        "accept" => "接单",
-        "on_site" => "到场",
-        "resolve" => "办结",
-        "close" => "关闭",
-        "comment" => "留言",
-        "follow_up" => "回访",
-        "transfer" => "转交",
-        "helper" => "加协助人",
-        other => other,
-    }
-}
 
 /// What an audit entry says, in Chinese where the page knows the words.
 fn entry_label(state: &WebState, action: &str) -> String {
@@ -95,7 +69,7 @@ pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option
     let grid = about.as_ref().and_then(|a| a.grid.as_deref());
     let viewer =
         Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| state.page.roster.members.iter().find(|member| member.id == m)) };
-    let incident_state = row.state.parse().unwrap_or(crate::incident::State::Closed);
+    let incident_state = row.state.parse().unwrap_or(crate::dispatch::incident::State::Closed);
     let red = steps::is_red(&row.worst_severity);
     let offers = steps::offered(incident_state, red, viewer.leads(grid));
     let query = escape(&signed.query());

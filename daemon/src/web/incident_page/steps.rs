@@ -6,8 +6,8 @@
 //! 关闭 are the grid leader's; a comment and a follow-up need words.
 
 use super::form::Posted;
+use crate::dispatch::incident::{Action, State};
 use crate::dispatch::roster::Roster;
-use crate::incident::{Action, State};
 use crate::store::Work;
 
 /// A step as the page offers it.
@@ -88,7 +88,7 @@ pub fn check(work: &Work, state: State, worst_severity: &str, note: &str, leader
         return Err(match (work, state) {
             (Work::Move(Action::Resolve), State::Open | State::Accepted) => "红色预警须先到场，再写明处理情况办结".to_string(),
             (Work::Move(Action::Close) | Work::FollowUp, State::Resolved) => "回访和关闭由网格长进行".to_string(),
-            _ => format!("事件{}，不能{}", super::render::state_label(state.as_str()), super::render::action_label(wanted)),
+            _ => format!("事件{}，不能{}", super::labels::state_label(state.as_str()), super::labels::action_label(wanted)),
         });
     }
     match work {

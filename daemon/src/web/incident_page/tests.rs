@@ -125,7 +125,7 @@ async fn photos_over_the_limit_or_not_images_are_refused_in_words() {
             1,
         )
         .unwrap();
-    assert_eq!(photo, crate::incident::State::Open);
+    assert_eq!(photo, crate::dispatch::incident::State::Open);
     let photo_id = state.store.incident_timeline(id).unwrap().last().unwrap().photos[0];
     assert_eq!(reqwest::get(format!("{base}/incident/{id}/photo/{photo_id}")).await.unwrap().status(), 400, "no signature, no photo");
     let forged = format!("{base}/incident/{id}/photo/{photo_id}?exp=9999999999&sig={}", "00".repeat(32));
@@ -166,7 +166,7 @@ async fn hand_over_helpers_comments_and_the_grid_leaders_follow_up_and_close() {
     // 赵强 was told on his own channel, twice, each with his own link.
     let told = state.store.due_deliveries("zhao-phone", i64::MAX / 2, 10).await.unwrap();
     let events: Vec<&str> = told.iter().map(|d| d.alert.event.as_str()).collect();
-    assert_eq!(events, [handover::HELP_ASKED, handover::HANDED_OVER]);
+    assert_eq!(events, [handover::HELP_ASKED.as_str(), handover::HANDED_OVER.as_str()]);
     for delivery in &told {
         let alert = &delivery.alert;
         assert_eq!(
@@ -175,11 +175,11 @@ async fn hand_over_helpers_comments_and_the_grid_leaders_follow_up_and_close() {
         );
         assert!(alert.link.as_deref().is_some_and(|link| link.contains("m=zhao")), "{:?}", alert.link);
     }
-    let wording = crate::alert::text::Wording { chinese: true, ..Default::default() };
+    let wording = crate::sinks::text::Wording { chinese: true, ..Default::default() };
     assert!(
-        crate::alert::text::headline(&told[1].alert, wording).starts_with(&format!("📌 事件转交给你 #{id}")),
+        crate::sinks::text::headline(&told[1].alert, wording).starts_with(&format!("📌 事件转交给你 #{id}")),
         "{}",
-        crate::alert::text::headline(&told[1].alert, wording)
+        crate::sinks::text::headline(&told[1].alert, wording)
     );
 }
 

@@ -1,0 +1,527 @@
+//! The dispatcher: for each alert, updates its incident (the truth of what is firing), names the
+//! people on duty, arms the incident's escalation clocks, journals it with a pending delivery
+//! per channel, and pokes those channels ([`crate::sinks::channel`]). Every second it also journals the
+//! reminders and escalations that fell due.
+//!
+//! It never waits for a channel: only the store can hold it up (and with it the pipeline, the
+//! one backpressure the alarm path has — a full store).
+//!
+//! Invariants: an event the incident store already reflects (a repeat, judged again after a
+//! crash) is not sent; a `fired` for an incident still firing goes out as `changed`; the
+//! pipeline's alerts are counted as journaled (`journaled`) only once in the store, so the rule
+//! state is never saved ahead of the journal.
+
+use crate::alert::{Alert, Audience, Event};
+use crate::metrics::Metrics;
+use crate::sinks::channel::{Handoff, SinkQueue};
+use crate::store::{Applied, Destination, Store};
+use std::collections::{BTreeMap, HashMap};
+use tokio::sync::{mpsc, watch};
+
+/// How often the dispatcher looks for due reminders and escalations.
+const ESCALATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The rule engine's alerts, and how many of them are journaled so far: the pipeline saves the
+/// rule state only once everything it judged before is in the store.
+#[derive(Debug)]
+pub struct Judged {
+    pub alerts: mpsc::Receiver<Alert>,
+    pub journaled: watch::Sender<u64>,
+}
+
+/// What the dispatcher works with besides its queues.
+#[derive(Debug)]
+pub struct DispatcherSetup {
+    pub store: Store,
+    /// Silences from the configuration (the store holds the CLI's).
+    pub silences: Vec<crate::dispatch::silence::Silence>,
+    pub metrics: std::sync::Arc<Metrics>,
+    pub flap_window_ms: i64,
+    /// See `AlertsConfig::group_window`.
+    pub group_window_ms: i64,
+    pub links: Option<crate::links::WorkerLinks>,
+    pub dispatch: crate::dispatch::Dispatch,
+    pub clock: crate::clock::Clock,
+    /// Alerts channels gave up, for their failover channels.
+    pub handoffs: mpsc::UnboundedReceiver<Handoff>,
+    /// Which sensor buses are down: no-data alarms of the sensors on them are held back.
+    pub buses: Option<std::sync::Arc<crate::sources::buses::Buses>>,
+    /// The rule engine's alerts (the other alerts, the daemon's own, come on `alerts`).
+    pub judged: Option<Judged>,
+}
+
+/// Handles alerts from `alerts` and from the rule engine until both are closed; the channels
+/// are told to finish by the caller once this returns.
+pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQueue>, setup: DispatcherSetup) {
+    let mut handoffs_and_judged = (setup.handoffs, setup.judged);
+    let mut dispatcher = Dispatcher {
+        names: sinks.iter().map(|s| s.name.clone()).collect(),
+        sinks,
+        store: setup.store,
+        silences: setup.silences,
+        metrics: setup.metrics,
+        flap_window_ms: setup.flap_window_ms,
+        group_window_ms: setup.group_window_ms,
+        links: setup.links,
+        dispatch: setup.dispatch,
+        clock: setup.clock,
+        buses: setup.buses,
+        building_sent: HashMap::new(),
+        held_back: HeldBack::default(),
+        ladders: Ladders::default(),
+    };
+    dispatcher.take_over_outbox();
+    // An accelerated clock (the demo) looks as often in its own time as the real one does.
+    let clock = dispatcher.clock;
+    let mut check = tokio::time::interval(ESCALATION_CHECK.div_f64(clock.speed().max(1.0)).max(std::time::Duration::from_millis(20)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut alerts_open = true;
+    loop {
+        let (handoffs, judged) = &mut handoffs_and_judged;
+        if !alerts_open && judged.is_none() {
+            break;
+        }
+        tokio::select! {
+            alert = alerts.recv(), if alerts_open => match alert {
+                Some(alert) => dispatcher.handle(alert).await,
+                None => alerts_open = false,
+            },
+            alert = next_judged(judged) => match alert {
+                Some(alert) => {
+                    dispatcher.handle(alert).await;
+                    if let Some(judged) = judged {
+                        judged.journaled.send_modify(|count| *count += 1);
+                    }
+                }
+                None => *judged = None,
+            },
+            Some(handoff) = handoffs.recv() => dispatcher.hand_over(handoff).await,
+            _ = check.tick() => {
+                dispatcher.send_due_escalations().await;
+                count_open_incidents(&dispatcher.store, &dispatcher.metrics);
+                dispatcher.store.try_restore_reserve();
+            }
+        }
+    }
+}
+
+/// The rule engine's next alert; never ready once that channel is gone.
+async fn next_judged(judged: &mut Option<Judged>) -> Option<Alert> {
+    match judged {
+        Some(judged) => judged.alerts.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Dispatcher {
+    sinks: Vec<SinkQueue>,
+    names: Vec<String>,
+    store: Store,
+    silences: Vec<crate::dispatch::silence::Silence>,
+    metrics: std::sync::Arc<Metrics>,
+    flap_window_ms: i64,
+    group_window_ms: i64,
+    links: Option<crate::links::WorkerLinks>,
+    dispatch: crate::dispatch::Dispatch,
+    clock: crate::clock::Clock,
+    buses: Option<std::sync::Arc<crate::sources::buses::Buses>>,
+    /// Building -> when its last alarm went out on its own: the building's next alarms in the
+    /// window after it wait and go out together.
+    building_sent: HashMap<String, i64>,
+    held_back: HeldBack,
+    /// The escalation ladders' ages, measured here on the monotonic clock.
+    ladders: Ladders,
+}
+
+/// How often the ladders' ages are saved (a crash loses at most this much of their progress).
+const LADDER_AGES_SAVED_EVERY_MS: i64 = 60_000;
+
+/// Escalation ladders' ages in memory: each look adds the monotonic time since the last one, so
+/// a step of the wall clock moves no ladder; saved every minute and with each step.
+#[derive(Debug, Default)]
+struct Ladders {
+    /// Incident -> how long its ladder has run.
+    ages: HashMap<i64, i64>,
+    /// Elapsed time (`Clock::elapsed_ms`) at the last look and the last save.
+    last_look: Option<i64>,
+    last_saved: i64,
+    /// Incident -> where its ladder stands after steps the store could not record (they were
+    /// sent from memory).
+    unrecorded: HashMap<i64, crate::store::LadderMove>,
+}
+
+impl Dispatcher {
+    /// Counts what the outbox still holds from before a restart (the channels send it first:
+    /// it is the oldest in their queues).
+    fn take_over_outbox(&self) {
+        match self.store.pending_delivery_counts() {
+            Ok(counts) => {
+                let mine: Vec<_> = counts.iter().filter(|(sink, _)| self.names.contains(sink)).collect();
+                let deliveries: u64 = mine.iter().map(|(_, count)| **count).sum();
+                if deliveries > 0 {
+                    tracing::warn!(deliveries, "sending alerts left undelivered before the restart");
+                }
+                for (sink, count) in mine {
+                    self.metrics.take_on_deliveries([sink], *count);
+                }
+            }
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot count the outbox"),
+        }
+    }
+
+    /// Pokes the channels named.
+    fn wake(&self, targets: &[String]) {
+        for sink in self.sinks.iter().filter(|s| targets.contains(&s.name)) {
+            sink.wake.notify_one();
+        }
+    }
+
+    async fn handle(&mut self, mut alert: Alert) {
+        let now = self.clock.now();
+        if alert.audience == Audience::Grid && alert.event != Event::Cleared {
+            let people = self.dispatch.on_duty(alert.grid.as_deref(), now);
+            alert.recipients = people.iter().map(|m| m.name.clone()).collect();
+            alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
+        }
+        // Device alarms are for the installers (their clears too, to the same channels).
+        if alert.audience == Audience::Installer {
+            let installers = self.dispatch.roster.installers(alert.grid.as_deref());
+            alert.recipients = installers.iter().map(|m| m.name.clone()).collect();
+            alert.mentions = installers.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
+        }
+        // A silenced alert is journaled (without deliveries) and kept on its incident, not sent,
+        // and starts no reminders.
+        let mut silenced = self.silences.iter().find(|s| s.covers(&alert, now)).cloned().or_else(|| silence_covering(&self.store, &alert, now));
+        // A no-data alarm held back while its bus is down (its clear is held back too); decided
+        // here, remembered once the event proves to be news.
+        let mut hold = None;
+        if silenced.is_none() && alert.no_data {
+            let position = self.buses.as_ref().and_then(|b| b.position(&alert.sensor));
+            let bus_down = self.buses.as_ref().and_then(|b| b.down_under(&alert.sensor)).map(str::to_string);
+            let explained = match (alert.event, bus_down, position) {
+                (Event::Cleared, _, Some(sensor)) => self.held_back.holds(&alert.rule, sensor).then(|| "its bus was down".to_string()),
+                (_, Some(bus), Some(sensor)) => {
+                    hold = Some(sensor);
+                    Some(format!("{bus} is down"))
+                }
+                _ => None,
+            };
+            silenced = explained.map(|reason| crate::dispatch::silence::Silence::bus_down(&alert.sensor, reason, now));
+        }
+        // Quiet hours and the daily digest: the alert waits in the outbox (no reminders for it).
+        let deferred_until = if silenced.is_none() { self.dispatch.deferral.not_before(&alert, now) } else { None };
+        let grouped_until = if silenced.is_none() && deferred_until.is_none() { self.group(&alert, now) } else { None };
+        let escalate = match (alert.audience, &silenced, deferred_until) {
+            (Audience::Grid, None, None) => self.dispatch.first_due(alert.severity.as_str(), now).map(|first_due| (alert.grid.clone(), now, first_due)),
+            _ => None,
+        };
+        let addressing = if silenced.is_some() { Addressing::default() } else { address(&alert, &self.dispatch.roster, &self.names) };
+        let targets = addressing.targets.clone();
+        let route = router(addressing, self.links.clone());
+        let journaling = crate::store::Journaling { route, not_before_ms: deferred_until.or(grouped_until), escalate };
+        let alert = match self.store.apply_and_journal(&alert, self.flap_window_ms, journaling).await {
+            Ok((Applied::Repeat(incident), _)) => {
+                self.metrics.alert_repeats.inc();
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, incident, "event already reflected by its incident (judged again after a restart); not sent again");
+                return;
+            }
+            Ok((_, Some((_, journaled)))) => journaled,
+            Ok((_, None)) => return,
+            Err(error) => {
+                // Without its incident the alert still goes out (journaled on its own).
+                self.store.report_failure("updating an incident (the alert is sent anyway)", &error);
+                let destinations = targets.iter().map(|t| (t.clone(), None)).collect();
+                if let Err(error) = self.store.record_alert_to(&alert, destinations, deferred_until.or(grouped_until)).await {
+                    // The store is the channels' queue; one that takes nothing (read-only) must not
+                    // keep the alarm from people: the channels get it in memory.
+                    self.store.report_failure("journaling an alert (it is sent from memory)", &error);
+                    if silenced.is_none() {
+                        self.send_unjournaled(&alert, &targets);
+                    }
+                    return;
+                }
+                alert
+            }
+        };
+        self.metrics.take_on_deliveries(&targets, 1);
+        if let Some(sensor) = hold {
+            self.held_back.hold(&alert.rule, sensor);
+        }
+        if alert.event == Event::Cleared && alert.no_data {
+            if let Some(sensor) = self.buses.as_ref().and_then(|b| b.position(&alert.sensor)) {
+                self.held_back.release(&alert.rule, sensor);
+            }
+        }
+        match (silenced, deferred_until, grouped_until) {
+            (Some(silence), _, _) => {
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, silence = silence.id, reason = %silence.reason, "alert silenced")
+            }
+            (None, Some(until), _) => {
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, until = %crate::clock::rfc3339(until), "alert deferred (quiet hours or daily digest)")
+            }
+            (None, None, Some(_)) => {
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, building = alert.building.as_deref().unwrap_or("-"), "alert held to go out with the building's other alarms")
+            }
+            (None, None, None) => self.wake(&targets),
+        }
+    }
+
+    /// Hands an alert the store could not journal to its channels in memory.
+    fn send_unjournaled(&self, alert: &Alert, targets: &[String]) {
+        for sink in self.sinks.iter().filter(|s| targets.contains(&s.name)) {
+            if sink.send_unjournaled(alert.clone()) {
+                self.metrics.take_on_deliveries([&sink.name], 1);
+            } else {
+                self.metrics.alert_delivery_failures.get_or_create(&Metrics::sink(&sink.name)).inc();
+                tracing::error!(sink = %sink.name, rule = %alert.rule, sensor = %alert.sensor, "alert neither journaled nor held: the channel holds too many in memory already");
+            }
+        }
+    }
+
+    /// Grouping: a building's first alarm goes at once; its other sensors' alarms within the
+    /// window after it wait for the window's end and go out together. (Their later events wait
+    /// at least as long, see [`crate::store::DueDelivery`].)
+    fn group(&mut self, alert: &Alert, now: i64) -> Option<i64> {
+        let building = alert.building.as_ref().filter(|_| alert.audience == Audience::Grid && alert.event == Event::Fired && self.group_window_ms > 0)?;
+        match self.building_sent.get(building) {
+            Some(&first) if now - first < self.group_window_ms => Some(first + self.group_window_ms),
+            _ => {
+                self.building_sent.insert(building.clone(), now);
+                None
+            }
+        }
+    }
+
+    /// Journals a delivery of a given-up alert for its failover channel, then pokes it.
+    async fn hand_over(&self, handoff: Handoff) {
+        let Handoff { from, to, alert_id, alert } = handoff;
+        if !self.names.contains(&to) {
+            return;
+        }
+        match self.store.add_delivery(alert_id, &to).await {
+            Ok(true) => self.metrics.take_on_deliveries([&to], 1),
+            Ok(false) => {
+                tracing::info!(from = %from, to = %to, alert_id, "the failover channel has this alert already");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(alert_id, to = %to, error = %format!("{error:#}"), "failover delivery not journaled; the alert is not handed over");
+                return;
+            }
+        }
+        tracing::warn!(from = %from, to = %to, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "alert handed to the failover channel");
+        self.wake(&[to]);
+    }
+
+    /// Journals the reminders and escalations due now and pokes their channels; each incident's
+    /// steps and ladder move on in one transaction. Ladders age by the monotonic time since the
+    /// last look.
+    async fn send_due_escalations(&mut self) {
+        let elapsed = self.clock.elapsed_ms();
+        let since_last_look = elapsed - self.ladders.last_look.unwrap_or(elapsed);
+        self.ladders.last_look = Some(elapsed);
+        let ladders = match self.store.escalation_clocks().await {
+            Ok(ladders) => ladders,
+            Err(error) => {
+                self.store.report_failure("reading escalation ladders", &error);
+                return;
+            }
+        };
+        let ages = &mut self.ladders.ages;
+        ages.retain(|incident, _| ladders.iter().any(|l| l.incident_id == *incident));
+        for ladder in &ladders {
+            *ages.entry(ladder.incident_id).or_insert(ladder.age_ms) += since_last_look;
+        }
+        let now = self.clock.now();
+        let at = self.clock.label(now);
+        self.ladders.unrecorded.retain(|incident, _| ladders.iter().any(|l| l.incident_id == *incident));
+        for mut ladder in ladders {
+            // A step the store could not record moved the ladder on in memory.
+            if let Some(moved) = self.ladders.unrecorded.get(&ladder.incident_id) {
+                let Some(next_due_age_ms) = moved.next_due_age_ms else { continue };
+                ladder.progress = moved.progress;
+                ladder.next_due_age_ms = next_due_age_ms;
+            }
+            let age = self.ladders.ages.get(&ladder.incident_id).copied().unwrap_or(ladder.age_ms);
+            if age < ladder.next_due_age_ms {
+                continue;
+            }
+            let mut decision = self.dispatch.decide(&ladder, age, now, &at);
+            let mut targets: Vec<Vec<String>> = Vec::new();
+            let mut routes: Vec<Vec<Destination>> = Vec::new();
+            for step in &mut decision.steps {
+                let addressing = address(&step.alert, &self.dispatch.roster, &self.names);
+                targets.push(addressing.targets.clone());
+                routes.push(router(addressing, self.links.clone())(&mut step.alert, ladder.incident_id));
+            }
+            let events: Vec<(Event, Vec<String>)> = decision.steps.iter().map(|s| (s.alert.event, s.alert.recipients.clone())).collect();
+            // What each step sends where, kept for when the store cannot take it.
+            let sends: Vec<(String, Alert)> = decision
+                .steps
+                .iter()
+                .zip(&routes)
+                .flat_map(|(step, destinations)| destinations.iter().map(move |(sink, own)| (sink.clone(), own.clone().unwrap_or_else(|| step.alert.clone()))))
+                .collect();
+            let moved = crate::store::LadderMove { progress: decision.progress, age_ms: age, next_due_age_ms: decision.next_due_age_ms };
+            match self.store.record_escalation(ladder.incident_id, decision.steps, routes, moved, now).await {
+                Ok(_) => {
+                    self.ladders.unrecorded.remove(&ladder.incident_id);
+                    for ((event, recipients), targets) in events.iter().zip(&targets) {
+                        self.metrics.take_on_deliveries(targets, 1);
+                        tracing::info!(incident = ladder.incident_id, event = %event, recipients = ?recipients, age_secs = age / 1000, "escalation step");
+                        self.wake(targets);
+                    }
+                }
+                Err(error) => {
+                    // A store that takes nothing (read-only) must not stop the ladder: its steps go
+                    // to the channels in memory, and the ladder moves on here until the store
+                    // records a step again.
+                    self.store.report_failure("recording an escalation step (it is sent from memory)", &error);
+                    for (sink, alert) in sends {
+                        self.send_unjournaled(&alert, std::slice::from_ref(&sink));
+                    }
+                    self.ladders.unrecorded.insert(ladder.incident_id, moved);
+                }
+            }
+        }
+        if elapsed - self.ladders.last_saved >= LADDER_AGES_SAVED_EVERY_MS {
+            self.ladders.last_saved = elapsed;
+            let ages = self.ladders.ages.iter().map(|(&incident, &age)| (incident, age)).collect();
+            if let Err(error) = self.store.save_escalation_ages(ages).await {
+                self.store.report_failure("saving escalation ladders' ages", &error);
+            }
+        }
+    }
+}
+
+/// The silence in force that covers `alert`, if any. When silences cannot be read, nothing is
+/// silenced: better a message too many than an alarm kept back.
+fn silence_covering(store: &Store, alert: &Alert, now: i64) -> Option<crate::dispatch::silence::Silence> {
+    match store.silences(now, false) {
+        Ok(silences) => silences.into_iter().find(|s| s.covers(alert, now)),
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "cannot read silences; sending the alert");
+            None
+        }
+    }
+}
+
+/// Sets `gridwatch_open_incidents{severity}` from the store (people act on incidents from the
+/// page and the CLI, so the store is the truth).
+fn count_open_incidents(store: &Store, metrics: &Metrics) {
+    let Ok(counts) = store.open_incident_counts() else { return };
+    for severity in ["notice", "warning", "alarm", "danger"] {
+        let open = counts.iter().find(|(s, _)| s == severity).map_or(0, |&(_, n)| n);
+        metrics.open_incidents.get_or_create(&crate::metrics::SeverityLabel { severity: severity.into() }).set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+}
+
+/// No-data alarms held back because their bus was down, whose clear is held back too: per rule,
+/// the sensors' positions in the inventory (after a restart into a bus outage that is every
+/// sensor, so no copies of ids). In memory: after a restart such a clear is sent (a message too
+/// many).
+#[derive(Debug, Default)]
+pub(super) struct HeldBack(HashMap<String, std::collections::HashSet<usize>>);
+
+impl HeldBack {
+    pub(super) fn hold(&mut self, rule: &str, sensor: usize) {
+        match self.0.get_mut(rule) {
+            Some(sensors) => {
+                sensors.insert(sensor);
+            }
+            None => {
+                self.0.insert(rule.to_string(), [sensor].into());
+            }
+        }
+    }
+
+    /// Whether `sensor`'s alarm of `rule` is held back.
+    fn holds(&self, rule: &str, sensor: usize) -> bool {
+        self.0.get(rule).is_some_and(|sensors| sensors.contains(&sensor))
+    }
+
+    /// Whether `sensor`'s alarm of `rule` was held back (it is not any more).
+    pub(super) fn release(&mut self, rule: &str, sensor: usize) -> bool {
+        self.0.get_mut(rule).is_some_and(|sensors| sensors.remove(&sensor))
+    }
+}
+
+/// Where one alert goes: channels, and which of them are one member's own.
+#[derive(Debug, Default)]
+struct Addressing {
+    targets: Vec<String>,
+    /// Member channel -> the member's name and phone.
+    personal: BTreeMap<String, (String, String)>,
+    /// The recipients' names and member ids (for their own links).
+    members: Vec<(String, String)>,
+}
+
+/// Finds the channels of `alert`: the grid's, plus the own channels of the members it names
+/// (from `sinks`), and the members' ids for their own links. A device alarm whose installers
+/// have channels of their own goes only there, not to the grid's group.
+fn address(alert: &Alert, roster: &crate::dispatch::roster::Roster, sinks: &[String]) -> Addressing {
+    let installers_reached =
+        alert.audience == Audience::Installer && roster.member_channels(&alert.recipients).iter().any(|(channel, _)| sinks.contains(channel));
+    let mut addressing = Addressing {
+        targets: if installers_reached { Vec::new() } else { roster.targets(alert.grid.as_deref(), sinks).into_iter().cloned().collect() },
+        personal: BTreeMap::new(),
+        members: roster.members_named(&alert.recipients).map(|m| (m.name.clone(), m.id.clone())).collect(),
+    };
+    for (channel, member) in roster.member_channels(&alert.recipients) {
+        if sinks.contains(channel) && !addressing.targets.contains(channel) {
+            addressing.targets.push(channel.clone());
+            addressing.personal.insert(channel.clone(), (member.name.clone(), member.phone.clone()));
+        }
+    }
+    addressing
+}
+
+/// Once the incident is known: its link and each recipient's own link in the alert, and the
+/// channels with their copies.
+fn router(addressing: Addressing, links: Option<crate::links::WorkerLinks>) -> crate::store::Route {
+    Box::new(move |alert: &mut Alert, incident: i64| {
+        let now_secs = chrono::Utc::now().timestamp();
+        alert.incident_id = Some(incident);
+        alert.link = links.as_ref().map(|l| l.link(incident, now_secs));
+        alert.member_links = match &links {
+            Some(links) => addressing.members.iter().map(|(name, id)| (name.clone(), links.member_link(incident, id, now_secs))).collect(),
+            None => BTreeMap::new(),
+        };
+        destinations(alert, &addressing)
+    })
+}
+
+/// The channels of one alert, each with the copy it carries (members' own channels get only
+/// their own link).
+fn destinations(alert: &Alert, addressing: &Addressing) -> Vec<Destination> {
+    addressing.targets.iter().map(|target| (target.clone(), addressing.personal.get(target).map(|member| for_member(alert, member)))).collect()
+}
+
+/// The alert as a member's own channel carries it: their link only, them only.
+fn for_member(alert: &Alert, (member, phone): &(String, String)) -> Alert {
+    let mut own = alert.clone();
+    own.member_links.retain(|name, _| name == member);
+    if let Some(link) = own.member_links.get(member) {
+        own.link = Some(link.clone());
+    }
+    own.recipients = vec![member.clone()];
+    own.mentions = if phone.is_empty() { Vec::new() } else { vec![phone.clone()] };
+    own
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_back_alarm_holds_back_its_own_clear_once() {
+        let mut held = HeldBack::default();
+        held.hold("box-silent", 7);
+        held.hold("box-silent", 9);
+        assert!(!held.release("box-silent", 8), "not held back");
+        assert!(!held.release("probe-silent", 7), "another rule");
+        assert!(held.release("box-silent", 7));
+        assert!(!held.release("box-silent", 7), "released once");
+        assert!(held.release("box-silent", 9));
+    }
+}

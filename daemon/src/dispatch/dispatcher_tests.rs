@@ -1,0 +1,265 @@
+//! The dispatcher with real channel tasks on a real store: digests past a rate limit, a slow
+//! channel, building groups, quiet hours.
+
+use crate::alert::tests::sample_alert;
+use crate::alert::Alert;
+use crate::dispatch::{run_dispatcher, DispatcherSetup};
+use crate::metrics::Metrics;
+use crate::sinks::{channel, robot, Sink, SinkContext};
+use crate::store::Store;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What a channel task needs, on the system clock, already told to finish once its queue is
+/// empty.
+fn finishing(store: &Store, metrics: &Arc<Metrics>) -> SinkContext {
+    let closing = tokio_util::sync::CancellationToken::new();
+    closing.cancel();
+    SinkContext { metrics: metrics.clone(), store: store.clone(), clock: crate::clock::Clock::System, closing }
+}
+
+/// Records the size of each delivery; rate-limited like a group robot.
+struct CountingSink {
+    calls: Arc<std::sync::Mutex<Vec<usize>>>,
+    limit: robot::RateLimit,
+}
+
+impl Sink for CountingSink {
+    fn name(&self) -> String {
+        "robot".into()
+    }
+
+    fn wait(&self) -> std::time::Duration {
+        self.limit.wait()
+    }
+
+    async fn deliver(&mut self, _alert: &Alert) -> anyhow::Result<()> {
+        self.limit.record();
+        self.calls.lock().unwrap().push(1);
+        Ok(())
+    }
+
+    async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
+        self.limit.record();
+        self.calls.lock().unwrap().push(alerts.len());
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_past_the_rate_limit_goes_out_as_one_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let metrics = Arc::new(Metrics::new());
+    for _ in 0..25 {
+        store.record_alert(&sample_alert("fired", 0.5), &["robot".to_string()]).await.unwrap();
+    }
+    let (_queue, task) = channel::spawn_sink(sink, finishing(&store, &metrics), None);
+    task.await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 21, "{calls:?}");
+    assert!(calls[..20].iter().all(|&n| n == 1));
+    assert_eq!(calls[20], 5, "the five that waited for the limit went out together");
+    assert_eq!(metrics.alerts_delivered.get_or_create(&Metrics::sink("robot")).get(), 25);
+    assert!(store.pending_delivery_counts().unwrap().is_empty(), "the channel's queue is drained");
+}
+
+/// A channel that takes `delay` per alert and records the events it got, in order.
+struct SlowSink {
+    name: &'static str,
+    delay: std::time::Duration,
+    got: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Sink for SlowSink {
+    fn name(&self) -> String {
+        self.name.into()
+    }
+
+    async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.got.lock().unwrap().push(format!("{} {}", alert.sensor, alert.event));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_slow_channel_delays_neither_the_dispatcher_nor_the_other_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), ..finishing(&store, &metrics) };
+    let (slow_got, fast_got) = (Arc::default(), Arc::default());
+    let (slow, _slow_task) = channel::spawn_sink(SlowSink { name: "slow", delay: std::time::Duration::from_secs(30), got: slow_got }, context.clone(), None);
+    let (fast, _fast_task) = channel::spawn_sink(SlowSink { name: "fast", delay: std::time::Duration::ZERO, got: Arc::clone(&fast_got) }, context, None);
+    let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
+    let setup = DispatcherSetup {
+        store: store.clone(),
+        silences: Vec::new(),
+        metrics,
+        flap_window_ms: 0,
+        group_window_ms: 0,
+        links: None,
+        dispatch: crate::dispatch::Dispatch::default(),
+        clock: crate::clock::Clock::System,
+        handoffs,
+        buses: None,
+        judged: None,
+    };
+    // A queue of one: had the dispatcher waited for the slow channel, the sends below would too.
+    let (alerts, received) = mpsc::channel(1);
+    tokio::spawn(run_dispatcher(received, vec![slow, fast], setup));
+    let sensors: Vec<String> = (0..300).map(|i| format!("house-{i:03}")).collect();
+    let sent = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        for sensor in &sensors {
+            let mut alert = sample_alert("fired", 7.3);
+            alert.sensor = sensor.clone();
+            alerts.send(alert).await.unwrap();
+        }
+    })
+    .await;
+    assert!(sent.is_ok(), "the dispatcher kept taking alerts");
+    let all_there = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while fast_got.lock().unwrap().len() < sensors.len() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(all_there.is_ok(), "the fast channel got {} of {}", fast_got.lock().unwrap().len(), sensors.len());
+    assert_eq!(fast_got.lock().unwrap()[0], "house-000 fired", "in journal order");
+    assert_eq!(store.pending_delivery_counts().unwrap().get("slow"), Some(&(sensors.len() as u64)), "the slow channel's alerts wait in the store");
+}
+
+#[tokio::test]
+async fn a_grouped_alarm_s_clear_waits_for_its_fired_on_every_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), ..finishing(&store, &metrics) };
+    let got: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (queue, _task) = channel::spawn_sink(SlowSink { name: "office", delay: std::time::Duration::ZERO, got: got.clone() }, context, None);
+    let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
+    let setup = DispatcherSetup {
+        store: store.clone(),
+        silences: Vec::new(),
+        metrics,
+        flap_window_ms: 0,
+        group_window_ms: 1500,
+        links: None,
+        dispatch: crate::dispatch::Dispatch::default(),
+        clock: crate::clock::Clock::System,
+        handoffs,
+        buses: None,
+        judged: None,
+    };
+    let (alerts, received) = mpsc::channel(8);
+    tokio::spawn(run_dispatcher(received, vec![queue], setup));
+    // house-07 opens B7's window; house-08's alarm waits for it — and so does its clear.
+    for (sensor, event) in [("house-07", "fired"), ("house-08", "fired"), ("house-08", "cleared")] {
+        let mut alert = sample_alert(event, 7.3);
+        alert.sensor = sensor.into();
+        alerts.send(alert).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(got.lock().unwrap().clone(), vec!["house-07 fired"], "the clear did not overtake its fired");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(got.lock().unwrap().clone(), vec!["house-07 fired", "house-08 fired", "house-08 cleared"]);
+}
+
+#[tokio::test]
+async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let metrics = Arc::new(Metrics::new());
+    let roster = "[deferral]\nquiet_from = \"22:00\"\nquiet_to = \"22:02\"\n";
+    let dispatch = crate::dispatch::Dispatch::parse("roster.toml", roster).unwrap();
+    // 22:00:20 China time, a minute a second: the quiet hours end 1.7 s from now.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T22:00:20+08:00").unwrap().timestamp_millis();
+    let clock = crate::clock::Clock::Accelerated { start, started: std::time::Instant::now(), speed: 60.0, synchronized: true };
+    let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), clock, ..finishing(&store, &metrics) };
+    let (queue, _task) = channel::spawn_sink(sink, context, None);
+    let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
+    let setup = DispatcherSetup {
+        store: store.clone(),
+        silences: Vec::new(),
+        metrics,
+        flap_window_ms: 0,
+        group_window_ms: 0,
+        links: None,
+        dispatch,
+        clock,
+        handoffs,
+        buses: None,
+        judged: None,
+    };
+    let (alerts, received) = mpsc::channel(8);
+    tokio::spawn(run_dispatcher(received, vec![queue], setup));
+
+    for sensor in ["house-01", "house-02", "house-03"] {
+        let mut blue = sample_alert("fired", 0.1);
+        (blue.severity, blue.colour, blue.sensor) = (gridwatch_rules::Severity::Notice, "blue".into(), sensor.into());
+        alerts.send(blue).await.unwrap();
+    }
+    alerts.send(sample_alert("fired", 7.3)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(calls.lock().unwrap().clone(), vec![1], "red at once; blue waits for the morning");
+    assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), Some(&3), "the three wait in the outbox");
+
+    let morning = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while calls.lock().unwrap().len() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(morning.is_ok(), "{:?}", calls.lock().unwrap());
+    assert_eq!(calls.lock().unwrap().clone(), vec![1, 3], "then all three blue ones as one message");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), None, "all delivered");
+}
+
+#[tokio::test]
+async fn a_houses_first_alarm_goes_at_once_and_the_rest_of_the_house_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let metrics = Arc::new(Metrics::new());
+    let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), ..finishing(&store, &metrics) };
+    let (queue, _task) = channel::spawn_sink(sink, context, None);
+    let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
+    let dispatch = crate::dispatch::Dispatch::default();
+    let clock = crate::clock::Clock::System;
+    let setup = DispatcherSetup {
+        store: store.clone(),
+        silences: Vec::new(),
+        metrics,
+        flap_window_ms: 0,
+        group_window_ms: 1500,
+        links: None,
+        dispatch,
+        clock,
+        handoffs,
+        buses: None,
+        judged: None,
+    };
+    let (alerts, received) = mpsc::channel(8);
+    tokio::spawn(run_dispatcher(received, vec![queue], setup));
+
+    for sensor in ["house-07", "house-08", "house-09"] {
+        let mut alert = sample_alert("fired", 7.3);
+        alert.sensor = sensor.into();
+        alerts.send(alert).await.unwrap();
+    }
+    let mut other_house = sample_alert("fired", 7.3);
+    (other_house.sensor, other_house.building) = ("house-21".into(), Some("B9".into()));
+    alerts.send(other_house).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(calls.lock().unwrap().clone(), vec![1, 1], "each house's first alarm at once");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(calls.lock().unwrap().clone(), vec![1, 1, 2], "then B7's other two sensors as one message");
+    assert_eq!(store.incidents(false).unwrap().len(), 4, "still one incident per sensor");
+}

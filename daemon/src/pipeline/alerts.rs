@@ -1,0 +1,131 @@
+//! A rule event made readable: the [`Alert`] grid workers and installers get, with the rule's
+//! words in each language, the value rounded by unit and the sensor's place.
+
+use crate::alert::{Alert, Audience};
+use crate::clock::rfc3339;
+use crate::config::SensorConfig;
+use crate::sinks::text;
+use gridwatch_rules::rule::Check;
+use gridwatch_rules::{EventKind, Rule, RuleEvent};
+use std::collections::BTreeMap;
+
+/// The alert of a rule event; `time_zone` is where people read the messages' times, `places`
+/// the display names of sites and buildings.
+pub fn alert_of(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: chrono_tz::Tz, places: &text::Places) -> Alert {
+    Alert {
+        event: event.kind.into(),
+        rule: rule.id.clone(),
+        title: rule.title.clone(),
+        severity: event.severity,
+        colour: event.severity.colour().into(),
+        previous_severity: event.previous,
+        audience: if rule.device { Audience::Installer } else { Audience::Grid },
+        sensor: sensor.id.to_string(),
+        agreement: event.agreement.map(|a| format!("{} of {} sensors", a.agreeing, a.of)),
+        kind: sensor.kind.as_str().into(),
+        site: sensor.place.site.to_string(),
+        building: sensor.place.building.as_deref().map(Into::into),
+        site_name: places.site(&sensor.place.site).map(Into::into),
+        building_name: sensor.place.building.as_deref().and_then(|b| places.building(&sensor.place.site, b)).map(Into::into),
+        grid: sensor.place.grid.as_deref().map(Into::into),
+        value: event.value,
+        unit: rule.unit.clone(),
+        condition: condition(event, rule),
+        at: rfc3339(event.at),
+        at_ms: event.at,
+        since: rfc3339(event.since),
+        messages: messages(event, rule, sensor, time_zone, places),
+        incident_id: None,
+        event_id: None,
+        link: None,
+        member_links: BTreeMap::new(),
+        recipients: Vec::new(),
+        mentions: Vec::new(),
+        no_data: matches!(rule.check_of(event.variant), Check::NoData { .. }),
+        location: sensor.location,
+    }
+}
+
+/// The rule's message templates filled in for this event, per language.
+/// Values are rounded by unit ([`text::value`]); `{since}` is a local time.
+fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: chrono_tz::Tz, places: &text::Places) -> BTreeMap<String, String> {
+    let mut rendered: BTreeMap<String, String> = rule
+        .messages
+        .iter()
+        .map(|(language, template)| {
+            let text = template.render(|name| match name {
+                "sensor" => Some(match event.agreement {
+                    Some(a) if language == "zh" => format!("{}个传感器中{}个一致", a.of, a.agreeing),
+                    Some(a) => format!("{} of {} sensors", a.agreeing, a.of),
+                    None => sensor.id.to_string(),
+                }),
+                "site" => Some(places.site(&sensor.place.site).unwrap_or(&sensor.place.site).to_string()),
+                "building" => sensor.place.building.as_deref().map(|b| places.building(&sensor.place.site, b).unwrap_or(b).to_string()),
+                "grid" => sensor.place.grid.as_deref().map(Into::into),
+                "value" => Some(text::rounded(event.value, &rule.unit)),
+                "unit" => Some(rule.unit.clone()),
+                "severity" if language == "zh" => Some(event.severity.zh().to_string()),
+                "severity" => Some(event.severity.as_str().to_string()),
+                "since" => Some(crate::local_time::short(event.since, time_zone, language == "zh")),
+                _ => None,
+            });
+            (language.clone(), text)
+        })
+        .collect();
+    rendered.entry("en".into()).or_insert_with(|| rule.title.clone());
+    rendered
+}
+
+/// What decided the event, in words: "permille(hypot(x, y)) from baseline above 7" when it
+/// fires, "… back below 6.5" when it clears, "no data for 7200 s" for a silent box.
+fn condition(event: &RuleEvent, rule: &Rule) -> String {
+    match rule.check_of(event.variant) {
+        Check::Ladder(_) => {
+            let Some(level) = rule.level(event.variant, event.severity) else { return rule.value_label() };
+            let condition = match event.kind {
+                EventKind::Cleared => format!("{} {}", rule.value_label(), level.bound.describe_clear()),
+                EventKind::Fired | EventKind::Changed => format!("{} {}", rule.value_label(), level.bound.describe()),
+            };
+            match event.agreement {
+                Some(a) => format!("{condition} on {} of {} sensors of the building", a.agreeing, a.of),
+                None => condition,
+            }
+        }
+        Check::NoData { .. } => match event.kind {
+            EventKind::Cleared => format!("heard again after {} s", event.value),
+            _ => format!("no data for {} s", event.value),
+        },
+        Check::FlatLine { samples, lasting_ms, .. } => match event.kind {
+            EventKind::Cleared => format!("{} changes again", rule.value_label()),
+            _ => format!("{}: {}", rule.value_label(), gridwatch_rules::rule::describe_flat_line(*samples, *lasting_ms)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_rendered_in_each_language() {
+        let rules = gridwatch_rules::RuleSet::compile(&gridwatch_rules::builtin_packs()).unwrap();
+        let rule = rules.rules.iter().find(|r| r.id == "tilt-danger").unwrap();
+        let sensor = crate::commands::demo::sensors().remove(2);
+        let event = RuleEvent {
+            rule: gridwatch_rules::RuleId(0),
+            subject: gridwatch_rules::SubjectId(2),
+            kind: EventKind::Fired,
+            severity: gridwatch_rules::Severity::Danger,
+            previous: None,
+            variant: None,
+            value: 7.3126,
+            at: 1_795_392_000_000,
+            since: 1_795_391_940_000,
+            agreement: None,
+        };
+        let alert = alert_of(&event, rule, &sensor, crate::local_time::DEFAULT, &text::Places::default());
+        assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.3‰ since installation — danger");
+        assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
+        assert_eq!(alert.message(), alert.messages["en"]);
+    }
+}

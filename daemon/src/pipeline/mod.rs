@@ -1,0 +1,471 @@
+//! The pipeline: samples in, alerts out. It owns the rule engine, feeds it every sample and a
+//! tick each second, and turns rule events into [`Alert`]s. (Telemetry takes its own path
+//! through the spool, see [`crate::telemetry`].)
+//!
+//! It also swaps in reloaded rules (carrying over the state of unchanged rules) and saves the
+//! engine's state to the store every `state_save_secs` (a large state only once enough readings
+//! were judged to be worth its bytes, see [`SaveBudget`]) and when it stops.
+//!
+//! After a crash the saved state is older than the readings already acknowledged: before any
+//! new reading, [`Pipeline::run`] judges again those the store kept for it
+//! (the crash log, [`Store::logged_unsaved`]); the events this repeats are dropped by the dispatcher, which
+//! holds the incidents. The state is saved only once every alert judged before it is journaled,
+//! so a saved state never hides an alert that was lost with the process.
+//!
+//! A sensor whose readings keep coming older than its last judged one (its clock went back) is
+//! re-anchored after a while instead of never being judged again (see [`crate::sensor_clocks`]).
+//!
+//! The engine is judged on the monotonic [`Timeline`], never on the wall clock: readings are
+//! placed on it and ticks come at its time, so a step of the box's clock neither silences nor
+//! bursts no-data and holds. Alerts are labelled in wall-clock time from it ("time unknown"
+//! while neither the box's clock nor the device's own time can say).
+//!
+//! Edges and their policies when full: samples -> pipeline blocks the source (readings wait);
+//! pipeline -> alerts blocks (alerts are never dropped).
+
+pub mod alerts;
+
+use crate::alert::Alert;
+use crate::clock::Clock;
+use crate::config::SensorConfig;
+use crate::metrics::Metrics;
+use crate::sample::Sample;
+use crate::sensor_clocks::{ClockProblem, OutOfOrder, SensorClocks};
+use crate::store::Calibration;
+use crate::store::Store;
+use crate::timeline::Timeline;
+use gridwatch_rules::{Engine, Observed, RuleEvent, RuleSet, SubjectId};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How often time passes for the rules when no sample arrives (completes raise holds).
+const TICK: Duration = Duration::from_secs(1);
+/// Trend rows written per store transaction when the hourly trend is flushed.
+const TREND_ROWS_PER_WRITE: usize = 2_000;
+/// Stored readings judged again per store read at start.
+const REJUDGE_BATCH: usize = 2_000;
+/// How long a save waits for the dispatcher to journal the alerts judged before it; past that
+/// the save is left for the next time (the readings since the last one are kept meanwhile).
+const JOURNAL_WAIT: Duration = Duration::from_secs(10);
+
+/// What the installer commands ask of the running pipeline.
+#[derive(Debug)]
+pub enum Command {
+    /// Set a sensor's installation baseline; answers with each field's previous calibrated
+    /// value.
+    Calibrate { sensor: usize, baseline: Vec<(String, f64)>, author: String, readings: usize, reply: oneshot::Sender<Vec<Calibration>> },
+}
+
+#[derive(Debug)]
+pub struct Pipeline {
+    pub engine: Engine,
+    /// Baselines set by `gridwatch calibrate` (re-applied after a rule reload).
+    pub calibrations: Vec<Calibration>,
+    /// Every sample's latest values (for the installer commands) and hourly trend (for the store).
+    pub live: Arc<crate::live::LiveTable>,
+    pub sensors: Arc<[SensorConfig]>,
+    /// Where people read the alerts' times (`time_zone`).
+    pub time_zone: chrono_tz::Tz,
+    /// Display names of sites and buildings (`[names]`).
+    pub places: crate::sinks::text::Places,
+    pub alerts: mpsc::Sender<Alert>,
+    /// How many of the alerts sent on `alerts` the dispatcher has journaled.
+    pub journaled: watch::Receiver<u64>,
+    /// How many alerts were sent on `alerts`.
+    pub emitted: u64,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    /// Where the engine's state is saved.
+    pub store: Store,
+    /// Beaten on every tick and sample, for the systemd watchdog.
+    pub heartbeat: crate::supervision::Heartbeat,
+    /// How often the engine's state is saved (`[rules] state_save_secs`).
+    pub save_every: Duration,
+    /// Whether the engine's state may differ from what was saved last (true at start: the first
+    /// tick begins the no-data watches). An idle engine (no readings, nothing firing) is not
+    /// written again: the state file is the largest thing the daemon writes to its SD card.
+    pub unsaved: bool,
+    /// Runs of out-of-order readings per sensor: when one means the sensor's clock went back.
+    pub out_of_order: OutOfOrder,
+    /// Sensors whose clocks are off (shared with the MQTT source and `/healthz`).
+    pub clocks: Arc<SensorClocks>,
+    /// The time the engine is judged on.
+    pub timeline: Timeline,
+    /// Whether a due save is worth its bytes yet.
+    pub budget: SaveBudget,
+}
+
+/// Bytes of saved rule state a judged reading may cost: a due save of a large state waits until
+/// enough readings were judged since the last one (the crash log holds them meanwhile), so a
+/// quiet community does not rewrite its whole state every minute for a few hundred readings.
+const SAVE_BYTES_PER_READING: u64 = 64;
+/// A state smaller than this is saved whenever it is due: deferring it would spare little.
+const SAVE_DEFER_FLOOR_BYTES: u64 = 64 * 1024;
+/// Longest a due save is deferred, in save intervals (it bounds what is judged again at start).
+const SAVE_DEFERRALS: u32 = 15;
+
+/// The size of the last saved rule state and what was judged since, to decide whether a due
+/// save is worth its bytes.
+#[derive(Debug, Default)]
+pub struct SaveBudget {
+    judged_since: u64,
+    last_bytes: u64,
+    last_at: Option<tokio::time::Instant>,
+}
+
+impl SaveBudget {
+    fn worth_saving(&self, every: Duration, now: tokio::time::Instant) -> bool {
+        self.last_bytes < SAVE_DEFER_FLOOR_BYTES
+            || self.judged_since.saturating_mul(SAVE_BYTES_PER_READING) >= self.last_bytes
+            || self.last_at.is_none_or(|at| now.duration_since(at) >= every * SAVE_DEFERRALS)
+    }
+
+    fn saved(&mut self, bytes: u64, now: tokio::time::Instant) {
+        *self = SaveBudget { judged_since: 0, last_bytes: bytes, last_at: Some(now) };
+    }
+}
+
+/// A writer that counts what passes through it.
+struct Counting<'a> {
+    inner: &'a mut dyn std::io::Write,
+    bytes: u64,
+}
+
+impl std::io::Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Where a batch of rule events came from, to label them for people.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A reading stamped `ts` (believable: the device's own time, or a synchronised box's)
+    /// placed on the timeline at `placed`.
+    Reading { placed: gridwatch_rules::Millis, ts: gridwatch_rules::Millis },
+    /// A tick, or a reading stamped by an unset clock: labelled from the timeline.
+    Timeline,
+}
+
+impl Pipeline {
+    /// Runs until `samples` is closed and drained, then saves the engine's state.
+    pub async fn run(mut self, mut samples: mpsc::Receiver<Sample>, mut reloads: mpsc::Receiver<RuleSet>, mut commands: mpsc::Receiver<Command>) {
+        let mut events = Vec::new();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut save = tokio::time::interval(self.save_every);
+        save.tick().await;
+        self.judge_unsaved(&mut events).await;
+        loop {
+            tokio::select! {
+                biased;
+                sample = samples.recv() => match sample {
+                    Some(sample) => {
+                        self.heartbeat.beat();
+                        self.process(sample, &mut events).await;
+                    }
+                    None => break,
+                },
+                Some(rules) = reloads.recv() => self.reload(rules),
+                Some(command) = commands.recv() => self.command(command).await,
+                _ = tick.tick() => {
+                    self.heartbeat.beat();
+                    self.metrics.clock_trusted.set(i64::from(self.clock.synchronized()));
+                    self.engine.tick(self.timeline.now(), &mut events);
+                    self.unsaved |= !events.is_empty();
+                    self.emit(&mut events, Source::Timeline).await;
+                }
+                _ = save.tick() => {
+                    if self.budget.worth_saving(self.save_every, tokio::time::Instant::now()) {
+                        self.save().await;
+                    }
+                    if self.live.trend_due(self.clock.now()) {
+                        self.save_trend().await;
+                    }
+                }
+            }
+        }
+        self.save().await;
+        self.save_trend().await;
+    }
+
+    async fn save_trend(&mut self) {
+        let now = self.clock.now();
+        let keep_from = now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS;
+        loop {
+            let (rows, complete) = self.live.take_trend(now, TREND_ROWS_PER_WRITE);
+            if !rows.is_empty() {
+                if let Err(error) = self.store.add_trend(rows, keep_from).await {
+                    // The sensors not reached yet keep their hours for the next flush.
+                    tracing::warn!(error = %format!("{error:#}"), "hourly trend not saved; the incident pages' sparklines miss these readings");
+                    break;
+                }
+            }
+            if complete {
+                break;
+            }
+        }
+    }
+
+    fn reload(&mut self, rules: RuleSet) {
+        let count = rules.rules.len();
+        let previous = std::mem::replace(&mut self.engine, Engine::new(RuleSet { rules: Vec::new() }, &[]));
+        let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, |engine| engine.take_over(previous), &self.calibrations);
+        self.engine = engine;
+        self.unsaved = true;
+        tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
+    }
+
+    /// Judges again, in the order they were acknowledged, the stored readings the restored
+    /// state has not seen (the crash came before it was saved with them): an older store's
+    /// table first, then the crash log.
+    async fn judge_unsaved(&mut self, events: &mut Vec<RuleEvent>) {
+        let sensors = self.sensors.clone();
+        let positions: std::collections::HashMap<&str, usize> = sensors.iter().enumerate().map(|(position, s)| (&*s.id, position)).collect();
+        let (mut after, mut judged) = (0, 0u64);
+        loop {
+            let readings = match self.store.unsaved_readings(after, REJUDGE_BATCH).await {
+                Ok(readings) => readings,
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "cannot read the readings acknowledged since the last saved rule state; they are not judged again");
+                    break;
+                }
+            };
+            let Some(last) = readings.last() else { break };
+            after = last.id;
+            for reading in readings {
+                judged += self.judge_again(&positions, &reading.sensor, reading.ts, &reading.fields, events).await;
+            }
+        }
+        let (mut cursor, mut unreadable) = (crate::store::LogCursor::default(), 0);
+        loop {
+            let (readings, next, torn) = match self.store.logged_unsaved(cursor, REJUDGE_BATCH).await {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "cannot read the crash log; the readings acknowledged since the last saved rule state are not judged again");
+                    break;
+                }
+            };
+            unreadable += torn;
+            if next == cursor {
+                break;
+            }
+            cursor = next;
+            for reading in readings {
+                judged += self.judge_again(&positions, &reading.sensor, reading.ts, &reading.fields, events).await;
+            }
+        }
+        if unreadable > 0 {
+            tracing::warn!(lines = unreadable, "crash log lines that are not readings were skipped (a write cut by a power loss)");
+        }
+        if judged > 0 {
+            self.unsaved = true;
+            self.metrics.readings_rejudged.inc_by(judged);
+            tracing::warn!(readings = judged, "judged again the readings acknowledged after the last saved rule state (the daemon stopped without saving it)");
+        }
+    }
+
+    /// Judges one stored reading again unless the restored state has seen it; 1 if judged.
+    async fn judge_again(
+        &mut self,
+        positions: &std::collections::HashMap<&str, usize>,
+        sensor: &str,
+        ts: gridwatch_rules::Millis,
+        fields: &[(String, f64)],
+        events: &mut Vec<RuleEvent>,
+    ) -> u64 {
+        self.heartbeat.beat();
+        let Some(&position) = positions.get(sensor) else { return 0 };
+        if self.engine.last_at(SubjectId(position)).is_some_and(|judged_at| ts <= judged_at) {
+            return 0;
+        }
+        self.engine.observe(SubjectId(position), ts, fields, events);
+        self.emit(events, Source::Reading { placed: ts, ts }).await;
+        1
+    }
+
+    async fn save(&mut self) {
+        if !self.unsaved {
+            return;
+        }
+        // Not ahead of the journal: an alert judged before this state must be in the store, or a
+        // crash right after the save would lose it for good.
+        let emitted = self.emitted;
+        match tokio::time::timeout(JOURNAL_WAIT, self.journaled.wait_for(|journaled| *journaled >= emitted)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                tracing::error!("alert dispatcher is gone; rule state not saved");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(wait_secs = JOURNAL_WAIT.as_secs(), "rule state not saved yet: alerts judged before it are not journaled yet");
+                return;
+            }
+        }
+        // Streamed from the engine into the file: no copy of the state, no whole text in memory.
+        let mut bytes = 0;
+        let saved = self.store.save_engine_state_with(|out| {
+            let mut counted = Counting { inner: out, bytes: 0 };
+            let written = serde_json::to_writer(&mut counted, &self.engine.snapshot_view()).map_err(std::io::Error::other);
+            bytes = counted.bytes;
+            written
+        });
+        match saved {
+            Ok(()) => {
+                self.unsaved = false;
+                self.budget.saved(bytes, tokio::time::Instant::now());
+                self.metrics.rule_state_saves.inc();
+                // Every sensor of the inventory, those never judged yet too (their readings stay).
+                let judged_until = self
+                    .sensors
+                    .iter()
+                    .enumerate()
+                    .map(|(position, s)| (s.id.to_string(), self.engine.last_at(SubjectId(position)).unwrap_or(gridwatch_rules::Millis::MIN)))
+                    .collect();
+                if let Err(error) = self.store.forget_judged(judged_until).await {
+                    tracing::warn!(error = %format!("{error:#}"), "readings judged by the saved rule state not forgotten; they are skipped if judged again");
+                }
+            }
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "rule state not saved; hold timers and baselines may restart after a reboot"),
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Calibrate { sensor, baseline, author, readings, reply } => {
+                let Some(config) = self.sensors.get(sensor) else { return };
+                let at_ms = self.clock.now();
+                let mut done = Vec::new();
+                // Temperature compensation measures from the temperature the box was zeroed at.
+                let mut baseline = baseline;
+                for (field, level) in self.engine.temperature_levels(SubjectId(sensor)) {
+                    if !baseline.iter().any(|(name, _)| **name == *field) {
+                        baseline.push((field.to_string(), level));
+                    }
+                }
+                for (field, value) in baseline {
+                    let previous = self.engine.baseline(SubjectId(sensor), &field, gridwatch_rules::signal::BaselineSpec::Calibrated);
+                    self.engine.set_baseline(SubjectId(sensor), &field, value);
+                    let calibration = Calibration { sensor: config.id.to_string(), field, value, previous, readings, author: author.clone(), at_ms };
+                    self.calibrations.retain(|c| !(c.sensor == calibration.sensor && c.field == calibration.field));
+                    self.calibrations.push(calibration.clone());
+                    done.push(calibration);
+                }
+                if let Err(error) = self.store.record_calibrations(done.clone()).await {
+                    tracing::error!(sensor = %config.id, error = %format!("{error:#}"), "calibration applied but not stored; it is lost at the next restart");
+                }
+                tracing::info!(sensor = %config.id, by = %author, baseline = ?done.iter().map(|c| (&c.field, c.value)).collect::<Vec<_>>(), "baseline calibrated");
+                self.unsaved = true;
+                self.save().await;
+                let _ = reply.send(done);
+            }
+        }
+    }
+
+    async fn process(&mut self, sample: Sample, events: &mut Vec<RuleEvent>) {
+        self.live.record(sample.sensor, sample.ts, &sample.fields, !sample.clock_untrusted);
+        let started = std::time::Instant::now();
+        let mut placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
+        let mut observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
+        if observed == Observed::OutOfOrder {
+            self.metrics.samples_out_of_order.inc();
+            if self.out_of_order.refused(sample.sensor, tokio::time::Instant::now()) {
+                self.reanchor(sample.sensor, sample.ts);
+                placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
+                observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
+            }
+        }
+        self.metrics.rule_evaluation_seconds.observe(started.elapsed().as_secs_f64());
+        match observed {
+            Observed::Evaluated => {
+                self.metrics.samples_accepted.inc();
+                self.budget.judged_since += 1;
+                self.out_of_order.in_order(sample.sensor);
+                self.unsaved = true;
+            }
+            Observed::OutOfOrder => {}
+            Observed::UnknownSubject => {
+                tracing::error!(sensor = sample.sensor, "sample for a sensor the engine does not know");
+            }
+        }
+        let source = if sample.clock_untrusted { Source::Timeline } else { Source::Reading { placed, ts: sample.ts } };
+        self.emit(events, source).await;
+    }
+
+    /// The sensor's clock went back: judge it again from its current time (baselines and
+    /// incidents stay), count it, and warn once.
+    fn reanchor(&mut self, sensor: usize, at: gridwatch_rules::Millis) {
+        self.engine.rewind(SubjectId(sensor));
+        self.timeline.reanchor(sensor, at);
+        self.metrics.sensor_clock_reanchors.inc();
+        self.unsaved = true;
+        let Some(id) = self.sensors.get(sensor).map(|s| s.id.clone()) else { return };
+        if self.clocks.note(sensor, &id, ClockProblem::SteppedBack, tokio::time::Instant::now()) {
+            tracing::warn!(sensor = %id, reading_at = %crate::clock::rfc3339(at), "sensor clock went back: its readings kept coming older than the last judged one; judged again from this reading");
+        }
+    }
+
+    async fn emit(&mut self, events: &mut Vec<RuleEvent>, source: Source) {
+        for event in events.drain(..) {
+            let rule = self.engine.rule(event.rule);
+            let Some(sensor) = self.sensors.get(event.subject.0) else { continue };
+            self.metrics.count_rule_event(event.kind.as_str());
+            let mut alert = alerts::alert_of(&event, rule, sensor, self.time_zone, &self.places);
+            let label = match source {
+                Source::Reading { placed, ts } => Some(ts + (event.at - placed)),
+                Source::Timeline => self.timeline.label(event.subject.0, event.at),
+            };
+            label_for_people(&mut alert, label, event.at - event.since);
+            match self.alerts.send(alert).await {
+                Ok(()) => self.emitted += 1,
+                Err(_) => tracing::error!(rule = %rule.id, sensor = %sensor.id, "alert dispatcher is gone; alert lost"),
+            }
+        }
+    }
+}
+
+/// Stamps `alert` with the wall-clock time `label` (and its breach's start, `lasting_ms` before)
+/// or, when that is unknown, says so: nothing stamped by an unset clock reaches a person. The
+/// alert's `at_ms` then stays the timeline's (it orders the incident's events).
+fn label_for_people(alert: &mut Alert, label: Option<gridwatch_rules::Millis>, lasting_ms: gridwatch_rules::Millis) {
+    match label {
+        Some(at) => {
+            alert.at_ms = at;
+            alert.at = crate::clock::rfc3339(at);
+            alert.since = crate::clock::rfc3339(at - lasting_ms);
+        }
+        None => {
+            alert.at = crate::clock::TIME_UNKNOWN.to_string();
+            alert.since = crate::clock::TIME_UNKNOWN.to_string();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_state_is_saved_once_enough_readings_pay_for_it_or_it_waited_long_enough() {
+        let every = Duration::from_secs(60);
+        let start = tokio::time::Instant::now();
+        let mut budget = SaveBudget::default();
+        assert!(budget.worth_saving(every, start), "never saved: save");
+        budget.saved(200_000, start);
+        budget.judged_since = 200;
+        assert!(!budget.worth_saving(every, start + every), "200 readings do not pay for 200 kB");
+        budget.judged_since = 200_000 / SAVE_BYTES_PER_READING;
+        assert!(budget.worth_saving(every, start + every));
+        budget.judged_since = 1;
+        assert!(budget.worth_saving(every, start + every * SAVE_DEFERRALS), "deferred at most this long");
+        budget.saved(4_000, start);
+        assert!(budget.worth_saving(every, start + every), "a small state is saved whenever due");
+    }
+}

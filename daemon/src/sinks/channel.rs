@@ -1,0 +1,271 @@
+//! One task per outgoing channel, draining that channel's own durable queue: its pending
+//! deliveries in the store's outbox, oldest first. The dispatcher only journals an alert and
+//! pokes the channels it is for; it never waits for a channel, so a receiver that takes 30 s per
+//! request delays only its own channel — its alerts wait on disk, not in memory, and not in
+//! front of anyone else's.
+//!
+//! A rate-limited channel sends what queued up meanwhile as one digest; deliveries that were
+//! deferred (quiet hours, the daily digest, a building's group window) go out together when
+//! due. A channel with a failover route hands what it gives up (or would wait for longer than
+//! `failover_after`) to that channel, through the dispatcher, which journals the new delivery.
+//!
+//! When the store cannot take an alert at all (an SD card gone read-only), the dispatcher hands
+//! it to the channels in memory instead ([`SinkQueue::send_unjournaled`]): it goes out first, is
+//! tried a few times, and is lost with a crash — better than never sent.
+//!
+//! Invariants: a channel sends its deliveries in journal order (so an incident's events arrive in
+//! the order they happened, see [`crate::store::DueDelivery`]); a delivery leaves the queue only
+//! once its outcome is recorded.
+
+use super::Sink;
+use crate::alert::Alert;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::{DueDelivery, Store};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Most alerts folded into one digest (and read from the outbox at once).
+const DIGEST_MAX: usize = 50;
+/// How often an idle channel looks at its queue without being poked (deferred deliveries
+/// falling due, failover deliveries added).
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
+/// Alerts the store could not take that a channel holds in memory at most; more are dropped
+/// and counted as failed deliveries.
+const UNJOURNALED_MAX: usize = 256;
+/// How often a channel tries an alert it holds only in memory before it gives it up.
+const UNJOURNALED_ATTEMPTS: u32 = 5;
+
+/// A running channel, by name, and how to tell it there is work.
+#[derive(Debug, Clone)]
+pub struct SinkQueue {
+    pub name: String,
+    pub wake: Arc<Notify>,
+    unjournaled: mpsc::Sender<Alert>,
+}
+
+impl SinkQueue {
+    /// Hands the channel an alert the store could not journal; `false` if the channel already
+    /// holds [`UNJOURNALED_MAX`] of them (or is gone).
+    pub fn send_unjournaled(&self, alert: Alert) -> bool {
+        self.unjournaled.try_send(alert).is_ok()
+    }
+}
+
+/// What every channel task works with.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    pub metrics: Arc<Metrics>,
+    pub store: Store,
+    /// For deferred deliveries' times (the demo runs an accelerated one).
+    pub clock: Clock,
+    /// Cancelled once the dispatcher has stopped: each channel sends what is due, then ends.
+    pub closing: CancellationToken,
+}
+
+/// Where a sink's alerts go when it fails or is throttled too long (`[alerts.failover]`).
+#[derive(Debug, Clone)]
+pub struct Failover {
+    /// The channel that takes over.
+    pub to: String,
+    /// A rate-limit wait longer than this hands the alerts over instead of waiting.
+    pub after: Duration,
+    /// To the dispatcher, which journals the new delivery and pokes that channel.
+    pub handoffs: mpsc::UnboundedSender<Handoff>,
+}
+
+/// An alert a channel gave up, for its failover channel.
+#[derive(Debug)]
+pub struct Handoff {
+    pub from: String,
+    pub to: String,
+    pub alert_id: i64,
+    pub alert: Arc<Alert>,
+}
+
+/// An outcome the store did not take: kept here so the delivery is not sent again meanwhile.
+type Unrecorded = HashMap<i64, (bool, Option<String>)>;
+
+/// Runs `sink` in its own task, draining its queue in the outbox until `closing`.
+pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<Failover>) -> (SinkQueue, JoinHandle<()>) {
+    let name = sink.name();
+    let wake = Arc::new(Notify::new());
+    let (unjournaled, mut unjournaled_in) = mpsc::channel(UNJOURNALED_MAX);
+    let queue = SinkQueue { name: name.clone(), wake: wake.clone(), unjournaled };
+    let task = tokio::spawn(async move {
+        let SinkContext { metrics, store, clock, closing } = context;
+        let idle = IDLE_LOOK.div_f64(clock.speed().max(1.0)).max(Duration::from_millis(20));
+        let mut unrecorded = Unrecorded::new();
+        let mut in_memory = InMemory::default();
+        loop {
+            while let Ok(alert) = unjournaled_in.try_recv() {
+                in_memory.pending.push_back((alert, 0));
+            }
+            if !in_memory.pending.is_empty() && in_memory.send_next(&mut sink, &name, &metrics).await {
+                continue;
+            }
+            retry_records(&store, &name, &mut unrecorded).await;
+            let due = match store.due_deliveries(&name, clock.now(), DIGEST_MAX).await {
+                Ok(due) => due.into_iter().filter(|d| !unrecorded.contains_key(&d.alert_id)).collect::<Vec<_>>(),
+                Err(error) => {
+                    tracing::error!(sink = %name, error = %format!("{error:#}"), "cannot read this channel's queue; its alerts wait");
+                    Vec::new()
+                }
+            };
+            if due.is_empty() {
+                if closing.is_cancelled() {
+                    break;
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    Some(alert) = unjournaled_in.recv() => in_memory.pending.push_back((alert, 0)),
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = closing.cancelled() => {}
+                }
+                continue;
+            }
+            let (batch, outcome) = send_next(&mut sink, &store, &clock, &name, failover.as_ref(), due).await;
+            let error = outcome.err().map(|e| format!("{e:#}"));
+            let label = Metrics::sink(&name);
+            for DueDelivery { alert_id, alert, .. } in batch {
+                if let Some(error) = &error {
+                    metrics.alert_delivery_failures.get_or_create(&label).inc();
+                    tracing::error!(sink = %name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %error, failover = failover.as_ref().map(|f| f.to.as_str()), "alert not delivered");
+                } else {
+                    metrics.alerts_delivered.get_or_create(&label).inc();
+                }
+                if let Err(e) = store.mark_delivery(alert_id, &name, error.is_none(), 1, error.clone()).await {
+                    tracing::error!(sink = %name, alert_id, error = %format!("{e:#}"), "delivery outcome not recorded; tried again before the next delivery");
+                    unrecorded.insert(alert_id, (error.is_none(), error.clone()));
+                }
+                if let (Some(failover), Some(_)) = (&failover, &error) {
+                    let handoff = Handoff { from: name.clone(), to: failover.to.clone(), alert_id, alert: Arc::new(alert) };
+                    if failover.handoffs.send(handoff).is_err() {
+                        tracing::error!(sink = %name, to = %failover.to, "failover channel gone; the alert is not handed over");
+                    }
+                }
+            }
+        }
+        sink.finish().await;
+    });
+    (queue, task)
+}
+
+/// Sends the next message from `due` (the channel's oldest due deliveries): one alert, the
+/// deferred ones that fell due together, or — behind a rate limit — everything that queued up
+/// while waiting, as one digest. Returns what was sent and how it went.
+async fn send_next<S: Sink>(
+    sink: &mut S,
+    store: &Store,
+    clock: &Clock,
+    name: &str,
+    failover: Option<&Failover>,
+    due: Vec<DueDelivery>,
+) -> (Vec<DueDelivery>, anyhow::Result<()>) {
+    let wait = sink.wait();
+    if let Some(failover) = failover.filter(|f| wait > f.after) {
+        let outcome = Err(anyhow::anyhow!("rate limited for {} s; handed to `{}`", wait.as_secs(), failover.to));
+        return (due, outcome);
+    }
+    let batch = if !wait.is_zero() {
+        tracing::info!(sink = %name, wait_ms = wait.as_millis() as u64, "rate limited; alerts arriving meanwhile go out as one digest");
+        tokio::time::sleep(wait).await;
+        match store.due_deliveries(name, clock.now(), DIGEST_MAX).await {
+            Ok(more) if !more.is_empty() => more,
+            _ => due,
+        }
+    } else if due[0].deferred {
+        due.into_iter().take_while(|d| d.deferred).collect()
+    } else {
+        due.into_iter().take(1).collect()
+    };
+    let outcome = match batch.as_slice() {
+        [one] => sink.deliver(&one.alert).await,
+        many => sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await,
+    };
+    (batch, outcome)
+}
+
+/// Alerts the store could not take, held by their channel in memory with the attempts so far.
+#[derive(Debug, Default)]
+struct InMemory {
+    pending: std::collections::VecDeque<(Alert, u32)>,
+    /// After a failed attempt, the next waits until then.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl InMemory {
+    /// Sends the oldest held alert unless a failed attempt asks to wait; whether it tried.
+    async fn send_next<S: Sink>(&mut self, sink: &mut S, name: &str, metrics: &Metrics) -> bool {
+        if self.retry_at.is_some_and(|at| tokio::time::Instant::now() < at) {
+            return false;
+        }
+        let Some((alert, attempts)) = self.pending.pop_front() else { return false };
+        let label = Metrics::sink(name);
+        match sink.deliver(&alert).await {
+            Ok(()) => {
+                self.retry_at = None;
+                metrics.alerts_delivered.get_or_create(&label).inc();
+                tracing::warn!(sink = %name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "alert sent from memory (the store could not journal it)");
+            }
+            Err(error) if attempts + 1 < UNJOURNALED_ATTEMPTS => {
+                self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2u64.pow(attempts)));
+                tracing::warn!(sink = %name, rule = %alert.rule, sensor = %alert.sensor, error = %format!("{error:#}"), "alert held in memory not delivered; tried again");
+                self.pending.push_front((alert, attempts + 1));
+            }
+            Err(error) => {
+                self.retry_at = None;
+                metrics.alert_delivery_failures.get_or_create(&label).inc();
+                tracing::error!(sink = %name, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, error = %format!("{error:#}"), attempts = UNJOURNALED_ATTEMPTS, "alert held in memory given up");
+            }
+        }
+        true
+    }
+}
+
+/// Records the outcomes the store did not take before.
+async fn retry_records(store: &Store, name: &str, unrecorded: &mut Unrecorded) {
+    let mut recorded = Vec::new();
+    for (&alert_id, (delivered, error)) in unrecorded.iter() {
+        if store.mark_delivery(alert_id, name, *delivered, 0, error.clone()).await.is_ok() {
+            recorded.push(alert_id);
+        }
+    }
+    for alert_id in recorded {
+        unrecorded.remove(&alert_id);
+    }
+}
+
+/// The running channels, each spawned with its failover route (`[alerts.failover]`).
+#[derive(Debug)]
+pub struct SinkSet {
+    pub queues: Vec<SinkQueue>,
+    pub tasks: Vec<JoinHandle<()>>,
+    context: SinkContext,
+    failover: std::collections::BTreeMap<String, String>,
+    failover_after: Duration,
+    handoffs: mpsc::UnboundedSender<Handoff>,
+}
+
+impl SinkSet {
+    /// An empty set, and the receiving end of its handoffs (for the dispatcher).
+    pub fn new(context: SinkContext, alerts: &crate::config::AlertsConfig) -> (SinkSet, mpsc::UnboundedReceiver<Handoff>) {
+        let (handoffs, received) = mpsc::unbounded_channel();
+        let set =
+            SinkSet { queues: Vec::new(), tasks: Vec::new(), context, failover: alerts.failover.clone(), failover_after: alerts.failover_after, handoffs };
+        (set, received)
+    }
+
+    /// Spawns `sink`, routed to its failover channel if it has one.
+    pub fn add<S: Sink>(&mut self, sink: S) {
+        let failover = self.failover.get(&sink.name()).map(|to| Failover { to: to.clone(), after: self.failover_after, handoffs: self.handoffs.clone() });
+        let (queue, task) = spawn_sink(sink, self.context.clone(), failover);
+        self.queues.push(queue);
+        self.tasks.push(task);
+    }
+}

@@ -1,0 +1,175 @@
+//! What the WeCom and DingTalk group robots have in common: a JSON POST whose success is HTTP
+//! 2xx *and* `errcode == 0` in the answer, a limit of 20 messages a minute per robot, message
+//! length limits. The texts themselves are written by [`super::text`].
+
+use crate::alert::Alert;
+use crate::config::RobotConfig;
+use anyhow::Context;
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Messages a robot takes per minute (WeCom and DingTalk both; DingTalk throttles for 10 min
+/// past it).
+pub const PER_MINUTE: usize = 20;
+
+/// Attempts per message (each one counts against the rate limit).
+pub const ATTEMPTS: u32 = 3;
+/// Wait before a retry, times the attempt number.
+pub const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// The answers with which a robot says it is over its limit: DingTalk 90030 (it then
+/// throttles for 10 minutes), WeCom 45009.
+pub const THROTTLED: [i64; 2] = [90030, 45009];
+/// How many times one message waits out a throttle before it counts as failed.
+const THROTTLE_WAITS: u32 = 3;
+
+/// A robot said it is over its limit (errcode 90030 / 45009).
+#[derive(Debug, thiserror::Error)]
+#[error("robot throttled: errcode {0}")]
+pub struct Throttled(pub i64);
+
+/// A sliding one-minute window of sends, and a throttle the robot imposed.
+#[derive(Debug)]
+pub struct RateLimit {
+    sent: VecDeque<Instant>,
+    /// How long the robot throttles after an over-limit answer.
+    throttle: Duration,
+    throttled_until: Option<Instant>,
+}
+
+impl RateLimit {
+    /// A limit for a robot that throttles this long after an over-limit answer.
+    pub fn new(throttle: Duration) -> RateLimit {
+        RateLimit { sent: VecDeque::new(), throttle, throttled_until: None }
+    }
+
+    /// How long until the next message may go (zero: now).
+    pub fn wait(&self) -> Duration {
+        let throttled = self.throttled_until.map_or(Duration::ZERO, |until| until.saturating_duration_since(Instant::now()));
+        if self.sent.len() < PER_MINUTE {
+            return throttled;
+        }
+        let window = self.sent.front().map_or(Duration::ZERO, |oldest| (*oldest + Duration::from_secs(60)).saturating_duration_since(Instant::now()));
+        window.max(throttled)
+    }
+
+    /// The robot answered "over the limit": hold back for its throttle time.
+    pub fn throttled(&mut self) {
+        self.throttled_until = Some(Instant::now() + self.throttle);
+    }
+
+    pub fn record(&mut self) {
+        let now = Instant::now();
+        while self.sent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(now);
+    }
+}
+
+/// Sends `body` with up to [`ATTEMPTS`] attempts, each counted against the rate limit; `url`
+/// is built for each attempt (DingTalk signs every one at its own send time). Errors name the
+/// robot by its redacted URL only.
+pub async fn send(
+    kind: &str,
+    config: &RobotConfig,
+    client: &reqwest::Client,
+    limit: &mut RateLimit,
+    body: &serde_json::Value,
+    url: impl Fn() -> reqwest::Url,
+) -> anyhow::Result<()> {
+    let mut attempt = 1;
+    let mut throttle_waits = 0;
+    loop {
+        limit.record();
+        match post(client, url(), body).await {
+            Ok(()) => return Ok(()),
+            // Over the limit, with a failover channel that can take it sooner: give it up.
+            Err(error) if error.downcast_ref::<Throttled>().is_some() && config.throttle_patience.is_some_and(|patience| patience < limit.throttle) => {
+                limit.throttled();
+                return Err(error.context(format!("{kind} robot {} throttles us for {} s", crate::redact::redacted(&config.url), limit.throttle.as_secs())));
+            }
+            // Over the limit: not a failure of the message. Wait the throttle out (alerts
+            // queueing meanwhile go out together as one digest) and send it again.
+            Err(error) if error.downcast_ref::<Throttled>().is_some() && throttle_waits < THROTTLE_WAITS => {
+                throttle_waits += 1;
+                limit.throttled();
+                tracing::warn!(sink = %config.name, wait_secs = limit.wait().as_secs(), "{kind} robot throttles us; the message waits");
+                tokio::time::sleep(limit.wait()).await;
+            }
+            Err(error) if attempt >= ATTEMPTS => {
+                return Err(error.context(format!("{kind} robot {} failed {attempt} times", crate::redact::redacted(&config.url))))
+            }
+            Err(error) => {
+                tracing::warn!(sink = %config.name, attempt, error = %format!("{error:#}"), "{kind} attempt failed");
+                tokio::time::sleep(RETRY_DELAY * attempt).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Posts `body` and checks both the HTTP status and the robot's `errcode`.
+pub async fn post(client: &reqwest::Client, url: reqwest::Url, body: &serde_json::Value) -> anyhow::Result<()> {
+    let response = client.post(url).json(body).send().await.context("sending")?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("answered HTTP {status}");
+    }
+    let answer: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("answer is not JSON: {text:.200}"))?;
+    match answer.get("errcode").and_then(serde_json::Value::as_i64) {
+        Some(0) => Ok(()),
+        Some(code) if THROTTLED.contains(&code) => Err(Throttled(code).into()),
+        Some(code) => anyhow::bail!("robot refused: errcode {code} ({})", answer.get("errmsg").and_then(|m| m.as_str()).unwrap_or("")),
+        None => anyhow::bail!("answer has no errcode: {text:.200}"),
+    }
+}
+
+/// Cuts `text` to at most `max_bytes` on a character boundary, marking the cut.
+pub fn truncate(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_string();
+    }
+    let mut end = max_bytes.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The mobiles to @-mention: the robot's own list, then the people the alerts name.
+pub fn mentions(config: &RobotConfig, alerts: &[&Alert]) -> Vec<String> {
+    let mut mobiles = config.mention_mobiles.clone();
+    for mobile in alerts.iter().flat_map(|a| &a.mentions) {
+        if !mobiles.contains(mobile) {
+            mobiles.push(mobile.clone());
+        }
+    }
+    mobiles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        let text = "墙体倾斜".repeat(1000);
+        let cut = truncate(&text, 4096);
+        assert!(cut.len() <= 4096 && cut.ends_with('…'));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_twenty_first_message_in_a_minute_waits() {
+        let mut limit = RateLimit::new(Duration::from_secs(60));
+        for _ in 0..PER_MINUTE {
+            assert_eq!(limit.wait(), Duration::ZERO);
+            limit.record();
+        }
+        assert!(limit.wait() > Duration::from_secs(59));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(limit.wait(), Duration::ZERO);
+    }
+}

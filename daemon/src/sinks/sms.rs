@@ -1,0 +1,423 @@
+//! The SMS gateway sink (`[[alerts.sms]]`): for the severities it is configured for, one POST
+//! per phone the alert names (the people on duty, and those escalated to), the body being the
+//! configured JSON template with `{phone}` and `{message}` filled in. Gateways are not
+//! idempotent and templates are approved in advance, so: only 2xx counts, each phone is sent at
+//! most once per message even when another phone's send is retried. The token is never logged.
+//!
+//! What an SMS says: the level, every incident number it is about, a short sentence (values
+//! rounded, local time) and the incident's link — a worker can act from it. Alerts that go out
+//! together (a house's sensors after its group window, a digest) make one SMS per house and
+//! phone, not one per box.
+//!
+//! Invariants: a phone gets at most `per_phone_per_hour` SMS in any hour; an alert for a phone
+//! at its cap is not lost but owed, and goes out in that phone's next SMS, which [`Owed`]'s
+//! timer sends as soon as the hour lets it (owed alerts live in memory: a restart meanwhile
+//! loses that summary, not the alarms — they were delivered on the other channels).
+
+use super::text::{self, Wording};
+use super::Sink;
+use crate::alert::Alert;
+use crate::config::SmsConfig;
+use anyhow::Context;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Attempts per phone.
+const ATTEMPTS: u32 = 3;
+/// Characters of the sentence an SMS carries (the number and link come on top).
+const MAX_CHARS: usize = 120;
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Per phone: when its SMS of the last hour went, and what waits for its next one.
+#[derive(Debug, Default)]
+struct Ledger {
+    sent: HashMap<String, VecDeque<Instant>>,
+    /// Phone -> what waits for its next SMS, oldest first.
+    owed: BTreeMap<String, Vec<OwedAlert>>,
+}
+
+/// An alert a phone did not get for its cap: one line about it, and its link.
+#[derive(Debug)]
+struct OwedAlert {
+    line: String,
+    link: Option<String>,
+}
+
+/// The alerts of one house (site and building, or the sensor when it has no building).
+type House<'a> = ((String, Option<String>), Vec<&'a Alert>);
+
+impl Ledger {
+    /// Whether `phone` may get an SMS now (forgetting sends older than an hour).
+    fn allows(&mut self, phone: &str, cap: u32) -> bool {
+        let now = Instant::now();
+        let sent = self.sent.entry(phone.to_string()).or_default();
+        while sent.front().is_some_and(|t| now.duration_since(*t) >= HOUR) {
+            sent.pop_front();
+        }
+        sent.len() < cap as usize
+    }
+
+    fn record(&mut self, phone: &str) {
+        self.sent.entry(phone.to_string()).or_default().push_back(Instant::now());
+    }
+
+    /// When the first phone that is owed something may get an SMS again.
+    fn next_free(&self, cap: u32) -> Option<Instant> {
+        self.owed
+            .keys()
+            .filter_map(|phone| {
+                let sent = self.sent.get(phone)?;
+                Some(if sent.len() < cap as usize { Instant::now() } else { *sent.get(sent.len() - cap as usize)? + HOUR })
+            })
+            .min()
+    }
+}
+
+/// Sends the owed summaries when the cap lets them go.
+type Owed = tokio::task::JoinHandle<()>;
+
+#[derive(Debug)]
+pub struct SmsSink {
+    config: SmsConfig,
+    client: reqwest::Client,
+    retry_delay: Duration,
+    ledger: Arc<Mutex<Ledger>>,
+    timer: Option<Owed>,
+}
+
+impl Drop for SmsSink {
+    fn drop(&mut self) {
+        if let Some(timer) = &self.timer {
+            timer.abort();
+        }
+    }
+}
+
+impl SmsSink {
+    pub fn new(config: SmsConfig) -> anyhow::Result<SmsSink> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(SmsSink { config, client, retry_delay: Duration::from_millis(500), ledger: Arc::default(), timer: None })
+    }
+
+    /// The request body for one phone: the template with JSON-escaped values.
+    pub fn body(&self, phone: &str, message: &str) -> String {
+        body(&self.config, phone, message)
+    }
+
+    /// Sends `message` to each phone not sent to yet, retrying the failures.
+    async fn send(&self, phones: &[String], message: &str) -> anyhow::Result<()> {
+        let mut sent: HashSet<&str> = HashSet::new();
+        let mut failures = Vec::new();
+        for attempt in 1..=ATTEMPTS {
+            failures.clear();
+            for phone in phones {
+                if sent.contains(phone.as_str()) {
+                    continue;
+                }
+                match post(&self.client, &self.config, body(&self.config, phone, message)).await {
+                    Ok(()) => {
+                        sent.insert(phone);
+                    }
+                    Err(error) => failures.push(format!("{phone}: {error:#}")),
+                }
+            }
+            if failures.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(sink = %self.config.name, attempt, failed = failures.len(), "SMS attempt failed");
+            tokio::time::sleep(self.retry_delay * attempt).await;
+        }
+        anyhow::bail!("SMS via {} not sent to {}", crate::redact::redacted(&self.config.url), failures.join("; "))
+    }
+
+    /// One house's alerts to their phones: one SMS each, or owed past the cap.
+    async fn house(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
+        let mut phones: Vec<String> = Vec::new();
+        for phone in alerts.iter().flat_map(|a| &a.mentions) {
+            if !phones.contains(phone) {
+                phones.push(phone.clone());
+            }
+        }
+        let message = sms_text(alerts, self.config.wording);
+        let mut now = Vec::new();
+        {
+            let mut ledger = self.ledger.lock().map_err(|_| anyhow::anyhow!("SMS ledger poisoned"))?;
+            for phone in phones {
+                if ledger.allows(&phone, self.config.per_phone_per_hour) {
+                    ledger.record(&phone);
+                    now.push(phone);
+                } else {
+                    tracing::info!(sink = %self.config.name, phone = %phone, "SMS cap reached for this phone; the alert goes in its next SMS");
+                    let owed = ledger.owed.entry(phone).or_default();
+                    for alert in alerts {
+                        owed.push(OwedAlert { line: owed_line(alert, self.config.wording), link: alert.link.as_deref().map(crate::links::shorten) });
+                    }
+                }
+            }
+        }
+        self.arm_timer();
+        self.send(&now, &message).await
+    }
+
+    /// Starts the timer that sends owed summaries, unless it runs.
+    fn arm_timer(&mut self) {
+        if self.timer.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let has_owed = self.ledger.lock().is_ok_and(|l| !l.owed.is_empty());
+        if !has_owed {
+            return;
+        }
+        let (ledger, client, config) = (self.ledger.clone(), self.client.clone(), self.config.clone());
+        self.timer = Some(tokio::spawn(async move { send_owed(ledger, client, config).await }));
+    }
+}
+
+/// Sends each owed phone its summary as soon as its hour allows, until nothing is owed.
+async fn send_owed(ledger: Arc<Mutex<Ledger>>, client: reqwest::Client, config: SmsConfig) {
+    loop {
+        let Some(at) = ledger.lock().ok().and_then(|l| l.next_free(config.per_phone_per_hour)) else { return };
+        tokio::time::sleep_until(at).await;
+        let due: Vec<(String, String)> = {
+            let Ok(mut ledger) = ledger.lock() else { return };
+            let phones: Vec<String> = ledger.owed.keys().cloned().collect();
+            let mut due = Vec::new();
+            for phone in phones {
+                if ledger.allows(&phone, config.per_phone_per_hour) {
+                    ledger.record(&phone);
+                    let owed = ledger.owed.remove(&phone).unwrap_or_default();
+                    due.push((phone, owed_text(&owed, config.wording)));
+                }
+            }
+            due
+        };
+        for (phone, message) in due {
+            if let Err(error) = post(&client, &config, body(&config, &phone, &message)).await {
+                tracing::error!(sink = %config.name, phone = %phone, error = %format!("{error:#}"), "owed SMS summary not sent");
+            }
+        }
+    }
+}
+
+fn body(config: &SmsConfig, phone: &str, message: &str) -> String {
+    let escape = |text: &str| {
+        let quoted = serde_json::Value::String(text.to_string()).to_string();
+        quoted[1..quoted.len() - 1].to_string()
+    };
+    config.body.replace("{phone}", &escape(phone)).replace("{message}", &escape(message))
+}
+
+async fn post(client: &reqwest::Client, config: &SmsConfig, body: String) -> anyhow::Result<()> {
+    let mut request = client.post(config.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    if let Some(token) = &config.token {
+        request = request.bearer_auth(token);
+    }
+    let status = request.send().await.context("sending")?.status();
+    anyhow::ensure!(status.is_success(), "gateway answered HTTP {status}");
+    Ok(())
+}
+
+fn cut(sentence: &str) -> String {
+    let mut text: String = sentence.chars().take(MAX_CHARS).collect();
+    if sentence.chars().count() > MAX_CHARS {
+        text.push('…');
+    }
+    text
+}
+
+/// The SMS about one house: "【红色预警】#12 … 请立即到场查看… 12月3日 23:28 处理：<link>"; for
+/// several alerts of the house, every number and the first one's sentence and link.
+pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
+    let Some(first) = alerts.first() else { return String::new() };
+    let numbers: Vec<String> = alerts.iter().filter_map(|a| a.incident_id).map(|id| format!("#{id}")).collect();
+    let at = super::text::shown_time(first, wording);
+    let (level, more, act) = if wording.chinese {
+        (format!("【{}】", text::level(first, wording)), format!("（本楼共{}条）", alerts.len()), "处理：")
+    } else {
+        (format!("[{}] ", first.severity), format!(" ({} alerts in this house)", alerts.len()), "Act: ")
+    };
+    let more = if alerts.len() > 1 { more } else { String::new() };
+    let mut parts = vec![
+        format!("{level}{}", numbers.join(" ")),
+        format!("{}{more}", cut(&text::sentence(first, wording))),
+        text::what_to_do(first, wording).to_string(),
+        at,
+    ];
+    // The short form of the link: a Chinese SMS part holds 70 characters.
+    parts.extend(first.link.as_deref().map(|l| format!("{act}{}", crate::links::shorten(l))));
+    parts.join(" ")
+}
+
+/// One owed alert in a summary: "#15 north-lane B9 橙色预警 12月3日 23:40".
+fn owed_line(alert: &Alert, wording: Wording) -> String {
+    let at = super::text::shown_time(alert, wording);
+    let house = text::house(alert);
+    let number = alert.incident_id.map(|id| format!("#{id} ")).unwrap_or_default();
+    format!("{number}{house} {} {at}", text::level(alert, wording))
+}
+
+/// The SMS that carries what waited for the cap, with the latest incident's link.
+fn owed_text(owed: &[OwedAlert], wording: Wording) -> String {
+    let lines: Vec<&str> = owed.iter().map(|o| o.line.as_str()).collect();
+    let link = owed.iter().rev().find_map(|o| o.link.clone()).unwrap_or_default();
+    if wording.chinese {
+        format!("【汇总】此前{}条告警因短信限额未单独发送：{}。处理：{link}", owed.len(), lines.join("；"))
+    } else {
+        format!("[summary] {} alerts held back by the SMS limit: {}. Act: {link}", owed.len(), lines.join("; "))
+    }
+}
+
+impl Sink for SmsSink {
+    fn name(&self) -> String {
+        self.config.name.clone()
+    }
+
+    async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        self.deliver_many(&[alert]).await
+    }
+
+    /// One SMS per house and phone.
+    async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
+        let mut houses: Vec<House<'_>> = Vec::new();
+        for alert in alerts.iter().copied().filter(|a| self.config.severities.iter().any(|s| s == a.severity.as_str()) && !a.mentions.is_empty()) {
+            let key = (alert.site.clone(), alert.building.clone().or_else(|| Some(alert.sensor.clone())));
+            match houses.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(alert),
+                None => houses.push((key, vec![alert])),
+            }
+        }
+        for (_, group) in houses {
+            self.house(&group).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+    use std::sync::{Arc, Mutex};
+
+    /// A gateway that fails the first request for `flaky` and records every body.
+    async fn gateway(flaky: &'static str) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let record = seen.clone();
+        let failed_once = Arc::new(Mutex::new(false));
+        let app = axum::Router::new().route(
+            "/send",
+            axum::routing::post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
+                let (record, failed_once) = (record.clone(), failed_once.clone());
+                async move {
+                    assert_eq!(headers["authorization"], "Bearer t0ken");
+                    let mut failed = failed_once.lock().unwrap();
+                    if body["phone"] == flaky && !*failed {
+                        *failed = true;
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    record.lock().unwrap().push(body);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let url = format!("http://{}/send", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    fn sink(url: &str) -> SmsSink {
+        let config = SmsConfig {
+            name: "sms".into(),
+            url: url.parse().unwrap(),
+            body: r#"{"phone": "{phone}", "template": "SMS_001", "params": {"msg": "{message}"}}"#.into(),
+            token: Some("t0ken".into()),
+            severities: vec!["alarm".into(), "danger".into()],
+            per_phone_per_hour: 6,
+            wording: text::Wording::default(),
+        };
+        let mut sink = SmsSink::new(config).unwrap();
+        sink.retry_delay = Duration::from_millis(10);
+        sink
+    }
+
+    #[tokio::test]
+    async fn each_phone_gets_one_message_even_when_another_is_retried() {
+        let (url, seen) = gateway("13800000002").await;
+        let mut alert = sample_alert("fired", 7.3);
+        alert.mentions = vec!["13800000001".into(), "13800000002".into()];
+        alert.messages.insert("zh".into(), "north-lane B7 墙体倾斜 \"7.3‰\"，红色预警".into());
+        (alert.incident_id, alert.link) = (Some(12), Some("http://box/incident/12?exp=1&sig=ab".into()));
+        sink(&url).deliver(&alert).await.unwrap();
+        let seen = seen.lock().unwrap();
+        let phones: Vec<&str> = seen.iter().map(|b| b["phone"].as_str().unwrap()).collect();
+        assert_eq!(phones, vec!["13800000001", "13800000002"], "no second SMS to the first phone");
+        assert_eq!(
+            seen[0]["params"]["msg"],
+            "【红色预警】#12 north-lane B7 墙体倾斜 \"7.3‰\"，红色预警 请立即到场查看，必要时疏散住户。 11月23日 08:00 处理：http://box/incident/12?exp=1&sig=ab",
+            "number, local time and link; quotes survive the template"
+        );
+    }
+
+    fn house_alarm(sensor: &str, incident: i64) -> Alert {
+        let mut alert = sample_alert("fired", 7.3);
+        alert.sensor = sensor.into();
+        alert.mentions = vec!["13800000001".into()];
+        (alert.incident_id, alert.link) = (Some(incident), Some(format!("http://box/incident/{incident}")));
+        alert
+    }
+
+    #[tokio::test]
+    async fn a_house_s_alarms_make_one_sms_with_every_number() {
+        let (url, seen) = gateway("none").await;
+        let (a, b, c) = (house_alarm("house-07", 12), house_alarm("house-08", 13), house_alarm("house-09", 14));
+        sink(&url).deliver_many(&[&a, &b, &c]).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "one SMS for one house");
+        let text = seen[0]["params"]["msg"].as_str().unwrap();
+        assert!(text.starts_with("【红色预警】#12 #13 #14 "), "{text}");
+        assert!(text.contains("（本楼共3条）") && text.ends_with("处理：http://box/incident/12"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_hourly_cap_alarms_wait_for_the_phone_s_next_sms() {
+        let (url, seen) = gateway("none").await;
+        let mut sink = sink(&url);
+        sink.config.per_phone_per_hour = 2;
+        for (i, building) in ["B1", "B2", "B3", "B4"].into_iter().enumerate() {
+            let mut alert = house_alarm("house-01", 20 + i as i64);
+            alert.building = Some(building.into());
+            sink.deliver(&alert).await.unwrap();
+        }
+        let count = || seen.lock().unwrap().len();
+        assert_eq!(count(), 2, "the cap holds");
+        // Real sockets under a paused clock: let the timer's sleep end, then the post land.
+        tokio::time::advance(Duration::from_secs(3601)).await;
+        for _ in 0..200 {
+            if count() == 3 {
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "the two held back went out together, not lost");
+        assert_eq!(
+            seen[2]["params"]["msg"],
+            "【汇总】此前2条告警因短信限额未单独发送：#22 north-lane B3 红色预警 11月23日 08:00；#23 north-lane B4 红色预警 11月23日 08:00。处理：http://box/incident/23"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_configured_severities_and_named_people_get_sms() {
+        let (url, seen) = gateway("none").await;
+        let mut warning = sample_alert("fired", 2.1);
+        warning.severity = gridwatch_rules::Severity::Warning;
+        warning.mentions = vec!["13800000001".into()];
+        sink(&url).deliver(&warning).await.unwrap();
+        sink(&url).deliver(&sample_alert("fired", 7.3)).await.unwrap();
+        assert!(seen.lock().unwrap().is_empty(), "a warning, and an alert naming nobody, send no SMS");
+    }
+}

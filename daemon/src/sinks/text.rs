@@ -1,0 +1,428 @@
+//! What people read: an alert written as a short message in the installation's language
+//! (Chinese by default, English by configuration) and time zone. A message has a headline
+//! (colour, level, the incident's number), a plain sentence of what happened (the rule's
+//! message, values rounded by unit), what to do, when (local time), and the incident's link.
+//! The formula (`condition`) and the machine times (`at`, `at_ms`) stay in the JSON for
+//! machines; no message shows them.
+//!
+//! Invariants: every message about an incident carries its number (`#12`) and, when links are
+//! configured, its link — digests and grouped house messages too; a digest never drops an entry:
+//! [`digest`] splits it into pages under the channel's size limit.
+
+use crate::alert::{Alert, Audience, Event};
+use gridwatch_rules::Severity;
+
+pub use crate::config::wording::{Places, Wording};
+
+/// The channel's markup: a WeCom *text* message or an SMS is plain (no `**`, no `[..](..)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Markup {
+    Markdown,
+    Plain,
+}
+
+/// A value with its unit, rounded as the unit is read (see [`rounded`]): "7.3‰", "0.52 mg/L",
+/// "pH 7.21".
+pub fn value(value: f64, unit: &str) -> String {
+    let shown = rounded(value, unit);
+    match unit {
+        "pH" => format!("pH {shown}"),
+        "" => shown,
+        "mg/L" | "NTU" | "mV" => format!("{shown} {unit}"),
+        _ => format!("{shown}{unit}"),
+    }
+}
+
+/// The number alone, rounded as its unit is read: ‰ to 0.1 (0.01 below 1‰), ° to 0.01, mg/L to
+/// 0.1 (0.01 below 1 mg/L: ammonia limits are 0.15, 0.5), pH to 0.01, NTU to 0.1, mV to 1.
+pub fn rounded(value: f64, unit: &str) -> String {
+    let decimals = match unit {
+        u if u.starts_with('‰') && value.abs() >= 1.0 => 1,
+        u if u.starts_with('‰') || u == "°" || u == "pH" || u.is_empty() => 2,
+        "mg/L" if value.abs() < 1.0 => 2,
+        "mg/L" | "NTU" | "×" | "%" | "°C" => 1,
+        "mV" => 0,
+        _ => 2,
+    };
+    let shown = format!("{value:.decimals$}");
+    // "-0.0" reads as a sign error.
+    if shown.trim_start_matches(['-', '0', '.']).is_empty() {
+        shown.trim_start_matches('-').to_string()
+    } else {
+        shown
+    }
+}
+
+fn severity_zh(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Danger => "红色预警",
+        Severity::Alarm => "橙色预警",
+        Severity::Warning => "黄色预警",
+        Severity::Notice => "蓝色提示",
+    }
+}
+
+fn dot(colour: &str) -> &'static str {
+    match colour {
+        "red" => "🔴",
+        "orange" => "🟠",
+        "yellow" => "🟡",
+        _ => "🔵",
+    }
+}
+
+/// The level as people call it: "红色预警" / "danger".
+pub fn level(alert: &Alert, wording: Wording) -> String {
+    if wording.chinese {
+        severity_zh(alert.severity).to_string()
+    } else {
+        alert.severity.as_str().to_string()
+    }
+}
+
+/// "#12" (or nothing for an event that belongs to no incident).
+fn number(alert: &Alert) -> String {
+    alert.incident_id.map(|id| format!("#{id}")).unwrap_or_default()
+}
+
+/// The house as people call it: "北巷社区 7号楼" with display names, else "north-lane B7".
+pub fn house(alert: &Alert) -> String {
+    let site = alert.site_name.as_ref().unwrap_or(&alert.site);
+    match (&alert.building_name, &alert.building) {
+        (Some(name), _) => format!("{site} {name}"),
+        (None, Some(building)) => format!("{site} {building}"),
+        (None, None) => site.clone(),
+    }
+}
+
+/// "north-lane B7（house-07）" / "house-07, north-lane B7".
+fn place(alert: &Alert, chinese: bool) -> String {
+    let house = house(alert);
+    if chinese {
+        format!("{house}（{}）", alert.sensor)
+    } else {
+        format!("{}, {house}", alert.sensor)
+    }
+}
+
+/// The headline: "🔴 红色预警 #12", "✅ 已恢复正常 #12", "⏰ 催办 #12 · 红色预警".
+pub fn headline(alert: &Alert, wording: Wording) -> String {
+    let n = number(alert);
+    let level = level(alert, wording);
+    let dot = dot(&alert.colour);
+    match (alert.event, wording.chinese) {
+        (Event::Report, true) => "📋 督办日报".to_string(),
+        (Event::Report, false) => "📋 Supervision report".to_string(),
+        (Event::HandedOver, true) => format!("📌 事件转交给你 {n} · {level}"),
+        (Event::HandedOver, false) => format!("📌 Handed to you {n} · {level}"),
+        (Event::HelpAsked, true) => format!("🤝 请协助处理 {n} · {level}"),
+        (Event::HelpAsked, false) => format!("🤝 Asked to help {n} · {level}"),
+        (Event::Cleared, true) => format!("✅ 已恢复正常 {n}"),
+        (Event::Cleared, false) => format!("✅ Back to normal {n}"),
+        (Event::Reminder, true) => format!("⏰ 催办 {n} · {level}"),
+        (Event::Reminder, false) => format!("⏰ Reminder {n} · {level}"),
+        (Event::Escalated, true) => format!("⚠️ 督办 {n} · {level}"),
+        (Event::Escalated, false) => format!("⚠️ Escalated {n} · {level}"),
+        (Event::Changed, true) => {
+            let was = alert.previous_severity.map(|p| format!("（原{}）", severity_zh(p))).unwrap_or_default();
+            format!("{dot} 级别变为{level}{was} {n}")
+        }
+        (Event::Changed, false) => {
+            let was = alert.previous_severity.map(|p| format!(" (was {})", p.as_str())).unwrap_or_default();
+            format!("{dot} Now {level}{was} {n}")
+        }
+        (_, true) => format!("{dot} {level} {n}"),
+        (_, false) => format!("{dot} {} {n}", level.to_uppercase()),
+    }
+}
+
+/// The plain sentence of what happened: the rule's message in the wording's language with the
+/// value rounded; a `cleared` event has its own words.
+pub fn sentence(alert: &Alert, wording: Wording) -> String {
+    let shown = value(alert.value, &alert.unit);
+    if alert.event == Event::Cleared {
+        return match (wording.chinese, alert.unit.is_empty() && alert.audience == Audience::Installer) {
+            (true, true) => format!("{}设备已恢复正常", place(alert, true)),
+            (true, false) => format!("{}{}已恢复正常，当前{shown}", place(alert, true), what_zh(alert)),
+            (false, true) => format!("{}: the device is back to normal", place(alert, false)),
+            (false, false) => format!("{}: back to normal, now {shown}", place(alert, false)),
+        };
+    }
+    let language = if wording.chinese { "zh" } else { "en" };
+    match alert.messages.get(language) {
+        Some(message) => message.clone(),
+        None if wording.chinese && alert.audience == Audience::Installer => format!("{}设备异常，请安装人员检查", place(alert, true)),
+        None if wording.chinese => format!("{}{}{shown}，{}", place(alert, true), what_zh(alert), severity_zh(alert.severity)),
+        None => format!("{}: {} ({shown})", place(alert, false), alert.title),
+    }
+}
+
+/// What is measured, in Chinese: "墙体倾斜", "水质".
+fn what_zh(alert: &Alert) -> &'static str {
+    match alert.kind.as_str() {
+        "tilt" => "墙体倾斜",
+        "water" => "水质",
+        _ => "监测值",
+    }
+}
+
+/// What to do, in one sentence.
+pub fn what_to_do(alert: &Alert, wording: Wording) -> &'static str {
+    let closes_itself = crate::dispatch::incident::closes_when_sensor_clears(alert.severity.as_str());
+    match (alert.event, alert.audience, alert.severity, wording.chinese) {
+        (Event::Report, _, _, true) => "请网格长督促超时事件办结。",
+        (Event::Report, _, _, false) => "Grid leaders: follow up the overdue incidents.",
+        (Event::Cleared, _, _, true) if closes_itself => "事件已自动关闭，无需处理。",
+        (Event::Cleared, _, _, true) => "数值已回落，但仍需到场核实后办结。",
+        (Event::Cleared, _, _, false) if closes_itself => "The incident closed by itself; nothing to do.",
+        (Event::Cleared, _, _, false) => "The value is back, but someone must still check on site and resolve it.",
+        (_, Audience::Installer, _, true) => "请安装人员检查设备和线路。",
+        (_, Audience::Installer, _, false) => "Installers: check the device and its link.",
+        (_, _, Severity::Danger, true) => "请立即到场查看，必要时疏散住户。",
+        (_, _, Severity::Alarm, true) => "请尽快到场查看。",
+        (_, _, Severity::Warning, true) => "请今天内到场查看。",
+        (_, _, _, true) => "请留意，无需立即到场。",
+        (_, _, Severity::Danger, false) => "Go and look now; evacuate if needed.",
+        (_, _, Severity::Alarm, false) => "Go and look soon.",
+        (_, _, Severity::Warning, false) => "Go and look today.",
+        (_, _, _, false) => "For your information; no visit needed now.",
+    }
+}
+
+/// When it happened, in the installation's time zone — or that the box cannot tell yet (its
+/// clock was not set when the alert was made: nothing stamped 1970 reaches a person).
+pub fn shown_time(alert: &Alert, wording: Wording) -> String {
+    match (alert.at == crate::clock::TIME_UNKNOWN, wording.chinese) {
+        (true, true) => "时间未知（本机时钟尚未校准）".into(),
+        (true, false) => "time unknown (this box's clock is not set yet)".into(),
+        (false, _) => crate::local_time::short(alert.at_ms, wording.time_zone, wording.chinese),
+    }
+}
+
+/// "时间：12月3日 23:28（自 23:27 起）".
+fn when(alert: &Alert, wording: Wording) -> String {
+    let at = shown_time(alert, wording);
+    let since_ms = chrono::DateTime::parse_from_rfc3339(&alert.since).map_or(alert.at_ms, |t| t.timestamp_millis());
+    let since = (alert.event == Event::Fired && alert.at_ms - since_ms >= 60_000).then(|| crate::local_time::clock_time(since_ms, wording.time_zone));
+    match (since, wording.chinese) {
+        (Some(since), true) => format!("时间：{at}（自 {since} 起）"),
+        (None, true) => format!("时间：{at}"),
+        (Some(since), false) => format!("Time: {at} (since {since})"),
+        (None, false) => format!("Time: {at}"),
+    }
+}
+
+/// The links to act on: each person named gets their own (what they do through it is recorded
+/// as theirs); else the incident's link. Empty without links configured.
+fn links(alert: &Alert, wording: Wording, markup: Markup, label: &str) -> Vec<String> {
+    let label = if label.is_empty() {
+        if wording.chinese {
+            "接单 / 到场 / 办结"
+        } else {
+            "Accept / on site / resolve"
+        }
+    } else {
+        label
+    };
+    let link = |who: Option<&str>, url: &str| {
+        let who = who.map(|w| format!("{w}{}", if wording.chinese { "：" } else { ": " })).unwrap_or_default();
+        match markup {
+            Markup::Markdown => format!("{who}[{label}]({url})"),
+            Markup::Plain => format!("{who}{label} {url}"),
+        }
+    };
+    if alert.member_links.is_empty() {
+        alert.link.iter().map(|url| link(None, url)).collect()
+    } else {
+        alert.member_links.iter().map(|(name, url)| link(Some(name), url)).collect()
+    }
+}
+
+/// One alert as one message.
+pub fn message(alert: &Alert, wording: Wording, markup: Markup) -> String {
+    let headline = match markup {
+        Markup::Markdown => format!("**{}**", headline(alert, wording)),
+        Markup::Plain => headline(alert, wording),
+    };
+    let mut lines = vec![headline, sentence(alert, wording), what_to_do(alert, wording).to_string(), when(alert, wording)];
+    lines.extend(links(alert, wording, markup, ""));
+    lines.join("\n")
+}
+
+/// The title of a message where the channel wants one (DingTalk): the headline and the house.
+pub fn title(alert: &Alert, wording: Wording) -> String {
+    format!("{} {}", headline(alert, wording), house(alert))
+}
+
+/// The title of a digest: about the house when all its alerts share one.
+pub fn digest_title(alerts: &[&Alert], wording: Wording) -> String {
+    let house = alerts.first().and_then(|first| {
+        let building = first.building.as_ref()?;
+        alerts.iter().all(|a| a.site == first.site && a.building.as_ref() == Some(building)).then(|| house(first))
+    });
+    let firing = alerts.iter().all(|a| a.event == Event::Fired);
+    match (house, wording.chinese) {
+        (Some(house), true) if firing => format!("{house}：{} 个传感器告警", alerts.len()),
+        (Some(house), false) if firing => format!("{house}: {} sensors alarm", alerts.len()),
+        (Some(house), true) => format!("{house}：{} 条消息", alerts.len()),
+        (Some(house), false) => format!("{house}: {} messages", alerts.len()),
+        (None, true) => format!("{} 条告警汇总", alerts.len()),
+        (None, false) => format!("{} alerts", alerts.len()),
+    }
+}
+
+/// One digest line: headline, time, sentence, link.
+fn entry(alert: &Alert, wording: Wording, markup: Markup) -> String {
+    let at = shown_time(alert, wording);
+    let label = if wording.chinese { "处理" } else { "open" };
+    let mut line = format!("- {} {at} {}", headline(alert, wording), sentence(alert, wording));
+    for link in links(alert, wording, markup, label) {
+        line.push(' ');
+        line.push_str(&link);
+    }
+    line
+}
+
+/// Several alerts as messages of at most `max_bytes` each: every alert in full (number and
+/// link), in order, split over as many pages as it takes — never cut off. Each page is titled,
+/// with "（2/3）" when there are several.
+pub fn digest(alerts: &[&Alert], wording: Wording, markup: Markup, max_bytes: usize) -> Vec<String> {
+    let title = digest_title(alerts, wording);
+    // Room for the title with its page mark ("（12/12）") and markup.
+    let budget = max_bytes.saturating_sub(title.len() + 32).max(64);
+    let mut pages: Vec<Vec<String>> = vec![Vec::new()];
+    let mut used = 0;
+    for alert in alerts {
+        let mut line = entry(alert, wording, markup);
+        if line.len() > budget {
+            // Only a rule message longer than a whole page gets here: keep the number and link.
+            let tail: String = links(alert, wording, markup, "").join(" ");
+            let head = super::robot::truncate(&format!("- {} {}", headline(alert, wording), sentence(alert, wording)), budget.saturating_sub(tail.len() + 1));
+            line = format!("{head} {tail}");
+        }
+        if used + line.len() + 1 > budget && pages.last().is_some_and(|p| !p.is_empty()) {
+            pages.push(Vec::new());
+            used = 0;
+        }
+        used += line.len() + 1;
+        if let Some(page) = pages.last_mut() {
+            page.push(line);
+        }
+    }
+    let count = pages.len();
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, lines)| {
+            let mark = if count > 1 { format!("（{}/{count}）", i + 1) } else { String::new() };
+            let title = match markup {
+                Markup::Markdown => format!("**{title}{mark}**"),
+                Markup::Plain => format!("{title}{mark}"),
+            };
+            format!("{title}\n{}", lines.join("\n"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+
+    fn incident(mut alert: Alert, id: i64) -> Alert {
+        (alert.incident_id, alert.link) = (Some(id), Some(format!("http://10.8.0.5:9181/incident/{id}?exp=1&sig=ab")));
+        alert
+    }
+
+    #[test]
+    fn an_alert_made_before_the_clock_was_set_says_so_instead_of_1970() {
+        let mut alert = sample_alert("fired", 7.3);
+        (alert.at, alert.since, alert.at_ms) = (crate::clock::TIME_UNKNOWN.into(), crate::clock::TIME_UNKNOWN.into(), 86_400_000);
+        let zh = Wording::default();
+        assert_eq!(when(&alert, zh), "时间：时间未知（本机时钟尚未校准）");
+        assert!(!entry(&alert, zh, Markup::Plain).contains("1月2日") && !entry(&alert, zh, Markup::Plain).contains("1970"));
+    }
+
+    #[test]
+    fn values_are_rounded_as_their_unit_is_read() {
+        assert_eq!(value(8.899702868529431, "‰"), "8.9‰");
+        assert_eq!(value(0.4567, "‰"), "0.46‰");
+        assert_eq!(value(0.123456, "°"), "0.12°");
+        assert_eq!(value(0.1549, "mg/L"), "0.15 mg/L");
+        assert_eq!(value(5.678, "mg/L"), "5.7 mg/L");
+        assert_eq!(value(7.2149, "pH"), "pH 7.21");
+        assert_eq!(value(-0.001, "°"), "0.00°", "no negative zero");
+    }
+
+    #[test]
+    fn a_chinese_message_is_all_chinese_with_number_time_and_link() {
+        let mut alert = incident(sample_alert("fired", 7.3126), 12);
+        alert.messages.insert("zh".into(), "north-lane B7（house-07）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警".into());
+        let text = message(&alert, Wording::default(), Markup::Plain);
+        assert_eq!(
+            text,
+            "🔴 红色预警 #12\nnorth-lane B7（house-07）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警\n请立即到场查看，必要时疏散住户。\n时间：11月23日 08:00（自 07:59 起）\n接单 / 到场 / 办结 http://10.8.0.5:9181/incident/12?exp=1&sig=ab"
+        );
+        for leak in ["danger", "hypot", "permille", "**", "](", "T00:00", "Z"] {
+            assert!(!text.contains(leak), "`{leak}` in {text}");
+        }
+    }
+
+    #[test]
+    fn a_clear_says_it_is_back_to_normal_and_what_is_left_to_do() {
+        let alert = incident(sample_alert("cleared", 5.912), 12);
+        let text = message(&alert, Wording::default(), Markup::Markdown);
+        assert_eq!(
+            text,
+            "**✅ 已恢复正常 #12**\nnorth-lane B7（house-07）墙体倾斜已恢复正常，当前5.91°\n数值已回落，但仍需到场核实后办结。\n时间：11月23日 08:00\n[接单 / 到场 / 办结](http://10.8.0.5:9181/incident/12?exp=1&sig=ab)"
+        );
+    }
+
+    #[test]
+    fn english_by_configuration_in_another_zone() {
+        let wording = Wording { chinese: false, time_zone: crate::local_time::parse("Europe/Berlin").unwrap() };
+        let text = message(&incident(sample_alert("fired", 7.31), 3), wording, Markup::Plain);
+        assert!(text.starts_with("🔴 DANGER #3\nnorth-lane B7 (house-07): wall tilt changed 7.31‰"), "{text}");
+        assert!(text.contains("Time: 23 Nov 01:00 (since 00:59)"), "{text}");
+    }
+
+    #[test]
+    fn display_names_stand_for_the_ids() {
+        let mut alert = incident(sample_alert("cleared", 5.912), 12);
+        (alert.site_name, alert.building_name) = (Some("北巷社区".into()), Some("7号楼".into()));
+        assert!(message(&alert, Wording::default(), Markup::Plain).contains("\n北巷社区 7号楼（house-07）墙体倾斜已恢复正常"));
+        assert_eq!(title(&alert, Wording::default()), "✅ 已恢复正常 #12 北巷社区 7号楼");
+    }
+
+    #[test]
+    fn a_long_digest_is_split_into_pages_and_keeps_every_number_and_link() {
+        let alerts: Vec<Alert> = (1..=21)
+            .map(|i| {
+                let mut alert = incident(sample_alert("fired", 7.3), i);
+                alert.messages.insert("zh".into(), format!("north-lane B{i}（house-{i:02}）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警"));
+                alert.building = Some(format!("B{i}"));
+                alert
+            })
+            .collect();
+        let refs: Vec<&Alert> = alerts.iter().collect();
+        let pages = digest(&refs, Wording::default(), Markup::Plain, 2048);
+        assert!(pages.len() > 1, "{pages:?}");
+        assert!(pages.iter().all(|p| p.len() <= 2048), "{:?}", pages.iter().map(String::len).collect::<Vec<_>>());
+        assert!(pages[0].starts_with(&format!("21 条告警汇总（1/{}）\n- 🔴 红色预警 #1 11月23日 08:00 north-lane B1", pages.len())), "{}", pages[0]);
+        let all = pages.join("\n");
+        for i in 1..=21 {
+            assert!(all.contains(&format!(" #{i} ")) && all.contains(&format!("处理 http://10.8.0.5:9181/incident/{i}?")), "#{i} missing");
+        }
+        assert!(!all.contains("**"), "plain pages carry no markdown");
+    }
+
+    #[test]
+    fn a_house_digest_is_titled_by_the_house_and_links_each_incident() {
+        let (a, mut b) = (incident(sample_alert("fired", 7.3), 12), incident(sample_alert("fired", 6.2), 13));
+        b.sensor = "house-08".into();
+        let pages = digest(&[&a, &b], Wording::default(), Markup::Markdown, 4096);
+        assert_eq!(pages.len(), 1);
+        assert!(pages[0].starts_with("**north-lane B7：2 个传感器告警**\n- 🔴 红色预警 #12 "), "{}", pages[0]);
+        assert!(pages[0].contains("[处理](http://10.8.0.5:9181/incident/13?exp=1&sig=ab)"), "{}", pages[0]);
+    }
+}

@@ -1,0 +1,522 @@
+//! The MQTT ingest connection: subscribes to the telemetry topics, turns each message into a
+//! [`Sample`] (or a counted [`Rejection`]), hands samples to the pipeline (rules) and every
+//! message to the spooler, which acknowledges it once its reading is on disk.
+//!
+//! One task owns `poll()`; it never publishes or acknowledges itself. Acknowledgements are
+//! manual (rumqttc would otherwise PUBACK before we have the reading). The session is
+//! persistent (fixed client id, `clean_session = false`); when the broker reports that it has
+//! no session, the task subscribes again. Connection errors are retried with exponential
+//! backoff and jitter. A packet over `max_packet_bytes` breaks the connection (rumqttc will not
+//! read it) and would come back with every reconnect: it is cleared out of the session
+//! ([`crate::sources::mqtt::drain`]), counted as `too_large`, and the connection is made again at once.
+//! The MQTT bus counts as up only once a connection has held for [`Ingest::stable_after`]
+//! (half of `bus_down_after_secs`, at most 10 s): a connection that keeps dropping is down, and
+//! `bus-down` names its last error. Hand-offs block when the next stage is behind (readings are never
+//! dropped here).
+//!
+//! Shutdown: stop taking messages (those not acknowledged are sent again by the broker next
+//! time), keep polling until the spooler's last acknowledgements are out, then disconnect.
+
+use crate::backoff::Backoff;
+use crate::clock::Clock;
+use crate::config::{Config, SensorIndex};
+use crate::metrics::Metrics;
+use crate::sample::Sample;
+use crate::sensor_clocks::{ClockProblem, SensorClocks};
+use crate::sources::mqtt::payload::{self, Rejection};
+use crate::sources::mqtt::topics::TopicRouter;
+use crate::telemetry::spooler::Spooled;
+use gridwatch_rules::Millis;
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How many recent readings per sensor are remembered to recognise one sent twice.
+const RECENT_READINGS: usize = 16;
+
+/// Turns messages into samples.
+#[derive(Debug)]
+pub struct Ingest {
+    router: TopicRouter,
+    /// Size, field count and field name limits of one payload.
+    limits: payload::Limits,
+    /// Distinct field names a sensor may use (`[ingest] max_field_names_per_sensor`).
+    max_field_names: usize,
+    /// The field names each sensor has used; never more than `max_field_names` per sensor.
+    field_names: HashMap<usize, HashSet<Box<str>>>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    /// Last `seq` seen per sensor, to count readings lost on the way.
+    last_seq: HashMap<usize, u64>,
+    /// The last few readings of each sensor that sent a `seq` (seq, own time, fields' hash), to
+    /// refuse one that comes twice; at most [`RECENT_READINGS`] per sensor.
+    recent: HashMap<usize, VecDeque<(u64, Option<Millis>, u64)>>,
+    /// A reading stamped further ahead of our clock is refused (`[ingest] max_future_skew_secs`).
+    max_future_skew_ms: Millis,
+    /// Sensors whose clocks are off, for `/healthz` and one WARN each.
+    clocks: Arc<SensorClocks>,
+    /// The inventory (shared), to name a sensor in a warning.
+    inventory: Arc<[crate::config::SensorConfig]>,
+    /// The broker and session, for clearing oversized packets out of it.
+    mqtt: crate::config::MqttConfig,
+    /// How long a connection must hold before the bus counts as up again.
+    stable_after: Duration,
+}
+
+/// Longest a drain of oversized messages may take (a 256 MB packet over a slow link).
+const DRAIN_BUDGET: Duration = Duration::from_secs(60);
+
+impl Ingest {
+    pub fn new(config: &Config, sensors: SensorIndex, clock: Clock, metrics: Arc<Metrics>, clocks: Arc<SensorClocks>) -> Ingest {
+        let max_future_skew_ms = Millis::try_from(config.ingest.max_future_skew.as_millis()).unwrap_or(Millis::MAX / 2);
+        let inventory = sensors.sensors().clone();
+        let limits = payload::Limits {
+            max_bytes: config.mqtt.max_payload_bytes,
+            max_fields: config.ingest.max_fields_per_reading,
+            max_field_name_bytes: config.ingest.max_field_name_bytes,
+        };
+        Ingest {
+            inventory,
+            router: TopicRouter::new(config, sensors),
+            limits,
+            max_field_names: config.ingest.max_field_names_per_sensor,
+            field_names: HashMap::new(),
+            clock,
+            metrics,
+            last_seq: HashMap::new(),
+            recent: HashMap::new(),
+            max_future_skew_ms,
+            clocks,
+            mqtt: config.mqtt.clone(),
+            stable_after: (config.alerts.bus_down_after / 2).min(Duration::from_secs(10)),
+        }
+    }
+
+    /// Clears packets over `max_packet_bytes` out of the session after the connection broke on
+    /// one; counts and logs each. False when there was none or the drain failed.
+    async fn clear_oversized(&mut self, log: &mut crate::sources::mqtt::rejection_log::RejectionLog) -> bool {
+        let limit = self.mqtt.max_packet_bytes;
+        match crate::sources::mqtt::drain::drain(&self.mqtt, limit, DRAIN_BUDGET).await {
+            Ok(dropped) => {
+                for message in &dropped {
+                    self.metrics.messages_received.inc();
+                    let rejection = Rejection::TooLarge { size: message.size, limit };
+                    self.metrics.reject(&rejection);
+                    log.note(&message.topic, &rejection, tokio::time::Instant::now());
+                }
+                !dropped.is_empty()
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "could not clear an oversized message out of the MQTT session; retrying");
+                false
+            }
+        }
+    }
+
+    /// The payload limits (the drain of oversized messages uses the size).
+    pub fn limits(&self) -> payload::Limits {
+        self.limits
+    }
+
+    fn sensor_id(&self, sensor: usize) -> String {
+        self.inventory.get(sensor).map_or_else(|| sensor.to_string(), |s| s.id.to_string())
+    }
+
+    /// Refuses a reading that brings a sensor past its distinct field names, else takes its
+    /// new names in.
+    fn check_field_names(&mut self, sensor: usize, fields: &[(String, f64)]) -> Result<(), Rejection> {
+        let known = self.field_names.entry(sensor).or_default();
+        let new: HashSet<&str> = fields.iter().map(|(name, _)| name.as_str()).filter(|name| !known.contains(*name)).collect();
+        if known.len() + new.len() > self.max_field_names {
+            let field = new.iter().next().map_or_else(String::new, |name| name.chars().take(64).collect());
+            let limit = self.max_field_names;
+            return Err(Rejection::TooManyFieldNames { sensor: self.sensor_id(sensor), field, limit });
+        }
+        known.extend(new.into_iter().map(Box::from));
+        Ok(())
+    }
+
+    /// Refuses a reading this sensor already sent: the same `seq`, own time and values (a
+    /// broker's redelivery, or a device that repeats itself). Readings without `seq` are not
+    /// judged here.
+    fn check_duplicate(&mut self, sample: &Sample, own_ts: Option<Millis>) -> Result<(), Rejection> {
+        let Some(seq) = sample.seq else { return Ok(()) };
+        let hash = fields_hash(&sample.fields);
+        let recent = self.recent.entry(sample.sensor).or_default();
+        if recent.contains(&(seq, own_ts, hash)) {
+            return Err(Rejection::DuplicateSeq { sensor: self.sensor_id(sample.sensor), seq });
+        }
+        if recent.len() == RECENT_READINGS {
+            recent.pop_front();
+        }
+        recent.push_back((seq, own_ts, hash));
+        Ok(())
+    }
+
+    /// Decodes one message; a rejection is already counted when this returns it.
+    pub fn sample(&mut self, topic: &str, payload: &[u8]) -> Result<Sample, Rejection> {
+        self.metrics.messages_received.inc();
+        let result = self.router.route(topic).and_then(|route| {
+            let now = self.clock.now();
+            let decoded = payload::decode(payload, &self.limits, route.payload)?;
+            Ok((route.sensor, decoded, now))
+        });
+        let result = result.and_then(|(sensor, decoded, now)| {
+            let synchronized = self.clock.synchronized();
+            if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, now, synchronized, self.max_future_skew_ms)) {
+                return Err(self.ahead_of_clock(sensor, ahead_secs));
+            }
+            let clock_untrusted = decoded.ts.is_none() && !synchronized;
+            let sample =
+                Sample { sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted, own_time: decoded.ts.is_some() };
+            self.check_duplicate(&sample, decoded.ts)?;
+            self.check_field_names(sensor, &sample.fields)?;
+            Ok(sample)
+        });
+        match &result {
+            Ok(sample) => self.count_gap(sample),
+            Err(rejection) => {
+                self.metrics.reject(rejection);
+                tracing::debug!(topic, reason = rejection.reason(), error = %rejection, "message rejected");
+            }
+        }
+        result
+    }
+
+    /// A reading stamped too far ahead: refused before it is judged, stored or shown (it would
+    /// make every later reading of the sensor "out of order"); the sensor is listed for
+    /// `/healthz` and warned about once.
+    fn ahead_of_clock(&self, sensor: usize, ahead_secs: i64) -> Rejection {
+        let id: Arc<str> = self.inventory.get(sensor).map_or_else(|| Arc::from(sensor.to_string()), |s| s.id.clone());
+        if self.clocks.note(sensor, &id, ClockProblem::Ahead, tokio::time::Instant::now()) {
+            tracing::warn!(sensor = %id, ahead_secs, max_future_skew_ms = self.max_future_skew_ms, "sensor clock ahead of this box: its readings are refused until it is set (or this box's clock is behind)");
+        }
+        Rejection::AheadOfClock { sensor: id.to_string(), ahead_secs }
+    }
+
+    /// A device's `seq` jumping forward means readings were lost before they reached us (a
+    /// restart of the device resets it, which is not a gap).
+    fn count_gap(&mut self, sample: &Sample) {
+        let Some(seq) = sample.seq else { return };
+        if let Some(last) = self.last_seq.insert(sample.sensor, seq) {
+            if seq > last + 1 {
+                self.metrics.sequence_gaps.inc_by(seq - last - 1);
+                let id = self.inventory.get(sample.sensor).map(|s| s.id.clone());
+                tracing::warn!(sensor = id.as_deref().unwrap_or("?"), from = last, to = seq, "readings missing (sequence gap)");
+            }
+        }
+    }
+}
+
+/// A hash of a reading's names and values (bit for bit), to tell a repeat from a new reading
+/// under a reused `seq`.
+fn fields_hash(fields: &[(String, f64)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (name, value) in fields {
+        name.hash(&mut hasher);
+        value.to_bits().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// What the ingest connection hands its messages to.
+#[derive(Debug)]
+pub struct Outputs {
+    /// The pipeline (rules); readings only.
+    pub samples: mpsc::Sender<Sample>,
+    /// The spooler; every message, to be kept and acknowledged in order.
+    pub spool: mpsc::Sender<Spooled>,
+    /// The inventory, for the spool (sensor ids by position); `None` when nothing is stored
+    /// (no InfluxDB), so readings are not copied for nothing.
+    pub stored: Option<Arc<[crate::config::SensorConfig]>>,
+    /// Workers' actions relayed on the ack topic, applied to incidents in the store.
+    pub acks: Option<(crate::sources::mqtt::incident_acks::AckConfig, crate::store::Store)>,
+    /// The MQTT bus: up while connected, down from the first connection error.
+    pub bus: crate::sources::buses::BusHandle,
+}
+
+/// Runs the ingest connection until `shutdown`; then stops handing on messages (dropping the
+/// outputs lets the pipeline and spooler finish), keeps polling until `acks_flushed` so the last
+/// acknowledgements go out, and disconnects.
+pub async fn run(
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    mut ingest: Ingest,
+    outputs: Outputs,
+    shutdown: CancellationToken,
+    acks_flushed: CancellationToken,
+) {
+    let mut filters: Vec<SubscribeFilter> = ingest.router.filters().into_iter().map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce)).collect();
+    if let Some((acks, _)) = &outputs.acks {
+        filters.push(SubscribeFilter::new(acks.topic.clone(), QoS::AtLeastOnce));
+    }
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    // When the current connection will have held long enough to call the bus up.
+    let mut stable_at: Option<tokio::time::Instant> = None;
+    let mut rejection_log = crate::sources::mqtt::rejection_log::RejectionLog::new(Duration::from_secs(60));
+    let metrics = ingest.metrics.clone();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(stable_at.unwrap_or_else(tokio::time::Instant::now)), if stable_at.is_some() => {
+                stable_at = None;
+                outputs.bus.up();
+                continue;
+            }
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::Publish(publish))) if outputs.acks.as_ref().is_some_and(|(acks, _)| *publish.topic == *acks.topic) => {
+                if let Some((acks, store)) = &outputs.acks {
+                    apply_ack(acks, store, &publish.payload, &metrics).await;
+                }
+                if outputs.spool.send(Spooled { sample: None, ack: Some(publish) }).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let spooled = match ingest.sample(&publish.topic, &publish.payload) {
+                    Ok(sample) => {
+                        if sample.clock_untrusted && outputs.stored.is_some() {
+                            metrics.drop_telemetry("clock_not_set", 1);
+                        }
+                        let keep =
+                            outputs.stored.as_ref().filter(|_| !sample.clock_untrusted).and_then(|sensors| crate::telemetry::spooler::kept(sensors, &sample));
+                        if outputs.samples.send(sample).await.is_err() {
+                            break;
+                        }
+                        Spooled { sample: keep, ack: Some(publish) }
+                    }
+                    Err(rejection) => {
+                        // Counted already; logged once per reason and minute: a broken device must not flood the log.
+                        rejection_log.note(&publish.topic, &rejection, tokio::time::Instant::now());
+                        Spooled { sample: None, ack: Some(publish) }
+                    }
+                };
+                if outputs.spool.send(spooled).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                metrics.mqtt_connects.inc();
+                metrics.mqtt_connected.set(1);
+                stable_at = Some(tokio::time::Instant::now() + ingest.stable_after);
+                backoff.reset();
+                tracing::info!(session_present = ack.session_present, "connected to MQTT broker");
+                if !ack.session_present {
+                    if let Err(error) = client.try_subscribe_many(filters.clone()) {
+                        tracing::error!(error = %error, "could not queue the telemetry subscriptions");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack.return_codes.iter().filter(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure)).count();
+                if refused > 0 {
+                    tracing::error!(refused, "broker refused telemetry subscriptions; readings on those topics will not arrive");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                metrics.mqtt_connection_errors.inc();
+                metrics.mqtt_connected.set(0);
+                stable_at = None;
+                let oversized = oversized(&error);
+                let reason = match oversized {
+                    Some(size) => format!("a message of {size} bytes is over max_packet_bytes ({})", ingest.mqtt.max_packet_bytes),
+                    None => error.to_string(),
+                };
+                outputs.bus.failed(chrono::Utc::now().timestamp_millis(), &reason);
+                if oversized.is_some() && ingest.clear_oversized(&mut rejection_log).await {
+                    backoff.reset();
+                    continue;
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    drop(outputs);
+    // Messages arriving now are not acknowledged: the broker keeps them for next time.
+    let flush = async {
+        let mut flushed_at: Option<tokio::time::Instant> = None;
+        loop {
+            if acks_flushed.is_cancelled() && flushed_at.get_or_insert_with(tokio::time::Instant::now).elapsed() > Duration::from_millis(100) {
+                break;
+            }
+            tokio::select! {
+                _ = eventloop.poll() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
+    disconnect(client, eventloop).await;
+}
+
+/// The size of the packet the connection broke on, when it broke on one over the limit.
+fn oversized(error: &rumqttc::ConnectionError) -> Option<usize> {
+    match error {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(size))) => Some(*size),
+        _ => None,
+    }
+}
+
+/// How a message on the ack topic ended (the `reason` label of `incident_acks`).
+enum AckResult {
+    Applied(i64, String),
+    NotApplicable(String),
+    Refused(crate::sources::mqtt::incident_acks::Refusal),
+}
+
+/// Verifies a worker's action from the ack topic, records its signature as used (a replay,
+/// also after a restart, is refused) and applies it to its incident.
+async fn apply_ack(acks: &crate::sources::mqtt::incident_acks::AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &Metrics) {
+    use crate::sources::mqtt::incident_acks::{AckConfig, Refusal, PURPOSE};
+    let now = chrono::Utc::now().timestamp_millis();
+    let result = match acks.verify(payload, now) {
+        Ok(verified) => {
+            let store = store.clone();
+            let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<AckResult> {
+                // Used before it is applied: a crash between the two loses the action (the hub
+                // sends it again with a new time) but never applies one twice.
+                if !store.use_signature(PURPOSE, &verified.signature, AckConfig::remember_until(verified.ts, now), now)? {
+                    return Ok(AckResult::Refused(Refusal::Replayed));
+                }
+                let actor = format!("{} (hub)", verified.by);
+                Ok(match store.incident_action(verified.incident, verified.action, &actor, verified.note.as_deref(), now) {
+                    Ok(state) => AckResult::Applied(verified.incident, state.to_string()),
+                    Err(error) => AckResult::NotApplicable(format!("{error:#}")),
+                })
+            })
+            .await;
+            match applied {
+                Ok(Ok(result)) => result,
+                Ok(Err(error)) => AckResult::NotApplicable(format!("{error:#}")),
+                Err(error) => AckResult::NotApplicable(error.to_string()),
+            }
+        }
+        Err(refusal) => AckResult::Refused(refusal),
+    };
+    let reason = match result {
+        AckResult::Applied(incident, state) => {
+            tracing::info!(incident, state = %state, "worker's action applied from the ack topic");
+            "applied"
+        }
+        AckResult::NotApplicable(error) => {
+            tracing::warn!(error = %error, "worker's action from the ack topic not applied");
+            "not_applicable"
+        }
+        AckResult::Refused(refusal) => {
+            tracing::warn!(reason = refusal.as_str(), "message on the ack topic refused");
+            refusal.as_str()
+        }
+    };
+    metrics.incident_acks.get_or_create(&crate::metrics::ReasonLabel { reason: reason.into() }).inc();
+}
+
+/// Sends DISCONNECT and polls until it is out (at most a second).
+async fn disconnect(client: AsyncClient, mut eventloop: EventLoop) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let flush = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_without_its_own_time_is_marked_while_the_clock_is_unset() {
+        let config = Config::parse(
+            "t.toml",
+            "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0, synchronized: false };
+        let sensors = SensorIndex::new(config.sensors.clone());
+        let mut ingest = Ingest::new(&config, sensors.clone(), booted_at_1970, Arc::new(Metrics::new()), Arc::default());
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        assert!(ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted, "stamped by an unset clock");
+        let own_time = ingest.sample(topic, br#"{"x": 0.3, "ts": 1795392000000}"#).unwrap();
+        assert!(!own_time.clock_untrusted, "the device's own time is kept");
+        let mut ingest = Ingest::new(&config, sensors, Clock::accelerated(1.0), Arc::new(Metrics::new()), Arc::default());
+        assert!(!ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted);
+    }
+
+    #[tokio::test]
+    async fn a_reading_stamped_past_the_skew_is_refused_counted_and_its_sensor_listed() {
+        let config = Config::parse("t.toml", "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[ingest]\nmax_future_skew_secs = 60\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n", std::path::Path::new(".")).unwrap();
+        let (metrics, clocks) = (Arc::new(Metrics::new()), Arc::new(SensorClocks::default()));
+        let mut ingest = Ingest::new(&config, SensorIndex::new(config.sensors.clone()), Clock::accelerated(1.0), metrics.clone(), clocks.clone());
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        let now = Clock::System.now();
+        let in_skew = ingest.sample(topic, format!(r#"{{"x": 0.3, "ts": {}}}"#, now + 50_000).as_bytes()).unwrap();
+        assert_eq!(in_skew.ts, now + 50_000, "within the skew the device's time is kept");
+        let refused = ingest.sample(topic, format!(r#"{{"x": 0.3, "ts": {}}}"#, now + 86_400_000).as_bytes()).unwrap_err();
+        assert_eq!(refused.reason(), "ahead_of_clock");
+        assert!(
+            matches!(&refused, Rejection::AheadOfClock { sensor, ahead_secs } if sensor == "house-07" && (86_399..=86_400).contains(ahead_secs)),
+            "{refused:?}"
+        );
+        assert_eq!(metrics.rejected("ahead_of_clock"), 1);
+        assert_eq!(clocks.current(tokio::time::Instant::now()), vec![("house-07".into(), ClockProblem::Ahead)]);
+        assert!(ingest.sample(topic, br#"{"x": 0.3}"#).is_ok(), "the sensor's next reading is taken");
+    }
+
+    fn limited_ingest(metrics: Arc<Metrics>) -> Ingest {
+        let text = "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[ingest]\nmax_field_names_per_sensor = 3\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n[[sensor]]\nid = \"house-08\"\nkind = \"tilt\"\nsite = \"north-lane\"\n";
+        let config = Config::parse("t.toml", text, std::path::Path::new(".")).unwrap();
+        Ingest::new(&config, SensorIndex::new(config.sensors.clone()), Clock::System, metrics, Arc::default())
+    }
+
+    #[test]
+    fn a_sensor_past_its_distinct_field_names_is_refused_and_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let mut ingest = limited_ingest(metrics.clone());
+        let (a, b) = ("gridwatch/north-lane/house-07/telemetry", "gridwatch/north-lane/house-08/telemetry");
+        assert!(ingest.sample(a, br#"{"x": 1, "y": 2}"#).is_ok());
+        assert!(ingest.sample(a, br#"{"x": 1, "t": 2}"#).is_ok(), "a third name is within the cap");
+        let refused = ingest.sample(a, br#"{"x": 1, "u": 2}"#).unwrap_err();
+        assert!(matches!(&refused, Rejection::TooManyFieldNames { sensor, field, limit: 3 } if sensor == "house-07" && field == "u"), "{refused:?}");
+        assert!(ingest.sample(a, br#"{"y": 1, "t": 2, "x": 3}"#).is_ok(), "known names still pass");
+        assert!(ingest.sample(b, br#"{"u": 1, "v": 2, "w": 3}"#).is_ok(), "each sensor has its own names");
+        assert_eq!(metrics.rejected("too_many_field_names"), 1);
+    }
+
+    #[test]
+    fn a_reading_sent_twice_is_counted_once_as_a_duplicate() {
+        let metrics = Arc::new(Metrics::new());
+        let mut ingest = limited_ingest(metrics.clone());
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        let reading = br#"{"x": 0.25, "seq": 41, "ts": 1795392000000}"#;
+        assert_eq!(ingest.sample(topic, reading).unwrap().seq, Some(41));
+        let again = ingest.sample(topic, reading).unwrap_err();
+        assert_eq!(again, Rejection::DuplicateSeq { sensor: "house-07".into(), seq: 41 });
+        assert!(
+            ingest.sample(topic, br#"{"x": 0.25, "seq": 41, "ts": 1795392060000}"#).is_ok(),
+            "the same seq at another time is a new reading (device restarted)"
+        );
+        assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_ok());
+        assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_err(), "without a time, the same seq and values repeat");
+        assert!(ingest.sample(topic, br#"{"x": 0.30}"#).is_ok() && ingest.sample(topic, br#"{"x": 0.30}"#).is_ok(), "no seq, no judgement");
+        assert_eq!((metrics.rejected("duplicate_seq"), metrics.sequence_gaps.get()), (2, 0));
+    }
+}
