@@ -27,6 +27,14 @@ clear_below = 0.3
 severity = "danger"
 
 [[rule]]
+id = "box-warm"
+kind = "tilt"
+value = "temperature"
+unit = "°C"
+above = 21
+severity = "notice"
+
+[[rule]]
 id = "do-test"
 kind = "water"
 value = "do"
@@ -117,7 +125,8 @@ async fn open_far_end(path: &Path) -> tokio::fs::File {
     tokio::fs::OpenOptions::new().read(true).write(true).open(path).await.unwrap()
 }
 
-/// Writes WitMotion angle frames for `roll` degrees every 50 ms until the file errors.
+/// Writes WitMotion angle frames for `roll` degrees every 50 ms, each after an acceleration
+/// frame that carries the box's temperature (21.37 °C), until the file errors.
 fn stream_angles(path: std::path::PathBuf, roll: Arc<AtomicU16>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut port = open_far_end(&path).await;
@@ -125,6 +134,7 @@ fn stream_angles(path: std::path::PathBuf, roll: Arc<AtomicU16>) -> tokio::task:
             let degrees = f64::from(roll.load(Ordering::Relaxed)) / 1000.0;
             // A little noise between frames, as on a real line.
             let mut bytes = vec![0x00, 0x13];
+            bytes.extend(witmotion::encode(0x51, [0, 0, 2048, 2137]));
             bytes.extend(witmotion::encode(0x53, [witmotion::angle_word(degrees), 0, 0, 0]));
             if port.write_all(&bytes).await.is_err() {
                 return;
@@ -187,6 +197,9 @@ async fn serial_readings_reach_the_rules_and_a_replugged_port_is_reopened() {
     assert!(opened, "{:?}", daemon.stderr());
     roll.store(450, Ordering::Relaxed);
     assert!(wait_for_alert(&daemon, "fired   danger  rule=tilt-test sensor=house-07").await, "{:?}\n{:?}", daemon.stdout(), daemon.stderr());
+    // The box's temperature (from its acceleration frames) rides with its angles, for the tilt
+    // rules' temperature compensation.
+    assert!(wait_for_alert(&daemon, "rule=box-warm sensor=house-07 value=21.3700").await, "{:?}", daemon.stdout());
 
     // Line protocol: a box reports low oxygen; a corrupted line in between changes nothing.
     let mut box_port = open_far_end(&lines.simulator).await;

@@ -35,6 +35,36 @@ impl Frame {
     }
 }
 
+/// Turns a box's frames into tilt readings: each angle frame's `x`, `y`, `z`, with the box's
+/// latest temperature from its acceleration frames (a WitMotion box sends both, several times a
+/// second), so that rules can take out what follows the temperature. A temperature outside the
+/// box's operating range is not one and is left out.
+#[derive(Debug, Default, Clone)]
+pub struct TiltReadings {
+    temperature: Option<f64>,
+}
+
+impl TiltReadings {
+    /// The readings of `frames`, in order.
+    pub fn take(&mut self, frames: &[Frame]) -> Vec<Vec<(String, f64)>> {
+        let mut readings = Vec::new();
+        for frame in frames {
+            match frame {
+                Frame::Acceleration { temperature, .. } => {
+                    self.temperature = crate::rion::TEMPERATURE_RANGE.contains(temperature).then_some(*temperature);
+                }
+                Frame::Angle { .. } => {
+                    let mut fields = frame.fields();
+                    fields.extend(self.temperature.map(|t| ("temperature".to_string(), t)));
+                    readings.push(fields);
+                }
+                Frame::Other { .. } => {}
+            }
+        }
+        readings
+    }
+}
+
 /// Counts of what the parser saw, for the per-port counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -118,6 +148,19 @@ impl StreamParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn angle_readings_carry_the_latest_temperature_once_one_is_known() {
+        let mut readings = TiltReadings::default();
+        let angle = Frame::Angle { roll: 0.5, pitch: -0.25, yaw: 10.0, extra: 0 };
+        let warm = Frame::Acceleration { x: 0.0, y: 0.0, z: 1.0, temperature: 21.37 };
+        let broken = Frame::Acceleration { x: 0.0, y: 0.0, z: 1.0, temperature: 327.0 };
+        let out = readings.take(&[angle, warm, angle, Frame::Other { kind: 0x52, words: [0; 4] }, broken, angle]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0], vec![("x".into(), 0.5), ("y".into(), -0.25), ("z".into(), 10.0)], "no temperature seen yet");
+        assert_eq!(out[1].last(), Some(&("temperature".to_string(), 21.37)));
+        assert!(out[2].iter().all(|(name, _)| name != "temperature"), "327 °C is not a temperature: {:?}", out[2]);
+    }
     use crate::hex;
     use proptest::prelude::*;
 

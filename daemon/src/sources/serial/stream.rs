@@ -14,6 +14,7 @@ use tokio_serial::SerialStream;
 pub(super) async fn run(config: &SerialConfig, mut port: SerialStream, outputs: &SerialOutputs) -> Ended {
     let label = Metrics::port(&config.port.display().to_string());
     let mut witmotion = witmotion::StreamParser::new();
+    let mut tilt_readings = witmotion::TiltReadings::default();
     let mut lines = line::LineParser::new();
     let by_device: HashMap<&str, usize> = config.devices.iter().map(|d| (d.device_id.as_str(), d.sensor)).collect();
     let mut last_emit: HashMap<usize, Instant> = HashMap::new();
@@ -31,7 +32,7 @@ pub(super) async fn run(config: &SerialConfig, mut port: SerialStream, outputs: 
                 let frames = witmotion.push(&buffer[..read]);
                 count(outputs, &label, witmotion.stats.frames - before.frames, witmotion.stats.bad_checksums - before.bad_checksums);
                 let sensor = config.devices.first().map(|d| d.sensor);
-                frames.iter().filter(|f| matches!(f, witmotion::Frame::Angle { .. })).filter_map(|f| Some((sensor?, f.fields()))).collect()
+                tilt_readings.take(&frames).into_iter().filter_map(|fields| Some((sensor?, fields))).collect()
             }
             _ => {
                 let mut out = Vec::new();
