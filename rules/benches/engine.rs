@@ -41,7 +41,7 @@ fn subjects() -> Vec<Subject> {
 fn fields(i: usize, round: i64) -> [(&'static str, f64); 3] {
     let wobble = ((round as f64 + i as f64) * 0.37).sin() * 0.002;
     if i % 2 == 0 {
-        [("x", 0.01 + wobble), ("y", -0.01 + wobble), ("t", 21.0)]
+        [("x", 0.01 + wobble), ("y", -0.01 + wobble), ("temperature", 21.0 + wobble * 500.0)]
     } else {
         [("do", 7.0 + wobble), ("ph", 7.3 + wobble), ("nh3n", 0.3 + wobble)]
     }

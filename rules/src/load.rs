@@ -447,6 +447,9 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
             if !is_field_name {
                 check.error(field.span(), "compensate", format!("`{name}`: expected the name of the field that reports the temperature, e.g. \"temp\""));
                 None
+            } else if expr.as_ref().is_some_and(|expr| expr.fields().len() > crate::thermal::MAX_FIELDS) {
+                check.error(field.span(), "compensate", format!("compensation corrects at most {} fields; `value` reads more", crate::thermal::MAX_FIELDS));
+                None
             } else if judged {
                 check.error(field.span(), "compensate", format!("`{name}` is a field of `value`; compensate with the temperature field, not a judged one"));
                 None

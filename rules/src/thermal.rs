@@ -43,6 +43,11 @@ pub const MIN_DAY_PAIRS: f64 = 14.0;
 pub const CLEAR_T: f64 = 4.0;
 /// The part of the way from the coefficients in use to clear estimates they move each day.
 const DAILY_APPROACH: f64 = 1.0 / 4.0;
+/// The most fields one temperature corrects (a tilt box has two or three angles); the loader
+/// refuses more.
+pub const MAX_FIELDS: usize = 3;
+/// The temperature and each field, kept in place (no allocation per hour).
+type Values = [f32; 1 + MAX_FIELDS];
 
 /// What a sensor's compensation learns: the temperature field and the fields it corrects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -132,17 +137,17 @@ pub struct Thermal {
     /// The hour being summed: its index (hours since the epoch), readings, and the sums of the
     /// temperature and each field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    hour: Option<(i64, u32, Vec<f64>)>,
+    hour: Option<(i64, u32, [f64; 1 + MAX_FIELDS])>,
     /// The last 24 hours' means (hour index, temperature and each field), oldest first.
     #[serde(default)]
-    hours: VecDeque<(i64, Vec<f32>)>,
+    hours: VecDeque<(i64, Values)>,
     /// The temperature's level over the last 24 hours (median of the hourly means).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     level: Option<f32>,
     /// The last daily levels (temperature and each field) and the hour each was taken at,
     /// oldest first, one day apart (a gap starts the list again).
     #[serde(default)]
-    days: VecDeque<(i64, Vec<f32>)>,
+    days: VecDeque<(i64, Values)>,
     /// Per field: the regression, and the coefficients in use (field units per degree, for the
     /// temperature's level now, a day ago and two days ago).
     #[serde(default)]
@@ -155,33 +160,37 @@ impl Thermal {
     /// Takes a reading: the temperature and the spec's fields, each if the reading has it. A
     /// reading without a temperature or a field adds nothing.
     pub fn observe(&mut self, at: Millis, temperature: Option<f64>, fields: &[Option<f64>]) {
+        let fields = &fields[..fields.len().min(MAX_FIELDS)];
         let finite = |v: &Option<f64>| v.is_some_and(f64::is_finite);
         if !finite(&temperature) || !fields.iter().all(finite) {
             return;
         }
-        let values = || temperature.into_iter().chain(fields.iter().flatten().copied());
+        let mut values = [0.0; 1 + MAX_FIELDS];
+        for (slot, value) in values.iter_mut().zip(temperature.into_iter().chain(fields.iter().flatten().copied())) {
+            *slot = value;
+        }
         if self.fits.len() != fields.len() {
             self.fits = fields.iter().map(|_| Fit::default()).collect();
             self.used = fields.iter().map(|_| [0.0; LAGS]).collect();
         }
         let hour = at.div_euclid(HOUR_MS);
         match &mut self.hour {
-            Some((current, count, sums)) if *current == hour && sums.len() == fields.len() + 1 => {
+            Some((current, count, sums)) if *current == hour => {
                 *count += 1;
-                sums.iter_mut().zip(values()).for_each(|(sum, v)| *sum += v);
+                sums.iter_mut().zip(values).for_each(|(sum, v)| *sum += v);
             }
             _ => {
                 if let Some((finished, count, sums)) = self.hour.take() {
-                    self.finish_hour(finished, sums.iter().map(|s| (s / f64::from(count.max(1))) as f32).collect());
+                    self.finish_hour(finished, sums.map(|sum| (sum / f64::from(count.max(1))) as f32));
                 }
-                self.hour = Some((hour, 1, values().collect()));
+                self.hour = Some((hour, 1, values));
             }
         }
     }
 
     /// A finished hour: joins the last 24, updates the temperature's level, and makes a day once
     /// 24 hours have passed since the last one.
-    fn finish_hour(&mut self, hour: i64, means: Vec<f32>) {
+    fn finish_hour(&mut self, hour: i64, means: Values) {
         if self.hours.back().is_some_and(|(last, _)| *last >= hour) {
             return; // an hour out of order (a clock step back); the engine rewinds such sensors
         }
@@ -202,9 +211,8 @@ impl Thermal {
             self.days.clear();
             return;
         }
-        let width = self.hours.front().map_or(0, |(_, values)| values.len());
-        let levels: Vec<f32> = (0..width).map(|i| self.median_of(i) as f32).collect();
-        if self.days.back().is_some_and(|(last, previous)| hour - last != DAY_HOURS || previous.len() != levels.len()) {
+        let levels: Values = std::array::from_fn(|i| if i <= self.fits.len() { self.median_of(i) as f32 } else { 0.0 });
+        if self.days.back().is_some_and(|(last, _)| hour - last != DAY_HOURS) {
             self.days.clear();
         }
         self.days.push_back((hour, levels));
@@ -238,7 +246,7 @@ impl Thermal {
 
     /// The median of value `index` (0: temperature) over the kept hours.
     fn median_of(&self, index: usize) -> f64 {
-        let values: Vec<f64> = self.hours.iter().filter_map(|(_, values)| values.get(index)).map(|&v| f64::from(v)).collect();
+        let values: Vec<f64> = self.hours.iter().map(|(_, values)| f64::from(values[index])).collect();
         if values.is_empty() {
             return f64::NAN;
         }

@@ -258,6 +258,9 @@ fn temperature_compensation_needs_a_baseline_to_correct_and_a_field_of_its_own()
     assert!(errs[0].contains("needs `baseline = \"learn …\"`"), "{errs:?}");
     let errs = errors(&format!("{rule}baseline = \"learn 24h\"\ncompensate = \"x\"\n"));
     assert!(errs[0].contains("`x` is a field of `value`"), "{errs:?}");
+    let errs =
+        errors(&format!("{}baseline = \"learn 24h\"\ncompensate = \"temp\"\n", rule.replace("permille(hypot(x, y))", "hypot(hypot(x, y), hypot(z, w))")));
+    assert!(errs[0].contains("corrects at most 3 fields"), "{errs:?}");
     let errs = errors(&format!("{rule}baseline = \"learn 24h\"\ncompensate = \"temp-c\"\n"));
     assert!(errs[0].contains("expected the name of the field that reports the temperature"), "{errs:?}");
 }
