@@ -359,7 +359,7 @@ impl Engine {
     /// The temperature's daily level of each of a sensor's compensations (`compensate`), by the
     /// temperature field's name: what a calibration records as the temperature's baseline next
     /// to the angles, so that compensation measures from the temperature of the moment the box
-    /// was zeroed. Empty before a sensor has reported an hour of temperatures.
+    /// was zeroed. Empty before a sensor has reported two hours of temperatures.
     pub fn temperature_levels(&self, subject: SubjectId) -> Vec<(Arc<str>, f64)> {
         let Some(slot) = self.slots.get(subject.0) else { return Vec::new() };
         let plan = self.plan_of(slot);

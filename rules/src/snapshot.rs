@@ -655,12 +655,14 @@ mod tests {
             before.observe(SubjectId(2), at, &[("x", 1.5 + wobble), ("y", -0.4)], &mut events);
             before.observe(SubjectId(3), at, &[("ph", 8.0 - wobble), ("do", 3.0)], &mut events);
         }
+        // The first box's first two hours of temperatures end: its compensation has a level.
+        before.observe(SubjectId(0), 121 * MIN, &[("x", 0.1), ("y", 0.2), ("temperature", 21.5)], &mut events);
         let expected = serde_json::to_string(&before.snapshot_view()).unwrap();
         assert_eq!(expected.matches("\"stages\":[[").count(), 2, "both tilt boxes have smoothing windows to move: {expected}");
         assert_eq!(expected.matches("\"last_value\":7.95").count(), 1, "the second probe's own value: {expected}");
         assert_eq!(expected.matches("\"thermal\":[{\"temperature\":\"temperature\"").count(), 1, "the box that reports a temperature: {expected}");
         let levels = before.temperature_levels(SubjectId(0));
-        assert_eq!(levels.len(), 1, "an hour of temperatures makes a level");
+        assert_eq!(levels.len(), 1, "two hours of temperatures make a level");
         let mut restarted = Engine::new(packs(), &subjects);
         restarted.restore_streamed(&mut serde_json::Deserializer::from_str(&expected)).unwrap();
         assert_eq!(restarted.temperature_levels(SubjectId(0)), levels, "a restart keeps what compensation learned");

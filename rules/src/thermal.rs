@@ -4,7 +4,7 @@
 //! does not follow the weather from one day to the next, stays in.
 //!
 //! ```text
-//! readings ─> hourly means (temperature, each field) ─> daily levels (median of the last 24 hours)
+//! readings ─> two-hour means (temperature, each field) ─> daily levels (median of the last 24 hours)
 //!          ─> day-to-day changes: Δfield(d) = a + b0·ΔT(d) + b1·ΔT(d-1) + b2·ΔT(d-2)   (forgetting over ~90 days)
 //!          ─> coefficients in use move toward clear estimates by a quarter a day
 //! correction of a field = Σ bj × (temperature's level j days ago − temperature's baseline)
@@ -21,18 +21,19 @@
 //! Invariants: nothing is corrected until the response is clear (at least [`MIN_DAY_PAIRS`] day
 //! pairs, whole response ≥ [`CLEAR_T`] standard errors); the coefficients in use never move by
 //! more than a quarter of the way a day, so switching compensation on never looks like a jump or
-//! a creep of a day; memory is bounded (24 hourly means, four daily levels, a few sums per field).
+//! a creep of a day; memory is bounded (twelve two-hour means, four daily levels, a few sums per field).
 
 use crate::rule::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-const HOUR_MS: Millis = 3_600_000;
-/// Hourly means a daily level is the median of.
-const DAY_HOURS: i64 = 24;
-/// The fewest hourly means of the last 24 hours that make a daily level (a day with long gaps
+/// The stretch of readings averaged into one mean: two hours.
+const BIN_MS: Millis = 2 * 3_600_000;
+/// Two-hour means a daily level is the median of.
+const DAY_BINS: i64 = 12;
+/// The fewest two-hour means of the last 24 hours that make a daily level (a day with long gaps
 /// is skipped).
-const MIN_HOURS_PER_DAY: usize = 12;
+const MIN_BINS_PER_DAY: usize = 6;
 /// How many days' temperature changes a day's change answers (today's and the two before).
 const LAGS: usize = 3;
 /// How many days the regression remembers (exponential forgetting).
@@ -59,41 +60,46 @@ pub struct ThermalSpec {
 /// The sums of a regression of one field's daily change on the temperature's changes of that day
 /// and the [`LAGS`]` - 1` before, with an intercept and forgetting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Kept as `f32`: the sums stay near their ~90-day equilibrium, where seven digits are ample, and
+/// a box's state is half the size (computed in `f64`).
 struct Fit {
-    n: f64,
-    x: [f64; LAGS],
-    y: f64,
-    xx: [[f64; LAGS]; LAGS],
-    xy: [f64; LAGS],
-    yy: f64,
+    n: f32,
+    x: [f32; LAGS],
+    y: f32,
+    xx: [[f32; LAGS]; LAGS],
+    xy: [f32; LAGS],
+    yy: f32,
 }
 
 impl Fit {
     fn add(&mut self, x: [f64; LAGS], y: f64) {
         let keep = 1.0 - 1.0 / MEMORY_DAYS;
-        self.n = self.n * keep + 1.0;
-        self.y = self.y * keep + y;
-        self.yy = self.yy * keep + y * y;
+        let forget = |sum: &mut f32, add: f64| *sum = (f64::from(*sum) * keep + add) as f32;
+        forget(&mut self.n, 1.0);
+        forget(&mut self.y, y);
+        forget(&mut self.yy, y * y);
         for i in 0..LAGS {
-            self.x[i] = self.x[i] * keep + x[i];
-            self.xy[i] = self.xy[i] * keep + x[i] * y;
+            forget(&mut self.x[i], x[i]);
+            forget(&mut self.xy[i], x[i] * y);
             for j in 0..LAGS {
-                self.xx[i][j] = self.xx[i][j] * keep + x[i] * x[j];
+                forget(&mut self.xx[i][j], x[i] * x[j]);
             }
         }
     }
 
     /// The coefficients, once their sum (the whole response) is clear.
     fn clear_estimate(&self) -> Option<[f64; LAGS]> {
-        if self.n < MIN_DAY_PAIRS {
+        let n = f64::from(self.n);
+        if n < MIN_DAY_PAIRS {
             return None;
         }
-        let n = self.n;
-        let sxy: [f64; LAGS] = std::array::from_fn(|i| self.xy[i] - self.x[i] * self.y / n);
-        let sxx: [[f64; LAGS]; LAGS] = std::array::from_fn(|i| std::array::from_fn(|j| self.xx[i][j] - self.x[i] * self.x[j] / n));
+        let (x, y, xy, yy) = (self.x.map(f64::from), f64::from(self.y), self.xy.map(f64::from), f64::from(self.yy));
+        let sxy: [f64; LAGS] = std::array::from_fn(|i| xy[i] - x[i] * y / n);
+        let sxx: [[f64; LAGS]; LAGS] = std::array::from_fn(|i| std::array::from_fn(|j| f64::from(self.xx[i][j]) - x[i] * x[j] / n));
         let inverse = invert(sxx)?;
         let b: [f64; LAGS] = std::array::from_fn(|i| (0..LAGS).map(|j| inverse[i][j] * sxy[j]).sum());
-        let residual = (self.yy - self.y * self.y / n - (0..LAGS).map(|i| b[i] * sxy[i]).sum::<f64>()).max(0.0) / (n - 1.0 - LAGS as f64);
+        let residual = (yy - y * y / n - (0..LAGS).map(|i| b[i] * sxy[i]).sum::<f64>()).max(0.0) / (n - 1.0 - LAGS as f64);
         let spread: f64 = inverse.iter().flatten().sum();
         let whole: f64 = b.iter().sum();
         let error = (residual * spread.max(0.0)).sqrt();
@@ -134,17 +140,17 @@ fn invert(mut m: [[f64; LAGS]; LAGS]) -> Option<[[f64; LAGS]; LAGS]> {
 /// One sensor's compensation state (saved with the engine's state).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Thermal {
-    /// The hour being summed: its index (hours since the epoch), readings, and the sums of the
-    /// temperature and each field.
+    /// The two hours being summed: their index (two-hour bins since the epoch), readings, and
+    /// the sums of the temperature and each field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hour: Option<(i64, u32, [f64; 1 + MAX_FIELDS])>,
-    /// The last 24 hours' means (hour index, temperature and each field), oldest first.
+    /// The last 24 hours' two-hour means (bin index, temperature and each field), oldest first.
     #[serde(default)]
     hours: VecDeque<(i64, Values)>,
-    /// The temperature's level over the last 24 hours (median of the hourly means).
+    /// The temperature's level over the last 24 hours (median of the two-hour means).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     level: Option<f32>,
-    /// The last daily levels (temperature and each field) and the hour each was taken at,
+    /// The last daily levels (temperature and each field) and the bin each was taken at,
     /// oldest first, one day apart (a gap starts the list again).
     #[serde(default)]
     days: VecDeque<(i64, Values)>,
@@ -153,7 +159,7 @@ pub struct Thermal {
     #[serde(default)]
     fits: Vec<Fit>,
     #[serde(default)]
-    used: Vec<[f64; LAGS]>,
+    used: Vec<[f32; LAGS]>,
 }
 
 impl Thermal {
@@ -173,7 +179,7 @@ impl Thermal {
             self.fits = fields.iter().map(|_| Fit::default()).collect();
             self.used = fields.iter().map(|_| [0.0; LAGS]).collect();
         }
-        let hour = at.div_euclid(HOUR_MS);
+        let hour = at.div_euclid(BIN_MS);
         match &mut self.hour {
             Some((current, count, sums)) if *current == hour => {
                 *count += 1;
@@ -181,38 +187,38 @@ impl Thermal {
             }
             _ => {
                 if let Some((finished, count, sums)) = self.hour.take() {
-                    self.finish_hour(finished, sums.map(|sum| (sum / f64::from(count.max(1))) as f32));
+                    self.finish_bin(finished, sums.map(|sum| (sum / f64::from(count.max(1))) as f32));
                 }
                 self.hour = Some((hour, 1, values));
             }
         }
     }
 
-    /// A finished hour: joins the last 24, updates the temperature's level, and makes a day once
+    /// A finished two-hour bin: joins the last day's, updates the temperature's level, and makes a day once
     /// 24 hours have passed since the last one.
-    fn finish_hour(&mut self, hour: i64, means: Values) {
+    fn finish_bin(&mut self, hour: i64, means: Values) {
         if self.hours.back().is_some_and(|(last, _)| *last >= hour) {
             return; // an hour out of order (a clock step back); the engine rewinds such sensors
         }
         self.hours.push_back((hour, means));
-        while self.hours.front().is_some_and(|(first, _)| *first <= hour - DAY_HOURS) {
+        while self.hours.front().is_some_and(|(first, _)| *first <= hour - DAY_BINS) {
             self.hours.pop_front();
         }
         self.level = Some(self.median_of(0) as f32);
         let first = self.hours.front().map_or(hour, |(first, _)| *first);
         let due = match self.days.back() {
-            Some((last, _)) => hour - last >= DAY_HOURS,
-            None => hour - first >= DAY_HOURS - 1,
+            Some((last, _)) => hour - last >= DAY_BINS,
+            None => hour - first >= DAY_BINS - 1,
         };
         if !due {
             return;
         }
-        if self.hours.len() < MIN_HOURS_PER_DAY {
+        if self.hours.len() < MIN_BINS_PER_DAY {
             self.days.clear();
             return;
         }
         let levels: Values = std::array::from_fn(|i| if i <= self.fits.len() { self.median_of(i) as f32 } else { 0.0 });
-        if self.days.back().is_some_and(|(last, _)| hour - last != DAY_HOURS) {
+        if self.days.back().is_some_and(|(last, _)| hour - last != DAY_BINS) {
             self.days.clear();
         }
         self.days.push_back((hour, levels));
@@ -238,7 +244,7 @@ impl Thermal {
             fit.add(x, y);
             if let Some(estimate) = fit.clear_estimate() {
                 for (coefficient, target) in used.iter_mut().zip(estimate) {
-                    *coefficient += (target - *coefficient) * DAILY_APPROACH;
+                    *coefficient = (f64::from(*coefficient) + (target - f64::from(*coefficient)) * DAILY_APPROACH) as f32;
                 }
             }
         }
@@ -261,7 +267,7 @@ impl Thermal {
             return Some(now_level);
         }
         let now = self.hours.back()?.0;
-        let wanted = now - lag as i64 * DAY_HOURS;
+        let wanted = now - lag as i64 * DAY_BINS;
         let mut known: Vec<(i64, f64)> = self.days.iter().map(|(hour, levels)| (*hour, f64::from(levels[0]))).collect();
         known.push((now, now_level));
         let after = known.iter().position(|&(hour, _)| hour >= wanted)?;
@@ -279,7 +285,7 @@ impl Thermal {
     pub fn correction(&self, index: usize, temperature_baseline: Option<f64>) -> f64 {
         let (Some(base), Some(used)) = (temperature_baseline, self.used.get(index)) else { return 0.0 };
         let correction: f64 =
-            used.iter().enumerate().filter(|(_, b)| **b != 0.0).map(|(lag, b)| self.level_days_ago(lag).map_or(0.0, |level| b * (level - base))).sum();
+            used.iter().enumerate().filter(|(_, b)| **b != 0.0).map(|(lag, b)| self.level_days_ago(lag).map_or(0.0, |level| f64::from(*b) * (level - base))).sum();
         if correction.is_finite() {
             correction
         } else {
@@ -287,14 +293,14 @@ impl Thermal {
         }
     }
 
-    /// The temperature's level over the last 24 hours, once an hour has been seen.
+    /// The temperature's level over the last 24 hours, once two hours have been seen.
     pub fn level(&self) -> Option<f64> {
         self.level.map(f64::from)
     }
 
     /// The whole response in use per field (field units per degree), for tests and reports.
     pub fn coefficients(&self) -> Vec<f64> {
-        self.used.iter().map(|b| b.iter().sum()).collect()
+        self.used.iter().map(|b| b.iter().map(|&c| f64::from(c)).sum()).collect()
     }
 
     /// Forgets the hours and days kept in device time (after the sensor's clock stepped back);
@@ -310,6 +316,7 @@ impl Thermal {
 mod tests {
     use super::*;
 
+    const HOUR_MS: Millis = 3_600_000;
     const DAY: Millis = 24 * HOUR_MS;
 
     /// A day-to-day weather of ±3 °C (deterministic), a seasonal swing of ±12 °C.
@@ -357,11 +364,12 @@ mod tests {
     }
 
     #[test]
-    fn a_field_that_does_not_follow_the_temperature_is_never_corrected() {
+    fn a_field_that_does_not_follow_the_temperature_is_not_corrected() {
         let mut thermal = Thermal::default();
         run(&mut thermal, 0..200, 0.0, 0.003);
-        assert_eq!(thermal.coefficients(), vec![0.0]);
-        assert_eq!(thermal.correction(0, Some(0.0)), 0.0);
+        // At most the rounding of the kept values (a thermal wall: 0.004 per degree).
+        assert!(thermal.coefficients()[0].abs() < 1e-6, "{:?}", thermal.coefficients());
+        assert!(thermal.correction(0, Some(0.0)).abs() < 1e-5, "a creep of 0.6 in all is not taken for weather");
     }
 
     #[test]
