@@ -160,6 +160,12 @@ pub struct Thermal {
     fits: Vec<Fit>,
     #[serde(default)]
     used: Vec<[f32; LAGS]>,
+    /// The lowest and highest daily temperature levels that taught the regression: the
+    /// correction never reaches further than half their span beyond them, so a temperature
+    /// sensor that fails (stuck at 85 °C, or reading 0) cannot move a wall by more than about
+    /// what its real seasons did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    taught: Option<(f32, f32)>,
 }
 
 impl Thermal {
@@ -239,6 +245,10 @@ impl Thermal {
             f64::from(newer[index]) - f64::from(older[index])
         };
         let x: [f64; LAGS] = std::array::from_fn(|lag| change(lag, 0));
+        for (_, levels) in &self.days {
+            let (low, high) = self.taught.unwrap_or((levels[0], levels[0]));
+            self.taught = Some((low.min(levels[0]), high.max(levels[0])));
+        }
         let changes: Vec<f64> = (0..self.fits.len()).map(|field| change(0, field + 1)).collect();
         for ((fit, used), y) in self.fits.iter_mut().zip(&mut self.used).zip(changes) {
             fit.add(x, y);
@@ -283,9 +293,15 @@ impl Thermal {
     /// temperature's daily level of that many days ago is from `temperature_baseline`. 0 before
     /// anything is learned.
     pub fn correction(&self, index: usize, temperature_baseline: Option<f64>) -> f64 {
-        let (Some(base), Some(used)) = (temperature_baseline, self.used.get(index)) else { return 0.0 };
-        let correction: f64 =
-            used.iter().enumerate().filter(|(_, b)| **b != 0.0).map(|(lag, b)| self.level_days_ago(lag).map_or(0.0, |level| f64::from(*b) * (level - base))).sum();
+        let (Some(base), Some(used), Some((low, high))) = (temperature_baseline, self.used.get(index), self.taught) else { return 0.0 };
+        let margin = (f64::from(high) - f64::from(low)) / 2.0;
+        let plausible = |level: f64| level.clamp(f64::from(low) - margin, f64::from(high) + margin);
+        let correction: f64 = used
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b != 0.0)
+            .map(|(lag, b)| self.level_days_ago(lag).map_or(0.0, |level| f64::from(*b) * (plausible(level) - base)))
+            .sum();
         if correction.is_finite() {
             correction
         } else {
@@ -361,6 +377,22 @@ mod tests {
             let k = thermal.coefficients()[0];
             assert!((k - 0.004).abs() < 0.0006, "{lag_hours} h late: k = {k}");
         }
+    }
+
+    #[test]
+    fn a_failed_temperature_sensor_moves_the_correction_no_further_than_the_seasons_did() {
+        let mut thermal = Thermal::default();
+        run(&mut thermal, 0..120, 0.004, 0.0);
+        let base = temperature(0);
+        let (low, high) = thermal.taught.unwrap();
+        let worst = 0.004 * ((f64::from(high) - f64::from(low)) * 1.5 + (f64::from(high) - base).abs());
+        // The sensor fails and reads 85 °C for a week (the angles stay where the weather left them).
+        for hour in 120 * 24..127 * 24 {
+            thermal.observe(hour * HOUR_MS, Some(85.0), &[Some(0.004 * temperature(120 * DAY))]);
+        }
+        let correction = thermal.correction(0, Some(base));
+        assert!(correction.abs() <= worst * 1.05, "{correction} > {worst}");
+        assert!(correction.abs() < 0.004 * (85.0 - base) / 2.0, "far less than the failed reading would say: {correction}");
     }
 
     #[test]
