@@ -1,9 +1,9 @@
 //! The daemon's configuration: loaded from TOML in two phases — [`raw`] mirrors the file, then
-//! [`Config::parse`] checks it into typed values ([`types`]). Every problem is reported with the
+//! [`Config::parse`] checks it into typed values (`types.rs`). Every problem is reported with the
 //! file, line, column and key (all semantic problems at once; a TOML syntax or type error stops
 //! at the first). Relative paths are resolved against the config file's directory.
 //!
-//! The checks are split by section in [`check`]; `[[serial]]` and `[cluster]` keep their types,
+//! The checks are split by section in `check/`; `[[serial]]` and `[cluster]` keep their types,
 //! raw form and checks together in their own files.
 //!
 //! The annotated example is `gridwatch.example.toml` at the top of the repository; the reference
