@@ -9,20 +9,30 @@
 //!   steps it, so a label is only believed once the clock is [`Clock::synchronized`] — read from
 //!   the kernel (`adjtimex`) or from systemd-timesyncd's flag file, never guessed from the year.
 //!   Before that, people read [`TIME_UNKNOWN`].
+//!
+//! Every runtime part (sources, pipeline, dispatch, sinks, store, web, telemetry, cluster) takes
+//! the daemon's injected clock and never reads the wall clock itself, so each timer can be
+//! tested on tokio's paused time: [`Clock::Accelerated`] counts on `tokio::time::Instant`, which
+//! stands still in a paused test until the test advances it. Command-line tools that run no
+//! daemon read the system clock through [`Clock::System`] (never `Utc::now()` directly), and so
+//! do the few times another machine checks against its own clock (a webhook's or DingTalk's
+//! signature time, an HTTP `Retry-After` date): those are real time, also in the demo.
 
 use gridwatch_rules::Millis;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant as TokioInstant;
 
 /// The daemon's source of "now" in milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy)]
 pub enum Clock {
-    /// The system clock.
+    /// The system clock: the daemon's in production, and the one command-line tools use.
     System,
     /// Starts at `start` and runs `speed` times faster (the demo); `synchronized` says whether it
-    /// counts as set (tests of a box booted at 1970 say no).
-    Accelerated { start: Millis, started: Instant, speed: f64, synchronized: bool },
+    /// counts as set (tests of a box booted at 1970 say no). It counts on tokio's clock, which is
+    /// the system's outside paused tests.
+    Accelerated { start: Millis, started: TokioInstant, speed: f64, synchronized: bool },
 }
 
 /// What a person reads instead of a time stamped by a clock that is not set.
@@ -94,7 +104,13 @@ impl Clock {
     }
 
     pub fn accelerated(speed: f64) -> Clock {
-        Clock::Accelerated { start: system_now(), started: Instant::now(), speed, synchronized: true }
+        Clock::Accelerated { start: system_now(), started: TokioInstant::now(), speed, synchronized: true }
+    }
+
+    /// A clock that reads `start` now and runs at tokio's pace: in a paused test it moves only
+    /// when the test advances time.
+    pub fn starting_at(start: Millis, synchronized: bool) -> Clock {
+        Clock::Accelerated { start, started: TokioInstant::now(), speed: 1.0, synchronized }
     }
 
     pub fn now(&self) -> Millis {
@@ -158,7 +174,7 @@ mod tests {
 
     #[test]
     fn accelerated_clock_runs_faster_than_the_system_clock() {
-        let started = Instant::now() - std::time::Duration::from_millis(20);
+        let started = TokioInstant::now() - std::time::Duration::from_millis(20);
         let clock = Clock::Accelerated { start: 1_000_000, started, speed: 1000.0, synchronized: true };
         assert!(clock.now() >= 1_000_000 + 20_000);
     }
@@ -168,7 +184,7 @@ mod tests {
         let clock = Clock::System;
         let before = clock.elapsed_ms();
         assert!(clock.elapsed_ms() >= before);
-        let demo = Clock::Accelerated { start: 0, started: Instant::now() - std::time::Duration::from_millis(10), speed: 100.0, synchronized: true };
+        let demo = Clock::Accelerated { start: 0, started: TokioInstant::now() - std::time::Duration::from_millis(10), speed: 100.0, synchronized: true };
         assert!(demo.elapsed_ms() >= 1000, "the demo's elapsed time runs at its speed");
     }
 
@@ -182,9 +198,9 @@ mod tests {
         assert!(source.synchronized());
         assert!(SyncSource::Always.synchronized());
         assert!("sometimes".parse::<SyncSource>().is_err());
-        let set = Clock::Accelerated { start: 0, started: Instant::now(), speed: 1.0, synchronized: true };
+        let set = Clock::starting_at(0, true);
         assert_eq!(set.label(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        let booted_at_1970 = Clock::Accelerated { start: 0, started: Instant::now(), speed: 1.0, synchronized: false };
+        let booted_at_1970 = Clock::starting_at(0, false);
         assert_eq!(booted_at_1970.label(86_400_000), TIME_UNKNOWN);
     }
 

@@ -140,7 +140,8 @@ struct Built {
 /// Opens the store, checks the clock, loads the rules (unless `rules` were loaded already) and
 /// builds the engine on the saved state.
 fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, clock: Clock, metrics: &Metrics) -> anyhow::Result<Built> {
-    let store = Store::open(&config.state_dir)?;
+    metrics.started(clock.now());
+    let store = Store::open_with_clock(&config.state_dir, clock)?;
     if config.state_reserve_bytes > 0 && !store.keep_reserve(config.state_reserve_bytes) {
         tracing::error!(bytes = config.state_reserve_bytes, state_dir = %config.state_dir.display(), "no room for the disk reserve: the state directory is full; readings are not stored until there is room, alarms are");
     }
@@ -218,11 +219,11 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     let setup = dispatcher_setup(config, &store, metrics, clock, handoff_rx, buses.clone(), judged);
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
-    let telemetry = spawn_telemetry(config, &store, index.clone(), metrics)?;
+    let telemetry = spawn_telemetry(config, &store, index.clone(), metrics, clock)?;
     let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_QUEUE);
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let running = config.source.clone().map(|file| crate::reload::Running { file, sensors: config.sensors.clone() });
-    tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, running, reload_tx, metrics.clone(), shutdown.clone()));
+    tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, running, reload_tx, metrics.clone(), clock, shutdown.clone()));
     let heartbeat = crate::supervision::Heartbeat::default();
     // The rules' timeline continues after the last reading the restored state judged.
     let judged_until = (0..sensors.len()).filter_map(|position| engine.last_at(gridwatch_rules::SubjectId(position))).max();
@@ -407,7 +408,8 @@ async fn serve_web(config: &Config, listen: std::net::SocketAddr, web: Web<'_>, 
         installer: Some(installer),
         ledger: Some(ledger),
         members: Arc::new(config.dispatch.roster.member_names()),
-        page: crate::web::incident_page::PageSetup { roster: Arc::new(config.dispatch.roster.clone()), photo_max_bytes: config.photo_max_bytes, clock },
+        page: crate::web::incident_page::PageSetup { roster: Arc::new(config.dispatch.roster.clone()), photo_max_bytes: config.photo_max_bytes },
+        clock,
     };
     let board = crate::web::board::Board {
         sensors,
@@ -480,7 +482,7 @@ struct Telemetry {
 
 /// Readings are kept in the crash log and in InfluxDB (from memory while it keeps up, else
 /// through the spool), then acknowledged by the spooler.
-fn spawn_telemetry(config: &Config, store: &Store, index: crate::config::SensorIndex, metrics: &Arc<Metrics>) -> anyhow::Result<Telemetry> {
+fn spawn_telemetry(config: &Config, store: &Store, index: crate::config::SensorIndex, metrics: &Arc<Metrics>, clock: Clock) -> anyhow::Result<Telemetry> {
     let written = Arc::new(Notify::new());
     if config.influxdb.is_some() {
         match store.spool_stats() {
@@ -491,7 +493,7 @@ fn spawn_telemetry(config: &Config, store: &Store, index: crate::config::SensorI
         }
     }
     let writer = match &config.influxdb {
-        Some(influx) => Some(Arc::new(TelemetryWriter::new(influx, index, store.clone(), metrics.clone())?)),
+        Some(influx) => Some(Arc::new(TelemetryWriter::new(influx, index, store.clone(), metrics.clone(), clock)?)),
         None => None,
     };
     let spool_target = Some(SpoolTarget {

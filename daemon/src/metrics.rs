@@ -342,7 +342,6 @@ impl Metrics {
             arch: std::env::consts::ARCH.into(),
         };
         metrics.build_info.get_or_create(&build).set(1);
-        metrics.start_time_seconds.set(chrono::Utc::now().timestamp());
         // The families whose label values are known in advance start at 0.
         for reason in Rejection::REASONS {
             let _ = metrics.payloads_rejected.get_or_create(&ReasonLabel { reason: reason.into() });
@@ -380,20 +379,25 @@ impl Metrics {
         }
     }
 
-    /// Records a rule reload: `ok` when the new rules were checked and handed over, else the
-    /// old ones keep running.
-    pub fn record_reload(&self, ok: bool) {
+    /// When the daemon started, on its clock (ms since the epoch).
+    pub fn started(&self, now_ms: i64) {
+        self.start_time_seconds.set(now_ms.div_euclid(1000));
+    }
+
+    /// Records a rule reload at `now_ms`: `ok` when the new rules were checked and handed over,
+    /// else the old ones keep running.
+    pub fn record_reload(&self, ok: bool, now_ms: i64) {
         self.reload_success.set(i64::from(ok));
         self.reloads.get_or_create(&ResultLabel { result: if ok { "ok" } else { "invalid" }.into() }).inc();
         if ok {
-            self.reload_last_success_timestamp_seconds.set(chrono::Utc::now().timestamp());
+            self.reload_last_success_timestamp_seconds.set(now_ms.div_euclid(1000));
         }
     }
 
-    /// The rules loaded at start count as the last good load.
-    pub fn rules_loaded_at_start(&self) {
+    /// The rules loaded at start (at `now_ms`) count as the last good load.
+    pub fn rules_loaded_at_start(&self, now_ms: i64) {
         self.reload_success.set(1);
-        self.reload_last_success_timestamp_seconds.set(chrono::Utc::now().timestamp());
+        self.reload_last_success_timestamp_seconds.set(now_ms.div_euclid(1000));
     }
 
     pub fn reject(&self, rejection: &Rejection) {
@@ -491,13 +495,13 @@ mod tests {
     fn a_refused_reload_clears_reload_success_until_a_good_one() {
         let metrics = Metrics::new();
         assert_eq!(metrics.reload_success.get(), 0, "nothing loaded yet");
-        metrics.rules_loaded_at_start();
+        metrics.rules_loaded_at_start(1_795_392_000_123);
         let loaded = metrics.reload_last_success_timestamp_seconds.get();
-        assert!(loaded > 1_700_000_000, "{loaded}");
-        metrics.record_reload(false);
+        assert_eq!(loaded, 1_795_392_000);
+        metrics.record_reload(false, 1_795_392_060_000);
         assert_eq!((metrics.reload_success.get(), metrics.reload_last_success_timestamp_seconds.get()), (0, loaded));
-        metrics.record_reload(true);
-        assert_eq!(metrics.reload_success.get(), 1);
+        metrics.record_reload(true, 1_795_392_120_000);
+        assert_eq!((metrics.reload_success.get(), metrics.reload_last_success_timestamp_seconds.get()), (1, 1_795_392_120));
         let text = metrics.render();
         assert!(text.contains("gridwatch_reloads_total{result=\"ok\"} 1") && text.contains("gridwatch_reloads_total{result=\"invalid\"} 1"), "{text}");
     }

@@ -113,9 +113,10 @@ pub async fn watch(
     running: Option<Running>,
     updates: mpsc::Sender<RuleSet>,
     metrics: Arc<Metrics>,
+    clock: crate::clock::Clock,
     shutdown: CancellationToken,
 ) {
-    metrics.rules_loaded_at_start();
+    metrics.rules_loaded_at_start(clock.now());
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(error) => {
@@ -147,11 +148,11 @@ pub async fn watch(
                 if updates.send(rules).await.is_err() {
                     return;
                 }
-                metrics.record_reload(true);
+                metrics.record_reload(true, clock.now());
             }
             Err(error) => {
                 tracing::error!(reason, error = %error, "new rules are invalid; the old rules keep running");
-                metrics.record_reload(false);
+                metrics.record_reload(false, clock.now());
             }
         }
     }

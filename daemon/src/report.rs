@@ -231,9 +231,10 @@ impl Report {
     }
 }
 
-/// The local date of `now_ms`.
+/// The local date of `now_ms` (1970-01-01 for an instant chrono cannot hold, some 260,000
+/// years away).
 pub fn today(now_ms: i64, zone: chrono_tz::Tz) -> NaiveDate {
-    zone.timestamp_millis_opt(now_ms).single().map_or_else(|| chrono::Utc::now().date_naive(), |t| t.date_naive())
+    zone.timestamp_millis_opt(now_ms).single().map_or(chrono::DateTime::UNIX_EPOCH.date_naive(), |t| t.date_naive())
 }
 
 /// The previous full day, week (Monday to Sunday) or calendar month before `today`.

@@ -95,14 +95,13 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     const DAY: Millis = 86_400_000;
     /// 2026-11-23T00:00:00Z.
     const TRUE_NOW: Millis = 1_795_392_000_000;
 
     fn box_clock(start: Millis, synchronized: bool) -> Clock {
-        Clock::Accelerated { start, started: Instant::now(), speed: 1.0, synchronized }
+        Clock::starting_at(start, synchronized)
     }
 
     #[test]

@@ -106,11 +106,11 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             out.push_str(&String::from_utf8(csv.into_inner()?)?);
         }
         IncidentsCommand::Act { id, action, by, note } => {
-            let state = store.incident_action(id, action, &by, note.as_deref(), chrono::Utc::now().timestamp_millis())?;
+            let state = store.incident_action(id, action, &by, note.as_deref(), crate::clock::Clock::System.now())?;
             out = output.render(|| format!("incident #{id} is now {state}\n"), || json!({"id": id, "state": state.to_string()}));
         }
         IncidentsCommand::Silence { scope, target, duration, reason, by, include_red } => {
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = crate::clock::Clock::System.now();
             let expires_ms = now + i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2);
             let id = store.add_silence(&NewSilence { scope, target: target.clone(), include_red, reason, author: by, starts_ms: now, expires_ms })?;
             let red = if include_red { ", red included" } else { "; red alerts still go out" };
@@ -120,7 +120,7 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             );
         }
         IncidentsCommand::Silences { all } => {
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = crate::clock::Clock::System.now();
             let mut silences = store.silences(now, all)?;
             silences.extend(config.alerts.silences.iter().filter(|s| all || s.expires_ms > now).cloned());
             if output == Output::Json {
@@ -145,7 +145,7 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             }
         }
         IncidentsCommand::Unsilence { id } => {
-            if store.end_silence(id, chrono::Utc::now().timestamp_millis())? {
+            if store.end_silence(id, crate::clock::Clock::System.now())? {
                 out = output.render(|| format!("silence #{id} ended\n"), || json!({"id": id, "ended": true}));
             } else {
                 anyhow::bail!("no silence #{id} in force");

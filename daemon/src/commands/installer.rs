@@ -109,7 +109,7 @@ pub async fn calibrate(config: &Config, sensor: &str, window: Duration, by: &str
     let mut out = format!(
         "{} calibrated by {by} at {} from the median of {} readings:\n",
         answer.sensor,
-        crate::local_time::labelled(chrono::Utc::now().timestamp_millis(), config.time_zone),
+        crate::local_time::labelled(crate::clock::Clock::System.now(), config.time_zone),
         answer.readings
     );
     for (field, old, new) in answer.fields {

@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 /// `last` day, week or month, as `format` (csv or markdown).
 pub fn run(config: &crate::config::Config, days: Option<(NaiveDate, NaiveDate)>, last: Option<&str>, format: &str) -> anyhow::Result<String> {
     let zone = config.time_zone;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = crate::clock::Clock::System.now();
     let (first, last_day) = match (days, last) {
         (Some(days), _) => days,
         (None, Some(period)) => previous(period, today(now, zone))?,

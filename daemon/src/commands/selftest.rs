@@ -165,7 +165,7 @@ fn answering(port: &crate::config::SerialConfig, metrics: Option<&str>) -> anyho
 
 /// A notification nobody can mistake for an alarm.
 fn test_alert() -> Alert {
-    let mut alert = crate::last_good::fallback_alert("this is a test of the alert channel — no action needed", chrono::Utc::now().timestamp_millis());
+    let mut alert = crate::last_good::fallback_alert("this is a test of the alert channel — no action needed", crate::clock::Clock::System.now());
     alert.rule = "gridwatch-selftest".into();
     alert.title = "TEST — gridwatch selftest, please ignore".into();
     alert.severity = gridwatch_rules::Severity::Notice;

@@ -1,4 +1,9 @@
 use super::*;
+use gridwatch_rules::SensorKind;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 const MINIMAL: &str = r#"
 state_dir = "state"

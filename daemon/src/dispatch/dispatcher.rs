@@ -217,7 +217,7 @@ impl Dispatcher {
         };
         let addressing = if silenced.is_some() { Addressing::default() } else { address(&alert, &self.dispatch.roster, &self.names) };
         let targets = addressing.targets.clone();
-        let route = router(addressing, self.links.clone());
+        let route = router(addressing, self.links.clone(), self.clock);
         let journaling = crate::store::Journaling { route, not_before_ms: deferred_until.or(grouped_until), escalate };
         let alert = match self.store.apply_and_journal(&alert, self.flap_window_ms, journaling).await {
             Ok((Applied::Repeat(incident), _)) => {
@@ -352,7 +352,7 @@ impl Dispatcher {
             for step in &mut decision.steps {
                 let addressing = address(&step.alert, &self.dispatch.roster, &self.names);
                 targets.push(addressing.targets.clone());
-                routes.push(router(addressing, self.links.clone())(&mut step.alert, ladder.incident_id));
+                routes.push(router(addressing, self.links.clone(), self.clock)(&mut step.alert, ladder.incident_id));
             }
             let events: Vec<(Event, Vec<String>)> = decision.steps.iter().map(|s| (s.alert.event, s.alert.recipients.clone())).collect();
             // What each step sends where, kept for when the store cannot take it.
@@ -477,10 +477,10 @@ fn address(alert: &Alert, roster: &crate::dispatch::roster::Roster, sinks: &[Str
 }
 
 /// Once the incident is known: its link and each recipient's own link in the alert, and the
-/// channels with their copies.
-fn router(addressing: Addressing, links: Option<crate::links::WorkerLinks>) -> crate::store::Route {
+/// channels with their copies. Links are signed on `clock`, the one the web pages check them on.
+fn router(addressing: Addressing, links: Option<crate::links::WorkerLinks>, clock: crate::clock::Clock) -> crate::store::Route {
     Box::new(move |alert: &mut Alert, incident: i64| {
-        let now_secs = chrono::Utc::now().timestamp();
+        let now_secs = clock.now().div_euclid(1000);
         alert.incident_id = Some(incident);
         alert.link = links.as_ref().map(|l| l.link(incident, now_secs));
         alert.member_links = match &links {

@@ -179,7 +179,7 @@ async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
     let dispatch = crate::dispatch::Dispatch::parse("roster.toml", roster).unwrap();
     // 22:00:20 China time, a minute a second: the quiet hours end 1.7 s from now.
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T22:00:20+08:00").unwrap().timestamp_millis();
-    let clock = crate::clock::Clock::Accelerated { start, started: std::time::Instant::now(), speed: 60.0, synchronized: true };
+    let clock = crate::clock::Clock::Accelerated { start, started: tokio::time::Instant::now(), speed: 60.0, synchronized: true };
     let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), clock, ..finishing(&store, &metrics) };
     let (queue, _task) = channel::spawn_sink(sink, context, None);
     let (_handoff_tx, handoffs) = mpsc::unbounded_channel();

@@ -99,7 +99,7 @@ impl Store {
             let tx = conn.transaction()?;
             let mut ids = Vec::new();
             for (step, destinations) in steps.iter().zip(&destinations) {
-                let id = super::journal::insert_event(&tx, &step.alert, destinations, None)?;
+                let id = super::journal::insert_event(&tx, &step.alert, destinations, None, now_ms)?;
                 audit(&tx, incident_id, now_ms, "dispatch", &step.audit, None)?;
                 ids.push(id);
             }

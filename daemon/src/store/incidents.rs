@@ -97,6 +97,7 @@ impl Store {
     pub async fn apply_and_journal(&self, alert: &Alert, flap_window_ms: i64, journaling: Journaling) -> anyhow::Result<(Applied, Option<(i64, Alert)>)> {
         let alert = alert.clone();
         let journaling = std::sync::Arc::new(journaling);
+        let now = self.clock.now();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let applied = apply_in(&tx, &alert, flap_window_ms)?;
@@ -113,7 +114,7 @@ impl Store {
                 (journaled.event, journaled.previous_severity) = (Event::Changed, previous.parse().ok());
             }
             let destinations = (journaling.route)(&mut journaled, incident);
-            let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms)?;
+            let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now)?;
             if let (Some((grid, armed_ms, first_due_ms)), Event::Fired) = (&journaling.escalate, journaled.event) {
                 tx.execute(
                     "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3)",

@@ -38,14 +38,10 @@ pub struct DueDelivery {
 /// one (a member's own channel: their link only).
 pub type Destination = (String, Option<Alert>);
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// Journals `alert` with a pending delivery per destination, each due at `not_before_ms` or
 /// after the incident's earlier events pending on that channel, whichever is later. Returns the
-/// journal id, written into every stored copy as `event_id`.
-pub(super) fn insert_event(tx: &Transaction<'_>, alert: &Alert, destinations: &[Destination], not_before_ms: Option<i64>) -> anyhow::Result<i64> {
+/// journal id, written into every stored copy as `event_id`. `now` stamps the deliveries.
+pub(super) fn insert_event(tx: &Transaction<'_>, alert: &Alert, destinations: &[Destination], not_before_ms: Option<i64>, now: i64) -> anyhow::Result<i64> {
     tx.execute(
         "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}')",
         params![alert.at_ms, alert.rule, alert.sensor, alert.event.as_str(), alert.severity.as_str(), alert.value],
@@ -53,7 +49,6 @@ pub(super) fn insert_event(tx: &Transaction<'_>, alert: &Alert, destinations: &[
     let id = tx.last_insert_rowid();
     let with_id = |alert: &Alert| serde_json::to_string(&Alert { event_id: Some(id), ..alert.clone() });
     tx.execute("UPDATE alert_events SET payload = ?1 WHERE id = ?2", params![with_id(alert)?, id])?;
-    let now = now_ms();
     for (sink, own_copy) in destinations {
         let earlier: Option<i64> = tx.query_row(
             "SELECT max(o.not_before_ms) FROM outbox o JOIN alert_events a ON a.id = o.alert_id
@@ -84,9 +79,10 @@ impl Store {
     /// `not_before_ms` (quiet hours, the daily digest, a group window) when given.
     pub async fn record_alert_to(&self, alert: &Alert, destinations: Vec<Destination>, not_before_ms: Option<i64>) -> anyhow::Result<i64> {
         let alert = alert.clone();
+        let now = self.clock.now();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            let id = insert_event(&tx, &alert, &destinations, not_before_ms)?;
+            let id = insert_event(&tx, &alert, &destinations, not_before_ms, now)?;
             tx.commit()?;
             Ok(id)
         })
@@ -134,10 +130,11 @@ impl Store {
     /// false when that sink has (or had) a delivery of it already.
     pub async fn add_delivery(&self, alert_id: i64, sink: &str) -> anyhow::Result<bool> {
         let sink = sink.to_string();
+        let now = self.clock.now();
         self.with_conn(move |conn| {
             let added = conn.execute(
                 "INSERT INTO outbox (alert_id, sink, state, updated_ms) VALUES (?1, ?2, 'pending', ?3) ON CONFLICT (alert_id, sink) DO NOTHING",
-                params![alert_id, sink, now_ms()],
+                params![alert_id, sink, now],
             )?;
             Ok(added == 1)
         })
@@ -161,10 +158,11 @@ impl Store {
     pub async fn mark_delivery(&self, alert_id: i64, sink: &str, delivered: bool, attempts: u32, error: Option<String>) -> anyhow::Result<()> {
         let sink = sink.to_string();
         let state = if delivered { "delivered" } else { "failed" };
+        let now = self.clock.now();
         self.with_conn(move |conn| {
             conn.execute(
                 "UPDATE outbox SET state = ?1, attempts = attempts + ?2, updated_ms = ?3, error = ?4 WHERE alert_id = ?5 AND sink = ?6",
-                params![state, attempts, now_ms(), error, alert_id, sink],
+                params![state, attempts, now, error, alert_id, sink],
             )?;
             Ok(())
         })

@@ -58,6 +58,7 @@ pub use trend::{FieldTrend, TrendRow};
 #[cfg(feature = "cluster")]
 pub use uplink::{UplinkAlert, UplinkTransition};
 
+use crate::clock::Clock;
 use anyhow::Context;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -80,28 +81,37 @@ pub struct Store {
     pub torn_wal_bytes: u64,
     /// Readings since the rule state was last saved ([`crash_log`]).
     crash_log: Arc<Mutex<crash_log::CrashLog>>,
+    /// The daemon's clock, which stamps what the store records on its own.
+    clock: Clock,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `state_dir`; a corrupt file is moved aside.
+    /// [`Store::open_with_clock`] on the system clock: for command-line tools and tests.
     pub fn open(state_dir: &Path) -> anyhow::Result<Store> {
+        Store::open_with_clock(state_dir, Clock::System)
+    }
+
+    /// Opens (creating if needed) the store in `state_dir`; a corrupt file is moved aside.
+    /// `clock` stamps what the store records on its own (deliveries' updates, dead letters).
+    pub fn open_with_clock(state_dir: &Path, clock: Clock) -> anyhow::Result<Store> {
         std::fs::create_dir_all(state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
         let path = state_dir.join("gridwatch.db");
         let torn_wal_bytes = health::torn_wal_tail(&path);
         let store = |conn, quarantined| Store {
             conn: Arc::new(Mutex::new(conn)),
             dir: state_dir.to_path_buf(),
-            reserve: Arc::new(reserve::Reserve::new(state_dir)),
+            reserve: Arc::new(reserve::Reserve::new(state_dir, clock)),
             last_write_full: Arc::default(),
             quarantined,
             health: Arc::default(),
             torn_wal_bytes,
             crash_log: Arc::new(Mutex::new(crash_log::CrashLog::open(state_dir))),
+            clock,
         };
         match open_file(&path) {
             Ok(conn) => Ok(store(conn, Vec::new())),
             Err(error) if is_corruption(&error) => {
-                let aside = quarantine(&path)?;
+                let aside = quarantine(&path, clock.now())?;
                 tracing::error!(file = %aside.display(), error = %format!("{error:#}"), "store file is corrupt; moved aside, starting a fresh one");
                 let conn = open_file(&path).with_context(|| format!("opening a fresh {}", path.display()))?;
                 Ok(store(conn, vec![aside]))
@@ -153,7 +163,7 @@ impl Store {
 
     /// Tries to make a given-up reserve again (rate-limited inside); true when one is held.
     pub fn try_restore_reserve(&self) -> bool {
-        self.reserve.try_restore(chrono::Utc::now().timestamp_millis(), || {
+        self.reserve.try_restore(self.clock.now(), || {
             // Pages freed by drained readings go back to the filesystem first.
             if let Ok(conn) = self.lock() {
                 if let Err(error) = conn.execute_batch("PRAGMA incremental_vacuum") {
@@ -246,9 +256,10 @@ fn is_corruption(error: &anyhow::Error) -> bool {
     }) || text.contains("integrity check")
 }
 
-/// Moves the database and its WAL files aside; returns the new name of the database.
-fn quarantine(path: &Path) -> anyhow::Result<PathBuf> {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f");
+/// Moves the database and its WAL files aside, named with the time `now_ms`; returns the new
+/// name of the database.
+fn quarantine(path: &Path, now_ms: i64) -> anyhow::Result<PathBuf> {
+    let stamp = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().format("%Y%m%dT%H%M%S%.3f");
     let aside = path.with_extension(format!("db.corrupt-{stamp}"));
     std::fs::rename(path, &aside).with_context(|| format!("moving {} aside", path.display()))?;
     for suffix in ["-wal", "-shm"] {

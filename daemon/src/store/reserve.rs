@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::clock::Clock;
+
 /// How often a given-up reserve is tried again.
 const RESTORE_EVERY_MS: i64 = 5_000;
 
@@ -27,16 +29,19 @@ pub struct Reserve {
     last_attempt_ms: AtomicI64,
     /// Serialises making and deleting the file.
     file: Mutex<()>,
+    /// When the reserve was given up is read on it.
+    clock: Clock,
 }
 
 impl Reserve {
-    pub fn new(state_dir: &Path) -> Reserve {
+    pub fn new(state_dir: &Path, clock: Clock) -> Reserve {
         Reserve {
             path: state_dir.join("gridwatch.reserve"),
             bytes: AtomicU64::new(0),
             held: AtomicBool::new(false),
             last_attempt_ms: AtomicI64::new(0),
             file: Mutex::new(()),
+            clock,
         }
     }
 
@@ -63,7 +68,7 @@ impl Reserve {
             return false;
         }
         // The next attempt to make it again is a while away.
-        self.last_attempt_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::SeqCst);
+        self.last_attempt_ms.store(self.clock.now(), Ordering::SeqCst);
         match std::fs::remove_file(&self.path) {
             Ok(()) => true,
             Err(error) => {
@@ -132,7 +137,8 @@ mod tests {
     #[test]
     fn a_reserve_is_a_real_file_that_can_be_given_up_and_made_again() {
         let dir = tempfile::tempdir().unwrap();
-        let reserve = Reserve::new(dir.path());
+        let given_up_at = 1_795_392_000_000;
+        let reserve = Reserve::new(dir.path(), Clock::starting_at(given_up_at, true));
         assert!(!reserve.given_up(), "no reserve configured: nothing given up");
         assert!(reserve.keep(100_000));
         assert_eq!(std::fs::metadata(dir.path().join("gridwatch.reserve")).unwrap().len(), 100_000);
@@ -140,7 +146,6 @@ mod tests {
         assert!(!dir.path().join("gridwatch.reserve").exists());
         assert!(reserve.given_up());
         assert!(!reserve.give_up(), "giving up twice frees nothing the second time");
-        let given_up_at = chrono::Utc::now().timestamp_millis();
         assert!(!reserve.try_restore(given_up_at + 1_000, || {}), "tried again only every few seconds");
         assert!(reserve.try_restore(given_up_at + 10_000, || {}));
         assert!(!reserve.given_up());

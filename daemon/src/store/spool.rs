@@ -97,11 +97,12 @@ impl Store {
 
     /// Moves a point InfluxDB refused to `dead_letters`, with the reason.
     pub async fn dead_letter(&self, point: SpooledPoint, error: String) -> anyhow::Result<()> {
+        let now = self.clock.now();
         self.with_conn_bulk(move |conn| {
             let tx = conn.transaction()?;
             tx.execute(
                 "INSERT INTO dead_letters (at_ms, sensor, ts, fields, error) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![chrono::Utc::now().timestamp_millis(), point.sensor, point.ts, serde_json::to_string(&point.fields)?, error],
+                params![now, point.sensor, point.ts, serde_json::to_string(&point.fields)?, error],
             )?;
             tx.execute("DELETE FROM spool WHERE id = ?1", [point.id])?;
             tx.commit()?;

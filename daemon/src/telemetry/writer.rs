@@ -18,6 +18,7 @@
 //! 429/503 without it, timeouts, connection errors — keep, back off (0.5 s doubling to 30 s).
 
 use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::config::{InfluxConfig, SensorIndex};
 use crate::metrics::Metrics;
 use crate::store::{SpooledPoint, Store};
@@ -66,6 +67,8 @@ pub struct TelemetryWriter {
     sensors: SensorIndex,
     store: Store,
     metrics: Arc<Metrics>,
+    /// The daemon's clock, which stamped the spooled readings (their age is read on it).
+    clock: Clock,
     /// InfluxDB answered the last write and nothing waits in the spool: readings can go to it
     /// straight from memory ([`TelemetryWriter::write_now`]) instead of through the disk.
     caught_up: std::sync::atomic::AtomicBool,
@@ -76,7 +79,7 @@ pub struct TelemetryWriter {
 const WRITE_NOW_WAIT: Duration = Duration::from_secs(2);
 
 impl TelemetryWriter {
-    pub fn new(config: &InfluxConfig, sensors: SensorIndex, store: Store, metrics: Arc<Metrics>) -> anyhow::Result<TelemetryWriter> {
+    pub fn new(config: &InfluxConfig, sensors: SensorIndex, store: Store, metrics: Arc<Metrics>, clock: Clock) -> anyhow::Result<TelemetryWriter> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the InfluxDB client")?;
         // `http://host/influx` is a prefix, like `http://host/influx/`.
         let mut base = config.url.clone();
@@ -95,6 +98,7 @@ impl TelemetryWriter {
             sensors,
             store,
             metrics,
+            clock,
             caught_up: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -258,7 +262,7 @@ impl TelemetryWriter {
         if status.is_success() {
             return Outcome::Written;
         }
-        let after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, chrono::Utc::now()));
+        let after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, Clock::System.now()));
         let text = response.text().await.unwrap_or_default();
         let reason = format!("HTTP {status}: {}", text.trim());
         match status.as_u16() {
@@ -306,7 +310,7 @@ impl TelemetryWriter {
         match self.store.spool_stats() {
             Ok(stats) => {
                 self.metrics.spool_points.set(stats.points as i64);
-                let age = stats.oldest_ts.map_or(0, |ts| (chrono::Utc::now().timestamp_millis() - ts).max(0) / 1000);
+                let age = stats.oldest_ts.map_or(0, |ts| (self.clock.now() - ts).max(0) / 1000);
                 self.metrics.spool_oldest_age_seconds.set(age);
             }
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot read spool statistics"),
@@ -315,8 +319,10 @@ impl TelemetryWriter {
 }
 
 /// The wait a `Retry-After` value asks for (delay-seconds or an HTTP date), capped at
-/// [`RETRY_AFTER_CAP`]; `None` when it cannot be read.
-fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+/// [`RETRY_AFTER_CAP`]; `None` when it cannot be read. An HTTP date is the server's, so `now_ms`
+/// is the system clock's, also in the demo.
+fn retry_after(value: &str, now_ms: i64) -> Option<Duration> {
+    let now = chrono::DateTime::from_timestamp_millis(now_ms)?;
     let value = value.trim();
     let wait = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
@@ -393,8 +399,14 @@ mod tests {
             spool_max_points: 1000,
             drain_points_per_sec: 1000,
         };
-        TelemetryWriter::new(&config, SensorIndex::new([sensor("house-01"), sensor("bad"), sensor("throttled"), sensor("busy")].into()), store, metrics)
-            .unwrap()
+        TelemetryWriter::new(
+            &config,
+            SensorIndex::new([sensor("house-01"), sensor("bad"), sensor("throttled"), sensor("busy")].into()),
+            store,
+            metrics,
+            Clock::System,
+        )
+        .unwrap()
     }
 
     async fn spool(store: &Store, sensors: &[&str]) -> Vec<SpooledPoint> {
@@ -498,7 +510,7 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_dates_and_is_capped() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T08:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T08:00:00Z").unwrap().timestamp_millis();
         assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
         assert_eq!(retry_after("Mon, 23 Nov 2026 08:00:45 GMT", now), Some(Duration::from_secs(45)));
         assert_eq!(retry_after("Mon, 23 Nov 2026 07:00:00 GMT", now), Some(Duration::ZERO), "a date in the past means now");
@@ -523,7 +535,7 @@ mod tests {
             spool_max_points: 1000,
             drain_points_per_sec: 1000,
         };
-        let w = TelemetryWriter::new(&config, SensorIndex::new([house].into()), store, Arc::new(Metrics::new())).unwrap();
+        let w = TelemetryWriter::new(&config, SensorIndex::new([house].into()), store, Arc::new(Metrics::new()), Clock::System).unwrap();
         let point = |fields: Vec<(&str, f64)>| SpooledPoint {
             id: 1,
             sensor: "house 01".into(),

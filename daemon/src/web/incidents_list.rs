@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 const SEVERITIES: [&str; 4] = ["danger", "alarm", "warning", "notice"];
 
 pub async fn list(State(state): State<WebState>) -> Response {
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = state.clock.now();
     let mut rows = match state.store.incidents(false) {
         Ok(rows) => rows,
         Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<p>{}</p>", escape(&error.to_string())))).into_response(),
@@ -113,6 +113,7 @@ mod tests {
             ledger: None,
             members: Arc::default(),
             page: Default::default(),
+            clock: crate::clock::Clock::System,
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -78,6 +78,7 @@ mod tests {
             ledger: None,
             members: Arc::default(),
             page: Default::default(),
+            clock: crate::clock::Clock::System,
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

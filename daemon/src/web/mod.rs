@@ -42,6 +42,9 @@ pub struct WebState {
     pub time_zone: chrono_tz::Tz,
     /// The roster and photo limit of the workers' incident pages.
     pub page: incident_page::PageSetup,
+    /// The daemon's clock (the demo's runs fast): it stamps each step, and pages' ages and the
+    /// links' expiry are read on it.
+    pub clock: crate::clock::Clock,
 }
 
 /// The routes, for `serve` and for tests.

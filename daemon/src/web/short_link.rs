@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 
 pub async fn open(State(state): State<WebState>, Path(code): Path<String>) -> Response {
     let Some(links) = &state.links else { return StatusCode::NOT_FOUND.into_response() };
-    match links.expand(&code, chrono::Utc::now().timestamp()) {
+    match links.expand(&code, state.clock.now().div_euclid(1000)) {
         Ok(path) => Redirect::to(&path).into_response(),
         Err(error) => (StatusCode::FORBIDDEN, Html(format!("<p>{}</p>", super::incident_page::escape(&error.to_string())))).into_response(),
     }
@@ -37,10 +37,11 @@ mod tests {
             ledger: None,
             members: Default::default(),
             page: Default::default(),
+            clock: crate::clock::Clock::System,
         };
         let app = crate::web::router(state);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let short = shorten(&links.member_link(id, "王芳", chrono::Utc::now().timestamp()));
+        let short = shorten(&links.member_link(id, "王芳", crate::clock::Clock::System.now().div_euclid(1000)));
         assert!(short.len() < 80 && short.contains("/i/"), "{short}");
         let page = reqwest::get(&short).await.unwrap();
         assert_eq!(page.status(), 200);

@@ -272,7 +272,7 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) if outputs.acks.as_ref().is_some_and(|(acks, _)| *publish.topic == *acks.topic) => {
                 if let Some((acks, store)) = &outputs.acks {
-                    apply_ack(acks, store, &publish.payload, &metrics).await;
+                    apply_ack(acks, store, &publish.payload, &metrics, ingest.clock.now()).await;
                 }
                 if outputs.spool.send(Spooled { sample: None, ack: Some(publish) }).await.is_err() {
                     break;
@@ -329,7 +329,7 @@ pub async fn run(
                     Some(size) => format!("a message of {size} bytes is over max_packet_bytes ({})", ingest.mqtt.max_packet_bytes),
                     None => error.to_string(),
                 };
-                outputs.bus.failed(chrono::Utc::now().timestamp_millis(), &reason);
+                outputs.bus.failed(ingest.clock.now(), &reason);
                 if oversized.is_some() && ingest.clear_oversized(&mut rejection_log).await {
                     backoff.reset();
                     continue;
@@ -377,10 +377,9 @@ enum AckResult {
 }
 
 /// Verifies a worker's action from the ack topic, records its signature as used (a replay,
-/// also after a restart, is refused) and applies it to its incident.
-async fn apply_ack(acks: &crate::sources::mqtt::incident_acks::AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &Metrics) {
+/// also after a restart, is refused) and applies it to its incident at `now`.
+async fn apply_ack(acks: &crate::sources::mqtt::incident_acks::AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &Metrics, now: i64) {
     use crate::sources::mqtt::incident_acks::{AckConfig, Refusal, PURPOSE};
-    let now = chrono::Utc::now().timestamp_millis();
     let result = match acks.verify(payload, now) {
         Ok(verified) => {
             let store = store.clone();
@@ -450,7 +449,7 @@ mod tests {
             std::path::Path::new("."),
         )
         .unwrap();
-        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0, synchronized: false };
+        let booted_at_1970 = Clock::starting_at(86_400_000, false);
         let sensors = SensorIndex::new(config.sensors.clone());
         let mut ingest = Ingest::new(&config, sensors.clone(), booted_at_1970, Arc::new(Metrics::new()), Arc::default());
         let topic = "gridwatch/north-lane/house-07/telemetry";
@@ -518,5 +517,35 @@ mod tests {
         assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_err(), "without a time, the same seq and values repeat");
         assert!(ingest.sample(topic, br#"{"x": 0.30}"#).is_ok() && ingest.sample(topic, br#"{"x": 0.30}"#).is_ok(), "no seq, no judgement");
         assert_eq!((metrics.rejected("duplicate_seq"), metrics.sequence_gaps.get()), (2, 0));
+    }
+
+    /// The ingest connection marks its bus down on the daemon's clock, the one `buses::watch`
+    /// judges the grace time on: a box whose clock reads 2 January 1970 (paused tokio time, ten
+    /// minutes on) sends its bus-down alarm saying so, instead of never (a wall-clock `since`
+    /// would lie decades after the watcher's now).
+    #[tokio::test(start_paused = true)]
+    async fn the_bus_goes_down_on_the_daemons_clock() {
+        let port = gridwatch_tests::free_port();
+        let text =
+            format!("state_dir = \"s\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n");
+        let config = Config::parse("t.toml", &text, std::path::Path::new(".")).unwrap();
+        let clock = Clock::starting_at(86_400_000, false);
+        tokio::time::advance(Duration::from_secs(600)).await;
+        let sensors = SensorIndex::new(config.sensors.clone());
+        let buses = crate::sources::buses::Buses::new(sensors.clone(), &[]);
+        let ingest = Ingest::new(&config, sensors, clock, Arc::new(Metrics::new()), Arc::default());
+        let (client, eventloop) = AsyncClient::new(crate::sources::mqtt::options(&config.mqtt, "ingest"), 16);
+        let ((samples, _samples), (spool, _spool)) = (mpsc::channel(1), mpsc::channel(1));
+        let outputs = Outputs { samples, spool, stored: None, acks: None, bus: buses.mqtt() };
+        let (shutdown, acks_flushed) = (CancellationToken::new(), CancellationToken::new());
+        acks_flushed.cancel();
+        tokio::spawn(run(client, eventloop, ingest, outputs, shutdown.clone(), acks_flushed));
+        let (alerts, mut received) = mpsc::channel(4);
+        tokio::spawn(crate::sources::buses::watch(buses, Duration::from_secs(30), alerts, clock, shutdown.clone()));
+        let alert = tokio::time::timeout(Duration::from_secs(3600), received.recv()).await.expect("a bus-down alarm within the hour").unwrap();
+        shutdown.cancel();
+        assert_eq!((alert.rule.as_str(), alert.event), (crate::sources::buses::BUS_DOWN_RULE, crate::alert::Event::Fired));
+        assert!(alert.since.starts_with("1970-01-02T00:10:0"), "down since the box's own time, ten minutes after it started: {}", alert.since);
+        assert!((86_400_000 + 630_000..86_400_000 + 700_000).contains(&alert.at_ms), "sent after the 30 s grace on the same clock: {}", alert.at_ms);
     }
 }

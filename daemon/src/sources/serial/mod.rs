@@ -126,7 +126,7 @@ mod tests {
         let (samples_tx, mut samples) = mpsc::channel(4);
         let (spool_tx, mut spool) = mpsc::channel(4);
         let metrics = Arc::new(Metrics::new());
-        let booted_at_1970 = Clock::Accelerated { start: 86_400_000, started: std::time::Instant::now(), speed: 1.0, synchronized: false };
+        let booted_at_1970 = Clock::starting_at(86_400_000, false);
         let outputs = SerialOutputs {
             samples: samples_tx,
             spool: Some(spool_tx),

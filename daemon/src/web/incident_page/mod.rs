@@ -39,13 +39,11 @@ pub struct PageSetup {
     pub roster: Arc<Roster>,
     /// The largest photo taken (`[http] photo_max_bytes`).
     pub photo_max_bytes: usize,
-    /// The daemon's clock, which stamps each step (the demo's runs fast).
-    pub clock: crate::clock::Clock,
 }
 
 impl Default for PageSetup {
     fn default() -> Self {
-        PageSetup { roster: Arc::new(Roster::empty()), photo_max_bytes: crate::config::DEFAULT_PHOTO_MAX_BYTES, clock: crate::clock::Clock::System }
+        PageSetup { roster: Arc::new(Roster::empty()), photo_max_bytes: crate::config::DEFAULT_PHOTO_MAX_BYTES }
     }
 }
 
@@ -90,7 +88,7 @@ pub(super) fn escape(text: &str) -> String {
 /// The refusal to send instead of the page, if the link does not check out.
 fn refusal(state: &WebState, id: i64, signed: &Signed) -> Option<Response> {
     let Some(links) = &state.links else { return Some(StatusCode::NOT_FOUND.into_response()) };
-    let checked = links.verify(id, signed.m.as_deref(), signed.exp, &signed.sig, chrono::Utc::now().timestamp());
+    let checked = links.verify(id, signed.m.as_deref(), signed.exp, &signed.sig, state.clock.now().div_euclid(1000));
     checked.err().map(|e| (StatusCode::FORBIDDEN, Html(format!("<p>{}</p>", escape(&e.to_string())))).into_response())
 }
 
@@ -198,7 +196,7 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
     });
     let note = (!note.is_empty()).then(|| note.chars().take(1000).collect::<String>());
     let step = Step { work: &work, actor: &actor, person: &person, note: note.as_deref(), photo: posted.photo.as_ref(), check_in };
-    let now = state.page.clock.now();
+    let now = state.clock.now();
     let recorded = state.store.record_work(id, step, now);
     if recorded.is_ok() {
         handover::tell(&state, id, about.as_ref(), &work, now).await;

@@ -62,7 +62,7 @@ pub fn sensor_of<'a>(state: &'a WebState, sensor: &str) -> Option<&'a SensorConf
 
 /// The whole page; `notice` says what just happened, `note` is the note as typed after a refusal.
 pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option<&Notice>, note: &str) -> String {
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = state.clock.now();
     let zone = state.time_zone;
     let about = state.store.latest_alert(&row.rule, &row.sensor).ok().flatten();
     let sensor = sensor_of(state, &row.sensor);

@@ -23,7 +23,7 @@ async fn serve_with(photo_max_bytes: usize) -> (String, WebState, i64, tempfile:
     let links = WorkerLinks::new(base.parse().unwrap(), "a-link-secret-of-some-length", Duration::from_secs(3600));
     let roster = Roster::parse("roster.toml", ROSTER).unwrap();
     let members = Arc::new(roster.member_names());
-    let page = PageSetup { roster: Arc::new(roster), photo_max_bytes, clock: crate::clock::Clock::System };
+    let page = PageSetup { roster: Arc::new(roster), photo_max_bytes };
     let state = WebState {
         metrics: Arc::new(Metrics::new()),
         store,
@@ -33,6 +33,7 @@ async fn serve_with(photo_max_bytes: usize) -> (String, WebState, i64, tempfile:
         ledger: None,
         members,
         page,
+        clock: crate::clock::Clock::System,
     };
     let app = super::super::router(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -76,7 +77,7 @@ fn jpeg(len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn a_worker_accepts_goes_on_site_with_a_photo_and_resolves_through_the_link() {
     let (_, state, id, _dir) = serve().await;
-    let link = state.links.as_ref().unwrap().link(id, chrono::Utc::now().timestamp());
+    let link = state.links.as_ref().unwrap().link(id, state.clock.now().div_euclid(1000));
     let html = reqwest::get(&link).await.unwrap().text().await.unwrap();
     assert!(html.contains("红色预警 #1 · 待接单") && html.contains("north-lane B7（house-07）") && html.contains("value=\"accept\">接单"), "{html}");
     let by = ("by", "Li 13800000000");
@@ -102,7 +103,7 @@ async fn a_worker_accepts_goes_on_site_with_a_photo_and_resolves_through_the_lin
 #[tokio::test]
 async fn photos_over_the_limit_or_not_images_are_refused_in_words() {
     let (base, state, id, _dir) = serve_with(64 * 1024).await;
-    let link = state.links.as_ref().unwrap().link(id, chrono::Utc::now().timestamp());
+    let link = state.links.as_ref().unwrap().link(id, state.clock.now().div_euclid(1000));
     let (status, html) = post(&link, &[("action", "on_site"), ("by", "Li")], Some(&jpeg(65 * 1024))).await;
     assert!(status == 413 && html.contains("照片太大：最大 64 KB"), "{status} {html}");
     let (status, html) = post(&link, &[("action", "on_site"), ("by", "Li")], Some(&jpeg(2 * 1024 * 1024))).await;
@@ -136,7 +137,7 @@ async fn photos_over_the_limit_or_not_images_are_refused_in_words() {
 async fn hand_over_helpers_comments_and_the_grid_leaders_follow_up_and_close() {
     let (_, state, id, _dir) = serve().await;
     let links = state.links.as_ref().unwrap();
-    let now = chrono::Utc::now().timestamp();
+    let now = state.clock.now().div_euclid(1000);
     let wang = links.member_link(id, "wang", now);
     let html = reqwest::get(&wang).await.unwrap().text().await.unwrap();
     assert!(html.contains("处理人：<b>王芳</b>") && !html.contains("name=\"by\"") && html.contains("<option value=\"zhao\">赵强（网格员）</option>"), "{html}");
@@ -187,15 +188,15 @@ async fn hand_over_helpers_comments_and_the_grid_leaders_follow_up_and_close() {
 async fn forged_and_expired_links_are_refused() {
     let (base, state, id, _dir) = serve().await;
     let links = state.links.as_ref().unwrap();
-    let expired = links.link(id, chrono::Utc::now().timestamp() - 7200);
+    let expired = links.link(id, state.clock.now().div_euclid(1000) - 7200);
     assert_eq!(reqwest::get(&expired).await.unwrap().status(), 403);
     let forged = format!("{base}/incident/{id}?exp=9999999999&sig={}", "00".repeat(32));
     assert_eq!(reqwest::get(&forged).await.unwrap().status(), 403);
-    let other = links.link(id, chrono::Utc::now().timestamp()).replace(&format!("/incident/{id}?"), &format!("/incident/{}?", id + 1));
+    let other = links.link(id, state.clock.now().div_euclid(1000)).replace(&format!("/incident/{id}?"), &format!("/incident/{}?", id + 1));
     assert_eq!(reqwest::get(&other).await.unwrap().status(), 403);
     let (status, _) = post(&forged, &[("action", "resolve"), ("by", "x"), ("note", "x")], None).await;
     assert_eq!(status, 403);
-    let forged_member = links.member_link(id, "wang", chrono::Utc::now().timestamp()).replace("m=wang", "m=chen");
+    let forged_member = links.member_link(id, "wang", state.clock.now().div_euclid(1000)).replace("m=wang", "m=chen");
     assert_eq!(reqwest::get(&forged_member).await.unwrap().status(), 403, "another member's name breaks the signature");
     assert_eq!(state.store.incidents(true).unwrap()[0].state, "open", "nothing changed");
 }
@@ -203,7 +204,7 @@ async fn forged_and_expired_links_are_refused() {
 #[tokio::test]
 async fn the_page_shows_where_on_a_map_and_the_trend_of_the_last_days() {
     let (_, state, id, _dir) = serve().await;
-    let hour = chrono::Utc::now().timestamp_millis().div_euclid(3_600_000);
+    let hour = state.clock.now().div_euclid(3_600_000);
     let rows = (0..5)
         .map(|i| crate::store::TrendRow {
             sensor: "house-07".into(),
@@ -216,7 +217,7 @@ async fn the_page_shows_where_on_a_map_and_the_trend_of_the_last_days() {
         })
         .collect();
     state.store.add_trend(rows, 0).await.unwrap();
-    let link = state.links.as_ref().unwrap().link(id, chrono::Utc::now().timestamp());
+    let link = state.links.as_ref().unwrap().link(id, state.clock.now().div_euclid(1000));
     let html = reqwest::get(&link).await.unwrap().text().await.unwrap();
     assert!(
         html.contains("href=\"geo:31.2304,121.4737\"") && html.contains("position=121.4737,31.2304") && html.contains("data-house=\"31.2304,121.4737\""),
@@ -231,7 +232,7 @@ async fn the_page_shows_where_on_a_map_and_the_trend_of_the_last_days() {
 #[tokio::test]
 async fn a_url_encoded_form_without_a_photo_works_too() {
     let (_, state, id, _dir) = serve().await;
-    let link = state.links.as_ref().unwrap().member_link(id, "wang", chrono::Utc::now().timestamp());
+    let link = state.links.as_ref().unwrap().member_link(id, "wang", state.clock.now().div_euclid(1000));
     let html = reqwest::Client::new().post(&link).form(&[("action", "accept"), ("by", "somebody else")]).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("已记录：接单") && html.contains("<b>接单</b> · 王芳<br>"), "{html}");
     assert_eq!(state.store.incident_history(id).unwrap().last().unwrap().actor, "王芳 (wang, own link)", "the link's member acts, whatever the form says");

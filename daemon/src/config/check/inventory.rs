@@ -8,8 +8,8 @@
 //! `storeys`, `structure`, `interval_secs`, `latitude` and `longitude` (together),
 //! `baseline.<field>` (e.g. `baseline.x`), `tag.<name>`. Empty cells are absent values.
 
-use super::raw::RawSensor;
 use super::Checker;
+use crate::config::raw::RawSensor;
 use gridwatch_rules::SensorKind;
 use std::collections::BTreeMap;
 use std::ops::Range;

@@ -1,0 +1,70 @@
+//! `[dispatch]` and `[report]` checks: the roster and escalation file, the hub's signed incident
+//! acknowledgements, and the daily digest.
+
+use super::Checker;
+use crate::config::raw;
+use crate::config::DigestConfig;
+use gridwatch_rules::Diagnostic;
+use std::path::Path;
+
+impl Checker<'_> {
+    pub(super) fn incident_acks(&mut self, raw: &raw::RawDispatch, base: &Path) -> Option<crate::sources::mqtt::incident_acks::AckConfig> {
+        let topic = raw.ack_topic.as_ref()?;
+        if topic.get_ref().is_empty() || topic.get_ref().contains(['+', '#']) {
+            self.error(topic.span(), Some("dispatch.ack_topic"), "must be one topic, without wildcards".into());
+            return None;
+        }
+        let secret = match (&raw.ack_secret, &raw.ack_secret_file) {
+            (Some(secret), None) => Some(secret.clone()),
+            (None, Some(file)) => self.read_secret(file, base, "dispatch.ack_secret_file"),
+            _ => {
+                self.error(topic.span(), Some("dispatch.ack_secret"), "an ack topic needs exactly one of `ack_secret` or `ack_secret_file`".into());
+                None
+            }
+        }?;
+        if secret.len() < 16 {
+            self.error(topic.span(), Some("dispatch.ack_secret"), "use a secret of at least 16 characters".into());
+            return None;
+        }
+        Some(crate::sources::mqtt::incident_acks::AckConfig::new(topic.get_ref().clone(), &secret))
+    }
+
+    /// The roster file, checked like the configuration itself (its errors are this file's).
+    pub(super) fn dispatch(&mut self, raw: Option<raw::RawDispatch>, base: &Path) -> crate::dispatch::Dispatch {
+        let Some(path) = raw.and_then(|d| d.roster).and_then(|p| self.existing_path(base, p, "dispatch.roster")) else {
+            return crate::dispatch::Dispatch::default();
+        };
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| vec![Diagnostic { file: path.display().to_string(), line: 1, column: 1, key: None, message: format!("cannot read: {e}") }])
+            .and_then(|text| crate::dispatch::Dispatch::parse(&path.display().to_string(), &text).map_err(|e| e.0));
+        parsed.unwrap_or_else(|errors| {
+            self.diagnostics.extend(errors);
+            crate::dispatch::Dispatch::default()
+        })
+    }
+
+    /// `[report]`: a local time and configured channels.
+    pub(super) fn report_digest(&mut self, raw: raw::RawReport, channels: &[String]) -> Option<DigestConfig> {
+        let at = chrono::NaiveTime::parse_from_str(raw.daily_digest_at.get_ref(), "%H:%M");
+        if at.is_err() {
+            self.error(
+                raw.daily_digest_at.span(),
+                Some("report.daily_digest_at"),
+                format!("`{}`: expected a local time like \"08:00\"", raw.daily_digest_at.get_ref()),
+            );
+        }
+        let span = raw.daily_digest_channels.span();
+        let wanted = raw.daily_digest_channels.into_inner();
+        if wanted.is_empty() {
+            self.error(span.clone(), Some("report.daily_digest_channels"), "name the grid leaders' group's channel(s)".into());
+        }
+        for unknown in wanted.iter().filter(|c| !channels.contains(c)) {
+            self.error(
+                span.clone(),
+                Some("report.daily_digest_channels"),
+                format!("channel `{unknown}` is not configured in [alerts] (have: {})", channels.join(", ")),
+            );
+        }
+        Some(DigestConfig { at: at.ok()?, channels: wanted })
+    }
+}
