@@ -8,8 +8,8 @@
 //! for the building. Its state is derived from the boxes' ladders, so it needs no snapshot of
 //! its own: after a restore it is recomputed without events.
 
-use crate::rule::Millis;
 use crate::severity::Severity;
+use crate::time::Millis;
 
 /// One building's sensors judged together by one rule.
 #[derive(Debug, Clone, PartialEq)]

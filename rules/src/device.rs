@@ -5,7 +5,7 @@
 //! `Closed` once when it closes.
 
 use crate::last_value::LastValue;
-use crate::rule::Millis;
+use crate::time::Millis;
 
 /// A device check's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

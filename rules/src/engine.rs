@@ -101,10 +101,6 @@ pub enum CheckState {
     FlatLine { transform: TransformState, flat: Box<FlatState> },
 }
 
-/// Rules, and overrides of one rule, an engine takes at most (the loader refuses more): a
-/// plan keeps its indexes in 16 bits.
-pub const MAX_RULES: usize = u16::MAX as usize - 1;
-
 /// "None" of an index kept in 16 (or, for agreements, 32) bits.
 const NO_INDEX: u16 = u16::MAX;
 const NO_AGREEMENT: u32 = u32::MAX;

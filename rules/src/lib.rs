@@ -38,6 +38,7 @@ pub mod signal;
 pub mod snapshot;
 pub mod thermal;
 pub mod threshold;
+pub mod time;
 pub mod window;
 
 pub use diagnostic::{Diagnostic, RuleErrors};

@@ -46,8 +46,8 @@ impl RuleSet {
                     ));
                     continue;
                 }
-                if rules.len() >= crate::engine::MAX_RULES {
-                    diagnostics.push(text.diagnostic(id_span, Some("id"), format!("too many rules: at most {} in all files", crate::engine::MAX_RULES)));
+                if rules.len() >= crate::rule::MAX_RULES {
+                    diagnostics.push(text.diagnostic(id_span, Some("id"), format!("too many rules: at most {} in all files", crate::rule::MAX_RULES)));
                     continue;
                 }
                 seen.insert(rule.id.clone(), rule.origin.clone());
@@ -745,8 +745,8 @@ fn compile_overrides(check: &mut Checker<'_, '_>, raw: Vec<Spanned<RawOverride>>
                 None
             }
         };
-        if overrides.len() >= crate::engine::MAX_RULES {
-            check.error(span.clone(), "override", format!("a rule has at most {} overrides", crate::engine::MAX_RULES));
+        if overrides.len() >= crate::rule::MAX_RULES {
+            check.error(span.clone(), "override", format!("a rule has at most {} overrides", crate::rule::MAX_RULES));
             continue;
         }
         if let Some(levels) = levels {

@@ -6,9 +6,11 @@ use crate::scope::Scope;
 use crate::severity::Severity;
 use crate::signal::Signal;
 
-/// Milliseconds since the Unix epoch (UTC). The engine never reads a clock: every time it
-/// sees comes from a sample or from the caller's tick.
-pub type Millis = i64;
+pub use crate::time::Millis;
+
+/// Rules, and overrides of one rule, an engine takes at most (the loader refuses more): a
+/// plan keeps its indexes in 16 bits.
+pub const MAX_RULES: usize = u16::MAX as usize - 1;
 
 /// Where a value is bad, and where it counts as good again (hysteresis).
 ///

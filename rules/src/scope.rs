@@ -1,7 +1,7 @@
 //! Which sensors a rule applies to. A rule names sensor kinds, sensor ids, sites, buildings
 //! and grids; every list that is given must match, a list that is left out matches anything.
 
-use crate::rule::Millis;
+use crate::time::Millis;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;

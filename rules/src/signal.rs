@@ -10,9 +10,9 @@
 //! half a window.
 
 use crate::expr::ValueExpr;
-use crate::rule::Millis;
+use crate::time::Millis;
 pub use crate::window::Point;
-use crate::window::{drop_front, keep_newest, Points};
+use crate::window::{drop_front, keep_newest, Points, RecentLevels};
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::fmt;
@@ -242,9 +242,6 @@ impl From<StageState> for SavedStage {
         SavedStage { smooth, steps, previous: previous.into_vec(), recent }
     }
 }
-
-/// A `recent` baseline's readings, one list per field of the expression (a tilt box has two).
-pub(crate) type RecentLevels = smallvec::SmallVec<[Points; 2]>;
 
 /// Per-(rule, sensor) state of a signal's transform: a null pointer until the transform first
 /// runs, so the many checks without one stay small. Saved as before: `"Empty"`,

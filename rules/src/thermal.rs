@@ -23,7 +23,7 @@
 //! more than a quarter of the way a day, so switching compensation on never looks like a jump or
 //! a creep of a day; memory is bounded (twelve two-hour means, four daily levels, a few sums per field).
 
-use crate::rule::Millis;
+use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 

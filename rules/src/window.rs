@@ -18,6 +18,9 @@ use std::collections::VecDeque;
 /// allocation fewer per sensor than a `VecDeque` behind a box.
 pub(crate) type Points = SmallVec<[Point; 4]>;
 
+/// A `recent` baseline's readings, one list per field of the expression (a tilt box has two).
+pub(crate) type RecentLevels = SmallVec<[Points; 2]>;
+
 /// Drops the points at the front of `points` that `expired` picks out (oldest first), in one
 /// move of the rest.
 pub(crate) fn drop_front(points: &mut Points, expired: impl Fn(&Point) -> bool) {
@@ -107,8 +110,7 @@ pub(crate) mod packed {
 /// `#[serde(with = "crate::window::packed_lists")]` for one window per field
 /// (`Option<Box<RecentLevels>>`), saved as a list of packed windows.
 pub(crate) mod packed_lists {
-    use super::{packed, Points};
-    use crate::signal::RecentLevels;
+    use super::{packed, Points, RecentLevels};
     use serde::ser::SerializeSeq;
     use serde::{Deserialize, Serialize};
 
