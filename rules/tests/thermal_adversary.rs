@@ -11,7 +11,6 @@ use std::f64::consts::{PI, TAU};
 
 const MIN: Millis = 60_000;
 const HOUR: Millis = 60 * MIN;
-const DAY: Millis = 24 * HOUR;
 
 // ---------------------------------------------------------------------------------------------
 // A small deterministic random source (splitmix64), so every case is reproducible by its seed.
@@ -145,8 +144,6 @@ enum Fault {
     Fahrenheit,
     /// From `day` on the temperature field is missing.
     Dies { day: f64 },
-    /// The box reports no temperature at all.
-    Never,
     /// From `day` the angles are stuck (the last reading) while the thermometer lives on.
     AnglesStuck { day: f64 },
 }
@@ -158,6 +155,8 @@ enum Movement {
     Creep { day: f64, per_day: f64, angle: f64 },
     /// A jump of `degrees` at `day` in the direction `angle`.
     Jump { day: f64, degrees: f64, angle: f64 },
+    /// A lean of `size` ‰ over `days_long` days, in the coldest front between days 40 and 300.
+    LeanInColdSpell { size: f64, days_long: f64, angle: f64 },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -172,6 +171,9 @@ enum Operation {
     /// The inventory's baseline x/y was measured at installation at a temperature `shift` °C away
     /// from the one the engine learns its temperature baseline at (first 24 h it sees).
     InventoryBaseline { shift: f64 },
+    /// The box ran on the packs without compensation until `day` (learned x/y then), and the
+    /// daemon was upgraded to the packs with it (snapshot → restore into the new rules).
+    Upgrade { day: f64 },
 }
 
 #[derive(Clone, Debug)]
@@ -254,9 +256,11 @@ fn degrees(permille: f64) -> f64 {
 
 /// Replays `case` through the shipped tilt pack (one box, a house of its own).
 fn run(case: &Case) -> Outcome {
+    let mut lean_cap: Option<f64> = None;
     let mut rng = Rng(case.seed);
     let weather = Weather::new(&mut rng, case.days, case.start_doy);
-    let rules = rules(case.compensate);
+    let upgrading = matches!(case.operation, Operation::Upgrade { .. });
+    let mut rules = rules(case.compensate && !upgrading);
     let interval = case.interval_min * MIN;
     let mut engine = Engine::new(rules.clone(), &[subject(interval)]);
     let k = case.swing / weather.seasonal;
@@ -275,6 +279,13 @@ fn run(case: &Case) -> Outcome {
             d += step_days;
         }
     }
+    let mut movement = case.movement;
+    if let Movement::LeanInColdSpell { size, days_long, angle } = movement {
+        let coldest = (40..300).map(f64::from).min_by(|a, b| weather.front(*a).total_cmp(&weather.front(*b))).unwrap_or(100.0);
+        movement = Movement::Creep { day: coldest - days_long / 2.0, per_day: size / days_long, angle };
+        // A creep that stops at `size`: kept as a creep with a cap below.
+        lean_cap = Some(size);
+    }
     let mut out = Outcome::default();
     let mut events = Vec::new();
     let mut open: Vec<(String, usize)> = Vec::new();
@@ -287,6 +298,12 @@ fn run(case: &Case) -> Outcome {
     for i in 0..readings {
         let days = i as f64 * step_days;
         let true_at = i * interval + 30_000;
+        if let (0, Operation::InventoryBaseline { shift }) = (i, case.operation) {
+            // Zeroed at installation at a temperature `shift` away from the first day's.
+            let zero = k * (weather.air(0.0) + shift - weather.mean);
+            engine.set_baseline(SubjectId(0), "x", offset.0 + degrees(zero * case.direction.cos()));
+            engine.set_baseline(SubjectId(0), "y", offset.1 + degrees(zero * case.direction.sin()));
+        }
         // Operations.
         if !operation_done {
             match case.operation {
@@ -300,8 +317,11 @@ fn run(case: &Case) -> Outcome {
                         engine.set_baseline(SubjectId(0), &field, level);
                     }
                 }
-                Operation::Restart { day } if days >= day => {
+                Operation::Restart { day } | Operation::Upgrade { day } if days >= day => {
                     operation_done = true;
+                    if upgrading {
+                        rules = self::rules(case.compensate);
+                    }
                     let json = serde_json::to_string(&engine.snapshot_view()).expect("snapshot serializes");
                     let mut fresh = Engine::new(rules.clone(), &[subject(interval)]);
                     let mut de = serde_json::Deserializer::from_str(&json);
@@ -335,13 +355,13 @@ fn run(case: &Case) -> Outcome {
         let mut px = (response + sun) * angle.cos();
         let mut py = (response + sun) * angle.sin();
         let mut moved_degrees = (0.0, 0.0);
-        match case.movement {
-            Movement::None => {}
+        match movement {
+            Movement::None | Movement::LeanInColdSpell { .. } => {}
             Movement::Creep { day, per_day, angle } => {
-                let size = per_day * (days - day).max(0.0);
+                let size = (per_day * (days - day).max(0.0)).min(lean_cap.unwrap_or(f64::INFINITY));
                 px += size * angle.cos();
                 py += size * angle.sin();
-                if out.truth_day.is_none() && size >= 2.0 {
+                if out.truth_day.is_none() && size >= lean_cap.unwrap_or(2.0).min(2.0) {
                     out.truth_day = Some(days);
                 }
             }
@@ -388,7 +408,6 @@ fn run(case: &Case) -> Outcome {
             Fault::Fahrenheit => temperature = temperature.map(|t| round(t * 1.8 + 32.0, 0.1)),
             Fault::Dies { day } if days >= day => temperature = None,
             Fault::Dies { .. } => {}
-            Fault::Never => temperature = None,
             Fault::AnglesStuck { day } if days >= day => {
                 let (sx, sy) = *stuck_angles.get_or_insert((x, y));
                 x = sx;
@@ -491,4 +510,275 @@ fn control_walls_that_lag_the_air() {
     let without = report("control, lag 0-24 h, without compensation", &plain, &run_all(&plain));
     assert!(without > 50.0, "the harness's walls must trouble an uncompensated pack: {without}");
     assert!(with <= 25.0, "{with}");
+}
+
+/// Compares a family with and without compensation, printing both rates.
+fn compare(name: &str, cases: &[Case]) -> (f64, f64) {
+    let with = report(&format!("{name}, compensated"), cases, &run_all(cases));
+    let plain = uncompensated(cases);
+    let without = report(&format!("{name}, without compensation"), &plain, &run_all(&plain));
+    (with, without)
+}
+
+// --- Other physics ---------------------------------------------------------------------------
+
+#[test]
+fn walls_that_follow_a_low_pass_of_the_air() {
+    let cases = healthy_cases(100..108, |c, r| c.physics = Physics::LowPass(r.range(1.0, 72.0)));
+    let (with, without) = compare("low-pass tau 1-72 h", &cases);
+    assert!(with <= 25.0 && with < without / 4.0, "{with} vs {without}");
+}
+
+#[test]
+fn walls_that_respond_more_when_warm() {
+    let cases = healthy_cases(200..206, |c, r| c.physics = Physics::Nonlinear { tau: r.range(1.0, 24.0), gamma: r.range(0.3, 0.8) });
+    let (with, without) = compare("nonlinear (stronger in summer)", &cases);
+    assert!(with <= 25.0 && with < without / 4.0, "{with} vs {without}");
+}
+
+#[test]
+fn walls_whose_response_turns_with_the_season() {
+    let cases = healthy_cases(300..306, |c, r| c.physics = Physics::Turning { tau: r.range(1.0, 24.0), turn: r.range(PI / 4.0, PI) });
+    let (with, without) = compare("response turning 45-180 deg winter to summer", &cases);
+    assert!(with <= 50.0 && with < without / 2.0, "{with} vs {without}");
+}
+
+#[test]
+fn the_sun_on_the_boxs_own_thermometer() {
+    let cases = healthy_cases(400..408, |c, r| c.sun_on_box = r.range(5.0, 15.0));
+    let (with, without) = compare("sun +5-15 C on the thermometer", &cases);
+    assert!(with <= 25.0 && with < without / 4.0, "{with} vs {without}");
+}
+
+// --- Thermometer faults ----------------------------------------------------------------------
+
+fn faulty(name: &str, seeds: std::ops::Range<u64>, fault: impl Fn(&mut Rng) -> Fault) -> (f64, f64) {
+    let cases = healthy_cases(seeds, |c, r| c.fault = fault(r));
+    compare(name, &cases)
+}
+
+#[test]
+#[ignore = "finding: a thermometer stuck at 85 C (or -40 C) after months of learning raises a permanent yellow tilt-change and the 30-day rules on a healthy wall; worse than without compensation"]
+fn a_thermometer_stuck_hot_or_cold() {
+    let (hot, plain_hot) = faulty("stuck at 85 C from day 120-300", 500..506, |r| Fault::Stuck { day: r.range(120.0, 300.0), value: Some(85.0) });
+    let (cold, plain_cold) = faulty("stuck at -40 C from day 120-300", 510..516, |r| Fault::Stuck { day: r.range(120.0, 300.0), value: Some(-40.0) });
+    assert!(hot <= plain_hot && cold <= plain_cold, "a failed thermometer must not do worse than no compensation: {hot} vs {plain_hot}, {cold} vs {plain_cold}");
+}
+
+#[test]
+fn a_thermometer_stuck_at_its_last_value() {
+    let (with, without) = faulty("stuck at last value from day 60-300", 520..526, |r| Fault::Stuck { day: r.range(60.0, 300.0), value: None });
+    assert!(with <= without, "{with} vs {without}");
+}
+
+#[test]
+fn thermometer_spikes_and_nans() {
+    let (spikes, _) = faulty("1% spikes of +-40 C", 530..536, |_| Fault::Spikes { chance: 0.01, size: 40.0 });
+    let (nans, _) = faulty("5% NaN", 540..546, |_| Fault::NotANumber { chance: 0.05 });
+    let clean = healthy_cases(540..546, |_, _| {});
+    let control = report("the same walls, no NaN", &clean, &run_all(&clean));
+    assert!(spikes <= 25.0 && nans <= control + 20.0, "{spikes} {nans} vs {control}");
+}
+
+#[test]
+fn a_thermometer_that_drifts_or_steps() {
+    let (drift, plain_drift) = faulty("drift +0.1 C/day", 550..556, |_| Fault::Drift { per_day: 0.1 });
+    let (step, plain_step) = faulty("step +-5 C at day 60-300", 560..566, |r| Fault::Step { day: r.range(60.0, 300.0), by: if r.unit() < 0.5 { 5.0 } else { -5.0 } });
+    assert!(drift <= plain_drift && step <= plain_step, "{drift} vs {plain_drift}; {step} vs {plain_step}");
+}
+
+#[test]
+fn temperature_on_some_readings_or_in_a_message_of_its_own() {
+    let (alternate, _) = faulty("temperature every other reading", 570..574, |_| Fault::Alternate);
+    let (separate, plain) = faulty("temperature in its own message", 580..584, |_| Fault::Separate);
+    eprintln!("(temperature in its own message is never compensated: {separate} vs {plain} without)");
+    assert!(alternate <= 25.0, "{alternate}");
+}
+
+#[test]
+fn fahrenheit_and_a_thermometer_that_dies() {
+    let (fahrenheit, _) = faulty("whole box in F", 590..594, |_| Fault::Fahrenheit);
+    let (dies, plain) = faulty("temperature field gone from day 60-300", 600..606, |r| Fault::Dies { day: r.range(60.0, 300.0) });
+    assert!(fahrenheit <= 25.0 && dies <= plain, "{fahrenheit}; {dies} vs {plain}");
+}
+
+#[test]
+fn control_angles_stuck_are_told_by_a_flat_line_on_the_angles_alone() {
+    let mut packs = builtin_packs();
+    for pack in &mut packs {
+        pack.text = pack.text.replace("hypot(hypot(x, y), temperature?)", "hypot(x, y)");
+    }
+    let mut engine = Engine::new(RuleSet::compile(&packs).expect("compiles"), &[subject(10 * MIN)]);
+    let mut events = Vec::new();
+    let mut told = None;
+    for i in 0..(3 * 144) {
+        let at = i * 10 * MIN;
+        let frozen = i >= 144;
+        let x = if frozen { 0.4 } else { 0.4 + 0.001 * ((i % 7) as f64) };
+        engine.tick(at, &mut events);
+        engine.observe(SubjectId(0), at, &[("x", x), ("y", -0.2), ("temperature", 15.0 + (i as f64 / 20.0).sin() * 3.0)], &mut events);
+        if told.is_none() && events.iter().any(|e| engine.rule(e.rule).id == "tilt-flat-line" && e.kind == EventKind::Fired) {
+            told = Some(i - 144);
+        }
+        events.clear();
+    }
+    eprintln!("flat line on the angles alone: told {told:?} readings after they froze");
+    assert!(told.is_some_and(|n| n <= 36), "{told:?}");
+}
+
+#[test]
+#[ignore = "finding: a box whose angles freeze while its thermometer lives on is never told stuck (tilt-flat-line now includes the temperature)"]
+fn angles_stuck_while_the_thermometer_lives() {
+    let cases = healthy_cases(610..613, |c, r| {
+        c.fault = Fault::AnglesStuck { day: r.range(30.0, 200.0) };
+        c.days = 240.0;
+    });
+    let outcomes = run_all(&cases);
+    for (case, outcome) in cases.iter().zip(&outcomes) {
+        let Fault::AnglesStuck { day } = case.fault else { unreachable!() };
+        let told = outcome.device.iter().find(|(id, d)| id == "tilt-flat-line" && *d >= day).map(|(_, d)| d - day);
+        eprintln!("seed {}: angles stuck from day {day:.1}; tilt-flat-line {told:?} days later; device {:?}", case.seed, outcome.device);
+        assert!(told.is_some_and(|d| d < 1.0), "seed {}: a frozen accelerometer must be told within a day: {told:?}", case.seed);
+    }
+}
+
+// --- Real movements during learning ----------------------------------------------------------
+
+/// Creep detection: days from the creep's own 2‰ crossing to the first yellow, with and without.
+fn creep_delays(name: &str, cases: &[Case]) -> Vec<(Option<f64>, Option<f64>)> {
+    let with = run_all(cases);
+    let without = run_all(&uncompensated(cases));
+    eprintln!("{name}: days from the creep's 2 permille crossing to the first yellow (and first incident), compensated / without");
+    cases
+        .iter()
+        .zip(with.iter().zip(&without))
+        .map(|(case, (w, wo))| {
+            let truth = w.truth_day.unwrap_or(f64::NAN);
+            let delay = |o: &Outcome, s| o.first(s).map(|d| d - truth);
+            eprintln!(
+                "  seed {} {:?}: yellow {:?} / {:?}; first {:?} / {:?}; incidents {} / {}",
+                case.seed,
+                case.movement,
+                delay(w, Severity::Warning),
+                delay(wo, Severity::Warning),
+                delay(w, Severity::Notice),
+                delay(wo, Severity::Notice),
+                w.incidents.len(),
+                wo.incidents.len()
+            );
+            (delay(w, Severity::Warning), delay(wo, Severity::Warning))
+        })
+        .collect()
+}
+
+#[test]
+fn a_creep_from_the_day_of_installation() {
+    let cases = healthy_cases(700..706, |c, r| {
+        c.movement = Movement::Creep { day: r.range(0.0, 2.0), per_day: r.range(0.02, 0.1), angle: r.range(0.0, TAU) };
+        c.days = 200.0;
+    });
+    for (with, _) in creep_delays("creep from installation", &cases) {
+        assert!(with.is_some_and(|d| d <= 3.0), "{with:?}");
+    }
+}
+
+#[test]
+fn a_creep_that_starts_as_spring_warms() {
+    let cases = healthy_cases(720..726, |c, r| {
+        c.start_doy = r.range(40.0, 70.0);
+        c.movement = Movement::Creep { day: r.range(10.0, 40.0), per_day: r.range(0.02, 0.06), angle: c.direction + r.range(-0.3, 0.3) };
+        c.days = 200.0;
+    });
+    for (with, _) in creep_delays("creep in spring along the thermal direction", &cases) {
+        assert!(with.is_some_and(|d| d <= 3.0), "{with:?}");
+    }
+}
+
+#[test]
+fn a_lean_during_a_cold_spell() {
+    let cases = healthy_cases(740..746, |c, r| {
+        c.movement = Movement::LeanInColdSpell { size: r.range(2.2, 3.0), days_long: r.range(3.0, 8.0), angle: r.range(0.0, TAU) };
+        c.days = 330.0;
+    });
+    let with = run_all(&cases);
+    for (case, outcome) in cases.iter().zip(&with) {
+        let truth = outcome.truth_day.unwrap_or(f64::NAN);
+        let yellow = outcome.first(Severity::Warning).map(|d| d - truth);
+        eprintln!("seed {} {:?}: lean reached 2 permille day {truth:.1}; yellow {yellow:?}; {:?}", case.seed, case.movement, outcome.incidents);
+        assert!(yellow.is_some_and(|d| d <= 3.0), "seed {}: {yellow:?}", case.seed);
+        // The lean stays: tilt-change must not clear below yellow while it stands.
+    }
+}
+
+#[test]
+fn a_jump_in_the_first_two_weeks() {
+    let cases = healthy_cases(760..770, |c, r| {
+        c.movement = Movement::Jump { day: r.range(0.5, 14.0), degrees: r.range(0.1, 0.3), angle: r.range(0.0, TAU) };
+        c.interval_min = 5;
+        c.days = 60.0;
+    });
+    for (case, outcome) in cases.iter().zip(run_all(&cases)) {
+        let truth = outcome.truth_day.unwrap_or(f64::NAN);
+        let delay = outcome.first_of("tilt-sudden").map(|d| (d - truth) * 1440.0);
+        eprintln!("seed {} {:?}: tilt-sudden {delay:?} min after; {:?}", case.seed, case.movement, outcome.incidents);
+        assert!(delay.is_some_and(|m| m <= 10.5), "seed {}: {delay:?}", case.seed);
+    }
+}
+
+// --- Operations ------------------------------------------------------------------------------
+
+#[test]
+fn calibrate_at_a_later_time() {
+    let cases = healthy_cases(800..808, |c, r| c.operation = Operation::Calibrate { day: r.range(5.0, 300.0) });
+    let with = report("calibrated at day 5-300", &cases, &run_all(&cases));
+    assert!(with <= 25.0, "{with}");
+}
+
+#[test]
+fn a_restart_mid_learning_changes_nothing() {
+    let cases = healthy_cases(820..826, |c, r| {
+        c.operation = Operation::Restart { day: r.range(0.5, 40.0) };
+        c.movement = Movement::Creep { day: 60.0, per_day: 0.05, angle: r.range(0.0, TAU) };
+        c.days = 150.0;
+    });
+    let plain: Vec<Case> = cases.iter().cloned().map(|c| Case { operation: Operation::None, ..c }).collect();
+    let (restarted, straight) = (run_all(&cases), run_all(&plain));
+    for ((case, a), b) in cases.iter().zip(&restarted).zip(&straight) {
+        eprintln!("seed {} {:?}: {:?} vs {:?}", case.seed, case.operation, a.incidents, b.incidents);
+        assert_eq!(a.incidents, b.incidents, "seed {}", case.seed);
+    }
+}
+
+#[test]
+fn a_clock_step_back() {
+    let cases = healthy_cases(840..846, |c, r| c.operation = Operation::ClockBack { day: r.range(10.0, 300.0), hours: r.range(6.0, 48.0) });
+    let with = report("clock back 6-48 h at day 10-300", &cases, &run_all(&cases));
+    assert!(with <= 25.0, "{with}");
+}
+
+#[test]
+fn an_inventory_baseline_taken_at_another_temperature() {
+    let cases = healthy_cases(860..866, |c, r| c.operation = Operation::InventoryBaseline { shift: if r.unit() < 0.5 { 15.0 } else { -15.0 } });
+    let (with, without) = compare("inventory x/y zeroed 15 C away from the first day", &cases);
+    assert!(with <= without, "{with} vs {without}");
+}
+
+#[test]
+#[ignore = "finding: boxes installed before compensation existed get their temperature baseline learned at the upgrade, months after their x/y baseline: the seasonal offset of that day stays forever (a permanent yellow on a healthy wall, or a real lean hidden by it)"]
+fn an_upgrade_from_packs_without_compensation() {
+    let cases = healthy_cases(880..886, |c, r| c.operation = Operation::Upgrade { day: r.range(60.0, 200.0) });
+    let outcomes = run_all(&cases);
+    let with = report("upgraded at day 60-200 (x/y learned at installation, temperature at the upgrade)", &cases, &outcomes);
+    let plain: Vec<Case> = cases.iter().cloned().map(|c| Case { operation: Operation::None, ..c }).collect();
+    let fresh = report("the same walls with compensation from installation", &plain, &run_all(&plain));
+    let after: usize = cases
+        .iter()
+        .zip(&outcomes)
+        .map(|(c, o)| {
+            let Operation::Upgrade { day } = c.operation else { unreachable!() };
+            o.incidents.iter().filter(|(.., d)| *d >= day + 30.0).count()
+        })
+        .sum();
+    eprintln!("incidents from 30 days after the upgrade (compensation learned by then): {after}; {with} vs {fresh} per 100 box-years");
+    assert_eq!(after, 0, "a month after the upgrade a healthy wall must be quiet");
 }
