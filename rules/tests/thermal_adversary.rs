@@ -557,8 +557,10 @@ fn faulty(name: &str, seeds: std::ops::Range<u64>, fault: impl Fn(&mut Rng) -> F
     compare(name, &cases)
 }
 
+/// Before the fix in thermal.rs (an implausible or jumping temperature level is held, and
+/// neither widens the taught range nor teaches): orange tilt-change, tilt-creep-day and
+/// tilt-lean-fast within a day of the failure on every one of these healthy walls.
 #[test]
-#[ignore = "finding: a thermometer stuck at 85 C (or -40 C) after months of learning raises a permanent yellow tilt-change and the 30-day rules on a healthy wall; worse than without compensation"]
 fn a_thermometer_stuck_hot_or_cold() {
     let (hot, plain_hot) = faulty("stuck at 85 C from day 120-300", 500..506, |r| Fault::Stuck { day: r.range(120.0, 300.0), value: Some(85.0) });
     let (cold, plain_cold) = faulty("stuck at -40 C from day 120-300", 510..516, |r| Fault::Stuck { day: r.range(120.0, 300.0), value: Some(-40.0) });
