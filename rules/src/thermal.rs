@@ -44,6 +44,12 @@ pub const MIN_DAY_PAIRS: f64 = 14.0;
 pub const CLEAR_T: f64 = 4.0;
 /// The part of the way from the coefficients in use to clear estimates they move each day.
 const DAILY_APPROACH: f64 = 1.0 / 4.0;
+/// How far (°C) beyond the daily levels taught so far a temperature's level is still believed,
+/// however narrow they are (the first weeks; a front moves the level up to about 8 °C a day).
+const MIN_MARGIN: f64 = 12.0;
+/// The most a temperature's daily level (median of twelve two-hour means) moves in two hours
+/// with the weather (°C); a sensor that fails moves it by half its error at once.
+const MAX_STEP: f64 = 6.0;
 /// The most fields one temperature corrects (a tilt box has two or three angles); the loader
 /// refuses more.
 pub const MAX_FIELDS: usize = 3;
@@ -166,6 +172,10 @@ pub struct Thermal {
     /// what its real seasons did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     taught: Option<(f32, f32)>,
+    /// The temperature's last level as measured, plausible or not: a level that jumps from it
+    /// by more than [`MAX_STEP`] in two hours is a failing sensor, not the weather.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    candidate: Option<f32>,
 }
 
 impl Thermal {
@@ -210,7 +220,16 @@ impl Thermal {
         while self.hours.front().is_some_and(|(first, _)| *first <= hour - DAY_BINS) {
             self.hours.pop_front();
         }
-        self.level = Some(self.median_of(0) as f32);
+        let level = self.median_of(0);
+        let jumped = self.candidate.is_some_and(|previous| (level - f64::from(previous)).abs() > MAX_STEP);
+        self.candidate = Some(level as f32);
+        if jumped || !self.plausible(level) {
+            // A failed thermometer (stuck at 85 °C, reading -40): its level is held at the last
+            // plausible one, as for a reading without the temperature, and teaches nothing.
+            self.days.clear();
+            return;
+        }
+        self.level = Some(level as f32);
         let first = self.hours.front().map_or(hour, |(first, _)| *first);
         let due = match self.days.back() {
             Some((last, _)) => hour - last >= DAY_BINS,
@@ -234,6 +253,15 @@ impl Thermal {
         if self.days.len() == LAGS + 1 {
             self.learn_from_days();
         }
+    }
+
+    /// Whether a temperature level lies within [`MIN_MARGIN`] (or half the span, if more) of
+    /// the daily levels taught so far: a season moves the level a fraction of a degree a day
+    /// beyond them, a failed sensor tens of degrees at once.
+    fn plausible(&self, level: f64) -> bool {
+        let Some((low, high)) = self.taught else { return level.is_finite() };
+        let margin = ((f64::from(high) - f64::from(low)) / 2.0).max(MIN_MARGIN);
+        (f64::from(low) - margin..=f64::from(high) + margin).contains(&level)
     }
 
     /// Adds the newest day's changes to each field's regression and moves the coefficients in
@@ -323,6 +351,7 @@ impl Thermal {
     /// what was learned stays.
     pub fn rewind(&mut self) {
         self.hour = None;
+        self.candidate = None;
         self.hours.clear();
         self.days.clear();
     }
