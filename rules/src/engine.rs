@@ -336,12 +336,20 @@ impl Engine {
     }
 
     /// Sets a sensor's installation baseline for a field (from `gridwatch calibrate`).
+    /// A temperature's baseline set this way anchors the sensor's compensation by it (see
+    /// [`crate::thermal::Thermal::anchor_at_calibration`]).
     pub fn set_baseline(&mut self, subject: SubjectId, field: &str, value: f64) {
         if let Some(slot) = self.slots.get_mut(subject.0) {
             let mut calibrated = std::mem::take(&mut slot.calibrated).into_vec();
             calibrated.retain(|(name, _)| name != field);
             calibrated.push((field.to_string(), value));
             slot.calibrated = calibrated.into_boxed_slice();
+            let plan = &self.plans[slot.plan as usize];
+            for (state, spec) in self.states.of_mut(slot, plan).thermal.iter_mut().zip(&plan.thermal) {
+                if crate::expr::same_name(&spec.temperature, field) {
+                    state.anchor_at_calibration();
+                }
+            }
         }
     }
 
@@ -387,6 +395,14 @@ impl Engine {
             }
         }
         for (thermal, spec) in thermal.iter_mut().zip(&plan.thermal) {
+            // Anchored at the first reading that carries the temperature.
+            if thermal.unanchored() && lookup(fields, &spec.temperature).is_some_and(f64::is_finite) {
+                let zeroed = |field: &str| {
+                    slot.calibrated.iter().any(|(name, _)| crate::expr::same_name(name, field))
+                        || plan.learned.iter().zip(learned.iter()).any(|((name, _), l)| crate::expr::same_name(name, field) && l.value.get().is_some())
+                };
+                thermal.anchor(spec.fields.iter().all(|field| zeroed(field)));
+            }
             let values: smallvec::SmallVec<[Option<f64>; 2]> = spec.fields.iter().map(|field| lookup(fields, field)).collect();
             thermal.observe(at, lookup(fields, &spec.temperature), &values);
         }

@@ -176,9 +176,33 @@ pub struct Thermal {
     /// by more than [`MAX_STEP`] in two hours is a failing sensor, not the weather.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     candidate: Option<f32>,
+    /// Whether the temperature's baseline belongs to the same moment as the angles': true when
+    /// this compensation began before the angles were zeroed (a new box) or a calibration set the
+    /// temperature's baseline with them; false for a box whose angles were zeroed before it
+    /// reported a temperature here (installed before compensation existed, or zeroed in the
+    /// inventory without a temperature), which is not compensated until it is calibrated again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    anchored: Option<bool>,
 }
 
 impl Thermal {
+    /// Whether [`Thermal::anchor`] still waits for the first reading.
+    pub fn unanchored(&self) -> bool {
+        self.anchored.is_none()
+    }
+
+    /// At the first reading that carries the temperature: whether the angles were already zeroed (their baselines known) —
+    /// then the temperature's baseline, learned from now on, would not match them.
+    pub fn anchor(&mut self, angles_zeroed: bool) {
+        self.anchored.get_or_insert(!angles_zeroed);
+    }
+
+    /// The temperature's baseline was set with the angles' (a calibration): compensation
+    /// measures from it.
+    pub fn anchor_at_calibration(&mut self) {
+        self.anchored = Some(true);
+    }
+
     /// Takes a reading: the temperature and the spec's fields, each if the reading has it. A
     /// reading without a temperature or a field adds nothing.
     pub fn observe(&mut self, at: Millis, temperature: Option<f64>, fields: &[Option<f64>]) {
@@ -321,6 +345,9 @@ impl Thermal {
     /// temperature's daily level of that many days ago is from `temperature_baseline`. 0 before
     /// anything is learned.
     pub fn correction(&self, index: usize, temperature_baseline: Option<f64>) -> f64 {
+        if self.anchored != Some(true) {
+            return 0.0;
+        }
         let (Some(base), Some(used), Some((low, high))) = (temperature_baseline, self.used.get(index), self.taught) else { return 0.0 };
         let margin = (f64::from(high) - f64::from(low)) / 2.0;
         let plausible = |level: f64| level.clamp(f64::from(low) - margin, f64::from(high) + margin);
@@ -377,6 +404,7 @@ mod tests {
 
     /// The same for a wall that follows the temperature `lag_hours` late.
     fn run_late(thermal: &mut Thermal, days: std::ops::Range<i64>, k: f64, creep: f64, lag_hours: i64) {
+        thermal.anchor(false); // a new box: its angles are zeroed with its temperature
         for hour in days.start * 24..days.end * 24 {
             let at = hour * HOUR_MS + 60_000;
             let t = temperature(at);

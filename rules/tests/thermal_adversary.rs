@@ -127,53 +127,93 @@ enum Physics {
 enum Fault {
     None,
     /// From `day` the thermometer reads `value` (None: its last good reading).
-    Stuck { day: f64, value: Option<f64> },
+    Stuck {
+        day: f64,
+        value: Option<f64>,
+    },
     /// Each reading is a spike of ±`size` °C with probability `chance`.
-    Spikes { chance: f64, size: f64 },
+    Spikes {
+        chance: f64,
+        size: f64,
+    },
     /// The thermometer drifts `per_day` °C a day.
-    Drift { per_day: f64 },
+    Drift {
+        per_day: f64,
+    },
     /// From `day` it reads `by` °C more (a box replaced or re-zeroed).
-    Step { day: f64, by: f64 },
+    Step {
+        day: f64,
+        by: f64,
+    },
     /// Only every other reading carries the temperature.
     Alternate,
     /// The temperature comes in a message of its own, without the angles.
     Separate,
     /// A reading's temperature is NaN with probability `chance`.
-    NotANumber { chance: f64 },
+    NotANumber {
+        chance: f64,
+    },
     /// The whole box reports °F.
     Fahrenheit,
     /// From `day` on the temperature field is missing.
-    Dies { day: f64 },
+    Dies {
+        day: f64,
+    },
     /// From `day` the angles are stuck (the last reading) while the thermometer lives on.
-    AnglesStuck { day: f64 },
+    AnglesStuck {
+        day: f64,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Movement {
     None,
     /// A creep of `per_day` ‰ a day from `day` on, in the direction `angle` (radians).
-    Creep { day: f64, per_day: f64, angle: f64 },
+    Creep {
+        day: f64,
+        per_day: f64,
+        angle: f64,
+    },
     /// A jump of `degrees` at `day` in the direction `angle`.
-    Jump { day: f64, degrees: f64, angle: f64 },
+    Jump {
+        day: f64,
+        degrees: f64,
+        angle: f64,
+    },
     /// A lean of `size` ‰ over `days_long` days, in the coldest front between days 40 and 300.
-    LeanInColdSpell { size: f64, days_long: f64, angle: f64 },
+    LeanInColdSpell {
+        size: f64,
+        days_long: f64,
+        angle: f64,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Operation {
     None,
     /// `gridwatch calibrate` at `day` (x/y from the last hour's mean, the temperature's level).
-    Calibrate { day: f64 },
+    Calibrate {
+        day: f64,
+    },
     /// Snapshot → JSON → a new engine (restore_streamed) at `day`.
-    Restart { day: f64 },
+    Restart {
+        day: f64,
+    },
     /// The box's clock steps back `hours` at `day` (the daemon rewinds the sensor).
-    ClockBack { day: f64, hours: f64 },
+    ClockBack {
+        day: f64,
+        hours: f64,
+    },
     /// The inventory's baseline x/y was measured at installation at a temperature `shift` °C away
     /// from the one the engine learns its temperature baseline at (first 24 h it sees).
-    InventoryBaseline { shift: f64 },
+    InventoryBaseline {
+        shift: f64,
+    },
     /// The box ran on the packs without compensation until `day` (learned x/y then), and the
     /// daemon was upgraded to the packs with it (snapshot → restore into the new rules).
-    Upgrade { day: f64 },
+    Upgrade {
+        day: f64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -566,7 +606,10 @@ fn faulty(name: &str, seeds: std::ops::Range<u64>, fault: impl Fn(&mut Rng) -> F
 fn a_thermometer_stuck_hot_or_cold() {
     let (hot, plain_hot) = faulty("stuck at 85 C from day 120-300", 500..506, |r| Fault::Stuck { day: r.range(120.0, 300.0), value: Some(85.0) });
     let (cold, plain_cold) = faulty("stuck at -40 C from day 120-300", 510..516, |r| Fault::Stuck { day: r.range(120.0, 300.0), value: Some(-40.0) });
-    assert!(hot <= plain_hot && cold <= plain_cold, "a failed thermometer must not do worse than no compensation: {hot} vs {plain_hot}, {cold} vs {plain_cold}");
+    assert!(
+        hot <= plain_hot && cold <= plain_cold,
+        "a failed thermometer must not do worse than no compensation: {hot} vs {plain_hot}, {cold} vs {plain_cold}"
+    );
 }
 
 #[test]
@@ -587,7 +630,8 @@ fn thermometer_spikes_and_nans() {
 #[test]
 fn a_thermometer_that_drifts_or_steps() {
     let (drift, plain_drift) = faulty("drift +0.1 C/day", 550..556, |_| Fault::Drift { per_day: 0.1 });
-    let (step, plain_step) = faulty("step +-5 C at day 60-300", 560..566, |r| Fault::Step { day: r.range(60.0, 300.0), by: if r.unit() < 0.5 { 5.0 } else { -5.0 } });
+    let (step, plain_step) =
+        faulty("step +-5 C at day 60-300", 560..566, |r| Fault::Step { day: r.range(60.0, 300.0), by: if r.unit() < 0.5 { 5.0 } else { -5.0 } });
     assert!(drift <= plain_drift && step <= plain_step, "{drift} vs {plain_drift}; {step} vs {plain_step}");
 }
 
@@ -631,7 +675,6 @@ fn control_angles_stuck_are_told_by_a_flat_line_on_the_angles_alone() {
 }
 
 #[test]
-#[ignore = "finding: a box whose angles freeze while its thermometer lives on is never told stuck (tilt-flat-line now includes the temperature)"]
 fn angles_stuck_while_the_thermometer_lives() {
     let cases = healthy_cases(610..613, |c, r| {
         c.fault = Fault::AnglesStuck { day: r.range(30.0, 200.0) };
@@ -640,8 +683,8 @@ fn angles_stuck_while_the_thermometer_lives() {
     let outcomes = run_all(&cases);
     for (case, outcome) in cases.iter().zip(&outcomes) {
         let Fault::AnglesStuck { day } = case.fault else { unreachable!() };
-        let told = outcome.device.iter().find(|(id, d)| id == "tilt-flat-line" && *d >= day).map(|(_, d)| d - day);
-        eprintln!("seed {}: angles stuck from day {day:.1}; tilt-flat-line {told:?} days later; device {:?}", case.seed, outcome.device);
+        let told = outcome.device.iter().find(|(id, d)| id == "tilt-angles-frozen" && *d >= day).map(|(_, d)| d - day);
+        eprintln!("seed {}: angles stuck from day {day:.1}; tilt-angles-frozen {told:?} days later; device {:?}", case.seed, outcome.device);
         assert!(told.is_some_and(|d| d < 1.0), "seed {}: a frozen accelerometer must be told within a day: {told:?}", case.seed);
     }
 }
@@ -767,22 +810,20 @@ fn an_inventory_baseline_taken_at_another_temperature() {
     assert!(with <= without, "{with} vs {without}");
 }
 
+/// Found by this file: a box zeroed before compensation existed had its temperature baseline
+/// learned at the upgrade, months after its x/y baseline, and the seasonal offset of that day
+/// stayed for good. Such a box is now not compensated (it is judged as before the upgrade) until
+/// `gridwatch calibrate` zeroes its angles and its temperature together.
 #[test]
-#[ignore = "finding: boxes installed before compensation existed get their temperature baseline learned at the upgrade, months after their x/y baseline: the seasonal offset of that day stays forever (a permanent yellow on a healthy wall, or a real lean hidden by it)"]
-fn an_upgrade_from_packs_without_compensation() {
+fn an_upgrade_from_packs_without_compensation_changes_nothing_until_the_box_is_calibrated() {
     let cases = healthy_cases(880..886, |c, r| c.operation = Operation::Upgrade { day: r.range(60.0, 200.0) });
     let outcomes = run_all(&cases);
     let with = report("upgraded at day 60-200 (x/y learned at installation, temperature at the upgrade)", &cases, &outcomes);
-    let plain: Vec<Case> = cases.iter().cloned().map(|c| Case { operation: Operation::None, ..c }).collect();
-    let fresh = report("the same walls with compensation from installation", &plain, &run_all(&plain));
-    let after: usize = cases
-        .iter()
-        .zip(&outcomes)
-        .map(|(c, o)| {
-            let Operation::Upgrade { day } = c.operation else { unreachable!() };
-            o.incidents.iter().filter(|(.., d)| *d >= day + 30.0).count()
-        })
-        .sum();
-    eprintln!("incidents from 30 days after the upgrade (compensation learned by then): {after}; {with} vs {fresh} per 100 box-years");
-    assert_eq!(after, 0, "a month after the upgrade a healthy wall must be quiet");
+    let plain = uncompensated(&cases);
+    let without = report("the same walls, never compensated", &plain, &run_all(&plain));
+    eprintln!("{with} vs {without} per 100 box-years");
+    // The upgrade changes the tilt rules, whose windows start afresh (a changed rule never
+    // inherits a decision): at most one incident per box from that, none from compensation.
+    // The cases are one box-year each: one incident per box is 100 per 100 box-years.
+    assert!(with <= without + 100.0, "the upgrade must not make a healthy wall alarm more: {with} vs {without}");
 }
