@@ -539,7 +539,7 @@ fn healthy_cases(seeds: std::ops::Range<u64>, shape: impl Fn(&mut Case, &mut Rng
 }
 
 fn uncompensated(cases: &[Case]) -> Vec<Case> {
-    cases.iter().cloned().map(|c| Case { compensate: false, ..c }).collect()
+    cases.iter().map(|c| Case { compensate: false, ..c.clone() }).collect()
 }
 
 #[test]
