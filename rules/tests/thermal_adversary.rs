@@ -788,7 +788,7 @@ fn a_restart_mid_learning_changes_nothing() {
         c.movement = Movement::Creep { day: 60.0, per_day: 0.05, angle: r.range(0.0, TAU) };
         c.days = 150.0;
     });
-    let plain: Vec<Case> = cases.iter().cloned().map(|c| Case { operation: Operation::None, ..c }).collect();
+    let plain: Vec<Case> = cases.iter().map(|c| Case { operation: Operation::None, ..c.clone() }).collect();
     let (restarted, straight) = (run_all(&cases), run_all(&plain));
     for ((case, a), b) in cases.iter().zip(&restarted).zip(&straight) {
         eprintln!("seed {} {:?}: {:?} vs {:?}", case.seed, case.operation, a.incidents, b.incidents);
