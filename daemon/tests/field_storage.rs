@@ -176,3 +176,64 @@ async fn reminders_and_escalations_go_on_after_the_card_went_read_only() {
     daemon.kill_hard();
     drop(card);
 }
+
+/// An alarm that first fires while the card is read-only has no incident the store could keep:
+/// its ladder runs in memory, and its clear stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_first_raised_on_a_read_only_card_is_still_reminded_and_escalated_until_it_clears() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let card = SdCard::mount(dir.path());
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let http_port = free_port();
+    let config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-new-{http_port}\"\n\
+         [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-5\"\n\
+         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
+         [[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
+        mosquitto.url(),
+        receiver.url()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("roster.toml"), ALARM_LADDER_ROSTER).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let topic = "gridwatch/north-lane/house-07/telemetry";
+    let up = publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+
+    card.fail();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    mosquitto.publish(topic, &format!(r#"{{"x": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+    let event = |name: &'static str| move |body: &serde_json::Value| body["rule"] == "tilt" && body["event"] == name;
+    let count = |name: &'static str| receiver.bodies().iter().filter(|b| event(name)(b)).count();
+    // The ladder: reminders every 1.5 s, escalated to the grid leader 4 s after the alarm.
+    let escalated = wait_for(15 * SECOND, || {
+        let n = count("escalated");
+        async move { n >= 1 }
+    })
+    .await;
+    assert_eq!(count("fired"), 1, "the alarm itself: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    assert!(
+        escalated && count("reminder") >= 1,
+        "no reminder or escalation for an alarm the store could not record: {:?} {:?}",
+        receiver.bodies(),
+        daemon.stderr()
+    );
+    let reminder = receiver.bodies().into_iter().find(|b| event("reminder")(b)).unwrap();
+    assert!(reminder["messages"]["zh"].as_str().unwrap_or("").contains("未编号"), "no incident number to look up: {reminder}");
+
+    // The wall comes back: the clear goes out and the ladder stops.
+    mosquitto.publish(topic, &format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms())).unwrap();
+    let cleared = wait_for(10 * SECOND, || {
+        let n = count("cleared");
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(cleared, "{:?}", daemon.stderr());
+    let steps = count("reminder") + count("escalated");
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(count("reminder") + count("escalated"), steps, "the ladder went on after the clear: {:?}", receiver.bodies());
+    daemon.kill_hard();
+    drop(card);
+}

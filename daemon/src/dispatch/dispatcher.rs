@@ -148,6 +148,14 @@ struct Ladders {
     /// Incident -> where its ladder stands after steps the store could not record (they were
     /// sent from memory).
     unrecorded: HashMap<i64, crate::store::LadderMove>,
+    /// Ladders of alarms the store could not record at all (it was read-only when they fired):
+    /// by (rule, sensor), each under an id of its own below zero, run here until the alarm
+    /// clears or every step is sent. Their messages carry no link (there is no incident page).
+    in_memory: HashMap<(String, String), crate::store::DueEscalation>,
+    next_in_memory_id: i64,
+    /// Alarms (rule, sensor) that fired while the store could not record them: their clear is
+    /// news, though the store knows no incident it would close.
+    unrecorded_alarms: std::collections::HashSet<(String, String)>,
 }
 
 impl Dispatcher {
@@ -218,8 +226,24 @@ impl Dispatcher {
         let addressing = if silenced.is_some() { Addressing::default() } else { address(&alert, &self.dispatch.roster, &self.names) };
         let targets = addressing.targets.clone();
         let route = router(addressing, self.links.clone(), self.clock);
-        let journaling = crate::store::Journaling { route, not_before_ms: deferred_until.or(grouped_until), escalate };
+        let key = (alert.rule.clone(), alert.sensor.clone());
+        let fired_unrecorded = self.ladders.unrecorded_alarms.contains(&key);
+        if alert.event == Event::Cleared {
+            self.ladders.unrecorded_alarms.remove(&key);
+        }
+        self.follow_in_memory(&alert);
+        let in_memory_ladder = escalate.clone();
+        let not_before = deferred_until.or(grouped_until);
+        let journaling = crate::store::Journaling { route, not_before_ms: not_before, escalate };
         let alert = match self.store.apply_and_journal(&alert, self.flap_window_ms, journaling).await {
+            Ok((Applied::Repeat(_), _)) if fired_unrecorded => {
+                // The store never saw this alarm fire (it could not write then): its clear is
+                // news to people all the same.
+                match self.journal_alone(alert, &targets, not_before, silenced.is_none()).await {
+                    Some(journaled) => journaled,
+                    None => return,
+                }
+            }
             Ok((Applied::Repeat(incident), _)) => {
                 self.metrics.alert_repeats.inc();
                 tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, incident, "event already reflected by its incident (judged again after a restart); not sent again");
@@ -228,19 +252,19 @@ impl Dispatcher {
             Ok((_, Some((_, journaled)))) => journaled,
             Ok((_, None)) => return,
             Err(error) => {
-                // Without its incident the alert still goes out (journaled on its own).
+                // Without its incident the alert still goes out (journaled on its own), and a
+                // new alarm's ladder runs in memory: no incident holds it.
                 self.store.report_failure("updating an incident (the alert is sent anyway)", &error);
-                let destinations = targets.iter().map(|t| (t.clone(), None)).collect();
-                if let Err(error) = self.store.record_alert_to(&alert, destinations, deferred_until.or(grouped_until)).await {
-                    // The store is the channels' queue; one that takes nothing (read-only) must not
-                    // keep the alarm from people: the channels get it in memory.
-                    self.store.report_failure("journaling an alert (it is sent from memory)", &error);
-                    if silenced.is_none() {
-                        self.send_unjournaled(&alert, &targets);
+                if alert.event == Event::Fired {
+                    self.ladders.unrecorded_alarms.insert(key);
+                    if let Some((grid, armed_ms, first_due_ms)) = in_memory_ladder {
+                        self.arm_in_memory(&alert, grid, first_due_ms - armed_ms);
                     }
-                    return;
                 }
-                alert
+                match self.journal_alone(alert, &targets, not_before, silenced.is_none()).await {
+                    Some(journaled) => journaled,
+                    None => return,
+                }
             }
         };
         self.metrics.take_on_deliveries(&targets, 1);
@@ -313,6 +337,92 @@ impl Dispatcher {
         self.wake(&[to]);
     }
 
+    /// Journals an alert without an incident; when the store takes nothing (read-only) — it is
+    /// the channels' queue — the channels get it in memory (`send`: it is not silenced) and
+    /// `None` says it is not journaled.
+    async fn journal_alone(&self, alert: Alert, targets: &[String], not_before: Option<i64>, send: bool) -> Option<Alert> {
+        let destinations = targets.iter().map(|t| (t.clone(), None)).collect();
+        match self.store.record_alert_to(&alert, destinations, not_before).await {
+            Ok(_) => Some(alert),
+            Err(error) => {
+                self.store.report_failure("journaling an alert (it is sent from memory)", &error);
+                if send {
+                    self.send_unjournaled(&alert, targets);
+                }
+                None
+            }
+        }
+    }
+
+    /// An alarm the store could not record gets its escalation ladder here, in memory.
+    fn arm_in_memory(&mut self, alert: &Alert, grid: Option<String>, first_due_age_ms: i64) {
+        self.ladders.next_in_memory_id -= 1;
+        let ladder = crate::store::DueEscalation {
+            incident_id: self.ladders.next_in_memory_id,
+            grid,
+            age_ms: 0,
+            next_due_age_ms: first_due_age_ms,
+            progress: Default::default(),
+            state: "open".into(),
+            severity: alert.severity.as_str().to_string(),
+            last_alert: Some(alert.clone()),
+        };
+        tracing::warn!(rule = %alert.rule, sensor = %alert.sensor, "the store cannot record this alarm: its reminders and escalations run in memory until it clears");
+        self.ladders.in_memory.insert((alert.rule.clone(), alert.sensor.clone()), ladder);
+    }
+
+    /// A later event of an alarm whose ladder runs in memory: a clear stops it, a change of
+    /// severity words its next steps.
+    fn follow_in_memory(&mut self, alert: &Alert) {
+        let key = (alert.rule.clone(), alert.sensor.clone());
+        match alert.event {
+            Event::Cleared => {
+                self.ladders.in_memory.remove(&key);
+            }
+            Event::Changed => {
+                if let Some(ladder) = self.ladders.in_memory.get_mut(&key) {
+                    ladder.severity = alert.severity.as_str().to_string();
+                    ladder.last_alert = Some(alert.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the steps due on the ladders that run in memory (to the channels in memory, as the
+    /// store takes nothing) and moves them on.
+    fn send_due_in_memory(&mut self, since_last_look: i64) {
+        let now = self.clock.now();
+        let at = self.clock.label(now);
+        let mut finished = Vec::new();
+        let mut sends: Vec<(Alert, Vec<String>)> = Vec::new();
+        for (key, ladder) in &mut self.ladders.in_memory {
+            ladder.age_ms += since_last_look;
+            if ladder.age_ms < ladder.next_due_age_ms {
+                continue;
+            }
+            let decision = self.dispatch.decide(ladder, ladder.age_ms, now, &at);
+            for step in decision.steps {
+                let addressing = address(&step.alert, &self.dispatch.roster, &self.names);
+                for (sink, own) in destinations(&step.alert, &addressing) {
+                    sends.push((own.unwrap_or_else(|| step.alert.clone()), vec![sink]));
+                }
+                tracing::info!(rule = %step.alert.rule, sensor = %step.alert.sensor, event = %step.alert.event, recipients = ?step.alert.recipients, "escalation step sent from memory (the store cannot record it)");
+            }
+            ladder.progress = decision.progress;
+            match decision.next_due_age_ms {
+                Some(next) => ladder.next_due_age_ms = next,
+                None => finished.push(key.clone()),
+            }
+        }
+        for key in finished {
+            self.ladders.in_memory.remove(&key);
+        }
+        for (alert, targets) in sends {
+            self.send_unjournaled(&alert, &targets);
+        }
+    }
+
     /// Journals the reminders and escalations due now and pokes their channels; each incident's
     /// steps and ladder move on in one transaction. Ladders age by the monotonic time since the
     /// last look.
@@ -320,6 +430,7 @@ impl Dispatcher {
         let elapsed = self.clock.elapsed_ms();
         let since_last_look = elapsed - self.ladders.last_look.unwrap_or(elapsed);
         self.ladders.last_look = Some(elapsed);
+        self.send_due_in_memory(since_last_look);
         let ladders = match self.store.escalation_clocks().await {
             Ok(ladders) => ladders,
             Err(error) => {

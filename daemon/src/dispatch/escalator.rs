@@ -55,13 +55,17 @@ impl Dispatch {
                         let names = names(&on_duty);
                         let age = minutes(age_ms);
                         let en = format!(
-                            "Reminder {count}: incident #{} is not accepted yet, open {age} min. On duty: {}. {}",
-                            due.incident_id,
+                            "Reminder {count}: incident {} is not accepted yet, open {age} min. On duty: {}. {}",
+                            number(due.incident_id, false),
                             or_dash(&names),
                             template.message()
                         );
-                        let zh =
-                            format!("催办（第{count}次）：事件#{}尚未接单，已{age}分钟。值班：{}。{}", due.incident_id, or_dash(&names), zh_message(template));
+                        let zh = format!(
+                            "催办（第{count}次）：事件{}尚未接单，已{age}分钟。值班：{}。{}",
+                            number(due.incident_id, true),
+                            or_dash(&names),
+                            zh_message(template)
+                        );
                         EscalationStep {
                             alert: notification(template, Event::Reminder, (now_ms, at), en, zh, &on_duty),
                             audit: format!("reminded {}", or_dash(&names)),
@@ -77,8 +81,8 @@ impl Dispatch {
                         let names = names(&people);
                         let within = policy_within(policy, deadline);
                         let en = format!(
-                            "Escalated (level {level}): incident #{} was not {} within {} — now also {} ({}). {}",
-                            due.incident_id,
+                            "Escalated (level {level}): incident {} was not {} within {} — now also {} ({}). {}",
+                            number(due.incident_id, false),
                             deadline.as_str(),
                             span(within, false),
                             roles.join(", "),
@@ -86,8 +90,8 @@ impl Dispatch {
                             template.message()
                         );
                         let zh = format!(
-                            "督办（第{level}级）：事件#{}超过{}未{}，已通知{}（{}）。{}",
-                            due.incident_id,
+                            "督办（第{level}级）：事件{}超过{}未{}，已通知{}（{}）。{}",
+                            number(due.incident_id, true),
                             span(within, true),
                             zh_deadline(deadline),
                             zh_roles(&roles),
@@ -183,6 +187,16 @@ fn zh_roles(roles: &[String]) -> String {
 
 fn utc(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// "#12"; an alarm the store could not record (its ladder runs in memory, under an id below
+/// zero) has no number people could look up.
+fn number(incident: i64, chinese: bool) -> String {
+    match (incident >= 0, chinese) {
+        (true, _) => format!("#{incident}"),
+        (false, true) => "（未编号：本机存储故障）".into(),
+        (false, false) => "(unnumbered: this box's store failed)".into(),
+    }
 }
 
 #[cfg(test)]
