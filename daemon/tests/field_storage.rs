@@ -122,28 +122,47 @@ async fn a_state_directory_gone_read_only_is_an_alarm_within_five_seconds_not_a_
 
 /// An alarm nobody accepts, and the card fails under it: the reminders and the escalation still
 /// reach people, from memory, one at a time (no burst, no step repeated every second).
+/// A box with one tilt sensor, the alarm ladder's roster (reminders every 1.5 s, escalated to the
+/// grid leader 4 s after the alarm), a webhook receiver and its state directory on an SD card;
+/// its sensor reported once and was judged.
+struct LadderBox {
+    mosquitto: Mosquitto,
+    dir: tempfile::TempDir,
+    card: SdCard,
+    receiver: WebhookReceiver,
+    daemon: Daemon,
+    topic: &'static str,
+}
+
+impl LadderBox {
+    async fn start() -> LadderBox {
+        let mosquitto = Mosquitto::start().await.expect("mosquitto");
+        let dir = tempfile::tempdir().unwrap();
+        let card = SdCard::mount(dir.path());
+        let receiver = WebhookReceiver::start(Vec::new()).await;
+        let http_port = free_port();
+        let config = format!(
+            "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-ladder-{http_port}\"\n\
+             [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-5\"\n\
+             [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
+             [[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
+            mosquitto.url(),
+            receiver.url()
+        );
+        std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+        std::fs::write(dir.path().join("roster.toml"), ALARM_LADDER_ROSTER).unwrap();
+        std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();
+        let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        let up = publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms()), http_port).await;
+        assert!(up, "{:?}", daemon.stderr());
+        LadderBox { mosquitto, dir, card, receiver, daemon, topic }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reminders_and_escalations_go_on_after_the_card_went_read_only() {
-    let mosquitto = Mosquitto::start().await.expect("mosquitto");
-    let dir = tempfile::tempdir().unwrap();
-    let card = SdCard::mount(dir.path());
-    let receiver = WebhookReceiver::start(Vec::new()).await;
-    let http_port = free_port();
-    let config = format!(
-        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-ladder-{http_port}\"\n\
-         [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-5\"\n\
-         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
-         [[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
-        mosquitto.url(),
-        receiver.url()
-    );
-    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
-    std::fs::write(dir.path().join("roster.toml"), ALARM_LADDER_ROSTER).unwrap();
-    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();
-    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    let topic = "gridwatch/north-lane/house-07/telemetry";
-    let up = publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms()), http_port).await;
-    assert!(up, "{:?}", daemon.stderr());
+    let LadderBox { mosquitto, dir: _state_dir, card, receiver, mut daemon, topic } = LadderBox::start().await;
     mosquitto.publish(topic, &format!(r#"{{"x": 7.0, "ts": {}}}"#, now_ms())).unwrap();
     let event = |name: &'static str| move |body: &serde_json::Value| body["rule"] == "tilt" && body["event"] == name;
     let fired = wait_for(10 * SECOND, || {
@@ -181,26 +200,7 @@ async fn reminders_and_escalations_go_on_after_the_card_went_read_only() {
 /// its ladder runs in memory, and its clear stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_first_raised_on_a_read_only_card_is_still_reminded_and_escalated_until_it_clears() {
-    let mosquitto = Mosquitto::start().await.expect("mosquitto");
-    let dir = tempfile::tempdir().unwrap();
-    let card = SdCard::mount(dir.path());
-    let receiver = WebhookReceiver::start(Vec::new()).await;
-    let http_port = free_port();
-    let config = format!(
-        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-new-{http_port}\"\n\
-         [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-5\"\n\
-         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
-         [[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
-        mosquitto.url(),
-        receiver.url()
-    );
-    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
-    std::fs::write(dir.path().join("roster.toml"), ALARM_LADDER_ROSTER).unwrap();
-    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();
-    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    let topic = "gridwatch/north-lane/house-07/telemetry";
-    let up = publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms()), http_port).await;
-    assert!(up, "{:?}", daemon.stderr());
+    let LadderBox { mosquitto, dir: _state_dir, card, receiver, mut daemon, topic } = LadderBox::start().await;
 
     card.fail();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
