@@ -330,13 +330,17 @@ impl Thermal {
         }
         let now = self.hours.back()?.0;
         let wanted = now - lag as i64 * DAY_BINS;
-        let mut known: Vec<(i64, f64)> = self.days.iter().map(|(hour, levels)| (*hour, f64::from(levels[0]))).collect();
-        known.push((now, now_level));
-        let after = known.iter().position(|&(hour, _)| hour >= wanted)?;
-        if after == 0 {
-            return Some(known[0].1);
-        }
-        let ((h0, v0), (h1, v1)) = (known[after - 1], known[after]);
+        // The daily levels kept, then now's: walked in place (this runs for every reading).
+        let mut known = self.days.iter().map(|(hour, levels)| (*hour, f64::from(levels[0]))).chain(std::iter::once((now, now_level)));
+        let mut before: Option<(i64, f64)> = None;
+        let (h1, v1) = known.find(|&(hour, level)| {
+            let reached = hour >= wanted;
+            if !reached {
+                before = Some((hour, level));
+            }
+            reached
+        })?;
+        let Some((h0, v0)) = before else { return Some(v1) };
         let share = if h1 > h0 { (wanted - h0) as f64 / (h1 - h0) as f64 } else { 1.0 };
         Some(v0 + (v1 - v0) * share)
     }
