@@ -167,6 +167,19 @@ pub struct Alert {
     /// Where the sensor is, `[latitude, longitude]`, when the inventory says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<[f64; 2]>,
+    /// Made while this box's clock was not set (`at` says "time unknown"): when it happened on
+    /// the daemon's monotonic clock, so the store can re-stamp it once the clock is set. Never
+    /// sent nor stored in the payload.
+    #[serde(skip)]
+    pub unset_clock: Option<UnsetClockStamp>,
+}
+
+/// When an event happened, for a box whose wall clock was not set: the daemon's elapsed time
+/// ([`crate::clock::Clock::elapsed_ms`]) at the event, and how long its breach had lasted then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnsetClockStamp {
+    pub elapsed_ms: i64,
+    pub lasting_ms: i64,
 }
 
 impl Alert {
@@ -206,6 +219,7 @@ impl Alert {
             mentions: Vec::new(),
             no_data: false,
             location: None,
+            unset_clock: None,
         }
     }
 
@@ -298,6 +312,7 @@ pub(crate) mod tests {
             mentions: Vec::new(),
             no_data: false,
             location: None,
+            unset_clock: None,
         }
     }
 

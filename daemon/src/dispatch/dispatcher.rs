@@ -97,6 +97,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             },
             Some(handoff) = handoffs.recv() => dispatcher.hand_over(handoff).await,
             _ = check.tick() => {
+                dispatcher.restamp_unset_times().await;
                 dispatcher.send_due_escalations().await;
                 count_open_incidents(&dispatcher.store, &dispatcher.metrics);
                 dispatcher.store.try_restore_reserve();
@@ -174,6 +175,20 @@ impl Dispatcher {
                 }
             }
             Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot count the outbox"),
+        }
+    }
+
+    /// Once the clock is set, re-stamps what was stamped before it was ([`crate::store::Restamped`]):
+    /// the incidents people open and the rule events later reminders quote.
+    async fn restamp_unset_times(&self) {
+        match self.store.restamp_unset_times().await {
+            Ok(restamped) if restamped != crate::store::Restamped::default() => tracing::info!(
+                alert_events = restamped.alert_events,
+                incident_events = restamped.incident_events,
+                "the clock is set: what was stamped before it was is re-stamped"
+            ),
+            Ok(_) => {}
+            Err(error) => self.store.report_failure("re-stamping what was stamped before the clock was set", &error),
         }
     }
 
