@@ -162,3 +162,102 @@ fn stamped_payload(payload: &str, at: i64, lasting_ms: i64) -> String {
     }
     value.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+    use crate::alert::UnsetClockStamp;
+    use crate::clock::{Clock, TIME_UNKNOWN};
+    use crate::dispatch::incident::Action;
+    use std::time::Duration;
+
+    /// 2026-11-23T00:00:00Z.
+    const TRUE_NOW: i64 = 1_795_392_000_000;
+    /// A box booted at 1970-01-02.
+    const BOOTED_AT: i64 = 86_400_000;
+
+    /// The same store seen by a clock that is not set and, later, by the one NTP set.
+    fn stores(dir: &std::path::Path) -> (Store, Store) {
+        let started = tokio::time::Instant::now();
+        let unset = Store::open_with_clock(dir, Clock::Accelerated { start: BOOTED_AT, started, speed: 1.0, synchronized: false }).unwrap();
+        let set = Store { clock: Clock::Accelerated { start: TRUE_NOW, started, speed: 1.0, synchronized: true }, ..unset.clone() };
+        (unset, set)
+    }
+
+    fn journal_to_office() -> super::super::Journaling {
+        super::super::Journaling {
+            route: Box::new(|alert, incident| {
+                alert.incident_id = Some(incident);
+                vec![("office".to_string(), None)]
+            }),
+            not_before_ms: None,
+            escalate: None,
+        }
+    }
+
+    /// An alarm labelled "time unknown" at 5 s of elapsed time, its breach a minute old.
+    fn unknown_time_alarm() -> Alert {
+        let mut alarm = sample_alert("fired", 7.3);
+        (alarm.at, alarm.since, alarm.at_ms) = (TIME_UNKNOWN.into(), TIME_UNKNOWN.into(), BOOTED_AT + 5_000);
+        alarm.unset_clock = Some(UnsetClockStamp { elapsed_ms: 5_000, lasting_ms: 60_000 });
+        alarm
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_an_unset_clock_stamped_is_re_stamped_once_it_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let (unset, set) = stores(dir.path());
+        assert_eq!(unset.take_over_unset_stamps().unwrap(), 0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (applied, _) = unset.apply_and_journal(&unknown_time_alarm(), 600_000, journal_to_office()).await.unwrap();
+        let id = applied.incident().unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        unset.incident_action(id, Action::Accept, "worker Li", None, unset.clock.now()).unwrap();
+
+        let row = &unset.incidents(true).unwrap()[0];
+        assert!(!row.opened_known, "opened by a clock that is not set: unknown, not 1970");
+        assert!(unset.incident_history(id).unwrap().iter().all(|e| !e.at_known));
+        assert_eq!(unset.restamp_unset_times().await.unwrap(), Restamped::default(), "nothing moves while the clock is not set");
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(set.restamp_unset_times().await.unwrap(), Restamped { alert_events: 1, incident_events: 2 });
+        let row = &set.incidents(true).unwrap()[0];
+        assert!(row.opened_known);
+        assert_eq!((row.opened_ms, row.updated_ms), (TRUE_NOW + 5_000, TRUE_NOW + 10_000), "true time = now − elapsed since the stamp");
+        let history: Vec<(i64, bool)> = set.incident_history(id).unwrap().iter().map(|e| (e.at_ms, e.at_known)).collect();
+        assert_eq!(history, vec![(TRUE_NOW + 5_000, true), (TRUE_NOW + 10_000, true)]);
+        let quoted = set.latest_alert("tilt-danger", "house-07").unwrap().unwrap();
+        assert_eq!(
+            (quoted.at.as_str(), quoted.since.as_str(), quoted.at_ms),
+            ("2026-11-23T00:00:05.000Z", "2026-11-22T23:59:05.000Z", TRUE_NOW + 5_000),
+            "what later reminders quote"
+        );
+        assert_eq!(set.restamp_unset_times().await.unwrap(), Restamped::default(), "re-stamped once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_runs_unset_times_stay_unknown_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let (unset, _) = stores(dir.path());
+        unset.take_over_unset_stamps().unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (applied, _) = unset.apply_and_journal(&unknown_time_alarm(), 600_000, journal_to_office()).await.unwrap();
+        drop(unset);
+
+        // The daemon restarts, still before the clock is set, and then NTP sets it.
+        let (restarted, set) = stores(dir.path());
+        assert_eq!(restarted.take_over_unset_stamps().unwrap(), 2, "the alert event and its audit line");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(set.restamp_unset_times().await.unwrap(), Restamped::default(), "another run's elapsed time is not this one's");
+        assert!(!set.incidents(true).unwrap()[0].opened_known, "still unknown, never a made-up date");
+        assert!(set.incident_history(applied.incident().unwrap()).unwrap().iter().all(|e| !e.at_known));
+
+        // A command-line tool's write while the clock is not set cannot be re-stamped either.
+        let tool = Store { restamps: std::sync::Arc::default(), ..restarted.clone() };
+        let mut another = unknown_time_alarm();
+        another.sensor = "house-08".into();
+        tool.apply_and_journal(&another, 600_000, journal_to_office()).await.unwrap();
+        assert_eq!(set.restamp_unset_times().await.unwrap(), Restamped::default());
+    }
+}
