@@ -182,7 +182,18 @@ pub struct UnsetClockStamp {
     pub lasting_ms: i64,
 }
 
+/// The `kind` of the alerts the daemon raises itself ([`Alert::device`]).
+pub const DAEMON_KIND: &str = "gridwatch";
+
 impl Alert {
+    /// Says "time unknown" instead of a time stamped by a clock that is not set, keeping the
+    /// monotonic `elapsed_ms` of the stamp for the store to re-stamp it once the clock is set.
+    pub fn stamped_by_unset_clock(&mut self, elapsed_ms: i64) {
+        self.at = crate::clock::TIME_UNKNOWN.into();
+        self.since = crate::clock::TIME_UNKNOWN.into();
+        self.unset_clock = Some(UnsetClockStamp { elapsed_ms, lasting_ms: 0 });
+    }
+
     /// A device alarm the daemon raises itself (not from a rule): for installers, about
     /// `subject` (a bus, the daemon), with the English message `condition` until set otherwise.
     #[allow(clippy::too_many_arguments)] // each is one field of the alarm
@@ -198,7 +209,7 @@ impl Alert {
             audience: Audience::Installer,
             sensor: subject.into(),
             agreement: None,
-            kind: "gridwatch".into(),
+            kind: DAEMON_KIND.into(),
             site: site.into(),
             building: None,
             site_name: None,

@@ -201,6 +201,10 @@ impl Dispatcher {
 
     async fn handle(&mut self, mut alert: Alert) {
         let now = self.clock.now();
+        // The daemon's own alarms are stamped by the box's clock: unknown until it is set.
+        if alert.kind == crate::alert::DAEMON_KIND && alert.unset_clock.is_none() && !self.clock.synchronized() {
+            alert.stamped_by_unset_clock(self.clock.elapsed_ms());
+        }
         if alert.audience == Audience::Grid && alert.event != Event::Cleared {
             let people = self.dispatch.on_duty(alert.grid.as_deref(), now);
             alert.recipients = people.iter().map(|m| m.name.clone()).collect();

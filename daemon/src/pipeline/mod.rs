@@ -444,8 +444,7 @@ fn label_for_people(alert: &mut Alert, label: Result<gridwatch_rules::Millis, Un
             alert.since = crate::clock::rfc3339(at - lasting_ms);
         }
         Err(stamp) => {
-            alert.at = crate::clock::TIME_UNKNOWN.to_string();
-            alert.since = crate::clock::TIME_UNKNOWN.to_string();
+            alert.stamped_by_unset_clock(stamp.elapsed_ms);
             alert.unset_clock = Some(stamp);
         }
     }
