@@ -85,8 +85,14 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
                 if row.sensor_normal { ", sensor normal" } else { "" }
             );
             for entry in history {
-                let _ =
-                    writeln!(out, "  {} {:<12} {}{}", local_if_known(entry.at_ms, entry.at_known), entry.actor, entry.action, entry.note.map(|n| format!(": {n}")).unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "  {} {:<12} {}{}",
+                    local_if_known(entry.at_ms, entry.at_known),
+                    entry.actor,
+                    entry.action,
+                    entry.note.map(|n| format!(": {n}")).unwrap_or_default()
+                );
             }
         }
         IncidentsCommand::Export { since } => {

@@ -302,6 +302,9 @@ async fn the_daemons_own_alarm_on_an_unset_clock_is_time_unknown_and_marked_for_
     dispatcher.await.unwrap();
     let journaled = store.latest_alert("bus-down", "rs485-1").unwrap().unwrap();
     assert_eq!((journaled.at.as_str(), journaled.since.as_str()), (crate::clock::TIME_UNKNOWN, crate::clock::TIME_UNKNOWN));
-    let marked: i64 = rusqlite::Connection::open(dir.path().join("gridwatch.db")).unwrap().query_row("SELECT count(*) FROM alert_events WHERE clock_unset_at >= 0", [], |row| row.get(0)).unwrap();
+    let marked: i64 = rusqlite::Connection::open(dir.path().join("gridwatch.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM alert_events WHERE clock_unset_at >= 0", [], |row| row.get(0))
+        .unwrap();
     assert_eq!(marked, 1, "re-stamped once the clock is set");
 }

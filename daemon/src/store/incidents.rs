@@ -221,7 +221,8 @@ impl Store {
 
     pub fn incident_history(&self, id: i64) -> anyhow::Result<Vec<AuditEntry>> {
         let conn = self.lock()?;
-        let mut statement = conn.prepare("SELECT at_ms, actor, action, note, clock_unset_at IS NULL FROM incident_events WHERE incident_id = ?1 ORDER BY id")?;
+        let mut statement =
+            conn.prepare("SELECT at_ms, actor, action, note, clock_unset_at IS NULL FROM incident_events WHERE incident_id = ?1 ORDER BY id")?;
         let rows = statement
             .query_map([id], |row| Ok(AuditEntry { at_ms: row.get(0)?, at_known: row.get(4)?, actor: row.get(1)?, action: row.get(2)?, note: row.get(3)? }))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
