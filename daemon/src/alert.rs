@@ -167,9 +167,33 @@ pub struct Alert {
     /// Where the sensor is, `[latitude, longitude]`, when the inventory says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<[f64; 2]>,
+    /// Made while this box's clock was not set (`at` says "time unknown"): when it happened on
+    /// the daemon's monotonic clock, so the store can re-stamp it once the clock is set. Never
+    /// sent nor stored in the payload.
+    #[serde(skip)]
+    pub unset_clock: Option<UnsetClockStamp>,
 }
 
+/// When an event happened, for a box whose wall clock was not set: the daemon's elapsed time
+/// ([`crate::clock::Clock::elapsed_ms`]) at the event, and how long its breach had lasted then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnsetClockStamp {
+    pub elapsed_ms: i64,
+    pub lasting_ms: i64,
+}
+
+/// The `kind` of the alerts the daemon raises itself ([`Alert::device`]).
+pub const DAEMON_KIND: &str = "gridwatch";
+
 impl Alert {
+    /// Says "time unknown" instead of a time stamped by a clock that is not set, keeping the
+    /// monotonic `elapsed_ms` of the stamp for the store to re-stamp it once the clock is set.
+    pub fn stamped_by_unset_clock(&mut self, elapsed_ms: i64) {
+        self.at = crate::clock::TIME_UNKNOWN.into();
+        self.since = crate::clock::TIME_UNKNOWN.into();
+        self.unset_clock = Some(UnsetClockStamp { elapsed_ms, lasting_ms: 0 });
+    }
+
     /// A device alarm the daemon raises itself (not from a rule): for installers, about
     /// `subject` (a bus, the daemon), with the English message `condition` until set otherwise.
     #[allow(clippy::too_many_arguments)] // each is one field of the alarm
@@ -185,7 +209,7 @@ impl Alert {
             audience: Audience::Installer,
             sensor: subject.into(),
             agreement: None,
-            kind: "gridwatch".into(),
+            kind: DAEMON_KIND.into(),
             site: site.into(),
             building: None,
             site_name: None,
@@ -206,6 +230,7 @@ impl Alert {
             mentions: Vec::new(),
             no_data: false,
             location: None,
+            unset_clock: None,
         }
     }
 
@@ -298,6 +323,7 @@ pub(crate) mod tests {
             mentions: Vec::new(),
             no_data: false,
             location: None,
+            unset_clock: None,
         }
     }
 

@@ -147,6 +147,13 @@ fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, cloc
     }
     crate::clock::use_sync_source(config.clock_synchronized.clone());
     metrics.clock_trusted.set(i64::from(clock.synchronized()));
+    match store.take_over_unset_stamps() {
+        Ok(0) => {}
+        Ok(lost) => {
+            tracing::warn!(lost, "times stamped before the clock was set, in an earlier run, cannot be re-stamped: people read \"time unknown\" for them")
+        }
+        Err(error) => store.report_failure("marking an earlier run's unset-clock times as unknown", &error),
+    }
     if !clock.synchronized() {
         tracing::error!(
             "the system clock is not synchronised: readings without their own time are judged but not stored, and people read \"time unknown\", until it is"

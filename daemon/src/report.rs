@@ -66,6 +66,10 @@ pub fn timelines(store: &Store, sensors: &[SensorConfig], from_ms: i64, to_ms: i
     let mut open: HashMap<i64, Timeline> = HashMap::new();
     let mut done: Vec<Timeline> = Vec::new();
     for (incident, entry) in store.audit_trail(from_ms)? {
+        // Stamped before the box's clock was set (and never re-stamped): no day to count it in.
+        if !entry.at_known {
+            continue;
+        }
         let opens = entry.actor == "rules" && (entry.action.starts_with("fired") || entry.action.starts_with("re-opened"));
         if opens {
             if entry.at_ms >= to_ms {

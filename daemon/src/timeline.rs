@@ -81,6 +81,11 @@ impl Timeline {
         self.offsets.insert(sensor, now - ts);
     }
 
+    /// The elapsed time ([`Clock::elapsed_ms`]) at timeline time `at`.
+    pub fn elapsed_at(&self, at: Millis) -> Millis {
+        at - self.origin
+    }
+
     /// The wall-clock time a person reads for timeline time `at` of `sensor`: from the wall
     /// clock when it is synchronised, else in the sensor's own time if it sends one; `None`:
     /// unknown.

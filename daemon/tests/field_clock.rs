@@ -7,7 +7,9 @@
 //! - every alarm the devices' readings call for is raised, labelled with the device's time;
 //! - a sensor that really goes silent raises no-data, the others do not (no mass no-data);
 //! - after the step at most one reminder and one escalation level come in the next seconds;
-//! - nothing stamped 1970 (or days off) reaches a person: "time unknown" until the clock is set.
+//! - nothing stamped 1970 (or days off) reaches a person: "time unknown" until the clock is set,
+//!   then re-stamped: the incident (CLI, incidents page) and the next reminder's `since` carry the
+//!   true time of an alarm the box stamped while its clock was at 1970.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -198,4 +200,114 @@ async fn a_box_that_booted_at_1970_stamps_nothing_1970_for_people() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_stepped_back_an_hour_keeps_the_ladder_and_no_data_running() {
     clock_stepped_mid_run("+1h").await;
+}
+
+/// The stamps of a time people read: RFC 3339 within `tolerance_ms` of `expected_ms`.
+fn stamped_near(label: &serde_json::Value, expected_ms: i64, tolerance_ms: i64) -> bool {
+    label.as_str().and_then(|l| chrono::DateTime::parse_from_rfc3339(l).ok()).is_some_and(|t| (t.timestamp_millis() - expected_ms).abs() <= tolerance_ms)
+}
+
+/// `gridwatch incidents show <id> -o json` on the daemon's store (the CLI runs on the true clock).
+fn incident_json(dir: &Path, id: i64) -> serde_json::Value {
+    let shown = common::gridwatch().args(["incidents", "--config", "gridwatch.toml", "-o", "json", "show", &id.to_string()]).current_dir(dir).output().unwrap();
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    serde_json::from_slice(&shown.stdout).unwrap()
+}
+
+/// A box booted at 1970 whose readings carry no time of their own: its alarm reaches people as
+/// "time unknown"; once NTP sets the clock (step + timesyncd's flag) the incident, its audit
+/// trail and the alarm its later reminders quote are re-stamped to the true time — the CLI, the
+/// incidents page and the next reminder's `since` show it, nothing says 1970.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_1970_box_stamped_is_re_stamped_once_ntp_sets_its_clock() {
+    let mosquitto = std::sync::Arc::new(Mosquitto::start().await.expect("mosquitto"));
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, receiver.port());
+    let faketime_file = dir.path().join("faketime");
+    std::fs::write(&faketime_file, "@1970-01-02 00:00:00").unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gridwatch"));
+    command
+        .args(["run", "--config", "gridwatch.toml"])
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME_TIMESTAMP_FILE", &faketime_file)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let mut daemon = Daemon::spawn(command, dir.path());
+
+    // Readings without a `ts`: only the box's clock could stamp them.
+    let topic = "gridwatch/east-canal/canal-02/telemetry";
+    assert!(publish_until_evaluated(&mosquitto, topic, || r#"{"do": 7.0}"#.into(), http_port).await, "{:?}", daemon.stderr());
+    let alarm_at = now_ms();
+    mosquitto.publish(topic, r#"{"do": 3.0}"#).unwrap();
+    let keep_reporting = {
+        let mosquitto = mosquitto.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                let mosquitto = mosquitto.clone();
+                let _ = tokio::task::spawn_blocking(move || mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", r#"{"do": 3.0}"#)).await;
+            }
+        })
+    };
+    let do_low = || bodies(&receiver, "fired").into_iter().filter(|b| b["rule"] == "do-low").collect::<Vec<_>>();
+    assert!(wait_for(10 * SECOND, || async { !do_low().is_empty() }).await, "the alarm was not raised: {:?}", daemon.stderr());
+    let alarm = do_low().remove(0);
+    assert_eq!((alarm["at"].as_str(), alarm["since"].as_str()), (Some("time unknown"), Some("time unknown")), "{alarm}");
+    let id = alarm["incident_id"].as_i64().unwrap();
+
+    // Before the clock is set, the incident is "time unknown" too, not 1970.
+    let before = incident_json(dir.path(), id);
+    assert_eq!(before["opened"], "time unknown", "{before:#}");
+    assert!(before["history"].as_array().unwrap().iter().all(|e| e["at"] == "time unknown"), "{before:#}");
+    assert!(wait_for(10 * SECOND, || async { !bodies(&receiver, "reminder").is_empty() }).await, "no reminder: {:?}", daemon.stderr());
+    let reminders_before = bodies(&receiver, "reminder").len();
+
+    // NTP steps the clock and timesyncd's flag appears.
+    std::fs::write(&faketime_file, "+0").unwrap();
+    std::fs::write(dir.path().join("synchronized"), b"").unwrap();
+    let set_at = now_ms();
+    let stamped = || {
+        let mut later = bodies(&receiver, "reminder");
+        later.extend(bodies(&receiver, "escalated"));
+        later.into_iter().filter(|b| b["at"] != "time unknown").collect::<Vec<_>>()
+    };
+    assert!(wait_for(15 * SECOND, || async { !stamped().is_empty() }).await, "no reminder after the clock was set: {:?}", receiver.bodies());
+    keep_reporting.abort();
+
+    // The next reminder quotes the alarm's true start, not 1970 and not "time unknown".
+    let next = stamped().remove(0);
+    assert!(stamped_near(&next["since"], alarm_at, 3_000), "the reminder after the clock was set says since {}: {next}", next["since"]);
+    assert!(stamped_near(&next["at"], now_ms(), 20_000), "{next}");
+
+    // The incident and its audit trail are re-stamped: opened when the alarm came.
+    let after = incident_json(dir.path(), id);
+    assert!(stamped_near(&after["opened"], alarm_at, 3_000), "opened {} for an alarm at {alarm_at}: {after:#}", after["opened"]);
+    let history = after["history"].as_array().unwrap();
+    assert!(history.iter().all(|e| stamped_near(&e["at"], (alarm_at + set_at) / 2, (set_at - alarm_at) / 2 + 20_000)), "{after:#}");
+    assert!(history.iter().any(|e| e["actor"] == "dispatch"), "the reminders before the clock was set are in the trail: {after:#}");
+
+    // The incidents page shows it in this year, and says nothing about 1970 or unknown times.
+    let page = reqwest::get(format!("http://127.0.0.1:{http_port}/incidents")).await.unwrap().text().await.unwrap();
+    let year = chrono::DateTime::from_timestamp_millis(alarm_at).unwrap().format("%Y-").to_string();
+    assert!(page.contains(&year) && !page.contains("1970") && !page.contains("time unknown"), "{page}");
+
+    // What reached the webhook: one alarm, reminders "time unknown" before and dated after,
+    // and no time a person read in 1970.
+    assert_eq!(do_low().len(), 1, "{:?}", receiver.bodies());
+    for body in receiver.bodies() {
+        for key in ["at", "since"] {
+            let label = body[key].as_str().unwrap_or_default();
+            assert!(label == "time unknown" || stamped_near(&body[key], now_ms(), 60_000), "a person read {key} = {label:?}: {body}");
+        }
+    }
+    println!(
+        "webhook: {} fired, {} reminders before the clock was set, {} reminders/escalations after (first since {})",
+        do_low().len(),
+        reminders_before,
+        stamped().len(),
+        next["since"]
+    );
+    daemon.stop();
 }

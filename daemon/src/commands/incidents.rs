@@ -35,6 +35,8 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
     let store = Store::open(&config.state_dir)?;
     // Times people read, in the installation's zone; JSON and CSV keep RFC 3339 UTC.
     let local = |ms: i64| crate::local_time::labelled(ms, config.time_zone);
+    // A time stamped before the box's clock was set (and not re-stamped) is unknown.
+    let local_if_known = |ms: i64, known: bool| if known { local(ms) } else { crate::clock::TIME_UNKNOWN.to_string() };
     match command {
         IncidentsCommand::List { all } => {
             let rows = store.incidents(all)?;
@@ -56,7 +58,7 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
                     row.sensor,
                     row.last_value,
                     row.firings,
-                    local(row.opened_ms)
+                    local_if_known(row.opened_ms, row.opened_known)
                 );
             }
         }
@@ -67,7 +69,7 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
                 let mut value = incident_json(&row);
                 value["history"] = json!(history
                     .iter()
-                    .map(|e| json!({"at": rfc3339(e.at_ms), "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "note": e.note}))
+                    .map(|e| json!({"at": known_rfc3339(e.at_ms, e.at_known), "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "note": e.note}))
                     .collect::<Vec<_>>());
                 return Ok(format!("{value:#}\n"));
             }
@@ -83,8 +85,14 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
                 if row.sensor_normal { ", sensor normal" } else { "" }
             );
             for entry in history {
-                let _ =
-                    writeln!(out, "  {} {:<12} {}{}", local(entry.at_ms), entry.actor, entry.action, entry.note.map(|n| format!(": {n}")).unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "  {} {:<12} {}{}",
+                    local_if_known(entry.at_ms, entry.at_known),
+                    entry.actor,
+                    entry.action,
+                    entry.note.map(|n| format!(": {n}")).unwrap_or_default()
+                );
             }
         }
         IncidentsCommand::Export { since } => {
@@ -97,7 +105,7 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
                     &incident.rule,
                     &incident.sensor,
                     &incident.severity,
-                    &rfc3339(entry.at_ms),
+                    &known_rfc3339(entry.at_ms, entry.at_known),
                     &entry.actor,
                     &entry.action,
                     entry.note.as_deref().unwrap_or(""),
@@ -155,12 +163,21 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
     Ok(out)
 }
 
+/// RFC 3339, or "time unknown" for a time stamped before the box's clock was set.
+fn known_rfc3339(ms: i64, known: bool) -> String {
+    if known {
+        rfc3339(ms)
+    } else {
+        crate::clock::TIME_UNKNOWN.to_string()
+    }
+}
+
 /// One incident for scripts: the stored row with readable times.
 fn incident_json(row: &IncidentRow) -> serde_json::Value {
     json!({
         "id": row.id, "rule": row.rule, "sensor": row.sensor, "severity": row.severity, "worst_severity": row.worst_severity,
         "state": row.state, "sensor_normal": row.sensor_normal, "firings": row.firings, "last_value": row.last_value,
-        "opened": rfc3339(row.opened_ms), "opened_ms": row.opened_ms, "updated": rfc3339(row.updated_ms), "updated_ms": row.updated_ms,
+        "opened": known_rfc3339(row.opened_ms, row.opened_known), "opened_ms": row.opened_ms, "updated": rfc3339(row.updated_ms), "updated_ms": row.updated_ms,
     })
 }
 

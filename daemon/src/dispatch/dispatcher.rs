@@ -97,6 +97,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             },
             Some(handoff) = handoffs.recv() => dispatcher.hand_over(handoff).await,
             _ = check.tick() => {
+                dispatcher.restamp_unset_times().await;
                 dispatcher.send_due_escalations().await;
                 count_open_incidents(&dispatcher.store, &dispatcher.metrics);
                 dispatcher.store.try_restore_reserve();
@@ -177,6 +178,20 @@ impl Dispatcher {
         }
     }
 
+    /// Once the clock is set, re-stamps what was stamped before it was ([`crate::store::Restamped`]):
+    /// the incidents people open and the rule events later reminders quote.
+    async fn restamp_unset_times(&self) {
+        match self.store.restamp_unset_times().await {
+            Ok(restamped) if restamped != crate::store::Restamped::default() => tracing::info!(
+                alert_events = restamped.alert_events,
+                incident_events = restamped.incident_events,
+                "the clock is set: what was stamped before it was is re-stamped"
+            ),
+            Ok(_) => {}
+            Err(error) => self.store.report_failure("re-stamping what was stamped before the clock was set", &error),
+        }
+    }
+
     /// Pokes the channels named.
     fn wake(&self, targets: &[String]) {
         for sink in self.sinks.iter().filter(|s| targets.contains(&s.name)) {
@@ -186,6 +201,10 @@ impl Dispatcher {
 
     async fn handle(&mut self, mut alert: Alert) {
         let now = self.clock.now();
+        // The daemon's own alarms are stamped by the box's clock: unknown until it is set.
+        if alert.kind == crate::alert::DAEMON_KIND && alert.unset_clock.is_none() && !self.clock.synchronized() {
+            alert.stamped_by_unset_clock(self.clock.elapsed_ms());
+        }
         if alert.audience == Audience::Grid && alert.event != Event::Cleared {
             let people = self.dispatch.on_duty(alert.grid.as_deref(), now);
             alert.recipients = people.iter().map(|m| m.name.clone()).collect();

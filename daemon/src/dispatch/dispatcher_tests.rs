@@ -263,3 +263,48 @@ async fn a_houses_first_alarm_goes_at_once_and_the_rest_of_the_house_together() 
     assert_eq!(calls.lock().unwrap().clone(), vec![1, 1, 2], "then B7's other two sensors as one message");
     assert_eq!(store.incidents(false).unwrap().len(), 4, "still one incident per sensor");
 }
+
+#[tokio::test]
+async fn the_daemons_own_alarm_on_an_unset_clock_is_time_unknown_and_marked_for_re_stamping() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::clock::Clock::starting_at(86_400_000, false);
+    let store = Store::open_with_clock(dir.path(), clock).unwrap();
+    store.take_over_unset_stamps().unwrap();
+    let (_handoff_tx, handoffs) = mpsc::unbounded_channel();
+    let setup = DispatcherSetup {
+        store: store.clone(),
+        silences: Vec::new(),
+        metrics: Arc::new(Metrics::new()),
+        flap_window_ms: 0,
+        group_window_ms: 0,
+        links: None,
+        dispatch: crate::dispatch::Dispatch::default(),
+        clock,
+        handoffs,
+        buses: None,
+        judged: None,
+    };
+    let (alerts, received) = mpsc::channel(8);
+    let dispatcher = tokio::spawn(run_dispatcher(received, Vec::new(), setup));
+    let bus_down = Alert::device(
+        "bus-down",
+        "rs485-1",
+        "north-lane",
+        crate::alert::Event::Fired,
+        gridwatch_rules::Severity::Warning,
+        "bus down",
+        "no frames".into(),
+        clock.now(),
+    );
+    assert!(bus_down.at.starts_with("1970-01-02"), "stamped by the box's clock: {}", bus_down.at);
+    alerts.send(bus_down).await.unwrap();
+    drop(alerts);
+    dispatcher.await.unwrap();
+    let journaled = store.latest_alert("bus-down", "rs485-1").unwrap().unwrap();
+    assert_eq!((journaled.at.as_str(), journaled.since.as_str()), (crate::clock::TIME_UNKNOWN, crate::clock::TIME_UNKNOWN));
+    let marked: i64 = rusqlite::Connection::open(dir.path().join("gridwatch.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM alert_events WHERE clock_unset_at >= 0", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(marked, 1, "re-stamped once the clock is set");
+}

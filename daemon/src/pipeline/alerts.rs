@@ -43,6 +43,7 @@ pub fn alert_of(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone
         mentions: Vec::new(),
         no_data: matches!(rule.check_of(event.variant), Check::NoData { .. }),
         location: sensor.location,
+        unset_clock: None,
     }
 }
 

@@ -25,7 +25,7 @@
 
 pub mod alerts;
 
-use crate::alert::Alert;
+use crate::alert::{Alert, UnsetClockStamp};
 use crate::clock::Clock;
 use crate::config::SensorConfig;
 use crate::metrics::Metrics;
@@ -422,7 +422,8 @@ impl Pipeline {
                 Source::Reading { placed, ts } => Some(ts + (event.at - placed)),
                 Source::Timeline => self.timeline.label(event.subject.0, event.at),
             };
-            label_for_people(&mut alert, label, event.at - event.since);
+            let lasting_ms = event.at - event.since;
+            label_for_people(&mut alert, label.ok_or(UnsetClockStamp { elapsed_ms: self.timeline.elapsed_at(event.at), lasting_ms }), lasting_ms);
             match self.alerts.send(alert).await {
                 Ok(()) => self.emitted += 1,
                 Err(_) => tracing::error!(rule = %rule.id, sensor = %sensor.id, "alert dispatcher is gone; alert lost"),
@@ -433,17 +434,18 @@ impl Pipeline {
 
 /// Stamps `alert` with the wall-clock time `label` (and its breach's start, `lasting_ms` before)
 /// or, when that is unknown, says so: nothing stamped by an unset clock reaches a person. The
-/// alert's `at_ms` then stays the timeline's (it orders the incident's events).
-fn label_for_people(alert: &mut Alert, label: Option<gridwatch_rules::Millis>, lasting_ms: gridwatch_rules::Millis) {
+/// alert's `at_ms` then stays the timeline's (it orders the incident's events), and it keeps
+/// its monotonic stamp, for the store to re-stamp it once the clock is set.
+fn label_for_people(alert: &mut Alert, label: Result<gridwatch_rules::Millis, UnsetClockStamp>, lasting_ms: gridwatch_rules::Millis) {
     match label {
-        Some(at) => {
+        Ok(at) => {
             alert.at_ms = at;
             alert.at = crate::clock::rfc3339(at);
             alert.since = crate::clock::rfc3339(at - lasting_ms);
         }
-        None => {
-            alert.at = crate::clock::TIME_UNKNOWN.to_string();
-            alert.since = crate::clock::TIME_UNKNOWN.to_string();
+        Err(stamp) => {
+            alert.stamped_by_unset_clock(stamp.elapsed_ms);
+            alert.unset_clock = Some(stamp);
         }
     }
 }

@@ -192,10 +192,19 @@ pub fn what_to_do(alert: &Alert, wording: Wording) -> &'static str {
 /// When it happened, in the installation's time zone — or that the box cannot tell yet (its
 /// clock was not set when the alert was made: nothing stamped 1970 reaches a person).
 pub fn shown_time(alert: &Alert, wording: Wording) -> String {
-    match (alert.at == crate::clock::TIME_UNKNOWN, wording.chinese) {
-        (true, true) => "时间未知（本机时钟尚未校准）".into(),
-        (true, false) => "time unknown (this box's clock is not set yet)".into(),
-        (false, _) => crate::local_time::short(alert.at_ms, wording.time_zone, wording.chinese),
+    if alert.at == crate::clock::TIME_UNKNOWN {
+        unknown_time(wording.chinese).into()
+    } else {
+        crate::local_time::short(alert.at_ms, wording.time_zone, wording.chinese)
+    }
+}
+
+/// What a person reads for a time stamped before this box's clock was set.
+pub fn unknown_time(chinese: bool) -> &'static str {
+    if chinese {
+        "时间未知（本机时钟尚未校准）"
+    } else {
+        "time unknown (this box's clock is not set yet)"
     }
 }
 

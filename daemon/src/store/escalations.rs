@@ -8,7 +8,7 @@
 //! transaction, so after a crash a step is either not done (and comes at the next look) or done
 //! and in the outbox (sent again at most once).
 
-use super::incidents::audit;
+use super::incidents::{audit, Stamp};
 use super::Store;
 use crate::alert::Alert;
 use crate::dispatch::policy::Progress;
@@ -95,12 +95,14 @@ impl Store {
         now_ms: i64,
     ) -> anyhow::Result<Vec<i64>> {
         let LadderMove { progress, age_ms, next_due_age_ms } = moved;
+        let unset_clock: Vec<Option<(i64, i64)>> = steps.iter().map(|step| self.unset_mark_of(&step.alert)).collect();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let mut ids = Vec::new();
-            for (step, destinations) in steps.iter().zip(&destinations) {
-                let id = super::journal::insert_event(&tx, &step.alert, destinations, None, now_ms)?;
-                audit(&tx, incident_id, now_ms, "dispatch", &step.audit, None)?;
+            for ((step, destinations), unset_clock) in steps.iter().zip(&destinations).zip(&unset_clock) {
+                let id = super::journal::insert_event(&tx, &step.alert, destinations, None, now_ms, *unset_clock)?;
+                let stamp = Stamp { at_ms: now_ms, clock_unset_at: unset_clock.map(|u| u.0) };
+                audit(&tx, incident_id, stamp, "dispatch", &step.audit, None)?;
                 ids.push(id);
             }
             match next_due_age_ms {

@@ -10,7 +10,7 @@
 //! Invariants: every photo and check-in belongs to exactly one audit entry of its incident; an
 //! incident has at most one owner; a person is either its owner or a helper, never both.
 
-use super::incidents::{audit, AuditEntry};
+use super::incidents::{audit, AuditEntry, Stamp};
 use super::Store;
 use crate::dispatch::incident::{Action, State};
 use anyhow::Context;
@@ -93,6 +93,7 @@ impl Store {
         if photo.is_some() && self.disk_full() {
             anyhow::bail!("存储空间已满，照片无法保存；请不带照片再提交一次");
         }
+        let stamp = Stamp { at_ms: now_ms, clock_unset_at: self.unset_mark_now() };
         self.essential(|conn| {
             let tx = conn.transaction()?;
             let state: String =
@@ -116,7 +117,7 @@ impl Store {
                 }
                 Work::Comment | Work::FollowUp => {}
             }
-            audit(&tx, id, now_ms, actor, &work.recorded(), note)?;
+            audit(&tx, id, stamp, actor, &work.recorded(), note)?;
             let event = tx.last_insert_rowid();
             if let Some(photo) = photo {
                 tx.execute(
@@ -145,7 +146,7 @@ impl Store {
             photos.entry(event).or_default().push(photo);
         }
         let mut statement = conn.prepare(
-            "SELECT e.id, e.at_ms, e.actor, e.action, e.note, c.latitude, c.longitude, c.accuracy_m, c.distance_m
+            "SELECT e.id, e.at_ms, e.actor, e.action, e.note, c.latitude, c.longitude, c.accuracy_m, c.distance_m, e.clock_unset_at IS NULL
              FROM incident_events e LEFT JOIN incident_check_ins c ON c.event_id = e.id WHERE e.incident_id = ?1 ORDER BY e.id",
         )?;
         let rows = statement.query_map([id], |row| {
@@ -154,7 +155,8 @@ impl Store {
                 (Some(latitude), Some(longitude)) => Some(CheckIn { latitude, longitude, accuracy_m: row.get(7)?, distance_m: row.get(8)? }),
                 _ => None,
             };
-            Ok((event, AuditEntry { at_ms: row.get(1)?, actor: row.get(2)?, action: row.get(3)?, note: row.get(4)? }, check_in))
+            let entry = AuditEntry { at_ms: row.get(1)?, at_known: row.get(9)?, actor: row.get(2)?, action: row.get(3)?, note: row.get(4)? };
+            Ok((event, entry, check_in))
         })?;
         let mut timeline = Vec::new();
         for row in rows {

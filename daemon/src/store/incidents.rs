@@ -26,6 +26,9 @@ pub struct IncidentRow {
     pub firings: i64,
     pub last_value: f64,
     pub opened_ms: i64,
+    /// False while `opened_ms` was stamped by a clock that was not set (not re-stamped yet, or
+    /// never can be): people read "time unknown".
+    pub opened_known: bool,
     pub updated_ms: i64,
 }
 
@@ -33,6 +36,8 @@ pub struct IncidentRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
     pub at_ms: i64,
+    /// False while `at_ms` was stamped by a clock that was not set: people read "time unknown".
+    pub at_known: bool,
     pub actor: String,
     pub action: String,
     pub note: Option<String>,
@@ -67,10 +72,18 @@ fn rank(severity: &str) -> usize {
     SEVERITIES.iter().position(|s| *s == severity).unwrap_or(0)
 }
 
-pub(super) fn audit(tx: &Transaction<'_>, incident: i64, at: i64, actor: &str, action: &str, note: Option<&str>) -> rusqlite::Result<()> {
+/// When an audit line happened: its wall time, and its mark when a clock that was not set
+/// stamped it ([`super::restamp`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stamp {
+    pub at_ms: i64,
+    pub clock_unset_at: Option<i64>,
+}
+
+pub(super) fn audit(tx: &Transaction<'_>, incident: i64, at: Stamp, actor: &str, action: &str, note: Option<&str>) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO incident_events (incident_id, at_ms, actor, action, note) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![incident, at, actor, action, note],
+        "INSERT INTO incident_events (incident_id, at_ms, actor, action, note, clock_unset_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![incident, at.at_ms, actor, action, note, at.clock_unset_at],
     )?;
     Ok(())
 }
@@ -81,9 +94,10 @@ impl Store {
     /// journaled: see [`Store::apply_and_journal`].
     pub async fn apply_alert(&self, alert: &Alert, flap_window_ms: i64) -> anyhow::Result<Applied> {
         let alert = alert.clone();
+        let unset_clock = self.unset_mark_of(&alert);
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            let applied = apply_in(&tx, &alert, flap_window_ms)?;
+            let applied = apply_in(&tx, &alert, flap_window_ms, unset_clock.map(|u| u.0))?;
             tx.commit()?;
             Ok(applied)
         })
@@ -98,9 +112,10 @@ impl Store {
         let alert = alert.clone();
         let journaling = std::sync::Arc::new(journaling);
         let now = self.clock.now();
+        let unset_clock = self.unset_mark_of(&alert);
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            let applied = apply_in(&tx, &alert, flap_window_ms)?;
+            let applied = apply_in(&tx, &alert, flap_window_ms, unset_clock.map(|u| u.0))?;
             let (incident, previous) = match &applied {
                 Applied::Repeat(_) => {
                     tx.commit()?;
@@ -114,7 +129,7 @@ impl Store {
                 (journaled.event, journaled.previous_severity) = (Event::Changed, previous.parse().ok());
             }
             let destinations = (journaling.route)(&mut journaled, incident);
-            let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now)?;
+            let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;
             if let (Some((grid, armed_ms, first_due_ms)), Event::Fired) = (&journaling.escalate, journaled.event) {
                 tx.execute(
                     "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3)",
@@ -129,6 +144,7 @@ impl Store {
 
     /// A person's action on an incident, checked against its state and recorded.
     pub fn incident_action(&self, id: i64, action: Action, actor: &str, note: Option<&str>, now_ms: i64) -> anyhow::Result<State> {
+        let stamp = Stamp { at_ms: now_ms, clock_unset_at: self.unset_mark_now() };
         self.essential(|conn| {
             let tx = conn.transaction()?;
             let state: String =
@@ -136,7 +152,7 @@ impl Store {
             let next = action.next(state.parse().map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?;
             let closed = (next == State::Closed).then_some(now_ms);
             tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![next.as_str(), now_ms, closed, id])?;
-            audit(&tx, id, now_ms, actor, action.as_str(), note)?;
+            audit(&tx, id, stamp, actor, action.as_str(), note)?;
             tx.commit()?;
             Ok(next)
         })
@@ -146,7 +162,9 @@ impl Store {
     pub fn incidents(&self, all: bool) -> anyhow::Result<Vec<IncidentRow>> {
         let conn = self.lock()?;
         let sql = format!(
-            "SELECT id, rule, sensor, severity, worst_severity, state, sensor_normal, firings, last_value, opened_ms, updated_ms FROM incidents {} ORDER BY id DESC",
+            "SELECT id, rule, sensor, severity, worst_severity, state, sensor_normal, firings, last_value, opened_ms, updated_ms,
+                    NOT EXISTS (SELECT 1 FROM incident_events e WHERE e.clock_unset_at IS NOT NULL AND e.incident_id = incidents.id AND e.at_ms = incidents.opened_ms)
+             FROM incidents {} ORDER BY id DESC",
             if all { "" } else { "WHERE state != 'closed'" }
         );
         let mut statement = conn.prepare(&sql)?;
@@ -162,6 +180,7 @@ impl Store {
                 firings: row.get(7)?,
                 last_value: row.get(8)?,
                 opened_ms: row.get(9)?,
+                opened_known: row.get(11)?,
                 updated_ms: row.get(10)?,
             })
         })?;
@@ -185,9 +204,10 @@ impl Store {
     pub fn audit_trail(&self, since_ms: i64) -> anyhow::Result<Vec<(IncidentRow, AuditEntry)>> {
         let incidents: std::collections::HashMap<i64, IncidentRow> = self.incidents(true)?.into_iter().map(|r| (r.id, r)).collect();
         let conn = self.lock()?;
-        let mut statement = conn.prepare("SELECT incident_id, at_ms, actor, action, note FROM incident_events WHERE at_ms >= ?1 ORDER BY at_ms, id")?;
+        let mut statement =
+            conn.prepare("SELECT incident_id, at_ms, actor, action, note, clock_unset_at IS NULL FROM incident_events WHERE at_ms >= ?1 ORDER BY at_ms, id")?;
         let rows = statement.query_map([since_ms], |row| {
-            Ok((row.get::<_, i64>(0)?, AuditEntry { at_ms: row.get(1)?, actor: row.get(2)?, action: row.get(3)?, note: row.get(4)? }))
+            Ok((row.get::<_, i64>(0)?, AuditEntry { at_ms: row.get(1)?, at_known: row.get(5)?, actor: row.get(2)?, action: row.get(3)?, note: row.get(4)? }))
         })?;
         let mut trail = Vec::new();
         for row in rows {
@@ -201,8 +221,10 @@ impl Store {
 
     pub fn incident_history(&self, id: i64) -> anyhow::Result<Vec<AuditEntry>> {
         let conn = self.lock()?;
-        let mut statement = conn.prepare("SELECT at_ms, actor, action, note FROM incident_events WHERE incident_id = ?1 ORDER BY id")?;
-        let rows = statement.query_map([id], |row| Ok(AuditEntry { at_ms: row.get(0)?, actor: row.get(1)?, action: row.get(2)?, note: row.get(3)? }))?;
+        let mut statement =
+            conn.prepare("SELECT at_ms, actor, action, note, clock_unset_at IS NULL FROM incident_events WHERE incident_id = ?1 ORDER BY id")?;
+        let rows = statement
+            .query_map([id], |row| Ok(AuditEntry { at_ms: row.get(0)?, at_known: row.get(4)?, actor: row.get(1)?, action: row.get(2)?, note: row.get(3)? }))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 }
@@ -228,8 +250,10 @@ impl std::fmt::Debug for Journaling {
 }
 
 /// Applies `alert` to its incident inside `tx` (see [`Store::apply_alert`]).
-fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow::Result<Applied> {
+/// `clock_unset_at`: the mark of the alert's time when an unset clock stamped it.
+fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64, clock_unset_at: Option<i64>) -> anyhow::Result<Applied> {
     let now = alert.at_ms;
+    let stamp = Stamp { at_ms: now, clock_unset_at };
     let current: Option<(i64, String, String, bool, String)> = tx
         .query_row(
             "SELECT id, severity, worst_severity, sensor_normal, state FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1",
@@ -258,7 +282,7 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
                 "UPDATE incidents SET state = 'open', severity = ?1, worst_severity = ?2, sensor_normal = 0, firings = firings + 1, last_value = ?3, updated_ms = ?4 WHERE id = ?5",
                 params![alert.severity.as_str(), worst, alert.value, now, id],
             )?;
-            audit(tx, id, now, "rules", &format!("re-opened {} (fired again after it was resolved)", alert.severity), None)?;
+            audit(tx, id, stamp, "rules", &format!("re-opened {} (fired again after it was resolved)", alert.severity), None)?;
             tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [id])?;
             Applied::News(id)
         }
@@ -271,7 +295,7 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
                 params![alert.severity.as_str(), worst, i64::from(fired_again), alert.value, now, id],
             )?;
             let event = if sensor_normal { alert.event.as_str() } else { "changed" };
-            audit(tx, id, now, "rules", &format!("{event} {}", alert.severity), None)?;
+            audit(tx, id, stamp, "rules", &format!("{event} {}", alert.severity), None)?;
             match (alert.event, sensor_normal) {
                 (Event::Fired, false) => Applied::Changed { incident: id, previous: severity },
                 _ => Applied::News(id),
@@ -291,7 +315,7 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
                         "UPDATE incidents SET state = 'open', severity = ?1, sensor_normal = 0, firings = firings + 1, last_value = ?2, updated_ms = ?3, closed_ms = NULL WHERE id = ?4",
                         params![alert.severity.as_str(), alert.value, now, id],
                     )?;
-                    audit(tx, id, now, "rules", &format!("re-opened {} (fired again within the flap window)", alert.severity), None)?;
+                    audit(tx, id, stamp, "rules", &format!("re-opened {} (fired again within the flap window)", alert.severity), None)?;
                     Applied::News(id)
                 }
                 None => {
@@ -300,7 +324,7 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
                         params![alert.rule, alert.sensor, alert.severity.as_str(), alert.value, now],
                     )?;
                     let id = tx.last_insert_rowid();
-                    audit(tx, id, now, "rules", &format!("fired {}", alert.severity), None)?;
+                    audit(tx, id, stamp, "rules", &format!("fired {}", alert.severity), None)?;
                     Applied::News(id)
                 }
             }
@@ -308,10 +332,10 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64) -> anyhow:
         (_, Some((id, _, _, true, _))) => Applied::Repeat(Some(id)),
         (_, Some((id, _, worst, false, _))) => {
             tx.execute("UPDATE incidents SET sensor_normal = 1, last_value = ?1, updated_ms = ?2 WHERE id = ?3", params![alert.value, now, id])?;
-            audit(tx, id, now, "rules", "sensor normal", None)?;
+            audit(tx, id, stamp, "rules", "sensor normal", None)?;
             if closes_when_sensor_clears(&worst) {
                 tx.execute("UPDATE incidents SET state = 'closed', closed_ms = ?1 WHERE id = ?2", params![now, id])?;
-                audit(tx, id, now, "rules", "closed (minor, sensor normal)", None)?;
+                audit(tx, id, stamp, "rules", "closed (minor, sensor normal)", None)?;
             }
             Applied::News(id)
         }

@@ -41,10 +41,19 @@ pub type Destination = (String, Option<Alert>);
 /// Journals `alert` with a pending delivery per destination, each due at `not_before_ms` or
 /// after the incident's earlier events pending on that channel, whichever is later. Returns the
 /// journal id, written into every stored copy as `event_id`. `now` stamps the deliveries.
-pub(super) fn insert_event(tx: &Transaction<'_>, alert: &Alert, destinations: &[Destination], not_before_ms: Option<i64>, now: i64) -> anyhow::Result<i64> {
+/// `unset_clock`: the mark of a time an unset clock stamped, and how long the breach had lasted
+/// ([`super::restamp`]).
+pub(super) fn insert_event(
+    tx: &Transaction<'_>,
+    alert: &Alert,
+    destinations: &[Destination],
+    not_before_ms: Option<i64>,
+    now: i64,
+    unset_clock: Option<(i64, i64)>,
+) -> anyhow::Result<i64> {
     tx.execute(
-        "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}')",
-        params![alert.at_ms, alert.rule, alert.sensor, alert.event.as_str(), alert.severity.as_str(), alert.value],
+        "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload, clock_unset_at, clock_unset_lasting_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8)",
+        params![alert.at_ms, alert.rule, alert.sensor, alert.event.as_str(), alert.severity.as_str(), alert.value, unset_clock.map(|u| u.0), unset_clock.map(|u| u.1)],
     )?;
     let id = tx.last_insert_rowid();
     let with_id = |alert: &Alert| serde_json::to_string(&Alert { event_id: Some(id), ..alert.clone() });
@@ -80,9 +89,10 @@ impl Store {
     pub async fn record_alert_to(&self, alert: &Alert, destinations: Vec<Destination>, not_before_ms: Option<i64>) -> anyhow::Result<i64> {
         let alert = alert.clone();
         let now = self.clock.now();
+        let unset_clock = self.unset_mark_of(&alert);
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            let id = insert_event(&tx, &alert, &destinations, not_before_ms, now)?;
+            let id = insert_event(&tx, &alert, &destinations, not_before_ms, now, unset_clock)?;
             tx.commit()?;
             Ok(id)
         })

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 15;
+const SCHEMA_VERSION: i32 = 16;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -316,6 +316,22 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              ALTER TABLE alert_events_v15 RENAME TO alert_events;
              CREATE INDEX alert_events_by_sensor ON alert_events (sensor, at_ms);
              PRAGMA user_version = 15;
+             COMMIT;",
+        )?;
+    }
+    if version < 16 {
+        // Times stamped while the box's clock was not set are marked (see `store::restamp`):
+        // `clock_unset_at` is the monotonic time of the stamp in the running daemon (re-stamped
+        // once the clock is set) or -1 (an earlier run's: unknown for good); NULL: a set clock
+        // stamped it. An alert event keeps how long its breach had lasted, for its `since`.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE alert_events ADD COLUMN clock_unset_at INTEGER;
+             ALTER TABLE alert_events ADD COLUMN clock_unset_lasting_ms INTEGER;
+             ALTER TABLE incident_events ADD COLUMN clock_unset_at INTEGER;
+             CREATE INDEX alert_events_clock_unset ON alert_events (clock_unset_at) WHERE clock_unset_at IS NOT NULL;
+             CREATE INDEX incident_events_clock_unset ON incident_events (incident_id, clock_unset_at) WHERE clock_unset_at IS NOT NULL;
+             PRAGMA user_version = 16;
              COMMIT;",
         )?;
     }

@@ -7,7 +7,8 @@
 //! - the telemetry spool ([`spool`]): readings are committed here (in groups) before the MQTT
 //!   broker gets its acknowledgement, and leave only when InfluxDB took them;
 //! - the rule engine's last state snapshot ([`state`], a file beside the database);
-//! - incidents and their audit trail ([`incidents`]);
+//! - incidents and their audit trail ([`incidents`]), times stamped before the clock was set
+//!   re-stamped once it is ([`restamp`]);
 //! - signatures already used, until they expire ([`used_signatures`]);
 //! - the readings acknowledged since the rule state was last saved ([`unsaved`]), judged again
 //!   after a crash: appended to segment files beside the database ([`crash_log`]), not SQLite
@@ -37,6 +38,7 @@ mod incidents;
 mod journal;
 mod migrate;
 mod reserve;
+mod restamp;
 mod silences;
 mod spool;
 mod state;
@@ -52,6 +54,7 @@ pub use escalations::{DueEscalation, EscalationStep, LadderMove};
 pub use incident_work::{CheckIn, Photo, Step, TimelineEntry, Work};
 pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling, Route};
 pub use journal::{Destination, DueDelivery, JournalEntry};
+pub use restamp::Restamped;
 pub use silences::NewSilence;
 pub use spool::{NewPoint, SpoolStats, SpooledPoint};
 pub use trend::{FieldTrend, TrendRow};
@@ -83,6 +86,9 @@ pub struct Store {
     crash_log: Arc<Mutex<crash_log::CrashLog>>,
     /// The daemon's clock, which stamps what the store records on its own.
     clock: Clock,
+    /// Whether this process marks what it stamps while the clock is not set to be re-stamped
+    /// (the daemon; see [`restamp`]).
+    restamps: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -107,6 +113,7 @@ impl Store {
             torn_wal_bytes,
             crash_log: Arc::new(Mutex::new(crash_log::CrashLog::open(state_dir))),
             clock,
+            restamps: Arc::default(),
         };
         match open_file(&path) {
             Ok(conn) => Ok(store(conn, Vec::new())),

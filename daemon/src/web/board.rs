@@ -178,8 +178,30 @@ struct Known {
     what: String,
     /// When its clocks started: opened, or re-opened after a resolve.
     since_ms: i64,
+    /// False while that was stamped before the box's clock was set.
+    since_known: bool,
     accepted_ms: Option<i64>,
     on_site_ms: Option<i64>,
+}
+
+impl Known {
+    /// When its clocks started, as a time of day; unknown while stamped by an unset clock.
+    fn opened(&self, zone: chrono_tz::Tz) -> String {
+        if self.since_known {
+            crate::local_time::clock_time(self.since_ms, zone)
+        } else {
+            "时间未知".into()
+        }
+    }
+
+    /// One of its clocks; without a known start it cannot run (nor be late).
+    fn clock(&self, done_ms: Option<i64>, within_ms: Option<i64>, now: i64) -> ClockView {
+        if self.since_known {
+            clock_view(self.since_ms, done_ms, within_ms, now)
+        } else {
+            ClockView { text: "—".into(), late: false, done: done_ms.is_some() }
+        }
+    }
 }
 
 fn know(store: &Store, row: &IncidentRow) -> Known {
@@ -189,10 +211,13 @@ fn know(store: &Store, row: &IncidentRow) -> Known {
         Some(alert) => (text::house(alert), without_place(text::sentence(alert, wording), alert)),
         None => (row.sensor.clone(), row.rule.clone()),
     };
-    let mut known = Known { updated_ms: row.updated_ms, place, what, since_ms: row.opened_ms, accepted_ms: None, on_site_ms: None };
+    let mut known =
+        Known { updated_ms: row.updated_ms, place, what, since_ms: row.opened_ms, since_known: row.opened_known, accepted_ms: None, on_site_ms: None };
     for entry in store.incident_history(row.id).unwrap_or_default() {
         match entry.action.as_str() {
-            action if action.starts_with("re-opened") => known = Known { since_ms: entry.at_ms, accepted_ms: None, on_site_ms: None, ..known },
+            action if action.starts_with("re-opened") => {
+                known = Known { since_ms: entry.at_ms, since_known: entry.at_known, accepted_ms: None, on_site_ms: None, ..known }
+            }
             "accept" => known.accepted_ms = known.accepted_ms.or(Some(entry.at_ms)),
             "on_site" => known.on_site_ms = known.on_site_ms.or(Some(entry.at_ms)),
             _ => {}
@@ -325,7 +350,7 @@ impl Watcher {
         }
         let newest = open.iter().max_by_key(|r| (self.known.get(&r.id).map_or(r.opened_ms, |k| k.since_ms), r.id)).map(|r| {
             let known = &self.known[&r.id];
-            format!("#{} {} {}预警 · {} {}", r.id, crate::local_time::clock_time(known.since_ms, zone), level_zh(&r.severity), known.place, known.what)
+            format!("#{} {} {}预警 · {} {}", r.id, known.opened(zone), level_zh(&r.severity), known.place, known.what)
         });
         // Waiting to be accepted first, then the worst, then the newest.
         open.sort_by_key(|r| (r.state != "open", std::cmp::Reverse(rank(severity_letter(&r.severity))), std::cmp::Reverse(r.id)));
@@ -343,9 +368,9 @@ impl Watcher {
                     place: known.place.clone(),
                     what: known.what.chars().take(40).collect(),
                     state: state_zh(&r.state),
-                    opened: crate::local_time::clock_time(known.since_ms, zone),
-                    accept: clock_view(known.since_ms, accepted, policy.and_then(|p| p.accept_within_ms), now),
-                    on_site: clock_view(known.since_ms, known.on_site_ms, policy.and_then(|p| p.on_site_within_ms), now),
+                    opened: known.opened(zone),
+                    accept: known.clock(accepted, policy.and_then(|p| p.accept_within_ms), now),
+                    on_site: known.clock(known.on_site_ms, policy.and_then(|p| p.on_site_within_ms), now),
                 }
             })
             .collect();

@@ -41,8 +41,8 @@ pub async fn list(State(state): State<WebState>) -> Response {
                 escape(&r.rule),
                 escape(&r.sensor),
                 r.last_value,
-                age(now - r.opened_ms),
-                crate::local_time::datetime(r.opened_ms, state.time_zone),
+                if r.opened_known { age(now - r.opened_ms) } else { "?".into() },
+                if r.opened_known { crate::local_time::datetime(r.opened_ms, state.time_zone) } else { crate::sinks::text::unknown_time(false).into() },
                 sev = escape(&r.severity),
             );
         }

@@ -145,8 +145,8 @@ fn summary(html: &mut String, row: &IncidentRow, about: Option<&Alert>, zone: ch
         "<p>最新判定值 <b>{value}</b>{normal}</p><p>开始于 {since}（{ago}）· 触发 {firings} 次</p>",
         value = escape(&text::value(row.last_value, unit)),
         normal = if row.sensor_normal { " · <b>读数已恢复正常</b>" } else { "" },
-        since = crate::local_time::short(row.opened_ms, zone, true),
-        ago = ago(row.opened_ms, now),
+        since = if row.opened_known { crate::local_time::short(row.opened_ms, zone, true) } else { text::unknown_time(true).into() },
+        ago = if row.opened_known { ago(row.opened_ms, now) } else { "时间未知".into() },
         firings = row.firings.max(1),
     );
     if let Some(alert) = about {
@@ -410,8 +410,8 @@ fn history(html: &mut String, state: &WebState, id: i64, query: &str, now: i64) 
             "<li class=\"{class}\"><b>{label}</b> · {actor}<br><small>{ago} · {at}</small>",
             label = escape(&entry_label(state, &entry.action)),
             actor = escape(actor),
-            ago = ago(entry.at_ms, now),
-            at = crate::local_time::datetime(entry.at_ms, state.time_zone),
+            ago = if entry.at_known { ago(entry.at_ms, now) } else { "时间未知".into() },
+            at = if entry.at_known { crate::local_time::datetime(entry.at_ms, state.time_zone) } else { text::unknown_time(true).into() },
         );
         if let Some(note) = &entry.note {
             let _ = write!(html, "<div class=\"note\">{}</div>", escape(note));
