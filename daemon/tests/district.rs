@@ -13,6 +13,8 @@
 //! - `kill -9` of a box: exactly one `box-down` within 45 s, listing its open incident; cleared
 //!   exactly once when it runs again;
 //! - `kill -9` of the stream's leader node while both boxes alarm: nothing lost.
+//! - two hubs, one active: `kill -9` of the active one, and the standby takes over within its
+//!   lease, reporting no box down twice; a hub paused past its lease is fenced off.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -285,4 +287,71 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
     nats.restart(&leader).await.unwrap();
     // Only the two boxes' expected box-down events, nothing from the leader change.
     assert_eq!((district.box_down("east").len(), district.box_down("west").len()), (2, 2), "{:?}", district.hook.bodies());
+}
+
+/// A hub of its own (`name`), on the district's services, electing on a 3-second hub lease.
+fn start_hub(nats: &NatsCluster, pg: &Postgres, hook: &WebhookReceiver, name: &str) -> (Daemon, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (urls, conninfo, hook_url) = (nats.urls(), pg.conninfo(), hook.url());
+    let mut args = vec!["hub", "--postgres", &conninfo, "--webhook", &hook_url, "--lease-ttl", LEASE_TTL, "--hub-lease", "3s", "--name", name];
+    for url in &urls {
+        args.extend(["--nats", url.as_str()]);
+    }
+    (Daemon::start(&args, dir.path()), dir)
+}
+
+fn logged(hub: &Daemon, text: &str) -> bool {
+    hub.stderr().iter().any(|line| line.contains(text))
+}
+
+const ACTIVE: &str = "this hub is the district's active hub";
+
+/// Hubs run active/standby: `kill -9` of the active one and the standby takes over within its
+/// lease (the target: 15 s) without reporting a dead box a second time; a hub paused
+/// past its lease (SIGSTOP) comes back fenced off and reports nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_hub_takes_over_and_no_box_is_reported_down_twice() {
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let pg = Postgres::start().await.expect("postgresql");
+    let hook = WebhookReceiver::start(Vec::new()).await;
+    let box_down = || {
+        hook.bodies()
+            .iter()
+            .filter(|b| b["kind"] == "box-down" && b["box"] == "north")
+            .map(|b| b["event"].as_str().unwrap_or("?").to_string())
+            .collect::<Vec<_>>()
+    };
+    let (mut first, _first_dir) = start_hub(&nats, &pg, &hook, "hub-a");
+    assert!(wait_for(60 * SECOND, || async { logged(&first, ACTIVE) }).await, "the first hub never became active: {:?}", first.stderr());
+    let (second, _second_dir) = start_hub(&nats, &pg, &hook, "hub-b");
+    assert!(wait_for(30 * SECOND, || async { logged(&second, "standing by") }).await, "the second hub is not standing by: {:?}", second.stderr());
+    assert!(!logged(&second, ACTIVE));
+
+    let mut north = Community::start("north", &nats).await;
+    tokio::time::sleep(3 * SECOND).await; // the hub has seen its lease
+    north.daemon.as_mut().unwrap().kill_hard();
+    assert!(wait_for(30 * SECOND, || async { box_down() == ["raised"] }).await, "{:?}; hub: {:?}", box_down(), first.stderr());
+
+    // kill -9 of the active hub: the standby takes over and knows the box is down already.
+    first.kill_hard();
+    let killed = Instant::now();
+    assert!(wait_for(15 * SECOND, || async { logged(&second, ACTIVE) }).await, "no takeover within 15 s: {:?}", second.stderr());
+    eprintln!("the standby hub took over {:?} after the active one was killed", killed.elapsed());
+    north.run_box().await;
+    assert!(wait_for(30 * SECOND, || async { box_down().len() >= 2 }).await, "{:?}", box_down());
+    tokio::time::sleep(3 * SECOND).await;
+    assert_eq!(box_down(), ["raised", "cleared"], "one raise and one clear across the takeover");
+
+    // The active hub paused past its lease: a restarted hub takes over; the box dies again and
+    // is reported once; the paused hub, resumed, finds its lease and its token outdated.
+    let (third, _third_dir) = start_hub(&nats, &pg, &hook, "hub-c");
+    assert!(wait_for(30 * SECOND, || async { logged(&third, "standing by") }).await, "{:?}", third.stderr());
+    second.signal("STOP");
+    assert!(wait_for(15 * SECOND, || async { logged(&third, ACTIVE) }).await, "no takeover from a paused hub: {:?}", third.stderr());
+    north.daemon.as_mut().unwrap().kill_hard();
+    assert!(wait_for(30 * SECOND, || async { box_down().len() >= 3 }).await, "{:?}", box_down());
+    second.signal("CONT");
+    assert!(wait_for(15 * SECOND, || async { logged(&second, "taken by another hub") }).await, "{:?}", second.stderr());
+    tokio::time::sleep(3 * SECOND).await;
+    assert_eq!(box_down(), ["raised", "cleared", "raised"], "the resumed hub reported nothing");
 }

@@ -9,7 +9,8 @@
 //!   high-water mark and moves on only when the hub has committed them (end-to-end ack); renews
 //!   the box's lease.
 //! - [`hub`]: `gridwatch hub`: creates the stream and buckets, consumes with a durable consumer,
-//!   writes PostgreSQL, advances high-water marks, watches leases.
+//!   writes PostgreSQL, advances high-water marks, watches leases — while it is the district's
+//!   active hub (one of several, elected on a KV lease).
 //!
 //! Names shared by both sides are here.
 
@@ -27,6 +28,8 @@ pub const STREAM_SUBJECTS: &str = "gw.up.>";
 pub const HWM_BUCKET: &str = "gw_hwm";
 /// KV bucket of box leases (`<box>`), whose entries expire after the hub's lease lifetime.
 pub const LEASE_BUCKET: &str = "gw_lease";
+/// KV bucket of the active hub's lease (`active`), whose entries expire after `--hub-lease`.
+pub const HUB_BUCKET: &str = "gw_hub";
 /// The hub's durable consumer on [`STREAM`].
 pub const HUB_CONSUMER: &str = "hub";
 

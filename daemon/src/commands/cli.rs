@@ -90,6 +90,13 @@ pub enum Command {
         /// Copies of the stream and buckets on the cluster.
         #[arg(long, default_value_t = 3)]
         replicas: usize,
+        /// How long the active hub's lease lives without renewal: start a second hub on another
+        /// machine and it takes over within this after the active one dies.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        hub_lease: Duration,
+        /// This hub's name in the lease and the logs (default: the host name and process id).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Run everything on embedded defaults with simulated houses and water probes.
     #[command(

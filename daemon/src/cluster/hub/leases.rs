@@ -5,8 +5,10 @@
 //!
 //! Invariants: the down flag in PostgreSQL changes only after the webhook took the message, so a
 //! crash in between repeats a message, never loses one; a round that cannot read the leases
-//! (the hub itself is cut off) decides nothing.
+//! (the hub itself is cut off) decides nothing; only the active hub decides, under its fencing
+//! token ([`super::active`]).
 
+use super::active::Fence;
 use super::postgres;
 use super::HubOptions;
 use crate::cluster::wire::Lease;
@@ -19,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 /// How often the leases are compared.
 const ROUND: Duration = Duration::from_secs(1);
 
-pub async fn watch(leases: kv::Store, options: HubOptions, shutdown: CancellationToken) {
+/// Runs rounds until `term` ends (the hub stops or is no longer the active one).
+pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: CancellationToken) {
     let http = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
         Ok(http) => http,
         Err(error) => {
@@ -35,7 +38,7 @@ pub async fn watch(leases: kv::Store, options: HubOptions, shutdown: Cancellatio
                 db = Some(postgres::connect(&options.postgres).await?);
             }
             let Some(client) = db.as_ref() else { return anyhow::Ok(()) };
-            round(&leases, client, &http, &options.webhook).await
+            round(&leases, client, &http, &options.webhook, fence.token()).await
         };
         match round.await {
             Ok(()) if failing => {
@@ -50,12 +53,15 @@ pub async fn watch(leases: kv::Store, options: HubOptions, shutdown: Cancellatio
         }
         tokio::select! {
             () = tokio::time::sleep(ROUND) => {}
-            () = shutdown.cancelled() => return,
+            () = term.cancelled() => return,
         }
     }
 }
 
-async fn round(leases: &kv::Store, db: &tokio_postgres::Client, http: &reqwest::Client, webhook: &str) -> anyhow::Result<()> {
+async fn round(leases: &kv::Store, db: &tokio_postgres::Client, http: &reqwest::Client, webhook: &str, fence: i64) -> anyhow::Result<()> {
+    // Every round claims the database for this hub's term: a hub that lost its lease without
+    // knowing it yet (paused, cut off) finds a newer token here and decides nothing.
+    anyhow::ensure!(postgres::claim_fence(db, fence).await?, "another hub is active (fencing token {fence} is old)");
     let mut alive: BTreeMap<String, String> = BTreeMap::new();
     let keys: Vec<String> = leases.keys().await?.try_collect().await?;
     for key in keys {
@@ -86,7 +92,9 @@ async fn round(leases: &kv::Store, db: &tokio_postgres::Client, http: &reqwest::
         });
         let response = http.post(webhook).json(&body).send().await?;
         anyhow::ensure!(response.status().is_success(), "the webhook answered {} to box-down {event}", response.status());
-        postgres::set_down(db, &known.box_id, !is_alive).await?;
+        if !postgres::set_down(db, &known.box_id, !is_alive, fence).await? {
+            anyhow::bail!("another hub became active while box-down {event} of {} was posted", known.box_id);
+        }
         if is_alive {
             tracing::info!(box_id = %known.box_id, "box is back: box-down cleared");
         } else {

@@ -2,12 +2,14 @@
 //! (replicated on the JetStream cluster), consumes the stream with a durable consumer, commits
 //! each batch to PostgreSQL and only then advances the box's high-water mark in KV and acks the
 //! message — the box forgets nothing before that ([`super::uplink`]). Beside it, [`leases`]
-//! turns an expired box lease into one `box-down` alarm.
+//! turns an expired box lease into one `box-down` alarm. Several hubs may run: only the one
+//! holding the hub lease does any of this, the others stand by ([`active`]).
 //!
 //! Invariants: a high-water mark only moves forward and only to a row committed in PostgreSQL;
 //! a message is acked only after both; a batch that cannot be decoded is counted, logged and
 //! terminated (never redelivered forever, never a stall).
 
+mod active;
 mod leases;
 mod postgres;
 
@@ -29,6 +31,10 @@ pub struct HubOptions {
     pub lease_ttl: Duration,
     /// Copies of the stream and buckets (3 on a district's cluster; 1 on a single node).
     pub replicas: usize,
+    /// How long the active hub's lease lives without renewal: a standby takes over within it.
+    pub hub_lease: Duration,
+    /// This hub's name in the lease (which one is active, in the logs).
+    pub name: String,
 }
 
 /// How long JetStream waits for the hub's ack before delivering a batch again.
@@ -38,20 +44,23 @@ const ACK_WAIT: Duration = Duration::from_secs(15);
 pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     let client = super::connect(&options.nats_urls, "gridwatch-hub").await?;
     let js = jetstream::new(client);
-    let (uplink, hwm, lease_bucket) = tokio::select! {
+    let (uplink, hwm, lease_bucket, hub_bucket) = tokio::select! {
         ready = set_up(&js, &options) => ready,
         () = shutdown.cancelled() => return Ok(()),
     };
     tracing::info!(stream = super::STREAM, replicas = options.replicas, lease_ttl_secs = options.lease_ttl.as_secs(), "district hub started");
-    let watcher = tokio::spawn(leases::watch(lease_bucket, options.clone(), shutdown.clone()));
-    consume(uplink, hwm, &options, &shutdown).await;
-    let _ = watcher.await;
+    while let Some(term) = active::take(&hub_bucket, &options.name, options.hub_lease, &shutdown).await {
+        let watcher = tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), term.fence.clone(), term.lost.clone()));
+        consume(uplink.clone(), hwm.clone(), &options, &term.lost).await;
+        let _ = watcher.await;
+        let _ = term.keeper.await;
+    }
     Ok(())
 }
 
 /// Creates (or finds) the stream and buckets; retries while the cluster has no JetStream
 /// leader yet.
-async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Stream, kv::Store, kv::Store) {
+async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Stream, kv::Store, kv::Store, kv::Store) {
     let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         let attempt = async {
@@ -67,7 +76,8 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
                 .await?;
             let hwm = bucket(js, super::HWM_BUCKET, Duration::ZERO, options.replicas).await?;
             let leases = bucket(js, super::LEASE_BUCKET, options.lease_ttl, options.replicas).await?;
-            anyhow::Ok((uplink, hwm, leases))
+            let hub = bucket(js, super::HUB_BUCKET, options.hub_lease, options.replicas).await?;
+            anyhow::Ok((uplink, hwm, leases, hub))
         }
         .await;
         match attempt {

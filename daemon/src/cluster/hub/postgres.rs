@@ -4,7 +4,8 @@
 //! second copy to merge), the boxes seen, and whether each is reported down.
 //!
 //! Invariants: a batch is committed whole or not at all; `box_incidents` only moves forward
-//! (a transition older than the one it holds does not overwrite it).
+//! (a transition older than the one it holds does not overwrite it); a box's down flag changes
+//! only under the highest fencing token seen (`hub_fence`, see [`super::active`]).
 
 use crate::cluster::wire::{Batch, Rows};
 use serde::Serialize;
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS box_incidents (
     state TEXT NOT NULL,
     last_transition BIGINT NOT NULL,
     PRIMARY KEY (box_id, incident_id)
+);
+CREATE TABLE IF NOT EXISTS hub_fence (
+    id INT PRIMARY KEY CHECK (id = 1),
+    token BIGINT NOT NULL
 );
 ";
 
@@ -143,9 +148,30 @@ pub async fn register_box(client: &Client, box_id: &str, district: &str) -> anyh
     Ok(())
 }
 
-pub async fn set_down(client: &Client, box_id: &str, down: bool) -> anyhow::Result<()> {
-    client.execute("UPDATE boxes SET down = $2, down_changed = now() WHERE box_id = $1", &[&box_id, &down]).await?;
-    Ok(())
+/// Records `fence` as the newest fencing token; `false` when a hub with a newer one has
+/// written here (this hub is no longer the active one).
+pub async fn claim_fence(client: &Client, fence: i64) -> anyhow::Result<bool> {
+    let claimed = client
+        .execute(
+            "INSERT INTO hub_fence (id, token) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token WHERE hub_fence.token <= EXCLUDED.token",
+            &[&fence],
+        )
+        .await?;
+    Ok(claimed > 0)
+}
+
+/// Sets a box's down flag under `fence`; `false` when a hub with a newer token has written
+/// (this hub is no longer the active one) and nothing changed.
+pub async fn set_down(client: &Client, box_id: &str, down: bool, fence: i64) -> anyhow::Result<bool> {
+    let changed = client
+        .execute(
+            "WITH fence AS (INSERT INTO hub_fence (id, token) VALUES (1, $3) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token \
+             WHERE hub_fence.token <= EXCLUDED.token RETURNING token) \
+             UPDATE boxes SET down = $2, down_changed = now() WHERE box_id = $1 AND EXISTS (SELECT 1 FROM fence)",
+            &[&box_id, &down, &fence],
+        )
+        .await?;
+    Ok(changed > 0)
 }
 
 /// An incident of a box not resolved or closed, as the box last reported it.

@@ -130,7 +130,7 @@ async fn run(args: &Args, sensors: usize, rate: u64) -> anyhow::Result<Figures> 
 
     let sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &mosquitto.port.to_string(), "-q", "1", "-t", "gridwatch/load/+/telemetry"])
-        .args(["-C", &readings.to_string(), "-W", "600"])
+        .args(["-C", &readings.to_string(), "-W", &(args.seconds + 600).to_string()])
         .stdout(Stdio::null())
         .spawn()
         .context("starting mosquitto_sub (Debian package mosquitto-clients)")?;

@@ -1,0 +1,114 @@
+//! One active hub per district: hubs started on several machines hold an election on a KV lease
+//! (`gw_hub`, key `active`, entries expiring after `--hub-lease`). The hub that creates the key
+//! is active and renews it with compare-and-swap on its revision; the others stand by and try to
+//! create it every second, so one of them takes over within a lease lifetime after the active
+//! hub dies. The revision of the holder's last renewal is its **fencing token**: PostgreSQL keeps
+//! the highest token it has seen (`hub_fence`) and refuses a `box-down` change carrying a lower
+//! one, so a hub that lost its lease without knowing it (paused, cut off) cannot undo what its
+//! successor decided.
+//!
+//! Invariants: a hub acts (consumes, watches leases) only while it holds the lease; it stops
+//! acting when a renewal is refused, and on its own once a whole lifetime passed without a
+//! renewal (it cannot know whether the key expired meanwhile).
+
+use async_nats::jetstream::kv;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The key the active hub holds in [`crate::cluster::HUB_BUCKET`].
+const ACTIVE_KEY: &str = "active";
+/// How often a standby hub tries to take the lease.
+const STANDBY_LOOK: Duration = Duration::from_secs(1);
+
+/// The active hub's fencing token: the revision of its last renewal.
+#[derive(Debug, Clone, Default)]
+pub struct Fence(Arc<AtomicU64>);
+
+impl Fence {
+    pub fn token(&self) -> i64 {
+        i64::try_from(self.0.load(Ordering::SeqCst)).unwrap_or(i64::MAX)
+    }
+
+    fn set(&self, revision: u64) {
+        self.0.store(revision, Ordering::SeqCst);
+    }
+}
+
+/// This hub's term as the active one.
+#[derive(Debug)]
+pub struct Term {
+    pub fence: Fence,
+    /// Cancelled when the lease is lost (or the hub stops).
+    pub lost: CancellationToken,
+    /// Renews the lease; after a stop it hands the lease over before it ends.
+    pub keeper: tokio::task::JoinHandle<()>,
+}
+
+/// Waits (standing by) until this hub holds the lease, then keeps it; `None` once `shutdown`
+/// came first.
+pub async fn take(bucket: &kv::Store, hub_name: &str, lifetime: Duration, shutdown: &CancellationToken) -> Option<Term> {
+    let mut standing_by = false;
+    let revision = loop {
+        match bucket.create(ACTIVE_KEY, hub_name.to_string().into()).await {
+            Ok(revision) => break revision,
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                if !standing_by {
+                    standing_by = true;
+                    let holder = bucket.get(ACTIVE_KEY).await.ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+                    tracing::info!(active = %holder, "another hub is active: standing by");
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "cannot reach the hub lease; trying again"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(STANDBY_LOOK) => {}
+            () = shutdown.cancelled() => return None,
+        }
+    };
+    tracing::info!(hub = %hub_name, fence = revision, "this hub is the district's active hub");
+    let fence = Fence::default();
+    fence.set(revision);
+    let lost = shutdown.child_token();
+    let keeper = tokio::spawn(keep(bucket.clone(), hub_name.to_string(), lifetime, fence.clone(), lost.clone()));
+    Some(Term { fence, lost, keeper })
+}
+
+/// Renews the lease three times a lifetime until it is refused or a lifetime passed without a
+/// renewal; then cancels `lost`. A clean stop deletes the key, so a standby takes over at once.
+async fn keep(bucket: kv::Store, hub_name: String, lifetime: Duration, fence: Fence, lost: CancellationToken) {
+    let mut renewed_at = Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(lifetime / 3) => {}
+            () = lost.cancelled() => {
+                // Stopping (SIGTERM): hand over now rather than after a lifetime (only the
+                // key this hub still holds: its revision must be the last).
+                let revision = u64::try_from(fence.token()).unwrap_or(0);
+                if let Err(error) = bucket.delete_expect_revision(ACTIVE_KEY, Some(revision)).await {
+                    tracing::debug!(error = %error, "hub lease not handed over; it expires instead");
+                }
+                return;
+            }
+        }
+        match bucket.update(ACTIVE_KEY, hub_name.clone().into(), u64::try_from(fence.token()).unwrap_or(0)).await {
+            Ok(revision) => {
+                fence.set(revision);
+                renewed_at = Instant::now();
+            }
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                tracing::error!("hub lease taken by another hub: standing by");
+                lost.cancel();
+                return;
+            }
+            Err(error) if renewed_at.elapsed() >= lifetime => {
+                tracing::error!(error = %error, "hub lease not renewed for a whole lifetime: standing by");
+                lost.cancel();
+                return;
+            }
+            Err(error) => tracing::warn!(error = %error, "hub lease not renewed; trying again"),
+        }
+    }
+}
