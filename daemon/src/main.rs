@@ -18,8 +18,10 @@ fn main() -> ExitCode {
         Command::Demo { duration, speed, state_dir, http_listen } => commands::demo::command(DemoOptions { duration, speed, state_dir, http_listen }),
         Command::Bridge { config } => commands::bridge::command(&config),
         #[cfg(feature = "cluster")]
-        Command::Hub { nats_urls, postgres, webhook, lease_ttl, replicas } => {
-            commands::hub::command(gridwatch::cluster::hub::HubOptions { nats_urls, postgres, webhook, lease_ttl, replicas })
+        Command::Hub { command: Some(command), .. } => commands::hub::subcommand(command),
+        #[cfg(feature = "cluster")]
+        Command::Hub { command: None, nats_urls, postgres, webhook, lease_ttl, replicas } => {
+            commands::hub::command(gridwatch::cluster::hub::HubOptions { nats_urls, postgres: postgres.unwrap_or_default(), webhook: webhook.unwrap_or_default(), lease_ttl, replicas })
         }
         Command::Rules { command } => commands::rules::command(command, output),
         Command::Incidents { config, command } => commands::incidents::command(&config, command, output),

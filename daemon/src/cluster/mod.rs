@@ -10,10 +10,12 @@
 //!   the box's lease.
 //! - [`hub`]: `gridwatch hub`: creates the stream and buckets, consumes with a durable consumer,
 //!   writes PostgreSQL, advances high-water marks, watches leases.
+//! - [`roster`]: one roster for the district, in KV, followed by every box.
 //!
-//! Names shared by both sides are here.
+//! Names shared by both sides are here, and [`run_box`], the box's side started by the daemon.
 
 pub mod hub;
+pub mod roster;
 pub mod uplink;
 pub mod wire;
 
@@ -29,6 +31,43 @@ pub const HWM_BUCKET: &str = "gw_hwm";
 pub const LEASE_BUCKET: &str = "gw_lease";
 /// The hub's durable consumer on [`STREAM`].
 pub const HUB_CONSUMER: &str = "hub";
+/// KV bucket of district rosters (`<district>` = the roster file's text).
+pub const ROSTER_BUCKET: &str = "gw_roster";
+
+/// What a box's district side works with (`[cluster]` set).
+#[derive(Debug)]
+pub struct BoxSetup {
+    pub config: crate::config::ClusterConfig,
+    pub store: crate::store::Store,
+    pub state_dir: std::path::PathBuf,
+    /// The box's channel names, which a district roster may name.
+    pub channels: Vec<String>,
+    /// The roster in force, which the district's replaces.
+    pub in_force: crate::dispatch::InForce,
+}
+
+/// The box's side of the district until `shutdown`, on one connection (one 4G session): the
+/// uplink with its lease, and the district roster.
+pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationToken) {
+    let BoxSetup { config, store, state_dir, channels, in_force } = setup;
+    let name = format!("gridwatch-box-{}", config.box_id);
+    let client = tokio::select! {
+        client = connect(&config.nats_urls, &name) => client,
+        () = shutdown.cancelled() => return,
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "district link cannot start: alerts stay on this box only");
+            return;
+        }
+    };
+    let js = async_nats::jetstream::new(client);
+    let follower = roster::Follower { config: config.clone(), state_dir, channels, in_force };
+    let roster = tokio::spawn(roster::follow(js.clone(), follower, shutdown.clone()));
+    uplink::run(js, config, store, shutdown).await;
+    let _ = roster.await;
+}
 
 /// Connects to the district's NATS servers; the client keeps reconnecting after a loss.
 /// Discovered servers are ignored: a box reaches the cluster only through the addresses it was

@@ -2,7 +2,8 @@
 //! (replicated on the JetStream cluster), consumes the stream with a durable consumer, commits
 //! each batch to PostgreSQL and only then advances the box's high-water mark in KV and acks the
 //! message — the box forgets nothing before that ([`super::uplink`]). Beside it, [`leases`]
-//! turns an expired box lease into one `box-down` alarm.
+//! turns an expired box lease into one `box-down` alarm; [`put_roster`] makes a checked roster
+//! the district's.
 //!
 //! Invariants: a high-water mark only moves forward and only to a row committed in PostgreSQL;
 //! a message is acked only after both; a batch that cannot be decoded is counted, logged and
@@ -67,6 +68,8 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
                 .await?;
             let hwm = bucket(js, super::HWM_BUCKET, Duration::ZERO, options.replicas).await?;
             let leases = bucket(js, super::LEASE_BUCKET, options.lease_ttl, options.replicas).await?;
+            // Boxes watch it from start, before any roster is put.
+            bucket(js, super::ROSTER_BUCKET, Duration::ZERO, options.replicas).await?;
             anyhow::Ok((uplink, hwm, leases))
         }
         .await;
@@ -84,7 +87,7 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
 /// The bucket's stream is created here as the client's `create_key_value` would, because that
 /// call first reads the account's info, which nats-server 2.9 (Debian 12) answers without
 /// fields async-nats 0.48 requires.
-async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> anyhow::Result<kv::Store> {
+pub(crate) async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> anyhow::Result<kv::Store> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
@@ -106,6 +109,25 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas
     .await?;
     Ok(js.get_key_value(name).await?)
 }
+
+/// `gridwatch hub roster put`: checks `text` with the boxes' parser (nothing is written when it
+/// is invalid: the roster in force stays) and puts it under the district's key; the new
+/// revision. Errors of the file are [`crate::dispatch::roster::RosterErrors`].
+pub async fn put_roster(nats_urls: &[String], district: &str, name: &str, text: &str, replicas: usize) -> anyhow::Result<u64> {
+    if !crate::config::is_token(district) {
+        anyhow::bail!("district `{district}`: use 1 to 64 letters, digits, `-` or `_`, as in the boxes' [cluster] district");
+    }
+    super::roster::check(name, text, None)?;
+    let connected = async {
+        let js = jetstream::new(super::connect(nats_urls, "gridwatch-hub-roster").await?);
+        let roster = bucket(&js, super::ROSTER_BUCKET, Duration::ZERO, replicas).await?;
+        anyhow::Ok(roster.put(district, text.to_owned().into()).await?)
+    };
+    tokio::time::timeout(PUT_TIMEOUT, connected).await.map_err(|_| anyhow::anyhow!("the district's NATS cluster did not take the roster within {PUT_TIMEOUT:?}"))?
+}
+
+/// How long `gridwatch hub roster put` tries to reach the cluster.
+const PUT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Consumes the uplink stream until `shutdown`, reconnecting to PostgreSQL and re-creating the
 /// consumer's message stream whenever either is lost.
