@@ -273,6 +273,9 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
             state_dir: config.state_dir.clone(),
             channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()),
             in_force: dispatch.clone(),
+            acks: config.incident_acks.clone(),
+            metrics: metrics.clone(),
+            clock,
         };
         tokio::spawn(crate::cluster::run_box(setup, shutdown.clone()));
     }

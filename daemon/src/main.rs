@@ -20,8 +20,9 @@ fn main() -> ExitCode {
         #[cfg(feature = "cluster")]
         Command::Hub { command: Some(command), .. } => commands::hub::subcommand(command),
         #[cfg(feature = "cluster")]
-        Command::Hub { command: None, nats_urls, postgres, webhook, lease_ttl, replicas } => {
-            commands::hub::command(gridwatch::cluster::hub::HubOptions { nats_urls, postgres: postgres.unwrap_or_default(), webhook: webhook.unwrap_or_default(), lease_ttl, replicas })
+        Command::Hub { command: None, nats_urls, postgres, webhook, lease_ttl, replicas, listen } => {
+            let (postgres, webhook) = (postgres.unwrap_or_default(), webhook.unwrap_or_default());
+            commands::hub::command(gridwatch::cluster::hub::HubOptions { nats_urls, postgres, webhook, lease_ttl, replicas, listen })
         }
         Command::Rules { command } => commands::rules::command(command, output),
         Command::Incidents { config, command } => commands::incidents::command(&config, command, output),

@@ -125,6 +125,10 @@ pub enum Command {
         /// Copies of the stream and buckets on the cluster.
         #[arg(long, default_value_t = 3)]
         replicas: usize,
+        /// Take workers' signed actions here (`POST /act/<district>/<box>`) and relay them to
+        /// their boxes.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
     },
     /// Run everything on embedded defaults with simulated houses and water probes.
     #[command(

@@ -11,6 +11,7 @@
 
 mod leases;
 mod postgres;
+mod relay;
 
 use super::wire::{hwm_key, parse_hwm, Batch};
 use async_nats::jetstream::{self, consumer::pull, kv, stream, AckKind};
@@ -30,6 +31,8 @@ pub struct HubOptions {
     pub lease_ttl: Duration,
     /// Copies of the stream and buckets (3 on a district's cluster; 1 on a single node).
     pub replicas: usize,
+    /// Where workers' actions are posted for relay to their boxes; none: no relay.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// How long JetStream waits for the hub's ack before delivering a batch again.
@@ -45,8 +48,15 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
     };
     tracing::info!(stream = super::STREAM, replicas = options.replicas, lease_ttl_secs = options.lease_ttl.as_secs(), "district hub started");
     let watcher = tokio::spawn(leases::watch(lease_bucket, options.clone(), shutdown.clone()));
+    let relay = match options.listen {
+        Some(listen) => Some(tokio::spawn(relay::serve(js.clone(), listen, shutdown.clone()))),
+        None => None,
+    };
     consume(uplink, hwm, &options, &shutdown).await;
     let _ = watcher.await;
+    if let Some(relay) = relay {
+        relay.await??;
+    }
     Ok(())
 }
 
@@ -70,6 +80,18 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
             let leases = bucket(js, super::LEASE_BUCKET, options.lease_ttl, options.replicas).await?;
             // Boxes watch it from start, before any roster is put.
             bucket(js, super::ROSTER_BUCKET, Duration::ZERO, options.replicas).await?;
+            // Each box's actions wait for it (its consumer takes them off), at most a day:
+            // older ones would be refused as stale.
+            js.get_or_create_stream(stream::Config {
+                name: super::ACTIONS_STREAM.into(),
+                subjects: vec![super::ACTIONS_SUBJECTS.into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                num_replicas: options.replicas,
+                max_age: Duration::from_secs(24 * 3600),
+                ..Default::default()
+            })
+            .await?;
             anyhow::Ok((uplink, hwm, leases))
         }
         .await;
