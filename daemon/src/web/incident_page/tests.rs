@@ -1,4 +1,6 @@
 use super::*;
+use crate::dispatch::roster::Roster;
+use std::sync::Arc;
 use crate::alert::tests::sample_alert;
 use crate::links::WorkerLinks;
 use crate::metrics::Metrics;
