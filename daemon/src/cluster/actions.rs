@@ -19,10 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How long JetStream waits for the box's ack before delivering an action again.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long JetStream waits for the box's ack before delivering an action again. Short: an
+/// action the server sent into a link that had silently died (4G) is lost with it, and comes
+/// again only after this; a box slower than this to commit sees its own action again, refuses
+/// it as replayed and acks it (applied once all the same).
+const ACK_WAIT: Duration = Duration::from_secs(3);
 /// When the store could not record an action: how long before it comes again.
 const RETRY: Duration = Duration::from_secs(2);
+/// The server's sign of life on an idle pull; two missed and the pull is made again (a pull
+/// lost with the link would otherwise wait for its own expiry).
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The subject of a box's actions.
 pub fn subject(district: &str, box_id: &str) -> String {
@@ -47,7 +53,8 @@ pub struct Receiver {
 /// Pulls and applies this box's actions until `shutdown`, starting again after any loss of the
 /// link or of the stream.
 pub async fn receive(js: jetstream::Context, receiver: Receiver, shutdown: CancellationToken) {
-    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    // Short: a box back on its link should not sleep long before it pulls again.
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
     let (district, box_id) = (&receiver.config.district, &receiver.config.box_id);
     loop {
         let round = async {
@@ -64,7 +71,7 @@ pub async fn receive(js: jetstream::Context, receiver: Receiver, shutdown: Cance
                     },
                 )
                 .await?;
-            let mut messages = consumer.messages().await?;
+            let mut messages = consumer.stream().heartbeat(HEARTBEAT).messages().await?;
             while let Some(message) = messages.next().await {
                 let message = message?;
                 backoff.reset();
