@@ -117,3 +117,29 @@ impl Follower {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROSTER: &str = "[[grid]]\nid = \"g1\"\nchannels = [\"office\"]\n\n[[member]]\nid = \"wang\"\nname = \"王芳\"\nrole = \"grid_leader\"\ngrids = [\"g1\"]\n";
+
+    #[test]
+    fn a_roster_is_checked_by_the_parser_and_on_a_box_against_its_channels() {
+        assert!(check("r.toml", ROSTER, None).is_ok(), "the hub knows no channels");
+        assert!(check("r.toml", ROSTER, Some(&["office".to_string()])).is_ok());
+        let unknown = check("r.toml", ROSTER, Some(&["console".to_string()])).unwrap_err().to_string();
+        assert!(unknown.contains("r.toml:") && unknown.contains("office"), "{unknown}");
+        let bad = check("r.toml", &ROSTER.replace("grid_leader", "boss"), None).unwrap_err().to_string();
+        assert!(bad.starts_with("r.toml:8:"), "{bad}");
+    }
+
+    #[test]
+    fn a_kept_copy_that_no_longer_passes_is_not_started_on() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(last_copy(dir.path(), &[]).is_none(), "none kept");
+        crate::last_good::write_atomically(&dir.path().join(LAST_COPY), ROSTER.as_bytes()).unwrap();
+        assert_eq!(last_copy(dir.path(), &["office".to_string()]).unwrap().roster.members.len(), 1);
+        assert!(last_copy(dir.path(), &["console".to_string()]).is_none(), "its channel is gone from this box");
+    }
+}

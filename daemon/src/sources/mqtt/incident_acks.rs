@@ -1,6 +1,7 @@
-//! Workers' actions relayed over MQTT: a central hub that serves the workers' pages for boxes
-//! behind 4G NAT publishes each action as a signed JSON message on this box's ack topic, and
-//! the box applies it to the incident like a press of the button on its own page.
+//! Workers' actions relayed by a hub: a central hub that serves the workers' pages for boxes
+//! behind 4G NAT publishes each action as a signed JSON message on this box's ack topic (or, in
+//! a district, on the box's NATS work queue: [`crate::cluster`]), and the box applies it to the
+//! incident like a press of the button on its own page ([`apply`], for both ways).
 //!
 //! ```json
 //! {"incident": 12, "action": "accept", "by": "王芳 13800000001", "note": "on my way",
