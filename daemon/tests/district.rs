@@ -30,6 +30,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The hub's lease lifetime here (30 s by default); boxes renew every second.
 const LEASE_TTL: &str = "8s";
+/// The district runs take turns: each is a cluster, a PostgreSQL, a hub and two boxes, and two
+/// at once on a shared two-core machine starve the leases they time.
+static ONE_DISTRICT_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The key boxes verify workers' actions with (`[dispatch] ack_secret`).
 const ACK_SECRET: &str = "district-shared-ack-secret";
 
@@ -213,6 +217,7 @@ async fn high_water_mark(nats: &NatsCluster, key: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
     let mut nats = NatsCluster::start(3).await.expect("nats-server");
     let district = start_district(&nats).await;
     let east = Community::start("east", &nats).await;
@@ -367,6 +372,7 @@ async fn roster_reaches(boxes: &[&Community], before: &[usize]) -> Vec<Duration>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
     let nats = NatsCluster::start(3).await.expect("nats-server");
     let district = start_district(&nats).await;
     let east = Community::start("east", &nats).await;
