@@ -252,7 +252,7 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
     east.proxy.set_blackholed(false);
     district.assert_caught_up(&east, 60 * SECOND).await;
     let cleared = wait_for(20 * SECOND, || async { district.box_down("east").len() == 2 }).await;
-    assert!(cleared && district.box_down("east") == ["raised", "cleared"], "{:?}", district.box_down("east"));
+    assert!(cleared && district.box_down("east") == ["raised", "cleared"], "{:?}\nbox: {:?}", district.box_down("east"), east.stderr());
 
     // PostgreSQL is down while alarms fire: JetStream takes the batches, the box does not move on.
     district.pg.stop().unwrap();
