@@ -297,6 +297,7 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
 
 /// The embedded broker (when configured), the web pages and the supervision report; returns
 /// where the installer API's commands to the pipeline arrive (closed when there is no web).
+#[allow(clippy::too_many_arguments)] // the parts the pages share with the other tasks
 async fn start_broker_and_web(
     config: &Config,
     store: &Store,

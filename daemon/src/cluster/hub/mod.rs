@@ -48,10 +48,7 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
     };
     tracing::info!(stream = super::STREAM, replicas = options.replicas, lease_ttl_secs = options.lease_ttl.as_secs(), "district hub started");
     let watcher = tokio::spawn(leases::watch(lease_bucket, options.clone(), shutdown.clone()));
-    let relay = match options.listen {
-        Some(listen) => Some(tokio::spawn(relay::serve(js.clone(), listen, shutdown.clone()))),
-        None => None,
-    };
+    let relay = options.listen.map(|listen| tokio::spawn(relay::serve(js.clone(), listen, shutdown.clone())));
     consume(uplink, hwm, &options, &shutdown).await;
     let _ = watcher.await;
     if let Some(relay) = relay {
