@@ -4,7 +4,7 @@
 
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, Config, SensorConfig};
-use crate::dispatch::{run_dispatcher, DispatcherSetup, Judged};
+use crate::dispatch::{run_dispatcher, DispatcherSetup, InForce, Judged};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::reload::build_engine;
@@ -204,7 +204,8 @@ struct Ready {
 async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metrics>, shutdown: &CancellationToken) -> anyhow::Result<(Running, Ready)> {
     let Built { store, engine, calibrations, rule_count, rule_files, live, clocks } = built;
     let sensors = config.sensors.clone();
-    let command_rx = start_broker_and_web(config, &store, &live, &clocks, clock, metrics, shutdown).await?;
+    let dispatch = starting_dispatch(config);
+    let command_rx = start_broker_and_web(config, &store, &live, &clocks, &dispatch, clock, metrics, shutdown).await?;
 
     let sinks_closing = CancellationToken::new();
     let sink_context = SinkContext { metrics: metrics.clone(), store: store.clone(), clock, closing: sinks_closing.clone() };
@@ -223,7 +224,7 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     tokio::spawn(crate::sources::buses::watch(buses.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
     tokio::spawn(crate::sources::gateways::watch(buses.clone(), live.clone(), sensors.clone(), clock, shutdown.clone()));
     let judged = Judged { alerts: judged_rx, journaled: journaled_tx };
-    let setup = dispatcher_setup(config, &store, metrics, clock, handoff_rx, buses.clone(), judged);
+    let setup = dispatcher_setup(config, &store, &dispatch, metrics, clock, handoff_rx, buses.clone(), judged);
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
     let telemetry = spawn_telemetry(config, &store, index.clone(), metrics, clock)?;
@@ -273,7 +274,17 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     // The district uplink reads what is already durable here; it stops with the rest.
     #[cfg(feature = "cluster")]
     if let Some(cluster) = config.cluster.clone() {
-        tokio::spawn(crate::cluster::uplink::run(cluster, store.clone(), shutdown.clone()));
+        let setup = crate::cluster::BoxSetup {
+            config: cluster,
+            store: store.clone(),
+            state_dir: config.state_dir.clone(),
+            channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()),
+            in_force: dispatch.clone(),
+            acks: config.incident_acks.clone(),
+            metrics: metrics.clone(),
+            clock,
+        };
+        tokio::spawn(crate::cluster::run_box(setup, shutdown.clone()));
     }
     let running = Running {
         serial_tasks,
@@ -293,11 +304,13 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
 
 /// The embedded broker (when configured), the web pages and the supervision report; returns
 /// where the installer API's commands to the pipeline arrive (closed when there is no web).
+#[allow(clippy::too_many_arguments)] // the parts the pages share with the other tasks
 async fn start_broker_and_web(
     config: &Config,
     store: &Store,
     live: &Arc<crate::live::LiveTable>,
     clocks: &Arc<crate::sensor_clocks::SensorClocks>,
+    dispatch: &InForce,
     clock: Clock,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
@@ -307,17 +320,32 @@ async fn start_broker_and_web(
         crate::sources::mqtt::broker::start(listen).await?;
     }
     if let Some(listen) = config.http_listen {
-        let web = Web { store, live, commands: command_tx, clocks: clocks.clone(), clock, metrics: metrics.clone() };
+        let web = Web { store, live, commands: command_tx, clocks: clocks.clone(), dispatch: dispatch.clone(), clock, metrics: metrics.clone() };
         serve_web(config, listen, web, shutdown.clone()).await?;
     }
-    tokio::spawn(crate::report::run(supervision(config, store, metrics.clone(), clock), shutdown.clone()));
+    tokio::spawn(crate::report::run(supervision(config, store, dispatch, metrics.clone(), clock), shutdown.clone()));
     Ok(command_rx)
 }
 
+/// The roster in force at start: the configuration's, or in a district the last district roster
+/// this box kept (it is newer than the file, and a box restarted without its link needs it).
+fn starting_dispatch(config: &Config) -> InForce {
+    #[cfg(feature = "cluster")]
+    if config.cluster.is_some() {
+        let channels = crate::config::sink_names(&config.alerts, config.gpio.as_ref());
+        if let Some(kept) = crate::cluster::roster::last_copy(&config.state_dir, &channels) {
+            return InForce::new(kept);
+        }
+    }
+    InForce::new(config.dispatch.clone())
+}
+
 /// What the dispatcher works with.
+#[allow(clippy::too_many_arguments)] // each is a part the dispatcher shares with others
 fn dispatcher_setup(
     config: &Config,
     store: &Store,
+    dispatch: &InForce,
     metrics: &Arc<Metrics>,
     clock: Clock,
     handoffs: mpsc::UnboundedReceiver<crate::sinks::channel::Handoff>,
@@ -331,7 +359,7 @@ fn dispatcher_setup(
         flap_window_ms: config.alerts.flap_window.as_millis() as i64,
         group_window_ms: config.alerts.group_window.as_millis() as i64,
         links: config.worker_links.clone(),
-        dispatch: config.dispatch.clone(),
+        dispatch: dispatch.clone(),
         clock,
         handoffs,
         buses: Some(buses),
@@ -397,13 +425,14 @@ struct Web<'a> {
     live: &'a Arc<crate::live::LiveTable>,
     commands: mpsc::Sender<crate::pipeline::Command>,
     clocks: Arc<crate::sensor_clocks::SensorClocks>,
+    dispatch: InForce,
     clock: Clock,
     metrics: Arc<Metrics>,
 }
 
 /// Serves the health, metrics, installer API, incident pages and the board on `listen`.
 async fn serve_web(config: &Config, listen: std::net::SocketAddr, web: Web<'_>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Web { store, live, commands, clocks, clock, metrics } = web;
+    let Web { store, live, commands, clocks, dispatch, clock, metrics } = web;
     let sensors = config.sensors.clone();
     let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands, sensors: sensors.clone(), clock, started_ms: clock.now(), clocks };
     let ledger = crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
@@ -414,14 +443,14 @@ async fn serve_web(config: &Config, listen: std::net::SocketAddr, web: Web<'_>, 
         links: config.worker_links.clone(),
         installer: Some(installer),
         ledger: Some(ledger),
-        members: Arc::new(config.dispatch.roster.member_names()),
-        page: crate::web::incident_page::PageSetup { roster: Arc::new(config.dispatch.roster.clone()), photo_max_bytes: config.photo_max_bytes },
+        members: Arc::new(dispatch.get().roster.member_names()),
+        page: crate::web::incident_page::PageSetup { dispatch: dispatch.clone(), photo_max_bytes: config.photo_max_bytes },
         clock,
     };
     let board = crate::web::board::Board {
         sensors,
         places: config.places.clone(),
-        dispatch: Arc::new(config.dispatch.clone()),
+        dispatch,
         live: Some(live.clone()),
         store: store.clone(),
         clock,
@@ -434,11 +463,11 @@ async fn serve_web(config: &Config, listen: std::net::SocketAddr, web: Web<'_>, 
 }
 
 /// What the supervision report task reads.
-fn supervision(config: &Config, store: &Store, metrics: Arc<Metrics>, clock: Clock) -> crate::report::Supervision {
+fn supervision(config: &Config, store: &Store, dispatch: &InForce, metrics: Arc<Metrics>, clock: Clock) -> crate::report::Supervision {
     crate::report::Supervision {
         store: store.clone(),
         sensors: config.sensors.clone(),
-        dispatch: Arc::new(config.dispatch.clone()),
+        dispatch: dispatch.clone(),
         metrics,
         clock,
         time_zone: config.time_zone,

@@ -71,12 +71,19 @@ impl LastGood {
     /// Writes the copy atomically (temporary file, fsync, rename).
     pub fn save(&self, saved: &Saved) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
-        let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
-        std::io::Write::write_all(&mut file, serde_json::to_string_pretty(saved)?.as_bytes())?;
-        file.as_file().sync_all()?;
-        file.persist(self.dir.join(FILE)).context("replacing the last good copy")?;
-        Ok(())
+        write_atomically(&self.dir.join(FILE), serde_json::to_string_pretty(saved)?.as_bytes()).context("replacing the last good copy")
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old file or the new one, whole
+/// (temporary file in the same directory, fsync, rename).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
 }
 
 /// Loads the configuration and rules for `run`, falling back to the last good copy when either

@@ -18,9 +18,12 @@ fn main() -> ExitCode {
         Command::Demo { duration, speed, state_dir, http_listen } => commands::demo::command(DemoOptions { duration, speed, state_dir, http_listen }),
         Command::Bridge { config } => commands::bridge::command(&config),
         #[cfg(feature = "cluster")]
-        Command::Hub { nats_urls, postgres, webhook, lease_ttl, replicas, hub_lease, name } => {
+        Command::Hub { command: Some(command), .. } => commands::hub::subcommand(command),
+        #[cfg(feature = "cluster")]
+        Command::Hub { command: None, nats_urls, postgres, webhook, lease_ttl, replicas, listen, hub_lease, name } => {
             let name = name.unwrap_or_else(commands::hub::default_name);
-            commands::hub::command(gridwatch::cluster::hub::HubOptions { nats_urls, postgres, webhook, lease_ttl, replicas, hub_lease, name })
+            let (postgres, webhook) = (postgres.unwrap_or_default(), webhook.unwrap_or_default());
+            commands::hub::command(gridwatch::cluster::hub::HubOptions { nats_urls, postgres, webhook, lease_ttl, replicas, listen, hub_lease, name })
         }
         Command::Rules { command } => commands::rules::command(command, output),
         Command::Incidents { config, command } => commands::incidents::command(&config, command, output),

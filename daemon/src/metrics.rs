@@ -237,7 +237,11 @@ impl Metrics {
         };
         registry.register("mqtt_messages_received", "MQTT messages received on subscribed topics", metrics.messages_received.clone());
         registry.register("payloads_rejected", "Messages rejected, by reason", metrics.payloads_rejected.clone());
-        registry.register("incident_acks", "Workers' actions received on the MQTT ack topic, by result", metrics.incident_acks.clone());
+        registry.register(
+            "incident_acks",
+            "Workers' actions received on the MQTT ack topic or from the district hub, by result",
+            metrics.incident_acks.clone(),
+        );
         registry.register("samples_accepted", "Samples handed to the rule engine", metrics.samples_accepted.clone());
         registry.register("samples_out_of_order", "Samples older than the sensor's previous one (not evaluated)", metrics.samples_out_of_order.clone());
         registry.register(

@@ -270,7 +270,7 @@ pub fn day_start(date: NaiveDate, zone: chrono_tz::Tz) -> anyhow::Result<i64> {
 pub struct Supervision {
     pub store: Store,
     pub sensors: std::sync::Arc<[SensorConfig]>,
-    pub dispatch: std::sync::Arc<Dispatch>,
+    pub dispatch: crate::dispatch::InForce,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub clock: crate::clock::Clock,
     pub time_zone: chrono_tz::Tz,
@@ -310,7 +310,7 @@ fn next_time(at: chrono::NaiveTime, now: i64, zone: chrono_tz::Tz) -> Option<i64
 /// Today's figures (since local midnight) into the metrics.
 pub fn publish(supervision: &Supervision, now: i64) {
     let Ok(midnight) = day_start(today(now, supervision.time_zone), supervision.time_zone) else { return };
-    let report = match Report::build(&supervision.store, &supervision.sensors, &supervision.dispatch, midnight, now + 1, now) {
+    let report = match Report::build(&supervision.store, &supervision.sensors, &supervision.dispatch.get(), midnight, now + 1, now) {
         Ok(report) => report,
         Err(error) => {
             tracing::warn!(error = %format!("{error:#}"), "cannot read today's incidents for the supervision metrics");
@@ -346,14 +346,15 @@ async fn send_digest(supervision: &Supervision, digest: &DigestConfig, now: i64)
     let zone = supervision.time_zone;
     let Ok((day, _)) = previous("day", today(now, zone)) else { return };
     let (Ok(from), Ok(to)) = (day_start(day, zone), day_start(today(now, zone), zone)) else { return };
-    let report = match Report::build(&supervision.store, &supervision.sensors, &supervision.dispatch, from, to, to) {
+    let dispatch = supervision.dispatch.get();
+    let report = match Report::build(&supervision.store, &supervision.sensors, &dispatch, from, to, to) {
         Ok(report) => report,
         Err(error) => {
             supervision.store.report_failure("reading yesterday's incidents for the daily digest", &error);
             return;
         }
     };
-    let leaders: Vec<&crate::dispatch::roster::Member> = supervision.dispatch.roster.members.iter().filter(|m| m.role == "grid_leader").collect();
+    let leaders: Vec<&crate::dispatch::roster::Member> = dispatch.roster.members.iter().filter(|m| m.role == "grid_leader").collect();
     let alert = digest_alert(&report, day, &leaders, now);
     let destinations = digest.channels.iter().map(|c| (c.clone(), None)).collect();
     match supervision.store.record_alert_to(&alert, destinations, None).await {
@@ -548,7 +549,8 @@ mod tests {
         assert!(text.contains(r#"gridwatch_supervision_today{scope="worker",name="李强",figure="overdue",quantile=""} 1"#), "{text}");
 
         let report =
-            Report::build(&supervision.store, &supervision.sensors, &supervision.dispatch, T0 - 8 * 60 * MIN, T0 + 16 * 60 * MIN, T0 + 16 * 60 * MIN).unwrap();
+            Report::build(&supervision.store, &supervision.sensors, &supervision.dispatch.get(), T0 - 8 * 60 * MIN, T0 + 16 * 60 * MIN, T0 + 16 * 60 * MIN)
+                .unwrap();
         let leader = crate::dispatch::roster::Member {
             id: "chen".into(),
             name: "陈刚".into(),

@@ -11,10 +11,14 @@
 //! - [`hub`]: `gridwatch hub`: creates the stream and buckets, consumes with a durable consumer,
 //!   writes PostgreSQL, advances high-water marks, watches leases — while it is the district's
 //!   active hub (one of several, elected on a KV lease).
+//! - [`roster`]: one roster for the district, in KV, followed by every box.
+//! - [`actions`]: workers' actions the hub relays to a box, applied through its own verifier.
 //!
-//! Names shared by both sides are here.
+//! Names shared by both sides are here, and [`run_box`], the box's side started by the daemon.
 
+pub mod actions;
 pub mod hub;
+pub mod roster;
 pub mod uplink;
 pub mod wire;
 
@@ -32,6 +36,64 @@ pub const LEASE_BUCKET: &str = "gw_lease";
 pub const HUB_BUCKET: &str = "gw_hub";
 /// The hub's durable consumer on [`STREAM`].
 pub const HUB_CONSUMER: &str = "hub";
+/// KV bucket of district rosters (`<district>` = the roster file's text).
+pub const ROSTER_BUCKET: &str = "gw_roster";
+/// The work-queue stream of workers' actions for boxes (subjects `gw.act.<district>.<box>`).
+pub const ACTIONS_STREAM: &str = "GRIDWATCH_ACTIONS";
+/// Subjects of [`ACTIONS_STREAM`].
+pub const ACTIONS_SUBJECTS: &str = "gw.act.>";
+
+/// What a box's district side works with (`[cluster]` set).
+#[derive(Debug)]
+pub struct BoxSetup {
+    pub config: crate::config::ClusterConfig,
+    pub store: crate::store::Store,
+    pub state_dir: std::path::PathBuf,
+    /// The box's channel names, which a district roster may name.
+    pub channels: Vec<String>,
+    /// The roster in force, which the district's replaces.
+    pub in_force: crate::dispatch::InForce,
+    /// The key of workers' actions (`[dispatch] ack_secret`); none: relayed actions wait.
+    pub acks: Option<crate::sources::mqtt::incident_acks::AckConfig>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub clock: crate::clock::Clock,
+}
+
+/// The box's side of the district until `shutdown`, on one connection (one 4G session): the
+/// uplink with its lease, the district roster and workers' actions relayed by the hub.
+pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationToken) {
+    let BoxSetup { config, store, state_dir, channels, in_force, acks, metrics, clock } = setup;
+    let name = format!("gridwatch-box-{}", config.box_id);
+    let client = tokio::select! {
+        client = connect(&config.nats_urls, &name) => client,
+        () = shutdown.cancelled() => return,
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "district link cannot start: alerts stay on this box only");
+            return;
+        }
+    };
+    let js = async_nats::jetstream::new(client);
+    let follower = roster::Follower { config: config.clone(), state_dir, channels, in_force };
+    let roster = tokio::spawn(roster::follow(js.clone(), follower, shutdown.clone()));
+    let actions = match acks {
+        Some(acks) => {
+            let receiver = actions::Receiver { config: config.clone(), acks, store: store.clone(), metrics, clock };
+            Some(tokio::spawn(actions::receive(js.clone(), receiver, shutdown.clone())))
+        }
+        None => {
+            tracing::warn!("no [dispatch] ack_secret: workers' actions relayed by the district hub wait until one is set");
+            None
+        }
+    };
+    uplink::run(js, config, store, shutdown).await;
+    let _ = roster.await;
+    if let Some(actions) = actions {
+        let _ = actions.await;
+    }
+}
 
 /// Connects to the district's NATS servers; the client keeps reconnecting after a loss.
 /// Discovered servers are ignored: a box reaches the cluster only through the addresses it was

@@ -27,20 +27,7 @@ const COMMIT_POLL: Duration = Duration::from_millis(200);
 const IDLE: Duration = Duration::from_millis(500);
 
 /// Runs the uplink until `shutdown`.
-pub async fn run(config: ClusterConfig, store: Store, shutdown: CancellationToken) {
-    let name = format!("gridwatch-box-{}", config.box_id);
-    let client = tokio::select! {
-        client = super::connect(&config.nats_urls, &name) => client,
-        () = shutdown.cancelled() => return,
-    };
-    let client = match client {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "district uplink cannot start: alerts stay on this box only");
-            return;
-        }
-    };
-    let js = jetstream::new(client);
+pub async fn run(js: jetstream::Context, config: ClusterConfig, store: Store, shutdown: CancellationToken) {
     tracing::info!(box_id = %config.box_id, district = %config.district, "district uplink started");
     let lease = tokio::spawn(renew_lease(js.clone(), config.clone(), shutdown.clone()));
     let mut uplink = Uplink { js, config, store, pending: [None, None], known_committed: [None, None], hwm: None };

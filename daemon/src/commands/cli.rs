@@ -41,6 +41,37 @@ impl Output {
     }
 }
 
+/// `gridwatch hub …` commands besides running the hub.
+#[cfg(feature = "cluster")]
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// The district's one roster, which every box follows.
+    Roster {
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
+}
+
+#[cfg(feature = "cluster")]
+#[derive(Debug, Subcommand)]
+pub enum RosterCommand {
+    /// Check a roster file as a box does and make it the district's (exit 78 when invalid: the
+    /// roster in force stays).
+    Put {
+        /// A NATS server of the district's cluster (repeat for each node).
+        #[arg(long = "nats", required = true, value_name = "URL")]
+        nats_urls: Vec<String>,
+        /// The district, as in the boxes' `[cluster] district`.
+        #[arg(long)]
+        district: String,
+        /// Copies of the roster bucket on the cluster, if it is created here.
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// The roster file (the format of `[dispatch] roster`, docs/incidents.md).
+        file: PathBuf,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -72,18 +103,22 @@ pub enum Command {
     /// raise `box-down` when a box's lease expires (build with --features cluster).
     #[cfg(feature = "cluster")]
     #[command(
-        after_help = "Examples:\n  gridwatch hub --nats nats://10.0.0.1:4222 --nats nats://10.0.0.2:4222 --nats nats://10.0.0.3:4222 \\\n      --postgres 'host=127.0.0.1 user=gridwatch dbname=district' --webhook https://office.example/hook"
+        subcommand_negates_reqs = true,
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  gridwatch hub --nats nats://10.0.0.1:4222 --nats nats://10.0.0.2:4222 --nats nats://10.0.0.3:4222 \\\n      --postgres 'host=127.0.0.1 user=gridwatch dbname=district' --webhook https://office.example/hook\n  gridwatch hub roster put --nats nats://10.0.0.1:4222 --district old-town roster.toml"
     )]
     Hub {
+        #[command(subcommand)]
+        command: Option<HubCommand>,
         /// A NATS server of the district's cluster (repeat for each node).
         #[arg(long = "nats", required = true, value_name = "URL")]
         nats_urls: Vec<String>,
         /// PostgreSQL connection string (libpq key=value form).
-        #[arg(long)]
-        postgres: String,
+        #[arg(long, required = true)]
+        postgres: Option<String>,
         /// Where `box-down` alarms and their clearing are posted.
-        #[arg(long)]
-        webhook: String,
+        #[arg(long, required = true)]
+        webhook: Option<String>,
         /// How long a box's lease lives without renewal.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
         lease_ttl: Duration,
@@ -97,6 +132,10 @@ pub enum Command {
         /// This hub's name in the lease and the logs (default: the host name and process id).
         #[arg(long)]
         name: Option<String>,
+        /// Take workers' signed actions here (`POST /act/<district>/<box>`) and relay them to
+        /// their boxes.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
     },
     /// Run everything on embedded defaults with simulated houses and water probes.
     #[command(

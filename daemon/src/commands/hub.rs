@@ -1,7 +1,10 @@
-//! `gridwatch hub` (feature `cluster`): the district hub, until SIGTERM (docs/district.md).
+//! `gridwatch hub` (feature `cluster`): the district hub, until SIGTERM, and its commands
+//! (`hub roster put`) (docs/district.md).
 
-use super::{block_on, cancelled_on_stop_signal};
+use super::cli::{HubCommand, RosterCommand};
+use super::{block_on, cancelled_on_stop_signal, EX_CONFIG};
 use crate::cluster::hub::{self, HubOptions};
+use crate::dispatch::roster::RosterErrors;
 use std::process::ExitCode;
 
 /// Runs the hub with `options`.
@@ -13,4 +16,40 @@ pub fn command(options: HubOptions) -> ExitCode {
 pub fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     format!("{}-{}", if host.is_empty() { "hub" } else { host.as_str() }, std::process::id())
+}
+
+/// `gridwatch hub roster put`: exit 78 with the file's errors when the roster is invalid.
+pub fn subcommand(command: HubCommand) -> ExitCode {
+    let HubCommand::Roster { command: RosterCommand::Put { nats_urls, district, replicas, file } } = command;
+    let name = file.display().to_string();
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("error: cannot read {name}: {error}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let mut invalid = false;
+    let code = block_on(async {
+        match hub::put_roster(&nats_urls, &district, &name, &text, replicas).await {
+            Ok(revision) => {
+                println!("the roster of {district} is {name} (revision {revision}); boxes take it as they hear of it");
+                Ok(())
+            }
+            Err(error) => {
+                if let Some(errors) = error.downcast_ref::<RosterErrors>() {
+                    invalid = true;
+                    eprintln!("{errors}");
+                    eprintln!("roster refused: the district's roster in force stays");
+                    return Ok(());
+                }
+                Err(error)
+            }
+        }
+    });
+    if invalid {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        code
+    }
 }

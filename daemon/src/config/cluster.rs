@@ -101,6 +101,15 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_secret_without_a_topic_is_for_the_districts_relayed_actions() {
+        let text = "state_dir = \"state\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1883\"\n[dispatch]\nack_secret = \"district-shared-ack-secret\"\n";
+        let acks = parse(text).unwrap().incident_acks.expect("a key for relayed actions");
+        assert_eq!(acks.topic, None, "nothing is subscribed over MQTT");
+        let Err(ConfigError::Invalid(diagnostics)) = parse(&text.replace("district-shared-ack-secret", "short")) else { panic!("accepted a short secret") };
+        assert!(diagnostics.iter().any(|d| d.to_string().contains("at least 16")), "{diagnostics:?}");
+    }
+
+    #[test]
     fn box_ids_are_subject_tokens() {
         assert!(is_token("east-canal_01"));
         assert!(!is_token(""));

@@ -18,7 +18,7 @@ mod types;
 pub mod wording;
 
 pub use check::{check_topic_filter, sink_names, tls_client_config};
-pub use cluster::ClusterConfig;
+pub use cluster::{is_token, ClusterConfig};
 pub use raw::{SerialProtocol, DEFAULT_PHOTO_MAX_BYTES};
 pub use sensor_index::SensorIndex;
 pub use serial::{SerialConfig, SerialDevice};

@@ -40,7 +40,7 @@ pub struct DispatcherSetup {
     /// See `AlertsConfig::group_window`.
     pub group_window_ms: i64,
     pub links: Option<crate::links::WorkerLinks>,
-    pub dispatch: crate::dispatch::Dispatch,
+    pub dispatch: crate::dispatch::InForce,
     pub clock: crate::clock::Clock,
     /// Alerts channels gave up, for their failover channels.
     pub handoffs: mpsc::UnboundedReceiver<Handoff>,
@@ -123,7 +123,7 @@ struct Dispatcher {
     flap_window_ms: i64,
     group_window_ms: i64,
     links: Option<crate::links::WorkerLinks>,
-    dispatch: crate::dispatch::Dispatch,
+    dispatch: crate::dispatch::InForce,
     clock: crate::clock::Clock,
     buses: Option<std::sync::Arc<crate::sources::buses::Buses>>,
     /// Building -> when its last alarm went out on its own: the building's next alarms in the
@@ -205,14 +205,15 @@ impl Dispatcher {
         if alert.kind == crate::alert::DAEMON_KIND && alert.unset_clock.is_none() && !self.clock.synchronized() {
             alert.stamped_by_unset_clock(self.clock.elapsed_ms());
         }
+        let dispatch = self.dispatch.get();
         if alert.audience == Audience::Grid && alert.event != Event::Cleared {
-            let people = self.dispatch.on_duty(alert.grid.as_deref(), now);
+            let people = dispatch.on_duty(alert.grid.as_deref(), now);
             alert.recipients = people.iter().map(|m| m.name.clone()).collect();
             alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
         }
         // Device alarms are for the installers (their clears too, to the same channels).
         if alert.audience == Audience::Installer {
-            let installers = self.dispatch.roster.installers(alert.grid.as_deref());
+            let installers = dispatch.roster.installers(alert.grid.as_deref());
             alert.recipients = installers.iter().map(|m| m.name.clone()).collect();
             alert.mentions = installers.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
         }
@@ -236,13 +237,13 @@ impl Dispatcher {
             silenced = explained.map(|reason| crate::dispatch::silence::Silence::bus_down(&alert.sensor, reason, now));
         }
         // Quiet hours and the daily digest: the alert waits in the outbox (no reminders for it).
-        let deferred_until = if silenced.is_none() { self.dispatch.deferral.not_before(&alert, now) } else { None };
+        let deferred_until = if silenced.is_none() { dispatch.deferral.not_before(&alert, now) } else { None };
         let grouped_until = if silenced.is_none() && deferred_until.is_none() { self.group(&alert, now) } else { None };
         let escalate = match (alert.audience, &silenced, deferred_until) {
-            (Audience::Grid, None, None) => self.dispatch.first_due(alert.severity.as_str(), now).map(|first_due| (alert.grid.clone(), now, first_due)),
+            (Audience::Grid, None, None) => dispatch.first_due(alert.severity.as_str(), now).map(|first_due| (alert.grid.clone(), now, first_due)),
             _ => None,
         };
-        let addressing = if silenced.is_some() { Addressing::default() } else { address(&alert, &self.dispatch.roster, &self.names) };
+        let addressing = if silenced.is_some() { Addressing::default() } else { address(&alert, &dispatch.roster, &self.names) };
         let targets = addressing.targets.clone();
         let route = router(addressing, self.links.clone(), self.clock);
         let key = (alert.rule.clone(), alert.sensor.clone());
@@ -413,6 +414,7 @@ impl Dispatcher {
     fn send_due_in_memory(&mut self, since_last_look: i64) {
         let now = self.clock.now();
         let at = self.clock.label(now);
+        let dispatch = self.dispatch.get();
         let mut finished = Vec::new();
         let mut sends: Vec<(Alert, Vec<String>)> = Vec::new();
         for (key, ladder) in &mut self.ladders.in_memory {
@@ -420,9 +422,9 @@ impl Dispatcher {
             if ladder.age_ms < ladder.next_due_age_ms {
                 continue;
             }
-            let decision = self.dispatch.decide(ladder, ladder.age_ms, now, &at);
+            let decision = dispatch.decide(ladder, ladder.age_ms, now, &at);
             for step in decision.steps {
-                let addressing = address(&step.alert, &self.dispatch.roster, &self.names);
+                let addressing = address(&step.alert, &dispatch.roster, &self.names);
                 for (sink, own) in destinations(&step.alert, &addressing) {
                     sends.push((own.unwrap_or_else(|| step.alert.clone()), vec![sink]));
                 }
@@ -464,6 +466,7 @@ impl Dispatcher {
         }
         let now = self.clock.now();
         let at = self.clock.label(now);
+        let dispatch = self.dispatch.get();
         self.ladders.unrecorded.retain(|incident, _| ladders.iter().any(|l| l.incident_id == *incident));
         for mut ladder in ladders {
             // A step the store could not record moved the ladder on in memory.
@@ -476,11 +479,11 @@ impl Dispatcher {
             if age < ladder.next_due_age_ms {
                 continue;
             }
-            let mut decision = self.dispatch.decide(&ladder, age, now, &at);
+            let mut decision = dispatch.decide(&ladder, age, now, &at);
             let mut targets: Vec<Vec<String>> = Vec::new();
             let mut routes: Vec<Vec<Destination>> = Vec::new();
             for step in &mut decision.steps {
-                let addressing = address(&step.alert, &self.dispatch.roster, &self.names);
+                let addressing = address(&step.alert, &dispatch.roster, &self.names);
                 targets.push(addressing.targets.clone());
                 routes.push(router(addressing, self.links.clone(), self.clock)(&mut step.alert, ladder.incident_id));
             }

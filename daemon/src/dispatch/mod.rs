@@ -25,6 +25,7 @@ pub use dispatcher::{run_dispatcher, DispatcherSetup, Judged};
 
 use policy::Policy;
 use roster::Roster;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// The roster and policies in force.
 #[derive(Debug, Clone)]
@@ -60,6 +61,40 @@ impl Dispatch {
 
     pub fn policy(&self, severity: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.severity == severity && p.is_active())
+    }
+}
+
+/// The roster and policies in force, shared by the dispatcher, the pages and the reports. A
+/// district roster ([`crate::cluster`]) replaces them while the daemon runs; each reader takes
+/// the current one for one decision ([`InForce::get`]), so a replacement never shows half.
+#[derive(Debug, Clone)]
+pub struct InForce(Arc<RwLock<Arc<Dispatch>>>);
+
+impl InForce {
+    pub fn new(dispatch: Dispatch) -> InForce {
+        InForce(Arc::new(RwLock::new(Arc::new(dispatch))))
+    }
+
+    /// The roster and policies in force now.
+    pub fn get(&self) -> Arc<Dispatch> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Puts `dispatch` in force for every reader's next decision.
+    pub fn replace(&self, dispatch: Dispatch) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(dispatch);
+    }
+}
+
+impl Default for InForce {
+    fn default() -> InForce {
+        InForce::new(Dispatch::default())
+    }
+}
+
+impl From<Dispatch> for InForce {
+    fn from(dispatch: Dispatch) -> InForce {
+        InForce::new(dispatch)
     }
 }
 

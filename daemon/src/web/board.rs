@@ -14,7 +14,7 @@
 
 use crate::clock::Clock;
 use crate::config::SensorConfig;
-use crate::dispatch::Dispatch;
+use crate::dispatch::InForce;
 use crate::live::LiveTable;
 use crate::sinks::text::{self, Places, Wording};
 use crate::store::{IncidentRow, Store};
@@ -46,7 +46,7 @@ const NAMED_TILES: usize = 80;
 pub struct Board {
     pub sensors: Arc<[SensorConfig]>,
     pub places: Places,
-    pub dispatch: Arc<Dispatch>,
+    pub dispatch: InForce,
     /// The latest readings (a sensor never heard, or silent, is grey); none: not shown.
     pub live: Option<Arc<LiveTable>>,
     pub store: Store,
@@ -354,12 +354,13 @@ impl Watcher {
         });
         // Waiting to be accepted first, then the worst, then the newest.
         open.sort_by_key(|r| (r.state != "open", std::cmp::Reverse(rank(severity_letter(&r.severity))), std::cmp::Reverse(r.id)));
+        let dispatch = board.dispatch.get();
         let incidents = open
             .iter()
             .take(LISTED)
             .map(|r| {
                 let known = &self.known[&r.id];
-                let policy = board.dispatch.policy(&r.severity);
+                let policy = dispatch.policy(&r.severity);
                 let accepted = known.accepted_ms.or(known.on_site_ms);
                 IncidentView {
                     id: r.id,
@@ -405,10 +406,11 @@ fn duty(board: &Board, now: i64) -> Vec<(String, String)> {
     let mut grids: Vec<&str> = board.sensors.iter().filter_map(|s| s.place.grid.as_deref()).collect();
     grids.sort_unstable();
     grids.dedup();
+    let dispatch = board.dispatch.get();
     grids
         .into_iter()
         .map(|grid| {
-            let names: Vec<&str> = board.dispatch.on_duty(Some(grid), now).iter().map(|m| m.name.as_str()).collect();
+            let names: Vec<&str> = dispatch.on_duty(Some(grid), now).iter().map(|m| m.name.as_str()).collect();
             (grid.to_string(), if names.is_empty() { "未排班".to_string() } else { names.join("、") })
         })
         .collect()
@@ -418,7 +420,7 @@ fn duty(board: &Board, now: i64) -> Vec<(String, String)> {
 fn today(board: &Board, now: i64) -> Vec<(&'static str, String)> {
     let midnight = local_midnight(now, board.time_zone);
     let Ok(timelines) = crate::report::timelines(&board.store, &board.sensors, midnight, now + 1) else { return Vec::new() };
-    let figures = crate::report::figures(&timelines, &board.dispatch, now);
+    let figures = crate::report::figures(&timelines, &board.dispatch.get(), now);
     let median = |pair: Option<(i64, i64)>| pair.map_or_else(|| "—".to_string(), |(m, _)| crate::report::duration(m));
     vec![
         ("今日新增", figures.incidents.to_string()),

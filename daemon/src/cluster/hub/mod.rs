@@ -2,8 +2,9 @@
 //! (replicated on the JetStream cluster), consumes the stream with a durable consumer, commits
 //! each batch to PostgreSQL and only then advances the box's high-water mark in KV and acks the
 //! message — the box forgets nothing before that ([`super::uplink`]). Beside it, [`leases`]
-//! turns an expired box lease into one `box-down` alarm. Several hubs may run: only the one
-//! holding the hub lease does any of this, the others stand by ([`active`]).
+//! turns an expired box lease into one `box-down` alarm; [`put_roster`] makes a checked roster
+//! the district's. Several hubs may run: only the one holding the hub lease consumes and watches
+//! leases, the others stand by ([`active`]); every hub relays workers' actions ([`relay`]).
 //!
 //! Invariants: a high-water mark only moves forward and only to a row committed in PostgreSQL;
 //! a message is acked only after both; a batch that cannot be decoded is counted, logged and
@@ -12,6 +13,7 @@
 mod active;
 mod leases;
 mod postgres;
+mod relay;
 
 use super::wire::{hwm_key, parse_hwm, Batch};
 use async_nats::jetstream::{self, consumer::pull, kv, stream, AckKind};
@@ -35,6 +37,8 @@ pub struct HubOptions {
     pub hub_lease: Duration,
     /// This hub's name in the lease (which one is active, in the logs).
     pub name: String,
+    /// Where workers' actions are posted for relay to their boxes; none: no relay.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// How long JetStream waits for the hub's ack before delivering a batch again.
@@ -49,11 +53,15 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
         () = shutdown.cancelled() => return Ok(()),
     };
     tracing::info!(stream = super::STREAM, replicas = options.replicas, lease_ttl_secs = options.lease_ttl.as_secs(), "district hub started");
+    let relay = options.listen.map(|listen| tokio::spawn(relay::serve(js.clone(), listen, shutdown.clone())));
     while let Some(term) = active::take(&hub_bucket, &options.name, options.hub_lease, &shutdown).await {
         let watcher = tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), term.fence.clone(), term.lost.clone()));
         consume(uplink.clone(), hwm.clone(), &options, &term.lost).await;
         let _ = watcher.await;
         let _ = term.keeper.await;
+    }
+    if let Some(relay) = relay {
+        relay.await??;
     }
     Ok(())
 }
@@ -76,6 +84,20 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
                 .await?;
             let hwm = bucket(js, super::HWM_BUCKET, Duration::ZERO, options.replicas).await?;
             let leases = bucket(js, super::LEASE_BUCKET, options.lease_ttl, options.replicas).await?;
+            // Boxes watch it from start, before any roster is put.
+            bucket(js, super::ROSTER_BUCKET, Duration::ZERO, options.replicas).await?;
+            // Each box's actions wait for it (its consumer takes them off), at most a day:
+            // older ones would be refused as stale.
+            js.get_or_create_stream(stream::Config {
+                name: super::ACTIONS_STREAM.into(),
+                subjects: vec![super::ACTIONS_SUBJECTS.into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                num_replicas: options.replicas,
+                max_age: Duration::from_secs(24 * 3600),
+                ..Default::default()
+            })
+            .await?;
             let hub = bucket(js, super::HUB_BUCKET, options.hub_lease, options.replicas).await?;
             anyhow::Ok((uplink, hwm, leases, hub))
         }
@@ -94,7 +116,7 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
 /// The bucket's stream is created here as the client's `create_key_value` would, because that
 /// call first reads the account's info, which nats-server 2.9 (Debian 12) answers without
 /// fields async-nats 0.48 requires.
-async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> anyhow::Result<kv::Store> {
+pub(crate) async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> anyhow::Result<kv::Store> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
@@ -116,6 +138,27 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas
     .await?;
     Ok(js.get_key_value(name).await?)
 }
+
+/// `gridwatch hub roster put`: checks `text` with the boxes' parser (nothing is written when it
+/// is invalid: the roster in force stays) and puts it under the district's key; the new
+/// revision. Errors of the file are [`crate::dispatch::roster::RosterErrors`].
+pub async fn put_roster(nats_urls: &[String], district: &str, name: &str, text: &str, replicas: usize) -> anyhow::Result<u64> {
+    if !crate::config::is_token(district) {
+        anyhow::bail!("district `{district}`: use 1 to 64 letters, digits, `-` or `_`, as in the boxes' [cluster] district");
+    }
+    super::roster::check(name, text, None)?;
+    let connected = async {
+        let js = jetstream::new(super::connect(nats_urls, "gridwatch-hub-roster").await?);
+        let roster = bucket(&js, super::ROSTER_BUCKET, Duration::ZERO, replicas).await?;
+        anyhow::Ok(roster.put(district, text.to_owned().into()).await?)
+    };
+    tokio::time::timeout(PUT_TIMEOUT, connected)
+        .await
+        .map_err(|_| anyhow::anyhow!("the district's NATS cluster did not take the roster within {PUT_TIMEOUT:?}"))?
+}
+
+/// How long `gridwatch hub roster put` tries to reach the cluster.
+const PUT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Consumes the uplink stream until `shutdown`, reconnecting to PostgreSQL and re-creating the
 /// consumer's message stream whenever either is lost.

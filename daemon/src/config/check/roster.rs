@@ -9,24 +9,34 @@ use std::path::Path;
 
 impl Checker<'_> {
     pub(super) fn incident_acks(&mut self, raw: &raw::RawDispatch, base: &Path) -> Option<crate::sources::mqtt::incident_acks::AckConfig> {
-        let topic = raw.ack_topic.as_ref()?;
-        if topic.get_ref().is_empty() || topic.get_ref().contains(['+', '#']) {
-            self.error(topic.span(), Some("dispatch.ack_topic"), "must be one topic, without wildcards".into());
+        // A secret without a topic: the actions come from the district (`[cluster]`) only.
+        if raw.ack_topic.is_none() && raw.ack_secret.is_none() && raw.ack_secret_file.is_none() {
             return None;
+        }
+        let span = raw.ack_topic.as_ref().or(raw.ack_secret_file.as_ref()).map_or(0..0, toml::Spanned::span);
+        if let Some(topic) = &raw.ack_topic {
+            if topic.get_ref().is_empty() || topic.get_ref().contains(['+', '#']) {
+                self.error(topic.span(), Some("dispatch.ack_topic"), "must be one topic, without wildcards".into());
+                return None;
+            }
         }
         let secret = match (&raw.ack_secret, &raw.ack_secret_file) {
             (Some(secret), None) => Some(secret.clone()),
             (None, Some(file)) => self.read_secret(file, base, "dispatch.ack_secret_file"),
             _ => {
-                self.error(topic.span(), Some("dispatch.ack_secret"), "an ack topic needs exactly one of `ack_secret` or `ack_secret_file`".into());
+                self.error(span.clone(), Some("dispatch.ack_secret"), "workers' actions need exactly one of `ack_secret` or `ack_secret_file`".into());
                 None
             }
         }?;
         if secret.len() < 16 {
-            self.error(topic.span(), Some("dispatch.ack_secret"), "use a secret of at least 16 characters".into());
+            self.error(span, Some("dispatch.ack_secret"), "use a secret of at least 16 characters".into());
             return None;
         }
-        Some(crate::sources::mqtt::incident_acks::AckConfig::new(topic.get_ref().clone(), &secret))
+        use crate::sources::mqtt::incident_acks::AckConfig;
+        Some(match &raw.ack_topic {
+            Some(topic) => AckConfig::new(topic.get_ref().clone(), &secret),
+            None => AckConfig::without_topic(&secret),
+        })
     }
 
     /// The roster file, checked like the configuration itself (its errors are this file's).

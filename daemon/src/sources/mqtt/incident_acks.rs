@@ -1,6 +1,7 @@
-//! Workers' actions relayed over MQTT: a central hub that serves the workers' pages for boxes
-//! behind 4G NAT publishes each action as a signed JSON message on this box's ack topic, and
-//! the box applies it to the incident like a press of the button on its own page.
+//! Workers' actions relayed by a hub: a central hub that serves the workers' pages for boxes
+//! behind 4G NAT publishes each action as a signed JSON message on this box's ack topic (or, in
+//! a district, on the box's NATS work queue: [`crate::cluster`]), and the box applies it to the
+//! incident like a press of the button on its own page ([`apply`], for both ways).
 //!
 //! ```json
 //! {"incident": 12, "action": "accept", "by": "王芳 13800000001", "note": "on my way",
@@ -30,7 +31,8 @@ const MAX_AHEAD_MS: i64 = 5 * 60 * 1000;
 /// The ack topic and its key.
 #[derive(Clone)]
 pub struct AckConfig {
-    pub topic: String,
+    /// None: the actions come only from the district hub (`[cluster]`), not over MQTT.
+    pub topic: Option<String>,
     signer: Signer,
 }
 
@@ -94,7 +96,12 @@ impl Refusal {
 
 impl AckConfig {
     pub fn new(topic: String, secret: &str) -> AckConfig {
-        AckConfig { topic, signer: Signer::new(secret) }
+        AckConfig { topic: Some(topic), signer: Signer::new(secret) }
+    }
+
+    /// The key of actions relayed by the district hub only.
+    pub fn without_topic(secret: &str) -> AckConfig {
+        AckConfig { topic: None, signer: Signer::new(secret) }
     }
 
     /// The signature of a message's fields (what a hub computes).
@@ -131,6 +138,69 @@ impl AckConfig {
         let signature = message.sig.to_ascii_lowercase();
         Ok(Verified { incident: message.incident, action, by: message.by, note: message.note.filter(|n| !n.is_empty()), signature, ts: message.ts })
     }
+}
+
+/// How a relayed action ended (the `reason` label of `incident_acks`).
+enum AckResult {
+    Applied(i64, String),
+    NotApplicable(String),
+    Refused(Refusal),
+    /// The store could not record the signature: nothing happened, the action may come again.
+    Unrecorded(String),
+}
+
+/// Whether the store settled a relayed action (applied, refused or not applicable), so its
+/// carrier may forget it; `false`: nothing was recorded, deliver it again.
+pub type Settled = bool;
+
+/// Verifies a worker's action relayed from a hub (`via` says how, for the log), records its
+/// signature as used (a replay, also after a restart, is refused) and applies it to its incident
+/// at `now`. Each outcome is counted.
+pub async fn apply(acks: &AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &crate::metrics::Metrics, now: i64, via: &str) -> Settled {
+    let result = match acks.verify(payload, now) {
+        Ok(verified) => {
+            let store = store.clone();
+            let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<AckResult> {
+                // Used before it is applied: a crash between the two loses the action (the hub
+                // sends it again with a new time) but never applies one twice.
+                if !store.use_signature(PURPOSE, &verified.signature, AckConfig::remember_until(verified.ts, now), now)? {
+                    return Ok(AckResult::Refused(Refusal::Replayed));
+                }
+                let actor = format!("{} (hub)", verified.by);
+                Ok(match store.incident_action(verified.incident, verified.action, &actor, verified.note.as_deref(), now) {
+                    Ok(state) => AckResult::Applied(verified.incident, state.to_string()),
+                    Err(error) => AckResult::NotApplicable(format!("{error:#}")),
+                })
+            })
+            .await;
+            match applied {
+                Ok(Ok(result)) => result,
+                Ok(Err(error)) => AckResult::Unrecorded(format!("{error:#}")),
+                Err(error) => AckResult::Unrecorded(error.to_string()),
+            }
+        }
+        Err(refusal) => AckResult::Refused(refusal),
+    };
+    let (reason, settled) = match result {
+        AckResult::Applied(incident, state) => {
+            tracing::info!(incident, state = %state, via, "worker's action applied");
+            ("applied", true)
+        }
+        AckResult::NotApplicable(error) => {
+            tracing::warn!(error = %error, via, "worker's action not applied");
+            ("not_applicable", true)
+        }
+        AckResult::Refused(refusal) => {
+            tracing::warn!(reason = refusal.as_str(), via, "worker's action refused");
+            (refusal.as_str(), true)
+        }
+        AckResult::Unrecorded(error) => {
+            tracing::warn!(error = %error, via, "worker's action not recorded by the store");
+            ("not_applicable", false)
+        }
+    };
+    metrics.incident_acks.get_or_create(&crate::metrics::ReasonLabel { reason: reason.into() }).inc();
+    settled
 }
 
 /// The fields an ack signs, in order.

@@ -252,7 +252,9 @@ pub async fn run(
 ) {
     let mut filters: Vec<SubscribeFilter> = ingest.router.filters().into_iter().map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce)).collect();
     if let Some((acks, _)) = &outputs.acks {
-        filters.push(SubscribeFilter::new(acks.topic.clone(), QoS::AtLeastOnce));
+        if let Some(topic) = &acks.topic {
+            filters.push(SubscribeFilter::new(topic.clone(), QoS::AtLeastOnce));
+        }
     }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     // When the current connection will have held long enough to call the bus up.
@@ -270,9 +272,9 @@ pub async fn run(
             event = eventloop.poll() => event,
         };
         match event {
-            Ok(Event::Incoming(Packet::Publish(publish))) if outputs.acks.as_ref().is_some_and(|(acks, _)| *publish.topic == *acks.topic) => {
+            Ok(Event::Incoming(Packet::Publish(publish))) if outputs.acks.as_ref().is_some_and(|(acks, _)| acks.topic.as_deref() == Some(&*publish.topic)) => {
                 if let Some((acks, store)) = &outputs.acks {
-                    apply_ack(acks, store, &publish.payload, &metrics, ingest.clock.now()).await;
+                    crate::sources::mqtt::incident_acks::apply(acks, store, &publish.payload, &metrics, ingest.clock.now(), "the ack topic").await;
                 }
                 if outputs.spool.send(Spooled { sample: None, ack: Some(publish) }).await.is_err() {
                     break;
@@ -367,58 +369,6 @@ fn oversized(error: &rumqttc::ConnectionError) -> Option<usize> {
         rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(size))) => Some(*size),
         _ => None,
     }
-}
-
-/// How a message on the ack topic ended (the `reason` label of `incident_acks`).
-enum AckResult {
-    Applied(i64, String),
-    NotApplicable(String),
-    Refused(crate::sources::mqtt::incident_acks::Refusal),
-}
-
-/// Verifies a worker's action from the ack topic, records its signature as used (a replay,
-/// also after a restart, is refused) and applies it to its incident at `now`.
-async fn apply_ack(acks: &crate::sources::mqtt::incident_acks::AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &Metrics, now: i64) {
-    use crate::sources::mqtt::incident_acks::{AckConfig, Refusal, PURPOSE};
-    let result = match acks.verify(payload, now) {
-        Ok(verified) => {
-            let store = store.clone();
-            let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<AckResult> {
-                // Used before it is applied: a crash between the two loses the action (the hub
-                // sends it again with a new time) but never applies one twice.
-                if !store.use_signature(PURPOSE, &verified.signature, AckConfig::remember_until(verified.ts, now), now)? {
-                    return Ok(AckResult::Refused(Refusal::Replayed));
-                }
-                let actor = format!("{} (hub)", verified.by);
-                Ok(match store.incident_action(verified.incident, verified.action, &actor, verified.note.as_deref(), now) {
-                    Ok(state) => AckResult::Applied(verified.incident, state.to_string()),
-                    Err(error) => AckResult::NotApplicable(format!("{error:#}")),
-                })
-            })
-            .await;
-            match applied {
-                Ok(Ok(result)) => result,
-                Ok(Err(error)) => AckResult::NotApplicable(format!("{error:#}")),
-                Err(error) => AckResult::NotApplicable(error.to_string()),
-            }
-        }
-        Err(refusal) => AckResult::Refused(refusal),
-    };
-    let reason = match result {
-        AckResult::Applied(incident, state) => {
-            tracing::info!(incident, state = %state, "worker's action applied from the ack topic");
-            "applied"
-        }
-        AckResult::NotApplicable(error) => {
-            tracing::warn!(error = %error, "worker's action from the ack topic not applied");
-            "not_applicable"
-        }
-        AckResult::Refused(refusal) => {
-            tracing::warn!(reason = refusal.as_str(), "message on the ack topic refused");
-            refusal.as_str()
-        }
-    };
-    metrics.incident_acks.get_or_create(&crate::metrics::ReasonLabel { reason: reason.into() }).inc();
 }
 
 /// Sends DISCONNECT and polls until it is out (at most a second).

@@ -20,7 +20,8 @@ pub async fn tell(state: &WebState, incident: i64, about: Option<&Alert>, work: 
         Work::AddHelper { person } => (HELP_ASKED, person),
         _ => return,
     };
-    let (Some(about), Some(member)) = (about, state.page.roster.members.iter().find(|m| &m.id == person)) else { return };
+    let dispatch = state.page.dispatch.get();
+    let (Some(about), Some(member)) = (about, dispatch.roster.members.iter().find(|m| &m.id == person)) else { return };
     if member.channels.is_empty() {
         return;
     }

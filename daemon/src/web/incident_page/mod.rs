@@ -22,7 +22,7 @@ mod steps;
 mod tests;
 
 use super::WebState;
-use crate::dispatch::roster::{Member, Roster};
+use crate::dispatch::roster::Member;
 use crate::store::{CheckIn, IncidentRow, Step, Work};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -30,20 +30,20 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use std::sync::Arc;
 
 /// What the page needs beyond the store and the links.
 #[derive(Debug, Clone)]
 pub struct PageSetup {
-    /// Who can be handed an incident or added as a helper, and who is a grid leader.
-    pub roster: Arc<Roster>,
+    /// The roster in force: who can be handed an incident or added as a helper, and who is a
+    /// grid leader.
+    pub dispatch: crate::dispatch::InForce,
     /// The largest photo taken (`[http] photo_max_bytes`).
     pub photo_max_bytes: usize,
 }
 
 impl Default for PageSetup {
     fn default() -> Self {
-        PageSetup { roster: Arc::new(Roster::empty()), photo_max_bytes: crate::config::DEFAULT_PHOTO_MAX_BYTES }
+        PageSetup { dispatch: Default::default(), photo_max_bytes: crate::config::DEFAULT_PHOTO_MAX_BYTES }
     }
 }
 
@@ -111,6 +111,8 @@ impl Viewer<'_> {
 fn person_name(state: &WebState, person: &str) -> String {
     state
         .page
+        .dispatch
+        .get()
         .roster
         .members
         .iter()
@@ -159,11 +161,12 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
         Ok(posted) => posted,
         Err(error) => return refuse(error.status(), error.to_string(), ""),
     };
+    let dispatch = state.page.dispatch.get();
     let viewer =
-        Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| state.page.roster.members.iter().find(|member| member.id == m)) };
+        Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| dispatch.roster.members.iter().find(|member| member.id == m)) };
     let about = state.store.latest_alert(&row.rule, &row.sensor).ok().flatten();
     let grid = about.as_ref().and_then(|a| a.grid.as_deref());
-    let work = match steps::work(&posted, &state.page.roster, grid) {
+    let work = match steps::work(&posted, &dispatch.roster, grid) {
         Ok(work) => work,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, why, &posted.note),
     };

@@ -67,8 +67,9 @@ pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option
     let about = state.store.latest_alert(&row.rule, &row.sensor).ok().flatten();
     let sensor = sensor_of(state, &row.sensor);
     let grid = about.as_ref().and_then(|a| a.grid.as_deref());
+    let dispatch = state.page.dispatch.get();
     let viewer =
-        Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| state.page.roster.members.iter().find(|member| member.id == m)) };
+        Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| dispatch.roster.members.iter().find(|member| member.id == m)) };
     let incident_state = row.state.parse().unwrap_or(crate::dispatch::incident::State::Closed);
     let red = steps::is_red(&row.worst_severity);
     let offers = steps::offered(incident_state, red, viewer.leads(grid));
@@ -226,8 +227,9 @@ fn actions(
         }
         html.push_str("</div>");
     }
+    let dispatch = state.page.dispatch.get();
     let candidates: Vec<_> =
-        state.page.roster.members.iter().filter(|m| m.grids.is_empty() || grid.is_none_or(|g| m.grids.iter().any(|mine| mine == g))).collect();
+        dispatch.roster.members.iter().filter(|m| m.grids.is_empty() || grid.is_none_or(|g| m.grids.iter().any(|mine| mine == g))).collect();
     if has("transfer") && !candidates.is_empty() {
         html.push_str("<label for=\"person\">转交或请人协助</label><select id=\"person\" name=\"person\"><option value=\"\">选择人员…</option>");
         for member in candidates {
@@ -364,10 +366,11 @@ fn people(html: &mut String, state: &WebState, id: i64) {
     }
     // With the roster's phone number as a tel: link: a hand-over is not messaged yet, so the
     // worker calls.
+    let dispatch = state.page.dispatch.get();
     let named = |part: &str| {
         let shown = people.iter().filter(|(_, p)| p == part).map(|(person, _)| {
             let name = escape(&person_name(state, person));
-            match state.page.roster.members.iter().find(|m| &m.id == person).map(|m| m.phone.as_str()).filter(|p| !p.is_empty()) {
+            match dispatch.roster.members.iter().find(|m| &m.id == person).map(|m| m.phone.as_str()).filter(|p| !p.is_empty()) {
                 Some(phone) => format!("{name} <a href=\"tel:{0}\">{0}</a>", escape(phone)),
                 None => name,
             }

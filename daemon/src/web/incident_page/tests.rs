@@ -1,8 +1,10 @@
 use super::*;
 use crate::alert::tests::sample_alert;
+use crate::dispatch::roster::Roster;
 use crate::links::WorkerLinks;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use std::sync::Arc;
 use std::time::Duration;
 
 const ROSTER: &str = "timezone = \"+08:00\"\n[[grid]]\nid = \"grid-3\"\n\
@@ -23,7 +25,7 @@ async fn serve_with(photo_max_bytes: usize) -> (String, WebState, i64, tempfile:
     let links = WorkerLinks::new(base.parse().unwrap(), "a-link-secret-of-some-length", Duration::from_secs(3600));
     let roster = Roster::parse("roster.toml", ROSTER).unwrap();
     let members = Arc::new(roster.member_names());
-    let page = PageSetup { roster: Arc::new(roster), photo_max_bytes };
+    let page = PageSetup { dispatch: crate::dispatch::Dispatch { roster, ..Default::default() }.into(), photo_max_bytes };
     let state = WebState {
         metrics: Arc::new(Metrics::new()),
         store,
