@@ -564,9 +564,8 @@ impl Scores {
     /// instead, so that a regression still fails.
     ///
     /// Known limits: a seasonal swing of more than ±0.5‰ on a box that reports no temperature
-    /// cannot be told from a lean (only red is held to 0 there); a rate rule (30-day change ≥ 0.6‰) sees
-    /// a slow creep before it reaches 1.5‰, as the standard wants (only alarms before the creep
-    /// began count); a creep's 2‰ crossing is timed on the creep alone, so the seasons can move
+    /// cannot be told from a lean (only red is held to 0 there); a creep's 2‰ crossing is timed
+    /// on the creep alone, so the weather can move
     /// the daily level's crossing by days for slow creeps (held to 24 h from 0.15‰/day); a drift,
     /// a device clock (the daemon's business), intermittent flips, spike bursts, a stuck or
     /// coarsely rounding box cannot all be told within 2 h (held to 0 red only).
@@ -580,12 +579,11 @@ impl Scores {
             }
         }
         for row in &self.creep {
-            let false_early = row.early - row.early_while_creeping;
             let timed = row.sub.contains("0.15-0.5");
-            if false_early > 0 || row.missed > 0 || row.flapping > 0 || (timed && row.within_24h < row.cases) {
+            if row.early > 0 || row.missed > 0 || row.flapping > 0 || (timed && row.within_24h < row.cases) {
                 out.push(format!(
-                    "{}: {false_early} yellow before the creep began, {} missed, {} flapping, {}/{} within 24 h",
-                    row.sub, row.missed, row.flapping, row.within_24h, row.cases
+                    "{}: {} yellow before 1.5‰, {} missed, {} flapping, {}/{} within 24 h",
+                    row.sub, row.early, row.missed, row.flapping, row.within_24h, row.cases
                 ));
             }
         }
