@@ -564,8 +564,8 @@ impl Scores {
     /// instead, so that a regression still fails.
     ///
     /// Known limits: a seasonal swing of more than ±0.5‰ on a box that reports no temperature
-    /// cannot be told from a lean (only red is held to 0 there); a creep's 2‰ crossing is timed
-    /// on the creep alone, so the weather can move
+    /// cannot be told from a lean (only red is held to 0 there); a creep's 1.5‰ and 2‰ crossings
+    /// are timed on the creep alone, so the weather left in the daily level can move
     /// the daily level's crossing by days for slow creeps (held to 24 h from 0.15‰/day); a drift,
     /// a device clock (the daemon's business), intermittent flips, spike bursts, a stuck or
     /// coarsely rounding box cannot all be told within 2 h (held to 0 red only).
