@@ -392,7 +392,8 @@ fn spawn_sources(
     let sensors = config.sensors.clone();
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),
-        spool: config.influxdb.is_some().then(|| spool.clone()),
+        // Kept with or without InfluxDB: the crash log must hold what is acknowledged.
+        spool: Some(spool.clone()),
         sensors: index.clone(),
         clock,
         metrics: metrics.clone(),
@@ -410,9 +411,8 @@ fn spawn_sources(
     let gpio_tasks = spawn_gpio(config, &serial_outputs, metrics.clone(), &sensors, shutdown.clone())?;
     drop(serial_outputs);
     let ingest = Ingest::new(config, index, clock, metrics.clone(), clocks);
-    let stored = config.influxdb.is_some().then(|| sensors.clone());
     let acks = config.incident_acks.clone().map(|acks| (acks, store.clone()));
-    let outputs = Outputs { samples: sample_tx, spool, stored, acks, bus: buses.mqtt() };
+    let outputs = Outputs { samples: sample_tx, spool, stored: Some(sensors.clone()), acks, bus: buses.mqtt() };
     let acks_flushed = CancellationToken::new();
     let source_task = tokio::spawn(source::run(client, eventloop, ingest, outputs, shutdown.clone(), acks_flushed.clone()));
 

@@ -230,8 +230,9 @@ pub struct Outputs {
     pub samples: mpsc::Sender<Sample>,
     /// The spooler; every message, to be kept and acknowledged in order.
     pub spool: mpsc::Sender<Spooled>,
-    /// The inventory, for the spool (sensor ids by position); `None` when nothing is stored
-    /// (no InfluxDB), so readings are not copied for nothing.
+    /// The inventory, for the spool and the crash log (sensor ids by position); `None` when
+    /// nothing is kept (the installer's live view). The crash log needs every acknowledged
+    /// reading whether or not InfluxDB is configured: after a crash it is judged again.
     pub stored: Option<Arc<[crate::config::SensorConfig]>>,
     /// Workers' actions relayed on the ack topic, applied to incidents in the store.
     pub acks: Option<(crate::sources::mqtt::incident_acks::AckConfig, crate::store::Store)>,
