@@ -95,6 +95,44 @@ async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_th
     );
 }
 
+/// An alarm resolved and then fired again is a new alarm for the ladder: reminded from the
+/// first time, escalated only after the accept deadline from the re-fire — not at once because
+/// the first firing's ladder had run past its deadlines (found by an outside tester: both
+/// escalation levels came a second after the re-fire).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_fired_again_after_it_was_resolved_starts_its_ladder_over() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, receiver.port());
+    let topic = "gridwatch/east-canal/canal-02/telemetry";
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    assert!(publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await, "{:?}", daemon.stderr());
+    mosquitto.publish(topic, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    let escalated = wait_for(15 * SECOND, || async { !events(&receiver, "escalated").is_empty() }).await;
+    assert!(escalated, "{:?} {:?}", receiver.bodies(), daemon.stderr());
+    for action in [&["accept", "--by", "wang"][..], &["resolve", "--by", "wang", "--note", "propped up"]] {
+        let done = gridwatch().args(["incidents", "--config", "gridwatch.toml", "act", "1"]).args(action).current_dir(dir.path()).output().unwrap();
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    }
+    mosquitto.publish(topic, &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+    assert!(wait_for(10 * SECOND, || async { !events(&receiver, "cleared").is_empty() }).await, "{:?}", receiver.bodies());
+
+    mosquitto.publish(topic, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    assert!(wait_for(10 * SECOND, || async { events(&receiver, "fired").len() == 2 }).await, "{:?}", receiver.bodies());
+    let refired_at = events(&receiver, "fired")[1].1;
+    assert_eq!(events(&receiver, "fired")[1].0["incident_id"], 1, "the same incident, re-opened");
+    let again = wait_for(15 * SECOND, || async { events(&receiver, "escalated").iter().any(|(_, at)| *at > refired_at) }).await;
+    assert!(again, "{:?}", receiver.bodies());
+    let after: Vec<_> = receiver.bodies_with_arrival().into_iter().filter(|(body, at)| *at > refired_at && body["event"] != "fired").collect();
+    let first_escalation = after.iter().find(|(body, _)| body["event"] == "escalated").unwrap();
+    assert!(first_escalation.1 - refired_at >= 3_500, "escalated {} ms after the re-fire (deadline 4 s): {after:?}", first_escalation.1 - refired_at);
+    assert!(first_escalation.0["messages"]["en"].as_str().unwrap().contains("(level 1)"), "{:?}", first_escalation.0);
+    let first_reminder = after.iter().find(|(body, _)| body["event"] == "reminder").expect("reminded before the deadline");
+    assert!(first_reminder.0["messages"]["zh"].as_str().unwrap().starts_with("催办（第1次）"), "{:?}", first_reminder.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_action_relayed_over_mqtt_is_applied_and_a_forged_one_refused() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");

@@ -141,8 +141,9 @@ const LADDER_AGES_SAVED_EVERY_MS: i64 = 60_000;
 /// a step of the wall clock moves no ladder; saved every minute and with each step.
 #[derive(Debug, Default)]
 struct Ladders {
-    /// Incident -> how long its ladder has run.
-    ages: HashMap<i64, i64>,
+    /// Incident -> when its ladder was armed, and how long it has run since. A ladder armed
+    /// again (fired again after it was resolved) starts over from the store's age.
+    ages: HashMap<i64, (i64, i64)>,
     /// Elapsed time (`Clock::elapsed_ms`) at the last look and the last save.
     last_look: Option<i64>,
     last_saved: i64,
@@ -380,6 +381,7 @@ impl Dispatcher {
         let ladder = crate::store::DueEscalation {
             incident_id: self.ladders.next_in_memory_id,
             grid,
+            armed_ms: self.clock.now(),
             age_ms: 0,
             next_due_age_ms: first_due_age_ms,
             progress: Default::default(),
@@ -462,7 +464,11 @@ impl Dispatcher {
         let ages = &mut self.ladders.ages;
         ages.retain(|incident, _| ladders.iter().any(|l| l.incident_id == *incident));
         for ladder in &ladders {
-            *ages.entry(ladder.incident_id).or_insert(ladder.age_ms) += since_last_look;
+            let (armed_ms, age) = ages.entry(ladder.incident_id).or_insert((ladder.armed_ms, ladder.age_ms));
+            if *armed_ms != ladder.armed_ms {
+                (*armed_ms, *age) = (ladder.armed_ms, ladder.age_ms);
+            }
+            *age += since_last_look;
         }
         let now = self.clock.now();
         let at = self.clock.label(now);
@@ -475,7 +481,7 @@ impl Dispatcher {
                 ladder.progress = moved.progress;
                 ladder.next_due_age_ms = next_due_age_ms;
             }
-            let age = self.ladders.ages.get(&ladder.incident_id).copied().unwrap_or(ladder.age_ms);
+            let age = self.ladders.ages.get(&ladder.incident_id).map_or(ladder.age_ms, |(_, age)| *age);
             if age < ladder.next_due_age_ms {
                 continue;
             }
@@ -519,7 +525,7 @@ impl Dispatcher {
         }
         if elapsed - self.ladders.last_saved >= LADDER_AGES_SAVED_EVERY_MS {
             self.ladders.last_saved = elapsed;
-            let ages = self.ladders.ages.iter().map(|(&incident, &age)| (incident, age)).collect();
+            let ages = self.ladders.ages.iter().map(|(&incident, &(_, age))| (incident, age)).collect();
             if let Err(error) = self.store.save_escalation_ages(ages).await {
                 self.store.report_failure("saving escalation ladders' ages", &error);
             }

@@ -236,6 +236,7 @@ to = "00:00"
         DueEscalation {
             incident_id: 12,
             grid: Some("grid-3".into()),
+            armed_ms: 0,
             age_ms: 0,
             next_due_age_ms: 0,
             progress,

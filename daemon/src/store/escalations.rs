@@ -19,6 +19,9 @@ use rusqlite::params;
 pub struct DueEscalation {
     pub incident_id: i64,
     pub grid: Option<String>,
+    /// When the ladder was armed (the incident fired, or fired again after it was resolved):
+    /// another value than before means a ladder that starts over.
+    pub armed_ms: i64,
     /// How long the ladder had run when its age was last saved.
     pub age_ms: i64,
     /// The age its next step falls due at.
@@ -45,7 +48,8 @@ impl Store {
         self.with_conn(move |conn| {
             let mut statement = conn.prepare(
                 "SELECT e.incident_id, e.grid, e.age_ms, e.next_due_age_ms, e.reminders, e.level, e.missed, i.state, i.severity,
-                        (SELECT payload FROM alert_events a WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1)
+                        (SELECT payload FROM alert_events a WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1),
+                        e.armed_ms
                  FROM escalations e JOIN incidents i ON i.id = e.incident_id
                  ORDER BY e.incident_id",
             )?;
@@ -54,6 +58,7 @@ impl Store {
                 Ok(DueEscalation {
                     incident_id: row.get(0)?,
                     grid: row.get(1)?,
+                    armed_ms: row.get(10)?,
                     age_ms: row.get(2)?,
                     next_due_age_ms: row.get(3)?,
                     progress: Progress { reminders: row.get(4)?, level: row.get(5)?, missed: row.get(6)? },
