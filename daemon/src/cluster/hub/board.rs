@@ -25,7 +25,7 @@ const SEVERITIES: [&str; 4] = ["danger", "alarm", "warning", "notice"];
 const LISTED: usize = 5;
 
 /// What the page adds to the phone pages' stylesheet.
-const STYLE: &str = "header small{opacity:.85}section.down{border-left:6px solid #c62828}\
+const STYLE: &str = "header small{color:inherit;opacity:.85}section.down{border-left:6px solid #c62828}\
 section h2 small{font-weight:normal;color:#666;margin-left:6px}\
 .up{color:#1b5e20;font-weight:bold}.off{color:#b71c1c;font-weight:bold}\
 .chip.danger{background:#c62828;color:#fff}.chip.alarm{background:#e65100;color:#fff}\
