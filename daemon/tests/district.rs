@@ -343,7 +343,8 @@ fn start_hub(nats: &NatsCluster, pg: &Postgres, hook: &WebhookReceiver, name: &s
     let dir = tempfile::tempdir().unwrap();
     let (urls, conninfo, hook_url) = (nats.urls(), pg.conninfo(), hook.url());
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["hub", "--postgres", &conninfo, "--webhook", &hook_url, "--lease-ttl", LEASE_TTL, "--hub-lease", "3s", "--name", name, "--listen", &listen];
+    let mut args =
+        vec!["hub", "--postgres", &conninfo, "--webhook", &hook_url, "--lease-ttl", LEASE_TTL, "--hub-lease", "3s", "--name", name, "--listen", &listen];
     for url in &urls {
         args.extend(["--nats", url.as_str()]);
     }

@@ -75,7 +75,9 @@ fn severity_rank(severity: &str) -> usize {
 
 /// Offline boxes first, then by worst open incident, then by how many are open, then by name.
 pub fn sort_worst_first(boxes: &mut [BoxView]) {
-    boxes.sort_by(|a, b| (!a.down, a.worst(), std::cmp::Reverse(a.open.len()), &a.box_id).cmp(&(!b.down, b.worst(), std::cmp::Reverse(b.open.len()), &b.box_id)));
+    boxes.sort_by(|a, b| {
+        (!a.down, a.worst(), std::cmp::Reverse(a.open.len()), &a.box_id).cmp(&(!b.down, b.worst(), std::cmp::Reverse(b.open.len()), &b.box_id))
+    });
 }
 
 /// Every box with its open incidents, from PostgreSQL.
@@ -91,7 +93,8 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
     let mut boxes: BTreeMap<String, BoxView> = rows
         .iter()
         .map(|row| {
-            let view = BoxView { box_id: row.get(0), district: row.get(1), down: row.get(2), since_ms: row.get(3), last_alert_ms: row.get(4), open: Vec::new() };
+            let view =
+                BoxView { box_id: row.get(0), district: row.get(1), down: row.get(2), since_ms: row.get(3), last_alert_ms: row.get(4), open: Vec::new() };
             (view.box_id.clone(), view)
         })
         .collect();
@@ -106,7 +109,14 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
     for row in &open {
         let box_id: String = row.get(0);
         if let Some(view) = boxes.get_mut(&box_id) {
-            view.open.push(OpenView { incident_id: row.get(1), rule: row.get(2), sensor: row.get(3), severity: row.get(4), state: row.get(5), opened_ms: row.get(6) });
+            view.open.push(OpenView {
+                incident_id: row.get(1),
+                rule: row.get(2),
+                sensor: row.get(3),
+                severity: row.get(4),
+                state: row.get(5),
+                opened_ms: row.get(6),
+            });
         }
     }
     let mut boxes: Vec<BoxView> = boxes.into_values().collect();
@@ -210,14 +220,27 @@ mod tests {
         let open = severities
             .iter()
             .enumerate()
-            .map(|(i, s)| OpenView { incident_id: i as i64 + 1, rule: "r".into(), sensor: format!("{box_id}-0{i}"), severity: (*s).into(), state: "open".into(), opened_ms: Some(0) })
+            .map(|(i, s)| OpenView {
+                incident_id: i as i64 + 1,
+                rule: "r".into(),
+                sensor: format!("{box_id}-0{i}"),
+                severity: (*s).into(),
+                state: "open".into(),
+                opened_ms: Some(0),
+            })
             .collect();
         BoxView { box_id: box_id.into(), district: "old-town".into(), down, since_ms: 0, last_alert_ms: None, open }
     }
 
     #[test]
     fn offline_boxes_come_first_then_the_worst_incident() {
-        let mut boxes = vec![view("a", false, &[]), view("b", false, &["warning", "warning"]), view("c", false, &["danger"]), view("d", true, &[]), view("e", false, &["warning"])];
+        let mut boxes = vec![
+            view("a", false, &[]),
+            view("b", false, &["warning", "warning"]),
+            view("c", false, &["danger"]),
+            view("d", true, &[]),
+            view("e", false, &["warning"]),
+        ];
         sort_worst_first(&mut boxes);
         let order: Vec<&str> = boxes.iter().map(|b| b.box_id.as_str()).collect();
         assert_eq!(order, ["d", "c", "b", "e", "a"]);

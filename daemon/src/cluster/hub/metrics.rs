@@ -102,7 +102,11 @@ impl HubMetrics {
         registry.register("batches", "Uplink batches taken from the stream, by result", metrics.batches.clone());
         registry.register("rows_inserted", "Rows new to PostgreSQL, by kind", metrics.rows_inserted.clone());
         registry.register("rows_duplicate", "Rows PostgreSQL already held (a batch sent again), by kind", metrics.rows_duplicate.clone());
-        registry.register("pending_batches", "Batches in the stream not yet delivered to the hub, as of the last one delivered", metrics.pending_batches.clone());
+        registry.register(
+            "pending_batches",
+            "Batches in the stream not yet delivered to the hub, as of the last one delivered",
+            metrics.pending_batches.clone(),
+        );
         registry.register("commit_lag_seconds", "From JetStream storing a batch to the hub's high-water mark covering it", metrics.commit_lag_seconds.clone());
         registry.register("box_down", "box-down messages the webhook took, by event", metrics.box_down.clone());
         registry.register("boxes_known", "Boxes the district knows", metrics.boxes_known.clone());

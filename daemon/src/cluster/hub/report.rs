@@ -132,7 +132,9 @@ fn html(counts: &[BoxCounts], first: NaiveDate, last: NaiveDate) -> String {
         html,
         "<form method=\"get\" action=\"report\"><label>从</label><input type=\"date\" name=\"from\" value=\"{first}\"><label>到</label><input type=\"date\" name=\"to\" value=\"{last}\"><button>查看</button></form></section><section>"
     );
-    html.push_str("<table style=\"width:100%;border-collapse:collapse\"><tr><th align=\"left\">社区</th><th>新事件</th><th>办结</th><th>报警</th><th>其中触发</th></tr>");
+    html.push_str(
+        "<table style=\"width:100%;border-collapse:collapse\"><tr><th align=\"left\">社区</th><th>新事件</th><th>办结</th><th>报警</th><th>其中触发</th></tr>",
+    );
     let mut total = [0i64; 4];
     for c in counts {
         let row = [c.incidents_opened, c.incidents_resolved, c.alert_events, c.alerts_fired];
@@ -181,7 +183,8 @@ mod tests {
 
     #[test]
     fn csv_has_a_row_per_box() {
-        let counts = [BoxCounts { box_id: "east".into(), district: "old-town".into(), incidents_opened: 2, incidents_resolved: 1, alert_events: 5, alerts_fired: 3 }];
+        let counts =
+            [BoxCounts { box_id: "east".into(), district: "old-town".into(), incidents_opened: 2, incidents_resolved: 1, alert_events: 5, alerts_fired: 3 }];
         assert_eq!(csv(&counts), "box,district,incidents_opened,incidents_resolved,alert_events,alerts_fired\neast,old-town,2,1,5,3\n");
     }
 }

@@ -54,7 +54,8 @@ impl Listener {
             let Some(client) = db.as_ref() else { anyhow::bail!("no PostgreSQL connection") };
             query(client).await
         };
-        let outcome = tokio::time::timeout(DB_TIMEOUT, attempt).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL did not answer within {DB_TIMEOUT:?}")));
+        let outcome =
+            tokio::time::timeout(DB_TIMEOUT, attempt).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL did not answer within {DB_TIMEOUT:?}")));
         self.metrics.postgres_reachable.set(i64::from(outcome.is_ok()));
         if let Err(error) = &outcome {
             tracing::warn!(error = %format!("{error:#}"), "district pages cannot read PostgreSQL");
