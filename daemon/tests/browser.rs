@@ -14,21 +14,10 @@
 
 mod common;
 
-use common::{gridwatch, Daemon, SECOND};
+use common::{gridwatch, screenshot_dir, Daemon, SECOND};
 use gridwatch_tests::{free_port, now_ms, wait_for, Browser, Mosquitto, WebhookReceiver};
-use std::path::PathBuf;
 
 const PHONE: (u32, u32) = (390, 844);
-
-/// Where screenshots are written: docs/screenshots/ when asked, else the test's temporary dir.
-fn screenshot_dir() -> PathBuf {
-    let dir = match std::env::var("GRIDWATCH_SCREENSHOTS").as_deref() {
-        Ok("docs") => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots"),
-        _ => PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
-    };
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Asserts the page fits the phone's width and its buttons are at least 44 px tall, then saves
 /// a screenshot of what is on screen after scrolling `scroll_to` into view.

@@ -16,18 +16,23 @@
 //!
 //! A second run: two hubs, one active: `kill -9` of the active one, and the standby takes over
 //! within its lease, reporting no box down twice; a hub paused past its lease is fenced off.
+//! Each hub's `/healthz` and `/metrics` say whether it is active or standing by.
 //!
 //! A third run: one roster put by the hub reaches every box (a bad one is refused by the hub
 //! with its file:line, and by each box if it slips into KV; a box restarted offline starts on its
 //! last good copy), and a worker's action posted to the hub while its box is offline is applied
-//! there exactly once after reconnection, a replay and a forgery refused and counted.
+//! there exactly once after reconnection, a replay and a forgery refused and counted. The hub's
+//! listener then shows the district: `/metrics` counts the relay and the rows, the board lists
+//! the box cut off first with its open incident, the report's counts equal the boxes' stores,
+//! and a screenshot of the board on a phone goes to docs/screenshots/district-board.png with
+//! `GRIDWATCH_SCREENSHOTS=docs`.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
-use common::{publish_until_evaluated, Daemon, SECOND};
-use gridwatch_tests::{free_port, wait_for, LinkProxy, Mosquitto, NatsCluster, Postgres, WebhookReceiver};
+use common::{publish_until_evaluated, screenshot_dir, Daemon, SECOND};
+use gridwatch_tests::{free_port, wait_for, Browser, LinkProxy, Mosquitto, NatsCluster, Postgres, WebhookReceiver};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -211,6 +216,28 @@ async fn stream_leader(nats: &NatsCluster) -> String {
     info.cluster.and_then(|c| c.leader).expect("the stream has a leader")
 }
 
+/// A hub listener's `/healthz` (`base`: `http://host:port`): status and body; waits up to 10 s
+/// for the listener to answer at all.
+async fn healthz(base: &str) -> (u16, serde_json::Value) {
+    let listening = wait_for(10 * SECOND, || async { reqwest::get(format!("{base}/healthz")).await.is_ok() }).await;
+    assert!(listening, "no /healthz at {base}");
+    let response = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// One sample of a hub listener's `/metrics`, e.g. `gridwatch_hub_active` (missing: NaN).
+async fn hub_metric(base: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    common::metric(&text, series).unwrap_or(f64::NAN)
+}
+
+/// A hub listener's page at `path`, as text.
+async fn hub_page(base: &str, path: &str) -> String {
+    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.text().await.unwrap()
+}
+
 /// The hub's high-water mark for a box and kind, read from KV as a box does.
 async fn high_water_mark(nats: &NatsCluster, key: &str) -> i64 {
     let client = async_nats::connect(nats.urls()).await.unwrap();
@@ -259,6 +286,9 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
 
     // PostgreSQL is down while alarms fire: JetStream takes the batches, the box does not move on.
     district.pg.stop().unwrap();
+    let (status, health) = healthz(&district.relay).await;
+    assert_eq!(status, 503, "the hub says it cannot reach PostgreSQL: {health}");
+    assert!(health["reasons"].to_string().contains("PostgreSQL"), "{health}");
     let committed_before = high_water_mark(&nats, "east.alert").await;
     east.alarm_cycles(1).await;
     tokio::time::sleep(5 * SECOND).await;
@@ -307,15 +337,18 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
     assert_eq!((district.box_down("east").len(), district.box_down("west").len()), (2, 2), "{:?}", district.hook.bodies());
 }
 
-/// A hub of its own (`name`), on the district's services, electing on a 3-second hub lease.
-fn start_hub(nats: &NatsCluster, pg: &Postgres, hook: &WebhookReceiver, name: &str) -> (Daemon, tempfile::TempDir) {
+/// A hub of its own (`name`), on the district's services, electing on a 3-second hub lease;
+/// with its listener's base URL.
+fn start_hub(nats: &NatsCluster, pg: &Postgres, hook: &WebhookReceiver, name: &str) -> (Daemon, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let (urls, conninfo, hook_url) = (nats.urls(), pg.conninfo(), hook.url());
-    let mut args = vec!["hub", "--postgres", &conninfo, "--webhook", &hook_url, "--lease-ttl", LEASE_TTL, "--hub-lease", "3s", "--name", name];
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args =
+        vec!["hub", "--postgres", &conninfo, "--webhook", &hook_url, "--lease-ttl", LEASE_TTL, "--hub-lease", "3s", "--name", name, "--listen", &listen];
     for url in &urls {
         args.extend(["--nats", url.as_str()]);
     }
-    (Daemon::start(&args, dir.path()), dir)
+    (Daemon::start(&args, dir.path()), dir, format!("http://{listen}"))
 }
 
 fn logged(hub: &Daemon, text: &str) -> bool {
@@ -340,16 +373,30 @@ async fn a_standby_hub_takes_over_and_no_box_is_reported_down_twice() {
             .map(|b| b["event"].as_str().unwrap_or("?").to_string())
             .collect::<Vec<_>>()
     };
-    let (mut first, _first_dir) = start_hub(&nats, &pg, &hook, "hub-a");
+    let (mut first, _first_dir, first_web) = start_hub(&nats, &pg, &hook, "hub-a");
     assert!(wait_for(60 * SECOND, || async { logged(&first, ACTIVE) }).await, "the first hub never became active: {:?}", first.stderr());
-    let (second, _second_dir) = start_hub(&nats, &pg, &hook, "hub-b");
+    let (second, _second_dir, second_web) = start_hub(&nats, &pg, &hook, "hub-b");
     assert!(wait_for(30 * SECOND, || async { logged(&second, "standing by") }).await, "the second hub is not standing by: {:?}", second.stderr());
     assert!(!logged(&second, ACTIVE));
+    // Each hub's /healthz and /metrics say which one is active.
+    let (status, health) = healthz(&first_web).await;
+    assert_eq!((status, health["role"].as_str()), (200, Some("active")), "{health}");
+    let (status, health) = healthz(&second_web).await;
+    assert_eq!((status, health["role"].as_str()), (200, Some("standing by")), "{health}");
+    assert_eq!(hub_metric(&first_web, "gridwatch_hub_active").await, 1.0);
+    assert_eq!(hub_metric(&first_web, "gridwatch_hub_lease_takeovers_total").await, 1.0);
+    assert_eq!(hub_metric(&second_web, "gridwatch_hub_active").await, 0.0);
 
     let mut north = Community::start("north", &nats).await;
     tokio::time::sleep(3 * SECOND).await; // the hub has seen its lease
     north.daemon.as_mut().unwrap().kill_hard();
     assert!(wait_for(30 * SECOND, || async { box_down() == ["raised"] }).await, "{:?}; hub: {:?}", box_down(), first.stderr());
+    assert_eq!(hub_metric(&first_web, "gridwatch_hub_box_down_total{event=\"raised\"}").await, 1.0);
+    // The standby reads the district's state too: its gauges and its board.
+    assert_eq!(hub_metric(&second_web, "gridwatch_hub_boxes_down").await, 1.0);
+    assert_eq!(hub_metric(&second_web, "gridwatch_hub_boxes_known").await, 1.0);
+    let board = hub_page(&second_web, "/board").await;
+    assert!(board.contains("<section class=\"down\"><h2>north") && board.contains("离线 1"), "{board}");
 
     // kill -9 of the active hub: the standby takes over and knows the box is down already.
     first.kill_hard();
@@ -360,10 +407,14 @@ async fn a_standby_hub_takes_over_and_no_box_is_reported_down_twice() {
     assert!(wait_for(30 * SECOND, || async { box_down().len() >= 2 }).await, "{:?}", box_down());
     tokio::time::sleep(3 * SECOND).await;
     assert_eq!(box_down(), ["raised", "cleared"], "one raise and one clear across the takeover");
+    assert_eq!(hub_metric(&second_web, "gridwatch_hub_active").await, 1.0);
+    assert_eq!(hub_metric(&second_web, "gridwatch_hub_lease_takeovers_total").await, 1.0);
+    assert_eq!(hub_metric(&second_web, "gridwatch_hub_box_down_total{event=\"raised\"}").await, 0.0, "it knew north was down");
+    assert_eq!(hub_metric(&second_web, "gridwatch_hub_box_down_total{event=\"cleared\"}").await, 1.0);
 
     // The active hub paused past its lease: a restarted hub takes over; the box dies again and
     // is reported once; the paused hub, resumed, finds its lease and its token outdated.
-    let (third, _third_dir) = start_hub(&nats, &pg, &hook, "hub-c");
+    let (third, _third_dir, _third_web) = start_hub(&nats, &pg, &hook, "hub-c");
     assert!(wait_for(30 * SECOND, || async { logged(&third, "standing by") }).await, "{:?}", third.stderr());
     second.signal("STOP");
     assert!(wait_for(15 * SECOND, || async { logged(&third, ACTIVE) }).await, "no takeover from a paused hub: {:?}", third.stderr());
@@ -373,6 +424,8 @@ async fn a_standby_hub_takes_over_and_no_box_is_reported_down_twice() {
     assert!(wait_for(15 * SECOND, || async { logged(&second, "taken by another hub") }).await, "{:?}", second.stderr());
     tokio::time::sleep(3 * SECOND).await;
     assert_eq!(box_down(), ["raised", "cleared", "raised"], "the resumed hub reported nothing");
+    let standing_by = wait_for(10 * SECOND, || async { healthz(&second_web).await.1["role"] == "standing by" }).await;
+    assert!(standing_by, "the fenced-off hub says it stands by: {:?}", healthz(&second_web).await);
 }
 
 /// A roster whose only person in grid g1 is its leader `name` (named on every alarm there).
@@ -529,4 +582,59 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
         async_nats::jetstream::new(client).get_stream(gridwatch::cluster::ACTIONS_STREAM).await.unwrap().get_consumer("box-east").await.unwrap();
     let drained = wait_for(10 * SECOND, || async { consumer.get_info().await.is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0) }).await;
     assert!(drained, "east acked every action");
+
+    // The district's view on the hub's listener: the relay counted; every row inserted once.
+    let web = &district.relay;
+    assert_eq!(hub_metric(web, "gridwatch_hub_actions_total{result=\"relayed\"}").await, 3.0);
+    assert_eq!(hub_metric(web, "gridwatch_hub_actions_total{result=\"refused\"}").await, 1.0);
+    west.reading(3, 2.0);
+    assert!(wait_for(20 * SECOND, || async { west.newest_incident().1 == "open" }).await, "west opened no incident");
+    district.assert_caught_up(&east, 30 * SECOND).await;
+    district.assert_caught_up(&west, 30 * SECOND).await;
+    let alert_rows = (east.local_ids("alert_events").len() + west.local_ids("alert_events").len()) as f64;
+    assert_eq!(hub_metric(web, "gridwatch_hub_rows_inserted_total{kind=\"alert\"}").await, alert_rows);
+    assert_eq!(hub_metric(web, "gridwatch_hub_batches_total{result=\"undecodable\"}").await, 0.0);
+
+    // West's link cut past its lease: the board lists it first, offline, with its open incident;
+    // east after it with the incident its worker accepted.
+    let reports = district.box_down("west").len();
+    west.proxy.set_blackholed(true);
+    let down = wait_for(30 * SECOND, || async { district.box_down("west").len() > reports }).await;
+    assert!(down && district.box_down("west").last().map(String::as_str) == Some("raised"), "{:?}", district.box_down("west"));
+    let board = hub_page(web, "/").await;
+    let (west_at, east_at) = (board.find("<h2>west").unwrap(), board.find("<h2>east").unwrap());
+    assert!(west_at < east_at, "the offline box first: {board}");
+    assert!(board[west_at..east_at].contains("离线") && board[west_at..east_at].contains("west-03 · do-low · 待接单"), "{board}");
+    assert!(board[east_at..].contains("在线") && board[east_at..].contains(&format!("#{incident} east-02 · do-low · 已接单")), "{board}");
+    assert!(!board.contains(ACK_SECRET) && !board.contains("postgres"), "no secrets on the board");
+
+    // The report of today and yesterday (China's days), per box, equals each box's own store.
+    let today = gridwatch::report::today(now_ms(), gridwatch::local_time::DEFAULT);
+    let period = format!("from={}&to={today}", today.pred_opt().unwrap());
+    let csv = hub_page(web, &format!("/report?{period}&format=csv")).await;
+    for community in [&east, &west] {
+        let store = rusqlite::Connection::open_with_flags(community.dir.path().join("state/gridwatch.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let count = |sql: &str| store.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
+        let expected = format!(
+            "{},old-town,{},{},{},{}",
+            community.id,
+            count("SELECT count(*) FROM incidents"),
+            count("SELECT count(*) FROM incident_events WHERE action = 'resolve'"),
+            count("SELECT count(*) FROM alert_events"),
+            count("SELECT count(*) FROM alert_events WHERE event = 'fired'")
+        );
+        assert!(csv.lines().any(|line| line == expected), "{expected} not in the report:\n{csv}");
+    }
+    assert!(hub_page(web, &format!("/report?{period}")).await.contains("合计"));
+
+    // The board on a phone (390×844 in headless Chromium): nothing wider than the screen.
+    let browser = Browser::start().await.expect("headless Chromium");
+    browser.phone(390, 844).await.unwrap();
+    browser.goto(&format!("{web}/board")).await.unwrap();
+    browser.wait_for_text("离线").await.unwrap();
+    let width = browser.execute("return document.scrollingElement.scrollWidth").await.unwrap().as_f64().unwrap();
+    assert!(width <= 390.0, "the board is {width} px wide on a 390 px screen");
+    let png = browser.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5_000, "a real screenshot ({} bytes)", png.len());
+    std::fs::write(screenshot_dir().join("district-board.png"), &png).unwrap();
 }

@@ -132,8 +132,8 @@ pub enum Command {
         /// This hub's name in the lease and the logs (default: the host name and process id).
         #[arg(long)]
         name: Option<String>,
-        /// Take workers' signed actions here (`POST /act/<district>/<box>`) and relay them to
-        /// their boxes.
+        /// Serve here the district's board (`/`), report (`/report`), `/metrics` and `/healthz`,
+        /// and take workers' signed actions (`POST /act/<district>/<box>`) to relay to their boxes.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },

@@ -278,7 +278,7 @@ async fn the_daemons_own_alarm_on_an_unset_clock_is_time_unknown_and_marked_for_
         flap_window_ms: 0,
         group_window_ms: 0,
         links: None,
-        dispatch: crate::dispatch::Dispatch::default(),
+        dispatch: crate::dispatch::Dispatch::default().into(),
         clock,
         handoffs,
         buses: None,

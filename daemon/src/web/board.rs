@@ -285,7 +285,8 @@ struct IncidentView {
     on_site: ClockView,
 }
 
-fn level_zh(severity: &str) -> &'static str {
+/// A severity as the office says it: its warning colour (the district's board says it too).
+pub(crate) fn level_zh(severity: &str) -> &'static str {
     match severity {
         "danger" => "红色",
         "alarm" => "橙色",

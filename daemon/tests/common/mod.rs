@@ -117,6 +117,17 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 
 pub const SECOND: Duration = Duration::from_secs(1);
 
+/// Where screenshots are written: docs/screenshots/ when `GRIDWATCH_SCREENSHOTS=docs`, else
+/// the test's temporary dir.
+pub fn screenshot_dir() -> std::path::PathBuf {
+    let dir = match std::env::var("GRIDWATCH_SCREENSHOTS").as_deref() {
+        Ok("docs") => Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots"),
+        _ => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Publishes `payload()` on `topic` until the daemon serving `/metrics` on `http_port` has
 /// evaluated a reading (it is subscribed and running); false after 20 s.
 pub async fn publish_until_evaluated(mosquitto: &gridwatch_tests::Mosquitto, topic: &str, payload: impl Fn() -> String, http_port: u16) -> bool {

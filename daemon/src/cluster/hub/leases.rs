@@ -9,12 +9,14 @@
 //! token ([`super::active`]).
 
 use super::active::Fence;
+use super::metrics::HubMetrics;
 use super::postgres;
 use super::HubOptions;
 use crate::cluster::wire::Lease;
 use async_nats::jetstream::kv;
 use futures::TryStreamExt;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 const ROUND: Duration = Duration::from_secs(1);
 
 /// Runs rounds until `term` ends (the hub stops or is no longer the active one).
-pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: CancellationToken) {
+pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: CancellationToken, metrics: Arc<HubMetrics>) {
     let http = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
         Ok(http) => http,
         Err(error) => {
@@ -38,7 +40,7 @@ pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: C
                 db = Some(postgres::connect(&options.postgres).await?);
             }
             let Some(client) = db.as_ref() else { return anyhow::Ok(()) };
-            round(&leases, client, &http, &options.webhook, fence.token()).await
+            round(&leases, client, &http, &options.webhook, fence.token(), &metrics).await
         };
         match round.await {
             Ok(()) if failing => {
@@ -58,7 +60,7 @@ pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: C
     }
 }
 
-async fn round(leases: &kv::Store, db: &tokio_postgres::Client, http: &reqwest::Client, webhook: &str, fence: i64) -> anyhow::Result<()> {
+async fn round(leases: &kv::Store, db: &tokio_postgres::Client, http: &reqwest::Client, webhook: &str, fence: i64, metrics: &HubMetrics) -> anyhow::Result<()> {
     // Every round claims the database for this hub's term: a hub that lost its lease without
     // knowing it yet (paused, cut off) finds a newer token here and decides nothing.
     anyhow::ensure!(postgres::claim_fence(db, fence).await?, "another hub is active (fencing token {fence} is old)");
@@ -95,6 +97,7 @@ async fn round(leases: &kv::Store, db: &tokio_postgres::Client, http: &reqwest::
         if !postgres::set_down(db, &known.box_id, !is_alive, fence).await? {
             anyhow::bail!("another hub became active while box-down {event} of {} was posted", known.box_id);
         }
+        metrics.count_box_down(event);
         if is_alive {
             tracing::info!(box_id = %known.box_id, "box is back: box-down cleared");
         } else {

@@ -4,20 +4,28 @@
 //! message — the box forgets nothing before that ([`super::uplink`]). Beside it, [`leases`]
 //! turns an expired box lease into one `box-down` alarm; [`put_roster`] makes a checked roster
 //! the district's. Several hubs may run: only the one holding the hub lease consumes and watches
-//! leases, the others stand by ([`active`]); every hub relays workers' actions ([`relay`]).
+//! leases, the others stand by ([`active`]); every hub with `--listen` relays workers' actions
+//! ([`relay`]) and serves `/metrics` ([`metrics`]), `/healthz` and the district's board and
+//! report ([`board`], [`report`]) on one listener ([`web`]).
 //!
 //! Invariants: a high-water mark only moves forward and only to a row committed in PostgreSQL;
 //! a message is acked only after both; a batch that cannot be decoded is counted, logged and
 //! terminated (never redelivered forever, never a stall).
 
 mod active;
+mod board;
 mod leases;
+pub mod metrics;
 mod postgres;
 mod relay;
+mod report;
+mod web;
 
 use super::wire::{hwm_key, parse_hwm, Batch};
 use async_nats::jetstream::{self, consumer::pull, kv, stream, AckKind};
 use futures::StreamExt;
+use metrics::HubMetrics;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +45,8 @@ pub struct HubOptions {
     pub hub_lease: Duration,
     /// This hub's name in the lease (which one is active, in the logs).
     pub name: String,
-    /// Where workers' actions are posted for relay to their boxes; none: no relay.
+    /// Where workers' actions are posted for relay to their boxes, and the board, report,
+    /// `/metrics` and `/healthz` are served; none: none of them.
     pub listen: Option<std::net::SocketAddr>,
 }
 
@@ -53,15 +62,22 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
         () = shutdown.cancelled() => return Ok(()),
     };
     tracing::info!(stream = super::STREAM, replicas = options.replicas, lease_ttl_secs = options.lease_ttl.as_secs(), "district hub started");
-    let relay = options.listen.map(|listen| tokio::spawn(relay::serve(js.clone(), listen, shutdown.clone())));
+    let metrics = Arc::new(HubMetrics::new());
+    let listener = options.listen.map(|listen| {
+        let pages = web::Listener::new(js.clone(), metrics.clone(), options.name.clone(), options.postgres.clone());
+        tokio::spawn(web::serve(pages, listen, shutdown.clone()))
+    });
     while let Some(term) = active::take(&hub_bucket, &options.name, options.hub_lease, &shutdown).await {
-        let watcher = tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), term.fence.clone(), term.lost.clone()));
-        consume(uplink.clone(), hwm.clone(), &options, &term.lost).await;
+        metrics.active.set(1);
+        metrics.lease_takeovers.inc();
+        let watcher = tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), term.fence.clone(), term.lost.clone(), metrics.clone()));
+        consume(uplink.clone(), hwm.clone(), &options, &term.lost, &metrics).await;
         let _ = watcher.await;
         let _ = term.keeper.await;
+        metrics.active.set(0);
     }
-    if let Some(relay) = relay {
-        relay.await??;
+    if let Some(listener) = listener {
+        listener.await??;
     }
     Ok(())
 }
@@ -162,7 +178,7 @@ const PUT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Consumes the uplink stream until `shutdown`, reconnecting to PostgreSQL and re-creating the
 /// consumer's message stream whenever either is lost.
-async fn consume(uplink: stream::Stream, hwm: kv::Store, options: &HubOptions, shutdown: &CancellationToken) {
+async fn consume(uplink: stream::Stream, hwm: kv::Store, options: &HubOptions, shutdown: &CancellationToken, metrics: &HubMetrics) {
     let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut db: Option<tokio_postgres::Client> = None;
     while !shutdown.is_cancelled() {
@@ -187,7 +203,10 @@ async fn consume(uplink: stream::Stream, hwm: kv::Store, options: &HubOptions, s
             while let Some(message) = consumer.next().await {
                 let message = message?;
                 let Some(client) = db.as_mut() else { break };
-                handle(message, client, &hwm).await?;
+                if let Err(error) = handle(message, client, &hwm, metrics).await {
+                    metrics.count_batch("failed");
+                    return Err(error);
+                }
                 backoff.reset();
             }
             anyhow::Ok(())
@@ -205,17 +224,24 @@ async fn consume(uplink: stream::Stream, hwm: kv::Store, options: &HubOptions, s
 
 /// One batch: PostgreSQL commit, then the high-water mark, then the ack. A failure before the
 /// ack leaves the message to be delivered again (the commit is idempotent).
-async fn handle(message: jetstream::Message, db: &mut tokio_postgres::Client, hwm: &kv::Store) -> anyhow::Result<()> {
+async fn handle(message: jetstream::Message, db: &mut tokio_postgres::Client, hwm: &kv::Store, metrics: &HubMetrics) -> anyhow::Result<()> {
+    // When JetStream stored it (the cluster's clock), for the commit lag; how many wait behind it.
+    let stored_at = message.info().ok().map(|info| {
+        metrics.pending_batches.set(i64::try_from(info.pending).unwrap_or(i64::MAX));
+        info.published.unix_timestamp_nanos()
+    });
     let batch: Batch = match serde_json::from_slice(&message.payload) {
         Ok(batch) => batch,
         Err(error) => {
             tracing::error!(subject = %message.subject, error = %error, "undecodable district batch dropped");
             message.ack_with(AckKind::Term).await.map_err(|e| anyhow::anyhow!(e))?;
+            metrics.count_batch("undecodable");
             return Ok(());
         }
     };
     let Some((first, last)) = batch.range() else {
         message.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+        metrics.count_batch("committed");
         return Ok(());
     };
     let inserted = match postgres::commit_batch(db, &batch).await {
@@ -230,7 +256,15 @@ async fn handle(message: jetstream::Message, db: &mut tokio_postgres::Client, hw
     if last > current {
         hwm.put(key, last.to_string().into()).await?;
     }
+    if let Some(stored_at) = stored_at {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let lag = i128::try_from(now).unwrap_or(i128::MAX).saturating_sub(stored_at);
+        // Clocks of the hub and the cluster a little apart: a negative lag counts as none.
+        metrics.commit_lag_seconds.observe(lag.max(0) as f64 / 1e9);
+    }
     message.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+    metrics.count_batch("committed");
+    metrics.count_rows(batch.kind().as_str(), u64::try_from(batch.len()).unwrap_or(u64::MAX), inserted);
     tracing::debug!(box_id = %batch.box_id, kind = batch.kind().as_str(), first, last, inserted, "district batch committed");
     Ok(())
 }

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS incident_transitions (
     received TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (box_id, id)
 );
+-- The board finds when each open incident opened (its first transition).
+CREATE INDEX IF NOT EXISTS incident_transitions_incident ON incident_transitions (box_id, incident_id);
 CREATE TABLE IF NOT EXISTS box_incidents (
     box_id TEXT NOT NULL,
     incident_id BIGINT NOT NULL,

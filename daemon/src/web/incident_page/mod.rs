@@ -15,11 +15,15 @@
 
 mod form;
 mod handover;
-mod labels;
+pub(crate) mod labels;
 mod render;
 mod steps;
 #[cfg(test)]
 mod tests;
+
+/// The phone pages' stylesheet (one column, no horizontal scrolling at 390 px); the district
+/// hub's board uses it too.
+pub(crate) const PHONE_STYLE: &str = include_str!("page.css");
 
 use super::WebState;
 use crate::dispatch::roster::Member;
@@ -81,7 +85,8 @@ impl Signed {
     }
 }
 
-pub(super) fn escape(text: &str) -> String {
+/// Text made safe inside HTML (element text and quoted attributes).
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 

@@ -12,7 +12,7 @@ use crate::store::{IncidentRow, TimelineEntry};
 use crate::web::WebState;
 use std::fmt::Write as _;
 
-const STYLE: &str = include_str!("page.css");
+use super::PHONE_STYLE as STYLE;
 const SCRIPT: &str = include_str!("page.js");
 
 /// What an audit entry says, in Chinese where the page knows the words.

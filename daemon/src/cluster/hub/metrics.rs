@@ -1,0 +1,188 @@
+//! The hub's counters, rendered at `GET /metrics` of its listener (`gridwatch_hub_*`, same
+//! crate and habits as the box's [`crate::metrics`]): batches committed, refused and failed,
+//! rows by kind, how far the hub is behind the stream, `box-down` raised and cleared, the boxes
+//! it knows, actions relayed, and whether this hub is the active one.
+//!
+//! Invariant: every labelled series exists from start at 0 (the label values are known in
+//! advance), so `increase()` sees the first failure. The gauges that describe the district
+//! (boxes known / down, NATS and PostgreSQL reachable) are set when they are asked for
+//! ([`super::web`]), so a standing-by hub reports them as truly as the active one.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: String,
+}
+
+/// What became of a batch taken from the stream.
+pub const BATCH_RESULTS: [&str; 3] = ["committed", "undecodable", "failed"];
+/// The kinds of rows a batch carries ([`crate::cluster::wire::Kind`]).
+pub const ROW_KINDS: [&str; 2] = ["alert", "transition"];
+/// What became of a worker's action posted for relay: queued on its box's subject, refused
+/// (400: not a signed action, or names no subject), or not stored by JetStream (503).
+pub const ACTION_RESULTS: [&str; 3] = ["relayed", "refused", "not_stored"];
+/// `box-down` messages the webhook took.
+pub const BOX_DOWN_EVENTS: [&str; 2] = ["raised", "cleared"];
+
+/// All of the hub's counters; shared as `Arc<HubMetrics>`.
+#[derive(Debug)]
+pub struct HubMetrics {
+    registry: Registry,
+    /// Uplink batches taken from the stream, by result.
+    pub batches: Family<ResultLabel, Counter>,
+    /// Rows new to PostgreSQL, by kind.
+    pub rows_inserted: Family<KindLabel, Counter>,
+    /// Rows PostgreSQL already held (a batch sent again), by kind.
+    pub rows_duplicate: Family<KindLabel, Counter>,
+    /// Batches in the stream not yet delivered to the hub, as of the last one delivered.
+    pub pending_batches: Gauge,
+    /// From JetStream storing a batch to the hub's high-water mark covering it.
+    pub commit_lag_seconds: Histogram,
+    /// `box-down` messages posted, by event.
+    pub box_down: Family<EventLabel, Counter>,
+    /// Boxes in PostgreSQL's `boxes`.
+    pub boxes_known: Gauge,
+    /// Boxes reported down and not yet cleared.
+    pub boxes_down: Gauge,
+    /// Workers' actions posted for relay, by result.
+    pub actions: Family<ResultLabel, Counter>,
+    /// 1 while this hub holds the hub lease (consumes and watches leases).
+    pub active: Gauge,
+    /// Times this hub took the hub lease (its first start included).
+    pub lease_takeovers: Counter,
+    /// 1 while the hub's NATS connection is up.
+    pub nats_connected: Gauge,
+    /// 1 when the last look at PostgreSQL (a page, `/healthz`, `/metrics`) reached it.
+    pub postgres_reachable: Gauge,
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HubMetrics {
+    pub fn new() -> HubMetrics {
+        let mut registry = Registry::with_prefix("gridwatch_hub");
+        let metrics = HubMetrics {
+            registry: Registry::default(),
+            batches: Family::default(),
+            rows_inserted: Family::default(),
+            rows_duplicate: Family::default(),
+            pending_batches: Gauge::default(),
+            // 5 ms … ~80 s in powers of two.
+            commit_lag_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
+            box_down: Family::default(),
+            boxes_known: Gauge::default(),
+            boxes_down: Gauge::default(),
+            actions: Family::default(),
+            active: Gauge::default(),
+            lease_takeovers: Counter::default(),
+            nats_connected: Gauge::default(),
+            postgres_reachable: Gauge::default(),
+        };
+        registry.register("batches", "Uplink batches taken from the stream, by result", metrics.batches.clone());
+        registry.register("rows_inserted", "Rows new to PostgreSQL, by kind", metrics.rows_inserted.clone());
+        registry.register("rows_duplicate", "Rows PostgreSQL already held (a batch sent again), by kind", metrics.rows_duplicate.clone());
+        registry.register(
+            "pending_batches",
+            "Batches in the stream not yet delivered to the hub, as of the last one delivered",
+            metrics.pending_batches.clone(),
+        );
+        registry.register("commit_lag_seconds", "From JetStream storing a batch to the hub's high-water mark covering it", metrics.commit_lag_seconds.clone());
+        registry.register("box_down", "box-down messages the webhook took, by event", metrics.box_down.clone());
+        registry.register("boxes_known", "Boxes the district knows", metrics.boxes_known.clone());
+        registry.register("boxes_down", "Boxes reported down and not cleared", metrics.boxes_down.clone());
+        registry.register("actions", "Workers' actions posted for relay, by result", metrics.actions.clone());
+        registry.register("active", "1 while this hub is the district's active hub", metrics.active.clone());
+        registry.register("lease_takeovers", "Times this hub took the hub lease", metrics.lease_takeovers.clone());
+        registry.register("nats_connected", "1 while the hub's NATS connection is up", metrics.nats_connected.clone());
+        registry.register("postgres_reachable", "1 when the last look at PostgreSQL reached it", metrics.postgres_reachable.clone());
+        for result in BATCH_RESULTS {
+            let _ = metrics.batches.get_or_create(&ResultLabel { result: result.into() });
+        }
+        for kind in ROW_KINDS {
+            let _ = metrics.rows_inserted.get_or_create(&KindLabel { kind: kind.into() });
+            let _ = metrics.rows_duplicate.get_or_create(&KindLabel { kind: kind.into() });
+        }
+        for result in ACTION_RESULTS {
+            let _ = metrics.actions.get_or_create(&ResultLabel { result: result.into() });
+        }
+        for event in BOX_DOWN_EVENTS {
+            let _ = metrics.box_down.get_or_create(&EventLabel { event: event.into() });
+        }
+        HubMetrics { registry, ..metrics }
+    }
+
+    pub fn count_batch(&self, result: &str) {
+        self.batches.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    /// A committed batch of `rows` rows of `kind`, `inserted` of them new.
+    pub fn count_rows(&self, kind: &str, rows: u64, inserted: u64) {
+        self.rows_inserted.get_or_create(&KindLabel { kind: kind.into() }).inc_by(inserted);
+        self.rows_duplicate.get_or_create(&KindLabel { kind: kind.into() }).inc_by(rows.saturating_sub(inserted));
+    }
+
+    pub fn count_action(&self, result: &str) {
+        self.actions.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    pub fn count_box_down(&self, event: &str) {
+        self.box_down.get_or_create(&EventLabel { event: event.into() }).inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_labelled_series_is_there_from_start() {
+        let text = HubMetrics::new().render();
+        for line in [
+            "gridwatch_hub_batches_total{result=\"undecodable\"} 0",
+            "gridwatch_hub_rows_inserted_total{kind=\"transition\"} 0",
+            "gridwatch_hub_box_down_total{event=\"cleared\"} 0",
+            "gridwatch_hub_actions_total{result=\"refused\"} 0",
+            "gridwatch_hub_active 0",
+            "gridwatch_hub_lease_takeovers_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_batch_sent_again_counts_as_duplicate_rows() {
+        let metrics = HubMetrics::new();
+        metrics.count_rows("alert", 4, 1);
+        let text = metrics.render();
+        assert!(text.contains("gridwatch_hub_rows_inserted_total{kind=\"alert\"} 1"), "{text}");
+        assert!(text.contains("gridwatch_hub_rows_duplicate_total{kind=\"alert\"} 3"), "{text}");
+    }
+}

@@ -1,0 +1,129 @@
+//! The hub's HTTP listener (`--listen`): the relay of workers' actions ([`super::relay`]),
+//! `/metrics` ([`super::metrics`]), `/healthz`, and the district's pages read from PostgreSQL:
+//! the board of every box (`/`, `/board`, [`super::board`]) and the per-box report of a period
+//! (`/report`, HTML or CSV, [`super::report`]). Every hub serves them, active or standing by.
+//!
+//! Read-only apart from the relay; nothing secret is shown (the PostgreSQL connection string
+//! may hold a password: errors reaching it are logged, the pages only say it is unreachable).
+
+use super::metrics::HubMetrics;
+use super::{board, relay, report};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a page or `/healthz` waits for PostgreSQL.
+const DB_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest action taken (a signed action is a few hundred bytes; its note is short).
+const MAX_BODY: usize = 16 * 1024;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct Listener {
+    pub js: async_nats::jetstream::Context,
+    pub metrics: Arc<HubMetrics>,
+    /// This hub's name (which one answered, in `/healthz`).
+    pub name: String,
+    /// The pages' own connection (the consumer's is busy with batches); made on first use and
+    /// again after a loss.
+    db: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    conninfo: String,
+    /// Where the pages' times are shown: the hub has no configuration, China's zone.
+    pub time_zone: chrono_tz::Tz,
+}
+
+impl Listener {
+    pub fn new(js: async_nats::jetstream::Context, metrics: Arc<HubMetrics>, name: String, conninfo: String) -> Listener {
+        Listener { js, metrics, name, db: tokio::sync::Mutex::new(None), conninfo, time_zone: crate::local_time::DEFAULT }
+    }
+
+    /// Runs `query` on the pages' connection (connecting first if needed) within
+    /// [`DB_TIMEOUT`]; records whether PostgreSQL was reached.
+    pub async fn with_db<T>(&self, query: impl AsyncFnOnce(&tokio_postgres::Client) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let attempt = async {
+            let mut db = self.db.lock().await;
+            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+                *db = Some(super::postgres::connect(&self.conninfo).await?);
+            }
+            let Some(client) = db.as_ref() else { anyhow::bail!("no PostgreSQL connection") };
+            query(client).await
+        };
+        let outcome =
+            tokio::time::timeout(DB_TIMEOUT, attempt).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL did not answer within {DB_TIMEOUT:?}")));
+        self.metrics.postgres_reachable.set(i64::from(outcome.is_ok()));
+        if let Err(error) = &outcome {
+            tracing::warn!(error = %format!("{error:#}"), "district pages cannot read PostgreSQL");
+        }
+        outcome
+    }
+
+    fn nats_connected(&self) -> bool {
+        let connected = self.js.client().connection_state() == async_nats::connection::State::Connected;
+        self.metrics.nats_connected.set(i64::from(connected));
+        connected
+    }
+}
+
+/// Serves the listener on `listen` until `shutdown`.
+pub async fn serve(listener: Listener, listen: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/act/{district}/{box_id}", post(relay::relay))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(health))
+        .route("/", get(board::page))
+        .route("/board", get(board::page))
+        .route("/report", get(report::page))
+        .with_state(Arc::new(listener));
+    let bound = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("binding the hub's listener to {listen}: {e}"))?;
+    tracing::info!(listen = %bound.local_addr()?, "district hub relays workers' actions and serves its board");
+    axum::serve(bound, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    Ok(())
+}
+
+/// Counts of the district's boxes, for the gauges.
+async fn count_boxes(web: &Listener) -> anyhow::Result<()> {
+    let (known, down) = web
+        .with_db(async |db| {
+            let row = db.query_one("SELECT count(*), count(*) FILTER (WHERE down) FROM boxes", &[]).await?;
+            Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
+        })
+        .await?;
+    web.metrics.boxes_known.set(known);
+    web.metrics.boxes_down.set(down);
+    Ok(())
+}
+
+async fn metrics(State(web): State<Arc<Listener>>) -> impl IntoResponse {
+    web.nats_connected();
+    // Unreachable: the box gauges keep their last value; `postgres_reachable` says 0.
+    let _ = count_boxes(&web).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], web.metrics.render())
+}
+
+/// `/healthz`: 200 `{"status":"ready","role":"active"|"standing by",…}` when this hub reaches
+/// NATS and PostgreSQL; 503 `{"status":"degraded","reasons":[…],…}` when it cannot.
+async fn health(State(web): State<Arc<Listener>>) -> impl IntoResponse {
+    let mut reasons = Vec::new();
+    if !web.nats_connected() {
+        reasons.push("NATS not connected: no batches taken, no actions relayed, no leases watched".to_string());
+    }
+    if count_boxes(&web).await.is_err() {
+        reasons.push("PostgreSQL unreachable: no batches committed, the pages are empty".to_string());
+    }
+    let role = if web.metrics.active.get() == 1 { "active" } else { "standing by" };
+    let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "status": if reasons.is_empty() { "ready" } else { "degraded" },
+        "role": role,
+        "hub": web.name,
+        "reasons": reasons,
+    });
+    (status, axum::Json(body))
+}
