@@ -333,7 +333,9 @@ impl Pipeline {
                     tracing::warn!(error = %format!("{error:#}"), "readings judged by the saved rule state not forgotten; they are skipped if judged again");
                 }
             }
-            Err(error) => tracing::error!(error = %format!("{error:#}"), "rule state not saved; hold timers and baselines may restart after a reboot"),
+            // Logged at most once a minute with the store's other failures (a read-only card fails
+            // every save), and shown in /healthz.
+            Err(error) => self.store.report_failure("saving the rule state (hold timers and baselines may restart after a reboot)", &error),
         }
     }
 
