@@ -64,6 +64,21 @@ fn libfaketime() -> PathBuf {
         .unwrap_or_else(|| panic!("libfaketime is not installed (apt-get install faketime; .ci/run does): looked for {candidates:?}"))
 }
 
+/// `gridwatch run` in `dir` under libfaketime, its clock read from the returned file (written
+/// with `faked`; rewrite it to step the clock); the monotonic clock stays true.
+fn run_with_faked_clock(dir: &Path, faked: &str) -> (Daemon, PathBuf) {
+    let faketime_file = dir.join("faketime");
+    std::fs::write(&faketime_file, faked).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gridwatch"));
+    command
+        .args(["run", "--config", "gridwatch.toml"])
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME_TIMESTAMP_FILE", &faketime_file)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    (Daemon::spawn(command, dir), faketime_file)
+}
+
 fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook_port: u16) {
     let flag = dir.join("synchronized");
     let config = format!(
@@ -105,16 +120,7 @@ async fn clock_stepped_mid_run(faked: &str) {
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     write_config(dir.path(), &mosquitto, http_port, receiver.port());
-    let faketime_file = dir.path().join("faketime");
-    std::fs::write(&faketime_file, faked).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gridwatch"));
-    command
-        .args(["run", "--config", "gridwatch.toml"])
-        .env("LD_PRELOAD", libfaketime())
-        .env("FAKETIME_TIMESTAMP_FILE", &faketime_file)
-        .env("FAKETIME_NO_CACHE", "1")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    let mut daemon = Daemon::spawn(command, dir.path());
+    let (mut daemon, faketime_file) = run_with_faked_clock(dir.path(), faked);
 
     let topic = |sensor: &str| format!("gridwatch/east-canal/{sensor}/telemetry");
     let up = publish_until_evaluated(&mosquitto, &topic("canal-02"), || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
@@ -225,16 +231,7 @@ async fn what_a_1970_box_stamped_is_re_stamped_once_ntp_sets_its_clock() {
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     write_config(dir.path(), &mosquitto, http_port, receiver.port());
-    let faketime_file = dir.path().join("faketime");
-    std::fs::write(&faketime_file, "@1970-01-02 00:00:00").unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gridwatch"));
-    command
-        .args(["run", "--config", "gridwatch.toml"])
-        .env("LD_PRELOAD", libfaketime())
-        .env("FAKETIME_TIMESTAMP_FILE", &faketime_file)
-        .env("FAKETIME_NO_CACHE", "1")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    let mut daemon = Daemon::spawn(command, dir.path());
+    let (mut daemon, faketime_file) = run_with_faked_clock(dir.path(), "@1970-01-02 00:00:00");
 
     // Readings without a `ts`: only the box's clock could stamp them.
     let topic = "gridwatch/east-canal/canal-02/telemetry";
