@@ -40,11 +40,30 @@ impl SdCard {
         SdCard { mount, device }
     }
 
+    /// What a card busy with its own garbage collection, or a hung controller, does: writes block
+    /// without an error (`fsfreeze`) until the returned guard is dropped.
+    fn stall(&self) -> Stalled<'_> {
+        run("fsfreeze", &["-f", self.mount.to_str().unwrap()]);
+        Stalled { card: self }
+    }
+
     /// What ext4 does when it meets an error on a card mounted `errors=remount-ro`.
     fn fail(&self) {
         std::fs::write(format!("/sys/fs/ext4/{}/trigger_fs_error", self.device), "gridwatch test: the SD card failed\n").unwrap();
         let probe = std::fs::write(self.mount.join("probe"), b"x");
         assert!(probe.is_err(), "the card is still writable after the error");
+    }
+}
+
+/// A stalled card; writes go through again when this is dropped (before the daemon is killed: a
+/// process blocked on a frozen filesystem cannot die until it thaws).
+struct Stalled<'a> {
+    card: &'a SdCard,
+}
+
+impl Drop for Stalled<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.card.mount).status();
     }
 }
 
@@ -59,8 +78,10 @@ fn run(program: &str, args: &[&str]) {
     assert!(status.success(), "{program} {args:?} failed");
 }
 
+/// `/healthz`'s status and body; status 0 when it does not answer within 3 s.
 async fn health(http_port: u16) -> (u16, serde_json::Value) {
-    let response = reqwest::get(format!("http://127.0.0.1:{http_port}/healthz")).await.unwrap();
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build().unwrap();
+    let Ok(response) = client.get(format!("http://127.0.0.1:{http_port}/healthz")).send().await else { return (0, serde_json::Value::Null) };
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or_default())
 }
@@ -122,7 +143,7 @@ async fn a_state_directory_gone_read_only_is_an_alarm_within_five_seconds_not_a_
 
 /// An alarm nobody accepts, and the card fails under it: the reminders and the escalation still
 /// reach people, from memory, one at a time (no burst, no step repeated every second).
-/// A box with one tilt sensor, the alarm ladder's roster (reminders every 1.5 s, escalated to the
+/// A box with one tilt sensor (alarm above 5, danger above 10), the alarm ladder's roster (reminders every 1.5 s, escalated to the
 /// grid leader 4 s after the alarm), a webhook receiver and its state directory on an SD card;
 /// its sensor reported once and was judged.
 struct LadderBox {
@@ -132,6 +153,7 @@ struct LadderBox {
     receiver: WebhookReceiver,
     daemon: Daemon,
     topic: &'static str,
+    http_port: u16,
 }
 
 impl LadderBox {
@@ -151,18 +173,20 @@ impl LadderBox {
         );
         std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
         std::fs::write(dir.path().join("roster.toml"), ALARM_LADDER_ROSTER).unwrap();
-        std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();
+        let rules = "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n\
+                     [[rule]]\nid = \"tilt-far\"\nvalue = \"x\"\nabove = 10\nseverity = \"danger\"\n";
+        std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
         let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
         let topic = "gridwatch/north-lane/house-07/telemetry";
         let up = publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms()), http_port).await;
         assert!(up, "{:?}", daemon.stderr());
-        LadderBox { mosquitto, dir, card, receiver, daemon, topic }
+        LadderBox { mosquitto, dir, card, receiver, daemon, topic, http_port }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reminders_and_escalations_go_on_after_the_card_went_read_only() {
-    let LadderBox { mosquitto, dir: _state_dir, card, receiver, mut daemon, topic } = LadderBox::start().await;
+    let LadderBox { mosquitto, dir: _state_dir, card, receiver, mut daemon, topic, .. } = LadderBox::start().await;
     mosquitto.publish(topic, &format!(r#"{{"x": 7.0, "ts": {}}}"#, now_ms())).unwrap();
     let event = |name: &'static str| move |body: &serde_json::Value| body["rule"] == "tilt" && body["event"] == name;
     let fired = wait_for(10 * SECOND, || {
@@ -200,7 +224,7 @@ async fn reminders_and_escalations_go_on_after_the_card_went_read_only() {
 /// its ladder runs in memory, and its clear stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_first_raised_on_a_read_only_card_is_still_reminded_and_escalated_until_it_clears() {
-    let LadderBox { mosquitto, dir: _state_dir, card, receiver, mut daemon, topic } = LadderBox::start().await;
+    let LadderBox { mosquitto, dir: _state_dir, card, receiver, mut daemon, topic, .. } = LadderBox::start().await;
 
     card.fail();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -234,6 +258,90 @@ async fn an_alarm_first_raised_on_a_read_only_card_is_still_reminded_and_escalat
     let steps = count("reminder") + count("escalated");
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     assert_eq!(count("reminder") + count("escalated"), steps, "the ladder went on after the clear: {:?}", receiver.bodies());
+    daemon.kill_hard();
+    drop(card);
+}
+
+/// A card that stalls instead of failing (writes block, no error): the alarm path must not wait
+/// for it. A new alarm reaches people within seconds, the open alarm's ladder goes on, its clear
+/// goes out, `/healthz` says so — and once the card writes again nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_that_stalls_holds_back_no_alarm_and_no_reminder() {
+    let LadderBox { mosquitto, dir: _state_dir, card, receiver, mut daemon, topic, http_port } = LadderBox::start().await;
+    let publish = |x: f64| mosquitto.publish(topic, &format!(r#"{{"x": {x}, "ts": {}}}"#, now_ms())).unwrap();
+    let count = |rule: &'static str, event: &'static str| receiver.bodies().iter().filter(|b| b["rule"] == rule && b["event"] == event).count();
+    let until = |rule: &'static str, event: &'static str, n: usize, within: std::time::Duration| {
+        let started = std::time::Instant::now();
+        async move {
+            let reached = wait_for(within, || {
+                let seen = count(rule, event);
+                async move { seen >= n }
+            })
+            .await;
+            reached.then(|| started.elapsed())
+        }
+    };
+    publish(7.0);
+    assert!(
+        until("tilt", "fired", 1, 10 * SECOND).await.is_some(),
+        "the alarm was not sent before the card stalled: {:?} {:?}",
+        receiver.bodies(),
+        daemon.stderr()
+    );
+
+    let stalled = card.stall();
+    let stalled_at = now_ms();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // A worse reading one second into the stall: its danger alarm goes out without the store.
+    publish(12.0);
+    let danger = until("tilt-far", "fired", 1, 15 * SECOND).await;
+    // The open alarm's ladder (reminders every 1.5 s, the grid leader 4 s after the alarm) goes on.
+    let escalated = until("tilt", "escalated", 1, 20 * SECOND).await;
+    let health_during = health(http_port).await;
+    // The wall comes back while the card still stalls: both clears reach people.
+    publish(0.1);
+    let cleared = until("tilt", "cleared", 1, 10 * SECOND).await;
+    let danger_cleared = until("tilt-far", "cleared", 1, 10 * SECOND).await;
+    let during: Vec<serde_json::Value> = receiver.bodies().into_iter().filter(|b| b["at_ms"].as_i64().unwrap_or(0) >= stalled_at).collect();
+    let sent: Vec<String> = during.iter().map(|b| format!("{} {}", b["rule"], b["event"])).collect();
+    println!("card stalled: danger alarm after {danger:?}, its clear after {danger_cleared:?}, clear after {cleared:?}; health {health_during:?}; sent meanwhile: {sent:?}");
+    assert!(danger.is_some(), "the danger alarm never reached people while the card stalled: {sent:?} {:?}", daemon.stderr());
+    assert!(escalated.is_some(), "the ladder stopped while the card stalled: {sent:?} {:?}", daemon.stderr());
+    assert!(cleared.is_some() && danger_cleared.is_some(), "a clear never reached people while the card stalled: {sent:?} {:?}", daemon.stderr());
+    assert_eq!(health_during.0, 503, "/healthz while the card stalled: {health_during:?}");
+    assert!(health_during.1.to_string().contains("stalled"), "{health_during:?}");
+
+    // The card writes again: nothing goes out twice, health comes back. The incident the store
+    // held keeps its ladder (sensor normal again, nobody accepted it) at its own pace; the danger
+    // alarm the store never held stopped its ladder at its clear.
+    drop(stalled);
+    let ready = wait_for(30 * SECOND, || async { health(http_port).await.0 == 200 }).await;
+    let far_steps = || count("tilt-far", "reminder") + count("tilt-far", "escalated");
+    let (far_before, reminders_before) = (far_steps(), count("tilt", "reminder"));
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let reminders = count("tilt", "reminder") - reminders_before;
+    for (rule, event) in [("tilt", "fired"), ("tilt", "cleared"), ("tilt-far", "fired"), ("tilt-far", "cleared")] {
+        assert_eq!(count(rule, event), 1, "{rule} {event} sent again once the card wrote: {:?}", receiver.bodies());
+    }
+    assert_eq!(far_steps(), far_before, "the danger alarm's ladder went on after its clear: {:?}", receiver.bodies());
+    assert!((1..=6).contains(&reminders), "{reminders} reminders in 6 s once the card wrote (every 1.5 s): {:?}", receiver.bodies());
+    // What went out from memory is in the store now, in order: both incidents, sensor normal.
+    let db = rusqlite::Connection::open(_state_dir.path().join("state/gridwatch.db")).unwrap();
+    let incidents: Vec<(String, i64)> = db
+        .prepare("SELECT rule, sensor_normal FROM incidents ORDER BY id")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    drop(db);
+    assert_eq!(incidents, [("tilt".to_string(), 1), ("tilt-far".to_string(), 1)], "{:?}", daemon.stderr());
+    assert!(ready, "/healthz not ready 30 s after the card wrote again: {:?} {:?}", health(http_port).await, daemon.stderr());
+    // And the next alarm is an ordinary one again, with its incident.
+    publish(7.0);
+    assert!(until("tilt", "fired", 2, 10 * SECOND).await.is_some(), "{:?}", daemon.stderr());
+    let fired = receiver.bodies().into_iter().rfind(|b| b["rule"] == "tilt" && b["event"] == "fired").unwrap();
+    assert!(fired["incident_id"].as_i64().is_some_and(|id| id > 0), "no incident once the card writes again: {fired}");
     daemon.kill_hard();
     drop(card);
 }

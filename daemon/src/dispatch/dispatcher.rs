@@ -158,7 +158,16 @@ struct Ladders {
     /// Alarms (rule, sensor) that fired while the store could not record them: their clear is
     /// news, though the store knows no incident it would close.
     unrecorded_alarms: std::collections::HashSet<(String, String)>,
+    /// The ladders last read from the store, run on while it cannot be read (a stalled card).
+    last_read: Vec<crate::store::DueEscalation>,
+    /// Rule events the store could not record (they went out from memory), oldest first: recorded
+    /// in order once it writes again, before any later event, and not sent again.
+    unrecorded_events: std::collections::VecDeque<Alert>,
 }
+
+/// Rule events kept to record once the store writes again; past that the oldest are forgotten
+/// (the store then misses their incidents' history, nothing more).
+const UNRECORDED_EVENTS_MAX: usize = 10_000;
 
 impl Dispatcher {
     /// Counts what the outbox still holds from before a restart (the channels send it first:
@@ -248,6 +257,8 @@ impl Dispatcher {
         let targets = addressing.targets.clone();
         let route = router(addressing, self.links.clone(), self.clock);
         let key = (alert.rule.clone(), alert.sensor.clone());
+        // Events the store missed are recorded first: an incident's history stays in order.
+        let caught_up = self.record_unrecorded().await;
         let fired_unrecorded = self.ladders.unrecorded_alarms.contains(&key);
         if alert.event == Event::Cleared {
             self.ladders.unrecorded_alarms.remove(&key);
@@ -256,7 +267,11 @@ impl Dispatcher {
         let in_memory_ladder = escalate.clone();
         let not_before = deferred_until.or(grouped_until);
         let journaling = crate::store::Journaling { route, not_before_ms: not_before, escalate };
-        let alert = match self.store.apply_and_journal(&alert, self.flap_window_ms, journaling).await {
+        let applied = match caught_up {
+            Ok(()) => self.store.apply_and_journal(&alert, self.flap_window_ms, journaling).await,
+            Err(error) => Err(error),
+        };
+        let alert = match applied {
             Ok((Applied::Repeat(_), _)) if fired_unrecorded => {
                 // The store never saw this alarm fire (it could not write then): its clear is
                 // news to people all the same.
@@ -276,6 +291,7 @@ impl Dispatcher {
                 // Without its incident the alert still goes out (journaled on its own), and a
                 // new alarm's ladder runs in memory: no incident holds it.
                 self.store.report_failure("updating an incident (the alert is sent anyway)", &error);
+                self.keep_unrecorded(&alert);
                 if alert.event == Event::Fired {
                     self.ladders.unrecorded_alarms.insert(key);
                     if let Some((grid, armed_ms, first_due_ms)) = in_memory_ladder {
@@ -375,6 +391,41 @@ impl Dispatcher {
         }
     }
 
+    /// Keeps a rule event the store could not record, to record it once it writes again.
+    fn keep_unrecorded(&mut self, alert: &Alert) {
+        if self.ladders.unrecorded_events.len() >= UNRECORDED_EVENTS_MAX {
+            self.ladders.unrecorded_events.pop_front();
+            self.store
+                .report_failure("keeping rule events to record later", &anyhow::anyhow!("more than {UNRECORDED_EVENTS_MAX} waiting; the oldest is forgotten"));
+        }
+        self.ladders.unrecorded_events.push_back(alert.clone());
+    }
+
+    /// Records, in order, the rule events the store missed (they were sent from memory, so they
+    /// are journaled without deliveries); `Err` while it still cannot write.
+    async fn record_unrecorded(&mut self) -> anyhow::Result<()> {
+        while let Some(alert) = self.ladders.unrecorded_events.front() {
+            let record_only: crate::store::Route = Box::new(|alert: &mut Alert, incident: i64| {
+                alert.incident_id = Some(incident);
+                Vec::new()
+            });
+            let journaling = crate::store::Journaling { route: record_only, not_before_ms: None, escalate: None };
+            let applied = self.store.apply_and_journal(alert, self.flap_window_ms, journaling).await?;
+            let key = (alert.rule.clone(), alert.sensor.clone());
+            if alert.event == Event::Fired {
+                self.ladders.unrecorded_alarms.remove(&key);
+                if matches!(applied.0, Applied::Repeat(Some(_))) {
+                    // Its own write landed after all (the card stalled in the middle of it): the
+                    // incident's ladder in the store takes over from the one in memory.
+                    self.ladders.in_memory.remove(&key);
+                }
+            }
+            tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "an event sent from memory is recorded now that the store writes again");
+            self.ladders.unrecorded_events.pop_front();
+        }
+        Ok(())
+    }
+
     /// An alarm the store could not record gets its escalation ladder here, in memory.
     fn arm_in_memory(&mut self, alert: &Alert, grid: Option<String>, first_due_age_ms: i64) {
         self.ladders.next_in_memory_id -= 1;
@@ -454,11 +505,19 @@ impl Dispatcher {
         let since_last_look = elapsed - self.ladders.last_look.unwrap_or(elapsed);
         self.ladders.last_look = Some(elapsed);
         self.send_due_in_memory(since_last_look);
+        if let Err(error) = self.record_unrecorded().await {
+            self.store.report_failure("recording events sent from memory", &error);
+        }
         let ladders = match self.store.escalation_clocks().await {
-            Ok(ladders) => ladders,
+            Ok(ladders) => {
+                self.ladders.last_read.clone_from(&ladders);
+                ladders
+            }
             Err(error) => {
-                self.store.report_failure("reading escalation ladders", &error);
-                return;
+                // A stalled card: the ladders run on from what was read last, their steps sent
+                // from memory (the store cannot record them either).
+                self.store.report_failure("reading escalation ladders (they run on from memory)", &error);
+                self.ladders.last_read.clone()
             }
         };
         let ages = &mut self.ladders.ages;
@@ -539,7 +598,7 @@ fn silence_covering(store: &Store, alert: &Alert, now: i64) -> Option<crate::dis
     match store.silences(now, false) {
         Ok(silences) => silences.into_iter().find(|s| s.covers(alert, now)),
         Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "cannot read silences; sending the alert");
+            store.report_failure("reading silences (the alert is sent)", &error);
             None
         }
     }

@@ -311,12 +311,15 @@ impl Pipeline {
         }
         // Streamed from the engine into the file: no copy of the state, no whole text in memory.
         let mut bytes = 0;
-        let saved = self.store.save_engine_state_with(|out| {
-            let mut counted = Counting { inner: out, bytes: 0 };
-            let written = serde_json::to_writer(&mut counted, &self.engine.snapshot_view()).map_err(std::io::Error::other);
-            bytes = counted.bytes;
-            written
-        });
+        let saved = self
+            .store
+            .save_engine_state_with(|out| {
+                let mut counted = Counting { inner: out, bytes: 0 };
+                let written = serde_json::to_writer(&mut counted, &self.engine.snapshot_view()).map_err(std::io::Error::other);
+                bytes = counted.bytes;
+                written
+            })
+            .await;
         match saved {
             Ok(()) => {
                 self.unsaved = false;

@@ -113,7 +113,9 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
             let due = match store.due_deliveries(&name, clock.now(), DIGEST_MAX).await {
                 Ok(due) => due.into_iter().filter(|d| !unrecorded.contains_key(&d.alert_id)).collect::<Vec<_>>(),
                 Err(error) => {
-                    tracing::error!(sink = %name, error = %format!("{error:#}"), "cannot read this channel's queue; its alerts wait");
+                    // Logged at most once a minute with the store's other failures (a stalled card
+                    // fails every look).
+                    store.report_failure("reading a channel's queue (its journaled alerts wait)", &error);
                     Vec::new()
                 }
             };

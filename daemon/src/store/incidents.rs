@@ -113,7 +113,7 @@ impl Store {
         let journaling = std::sync::Arc::new(journaling);
         let now = self.clock.now();
         let unset_clock = self.unset_mark_of(&alert);
-        self.with_conn(move |conn| {
+        self.with_conn_or_settle(move |conn| {
             let tx = conn.transaction()?;
             let applied = apply_in(&tx, &alert, flap_window_ms, unset_clock.map(|u| u.0))?;
             let (incident, previous) = match &applied {
@@ -138,6 +138,15 @@ impl Store {
             }
             tx.commit()?;
             Ok((applied, Some((id, journaled))))
+        }, move |conn, (_, journaled)| {
+            // The dispatcher sent it from memory when the store did not answer.
+            if let Some((id, _)) = journaled {
+                conn.execute(
+                    "UPDATE outbox SET state = 'delivered', updated_ms = ?1, error = 'sent from memory: the store stalled while journaling it' WHERE alert_id = ?2 AND state = 'pending'",
+                    params![now, id],
+                )?;
+            }
+            Ok(())
         })
         .await
     }

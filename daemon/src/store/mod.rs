@@ -19,6 +19,9 @@
 //! Beside it, a [`reserve`] file keeps space back for alarms: writes other than telemetry that
 //! find the disk full give it up and are tried once more.
 //!
+//! A card that stalls instead of failing holds nobody for long ([`stall`]): operations are
+//! waited for at most a few seconds, and while one is blocked the others fail at once.
+//!
 //! A store that cannot write is an alarm, not a log line ([`health`]): a read-only state
 //! directory (an SD card's ext4 remounted read-only after an error) or failing writes show in
 //! `/healthz` and the metrics at once, and their errors are logged at most once a minute with a
@@ -41,6 +44,7 @@ mod reserve;
 mod restamp;
 mod silences;
 mod spool;
+mod stall;
 mod state;
 mod trend;
 mod unsaved;
@@ -57,6 +61,7 @@ pub use journal::{Destination, DueDelivery, JournalEntry};
 pub use restamp::Restamped;
 pub use silences::NewSilence;
 pub use spool::{NewPoint, SpoolStats, SpooledPoint};
+pub use stall::Stalled;
 pub use trend::{FieldTrend, TrendRow};
 #[cfg(feature = "cluster")]
 pub use uplink::{UplinkAlert, UplinkTransition};
@@ -64,13 +69,14 @@ pub use uplink::{UplinkAlert, UplinkTransition};
 use crate::clock::Clock;
 use anyhow::Context;
 use rusqlite::Connection;
+use stall::{Abandoned, Stall, STALLED_AFTER};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 /// A handle on the store; cheap to clone, safe to share between tasks.
 #[derive(Debug, Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<parking_lot::Mutex<Connection>>,
     /// The state directory.
     dir: PathBuf,
     reserve: Arc<reserve::Reserve>,
@@ -83,7 +89,11 @@ pub struct Store {
     /// Bytes of a torn `-wal` tail found at open (dropped by SQLite's recovery); 0: none.
     pub torn_wal_bytes: u64,
     /// Readings since the rule state was last saved ([`crash_log`]).
-    crash_log: Arc<Mutex<crash_log::CrashLog>>,
+    crash_log: Arc<parking_lot::Mutex<crash_log::CrashLog>>,
+    /// The operations running now, to tell a stalled card ([`stall`]).
+    stall: Arc<Stall>,
+    /// A rule-state save is being written ([`state`]).
+    saving_state: Arc<std::sync::atomic::AtomicBool>,
     /// The daemon's clock, which stamps what the store records on its own.
     clock: Clock,
     /// Whether this process marks what it stamps while the clock is not set to be re-stamped
@@ -104,14 +114,16 @@ impl Store {
         let path = state_dir.join("gridwatch.db");
         let torn_wal_bytes = health::torn_wal_tail(&path);
         let store = |conn, quarantined| Store {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(parking_lot::Mutex::new(conn)),
             dir: state_dir.to_path_buf(),
             reserve: Arc::new(reserve::Reserve::new(state_dir, clock)),
             last_write_full: Arc::default(),
             quarantined,
             health: Arc::default(),
             torn_wal_bytes,
-            crash_log: Arc::new(Mutex::new(crash_log::CrashLog::open(state_dir))),
+            crash_log: Arc::new(parking_lot::Mutex::new(crash_log::CrashLog::open(state_dir))),
+            stall: Arc::default(),
+            saving_state: Arc::default(),
             clock,
             restamps: Arc::default(),
         };
@@ -127,8 +139,57 @@ impl Store {
         }
     }
 
-    fn lock(&self) -> anyhow::Result<MutexGuard<'_, Connection>> {
-        self.conn.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))
+    /// The connection, waited for at most until its holder would count as stalled.
+    fn lock(&self) -> anyhow::Result<Held<'_, Connection>> {
+        self.hold(&self.conn, "a database transaction")
+    }
+
+    /// The crash log, waited for like the connection.
+    fn lock_crash_log(&self) -> anyhow::Result<Held<'_, crash_log::CrashLog>> {
+        self.hold(&self.crash_log, "a crash-log write")
+    }
+
+    fn hold<'a, T>(&self, lock: &'a parking_lot::Mutex<T>, what: &'static str) -> anyhow::Result<Held<'a, T>> {
+        self.stall.check()?;
+        let Some(guard) = lock.try_lock_for(self.stall.patience()) else {
+            return Err(self.stall.stalled().unwrap_or(Stalled { what, secs: STALLED_AFTER.as_secs() }).into());
+        };
+        Ok(Held { guard, _running: self.stall.begin(what) })
+    }
+
+    /// Runs `work` on the blocking pool and waits for it at most until the store counts as
+    /// stalled; then the caller gets an error and `work`, if it has not taken its lock yet,
+    /// never writes ([`Abandoned`]).
+    async fn bounded<T: Send + 'static>(&self, work: impl FnOnce(&Store, &Abandoned) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+        /// How often a waiting caller looks whether the store stalls.
+        const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+        if let Err(stalled) = self.stall.check() {
+            let result = Err(stalled.into());
+            self.note_write::<T>(&result);
+            return result;
+        }
+        let abandoned = Abandoned::default();
+        let (store, flag) = (self.clone(), abandoned.clone());
+        let started = std::time::Instant::now();
+        let mut task = tokio::task::spawn_blocking(move || {
+            flag.check()?;
+            work(&store, &flag)
+        });
+        loop {
+            tokio::select! {
+                joined = &mut task => return joined?,
+                () = tokio::time::sleep(LOOK_EVERY) => {
+                    let waited = started.elapsed();
+                    let stalled = self.stall.stalled().or_else(|| (waited >= STALLED_AFTER).then_some(Stalled { what: "a store operation", secs: waited.as_secs() }));
+                    if let Some(stalled) = stalled {
+                        abandoned.abandon();
+                        let result = Err(stalled.into());
+                        self.note_write::<T>(&result);
+                        return result;
+                    }
+                }
+            }
+        }
     }
 
     /// Keeps `bytes` of disk in reserve for alarms (0: none); false when there was no room.
@@ -155,6 +216,9 @@ impl Store {
     /// Why the store cannot write now (read-only state directory, or the last write failed);
     /// `None` while it can.
     pub fn write_problem(&self) -> Option<String> {
+        if let Some(stalled) = self.stall.stalled() {
+            return Some(format!("{stalled}: alarms and reminders go out from memory, readings are not stored"));
+        }
         self.health.problem(&self.dir)
     }
 
@@ -183,17 +247,58 @@ impl Store {
     /// Runs a write the daemon cannot lose on the connection, on the blocking pool: when the
     /// disk is full it gives up the reserve and tries once more.
     async fn with_conn<T: Send + 'static>(&self, work: impl FnMut(&mut Connection) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.essential(work)).await?
+        self.bounded(move |store, abandoned| store.essential_unless(abandoned, work)).await
+    }
+
+    /// [`Store::with_conn`] for a write whose caller, when it gives up waiting, does without it
+    /// (the dispatcher sends the alert from memory). Should the write land after all — the card
+    /// stalled in the middle of it and came back — `settle` undoes what would now happen twice.
+    async fn with_conn_or_settle<T: Send + 'static>(
+        &self,
+        work: impl FnMut(&mut Connection) -> anyhow::Result<T> + Send + 'static,
+        settle: impl FnOnce(&mut Connection, &T) -> anyhow::Result<()> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        self.bounded(move |store, abandoned| {
+            let mut conn = store.lock_unless(abandoned)?;
+            let result = store.essential_held(&mut conn, work);
+            if let (Ok(value), true) = (&result, abandoned.is_set()) {
+                // Under the same lock: no channel may read the outbox in between.
+                tracing::warn!("a write given up while the store stalled landed after all; settled");
+                if let Err(error) = settle(&mut conn, value) {
+                    store.report_failure("settling a write that landed after the store stalled", &error);
+                }
+            }
+            result
+        })
+        .await
     }
 
     /// [`Store::with_conn`], on the calling thread.
-    fn essential<T>(&self, mut work: impl FnMut(&mut Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
-        let mut conn = self.lock()?;
-        let result = match work(&mut conn) {
+    fn essential<T>(&self, work: impl FnMut(&mut Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        self.essential_unless(&Abandoned::default(), work)
+    }
+
+    /// [`Store::essential`], unless its caller gave up before the connection was free.
+    fn essential_unless<T>(&self, abandoned: &Abandoned, work: impl FnMut(&mut Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let mut conn = self.lock_unless(abandoned)?;
+        self.essential_held(&mut conn, work)
+    }
+
+    /// The connection, unless the caller gave up before it was free (counted as a failure).
+    fn lock_unless(&self, abandoned: &Abandoned) -> anyhow::Result<Held<'_, Connection>> {
+        let held = self.lock().and_then(|conn| abandoned.check().map(|()| conn));
+        if let Err(error) = &held {
+            self.health.failed(error);
+        }
+        held
+    }
+
+    /// [`Store::essential`] on a connection held already.
+    fn essential_held<T>(&self, conn: &mut Connection, mut work: impl FnMut(&mut Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let result = match work(conn) {
             Err(error) if is_disk_full(&error) && self.reserve.give_up() => {
                 tracing::error!(error = %format!("{error:#}"), "disk full: the reserve kept for alarms is given up; readings are no longer stored");
-                work(&mut conn)
+                work(conn)
             }
             other => other,
         };
@@ -205,9 +310,11 @@ impl Store {
     /// the reserve: when the disk is full the reserve is given up for the alarms that come next,
     /// and readings stop being written until it can be made again.
     async fn with_conn_bulk<T: Send + 'static>(&self, work: impl FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = work(&mut *store.lock()?);
+        self.bounded(move |store, abandoned| {
+            let result = store.lock().and_then(|mut conn| {
+                abandoned.check()?;
+                work(&mut conn)
+            });
             store.note_write(&result);
             if let Err(error) = &result {
                 if is_disk_full(error) && store.reserve.give_up() {
@@ -216,7 +323,26 @@ impl Store {
             }
             result
         })
-        .await?
+        .await
+    }
+}
+
+/// A lock held, registered with the stall watch until it is let go.
+struct Held<'a, T> {
+    guard: parking_lot::MutexGuard<'a, T>,
+    _running: stall::Running,
+}
+
+impl<T> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for Held<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
     }
 }
 

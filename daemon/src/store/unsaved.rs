@@ -17,10 +17,10 @@ use rusqlite::params;
 impl Store {
     /// Appends `points` to the crash log; with `sync`, they are on disk when this returns.
     pub async fn log_unsaved(&self, points: std::sync::Arc<Vec<NewPoint>>, sync: bool) -> anyhow::Result<()> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
+        self.bounded(move |store, abandoned| {
             let result = (|| {
-                let mut log = store.crash_log.lock().map_err(|_| anyhow::anyhow!("crash log lock poisoned"))?;
+                let mut log = store.lock_crash_log()?;
+                abandoned.check()?;
                 log.append(points.iter().map(|(sensor, ts, fields)| (&**sensor, *ts, fields.as_slice())))?;
                 if sync {
                     log.sync()?;
@@ -30,29 +30,27 @@ impl Store {
             store.note_write(&result);
             result
         })
-        .await?
+        .await
     }
 
     /// Makes the crash log durable (before readings InfluxDB did not take are acknowledged).
     pub async fn sync_unsaved(&self) -> anyhow::Result<()> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = store.crash_log.lock().map_err(|_| anyhow::anyhow!("crash log lock poisoned")).and_then(|mut log| Ok(log.sync()?));
+        self.bounded(move |store, _| {
+            let result = store.lock_crash_log().and_then(|mut log| Ok(log.sync()?));
             store.note_write(&result);
             result
         })
-        .await?
+        .await
     }
 
     /// Up to `limit` readings of the crash log from `cursor` on (not this run's), the cursor
     /// after them, and how many lines could not be read.
     pub async fn logged_unsaved(&self, cursor: LogCursor, limit: usize) -> anyhow::Result<(Vec<LoggedReading>, LogCursor, u64)> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let log = store.crash_log.lock().map_err(|_| anyhow::anyhow!("crash log lock poisoned"))?;
+        self.bounded(move |store, _| {
+            let log = store.lock_crash_log()?;
             Ok(log.read(cursor, limit)?)
         })
-        .await?
+        .await
     }
 
     /// Up to `limit` readings waiting to be judged again in an older store's table, in the
@@ -79,14 +77,16 @@ impl Store {
     /// Forgets the readings a just-saved rule state has judged: per sensor, those at or before
     /// the time of the last reading it judged (`judged_until`, by sensor id).
     pub async fn forget_judged(&self, judged_until: std::collections::HashMap<String, Millis>) -> anyhow::Result<u64> {
-        let store = self.clone();
-        let (judged_until, logged) = tokio::task::spawn_blocking(move || {
-            let forgotten =
-                store.crash_log.lock().map_err(|_| anyhow::anyhow!("crash log lock poisoned")).and_then(|mut log| Ok(log.forget_judged(&judged_until)?));
-            store.note_write(&forgotten);
-            forgotten.map(|logged| (judged_until, logged))
-        })
-        .await??;
+        let (judged_until, logged) = self
+            .bounded(move |store, abandoned| {
+                let forgotten = store.lock_crash_log().and_then(|mut log| {
+                    abandoned.check()?;
+                    Ok(log.forget_judged(&judged_until)?)
+                });
+                store.note_write(&forgotten);
+                forgotten.map(|logged| (judged_until, logged))
+            })
+            .await?;
         Ok(logged + self.forget_judged_in_table(judged_until).await?)
     }
 

@@ -84,7 +84,6 @@ impl Store {
     }
 
     async fn read<T: Send + 'static>(&self, work: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || work(&mut *store.lock()?)).await?
+        self.bounded(move |store, _| work(&mut *store.lock()?)).await
     }
 }
