@@ -246,6 +246,8 @@ impl Dispatcher {
         };
         let addressing = if silenced.is_some() { Addressing::default() } else { address(&alert, &dispatch.roster, &self.names) };
         let targets = addressing.targets.clone();
+        // Kept to address a clear the store cannot record to the incident it still holds.
+        let clear_addressing = (alert.event == Event::Cleared).then(|| addressing.clone());
         let route = router(addressing, self.links.clone(), self.clock);
         let key = (alert.rule.clone(), alert.sensor.clone());
         let fired_unrecorded = self.ladders.unrecorded_alarms.contains(&key);
@@ -260,7 +262,7 @@ impl Dispatcher {
             Ok((Applied::Repeat(_), _)) if fired_unrecorded => {
                 // The store never saw this alarm fire (it could not write then): its clear is
                 // news to people all the same.
-                match self.journal_alone(alert, &targets, not_before, silenced.is_none()).await {
+                match self.journal_alone(alert, unrouted(&targets), not_before, silenced.is_none()).await {
                     Some(journaled) => journaled,
                     None => return,
                 }
@@ -282,7 +284,21 @@ impl Dispatcher {
                         self.arm_in_memory(&alert, grid, first_due_ms - armed_ms);
                     }
                 }
-                match self.journal_alone(alert, &targets, not_before, silenced.is_none()).await {
+                let mut alert = alert;
+                // A clear of an incident the store holds (it reads, though it cannot write) names
+                // that incident and links to its page, like every other clear.
+                let firing = match &clear_addressing {
+                    Some(_) => self.store.firing_incident(&alert.rule, &alert.sensor).unwrap_or_else(|error| {
+                        self.store.report_failure("reading the incident a clear closes", &error);
+                        None
+                    }),
+                    None => None,
+                };
+                let destinations = match (firing, clear_addressing) {
+                    (Some(incident), Some(addressing)) => router(addressing, self.links.clone(), self.clock)(&mut alert, incident),
+                    _ => unrouted(&targets),
+                };
+                match self.journal_alone(alert, destinations, not_before, silenced.is_none()).await {
                     Some(journaled) => journaled,
                     None => return,
                 }
@@ -358,17 +374,20 @@ impl Dispatcher {
         self.wake(&[to]);
     }
 
-    /// Journals an alert without an incident; when the store takes nothing (read-only) — it is
-    /// the channels' queue — the channels get it in memory (`send`: it is not silenced) and
-    /// `None` says it is not journaled.
-    async fn journal_alone(&self, alert: Alert, targets: &[String], not_before: Option<i64>, send: bool) -> Option<Alert> {
-        let destinations = targets.iter().map(|t| (t.clone(), None)).collect();
-        match self.store.record_alert_to(&alert, destinations, not_before).await {
+    /// Journals an alert without updating its incident; when the store takes nothing
+    /// (read-only) — it is the channels' queue — the channels get it (each its own copy) in
+    /// memory (`send`: it is not silenced) and `None` says it is not journaled. Sent from memory,
+    /// it has no journal id (`event_id`): one made up here could be the id the journal gives
+    /// its next event once the card is back, and a receiver would drop that one as a repeat.
+    async fn journal_alone(&self, alert: Alert, destinations: Vec<Destination>, not_before: Option<i64>, send: bool) -> Option<Alert> {
+        match self.store.record_alert_to(&alert, destinations.clone(), not_before).await {
             Ok(_) => Some(alert),
             Err(error) => {
                 self.store.report_failure("journaling an alert (it is sent from memory)", &error);
                 if send {
-                    self.send_unjournaled(&alert, targets);
+                    for (sink, own) in destinations {
+                        self.send_unjournaled(own.as_ref().unwrap_or(&alert), std::slice::from_ref(&sink));
+                    }
                 }
                 None
             }
@@ -585,8 +604,13 @@ impl HeldBack {
     }
 }
 
+/// Every channel in `targets`, carrying the alert as it is.
+fn unrouted(targets: &[String]) -> Vec<Destination> {
+    targets.iter().map(|t| (t.clone(), None)).collect()
+}
+
 /// Where one alert goes: channels, and which of them are one member's own.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Addressing {
     targets: Vec<String>,
     /// Member channel -> the member's name and phone.
