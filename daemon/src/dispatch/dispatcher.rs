@@ -98,6 +98,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             Some(handoff) = handoffs.recv() => dispatcher.hand_over(handoff).await,
             _ = check.tick() => {
                 dispatcher.restamp_unset_times().await;
+                dispatcher.keep_clock_steps().await;
                 dispatcher.send_due_escalations().await;
                 count_open_incidents(&dispatcher.store, &dispatcher.metrics);
                 dispatcher.store.try_restore_reserve();
@@ -190,6 +191,21 @@ impl Dispatcher {
             ),
             Ok(_) => {}
             Err(error) => self.store.report_failure("re-stamping what was stamped before the clock was set", &error),
+        }
+    }
+
+    /// Once the clock is set: keeps the step links signed before it are read through
+    /// ([`crate::link_clock`]), so they stay valid after a restart too.
+    async fn keep_clock_steps(&self) {
+        let Some(links) = &self.links else { return };
+        links.measure_clock_step(&self.clock);
+        let steps = links.clock_steps.take_unsaved();
+        if steps.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.save_clock_steps(steps.clone(), self.clock.now().div_euclid(1000)).await {
+            self.store.report_failure("keeping the clock's step for links signed before it was set", &error);
+            links.clock_steps.unsaved_back(steps);
         }
     }
 
@@ -644,6 +660,9 @@ fn address(alert: &Alert, roster: &crate::dispatch::roster::Roster, sinks: &[Str
 fn router(addressing: Addressing, links: Option<crate::links::WorkerLinks>, clock: crate::clock::Clock) -> crate::store::Route {
     Box::new(move |alert: &mut Alert, incident: i64| {
         let now_secs = clock.now().div_euclid(1000);
+        if let Some(links) = &links {
+            links.signing_on(&clock);
+        }
         alert.incident_id = Some(incident);
         alert.link = links.as_ref().map(|l| l.link(incident, now_secs));
         alert.member_links = match &links {
