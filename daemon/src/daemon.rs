@@ -154,6 +154,12 @@ fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, cloc
         }
         Err(error) => store.report_failure("marking an earlier run's unset-clock times as unknown", &error),
     }
+    if let Some(links) = &config.worker_links {
+        match store.clock_steps() {
+            Ok(steps) => links.clock_steps.load(steps, clock.now().div_euclid(1000)),
+            Err(error) => store.report_failure("reading the clock's steps links signed before it was set are read through", &error),
+        }
+    }
     if !clock.synchronized() {
         tracing::error!(
             "the system clock is not synchronised: readings without their own time are judged but not stored, and people read \"time unknown\", until it is"

@@ -53,6 +53,7 @@ pub mod field_names;
 pub mod gpio;
 pub mod invariants;
 pub mod last_good;
+pub mod link_clock;
 pub mod links;
 pub mod live;
 pub mod local_time;

@@ -16,6 +16,10 @@
 //! incident, expiry and — on a member's link — the member id, each length-prefixed.
 //! (Links signed by a gridwatch before the length-prefixed encoding no longer verify; they
 //! expire within `link_valid_hours` anyway.)
+//!
+//! A link signed while the box's clock was not set carries an expiry on that clock; once NTP
+//! steps it, the expiry is read through the step ([`crate::link_clock`]), so the first alarm's
+//! links of a box booted at 1970 still open for their full life.
 
 use crate::signing::Signer;
 use std::time::Duration;
@@ -29,6 +33,9 @@ pub struct WorkerLinks {
     pub public_url: reqwest::Url,
     signer: Signer,
     pub valid: Duration,
+    /// The steps of the box's clock, shared by every clone (the dispatcher signs, the web
+    /// pages check).
+    pub clock_steps: crate::link_clock::LinkClock,
 }
 
 impl std::fmt::Debug for WorkerLinks {
@@ -47,7 +54,7 @@ pub enum LinkError {
 
 impl WorkerLinks {
     pub fn new(public_url: reqwest::Url, secret: &str, valid: Duration) -> WorkerLinks {
-        WorkerLinks { public_url, signer: Signer::new(secret), valid }
+        WorkerLinks { public_url, signer: Signer::new(secret), valid, clock_steps: Default::default() }
     }
 
     /// The signed fields of a link: with a member, one field more (a group link is never a
@@ -60,7 +67,29 @@ impl WorkerLinks {
 
     /// The signed path and query for an incident (for `member`, if given), valid from `now_secs`.
     pub fn path(&self, incident: i64, member: Option<&str>, now_secs: i64) -> String {
-        self.path_until(incident, member, now_secs + self.valid.as_secs() as i64)
+        self.path_until(incident, member, now_secs + self.valid_secs())
+    }
+
+    fn valid_secs(&self) -> i64 {
+        i64::try_from(self.valid.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Links are about to be signed on `clock`: see [`crate::link_clock::LinkClock::signing`].
+    pub fn signing_on(&self, clock: &crate::clock::Clock) {
+        let now_secs = clock.now().div_euclid(1000);
+        self.clock_steps.signing(clock, now_secs.saturating_add(self.valid_secs()), self.valid_secs());
+    }
+
+    /// Measures a step of `clock` since links were signed by it unset (before links are checked
+    /// on it, and every second in the dispatcher, which keeps the steps in the store).
+    pub fn measure_clock_step(&self, clock: &crate::clock::Clock) {
+        self.clock_steps.measure(clock, self.valid_secs());
+    }
+
+    /// Whether a link that says `expires` has expired at `now_secs` (read through the clock's
+    /// steps when an unset clock signed it).
+    fn expired(&self, expires: i64, now_secs: i64) -> bool {
+        now_secs > self.clock_steps.true_expiry(expires)
     }
 
     /// The full signed path of a short link's code (see [`shorten`]), once its signature bits
@@ -77,7 +106,7 @@ impl WorkerLinks {
         if given.len() != SHORT_SIGNATURE_HEX || differs != 0 {
             return Err(LinkError::BadSignature);
         }
-        if now_secs > expires {
+        if self.expired(expires, now_secs) {
             return Err(LinkError::Expired);
         }
         Ok(self.path_until(incident, member, expires))
@@ -115,7 +144,7 @@ impl WorkerLinks {
         if !self.signer.verify(&Self::fields(&incident.to_string(), member, &expires.to_string()), signature) {
             return Err(LinkError::BadSignature);
         }
-        if now_secs > expires {
+        if self.expired(expires, now_secs) {
             return Err(LinkError::Expired);
         }
         Ok(())

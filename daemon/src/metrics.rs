@@ -152,6 +152,8 @@ pub struct Metrics {
     pub store_torn_wal_bytes: Gauge,
     /// Readings the devices numbered but that never arrived (gaps in `seq`).
     pub sequence_gaps: Counter,
+    /// Devices' `seq` jumping back or too far forward to be gaps: a restart or a renumbering.
+    pub sequence_restarts: Counter,
     /// Frames per serial port, by result (`good`, `bad`, `no_answer`).
     pub serial_frames: Family<PortResultLabel, Counter>,
     /// Times a serial port failed or could not be opened (each followed by a reopen).
@@ -223,6 +225,7 @@ impl Metrics {
                 1e-6, 2.0, 11,
             )),
             sequence_gaps: Counter::default(),
+            sequence_restarts: Counter::default(),
             serial_frames: Family::default(),
             serial_port_errors: Family::default(),
             mqtt_connected: Gauge::default(),
@@ -326,6 +329,11 @@ impl Metrics {
         );
         registry.register("config_fallback", "1 while running on the last good configuration (the current one is invalid)", metrics.config_fallback.clone());
         registry.register("sequence_gaps", "Readings missing from device sequence numbers", metrics.sequence_gaps.clone());
+        registry.register(
+            "sequence_restarts",
+            "Device sequence numbers jumping back or too far forward to be gaps (a restart or renumbering)",
+            metrics.sequence_restarts.clone(),
+        );
         registry.register("serial_frames", "Serial frames per port, by result", metrics.serial_frames.clone());
         registry.register("serial_port_errors", "Serial port failures (each followed by a reopen)", metrics.serial_port_errors.clone());
         registry.register("mqtt_connected", "1 while the ingest connection to the broker is up", metrics.mqtt_connected.clone());

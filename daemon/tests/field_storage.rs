@@ -216,6 +216,20 @@ async fn reminders_and_escalations_go_on_after_the_card_went_read_only() {
         escalations <= 2 && reminders as f64 <= seconds / 1.5 + 2.0,
         "steps repeated: {reminders} reminders and {escalations} escalations in {seconds:.1} s: {after:?}"
     );
+
+    // The wall comes back: the clear, sent from memory, names the incident the store holds
+    // (it can read it, though not write) — the one the alarm opened.
+    let incident = receiver.bodies().into_iter().find(|b| event("fired")(b)).unwrap()["incident_id"].clone();
+    assert!(incident.as_i64().is_some_and(|id| id > 0), "the alarm was stored before the card failed: {incident}");
+    mosquitto.publish(topic, &format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms())).unwrap();
+    let cleared = wait_for(10 * SECOND, || {
+        let n = receiver.bodies().iter().filter(|b| event("cleared")(b)).count();
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(cleared, "no clear with the card read-only: {:?}", daemon.stderr());
+    let clear = receiver.bodies().into_iter().find(|b| event("cleared")(b)).unwrap();
+    assert_eq!(clear["incident_id"], incident, "the clear of a stored incident names it: {clear}");
     daemon.kill_hard();
     drop(card);
 }

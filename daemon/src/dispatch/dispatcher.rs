@@ -98,6 +98,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
             Some(handoff) = handoffs.recv() => dispatcher.hand_over(handoff).await,
             _ = check.tick() => {
                 dispatcher.restamp_unset_times().await;
+                dispatcher.keep_clock_steps().await;
                 dispatcher.send_due_escalations().await;
                 count_open_incidents(&dispatcher.store, &dispatcher.metrics);
                 dispatcher.store.try_restore_reserve();
@@ -202,6 +203,21 @@ impl Dispatcher {
         }
     }
 
+    /// Once the clock is set: keeps the step links signed before it are read through
+    /// ([`crate::link_clock`]), so they stay valid after a restart too.
+    async fn keep_clock_steps(&self) {
+        let Some(links) = &self.links else { return };
+        links.measure_clock_step(&self.clock);
+        let steps = links.clock_steps.take_unsaved();
+        if steps.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.save_clock_steps(steps.clone(), self.clock.now().div_euclid(1000)).await {
+            self.store.report_failure("keeping the clock's step for links signed before it was set", &error);
+            links.clock_steps.unsaved_back(steps);
+        }
+    }
+
     /// Pokes the channels named.
     fn wake(&self, targets: &[String]) {
         for sink in self.sinks.iter().filter(|s| targets.contains(&s.name)) {
@@ -255,6 +271,8 @@ impl Dispatcher {
         };
         let addressing = if silenced.is_some() { Addressing::default() } else { address(&alert, &dispatch.roster, &self.names) };
         let targets = addressing.targets.clone();
+        // Kept to address a clear the store cannot record to the incident it still holds.
+        let clear_addressing = (alert.event == Event::Cleared).then(|| addressing.clone());
         let route = router(addressing, self.links.clone(), self.clock);
         let key = (alert.rule.clone(), alert.sensor.clone());
         // Events the store missed are recorded first: an incident's history stays in order.
@@ -275,7 +293,7 @@ impl Dispatcher {
             Ok((Applied::Repeat(_), _)) if fired_unrecorded => {
                 // The store never saw this alarm fire (it could not write then): its clear is
                 // news to people all the same.
-                match self.journal_alone(alert, &targets, not_before, silenced.is_none()).await {
+                match self.journal_alone(alert, unrouted(&targets), not_before, silenced.is_none()).await {
                     Some(journaled) => journaled,
                     None => return,
                 }
@@ -298,7 +316,21 @@ impl Dispatcher {
                         self.arm_in_memory(&alert, grid, first_due_ms - armed_ms);
                     }
                 }
-                match self.journal_alone(alert, &targets, not_before, silenced.is_none()).await {
+                let mut alert = alert;
+                // A clear of an incident the store holds (it reads, though it cannot write) names
+                // that incident and links to its page, like every other clear.
+                let firing = match &clear_addressing {
+                    Some(_) => self.store.firing_incident(&alert.rule, &alert.sensor).unwrap_or_else(|error| {
+                        self.store.report_failure("reading the incident a clear closes", &error);
+                        None
+                    }),
+                    None => None,
+                };
+                let destinations = match (firing, clear_addressing) {
+                    (Some(incident), Some(addressing)) => router(addressing, self.links.clone(), self.clock)(&mut alert, incident),
+                    _ => unrouted(&targets),
+                };
+                match self.journal_alone(alert, destinations, not_before, silenced.is_none()).await {
                     Some(journaled) => journaled,
                     None => return,
                 }
@@ -374,17 +406,20 @@ impl Dispatcher {
         self.wake(&[to]);
     }
 
-    /// Journals an alert without an incident; when the store takes nothing (read-only) — it is
-    /// the channels' queue — the channels get it in memory (`send`: it is not silenced) and
-    /// `None` says it is not journaled.
-    async fn journal_alone(&self, alert: Alert, targets: &[String], not_before: Option<i64>, send: bool) -> Option<Alert> {
-        let destinations = targets.iter().map(|t| (t.clone(), None)).collect();
-        match self.store.record_alert_to(&alert, destinations, not_before).await {
+    /// Journals an alert without updating its incident; when the store takes nothing
+    /// (read-only) — it is the channels' queue — the channels get it (each its own copy) in
+    /// memory (`send`: it is not silenced) and `None` says it is not journaled. Sent from memory,
+    /// it has no journal id (`event_id`): one made up here could be the id the journal gives
+    /// its next event once the card is back, and a receiver would drop that one as a repeat.
+    async fn journal_alone(&self, alert: Alert, destinations: Vec<Destination>, not_before: Option<i64>, send: bool) -> Option<Alert> {
+        match self.store.record_alert_to(&alert, destinations.clone(), not_before).await {
             Ok(_) => Some(alert),
             Err(error) => {
                 self.store.report_failure("journaling an alert (it is sent from memory)", &error);
                 if send {
-                    self.send_unjournaled(&alert, targets);
+                    for (sink, own) in destinations {
+                        self.send_unjournaled(own.as_ref().unwrap_or(&alert), std::slice::from_ref(&sink));
+                    }
                 }
                 None
             }
@@ -644,8 +679,13 @@ impl HeldBack {
     }
 }
 
+/// Every channel in `targets`, carrying the alert as it is.
+fn unrouted(targets: &[String]) -> Vec<Destination> {
+    targets.iter().map(|t| (t.clone(), None)).collect()
+}
+
 /// Where one alert goes: channels, and which of them are one member's own.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Addressing {
     targets: Vec<String>,
     /// Member channel -> the member's name and phone.
@@ -679,6 +719,9 @@ fn address(alert: &Alert, roster: &crate::dispatch::roster::Roster, sinks: &[Str
 fn router(addressing: Addressing, links: Option<crate::links::WorkerLinks>, clock: crate::clock::Clock) -> crate::store::Route {
     Box::new(move |alert: &mut Alert, incident: i64| {
         let now_secs = clock.now().div_euclid(1000);
+        if let Some(links) = &links {
+            links.signing_on(&clock);
+        }
         alert.incident_id = Some(incident);
         alert.link = links.as_ref().map(|l| l.link(incident, now_secs));
         alert.member_links = match &links {

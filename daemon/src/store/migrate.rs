@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 16;
+const SCHEMA_VERSION: i32 = 17;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -332,6 +332,23 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              CREATE INDEX alert_events_clock_unset ON alert_events (clock_unset_at) WHERE clock_unset_at IS NOT NULL;
              CREATE INDEX incident_events_clock_unset ON incident_events (incident_id, clock_unset_at) WHERE clock_unset_at IS NOT NULL;
              PRAGMA user_version = 16;
+             COMMIT;",
+        )?;
+    }
+    if version < 17 {
+        // Steps of the wall clock measured once it was set, as links' expiries see them (Unix
+        // seconds; see `crate::link_clock`): a link signed before the step lives its full life
+        // from when it was really signed, also after a restart.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE clock_steps (
+                 id INTEGER PRIMARY KEY,
+                 expires_from INTEGER NOT NULL,
+                 expires_until INTEGER NOT NULL,
+                 first_expiry_after INTEGER NOT NULL,
+                 step_secs INTEGER NOT NULL
+             );
+             PRAGMA user_version = 17;
              COMMIT;",
         )?;
     }

@@ -33,6 +33,7 @@
 //! replaced by a fresh one — the store never refuses to start and never loops.
 
 mod calibrations;
+mod clock_steps;
 mod crash_log;
 mod escalations;
 mod health;

@@ -4,7 +4,9 @@
 //! action is applied.
 //!
 //! Invariant: a signature is recorded at most once per purpose; rows past `expires_ms` are
-//! deleted on the next use, so the table holds only what could still be replayed.
+//! deleted on the next use while the clock is set, so the table holds only what could still be
+//! replayed. (A clock that is not set may be ahead: rows it judged past could be replayed again
+//! once NTP steps it back, so it deletes nothing.)
 
 use super::Store;
 use rusqlite::params;
@@ -15,7 +17,9 @@ impl Store {
     pub fn use_signature(&self, purpose: &str, signature: &str, expires_ms: i64, now_ms: i64) -> anyhow::Result<bool> {
         self.essential(|conn| {
             let tx = conn.transaction()?;
-            tx.execute("DELETE FROM used_signatures WHERE expires_ms < ?1", params![now_ms])?;
+            if self.clock.synchronized() {
+                tx.execute("DELETE FROM used_signatures WHERE expires_ms < ?1", params![now_ms])?;
+            }
             let inserted = tx.execute(
                 "INSERT OR IGNORE INTO used_signatures (signature, purpose, expires_ms) VALUES (?1, ?2, ?3)",
                 params![signature.to_ascii_lowercase(), purpose, expires_ms],

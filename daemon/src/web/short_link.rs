@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 
 pub async fn open(State(state): State<WebState>, Path(code): Path<String>) -> Response {
     let Some(links) = &state.links else { return StatusCode::NOT_FOUND.into_response() };
+    links.measure_clock_step(&state.clock);
     match links.expand(&code, state.clock.now().div_euclid(1000)) {
         Ok(path) => Redirect::to(&path).into_response(),
         Err(error) => (StatusCode::FORBIDDEN, Html(format!("<p>{}</p>", super::incident_page::escape(&error.to_string())))).into_response(),

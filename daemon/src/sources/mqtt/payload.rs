@@ -6,7 +6,8 @@
 //!
 //! `ts` is RFC 3339 text or integer milliseconds since the Unix epoch; `seq` a non-negative
 //! integer that the device increments per message. Every other key must be a finite number (or
-//! a string holding one, `"8.62"`, as some firmware sends) under a field name that is not empty,
+//! a string holding one, `"8.62"`, as some firmware sends) no larger in magnitude than
+//! [`LARGEST_VALUE`] under a field name that is not empty,
 //! holds no control character and is at most [`Limits::max_field_name_bytes`] long; a reading
 //! has at most [`Limits::max_fields`] fields. Anything else is a [`Rejection`] with a reason
 //! that is counted; nothing here panics.
@@ -27,6 +28,13 @@ use std::collections::BTreeMap;
 /// or seconds sent where milliseconds were meant; they would write 1970 points.
 const EARLIEST_TS: Millis = 946_684_800_000;
 
+/// The largest magnitude a reading's value may have. Payloads declare no range for their
+/// fields, and nothing gridwatch reads (tilt, water quality, temperatures, conductivity in
+/// µS/cm) comes near it; what lies beyond is a firmware's sentinel (float32's largest value,
+/// 3.4e38, for "no reading") or garbage (`1e308`), which would turn into infinities in the rules'
+/// arithmetic and poison a sensor's statistics.
+pub const LARGEST_VALUE: f64 = 1e12;
+
 /// Why a message was not accepted as a reading. The label is the `reason` of the counter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
@@ -40,6 +48,8 @@ pub enum Rejection {
     NonNumeric(String),
     #[error("{} is NaN or infinite", .0.as_ref().map_or("a value".to_string(), |field| format!("field `{field}`")))]
     NotFinite(Option<String>),
+    #[error("field `{field}` is {value}, beyond any reading (at most ±{LARGEST_VALUE:e})")]
+    Implausible { field: String, value: String },
     #[error("payload has no measurement fields")]
     NoFields,
     #[error("`ts` is not RFC 3339 text or epoch milliseconds within range: {0}")]
@@ -73,6 +83,7 @@ impl Rejection {
             Rejection::NotObject => "not_object",
             Rejection::NonNumeric(_) => "non_numeric",
             Rejection::NotFinite(_) => "not_finite",
+            Rejection::Implausible { .. } => "implausible_value",
             Rejection::NoFields => "no_fields",
             Rejection::BadTimestamp(_) => "bad_timestamp",
             Rejection::BadSeq => "bad_seq",
@@ -87,12 +98,13 @@ impl Rejection {
         }
     }
 
-    pub const REASONS: [&'static str; 16] = [
+    pub const REASONS: [&'static str; 17] = [
         "too_large",
         "not_json",
         "not_object",
         "non_numeric",
         "not_finite",
+        "implausible_value",
         "no_fields",
         "bad_timestamp",
         "bad_seq",
@@ -154,15 +166,12 @@ pub fn decode(payload: &[u8], limits: &Limits, map: &PayloadMap) -> Result<Decod
         }
         for (key, value) in object.iter().filter(|(key, _)| !matches!(key.as_str(), "ts" | "seq")) {
             let name = renamed(&map.renames, key).unwrap_or(key);
-            decoded.fields.push((checked_name(limits, name)?, number(key, value)?));
+            decoded.fields.push((checked_name(limits, name)?, plausible(key, number(key, value)?)?));
         }
     } else {
         for source in &map.values {
             let Some(raw) = value.pointer(&source.pointer) else { continue };
-            let value = number(&source.field, raw)? * source.scale + source.offset;
-            if !value.is_finite() {
-                return Err(Rejection::NotFinite(Some(source.field.clone())));
-            }
+            let value = plausible(&source.field, number(&source.field, raw)? * source.scale + source.offset)?;
             decoded.fields.push((checked_name(limits, &source.field)?, value));
         }
     }
@@ -197,6 +206,17 @@ fn number(field: &str, value: &serde_json::Value) -> Result<f64, Rejection> {
         Ok(number)
     } else {
         Err(Rejection::NotFinite(Some(field.to_string())))
+    }
+}
+
+/// A value a sensor could have sent: finite and within ±[`LARGEST_VALUE`].
+fn plausible(field: &str, value: f64) -> Result<f64, Rejection> {
+    if !value.is_finite() {
+        Err(Rejection::NotFinite(Some(field.to_string())))
+    } else if value.abs() > LARGEST_VALUE {
+        Err(Rejection::Implausible { field: field.to_string(), value: format!("{value:e}") })
+    } else {
+        Ok(value)
     }
 }
 
@@ -313,6 +333,8 @@ mod tests {
         assert_eq!((d.ts, d.seq), (Some(1_795_420_800_000), Some(77)), "ts and seq from their pointers; the top-level `ts` is not read");
         assert_eq!(decode(br#"{"object": {}}"#, &LIMITS, &map).unwrap_err().reason(), "no_fields");
         assert_eq!(decode(br#"{"object": {"angle": [true]}}"#, &LIMITS, &map).unwrap_err().reason(), "non_numeric");
+        let sentinel = decode(br#"{"object": {"angle": [3.4e38]}}"#, &LIMITS, &map).unwrap_err();
+        assert_eq!(sentinel, Rejection::Implausible { field: "x".into(), value: "3.4e36".into() }, "checked after scaling: {sentinel}");
     }
 
     #[test]
@@ -326,6 +348,9 @@ mod tests {
             (r#"{"x": NaN}"#, "not_finite"),
             (r#"{"x": -Infinity}"#, "not_finite"),
             (r#"{"x": 1e999}"#, "not_finite"),
+            (r#"{"x": 1e308}"#, "implausible_value"),
+            (r#"{"x": -3.4028235e38}"#, "implausible_value"),
+            (r#"{"x": "1e13"}"#, "implausible_value"),
             (r#"{"seq": 3}"#, "no_fields"),
             (r#"{"x": 1, "ts": 1700000000}"#, "bad_timestamp"),
             (r#"{"x": 1, "ts": "yesterday"}"#, "bad_timestamp"),
@@ -374,6 +399,7 @@ mod tests {
             Rejection::NotObject,
             Rejection::NonNumeric(String::new()),
             Rejection::NotFinite(None),
+            Rejection::Implausible { field: String::new(), value: String::new() },
             Rejection::NoFields,
             Rejection::BadTimestamp(String::new()),
             Rejection::BadSeq,

@@ -197,19 +197,30 @@ impl Ingest {
         Rejection::AheadOfClock { sensor: id.to_string(), ahead_secs }
     }
 
-    /// A device's `seq` jumping forward means readings were lost before they reached us (a
-    /// restart of the device resets it, which is not a gap).
+    /// A device's `seq` jumping forward means readings were lost before they reached us. A jump
+    /// back (a restart of the device resets it) or forward by more than [`MAX_SEQUENCE_GAP`] (a
+    /// wrapped or renumbered counter) is no gap: it is counted as a restart.
     fn count_gap(&mut self, sample: &Sample) {
         let Some(seq) = sample.seq else { return };
-        if let Some(last) = self.last_seq.insert(sample.sensor, seq) {
-            if seq > last + 1 {
-                self.metrics.sequence_gaps.inc_by(seq - last - 1);
-                let id = self.inventory.get(sample.sensor).map(|s| s.id.clone());
-                tracing::warn!(sensor = id.as_deref().unwrap_or("?"), from = last, to = seq, "readings missing (sequence gap)");
+        let Some(last) = self.last_seq.insert(sample.sensor, seq) else { return };
+        let id = || self.inventory.get(sample.sensor).map(|s| s.id.clone());
+        match seq.checked_sub(last) {
+            Some(0 | 1) => {}
+            Some(step) if step - 1 <= MAX_SEQUENCE_GAP => {
+                self.metrics.sequence_gaps.inc_by(step - 1);
+                tracing::warn!(sensor = id().as_deref().unwrap_or("?"), from = last, to = seq, "readings missing (sequence gap)");
+            }
+            _ => {
+                self.metrics.sequence_restarts.inc();
+                tracing::info!(sensor = id().as_deref().unwrap_or("?"), from = last, to = seq, "device sequence restarted or renumbered (not counted as gaps)");
             }
         }
     }
 }
+
+/// The most readings a device's `seq` may skip and still count as readings lost: further is a
+/// restart or a renumbering (a device sending every 10 s loses 10,000 readings in more than a day).
+const MAX_SEQUENCE_GAP: u64 = 10_000;
 
 /// A hash of a reading's names and values (bit for bit), to tell a repeat from a new reading
 /// under a reused `seq`.
@@ -468,6 +479,25 @@ mod tests {
         assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_err(), "without a time, the same seq and values repeat");
         assert!(ingest.sample(topic, br#"{"x": 0.30}"#).is_ok() && ingest.sample(topic, br#"{"x": 0.30}"#).is_ok(), "no seq, no judgement");
         assert_eq!((metrics.rejected("duplicate_seq"), metrics.sequence_gaps.get()), (2, 0));
+    }
+
+    #[test]
+    fn a_sequence_that_jumps_back_or_far_ahead_is_a_restart_not_billions_of_gaps() {
+        let metrics = Arc::new(Metrics::new());
+        let mut ingest = limited_ingest(metrics.clone());
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        let mut send = |seq: u64| assert!(ingest.sample(topic, format!(r#"{{"x": 0.1, "seq": {seq}}}"#).as_bytes()).is_ok(), "{seq}");
+        send(5);
+        send(8);
+        assert_eq!((metrics.sequence_gaps.get(), metrics.sequence_restarts.get()), (2, 0), "6 and 7 lost");
+        send(4_000_000_000);
+        assert_eq!((metrics.sequence_gaps.get(), metrics.sequence_restarts.get()), (2, 1), "a jump of billions is a renumbering");
+        send(u64::MAX);
+        send(0);
+        send(1);
+        assert_eq!((metrics.sequence_gaps.get(), metrics.sequence_restarts.get()), (2, 3), "a wrap is a restart, and no overflow");
+        send(10_002);
+        assert_eq!(metrics.sequence_gaps.get(), 2 + 10_000, "the largest gap still counted as one");
     }
 
     /// The ingest connection marks its bus down on the daemon's clock, the one `buses::watch`

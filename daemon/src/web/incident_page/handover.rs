@@ -30,7 +30,10 @@ pub async fn tell(state: &WebState, incident: i64, about: Option<&Alert>, work: 
     alert.at_ms = now_ms;
     alert.incident_id = Some(incident);
     alert.previous_severity = None;
-    alert.link = state.links.as_ref().map(|links| links.member_link(incident, &member.id, now_ms.div_euclid(1000)));
+    alert.link = state.links.as_ref().map(|links| {
+        links.signing_on(&state.clock);
+        links.member_link(incident, &member.id, now_ms.div_euclid(1000))
+    });
     alert.member_links = alert.link.iter().map(|link| (member.name.clone(), link.clone())).collect::<BTreeMap<_, _>>();
     alert.recipients = vec![member.name.clone()];
     alert.mentions = if member.phone.is_empty() { Vec::new() } else { vec![member.phone.clone()] };

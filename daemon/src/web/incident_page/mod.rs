@@ -93,6 +93,7 @@ pub(crate) fn escape(text: &str) -> String {
 /// The refusal to send instead of the page, if the link does not check out.
 fn refusal(state: &WebState, id: i64, signed: &Signed) -> Option<Response> {
     let Some(links) = &state.links else { return Some(StatusCode::NOT_FOUND.into_response()) };
+    links.measure_clock_step(&state.clock);
     let checked = links.verify(id, signed.m.as_deref(), signed.exp, &signed.sig, state.clock.now().div_euclid(1000));
     checked.err().map(|e| (StatusCode::FORBIDDEN, Html(format!("<p>{}</p>", escape(&e.to_string())))).into_response())
 }
