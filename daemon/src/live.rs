@@ -199,8 +199,12 @@ impl LiveTable {
     /// About `max_rows` (whole sensors) of the trend hours filled since the last flush, as rows to
     /// merge into the store, and whether the flush is complete; the hours taken start again
     /// (same hours). A flush calls this until it is complete, so the rows of ten thousand sensors
-    /// are never all in memory at once.
-    pub fn take_trend(&self, now: Millis, max_rows: usize) -> (Vec<TrendRow>, bool) {
+    /// are never all in memory at once. Only hours before `now`'s are taken unless `whole` (at
+    /// shutdown): the hour being filled would otherwise be rewritten at every flush — on a small
+    /// community's SD card, most of what the trend costs (the incident page ends its line at the
+    /// latest reading from this table meanwhile).
+    pub fn take_trend(&self, now: Millis, max_rows: usize, whole: bool) -> (Vec<TrendRow>, bool) {
+        let current_hour = if whole { None } else { crate::trend::hour_of(now) };
         let mut table = self.lock();
         let Table { inventory, names, slots, finished, last_flush, cursor, .. } = &mut *table;
         *last_flush = Some(now);
@@ -214,7 +218,7 @@ impl LiveTable {
                 break;
             }
             let slot = &mut slots[index];
-            if let Some(hour) = slot.hour() {
+            if let Some(hour) = slot.hour().filter(|hour| current_hour.is_none_or(|current| *hour < current)) {
                 for entry in slot.fields.iter_mut().filter(|entry| entry.hour.is_filled()) {
                     rows.push(std::mem::take(&mut entry.hour).row(&inventory[index].id, names.shared(entry.field), hour));
                 }
@@ -291,15 +295,15 @@ mod tests {
         live.record(0, t, &[("x".into(), 1.0), ("y".into(), f64::NAN)], true);
         live.record(0, t + 60_000, &[("x".into(), 3.0)], true);
         live.record(0, t + 90_000, &[("x".into(), 100.0)], false);
-        let (rows, complete) = live.take_trend(t + 120_000, 100);
+        let (rows, complete) = live.take_trend(t + 120_000, 100, true);
         assert!(complete);
         assert_eq!(rows.len(), 1, "NaN is not a reading: {rows:?}");
         assert_eq!((rows[0].min, rows[0].max, rows[0].sum, rows[0].count), (1.0, 3.0, 4.0, 2), "a reading with an untrusted clock is not counted");
-        assert!(live.take_trend(t + 180_000, 100).0.is_empty(), "taken once");
+        assert!(live.take_trend(t + 180_000, 100, true).0.is_empty(), "taken once");
         // The next hour: the hour being filled moves on.
         live.record(0, t + 60_000, &[("x".into(), 5.0)], true);
         live.record(0, t + HOUR_MS, &[("x".into(), 7.0)], true);
-        let (rows, _) = live.take_trend(t + HOUR_MS, 100);
+        let (rows, _) = live.take_trend(t + HOUR_MS, 100, true);
         assert_eq!(
             rows.iter().map(|r| (r.hour - t / HOUR_MS, r.sum)).collect::<Vec<_>>(),
             vec![(0, 5.0), (1, 7.0)],
@@ -319,7 +323,7 @@ mod tests {
         // A box whose clock is not trusted says it is 1970: not counted, but the hour moves on.
         live.record(0, 5_000, &[("x".into(), 9.0)], false);
         live.record(0, t + 20_000, &[("x".into(), 4.0)], true);
-        let (rows, complete) = live.take_trend(t + 30_000, 100);
+        let (rows, complete) = live.take_trend(t + 30_000, 100, true);
         assert!(complete);
         let hour = t / HOUR_MS;
         let rows: Vec<_> = rows.iter().map(|r| (&*r.field, r.hour - hour, r.sum, r.count)).collect();
@@ -336,7 +340,7 @@ mod tests {
         }
         let mut batches = Vec::new();
         loop {
-            let (rows, complete) = live.take_trend(t, 3);
+            let (rows, complete) = live.take_trend(t, 3, true);
             batches.push(rows.iter().map(|r| format!("{}.{}", r.sensor, r.field)).collect::<Vec<_>>().join(" "));
             if complete {
                 break;
@@ -344,15 +348,29 @@ mod tests {
         }
         assert_eq!(batches, vec!["s0.x s0.y", "s1.x s1.y", "s2.x s2.y", "s3.x s3.y", "s4.x s4.y"], "never a sensor split over two batches");
         live.record(2, t + 1, &[("x".into(), 4.0)], true);
-        let (rows, _) = live.take_trend(t + 2, 3);
+        let (rows, _) = live.take_trend(t + 2, 3, true);
         assert_eq!(rows.iter().map(|r| (&*r.sensor, r.sum)).collect::<Vec<_>>(), vec![("s2", 4.0)], "the next flush starts from the first sensor again");
+    }
+
+    #[test]
+    fn a_regular_flush_leaves_the_hour_being_filled() {
+        let live = boxes(2);
+        let t = 1_795_392_000_000; // on the hour
+        live.record(0, t + 60_000, &[("x".into(), 1.0)], true);
+        live.record(1, t - 60_000, &[("x".into(), 2.0)], true);
+        let (rows, complete) = live.take_trend(t + 120_000, 100, false);
+        assert!(complete);
+        assert_eq!(rows.iter().map(|r| (&*r.sensor, r.sum)).collect::<Vec<_>>(), vec![("s1", 2.0)], "only the hour that is over");
+        live.record(0, t + 180_000, &[("x".into(), 3.0)], true);
+        let (rows, _) = live.take_trend(t + HOUR_MS + 1, 100, false);
+        assert_eq!(rows.iter().map(|r| (&*r.sensor, r.sum, r.count)).collect::<Vec<_>>(), vec![("s0", 4.0, 2)], "the whole hour once it is over");
     }
 
     #[test]
     fn flushes_are_spaced() {
         let live = boxes(1);
         assert!(live.trend_due(0));
-        live.take_trend(1_000, 100);
+        live.take_trend(1_000, 100, true);
         assert!(!live.trend_due(1_000 + FLUSH_EVERY_MS - 1));
         assert!(live.trend_due(1_000 + FLUSH_EVERY_MS));
     }

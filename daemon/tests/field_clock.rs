@@ -361,9 +361,13 @@ async fn a_link_signed_three_days_behind_still_opens_and_acts_once_ntp_sets_the_
 
     // What no true hour covers is refused: a link signed by the set clock that expired a second
     // ago, and one the unset clock would have signed an hour before it signed any.
-    let signer = gridwatch::links::WorkerLinks::new(format!("http://127.0.0.1:{http_port}").parse().unwrap(), LINK_SECRET, std::time::Duration::from_secs(3600));
+    let signer =
+        gridwatch::links::WorkerLinks::new(format!("http://127.0.0.1:{http_port}").parse().unwrap(), LINK_SECRET, std::time::Duration::from_secs(3600));
     let true_now = now_ms() / 1000;
-    for (why, forged) in [("expired on the true clock", signer.member_link(id, "wang", true_now - 3601)), ("before the unset clock signed", signer.member_link(id, "wang", expires - 7200))] {
+    for (why, forged) in [
+        ("expired on the true clock", signer.member_link(id, "wang", true_now - 3601)),
+        ("before the unset clock signed", signer.member_link(id, "wang", expires - 7200)),
+    ] {
         let (status, page) = open(&forged).await;
         assert!(status == 403 && page.contains("expired"), "{why}: {status} {page}");
     }

@@ -102,8 +102,11 @@ pub struct Pipeline {
 const SAVE_BYTES_PER_READING: u64 = 64;
 /// A state smaller than this is saved whenever it is due: deferring it would spare little.
 const SAVE_DEFER_FLOOR_BYTES: u64 = 64 * 1024;
-/// Longest a due save is deferred, in save intervals (it bounds what is judged again at start).
-const SAVE_DEFERRALS: u32 = 15;
+/// Longest a due save is deferred (it bounds what is judged again at start), or one save
+/// interval if that is longer. A quiet community's 200 KB state rewritten every quarter of an hour
+/// was a fifth of what it wrote to its card (docs/BENCHMARKS.md); an hour of its readings is
+/// judged again at start in well under a second.
+const SAVE_DEFERRED_AT_MOST: Duration = Duration::from_secs(3600);
 
 /// The size of the last saved rule state and what was judged since, to decide whether a due
 /// save is worth its bytes.
@@ -118,7 +121,7 @@ impl SaveBudget {
     fn worth_saving(&self, every: Duration, now: tokio::time::Instant) -> bool {
         self.last_bytes < SAVE_DEFER_FLOOR_BYTES
             || self.judged_since.saturating_mul(SAVE_BYTES_PER_READING) >= self.last_bytes
-            || self.last_at.is_none_or(|at| now.duration_since(at) >= every * SAVE_DEFERRALS)
+            || self.last_at.is_none_or(|at| now.duration_since(at) >= every.max(SAVE_DEFERRED_AT_MOST))
     }
 
     fn saved(&mut self, bytes: u64, now: tokio::time::Instant) {
@@ -187,20 +190,22 @@ impl Pipeline {
                         self.save().await;
                     }
                     if self.live.trend_due(self.clock.now()) {
-                        self.save_trend().await;
+                        self.save_trend(false).await;
                     }
                 }
             }
         }
         self.save().await;
-        self.save_trend().await;
+        self.save_trend(true).await;
     }
 
-    async fn save_trend(&mut self) {
+    /// Merges the trend hours that are over into the store; `whole` also the hour being filled
+    /// (at shutdown).
+    async fn save_trend(&mut self, whole: bool) {
         let now = self.clock.now();
         let keep_from = now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS;
         loop {
-            let (rows, complete) = self.live.take_trend(now, TREND_ROWS_PER_WRITE);
+            let (rows, complete) = self.live.take_trend(now, TREND_ROWS_PER_WRITE, whole);
             if !rows.is_empty() {
                 if let Err(error) = self.store.add_trend(rows, keep_from).await {
                     // The sensors not reached yet keep their hours for the next flush.
@@ -471,7 +476,8 @@ mod tests {
         budget.judged_since = 200_000 / SAVE_BYTES_PER_READING;
         assert!(budget.worth_saving(every, start + every));
         budget.judged_since = 1;
-        assert!(budget.worth_saving(every, start + every * SAVE_DEFERRALS), "deferred at most this long");
+        assert!(!budget.worth_saving(every, start + SAVE_DEFERRED_AT_MOST - every), "deferred up to an hour");
+        assert!(budget.worth_saving(every, start + SAVE_DEFERRED_AT_MOST), "deferred at most this long");
         budget.saved(4_000, start);
         assert!(budget.worth_saving(every, start + every), "a small state is saved whenever due");
     }

@@ -201,7 +201,8 @@ impl Store {
     pub fn firing_incident(&self, rule: &str, sensor: &str) -> anyhow::Result<Option<i64>> {
         let conn = self.lock()?;
         // The incident `apply_in` would apply the clear to.
-        let mut statement = conn.prepare_cached("SELECT id, sensor_normal FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1")?;
+        let mut statement =
+            conn.prepare_cached("SELECT id, sensor_normal FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1")?;
         let current: Option<(i64, bool)> = statement.query_row(params![rule, sensor], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? != 0))).optional()?;
         Ok(current.and_then(|(id, sensor_normal)| (!sensor_normal).then_some(id)))
     }
