@@ -14,6 +14,7 @@ use crate::expr::lookup;
 use crate::ladder::{LadderState, Step};
 use crate::last_value::{LastValue, ReportedValue};
 use crate::load::RuleSet;
+use crate::peers::{Peer, PeerCheck};
 use crate::rule::{Check, Millis, Rule, Silence};
 use crate::scope::Subject;
 use crate::severity::Severity;
@@ -99,6 +100,8 @@ pub enum CheckState {
     Ladder { transform: TransformState, ladder: LadderState, last_value: ReportedValue },
     NoData(SilenceState),
     FlatLine { transform: TransformState, flat: Box<FlatState> },
+    /// A threshold rule with `peers`: the box against its building's other boxes.
+    Peers(Box<PeerCheck>),
 }
 
 /// "None" of an index kept in 16 (or, for agreements, 32) bits.
@@ -115,6 +118,9 @@ pub(crate) struct PlannedCheck {
     /// The building agreement the check votes in (rules with `agree`; index in
     /// `Engine::agreements`).
     agreement: u32,
+    /// The group of the building's boxes the check is compared with (rules with `peers`;
+    /// index in `Engine::peer_groups`).
+    peers: u32,
     /// The signal stage the check reads (position in the plan's stages; [`NO_INDEX`] without a
     /// signal). Rules computing the same stage share it, so a one-hour median is computed once
     /// per sample however many rules look at it.
@@ -144,6 +150,10 @@ impl PlannedCheck {
 
     fn stage(&self) -> Option<usize> {
         widen(self.stage)
+    }
+
+    fn peers(&self) -> Option<usize> {
+        (self.peers != NO_AGREEMENT).then_some(self.peers as usize)
     }
 }
 
@@ -290,10 +300,15 @@ pub struct Engine {
     /// The distinct plans of the sensors (a few per kind of sensor and building).
     pub(crate) plans: Vec<Plan>,
     pub(crate) agreements: Vec<Agreement>,
+    /// For rules with `peers`, the (sensor slot, check index) of each building's boxes.
+    pub(crate) peer_groups: Vec<Vec<(usize, usize)>>,
     /// Agreements whose votes changed during the current call (reused buffer).
     touched: Vec<usize>,
     /// The current sample's value of each stage of the sensor being evaluated (reused buffer).
     staged: Vec<Option<f64>>,
+    /// The reference from its peers of each check of the sensor being evaluated (reused buffer;
+    /// `None` for checks without `peers`).
+    peer_references: Vec<Option<f64>>,
 }
 
 impl Engine {
@@ -302,14 +317,14 @@ impl Engine {
         let mut planner = Planner::new(&rules);
         let boxes = crate::scope::BuildingBoxes::count(subjects);
         let slots = subjects.iter().enumerate().map(|(index, subject)| planner.slot(index, &boxes.tagged(subject))).collect();
-        let Planner { plans, agreements, mut states, .. } = planner;
+        let Planner { plans, agreements, peer_groups, mut states, .. } = planner;
         let plans = Planner::into_plans(plans);
         states.learned.shrink_to_fit();
         states.stages.shrink_to_fit();
         states.checks.shrink_to_fit();
         states.thermal.shrink_to_fit();
         let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms }).collect();
-        Engine { rules, sensors, slots, states, plans, agreements, touched: Vec::new(), staged: Vec::new() }
+        Engine { rules, sensors, slots, states, plans, agreements, peer_groups, touched: Vec::new(), staged: Vec::new(), peer_references: Vec::new() }
     }
 
     /// A sensor's plan.
@@ -379,10 +394,12 @@ impl Engine {
 
     /// Evaluates one sample of `subject` taken at `at`, appending any events to `events`.
     pub fn observe<K: AsRef<str>>(&mut self, subject: SubjectId, at: Millis, fields: &[(K, f64)], events: &mut Vec<RuleEvent>) -> Observed {
-        let Some(slot) = self.slots.get_mut(subject.0) else { return Observed::UnknownSubject };
+        let Some(slot) = self.slots.get(subject.0) else { return Observed::UnknownSubject };
         if slot.last_at.is_some_and(|last| at < last) {
             return Observed::OutOfOrder;
         }
+        self.reference_peers(subject.0, at);
+        let Some(slot) = self.slots.get_mut(subject.0) else { return Observed::UnknownSubject };
         slot.last_at = Some(at);
         let plan = &self.plans[slot.plan as usize];
         let SlotStatesMut { learned, stages, checks, thermal } = self.states.of_mut(slot, plan);
@@ -430,10 +447,11 @@ impl Engine {
             };
             self.staged.push(signal.stage(state, at, &field));
         }
-        for (state, planned) in checks.iter_mut().zip(&plan.checks) {
+        for (position, (state, planned)) in checks.iter_mut().zip(&plan.checks).enumerate() {
             let rule = &self.rules[planned.rule()];
             let staged = planned.stage().and_then(|stage| self.staged.get(stage).copied().flatten());
-            if let Some(event) = observe_check(rule, planned.variant(), state, at, staged) {
+            let peers = self.peer_references.get(position).copied().flatten();
+            if let Some(event) = observe_check(rule, planned.variant(), state, at, staged, peers) {
                 match planned.agreement() {
                     Some(agreement) => self.touched.push(agreement),
                     None => events.push(RuleEvent { rule: RuleId(planned.rule()), subject, variant: planned.variant(), ..event }),
@@ -442,6 +460,33 @@ impl Engine {
         }
         self.settle_agreements(at, events);
         Observed::Evaluated
+    }
+
+    /// Fills `peer_references` for sensor `index`'s checks: for each check with `peers`, the
+    /// median of the building's other boxes' latest stage values (see [`crate::peers`]). Left
+    /// empty for a sensor without such checks.
+    fn reference_peers(&mut self, index: usize, at: Millis) {
+        let mut references = std::mem::take(&mut self.peer_references);
+        references.clear();
+        let plan = self.plan_of(&self.slots[index]);
+        if plan.checks.iter().any(|planned| planned.peers().is_some()) {
+            references.extend(plan.checks.iter().map(|planned| self.peer_reference(planned, index, at)));
+        }
+        self.peer_references = references;
+    }
+
+    /// One check's reference from its peers (`None` without `peers`, or with no fresh peer).
+    fn peer_reference(&self, planned: &PlannedCheck, index: usize, at: Millis) -> Option<f64> {
+        let group = planned.peers()?;
+        let others = self.peer_groups[group].iter().filter(|&&(slot, _)| slot != index).map(|&(slot, check)| {
+            let slot = &self.slots[slot];
+            let own = match self.states.of(slot, self.plan_of(slot)).checks.get(check) {
+                Some(CheckState::Peers(peer)) => peer.own.get(),
+                _ => None,
+            };
+            Peer { own, last_at: slot.last_at }
+        });
+        crate::peers::reference(others, at)
     }
 
     /// Lets time pass: completes raise holds and notices silent sensors.
@@ -525,6 +570,9 @@ struct Planner<'r> {
     plans: std::collections::HashMap<Plan, u32>,
     agreements: Vec<Agreement>,
     by_building: std::collections::HashMap<(usize, Arc<str>, Arc<str>), usize>,
+    /// For rules with `peers`: each building's boxes, and the group of each (rule, building).
+    peer_groups: Vec<Vec<(usize, usize)>>,
+    peers_by_building: std::collections::HashMap<(usize, Arc<str>, Arc<str>), usize>,
     /// Shares the learned fields' names between plans.
     names: TextPool,
     /// The sensors' fresh states.
@@ -539,6 +587,8 @@ impl<'r> Planner<'r> {
             plans: std::collections::HashMap::new(),
             agreements: Vec::new(),
             by_building: std::collections::HashMap::new(),
+            peer_groups: Vec::new(),
+            peers_by_building: std::collections::HashMap::new(),
             names: TextPool::default(),
             states: States::default(),
         }
@@ -550,7 +600,7 @@ impl<'r> Planner<'r> {
         let at = self.states.end();
         self.states.learned.extend(plan.learned.iter().map(|_| Learned::default()));
         self.states.stages.extend(plan.stages.iter().map(|_| StageState::default()));
-        self.states.checks.extend(plan.checks.iter().map(|c| initial_state(self.rules[c.rule()].check_of(c.variant()))));
+        self.states.checks.extend(plan.checks.iter().map(|c| initial_state(&self.rules[c.rule()], c.variant())));
         self.states.thermal.extend(plan.thermal.iter().map(|_| Thermal::default()));
         let next = u32::try_from(self.plans.len()).unwrap_or(u32::MAX);
         let id = *self.plans.entry(plan).or_insert(next);
@@ -588,7 +638,8 @@ impl<'r> Planner<'r> {
                 })
             });
             let agreement = self.agreement(rule_index, subject, (index, checks.len()));
-            checks.push(PlannedCheck { rule: narrow(Some(rule_index)), variant: narrow(rule.variant_for(subject)), agreement, stage: narrow(stage) });
+            let peers = self.peer_group(rule_index, subject, (index, checks.len()));
+            checks.push(PlannedCheck { rule: narrow(Some(rule_index)), variant: narrow(rule.variant_for(subject)), agreement, peers, stage: narrow(stage) });
         }
         Plan { checks: checks.into(), stages: stages.into(), learned: learned.into(), thermal: thermal.into() }
     }
@@ -626,6 +677,21 @@ impl<'r> Planner<'r> {
     }
 }
 
+impl Planner<'_> {
+    /// The group of its building's boxes that the check at `member` (sensor, position) is
+    /// compared with, for a rule with `peers` on a sensor with a building.
+    fn peer_group(&mut self, rule: usize, subject: &Subject, member: (usize, usize)) -> u32 {
+        let Some(building) = subject.building.as_ref().filter(|_| self.rules[rule].peers) else { return NO_AGREEMENT };
+        let groups = &mut self.peer_groups;
+        let group = *self.peers_by_building.entry((rule, subject.site.clone(), building.clone())).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        self.peer_groups[group].push(member);
+        u32::try_from(group).unwrap_or(NO_AGREEMENT)
+    }
+}
+
 /// Each rule's stage key: the index of the first rule computing the same signal stage (rules
 /// computing the same stage share its state), [`NO_INDEX`] without a signal.
 fn stage_keys(rules: &[Rule]) -> Box<[u16]> {
@@ -644,8 +710,9 @@ fn stage_keys(rules: &[Rule]) -> Box<[u16]> {
         .collect()
 }
 
-pub(crate) fn initial_state(check: &Check) -> CheckState {
-    match check {
+pub(crate) fn initial_state(rule: &Rule, variant: Option<usize>) -> CheckState {
+    match rule.check_of(variant) {
+        Check::Ladder(_) if rule.peers => CheckState::Peers(Box::default()),
         Check::Ladder(_) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::default(), last_value: ReportedValue::NONE },
         Check::NoData { .. } => CheckState::NoData(SilenceState::default()),
         Check::FlatLine { .. } => CheckState::FlatLine { transform: TransformState::default(), flat: Box::default() },
@@ -688,9 +755,19 @@ fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {
 }
 
 /// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one
-/// and the sample carried its fields).
-fn observe_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: Millis, staged: Option<f64>) -> Option<RuleEvent> {
+/// and the sample carried its fields), `peers` the reference from the building's other boxes
+/// (rules with `peers`).
+fn observe_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: Millis, staged: Option<f64>, peers: Option<f64>) -> Option<RuleEvent> {
     match (rule.check_of(variant), state) {
+        (Check::Ladder(levels), CheckState::Peers(peer)) => {
+            let (own, signal) = (staged?, rule.signal.as_ref()?);
+            peer.own = LastValue::of(own);
+            let moved = signal.transform(&mut peer.own_transform, at, own);
+            let against_peers = peers.and_then(|reference| signal.transform(&mut peer.transform, at, own - reference));
+            let value = crate::peers::judged(moved, against_peers)?;
+            peer.last_value = ReportedValue::of(value);
+            peer.ladder.observe(levels, value, at).map(|step| from_step(step, value, at))
+        }
         (Check::Ladder(levels), CheckState::Ladder { transform, ladder, last_value }) => {
             let value = rule.signal.as_ref()?.transform(transform, at, staged?)?;
             *last_value = ReportedValue::of(value);
@@ -715,6 +792,9 @@ fn tick_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, now: 
     match (rule.check_of(variant), state) {
         (Check::Ladder(levels), CheckState::Ladder { ladder, last_value, .. }) => {
             ladder.tick(levels, now).map(|step| from_step(step, last_value.get().unwrap_or(f64::NAN), now))
+        }
+        (Check::Ladder(levels), CheckState::Peers(peer)) => {
+            peer.ladder.tick(levels, now).map(|step| from_step(step, peer.last_value.get().unwrap_or(f64::NAN), now))
         }
         (Check::NoData { after, severity }, CheckState::NoData(silence)) => {
             let timeout = match *after {

@@ -12,6 +12,7 @@
 //! - [`ladder`] and [`threshold`]: graded levels with hysteresis, hold times and "k of n"; one
 //!   incident per rule and sensor whose severity moves.
 //! - [`device`]: no-data and flat-line checks on the equipment.
+//! - [`peers`]: a box judged against the other boxes of its building.
 //! - [`last_value`]: the latest judged value of a check, kept in 8 bytes.
 //! - [`window`]: the readings a window keeps, and how windows are saved.
 //! - [`snapshot`]: the engine's state as data, to survive restarts and reloads.
@@ -30,6 +31,7 @@ pub mod last_value;
 pub mod load;
 pub mod message;
 pub mod packs;
+pub mod peers;
 pub mod rule;
 pub mod scope;
 pub mod severity;

@@ -176,6 +176,7 @@ struct RawRule {
     device: bool,
     agree: Option<Spanned<u32>>,
     alone: Option<Spanned<String>>,
+    peers: Option<Spanned<String>>,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
 }
@@ -371,6 +372,26 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         }
         (Some(text), Some(_)) => severity(check, text),
     };
+    let peers = match &raw.peers {
+        None => false,
+        Some(text) if text.get_ref() != "building" => {
+            check.error(text.span(), "peers", format!("`{}`: the only peers are the other boxes of the building (`peers = \"building\"`)", text.get_ref()));
+            false
+        }
+        Some(text) if !matches!(checked, Check::Ladder(_)) => {
+            check.error(text.span(), "peers", "only threshold rules can compare a box with its building's other boxes");
+            false
+        }
+        Some(text) if matches!(&checked, Check::Ladder(levels) if levels.iter().any(|level| !matches!(level.bound.one_sided(), Some((_, true))))) => {
+            check.error(text.span(), "peers", "a box is judged by how far it moved that the others did not: use `above` or `at_least`");
+            false
+        }
+        Some(text) if raw.agree.is_some() => {
+            check.error(text.span(), "peers", "a rule judges either the building (`agree`) or each box against the others (`peers`), not both");
+            false
+        }
+        Some(_) => true,
+    };
 
     let mut messages = Messages::new();
     for (language, text) in &raw.message {
@@ -407,6 +428,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         device,
         agree,
         alone,
+        peers,
         origin: Origin { file: check.text.name.to_string(), line },
     };
     Some((rule, id_span))

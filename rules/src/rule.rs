@@ -190,6 +190,10 @@ pub struct Rule {
     /// With `agree`: the highest severity one box may raise for its building on its own, as an
     /// unconfirmed alarm, until another box confirms it (`alone = "alarm"`).
     pub alone: Option<Severity>,
+    /// Judge each box against the other boxes of its building (`peers = "building"`): the
+    /// signal's stage value less the median of theirs ([`crate::peers`]). A box alone on its
+    /// building has nothing to be compared with and yields no value.
+    pub peers: bool,
     pub origin: Origin,
 }
 

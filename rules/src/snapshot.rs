@@ -84,6 +84,9 @@ pub fn fingerprint(rule: &Rule) -> u64 {
     if let Some(alone) = rule.alone {
         text.push_str(&format!("|alone {alone:?}"));
     }
+    if rule.peers {
+        text.push_str("|peers building");
+    }
     fnv1a(&text)
 }
 
@@ -154,7 +157,7 @@ fn checks_to_save<'a>(rules: &'a [Rule], plan: &'a Plan, states: &SlotStates<'a>
     plan.checks
         .iter()
         .zip(states.checks)
-        .filter(|(planned, state)| **state != initial_state(rules[planned.rule()].check_of(planned.variant())))
+        .filter(|(planned, state)| **state != initial_state(&rules[planned.rule()], planned.variant()))
         .map(|(planned, state)| (planned.rule(), state))
 }
 

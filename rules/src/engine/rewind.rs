@@ -27,6 +27,10 @@ impl Engine {
         for check in states.checks {
             match check {
                 CheckState::Ladder { transform, .. } | CheckState::FlatLine { transform, .. } => *transform = TransformState::default(),
+                CheckState::Peers(peer) => {
+                    peer.transform = TransformState::default();
+                    peer.own_transform = TransformState::default();
+                }
                 CheckState::NoData(_) => {}
             }
         }

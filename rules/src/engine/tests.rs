@@ -382,3 +382,73 @@ fn a_busy_engine_comes_back_whole_through_its_saved_state() {
     after.observe(SubjectId(0), 180 * MIN, &[("x", 2.0), ("y", 1.5)], &mut b);
     assert_eq!(a, b);
 }
+
+const PEERS: &str = r#"
+[[rule]]
+id = "box-drifting"
+kind = "tilt"
+value = "x"
+peers = "building"
+change_over = "1h"
+at_least = 0.3
+clear_below = 0.1
+device = true
+severity = "warning"
+"#;
+
+/// Every box of `boxes` reports `x` every 10 minutes for `minutes`, from `from`; `drift(box,
+/// minute)` is what box `box` adds to a weather that moves them all alike.
+fn feed(e: &mut Engine, boxes: usize, from: Millis, minutes: Millis, drift: impl Fn(usize, Millis) -> f64) -> Vec<RuleEvent> {
+    let mut events = Vec::new();
+    for minute in (from..from + minutes).step_by(10) {
+        let weather = 0.5 * (minute as f64 / 200.0).sin();
+        for b in 0..boxes {
+            e.observe(SubjectId(b), minute * MIN, &[("x", weather + drift(b, minute))], &mut events);
+        }
+    }
+    events
+}
+
+#[test]
+fn a_box_drifting_away_from_its_building_is_told_and_its_quiet_neighbours_are_not() {
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: PEERS.into() }]).unwrap();
+    for boxes in [2, 3] {
+        let subjects: Vec<Subject> = (0..boxes).map(|b| in_building(&format!("b7-{b}"), "B7")).collect();
+        let mut e = Engine::new(rules.clone(), &subjects);
+        assert!(feed(&mut e, boxes, 0, 600, |_, _| 0.0).is_empty(), "the weather moves them alike: nothing");
+        // Box 0 drifts 0.6 an hour from minute 600 on.
+        let events = feed(&mut e, boxes, 600, 120, |b, minute| if b == 0 { 0.01 * (minute - 600) as f64 } else { 0.0 });
+        let told: Vec<_> = events.iter().map(|ev| (ev.subject, ev.kind)).collect();
+        assert_eq!(told, vec![(SubjectId(0), EventKind::Fired)], "{boxes} boxes: the drifting one");
+        // 0.3 within the hour at minute 630; the neighbours' readings it is compared with are up
+        // to 10 minutes older, and the weather moved them meanwhile.
+        assert!((630..=660).contains(&(events[0].at / MIN)), "{boxes} boxes: told at minute {}", events[0].at / MIN);
+    }
+}
+
+#[test]
+fn a_quiet_box_is_not_blamed_when_its_only_neighbour_falls_back() {
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: PEERS.into() }]).unwrap();
+    let mut e = Engine::new(rules, &[in_building("b7-east", "B7"), in_building("b7-west", "B7")]);
+    feed(&mut e, 2, 0, 600, |_, _| 0.0);
+    // The west box falls back by a degree: against it, the east box seems to rise.
+    let events = feed(&mut e, 2, 600, 180, |b, _| if b == 1 { -1.0 } else { 0.0 });
+    assert!(events.is_empty(), "{:?}", ids(&e, &events));
+}
+
+#[test]
+fn a_box_alone_on_its_building_or_with_silent_neighbours_is_not_judged_against_peers() {
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: PEERS.into() }]).unwrap();
+    let mut alone = Engine::new(rules.clone(), &[in_building("b8-only", "B8"), subject("loose", SensorKind::Tilt)]);
+    assert!(feed(&mut alone, 2, 0, 600, |_, minute| 0.01 * minute as f64).is_empty(), "no other box to compare with");
+    let mut silent = Engine::new(rules, &[in_building("b7-east", "B7"), in_building("b7-west", "B7")]);
+    feed(&mut silent, 2, 0, 600, |_, _| 0.0);
+    let mut events = Vec::new();
+    // The west box falls silent; the east one drifts 0.6 an hour for three hours.
+    for minute in (600..780).step_by(10) {
+        silent.observe(SubjectId(0), minute * MIN, &[("x", 0.01 * (minute - 600) as f64)], &mut events);
+    }
+    let fired: Vec<_> = events.iter().map(|ev| ev.at / MIN).collect();
+    assert!(fired.len() == 1 && fired[0] < 720, "told while the neighbour's last reading is fresh: {fired:?}");
+    assert_eq!(silent.rule(events[0].rule).id, "box-drifting");
+}

@@ -264,3 +264,15 @@ fn temperature_compensation_needs_a_baseline_to_correct_and_a_field_of_its_own()
     let errs = errors(&format!("{rule}baseline = \"learn 24h\"\ncompensate = \"temp-c\"\n"));
     assert!(errs[0].contains("expected the name of the field that reports the temperature"), "{errs:?}");
 }
+
+#[test]
+fn peers_compare_a_box_with_its_building_upwards_only() {
+    let drifting = "[[rule]]\nid = \"drift\"\nvalue = \"x\"\npeers = \"building\"\nat_least = 0.3\nseverity = \"warning\"\n";
+    assert!(compile(drifting).unwrap().rules[0].peers);
+    let errs = errors(&drifting.replace("\"building\"", "\"site\"")).join("\n");
+    assert!(errs.contains("error in `peers`: `site`: the only peers are the other boxes of the building"), "{errs}");
+    let errs = errors(&drifting.replace("at_least = 0.3", "below = 0.3")).join("\n");
+    assert!(errs.contains("error in `peers`: a box is judged by how far it moved that the others did not"), "{errs}");
+    let errs = errors(&format!("{drifting}agree = 2\n")).join("\n");
+    assert!(errs.contains("error in `peers`: a rule judges either the building (`agree`) or each box against the others"), "{errs}");
+}

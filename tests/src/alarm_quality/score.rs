@@ -600,6 +600,13 @@ impl Scores {
             if row.red > 0 || (told_in_time && row.told_in_2h * 10 < row.cases * 9) {
                 out.push(format!("faulty box, {}: {} red; installers told within 2 h in {}/{} cases", row.sub, row.red, row.told_in_2h, row.cases));
             }
+            // A drift is told by comparing the box with its building's other boxes
+            // (`tilt-box-drifting`), within a day even at 0.5‰/day; 2 h is out of reach below
+            // about 4‰/day (docs/ALARM-QUALITY.md).
+            let drift_told_in_a_day = row.told_h.iter().filter(|&&h| h <= 24.0).count();
+            if row.sub == "drift" && drift_told_in_a_day < row.cases {
+                out.push(format!("faulty box, drift: installers told within 24 h in {drift_told_in_a_day}/{} cases", row.cases));
+            }
         }
         if self.boundary.alarmed > 0 {
             out.push(format!("GB 3838 boundaries: {} of {} alarmed", self.boundary.alarmed, self.boundary.cases));
