@@ -73,13 +73,13 @@ pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationTo
     let BoxSetup { config, store, state_dir, channels, in_force, acks, metrics, clock, sensors, readings } = setup;
     metrics.know_uplink(&wire::Kind::ALL.map(wire::Kind::as_str));
     // Readings are chosen and kept while the link is down too: they wait for it.
-    let readings_committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let progress = std::sync::Arc::new(uplink::Progress::default());
     let recorder = readings.map(|tapped| {
         let recorder = readings::Recorder {
             tapped,
             thinning: readings::Thinning::new(config.uplink_points_per_sec as f64, sensors.sensors().len()),
             store: store.clone(),
-            committed: readings_committed.clone(),
+            progress: progress.clone(),
             every: config.readings_batch,
             metrics: metrics.clone(),
         };
@@ -98,7 +98,7 @@ pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationTo
         }
     };
     let js = async_nats::jetstream::new(client);
-    let sources = uplink::Sources { store: store.clone(), sensors, readings_committed, metrics: metrics.clone() };
+    let sources = uplink::Sources { store: store.clone(), sensors, progress, metrics: metrics.clone() };
     let follower = roster::Follower { config: config.clone(), state_dir, channels, in_force };
     let roster = tokio::spawn(roster::follow(js.clone(), follower, shutdown.clone()));
     let actions = match acks {

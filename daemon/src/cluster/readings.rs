@@ -21,7 +21,6 @@
 use crate::metrics::Metrics;
 use crate::store::{NewPoint, Store};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -84,9 +83,9 @@ pub struct Recorder {
     pub tapped: mpsc::Receiver<Arc<Vec<NewPoint>>>,
     pub thinning: Thinning,
     pub store: Store,
-    /// The hub's high-water mark for readings as the uplink last read it: rows up to it are
+    /// The hub's high-water marks as the uplink last read them: readings up to the mark are
     /// forgotten.
-    pub committed: Arc<AtomicI64>,
+    pub progress: Arc<super::uplink::Progress>,
     /// How long chosen readings gather before they are written.
     pub every: Duration,
     pub metrics: Arc<Metrics>,
@@ -119,7 +118,7 @@ pub async fn record(mut recorder: Recorder, shutdown: CancellationToken) {
             _ = tick.tick() => true,
             () = shutdown.cancelled() => true,
         };
-        let committed = recorder.committed.load(Ordering::Relaxed);
+        let committed = recorder.progress.mark(super::wire::Kind::Reading);
         if flush && (!gathered.is_empty() || committed > forgotten_through) {
             let points = std::mem::take(&mut gathered);
             let count = points.len() as u64;

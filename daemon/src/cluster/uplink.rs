@@ -24,7 +24,7 @@ use crate::store::Store;
 use async_nats::jetstream;
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -43,20 +43,35 @@ pub struct Sources {
     pub store: Store,
     /// The inventory: the places a batch of readings names.
     pub sensors: SensorIndex,
-    /// Where the hub's mark for readings is told to the recorder, which forgets what it covers.
-    pub readings_committed: Arc<AtomicI64>,
+    /// The hub's marks as last read (the readings' recorder forgets what its mark covers).
+    pub progress: Arc<Progress>,
     pub metrics: Arc<Metrics>,
+}
+
+/// Per kind, the hub's high-water mark as the uplink last read it, and how many batches the
+/// hub committed: shared with the readings' recorder and the metrics' reporter, which go on
+/// while the uplink waits on a dead link.
+#[derive(Debug, Default)]
+pub struct Progress {
+    marks: [AtomicI64; 3],
+    commits: [AtomicU64; 3],
+}
+
+impl Progress {
+    pub fn mark(&self, kind: Kind) -> i64 {
+        self.marks[kind as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// Runs the uplink until `shutdown`.
 pub async fn run(js: jetstream::Context, config: ClusterConfig, sources: Sources, shutdown: CancellationToken) {
     tracing::info!(box_id = %config.box_id, district = %config.district, "district uplink started");
     let lease = tokio::spawn(renew_lease(js.clone(), config.clone(), shutdown.clone()));
-    let now = Instant::now();
-    let mut uplink =
-        Uplink { js, config, sources, pending: [None, None, None], known_committed: [None; 3], last_mark: [0; 3], caught_up_at: [now; 3], hwm: None };
+    let reporter = tokio::spawn(report(sources.store.clone(), sources.progress.clone(), sources.metrics.clone(), shutdown.clone()));
+    let mut uplink = Uplink { js, config, sources, pending: [None, None, None], known_committed: [None; 3], hwm: None };
     uplink.send_until(&shutdown).await;
     let _ = lease.await;
+    let _ = reporter.await;
 }
 
 struct Uplink {
@@ -68,10 +83,6 @@ struct Uplink {
     /// Per kind: the hub's high-water mark as last read from KV (none: read it again). Kept so
     /// an idle box does not ask the hub over its 4G link twice a second.
     known_committed: [Option<i64>; 3],
-    /// Per kind: the hub's mark as last read, for the metrics.
-    last_mark: [i64; 3],
-    /// Per kind: when the hub last committed a batch or nothing waited.
-    caught_up_at: [Instant; 3],
     hwm: Option<jetstream::kv::Store>,
 }
 
@@ -97,7 +108,6 @@ impl Uplink {
                 }
             }
             failures = if failed { failures.saturating_add(1) } else { 0 };
-            self.report().await;
             let pause = if failed {
                 backoff.next_delay()
             } else {
@@ -144,7 +154,7 @@ impl Uplink {
             if committed >= last {
                 self.pending[slot] = None;
                 self.known_committed[slot] = Some(committed);
-                self.caught_up_at[slot] = Instant::now();
+                self.sources.progress.commits[slot].fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(kind = kind.as_str(), last, "district hub committed a batch");
                 return Ok(true);
             }
@@ -180,29 +190,6 @@ impl Uplink {
         Ok((!batch.is_empty()).then_some(batch))
     }
 
-    /// Updates the `gridwatch_uplink_*` gauges from the store's newest ids and the hub's marks.
-    async fn report(&mut self) {
-        let newest = match self.sources.store.uplink_newest_ids().await {
-            Ok(newest) => newest,
-            Err(error) => {
-                tracing::debug!(error = %format!("{error:#}"), "cannot read the store's newest ids for the uplink's metrics");
-                return;
-            }
-        };
-        let now = Instant::now();
-        for kind in Kind::ALL {
-            let slot = kind as usize;
-            let behind = (newest[slot] - self.last_mark[slot]).max(0);
-            if behind == 0 {
-                self.caught_up_at[slot] = now;
-            }
-            let label = kind_label(kind);
-            self.sources.metrics.uplink_rows_behind.get_or_create(&label).set(behind);
-            let age = now.duration_since(self.caught_up_at[slot]).as_secs();
-            self.sources.metrics.uplink_last_commit_age_seconds.get_or_create(&label).set(i64::try_from(age).unwrap_or(i64::MAX));
-        }
-    }
-
     async fn publish(&self, batch: &Batch) -> anyhow::Result<()> {
         let (Some(id), payload) = (batch.message_id(), serde_json::to_vec(batch)?) else { return Ok(()) };
         let mut headers = async_nats::HeaderMap::new();
@@ -222,13 +209,45 @@ impl Uplink {
         let Some(bucket) = &self.hwm else { return Ok(0) };
         let value = bucket.get(hwm_key(&self.config.box_id, kind)).await?;
         let mark = parse_hwm(value.as_deref());
-        self.last_mark[kind as usize] = mark;
-        if kind == Kind::Reading {
-            self.sources.readings_committed.store(mark, Ordering::Relaxed);
-        }
+        self.sources.progress.marks[kind as usize].store(mark, Ordering::Relaxed);
         Ok(mark)
     }
 }
+
+/// Sets the `gridwatch_uplink_*` gauges every second from the store's newest ids and the hub's
+/// marks, until `shutdown`.
+async fn report(store: Store, progress: Arc<Progress>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut caught_up_at = [Instant::now(); 3];
+    let mut commits_seen = [0; 3];
+    loop {
+        match store.uplink_newest_ids().await {
+            Ok(newest) => {
+                let now = Instant::now();
+                for kind in Kind::ALL {
+                    let slot = kind as usize;
+                    let behind = (newest[slot] - progress.mark(kind)).max(0);
+                    let commits = progress.commits[slot].load(Ordering::Relaxed);
+                    if behind == 0 || commits != commits_seen[slot] {
+                        caught_up_at[slot] = now;
+                        commits_seen[slot] = commits;
+                    }
+                    let label = kind_label(kind);
+                    metrics.uplink_rows_behind.get_or_create(&label).set(behind);
+                    let age = i64::try_from(now.duration_since(caught_up_at[slot]).as_secs()).unwrap_or(i64::MAX);
+                    metrics.uplink_last_commit_age_seconds.get_or_create(&label).set(age);
+                }
+            }
+            Err(error) => tracing::debug!(error = %format!("{error:#}"), "cannot read the store's newest ids for the uplink's metrics"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(REPORT_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// How often the uplink's gauges are set.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 fn kind_label(kind: Kind) -> KindLabel {
     KindLabel { kind: kind.as_str().to_string() }

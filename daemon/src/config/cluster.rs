@@ -46,8 +46,9 @@ const BATCH_ROWS: (u64, std::ops::RangeInclusive<u64>) = (500, 1..=10_000);
 const LEASE_RENEW_SECS: (u64, std::ops::RangeInclusive<u64>) = (5, 1..=300);
 const COMMIT_WAIT_SECS: (u64, std::ops::RangeInclusive<u64>) = (10, 1..=600);
 /// 5 a second: a 200-sensor community at one reading a minute (3.3/s) goes up whole with room
-/// for bursts, about 14 MB a day on the link (docs/district.md); a larger one is thinned to an
-/// equal share per sensor (1,000 sensors: one reading each every 200 s).
+/// for bursts, about 41 MB a day on the link (≈ 144 bytes a reading, docs/district.md), at most
+/// ~62 MB a day at the cap; a larger one is thinned to an equal share per sensor (1,000
+/// sensors: one reading each every 200 s).
 const UPLINK_POINTS_PER_SEC: (u64, std::ops::RangeInclusive<u64>) = (5, 0..=10_000);
 const READINGS_BATCH_SECS: (u64, std::ops::RangeInclusive<u64>) = (30, 1..=600);
 
