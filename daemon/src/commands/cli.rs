@@ -140,7 +140,7 @@ pub enum Command {
         /// written; its token from the environment variable GRIDWATCH_HUB_INFLUX_TOKEN. Without
         /// it, readings are counted and dropped.
         #[arg(long, value_name = "URL")]
-        influx: Option<reqwest::Url>,
+        influx: Option<String>,
         /// The InfluxDB organisation.
         #[arg(long, default_value = "gridwatch")]
         influx_org: String,

@@ -16,7 +16,8 @@ use std::time::Duration;
 /// `GRIDWATCH_HUB_INFLUX_TOKEN`).
 #[derive(Debug, Clone)]
 pub struct InfluxTarget {
-    pub url: reqwest::Url,
+    /// `http://host:8086` (a path is a prefix).
+    pub url: String,
     pub org: String,
     pub bucket: String,
     /// Empty: a database without authentication.
@@ -42,7 +43,8 @@ impl DistrictInflux {
     pub fn new(target: &InfluxTarget) -> anyhow::Result<DistrictInflux> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the InfluxDB client")?;
         let authorization = (!target.token.is_empty()).then(|| format!("Token {}", target.token));
-        Ok(DistrictInflux { http, write_url: write_url(&target.url, &target.org, &target.bucket)?, authorization })
+        let url: reqwest::Url = target.url.parse().with_context(|| format!("--influx `{}`: not a URL", target.url))?;
+        Ok(DistrictInflux { http, write_url: write_url(&url, &target.org, &target.bucket)?, authorization })
     }
 
     /// Writes the readings of `batch` with ids above `after` (those at or below the box's
