@@ -18,10 +18,6 @@
 //! within its lease, reporting no box down twice; a hub paused past its lease is fenced off.
 //! Each hub's `/healthz` and `/metrics` say whether it is active or standing by.
 //!
-//! A fourth run: readings go up to the district's InfluxDB (VictoriaMetrics): a box's link
-//! blackholed while its sensors report, then back, and each sensor's numbered readings are
-//! there exactly once; the box's `gridwatch_uplink_*` series show the backlog and the resends.
-//!
 //! A third run: one roster put by the hub reaches every box (a bad one is refused by the hub
 //! with its file:line, and by each box if it slips into KV; a box restarted offline starts on its
 //! last good copy), and a worker's action posted to the hub while its box is offline is applied
@@ -30,6 +26,11 @@
 //! the box cut off first with its open incident, the report's counts equal the boxes' stores,
 //! and a screenshot of the board on a phone goes to docs/screenshots/district-board.png with
 //! `GRIDWATCH_SCREENSHOTS=docs`.
+//!
+//! A fourth run: readings go up to the district's InfluxDB (VictoriaMetrics): a box's link
+//! blackholed while its sensors report, then back, and each sensor's numbered readings are
+//! there exactly once; the same with the district's InfluxDB down; the box's
+//! `gridwatch_uplink_*` series show the backlog and the resends.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
