@@ -264,6 +264,8 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
 
+    #[cfg(feature = "cluster")]
+    let uplink_sensors = index.clone();
     let inputs = Inputs { samples: sample_tx, spool: telemetry.spool, index, buses, clocks, store: store.clone() };
     let (serial_tasks, gpio_tasks, source_task, acks_flushed) = spawn_sources(config, inputs, telemetry.ingest_connection, clock, metrics, shutdown)?;
 
@@ -289,6 +291,8 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
             acks: config.incident_acks.clone(),
             metrics: metrics.clone(),
             clock,
+            sensors: uplink_sensors,
+            readings: telemetry.uplink_readings,
         };
         tokio::spawn(crate::cluster::run_box(setup, shutdown.clone()));
     }
@@ -520,6 +524,9 @@ struct Telemetry {
     writer_stop: CancellationToken,
     writer_task: Option<JoinHandle<()>>,
     ingest_connection: (AsyncClient, rumqttc::EventLoop),
+    /// Readings offered to the district uplink (`[cluster]`), for `cluster::readings`.
+    #[cfg(feature = "cluster")]
+    uplink_readings: Option<mpsc::Receiver<Arc<Vec<crate::store::NewPoint>>>>,
 }
 
 /// Readings are kept in the crash log and in InfluxDB (from memory while it keeps up, else
@@ -538,11 +545,22 @@ fn spawn_telemetry(config: &Config, store: &Store, index: crate::config::SensorI
         Some(influx) => Some(Arc::new(TelemetryWriter::new(influx, index, store.clone(), metrics.clone(), clock)?)),
         None => None,
     };
+    #[cfg(feature = "cluster")]
+    let (uplink, uplink_readings) = match &config.cluster {
+        Some(_) => {
+            let (tap, tapped) = mpsc::channel(crate::cluster::readings::TAP_QUEUE);
+            (Some(tap), Some(tapped))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "cluster"))]
+    let uplink = None;
     let spool_target = Some(SpoolTarget {
         store: store.clone(),
         telemetry: writer.clone(),
         max_points: config.influxdb.as_ref().map_or(0, |influx| influx.spool_max_points),
         written: written.clone(),
+        uplink,
     });
     let writer_stop = CancellationToken::new();
     let writer_task = writer.map(|writer| tokio::spawn(writer.run(written, writer_stop.clone())));
@@ -551,7 +569,15 @@ fn spawn_telemetry(config: &Config, store: &Store, index: crate::config::SensorI
     let (client, eventloop) = AsyncClient::new(ingest_options, 256);
     let (spool, spool_rx) = mpsc::channel(SAMPLE_QUEUE);
     let spooler_task = tokio::spawn(spooler::run(spool_rx, spool_target, client.clone(), metrics.clone()));
-    Ok(Telemetry { spool, spooler_task, writer_stop, writer_task, ingest_connection: (client, eventloop) })
+    Ok(Telemetry {
+        spool,
+        spooler_task,
+        writer_stop,
+        writer_task,
+        ingest_connection: (client, eventloop),
+        #[cfg(feature = "cluster")]
+        uplink_readings,
+    })
 }
 
 /// Tells systemd the daemon is ready, raises the fallback alarm when running on the last good

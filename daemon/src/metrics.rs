@@ -49,6 +49,11 @@ pub struct SinkLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -175,7 +180,21 @@ pub struct Metrics {
     pub reload_last_success_timestamp_seconds: Gauge,
     /// Rule reloads (SIGHUP or changed files), by result (`ok`, `invalid`).
     pub reloads: Family<ResultLabel, Counter>,
+    /// With `[cluster]`, by kind (`alert`, `transition`, `reading`): rows the box has that the
+    /// hub's high-water mark does not cover yet.
+    pub uplink_rows_behind: Family<KindLabel, Gauge>,
+    /// With `[cluster]`: batches sent again because the hub had not committed them in time.
+    pub uplink_batches_resent: Family<KindLabel, Counter>,
+    /// With `[cluster]`: seconds since the hub last committed this kind's batch or the box had
+    /// nothing of it waiting (grows while the link or the hub is down).
+    pub uplink_last_commit_age_seconds: Family<KindLabel, Gauge>,
+    /// With `[cluster]`: readings offered to the uplink, by result: `kept` (will go up),
+    /// `thinned` (over `uplink_points_per_sec`), `backlog_full`, `queue_full`, `not_stored`.
+    pub uplink_readings: Family<ResultLabel, Counter>,
 }
+
+/// The results of `gridwatch_uplink_readings_total`.
+pub const UPLINK_READING_RESULTS: [&str; 5] = ["kept", "thinned", "backlog_full", "queue_full", "not_stored"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -217,6 +236,10 @@ impl Metrics {
             store_failed_writes: Gauge::default(),
             store_torn_wal_bytes: Gauge::default(),
             open_incidents: Family::default(),
+            uplink_rows_behind: Family::default(),
+            uplink_batches_resent: Family::default(),
+            uplink_last_commit_age_seconds: Family::default(),
+            uplink_readings: Family::default(),
             supervision_today: Family::default(),
             supervision_seconds_today: Family::default(),
             influxdb_unreachable: Gauge::default(),
@@ -348,6 +371,14 @@ impl Metrics {
             metrics.reload_last_success_timestamp_seconds.clone(),
         );
         registry.register("reloads", "Rule reloads, by result", metrics.reloads.clone());
+        registry.register("uplink_rows_behind", "Rows the district hub has not committed yet, by kind", metrics.uplink_rows_behind.clone());
+        registry.register("uplink_batches_resent", "Uplink batches sent again (not committed in time), by kind", metrics.uplink_batches_resent.clone());
+        registry.register(
+            "uplink_last_commit_age_seconds",
+            "Seconds since the hub last committed this kind or nothing of it waited",
+            metrics.uplink_last_commit_age_seconds.clone(),
+        );
+        registry.register("uplink_readings", "Readings offered to the district uplink, by result", metrics.uplink_readings.clone());
         let build = BuildLabels {
             version: env!("CARGO_PKG_VERSION").into(),
             commit: option_env!("GRIDWATCH_COMMIT").unwrap_or("unknown").into(),
@@ -389,6 +420,23 @@ impl Metrics {
             let _ = self.alert_delivery_failures.get_or_create(&label);
             let _ = self.alert_deliveries_taken_on.get_or_create(&label);
         }
+    }
+
+    /// Shows the district uplink's series at 0 (called when `[cluster]` is configured).
+    pub fn know_uplink(&self, kinds: &[&str]) {
+        for kind in kinds {
+            let label = KindLabel { kind: (*kind).into() };
+            let _ = self.uplink_rows_behind.get_or_create(&label);
+            let _ = self.uplink_batches_resent.get_or_create(&label);
+            let _ = self.uplink_last_commit_age_seconds.get_or_create(&label);
+        }
+        for result in UPLINK_READING_RESULTS {
+            let _ = self.uplink_readings.get_or_create(&ResultLabel { result: result.into() });
+        }
+    }
+
+    pub fn count_uplink_readings(&self, result: &str, count: u64) {
+        self.uplink_readings.get_or_create(&ResultLabel { result: result.into() }).inc_by(count);
     }
 
     /// When the daemon started, on its clock (ms since the epoch).

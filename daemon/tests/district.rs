@@ -26,13 +26,18 @@
 //! the box cut off first with its open incident, the report's counts equal the boxes' stores,
 //! and a screenshot of the board on a phone goes to docs/screenshots/district-board.png with
 //! `GRIDWATCH_SCREENSHOTS=docs`.
+//!
+//! A fourth run: readings go up to the district's InfluxDB (VictoriaMetrics): a box's link
+//! blackholed while its sensors report, then back, and each sensor's numbered readings are
+//! there exactly once; the same with the district's InfluxDB down; the box's
+//! `gridwatch_uplink_*` series show the backlog and the resends.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
 use common::{publish_until_evaluated, screenshot_dir, Daemon, SECOND};
-use gridwatch_tests::{free_port, wait_for, Browser, LinkProxy, Mosquitto, NatsCluster, Postgres, WebhookReceiver};
+use gridwatch_tests::{free_port, wait_for, Browser, LinkProxy, Mosquitto, NatsCluster, Postgres, VictoriaMetrics, WebhookReceiver};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,14 +64,23 @@ struct Community {
     daemon: Option<Daemon>,
 }
 
+/// The `[cluster]` settings of a box besides its link and names: small batches, so that a few
+/// alarms make several.
+const SMALL_BATCHES: &str = "batch_rows = 4\n";
+
 impl Community {
     async fn start(id: &'static str, nats: &NatsCluster) -> Community {
+        Community::start_with(id, nats, SMALL_BATCHES).await
+    }
+
+    /// A box whose `[cluster]` table ends with `cluster_settings` (batch size, readings' cap).
+    async fn start_with(id: &'static str, nats: &NatsCluster, cluster_settings: &str) -> Community {
         let mosquitto = Mosquitto::start().await.expect("mosquitto");
         let proxy = LinkProxy::start(nats.addrs()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let mut config = format!(
-            "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-{id}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[cluster]\nnats_urls = [\"{}\"]\nbox_id = \"{id}\"\ndistrict = \"old-town\"\nlease_renew_secs = 1\ncommit_wait_secs = 3\nbatch_rows = 4\n\n[dispatch]\nack_secret = \"{ACK_SECRET}\"\n",
+            "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-{id}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[cluster]\nnats_urls = [\"{}\"]\nbox_id = \"{id}\"\ndistrict = \"old-town\"\nlease_renew_secs = 1\ncommit_wait_secs = 3\n{cluster_settings}\n[dispatch]\nack_secret = \"{ACK_SECRET}\"\n",
             mosquitto.url(),
             proxy.nats_url()
         );
@@ -192,6 +206,11 @@ impl District {
 }
 
 async fn start_district(nats: &NatsCluster) -> District {
+    start_district_with(nats, &[]).await
+}
+
+/// [`start_district`] with more options for the hub (e.g. `--influx`).
+async fn start_district_with(nats: &NatsCluster, hub_options: &[&str]) -> District {
     let pg = Postgres::start().await.expect("postgresql");
     let hook = WebhookReceiver::start(Vec::new()).await;
     let hub_dir = tempfile::tempdir().unwrap();
@@ -199,6 +218,7 @@ async fn start_district(nats: &NatsCluster) -> District {
     let (conninfo, hook_url) = (pg.conninfo(), hook.url());
     let listen = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["hub", "--postgres", &conninfo, "--webhook", &hook_url, "--lease-ttl", LEASE_TTL, "--listen", &listen];
+    args.extend_from_slice(hub_options);
     for url in &urls {
         args.extend(["--nats", url.as_str()]);
     }
@@ -637,4 +657,121 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     let png = browser.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5_000, "a real screenshot ({} bytes)", png.len());
     std::fs::write(screenshot_dir().join("district-board.png"), &png).unwrap();
+}
+
+impl Community {
+    /// One reading of `sensor` numbered `seq` (also its `level`, the value checked at the hub).
+    fn numbered_reading(&self, sensor: usize, seq: u64) {
+        self.mosquitto.publish(&self.topic(sensor), &format!(r#"{{"do": 7.0, "level": {seq}, "seq": {seq}, "ts": {}}}"#, now_ms())).unwrap();
+    }
+
+    /// One sample of the box's `/metrics` (missing: NaN).
+    async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port)).await.unwrap().text().await.unwrap();
+        common::metric(&text, series).unwrap_or(f64::NAN)
+    }
+}
+
+/// The `level` values stored per sensor of `box_id` in the district's InfluxDB (every sample,
+/// duplicates included: VictoriaMetrics' export is raw).
+async fn district_levels(vm: &VictoriaMetrics, box_id: &str) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let series = vm.export(&format!(r#"{{__name__="water_level",box="{box_id}"}}"#)).await.unwrap_or_default();
+    let mut levels = std::collections::BTreeMap::new();
+    for one in series {
+        let sensor = one["metric"]["sensor"].as_str().unwrap_or("?").to_string();
+        let values: &mut Vec<u64> = levels.entry(sensor).or_default();
+        values.extend(one["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as u64));
+    }
+    for values in levels.values_mut() {
+        values.sort_unstable();
+    }
+    levels
+}
+
+/// Readings to the district's InfluxDB, end to end: the box keeps them while its link is
+/// blackholed and sends each once it is back; the hub writes each sensor's numbered readings
+/// exactly once (0 lost, 0 duplicates) and only then moves the mark the box forgets them by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_reach_the_districts_influxdb_exactly_once_across_a_blackhole() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let vm = VictoriaMetrics::start().await.expect("victoria-metrics");
+    let influx = vm.url();
+    let district = start_district_with(&nats, &["--influx", &influx]).await;
+    // Nothing thinned at this cap; kept for the uplink every second.
+    let east = Community::start_with("east", &nats, "batch_rows = 100\nuplink_points_per_sec = 1000\nreadings_batch_secs = 1\n").await;
+    for series in [
+        "gridwatch_uplink_rows_behind{kind=\"reading\"}",
+        "gridwatch_uplink_batches_resent_total{kind=\"reading\"}",
+        "gridwatch_uplink_last_commit_age_seconds{kind=\"alert\"}",
+        "gridwatch_uplink_readings_total{result=\"thinned\"}",
+        "gridwatch_uplink_readings_total{result=\"backlog_full\"}",
+    ] {
+        assert!(east.metric(series).await.is_finite(), "{series} is shown from start");
+    }
+    let sensors = [1, 2, 3];
+    let expected = |upto: u64| sensors.iter().map(|s| (format!("east-{s:02}"), (1..=upto).collect::<Vec<_>>())).collect::<std::collections::BTreeMap<_, _>>();
+    let publish = |from: u64, to: u64| {
+        for seq in from..=to {
+            for sensor in sensors {
+                east.numbered_reading(sensor, seq);
+            }
+        }
+    };
+    publish(1, 10);
+    let arrived = wait_for(30 * SECOND, || async { district_levels(&vm, "east").await == expected(10) }).await;
+    assert!(arrived, "{:?}\nbox: {:?}", district_levels(&vm, "east").await, east.stderr());
+
+    // The link blackholed while the sensors go on: nothing arrives, the box's backlog shows.
+    east.proxy.set_blackholed(true);
+    let cut = Instant::now();
+    publish(11, 40);
+    let behind = wait_for(10 * SECOND, || async { east.metric("gridwatch_uplink_rows_behind{kind=\"reading\"}").await >= 90.0 }).await;
+    assert!(behind, "rows behind: {}", east.metric("gridwatch_uplink_rows_behind{kind=\"reading\"}").await);
+    tokio::time::sleep(Duration::from_secs(12).saturating_sub(cut.elapsed())).await;
+    assert_eq!(district_levels(&vm, "east").await, expected(10), "nothing passes a blackholed link");
+    assert!(east.metric("gridwatch_uplink_last_commit_age_seconds{kind=\"reading\"}").await >= 5.0);
+
+    // Back: each reading once, and the box forgets them once the hub's mark covers them.
+    let idle_rate = 230.0; // bytes/s of lease renewals and pings at lease_renew_secs = 1 (above)
+    let back_from = east.proxy.bytes_forwarded();
+    let back = Instant::now();
+    east.proxy.set_blackholed(false);
+    let caught_up = wait_for(60 * SECOND, || async { district_levels(&vm, "east").await == expected(40) }).await;
+    let levels = district_levels(&vm, "east").await;
+    assert!(
+        caught_up,
+        "lost or duplicated at the hub: {levels:?}\nbox: {:?}\nhub: {:?}",
+        east.stderr(),
+        district.hub.stderr().into_iter().rev().take(30).collect::<Vec<_>>()
+    );
+    let sent = east.proxy.bytes_forwarded() - back_from;
+    eprintln!(
+        "uplink readings: 90 readings after the link came back in {:?}: {sent} bytes, about {:.0} bytes per reading beside the idle traffic",
+        back.elapsed(),
+        (sent as f64 - idle_rate * back.elapsed().as_secs_f64()).max(0.0) / 90.0
+    );
+    let settled = wait_for(10 * SECOND, || async { east.metric("gridwatch_uplink_rows_behind{kind=\"reading\"}").await == 0.0 }).await;
+    assert!(settled, "the box still counts readings behind");
+    let mark = high_water_mark(&nats, "east.reading").await;
+    assert!(mark >= 120, "the hub's mark covers every reading: {mark}");
+    let forgotten = wait_for(10 * SECOND, || async { east.local_ids("uplink_readings").is_empty() }).await;
+    assert!(forgotten, "the box keeps readings the hub has: {:?}", east.local_ids("uplink_readings"));
+    assert_eq!(east.metric("gridwatch_uplink_readings_total{result=\"thinned\"}").await, 0.0);
+    assert_eq!(hub_metric(&district.relay, "gridwatch_hub_readings_not_written_total{reason=\"refused\"}").await, 0.0);
+
+    // The district's InfluxDB down: JetStream takes the batch, the hub cannot write it, the mark
+    // stays and the box sends the batch again until it can; then each reading once.
+    let mut vm = vm;
+    vm.stop();
+    publish(41, 45);
+    tokio::time::sleep(8 * SECOND).await;
+    assert_eq!(high_water_mark(&nats, "east.reading").await, mark, "no write, no mark");
+    assert!(east.metric("gridwatch_uplink_batches_resent_total{kind=\"reading\"}").await >= 1.0, "the batch not committed was sent again");
+    vm.resume().await.unwrap();
+    let caught_up = wait_for(60 * SECOND, || async { district_levels(&vm, "east").await == expected(45) }).await;
+    assert!(caught_up, "after the district's InfluxDB came back: {:?}", district_levels(&vm, "east").await);
+    // Nothing is written twice later either (resends of batches already committed).
+    tokio::time::sleep(5 * SECOND).await;
+    assert_eq!(district_levels(&vm, "east").await, expected(45), "0 lost, 0 duplicates");
 }

@@ -3,14 +3,17 @@
 //! raises `box-down` when a box stops renewing its lease. docs/district.md is the design as
 //! built; this module is its code:
 //!
-//! - [`wire`]: what travels — batches of alert events or incident transitions, their subjects,
-//!   message ids (`<box>:<kind>:<first>-<last>`) and KV keys. Pure.
+//! - [`wire`]: what travels — batches of alert events, incident transitions or readings, their
+//!   subjects, message ids (`<box>:<kind>:<first>-<last>`) and KV keys. Pure.
+//! - [`readings`]: which readings go up within `uplink_points_per_sec`, kept until the hub has
+//!   them.
 //! - [`uplink`]: the box's side (`[cluster]` in gridwatch.toml): publishes rows after the hub's
 //!   high-water mark and moves on only when the hub has committed them (end-to-end ack); renews
 //!   the box's lease.
 //! - [`hub`]: `gridwatch hub`: creates the stream and buckets, consumes with a durable consumer,
-//!   writes PostgreSQL, advances high-water marks, watches leases — while it is the district's
-//!   active hub (one of several, elected on a KV lease).
+//!   writes PostgreSQL (and readings to the district's InfluxDB), advances high-water marks,
+//!   watches leases — while it is the district's active hub (one of several, elected on a KV
+//!   lease).
 //! - [`roster`]: one roster for the district, in KV, followed by every box.
 //! - [`actions`]: workers' actions the hub relays to a box, applied through its own verifier.
 //!
@@ -18,6 +21,7 @@
 
 pub mod actions;
 pub mod hub;
+pub mod readings;
 pub mod roster;
 pub mod uplink;
 pub mod wire;
@@ -57,12 +61,30 @@ pub struct BoxSetup {
     pub acks: Option<crate::sources::mqtt::incident_acks::AckConfig>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub clock: crate::clock::Clock,
+    /// The inventory (places of readings, each sensor's share of the uplink's cap).
+    pub sensors: crate::config::SensorIndex,
+    /// Readings the spooler offers to the uplink.
+    pub readings: Option<tokio::sync::mpsc::Receiver<std::sync::Arc<Vec<crate::store::NewPoint>>>>,
 }
 
 /// The box's side of the district until `shutdown`, on one connection (one 4G session): the
 /// uplink with its lease, the district roster and workers' actions relayed by the hub.
 pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationToken) {
-    let BoxSetup { config, store, state_dir, channels, in_force, acks, metrics, clock } = setup;
+    let BoxSetup { config, store, state_dir, channels, in_force, acks, metrics, clock, sensors, readings } = setup;
+    metrics.know_uplink(&wire::Kind::ALL.map(wire::Kind::as_str));
+    // Readings are chosen and kept while the link is down too: they wait for it.
+    let progress = std::sync::Arc::new(uplink::Progress::default());
+    let recorder = readings.map(|tapped| {
+        let recorder = readings::Recorder {
+            tapped,
+            thinning: readings::Thinning::new(config.uplink_points_per_sec as f64, sensors.sensors().len()),
+            store: store.clone(),
+            progress: progress.clone(),
+            every: config.readings_batch,
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(readings::record(recorder, shutdown.clone()))
+    });
     let name = format!("gridwatch-box-{}", config.box_id);
     let client = tokio::select! {
         client = connect(&config.nats_urls, &name) => client,
@@ -76,11 +98,12 @@ pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationTo
         }
     };
     let js = async_nats::jetstream::new(client);
+    let sources = uplink::Sources { store: store.clone(), sensors, progress, metrics: metrics.clone() };
     let follower = roster::Follower { config: config.clone(), state_dir, channels, in_force };
     let roster = tokio::spawn(roster::follow(js.clone(), follower, shutdown.clone()));
     let actions = match acks {
         Some(acks) => {
-            let receiver = actions::Receiver { config: config.clone(), acks, store: store.clone(), metrics, clock };
+            let receiver = actions::Receiver { config: config.clone(), acks, store: store.clone(), metrics: metrics.clone(), clock };
             Some(tokio::spawn(actions::receive(js.clone(), receiver, shutdown.clone())))
         }
         None => {
@@ -88,10 +111,13 @@ pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationTo
             None
         }
     };
-    uplink::run(js, config, store, shutdown).await;
+    uplink::run(js, config, sources, shutdown).await;
     let _ = roster.await;
     if let Some(actions) = actions {
         let _ = actions.await;
+    }
+    if let Some(recorder) = recorder {
+        let _ = recorder.await;
     }
 }
 

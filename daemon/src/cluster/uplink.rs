@@ -8,15 +8,26 @@
 //! cursor *is* the hub's high-water mark, read back from KV: nothing is flagged locally, so a
 //! restart, a lost link or a lost JetStream write all end in sending again from that mark.
 //!
+//! Readings go the same way, from `uplink_readings` (filled by [`super::readings`]); the hub
+//! writes them to the district's InfluxDB before it moves their mark, and the box forgets
+//! those rows once the mark covers them. Its `/metrics` show per kind how many rows the mark
+//! does not cover, batches sent again and how long since the last commit (`gridwatch_uplink_*`).
+//!
 //! Invariants: rows are sent in id order; a batch is not replaced by another of the same kind
-//! before the hub committed it; the uplink never writes the local store.
+//! before the hub committed it; the uplink writes nothing to the local store (the readings'
+//! recorder forgets what the mark covers).
 
-use super::wire::{hwm_key, parse_hwm, Batch, Kind, Lease, Rows};
-use crate::config::ClusterConfig;
+use super::wire::{hwm_key, parse_hwm, Batch, Kind, Lease, Place, Rows};
+use crate::config::{ClusterConfig, SensorIndex};
+use crate::metrics::{KindLabel, Metrics};
 use crate::store::Store;
 use async_nats::jetstream;
+use std::collections::BTreeMap;
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long a box waits for JetStream's ack of one publish.
@@ -26,24 +37,52 @@ const COMMIT_POLL: Duration = Duration::from_millis(200);
 /// The pause when there is nothing to send.
 const IDLE: Duration = Duration::from_millis(500);
 
+/// What the uplink reads and reports besides its link.
+#[derive(Debug)]
+pub struct Sources {
+    pub store: Store,
+    /// The inventory: the places a batch of readings names.
+    pub sensors: SensorIndex,
+    /// The hub's marks as last read (the readings' recorder forgets what its mark covers).
+    pub progress: Arc<Progress>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Per kind, the hub's high-water mark as the uplink last read it, and how many batches the
+/// hub committed: shared with the readings' recorder and the metrics' reporter, which go on
+/// while the uplink waits on a dead link.
+#[derive(Debug, Default)]
+pub struct Progress {
+    marks: [AtomicI64; 3],
+    commits: [AtomicU64; 3],
+}
+
+impl Progress {
+    pub fn mark(&self, kind: Kind) -> i64 {
+        self.marks[kind as usize].load(Ordering::Relaxed)
+    }
+}
+
 /// Runs the uplink until `shutdown`.
-pub async fn run(js: jetstream::Context, config: ClusterConfig, store: Store, shutdown: CancellationToken) {
+pub async fn run(js: jetstream::Context, config: ClusterConfig, sources: Sources, shutdown: CancellationToken) {
     tracing::info!(box_id = %config.box_id, district = %config.district, "district uplink started");
     let lease = tokio::spawn(renew_lease(js.clone(), config.clone(), shutdown.clone()));
-    let mut uplink = Uplink { js, config, store, pending: [None, None], known_committed: [None, None], hwm: None };
+    let reporter = tokio::spawn(report(sources.store.clone(), sources.progress.clone(), sources.metrics.clone(), shutdown.clone()));
+    let mut uplink = Uplink { js, config, sources, pending: [None, None, None], known_committed: [None; 3], hwm: None };
     uplink.send_until(&shutdown).await;
     let _ = lease.await;
+    let _ = reporter.await;
 }
 
 struct Uplink {
     js: jetstream::Context,
     config: ClusterConfig,
-    store: Store,
+    sources: Sources,
     /// Per kind: the batch sent and not yet committed by the hub (sent again as it is).
-    pending: [Option<Batch>; 2],
+    pending: [Option<Batch>; 3],
     /// Per kind: the hub's high-water mark as last read from KV (none: read it again). Kept so
     /// an idle box does not ask the hub over its 4G link twice a second.
-    known_committed: [Option<i64>; 2],
+    known_committed: [Option<i64>; 3],
     hwm: Option<jetstream::kv::Store>,
 }
 
@@ -94,14 +133,18 @@ impl Uplink {
             Some(committed) => committed,
             None => self.committed(kind).await?,
         };
-        let batch = match self.pending[slot].take() {
-            Some(batch) if batch.range().is_some_and(|(_, last)| last > committed) => batch,
+        // A batch still pending from an earlier round goes again: it was not committed in time.
+        let (batch, again) = match self.pending[slot].take() {
+            Some(batch) if batch.range().is_some_and(|(_, last)| last > committed) => (batch, true),
             _ => match self.next_batch(kind, committed).await? {
-                Some(batch) => batch,
+                Some(batch) => (batch, false),
                 None => return Ok(false),
             },
         };
         let Some((_, last)) = batch.range() else { return Ok(false) };
+        if again {
+            self.sources.metrics.uplink_batches_resent.get_or_create(&kind_label(kind)).inc();
+        }
         self.pending[slot] = Some(batch.clone());
         self.known_committed[slot] = None;
         self.publish(&batch).await?;
@@ -111,6 +154,7 @@ impl Uplink {
             if committed >= last {
                 self.pending[slot] = None;
                 self.known_committed[slot] = Some(committed);
+                self.sources.progress.commits[slot].fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(kind = kind.as_str(), last, "district hub committed a batch");
                 return Ok(true);
             }
@@ -122,11 +166,27 @@ impl Uplink {
 
     async fn next_batch(&self, kind: Kind, after: i64) -> anyhow::Result<Option<Batch>> {
         let limit = self.config.batch_rows;
+        let store = &self.sources.store;
+        let mut places = BTreeMap::new();
         let rows = match kind {
-            Kind::Alert => Rows::Alert(self.store.alerts_after(after, limit).await?),
-            Kind::Transition => Rows::Transition(self.store.transitions_after(after, limit).await?),
+            Kind::Alert => Rows::Alert(store.alerts_after(after, limit).await?),
+            Kind::Transition => Rows::Transition(store.transitions_after(after, limit).await?),
+            Kind::Reading => {
+                let readings = store.uplink_readings_after(after, limit).await?;
+                for reading in &readings {
+                    if let Some(sensor) = self.sources.sensors.get(&reading.sensor) {
+                        places.entry(reading.sensor.clone()).or_insert_with(|| Place {
+                            kind: sensor.kind.as_str().to_string(),
+                            site: sensor.place.site.to_string(),
+                            building: sensor.place.building.as_deref().map(str::to_string),
+                            grid: sensor.place.grid.as_deref().map(str::to_string),
+                        });
+                    }
+                }
+                Rows::Reading(readings)
+            }
         };
-        let batch = Batch { box_id: self.config.box_id.clone(), district: self.config.district.clone(), rows };
+        let batch = Batch { box_id: self.config.box_id.clone(), district: self.config.district.clone(), rows, places };
         Ok((!batch.is_empty()).then_some(batch))
     }
 
@@ -148,8 +208,49 @@ impl Uplink {
         }
         let Some(bucket) = &self.hwm else { return Ok(0) };
         let value = bucket.get(hwm_key(&self.config.box_id, kind)).await?;
-        Ok(parse_hwm(value.as_deref()))
+        let mark = parse_hwm(value.as_deref());
+        self.sources.progress.marks[kind as usize].store(mark, Ordering::Relaxed);
+        Ok(mark)
     }
+}
+
+/// Sets the `gridwatch_uplink_*` gauges every second from the store's newest ids and the hub's
+/// marks, until `shutdown`.
+async fn report(store: Store, progress: Arc<Progress>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut caught_up_at = [Instant::now(); 3];
+    let mut commits_seen = [0; 3];
+    loop {
+        match store.uplink_newest_ids().await {
+            Ok(newest) => {
+                let now = Instant::now();
+                for kind in Kind::ALL {
+                    let slot = kind as usize;
+                    let behind = (newest[slot] - progress.mark(kind)).max(0);
+                    let commits = progress.commits[slot].load(Ordering::Relaxed);
+                    if behind == 0 || commits != commits_seen[slot] {
+                        caught_up_at[slot] = now;
+                        commits_seen[slot] = commits;
+                    }
+                    let label = kind_label(kind);
+                    metrics.uplink_rows_behind.get_or_create(&label).set(behind);
+                    let age = i64::try_from(now.duration_since(caught_up_at[slot]).as_secs()).unwrap_or(i64::MAX);
+                    metrics.uplink_last_commit_age_seconds.get_or_create(&label).set(age);
+                }
+            }
+            Err(error) => tracing::debug!(error = %format!("{error:#}"), "cannot read the store's newest ids for the uplink's metrics"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(REPORT_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// How often the uplink's gauges are set.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+fn kind_label(kind: Kind) -> KindLabel {
+    KindLabel { kind: kind.as_str().to_string() }
 }
 
 /// Puts this box's lease every `lease_renew` (the hub's bucket lets it expire when it stops).

@@ -1,12 +1,15 @@
 //! What travels from a box to the hub: one JSON batch of rows of one kind per message, on the
 //! subject `gw.up.<district>.<box>.<kind>`, with `Nats-Msg-Id` = `<box>:<kind>:<first>-<last>`
-//! so JetStream drops a batch sent twice within its duplicate window, and the hub's primary keys
-//! drop any row sent twice after it. Pure: no IO.
+//! so JetStream drops a batch sent twice within its duplicate window, and the hub drops any row
+//! sent twice after it (primary keys in PostgreSQL; rows at or below its high-water mark for
+//! readings). A batch of readings names each of its sensors' place once (`places`), which the
+//! hub tags the district's InfluxDB points with. Pure: no IO.
 //!
 //! Invariant: a batch's rows are of its kind, in id order, `first`..=`last` their id range.
 
-use crate::store::{UplinkAlert, UplinkTransition};
+use crate::store::{UplinkAlert, UplinkReading, UplinkTransition};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The kinds of rows a box sends up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,15 +19,18 @@ pub enum Kind {
     Alert,
     /// `incident_events`: every transition of an incident the box owns.
     Transition,
+    /// `uplink_readings`: the readings chosen for the district (at most `uplink_points_per_sec`).
+    Reading,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Alert, Kind::Transition];
+    pub const ALL: [Kind; 3] = [Kind::Alert, Kind::Transition, Kind::Reading];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Alert => "alert",
             Kind::Transition => "transition",
+            Kind::Reading => "reading",
         }
     }
 }
@@ -35,6 +41,19 @@ impl Kind {
 pub enum Rows {
     Alert(Vec<UplinkAlert>),
     Transition(Vec<UplinkTransition>),
+    Reading(Vec<UplinkReading>),
+}
+
+/// Where a sensor is and what it is: the measurement and tags of its points in InfluxDB.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Place {
+    /// The sensor kind (`tilt`, `water`): the measurement.
+    pub kind: String,
+    pub site: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub building: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<String>,
 }
 
 /// One uplink message.
@@ -44,6 +63,10 @@ pub struct Batch {
     pub district: String,
     #[serde(flatten)]
     pub rows: Rows,
+    /// For readings: the place of each sensor in the batch (by id); a sensor no longer in the
+    /// box's inventory is missing here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub places: BTreeMap<String, Place>,
 }
 
 impl Batch {
@@ -51,6 +74,7 @@ impl Batch {
         match self.rows {
             Rows::Alert(_) => Kind::Alert,
             Rows::Transition(_) => Kind::Transition,
+            Rows::Reading(_) => Kind::Reading,
         }
     }
 
@@ -59,6 +83,7 @@ impl Batch {
         let ids: Vec<i64> = match &self.rows {
             Rows::Alert(rows) => rows.iter().map(|r| r.id).collect(),
             Rows::Transition(rows) => rows.iter().map(|r| r.id).collect(),
+            Rows::Reading(rows) => rows.iter().map(|r| r.id).collect(),
         };
         Some((*ids.first()?, *ids.last()?))
     }
@@ -67,6 +92,7 @@ impl Batch {
         match &self.rows {
             Rows::Alert(rows) => rows.len(),
             Rows::Transition(rows) => rows.len(),
+            Rows::Reading(rows) => rows.len(),
         }
     }
 
@@ -113,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_named_by_its_box_kind_and_id_range() {
-        let batch = Batch { box_id: "east-01".into(), district: "d1".into(), rows: Rows::Alert(vec![alert(7), alert(8), alert(12)]) };
+        let batch = Batch { box_id: "east-01".into(), district: "d1".into(), rows: Rows::Alert(vec![alert(7), alert(8), alert(12)]), places: BTreeMap::new() };
         assert_eq!(batch.message_id().as_deref(), Some("east-01:alert:7-12"));
         assert_eq!(batch.subject(), "gw.up.d1.east-01.alert");
         assert_eq!(hwm_key("east-01", Kind::Transition), "east-01.transition");
@@ -121,15 +147,31 @@ mod tests {
 
     #[test]
     fn an_empty_batch_has_no_message_id() {
-        let batch = Batch { box_id: "b".into(), district: "d".into(), rows: Rows::Transition(Vec::new()) };
+        let batch = Batch { box_id: "b".into(), district: "d".into(), rows: Rows::Transition(Vec::new()), places: BTreeMap::new() };
         assert_eq!(batch.message_id(), None);
     }
 
     #[test]
     fn a_batch_survives_its_json() {
-        let batch = Batch { box_id: "b".into(), district: "d".into(), rows: Rows::Alert(vec![alert(1)]) };
+        let batch = Batch { box_id: "b".into(), district: "d".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new() };
         let text = serde_json::to_string(&batch).unwrap();
-        assert!(text.contains(r#""kind":"alert""#), "{text}");
+        assert!(text.contains(r#""kind":"alert""#) && !text.contains("places"), "{text}");
+        assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
+    }
+
+    #[test]
+    fn a_batch_of_readings_names_its_sensors_places_once() {
+        let reading = |id, ts| UplinkReading { id, sensor: "house-07".into(), ts, fields: vec![("x".into(), 0.25)] };
+        let place = Place { kind: "tilt".into(), site: "lane-3".into(), building: None, grid: Some("g1".into()) };
+        let batch = Batch {
+            box_id: "b".into(),
+            district: "d".into(),
+            rows: Rows::Reading(vec![reading(3, 1_000), reading(4, 61_000)]),
+            places: BTreeMap::from([("house-07".to_string(), place)]),
+        };
+        assert_eq!((batch.message_id().as_deref(), batch.subject().as_str()), (Some("b:reading:3-4"), "gw.up.d.b.reading"));
+        let text = serde_json::to_string(&batch).unwrap();
+        assert_eq!(text.matches("lane-3").count(), 1, "{text}");
         assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
     }
 

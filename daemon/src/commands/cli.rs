@@ -136,6 +136,17 @@ pub enum Command {
         /// and take workers' signed actions (`POST /act/<district>/<box>`) to relay to their boxes.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// The district's InfluxDB 2 (`http://host:8086`), where the readings boxes send up are
+        /// written; its token from the environment variable GRIDWATCH_HUB_INFLUX_TOKEN. Without
+        /// it, readings are counted and dropped.
+        #[arg(long, value_name = "URL")]
+        influx: Option<String>,
+        /// The InfluxDB organisation.
+        #[arg(long, default_value = "gridwatch")]
+        influx_org: String,
+        /// The InfluxDB bucket of the district's readings.
+        #[arg(long, default_value = "district")]
+        influx_bucket: String,
     },
     /// Run everything on embedded defaults with simulated houses and water probes.
     #[command(

@@ -1,6 +1,6 @@
 //! `[cluster]`: this box's place in a district (issue 23) — the NATS JetStream cluster it sends
-//! its alert events and incident transitions to, its id and district, and how its uplink paces
-//! itself. Accepted by every build so that a default (Pi) build refuses the table with a clear
+//! its alert events, incident transitions and (capped) readings to, its id and district, and
+//! how its uplink paces itself. Accepted by every build so that a default (Pi) build refuses the table with a clear
 //! error instead of an unknown key; only a build with `--features cluster` runs the uplink.
 
 use serde::Deserialize;
@@ -18,6 +18,8 @@ pub struct RawCluster {
     pub batch_rows: Option<Spanned<u64>>,
     pub lease_renew_secs: Option<Spanned<u64>>,
     pub commit_wait_secs: Option<Spanned<u64>>,
+    pub uplink_points_per_sec: Option<Spanned<u64>>,
+    pub readings_batch_secs: Option<Spanned<u64>>,
 }
 
 /// `[cluster]`, checked.
@@ -33,11 +35,22 @@ pub struct ClusterConfig {
     /// How long a box waits for the hub to commit a batch it sent (its high-water mark in KV to
     /// reach the batch's last row) before it sends the same batch again.
     pub commit_wait: Duration,
+    /// Most readings a second the box sends up (thinned per sensor beyond it); 0: none.
+    pub uplink_points_per_sec: u64,
+    /// How long chosen readings gather before they are written for the uplink (and so how
+    /// late they reach the district, and how many a crash of the box can cost it).
+    pub readings_batch: Duration,
 }
 
 const BATCH_ROWS: (u64, std::ops::RangeInclusive<u64>) = (500, 1..=10_000);
 const LEASE_RENEW_SECS: (u64, std::ops::RangeInclusive<u64>) = (5, 1..=300);
 const COMMIT_WAIT_SECS: (u64, std::ops::RangeInclusive<u64>) = (10, 1..=600);
+/// 5 a second: a 200-sensor community at one reading a minute (3.3/s) goes up whole with room
+/// for bursts, about 41 MB a day on the link (≈ 144 bytes a reading, docs/district.md), at most
+/// ~62 MB a day at the cap; a larger one is thinned to an equal share per sensor (1,000
+/// sensors: one reading each every 200 s).
+const UPLINK_POINTS_PER_SEC: (u64, std::ops::RangeInclusive<u64>) = (5, 0..=10_000);
+const READINGS_BATCH_SECS: (u64, std::ops::RangeInclusive<u64>) = (30, 1..=600);
 
 /// Whether `id` can name a NATS subject token and a KV key.
 pub fn is_token(id: &str) -> bool {
@@ -61,6 +74,8 @@ impl super::Checker<'_> {
         let batch_rows = self.bounded(raw.batch_rows, "cluster.batch_rows", BATCH_ROWS) as usize;
         let lease_renew = Duration::from_secs(self.bounded(raw.lease_renew_secs, "cluster.lease_renew_secs", LEASE_RENEW_SECS));
         let commit_wait = Duration::from_secs(self.bounded(raw.commit_wait_secs, "cluster.commit_wait_secs", COMMIT_WAIT_SECS));
+        let uplink_points_per_sec = self.bounded(raw.uplink_points_per_sec, "cluster.uplink_points_per_sec", UPLINK_POINTS_PER_SEC);
+        let readings_batch = Duration::from_secs(self.bounded(raw.readings_batch_secs, "cluster.readings_batch_secs", READINGS_BATCH_SECS));
         (self.diagnostics.len() == before).then(|| ClusterConfig {
             nats_urls: raw.nats_urls.into_inner(),
             box_id: raw.box_id.into_inner(),
@@ -68,6 +83,8 @@ impl super::Checker<'_> {
             batch_rows,
             lease_renew,
             commit_wait,
+            uplink_points_per_sec,
+            readings_batch,
         })
     }
 }
@@ -96,6 +113,7 @@ mod tests {
     fn the_cluster_table_gets_defaults_and_checks_its_box_id() {
         let cluster = parse(WITH_CLUSTER).unwrap().cluster.unwrap();
         assert_eq!((cluster.box_id.as_str(), cluster.batch_rows, cluster.lease_renew.as_secs(), cluster.commit_wait.as_secs()), ("east-canal", 500, 5, 10));
+        assert_eq!((cluster.uplink_points_per_sec, cluster.readings_batch.as_secs()), (5, 30));
         let Err(ConfigError::Invalid(diagnostics)) = parse(&WITH_CLUSTER.replace("east-canal", "east.canal")) else { panic!("accepted a box id with a dot") };
         assert!(diagnostics.iter().any(|d| d.to_string().contains("cluster.box_id")), "{diagnostics:?}");
     }

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 17;
+const SCHEMA_VERSION: i32 = 18;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -349,6 +349,22 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  step_secs INTEGER NOT NULL
              );
              PRAGMA user_version = 17;
+             COMMIT;",
+        )?;
+    }
+    if version < 18 {
+        // Readings chosen for the district's uplink (`cluster::readings`), kept until the hub's
+        // high-water mark covers them. Empty on a box without `[cluster]`. AUTOINCREMENT: ids
+        // never go back after the table was emptied (the hub's mark would hide new rows).
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE uplink_readings (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 sensor TEXT NOT NULL,
+                 ts INTEGER NOT NULL,
+                 fields TEXT NOT NULL
+             );
+             PRAGMA user_version = 18;
              COMMIT;",
         )?;
     }

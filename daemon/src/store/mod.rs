@@ -14,7 +14,7 @@
 //!   after a crash: appended to segment files beside the database ([`crash_log`]), not SQLite
 //!   pages;
 //! - with `--features cluster`, reads of alert events and incident transitions after a
-//!   high-water mark for the district uplink (`uplink`).
+//!   high-water mark for the district uplink, and the readings kept for it (`uplink`).
 //!
 //! Beside it, a [`reserve`] file keeps space back for alarms: writes other than telemetry that
 //! find the disk full give it up and are tried once more.
@@ -65,7 +65,7 @@ pub use spool::{NewPoint, SpoolStats, SpooledPoint};
 pub use stall::Stalled;
 pub use trend::{FieldTrend, TrendRow};
 #[cfg(feature = "cluster")]
-pub use uplink::{UplinkAlert, UplinkTransition};
+pub use uplink::{UplinkAlert, UplinkReading, UplinkTransition};
 
 use crate::clock::Clock;
 use anyhow::Context;

@@ -1,7 +1,9 @@
-//! Reads for a box's district uplink (`cluster::uplink`, feature `cluster`): alert events and
-//! incident transitions in id order after a high-water mark. Nothing here writes: the box's
-//! journal and audit trail stay as they are; what the hub has committed is known from the hub's
-//! high-water mark, not from a flag on the rows.
+//! The store's side of a box's district uplink (`cluster::uplink`, feature `cluster`): alert
+//! events, incident transitions and uplink readings in id order after a high-water mark. The
+//! journal and audit trail are only read: what the hub has committed is known from the hub's
+//! high-water mark, not from a flag on the rows. Readings chosen for the district
+//! (`cluster::readings`) are kept in `uplink_readings` until the hub's mark covers them, then
+//! forgotten (they are in the box's own InfluxDB).
 
 use super::Store;
 use rusqlite::params;
@@ -35,7 +37,80 @@ pub struct UplinkTransition {
     pub state: String,
 }
 
+/// One reading chosen for the district (`uplink_readings`): its sensor, time and fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UplinkReading {
+    pub id: i64,
+    pub sensor: String,
+    pub ts: i64,
+    pub fields: Vec<(String, f64)>,
+}
+
 impl Store {
+    /// Keeps `points` for the district in one transaction, forgets those the hub has committed
+    /// (ids up to `committed`), and keeps at most `max_rows` waiting (the oldest go first);
+    /// returns how many were deleted uncommitted to stay within it.
+    pub async fn record_uplink_readings(&self, points: Vec<super::NewPoint>, committed: i64, max_rows: u64) -> anyhow::Result<u64> {
+        self.with_conn_bulk(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached("INSERT INTO uplink_readings (sensor, ts, fields) VALUES (?1, ?2, ?3)")?;
+                for (sensor, ts, fields) in &points {
+                    insert.execute(params![sensor, ts, serde_json::to_string(fields)?])?;
+                }
+            }
+            tx.execute("DELETE FROM uplink_readings WHERE id <= ?1", [committed])?;
+            let waiting: i64 = tx.query_row("SELECT count(*) FROM uplink_readings", [], |row| row.get(0))?;
+            let excess = waiting.saturating_sub(i64::try_from(max_rows).unwrap_or(i64::MAX));
+            let dropped = if excess > 0 {
+                tx.execute("DELETE FROM uplink_readings WHERE id IN (SELECT id FROM uplink_readings ORDER BY id LIMIT ?1)", [excess])?
+            } else {
+                0
+            };
+            tx.commit()?;
+            Ok(dropped as u64)
+        })
+        .await
+    }
+
+    /// Up to `limit` uplink readings with ids above `after`, oldest first.
+    pub async fn uplink_readings_after(&self, after: i64, limit: usize) -> anyhow::Result<Vec<UplinkReading>> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached("SELECT id, sensor, ts, fields FROM uplink_readings WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let rows =
+                statement.query_map(params![after, limit as i64], |row| Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?, row.get::<_, String>(3)?)))?;
+            let mut readings = Vec::new();
+            for row in rows {
+                let (id, sensor, ts, fields) = row?;
+                // Written by `record_uplink_readings` from the same type: a row that does not
+                // read back goes up without fields rather than stopping the uplink.
+                let fields = serde_json::from_str(&fields).unwrap_or_default();
+                readings.push(UplinkReading { id, sensor, ts, fields });
+            }
+            Ok(readings)
+        })
+        .await
+    }
+
+    /// The newest id of each table the uplink sends (0: none yet): alert events, incident
+    /// transitions, uplink readings (`sqlite_sequence`: the last one given, also once the rows
+    /// are forgotten).
+    pub async fn uplink_newest_ids(&self) -> anyhow::Result<[i64; 3]> {
+        self.read(|conn| {
+            let alert = conn.query_row("SELECT coalesce(max(id), 0) FROM alert_events", [], |row| row.get(0))?;
+            let transition = conn.query_row("SELECT coalesce(max(id), 0) FROM incident_events", [], |row| row.get(0))?;
+            let reading = conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'uplink_readings'", [], |row| row.get(0)).or_else(|error| {
+                if error == rusqlite::Error::QueryReturnedNoRows {
+                    Ok(0)
+                } else {
+                    Err(error)
+                }
+            })?;
+            Ok([alert, transition, reading])
+        })
+        .await
+    }
+
     /// Up to `limit` alert events with ids above `after`, oldest first.
     pub async fn alerts_after(&self, after: i64, limit: usize) -> anyhow::Result<Vec<UplinkAlert>> {
         self.read(move |conn| {
@@ -85,5 +160,33 @@ impl Store {
 
     async fn read<T: Send + 'static>(&self, work: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
         self.bounded(move |store, _| work(&mut *store.lock()?)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(sensor: &str, ts: i64) -> crate::store::NewPoint {
+        (sensor.into(), ts, vec![("x".to_string(), ts as f64)])
+    }
+
+    #[tokio::test]
+    async fn uplink_readings_are_forgotten_once_committed_and_capped_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.uplink_newest_ids().await.unwrap(), [0, 0, 0]);
+        let dropped = store.record_uplink_readings((1..=5).map(|ts| point("house-07", ts)).collect(), 0, 10).await.unwrap();
+        assert_eq!(dropped, 0);
+        let rows = store.uplink_readings_after(2, 10).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(rows[0], UplinkReading { id: 3, sensor: "house-07".into(), ts: 3, fields: vec![("x".into(), 3.0)] });
+        // The hub committed up to 5: all forgotten; ids go on from 6, never back to 1.
+        store.record_uplink_readings(Vec::new(), 5, 10).await.unwrap();
+        assert!(store.uplink_readings_after(0, 10).await.unwrap().is_empty());
+        assert_eq!(store.uplink_newest_ids().await.unwrap()[2], 5);
+        let dropped = store.record_uplink_readings((6..=9).map(|ts| point("house-07", ts)).collect(), 5, 3).await.unwrap();
+        assert_eq!(dropped, 1, "over the cap, the oldest waiting goes");
+        assert_eq!(store.uplink_readings_after(0, 10).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [7, 8, 9]);
     }
 }

@@ -53,6 +53,9 @@ pub struct SpoolTarget {
     pub max_points: u64,
     /// Woken after each spool commit, so the writer need not poll.
     pub written: Arc<Notify>,
+    /// The district uplink's readings (`cluster::readings`, with `[cluster]`): each group is
+    /// offered, never waited for.
+    pub uplink: Option<mpsc::Sender<Arc<Vec<NewPoint>>>>,
 }
 
 /// Groups whose acknowledgements wait for InfluxDB at once; past that the spooler waits too.
@@ -114,6 +117,11 @@ async fn keep(group: Vec<Spooled>, target: Option<&SpoolTarget>, metrics: &Arc<M
     }
     let points = Arc::new(points);
     let count = points.len() as u64;
+    if let Some(uplink) = &target.uplink {
+        if uplink.try_send(points.clone()).is_err() {
+            metrics.count_uplink_readings("queue_full", count);
+        }
+    }
     if target.telemetry.is_some() {
         metrics.telemetry_points_taken_on.inc_by(count);
     }

@@ -38,7 +38,7 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 
 /// How one write attempt ended.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     Written,
     /// InfluxDB refuses these points as they are (400/422).
     Refused(String),
@@ -81,16 +81,9 @@ const WRITE_NOW_WAIT: Duration = Duration::from_secs(2);
 impl TelemetryWriter {
     pub fn new(config: &InfluxConfig, sensors: SensorIndex, store: Store, metrics: Arc<Metrics>, clock: Clock) -> anyhow::Result<TelemetryWriter> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the InfluxDB client")?;
-        // `http://host/influx` is a prefix, like `http://host/influx/`.
-        let mut base = config.url.clone();
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
-        let mut write_url = base.join("api/v2/write").context("InfluxDB write address")?;
-        write_url.query_pairs_mut().append_pair("org", &config.org).append_pair("bucket", &config.bucket).append_pair("precision", "ns");
         Ok(TelemetryWriter {
             http,
-            write_url,
+            write_url: write_url(&config.url, &config.org, &config.bucket)?,
             authorization: (!config.token.is_empty()).then(|| format!("Token {}", config.token)),
             batch_size: config.batch_size,
             flush_interval: config.flush_interval,
@@ -250,28 +243,7 @@ impl TelemetryWriter {
                 return Outcome::Refused(reason);
             }
         }
-        let mut request = self.http.post(self.write_url.clone()).header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8").body(body);
-        if let Some(authorization) = &self.authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization);
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return Outcome::Retry { reason: error.to_string(), after: None },
-        };
-        let status = response.status();
-        if status.is_success() {
-            return Outcome::Written;
-        }
-        let after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, Clock::System.now()));
-        let text = response.text().await.unwrap_or_default();
-        let reason = format!("HTTP {status}: {}", text.trim());
-        match status.as_u16() {
-            400 | 422 => Outcome::Refused(reason),
-            413 => Outcome::TooLarge(reason),
-            401 | 403 | 404 => Outcome::ConfigError(reason),
-            429 | 503 => Outcome::Retry { reason, after },
-            _ => Outcome::Retry { reason, after: None },
-        }
+        post(&self.http, &self.write_url, self.authorization.as_deref(), body).await
     }
 
     /// Appends `point` to `body` as one line of line protocol.
@@ -283,27 +255,7 @@ impl TelemetryWriter {
             ("building", sensor.place.building.as_deref()),
             ("grid", sensor.place.grid.as_deref()),
         ];
-        let mut fields = point.fields.iter().filter(|(_, value)| value.is_finite());
-        // Line protocol has no escape for a line break: such a name would split the line.
-        let texts = tags.iter().filter_map(|(_, value)| *value).chain(fields.clone().map(|(name, _)| name.as_str()));
-        if let Some(text) = texts.into_iter().find(|text| text.contains(['\n', '\r'])) {
-            return Err(format!("`{}` contains a line break", text.escape_debug()));
-        }
-        let Some((first_name, first_value)) = fields.next() else {
-            return Err(format!("reading of `{}` at {} has no finite field", point.sensor, point.ts));
-        };
-        let mut line = LineProtocolBuilder::new_with(body).measurement(sensor.kind.as_str()).tag("sensor", &sensor.id).tag("site", &sensor.place.site);
-        for (key, value) in &tags[2..] {
-            if let Some(value) = value {
-                line = line.tag(key, value);
-            }
-        }
-        let mut line = line.field(first_name, *first_value);
-        for (name, value) in fields {
-            line = line.field(name, *value);
-        }
-        line.timestamp(point.ts.saturating_mul(1_000_000)).close_line();
-        Ok(())
+        encode_line(body, sensor.kind.as_str(), &tags, &point.fields, point.ts)
     }
 
     fn update_gauges(&self) {
@@ -316,6 +268,73 @@ impl TelemetryWriter {
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot read spool statistics"),
         }
     }
+}
+
+/// `/api/v2/write` under `url` (`http://host/influx` is a prefix, like `http://host/influx/`),
+/// with org, bucket and precision (ns) in the query.
+pub(crate) fn write_url(url: &reqwest::Url, org: &str, bucket: &str) -> anyhow::Result<reqwest::Url> {
+    let mut base = url.clone();
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    let mut write_url = base.join("api/v2/write").context("InfluxDB write address")?;
+    write_url.query_pairs_mut().append_pair("org", org).append_pair("bucket", bucket).append_pair("precision", "ns");
+    Ok(write_url)
+}
+
+/// Posts line protocol to InfluxDB's write API and reads its answer (also the district hub's
+/// writes, `cluster::hub::influx`).
+pub(crate) async fn post(http: &reqwest::Client, write_url: &reqwest::Url, authorization: Option<&str>, body: Vec<u8>) -> Outcome {
+    let mut request = http.post(write_url.clone()).header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8").body(body);
+    if let Some(authorization) = authorization {
+        request = request.header(reqwest::header::AUTHORIZATION, authorization);
+    }
+    let response = match request.send().await {
+        Err(error) => return Outcome::Retry { reason: error.to_string(), after: None },
+        Ok(response) => response,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Outcome::Written;
+    }
+    let after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, Clock::System.now()));
+    let text = response.text().await.unwrap_or_default();
+    let reason = format!("HTTP {status}: {}", text.trim());
+    match status.as_u16() {
+        400 | 422 => Outcome::Refused(reason),
+        413 => Outcome::TooLarge(reason),
+        401 | 403 | 404 => Outcome::ConfigError(reason),
+        429 | 503 => Outcome::Retry { reason, after },
+        _ => Outcome::Retry { reason, after: None },
+    }
+}
+
+/// Appends one line of line protocol to `body`: `measurement`, the tags that have a value, the
+/// finite fields, the time (`ts_ms`, written in ns). A line break in a name or value, or no
+/// finite field, is refused; the first tag (the sensor) must have a value.
+pub(crate) fn encode_line(body: &mut Vec<u8>, measurement: &str, tags: &[(&str, Option<&str>)], fields: &[(String, f64)], ts_ms: i64) -> Result<(), String> {
+    let mut fields = fields.iter().filter(|(_, value)| value.is_finite());
+    // Line protocol has no escape for a line break: such a name would split the line.
+    let texts = tags.iter().filter_map(|(_, value)| *value).chain(fields.clone().map(|(name, _)| name.as_str()));
+    if let Some(text) = texts.into_iter().find(|text| text.contains(['\n', '\r'])) {
+        return Err(format!("`{}` contains a line break", text.escape_debug()));
+    }
+    let Some((first_name, first_value)) = fields.next() else {
+        return Err(format!("reading of `{}` at {} has no finite field", tags.first().and_then(|(_, sensor)| *sensor).unwrap_or("?"), ts_ms));
+    };
+    let Some((first_key, Some(first_tag))) = tags.first() else { return Err("a point needs its first tag (the sensor)".into()) };
+    let mut line = LineProtocolBuilder::new_with(body).measurement(measurement).tag(first_key, first_tag);
+    for (key, value) in &tags[1..] {
+        if let Some(value) = value {
+            line = line.tag(key, value);
+        }
+    }
+    let mut line = line.field(first_name, *first_value);
+    for (name, value) in fields {
+        line = line.field(name, *value);
+    }
+    line.timestamp(ts_ms.saturating_mul(1_000_000)).close_line();
+    Ok(())
 }
 
 /// The wait a `Retry-After` value asks for (delay-seconds or an HTTP date), capped at

@@ -22,6 +22,11 @@ pub struct ResultLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
 }
@@ -34,7 +39,10 @@ pub struct EventLabel {
 /// What became of a batch taken from the stream.
 pub const BATCH_RESULTS: [&str; 3] = ["committed", "undecodable", "failed"];
 /// The kinds of rows a batch carries ([`crate::cluster::wire::Kind`]).
-pub const ROW_KINDS: [&str; 2] = ["alert", "transition"];
+pub const ROW_KINDS: [&str; 3] = ["alert", "transition", "reading"];
+/// Why readings of a committed batch were not written to the district's InfluxDB: it refused
+/// them for good (400/422/413 on the line alone), or the hub has none (`--influx` not given).
+pub const READINGS_NOT_WRITTEN: [&str; 2] = ["refused", "no_influx"];
 /// What became of a worker's action posted for relay: queued on its box's subject, refused
 /// (400: not a signed action, or names no subject), or not stored by JetStream (503).
 pub const ACTION_RESULTS: [&str; 3] = ["relayed", "refused", "not_stored"];
@@ -47,10 +55,12 @@ pub struct HubMetrics {
     registry: Registry,
     /// Uplink batches taken from the stream, by result.
     pub batches: Family<ResultLabel, Counter>,
-    /// Rows new to PostgreSQL, by kind.
+    /// Rows new to the district (PostgreSQL; InfluxDB for readings), by kind.
     pub rows_inserted: Family<KindLabel, Counter>,
-    /// Rows PostgreSQL already held (a batch sent again), by kind.
+    /// Rows the district already held (a batch sent again), by kind.
     pub rows_duplicate: Family<KindLabel, Counter>,
+    /// Readings not written to the district's InfluxDB, by reason ([`READINGS_NOT_WRITTEN`]).
+    pub readings_not_written: Family<ReasonLabel, Counter>,
     /// Batches in the stream not yet delivered to the hub, as of the last one delivered.
     pub pending_batches: Gauge,
     /// From JetStream storing a batch to the hub's high-water mark covering it.
@@ -87,6 +97,7 @@ impl HubMetrics {
             batches: Family::default(),
             rows_inserted: Family::default(),
             rows_duplicate: Family::default(),
+            readings_not_written: Family::default(),
             pending_batches: Gauge::default(),
             // 5 ms … ~80 s in powers of two.
             commit_lag_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
@@ -100,8 +111,9 @@ impl HubMetrics {
             postgres_reachable: Gauge::default(),
         };
         registry.register("batches", "Uplink batches taken from the stream, by result", metrics.batches.clone());
-        registry.register("rows_inserted", "Rows new to PostgreSQL, by kind", metrics.rows_inserted.clone());
-        registry.register("rows_duplicate", "Rows PostgreSQL already held (a batch sent again), by kind", metrics.rows_duplicate.clone());
+        registry.register("rows_inserted", "Rows new to the district (PostgreSQL; InfluxDB for readings), by kind", metrics.rows_inserted.clone());
+        registry.register("rows_duplicate", "Rows the district already held (a batch sent again), by kind", metrics.rows_duplicate.clone());
+        registry.register("readings_not_written", "Readings not written to the district's InfluxDB, by reason", metrics.readings_not_written.clone());
         registry.register(
             "pending_batches",
             "Batches in the stream not yet delivered to the hub, as of the last one delivered",
@@ -123,6 +135,9 @@ impl HubMetrics {
             let _ = metrics.rows_inserted.get_or_create(&KindLabel { kind: kind.into() });
             let _ = metrics.rows_duplicate.get_or_create(&KindLabel { kind: kind.into() });
         }
+        for reason in READINGS_NOT_WRITTEN {
+            let _ = metrics.readings_not_written.get_or_create(&ReasonLabel { reason: reason.into() });
+        }
         for result in ACTION_RESULTS {
             let _ = metrics.actions.get_or_create(&ResultLabel { result: result.into() });
         }
@@ -140,6 +155,10 @@ impl HubMetrics {
     pub fn count_rows(&self, kind: &str, rows: u64, inserted: u64) {
         self.rows_inserted.get_or_create(&KindLabel { kind: kind.into() }).inc_by(inserted);
         self.rows_duplicate.get_or_create(&KindLabel { kind: kind.into() }).inc_by(rows.saturating_sub(inserted));
+    }
+
+    pub fn count_readings_not_written(&self, reason: &str, count: u64) {
+        self.readings_not_written.get_or_create(&ReasonLabel { reason: reason.into() }).inc_by(count);
     }
 
     pub fn count_action(&self, result: &str) {

@@ -1,7 +1,8 @@
 //! `gridwatch hub`: the district's process. It creates the uplink stream and the KV buckets
 //! (replicated on the JetStream cluster), consumes the stream with a durable consumer, commits
-//! each batch to PostgreSQL and only then advances the box's high-water mark in KV and acks the
-//! message — the box forgets nothing before that ([`super::uplink`]). Beside it, [`leases`]
+//! each batch to PostgreSQL (readings: to the district's InfluxDB, [`influx`]) and only then
+//! advances the box's high-water mark in KV and acks the message — the box forgets nothing
+//! before that ([`super::uplink`]). Beside it, [`leases`]
 //! turns an expired box lease into one `box-down` alarm; [`put_roster`] makes a checked roster
 //! the district's. Several hubs may run: only the one holding the hub lease consumes and watches
 //! leases, the others stand by ([`active`]); every hub with `--listen` relays workers' actions
@@ -14,6 +15,7 @@
 
 mod active;
 mod board;
+pub mod influx;
 mod leases;
 pub mod metrics;
 mod postgres;
@@ -21,7 +23,8 @@ mod relay;
 mod report;
 mod web;
 
-use super::wire::{hwm_key, parse_hwm, Batch};
+use super::wire::{hwm_key, parse_hwm, Batch, Rows};
+use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull, kv, stream, AckKind};
 use futures::StreamExt;
 use metrics::HubMetrics;
@@ -48,6 +51,9 @@ pub struct HubOptions {
     /// Where workers' actions are posted for relay to their boxes, and the board, report,
     /// `/metrics` and `/healthz` are served; none: none of them.
     pub listen: Option<std::net::SocketAddr>,
+    /// The district's InfluxDB, where boxes' readings go; none: readings are counted and
+    /// dropped (`gridwatch_hub_readings_not_written_total{reason="no_influx"}`).
+    pub influx: Option<influx::InfluxTarget>,
 }
 
 /// How long JetStream waits for the hub's ack before delivering a batch again.
@@ -63,6 +69,15 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
     };
     tracing::info!(stream = super::STREAM, replicas = options.replicas, lease_ttl_secs = options.lease_ttl.as_secs(), "district hub started");
     let metrics = Arc::new(HubMetrics::new());
+    let influx = match &options.influx {
+        Some(target) => Some(influx::DistrictInflux::new(target)?),
+        None => {
+            tracing::warn!(
+                "no --influx: readings boxes send up are dropped (set [cluster] uplink_points_per_sec = 0 on the boxes, or give the district's InfluxDB)"
+            );
+            None
+        }
+    };
     let listener = options.listen.map(|listen| {
         let pages = web::Listener::new(js.clone(), metrics.clone(), options.name.clone(), options.postgres.clone());
         tokio::spawn(web::serve(pages, listen, shutdown.clone()))
@@ -71,7 +86,7 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
         metrics.active.set(1);
         metrics.lease_takeovers.inc();
         let watcher = tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), term.fence.clone(), term.lost.clone(), metrics.clone()));
-        consume(uplink.clone(), hwm.clone(), &options, &term.lost, &metrics).await;
+        consume(uplink.clone(), hwm.clone(), &options, influx.as_ref(), &term.lost, &metrics).await;
         let _ = watcher.await;
         let _ = term.keeper.await;
         metrics.active.set(0);
@@ -178,7 +193,14 @@ const PUT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Consumes the uplink stream until `shutdown`, reconnecting to PostgreSQL and re-creating the
 /// consumer's message stream whenever either is lost.
-async fn consume(uplink: stream::Stream, hwm: kv::Store, options: &HubOptions, shutdown: &CancellationToken, metrics: &HubMetrics) {
+async fn consume(
+    uplink: stream::Stream,
+    hwm: kv::Store,
+    options: &HubOptions,
+    influx: Option<&influx::DistrictInflux>,
+    shutdown: &CancellationToken,
+    metrics: &HubMetrics,
+) {
     let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut db: Option<tokio_postgres::Client> = None;
     while !shutdown.is_cancelled() {
@@ -203,7 +225,7 @@ async fn consume(uplink: stream::Stream, hwm: kv::Store, options: &HubOptions, s
             while let Some(message) = consumer.next().await {
                 let message = message?;
                 let Some(client) = db.as_mut() else { break };
-                if let Err(error) = handle(message, client, &hwm, metrics).await {
+                if let Err(error) = handle(message, client, influx, &hwm, metrics).await {
                     metrics.count_batch("failed");
                     return Err(error);
                 }
@@ -222,9 +244,16 @@ async fn consume(uplink: stream::Stream, hwm: kv::Store, options: &HubOptions, s
     }
 }
 
-/// One batch: PostgreSQL commit, then the high-water mark, then the ack. A failure before the
-/// ack leaves the message to be delivered again (the commit is idempotent).
-async fn handle(message: jetstream::Message, db: &mut tokio_postgres::Client, hwm: &kv::Store, metrics: &HubMetrics) -> anyhow::Result<()> {
+/// One batch: PostgreSQL commit (readings: InfluxDB write), then the high-water mark, then the
+/// ack. A failure before the ack leaves the message to be delivered again (the commit is
+/// idempotent).
+async fn handle(
+    message: jetstream::Message,
+    db: &mut tokio_postgres::Client,
+    influx: Option<&influx::DistrictInflux>,
+    hwm: &kv::Store,
+    metrics: &HubMetrics,
+) -> anyhow::Result<()> {
     // When JetStream stored it (the cluster's clock), for the commit lag; how many wait behind it.
     let stored_at = message.info().ok().map(|info| {
         metrics.pending_batches.set(i64::try_from(info.pending).unwrap_or(i64::MAX));
@@ -244,14 +273,18 @@ async fn handle(message: jetstream::Message, db: &mut tokio_postgres::Client, hw
         metrics.count_batch("committed");
         return Ok(());
     };
-    let inserted = match postgres::commit_batch(db, &batch).await {
+    let key = hwm_key(&batch.box_id, batch.kind());
+    let committed = match &batch.rows {
+        Rows::Reading(_) => write_readings(&batch, influx, hwm, &key, metrics).await,
+        _ => postgres::commit_batch(db, &batch).await.context("committing a district batch"),
+    };
+    let inserted = match committed {
         Ok(inserted) => inserted,
         Err(error) => {
             let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-            return Err(error.context("committing a district batch"));
+            return Err(error);
         }
     };
-    let key = hwm_key(&batch.box_id, batch.kind());
     let current = parse_hwm(hwm.get(key.clone()).await?.as_deref());
     if last > current {
         hwm.put(key, last.to_string().into()).await?;
@@ -267,4 +300,25 @@ async fn handle(message: jetstream::Message, db: &mut tokio_postgres::Client, hw
     metrics.count_rows(batch.kind().as_str(), u64::try_from(batch.len()).unwrap_or(u64::MAX), inserted);
     tracing::debug!(box_id = %batch.box_id, kind = batch.kind().as_str(), first, last, inserted, "district batch committed");
     Ok(())
+}
+
+/// Writes a batch of readings to the district's InfluxDB: only those above the box's mark (a
+/// batch sent again after the mark moved past JetStream's duplicate window writes nothing
+/// twice); how many were new.
+async fn write_readings(batch: &Batch, influx: Option<&influx::DistrictInflux>, hwm: &kv::Store, key: &str, metrics: &HubMetrics) -> anyhow::Result<u64> {
+    let after = parse_hwm(hwm.get(key).await?.as_deref());
+    let Some(influx) = influx else {
+        let new = match &batch.rows {
+            Rows::Reading(rows) => rows.iter().filter(|r| r.id > after).count() as u64,
+            _ => 0,
+        };
+        metrics.count_readings_not_written("no_influx", new);
+        return Ok(0);
+    };
+    let written = influx.write(batch, after).await.context("writing district readings")?;
+    if written.refused > 0 {
+        metrics.count_readings_not_written("refused", written.refused);
+        tracing::warn!(box_id = %batch.box_id, refused = written.refused, "the district's InfluxDB refused readings for good");
+    }
+    Ok(written.written)
 }
