@@ -359,3 +359,49 @@ async fn a_card_that_stalls_holds_back_no_alarm_and_no_reminder() {
     daemon.kill_hard();
     drop(card);
 }
+
+/// A box rebooted with its card still read-only (systemd restarts the daemon): it must start and
+/// carry on from what the card holds — the incident opened before the card failed keeps its
+/// number, its clear names it, and a new alarm reaches people.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_restarted_on_a_read_only_card_starts_and_still_alarms() {
+    let LadderBox { mosquitto, dir, card, receiver, mut daemon, topic, http_port } = LadderBox::start().await;
+    let publish = |x: f64| mosquitto.publish(topic, &format!(r#"{{"x": {x}, "ts": {}}}"#, now_ms())).unwrap();
+    let count = |rule: &'static str, event: &'static str| receiver.bodies().iter().filter(|b| b["rule"] == rule && b["event"] == event).count();
+    publish(7.0);
+    let fired = wait_for(10 * SECOND, || {
+        let n = count("tilt", "fired");
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(fired, "{:?}", daemon.stderr());
+    card.fail();
+    daemon.kill_hard();
+
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(15 * SECOND, || async { health(http_port).await.0 != 0 }).await;
+    assert!(up, "the daemon did not start on the read-only card: {:?}", daemon.stderr());
+    let (status, body) = health(http_port).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("read-only"), "{body}");
+    // The wall comes back: the clear names the incident opened before the card failed.
+    publish(0.1);
+    let cleared = wait_for(15 * SECOND, || {
+        let n = count("tilt", "cleared");
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(cleared, "no clear after the restart: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    let clear = receiver.bodies().into_iter().find(|b| b["rule"] == "tilt" && b["event"] == "cleared").unwrap();
+    assert_eq!(clear["incident_id"], 1, "{clear}");
+    // And a new alarm reaches people.
+    publish(12.0);
+    let danger = wait_for(15 * SECOND, || {
+        let n = count("tilt-far", "fired");
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(danger, "no alarm after the restart on the read-only card: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    daemon.kill_hard();
+    drop(card);
+}

@@ -97,9 +97,16 @@ pub enum Observed {
 /// each keep a hundred thousand (a flat-line check, one per tilt box, boxes its counters).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CheckState {
-    Ladder { transform: TransformState, ladder: LadderState, last_value: ReportedValue },
+    Ladder {
+        transform: TransformState,
+        ladder: LadderState,
+        last_value: ReportedValue,
+    },
     NoData(SilenceState),
-    FlatLine { transform: TransformState, flat: Box<FlatState> },
+    FlatLine {
+        transform: TransformState,
+        flat: Box<FlatState>,
+    },
     /// A threshold rule with `peers`: the box against its building's other boxes.
     Peers(Box<PeerCheck>),
 }

@@ -100,8 +100,8 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
                 dispatcher.restamp_unset_times().await;
                 dispatcher.keep_clock_steps().await;
                 dispatcher.send_due_escalations().await;
-                count_open_incidents(&dispatcher.store, &dispatcher.metrics);
-                dispatcher.store.try_restore_reserve();
+                count_open_incidents(&dispatcher.store, &dispatcher.metrics).await;
+                let _ = dispatcher.store.off_thread(|store| Ok(store.try_restore_reserve())).await;
             }
         }
     }
@@ -245,7 +245,10 @@ impl Dispatcher {
         }
         // A silenced alert is journaled (without deliveries) and kept on its incident, not sent,
         // and starts no reminders.
-        let mut silenced = self.silences.iter().find(|s| s.covers(&alert, now)).cloned().or_else(|| silence_covering(&self.store, &alert, now));
+        let mut silenced = match self.silences.iter().find(|s| s.covers(&alert, now)) {
+            Some(silence) => Some(silence.clone()),
+            None => silence_covering(&self.store, &alert, now).await,
+        };
         // A no-data alarm held back while its bus is down (its clear is held back too); decided
         // here, remembered once the event proves to be news.
         let mut hold = None;
@@ -320,10 +323,13 @@ impl Dispatcher {
                 // A clear of an incident the store holds (it reads, though it cannot write) names
                 // that incident and links to its page, like every other clear.
                 let firing = match &clear_addressing {
-                    Some(_) => self.store.firing_incident(&alert.rule, &alert.sensor).unwrap_or_else(|error| {
-                        self.store.report_failure("reading the incident a clear closes", &error);
-                        None
-                    }),
+                    Some(_) => {
+                        let (rule, sensor) = (alert.rule.clone(), alert.sensor.clone());
+                        self.store.off_thread(move |store| store.firing_incident(&rule, &sensor)).await.unwrap_or_else(|error| {
+                            self.store.report_failure("reading the incident a clear closes", &error);
+                            None
+                        })
+                    }
                     None => None,
                 };
                 let destinations = match (firing, clear_addressing) {
@@ -629,8 +635,8 @@ impl Dispatcher {
 
 /// The silence in force that covers `alert`, if any. When silences cannot be read, nothing is
 /// silenced: better a message too many than an alarm kept back.
-fn silence_covering(store: &Store, alert: &Alert, now: i64) -> Option<crate::dispatch::silence::Silence> {
-    match store.silences(now, false) {
+async fn silence_covering(store: &Store, alert: &Alert, now: i64) -> Option<crate::dispatch::silence::Silence> {
+    match store.off_thread(move |store| store.silences(now, false)).await {
         Ok(silences) => silences.into_iter().find(|s| s.covers(alert, now)),
         Err(error) => {
             store.report_failure("reading silences (the alert is sent)", &error);
@@ -641,8 +647,8 @@ fn silence_covering(store: &Store, alert: &Alert, now: i64) -> Option<crate::dis
 
 /// Sets `gridwatch_open_incidents{severity}` from the store (people act on incidents from the
 /// page and the CLI, so the store is the truth).
-fn count_open_incidents(store: &Store, metrics: &Metrics) {
-    let Ok(counts) = store.open_incident_counts() else { return };
+async fn count_open_incidents(store: &Store, metrics: &Metrics) {
+    let Ok(counts) = store.off_thread(Store::open_incident_counts).await else { return };
     for severity in ["notice", "warning", "alarm", "danger"] {
         let open = counts.iter().find(|(s, _)| s == severity).map_or(0, |&(_, n)| n);
         metrics.open_incidents.get_or_create(&crate::metrics::SeverityLabel { severity: severity.into() }).set(i64::try_from(open).unwrap_or(i64::MAX));

@@ -78,7 +78,7 @@ impl Health {
 /// Whether `dir`'s filesystem is read-only: mounted `ro`, or ext4's `emergency_ro` after an
 /// error (which `statvfs` does not show). Read from `/proc/self/mountinfo`: nothing is written to
 /// find out.
-fn read_only(dir: &Path) -> bool {
+pub(super) fn read_only(dir: &Path) -> bool {
     let (Ok(dir), Ok(mounts)) = (dir.canonicalize(), std::fs::read_to_string("/proc/self/mountinfo")) else { return false };
     mount_read_only(&mounts, &dir)
 }

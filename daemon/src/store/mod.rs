@@ -136,6 +136,13 @@ impl Store {
                 let conn = open_file(&path).with_context(|| format!("opening a fresh {}", path.display()))?;
                 Ok(store(conn, vec![aside]))
             }
+            Err(error) if health::read_only(state_dir) => {
+                // A card ext4 turned read-only: the daemon must run on (systemd would restart it
+                // for ever, and nobody would be told of anything). The store runs in memory, copied
+                // from the card as it is: open incidents keep their numbers, their clears name them.
+                tracing::error!(error = %format!("{error:#}"), "the state directory is read-only: the store runs in memory (copied from the card); nothing is kept across a restart until the card is writable again");
+                Ok(store(in_memory_copy(&path)?, Vec::new()))
+            }
             Err(error) => Err(error),
         }
     }
@@ -156,6 +163,13 @@ impl Store {
             return Err(self.stall.stalled().unwrap_or(Stalled { what, secs: STALLED_AFTER.as_secs() }).into());
         };
         Ok(Held { guard, _running: self.stall.begin(what) })
+    }
+
+    /// Runs one of the store's calls on the blocking pool, waited for at most as long as any
+    /// other ([`Store::bounded`]): for tasks on the alarm path, which must never hold the
+    /// connection on their own thread (a stalled card would hold the thread with it).
+    pub async fn off_thread<T: Send + 'static>(&self, call: impl FnOnce(&Store) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+        self.bounded(move |store, _| call(store)).await
     }
 
     /// Runs `work` on the blocking pool and waits for it at most until the store counts as
@@ -376,6 +390,23 @@ fn open_file(path: &Path) -> anyhow::Result<Connection> {
         anyhow::bail!("integrity check of {} failed: {check}", path.display());
     }
     migrate::migrate(&conn).with_context(|| format!("migrating {}", path.display()))?;
+    Ok(conn)
+}
+
+/// The database on a read-only card, copied into memory (empty when it cannot be read).
+fn in_memory_copy(path: &Path) -> anyhow::Result<Connection> {
+    let mut conn = Connection::open_in_memory()?;
+    let copied = (|| -> anyhow::Result<()> {
+        let card = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        rusqlite::backup::Backup::new(&card, &mut conn)?.run_to_completion(1000, std::time::Duration::ZERO, None)?;
+        Ok(())
+    })();
+    if let Err(error) = copied {
+        tracing::error!(file = %path.display(), error = %format!("{error:#}"), "the store on the read-only card cannot be read; starting from an empty one in memory");
+        conn = Connection::open_in_memory()?;
+    }
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    migrate::migrate(&conn).context("migrating the store copied into memory")?;
     Ok(conn)
 }
 

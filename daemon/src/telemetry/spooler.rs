@@ -126,7 +126,7 @@ async fn keep(group: Vec<Spooled>, target: Option<&SpoolTarget>, metrics: &Arc<M
         metrics.telemetry_points_taken_on.inc_by(count);
     }
     // On a full disk the space left is for alarms: readings wait until the reserve is back.
-    if target.store.disk_full() && !target.store.try_restore_reserve() {
+    if target.store.disk_full() && !target.store.off_thread(|store| Ok(store.try_restore_reserve())).await.unwrap_or(false) {
         if target.telemetry.is_some() {
             metrics.drop_telemetry("disk_full", count);
         }

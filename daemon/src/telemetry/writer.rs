@@ -131,7 +131,7 @@ impl TelemetryWriter {
         loop {
             // Counting the spool is a scan: do it every few seconds, not per batch.
             if gauges_updated.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
-                self.update_gauges();
+                self.update_gauges().await;
                 gauges_updated = Some(tokio::time::Instant::now());
             }
             let batch = match self.store.spool_peek(self.batch_size).await {
@@ -171,7 +171,7 @@ impl TelemetryWriter {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
-        self.update_gauges();
+        self.update_gauges().await;
     }
 
     /// Writes a batch, splitting it to isolate refused points. `Err(delay)` means "keep the
@@ -258,14 +258,14 @@ impl TelemetryWriter {
         encode_line(body, sensor.kind.as_str(), &tags, &point.fields, point.ts)
     }
 
-    fn update_gauges(&self) {
-        match self.store.spool_stats() {
+    async fn update_gauges(&self) {
+        match self.store.off_thread(Store::spool_stats).await {
             Ok(stats) => {
                 self.metrics.spool_points.set(stats.points as i64);
                 let age = stats.oldest_ts.map_or(0, |ts| (self.clock.now() - ts).max(0) / 1000);
                 self.metrics.spool_oldest_age_seconds.set(age);
             }
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot read spool statistics"),
+            Err(error) => self.store.report_failure("reading spool statistics", &error),
         }
     }
 }
