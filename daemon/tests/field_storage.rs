@@ -212,6 +212,9 @@ async fn reminders_and_escalations_go_on_after_the_card_went_read_only() {
     println!("after the card failed ({seconds:.1} s): {reminders} reminders, {escalations} escalations");
     assert!(escalated && escalations >= 1, "no escalation with the card read-only: {after:?} {:?}", daemon.stderr());
     assert!(reminders >= 1, "no reminder with the card read-only: {after:?}");
+    // Sent from memory, they carry no journal id (the alarm's would make receivers drop them).
+    let steps_with_id: Vec<&serde_json::Value> = after.iter().filter(|b| (event("reminder")(b) || event("escalated")(b)) && !b["event_id"].is_null()).collect();
+    assert!(steps_with_id.is_empty(), "steps sent from memory with a journal id: {steps_with_id:?}");
     assert!(
         escalations <= 2 && reminders as f64 <= seconds / 1.5 + 2.0,
         "steps repeated: {reminders} reminders and {escalations} escalations in {seconds:.1} s: {after:?}"
@@ -322,6 +325,8 @@ async fn a_card_that_stalls_holds_back_no_alarm_and_no_reminder() {
     assert!(danger.is_some(), "the danger alarm never reached people while the card stalled: {sent:?} {:?}", daemon.stderr());
     assert!(escalated.is_some(), "the ladder stopped while the card stalled: {sent:?} {:?}", daemon.stderr());
     assert!(cleared.is_some() && danger_cleared.is_some(), "a clear never reached people while the card stalled: {sent:?} {:?}", daemon.stderr());
+    let clear = during.iter().find(|b| b["rule"] == "tilt" && b["event"] == "cleared").unwrap();
+    assert_eq!(clear["incident_id"], 1, "the clear does not name the incident it closes: {clear}");
     assert_eq!(health_during.0, 503, "/healthz while the card stalled: {health_during:?}");
     assert!(health_during.1.to_string().contains("stalled"), "{health_during:?}");
 
@@ -402,6 +407,55 @@ async fn a_box_restarted_on_a_read_only_card_starts_and_still_alarms() {
     })
     .await;
     assert!(danger, "no alarm after the restart on the read-only card: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    daemon.kill_hard();
+    drop(card);
+}
+
+/// An alarm first raised while the card stalls has its ladder run in memory; once the card
+/// writes again its incident takes the ladder over where it got to — numbered and with links from
+/// then on, not started again (no second first escalation, the second on time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_raised_while_the_card_stalls_keeps_its_ladder_once_the_card_writes_again() {
+    let LadderBox { mosquitto, dir: _state_dir, card, receiver, mut daemon, topic, .. } = LadderBox::start().await;
+    let publish = |x: f64| mosquitto.publish(topic, &format!(r#"{{"x": {x}, "ts": {}}}"#, now_ms())).unwrap();
+    let bodies = |event: &'static str| receiver.bodies().into_iter().filter(move |b| b["rule"] == "tilt" && b["event"] == event).collect::<Vec<_>>();
+    let stalled = card.stall();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let raised_at = std::time::Instant::now();
+    publish(7.0);
+    // The ladder: the grid leader 4 s after the alarm, again 12 s after it (not on site).
+    let first_escalation = wait_for(20 * SECOND, || {
+        let n = bodies("escalated").len();
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(first_escalation, "no escalation from memory: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    drop(stalled);
+    let thawed = raised_at.elapsed();
+    let second_escalation = wait_for(25 * SECOND, || {
+        let n = bodies("escalated").len();
+        async move { n >= 2 }
+    })
+    .await;
+    let second_after = raised_at.elapsed();
+    let escalated = bodies("escalated");
+    println!(
+        "raised {thawed:?} before the thaw, second escalation after {second_after:?}; escalations at {:?}",
+        escalated.iter().map(|b| (b["at"].clone(), b["incident_id"].clone())).collect::<Vec<_>>()
+    );
+    assert!(second_escalation, "the ladder stopped after the card wrote again: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    assert!(escalated[1]["messages"]["zh"].as_str().unwrap_or("").contains("第2级"), "the ladder started over: {escalated:?}");
+    assert!(escalated[1]["incident_id"].as_i64().is_some(), "the incident's ladder has no number: {:?}", escalated[1]);
+    assert!((10..=16).contains(&second_after.as_secs()), "the second escalation is due 12 s after the alarm, it came after {second_after:?}: {escalated:?}");
+    publish(0.1);
+    let cleared = wait_for(10 * SECOND, || {
+        let n = bodies("cleared").len();
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(cleared, "{:?}", daemon.stderr());
+    assert_eq!(bodies("cleared")[0]["incident_id"], escalated[1]["incident_id"], "{:?}", receiver.bodies());
+    assert_eq!(bodies("fired").len(), 1, "{:?}", receiver.bodies());
     daemon.kill_hard();
     drop(card);
 }

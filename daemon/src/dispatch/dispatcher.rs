@@ -316,7 +316,7 @@ impl Dispatcher {
                 if alert.event == Event::Fired {
                     self.ladders.unrecorded_alarms.insert(key);
                     if let Some((grid, armed_ms, first_due_ms)) = in_memory_ladder {
-                        self.arm_in_memory(&alert, grid, first_due_ms - armed_ms);
+                        self.arm_in_memory(&alert, grid, armed_ms, first_due_ms - armed_ms);
                     }
                 }
                 let mut alert = alert;
@@ -325,9 +325,15 @@ impl Dispatcher {
                 let firing = match &clear_addressing {
                     Some(_) => {
                         let (rule, sensor) = (alert.rule.clone(), alert.sensor.clone());
-                        self.store.off_thread(move |store| store.firing_incident(&rule, &sensor)).await.unwrap_or_else(|error| {
+                        let read = self.store.off_thread(move |store| store.firing_incident(&rule, &sensor)).await.unwrap_or_else(|error| {
                             self.store.report_failure("reading the incident a clear closes", &error);
                             None
+                        });
+                        // A stalled card cannot be read either: the ladders read last know it.
+                        read.or_else(|| {
+                            let of_this =
+                                |l: &&crate::store::DueEscalation| l.last_alert.as_ref().is_some_and(|a| a.rule == alert.rule && a.sensor == alert.sensor);
+                            self.ladders.last_read.iter().find(of_this).map(|l| l.incident_id)
                         })
                     }
                     None => None,
@@ -366,7 +372,10 @@ impl Dispatcher {
     }
 
     /// Hands an alert the store could not journal to its channels in memory.
+    /// It carries no journal id: a reminder worded from its alarm's journaled payload would
+    /// otherwise carry the alarm's `event_id`, and receivers drop an id they have seen.
     fn send_unjournaled(&self, alert: &Alert, targets: &[String]) {
+        let alert = Alert { event_id: None, ..alert.clone() };
         for sink in self.sinks.iter().filter(|s| targets.contains(&s.name)) {
             if sink.send_unjournaled(alert.clone()) {
                 self.metrics.take_on_deliveries([&sink.name], 1);
@@ -445,20 +454,27 @@ impl Dispatcher {
     /// Records, in order, the rule events the store missed (they were sent from memory, so they
     /// are journaled without deliveries); `Err` while it still cannot write.
     async fn record_unrecorded(&mut self) -> anyhow::Result<()> {
-        while let Some(alert) = self.ladders.unrecorded_events.front() {
+        while let Some(alert) = self.ladders.unrecorded_events.front().cloned() {
+            let alert = &alert;
             let record_only: crate::store::Route = Box::new(|alert: &mut Alert, incident: i64| {
                 alert.incident_id = Some(incident);
                 Vec::new()
             });
-            let journaling = crate::store::Journaling { route: record_only, not_before_ms: None, escalate: None };
-            let applied = self.store.apply_and_journal(alert, self.flap_window_ms, journaling).await?;
             let key = (alert.rule.clone(), alert.sensor.clone());
+            // A ladder still running in memory goes to the incident, where it goes on as far as
+            // it got (armed when it was; its age and steps follow below).
+            let escalate = match alert.event {
+                Event::Fired => self.ladders.in_memory.get(&key).map(|l| (l.grid.clone(), l.armed_ms, l.armed_ms + l.next_due_age_ms)),
+                _ => None,
+            };
+            let journaling = crate::store::Journaling { route: record_only, not_before_ms: None, escalate };
+            let (applied, _) = self.store.apply_and_journal(alert, self.flap_window_ms, journaling).await?;
             if alert.event == Event::Fired {
                 self.ladders.unrecorded_alarms.remove(&key);
-                if matches!(applied.0, Applied::Repeat(Some(_))) {
-                    // Its own write landed after all (the card stalled in the middle of it): the
-                    // incident's ladder in the store takes over from the one in memory.
-                    self.ladders.in_memory.remove(&key);
+                // News: the incident is opened now; a repeat: its own write landed after all (the
+                // card stalled in the middle of it) and armed the incident's ladder then.
+                if let Some(incident) = applied.incident() {
+                    self.hand_over_ladder(&key, incident);
                 }
             }
             tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "an event sent from memory is recorded now that the store writes again");
@@ -467,13 +483,28 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// The store holds the incident of an alarm whose ladder ran in memory: the incident's ladder
+    /// goes on from the age and steps the one in memory reached (its messages now carry the
+    /// incident's number and links), not from the start.
+    fn hand_over_ladder(&mut self, key: &(String, String), incident: i64) {
+        let Some(ladder) = self.ladders.in_memory.remove(key) else { return };
+        self.ladders.ages.insert(incident, (ladder.armed_ms, ladder.age_ms));
+        let moved = crate::store::LadderMove { progress: ladder.progress, age_ms: ladder.age_ms, next_due_age_ms: Some(ladder.next_due_age_ms) };
+        self.ladders.unrecorded.insert(incident, moved);
+        tracing::info!(rule = %key.0, sensor = %key.1, incident, age_secs = ladder.age_ms / 1000, "an alarm's ladder run in memory goes on as its incident's, now that the store writes again");
+    }
+
     /// An alarm the store could not record gets its escalation ladder here, in memory.
-    fn arm_in_memory(&mut self, alert: &Alert, grid: Option<String>, first_due_age_ms: i64) {
+    /// `armed_ms` is the time the store would have armed it at (a write that lands after all
+    /// armed it so, see [`Dispatcher::hand_over_ladder`]).
+    fn arm_in_memory(&mut self, alert: &Alert, grid: Option<String>, armed_ms: i64, first_due_age_ms: i64) {
         self.ladders.next_in_memory_id -= 1;
         let ladder = crate::store::DueEscalation {
             incident_id: self.ladders.next_in_memory_id,
             grid,
-            armed_ms: self.clock.now(),
+            armed_ms,
+            // Its first look adds the time since the look before the alarm (the store's answer, or
+            // its failure, may have taken seconds).
             age_ms: 0,
             next_due_age_ms: first_due_age_ms,
             progress: Default::default(),

@@ -101,25 +101,32 @@ impl Store {
     ) -> anyhow::Result<Vec<i64>> {
         let LadderMove { progress, age_ms, next_due_age_ms } = moved;
         let unset_clock: Vec<Option<(i64, i64)>> = steps.iter().map(|step| self.unset_mark_of(&step.alert)).collect();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction()?;
-            let mut ids = Vec::new();
-            for ((step, destinations), unset_clock) in steps.iter().zip(&destinations).zip(&unset_clock) {
-                let id = super::journal::insert_event(&tx, &step.alert, destinations, None, now_ms, *unset_clock)?;
-                let stamp = Stamp { at_ms: now_ms, clock_unset_at: unset_clock.map(|u| u.0) };
-                audit(&tx, incident_id, stamp, "dispatch", &step.audit, None)?;
-                ids.push(id);
-            }
-            match next_due_age_ms {
-                Some(next) => tx.execute(
-                    "UPDATE escalations SET reminders = ?1, level = ?2, missed = ?3, next_due_age_ms = ?4, age_ms = ?5 WHERE incident_id = ?6",
-                    params![progress.reminders, progress.level, progress.missed, next, age_ms, incident_id],
-                )?,
-                None => tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [incident_id])?,
-            };
-            tx.commit()?;
-            Ok(ids)
-        })
+        self.with_conn_or_settle(
+            move |conn| {
+                let tx = conn.transaction()?;
+                let mut ids = Vec::new();
+                for ((step, destinations), unset_clock) in steps.iter().zip(&destinations).zip(&unset_clock) {
+                    let id = super::journal::insert_event(&tx, &step.alert, destinations, None, now_ms, *unset_clock)?;
+                    let stamp = Stamp { at_ms: now_ms, clock_unset_at: unset_clock.map(|u| u.0) };
+                    audit(&tx, incident_id, stamp, "dispatch", &step.audit, None)?;
+                    ids.push(id);
+                }
+                match next_due_age_ms {
+                    Some(next) => tx.execute(
+                        "UPDATE escalations SET reminders = ?1, level = ?2, missed = ?3, next_due_age_ms = ?4, age_ms = ?5 WHERE incident_id = ?6",
+                        params![progress.reminders, progress.level, progress.missed, next, age_ms, incident_id],
+                    )?,
+                    None => tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [incident_id])?,
+                };
+                tx.commit()?;
+                Ok(ids)
+            },
+            move |conn, ids| {
+                // The dispatcher sent the steps from memory when the store did not answer.
+                super::journal::settle_sent_from_memory(conn, ids, now_ms)?;
+                Ok(())
+            },
+        )
         .await
     }
 }

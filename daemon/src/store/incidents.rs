@@ -113,41 +113,41 @@ impl Store {
         let journaling = std::sync::Arc::new(journaling);
         let now = self.clock.now();
         let unset_clock = self.unset_mark_of(&alert);
-        self.with_conn_or_settle(move |conn| {
-            let tx = conn.transaction()?;
-            let applied = apply_in(&tx, &alert, flap_window_ms, unset_clock.map(|u| u.0))?;
-            let (incident, previous) = match &applied {
-                Applied::Repeat(_) => {
-                    tx.commit()?;
-                    return Ok((applied, None));
+        self.with_conn_or_settle(
+            move |conn| {
+                let tx = conn.transaction()?;
+                let applied = apply_in(&tx, &alert, flap_window_ms, unset_clock.map(|u| u.0))?;
+                let (incident, previous) = match &applied {
+                    Applied::Repeat(_) => {
+                        tx.commit()?;
+                        return Ok((applied, None));
+                    }
+                    Applied::News(id) => (*id, None),
+                    Applied::Changed { incident, previous } => (*incident, Some(previous.clone())),
+                };
+                let mut journaled = alert.clone();
+                if let Some(previous) = previous {
+                    (journaled.event, journaled.previous_severity) = (Event::Changed, previous.parse().ok());
                 }
-                Applied::News(id) => (*id, None),
-                Applied::Changed { incident, previous } => (*incident, Some(previous.clone())),
-            };
-            let mut journaled = alert.clone();
-            if let Some(previous) = previous {
-                (journaled.event, journaled.previous_severity) = (Event::Changed, previous.parse().ok());
-            }
-            let destinations = (journaling.route)(&mut journaled, incident);
-            let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;
-            if let (Some((grid, armed_ms, first_due_ms)), Event::Fired) = (&journaling.escalate, journaled.event) {
-                tx.execute(
-                    "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3)",
-                    params![incident, grid, armed_ms, first_due_ms],
-                )?;
-            }
-            tx.commit()?;
-            Ok((applied, Some((id, journaled))))
-        }, move |conn, (_, journaled)| {
-            // The dispatcher sent it from memory when the store did not answer.
-            if let Some((id, _)) = journaled {
-                conn.execute(
-                    "UPDATE outbox SET state = 'delivered', updated_ms = ?1, error = 'sent from memory: the store stalled while journaling it' WHERE alert_id = ?2 AND state = 'pending'",
-                    params![now, id],
-                )?;
-            }
-            Ok(())
-        })
+                let destinations = (journaling.route)(&mut journaled, incident);
+                let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;
+                if let (Some((grid, armed_ms, first_due_ms)), Event::Fired) = (&journaling.escalate, journaled.event) {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3)",
+                        params![incident, grid, armed_ms, first_due_ms],
+                    )?;
+                }
+                tx.commit()?;
+                Ok((applied, Some((id, journaled))))
+            },
+            move |conn, (_, journaled)| {
+                // The dispatcher sent it from memory when the store did not answer.
+                if let Some((id, _)) = journaled {
+                    super::journal::settle_sent_from_memory(conn, &[*id], now)?;
+                }
+                Ok(())
+            },
+        )
         .await
     }
 

@@ -38,6 +38,18 @@ pub struct DueDelivery {
 /// one (a member's own channel: their link only).
 pub type Destination = (String, Option<Alert>);
 
+/// Marks the pending deliveries of journaled alerts `ids` as delivered: the dispatcher sent them
+/// from memory when the store stalled while journaling them, and the write landed after all.
+pub(super) fn settle_sent_from_memory(conn: &rusqlite::Connection, ids: &[i64], now_ms: i64) -> rusqlite::Result<()> {
+    let mut settle = conn.prepare_cached(
+        "UPDATE outbox SET state = 'delivered', updated_ms = ?1, error = 'sent from memory: the store stalled while journaling it' WHERE alert_id = ?2 AND state = 'pending'",
+    )?;
+    for id in ids {
+        settle.execute(rusqlite::params![now_ms, id])?;
+    }
+    Ok(())
+}
+
 /// Journals `alert` with a pending delivery per destination, each due at `not_before_ms` or
 /// after the incident's earlier events pending on that channel, whichever is later. Returns the
 /// journal id, written into every stored copy as `event_id`. `now` stamps the deliveries.
