@@ -100,7 +100,7 @@ fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook_port: u1
     );
     std::fs::write(dir.join("gridwatch.toml"), config).unwrap();
     let rules =
-        "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n\n[[rule]]\nid = \"silent\"\nno_data = \"6s\"\nseverity = \"warning\"\n";
+        "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\nmessage = { zh = \"{sensor}溶解氧偏低，自{since}起\" }\n\n[[rule]]\nid = \"silent\"\nno_data = \"6s\"\nseverity = \"warning\"\n";
     std::fs::write(dir.join("rules.toml"), rules).unwrap();
     std::fs::write(dir.join("roster.toml"), ROSTER).unwrap();
 }
@@ -156,6 +156,11 @@ async fn clock_stepped_mid_run(faked: &str) {
     let alarm = bodies(&receiver, "fired").into_iter().find(|b| b["rule"] == "do-low").unwrap();
     let device_time = chrono::DateTime::from_timestamp_millis(alarm_ts).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     assert_eq!(alarm["at"], device_time.as_str(), "labelled with the device's own time");
+    // Its words too: `{since}` in the device's time, not the box's wrong clock.
+    let local_day =
+        chrono::DateTime::from_timestamp_millis(alarm_ts).unwrap().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap()).format("自%-m月%-d日");
+    let words = alarm["messages"]["zh"].as_str().unwrap_or_default();
+    assert!(words.contains(&local_day.to_string()), "a person reads {words:?} for an alarm of {device_time}");
 
     // The silent sensor raises no-data; its reporting neighbours do not.
     let silent = wait_for(15 * SECOND, || async { no_data_of(&receiver, "canal-03") == 1 }).await;

@@ -9,9 +9,18 @@ use gridwatch_rules::rule::Check;
 use gridwatch_rules::{EventKind, Rule, RuleEvent};
 use std::collections::BTreeMap;
 
-/// The alert of a rule event; `time_zone` is where people read the messages' times, `places`
-/// the display names of sites and buildings.
-pub fn alert_of(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: chrono_tz::Tz, places: &text::Places) -> Alert {
+/// The alert of a rule event; `since` is when its breach began as people read it (the wall clock:
+/// the engine's own times run on the monotonic timeline, which a step of the clock does not
+/// move), `None` while the clock is not set; `time_zone` is where people read the messages'
+/// times, `places` the display names of sites and buildings.
+pub fn alert_of(
+    event: &RuleEvent,
+    rule: &Rule,
+    sensor: &SensorConfig,
+    since: Option<gridwatch_rules::Millis>,
+    time_zone: chrono_tz::Tz,
+    places: &text::Places,
+) -> Alert {
     Alert {
         event: event.kind.into(),
         rule: rule.id.clone(),
@@ -34,7 +43,7 @@ pub fn alert_of(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone
         at: rfc3339(event.at),
         at_ms: event.at,
         since: rfc3339(event.since),
-        messages: messages(event, rule, sensor, time_zone, places),
+        messages: messages(event, rule, sensor, since, time_zone, places),
         incident_id: None,
         event_id: None,
         link: None,
@@ -48,8 +57,15 @@ pub fn alert_of(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone
 }
 
 /// The rule's message templates filled in for this event, per language.
-/// Values are rounded by unit ([`text::value`]); `{since}` is a local time.
-fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: chrono_tz::Tz, places: &text::Places) -> BTreeMap<String, String> {
+/// Values are rounded by unit ([`text::value`]); `{since}` is a local time, or "time unknown".
+fn messages(
+    event: &RuleEvent,
+    rule: &Rule,
+    sensor: &SensorConfig,
+    since: Option<gridwatch_rules::Millis>,
+    time_zone: chrono_tz::Tz,
+    places: &text::Places,
+) -> BTreeMap<String, String> {
     let mut rendered: BTreeMap<String, String> = rule
         .messages
         .iter()
@@ -67,7 +83,11 @@ fn messages(event: &RuleEvent, rule: &Rule, sensor: &SensorConfig, time_zone: ch
                 "unit" => Some(rule.unit.clone()),
                 "severity" if language == "zh" => Some(event.severity.zh().to_string()),
                 "severity" => Some(event.severity.as_str().to_string()),
-                "since" => Some(crate::local_time::short(event.since, time_zone, language == "zh")),
+                "since" => Some(match since {
+                    Some(since) => crate::local_time::short(since, time_zone, language == "zh"),
+                    None if language == "zh" => "时间未知".to_string(),
+                    None => crate::clock::TIME_UNKNOWN.to_string(),
+                }),
                 _ => None,
             });
             (language.clone(), text)
@@ -124,7 +144,7 @@ mod tests {
             since: 1_795_391_940_000,
             agreement: None,
         };
-        let alert = alert_of(&event, rule, &sensor, crate::local_time::DEFAULT, &text::Places::default());
+        let alert = alert_of(&event, rule, &sensor, Some(event.since), crate::local_time::DEFAULT, &text::Places::default());
         assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.3‰ since installation — danger");
         assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
         assert_eq!(alert.message(), alert.messages["en"]);

@@ -427,12 +427,12 @@ impl Pipeline {
             let rule = self.engine.rule(event.rule);
             let Some(sensor) = self.sensors.get(event.subject.0) else { continue };
             self.metrics.count_rule_event(event.kind.as_str());
-            let mut alert = alerts::alert_of(&event, rule, sensor, self.time_zone, &self.places);
             let label = match source {
                 Source::Reading { placed, ts } => Some(ts + (event.at - placed)),
                 Source::Timeline => self.timeline.label(event.subject.0, event.at),
             };
             let lasting_ms = event.at - event.since;
+            let mut alert = alerts::alert_of(&event, rule, sensor, label.map(|at| at - lasting_ms), self.time_zone, &self.places);
             label_for_people(&mut alert, label.ok_or(UnsetClockStamp { elapsed_ms: self.timeline.elapsed_at(event.at), lasting_ms }), lasting_ms);
             match self.alerts.send(alert).await {
                 Ok(()) => self.emitted += 1,
