@@ -153,6 +153,29 @@ fn rules_explain_shows_the_effective_rules_of_a_sensor() {
 }
 
 #[test]
+fn rules_explain_says_when_a_box_is_judged_against_its_buildings_other_boxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = String::from("state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n");
+    for id in ["b7-east", "b7-west"] {
+        config.push_str(&format!("[[sensor]]\nid = \"{id}\"\nkind = \"tilt\"\nsite = \"north-lane\"\nbuilding = \"B7\"\n"));
+    }
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    let (code, stdout, stderr) = run(&["rules", "explain", "--config", "gridwatch.toml", "--sensor", "b7-east"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    let drifting = stdout.split("\n\n").find(|rule| rule.starts_with("tilt-box-drifting")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(drifting.contains("judged against the building's other boxes (peers = \"building\")") && drifting.contains("within 2h"), "{drifting}");
+    let lean = stdout.split("\n\n").find(|rule| rule.starts_with("tilt-change")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(!lean.contains("peers"), "a rule without peers says nothing of them: {lean}");
+    let (code, stdout, stderr) = run(&["rules", "explain", "--config", "gridwatch.toml", "--sensor", "b7-east", "-o", "json"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    let explained: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rules = explained["rules"].as_array().unwrap_or_else(|| panic!("{stdout}"));
+    let peers_of = |id: &str| rules.iter().find(|r| r["id"] == id).map(|r| r["peers"].clone());
+    assert_eq!(peers_of("tilt-box-drifting"), Some(serde_json::json!("building")), "{stdout}");
+    assert_eq!(peers_of("tilt-change"), Some(serde_json::Value::Null), "{stdout}");
+}
+
+#[test]
 fn rules_test_judges_a_building_when_its_boxes_must_agree() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = String::from("state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[rules]\nbuiltin_packs = false\npaths = [\"house.toml\"]\n");

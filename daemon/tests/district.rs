@@ -31,6 +31,10 @@
 //! blackholed while its sensors report, then back, and each sensor's numbered readings are
 //! there exactly once; the same with the district's InfluxDB down; the box's
 //! `gridwatch_uplink_*` series show the backlog and the resends.
+//!
+//! A fifth run: a box whose store file is replaced by garbage while it is stopped starts on a
+//! fresh store (ids from 1 again, a new store epoch); its next alarms reach PostgreSQL under the
+//! new epoch, the old store's rows stay there untouched, and the hub counts the change.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -145,6 +149,17 @@ impl Community {
     fn stderr(&self) -> Vec<String> {
         self.daemon.as_ref().map(Daemon::stderr).unwrap_or_default().into_iter().rev().take(30).collect()
     }
+
+    /// The epoch of the box's store: the ids of its rows count in it.
+    fn epoch(&self) -> String {
+        let conn = rusqlite::Connection::open_with_flags(self.dir.path().join("state/gridwatch.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        conn.query_row("SELECT epoch FROM store_epoch", [], |row| row.get(0)).unwrap()
+    }
+
+    /// The KV key of the hub's high-water mark for this box's store and `kind`.
+    fn hwm_key(&self, kind: &str) -> String {
+        format!("{}.{}.{kind}", self.id, self.epoch())
+    }
 }
 
 struct District {
@@ -157,11 +172,16 @@ struct District {
 }
 
 impl District {
-    /// Ids of a box's rows in a district table (empty while PostgreSQL is down).
-    async fn district_ids(&self, table: &str, box_id: &str) -> BTreeSet<i64> {
+    /// Ids of the rows of a box's store in a district table (empty while PostgreSQL is down).
+    async fn district_ids(&self, table: &str, community: &Community) -> BTreeSet<i64> {
+        self.district_ids_of(table, community.id, &community.epoch()).await
+    }
+
+    /// Ids of a box's rows in a district table sent from its store of `epoch`.
+    async fn district_ids_of(&self, table: &str, box_id: &str, epoch: &str) -> BTreeSet<i64> {
         let Ok((db, connection)) = tokio_postgres::connect(&self.pg.conninfo(), tokio_postgres::NoTls).await else { return BTreeSet::new() };
         tokio::spawn(connection);
-        match db.query(&format!("SELECT id FROM {table} WHERE box_id = $1"), &[&box_id]).await {
+        match db.query(&format!("SELECT id FROM {table} WHERE box_id = $1 AND epoch = $2"), &[&box_id, &epoch]).await {
             Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
             Err(_) => BTreeSet::new(),
         }
@@ -173,7 +193,7 @@ impl District {
         let pairs = [("alert_events", "alert_events"), ("incident_events", "incident_transitions")];
         let caught_up = wait_for(timeout, || async {
             for (local, district) in pairs {
-                if community.local_ids(local) != self.district_ids(district, community.id).await {
+                if community.local_ids(local) != self.district_ids(district, community).await {
                     return false;
                 }
             }
@@ -182,7 +202,7 @@ impl District {
         .await;
         if !caught_up {
             for (local, district) in pairs {
-                let (mine, theirs) = (community.local_ids(local), self.district_ids(district, community.id).await);
+                let (mine, theirs) = (community.local_ids(local), self.district_ids(district, community).await);
                 eprintln!(
                     "{}: {local} missing at the hub: {:?}; unknown to the box: {:?}",
                     community.id,
@@ -294,10 +314,10 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
     // (a) East's link is blackholed for 20 s while its alarms fire.
     let cut = Instant::now();
     east.proxy.set_blackholed(true);
-    let at_hub_before = district.district_ids("alert_events", "east").await;
+    let at_hub_before = district.district_ids("alert_events", &east).await;
     east.alarm_cycles(3).await;
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(cut.elapsed())).await;
-    assert_eq!(district.district_ids("alert_events", "east").await, at_hub_before, "nothing passes a blackholed link");
+    assert_eq!(district.district_ids("alert_events", &east).await, at_hub_before, "nothing passes a blackholed link");
     assert_eq!(district.box_down("east"), ["raised"], "a box cut off past its lease is reported down once");
     east.proxy.set_blackholed(false);
     district.assert_caught_up(&east, 60 * SECOND).await;
@@ -309,15 +329,15 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
     let (status, health) = healthz(&district.relay).await;
     assert_eq!(status, 503, "the hub says it cannot reach PostgreSQL: {health}");
     assert!(health["reasons"].to_string().contains("PostgreSQL"), "{health}");
-    let committed_before = high_water_mark(&nats, "east.alert").await;
+    let committed_before = high_water_mark(&nats, &east.hwm_key("alert")).await;
     east.alarm_cycles(1).await;
     tokio::time::sleep(5 * SECOND).await;
     let newest = *east.local_ids("alert_events").last().unwrap();
-    assert_eq!(high_water_mark(&nats, "east.alert").await, committed_before, "no commit, no high-water mark");
+    assert_eq!(high_water_mark(&nats, &east.hwm_key("alert")).await, committed_before, "no commit, no high-water mark");
     assert!(committed_before < newest);
     district.pg.restart().unwrap();
     district.assert_caught_up(&east, 60 * SECOND).await;
-    assert_eq!(high_water_mark(&nats, "east.alert").await, newest);
+    assert_eq!(high_water_mark(&nats, &east.hwm_key("alert")).await, newest);
 
     // (b) West dies (kill -9) with an incident open.
     let transitions = west.local_ids("incident_events").len();
@@ -753,7 +773,7 @@ async fn readings_reach_the_districts_influxdb_exactly_once_across_a_blackhole()
     );
     let settled = wait_for(10 * SECOND, || async { east.metric("gridwatch_uplink_rows_behind{kind=\"reading\"}").await == 0.0 }).await;
     assert!(settled, "the box still counts readings behind");
-    let mark = high_water_mark(&nats, "east.reading").await;
+    let mark = high_water_mark(&nats, &east.hwm_key("reading")).await;
     assert!(mark >= 120, "the hub's mark covers every reading: {mark}");
     let forgotten = wait_for(10 * SECOND, || async { east.local_ids("uplink_readings").is_empty() }).await;
     assert!(forgotten, "the box keeps readings the hub has: {:?}", east.local_ids("uplink_readings"));
@@ -766,7 +786,7 @@ async fn readings_reach_the_districts_influxdb_exactly_once_across_a_blackhole()
     vm.stop();
     publish(41, 45);
     tokio::time::sleep(8 * SECOND).await;
-    assert_eq!(high_water_mark(&nats, "east.reading").await, mark, "no write, no mark");
+    assert_eq!(high_water_mark(&nats, &east.hwm_key("reading")).await, mark, "no write, no mark");
     assert!(east.metric("gridwatch_uplink_batches_resent_total{kind=\"reading\"}").await >= 1.0, "the batch not committed was sent again");
     vm.resume().await.unwrap();
     let caught_up = wait_for(60 * SECOND, || async { district_levels(&vm, "east").await == expected(45) }).await;
@@ -774,4 +794,57 @@ async fn readings_reach_the_districts_influxdb_exactly_once_across_a_blackhole()
     // Nothing is written twice later either (resends of batches already committed).
     tokio::time::sleep(5 * SECOND).await;
     assert_eq!(district_levels(&vm, "east").await, expected(45), "0 lost, 0 duplicates");
+}
+
+/// A box's store replaced (a corrupt file set aside, a fresh one started: ids from 1 again):
+/// the district must go on hearing it, not sit it below its old high-water marks, and must
+/// keep what the old store sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_whose_store_was_replaced_is_heard_again_and_its_old_rows_kept() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let district = start_district(&nats).await;
+    let mut east = Community::start("east", &nats).await;
+    east.alarm_cycles(2).await;
+    district.assert_caught_up(&east, 30 * SECOND).await;
+    let old_epoch = east.epoch();
+    let tables = ["alert_events", "incident_transitions"];
+    let mut old_rows = Vec::new();
+    for table in tables {
+        old_rows.push(district.district_ids_of(table, "east", &old_epoch).await);
+    }
+    assert!(old_rows.iter().all(|ids| ids.len() >= 4), "the old store sent its rows: {old_rows:?}");
+    assert_eq!(hub_metric(&district.relay, "gridwatch_hub_store_epochs_changed_total").await, 0.0);
+
+    // Stopped; its store file garbage: the box sets it aside and starts a fresh one.
+    east.daemon.as_mut().unwrap().stop();
+    east.daemon = None;
+    let state = east.dir.path().join("state");
+    std::fs::write(state.join("gridwatch.db"), vec![0x5a; 8192]).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(state.join(format!("gridwatch.db{suffix}")));
+    }
+    east.run_box().await;
+    let quarantined = std::fs::read_dir(&state).unwrap().filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().contains(".db.corrupt-"));
+    assert!(quarantined, "the garbage was set aside");
+    let new_epoch = east.epoch();
+    assert_ne!(new_epoch, old_epoch, "a fresh store has an epoch of its own");
+
+    // Its next alarms (ids from 1 again, below the old store's marks) reach PostgreSQL.
+    east.alarm_cycles(1).await;
+    assert!(east.local_ids("alert_events").contains(&1), "the fresh store counts from 1: {:?}", east.local_ids("alert_events"));
+    district.assert_caught_up(&east, 30 * SECOND).await;
+    let fired_after_replacement = {
+        let (db, connection) = tokio_postgres::connect(&district.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        db.query_one("SELECT count(*) FROM alert_events WHERE box_id = 'east' AND epoch = $1 AND event = 'fired'", &[&new_epoch]).await.unwrap().get::<_, i64>(0)
+    };
+    assert_eq!(fired_after_replacement, 3, "each sensor's alarm after the replacement");
+    // Nothing of the old store lost or overwritten.
+    for (table, before) in tables.iter().zip(&old_rows) {
+        assert_eq!(&district.district_ids_of(table, "east", &old_epoch).await, before, "{table} of the old store");
+    }
+    assert_eq!(hub_metric(&district.relay, "gridwatch_hub_store_epochs_changed_total").await, 1.0);
+    assert!(logged(&district.hub, "sends from a new store"), "the hub says so in its log");
+    assert_eq!(high_water_mark(&nats, &east.hwm_key("alert")).await, *east.local_ids("alert_events").last().unwrap());
 }

@@ -4,7 +4,7 @@
 //! built; this module is its code:
 //!
 //! - [`wire`]: what travels — batches of alert events, incident transitions or readings, their
-//!   subjects, message ids (`<box>:<kind>:<first>-<last>`) and KV keys. Pure.
+//!   subjects, message ids (`<box>:<epoch>:<kind>:<first>-<last>`) and KV keys. Pure.
 //! - [`readings`]: which readings go up within `uplink_points_per_sec`, kept until the hub has
 //!   them.
 //! - [`uplink`]: the box's side (`[cluster]` in gridwatch.toml): publishes rows after the hub's
@@ -32,7 +32,8 @@ use std::time::Duration;
 pub const STREAM: &str = "GRIDWATCH_UPLINK";
 /// Subjects of [`STREAM`].
 pub const STREAM_SUBJECTS: &str = "gw.up.>";
-/// KV bucket of high-water marks (`<box>.<kind>` = the last row id the hub committed).
+/// KV bucket of high-water marks (`<box>.<epoch>.<kind>` = the last row id of that store the
+/// hub committed).
 pub const HWM_BUCKET: &str = "gw_hwm";
 /// KV bucket of box leases (`<box>`), whose entries expire after the hub's lease lifetime.
 pub const LEASE_BUCKET: &str = "gw_lease";

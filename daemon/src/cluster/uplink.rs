@@ -13,6 +13,10 @@
 //! those rows once the mark covers them. Its `/metrics` show per kind how many rows the mark
 //! does not cover, batches sent again and how long since the last commit (`gridwatch_uplink_*`).
 //!
+//! Row ids count within the store's epoch ([`crate::store::StoreEpoch`]): a store that replaced
+//! a corrupt one starts at 1 again under a new epoch, and its marks are its own (from 0), not
+//! the old store's, which it would sit below in silence.
+//!
 //! Invariants: rows are sent in id order; a batch is not replaced by another of the same kind
 //! before the hub committed it; the uplink writes nothing to the local store (the readings'
 //! recorder forgets what the mark covers).
@@ -20,7 +24,7 @@
 use super::wire::{hwm_key, parse_hwm, Batch, Kind, Lease, Place, Rows};
 use crate::config::{ClusterConfig, SensorIndex};
 use crate::metrics::{KindLabel, Metrics};
-use crate::store::Store;
+use crate::store::{Store, StoreEpoch};
 use async_nats::jetstream;
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
@@ -68,16 +72,36 @@ pub async fn run(js: jetstream::Context, config: ClusterConfig, sources: Sources
     tracing::info!(box_id = %config.box_id, district = %config.district, "district uplink started");
     let lease = tokio::spawn(renew_lease(js.clone(), config.clone(), shutdown.clone()));
     let reporter = tokio::spawn(report(sources.store.clone(), sources.progress.clone(), sources.metrics.clone(), shutdown.clone()));
-    let mut uplink = Uplink { js, config, sources, pending: [None, None, None], known_committed: [None; 3], hwm: None };
-    uplink.send_until(&shutdown).await;
+    if let Some(epoch) = read_epoch(&sources.store, &shutdown).await {
+        tracing::info!(epoch = %epoch.id, "district uplink sends this store's rows");
+        let mut uplink = Uplink { js, config, sources, epoch, pending: [None, None, None], known_committed: [None; 3], hwm: None };
+        uplink.send_until(&shutdown).await;
+    }
     let _ = lease.await;
     let _ = reporter.await;
+}
+
+/// The store's epoch, read again until it can be (or `shutdown`: none).
+async fn read_epoch(store: &Store, shutdown: &CancellationToken) -> Option<StoreEpoch> {
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        match store.epoch().await {
+            Ok(epoch) => return Some(epoch),
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "district uplink cannot read the store's epoch; nothing is sent until it can"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = shutdown.cancelled() => return None,
+        }
+    }
 }
 
 struct Uplink {
     js: jetstream::Context,
     config: ClusterConfig,
     sources: Sources,
+    /// The epoch the ids of the store's rows count in: part of every batch and mark.
+    epoch: StoreEpoch,
     /// Per kind: the batch sent and not yet committed by the hub (sent again as it is).
     pending: [Option<Batch>; 3],
     /// Per kind: the hub's high-water mark as last read from KV (none: read it again). Kept so
@@ -186,7 +210,7 @@ impl Uplink {
                 Rows::Reading(readings)
             }
         };
-        let batch = Batch { box_id: self.config.box_id.clone(), district: self.config.district.clone(), rows, places };
+        let batch = Batch { box_id: self.config.box_id.clone(), district: self.config.district.clone(), epoch: self.epoch.id.clone(), rows, places };
         Ok((!batch.is_empty()).then_some(batch))
     }
 
@@ -201,13 +225,14 @@ impl Uplink {
         Ok(())
     }
 
-    /// The hub's high-water mark for this box and `kind` (0 before the first commit).
+    /// The hub's high-water mark for this box, store epoch and `kind` (0 before the first
+    /// commit).
     async fn committed(&mut self, kind: Kind) -> anyhow::Result<i64> {
         if self.hwm.is_none() {
             self.hwm = Some(self.js.get_key_value(super::HWM_BUCKET).await?);
         }
         let Some(bucket) = &self.hwm else { return Ok(0) };
-        let value = bucket.get(hwm_key(&self.config.box_id, kind)).await?;
+        let value = bucket.get(hwm_key(&self.config.box_id, &self.epoch.id, kind)).await?;
         let mark = parse_hwm(value.as_deref());
         self.sources.progress.marks[kind as usize].store(mark, Ordering::Relaxed);
         Ok(mark)

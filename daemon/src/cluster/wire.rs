@@ -1,8 +1,10 @@
 //! What travels from a box to the hub: one JSON batch of rows of one kind per message, on the
-//! subject `gw.up.<district>.<box>.<kind>`, with `Nats-Msg-Id` = `<box>:<kind>:<first>-<last>`
-//! so JetStream drops a batch sent twice within its duplicate window, and the hub drops any row
-//! sent twice after it (primary keys in PostgreSQL; rows at or below its high-water mark for
-//! readings). A batch of readings names each of its sensors' place once (`places`), which the
+//! subject `gw.up.<district>.<box>.<kind>`, with `Nats-Msg-Id` =
+//! `<box>:<epoch>:<kind>:<first>-<last>` so JetStream drops a batch sent twice within its
+//! duplicate window, and the hub drops any row sent twice after it (primary keys in PostgreSQL;
+//! rows at or below its high-water mark for readings). Row ids count within the box's store
+//! epoch (a fresh store replacing a corrupt one starts at 1 again under a new epoch), so the
+//! epoch is part of every key: message ids, high-water marks, the hub's rows. A batch of readings names each of its sensors' place once (`places`), which the
 //! hub tags the district's InfluxDB points with. Pure: no IO.
 //!
 //! Invariant: a batch's rows are of its kind, in id order, `first`..=`last` their id range.
@@ -61,6 +63,10 @@ pub struct Place {
 pub struct Batch {
     pub box_id: String,
     pub district: String,
+    /// The box's store epoch ([`crate::store::StoreEpoch`]); empty in a batch from a box from
+    /// before epochs.
+    #[serde(default)]
+    pub epoch: String,
     #[serde(flatten)]
     pub rows: Rows,
     /// For readings: the place of each sensor in the batch (by id); a sensor no longer in the
@@ -104,16 +110,29 @@ impl Batch {
         format!("gw.up.{}.{}.{}", self.district, self.box_id, self.kind().as_str())
     }
 
-    /// `<box>:<kind>:<first>-<last>`: the same rows sent again carry the same id.
+    /// `<box>:<epoch>:<kind>:<first>-<last>`: the same rows sent again carry the same id; the
+    /// same ids of a store that replaced a corrupt one do not.
     pub fn message_id(&self) -> Option<String> {
         let (first, last) = self.range()?;
-        Some(format!("{}:{}:{first}-{last}", self.box_id, self.kind().as_str()))
+        let epoch = if self.epoch.is_empty() { String::new() } else { format!("{}:", self.epoch) };
+        Some(format!("{}:{epoch}{}:{first}-{last}", self.box_id, self.kind().as_str()))
     }
 }
 
-/// The KV key of a box's high-water mark for one kind.
-pub fn hwm_key(box_id: &str, kind: Kind) -> String {
-    format!("{box_id}.{}", kind.as_str())
+/// The KV key of a box's high-water mark for one kind in one store epoch:
+/// `<box>.<epoch>.<kind>` (`<box>.<kind>` for a box from before epochs).
+pub fn hwm_key(box_id: &str, epoch: &str, kind: Kind) -> String {
+    if epoch.is_empty() {
+        format!("{box_id}.{}", kind.as_str())
+    } else {
+        format!("{box_id}.{epoch}.{}", kind.as_str())
+    }
+}
+
+/// Whether `epoch` can be one in a batch: empty (a box from before epochs) or 1 to 32 lowercase
+/// hex digits (it names KV keys).
+pub fn is_epoch(epoch: &str) -> bool {
+    epoch.len() <= 32 && epoch.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A high-water mark as stored in KV (the decimal id); a missing or unreadable one is 0.
@@ -139,21 +158,38 @@ mod tests {
 
     #[test]
     fn a_batch_is_named_by_its_box_kind_and_id_range() {
-        let batch = Batch { box_id: "east-01".into(), district: "d1".into(), rows: Rows::Alert(vec![alert(7), alert(8), alert(12)]), places: BTreeMap::new() };
-        assert_eq!(batch.message_id().as_deref(), Some("east-01:alert:7-12"));
+        let mut batch = Batch {
+            box_id: "east-01".into(),
+            district: "d1".into(),
+            epoch: "5eed".into(),
+            rows: Rows::Alert(vec![alert(7), alert(8), alert(12)]),
+            places: BTreeMap::new(),
+        };
+        assert_eq!(batch.message_id().as_deref(), Some("east-01:5eed:alert:7-12"));
         assert_eq!(batch.subject(), "gw.up.d1.east-01.alert");
-        assert_eq!(hwm_key("east-01", Kind::Transition), "east-01.transition");
+        assert_eq!(hwm_key("east-01", "5eed", Kind::Transition), "east-01.5eed.transition");
+        batch.epoch.clear();
+        assert_eq!(batch.message_id().as_deref(), Some("east-01:alert:7-12"), "a box from before epochs");
+        assert_eq!(hwm_key("east-01", "", Kind::Transition), "east-01.transition");
+    }
+
+    #[test]
+    fn an_epoch_is_hex_or_nothing_and_a_batch_without_one_is_from_before_epochs() {
+        assert!(is_epoch("0123456789abcdef") && is_epoch(""));
+        assert!(!is_epoch("x") && !is_epoch("a.b") && !is_epoch("ABC") && !is_epoch(&"a".repeat(33)));
+        let text = r#"{"box_id":"b","district":"d","kind":"alert","rows":[]}"#;
+        assert_eq!(serde_json::from_str::<Batch>(text).unwrap().epoch, "");
     }
 
     #[test]
     fn an_empty_batch_has_no_message_id() {
-        let batch = Batch { box_id: "b".into(), district: "d".into(), rows: Rows::Transition(Vec::new()), places: BTreeMap::new() };
+        let batch = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Transition(Vec::new()), places: BTreeMap::new() };
         assert_eq!(batch.message_id(), None);
     }
 
     #[test]
     fn a_batch_survives_its_json() {
-        let batch = Batch { box_id: "b".into(), district: "d".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new() };
+        let batch = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new() };
         let text = serde_json::to_string(&batch).unwrap();
         assert!(text.contains(r#""kind":"alert""#) && !text.contains("places"), "{text}");
         assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
@@ -166,6 +202,7 @@ mod tests {
         let batch = Batch {
             box_id: "b".into(),
             district: "d".into(),
+            epoch: String::new(),
             rows: Rows::Reading(vec![reading(3, 1_000), reading(4, 61_000)]),
             places: BTreeMap::from([("house-07".to_string(), place)]),
         };

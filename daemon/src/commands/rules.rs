@@ -113,7 +113,7 @@ fn rule_json(rule: &Rule, variant: Option<usize>) -> serde_json::Value {
     serde_json::json!({
         "id": rule.id, "title": rule.title, "file": rule.origin.file.to_string(), "line": rule.origin.line, "device": rule.device,
         "override": variant.map(|v| v + 1), "value": rule.signal.as_ref().map(|s| s.to_string()), "unit": rule.unit, "agree": rule.agree,
-        "description": levels,
+        "peers": rule.peers.then_some("building"), "description": levels,
     })
 }
 
@@ -156,6 +156,14 @@ fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
     }
     if let Some(k) = rule.agree {
         let _ = writeln!(out, "  judged per building: the level at least {k} of its sensors reach");
+    }
+    if rule.peers {
+        let _ = writeln!(
+            out,
+            "  judged against the building's other boxes (peers = \"building\"): how far this box moved that they did not, \
+             the smaller of its own value and it less the median of theirs heard within {}; not judged alone on its building",
+            hold(gridwatch_rules::peers::PEER_FRESH_MS)
+        );
     }
     match rule.check_of(variant) {
         Check::Ladder(levels) => {

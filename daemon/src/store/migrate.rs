@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 18;
+const SCHEMA_VERSION: i32 = 19;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -365,6 +365,22 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  fields TEXT NOT NULL
              );
              PRAGMA user_version = 18;
+             COMMIT;",
+        )?;
+    }
+    if version < 19 {
+        // The store's epoch (`cluster::uplink`): a random id made with the database, so that a
+        // fresh store replacing a corrupt one (ids from 1 again) is told apart, at the district,
+        // from the store whose rows and high-water marks the hub already has. A store from
+        // before gets one here.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE store_epoch (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 epoch TEXT NOT NULL
+             );
+             INSERT INTO store_epoch (id, epoch) VALUES (1, lower(hex(randomblob(8))));
+             PRAGMA user_version = 19;
              COMMIT;",
         )?;
     }

@@ -65,7 +65,7 @@ pub use spool::{NewPoint, SpoolStats, SpooledPoint};
 pub use stall::Stalled;
 pub use trend::{FieldTrend, TrendRow};
 #[cfg(feature = "cluster")]
-pub use uplink::{UplinkAlert, UplinkReading, UplinkTransition};
+pub use uplink::{StoreEpoch, UplinkAlert, UplinkReading, UplinkTransition};
 
 use crate::clock::Clock;
 use anyhow::Context;

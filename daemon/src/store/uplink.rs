@@ -46,7 +46,24 @@ pub struct UplinkReading {
     pub fields: Vec<(String, f64)>,
 }
 
+/// The store's epoch (migration 19): which database the ids of its rows count in. A store that
+/// replaced a corrupt one has a new epoch, and its ids start at 1 again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreEpoch {
+    /// 16 lowercase hex digits, random, made with the database (or when a store from before
+    /// epochs was migrated).
+    pub id: String,
+}
+
 impl Store {
+    /// This store's epoch.
+    pub async fn epoch(&self) -> anyhow::Result<StoreEpoch> {
+        self.read(|conn| {
+            Ok(conn.query_row("SELECT epoch FROM store_epoch WHERE id = 1", [], |row| Ok(StoreEpoch { id: row.get(0)? }))?)
+        })
+        .await
+    }
+
     /// Keeps `points` for the district in one transaction, forgets those the hub has committed
     /// (ids up to `committed`), and keeps at most `max_rows` waiting (the oldest go first);
     /// returns how many were deleted uncommitted to stay within it.
@@ -169,6 +186,34 @@ mod tests {
 
     fn point(sensor: &str, ts: i64) -> crate::store::NewPoint {
         (sensor.into(), ts, vec![("x".to_string(), ts as f64)])
+    }
+
+    #[tokio::test]
+    async fn a_fresh_store_has_an_epoch_of_its_own_and_a_replaced_one_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap().epoch().await.unwrap();
+        assert_eq!(first.id.len(), 16, "{first:?}");
+        assert!(first.id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{first:?}");
+        assert_eq!(Store::open(dir.path()).unwrap().epoch().await.unwrap(), first, "kept in the database");
+        std::fs::write(dir.path().join("gridwatch.db"), vec![0x5a; 8192]).unwrap();
+        std::fs::remove_file(dir.path().join("gridwatch.db-wal")).ok();
+        let replaced = Store::open(dir.path()).unwrap();
+        assert_eq!(replaced.quarantined.len(), 1);
+        let second = replaced.epoch().await.unwrap();
+        assert_ne!(second.id, first.id, "a fresh store counts its ids anew");
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_epochs_gets_one_at_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap();
+        let path = dir.path().join("gridwatch.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch("DROP TABLE store_epoch; PRAGMA user_version = 18;").unwrap();
+        }
+        let epoch = Store::open(dir.path()).unwrap().epoch().await.unwrap();
+        assert_eq!(epoch.id.len(), 16, "{epoch:?}");
     }
 
     #[tokio::test]

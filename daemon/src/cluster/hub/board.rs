@@ -85,7 +85,7 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
     let rows = db
         .query(
             "SELECT b.box_id, b.district, b.down, (extract(epoch FROM COALESCE(b.down_changed, b.first_seen)) * 1000)::BIGINT,
-                    (SELECT a.at_ms FROM alert_events a WHERE a.box_id = b.box_id ORDER BY a.id DESC LIMIT 1)
+                    (SELECT max(a.at_ms) FROM alert_events a WHERE a.box_id = b.box_id)
              FROM boxes b",
             &[],
         )
@@ -101,8 +101,9 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
     let open = db
         .query(
             "SELECT i.box_id, i.incident_id, i.rule, i.sensor, i.severity, i.state,
-                    (SELECT min(t.at_ms) FROM incident_transitions t WHERE t.box_id = i.box_id AND t.incident_id = i.incident_id)
-             FROM box_incidents i WHERE i.state NOT IN ('resolved', 'closed') ORDER BY i.box_id, i.incident_id",
+                    (SELECT min(t.at_ms) FROM incident_transitions t WHERE t.box_id = i.box_id AND t.epoch = i.epoch AND t.incident_id = i.incident_id)
+             FROM box_incidents i JOIN boxes b ON b.box_id = i.box_id AND b.epoch = i.epoch
+             WHERE i.state NOT IN ('resolved', 'closed') ORDER BY i.box_id, i.incident_id",
             &[],
         )
         .await?;

@@ -77,6 +77,8 @@ pub struct HubMetrics {
     pub active: Gauge,
     /// Times this hub took the hub lease (its first start included).
     pub lease_takeovers: Counter,
+    /// Boxes seen sending from a new store epoch after another (a store replaced).
+    pub store_epochs_changed: Counter,
     /// 1 while the hub's NATS connection is up.
     pub nats_connected: Gauge,
     /// 1 when the last look at PostgreSQL (a page, `/healthz`, `/metrics`) reached it.
@@ -107,6 +109,7 @@ impl HubMetrics {
             actions: Family::default(),
             active: Gauge::default(),
             lease_takeovers: Counter::default(),
+            store_epochs_changed: Counter::default(),
             nats_connected: Gauge::default(),
             postgres_reachable: Gauge::default(),
         };
@@ -126,6 +129,11 @@ impl HubMetrics {
         registry.register("actions", "Workers' actions posted for relay, by result", metrics.actions.clone());
         registry.register("active", "1 while this hub is the district's active hub", metrics.active.clone());
         registry.register("lease_takeovers", "Times this hub took the hub lease", metrics.lease_takeovers.clone());
+        registry.register(
+            "store_epochs_changed",
+            "Boxes seen sending from a new store (epoch) after another: their store was replaced, ids count from 1 again",
+            metrics.store_epochs_changed.clone(),
+        );
         registry.register("nats_connected", "1 while the hub's NATS connection is up", metrics.nats_connected.clone());
         registry.register("postgres_reachable", "1 when the last look at PostgreSQL reached it", metrics.postgres_reachable.clone());
         for result in BATCH_RESULTS {
@@ -191,6 +199,7 @@ mod tests {
             "gridwatch_hub_actions_total{result=\"refused\"} 0",
             "gridwatch_hub_active 0",
             "gridwatch_hub_lease_takeovers_total 0",
+            "gridwatch_hub_store_epochs_changed_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

@@ -9,6 +9,10 @@
 //! ([`relay`]) and serves `/metrics` ([`metrics`]), `/healthz` and the district's board and
 //! report ([`board`], [`report`]) on one listener ([`web`]).
 //!
+//! A box whose store was replaced (a corrupt file set aside, ids from 1 again) sends under a
+//! new store epoch: its marks and rows are new keys, the old store's rows stay, and the hub
+//! logs it and counts it (`gridwatch_hub_store_epochs_changed_total`).
+//!
 //! Invariants: a high-water mark only moves forward and only to a row committed in PostgreSQL;
 //! a message is acked only after both; a batch that cannot be decoded is counted, logged and
 //! terminated (never redelivered forever, never a stall).
@@ -23,7 +27,7 @@ mod relay;
 mod report;
 mod web;
 
-use super::wire::{hwm_key, parse_hwm, Batch, Rows};
+use super::wire::{hwm_key, is_epoch, parse_hwm, Batch, Rows};
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull, kv, stream, AckKind};
 use futures::StreamExt;
@@ -259,7 +263,10 @@ async fn handle(
         metrics.pending_batches.set(i64::try_from(info.pending).unwrap_or(i64::MAX));
         info.published.unix_timestamp_nanos()
     });
-    let batch: Batch = match serde_json::from_slice(&message.payload) {
+    let batch = serde_json::from_slice::<Batch>(&message.payload)
+        .map_err(|error| error.to_string())
+        .and_then(|batch| if is_epoch(&batch.epoch) { Ok(batch) } else { Err(format!("store epoch `{}` is not hex digits", batch.epoch)) });
+    let batch = match batch {
         Ok(batch) => batch,
         Err(error) => {
             tracing::error!(subject = %message.subject, error = %error, "undecodable district batch dropped");
@@ -273,18 +280,31 @@ async fn handle(
         metrics.count_batch("committed");
         return Ok(());
     };
-    let key = hwm_key(&batch.box_id, batch.kind());
-    let committed = match &batch.rows {
-        Rows::Reading(_) => write_readings(&batch, influx, hwm, &key, metrics).await,
-        _ => postgres::commit_batch(db, &batch).await.context("committing a district batch"),
+    let key = hwm_key(&batch.box_id, &batch.epoch, batch.kind());
+    let committed = async {
+        let written = match &batch.rows {
+            Rows::Reading(_) => Some(write_readings(&batch, influx, hwm, &key, metrics).await?),
+            _ => None,
+        };
+        let committed = postgres::commit_batch(db, &batch).await.context("committing a district batch")?;
+        anyhow::Ok((written.unwrap_or(committed.inserted), committed.replaced_epochs))
     };
-    let inserted = match committed {
-        Ok(inserted) => inserted,
+    let (inserted, replaced_epochs) = match committed.await {
+        Ok(committed) => committed,
         Err(error) => {
             let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             return Err(error);
         }
     };
+    if let Some(earlier) = replaced_epochs {
+        metrics.store_epochs_changed.inc();
+        tracing::warn!(
+            box_id = %batch.box_id,
+            epoch = %batch.epoch,
+            earlier = %earlier.join(","),
+            "a box sends from a new store (its store was replaced, ids count from 1 again): taken from 0 under its new epoch; the earlier store's rows are kept"
+        );
+    }
     let current = parse_hwm(hwm.get(key.clone()).await?.as_deref());
     if last > current {
         hwm.put(key, last.to_string().into()).await?;

@@ -1,7 +1,12 @@
 //! The district's tables in PostgreSQL, written only by the hub: every box's alert events and
-//! incident transitions (keyed by box and the box's row id, so a row sent twice is stored once),
+//! incident transitions (keyed by box, store epoch and the box's row id, so a row sent twice is
+//! stored once and a store that replaced a corrupt one — ids from 1 again — overwrites nothing),
 //! the last reported state of each box's incidents (the box owns them; this is its report, not a
-//! second copy to merge), the boxes seen, and whether each is reported down.
+//! second copy to merge), the boxes seen with their current store epoch, and whether each is
+//! reported down.
+//!
+//! A district database from before store epochs is not upgraded (the district was not released
+//! without them): drop its tables, the boxes send their journals again.
 //!
 //! Invariants: a batch is committed whole or not at all; `box_incidents` only moves forward
 //! (a transition older than the one it holds does not overwrite it); a box's down flag changes
@@ -18,10 +23,20 @@ CREATE TABLE IF NOT EXISTS boxes (
     district TEXT NOT NULL,
     first_seen TIMESTAMPTZ NOT NULL DEFAULT now(),
     down BOOLEAN NOT NULL DEFAULT false,
-    down_changed TIMESTAMPTZ
+    down_changed TIMESTAMPTZ,
+    -- The store epoch the box sends from now (the newest seen; NULL: none sent yet).
+    epoch TEXT
+);
+-- Every store epoch a box sent from: a new one after another means its store was replaced.
+CREATE TABLE IF NOT EXISTS box_epochs (
+    box_id TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    first_seen TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (box_id, epoch)
 );
 CREATE TABLE IF NOT EXISTS alert_events (
     box_id TEXT NOT NULL,
+    epoch TEXT NOT NULL,
     id BIGINT NOT NULL,
     at_ms BIGINT NOT NULL,
     rule TEXT NOT NULL,
@@ -30,10 +45,13 @@ CREATE TABLE IF NOT EXISTS alert_events (
     severity TEXT NOT NULL,
     value DOUBLE PRECISION NOT NULL,
     received TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (box_id, id)
+    PRIMARY KEY (box_id, epoch, id)
 );
+-- The board's last alarm of each box (ids of two store epochs do not order them).
+CREATE INDEX IF NOT EXISTS alert_events_box_time ON alert_events (box_id, at_ms);
 CREATE TABLE IF NOT EXISTS incident_transitions (
     box_id TEXT NOT NULL,
+    epoch TEXT NOT NULL,
     id BIGINT NOT NULL,
     incident_id BIGINT NOT NULL,
     at_ms BIGINT NOT NULL,
@@ -41,19 +59,20 @@ CREATE TABLE IF NOT EXISTS incident_transitions (
     action TEXT NOT NULL,
     note TEXT,
     received TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (box_id, id)
+    PRIMARY KEY (box_id, epoch, id)
 );
 -- The board finds when each open incident opened (its first transition).
-CREATE INDEX IF NOT EXISTS incident_transitions_incident ON incident_transitions (box_id, incident_id);
+CREATE INDEX IF NOT EXISTS incident_transitions_incident ON incident_transitions (box_id, epoch, incident_id);
 CREATE TABLE IF NOT EXISTS box_incidents (
     box_id TEXT NOT NULL,
+    epoch TEXT NOT NULL,
     incident_id BIGINT NOT NULL,
     rule TEXT NOT NULL,
     sensor TEXT NOT NULL,
     severity TEXT NOT NULL,
     state TEXT NOT NULL,
     last_transition BIGINT NOT NULL,
-    PRIMARY KEY (box_id, incident_id)
+    PRIMARY KEY (box_id, epoch, incident_id)
 );
 CREATE TABLE IF NOT EXISTS hub_fence (
     id INT PRIMARY KEY CHECK (id = 1),
@@ -73,10 +92,35 @@ pub async fn connect(conninfo: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-/// Writes one batch in one transaction; how many of its rows were new.
-pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<u64> {
+/// What one batch's commit did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// Rows new to the district.
+    pub inserted: u64,
+    /// The box sent from a store epoch not seen before, having sent from these others: its
+    /// store was replaced.
+    pub replaced_epochs: Option<Vec<String>>,
+}
+
+/// Writes one batch in one transaction (a batch of readings only records its box and epoch:
+/// its rows go to InfluxDB).
+pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<Committed> {
     let tx = client.transaction().await?;
     tx.execute("INSERT INTO boxes (box_id, district) VALUES ($1, $2) ON CONFLICT (box_id) DO NOTHING", &[&batch.box_id, &batch.district]).await?;
+    let new_epoch = tx
+        .execute("INSERT INTO box_epochs (box_id, epoch) VALUES ($1, $2) ON CONFLICT (box_id, epoch) DO NOTHING", &[&batch.box_id, &batch.epoch])
+        .await?
+        > 0;
+    let mut replaced_epochs = None;
+    if new_epoch {
+        // The newest epoch is the box's store now (batches of an older one still in the stream
+        // are committed under theirs, and change nothing here).
+        tx.execute("UPDATE boxes SET epoch = $2 WHERE box_id = $1", &[&batch.box_id, &batch.epoch]).await?;
+        let others = tx.query("SELECT epoch FROM box_epochs WHERE box_id = $1 AND epoch <> $2 ORDER BY first_seen", &[&batch.box_id, &batch.epoch]).await?;
+        if !others.is_empty() {
+            replaced_epochs = Some(others.iter().map(|row| row.get(0)).collect());
+        }
+    }
     let inserted = match &batch.rows {
         Rows::Alert(rows) => {
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
@@ -87,10 +131,10 @@ pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<
             let severity: Vec<&str> = rows.iter().map(|r| r.severity.as_str()).collect();
             let value: Vec<f64> = rows.iter().map(|r| r.value).collect();
             tx.execute(
-                "INSERT INTO alert_events (box_id, id, at_ms, rule, sensor, event, severity, value)
-                 SELECT $1, * FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::DOUBLE PRECISION[])
-                 ON CONFLICT (box_id, id) DO NOTHING",
-                &[&batch.box_id, &ids, &at, &rule, &sensor, &event, &severity, &value],
+                "INSERT INTO alert_events (box_id, epoch, id, at_ms, rule, sensor, event, severity, value)
+                 SELECT $1, $9, * FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::DOUBLE PRECISION[])
+                 ON CONFLICT (box_id, epoch, id) DO NOTHING",
+                &[&batch.box_id, &ids, &at, &rule, &sensor, &event, &severity, &value, &batch.epoch],
             )
             .await?
         }
@@ -103,10 +147,10 @@ pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<
             let note: Vec<Option<&str>> = rows.iter().map(|r| r.note.as_deref()).collect();
             let inserted = tx
                 .execute(
-                    "INSERT INTO incident_transitions (box_id, id, incident_id, at_ms, actor, action, note)
-                     SELECT $1, * FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])
-                     ON CONFLICT (box_id, id) DO NOTHING",
-                    &[&batch.box_id, &ids, &incident, &at, &actor, &action, &note],
+                    "INSERT INTO incident_transitions (box_id, epoch, id, incident_id, at_ms, actor, action, note)
+                     SELECT $1, $8, * FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])
+                     ON CONFLICT (box_id, epoch, id) DO NOTHING",
+                    &[&batch.box_id, &ids, &incident, &at, &actor, &action, &note, &batch.epoch],
                 )
                 .await?;
             let rule: Vec<&str> = rows.iter().map(|r| r.rule.as_str()).collect();
@@ -115,13 +159,13 @@ pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<
             let state: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
             // The last row per incident carries the incident's state as the box last reported it.
             tx.execute(
-                "INSERT INTO box_incidents (box_id, incident_id, rule, sensor, severity, state, last_transition)
-                 SELECT DISTINCT ON (incident) $1, incident, rule, sensor, severity, state, id
+                "INSERT INTO box_incidents (box_id, epoch, incident_id, rule, sensor, severity, state, last_transition)
+                 SELECT DISTINCT ON (incident) $1, $8, incident, rule, sensor, severity, state, id
                  FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[]) AS t (id, incident, rule, sensor, severity, state)
                  ORDER BY incident, id DESC
-                 ON CONFLICT (box_id, incident_id) DO UPDATE SET severity = EXCLUDED.severity, state = EXCLUDED.state, last_transition = EXCLUDED.last_transition
+                 ON CONFLICT (box_id, epoch, incident_id) DO UPDATE SET severity = EXCLUDED.severity, state = EXCLUDED.state, last_transition = EXCLUDED.last_transition
                  WHERE box_incidents.last_transition < EXCLUDED.last_transition",
-                &[&batch.box_id, &ids, &incident, &rule, &sensor, &severity, &state],
+                &[&batch.box_id, &ids, &incident, &rule, &sensor, &severity, &state, &batch.epoch],
             )
             .await?;
             inserted
@@ -130,7 +174,7 @@ pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<
         Rows::Reading(_) => 0,
     };
     tx.commit().await?;
-    Ok(inserted)
+    Ok(Committed { inserted, replaced_epochs })
 }
 
 /// A box as the hub knows it.
@@ -188,9 +232,15 @@ pub struct OpenIncident {
     pub state: String,
 }
 
+/// The open incidents of the store the box sends from now (those of a store it replaced stay
+/// in the tables, but no box will close them).
 pub async fn open_incidents(client: &Client, box_id: &str) -> anyhow::Result<Vec<OpenIncident>> {
     let rows = client
-        .query("SELECT incident_id, rule, sensor, severity, state FROM box_incidents WHERE box_id = $1 AND state NOT IN ('resolved', 'closed') ORDER BY incident_id", &[&box_id])
+        .query(
+            "SELECT i.incident_id, i.rule, i.sensor, i.severity, i.state FROM box_incidents i JOIN boxes b ON b.box_id = i.box_id AND b.epoch = i.epoch
+             WHERE i.box_id = $1 AND i.state NOT IN ('resolved', 'closed') ORDER BY i.incident_id",
+            &[&box_id],
+        )
         .await?;
     Ok(rows.iter().map(|row| OpenIncident { incident_id: row.get(0), rule: row.get(1), sensor: row.get(2), severity: row.get(3), state: row.get(4) }).collect())
 }

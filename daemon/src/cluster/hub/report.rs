@@ -69,7 +69,7 @@ async fn read(db: &tokio_postgres::Client, from_ms: i64, to_ms: i64) -> anyhow::
             "SELECT b.box_id, b.district, COALESCE(o.opened, 0), COALESCE(r.resolved, 0), COALESCE(a.events, 0), COALESCE(a.fired, 0)
              FROM boxes b
              LEFT JOIN (SELECT box_id, count(*) AS opened FROM
-                          (SELECT box_id, incident_id, min(at_ms) AS first FROM incident_transitions WHERE at_ms < $2 GROUP BY box_id, incident_id) f
+                          (SELECT box_id, min(at_ms) AS first FROM incident_transitions WHERE at_ms < $2 GROUP BY box_id, epoch, incident_id) f
                         WHERE first >= $1 GROUP BY box_id) o USING (box_id)
              LEFT JOIN (SELECT box_id, count(*) AS resolved FROM incident_transitions
                         WHERE action = 'resolve' AND at_ms >= $1 AND at_ms < $2 GROUP BY box_id) r USING (box_id)
