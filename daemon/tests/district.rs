@@ -837,7 +837,10 @@ async fn a_box_whose_store_was_replaced_is_heard_again_and_its_old_rows_kept() {
     let fired_after_replacement = {
         let (db, connection) = tokio_postgres::connect(&district.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
-        db.query_one("SELECT count(*) FROM alert_events WHERE box_id = 'east' AND epoch = $1 AND event = 'fired'", &[&new_epoch]).await.unwrap().get::<_, i64>(0)
+        db.query_one("SELECT count(*) FROM alert_events WHERE box_id = 'east' AND epoch = $1 AND event = 'fired'", &[&new_epoch])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
     };
     assert_eq!(fired_after_replacement, 3, "each sensor's alarm after the replacement");
     // Nothing of the old store lost or overwritten.

@@ -58,10 +58,7 @@ pub struct StoreEpoch {
 impl Store {
     /// This store's epoch.
     pub async fn epoch(&self) -> anyhow::Result<StoreEpoch> {
-        self.read(|conn| {
-            Ok(conn.query_row("SELECT epoch FROM store_epoch WHERE id = 1", [], |row| Ok(StoreEpoch { id: row.get(0)? }))?)
-        })
-        .await
+        self.read(|conn| Ok(conn.query_row("SELECT epoch FROM store_epoch WHERE id = 1", [], |row| Ok(StoreEpoch { id: row.get(0)? }))?)).await
     }
 
     /// Keeps `points` for the district in one transaction, forgets those the hub has committed

@@ -263,9 +263,13 @@ async fn handle(
         metrics.pending_batches.set(i64::try_from(info.pending).unwrap_or(i64::MAX));
         info.published.unix_timestamp_nanos()
     });
-    let batch = serde_json::from_slice::<Batch>(&message.payload)
-        .map_err(|error| error.to_string())
-        .and_then(|batch| if is_epoch(&batch.epoch) { Ok(batch) } else { Err(format!("store epoch `{}` is not hex digits", batch.epoch)) });
+    let batch = serde_json::from_slice::<Batch>(&message.payload).map_err(|error| error.to_string()).and_then(|batch| {
+        if is_epoch(&batch.epoch) {
+            Ok(batch)
+        } else {
+            Err(format!("store epoch `{}` is not hex digits", batch.epoch))
+        }
+    });
     let batch = match batch {
         Ok(batch) => batch,
         Err(error) => {

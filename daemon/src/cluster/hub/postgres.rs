@@ -107,10 +107,8 @@ pub struct Committed {
 pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<Committed> {
     let tx = client.transaction().await?;
     tx.execute("INSERT INTO boxes (box_id, district) VALUES ($1, $2) ON CONFLICT (box_id) DO NOTHING", &[&batch.box_id, &batch.district]).await?;
-    let new_epoch = tx
-        .execute("INSERT INTO box_epochs (box_id, epoch) VALUES ($1, $2) ON CONFLICT (box_id, epoch) DO NOTHING", &[&batch.box_id, &batch.epoch])
-        .await?
-        > 0;
+    let new_epoch =
+        tx.execute("INSERT INTO box_epochs (box_id, epoch) VALUES ($1, $2) ON CONFLICT (box_id, epoch) DO NOTHING", &[&batch.box_id, &batch.epoch]).await? > 0;
     let mut replaced_epochs = None;
     if new_epoch {
         // The newest epoch is the box's store now (batches of an older one still in the stream
