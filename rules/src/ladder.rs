@@ -77,13 +77,23 @@ fn at_rest(state: &ThresholdState) -> bool {
 impl LadderState {
     /// Feeds one value of the rule's signal.
     pub fn observe(&mut self, levels: &[Level], value: f64, at: Millis) -> Option<Step> {
-        if self.0.is_none() && !levels.iter().any(|level| level.bound.breached(value)) {
+        self.observe_from(levels, Severity::Notice, value, at)
+    }
+
+    /// Feeds one value, judging only the levels of severity `lowest` or above: the lower ones
+    /// are held at rest, whatever the value (a rule's `uncompensated`).
+    pub fn observe_from(&mut self, levels: &[Level], lowest: Severity, value: f64, at: Millis) -> Option<Step> {
+        if self.0.is_none() && !levels.iter().any(|level| level.severity >= lowest && level.bound.breached(value)) {
             // At rest and not breached: every level would stay at rest.
             return None;
         }
         let breached = self.0.get_or_insert_with(Box::default);
         for (state, level) in breached.levels.iter_mut().zip(levels) {
-            state.observe(level, value, at);
+            if level.severity >= lowest {
+                state.observe(level, value, at);
+            } else {
+                *state = ThresholdState::default();
+            }
         }
         let step = breached.settle(levels, at);
         self.rest_if_idle();
@@ -206,6 +216,19 @@ mod tests {
         assert_eq!(loaded.observe(&levels, 2.5, 10 * MIN), Some(Step::Fired { severity: Severity::Warning, since: 0 }), "the hold went on");
         let five = r#"{"levels":[{"phase":"Normal","recent":0},{"phase":"Normal","recent":0},{"phase":"Normal","recent":0},{"phase":"Normal","recent":0},{"phase":"Normal","recent":1}],"open":null}"#;
         assert!(serde_json::from_str::<LadderState>(five).is_err(), "more levels than severities");
+    }
+
+    #[test]
+    fn levels_below_the_lowest_judged_stay_at_rest_and_the_others_open_alone() {
+        let levels = ladder();
+        let mut state = LadderState::default();
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 2.5, 0), None, "the warning is not judged");
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 2.5, 20 * MIN), None);
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 4.5, 21 * MIN), None);
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 4.5, 26 * MIN), Some(Step::Fired { severity: Severity::Alarm, since: 21 * MIN }));
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 3.0, 27 * MIN), Some(Step::Cleared { severity: Severity::Alarm, since: 21 * MIN }), "not down to a warning");
+        assert_eq!(state.observe(&levels, 2.5, 28 * MIN), None, "judged again from the lowest: the warning's hold begins");
+        assert_eq!(state.observe(&levels, 2.5, 38 * MIN), Some(Step::Fired { severity: Severity::Warning, since: 28 * MIN }));
     }
 
     #[test]

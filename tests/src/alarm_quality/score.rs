@@ -174,6 +174,10 @@ pub struct CreepRow {
     /// Cases where one (rule, box) fired more than once during the creep.
     pub flapping: usize,
     pub max_fired_per_rule_box: u64,
+    /// Hours from the 2‰ crossing to the first grid-facing incident of any severity (a notice
+    /// included) after the creep began: negative when the worker heard of it before; cases with
+    /// none are left out.
+    pub first_told_h: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -378,6 +382,9 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                         );
                     }
                 }
+                if let Some(told) = grid().filter(|i| i.concerns(target) && i.opened >= start).map(|i| i.opened).min() {
+                    row.first_told_h.push(hours(told - at_2));
+                }
                 let mut fired: HashMap<(usize, usize), u64> = HashMap::new();
                 for i in grid().filter(|i| i.concerns(target) && i.opened >= start) {
                     *fired.entry((i.rule, i.subject)).or_default() += 1;
@@ -470,10 +477,14 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                 }
                 let devices = || incidents.iter().filter(|i| device(i.rule));
                 row.device_on_healthy += devices().filter(|i| !i.concerns(target)).count() as u64;
-                match devices().filter(|i| i.concerns(target) && i.opened >= onset).map(|i| i.opened).min() {
+                // An alarm on the engine's own clock (a device clock check) is timed by its
+                // latest tick, the whole minute at or before the reading that showed the fault.
+                let symptom_tick = onset - onset.rem_euclid(MINUTE);
+                match devices().filter(|i| i.concerns(target) && i.opened >= symptom_tick).map(|i| i.opened).min() {
                     Some(t) => {
-                        row.told_h.push(hours(t - onset));
-                        row.told_in_2h += usize::from(t - onset <= 2 * HOUR);
+                        let after = (t - onset).max(0);
+                        row.told_h.push(hours(after));
+                        row.told_in_2h += usize::from(after <= 2 * HOUR);
                     }
                     None => example("fault untold", format!("{name} ({}): no installer alarm for the faulty box", r.spec.sub), &mut s.examples),
                 }
@@ -491,6 +502,7 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
     s.throughput.threads = threads;
     for row in &mut s.creep {
         row.delays_h.sort_by(f64::total_cmp);
+        row.first_told_h.sort_by(f64::total_cmp);
     }
     for row in &mut s.jumps {
         row.delays_min.sort_by(f64::total_cmp);
