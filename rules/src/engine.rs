@@ -527,9 +527,11 @@ impl Engine {
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let interval = self.sensors[index].interval_ms;
             let plan = &self.plans[slot.plan as usize];
-            for (state, planned) in self.states.of_mut(slot, plan).checks.iter_mut().zip(&plan.checks) {
+            let SlotStatesMut { checks, thermal, .. } = self.states.of_mut(slot, plan);
+            for (state, planned) in checks.iter_mut().zip(&plan.checks) {
                 let rule = &self.rules[planned.rule()];
-                if let Some(event) = tick_check(rule, planned.variant(), state, now, interval) {
+                let lowest = rule.uncompensated.filter(|_| !compensation_in_use(plan, thermal, rule)).unwrap_or(Severity::Notice);
+                if let Some(event) = tick_check(rule, planned.variant(), state, now, interval, lowest) {
                     match planned.agreement() {
                         Some(agreement) => self.touched.push(agreement),
                         None => events.push(RuleEvent { rule: RuleId(planned.rule()), subject: SubjectId(index), variant: planned.variant(), ..event }),
@@ -788,9 +790,6 @@ fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {
     }
 }
 
-/// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one
-/// and the sample carried its fields), `peers` the reference from the building's other boxes
-/// (rules with `peers`).
 /// Whether the temperature compensation `rule` reads is in use for the sensor (see
 /// [`Thermal::in_use`]); false for a rule without `compensate`.
 fn compensation_in_use(plan: &Plan, thermal: &[Thermal], rule: &Rule) -> bool {
@@ -798,7 +797,9 @@ fn compensation_in_use(plan: &Plan, thermal: &[Thermal], rule: &Rule) -> bool {
     plan.thermal.iter().zip(thermal).any(|(spec, state)| &*spec.temperature == temperature && state.in_use())
 }
 
-/// Feeds one sample to one check; a ladder judges its levels of severity `lowest` and above.
+/// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one
+/// and the sample carried its fields), `peers` the reference from the building's other boxes
+/// (rules with `peers`); a ladder opens an incident from severity `lowest` up.
 fn observe_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: Millis, staged: Option<f64>, peers: Option<f64>, lowest: Severity) -> Option<RuleEvent> {
     match (rule.check_of(variant), state) {
         (Check::Ladder(levels), CheckState::Peers(peer)) => {
@@ -841,13 +842,14 @@ fn clock_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: 
     }
 }
 
-fn tick_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, now: Millis, interval_ms: Millis) -> Option<RuleEvent> {
+/// Lets time pass for one check; a ladder opens an incident from severity `lowest` up.
+fn tick_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, now: Millis, interval_ms: Millis, lowest: Severity) -> Option<RuleEvent> {
     match (rule.check_of(variant), state) {
         (Check::Ladder(levels), CheckState::Ladder { ladder, last_value, .. }) => {
-            ladder.tick(levels, now).map(|step| from_step(step, last_value.get().unwrap_or(f64::NAN), now))
+            ladder.tick(levels, lowest, now).map(|step| from_step(step, last_value.get().unwrap_or(f64::NAN), now))
         }
         (Check::Ladder(levels), CheckState::Peers(peer)) => {
-            peer.ladder.tick(levels, now).map(|step| from_step(step, peer.last_value.get().unwrap_or(f64::NAN), now))
+            peer.ladder.tick(levels, lowest, now).map(|step| from_step(step, peer.last_value.get().unwrap_or(f64::NAN), now))
         }
         (Check::NoData { after, severity }, CheckState::NoData(silence)) => {
             let timeout = match *after {

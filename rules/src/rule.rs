@@ -199,8 +199,9 @@ pub struct Rule {
     pub peers: bool,
     /// With `compensate`: the lowest severity the rule raises for a box whose temperature
     /// compensation is not in use ([`crate::thermal::Thermal::in_use`]: it reports no
-    /// temperature, or one that cannot be matched with its angles); its lower levels stay silent there
-    /// (`uncompensated = "warning"`). `None`: every level, compensated or not.
+    /// temperature, or one that cannot be matched with its angles): there its lower levels open
+    /// no incident, though one opened by a higher level steps down through them and clears by
+    /// their clear levels (`uncompensated = "warning"`). `None`: every level, compensated or not.
     pub uncompensated: Option<Severity>,
     pub origin: Origin,
 }
