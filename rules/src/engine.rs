@@ -97,9 +97,16 @@ pub enum Observed {
 /// each keep a hundred thousand (a flat-line check, one per tilt box, boxes its counters).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CheckState {
-    Ladder { transform: TransformState, ladder: LadderState, last_value: ReportedValue },
+    Ladder {
+        transform: TransformState,
+        ladder: LadderState,
+        last_value: ReportedValue,
+    },
     NoData(SilenceState),
-    FlatLine { transform: TransformState, flat: Box<FlatState> },
+    FlatLine {
+        transform: TransformState,
+        flat: Box<FlatState>,
+    },
     /// A threshold rule with `peers`: the box against its building's other boxes.
     Peers(Box<PeerCheck>),
     Clock(ClockState),
@@ -328,7 +335,19 @@ impl Engine {
         states.checks.shrink_to_fit();
         states.thermal.shrink_to_fit();
         let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms }).collect();
-        Engine { rules, sensors, slots, states, plans, agreements, peer_groups, touched: Vec::new(), staged: Vec::new(), peer_references: Vec::new(), now: None }
+        Engine {
+            rules,
+            sensors,
+            slots,
+            states,
+            plans,
+            agreements,
+            peer_groups,
+            touched: Vec::new(),
+            staged: Vec::new(),
+            peer_references: Vec::new(),
+            now: None,
+        }
     }
 
     /// A sensor's plan.
@@ -800,7 +819,15 @@ fn compensation_in_use(plan: &Plan, thermal: &[Thermal], rule: &Rule) -> bool {
 /// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one
 /// and the sample carried its fields), `peers` the reference from the building's other boxes
 /// (rules with `peers`); a ladder opens an incident from severity `lowest` up.
-fn observe_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: Millis, staged: Option<f64>, peers: Option<f64>, lowest: Severity) -> Option<RuleEvent> {
+fn observe_check(
+    rule: &Rule,
+    variant: Option<usize>,
+    state: &mut CheckState,
+    at: Millis,
+    staged: Option<f64>,
+    peers: Option<f64>,
+    lowest: Severity,
+) -> Option<RuleEvent> {
     match (rule.check_of(variant), state) {
         (Check::Ladder(levels), CheckState::Peers(peer)) => {
             let (own, signal) = (staged?, rule.signal.as_ref()?);

@@ -526,7 +526,13 @@ fn a_box_without_temperature_compensation_raises_no_notice_but_still_a_warning()
     let offset = |permille: f64| degrees(permille);
     // Box 1 reports no temperature, box 2 does; both lean 1.5‰, then 2.5‰, after their baseline.
     for m in 0..=400 {
-        let lean = if m < 120 { 0.0 } else if m < 240 { 1.5 } else { 2.5 };
+        let lean = if m < 120 {
+            0.0
+        } else if m < 240 {
+            1.5
+        } else {
+            2.5
+        };
         e.tick(m * MIN, &mut events);
         e.observe(SubjectId(0), m * MIN, &[("x", offset(lean)), ("y", 0.0)], &mut events);
         e.observe(SubjectId(1), m * MIN, &[("x", offset(lean)), ("y", 0.0), ("temperature", 20.0)], &mut events);

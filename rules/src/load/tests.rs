@@ -106,7 +106,8 @@ fn uncompensated_needs_compensation_and_levels() {
     assert!(refused.iter().any(|e| e.contains("uncompensated") && e.contains("needs `compensate`")), "{refused:?}");
     let set = compile(&format!("{base}compensate = \"temperature\"\n")).unwrap();
     assert_eq!(set.rules[0].uncompensated, Some(Severity::Warning));
-    let refused = errors("[[rule]]\nid = \"t\"\nvalue = \"x\"\nbaseline = \"learn 1h\"\ncompensate = \"temperature\"\nflat_line = 3\nuncompensated = \"warning\"\n");
+    let refused =
+        errors("[[rule]]\nid = \"t\"\nvalue = \"x\"\nbaseline = \"learn 1h\"\ncompensate = \"temperature\"\nflat_line = 3\nuncompensated = \"warning\"\n");
     assert!(refused.iter().any(|e| e.contains("uncompensated")), "{refused:?}");
 }
 

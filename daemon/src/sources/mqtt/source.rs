@@ -170,8 +170,15 @@ impl Ingest {
                 return Err(self.ahead_of_clock(sensor, ahead_secs));
             }
             let clock_untrusted = decoded.ts.is_none() && !synchronized;
-            let sample =
-                Sample { sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted, own_time: decoded.ts.is_some(), refused_ahead_secs: None };
+            let sample = Sample {
+                sensor,
+                ts: decoded.ts.unwrap_or(now),
+                seq: decoded.seq,
+                fields: decoded.fields,
+                clock_untrusted,
+                own_time: decoded.ts.is_some(),
+                refused_ahead_secs: None,
+            };
             self.check_duplicate(&sample, decoded.ts)?;
             self.check_field_names(sensor, &sample.fields)?;
             Ok(sample)
