@@ -20,4 +20,8 @@ pub struct Sample {
     pub clock_untrusted: bool,
     /// `ts` is the device's own time (else this box stamped it on receipt).
     pub own_time: bool,
+    /// Refused by the ingest as stamped this many seconds ahead of this box's clock: not judged,
+    /// stored or shown, only passed to the rules' clock checks (`clock_ahead`) so that
+    /// installers hear of the device's clock. `None` for every reading that is judged.
+    pub refused_ahead_secs: Option<i64>,
 }

@@ -1,7 +1,8 @@
 //! A device clock that is off never switches a sensor's rules off (issue 17): the real binary
 //! against mosquitto and a webhook receiver. A reading stamped a day ahead is refused and
-//! counted, and the sensor's next, correctly stamped readings still raise their alarm; a sensor
-//! whose clock went back is re-anchored and judged again.
+//! counted (and raises the device's clock alarm to installers), and the sensor's next,
+//! correctly stamped readings still raise their alarm; a sensor whose clock went back is
+//! re-anchored and judged again.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -20,6 +21,12 @@ kind = "water"
 value = "do"
 below = 2.0
 severity = "alarm"
+
+[[rule]]
+id = "test-clock-ahead"
+kind = "water"
+clock_ahead = "10m"
+severity = "warning"
 "#;
 
 fn config(mosquitto: &Mosquitto, webhook: &WebhookReceiver, http_port: u16, ingest: &str) -> String {
@@ -112,6 +119,10 @@ async fn a_reading_stamped_a_day_ahead_is_refused_and_later_readings_still_raise
         wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, r#"gridwatch_payloads_rejected_total{reason="ahead_of_clock"}"#) == Some(1.0) })
             .await;
     assert!(refused, "not counted as ahead_of_clock:\n{}", metrics(http_port).await);
+    // Refused, but shown to the clock check: installers hear of the device's clock.
+    let clock = |event: &'static str| move |b: &serde_json::Value| b["event"] == event && b["rule"] == "test-clock-ahead" && b["sensor"] == "canal-02";
+    let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(clock("fired")) }).await;
+    assert!(told, "no clock alarm; webhook got {:?}", webhook.bodies());
 
     // Then correctly stamped readings, low enough to raise the alarm.
     let now = now_ms();
@@ -119,6 +130,9 @@ async fn a_reading_stamped_a_day_ahead_is_refused_and_later_readings_still_raise
         mosquitto.publish(canal, &water(1.2, now - 30_000 + i * 1000)).unwrap();
     }
     assert!(canal_alarm(&webhook).await, "the alarm never fired; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+    let cleared = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(clock("cleared")) }).await;
+    assert!(cleared, "readings stamped on time are judged again: the clock alarm clears; webhook got {:?}", webhook.bodies());
+    assert!(!webhook.bodies().iter().any(|b| b["rule"] == "test-clock-ahead" && b["sensor"] == "pond-01"), "{:?}", webhook.bodies());
 
     let text = metrics(http_port).await;
     assert_eq!(metric(&text, "gridwatch_samples_out_of_order_total"), Some(0.0), "the refused reading was not taken as the sensor's time");

@@ -1,5 +1,6 @@
-//! Device checks: a box that went silent (no data) or whose value is stuck (flat line). These
-//! are alarms about the equipment, routed to installers rather than grid workers.
+//! Device checks: a box that went silent (no data), whose value is stuck (flat line) or whose
+//! clock runs ahead (clock). These are alarms about the equipment, routed to installers rather
+//! than grid workers.
 //!
 //! Invariants: each check is either quiet or open; it reports `Opened` once when it opens and
 //! `Closed` once when it closes.
@@ -12,6 +13,35 @@ use crate::time::Millis;
 pub enum Change {
     Opened { since: Millis },
     Closed { since: Millis },
+}
+
+/// Clock state for one sensor (`clock_ahead`): open from a reading stamped further ahead of the
+/// engine's clock than the rule allows, until a reading stamped within it is judged again (the
+/// readings stamped right after a clock that ran ahead are older than the last one judged and
+/// refused as out of order: the sensor is still not judged, so the check stays open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClockState {
+    /// When the check opened (the engine's time then).
+    open_since: Option<Millis>,
+}
+
+impl ClockState {
+    /// One reading stamped `stamped` reached the engine when its clock read `now`; `refused`:
+    /// it is not judged (older than the sensor's last judged reading, or refused by the caller).
+    pub fn stamped(&mut self, stamped: Millis, now: Millis, allowed_ms: Millis, refused: bool) -> Option<Change> {
+        let ahead = stamped.saturating_sub(now) > allowed_ms;
+        match self.open_since {
+            None if ahead => {
+                self.open_since = Some(now);
+                Some(Change::Opened { since: now })
+            }
+            Some(since) if !ahead && !refused => {
+                self.open_since = None;
+                Some(Change::Closed { since })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// No-data (deadman) state for one sensor. 16 bytes (one per sensor and no-data rule): "not
@@ -192,5 +222,18 @@ mod tests {
         let changes: Vec<_> =
             [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 1.5)].iter().filter_map(|&(at, v)| f.observe(v, at, 3, 0).map(|c| (at, c))).collect();
         assert_eq!(changes, vec![(2, Change::Opened { since: 0 }), (4, Change::Closed { since: 0 })]);
+    }
+
+    #[test]
+    fn a_clock_ahead_opens_once_and_closes_when_a_reading_is_judged_again_within_the_allowance() {
+        const MIN: Millis = 60_000;
+        let mut clock = ClockState::default();
+        assert_eq!(clock.stamped(10 * MIN, 10 * MIN, 10 * MIN, false), None, "on time");
+        assert_eq!(clock.stamped(20 * MIN, 10 * MIN, 10 * MIN, false), None, "10 minutes ahead is allowed");
+        assert_eq!(clock.stamped(200 * MIN, 11 * MIN, 10 * MIN, false), Some(Change::Opened { since: 11 * MIN }));
+        assert_eq!(clock.stamped(201 * MIN, 12 * MIN, 10 * MIN, false), None, "still ahead: one incident");
+        assert_eq!(clock.stamped(13 * MIN, 13 * MIN, 10 * MIN, true), None, "set right, but refused as out of order: not judged yet");
+        assert_eq!(clock.stamped(202 * MIN, 202 * MIN, 10 * MIN, false), Some(Change::Closed { since: 11 * MIN }));
+        assert_eq!(clock.stamped(Millis::MAX, Millis::MIN, 10 * MIN, true), Some(Change::Opened { since: Millis::MIN }), "no overflow");
     }
 }

@@ -9,7 +9,7 @@
 //! missing; for each (rule, sensor) events alternate `Fired` (`Changed`…) `Cleared`.
 
 use crate::agreement::{verdict, Agreement, Move, Vote};
-use crate::device::{Change, FlatState, SilenceState};
+use crate::device::{Change, ClockState, FlatState, SilenceState};
 use crate::expr::lookup;
 use crate::ladder::{LadderState, Step};
 use crate::last_value::{LastValue, ReportedValue};
@@ -109,6 +109,7 @@ pub enum CheckState {
     },
     /// A threshold rule with `peers`: the box against its building's other boxes.
     Peers(Box<PeerCheck>),
+    Clock(ClockState),
 }
 
 /// "None" of an index kept in 16 (or, for agreements, 32) bits.
@@ -316,6 +317,9 @@ pub struct Engine {
     /// The reference from its peers of each check of the sensor being evaluated (reused buffer;
     /// `None` for checks without `peers`).
     peer_references: Vec<Option<f64>>,
+    /// The engine's clock: the latest tick's time (`None` before the first tick). Clock checks
+    /// judge a reading's time against it.
+    now: Option<Millis>,
 }
 
 impl Engine {
@@ -331,7 +335,19 @@ impl Engine {
         states.checks.shrink_to_fit();
         states.thermal.shrink_to_fit();
         let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms }).collect();
-        Engine { rules, sensors, slots, states, plans, agreements, peer_groups, touched: Vec::new(), staged: Vec::new(), peer_references: Vec::new() }
+        Engine {
+            rules,
+            sensors,
+            slots,
+            states,
+            plans,
+            agreements,
+            peer_groups,
+            touched: Vec::new(),
+            staged: Vec::new(),
+            peer_references: Vec::new(),
+            now: None,
+        }
     }
 
     /// A sensor's plan.
@@ -403,6 +419,7 @@ impl Engine {
     pub fn observe<K: AsRef<str>>(&mut self, subject: SubjectId, at: Millis, fields: &[(K, f64)], events: &mut Vec<RuleEvent>) -> Observed {
         let Some(slot) = self.slots.get(subject.0) else { return Observed::UnknownSubject };
         if slot.last_at.is_some_and(|last| at < last) {
+            self.judge_clocks(subject, at, true, events);
             return Observed::OutOfOrder;
         }
         self.reference_peers(subject.0, at);
@@ -458,7 +475,12 @@ impl Engine {
             let rule = &self.rules[planned.rule()];
             let staged = planned.stage().and_then(|stage| self.staged.get(stage).copied().flatten());
             let peers = self.peer_references.get(position).copied().flatten();
-            if let Some(event) = observe_check(rule, planned.variant(), state, at, staged, peers) {
+            let lowest = rule.uncompensated.filter(|_| !compensation_in_use(plan, thermal, rule)).unwrap_or(Severity::Notice);
+            let event = match self.now {
+                Some(now) if matches!(state, CheckState::Clock(_)) => clock_check(rule, planned.variant(), state, at, now, false),
+                _ => observe_check(rule, planned.variant(), state, at, staged, peers, lowest),
+            };
+            if let Some(event) = event {
                 match planned.agreement() {
                     Some(agreement) => self.touched.push(agreement),
                     None => events.push(RuleEvent { rule: RuleId(planned.rule()), subject, variant: planned.variant(), ..event }),
@@ -467,6 +489,28 @@ impl Engine {
         }
         self.settle_agreements(at, events);
         Observed::Evaluated
+    }
+
+    /// A reading of `subject` stamped `at` that the caller refused before judging it (the
+    /// daemon refuses readings stamped too far ahead of its clock): only the sensor's clock
+    /// checks (`clock_ahead`) see its time, so that installers hear of the device's clock.
+    pub fn refused(&mut self, subject: SubjectId, at: Millis, events: &mut Vec<RuleEvent>) {
+        if subject.0 < self.slots.len() {
+            self.judge_clocks(subject, at, true, events);
+        }
+    }
+
+    /// Judges the clock checks of `subject` on a reading stamped `at` against the engine's
+    /// clock (nothing before the first tick); `refused`: the reading is not judged otherwise.
+    fn judge_clocks(&mut self, subject: SubjectId, at: Millis, refused: bool, events: &mut Vec<RuleEvent>) {
+        let (Some(now), Some(slot)) = (self.now, self.slots.get(subject.0)) else { return };
+        let plan = &self.plans[slot.plan as usize];
+        for (state, planned) in self.states.of_mut(slot, plan).checks.iter_mut().zip(&plan.checks) {
+            let rule = &self.rules[planned.rule()];
+            if let Some(event) = clock_check(rule, planned.variant(), state, at, now, refused) {
+                events.push(RuleEvent { rule: RuleId(planned.rule()), subject, variant: planned.variant(), ..event });
+            }
+        }
     }
 
     /// Fills `peer_references` for sensor `index`'s checks: for each check with `peers`, the
@@ -498,12 +542,15 @@ impl Engine {
 
     /// Lets time pass: completes raise holds and notices silent sensors.
     pub fn tick(&mut self, now: Millis, events: &mut Vec<RuleEvent>) {
+        self.now = Some(self.now.map_or(now, |before| before.max(now)));
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let interval = self.sensors[index].interval_ms;
             let plan = &self.plans[slot.plan as usize];
-            for (state, planned) in self.states.of_mut(slot, plan).checks.iter_mut().zip(&plan.checks) {
+            let SlotStatesMut { checks, thermal, .. } = self.states.of_mut(slot, plan);
+            for (state, planned) in checks.iter_mut().zip(&plan.checks) {
                 let rule = &self.rules[planned.rule()];
-                if let Some(event) = tick_check(rule, planned.variant(), state, now, interval) {
+                let lowest = rule.uncompensated.filter(|_| !compensation_in_use(plan, thermal, rule)).unwrap_or(Severity::Notice);
+                if let Some(event) = tick_check(rule, planned.variant(), state, now, interval, lowest) {
                     match planned.agreement() {
                         Some(agreement) => self.touched.push(agreement),
                         None => events.push(RuleEvent { rule: RuleId(planned.rule()), subject: SubjectId(index), variant: planned.variant(), ..event }),
@@ -722,6 +769,7 @@ pub(crate) fn initial_state(rule: &Rule, variant: Option<usize>) -> CheckState {
         Check::Ladder(_) if rule.peers => CheckState::Peers(Box::default()),
         Check::Ladder(_) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::default(), last_value: ReportedValue::NONE },
         Check::NoData { .. } => CheckState::NoData(SilenceState::default()),
+        Check::Clock { .. } => CheckState::Clock(ClockState::default()),
         Check::FlatLine { .. } => CheckState::FlatLine { transform: TransformState::default(), flat: Box::default() },
     }
 }
@@ -761,10 +809,25 @@ fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {
     }
 }
 
+/// Whether the temperature compensation `rule` reads is in use for the sensor (see
+/// [`Thermal::in_use`]); false for a rule without `compensate`.
+fn compensation_in_use(plan: &Plan, thermal: &[Thermal], rule: &Rule) -> bool {
+    let Some(temperature) = rule.signal.as_ref().and_then(|signal| signal.compensate.as_deref()) else { return false };
+    plan.thermal.iter().zip(thermal).any(|(spec, state)| &*spec.temperature == temperature && state.in_use())
+}
+
 /// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one
 /// and the sample carried its fields), `peers` the reference from the building's other boxes
-/// (rules with `peers`).
-fn observe_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: Millis, staged: Option<f64>, peers: Option<f64>) -> Option<RuleEvent> {
+/// (rules with `peers`); a ladder opens an incident from severity `lowest` up.
+fn observe_check(
+    rule: &Rule,
+    variant: Option<usize>,
+    state: &mut CheckState,
+    at: Millis,
+    staged: Option<f64>,
+    peers: Option<f64>,
+    lowest: Severity,
+) -> Option<RuleEvent> {
     match (rule.check_of(variant), state) {
         (Check::Ladder(levels), CheckState::Peers(peer)) => {
             let (own, signal) = (staged?, rule.signal.as_ref()?);
@@ -773,12 +836,12 @@ fn observe_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at
             let against_peers = peers.and_then(|reference| signal.transform(&mut peer.transform, at, own - reference));
             let value = crate::peers::judged(moved, against_peers)?;
             peer.last_value = ReportedValue::of(value);
-            peer.ladder.observe(levels, value, at).map(|step| from_step(step, value, at))
+            peer.ladder.observe_from(levels, lowest, value, at).map(|step| from_step(step, value, at))
         }
         (Check::Ladder(levels), CheckState::Ladder { transform, ladder, last_value }) => {
             let value = rule.signal.as_ref()?.transform(transform, at, staged?)?;
             *last_value = ReportedValue::of(value);
-            ladder.observe(levels, value, at).map(|step| from_step(step, value, at))
+            ladder.observe_from(levels, lowest, value, at).map(|step| from_step(step, value, at))
         }
         (Check::NoData { severity, .. }, CheckState::NoData(silence)) => match silence.heard(at)? {
             Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, ((at - since) / 1000) as f64, at, since)),
@@ -795,13 +858,25 @@ fn observe_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at
     }
 }
 
-fn tick_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, now: Millis, interval_ms: Millis) -> Option<RuleEvent> {
+/// A clock check on a reading stamped `at` while the engine's clock reads `now` (`None` for
+/// other checks); the event's value is how many seconds ahead the reading was stamped.
+fn clock_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: Millis, now: Millis, refused: bool) -> Option<RuleEvent> {
+    let (Check::Clock { allowed_ms, severity }, CheckState::Clock(clock)) = (rule.check_of(variant), state) else { return None };
+    let ahead_secs = (at.saturating_sub(now) / 1000) as f64;
+    match clock.stamped(at, now, *allowed_ms, refused)? {
+        Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, ahead_secs, now, since)),
+        Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, ahead_secs, now, since)),
+    }
+}
+
+/// Lets time pass for one check; a ladder opens an incident from severity `lowest` up.
+fn tick_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, now: Millis, interval_ms: Millis, lowest: Severity) -> Option<RuleEvent> {
     match (rule.check_of(variant), state) {
         (Check::Ladder(levels), CheckState::Ladder { ladder, last_value, .. }) => {
-            ladder.tick(levels, now).map(|step| from_step(step, last_value.get().unwrap_or(f64::NAN), now))
+            ladder.tick(levels, lowest, now).map(|step| from_step(step, last_value.get().unwrap_or(f64::NAN), now))
         }
         (Check::Ladder(levels), CheckState::Peers(peer)) => {
-            peer.ladder.tick(levels, now).map(|step| from_step(step, peer.last_value.get().unwrap_or(f64::NAN), now))
+            peer.ladder.tick(levels, lowest, now).map(|step| from_step(step, peer.last_value.get().unwrap_or(f64::NAN), now))
         }
         (Check::NoData { after, severity }, CheckState::NoData(silence)) => {
             let timeout = match *after {

@@ -77,26 +77,35 @@ fn at_rest(state: &ThresholdState) -> bool {
 impl LadderState {
     /// Feeds one value of the rule's signal.
     pub fn observe(&mut self, levels: &[Level], value: f64, at: Millis) -> Option<Step> {
-        if self.0.is_none() && !levels.iter().any(|level| level.bound.breached(value)) {
-            // At rest and not breached: every level would stay at rest.
+        self.observe_from(levels, Severity::Notice, value, at)
+    }
+
+    /// Feeds one value; only a level of severity `lowest` or above opens an incident (a rule's
+    /// `uncompensated`). Once open, the incident steps down through the lower levels and
+    /// clears by their clear levels and holds as usual, so a value hovering about the lowest
+    /// level that opens one does not open and close it again and again.
+    pub fn observe_from(&mut self, levels: &[Level], lowest: Severity, value: f64, at: Millis) -> Option<Step> {
+        if self.0.is_none() && !levels.iter().any(|level| level.severity >= lowest && level.bound.breached(value)) {
+            // At rest and not breached from `lowest` up: nothing could open.
             return None;
         }
         let breached = self.0.get_or_insert_with(Box::default);
         for (state, level) in breached.levels.iter_mut().zip(levels) {
             state.observe(level, value, at);
         }
-        let step = breached.settle(levels, at);
+        let step = breached.settle(levels, lowest, at);
         self.rest_if_idle();
         step
     }
 
-    /// Lets time pass: completes raise holds.
-    pub fn tick(&mut self, levels: &[Level], now: Millis) -> Option<Step> {
+    /// Lets time pass: completes raise holds (an incident opens from `lowest` up, as in
+    /// [`LadderState::observe_from`]).
+    pub fn tick(&mut self, levels: &[Level], lowest: Severity, now: Millis) -> Option<Step> {
         let breached = self.0.as_mut()?;
         for (state, level) in breached.levels.iter_mut().zip(levels) {
             state.tick(level, now);
         }
-        let step = breached.settle(levels, now);
+        let step = breached.settle(levels, lowest, now);
         self.rest_if_idle();
         step
     }
@@ -120,11 +129,11 @@ impl LadderState {
 }
 
 impl Breached {
-    fn settle(&mut self, levels: &[Level], at: Millis) -> Option<Step> {
+    fn settle(&mut self, levels: &[Level], lowest: Severity, at: Millis) -> Option<Step> {
         let highest = self.levels.iter().zip(levels).rev().find(|(state, _)| state.is_active()).map(|(_, level)| level.severity);
         match (self.open, highest) {
-            (None, Some(severity)) => {
-                let since = self.breach_start().unwrap_or(at);
+            (None, Some(severity)) if severity >= lowest => {
+                let since = self.breach_start(levels, lowest).unwrap_or(at);
                 self.open = Some((severity, since));
                 Some(Step::Fired { severity, since })
             }
@@ -140,11 +149,13 @@ impl Breached {
         }
     }
 
-    /// When the earliest active level's breach began.
-    fn breach_start(&self) -> Option<Millis> {
+    /// When the earliest active level of severity `lowest` or above began its breach.
+    fn breach_start(&self, levels: &[Level], lowest: Severity) -> Option<Millis> {
         self.levels
             .iter()
-            .filter_map(|state| match state.phase {
+            .zip(levels)
+            .filter(|(_, level)| level.severity >= lowest)
+            .filter_map(|(state, _)| match state.phase {
                 crate::threshold::Phase::Active { since } | crate::threshold::Phase::Clearing { since, .. } => Some(since),
                 _ => None,
             })
@@ -209,10 +220,30 @@ mod tests {
     }
 
     #[test]
+    fn only_levels_from_the_lowest_open_an_incident_which_then_steps_down_as_usual() {
+        let levels = ladder();
+        let mut state = LadderState::default();
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 2.5, 0), None, "a warning alone opens nothing");
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 2.5, 20 * MIN), None);
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 4.5, 21 * MIN), None);
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 4.5, 26 * MIN), Some(Step::Fired { severity: Severity::Alarm, since: 21 * MIN }));
+        assert_eq!(
+            state.observe_from(&levels, Severity::Alarm, 3.0, 31 * MIN),
+            Some(Step::Changed { severity: Severity::Warning, previous: Severity::Alarm, since: 21 * MIN }),
+            "steps down to the warning, one incident"
+        );
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 1.0, 33 * MIN), Some(Step::Cleared { severity: Severity::Warning, since: 21 * MIN }));
+        assert_eq!(state.observe_from(&levels, Severity::Alarm, 2.5, 34 * MIN), None);
+        assert_eq!(state.tick(&levels, Severity::Alarm, 50 * MIN), None, "the warning alone cannot open an incident");
+        assert_eq!(state.observe(&levels, 2.5, 51 * MIN), None, "judged from the lowest again: the warning's hold begins");
+        assert_eq!(state.tick(&levels, Severity::Notice, 61 * MIN), Some(Step::Fired { severity: Severity::Warning, since: 51 * MIN }));
+    }
+
+    #[test]
     fn tick_completes_the_hold_of_a_silent_sensor() {
         let levels = ladder();
         let mut state = LadderState::default();
         assert_eq!(state.observe(&levels, 8.0, 0), None);
-        assert_eq!(state.tick(&levels, MIN), Some(Step::Fired { severity: Severity::Danger, since: 0 }));
+        assert_eq!(state.tick(&levels, Severity::Notice, MIN), Some(Step::Fired { severity: Severity::Danger, since: 0 }));
     }
 }

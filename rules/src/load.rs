@@ -171,12 +171,14 @@ struct RawRule {
     #[serde(default, rename = "override")]
     overrides: Vec<Spanned<RawOverride>>,
     no_data: Option<Spanned<String>>,
+    clock_ahead: Option<Spanned<String>>,
     flat_line: Option<Spanned<FlatLineSpec>>,
     #[serde(default)]
     device: bool,
     agree: Option<Spanned<u32>>,
     alone: Option<Spanned<String>>,
     peers: Option<Spanned<String>>,
+    uncompensated: Option<Spanned<String>>,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
 }
@@ -288,20 +290,20 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
     let here = rule_start..rule_start;
 
     let inline = raw.inline_level();
-    let forms = [inline.is_some(), !raw.level.is_empty(), raw.no_data.is_some(), raw.flat_line.is_some()];
+    let forms = [inline.is_some(), !raw.level.is_empty(), raw.no_data.is_some(), raw.flat_line.is_some(), raw.clock_ahead.is_some()];
     if forms.iter().filter(|&&f| f).count() != 1 {
         check.error(
             here.clone(),
             "above",
-            "a rule needs exactly one check: a threshold (`above`, `below` or `outside`), `[[rule.level]]` steps, `no_data` or `flat_line`",
+            "a rule needs exactly one check: a threshold (`above`, `below` or `outside`), `[[rule.level]]` steps, `no_data`, `flat_line` or `clock_ahead`",
         );
         return None;
     }
 
     // Problems are collected, not returned at once, so one run reports them all.
-    let signal: Option<Option<Signal>> = match (&raw.value, raw.no_data.is_some()) {
+    let signal: Option<Option<Signal>> = match (&raw.value, raw.no_data.is_some() || raw.clock_ahead.is_some()) {
         (Some(value), true) => {
-            check.error(value.span(), "value", "a `no_data` rule watches for silence and takes no `value`");
+            check.error(value.span(), "value", "a `no_data` or `clock_ahead` rule watches the readings' arrival or time and takes no `value`");
             None
         }
         (None, true) => Some(None),
@@ -331,6 +333,9 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         }
         check_ladder(check, &raw.level, &levels)?;
         (Check::Ladder(levels), raw.device)
+    } else if let Some(allowed) = &raw.clock_ahead {
+        let allowed_ms = duration(check, allowed, "clock_ahead")?;
+        (Check::Clock { allowed_ms, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
     } else if let Some(no_data) = &raw.no_data {
         let after = silence(check, no_data)?;
         (Check::NoData { after, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
@@ -392,6 +397,18 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         }
         Some(_) => true,
     };
+    let uncompensated = match &raw.uncompensated {
+        None => None,
+        Some(text) if raw.compensate.is_none() => {
+            check.error(text.span(), "uncompensated", "`uncompensated` is what a box without temperature compensation may raise: it needs `compensate`");
+            None
+        }
+        Some(text) if !matches!(checked, Check::Ladder(_)) => {
+            check.error(text.span(), "uncompensated", "only threshold rules have levels to leave silent");
+            None
+        }
+        Some(text) => severity(check, text),
+    };
 
     let mut messages = Messages::new();
     for (language, text) in &raw.message {
@@ -429,6 +446,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         agree,
         alone,
         peers,
+        uncompensated,
         origin: Origin { file: check.text.name.to_string(), line },
     };
     Some((rule, id_span))

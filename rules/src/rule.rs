@@ -131,6 +131,9 @@ pub enum Check {
     /// The value has not changed over this many consecutive samples, lasting at least
     /// `lasting_ms` (0: any time).
     FlatLine { samples: u32, lasting_ms: Millis, severity: Severity },
+    /// A reading stamped more than `allowed_ms` ahead of the engine's clock (its latest tick):
+    /// the device's clock jumped ahead, and its later readings will be refused as out of order.
+    Clock { allowed_ms: Millis, severity: Severity },
 }
 
 /// "the same value 240 times in a row" / "the same value for 2h (3 readings or more)".
@@ -175,7 +178,7 @@ pub struct Rule {
     /// Message templates by language; may be empty (then alerts use the title).
     pub messages: Messages,
     pub scope: Scope,
-    /// What is compared; `None` only for no-data rules.
+    /// What is compared; `None` only for no-data and clock rules.
     pub signal: Option<Signal>,
     /// Unit of the compared value, shown next to numbers in alerts ("‰", "mg/L").
     pub unit: String,
@@ -194,6 +197,12 @@ pub struct Rule {
     /// signal's stage value less the median of theirs ([`crate::peers`]). A box alone on its
     /// building has nothing to be compared with and yields no value.
     pub peers: bool,
+    /// With `compensate`: the lowest severity the rule raises for a box whose temperature
+    /// compensation is not in use ([`crate::thermal::Thermal::in_use`]: it reports no
+    /// temperature, or one that cannot be matched with its angles): there its lower levels open
+    /// no incident, though one opened by a higher level steps down through them and clears by
+    /// their clear levels (`uncompensated = "warning"`). `None`: every level, compensated or not.
+    pub uncompensated: Option<Severity>,
     pub origin: Origin,
 }
 
@@ -202,6 +211,7 @@ impl Rule {
     pub fn value_label(&self) -> String {
         match &self.signal {
             Some(signal) => signal.to_string(),
+            None if matches!(self.check, Check::Clock { .. }) => "reading time".into(),
             None => "no data".into(),
         }
     }

@@ -87,6 +87,9 @@ pub fn fingerprint(rule: &Rule) -> u64 {
     if rule.peers {
         text.push_str("|peers building");
     }
+    if let Some(floor) = rule.uncompensated {
+        text.push_str(&format!("|uncompensated {floor:?}"));
+    }
     fnv1a(&text)
 }
 

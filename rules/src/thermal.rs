@@ -368,6 +368,16 @@ impl Thermal {
         }
     }
 
+    /// Whether compensation is in use for the rules that leave their lower levels silent
+    /// without it (`uncompensated`): the box reports a temperature, anchored with its angles
+    /// (a box zeroed before it reported one here is not compensated until it is calibrated).
+    /// A box that reports no temperature never is. In use from the first temperature, before
+    /// the regression is clear: waiting for it (three weeks) took the blue notice of every
+    /// creep faster than about 0.1‰ a day (docs/ALARM-QUALITY.md).
+    pub fn in_use(&self) -> bool {
+        self.anchored == Some(true)
+    }
+
     /// The temperature's level over the last 24 hours, once two hours have been seen.
     pub fn level(&self) -> Option<f64> {
         self.level.map(f64::from)

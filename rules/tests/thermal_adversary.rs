@@ -280,7 +280,8 @@ fn rules(compensate: bool) -> RuleSet {
     let mut packs = builtin_packs();
     if !compensate {
         for pack in &mut packs {
-            pack.text = pack.text.replace("compensate = \"temperature\"", "");
+            // The pack as before compensation: its blue for every box.
+            pack.text = pack.text.replace("uncompensated = \"warning\"", "").replace("compensate = \"temperature\"", "");
         }
     }
     RuleSet::compile(&packs).expect("shipped packs compile")

@@ -85,6 +85,7 @@ mod tests {
             fields: vec![("x".into(), 0.12), ("y".into(), -0.03)],
             clock_untrusted: false,
             own_time: true,
+            refused_ahead_secs: None,
         };
         let decoded = crate::sources::mqtt::payload::decode(
             payload(&sample, 7).as_bytes(),

@@ -191,6 +191,9 @@ fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
         Check::FlatLine { samples, lasting_ms, severity } => {
             let _ = writeln!(out, "  {:<8} {}", severity.as_str(), gridwatch_rules::rule::describe_flat_line(*samples, *lasting_ms));
         }
+        Check::Clock { allowed_ms, severity } => {
+            let _ = writeln!(out, "  {:<8} a reading stamped more than {} ahead of this box's clock", severity.as_str(), hold(*allowed_ms));
+        }
     }
     out.push('\n');
     out

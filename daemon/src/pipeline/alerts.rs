@@ -116,6 +116,10 @@ fn condition(event: &RuleEvent, rule: &Rule) -> String {
             EventKind::Cleared => format!("heard again after {} s", event.value),
             _ => format!("no data for {} s", event.value),
         },
+        Check::Clock { allowed_ms, .. } => match event.kind {
+            EventKind::Cleared => "readings stamped on time are judged again".to_string(),
+            _ => format!("reading stamped {} s ahead of this box's clock (allowed: {} s)", event.value, allowed_ms / 1000),
+        },
         Check::FlatLine { samples, lasting_ms, .. } => match event.kind {
             EventKind::Cleared => format!("{} changes again", rule.value_label()),
             _ => format!("{}: {}", rule.value_label(), gridwatch_rules::rule::describe_flat_line(*samples, *lasting_ms)),

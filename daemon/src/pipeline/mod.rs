@@ -380,6 +380,14 @@ impl Pipeline {
     }
 
     async fn process(&mut self, sample: Sample, events: &mut Vec<RuleEvent>) {
+        if let Some(ahead_secs) = sample.refused_ahead_secs {
+            // Refused by the ingest: only the clock checks see how far ahead it was stamped, on
+            // the engine's own clock (the timeline the ticks give it).
+            self.engine.refused(SubjectId(sample.sensor), self.timeline.now().saturating_add(ahead_secs.saturating_mul(1000)), events);
+            self.unsaved |= !events.is_empty();
+            self.emit(events, Source::Timeline).await;
+            return;
+        }
         self.live.record(sample.sensor, sample.ts, &sample.fields, !sample.clock_untrusted);
         let started = std::time::Instant::now();
         let mut placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);

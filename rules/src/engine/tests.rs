@@ -170,7 +170,7 @@ fn rules_with_the_same_signal_stage_share_it() {
     let slot = &e.slots[0];
     let plan = e.plan_of(slot);
     let states = e.states.of(slot, plan);
-    assert_eq!((states.checks.len(), plan.checks.len()), (12, 12));
+    assert_eq!((states.checks.len(), plan.checks.len()), (13, 13));
     // tilt-change and the three creep rules take the same daily level once; out-of-range and
     // angles-frozen the raw vector, flat-line the raw vector with the temperature; tilt-danger and tilt-lean-fast
     // the one-hour median; tilt-sudden and tilt-erratic each their change from the recent level
@@ -451,4 +451,93 @@ fn a_box_alone_on_its_building_or_with_silent_neighbours_is_not_judged_against_p
     let fired: Vec<_> = events.iter().map(|ev| ev.at / MIN).collect();
     assert!(fired.len() == 1 && fired[0] < 720, "told while the neighbour's last reading is fresh: {fired:?}");
     assert_eq!(silent.rule(events[0].rule).id, "box-drifting");
+}
+
+const CLOCK_AND_UNCOMPENSATED: &str = r#"
+[[rule]]
+id = "clock"
+kind = "tilt"
+clock_ahead = "10m"
+
+[[rule]]
+id = "change"
+kind = "tilt"
+value = "permille(hypot(x, y))"
+baseline = "learn 1h"
+compensate = "temperature"
+uncompensated = "warning"
+unit = "‰"
+
+[[rule.level]]
+severity = "notice"
+at_least = 1.0
+clear_below = 0.7
+
+[[rule.level]]
+severity = "warning"
+at_least = 2.0
+clear_below = 1.6
+"#;
+
+fn clock_engine() -> Engine {
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: CLOCK_AND_UNCOMPENSATED.into() }]).unwrap();
+    Engine::new(rules, &[subject("box-1", SensorKind::Tilt), subject("box-2", SensorKind::Tilt)])
+}
+
+#[test]
+fn a_reading_stamped_hours_ahead_tells_installers_until_the_box_is_judged_on_time_again() {
+    let mut e = clock_engine();
+    let mut events = Vec::new();
+    e.observe(SubjectId(0), 0, &[("x", 0.0), ("y", 0.0)], &mut events);
+    assert!(events.is_empty(), "no tick yet: the engine has no clock to judge by");
+    let hour = 60 * MIN;
+    for m in 1..=30 {
+        e.tick(m * MIN, &mut events);
+        e.observe(SubjectId(0), m * MIN + 9 * MIN, &[("x", 0.0), ("y", 0.0)], &mut events);
+    }
+    assert!(events.is_empty(), "9 minutes ahead is within the allowance: {:?}", ids(&e, &events));
+    e.tick(31 * MIN, &mut events);
+    e.observe(SubjectId(0), 31 * MIN + 5 * hour, &[("x", 0.0), ("y", 0.0)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("clock".to_string(), EventKind::Fired, Severity::Warning)]);
+    assert_eq!(events[0].value, 5.0 * 3600.0, "seconds ahead");
+    events.clear();
+    // Set right: its readings are older than the one judged, refused, and the check stays open.
+    for m in 32..=60 {
+        e.tick(m * MIN, &mut events);
+        assert_eq!(e.observe(SubjectId(0), m * MIN, &[("x", 0.0), ("y", 0.0)], &mut events), Observed::OutOfOrder);
+    }
+    assert!(events.is_empty(), "{:?}", ids(&e, &events));
+    assert!(e.rewind(SubjectId(0)), "re-anchored, as the daemon does");
+    e.tick(61 * MIN, &mut events);
+    e.observe(SubjectId(0), 61 * MIN, &[("x", 0.0), ("y", 0.0)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("clock".to_string(), EventKind::Cleared, Severity::Warning)]);
+    events.clear();
+    // A reading the caller refused (the daemon's skew filter) opens it too, and changes nothing else.
+    e.refused(SubjectId(1), 62 * MIN + 3 * hour, &mut events);
+    assert_eq!(ids(&e, &events), vec![("clock".to_string(), EventKind::Fired, Severity::Warning)]);
+    assert_eq!(events[0].subject, SubjectId(1));
+    assert_eq!(e.last_at(SubjectId(1)), None, "the refused reading is not judged");
+}
+
+#[test]
+fn a_box_without_temperature_compensation_raises_no_notice_but_still_a_warning() {
+    let mut e = clock_engine();
+    let mut events = Vec::new();
+    let offset = |permille: f64| degrees(permille);
+    // Box 1 reports no temperature, box 2 does; both lean 1.5‰, then 2.5‰, after their baseline.
+    for m in 0..=400 {
+        let lean = if m < 120 {
+            0.0
+        } else if m < 240 {
+            1.5
+        } else {
+            2.5
+        };
+        e.tick(m * MIN, &mut events);
+        e.observe(SubjectId(0), m * MIN, &[("x", offset(lean)), ("y", 0.0)], &mut events);
+        e.observe(SubjectId(1), m * MIN, &[("x", offset(lean)), ("y", 0.0), ("temperature", 20.0)], &mut events);
+    }
+    let of = |s: usize| events.iter().filter(|ev| ev.subject == SubjectId(s)).map(|ev| (ev.kind, ev.severity)).collect::<Vec<_>>();
+    assert_eq!(of(0), vec![(EventKind::Fired, Severity::Warning)], "no notice at 1.5‰ without a temperature; the warning at 2.5‰");
+    assert_eq!(of(1), vec![(EventKind::Fired, Severity::Notice), (EventKind::Changed, Severity::Warning)], "compensated: the notice, then the warning");
 }

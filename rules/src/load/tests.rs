@@ -91,6 +91,27 @@ fn device_checks_compile() {
 }
 
 #[test]
+fn a_clock_check_compiles_as_a_device_check_and_takes_no_value() {
+    let set = compile("[[rule]]\nid = \"clock\"\nclock_ahead = \"10m\"\n").unwrap();
+    assert_eq!(set.rules[0].check, Check::Clock { allowed_ms: 600_000, severity: Severity::Warning });
+    assert!(set.rules[0].device);
+    let refused = errors("[[rule]]\nid = \"clock\"\nvalue = \"x\"\nclock_ahead = \"10m\"\n");
+    assert!(refused.iter().any(|e| e.contains("clock_ahead") && e.contains("takes no `value`")), "{refused:?}");
+}
+
+#[test]
+fn uncompensated_needs_compensation_and_levels() {
+    let base = "[[rule]]\nid = \"t\"\nvalue = \"x\"\nbaseline = \"learn 1h\"\nseverity = \"notice\"\nat_least = 1.0\nuncompensated = \"warning\"\n";
+    let refused = errors(base);
+    assert!(refused.iter().any(|e| e.contains("uncompensated") && e.contains("needs `compensate`")), "{refused:?}");
+    let set = compile(&format!("{base}compensate = \"temperature\"\n")).unwrap();
+    assert_eq!(set.rules[0].uncompensated, Some(Severity::Warning));
+    let refused =
+        errors("[[rule]]\nid = \"t\"\nvalue = \"x\"\nbaseline = \"learn 1h\"\ncompensate = \"temperature\"\nflat_line = 3\nuncompensated = \"warning\"\n");
+    assert!(refused.iter().any(|e| e.contains("uncompensated")), "{refused:?}");
+}
+
+#[test]
 fn unknown_key_is_reported_at_its_line_with_a_suggestion() {
     let errs = errors(&GOOD.replace("unit = ", "unti = "));
     assert_eq!(errs.len(), 1);

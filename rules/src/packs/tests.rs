@@ -449,7 +449,10 @@ fn a_ph_jump_of_more_than_one_unit_in_an_hour_is_critical() {
 #[test]
 fn drinking_points_are_not_judged_as_surface_water() {
     let mut e = engine_for(SensorKind::Water, &[("use", "drinking")]);
-    assert!(e.rules_for(SubjectId(0)).iter().all(|r| !r.id.starts_with("water-") || r.id == "water-no-data" || r.id == "water-ph-out-of-range"));
+    assert!(e
+        .rules_for(SubjectId(0))
+        .iter()
+        .all(|r| !r.id.starts_with("water-") || r.id == "water-no-data" || r.id == "water-clock-ahead" || r.id == "water-ph-out-of-range"));
     // Worse than class V and black-odorous in every surface-water indicator, healthy by GB 5749.
     let fields = [("do", 0.1), ("orp", -300.0), ("tp", 1.0), ("cod", 60.0), ("turbidity", 0.3), ("ph", 7.2), ("cl2", 0.4), ("nh3n", 0.1), ("codmn", 1.0)];
     assert_eq!(worst(&mut e, &fields, 32), None);
@@ -472,13 +475,22 @@ fn tilt_ladder_boundaries_from_the_domain_table() {
         (6.99, Some(("tilt-change", Severity::Alarm))),
         (7.0, Some(("tilt-danger", Severity::Danger))),
     ];
+    // A box calibrated with its temperature (compensated); one that reports no temperature
+    // raises no notice (`uncompensated = "warning"`: its blue would come with the weather).
     for (permille, expected) in cases {
-        let mut e = engine_for(SensorKind::Tilt, &[]);
-        e.set_baseline(SubjectId(0), "x", 0.35);
-        e.set_baseline(SubjectId(0), "y", -0.2);
-        let fields = [("x", 0.35 + tilt_degrees(permille)), ("y", -0.2)];
-        let reached = worst(&mut e, &fields, 70);
-        assert_eq!(reached.as_ref().map(|(id, severity)| (id.as_str(), *severity)), expected, "{permille}‰: {reached:?}");
+        for with_temperature in [true, false] {
+            let mut e = engine_for(SensorKind::Tilt, &[]);
+            e.set_baseline(SubjectId(0), "x", 0.35);
+            e.set_baseline(SubjectId(0), "y", -0.2);
+            let mut fields = vec![("x", 0.35 + tilt_degrees(permille)), ("y", -0.2)];
+            if with_temperature {
+                e.set_baseline(SubjectId(0), "temperature", 20.0);
+                fields.push(("temperature", 20.0));
+            }
+            let expected = expected.filter(|(_, severity)| with_temperature || *severity >= Severity::Warning);
+            let reached = worst(&mut e, &fields, 70);
+            assert_eq!(reached.as_ref().map(|(id, severity)| (id.as_str(), *severity)), expected, "{permille}‰, temperature {with_temperature}: {reached:?}");
+        }
     }
 }
 
@@ -493,23 +505,34 @@ fn mounting_offset_is_learned_not_alarmed() {
 fn slow_creep_must_last_two_consecutive_months_to_reach_alarm() {
     // One reading per hour for 62 days; the wall leans 0.9‰ per 30 days for the first
     // month, then `second_month` per 30 days.
-    let run = |second_month: f64| {
+    // A box calibrated with its temperature, which stays at 20 °C (`with_temperature`), or one
+    // that reports none.
+    let run = |second_month: f64, with_temperature: bool| {
         let mut e = engine_for(SensorKind::Tilt, &[]);
         e.set_baseline(SubjectId(0), "x", 0.0);
         e.set_baseline(SubjectId(0), "y", 0.0);
+        if with_temperature {
+            e.set_baseline(SubjectId(0), "temperature", 20.0);
+        }
         let mut events = Vec::new();
         for h in 0..=(62 * 24) {
             let days = h as f64 / 24.0;
             let permille = if days <= 30.0 { days / 30.0 * 0.9 } else { 0.9 + (days - 30.0) / 30.0 * second_month };
-            e.observe(SubjectId(0), h * 60 * MIN, &[("x", tilt_degrees(permille)), ("y", 0.0)], &mut events);
+            let mut fields = vec![("x", tilt_degrees(permille)), ("y", 0.0)];
+            if with_temperature {
+                fields.push(("temperature", 20.0));
+            }
+            e.observe(SubjectId(0), h * 60 * MIN, &fields, &mut events);
         }
         events.iter().filter(|ev| ev.kind == EventKind::Fired).map(|ev| e.rule(ev.rule).id.clone()).collect::<Vec<_>>()
     };
-    let steady = run(0.9);
-    assert!(steady.contains(&"tilt-creep-two-months".to_string()), "{steady:?}");
-    let stopped = run(0.2);
-    assert!(stopped.contains(&"tilt-creep-month".to_string()), "{stopped:?}");
-    assert!(!stopped.contains(&"tilt-creep-two-months".to_string()), "the second month stayed under 0.7‰: {stopped:?}");
+    for with_temperature in [true, false] {
+        let steady = run(0.9, with_temperature);
+        assert!(steady.contains(&"tilt-creep-two-months".to_string()), "{steady:?}");
+        let stopped = run(0.2, with_temperature);
+        assert_eq!(stopped.contains(&"tilt-creep-month".to_string()), with_temperature, "the month's notice only with compensation: {stopped:?}");
+        assert!(!stopped.contains(&"tilt-creep-two-months".to_string()), "the second month stayed under 0.7‰: {stopped:?}");
+    }
 }
 
 /// A wall that follows the air temperature half a day late: ±1‰ over the seasons (±12 °C), and

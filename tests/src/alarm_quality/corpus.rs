@@ -4,7 +4,7 @@
 //! the order or thread the cases are built in.
 
 use super::faults::{Fault, FAULT_KINDS};
-use super::movements::{creep, jump, Movement, CREEP_BANDS};
+use super::movements::{creep, jump, CreepThermometer, Movement, CREEP_BANDS};
 use super::tilt::{install_time, readings, subject, Thermometer, WallBox, Weather};
 use super::{water, Case, Truth, DAY, YEAR};
 
@@ -134,7 +134,7 @@ pub fn cases(size: &Size, seed: u64) -> Vec<CaseSpec> {
         }
         push(Family::Healthy, sub, kind, count);
     }
-    for (kind, (sub, _, _)) in CREEP_BANDS.iter().enumerate() {
+    for (kind, (sub, _, _, _)) in CREEP_BANDS.iter().enumerate() {
         push(Family::Creep, sub, kind, size.creeps_per_band);
     }
     push(Family::Jump, JUMP_KINDS[0], 0, size.jumps);
@@ -181,10 +181,14 @@ impl CaseSpec {
                 })
             }
             Family::Creep => {
-                let (_, low, high) = CREEP_BANDS[self.kind];
+                let (_, low, high, thermometer) = CREEP_BANDS[self.kind];
                 let boxes = rng.usize(1..=3);
                 let target = rng.usize(0..boxes);
-                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), Thermometers::Most, |rng, install, _| creep(rng, target, install, (low, high)))
+                let thermometers = match thermometer {
+                    CreepThermometer::AsDrawn => Thermometers::Most,
+                    CreepThermometer::None => Thermometers::None,
+                };
+                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), thermometers, |rng, install, _| creep(rng, target, install, (low, high)))
             }
             Family::Jump => {
                 let whole = self.kind == 2;

@@ -51,9 +51,24 @@ impl Movement {
     }
 }
 
-/// The creep rate bands (‰/day) reported as sub-families.
-pub const CREEP_BANDS: [(&str, f64, f64); 3] =
-    [("creep 0.02-0.05 permille/day", 0.02, 0.05), ("creep 0.05-0.15 permille/day", 0.05, 0.15), ("creep 0.15-0.5 permille/day", 0.15, 0.5)];
+/// The creep sub-families: a rate band (‰/day) and whether the creeping box reports a
+/// temperature (as drawn, four boxes in five, or never: what a box without temperature
+/// compensation costs in warning of a slow creep).
+pub const CREEP_BANDS: [(&str, f64, f64, CreepThermometer); 4] = [
+    ("creep 0.02-0.05 permille/day", 0.02, 0.05, CreepThermometer::AsDrawn),
+    ("creep 0.05-0.15 permille/day", 0.05, 0.15, CreepThermometer::AsDrawn),
+    ("creep 0.15-0.5 permille/day", 0.15, 0.5, CreepThermometer::AsDrawn),
+    ("creep 0.02-0.05 permille/day, no temperature", 0.02, 0.05, CreepThermometer::None),
+];
+
+/// Whether the boxes of a creep case report their temperature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreepThermometer {
+    /// Four boxes in five.
+    AsDrawn,
+    /// No box of the building.
+    None,
+}
 
 /// A creep of box `target` starting 3–10 days after `install`, at a rate drawn log-uniformly
 /// in `band`; returns the movement, its truth and the case's end (3 days after reaching 5‰).

@@ -48,12 +48,12 @@ pub fn text(s: &Scores) -> String {
     rate_table(&mut out, "Healthy walls: false alarms (incidents by the severity they reached)", "box-years", &s.healthy, false);
 
     let _ = writeln!(out, "### Creep: first yellow-or-worse from any grid-facing rule\n");
-    let _ = writeln!(out, "| sub-family | cases | within 24 h of 2‰ | delay h from 2‰ (median / p95 / max) | before 1.5‰ (of which after the creep began) | missed | flapping cases | max incidents per rule and box |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "| sub-family | cases | within 24 h of 2‰ | delay h from 2‰ (median / p95 / max) | before 1.5‰ (of which after the creep began) | missed | flapping cases | max incidents per rule and box | first grid incident of any severity, h from 2‰ (median / p95 / max) |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in &s.creep {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} |",
             r.sub,
             r.cases,
             r.within_24h,
@@ -62,7 +62,8 @@ pub fn text(s: &Scores) -> String {
             r.early_while_creeping,
             r.missed,
             r.flapping,
-            r.max_fired_per_rule_box
+            r.max_fired_per_rule_box,
+            stats(&r.first_told_h, 1)
         );
     }
 
@@ -191,6 +192,7 @@ pub fn json(s: &Scores) -> Value {
         "creep": s.creep.iter().map(|r| json!({
             "sub_family": r.sub, "cases": r.cases, "within_24h": r.within_24h, "delay_h": stats_json(&r.delays_h),
             "early": r.early, "early_while_creeping": r.early_while_creeping, "missed": r.missed, "flapping": r.flapping, "max_incidents_per_rule_box": r.max_fired_per_rule_box,
+            "first_told_h": stats_json(&r.first_told_h),
         })).collect::<Vec<_>>(),
         "jumps": s.jumps.iter().map(|r| json!({
             "sub_family": r.sub, "interval": r.band, "cases": r.cases, "within_target": r.within_target,

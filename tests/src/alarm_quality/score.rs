@@ -174,6 +174,10 @@ pub struct CreepRow {
     /// Cases where one (rule, box) fired more than once during the creep.
     pub flapping: usize,
     pub max_fired_per_rule_box: u64,
+    /// Hours from the 2‰ crossing to the first grid-facing incident of any severity (a notice
+    /// included) after the creep began: negative when the worker heard of it before; cases with
+    /// none are left out.
+    pub first_told_h: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -378,6 +382,9 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                         );
                     }
                 }
+                if let Some(told) = grid().filter(|i| i.concerns(target) && i.opened >= start).map(|i| i.opened).min() {
+                    row.first_told_h.push(hours(told - at_2));
+                }
                 let mut fired: HashMap<(usize, usize), u64> = HashMap::new();
                 for i in grid().filter(|i| i.concerns(target) && i.opened >= start) {
                     *fired.entry((i.rule, i.subject)).or_default() += 1;
@@ -470,10 +477,14 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                 }
                 let devices = || incidents.iter().filter(|i| device(i.rule));
                 row.device_on_healthy += devices().filter(|i| !i.concerns(target)).count() as u64;
-                match devices().filter(|i| i.concerns(target) && i.opened >= onset).map(|i| i.opened).min() {
+                // An alarm on the engine's own clock (a device clock check) is timed by its
+                // latest tick, the whole minute at or before the reading that showed the fault.
+                let symptom_tick = onset - onset.rem_euclid(MINUTE);
+                match devices().filter(|i| i.concerns(target) && i.opened >= symptom_tick).map(|i| i.opened).min() {
                     Some(t) => {
-                        row.told_h.push(hours(t - onset));
-                        row.told_in_2h += usize::from(t - onset <= 2 * HOUR);
+                        let after = (t - onset).max(0);
+                        row.told_h.push(hours(after));
+                        row.told_in_2h += usize::from(after <= 2 * HOUR);
                     }
                     None => example("fault untold", format!("{name} ({}): no installer alarm for the faulty box", r.spec.sub), &mut s.examples),
                 }
@@ -491,6 +502,7 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
     s.throughput.threads = threads;
     for row in &mut s.creep {
         row.delays_h.sort_by(f64::total_cmp);
+        row.first_told_h.sort_by(f64::total_cmp);
     }
     for row in &mut s.jumps {
         row.delays_min.sort_by(f64::total_cmp);
@@ -564,23 +576,29 @@ impl Scores {
     /// instead, so that a regression still fails.
     ///
     /// Known limits: a seasonal swing of more than ±0.5‰ on a box that reports no temperature
-    /// cannot be told from a lean (only red is held to 0 there); a creep's 1.5‰ and 2‰ crossings
-    /// are timed on the creep alone, so the weather left in the daily level can move
-    /// the daily level's crossing by days for slow creeps (held to 24 h from 0.15‰/day); a drift,
-    /// a device clock (the daemon's business), intermittent flips, spike bursts, a stuck or
-    /// coarsely rounding box cannot all be told within 2 h (held to 0 red only).
+    /// cannot be told from a lean (held to 0 red and, since such a box raises no blue, 0 blue);
+    /// a creep's 1.5‰ and 2‰ crossings are timed on the creep alone, so the weather left in the
+    /// daily level can move the daily level's crossing by days for slow creeps (held to 24 h
+    /// from 0.15‰/day; on a box without temperature a yellow before 1.5‰ is allowed); a drift,
+    /// intermittent flips, a stuck or coarsely rounding box cannot all be told within 2 h (held
+    /// to 0 red only). A device clock jump is told within 2 h (`tilt-clock-ahead`).
     pub fn regressions(&self) -> Vec<String> {
         let mut out = Vec::new();
         for row in &self.healthy {
             let rate = row.per_100(row.grid_total());
             let seasons_alone = row.sub.contains("no temperature");
-            if row.grid[3] > 0 || (!seasons_alone && rate > 1.0) {
-                out.push(format!("healthy walls, {}: {rate:.1} grid-facing incidents per 100 box-years ({} red)", row.sub, row.grid[3]));
+            // A box without temperature raises no blue at all (`uncompensated = "warning"`):
+            // its blue came with the weather, 250 per 100 box-years.
+            if row.grid[3] > 0 || (!seasons_alone && rate > 1.0) || (seasons_alone && row.grid[0] > 0) {
+                out.push(format!("healthy walls, {}: {rate:.1} grid-facing incidents per 100 box-years ({} blue, {} red)", row.sub, row.grid[0], row.grid[3]));
             }
         }
         for row in &self.creep {
             let timed = row.sub.contains("0.15-0.5");
-            if row.early > 0 || row.missed > 0 || row.flapping > 0 || (timed && row.within_24h < row.cases) {
+            // Without a temperature the seasons move the daily level by up to ±1‰: the yellow
+            // at 2‰ can come before the creep alone made 1.5‰ (a known limit).
+            let early = if row.sub.contains("no temperature") { 0 } else { row.early };
+            if early > 0 || row.missed > 0 || row.flapping > 0 || (timed && row.within_24h < row.cases) {
                 out.push(format!(
                     "{}: {} yellow before 1.5‰, {} missed, {} flapping, {}/{} within 24 h",
                     row.sub, row.early, row.missed, row.flapping, row.within_24h, row.cases
@@ -596,7 +614,7 @@ impl Scores {
             }
         }
         for row in &self.faults {
-            let told_in_time = matches!(row.sub, "sign flip" | "erratic" | "spike bursts");
+            let told_in_time = matches!(row.sub, "sign flip" | "erratic" | "spike bursts" | "clock jump");
             if row.red > 0 || (told_in_time && row.told_in_2h * 10 < row.cases * 9) {
                 out.push(format!("faulty box, {}: {} red; installers told within 2 h in {}/{} cases", row.sub, row.red, row.told_in_2h, row.cases));
             }

@@ -57,7 +57,12 @@ pub enum Rejection {
     #[error("`seq` is not a non-negative integer")]
     BadSeq,
     #[error("sensor `{sensor}` stamped its reading {ahead_secs} s ahead of this box's clock")]
-    AheadOfClock { sensor: String, ahead_secs: i64 },
+    AheadOfClock {
+        sensor: String,
+        /// The sensor's position in the inventory (and the rule engine).
+        position: usize,
+        ahead_secs: i64,
+    },
     #[error("no sensor is mapped to this topic")]
     UnmappedTopic,
     #[error("sensor `{0}` is not in the inventory")]
@@ -403,7 +408,7 @@ mod tests {
             Rejection::NoFields,
             Rejection::BadTimestamp(String::new()),
             Rejection::BadSeq,
-            Rejection::AheadOfClock { sensor: String::new(), ahead_secs: 0 },
+            Rejection::AheadOfClock { sensor: String::new(), position: 0, ahead_secs: 0 },
             Rejection::UnmappedTopic,
             Rejection::UnknownSensor(String::new()),
             Rejection::SiteMismatch { sensor: String::new(), configured: String::new(), topic: String::new() },

@@ -170,8 +170,15 @@ impl Ingest {
                 return Err(self.ahead_of_clock(sensor, ahead_secs));
             }
             let clock_untrusted = decoded.ts.is_none() && !synchronized;
-            let sample =
-                Sample { sensor, ts: decoded.ts.unwrap_or(now), seq: decoded.seq, fields: decoded.fields, clock_untrusted, own_time: decoded.ts.is_some() };
+            let sample = Sample {
+                sensor,
+                ts: decoded.ts.unwrap_or(now),
+                seq: decoded.seq,
+                fields: decoded.fields,
+                clock_untrusted,
+                own_time: decoded.ts.is_some(),
+                refused_ahead_secs: None,
+            };
             self.check_duplicate(&sample, decoded.ts)?;
             self.check_field_names(sensor, &sample.fields)?;
             Ok(sample)
@@ -194,7 +201,7 @@ impl Ingest {
         if self.clocks.note(sensor, &id, ClockProblem::Ahead, tokio::time::Instant::now()) {
             tracing::warn!(sensor = %id, ahead_secs, max_future_skew_ms = self.max_future_skew_ms, "sensor clock ahead of this box: its readings are refused until it is set (or this box's clock is behind)");
         }
-        Rejection::AheadOfClock { sensor: id.to_string(), ahead_secs }
+        Rejection::AheadOfClock { sensor: id.to_string(), position: sensor, ahead_secs }
     }
 
     /// A device's `seq` jumping forward means readings were lost before they reached us. A jump
@@ -308,6 +315,11 @@ pub async fn run(
                     Err(rejection) => {
                         // Counted already; logged once per reason and minute: a broken device must not flood the log.
                         rejection_log.note(&publish.topic, &rejection, tokio::time::Instant::now());
+                        if let Some(refused) = refused_ahead(&rejection) {
+                            if outputs.samples.send(refused).await.is_err() {
+                                break;
+                            }
+                        }
                         Spooled { sample: None, ack: Some(publish) }
                     }
                 };
@@ -399,6 +411,13 @@ async fn disconnect(client: AsyncClient, mut eventloop: EventLoop) {
     let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
 }
 
+/// What the pipeline is told of a reading refused as stamped too far ahead: only its sensor and
+/// how far ahead, for the rules' clock checks (no fields: nothing of it is judged or stored).
+fn refused_ahead(rejection: &Rejection) -> Option<Sample> {
+    let Rejection::AheadOfClock { position, ahead_secs, .. } = rejection else { return None };
+    Some(Sample { sensor: *position, ts: 0, seq: None, fields: Vec::new(), clock_untrusted: false, own_time: false, refused_ahead_secs: Some(*ahead_secs) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,7 +453,7 @@ mod tests {
         let refused = ingest.sample(topic, format!(r#"{{"x": 0.3, "ts": {}}}"#, now + 86_400_000).as_bytes()).unwrap_err();
         assert_eq!(refused.reason(), "ahead_of_clock");
         assert!(
-            matches!(&refused, Rejection::AheadOfClock { sensor, ahead_secs } if sensor == "house-07" && (86_399..=86_400).contains(ahead_secs)),
+            matches!(&refused, Rejection::AheadOfClock { sensor, ahead_secs, .. } if sensor == "house-07" && (86_399..=86_400).contains(ahead_secs)),
             "{refused:?}"
         );
         assert_eq!(metrics.rejected("ahead_of_clock"), 1);
