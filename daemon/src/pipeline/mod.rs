@@ -98,14 +98,18 @@ pub struct Pipeline {
 
 /// Bytes of saved rule state a judged reading may cost: a due save of a large state waits until
 /// enough readings were judged since the last one (the crash log holds them meanwhile), so a
-/// quiet community does not rewrite its whole state every minute for a few hundred readings.
-const SAVE_BYTES_PER_READING: u64 = 64;
+/// quiet community does not rewrite its whole state every few minutes for a few hundred
+/// readings. At 64 B a 200-sensor community saved its 154 KB every 13 minutes, a quarter of what
+/// it wrote to its card (docs/BENCHMARKS.md).
+const SAVE_BYTES_PER_READING: u64 = 16;
+/// Readings judged since the last save that make a due save worth it whatever it costs: they
+/// are judged again at start after a crash (a busy box reaches it within its save interval).
+const REJUDGED_AT_MOST: u64 = 300_000;
 /// A state smaller than this is saved whenever it is due: deferring it would spare little.
 const SAVE_DEFER_FLOOR_BYTES: u64 = 64 * 1024;
 /// Longest a due save is deferred (it bounds what is judged again at start), or one save
-/// interval if that is longer. A quiet community's 200 KB state rewritten every quarter of an hour
-/// was a fifth of what it wrote to its card (docs/BENCHMARKS.md); an hour of its readings is
-/// judged again at start in well under a second.
+/// interval if that is longer. An hour of a 200-sensor community's readings is judged again at
+/// start in well under a second.
 const SAVE_DEFERRED_AT_MOST: Duration = Duration::from_secs(3600);
 
 /// The size of the last saved rule state and what was judged since, to decide whether a due
@@ -121,6 +125,7 @@ impl SaveBudget {
     fn worth_saving(&self, every: Duration, now: tokio::time::Instant) -> bool {
         self.last_bytes < SAVE_DEFER_FLOOR_BYTES
             || self.judged_since.saturating_mul(SAVE_BYTES_PER_READING) >= self.last_bytes
+            || self.judged_since >= REJUDGED_AT_MOST
             || self.last_at.is_none_or(|at| now.duration_since(at) >= every.max(SAVE_DEFERRED_AT_MOST))
     }
 
@@ -486,6 +491,9 @@ mod tests {
         budget.judged_since = 1;
         assert!(!budget.worth_saving(every, start + SAVE_DEFERRED_AT_MOST - every), "deferred up to an hour");
         assert!(budget.worth_saving(every, start + SAVE_DEFERRED_AT_MOST), "deferred at most this long");
+        budget.saved(20_000_000, start);
+        budget.judged_since = REJUDGED_AT_MOST;
+        assert!(budget.worth_saving(every, start + every), "no more readings than this are judged again at start");
         budget.saved(4_000, start);
         assert!(budget.worth_saving(every, start + every), "a small state is saved whenever due");
     }
