@@ -104,6 +104,8 @@ pub struct Metrics {
     pub rule_state_saves: Counter,
     /// Acknowledged readings judged again at start because the saved rule state had not seen them.
     pub readings_rejudged: Counter,
+    /// Bytes of the crash log skipped at start because they could not be read (torn, damaged).
+    pub crash_log_unreadable_bytes: Counter,
     /// Rule events their incident already reflected (judged again after a crash): not sent.
     pub alert_repeats: Counter,
     /// Alert events a sink confirmed.
@@ -215,6 +217,7 @@ impl Metrics {
             rule_events: Family::default(),
             rule_state_saves: Counter::default(),
             readings_rejudged: Counter::default(),
+            crash_log_unreadable_bytes: Counter::default(),
             alert_repeats: Counter::default(),
             alerts_delivered: Family::default(),
             alert_delivery_retries: Family::default(),
@@ -291,6 +294,11 @@ impl Metrics {
             "readings_rejudged",
             "Acknowledged readings judged again at start because the saved rule state had not seen them",
             metrics.readings_rejudged.clone(),
+        );
+        registry.register(
+            "crash_log_unreadable_bytes",
+            "Bytes of the crash log skipped at start because they could not be read (a write cut by a power loss, a damaged card); the readings in them were not judged again",
+            metrics.crash_log_unreadable_bytes.clone(),
         );
         registry.register(
             "alert_repeats",

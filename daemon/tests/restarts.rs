@@ -8,6 +8,7 @@ mod common;
 
 use common::{metric, metrics, publish_until_evaluated, wait_balanced, Daemon, SECOND};
 use gridwatch_tests::{free_port, wait_for, Mosquitto, WebhookReceiver};
+use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -78,6 +79,15 @@ async fn without_influxdb_a_power_cut_after_an_alarm_still_lets_its_clear_throug
         wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, r#"gridwatch_alerts_delivered_total{sink="office"}"#).unwrap_or(0.0) >= 1.0 }).await;
     assert!(delivered, "{:?}", daemon.stderr());
     daemon.kill_hard(); // long before the first rule-state save (state_save_secs = 60)
+                        // The power cut also left a torn write behind the crash log's last whole frame.
+    let segment = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("unsaved-")))
+        .max()
+        .expect("a crash-log segment");
+    std::fs::OpenOptions::new().append(true).open(&segment).unwrap().write_all(&[0xF7; 100]).unwrap();
 
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     assert!(publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await, "{:?}", daemon.stderr());
@@ -95,6 +105,7 @@ async fn without_influxdb_a_power_cut_after_an_alarm_still_lets_its_clear_throug
     assert_eq!(kinds, [("fired", events[0].1), ("cleared", events[0].1)], "one fired, one cleared, one incident: {:?}", receiver.bodies());
     assert!(receiver.bodies().len() <= 3, "at most one copy for the power cut: {:?}", receiver.bodies());
     assert!(metric(&metrics(http_port).await, "gridwatch_readings_rejudged_total").unwrap_or(0.0) >= 1.0, "the acknowledged readings were judged again");
+    assert_eq!(metric(&metrics(http_port).await, "gridwatch_crash_log_unreadable_bytes_total"), Some(100.0), "the torn write is skipped and counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -273,7 +273,11 @@ impl Pipeline {
             }
         }
         if unreadable > 0 {
-            tracing::warn!(lines = unreadable, "crash log lines that are not readings were skipped (a write cut by a power loss)");
+            self.metrics.crash_log_unreadable_bytes.inc_by(unreadable);
+            tracing::warn!(
+                bytes = unreadable,
+                "parts of the crash log that cannot be read were skipped (a write cut by a power loss, or a damaged card); the readings in them are not judged again"
+            );
         }
         if judged > 0 {
             self.unsaved = true;

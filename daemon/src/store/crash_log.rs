@@ -10,13 +10,15 @@
 //!
 //! A segment is compact binary (a quiet community's card pays for every page an append dirties
 //! again after the kernel wrote it back, so bytes per reading count): the magic
-//! [`BINARY_MAGIC`], then one frame per append of at most [`READINGS_PER_FRAME`] readings —
-//! `len` (varint), the readings, CRC-32C of them (4 bytes, little-endian). A reading is its
+//! [`BINARY_MAGIC`], then one frame per append of at most [`READINGS_PER_FRAME`] readings or
+//! [`FRAME_CLOSED_AT`] bytes — [`FRAME_MARK`], `len` (varint), the readings, CRC-32C of them
+//! (4 bytes, little-endian). A reading is its
 //! sensor id, its time (zigzag varint of ms), and its fields as name and value; a value with at
 //! most nine decimals is written as those digits (6.997 as 6997 and 3), any other as its eight
-//! bytes — every value comes back bit for bit. A frame cut short or whose check fails is a torn
-//! tail: it and the rest of its segment are counted, not judged. Segments of older versions, one
-//! JSON line per reading, are still read.
+//! bytes — every value comes back bit for bit. A frame cut short or whose check fails (a torn
+//! tail, a damaged block) is skipped and its bytes counted; reading takes up again at the next
+//! frame whose mark, length and check hold. Segments of older versions, one JSON line per
+//! reading, are still read.
 //!
 //! Invariants: each run appends to a new segment (a torn tail stays at the end of its own file,
 //! where it is skipped and counted); a segment is deleted only when a saved rule state has
@@ -31,10 +33,17 @@ use std::path::{Path, PathBuf};
 
 /// The first bytes of a binary segment (older segments start with `[`).
 const BINARY_MAGIC: &[u8] = b"GWLOG2\n";
+/// The first bytes of every frame: where a reader takes up again after a damaged part.
+const FRAME_MARK: [u8; 2] = [0xF7, 0x4C];
 /// Readings in one frame at most: a reader's batch ends at a frame's end.
 const READINGS_PER_FRAME: usize = 256;
-/// A frame longer than this is not one (a torn length).
-const FRAME_AT_MOST: u64 = 16 * 1024 * 1024;
+/// A frame is closed once it holds this many bytes (a reading's size is bounded by the ingest
+/// limits, far below [`FRAME_AT_MOST`]).
+const FRAME_CLOSED_AT: usize = 1024 * 1024;
+/// A frame longer than this is not one (a damaged length).
+const FRAME_AT_MOST: u64 = 64 * 1024 * 1024;
+/// Bytes looked through at once for the next frame after a damaged part.
+const RESYNC_CHUNK: usize = 256 * 1024;
 /// The value marker of a value written as its eight bytes.
 const RAW_VALUE: u8 = 0xFF;
 /// Powers of ten by the decimals a value written as digits has (exact as doubles).
@@ -80,7 +89,7 @@ impl CrashLog {
         for (sensor, ts, fields) in readings {
             encode_reading(&mut frame, sensor, ts, fields);
             in_frame += 1;
-            if in_frame == READINGS_PER_FRAME {
+            if in_frame == READINGS_PER_FRAME || frame.len() >= FRAME_CLOSED_AT {
                 close_frame(&mut frames, &frame);
                 frame.clear();
                 in_frame = 0;
@@ -134,9 +143,9 @@ impl CrashLog {
             let mut segment = Segment::open(&path, 0)?;
             let (mut count, mut judged) = (0, true);
             while judged {
-                let Some(readings) = segment.next_batch()? else { break };
-                count += readings.len() as u64;
-                judged = readings.iter().all(|r| r.as_ref().is_none_or(|r| judged_until.get(&r.sensor).is_none_or(|until| r.ts <= *until)));
+                let Some(batch) = segment.next_batch()? else { break };
+                count += batch.readings.len() as u64;
+                judged = batch.readings.iter().all(|r| judged_until.get(&r.sensor).is_none_or(|until| r.ts <= *until));
             }
             if judged {
                 std::fs::remove_file(&path)?;
@@ -147,8 +156,8 @@ impl CrashLog {
     }
 
     /// About `limit` readings from `cursor` on (a frame is not split), in the order they were
-    /// appended, and the cursor after them; what cannot be read (a torn tail) is counted in the
-    /// third value.
+    /// appended, and the cursor after them; the third value is the bytes that could not be read
+    /// (a torn tail, a damaged block).
     pub fn read(&self, cursor: LogCursor, limit: usize) -> std::io::Result<(Vec<LoggedReading>, LogCursor, u64)> {
         let mut unreadable = 0;
         for (number, path) in segments(&self.dir) {
@@ -160,8 +169,8 @@ impl CrashLog {
             let mut readings = Vec::new();
             while readings.len() < limit {
                 let Some(batch) = segment.next_batch()? else { break };
-                unreadable += batch.iter().filter(|r| r.is_none()).count() as u64;
-                readings.extend(batch.into_iter().flatten());
+                unreadable += batch.unreadable_bytes;
+                readings.extend(batch.readings);
             }
             if !readings.is_empty() || segment.offset > offset {
                 return Ok((readings, LogCursor { segment: number, offset: segment.offset }, unreadable));
@@ -209,40 +218,95 @@ impl Segment {
         Ok(Segment { file, binary, offset })
     }
 
-    /// The readings of the next frame or line (`None` for what is not a reading: a torn tail),
-    /// or `None` at the end.
-    fn next_batch(&mut self) -> std::io::Result<Option<Vec<Option<LoggedReading>>>> {
+    /// The readings of the next frame or line and the bytes skipped before them, or `None` at
+    /// the end.
+    fn next_batch(&mut self) -> std::io::Result<Option<Batch>> {
         if !self.binary {
             let mut line = Vec::new();
             let read = self.file.read_until(b'\n', &mut line)?;
             self.offset += read as u64;
-            return Ok((read > 0).then(|| vec![parse_line(&line)]));
+            return Ok((read > 0).then(|| match parse_line(&line) {
+                Some(reading) => Batch { readings: vec![reading], unreadable_bytes: 0 },
+                None => Batch { readings: Vec::new(), unreadable_bytes: read as u64 },
+            }));
         }
-        let frame = match read_varint(&mut self.file) {
-            Ok(None) => return Ok(None),
-            Ok(Some(len)) if len > 0 && len <= FRAME_AT_MOST => {
-                let mut frame = vec![0u8; len as usize + 4];
-                match self.file.read_exact(&mut frame) {
-                    Ok(()) => Some(frame),
-                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => None,
-                    Err(error) => return Err(error),
-                }
+        let start = self.offset;
+        let batch = match read_frame(&mut self.file)? {
+            Frame::End => return Ok(None),
+            Frame::Readings(readings) => Batch { readings, unreadable_bytes: 0 },
+            Frame::Damaged => {
+                let (readings, next) = self.take_up_after(start)?;
+                Batch { readings, unreadable_bytes: next - start }
             }
-            Ok(Some(_)) | Err(_) => None,
-        };
-        let readings = frame.and_then(|mut frame| {
-            let check = frame.split_off(frame.len() - 4);
-            (FRAME_CHECK.checksum(&frame).to_le_bytes()[..] == check[..]).then(|| decode_frame(&frame)).flatten()
-        });
-        let Some(readings) = readings else {
-            // A torn tail: nothing after it can be framed again.
-            self.file.read_to_end(&mut Vec::new())?;
-            self.offset = self.file.stream_position()?;
-            return Ok(Some(vec![None]));
         };
         self.offset = self.file.stream_position()?;
-        Ok(Some(readings.into_iter().map(Some).collect()))
+        Ok(Some(batch))
     }
+
+    /// Looks for the first whole frame after a damaged one at `start`: its readings and where
+    /// it begins (the file is left after it), or none and the end of the file.
+    fn take_up_after(&mut self, start: u64) -> std::io::Result<(Vec<LoggedReading>, u64)> {
+        let mut from = start + 1;
+        loop {
+            self.file.seek(SeekFrom::Start(from))?;
+            let mut chunk = Vec::with_capacity(RESYNC_CHUNK);
+            (&mut self.file).take(RESYNC_CHUNK as u64).read_to_end(&mut chunk)?;
+            if chunk.len() < FRAME_MARK.len() {
+                return Ok((Vec::new(), from + chunk.len() as u64));
+            }
+            for at in 0..=chunk.len() - FRAME_MARK.len() {
+                if chunk[at..at + FRAME_MARK.len()] != FRAME_MARK {
+                    continue;
+                }
+                let candidate = from + at as u64;
+                self.file.seek(SeekFrom::Start(candidate))?;
+                if let Frame::Readings(readings) = read_frame(&mut self.file)? {
+                    return Ok((readings, candidate));
+                }
+            }
+            // The last byte may begin a mark that goes on in the next chunk.
+            from += (chunk.len() - 1) as u64;
+        }
+    }
+}
+
+/// What one step through a segment gave.
+struct Batch {
+    readings: Vec<LoggedReading>,
+    /// Bytes skipped before them that could not be read.
+    unreadable_bytes: u64,
+}
+
+/// A frame as read from where a segment's reader stands.
+enum Frame {
+    Readings(Vec<LoggedReading>),
+    /// Not a whole frame: cut short, damaged, or not one at all.
+    Damaged,
+    /// Nothing more to read.
+    End,
+}
+
+fn read_frame(file: &mut BufReader<File>) -> std::io::Result<Frame> {
+    let mut mark = [0u8; FRAME_MARK.len()];
+    if file.read(&mut mark[..1])? == 0 {
+        return Ok(Frame::End);
+    }
+    if file.read_exact(&mut mark[1..]).is_err() || mark != FRAME_MARK {
+        return Ok(Frame::Damaged);
+    }
+    let len = match read_varint(file) {
+        Ok(Some(len)) if len > 0 && len <= FRAME_AT_MOST => len,
+        Ok(_) | Err(_) => return Ok(Frame::Damaged),
+    };
+    let mut frame = vec![0u8; len as usize + 4];
+    if file.read_exact(&mut frame).is_err() {
+        return Ok(Frame::Damaged);
+    }
+    let check = frame.split_off(len as usize);
+    if FRAME_CHECK.checksum(&frame).to_le_bytes()[..] != check[..] {
+        return Ok(Frame::Damaged);
+    }
+    Ok(decode_frame(&frame).map_or(Frame::Damaged, Frame::Readings))
 }
 
 /// A line of an older segment as a reading; `None` for one that is not (a torn tail).
@@ -252,6 +316,7 @@ fn parse_line(line: &[u8]) -> Option<LoggedReading> {
 }
 
 fn close_frame(out: &mut Vec<u8>, frame: &[u8]) {
+    out.extend_from_slice(&FRAME_MARK);
     write_varint(out, frame.len() as u64);
     out.extend_from_slice(frame);
     out.extend_from_slice(&FRAME_CHECK.checksum(frame).to_le_bytes());
@@ -402,7 +467,7 @@ mod tests {
         let expected: Vec<(String, Millis)> =
             [("house-07", 1_000), ("house-08", 1_500), ("house-07", 2_000), ("house-07", 3_000)].iter().map(|(s, t)| (s.to_string(), *t)).collect();
         assert_eq!(seen, expected, "the second run appends to its own segment");
-        assert_eq!(unreadable, 1, "the torn frame is skipped and counted");
+        assert!((1..40).contains(&unreadable), "the torn frame's bytes are skipped and counted: {unreadable}");
     }
 
     #[test]
@@ -415,6 +480,7 @@ mod tests {
             drop(log);
             let path = dir.path().join("unsaved-1.log");
             let mut bytes = std::fs::read(&path).unwrap();
+            let length = bytes.len() as u64;
             match damage {
                 "zeros" => bytes.extend_from_slice(&[0; 4096]),
                 _ => *bytes.last_mut().unwrap() ^= 0x10,
@@ -423,7 +489,9 @@ mod tests {
             let (seen, unreadable) = all(&CrashLog::open(dir.path()));
             let whole = if damage == "zeros" { 2 } else { 1 };
             assert_eq!(seen, [("house-07".to_string(), 1_000), ("house-08".to_string(), 1_500)][..whole], "{damage}");
-            assert_eq!(unreadable, 1, "{damage}");
+            // Two frames of the same size: the flipped byte costs the second.
+            let skipped = if damage == "zeros" { 4096 } else { (length - BINARY_MAGIC.len() as u64) / 2 };
+            assert_eq!(unreadable, skipped, "{damage}");
         }
     }
 
@@ -476,7 +544,42 @@ mod tests {
         let expected: Vec<(String, Millis)> =
             [("house-07", 1_000), ("house-08", 1_500), ("house-07", 3_000)].iter().map(|(s, t)| (s.to_string(), *t)).collect();
         assert_eq!(seen, expected);
-        assert_eq!(unreadable, 1, "the older segment's torn line");
+        assert_eq!(unreadable, 14, "the older segment's torn line");
+    }
+
+    #[test]
+    fn a_damaged_block_in_the_middle_loses_only_the_readings_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = CrashLog::open(dir.path());
+        for ts in 0..1_500 {
+            append(&mut log, &[("house-07", ts)]);
+        }
+        drop(log);
+        let path = dir.path().join("unsaved-1.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let frame = (bytes.len() - BINARY_MAGIC.len()) / 1_500;
+        bytes[4096..8192].fill(0);
+        std::fs::write(&path, bytes).unwrap();
+        let (seen, unreadable) = all(&CrashLog::open(dir.path()));
+        let lost = 1_500 - seen.len();
+        assert!(lost <= 4096 / frame + 2, "{lost} readings lost to a 4 KB hole in frames of {frame} B");
+        assert!(seen.windows(2).all(|pair| pair[0].1 < pair[1].1), "in order");
+        assert_eq!(seen.last().unwrap().1, 1_499, "read on after the hole");
+        assert!((4096..4096 + 2 * frame as u64).contains(&unreadable), "{unreadable} bytes skipped");
+    }
+
+    #[test]
+    fn large_readings_are_framed_so_that_every_one_comes_back() {
+        let fields: Vec<(String, f64)> = (0..100).map(|i| (format!("{i:0>200}"), f64::from(i) / 7.0)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = CrashLog::open(dir.path());
+        log.append((0..60).map(|ts| ("probe-1", ts, fields.as_slice()))).unwrap();
+        drop(log);
+        let reader = CrashLog::open(dir.path());
+        let (first, _, _) = reader.read(LogCursor::default(), 1).unwrap();
+        assert!(first.len() < 60, "a frame is closed at about a megabyte: {} readings in the first", first.len());
+        let (seen, unreadable) = all(&reader);
+        assert_eq!((seen.len(), unreadable), (60, 0));
     }
 
     #[test]
