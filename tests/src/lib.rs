@@ -18,6 +18,9 @@
 //! - [`Publisher`]: a device-like MQTT publisher that knows exactly which readings the broker
 //!   acknowledged (the external oracle of the durability tests).
 //!
+//! - [`measure`]: a process's CPU time and peak memory, the machine's busy share, latency
+//!   percentiles (what the load harnesses report).
+//!
 //! - [`alarm_quality`]: the alarm-quality corpus and scorer (no services: the pure rule engine
 //!   over generated sensor histories; `gridwatch-alarm-eval`, docs/ALARM-QUALITY.md).
 //!
@@ -27,6 +30,7 @@
 pub mod alarm_quality;
 mod browser;
 mod link_proxy;
+pub mod measure;
 mod nats;
 mod postgres;
 mod publisher;
