@@ -1,6 +1,7 @@
 //! Harness for gridwatch's end-to-end tests and load runs: real services on loopback ports the
-//! test chooses, each stopped when its handle drops. The load harness (`gridwatch-load`, in
-//! `src/bin/`) is built on the same services; see docs/BENCHMARKS.md.
+//! test chooses, each stopped when its handle drops. The load harnesses in `src/bin/` —
+//! `gridwatch-load` (one box) and `gridwatch-district-load` (boxes, NATS, hub, PostgreSQL;
+//! feature `district-load`) — are built on the same services; see docs/BENCHMARKS.md.
 //!
 //! - [`Mosquitto`]: a mosquitto broker (Debian package `mosquitto`).
 //! - [`VictoriaMetrics`]: VictoriaMetrics (Debian package `victoria-metrics`), which accepts

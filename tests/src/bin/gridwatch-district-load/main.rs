@@ -110,6 +110,7 @@ async fn run(args: &Args, boxes: usize) -> anyhow::Result<Figures> {
     let machine_before = MachineCpu::now()?;
 
     let started = Instant::now();
+    let started_ms = gridwatch_tests::now_ms();
     let alarming = ((args.sensors_per_box as f64 * args.alarming_share).ceil() as usize).clamp(1, args.sensors_per_box);
     let publishers: Vec<_> = district
         .boxes
@@ -193,7 +194,17 @@ async fn run(args: &Args, boxes: usize) -> anyhow::Result<Figures> {
         .collect();
     let acked: u64 = sent.iter().map(|s| s.acked).sum();
     let readings_lost = acked.saturating_sub(evaluated.iter().sum::<f64>() as u64);
-    if readings_lost > 0 || (in_postgres as f64) < alerts_at_boxes {
+    let box_down: Vec<String> = district
+        .webhook
+        .bodies()
+        .iter()
+        .filter(|body| body["kind"] == "box-down")
+        .map(|body| format!("{} {} at {}", body["box"], body["event"], body["at_ms"]))
+        .collect();
+    if !box_down.is_empty() {
+        eprintln!("box-down during the run (started at {}): {box_down:?}", started_ms);
+    }
+    if readings_lost > 0 || (in_postgres as f64) < alerts_at_boxes || !box_down.is_empty() {
         for community in &district.boxes {
             eprintln!("{}'s log ends:\n{}", community.id, community.process.log_tail());
         }
@@ -222,7 +233,7 @@ async fn run(args: &Args, boxes: usize) -> anyhow::Result<Figures> {
         machine_busy,
         box_peak_rss_mib: box_peak_rss as f64 / 1048576.0,
         hub_peak_rss_mib: measure::peak_rss_bytes(hub_pid)? as f64 / 1048576.0,
-        box_down: district.webhook.bodies().iter().filter(|body| body["kind"] == "box-down").count(),
+        box_down: box_down.len(),
     })
 }
 
