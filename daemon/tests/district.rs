@@ -415,7 +415,7 @@ async fn a_standby_hub_takes_over_and_no_box_is_reported_down_twice() {
     };
     let (mut first, _first_dir, first_web) = start_hub(&nats, &pg, &hook, "hub-a");
     assert!(wait_for(60 * SECOND, || async { logged(&first, ACTIVE) }).await, "the first hub never became active: {:?}", first.stderr());
-    let (second, _second_dir, second_web) = start_hub(&nats, &pg, &hook, "hub-b");
+    let (mut second, _second_dir, second_web) = start_hub(&nats, &pg, &hook, "hub-b");
     assert!(wait_for(30 * SECOND, || async { logged(&second, "standing by") }).await, "the second hub is not standing by: {:?}", second.stderr());
     assert!(!logged(&second, ACTIVE));
     // Each hub's /healthz and /metrics say which one is active.
@@ -466,6 +466,19 @@ async fn a_standby_hub_takes_over_and_no_box_is_reported_down_twice() {
     assert_eq!(box_down(), ["raised", "cleared", "raised"], "the resumed hub reported nothing");
     let standing_by = wait_for(10 * SECOND, || async { healthz(&second_web).await.1["role"] == "standing by" }).await;
     assert!(standing_by, "the fenced-off hub says it stands by: {:?}", healthz(&second_web).await);
+
+    // SIGTERM stops the active hub, the only one left: it hands its lease over and exits,
+    // rather than taking the lease back over and over (which it did until the district load
+    // harness found it; a standby taking the lease first hid it).
+    second.kill_hard();
+    third.signal("TERM");
+    let exited = wait_for(30 * SECOND, || async { has_exited(third.pid()) }).await;
+    assert!(exited, "the hub did not exit after SIGTERM: {:?}", third.stderr());
+}
+
+/// Whether process `pid` has ended (gone, or a zombie not yet reaped).
+fn has_exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
 }
 
 /// A roster whose only person in grid g1 is its leader `name` (named on every alarm there).

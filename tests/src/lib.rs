@@ -1,6 +1,7 @@
 //! Harness for gridwatch's end-to-end tests and load runs: real services on loopback ports the
-//! test chooses, each stopped when its handle drops. The load harness (`gridwatch-load`, in
-//! `src/bin/`) is built on the same services; see docs/BENCHMARKS.md.
+//! test chooses, each stopped when its handle drops. The load harnesses in `src/bin/` —
+//! `gridwatch-load` (one box) and `gridwatch-district-load` (boxes, NATS, hub, PostgreSQL;
+//! feature `district-load`) — are built on the same services; see docs/BENCHMARKS.md.
 //!
 //! - [`Mosquitto`]: a mosquitto broker (Debian package `mosquitto`).
 //! - [`VictoriaMetrics`]: VictoriaMetrics (Debian package `victoria-metrics`), which accepts
@@ -18,6 +19,9 @@
 //! - [`Publisher`]: a device-like MQTT publisher that knows exactly which readings the broker
 //!   acknowledged (the external oracle of the durability tests).
 //!
+//! - [`measure`]: a process's CPU time and peak memory, the machine's busy share, latency
+//!   percentiles (what the load harnesses report).
+//!
 //! - [`alarm_quality`]: the alarm-quality corpus and scorer (no services: the pure rule engine
 //!   over generated sensor histories; `gridwatch-alarm-eval`, docs/ALARM-QUALITY.md).
 //!
@@ -27,6 +31,7 @@
 pub mod alarm_quality;
 mod browser;
 mod link_proxy;
+pub mod measure;
 mod nats;
 mod postgres;
 mod publisher;

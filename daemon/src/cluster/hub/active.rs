@@ -52,6 +52,11 @@ pub struct Term {
 pub async fn take(bucket: &kv::Store, hub_name: &str, lifetime: Duration, shutdown: &CancellationToken) -> Option<Term> {
     let mut standing_by = false;
     let revision = loop {
+        // A stopping hub has just handed its lease over (see `keep`): taking it back would
+        // start a new term that ends at once, over and over, and the hub would never exit.
+        if shutdown.is_cancelled() {
+            return None;
+        }
         match bucket.create(ACTIVE_KEY, hub_name.to_string().into()).await {
             Ok(revision) => break revision,
             Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {

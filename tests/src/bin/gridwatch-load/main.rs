@@ -19,7 +19,7 @@ mod traffic;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use gridwatch_tests::{free_port, Mosquitto, VictoriaMetrics, WebhookReceiver};
+use gridwatch_tests::{free_port, measure, Mosquitto, VictoriaMetrics, WebhookReceiver};
 use report::{Figures, CSV_HEADER, TABLE_HEADER};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -141,7 +141,7 @@ async fn run(args: &Args, sensors: usize, rate: u64) -> anyhow::Result<Figures> 
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let cpu_before = process::cpu_seconds(pid)?;
+    let cpu_before = measure::cpu_seconds(pid)?;
     let disk_before = process::disk_write_bytes(pid)?;
     let started = Instant::now();
     let plan = traffic::Plan { port: mosquitto.port, sensors, rate, readings, alerts_per_sec: args.alerts_per_sec };
@@ -165,10 +165,10 @@ async fn run(args: &Args, sensors: usize, rate: u64) -> anyhow::Result<Figures> 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let cpu_after = process::cpu_seconds(pid)?;
+    let cpu_after = measure::cpu_seconds(pid)?;
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     let disk_bytes = process::disk_write_bytes(pid)?.saturating_sub(disk_before);
-    let peak_rss = process::peak_rss_bytes(pid)?;
+    let peak_rss = measure::peak_rss_bytes(pid)?;
     let (sub_at, sub_complete) = tokio::time::timeout(Duration::from_secs(60), sub_done).await.context("mosquitto_sub did not finish")??;
     if !sub_complete {
         bail!("mosquitto_sub did not receive all {readings} readings");
@@ -199,7 +199,7 @@ async fn run(args: &Args, sensors: usize, rate: u64) -> anyhow::Result<Figures> 
         ready_ms: ready.as_secs_f64() * 1000.0,
         alerts_expected: sent.flips,
         alerts_received: latencies.len() as u64,
-        latency: report::latency(latencies),
+        latency: measure::latency(latencies),
         disk_bytes,
     })
 }

@@ -1,35 +1,11 @@
-//! What the harness reads about the daemon process from Linux: CPU time, peak resident memory
-//! and bytes written to storage from `/proc`, and the time from spawn to `READY=1` on a notify socket the harness
-//! owns (the daemon speaks systemd's notify protocol).
+//! What the harness reads about the daemon process besides [`gridwatch_tests::measure`]: bytes
+//! written to storage from `/proc`, and the time from spawn to `READY=1` on a notify socket the
+//! harness owns (the daemon speaks systemd's notify protocol).
 
 use anyhow::Context;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::net::UnixDatagram;
-
-/// User + system CPU seconds the process has used so far.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/<pid>/stat")?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc/<pid>/stat")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
-    Ok(ticks as f64 / clock_ticks_per_second())
-}
-
-/// The kernel's USER_HZ; 100 on every Linux architecture gridwatch runs on.
-fn clock_ticks_per_second() -> f64 {
-    100.0
-}
-
-/// Peak resident set size (VmHWM) in bytes.
-pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/<pid>/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/<pid>/status")?;
-    let kib: u64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
-    Ok(kib * 1024)
-}
 
 /// Bytes the process has caused to be written to storage so far: `write_bytes` of
 /// `/proc/<pid>/io` (pages it dirtied, flushed by the kernel later, not `write()` calls) less

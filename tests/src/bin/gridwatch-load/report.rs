@@ -1,5 +1,6 @@
 //! One load run's figures, as a Markdown table row and a CSV line (for the sweep's plot).
 
+use gridwatch_tests::measure::Latency;
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Default)]
@@ -26,23 +27,6 @@ pub struct Figures {
     /// Bytes the daemon wrote to storage from the first publish until it had evaluated the last
     /// reading plus `--settle-secs` (a rule-state save every minute falls in a long run).
     pub disk_bytes: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Latency {
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-/// p50 / p99 / max of latencies (ms); `None` for none.
-pub fn latency(mut samples: Vec<f64>) -> Option<Latency> {
-    if samples.is_empty() {
-        return None;
-    }
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Some(Latency { p50: at(0.5), p99: at(0.99), max: at(1.0) })
 }
 
 pub const TABLE_HEADER: &str = "| sensors | offered/s | daemon/s | mosquitto_sub/s | ratio | lost | CPU s / 100k | peak RSS | READY | alerts | latency p50 / p99 / max | disk written / reading |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
@@ -109,17 +93,5 @@ impl Figures {
             self.disk_bytes,
             self.disk_bytes_per_reading()
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_pick_ranked_samples() {
-        let l = latency((1..=100).map(f64::from).collect()).unwrap();
-        assert_eq!((l.p50, l.p99, l.max), (51.0, 99.0, 100.0));
-        assert!(latency(Vec::new()).is_none());
     }
 }
