@@ -1,8 +1,8 @@
 //! Chaos on the alarm path: a crash costs at most one duplicate and never a lost alarm or clear.
 //! The daemon is killed with SIGKILL again and again while four sensors keep going in and out of
 //! alarm; between kills the broker is restarted, the database goes away for a while, oversized
-//! and malformed messages arrive, and two more channels misbehave (one answers after 30 s, one
-//! fails every request). The devices' publisher is the oracle for the readings (what the broker
+//! and malformed messages arrive, a kill leaves a torn crash-log write behind, and two more
+//! channels misbehave (one answers after 30 s, one fails every request). The devices' publisher is the oracle for the readings (what the broker
 //! acknowledged), the stream itself for the alarms (every switch from good to bad is one
 //! `fired`, every switch back one `cleared`), and the office's real webhook receiver counts what
 //! reached it.
@@ -53,15 +53,38 @@ enum Trouble {
     DatabaseOutage,
     /// A 2 MiB message and a malformed one on the telemetry topics.
     Poison,
+    /// The kill was a power cut in the middle of a crash-log write: a frame's start and no end
+    /// behind the last whole one.
+    TornCrashLog,
 }
 
 fn trouble(kill: usize) -> Trouble {
     match kill % 6 {
         1 => Trouble::Poison,
         3 => Trouble::BrokerRestart,
+        4 => Trouble::TornCrashLog,
         5 => Trouble::DatabaseOutage,
         _ => Trouble::None,
     }
+}
+
+/// Appends the start of a frame that never got its end to the newest crash-log segment; false
+/// when there is none (the state was just saved).
+fn tear_crash_log(state: &Path) -> bool {
+    let newest = std::fs::read_dir(state)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let number: u64 = name.strip_prefix("unsaved-")?.strip_suffix(".log")?.parse().ok()?;
+            Some((number, entry.path()))
+        })
+        .max();
+    let Some((_, path)) = newest else { return false };
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::io::Write::write_all(&mut file, &[0xF7, 0x4C, 0x2C, 0x07, b'c', b'a', b'n']).unwrap();
+    true
 }
 
 fn write_config(
@@ -217,7 +240,7 @@ async fn sigkills_during_alarms_lose_no_alarm_or_clear_and_cost_at_most_one_dupl
     let mut troubles: BTreeMap<&str, usize> = BTreeMap::new();
     for kill in 0..kills {
         match trouble(kill) {
-            Trouble::None => {}
+            Trouble::None | Trouble::TornCrashLog => {}
             Trouble::BrokerRestart => {
                 mosquitto.restart_after(SECOND).await.expect("mosquitto restarts");
                 *troubles.entry("broker restarts").or_default() += 1;
@@ -243,6 +266,9 @@ async fn sigkills_during_alarms_lose_no_alarm_or_clear_and_cost_at_most_one_dupl
         }
         tokio::time::sleep(run_before(kill)).await;
         daemon.kill_hard();
+        if trouble(kill) == Trouble::TornCrashLog && tear_crash_log(&dir.path().join("state")) {
+            *troubles.entry("torn crash-log writes").or_default() += 1;
+        }
         daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     }
     let acked = devices.await.unwrap();
