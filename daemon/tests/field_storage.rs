@@ -389,6 +389,7 @@ async fn a_box_restarted_on_a_read_only_card_starts_and_still_alarms() {
     let (status, body) = health(http_port).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.to_string().contains("read-only"), "{body}");
+    assert!(!body.to_string().contains("full"), "a read-only card is not a full one: {body}");
     // The wall comes back: the clear names the incident opened before the card failed.
     publish(0.1);
     let cleared = wait_for(15 * SECOND, || {

@@ -217,6 +217,11 @@ impl Store {
         self.reserve.given_up() || self.last_write_full.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Whether the state directory's filesystem is mounted read-only (reads the mount table).
+    pub fn read_only(&self) -> bool {
+        health::read_only(&self.dir)
+    }
+
     /// Remembers whether a write found the disk full, or failed otherwise.
     fn note_write<T>(&self, result: &anyhow::Result<T>) {
         let full = result.as_ref().err().is_some_and(is_disk_full);

@@ -119,7 +119,8 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
 
 /// Gauges the store knows best, read when they are asked for.
 fn read_store_state(state: &WebState) -> Option<String> {
-    state.metrics.store_disk_full.set(i64::from(state.store.disk_full()));
+    // A card gone read-only could not keep its reserve either: that is not a full one.
+    state.metrics.store_disk_full.set(i64::from(state.store.disk_full() && !state.store.read_only()));
     let problem = state.store.write_problem();
     state.metrics.store_write_failing.set(i64::from(problem.is_some()));
     state.metrics.store_failed_writes.set(i64::try_from(state.store.failed_writes()).unwrap_or(i64::MAX));
