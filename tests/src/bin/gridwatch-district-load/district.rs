@@ -5,7 +5,7 @@
 //! Every process is stopped when the [`District`] drops.
 
 use anyhow::{bail, Context};
-use gridwatch_tests::{free_port, Mosquitto, NatsCluster, Postgres, WebhookReceiver};
+use gridwatch_tests::{free_port, wait_for, Mosquitto, NatsCluster, Postgres, WebhookReceiver};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -111,7 +111,7 @@ impl District {
         let hub = Running::spawn(&mut hub_command, hub_dir.path().join("hub.log"), "the hub")?;
         let hub_metrics_url = format!("http://{hub_listen}/metrics");
         let http = reqwest::Client::new();
-        if !wait_until(Duration::from_secs(60), || async { metric_sum(&http, &hub_metrics_url, "gridwatch_hub_active").await == Some(1.0) }).await {
+        if !wait_for(Duration::from_secs(60), || async { metric_sum(&http, &hub_metrics_url, "gridwatch_hub_active").await == Some(1.0) }).await {
             bail!("the hub did not become active within 60 s:\n{}", hub.log_tail());
         }
         let mut community_boxes = Vec::with_capacity(boxes);
@@ -120,8 +120,7 @@ impl District {
         }
         for community in &community_boxes {
             let connected =
-                wait_until(Duration::from_secs(60), || async { metric_sum(&http, &community.metrics_url, "gridwatch_mqtt_connected").await == Some(1.0) })
-                    .await;
+                wait_for(Duration::from_secs(60), || async { metric_sum(&http, &community.metrics_url, "gridwatch_mqtt_connected").await == Some(1.0) }).await;
             if !connected {
                 bail!("box {} did not connect to its broker within 60 s:\n{}", community.id, community.process.log_tail());
             }
@@ -175,22 +174,6 @@ fn sum_of_series(text: &str, name: &str) -> Option<f64> {
         })
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
-}
-
-/// Polls `check` every 100 ms until it holds or `timeout` passes; whether it held.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[cfg(test)]
