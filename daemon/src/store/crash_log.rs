@@ -12,10 +12,9 @@
 //! again after the kernel wrote it back, so bytes per reading count): the magic
 //! [`BINARY_MAGIC`], then one frame per append of at most [`READINGS_PER_FRAME`] readings or
 //! [`FRAME_CLOSED_AT`] bytes — [`FRAME_MARK`], `len` (varint), the readings, CRC-32C of them
-//! (4 bytes, little-endian). A reading is its
-//! sensor id, its time (zigzag varint of ms), and its fields as name and value; a value with at
-//! most nine decimals is written as those digits (6.997 as 6997 and 3), any other as its eight
-//! bytes — every value comes back bit for bit. A frame cut short or whose check fails (a torn
+//! (4 bytes, little-endian). A reading is its sensor id, its time (zigzag varint of ms), and its
+//! fields as name and value; a value with at most nine decimals is written as those digits (6.997
+//! as 6997 and 3), any other as its eight bytes — every value comes back bit for bit. A frame cut short or whose check fails (a torn
 //! tail, a damaged block) is skipped and its bytes counted; reading takes up again at the next
 //! frame whose mark, length and check hold. Segments of older versions, one JSON line per
 //! reading, are still read.
