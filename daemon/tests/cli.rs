@@ -78,7 +78,9 @@ fn demo_runs_the_scenario_and_stops_by_itself() {
     assert!(has("fired", "tilt-danger", "house-03"), "the jump, once the hourly median sees it: {stdout}");
     assert!(has("fired", "tilt-change", "house-02"), "creeping house: {stdout}");
     assert!(has("fired", "water-do-class-iii", "canal-02"), "oxygen dip: {stdout}");
-    assert!(has("cleared", "water-do-class-iii", "canal-02"), "oxygen recovery: {stdout}");
+    // The class alarms clear a day after the water is back inside (a river's daily cycle would
+    // otherwise open one every dawn): the canal's recovery within the demo's hour leaves it open.
+    assert!(!has("cleared", "water-do-class-iii", "canal-02"), "cleared within a day of the recovery: {stdout}");
     assert!(!alert_lines.iter().any(|line| line.contains("sensor=house-01 ") || line.contains("sensor=pond-01 ")), "healthy sensors stay quiet: {stdout}");
     let house_03: Vec<_> = alert_lines.iter().filter(|l| l.contains("rule=tilt-sudden sensor=house-03 ")).collect();
     let rule_events: Vec<_> = house_03.iter().filter(|l| !l.contains(" reminder ") && !l.contains(" escalated ") && !l.contains(" cleared ")).collect();

@@ -145,7 +145,8 @@ pub fn cases(size: &Size, seed: u64) -> Vec<CaseSpec> {
     }
     for (kind, sub) in water::WATER_KINDS.iter().enumerate() {
         let years = if kind == 2 { 90.0 / 365.0 } else { 1.0 };
-        push(Family::Water, sub, kind, ((size.water_years / years).round() as usize).max(1));
+        let count = if size.water_years > 0.0 { ((size.water_years / years).round() as usize).max(1) } else { 0 };
+        push(Family::Water, sub, kind, count);
     }
     push(Family::Boundary, "on the target class's own limit", 0, water::boundary_count());
     specs

@@ -17,12 +17,12 @@ fn stats_json(sorted: &[f64]) -> Value {
 
 fn rate_table(out: &mut String, title: &str, unit: &str, rows: &[RateRow], onset: bool) {
     let _ = writeln!(out, "### {title}\n");
-    let extra = if onset { " | first grid alarm after onset, h (median / p95 / max) |" } else { " |" };
+    let extra = if onset { " | first grid alarm after onset, h (median / p95 / max) | reopened within a day |" } else { " |" };
     let _ =
         writeln!(out, "| sub-family | cases | sensors | {unit} | blue | yellow | orange | red | grid-facing per 100 {unit} | installer per 100 {unit}{extra}");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|{}", if onset { "---|" } else { "" });
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|{}", if onset { "---|---|" } else { "" });
     for r in rows {
-        let tail = if onset { format!(" {} |", stats(&r.after_onset_h, 1)) } else { String::new() };
+        let tail = if onset { format!(" {} | {} |", stats(&r.after_onset_h, 1), r.reopened_within_day) } else { String::new() };
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.1} |{tail}",
@@ -181,6 +181,7 @@ fn rate_json(r: &RateRow) -> Value {
         "grid_by_severity": { "notice": r.grid[0], "warning": r.grid[1], "alarm": r.grid[2], "danger": r.grid[3] },
         "grid_per_100_years": r.per_100(r.grid_total()), "installer_per_100_years": r.per_100(r.device),
         "first_grid_alarm_after_onset_h": stats_json(&r.after_onset_h),
+        "reopened_within_a_day": r.reopened_within_day,
     })
 }
 

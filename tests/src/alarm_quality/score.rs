@@ -86,6 +86,8 @@ pub struct Incident {
     pub max: Severity,
     /// When each severity (notice … danger) was first reached.
     pub reached: [Option<Millis>; 4],
+    /// When it cleared; `None` while still open at the end of the case.
+    pub closed: Option<Millis>,
 }
 
 impl Incident {
@@ -111,7 +113,7 @@ pub fn incidents(events: &[Event]) -> Vec<Incident> {
                 let mut reached = [None; 4];
                 reached[e.severity as usize] = Some(e.at);
                 open.insert(key, all.len());
-                all.push(Incident { rule: e.rule, subject: e.subject, building: e.building, opened: e.at, max: e.severity, reached });
+                all.push(Incident { rule: e.rule, subject: e.subject, building: e.building, opened: e.at, max: e.severity, reached, closed: None });
             }
             EventKind::Changed => {
                 if let Some(&i) = open.get(&key) {
@@ -121,11 +123,30 @@ pub fn incidents(events: &[Event]) -> Vec<Incident> {
                 }
             }
             EventKind::Cleared => {
-                open.remove(&key);
+                if let Some(i) = open.remove(&key) {
+                    all[i].closed = Some(e.at);
+                }
             }
         }
     }
     all
+}
+
+/// Grid-facing incidents (in opening order) that opened less than a day after the same rule's
+/// previous incident on the same sensor cleared.
+fn reopened_within_day(incidents: &[Incident], device: &impl Fn(usize) -> bool) -> u64 {
+    let mut last_closed: HashMap<(usize, usize), Millis> = HashMap::new();
+    let mut count = 0;
+    for i in incidents.iter().filter(|i| !device(i.rule)) {
+        let key = (i.rule, i.subject);
+        if last_closed.get(&key).is_some_and(|&closed| i.opened - closed < super::DAY) {
+            count += 1;
+        }
+        if let Some(closed) = i.closed {
+            last_closed.insert(key, closed);
+        }
+    }
+    count
 }
 
 /// Grid-facing incidents by the severity they reached (blue, yellow, orange, red).
@@ -141,6 +162,9 @@ pub struct RateRow {
     pub device: u64,
     /// Hours from the onset (fouling, calibration) to the first grid-facing incident.
     pub after_onset_h: Vec<f64>,
+    /// Grid-facing incidents opened within a day of the same rule's last one on the sensor
+    /// clearing: a daily cycle crossing a limit, one incident a day.
+    pub reopened_within_day: u64,
 }
 
 impl RateRow {
@@ -344,6 +368,7 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
                         );
                     }
                 }
+                row.reopened_within_day += reopened_within_day(&incidents, &device);
                 if let Some(onset) = onset {
                     if let Some(first) = grid().filter(|i| i.opened >= onset).map(|i| i.opened).min() {
                         row.after_onset_h.push(hours(first - onset));
@@ -560,6 +585,14 @@ impl Scores {
                 ));
             }
         }
+        // A river's daily cycle past a limit (a calibration step, a fouling probe) is one
+        // incident while it lasts, not one a day; rain is left out: two showers a day apart are
+        // two events.
+        for row in self.water.iter().filter(|row| !row.sub.contains("rain")) {
+            if row.reopened_within_day > 0 {
+                out.push(format!("water, {}: {} incidents opened within a day of the last one clearing", row.sub, row.reopened_within_day));
+            }
+        }
         if self.boundary.alarmed > 0 {
             out.push(format!(
                 "GB 3838 boundaries: {} of {} values on the target class's own limit alarmed (target 0): {}",
@@ -624,6 +657,14 @@ impl Scores {
             let drift_told_in_a_day = row.told_h.iter().filter(|&&h| h <= 24.0).count();
             if row.sub == "drift" && drift_told_in_a_day < row.cases {
                 out.push(format!("faulty box, drift: installers told within 24 h in {drift_told_in_a_day}/{} cases", row.cases));
+            }
+        }
+        // A river's daily cycle past a limit (a calibration step, a fouling probe) is one
+        // incident while it lasts, not one a day; rain is left out: two showers a day apart are
+        // two events.
+        for row in self.water.iter().filter(|row| !row.sub.contains("rain")) {
+            if row.reopened_within_day > 0 {
+                out.push(format!("water, {}: {} incidents opened within a day of the last one clearing", row.sub, row.reopened_within_day));
             }
         }
         if self.boundary.alarmed > 0 {
