@@ -104,6 +104,8 @@ pub struct Metrics {
     pub rule_state_saves: Counter,
     /// Acknowledged readings judged again at start because the saved rule state had not seen them.
     pub readings_rejudged: Counter,
+    /// 1 while those readings are being judged again: new readings wait behind them.
+    pub rejudging: Gauge,
     /// Bytes of the crash log skipped at start because they could not be read (torn, damaged).
     pub crash_log_unreadable_bytes: Counter,
     /// Rule events their incident already reflected (judged again after a crash): not sent.
@@ -217,6 +219,7 @@ impl Metrics {
             rule_events: Family::default(),
             rule_state_saves: Counter::default(),
             readings_rejudged: Counter::default(),
+            rejudging: Gauge::default(),
             crash_log_unreadable_bytes: Counter::default(),
             alert_repeats: Counter::default(),
             alerts_delivered: Family::default(),
@@ -294,6 +297,11 @@ impl Metrics {
             "readings_rejudged",
             "Acknowledged readings judged again at start because the saved rule state had not seen them",
             metrics.readings_rejudged.clone(),
+        );
+        registry.register(
+            "rejudging",
+            "1 while the daemon judges again at start the readings its saved rule state had not seen; new readings wait behind them",
+            metrics.rejudging.clone(),
         );
         registry.register(
             "crash_log_unreadable_bytes",

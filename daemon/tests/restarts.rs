@@ -106,6 +106,8 @@ async fn without_influxdb_a_power_cut_after_an_alarm_still_lets_its_clear_throug
     assert!(receiver.bodies().len() <= 3, "at most one copy for the power cut: {:?}", receiver.bodies());
     assert!(metric(&metrics(http_port).await, "gridwatch_readings_rejudged_total").unwrap_or(0.0) >= 1.0, "the acknowledged readings were judged again");
     assert_eq!(metric(&metrics(http_port).await, "gridwatch_crash_log_unreadable_bytes_total"), Some(100.0), "the torn write is skipped and counted");
+    // `/healthz` said "starting" while the crash log was judged again; the catch-up is over.
+    assert_eq!(metric(&metrics(http_port).await, "gridwatch_rejudging"), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

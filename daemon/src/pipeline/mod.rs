@@ -237,6 +237,12 @@ impl Pipeline {
     /// state has not seen (the crash came before it was saved with them): an older store's
     /// table first, then the crash log.
     async fn judge_unsaved(&mut self, events: &mut Vec<RuleEvent>) {
+        self.metrics.rejudging.set(1);
+        self.judge_unsaved_readings(events).await;
+        self.metrics.rejudging.set(0);
+    }
+
+    async fn judge_unsaved_readings(&mut self, events: &mut Vec<RuleEvent>) {
         let sensors = self.sensors.clone();
         let positions: std::collections::HashMap<&str, usize> = sensors.iter().enumerate().map(|(position, s)| (&*s.id, position)).collect();
         let (mut after, mut judged) = (0, 0u64);
@@ -253,6 +259,7 @@ impl Pipeline {
             for reading in readings {
                 judged += self.judge_again(&positions, &reading.sensor, reading.ts, &reading.fields, events).await;
             }
+            self.count_rejudged(&mut judged);
         }
         let (mut cursor, mut unreadable) = (crate::store::LogCursor::default(), 0);
         loop {
@@ -271,6 +278,7 @@ impl Pipeline {
             for reading in readings {
                 judged += self.judge_again(&positions, &reading.sensor, reading.ts, &reading.fields, events).await;
             }
+            self.count_rejudged(&mut judged);
         }
         if unreadable > 0 {
             self.metrics.crash_log_unreadable_bytes.inc_by(unreadable);
@@ -279,10 +287,18 @@ impl Pipeline {
                 "parts of the crash log that cannot be read were skipped (a write cut by a power loss, or a damaged card); the readings in them are not judged again"
             );
         }
+        let judged = self.metrics.readings_rejudged.get();
         if judged > 0 {
-            self.unsaved = true;
-            self.metrics.readings_rejudged.inc_by(judged);
             tracing::warn!(readings = judged, "judged again the readings acknowledged after the last saved rule state (the daemon stopped without saving it)");
+        }
+    }
+
+    /// Adds a batch's readings judged again to `gridwatch_readings_rejudged_total` as it goes, so
+    /// `/metrics` shows the progress of a long catch-up.
+    fn count_rejudged(&mut self, judged: &mut u64) {
+        if *judged > 0 {
+            self.unsaved = true;
+            self.metrics.readings_rejudged.inc_by(std::mem::take(judged));
         }
     }
 

@@ -92,6 +92,12 @@ const SPOOL_AGE_LIMIT_SECS: i64 = 600;
 /// Why the daemon is not fully well, from its own counters; empty when it is.
 pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
     let mut reasons = Vec::new();
+    if metrics.rejudging.get() == 1 {
+        reasons.push(format!(
+            "starting: judging again the readings acknowledged since the last saved rule state ({} so far); new readings wait behind them",
+            metrics.readings_rejudged.get()
+        ));
+    }
     if metrics.mqtt_connected.get() == 0 {
         reasons.push("MQTT broker not connected".to_string());
     }
@@ -189,5 +195,19 @@ mod tests {
         let reasons = degraded_reasons(&metrics);
         assert_eq!(reasons.len(), 2);
         assert!(reasons[1].contains("oldest reading waiting 3600 s"), "{reasons:?}");
+    }
+
+    #[test]
+    fn health_says_starting_while_the_crash_log_is_judged_again() {
+        let metrics = Metrics::new();
+        (metrics.clock_trusted.set(1), metrics.mqtt_connected.set(1));
+        metrics.rejudging.set(1);
+        metrics.readings_rejudged.inc_by(4096);
+        assert_eq!(
+            degraded_reasons(&metrics),
+            vec!["starting: judging again the readings acknowledged since the last saved rule state (4096 so far); new readings wait behind them"]
+        );
+        metrics.rejudging.set(0);
+        assert!(degraded_reasons(&metrics).is_empty());
     }
 }
