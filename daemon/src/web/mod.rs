@@ -200,7 +200,8 @@ mod tests {
     #[test]
     fn health_says_starting_while_the_crash_log_is_judged_again() {
         let metrics = Metrics::new();
-        (metrics.clock_trusted.set(1), metrics.mqtt_connected.set(1));
+        metrics.clock_trusted.set(1);
+        metrics.mqtt_connected.set(1);
         metrics.rejudging.set(1);
         metrics.readings_rejudged.inc_by(4096);
         assert_eq!(
