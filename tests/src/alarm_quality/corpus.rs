@@ -144,7 +144,7 @@ pub fn cases(size: &Size, seed: u64) -> Vec<CaseSpec> {
         push(Family::Fault, sub, kind, size.faults_per_kind);
     }
     for (kind, sub) in water::WATER_KINDS.iter().enumerate() {
-        let years = if kind == 2 { 90.0 / 365.0 } else { 1.0 };
+        let years = water::days_of(kind) as f64 / 365.0;
         let count = if size.water_years > 0.0 { ((size.water_years / years).round() as usize).max(1) } else { 0 };
         push(Family::Water, sub, kind, count);
     }
@@ -215,7 +215,7 @@ impl CaseSpec {
                 case.truth = Truth::Fault { target, onset: symptom.unwrap_or(onset) };
                 case
             }
-            Family::Water => water::probe(&mut rng, &name, self.kind, if self.kind == 2 { 90 } else { 365 }),
+            Family::Water => water::probe(&mut rng, &name, self.kind, water::days_of(self.kind)),
             Family::Boundary => water::boundary(self.index).unwrap_or_else(|| water::probe(&mut rng, &name, 0, 1)),
         }
     }

@@ -160,7 +160,7 @@ pub struct RateRow {
     pub sensor_years: f64,
     pub grid: BySeverity,
     pub device: u64,
-    /// Hours from the onset (fouling, calibration) to the first grid-facing incident.
+    /// Hours from the onset (fouling, calibration, a discharge) to the first grid-facing incident.
     pub after_onset_h: Vec<f64>,
     /// Grid-facing incidents opened within a day of the same rule's last one on the sensor
     /// clearing: a daily cycle crossing a limit, one incident a day.
@@ -593,6 +593,13 @@ impl Scores {
                 out.push(format!("water, {}: {} incidents opened within a day of the last one clearing", row.sub, row.reopened_within_day));
             }
         }
+        // What the turbidity rule is for: a muddy discharge, the river not diluted.
+        if let Some(row) = self.water.get(super::water::DISCHARGE) {
+            let told = row.after_onset_h.iter().filter(|&&h| h <= 2.0).count();
+            if told < row.cases {
+                out.push(format!("water, {}: a grid alarm within 2 h in {told}/{} cases", row.sub, row.cases));
+            }
+        }
         if self.boundary.alarmed > 0 {
             out.push(format!(
                 "GB 3838 boundaries: {} of {} values on the target class's own limit alarmed (target 0): {}",
@@ -665,6 +672,13 @@ impl Scores {
         for row in self.water.iter().filter(|row| !row.sub.contains("rain")) {
             if row.reopened_within_day > 0 {
                 out.push(format!("water, {}: {} incidents opened within a day of the last one clearing", row.sub, row.reopened_within_day));
+            }
+        }
+        // What the turbidity rule is for: a muddy discharge, the river not diluted.
+        if let Some(row) = self.water.get(super::water::DISCHARGE) {
+            let told = row.after_onset_h.iter().filter(|&&h| h <= 2.0).count();
+            if told < row.cases {
+                out.push(format!("water, {}: a grid alarm within 2 h in {told}/{} cases", row.sub, row.cases));
             }
         }
         if self.boundary.alarmed > 0 {

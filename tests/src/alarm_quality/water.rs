@@ -2,7 +2,9 @@
 //! otherwise): dissolved oxygen with its daily cycle (highest mid-afternoon, lowest before
 //! dawn) whose noiseless value stays inside the target class, the pH cycle (7.0–8.6), ammonia,
 //! CODMn, COD and total phosphorus inside the class, turbidity and conductivity with rain
-//! events, and, per sub-family, slow probe fouling (the DO reading decays) or calibration steps.
+//! events (the river diluted by the rain, by a share drawn per probe), and, per sub-family, slow
+//! probe fouling (the DO reading decays), calibration steps, or a muddy discharge (turbidity up
+//! 3–10× for hours, the river not diluted: what `water-turbidity-above-usual` is for).
 //! Also the boundary cases: a value exactly on the target class's own limit, as a float32.
 //!
 //! Invariant: in the healthy sub-families every noiseless value is inside the target class.
@@ -24,7 +26,21 @@ pub const TP_RIVER_MAX: [f64; 5] = [0.02, 0.1, 0.2, 0.3, 0.4];
 pub const TP_LAKE_MAX: [f64; 5] = [0.01, 0.025, 0.05, 0.1, 0.2];
 
 /// The water sub-families.
-pub const WATER_KINDS: [&str; 4] = ["healthy river (dry)", "river with rain", "probe fouling", "calibration steps"];
+pub const WATER_KINDS: [&str; 5] = ["healthy river (dry)", "river with rain", "probe fouling", "calibration steps", "muddy discharge"];
+
+/// The sub-family whose probes run 90 days (fouling).
+pub const FOULING: usize = 2;
+/// The sub-family of one muddy discharge in 30 days: a real event the turbidity rule must catch.
+pub const DISCHARGE: usize = 4;
+
+/// How many days a probe of sub-family `kind` runs.
+pub fn days_of(kind: usize) -> i64 {
+    match kind {
+        FOULING => 90,
+        DISCHARGE => 30,
+        _ => 365,
+    }
+}
 
 /// A surface-water probe with target class `class`, on a river (or a lake: `water_body = "lake"`).
 pub fn subject(case: &str, class: &str, lake: bool, interval_ms: Millis) -> Subject {
@@ -75,6 +91,27 @@ impl Rain {
     }
 }
 
+/// A discharge of muddy water: from `at`, turbidity and conductivity rise to their factors over
+/// `rise` ms, stay for `lasting` ms, then fall back as fast.
+#[derive(Debug, Clone, Copy)]
+struct Discharge {
+    at: Millis,
+    rise: f64,
+    lasting: Millis,
+    turbidity: f64,
+    conductivity: f64,
+}
+
+impl Discharge {
+    /// The factor on a field that rises to `peak` at `t`.
+    fn factor(&self, t: Millis, peak: f64) -> f64 {
+        let into = (t - self.at) as f64;
+        let left = (self.at + self.lasting - t) as f64;
+        let share = (into.min(left) / self.rise).clamp(0.0, 1.0);
+        1.0 + (peak - 1.0) * share
+    }
+}
+
 /// A probe of sub-family `WATER_KINDS[kind]` over `days` days.
 pub fn probe(rng: &mut fastrand::Rng, case: &str, kind: usize, days: i64) -> Case {
     let class = draw_class(rng);
@@ -109,7 +146,7 @@ pub fn probe(rng: &mut fastrand::Rng, case: &str, kind: usize, days: i64) -> Cas
         }
     }
     // Fouling: the DO reading loses 1–5% a day from an onset 10–40 days in.
-    let fouling = (kind == 2).then(|| (between(rng, start + 10 * DAY, start + 40 * DAY), uniform(rng, 0.01, 0.05)));
+    let fouling = (kind == FOULING).then(|| (between(rng, start + 10 * DAY, start + 40 * DAY), uniform(rng, 0.01, 0.05)));
     // Calibration: 2–6 steps of ±0.2–1.0 mg/L DO and ±0.1–0.3 pH.
     let mut steps: Vec<(Millis, f64, f64)> = Vec::new();
     if kind == 3 {
@@ -119,6 +156,16 @@ pub fn probe(rng: &mut fastrand::Rng, case: &str, kind: usize, days: i64) -> Cas
         }
         steps.sort_by_key(|s| s.0);
     }
+    // How much the rain dilutes the river: conductivity / (1 + dilution × turbidity excess).
+    let dilution = if kind == 1 { log_uniform(rng, 0.03, 0.3) } else { 0.1 };
+    // A discharge: turbidity × 3–10 and conductivity × 1–1.3 for 2–12 h, reached over 10–30 min.
+    let discharge = (kind == DISCHARGE).then(|| Discharge {
+        at: between(rng, start + 10 * DAY, start + 25 * DAY),
+        rise: uniform(rng, 10.0, 30.0) * MINUTE as f64,
+        lasting: (uniform(rng, 2.0, 12.0) * HOUR as f64) as Millis,
+        turbidity: uniform(rng, 3.0, 10.0),
+        conductivity: uniform(rng, 1.0, 1.3),
+    });
     let mut stream = Stream::new(subject(case, CLASSES[class], false, interval_ms), WATER_FIELDS);
     let mut t = start + rng.i64(0..interval_ms);
     while t < end {
@@ -135,15 +182,15 @@ pub fn probe(rng: &mut fastrand::Rng, case: &str, kind: usize, days: i64) -> Cas
             noisy(rng, codmn, 0.05),
             noisy(rng, cod, 0.05),
             noisy(rng, tp, 0.05),
-            noisy(rng, turbidity * (1.0 + rain), 0.05),
-            noisy(rng, conductivity / (1.0 + 0.1 * rain), 0.02),
+            noisy(rng, turbidity * (1.0 + rain) * discharge.map_or(1.0, |d| d.factor(t, d.turbidity)), 0.05),
+            noisy(rng, conductivity / (1.0 + dilution * rain) * discharge.map_or(1.0, |d| d.factor(t, d.conductivity)), 0.02),
             orp + normal(rng) * 10.0,
             20.0 + 3.0 * daily + normal(rng) * 0.1,
         ];
         stream.push(t, &values);
         t += interval_ms;
     }
-    let onset = fouling.map(|f| f.0).or(steps.first().map(|s| s.0));
+    let onset = fouling.map(|f| f.0).or(steps.first().map(|s| s.0)).or(discharge.map(|d| d.at));
     Case { streams: vec![stream], start, end, truth: Truth::Water { onset }, interval_ms }
 }
 
