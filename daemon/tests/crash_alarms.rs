@@ -1,7 +1,8 @@
 //! Chaos on the alarm path: a crash costs at most one duplicate and never a lost alarm or clear.
 //! The daemon is killed with SIGKILL again and again while four sensors keep going in and out of
 //! alarm; between kills the broker is restarted, the database goes away for a while, oversized
-//! and malformed messages arrive, a kill leaves a torn crash-log write behind, and two more
+//! and malformed messages arrive, a kill leaves a torn crash-log write behind, the box boots with
+//! its clock three days behind or at 1970 and NTP steps it mid-run (libfaketime), and two more
 //! channels misbehave (one answers after 30 s, one fails every request). The devices' publisher is the oracle for the readings (what the broker
 //! acknowledged), the stream itself for the alarms (every switch from good to bad is one
 //! `fired`, every switch back one `cleared`), and the office's real webhook receiver counts what
@@ -56,16 +57,44 @@ enum Trouble {
     /// The kill was a power cut in the middle of a crash-log write: a frame's start and no end
     /// behind the last whole one.
     TornCrashLog,
+    /// The box booted with its clock here (libfaketime's syntax), not synchronised; NTP steps it
+    /// to the true time after [`UNSET_CLOCK`].
+    ClockNotSet(&'static str),
 }
 
+/// How long a box that booted with a wrong clock runs before NTP sets it.
+const UNSET_CLOCK: Duration = Duration::from_millis(2_000);
+
 fn trouble(kill: usize) -> Trouble {
-    match kill % 6 {
-        1 => Trouble::Poison,
-        3 => Trouble::BrokerRestart,
-        4 => Trouble::TornCrashLog,
-        5 => Trouble::DatabaseOutage,
+    match kill % 12 {
+        1 | 7 => Trouble::Poison,
+        2 => Trouble::ClockNotSet("-3d"),
+        3 | 9 => Trouble::BrokerRestart,
+        4 | 10 => Trouble::TornCrashLog,
+        5 | 11 => Trouble::DatabaseOutage,
+        8 => Trouble::ClockNotSet("@1970-01-02 00:00:00"),
         _ => Trouble::None,
     }
+}
+
+/// Starts the daemon that runs until kill number `kill`: on a clock not set yet if that run's
+/// trouble says so (the flag timesyncd leaves is gone until NTP sets it).
+fn start_for(kill: usize, dir: &Path) -> (Daemon, Option<std::path::PathBuf>) {
+    let args = ["run", "--config", "gridwatch.toml"];
+    match trouble(kill) {
+        Trouble::ClockNotSet(faked) => {
+            let _ = std::fs::remove_file(dir.join("synchronized"));
+            let (daemon, clock) = Daemon::start_with_faked_clock(&args, dir, faked);
+            (daemon, Some(clock))
+        }
+        _ => (Daemon::start(&args, dir), None),
+    }
+}
+
+/// A time a person reads in an alert: "time unknown", or within a few hours of the true time
+/// (the devices stamp their readings an hour back) — never 1970 or the box's days-old clock.
+fn believable(label: &str) -> bool {
+    label == "time unknown" || chrono::DateTime::parse_from_rfc3339(label).is_ok_and(|t| (t.timestamp_millis() - now_ms()).abs() < 3 * 3_600_000)
 }
 
 /// Appends the start of a frame that never got its end to the newest crash-log segment; false
@@ -97,13 +126,16 @@ fn write_config(
     http_port: u16,
 ) {
     let mut config = format!(
-        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-crash-{http_port}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\nstate_save_secs = 10\n\n[alerts]\nconsole = false\n\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 20\ntimeout_secs = 2\n\n[[alerts.webhook]]\nname = \"slow-partner\"\nurl = \"{}\"\ntimeout_secs = 60\n\n[[alerts.webhook]]\nname = \"broken-partner\"\nurl = \"{}\"\nmax_attempts = 2\ntimeout_secs = 2\n\n[influxdb]\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\nbatch_size = 200\nflush_interval_ms = 100\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-crash-{http_port}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\nstate_save_secs = 10\n\n[alerts]\nconsole = false\n\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 20\ntimeout_secs = 2\n\n[[alerts.webhook]]\nname = \"slow-partner\"\nurl = \"{}\"\ntimeout_secs = 60\n\n[[alerts.webhook]]\nname = \"broken-partner\"\nurl = \"{}\"\nmax_attempts = 2\ntimeout_secs = 2\n\n[influxdb]\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\nbatch_size = 200\nflush_interval_ms = 100\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[ingest]\nclock_synchronized = \"{}\"\n",
         mosquitto.url(),
         hook.url(),
         slow.url(),
         failing.url(),
-        vm.url()
+        vm.url(),
+        dir.join("synchronized").display()
     );
+    // timesyncd's flag: the clock is set, but for the runs that boot without it.
+    std::fs::write(dir.join("synchronized"), b"").unwrap();
     for id in SENSORS {
         config.push_str(&format!("\n[[sensor]]\nid = \"{id}\"\nkind = \"water\"\nsite = \"east-canal\"\n"));
     }
@@ -199,7 +231,7 @@ async fn sigkills_during_alarms_lose_no_alarm_or_clear_and_cost_at_most_one_dupl
     let http_port = free_port();
     write_config(dir.path(), &mosquitto, &vm, &hook, &slow, &failing, http_port);
 
-    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let (mut daemon, mut faked_clock) = start_for(0, dir.path());
     let up = wait_for(20 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_mqtt_connects_total").unwrap_or(0.0) >= 1.0 }).await;
     assert!(up, "daemon did not connect: {:?}", daemon.stderr());
 
@@ -240,7 +272,7 @@ async fn sigkills_during_alarms_lose_no_alarm_or_clear_and_cost_at_most_one_dupl
     let mut troubles: BTreeMap<&str, usize> = BTreeMap::new();
     for kill in 0..kills {
         match trouble(kill) {
-            Trouble::None | Trouble::TornCrashLog => {}
+            Trouble::None | Trouble::TornCrashLog | Trouble::ClockNotSet(_) => {}
             Trouble::BrokerRestart => {
                 mosquitto.restart_after(SECOND).await.expect("mosquitto restarts");
                 *troubles.entry("broker restarts").or_default() += 1;
@@ -264,12 +296,27 @@ async fn sigkills_during_alarms_lose_no_alarm_or_clear_and_cost_at_most_one_dupl
                 *troubles.entry("poison pairs (2 MiB + malformed)").or_default() += 1;
             }
         }
+        if let Some(clock) = faked_clock.take() {
+            // The daemon knows its clock is not set; then NTP comes up: the clock steps to the
+            // true time and timesyncd leaves its flag.
+            let unset = wait_for(UNSET_CLOCK, || async { metric(&metrics(http_port).await, "gridwatch_clock_trusted") == Some(0.0) }).await;
+            assert!(unset, "booted on {:?}, the daemon did not say its clock is not set: {:?}", trouble(kill), daemon.stderr());
+            tokio::time::sleep(UNSET_CLOCK).await;
+            std::fs::write(&clock, "+0").unwrap();
+            std::fs::write(dir.path().join("synchronized"), b"").unwrap();
+            *troubles.entry("boots on a clock not set, stepped by NTP").or_default() += 1;
+        }
         tokio::time::sleep(run_before(kill)).await;
         daemon.kill_hard();
         if trouble(kill) == Trouble::TornCrashLog && tear_crash_log(&dir.path().join("state")) {
             *troubles.entry("torn crash-log writes").or_default() += 1;
         }
-        daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+        (daemon, faked_clock) = start_for(kill + 1, dir.path());
+    }
+    if let Some(clock) = faked_clock {
+        tokio::time::sleep(UNSET_CLOCK).await;
+        std::fs::write(&clock, "+0").unwrap();
+        std::fs::write(dir.path().join("synchronized"), b"").unwrap();
     }
     let acked = devices.await.unwrap();
     assert_eq!(acked.len() as i64, readings, "the broker acknowledged every reading");
@@ -304,6 +351,12 @@ async fn sigkills_during_alarms_lose_no_alarm_or_clear_and_cost_at_most_one_dupl
     assert!(settled, "not every alarm and clear arrived: {tally:?}; log: {:?}", daemon.stderr());
     assert_eq!(lost, 0, "{tally:?}");
     assert_eq!((tally.extra_events, tally.unidentified, tally.out_of_order), (0, 0, 0), "{tally:?}");
+    for body in hook.bodies() {
+        for key in ["at", "since"] {
+            let label = body[key].as_str().unwrap_or_default();
+            assert!(believable(label), "a person read {key} = {label:?}: {body}");
+        }
+    }
     assert!(beyond_expected <= kills, "at most one duplicate per kill: {tally:?}");
     // Readings are the telemetry path's promise; kept here as the oracle of what was judged.
     let stored_all = wait_for(60 * SECOND, || {

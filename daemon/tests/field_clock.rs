@@ -20,7 +20,6 @@ mod common;
 use common::{publish_until_evaluated, Daemon, SECOND};
 use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const ROSTER: &str = r#"
 [[grid]]
@@ -52,33 +51,9 @@ remind_every = "3s"
 escalate_to = [["grid_leader"]]
 "#;
 
-/// Debian's libfaketime (multi-threaded flavour: the daemon runs tokio worker threads).
-fn libfaketime() -> PathBuf {
-    let candidates = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
-        "/usr/lib/faketime/libfaketimeMT.so.1",
-    ];
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("libfaketime is not installed (apt-get install faketime; .ci/run does): looked for {candidates:?}"))
-}
-
-/// `gridwatch run` in `dir` under libfaketime, its clock read from the returned file (written
-/// with `faked`; rewrite it to step the clock); the monotonic clock stays true.
+/// `gridwatch run` in `dir` under libfaketime (see [`Daemon::start_with_faked_clock`]).
 fn run_with_faked_clock(dir: &Path, faked: &str) -> (Daemon, PathBuf) {
-    let faketime_file = dir.join("faketime");
-    std::fs::write(&faketime_file, faked).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gridwatch"));
-    command
-        .args(["run", "--config", "gridwatch.toml"])
-        .env("LD_PRELOAD", libfaketime())
-        .env("FAKETIME_TIMESTAMP_FILE", &faketime_file)
-        .env("FAKETIME_NO_CACHE", "1")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    (Daemon::spawn(command, dir), faketime_file)
+    Daemon::start_with_faked_clock(&["run", "--config", "gridwatch.toml"], dir, faked)
 }
 
 /// The boxes' link secret: the test signs links of its own with it.

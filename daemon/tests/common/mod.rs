@@ -12,6 +12,20 @@ pub fn gridwatch() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gridwatch"))
 }
 
+/// Debian's libfaketime (multi-threaded flavour: the daemon runs tokio worker threads).
+pub fn libfaketime() -> std::path::PathBuf {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ];
+    candidates
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("libfaketime is not installed (apt-get install faketime; .ci/run does): looked for {candidates:?}"))
+}
+
 /// A `gridwatch` process whose stdout and stderr lines are collected as they arrive.
 pub struct Daemon {
     child: Child,
@@ -53,6 +67,22 @@ impl Daemon {
         let readers =
             vec![collect(child.stdout.take().expect("stdout pipe"), stdout.clone()), collect(child.stderr.take().expect("stderr pipe"), stderr.clone())];
         Daemon { child, stdout, stderr, readers }
+    }
+
+    /// `gridwatch` with `args` in `dir` under libfaketime, its wall clock read from the returned
+    /// file (written with `faked`, libfaketime's syntax: "-3d", "@1970-01-02 00:00:00"; rewrite it
+    /// to step the clock, as NTP does); the monotonic clock stays true.
+    pub fn start_with_faked_clock(args: &[&str], dir: &Path, faked: &str) -> (Daemon, std::path::PathBuf) {
+        let faketime_file = dir.join("faketime");
+        std::fs::write(&faketime_file, faked).unwrap();
+        let mut command = gridwatch();
+        command
+            .args(args)
+            .env("LD_PRELOAD", libfaketime())
+            .env("FAKETIME_TIMESTAMP_FILE", &faketime_file)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        (Daemon::spawn(command, dir), faketime_file)
     }
 
     pub fn pid(&self) -> u32 {
