@@ -674,8 +674,7 @@ impl<'r> Planner<'r> {
         for (rule_index, rule) in self.rules.iter().enumerate().filter(|(_, rule)| rule.scope.matches(subject)) {
             if let Some(signal) = &rule.signal {
                 if let Some(BaselineSpec::Learn { window_ms }) = signal.baseline {
-                    let unless_fields = signal.unless.as_ref().map(|unless| unless.expr.fields()).unwrap_or_default();
-                    for field in signal.expr.fields().iter().copied().chain(signal.compensate.as_deref()).chain(unless_fields.iter().copied()) {
+                    for field in signal.expr.fields().iter().copied().chain(signal.compensate.as_deref()) {
                         if !learned.iter().any(|(name, window)| &**name == field && *window == window_ms) {
                             learned.push((self.names.share(field), window_ms));
                         }

@@ -146,7 +146,6 @@ struct RawRule {
     baseline: Option<Spanned<String>>,
     from_baseline: Option<Spanned<String>>,
     compensate: Option<Spanned<String>>,
-    unless: Option<Spanned<String>>,
     smooth: Option<Spanned<String>>,
     change_over: Option<Spanned<String>>,
     windows: Option<Spanned<u32>>,
@@ -503,14 +502,6 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
             None
         }
     };
-    let unless = match (&raw.unless, baseline.flatten()) {
-        (None, _) => Some(None),
-        (Some(text), Some(_)) => crate::signal::Unless::parse(text.get_ref().trim()).map(Some).map_err(|e| check.error(text.span(), "unless", e)).ok(),
-        (Some(text), _) => {
-            check.error(text.span(), "unless", "while `unless` holds a reading counts as the usual level: it needs a `baseline`");
-            None
-        }
-    };
     let windows = match (&raw.windows, &raw.change_over) {
         (None, _) => Some(1),
         (Some(n), None) => {
@@ -532,7 +523,7 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
         (None, Some(window)) => window_length(check, window, "swing_within").map(|ms| Some(Transform::SwingWithin(ms))),
         (None, None) => Some(None),
     };
-    Some(Signal { expr: expr?, baseline: baseline?, relative: relative?, compensate: compensate?, unless: unless?, smooth: smooth?, transform: transform? })
+    Some(Signal { expr: expr?, baseline: baseline?, relative: relative?, compensate: compensate?, smooth: smooth?, transform: transform? })
 }
 
 /// The most consecutive `change_over` windows a rule may ask for.

@@ -5,9 +5,6 @@
 //! fields ──(minus baseline)──> expr ──> smooth (median/mean) ──> change_over | swing_within ──> value
 //! ```
 //!
-//! A reading for which the signal's `unless` condition holds (a river diluted by rain) enters
-//! the smoothing as the usual level (the baseline), so what the condition explains raises nothing.
-//!
 //! Invariants: every buffer is bounded ([`MAX_WINDOW_SAMPLES`]); a signal yields no value until
 //! it has what it needs (a baseline, a full `change_over` history), so a rule never judges on
 //! half a window.
@@ -124,63 +121,18 @@ pub struct Signal {
     /// The temperature field whose slow changes are taken out of the fields' change from their
     /// installation baseline ([`crate::thermal`]).
     pub compensate: Option<std::sync::Arc<str>>,
-    /// A condition on the same reading that explains a departure from the baseline: while it
-    /// holds, the reading counts as the usual level.
-    pub unless: Option<Unless>,
     pub smooth: Option<Smooth>,
     pub transform: Option<Transform>,
 }
 
-/// `unless = "conductivity < 0.95"`: an expression over the reading's fields, taken relative to
-/// the baseline as the signal's own are, against a limit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Unless {
-    pub expr: ValueExpr,
-    /// The condition holds below `limit` (else above it).
-    pub below: bool,
-    pub limit: f64,
-}
-
-impl Unless {
-    /// `<expression> < <number>` or `<expression> > <number>`.
-    pub fn parse(text: &str) -> Result<Unless, String> {
-        let Some(position) = text.find(['<', '>']) else {
-            return Err(format!("`{text}`: expected `<expression> < <number>` or `<expression> > <number>`, e.g. \"conductivity < 0.95\""));
-        };
-        let below = text[position..].starts_with('<');
-        let limit_text = text[position + 1..].trim();
-        let limit = limit_text
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .ok_or_else(|| format!("`{limit_text}`: expected a number after `{}`", if below { '<' } else { '>' }))?;
-        let expr = ValueExpr::parse(text[..position].trim()).map_err(|e| e.to_string())?;
-        Ok(Unless { expr, below, limit })
-    }
-
-    /// Whether the condition holds for a reading; `false` when a field it reads is missing.
-    fn holds(&self, field: &impl Fn(&str) -> Option<f64>) -> bool {
-        self.expr.evaluate(field).is_some_and(|value| if self.below { value < self.limit } else { value > self.limit })
-    }
-}
-
-impl fmt::Display for Unless {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.expr, if self.below { '<' } else { '>' }, self.limit)
-    }
-}
-
-/// Written by hand so that `compensate` and `unless` show only when set: rules are fingerprinted
-/// by their debug text, and the rules saved before these existed keep their fingerprints.
+/// Written by hand so that `compensate` shows only when set: rules are fingerprinted by their
+/// debug text, and the rules saved before compensation existed keep their fingerprints.
 impl fmt::Debug for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("Signal");
         debug.field("expr", &self.expr).field("baseline", &self.baseline).field("relative", &self.relative);
         if let Some(temperature) = &self.compensate {
             debug.field("compensate", temperature);
-        }
-        if let Some(unless) = &self.unless {
-            debug.field("unless", unless);
         }
         debug.field("smooth", &self.smooth).field("transform", &self.transform).finish()
     }
@@ -199,9 +151,6 @@ impl fmt::Display for Signal {
             if let Some(temperature) = &self.compensate {
                 text = format!("{text} less what follows {temperature}");
             }
-        }
-        if let Some(unless) = &self.unless {
-            text = format!("{text} (usual while {unless})");
         }
         if let Some(smooth) = self.smooth {
             let method = match smooth.method {
@@ -347,7 +296,6 @@ impl Signal {
             && self.baseline == other.baseline
             && self.relative == other.relative
             && self.compensate == other.compensate
-            && self.unless == other.unless
             && self.smooth == other.smooth
     }
 
@@ -368,26 +316,11 @@ impl Signal {
             _ => self.expr.evaluate(field),
         }
         .filter(|v| v.is_finite())?;
-        let raw = match (&self.unless, self.baseline) {
-            // A recent level applies the condition itself, to the fields relative to theirs.
-            (Some(unless), Some(BaselineSpec::Learn { .. } | BaselineSpec::Calibrated)) if unless.holds(field) => self.usual_level(),
-            _ => raw,
-        };
         match (self.smooth, step) {
             (None, _) => Some(raw),
             (Some(Smooth { window: Window::Samples(n), .. }), Some(step)) => steady_value(state.0.get_or_insert_with(Box::default), n, at, raw, step),
             (Some(smooth), _) => smooth_value(smooth, &mut state.0.get_or_insert_with(Box::default).smooth, at, raw),
         }
-    }
-
-    /// The expression's value for a reading at its baseline: every field 1 as a ratio, 0 as a
-    /// difference.
-    fn usual_level(&self) -> f64 {
-        let usual = match self.relative {
-            Relative::Ratio => 1.0,
-            Relative::Difference => 0.0,
-        };
-        self.expr.evaluate(&|_| Some(usual)).unwrap_or(usual)
     }
 
     /// The expression over the change of each field since the previous reading (a large number
@@ -408,51 +341,36 @@ impl Signal {
     }
 
     /// The expression over each field taken relative to the field's recent level, which this
-    /// reading then joins (the usual level while `unless` holds, its fields relative to theirs).
-    /// `None` (the reading still joins) while a field of the expression has fewer than
-    /// [`RECENT_MIN_POINTS`] recent readings; `Some(None)` when one is missing. A field only
-    /// `unless` reads may be missing: then the condition does not hold.
+    /// reading then joins. `None` (the reading still joins) while a field has fewer than
+    /// [`RECENT_MIN_POINTS`] recent readings; `Some(None)` when a field is missing.
     fn relative_to_recent(&self, state: &mut StageState, at: Millis, window_ms: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<Option<f64>> {
-        let mut fields = self.expr.fields();
-        let judged = fields.len();
-        for name in self.unless.iter().flat_map(|unless| unless.expr.fields()) {
-            if !fields.contains(&name) {
-                fields.push(name);
-            }
-        }
+        let fields = self.expr.fields();
         let kept = state.0.get_or_insert_with(Box::default);
         let lists = kept.recent.get_or_insert_with(|| Box::new(fields.iter().map(|_| Points::new()).collect()));
         let now = second_of(at);
         let cutoff = now - window_seconds(window_ms);
         let spacing = (window_seconds(window_ms) / RECENT_POINTS).max(1);
-        let mut references: smallvec::SmallVec<[Option<f64>; 4]> = smallvec::SmallVec::new();
-        for (position, (name, points)) in fields.iter().zip(lists.iter_mut()).enumerate() {
-            let Some(value) = field(name).filter(|v| v.is_finite()) else {
-                if position < judged {
-                    return Some(None);
-                }
-                references.push(None);
-                continue;
-            };
+        let mut references: smallvec::SmallVec<[f64; 4]> = smallvec::SmallVec::new();
+        for (name, points) in fields.iter().zip(lists.iter_mut()) {
+            let Some(value) = field(name).filter(|v| v.is_finite()) else { return Some(None) };
             let reached_back = expire(points, cutoff);
-            let enough = points.len() >= if reached_back { REACH_BACK_POINTS } else { RECENT_MIN_POINTS };
-            references.push(enough.then(|| median_of(points.iter().map(|p| p.value()))));
+            if points.len() >= if reached_back { REACH_BACK_POINTS } else { RECENT_MIN_POINTS } {
+                references.push(median_of(points.iter().map(|p| p.value())));
+            }
             thin_push(points, Point::new(now, value), spacing);
         }
-        if references.len() < judged || references[..judged].iter().any(Option::is_none) {
+        let full = references.len() == fields.len();
+        if !full {
             return None;
         }
         let relative = |name: &str| {
             let position = fields.iter().position(|f| *f == name)?;
-            let (value, reference) = (field(name)?, references.get(position).copied().flatten()?);
+            let value = field(name)?;
             match self.relative {
-                Relative::Difference => Some(value - reference),
-                Relative::Ratio => (reference > 0.0).then(|| value / reference),
+                Relative::Difference => Some(value - references[position]),
+                Relative::Ratio => (references[position] > 0.0).then(|| value / references[position]),
             }
         };
-        if self.unless.as_ref().is_some_and(|unless| unless.holds(&relative)) {
-            return Some(Some(self.usual_level()));
-        }
         Some(self.expr.evaluate(&relative))
     }
 
@@ -709,7 +627,7 @@ mod tests {
     const MIN: Millis = 60_000;
 
     fn signal(text: &str, smooth: Option<Smooth>, transform: Option<Transform>) -> Signal {
-        Signal { expr: ValueExpr::parse(text).unwrap(), baseline: None, relative: Relative::Difference, compensate: None, unless: None, smooth, transform }
+        Signal { expr: ValueExpr::parse(text).unwrap(), baseline: None, relative: Relative::Difference, compensate: None, smooth, transform }
     }
 
     fn run(signal: &Signal, values: &[(Millis, f64)]) -> Vec<Option<f64>> {
@@ -770,7 +688,6 @@ mod tests {
             baseline: Some(BaselineSpec::Recent { window_ms: 60 * MIN }),
             relative: Relative::Difference,
             compensate: None,
-            unless: None,
             smooth: None,
             transform: None,
         };
@@ -950,7 +867,6 @@ mod tests {
             baseline: Some(BaselineSpec::Learn { window_ms: 24 * 60 * MIN }),
             relative: Relative::Difference,
             compensate: None,
-            unless: None,
             smooth: Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN) }),
             transform: Some(Transform::ChangeOver { window: 24 * 60 * MIN, windows: 1 }),
         };

@@ -322,50 +322,6 @@ severity = "notice"
     assert!((events[0].value - 1.32).abs() < 1e-9, "{}", events[0].value);
 }
 
-#[test]
-fn a_rise_the_unless_condition_explains_raises_nothing() {
-    for baseline in ["learn 1h", "recent 1h"] {
-        a_rise_explained_by_unless_raises_nothing_from(baseline);
-    }
-}
-
-fn a_rise_explained_by_unless_raises_nothing_from(baseline: &str) {
-    let rules = format!(
-        r#"
-[[rule]]
-id = "turbidity-up"
-kind = "water"
-value = "turbidity"
-baseline = "{baseline}"
-from_baseline = "ratio"
-unless = "conductivity < 0.95"
-smooth = "median 3"
-above = 2.0
-severity = "alarm"
-"#
-    );
-    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: rules }]).unwrap();
-    let mut e = Engine::new(rules, &[subject("canal", SensorKind::Water), subject("ditch", SensorKind::Water)]);
-    let mut events = Vec::new();
-    for m in 0..=60 {
-        for probe in 0..2 {
-            e.observe(SubjectId(probe), m * MIN, &[("turbidity", 10.0), ("conductivity", 500.0)], &mut events);
-        }
-    }
-    // Rain: muddy and diluted at once (a probe without conductivity is judged on turbidity alone).
-    for m in 61..=70 {
-        e.observe(SubjectId(0), m * MIN, &[("turbidity", 40.0), ("conductivity", 420.0)], &mut events);
-    }
-    assert!(events.is_empty(), "{baseline}: runoff: {:?}", ids(&e, &events));
-    // A discharge: as muddy, the river not diluted.
-    for m in 61..=70 {
-        e.observe(SubjectId(1), m * MIN, &[("turbidity", 40.0), ("conductivity", 505.0)], &mut events);
-    }
-    assert_eq!(ids(&e, &events), vec![("turbidity-up".into(), EventKind::Fired, Severity::Alarm)], "{baseline}");
-    assert_eq!(events[0].subject, SubjectId(1));
-    assert!(e.rules()[0].value_label().ends_with("(usual while conductivity < 0.95)"), "{}", e.rules()[0].value_label());
-}
-
 /// Ten thousand sensors with a dozen rules each: these sizes are most of the engine's memory.
 #[test]
 fn per_sensor_states_stay_small() {

@@ -237,21 +237,6 @@ fn an_override_needs_a_scope_and_one_kind_of_threshold() {
 }
 
 #[test]
-fn unless_is_checked_where_it_is_written() {
-    let rule = "[[rule]]\nid = \"q\"\nvalue = \"turbidity\"\nabove = 2\nseverity = \"alarm\"\n";
-    let errs = errors(&format!("{rule}unless = \"conductivity < 0.95\"\n"));
-    assert_eq!(errs, vec!["test.toml:6:10: error in `unless`: while `unless` holds a reading counts as the usual level: it needs a `baseline`"]);
-    let learned = format!("{rule}baseline = \"learn 7d\"\nfrom_baseline = \"ratio\"\n");
-    let errs = errors(&format!("{learned}unless = \"conductivity is low\"\n"));
-    assert!(errs[0].starts_with("test.toml:8:10: error in `unless`: `conductivity is low`: expected `<expression> < <number>`"), "{errs:?}");
-    let errs = errors(&format!("{learned}unless = \"conductivity < low\"\n"));
-    assert!(errs[0].contains("`low`: expected a number after `<`"), "{errs:?}");
-    let set = compile(&format!("{learned}unless = \"conductivity > 1.2\"\n")).unwrap();
-    let unless = set.rules[0].signal.as_ref().and_then(|s| s.unless.clone()).unwrap();
-    assert_eq!((unless.expr.to_string(), unless.below, unless.limit), ("conductivity".to_string(), false, 1.2));
-}
-
-#[test]
 fn ratio_windows_and_agree_are_checked_where_they_are_written() {
     let rule = "[[rule]]\nid = \"q\"\nvalue = \"x\"\nabove = 1\nseverity = \"alarm\"\n";
     let errs = errors(&format!("{rule}from_baseline = \"ratio\"\n"));

@@ -391,6 +391,39 @@ fn a_lake_is_judged_stricter_than_a_river_at_the_same_phosphorus() {
     assert_eq!(lake, Some(("water-tp-class-ii".to_string(), Severity::Alarm)));
 }
 
+/// A class III river's dissolved oxygen with its daily cycle (±0.8 mg/L, lowest at 04:00), at
+/// `dawn(day)` before dawn, a reading every 10 minutes from day 0 to `days`; the events of
+/// `water-do-class-iii` with their times.
+fn daily_oxygen(days: i64, dawn: impl Fn(i64) -> f64) -> Vec<(EventKind, i64)> {
+    let mut engine = surface("III");
+    let mut events = Vec::new();
+    for step in 0..days * 144 {
+        let at = step * 10 * MIN;
+        let hour = (at % (24 * 60 * MIN)) as f64 / (60 * MIN) as f64;
+        let cycle = 0.8 * (1.0 - (std::f64::consts::TAU * (hour - 4.0) / 24.0).cos());
+        engine.observe(SubjectId(0), at, &water("do", dawn(at / (24 * 60 * MIN)) + cycle), &mut events);
+        engine.tick(at, &mut events);
+    }
+    events.iter().filter(|e| engine.rule(e.rule).id == "water-do-class-iii").map(|e| (e.kind, e.at)).collect()
+}
+
+#[test]
+fn a_river_that_dips_past_its_limit_every_dawn_is_one_incident_cleared_a_day_after_the_last_dip() {
+    const DAY: i64 = 24 * 60 * MIN;
+    // Five dawns at 4.7 mg/L (below class III's 5), then the river back inside by a hair: 5.05.
+    let events = daily_oxygen(12, |day| if day < 5 { 4.7 } else { 5.05 });
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.0).collect();
+    assert_eq!(kinds, [EventKind::Fired, EventKind::Cleared], "one incident, cleared once: {events:?}");
+    // The last dip's readings below 5 end on day 4 at about 07:25; the clear a day after (not
+    // never, as with a clear level of 5.3: the river's dawn stays under it).
+    let cleared_after_last_dip = events[1].1 - (4 * DAY + 7 * 60 * MIN + 25 * MIN);
+    assert!(
+        (DAY - 30 * MIN..DAY + 30 * MIN).contains(&cleared_after_last_dip),
+        "cleared {} h after the last dip",
+        cleared_after_last_dip as f64 / (60 * MIN) as f64
+    );
+}
+
 #[test]
 fn turbidity_and_conductivity_are_judged_against_the_sites_usual_level() {
     // (ratio to the installation baseline, expected level) just inside and just outside
