@@ -32,8 +32,27 @@ pub struct Record {
     pub fields: Vec<(String, f64)>,
 }
 
+/// The samples of a data file, and the lines of those left out because a value is NaN or
+/// infinite (as the daemon rejects such a reading whole, and counts it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recorded {
+    pub records: Vec<Record>,
+    pub not_finite: Vec<usize>,
+}
+
+impl Recorded {
+    /// One line for people about the samples left out; `None` when there were none.
+    pub fn note(&self) -> Option<String> {
+        let first = self.not_finite.first()?;
+        Some(format!(
+            "left out {} sample(s) with a value that is NaN or infinite (the daemon rejects such a reading too), the first at line {first}",
+            self.not_finite.len()
+        ))
+    }
+}
+
 /// Reads a CSV or JSON-lines file of samples.
-pub fn read_records(path: &Path) -> anyhow::Result<Vec<Record>> {
+pub fn read_records(path: &Path) -> anyhow::Result<Recorded> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let parsed = if path.extension().is_some_and(|ext| ext == "csv") { parse_csv(&text) } else { parse_json_lines(&text) };
     parsed.with_context(|| format!("in {}", path.display()))
@@ -51,7 +70,7 @@ fn parse_ts(value: &serde_json::Value, line: usize) -> anyhow::Result<Millis> {
     crate::sources::mqtt::payload::timestamp(value).map_err(|e| anyhow::anyhow!("line {line}: {e}"))
 }
 
-pub fn parse_csv(text: &str) -> anyhow::Result<Vec<Record>> {
+pub fn parse_csv(text: &str) -> anyhow::Result<Recorded> {
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
     let headers = reader.headers().context("reading the CSV header")?.clone();
     let column = |name: &str| headers.iter().position(|h| h == name);
@@ -59,8 +78,8 @@ pub fn parse_csv(text: &str) -> anyhow::Result<Vec<Record>> {
         bail!("the CSV header needs `ts` and `sensor` columns, found: {}", headers.iter().collect::<Vec<_>>().join(","));
     };
     let kind_col = column("kind");
-    let mut records = Vec::new();
-    for (index, row) in reader.records().enumerate() {
+    let mut recorded = Recorded::default();
+    'rows: for (index, row) in reader.records().enumerate() {
         let line = index + 2;
         let row = row.with_context(|| format!("line {line}"))?;
         let ts_text = row.get(ts_col).unwrap_or("");
@@ -75,23 +94,25 @@ pub fn parse_csv(text: &str) -> anyhow::Result<Vec<Record>> {
             }
             let value: f64 = cell.parse().map_err(|_| anyhow::anyhow!("line {line}: `{cell}` in column `{}` is not a number", &headers[col]))?;
             if !value.is_finite() {
-                bail!("line {line}: column `{}` is not finite", &headers[col]);
+                recorded.not_finite.push(line);
+                continue 'rows;
             }
             fields.push((headers[col].to_string(), value));
         }
-        records.push(Record {
+        recorded.records.push(Record {
             ts: parse_ts(&ts_value, line)?,
             sensor: row.get(sensor_col).unwrap_or("").to_string(),
             kind: kind_col.and_then(|c| row.get(c)).filter(|k| !k.is_empty()).map(|k| parse_kind(k, line)).transpose()?,
             fields,
         });
     }
-    Ok(records)
+    Ok(recorded)
 }
 
-pub fn parse_json_lines(text: &str) -> anyhow::Result<Vec<Record>> {
-    let mut records = Vec::new();
-    for (index, raw) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+/// JSON has no NaN: a field that is `null` or a string stands for one (firmware's `"NaN"`).
+pub fn parse_json_lines(text: &str) -> anyhow::Result<Recorded> {
+    let mut recorded = Recorded::default();
+    'lines: for (index, raw) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let line = index + 1;
         let value: serde_json::Value = serde_json::from_str(raw).with_context(|| format!("line {line}"))?;
         let serde_json::Value::Object(mut object) = value else { bail!("line {line}: not a JSON object") };
@@ -105,14 +126,25 @@ pub fn parse_json_lines(text: &str) -> anyhow::Result<Vec<Record>> {
         object.remove("seq");
         let mut fields = Vec::new();
         for (name, value) in object {
-            match value.as_f64() {
-                Some(v) if v.is_finite() => fields.push((name, v)),
-                _ => bail!("line {line}: field `{name}` is not a finite number"),
+            match value {
+                serde_json::Value::Number(number) => match number.as_f64() {
+                    Some(v) if v.is_finite() => fields.push((name, v)),
+                    _ => bail!("line {line}: field `{name}` is not a finite number"),
+                },
+                serde_json::Value::Null => {
+                    recorded.not_finite.push(line);
+                    continue 'lines;
+                }
+                serde_json::Value::String(text) if text.parse::<f64>().is_ok_and(|v| !v.is_finite()) => {
+                    recorded.not_finite.push(line);
+                    continue 'lines;
+                }
+                other => bail!("line {line}: field `{name}` is {other}, not a number"),
             }
         }
-        records.push(Record { ts: parse_ts(&ts, line)?, sensor, kind, fields });
+        recorded.records.push(Record { ts: parse_ts(&ts, line)?, sensor, kind, fields });
     }
-    Ok(records)
+    Ok(recorded)
 }
 
 /// Sensors for a replay without a config: one per id in the data, kind from the data.
@@ -319,7 +351,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(csv, jsonl);
-        assert_eq!(csv[0].fields, vec![("do".to_string(), 6.1)], "an empty cell is a missing field");
+        assert_eq!(csv.records[0].fields, vec![("do".to_string(), 6.1)], "an empty cell is a missing field");
+    }
+
+    #[test]
+    fn a_sample_with_nan_is_left_out_and_counted_the_rest_replayed() {
+        let csv = parse_csv("ts,sensor,do,ph\n1795392000000,a,5,7\n1795392060000,a,NaN,7.1\n1795392120000,a,4.9,inf\n1795392180000,a,4.8,7\n").unwrap();
+        assert_eq!(csv.records.iter().map(|r| r.ts).collect::<Vec<_>>(), [1_795_392_000_000, 1_795_392_180_000]);
+        assert_eq!(csv.not_finite, [3, 4]);
+        assert_eq!(
+            csv.note().unwrap(),
+            "left out 2 sample(s) with a value that is NaN or infinite (the daemon rejects such a reading too), the first at line 3"
+        );
+        let jsonl = parse_json_lines("{\"ts\": 1795392000000, \"sensor\": \"a\", \"do\": null}\n{\"ts\": 1795392060000, \"sensor\": \"a\", \"do\": \"NaN\"}\n{\"ts\": 1795392120000, \"sensor\": \"a\", \"do\": 5}\n").unwrap();
+        assert_eq!((jsonl.records.len(), jsonl.not_finite.clone()), (1, vec![1, 2]));
+        assert!(parse_json_lines("{\"ts\": 1795392000000, \"sensor\": \"a\", \"do\": \"low\"}\n")
+            .unwrap_err()
+            .to_string()
+            .contains("field `do` is \"low\", not a number"));
     }
 
     #[test]

@@ -46,7 +46,11 @@ fn load(selection: &RuleSelection) -> anyhow::Result<(RuleSet, Option<Config>)> 
 /// `rules test`: replays `data` and prints the timeline and a summary.
 pub fn test(data: &std::path::Path, selection: &RuleSelection, from: Option<i64>, to: Option<i64>, output: Output) -> anyhow::Result<String> {
     let (rules, config) = load(selection)?;
-    let records = replay::read_records(data)?;
+    let recorded = replay::read_records(data)?;
+    if let Some(note) = recorded.note() {
+        eprintln!("{}: {note}", data.display());
+    }
+    let records = recorded.records;
     let sensors = match config {
         Some(config) => config.sensors,
         None => replay::inventory_from(&records)?.into(),
