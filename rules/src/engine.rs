@@ -491,6 +491,33 @@ impl Engine {
         Observed::Evaluated
     }
 
+    /// A person resolved the incident of rule `rule` (its id) on `subject` at `at`: if the
+    /// sensor is back past every clear level and only clear holds keep the incident open, they
+    /// end and its `Cleared` is appended ([`LadderState::end_clear_holds`]), so that a new
+    /// breach within what was left of the hold fires again and is told. A building's rule
+    /// (`agree`) is left alone. False when nothing ended.
+    pub fn end_clear_holds(&mut self, subject: SubjectId, rule: &str, at: Millis, events: &mut Vec<RuleEvent>) -> bool {
+        let Some(slot) = self.slots.get(subject.0) else { return false };
+        let plan = &self.plans[slot.plan as usize];
+        let mut ended = false;
+        for (state, planned) in self.states.of_mut(slot, plan).checks.iter_mut().zip(&plan.checks) {
+            if planned.agreement().is_some() || self.rules[planned.rule()].id != rule {
+                continue;
+            }
+            let (ladder, last_value) = match state {
+                CheckState::Ladder { ladder, last_value, .. } => (ladder, *last_value),
+                CheckState::Peers(peer) => (&mut peer.ladder, peer.last_value),
+                _ => continue,
+            };
+            if let Some(step) = ladder.end_clear_holds() {
+                let value = last_value.get().unwrap_or(f64::NAN);
+                events.push(RuleEvent { rule: RuleId(planned.rule()), subject, variant: planned.variant(), ..from_step(step, value, at) });
+                ended = true;
+            }
+        }
+        ended
+    }
+
     /// A reading of `subject` stamped `at` that the caller refused before judging it (the
     /// daemon refuses readings stamped too far ahead of its clock): only the sensor's clock
     /// checks (`clock_ahead`) see its time, so that installers hear of the device's clock.

@@ -7,7 +7,7 @@
 
 use crate::rule::{Level, Millis};
 use crate::severity::Severity;
-use crate::threshold::ThresholdState;
+use crate::threshold::{Phase, ThresholdState};
 
 /// What a ladder step decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +110,21 @@ impl LadderState {
         step
     }
 
+    /// A person resolved the incident while it waits out its clear holds: when no level is
+    /// breached or about to be (each is at rest or back past its clear level), the holds end now
+    /// and the incident clears, so that the next breach fires anew and is told. `None` while a
+    /// level is still breached, or when nothing is open.
+    pub fn end_clear_holds(&mut self) -> Option<Step> {
+        let breached = self.0.as_deref()?;
+        let (severity, since) = breached.open?;
+        let waiting = |state: &ThresholdState| matches!(state.phase, Phase::Normal | Phase::Clearing { .. });
+        if !breached.levels.iter().all(waiting) {
+            return None;
+        }
+        self.0 = None;
+        Some(Step::Cleared { severity, since })
+    }
+
     /// Drops the level states once all of them are at rest and no incident is open.
     fn rest_if_idle(&mut self) {
         if self.0.as_deref().is_some_and(|breached| breached.open.is_none() && breached.levels.iter().all(at_rest)) {
@@ -182,6 +197,22 @@ mod tests {
         let levels = ladder();
         let mut state = LadderState::default();
         values.iter().filter_map(|&(at, v)| state.observe(&levels, v, at).map(|s| (at, s))).collect()
+    }
+
+    #[test]
+    fn a_resolve_ends_the_clear_holds_of_a_recovered_ladder_but_not_of_a_breached_one() {
+        let levels: Vec<Level> = ladder().into_iter().map(|level| Level { clear_hold_ms: 24 * 60 * MIN, ..level }).collect();
+        let mut state = LadderState::default();
+        assert_eq!(state.end_clear_holds(), None, "nothing open");
+        state.observe(&levels, 2.5, 0);
+        assert_eq!(state.observe(&levels, 2.5, 10 * MIN), Some(Step::Fired { severity: Severity::Warning, since: 0 }));
+        assert_eq!(state.end_clear_holds(), None, "still breached");
+        assert_eq!(state.observe(&levels, 1.0, 20 * MIN), None, "recovered: the day's hold runs");
+        assert_eq!(state.end_clear_holds(), Some(Step::Cleared { severity: Severity::Warning, since: 0 }));
+        assert_eq!(state, LadderState::default(), "at rest");
+        // The next breach is a new incident.
+        state.observe(&levels, 2.5, 30 * MIN);
+        assert_eq!(state.observe(&levels, 2.5, 40 * MIN), Some(Step::Fired { severity: Severity::Warning, since: 30 * MIN }));
     }
 
     #[test]

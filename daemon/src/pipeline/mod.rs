@@ -41,6 +41,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// How often time passes for the rules when no sample arrives (completes raise holds).
 const TICK: Duration = Duration::from_secs(1);
+/// How often the store is asked for incidents people resolved while their rule waited out a
+/// clear hold.
+const RESOLVED_EVERY: Duration = Duration::from_secs(5);
 /// Trend rows written per store transaction when the hourly trend is flushed.
 const TREND_ROWS_PER_WRITE: usize = 2_000;
 /// Stored readings judged again per store read at start.
@@ -170,6 +173,8 @@ impl Pipeline {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut save = tokio::time::interval(self.save_every);
         save.tick().await;
+        let mut resolved = tokio::time::interval(RESOLVED_EVERY);
+        resolved.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.judge_unsaved(&mut events).await;
         loop {
             tokio::select! {
@@ -190,6 +195,7 @@ impl Pipeline {
                     self.unsaved |= !events.is_empty();
                     self.emit(&mut events, Source::Timeline).await;
                 }
+                _ = resolved.tick() => self.end_clear_holds_of_resolved(&mut events).await,
                 _ = save.tick() => {
                     if self.budget.worth_saving(self.save_every, tokio::time::Instant::now()) {
                         self.save().await;
@@ -202,6 +208,34 @@ impl Pipeline {
         }
         self.save().await;
         self.save_trend(true).await;
+    }
+
+    /// Ends the clear holds of the incidents people resolved while their rule waited one out
+    /// (a river back inside its class for less than the day its rules wait): the rule clears
+    /// now, and a new breach fires again and is told instead of joining an incident a person
+    /// closed the work on.
+    async fn end_clear_holds_of_resolved(&mut self, events: &mut Vec<RuleEvent>) {
+        if self.store.write_problem().is_some() {
+            // A stalled or failing card: no read that could wait on its locks holds up the
+            // readings; the holds end once it writes again.
+            return;
+        }
+        let resolved = match self.store.resolved_while_firing().await {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                tracing::debug!(error = %format!("{error:#}"), "resolved incidents not read; their clear holds end at the next look");
+                return;
+            }
+        };
+        let now = self.timeline.now();
+        for (rule, sensor) in resolved {
+            if let Some(position) = self.sensors.iter().position(|s| *s.id == *sensor) {
+                self.unsaved |= self.engine.end_clear_holds(SubjectId(position), &rule, now, events);
+            }
+        }
+        if !events.is_empty() {
+            self.emit(events, Source::Timeline).await;
+        }
     }
 
     /// Merges the trend hours that are over into the store; `whole` also the hour being filled

@@ -196,6 +196,18 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// (rule, sensor) of the incidents a person resolved whose sensor has not cleared: their
+    /// rule may be waiting out a clear hold, which the resolve ends
+    /// ([`gridwatch_rules::Engine::end_clear_holds`]).
+    pub async fn resolved_while_firing(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.with_conn(|conn| {
+            let mut statement = conn.prepare_cached("SELECT rule, sensor FROM incidents WHERE state = 'resolved' AND sensor_normal = 0")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     /// The incident a clear of (`rule`, `sensor`) would close: the latest not closed whose
     /// sensor is still firing. A read: it works on a read-only card.
     pub fn firing_incident(&self, rule: &str, sensor: &str) -> anyhow::Result<Option<i64>> {
