@@ -491,11 +491,11 @@ impl Engine {
         Observed::Evaluated
     }
 
-    /// A person resolved the incident of rule `rule` (its id) on `subject` at `at`: if the
-    /// sensor is back past every clear level and only clear holds keep the incident open, they
-    /// end and its `Cleared` is appended ([`LadderState::end_clear_holds`]), so that a new
-    /// breach within what was left of the hold fires again and is told. A building's rule
-    /// (`agree`) is left alone. False when nothing ended.
+    /// A person resolved the incident of rule `rule` (its id) on `subject` at `at`: if its last
+    /// value breaches no level and only clear levels and holds keep the incident open, it
+    /// clears and its `Cleared` is appended ([`LadderState::end_clear_holds`]), so that a new
+    /// breach fires again and is told. A building's rule (`agree`) is left alone. False when
+    /// nothing ended.
     pub fn end_clear_holds(&mut self, subject: SubjectId, rule: &str, at: Millis, events: &mut Vec<RuleEvent>) -> bool {
         let Some(slot) = self.slots.get(subject.0) else { return false };
         let plan = &self.plans[slot.plan as usize];
@@ -504,13 +504,14 @@ impl Engine {
             if planned.agreement().is_some() || self.rules[planned.rule()].id != rule {
                 continue;
             }
+            let Check::Ladder(levels) = self.rules[planned.rule()].check_of(planned.variant()) else { continue };
             let (ladder, last_value) = match state {
                 CheckState::Ladder { ladder, last_value, .. } => (ladder, *last_value),
                 CheckState::Peers(peer) => (&mut peer.ladder, peer.last_value),
                 _ => continue,
             };
-            if let Some(step) = ladder.end_clear_holds() {
-                let value = last_value.get().unwrap_or(f64::NAN);
+            let value = last_value.get().unwrap_or(f64::NAN);
+            if let Some(step) = ladder.end_clear_holds(levels, value) {
                 events.push(RuleEvent { rule: RuleId(planned.rule()), subject, variant: planned.variant(), ..from_step(step, value, at) });
                 ended = true;
             }

@@ -110,15 +110,20 @@ impl LadderState {
         step
     }
 
-    /// A person resolved the incident while it waits out its clear holds: when no level is
-    /// breached or about to be (each is at rest or back past its clear level), the holds end now
-    /// and the incident clears, so that the next breach fires anew and is told. `None` while a
-    /// level is still breached, or when nothing is open.
-    pub fn end_clear_holds(&mut self) -> Option<Step> {
+    /// A person resolved the incident while the value that decided last, `value`, breaches no
+    /// level: the incident waits only for its clear levels and holds (back inside a class, but
+    /// not past the clear margin, or not for the whole hold). It clears now, so that the next
+    /// breach fires anew and is told. `None` while a level is breached or about to be, or when
+    /// nothing is open.
+    pub fn end_clear_holds(&mut self, levels: &[Level], value: f64) -> Option<Step> {
         let breached = self.0.as_deref()?;
         let (severity, since) = breached.open?;
-        let waiting = |state: &ThresholdState| matches!(state.phase, Phase::Normal | Phase::Clearing { .. });
-        if !breached.levels.iter().all(waiting) {
+        let waiting = |(state, level): (&ThresholdState, &Level)| match state.phase {
+            Phase::Normal | Phase::Clearing { .. } => true,
+            Phase::Active { .. } => value.is_finite() && !level.bound.breached(value),
+            Phase::Raising { .. } => false,
+        };
+        if !breached.levels.iter().zip(levels).all(waiting) {
             return None;
         }
         self.0 = None;
@@ -203,12 +208,15 @@ mod tests {
     fn a_resolve_ends_the_clear_holds_of_a_recovered_ladder_but_not_of_a_breached_one() {
         let levels: Vec<Level> = ladder().into_iter().map(|level| Level { clear_hold_ms: 24 * 60 * MIN, ..level }).collect();
         let mut state = LadderState::default();
-        assert_eq!(state.end_clear_holds(), None, "nothing open");
+        assert_eq!(state.end_clear_holds(&levels, 1.0), None, "nothing open");
         state.observe(&levels, 2.5, 0);
         assert_eq!(state.observe(&levels, 2.5, 10 * MIN), Some(Step::Fired { severity: Severity::Warning, since: 0 }));
-        assert_eq!(state.end_clear_holds(), None, "still breached");
-        assert_eq!(state.observe(&levels, 1.0, 20 * MIN), None, "recovered: the day's hold runs");
-        assert_eq!(state.end_clear_holds(), Some(Step::Cleared { severity: Severity::Warning, since: 0 }));
+        assert_eq!(state.end_clear_holds(&levels, 2.5), None, "still breached");
+        assert_eq!(state.observe(&levels, 1.9, 20 * MIN), None, "inside the limit, not past the clear level (1.8)");
+        let mut inside = state.clone();
+        assert_eq!(inside.end_clear_holds(&levels, 1.9), Some(Step::Cleared { severity: Severity::Warning, since: 0 }), "within the margin");
+        assert_eq!(state.observe(&levels, 1.0, 30 * MIN), None, "recovered: the day's hold runs");
+        assert_eq!(state.end_clear_holds(&levels, 1.0), Some(Step::Cleared { severity: Severity::Warning, since: 0 }));
         assert_eq!(state, LadderState::default(), "at rest");
         // The next breach is a new incident.
         state.observe(&levels, 2.5, 30 * MIN);

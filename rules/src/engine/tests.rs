@@ -324,19 +324,20 @@ severity = "notice"
 
 #[test]
 fn a_resolve_during_the_clear_hold_clears_and_the_next_breach_fires_again() {
-    let rules = "[[rule]]\nid = \"do-low\"\nkind = \"water\"\nvalue = \"do\"\nbelow = 5\nclear_for = \"1d\"\nseverity = \"alarm\"\n";
+    // Back inside at 5.2, not past the clear level 5.3: only a person can end it before 5.3 for a day.
+    let rules = "[[rule]]\nid = \"do-low\"\nkind = \"water\"\nvalue = \"do\"\nbelow = 5\nclear_above = 5.3\nclear_for = \"1d\"\nseverity = \"alarm\"\n";
     let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: rules.into() }]).unwrap();
     let mut e = Engine::new(rules, &[subject("canal", SensorKind::Water)]);
     let mut events = Vec::new();
     e.observe(SubjectId(0), 0, &[("do", 4.0)], &mut events);
     assert!(!e.end_clear_holds(SubjectId(0), "do-low", MIN, &mut events), "still below: nothing to end");
-    e.observe(SubjectId(0), 2 * MIN, &[("do", 6.0)], &mut events);
+    e.observe(SubjectId(0), 2 * MIN, &[("do", 5.2)], &mut events);
     assert!(!e.end_clear_holds(SubjectId(0), "other", 3 * MIN, &mut events));
     assert!(e.end_clear_holds(SubjectId(0), "do-low", 3 * MIN, &mut events));
     e.observe(SubjectId(0), 4 * MIN, &[("do", 4.0)], &mut events);
     let kinds: Vec<_> = events.iter().map(|event| (event.kind, event.at)).collect();
     assert_eq!(kinds, [(EventKind::Fired, 0), (EventKind::Cleared, 3 * MIN), (EventKind::Fired, 4 * MIN)]);
-    assert_eq!(events[1].value, 6.0, "the clear shows the last value judged");
+    assert_eq!(events[1].value, 5.2, "the clear shows the last value judged");
 }
 
 /// Ten thousand sensors with a dozen rules each: these sizes are most of the engine's memory.
