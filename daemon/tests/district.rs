@@ -248,12 +248,9 @@ async fn start_district_with(nats: &NatsCluster, hub_options: &[&str]) -> Distri
     District { pg, hook, hub, _hub_dir: hub_dir, relay: format!("http://{listen}") }
 }
 
-/// The node leading the uplink stream's RAFT group.
+/// The node leading the uplink stream's RAFT group (waits up to 30 s for one).
 async fn stream_leader(nats: &NatsCluster) -> String {
-    let client = async_nats::connect(nats.urls()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let info = js.get_stream(gridwatch::cluster::STREAM).await.unwrap().info().await.unwrap().clone();
-    info.cluster.and_then(|c| c.leader).expect("the stream has a leader")
+    nats.wait_for_stream_leader(gridwatch::cluster::STREAM, 30 * SECOND).await.expect("the stream has a leader")
 }
 
 /// A hub listener's `/healthz` (`base`: `http://host:port`): status and body; waits up to 10 s
