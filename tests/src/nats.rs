@@ -96,9 +96,12 @@ impl NatsCluster {
             let url = format!("http://127.0.0.1:{}/jsz?accounts=true&streams=true", node.monitor_port);
             let Ok(response) = http.get(url).timeout(Duration::from_secs(2)).send().await else { continue };
             let Ok(jsz) = response.json::<serde_json::Value>().await else { continue };
-            let leads = jsz["account_details"].as_array().into_iter().flatten().flat_map(|account| account["stream_detail"].as_array().into_iter().flatten()).any(
-                |detail| detail["name"] == stream && detail["cluster"]["leader"] == node.name.as_str(),
-            );
+            let leads = jsz["account_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+                .any(|detail| detail["name"] == stream && detail["cluster"]["leader"] == node.name.as_str());
             if leads {
                 return Some(node.name.clone());
             }

@@ -96,9 +96,10 @@ pub async fn rows(district: &District) -> anyhow::Result<Rows> {
     let mut counted = Rows::default();
     for community in &district.boxes {
         counted.alerts_at_boxes += metric_sum(&http, &community.metrics_url, "gridwatch_rule_events_total").await.unwrap_or(0.0) as u64;
-        for (table, total, gaps) in
-            [("alert_events", &mut counted.alerts_in_postgres, &mut counted.alert_gaps), ("incident_transitions", &mut counted.transitions_in_postgres, &mut counted.transition_gaps)]
-        {
+        for (table, total, gaps) in [
+            ("alert_events", &mut counted.alerts_in_postgres, &mut counted.alert_gaps),
+            ("incident_transitions", &mut counted.transitions_in_postgres, &mut counted.transition_gaps),
+        ] {
             let row = db
                 .query_one(&format!("SELECT count(DISTINCT id), coalesce(max(id), 0) FROM {table} WHERE box_id = $1"), &[&community.id])
                 .await

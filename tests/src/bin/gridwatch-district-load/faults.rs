@@ -140,7 +140,11 @@ pub async fn cluster_kills(district: &mut District, times: usize, down: Duration
         })
         .await;
         let drained_secs = all_drained.then(|| restarted.elapsed().as_secs_f64());
-        eprintln!("cluster kill {}/{times}: down {} s; stream answering after {answering_secs:?} s; boxes drained after {drained_secs:?} s", index + 1, down.as_secs());
+        eprintln!(
+            "cluster kill {}/{times}: down {} s; stream answering after {answering_secs:?} s; boxes drained after {drained_secs:?} s",
+            index + 1,
+            down.as_secs()
+        );
         done.push(ClusterKill { answering_secs, drained_secs });
         tokio::time::sleep(Duration::from_secs(5)).await;
     }

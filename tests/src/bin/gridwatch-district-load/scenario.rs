@@ -132,14 +132,21 @@ pub async fn run(args: &Args, scenario: Scenario) -> anyhow::Result<bool> {
             checks.push(Check {
                 target: "new leader p99 ≤ 10 s",
                 measured: match latency {
-                    Some(l) => format!("p50 {:.2} s, p99 {:.2} s, max {:.2} s over {} kills; {without} without a new leader", l.p50 / 1e3, l.p99 / 1e3, l.max / 1e3, kills.len()),
+                    Some(l) => format!(
+                        "p50 {:.2} s, p99 {:.2} s, max {:.2} s over {} kills; {without} without a new leader",
+                        l.p50 / 1e3,
+                        l.p99 / 1e3,
+                        l.max / 1e3,
+                        kills.len()
+                    ),
                     None => "no new leader at all".into(),
                 },
                 met: without == 0 && latency.is_some_and(|l| l.p99 <= 10_000.0),
             });
         }
         Scenario::AllNodesKill => {
-            let kills = faults::cluster_kills(&mut district, args.cluster_kills, Duration::from_secs(args.down_secs), Duration::from_secs(180), rate_per_box).await?;
+            let kills =
+                faults::cluster_kills(&mut district, args.cluster_kills, Duration::from_secs(args.down_secs), Duration::from_secs(180), rate_per_box).await?;
             stop_and_drain(&district, &stop, started).await;
             let _ = writeln!(figures, "| kill | stream answering after restart | every box's backlog sent after restart |\n|---|---|---|");
             for (index, kill) in kills.iter().enumerate() {
@@ -178,7 +185,13 @@ pub async fn run(args: &Args, scenario: Scenario) -> anyhow::Result<bool> {
         0,
         Check {
             target: "0 lost (each sensor/n once at the district's InfluxDB; every alert event and transition in PostgreSQL)",
-            measured: format!("{} readings, {} alert events, {} transitions lost; {} reading duplicates", readings.lost, rows.alerts_lost(), rows.transition_gaps, readings.duplicates),
+            measured: format!(
+                "{} readings, {} alert events, {} transitions lost; {} reading duplicates",
+                readings.lost,
+                rows.alerts_lost(),
+                rows.transition_gaps,
+                readings.duplicates
+            ),
             met: lost == 0 && readings.duplicates == 0 && readings.unknown == 0 && readings.not_kept == 0.0,
         },
     );
