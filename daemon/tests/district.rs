@@ -35,6 +35,9 @@
 //! A fifth run: a box whose store file is replaced by garbage while it is stopped starts on a
 //! fresh store (ids from 1 again, a new store epoch); its next alarms reach PostgreSQL under the
 //! new epoch, the old store's rows stay there untouched, and the hub counts the change.
+//!
+//! A sixth run: a hub's lease renewal written but its answer lost (as when the bucket's RAFT
+//! leader is killed mid-request): the hub alone in its district stays active.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -393,6 +396,34 @@ fn logged(hub: &Daemon, text: &str) -> bool {
 }
 
 const ACTIVE: &str = "this hub is the district's active hub";
+
+/// A renewal of the hub lease that was written but whose answer the hub never heard (the
+/// bucket's leader killed mid-request; found by `gridwatch-district-load --scenario
+/// leader-kill`): the hub's next renewal meets a newer revision holding its own value. Made
+/// here by writing that value again at the key's revision, as the lost renewal did. The hub
+/// must take it for its own and stay active, not stand by behind itself until its lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_whose_renewal_answer_was_lost_stays_active() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let pg = Postgres::start().await.expect("postgresql");
+    let hook = WebhookReceiver::start(Vec::new()).await;
+    let (hub, _dir, web) = start_hub(&nats, &pg, &hook, "hub-a");
+    assert!(wait_for(60 * SECOND, || async { logged(&hub, ACTIVE) }).await, "the hub never became active: {:?}", hub.stderr());
+    let client = async_nats::connect(nats.urls()).await.unwrap();
+    let bucket = async_nats::jetstream::new(client).get_key_value(gridwatch::cluster::HUB_BUCKET).await.unwrap();
+    for _ in 0..3 {
+        let entry = bucket.entry("active").await.unwrap().expect("the hub holds its lease");
+        assert!(entry.value.starts_with(b"hub-a "), "{:?}", entry.value);
+        bucket.update("active", entry.value.clone(), entry.revision).await.unwrap();
+        // Two renewals (every second at a 3-second lease) meet the newer revision.
+        tokio::time::sleep(2 * SECOND).await;
+    }
+    assert!(!logged(&hub, "taken by another hub"), "{:?}", hub.stderr());
+    assert!(logged(&hub, "an unanswered renewal was written"), "{:?}", hub.stderr());
+    assert_eq!(hub_metric(&web, "gridwatch_hub_active").await, 1.0);
+    assert_eq!(hub_metric(&web, "gridwatch_hub_lease_takeovers_total").await, 1.0);
+}
 
 /// Hubs run active/standby: `kill -9` of the active one and the standby takes over within its
 /// lease (the target: 15 s) without reporting a dead box a second time; a hub paused

@@ -26,8 +26,11 @@ pub struct Readings {
     pub acked: u64,
     /// Sensor/`n` pairs sent that the district's InfluxDB does not hold.
     pub lost: u64,
-    /// Samples beyond the first of a sensor/`n` pair.
+    /// Samples beyond the first of a sensor/`n` pair at another time: two points in InfluxDB.
     pub duplicates: u64,
+    /// The same point (sensor, `n`, time) written again: InfluxDB keeps it once (a write of
+    /// the same series and time replaces the point); VictoriaMetrics' raw export shows each.
+    pub rewritten: u64,
     /// Samples whose `n` was never sent (should be 0).
     pub unknown: u64,
     /// Readings the boxes did not offer the uplink whole (`thinned`, `backlog_full`,
@@ -48,22 +51,31 @@ pub async fn readings(district: &District, sent: &[Sent]) -> anyhow::Result<Read
                 metric_sum(&http, &community.metrics_url, &format!("gridwatch_uplink_readings_total{{result=\"{result}\"}}")).await.unwrap_or(0.0);
         }
         let series = vm.export(&format!(r#"{{__name__="water_n",box="{}"}}"#, community.id)).await?;
-        let mut seen: HashMap<usize, Vec<u64>> = HashMap::new();
+        // Per sensor: (n, time) of every sample.
+        let mut seen: HashMap<usize, Vec<(u64, i64)>> = HashMap::new();
         for one in series {
             let sensor = one["metric"]["sensor"].as_str().and_then(|s| s.strip_prefix('p')).and_then(|i| i.parse().ok()).unwrap_or(usize::MAX);
-            let values = seen.entry(sensor).or_default();
-            values.extend(one["values"].as_array().into_iter().flatten().filter_map(|v| v.as_f64()).map(|v| v as u64));
+            let values = one["values"].as_array().into_iter().flatten().filter_map(|v| v.as_f64()).map(|v| v as u64);
+            let times = one["timestamps"].as_array().into_iter().flatten().map(|t| t.as_i64().unwrap_or(-1));
+            seen.entry(sensor).or_default().extend(values.zip(times));
         }
         for (sensor, &count) in sent.per_sensor.iter().enumerate() {
-            let mut times = vec![0u32; count as usize];
-            for &n in seen.get(&sensor).map(Vec::as_slice).unwrap_or_default() {
+            let mut times: Vec<Vec<i64>> = vec![Vec::new(); count as usize];
+            for &(n, at) in seen.get(&sensor).map(Vec::as_slice).unwrap_or_default() {
                 match times.get_mut(n as usize) {
-                    Some(t) => *t += 1,
+                    Some(t) => t.push(at),
                     None => counted.unknown += 1,
                 }
             }
-            counted.lost += times.iter().filter(|t| **t == 0).count() as u64;
-            counted.duplicates += times.iter().map(|t| u64::from(t.saturating_sub(1))).sum::<u64>();
+            for mut at in times {
+                let samples = at.len() as u64;
+                at.sort_unstable();
+                at.dedup();
+                let points = at.len() as u64;
+                counted.lost += u64::from(points == 0);
+                counted.duplicates += points.saturating_sub(1);
+                counted.rewritten += samples - points;
+            }
         }
         let known: usize = sent.per_sensor.len();
         counted.unknown += seen.iter().filter(|(sensor, _)| **sensor >= known).map(|(_, v)| v.len() as u64).sum::<u64>();

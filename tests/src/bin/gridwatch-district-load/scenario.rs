@@ -166,8 +166,8 @@ pub async fn run(args: &Args, scenario: Scenario) -> anyhow::Result<bool> {
     let (raised, cleared) = audit::box_down(&district);
     let _ = writeln!(
         figures,
-        "\nreadings: {} published, {} acknowledged by the brokers, {} not kept by the boxes (thinned or dropped); at the district's InfluxDB: {} lost, {} duplicates, {} unknown",
-        readings.published, readings.acked, readings.not_kept, readings.lost, readings.duplicates, readings.unknown
+        "\nreadings: {} published, {} acknowledged by the brokers, {} not kept by the boxes (thinned or dropped); at the district's InfluxDB: {} lost, {} duplicates (another time), {} the same point written again (InfluxDB keeps it once), {} unknown",
+        readings.published, readings.acked, readings.not_kept, readings.lost, readings.duplicates, readings.rewritten, readings.unknown
     );
     let _ = writeln!(
         figures,
