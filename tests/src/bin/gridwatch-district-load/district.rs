@@ -47,6 +47,11 @@ impl Running {
         self.child.id()
     }
 
+    /// How many lines of the process's log (warnings and errors) contain `text`.
+    pub fn log_lines_with(&self, text: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|line| line.contains(text)).count()
+    }
+
     /// The last lines of the process's log (warnings and errors), for a failed run's message.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -94,6 +99,8 @@ pub struct District {
     pub hub: Running,
     pub postgres: Postgres,
     pub webhook: WebhookReceiver,
+    /// The hub's `/metrics`.
+    pub hub_metrics_url: String,
     /// The district's InfluxDB, when boxes send readings up.
     pub influx: Option<VictoriaMetrics>,
     _hub_dir: tempfile::TempDir,
@@ -148,7 +155,7 @@ impl District {
                 bail!("box {} did not connect to its broker within 60 s:\n{}", community.id, community.process.log_tail());
             }
         }
-        Ok(District { boxes: community_boxes, hub, postgres, webhook, influx, _hub_dir: hub_dir, nats })
+        Ok(District { boxes: community_boxes, hub, postgres, webhook, hub_metrics_url, influx, _hub_dir: hub_dir, nats })
     }
 }
 
