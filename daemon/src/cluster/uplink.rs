@@ -25,6 +25,7 @@ use super::wire::{hwm_key, parse_hwm, Batch, Kind, Lease, Place, Rows};
 use crate::config::{ClusterConfig, SensorIndex};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::{Store, StoreEpoch};
+use async_nats::connection::State;
 use async_nats::jetstream;
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
@@ -40,6 +41,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMIT_POLL: Duration = Duration::from_millis(200);
 /// The pause when there is nothing to send.
 const IDLE: Duration = Duration::from_millis(500);
+/// How often a failed uplink looks whether its client is connected again.
+const RECONNECT_POLL: Duration = Duration::from_millis(100);
 
 /// What the uplink reads and reports besides its link.
 #[derive(Debug)]
@@ -142,8 +145,13 @@ impl Uplink {
                     IDLE
                 }
             };
+            // A failure with the link down waits out its backoff only while the link stays
+            // down: the rows held through an outage go as soon as the client is connected
+            // again, not up to a whole backoff (10 s) later.
+            let disconnected = failed && self.js.client().connection_state() != State::Connected;
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
+                () = connected_again(&self.js), if disconnected => {}
                 () = shutdown.cancelled() => return,
             }
         }
@@ -236,6 +244,14 @@ impl Uplink {
         let mark = parse_hwm(value.as_deref());
         self.sources.progress.marks[kind as usize].store(mark, Ordering::Relaxed);
         Ok(mark)
+    }
+}
+
+/// Returns once the client is connected (polled: its state is local, nothing goes over the link).
+async fn connected_again(js: &jetstream::Context) {
+    let client = js.client();
+    while client.connection_state() != State::Connected {
+        tokio::time::sleep(RECONNECT_POLL).await;
     }
 }
 
