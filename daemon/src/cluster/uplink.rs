@@ -120,6 +120,7 @@ impl Uplink {
         while !shutdown.is_cancelled() {
             let mut sent = false;
             let mut failed = false;
+            let connects = self.js.client().statistics().connects.load(Ordering::Relaxed);
             for kind in Kind::ALL {
                 match self.step(kind).await {
                     Ok(step_sent) => sent |= step_sent,
@@ -145,13 +146,12 @@ impl Uplink {
                     IDLE
                 }
             };
-            // A failure with the link down waits out its backoff only while the link stays
-            // down: the rows held through an outage go as soon as the client is connected
-            // again, not up to a whole backoff (10 s) later.
-            let disconnected = failed && self.js.client().connection_state() != State::Connected;
+            // After a failure, a reconnection of the client (during the round or the pause)
+            // ends the backoff: the rows held through an outage go as soon as the link is back,
+            // not up to a whole backoff (10 s) later.
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                () = connected_again(&self.js), if disconnected => {}
+                () = reconnected_since(&self.js, connects), if failed => {}
                 () = shutdown.cancelled() => return,
             }
         }
@@ -247,10 +247,11 @@ impl Uplink {
     }
 }
 
-/// Returns once the client is connected (polled: its state is local, nothing goes over the link).
-async fn connected_again(js: &jetstream::Context) {
+/// Returns once the client is connected on a connection made after it had made `connects`
+/// (polled: its state and counters are local, nothing goes over the link).
+async fn reconnected_since(js: &jetstream::Context, connects: u64) {
     let client = js.client();
-    while client.connection_state() != State::Connected {
+    while client.connection_state() != State::Connected || client.statistics().connects.load(Ordering::Relaxed) <= connects {
         tokio::time::sleep(RECONNECT_POLL).await;
     }
 }
