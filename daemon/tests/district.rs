@@ -6,7 +6,7 @@
 //! own SQLite stores (the oracle: every alert event and incident transition a box journaled):
 //!
 //! - a box's link blackholed 20 s while its alarms fire: nothing reaches the district meanwhile,
-//!   and after reconnection every row is in PostgreSQL exactly once; the cut-off box is reported
+//!   and within 10 s of reconnection every row is in PostgreSQL exactly once; the cut-off box is reported
 //!   down once and cleared once;
 //! - PostgreSQL down while alarms fire: JetStream stores the batches, but the box's high-water
 //!   mark does not move until the hub has committed them (end-to-end ack);
