@@ -143,11 +143,28 @@ async fn renew(bucket: &kv::Store, value: &str, fence: &Fence) -> Result<u64, kv
         Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => match bucket.entry(ACTIVE_KEY).await {
             Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == value.as_bytes() => {
                 tracing::info!(revision = entry.revision, "hub lease: an unanswered renewal was written; renewing from it");
-                fence.set(entry.revision);
-                bucket.update(ACTIVE_KEY, value.to_string().into(), entry.revision).await
+                fence.set(entry.revision.max(revision));
+                match bucket.update(ACTIVE_KEY, value.to_string().into(), entry.revision).await {
+                    // The key still holds this term's value (the read may come from a replica
+                    // behind the leader): not refused, only not renewed this round; the
+                    // lifetime rule still stands the hub by if it never is.
+                    Err(again) if again.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        Err(kv::UpdateError::with_source(kv::UpdateErrorKind::Other, again))
+                    }
+                    renewed => renewed,
+                }
             }
             Err(read) => Err(kv::UpdateError::with_source(kv::UpdateErrorKind::Other, read)),
-            _ => Err(error),
+            // No key where the refusal said there was one: a replica behind (a node just back)
+            // answered the read. Not refused either; tried again next round.
+            Ok(None) => {
+                tracing::warn!("hub lease: renewal refused but the key is not found; trying again");
+                Err(kv::UpdateError::with_source(kv::UpdateErrorKind::Other, error))
+            }
+            Ok(Some(entry)) => {
+                tracing::warn!(revision = entry.revision, operation = ?entry.operation, holder = %String::from_utf8_lossy(&entry.value), "hub lease held by another term");
+                Err(error)
+            }
         },
         other => other,
     }

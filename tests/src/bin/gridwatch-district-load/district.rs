@@ -47,9 +47,9 @@ impl Running {
         self.child.id()
     }
 
-    /// How many lines of the process's log (warnings and errors) contain `text`.
-    pub fn log_lines_with(&self, text: &str) -> usize {
-        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|line| line.contains(text)).count()
+    /// The lines of the process's log (warnings and errors) that contain `text`.
+    pub fn log_lines_with(&self, text: &str) -> Vec<String> {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|line| line.contains(text)).map(str::to_string).collect()
     }
 
     /// The last lines of the process's log (warnings and errors), for a failed run's message.

@@ -183,7 +183,10 @@ pub async fn run(args: &Args, scenario: Scenario) -> anyhow::Result<bool> {
     let http = reqwest::Client::new();
     let takeovers = metric_sum(&http, &district.hub_metrics_url, "gridwatch_hub_lease_takeovers_total").await.unwrap_or(f64::NAN);
     let stood_by = district.hub.log_lines_with("standing by");
-    let _ = writeln!(figures, "the hub (alone): took its lease {takeovers} times (1: never lost it), stood by {stood_by} times");
+    let _ = writeln!(figures, "the hub (alone): took its lease {takeovers} times (1: never lost it), stood by {} times", stood_by.len());
+    for line in &stood_by {
+        let _ = writeln!(figures, "    {line}");
+    }
     let lost = readings.lost + rows.alerts_lost() + rows.transition_gaps + readings.acked.abs_diff(readings.published);
     checks.insert(
         0,
