@@ -11,7 +11,8 @@
 //! term: a renewal whose answer was lost (the bucket's RAFT leader killed mid-request) may have
 //! been written all the same, and the next renewal then meets a newer revision. The hub reads
 //! the key: its own term's value there is its own write, whose revision it adopts; only another
-//! value is another hub. (Before, a hub alone in its district stood by after such a lost answer
+//! term's value is another hub (a key not found or unreadable — a replica behind answering
+//! during a leader change — is a round not renewed, left to the lifetime rule). (Before, a hub alone in its district stood by after such a lost answer
 //! — "hub lease taken by another hub" — and stopped committing until its own lease expired:
 //! found by `gridwatch-district-load --scenario leader-kill`.)
 //!
