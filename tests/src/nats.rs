@@ -1,6 +1,8 @@
 //! A NATS JetStream cluster on loopback (Debian package `nats-server`): three nodes with their
 //! own client and route ports and stores in a temporary directory, killed when the handle drops.
-//! A node can be killed with SIGKILL and started again on the same ports and store.
+//! A node can be killed with SIGKILL and started again on the same ports and store. Each node
+//! also serves its monitoring endpoint (`/jsz`), from which [`NatsCluster::stream_leader`]
+//! reads which node leads a stream's RAFT group, without a NATS client.
 
 use crate::free_port;
 use crate::services::{find_program, wait_for_port};
@@ -8,12 +10,15 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 use tempfile::TempDir;
 
 #[derive(Debug)]
 struct Node {
     name: String,
     client_port: u16,
+    /// The monitoring endpoint (`http:`), for `/jsz`.
+    monitor_port: u16,
     config: PathBuf,
     child: Option<Child>,
 }
@@ -35,19 +40,20 @@ impl NatsCluster {
         for (index, route_port) in route_ports.iter().enumerate() {
             let name = format!("n{}", index + 1);
             let client_port = free_port();
+            let monitor_port = free_port();
             let store = dir.path().join(&name);
             let config = dir.path().join(format!("{name}.conf"));
             // no_advertise: clients (a box behind its proxy) only use the addresses they were given.
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: {name}\nlisten: \"127.0.0.1:{client_port}\"\nlog_file: \"{log}\"\njetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 64MB\n  max_file_store: 512MB\n}}\ncluster {{\n  name: gridwatch-test\n  listen: \"127.0.0.1:{route_port}\"\n  routes: [{routes}]\n  no_advertise: true\n}}\n",
+                    "server_name: {name}\nlisten: \"127.0.0.1:{client_port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\nlog_file: \"{log}\"\njetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 64MB\n  max_file_store: 512MB\n}}\ncluster {{\n  name: gridwatch-test\n  listen: \"127.0.0.1:{route_port}\"\n  routes: [{routes}]\n  no_advertise: true\n}}\n",
                     log = dir.path().join(format!("{name}.log")).display(),
                     store = store.display(),
                     routes = routes.join(", ")
                 ),
             )?;
-            nodes.push(Node { name, client_port, config, child: None });
+            nodes.push(Node { name, client_port, monitor_port, config, child: None });
         }
         let mut cluster = NatsCluster { nodes, dir };
         for index in 0..size {
@@ -74,6 +80,47 @@ impl NatsCluster {
     /// Every node's client address (for a proxy in front of the cluster).
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(|n| SocketAddr::from(([127, 0, 0, 1], n.client_port))).collect()
+    }
+
+    /// The nodes' names (`n1`, `n2`, …).
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// The node leading `stream`'s RAFT group, as that node itself says (`/jsz`): a node that
+    /// only remembers a leader (one just killed, say) is not believed. `None` while no running
+    /// node leads it (an election under way, the stream not created yet).
+    pub async fn stream_leader(&self, stream: &str) -> Option<String> {
+        let http = reqwest::Client::new();
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let url = format!("http://127.0.0.1:{}/jsz?accounts=true&streams=true", node.monitor_port);
+            let Ok(response) = http.get(url).timeout(Duration::from_secs(2)).send().await else { continue };
+            let Ok(jsz) = response.json::<serde_json::Value>().await else { continue };
+            let leads = jsz["account_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+                .any(|detail| detail["name"] == stream && detail["cluster"]["leader"] == node.name.as_str());
+            if leads {
+                return Some(node.name.clone());
+            }
+        }
+        None
+    }
+
+    /// [`NatsCluster::stream_leader`], asked every 100 ms until there is one or `timeout` passes.
+    pub async fn wait_for_stream_leader(&self, stream: &str, timeout: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.stream_leader(stream).await {
+                return Some(leader);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SIGKILL of the node named `name` (`n1`…): a power cut of that server.

@@ -25,6 +25,7 @@ use super::wire::{hwm_key, parse_hwm, Batch, Kind, Lease, Place, Rows};
 use crate::config::{ClusterConfig, SensorIndex};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::{Store, StoreEpoch};
+use async_nats::connection::State;
 use async_nats::jetstream;
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
@@ -40,6 +41,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMIT_POLL: Duration = Duration::from_millis(200);
 /// The pause when there is nothing to send.
 const IDLE: Duration = Duration::from_millis(500);
+/// How often a failed uplink looks whether its client is connected again.
+const RECONNECT_POLL: Duration = Duration::from_millis(100);
 
 /// What the uplink reads and reports besides its link.
 #[derive(Debug)]
@@ -117,6 +120,7 @@ impl Uplink {
         while !shutdown.is_cancelled() {
             let mut sent = false;
             let mut failed = false;
+            let connects = self.js.client().statistics().connects.load(Ordering::Relaxed);
             for kind in Kind::ALL {
                 match self.step(kind).await {
                     Ok(step_sent) => sent |= step_sent,
@@ -142,8 +146,12 @@ impl Uplink {
                     IDLE
                 }
             };
+            // After a failure, a reconnection of the client (during the round or the pause)
+            // ends the backoff: the rows held through an outage go as soon as the link is back,
+            // not up to a whole backoff (10 s) later.
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
+                () = reconnected_since(&self.js, connects), if failed => {}
                 () = shutdown.cancelled() => return,
             }
         }
@@ -236,6 +244,15 @@ impl Uplink {
         let mark = parse_hwm(value.as_deref());
         self.sources.progress.marks[kind as usize].store(mark, Ordering::Relaxed);
         Ok(mark)
+    }
+}
+
+/// Returns once the client is connected on a connection made after it had made `connects`
+/// (polled: its state and counters are local, nothing goes over the link).
+async fn reconnected_since(js: &jetstream::Context, connects: u64) {
+    let client = js.client();
+    while client.connection_state() != State::Connected || client.statistics().connects.load(Ordering::Relaxed) <= connects {
+        tokio::time::sleep(RECONNECT_POLL).await;
     }
 }
 

@@ -7,6 +7,15 @@
 //! one, so a hub that lost its lease without knowing it (paused, cut off) cannot undo what its
 //! successor decided.
 //!
+//! The key's value names the hub and its term (`<name> <pid>.<start ns>`), unique to this hub's
+//! term: a renewal whose answer was lost (the bucket's RAFT leader killed mid-request) may have
+//! been written all the same, and the next renewal then meets a newer revision. The hub reads
+//! the key: its own term's value there is its own write, whose revision it adopts; only another
+//! term's value is another hub (a key not found or unreadable — a replica behind answering
+//! during a leader change — is a round not renewed, left to the lifetime rule). (Before, a hub alone in its district stood by after such a lost answer
+//! — "hub lease taken by another hub" — and stopped committing until its own lease expired:
+//! found by `gridwatch-district-load --scenario leader-kill`.)
+//!
 //! Invariants: a hub acts (consumes, watches leases) only while it holds the lease; it stops
 //! acting when a renewal is refused, and on its own once a whole lifetime passed without a
 //! renewal (it cannot know whether the key expired meanwhile).
@@ -51,13 +60,14 @@ pub struct Term {
 /// came first.
 pub async fn take(bucket: &kv::Store, hub_name: &str, lifetime: Duration, shutdown: &CancellationToken) -> Option<Term> {
     let mut standing_by = false;
+    let value = term_value(hub_name);
     let revision = loop {
         // A stopping hub has just handed its lease over (see `keep`): taking it back would
         // start a new term that ends at once, over and over, and the hub would never exit.
         if shutdown.is_cancelled() {
             return None;
         }
-        match bucket.create(ACTIVE_KEY, hub_name.to_string().into()).await {
+        match bucket.create(ACTIVE_KEY, value.clone().into()).await {
             Ok(revision) => break revision,
             Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
                 if !standing_by {
@@ -77,13 +87,13 @@ pub async fn take(bucket: &kv::Store, hub_name: &str, lifetime: Duration, shutdo
     let fence = Fence::default();
     fence.set(revision);
     let lost = shutdown.child_token();
-    let keeper = tokio::spawn(keep(bucket.clone(), hub_name.to_string(), lifetime, fence.clone(), lost.clone()));
+    let keeper = tokio::spawn(keep(bucket.clone(), value, lifetime, fence.clone(), lost.clone()));
     Some(Term { fence, lost, keeper })
 }
 
 /// Renews the lease three times a lifetime until it is refused or a lifetime passed without a
 /// renewal; then cancels `lost`. A clean stop deletes the key, so a standby takes over at once.
-async fn keep(bucket: kv::Store, hub_name: String, lifetime: Duration, fence: Fence, lost: CancellationToken) {
+async fn keep(bucket: kv::Store, value: String, lifetime: Duration, fence: Fence, lost: CancellationToken) {
     let mut renewed_at = Instant::now();
     loop {
         tokio::select! {
@@ -98,7 +108,7 @@ async fn keep(bucket: kv::Store, hub_name: String, lifetime: Duration, fence: Fe
                 return;
             }
         }
-        match bucket.update(ACTIVE_KEY, hub_name.clone().into(), u64::try_from(fence.token()).unwrap_or(0)).await {
+        match renew(&bucket, &value, &fence).await {
             Ok(revision) => {
                 fence.set(revision);
                 renewed_at = Instant::now();
@@ -115,5 +125,48 @@ async fn keep(bucket: kv::Store, hub_name: String, lifetime: Duration, fence: Fe
             }
             Err(error) => tracing::warn!(error = %error, "hub lease not renewed; trying again"),
         }
+    }
+}
+
+/// The lease key's value for a term of this hub: its name and a token no other term has.
+fn term_value(hub_name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{hub_name} {}.{nanos}", std::process::id())
+}
+
+/// Renews the lease at the fence's revision. Refused because the key moved on, it reads the
+/// key: this term's own value there is a renewal of ours whose answer was lost, and the renewal
+/// is made again at its revision. A key that cannot be read is not yet a refusal: the round
+/// counts as not renewed (and is tried again).
+async fn renew(bucket: &kv::Store, value: &str, fence: &Fence) -> Result<u64, kv::UpdateError> {
+    let revision = u64::try_from(fence.token()).unwrap_or(0);
+    match bucket.update(ACTIVE_KEY, value.to_string().into(), revision).await {
+        Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => match bucket.entry(ACTIVE_KEY).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == value.as_bytes() => {
+                tracing::info!(revision = entry.revision, "hub lease: an unanswered renewal was written; renewing from it");
+                fence.set(entry.revision.max(revision));
+                match bucket.update(ACTIVE_KEY, value.to_string().into(), entry.revision).await {
+                    // The key still holds this term's value (the read may come from a replica
+                    // behind the leader): not refused, only not renewed this round; the
+                    // lifetime rule still stands the hub by if it never is.
+                    Err(again) if again.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        Err(kv::UpdateError::with_source(kv::UpdateErrorKind::Other, again))
+                    }
+                    renewed => renewed,
+                }
+            }
+            Err(read) => Err(kv::UpdateError::with_source(kv::UpdateErrorKind::Other, read)),
+            // No key where the refusal said there was one: a replica behind (a node just back)
+            // answered the read. Not refused either; tried again next round.
+            Ok(None) => {
+                tracing::warn!("hub lease: renewal refused but the key is not found; trying again");
+                Err(kv::UpdateError::with_source(kv::UpdateErrorKind::Other, error))
+            }
+            Ok(Some(entry)) => {
+                tracing::warn!(revision = entry.revision, operation = ?entry.operation, holder = %String::from_utf8_lossy(&entry.value), "hub lease held by another term");
+                Err(error)
+            }
+        },
+        other => other,
     }
 }

@@ -1,11 +1,13 @@
 //! The district a load run measures, all on loopback: a 3-node NATS JetStream cluster, a
-//! throw-away PostgreSQL, one `gridwatch hub` (box-down to a webhook receiver), and N community
+//! throw-away PostgreSQL, one `gridwatch hub` (box-down to a webhook receiver; with readings,
+//! `--influx` to a VictoriaMetrics standing in for the district's InfluxDB), and N community
 //! boxes, each a `gridwatch run` process with its own mosquitto, its own inventory of water
-//! probes (the default packs plus a marker rule) and `[cluster]` settings at their defaults.
-//! Every process is stopped when the [`District`] drops.
+//! probes (the default packs plus a marker rule), its link to the cluster through a
+//! [`LinkProxy`] (that can be blackholed) and `[cluster]` settings at their defaults plus the
+//! run's own. Every process is stopped when the [`District`] drops.
 
 use anyhow::{bail, Context};
-use gridwatch_tests::{free_port, wait_for, Mosquitto, NatsCluster, Postgres, WebhookReceiver};
+use gridwatch_tests::{free_port, wait_for, LinkProxy, Mosquitto, NatsCluster, Postgres, VictoriaMetrics, WebhookReceiver};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,6 +47,11 @@ impl Running {
         self.child.id()
     }
 
+    /// The lines of the process's log (warnings and errors) that contain `text`.
+    pub fn log_lines_with(&self, text: &str) -> Vec<String> {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|line| line.contains(text)).map(str::to_string).collect()
+    }
+
     /// The last lines of the process's log (warnings and errors), for a failed run's message.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -78,6 +85,8 @@ pub struct CommunityBox {
     pub id: String,
     pub mosquitto: Mosquitto,
     pub process: Running,
+    /// The box's link to the cluster (its 4G).
+    pub proxy: LinkProxy,
     /// The box's `/metrics`.
     pub metrics_url: String,
     _dir: tempfile::TempDir,
@@ -90,15 +99,33 @@ pub struct District {
     pub hub: Running,
     pub postgres: Postgres,
     pub webhook: WebhookReceiver,
+    /// The hub's `/metrics`.
+    pub hub_metrics_url: String,
+    /// The district's InfluxDB, when boxes send readings up.
+    pub influx: Option<VictoriaMetrics>,
     _hub_dir: tempfile::TempDir,
-    _nats: NatsCluster,
+    pub nats: NatsCluster,
+}
+
+/// What a district is made of.
+#[derive(Debug, Clone)]
+pub struct Setup<'a> {
+    pub daemon: &'a Path,
+    pub boxes: usize,
+    pub sensors_per_box: usize,
+    /// Readings go up to a district InfluxDB (the hub's `--influx`).
+    pub influx: bool,
+    /// Lines added to each box's `[cluster]` table.
+    pub cluster_settings: String,
 }
 
 impl District {
     /// Starts everything and waits until the hub is active and every box is connected to its
     /// broker.
-    pub async fn start(daemon: &Path, boxes: usize, sensors_per_box: usize) -> anyhow::Result<District> {
+    pub async fn start(setup: &Setup<'_>) -> anyhow::Result<District> {
+        let daemon = setup.daemon;
         let nats = NatsCluster::start(3).await?;
+        let influx = if setup.influx { Some(VictoriaMetrics::start().await?) } else { None };
         let postgres = Postgres::start().await?;
         let webhook = WebhookReceiver::start(Vec::new()).await;
         let hub_dir = tempfile::tempdir()?;
@@ -108,15 +135,18 @@ impl District {
         for url in nats.urls() {
             hub_command.args(["--nats", &url]);
         }
+        if let Some(vm) = &influx {
+            hub_command.args(["--influx", &vm.url()]);
+        }
         let hub = Running::spawn(&mut hub_command, hub_dir.path().join("hub.log"), "the hub")?;
         let hub_metrics_url = format!("http://{hub_listen}/metrics");
         let http = reqwest::Client::new();
         if !wait_for(Duration::from_secs(60), || async { metric_sum(&http, &hub_metrics_url, "gridwatch_hub_active").await == Some(1.0) }).await {
             bail!("the hub did not become active within 60 s:\n{}", hub.log_tail());
         }
-        let mut community_boxes = Vec::with_capacity(boxes);
-        for index in 1..=boxes {
-            community_boxes.push(start_box(daemon, &format!("box-{index:02}"), sensors_per_box, &nats.urls()).await?);
+        let mut community_boxes = Vec::with_capacity(setup.boxes);
+        for index in 1..=setup.boxes {
+            community_boxes.push(start_box(setup, &format!("box-{index:02}"), &nats).await?);
         }
         for community in &community_boxes {
             let connected =
@@ -125,23 +155,25 @@ impl District {
                 bail!("box {} did not connect to its broker within 60 s:\n{}", community.id, community.process.log_tail());
             }
         }
-        Ok(District { boxes: community_boxes, hub, postgres, webhook, _hub_dir: hub_dir, _nats: nats })
+        Ok(District { boxes: community_boxes, hub, postgres, webhook, hub_metrics_url, influx, _hub_dir: hub_dir, nats })
     }
 }
 
-async fn start_box(daemon: &Path, id: &str, sensors: usize, nats_urls: &[String]) -> anyhow::Result<CommunityBox> {
+async fn start_box(setup: &Setup<'_>, id: &str, nats: &NatsCluster) -> anyhow::Result<CommunityBox> {
+    let (daemon, sensors) = (setup.daemon, setup.sensors_per_box);
+    let proxy = LinkProxy::start(nats.addrs()).await?;
     // Unlimited queue: a box falling behind shows as a lower rate, not as broker drops.
     let mosquitto = Mosquitto::start_with("max_queued_messages 0").await?;
     let dir = tempfile::tempdir()?;
     let http_port = free_port();
-    let urls: Vec<String> = nats_urls.iter().map(|url| format!("\"{url}\"")).collect();
     let config = format!(
         "inventory = \"sensors.csv\"\nstate_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-{id}\"\n[rules]\nbuiltin_packs = true\npaths = [\"load.toml\"]\n\
          [alerts]\nconsole = false\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
-         [cluster]\nnats_urls = [{}]\nbox_id = \"{id}\"\ndistrict = \"{DISTRICT}\"\n\
+         [cluster]\nnats_urls = [\"{}\"]\nbox_id = \"{id}\"\ndistrict = \"{DISTRICT}\"\n{}\n\
          [dispatch]\nack_secret = \"district-load-ack-secret\"\n",
         mosquitto.url(),
-        urls.join(", ")
+        proxy.nats_url(),
+        setup.cluster_settings
     );
     std::fs::write(dir.path().join("gridwatch.toml"), config)?;
     std::fs::write(dir.path().join("load.toml"), MARKER_RULE)?;
@@ -153,7 +185,7 @@ async fn start_box(daemon: &Path, id: &str, sensors: usize, nats_urls: &[String]
     let mut command = Command::new(daemon);
     command.current_dir(dir.path()).args(["run", "--config", "gridwatch.toml"]);
     let process = Running::spawn(&mut command, dir.path().join("box.log"), id)?;
-    Ok(CommunityBox { id: id.to_string(), mosquitto, process, metrics_url: format!("http://127.0.0.1:{http_port}/metrics"), _dir: dir })
+    Ok(CommunityBox { id: id.to_string(), mosquitto, process, proxy, metrics_url: format!("http://127.0.0.1:{http_port}/metrics"), _dir: dir })
 }
 
 /// The sum of every sample of `name` (all its label sets) on a `/metrics` page; `None` when the

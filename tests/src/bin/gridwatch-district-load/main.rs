@@ -16,16 +16,27 @@
 //! cargo build --profile dist -p gridwatch-tests --features district-load --bin gridwatch-district-load
 //! target/dist/gridwatch-district-load --boxes 1,5,10 --sensors-per-box 1000 --total-rate 10000 --seconds 60
 //! ```
+//!
+//! `--scenario blackhole | leader-kill | all-nodes-kill` runs one of the issue's failure
+//! scenarios instead, on one district of `--boxes` boxes, with every reading going up to the
+//! district's InfluxDB (`scenario`): it counts each sensor's readings there, the boxes' rows in
+//! PostgreSQL and the messages of the uplink stream, times what the scenario's target times,
+//! prints the figures against the targets, and with `--strict` exits with 1 when one is missed
+//! (docs/reliability.md, "The district under failures").
 
+mod audit;
 mod district;
+mod faults;
 mod report;
+mod scenario;
 mod traffic;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use district::{metric_sum, District};
+use district::{metric_sum, District, Setup};
 use gridwatch_tests::measure::{self, MachineCpu};
 use report::{Figures, CSV_HEADER, TABLE_HEADER};
+use scenario::Scenario;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -56,6 +67,30 @@ struct Args {
     /// Append one CSV line per run to this file (header when it is new).
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// What to run: the load curve, or one failure scenario (one `--boxes` count).
+    #[arg(long, value_enum, default_value_t = Scenario::Load)]
+    scenario: Scenario,
+    /// Exit with 1 when a failure scenario misses one of its targets.
+    #[arg(long)]
+    strict: bool,
+    /// blackhole: links cut (the boxes in turn).
+    #[arg(long, default_value_t = 5)]
+    cuts: usize,
+    /// blackhole: seconds each cut lasts.
+    #[arg(long, default_value_t = 120)]
+    cut_secs: u64,
+    /// blackhole: seconds the link stays up between cuts.
+    #[arg(long, default_value_t = 60)]
+    link_up_secs: u64,
+    /// leader-kill: `kill -9` of the stream's leader, this many times.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// all-nodes-kill: `kill -9` of all three nodes, this many times.
+    #[arg(long, default_value_t = 3)]
+    cluster_kills: usize,
+    /// all-nodes-kill: seconds the whole cluster stays down each time.
+    #[arg(long, default_value_t = 10)]
+    down_secs: u64,
 }
 
 #[tokio::main]
@@ -69,6 +104,23 @@ async fn main() -> anyhow::Result<()> {
     }
     if !(0.0..=1.0).contains(&args.alarming_share) || args.alerts_per_sec < 0.0 {
         bail!("--alarming-share is a share (0 to 1) and --alerts-per-sec not negative");
+    }
+    if args.scenario != Scenario::Load {
+        anyhow::ensure!(args.boxes.len() == 1, "a failure scenario runs one district: give one --boxes count");
+        println!(
+            "daemon: {}; scenario {:?}: {} boxes × {} sensors, {:.0} readings/s in total, {} alert events/s\n",
+            args.daemon.display(),
+            args.scenario,
+            args.boxes[0],
+            args.sensors_per_box,
+            args.total_rate,
+            args.alerts_per_sec
+        );
+        let met = scenario::run(&args, args.scenario).await?;
+        if args.strict && !met {
+            std::process::exit(1);
+        }
+        return Ok(());
     }
     println!(
         "daemon: {}; {} sensors per box, {:.0} readings/s in total for {} s, {} alert events/s\n",
@@ -99,7 +151,8 @@ fn append_csv(path: &Path, figures: &Figures) -> anyhow::Result<()> {
 
 /// One run with fresh services and `boxes` boxes.
 async fn run(args: &Args, boxes: usize) -> anyhow::Result<Figures> {
-    let district = District::start(&args.daemon, boxes, args.sensors_per_box).await?;
+    let setup = Setup { daemon: &args.daemon, boxes, sensors_per_box: args.sensors_per_box, influx: false, cluster_settings: String::new() };
+    let district = District::start(&setup).await?;
     // The boxes' uplinks connect to NATS and renew their first lease.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let http = reqwest::Client::new();
@@ -123,6 +176,7 @@ async fn run(args: &Args, boxes: usize) -> anyhow::Result<Figures> {
                 seconds: args.seconds,
                 alarming,
                 alerts_per_sec: args.alerts_per_sec / boxes as f64,
+                stop: Default::default(),
             };
             tokio::spawn(traffic::publish(community.id.clone(), plan))
         })

@@ -3,7 +3,9 @@
 //! payload carrying its send time as `ts` (the time of the alert event it may cause, from which
 //! the box → PostgreSQL latency is measured). A share of each box's sensors (the "alarming"
 //! ones) flip a `marker` field at a steady rate: each flip fires or clears the marker rule, one
-//! alert event.
+//! alert event. Each reading also carries its sensor's sequence number as the field `n`, the
+//! value the failure scenarios count at the district's InfluxDB (every sensor's `n` from 0 up,
+//! each exactly once).
 
 use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What one box's publisher is to send.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     pub port: u16,
     pub sensors: usize,
@@ -23,11 +25,15 @@ pub struct Plan {
     pub alarming: usize,
     /// Marker flips (alert events) per second at this box.
     pub alerts_per_sec: f64,
+    /// Set by a failure scenario when its faults are done: the publisher stops early.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// What one box's publisher sent.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Sent {
+    /// Readings published per sensor (`p<i>` sent `n` = 0 … `per_sensor[i] - 1`).
+    pub per_sensor: Vec<u64>,
     pub published: u64,
     /// Readings the broker acknowledged (PUBACK).
     pub acked: u64,
@@ -70,7 +76,7 @@ pub async fn publish(name: String, plan: Plan) -> anyhow::Result<Sent> {
     let mut sent = Sent::default();
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(5));
-    while sent.published < total {
+    while sent.published < total && !plan.stop.load(Ordering::Relaxed) {
         let elapsed = start.elapsed().as_secs_f64();
         let due = ((elapsed * plan.rate) as u64).min(total);
         let flips_due = (elapsed * plan.alerts_per_sec) as u64;
@@ -82,8 +88,9 @@ pub async fn publish(name: String, plan: Plan) -> anyhow::Result<Sent> {
             }
             let wobble = ((sent.published as f64) * 0.37).sin() * 0.01;
             let payload = format!(
-                r#"{{"ts":{},"seq":{},"do":{:.3},"ph":7.3,"nh3n":0.3,"marker":{}}}"#,
+                r#"{{"ts":{},"seq":{},"n":{},"do":{:.3},"ph":7.3,"nh3n":0.3,"marker":{}}}"#,
                 gridwatch_tests::now_ms(),
+                seq[i],
                 seq[i],
                 7.0 + wobble,
                 u8::from(marker[i])
@@ -103,5 +110,6 @@ pub async fn publish(name: String, plan: Plan) -> anyhow::Result<Sent> {
     tokio::time::sleep(Duration::from_millis(50)).await;
     poller.abort();
     sent.acked = acked.load(Ordering::Relaxed);
+    sent.per_sensor = seq;
     Ok(sent)
 }
