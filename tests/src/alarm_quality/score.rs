@@ -585,21 +585,7 @@ impl Scores {
                 ));
             }
         }
-        // A river's daily cycle past a limit (a calibration step, a fouling probe) is one
-        // incident while it lasts, not one a day; rain is left out: two showers a day apart are
-        // two events.
-        for row in self.water.iter().filter(|row| !row.sub.contains("rain")) {
-            if row.reopened_within_day > 0 {
-                out.push(format!("water, {}: {} incidents opened within a day of the last one clearing", row.sub, row.reopened_within_day));
-            }
-        }
-        // What the turbidity rule is for: a muddy discharge, the river not diluted.
-        if let Some(row) = self.water.get(super::water::DISCHARGE) {
-            let told = row.after_onset_h.iter().filter(|&&h| h <= 2.0).count();
-            if told < row.cases {
-                out.push(format!("water, {}: a grid alarm within 2 h in {told}/{} cases", row.sub, row.cases));
-            }
-        }
+        self.water_misses(&mut out);
         if self.boundary.alarmed > 0 {
             out.push(format!(
                 "GB 3838 boundaries: {} of {} values on the target class's own limit alarmed (target 0): {}",
@@ -622,6 +608,22 @@ impl Scores {
     /// from 0.15‰/day; on a box without temperature a yellow before 1.5‰ is allowed); a drift,
     /// intermittent flips, a stuck or coarsely rounding box cannot all be told within 2 h (held
     /// to 0 red only). A device clock jump is told within 2 h (`tilt-clock-ahead`).
+    /// The water targets, the same in the report and in the test suite: a river's daily cycle
+    /// past a limit (a calibration step, a fouling probe) is one incident while it lasts, not
+    /// one a day (rain is left out: two showers a day apart are two events); a muddy discharge,
+    /// what the turbidity rule is for, is told within 2 h.
+    fn water_misses(&self, out: &mut Vec<String>) {
+        for (kind, row) in self.water.iter().enumerate().filter(|&(kind, _)| kind != super::water::RAIN) {
+            if row.reopened_within_day > 0 {
+                out.push(format!("water, {}: {} incidents opened within a day of the last one clearing", row.sub, row.reopened_within_day));
+            }
+            let told = row.after_onset_h.iter().filter(|&&h| h <= 2.0).count();
+            if kind == super::water::DISCHARGE && told < row.cases {
+                out.push(format!("water, {}: a grid alarm within 2 h in {told}/{} cases", row.sub, row.cases));
+            }
+        }
+    }
+
     pub fn regressions(&self) -> Vec<String> {
         let mut out = Vec::new();
         for row in &self.healthy {
@@ -666,21 +668,7 @@ impl Scores {
                 out.push(format!("faulty box, drift: installers told within 24 h in {drift_told_in_a_day}/{} cases", row.cases));
             }
         }
-        // A river's daily cycle past a limit (a calibration step, a fouling probe) is one
-        // incident while it lasts, not one a day; rain is left out: two showers a day apart are
-        // two events.
-        for row in self.water.iter().filter(|row| !row.sub.contains("rain")) {
-            if row.reopened_within_day > 0 {
-                out.push(format!("water, {}: {} incidents opened within a day of the last one clearing", row.sub, row.reopened_within_day));
-            }
-        }
-        // What the turbidity rule is for: a muddy discharge, the river not diluted.
-        if let Some(row) = self.water.get(super::water::DISCHARGE) {
-            let told = row.after_onset_h.iter().filter(|&&h| h <= 2.0).count();
-            if told < row.cases {
-                out.push(format!("water, {}: a grid alarm within 2 h in {told}/{} cases", row.sub, row.cases));
-            }
-        }
+        self.water_misses(&mut out);
         if self.boundary.alarmed > 0 {
             out.push(format!("GB 3838 boundaries: {} of {} alarmed", self.boundary.alarmed, self.boundary.cases));
         }

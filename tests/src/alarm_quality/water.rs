@@ -28,8 +28,12 @@ pub const TP_LAKE_MAX: [f64; 5] = [0.01, 0.025, 0.05, 0.1, 0.2];
 /// The water sub-families.
 pub const WATER_KINDS: [&str; 5] = ["healthy river (dry)", "river with rain", "probe fouling", "calibration steps", "muddy discharge"];
 
+/// The sub-family with rain events.
+pub const RAIN: usize = 1;
 /// The sub-family whose probes run 90 days (fouling).
 pub const FOULING: usize = 2;
+/// The sub-family with calibration steps.
+pub const CALIBRATION: usize = 3;
 /// The sub-family of one muddy discharge in 30 days: a real event the turbidity rule must catch.
 pub const DISCHARGE: usize = 4;
 
@@ -133,7 +137,7 @@ pub fn probe(rng: &mut fastrand::Rng, case: &str, kind: usize, days: i64) -> Cas
     let orp = uniform(rng, 150.0, 400.0);
     let peak_hour = uniform(rng, 6.0, 8.0); // 14:00–16:00 local
     let mut rains = Vec::new();
-    if kind == 1 {
+    if kind == RAIN {
         let mut t = start + (log_uniform(rng, 3.0, 20.0) * DAY as f64) as Millis;
         while t < end {
             rains.push(Rain {
@@ -149,7 +153,7 @@ pub fn probe(rng: &mut fastrand::Rng, case: &str, kind: usize, days: i64) -> Cas
     let fouling = (kind == FOULING).then(|| (between(rng, start + 10 * DAY, start + 40 * DAY), uniform(rng, 0.01, 0.05)));
     // Calibration: 2–6 steps of ±0.2–1.0 mg/L DO and ±0.1–0.3 pH.
     let mut steps: Vec<(Millis, f64, f64)> = Vec::new();
-    if kind == 3 {
+    if kind == CALIBRATION {
         for _ in 0..rng.usize(2..=6) {
             let sign = |rng: &mut fastrand::Rng| if rng.bool() { 1.0 } else { -1.0 };
             steps.push((between(rng, start + 8 * DAY, end), sign(rng) * uniform(rng, 0.2, 1.0), sign(rng) * uniform(rng, 0.1, 0.3)));
@@ -157,7 +161,7 @@ pub fn probe(rng: &mut fastrand::Rng, case: &str, kind: usize, days: i64) -> Cas
         steps.sort_by_key(|s| s.0);
     }
     // How much the rain dilutes the river: conductivity / (1 + dilution × turbidity excess).
-    let dilution = if kind == 1 { log_uniform(rng, 0.03, 0.3) } else { 0.1 };
+    let dilution = if kind == RAIN { log_uniform(rng, 0.03, 0.3) } else { 0.1 };
     // A discharge: turbidity × 3–10 and conductivity × 1–1.3 for 2–12 h, reached over 10–30 min.
     let discharge = (kind == DISCHARGE).then(|| Discharge {
         at: between(rng, start + 10 * DAY, start + 25 * DAY),
