@@ -10,8 +10,9 @@
 //!   the box was knocked) that stays.
 //! - pond-01: healthy water, DO about 7.2 mg/L.
 //! - canal-02: DO sinks from 6.0 mg/L from minute 5 at 0.15 mg/L a minute, below the class III
-//!   line (5 mg/L); an aerator starts at minute 30 and DO recovers (the alarm clears a day
-//!   after that, as every GB 3838 class alarm does: `rules/packs/water-gb3838.toml`).
+//!   line (5 mg/L); an aerator starts at minute 30 and DO recovers (the alarm clears after a
+//!   day past its clear level, or once a worker resolves it, as every GB 3838 class alarm does:
+//!   `rules/packs/water-gb3838.toml`).
 //! - at minute 20 house-01's firmware glitches once and sends `NaN` (rejected and counted).
 
 use crate::clock::Clock;
