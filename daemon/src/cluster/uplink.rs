@@ -163,7 +163,13 @@ impl Uplink {
         let slot = kind as usize;
         let committed = match self.known_committed[slot] {
             Some(committed) => committed,
-            None => self.committed(kind).await?,
+            None => {
+                // Only this box's batches move its mark: once read, it holds until the next
+                // publish (an idle kind, e.g. readings never sent, is not asked for again).
+                let committed = self.committed(kind).await?;
+                self.known_committed[slot] = Some(committed);
+                committed
+            }
         };
         // A batch still pending from an earlier round goes again: it was not committed in time.
         let (batch, again) = match self.pending[slot].take() {
@@ -223,9 +229,12 @@ impl Uplink {
     }
 
     async fn publish(&self, batch: &Batch) -> anyhow::Result<()> {
-        let (Some(id), payload) = (batch.message_id(), serde_json::to_vec(batch)?) else { return Ok(()) };
+        let (Some(id), (payload, encoding)) = (batch.message_id(), batch.encode()?) else { return Ok(()) };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        if let Some(encoding) = encoding {
+            headers.insert(super::wire::ENCODING_HEADER, encoding);
+        }
         let ack = self.js.publish_with_headers(batch.subject(), headers, payload.into()).await?;
         let ack =
             tokio::time::timeout(PUBLISH_TIMEOUT, ack.into_future()).await.map_err(|_| anyhow::anyhow!("no JetStream ack within {PUBLISH_TIMEOUT:?}"))??;

@@ -5,13 +5,28 @@
 //! rows at or below its high-water mark for readings). Row ids count within the box's store
 //! epoch (a fresh store replacing a corrupt one starts at 1 again under a new epoch), so the
 //! epoch is part of every key: message ids, high-water marks, the hub's rows. A batch of readings names each of its sensors' place once (`places`), which the
-//! hub tags the district's InfluxDB points with. Pure: no IO.
+//! hub tags the district's InfluxDB points with. A batch of more than a few hundred bytes goes
+//! deflated (header `Content-Encoding: deflate`): 4G is paid by the byte, and JSON rows of
+//! readings shrink several-fold. Pure: no IO.
 //!
 //! Invariant: a batch's rows are of its kind, in id order, `first`..=`last` their id range.
 
 use crate::store::{UplinkAlert, UplinkReading, UplinkTransition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+/// The NATS header that names how a batch's payload is encoded; none: plain JSON (a box from
+/// before compression).
+pub const ENCODING_HEADER: &str = "Content-Encoding";
+/// zlib-wrapped deflate, as HTTP's `deflate`.
+pub const DEFLATE: &str = "deflate";
+/// Smaller batches go as plain JSON: deflate's framing and the header would cost about what
+/// they save.
+const DEFLATE_FROM_BYTES: usize = 384;
+/// The most a deflated batch may inflate to (a batch of the largest `batch_rows` is a few
+/// megabytes): more is refused as undecodable rather than filling the hub's memory.
+const MAX_INFLATED_BYTES: u64 = 64 << 20;
 
 /// The kinds of rows a box sends up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +125,39 @@ impl Batch {
         format!("gw.up.{}.{}.{}", self.district, self.box_id, self.kind().as_str())
     }
 
+    /// The payload to publish, and the encoding to name in [`ENCODING_HEADER`] (none: plain
+    /// JSON). The same batch always encodes alike, so a batch sent again is the same message.
+    pub fn encode(&self) -> std::io::Result<(Vec<u8>, Option<&'static str>)> {
+        let json = serde_json::to_vec(self)?;
+        if json.len() < DEFLATE_FROM_BYTES {
+            return Ok((json, None));
+        }
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::with_capacity(json.len() / 4), flate2::Compression::default());
+        encoder.write_all(&json)?;
+        Ok((encoder.finish()?, Some(DEFLATE)))
+    }
+
+    /// A batch from a payload published with `encoding` (the [`ENCODING_HEADER`] value, if
+    /// any); an unknown encoding, a payload that does not inflate or inflates past
+    /// `MAX_INFLATED_BYTES`, or JSON that is not a batch is an error that says which.
+    pub fn decode(payload: &[u8], encoding: Option<&str>) -> Result<Batch, String> {
+        match encoding {
+            None | Some("") => serde_json::from_slice(payload).map_err(|error| error.to_string()),
+            Some(DEFLATE) => {
+                let mut json = Vec::new();
+                flate2::read::ZlibDecoder::new(payload)
+                    .take(MAX_INFLATED_BYTES + 1)
+                    .read_to_end(&mut json)
+                    .map_err(|error| format!("deflated batch does not inflate: {error}"))?;
+                if json.len() as u64 > MAX_INFLATED_BYTES {
+                    return Err(format!("deflated batch inflates past {MAX_INFLATED_BYTES} bytes"));
+                }
+                serde_json::from_slice(&json).map_err(|error| error.to_string())
+            }
+            Some(other) => Err(format!("unknown batch encoding `{other}`")),
+        }
+    }
+
     /// `<box>:<epoch>:<kind>:<first>-<last>`: the same rows sent again carry the same id; the
     /// same ids of a store that replaced a corrupt one do not.
     pub fn message_id(&self) -> Option<String> {
@@ -179,6 +227,37 @@ mod tests {
         assert!(!is_epoch("x") && !is_epoch("a.b") && !is_epoch("ABC") && !is_epoch(&"a".repeat(33)));
         let text = r#"{"box_id":"b","district":"d","kind":"alert","rows":[]}"#;
         assert_eq!(serde_json::from_str::<Batch>(text).unwrap().epoch, "");
+    }
+
+    #[test]
+    fn a_large_batch_goes_deflated_a_small_one_plain_and_both_come_back_whole() {
+        let small = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new() };
+        let (payload, encoding) = small.encode().unwrap();
+        assert_eq!(encoding, None);
+        assert_eq!(Batch::decode(&payload, encoding).unwrap(), small);
+
+        let large = Batch { rows: Rows::Alert((1..=100).map(alert).collect()), ..small };
+        let (payload, encoding) = large.encode().unwrap();
+        assert_eq!(encoding, Some(DEFLATE));
+        let plain = serde_json::to_vec(&large).unwrap();
+        assert!(payload.len() * 5 < plain.len(), "{} bytes deflated of {}", payload.len(), plain.len());
+        assert_eq!(Batch::decode(&payload, encoding).unwrap(), large);
+        assert_eq!(large.encode().unwrap().0, payload, "a batch sent again is the same message");
+        // A box from before compression sends plain JSON without the header.
+        assert_eq!(Batch::decode(&plain, None).unwrap(), large);
+    }
+
+    #[test]
+    fn a_payload_that_is_not_what_its_header_says_is_refused_with_the_reason() {
+        assert!(Batch::decode(b"{\"box_id\":", Some(DEFLATE)).unwrap_err().contains("does not inflate"));
+        assert!(Batch::decode(b"{}", Some("br")).unwrap_err().contains("unknown batch encoding `br`"));
+        // A deflate bomb: 80 MiB of zeros in a few kilobytes.
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        for _ in 0..80 {
+            encoder.write_all(&[0u8; 1 << 20]).unwrap();
+        }
+        let bomb = encoder.finish().unwrap();
+        assert!(Batch::decode(&bomb, Some(DEFLATE)).unwrap_err().contains("inflates past"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod relay;
 mod report;
 mod web;
 
-use super::wire::{hwm_key, is_epoch, parse_hwm, Batch, Rows};
+use super::wire::{hwm_key, is_epoch, parse_hwm, Batch, Rows, ENCODING_HEADER};
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull, kv, stream, AckKind};
 use futures::StreamExt;
@@ -263,7 +263,8 @@ async fn handle(
         metrics.pending_batches.set(i64::try_from(info.pending).unwrap_or(i64::MAX));
         info.published.unix_timestamp_nanos()
     });
-    let batch = serde_json::from_slice::<Batch>(&message.payload).map_err(|error| error.to_string()).and_then(|batch| {
+    let encoding = message.headers.as_ref().and_then(|headers| headers.get(ENCODING_HEADER)).map(|value| value.as_str());
+    let batch = Batch::decode(&message.payload, encoding).and_then(|batch| {
         if is_epoch(&batch.epoch) {
             Ok(batch)
         } else {

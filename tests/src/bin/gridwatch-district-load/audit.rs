@@ -177,7 +177,15 @@ pub async fn stream(district: &District) -> anyhow::Result<Stream> {
                 counted.duplicate_messages += 1;
             }
         }
-        let batch: serde_json::Value = serde_json::from_slice(&message.payload).unwrap_or_default();
+        // Boxes deflate their larger batches (`Content-Encoding: deflate`).
+        let deflated = message.headers.get("Content-Encoding").is_some_and(|encoding| encoding.as_str() == "deflate");
+        let mut json = Vec::new();
+        let payload = if deflated && std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&message.payload[..]), &mut json).is_ok() {
+            &json[..]
+        } else {
+            &message.payload[..]
+        };
+        let batch: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
         let (box_id, kind) = (batch["box_id"].as_str().unwrap_or("?").to_string(), batch["kind"].as_str().unwrap_or("?").to_string());
         for row in batch["rows"].as_array().into_iter().flatten() {
             if !rows.insert((box_id.clone(), kind.clone(), row["id"].as_i64().unwrap_or(-1))) {
