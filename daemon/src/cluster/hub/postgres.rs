@@ -16,8 +16,13 @@ use crate::cluster::wire::{Batch, Rows};
 use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
 
+/// The tables, created in one transaction under an advisory lock: a hub's connections (and a
+/// standby's) start together, and two `CREATE TABLE IF NOT EXISTS` of one table at once on an
+/// empty database make one of them fail (`pg_type` unique violation).
 const SCHEMA: &str = "
 SET client_min_messages = warning;
+BEGIN;
+SELECT pg_advisory_xact_lock(7167317296411);
 CREATE TABLE IF NOT EXISTS boxes (
     box_id TEXT PRIMARY KEY,
     district TEXT NOT NULL,
@@ -78,6 +83,7 @@ CREATE TABLE IF NOT EXISTS hub_fence (
     id INT PRIMARY KEY CHECK (id = 1),
     token BIGINT NOT NULL
 );
+COMMIT;
 ";
 
 /// Connects (the connection runs on its own task) and creates the tables when missing.
@@ -241,4 +247,21 @@ pub async fn open_incidents(client: &Client, box_id: &str) -> anyhow::Result<Vec
         )
         .await?;
     Ok(rows.iter().map(|row| OpenIncident { incident_id: row.get(0), rule: row.get(1), sensor: row.get(2), severity: row.get(3), state: row.get(4) }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A hub's connections (and a standby's) all create the tables when they start; on an empty
+    /// database at once, none may fail.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_connections_create_the_tables_at_once_on_an_empty_database() {
+        let postgres = gridwatch_tests::Postgres::start().await.expect("PostgreSQL (package postgresql)");
+        let conninfo = postgres.conninfo();
+        let connects = (0..8).map(|_| {
+            let conninfo = conninfo.clone();
+            tokio::spawn(async move { super::connect(&conninfo).await.map(|_| ()).map_err(|error| format!("{error:#}")) })
+        });
+        let results: Vec<_> = futures::future::join_all(connects).await.into_iter().map(|joined| joined.expect("no panic")).collect();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    }
 }

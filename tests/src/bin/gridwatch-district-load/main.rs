@@ -161,6 +161,8 @@ async fn run(args: &Args, boxes: usize) -> anyhow::Result<Figures> {
     let boxes_cpu_before = total_cpu(&box_pids)?;
     let hub_cpu_before = measure::cpu_seconds(hub_pid)?;
     let machine_before = MachineCpu::now()?;
+    let link_bytes = |district: &District| district.boxes.iter().map(|b| b.proxy.bytes_forwarded()).sum::<u64>();
+    let link_bytes_before = link_bytes(&district);
 
     let started = Instant::now();
     let started_ms = gridwatch_tests::now_ms();
@@ -236,6 +238,7 @@ async fn run(args: &Args, boxes: usize) -> anyhow::Result<Figures> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let boxes_cpu_secs = total_cpu(&box_pids)? - boxes_cpu_before;
+    let link_bytes_per_box = (link_bytes(&district) - link_bytes_before) as f64 / boxes as f64;
     let hub_cpu_secs = measure::cpu_seconds(hub_pid)? - hub_cpu_before;
     let machine_busy = MachineCpu::now()?.busy_share_since(&machine_before);
 
@@ -286,6 +289,7 @@ async fn run(args: &Args, boxes: usize) -> anyhow::Result<Figures> {
         hub_cpu_secs,
         machine_busy,
         box_peak_rss_mib: box_peak_rss as f64 / 1048576.0,
+        link_bytes_per_box,
         hub_peak_rss_mib: measure::peak_rss_bytes(hub_pid)? as f64 / 1048576.0,
         box_down: box_down.len(),
     })

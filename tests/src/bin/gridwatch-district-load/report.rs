@@ -35,17 +35,29 @@ pub struct Figures {
     pub machine_busy: f64,
     pub box_peak_rss_mib: f64,
     pub hub_peak_rss_mib: f64,
+    /// Payload bytes over each box's link (its proxy, both ways) in the window, on average:
+    /// what its 4G tariff counts, less TCP/IP headers.
+    pub link_bytes_per_box: f64,
     /// `box-down` messages the hub sent (none expected: every box stays up).
     pub box_down: usize,
 }
 
-pub const TABLE_HEADER: &str = "| boxes | offered/s (total) | offered/s per box | evaluated/s per box (slowest / mean) | readings lost | alert events fired / at boxes / in PostgreSQL | box → PostgreSQL p50 / p99 / max | boxes CPU | hub CPU | machine busy | peak RSS box / hub | box-down |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| boxes | offered/s (total) | offered/s per box | evaluated/s per box (slowest / mean) | readings lost | alert events fired / at boxes / in PostgreSQL | box → PostgreSQL p50 / p99 / max | boxes CPU | hub CPU | machine busy | peak RSS box / hub | link per box: bytes per reading / MB a day | box-down |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
-pub const CSV_HEADER: &str = "boxes,sensors_per_box,offered_total,evaluated_per_box_min,evaluated_per_box_mean,readings_lost,alerts_fired,alerts_at_boxes,alerts_in_postgres,latency_p50_ms,latency_p99_ms,latency_max_ms,window_secs,boxes_cpu_secs,hub_cpu_secs,machine_busy,box_peak_rss_mib,hub_peak_rss_mib,box_down";
+pub const CSV_HEADER: &str = "boxes,sensors_per_box,offered_total,evaluated_per_box_min,evaluated_per_box_mean,readings_lost,alerts_fired,alerts_at_boxes,alerts_in_postgres,latency_p50_ms,latency_p99_ms,latency_max_ms,window_secs,boxes_cpu_secs,hub_cpu_secs,machine_busy,box_peak_rss_mib,hub_peak_rss_mib,box_down,link_bytes_per_box_day";
 
 impl Figures {
     fn offered_per_box(&self) -> f64 {
         self.offered_total / self.boxes.max(1) as f64
+    }
+
+    /// A box's link bytes per second of the window, times a day.
+    fn link_bytes_per_box_day(&self) -> f64 {
+        if self.window_secs > 0.0 {
+            self.link_bytes_per_box / self.window_secs * 86_400.0
+        } else {
+            0.0
+        }
     }
 
     /// CPU seconds per second of the window: cores kept busy.
@@ -78,7 +90,7 @@ impl Figures {
         }
         let _ = write!(
             row,
-            " {:.1} s ({:.2} cores) | {:.1} s ({:.2} cores) | {:.0}% | {:.1} / {:.1} MiB | {} |",
+            " {:.1} s ({:.2} cores) | {:.1} s ({:.2} cores) | {:.0}% | {:.1} / {:.1} MiB | {:.0} / {:.1} | {} |",
             self.boxes_cpu_secs,
             self.cores(self.boxes_cpu_secs),
             self.hub_cpu_secs,
@@ -86,6 +98,8 @@ impl Figures {
             self.machine_busy * 100.0,
             self.box_peak_rss_mib,
             self.hub_peak_rss_mib,
+            self.link_bytes_per_box / (self.offered_per_box() * self.window_secs).max(1.0),
+            self.link_bytes_per_box_day() / 1e6,
             self.box_down
         );
         row
@@ -94,7 +108,7 @@ impl Figures {
     pub fn csv_line(&self) -> String {
         let l = self.latency.unwrap_or_default();
         format!(
-            "{},{},{:.0},{:.1},{:.1},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.2},{:.2},{:.3},{:.1},{:.1},{}",
+            "{},{},{:.0},{:.1},{:.1},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.2},{:.2},{:.3},{:.1},{:.1},{},{:.0}",
             self.boxes,
             self.sensors_per_box,
             self.offered_total,
@@ -113,7 +127,8 @@ impl Figures {
             self.machine_busy,
             self.box_peak_rss_mib,
             self.hub_peak_rss_mib,
-            self.box_down
+            self.box_down,
+            self.link_bytes_per_box_day()
         )
     }
 }
