@@ -3,6 +3,10 @@
 //! leases; a box whose lease is gone gets one `box-down` (listing its open incidents as it last
 //! reported them) and, when its lease is back, one clearing — both posted to the webhook.
 //!
+//! A lease is read from whichever replica answers, and a replica behind (a busy or restarted
+//! node) may have expired a box's last renewal before the next reached it: a box counts as down
+//! only once its lease has been missing for [`CONFIRM_DOWN`], several rounds in a row.
+//!
 //! Invariants: the down flag in PostgreSQL changes only after the webhook took the message, so a
 //! crash in between repeats a message, never loses one; a round that cannot read the leases
 //! (the hub itself is cut off) decides nothing; only the active hub decides, under its fencing
@@ -15,13 +19,15 @@ use super::HubOptions;
 use crate::cluster::wire::Lease;
 use async_nats::jetstream::kv;
 use futures::TryStreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// How often the leases are compared.
 const ROUND: Duration = Duration::from_secs(1);
+/// How long a known box's lease must be missing before it is reported down.
+const CONFIRM_DOWN: Duration = Duration::from_secs(3);
 
 /// Runs rounds until `term` ends (the hub stops or is no longer the active one).
 pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: CancellationToken, metrics: Arc<HubMetrics>) {
@@ -34,13 +40,15 @@ pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: C
     };
     let mut db: Option<tokio_postgres::Client> = None;
     let mut failing = false;
+    // Boxes known, not yet reported down, whose lease this term has found missing: since when.
+    let mut missing: HashMap<String, Instant> = HashMap::new();
     loop {
         let round = async {
             if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
                 db = Some(postgres::connect(&options.postgres).await?);
             }
             let Some(client) = db.as_ref() else { return anyhow::Ok(()) };
-            round(&leases, client, &http, &options.webhook, fence.token(), &metrics).await
+            round(&leases, client, &http, &options.webhook, fence.token(), &mut missing, &metrics).await
         };
         match round.await {
             Ok(()) if failing => {
@@ -60,25 +68,45 @@ pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: C
     }
 }
 
-async fn round(leases: &kv::Store, db: &tokio_postgres::Client, http: &reqwest::Client, webhook: &str, fence: i64, metrics: &HubMetrics) -> anyhow::Result<()> {
+async fn round(
+    leases: &kv::Store,
+    db: &tokio_postgres::Client,
+    http: &reqwest::Client,
+    webhook: &str,
+    fence: i64,
+    missing: &mut HashMap<String, Instant>,
+    metrics: &HubMetrics,
+) -> anyhow::Result<()> {
     // Every round claims the database for this hub's term: a hub that lost its lease without
     // knowing it yet (paused, cut off) finds a newer token here and decides nothing.
     anyhow::ensure!(postgres::claim_fence(db, fence).await?, "another hub is active (fencing token {fence} is old)");
-    let mut alive: BTreeMap<String, String> = BTreeMap::new();
-    let keys: Vec<String> = leases.keys().await?.try_collect().await?;
-    for key in keys {
-        let district = match leases.get(key.clone()).await? {
-            Some(value) => serde_json::from_slice::<Lease>(&value).map(|l| l.district).unwrap_or_default(),
-            // Expired between the listing and the read.
-            None => continue,
-        };
-        alive.insert(key, district);
+    // Alive: listed (the listing is a consumer of the bucket's stream, served by its leader).
+    // The value, read from any replica, only names the district of a box not known yet.
+    let alive: BTreeSet<String> = leases.keys().await?.try_collect().await?;
+    let mut known_boxes = postgres::boxes(db).await?;
+    let mut registered = false;
+    for box_id in &alive {
+        if known_boxes.iter().any(|known| &known.box_id == box_id) {
+            continue;
+        }
+        if let Some(value) = leases.get(box_id.clone()).await? {
+            let district = serde_json::from_slice::<Lease>(&value).map(|l| l.district).unwrap_or_default();
+            postgres::register_box(db, box_id, &district).await?;
+            registered = true;
+        }
     }
-    for (box_id, district) in &alive {
-        postgres::register_box(db, box_id, district).await?;
+    if registered {
+        known_boxes = postgres::boxes(db).await?;
     }
-    for known in postgres::boxes(db).await? {
-        let is_alive = alive.contains_key(&known.box_id);
+    missing.retain(|box_id, _| !alive.contains(box_id));
+    for known in known_boxes {
+        let is_alive = alive.contains(&known.box_id);
+        if !is_alive && !known.down {
+            let since = *missing.entry(known.box_id.clone()).or_insert_with(Instant::now);
+            if since.elapsed() < CONFIRM_DOWN {
+                continue;
+            }
+        }
         if is_alive != known.down {
             continue;
         }
@@ -97,6 +125,7 @@ async fn round(leases: &kv::Store, db: &tokio_postgres::Client, http: &reqwest::
         if !postgres::set_down(db, &known.box_id, !is_alive, fence).await? {
             anyhow::bail!("another hub became active while box-down {event} of {} was posted", known.box_id);
         }
+        missing.remove(&known.box_id);
         metrics.count_box_down(event);
         if is_alive {
             tracing::info!(box_id = %known.box_id, "box is back: box-down cleared");
