@@ -16,8 +16,8 @@
 mod form;
 mod handover;
 pub(crate) mod labels;
-mod render;
-mod steps;
+pub(crate) mod render;
+pub(crate) mod steps;
 #[cfg(test)]
 mod tests;
 
@@ -62,17 +62,17 @@ pub fn routes(state: &WebState) -> Router<WebState> {
 #[derive(Debug, Deserialize)]
 pub struct Signed {
     /// The roster member the link was made for, if any.
-    m: Option<String>,
-    exp: i64,
-    sig: String,
-    /// The step just recorded (after the redirect), to say so.
+    pub(crate) m: Option<String>,
+    pub(crate) exp: i64,
+    pub(crate) sig: String,
+    /// The step just recorded (after the redirect; at the hub: sent), to say so.
     #[serde(default)]
-    done: Option<String>,
+    pub(crate) done: Option<String>,
 }
 
 impl Signed {
     /// The signed part of the query again, for the form, the photos and the redirect.
-    fn query(&self) -> String {
+    pub(crate) fn query(&self) -> String {
         let mut url = reqwest::Url::parse("http://link/").expect("a valid base");
         {
             let mut pairs = url.query_pairs_mut();
@@ -115,21 +115,17 @@ impl Viewer<'_> {
 
 /// A person's name from the roster, else from the members known at start, else as given.
 fn person_name(state: &WebState, person: &str) -> String {
-    state
-        .page
-        .dispatch
-        .get()
-        .roster
-        .members
-        .iter()
-        .find(|m| m.id == person)
-        .map(|m| m.name.clone())
-        .or_else(|| state.members.get(person).cloned())
-        .unwrap_or_else(|| person.to_string())
+    name_in(&state.page.dispatch.get(), &state.members, person)
+}
+
+/// A person's name from `dispatch`'s roster, else from `members`, else as given.
+fn name_in(dispatch: &crate::dispatch::Dispatch, members: &std::collections::BTreeMap<String, String>, person: &str) -> String {
+    let named = dispatch.roster.members.iter().find(|m| m.id == person).map(|m| m.name.clone());
+    named.or_else(|| members.get(person).cloned()).unwrap_or_else(|| person.to_string())
 }
 
 /// What the page says above everything else after a step.
-enum Notice {
+pub(crate) enum Notice {
     Done(String),
     Refused(String),
 }
