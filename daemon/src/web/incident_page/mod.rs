@@ -95,7 +95,23 @@ fn refusal(state: &WebState, id: i64, signed: &Signed) -> Option<Response> {
     let Some(links) = &state.links else { return Some(StatusCode::NOT_FOUND.into_response()) };
     links.measure_clock_step(&state.clock);
     let checked = links.verify(id, signed.m.as_deref(), signed.exp, &signed.sig, state.clock.now().div_euclid(1000));
-    checked.err().map(|e| (StatusCode::FORBIDDEN, Html(format!("<p>{}</p>", escape(&e.to_string())))).into_response())
+    checked.err().map(|error| refused_link(&error))
+}
+
+/// The page a forged, altered or expired link gets (403), on the box and at the hub: in
+/// Chinese, with the reason in English below.
+pub(crate) fn refused_link(error: &crate::links::LinkError) -> Response {
+    let why = match error {
+        crate::links::LinkError::Expired => "链接已过期，请向网格长或值班人员索取新的链接。",
+        crate::links::LinkError::BadSignature => "链接无效（可能被改动或复制不完整），无法打开这个事件。",
+    };
+    let html = format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>链接不可用</title><style>{PHONE_STYLE}</style></head><body><header class=\"danger\"><h1>链接不可用</h1></header>\
+         <section class=\"notice-no\"><p>{why}</p><p><small>{}</small></p></section></body></html>",
+        escape(&error.to_string())
+    );
+    (StatusCode::FORBIDDEN, Html(html)).into_response()
 }
 
 /// Who is looking: the member the link was made for, or anybody on a group link.
@@ -128,6 +144,9 @@ fn name_in(dispatch: &crate::dispatch::Dispatch, members: &std::collections::BTr
 pub(crate) enum Notice {
     Done(String),
     Refused(String),
+    /// Sent on, not yet done (the hub's action waiting for its box), or the box offline.
+    #[cfg(feature = "cluster")]
+    Waiting(String),
 }
 
 fn incident(state: &WebState, id: i64) -> Result<IncidentRow, Box<Response>> {

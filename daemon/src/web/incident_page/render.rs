@@ -176,6 +176,10 @@ pub fn render(facts: &Facts<'_>, signed: &Signed, notice: Option<&Notice>, note:
         Some(Notice::Refused(why)) => {
             let _ = write!(html, "<section id=\"done\" class=\"notice-no\">未记录：{}</section>", escape(why));
         }
+        #[cfg(feature = "cluster")]
+        Some(Notice::Waiting(what)) => {
+            let _ = write!(html, "<section id=\"done\" class=\"notice-wait\">{}</section>", escape(what));
+        }
         None => {}
     }
     summary(&mut html, row, about, zone, now);
@@ -258,7 +262,13 @@ fn actions(
     }
     let has = |name: &str| offers.iter().any(|o| o.name == name);
     let house_data = house.map(|[lat, lon]| format!(" data-house=\"{lat},{lon}\"")).unwrap_or_default();
-    let _ = write!(html, "<form id=\"act\" method=\"post\" enctype=\"multipart/form-data\" action=\"{base}/incident/{id}?{query}\"{house_data}>");
+    // The hub's form carries no photo; its `ts` makes a form sent twice one signed action (the
+    // box takes a signature once).
+    let (enctype, sent_at) = match facts.taking {
+        Taking::Everything { .. } => ("multipart/form-data", String::new()),
+        Taking::SignedActions => ("application/x-www-form-urlencoded", format!("<input type=\"hidden\" name=\"ts\" value=\"{}\">", facts.now)),
+    };
+    let _ = write!(html, "<form id=\"act\" method=\"post\" enctype=\"{enctype}\" action=\"{base}/incident/{id}?{query}\"{house_data}>{sent_at}");
     match (viewer.member_id, viewer.member) {
         (Some(_), Some(member)) => {
             let _ = write!(html, "<p>处理人：<b>{}</b></p>", escape(&member.name));
