@@ -189,6 +189,7 @@ fn facts<'a>(incident: &'a HubIncident, box_id: &str, zone: chrono_tz::Tz) -> Fa
     Facts {
         row: &incident.row,
         about: None,
+        place: Some(format!("社区 {box_id}")),
         sensor: None,
         latest: None,
         trend: Vec::new(),

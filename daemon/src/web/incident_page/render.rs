@@ -45,6 +45,8 @@ pub struct Facts<'a> {
     pub row: &'a IncidentRow,
     /// The incident's latest alert (the house, the rule's sentence, what to do); none at the hub.
     pub about: Option<Alert>,
+    /// Where the incident is when there is no alert to name the house (at the hub: the box).
+    pub place: Option<String>,
     /// The sensor in the box's inventory; none at the hub.
     pub sensor: Option<&'a SensorConfig>,
     /// The sensor's latest reading (the box's live table) and its stored hourly trend.
@@ -76,6 +78,7 @@ impl<'a> Facts<'a> {
         Facts {
             row,
             about: state.store.latest_alert(&row.rule, &row.sensor).ok().flatten(),
+            place: None,
             sensor,
             latest,
             trend: state.store.trend(&row.sensor, now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS).unwrap_or_default(),
@@ -168,7 +171,7 @@ pub fn render(facts: &Facts<'_>, signed: &Signed, notice: Option<&Notice>, note:
         id = row.id,
         level = severity_zh(&row.severity),
     );
-    header(&mut html, row, about);
+    header(&mut html, row, about, facts.place.as_deref());
     match notice {
         Some(Notice::Done(done)) => {
             let _ = write!(html, "<section id=\"done\" class=\"notice-ok\">{}</section>", escape(done));
@@ -185,7 +188,10 @@ pub fn render(facts: &Facts<'_>, signed: &Signed, notice: Option<&Notice>, note:
     summary(&mut html, row, about, zone, now);
     let house_at = about.and_then(|a| a.location).or_else(|| sensor.and_then(|s| s.location));
     actions(&mut html, facts, &offers, red, viewer, &query, grid, house_at, note);
-    house(&mut html, about, sensor);
+    // The hub has no inventory: nothing to say of the house there.
+    if facts.taking != Taking::SignedActions {
+        house(&mut html, about, sensor);
+    }
     trend(&mut html, facts);
     people(&mut html, facts);
     history(&mut html, facts, &query);
@@ -202,8 +208,8 @@ fn severity_zh(severity: &str) -> &'static str {
     }
 }
 
-fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>) {
-    let place = about.map(text::house).unwrap_or_default();
+fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>, place: Option<&str>) {
+    let place = about.map(text::house).or_else(|| place.map(str::to_string)).unwrap_or_default();
     let _ = write!(
         html,
         "<header class=\"{sev}\"><h1>{level} #{id} · {state}</h1><p>{place}（{sensor}）</p></header>",
@@ -219,14 +225,20 @@ fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>) {
 fn summary(html: &mut String, row: &IncidentRow, about: Option<&Alert>, zone: chrono_tz::Tz, now: i64) {
     let wording = Wording { chinese: true, time_zone: zone };
     html.push_str("<section>");
-    if let Some(alert) = about {
-        let _ = write!(html, "<p><b>{}</b></p>", escape(&text::sentence(alert, wording)));
+    match about {
+        Some(alert) => {
+            let _ = write!(html, "<p><b>{}</b></p>", escape(&text::sentence(alert, wording)));
+        }
+        None => {
+            let _ = write!(html, "<p>规则 <b>{}</b> · 传感器 <b>{}</b></p>", escape(&row.rule), escape(&row.sensor));
+        }
     }
     let unit = about.map_or("", |a| a.unit.as_str());
     let _ = write!(
         html,
         "<p>最新判定值 <b>{value}</b>{normal}</p><p>开始于 {since}（{ago}）· 触发 {firings} 次</p>",
-        value = escape(&text::value(row.last_value, unit)),
+        // Unknown at the hub until the incident's alert events have come up.
+        value = if row.last_value.is_finite() { escape(&text::value(row.last_value, unit)) } else { "未知".into() },
         normal = if row.sensor_normal { " · <b>读数已恢复正常</b>" } else { "" },
         since = if row.opened_known { crate::local_time::short(row.opened_ms, zone, true) } else { text::unknown_time(true).into() },
         ago = if row.opened_known { ago(row.opened_ms, now) } else { "时间未知".into() },
