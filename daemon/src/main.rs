@@ -44,7 +44,18 @@ fn main() -> ExitCode {
             let (postgres, webhook) = (postgres.unwrap_or_default(), webhook.unwrap_or_default());
             let token = std::env::var("GRIDWATCH_HUB_INFLUX_TOKEN").unwrap_or_default();
             let influx = influx.map(|url| gridwatch::cluster::hub::influx::InfluxTarget { url, org: influx_org, bucket: influx_bucket, token });
-            commands::hub::command(gridwatch::cluster::hub::HubOptions { nats_urls, postgres, webhook, lease_ttl, replicas, listen, hub_lease, name, influx, secrets })
+            commands::hub::command(gridwatch::cluster::hub::HubOptions {
+                nats_urls,
+                postgres,
+                webhook,
+                lease_ttl,
+                replicas,
+                listen,
+                hub_lease,
+                name,
+                influx,
+                secrets,
+            })
         }
         Command::Rules { command } => commands::rules::command(command, output),
         Command::Incidents { config, command } => commands::incidents::command(&config, command, output),

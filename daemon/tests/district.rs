@@ -38,6 +38,10 @@
 //!
 //! A sixth run: a hub's lease renewal written but its answer lost (as when the bucket's RAFT
 //! leader is killed mid-request): the hub alone in its district stays active.
+//!
+//! A seventh run: the workers' pages at the hub for a box behind NAT whose links point there:
+//! the alarm's link opens at the hub, a step sent there while the box is cut off is applied once
+//! after reconnection and then shown; tampered, expired and other boxes' links are refused.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -956,11 +960,9 @@ async fn workers_open_and_act_on_a_box_behind_nat_through_the_hubs_pages() {
         let links = gridwatch::links::WorkerLinks::new(format!("{hub}/b/east").parse().unwrap(), ACK_SECRET, Duration::from_secs(3600)).for_box("east");
         links.link(incident, now_ms() / 1000 - 7200)
     };
-    for (which, url, says) in [
-        ("tampered", tampered.clone(), "链接无效"),
-        ("expired", expired, "链接已过期"),
-        ("another box's", link.replace("/b/east/", "/b/west/"), "链接无效"),
-    ] {
+    for (which, url, says) in
+        [("tampered", tampered.clone(), "链接无效"), ("expired", expired, "链接已过期"), ("another box's", link.replace("/b/east/", "/b/west/"), "链接无效")]
+    {
         let answer = client.get(&url).send().await.unwrap();
         assert_eq!(answer.status(), 403, "{which} link");
         assert!(answer.text().await.unwrap().contains(says), "{which} link says why");

@@ -132,7 +132,11 @@ impl HubMetrics {
         registry.register("boxes_known", "Boxes the district knows", metrics.boxes_known.clone());
         registry.register("boxes_down", "Boxes reported down and not cleared", metrics.boxes_down.clone());
         registry.register("actions", "Workers' actions posted for relay, by result", metrics.actions.clone());
-        registry.register("links_refused", "Workers' links refused by the hub's incident pages (forged, altered, expired), by reason", metrics.links_refused.clone());
+        registry.register(
+            "links_refused",
+            "Workers' links refused by the hub's incident pages (forged, altered, expired), by reason",
+            metrics.links_refused.clone(),
+        );
         registry.register("active", "1 while this hub is the district's active hub", metrics.active.clone());
         registry.register("lease_takeovers", "Times this hub took the hub lease", metrics.lease_takeovers.clone());
         registry.register(

@@ -114,17 +114,19 @@ async fn read(db: &tokio_postgres::Client, box_id: &str, id: i64) -> anyhow::Res
     };
     let (epoch, rule, sensor): (String, String, String) = (found.get(0), found.get(1), found.get(2));
     let transitions = db
-        .query("SELECT at_ms, actor, action, note FROM incident_transitions WHERE box_id = $1 AND epoch = $2 AND incident_id = $3 ORDER BY id", &[
-            &box_id, &epoch, &id,
-        ])
+        .query(
+            "SELECT at_ms, actor, action, note FROM incident_transitions WHERE box_id = $1 AND epoch = $2 AND incident_id = $3 ORDER BY id",
+            &[&box_id, &epoch, &id],
+        )
         .await?;
     let entries: Vec<AuditEntry> =
         transitions.iter().map(|t| AuditEntry { at_ms: t.get(0), at_known: true, actor: t.get(1), action: t.get(2), note: t.get(3) }).collect();
     let opened_ms = entries.first().map_or(0, |e| e.at_ms);
     let alerts = db
-        .query("SELECT event, value FROM alert_events WHERE box_id = $1 AND epoch = $2 AND rule = $3 AND sensor = $4 AND at_ms >= $5 ORDER BY id", &[
-            &box_id, &epoch, &rule, &sensor, &opened_ms,
-        ])
+        .query(
+            "SELECT event, value FROM alert_events WHERE box_id = $1 AND epoch = $2 AND rule = $3 AND sensor = $4 AND at_ms >= $5 ORDER BY id",
+            &[&box_id, &epoch, &rule, &sensor, &opened_ms],
+        )
         .await?;
     let alerts: Vec<(String, f64)> = alerts.iter().map(|a| (a.get(0), a.get(1))).collect();
     let row = incident_row(id, rule, sensor, found.get(3), found.get(4), &entries, &alerts);
@@ -145,7 +147,10 @@ fn incident_row(id: i64, rule: String, sensor: String, severity: String, state: 
         matches!(words.next(), Some("fired" | "changed" | "re-opened")).then(|| words.next()).flatten()
     });
     let worst = reached.chain([severity.as_str()]).min_by_key(|s| rank(s)).unwrap_or(&severity).to_string();
-    let judged = entries.iter().rev().find(|e| e.actor == "rules" && (e.action == "sensor normal" || e.action.starts_with("fired") || e.action.starts_with("re-opened")));
+    let judged = entries
+        .iter()
+        .rev()
+        .find(|e| e.actor == "rules" && (e.action == "sensor normal" || e.action.starts_with("fired") || e.action.starts_with("re-opened")));
     IncidentRow {
         id,
         rule,

@@ -154,10 +154,8 @@ pub fn render(facts: &Facts<'_>, signed: &Signed, notice: Option<&Notice>, note:
     let Facts { row, now, time_zone: zone, sensor, .. } = *facts;
     let about = facts.about.as_ref();
     let grid = about.and_then(|a| a.grid.as_deref());
-    let viewer = Viewer {
-        member_id: signed.m.as_deref(),
-        member: signed.m.as_deref().and_then(|m| facts.dispatch.roster.members.iter().find(|member| member.id == m)),
-    };
+    let viewer =
+        Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| facts.dispatch.roster.members.iter().find(|member| member.id == m)) };
     let incident_state = row.state.parse().unwrap_or(crate::dispatch::incident::State::Closed);
     let red = steps::is_red(&row.worst_severity);
     let mut offers = steps::offered(incident_state, red, viewer.leads(grid));
@@ -269,7 +267,11 @@ fn actions(
     let (id, base) = (row.id, &facts.base);
     html.push_str("<section><h2>处理</h2>");
     if offers.is_empty() {
-        html.push_str(if row.state == "resolved" { "<p>已办结，等待网格长回访和关闭。</p></section>" } else { "<p>事件已关闭，无需操作。</p></section>" });
+        html.push_str(if row.state == "resolved" {
+            "<p>已办结，等待网格长回访和关闭。</p></section>"
+        } else {
+            "<p>事件已关闭，无需操作。</p></section>"
+        });
         return;
     }
     let has = |name: &str| offers.iter().any(|o| o.name == name);
