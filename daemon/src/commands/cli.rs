@@ -78,6 +78,9 @@ pub enum LogFormat {
     Json,
 }
 
+// Made once at start from the command line: the size of its largest variant (the hub's
+// options) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon with a configuration file.

@@ -268,10 +268,13 @@ pub async fn act(
         Err(response) => return response,
     };
     let now = now_ms();
-    let refuse = |status: StatusCode, why: String, note: &str| {
-        web.metrics.count_action("refused");
+    let not_sent = |status: StatusCode, why: String, note: &str| {
         let page = render::render(&facts(&incident, &box_id, web.time_zone), &signed, Some(&Notice::Refused(why)), note);
         (status, Html(page)).into_response()
+    };
+    let refuse = |status: StatusCode, why: String, note: &str| {
+        web.metrics.count_action("refused");
+        not_sent(status, why, note)
     };
     let Sent { action, by, note, ts } = match sent {
         Ok(Form(sent)) => sent,
@@ -309,7 +312,8 @@ pub async fn act(
             tracing::info!(box_id = %box_id, incident = id, action = %action, sequence, "worker's step from the hub's page queued for its box");
             Redirect::to(&format!("/b/{box_id}/incident/{id}?{}&done={action}#done", signed.query())).into_response()
         }
-        Err(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "街道服务器暂时无法转发，请稍后重试".into(), note.as_deref().unwrap_or_default()),
+        // Counted `not_stored` by the relay.
+        Err(_) => not_sent(StatusCode::SERVICE_UNAVAILABLE, "街道服务器暂时无法转发，请稍后重试".into(), note.as_deref().unwrap_or_default()),
     }
 }
 
