@@ -950,6 +950,14 @@ async fn workers_open_and_act_on_a_box_behind_nat_through_the_hubs_pages() {
     assert!(page.contains(&format!("#{incident} · 待接单")) && page.contains("east-02") && page.contains("触发黄色预警"), "{page}");
     assert!(page.contains("value=\"accept\">接单</button>") && !page.contains("value=\"transfer\""), "the hub offers the steps an action carries: {page}");
 
+    // Its short form (an SMS's) opens it too, at the hub, under the box's path.
+    let short = gridwatch::links::shorten(&link);
+    let answer = client.get(&short).send().await.unwrap();
+    assert_eq!(answer.status(), 303, "{short}");
+    assert_eq!(format!("{hub}{}", answer.headers()["location"].to_str().unwrap()), link, "{short}");
+    let answer = client.get(short.replacen(&format!("/i/{incident}."), &format!("/i/{}.", incident + 1), 1)).send().await.unwrap();
+    assert_eq!(answer.status(), 403, "a short link altered");
+
     // Refused: the signature tampered with, the link expired, the link of another box.
     let tampered = {
         let at = link.find("sig=").unwrap() + 4;
@@ -969,7 +977,7 @@ async fn workers_open_and_act_on_a_box_behind_nat_through_the_hubs_pages() {
     }
     let answer = client.post(&tampered).form(&[("action", "accept"), ("by", "王芳"), ("ts", &now_ms().to_string())]).send().await.unwrap();
     assert_eq!(answer.status(), 403, "no step through a tampered link");
-    assert_eq!(hub_metric(&hub, "gridwatch_hub_links_refused_total{reason=\"bad_signature\"}").await, 3.0);
+    assert_eq!(hub_metric(&hub, "gridwatch_hub_links_refused_total{reason=\"bad_signature\"}").await, 4.0);
     assert_eq!(hub_metric(&hub, "gridwatch_hub_links_refused_total{reason=\"expired\"}").await, 1.0);
     assert_eq!(hub_metric(&hub, "gridwatch_hub_actions_total{result=\"relayed\"}").await, 0.0, "nothing queued");
 

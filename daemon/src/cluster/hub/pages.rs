@@ -356,6 +356,30 @@ mod tests {
         assert!(row.sensor_normal && row.opened_known && row.last_value.is_nan());
     }
 
+    fn said(notice: Option<Notice>) -> String {
+        match notice {
+            Some(Notice::Done(text)) => format!("done: {text}"),
+            Some(Notice::Waiting(text)) => format!("waiting: {text}"),
+            Some(Notice::Refused(text)) => format!("refused: {text}"),
+            None => String::new(),
+        }
+    }
+
+    #[test]
+    fn the_page_says_sent_until_the_box_reports_the_state_the_step_leads_to() {
+        let row = incident_row(7, "r".into(), "s".into(), "warning".into(), "open".into(), &[entry("rules", "fired warning")], &[]);
+        let mut incident = HubIncident { district: "old-town".into(), box_down: false, box_since_ms: 0, row, timeline: Vec::new() };
+        let zone = crate::local_time::DEFAULT;
+        assert_eq!(said(delivery(&incident, None, zone)), "");
+        assert!(said(delivery(&incident, Some("accept"), zone)).starts_with("waiting: 已发送：接单。盒子收到后执行"));
+        incident.box_down = true;
+        assert!(said(delivery(&incident, Some("accept"), zone)).starts_with("waiting: 已发送：接单。社区盒子目前离线（自 1月1日 08:00 起）"));
+        assert!(said(delivery(&incident, None, zone)).starts_with("waiting: 社区盒子目前离线"), "offline is said without a step too");
+        incident.row.state = "accepted".into();
+        assert_eq!(said(delivery(&incident, Some("accept"), zone)), "done: 盒子已执行：接单");
+        assert!(said(delivery(&incident, Some("resolve"), zone)).starts_with("waiting: 已发送：办结"), "another step still waits");
+    }
+
     #[test]
     fn a_signed_action_verifies_at_the_box() {
         let acks = AckConfig::without_topic("the-district-ack-secret");
