@@ -26,12 +26,18 @@ use std::time::Duration;
 
 /// The purpose signed first: a link signature is no ack signature, even under the same secret.
 const PURPOSE: &str = "gridwatch-link-v2";
+/// The purpose of a district box's links, which sign the box's id too: every box of a district
+/// shares the secret the hub holds, so a link to one box's incident 7 must not open another's.
+const BOX_PURPOSE: &str = "gridwatch-box-link-v1";
 
 #[derive(Clone)]
 pub struct WorkerLinks {
     /// How workers' phones reach this box, e.g. `http://10.8.0.5:9181`.
     pub public_url: reqwest::Url,
     signer: Signer,
+    /// The district box these links belong to (`[cluster] box_id`), signed with the rest; none
+    /// on a box alone.
+    box_id: Option<String>,
     pub valid: Duration,
     /// The steps of the box's clock, shared by every clone (the dispatcher signs, the web
     /// pages check).
@@ -54,13 +60,24 @@ pub enum LinkError {
 
 impl WorkerLinks {
     pub fn new(public_url: reqwest::Url, secret: &str, valid: Duration) -> WorkerLinks {
-        WorkerLinks { public_url, signer: Signer::new(secret), valid, clock_steps: Default::default() }
+        WorkerLinks { public_url, signer: Signer::new(secret), box_id: None, valid, clock_steps: Default::default() }
+    }
+
+    /// The same links for box `box_id` of a district: its id is signed with the rest (the hub
+    /// checks them for every box under one secret, [`crate::cluster::hub`]).
+    pub fn for_box(self, box_id: &str) -> WorkerLinks {
+        WorkerLinks { box_id: Some(box_id.to_string()), ..self }
     }
 
     /// The signed fields of a link: with a member, one field more (a group link is never a
-    /// member's link, nor the other way round).
-    fn fields<'a>(incident: &'a str, member: Option<&'a str>, expires: &'a str) -> Vec<&'a [u8]> {
-        let mut fields = vec![PURPOSE.as_bytes(), incident.as_bytes(), expires.as_bytes()];
+    /// member's link, nor the other way round); a district box's links under their own purpose,
+    /// with the box's id second.
+    fn fields<'a>(&'a self, incident: &'a str, member: Option<&'a str>, expires: &'a str) -> Vec<&'a [u8]> {
+        let mut fields = match &self.box_id {
+            Some(box_id) => vec![BOX_PURPOSE.as_bytes(), box_id.as_bytes()],
+            None => vec![PURPOSE.as_bytes()],
+        };
+        fields.extend([incident.as_bytes(), expires.as_bytes()]);
         fields.extend(member.map(str::as_bytes));
         fields
     }
@@ -99,7 +116,7 @@ impl WorkerLinks {
         let (Some(incident), Some(expires), Some(signature)) = (parts.next(), parts.next(), parts.next()) else { return Err(LinkError::BadSignature) };
         let member = parts.next();
         let (Ok(incident), Ok(expires)) = (incident.parse::<i64>(), i64::from_str_radix(expires, 36)) else { return Err(LinkError::BadSignature) };
-        let full = self.signer.sign(&Self::fields(&incident.to_string(), member, &expires.to_string()));
+        let full = self.signer.sign(&self.fields(&incident.to_string(), member, &expires.to_string()));
         let given = signature.to_ascii_lowercase();
         // Compared in constant time, like the full signature.
         let differs = full.bytes().take(SHORT_SIGNATURE_HEX).zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
@@ -113,7 +130,7 @@ impl WorkerLinks {
     }
 
     fn path_until(&self, incident: i64, member: Option<&str>, expires: i64) -> String {
-        let signature = self.signer.sign(&Self::fields(&incident.to_string(), member, &expires.to_string()));
+        let signature = self.signer.sign(&self.fields(&incident.to_string(), member, &expires.to_string()));
         let mut query = reqwest::Url::parse("http://link/").expect("a valid base");
         {
             let mut pairs = query.query_pairs_mut();
@@ -141,7 +158,7 @@ impl WorkerLinks {
 
     /// Checks a link's expiry and signature (in constant time); `member` is the link's `m`.
     pub fn verify(&self, incident: i64, member: Option<&str>, expires: i64, signature: &str, now_secs: i64) -> Result<(), LinkError> {
-        if !self.signer.verify(&Self::fields(&incident.to_string(), member, &expires.to_string()), signature) {
+        if !self.signer.verify(&self.fields(&incident.to_string(), member, &expires.to_string()), signature) {
             return Err(LinkError::BadSignature);
         }
         if self.expired(expires, now_secs) {
@@ -154,12 +171,15 @@ impl WorkerLinks {
 /// Hex digits of the signature a short link keeps (80 bits).
 const SHORT_SIGNATURE_HEX: usize = 20;
 
-/// The short form of a full link (`…/incident/42?m=wang&exp=…&sig=…` → `…/i/42.tq2abc.1a2b….wang`);
+/// The short form of a full link (`…/incident/42?m=wang&exp=…&sig=…` → `…/i/42.tq2abc.1a2b….wang`,
+/// under the same base path);
 /// a link it cannot read comes back as it was.
 pub fn shorten(link: &str) -> String {
     let short = || -> Option<String> {
         let url = reqwest::Url::parse(link).ok()?;
-        let incident: i64 = url.path().strip_prefix("/incident/")?.parse().ok()?;
+        // A base with a path (a hub's `/b/<box>`) keeps it: `…/b/<box>/incident/7` → `…/b/<box>/i/…`.
+        let (base, incident) = url.path().rsplit_once("/incident/")?;
+        let incident: i64 = incident.parse().ok()?;
         let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
         let expires: u64 = query.get("exp")?.parse().ok()?;
         let signature = query.get("sig")?.get(..SHORT_SIGNATURE_HEX)?;
@@ -170,7 +190,8 @@ pub fn shorten(link: &str) -> String {
         }
         let mut short = url.clone();
         short.set_query(None);
-        short.path_segments_mut().ok()?.clear().push("i").push(&code);
+        short.set_path(&format!("{base}/i/"));
+        short.path_segments_mut().ok()?.pop().push(&code);
         Some(short.to_string())
     };
     short().unwrap_or_else(|| link.to_string())
@@ -263,6 +284,28 @@ mod tests {
     fn percent_decode(text: &str) -> String {
         let url = reqwest::Url::parse(&format!("http://x/?c={text}")).unwrap();
         url.query_pairs().next().unwrap().1.into_owned()
+    }
+
+    #[test]
+    fn a_district_box_signs_its_id_into_its_links() {
+        let east = links().for_box("east");
+        let (id, exp, sig) = parts(&east.link(42, 1_000));
+        assert_eq!(east.verify(id, None, exp, &sig, 1_500), Ok(()));
+        assert_eq!(links().for_box("west").verify(id, None, exp, &sig, 1_500), Err(LinkError::BadSignature), "another box of the district");
+        assert_eq!(links().verify(id, None, exp, &sig, 1_500), Err(LinkError::BadSignature), "a box alone");
+        let (id, exp, sig) = parts(&links().link(42, 1_000));
+        assert_eq!(east.verify(id, None, exp, &sig, 1_500), Err(LinkError::BadSignature), "a box alone's link at a district box");
+    }
+
+    #[test]
+    fn a_short_link_keeps_the_base_path_of_a_hub() {
+        let hub = WorkerLinks::new("http://hub:8440/b/east/".parse().unwrap(), "s3cret", Duration::from_secs(3600)).for_box("east");
+        let full = hub.link(42, 1_000);
+        assert!(full.starts_with("http://hub:8440/b/east/incident/42?exp=4600&sig="), "{full}");
+        let short = shorten(&full);
+        assert!(short.starts_with("http://hub:8440/b/east/i/42.3js."), "{short}");
+        let code = short.rsplit('/').next().unwrap();
+        assert_eq!(format!("http://hub:8440/b/east{}", hub.expand(code, 1_500).unwrap()), full);
     }
 
     #[test]

@@ -20,12 +20,42 @@ fn main() -> ExitCode {
         #[cfg(feature = "cluster")]
         Command::Hub { command: Some(command), .. } => commands::hub::subcommand(command),
         #[cfg(feature = "cluster")]
-        Command::Hub { command: None, nats_urls, postgres, webhook, lease_ttl, replicas, listen, hub_lease, name, influx, influx_org, influx_bucket } => {
+        Command::Hub {
+            command: None,
+            nats_urls,
+            postgres,
+            webhook,
+            lease_ttl,
+            replicas,
+            listen,
+            hub_lease,
+            name,
+            influx,
+            influx_org,
+            influx_bucket,
+            ack_secret_file,
+            link_secret_file,
+        } => {
+            let secrets = match commands::hub::secrets(ack_secret_file.as_deref(), link_secret_file.as_deref()) {
+                Ok(secrets) => secrets,
+                Err(code) => return code,
+            };
             let name = name.unwrap_or_else(commands::hub::default_name);
             let (postgres, webhook) = (postgres.unwrap_or_default(), webhook.unwrap_or_default());
             let token = std::env::var("GRIDWATCH_HUB_INFLUX_TOKEN").unwrap_or_default();
             let influx = influx.map(|url| gridwatch::cluster::hub::influx::InfluxTarget { url, org: influx_org, bucket: influx_bucket, token });
-            commands::hub::command(gridwatch::cluster::hub::HubOptions { nats_urls, postgres, webhook, lease_ttl, replicas, listen, hub_lease, name, influx })
+            commands::hub::command(gridwatch::cluster::hub::HubOptions {
+                nats_urls,
+                postgres,
+                webhook,
+                lease_ttl,
+                replicas,
+                listen,
+                hub_lease,
+                name,
+                influx,
+                secrets,
+            })
         }
         Command::Rules { command } => commands::rules::command(command, output),
         Command::Incidents { config, command } => commands::incidents::command(&config, command, output),

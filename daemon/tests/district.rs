@@ -38,6 +38,10 @@
 //!
 //! A sixth run: a hub's lease renewal written but its answer lost (as when the bucket's RAFT
 //! leader is killed mid-request): the hub alone in its district stays active.
+//!
+//! A seventh run: the workers' pages at the hub for a box behind NAT whose links point there:
+//! the alarm's link opens at the hub, a step sent there while the box is cut off is applied once
+//! after reconnection and then shown; tampered, expired and other boxes' links are refused.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -82,12 +86,18 @@ impl Community {
 
     /// A box whose `[cluster]` table ends with `cluster_settings` (batch size, readings' cap).
     async fn start_with(id: &'static str, nats: &NatsCluster, cluster_settings: &str) -> Community {
+        Community::start_configured(id, nats, cluster_settings, "", "").await
+    }
+
+    /// A box whose `[http]` table ends with `http_settings` and whose configuration ends with
+    /// `tables` (e.g. its alert channels).
+    async fn start_configured(id: &'static str, nats: &NatsCluster, cluster_settings: &str, http_settings: &str, tables: &str) -> Community {
         let mosquitto = Mosquitto::start().await.expect("mosquitto");
         let proxy = LinkProxy::start(nats.addrs()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let mut config = format!(
-            "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-{id}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[cluster]\nnats_urls = [\"{}\"]\nbox_id = \"{id}\"\ndistrict = \"old-town\"\nlease_renew_secs = 1\ncommit_wait_secs = 3\n{cluster_settings}\n[dispatch]\nack_secret = \"{ACK_SECRET}\"\n",
+            "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-{id}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n{http_settings}\n[cluster]\nnats_urls = [\"{}\"]\nbox_id = \"{id}\"\ndistrict = \"old-town\"\nlease_renew_secs = 1\ncommit_wait_secs = 3\n{cluster_settings}\n[dispatch]\nack_secret = \"{ACK_SECRET}\"\n{tables}\n",
             mosquitto.url(),
             proxy.nats_url()
         );
@@ -913,4 +923,128 @@ async fn a_box_whose_store_was_replaced_is_heard_again_and_its_old_rows_kept() {
     assert_eq!(hub_metric(&district.relay, "gridwatch_hub_store_epochs_changed_total").await, 1.0);
     assert!(logged(&district.hub, "sends from a new store"), "the hub says so in its log");
     assert_eq!(high_water_mark(&nats, &east.hwm_key("alert")).await, *east.local_ids("alert_events").last().unwrap());
+}
+
+/// A form field's value in a page (`name="ts" value="…"`).
+fn form_value(page: &str, name: &str) -> Option<String> {
+    let at = page.find(&format!("name=\"{name}\" value=\""))? + name.len() + 15;
+    Some(page[at..].split('"').next()?.to_string())
+}
+
+/// The workers' pages at the hub, for a box behind NAT whose links point there (`[http]
+/// public_url = "<hub>/b/<box>"`): the link as the alarm delivered it opens at the hub; a step
+/// sent there while the box is cut off is applied once by the box within 5 s of its link coming
+/// back (the same form sent twice is one signature, refused the second time), and the hub's page
+/// then shows the box's new state; a tampered, expired or other box's link is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_open_and_act_on_a_box_behind_nat_through_the_hubs_pages() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("ack-secret");
+    std::fs::write(&secret_file, format!("{ACK_SECRET}\n")).unwrap();
+    let district = start_district_with(&nats, &["--ack-secret-file", secret_file.to_str().unwrap()]).await;
+    let hub = district.relay.clone();
+    let alerts = WebhookReceiver::start(Vec::new()).await;
+    // One secret for links and actions (their signatures have different purposes).
+    let http = format!("public_url = \"{hub}/b/east\"\nlink_secret = \"{ACK_SECRET}\"\n");
+    let channels = format!("\n[alerts]\nconsole = false\n\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n", alerts.url());
+    let east = Community::start_configured("east", &nats, SMALL_BATCHES, &http, &channels).await;
+
+    // An alarm: its link, as the webhook delivered it, points at the hub and opens there.
+    east.reading(2, 2.0);
+    let delivered = wait_for(20 * SECOND, || async { alerts.bodies().iter().any(|b| b["event"] == "fired") }).await;
+    assert!(delivered, "no alarm delivered: {:?}", east.stderr());
+    let alarm = alerts.bodies().into_iter().find(|b| b["event"] == "fired").unwrap();
+    let link = alarm["link"].as_str().unwrap().to_string();
+    let incident = alarm["incident_id"].as_i64().unwrap();
+    assert!(link.starts_with(&format!("{hub}/b/east/incident/{incident}?exp=")), "{link}");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let opened = wait_for(20 * SECOND, || async { client.get(&link).send().await.is_ok_and(|r| r.status() == 200) }).await;
+    assert!(opened, "the hub did not open the link once the incident was up: {:?}", client.get(&link).send().await.map(|r| r.status()));
+    let page = client.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(&format!("#{incident} · 待接单")) && page.contains("east-02") && page.contains("触发黄色预警"), "{page}");
+    assert!(page.contains("value=\"accept\">接单</button>") && !page.contains("value=\"transfer\""), "the hub offers the steps an action carries: {page}");
+
+    // Its short form (an SMS's) opens it too, at the hub, under the box's path.
+    let short = gridwatch::links::shorten(&link);
+    let answer = client.get(&short).send().await.unwrap();
+    assert_eq!(answer.status(), 303, "{short}");
+    assert_eq!(format!("{hub}{}", answer.headers()["location"].to_str().unwrap()), link, "{short}");
+    let answer = client.get(short.replacen(&format!("/i/{incident}."), &format!("/i/{}.", incident + 1), 1)).send().await.unwrap();
+    assert_eq!(answer.status(), 403, "a short link altered");
+
+    // Refused: the signature tampered with, the link expired, the link of another box.
+    let tampered = {
+        let at = link.find("sig=").unwrap() + 4;
+        let flipped = if &link[at..at + 1] == "0" { "1" } else { "0" };
+        format!("{}{flipped}{}", &link[..at], &link[at + 1..])
+    };
+    let expired = {
+        let links = gridwatch::links::WorkerLinks::new(format!("{hub}/b/east").parse().unwrap(), ACK_SECRET, Duration::from_secs(3600)).for_box("east");
+        links.link(incident, now_ms() / 1000 - 7200)
+    };
+    for (which, url, says) in
+        [("tampered", tampered.clone(), "链接无效"), ("expired", expired, "链接已过期"), ("another box's", link.replace("/b/east/", "/b/west/"), "链接无效")]
+    {
+        let answer = client.get(&url).send().await.unwrap();
+        assert_eq!(answer.status(), 403, "{which} link");
+        assert!(answer.text().await.unwrap().contains(says), "{which} link says why");
+    }
+    let answer = client.post(&tampered).form(&[("action", "accept"), ("by", "王芳"), ("ts", &now_ms().to_string())]).send().await.unwrap();
+    assert_eq!(answer.status(), 403, "no step through a tampered link");
+    assert_eq!(hub_metric(&hub, "gridwatch_hub_links_refused_total{reason=\"bad_signature\"}").await, 4.0);
+    assert_eq!(hub_metric(&hub, "gridwatch_hub_links_refused_total{reason=\"expired\"}").await, 1.0);
+    assert_eq!(hub_metric(&hub, "gridwatch_hub_actions_total{result=\"relayed\"}").await, 0.0, "nothing queued");
+
+    // East cut off past its lease: the page says so; a worker accepts there, the same form sent twice.
+    east.proxy.set_blackholed(true);
+    let down = wait_for(20 * SECOND, || async { district.box_down("east") == ["raised"] }).await;
+    assert!(down, "{:?}", district.box_down("east"));
+    let page = client.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("社区盒子目前离线"), "{page}");
+    let ts = form_value(&page, "ts").expect("the page's time in its form");
+    let form = [("action", "accept"), ("by", "王芳 13800000001"), ("note", "马上到"), ("ts", ts.as_str())];
+    for _ in 0..2 {
+        let answer = client.post(&link).form(&form).send().await.unwrap();
+        assert_eq!(answer.status(), 303, "{:?}", answer.text().await);
+        let to = answer.headers()["location"].to_str().unwrap().to_string();
+        assert!(to.starts_with(&format!("/b/east/incident/{incident}?")) && to.contains("done=accept"), "{to}");
+    }
+    let sent = client.get(format!("{link}&done=accept")).send().await.unwrap().text().await.unwrap();
+    assert!(sent.contains("已发送：接单。社区盒子目前离线"), "the page says it was sent and waits for the box: {sent}");
+    assert_eq!(hub_metric(&hub, "gridwatch_hub_actions_total{result=\"relayed\"}").await, 2.0);
+    let browser = Browser::start().await.expect("headless Chromium");
+    browser.phone(390, 844).await.unwrap();
+    browser.goto(&format!("{link}&done=accept")).await.unwrap();
+    browser.wait_for_text("已发送").await.unwrap();
+    let width = browser.execute("return document.scrollingElement.scrollWidth").await.unwrap().as_f64().unwrap();
+    assert!(width <= 390.0, "the hub's page is {width} px wide on a 390 px screen");
+    std::fs::write(screenshot_dir().join("district-incident-sent.png"), browser.screenshot().await.unwrap()).unwrap();
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(east.newest_incident(), (incident, "open".to_string()), "nothing reaches a box offline");
+
+    // Back online: applied once within 5 s, the second copy refused as replayed.
+    let reconnected = Instant::now();
+    east.proxy.set_blackholed(false);
+    let applied = wait_for(10 * SECOND, || async { east.newest_incident().1 == "accepted" }).await;
+    let after = reconnected.elapsed();
+    eprintln!("hub page's accept applied {after:?} after the link came back");
+    assert!(applied && after <= 5 * SECOND, "applied: {applied} after {after:?}: {:?}", east.stderr());
+    let replayed = wait_for(10 * SECOND, || async { east.relayed_actions("replayed").await == 1 }).await;
+    assert!(replayed, "the form sent twice is one signature, taken once");
+    assert_eq!(east.relayed_actions("applied").await, 1, "applied exactly once");
+
+    // The hub's page shows the box's state once the transition came up.
+    let shown = wait_for(15 * SECOND, || async {
+        client.get(format!("{link}&done=accept")).send().await.unwrap().text().await.unwrap().contains(&format!("#{incident} · 已接单"))
+    })
+    .await;
+    let page = client.get(format!("{link}&done=accept")).send().await.unwrap().text().await.unwrap();
+    assert!(shown, "{page}");
+    assert!(page.contains("盒子已执行：接单") && page.contains("王芳 13800000001 (hub)") && page.contains("马上到"), "{page}");
+    assert!(!page.contains("value=\"accept\""), "accepted: 接单 is no longer offered");
+    browser.goto(&format!("{link}&done=accept")).await.unwrap();
+    browser.wait_for_text("盒子已执行").await.unwrap();
+    std::fs::write(screenshot_dir().join("district-incident-page.png"), browser.screenshot().await.unwrap()).unwrap();
 }

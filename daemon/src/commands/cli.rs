@@ -78,6 +78,9 @@ pub enum LogFormat {
     Json,
 }
 
+// Made once at start from the command line: the size of its largest variant (the hub's
+// options) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon with a configuration file.
@@ -147,6 +150,15 @@ pub enum Command {
         /// The InfluxDB bucket of the district's readings.
         #[arg(long, default_value = "district")]
         influx_bucket: String,
+        /// A file holding the district's ack secret (the boxes' `[dispatch] ack_secret`): with it,
+        /// `--listen` also serves the boxes' incident pages (`/b/<box>/incident/<id>`) and signs
+        /// the workers' steps there as actions for the boxes.
+        #[arg(long, value_name = "FILE", requires = "listen")]
+        ack_secret_file: Option<PathBuf>,
+        /// A file holding the boxes' link secret (their `[http] link_secret`), when it is not the
+        /// ack secret.
+        #[arg(long, value_name = "FILE", requires = "ack_secret_file")]
+        link_secret_file: Option<PathBuf>,
     },
     /// Run everything on embedded defaults with simulated houses and water probes.
     #[command(

@@ -3,13 +3,37 @@
 
 use super::cli::{HubCommand, RosterCommand};
 use super::{block_on, cancelled_on_stop_signal, EX_CONFIG};
+use crate::cluster::hub::pages::DistrictSecrets;
 use crate::cluster::hub::{self, HubOptions};
 use crate::dispatch::roster::RosterErrors;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Runs the hub with `options`.
 pub fn command(options: HubOptions) -> ExitCode {
     block_on(async move { hub::run(options, cancelled_on_stop_signal()).await })
+}
+
+/// The district's secrets from their files (`--ack-secret-file`, `--link-secret-file`; the link
+/// secret is the ack secret when only that is given); exit 78 when a file cannot be read or a
+/// secret is too short.
+pub fn secrets(ack_file: Option<&Path>, link_file: Option<&Path>) -> Result<Option<DistrictSecrets>, ExitCode> {
+    let Some(ack_file) = ack_file else { return Ok(None) };
+    let read = |file: &Path| {
+        std::fs::read_to_string(file).map(|text| text.trim().to_string()).map_err(|error| {
+            eprintln!("error: cannot read the secret file {}: {error}", file.display());
+            ExitCode::from(EX_CONFIG)
+        })
+    };
+    let ack = read(ack_file)?;
+    let link = match link_file {
+        Some(file) => read(file)?,
+        None => ack.clone(),
+    };
+    DistrictSecrets::new(&link, &ack).map(Some).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EX_CONFIG)
+    })
 }
 
 /// This hub's name when none is given: the host's name and the process id.

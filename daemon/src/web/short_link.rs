@@ -5,14 +5,14 @@
 use super::WebState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 
 pub async fn open(State(state): State<WebState>, Path(code): Path<String>) -> Response {
     let Some(links) = &state.links else { return StatusCode::NOT_FOUND.into_response() };
     links.measure_clock_step(&state.clock);
     match links.expand(&code, state.clock.now().div_euclid(1000)) {
         Ok(path) => Redirect::to(&path).into_response(),
-        Err(error) => (StatusCode::FORBIDDEN, Html(format!("<p>{}</p>", super::incident_page::escape(&error.to_string())))).into_response(),
+        Err(error) => super::incident_page::refused_link(&error),
     }
 }
 

@@ -46,6 +46,8 @@ pub const READINGS_NOT_WRITTEN: [&str; 2] = ["refused", "no_influx"];
 /// What became of a worker's action posted for relay: queued on its box's subject, refused
 /// (400: not a signed action, or names no subject), or not stored by JetStream (503).
 pub const ACTION_RESULTS: [&str; 3] = ["relayed", "refused", "not_stored"];
+/// Why a worker's link was refused at the hub's incident pages ([`super::pages`]).
+pub const LINK_REFUSALS: [&str; 2] = ["bad_signature", "expired"];
 /// `box-down` messages the webhook took.
 pub const BOX_DOWN_EVENTS: [&str; 2] = ["raised", "cleared"];
 
@@ -73,6 +75,8 @@ pub struct HubMetrics {
     pub boxes_down: Gauge,
     /// Workers' actions posted for relay, by result.
     pub actions: Family<ResultLabel, Counter>,
+    /// Workers' links refused by the hub's incident pages, by reason ([`LINK_REFUSALS`]).
+    pub links_refused: Family<ReasonLabel, Counter>,
     /// 1 while this hub holds the hub lease (consumes and watches leases).
     pub active: Gauge,
     /// Times this hub took the hub lease (its first start included).
@@ -107,6 +111,7 @@ impl HubMetrics {
             boxes_known: Gauge::default(),
             boxes_down: Gauge::default(),
             actions: Family::default(),
+            links_refused: Family::default(),
             active: Gauge::default(),
             lease_takeovers: Counter::default(),
             store_epochs_changed: Counter::default(),
@@ -127,6 +132,11 @@ impl HubMetrics {
         registry.register("boxes_known", "Boxes the district knows", metrics.boxes_known.clone());
         registry.register("boxes_down", "Boxes reported down and not cleared", metrics.boxes_down.clone());
         registry.register("actions", "Workers' actions posted for relay, by result", metrics.actions.clone());
+        registry.register(
+            "links_refused",
+            "Workers' links refused by the hub's incident pages (forged, altered, expired), by reason",
+            metrics.links_refused.clone(),
+        );
         registry.register("active", "1 while this hub is the district's active hub", metrics.active.clone());
         registry.register("lease_takeovers", "Times this hub took the hub lease", metrics.lease_takeovers.clone());
         registry.register(
@@ -148,6 +158,9 @@ impl HubMetrics {
         }
         for result in ACTION_RESULTS {
             let _ = metrics.actions.get_or_create(&ResultLabel { result: result.into() });
+        }
+        for reason in LINK_REFUSALS {
+            let _ = metrics.links_refused.get_or_create(&ReasonLabel { reason: reason.into() });
         }
         for event in BOX_DOWN_EVENTS {
             let _ = metrics.box_down.get_or_create(&EventLabel { event: event.into() });
@@ -171,6 +184,10 @@ impl HubMetrics {
 
     pub fn count_action(&self, result: &str) {
         self.actions.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    pub fn count_link_refused(&self, reason: &str) {
+        self.links_refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
     }
 
     pub fn count_box_down(&self, event: &str) {
@@ -197,6 +214,7 @@ mod tests {
             "gridwatch_hub_rows_inserted_total{kind=\"transition\"} 0",
             "gridwatch_hub_box_down_total{event=\"cleared\"} 0",
             "gridwatch_hub_actions_total{result=\"refused\"} 0",
+            "gridwatch_hub_links_refused_total{reason=\"expired\"} 0",
             "gridwatch_hub_active 0",
             "gridwatch_hub_lease_takeovers_total 0",
             "gridwatch_hub_store_epochs_changed_total 0",

@@ -6,8 +6,9 @@
 //! turns an expired box lease into one `box-down` alarm; [`put_roster`] makes a checked roster
 //! the district's. Several hubs may run: only the one holding the hub lease consumes and watches
 //! leases, the others stand by ([`active`]); every hub with `--listen` relays workers' actions
-//! ([`relay`]) and serves `/metrics` ([`metrics`]), `/healthz` and the district's board and
-//! report ([`board`], [`report`]) on one listener ([`web`]).
+//! ([`relay`]), serves the boxes' incident pages with the district's secrets ([`pages`]), and
+//! serves `/metrics` ([`metrics`]), `/healthz` and the district's board and report ([`board`],
+//! [`report`]) on one listener ([`web`]).
 //!
 //! A box whose store was replaced (a corrupt file set aside, ids from 1 again) sends under a
 //! new store epoch: its marks and rows are new keys, the old store's rows stay, and the hub
@@ -22,6 +23,7 @@ mod board;
 pub mod influx;
 mod leases;
 pub mod metrics;
+pub mod pages;
 mod postgres;
 mod relay;
 mod report;
@@ -58,6 +60,9 @@ pub struct HubOptions {
     /// The district's InfluxDB, where boxes' readings go; none: readings are counted and
     /// dropped (`gridwatch_hub_readings_not_written_total{reason="no_influx"}`).
     pub influx: Option<influx::InfluxTarget>,
+    /// The district's link and ack secrets (`--link-secret-file`, `--ack-secret-file`): with
+    /// them the listener serves the boxes' incident pages; none: it only relays.
+    pub secrets: Option<pages::DistrictSecrets>,
 }
 
 /// How long JetStream waits for the hub's ack before delivering a batch again.
@@ -83,7 +88,7 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
         }
     };
     let listener = options.listen.map(|listen| {
-        let pages = web::Listener::new(js.clone(), metrics.clone(), options.name.clone(), options.postgres.clone());
+        let pages = web::Listener::new(js.clone(), metrics.clone(), options.name.clone(), options.postgres.clone(), options.secrets.clone());
         tokio::spawn(web::serve(pages, listen, shutdown.clone()))
     });
     while let Some(term) = active::take(&hub_bucket, &options.name, options.hub_lease, &shutdown).await {

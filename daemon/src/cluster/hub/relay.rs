@@ -34,20 +34,30 @@ pub async fn relay(State(web): State<Arc<Listener>>, Path((district, box_id)): P
         web.metrics.count_action("refused");
         return (StatusCode::BAD_REQUEST, format!("not a signed action: {error}\n"));
     }
+    match queue(&web, &district, &box_id, body).await {
+        Ok(sequence) => (StatusCode::ACCEPTED, format!("{{\"sequence\": {sequence}}}\n")),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("not queued: {error:#}\n")),
+    }
+}
+
+/// Queues a signed action on the box's subject (counted `relayed` or `not_stored`); its stream
+/// sequence once JetStream stored it on a quorum. The relay and the hub's own pages
+/// ([`super::pages`]) both send through here.
+pub async fn queue(web: &Listener, district: &str, box_id: &str, body: Bytes) -> anyhow::Result<u64> {
     let stored = async {
-        let ack = web.js.publish(subject(&district, &box_id), body).await?;
+        let ack = web.js.publish(subject(district, box_id), body).await?;
         anyhow::Ok(tokio::time::timeout(STORE_TIMEOUT, ack.into_future()).await??)
     };
     match stored.await {
         Ok(ack) => {
             web.metrics.count_action("relayed");
             tracing::info!(district = %district, box_id = %box_id, sequence = ack.sequence, "worker's action queued for its box");
-            (StatusCode::ACCEPTED, format!("{{\"sequence\": {}}}\n", ack.sequence))
+            Ok(ack.sequence)
         }
         Err(error) => {
             web.metrics.count_action("not_stored");
             tracing::warn!(district = %district, box_id = %box_id, error = %format!("{error:#}"), "worker's action not queued");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not queued: {error:#}\n"))
+            Err(error)
         }
     }
 }

@@ -1,13 +1,16 @@
 //! The hub's HTTP listener (`--listen`): the relay of workers' actions ([`super::relay`]),
 //! `/metrics` ([`super::metrics`]), `/healthz`, and the district's pages read from PostgreSQL:
 //! the board of every box (`/`, `/board`, [`super::board`]) and the per-box report of a period
-//! (`/report`, HTML or CSV, [`super::report`]). Every hub serves them, active or standing by.
+//! (`/report`, HTML or CSV, [`super::report`]); with the district's secrets, the workers'
+//! incident pages of every box (`/b/<box>/incident/<id>`, [`super::pages`]). Every hub serves
+//! them, active or standing by.
 //!
-//! Read-only apart from the relay; nothing secret is shown (the PostgreSQL connection string
+//! Read-only apart from the relay and the pages' steps; nothing secret is shown (the PostgreSQL connection string
 //! may hold a password: errors reaching it are logged, the pages only say it is unreachable).
 
 use super::metrics::HubMetrics;
-use super::{board, relay, report};
+use super::pages::DistrictSecrets;
+use super::{board, pages, relay, report};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -36,11 +39,14 @@ pub struct Listener {
     conninfo: String,
     /// Where the pages' times are shown: the hub has no configuration, China's zone.
     pub time_zone: chrono_tz::Tz,
+    /// The district's link and ack secrets: with them, the hub serves the boxes' incident
+    /// pages ([`super::pages`]); without, it only relays.
+    pub secrets: Option<DistrictSecrets>,
 }
 
 impl Listener {
-    pub fn new(js: async_nats::jetstream::Context, metrics: Arc<HubMetrics>, name: String, conninfo: String) -> Listener {
-        Listener { js, metrics, name, db: tokio::sync::Mutex::new(None), conninfo, time_zone: crate::local_time::DEFAULT }
+    pub fn new(js: async_nats::jetstream::Context, metrics: Arc<HubMetrics>, name: String, conninfo: String, secrets: Option<DistrictSecrets>) -> Listener {
+        Listener { js, metrics, name, db: tokio::sync::Mutex::new(None), conninfo, time_zone: crate::local_time::DEFAULT, secrets }
     }
 
     /// Runs `query` on the pages' connection (connecting first if needed) within
@@ -80,6 +86,8 @@ pub async fn serve(listener: Listener, listen: SocketAddr, shutdown: Cancellatio
         .route("/", get(board::page))
         .route("/board", get(board::page))
         .route("/report", get(report::page))
+        .route("/b/{box_id}/incident/{id}", get(pages::show).post(pages::act))
+        .route("/b/{box_id}/i/{code}", get(pages::short_link))
         .with_state(Arc::new(listener));
     let bound = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("binding the hub's listener to {listen}: {e}"))?;
     tracing::info!(listen = %bound.local_addr()?, "district hub relays workers' actions and serves its board");

@@ -87,6 +87,11 @@ impl Checker<'_> {
         let board_token = raw.board.and_then(|board| board.token).filter(|token| !token.is_empty());
         let report_digest = raw.report.and_then(|report| self.report_digest(report, &channels));
         let cluster = raw.cluster.and_then(|c| self.cluster(c));
+        // A district box signs its id into its links: the hub checks every box's under one secret.
+        let worker_links = worker_links.map(|links| match &cluster {
+            Some(cluster) => links.for_box(&cluster.box_id),
+            None => links,
+        });
         let sensors: Arc<[SensorConfig]> = sensors.into();
         Config {
             source: None,

@@ -16,8 +16,8 @@
 mod form;
 mod handover;
 pub(crate) mod labels;
-mod render;
-mod steps;
+pub(crate) mod render;
+pub(crate) mod steps;
 #[cfg(test)]
 mod tests;
 
@@ -62,17 +62,17 @@ pub fn routes(state: &WebState) -> Router<WebState> {
 #[derive(Debug, Deserialize)]
 pub struct Signed {
     /// The roster member the link was made for, if any.
-    m: Option<String>,
-    exp: i64,
-    sig: String,
-    /// The step just recorded (after the redirect), to say so.
+    pub(crate) m: Option<String>,
+    pub(crate) exp: i64,
+    pub(crate) sig: String,
+    /// The step just recorded (after the redirect; at the hub: sent), to say so.
     #[serde(default)]
-    done: Option<String>,
+    pub(crate) done: Option<String>,
 }
 
 impl Signed {
     /// The signed part of the query again, for the form, the photos and the redirect.
-    fn query(&self) -> String {
+    pub(crate) fn query(&self) -> String {
         let mut url = reqwest::Url::parse("http://link/").expect("a valid base");
         {
             let mut pairs = url.query_pairs_mut();
@@ -95,7 +95,23 @@ fn refusal(state: &WebState, id: i64, signed: &Signed) -> Option<Response> {
     let Some(links) = &state.links else { return Some(StatusCode::NOT_FOUND.into_response()) };
     links.measure_clock_step(&state.clock);
     let checked = links.verify(id, signed.m.as_deref(), signed.exp, &signed.sig, state.clock.now().div_euclid(1000));
-    checked.err().map(|e| (StatusCode::FORBIDDEN, Html(format!("<p>{}</p>", escape(&e.to_string())))).into_response())
+    checked.err().map(|error| refused_link(&error))
+}
+
+/// The page a forged, altered or expired link gets (403), on the box and at the hub: in
+/// Chinese, with the reason in English below.
+pub(crate) fn refused_link(error: &crate::links::LinkError) -> Response {
+    let why = match error {
+        crate::links::LinkError::Expired => "链接已过期，请向网格长或值班人员索取新的链接。",
+        crate::links::LinkError::BadSignature => "链接无效（可能被改动或复制不完整），无法打开这个事件。",
+    };
+    let html = format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>链接不可用</title><style>{PHONE_STYLE}</style></head><body><header class=\"danger\"><h1>链接不可用</h1></header>\
+         <section class=\"notice-no\"><p>{why}</p><p><small>{}</small></p></section></body></html>",
+        escape(&error.to_string())
+    );
+    (StatusCode::FORBIDDEN, Html(html)).into_response()
 }
 
 /// Who is looking: the member the link was made for, or anybody on a group link.
@@ -115,23 +131,22 @@ impl Viewer<'_> {
 
 /// A person's name from the roster, else from the members known at start, else as given.
 fn person_name(state: &WebState, person: &str) -> String {
-    state
-        .page
-        .dispatch
-        .get()
-        .roster
-        .members
-        .iter()
-        .find(|m| m.id == person)
-        .map(|m| m.name.clone())
-        .or_else(|| state.members.get(person).cloned())
-        .unwrap_or_else(|| person.to_string())
+    name_in(&state.page.dispatch.get(), &state.members, person)
+}
+
+/// A person's name from `dispatch`'s roster, else from `members`, else as given.
+fn name_in(dispatch: &crate::dispatch::Dispatch, members: &std::collections::BTreeMap<String, String>, person: &str) -> String {
+    let named = dispatch.roster.members.iter().find(|m| m.id == person).map(|m| m.name.clone());
+    named.or_else(|| members.get(person).cloned()).unwrap_or_else(|| person.to_string())
 }
 
 /// What the page says above everything else after a step.
-enum Notice {
+pub(crate) enum Notice {
     Done(String),
     Refused(String),
+    /// Sent on, not yet done (the hub's action waiting for its box), or the box offline.
+    #[cfg(feature = "cluster")]
+    Waiting(String),
 }
 
 fn incident(state: &WebState, id: i64) -> Result<IncidentRow, Box<Response>> {

@@ -1,22 +1,105 @@
 //! The worker's page as HTML: one column for a phone (no horizontal scrolling at 390 px), Chinese
 //! throughout, times in the installation's zone with how long ago, no framework — a few lines
 //! of inline style and script.
+//!
+//! The page is written from [`Facts`], read before: on the box from its store and inventory
+//! ([`Facts::on_box`]), at the district hub from PostgreSQL (`crate::cluster::hub::pages`), so
+//! both serve the same page.
 
 use super::labels::{action_label, state_label};
 use super::steps::{self, Offer};
-use super::{escape, person_name, Notice, Signed, Viewer};
+use super::{escape, name_in, Notice, Signed, Viewer};
 use crate::alert::Alert;
 use crate::config::SensorConfig;
+use crate::dispatch::Dispatch;
+use crate::live::Latest;
 use crate::sinks::text::{self, Wording};
-use crate::store::{IncidentRow, TimelineEntry};
+use crate::store::{FieldTrend, IncidentRow, TimelineEntry};
 use crate::web::WebState;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use super::PHONE_STYLE as STYLE;
 const SCRIPT: &str = include_str!("page.js");
 
+/// What the page takes from the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taking {
+    /// On the box: every step the state allows, with a photo up to this many bytes and the
+    /// location on 到场.
+    Everything { photo_max_bytes: usize },
+    /// At the district hub: the steps a signed action carries to the box (接单, 到场, 办结,
+    /// 关闭) with their note; no photo, location or hand-over.
+    SignedActions,
+}
+
+/// Whether a step travels as a signed action (`crate::sources::mqtt::incident_acks`).
+pub fn is_signed_action(step: &str) -> bool {
+    ["accept", "on_site", "resolve", "close"].contains(&step)
+}
+
+/// What the page shows, read before it is written.
+#[derive(Debug)]
+pub struct Facts<'a> {
+    pub row: &'a IncidentRow,
+    /// The incident's latest alert (the house, the rule's sentence, what to do); none at the hub.
+    pub about: Option<Alert>,
+    /// Where the incident is when there is no alert to name the house (at the hub: the box).
+    pub place: Option<String>,
+    /// The sensor in the box's inventory; none at the hub.
+    pub sensor: Option<&'a SensorConfig>,
+    /// The sensor's latest reading (the box's live table) and its stored hourly trend.
+    pub latest: Option<Latest>,
+    pub trend: Vec<FieldTrend>,
+    /// Who holds the incident: (person, `owner` or `helper`).
+    pub people: Vec<(String, String)>,
+    pub timeline: Vec<TimelineEntry>,
+    /// The roster in force (empty at the hub: people are shown as the box recorded them).
+    pub dispatch: Arc<Dispatch>,
+    /// Members known at start, by id (names for links of members no longer on the roster).
+    pub members: Arc<BTreeMap<String, String>>,
+    pub time_zone: chrono_tz::Tz,
+    pub now: i64,
+    /// The path the page is served under: `` on the box, `/b/<box>` at the hub.
+    pub base: String,
+    pub taking: Taking,
+}
+
+impl<'a> Facts<'a> {
+    /// The facts of `row` on the box: its store, inventory and live readings.
+    pub fn on_box(state: &'a WebState, row: &'a IncidentRow) -> Facts<'a> {
+        let now = state.clock.now();
+        let sensor = sensor_of(state, &row.sensor);
+        let latest = state.installer.as_ref().zip(sensor).and_then(|(installer, sensor)| {
+            let index = installer.sensors.iter().position(|s| s.id == sensor.id)?;
+            installer.live.latest().into_iter().nth(index)
+        });
+        Facts {
+            row,
+            about: state.store.latest_alert(&row.rule, &row.sensor).ok().flatten(),
+            place: None,
+            sensor,
+            latest,
+            trend: state.store.trend(&row.sensor, now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS).unwrap_or_default(),
+            people: state.store.incident_people(row.id).unwrap_or_default(),
+            timeline: state.store.incident_timeline(row.id).unwrap_or_default(),
+            dispatch: state.page.dispatch.get(),
+            members: state.members.clone(),
+            time_zone: state.time_zone,
+            now,
+            base: String::new(),
+            taking: Taking::Everything { photo_max_bytes: state.page.photo_max_bytes },
+        }
+    }
+
+    fn person_name(&self, person: &str) -> String {
+        name_in(&self.dispatch, &self.members, person)
+    }
+}
+
 /// What an audit entry says, in Chinese where the page knows the words.
-fn entry_label(state: &WebState, action: &str) -> String {
+fn entry_label(facts: &Facts<'_>, action: &str) -> String {
     let severity = |s: &str| match s {
         "danger" => "红色预警",
         "alarm" => "橙色预警",
@@ -25,10 +108,10 @@ fn entry_label(state: &WebState, action: &str) -> String {
         _ => "",
     };
     if let Some(person) = action.strip_prefix("transfer to ") {
-        return format!("转交给 {}", person_name(state, person));
+        return format!("转交给 {}", facts.person_name(person));
     }
     if let Some(person) = action.strip_prefix("helper ") {
-        return format!("加协助人 {}", person_name(state, person));
+        return format!("加协助人 {}", facts.person_name(person));
     }
     let words: Vec<&str> = action.split(' ').collect();
     match words.as_slice() {
@@ -60,19 +143,25 @@ pub fn sensor_of<'a>(state: &'a WebState, sensor: &str) -> Option<&'a SensorConf
     state.installer.as_ref()?.sensors.iter().find(|s| &*s.id == sensor)
 }
 
-/// The whole page; `notice` says what just happened, `note` is the note as typed after a refusal.
+/// The box's page of `row`; `notice` says what just happened, `note` is the note as typed after
+/// a refusal.
 pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option<&Notice>, note: &str) -> String {
-    let now = state.clock.now();
-    let zone = state.time_zone;
-    let about = state.store.latest_alert(&row.rule, &row.sensor).ok().flatten();
-    let sensor = sensor_of(state, &row.sensor);
-    let grid = about.as_ref().and_then(|a| a.grid.as_deref());
-    let dispatch = state.page.dispatch.get();
+    render(&Facts::on_box(state, row), signed, notice, note)
+}
+
+/// The whole page of `facts`.
+pub fn render(facts: &Facts<'_>, signed: &Signed, notice: Option<&Notice>, note: &str) -> String {
+    let Facts { row, now, time_zone: zone, sensor, .. } = *facts;
+    let about = facts.about.as_ref();
+    let grid = about.and_then(|a| a.grid.as_deref());
     let viewer =
-        Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| dispatch.roster.members.iter().find(|member| member.id == m)) };
+        Viewer { member_id: signed.m.as_deref(), member: signed.m.as_deref().and_then(|m| facts.dispatch.roster.members.iter().find(|member| member.id == m)) };
     let incident_state = row.state.parse().unwrap_or(crate::dispatch::incident::State::Closed);
     let red = steps::is_red(&row.worst_severity);
-    let offers = steps::offered(incident_state, red, viewer.leads(grid));
+    let mut offers = steps::offered(incident_state, red, viewer.leads(grid));
+    if facts.taking == Taking::SignedActions {
+        offers.retain(|offer| is_signed_action(offer.name));
+    }
     let query = escape(&signed.query());
     let mut html = format!(
         "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -80,7 +169,7 @@ pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option
         id = row.id,
         level = severity_zh(&row.severity),
     );
-    header(&mut html, row, about.as_ref());
+    header(&mut html, row, about, facts.place.as_deref());
     match notice {
         Some(Notice::Done(done)) => {
             let _ = write!(html, "<section id=\"done\" class=\"notice-ok\">{}</section>", escape(done));
@@ -88,25 +177,22 @@ pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option
         Some(Notice::Refused(why)) => {
             let _ = write!(html, "<section id=\"done\" class=\"notice-no\">未记录：{}</section>", escape(why));
         }
+        #[cfg(feature = "cluster")]
+        Some(Notice::Waiting(what)) => {
+            let _ = write!(html, "<section id=\"done\" class=\"notice-wait\">{}</section>", escape(what));
+        }
         None => {}
     }
-    summary(&mut html, row, about.as_ref(), zone, now);
-    actions(
-        &mut html,
-        state,
-        row,
-        &offers,
-        red,
-        viewer,
-        &query,
-        grid,
-        about.as_ref().and_then(|a| a.location).or_else(|| sensor.and_then(|s| s.location)),
-        note,
-    );
-    house(&mut html, about.as_ref(), sensor);
-    trend(&mut html, state, row, sensor, now);
-    people(&mut html, state, row.id);
-    history(&mut html, state, row.id, &query, now);
+    summary(&mut html, row, about, zone, now);
+    let house_at = about.and_then(|a| a.location).or_else(|| sensor.and_then(|s| s.location));
+    actions(&mut html, facts, &offers, red, viewer, &query, grid, house_at, note);
+    // The hub has no inventory: nothing to say of the house there.
+    if facts.taking != Taking::SignedActions {
+        house(&mut html, about, sensor);
+    }
+    trend(&mut html, facts);
+    people(&mut html, facts);
+    history(&mut html, facts, &query);
     let _ = write!(html, "<script>{SCRIPT}</script></body></html>");
     html
 }
@@ -120,8 +206,8 @@ fn severity_zh(severity: &str) -> &'static str {
     }
 }
 
-fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>) {
-    let place = about.map(text::house).unwrap_or_default();
+fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>, place: Option<&str>) {
+    let place = about.map(text::house).or_else(|| place.map(str::to_string)).unwrap_or_default();
     let _ = write!(
         html,
         "<header class=\"{sev}\"><h1>{level} #{id} · {state}</h1><p>{place}（{sensor}）</p></header>",
@@ -137,14 +223,20 @@ fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>) {
 fn summary(html: &mut String, row: &IncidentRow, about: Option<&Alert>, zone: chrono_tz::Tz, now: i64) {
     let wording = Wording { chinese: true, time_zone: zone };
     html.push_str("<section>");
-    if let Some(alert) = about {
-        let _ = write!(html, "<p><b>{}</b></p>", escape(&text::sentence(alert, wording)));
+    match about {
+        Some(alert) => {
+            let _ = write!(html, "<p><b>{}</b></p>", escape(&text::sentence(alert, wording)));
+        }
+        None => {
+            let _ = write!(html, "<p>规则 <b>{}</b> · 传感器 <b>{}</b></p>", escape(&row.rule), escape(&row.sensor));
+        }
     }
     let unit = about.map_or("", |a| a.unit.as_str());
     let _ = write!(
         html,
         "<p>最新判定值 <b>{value}</b>{normal}</p><p>开始于 {since}（{ago}）· 触发 {firings} 次</p>",
-        value = escape(&text::value(row.last_value, unit)),
+        // Unknown at the hub until the incident's alert events have come up.
+        value = if row.last_value.is_finite() { escape(&text::value(row.last_value, unit)) } else { "未知".into() },
         normal = if row.sensor_normal { " · <b>读数已恢复正常</b>" } else { "" },
         since = if row.opened_known { crate::local_time::short(row.opened_ms, zone, true) } else { text::unknown_time(true).into() },
         ago = if row.opened_known { ago(row.opened_ms, now) } else { "时间未知".into() },
@@ -162,8 +254,7 @@ fn summary(html: &mut String, row: &IncidentRow, about: Option<&Alert>, zone: ch
 #[allow(clippy::too_many_arguments)]
 fn actions(
     html: &mut String,
-    state: &WebState,
-    row: &IncidentRow,
+    facts: &Facts<'_>,
     offers: &[Offer],
     red: bool,
     viewer: Viewer<'_>,
@@ -172,21 +263,32 @@ fn actions(
     house: Option<[f64; 2]>,
     note: &str,
 ) {
-    let id = row.id;
+    let row = facts.row;
+    let (id, base) = (row.id, &facts.base);
     html.push_str("<section><h2>处理</h2>");
     if offers.is_empty() {
-        html.push_str("<p>事件已关闭，无需操作。</p></section>");
+        html.push_str(if row.state == "resolved" {
+            "<p>已办结，等待网格长回访和关闭。</p></section>"
+        } else {
+            "<p>事件已关闭，无需操作。</p></section>"
+        });
         return;
     }
     let has = |name: &str| offers.iter().any(|o| o.name == name);
     let house_data = house.map(|[lat, lon]| format!(" data-house=\"{lat},{lon}\"")).unwrap_or_default();
-    let _ = write!(html, "<form id=\"act\" method=\"post\" enctype=\"multipart/form-data\" action=\"/incident/{id}?{query}\"{house_data}>");
+    // The hub's form carries no photo; its `ts` makes a form sent twice one signed action (the
+    // box takes a signature once).
+    let (enctype, sent_at) = match facts.taking {
+        Taking::Everything { .. } => ("multipart/form-data", String::new()),
+        Taking::SignedActions => ("application/x-www-form-urlencoded", format!("<input type=\"hidden\" name=\"ts\" value=\"{}\">", facts.now)),
+    };
+    let _ = write!(html, "<form id=\"act\" method=\"post\" enctype=\"{enctype}\" action=\"{base}/incident/{id}?{query}\"{house_data}>{sent_at}");
     match (viewer.member_id, viewer.member) {
         (Some(_), Some(member)) => {
             let _ = write!(html, "<p>处理人：<b>{}</b></p>", escape(&member.name));
         }
         (Some(id), None) => {
-            let _ = write!(html, "<p>处理人：<b>{}</b></p>", escape(&person_name(state, id)));
+            let _ = write!(html, "<p>处理人：<b>{}</b></p>", escape(&facts.person_name(id)));
         }
         (None, _) => html.push_str("<label for=\"by\">您的姓名或手机号</label><input id=\"by\" name=\"by\" autocomplete=\"name\" required>"),
     }
@@ -207,14 +309,18 @@ fn actions(
         "处理情况 / 留言"
     };
     let _ = write!(html, "<label for=\"note\">说明</label><textarea id=\"note\" name=\"note\" placeholder=\"{placeholder}\">{}</textarea>", escape(note));
-    if has("on_site") || has("resolve") {
+    let photo_max_bytes = match facts.taking {
+        Taking::Everything { photo_max_bytes } => Some(photo_max_bytes),
+        Taking::SignedActions => None,
+    };
+    if let Some(photo_max_bytes) = photo_max_bytes.filter(|_| has("on_site") || has("resolve")) {
         html.push_str(
             "<label for=\"photo\">现场照片</label><input id=\"photo\" name=\"photo\" type=\"file\" accept=\"image/*\" capture=\"environment\">\
              <small id=\"photo-status\"></small><img id=\"preview\" class=\"preview\" alt=\"照片预览\" hidden>",
         );
-        let _ = write!(html, "<p><small>照片上限 {}</small></p>", super::form::size_label(state.page.photo_max_bytes));
+        let _ = write!(html, "<p><small>照片上限 {}</small></p>", super::form::size_label(photo_max_bytes));
     }
-    if has("on_site") {
+    if has("on_site") && photo_max_bytes.is_some() {
         html.push_str("<input type=\"hidden\" name=\"lat\"><input type=\"hidden\" name=\"lon\"><input type=\"hidden\" name=\"acc\"><p><small id=\"where-status\">到场时可记录位置（不强制）</small></p>");
     }
     for offer in offers.iter().filter(|o| o.name != "accept" && (o.main || ["on_site", "resolve", "close"].contains(&o.name))) {
@@ -227,9 +333,8 @@ fn actions(
         }
         html.push_str("</div>");
     }
-    let dispatch = state.page.dispatch.get();
     let candidates: Vec<_> =
-        dispatch.roster.members.iter().filter(|m| m.grids.is_empty() || grid.is_none_or(|g| m.grids.iter().any(|mine| mine == g))).collect();
+        facts.dispatch.roster.members.iter().filter(|m| m.grids.is_empty() || grid.is_none_or(|g| m.grids.iter().any(|mine| mine == g))).collect();
     if has("transfer") && !candidates.is_empty() {
         html.push_str("<label for=\"person\">转交或请人协助</label><select id=\"person\" name=\"person\"><option value=\"\">选择人员…</option>");
         for member in candidates {
@@ -318,13 +423,8 @@ fn tag_zh(name: &str) -> &str {
 }
 
 /// The hourly trend of the sensor's fields, ending with its latest reading.
-fn trend(html: &mut String, state: &WebState, row: &IncidentRow, sensor: Option<&SensorConfig>, now: i64) {
-    let from_hour = now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS;
-    let stored = state.store.trend(&row.sensor, from_hour).unwrap_or_default();
-    let latest = state.installer.as_ref().zip(sensor).and_then(|(installer, sensor)| {
-        let index = installer.sensors.iter().position(|s| s.id == sensor.id)?;
-        installer.live.latest().into_iter().nth(index)
-    });
+fn trend(html: &mut String, facts: &Facts<'_>) {
+    let Facts { sensor, now, trend: stored, latest, .. } = facts;
     let latest_at = latest.as_ref().and_then(|l| l.at_ms);
     if stored.is_empty() && latest_at.is_none() {
         return;
@@ -343,9 +443,9 @@ fn trend(html: &mut String, state: &WebState, row: &IncidentRow, sensor: Option<
                 }
             })
             .collect();
-        let _ = write!(html, "<p>最新读数 {}（{}，{}）</p>", escape(&values.join(" · ")), crate::local_time::clock_time(at, state.time_zone), ago(at, now));
+        let _ = write!(html, "<p>最新读数 {}（{}，{}）</p>", escape(&values.join(" · ")), crate::local_time::clock_time(at, facts.time_zone), ago(at, *now));
     }
-    for crate::store::FieldTrend { field, hours } in &stored {
+    for FieldTrend { field, hours } in stored {
         let mut series: Vec<(f64, f64, f64)> = hours.iter().map(|&(_, min, mean, max)| (min, mean, max)).collect();
         // The hour being filled is in the live table, not yet in the store: end at the latest reading.
         if let Some(&(_, value)) = latest.as_ref().and_then(|l| l.fields.iter().find(|(f, _)| f == field)) {
@@ -359,18 +459,17 @@ fn trend(html: &mut String, state: &WebState, row: &IncidentRow, sensor: Option<
 }
 
 /// Who holds the incident.
-fn people(html: &mut String, state: &WebState, id: i64) {
-    let people = state.store.incident_people(id).unwrap_or_default();
+fn people(html: &mut String, facts: &Facts<'_>) {
+    let people = &facts.people;
     if people.is_empty() {
         return;
     }
     // With the roster's phone number as a tel: link: a hand-over is not messaged yet, so the
     // worker calls.
-    let dispatch = state.page.dispatch.get();
     let named = |part: &str| {
         let shown = people.iter().filter(|(_, p)| p == part).map(|(person, _)| {
-            let name = escape(&person_name(state, person));
-            match dispatch.roster.members.iter().find(|m| &m.id == person).map(|m| m.phone.as_str()).filter(|p| !p.is_empty()) {
+            let name = escape(&facts.person_name(person));
+            match facts.dispatch.roster.members.iter().find(|m| &m.id == person).map(|m| m.phone.as_str()).filter(|p| !p.is_empty()) {
                 Some(phone) => format!("{name} <a href=\"tel:{0}\">{0}</a>", escape(phone)),
                 None => name,
             }
@@ -398,10 +497,10 @@ fn shown_actor(actor: &str) -> &str {
 }
 
 /// The audit trail, newest first, with notes, photos and check-ins.
-fn history(html: &mut String, state: &WebState, id: i64, query: &str, now: i64) {
-    let timeline = state.store.incident_timeline(id).unwrap_or_default();
+fn history(html: &mut String, facts: &Facts<'_>, query: &str) {
+    let (id, base, now) = (facts.row.id, &facts.base, facts.now);
     html.push_str("<section><h2>记录</h2><ul class=\"history\">");
-    for TimelineEntry { entry, photos, check_in } in timeline.iter().rev() {
+    for TimelineEntry { entry, photos, check_in } in facts.timeline.iter().rev() {
         let class = match entry.action.as_str() {
             "comment" => "comment",
             _ if !["rules", "dispatch"].contains(&entry.actor.as_str()) => "worker",
@@ -411,10 +510,10 @@ fn history(html: &mut String, state: &WebState, id: i64, query: &str, now: i64) 
         let _ = write!(
             html,
             "<li class=\"{class}\"><b>{label}</b> · {actor}<br><small>{ago} · {at}</small>",
-            label = escape(&entry_label(state, &entry.action)),
+            label = escape(&entry_label(facts, &entry.action)),
             actor = escape(actor),
             ago = if entry.at_known { ago(entry.at_ms, now) } else { "时间未知".into() },
-            at = if entry.at_known { crate::local_time::datetime(entry.at_ms, state.time_zone) } else { text::unknown_time(true).into() },
+            at = if entry.at_known { crate::local_time::datetime(entry.at_ms, facts.time_zone) } else { text::unknown_time(true).into() },
         );
         if let Some(note) = &entry.note {
             let _ = write!(html, "<div class=\"note\">{}</div>", escape(note));
@@ -425,7 +524,7 @@ fn history(html: &mut String, state: &WebState, id: i64, query: &str, now: i64) 
             let _ = write!(html, "<div><small>到场位置 {:.5}, {:.5}{accuracy}{distance}</small></div>", at.latitude, at.longitude);
         }
         for photo in photos {
-            let _ = write!(html, "<a href=\"/incident/{id}/photo/{photo}?{query}\"><img class=\"thumb\" src=\"/incident/{id}/photo/{photo}?{query}\" alt=\"现场照片\" loading=\"lazy\"></a>");
+            let _ = write!(html, "<a href=\"{base}/incident/{id}/photo/{photo}?{query}\"><img class=\"thumb\" src=\"{base}/incident/{id}/photo/{photo}?{query}\" alt=\"现场照片\" loading=\"lazy\"></a>");
         }
         html.push_str("</li>");
     }
