@@ -327,15 +327,17 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
     // A lease missing for a moment is no box-down: a replica behind (a busy or restarted node)
     // may answer without a box's newest renewal. East's key is deleted eight times while east
     // renews it every second (one hub round in each gap found it missing before).
-    let leases = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap())
-        .get_key_value(gridwatch::cluster::LEASE_BUCKET)
-        .await
-        .unwrap();
+    let leases = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap()).get_key_value(gridwatch::cluster::LEASE_BUCKET).await.unwrap();
     for _ in 0..8 {
         leases.delete("east").await.unwrap();
         tokio::time::sleep(Duration::from_millis(1_300)).await;
     }
-    assert!(district.box_down("east").is_empty(), "a lease missing for a second raised box-down: {:?}\nhub: {:?}", district.box_down("east"), district.hub.stderr());
+    assert!(
+        district.box_down("east").is_empty(),
+        "a lease missing for a second raised box-down: {:?}\nhub: {:?}",
+        district.box_down("east"),
+        district.hub.stderr()
+    );
 
     // (a) East's link is blackholed for 20 s while its alarms fire.
     let cut = Instant::now();
