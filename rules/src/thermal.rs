@@ -40,6 +40,9 @@ const LAGS: usize = 3;
 const MEMORY_DAYS: f64 = 90.0;
 /// The fewest (effective) day pairs before a response counts.
 pub const MIN_DAY_PAIRS: f64 = 14.0;
+/// Day pairs seen (as forgotten) before a box's compensation counts as in use for
+/// `uncompensated` levels: the first pair comes on the fourth day, so about 25 days.
+pub const SETTLE_DAY_PAIRS: f64 = 21.0;
 /// How clear the whole response must be (estimate / standard error) before it is used.
 pub const CLEAR_T: f64 = 4.0;
 /// The part of the way from the coefficients in use to clear estimates they move each day.
@@ -370,12 +373,14 @@ impl Thermal {
 
     /// Whether compensation is in use for the rules that leave their lower levels silent
     /// without it (`uncompensated`): the box reports a temperature, anchored with its angles
-    /// (a box zeroed before it reported one here is not compensated until it is calibrated).
-    /// A box that reports no temperature never is. In use from the first temperature, before
-    /// the regression is clear: waiting for it (three weeks) took the blue notice of every
-    /// creep faster than about 0.1‰ a day (docs/ALARM-QUALITY.md).
+    /// (a box zeroed before it reported one here is not compensated until it is calibrated),
+    /// and has had [`SETTLE_DAY_PAIRS`] day pairs of weather to learn from (about 25 days). A box that reports no
+    /// temperature never is. Until then its weather is in its level, as on a box without a
+    /// thermometer (the only blue notices on healthy walls with one came on days 16 and 18);
+    /// whether the regression came out clear does not matter, so a wall that does not follow
+    /// the temperature gets its notices too (docs/ALARM-QUALITY.md).
     pub fn in_use(&self) -> bool {
-        self.anchored == Some(true)
+        self.anchored == Some(true) && self.fits.first().is_some_and(|fit| f64::from(fit.n) >= SETTLE_DAY_PAIRS)
     }
 
     /// The temperature's level over the last 24 hours, once two hours have been seen.

@@ -539,23 +539,35 @@ fn a_reading_stamped_hours_ahead_tells_installers_until_the_box_is_judged_on_tim
 
 #[test]
 fn a_box_without_temperature_compensation_raises_no_notice_but_still_a_warning() {
-    let mut e = clock_engine();
-    let mut events = Vec::new();
-    let offset = |permille: f64| degrees(permille);
-    // Box 1 reports no temperature, box 2 does; both lean 1.5‰, then 2.5‰, after their baseline.
-    for m in 0..=400 {
-        let lean = if m < 120 {
-            0.0
-        } else if m < 240 {
-            1.5
-        } else {
-            2.5
-        };
-        e.tick(m * MIN, &mut events);
-        e.observe(SubjectId(0), m * MIN, &[("x", offset(lean)), ("y", 0.0)], &mut events);
-        e.observe(SubjectId(1), m * MIN, &[("x", offset(lean)), ("y", 0.0), ("temperature", 20.0)], &mut events);
-    }
-    let of = |s: usize| events.iter().filter(|ev| ev.subject == SubjectId(s)).map(|ev| (ev.kind, ev.severity)).collect::<Vec<_>>();
-    assert_eq!(of(0), vec![(EventKind::Fired, Severity::Warning)], "no notice at 1.5‰ without a temperature; the warning at 2.5‰");
-    assert_eq!(of(1), vec![(EventKind::Fired, Severity::Notice), (EventKind::Changed, Severity::Warning)], "compensated: the notice, then the warning");
+    // Box 1 reports no temperature, box 2 does; both rest for `rest` minutes after their
+    // baseline (a reading every 10 minutes), then lean 1.5‰, then 2.5‰.
+    let run = |rest: i64| {
+        let mut e = clock_engine();
+        let mut events = Vec::new();
+        let offset = |permille: f64| degrees(permille);
+        for m in (0..=rest + 400).step_by(10) {
+            let lean = if m < rest + 120 {
+                0.0
+            } else if m < rest + 240 {
+                1.5
+            } else {
+                2.5
+            };
+            e.tick(m * MIN, &mut events);
+            e.observe(SubjectId(0), m * MIN, &[("x", offset(lean)), ("y", 0.0)], &mut events);
+            e.observe(SubjectId(1), m * MIN, &[("x", offset(lean)), ("y", 0.0), ("temperature", 20.0)], &mut events);
+        }
+        let of = |s: usize| events.iter().filter(|ev| ev.subject == SubjectId(s)).map(|ev| (ev.kind, ev.severity)).collect::<Vec<_>>();
+        (of(0), of(1))
+    };
+    let warning_only = vec![(EventKind::Fired, Severity::Warning)];
+    // Installed a few hours ago: the thermometer has taught nothing yet, both boxes alike.
+    let (without, with) = run(0);
+    assert_eq!(without, warning_only, "no notice at 1.5‰ without a temperature; the warning at 2.5‰");
+    assert_eq!(with, warning_only, "a thermometer three weeks short of its weather: as without one");
+    // After 27 days of weather (day pairs are learned from the fourth day): compensated, the
+    // notice, then the warning.
+    let (without, with) = run(27 * 24 * 60);
+    assert_eq!(without, warning_only);
+    assert_eq!(with, vec![(EventKind::Fired, Severity::Notice), (EventKind::Changed, Severity::Warning)], "compensated: the notice, then the warning");
 }

@@ -44,6 +44,11 @@ fn feed(engine: &mut Engine, fields: &[(&str, f64)], minutes: i64) -> Vec<RuleEv
 /// reached, ignoring device rules.
 fn worst(engine: &mut Engine, fields: &[(&str, f64)], minutes: i64) -> Option<(String, Severity)> {
     let events = feed(engine, fields, minutes);
+    worst_of(engine, &events)
+}
+
+/// The worst (rule, severity) among `events`, ignoring device rules and clears.
+fn worst_of(engine: &Engine, events: &[RuleEvent]) -> Option<(String, Severity)> {
     events
         .iter()
         .filter(|e| e.kind != EventKind::Cleared && !engine.rule(e.rule).device)
@@ -504,6 +509,18 @@ fn drinking_points_are_not_judged_as_surface_water() {
     assert_eq!(worst(&mut e, &fields, 32), None);
 }
 
+/// Four weeks of the same reading every 20 minutes (and ticks), and every event: a box that
+/// reports its temperature has had its weather compensation in use for the last few days (a
+/// blue level comes then).
+fn four_weeks(engine: &mut Engine, fields: &[(&str, f64)]) -> Vec<RuleEvent> {
+    let mut events = Vec::new();
+    for at in (0..28 * 24 * 60 * MIN).step_by(20 * MIN as usize) {
+        engine.observe(SubjectId(0), at, fields, &mut events);
+        engine.tick(at, &mut events);
+    }
+    events
+}
+
 fn tilt_degrees(permille: f64) -> f64 {
     (permille / 1000.0).atan().to_degrees()
 }
@@ -521,20 +538,24 @@ fn tilt_ladder_boundaries_from_the_domain_table() {
         (6.99, Some(("tilt-change", Severity::Alarm))),
         (7.0, Some(("tilt-danger", Severity::Danger))),
     ];
-    // A box calibrated with its temperature (compensated); one that reports no temperature
-    // raises no notice (`uncompensated = "warning"`: its blue would come with the weather).
+    // A box calibrated with its temperature, over four weeks: compensated once it has had
+    // about 25 days of weather to learn from; one that reports no temperature raises no notice
+    // (`uncompensated = "warning"`: its blue would come with the weather).
     for (permille, expected) in cases {
         for with_temperature in [true, false] {
             let mut e = engine_for(SensorKind::Tilt, &[]);
             e.set_baseline(SubjectId(0), "x", 0.35);
             e.set_baseline(SubjectId(0), "y", -0.2);
             let mut fields = vec![("x", 0.35 + tilt_degrees(permille)), ("y", -0.2)];
-            if with_temperature {
+            let reached = if with_temperature {
                 e.set_baseline(SubjectId(0), "temperature", 20.0);
                 fields.push(("temperature", 20.0));
-            }
+                let events = four_weeks(&mut e, &fields);
+                worst_of(&e, &events)
+            } else {
+                worst(&mut e, &fields, 70)
+            };
             let expected = expected.filter(|(_, severity)| with_temperature || *severity >= Severity::Warning);
-            let reached = worst(&mut e, &fields, 70);
             assert_eq!(reached.as_ref().map(|(id, severity)| (id.as_str(), *severity)), expected, "{permille}‰, temperature {with_temperature}: {reached:?}");
         }
     }
