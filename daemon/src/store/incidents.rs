@@ -293,12 +293,13 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64, clock_unse
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)? != 0, row.get(4)?)),
         )
         .optional()?;
-    // The very same judgement (same rule, sensor, kind and time) already journaled: a reading
-    // judged again after a crash.
+    // The very same judgement (same rule, sensor, kind, severity and time) already journaled: a
+    // reading judged again after a crash. (Without the severity, a building's red coming at the
+    // same moment as its orange — two boxes that moved together — was taken for a repeat.)
     let kinds: &[&str] = if alert.event == Event::Cleared { &["cleared"] } else { &["fired", "changed"] };
     let judged_before: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM alert_events WHERE sensor = ?1 AND at_ms = ?2 AND rule = ?3 AND event IN (?4, ?5))",
-        params![alert.sensor, alert.at_ms, alert.rule, kinds[0], kinds[kinds.len() - 1]],
+        "SELECT EXISTS (SELECT 1 FROM alert_events WHERE sensor = ?1 AND at_ms = ?2 AND rule = ?3 AND event IN (?4, ?5) AND severity = ?6)",
+        params![alert.sensor, alert.at_ms, alert.rule, kinds[0], kinds[kinds.len() - 1], alert.severity.as_str()],
         |row| row.get(0),
     )?;
     if judged_before {
@@ -472,6 +473,21 @@ mod tests {
         let armed: i64 = store.lock().unwrap().query_row("SELECT armed_ms FROM escalations WHERE incident_id = ?1", [id], |r| r.get(0)).unwrap();
         assert_eq!(armed, 5_000, "the ladder starts over from the re-fire");
         assert!(store.incident_history(id).unwrap().iter().any(|e| e.action.contains("re-opened danger")));
+    }
+
+    #[tokio::test]
+    async fn a_worse_severity_at_the_same_moment_is_news_and_only_its_replay_a_repeat() {
+        // Two boxes of a house move in the same second: the building's orange ("1 of 2") and its
+        // red ("2 of 2") carry the same time.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (applied, _) = store.apply_and_journal(&event("fired", "alarm", 1_000), 600_000, to_office()).await.unwrap();
+        let id = applied.incident().unwrap();
+        let (applied, journaled) = store.apply_and_journal(&event("changed", "danger", 1_000), 600_000, to_office()).await.unwrap();
+        assert_eq!(applied, Applied::News(id), "the red is news");
+        assert_eq!(journaled.unwrap().1.severity.as_str(), "danger", "and goes out");
+        let (applied, journaled) = store.apply_and_journal(&event("changed", "danger", 1_000), 600_000, to_office()).await.unwrap();
+        assert_eq!((applied, journaled.is_none()), (Applied::Repeat(Some(id)), true), "judged again after a crash: a repeat");
     }
 
     #[tokio::test]
