@@ -10,7 +10,7 @@
 //! back its `cleared`).
 
 use super::Store;
-use crate::alert::Alert;
+use crate::alert::{Alert, Event};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 /// One row of the alert journal.
@@ -51,7 +51,9 @@ pub(super) fn settle_sent_from_memory(conn: &rusqlite::Connection, ids: &[i64], 
 }
 
 /// Journals `alert` with a pending delivery per destination, each due at `not_before_ms` or
-/// after the incident's earlier events pending on that channel, whichever is later. Returns the
+/// after the incident's earlier events pending on that channel, whichever is later — except that
+/// an alarm due sooner than those (an orange after a yellow held for quiet hours) does not wait:
+/// it brings them forward with it, so the channel gets the whole story in order. Returns the
 /// journal id, written into every stored copy as `event_id`. `now` stamps the deliveries.
 /// `unset_clock`: the mark of a time an unset clock stamped, and how long the breach had lasted
 /// ([`super::restamp`]).
@@ -77,9 +79,19 @@ pub(super) fn insert_event(
             params![sink, alert.rule, alert.sensor, id],
             |row| row.get(0),
         )?;
-        let due = match (not_before_ms, earlier) {
-            (Some(own), Some(earlier)) => Some(own.max(earlier)),
-            (own, earlier) => own.or(earlier),
+        let sooner = earlier.is_some_and(|earlier| not_before_ms.is_none_or(|own| own < earlier));
+        let due = if sooner && matches!(alert.event, Event::Fired | Event::Changed) {
+            tx.execute(
+                "UPDATE outbox SET not_before_ms = ?1 WHERE sink = ?2 AND state = 'pending' AND alert_id < ?3
+                 AND alert_id IN (SELECT id FROM alert_events WHERE rule = ?4 AND sensor = ?5)",
+                params![not_before_ms, sink, id, alert.rule, alert.sensor],
+            )?;
+            not_before_ms
+        } else {
+            match (not_before_ms, earlier) {
+                (Some(own), Some(earlier)) => Some(own.max(earlier)),
+                (own, earlier) => own.or(earlier),
+            }
         };
         let payload = own_copy.as_ref().map(with_id).transpose()?;
         tx.execute(
@@ -253,6 +265,20 @@ mod tests {
         let due: Vec<(i64, &str)> =
             store.due_deliveries("office", 5_000, 10).await.unwrap().into_iter().map(|d| (d.alert_id, d.alert.event.as_str())).collect();
         assert_eq!(due, vec![(fired, "fired"), (cleared, "cleared")]);
+    }
+
+    #[tokio::test]
+    async fn a_worse_alarm_does_not_wait_behind_a_deferred_one_of_the_same_problem_but_brings_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // A yellow held for quiet hours until 7:00 (here 5,000), then the same problem orange.
+        let yellow = store.record_alert_to(&sample_alert("fired", 3.0), office(), Some(5_000)).await.unwrap();
+        let mut worse = sample_alert("changed", 2.5);
+        worse.severity = "alarm".parse().unwrap();
+        let orange = store.record_alert_to(&worse, office(), None).await.unwrap();
+        let reminder = store.record_alert_to(&sample_alert("reminder", 2.5), office(), None).await.unwrap();
+        let due: Vec<i64> = store.due_deliveries("office", 1_000, 10).await.unwrap().into_iter().map(|d| d.alert_id).collect();
+        assert_eq!(due, vec![yellow, orange, reminder], "now, and in order");
     }
 
     #[tokio::test]
