@@ -72,6 +72,8 @@ fn messages(
         .map(|(language, template)| {
             let text = template.render(|name| match name {
                 "sensor" => Some(match event.agreement {
+                    // A house with one box: the box, not "1 of 1 sensors".
+                    Some(a) if a.of <= 1 => sensor.id.to_string(),
                     Some(a) if language == "zh" => format!("{}个传感器中{}个一致", a.of, a.agreeing),
                     Some(a) => format!("{} of {} sensors", a.agreeing, a.of),
                     None => sensor.id.to_string(),
@@ -79,6 +81,8 @@ fn messages(
                 "site" => Some(places.site(&sensor.place.site).unwrap_or(&sensor.place.site).to_string()),
                 "building" => sensor.place.building.as_deref().map(|b| places.building(&sensor.place.site, b).unwrap_or(b).to_string()),
                 "grid" => sensor.place.grid.as_deref().map(Into::into),
+                // A silence in words ("2小时5分钟"), not "7500.00" seconds.
+                "value" if matches!(rule.check, Check::NoData { .. }) => Some(text::silence(event.value, language == "zh")),
                 "value" => Some(text::rounded(event.value, &rule.unit)),
                 "unit" => Some(rule.unit.clone()),
                 "severity" if language == "zh" => Some(event.severity.zh().to_string()),

@@ -53,6 +53,22 @@ pub fn rounded(value: f64, unit: &str) -> String {
     }
 }
 
+/// A silence of `seconds` in words: whole minutes under an hour, hours and minutes under two
+/// days, days and hours beyond ("45分钟", "2小时5分钟", "3天4小时"; "45 min", "2 h 5 min", "3 d 4 h").
+pub fn silence(seconds: f64, chinese: bool) -> String {
+    let minutes = (seconds.max(0.0) / 60.0).round() as i64;
+    let (days, hours, minutes) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    let [d, h, m] = if chinese { ["天", "小时", "分钟"] } else { [" d", " h", " min"] };
+    let gap = if chinese { "" } else { " " };
+    if days > 0 {
+        format!("{days}{d}{gap}{hours}{h}")
+    } else if hours > 0 {
+        format!("{hours}{h}{gap}{minutes}{m}")
+    } else {
+        format!("{}{m}", minutes.max(1))
+    }
+}
+
 fn severity_zh(severity: Severity) -> &'static str {
     match severity {
         Severity::Danger => "红色预警",
@@ -335,6 +351,16 @@ pub fn digest(alerts: &[&Alert], wording: Wording, markup: Markup, max_bytes: us
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_silence_reads_in_minutes_hours_and_days() {
+        assert_eq!(silence(120.0, true), "2分钟");
+        assert_eq!(silence(7_500.0, true), "2小时5分钟");
+        assert_eq!(silence(3.0 * 86_400.0 + 4.0 * 3_600.0, true), "3天4小时");
+        assert_eq!(silence(7_500.0, false), "2 h 5 min");
+        assert_eq!(silence(10.0, false), "1 min", "never \"0 min\" of silence");
+    }
+
     use super::*;
     use crate::alert::tests::sample_alert;
 
