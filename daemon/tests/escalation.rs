@@ -1,7 +1,7 @@
 //! Reminders and escalations end to end: a roster names who is on duty, an unaccepted alarm is
 //! reminded and then escalated to the grid leader on the policy's clock, accepting stops the
-//! reminders, and a power cut during the wait for "on site" neither resets nor repeats the
-//! clock: the on-site escalation comes once, after its deadline.
+//! reminders, and a power cut during the wait for "on site" neither resets nor repeats nor
+//! pauses the clock: the on-site escalation comes once, at the restart after its deadline.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -71,7 +71,9 @@ async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_th
     let reminders_before = events(&receiver, "reminder").len();
     tokio::time::sleep(std::time::Duration::from_millis((opened_at + 13_000 - now_ms()).max(0) as u64)).await;
 
-    // Back after the on-site deadline: the escalation for it comes once, late, never again.
+    // Back after the on-site deadline: the escalation for it comes once, at the restart (the
+    // time the box was off counts: the clock was set), never again.
+    let restarted_at = now_ms();
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let on_site = wait_for(15 * SECOND, || async { events(&receiver, "escalated").len() >= 2 }).await;
     assert!(on_site, "{:?} {:?}", receiver.bodies(), daemon.stderr());
@@ -84,6 +86,11 @@ async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_th
         escalations[1].0
     );
     assert!(escalations[1].1 - opened_at >= 12_000, "not before the on-site deadline");
+    assert!(
+        escalations[1].1 - restarted_at < 3_000,
+        "due while the box was off, it comes at the restart: {} ms after it (the ladder paused while the box was off before)",
+        escalations[1].1 - restarted_at
+    );
     let late_reminders: Vec<_> = events(&receiver, "reminder").into_iter().filter(|(_, at)| *at > accepted_at + 500).collect();
     assert!(late_reminders.is_empty() && events(&receiver, "reminder").len() == reminders_before, "no reminders once accepted: {late_reminders:?}");
 

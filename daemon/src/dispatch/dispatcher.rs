@@ -506,6 +506,7 @@ impl Dispatcher {
             // Its first look adds the time since the look before the alarm (the store's answer, or
             // its failure, may have taken seconds).
             age_ms: 0,
+            aged_at_ms: None,
             next_due_age_ms: first_due_age_ms,
             progress: Default::default(),
             state: "open".into(),
@@ -592,16 +593,17 @@ impl Dispatcher {
                 self.ladders.last_read.clone()
             }
         };
+        let now = self.clock.now();
+        let clock_set = self.clock.synchronized();
         let ages = &mut self.ladders.ages;
         ages.retain(|incident, _| ladders.iter().any(|l| l.incident_id == *incident));
         for ladder in &ladders {
-            let (armed_ms, age) = ages.entry(ladder.incident_id).or_insert((ladder.armed_ms, ladder.age_ms));
+            let (armed_ms, age) = ages.entry(ladder.incident_id).or_insert_with(|| (ladder.armed_ms, age_at_first_look(ladder, clock_set.then_some(now))));
             if *armed_ms != ladder.armed_ms {
                 (*armed_ms, *age) = (ladder.armed_ms, ladder.age_ms);
             }
             *age += since_last_look;
         }
-        let now = self.clock.now();
         let at = self.clock.label(now);
         let dispatch = self.dispatch.get();
         self.ladders.unrecorded.retain(|incident, _| ladders.iter().any(|l| l.incident_id == *incident));
@@ -787,9 +789,51 @@ fn for_member(alert: &Alert, (member, phone): &(String, String)) -> Alert {
     own
 }
 
+/// The most a restart adds to a ladder's age for the time the box was off.
+const MAX_TIME_OFF_MS: i64 = 7 * 24 * 3_600_000;
+
+/// A stored ladder's age when this run first looks at it: the age saved, plus — when the clock
+/// was set both then (`aged_at_ms`) and now (`now`) — the time since, which is the time the box
+/// was off (a restart, a power cut; at most a week). What fell due meanwhile then comes once, at
+/// the restart: each deadline missed is one escalation, and reminders are not sent one by one
+/// ([`crate::dispatch::policy::steps_due`]).
+fn age_at_first_look(ladder: &crate::store::DueEscalation, now: Option<i64>) -> i64 {
+    let off = match (ladder.aged_at_ms, now) {
+        (Some(aged_at), Some(now)) => (now - aged_at).clamp(0, MAX_TIME_OFF_MS),
+        _ => 0,
+    };
+    ladder.age_ms.saturating_add(off)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ladder_counts_the_time_the_box_was_off_when_the_clock_was_set() {
+        let ladder = |age_ms: i64, aged_at_ms: Option<i64>| crate::store::DueEscalation {
+            incident_id: 1,
+            grid: None,
+            armed_ms: 0,
+            age_ms,
+            aged_at_ms,
+            next_due_age_ms: 600_000,
+            progress: Default::default(),
+            state: "open".into(),
+            severity: "danger".into(),
+            last_alert: None,
+        };
+        let now = 10_000_000;
+        // Saved at 4 min of age, off for 2 min: 6 min, the next step still ahead.
+        assert_eq!(age_at_first_look(&ladder(240_000, Some(now - 120_000)), Some(now)), 360_000);
+        // Off for an hour: an hour older (its steps due meanwhile come once); off for a month: a week.
+        assert_eq!(age_at_first_look(&ladder(240_000, Some(now - 3_600_000)), Some(now)), 3_840_000);
+        assert_eq!(age_at_first_look(&ladder(240_000, Some(now - 30 * 86_400_000)), Some(now)), 240_000 + MAX_TIME_OFF_MS);
+        // The clock not set now, or when the age was saved, or stepped back: the age saved.
+        assert_eq!(age_at_first_look(&ladder(240_000, Some(now - 120_000)), None), 240_000);
+        assert_eq!(age_at_first_look(&ladder(240_000, None), Some(now)), 240_000);
+        assert_eq!(age_at_first_look(&ladder(240_000, Some(now + 3_600_000)), Some(now)), 240_000);
+    }
 
     #[test]
     fn a_held_back_alarm_holds_back_its_own_clear_once() {

@@ -238,6 +238,7 @@ to = "00:00"
             grid: Some("grid-3".into()),
             armed_ms: 0,
             age_ms: 0,
+            aged_at_ms: None,
             next_due_age_ms: 0,
             progress,
             state: state.into(),

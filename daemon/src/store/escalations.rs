@@ -2,7 +2,9 @@
 //! be due for, with what was already done, how long its ladder has run (`age_ms`, measured on the
 //! monotonic clock by the dispatcher) and at what age the next step falls due. Ages, not
 //! wall-clock deadlines: a step of the box's clock neither bursts nor stops a ladder, and a
-//! restart continues from the age last saved (persist what remains).
+//! restart continues from the age last saved (persist what remains) — plus, when the clock was
+//! set both when the age was saved (`aged_at_ms`) and at the restart, the time the box was off,
+//! up to the next step (which then comes at once; the rest keep their pace).
 //!
 //! A step's notification, its audit line and the clock's new state are written in one
 //! transaction, so after a crash a step is either not done (and comes at the next look) or done
@@ -24,6 +26,8 @@ pub struct DueEscalation {
     pub armed_ms: i64,
     /// How long the ladder had run when its age was last saved.
     pub age_ms: i64,
+    /// When that was, if the box's clock was set then.
+    pub aged_at_ms: Option<i64>,
     /// The age its next step falls due at.
     pub next_due_age_ms: i64,
     pub progress: Progress,
@@ -49,7 +53,7 @@ impl Store {
             let mut statement = conn.prepare(
                 "SELECT e.incident_id, e.grid, e.age_ms, e.next_due_age_ms, e.reminders, e.level, e.missed, i.state, i.severity,
                         (SELECT payload FROM alert_events a WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1),
-                        e.armed_ms
+                        e.armed_ms, e.aged_at_ms
                  FROM escalations e JOIN incidents i ON i.id = e.incident_id
                  ORDER BY e.incident_id",
             )?;
@@ -60,6 +64,7 @@ impl Store {
                     grid: row.get(1)?,
                     armed_ms: row.get(10)?,
                     age_ms: row.get(2)?,
+                    aged_at_ms: row.get(11)?,
                     next_due_age_ms: row.get(3)?,
                     progress: Progress { reminders: row.get(4)?, level: row.get(5)?, missed: row.get(6)? },
                     state: row.get(7)?,
@@ -74,12 +79,13 @@ impl Store {
 
     /// Saves how long each ladder has run, so a restart continues where it was.
     pub async fn save_escalation_ages(&self, ages: Vec<(i64, i64)>) -> anyhow::Result<()> {
+        let aged_at = self.clock.synchronized().then(|| self.clock.now());
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             {
-                let mut update = tx.prepare("UPDATE escalations SET age_ms = ?2 WHERE incident_id = ?1")?;
+                let mut update = tx.prepare("UPDATE escalations SET age_ms = ?2, aged_at_ms = ?3 WHERE incident_id = ?1")?;
                 for (incident_id, age_ms) in &ages {
-                    update.execute(params![incident_id, age_ms])?;
+                    update.execute(params![incident_id, age_ms, aged_at])?;
                 }
             }
             tx.commit()?;
@@ -101,6 +107,7 @@ impl Store {
     ) -> anyhow::Result<Vec<i64>> {
         let LadderMove { progress, age_ms, next_due_age_ms } = moved;
         let unset_clock: Vec<Option<(i64, i64)>> = steps.iter().map(|step| self.unset_mark_of(&step.alert)).collect();
+        let aged_at = self.clock.synchronized().then_some(now_ms);
         self.with_conn_or_settle(
             move |conn| {
                 let tx = conn.transaction()?;
@@ -113,8 +120,8 @@ impl Store {
                 }
                 match next_due_age_ms {
                     Some(next) => tx.execute(
-                        "UPDATE escalations SET reminders = ?1, level = ?2, missed = ?3, next_due_age_ms = ?4, age_ms = ?5 WHERE incident_id = ?6",
-                        params![progress.reminders, progress.level, progress.missed, next, age_ms, incident_id],
+                        "UPDATE escalations SET reminders = ?1, level = ?2, missed = ?3, next_due_age_ms = ?4, age_ms = ?5, aged_at_ms = ?7 WHERE incident_id = ?6",
+                        params![progress.reminders, progress.level, progress.missed, next, age_ms, incident_id, aged_at],
                     )?,
                     None => tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [incident_id])?,
                 };

@@ -113,6 +113,7 @@ impl Store {
         let journaling = std::sync::Arc::new(journaling);
         let now = self.clock.now();
         let unset_clock = self.unset_mark_of(&alert);
+        let clock_set = self.clock.synchronized();
         self.with_conn_or_settle(
             move |conn| {
                 let tx = conn.transaction()?;
@@ -133,8 +134,8 @@ impl Store {
                 let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;
                 if let (Some((grid, armed_ms, first_due_ms)), Event::Fired) = (&journaling.escalate, journaled.event) {
                     tx.execute(
-                        "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3)",
-                        params![incident, grid, armed_ms, first_due_ms],
+                        "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms, aged_at_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3, ?5)",
+                        params![incident, grid, armed_ms, first_due_ms, clock_set.then_some(*armed_ms)],
                     )?;
                 }
                 tx.commit()?;

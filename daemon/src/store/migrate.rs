@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 19;
+const SCHEMA_VERSION: i32 = 21;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -381,6 +381,16 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              );
              INSERT INTO store_epoch (id, epoch) VALUES (1, lower(hex(randomblob(8))));
              PRAGMA user_version = 19;
+             COMMIT;",
+        )?;
+    }
+    if version < 21 {
+        // When a ladder's age was saved, on a clock that was set (else NULL): a restart adds the
+        // time the box was off, so a step that fell due meanwhile comes at once, not that much late.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE escalations ADD COLUMN aged_at_ms INTEGER;
+             PRAGMA user_version = 21;
              COMMIT;",
         )?;
     }
