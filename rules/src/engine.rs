@@ -478,6 +478,11 @@ impl Engine {
             let lowest = rule.uncompensated.filter(|_| !compensation_in_use(plan, thermal, rule)).unwrap_or(Severity::Notice);
             let event = match self.now {
                 Some(now) if matches!(state, CheckState::Clock(_)) => clock_check(rule, planned.variant(), state, at, now, false),
+                // A silence ends when a reading arrives, whatever its stamp: one stamped hours
+                // behind the engine's clock (a device clock that lags, a backlog) is heard now.
+                Some(now) if matches!(state, CheckState::NoData(_)) => {
+                    observe_check(rule, planned.variant(), state, at.clamp(now, now.saturating_add(HEARD_AHEAD_MS)), staged, peers, lowest)
+                }
                 _ => observe_check(rule, planned.variant(), state, at, staged, peers, lowest),
             };
             if let Some(event) = event {
@@ -843,6 +848,10 @@ fn compensation_in_use(plan: &Plan, thermal: &[Thermal], rule: &Rule) -> bool {
     let Some(temperature) = rule.signal.as_ref().and_then(|signal| signal.compensate.as_deref()) else { return false };
     plan.thermal.iter().zip(thermal).any(|(spec, state)| &*spec.temperature == temperature && state.in_use())
 }
+
+/// How far past the engine's clock (its latest tick) a reading counts as heard for no-data
+/// rules: a reading between two ticks of a replay at one a minute is heard at its own time.
+const HEARD_AHEAD_MS: Millis = 60_000;
 
 /// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one
 /// and the sample carried its fields), `peers` the reference from the building's other boxes

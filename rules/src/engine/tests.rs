@@ -115,6 +115,28 @@ fn silent_sensor_raises_no_data_after_twice_its_interval() {
 }
 
 #[test]
+fn readings_stamped_hours_behind_the_engines_clock_are_data_not_silence() {
+    // A device clock two hours behind the box's (or a backlog): every reading arrives on time
+    // but is stamped two hours back. Before, each tick found it silent and each reading cleared
+    // it: a fired and a cleared every reading.
+    let mut e = engine();
+    let mut events = Vec::new();
+    for m in 0..=120 {
+        e.tick(m * MIN, &mut events);
+        if m % 10 == 0 {
+            e.observe(SubjectId(1), m * MIN - 120 * MIN, &[("do", 7.0 + m as f64 / 1000.0)], &mut events);
+        }
+    }
+    let pond = |e: &Engine, events: &[RuleEvent]| {
+        events.iter().filter(|ev| ev.subject == SubjectId(1)).map(|ev| (e.rule(ev.rule).id.clone(), ev.kind)).collect::<Vec<_>>()
+    };
+    assert_eq!(pond(&e, &events), vec![], "heard every ten minutes");
+    // Then it goes quiet: silent after twice its interval, counted from the last arrival.
+    e.tick(141 * MIN, &mut events);
+    assert_eq!(pond(&e, &events), vec![("silent".to_string(), EventKind::Fired)]);
+}
+
+#[test]
 fn stuck_probe_raises_flat_line() {
     let mut e = engine();
     let mut events = Vec::new();
