@@ -121,10 +121,23 @@ fn entry_label(facts: &Facts<'_>, action: &str) -> String {
         ["closed", "(minor,", ..] => "自动关闭（轻微，读数已恢复）".into(),
         ["re-opened", level, ..] => format!("再次触发{}，事件重新打开", severity(level)),
         ["reminded", ..] => format!("催办：{}", action.trim_start_matches("reminded ")),
-        ["escalated", ..] => format!("督办：{}", action.trim_start_matches("escalated ")),
+        ["escalated", ..] => escalation_label(action.trim_start_matches("escalated ")),
         [single] => action_label(single).to_string(),
         _ => action.to_string(),
     }
+}
+
+/// An escalation's audit line ("(accepted) to 陈刚, 王芳": the deadline missed, who was told) in
+/// Chinese.
+fn escalation_label(line: &str) -> String {
+    let (deadline, told) = line.split_once(" to ").unwrap_or((line, ""));
+    let missed = match deadline {
+        "(accepted)" => "超时未接单",
+        "(on site)" => "超时未到场",
+        "(resolved)" => "超时未办结",
+        other => other,
+    };
+    format!("督办（{missed}）：通知 {told}")
 }
 
 /// "刚刚", "12 分钟前", "3 小时前", "2 天前".
@@ -534,6 +547,12 @@ fn history(html: &mut String, facts: &Facts<'_>, query: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escalation_reads_in_chinese() {
+        assert_eq!(escalation_label("(accepted) to 陈刚, 王芳"), "督办（超时未接单）：通知 陈刚, 王芳");
+        assert_eq!(escalation_label("(on site) to 孙书记"), "督办（超时未到场）：通知 孙书记");
+    }
 
     #[test]
     fn times_read_as_how_long_ago() {
