@@ -231,12 +231,20 @@ fn cut(sentence: &str) -> String {
 /// several alerts of the house, every number and the first one's sentence and link.
 pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
     let Some(first) = alerts.first() else { return String::new() };
-    let numbers: Vec<String> = alerts.iter().filter_map(|a| a.incident_id).map(|id| format!("#{id}")).collect();
+    // Each incident once, however many of its events the message carries (a digest).
+    let mut numbers: Vec<String> = Vec::new();
+    for number in alerts.iter().filter_map(|a| a.incident_id).map(|id| format!("#{id}")) {
+        if !numbers.contains(&number) {
+            numbers.push(number);
+        }
+    }
     let at = super::text::shown_time(first, wording);
-    let (level, more, act) = if wording.chinese {
-        (format!("【{}】", text::level(first, wording)), format!("（本楼共{}条）", alerts.len()), "处理：")
-    } else {
-        (format!("[{}] ", first.severity), format!(" ({} alerts in this house)", alerts.len()), "Act: ")
+    let house = first.building.is_some();
+    let (level, more, act) = match (wording.chinese, house) {
+        (true, true) => (format!("【{}】", text::level(first, wording)), format!("（本楼共{}条）", alerts.len()), "处理："),
+        (true, false) => (format!("【{}】", text::level(first, wording)), format!("（共{}条）", alerts.len()), "处理："),
+        (false, true) => (format!("[{}] ", first.severity), format!(" ({} alerts in this house)", alerts.len()), "Act: "),
+        (false, false) => (format!("[{}] ", first.severity), format!(" ({} alerts)", alerts.len()), "Act: "),
     };
     let more = if alerts.len() > 1 { more } else { String::new() };
     let mut parts = vec![
@@ -379,6 +387,15 @@ mod tests {
         let text = seen[0]["params"]["msg"].as_str().unwrap();
         assert!(text.starts_with("【红色预警】#12 #13 #14 "), "{text}");
         assert!(text.contains("（本楼共3条）") && text.ends_with("处理：http://box/incident/12"), "{text}");
+    }
+
+    #[test]
+    fn a_digest_of_one_probe_s_events_names_its_incident_once_and_no_house() {
+        let mut probe = house_alarm("canal-01", 14);
+        probe.building = None;
+        let text = sms_text(&[&probe, &probe, &probe], Wording { chinese: true, time_zone: chrono_tz::Asia::Shanghai });
+        assert!(text.starts_with("【红色预警】#14 "), "{text}");
+        assert!(text.contains("（共3条）") && !text.contains("#14 #14") && !text.contains("本楼"), "{text}");
     }
 
     #[tokio::test(start_paused = true)]
