@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 19;
+const SCHEMA_VERSION: i32 = 20;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -381,6 +381,29 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              );
              INSERT INTO store_epoch (id, epoch) VALUES (1, lower(hex(randomblob(8))));
              PRAGMA user_version = 19;
+             COMMIT;",
+        )?;
+    }
+    if version < 20 {
+        // The hourly trend for the district (`cluster::trend`): each closed hour's rows are
+        // copied to `uplink_trend` (ids never go back, as `uplink_readings`) and kept until the
+        // hub's mark covers them; `trend.uplinked` is the count a row had when it was last
+        // copied, so an hour that late readings grew is copied again, whole. Unused on a box
+        // without `[cluster]` (the column stays 0, the table empty).
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE trend ADD COLUMN uplinked INTEGER NOT NULL DEFAULT 0;
+             CREATE TABLE uplink_trend (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 sensor TEXT NOT NULL,
+                 field TEXT NOT NULL,
+                 hour INTEGER NOT NULL,
+                 min REAL NOT NULL,
+                 max REAL NOT NULL,
+                 sum REAL NOT NULL,
+                 count INTEGER NOT NULL
+             );
+             PRAGMA user_version = 20;
              COMMIT;",
         )?;
     }
