@@ -6,14 +6,14 @@
 //! Every [`COPY_EVERY`], [`copy`] copies the rows of the hours closed on the box's clock — ended
 //! at least [`CLOSE_AFTER`] ago, past the live table's next flush of them — into `uplink_trend`
 //! (`Store::copy_closed_trend`), from which the uplink sends them like readings, and forgets
-//! those the hub's mark covers. An hour that late readings (device time inside an hour already
+//! those the hub's mark covers (and those older than [`BACKLOG_HOURS`], never sent). An hour that late readings (device time inside an hour already
 //! copied) grew afterwards is copied again whole: the district's point for that hour is then
 //! overwritten with the merged values.
 
 use super::uplink::Progress;
 use super::wire::Kind;
 use crate::clock::Clock;
-use crate::store::Store;
+use crate::store::{CopiedTrend, Store};
 use gridwatch_rules::Millis;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,10 @@ const CLOSE_AFTER: Millis = crate::trend::FLUSH_EVERY_MS + 5 * 60 * 1000;
 
 const HOUR_MS: Millis = 3_600_000;
 
+/// Closed hours kept waiting for the hub (30 days): a box cut off longer drops the oldest, so
+/// `uplink_trend` stays bounded (1,000 sensors of 3 fields: about 2 million rows).
+const BACKLOG_HOURS: i64 = 30 * 24;
+
 /// The first hour (since the Unix epoch) not yet closed at `now`.
 fn first_open_hour(now: Millis) -> i64 {
     (now - CLOSE_AFTER).div_euclid(HOUR_MS)
@@ -43,9 +47,20 @@ pub async fn copy(store: Store, progress: Arc<Progress>, clock: Clock, shutdown:
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        match store.copy_closed_trend(first_open_hour(clock.now()), progress.mark(Kind::Trend)).await {
-            Ok(0) => {}
-            Ok(copied) => tracing::debug!(copied, "closed trend hours copied for the district"),
+        let first_open = first_open_hour(clock.now());
+        match store.copy_closed_trend(first_open, progress.mark(Kind::Trend), first_open - BACKLOG_HOURS).await {
+            Ok(CopiedTrend { copied, dropped }) => {
+                if copied > 0 {
+                    tracing::debug!(copied, "closed trend hours copied for the district");
+                }
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        backlog_hours = BACKLOG_HOURS,
+                        "district uplink backlog full: trend hours the hub never got were dropped (the box's own InfluxDB keeps the readings)"
+                    );
+                }
+            }
             // Logged (at most once a minute) and shown in /healthz by the store itself; the
             // hours wait in `trend` for the next round.
             Err(error) => tracing::debug!(error = %format!("{error:#}"), "closed trend hours not copied for the district"),

@@ -69,7 +69,7 @@ pub use trend::{FieldTrend, TrendRow};
 #[cfg(feature = "cluster")]
 pub use uplink::{StoreEpoch, UplinkAlert, UplinkReading, UplinkTransition};
 #[cfg(feature = "cluster")]
-pub use uplink_trend::UplinkTrend;
+pub use uplink_trend::{CopiedTrend, UplinkTrend};
 
 use crate::clock::Clock;
 use anyhow::Context;

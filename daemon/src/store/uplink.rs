@@ -114,9 +114,8 @@ impl Store {
         self.read(|conn| {
             let alert = conn.query_row("SELECT coalesce(max(id), 0) FROM alert_events", [], |row| row.get(0))?;
             let transition = conn.query_row("SELECT coalesce(max(id), 0) FROM incident_events", [], |row| row.get(0))?;
-            let last_given = |table: &str| {
-                conn.query_row("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?1", [table], |row| row.get::<_, i64>(0))
-            };
+            let last_given =
+                |table: &str| conn.query_row("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?1", [table], |row| row.get::<_, i64>(0));
             Ok([alert, transition, last_given("uplink_readings")?, last_given("uplink_trend")?])
         })
         .await
@@ -169,7 +168,10 @@ impl Store {
         .await
     }
 
-    pub(super) async fn read<T: Send + 'static>(&self, work: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+    pub(super) async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
         self.bounded(move |store, _| work(&mut *store.lock()?)).await
     }
 }

@@ -24,11 +24,20 @@ pub struct UplinkTrend {
     pub count: u32,
 }
 
+/// What [`Store::copy_closed_trend`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopiedTrend {
+    pub copied: u64,
+    /// Rows of hours too old to keep waiting, which the hub never committed.
+    pub dropped: u64,
+}
+
 impl Store {
     /// In one transaction: copies the trend rows of hours before `closed_before_hour` that are
-    /// new or grew since they were last copied, and forgets the copies the hub has committed
-    /// (ids up to `committed`); how many rows were copied.
-    pub async fn copy_closed_trend(&self, closed_before_hour: i64, committed: i64) -> anyhow::Result<u64> {
+    /// new or grew since they were last copied, forgets the copies the hub has committed (ids up
+    /// to `committed`) and drops those of hours before `keep_from_hour` the hub never got (a
+    /// link down that long); how many rows were copied and dropped.
+    pub async fn copy_closed_trend(&self, closed_before_hour: i64, committed: i64, keep_from_hour: i64) -> anyhow::Result<CopiedTrend> {
         self.with_conn_bulk(move |conn| {
             let tx = conn.transaction()?;
             let copied = tx.execute(
@@ -39,8 +48,9 @@ impl Store {
             )?;
             tx.execute("UPDATE trend SET uplinked = count WHERE hour < ?1 AND count > uplinked", [closed_before_hour])?;
             tx.execute("DELETE FROM uplink_trend WHERE id <= ?1", [committed])?;
+            let dropped = tx.execute("DELETE FROM uplink_trend WHERE hour < ?1", [keep_from_hour])?;
             tx.commit()?;
-            Ok(copied as u64)
+            Ok(CopiedTrend { copied: copied as u64, dropped: dropped as u64 })
         })
         .await
     }
@@ -86,13 +96,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.add_trend(vec![row("a", 100, 1.0), row("b", 100, 2.0), row("a", 101, 3.0), row("a", 102, 4.0)], 0).await.unwrap();
-        assert_eq!(store.copy_closed_trend(102, 0).await.unwrap(), 3, "hour 102 is still open");
-        assert_eq!(store.copy_closed_trend(102, 0).await.unwrap(), 0, "copied once");
+        assert_eq!(store.copy_closed_trend(102, 0, 0).await.unwrap().copied, 3, "hour 102 is still open");
+        assert_eq!(store.copy_closed_trend(102, 0, 0).await.unwrap().copied, 0, "copied once");
         let copied = store.uplink_trend_after(0, 10).await.unwrap();
         assert_eq!(hours(&copied), [(1, "a", 100, 1), (2, "b", 100, 1), (3, "a", 101, 1)]);
         assert_eq!(copied[0], UplinkTrend { id: 1, sensor: "a".into(), field: "level".into(), hour: 100, min: 1.0, max: 1.0, sum: 1.0, count: 1 });
         assert_eq!(hours(&store.uplink_trend_after(2, 10).await.unwrap()), [(3, "a", 101, 1)]);
-        assert_eq!(store.copy_closed_trend(103, 0).await.unwrap(), 1, "hour 102 once closed");
+        assert_eq!(store.copy_closed_trend(103, 0, 0).await.unwrap().copied, 1, "hour 102 once closed");
     }
 
     #[tokio::test]
@@ -100,9 +110,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.add_trend(vec![row("a", 100, 1.0)], 0).await.unwrap();
-        store.copy_closed_trend(101, 0).await.unwrap();
+        store.copy_closed_trend(101, 0, 0).await.unwrap();
         store.add_trend(vec![row("a", 100, 5.0)], 0).await.unwrap();
-        assert_eq!(store.copy_closed_trend(101, 0).await.unwrap(), 1);
+        assert_eq!(store.copy_closed_trend(101, 0, 0).await.unwrap().copied, 1);
         let again = store.uplink_trend_after(1, 10).await.unwrap();
         assert_eq!((again[0].min, again[0].max, again[0].sum, again[0].count), (1.0, 5.0, 6.0, 2), "the merged hour, not the late reading alone");
     }
@@ -112,12 +122,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.add_trend(vec![row("a", 100, 1.0), row("b", 100, 2.0)], 0).await.unwrap();
-        store.copy_closed_trend(101, 0).await.unwrap();
-        store.copy_closed_trend(101, 2).await.unwrap();
+        store.copy_closed_trend(101, 0, 0).await.unwrap();
+        store.copy_closed_trend(101, 2, 0).await.unwrap();
         assert!(store.uplink_trend_after(0, 10).await.unwrap().is_empty(), "committed: forgotten");
         store.add_trend(vec![row("a", 101, 1.0)], 0).await.unwrap();
-        store.copy_closed_trend(102, 2).await.unwrap();
+        store.copy_closed_trend(102, 2, 0).await.unwrap();
         assert_eq!(hours(&store.uplink_trend_after(0, 10).await.unwrap()), [(3, "a", 101, 1)]);
         assert_eq!(store.uplink_newest_ids().await.unwrap()[3], 3);
+        assert_eq!(store.copy_closed_trend(102, 2, 102).await.unwrap(), CopiedTrend { copied: 0, dropped: 1 }, "too old to keep waiting");
+        assert!(store.uplink_trend_after(0, 10).await.unwrap().is_empty());
     }
 }
