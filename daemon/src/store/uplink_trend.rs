@@ -12,16 +12,27 @@ use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 /// One hour of one field of one sensor, as it goes up (`hour` = hours since the Unix epoch).
+/// A figure that is not finite (a reading beyond `f32` makes an infinite minimum or maximum)
+/// travels as JSON `null` and comes back as NaN, which the hub leaves out of its line, rather
+/// than making the whole batch undecodable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UplinkTrend {
     pub id: i64,
     pub sensor: String,
     pub field: String,
     pub hour: i64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub min: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub max: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub sum: f64,
     pub count: u32,
+}
+
+/// A figure from JSON: `null` (how serde_json writes a non-finite float) is NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// What [`Store::copy_closed_trend`] did.
@@ -103,6 +114,15 @@ mod tests {
         assert_eq!(copied[0], UplinkTrend { id: 1, sensor: "a".into(), field: "level".into(), hour: 100, min: 1.0, max: 1.0, sum: 1.0, count: 1 });
         assert_eq!(hours(&store.uplink_trend_after(2, 10).await.unwrap()), [(3, "a", 101, 1)]);
         assert_eq!(store.copy_closed_trend(103, 0, 0).await.unwrap().copied, 1, "hour 102 once closed");
+    }
+
+    #[test]
+    fn a_figure_beyond_finite_travels_as_nan_not_as_an_undecodable_row() {
+        let hour = UplinkTrend { id: 1, sensor: "a".into(), field: "level".into(), hour: 1, min: 1.0, max: f64::INFINITY, sum: 2.0, count: 2 };
+        let text = serde_json::to_string(&hour).unwrap();
+        let back: UplinkTrend = serde_json::from_str(&text).unwrap();
+        assert!(back.max.is_nan(), "{text}");
+        assert_eq!((back.min, back.sum, back.count), (1.0, 2.0, 2));
     }
 
     #[tokio::test]
