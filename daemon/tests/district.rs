@@ -32,10 +32,6 @@
 //! there exactly once; the same with the district's InfluxDB down; the box's
 //! `gridwatch_uplink_*` series show the backlog and the resends.
 //!
-//! The same run's sibling: readings stamped in past hours, thinned by a low cap on their way
-//! up, yet each sensor's hourly min, max, mean and count of all of them reach the district's
-//! InfluxDB exactly once, also when the box restarts with its link blackholed.
-//!
 //! A fifth run: a box whose store file is replaced by garbage while it is stopped starts on a
 //! fresh store (ids from 1 again, a new store epoch); its next alarms reach PostgreSQL under the
 //! new epoch, the old store's rows stay there untouched, and the hub counts the change.
@@ -46,6 +42,10 @@
 //! A seventh run: the workers' pages at the hub for a box behind NAT whose links point there:
 //! the alarm's link opens at the hub, a step sent there while the box is cut off is applied once
 //! after reconnection and then shown; tampered, expired and other boxes' links are refused.
+//!
+//! An eighth run: readings stamped in past hours, thinned by a low cap on their way up as raw
+//! readings, yet each sensor's hourly min, max, mean and count of all of them reach the
+//! district's InfluxDB exactly once, also when the box restarts with its link blackholed.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
