@@ -66,7 +66,8 @@ impl DistrictInflux {
     pub async fn write(&self, batch: &Batch, after: i64) -> anyhow::Result<Written> {
         let mut outcome = Written::default();
         let mut lines = Vec::new();
-        let mut add = |sensor: &str, measurement: &str, fields: &[(String, f64)], ts_ms: i64| {
+        // `suffix` after the sensor kind names the measurement: none for readings.
+        let mut add = |sensor: &str, suffix: &str, fields: &[(String, f64)], ts_ms: i64| {
             let place = batch.places.get(sensor);
             let tags = [
                 ("sensor", Some(sensor)),
@@ -76,8 +77,7 @@ impl DistrictInflux {
                 ("grid", place.and_then(|p| p.grid.as_deref())),
             ];
             // A sensor the box no longer has in its inventory: its readings still count.
-            let kind = place.map_or("reading", |p| p.kind.as_str());
-            let measurement = measurement.replace("{kind}", kind);
+            let measurement = format!("{}{suffix}", place.map_or("reading", |p| p.kind.as_str()));
             let mut line = Vec::new();
             match encode_line(&mut line, &measurement, &tags, fields, ts_ms) {
                 Ok(()) => lines.push(line),
@@ -90,12 +90,12 @@ impl DistrictInflux {
         match &batch.rows {
             Rows::Reading(rows) => {
                 for reading in rows.iter().filter(|r| r.id > after) {
-                    add(&reading.sensor, "{kind}", &reading.fields, reading.ts);
+                    add(&reading.sensor, "", &reading.fields, reading.ts);
                 }
             }
             Rows::Trend(rows) => {
                 for hour in rows.iter().filter(|r| r.id > after) {
-                    add(&hour.sensor, "{kind}_hourly", &hourly_fields(hour), hour.hour.saturating_mul(HOUR_MS));
+                    add(&hour.sensor, "_hourly", &hourly_fields(hour), hour.hour.saturating_mul(HOUR_MS));
                 }
             }
             Rows::Alert(_) | Rows::Transition(_) => {}
