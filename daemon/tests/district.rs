@@ -1122,8 +1122,10 @@ async fn workers_open_and_act_on_a_box_behind_nat_through_the_hubs_pages() {
     east.proxy.set_blackholed(true);
     let down = wait_for(20 * SECOND, || async { district.box_down("east") == ["raised"] }).await;
     assert!(down, "{:?}", district.box_down("east"));
+    // The hub records the box down in PostgreSQL only after the webhook answered: a moment later.
+    let offline = wait_for(5 * SECOND, || async { client.get(&link).send().await.unwrap().text().await.unwrap().contains("社区盒子目前离线") }).await;
     let page = client.get(&link).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("社区盒子目前离线"), "{page}");
+    assert!(offline, "{page}");
     let ts = form_value(&page, "ts").expect("the page's time in its form");
     let form = [("action", "accept"), ("by", "王芳 13800000001"), ("note", "马上到"), ("ts", ts.as_str())];
     for _ in 0..2 {

@@ -6,9 +6,9 @@
 //! Every [`COPY_EVERY`], [`copy`] copies the rows of the hours closed on the box's clock — ended
 //! at least [`CLOSE_AFTER`] ago, past the live table's next flush of them — into `uplink_trend`
 //! (`Store::copy_closed_trend`), from which the uplink sends them like readings, and forgets
-//! those the hub's mark covers (and those older than [`BACKLOG_HOURS`], never sent). An hour that late readings (device time inside an hour already
-//! copied) grew afterwards is copied again whole: the district's point for that hour is then
-//! overwritten with the merged values.
+//! those the hub's mark covers (and those older than [`BACKLOG_HOURS`], never sent). An hour
+//! that late readings (device time inside an hour already copied) grew afterwards is copied
+//! again whole: the district's point for that hour is then overwritten with the merged values.
 
 use super::uplink::Progress;
 use super::wire::Kind;
