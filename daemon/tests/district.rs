@@ -42,6 +42,10 @@
 //! A seventh run: the workers' pages at the hub for a box behind NAT whose links point there:
 //! the alarm's link opens at the hub, a step sent there while the box is cut off is applied once
 //! after reconnection and then shown; tampered, expired and other boxes' links are refused.
+//!
+//! An eighth run: readings stamped in past hours, thinned by a low cap on their way up as raw
+//! readings, yet each sensor's hourly min, max, mean and count of all of them reach the
+//! district's InfluxDB exactly once, also when the box restarts with its link blackholed.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -873,6 +877,119 @@ async fn readings_reach_the_districts_influxdb_exactly_once_across_a_blackhole()
     assert_eq!(district_levels(&vm, "east").await, expected(45), "0 lost, 0 duplicates");
 }
 
+/// One sample per hour (ms since the epoch → value) of each sensor of `box_id` for `metric` in
+/// the district's InfluxDB (every sample, duplicates included).
+async fn district_hours(vm: &VictoriaMetrics, box_id: &str, metric: &str) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
+    let series = vm.export(&format!(r#"{{__name__="{metric}",box="{box_id}"}}"#)).await.unwrap_or_default();
+    let mut hours = std::collections::BTreeMap::new();
+    for one in series {
+        let sensor = one["metric"]["sensor"].as_str().unwrap_or("?").to_string();
+        let samples: &mut Vec<(i64, f64)> = hours.entry(sensor).or_default();
+        let times = one["timestamps"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap());
+        samples.extend(times.zip(one["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap())));
+    }
+    for samples in hours.values_mut() {
+        samples.sort_by_key(|sample| sample.0);
+    }
+    hours
+}
+
+/// The hourly trend to the district's InfluxDB: readings stamped in past hours and thinned by a
+/// low cap on the way up as raw readings, yet each sensor's every hour arrives whole (min, max,
+/// mean, count of all its readings), exactly once, after the box was restarted with its link
+/// blackholed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sensors_hourly_trend_reaches_the_districts_influxdb_once_though_readings_are_thinned() {
+    const HOUR_MS: i64 = 3_600_000;
+    const PER_HOUR: i64 = 20;
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let vm = VictoriaMetrics::start().await.expect("victoria-metrics");
+    let district = start_district_with(&nats, &["--influx", &vm.url()]).await;
+    // A cap of one raw reading a second for three sensors: one every 3 s of reading time each.
+    let mut east = Community::start_with("east", &nats, "batch_rows = 100\nuplink_points_per_sec = 1\nreadings_batch_secs = 1\n").await;
+    // Three hours that closed at least a quarter hour ago: 20 readings of each sensor in each,
+    // a second apart (device time), `level` = sensor * 1000 + hour * 100 + k.
+    let first_hour = now_ms().div_euclid(HOUR_MS) - 4;
+    let hours = first_hour..first_hour + 3;
+    let level = |sensor: i64, hour: i64, k: i64| (sensor * 1000 + (hour - first_hour) * 100 + k) as f64;
+    for hour in hours.clone() {
+        for k in 0..PER_HOUR {
+            for sensor in 1..=3 {
+                let ts = hour * HOUR_MS + k * 1000;
+                east.mosquitto.publish(&east.topic(sensor), &format!(r#"{{"do": 7.0, "level": {}, "ts": {ts}}}"#, level(sensor as i64, hour, k))).unwrap();
+            }
+        }
+    }
+    let published = 3 * 3 * PER_HOUR as usize;
+    let offered = wait_for(20 * SECOND, || async {
+        let kept = east.metric("gridwatch_uplink_readings_total{result=\"kept\"}").await;
+        kept + east.metric("gridwatch_uplink_readings_total{result=\"thinned\"}").await >= published as f64
+    })
+    .await;
+    assert!(offered, "the box did not take the readings: {:?}", east.stderr());
+    let thinned = east.metric("gridwatch_uplink_readings_total{result=\"thinned\"}").await;
+    assert!(thinned >= (published / 2) as f64, "most raw readings thinned by the cap: {thinned}");
+
+    // Stopped (its trend hours are written to its store) and started again with its link cut:
+    // the closed hours are copied for the district and wait.
+    east.proxy.set_blackholed(true);
+    east.daemon.as_mut().unwrap().stop();
+    east.daemon = None;
+    east.run_box().await;
+    let copied = wait_for(20 * SECOND, || async { east.local_ids("uplink_trend").len() == 3 * 3 * 2 }).await;
+    assert!(copied, "closed hours × sensors × fields (do, level) copied: {:?}", east.local_ids("uplink_trend"));
+    tokio::time::sleep(5 * SECOND).await;
+    assert!(district_hours(&vm, "east", "water_hourly_level_count").await.is_empty(), "nothing passes a blackholed link");
+
+    // Back: every sensor's every hour once, with the figures of all its readings.
+    let back_from = east.proxy.bytes_forwarded();
+    let back = Instant::now();
+    east.proxy.set_blackholed(false);
+    let expected = |figure: &str| {
+        (1..=3i64)
+            .map(|sensor| {
+                let values = hours.clone().map(|hour| {
+                    let all: Vec<f64> = (0..PER_HOUR).map(|k| level(sensor, hour, k)).collect();
+                    let value = match figure {
+                        "min" => all[0],
+                        "max" => all[all.len() - 1],
+                        "mean" => all.iter().sum::<f64>() / all.len() as f64,
+                        _ => all.len() as f64,
+                    };
+                    (hour * HOUR_MS, value)
+                });
+                (format!("east-{sensor:02}"), values.collect::<Vec<_>>())
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let figures = ["min", "max", "mean", "count"];
+    let all_there = || async {
+        for figure in figures {
+            if district_hours(&vm, "east", &format!("water_hourly_level_{figure}")).await != expected(figure) {
+                return false;
+            }
+        }
+        district_hours(&vm, "east", "water_hourly_do_count").await == expected("count")
+    };
+    let arrived = wait_for(60 * SECOND, all_there).await;
+    for figure in figures {
+        let found = district_hours(&vm, "east", &format!("water_hourly_level_{figure}")).await;
+        assert_eq!(found, expected(figure), "level_{figure} of every sensor and hour, once\nbox: {:?}", east.stderr());
+    }
+    assert!(arrived, "do_count: {:?}", district_hours(&vm, "east", "water_hourly_do_count").await);
+    let sent = east.proxy.bytes_forwarded() - back_from;
+    eprintln!("uplink trend: 18 hourly rows after the link came back in {:?}: {sent} bytes on the link (idle traffic included)", back.elapsed());
+    let raw = district_levels(&vm, "east").await;
+    assert!(raw.values().all(|levels| levels.len() < PER_HOUR as usize * 3), "raw readings were thinned on the way: {raw:?}");
+    let newest = *east.local_ids("uplink_trend").last().unwrap_or(&18);
+    assert!(high_water_mark(&nats, &east.hwm_key("trend")).await >= newest, "the hub's mark covers every trend row");
+    // Nothing is written twice later either (a resend of a batch already committed).
+    tokio::time::sleep(5 * SECOND).await;
+    assert!(all_there().await, "0 lost, 0 duplicates");
+    assert_eq!(hub_metric(&district.relay, "gridwatch_hub_trend_not_written_total{reason=\"refused\"}").await, 0.0);
+}
+
 /// A box's store replaced (a corrupt file set aside, a fresh one started: ids from 1 again):
 /// the district must go on hearing it, not sit it below its old high-water marks, and must
 /// keep what the old store sent.
@@ -1005,8 +1122,10 @@ async fn workers_open_and_act_on_a_box_behind_nat_through_the_hubs_pages() {
     east.proxy.set_blackholed(true);
     let down = wait_for(20 * SECOND, || async { district.box_down("east") == ["raised"] }).await;
     assert!(down, "{:?}", district.box_down("east"));
+    // The hub records the box down in PostgreSQL only after the webhook answered: a moment later.
+    let offline = wait_for(5 * SECOND, || async { client.get(&link).send().await.unwrap().text().await.unwrap().contains("社区盒子目前离线") }).await;
     let page = client.get(&link).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("社区盒子目前离线"), "{page}");
+    assert!(offline, "{page}");
     let ts = form_value(&page, "ts").expect("the page's time in its form");
     let form = [("action", "accept"), ("by", "王芳 13800000001"), ("note", "马上到"), ("ts", ts.as_str())];
     for _ in 0..2 {

@@ -3,10 +3,12 @@
 //! raises `box-down` when a box stops renewing its lease. docs/district.md is the design as
 //! built; this module is its code:
 //!
-//! - [`wire`]: what travels — batches of alert events, incident transitions or readings, their
-//!   subjects, message ids (`<box>:<epoch>:<kind>:<first>-<last>`) and KV keys. Pure.
+//! - [`wire`]: what travels — batches of alert events, incident transitions, readings or hourly
+//!   trend rows, their subjects, message ids (`<box>:<epoch>:<kind>:<first>-<last>`) and KV keys. Pure.
 //! - [`readings`]: which readings go up within `uplink_points_per_sec`, kept until the hub has
 //!   them.
+//! - [`trend`]: every closed hour's minimum, maximum, sum and count per sensor and field, kept
+//!   until the hub has them.
 //! - [`uplink`]: the box's side (`[cluster]` in gridwatch.toml): publishes rows after the hub's
 //!   high-water mark and moves on only when the hub has committed them (end-to-end ack); renews
 //!   the box's lease.
@@ -23,6 +25,7 @@ pub mod actions;
 pub mod hub;
 pub mod readings;
 pub mod roster;
+pub mod trend;
 pub mod uplink;
 pub mod wire;
 
@@ -86,6 +89,7 @@ pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationTo
         };
         tokio::spawn(readings::record(recorder, shutdown.clone()))
     });
+    let trend = tokio::spawn(trend::copy(store.clone(), progress.clone(), clock, shutdown.clone()));
     let name = format!("gridwatch-box-{}", config.box_id);
     let client = tokio::select! {
         client = connect(&config.nats_urls, &name) => client,
@@ -120,6 +124,7 @@ pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationTo
     if let Some(recorder) = recorder {
         let _ = recorder.await;
     }
+    let _ = trend.await;
 }
 
 /// Connects to the district's NATS servers; the client keeps reconnecting after a loss.

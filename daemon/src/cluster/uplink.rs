@@ -8,9 +8,10 @@
 //! cursor *is* the hub's high-water mark, read back from KV: nothing is flagged locally, so a
 //! restart, a lost link or a lost JetStream write all end in sending again from that mark.
 //!
-//! Readings go the same way, from `uplink_readings` (filled by [`super::readings`]); the hub
-//! writes them to the district's InfluxDB before it moves their mark, and the box forgets
-//! those rows once the mark covers them. Its `/metrics` show per kind how many rows the mark
+//! Readings go the same way, from `uplink_readings` (filled by [`super::readings`]), and so do
+//! closed hours of the trend, from `uplink_trend` (filled by [`super::trend`]); the hub writes
+//! them to the district's InfluxDB before it moves their mark, and the box forgets those rows
+//! once the mark covers them. Its `/metrics` show per kind how many rows the mark
 //! does not cover, batches sent again and how long since the last commit (`gridwatch_uplink_*`).
 //!
 //! Row ids count within the store's epoch ([`crate::store::StoreEpoch`]): a store that replaced
@@ -43,6 +44,8 @@ const COMMIT_POLL: Duration = Duration::from_millis(200);
 const IDLE: Duration = Duration::from_millis(500);
 /// How often a failed uplink looks whether its client is connected again.
 const RECONNECT_POLL: Duration = Duration::from_millis(100);
+/// How many kinds of rows go up.
+const KINDS: usize = Kind::ALL.len();
 
 /// What the uplink reads and reports besides its link.
 #[derive(Debug)]
@@ -56,12 +59,13 @@ pub struct Sources {
 }
 
 /// Per kind, the hub's high-water mark as the uplink last read it, and how many batches the
-/// hub committed: shared with the readings' recorder and the metrics' reporter, which go on
+/// hub committed: shared with the readings' recorder, the trend's copier and the metrics'
+/// reporter, which go on
 /// while the uplink waits on a dead link.
 #[derive(Debug, Default)]
 pub struct Progress {
-    marks: [AtomicI64; 3],
-    commits: [AtomicU64; 3],
+    marks: [AtomicI64; KINDS],
+    commits: [AtomicU64; KINDS],
 }
 
 impl Progress {
@@ -77,7 +81,7 @@ pub async fn run(js: jetstream::Context, config: ClusterConfig, sources: Sources
     let reporter = tokio::spawn(report(sources.store.clone(), sources.progress.clone(), sources.metrics.clone(), shutdown.clone()));
     if let Some(epoch) = read_epoch(&sources.store, &shutdown).await {
         tracing::info!(epoch = %epoch.id, "district uplink sends this store's rows");
-        let mut uplink = Uplink { js, config, sources, epoch, pending: [None, None, None], known_committed: [None; 3], hwm: None };
+        let mut uplink = Uplink { js, config, sources, epoch, pending: [None, None, None, None], known_committed: [None; KINDS], hwm: None };
         uplink.send_until(&shutdown).await;
     }
     let _ = lease.await;
@@ -106,10 +110,10 @@ struct Uplink {
     /// The epoch the ids of the store's rows count in: part of every batch and mark.
     epoch: StoreEpoch,
     /// Per kind: the batch sent and not yet committed by the hub (sent again as it is).
-    pending: [Option<Batch>; 3],
+    pending: [Option<Batch>; KINDS],
     /// Per kind: the hub's high-water mark as last read from KV (none: read it again). Kept so
     /// an idle box does not ask the hub over its 4G link twice a second.
-    known_committed: [Option<i64>; 3],
+    known_committed: [Option<i64>; KINDS],
     hwm: Option<jetstream::kv::Store>,
 }
 
@@ -211,21 +215,31 @@ impl Uplink {
             Kind::Transition => Rows::Transition(store.transitions_after(after, limit).await?),
             Kind::Reading => {
                 let readings = store.uplink_readings_after(after, limit).await?;
-                for reading in &readings {
-                    if let Some(sensor) = self.sources.sensors.get(&reading.sensor) {
-                        places.entry(reading.sensor.clone()).or_insert_with(|| Place {
-                            kind: sensor.kind.as_str().to_string(),
-                            site: sensor.place.site.to_string(),
-                            building: sensor.place.building.as_deref().map(str::to_string),
-                            grid: sensor.place.grid.as_deref().map(str::to_string),
-                        });
-                    }
-                }
+                self.name_places(readings.iter().map(|r| r.sensor.as_str()), &mut places);
                 Rows::Reading(readings)
+            }
+            Kind::Trend => {
+                let hours = store.uplink_trend_after(after, limit).await?;
+                self.name_places(hours.iter().map(|r| r.sensor.as_str()), &mut places);
+                Rows::Trend(hours)
             }
         };
         let batch = Batch { box_id: self.config.box_id.clone(), district: self.config.district.clone(), epoch: self.epoch.id.clone(), rows, places };
         Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    /// Adds the place of each of `sensors` in the inventory (a sensor no longer in it has none).
+    fn name_places<'a>(&self, sensors: impl Iterator<Item = &'a str>, places: &mut BTreeMap<String, Place>) {
+        for id in sensors {
+            if let Some(sensor) = self.sources.sensors.get(id) {
+                places.entry(id.to_string()).or_insert_with(|| Place {
+                    kind: sensor.kind.as_str().to_string(),
+                    site: sensor.place.site.to_string(),
+                    building: sensor.place.building.as_deref().map(str::to_string),
+                    grid: sensor.place.grid.as_deref().map(str::to_string),
+                });
+            }
+        }
     }
 
     async fn publish(&self, batch: &Batch) -> anyhow::Result<()> {
@@ -268,8 +282,8 @@ async fn reconnected_since(js: &jetstream::Context, connects: u64) {
 /// Sets the `gridwatch_uplink_*` gauges every second from the store's newest ids and the hub's
 /// marks, until `shutdown`.
 async fn report(store: Store, progress: Arc<Progress>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let mut caught_up_at = [Instant::now(); 3];
-    let mut commits_seen = [0; 3];
+    let mut caught_up_at = [Instant::now(); KINDS];
+    let mut commits_seen = [0; KINDS];
     loop {
         match store.uplink_newest_ids().await {
             Ok(newest) => {

@@ -4,14 +4,15 @@
 //! duplicate window, and the hub drops any row sent twice after it (primary keys in PostgreSQL;
 //! rows at or below its high-water mark for readings). Row ids count within the box's store
 //! epoch (a fresh store replacing a corrupt one starts at 1 again under a new epoch), so the
-//! epoch is part of every key: message ids, high-water marks, the hub's rows. A batch of readings names each of its sensors' place once (`places`), which the
+//! epoch is part of every key: message ids, high-water marks, the hub's rows. A batch of
+//! readings or of hourly trend rows names each of its sensors' place once (`places`), which the
 //! hub tags the district's InfluxDB points with. A batch of more than a few hundred bytes goes
 //! deflated (header `Content-Encoding: deflate`): 4G is paid by the byte, and JSON rows of
 //! readings shrink several-fold. Pure: no IO.
 //!
 //! Invariant: a batch's rows are of its kind, in id order, `first`..=`last` their id range.
 
-use crate::store::{UplinkAlert, UplinkReading, UplinkTransition};
+use crate::store::{UplinkAlert, UplinkReading, UplinkTransition, UplinkTrend};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -38,16 +39,19 @@ pub enum Kind {
     Transition,
     /// `uplink_readings`: the readings chosen for the district (at most `uplink_points_per_sec`).
     Reading,
+    /// `uplink_trend`: every closed hour's minimum, maximum, sum and count per sensor and field.
+    Trend,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Alert, Kind::Transition, Kind::Reading];
+    pub const ALL: [Kind; 4] = [Kind::Alert, Kind::Transition, Kind::Reading, Kind::Trend];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Alert => "alert",
             Kind::Transition => "transition",
             Kind::Reading => "reading",
+            Kind::Trend => "trend",
         }
     }
 }
@@ -59,6 +63,7 @@ pub enum Rows {
     Alert(Vec<UplinkAlert>),
     Transition(Vec<UplinkTransition>),
     Reading(Vec<UplinkReading>),
+    Trend(Vec<UplinkTrend>),
 }
 
 /// Where a sensor is and what it is: the measurement and tags of its points in InfluxDB.
@@ -84,7 +89,7 @@ pub struct Batch {
     pub epoch: String,
     #[serde(flatten)]
     pub rows: Rows,
-    /// For readings: the place of each sensor in the batch (by id); a sensor no longer in the
+    /// For readings and trend rows: the place of each sensor in the batch (by id); a sensor no longer in the
     /// box's inventory is missing here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub places: BTreeMap<String, Place>,
@@ -96,6 +101,7 @@ impl Batch {
             Rows::Alert(_) => Kind::Alert,
             Rows::Transition(_) => Kind::Transition,
             Rows::Reading(_) => Kind::Reading,
+            Rows::Trend(_) => Kind::Trend,
         }
     }
 
@@ -105,6 +111,7 @@ impl Batch {
             Rows::Alert(rows) => rows.iter().map(|r| r.id).collect(),
             Rows::Transition(rows) => rows.iter().map(|r| r.id).collect(),
             Rows::Reading(rows) => rows.iter().map(|r| r.id).collect(),
+            Rows::Trend(rows) => rows.iter().map(|r| r.id).collect(),
         };
         Some((*ids.first()?, *ids.last()?))
     }
@@ -114,6 +121,7 @@ impl Batch {
             Rows::Alert(rows) => rows.len(),
             Rows::Transition(rows) => rows.len(),
             Rows::Reading(rows) => rows.len(),
+            Rows::Trend(rows) => rows.len(),
         }
     }
 
@@ -289,6 +297,30 @@ mod tests {
         let text = serde_json::to_string(&batch).unwrap();
         assert_eq!(text.matches("lane-3").count(), 1, "{text}");
         assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
+    }
+
+    #[test]
+    fn a_batch_of_trend_rows_is_its_own_kind_and_survives_its_encoding() {
+        let hour = |id, hour| UplinkTrend { id, sensor: "house-07".into(), field: "level".into(), hour, min: 1.0, max: 3.5, sum: 9.0, count: 4 };
+        let place = Place { kind: "water".into(), site: "lane-3".into(), building: None, grid: None };
+        let batch = Batch {
+            box_id: "b".into(),
+            district: "d".into(),
+            epoch: "e1".into(),
+            rows: Rows::Trend((1..=40).map(|id| hour(id, 490_000 + id)).collect()),
+            places: BTreeMap::from([("house-07".to_string(), place)]),
+        };
+        assert_eq!(batch.kind(), Kind::Trend);
+        assert_eq!((batch.message_id().as_deref(), batch.subject().as_str()), (Some("b:e1:trend:1-40"), "gw.up.d.b.trend"));
+        assert_eq!(hwm_key("b", "e1", Kind::Trend), "b.e1.trend");
+        let (payload, encoding) = batch.encode().unwrap();
+        assert_eq!(encoding, Some(DEFLATE));
+        assert_eq!(Batch::decode(&payload, encoding).unwrap(), batch);
+        let text = serde_json::to_string(&batch).unwrap();
+        assert!(text.contains(r#""kind":"trend""#), "{text}");
+        // A row that is not one (a count below zero) is refused with the reason, not a panic.
+        let bad = text.replacen(r#""count":4"#, r#""count":-4"#, 1);
+        assert!(Batch::decode(bad.as_bytes(), None).unwrap_err().contains("invalid value"));
     }
 
     #[test]

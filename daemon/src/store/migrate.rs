@@ -384,6 +384,29 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              COMMIT;",
         )?;
     }
+    if version < 20 {
+        // The hourly trend for the district (`cluster::trend`): each closed hour's rows are
+        // copied to `uplink_trend` (ids never go back, as `uplink_readings`) and kept until the
+        // hub's mark covers them; `trend.uplinked` is the count a row had when it was last
+        // copied, so an hour that late readings grew is copied again, whole. Unused on a box
+        // without `[cluster]` (the column stays 0, the table empty).
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE trend ADD COLUMN uplinked INTEGER NOT NULL DEFAULT 0;
+             CREATE TABLE uplink_trend (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 sensor TEXT NOT NULL,
+                 field TEXT NOT NULL,
+                 hour INTEGER NOT NULL,
+                 min REAL NOT NULL,
+                 max REAL NOT NULL,
+                 sum REAL NOT NULL,
+                 count INTEGER NOT NULL
+             );
+             PRAGMA user_version = 20;
+             COMMIT;",
+        )?;
+    }
     if version < 21 {
         // When a ladder's age was saved, on a clock that was set (else NULL): a restart adds the
         // time the box was off, so a step that fell due meanwhile comes at once, not that much late.

@@ -51,6 +51,8 @@ mod trend;
 mod unsaved;
 #[cfg(feature = "cluster")]
 mod uplink;
+#[cfg(feature = "cluster")]
+mod uplink_trend;
 mod used_signatures;
 
 pub use calibrations::Calibration;
@@ -66,6 +68,8 @@ pub use stall::Stalled;
 pub use trend::{FieldTrend, TrendRow};
 #[cfg(feature = "cluster")]
 pub use uplink::{StoreEpoch, UplinkAlert, UplinkReading, UplinkTransition};
+#[cfg(feature = "cluster")]
+pub use uplink_trend::{CopiedTrend, UplinkTrend};
 
 use crate::clock::Clock;
 use anyhow::Context;

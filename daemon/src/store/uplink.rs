@@ -3,7 +3,8 @@
 //! journal and audit trail are only read: what the hub has committed is known from the hub's
 //! high-water mark, not from a flag on the rows. Readings chosen for the district
 //! (`cluster::readings`) are kept in `uplink_readings` until the hub's mark covers them, then
-//! forgotten (they are in the box's own InfluxDB).
+//! forgotten (they are in the box's own InfluxDB). The hourly trend goes the same way
+//! ([`super::uplink_trend`]).
 
 use super::Store;
 use rusqlite::params;
@@ -107,20 +108,15 @@ impl Store {
     }
 
     /// The newest id of each table the uplink sends (0: none yet): alert events, incident
-    /// transitions, uplink readings (`sqlite_sequence`: the last one given, also once the rows
-    /// are forgotten).
-    pub async fn uplink_newest_ids(&self) -> anyhow::Result<[i64; 3]> {
+    /// transitions, uplink readings, uplink trend rows (the last two from `sqlite_sequence`: the
+    /// last one given, also once the rows are forgotten).
+    pub async fn uplink_newest_ids(&self) -> anyhow::Result<[i64; 4]> {
         self.read(|conn| {
             let alert = conn.query_row("SELECT coalesce(max(id), 0) FROM alert_events", [], |row| row.get(0))?;
             let transition = conn.query_row("SELECT coalesce(max(id), 0) FROM incident_events", [], |row| row.get(0))?;
-            let reading = conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'uplink_readings'", [], |row| row.get(0)).or_else(|error| {
-                if error == rusqlite::Error::QueryReturnedNoRows {
-                    Ok(0)
-                } else {
-                    Err(error)
-                }
-            })?;
-            Ok([alert, transition, reading])
+            let last_given =
+                |table: &str| conn.query_row("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?1", [table], |row| row.get::<_, i64>(0));
+            Ok([alert, transition, last_given("uplink_readings")?, last_given("uplink_trend")?])
         })
         .await
     }
@@ -172,7 +168,10 @@ impl Store {
         .await
     }
 
-    async fn read<T: Send + 'static>(&self, work: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+    pub(super) async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
         self.bounded(move |store, _| work(&mut *store.lock()?)).await
     }
 }
@@ -207,7 +206,8 @@ mod tests {
         let path = dir.path().join("gridwatch.db");
         {
             let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch("DROP TABLE store_epoch; PRAGMA user_version = 18;").unwrap();
+            // As migration 18 left it: no epoch, nor what migration 20 adds.
+            conn.execute_batch("DROP TABLE store_epoch; DROP TABLE uplink_trend; ALTER TABLE trend DROP COLUMN uplinked; PRAGMA user_version = 18;").unwrap();
         }
         let epoch = Store::open(dir.path()).unwrap().epoch().await.unwrap();
         assert_eq!(epoch.id.len(), 16, "{epoch:?}");
@@ -217,7 +217,7 @@ mod tests {
     async fn uplink_readings_are_forgotten_once_committed_and_capped_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.uplink_newest_ids().await.unwrap(), [0, 0, 0]);
+        assert_eq!(store.uplink_newest_ids().await.unwrap(), [0, 0, 0, 0]);
         let dropped = store.record_uplink_readings((1..=5).map(|ts| point("house-07", ts)).collect(), 0, 10).await.unwrap();
         assert_eq!(dropped, 0);
         let rows = store.uplink_readings_after(2, 10).await.unwrap();

@@ -39,7 +39,7 @@ pub struct EventLabel {
 /// What became of a batch taken from the stream.
 pub const BATCH_RESULTS: [&str; 3] = ["committed", "undecodable", "failed"];
 /// The kinds of rows a batch carries ([`crate::cluster::wire::Kind`]).
-pub const ROW_KINDS: [&str; 3] = ["alert", "transition", "reading"];
+pub const ROW_KINDS: [&str; 4] = ["alert", "transition", "reading", "trend"];
 /// Why readings of a committed batch were not written to the district's InfluxDB: it refused
 /// them for good (400/422/413 on the line alone), or the hub has none (`--influx` not given).
 pub const READINGS_NOT_WRITTEN: [&str; 2] = ["refused", "no_influx"];
@@ -63,6 +63,9 @@ pub struct HubMetrics {
     pub rows_duplicate: Family<KindLabel, Counter>,
     /// Readings not written to the district's InfluxDB, by reason ([`READINGS_NOT_WRITTEN`]).
     pub readings_not_written: Family<ReasonLabel, Counter>,
+    /// Trend hours (one sensor's field) not written to the district's InfluxDB, by reason
+    /// ([`READINGS_NOT_WRITTEN`]).
+    pub trend_not_written: Family<ReasonLabel, Counter>,
     /// Batches in the stream not yet delivered to the hub, as of the last one delivered.
     pub pending_batches: Gauge,
     /// From JetStream storing a batch to the hub's high-water mark covering it.
@@ -104,6 +107,7 @@ impl HubMetrics {
             rows_inserted: Family::default(),
             rows_duplicate: Family::default(),
             readings_not_written: Family::default(),
+            trend_not_written: Family::default(),
             pending_batches: Gauge::default(),
             // 5 ms … ~80 s in powers of two.
             commit_lag_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
@@ -122,6 +126,11 @@ impl HubMetrics {
         registry.register("rows_inserted", "Rows new to the district (PostgreSQL; InfluxDB for readings), by kind", metrics.rows_inserted.clone());
         registry.register("rows_duplicate", "Rows the district already held (a batch sent again), by kind", metrics.rows_duplicate.clone());
         registry.register("readings_not_written", "Readings not written to the district's InfluxDB, by reason", metrics.readings_not_written.clone());
+        registry.register(
+            "trend_not_written",
+            "Hourly trend rows (a sensor's field) not written to the district's InfluxDB, by reason",
+            metrics.trend_not_written.clone(),
+        );
         registry.register(
             "pending_batches",
             "Batches in the stream not yet delivered to the hub, as of the last one delivered",
@@ -155,6 +164,7 @@ impl HubMetrics {
         }
         for reason in READINGS_NOT_WRITTEN {
             let _ = metrics.readings_not_written.get_or_create(&ReasonLabel { reason: reason.into() });
+            let _ = metrics.trend_not_written.get_or_create(&ReasonLabel { reason: reason.into() });
         }
         for result in ACTION_RESULTS {
             let _ = metrics.actions.get_or_create(&ResultLabel { result: result.into() });
@@ -178,8 +188,10 @@ impl HubMetrics {
         self.rows_duplicate.get_or_create(&KindLabel { kind: kind.into() }).inc_by(rows.saturating_sub(inserted));
     }
 
-    pub fn count_readings_not_written(&self, reason: &str, count: u64) {
-        self.readings_not_written.get_or_create(&ReasonLabel { reason: reason.into() }).inc_by(count);
+    /// Readings (`Kind::Reading`) or trend hours (`Kind::Trend`) not written, by reason.
+    pub fn count_not_written(&self, kind: crate::cluster::wire::Kind, reason: &str, count: u64) {
+        let family = if kind == crate::cluster::wire::Kind::Trend { &self.trend_not_written } else { &self.readings_not_written };
+        family.get_or_create(&ReasonLabel { reason: reason.into() }).inc_by(count);
     }
 
     pub fn count_action(&self, result: &str) {

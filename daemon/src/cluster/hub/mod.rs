@@ -1,9 +1,9 @@
 //! `gridwatch hub`: the district's process. It creates the uplink stream and the KV buckets
 //! (replicated on the JetStream cluster), consumes the stream with a durable consumer, commits
-//! each batch to PostgreSQL (readings: to the district's InfluxDB, [`influx`]) and only then
-//! advances the box's high-water mark in KV and acks the message — the box forgets nothing
-//! before that ([`super::uplink`]). Beside it, [`leases`]
-//! turns an expired box lease into one `box-down` alarm; [`put_roster`] makes a checked roster
+//! each batch to PostgreSQL (readings and hourly trend rows: to the district's InfluxDB,
+//! [`influx`]) and only then advances the box's high-water mark in KV and acks the message — the
+//! box forgets nothing before that ([`super::uplink`]). Beside it, [`leases`] turns an expired
+//! box lease into one `box-down` alarm; [`put_roster`] makes a checked roster
 //! the district's. Several hubs may run: only the one holding the hub lease consumes and watches
 //! leases, the others stand by ([`active`]); every hub with `--listen` relays workers' actions
 //! ([`relay`]), serves the boxes' incident pages with the district's secrets ([`pages`]), and
@@ -293,8 +293,8 @@ async fn handle(
     let key = hwm_key(&batch.box_id, &batch.epoch, batch.kind());
     let committed = async {
         let written = match &batch.rows {
-            Rows::Reading(_) => Some(write_readings(&batch, influx, hwm, &key, metrics).await?),
-            _ => None,
+            Rows::Reading(_) | Rows::Trend(_) => Some(write_to_influx(&batch, influx, hwm, &key, metrics).await?),
+            Rows::Alert(_) | Rows::Transition(_) => None,
         };
         let committed = postgres::commit_batch(db, &batch).await.context("committing a district batch")?;
         anyhow::Ok((written.unwrap_or(committed.inserted), committed.replaced_epochs))
@@ -332,23 +332,24 @@ async fn handle(
     Ok(())
 }
 
-/// Writes a batch of readings to the district's InfluxDB: only those above the box's mark (a
-/// batch sent again after the mark moved past JetStream's duplicate window writes nothing
-/// twice); how many were new.
-async fn write_readings(batch: &Batch, influx: Option<&influx::DistrictInflux>, hwm: &kv::Store, key: &str, metrics: &HubMetrics) -> anyhow::Result<u64> {
+/// Writes a batch of readings or trend hours to the district's InfluxDB: only those above the
+/// box's mark (a batch sent again after the mark moved past JetStream's duplicate window writes
+/// nothing twice); how many were new. Not written ones are counted by kind and reason.
+async fn write_to_influx(batch: &Batch, influx: Option<&influx::DistrictInflux>, hwm: &kv::Store, key: &str, metrics: &HubMetrics) -> anyhow::Result<u64> {
     let after = parse_hwm(hwm.get(key).await?.as_deref());
     let Some(influx) = influx else {
         let new = match &batch.rows {
             Rows::Reading(rows) => rows.iter().filter(|r| r.id > after).count() as u64,
-            _ => 0,
+            Rows::Trend(rows) => rows.iter().filter(|r| r.id > after).count() as u64,
+            Rows::Alert(_) | Rows::Transition(_) => 0,
         };
-        metrics.count_readings_not_written("no_influx", new);
+        metrics.count_not_written(batch.kind(), "no_influx", new);
         return Ok(0);
     };
-    let written = influx.write(batch, after).await.context("writing district readings")?;
+    let written = influx.write(batch, after).await.context("writing to the district's InfluxDB")?;
     if written.refused > 0 {
-        metrics.count_readings_not_written("refused", written.refused);
-        tracing::warn!(box_id = %batch.box_id, refused = written.refused, "the district's InfluxDB refused readings for good");
+        metrics.count_not_written(batch.kind(), "refused", written.refused);
+        tracing::warn!(box_id = %batch.box_id, kind = batch.kind().as_str(), refused = written.refused, "the district's InfluxDB refused readings or trend hours for good");
     }
     Ok(written.written)
 }

@@ -174,8 +174,8 @@ pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<
             .await?;
             inserted
         }
-        // Readings go to the district's InfluxDB (`super::influx`), not here.
-        Rows::Reading(_) => 0,
+        // Readings and trend hours go to the district's InfluxDB (`super::influx`), not here.
+        Rows::Reading(_) | Rows::Trend(_) => 0,
     };
     tx.commit().await?;
     Ok(Committed { inserted, replaced_epochs })
