@@ -206,8 +206,11 @@ mod tests {
         let path = dir.path().join("gridwatch.db");
         {
             let conn = rusqlite::Connection::open(&path).unwrap();
-            // As migration 18 left it: no epoch, nor what migration 20 adds.
-            conn.execute_batch("DROP TABLE store_epoch; DROP TABLE uplink_trend; ALTER TABLE trend DROP COLUMN uplinked; PRAGMA user_version = 18;").unwrap();
+            // As migration 18 left it: no epoch, nor what migrations 20 and 21 add.
+            conn.execute_batch(
+                "DROP TABLE store_epoch; DROP TABLE uplink_trend; ALTER TABLE trend DROP COLUMN uplinked; ALTER TABLE escalations DROP COLUMN aged_at_ms; PRAGMA user_version = 18;",
+            )
+            .unwrap();
         }
         let epoch = Store::open(dir.path()).unwrap().epoch().await.unwrap();
         assert_eq!(epoch.id.len(), 16, "{epoch:?}");
