@@ -31,8 +31,24 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Starts `size` nodes (`n1`, `n2`, …) routed to each other, JetStream on.
+    /// Starts `size` nodes (`n1`, `n2`, …) routed to each other, JetStream on. A port chosen
+    /// free can be taken by another process before its node listens (a node then exits, seen
+    /// once in a full district run): the cluster is started again on new ports, three times at
+    /// most.
     pub async fn start(size: usize) -> anyhow::Result<NatsCluster> {
+        let mut attempt = 1;
+        loop {
+            match NatsCluster::start_on_free_ports(size).await {
+                Err(error) if attempt < 3 => {
+                    eprintln!("nats-server cluster did not start ({error:#}); again on other ports");
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_on_free_ports(size: usize) -> anyhow::Result<NatsCluster> {
         let dir = tempfile::tempdir()?;
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let routes: Vec<String> = route_ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
