@@ -78,7 +78,6 @@ async fn pump(client: TcpStream, upstream: TcpStream, mut state: watch::Receiver
             read = client_read.read(&mut up) => match read {
                 Ok(n) if n > 0 => if forward {
                     forwarded.fetch_add(n as u64, Ordering::Relaxed);
-                    if std::env::var_os("GW_DUMP").is_some() { eprintln!("DUMP {:?} UP {n} {:?}", std::time::SystemTime::now(), String::from_utf8_lossy(&up[..n])); }
                     if upstream_write.write_all(&up[..n]).await.is_err() { return }
                 },
                 _ => return,
@@ -86,7 +85,6 @@ async fn pump(client: TcpStream, upstream: TcpStream, mut state: watch::Receiver
             read = upstream_read.read(&mut down) => match read {
                 Ok(n) if n > 0 => if forward {
                     forwarded.fetch_add(n as u64, Ordering::Relaxed);
-                    if std::env::var_os("GW_DUMP").is_some() { eprintln!("DUMP {:?} DOWN {n} {:?}", std::time::SystemTime::now(), String::from_utf8_lossy(&down[..n])); }
                     if client_write.write_all(&down[..n]).await.is_err() { return }
                 },
                 _ => return,
