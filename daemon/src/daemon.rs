@@ -137,12 +137,26 @@ struct Built {
     clocks: Arc<crate::sensor_clocks::SensorClocks>,
 }
 
+/// Where what the card cannot keep waits in memory: the configured `runtime_dir`, else the one
+/// systemd made for the service (`RuntimeDirectory=`).
+fn runtime_dir(config: &Config) -> Option<std::path::PathBuf> {
+    config.runtime_dir.clone().or_else(|| std::env::var_os("RUNTIME_DIRECTORY").map(std::path::PathBuf::from))
+}
+
 /// Opens the store, checks the clock, loads the rules (unless `rules` were loaded already) and
 /// builds the engine on the saved state.
 fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, clock: Clock, metrics: &Metrics) -> anyhow::Result<Built> {
     metrics.started(clock.now());
     let store = Store::open_with_clock(&config.state_dir, clock)?;
-    if config.state_reserve_bytes > 0 && !store.keep_reserve(config.state_reserve_bytes) {
+    let store = match runtime_dir(config) {
+        Some(dir) => store.clone().keep_beside_card(&dir).unwrap_or_else(|error| {
+            tracing::error!(error = %format!("{error:#}"), "no runtime directory: readings the card cannot log are not judged again after a crash");
+            store
+        }),
+        None => store,
+    };
+    // A read-only card cannot keep the reserve either; the store has said so already.
+    if config.state_reserve_bytes > 0 && !store.keep_reserve(config.state_reserve_bytes) && !store.read_only() {
         tracing::error!(bytes = config.state_reserve_bytes, state_dir = %config.state_dir.display(), "no room for the disk reserve: the state directory is full; readings are not stored until there is room, alarms are");
     }
     crate::clock::use_sync_source(config.clock_synchronized.clone());
@@ -266,6 +280,15 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
 
     #[cfg(feature = "cluster")]
     let uplink_sensors = index.clone();
+    // The district's 4G sensors go through an ingest of their own into the same pipeline and spooler.
+    #[cfg(feature = "cluster")]
+    let hub_sensors = config.cluster.as_ref().filter(|cluster| cluster.sensors_via_hub).map(|_| crate::cluster::sensors::Feed {
+        ingest: Ingest::new(config, index.clone(), clock, metrics.clone(), clocks.clone()),
+        samples: sample_tx.clone(),
+        spool: telemetry.spool.clone(),
+        stored: sensors.clone(),
+        metrics: metrics.clone(),
+    });
     let inputs = Inputs { samples: sample_tx, spool: telemetry.spool, index, buses, clocks, store: store.clone() };
     let (serial_tasks, gpio_tasks, source_task, acks_flushed) = spawn_sources(config, inputs, telemetry.ingest_connection, clock, metrics, shutdown)?;
 
@@ -293,6 +316,7 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
             clock,
             sensors: uplink_sensors,
             readings: telemetry.uplink_readings,
+            hub_sensors,
         };
         tokio::spawn(crate::cluster::run_box(setup, shutdown.clone()));
     }

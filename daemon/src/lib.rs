@@ -38,7 +38,8 @@
 //! with [`commands::replay`], explain), `incidents`, `probe`, `bridge` (only the serial sources,
 //! published to MQTT), `demo` (embedded defaults with a simulator) and the rest; `main` only
 //! parses and dispatches. With `--features cluster`, `cluster` sends a box's alert events and
-//! incident transitions up to its district and is `gridwatch hub` (docs/district.md).
+//! incident transitions up to its district, judges its sensors with their own 4G link from the
+//! district's stream, and is `gridwatch hub` (docs/district.md).
 
 pub mod alert;
 pub mod backoff;

@@ -35,6 +35,11 @@ fn main() -> ExitCode {
             influx_bucket,
             ack_secret_file,
             link_secret_file,
+            mqtt_listen,
+            mqtt_passwords,
+            mqtt_anonymous: _,
+            mqtt_tls_cert,
+            mqtt_tls_key,
         } => {
             let secrets = match commands::hub::secrets(ack_secret_file.as_deref(), link_secret_file.as_deref()) {
                 Ok(secrets) => secrets,
@@ -55,6 +60,9 @@ fn main() -> ExitCode {
                 name,
                 influx,
                 secrets,
+                mqtt_listen,
+                mqtt_passwords,
+                mqtt_tls: mqtt_tls_cert.zip(mqtt_tls_key),
             })
         }
         Command::Rules { command } => commands::rules::command(command, output),

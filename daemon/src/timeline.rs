@@ -10,9 +10,11 @@
 //!
 //! Readings are placed on it: a reading this box stamped is placed at its arrival; a device's
 //! own time keeps its spacing (holds are judged by the device's times) through a per-sensor
-//! offset — none while the box's clock is synchronised (the device's time is taken as it is, so
-//! readings judged again after a crash land where they were first judged), else learned from its
-//! first reading — learned again when a reading would land more than [`AHEAD_TOLERANCE_MS`] ahead
+//! offset — none while the box's clock is synchronised, nor on a timeline that went on from the
+//! saved state's time (the box restarted on a clock behind it) while the device's time lies
+//! within a day behind the timeline and not more than [`AHEAD_TOLERANCE_MS`] ahead: the device's time is taken as it is, so
+//! readings judged again after a crash land where they were first judged and the saved state's
+//! times mean the same in the next run; else learned from its first reading — learned again when a reading would land more than [`AHEAD_TOLERANCE_MS`] ahead
 //! of the timeline (the device's clock jumped forward, or its first readings were a backlog). A device clock that went back is left to the out-of-order runs
 //! ([`crate::sensor_clocks`]), which then call [`Timeline::reanchor`].
 //!
@@ -30,6 +32,10 @@ use std::collections::HashMap;
 /// (a device's clock gaining this much is treated as a step forward).
 pub const AHEAD_TOLERANCE_MS: Millis = 60_000;
 
+/// How far behind the timeline a device's time may lie and still be taken as it is by a box
+/// whose clock is not set (a backlog, a box that restarted on its saved state's time).
+const TAKEN_AS_IT_IS_BEHIND_MS: Millis = 86_400_000;
+
 #[derive(Debug)]
 pub struct Timeline {
     clock: Clock,
@@ -40,14 +46,31 @@ pub struct Timeline {
     /// Per sensor: where its latest reading was placed. A re-learned offset never places the
     /// next reading before it (the engine would refuse it as out of order).
     placed: HashMap<usize, Millis>,
+    /// The timeline went on from the saved state's time, the devices' (the box's clock was
+    /// behind it), not from the box's clock.
+    on_devices_time: bool,
 }
 
 impl Timeline {
     /// Starts the timeline at the wall clock, or just after `judged_until` (the latest reading
     /// the restored rule state judged) when that is later.
     pub fn start(clock: Clock, judged_until: Option<Millis>) -> Timeline {
+        let on_devices_time = judged_until.is_some_and(|judged| judged.saturating_add(1) > clock.now());
         let start = judged_until.map_or(clock.now(), |judged| clock.now().max(judged.saturating_add(1)));
-        Timeline { clock, origin: start - clock.elapsed_ms(), offsets: HashMap::new(), placed: HashMap::new() }
+        Timeline { clock, origin: start - clock.elapsed_ms(), offsets: HashMap::new(), placed: HashMap::new(), on_devices_time }
+    }
+
+    /// The readings judged again at start (the crash log) reached `judged`, the latest: the
+    /// timeline goes on after it when that lies ahead, as [`Timeline::start`] does with the saved
+    /// state's time. (Left behind, the readings arriving next would be placed before the ones
+    /// just judged again, and refused as out of order.)
+    pub fn go_on_after(&mut self, judged: Option<Millis>) {
+        let Some(judged) = judged else { return };
+        let behind = judged.saturating_add(1) - self.now();
+        if behind > 0 {
+            self.origin += behind;
+            self.on_devices_time = true;
+        }
     }
 
     pub fn now(&self) -> Millis {
@@ -62,9 +85,14 @@ impl Timeline {
             return now;
         }
         // A synchronised box believes the device's time as it is (its backlogs and re-judged
-        // readings land where they were judged before); an unset one places it at its arrival.
+        // readings land where they were judged before), and so does an unset one whose timeline
+        // went on from the saved state's time, when the device's time fits it; otherwise it is
+        // placed at its arrival. (An offset learned from a backlog would place every later
+        // reading ahead by the backlog's age, and the saved state's times would not mean the
+        // device's in the next run: readings judged again would be skipped.)
         let synchronized = self.clock.synchronized();
-        let offset = self.offsets.entry(sensor).or_insert_with(|| if synchronized { 0 } else { now - ts });
+        let fits = self.on_devices_time && ts <= now.saturating_add(AHEAD_TOLERANCE_MS) && ts >= now - TAKEN_AS_IT_IS_BEHIND_MS;
+        let offset = self.offsets.entry(sensor).or_insert_with(|| if synchronized || fits { 0 } else { now - ts });
         if ts.saturating_add(*offset) > now.saturating_add(AHEAD_TOLERANCE_MS) {
             // Placed now — or just after this sensor's previous reading, if that lies ahead.
             let floor = self.placed.get(&sensor).map_or(now, |&last| now.max(last.saturating_add(1)));
@@ -146,6 +174,30 @@ mod tests {
     fn a_synchronised_box_takes_a_devices_time_as_it_is() {
         let mut timeline = Timeline::start(box_clock(TRUE_NOW, true), None);
         assert_eq!(timeline.place(0, TRUE_NOW - 3_600_000, true), TRUE_NOW - 3_600_000, "an hour-old reading is an hour old");
+    }
+
+    #[test]
+    fn an_unset_box_going_on_from_its_saved_state_takes_a_devices_time_as_it_is() {
+        // Restarted at 1970, the timeline goes on just after the last reading the saved state
+        // judged; the first reading to arrive is a backlog of 19 s.
+        let judged = TRUE_NOW - 3_600_000;
+        let mut timeline = Timeline::start(box_clock(86_400_000, false), Some(judged));
+        assert_eq!(timeline.place(0, judged - 19_000, true), judged - 19_000, "the backlog is placed at its own time");
+        assert_eq!(timeline.place(0, judged + 400, true), judged + 400, "and so is every later reading: no offset learned from a backlog");
+        assert_eq!(timeline.label(0, judged + 400), Some(judged + 400));
+    }
+
+    #[test]
+    fn the_timeline_goes_on_after_the_readings_judged_again() {
+        let judged = TRUE_NOW - 3_600_000;
+        let mut timeline = Timeline::start(box_clock(TRUE_NOW - 3 * DAY, false), Some(judged));
+        // The crash log held 19 s more than the saved state had judged.
+        timeline.go_on_after(Some(judged + 19_000));
+        assert!(timeline.now() > judged + 19_000);
+        assert_eq!(timeline.place(0, judged + 19_400, true), judged + 19_400, "the next reading is placed at its own time, after them");
+        let before = timeline.now();
+        timeline.go_on_after(Some(judged));
+        assert!(timeline.now() >= before, "never back");
     }
 
     #[test]

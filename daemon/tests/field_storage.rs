@@ -6,77 +6,15 @@
 //! the channels get them in memory when the store can journal nothing.
 //!
 //! Loop mounts need root (CAP_SYS_ADMIN), as `.ci/run` on a fresh Debian machine has: without it
-//! this test fails and says so — it is never skipped silently.
+//! this test fails and says so — it is never skipped silently (`common::sd_card`).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
+use common::sd_card::SdCard;
 use common::{metric, metrics, publish_until_evaluated, Daemon, ALARM_LADDER_ROSTER, SECOND};
 use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// A loop-mounted ext4 image; unmounted when dropped.
-struct SdCard {
-    mount: PathBuf,
-    device: String,
-}
-
-impl SdCard {
-    fn mount(dir: &Path) -> SdCard {
-        let image = dir.join("sd.img");
-        let mount = dir.join("state");
-        std::fs::create_dir_all(&mount).unwrap();
-        run("truncate", &["-s", "64M", image.to_str().unwrap()]);
-        run("mkfs.ext4", &["-q", image.to_str().unwrap()]);
-        let mounted = Command::new("mount").args(["-o", "loop,errors=remount-ro"]).arg(&image).arg(&mount).status().unwrap();
-        assert!(
-            mounted.success(),
-            "this test loop-mounts an ext4 image as the state directory and needs root (CAP_SYS_ADMIN) and loop devices; run it as root, as .ci/run does on a fresh Debian machine"
-        );
-        let source = Command::new("findmnt").args(["-n", "-o", "SOURCE"]).arg(&mount).output().unwrap();
-        let device = String::from_utf8(source.stdout).unwrap().trim().trim_start_matches("/dev/").to_string();
-        SdCard { mount, device }
-    }
-
-    /// What a card busy with its own garbage collection, or a hung controller, does: writes block
-    /// without an error (`fsfreeze`) until the returned guard is dropped.
-    fn stall(&self) -> Stalled<'_> {
-        run("fsfreeze", &["-f", self.mount.to_str().unwrap()]);
-        Stalled { card: self }
-    }
-
-    /// What ext4 does when it meets an error on a card mounted `errors=remount-ro`.
-    fn fail(&self) {
-        std::fs::write(format!("/sys/fs/ext4/{}/trigger_fs_error", self.device), "gridwatch test: the SD card failed\n").unwrap();
-        let probe = std::fs::write(self.mount.join("probe"), b"x");
-        assert!(probe.is_err(), "the card is still writable after the error");
-    }
-}
-
-/// A stalled card; writes go through again when this is dropped (before the daemon is killed: a
-/// process blocked on a frozen filesystem cannot die until it thaws).
-struct Stalled<'a> {
-    card: &'a SdCard,
-}
-
-impl Drop for Stalled<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("fsfreeze").arg("-u").arg(&self.card.mount).status();
-    }
-}
-
-impl Drop for SdCard {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let status = Command::new(program).args(args).status().unwrap_or_else(|e| panic!("cannot run {program} (apt-get install e2fsprogs): {e}"));
-    assert!(status.success(), "{program} {args:?} failed");
-}
 
 /// `/healthz`'s status and body; status 0 when it does not answer within 3 s.
 async fn health(http_port: u16) -> (u16, serde_json::Value) {
@@ -164,7 +102,7 @@ impl LadderBox {
         let receiver = WebhookReceiver::start(Vec::new()).await;
         let http_port = free_port();
         let config = format!(
-            "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-ladder-{http_port}\"\n\
+            "state_dir = \"state\"\nruntime_dir = \"run\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-ladder-{http_port}\"\n\
              [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-5\"\n\
              [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
              [[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
@@ -233,6 +171,43 @@ async fn reminders_and_escalations_go_on_after_the_card_went_read_only() {
     assert!(cleared, "no clear with the card read-only: {:?}", daemon.stderr());
     let clear = receiver.bodies().into_iter().find(|b| event("cleared")(b)).unwrap();
     assert_eq!(clear["incident_id"], incident, "the clear of a stored incident names it: {clear}");
+    daemon.kill_hard();
+    drop(card);
+}
+
+/// An alarm sent from memory while the card was read-only, then the daemon killed and the card
+/// repaired (systemd restarts the daemon; the runtime directory is kept): its incident is recorded
+/// from what waited beside the card, and its ladder runs on — an outside tester found such an
+/// incident recorded without one (no reminder, no escalation, ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_sent_from_memory_before_a_crash_is_escalated_once_the_card_is_repaired() {
+    let LadderBox { mosquitto, dir, mut card, receiver, mut daemon, topic, .. } = LadderBox::start().await;
+    let count = |event: &'static str| receiver.bodies().iter().filter(|b| b["rule"] == "tilt" && b["event"] == event).count();
+    card.fail();
+    mosquitto.publish(topic, &format!(r#"{{"x": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+    let fired = wait_for(10 * SECOND, || {
+        let n = count("fired");
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(fired, "no alarm from memory: {:?}", daemon.stderr());
+    daemon.kill_hard();
+    card.repair();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let restarted = now_ms();
+    let after = |event: &'static str| {
+        receiver.bodies().iter().filter(|b| b["rule"] == "tilt" && b["event"] == event && b["at_ms"].as_i64().unwrap_or(0) >= restarted).count()
+    };
+    // The ladder: reminders every 1.5 s, escalated to the grid leader 4 s after the alarm.
+    let escalated = wait_for(15 * SECOND, || {
+        let n = after("escalated");
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(escalated && after("reminder") >= 1, "no ladder after the restart: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    let stored = receiver.bodies().into_iter().rfind(|b| b["rule"] == "tilt" && b["event"] == "escalated").unwrap();
+    assert!(stored["incident_id"].as_i64().is_some_and(|id| id > 0), "the steps are the stored incident's: {stored}");
+    assert_eq!(count("fired"), 1, "the alarm is not sent again: {:?}", receiver.bodies());
     daemon.kill_hard();
     drop(card);
 }
@@ -370,7 +345,19 @@ async fn a_card_that_stalls_holds_back_no_alarm_and_no_reminder() {
 /// number, its clear names it, and a new alarm reaches people.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_restarted_on_a_read_only_card_starts_and_still_alarms() {
-    let LadderBox { mosquitto, dir, card, receiver, mut daemon, topic, http_port } = LadderBox::start().await;
+    restarted_on_a_read_only_card(false).await;
+}
+
+/// The same after a clean stop, which leaves no WAL files: SQLite cannot open such a store on a
+/// read-only card the usual way, and the box started from an empty one (an outside tester: open
+/// incidents forgotten, event ids and incident numbers given again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_stopped_cleanly_and_restarted_on_a_read_only_card_keeps_its_incidents() {
+    restarted_on_a_read_only_card(true).await;
+}
+
+async fn restarted_on_a_read_only_card(clean_stop: bool) {
+    let LadderBox { mosquitto, dir, mut card, receiver, mut daemon, topic, http_port } = LadderBox::start().await;
     let publish = |x: f64| mosquitto.publish(topic, &format!(r#"{{"x": {x}, "ts": {}}}"#, now_ms())).unwrap();
     let count = |rule: &'static str, event: &'static str| receiver.bodies().iter().filter(|b| b["rule"] == rule && b["event"] == event).count();
     publish(7.0);
@@ -380,8 +367,13 @@ async fn a_box_restarted_on_a_read_only_card_starts_and_still_alarms() {
     })
     .await;
     assert!(fired, "{:?}", daemon.stderr());
-    card.fail();
-    daemon.kill_hard();
+    if clean_stop {
+        assert!(daemon.stop().success(), "{:?}", daemon.stderr());
+        card.fail();
+    } else {
+        card.fail();
+        daemon.kill_hard();
+    }
 
     let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let up = wait_for(15 * SECOND, || async { health(http_port).await.0 != 0 }).await;
@@ -400,6 +392,12 @@ async fn a_box_restarted_on_a_read_only_card_starts_and_still_alarms() {
     assert!(cleared, "no clear after the restart: {:?} {:?}", receiver.bodies(), daemon.stderr());
     let clear = receiver.bodies().into_iter().find(|b| b["rule"] == "tilt" && b["event"] == "cleared").unwrap();
     assert_eq!(clear["incident_id"], 1, "{clear}");
+    assert!(!daemon.stderr().iter().any(|l| l.contains("starting from an empty one")), "{:?}", daemon.stderr());
+    // A step from the command line could not be kept: it is refused and says why, not "accepted".
+    let act =
+        common::gridwatch().args(["incidents", "--config", "gridwatch.toml", "act", "1", "accept", "--by", "wang"]).current_dir(dir.path()).output().unwrap();
+    let said = String::from_utf8_lossy(&act.stderr);
+    assert!(!act.status.success() && said.contains("read-only"), "{act:?}");
     // And a new alarm reaches people.
     publish(12.0);
     let danger = wait_for(15 * SECOND, || {
@@ -408,7 +406,27 @@ async fn a_box_restarted_on_a_read_only_card_starts_and_still_alarms() {
     })
     .await;
     assert!(danger, "no alarm after the restart on the read-only card: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    // Its ids are the copy's own, never ones the card gives once it writes again (a receiver
+    // drops an event id it has seen).
+    let raised = receiver.bodies().into_iter().find(|b| b["rule"] == "tilt-far" && b["event"] == "fired").unwrap();
+    assert!(raised["event_id"].as_i64().is_some_and(|id| id >= 1_000_000_000), "{raised}");
+    assert!(raised["incident_id"].as_i64().is_some_and(|id| id >= 1_000_000_000), "{raised}");
+
+    // The card repaired while the runtime directory stays (systemd restarts the daemon): what
+    // the copy in memory journaled is recorded on the card, and the alarm is not sent again.
     daemon.kill_hard();
+    card.repair();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let writable = wait_for(15 * SECOND, || async { health(http_port).await.0 == 200 }).await;
+    assert!(writable, "{:?} {:?}", health(http_port).await, daemon.stderr());
+    publish(12.5);
+    tokio::time::sleep(3 * SECOND).await;
+    assert_eq!(count("tilt-far", "fired"), 1, "sent again after the repair: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    let store = gridwatch::store::Store::open(&dir.path().join("state")).unwrap();
+    let open = store.recent_alerts(50).unwrap();
+    assert!(open.iter().any(|a| a.rule == "tilt-far" && a.event == "fired"), "the alarm raised in memory is on the card: {open:?}");
+    daemon.kill_hard();
+    drop(store);
     drop(card);
 }
 

@@ -32,6 +32,11 @@ pub struct SubjectId(pub usize);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RuleId(pub usize);
 
+/// The shortest silence after which a box has no vote in its building's agreement (three report
+/// intervals when those are longer): a box that died, not one in a gap of its link — while a
+/// healthy box is silent for hours, a faulty one next to it must still not raise red alone.
+const SILENT_VOTER_MS: Millis = 24 * 3_600_000;
+
 /// How an incident moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -485,11 +490,12 @@ impl Engine {
                 }
                 _ => observe_check(rule, planned.variant(), state, at, staged, peers, lowest),
             };
-            if let Some(event) = event {
-                match planned.agreement() {
-                    Some(agreement) => self.touched.push(agreement),
-                    None => events.push(RuleEvent { rule: RuleId(planned.rule()), subject, variant: planned.variant(), ..event }),
-                }
+            match (planned.agreement(), event) {
+                // Settled on every reading of a box, not only when its vote moves: who still
+                // reports decides how many must agree (`needed_now`).
+                (Some(agreement), _) => self.touched.push(agreement),
+                (None, Some(event)) => events.push(RuleEvent { rule: RuleId(planned.rule()), subject, variant: planned.variant(), ..event }),
+                (None, None) => {}
             }
         }
         self.settle_agreements(at, events);
@@ -603,7 +609,7 @@ impl Engine {
         touched.sort_unstable();
         touched.dedup();
         for &index in &touched {
-            let verdict = verdict(&self.votes(index), self.agreements[index].needed, self.agreements[index].alone);
+            let verdict = verdict(&self.votes(index), self.needed_now(index, at), self.agreements[index].alone);
             let (anchor, check) = self.agreements[index].members[0];
             let variant = self.plan_of(&self.slots[anchor]).checks[check].variant();
             let agreement = &mut self.agreements[index];
@@ -636,10 +642,30 @@ impl Engine {
             .collect()
     }
 
-    /// Recomputes every building's state from its boxes without events (after a restore).
+    /// How many boxes must agree at `at`: the rule's `agree`, but at most as many as still
+    /// report — a box silent for more than a day (and three report intervals) has no vote, so
+    /// a building whose other boxes died follows the one left, as a house with one box does (an
+    /// outside tester: the box left could never raise red). A box not heard from yet (a start, a
+    /// box just installed) still votes.
+    fn needed_now(&self, index: usize, at: Millis) -> usize {
+        let agreement = &self.agreements[index];
+        let reporting = agreement
+            .members
+            .iter()
+            .filter(|&&(slot, _)| {
+                let silent_after = self.sensors[slot].interval_ms.saturating_mul(3).max(SILENT_VOTER_MS);
+                self.slots[slot].last_at.is_none_or(|last| at - last <= silent_after)
+            })
+            .count();
+        agreement.needed.min(reporting.max(1))
+    }
+
+    /// Recomputes every building's state from its boxes without events (after a restore), as of
+    /// the newest reading of its boxes.
     pub(crate) fn recompute_agreements(&mut self) {
         for index in 0..self.agreements.len() {
-            let verdict = verdict(&self.votes(index), self.agreements[index].needed, self.agreements[index].alone);
+            let newest = self.agreements[index].members.iter().filter_map(|&(slot, _)| self.slots[slot].last_at).max().unwrap_or(Millis::MIN);
+            let verdict = verdict(&self.votes(index), self.needed_now(index, newest), self.agreements[index].alone);
             self.agreements[index].open = verdict.open;
         }
     }

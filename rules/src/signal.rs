@@ -40,9 +40,14 @@ pub const TIME_WINDOW_MIN_POINTS: usize = 3;
 /// would be the median — a box reporting every half hour with a few spikes a week has such pairs
 /// several times a year.
 const REACH_BACK_POINTS: usize = 5;
-/// How much further back than its own length a window or a `recent` baseline reaches for its
-/// fewest readings: after a longer silence it starts afresh.
+/// How much further back than its own length a window reaches for its fewest readings: after a
+/// longer silence it starts afresh.
 const STRETCH_LIMIT_SECONDS: i64 = 24 * 3600;
+/// The same for a `recent` baseline: a box back from days of silence is judged against where it
+/// stood before it (a wall that moved while its box was dead has moved, and `tilt-sudden` must
+/// see it — an outside tester found it unseen after 26 h and more); the weather moves a wall a
+/// few hundredths of a degree in a week, far below a sudden change.
+const RECENT_STRETCH_LIMIT_SECONDS: i64 = 7 * 24 * 3600;
 /// How many points a `recent` baseline keeps per field across its window at most (plus the two
 /// newest readings).
 const RECENT_POINTS: i64 = 8;
@@ -353,7 +358,7 @@ impl Signal {
         let mut references: smallvec::SmallVec<[f64; 4]> = smallvec::SmallVec::new();
         for (name, points) in fields.iter().zip(lists.iter_mut()) {
             let Some(value) = field(name).filter(|v| v.is_finite()) else { return Some(None) };
-            let reached_back = expire(points, cutoff);
+            let reached_back = expire(points, cutoff, RECENT_STRETCH_LIMIT_SECONDS);
             if points.len() >= if reached_back { REACH_BACK_POINTS } else { RECENT_MIN_POINTS } {
                 references.push(median_of(points.iter().map(|p| p.value())));
             }
@@ -417,7 +422,7 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
         Window::Time(window) => {
             let seconds = window_seconds(window);
             thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1));
-            let reached_back = expire(buffer, now - seconds);
+            let reached_back = expire(buffer, now - seconds, STRETCH_LIMIT_SECONDS);
             if buffer.len() < if reached_back { REACH_BACK_POINTS } else { TIME_WINDOW_MIN_POINTS } {
                 return None;
             }
@@ -455,23 +460,23 @@ fn steady_value(kept: &mut StageKept, n: usize, at: Millis, value: f64, step: f6
     Some(if steady { smallest } else { 0.0 })
 }
 
-/// Adds `point` as the newest, keeping points at least `spacing` seconds apart except the two
-/// newest readings: the second newest stays only if it lies `spacing` after the point before. Keeping two raw readings at the end means a window that holds little yet
-/// (just after a start, or after a gap) still takes a median of three, so one bad reading cannot
-/// be half of it.
 /// Drops the points at or before `cutoff`, but keeps the newest [`REACH_BACK_POINTS`] of them
-/// unless they lie more than [`STRETCH_LIMIT_SECONDS`] before it; whether a point at or before
+/// unless they lie more than `stretch_limit` seconds before it; whether a point at or before
 /// `cutoff` is still kept (the window reached back for its readings).
-fn expire(points: &mut Points, cutoff: i64) -> bool {
+fn expire(points: &mut Points, cutoff: i64, stretch_limit: i64) -> bool {
     let expired = points.iter().take_while(|p| p.second() <= cutoff).count();
     let drop = expired.min(points.len().saturating_sub(REACH_BACK_POINTS));
     if drop > 0 {
         points.drain(..drop);
     }
-    drop_front(points, |p| p.second() <= cutoff - STRETCH_LIMIT_SECONDS);
+    drop_front(points, |p| p.second() <= cutoff - stretch_limit);
     points.first().is_some_and(|p| p.second() <= cutoff)
 }
 
+/// Adds `point` as the newest, keeping points at least `spacing` seconds apart except the two
+/// newest readings: the second newest stays only if it lies `spacing` after the point before.
+/// Keeping two raw readings at the end means a window that holds little yet (just after a start,
+/// or after a gap) still takes a median of three, so one bad reading cannot be half of it.
 fn thin_push(points: &mut Points, point: Point, spacing: i64) {
     let len = points.len();
     if len >= 3 && points[len - 2].second() - points[len - 3].second() < spacing {
@@ -681,16 +686,21 @@ mod tests {
         assert_eq!(out[4], Some(0.1f32 as f64), "{out:?}");
     }
 
-    #[test]
-    fn a_recent_baseline_measures_the_change_from_where_each_field_just_was() {
-        let s = Signal {
-            expr: ValueExpr::parse("hypot(x, y)").unwrap(),
+    /// `expr` relative to its fields' level over the last hour, unsmoothed.
+    fn recent_hour(expr: &str) -> Signal {
+        Signal {
+            expr: ValueExpr::parse(expr).unwrap(),
             baseline: Some(BaselineSpec::Recent { window_ms: 60 * MIN }),
             relative: Relative::Difference,
             compensate: None,
             smooth: None,
             transform: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_recent_baseline_measures_the_change_from_where_each_field_just_was() {
+        let s = recent_hour("hypot(x, y)");
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         // Mounted 0.8° off along x; the jump of 0.1° goes along y, at right angles.
         let reading = |m: i64| if m < 30 { (0.8, 0.0) } else { (0.8, 0.1) };
@@ -703,6 +713,22 @@ mod tests {
         assert!(out[29].unwrap() < 1e-6, "{out:?}");
         assert!((out[30].unwrap() - 0.1).abs() < 1e-6 && (out[31].unwrap() - 0.1).abs() < 1e-6, "{out:?}");
         assert_eq!(serde_json::from_str::<StageState>(&serde_json::to_string(&stage).unwrap()).unwrap(), stage, "saved and read back");
+    }
+
+    #[test]
+    fn a_box_back_from_days_of_silence_is_judged_against_where_it_stood_before() {
+        let s = recent_hour("x");
+        let day = 24 * 60 * MIN;
+        for (silence, seen) in [(3 * day, true), (8 * day, false)] {
+            let (mut stage, mut transform) = (StageState::default(), TransformState::default());
+            let readings = (0..120).map(|m| (m * MIN, 0.5)).chain((0..2).map(|m| (silence + m * MIN, 0.7)));
+            let out: Vec<Option<f64>> = readings.map(|(at, x)| s.observe(&mut stage, &mut transform, at, &|name| (name == "x").then_some(x))).collect();
+            if seen {
+                assert!(out[120..].iter().all(|v| v.is_some_and(|v| (v - 0.2).abs() < 1e-6)), "the wall moved 0.2 while its box was silent: {out:?}");
+            } else {
+                assert_eq!(out[120..], [None, None], "a reference from more than a week ago is not taken: {out:?}");
+            }
+        }
     }
 
     #[test]

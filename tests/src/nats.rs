@@ -2,7 +2,9 @@
 //! own client and route ports and stores in a temporary directory, killed when the handle drops.
 //! A node can be killed with SIGKILL and started again on the same ports and store. Each node
 //! also serves its monitoring endpoint (`/jsz`), from which [`NatsCluster::stream_leader`]
-//! reads which node leads a stream's RAFT group, without a NATS client.
+//! reads which node leads a stream's RAFT group, without a NATS client. Started with
+//! [`NatsCluster::start_with_mqtt`], each node also has nats-server's MQTT listener (on its own
+//! free port), where the district's 4G sensors publish.
 
 use crate::free_port;
 use crate::services::{find_program, wait_for_port};
@@ -19,6 +21,8 @@ struct Node {
     client_port: u16,
     /// The monitoring endpoint (`http:`), for `/jsz`.
     monitor_port: u16,
+    /// nats-server's MQTT listener, when the cluster has one.
+    mqtt_port: Option<u16>,
     config: PathBuf,
     child: Option<Child>,
 }
@@ -36,9 +40,18 @@ impl NatsCluster {
     /// once in a full district run): the cluster is started again on new ports, three times at
     /// most.
     pub async fn start(size: usize) -> anyhow::Result<NatsCluster> {
+        NatsCluster::start_listening(size, false).await
+    }
+
+    /// [`NatsCluster::start`], each node with an MQTT listener too ([`NatsCluster::mqtt_ports`]).
+    pub async fn start_with_mqtt(size: usize) -> anyhow::Result<NatsCluster> {
+        NatsCluster::start_listening(size, true).await
+    }
+
+    async fn start_listening(size: usize, mqtt: bool) -> anyhow::Result<NatsCluster> {
         let mut attempt = 1;
         loop {
-            match NatsCluster::start_on_free_ports(size).await {
+            match NatsCluster::start_on_free_ports(size, mqtt).await {
                 Err(error) if attempt < 3 => {
                     eprintln!("nats-server cluster did not start ({error:#}); again on other ports");
                     attempt += 1;
@@ -48,7 +61,7 @@ impl NatsCluster {
         }
     }
 
-    async fn start_on_free_ports(size: usize) -> anyhow::Result<NatsCluster> {
+    async fn start_on_free_ports(size: usize, mqtt: bool) -> anyhow::Result<NatsCluster> {
         let dir = tempfile::tempdir()?;
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let routes: Vec<String> = route_ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
@@ -57,19 +70,22 @@ impl NatsCluster {
             let name = format!("n{}", index + 1);
             let client_port = free_port();
             let monitor_port = free_port();
+            let mqtt_port = mqtt.then(free_port);
+            // MQTT needs the node's server_name (set) and JetStream (on): its sessions live there.
+            let mqtt_block = mqtt_port.map(|port| format!("mqtt {{\n  listen: \"127.0.0.1:{port}\"\n}}\n")).unwrap_or_default();
             let store = dir.path().join(&name);
             let config = dir.path().join(format!("{name}.conf"));
             // no_advertise: clients (a box behind its proxy) only use the addresses they were given.
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: {name}\nlisten: \"127.0.0.1:{client_port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\nlog_file: \"{log}\"\njetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 64MB\n  max_file_store: 512MB\n}}\ncluster {{\n  name: gridwatch-test\n  listen: \"127.0.0.1:{route_port}\"\n  routes: [{routes}]\n  no_advertise: true\n}}\n",
+                    "server_name: {name}\nlisten: \"127.0.0.1:{client_port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\nlog_file: \"{log}\"\njetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 64MB\n  max_file_store: 512MB\n}}\ncluster {{\n  name: gridwatch-test\n  listen: \"127.0.0.1:{route_port}\"\n  routes: [{routes}]\n  no_advertise: true\n}}\n{mqtt_block}",
                     log = dir.path().join(format!("{name}.log")).display(),
                     store = store.display(),
                     routes = routes.join(", ")
                 ),
             )?;
-            nodes.push(Node { name, client_port, monitor_port, config, child: None });
+            nodes.push(Node { name, client_port, monitor_port, mqtt_port, config, child: None });
         }
         let mut cluster = NatsCluster { nodes, dir };
         for index in 0..size {
@@ -96,6 +112,11 @@ impl NatsCluster {
     /// Every node's client address (for a proxy in front of the cluster).
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(|n| SocketAddr::from(([127, 0, 0, 1], n.client_port))).collect()
+    }
+
+    /// Every node's MQTT port (empty unless started [`NatsCluster::start_with_mqtt`]).
+    pub fn mqtt_ports(&self) -> Vec<u16> {
+        self.nodes.iter().filter_map(|n| n.mqtt_port).collect()
     }
 
     /// The nodes' names (`n1`, `n2`, …).

@@ -22,8 +22,16 @@ enum Progress {
 
 impl Publisher {
     pub async fn connect(port: u16, client_id: &str) -> anyhow::Result<Publisher> {
+        Publisher::connect_as(port, client_id, None).await
+    }
+
+    /// Connects with a user and password (`None`: anonymously).
+    pub async fn connect_as(port: u16, client_id: &str, login: Option<(&str, &str)>) -> anyhow::Result<Publisher> {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 16);
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {

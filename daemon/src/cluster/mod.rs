@@ -18,6 +18,8 @@
 //!   lease).
 //! - [`roster`]: one roster for the district, in KV, followed by every box.
 //! - [`actions`]: workers' actions the hub relays to a box, applied through its own verifier.
+//! - [`sensors`]: sensors with their own 4G link, which publish to the hub's MQTT listener:
+//!   their home box judges them from the district's stream as if they were its own.
 //!
 //! Names shared by both sides are here, and [`run_box`], the box's side started by the daemon.
 
@@ -25,6 +27,7 @@ pub mod actions;
 pub mod hub;
 pub mod readings;
 pub mod roster;
+pub mod sensors;
 pub mod trend;
 pub mod uplink;
 pub mod wire;
@@ -50,6 +53,11 @@ pub const ROSTER_BUCKET: &str = "gw_roster";
 pub const ACTIONS_STREAM: &str = "GRIDWATCH_ACTIONS";
 /// Subjects of [`ACTIONS_STREAM`].
 pub const ACTIONS_SUBJECTS: &str = "gw.act.>";
+/// The stream of what 4G sensors publish on the hub's MQTT listener (MQTT topic
+/// `gw/s/<district>/<box>/<sensor>`, NATS subject `gw.s.<district>.<box>.<sensor>`).
+pub const SENSORS_STREAM: &str = "GRIDWATCH_SENSORS";
+/// Subjects of [`SENSORS_STREAM`].
+pub const SENSORS_SUBJECTS: &str = "gw.s.>";
 
 /// What a box's district side works with (`[cluster]` set).
 #[derive(Debug)]
@@ -69,12 +77,14 @@ pub struct BoxSetup {
     pub sensors: crate::config::SensorIndex,
     /// Readings the spooler offers to the uplink.
     pub readings: Option<tokio::sync::mpsc::Receiver<std::sync::Arc<Vec<crate::store::NewPoint>>>>,
+    /// Where this box's 4G sensors' readings go (`sensors_via_hub`); none: not pulled.
+    pub hub_sensors: Option<sensors::Feed>,
 }
 
 /// The box's side of the district until `shutdown`, on one connection (one 4G session): the
 /// uplink with its lease, the district roster and workers' actions relayed by the hub.
 pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationToken) {
-    let BoxSetup { config, store, state_dir, channels, in_force, acks, metrics, clock, sensors, readings } = setup;
+    let BoxSetup { config, store, state_dir, channels, in_force, acks, metrics, clock, sensors, readings, hub_sensors } = setup;
     metrics.know_uplink(&wire::Kind::ALL.map(wire::Kind::as_str));
     // Readings are chosen and kept while the link is down too: they wait for it.
     let progress = std::sync::Arc::new(uplink::Progress::default());
@@ -116,8 +126,12 @@ pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationTo
             None
         }
     };
+    let hub_sensors = hub_sensors.map(|feed| tokio::spawn(sensors::receive(js.clone(), config.clone(), feed, shutdown.clone())));
     uplink::run(js, config, sources, shutdown).await;
     let _ = roster.await;
+    if let Some(hub_sensors) = hub_sensors {
+        let _ = hub_sensors.await;
+    }
     if let Some(actions) = actions {
         let _ = actions.await;
     }

@@ -108,6 +108,7 @@ pub enum Command {
     #[command(
         subcommand_negates_reqs = true,
         args_conflicts_with_subcommands = true,
+        group = clap::ArgGroup::new("sensor_access").args(["mqtt_passwords", "mqtt_anonymous"]),
         after_help = "Examples:\n  gridwatch hub --nats nats://10.0.0.1:4222 --nats nats://10.0.0.2:4222 --nats nats://10.0.0.3:4222 \\\n      --postgres 'host=127.0.0.1 user=gridwatch dbname=district' --webhook https://office.example/hook\n  gridwatch hub roster put --nats nats://10.0.0.1:4222 --district old-town roster.toml"
     )]
     Hub {
@@ -159,6 +160,28 @@ pub enum Command {
         /// ack secret.
         #[arg(long, value_name = "FILE", requires = "ack_secret_file")]
         link_secret_file: Option<PathBuf>,
+        /// Take readings of sensors with their own 4G link here (MQTT 3.1.1, QoS 1, topic
+        /// `gw/s/<district>/<box>/<sensor>`); each is acknowledged once the district's stream
+        /// holds it, and its box (`[cluster] sensors_via_hub`) judges it. Needs
+        /// `--mqtt-passwords` or `--mqtt-anonymous`.
+        #[arg(long, value_name = "ADDR", requires = "sensor_access")]
+        mqtt_listen: Option<SocketAddr>,
+        /// The sensors that may publish there: a mosquitto password file
+        /// (`mosquitto_passwd -c FILE <district>/<box>/<sensor>`), each user on its own topic
+        /// only; read again when it changes.
+        #[arg(long, value_name = "FILE", requires = "mqtt_listen")]
+        mqtt_passwords: Option<PathBuf>,
+        /// Take any client that reaches `--mqtt-listen`, on any sensor's topic (only where the
+        /// port is reachable by the district's sensors alone: a private APN or a VPN).
+        #[arg(long, requires = "mqtt_listen")]
+        mqtt_anonymous: bool,
+        /// Speak MQTT over TLS on `--mqtt-listen` with this certificate chain (PEM; read again
+        /// when it changes), so sensors' passwords do not cross the 4G internet in clear.
+        #[arg(long, value_name = "FILE", requires_all = ["mqtt_listen", "mqtt_tls_key"])]
+        mqtt_tls_cert: Option<PathBuf>,
+        /// The private key of `--mqtt-tls-cert` (PEM).
+        #[arg(long, value_name = "FILE", requires = "mqtt_tls_cert")]
+        mqtt_tls_key: Option<PathBuf>,
     },
     /// Run everything on embedded defaults with simulated houses and water probes.
     #[command(

@@ -33,6 +33,15 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
         _ => {}
     }
     let store = Store::open(&config.state_dir)?;
+    // On a read-only card the store is a copy in this process's memory: a step taken there
+    // would say it worked and be lost (an outside tester's "accepted" left the incident open and
+    // its ladder running).
+    if store.is_memory_copy() && matches!(command, IncidentsCommand::Act { .. } | IncidentsCommand::Silence { .. } | IncidentsCommand::Unsilence { .. }) {
+        anyhow::bail!(
+            "the state directory {} is read-only (has the SD card failed?): nothing this command changes can be kept, and the running daemon would not hear of it; act from the incident's link, which the daemon takes, or once the card is writable again",
+            config.state_dir.display()
+        );
+    }
     // Times people read, in the installation's zone; JSON and CSV keep RFC 3339 UTC.
     let local = |ms: i64| crate::local_time::labelled(ms, config.time_zone);
     // A time stamped before the box's clock was set (and not re-stamped) is unknown.

@@ -20,6 +20,7 @@ pub struct RawCluster {
     pub commit_wait_secs: Option<Spanned<u64>>,
     pub uplink_points_per_sec: Option<Spanned<u64>>,
     pub readings_batch_secs: Option<Spanned<u64>>,
+    pub sensors_via_hub: Option<bool>,
 }
 
 /// `[cluster]`, checked.
@@ -40,6 +41,9 @@ pub struct ClusterConfig {
     /// How long chosen readings gather before they are written for the uplink (and so how
     /// late they reach the district, and how many a crash of the box can cost it).
     pub readings_batch: Duration,
+    /// Whether this box also judges its sensors with their own 4G link, which publish to the
+    /// hub's MQTT listener (`gw/s/<district>/<box>/<sensor>`), from the district's stream.
+    pub sensors_via_hub: bool,
 }
 
 const BATCH_ROWS: (u64, std::ops::RangeInclusive<u64>) = (500, 1..=10_000);
@@ -85,6 +89,7 @@ impl super::Checker<'_> {
             commit_wait,
             uplink_points_per_sec,
             readings_batch,
+            sensors_via_hub: raw.sensors_via_hub.unwrap_or(false),
         })
     }
 }
@@ -113,7 +118,7 @@ mod tests {
     fn the_cluster_table_gets_defaults_and_checks_its_box_id() {
         let cluster = parse(WITH_CLUSTER).unwrap().cluster.unwrap();
         assert_eq!((cluster.box_id.as_str(), cluster.batch_rows, cluster.lease_renew.as_secs(), cluster.commit_wait.as_secs()), ("east-canal", 500, 5, 10));
-        assert_eq!((cluster.uplink_points_per_sec, cluster.readings_batch.as_secs()), (5, 30));
+        assert_eq!((cluster.uplink_points_per_sec, cluster.readings_batch.as_secs(), cluster.sensors_via_hub), (5, 30, false));
         let Err(ConfigError::Invalid(diagnostics)) = parse(&WITH_CLUSTER.replace("east-canal", "east.canal")) else { panic!("accepted a box id with a dot") };
         assert!(diagnostics.iter().any(|d| d.to_string().contains("cluster.box_id")), "{diagnostics:?}");
     }

@@ -15,6 +15,9 @@ pub struct RawConfig {
     pub inventory: Option<Spanned<String>>,
     #[serde(default = "default_state_reserve_kib")]
     pub state_reserve_kib: u64,
+    /// A directory in memory (tmpfs) for what the card could not keep; default: systemd's
+    /// `$RUNTIME_DIRECTORY`.
+    pub runtime_dir: Option<Spanned<String>>,
     pub mqtt: RawMqtt,
     #[serde(default, rename = "sensor")]
     pub sensors: Vec<RawSensor>,

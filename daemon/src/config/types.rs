@@ -19,6 +19,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Disk space kept back in the state directory for alarms when the disk fills (0: none).
     pub state_reserve_bytes: u64,
+    /// A directory in memory (tmpfs: it outlives the daemon, not a reboot) where what the card
+    /// cannot write waits: readings to judge again after a crash, events sent from memory. None:
+    /// `$RUNTIME_DIRECTORY` when systemd sets it (`RuntimeDirectory=`), else nowhere.
+    pub runtime_dir: Option<PathBuf>,
     pub mqtt: MqttConfig,
     /// The sensor inventory; a reading from a sensor not listed here is rejected. Shared, not
     /// copied: at 10,000 sensors a copy is megabytes.

@@ -71,6 +71,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         ladders: Ladders::default(),
     };
     dispatcher.take_over_outbox();
+    dispatcher.take_over_sent_from_memory();
     // An accelerated clock (the demo) looks as often in its own time as the real one does.
     let clock = dispatcher.clock;
     let mut check = tokio::time::interval(ESCALATION_CHECK.div_f64(clock.speed().max(1.0)).max(std::time::Duration::from_millis(20)));
@@ -164,6 +165,13 @@ struct Ladders {
     /// Rule events the store could not record (they went out from memory), oldest first: recorded
     /// in order once it writes again, before any later event, and not sent again.
     unrecorded_events: std::collections::VecDeque<Alert>,
+}
+
+/// The escalation ladder a grid alarm arms at `armed_ms`: (grid, armed at, first step due);
+/// none for installers' alarms or a severity without a policy.
+fn ladder_of(dispatch: &crate::dispatch::Dispatch, alert: &Alert, armed_ms: i64) -> Option<(Option<String>, i64, i64)> {
+    (alert.audience == Audience::Grid)
+        .then(|| dispatch.first_due(alert.severity.as_str(), armed_ms).map(|first_due| (alert.grid.clone(), armed_ms, first_due)))?
 }
 
 /// Rule events kept to record once the store writes again; past that the oldest are forgotten
@@ -268,8 +276,8 @@ impl Dispatcher {
         // Quiet hours and the daily digest: the alert waits in the outbox (no reminders for it).
         let deferred_until = if silenced.is_none() { dispatch.deferral.not_before(&alert, now) } else { None };
         let grouped_until = if silenced.is_none() && deferred_until.is_none() { self.group(&alert, now) } else { None };
-        let escalate = match (alert.audience, &silenced, deferred_until) {
-            (Audience::Grid, None, None) => dispatch.first_due(alert.severity.as_str(), now).map(|first_due| (alert.grid.clone(), now, first_due)),
+        let escalate = match (&silenced, deferred_until) {
+            (None, None) => ladder_of(&dispatch, &alert, now),
             _ => None,
         };
         let addressing = if silenced.is_some() { Addressing::default() } else { address(&alert, &dispatch.roster, &self.names) };
@@ -306,7 +314,15 @@ impl Dispatcher {
                 tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, incident, "event already reflected by its incident (judged again after a restart); not sent again");
                 return;
             }
-            Ok((_, Some((_, journaled)))) => journaled,
+            Ok((_, Some((_, journaled)))) => {
+                // A store copied into memory (the card read-only at start) loses what it
+                // journals at the next start: kept beside the card, the next run on a writable
+                // card records it first, and sends nothing of it again.
+                if self.store.is_memory_copy() {
+                    self.store.keep_sent_from_memory(&journaled);
+                }
+                journaled
+            }
             Ok((_, None)) => return,
             Err(error) => {
                 // Without its incident the alert still goes out (journaled on its own), and a
@@ -441,8 +457,29 @@ impl Dispatcher {
         }
     }
 
-    /// Keeps a rule event the store could not record, to record it once it writes again.
+    /// The events a run before this one sent from memory and never recorded (kept beside the
+    /// card): recorded before anything else, and a clear of an alarm among them is news.
+    fn take_over_sent_from_memory(&mut self) {
+        let left = self.store.sent_from_memory_left();
+        if left.is_empty() {
+            return;
+        }
+        tracing::warn!(events = left.len(), "events the last run sent from memory are recorded first");
+        for alert in left {
+            let key = (alert.rule.clone(), alert.sensor.clone());
+            if alert.event == Event::Fired {
+                self.ladders.unrecorded_alarms.insert(key);
+            } else if alert.event == Event::Cleared {
+                self.ladders.unrecorded_alarms.remove(&key);
+            }
+            self.ladders.unrecorded_events.push_back(alert);
+        }
+    }
+
+    /// Keeps a rule event the store could not record, to record it once it writes again (beside
+    /// the card too, should the daemon die first).
     fn keep_unrecorded(&mut self, alert: &Alert) {
+        self.store.keep_sent_from_memory(alert);
         if self.ladders.unrecorded_events.len() >= UNRECORDED_EVENTS_MAX {
             self.ladders.unrecorded_events.pop_front();
             self.store
@@ -454,8 +491,21 @@ impl Dispatcher {
     /// Records, in order, the rule events the store missed (they were sent from memory, so they
     /// are journaled without deliveries); `Err` while it still cannot write.
     async fn record_unrecorded(&mut self) -> anyhow::Result<()> {
+        if self.ladders.unrecorded_events.is_empty() {
+            return Ok(());
+        }
         while let Some(alert) = self.ladders.unrecorded_events.front().cloned() {
             let alert = &alert;
+            // The store went on without it (a write that landed after all, a run before this
+            // one): recorded now it would move its incident back to an older state.
+            if self.store.later_event_journaled(&alert.rule, &alert.sensor, alert.at_ms).await? {
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "an event sent from memory is older than what the store holds; not recorded");
+                if alert.event == Event::Fired {
+                    self.ladders.unrecorded_alarms.remove(&(alert.rule.clone(), alert.sensor.clone()));
+                }
+                self.ladders.unrecorded_events.pop_front();
+                continue;
+            }
             let record_only: crate::store::Route = Box::new(|alert: &mut Alert, incident: i64| {
                 alert.incident_id = Some(incident);
                 Vec::new()
@@ -464,7 +514,13 @@ impl Dispatcher {
             // A ladder still running in memory goes to the incident, where it goes on as far as
             // it got (armed when it was; its age and steps follow below).
             let escalate = match alert.event {
-                Event::Fired => self.ladders.in_memory.get(&key).map(|l| (l.grid.clone(), l.armed_ms, l.armed_ms + l.next_due_age_ms)),
+                Event::Fired => match self.ladders.in_memory.get(&key) {
+                    Some(l) => Some((l.grid.clone(), l.armed_ms, l.armed_ms + l.next_due_age_ms)),
+                    // Sent from memory by a run that died before the card wrote again: its ladder
+                    // went with that run, and starts again from when the alarm was sent (the
+                    // alert's time), as the store would have armed it.
+                    None => ladder_of(&self.dispatch.get(), alert, alert.at_ms.min(self.clock.now())),
+                },
                 _ => None,
             };
             let journaling = crate::store::Journaling { route: record_only, not_before_ms: None, escalate };
@@ -480,6 +536,7 @@ impl Dispatcher {
             tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "an event sent from memory is recorded now that the store writes again");
             self.ladders.unrecorded_events.pop_front();
         }
+        self.store.forget_sent_from_memory();
         Ok(())
     }
 

@@ -163,6 +163,8 @@ enum Source {
     Reading { placed: gridwatch_rules::Millis, ts: gridwatch_rules::Millis },
     /// A tick, or a reading stamped by an unset clock: labelled from the timeline.
     Timeline,
+    /// A reading judged again at start, from the crash log: placed and labelled at its own time.
+    JudgedAgain,
 }
 
 impl Pipeline {
@@ -176,6 +178,8 @@ impl Pipeline {
         let mut resolved = tokio::time::interval(RESOLVED_EVERY);
         resolved.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.judge_unsaved(&mut events).await;
+        let judged = (0..self.sensors.len()).filter_map(|position| self.engine.last_at(SubjectId(position))).max();
+        self.timeline.go_on_after(judged);
         loop {
             tokio::select! {
                 biased;
@@ -351,7 +355,7 @@ impl Pipeline {
             return 0;
         }
         self.engine.observe(SubjectId(position), ts, fields, events);
-        self.emit(events, Source::Reading { placed: ts, ts }).await;
+        self.emit(events, Source::JudgedAgain).await;
         1
     }
 
@@ -489,6 +493,24 @@ impl Pipeline {
         }
     }
 
+    /// Whether an event judged again at start is older than what the store already holds for
+    /// its rule and sensor: history (its first judging went out from memory and was lost with a
+    /// reboot, or was refused then), which applied now would re-open an incident that closed
+    /// after it, and the sensor's next real alarm would be taken for a repeat. Not sent. (A
+    /// sensor whose clock went back before a crash loses such an event, the price of this.)
+    async fn stale(&self, alert: &crate::alert::Alert) -> bool {
+        match self.store.later_event_journaled(&alert.rule, &alert.sensor, alert.at_ms).await {
+            Ok(false) => false,
+            Ok(true) => {
+                self.metrics.alert_repeats.inc();
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "an event judged again is older than what the store holds; not sent");
+                true
+            }
+            // Unknown (the card stalls): sent, the store's own checks decide.
+            Err(_) => false,
+        }
+    }
+
     async fn emit(&mut self, events: &mut Vec<RuleEvent>, source: Source) {
         for event in events.drain(..) {
             let rule = self.engine.rule(event.rule);
@@ -496,11 +518,15 @@ impl Pipeline {
             self.metrics.count_rule_event(event.kind.as_str());
             let label = match source {
                 Source::Reading { placed, ts } => Some(ts + (event.at - placed)),
+                Source::JudgedAgain => Some(event.at),
                 Source::Timeline => self.timeline.label(event.subject.0, event.at),
             };
             let lasting_ms = event.at - event.since;
             let mut alert = alerts::alert_of(&event, rule, sensor, label.map(|at| at - lasting_ms), self.time_zone, &self.places);
             label_for_people(&mut alert, label.ok_or(UnsetClockStamp { elapsed_ms: self.timeline.elapsed_at(event.at), lasting_ms }), lasting_ms);
+            if matches!(source, Source::JudgedAgain) && self.stale(&alert).await {
+                continue;
+            }
             match self.alerts.send(alert).await {
                 Ok(()) => self.emitted += 1,
                 Err(_) => tracing::error!(rule = %rule.id, sensor = %sensor.id, "alert dispatcher is gone; alert lost"),

@@ -63,6 +63,8 @@ pub struct LoggedReading {
 pub struct LogCursor {
     pub segment: u64,
     pub offset: u64,
+    /// In the log kept beside the card (the runtime directory), read after the card's.
+    pub beside_card: bool,
 }
 
 #[derive(Debug)]
@@ -154,6 +156,39 @@ impl CrashLog {
         Ok(forgotten)
     }
 
+    /// The bytes its segments take (this run's included).
+    pub fn bytes(&self) -> u64 {
+        segments(&self.dir).iter().filter_map(|(_, path)| std::fs::metadata(path).ok()).map(|m| m.len()).sum()
+    }
+
+    /// Whether the log holds any segment (this run's included).
+    pub fn holds_any(&self) -> bool {
+        !segments(&self.dir).is_empty()
+    }
+
+    /// Deletes every segment (their readings were copied elsewhere).
+    pub fn clear(&mut self) -> std::io::Result<()> {
+        self.current = None;
+        for (_, path) in segments(&self.dir) {
+            std::fs::remove_file(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Every reading of every segment, this run's included, in order, and the bytes that could
+    /// not be read.
+    pub fn read_all(&self) -> std::io::Result<(Vec<LoggedReading>, u64)> {
+        let (mut readings, mut unreadable) = (Vec::new(), 0);
+        for (_, path) in segments(&self.dir) {
+            let mut segment = Segment::open(&path, 0)?;
+            while let Some(batch) = segment.next_batch()? {
+                unreadable += batch.unreadable_bytes;
+                readings.extend(batch.readings);
+            }
+        }
+        Ok((readings, unreadable))
+    }
+
     /// About `limit` readings from `cursor` on (a frame is not split), in the order they were
     /// appended, and the cursor after them; the third value is the bytes that could not be read
     /// (a torn tail, a damaged block).
@@ -172,7 +207,7 @@ impl CrashLog {
                 readings.extend(batch.readings);
             }
             if !readings.is_empty() || segment.offset > offset {
-                return Ok((readings, LogCursor { segment: number, offset: segment.offset }, unreadable));
+                return Ok((readings, LogCursor { segment: number, offset: segment.offset, beside_card: cursor.beside_card }, unreadable));
             }
         }
         Ok((Vec::new(), cursor, unreadable))

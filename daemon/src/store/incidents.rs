@@ -209,6 +209,21 @@ impl Store {
         .await
     }
 
+    /// Whether the journal holds a rule event of (`rule`, `sensor`) later than `at_ms`: one sent
+    /// from memory before it is history, and recording it now would move its incident back.
+    pub async fn later_event_journaled(&self, rule: &str, sensor: &str, at_ms: i64) -> anyhow::Result<bool> {
+        let (rule, sensor) = (rule.to_string(), sensor.to_string());
+        self.with_conn(move |conn| {
+            let later = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM alert_events WHERE sensor = ?1 AND at_ms > ?2 AND rule = ?3 AND event IN ('fired', 'changed', 'cleared'))",
+                params![sensor, at_ms, rule],
+                |row| row.get(0),
+            )?;
+            Ok(later)
+        })
+        .await
+    }
+
     /// The incident a clear of (`rule`, `sensor`) would close: the latest not closed whose
     /// sensor is still firing. A read: it works on a read-only card.
     pub fn firing_incident(&self, rule: &str, sensor: &str) -> anyhow::Result<Option<i64>> {

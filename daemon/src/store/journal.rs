@@ -65,9 +65,22 @@ pub(super) fn insert_event(
     now: i64,
     unset_clock: Option<(i64, i64)>,
 ) -> anyhow::Result<i64> {
+    // The id is the next after the journal's last, or after the floor a store copied into memory
+    // keeps in `sqlite_sequence` (`ids_of_its_own` in the store's module).
     tx.execute(
-        "INSERT INTO alert_events (at_ms, rule, sensor, event, severity, value, payload, clock_unset_at, clock_unset_lasting_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8)",
-        params![alert.at_ms, alert.rule, alert.sensor, alert.event.as_str(), alert.severity.as_str(), alert.value, unset_clock.map(|u| u.0), unset_clock.map(|u| u.1)],
+        "INSERT INTO alert_events (id, at_ms, rule, sensor, event, severity, value, payload, clock_unset_at, clock_unset_lasting_ms)
+         VALUES (max(coalesce((SELECT max(id) FROM alert_events), 0), coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'alert_events'), 0)) + 1,
+                 ?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8)",
+        params![
+            alert.at_ms,
+            alert.rule,
+            alert.sensor,
+            alert.event.as_str(),
+            alert.severity.as_str(),
+            alert.value,
+            unset_clock.map(|u| u.0),
+            unset_clock.map(|u| u.1)
+        ],
     )?;
     let id = tx.last_insert_rowid();
     let with_id = |alert: &Alert| serde_json::to_string(&Alert { event_id: Some(id), ..alert.clone() });

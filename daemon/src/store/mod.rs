@@ -43,6 +43,7 @@ mod journal;
 mod migrate;
 mod reserve;
 mod restamp;
+mod sent_from_memory;
 mod silences;
 mod spool;
 mod stall;
@@ -78,6 +79,17 @@ use stall::{Abandoned, Stall, STALLED_AFTER};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// A crash log in memory (tmpfs) for the readings the card could not log: it outlives the
+/// daemon's death (systemd keeps its `RuntimeDirectory=`), not a reboot.
+#[derive(Debug, Clone)]
+struct BesideCard {
+    /// The runtime directory.
+    dir: PathBuf,
+    log: Arc<parking_lot::Mutex<crash_log::CrashLog>>,
+    /// Whether it holds readings not yet copied to the card.
+    holds: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// A handle on the store; cheap to clone, safe to share between tasks.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -95,6 +107,9 @@ pub struct Store {
     pub torn_wal_bytes: u64,
     /// Readings since the rule state was last saved ([`crash_log`]).
     crash_log: Arc<parking_lot::Mutex<crash_log::CrashLog>>,
+    /// The readings the card could not log, in the runtime directory when there is one
+    /// ([`Store::keep_beside_card`], [`unsaved`]).
+    beside_card: Option<BesideCard>,
     /// The operations running now, to tell a stalled card ([`stall`]).
     stall: Arc<Stall>,
     /// A rule-state save is being written ([`state`]).
@@ -104,6 +119,9 @@ pub struct Store {
     /// Whether this process marks what it stamps while the clock is not set to be re-stamped
     /// (the daemon; see [`restamp`]).
     restamps: Arc<std::sync::atomic::AtomicBool>,
+    /// The store is a copy in memory of the one on a read-only card: what it journals is gone at
+    /// the next start unless kept beside the card ([`sent_from_memory`]).
+    memory_copy: bool,
 }
 
 impl Store {
@@ -127,10 +145,12 @@ impl Store {
             health: Arc::default(),
             torn_wal_bytes,
             crash_log: Arc::new(parking_lot::Mutex::new(crash_log::CrashLog::open(state_dir))),
+            beside_card: None,
             stall: Arc::default(),
             saving_state: Arc::default(),
             clock,
             restamps: Arc::default(),
+            memory_copy: false,
         };
         match open_file(&path) {
             Ok(conn) => Ok(store(conn, Vec::new())),
@@ -145,10 +165,15 @@ impl Store {
                 // for ever, and nobody would be told of anything). The store runs in memory, copied
                 // from the card as it is: open incidents keep their numbers, their clears name them.
                 tracing::error!(error = %format!("{error:#}"), "the state directory is read-only: the store runs in memory (copied from the card); nothing is kept across a restart until the card is writable again");
-                Ok(store(in_memory_copy(&path)?, Vec::new()))
+                Ok(Store { memory_copy: true, ..store(in_memory_copy(&path)?, Vec::new()) })
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// Whether this store is a copy in memory of the one on a read-only card.
+    pub fn is_memory_copy(&self) -> bool {
+        self.memory_copy
     }
 
     /// The connection, waited for at most until its holder would count as stalled.
@@ -405,18 +430,56 @@ fn open_file(path: &Path) -> anyhow::Result<Connection> {
 /// The database on a read-only card, copied into memory (empty when it cannot be read).
 fn in_memory_copy(path: &Path) -> anyhow::Result<Connection> {
     let mut conn = Connection::open_in_memory()?;
-    let copied = (|| -> anyhow::Result<()> {
-        let card = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        rusqlite::backup::Backup::new(&card, &mut conn)?.run_to_completion(1000, std::time::Duration::ZERO, None)?;
+    let read_only = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let copy = |card: Connection, conn: &mut Connection| -> anyhow::Result<()> {
+        rusqlite::backup::Backup::new(&card, conn)?.run_to_completion(1000, std::time::Duration::ZERO, None)?;
         Ok(())
-    })();
+    };
+    let mut copied = Connection::open_with_flags(path, read_only).map_err(anyhow::Error::from).and_then(|card| copy(card, &mut conn));
+    if copied.is_err() && !Path::new(&format!("{}-wal", path.display())).exists() {
+        // A clean stop checkpoints and removes the WAL files, and SQLite cannot open a WAL
+        // database on a read-only directory without its `-shm`: the file alone is the whole
+        // store, read as an unchanging one.
+        let uri_path = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+        let immutable = format!("file:{uri_path}?immutable=1");
+        copied = Connection::open_with_flags(immutable, read_only | rusqlite::OpenFlags::SQLITE_OPEN_URI)
+            .map_err(anyhow::Error::from)
+            .and_then(|card| copy(card, &mut conn));
+    }
     if let Err(error) = copied {
         tracing::error!(file = %path.display(), error = %format!("{error:#}"), "the store on the read-only card cannot be read; starting from an empty one in memory");
         conn = Connection::open_in_memory()?;
     }
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     migrate::migrate(&conn).context("migrating the store copied into memory")?;
+    ids_of_its_own(&conn).context("giving the store copied into memory ids of its own")?;
     Ok(conn)
+}
+
+/// Moves the ids the copy in memory gives (events, incidents, deliveries…) a billion or more
+/// past the card's, a different stretch at each start, and gives it an epoch of its own: the
+/// card, once it writes again, gives its next ids from where it stopped, and an event id or an
+/// incident number that people and receivers already had from the copy must not name another
+/// event then (a receiver drops an event id it has seen — an outside tester found a red alarm
+/// sent under the id of an earlier one). The district keys rows by epoch, so the copy's rows and
+/// the card's never meet there either.
+fn ids_of_its_own(conn: &Connection) -> anyhow::Result<()> {
+    let offset: i64 = conn.query_row("SELECT (1 + abs(random() % 1000)) * 1000000000", [], |row| row.get(0))?;
+    let mut tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE '%AUTOINCREMENT%'")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    // The journal's ids (`event_id`) are not AUTOINCREMENT: its insert takes a floor kept here.
+    let journal_floor: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM alert_events", [], |row| row.get(0))?;
+    conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('alert_events', ?1)", [journal_floor])?;
+    tables.push("alert_events".into());
+    for table in tables {
+        if conn.execute("UPDATE sqlite_sequence SET seq = seq + ?1 WHERE name = ?2", rusqlite::params![offset, table])? == 0 {
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)", rusqlite::params![table, offset])?;
+        }
+    }
+    conn.execute("UPDATE store_epoch SET epoch = lower(hex(randomblob(8))) WHERE id = 1", [])?;
+    Ok(())
 }
 
 /// Errors that mean the file is not a usable database (as opposed to, say, a full disk).

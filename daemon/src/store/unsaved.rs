@@ -6,31 +6,107 @@
 //! see [`super::Applied`]). Stores of older versions kept them in the `unsaved_readings` table,
 //! which is still read (first) and emptied.
 //!
+//! A card that cannot write (read-only, stalled) cannot log them either: with a runtime
+//! directory (tmpfs, [`Store::keep_beside_card`]) they are logged there instead, copied to the
+//! card before its next append once it writes again, and judged again after the card's own if
+//! the daemon dies first — a crash, or systemd restarting it on a read-only card, costs no
+//! judgement; a reboot loses them (nothing else on a Pi outlives it).
+//!
 //! Invariant: a reading leaves only when the saved state of its sensor is at or past its time.
 
-use super::crash_log::{LogCursor, LoggedReading};
+use super::crash_log::{CrashLog, LogCursor, LoggedReading};
 use super::spool::NewPoint;
-use super::{SpooledPoint, Store};
+use super::{BesideCard, SpooledPoint, Store};
 use gridwatch_rules::Millis;
 use rusqlite::params;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+/// How long a write beside the card waits for a copy to the card in progress (which a stalled
+/// card can hold up).
+const BESIDE_CARD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most the readings beside the card take of the runtime directory (a tmpfs is memory): a
+/// card read-only for days stops there, and the readings after it are not judged again after a
+/// crash, as without a runtime directory.
+const BESIDE_CARD_MOST_BYTES: u64 = 32 * 1024 * 1024;
 
 impl Store {
-    /// Appends `points` to the crash log; with `sync`, they are on disk when this returns.
-    pub async fn log_unsaved(&self, points: std::sync::Arc<Vec<NewPoint>>, sync: bool) -> anyhow::Result<()> {
-        self.bounded(move |store, abandoned| {
-            let result = (|| {
-                let mut log = store.lock_crash_log()?;
-                abandoned.check()?;
-                log.append(points.iter().map(|(sensor, ts, fields)| (&**sensor, *ts, fields.as_slice())))?;
-                if sync {
-                    log.sync()?;
+    /// Logs the readings the card cannot in `runtime_dir/unsaved` (created if needed); those a
+    /// run before this one left there are copied to the card now if it writes, else judged
+    /// again after the card's.
+    pub fn keep_beside_card(mut self, runtime_dir: &Path) -> anyhow::Result<Store> {
+        let dir = runtime_dir.join("unsaved");
+        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+        let log = CrashLog::open(&dir);
+        let holds = log.holds_any();
+        self.beside_card = Some(BesideCard {
+            dir: runtime_dir.to_path_buf(),
+            log: std::sync::Arc::new(parking_lot::Mutex::new(log)),
+            holds: std::sync::Arc::new(holds.into()),
+        });
+        if holds {
+            let copied = self.lock_crash_log().and_then(|mut log| self.copy_beside_card(&mut log));
+            match copied {
+                Ok(count) => {
+                    tracing::warn!(readings = count, dir = %dir.display(), "readings the card could not log in the last run were copied to it, to be judged again")
                 }
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), error = %format!("{error:#}"), "readings the card could not log in the last run stay in memory; they are judged again after the card's")
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Appends `points` to the crash log; with `sync`, they are on disk when this returns. When
+    /// the card cannot take them, they go beside it (if there is a runtime directory).
+    pub async fn log_unsaved(&self, points: std::sync::Arc<Vec<NewPoint>>, sync: bool) -> anyhow::Result<()> {
+        let kept = points.clone();
+        let result = self
+            .bounded(move |store, abandoned| {
+                let result = (|| {
+                    let mut log = store.lock_crash_log()?;
+                    abandoned.check()?;
+                    store.copy_beside_card(&mut log)?;
+                    log.append(points.iter().map(|(sensor, ts, fields)| (&**sensor, *ts, fields.as_slice())))?;
+                    if sync {
+                        log.sync()?;
+                    }
+                    Ok(())
+                })();
+                store.note_write(&result);
+                result
+            })
+            .await;
+        let (Err(error), Some(beside)) = (&result, &self.beside_card) else { return result };
+        let Some(mut log) = beside.log.try_lock_for(BESIDE_CARD_PATIENCE) else { return result };
+        if log.bytes() >= BESIDE_CARD_MOST_BYTES {
+            return result;
+        }
+        match log.append(kept.iter().map(|(sensor, ts, fields)| (&**sensor, *ts, fields.as_slice()))) {
+            Ok(()) => {
+                beside.holds.store(true, Ordering::SeqCst);
                 Ok(())
-            })();
-            store.note_write(&result);
-            result
-        })
-        .await
+            }
+            Err(beside_error) => Err(anyhow::anyhow!("{error:#}; and beside the card: {beside_error}")),
+        }
+    }
+
+    /// Copies what waits beside the card to the card's log (synced), then empties it; the
+    /// number of readings copied.
+    fn copy_beside_card(&self, card: &mut CrashLog) -> anyhow::Result<usize> {
+        let Some(beside) = &self.beside_card else { return Ok(0) };
+        if !beside.holds.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let mut log = beside.log.lock();
+        let (readings, _) = log.read_all()?;
+        card.append(readings.iter().map(|r| (r.sensor.as_str(), r.ts, r.fields.as_slice())))?;
+        card.sync()?;
+        log.clear()?;
+        beside.holds.store(false, Ordering::SeqCst);
+        Ok(readings.len())
     }
 
     /// Makes the crash log durable (before readings InfluxDB did not take are acknowledged).
@@ -44,13 +120,26 @@ impl Store {
     }
 
     /// Up to `limit` readings of the crash log from `cursor` on (not this run's), the cursor
-    /// after them, and how many lines could not be read.
+    /// after them, and how many lines could not be read: the card's log first, then what waits
+    /// beside it.
     pub async fn logged_unsaved(&self, cursor: LogCursor, limit: usize) -> anyhow::Result<(Vec<LoggedReading>, LogCursor, u64)> {
-        self.bounded(move |store, _| {
-            let log = store.lock_crash_log()?;
-            Ok(log.read(cursor, limit)?)
-        })
-        .await
+        let mut unreadable = 0;
+        if !cursor.beside_card {
+            let (readings, next, torn) = self
+                .bounded(move |store, _| {
+                    let log = store.lock_crash_log()?;
+                    Ok(log.read(cursor, limit)?)
+                })
+                .await?;
+            if !readings.is_empty() || next != cursor || self.beside_card.is_none() {
+                return Ok((readings, next, torn));
+            }
+            unreadable = torn;
+        }
+        let Some(beside) = &self.beside_card else { return Ok((Vec::new(), cursor, unreadable)) };
+        let from = if cursor.beside_card { cursor } else { LogCursor { beside_card: true, ..LogCursor::default() } };
+        let (readings, next, torn) = beside.log.lock().read(from, limit)?;
+        Ok((readings, next, unreadable + torn))
     }
 
     /// Up to `limit` readings waiting to be judged again in an older store's table, in the
@@ -87,6 +176,17 @@ impl Store {
                 forgotten.map(|logged| (judged_until, logged))
             })
             .await?;
+        // A state saved only in memory (a read-only card) outlives nothing: keep them then.
+        let beside = match &self.beside_card {
+            Some(beside) if !self.read_only() => {
+                let mut log = beside.log.lock();
+                let forgotten = log.forget_judged(&judged_until)?;
+                beside.holds.store(log.holds_any(), Ordering::SeqCst);
+                forgotten
+            }
+            _ => 0,
+        };
+        let logged = logged + beside;
         Ok(logged + self.forget_judged_in_table(judged_until).await?)
     }
 

@@ -10,7 +10,9 @@
 //! transaction ([`crate::store`], docs/BENCHMARKS.md "Disk writes"). Otherwise (no InfluxDB, or
 //! it is down, slow or has a backlog) the crash log is synced and the group spooled before the
 //! acknowledgements go out. Groups are written one after another while earlier ones wait for
-//! InfluxDB; acknowledgements leave in arrival order (MQTT 3.1.1 wants them in order).
+//! InfluxDB; acknowledgements leave in arrival order (MQTT 3.1.1 wants them in order). A
+//! reading of a district's 4G sensor (feature `cluster`) is acknowledged the same way, by telling
+//! its source, which then acks it to JetStream ([`crate::cluster::sensors`]).
 
 use crate::metrics::Metrics;
 use crate::sample::Sample;
@@ -31,11 +33,22 @@ const GROUP_MAX: usize = 2000;
 const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A message on its way: the reading to keep (none for a rejected message) and the message to
-/// acknowledge (none for readings that did not come over MQTT).
+/// acknowledge (none for readings that came over no broker: serial, GPIO).
 #[derive(Debug)]
 pub struct Spooled {
     pub sample: Option<(Arc<str>, Sample)>,
-    pub ack: Option<Publish>,
+    pub ack: Option<Ack>,
+}
+
+/// How a message is acknowledged once its reading is kept.
+#[derive(Debug)]
+pub enum Ack {
+    /// A QoS 1 publish of the box's MQTT broker: PUBACK on the ingest connection.
+    Mqtt(Publish),
+    /// A reading of a 4G sensor from the district's stream: its source is told, and acks it to
+    /// JetStream (a message not kept is never told: it is delivered again).
+    #[cfg(feature = "cluster")]
+    Kept(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A reading to keep: the sample with its sensor's id (the spool's key); `None` for a position
@@ -76,7 +89,7 @@ pub async fn run(mut input: mpsc::Receiver<Spooled>, target: Option<SpoolTarget>
                 Ok(None) | Err(_) => break,
             }
         }
-        let publishes: Vec<Publish> = group.iter_mut().filter_map(|item| item.ack.take()).collect();
+        let publishes: Vec<Ack> = group.iter_mut().filter_map(|item| item.ack.take()).collect();
         let kept = keep(group, target.as_ref(), &metrics).await;
         if settling.send((publishes, kept)).await.is_err() {
             break;
@@ -87,7 +100,7 @@ pub async fn run(mut input: mpsc::Receiver<Spooled>, target: Option<SpoolTarget>
 }
 
 /// Acknowledges each group's messages, in order, once the group is kept.
-async fn acknowledge(mut settled: mpsc::Receiver<(Vec<Publish>, Option<tokio::task::JoinHandle<()>>)>, acks: AsyncClient, metrics: Arc<Metrics>) {
+async fn acknowledge(mut settled: mpsc::Receiver<(Vec<Ack>, Option<tokio::task::JoinHandle<()>>)>, acks: AsyncClient, metrics: Arc<Metrics>) {
     while let Some((publishes, kept)) = settled.recv().await {
         if let Some(kept) = kept {
             if kept.await.is_err() {
@@ -96,12 +109,19 @@ async fn acknowledge(mut settled: mpsc::Receiver<(Vec<Publish>, Option<tokio::ta
                 continue;
             }
         }
-        for publish in publishes {
-            match acks.ack(&publish).await {
-                Ok(()) => {
-                    metrics.mqtt_messages_acknowledged.inc();
+        for ack in publishes {
+            match ack {
+                Ack::Mqtt(publish) => match acks.ack(&publish).await {
+                    Ok(()) => {
+                        metrics.mqtt_messages_acknowledged.inc();
+                    }
+                    Err(error) => tracing::warn!(error = %error, "acknowledgement not queued; the broker will send the message again"),
+                },
+                #[cfg(feature = "cluster")]
+                Ack::Kept(kept) => {
+                    // Its source gone (stopping): JetStream delivers the message again.
+                    let _ = kept.send(());
                 }
-                Err(error) => tracing::warn!(error = %error, "acknowledgement not queued; the broker will send the message again"),
             }
         }
     }
@@ -125,12 +145,10 @@ async fn keep(group: Vec<Spooled>, target: Option<&SpoolTarget>, metrics: &Arc<M
     if target.telemetry.is_some() {
         metrics.telemetry_points_taken_on.inc_by(count);
     }
-    // On a full disk the space left is for alarms: readings wait until the reserve is back.
+    // On a full disk the space left is for alarms: readings are not stored until the reserve is
+    // back (InfluxDB may still take them).
     if target.store.disk_full() && !target.store.off_thread(|store| Ok(store.try_restore_reserve())).await.unwrap_or(false) {
-        if target.telemetry.is_some() {
-            metrics.drop_telemetry("disk_full", count);
-        }
-        return None;
+        return past_the_card(points, "disk_full", target, metrics);
     }
     let straight = target.telemetry.as_ref().filter(|writer| writer.caught_up()).cloned();
     // Synced now only when no InfluxDB will have these readings before they are acknowledged.
@@ -139,8 +157,7 @@ async fn keep(group: Vec<Spooled>, target: Option<&SpoolTarget>, metrics: &Arc<M
         tracing::debug!(points = count, error = %format!("{error:#}"), "readings not in the crash log; a crash before the next rule-state save would not judge them again");
     }
     let Some(writer) = straight else {
-        spool(points, target, metrics).await;
-        return None;
+        return spool(points, target, metrics).await;
     };
     let (target, metrics) = (target.clone(), metrics.clone());
     Some(tokio::spawn(async move {
@@ -149,18 +166,20 @@ async fn keep(group: Vec<Spooled>, target: Option<&SpoolTarget>, metrics: &Arc<M
             if let Err(error) = target.store.sync_unsaved().await {
                 tracing::debug!(error = %format!("{error:#}"), "crash log not synced");
             }
-            spool(Arc::new(points[written..].to_vec()), &target, &metrics).await;
+            if let Some(past_the_card) = spool(Arc::new(points[written..].to_vec()), &target, &metrics).await {
+                let _ = past_the_card.await;
+            }
         }
     }))
 }
 
-/// Commits readings to the spool for InfluxDB (none without it).
-async fn spool(points: Arc<Vec<NewPoint>>, target: &SpoolTarget, metrics: &Metrics) {
-    if target.telemetry.is_none() {
-        return;
-    }
+/// Commits readings to the spool for InfluxDB (none without it). What the card cannot take
+/// goes to InfluxDB straight from memory instead: the returned task, which their
+/// acknowledgements wait for.
+async fn spool(points: Arc<Vec<NewPoint>>, target: &SpoolTarget, metrics: &Arc<Metrics>) -> Option<tokio::task::JoinHandle<()>> {
+    target.telemetry.as_ref()?;
     let count = points.len() as u64;
-    match target.store.spool_append(points, target.max_points).await {
+    match target.store.spool_append(points.clone(), target.max_points).await {
         Ok(dropped) => {
             metrics.telemetry_points_spooled.inc_by(count);
             if dropped > 0 {
@@ -168,15 +187,35 @@ async fn spool(points: Arc<Vec<NewPoint>>, target: &SpoolTarget, metrics: &Metri
                 tracing::error!(dropped, max_points = target.max_points, "spool full: oldest readings dropped (InfluxDB has been unreachable too long)");
             }
             target.written.notify_one();
+            None
         }
-        Err(error) if crate::store::is_disk_full(&error) => {
-            metrics.drop_telemetry("disk_full", count);
-            tracing::error!(points = count, "disk full: readings were evaluated by the rules but are not stored until there is room again");
-        }
+        Err(error) if crate::store::is_disk_full(&error) => past_the_card(points, "disk_full", target, metrics),
         Err(error) => {
-            metrics.drop_telemetry("spool_write_failed", count);
             // Logged (at most once a minute) and shown in /healthz by the store itself.
-            tracing::debug!(points = count, error = %format!("{error:#}"), "readings not spooled; they were evaluated by the rules but will not be stored");
+            tracing::debug!(points = count, error = %format!("{error:#}"), "readings not spooled; they go to InfluxDB from memory if it takes them");
+            past_the_card(points, "spool_write_failed", target, metrics)
         }
     }
+}
+
+/// Readings the card cannot keep (full, read-only, stalled): written to InfluxDB from memory,
+/// whatever waits in the spool before them (InfluxDB orders points by time, not by arrival);
+/// those it does not take are dropped and counted under `reason`. Judged by the rules they were
+/// already.
+fn past_the_card(points: Arc<Vec<NewPoint>>, reason: &'static str, target: &SpoolTarget, metrics: &Arc<Metrics>) -> Option<tokio::task::JoinHandle<()>> {
+    let writer = target.telemetry.clone()?;
+    let metrics = metrics.clone();
+    Some(tokio::spawn(async move {
+        let written = writer.write_now(&points).await;
+        let dropped = (points.len() - written) as u64;
+        if dropped > 0 {
+            // Counted; the card's state is in /healthz and logged by the store, at most once a minute.
+            metrics.drop_telemetry(reason, dropped);
+            tracing::debug!(
+                points = dropped,
+                reason,
+                "readings neither kept on the card nor taken by InfluxDB; they were evaluated by the rules but will not be stored"
+            );
+        }
+    }))
 }

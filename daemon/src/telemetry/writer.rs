@@ -137,7 +137,8 @@ impl TelemetryWriter {
             let batch = match self.store.spool_peek(self.batch_size).await {
                 Ok(batch) => batch,
                 Err(error) => {
-                    tracing::error!(error = %format!("{error:#}"), "cannot read the spool");
+                    // A stalled or failing card: logged at most once a minute, shown in /healthz.
+                    self.store.report_failure("reading the spool", &error);
                     Vec::new()
                 }
             };
@@ -185,7 +186,8 @@ impl TelemetryWriter {
                     self.metrics.influxdb_unreachable.set(0);
                     self.metrics.telemetry_points_written.inc_by(points.len() as u64);
                     if let Err(error) = self.store.spool_remove(points.iter().map(|p| p.id).collect()).await {
-                        tracing::error!(error = %format!("{error:#}"), "written points not removed from the spool; they will be written again (harmless: same time, same point)");
+                        // They are written again (harmless: same time, same point).
+                        self.store.report_failure("removing written points from the spool", &error);
                     }
                 }
                 Outcome::TooLarge(reason) if points.len() > 1 => {

@@ -302,6 +302,27 @@ fn agreement_is_per_building_and_a_lone_box_decides_its_own_house() {
 }
 
 #[test]
+fn a_box_whose_neighbours_went_silent_decides_its_house_alone() {
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: AGREEING.into() }]).unwrap();
+    let boxes = [in_building("b7-east", "B7"), in_building("b7-west", "B7")];
+    let mut e = Engine::new(rules, &boxes);
+    let mut events = Vec::new();
+    e.observe(SubjectId(0), 0, &[("x", 0.1)], &mut events);
+    e.observe(SubjectId(1), 0, &[("x", 0.1)], &mut events);
+    // West reported 23 hours ago (a gap of its link): it still votes, and east alone raises
+    // nothing.
+    e.observe(SubjectId(0), 23 * 60 * MIN, &[("x", 9.0)], &mut events);
+    assert!(events.is_empty(), "{:?}", ids(&e, &events));
+    // A day and more of silence: west has died, and east decides its house as a lone box does.
+    e.observe(SubjectId(0), 25 * 60 * MIN, &[("x", 9.0)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("tilt-house".into(), EventKind::Fired, Severity::Danger)]);
+    assert_eq!(events[0].agreement.map(|a| (a.agreeing, a.of)), Some((1, 2)));
+    // West back, quiet: it votes again, and the house is not confirmed any more.
+    e.observe(SubjectId(1), 25 * 60 * MIN + MIN, &[("x", 0.1)], &mut events);
+    assert_eq!(ids(&e, &events)[1], ("tilt-house".into(), EventKind::Cleared, Severity::Danger));
+}
+
+#[test]
 fn building_state_is_recomputed_after_a_restore_without_new_events() {
     let rules = || RuleSet::compile(&[RuleSource { name: "t".into(), text: AGREEING.into() }]).unwrap();
     let boxes = [in_building("b7-east", "B7"), in_building("b7-west", "B7")];

@@ -717,9 +717,8 @@ fn a_single_knock_on_a_new_box_never_fires_red() {
     assert!(events.is_empty(), "{events:?}");
 }
 
-/// A building of three boxes where only the first one jumps.
-fn lone_jump_on_a_building(boxes: usize) -> Vec<(String, EventKind, Severity, Option<crate::engine::Agreeing>)> {
-    let rules = RuleSet::compile(&builtin_packs()).expect("shipped packs compile");
+/// The shipped packs over a building B7 of `boxes` tilt boxes reporting every minute.
+fn building(boxes: usize) -> Engine {
     let subjects: Vec<Subject> = (0..boxes)
         .map(|i| Subject {
             id: format!("b{i}").into(),
@@ -731,7 +730,12 @@ fn lone_jump_on_a_building(boxes: usize) -> Vec<(String, EventKind, Severity, Op
             interval_ms: MIN,
         })
         .collect();
-    let mut e = Engine::new(rules, &subjects);
+    Engine::new(shipped(), &subjects)
+}
+
+/// A building of three boxes where only the first one jumps.
+fn lone_jump_on_a_building(boxes: usize) -> Vec<(String, EventKind, Severity, Option<crate::engine::Agreeing>)> {
+    let mut e = building(boxes);
     let mut events = Vec::new();
     for m in 0..120 {
         for i in 0..boxes {
@@ -752,6 +756,49 @@ fn one_box_alone_on_a_building_raises_an_unconfirmed_orange_not_red() {
     assert_eq!((agreement.agreeing, agreement.of), (1, 3));
     let single = lone_jump_on_a_building(1);
     assert!(single.iter().any(|e| e.0 == "tilt-sudden" && e.2 == Severity::Danger), "a house with one box follows it: {single:?}");
+}
+
+/// A house's box silent for `silence` minutes (a power cut, a dead battery) comes back with the
+/// wall 0.15° further over: the grid-facing events after it is back.
+fn back_from_silence_displaced(silence: i64) -> Vec<(String, EventKind, Severity)> {
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    for m in (0..26 * 60).chain((26 * 60 + silence)..(26 * 60 + silence + 30)) {
+        let x = if m < 26 * 60 { 0.4 } else { 0.55 };
+        e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", 0.2)], &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    events.iter().filter(|ev| !e.rule(ev.rule).device).map(|ev| (e.rule(ev.rule).id.clone(), ev.kind, ev.severity)).collect()
+}
+
+#[test]
+fn a_wall_that_moved_while_its_box_was_silent_for_days_is_a_sudden_change() {
+    for days in [1, 2, 4, 6] {
+        let events = back_from_silence_displaced(days * 24 * 60);
+        assert!(
+            events.iter().any(|(rule, kind, severity)| rule == "tilt-sudden" && *kind == EventKind::Fired && *severity == Severity::Danger),
+            "silent {days} days: {events:?}"
+        );
+    }
+}
+
+#[test]
+fn a_box_whose_building_neighbour_died_raises_red_for_a_jump_alone() {
+    let mut e = building(2);
+    let mut events = Vec::new();
+    // Both report for 26 h; then b1 dies, and two days later b0's wall jumps 0.2°.
+    for m in 0..26 * 60 {
+        for i in 0..2 {
+            e.observe(SubjectId(i), m * MIN, &[("x", 0.2), ("y", -0.3)], &mut events);
+        }
+    }
+    for m in 26 * 60..(26 + 48) * 60 + 30 {
+        let x = if m >= (26 + 48) * 60 { 0.4 } else { 0.2 };
+        e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", -0.3)], &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    let sudden: Vec<_> = events.iter().filter(|ev| e.rule(ev.rule).id == "tilt-sudden").map(|ev| (ev.kind, ev.severity)).collect();
+    assert_eq!(sudden, vec![(EventKind::Fired, Severity::Danger)], "the box left decides its house");
 }
 
 #[test]

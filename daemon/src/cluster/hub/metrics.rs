@@ -48,6 +48,10 @@ pub const READINGS_NOT_WRITTEN: [&str; 2] = ["refused", "no_influx"];
 pub const ACTION_RESULTS: [&str; 3] = ["relayed", "refused", "not_stored"];
 /// Why a worker's link was refused at the hub's incident pages ([`super::pages`]).
 pub const LINK_REFUSALS: [&str; 2] = ["bad_signature", "expired"];
+/// What became of a 4G sensor's reading at the hub's MQTT listener: stored in the sensors'
+/// stream (then acknowledged), refused for its topic (acknowledged, dropped), or not stored by
+/// JetStream (not acknowledged: the sensor sends it again).
+pub const SENSOR_READING_RESULTS: [&str; 4] = ["stored", "refused_topic", "not_authorized", "not_stored"];
 /// `box-down` messages the webhook took.
 pub const BOX_DOWN_EVENTS: [&str; 2] = ["raised", "cleared"];
 
@@ -78,6 +82,10 @@ pub struct HubMetrics {
     pub boxes_down: Gauge,
     /// Workers' actions posted for relay, by result.
     pub actions: Family<ResultLabel, Counter>,
+    /// 4G sensors' readings at the hub's MQTT listener, by result ([`SENSOR_READING_RESULTS`]).
+    pub sensor_readings: Family<ResultLabel, Counter>,
+    /// 4G sensors' logins refused at the hub's MQTT listener (unknown user or wrong password).
+    pub sensor_logins_refused: Counter,
     /// Workers' links refused by the hub's incident pages, by reason ([`LINK_REFUSALS`]).
     pub links_refused: Family<ReasonLabel, Counter>,
     /// 1 while this hub holds the hub lease (consumes and watches leases).
@@ -115,6 +123,8 @@ impl HubMetrics {
             boxes_known: Gauge::default(),
             boxes_down: Gauge::default(),
             actions: Family::default(),
+            sensor_readings: Family::default(),
+            sensor_logins_refused: Counter::default(),
             links_refused: Family::default(),
             active: Gauge::default(),
             lease_takeovers: Counter::default(),
@@ -146,6 +156,12 @@ impl HubMetrics {
             "Workers' links refused by the hub's incident pages (forged, altered, expired), by reason",
             metrics.links_refused.clone(),
         );
+        registry.register("sensor_readings", "4G sensors' readings at the hub's MQTT listener, by result", metrics.sensor_readings.clone());
+        registry.register(
+            "sensor_logins_refused",
+            "4G sensors' logins refused at the hub's MQTT listener (unknown user or wrong password)",
+            metrics.sensor_logins_refused.clone(),
+        );
         registry.register("active", "1 while this hub is the district's active hub", metrics.active.clone());
         registry.register("lease_takeovers", "Times this hub took the hub lease", metrics.lease_takeovers.clone());
         registry.register(
@@ -171,6 +187,9 @@ impl HubMetrics {
         }
         for reason in LINK_REFUSALS {
             let _ = metrics.links_refused.get_or_create(&ReasonLabel { reason: reason.into() });
+        }
+        for result in SENSOR_READING_RESULTS {
+            let _ = metrics.sensor_readings.get_or_create(&ResultLabel { result: result.into() });
         }
         for event in BOX_DOWN_EVENTS {
             let _ = metrics.box_down.get_or_create(&EventLabel { event: event.into() });

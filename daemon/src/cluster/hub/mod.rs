@@ -8,7 +8,8 @@
 //! leases, the others stand by ([`active`]); every hub with `--listen` relays workers' actions
 //! ([`relay`]), serves the boxes' incident pages with the district's secrets ([`pages`]), and
 //! serves `/metrics` ([`metrics`]), `/healthz` and the district's board and report ([`board`],
-//! [`report`]) on one listener ([`web`]).
+//! [`report`]) on one listener ([`web`]); every hub with `--mqtt-listen` takes 4G sensors'
+//! readings into their stream ([`sensor_listener`]).
 //!
 //! A box whose store was replaced (a corrupt file set aside, ids from 1 again) sends under a
 //! new store epoch: its marks and rows are new keys, the old store's rows stay, and the hub
@@ -27,6 +28,10 @@ pub mod pages;
 mod postgres;
 mod relay;
 mod report;
+mod sensor_listener;
+mod sensor_passwords;
+mod sensor_tls;
+mod watched_files;
 mod web;
 
 use super::wire::{hwm_key, is_epoch, parse_hwm, Batch, Rows, ENCODING_HEADER};
@@ -63,6 +68,14 @@ pub struct HubOptions {
     /// The district's link and ack secrets (`--link-secret-file`, `--ack-secret-file`): with
     /// them the listener serves the boxes' incident pages; none: it only relays.
     pub secrets: Option<pages::DistrictSecrets>,
+    /// Where sensors with their own 4G link publish their readings over MQTT
+    /// ([`sensor_listener`]); none: not taken here.
+    pub mqtt_listen: Option<std::net::SocketAddr>,
+    /// Who may publish there ([`sensor_passwords`]); none: anyone who reaches it
+    /// (`--mqtt-anonymous`).
+    pub mqtt_passwords: Option<std::path::PathBuf>,
+    /// The listener's TLS certificate chain and key (PEM files); none: plain MQTT.
+    pub mqtt_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// How long JetStream waits for the hub's ack before delivering a batch again.
@@ -70,6 +83,14 @@ const ACK_WAIT: Duration = Duration::from_secs(15);
 
 /// Runs the hub until `shutdown`.
 pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let access = match &options.mqtt_passwords {
+        Some(path) => sensor_listener::Access::Passwords(Arc::new(sensor_passwords::open(path)?)),
+        None => sensor_listener::Access::Anonymous,
+    };
+    let tls = match &options.mqtt_tls {
+        Some((cert, key)) => Some(Arc::new(sensor_tls::open(cert, key)?)),
+        None => None,
+    };
     let client = super::connect(&options.nats_urls, "gridwatch-hub").await?;
     let js = jetstream::new(client);
     let (uplink, hwm, lease_bucket, hub_bucket) = tokio::select! {
@@ -91,6 +112,7 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
         let pages = web::Listener::new(js.clone(), metrics.clone(), options.name.clone(), options.postgres.clone(), options.secrets.clone());
         tokio::spawn(web::serve(pages, listen, shutdown.clone()))
     });
+    let sensors = options.mqtt_listen.map(|listen| tokio::spawn(sensor_listener::serve(js.clone(), listen, access, tls, metrics.clone(), shutdown.clone())));
     while let Some(term) = active::take(&hub_bucket, &options.name, options.hub_lease, &shutdown).await {
         metrics.active.set(1);
         metrics.lease_takeovers.inc();
@@ -102,6 +124,9 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
     }
     if let Some(listener) = listener {
         listener.await??;
+    }
+    if let Some(sensors) = sensors {
+        sensors.await??;
     }
     Ok(())
 }
@@ -135,6 +160,17 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
                 storage: stream::StorageType::File,
                 num_replicas: options.replicas,
                 max_age: Duration::from_secs(24 * 3600),
+                ..Default::default()
+            })
+            .await?;
+            // What sensors with their own 4G link publish on the hubs' MQTT listeners, kept a
+            // day for their boxes to judge (`super::sensors`).
+            js.get_or_create_stream(stream::Config {
+                name: super::SENSORS_STREAM.into(),
+                subjects: vec![super::SENSORS_SUBJECTS.into()],
+                storage: stream::StorageType::File,
+                num_replicas: options.replicas,
+                max_age: super::sensors::KEPT_FOR,
                 ..Default::default()
             })
             .await?;

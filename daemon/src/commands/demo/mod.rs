@@ -142,6 +142,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         state_dir: state_dir.clone(),
         // A demo in a temporary directory keeps no disk reserve.
         state_reserve_bytes: 0,
+        runtime_dir: None,
         mqtt: MqttConfig {
             broker: BrokerConfig::Embedded { listen },
             client_id: format!("gridwatch-demo-{}", std::process::id()),

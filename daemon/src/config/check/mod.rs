@@ -54,6 +54,7 @@ impl Checker<'_> {
     pub(in crate::config) fn config(&mut self, mut raw: RawConfig, base: &Path) -> Config {
         let state_dir = base.join(raw.state_dir.get_ref());
         let state_reserve_bytes = raw.state_reserve_kib.saturating_mul(1024);
+        let runtime_dir = raw.runtime_dir.map(|dir| base.join(dir.get_ref()));
         let mut shared = SharedParts::default();
         let mut sensors = self.sensors(raw.sensors, &mut shared);
         if let Some(inventory) = raw.inventory.and_then(|file| self.existing_path(base, file, "inventory")) {
@@ -99,6 +100,7 @@ impl Checker<'_> {
             places,
             state_dir,
             state_reserve_bytes,
+            runtime_dir,
             mqtt,
             sensors,
             rules,

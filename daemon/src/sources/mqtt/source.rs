@@ -25,7 +25,7 @@ use crate::sample::Sample;
 use crate::sensor_clocks::{ClockProblem, SensorClocks};
 use crate::sources::mqtt::payload::{self, Rejection};
 use crate::sources::mqtt::topics::TopicRouter;
-use crate::telemetry::spooler::Spooled;
+use crate::telemetry::spooler::{Ack, Spooled};
 use gridwatch_rules::Millis;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -159,12 +159,25 @@ impl Ingest {
     /// Decodes one message; a rejection is already counted when this returns it.
     pub fn sample(&mut self, topic: &str, payload: &[u8]) -> Result<Sample, Rejection> {
         self.metrics.messages_received.inc();
-        let result = self.router.route(topic).and_then(|route| {
-            let now = self.clock.now();
-            let decoded = payload::decode(payload, &self.limits, route.payload)?;
-            Ok((route.sensor, decoded, now))
-        });
-        let result = result.and_then(|(sensor, decoded, now)| {
+        let now = self.clock.now();
+        let decoded = self.router.route(topic).and_then(|route| Ok((route.sensor, payload::decode(payload, &self.limits, route.payload)?)));
+        self.judge(decoded, now, topic)
+    }
+
+    /// [`Ingest::sample`] of a message that names its sensor by id rather than by topic (a
+    /// district's 4G sensor, whose subject ends with its id): the default convention's payload.
+    #[cfg(feature = "cluster")]
+    pub fn sample_of(&mut self, sensor: &str, payload: &[u8]) -> Result<Sample, Rejection> {
+        self.metrics.messages_received.inc();
+        let now = self.clock.now();
+        let decoded = self.router.route_id(sensor).and_then(|route| Ok((route.sensor, payload::decode(payload, &self.limits, route.payload)?)));
+        self.judge(decoded, now, sensor)
+    }
+
+    /// The checks after decoding (skew, duplicate, field names), the gap count, and the
+    /// rejection's count (`source`: the topic or sensor, for the debug log).
+    fn judge(&mut self, decoded: Result<(usize, payload::Decoded), Rejection>, now: Millis, source: &str) -> Result<Sample, Rejection> {
+        let result = decoded.and_then(|(sensor, decoded)| {
             let synchronized = self.clock.synchronized();
             if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, now, synchronized, self.max_future_skew_ms)) {
                 return Err(self.ahead_of_clock(sensor, ahead_secs));
@@ -187,7 +200,7 @@ impl Ingest {
             Ok(sample) => self.count_gap(sample),
             Err(rejection) => {
                 self.metrics.reject(rejection);
-                tracing::debug!(topic, reason = rejection.reason(), error = %rejection, "message rejected");
+                tracing::debug!(topic = source, reason = rejection.reason(), error = %rejection, "message rejected");
             }
         }
         result
@@ -258,6 +271,47 @@ pub struct Outputs {
     pub bus: crate::sources::buses::BusHandle,
 }
 
+/// Where a decoded message goes: its sample to the rules, its reading (to keep) and its
+/// acknowledgement to the spooler. Shared by the ingest connection and the district's 4G
+/// sensors (`crate::cluster::sensors`), so both judge, keep and acknowledge alike.
+#[derive(Debug)]
+pub struct Handoff<'a> {
+    pub samples: &'a mpsc::Sender<Sample>,
+    pub spool: &'a mpsc::Sender<Spooled>,
+    /// See [`Outputs::stored`].
+    pub stored: Option<&'a Arc<[crate::config::SensorConfig]>>,
+    pub metrics: &'a Metrics,
+}
+
+impl Handoff<'_> {
+    /// Hands on one message as [`Ingest::sample`] decoded it (a rejection is counted and
+    /// logged by then); `ack` goes out once the spooler has kept what there is to keep. False
+    /// when the pipeline or the spooler is gone (stopping).
+    pub async fn hand_on(&self, decoded: Result<Sample, Rejection>, ack: Ack) -> bool {
+        let spooled = match decoded {
+            Ok(sample) => {
+                if sample.clock_untrusted && self.stored.is_some() {
+                    self.metrics.drop_telemetry("clock_not_set", 1);
+                }
+                let keep = self.stored.filter(|_| !sample.clock_untrusted).and_then(|sensors| crate::telemetry::spooler::kept(sensors, &sample));
+                if self.samples.send(sample).await.is_err() {
+                    return false;
+                }
+                Spooled { sample: keep, ack: Some(ack) }
+            }
+            Err(rejection) => {
+                if let Some(refused) = refused_ahead(&rejection) {
+                    if self.samples.send(refused).await.is_err() {
+                        return false;
+                    }
+                }
+                Spooled { sample: None, ack: Some(ack) }
+            }
+        };
+        self.spool.send(spooled).await.is_ok()
+    }
+}
+
 /// Runs the ingest connection until `shutdown`; then stops handing on messages (dropping the
 /// outputs lets the pipeline and spooler finish), keeps polling until `acks_flushed` so the last
 /// acknowledgements go out, and disconnects.
@@ -295,35 +349,18 @@ pub async fn run(
                 if let Some((acks, store)) = &outputs.acks {
                     crate::sources::mqtt::incident_acks::apply(acks, store, &publish.payload, &metrics, ingest.clock.now(), "the ack topic").await;
                 }
-                if outputs.spool.send(Spooled { sample: None, ack: Some(publish) }).await.is_err() {
+                if outputs.spool.send(Spooled { sample: None, ack: Some(Ack::Mqtt(publish)) }).await.is_err() {
                     break;
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let spooled = match ingest.sample(&publish.topic, &publish.payload) {
-                    Ok(sample) => {
-                        if sample.clock_untrusted && outputs.stored.is_some() {
-                            metrics.drop_telemetry("clock_not_set", 1);
-                        }
-                        let keep =
-                            outputs.stored.as_ref().filter(|_| !sample.clock_untrusted).and_then(|sensors| crate::telemetry::spooler::kept(sensors, &sample));
-                        if outputs.samples.send(sample).await.is_err() {
-                            break;
-                        }
-                        Spooled { sample: keep, ack: Some(publish) }
-                    }
-                    Err(rejection) => {
-                        // Counted already; logged once per reason and minute: a broken device must not flood the log.
-                        rejection_log.note(&publish.topic, &rejection, tokio::time::Instant::now());
-                        if let Some(refused) = refused_ahead(&rejection) {
-                            if outputs.samples.send(refused).await.is_err() {
-                                break;
-                            }
-                        }
-                        Spooled { sample: None, ack: Some(publish) }
-                    }
-                };
-                if outputs.spool.send(spooled).await.is_err() {
+                let decoded = ingest.sample(&publish.topic, &publish.payload);
+                if let Err(rejection) = &decoded {
+                    // Counted already; logged once per reason and minute: a broken device must not flood the log.
+                    rejection_log.note(&publish.topic, rejection, tokio::time::Instant::now());
+                }
+                let handoff = Handoff { samples: &outputs.samples, spool: &outputs.spool, stored: outputs.stored.as_ref(), metrics: &metrics };
+                if !handoff.hand_on(decoded, Ack::Mqtt(publish)).await {
                     break;
                 }
             }

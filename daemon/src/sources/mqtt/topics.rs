@@ -63,6 +63,13 @@ impl TopicRouter {
         Ok(Route { sensor, payload: &self.default_payload })
     }
 
+    /// The route of a message that names its sensor by id (a district's 4G sensor): the default
+    /// convention's payload.
+    #[cfg(feature = "cluster")]
+    pub fn route_id(&self, id: &str) -> Result<Route<'_>, Rejection> {
+        Ok(Route { sensor: self.lookup(id)?, payload: &self.default_payload })
+    }
+
     fn lookup(&self, id: &str) -> Result<usize, Rejection> {
         self.sensors.position(id).ok_or_else(|| Rejection::UnknownSensor(id.to_string()))
     }

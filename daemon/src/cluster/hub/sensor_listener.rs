@@ -1,0 +1,407 @@
+//! The hub's MQTT listener for sensors with their own 4G link (`--mqtt-listen`): a
+//! publish-only MQTT 3.1.1 server (rumqttc's codec, sans IO) that puts each reading published
+//! on `gw/s/<district>/<box>/<sensor>` into the stream [`crate::cluster::SENSORS_STREAM`] as
+//! subject `gw.s.<district>.<box>.<sensor>`, where the sensor's home box takes it
+//! ([`crate::cluster::sensors`]).
+//!
+//! Why not nats-server's own MQTT listener: its PUBACK goes out once the server has passed
+//! the message on, not once the stream capturing the subject has stored it — readings
+//! published while the stream elects a leader are acknowledged to the sensor and lost (the
+//! ignored district test `nats_servers_mqtt_puback_does_not_wait_for_the_sensors_stream`:
+//! 60 acknowledged, none stored). Here a QoS 1 PUBLISH is acknowledged only after JetStream's
+//! own ack (the reading is on a quorum); when JetStream does not take it, the connection is
+//! closed without a PUBACK, and the sensor's client sends it again when it reconnects.
+//!
+//! Who may publish: with `--mqtt-passwords`, a sensor logs in as `<district>/<box>/<sensor>`
+//! with its password ([`super::sensor_passwords`]; a wrong one gets CONNACK 4 after a second)
+//! and may publish only on its own topic; a publish on another is acknowledged, counted
+//! (`not_authorized`) and dropped. `--mqtt-anonymous` takes anyone who reaches the port (a
+//! private APN or VPN that only the district's sensors can reach). With `--mqtt-tls-cert` and
+//! `--mqtt-tls-key` the listener speaks MQTT over TLS ([`super::sensor_tls`]), so passwords do
+//! not cross the 4G internet in clear.
+//!
+//! Invariants: a PUBACK is never sent for a reading not stored; one connection's publishes are
+//! stored one at a time, in order (each sensor's readings reach its box in the order sent); a
+//! topic outside the convention is acknowledged, counted and dropped (a device cannot stall
+//! its own connection with it); no sessions and no subscriptions (SUBACK says failure): a
+//! sensor only publishes. MQTT 5 clients get CONNACK 1 (protocol refused); QoS 2 closes the
+//! connection.
+
+use super::metrics::{HubMetrics, ResultLabel};
+use super::sensor_passwords::PasswordFile;
+use super::sensor_tls::TlsFiles;
+use anyhow::Context;
+use async_nats::jetstream;
+use bytes::BytesMut;
+use rumqttc::{ConnAck, ConnectReturnCode, Packet, PubAck, QoS, SubAck, SubscribeReasonCode, UnsubAck};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Largest packet taken: a reading's JSON is far smaller (the box refuses more than its
+/// `max_payload_bytes` anyway).
+const MAX_PACKET_BYTES: usize = 64 * 1024;
+/// Connections at once at most; more are closed at once (a sensor retries).
+const MAX_CONNECTIONS: usize = 10_000;
+/// How long a new connection has to send CONNECT.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+/// How long JetStream has to store a reading before the connection is closed unacknowledged.
+const STORE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The subject of a sensor's topic (`gw/s/<district>/<box>/<sensor>`); none for a topic
+/// outside the convention or with a level that cannot be a subject token.
+pub fn subject_of(topic: &str) -> Option<String> {
+    let levels: Vec<&str> = topic.strip_prefix("gw/s/")?.split('/').collect();
+    let [district, box_id, sensor] = levels[..] else { return None };
+    let sensor_ok = !sensor.is_empty() && sensor.len() <= 128 && sensor.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>'));
+    (crate::config::is_token(district) && crate::config::is_token(box_id) && sensor_ok).then(|| format!("gw.s.{district}.{box_id}.{sensor}"))
+}
+
+/// How long a connection that gave a wrong user or password waits for its CONNACK.
+const REFUSED_AFTER: Duration = Duration::from_secs(1);
+
+/// Who may connect and publish.
+pub enum Access {
+    /// Sensors in this password file, each on its own topic only.
+    Passwords(Arc<PasswordFile>),
+    /// Anyone who reaches the port, on any sensor's topic.
+    Anonymous,
+}
+
+/// Takes sensors' connections on `listen` until `shutdown`.
+pub async fn serve(
+    js: jetstream::Context,
+    listen: SocketAddr,
+    access: Access,
+    tls: Option<Arc<TlsFiles>>,
+    metrics: Arc<HubMetrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let access = Arc::new(access);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding the hub's MQTT listener to {listen}"))?;
+    tracing::info!(%listen, "the hub takes 4G sensors' readings over MQTT");
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let Ok((stream, peer)) = accepted else { continue };
+        let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
+        let (js, access, tls, metrics, shutdown) = (js.clone(), access.clone(), tls.clone(), metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let session = async {
+                let Some(tls) = tls else { return connection(stream, &js, &access, &metrics).await };
+                let handshake = tokio::time::timeout(CONNECT_WITHIN, tls.current().accept(stream));
+                let stream = handshake.await.map_err(|_| anyhow::anyhow!("no TLS handshake within {CONNECT_WITHIN:?}"))?.context("TLS handshake")?;
+                connection(stream, &js, &access, &metrics).await
+            };
+            tokio::select! {
+                ended = session => if let Err(error) = ended {
+                    tracing::debug!(%peer, error = %format!("{error:#}"), "a 4G sensor's MQTT connection closed");
+                },
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// One sensor's connection: CONNECT, then publishes (each stored before its PUBACK) and pings.
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, js: &jetstream::Context, access: &Access, metrics: &HubMetrics) -> anyhow::Result<()> {
+    let mut buffer = BytesMut::with_capacity(1024);
+    let Some(Packet::Connect(connect)) = next_packet(&mut stream, &mut buffer, Some(CONNECT_WITHIN)).await? else {
+        anyhow::bail!("the first packet is not CONNECT");
+    };
+    if connect.protocol != rumqttc::Protocol::V4 {
+        // An MQTT 5 client is told so (CONNACK 1) rather than cut off without a word.
+        send(&mut stream, Packet::ConnAck(ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false))).await?;
+        anyhow::bail!("an MQTT 5 client (only 3.1.1 is taken)");
+    }
+    // The topic this connection may publish on; any for an anonymous listener.
+    let own_topic = match access {
+        Access::Anonymous => None,
+        Access::Passwords(file) => {
+            let passwords = file.current();
+            let Some(login) = connect.login.filter(|login| passwords.check(&login.username, login.password.as_bytes())) else {
+                metrics.sensor_logins_refused.inc();
+                tokio::time::sleep(REFUSED_AFTER).await;
+                send(&mut stream, Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadUserNamePassword, false))).await?;
+                anyhow::bail!("a wrong user or password (client id {:?})", connect.client_id);
+            };
+            Some(format!("gw/s/{}", login.username))
+        }
+    };
+    // MQTT 3.1.1: a client silent for one and a half keep-alives is gone.
+    let silent_for = (connect.keep_alive > 0).then(|| Duration::from_secs(u64::from(connect.keep_alive)) * 3 / 2);
+    send(&mut stream, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
+    while let Some(packet) = next_packet(&mut stream, &mut buffer, silent_for).await? {
+        match packet {
+            Packet::Publish(publish) => {
+                if publish.qos == QoS::ExactlyOnce {
+                    anyhow::bail!("QoS 2 is not taken (publish with QoS 1)");
+                }
+                if own_topic.as_ref().is_some_and(|own| *own != publish.topic) {
+                    metrics.sensor_readings.get_or_create(&ResultLabel { result: "not_authorized".into() }).inc();
+                    tracing::warn!(topic = %publish.topic.chars().take(200).collect::<String>(), own = ?own_topic, "a 4G sensor published on another sensor's topic; dropped");
+                } else {
+                    store(js, &publish.topic, publish.payload, metrics).await?;
+                }
+                if publish.qos == QoS::AtLeastOnce {
+                    send(&mut stream, Packet::PubAck(PubAck::new(publish.pkid))).await?;
+                }
+            }
+            Packet::PingReq => send(&mut stream, Packet::PingResp).await?,
+            Packet::Subscribe(subscribe) => {
+                let refused = vec![SubscribeReasonCode::Failure; subscribe.filters.len()];
+                send(&mut stream, Packet::SubAck(SubAck::new(subscribe.pkid, refused))).await?;
+            }
+            Packet::Unsubscribe(unsubscribe) => send(&mut stream, Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid))).await?,
+            Packet::Disconnect => return Ok(()),
+            Packet::Connect(_) => anyhow::bail!("a second CONNECT"),
+            // Acknowledgements of nothing this server sent.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Stores one reading on its subject and waits for JetStream's ack; a topic outside the
+/// convention is counted and dropped (Ok: acknowledged, never sent again forever).
+async fn store(js: &jetstream::Context, topic: &str, payload: bytes::Bytes, metrics: &HubMetrics) -> anyhow::Result<()> {
+    let count = |result: &str| metrics.sensor_readings.get_or_create(&ResultLabel { result: result.into() }).inc();
+    let Some(subject) = subject_of(topic) else {
+        count("refused_topic");
+        tracing::warn!(topic = %topic.chars().take(200).collect::<String>(), "a 4G sensor's reading on a topic outside gw/s/<district>/<box>/<sensor> dropped");
+        return Ok(());
+    };
+    let stored = async { js.publish(subject, payload).await?.await.map_err(anyhow::Error::from) };
+    match tokio::time::timeout(STORE_WITHIN, stored).await {
+        Ok(Ok(_)) => {
+            count("stored");
+            Ok(())
+        }
+        Ok(Err(error)) => {
+            count("not_stored");
+            Err(error.context("JetStream did not store a 4G sensor's reading; closing without PUBACK"))
+        }
+        Err(_) => {
+            count("not_stored");
+            anyhow::bail!("JetStream did not store a 4G sensor's reading within {STORE_WITHIN:?}; closing without PUBACK")
+        }
+    }
+}
+
+/// The next packet; none when the client closed the connection. Fails on a malformed or
+/// oversized packet, or when nothing came within `within`.
+async fn next_packet<S: AsyncRead + Unpin>(stream: &mut S, buffer: &mut BytesMut, within: Option<Duration>) -> anyhow::Result<Option<Packet>> {
+    loop {
+        match Packet::read(buffer, MAX_PACKET_BYTES) {
+            Ok(packet) => return Ok(Some(packet)),
+            Err(rumqttc::Error::InsufficientBytes(_)) => {}
+            Err(error) => anyhow::bail!("malformed MQTT packet: {error:?}"),
+        }
+        let read = stream.read_buf(buffer);
+        let read = match within {
+            Some(within) => tokio::time::timeout(within, read).await.map_err(|_| anyhow::anyhow!("silent past its keep-alive"))?,
+            None => read.await,
+        };
+        if read? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, packet: Packet) -> anyhow::Result<()> {
+    let mut out = BytesMut::new();
+    packet.write(&mut out, MAX_PACKET_BYTES).map_err(|error| anyhow::anyhow!("encoding an MQTT packet: {error:?}"))?;
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpStream;
+
+    /// A client's side of one connection to [`connection`] (no NATS reachable: only what needs
+    /// no stream is asked).
+    struct Client {
+        stream: TcpStream,
+        buffer: BytesMut,
+    }
+
+    impl Client {
+        async fn start(metrics: Arc<HubMetrics>) -> Client {
+            Client::start_with(metrics, Access::Anonymous).await
+        }
+
+        async fn start_with(metrics: Arc<HubMetrics>, access: Access) -> Client {
+            let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect("127.0.0.1:1").await.unwrap();
+            let js = jetstream::new(nats);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                let _ = connection(stream, &js, &access, &metrics).await;
+            });
+            Client { stream: TcpStream::connect(address).await.unwrap(), buffer: BytesMut::new() }
+        }
+
+        async fn ask(&mut self, packet: Packet) -> Option<Packet> {
+            send(&mut self.stream, packet).await.unwrap();
+            next_packet(&mut self.stream, &mut self.buffer, Some(Duration::from_secs(5))).await.unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sensor_connects_pings_cannot_subscribe_and_a_stray_topic_is_acknowledged_and_counted() {
+        let metrics = Arc::new(HubMetrics::new());
+        let mut client = Client::start(metrics.clone()).await;
+        assert_eq!(
+            client.ask(Packet::Connect(rumqttc::Connect::new("house-17"))).await,
+            Some(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)))
+        );
+        assert_eq!(client.ask(Packet::PingReq).await, Some(Packet::PingResp));
+        let mut subscribe = rumqttc::Subscribe::new("gw/s/#", QoS::AtLeastOnce);
+        subscribe.pkid = 3;
+        assert_eq!(client.ask(Packet::Subscribe(subscribe)).await, Some(Packet::SubAck(SubAck::new(3, vec![SubscribeReasonCode::Failure]))));
+        let mut stray = rumqttc::Publish::new("gw/s/old-town/east", QoS::AtLeastOnce, "{}");
+        stray.pkid = 7;
+        assert_eq!(client.ask(Packet::Publish(stray)).await, Some(Packet::PubAck(PubAck::new(7))));
+        assert_eq!(metrics.sensor_readings.get_or_create(&ResultLabel { result: "refused_topic".into() }).get(), 1);
+    }
+
+    /// Passwords whose one sensor, east-03, logs in with "ding-dong 17" (`mosquitto_passwd`'s
+    /// own line); the file stays in the returned directory.
+    fn east_03_only() -> (Access, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwords");
+        let line = "old-town/east/east-03:$7$101$zCo2QQ2yKG0uAyfy$sZcTMJb8gd5/tQwqLmvGo+EVzSO5MB4lsRY1KJ51RHQpAMwCOIhOLqgSsRmNTge4kPxrJhu0A3xgqUmTynLHiQ==\n";
+        std::fs::write(&path, line).unwrap();
+        (Access::Passwords(Arc::new(super::super::sensor_passwords::open(&path).unwrap())), dir)
+    }
+
+    async fn with_passwords(metrics: Arc<HubMetrics>) -> (Client, tempfile::TempDir) {
+        let (access, dir) = east_03_only();
+        (Client::start_with(metrics, access).await, dir)
+    }
+
+    fn login(user: &str, password: &str) -> Packet {
+        let mut connect = rumqttc::Connect::new("east-03");
+        connect.set_login(user, password);
+        Packet::Connect(connect)
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_or_no_login_is_refused_when_passwords_are_kept() {
+        for connect in
+            [login("old-town/east/east-03", "ding-dong 18"), login("old-town/east/east-04", "ding-dong 17"), Packet::Connect(rumqttc::Connect::new("x"))]
+        {
+            let metrics = Arc::new(HubMetrics::new());
+            let (mut client, _dir) = with_passwords(metrics.clone()).await;
+            let asked = std::time::Instant::now();
+            assert_eq!(client.ask(connect).await, Some(Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadUserNamePassword, false))));
+            assert!(asked.elapsed() >= REFUSED_AFTER, "a refusal waits before it is told");
+            assert_eq!(metrics.sensor_logins_refused.get(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sensor_logged_in_may_not_publish_for_another() {
+        let metrics = Arc::new(HubMetrics::new());
+        let (mut client, _dir) = with_passwords(metrics.clone()).await;
+        assert_eq!(client.ask(login("old-town/east/east-03", "ding-dong 17")).await, Some(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))));
+        let mut other = rumqttc::Publish::new("gw/s/old-town/east/east-04", QoS::AtLeastOnce, r#"{"x": 0.5}"#);
+        other.pkid = 4;
+        assert_eq!(client.ask(Packet::Publish(other)).await, Some(Packet::PubAck(PubAck::new(4))), "acknowledged and dropped");
+        assert_eq!(metrics.sensor_readings.get_or_create(&ResultLabel { result: "not_authorized".into() }).get(), 1);
+        assert_eq!(metrics.sensor_readings.get_or_create(&ResultLabel { result: "not_stored".into() }).get(), 0, "not offered to the stream");
+        assert_eq!(metrics.sensor_logins_refused.get(), 0);
+    }
+
+    /// `mosquitto_pub` (package mosquitto-clients) as a 4G sensor: one QoS 1 message; whether
+    /// it was acknowledged (exit 0), and what it printed.
+    async fn mosquitto_pub(args: Vec<String>) -> (bool, String) {
+        let out = tokio::process::Command::new("mosquitto_pub").args(["-q", "1", "-m", r#"{"x": 0.5}"#]).args(args).output().await;
+        let out = out.expect("mosquitto_pub (package mosquitto-clients)");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// The listener with passwords and TLS, as a hub runs it, and a real MQTT client over TLS:
+    /// the right password publishes (on another sensor's topic here: acknowledged and dropped,
+    /// so no stream is needed), a wrong one and plain MQTT do not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sensor_logs_in_over_tls_and_plain_mqtt_or_a_wrong_password_gets_nothing_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+        let (cert_path, key_path) = (dir.path().join("hub.crt"), dir.path().join("hub.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let tls = Arc::new(super::super::sensor_tls::open(&cert_path, &key_path).unwrap());
+        let metrics = Arc::new(HubMetrics::new());
+        let (access, _passwords) = east_03_only();
+        let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect("127.0.0.1:1").await.unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let shutdown = CancellationToken::new();
+        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+        tokio::spawn(serve(jetstream::new(nats), listen, access, Some(tls), metrics.clone(), shutdown.clone()));
+        for _ in 0..100 {
+            if TcpStream::connect(listen).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sensor = |password: &str, tls: bool| {
+            let mut args: Vec<String> = ["-h", "localhost", "-p", &port.to_string(), "-u", "old-town/east/east-03", "-P", password].map(String::from).to_vec();
+            args.extend(["-t".into(), "gw/s/old-town/east/east-04".into(), "-i".into(), "east-03".into()]);
+            if tls {
+                args.extend(["--cafile".into(), cert_path.display().to_string()]);
+            }
+            args
+        };
+        let not_authorized = || metrics.sensor_readings.get_or_create(&ResultLabel { result: "not_authorized".into() }).get();
+
+        let (acked, said) = mosquitto_pub(sensor("ding-dong 17", true)).await;
+        assert!(acked, "over TLS with the right password: {said}");
+        assert_eq!(not_authorized(), 1, "the publish reached the listener");
+        let (acked, said) = mosquitto_pub(sensor("ding-dong 18", true)).await;
+        assert!(!acked && metrics.sensor_logins_refused.get() == 1, "a wrong password: {said}");
+        let (acked, _) = mosquitto_pub(sensor("ding-dong 17", false)).await;
+        assert!(!acked, "plain MQTT on the TLS port");
+        assert_eq!((not_authorized(), metrics.sensor_logins_refused.get()), (1, 1), "nothing of either reached the MQTT session");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_mqtt_5_client_is_told_its_protocol_is_refused() {
+        let mut client = Client::start(Arc::new(HubMetrics::new())).await;
+        // CONNECT, protocol level 5, clean start, keep-alive 60, no properties, client id "ab".
+        let connect = [0x10, 0x0f, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x02, b'a', b'b'];
+        client.stream.write_all(&connect).await.unwrap();
+        let answer = next_packet(&mut client.stream, &mut client.buffer, Some(Duration::from_secs(5))).await.unwrap();
+        assert_eq!(answer, Some(Packet::ConnAck(ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false))));
+    }
+
+    #[tokio::test]
+    async fn a_qos_2_publish_closes_the_connection_unacknowledged() {
+        let mut client = Client::start(Arc::new(HubMetrics::new())).await;
+        assert!(matches!(client.ask(Packet::Connect(rumqttc::Connect::new("house-17"))).await, Some(Packet::ConnAck(_))));
+        let mut publish = rumqttc::Publish::new("gw/s/old-town/east/house-17", QoS::ExactlyOnce, r#"{"x": 0.1}"#);
+        publish.pkid = 9;
+        assert_eq!(client.ask(Packet::Publish(publish)).await, None, "closed, no PUBREC");
+    }
+
+    #[test]
+    fn a_sensors_topic_names_its_subject_and_nothing_else_does() {
+        assert_eq!(subject_of("gw/s/old-town/east/east-03").as_deref(), Some("gw.s.old-town.east.east-03"));
+        for topic in
+            ["gw/s/old-town/east", "gw/s/old-town/east/a/b", "gw/s/old.town/east/x", "gw/s/d/b/a.b", "gw/s/d/b/*", "gw/s/d/b/", "gridwatch/east/x/telemetry"]
+        {
+            assert_eq!(subject_of(topic), None, "{topic}");
+        }
+    }
+}
