@@ -46,6 +46,11 @@
 //! An eighth run: readings stamped in past hours, thinned by a low cap on their way up as raw
 //! readings, yet each sensor's hourly min, max, mean and count of all of them reach the
 //! district's InfluxDB exactly once, also when the box restarts with its link blackholed.
+//!
+//! A ninth run: a sensor with its own 4G link publishes to the hub's MQTT listener, and its
+//! home box judges each reading exactly once across a kill of the stream's leader, a cut of
+//! the box's link and two kills of the box. (An ignored tenth measures nats-server's own MQTT
+//! listener, which acknowledges readings its stream then loses.)
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -260,7 +265,8 @@ async fn start_district_with(nats: &NatsCluster, hub_options: &[&str]) -> Distri
         args.extend(["--nats", url.as_str()]);
     }
     let hub = Daemon::start(&args, hub_dir.path());
-    let relaying = wait_for(60 * SECOND, || async { hub.stderr().iter().any(|l| l.contains("district hub relays workers' actions")) }).await;
+    // A loaded machine's three nodes can take a minute and more to place the district's stream.
+    let relaying = wait_for(120 * SECOND, || async { hub.stderr().iter().any(|l| l.contains("district hub relays workers' actions")) }).await;
     assert!(relaying, "the hub did not start: {:?}", hub.stderr());
     District { pg, hook, hub, _hub_dir: hub_dir, relay: format!("http://{listen}") }
 }
@@ -352,6 +358,9 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
     east.alarm_cycles(3).await;
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(cut.elapsed())).await;
     assert_eq!(district.district_ids("alert_events", &east).await, at_hub_before, "nothing passes a blackholed link");
+    // Its lease runs out and the hub confirms it (a few seconds more on a loaded machine).
+    let reported = wait_for(20 * SECOND, || async { !district.box_down("east").is_empty() }).await;
+    assert!(reported, "a box cut off past its lease is not reported down\nhub: {:?}", district.hub.stderr());
     assert_eq!(district.box_down("east"), ["raised"], "a box cut off past its lease is reported down once");
     east.proxy.set_blackholed(false);
     // Within the issue's 10 s of the link's return: the uplink goes as soon as its client is
@@ -499,9 +508,12 @@ async fn a_standby_hub_takes_over_and_no_box_is_reported_down_twice() {
     tokio::time::sleep(3 * SECOND).await; // the hub has seen its lease
     north.daemon.as_mut().unwrap().kill_hard();
     assert!(wait_for(30 * SECOND, || async { box_down() == ["raised"] }).await, "{:?}; hub: {:?}", box_down(), first.stderr());
-    assert_eq!(hub_metric(&first_web, "gridwatch_hub_box_down_total{event=\"raised\"}").await, 1.0);
+    // The webhook has the message before the hub records it in PostgreSQL and counts it.
+    let counted = wait_for(10 * SECOND, || async { hub_metric(&first_web, "gridwatch_hub_box_down_total{event=\"raised\"}").await == 1.0 }).await;
+    assert!(counted, "{}", hub_metric(&first_web, "gridwatch_hub_box_down_total{event=\"raised\"}").await);
     // The standby reads the district's state too: its gauges and its board.
-    assert_eq!(hub_metric(&second_web, "gridwatch_hub_boxes_down").await, 1.0);
+    let seen = wait_for(10 * SECOND, || async { hub_metric(&second_web, "gridwatch_hub_boxes_down").await == 1.0 }).await;
+    assert!(seen, "the standby does not count north as down");
     assert_eq!(hub_metric(&second_web, "gridwatch_hub_boxes_known").await, 1.0);
     let board = hub_page(&second_web, "/board").await;
     assert!(board.contains("<section class=\"down\"><h2>north") && board.contains("离线 1"), "{board}");
@@ -518,7 +530,8 @@ async fn a_standby_hub_takes_over_and_no_box_is_reported_down_twice() {
     assert_eq!(hub_metric(&second_web, "gridwatch_hub_active").await, 1.0);
     assert_eq!(hub_metric(&second_web, "gridwatch_hub_lease_takeovers_total").await, 1.0);
     assert_eq!(hub_metric(&second_web, "gridwatch_hub_box_down_total{event=\"raised\"}").await, 0.0, "it knew north was down");
-    assert_eq!(hub_metric(&second_web, "gridwatch_hub_box_down_total{event=\"cleared\"}").await, 1.0);
+    let counted = wait_for(10 * SECOND, || async { hub_metric(&second_web, "gridwatch_hub_box_down_total{event=\"cleared\"}").await == 1.0 }).await;
+    assert!(counted, "the clear is counted once");
 
     // The active hub paused past its lease: a restarted hub takes over; the box dies again and
     // is reported once; the paused hub, resumed, finds its lease and its token outdated.
@@ -1170,4 +1183,284 @@ async fn workers_open_and_act_on_a_box_behind_nat_through_the_hubs_pages() {
     browser.goto(&format!("{link}&done=accept")).await.unwrap();
     browser.wait_for_text("盒子已执行").await.unwrap();
     std::fs::write(screenshot_dir().join("district-incident-page.png"), browser.screenshot().await.unwrap()).unwrap();
+}
+
+/// A sensor with its own 4G link: it publishes (MQTT, QoS 1) to the hub's MQTT listener
+/// (`--mqtt-listen`), and its home box judges it from the district's stream.
+struct Sensor4g {
+    publisher: gridwatch_tests::Publisher,
+    topic: String,
+    seq: u64,
+    /// Whether its last reading was low (an alarm firing).
+    low: bool,
+    /// The events its readings must raise at the box's webhook: (event, the reading's time).
+    expected: Vec<(String, i64)>,
+}
+
+impl Sensor4g {
+    /// Logs in as `old-town/<box_id>/<sensor>` with `password`.
+    async fn connect(mqtt_port: u16, box_id: &str, sensor: &str, password: &str) -> Sensor4g {
+        let user = format!("old-town/{box_id}/{sensor}");
+        let publisher = gridwatch_tests::Publisher::connect_as(mqtt_port, &format!("{sensor}-4g"), Some((&user, password))).await.unwrap();
+        Sensor4g { publisher, topic: format!("gw/s/{user}"), seq: 0, low: false, expected: Vec::new() }
+    }
+
+    /// One reading with its own time and number, acknowledged by the hub (PUBACK: the district's
+    /// stream holds it); sent again until it is (each try waits 3 s for the PUBACK).
+    async fn reading(&mut self, value: f64) {
+        self.seq += 1;
+        let ts = now_ms();
+        let payload = format!(r#"{{"do": {value}, "ts": {ts}, "seq": {}}}"#, self.seq);
+        let mut tries = 0;
+        while let Err(error) = self.publisher.publish_acked(&self.topic, payload.clone()).await {
+            tries += 1;
+            assert!(tries < 10, "the hub's MQTT listener did not take reading {}: {error:#}", self.seq);
+        }
+        let low = value < 5.0;
+        if low != self.low {
+            self.expected.push((if low { "fired" } else { "cleared" }.to_string(), ts));
+            self.low = low;
+        }
+        // Readings of one sensor never share a millisecond.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    /// `cycles` times low then back, `gap` between readings.
+    async fn cycles(&mut self, cycles: usize, gap: Duration) {
+        for _ in 0..cycles {
+            for value in [3.0, 7.0] {
+                self.reading(value).await;
+                tokio::time::sleep(gap).await;
+            }
+        }
+    }
+}
+
+/// The `(event, at_ms, event_id)` of every alert the webhook received for `sensor`.
+fn webhook_events(alerts: &WebhookReceiver, sensor: &str) -> Vec<(String, i64, i64)> {
+    alerts
+        .bodies()
+        .iter()
+        .filter(|b| b["sensor"] == sensor && b["rule"] == "do-low")
+        .map(|b| (b["event"].as_str().unwrap_or("?").to_string(), b["at_ms"].as_i64().unwrap_or(0), b["event_id"].as_i64().unwrap_or(0)))
+        .collect()
+}
+
+/// Waits until the webhook has an event for each the sensor's readings must raise.
+async fn wait_for_events(alerts: &WebhookReceiver, sensor: &Sensor4g, name: &str, timeout: Duration) -> bool {
+    let wanted: BTreeSet<(String, i64)> = sensor.expected.iter().cloned().collect();
+    wait_for(timeout, || async {
+        let got: BTreeSet<(String, i64)> = webhook_events(alerts, name).into_iter().map(|(event, at, _)| (event, at)).collect();
+        wanted.is_subset(&got)
+    })
+    .await
+}
+
+/// Issue 23's sensors with their own 4G link: the readings of a sensor publishing to the hub's
+/// MQTT listener are judged by its home box through the district's stream — with the link up,
+/// across a `kill -9` of the stream's leader node (the hub acknowledges only what the stream
+/// holds), a cut of the box's link, a `kill -9` of the box while readings keep arriving at the
+/// district, and a `kill -9` of the box in the middle of a burst.
+/// Every reading is judged (each low reading fires, each next high one clears, at the
+/// reading's own time) and each of these events reaches the box's webhook under one event id
+/// (no second judgement makes a second event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4g_sensor_is_judged_by_its_box_exactly_once_across_a_cut_and_kills() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let mut nats = NatsCluster::start(3).await.expect("nats-server");
+    let mqtt_port = free_port();
+    // The sensors' passwords, written by the installers' tool.
+    let passwords = tempfile::tempdir().unwrap();
+    let password_file = passwords.path().join("sensors.passwd");
+    for (create, user, password) in [(true, "old-town/east/east-03", "ding-dong 17"), (false, "old-town/east/nobody", "who")] {
+        let mut command = std::process::Command::new("mosquitto_passwd");
+        command.args(if create { ["-c", "-b"].as_slice() } else { ["-b"].as_slice() });
+        let written = command.arg(&password_file).args([user, password]).status();
+        assert!(written.is_ok_and(|s| s.success()), "mosquitto_passwd (package mosquitto) wrote no password");
+    }
+    let password_path = password_file.to_str().unwrap();
+    let district = start_district_with(&nats, &["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}"), "--mqtt-passwords", password_path]).await;
+    let alerts = WebhookReceiver::start(Vec::new()).await;
+    let channels = format!("\n[alerts]\nconsole = false\nflap_window_secs = 0\n\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n", alerts.url());
+    let mut east = Community::start_configured("east", &nats, "sensors_via_hub = true\n", "", &channels).await;
+    let mut sensor = Sensor4g::connect(mqtt_port, "east", "east-03", "ding-dong 17").await;
+    let gap = Duration::from_millis(200);
+
+    // The link up: the box judges each reading as it arrives.
+    sensor.cycles(2, gap).await;
+    assert!(wait_for_events(&alerts, &sensor, "east-03", 20 * SECOND).await, "link up: {:?}\nbox: {:?}", webhook_events(&alerts, "east-03"), east.stderr());
+    // What the box's link carries per reading pulled: 20 readings that change nothing (no alert
+    // to send up), less the idle rate (lease, pings, heartbeats) measured once the uplink is done.
+    tokio::time::sleep(3 * SECOND).await;
+    let (idle_from, idle_bytes) = (Instant::now(), east.proxy.bytes_forwarded());
+    tokio::time::sleep(3 * SECOND).await;
+    let idle_per_sec = (east.proxy.bytes_forwarded() - idle_bytes) as f64 / idle_from.elapsed().as_secs_f64();
+    let accepted = || async { common::metric(&common::metrics(east.http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) };
+    let (busy_from, busy_bytes, before) = (Instant::now(), east.proxy.bytes_forwarded(), accepted().await);
+    for _ in 0..20 {
+        sensor.reading(7.0).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(wait_for(10 * SECOND, || async { accepted().await >= before + 20.0 }).await, "20 quiet readings not judged: {:?}", east.stderr());
+    let busy = (east.proxy.bytes_forwarded() - busy_bytes) as f64 - idle_per_sec * busy_from.elapsed().as_secs_f64();
+    eprintln!("4g sensor: the box's link carried ≈ {:.0} bytes per reading pulled (idle {idle_per_sec:.0} bytes/s)", busy / 20.0);
+
+    // A wrong password is refused at the hub; a topic that is not the sensor's own and another
+    // sensor's topic are acknowledged and dropped there; a sensor the box does not know (it has
+    // a password) is refused by the box, acked. None holds up the readings after them.
+    let mut intruder = Sensor4g::connect(mqtt_port, "east", "east-03", "ding-dong 18").await;
+    assert!(intruder.publisher.publish_acked(&intruder.topic.clone(), r#"{"do": 1.0}"#.into()).await.is_err(), "a wrong password published");
+    drop(intruder);
+    sensor.publisher.publish_acked("gw/s/old-town/east", r#"{"do": 3.0}"#.into()).await.unwrap();
+    sensor.publisher.publish_acked("gw/s/old-town/east/nobody", format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).await.unwrap();
+    let mut nobody = Sensor4g::connect(mqtt_port, "east", "nobody", "who").await;
+    nobody.publisher.publish_acked("gw/s/old-town/east/nobody", format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).await.unwrap();
+    let refused = wait_for(10 * SECOND, || async {
+        common::metric(&common::metrics(east.http_port).await, "gridwatch_payloads_rejected_total{reason=\"unknown_sensor\"}").unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    assert!(refused, "the box did not refuse the unknown sensor: {:?}", east.stderr());
+
+    // The sensors' stream loses its leader while the sensor publishes: what the hub
+    // acknowledged is in the stream (readings are acknowledged late, not lost).
+    let leader = nats.wait_for_stream_leader(gridwatch::cluster::SENSORS_STREAM, 30 * SECOND).await.expect("the sensors' stream has a leader");
+    nats.kill(&leader);
+    sensor.cycles(2, gap).await;
+    nats.restart(&leader).await.unwrap();
+    assert!(
+        wait_for_events(&alerts, &sensor, "east-03", 30 * SECOND).await,
+        "after the stream's leader was killed: {:?}\nbox: {:?}\nhub: {:?}",
+        webhook_events(&alerts, "east-03"),
+        east.stderr(),
+        district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>()
+    );
+
+    // The box's link cut while the sensor goes on: its readings wait at the district.
+    let before_cut = sensor.expected.len();
+    east.proxy.set_blackholed(true);
+    sensor.cycles(2, gap).await;
+    tokio::time::sleep(6 * SECOND).await;
+    let during_cut = webhook_events(&alerts, "east-03").len();
+    east.proxy.set_blackholed(false);
+    let link_back = Instant::now();
+    // Newer readings at once: a reading the district sent into the dead link must still be
+    // judged before them (it is older), not dropped as out of order when it comes again.
+    sensor.cycles(1, gap).await;
+    assert!(
+        wait_for_events(&alerts, &sensor, "east-03", 30 * SECOND).await,
+        "after the cut: {:?}\nbox: {:?}",
+        webhook_events(&alerts, "east-03"),
+        east.stderr()
+    );
+    let after_cut = link_back.elapsed();
+    assert_eq!(during_cut, before_cut, "nothing of the sensor was judged while the link was cut");
+
+    // The box killed; the sensor goes on; the box back.
+    east.daemon.as_mut().unwrap().kill_hard();
+    sensor.cycles(2, gap).await;
+    let restarted = Instant::now();
+    east.run_box().await;
+    assert!(
+        wait_for_events(&alerts, &sensor, "east-03", 30 * SECOND).await,
+        "after a kill: {:?}\nbox: {:?}",
+        webhook_events(&alerts, "east-03"),
+        east.stderr()
+    );
+
+    let after_kill = restarted.elapsed();
+
+    // Killed in the middle of a burst (a reading may be between its commit and its ack).
+    for index in 0..12 {
+        sensor.reading(if index % 2 == 0 { 3.0 } else { 7.0 }).await;
+        if index == 5 {
+            east.daemon.as_mut().unwrap().kill_hard();
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    east.run_box().await;
+    assert!(
+        wait_for_events(&alerts, &sensor, "east-03", 30 * SECOND).await,
+        "after a kill in a burst: {:?}\nbox: {:?}",
+        webhook_events(&alerts, "east-03"),
+        east.stderr()
+    );
+
+    // Exactly the events the readings raise, each under one event id.
+    tokio::time::sleep(2 * SECOND).await;
+    let received = webhook_events(&alerts, "east-03");
+    let judged: BTreeSet<(String, i64, i64)> = received.iter().cloned().collect();
+    let events: Vec<(String, i64)> = judged.iter().map(|(event, at, _)| (event.clone(), *at)).collect();
+    let mut expected = sensor.expected.clone();
+    expected.sort();
+    assert_eq!(events, expected, "each reading's event once (distinct event ids): {judged:?}");
+    let resent = received.len() - judged.len();
+    let hub_metrics = reqwest::get(format!("{}/metrics", district.relay)).await.unwrap().text().await.unwrap();
+    let stored = common::metric(&hub_metrics, "gridwatch_hub_sensor_readings_total{result=\"stored\"}").unwrap_or(0.0);
+    let not_stored = common::metric(&hub_metrics, "gridwatch_hub_sensor_readings_total{result=\"not_stored\"}").unwrap_or(0.0);
+    assert!(stored >= sensor.seq as f64 + 1.0, "the hub stored {stored} of {} readings and the unknown sensor's", sensor.seq);
+    assert_eq!(common::metric(&hub_metrics, "gridwatch_hub_sensor_readings_total{result=\"not_authorized\"}"), Some(2.0));
+    assert!(common::metric(&hub_metrics, "gridwatch_hub_sensor_logins_refused_total").unwrap_or(0.0) >= 1.0, "the wrong password");
+    // A box judging 4G sensors stops cleanly (its pull lets the spooler and the pipeline end).
+    let stopping = Instant::now();
+    assert!(east.daemon.as_mut().unwrap().stop().success(), "the box did not stop cleanly: {:?}", east.stderr());
+    assert!(stopping.elapsed() < 10 * SECOND, "the box took {:?} to stop", stopping.elapsed());
+    eprintln!(
+        "4g sensor: {} readings ({stored} stored by the hub, {not_stored} not stored and sent again), {} events at the webhook ({resent} re-sent under their own id); all judged {:.1} s after the link came back and {:.1} s after the killed box was started again; {:.1} s",
+        sensor.seq,
+        expected.len(),
+        after_cut.as_secs_f64(),
+        after_kill.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// What nats-server 2.9's MQTT PUBACK promises about the sensors' stream (a measurement of
+/// nats-server, not of gridwatch; `--ignored` to run it): a QoS 1 PUBACK goes out once the
+/// server has passed the message on, not once the stream capturing its subject has stored it.
+/// With the stream's leader killed, readings published to a surviving node meanwhile are
+/// acknowledged to the sensor yet missing from the stream (54 of 60 in a run on 2026-12-04,
+/// docs/district.md). Fails if a nats-server no longer loses them: the docs must then change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measures nats-server's MQTT listener, not gridwatch"]
+async fn nats_servers_mqtt_puback_does_not_wait_for_the_sensors_stream() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let mut nats = NatsCluster::start_with_mqtt(3).await.expect("nats-server");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
+    let config = async_nats::jetstream::stream::Config {
+        name: gridwatch::cluster::SENSORS_STREAM.into(),
+        subjects: vec![gridwatch::cluster::SENSORS_SUBJECTS.into()],
+        num_replicas: 3,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    let created = wait_for(30 * SECOND, || async { js.get_or_create_stream(config.clone()).await.is_ok() }).await;
+    assert!(created, "the sensors' stream was not created");
+    let leader = nats.wait_for_stream_leader(gridwatch::cluster::SENSORS_STREAM, 30 * SECOND).await.expect("a leader");
+    let surviving = nats.names().iter().position(|name| *name != leader).unwrap();
+    let mut sensor = gridwatch_tests::Publisher::connect(nats.mqtt_ports()[surviving], "probe-4g").await.unwrap();
+    sensor.publish_acked("gw/s/old-town/east/east-03", r#"{"do": 7.0}"#.into()).await.unwrap();
+    nats.kill(&leader);
+    let mut acknowledged = 1;
+    for seq in 1..=60 {
+        if sensor.publish_acked("gw/s/old-town/east/east-03", format!(r#"{{"do": 7.0, "seq": {seq}}}"#)).await.is_ok() {
+            acknowledged += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nats.restart(&leader).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
+    let mut stored = None;
+    for _ in 0..100 {
+        if let Ok(mut stream) = js.get_stream(gridwatch::cluster::SENSORS_STREAM).await {
+            if let Ok(info) = stream.info().await {
+                stored = Some(info.state.messages);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let stored = stored.expect("the stream answers again");
+    eprintln!("stream leader {leader} killed: {acknowledged} readings PUBACKed, {stored} in the stream");
+    assert!(stored < acknowledged, "every PUBACKed reading is in the stream now ({stored}): nats-server changed, update docs/district.md");
 }

@@ -7,6 +7,10 @@
 //! node) may have expired a box's last renewal before the next reached it: a box counts as down
 //! only once its lease has been missing for [`CONFIRM_DOWN`], several rounds in a row.
 //!
+//! Every round is bounded in time ([`ROUND_LIMIT`]): listing a bucket whose entries are expiring
+//! can wait for ever (nats-server issue #3481: the listing's consumer announces an entry that
+//! expires before it is delivered), and a hung round would never report anything again.
+//!
 //! Invariants: the down flag in PostgreSQL changes only after the webhook took the message, so a
 //! crash in between repeats a message, never loses one; a round that cannot read the leases
 //! (the hub itself is cut off) decides nothing; only the active hub decides, under its fencing
@@ -28,6 +32,10 @@ use tokio_util::sync::CancellationToken;
 const ROUND: Duration = Duration::from_secs(1);
 /// How long a known box's lease must be missing before it is reported down.
 const CONFIRM_DOWN: Duration = Duration::from_secs(3);
+/// How long listing the leases may take (a few replies of the bucket's leader).
+const LIST_LIMIT: Duration = Duration::from_secs(3);
+/// How long a round may take before it is given up (and tried again at the next).
+const ROUND_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs rounds until `term` ends (the hub stops or is no longer the active one).
 pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: CancellationToken, metrics: Arc<HubMetrics>) {
@@ -50,7 +58,8 @@ pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: C
             let Some(client) = db.as_ref() else { return anyhow::Ok(()) };
             round(&leases, client, &http, &options.webhook, fence.token(), &mut missing, &metrics).await
         };
-        match round.await {
+        let finished = tokio::time::timeout(ROUND_LIMIT, round).await;
+        match finished.unwrap_or_else(|_| Err(anyhow::anyhow!("a round took over {ROUND_LIMIT:?}"))) {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("box lease watch running again");
@@ -82,7 +91,8 @@ async fn round(
     anyhow::ensure!(postgres::claim_fence(db, fence).await?, "another hub is active (fencing token {fence} is old)");
     // Alive: listed (the listing is a consumer of the bucket's stream, served by its leader).
     // The value, read from any replica, only names the district of a box not known yet.
-    let alive: BTreeSet<String> = leases.keys().await?.try_collect().await?;
+    let listing = async { anyhow::Ok(leases.keys().await?.try_collect::<BTreeSet<String>>().await?) };
+    let alive = tokio::time::timeout(LIST_LIMIT, listing).await.map_err(|_| anyhow::anyhow!("listing the leases took over {LIST_LIMIT:?}"))??;
     let mut known_boxes = postgres::boxes(db).await?;
     let mut registered = false;
     for box_id in &alive {
