@@ -1,7 +1,9 @@
 //! One slow receiver delays only itself: with a webhook that answers each request after 30 s,
 //! more alerts than any in-memory queue holds come in (every reading flips a sensor in or out of
 //! alarm); the console and another webhook still get every alert within a second of it, and
-//! every reading is still taken and acknowledged.
+//! every reading is still taken and acknowledged. And a receiver that takes each POST but answers
+//! after the timeout, with power cuts between the attempts, gets each alert `max_attempts` times
+//! in all, not that many per start, and the alerts behind it get their turn.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -107,5 +109,65 @@ async fn a_receiver_taking_30_s_per_request_delays_no_other_channel_and_no_readi
     // The slow channel's backlog waits in the store, not in front of anyone.
     let taken_on = metric(&text, r#"gridwatch_alert_deliveries_taken_on_total{sink="slow"}"#).unwrap_or(0.0) as usize;
     assert_eq!(taken_on, READINGS, "every alert is in the slow channel's queue too");
+    daemon.kill_hard();
+}
+
+/// Alert bodies the receiver took, by event id, in arrival order of first sight.
+fn copies_by_event(receiver: &WebhookReceiver) -> Vec<(i64, usize)> {
+    let mut copies: Vec<(i64, usize)> = Vec::new();
+    for body in receiver.bodies() {
+        let id = body["event_id"].as_i64().unwrap();
+        match copies.iter_mut().find(|(seen, _)| *seen == id) {
+            Some((_, count)) => *count += 1,
+            None => copies.push((id, 1)),
+        }
+    }
+    copies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_slower_than_the_timeout_gets_max_attempts_copies_across_power_cuts_and_the_next_alert_its_turn() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let slow = WebhookReceiver::start_slow(30 * SECOND).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let mut config = format!(
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-cut-{http_port}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[[alerts.webhook]]\nname = \"slow\"\nurl = \"{}\"\nmax_attempts = 3\ntimeout_secs = 1\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        mosquitto.url(),
+        slow.url()
+    );
+    for id in SENSORS {
+        config.push_str(&format!("\n[[sensor]]\nid = \"{id}\"\nkind = \"water\"\nsite = \"east-canal\"\n"));
+    }
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"warning\"\n").unwrap();
+    let args = ["run", "--config", "gridwatch.toml"];
+    let mut daemon = Daemon::start(&args, dir.path());
+    // Two alarms, one per sensor: the second waits behind the first in the channel's queue.
+    for sensor in SENSORS {
+        let topic = format!("gridwatch/east-canal/{sensor}/telemetry");
+        let fired = wait_for(20 * SECOND, || {
+            mosquitto.publish(&topic, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+            async { daemon.stdout().iter().any(|line| line.contains(&format!("sensor={sensor}"))) }
+        })
+        .await;
+        assert!(fired, "{sensor} raised no alarm: {:?}", daemon.stderr());
+    }
+    // A power cut right after each copy arrives: before the sender hears the answer it would
+    // not get anyway, i.e. in the middle of every attempt.
+    for cut in 0..6 {
+        let before = slow.bodies().len();
+        let arrived = wait_for(15 * SECOND, || async { slow.bodies().len() > before }).await;
+        assert!(arrived || cut >= 5, "no attempt after power cut {cut}: {:?}", copies_by_event(&slow));
+        daemon.kill_hard();
+        daemon = Daemon::start(&args, dir.path());
+    }
+    // The last run makes what attempts are left, then gives up.
+    tokio::time::sleep(8 * SECOND).await;
+    let copies = copies_by_event(&slow);
+    println!("copies by event id after six power cuts, max_attempts = 3: {copies:?}");
+    assert_eq!(copies.len(), 2, "both alarms reached the receiver: {copies:?}");
+    assert!(copies.iter().all(|&(_, count)| count <= 3), "more copies than max_attempts across the restarts: {copies:?}");
+    assert_eq!(copies[0].1, 3, "the first alarm was tried max_attempts times: {copies:?}");
     daemon.kill_hard();
 }

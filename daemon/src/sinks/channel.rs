@@ -17,7 +17,7 @@
 //! the order they happened, see [`crate::store::DueDelivery`]); a delivery leaves the queue only
 //! once its outcome is recorded.
 
-use super::Sink;
+use super::{CountedAttempts, Sink};
 use crate::alert::Alert;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -131,7 +131,9 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
                 }
                 continue;
             }
-            let (batch, outcome) = send_next(&mut sink, &store, &clock, &name, failover.as_ref(), due).await;
+            let (batch, outcome) = send_next(&mut sink, &store, &clock, &metrics, &name, failover.as_ref(), due).await;
+            // A sink whose attempts the channel counted has them in the store already.
+            let attempts = if sink.counted_attempts().is_some() && batch.len() == 1 { 0 } else { 1 };
             let error = outcome.err().map(|e| format!("{e:#}"));
             let label = Metrics::sink(&name);
             for DueDelivery { alert_id, alert, .. } in batch {
@@ -141,7 +143,7 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
                 } else {
                     metrics.alerts_delivered.get_or_create(&label).inc();
                 }
-                if let Err(e) = store.mark_delivery(alert_id, &name, error.is_none(), 1, error.clone()).await {
+                if let Err(e) = store.mark_delivery(alert_id, &name, error.is_none(), attempts, error.clone()).await {
                     tracing::error!(sink = %name, alert_id, error = %format!("{e:#}"), "delivery outcome not recorded; tried again before the next delivery");
                     unrecorded.insert(alert_id, (error.is_none(), error.clone()));
                 }
@@ -165,6 +167,7 @@ async fn send_next<S: Sink>(
     sink: &mut S,
     store: &Store,
     clock: &Clock,
+    metrics: &Metrics,
     name: &str,
     failover: Option<&Failover>,
     due: Vec<DueDelivery>,
@@ -186,11 +189,50 @@ async fn send_next<S: Sink>(
     } else {
         due.into_iter().take(1).collect()
     };
-    let outcome = match batch.as_slice() {
-        [one] => sink.deliver(&one.alert).await,
-        many => sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await,
+    let outcome = match (batch.as_slice(), sink.counted_attempts()) {
+        ([one], Some(counted)) => deliver_counted(sink, store, metrics, name, one, counted).await,
+        ([one], None) => sink.deliver(&one.alert).await,
+        (many, _) => sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await,
     };
     (batch, outcome)
+}
+
+/// Makes the attempts at `one` that its sink leaves to the channel, each counted in the store
+/// before it is made: a restart goes on from the count, so a receiver that takes the POST but
+/// answers after the timeout, together with power cuts, gets at most `in_all` copies and the
+/// channel's next alerts their turn.
+async fn deliver_counted<S: Sink>(
+    sink: &mut S,
+    store: &Store,
+    metrics: &Metrics,
+    name: &str,
+    one: &DueDelivery,
+    counted: CountedAttempts,
+) -> anyhow::Result<()> {
+    let CountedAttempts { in_all, mut backoff } = counted;
+    let mut made = one.attempts;
+    let mut last_error = None;
+    while made < in_all {
+        if let Some(error) = last_error.as_ref() {
+            metrics.alert_delivery_retries.get_or_create(&Metrics::sink(name)).inc();
+            let delay = backoff.next_delay();
+            tracing::warn!(sink = %name, attempt = made, retry_in_ms = delay.as_millis() as u64, error = %format!("{error:#}"), "delivery attempt failed");
+            tokio::time::sleep(delay).await;
+        }
+        if let Err(error) = store.count_attempt(one.alert_id, name).await {
+            // Sent uncounted rather than not at all.
+            store.report_failure("counting a delivery attempt", &error);
+        }
+        made += 1;
+        match sink.attempt(&one.alert).await {
+            Ok(()) => return Ok(()),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(match last_error {
+        Some(error) => error.context(format!("failed {made} times")),
+        None => anyhow::anyhow!("given up: {made} attempts were made before a restart (max_attempts {in_all})"),
+    })
 }
 
 /// Alerts the store could not take, held by their channel in memory with the attempts so far.

@@ -20,12 +20,34 @@ use std::future::Future;
 
 pub use channel::{SinkContext, SinkSet};
 
+/// The attempts a channel makes at one delivery of a sink that leaves them to it.
+#[derive(Debug, Clone)]
+pub struct CountedAttempts {
+    /// Attempts in all, across restarts (`max_attempts`).
+    pub in_all: u32,
+    /// The waits between them.
+    pub backoff: crate::backoff::Backoff,
+}
+
 /// Something that delivers alerts somewhere.
 pub trait Sink: Send + 'static {
     /// Label in logs and metrics.
     fn name(&self) -> String;
     /// Delivers one alert, retrying as the sink sees fit; an error means it gave up.
     fn deliver(&mut self, alert: &Alert) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// For a sink whose attempts the channel makes and counts in the store, so that a restart
+    /// goes on with the count instead of starting again (a receiver slower than the timeout,
+    /// with power cuts, was POSTed one alert dozens of times while the channel's later alerts
+    /// waited): how many attempts in all, and the waits between them. Such a sink's
+    /// [`Sink::attempt`] makes one attempt. `None`: the sink retries inside `deliver`.
+    fn counted_attempts(&self) -> Option<CountedAttempts> {
+        None
+    }
+    /// One attempt at delivering `alert`, for a sink with [`Sink::counted_attempts`].
+    fn attempt(&mut self, alert: &Alert) -> impl Future<Output = anyhow::Result<()>> + Send {
+        self.deliver(alert)
+    }
+
     /// How long until the sink may send again (a rate limit); zero when it may send now.
     fn wait(&self) -> std::time::Duration {
         std::time::Duration::ZERO

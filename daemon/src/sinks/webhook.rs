@@ -1,13 +1,14 @@
 //! The generic webhook sink: each alert event is POSTed as JSON ([`crate::alert::Alert`]). Any answer
 //! other than 2xx, a timeout or a connection error is a failed attempt; attempts are retried
-//! with exponential backoff up to `max_attempts`. The URL may carry a token, so it is logged
+//! with exponential backoff up to `max_attempts` — by the channel, which counts them in the store
+//! so that a restart goes on with the count ([`Sink::counted_attempts`]). The URL may carry a token, so it is logged
 //! without its query string.
 //!
 //! With a `secret`, every attempt carries `X-Gridwatch-Timestamp: <ms>` and
 //! `X-Gridwatch-Signature: sha256=<hex HMAC-SHA256(secret, "<ms>." + body)>`, so the receiver can
 //! check the body came from this box and reject replays older than it likes.
 
-use super::Sink;
+use super::{CountedAttempts, Sink};
 use crate::alert::Alert;
 use crate::backoff::Backoff;
 use crate::config::WebhookConfig;
@@ -54,7 +55,7 @@ impl WebhookSink {
         self
     }
 
-    async fn attempt(&self, alert: &Alert) -> anyhow::Result<()> {
+    async fn post(&self, alert: &Alert) -> anyhow::Result<()> {
         let body = serde_json::to_vec(alert)?;
         let mut request = self.client.post(self.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(secret) = &self.secret {
@@ -85,11 +86,20 @@ impl Sink for WebhookSink {
         self.name.clone()
     }
 
+    fn counted_attempts(&self) -> Option<CountedAttempts> {
+        Some(CountedAttempts { in_all: self.max_attempts, backoff: self.backoff.clone() })
+    }
+
+    async fn attempt(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        self.post(alert).await.with_context(|| format!("POST {}", redacted(&self.url)))
+    }
+
+    /// All `max_attempts` at once, not counted in the store (`gridwatch selftest`, digests).
     async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
         self.backoff.reset();
         let mut attempt = 1;
         loop {
-            match self.attempt(alert).await {
+            match self.post(alert).await {
                 Ok(()) => return Ok(()),
                 Err(error) if attempt >= self.max_attempts => {
                     return Err(error.context(format!("POST {} failed {attempt} times", redacted(&self.url))));

@@ -32,6 +32,9 @@ pub struct DueDelivery {
     /// It waited (quiet hours, the daily digest, a building's group window): the due ones go
     /// out together as one message.
     pub deferred: bool,
+    /// Attempts made at it so far, by this run and earlier ones (for a sink whose attempts the
+    /// channel counts, [`crate::sinks::Sink::counted_attempts`]).
+    pub attempts: u32,
 }
 
 /// One channel an alert goes to, with the copy it carries when that differs from the journaled
@@ -147,15 +150,17 @@ impl Store {
             let mut unreadable = Vec::new();
             {
                 let mut statement = tx.prepare_cached(
-                    "SELECT o.alert_id, coalesce(o.payload, a.payload), o.not_before_ms IS NOT NULL FROM outbox o JOIN alert_events a ON a.id = o.alert_id
+                    "SELECT o.alert_id, coalesce(o.payload, a.payload), o.not_before_ms IS NOT NULL, o.attempts FROM outbox o JOIN alert_events a ON a.id = o.alert_id
                      WHERE o.sink = ?1 AND o.state = 'pending' AND (o.not_before_ms IS NULL OR o.not_before_ms <= ?2) ORDER BY o.alert_id LIMIT ?3",
                 )?;
                 let rows = statement
-                    .query_map(params![sink, now_ms, limit as i64], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?)))?;
+                    .query_map(params![sink, now_ms, limit as i64], |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?, row.get::<_, u32>(3)?))
+                    })?;
                 for row in rows {
-                    let (alert_id, payload, deferred) = row?;
+                    let (alert_id, payload, deferred, attempts) = row?;
                     match serde_json::from_str(&payload) {
-                        Ok(alert) => due.push(DueDelivery { alert_id, alert, deferred }),
+                        Ok(alert) => due.push(DueDelivery { alert_id, alert, deferred, attempts }),
                         Err(error) => unreadable.push((alert_id, error.to_string())),
                     }
                 }
@@ -199,6 +204,16 @@ impl Store {
             counts.insert(sink, count as u64);
         }
         Ok(counts)
+    }
+
+    /// Counts an attempt at a delivery before it is made: a restart goes on from the count.
+    pub async fn count_attempt(&self, alert_id: i64, sink: &str) -> anyhow::Result<()> {
+        let sink = sink.to_string();
+        self.with_conn(move |conn| {
+            conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE alert_id = ?1 AND sink = ?2", params![alert_id, sink])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records the outcome of a delivery.
