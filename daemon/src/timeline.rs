@@ -15,7 +15,12 @@
 //! within a day behind the timeline and not more than [`AHEAD_TOLERANCE_MS`] ahead: the device's time is taken as it is, so
 //! readings judged again after a crash land where they were first judged and the saved state's
 //! times mean the same in the next run; else learned from its first reading — learned again when a reading would land more than [`AHEAD_TOLERANCE_MS`] ahead
-//! of the timeline (the device's clock jumped forward, or its first readings were a backlog). A device clock that went back is left to the out-of-order runs
+//! of the timeline (the device's clock jumped forward, or its first readings were a backlog),
+//! and lowered to place a reading at its arrival when its readings have landed ahead of the
+//! timeline for [`AHEAD_TOLERANCE_MS`] without a break (learned from a buffered reading, the
+//! offset placed every live one after it ahead by the buffer's age, and no-data came that much
+//! late; a device that sends its readings in bursts lands its next burst's first one at its
+//! arrival, so the spacing in a burst is kept). A device clock that went back is left to the out-of-order runs
 //! ([`crate::sensor_clocks`]), which then call [`Timeline::reanchor`].
 //!
 //! What people read is labelled in wall-clock time ([`Timeline::label`]): from the wall clock
@@ -46,6 +51,11 @@ pub struct Timeline {
     /// Per sensor: where its latest reading was placed. A re-learned offset never places the
     /// next reading before it (the engine would refuse it as out of order).
     placed: HashMap<usize, Millis>,
+    /// Sensors whose offset was learned from their readings' arrival (not 0 by trust).
+    learned: std::collections::HashSet<usize>,
+    /// Per sensor with a learned offset: since when (timeline time) its readings have landed
+    /// ahead of the timeline without a break.
+    ahead_since: HashMap<usize, Millis>,
     /// The timeline went on from the saved state's time, the devices' (the box's clock was
     /// behind it), not from the box's clock.
     on_devices_time: bool,
@@ -57,7 +67,15 @@ impl Timeline {
     pub fn start(clock: Clock, judged_until: Option<Millis>) -> Timeline {
         let on_devices_time = judged_until.is_some_and(|judged| judged.saturating_add(1) > clock.now());
         let start = judged_until.map_or(clock.now(), |judged| clock.now().max(judged.saturating_add(1)));
-        Timeline { clock, origin: start - clock.elapsed_ms(), offsets: HashMap::new(), placed: HashMap::new(), on_devices_time }
+        Timeline {
+            clock,
+            origin: start - clock.elapsed_ms(),
+            offsets: HashMap::new(),
+            placed: HashMap::new(),
+            learned: Default::default(),
+            ahead_since: HashMap::new(),
+            on_devices_time,
+        }
     }
 
     /// The readings judged again at start (the crash log) reached `judged`, the latest: the
@@ -92,13 +110,25 @@ impl Timeline {
         // device's in the next run: readings judged again would be skipped.)
         let synchronized = self.clock.synchronized();
         let fits = self.on_devices_time && ts <= now.saturating_add(AHEAD_TOLERANCE_MS) && ts >= now - TAKEN_AS_IT_IS_BEHIND_MS;
-        let offset = self.offsets.entry(sensor).or_insert_with(|| if synchronized || fits { 0 } else { now - ts });
-        if ts.saturating_add(*offset) > now.saturating_add(AHEAD_TOLERANCE_MS) {
+        let offset = self.offsets.entry(sensor).or_insert_with(|| {
+            if synchronized || fits {
+                0
+            } else {
+                self.learned.insert(sensor);
+                now - ts
+            }
+        });
+        let landing = ts.saturating_add(*offset);
+        let ahead_too_long = self.learned.contains(&sensor) && landing > now && now - *self.ahead_since.entry(sensor).or_insert(now) >= AHEAD_TOLERANCE_MS;
+        if landing > now.saturating_add(AHEAD_TOLERANCE_MS) || ahead_too_long {
             // Placed now — or just after this sensor's previous reading, if that lies ahead.
             let floor = self.placed.get(&sensor).map_or(now, |&last| now.max(last.saturating_add(1)));
             *offset = floor - ts;
         }
         let at = ts.saturating_add(*offset);
+        if at <= now {
+            self.ahead_since.remove(&sensor);
+        }
         self.placed.insert(sensor, at);
         at
     }
@@ -107,6 +137,7 @@ impl Timeline {
     pub fn reanchor(&mut self, sensor: usize, ts: Millis) {
         let now = self.now();
         self.offsets.insert(sensor, now - ts);
+        self.learned.insert(sensor);
     }
 
     /// The elapsed time ([`Clock::elapsed_ms`]) at timeline time `at`.
@@ -160,6 +191,33 @@ mod tests {
         let first = timeline.place(0, TRUE_NOW, true);
         let jumped = timeline.place(0, TRUE_NOW + 2 * DAY, true);
         assert!(jumped - first < AHEAD_TOLERANCE_MS, "never two days ahead of the timeline");
+    }
+
+    #[test]
+    fn live_readings_after_a_buffered_one_are_placed_at_their_arrival_within_a_minute() {
+        // A box whose clock is not set (a thousand times faster here) hears a sensor's reading
+        // buffered 50 s ago first, then its live ones every 10 s: they land ahead by the
+        // buffer's age — as the second of a burst would — until they have done so for a
+        // minute; from then on each lands at its arrival, 10 s apart. (Before, they stayed 50 s
+        // ahead for good, and that sensor's no-data came 50 s late.)
+        let clock = Clock::Accelerated { start: TRUE_NOW - 3 * DAY, started: tokio::time::Instant::now(), speed: 1_000.0, synchronized: false };
+        let mut timeline = Timeline::start(clock, None);
+        timeline.place(0, TRUE_NOW - 50_000, true);
+        let mut placed = Vec::new();
+        for tick in 0..12 {
+            if tick > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let at = timeline.place(0, TRUE_NOW + tick * 10_000, true);
+            placed.push((at - timeline.now(), at));
+        }
+        assert!(placed[0].0 > 20_000, "the first live reading lands ahead, as in a burst: {placed:?}");
+        let (ahead_at_the_end, last) = placed[11];
+        assert!(ahead_at_the_end <= 0, "a live reading {ahead_at_the_end} ms ahead after two minutes: {placed:?}");
+        assert_eq!(timeline.label(0, last), Some(TRUE_NOW + 110_000), "labelled in the device's own time");
+        // A synchronised box keeps believing a device a few seconds ahead, as it is.
+        let mut synchronised = Timeline::start(box_clock(TRUE_NOW, true), None);
+        assert_eq!(synchronised.place(0, TRUE_NOW + 5_000, true), TRUE_NOW + 5_000);
     }
 
     #[test]

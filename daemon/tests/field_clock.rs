@@ -106,7 +106,11 @@ async fn clock_stepped_mid_run(faked: &str) {
     let topic = |sensor: &str| format!("gridwatch/east-canal/{sensor}/telemetry");
     let up = publish_until_evaluated(&mosquitto, &topic("canal-02"), || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
     assert!(up, "{:?}", daemon.stderr());
-    // canal-03 reports once and goes silent; canal-02 and canal-04 keep reporting their true time.
+    // canal-03 sends a reading it buffered 50 s ago, then a live one, and goes silent (a box
+    // whose clock is not set learned its offset from the buffered one and placed the live one
+    // 50 s ahead: its no-data came 50 s late); canal-02 and canal-04 keep reporting their true
+    // time.
+    mosquitto.publish(&topic("canal-03"), &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms() - 50_000)).unwrap();
     mosquitto.publish(&topic("canal-03"), &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
     let alarm_ts = now_ms();
     mosquitto.publish(&topic("canal-02"), &format!(r#"{{"do": 3.0, "ts": {alarm_ts}}}"#)).unwrap();

@@ -325,9 +325,20 @@ pub struct Engine {
     /// The engine's clock: the latest tick's time (`None` before the first tick). Clock checks
     /// judge a reading's time against it.
     now: Option<Millis>,
+    /// How far past the engine's clock a reading counts as heard for no-data rules
+    /// ([`Engine::hear_readings_ahead_by`]).
+    heard_ahead: Millis,
 }
 
 impl Engine {
+    /// A reading counts as heard for no-data rules at most `ms` past the engine's latest tick
+    /// (its tick interval, for an engine ticked live): one placed further ahead of its arrival
+    /// (a device time learned from a buffered reading) would otherwise make its silence that
+    /// much late.
+    pub fn hear_readings_ahead_by(&mut self, ms: Millis) {
+        self.heard_ahead = ms;
+    }
+
     pub fn new(rules: RuleSet, subjects: &[Subject]) -> Engine {
         let rules = rules.rules;
         let mut planner = Planner::new(&rules);
@@ -352,6 +363,7 @@ impl Engine {
             staged: Vec::new(),
             peer_references: Vec::new(),
             now: None,
+            heard_ahead: HEARD_AHEAD_MS,
         }
     }
 
@@ -486,7 +498,7 @@ impl Engine {
                 // A silence ends when a reading arrives, whatever its stamp: one stamped hours
                 // behind the engine's clock (a device clock that lags, a backlog) is heard now.
                 Some(now) if matches!(state, CheckState::NoData(_)) => {
-                    observe_check(rule, planned.variant(), state, at.clamp(now, now.saturating_add(HEARD_AHEAD_MS)), staged, peers, lowest)
+                    observe_check(rule, planned.variant(), state, at.clamp(now, now.saturating_add(self.heard_ahead)), staged, peers, lowest)
                 }
                 _ => observe_check(rule, planned.variant(), state, at, staged, peers, lowest),
             };
@@ -876,7 +888,8 @@ fn compensation_in_use(plan: &Plan, thermal: &[Thermal], rule: &Rule) -> bool {
 }
 
 /// How far past the engine's clock (its latest tick) a reading counts as heard for no-data
-/// rules: a reading between two ticks of a replay at one a minute is heard at its own time.
+/// rules, unless told otherwise: a reading between two ticks of a replay at one a minute is
+/// heard at its own time.
 const HEARD_AHEAD_MS: Millis = 60_000;
 
 /// Runs one rule on one sample; `staged` is the value of the rule's signal stage (if it has one

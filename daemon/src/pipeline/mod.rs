@@ -177,6 +177,7 @@ impl Pipeline {
         save.tick().await;
         let mut resolved = tokio::time::interval(RESOLVED_EVERY);
         resolved.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.hear_readings_within_a_tick();
         self.judge_unsaved(&mut events).await;
         let judged = (0..self.sensors.len()).filter_map(|position| self.engine.last_at(SubjectId(position))).max();
         self.timeline.go_on_after(judged);
@@ -262,11 +263,19 @@ impl Pipeline {
         }
     }
 
+    /// A reading ends its sensor's silence at most a tick past the timeline's latest tick: one
+    /// placed further ahead (an offset learned from a buffered reading puts a sensor's live
+    /// readings ahead by the buffer's age) would make its no-data that much late.
+    fn hear_readings_within_a_tick(&mut self) {
+        self.engine.hear_readings_ahead_by((TICK.as_millis() as f64 * self.clock.speed().max(1.0)) as gridwatch_rules::Millis);
+    }
+
     fn reload(&mut self, rules: RuleSet) {
         let count = rules.rules.len();
         let previous = std::mem::replace(&mut self.engine, Engine::new(RuleSet { rules: Vec::new() }, &[]));
         let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, |engine| engine.take_over(previous), &self.calibrations);
         self.engine = engine;
+        self.hear_readings_within_a_tick();
         self.unsaved = true;
         tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
     }
