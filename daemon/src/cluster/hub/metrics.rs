@@ -86,6 +86,8 @@ pub struct HubMetrics {
     pub sensor_readings: Family<ResultLabel, Counter>,
     /// 4G sensors' logins refused at the hub's MQTT listener (unknown user or wrong password).
     pub sensor_logins_refused: Counter,
+    /// Connections the hub's MQTT listener could not accept (out of file descriptors, mostly).
+    pub sensor_accept_errors: Counter,
     /// Workers' links refused by the hub's incident pages, by reason ([`LINK_REFUSALS`]).
     pub links_refused: Family<ReasonLabel, Counter>,
     /// 1 while this hub holds the hub lease (consumes and watches leases).
@@ -125,6 +127,7 @@ impl HubMetrics {
             actions: Family::default(),
             sensor_readings: Family::default(),
             sensor_logins_refused: Counter::default(),
+            sensor_accept_errors: Counter::default(),
             links_refused: Family::default(),
             active: Gauge::default(),
             lease_takeovers: Counter::default(),
@@ -161,6 +164,11 @@ impl HubMetrics {
             "sensor_logins_refused",
             "4G sensors' logins refused at the hub's MQTT listener (unknown user or wrong password)",
             metrics.sensor_logins_refused.clone(),
+        );
+        registry.register(
+            "sensor_accept_errors",
+            "Connections the hub's MQTT listener could not accept (out of file descriptors, mostly)",
+            metrics.sensor_accept_errors.clone(),
         );
         registry.register("active", "1 while this hub is the district's active hub", metrics.active.clone());
         registry.register("lease_takeovers", "Times this hub took the hub lease", metrics.lease_takeovers.clone());

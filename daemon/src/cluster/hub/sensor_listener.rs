@@ -47,6 +47,8 @@ const MAX_PACKET_BYTES: usize = 64 * 1024;
 const MAX_CONNECTIONS: usize = 10_000;
 /// How long a new connection has to send CONNECT.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+/// How long the listener waits after a failed accept (out of file descriptors) before the next.
+const ACCEPT_AGAIN_AFTER: Duration = Duration::from_millis(100);
 /// How long JetStream has to store a reading before the connection is closed unacknowledged.
 const STORE_WITHIN: Duration = Duration::from_secs(10);
 
@@ -88,7 +90,17 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => return Ok(()),
         };
-        let Ok((stream, peer)) = accepted else { continue };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, mostly: the error comes back at once, so the loop
+                // would spin a core; wait for connections to close instead.
+                metrics.sensor_accept_errors.inc();
+                tracing::debug!(error = %error, "the hub's MQTT listener cannot accept a connection");
+                tokio::time::sleep(ACCEPT_AGAIN_AFTER).await;
+                continue;
+            }
+        };
         let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
         let (js, access, tls, metrics, shutdown) = (js.clone(), access.clone(), tls.clone(), metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -112,7 +124,11 @@ pub async fn serve(
 /// One sensor's connection: CONNECT, then publishes (each stored before its PUBACK) and pings.
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, js: &jetstream::Context, access: &Access, metrics: &HubMetrics) -> anyhow::Result<()> {
     let mut buffer = BytesMut::with_capacity(1024);
-    let Some(Packet::Connect(connect)) = next_packet(&mut stream, &mut buffer, Some(CONNECT_WITHIN)).await? else {
+    // Within CONNECT_WITHIN in all: a CONNECT trickled a byte at a time held a connection for
+    // ever, each byte resetting a per-read timeout.
+    let first = tokio::time::timeout(CONNECT_WITHIN, next_packet(&mut stream, &mut buffer, None));
+    let first = first.await.map_err(|_| anyhow::anyhow!("no CONNECT within {CONNECT_WITHIN:?}"))?;
+    let Some(Packet::Connect(connect)) = first? else {
         anyhow::bail!("the first packet is not CONNECT");
     };
     if connect.protocol != rumqttc::Protocol::V4 {
@@ -131,7 +147,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, js: &jetst
                 send(&mut stream, Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadUserNamePassword, false))).await?;
                 anyhow::bail!("a wrong user or password (client id {:?})", connect.client_id);
             };
-            Some(format!("gw/s/{}", login.username))
+            Some((format!("gw/s/{}", login.username), login.username))
         }
     };
     // MQTT 3.1.1: a client silent for one and a half keep-alives is gone.
@@ -143,9 +159,15 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, js: &jetst
                 if publish.qos == QoS::ExactlyOnce {
                     anyhow::bail!("QoS 2 is not taken (publish with QoS 1)");
                 }
-                if own_topic.as_ref().is_some_and(|own| *own != publish.topic) {
+                if let (Access::Passwords(file), Some((_, user))) = (access, &own_topic) {
+                    if !file.current().knows(user) {
+                        anyhow::bail!("{user} was removed from the password file; its connection is closed");
+                    }
+                }
+                if own_topic.as_ref().is_some_and(|(own, _)| *own != publish.topic) {
                     metrics.sensor_readings.get_or_create(&ResultLabel { result: "not_authorized".into() }).inc();
-                    tracing::warn!(topic = %publish.topic.chars().take(200).collect::<String>(), own = ?own_topic, "a 4G sensor published on another sensor's topic; dropped");
+                    // Quoted and cut: a topic is the sender's text, and may hold line breaks.
+                    tracing::warn!(topic = ?publish.topic.chars().take(200).collect::<String>(), own = ?own_topic.as_ref().map(|(own, _)| own), "a 4G sensor published on another sensor's topic; dropped");
                 } else {
                     store(js, &publish.topic, publish.payload, metrics).await?;
                 }
@@ -174,7 +196,7 @@ async fn store(js: &jetstream::Context, topic: &str, payload: bytes::Bytes, metr
     let count = |result: &str| metrics.sensor_readings.get_or_create(&ResultLabel { result: result.into() }).inc();
     let Some(subject) = subject_of(topic) else {
         count("refused_topic");
-        tracing::warn!(topic = %topic.chars().take(200).collect::<String>(), "a 4G sensor's reading on a topic outside gw/s/<district>/<box>/<sensor> dropped");
+        tracing::warn!(topic = ?topic.chars().take(200).collect::<String>(), "a 4G sensor's reading on a topic outside gw/s/<district>/<box>/<sensor> dropped");
         return Ok(());
     };
     let stored = async { js.publish(subject, payload).await?.await.map_err(anyhow::Error::from) };
@@ -307,6 +329,20 @@ mod tests {
             assert!(asked.elapsed() >= REFUSED_AFTER, "a refusal waits before it is told");
             assert_eq!(metrics.sensor_logins_refused.get(), 1);
         }
+    }
+
+    #[tokio::test]
+    async fn a_sensor_removed_from_the_password_file_is_cut_off_at_its_next_publish() {
+        let (access, dir) = east_03_only();
+        let path = dir.path().join("passwords");
+        let kept = std::fs::read_to_string(&path).unwrap().replace("east-03:", "east-04:");
+        let mut client = Client::start_with(Arc::new(HubMetrics::new()), access).await;
+        assert_eq!(client.ask(login("old-town/east/east-03", "ding-dong 17")).await, Some(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))));
+        assert_eq!(client.ask(Packet::PingReq).await, Some(Packet::PingResp));
+        std::fs::write(&path, kept).unwrap();
+        let mut reading = rumqttc::Publish::new("gw/s/old-town/east/east-03", QoS::AtLeastOnce, r#"{"x": 0.5}"#);
+        reading.pkid = 5;
+        assert_eq!(client.ask(Packet::Publish(reading)).await, None, "closed without a PUBACK");
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@
 //! for another.
 //!
 //! The file is read again when it changes ([`super::watched_files`]), so a sensor is added or
-//! revoked without a restart. Passwords are checked in constant time by `ring`; a wrong one
+//! revoked without a restart (a revoked one's open connection is closed at its next publish);
+//! a file with no sensor in it is refused, and the last good one kept. Passwords are checked in constant time by `ring`; a wrong one
 //! waits a second before its answer, so guessing over a 4G link is slow.
 
 use anyhow::Context;
@@ -43,7 +44,15 @@ impl Passwords {
                 anyhow::bail!("line {number}: user `{user}` a second time");
             }
         }
+        // An emptied file is a mistake (an editor's `> FILE`, a rewrite caught half-way), not
+        // "refuse every sensor": the last good one stays in force.
+        anyhow::ensure!(!users.is_empty(), "no sensor in it (to refuse one sensor, delete its line)");
         Ok(Passwords { users })
+    }
+
+    /// Whether `user` is (still) in the file: a sensor removed from it is cut off.
+    pub fn knows(&self, user: &str) -> bool {
+        self.users.contains_key(user)
     }
 
     /// Whether `user` exists and `password` is theirs.
@@ -95,6 +104,13 @@ mod tests {
         "old-town/east/east-03:$7$101$zCo2QQ2yKG0uAyfy$sZcTMJb8gd5/tQwqLmvGo+EVzSO5MB4lsRY1KJ51RHQpAMwCOIhOLqgSsRmNTge4kPxrJhu0A3xgqUmTynLHiQ==\n";
 
     #[test]
+    fn an_emptied_file_is_refused_rather_than_refusing_every_sensor() {
+        let error = Passwords::parse("# all gone\n\n").unwrap_err();
+        assert!(format!("{error:#}").contains("no sensor in it"), "{error:#}");
+        assert!(Passwords::parse(WRITTEN_BY_MOSQUITTO).unwrap().knows("old-town/east/east-03"));
+    }
+
+    #[test]
     fn a_password_written_by_mosquitto_passwd_is_checked() {
         let passwords = Passwords::parse(WRITTEN_BY_MOSQUITTO).unwrap();
         assert!(passwords.check("old-town/east/east-03", b"ding-dong 17"));
@@ -123,9 +139,9 @@ mod tests {
     fn a_changed_file_is_read_again_and_a_broken_one_leaves_the_last_good() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("passwords");
-        std::fs::write(&path, "").unwrap();
+        std::fs::write(&path, WRITTEN_BY_MOSQUITTO.replace("east-03:", "east-04:")).unwrap();
         let file = open(&path).unwrap();
-        assert!(!file.current().check("old-town/east/east-03", b"ding-dong 17"), "no user yet");
+        assert!(!file.current().check("old-town/east/east-03", b"ding-dong 17"), "not a user yet");
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
         std::fs::write(&path, WRITTEN_BY_MOSQUITTO).unwrap();
         std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
