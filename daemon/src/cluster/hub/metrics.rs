@@ -88,6 +88,8 @@ pub struct HubMetrics {
     pub sensor_logins_refused: Counter,
     /// Connections the hub's MQTT listener could not accept (out of file descriptors, mostly).
     pub sensor_accept_errors: Counter,
+    /// 4G sensors' publishes read late because their sensor went past its pace.
+    pub sensor_readings_paced: Counter,
     /// Workers' links refused by the hub's incident pages, by reason ([`LINK_REFUSALS`]).
     pub links_refused: Family<ReasonLabel, Counter>,
     /// 1 while this hub holds the hub lease (consumes and watches leases).
@@ -128,6 +130,7 @@ impl HubMetrics {
             sensor_readings: Family::default(),
             sensor_logins_refused: Counter::default(),
             sensor_accept_errors: Counter::default(),
+            sensor_readings_paced: Counter::default(),
             links_refused: Family::default(),
             active: Gauge::default(),
             lease_takeovers: Counter::default(),
@@ -169,6 +172,11 @@ impl HubMetrics {
             "sensor_accept_errors",
             "Connections the hub's MQTT listener could not accept (out of file descriptors, mostly)",
             metrics.sensor_accept_errors.clone(),
+        );
+        registry.register(
+            "sensor_readings_paced",
+            "4G sensors' publishes read late because their sensor went past its pace (20 a second, 600 at once)",
+            metrics.sensor_readings_paced.clone(),
         );
         registry.register("active", "1 while this hub is the district's active hub", metrics.active.clone());
         registry.register("lease_takeovers", "Times this hub took the hub lease", metrics.lease_takeovers.clone());

@@ -20,6 +20,8 @@
 //! `--mqtt-tls-key` the listener speaks MQTT over TLS ([`super::sensor_tls`]), so passwords do
 //! not cross the 4G internet in clear.
 //!
+//! Each sensor keeps a pace ([`super::sensor_pace`]): past it, its next publish is read later.
+//!
 //! Invariants: a PUBACK is never sent for a reading not stored; one connection's publishes are
 //! stored one at a time, in order (each sensor's readings reach its box in the order sent); a
 //! topic outside the convention is acknowledged, counted and dropped (a device cannot stall
@@ -28,6 +30,7 @@
 //! connection.
 
 use super::metrics::{HubMetrics, ResultLabel};
+use super::sensor_pace::Pace;
 use super::sensor_passwords::PasswordFile;
 use super::sensor_tls::TlsFiles;
 use anyhow::Context;
@@ -85,6 +88,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding the hub's MQTT listener to {listen}"))?;
     tracing::info!(%listen, "the hub takes 4G sensors' readings over MQTT");
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let pace = Arc::new(Pace::default());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -102,14 +106,14 @@ pub async fn serve(
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
-        let (js, access, tls, metrics, shutdown) = (js.clone(), access.clone(), tls.clone(), metrics.clone(), shutdown.clone());
+        let (js, access, tls, metrics, shutdown, pace) = (js.clone(), access.clone(), tls.clone(), metrics.clone(), shutdown.clone(), pace.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let session = async {
-                let Some(tls) = tls else { return connection(stream, &js, &access, &metrics).await };
+                let Some(tls) = tls else { return connection(stream, &js, &access, &pace, &metrics).await };
                 let handshake = tokio::time::timeout(CONNECT_WITHIN, tls.current().accept(stream));
                 let stream = handshake.await.map_err(|_| anyhow::anyhow!("no TLS handshake within {CONNECT_WITHIN:?}"))?.context("TLS handshake")?;
-                connection(stream, &js, &access, &metrics).await
+                connection(stream, &js, &access, &pace, &metrics).await
             };
             tokio::select! {
                 ended = session => if let Err(error) = ended {
@@ -122,7 +126,13 @@ pub async fn serve(
 }
 
 /// One sensor's connection: CONNECT, then publishes (each stored before its PUBACK) and pings.
-async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, js: &jetstream::Context, access: &Access, metrics: &HubMetrics) -> anyhow::Result<()> {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    js: &jetstream::Context,
+    access: &Access,
+    pace: &Pace,
+    metrics: &HubMetrics,
+) -> anyhow::Result<()> {
     let mut buffer = BytesMut::with_capacity(1024);
     // Within CONNECT_WITHIN in all: a CONNECT trickled a byte at a time held a connection for
     // ever, each byte resetting a per-read timeout.
@@ -158,6 +168,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, js: &jetst
             Packet::Publish(publish) => {
                 if publish.qos == QoS::ExactlyOnce {
                     anyhow::bail!("QoS 2 is not taken (publish with QoS 1)");
+                }
+                let sensor = own_topic.as_ref().map_or(publish.topic.as_str(), |(_, user)| user.as_str());
+                let wait = pace.delay(sensor, std::time::Instant::now());
+                if !wait.is_zero() {
+                    metrics.sensor_readings_paced.inc();
+                    tokio::time::sleep(wait).await;
                 }
                 if let (Access::Passwords(file), Some((_, user))) = (access, &own_topic) {
                     if !file.current().knows(user) {
@@ -267,7 +283,7 @@ mod tests {
             let address = listener.local_addr().unwrap();
             tokio::spawn(async move {
                 let (stream, _) = listener.accept().await.unwrap();
-                let _ = connection(stream, &js, &access, &metrics).await;
+                let _ = connection(stream, &js, &access, &Pace::default(), &metrics).await;
             });
             Client { stream: TcpStream::connect(address).await.unwrap(), buffer: BytesMut::new() }
         }
