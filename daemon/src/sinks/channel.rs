@@ -190,7 +190,7 @@ async fn send_next<S: Sink>(
         due.into_iter().take(1).collect()
     };
     let outcome = match (batch.as_slice(), sink.counted_attempts()) {
-        ([one], Some(counted)) => deliver_counted(sink, store, metrics, name, one, counted).await,
+        ([one], Some(counted)) => deliver_counted(sink, store, metrics, name, failover, one, counted).await,
         ([one], None) => sink.deliver(&one.alert).await,
         (many, _) => sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await,
     };
@@ -206,6 +206,7 @@ async fn deliver_counted<S: Sink>(
     store: &Store,
     metrics: &Metrics,
     name: &str,
+    failover: Option<&Failover>,
     one: &DueDelivery,
     counted: CountedAttempts,
 ) -> anyhow::Result<()> {
@@ -214,6 +215,10 @@ async fn deliver_counted<S: Sink>(
     let mut last_error = None;
     while made < in_all {
         if let Some(error) = last_error.as_ref() {
+            // Throttled for longer than its failover channel would wait: handed over now.
+            if failover.is_some_and(|f| sink.wait() > f.after) {
+                break;
+            }
             metrics.alert_delivery_retries.get_or_create(&Metrics::sink(name)).inc();
             let delay = backoff.next_delay();
             tracing::warn!(sink = %name, attempt = made, retry_in_ms = delay.as_millis() as u64, error = %format!("{error:#}"), "delivery attempt failed");

@@ -60,12 +60,18 @@ impl DingTalkSink {
         })
     }
 
-    async fn send(&mut self, title: String, text: String, mobiles: Vec<String>) -> anyhow::Result<()> {
+    async fn send(&mut self, title: String, text: String, mobiles: Vec<String>, attempts: u32) -> anyhow::Result<()> {
         let body = self.body(&title, &text, &mobiles);
         let config = &self.config;
         // DingTalk checks the signature's time against its own clock: signed on the system clock,
         // also in the demo.
-        robot::send("DingTalk", config, &self.client, &mut self.limit, &body, || signed_url(config, crate::clock::Clock::System.now())).await
+        robot::send("DingTalk", config, &self.client, &mut self.limit, &body, || signed_url(config, crate::clock::Clock::System.now()), attempts).await
+    }
+
+    async fn send_alert(&mut self, alert: &Alert, attempts: u32) -> anyhow::Result<()> {
+        let wording = self.config.wording;
+        let mobiles = robot::mentions(&self.config, &[alert]);
+        self.send(text::title(alert, wording), text::message(alert, wording, Markup::Markdown), mobiles, attempts).await
     }
 }
 
@@ -78,10 +84,16 @@ impl Sink for DingTalkSink {
         self.limit.wait()
     }
 
+    fn counted_attempts(&self) -> Option<super::CountedAttempts> {
+        Some(robot::counted_attempts())
+    }
+
+    async fn attempt(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        self.send_alert(alert, 1).await
+    }
+
     async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        let wording = self.config.wording;
-        let mobiles = robot::mentions(&self.config, &[alert]);
-        self.send(text::title(alert, wording), text::message(alert, wording, Markup::Markdown), mobiles).await
+        self.send_alert(alert, robot::ATTEMPTS).await
     }
 
     /// A digest in as many messages as its size takes, each waiting for the rate limit.
@@ -95,7 +107,7 @@ impl Sink for DingTalkSink {
             if i > 0 {
                 tokio::time::sleep(self.limit.wait()).await;
             }
-            self.send(title.clone(), page, mobiles.clone()).await?;
+            self.send(title.clone(), page, mobiles.clone(), robot::ATTEMPTS).await?;
         }
         Ok(())
     }

@@ -18,6 +18,12 @@ pub const ATTEMPTS: u32 = 3;
 /// Wait before a retry, times the attempt number.
 pub const RETRY_DELAY: Duration = Duration::from_millis(500);
 
+/// A robot's attempts at one alert when the channel counts them in the store
+/// ([`super::Sink::counted_attempts`]): [`ATTEMPTS`] in all, across restarts.
+pub fn counted_attempts() -> super::CountedAttempts {
+    super::CountedAttempts { in_all: ATTEMPTS, backoff: crate::backoff::Backoff::new(RETRY_DELAY, RETRY_DELAY * ATTEMPTS) }
+}
+
 /// The answers with which a robot says it is over its limit: DingTalk 90030 (it then
 /// throttles for 10 minutes), WeCom 45009.
 pub const THROTTLED: [i64; 2] = [90030, 45009];
@@ -68,9 +74,10 @@ impl RateLimit {
     }
 }
 
-/// Sends `body` with up to [`ATTEMPTS`] attempts, each counted against the rate limit; `url`
-/// is built for each attempt (DingTalk signs every one at its own send time). Errors name the
-/// robot by its redacted URL only.
+/// Sends `body` with up to `attempts` attempts, each counted against the rate limit (waiting
+/// out a throttle is no attempt: the robot took nothing); `url` is built for each attempt
+/// (DingTalk signs every one at its own send time). Errors name the robot by its redacted URL
+/// only.
 pub async fn send(
     kind: &str,
     config: &RobotConfig,
@@ -78,6 +85,7 @@ pub async fn send(
     limit: &mut RateLimit,
     body: &serde_json::Value,
     url: impl Fn() -> reqwest::Url,
+    attempts: u32,
 ) -> anyhow::Result<()> {
     let mut attempt = 1;
     let mut throttle_waits = 0;
@@ -98,7 +106,7 @@ pub async fn send(
                 tracing::warn!(sink = %config.name, wait_secs = limit.wait().as_secs(), "{kind} robot throttles us; the message waits");
                 tokio::time::sleep(limit.wait()).await;
             }
-            Err(error) if attempt >= ATTEMPTS => {
+            Err(error) if attempt >= attempts => {
                 return Err(error.context(format!("{kind} robot {} failed {attempt} times", crate::redact::redacted(&config.url))))
             }
             Err(error) => {

@@ -53,10 +53,16 @@ impl WeComSink {
         }
     }
 
-    async fn send(&mut self, text: String, mentions: &[String]) -> anyhow::Result<()> {
+    async fn send(&mut self, text: String, mentions: &[String], attempts: u32) -> anyhow::Result<()> {
         let body = self.body(&text, mentions);
         let url = self.config.url.clone();
-        robot::send("WeCom", &self.config, &self.client, &mut self.limit, &body, || url.clone()).await
+        robot::send("WeCom", &self.config, &self.client, &mut self.limit, &body, || url.clone(), attempts).await
+    }
+
+    async fn send_alert(&mut self, alert: &Alert, attempts: u32) -> anyhow::Result<()> {
+        let mentions = robot::mentions(&self.config, &[alert]);
+        let (markup, _) = Self::shape(&mentions);
+        self.send(text::message(alert, self.config.wording, markup), &mentions, attempts).await
     }
 }
 
@@ -69,10 +75,16 @@ impl Sink for WeComSink {
         self.limit.wait()
     }
 
+    fn counted_attempts(&self) -> Option<super::CountedAttempts> {
+        Some(robot::counted_attempts())
+    }
+
+    async fn attempt(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        self.send_alert(alert, 1).await
+    }
+
     async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        let mentions = robot::mentions(&self.config, &[alert]);
-        let (markup, _) = Self::shape(&mentions);
-        self.send(text::message(alert, self.config.wording, markup), &mentions).await
+        self.send_alert(alert, robot::ATTEMPTS).await
     }
 
     /// A digest in as many messages as its size takes, each waiting for the rate limit.
@@ -83,7 +95,7 @@ impl Sink for WeComSink {
             if i > 0 {
                 tokio::time::sleep(self.limit.wait()).await;
             }
-            self.send(page, &mentions).await?;
+            self.send(page, &mentions, robot::ATTEMPTS).await?;
         }
         Ok(())
     }
