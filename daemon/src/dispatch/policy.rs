@@ -67,7 +67,10 @@ impl Deadline {
 /// What has been done for one incident (stored with it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
+    /// Reminder periods passed (the next reminder falls due after the next one).
     pub reminders: u32,
+    /// Reminders sent: what the next one is numbered after.
+    pub reminders_sent: u32,
     /// Escalations sent (the next one adds `escalate_to[level]`).
     pub level: u32,
     /// Deadlines already announced as missed (bits of [`Deadline`]).
@@ -118,7 +121,8 @@ pub fn steps_due(policy: &Policy, opened_ms: i64, state: State, progress: Progre
         // An escalation at the same moment already reminds everyone.
         if due > progress.reminders {
             if steps.is_empty() {
-                steps.push(Step::Remind { count: due });
+                progress.reminders_sent += 1;
+                steps.push(Step::Remind { count: progress.reminders_sent });
             }
             progress.reminders = due;
         }
@@ -264,6 +268,23 @@ mod tests {
         assert_eq!(steps, vec![Step::Escalate { deadline: Deadline::Accept, level: 1, roles: vec!["grid_leader".into(), "secretary".into()] }]);
         let (steps, _, _) = steps_due(&policy, 0, State::Accepted, progress, 30 * MINUTE);
         assert_eq!(steps, vec![Step::Escalate { deadline: Deadline::OnSite, level: 2, roles: vec!["street_office".into(), "housing_office".into()] }]);
+    }
+
+    #[test]
+    fn reminders_are_numbered_as_people_get_them_though_an_escalation_took_one_period() {
+        // Red: reminders every 5 min, accept within 10 min. At minute 10 the escalation reminds
+        // everyone instead of the second reminder; the one at minute 15 is the second people
+        // get (it said "3" before).
+        let policy = red();
+        let mut progress = Progress::default();
+        let mut numbers = Vec::new();
+        for minute in [5, 10, 15, 20] {
+            let (steps, after, _) = steps_due(&policy, 0, State::Open, progress, minute * MINUTE);
+            progress = after;
+            numbers.extend(steps.iter().filter_map(|step| if let Step::Remind { count } = step { Some(*count) } else { None }));
+        }
+        assert_eq!(numbers, vec![1, 2, 3]);
+        assert_eq!(progress.reminders, 4, "the periods passed still time the next one");
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Store {
             let mut statement = conn.prepare(
                 "SELECT e.incident_id, e.grid, e.age_ms, e.next_due_age_ms, e.reminders, e.level, e.missed, i.state, i.severity,
                         (SELECT payload FROM alert_events a WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1),
-                        e.armed_ms, e.aged_at_ms
+                        e.armed_ms, e.aged_at_ms, e.reminders_sent
                  FROM escalations e JOIN incidents i ON i.id = e.incident_id
                  ORDER BY e.incident_id",
             )?;
@@ -66,7 +66,7 @@ impl Store {
                     age_ms: row.get(2)?,
                     aged_at_ms: row.get(11)?,
                     next_due_age_ms: row.get(3)?,
-                    progress: Progress { reminders: row.get(4)?, level: row.get(5)?, missed: row.get(6)? },
+                    progress: Progress { reminders: row.get(4)?, reminders_sent: row.get(12)?, level: row.get(5)?, missed: row.get(6)? },
                     state: row.get(7)?,
                     severity: row.get(8)?,
                     last_alert: payload.and_then(|p| serde_json::from_str(&p).ok()),
@@ -120,8 +120,8 @@ impl Store {
                 }
                 match next_due_age_ms {
                     Some(next) => tx.execute(
-                        "UPDATE escalations SET reminders = ?1, level = ?2, missed = ?3, next_due_age_ms = ?4, age_ms = ?5, aged_at_ms = ?7 WHERE incident_id = ?6",
-                        params![progress.reminders, progress.level, progress.missed, next, age_ms, incident_id, aged_at],
+                        "UPDATE escalations SET reminders = ?1, level = ?2, missed = ?3, next_due_age_ms = ?4, age_ms = ?5, aged_at_ms = ?7, reminders_sent = ?8 WHERE incident_id = ?6",
+                        params![progress.reminders, progress.level, progress.missed, next, age_ms, incident_id, aged_at, progress.reminders_sent],
                     )?,
                     None => tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [incident_id])?,
                 };

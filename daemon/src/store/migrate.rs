@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 21;
+const SCHEMA_VERSION: i32 = 22;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -414,6 +414,16 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
             "BEGIN;
              ALTER TABLE escalations ADD COLUMN aged_at_ms INTEGER;
              PRAGMA user_version = 21;
+             COMMIT;",
+        )?;
+    }
+    if version < 22 {
+        // Reminders sent (a reminder due with an escalation is not sent: the escalation reminds
+        // everyone), so that they are numbered 1, 2, 3 as people receive them.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE escalations ADD COLUMN reminders_sent INTEGER NOT NULL DEFAULT 0;
+             PRAGMA user_version = 22;
              COMMIT;",
         )?;
     }
