@@ -621,7 +621,7 @@ impl Engine {
         touched.sort_unstable();
         touched.dedup();
         for &index in &touched {
-            let verdict = verdict(&self.votes(index), self.needed_now(index, at), self.agreements[index].alone);
+            let verdict = verdict(&self.votes(index, at), self.needed_now(index, at), self.agreements[index].alone);
             let (anchor, check) = self.agreements[index].members[0];
             let variant = self.plan_of(&self.slots[anchor]).checks[check].variant();
             let agreement = &mut self.agreements[index];
@@ -640,12 +640,15 @@ impl Engine {
     }
 
     /// Each member box's open level and latest value.
-    fn votes(&self, agreement: usize) -> Vec<Vote> {
+    fn votes(&self, agreement: usize, at: Millis) -> Vec<Vote> {
         self.agreements[agreement]
             .members
             .iter()
-            .map(|&(slot, check)| {
-                let slot = &self.slots[slot];
+            .map(|&(index, check)| {
+                if !self.has_a_vote(index, at) {
+                    return Vote { open: None, value: None };
+                }
+                let slot = &self.slots[index];
                 match self.states.of(slot, self.plan_of(slot)).checks.get(check) {
                     Some(CheckState::Ladder { ladder, last_value, .. }) => Vote { open: ladder.open(), value: last_value.get() },
                     _ => Vote { open: None, value: None },
@@ -654,22 +657,24 @@ impl Engine {
             .collect()
     }
 
-    /// How many boxes must agree at `at`: the rule's `agree`, but at most as many as still
-    /// report — a box silent for more than a day (and three report intervals) has no vote, so
-    /// a building whose other boxes died follows the one left, as a house with one box does (an
-    /// outside tester: the box left could never raise red). A box not heard from yet (a start, a
-    /// box just installed) still votes.
+    /// Whether the box in `slot` votes at `at`: a box silent for more than a day (and three
+    /// report intervals) does not — neither its last level nor in the count of boxes that must
+    /// agree. A box not heard from yet (a start, a box just installed) still votes.
+    fn has_a_vote(&self, slot: usize, at: Millis) -> bool {
+        let silent_after = self.sensors[slot].interval_ms.saturating_mul(3).max(SILENT_VOTER_MS);
+        self.slots[slot].last_at.is_none_or(|last| at - last <= silent_after)
+    }
+
+    /// How many boxes must agree at `at`: the rule's `agree`, but at most as many as still vote
+    /// ([`Engine::has_a_vote`]), so a building whose other boxes died follows the one left, as a
+    /// house with one box does (an outside tester: the box left could never raise red); and a
+    /// box that went silent at red leaves no red behind it (another outside tester: a box that
+    /// fell off the wall and died made its two-box building red a day later, on its last
+    /// reading, while the box left read a quiet wall).
     fn needed_now(&self, index: usize, at: Millis) -> usize {
         let agreement = &self.agreements[index];
-        let reporting = agreement
-            .members
-            .iter()
-            .filter(|&&(slot, _)| {
-                let silent_after = self.sensors[slot].interval_ms.saturating_mul(3).max(SILENT_VOTER_MS);
-                self.slots[slot].last_at.is_none_or(|last| at - last <= silent_after)
-            })
-            .count();
-        agreement.needed.min(reporting.max(1))
+        let voting = agreement.members.iter().filter(|&&(slot, _)| self.has_a_vote(slot, at)).count();
+        agreement.needed.min(voting.max(1))
     }
 
     /// Recomputes every building's state from its boxes without events (after a restore), as of
@@ -677,7 +682,7 @@ impl Engine {
     pub(crate) fn recompute_agreements(&mut self) {
         for index in 0..self.agreements.len() {
             let newest = self.agreements[index].members.iter().filter_map(|&(slot, _)| self.slots[slot].last_at).max().unwrap_or(Millis::MIN);
-            let verdict = verdict(&self.votes(index), self.needed_now(index, newest), self.agreements[index].alone);
+            let verdict = verdict(&self.votes(index, newest), self.needed_now(index, newest), self.agreements[index].alone);
             self.agreements[index].open = verdict.open;
         }
     }

@@ -802,6 +802,38 @@ fn a_box_whose_building_neighbour_died_raises_red_for_a_jump_alone() {
 }
 
 #[test]
+fn a_box_that_fell_off_and_died_leaves_no_red_on_its_building() {
+    // An outside tester: box b1 of a two-box house falls off the wall (45°), reports for two
+    // hours and dies; b0 reads a quiet wall. A day later the building went red on b1's last
+    // reading (tilt-danger, tilt-sudden) and stayed red.
+    let mut e = building(2);
+    let mut events = Vec::new();
+    for m in 0..(26 + 4 * 24) * 60 {
+        e.observe(SubjectId(0), m * MIN, &[("x", 0.2), ("y", -0.3)], &mut events);
+        if m < 26 * 60 {
+            e.observe(SubjectId(1), m * MIN, &[("x", 0.1), ("y", 0.25)], &mut events);
+        } else if m < 28 * 60 {
+            e.observe(SubjectId(1), m * MIN, &[("x", 45.0), ("y", 0.25)], &mut events);
+        }
+        e.tick(m * MIN, &mut events);
+    }
+    let red: Vec<_> = events
+        .iter()
+        .filter(|ev| ev.severity == Severity::Danger && ev.kind != EventKind::Cleared)
+        .map(|ev| (e.rule(ev.rule).id.clone(), ev.at / MIN))
+        .collect();
+    assert!(red.is_empty(), "a dead box turned its building red: {red:?}");
+    // Whatever its fall raised for the building while it reported has cleared once it has no vote.
+    let grid_open =
+        |rule: &str| events.iter().filter(|ev| e.rule(ev.rule).id == rule && ev.agreement.is_some()).last().is_some_and(|ev| ev.kind != EventKind::Cleared);
+    assert!(
+        !grid_open("tilt-sudden") && !grid_open("tilt-danger"),
+        "{:?}",
+        events.iter().map(|ev| (e.rule(ev.rule).id.clone(), ev.kind, ev.severity, ev.at / MIN)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn a_knocked_or_erratic_box_is_reported_to_installers() {
     let mut e = engine_for(SensorKind::Tilt, &[]);
     let mut events = Vec::new();
