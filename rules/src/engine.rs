@@ -92,6 +92,10 @@ pub struct Agreeing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observed {
     Evaluated,
+    /// The sensor's previous sample again, at the same time and with the same values (a
+    /// gateway or a device that sent it twice): not evaluated — a copy of a spike must not
+    /// confirm it as a second reading would.
+    Repeat,
     /// Older than the sensor's previous sample; not evaluated.
     OutOfOrder,
     /// The id is not one the engine was built with.
@@ -214,6 +218,9 @@ pub(crate) struct SensorRef {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SubjectSlot {
     pub last_at: Option<Millis>,
+    /// The fields and values of the sample at `last_at` ([`sample_fingerprint`]): the same
+    /// sample again at that time is a copy, not a second reading.
+    pub last_sample: u64,
     /// Index in `Engine::plans`.
     pub plan: u32,
     /// Where the sensor's states begin in each list of [`States`].
@@ -439,9 +446,14 @@ impl Engine {
             self.judge_clocks(subject, at, true, events);
             return Observed::OutOfOrder;
         }
+        let fingerprint = sample_fingerprint(fields);
+        if slot.last_at == Some(at) && slot.last_sample == fingerprint {
+            return Observed::Repeat;
+        }
         self.reference_peers(subject.0, at);
         let Some(slot) = self.slots.get_mut(subject.0) else { return Observed::UnknownSubject };
         slot.last_at = Some(at);
+        slot.last_sample = fingerprint;
         let plan = &self.plans[slot.plan as usize];
         let SlotStatesMut { learned, stages, checks, thermal } = self.states.of_mut(slot, plan);
         for (learned, (field, window_ms)) in learned.iter_mut().zip(&plan.learned).filter(|(l, _)| l.value.get().is_none()) {
@@ -734,7 +746,7 @@ impl<'r> Planner<'r> {
         self.states.thermal.extend(plan.thermal.iter().map(|_| Thermal::default()));
         let next = u32::try_from(self.plans.len()).unwrap_or(u32::MAX);
         let id = *self.plans.entry(plan).or_insert(next);
-        SubjectSlot { last_at: None, plan: id, at, calibrated: Box::default() }
+        SubjectSlot { last_at: None, last_sample: 0, plan: id, at, calibrated: Box::default() }
     }
 
     /// The distinct plans, by the id the slots name them with.
@@ -890,6 +902,17 @@ fn from_step(step: Step, value: f64, at: Millis) -> RuleEvent {
 fn compensation_in_use(plan: &Plan, thermal: &[Thermal], rule: &Rule) -> bool {
     let Some(temperature) = rule.signal.as_ref().and_then(|signal| signal.compensate.as_deref()) else { return false };
     plan.thermal.iter().zip(thermal).any(|(spec, state)| &*spec.temperature == temperature && state.in_use())
+}
+
+/// A hash of a sample's field names and values (bit for bit), to tell a copy of it.
+fn sample_fingerprint<K: AsRef<str>>(fields: &[(K, f64)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (name, value) in fields {
+        name.as_ref().hash(&mut hasher);
+        value.to_bits().hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// How far past the engine's clock (its latest tick) a reading counts as heard for no-data

@@ -481,6 +481,10 @@ impl Pipeline {
                 self.unsaved = true;
             }
             Observed::OutOfOrder => {}
+            // A copy of the previous reading (same time, same values) without a `seq` to tell it.
+            Observed::Repeat => {
+                self.metrics.payloads_rejected.get_or_create(&crate::metrics::ReasonLabel { reason: "repeated_reading".into() }).inc();
+            }
             Observed::UnknownSubject => {
                 tracing::error!(sensor = sample.sensor, "sample for a sensor the engine does not know");
             }

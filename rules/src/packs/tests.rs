@@ -8,7 +8,7 @@
 //! alike: a float32 reading of a limit is on the limit.
 
 use super::*;
-use crate::engine::{Engine, EventKind, RuleEvent, SubjectId};
+use crate::engine::{Engine, EventKind, Observed, RuleEvent, SubjectId};
 use crate::load::RuleSet;
 use crate::rule::Check;
 use crate::scope::{SensorKind, Subject};
@@ -844,6 +844,31 @@ fn a_knocked_or_erratic_box_is_reported_to_installers() {
     }
     let first = events.iter().find(|ev| e.rule(ev.rule).id == "tilt-erratic").expect("tilt-erratic fires");
     assert!(first.at <= 40 * 5 * MIN, "within a few readings of the onset: {}", first.at / MIN);
+}
+
+#[test]
+fn a_spike_sent_twice_at_its_own_time_is_still_one_spike() {
+    // An outside tester: a gateway that passes a reading on twice made every spike on a
+    // one-box house red (`steady 2` took the copy for a second reading that agreed).
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    for m in 0..(26 * 60) {
+        let noise = ((m * 7_919) % 13) as f64 * 0.000_5;
+        let x = if m == 25 * 60 { 0.6 } else { 0.02 + noise };
+        for _ in 0..2 {
+            e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", 0.0)], &mut events);
+        }
+        e.tick(m * MIN, &mut events);
+    }
+    let grid: Vec<_> = events.iter().filter(|ev| ev.severity >= Severity::Warning).map(|ev| (e.rule(ev.rule).id.clone(), ev.severity, ev.at / MIN)).collect();
+    assert!(grid.is_empty(), "{grid:?}");
+    assert_eq!(e.observe(SubjectId(0), 26 * 60 * MIN, &[("x", 0.02), ("y", 0.0)], &mut events), Observed::Evaluated);
+    assert_eq!(e.observe(SubjectId(0), 26 * 60 * MIN, &[("x", 0.02), ("y", 0.0)], &mut events), Observed::Repeat);
+    assert_eq!(
+        e.observe(SubjectId(0), 26 * 60 * MIN, &[("x", 0.03), ("y", 0.0)], &mut events),
+        Observed::Evaluated,
+        "other values at the same time are judged"
+    );
 }
 
 #[test]
