@@ -120,6 +120,9 @@ pub struct FlatState {
     pub repeats: u32,
     /// When the run of identical values began.
     pub run_since: Millis,
+    /// When the run's latest reading came (absent from files saved before it was kept).
+    #[serde(default)]
+    pub run_last: Millis,
     pub open: bool,
     /// The longest run of one value this sensor had, at most
     /// [`LONGEST_RUN_KEPT`] (absent from files saved before it was kept).
@@ -134,6 +137,10 @@ pub const STUCK_RUN_FACTOR: Millis = 4;
 /// The longest ordinary run kept: a box that once sat still for days must still be told stuck
 /// within [`STUCK_RUN_FACTOR`] times this.
 pub const LONGEST_RUN_KEPT: Millis = 6 * 3_600_000;
+/// How long past its latest reading a run counts as lasting when the next reading differs: a
+/// value holds until the next report (up to an hour apart), not through a gap of hours — a box
+/// silent for a day once waited 4 × 6 h ever after to be told stuck (an outside tester).
+pub const RUN_HOLDS_PAST_ITS_LAST: Millis = 3_600_000;
 
 impl FlatState {
     /// Opens once `samples` identical values in a row have lasted `lasting_ms` — and, when
@@ -141,16 +148,19 @@ impl FlatState {
     pub fn observe(&mut self, value: f64, at: Millis, samples: u32, lasting_ms: Millis) -> Option<Change> {
         if self.last.get() == Some(value) {
             self.repeats = self.repeats.saturating_add(1);
+            self.run_last = at;
         } else {
             let since = self.run_since;
             if self.repeats > 0 {
                 // Runs that raised the alarm count too: a box that rounds its readings must not
                 // be told stuck at every top of its daily swing.
-                self.longest_ms = self.longest_ms.max((at - since).min(LONGEST_RUN_KEPT));
+                let ended = at.min(self.run_last.max(since).saturating_add(RUN_HOLDS_PAST_ITS_LAST));
+                self.longest_ms = self.longest_ms.max((ended - since).clamp(0, LONGEST_RUN_KEPT));
             }
             self.last = LastValue::of(value);
             self.repeats = 1;
             self.run_since = at;
+            self.run_last = at;
             if self.open {
                 self.open = false;
                 return Some(Change::Closed { since });
@@ -208,12 +218,29 @@ mod tests {
         }
         assert_eq!(f.observe(1.01, 3 * HOUR + HOUR / 6, 3, 2 * HOUR), Some(Change::Closed { since: 0 }));
         let mut quantised = FlatState::default();
-        quantised.observe(1.0, 0, 3, 2 * HOUR);
+        for step in 0..18 {
+            quantised.observe(1.0, step * HOUR / 6, 3, 2 * HOUR);
+        }
         quantised.observe(1.01, 3 * HOUR, 3, 2 * HOUR);
         assert_eq!(quantised.longest_ms, 3 * HOUR, "a run that ended by itself is learned");
         let opened: Vec<_> = (1..=80).filter_map(|step| quantised.observe(1.01, 3 * HOUR + step * HOUR / 6, 3, 2 * HOUR)).collect();
         assert_eq!(opened, vec![Change::Opened { since: 3 * HOUR }], "stuck only after 4 × 3 h");
         assert_eq!(serde_json::from_str::<FlatState>(r#"{"last":null,"repeats":0,"run_since":0,"open":false}"#).unwrap(), FlatState::default());
+    }
+
+    #[test]
+    fn a_gap_in_the_reports_is_no_run_of_one_value() {
+        const HOUR: Millis = 3_600_000;
+        // A box that reports every 10 minutes, each value its own, falls silent for 8 hours.
+        let mut f = FlatState::default();
+        for step in 0..6 {
+            f.observe(1.0 + step as f64 * 0.01, step * HOUR / 6, 3, 2 * HOUR);
+        }
+        f.observe(2.0, 5 * HOUR / 6 + 8 * HOUR, 3, 2 * HOUR);
+        assert_eq!(f.longest_ms, HOUR, "the value before the gap held an hour at most");
+        // Stuck from then on: told after 4 hours (4 × that hour), not 24 (4 × the 6 h kept).
+        let opened = (1..=48).find_map(|step| f.observe(2.0, 5 * HOUR / 6 + 8 * HOUR + step * HOUR / 6, 3, 2 * HOUR).map(|_| step));
+        assert_eq!(opened, Some(24), "stuck after 24 readings of 10 minutes");
     }
 
     #[test]
