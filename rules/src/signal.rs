@@ -40,6 +40,11 @@ pub const TIME_WINDOW_MIN_POINTS: usize = 3;
 /// would be the median — a box reporting every half hour with a few spikes a week has such pairs
 /// several times a year.
 const REACH_BACK_POINTS: usize = 5;
+/// A window this long or longer (a daily level) takes at least [`REACH_BACK_POINTS`] readings:
+/// thinned to one point an hour, it holds its first reading and the two newest for its first
+/// hours (after the baseline is learned, after a silence), and two disturbed readings were the
+/// median — a healthy wall's daily level jumped to 8.7‰ and raised orange (an outside tester).
+const LONG_WINDOW_SECONDS: i64 = 6 * 3600;
 /// How much further back than its own length a window reaches for its fewest readings: after a
 /// longer silence it starts afresh.
 const STRETCH_LIMIT_SECONDS: i64 = 24 * 3600;
@@ -423,7 +428,8 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
             let seconds = window_seconds(window);
             thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1));
             let reached_back = expire(buffer, now - seconds, STRETCH_LIMIT_SECONDS);
-            if buffer.len() < if reached_back { REACH_BACK_POINTS } else { TIME_WINDOW_MIN_POINTS } {
+            let fewest = if reached_back || seconds >= LONG_WINDOW_SECONDS { REACH_BACK_POINTS } else { TIME_WINDOW_MIN_POINTS };
+            if buffer.len() < fewest {
                 return None;
             }
         }
@@ -444,8 +450,10 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
     })
 }
 
-/// `steady n`: the smallest of the last n values when every step between their readings is at
-/// most [`STEADY_FRACTION`] of it, else 0; `None` until there are n values.
+/// `steady n`: the smallest of the last n values when their readings agree — every step between
+/// them at most [`STEADY_FRACTION`] of it (a movement that stays), or every step carrying the
+/// reading further out along its line from the reference ([`continues_outward`]: a movement that
+/// goes on) — else 0; `None` until there are n values.
 fn steady_value(kept: &mut StageKept, n: usize, at: Millis, value: f64, step: f64) -> Option<f64> {
     let now = second_of(at);
     kept.smooth.push(Point::new(now, value));
@@ -456,9 +464,25 @@ fn steady_value(kept: &mut StageKept, n: usize, at: Millis, value: f64, step: f6
         return None;
     }
     let smallest = kept.smooth.iter().map(|p| p.value()).fold(f64::INFINITY, f64::min);
-    let steady = kept.steps.iter().all(|p| p.value() <= smallest * STEADY_FRACTION);
-    Some(if steady { smallest } else { 0.0 })
+    let stays = kept.steps.iter().all(|p| p.value() <= smallest * STEADY_FRACTION);
+    let goes_on = kept.smooth.windows(2).zip(kept.steps.iter()).all(|(pair, step)| continues_outward(pair[0].value(), pair[1].value(), step.value()));
+    Some(if stays || goes_on { smallest } else { 0.0 })
 }
+
+/// Whether a reading `step` away from the previous one, whose distances from the reference are
+/// `before` and `after`, lies on (nearly) the same line from the reference, further out, by a
+/// step no larger than [`STEP_OUT_AT_MOST`] times the distance already gone: a wall that keeps
+/// moving (0.04–0.5° a report) was red only once its steps were a third of the distance, four
+/// or five reports in (an outside tester). Two spikes in a row seldom line up so.
+fn continues_outward(before: f64, after: f64, step: f64) -> bool {
+    before > 0.0 && step <= before * STEP_OUT_AT_MOST && after >= before + step * IN_LINE
+}
+
+/// How far out along its line a reading must be, as a part of its step from the previous one
+/// ([`continues_outward`]): 0.9 is within about 25° of the line.
+const IN_LINE: f64 = 0.9;
+/// The largest step out, as a multiple of the distance already gone ([`continues_outward`]).
+const STEP_OUT_AT_MOST: f64 = 1.5;
 
 /// Drops the points at or before `cutoff`, but keeps the newest [`REACH_BACK_POINTS`] of them
 /// unless they lie more than `stretch_limit` seconds before it; whether a point at or before
@@ -681,9 +705,15 @@ mod tests {
 
     #[test]
     fn a_new_window_never_takes_half_of_one_bad_reading() {
-        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN) }), None);
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN) }), None);
         let out = run(&s, &[(0, 0.1), (MIN, 0.1), (2 * MIN, 0.1), (3 * MIN, 0.1), (4 * MIN, 9.0)]);
         assert_eq!(out[4], Some(0.1f32 as f64), "{out:?}");
+        // A daily level waits for five readings an hour or more apart (or reached back for).
+        let daily = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN) }), None);
+        let readings: Vec<(Millis, f64)> = (0..=200).map(|m| (m * MIN, if m == 200 { 9.0 } else { 0.1 })).collect();
+        let out = run(&daily, &readings);
+        assert_eq!(out[60], None, "an hour in");
+        assert_eq!(out[200], Some(0.1f32 as f64), "{:?}", &out[150..]);
     }
 
     /// `expr` relative to its fields' level over the last hour, unsmoothed.
@@ -766,6 +796,15 @@ mod tests {
     }
 
     #[test]
+    fn a_daily_level_that_holds_little_yet_is_not_two_disturbed_readings() {
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN) }), None);
+        // An hour of quiet readings every 10 minutes, then two disturbed ones.
+        let readings: Vec<(Millis, f64)> = (0..7).map(|i| (i * 10 * MIN, 1.0)).chain([(70 * MIN, 9.0), (80 * MIN, 9.0)]).collect();
+        let out = run(&s, &readings);
+        assert!(out.iter().all(|level| level.is_none_or(|level| level == 1.0)), "{out:?}");
+    }
+
+    #[test]
     fn steady_passes_a_movement_that_stays_and_nothing_that_jumps_about() {
         let s = signal("hypot(x, y)", Some(Smooth { method: SmoothMethod::Steady, window: Window::Samples(2) }), None);
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
@@ -780,6 +819,18 @@ mod tests {
         assert_eq!(feed(5 * MIN, 0.1, 0.05), Some(0.0), "one reading is not yet a move");
         let moved = feed(6 * MIN, 0.1, 0.052).unwrap();
         assert!((moved - 0.1f64.hypot(0.05)).abs() < 1e-6, "{moved}");
+        // Back, then two spikes in the same direction but far apart: no.
+        feed(7 * MIN, 0.0, 0.0);
+        feed(8 * MIN, 0.0, 0.0);
+        assert_eq!(feed(9 * MIN, 0.2, 0.0), Some(0.0));
+        assert_eq!(feed(10 * MIN, 1.0, 0.0), Some(0.0), "a step four times the distance gone is no movement going on");
+        // A wall that keeps moving, 0.06° a report, along (0.6, 0.8): the second reading out
+        // confirms the first.
+        feed(11 * MIN, 0.0, 0.0);
+        feed(12 * MIN, 0.0, 0.0);
+        assert_eq!(feed(13 * MIN, 0.036, 0.048), Some(0.0));
+        let going = feed(14 * MIN, 0.072, 0.096).unwrap();
+        assert!((going - 0.06).abs() < 1e-6, "{going}");
     }
 
     #[test]

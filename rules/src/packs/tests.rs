@@ -553,7 +553,7 @@ fn tilt_ladder_boundaries_from_the_domain_table() {
                 let events = four_weeks(&mut e, &fields);
                 worst_of(&e, &events)
             } else {
-                worst(&mut e, &fields, 70)
+                worst(&mut e, &fields, 5 * 60)
             };
             let expected = expected.filter(|(_, severity)| with_temperature || *severity >= Severity::Warning);
             assert_eq!(reached.as_ref().map(|(id, severity)| (id.as_str(), *severity)), expected, "{permille}‰, temperature {with_temperature}: {reached:?}");
@@ -844,6 +844,28 @@ fn a_knocked_or_erratic_box_is_reported_to_installers() {
     }
     let first = events.iter().find(|ev| e.rule(ev.rule).id == "tilt-erratic").expect("tilt-erratic fires");
     assert!(first.at <= 40 * 5 * MIN, "within a few readings of the onset: {}", first.at / MIN);
+}
+
+#[test]
+fn a_wall_that_keeps_moving_is_red_within_three_reports() {
+    // An outside tester: a one-box house whose wall moves on 0.02° a minute, reported every
+    // 4 minutes (0.08° a report), was red only after 20 minutes: `steady 2` waited until the
+    // steps were a third of the distance gone. 0.1° lies 5 minutes in; three reports is 12.
+    for direction in [0.0f64, 1.0, 2.5, 4.0] {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        let mut events = Vec::new();
+        let start = 26 * 60 * MIN;
+        for step in 0..(26 * 15 + 20) {
+            let at = step * 4 * MIN;
+            let noise = ((step * 7_919) % 13) as f64 * 0.000_5;
+            let moved = if at > start { 0.02 * ((at - start) / MIN) as f64 } else { 0.0 };
+            let (x, y) = (0.4 + noise + moved * direction.cos(), -0.2 + moved * direction.sin());
+            e.observe(SubjectId(0), at, &[("x", x), ("y", y)], &mut events);
+            e.tick(at, &mut events);
+        }
+        let red = events.iter().find(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.severity == Severity::Danger).map(|ev| (ev.at - start) / MIN);
+        assert!(red.is_some_and(|minutes| minutes <= 12), "direction {direction}: red {red:?} minutes after the wall began to move");
+    }
 }
 
 #[test]
