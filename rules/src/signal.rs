@@ -451,22 +451,33 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
 }
 
 /// `steady n`: the smallest of the last n values when their readings agree — every step between
-/// them at most [`STEADY_FRACTION`] of it (a movement that stays), or every step carrying the
-/// reading further out along its line from the reference ([`continues_outward`]: a movement that
-/// goes on) — else 0; `None` until there are n values.
+/// them at most [`STEADY_FRACTION`] of it (a movement that stays) — or of the last n + 1 when
+/// each of their steps carried the reading further out along its line from the reference
+/// ([`continues_outward`]: a movement that goes on; one reading more than a movement that stays,
+/// because with two a healthy wall's spikes lined up a few times in a hundred box-years) — else
+/// 0; `None` until there are n values.
 fn steady_value(kept: &mut StageKept, n: usize, at: Millis, value: f64, step: f64) -> Option<f64> {
     let now = second_of(at);
     kept.smooth.push(Point::new(now, value));
-    keep_newest(&mut kept.smooth, n);
+    keep_newest(&mut kept.smooth, n + 1);
     kept.steps.push(Point::new(now, step));
-    keep_newest(&mut kept.steps, n - 1);
+    keep_newest(&mut kept.steps, n);
     if kept.smooth.len() < n {
         return None;
     }
-    let smallest = kept.smooth.iter().map(|p| p.value()).fold(f64::INFINITY, f64::min);
-    let stays = kept.steps.iter().all(|p| p.value() <= smallest * STEADY_FRACTION);
-    let goes_on = kept.smooth.windows(2).zip(kept.steps.iter()).all(|(pair, step)| continues_outward(pair[0].value(), pair[1].value(), step.value()));
-    Some(if stays || goes_on { smallest } else { 0.0 })
+    let newest = &kept.smooth[kept.smooth.len() - n..];
+    let smallest = newest.iter().map(|p| p.value()).fold(f64::INFINITY, f64::min);
+    let stays = kept.steps[kept.steps.len() + 1 - n..].iter().all(|p| p.value() <= smallest * STEADY_FRACTION);
+    if stays {
+        return Some(smallest);
+    }
+    let goes_on = kept.smooth.len() == n + 1
+        && kept
+            .smooth
+            .windows(2)
+            .zip(&kept.steps[kept.steps.len() - n..])
+            .all(|(pair, step)| continues_outward(pair[0].value(), pair[1].value(), step.value()));
+    Some(if goes_on { kept.smooth.iter().map(|p| p.value()).fold(f64::INFINITY, f64::min) } else { 0.0 })
 }
 
 /// Whether a reading `step` away from the previous one, whose distances from the reference are
@@ -824,12 +835,13 @@ mod tests {
         feed(8 * MIN, 0.0, 0.0);
         assert_eq!(feed(9 * MIN, 0.2, 0.0), Some(0.0));
         assert_eq!(feed(10 * MIN, 1.0, 0.0), Some(0.0), "a step four times the distance gone is no movement going on");
-        // A wall that keeps moving, 0.06° a report, along (0.6, 0.8): the second reading out
-        // confirms the first.
+        // A wall that keeps moving, 0.06° a report, along (0.6, 0.8): the third reading out
+        // confirms the two before it.
         feed(11 * MIN, 0.0, 0.0);
         feed(12 * MIN, 0.0, 0.0);
         assert_eq!(feed(13 * MIN, 0.036, 0.048), Some(0.0));
-        let going = feed(14 * MIN, 0.072, 0.096).unwrap();
+        assert_eq!(feed(14 * MIN, 0.072, 0.096), Some(0.0), "two readings out could be two spikes");
+        let going = feed(15 * MIN, 0.108, 0.144).unwrap();
         assert!((going - 0.06).abs() < 1e-6, "{going}");
     }
 

@@ -847,10 +847,11 @@ fn a_knocked_or_erratic_box_is_reported_to_installers() {
 }
 
 #[test]
-fn a_wall_that_keeps_moving_is_red_within_three_reports() {
+fn a_wall_that_keeps_moving_is_red_within_four_reports() {
     // An outside tester: a one-box house whose wall moves on 0.02° a minute, reported every
     // 4 minutes (0.08° a report), was red only after 20 minutes: `steady 2` waited until the
-    // steps were a third of the distance gone. 0.1° lies 5 minutes in; three reports is 12.
+    // steps were a third of the distance gone. Now three readings out along one line are a
+    // movement that goes on: red at the third or fourth report (0.1° lies 5 minutes in).
     for direction in [0.0f64, 1.0, 2.5, 4.0] {
         let mut e = engine_for(SensorKind::Tilt, &[]);
         let mut events = Vec::new();
@@ -864,7 +865,7 @@ fn a_wall_that_keeps_moving_is_red_within_three_reports() {
             e.tick(at, &mut events);
         }
         let red = events.iter().find(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.severity == Severity::Danger).map(|ev| (ev.at - start) / MIN);
-        assert!(red.is_some_and(|minutes| minutes <= 12), "direction {direction}: red {red:?} minutes after the wall began to move");
+        assert!(red.is_some_and(|minutes| minutes <= 16), "direction {direction}: red {red:?} minutes after the wall began to move");
     }
 }
 
