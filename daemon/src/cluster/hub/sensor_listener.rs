@@ -146,6 +146,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         send(&mut stream, Packet::ConnAck(ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false))).await?;
         anyhow::bail!("an MQTT 5 client (only 3.1.1 is taken)");
     }
+    if connect.client_id.is_empty() && !connect.clean_session {
+        // MQTT 3.1.1 §3.1.3.1: a session with no client id cannot be kept.
+        send(&mut stream, Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadClientId, false))).await?;
+        anyhow::bail!("an empty client id asking for a kept session");
+    }
     // The topic this connection may publish on; any for an anonymous listener.
     let own_topic = match access {
         Access::Anonymous => None,
@@ -426,6 +431,14 @@ mod tests {
         assert!(!acked, "plain MQTT on the TLS port");
         assert_eq!((not_authorized(), metrics.sensor_logins_refused.get()), (1, 1), "nothing of either reached the MQTT session");
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_empty_client_id_asking_for_a_kept_session_is_refused() {
+        let mut client = Client::start(Arc::new(HubMetrics::new())).await;
+        let mut connect = rumqttc::Connect::new("");
+        connect.clean_session = false;
+        assert_eq!(client.ask(Packet::Connect(connect)).await, Some(Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadClientId, false))));
     }
 
     #[tokio::test]
