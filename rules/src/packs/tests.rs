@@ -825,7 +825,7 @@ fn a_box_that_fell_off_and_died_leaves_no_red_on_its_building() {
     assert!(red.is_empty(), "a dead box turned its building red: {red:?}");
     // Whatever its fall raised for the building while it reported has cleared once it has no vote.
     let grid_open =
-        |rule: &str| events.iter().filter(|ev| e.rule(ev.rule).id == rule && ev.agreement.is_some()).last().is_some_and(|ev| ev.kind != EventKind::Cleared);
+        |rule: &str| events.iter().rev().find(|ev| e.rule(ev.rule).id == rule && ev.agreement.is_some()).is_some_and(|ev| ev.kind != EventKind::Cleared);
     assert!(
         !grid_open("tilt-sudden") && !grid_open("tilt-danger"),
         "{:?}",
