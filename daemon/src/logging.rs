@@ -3,6 +3,8 @@
 //! and a `<N>` syslog priority prefix on each line, so `journalctl -p warning` filters by level.
 //! tokio-modbus logs every garbled frame as a multi-line WARN: it is held to errors, and the
 //! serial poller counts and reports such frames itself (`gridwatch_serial_frames_total`).
+//! rustls (the hub's MQTT listener over TLS) logs a WARN for every client that names the server
+//! by an IP address: anyone could write a line per connection without a password; held to errors.
 
 use crate::commands::cli::LogFormat;
 use std::io::IsTerminal;
@@ -13,7 +15,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default levels.
 pub fn init(format: LogFormat, quiet: bool) {
-    let default = if quiet { "warn,rumqttd=off,tokio_modbus=error" } else { "info,rumqttd=off,tokio_modbus=error" };
+    let default = if quiet { "warn,rumqttd=off,tokio_modbus=error,rustls=error" } else { "info,rumqttd=off,tokio_modbus=error,rustls=error" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_ansi(!journald && std::io::stderr().is_terminal());
