@@ -40,11 +40,6 @@ pub const TIME_WINDOW_MIN_POINTS: usize = 3;
 /// would be the median — a box reporting every half hour with a few spikes a week has such pairs
 /// several times a year.
 const REACH_BACK_POINTS: usize = 5;
-/// A window this long or longer (a daily level) takes at least [`REACH_BACK_POINTS`] readings:
-/// thinned to one point an hour, it holds its first reading and the two newest for its first
-/// hours (after the baseline is learned, after a silence), and two disturbed readings were the
-/// median — a healthy wall's daily level jumped to 8.7‰ and raised orange (an outside tester).
-const LONG_WINDOW_SECONDS: i64 = 6 * 3600;
 /// How much further back than its own length a window reaches for its fewest readings: after a
 /// longer silence it starts afresh.
 const STRETCH_LIMIT_SECONDS: i64 = 24 * 3600;
@@ -428,8 +423,7 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
             let seconds = window_seconds(window);
             thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1));
             let reached_back = expire(buffer, now - seconds, STRETCH_LIMIT_SECONDS);
-            let fewest = if reached_back || seconds >= LONG_WINDOW_SECONDS { REACH_BACK_POINTS } else { TIME_WINDOW_MIN_POINTS };
-            if buffer.len() < fewest {
+            if buffer.len() < if reached_back { REACH_BACK_POINTS } else { TIME_WINDOW_MIN_POINTS } {
                 return None;
             }
         }
@@ -716,15 +710,9 @@ mod tests {
 
     #[test]
     fn a_new_window_never_takes_half_of_one_bad_reading() {
-        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN) }), None);
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN) }), None);
         let out = run(&s, &[(0, 0.1), (MIN, 0.1), (2 * MIN, 0.1), (3 * MIN, 0.1), (4 * MIN, 9.0)]);
         assert_eq!(out[4], Some(0.1f32 as f64), "{out:?}");
-        // A daily level waits for five readings an hour or more apart (or reached back for).
-        let daily = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN) }), None);
-        let readings: Vec<(Millis, f64)> = (0..=200).map(|m| (m * MIN, if m == 200 { 9.0 } else { 0.1 })).collect();
-        let out = run(&daily, &readings);
-        assert_eq!(out[60], None, "an hour in");
-        assert_eq!(out[200], Some(0.1f32 as f64), "{:?}", &out[150..]);
     }
 
     /// `expr` relative to its fields' level over the last hour, unsmoothed.
@@ -804,15 +792,6 @@ mod tests {
         let out = run(&s, &readings);
         let expected = [None, None, Some(1.0), Some(1.0), Some(1.0), None, None, Some(9.0), Some(9.0), Some(9.0)];
         assert_eq!(out, expected, "nothing judged on readings from days ago");
-    }
-
-    #[test]
-    fn a_daily_level_that_holds_little_yet_is_not_two_disturbed_readings() {
-        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN) }), None);
-        // An hour of quiet readings every 10 minutes, then two disturbed ones.
-        let readings: Vec<(Millis, f64)> = (0..7).map(|i| (i * 10 * MIN, 1.0)).chain([(70 * MIN, 9.0), (80 * MIN, 9.0)]).collect();
-        let out = run(&s, &readings);
-        assert!(out.iter().all(|level| level.is_none_or(|level| level == 1.0)), "{out:?}");
     }
 
     #[test]

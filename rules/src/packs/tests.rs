@@ -553,7 +553,7 @@ fn tilt_ladder_boundaries_from_the_domain_table() {
                 let events = four_weeks(&mut e, &fields);
                 worst_of(&e, &events)
             } else {
-                worst(&mut e, &fields, 5 * 60)
+                worst(&mut e, &fields, 70)
             };
             let expected = expected.filter(|(_, severity)| with_temperature || *severity >= Severity::Warning);
             assert_eq!(reached.as_ref().map(|(id, severity)| (id.as_str(), *severity)), expected, "{permille}‰, temperature {with_temperature}: {reached:?}");
