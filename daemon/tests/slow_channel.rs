@@ -3,7 +3,8 @@
 //! alarm); the console and another webhook still get every alert within a second of it, and
 //! every reading is still taken and acknowledged. And a receiver that takes each POST but answers
 //! after the timeout, with power cuts between the attempts, gets each alert `max_attempts` times
-//! in all, not that many per start, and the alerts behind it get their turn.
+//! in all, not that many per start, and the alerts behind it get their turn; one that is down for
+//! a few seconds while the box restarts again and again still gets the alarm once it is back.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -169,5 +170,44 @@ async fn a_receiver_slower_than_the_timeout_gets_max_attempts_copies_across_powe
     assert_eq!(copies.len(), 2, "both alarms reached the receiver: {copies:?}");
     assert!(copies.iter().all(|&(_, count)| count <= 3), "more copies than max_attempts across the restarts: {copies:?}");
     assert_eq!(copies[0].1, 3, "the first alarm was tried max_attempts times: {copies:?}");
+    daemon.kill_hard();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_seconds_while_the_box_restarts_again_and_again_still_gets_the_alarm() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    // 500 to everything for 5 s from the first attempt; six attempts, 0.5 s doubling apart, take
+    // more than 5 s of waiting alone.
+    let office = WebhookReceiver::start_down_for(5 * SECOND).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let config = format!(
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-down-{http_port}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 6\ntimeout_secs = 2\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[[sensor]]\nid = \"canal-01\"\nkind = \"water\"\nsite = \"east-canal\"\n",
+        mosquitto.url(),
+        office.url()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"warning\"\n").unwrap();
+    let args = ["run", "--config", "gridwatch.toml"];
+    let mut daemon = Daemon::start(&args, dir.path());
+    let fired = wait_for(20 * SECOND, || {
+        mosquitto.publish("gridwatch/east-canal/canal-01/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+        async { office.requests() > 0 }
+    })
+    .await;
+    assert!(fired, "no attempt reached the office: {:?}", daemon.stderr());
+    // Power cuts every 1.2 s for 8 s: through the outage and past it. (Before the waits went
+    // on across restarts, each start tried at once and the six attempts were spent in about
+    // three seconds: the alarm never reached the office.)
+    let cuts_began = std::time::Instant::now();
+    while cuts_began.elapsed() < 8 * SECOND {
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        daemon.kill_hard();
+        daemon = Daemon::start(&args, dir.path());
+    }
+    let delivered = wait_for(40 * SECOND, || async { !office.bodies().is_empty() }).await;
+    println!("attempts at the office: {}, delivered: {}", office.requests(), office.bodies().len());
+    assert!(delivered, "the alarm never reached the office after {} attempts: {:?}", office.requests(), daemon.stderr());
+    assert!(office.requests() <= 6, "more attempts than max_attempts: {}", office.requests());
     daemon.kill_hard();
 }

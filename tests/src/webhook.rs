@@ -20,6 +20,8 @@ struct Recorded {
     arrived_ms: Vec<i64>,
     /// How long to wait before answering (the body is recorded at once): a slow receiver.
     answer_after: std::time::Duration,
+    /// Answers 500 to every request within this long of the first one: an outage by the clock.
+    down_for: Option<(std::time::Duration, Option<std::time::Instant>)>,
 }
 
 /// A running receiver at `http://127.0.0.1:<port>/hook`; stops when dropped.
@@ -42,6 +44,14 @@ impl WebhookReceiver {
     pub async fn start_slow(delay: std::time::Duration) -> WebhookReceiver {
         let receiver = WebhookReceiver::start_on(0, Vec::new()).await;
         receiver.lock().answer_after = delay;
+        receiver
+    }
+
+    /// A receiver that answers 500 to every request within `down_for` of the first one, then
+    /// 200: an outage by the clock, however often it is asked meanwhile.
+    pub async fn start_down_for(down_for: std::time::Duration) -> WebhookReceiver {
+        let receiver = WebhookReceiver::start_on(0, Vec::new()).await;
+        receiver.lock().down_for = Some((down_for, None));
         receiver
     }
 
@@ -97,7 +107,11 @@ async fn receive(State(recorded): State<Arc<Mutex<Recorded>>>, Json(body): Json<
     let (status, delay) = {
         let mut recorded = recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         recorded.requests += 1;
-        let status = recorded.script.pop_front().unwrap_or(200);
+        let down = match &mut recorded.down_for {
+            Some((lasting, first)) => first.get_or_insert_with(std::time::Instant::now).elapsed() < *lasting,
+            None => false,
+        };
+        let status = if down { 500 } else { recorded.script.pop_front().unwrap_or(200) };
         if (200..300).contains(&status) {
             recorded.bodies.push(body);
             recorded.arrived_ms.push(now_ms());
