@@ -131,9 +131,8 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
                 }
                 continue;
             }
-            let (batch, outcome) = send_next(&mut sink, &store, &clock, &metrics, &name, failover.as_ref(), due).await;
-            // A sink whose attempts the channel counted has them in the store already.
-            let attempts = if sink.counted_attempts().is_some() && batch.len() == 1 { 0 } else { 1 };
+            let Sent { batch, outcome, uncounted } = send_next(&mut sink, &store, &clock, &metrics, &name, failover.as_ref(), due).await;
+            let attempts = u32::from(uncounted);
             let error = outcome.err().map(|e| format!("{e:#}"));
             let label = Metrics::sink(&name);
             for DueDelivery { alert_id, alert, .. } in batch {
@@ -171,11 +170,11 @@ async fn send_next<S: Sink>(
     name: &str,
     failover: Option<&Failover>,
     due: Vec<DueDelivery>,
-) -> (Vec<DueDelivery>, anyhow::Result<()>) {
+) -> Sent {
     let wait = sink.wait();
     if let Some(failover) = failover.filter(|f| wait > f.after) {
         let outcome = Err(anyhow::anyhow!("rate limited for {} s; handed to `{}`", wait.as_secs(), failover.to));
-        return (due, outcome);
+        return Sent { batch: due, outcome, uncounted: false };
     }
     let batch = if !wait.is_zero() {
         tracing::info!(sink = %name, wait_ms = wait.as_millis() as u64, "rate limited; alerts arriving meanwhile go out as one digest");
@@ -189,12 +188,21 @@ async fn send_next<S: Sink>(
     } else {
         due.into_iter().take(1).collect()
     };
-    let outcome = match (batch.as_slice(), sink.counted_attempts()) {
-        ([one], Some(counted)) => deliver_counted(sink, store, metrics, name, failover, one, counted).await,
-        ([one], None) => sink.deliver(&one.alert).await,
-        (many, _) => sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await,
+    let (outcome, uncounted) = match (batch.as_slice(), sink.counted_attempts()) {
+        ([one], Some(counted)) => (deliver_counted(sink, store, metrics, name, failover, one, counted).await, false),
+        ([one], None) => (sink.deliver(&one.alert).await, true),
+        (many, _) => (sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await, true),
     };
-    (batch, outcome)
+    Sent { batch, outcome, uncounted }
+}
+
+/// What one send did: the deliveries it covered, how it went, and whether its attempt is still
+/// to be counted in the store (a sink that retries by itself; the channel counted the others'
+/// attempts as it made them).
+struct Sent {
+    batch: Vec<DueDelivery>,
+    outcome: anyhow::Result<()>,
+    uncounted: bool,
 }
 
 /// Makes the attempts at `one` that its sink leaves to the channel, each counted in the store
