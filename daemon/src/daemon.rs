@@ -515,6 +515,7 @@ fn sink_set(
     context: SinkContext,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(SinkSet, mpsc::UnboundedReceiver<crate::sinks::channel::Handoff>)> {
+    let store = context.store.clone();
     let (mut sinks, handoff_rx) = SinkSet::new(context, &config.alerts);
     if config.alerts.console {
         sinks.add(ConsoleSink);
@@ -532,7 +533,7 @@ fn sink_set(
         sinks.add(DingTalkSink::new(robot.clone())?);
     }
     for gateway in &config.alerts.sms {
-        sinks.add(crate::sinks::sms::SmsSink::new(gateway.clone())?);
+        sinks.add(crate::sinks::sms::SmsSink::new(gateway.clone(), store.clone())?);
     }
     if let Some(pin) = config.gpio.as_ref().and_then(|g| g.siren_pin) {
         let max_on = config.gpio.as_ref().map_or(std::time::Duration::from_secs(300), |g| g.siren_max_on);

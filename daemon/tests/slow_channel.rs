@@ -5,6 +5,8 @@
 //! after the timeout, with power cuts between the attempts, gets each alert `max_attempts` times
 //! in all, not that many per start, and the alerts behind it get their turn; one that is down for
 //! a few seconds while the box restarts again and again still gets the alarm once it is back.
+//! An SMS gateway that hangs, with power cuts between the attempts, texts each phone at most
+//! four times in all.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -209,5 +211,60 @@ async fn a_receiver_down_for_seconds_while_the_box_restarts_again_and_again_stil
     println!("attempts at the office: {}, delivered: {}", office.requests(), office.bodies().len());
     assert!(delivered, "the alarm never reached the office after {} attempts: {:?}", office.requests(), daemon.stderr());
     assert!(office.requests() <= 6, "more attempts than max_attempts: {}", office.requests());
+    daemon.kill_hard();
+}
+
+/// The people on duty, each with a phone: what an SMS gateway sends to.
+const ROSTER: &str = "timezone = \"+08:00\"\n\n[[grid]]\nid = \"grid-3\"\n\n\
+    [[member]]\nid = \"wang\"\nname = \"王芳\"\nrole = \"worker\"\nphone = \"13800000001\"\ngrids = [\"grid-3\"]\n\n\
+    [[member]]\nid = \"li\"\nname = \"李强\"\nrole = \"worker\"\nphone = \"13800000002\"\ngrids = [\"grid-3\"]\n\n\
+    [[shift]]\nmember = \"wang\"\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\nfrom = \"00:00\"\nto = \"00:00\"\n\n\
+    [[shift]]\nmember = \"li\"\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\nfrom = \"00:00\"\nto = \"00:00\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_gateway_that_hangs_through_power_cuts_sends_each_phone_at_most_four_copies() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    // Takes every request and answers after the SMS client's 10 s timeout: each attempt may be a
+    // text on someone's phone, and the box never learns it.
+    let gateway = WebhookReceiver::start_slow(30 * SECOND).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let config = format!(
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-sms-{http_port}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n\
+         [alerts]\nconsole = false\n\n[[alerts.sms]]\nname = \"sms\"\nurl = \"{}\"\nbody = '{{\"phone\": \"{{phone}}\", \"msg\": \"{{message}}\"}}'\n\n\
+         [dispatch]\nroster = \"roster.toml\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+         [[sensor]]\nid = \"canal-01\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-3\"\n",
+        mosquitto.url(),
+        gateway.url()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("roster.toml"), ROSTER).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n").unwrap();
+    let args = ["run", "--config", "gridwatch.toml"];
+    let mut daemon = Daemon::start(&args, dir.path());
+    let fired = wait_for(20 * SECOND, || {
+        mosquitto.publish("gridwatch/east-canal/canal-01/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+        async { gateway.requests() > 0 }
+    })
+    .await;
+    assert!(fired, "no SMS reached the gateway: {:?}", daemon.stderr());
+    // A power cut right after each round of requests arrives, before the box could hear an
+    // answer, until a start makes no attempt (the waits between attempts are 1, 4 and 16 s).
+    let mut cuts = 0;
+    loop {
+        let before = gateway.requests();
+        daemon.kill_hard();
+        cuts += 1;
+        daemon = Daemon::start(&args, dir.path());
+        if cuts == 8 || !wait_for(20 * SECOND, || async { gateway.requests() > before }).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let phones: Vec<String> = gateway.bodies().iter().map(|b| b["phone"].as_str().unwrap().to_string()).collect();
+    let copies = |phone: &str| phones.iter().filter(|p| *p == phone).count();
+    println!("SMS requests after {cuts} power cuts: {} to 13800000001, {} to 13800000002", copies("13800000001"), copies("13800000002"));
+    assert!(copies("13800000001") >= 1 && copies("13800000002") >= 1, "both phones were tried: {phones:?}");
+    assert!(copies("13800000001") <= 4 && copies("13800000002") <= 4, "more than four copies to one phone across the restarts: {phones:?}");
     daemon.kill_hard();
 }

@@ -2,7 +2,9 @@
 //! per phone the alert names (the people on duty, and those escalated to), the body being the
 //! configured JSON template with `{phone}` and `{message}` filled in. Gateways are not
 //! idempotent and templates are approved in advance, so: only 2xx counts, each phone is sent at
-//! most once per message even when another phone's send is retried. The token is never logged.
+//! most once per message even when another phone's send is retried or the box restarts, and a
+//! phone whose gateway hangs gets at most [`ATTEMPTS`] in all (counted in the store,
+//! `store/sms_sends.rs`). The token is never logged.
 //!
 //! What an SMS says: the level, every incident number it is about, a short sentence (values
 //! rounded, local time) and the incident's link — a worker can act from it. Alerts that go out
@@ -18,14 +20,15 @@ use super::text::{self, Wording};
 use super::Sink;
 use crate::alert::Alert;
 use crate::config::SmsConfig;
+use crate::store::{SmsProgress, Store};
 use anyhow::Context;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Attempts per phone.
-const ATTEMPTS: u32 = 3;
+/// Attempts per phone, across restarts.
+const ATTEMPTS: u32 = 4;
 /// Characters of the sentence an SMS carries (the number and link come on top).
 const MAX_CHARS: usize = 120;
 const HOUR: Duration = Duration::from_secs(3600);
@@ -82,6 +85,10 @@ type Owed = tokio::task::JoinHandle<()>;
 pub struct SmsSink {
     config: SmsConfig,
     client: reqwest::Client,
+    /// What each phone got, and the attempts each took (`sms_sends`).
+    store: Store,
+    /// The wait before a phone's second attempt; each later wait is four times the one before
+    /// (1 s, 4 s, 16 s: a gateway back within about 20 s still gets the alarm out).
     retry_delay: Duration,
     ledger: Arc<Mutex<Ledger>>,
     timer: Option<Owed>,
@@ -96,9 +103,9 @@ impl Drop for SmsSink {
 }
 
 impl SmsSink {
-    pub fn new(config: SmsConfig) -> anyhow::Result<SmsSink> {
+    pub fn new(config: SmsConfig, store: Store) -> anyhow::Result<SmsSink> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(SmsSink { config, client, retry_delay: Duration::from_millis(500), ledger: Arc::default(), timer: None })
+        Ok(SmsSink { config, client, store, retry_delay: Duration::from_secs(1), ledger: Arc::default(), timer: None })
     }
 
     /// The request body for one phone: the template with JSON-escaped values.
@@ -106,33 +113,74 @@ impl SmsSink {
         body(&self.config, phone, message)
     }
 
-    /// Sends `message` to each phone not sent to yet, retrying the failures.
-    async fn send(&self, phones: &[String], message: &str) -> anyhow::Result<()> {
-        let mut sent: HashSet<&str> = HashSet::new();
-        let mut failures = Vec::new();
-        for attempt in 1..=ATTEMPTS {
-            failures.clear();
-            for phone in phones {
-                if sent.contains(phone.as_str()) {
-                    continue;
-                }
-                match post(&self.client, &self.config, body(&self.config, phone, message)).await {
-                    Ok(()) => {
-                        sent.insert(phone);
-                    }
-                    Err(error) => failures.push(format!("{phone}: {error:#}")),
-                }
-            }
-            if failures.is_empty() {
-                return Ok(());
-            }
-            tracing::warn!(sink = %self.config.name, attempt, failed = failures.len(), "SMS attempt failed");
-            tokio::time::sleep(self.retry_delay * attempt).await;
+    /// How far the SMS about `event_ids` went to `phone` before (nothing, for alerts that were
+    /// never journaled); a store that cannot say counts as nothing: sent again rather than not.
+    async fn progress(&self, phone: &str, event_ids: &[i64]) -> SmsProgress {
+        if event_ids.is_empty() {
+            return SmsProgress::default();
         }
-        anyhow::bail!("SMS via {} not sent to {}", crate::redact::redacted(&self.config.url), failures.join("; "))
+        match self.store.sms_progress(&self.config.name, phone, event_ids.to_vec()).await {
+            Ok(progress) => progress,
+            Err(error) => {
+                self.store.report_failure("reading what a phone got by SMS", &error);
+                SmsProgress::default()
+            }
+        }
     }
 
-    /// One house's alerts to their phones: one SMS each, or owed past the cap.
+    /// Sends `message` to each phone with the attempts it had so far, retrying the failures
+    /// until each phone has had [`ATTEMPTS`]; every attempt is counted in the store before it is
+    /// made and every send marked once the gateway took it, so a restart goes on from there.
+    async fn send(&self, phones: Vec<(String, u32)>, message: &str, event_ids: &[i64]) -> anyhow::Result<()> {
+        let mut pending: Vec<(String, u32, String)> = phones.into_iter().map(|(phone, made)| (phone, made, String::new())).collect();
+        let mut given_up = Vec::new();
+        loop {
+            let (spent, left): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(_, made, _)| *made >= ATTEMPTS);
+            given_up.extend(spent);
+            pending = left;
+            let Some(fewest) = pending.iter().map(|(_, made, _)| *made).min() else { break };
+            if fewest > 0 {
+                // Waits go on from the attempts so far: a restart neither repeats the short
+                // first ones nor skips one.
+                tokio::time::sleep(self.retry_delay * 4u32.pow(fewest - 1)).await;
+            }
+            for (phone, made, _) in pending.iter_mut() {
+                if !event_ids.is_empty() {
+                    if let Err(error) = self.store.count_sms_attempt(&self.config.name, phone, event_ids.to_vec()).await {
+                        self.store.report_failure("counting an SMS attempt", &error);
+                    }
+                }
+                *made += 1;
+            }
+            // Every phone at once: a gateway that hangs on one phone holds up no other.
+            let answers =
+                futures::future::join_all(pending.iter().map(|(phone, _, _)| post(&self.client, &self.config, body(&self.config, phone, message)))).await;
+            let mut sent = Vec::new();
+            for ((phone, made, last_error), answer) in pending.iter_mut().zip(answers) {
+                match answer {
+                    Ok(()) => {
+                        if !event_ids.is_empty() {
+                            if let Err(error) = self.store.mark_sms_sent(&self.config.name, phone, event_ids.to_vec()).await {
+                                self.store.report_failure("recording an SMS sent", &error);
+                            }
+                        }
+                        sent.push(phone.clone());
+                    }
+                    Err(error) => {
+                        tracing::warn!(sink = %self.config.name, phone = %phone, attempt = *made, error = %format!("{error:#}"), "SMS attempt failed");
+                        *last_error = format!("{error:#}");
+                    }
+                }
+            }
+            pending.retain(|(phone, _, _)| !sent.contains(phone));
+        }
+        let failures: Vec<String> = given_up.iter().map(|(phone, made, error)| format!("{phone} ({made} attempts): {error}")).collect();
+        anyhow::ensure!(failures.is_empty(), "SMS via {} not sent to {}", crate::redact::redacted(&self.config.url), failures.join("; "));
+        Ok(())
+    }
+
+    /// One house's alerts to their phones: one SMS each, or owed past the cap. A phone that got
+    /// these alerts before a restart is not sent them again.
     async fn house(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         let mut phones: Vec<String> = Vec::new();
         for phone in alerts.iter().flat_map(|a| &a.mentions) {
@@ -140,14 +188,27 @@ impl SmsSink {
                 phones.push(phone.clone());
             }
         }
+        let event_ids: Vec<i64> = alerts.iter().filter_map(|a| a.event_id).collect();
+        let mut unsent = Vec::new();
+        let mut spent = Vec::new();
+        for phone in phones {
+            let progress = self.progress(&phone, &event_ids).await;
+            if progress.sent {
+                tracing::info!(sink = %self.config.name, phone = %phone, "this phone got this SMS before the restart; not sent again");
+            } else if progress.attempts >= ATTEMPTS {
+                spent.push(format!("{phone} ({} attempts before a restart)", progress.attempts));
+            } else {
+                unsent.push((phone, progress.attempts));
+            }
+        }
         let message = sms_text(alerts, self.config.wording);
         let mut now = Vec::new();
         {
             let mut ledger = self.ledger.lock().map_err(|_| anyhow::anyhow!("SMS ledger poisoned"))?;
-            for phone in phones {
+            for (phone, made) in unsent {
                 if ledger.allows(&phone, self.config.per_phone_per_hour) {
                     ledger.record(&phone);
-                    now.push(phone);
+                    now.push((phone, made));
                 } else {
                     tracing::info!(sink = %self.config.name, phone = %phone, "SMS cap reached for this phone; the alert goes in its next SMS");
                     let owed = ledger.owed.entry(phone).or_default();
@@ -158,7 +219,9 @@ impl SmsSink {
             }
         }
         self.arm_timer();
-        self.send(&now, &message).await
+        let sent = self.send(now, &message, &event_ids).await;
+        anyhow::ensure!(spent.is_empty(), "SMS via {} given up for {}", crate::redact::redacted(&self.config.url), spent.join("; "));
+        sent
     }
 
     /// Starts the timer that sends owed summaries, unless it runs.
@@ -336,7 +399,8 @@ mod tests {
         (url, seen)
     }
 
-    fn sink(url: &str) -> SmsSink {
+    /// A sink on a store of its own (kept by the caller: what the phones got lives there).
+    fn sink(url: &str, state: &tempfile::TempDir) -> SmsSink {
         let config = SmsConfig {
             name: "sms".into(),
             url: url.parse().unwrap(),
@@ -346,19 +410,20 @@ mod tests {
             per_phone_per_hour: 6,
             wording: text::Wording::default(),
         };
-        let mut sink = SmsSink::new(config).unwrap();
+        let mut sink = SmsSink::new(config, Store::open(state.path()).unwrap()).unwrap();
         sink.retry_delay = Duration::from_millis(10);
         sink
     }
 
     #[tokio::test]
     async fn each_phone_gets_one_message_even_when_another_is_retried() {
+        let state = tempfile::tempdir().unwrap();
         let (url, seen) = gateway("13800000002").await;
         let mut alert = sample_alert("fired", 7.3);
         alert.mentions = vec!["13800000001".into(), "13800000002".into()];
         alert.messages.insert("zh".into(), "north-lane B7 墙体倾斜 \"7.3‰\"，红色预警".into());
         (alert.incident_id, alert.link) = (Some(12), Some("http://box/incident/12?exp=1&sig=ab".into()));
-        sink(&url).deliver(&alert).await.unwrap();
+        sink(&url, &state).deliver(&alert).await.unwrap();
         let seen = seen.lock().unwrap();
         let phones: Vec<&str> = seen.iter().map(|b| b["phone"].as_str().unwrap()).collect();
         assert_eq!(phones, vec!["13800000001", "13800000002"], "no second SMS to the first phone");
@@ -379,9 +444,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_house_s_alarms_make_one_sms_with_every_number() {
+        let state = tempfile::tempdir().unwrap();
         let (url, seen) = gateway("none").await;
         let (a, b, c) = (house_alarm("house-07", 12), house_alarm("house-08", 13), house_alarm("house-09", 14));
-        sink(&url).deliver_many(&[&a, &b, &c]).await.unwrap();
+        sink(&url, &state).deliver_many(&[&a, &b, &c]).await.unwrap();
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 1, "one SMS for one house");
         let text = seen[0]["params"]["msg"].as_str().unwrap();
@@ -400,8 +466,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn past_the_hourly_cap_alarms_wait_for_the_phone_s_next_sms() {
+        let state = tempfile::tempdir().unwrap();
         let (url, seen) = gateway("none").await;
-        let mut sink = sink(&url);
+        let mut sink = sink(&url, &state);
         sink.config.per_phone_per_hour = 2;
         for (i, building) in ["B1", "B2", "B3", "B4"].into_iter().enumerate() {
             let mut alert = house_alarm("house-01", 20 + i as i64);
@@ -429,12 +496,71 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_configured_severities_and_named_people_get_sms() {
+        let state = tempfile::tempdir().unwrap();
         let (url, seen) = gateway("none").await;
         let mut warning = sample_alert("fired", 2.1);
         warning.severity = gridwatch_rules::Severity::Warning;
         warning.mentions = vec!["13800000001".into()];
-        sink(&url).deliver(&warning).await.unwrap();
-        sink(&url).deliver(&sample_alert("fired", 7.3)).await.unwrap();
+        let mut sink = sink(&url, &state);
+        sink.deliver(&warning).await.unwrap();
+        sink.deliver(&sample_alert("fired", 7.3)).await.unwrap();
         assert!(seen.lock().unwrap().is_empty(), "a warning, and an alert naming nobody, send no SMS");
+    }
+
+    /// A gateway that answers 503 to `down` and 200 to every other phone, recording the phone
+    /// of every request it gets.
+    async fn gateway_down_for(down: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = asked.clone();
+        let app = axum::Router::new().route(
+            "/send",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let record = record.clone();
+                async move {
+                    let phone = body["phone"].as_str().unwrap().to_string();
+                    let down = phone == down;
+                    record.lock().unwrap().push(phone);
+                    if down {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let url = format!("http://{}/send", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, asked)
+    }
+
+    #[tokio::test]
+    async fn a_restart_sends_no_phone_what_it_got_and_begins_no_phone_s_attempts_again() {
+        let state = tempfile::tempdir().unwrap();
+        let (url, asked) = gateway_down_for("13800000002").await;
+        let mut alert = house_alarm("house-07", 12);
+        alert.event_id = Some(41);
+        alert.mentions = vec!["13800000001".into(), "13800000002".into(), "13800000003".into()];
+        // Before the power cut: phone 3 had two attempts that never got an answer.
+        let before = Store::open(state.path()).unwrap();
+        before.count_sms_attempt("sms", "13800000003", vec![41]).await.unwrap();
+        before.count_sms_attempt("sms", "13800000003", vec![41]).await.unwrap();
+        drop(before);
+        let first = sink(&url, &state).deliver(&alert).await;
+        let phones_asked = |phone: &str| asked.lock().unwrap().iter().filter(|p| *p == phone).count();
+        assert!(format!("{:#}", first.unwrap_err()).contains("13800000002 (4 attempts)"), "the phone whose gateway fails is given up");
+        assert_eq!(
+            (phones_asked("13800000001"), phones_asked("13800000002"), phones_asked("13800000003")),
+            (1, ATTEMPTS as usize, 1),
+            "phone 3 went on from its two attempts"
+        );
+        // A restart (a new sink on the same store) and the same delivery again.
+        let again = sink(&url, &state).deliver(&alert).await;
+        assert!(format!("{:#}", again.unwrap_err()).contains("13800000002 (4 attempts before a restart)"));
+        assert_eq!(
+            (phones_asked("13800000001"), phones_asked("13800000002"), phones_asked("13800000003")),
+            (1, ATTEMPTS as usize, 1),
+            "no phone got a second copy and the failing one no fifth attempt"
+        );
     }
 }

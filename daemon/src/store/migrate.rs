@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 22;
+const SCHEMA_VERSION: i32 = 23;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -424,6 +424,23 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
             "BEGIN;
              ALTER TABLE escalations ADD COLUMN reminders_sent INTEGER NOT NULL DEFAULT 0;
              PRAGMA user_version = 22;
+             COMMIT;",
+        )?;
+    }
+    if version < 23 {
+        // What each phone got by SMS (`sms_sends.rs`): a gateway is not idempotent, so a restart
+        // neither sends a phone what it got nor begins its attempts again.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE sms_sends (
+                 sink TEXT NOT NULL,
+                 event_id INTEGER NOT NULL,
+                 phone TEXT NOT NULL,
+                 attempts INTEGER NOT NULL,
+                 sent INTEGER NOT NULL,
+                 PRIMARY KEY (sink, event_id, phone)
+             ) WITHOUT ROWID;
+             PRAGMA user_version = 23;
              COMMIT;",
         )?;
     }
