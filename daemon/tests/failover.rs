@@ -1,6 +1,7 @@
 //! Failover between alert channels (`[alerts.failover]`): an alarm a channel cannot deliver —
 //! it keeps failing, or its robot throttles for minutes — reaches the next channel, journaled
-//! there too, and the accounts of both channels balance.
+//! there too, and the accounts of both channels balance. Its clear follows it there, and not to
+//! the first channel, which never delivered the alarm.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -128,4 +129,36 @@ async fn a_throttled_robot_hands_the_alarm_over_instead_of_waiting_ten_minutes()
     assert!(cleared, "{:?}", daemon.stderr());
     assert_eq!(sms_office.bodies()[1]["event"].as_str(), Some("cleared"));
     assert_eq!(robot_calls.load(Ordering::SeqCst), 1, "the robot is still throttled: no second try");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clear_of_an_alarm_handed_over_goes_where_the_alarm_went() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    // The office's receiver fails the alarm's two attempts, then works again.
+    let office = WebhookReceiver::start(vec![500, 500]).await;
+    let backup = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let channels = format!(
+        "\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 2\ntimeout_secs = 2\n\n[[alerts.webhook]]\nname = \"backup\"\nurl = \"{}\"\n\n[alerts.failover]\noffice = \"backup\"\n",
+        office.url(),
+        backup.url()
+    );
+    write_config(dir.path(), &mosquitto, http_port, &channels, "backup");
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    mosquitto.publish(TOPIC, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    let handed_over = wait_for(20 * SECOND, || async { !backup.bodies().is_empty() }).await;
+    assert!(handed_over, "{:?}", daemon.stderr());
+    // The office is back when the water recovers.
+    mosquitto.publish(TOPIC, &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+    let cleared = wait_for(20 * SECOND, || async { backup.bodies().len() >= 2 }).await;
+    assert!(cleared, "the backup, which got the alarm, never heard it was over: {:?}", daemon.stderr());
+    let events: Vec<String> = backup.bodies().iter().map(|b| b["event"].as_str().unwrap().to_string()).collect();
+    assert_eq!(events, ["fired", "cleared"], "the backup got the alarm and its clear, in order");
+    let accounts = wait_balanced(http_port).await.unwrap_or_else(|a| panic!("accounts do not balance: {a}"));
+    assert!(office.bodies().is_empty(), "the office was told of a clear of an alarm it never got: {:?}", office.bodies());
+    assert_eq!(counts(sink(&accounts, "office")), [2, 0, 2, 0], "{accounts}");
+    assert_eq!(counts(sink(&accounts, "backup")), [2, 2, 0, 0], "{accounts}");
 }

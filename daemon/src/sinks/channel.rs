@@ -7,7 +7,8 @@
 //! A rate-limited channel sends what queued up meanwhile as one digest; deliveries that were
 //! deferred (quiet hours, the daily digest, a building's group window) go out together when
 //! due. A channel with a failover route hands what it gives up (or would wait for longer than
-//! `failover_after`) to that channel, through the dispatcher, which journals the new delivery.
+//! `failover_after`) to that channel, through the dispatcher, which journals the new delivery;
+//! the later events of an incident whose alarm it handed over follow the alarm there.
 //!
 //! When the store cannot take an alert at all (an SD card gone read-only), the dispatcher hands
 //! it to the channels in memory instead ([`SinkQueue::send_unjournaled`]): it goes out first, is
@@ -18,11 +19,11 @@
 //! once its outcome is recorded.
 
 use super::{CountedAttempts, Sink};
-use crate::alert::Alert;
+use crate::alert::{Alert, Event};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{DueDelivery, Store};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -101,6 +102,7 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
         let SinkContext { metrics, store, clock, closing } = context;
         let idle = IDLE_LOOK.div_f64(clock.speed().max(1.0)).max(Duration::from_millis(20));
         let mut unrecorded = Unrecorded::new();
+        let mut followed = HashSet::new();
         let mut in_memory = InMemory::default();
         loop {
             while let Ok(alert) = unjournaled_in.try_recv() {
@@ -118,6 +120,10 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
                     store.report_failure("reading a channel's queue (its journaled alerts wait)", &error);
                     Vec::new()
                 }
+            };
+            let due = match &failover {
+                Some(failover) => follow_failover(&store, &metrics, &name, failover, due, &mut followed, &mut unrecorded).await,
+                None => due,
             };
             if due.is_empty() {
                 if closing.is_cancelled() {
@@ -157,6 +163,64 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
         sink.finish().await;
     });
     (queue, task)
+}
+
+/// An incident whose alarm this channel failed and handed to its failover: its later events
+/// follow it there, so that the people who got the alarm also hear it rise, be reminded and
+/// clear. A clear goes only there when this channel delivered none of the incident's events (an
+/// outside tester's robot group was told "cleared" of an alarm it never saw, while the phones
+/// that got the alarm never heard it was over). Each delivery is looked at once per run
+/// (`followed`); what is left to send here is returned.
+async fn follow_failover(
+    store: &Store,
+    metrics: &Metrics,
+    name: &str,
+    failover: &Failover,
+    due: Vec<DueDelivery>,
+    followed: &mut HashSet<i64>,
+    unrecorded: &mut Unrecorded,
+) -> Vec<DueDelivery> {
+    followed.retain(|id| due.iter().any(|d| d.alert_id == *id));
+    let mut here = Vec::with_capacity(due.len());
+    for delivery in due {
+        let Some(incident) = delivery.alert.incident_id.filter(|_| delivery.alert.event != Event::Fired) else {
+            here.push(delivery);
+            continue;
+        };
+        if !followed.insert(delivery.alert_id) {
+            here.push(delivery);
+            continue;
+        }
+        let so_far = match store.incident_so_far_on(delivery.alert_id, name, &failover.to, &delivery.alert, incident).await {
+            Ok(so_far) => so_far,
+            Err(error) => {
+                store.report_failure("reading where an incident's alarm went (its later events go here only)", &error);
+                here.push(delivery);
+                continue;
+            }
+        };
+        if !so_far.handed_over {
+            here.push(delivery);
+            continue;
+        }
+        let DueDelivery { alert_id, alert, .. } = &delivery;
+        let handoff = Handoff { from: name.to_string(), to: failover.to.clone(), alert_id: *alert_id, alert: Arc::new(alert.clone()) };
+        if failover.handoffs.send(handoff).is_err() {
+            tracing::error!(sink = %name, to = %failover.to, "failover channel gone; the incident's later event is not handed over");
+        }
+        if alert.event != Event::Cleared || so_far.delivered {
+            here.push(delivery);
+            continue;
+        }
+        let reason = format!("not sent here: the incident's alarm went to `{}`, and its clear followed it there", failover.to);
+        tracing::info!(sink = %name, to = %failover.to, rule = %alert.rule, sensor = %alert.sensor, incident, "a clear of an alarm this channel never delivered goes where the alarm went");
+        // Not delivered here, as its alarm was not: the channel's accounts count it so.
+        metrics.alert_delivery_failures.get_or_create(&Metrics::sink(name)).inc();
+        if store.mark_delivery(*alert_id, name, false, 0, Some(reason.clone())).await.is_err() {
+            unrecorded.insert(*alert_id, (false, Some(reason)));
+        }
+    }
+    here
 }
 
 /// Sends the next message from `due` (the channel's oldest due deliveries): one alert, the

@@ -62,7 +62,7 @@ pub use crash_log::{LogCursor, LoggedReading};
 pub use escalations::{DueEscalation, EscalationStep, LadderMove};
 pub use incident_work::{CheckIn, Photo, Step, TimelineEntry, Work};
 pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling, Route};
-pub use journal::{Destination, DueDelivery, JournalEntry};
+pub use journal::{Destination, DueDelivery, IncidentSoFar, JournalEntry};
 pub use restamp::Restamped;
 pub use silences::NewSilence;
 pub use sms_sends::SmsProgress;
