@@ -7,8 +7,9 @@
 //! - **The wall clock** ([`Clock::now`]) only labels what a person reads and what is stored. A
 //!   Raspberry Pi has no real-time clock: it boots at 1970 or its last shutdown time until NTP
 //!   steps it, so a label is only believed once the clock is [`Clock::synchronized`] — read from
-//!   the kernel (`adjtimex`) or from systemd-timesyncd's flag file, never guessed from the year.
-//!   Before that, people read [`TIME_UNKNOWN`].
+//!   the kernel (`adjtimex`) or from systemd-timesyncd's flag file, never guessed from the year;
+//!   a flag that comes up while the daemon runs is believed once the clock has stepped (or after
+//!   a minute without a step, see [`FlagWatch`]). Before that, people read [`TIME_UNKNOWN`].
 //!
 //! Every runtime part (sources, pipeline, dispatch, sinks, store, web, telemetry, cluster) takes
 //! the daemon's injected clock and never reads the wall clock itself, so each timer can be
@@ -130,7 +131,61 @@ impl Clock {
 }
 
 fn system_synchronized() -> bool {
-    SYNC_SOURCE.get().is_none_or(SyncSource::synchronized)
+    let Some(source) = SYNC_SOURCE.get() else { return true };
+    let flag = source.synchronized();
+    let elapsed = Clock::System.elapsed_ms();
+    let offset = system_now() - elapsed;
+    let mut watch = FLAG_WATCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *watch = watch.next(flag, offset, elapsed);
+    *watch == FlagWatch::Believed
+}
+
+/// A wall clock that steps less than this did not step (it slews a little between readings).
+const STEP_MS: Millis = 2_000;
+/// How long a flag that came up without a step is doubted: an NTP client may raise it a little
+/// before it steps the clock.
+const FLAG_DOUBTED_MS: Millis = 60_000;
+
+/// Whether the synchronisation flag is believed. One that was up when this process first looked
+/// is; one that comes up while it runs is believed once the wall clock has stepped since the
+/// flag went down (NTP set it), or once it has held [`FLAG_DOUBTED_MS`] without a step (the clock
+/// was right all along). Believed at once, a flag raised before the step measured a step of
+/// nothing: links signed on the unset clock were refused after the real step, and the history
+/// was re-stamped days off (an outside tester).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlagWatch {
+    /// Not looked at yet.
+    Unread,
+    /// The flag is down; the wall clock's offset from elapsed time when it was first seen down.
+    Down {
+        offset_ms: Millis,
+    },
+    /// The flag came up at elapsed `since_ms`, with no step since the flag went down.
+    Doubted {
+        since_ms: Millis,
+        offset_ms: Millis,
+    },
+    Believed,
+}
+
+static FLAG_WATCH: std::sync::Mutex<FlagWatch> = std::sync::Mutex::new(FlagWatch::Unread);
+
+impl FlagWatch {
+    /// The watch after reading the flag with the wall clock `offset_ms` ahead of elapsed time.
+    fn next(self, flag: bool, offset_ms: Millis, elapsed_ms: Millis) -> FlagWatch {
+        let stepped_from = |before: Millis| (offset_ms - before).abs() >= STEP_MS;
+        match (self, flag) {
+            (FlagWatch::Down { offset_ms: before } | FlagWatch::Doubted { offset_ms: before, .. }, false) => FlagWatch::Down { offset_ms: before },
+            (_, false) => FlagWatch::Down { offset_ms },
+            (FlagWatch::Unread | FlagWatch::Believed, true) => FlagWatch::Believed,
+            (FlagWatch::Down { offset_ms: before }, true) if stepped_from(before) => FlagWatch::Believed,
+            (FlagWatch::Down { offset_ms: before }, true) => FlagWatch::Doubted { since_ms: elapsed_ms, offset_ms: before },
+            (FlagWatch::Doubted { since_ms, offset_ms: before }, true) if stepped_from(before) || elapsed_ms - since_ms >= FLAG_DOUBTED_MS => {
+                FlagWatch::Believed
+            }
+            (doubted @ FlagWatch::Doubted { .. }, true) => doubted,
+        }
+    }
 }
 
 impl SyncSource {
@@ -171,6 +226,36 @@ pub fn rfc3339(ms: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads the flag along `readings` of (flag, wall clock's offset from elapsed, elapsed).
+    fn watch(readings: &[(bool, Millis, Millis)]) -> Vec<bool> {
+        let mut watch = FlagWatch::Unread;
+        readings
+            .iter()
+            .map(|&(flag, offset, elapsed)| {
+                watch = watch.next(flag, offset, elapsed);
+                watch == FlagWatch::Believed
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flag_that_comes_up_is_believed_once_the_clock_stepped_since_it_went_down() {
+        const DAYS_BEHIND: Millis = 3 * 86_400_000;
+        // Up at the first look (a restart on a set clock): believed.
+        assert_eq!(watch(&[(true, 0, 0), (true, 0, 1_000)]), [true, true]);
+        // Down three days behind; NTP steps the clock, then raises the flag: believed at once.
+        assert_eq!(watch(&[(false, -DAYS_BEHIND, 0), (false, 0, 5_000), (true, 0, 6_000)]), [false, false, true]);
+        // The flag first, the step five seconds later: doubted until the step.
+        assert_eq!(
+            watch(&[(false, -DAYS_BEHIND, 0), (true, -DAYS_BEHIND, 1_000), (true, -DAYS_BEHIND + 300, 5_000), (true, 0, 6_000)]),
+            [false, false, false, true]
+        );
+        // The flag with no step at all (the clock was right): believed after a minute.
+        assert_eq!(watch(&[(false, 7, 0), (true, 7, 1_000), (true, 8, 60_999), (true, 8, 61_000)]), [false, false, false, true]);
+        // Down again (NTP lost): not believed, and the next flag is watched again.
+        assert_eq!(watch(&[(true, 0, 0), (false, 0, 1_000), (true, 0, 2_000)]), [true, false, false]);
+    }
 
     #[test]
     fn accelerated_clock_runs_faster_than_the_system_clock() {
