@@ -527,10 +527,10 @@ fn sink_set(
         sinks.add(WebhookSink::new(hook, metrics.clone())?);
     }
     for robot in &config.alerts.wecom {
-        sinks.add(WeComSink::new(robot.clone())?);
+        sinks.add(WeComSink::new(robot.clone())?.kept_in(&store));
     }
     for robot in &config.alerts.dingtalk {
-        sinks.add(DingTalkSink::new(robot.clone())?);
+        sinks.add(DingTalkSink::new(robot.clone())?.kept_in(&store));
     }
     for gateway in &config.alerts.sms {
         sinks.add(crate::sinks::sms::SmsSink::new(gateway.clone(), store.clone())?);

@@ -34,13 +34,13 @@ impl Sink for CountingSink {
     }
 
     async fn deliver(&mut self, _alert: &Alert) -> anyhow::Result<()> {
-        self.limit.record();
+        self.limit.record().await;
         self.calls.lock().unwrap().push(1);
         Ok(())
     }
 
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
-        self.limit.record();
+        self.limit.record().await;
         self.calls.lock().unwrap().push(alerts.len());
         Ok(())
     }

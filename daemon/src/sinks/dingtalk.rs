@@ -45,6 +45,13 @@ impl DingTalkSink {
         self
     }
 
+    /// Keeps the robot's rate limit in `store`, going on with what it used before a restart.
+    pub fn kept_in(mut self, store: &crate::store::Store) -> Self {
+        let limit = std::mem::replace(&mut self.limit, RateLimit::new(Duration::ZERO));
+        self.limit = limit.kept_in(store, &self.config.name);
+        self
+    }
+
     pub fn new(config: RobotConfig) -> anyhow::Result<DingTalkSink> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         Ok(DingTalkSink { config, client, limit: RateLimit::new(Duration::from_secs(600)) })

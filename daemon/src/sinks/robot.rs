@@ -1,9 +1,11 @@
 //! What the WeCom and DingTalk group robots have in common: a JSON POST whose success is HTTP
-//! 2xx *and* `errcode == 0` in the answer, a limit of 20 messages a minute per robot, message
+//! 2xx *and* `errcode == 0` in the answer, a limit of 20 messages a minute per robot (kept in
+//! the store across restarts with the robot's own throttle, [`RateLimit::kept_in`]), message
 //! length limits. The texts themselves are written by [`super::text`].
 
 use crate::alert::Alert;
 use crate::config::RobotConfig;
+use crate::store::Store;
 use anyhow::Context;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -48,12 +50,35 @@ pub struct RateLimit {
     /// How long the robot throttles after an over-limit answer.
     throttle: Duration,
     throttled_until: Option<Instant>,
+    /// Where the limit is kept across restarts, under the robot's channel name.
+    kept: Option<(Store, String)>,
 }
 
 impl RateLimit {
     /// A limit for a robot that throttles this long after an over-limit answer.
     pub fn new(throttle: Duration) -> RateLimit {
-        RateLimit { sent: VecDeque::new(), throttle, throttled_until: None }
+        RateLimit { sent: VecDeque::new(), throttle, throttled_until: None, kept: None }
+    }
+
+    /// The limit kept in `store` for channel `sink`: it goes on with the sends of the last minute
+    /// and a throttle still in force before a restart, and keeps what it uses from now on. Kept
+    /// times are on the wall clock: one ahead of it (a clock stepped back) counts as now, and a
+    /// throttle at most its full length from now — a limit is never read as longer than it can be.
+    pub fn kept_in(mut self, store: &Store, sink: &str) -> RateLimit {
+        match store.robot_limit(sink) {
+            Ok(kept) => {
+                let (now_ms, now) = (store.now_ms(), Instant::now());
+                let at = |ms: i64| now.checked_sub(Duration::from_millis(u64::try_from(now_ms - ms).unwrap_or(0))).unwrap_or(now);
+                self.sent = kept.sent_ms.iter().filter(|&&ms| now_ms - ms < 60_000).map(|&ms| at(ms)).collect();
+                self.throttled_until = kept
+                    .throttled_until_ms
+                    .filter(|&until| until > now_ms)
+                    .map(|until| now + Duration::from_millis(u64::try_from(until - now_ms).unwrap_or(0)).min(self.throttle));
+            }
+            Err(error) => store.report_failure("reading a robot's rate limit (it starts empty)", &error),
+        }
+        self.kept = Some((store.clone(), sink.to_string()));
+        self
     }
 
     /// How long until the next message may go (zero: now).
@@ -67,16 +92,28 @@ impl RateLimit {
     }
 
     /// The robot answered "over the limit": hold back for its throttle time.
-    pub fn throttled(&mut self) {
+    pub async fn throttled(&mut self) {
         self.throttled_until = Some(Instant::now() + self.throttle);
+        if let Some((store, sink)) = &self.kept {
+            let until = store.now_ms().saturating_add(self.throttle.as_millis() as i64);
+            if let Err(error) = store.record_robot_throttle(sink, until).await {
+                store.report_failure("keeping a robot's throttle", &error);
+            }
+        }
     }
 
-    pub fn record(&mut self) {
+    /// A message goes to the robot now.
+    pub async fn record(&mut self) {
         let now = Instant::now();
         while self.sent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
             self.sent.pop_front();
         }
         self.sent.push_back(now);
+        if let Some((store, sink)) = &self.kept {
+            if let Err(error) = store.record_robot_send(sink, store.now_ms()).await {
+                store.report_failure("keeping a robot's rate limit", &error);
+            }
+        }
     }
 }
 
@@ -96,19 +133,19 @@ pub async fn send(
     let mut attempt = 1;
     let mut throttle_waits = 0;
     loop {
-        limit.record();
+        limit.record().await;
         match post(client, url(), body).await {
             Ok(()) => return Ok(()),
             // Over the limit, with a failover channel that can take it sooner: give it up.
             Err(error) if error.downcast_ref::<Throttled>().is_some() && config.throttle_patience.is_some_and(|patience| patience < limit.throttle) => {
-                limit.throttled();
+                limit.throttled().await;
                 return Err(error.context(format!("{kind} robot {} throttles us for {} s", crate::redact::redacted(&config.url), limit.throttle.as_secs())));
             }
             // Over the limit: not a failure of the message. Wait the throttle out (alerts
             // queueing meanwhile go out together as one digest) and send it again.
             Err(error) if error.downcast_ref::<Throttled>().is_some() && throttle_waits < THROTTLE_WAITS => {
                 throttle_waits += 1;
-                limit.throttled();
+                limit.throttled().await;
                 tracing::warn!(sink = %config.name, wait_secs = limit.wait().as_secs(), "{kind} robot throttles us; the message waits");
                 tokio::time::sleep(limit.wait()).await;
             }
@@ -180,10 +217,30 @@ mod tests {
         let mut limit = RateLimit::new(Duration::from_secs(60));
         for _ in 0..PER_MINUTE {
             assert_eq!(limit.wait(), Duration::ZERO);
-            limit.record();
+            limit.record().await;
         }
         assert!(limit.wait() > Duration::from_secs(59));
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(limit.wait(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_restart_goes_on_with_the_last_minute_s_sends_and_the_robot_s_throttle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ten_minutes = Duration::from_secs(600);
+        let mut limit = RateLimit::new(ten_minutes).kept_in(&store, "dingtalk");
+        for _ in 0..PER_MINUTE {
+            limit.record().await;
+        }
+        // A restart: the twenty sends of this minute still count; another robot's do not.
+        assert!(RateLimit::new(ten_minutes).kept_in(&store, "dingtalk").wait() > Duration::from_secs(58));
+        assert_eq!(RateLimit::new(ten_minutes).kept_in(&store, "wecom").wait(), Duration::ZERO);
+        limit.throttled().await;
+        let wait = RateLimit::new(ten_minutes).kept_in(&store, "dingtalk").wait();
+        assert!(wait > Duration::from_secs(590) && wait <= ten_minutes, "the throttle goes on: {wait:?}");
+        // A throttle kept a day ahead (the clock stepped back since): at most its length.
+        store.record_robot_throttle("wecom", store.now_ms() + 86_400_000).await.unwrap();
+        assert!(RateLimit::new(Duration::from_secs(60)).kept_in(&store, "wecom").wait() <= Duration::from_secs(60));
     }
 }

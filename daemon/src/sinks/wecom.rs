@@ -30,6 +30,13 @@ impl WeComSink {
         self
     }
 
+    /// Keeps the robot's rate limit in `store`, going on with what it used before a restart.
+    pub fn kept_in(mut self, store: &crate::store::Store) -> Self {
+        let limit = std::mem::replace(&mut self.limit, RateLimit::new(Duration::ZERO));
+        self.limit = limit.kept_in(store, &self.config.name);
+        self
+    }
+
     pub fn new(config: RobotConfig) -> anyhow::Result<WeComSink> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         Ok(WeComSink { config, client, limit: RateLimit::new(Duration::from_secs(60)) })

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 23;
+const SCHEMA_VERSION: i32 = 24;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -441,6 +441,17 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  PRIMARY KEY (sink, event_id, phone)
              ) WITHOUT ROWID;
              PRAGMA user_version = 23;
+             COMMIT;",
+        )?;
+    }
+    if version < 24 {
+        // What a group robot's rate limit has used (`robot_limits.rs`): a restart goes on with it.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE robot_sends (sink TEXT NOT NULL, at_ms INTEGER NOT NULL);
+             CREATE INDEX robot_sends_by_sink ON robot_sends (sink, at_ms);
+             CREATE TABLE robot_throttles (sink TEXT PRIMARY KEY, until_ms INTEGER NOT NULL);
+             PRAGMA user_version = 24;
              COMMIT;",
         )?;
     }

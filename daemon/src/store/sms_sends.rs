@@ -85,8 +85,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.sms_progress("sms", "138", vec![1, 2]).await.unwrap(), SmsProgress { attempts: 2, sent: false });
         assert_eq!(store.sms_progress("sms", "139", vec![1]).await.unwrap(), SmsProgress { attempts: 0, sent: true });
-        assert_eq!(store.sms_progress("sms", "139", vec![1, 2]).await.unwrap().sent, false, "event 2 not yet sent to 139");
-        assert_eq!(store.sms_progress("other", "139", vec![1]).await.unwrap().sent, false, "per channel");
+        assert!(!store.sms_progress("sms", "139", vec![1, 2]).await.unwrap().sent, "event 2 not yet sent to 139");
+        assert!(!store.sms_progress("other", "139", vec![1]).await.unwrap().sent, "per channel");
         store.mark_sms_sent("sms", "138", vec![1, 2]).await.unwrap();
         assert!(store.sms_progress("sms", "138", vec![1, 2]).await.unwrap().sent);
     }
