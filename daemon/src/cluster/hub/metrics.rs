@@ -86,6 +86,8 @@ pub struct HubMetrics {
     pub sensor_readings: Family<ResultLabel, Counter>,
     /// 4G sensors' logins refused at the hub's MQTT listener (unknown user or wrong password).
     pub sensor_logins_refused: Counter,
+    /// Of those, refused unchecked: tried again before the wait after a wrong password was over.
+    pub sensor_logins_unchecked: Counter,
     /// Connections the hub's MQTT listener could not accept (out of file descriptors, mostly).
     pub sensor_accept_errors: Counter,
     /// 4G sensors' publishes read late because their sensor went past its pace.
@@ -129,6 +131,7 @@ impl HubMetrics {
             actions: Family::default(),
             sensor_readings: Family::default(),
             sensor_logins_refused: Counter::default(),
+            sensor_logins_unchecked: Counter::default(),
             sensor_accept_errors: Counter::default(),
             sensor_readings_paced: Counter::default(),
             links_refused: Family::default(),
@@ -167,6 +170,11 @@ impl HubMetrics {
             "sensor_logins_refused",
             "4G sensors' logins refused at the hub's MQTT listener (unknown user or wrong password)",
             metrics.sensor_logins_refused.clone(),
+        );
+        registry.register(
+            "sensor_logins_unchecked",
+            "Of the refused logins, those refused unchecked: tried again before the wait after a wrong password was over",
+            metrics.sensor_logins_unchecked.clone(),
         );
         registry.register(
             "sensor_accept_errors",

@@ -29,6 +29,7 @@ mod postgres;
 mod relay;
 mod report;
 mod sensor_listener;
+mod sensor_logins;
 mod sensor_pace;
 mod sensor_passwords;
 mod sensor_tls;

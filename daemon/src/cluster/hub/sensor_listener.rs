@@ -13,7 +13,9 @@
 //! closed without a PUBACK, and the sensor's client sends it again when it reconnects.
 //!
 //! Who may publish: with `--mqtt-passwords`, a sensor logs in as `<district>/<box>/<sensor>`
-//! with its password ([`super::sensor_passwords`]; a wrong one gets CONNACK 4 after a second)
+//! with its password ([`super::sensor_passwords`]; a wrong one gets CONNACK 4 after a second, and
+//! that login is not checked again for a while that doubles with each failure,
+//! [`super::sensor_logins`])
 //! and may publish only on its own topic; a publish on another is acknowledged, counted
 //! (`not_authorized`) and dropped. `--mqtt-anonymous` takes anyone who reaches the port (a
 //! private APN or VPN that only the district's sensors can reach). With `--mqtt-tls-cert` and
@@ -30,6 +32,7 @@
 //! connection.
 
 use super::metrics::{HubMetrics, ResultLabel};
+use super::sensor_logins::FailedLogins;
 use super::sensor_pace::Pace;
 use super::sensor_passwords::PasswordFile;
 use super::sensor_tls::TlsFiles;
@@ -37,7 +40,7 @@ use anyhow::Context;
 use async_nats::jetstream;
 use bytes::BytesMut;
 use rumqttc::{ConnAck, ConnectReturnCode, Packet, PubAck, QoS, SubAck, SubscribeReasonCode, UnsubAck};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -89,6 +92,7 @@ pub async fn serve(
     tracing::info!(%listen, "the hub takes 4G sensors' readings over MQTT");
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let pace = Arc::new(Pace::default());
+    let logins = Arc::new(FailedLogins::default());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -106,14 +110,15 @@ pub async fn serve(
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
-        let (js, access, tls, metrics, shutdown, pace) = (js.clone(), access.clone(), tls.clone(), metrics.clone(), shutdown.clone(), pace.clone());
+        let (js, access, tls, metrics, shutdown, pace, logins) =
+            (js.clone(), access.clone(), tls.clone(), metrics.clone(), shutdown.clone(), pace.clone(), logins.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let session = async {
-                let Some(tls) = tls else { return connection(stream, &js, &access, &pace, &metrics).await };
+                let Some(tls) = tls else { return connection(stream, peer.ip(), &js, &access, (&pace, &logins), &metrics).await };
                 let handshake = tokio::time::timeout(CONNECT_WITHIN, tls.current().accept(stream));
                 let stream = handshake.await.map_err(|_| anyhow::anyhow!("no TLS handshake within {CONNECT_WITHIN:?}"))?.context("TLS handshake")?;
-                connection(stream, &js, &access, &pace, &metrics).await
+                connection(stream, peer.ip(), &js, &access, (&pace, &logins), &metrics).await
             };
             tokio::select! {
                 ended = session => if let Err(error) = ended {
@@ -128,9 +133,10 @@ pub async fn serve(
 /// One sensor's connection: CONNECT, then publishes (each stored before its PUBACK) and pings.
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
+    peer: IpAddr,
     js: &jetstream::Context,
     access: &Access,
-    pace: &Pace,
+    (pace, logins): (&Pace, &FailedLogins),
     metrics: &HubMetrics,
 ) -> anyhow::Result<()> {
     let mut buffer = BytesMut::with_capacity(1024);
@@ -156,12 +162,22 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         Access::Anonymous => None,
         Access::Passwords(file) => {
             let passwords = file.current();
-            let Some(login) = connect.login.filter(|login| passwords.check(&login.username, login.password.as_bytes())) else {
+            let user = connect.login.as_ref().map(|login| login.username.clone()).unwrap_or_default();
+            let now = std::time::Instant::now();
+            let checked = logins.may_try(&user, peer, now);
+            let right = checked && connect.login.as_ref().is_some_and(|login| passwords.check(&login.username, login.password.as_bytes()));
+            let Some(login) = connect.login.filter(|_| right) else {
                 metrics.sensor_logins_refused.inc();
+                if checked {
+                    logins.failed(&user, peer, now);
+                } else {
+                    metrics.sensor_logins_unchecked.inc();
+                }
                 tokio::time::sleep(REFUSED_AFTER).await;
                 send(&mut stream, Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadUserNamePassword, false))).await?;
                 anyhow::bail!("a wrong user or password (client id {:?})", connect.client_id);
             };
+            logins.succeeded(&login.username, peer);
             Some((format!("gw/s/{}", login.username), login.username))
         }
     };
@@ -288,7 +304,7 @@ mod tests {
             let address = listener.local_addr().unwrap();
             tokio::spawn(async move {
                 let (stream, _) = listener.accept().await.unwrap();
-                let _ = connection(stream, &js, &access, &Pace::default(), &metrics).await;
+                let _ = connection(stream, [127, 0, 0, 1].into(), &js, &access, (&Pace::default(), &FailedLogins::default()), &metrics).await;
             });
             Client { stream: TcpStream::connect(address).await.unwrap(), buffer: BytesMut::new() }
         }
@@ -430,6 +446,39 @@ mod tests {
         let (acked, _) = mosquitto_pub(sensor("ding-dong 17", false)).await;
         assert!(!acked, "plain MQTT on the TLS port");
         assert_eq!((not_authorized(), metrics.sensor_logins_refused.get()), (1, 1), "nothing of either reached the MQTT session");
+        shutdown.cancel();
+    }
+
+    /// After a wrong password, the same login from the same address is not checked for 2 s —
+    /// the right password too is refused meanwhile — and gets in once the wait is over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_login_that_just_failed_is_not_checked_again_until_its_wait_is_over() {
+        let metrics = Arc::new(HubMetrics::new());
+        let (access, _passwords) = east_03_only();
+        let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect("127.0.0.1:1").await.unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let shutdown = CancellationToken::new();
+        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+        tokio::spawn(serve(jetstream::new(nats), listen, access, None, metrics.clone(), shutdown.clone()));
+        for _ in 0..100 {
+            if TcpStream::connect(listen).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sensor = |password: &str| {
+            ["-h", "127.0.0.1", "-p", &port.to_string(), "-u", "old-town/east/east-03", "-P", password, "-t", "gw/s/old-town/east/east-04", "-i", "east-03"]
+                .map(String::from)
+                .to_vec()
+        };
+        let (acked, _) = mosquitto_pub(sensor("guess")).await;
+        assert!(!acked && metrics.sensor_logins_refused.get() == 1, "a wrong password");
+        let (acked, _) = mosquitto_pub(sensor("ding-dong 17")).await;
+        assert!(!acked, "the right password within the wait is refused unchecked");
+        assert_eq!((metrics.sensor_logins_refused.get(), metrics.sensor_logins_unchecked.get()), (2, 1));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (acked, said) = mosquitto_pub(sensor("ding-dong 17")).await;
+        assert!(acked, "the right password once the wait is over: {said}");
         shutdown.cancel();
     }
 
