@@ -244,7 +244,9 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     tokio::spawn(crate::sources::buses::watch(buses.clone(), config.alerts.bus_down_after, alert_tx.clone(), clock, shutdown.clone()));
     tokio::spawn(crate::sources::gateways::watch(buses.clone(), live.clone(), sensors.clone(), clock, shutdown.clone()));
     let judged = Judged { alerts: judged_rx, journaled: journaled_tx };
-    let setup = dispatcher_setup(config, &store, &dispatch, metrics, clock, handoff_rx, buses.clone(), judged);
+    let rates = report_rates(config, &store);
+    let mut setup = dispatcher_setup(config, &store, &dispatch, metrics, clock, handoff_rx, buses.clone(), judged);
+    setup.report_rates = Some(rates.clone());
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
     let telemetry = spawn_telemetry(config, &store, index.clone(), metrics, clock)?;
@@ -289,7 +291,7 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
         stored: sensors.clone(),
         metrics: metrics.clone(),
     });
-    let inputs = Inputs { samples: sample_tx, spool: telemetry.spool, index, buses, clocks, store: store.clone() };
+    let inputs = Inputs { samples: sample_tx, spool: telemetry.spool, index, buses, clocks, store: store.clone(), report_rates: rates };
     let (serial_tasks, gpio_tasks, source_task, acks_flushed) = spawn_sources(config, inputs, telemetry.ingest_connection, clock, metrics, shutdown)?;
 
     tracing::info!(
@@ -398,7 +400,31 @@ fn dispatcher_setup(
         handoffs,
         buses: Some(buses),
         judged: Some(judged),
+        report_rates: None,
     }
+}
+
+/// The tilt boxes asked to report faster while their house is at yellow or above, starting from
+/// what the store holds firing (a restart goes on asking), with the publisher of their MQTT
+/// commands when `[mqtt] report_rate_topic` is set.
+fn report_rates(config: &Config, store: &Store) -> Arc<crate::report_rate::ReportRates> {
+    let commands = config.mqtt.report_rate_topic.as_ref().map(|template| {
+        let (commands, changes) = mpsc::unbounded_channel();
+        crate::report_rate::spawn_commands(&config.mqtt, template.clone(), changes);
+        commands
+    });
+    let rates = crate::report_rate::ReportRates::new(&config.sensors, commands);
+    match store.incidents(false) {
+        Ok(open) => {
+            for row in open.iter().filter(|row| !row.sensor_normal) {
+                if let Ok(Some(latest)) = store.latest_alert(&row.rule, &row.sensor) {
+                    rates.follow(&latest);
+                }
+            }
+        }
+        Err(error) => store.report_failure("reading the incidents still firing (tilt boxes report at their own rate until the next event)", &error),
+    }
+    Arc::new(rates)
 }
 
 /// Where the sources hand readings and what they share.
@@ -409,6 +435,7 @@ struct Inputs {
     buses: Arc<crate::sources::buses::Buses>,
     clocks: Arc<crate::sensor_clocks::SensorClocks>,
     store: Store,
+    report_rates: Arc<crate::report_rate::ReportRates>,
 }
 
 /// The serial ports, the GPIO inputs and the MQTT source: (serial tasks, GPIO tasks, the MQTT
@@ -422,7 +449,7 @@ fn spawn_sources(
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Vec<JoinHandle<()>>, Vec<JoinHandle<()>>, JoinHandle<()>, CancellationToken)> {
-    let Inputs { samples: sample_tx, spool, index, buses, clocks, store } = inputs;
+    let Inputs { samples: sample_tx, spool, index, buses, clocks, store, report_rates } = inputs;
     let sensors = config.sensors.clone();
     let serial_outputs = SerialOutputs {
         samples: sample_tx.clone(),
@@ -432,6 +459,7 @@ fn spawn_sources(
         clock,
         metrics: metrics.clone(),
         bus: None,
+        report_rates: Some(report_rates),
     };
     let serial_tasks: Vec<JoinHandle<()>> = config
         .serial

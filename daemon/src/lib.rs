@@ -64,6 +64,7 @@ pub mod pipeline;
 pub mod redact;
 pub mod reload;
 pub mod report;
+pub mod report_rate;
 pub mod rule_files;
 pub mod sample;
 pub mod sensor_clocks;

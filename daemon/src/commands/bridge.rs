@@ -44,8 +44,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     });
     let (samples, mut readings) = mpsc::channel(1024);
-    let outputs =
-        SerialOutputs { samples, spool: None, bus: None, sensors: crate::config::SensorIndex::new(config.sensors.clone()), clock: Clock::System, metrics };
+    let outputs = SerialOutputs {
+        samples,
+        spool: None,
+        bus: None,
+        report_rates: None,
+        sensors: crate::config::SensorIndex::new(config.sensors.clone()),
+        clock: Clock::System,
+        metrics,
+    };
     let ports: Vec<_> =
         config.serial.iter().map(|port| tokio::spawn(crate::sources::serial::run_port(port.clone(), outputs.clone(), shutdown.clone()))).collect();
     drop(outputs);

@@ -176,6 +176,8 @@ pub struct RawMqtt {
     pub max_packet_bytes: Spanned<usize>,
     #[serde(default, rename = "topic")]
     pub topics: Vec<RawTopicMap>,
+    /// Where a tilt box is asked to report faster at yellow and above (`{site}`, `{sensor}`).
+    pub report_rate_topic: Option<Spanned<String>>,
 }
 
 fn default_client_id() -> String {

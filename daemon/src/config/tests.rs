@@ -65,6 +65,17 @@ fn ingest_time_limits_have_defaults_and_bounds() {
 }
 
 #[test]
+fn a_report_rate_topic_names_each_box_and_has_no_wildcard() {
+    let mqtt = |keys: &str| MINIMAL.replacen("[mqtt]\n", &format!("[mqtt]\n{keys}\n"), 1);
+    assert_eq!(parse(MINIMAL).unwrap().mqtt.report_rate_topic, None);
+    let config = parse(&mqtt(r#"report_rate_topic = "gridwatch/{site}/{sensor}/set""#)).unwrap();
+    assert_eq!(config.mqtt.report_rate_topic.as_deref(), Some("gridwatch/{site}/{sensor}/set"));
+    let refused = errors(&mqtt(r#"report_rate_topic = "gridwatch/{site}/set""#));
+    assert!(refused.iter().any(|e| e.contains("mqtt.report_rate_topic") && e.contains("{sensor}")), "{refused:?}");
+    assert!(errors(&mqtt(r#"report_rate_topic = "gridwatch/+/{sensor}/set""#)).iter().any(|e| e.contains("wildcards")));
+}
+
+#[test]
 fn the_packet_limit_is_checked_against_the_payload_limit() {
     let mqtt = |keys: &str| MINIMAL.replacen("[mqtt]\n", &format!("[mqtt]\n{keys}\n"), 1);
     let config = parse(MINIMAL).unwrap();

@@ -108,6 +108,9 @@ pub struct MqttConfig {
     pub topic_maps: Vec<TopicMapConfig>,
     /// TLS to the broker (an mqtts:// URL): never falls back to plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where a tilt box at yellow or above is asked to report faster, with `{site}` and
+    /// `{sensor}` to fill in ([`crate::report_rate`]); none: MQTT boxes are not asked.
+    pub report_rate_topic: Option<String>,
 }
 
 /// Maps a topic filter onto a sensor: `sensor` is an id or `{n}`, the n-th `+` level.

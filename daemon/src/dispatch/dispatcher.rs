@@ -48,6 +48,8 @@ pub struct DispatcherSetup {
     pub buses: Option<std::sync::Arc<crate::sources::buses::Buses>>,
     /// The rule engine's alerts (the other alerts, the daemon's own, come on `alerts`).
     pub judged: Option<Judged>,
+    /// Tilt boxes asked to report faster while their house is at yellow or above.
+    pub report_rates: Option<std::sync::Arc<crate::report_rate::ReportRates>>,
 }
 
 /// Handles alerts from `alerts` and from the rule engine until both are closed; the channels
@@ -66,6 +68,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         dispatch: setup.dispatch,
         clock: setup.clock,
         buses: setup.buses,
+        report_rates: setup.report_rates,
         building_sent: HashMap::new(),
         held_back: HeldBack::default(),
         ladders: Ladders::default(),
@@ -128,6 +131,7 @@ struct Dispatcher {
     dispatch: crate::dispatch::InForce,
     clock: crate::clock::Clock,
     buses: Option<std::sync::Arc<crate::sources::buses::Buses>>,
+    report_rates: Option<std::sync::Arc<crate::report_rate::ReportRates>>,
     /// Building -> when its last alarm went out on its own: the building's next alarms in the
     /// window after it wait and go out together.
     building_sent: HashMap<String, i64>,
@@ -235,6 +239,9 @@ impl Dispatcher {
 
     async fn handle(&mut self, mut alert: Alert) {
         let now = self.clock.now();
+        if let Some(rates) = &self.report_rates {
+            rates.follow(&alert);
+        }
         // The daemon's own alarms are stamped by the box's clock: unknown until it is set.
         if alert.kind == crate::alert::DAEMON_KIND && alert.unset_clock.is_none() && !self.clock.synchronized() {
             alert.stamped_by_unset_clock(self.clock.elapsed_ms());

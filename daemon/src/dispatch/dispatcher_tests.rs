@@ -107,6 +107,7 @@ async fn a_slow_channel_delays_neither_the_dispatcher_nor_the_other_channels() {
         handoffs,
         buses: None,
         judged: None,
+        report_rates: None,
     };
     // A queue of one: had the dispatcher waited for the slow channel, the sends below would too.
     let (alerts, received) = mpsc::channel(1);
@@ -153,6 +154,7 @@ async fn a_grouped_alarm_s_clear_waits_for_its_fired_on_every_channel() {
         handoffs,
         buses: None,
         judged: None,
+        report_rates: None,
     };
     let (alerts, received) = mpsc::channel(8);
     tokio::spawn(run_dispatcher(received, vec![queue], setup));
@@ -195,6 +197,7 @@ async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
         handoffs,
         buses: None,
         judged: None,
+        report_rates: None,
     };
     let (alerts, received) = mpsc::channel(8);
     tokio::spawn(run_dispatcher(received, vec![queue], setup));
@@ -245,6 +248,7 @@ async fn a_houses_first_alarm_goes_at_once_and_the_rest_of_the_house_together() 
         handoffs,
         buses: None,
         judged: None,
+        report_rates: None,
     };
     let (alerts, received) = mpsc::channel(8);
     tokio::spawn(run_dispatcher(received, vec![queue], setup));
@@ -283,6 +287,7 @@ async fn the_daemons_own_alarm_on_an_unset_clock_is_time_unknown_and_marked_for_
         handoffs,
         buses: None,
         judged: None,
+        report_rates: None,
     };
     let (alerts, received) = mpsc::channel(8);
     let dispatcher = tokio::spawn(run_dispatcher(received, Vec::new(), setup));

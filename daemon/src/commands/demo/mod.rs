@@ -153,6 +153,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             keep_alive: Duration::from_secs(30),
             topic_maps: Vec::new(),
             tls: None,
+            report_rate_topic: None,
         },
         sensors: sensors().into(),
         rules: RulesConfig { builtin_packs: true, paths: Vec::new(), state_save: Duration::from_secs(crate::config::STATE_SAVE_SECS.0) },

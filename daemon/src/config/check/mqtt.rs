@@ -61,6 +61,23 @@ impl Checker<'_> {
             self.error(raw.keep_alive_secs.span(), Some("mqtt.keep_alive_secs"), "must be at least 5 seconds".into());
         }
         let topic_maps = raw.topics.into_iter().filter_map(|map| self.topic_map(map, sensors)).collect();
+        let report_rate_topic = raw.report_rate_topic.and_then(|topic| {
+            let text = topic.get_ref();
+            let wrong = if !text.contains("{sensor}") {
+                Some("needs `{sensor}` (each box has a topic of its own), e.g. \"gridwatch/{site}/{sensor}/set\"")
+            } else if text.contains(['+', '#']) || text.is_empty() {
+                Some("a topic to publish on has no wildcards (`+`, `#`)")
+            } else {
+                None
+            };
+            match wrong {
+                Some(message) => {
+                    self.error(topic.span(), Some("mqtt.report_rate_topic"), message.into());
+                    None
+                }
+                None => Some(topic.into_inner()),
+            }
+        });
         MqttConfig {
             broker,
             client_id: raw.client_id,
@@ -71,6 +88,7 @@ impl Checker<'_> {
             keep_alive: Duration::from_secs(raw.keep_alive_secs.into_inner()),
             topic_maps,
             tls,
+            report_rate_topic,
         }
     }
 

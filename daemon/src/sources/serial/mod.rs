@@ -34,9 +34,20 @@ pub struct SerialOutputs {
     /// This port's bus, reported up on each reading and down when the port fails (none in
     /// `gridwatch bridge`).
     pub bus: Option<crate::sources::buses::BusHandle>,
+    /// Polled tilt boxes are asked faster while their house is at yellow or above (none in
+    /// `gridwatch bridge`).
+    pub report_rates: Option<Arc<crate::report_rate::ReportRates>>,
 }
 
 impl SerialOutputs {
+    /// How often a polled device is asked: its interval, or faster while its house is at yellow
+    /// or above ([`crate::report_rate`]).
+    pub(crate) fn poll_interval(&self, device: &crate::config::SerialDevice) -> std::time::Duration {
+        let sensor = self.sensors.sensors().get(device.sensor).map(|s| s.id.clone());
+        let faster = sensor.and_then(|id| self.report_rates.as_ref()?.every(&id));
+        faster.map_or(device.interval, |every| every.min(device.interval))
+    }
+
     /// Reports this port's bus down (the port failed, or no device on it answers).
     pub(crate) fn bus_down(&self) {
         if let Some(bus) = &self.bus {
@@ -134,6 +145,7 @@ mod tests {
             clock: booted_at_1970,
             metrics: metrics.clone(),
             bus: None,
+            report_rates: None,
         };
         assert!(outputs.emit(0, vec![("x".into(), 0.3)]).await);
         let judged = samples.try_recv().expect("the rules get it");

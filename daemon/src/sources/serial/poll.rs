@@ -107,7 +107,7 @@ pub(super) async fn run_modbus(config: &SerialConfig, port: SerialStream, output
         match outcome {
             Ok(fields) => {
                 outputs.metrics.serial_frames.get_or_create(&label.with("good")).inc();
-                schedule.done(index, device.interval, true);
+                schedule.done(index, outputs.poll_interval(device), true);
                 if !outputs.emit(device.sensor, fields).await {
                     return Ended::Shutdown;
                 }
@@ -122,7 +122,7 @@ pub(super) async fn run_modbus(config: &SerialConfig, port: SerialStream, output
                 if schedule.failures[index] < 3 {
                     tracing::warn!(port = %label.port, slave = device.slave, result, reason = %reason, "Modbus device did not answer properly");
                 }
-                schedule.done(index, device.interval, false);
+                schedule.done(index, outputs.poll_interval(device), false);
                 if schedule.failures[index] == 3 && !schedule.answered[index] {
                     let sensor = outputs.sensors.sensors().get(device.sensor).map(|s| s.id.clone()).unwrap_or_default();
                     tracing::warn!(port = %label.port, slave = device.slave, sensor = %sensor, hint = %never_answered(config, device, profile), "Modbus device has never answered since the port opened");
@@ -185,14 +185,14 @@ pub(super) async fn run_rion(config: &SerialConfig, mut port: SerialStream, outp
         match reply {
             Some(reply) => {
                 outputs.metrics.serial_frames.get_or_create(&label.with("good")).inc();
-                schedule.done(index, device.interval, true);
+                schedule.done(index, outputs.poll_interval(device), true);
                 if !outputs.emit(device.sensor, reply.fields()).await {
                     return Ended::Shutdown;
                 }
             }
             None => {
                 outputs.metrics.serial_frames.get_or_create(&label.with("no_answer")).inc();
-                schedule.done(index, device.interval, false);
+                schedule.done(index, outputs.poll_interval(device), false);
                 if schedule.all_failing() {
                     outputs.bus_down();
                 }
