@@ -189,7 +189,7 @@ fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, cloc
         Vec::new()
     });
     let (engine, _) = build_engine(rules, &config.sensors, |engine| restore_saved_state(&store, engine), &calibrations);
-    let live = Arc::new(crate::live::LiveTable::new(config.sensors.clone()));
+    let live = Arc::new(crate::live::LiveTable::new(config.sensors.clone(), clock));
     Ok(Built { store, engine, calibrations, rule_count, rule_files, live, clocks: Arc::default() })
 }
 
@@ -496,7 +496,8 @@ struct Web<'a> {
 async fn serve_web(config: &Config, listen: std::net::SocketAddr, web: Web<'_>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let Web { store, live, commands, clocks, dispatch, clock, metrics } = web;
     let sensors = config.sensors.clone();
-    let installer = crate::web::installer_api::InstallerApi { live: live.clone(), commands, sensors: sensors.clone(), clock, started_ms: clock.now(), clocks };
+    let installer =
+        crate::web::installer_api::InstallerApi { live: live.clone(), commands, sensors: sensors.clone(), clock, started_ms: clock.elapsed_ms(), clocks };
     let ledger = crate::invariants::Ledger { channels: crate::config::sink_names(&config.alerts, config.gpio.as_ref()), telemetry: config.influxdb.is_some() };
     let state = crate::web::WebState {
         time_zone: config.time_zone,
@@ -518,7 +519,7 @@ async fn serve_web(config: &Config, listen: std::net::SocketAddr, web: Web<'_>, 
         clock,
         time_zone: config.time_zone,
         token: config.board_token.clone(),
-        started_ms: clock.now(),
+        started_ms: clock.elapsed_ms(),
     };
     crate::web::serve(listen, state, Some(board), shutdown).await?;
     Ok(())

@@ -4,12 +4,13 @@
 //! (for `gridwatch calibrate`). The HTTP endpoint reads the latest values; the pipeline takes the
 //! filled hours out for the store.
 //!
-//! Memory stays small and bounded: one 32-byte slot per sensor; one 32-byte entry per field it
+//! Memory stays small and bounded: one 40-byte slot per sensor; one 32-byte entry per field it
 //! sends, with its latest value and its readings in the current hour (field names kept once);
 //! and per tilt box at most [`RECENT`] angle pairs, one kept every [`RECENT_SPACING_SECS`] (so at
 //! least the last 32 minutes). The latest values and the trend share one list per sensor because
 //! they are kept for the same fields.
 
+use crate::clock::Clock;
 use crate::config::SensorConfig;
 use crate::field_names::FieldNames;
 use crate::store::TrendRow;
@@ -27,7 +28,13 @@ pub const RECENT_SPACING_SECS: i64 = 30;
 /// One sensor's latest reading.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Latest {
+    /// When it was taken (the device's time, or this box's).
     pub at_ms: Option<Millis>,
+    /// When it arrived, on the daemon's elapsed time ([`Clock::elapsed_ms`]): whether a sensor
+    /// is silent is judged on it, so neither a box clock that is not set yet nor a device's own
+    /// clock makes a reporting sensor look silent, or a silent one look well.
+    #[serde(skip)]
+    pub heard_ms: Option<Millis>,
     pub fields: Vec<(String, f64)>,
 }
 
@@ -43,12 +50,14 @@ struct FieldEntry {
     in_latest: bool,
 }
 
-/// 32 bytes per sensor before its first reading.
+/// 40 bytes per sensor before its first reading.
 #[derive(Debug)]
 struct Slot {
     /// When the latest reading was taken; [`NEVER`] before the first. Its hour is the hour the
     /// fields' accumulators are filling.
     at_ms: Millis,
+    /// When it arrived, on the daemon's elapsed time; [`NEVER`] before the first.
+    heard_ms: Millis,
     /// Every field the sensor has sent, in the order it first sent them (a sensor sends the same
     /// fields every time, so the list is written in place, not grown).
     fields: Box<[FieldEntry]>,
@@ -61,7 +70,7 @@ const NEVER: Millis = Millis::MIN;
 
 impl Default for Slot {
     fn default() -> Slot {
-        Slot { at_ms: NEVER, fields: Box::default(), recent: None }
+        Slot { at_ms: NEVER, heard_ms: NEVER, fields: Box::default(), recent: None }
     }
 }
 
@@ -110,13 +119,16 @@ struct Table {
 #[derive(Debug)]
 pub struct LiveTable {
     table: Mutex<Table>,
+    /// Stamps each reading's arrival ([`Latest::heard_ms`]).
+    clock: Clock,
 }
 
 impl LiveTable {
-    pub fn new(inventory: Arc<[SensorConfig]>) -> LiveTable {
+    pub fn new(inventory: Arc<[SensorConfig]>, clock: Clock) -> LiveTable {
         let slots = (0..inventory.len()).map(|_| Slot::default()).collect();
         LiveTable {
             table: Mutex::new(Table { inventory, names: FieldNames::default(), slots, finished: Vec::new(), last_flush: None, cursor: 0, scratch: Vec::new() }),
+            clock,
         }
     }
 
@@ -127,6 +139,7 @@ impl LiveTable {
     /// Records a reading of sensor `index` taken at `at`; its finite values count in the hourly
     /// trend when `in_trend` (a reading whose clock is not trusted does not).
     pub fn record(&self, index: usize, at: Millis, fields: &[(String, f64)], in_trend: bool) {
+        let heard = self.clock.elapsed_ms();
         let mut table = self.lock();
         let Table { inventory, names, slots, finished, scratch, .. } = &mut *table;
         let Some(slot) = slots.get_mut(index) else { return };
@@ -140,6 +153,7 @@ impl LiveTable {
             }
         }
         slot.at_ms = at;
+        slot.heard_ms = heard;
         scratch.clear();
         scratch.extend(fields.iter().filter_map(|(name, value)| Some((names.index(name)?, *value))));
         slot.add_fields(scratch);
@@ -173,7 +187,15 @@ impl LiveTable {
         let table = self.lock();
         let named =
             |slot: &Slot| slot.fields.iter().filter(|entry| entry.in_latest).map(|entry| (table.names.name(entry.field).to_string(), entry.latest)).collect();
-        table.slots.iter().map(|slot| Latest { at_ms: (slot.at_ms != NEVER).then_some(slot.at_ms), fields: named(slot) }).collect()
+        table
+            .slots
+            .iter()
+            .map(|slot| Latest {
+                at_ms: (slot.at_ms != NEVER).then_some(slot.at_ms),
+                heard_ms: (slot.heard_ms != NEVER).then_some(slot.heard_ms),
+                fields: named(slot),
+            })
+            .collect()
     }
 
     /// The median x and y of a tilt box over the `window_ms` before `now`, with how many readings
@@ -240,7 +262,7 @@ mod tests {
     const HOUR_MS: Millis = 3_600_000;
 
     fn boxes(count: usize) -> LiveTable {
-        LiveTable::new((0..count).map(|i| SensorConfig::test_tilt(&format!("s{i}"), "north-lane")).collect())
+        LiveTable::new((0..count).map(|i| SensorConfig::test_tilt(&format!("s{i}"), "north-lane")).collect(), Clock::System)
     }
 
     fn reading(x: f64, y: f64) -> Vec<(String, f64)> {
@@ -271,7 +293,7 @@ mod tests {
         let recent = table.slots[0].recent.as_deref().unwrap();
         assert_eq!(recent.len(), RECENT);
         assert_eq!(recent[1].0 - recent[0].0, RECENT_SPACING_SECS);
-        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        assert_eq!(std::mem::size_of::<Slot>(), 40);
         assert_eq!(std::mem::size_of::<FieldEntry>(), 32);
     }
 

@@ -63,9 +63,9 @@ fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook_port: u1
     let flag = dir.join("synchronized");
     let config = format!(
         "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-clock-{http_port}\"\n\
-         [[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-5\"\n\
+         [[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-5\"\ninterval_secs = 2\n\
          [[sensor]]\nid = \"canal-03\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-5\"\n\
-         [[sensor]]\nid = \"canal-04\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-5\"\n\
+         [[sensor]]\nid = \"canal-04\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-5\"\ninterval_secs = 2\n\
          [ingest]\nclock_synchronized = \"{}\"\n\
          [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n[[alerts.webhook]]\nname = \"office\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"{LINK_SECRET}\"\nlink_valid_hours = 1\n\
@@ -148,6 +148,10 @@ async fn clock_stepped_mid_run(faked: &str) {
     // The silent sensor raises no-data; its reporting neighbours do not.
     let silent = wait_for(15 * SECOND, || async { no_data_of(&receiver, "canal-03") == 1 }).await;
     assert!(silent, "a sensor that went silent raised nothing: {:?}", receiver.bodies());
+    // Nor does /healthz call them silent (every 2 s is their interval), whatever the box clock
+    // says against their own times.
+    let health = reqwest::get(format!("http://127.0.0.1:{http_port}/healthz")).await.unwrap().text().await.unwrap();
+    assert!(!health.contains("canal-02") && !health.contains("canal-04"), "sensors reporting on time named silent: {health}");
 
     // The ladder runs; then the clock steps to the true time.
     assert!(wait_for(10 * SECOND, || async { !bodies(&receiver, "reminder").is_empty() }).await, "no reminder: {:?}", daemon.stderr());

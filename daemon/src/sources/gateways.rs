@@ -17,19 +17,22 @@ use tokio_util::sync::CancellationToken;
 /// How often the gateways are looked at.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
-/// When the boxes at `positions` were last heard from, if every one of them is overdue at `now`
-/// (a box never heard counts from `started_ms`): the latest of their last readings.
+/// Whether every box at `positions` is overdue at elapsed time `now` (their readings' arrival on
+/// the daemon's elapsed time, [`crate::live::Latest::heard_ms`]; a box never heard counts from
+/// the start, elapsed 0): then the time of their latest reading, for people (`started_ms`, the
+/// wall clock at start, when none was ever heard). Judged on arrival, a box clock not set yet
+/// neither makes every gateway down at once (ahead of the devices) nor hides a dead one (behind).
 pub fn all_silent(sensors: &[SensorConfig], latest: &[crate::live::Latest], positions: &[usize], started_ms: i64, now: i64) -> Option<i64> {
-    let mut last_heard = i64::MIN;
+    let mut last_reading = None;
     for &position in positions {
         let interval = i64::try_from(sensors.get(position)?.interval.as_millis()).unwrap_or(i64::MAX / 2);
-        let heard = latest.get(position).and_then(|l| l.at_ms).unwrap_or(started_ms);
-        if now - heard <= interval {
+        let seen = latest.get(position);
+        if now - seen.and_then(|l| l.heard_ms).unwrap_or(0) <= interval {
             return None;
         }
-        last_heard = last_heard.max(heard);
+        last_reading = last_reading.max(seen.and_then(|l| l.at_ms));
     }
-    Some(last_heard)
+    Some(last_reading.unwrap_or(started_ms))
 }
 
 /// Marks each gateway down or up every second until `shutdown`.
@@ -45,7 +48,7 @@ pub async fn watch(buses: Arc<Buses>, live: Arc<LiveTable>, sensors: Arc<[Sensor
             _ = shutdown.cancelled() => return,
             _ = look.tick() => {}
         }
-        let now = clock.now();
+        let now = clock.elapsed_ms();
         let latest = live.latest();
         for (gateway, positions) in &gateways {
             match all_silent(&sensors, &latest, positions, started_ms, now) {
@@ -68,8 +71,9 @@ mod tests {
         sensor
     }
 
+    /// A box heard at elapsed `at_ms`, its reading stamped then.
     fn heard(at_ms: i64) -> Latest {
-        Latest { at_ms: Some(at_ms), fields: Vec::new() }
+        Latest { at_ms: Some(at_ms), heard_ms: Some(at_ms), fields: Vec::new() }
     }
 
     #[test]
@@ -79,6 +83,11 @@ mod tests {
         assert_eq!(all_silent(&sensors, &[heard(0), heard(30_000)], &[0, 1], 0, 80_000), None, "b reported 50 s ago");
         assert_eq!(all_silent(&sensors, &[heard(0), heard(30_000)], &[0, 1], 0, 91_000), Some(30_000), "both overdue: last heard from b");
         assert_eq!(all_silent(&sensors, &[Latest::default(), heard(30_000)], &[0, 1], 10_000, 91_000), Some(30_000), "a box never heard counts from the start");
+        assert_eq!(all_silent(&sensors, &[Latest::default(), Latest::default()], &[0, 1], 10_000, 59_000), None, "not yet overdue since the start");
+        assert_eq!(all_silent(&sensors, &[Latest::default(), Latest::default()], &[0, 1], 10_000, 61_000), Some(10_000), "never heard: since the start");
+        // A box clock three days ahead of the devices, readings arriving on time: up.
+        let ahead = |elapsed: i64| Latest { at_ms: Some(elapsed - 3 * 86_400_000), heard_ms: Some(elapsed), fields: Vec::new() };
+        assert_eq!(all_silent(&sensors, &[ahead(30_000), ahead(40_000)], &[0, 1], 10_000, 80_000), None, "judged on arrival, not on the readings' own times");
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub struct Board {
     pub time_zone: chrono_tz::Tz,
     /// `[board] token`: when set, the page and its stream need `?token=` with it.
     pub token: Option<String>,
-    /// When the daemon started: a sensor not yet heard is silent only after its grace.
+    /// When the daemon started, on its elapsed time: a sensor not yet heard is silent only after
+    /// its grace.
     pub started_ms: i64,
 }
 
@@ -115,16 +116,18 @@ fn points(board: &Board) -> Vec<Point> {
 
 /// A status letter per sensor: r o y b (the worst open incident's colour), s (silent), g (well),
 /// n (not heard yet).
-fn sensor_status(board: &Board, open: &[IncidentRow], now: i64) -> Vec<u8> {
+fn sensor_status(board: &Board, open: &[IncidentRow]) -> Vec<u8> {
     let index: HashMap<&str, usize> = board.sensors.iter().enumerate().map(|(i, s)| (&*s.id, i)).collect();
     let latest = board.live.as_ref().map(|live| live.latest()).unwrap_or_default();
+    // Silence on elapsed time: a box clock not set yet (or a device's own clock) says nothing.
+    let now = board.clock.elapsed_ms();
     let mut status: Vec<u8> = board
         .sensors
         .iter()
         .enumerate()
         .map(|(i, sensor)| {
             let limit = i64::try_from(sensor.interval.as_millis()).unwrap_or(i64::MAX / 4).saturating_mul(SILENT_AFTER_INTERVALS);
-            match latest.get(i).and_then(|l| l.at_ms) {
+            match latest.get(i).and_then(|l| l.heard_ms) {
                 Some(at) if now - at <= limit => b'g',
                 Some(_) => b's',
                 None if now - board.started_ms > limit => b's',
@@ -342,7 +345,7 @@ impl Watcher {
         let zone = board.time_zone;
         let mut open: Vec<IncidentRow> = board.store.incidents(false).unwrap_or_default();
         open.retain(|r| r.state != "resolved");
-        let status = point_status(&self.points, &sensor_status(&board, &open, now));
+        let status = point_status(&self.points, &sensor_status(&board, &open));
         self.known.retain(|id, _| open.iter().any(|r| r.id == *id));
         for row in &open {
             if self.known.get(&row.id).is_none_or(|k| k.updated_ms != row.updated_ms) {

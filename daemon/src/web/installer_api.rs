@@ -29,7 +29,8 @@ pub struct InstallerApi {
     pub commands: mpsc::Sender<Command>,
     pub sensors: Arc<[SensorConfig]>,
     pub clock: Clock,
-    /// When the daemon started (a sensor not heard since is silent only after its grace).
+    /// When the daemon started, on its elapsed time (a sensor not heard since is silent only
+    /// after its grace).
     pub started_ms: i64,
     /// Sensors whose clocks are off (refused as ahead, or re-anchored), for `/healthz`.
     pub clocks: Arc<crate::sensor_clocks::SensorClocks>,
@@ -42,13 +43,14 @@ impl InstallerApi {
     /// Sensors that have sent nothing for more than three report intervals (counting from the
     /// start for those not heard since).
     pub fn silent_sensors(&self) -> Vec<String> {
-        let now = self.clock.now();
+        // On elapsed time: a box clock not set yet (or a device's own clock) says nothing here.
+        let now = self.clock.elapsed_ms();
         self.sensors
             .iter()
             .zip(self.live.latest())
             .filter(|(sensor, latest)| {
                 let limit = i64::try_from(sensor.interval.as_millis()).unwrap_or(i64::MAX / 4).saturating_mul(SILENT_AFTER_INTERVALS);
-                now - latest.at_ms.unwrap_or(self.started_ms) > limit
+                now - latest.heard_ms.unwrap_or(self.started_ms) > limit
             })
             .map(|(sensor, _)| sensor.id.to_string())
             .collect()
