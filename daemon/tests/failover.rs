@@ -162,3 +162,42 @@ async fn the_clear_of_an_alarm_handed_over_goes_where_the_alarm_went() {
     assert_eq!(counts(sink(&accounts, "office")), [2, 0, 2, 0], "{accounts}");
     assert_eq!(counts(sink(&accounts, "backup")), [2, 2, 0, 0], "{accounts}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_robot_s_alarm_and_its_clear_both_reach_the_phone_by_sms() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let (robot_url, _robot_calls) = throttled_robot().await;
+    let gateway = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let config = format!(
+        "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-failover-sms-{http_port}\"\n\n\
+         [[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-3\"\n\n\
+         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\n\n\
+         [[alerts.dingtalk]]\nname = \"grid-3-robot\"\nurl = \"{robot_url}\"\n\n\
+         [[alerts.sms]]\nname = \"sms\"\nurl = \"{}\"\nbody = '{{\"phone\": \"{{phone}}\", \"msg\": \"{{message}}\"}}'\n\n\
+         [alerts.failover]\ngrid-3-robot = \"sms\"\n\n[dispatch]\nroster = \"roster.toml\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        mosquitto.url(),
+        gateway.url()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    // The grid's channel is the robot; the SMS gateway takes only what the robot hands over.
+    std::fs::write(
+        dir.path().join("roster.toml"),
+        "[[grid]]\nid = \"grid-3\"\nchannels = [\"grid-3-robot\"]\n\n[[member]]\nid = \"wang\"\nname = \"王芳\"\nrole = \"worker\"\nphone = \"13800000001\"\ngrids = [\"grid-3\"]\n\n\
+         [[shift]]\nmember = \"wang\"\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\nfrom = \"00:00\"\nto = \"00:00\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n").unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    mosquitto.publish(TOPIC, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    assert!(wait_for(20 * SECOND, || async { !gateway.bodies().is_empty() }).await, "the alarm was not texted: {:?}", daemon.stderr());
+    mosquitto.publish(TOPIC, &format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+    let cleared = wait_for(20 * SECOND, || async { gateway.bodies().len() >= 2 }).await;
+    let texts: Vec<String> = gateway.bodies().iter().map(|b| format!("{} {}", b["phone"].as_str().unwrap(), b["msg"].as_str().unwrap())).collect();
+    assert!(cleared, "the phone that got the alarm never heard it was over: {texts:?} {:?}", daemon.stderr());
+    assert!(texts[0].starts_with("13800000001 【") && texts[0].contains("#1"), "{texts:?}");
+    assert!(texts[1].starts_with("13800000001 【已恢复】#1 "), "{texts:?}");
+}

@@ -135,7 +135,11 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
     // canal-01 back to normal.
     let cleared_at = now_ms();
     mosquitto.publish(&topic("canal-01"), &format!(r#"{{"do": 7.2, "ts": {cleared_at}}}"#)).unwrap();
-    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == 3 && dingtalk.bodies().len() == 3 }).await, "{:?}", daemon.stderr());
+    assert!(
+        wait_for(10 * SECOND, || async { wecom.bodies().len() == 3 && dingtalk.bodies().len() == 3 && sms.bodies().len() == 3 }).await,
+        "{:?}",
+        daemon.stderr()
+    );
 
     let wecom = wecom.bodies();
     let (fired_time, grouped_time, cleared_time) = (china(fired_at), china(grouped_at), china(cleared_at));
@@ -179,7 +183,7 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
 
     // SMS: the number, the short sentence, what to do, the time and the short link; one for the house.
     let sms: Vec<String> = sms.bodies().iter().map(|b| format!("{} {}", b["phone"].as_str().unwrap(), b["msg"].as_str().unwrap())).collect();
-    assert_eq!(sms.len(), 2, "{sms:?}");
+    assert_eq!(sms.len(), 3, "{sms:?}");
     check(
         &sms[0],
         format!(
@@ -187,6 +191,8 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
         ),
     );
     check(&sms[1], format!("13800000001 【橙色预警】#2 #3 北巷社区 7号楼（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警（本楼共2条） 请尽快到场查看。 {grouped_time} 处理：http://BOX/i/2.…"));
+    // The clear names nobody; it goes to the phone that was texted the alarm, and says so.
+    check(&sms[2], format!("13800000001 【已恢复】#1 北巷社区 7号楼（canal-01）水质已恢复正常，当前7.2 mg/L 数值已回落，但仍需到场核实后办结。 {cleared_time} 处理：http://BOX/i/1.…"));
 
     // Every link opens its incident, with times in China time.
     for link in &all_links {

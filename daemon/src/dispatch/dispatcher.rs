@@ -239,6 +239,7 @@ impl Dispatcher {
 
     async fn handle(&mut self, mut alert: Alert) {
         let now = self.clock.now();
+        let received = self.clock.elapsed_ms();
         if let Some(rates) = &self.report_rates {
             rates.follow(&alert);
         }
@@ -339,7 +340,7 @@ impl Dispatcher {
                 if alert.event == Event::Fired {
                     self.ladders.unrecorded_alarms.insert(key);
                     if let Some((grid, armed_ms, first_due_ms)) = in_memory_ladder {
-                        self.arm_in_memory(&alert, grid, armed_ms, first_due_ms - armed_ms);
+                        self.arm_in_memory(&alert, grid, (armed_ms, received), first_due_ms - armed_ms);
                     }
                 }
                 let mut alert = alert;
@@ -561,15 +562,18 @@ impl Dispatcher {
     /// An alarm the store could not record gets its escalation ladder here, in memory.
     /// `armed_ms` is the time the store would have armed it at (a write that lands after all
     /// armed it so, see [`Dispatcher::hand_over_ladder`]).
-    fn arm_in_memory(&mut self, alert: &Alert, grid: Option<String>, armed_ms: i64, first_due_age_ms: i64) {
+    /// `armed`: the wall time of the alarm and its elapsed time when the dispatcher took it.
+    fn arm_in_memory(&mut self, alert: &Alert, grid: Option<String>, (armed_ms, received): (i64, i64), first_due_age_ms: i64) {
         self.ladders.next_in_memory_id -= 1;
         let ladder = crate::store::DueEscalation {
             incident_id: self.ladders.next_in_memory_id,
             grid,
             armed_ms,
-            // Its first look adds the time since the look before the alarm (the store's answer, or
-            // its failure, may have taken seconds).
-            age_ms: 0,
+            // Its first look adds the time since the look before; so it starts that much below 0
+            // less the time since the alarm came (the store's answer, or its failure, may have
+            // taken seconds): it is as old as the alarm at every look, never older (a step came
+            // up to a second early).
+            age_ms: self.ladders.last_look.map_or(0, |last_look| (last_look - received).min(0)),
             aged_at_ms: None,
             next_due_age_ms: first_due_age_ms,
             progress: Default::default(),

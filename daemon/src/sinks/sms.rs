@@ -18,7 +18,7 @@
 
 use super::text::{self, Wording};
 use super::Sink;
-use crate::alert::Alert;
+use crate::alert::{Alert, Event};
 use crate::config::SmsConfig;
 use crate::store::{SmsProgress, Store};
 use anyhow::Context;
@@ -152,20 +152,23 @@ impl SmsSink {
                 }
                 *made += 1;
             }
-            // Every phone at once: a gateway that hangs on one phone holds up no other.
-            let answers =
-                futures::future::join_all(pending.iter().map(|(phone, _, _)| post(&self.client, &self.config, body(&self.config, phone, message)))).await;
+            // Every phone at once, each marked sent as soon as the gateway took it: a gateway
+            // that hangs on one phone holds up no other, and a power cut while it hangs does not
+            // lose the others' sends (they were texted again after the restart; an outside tester).
+            let answers = futures::future::join_all(pending.iter().map(|(phone, _, _)| async move {
+                let answer = post(&self.client, &self.config, body(&self.config, phone, message)).await;
+                if answer.is_ok() && !event_ids.is_empty() {
+                    if let Err(error) = self.store.mark_sms_sent(&self.config.name, phone, event_ids.to_vec()).await {
+                        self.store.report_failure("recording an SMS sent", &error);
+                    }
+                }
+                answer
+            }))
+            .await;
             let mut sent = Vec::new();
             for ((phone, made, last_error), answer) in pending.iter_mut().zip(answers) {
                 match answer {
-                    Ok(()) => {
-                        if !event_ids.is_empty() {
-                            if let Err(error) = self.store.mark_sms_sent(&self.config.name, phone, event_ids.to_vec()).await {
-                                self.store.report_failure("recording an SMS sent", &error);
-                            }
-                        }
-                        sent.push(phone.clone());
-                    }
+                    Ok(()) => sent.push(phone.clone()),
                     Err(error) => {
                         tracing::warn!(sink = %self.config.name, phone = %phone, attempt = *made, error = %format!("{error:#}"), "SMS attempt failed");
                         *last_error = format!("{error:#}");
@@ -303,11 +306,15 @@ pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
     }
     let at = super::text::shown_time(first, wording);
     let house = first.building.is_some();
+    let cleared = first.event == Event::Cleared;
+    let zh_level = if cleared { "已恢复".to_string() } else { text::level(first, wording) };
     let (level, more, act) = match (wording.chinese, house) {
-        (true, true) => (format!("【{}】", text::level(first, wording)), format!("（本楼共{}条）", alerts.len()), "处理："),
-        (true, false) => (format!("【{}】", text::level(first, wording)), format!("（共{}条）", alerts.len()), "处理："),
-        (false, true) => (format!("[{}] ", first.severity), format!(" ({} alerts in this house)", alerts.len()), "Act: "),
-        (false, false) => (format!("[{}] ", first.severity), format!(" ({} alerts)", alerts.len()), "Act: "),
+        (true, true) => (format!("【{zh_level}】"), format!("（本楼共{}条）", alerts.len()), "处理："),
+        (true, false) => (format!("【{zh_level}】"), format!("（共{}条）", alerts.len()), "处理："),
+        (false, true) => {
+            (if cleared { "[back to normal] ".into() } else { format!("[{}] ", first.severity) }, format!(" ({} alerts in this house)", alerts.len()), "Act: ")
+        }
+        (false, false) => (if cleared { "[back to normal] ".into() } else { format!("[{}] ", first.severity) }, format!(" ({} alerts)", alerts.len()), "Act: "),
     };
     let more = if alerts.len() > 1 { more } else { String::new() };
     let mut parts = vec![
@@ -349,10 +356,28 @@ impl Sink for SmsSink {
         self.deliver_many(&[alert]).await
     }
 
-    /// One SMS per house and phone.
+    /// One SMS per house and phone. A clear names nobody: it goes to the phones this channel
+    /// texted about its incident (the phones that got the alarm hear it is over, also when the
+    /// alarm came here as a failover), and to nobody else.
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
+        let names_nobody = |alert: &Alert| alert.event == Event::Cleared && alert.mentions.is_empty();
+        let mut clears: Vec<Alert> = Vec::new();
+        for alert in alerts.iter().copied().filter(|a| names_nobody(a)) {
+            let Some(incident) = alert.incident_id else { continue };
+            let phones = match self.store.sms_phones_told(&self.config.name, incident).await {
+                Ok(phones) => phones,
+                Err(error) => {
+                    self.store.report_failure("reading who was texted about an incident (its clear is not texted)", &error);
+                    Vec::new()
+                }
+            };
+            if !phones.is_empty() {
+                clears.push(Alert { mentions: phones, ..alert.clone() });
+            }
+        }
         let mut houses: Vec<House<'_>> = Vec::new();
-        for alert in alerts.iter().copied().filter(|a| self.config.severities.iter().any(|s| s == a.severity.as_str()) && !a.mentions.is_empty()) {
+        let named = alerts.iter().copied().filter(|a| !names_nobody(a)).chain(clears.iter());
+        for alert in named.filter(|a| self.config.severities.iter().any(|s| s == a.severity.as_str()) && !a.mentions.is_empty()) {
             let key = (alert.site.clone(), alert.building.clone().or_else(|| Some(alert.sensor.clone())));
             match houses.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, group)) => group.push(alert),
@@ -562,5 +587,42 @@ mod tests {
             (1, ATTEMPTS as usize, 1),
             "no phone got a second copy and the failing one no fifth attempt"
         );
+    }
+
+    #[tokio::test]
+    async fn a_phone_the_gateway_took_is_recorded_at_once_while_another_phone_hangs() {
+        let state = tempfile::tempdir().unwrap();
+        // 200 at once to phone 1; phone 2's request is never answered.
+        let app = axum::Router::new().route(
+            "/send",
+            axum::routing::post(|axum::Json(body): axum::Json<serde_json::Value>| async move {
+                if body["phone"] == "13800000002" {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                axum::http::StatusCode::OK
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let url = format!("http://{}/send", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let mut alert = house_alarm("house-07", 12);
+        alert.event_id = Some(41);
+        alert.mentions = vec!["13800000001".into(), "13800000002".into()];
+        let mut sending = sink(&url, &state);
+        let hanging = tokio::spawn(async move { sending.deliver(&alert).await });
+        let store = Store::open(state.path()).unwrap();
+        let recorded = async {
+            for _ in 0..100 {
+                if store.sms_progress("sms", "13800000001", vec![41]).await.unwrap().sent {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        };
+        assert!(recorded.await, "phone 1's SMS is recorded while phone 2's request still hangs");
+        // A power cut now loses nothing of phone 1's.
+        hanging.abort();
+        assert!(!store.sms_progress("sms", "13800000002", vec![41]).await.unwrap().sent);
     }
 }

@@ -39,6 +39,22 @@ impl Store {
         .await
     }
 
+    /// The phones channel `sink` texted about incident `incident_id` (its clear goes to them).
+    pub async fn sms_phones_told(&self, sink: &str, incident_id: i64) -> anyhow::Result<Vec<String>> {
+        let sink = sink.to_string();
+        self.with_conn(move |conn| {
+            let phones = conn
+                .prepare_cached(
+                    "SELECT DISTINCT s.phone FROM sms_sends s JOIN alert_events a ON a.id = s.event_id
+                     WHERE s.sink = ?1 AND s.sent = 1 AND json_extract(a.payload, '$.incident_id') = ?2 ORDER BY s.phone",
+                )?
+                .query_map(params![sink, incident_id], |row| row.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(phones)
+        })
+        .await
+    }
+
     /// Counts an attempt at sending `event_ids` to `phone`, before it is made.
     pub async fn count_sms_attempt(&self, sink: &str, phone: &str, event_ids: Vec<i64>) -> anyhow::Result<()> {
         self.record_sms(sink, phone, event_ids, "attempts = attempts + 1", 1, false).await
