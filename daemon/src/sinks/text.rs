@@ -165,7 +165,9 @@ pub fn sentence(alert: &Alert, wording: Wording) -> String {
         };
     }
     let language = if wording.chinese { "zh" } else { "en" };
-    match alert.messages.get(language) {
+    // A rule without a message has its title as its English one: that names no place, and a
+    // worker could not tell the houses of a digest apart.
+    match alert.messages.get(language).filter(|message| **message != alert.title) {
         Some(message) => message.clone(),
         None if wording.chinese && alert.audience == Audience::Installer => format!("{}设备异常，请安装人员检查", place(alert, true)),
         None if wording.chinese => format!("{}{}{shown}，{}", place(alert, true), what_zh(alert), severity_zh(alert.severity)),
@@ -367,6 +369,16 @@ mod tests {
     fn incident(mut alert: Alert, id: i64) -> Alert {
         (alert.incident_id, alert.link) = (Some(id), Some(format!("http://10.8.0.5:9181/incident/{id}?exp=1&sig=ab")));
         alert
+    }
+
+    #[test]
+    fn a_rule_without_a_message_still_names_the_house_in_english() {
+        let mut alert = sample_alert("fired", 3.0);
+        alert.messages = std::collections::BTreeMap::from([("en".to_string(), alert.title.clone())]);
+        let en = Wording { chinese: false, time_zone: chrono_tz::Asia::Shanghai };
+        assert_eq!(sentence(&alert, en), "house-07, north-lane B7: Wall tilt past 7‰ (red) (3.00°)");
+        alert.messages.insert("en".into(), "B7 leans".into());
+        assert_eq!(sentence(&alert, en), "B7 leans", "a rule's own message as it is");
     }
 
     #[test]
