@@ -155,11 +155,20 @@ pub fn spawn_commands(config: &MqttConfig, template: String, mut changes: mpsc::
                 }
             }
         });
-        while let Some(change) = changes.recv().await {
-            let topic = command_topic(&template, &change.tilt_box);
-            let payload = serde_json::json!({ "report_every_secs": change.every.as_secs() }).to_string();
-            if let Err(error) = client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, true, payload).await {
-                tracing::error!(topic = %topic, error = %error, "report-rate command not published");
+        while let Some(first) = changes.recv().await {
+            // What queued up meanwhile: only each box's latest goes out (one reading that clears
+            // two rules asked 600 and then 3600 within a second).
+            let mut latest: Vec<RateChange> = vec![first];
+            while let Ok(change) = changes.try_recv() {
+                latest.retain(|queued| queued.tilt_box != change.tilt_box);
+                latest.push(change);
+            }
+            for change in latest {
+                let topic = command_topic(&template, &change.tilt_box);
+                let payload = serde_json::json!({ "report_every_secs": change.every.as_secs() }).to_string();
+                if let Err(error) = client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, true, payload).await {
+                    tracing::error!(topic = %topic, error = %error, "report-rate command not published");
+                }
             }
         }
         let _ = client.disconnect().await;

@@ -73,6 +73,12 @@ fn a_report_rate_topic_names_each_box_and_has_no_wildcard() {
     let refused = errors(&mqtt(r#"report_rate_topic = "gridwatch/{site}/set""#));
     assert!(refused.iter().any(|e| e.contains("mqtt.report_rate_topic") && e.contains("{sensor}")), "{refused:?}");
     assert!(errors(&mqtt(r#"report_rate_topic = "gridwatch/+/{sensor}/set""#)).iter().any(|e| e.contains("wildcards")));
+    for (template, says) in
+        [("gridwatch/{site}/{sensor}/telemetry", "reads readings from"), ("gridwatch/{building}/{sensor}/set", "placeholders"), ("$SYS/{sensor}", "system")]
+    {
+        let refused = errors(&mqtt(&format!("report_rate_topic = \"{template}\"")));
+        assert!(refused.iter().any(|e| e.contains("mqtt.report_rate_topic") && e.contains(says)), "{template}: {refused:?}");
+    }
 }
 
 #[test]

@@ -357,8 +357,8 @@ impl Sink for SmsSink {
     }
 
     /// One SMS per house and phone. A clear names nobody: it goes to the phones this channel
-    /// texted about its incident (the phones that got the alarm hear it is over, also when the
-    /// alarm came here as a failover), and to nobody else.
+    /// texted about its incident, whatever its severity (the phones that got the alarm hear it is
+    /// over, also when the alarm came here as a failover), and to nobody else.
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         let names_nobody = |alert: &Alert| alert.event == Event::Cleared && alert.mentions.is_empty();
         let mut clears: Vec<Alert> = Vec::new();
@@ -376,8 +376,11 @@ impl Sink for SmsSink {
             }
         }
         let mut houses: Vec<House<'_>> = Vec::new();
-        let named = alerts.iter().copied().filter(|a| !names_nobody(a)).chain(clears.iter());
-        for alert in named.filter(|a| self.config.severities.iter().any(|s| s == a.severity.as_str()) && !a.mentions.is_empty()) {
+        // A clear goes to whoever was texted, whatever severity the incident ended at (an alarm
+        // that fell back to a warning before it cleared still owes its phones the clear).
+        let texted =
+            alerts.iter().copied().filter(|a| !names_nobody(a) && self.config.severities.iter().any(|s| s == a.severity.as_str()) && !a.mentions.is_empty());
+        for alert in texted.chain(clears.iter()) {
             let key = (alert.site.clone(), alert.building.clone().or_else(|| Some(alert.sensor.clone())));
             match houses.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, group)) => group.push(alert),
@@ -624,5 +627,34 @@ mod tests {
         // A power cut now loses nothing of phone 1's.
         hanging.abort();
         assert!(!store.sms_progress("sms", "13800000002", vec![41]).await.unwrap().sent);
+    }
+
+    #[tokio::test]
+    async fn a_clear_goes_to_the_phones_texted_about_its_incident_whatever_its_last_severity() {
+        let state = tempfile::tempdir().unwrap();
+        let (url, seen) = gateway("none").await;
+        let mut sink = sink(&url, &state);
+        let store = Store::open(state.path()).unwrap();
+        let journaled = |alert: Alert| {
+            let store = store.clone();
+            async move {
+                let id = store.record_alert_to(&alert, Vec::new(), None).await.unwrap();
+                Alert { event_id: Some(id), ..alert }
+            }
+        };
+        // The alarm of incident #12 is texted to phone 1; phone 2 is texted about #13 only.
+        let alarm = journaled(house_alarm("house-07", 12)).await;
+        sink.deliver(&alarm).await.unwrap();
+        let mut other = house_alarm("house-08", 13);
+        (other.mentions, other.building) = (vec!["13800000002".into()], Some("B9".into()));
+        sink.deliver(&journaled(other).await).await.unwrap();
+        // #12 fell back to a warning (not texted) before it cleared; the clear names nobody.
+        let mut clear = house_alarm("house-07", 12);
+        (clear.event, clear.severity, clear.mentions) = (Event::Cleared, gridwatch_rules::Severity::Warning, Vec::new());
+        sink.deliver(&journaled(clear).await).await.unwrap();
+        let seen = seen.lock().unwrap();
+        let texts: Vec<String> = seen.iter().map(|b| format!("{} {}", b["phone"].as_str().unwrap(), b["params"]["msg"].as_str().unwrap())).collect();
+        assert_eq!(texts.len(), 3, "{texts:?}");
+        assert!(texts[2].starts_with("13800000001 【已恢复】#12 "), "only the phone texted about #12 hears it is over: {texts:?}");
     }
 }

@@ -19,20 +19,20 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether every box at `positions` is overdue at elapsed time `now` (their readings' arrival on
 /// the daemon's elapsed time, [`crate::live::Latest::heard_ms`]; a box never heard counts from
-/// the start, elapsed 0): then the time of their latest reading, for people (`started_ms`, the
-/// wall clock at start, when none was ever heard). Judged on arrival, a box clock not set yet
-/// neither makes every gateway down at once (ahead of the devices) nor hides a dead one (behind).
-pub fn all_silent(sensors: &[SensorConfig], latest: &[crate::live::Latest], positions: &[usize], started_ms: i64, now: i64) -> Option<i64> {
-    let mut last_reading = None;
+/// the start, elapsed 0): then when the last of them arrived, on elapsed time. Judged on arrival,
+/// neither a box clock that is not set nor the devices' own clocks make a gateway down at once
+/// (the box ahead of the devices), hide a dead one (behind), or lengthen its silence.
+pub fn all_silent(sensors: &[SensorConfig], latest: &[crate::live::Latest], positions: &[usize], now: i64) -> Option<i64> {
+    let mut last_arrival = 0;
     for &position in positions {
         let interval = i64::try_from(sensors.get(position)?.interval.as_millis()).unwrap_or(i64::MAX / 2);
-        let seen = latest.get(position);
-        if now - seen.and_then(|l| l.heard_ms).unwrap_or(0) <= interval {
+        let heard = latest.get(position).and_then(|l| l.heard_ms).unwrap_or(0);
+        if now - heard <= interval {
             return None;
         }
-        last_reading = last_reading.max(seen.and_then(|l| l.at_ms));
+        last_arrival = last_arrival.max(heard);
     }
-    Some(last_reading.unwrap_or(started_ms))
+    Some(last_arrival)
 }
 
 /// Marks each gateway down or up every second until `shutdown`.
@@ -41,18 +41,18 @@ pub async fn watch(buses: Arc<Buses>, live: Arc<LiveTable>, sensors: Arc<[Sensor
     if gateways.is_empty() {
         return;
     }
-    let started_ms = clock.now();
     let mut look = tokio::time::interval(LOOK_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = look.tick() => {}
         }
-        let now = clock.elapsed_ms();
+        let (now, wall_now) = (clock.elapsed_ms(), clock.now());
         let latest = live.latest();
         for (gateway, positions) in &gateways {
-            match all_silent(&sensors, &latest, positions, started_ms, now) {
-                Some(last_heard) => gateway.down(last_heard),
+            match all_silent(&sensors, &latest, positions, now) {
+                // On the box's wall clock, as the bus watcher counts: down since the last arrival.
+                Some(last_arrival) => gateway.down(wall_now - (now - last_arrival)),
                 None => gateway.up(),
             }
         }
@@ -80,14 +80,16 @@ mod tests {
     fn a_gateway_is_down_only_when_every_box_behind_it_missed_a_report() {
         let sensors = vec![behind("gw-3", "a"), behind("gw-3", "b"), behind("gw-4", "c")];
         // Each reports every 60 s.
-        assert_eq!(all_silent(&sensors, &[heard(0), heard(30_000)], &[0, 1], 0, 80_000), None, "b reported 50 s ago");
-        assert_eq!(all_silent(&sensors, &[heard(0), heard(30_000)], &[0, 1], 0, 91_000), Some(30_000), "both overdue: last heard from b");
-        assert_eq!(all_silent(&sensors, &[Latest::default(), heard(30_000)], &[0, 1], 10_000, 91_000), Some(30_000), "a box never heard counts from the start");
-        assert_eq!(all_silent(&sensors, &[Latest::default(), Latest::default()], &[0, 1], 10_000, 59_000), None, "not yet overdue since the start");
-        assert_eq!(all_silent(&sensors, &[Latest::default(), Latest::default()], &[0, 1], 10_000, 61_000), Some(10_000), "never heard: since the start");
-        // A box clock three days ahead of the devices, readings arriving on time: up.
-        let ahead = |elapsed: i64| Latest { at_ms: Some(elapsed - 3 * 86_400_000), heard_ms: Some(elapsed), fields: Vec::new() };
-        assert_eq!(all_silent(&sensors, &[ahead(30_000), ahead(40_000)], &[0, 1], 10_000, 80_000), None, "judged on arrival, not on the readings' own times");
+        assert_eq!(all_silent(&sensors, &[heard(0), heard(30_000)], &[0, 1], 80_000), None, "b reported 50 s ago");
+        assert_eq!(all_silent(&sensors, &[heard(0), heard(30_000)], &[0, 1], 91_000), Some(30_000), "both overdue: last heard from b");
+        assert_eq!(all_silent(&sensors, &[Latest::default(), heard(30_000)], &[0, 1], 91_000), Some(30_000), "a box never heard counts from the start");
+        assert_eq!(all_silent(&sensors, &[Latest::default(), Latest::default()], &[0, 1], 59_000), None, "not yet overdue since the start");
+        assert_eq!(all_silent(&sensors, &[Latest::default(), Latest::default()], &[0, 1], 61_000), Some(0), "never heard: since the start");
+        // Readings stamped three days before the box's clock (or an hour after), arriving on
+        // time: up; and once they stop, silent since they stopped arriving.
+        let stamped = |arrived: i64, off: i64| Latest { at_ms: Some(arrived + off), heard_ms: Some(arrived), fields: Vec::new() };
+        assert_eq!(all_silent(&sensors, &[stamped(30_000, -3 * 86_400_000), stamped(40_000, 3_600_000)], &[0, 1], 80_000), None);
+        assert_eq!(all_silent(&sensors, &[stamped(30_000, -3 * 86_400_000), stamped(40_000, 3_600_000)], &[0, 1], 101_000), Some(40_000));
     }
 
     #[test]

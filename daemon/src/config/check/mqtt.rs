@@ -60,23 +60,15 @@ impl Checker<'_> {
         if *raw.keep_alive_secs.get_ref() < 5 {
             self.error(raw.keep_alive_secs.span(), Some("mqtt.keep_alive_secs"), "must be at least 5 seconds".into());
         }
-        let topic_maps = raw.topics.into_iter().filter_map(|map| self.topic_map(map, sensors)).collect();
-        let report_rate_topic = raw.report_rate_topic.and_then(|topic| {
-            let text = topic.get_ref();
-            let wrong = if !text.contains("{sensor}") {
-                Some("needs `{sensor}` (each box has a topic of its own), e.g. \"gridwatch/{site}/{sensor}/set\"")
-            } else if text.contains(['+', '#']) || text.is_empty() {
-                Some("a topic to publish on has no wildcards (`+`, `#`)")
-            } else {
+        let topic_maps: Vec<TopicMapConfig> = raw.topics.into_iter().filter_map(|map| self.topic_map(map, sensors)).collect();
+        let read_filters: Vec<&str> =
+            topic_maps.iter().map(|map: &TopicMapConfig| map.filter.as_str()).chain([crate::sources::mqtt::topics::DEFAULT_FILTER]).collect();
+        let report_rate_topic = raw.report_rate_topic.and_then(|topic| match report_rate_topic_problem(topic.get_ref(), &read_filters) {
+            Some(message) => {
+                self.error(topic.span(), Some("mqtt.report_rate_topic"), message);
                 None
-            };
-            match wrong {
-                Some(message) => {
-                    self.error(topic.span(), Some("mqtt.report_rate_topic"), message.into());
-                    None
-                }
-                None => Some(topic.into_inner()),
             }
+            None => Some(topic.into_inner()),
         });
         MqttConfig {
             broker,
@@ -281,4 +273,26 @@ pub fn check_topic_filter(filter: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// What is wrong with a `report_rate_topic` template, if anything: it must name each box
+/// (`{sensor}`), know no other placeholder than `{site}`, have no wildcard, not be a system topic,
+/// and not be a topic the daemon reads readings from (`read_filters`): a retained command there
+/// came back as a reading of the box at every reconnect, and made a dead box look alive.
+fn report_rate_topic_problem(template: &str, read_filters: &[&str]) -> Option<String> {
+    if !template.contains("{sensor}") {
+        return Some("needs `{sensor}` (each box has a topic of its own), e.g. \"gridwatch/{site}/{sensor}/set\"".into());
+    }
+    let rendered = template.replace("{site}", "site").replace("{sensor}", "sensor");
+    if rendered.contains(['{', '}']) {
+        return Some("knows only the placeholders `{site}` and `{sensor}`".into());
+    }
+    if rendered.contains(['+', '#']) || rendered.starts_with('$') {
+        return Some("a topic to publish on has no wildcards (`+`, `#`) and is no system (`$…`) topic".into());
+    }
+    read_filters.iter().find(|filter| crate::sources::mqtt::topics::match_filter(filter, &rendered).is_some()).map(|filter| {
+        format!(
+            "is a topic the daemon reads readings from (`{filter}`): the command would come back as a reading; use e.g. \"gridwatch/{{site}}/{{sensor}}/set\""
+        )
+    })
 }

@@ -76,7 +76,7 @@ impl TopicRouter {
 }
 
 /// Matches an MQTT filter against a topic; returns the levels that `+` matched, in order.
-fn match_filter<'t>(filter: &str, topic: &'t str) -> Option<Vec<&'t str>> {
+pub(crate) fn match_filter<'t>(filter: &str, topic: &'t str) -> Option<Vec<&'t str>> {
     let mut captured = Vec::new();
     let mut topic_levels = topic.split('/');
     for level in filter.split('/') {
