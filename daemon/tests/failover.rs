@@ -201,3 +201,32 @@ async fn a_throttled_robot_s_alarm_and_its_clear_both_reach_the_phone_by_sms() {
     assert!(texts[0].starts_with("13800000001 【") && texts[0].contains("#1"), "{texts:?}");
     assert!(texts[1].starts_with("13800000001 【已恢复】#1 "), "{texts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_that_comes_while_its_alarm_is_still_being_retried_follows_it_to_the_failover() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    // The office fails the alarm's two attempts (half a second apart), then works again; the
+    // water recovers at once, so the clear waits behind the alarm in the office's queue.
+    let office = WebhookReceiver::start(vec![500, 500]).await;
+    let backup = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let channels = format!(
+        "\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 2\ntimeout_secs = 2\n\n[[alerts.webhook]]\nname = \"backup\"\nurl = \"{}\"\n\n[alerts.failover]\noffice = \"backup\"\n",
+        office.url(),
+        backup.url()
+    );
+    write_config(dir.path(), &mosquitto, http_port, &channels, "backup");
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    let at = now_ms();
+    mosquitto.publish(TOPIC, &format!(r#"{{"do": 3.0, "ts": {at}}}"#)).unwrap();
+    mosquitto.publish(TOPIC, &format!(r#"{{"do": 7.0, "ts": {}}}"#, at + 100)).unwrap();
+    let both = wait_for(20 * SECOND, || async { backup.bodies().len() >= 2 }).await;
+    let events: Vec<String> = backup.bodies().iter().map(|b| b["event"].as_str().unwrap().to_string()).collect();
+    assert!(both, "the backup got {events:?}: {:?}", daemon.stderr());
+    assert_eq!(events, ["fired", "cleared"]);
+    wait_balanced(http_port).await.unwrap_or_else(|a| panic!("accounts do not balance: {a}"));
+    assert!(office.bodies().is_empty(), "the office was told of a clear of an alarm it never got: {:?}", office.bodies());
+}

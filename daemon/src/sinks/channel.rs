@@ -182,16 +182,19 @@ async fn follow_failover(
 ) -> Vec<DueDelivery> {
     followed.retain(|id| due.iter().any(|d| d.alert_id == *id));
     let mut here = Vec::with_capacity(due.len());
+    // Incidents with an earlier event still pending here: how that one goes is not known yet,
+    // so their later ones are looked at once it has gone (the queue is in journal order).
+    let mut pending_before = HashSet::new();
     for delivery in due {
-        let Some(incident) = delivery.alert.incident_id.filter(|_| delivery.alert.event != Event::Fired) else {
+        let Some(incident) = delivery.alert.incident_id else {
             here.push(delivery);
             continue;
         };
-        if !followed.insert(delivery.alert_id) {
+        if !pending_before.insert(incident) || delivery.alert.event == Event::Fired || !followed.insert(delivery.alert_id) {
             here.push(delivery);
             continue;
         }
-        let so_far = match store.incident_so_far_on(delivery.alert_id, name, &failover.to, &delivery.alert, incident).await {
+        let so_far = match store.incident_so_far_on(delivery.alert_id, name, &delivery.alert, incident).await {
             Ok(so_far) => so_far,
             Err(error) => {
                 store.report_failure("reading where an incident's alarm went (its later events go here only)", &error);
@@ -199,7 +202,7 @@ async fn follow_failover(
                 continue;
             }
         };
-        if !so_far.handed_over {
+        if !so_far.failed {
             here.push(delivery);
             continue;
         }

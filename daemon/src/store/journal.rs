@@ -42,8 +42,8 @@ pub struct DueDelivery {
 pub struct IncidentSoFar {
     /// One of them was delivered there.
     pub delivered: bool,
-    /// One of them failed there and was handed to the channel's failover.
-    pub handed_over: bool,
+    /// One of them failed there (and was handed to the channel's failover, if it has one).
+    pub failed: bool,
 }
 
 /// One channel an alert goes to, with the copy it carries when that differs from the journaled
@@ -189,20 +189,20 @@ impl Store {
 
     /// For a later event of an incident (journal id `alert_id`, about `rule` on `sensor`) on
     /// channel `sink`: whether an earlier event of the incident was delivered there, and whether
-    /// one failed there and went to `failover` instead.
-    pub async fn incident_so_far_on(&self, alert_id: i64, sink: &str, failover: &str, alert: &Alert, incident_id: i64) -> anyhow::Result<IncidentSoFar> {
-        let (sink, failover, rule, sensor) = (sink.to_string(), failover.to_string(), alert.rule.clone(), alert.sensor.clone());
+    /// one failed there (a channel with a failover hands each failure over at once; the failover's
+    /// own delivery may not be journaled yet when this is asked).
+    pub async fn incident_so_far_on(&self, alert_id: i64, sink: &str, alert: &Alert, incident_id: i64) -> anyhow::Result<IncidentSoFar> {
+        let (sink, rule, sensor) = (sink.to_string(), alert.rule.clone(), alert.sensor.clone());
         self.with_conn(move |conn| {
-            let (delivered, handed_over) = conn
+            let (delivered, failed) = conn
                 .prepare_cached(
-                    "SELECT coalesce(max(o.state = 'delivered'), 0),
-                        coalesce(max(o.state = 'failed' AND EXISTS (SELECT 1 FROM outbox f WHERE f.alert_id = o.alert_id AND f.sink = ?2)), 0)
-                 FROM outbox o JOIN alert_events a ON a.id = o.alert_id
-                 WHERE o.sink = ?1 AND a.sensor = ?3 AND a.rule = ?4 AND a.id < ?5
-                   AND json_extract(coalesce(o.payload, a.payload), '$.incident_id') = ?6",
+                    "SELECT coalesce(max(o.state = 'delivered'), 0), coalesce(max(o.state = 'failed'), 0)
+                     FROM outbox o JOIN alert_events a ON a.id = o.alert_id
+                     WHERE o.sink = ?1 AND a.sensor = ?2 AND a.rule = ?3 AND a.id < ?4
+                       AND json_extract(coalesce(o.payload, a.payload), '$.incident_id') = ?5",
                 )?
-                .query_row(params![sink, failover, sensor, rule, alert_id, incident_id], |row| Ok((row.get::<_, bool>(0)?, row.get::<_, bool>(1)?)))?;
-            Ok(IncidentSoFar { delivered, handed_over })
+                .query_row(params![sink, sensor, rule, alert_id, incident_id], |row| Ok((row.get::<_, bool>(0)?, row.get::<_, bool>(1)?)))?;
+            Ok(IncidentSoFar { delivered, failed })
         })
         .await
     }
