@@ -149,7 +149,8 @@ const STEP_MS: Millis = 2_000;
 const FLAG_DOUBTED_MS: Millis = 300_000;
 
 /// Whether the synchronisation flag is believed. One that was up when this process first looked
-/// is; one that comes up while it runs is believed once the wall clock has stepped since the
+/// is, and so is one that comes back after it was (NTP unreachable for a while: the clock was
+/// set); one that first comes up while this process runs is believed once the wall clock has stepped since the
 /// flag went down (NTP set it), or once it has held [`FLAG_DOUBTED_MS`] without a step (the clock
 /// was right all along). Believed at once, a flag raised before the step measured a step of
 /// nothing: links signed on the unset clock were refused after the real step, and the history
@@ -168,6 +169,9 @@ enum FlagWatch {
         offset_ms: Millis,
     },
     Believed,
+    /// The flag went down after it was believed (NTP unreachable for hours): the clock was set,
+    /// and the flag's return is believed at once.
+    Lost,
 }
 
 static FLAG_WATCH: std::sync::Mutex<FlagWatch> = std::sync::Mutex::new(FlagWatch::Unread);
@@ -178,8 +182,9 @@ impl FlagWatch {
         let stepped_from = |before: Millis| (offset_ms - before).abs() >= STEP_MS;
         match (self, flag) {
             (FlagWatch::Down { offset_ms: before } | FlagWatch::Doubted { offset_ms: before, .. }, false) => FlagWatch::Down { offset_ms: before },
-            (_, false) => FlagWatch::Down { offset_ms },
-            (FlagWatch::Unread | FlagWatch::Believed, true) => FlagWatch::Believed,
+            (FlagWatch::Believed | FlagWatch::Lost, false) => FlagWatch::Lost,
+            (FlagWatch::Unread, false) => FlagWatch::Down { offset_ms },
+            (FlagWatch::Unread | FlagWatch::Believed | FlagWatch::Lost, true) => FlagWatch::Believed,
             (FlagWatch::Down { offset_ms: before }, true) if stepped_from(before) => FlagWatch::Believed,
             (FlagWatch::Down { offset_ms: before }, true) => FlagWatch::Doubted { since_ms: elapsed_ms, offset_ms: before },
             (FlagWatch::Doubted { since_ms, offset_ms: before }, true) if stepped_from(before) || elapsed_ms - since_ms >= FLAG_DOUBTED_MS => {
@@ -257,8 +262,9 @@ mod tests {
         assert_eq!(watch(&[(false, 7, 0), (true, 7, 1_000), (true, 8, 300_999), (true, 8, 301_000)]), [false, false, false, true]);
         // A step 75 s after the flag is still the step NTP made.
         assert_eq!(watch(&[(false, -DAYS_BEHIND, 0), (true, -DAYS_BEHIND, 1_000), (true, 0, 76_000)]), [false, false, true]);
-        // Down again (NTP lost): not believed, and the next flag is watched again.
-        assert_eq!(watch(&[(true, 0, 0), (false, 0, 1_000), (true, 0, 2_000)]), [true, false, false]);
+        // Down again (NTP unreachable for hours): not believed meanwhile, and its return is
+        // believed at once (the clock was set).
+        assert_eq!(watch(&[(true, 0, 0), (false, 0, 1_000), (false, 0, 9_000), (true, 3, 10_000)]), [true, false, false, true]);
     }
 
     #[test]
