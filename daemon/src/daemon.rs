@@ -245,8 +245,7 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     tokio::spawn(crate::sources::gateways::watch(buses.clone(), live.clone(), sensors.clone(), clock, shutdown.clone()));
     let judged = Judged { alerts: judged_rx, journaled: journaled_tx };
     let rates = report_rates(config, &store);
-    let mut setup = dispatcher_setup(config, &store, &dispatch, metrics, clock, handoff_rx, buses.clone(), judged);
-    setup.report_rates = Some(rates.clone());
+    let setup = dispatcher_setup(config, &store, &dispatch, metrics, clock, handoff_rx, (buses.clone(), rates.clone()), judged);
     let dispatcher = tokio::spawn(run_dispatcher(alert_rx, sink_queues, setup));
 
     let telemetry = spawn_telemetry(config, &store, index.clone(), metrics, clock)?;
@@ -385,7 +384,7 @@ fn dispatcher_setup(
     metrics: &Arc<Metrics>,
     clock: Clock,
     handoffs: mpsc::UnboundedReceiver<crate::sinks::channel::Handoff>,
-    buses: Arc<crate::sources::buses::Buses>,
+    (buses, report_rates): (Arc<crate::sources::buses::Buses>, Arc<crate::report_rate::ReportRates>),
     judged: Judged,
 ) -> DispatcherSetup {
     DispatcherSetup {
@@ -400,7 +399,7 @@ fn dispatcher_setup(
         handoffs,
         buses: Some(buses),
         judged: Some(judged),
-        report_rates: None,
+        report_rates: Some(report_rates),
     }
 }
 

@@ -39,6 +39,15 @@ fn counts(sink: &serde_json::Value) -> [u64; 4] {
     ["taken_on", "delivered", "dropped", "pending"].map(|k| sink[k].as_u64().unwrap())
 }
 
+/// Channels: the office's webhook (two attempts) failing over to a backup webhook.
+fn office_failing_over_to(office: &WebhookReceiver, backup: &WebhookReceiver) -> String {
+    format!(
+        "\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 2\ntimeout_secs = 2\n\n[[alerts.webhook]]\nname = \"backup\"\nurl = \"{}\"\n\n[alerts.failover]\noffice = \"backup\"\n",
+        office.url(),
+        backup.url()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_the_first_channel_cannot_deliver_goes_to_the_next() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
@@ -47,11 +56,7 @@ async fn an_alarm_the_first_channel_cannot_deliver_goes_to_the_next() {
     let backup = WebhookReceiver::start(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
-    let channels = format!(
-        "\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 2\ntimeout_secs = 2\n\n[[alerts.webhook]]\nname = \"backup\"\nurl = \"{}\"\n\n[alerts.failover]\noffice = \"backup\"\n",
-        office.url(),
-        backup.url()
-    );
+    let channels = office_failing_over_to(&office, &backup);
     // Only the office gets the alert at first; the backup only as its failover.
     write_config(dir.path(), &mosquitto, http_port, &channels, "backup");
 
@@ -139,11 +144,7 @@ async fn the_clear_of_an_alarm_handed_over_goes_where_the_alarm_went() {
     let backup = WebhookReceiver::start(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
-    let channels = format!(
-        "\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 2\ntimeout_secs = 2\n\n[[alerts.webhook]]\nname = \"backup\"\nurl = \"{}\"\n\n[alerts.failover]\noffice = \"backup\"\n",
-        office.url(),
-        backup.url()
-    );
+    let channels = office_failing_over_to(&office, &backup);
     write_config(dir.path(), &mosquitto, http_port, &channels, "backup");
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
@@ -211,11 +212,7 @@ async fn a_clear_that_comes_while_its_alarm_is_still_being_retried_follows_it_to
     let backup = WebhookReceiver::start(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
-    let channels = format!(
-        "\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\nmax_attempts = 2\ntimeout_secs = 2\n\n[[alerts.webhook]]\nname = \"backup\"\nurl = \"{}\"\n\n[alerts.failover]\noffice = \"backup\"\n",
-        office.url(),
-        backup.url()
-    );
+    let channels = office_failing_over_to(&office, &backup);
     write_config(dir.path(), &mosquitto, http_port, &channels, "backup");
     let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;

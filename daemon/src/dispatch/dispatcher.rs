@@ -245,7 +245,7 @@ impl Dispatcher {
         }
         // The daemon's own alarms are stamped by the box's clock: unknown until it is set.
         if alert.kind == crate::alert::DAEMON_KIND && alert.unset_clock.is_none() && !self.clock.synchronized() {
-            alert.stamped_by_unset_clock(self.clock.elapsed_ms());
+            alert.stamped_by_unset_clock(received);
         }
         let dispatch = self.dispatch.get();
         if alert.audience == Audience::Grid && alert.event != Event::Cleared {

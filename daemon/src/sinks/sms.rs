@@ -116,9 +116,6 @@ impl SmsSink {
     /// How far the SMS about `event_ids` went to `phone` before (nothing, for alerts that were
     /// never journaled); a store that cannot say counts as nothing: sent again rather than not.
     async fn progress(&self, phone: &str, event_ids: &[i64]) -> SmsProgress {
-        if event_ids.is_empty() {
-            return SmsProgress::default();
-        }
         match self.store.sms_progress(&self.config.name, phone, event_ids.to_vec()).await {
             Ok(progress) => progress,
             Err(error) => {
@@ -145,10 +142,8 @@ impl SmsSink {
                 tokio::time::sleep(self.retry_delay * 4u32.pow(fewest - 1)).await;
             }
             for (phone, made, _) in pending.iter_mut() {
-                if !event_ids.is_empty() {
-                    if let Err(error) = self.store.count_sms_attempt(&self.config.name, phone, event_ids.to_vec()).await {
-                        self.store.report_failure("counting an SMS attempt", &error);
-                    }
+                if let Err(error) = self.store.count_sms_attempt(&self.config.name, phone, event_ids.to_vec()).await {
+                    self.store.report_failure("counting an SMS attempt", &error);
                 }
                 *made += 1;
             }
@@ -157,7 +152,7 @@ impl SmsSink {
             // lose the others' sends (they were texted again after the restart; an outside tester).
             let answers = futures::future::join_all(pending.iter().map(|(phone, _, _)| async move {
                 let answer = post(&self.client, &self.config, body(&self.config, phone, message)).await;
-                if answer.is_ok() && !event_ids.is_empty() {
+                if answer.is_ok() {
                     if let Err(error) = self.store.mark_sms_sent(&self.config.name, phone, event_ids.to_vec()).await {
                         self.store.report_failure("recording an SMS sent", &error);
                     }
@@ -306,15 +301,15 @@ pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
     }
     let at = super::text::shown_time(first, wording);
     let house = first.building.is_some();
-    let cleared = first.event == Event::Cleared;
-    let zh_level = if cleared { "已恢复".to_string() } else { text::level(first, wording) };
+    let (zh_level, en_level) = match first.event {
+        Event::Cleared => ("已恢复".to_string(), "back to normal".to_string()),
+        _ => (text::level(first, wording), first.severity.to_string()),
+    };
     let (level, more, act) = match (wording.chinese, house) {
         (true, true) => (format!("【{zh_level}】"), format!("（本楼共{}条）", alerts.len()), "处理："),
         (true, false) => (format!("【{zh_level}】"), format!("（共{}条）", alerts.len()), "处理："),
-        (false, true) => {
-            (if cleared { "[back to normal] ".into() } else { format!("[{}] ", first.severity) }, format!(" ({} alerts in this house)", alerts.len()), "Act: ")
-        }
-        (false, false) => (if cleared { "[back to normal] ".into() } else { format!("[{}] ", first.severity) }, format!(" ({} alerts)", alerts.len()), "Act: "),
+        (false, true) => (format!("[{en_level}] "), format!(" ({} alerts in this house)", alerts.len()), "Act: "),
+        (false, false) => (format!("[{en_level}] "), format!(" ({} alerts)", alerts.len()), "Act: "),
     };
     let more = if alerts.len() > 1 { more } else { String::new() };
     let mut parts = vec![

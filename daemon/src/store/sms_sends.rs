@@ -19,8 +19,12 @@ pub struct SmsProgress {
 }
 
 impl Store {
-    /// How far the SMS about `event_ids` to `phone` on channel `sink` went.
+    /// How far the SMS about `event_ids` to `phone` on channel `sink` went (nothing for no ids:
+    /// alerts that were never journaled).
     pub async fn sms_progress(&self, sink: &str, phone: &str, event_ids: Vec<i64>) -> anyhow::Result<SmsProgress> {
+        if event_ids.is_empty() {
+            return Ok(SmsProgress::default());
+        }
         let (sink, phone) = (sink.to_string(), phone.to_string());
         self.with_conn(move |conn| {
             let mut statement = conn.prepare_cached("SELECT attempts, sent FROM sms_sends WHERE sink = ?1 AND event_id = ?2 AND phone = ?3")?;
@@ -65,7 +69,12 @@ impl Store {
         self.record_sms(sink, phone, event_ids, "sent = 1", 0, true).await
     }
 
+    /// Records `event_ids` (none: nothing to record) for `phone`, inserted with `attempts` and
+    /// `sent`, else updated by `update`.
     async fn record_sms(&self, sink: &str, phone: &str, event_ids: Vec<i64>, update: &'static str, attempts: u32, sent: bool) -> anyhow::Result<()> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
         let (sink, phone) = (sink.to_string(), phone.to_string());
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;

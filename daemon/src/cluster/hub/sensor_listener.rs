@@ -403,6 +403,23 @@ mod tests {
         (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
+    /// The listener as a hub runs it, on a free port (no NATS reachable: only what needs no
+    /// stream is asked), once it takes connections: its port, and the token that stops it.
+    async fn listening(access: Access, tls: Option<Arc<TlsFiles>>, metrics: Arc<HubMetrics>) -> (u16, CancellationToken) {
+        let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect("127.0.0.1:1").await.unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let shutdown = CancellationToken::new();
+        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+        tokio::spawn(serve(jetstream::new(nats), listen, access, tls, metrics, shutdown.clone()));
+        for _ in 0..100 {
+            if TcpStream::connect(listen).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (port, shutdown)
+    }
+
     /// The listener with passwords and TLS, as a hub runs it, and a real MQTT client over TLS:
     /// the right password publishes (on another sensor's topic here: acknowledged and dropped,
     /// so no stream is needed), a wrong one and plain MQTT do not.
@@ -417,17 +434,7 @@ mod tests {
         let tls = Arc::new(super::super::sensor_tls::open(&cert_path, &key_path).unwrap());
         let metrics = Arc::new(HubMetrics::new());
         let (access, _passwords) = east_03_only();
-        let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect("127.0.0.1:1").await.unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let shutdown = CancellationToken::new();
-        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-        tokio::spawn(serve(jetstream::new(nats), listen, access, Some(tls), metrics.clone(), shutdown.clone()));
-        for _ in 0..100 {
-            if TcpStream::connect(listen).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (port, shutdown) = listening(access, Some(tls), metrics.clone()).await;
         let sensor = |password: &str, tls: bool| {
             let mut args: Vec<String> = ["-h", "localhost", "-p", &port.to_string(), "-u", "old-town/east/east-03", "-P", password].map(String::from).to_vec();
             args.extend(["-t".into(), "gw/s/old-town/east/east-04".into(), "-i".into(), "east-03".into()]);
@@ -455,17 +462,7 @@ mod tests {
     async fn a_login_that_just_failed_is_not_checked_again_until_its_wait_is_over() {
         let metrics = Arc::new(HubMetrics::new());
         let (access, _passwords) = east_03_only();
-        let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect("127.0.0.1:1").await.unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let shutdown = CancellationToken::new();
-        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-        tokio::spawn(serve(jetstream::new(nats), listen, access, None, metrics.clone(), shutdown.clone()));
-        for _ in 0..100 {
-            if TcpStream::connect(listen).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (port, shutdown) = listening(access, None, metrics.clone()).await;
         let sensor = |password: &str| {
             ["-h", "127.0.0.1", "-p", &port.to_string(), "-u", "old-town/east/east-03", "-P", password, "-t", "gw/s/old-town/east/east-04", "-i", "east-03"]
                 .map(String::from)
