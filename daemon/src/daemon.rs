@@ -256,6 +256,17 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     let heartbeat = crate::supervision::Heartbeat::default();
     // The rules' timeline continues after the last reading the restored state judged.
     let judged_until = (0..sensors.len()).filter_map(|position| engine.last_at(gridwatch_rules::SubjectId(position))).max();
+    // The district's standby evaluator judges the 4G sensors from copies of their state.
+    #[cfg(feature = "cluster")]
+    let (standby, standby_copies) = match config.cluster.as_ref().filter(|cluster| cluster.sensors_via_hub) {
+        Some(_) => {
+            let (tap, copies) = crate::pipeline::standby_copy::StandbyTap::new();
+            (Some(tap), Some(copies))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "cluster"))]
+    let standby = None;
     let pipeline = Pipeline {
         engine,
         calibrations,
@@ -276,6 +287,7 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
         clocks: clocks.clone(),
         timeline: crate::timeline::Timeline::start(clock, judged_until),
         budget: Default::default(),
+        standby,
     };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
 
@@ -318,6 +330,18 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
             sensors: uplink_sensors,
             readings: telemetry.uplink_readings,
             hub_sensors,
+            standby: standby_copies.map(|copies| crate::cluster::standby::Source {
+                copies,
+                rule_paths: config.rules.paths.clone(),
+                builtin_packs: config.rules.builtin_packs,
+                time_zone: config.time_zone,
+                places: config.places.clone(),
+                limits: crate::sources::mqtt::payload::Limits {
+                    max_bytes: config.mqtt.max_payload_bytes,
+                    max_fields: config.ingest.max_fields_per_reading,
+                    max_field_name_bytes: config.ingest.max_field_name_bytes,
+                },
+            }),
         };
         tokio::spawn(crate::cluster::run_box(setup, shutdown.clone()));
     }

@@ -24,4 +24,7 @@ pub struct Sample {
     /// stored or shown, only passed to the rules' clock checks (`clock_ahead`) so that
     /// installers hear of the device's clock. `None` for every reading that is judged.
     pub refused_ahead_secs: Option<i64>,
+    /// The district stream's sequence of a reading from a sensor with its own 4G link
+    /// (`[cluster] sensors_via_hub`): where a standby evaluator would go on judging after it.
+    pub hub_seq: Option<u64>,
 }

@@ -49,7 +49,8 @@
 //!
 //! A ninth run: a sensor with its own 4G link publishes to the hub's MQTT listener, and its
 //! home box judges each reading exactly once across a kill of the stream's leader, a cut of
-//! the box's link and two kills of the box. (An ignored tenth measures nats-server's own MQTT
+//! the box's link and two kills of the box; then, with the box dead past its lease, the active
+//! hub judges the sensor from the box's copy of its state until the box is back. (An ignored tenth measures nats-server's own MQTT
 //! listener, which acknowledges readings its stream then loses.)
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -1401,18 +1402,97 @@ async fn a_4g_sensor_is_judged_by_its_box_exactly_once_across_a_cut_and_kills() 
     assert!(stored >= sensor.seq as f64 + 1.0, "the hub stored {stored} of {} readings and the unknown sensor's", sensor.seq);
     assert_eq!(common::metric(&hub_metrics, "gridwatch_hub_sensor_readings_total{result=\"not_authorized\"}"), Some(2.0));
     assert!(common::metric(&hub_metrics, "gridwatch_hub_sensor_logins_refused_total").unwrap_or(0.0) >= 1.0, "the wrong password");
+    // The box dead past its lease with an alarm open: the active hub judges the sensor from the
+    // box's latest copy of its state, and the box, back, sends the same events under the same
+    // keys (sensor:rule:event:at_ms), which a receiver drops.
+    let (standby_delays, standby_keys) = a_dead_box_s_4g_sensor_is_judged_by_the_hub(&nats, &district, &mut east, &mut sensor, &alerts).await;
+
     // A box judging 4G sensors stops cleanly (its pull lets the spooler and the pipeline end).
     let stopping = Instant::now();
     assert!(east.daemon.as_mut().unwrap().stop().success(), "the box did not stop cleanly: {:?}", east.stderr());
     assert!(stopping.elapsed() < 10 * SECOND, "the box took {:?} to stop", stopping.elapsed());
     eprintln!(
-        "4g sensor: {} readings ({stored} stored by the hub, {not_stored} not stored and sent again), {} events at the webhook ({resent} re-sent under their own id); all judged {:.1} s after the link came back and {:.1} s after the killed box was started again; {:.1} s",
+        "4g sensor: {} readings ({stored} stored by the hub, {not_stored} not stored and sent again), {} events at the webhook ({resent} re-sent under their own id); all judged {:.1} s after the link came back and {:.1} s after the killed box was started again; while the box was down the hub posted {standby_keys:?} {standby_delays:?} after their readings; {:.1} s",
         sensor.seq,
         expected.len(),
         after_cut.as_secs_f64(),
         after_kill.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The keys (`sensor:rule:event:at_ms`) of the standby evaluator's alerts at the district's webhook.
+fn standby_keys(district: &District) -> Vec<String> {
+    district.hook.bodies().iter().filter(|b| b["standby"] == true).map(|b| b["key"].as_str().unwrap_or("?").to_string()).collect()
+}
+
+/// The standby evaluator (issue 23): `east` is killed with the sensor's alarm open; once the
+/// hub reports it down, a reading back to normal and a low one are judged by the hub, from the
+/// box's copy of the sensor's state (a fresh engine would not clear an alarm it never saw),
+/// and posted to the district's webhook within seconds. The box, started again, sends the same
+/// two events (the same keys) and the hub stops judging: the next event comes from the box
+/// alone. Returns how long after their readings the hub posted them, and their keys.
+async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
+    nats: &NatsCluster,
+    district: &District,
+    east: &mut Community,
+    sensor: &mut Sensor4g,
+    alerts: &WebhookReceiver,
+) -> (Vec<Duration>, Vec<String>) {
+    sensor.reading(3.0).await;
+    assert!(wait_for_events(alerts, sensor, "east-03", 20 * SECOND).await, "the alarm before the box dies: {:?}", east.stderr());
+    // The box's copy in KV covers that reading (offered every 5 s once journaled).
+    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
+    let covered = wait_for(30 * SECOND, || async {
+        let (Ok(stream), Ok(copies)) = (js.get_stream(gridwatch::cluster::SENSORS_STREAM).await, js.get_key_value(gridwatch::cluster::EVAL_BUCKET).await)
+        else {
+            return false;
+        };
+        let (Ok(last), Ok(Some(copy))) = (stream.get_last_raw_message_by_subject("gw.s.old-town.east.east-03").await, copies.get("east").await) else {
+            return false;
+        };
+        gridwatch::cluster::standby::EvalCopy::decode(&copy).is_ok_and(|copy| copy.covered >= last.sequence)
+    })
+    .await;
+    assert!(covered, "no copy of the sensor's state covers its last reading: {:?}", east.stderr());
+    assert!(standby_keys(district).is_empty(), "the hub judged nothing while the box was alive");
+
+    east.daemon.as_mut().unwrap().kill_hard();
+    let down = wait_for(45 * SECOND, || async { district.box_down("east").last().map(String::as_str) == Some("raised") }).await;
+    assert!(down, "box-down not raised: {:?}", district.box_down("east"));
+    let mut delays = Vec::new();
+    for value in [7.0, 3.0] {
+        let sent = Instant::now();
+        sensor.reading(value).await;
+        let (event, at) = sensor.expected.last().cloned().unwrap();
+        let key = format!("east-03:do-low:{event}:{at}");
+        let posted = wait_for(20 * SECOND, || async { standby_keys(district).contains(&key) }).await;
+        assert!(
+            posted,
+            "the hub did not post {key}: {:?}\nhub: {:?}",
+            standby_keys(district),
+            district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>()
+        );
+        delays.push(sent.elapsed());
+    }
+    let keys = standby_keys(district);
+    assert_eq!(keys.len(), 2, "one post per event: {keys:?}");
+    let body = district.hook.bodies().into_iter().find(|b| b["standby"] == true && b["event"] == "fired").unwrap();
+    assert_eq!((body["box"].as_str(), body["severity"].as_str(), body["sensor"].as_str()), (Some("east"), Some("warning"), Some("east-03")), "{body}");
+
+    // Back: the box sends the same events itself; a receiver keyed on them drops the second.
+    east.run_box().await;
+    assert!(wait_for_events(alerts, sensor, "east-03", 30 * SECOND).await, "the box, back: {:?}", east.stderr());
+    let from_box: BTreeSet<String> = webhook_events(alerts, "east-03").into_iter().map(|(event, at, _)| format!("east-03:do-low:{event}:{at}")).collect();
+    assert!(keys.iter().all(|key| from_box.contains(key)), "the box's events {from_box:?} do not carry the hub's keys {keys:?}");
+    let cleared = wait_for(45 * SECOND, || async { district.box_down("east").last().map(String::as_str) == Some("cleared") }).await;
+    assert!(cleared, "box-down not cleared: {:?}", district.box_down("east"));
+    tokio::time::sleep(2 * SECOND).await;
+    sensor.reading(7.0).await;
+    assert!(wait_for_events(alerts, sensor, "east-03", 20 * SECOND).await, "the box judges again: {:?}", east.stderr());
+    tokio::time::sleep(3 * SECOND).await;
+    assert_eq!(standby_keys(district), keys, "the hub judged on after the box was back");
+    (delays, keys)
 }
 
 /// What nats-server 2.9's MQTT PUBACK promises about the sensors' stream (a measurement of

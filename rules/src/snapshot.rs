@@ -11,7 +11,7 @@
 //! Ten thousand sensors are written every minute on an SD card: version 2 repeated every rule id
 //! and fingerprint for every sensor and wrote every state at rest. Version 2 is still read.
 
-use crate::engine::{initial_state, CheckState, Engine, Learned, LearnedBaseline, Plan, SlotStates};
+use crate::engine::{initial_state, CheckState, Engine, Learned, LearnedBaseline, Plan, SlotStates, SubjectId};
 use crate::last_value::LastValue;
 use crate::rule::{Millis, Rule};
 use crate::signal::Learner;
@@ -229,25 +229,30 @@ impl Serialize for SnapshotView<'_> {
 
 impl Engine {
     pub fn snapshot(&self) -> Snapshot {
-        let subjects = self
-            .sensors
-            .iter()
-            .zip(&self.slots)
-            .map(|(sensor, slot)| {
-                let plan = self.plan_of(slot);
-                let states = self.states.of(slot, plan);
-                SubjectSnapshot {
-                    id: sensor.id.to_string(),
-                    last_at: slot.last_at,
-                    calibrated: slot.calibrated.to_vec(),
-                    learned: learned_to_save(plan, &states).map(|view| view.to_owned()).collect(),
-                    stages: stages_to_save(plan, &states).map(|(rule, state)| (rule, state.clone())).collect(),
-                    checks: checks_to_save(&self.rules, plan, &states).map(|(rule, state)| (rule, state.clone())).collect(),
-                    thermal: thermal_to_save(plan, &states).map(|view| view.to_owned()).collect(),
-                }
-            })
-            .collect();
+        let subjects = (0..self.sensors.len()).map(|position| self.subject_snapshot(position)).collect();
         Snapshot { version: SNAPSHOT_VERSION, rules: headers(&self.rules), subjects }
+    }
+
+    /// [`Engine::snapshot`] of some sensors only (those a district's standby evaluator judges
+    /// while their box is down); positions past the inventory are left out.
+    pub fn snapshot_of(&self, subjects: &[SubjectId]) -> Snapshot {
+        let subjects = subjects.iter().filter(|s| s.0 < self.sensors.len()).map(|s| self.subject_snapshot(s.0)).collect();
+        Snapshot { version: SNAPSHOT_VERSION, rules: headers(&self.rules), subjects }
+    }
+
+    fn subject_snapshot(&self, position: usize) -> SubjectSnapshot {
+        let (sensor, slot) = (&self.sensors[position], &self.slots[position]);
+        let plan = self.plan_of(slot);
+        let states = self.states.of(slot, plan);
+        SubjectSnapshot {
+            id: sensor.id.to_string(),
+            last_at: slot.last_at,
+            calibrated: slot.calibrated.to_vec(),
+            learned: learned_to_save(plan, &states).map(|view| view.to_owned()).collect(),
+            stages: stages_to_save(plan, &states).map(|(rule, state)| (rule, state.clone())).collect(),
+            checks: checks_to_save(&self.rules, plan, &states).map(|(rule, state)| (rule, state.clone())).collect(),
+            thermal: thermal_to_save(plan, &states).map(|view| view.to_owned()).collect(),
+        }
     }
 
     /// The engine's state, serializable as a [`Snapshot`] (same fields, same order) straight
@@ -614,6 +619,35 @@ mod tests {
         let restored = after.restore_streamed(&mut serde_json::Deserializer::from_str(VERSION_2)).unwrap();
         assert_eq!(restored, super::Restored { checks: 1, discarded: 0 });
         assert_eq!(serde_json::to_string(&after.snapshot_view()).unwrap(), serde_json::to_string(&six_minutes_into_the_hold().snapshot_view()).unwrap());
+    }
+
+    #[test]
+    fn a_copy_of_some_sensors_carries_their_state_alone() {
+        let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: HELD.into() }]).unwrap();
+        let subject = |id: &str| Subject {
+            id: id.into(),
+            kind: SensorKind::Water,
+            site: "s".into(),
+            building: None,
+            grid: None,
+            tags: Default::default(),
+            interval_ms: MIN,
+        };
+        let mut engine = Engine::new(rules.clone(), &[subject("pond-1"), subject("pond-2")]);
+        let mut events = Vec::new();
+        for m in 0..6 {
+            engine.observe(SubjectId(1), m * MIN, &[("do", 4.0)], &mut events);
+        }
+        let copy = engine.snapshot_of(&[SubjectId(1), SubjectId(7)]);
+        assert_eq!(copy.subjects.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["pond-2"]);
+        // Restored on an engine that knows only that sensor, the hold goes on from minute 0.
+        let mut standby = Engine::new(rules, &[subject("pond-2")]);
+        assert_eq!(standby.restore(&copy).checks, 1);
+        let mut events = Vec::new();
+        for m in 6..=10 {
+            standby.observe(SubjectId(0), m * MIN, &[("do", 4.0)], &mut events);
+        }
+        assert_eq!(events.iter().map(|e| (e.kind, e.since)).collect::<Vec<_>>(), [(EventKind::Fired, 0)]);
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! - [`actions`]: workers' actions the hub relays to a box, applied through its own verifier.
 //! - [`sensors`]: sensors with their own 4G link, which publish to the hub's MQTT listener:
 //!   their home box judges them from the district's stream as if they were its own.
+//! - [`standby`]: copies of their rule state the box puts in KV, from which the active hub
+//!   judges them while the box is down.
 //!
 //! Names shared by both sides are here, and [`run_box`], the box's side started by the daemon.
 
@@ -28,6 +30,7 @@ pub mod hub;
 pub mod readings;
 pub mod roster;
 pub mod sensors;
+pub mod standby;
 pub mod trend;
 pub mod uplink;
 pub mod wire;
@@ -47,6 +50,9 @@ pub const LEASE_BUCKET: &str = "gw_lease";
 pub const HUB_BUCKET: &str = "gw_hub";
 /// The hub's durable consumer on [`STREAM`].
 pub const HUB_CONSUMER: &str = "hub";
+/// KV bucket of the copies a standby evaluator judges a dead box's 4G sensors from (`<box>`:
+/// [`standby::EvalCopy`], deflated JSON).
+pub const EVAL_BUCKET: &str = "gw_eval";
 /// KV bucket of district rosters (`<district>` = the roster file's text).
 pub const ROSTER_BUCKET: &str = "gw_roster";
 /// The work-queue stream of workers' actions for boxes (subjects `gw.act.<district>.<box>`).
@@ -79,12 +85,14 @@ pub struct BoxSetup {
     pub readings: Option<tokio::sync::mpsc::Receiver<std::sync::Arc<Vec<crate::store::NewPoint>>>>,
     /// Where this box's 4G sensors' readings go (`sensors_via_hub`); none: not pulled.
     pub hub_sensors: Option<sensors::Feed>,
+    /// What the district's standby evaluator needs to judge them while this box is down.
+    pub standby: Option<standby::Source>,
 }
 
 /// The box's side of the district until `shutdown`, on one connection (one 4G session): the
 /// uplink with its lease, the district roster and workers' actions relayed by the hub.
 pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationToken) {
-    let BoxSetup { config, store, state_dir, channels, in_force, acks, metrics, clock, sensors, readings, hub_sensors } = setup;
+    let BoxSetup { config, store, state_dir, channels, in_force, acks, metrics, clock, sensors, readings, hub_sensors, standby } = setup;
     metrics.know_uplink(&wire::Kind::ALL.map(wire::Kind::as_str));
     // Readings are chosen and kept while the link is down too: they wait for it.
     let progress = std::sync::Arc::new(uplink::Progress::default());
@@ -113,6 +121,7 @@ pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationTo
         }
     };
     let js = async_nats::jetstream::new(client);
+    let standby = standby.map(|source| tokio::spawn(standby::offer(js.clone(), config.clone(), sensors.sensors().clone(), source, shutdown.clone())));
     let sources = uplink::Sources { store: store.clone(), sensors, progress, metrics: metrics.clone() };
     let follower = roster::Follower { config: config.clone(), state_dir, channels, in_force };
     let roster = tokio::spawn(roster::follow(js.clone(), follower, shutdown.clone()));
@@ -131,6 +140,9 @@ pub async fn run_box(setup: BoxSetup, shutdown: tokio_util::sync::CancellationTo
     let _ = roster.await;
     if let Some(hub_sensors) = hub_sensors {
         let _ = hub_sensors.await;
+    }
+    if let Some(standby) = standby {
+        let _ = standby.await;
     }
     if let Some(actions) = actions {
         let _ = actions.await;

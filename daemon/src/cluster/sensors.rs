@@ -117,7 +117,8 @@ async fn pull(js: &jetstream::Context, box_id: &str, prefix: &str, feed: &mut Fe
         };
         backoff.reset();
         let sensor = message.subject.strip_prefix(prefix).unwrap_or_default();
-        let decoded = feed.ingest.sample_of(sensor, &message.payload);
+        let seq = message.info().map(|info| info.stream_sequence).ok();
+        let decoded = feed.ingest.sample_of(sensor, &message.payload).map(|sample| Sample { hub_seq: seq, ..sample });
         if let Err(rejection) = &decoded {
             log.note(&message.subject, rejection, tokio::time::Instant::now());
         }

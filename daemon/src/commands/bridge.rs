@@ -93,6 +93,7 @@ mod tests {
             clock_untrusted: false,
             own_time: true,
             refused_ahead_secs: None,
+            hub_seq: None,
         };
         let decoded = crate::sources::mqtt::payload::decode(
             payload(&sample, 7).as_bytes(),

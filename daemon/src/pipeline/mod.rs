@@ -24,6 +24,7 @@
 //! pipeline -> alerts blocks (alerts are never dropped).
 
 pub mod alerts;
+pub mod standby_copy;
 
 use crate::alert::{Alert, UnsetClockStamp};
 use crate::clock::Clock;
@@ -97,6 +98,9 @@ pub struct Pipeline {
     pub timeline: Timeline,
     /// Whether a due save is worth its bytes yet.
     pub budget: SaveBudget,
+    /// Copies of the state of the sensors heard through the district, for its standby
+    /// evaluator (`[cluster] sensors_via_hub`); none: not offered.
+    pub standby: Option<standby_copy::StandbyTap>,
 }
 
 /// Bytes of saved rule state a judged reading may cost: a due save of a large state waits until
@@ -177,6 +181,8 @@ impl Pipeline {
         save.tick().await;
         let mut resolved = tokio::time::interval(RESOLVED_EVERY);
         resolved.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut offer = tokio::time::interval(standby_copy::OFFER_EVERY);
+        offer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.hear_readings_within_a_tick();
         self.judge_unsaved(&mut events).await;
         let judged = (0..self.sensors.len()).filter_map(|position| self.engine.last_at(SubjectId(position))).max();
@@ -201,6 +207,7 @@ impl Pipeline {
                     self.emit(&mut events, Source::Timeline).await;
                 }
                 _ = resolved.tick() => self.end_clear_holds_of_resolved(&mut events).await,
+                _ = offer.tick(), if self.standby.as_ref().is_some_and(standby_copy::StandbyTap::moved) => self.offer_standby_copy(),
                 _ = save.tick() => {
                     if self.budget.worth_saving(self.save_every, tokio::time::Instant::now()) {
                         self.save().await;
@@ -489,8 +496,22 @@ impl Pipeline {
                 tracing::error!(sensor = sample.sensor, "sample for a sensor the engine does not know");
             }
         }
+        if let (Some(tap), Some(seq)) = (self.standby.as_mut(), sample.hub_seq) {
+            tap.judged(sample.sensor, seq);
+        }
         let source = if sample.clock_untrusted { Source::Timeline } else { Source::Reading { placed, ts: sample.ts } };
         self.emit(events, source).await;
+    }
+
+    /// Offers the district's standby evaluator a copy of the state of the sensors heard through
+    /// it, once the alerts judged before it are journaled (else at the next offer).
+    fn offer_standby_copy(&mut self) {
+        if *self.journaled.borrow() < self.emitted {
+            return;
+        }
+        if let Some(tap) = self.standby.as_mut() {
+            tap.offer(&self.engine);
+        }
     }
 
     /// The sensor's clock went back: judge it again from its current time (baselines and

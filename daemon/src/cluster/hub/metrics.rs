@@ -100,6 +100,12 @@ pub struct HubMetrics {
     pub lease_takeovers: Counter,
     /// Boxes seen sending from a new store epoch after another (a store replaced).
     pub store_epochs_changed: Counter,
+    /// Dead boxes whose 4G sensors this hub judges now (the standby evaluator).
+    pub standby_boxes: Gauge,
+    /// Alerts the standby evaluator posted (the webhook took them).
+    pub standby_alerts: Counter,
+    /// Readings the standby evaluator could not judge (not JSON, not one of the box's 4G sensors).
+    pub standby_refused: Counter,
     /// 1 while the hub's NATS connection is up.
     pub nats_connected: Gauge,
     /// 1 when the last look at PostgreSQL (a page, `/healthz`, `/metrics`) reached it.
@@ -138,6 +144,9 @@ impl HubMetrics {
             active: Gauge::default(),
             lease_takeovers: Counter::default(),
             store_epochs_changed: Counter::default(),
+            standby_boxes: Gauge::default(),
+            standby_alerts: Counter::default(),
+            standby_refused: Counter::default(),
             nats_connected: Gauge::default(),
             postgres_reachable: Gauge::default(),
         };
@@ -157,6 +166,9 @@ impl HubMetrics {
         );
         registry.register("commit_lag_seconds", "From JetStream storing a batch to the hub's high-water mark covering it", metrics.commit_lag_seconds.clone());
         registry.register("box_down", "box-down messages the webhook took, by event", metrics.box_down.clone());
+        registry.register("standby_boxes", "Dead boxes whose 4G sensors this hub judges now", metrics.standby_boxes.clone());
+        registry.register("standby_alerts", "Alerts about dead boxes' 4G sensors this hub posted", metrics.standby_alerts.clone());
+        registry.register("standby_refused", "Dead boxes' 4G readings this hub could not judge", metrics.standby_refused.clone());
         registry.register("boxes_known", "Boxes the district knows", metrics.boxes_known.clone());
         registry.register("boxes_down", "Boxes reported down and not cleared", metrics.boxes_down.clone());
         registry.register("actions", "Workers' actions posted for relay, by result", metrics.actions.clone());

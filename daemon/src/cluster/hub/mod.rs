@@ -9,7 +9,8 @@
 //! ([`relay`]), serves the boxes' incident pages with the district's secrets ([`pages`]), and
 //! serves `/metrics` ([`metrics`]), `/healthz` and the district's board and report ([`board`],
 //! [`report`]) on one listener ([`web`]); every hub with `--mqtt-listen` takes 4G sensors'
-//! readings into their stream ([`sensor_listener`]).
+//! readings into their stream ([`sensor_listener`]). The active hub also judges a dead box's
+//! 4G sensors from the box's latest copy of their state until the box is back ([`standby`]).
 //!
 //! A box whose store was replaced (a corrupt file set aside, ids from 1 again) sends under a
 //! new store epoch: its marks and rows are new keys, the old store's rows stay, and the hub
@@ -33,6 +34,7 @@ mod sensor_logins;
 mod sensor_pace;
 mod sensor_passwords;
 mod sensor_tls;
+mod standby;
 mod watched_files;
 mod web;
 
@@ -95,7 +97,7 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
     };
     let client = super::connect(&options.nats_urls, "gridwatch-hub").await?;
     let js = jetstream::new(client);
-    let (uplink, hwm, lease_bucket, hub_bucket) = tokio::select! {
+    let (uplink, hwm, lease_bucket, hub_bucket, copies) = tokio::select! {
         ready = set_up(&js, &options) => ready,
         () = shutdown.cancelled() => return Ok(()),
     };
@@ -119,8 +121,10 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
         metrics.active.set(1);
         metrics.lease_takeovers.inc();
         let watcher = tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), term.fence.clone(), term.lost.clone(), metrics.clone()));
+        let standby = tokio::spawn(standby::watch(js.clone(), copies.clone(), options.clone(), term.lost.clone(), metrics.clone()));
         consume(uplink.clone(), hwm.clone(), &options, influx.as_ref(), &term.lost, &metrics).await;
         let _ = watcher.await;
+        let _ = standby.await;
         let _ = term.keeper.await;
         metrics.active.set(0);
     }
@@ -135,7 +139,7 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
 
 /// Creates (or finds) the stream and buckets; retries while the cluster has no JetStream
 /// leader yet.
-async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Stream, kv::Store, kv::Store, kv::Store) {
+async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Stream, kv::Store, kv::Store, kv::Store, kv::Store) {
     let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         let attempt = async {
@@ -177,7 +181,10 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
             })
             .await?;
             let hub = bucket(js, super::HUB_BUCKET, options.hub_lease, options.replicas).await?;
-            anyhow::Ok((uplink, hwm, leases, hub))
+            // Each box's latest copy of its 4G sensors' rule state, for judging them while it
+            // is down ([`standby`]).
+            let copies = bucket(js, super::EVAL_BUCKET, Duration::ZERO, options.replicas).await?;
+            anyhow::Ok((uplink, hwm, leases, hub, copies))
         }
         .await;
         match attempt {

@@ -191,6 +191,7 @@ impl Ingest {
                 clock_untrusted,
                 own_time: decoded.ts.is_some(),
                 refused_ahead_secs: None,
+                hub_seq: None,
             };
             self.check_duplicate(&sample, decoded.ts)?;
             self.check_field_names(sensor, &sample.fields)?;
@@ -452,7 +453,16 @@ async fn disconnect(client: AsyncClient, mut eventloop: EventLoop) {
 /// how far ahead, for the rules' clock checks (no fields: nothing of it is judged or stored).
 fn refused_ahead(rejection: &Rejection) -> Option<Sample> {
     let Rejection::AheadOfClock { position, ahead_secs, .. } = rejection else { return None };
-    Some(Sample { sensor: *position, ts: 0, seq: None, fields: Vec::new(), clock_untrusted: false, own_time: false, refused_ahead_secs: Some(*ahead_secs) })
+    Some(Sample {
+        sensor: *position,
+        ts: 0,
+        seq: None,
+        fields: Vec::new(),
+        clock_untrusted: false,
+        own_time: false,
+        refused_ahead_secs: Some(*ahead_secs),
+        hub_seq: None,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,221 @@
+//! The active hub judges a dead box's sensors with their own 4G link (the standby evaluator,
+//! [`crate::cluster::standby`]): for each box the lease watch reported down ([`super::leases`],
+//! the `down` flag in PostgreSQL), the box's latest copy is read from KV, its rules compiled
+//! and its state restored, and the box's subjects of the sensors' stream are read from after
+//! the sequence the copy covers with an ordered consumer (nothing acked, the box's own consumer
+//! does not move). Each event goes to the district's webhook as the alert the box would send,
+//! with `"standby": true` and its `key`; once the box's lease is back the evaluator stops, and
+//! the box judges the same readings itself.
+//!
+//! Time passes for the rules (no-data, holds) on this hub's clock once the backlog is read.
+//!
+//! Invariants: an alert is posted until the webhook takes it (2xx) or the evaluator stops, in
+//! the order of the events; a hub that loses its term stops its evaluators, and the next active
+//! hub starts again from the copy — its repeats carry the same keys (a receiver drops them).
+
+use super::metrics::HubMetrics;
+use super::{postgres, HubOptions};
+use crate::cluster::standby::{EvalCopy, Judged, Standby};
+use async_nats::jetstream::{self, consumer, kv};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How often the boxes reported down are looked at.
+const ROUND: Duration = Duration::from_secs(1);
+/// How long a look at PostgreSQL may take.
+const ROUND_LIMIT: Duration = Duration::from_secs(10);
+/// How often a dead box without a copy (yet) is looked for one.
+const COPY_LOOK: Duration = Duration::from_secs(5);
+/// How often time passes for the rules once the backlog is read.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Runs evaluators for the boxes reported down until `term` ends.
+pub async fn watch(js: jetstream::Context, copies: kv::Store, options: HubOptions, term: CancellationToken, metrics: Arc<HubMetrics>) {
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot build the HTTP client: dead boxes' 4G sensors are not judged");
+            return;
+        }
+    };
+    let mut db: Option<tokio_postgres::Client> = None;
+    let mut running: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+    let mut failing = false;
+    loop {
+        let round = async {
+            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+                db = Some(postgres::connect(&options.postgres).await?);
+            }
+            let Some(client) = db.as_ref() else { return anyhow::Ok(Vec::new()) };
+            postgres::boxes(client).await
+        };
+        match tokio::time::timeout(ROUND_LIMIT, round).await.unwrap_or_else(|_| Err(anyhow::anyhow!("took over {ROUND_LIMIT:?}"))) {
+            Ok(boxes) => {
+                failing = false;
+                let down: Vec<String> = boxes.into_iter().filter(|b| b.down).map(|b| b.box_id).collect();
+                running.retain(|box_id, (stop, _)| {
+                    let keep = down.contains(box_id);
+                    if !keep {
+                        stop.cancel();
+                        tracing::info!(box_id = %box_id, "box is back: it judges its 4G sensors itself again");
+                    }
+                    keep
+                });
+                for box_id in down {
+                    running.entry(box_id.clone()).or_insert_with(|| {
+                        let stop = term.child_token();
+                        let evaluator = Evaluator {
+                            js: js.clone(),
+                            copies: copies.clone(),
+                            http: http.clone(),
+                            webhook: options.webhook.clone(),
+                            metrics: metrics.clone(),
+                        };
+                        (stop.clone(), tokio::spawn(evaluator.run(box_id, stop)))
+                    });
+                }
+            }
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(error = %format!("{error:#}"), "cannot read which boxes are down: their 4G sensors' standby waits");
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(ROUND) => {}
+            () = term.cancelled() => break,
+        }
+    }
+    for (_, (stop, task)) in running {
+        stop.cancel();
+        let _ = task.await;
+    }
+}
+
+/// What one dead box's evaluator works with.
+struct Evaluator {
+    js: jetstream::Context,
+    copies: kv::Store,
+    http: reqwest::Client,
+    webhook: String,
+    metrics: Arc<HubMetrics>,
+}
+
+impl Evaluator {
+    async fn run(self, box_id: String, stop: CancellationToken) {
+        let Some(mut standby) = self.copy(&box_id, &stop).await else { return };
+        tracing::warn!(box_id = %box_id, sensors = standby.sensor_count(), covered = standby.covered, "box is down: this hub judges its 4G sensors");
+        self.metrics.standby_boxes.inc();
+        let prefix = crate::cluster::sensors::subject_prefix(&standby.district, &box_id);
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        while !stop.is_cancelled() {
+            if let Err(error) = self.judge(&mut standby, &prefix, &stop).await {
+                tracing::debug!(box_id = %box_id, error = %format!("{error:#}"), "reading a dead box's 4G sensors; going on after the last judged");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = stop.cancelled() => {}
+                }
+            } else {
+                backoff.reset();
+            }
+        }
+        self.metrics.standby_boxes.dec();
+    }
+
+    /// The box's copy, once there is one (a box without 4G sensors never puts one).
+    async fn copy(&self, box_id: &str, stop: &CancellationToken) -> Option<Standby> {
+        let mut complained = false;
+        loop {
+            let found = match self.copies.get(box_id).await {
+                Ok(Some(bytes)) => Some(EvalCopy::decode(&bytes).and_then(Standby::from_copy)),
+                Ok(None) => None,
+                Err(error) => Some(Err(error.to_string())),
+            };
+            match found {
+                Some(Ok(standby)) => return Some(standby),
+                Some(Err(error)) if !complained => {
+                    complained = true;
+                    tracing::error!(box_id = %box_id, error = %error, "a dead box's standby copy cannot be used: its 4G sensors are judged when it is back");
+                }
+                _ => {}
+            }
+            tokio::select! {
+                () = tokio::time::sleep(COPY_LOOK) => {}
+                () = stop.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Reads and judges the box's subjects after the last judged sequence until `stop` or an
+    /// error (the caller goes on from where it got to).
+    async fn judge(&self, standby: &mut Standby, prefix: &str, stop: &CancellationToken) -> anyhow::Result<()> {
+        let stream = self.js.get_stream(crate::cluster::SENSORS_STREAM).await?;
+        let reader = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: format!("{prefix}>"),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: standby.covered + 1 },
+                ..Default::default()
+            })
+            .await?;
+        let mut caught_up = reader.cached_info().num_pending == 0;
+        let mut messages = reader.messages().await?;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                message = messages.next() => {
+                    let message = message.ok_or_else(|| anyhow::anyhow!("the stream ended the read"))??;
+                    let info = message.info().map_err(|error| anyhow::anyhow!(error))?;
+                    let (seq, pending) = (info.stream_sequence, info.pending);
+                    let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+                    let sensor = message.subject.strip_prefix(prefix).unwrap_or_default();
+                    match standby.reading(sensor, &message.payload, seq, published_ms) {
+                        Judged::Alerts(alerts) => self.post(alerts, stop).await,
+                        Judged::Refused(why) => {
+                            self.metrics.standby_refused.inc();
+                            tracing::debug!(box_id = %standby.box_id, sensor, why, "a dead box's 4G reading not judged");
+                        }
+                    }
+                    caught_up = pending == 0;
+                }
+                _ = tick.tick(), if caught_up => {
+                    let alerts = standby.tick(crate::clock::Clock::System.now());
+                    self.post(alerts, stop).await;
+                }
+            }
+        }
+    }
+
+    /// Posts each alert until the webhook takes it, in order (or `stop`).
+    async fn post(&self, alerts: Vec<serde_json::Value>, stop: &CancellationToken) {
+        for alert in alerts {
+            let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+            loop {
+                let sent = async {
+                    let response = self.http.post(&self.webhook).json(&alert).send().await?;
+                    anyhow::ensure!(response.status().is_success(), "the webhook answered {}", response.status());
+                    anyhow::Ok(())
+                };
+                match sent.await {
+                    Ok(()) => {
+                        self.metrics.standby_alerts.inc();
+                        tracing::warn!(key = %alert["key"].as_str().unwrap_or_default(), "standby alert about a dead box's 4G sensor posted");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(key = %alert["key"].as_str().unwrap_or_default(), error = %format!("{error:#}"), "standby alert not posted; tried again")
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
