@@ -1455,6 +1455,8 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
     })
     .await;
     assert!(covered, "no copy of the sensor's state covers its last reading: {:?}", east.stderr());
+    let copy = js.get_key_value(gridwatch::cluster::EVAL_BUCKET).await.unwrap().get("east").await.unwrap().unwrap();
+    eprintln!("4g sensor: the box's standby copy is {} bytes deflated", copy.len());
     assert!(standby_keys(district).is_empty(), "the hub judged nothing while the box was alive");
 
     east.daemon.as_mut().unwrap().kill_hard();

@@ -385,6 +385,38 @@ mod tests {
         }
     }
 
+    /// A tilt box with a thermometer judged by the built-in packs for two days at one reading a
+    /// minute (daily levels, compensation being learned): its copy deflates to a few KB, far
+    /// below what a KV value may hold, and a standby restored from it holds the same state.
+    #[test]
+    fn a_tilt_box_s_copy_after_two_days_fits_many_times_in_a_kv_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = source(dir.path().join("none.toml"));
+        source.builtin_packs = true;
+        source.rule_paths = Vec::new();
+        let inventory = [sensor("g4-tilt", Some("b7"))];
+        let mut engine = Engine::new(RuleSet::compile(&gridwatch_rules::builtin_packs()).unwrap(), &crate::reload::subjects(&inventory));
+        let t0 = 1_795_392_000_000;
+        let mut events = Vec::new();
+        for minute in 0..2 * 24 * 60 {
+            let day = (minute as f64 / 1440.0 * std::f64::consts::TAU).sin();
+            let fields = [("x", 0.31 + 0.01 * day), ("y", -0.12 + 0.005 * day), ("temperature", 18.0 + 6.0 * day)];
+            engine.observe(SubjectId(0), t0 + minute * 60_000, &fields, &mut events);
+        }
+        let (mut tap, copies) = StandbyTap::new();
+        tap.judged(0, 2880);
+        tap.offer(&engine);
+        let judged = copies.borrow().clone().unwrap();
+        let mut rules = None;
+        rule_sources(&source, &mut rules);
+        let copy = EvalCopy::new(("box-e", "old-town"), &inventory, &judged, &rules.unwrap(), &source);
+        let bytes = copy.encode().unwrap();
+        eprintln!("a tilt box's standby copy after two days: {} bytes deflated", bytes.len());
+        assert!(bytes.len() * 20 < MAX_COPY_BYTES, "{} bytes", bytes.len());
+        let standby = Standby::from_copy(EvalCopy::decode(&bytes).unwrap()).unwrap();
+        assert_eq!(serde_json::to_value(standby.engine.snapshot()).unwrap(), serde_json::to_value(&judged.state).unwrap(), "the same state on the hub");
+    }
+
     fn reading(x: f64, ts: i64) -> Vec<u8> {
         format!("{{\"x\": {x}, \"ts\": {ts}}}").into_bytes()
     }
