@@ -261,7 +261,8 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     let (standby, standby_copies) = match config.cluster.as_ref().filter(|cluster| cluster.sensors_via_hub) {
         Some(_) => {
             let (tap, copies) = crate::pipeline::standby_copy::StandbyTap::new();
-            (Some(tap), Some(copies))
+            let earlier = tap.earlier();
+            (Some(tap), Some((copies, earlier)))
         }
         None => (None, None),
     };
@@ -330,8 +331,9 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
             sensors: uplink_sensors,
             readings: telemetry.uplink_readings,
             hub_sensors,
-            standby: standby_copies.map(|copies| crate::cluster::standby::Source {
+            standby: standby_copies.map(|(copies, earlier)| crate::cluster::standby::Source {
                 copies,
+                earlier,
                 rule_paths: config.rules.paths.clone(),
                 builtin_packs: config.rules.builtin_packs,
                 time_zone: config.time_zone,

@@ -27,7 +27,7 @@ use async_nats::jetstream;
 use gridwatch_rules::snapshot::Snapshot;
 use gridwatch_rules::{Engine, RuleSet, RuleSource, SubjectId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +52,9 @@ pub struct Source {
     pub places: crate::sinks::text::Places,
     /// The box's payload limits (`[mqtt] max_payload_bytes`, `[ingest]`).
     pub limits: Limits,
+    /// Where the ids of the sensors the copy in KV judged go, for the pipeline's next copy
+    /// ([`crate::pipeline::standby_copy::StandbyTap::earlier`]).
+    pub earlier: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// What the box puts in KV for the hub to judge its 4G sensors from.
@@ -202,8 +205,33 @@ fn rule_sources(source: &Source, last: &mut Option<Vec<RuleSource>>) {
     }
 }
 
+/// The ids of the sensors the copy in KV judged (empty: no copy yet); waits for the bucket,
+/// `None` at `shutdown`.
+async fn judged_before(js: &jetstream::Context, box_id: &str, shutdown: &CancellationToken) -> Option<BTreeSet<String>> {
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        let read = async {
+            let bucket = js.get_key_value(super::EVAL_BUCKET).await?;
+            anyhow::Ok(bucket.get(box_id).await?)
+        };
+        match tokio::time::timeout(Duration::from_secs(10), read).await {
+            Ok(Ok(None)) => return Some(BTreeSet::new()),
+            Ok(Ok(Some(bytes))) => {
+                let ids = EvalCopy::decode(&bytes).map(|copy| copy.sensors.into_iter().filter(|s| s.judged).map(|s| s.id).collect());
+                return Some(ids.unwrap_or_default());
+            }
+            _ => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = shutdown.cancelled() => return None,
+        }
+    }
+}
+
 /// Puts every copy the pipeline offers into KV until `shutdown`; a copy that cannot be put is
-/// replaced by the next (only the latest matters).
+/// replaced by the next (only the latest matters). The copy in KV from before a restart is read
+/// first: its sensors go into the pipeline's copies, and no copy without them replaces it.
 pub async fn offer(
     js: jetstream::Context,
     cluster: crate::config::ClusterConfig,
@@ -211,6 +239,12 @@ pub async fn offer(
     mut source: Source,
     shutdown: CancellationToken,
 ) {
+    let Some(mut before) = judged_before(&js, &cluster.box_id, &shutdown).await else { return };
+    // Sensors no longer in the inventory are not waited for.
+    before.retain(|id| inventory.iter().any(|s| *s.id == **id));
+    if let Ok(mut earlier) = source.earlier.lock() {
+        earlier.extend(before.iter().cloned());
+    }
     let mut rules = None;
     let mut bucket: Option<jetstream::kv::Store> = None;
     let mut failing = false;
@@ -220,6 +254,11 @@ pub async fn offer(
             () = shutdown.cancelled() => return,
         }
         let Some(judged) = source.copies.borrow_and_update().clone() else { continue };
+        // Made before the earlier sensors reached the pipeline: the next copy has them.
+        if before.iter().any(|id| !judged.sensors.iter().any(|&p| inventory.get(p).is_some_and(|s| *s.id == **id))) {
+            continue;
+        }
+        before.clear();
         rule_sources(&source, &mut rules);
         let Some(rules) = rules.as_deref() else {
             tracing::warn!("no rule files read: the district's standby has no copy of this box's 4G sensors");
@@ -340,9 +379,12 @@ impl Standby {
         self.alerts(&events)
     }
 
+    /// The alerts of `events`, but none about the box's other sensors (the hub hears nothing of
+    /// them: their no-data would be a false alarm), unless a building's agreement names one.
     fn alerts(&self, events: &[gridwatch_rules::RuleEvent]) -> Vec<serde_json::Value> {
         events
             .iter()
+            .filter(|event| event.agreement.is_some() || self.judged.values().any(|&p| p == event.subject.0))
             .filter_map(|event| {
                 let sensor = self.sensors.get(event.subject.0)?;
                 let rule = self.engine.rule(event.rule);
@@ -382,6 +424,7 @@ mod tests {
             time_zone: chrono_tz::Asia::Shanghai,
             places: crate::sinks::text::Places(Arc::new(BTreeMap::from([("east/b7".to_string(), "七号楼".to_string())]))),
             limits: Limits { max_bytes: 4096, max_fields: 32, max_field_name_bytes: 64 },
+            earlier: Arc::default(),
         }
     }
 
@@ -405,7 +448,7 @@ mod tests {
         }
         let (mut tap, copies) = StandbyTap::new();
         tap.judged(0, 2880);
-        tap.offer(&engine);
+        tap.offer(&engine, &inventory);
         let judged = copies.borrow().clone().unwrap();
         let mut rules = None;
         rule_sources(&source, &mut rules);
@@ -439,7 +482,7 @@ mod tests {
         assert!(events.is_empty());
         let (mut tap, copies) = StandbyTap::new();
         tap.judged(1, 17);
-        tap.offer(&engine);
+        tap.offer(&engine, &inventory);
         let judged = copies.borrow().clone().unwrap();
         let source = source(file);
         let mut last = None;
@@ -467,5 +510,34 @@ mod tests {
         let mut events = Vec::new();
         engine.observe(SubjectId(1), t0 + 120_000, &[("x", 1.6)], &mut events);
         assert_eq!(events.iter().map(|e| e.at).collect::<Vec<_>>(), [t0 + 120_000]);
+    }
+
+    /// The house's other box is in the copy (its building counts) but the hub hears nothing of
+    /// it: its silence is no alarm; the 4G box's own silence is.
+    #[test]
+    fn only_the_4g_sensors_silence_is_an_alarm_at_the_hub() {
+        const SILENT: &str = "[[rule]]\nid = \"silent\"\nno_data = \"3m\"\nseverity = \"warning\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules.toml");
+        std::fs::write(&file, SILENT).unwrap();
+        let inventory = [sensor("local-1", Some("b7")), sensor("g4-1", Some("b7"))];
+        let rules = RuleSet::compile(&[RuleSource { name: "r".into(), text: SILENT.into() }]).unwrap();
+        let mut engine = Engine::new(rules, &crate::reload::subjects(&inventory));
+        let t0 = 1_795_392_000_000;
+        engine.observe(SubjectId(1), t0, &[("x", 0.1)], &mut Vec::new());
+        let (mut tap, copies) = StandbyTap::new();
+        tap.judged(1, 3);
+        tap.offer(&engine, &inventory);
+        let source = source(file);
+        let mut rules = None;
+        rule_sources(&source, &mut rules);
+        let copy = EvalCopy::new(("box-e", "old-town"), &inventory, &copies.borrow().clone().unwrap(), &rules.unwrap(), &source);
+        let mut standby = Standby::from_copy(copy).unwrap();
+        let mut posted = Vec::new();
+        for second in 1..=600 {
+            posted.extend(standby.tick(t0 + second * 1000));
+        }
+        let sensors: Vec<&str> = posted.iter().map(|a| a["sensor"].as_str().unwrap()).collect();
+        assert_eq!(sensors, ["g4-1"], "{posted:?}");
     }
 }

@@ -510,7 +510,7 @@ impl Pipeline {
             return;
         }
         if let Some(tap) = self.standby.as_mut() {
-            tap.offer(&self.engine);
+            tap.offer(&self.engine, &self.sensors);
         }
     }
 

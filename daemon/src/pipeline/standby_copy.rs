@@ -5,13 +5,17 @@
 //! judged since the last; the district link puts it in the district's KV
 //! (`crate::cluster::standby`).
 //!
+//! After a restart the sensors heard through the district before it are known from the copy in
+//! KV ([`StandbyTap::earlier`], filled by the district link): a 4G sensor that reports every
+//! ten minutes is in the next copy even if another one reported first.
+//!
 //! Invariant: a copy is offered only once every alert judged before it is journaled, so the
 //! standby never takes over a state that already saw an alarm this box could lose with a crash.
 
 use gridwatch_rules::snapshot::Snapshot;
 use gridwatch_rules::{Engine, SubjectId};
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -32,6 +36,8 @@ pub struct JudgedCopy {
 #[derive(Debug)]
 pub struct StandbyTap {
     heard: BTreeSet<usize>,
+    /// Ids of the sensors the box's previous copy judged (read from KV after a restart).
+    earlier: Arc<Mutex<Vec<String>>>,
     covered: Option<u64>,
     offered: Option<u64>,
     copies: watch::Sender<Option<Arc<JudgedCopy>>>,
@@ -41,7 +47,12 @@ impl StandbyTap {
     /// A tap, and where its copies are read.
     pub fn new() -> (StandbyTap, watch::Receiver<Option<Arc<JudgedCopy>>>) {
         let (copies, receiver) = watch::channel(None);
-        (StandbyTap { heard: BTreeSet::new(), covered: None, offered: None, copies }, receiver)
+        (StandbyTap { heard: BTreeSet::new(), earlier: Arc::default(), covered: None, offered: None, copies }, receiver)
+    }
+
+    /// Where the district link puts the ids of the sensors the previous copy judged.
+    pub fn earlier(&self) -> Arc<Mutex<Vec<String>>> {
+        self.earlier.clone()
     }
 
     /// A reading of `sensor` at stream sequence `seq` was judged (or refused by the engine,
@@ -51,15 +62,22 @@ impl StandbyTap {
         self.covered = Some(self.covered.map_or(seq, |covered| covered.max(seq)));
     }
 
-    /// Whether something was judged since the last copy.
+    /// Whether something was judged since the last copy, or sensors of the copy before a
+    /// restart are still to be added.
     pub fn moved(&self) -> bool {
-        self.covered != self.offered
+        self.covered.is_some() && (self.covered != self.offered || self.earlier.lock().is_ok_and(|earlier| !earlier.is_empty()))
     }
 
-    /// Offers the engine's state of the sensors heard so far (call only once the journal has
-    /// caught up with the alerts judged before it).
-    pub fn offer(&mut self, engine: &Engine) {
+    /// Offers the engine's state of the sensors heard so far, and of those the previous copy
+    /// judged (`inventory`: the sensors' ids by position; call only once the journal has caught
+    /// up with the alerts judged before it).
+    pub fn offer(&mut self, engine: &Engine, inventory: &[crate::config::SensorConfig]) {
         let Some(covered) = self.covered else { return };
+        if let Ok(mut earlier) = self.earlier.lock() {
+            for id in earlier.drain(..) {
+                self.heard.extend(inventory.iter().position(|sensor| *sensor.id == *id));
+            }
+        }
         let sensors: Vec<usize> = self.heard.iter().copied().collect();
         let subjects: Vec<SubjectId> = sensors.iter().map(|&s| SubjectId(s)).collect();
         let copy = JudgedCopy { state: engine.snapshot_of(&subjects), sensors, covered };
@@ -88,17 +106,24 @@ mod tests {
             interval_ms: 60_000,
         };
         let engine = Engine::new(rules, &[subject("a"), subject("b"), subject("c")]);
+        let inventory = ["a", "b", "c"].map(|id| crate::config::SensorConfig::test_tilt(id, "s"));
         let (mut tap, copies) = StandbyTap::new();
         assert!(!tap.moved());
-        tap.offer(&engine);
+        tap.offer(&engine, &inventory);
         assert!(copies.borrow().is_none(), "nothing heard, nothing offered");
         tap.judged(2, 40);
         tap.judged(0, 41);
         assert!(tap.moved());
-        tap.offer(&engine);
+        tap.offer(&engine, &inventory);
         assert!(!tap.moved());
         let copy = copies.borrow().clone().unwrap();
         assert_eq!((copy.sensors.clone(), copy.covered), (vec![0, 2], 41));
         assert_eq!(copy.state.subjects.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        // After a restart: `b` was in the copy before it, `c` reports first.
+        let (mut tap, copies) = StandbyTap::new();
+        tap.earlier().lock().unwrap().extend(["b".to_string(), "gone".to_string()]);
+        tap.judged(2, 42);
+        tap.offer(&engine, &inventory);
+        assert_eq!(copies.borrow().clone().unwrap().sensors, [1, 2], "the sensor heard before the restart stays in the copy");
     }
 }
