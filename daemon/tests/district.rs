@@ -1402,6 +1402,10 @@ async fn a_4g_sensor_is_judged_by_its_box_exactly_once_across_a_cut_and_kills() 
     assert!(stored >= sensor.seq as f64 + 1.0, "the hub stored {stored} of {} readings and the unknown sensor's", sensor.seq);
     assert_eq!(common::metric(&hub_metrics, "gridwatch_hub_sensor_readings_total{result=\"not_authorized\"}"), Some(2.0));
     assert!(common::metric(&hub_metrics, "gridwatch_hub_sensor_logins_refused_total").unwrap_or(0.0) >= 1.0, "the wrong password");
+    // A sensor that publishes without end (its login leaked, its firmware loops) loses its own
+    // oldest readings past a week's worth, never another sensor's.
+    a_flooding_sensor_evicts_only_its_own_readings(&nats).await;
+
     // The box dead past its lease with an alarm open: the active hub judges the sensor from the
     // box's latest copy of its state, and the box, back, sends the same events under the same
     // keys (sensor:rule:event:at_ms), which a receiver drops.
@@ -1419,6 +1423,29 @@ async fn a_4g_sensor_is_judged_by_its_box_exactly_once_across_a_cut_and_kills() 
         after_kill.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Publishes straight into the sensors' stream (as the hub's listener does) one reading of a
+/// quiet sensor, then `KEPT_PER_SENSOR` + 20 of a flooding one (of a box that does not run, so
+/// nothing judges them): the flood's first 20 are gone, its next one and the quiet reading kept.
+async fn a_flooding_sensor_evicts_only_its_own_readings(nats: &NatsCluster) {
+    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
+    let quiet = js.publish("gw.s.old-town.nobox.quiet", r#"{"do": 7.0}"#.into()).await.unwrap().await.unwrap().sequence;
+    let kept = gridwatch::cluster::sensors::KEPT_PER_SENSOR as usize;
+    let mut sequences = Vec::with_capacity(kept + 20);
+    for chunk in (0..kept + 20).collect::<Vec<_>>().chunks(500) {
+        let mut acks = Vec::new();
+        for index in chunk {
+            acks.push(js.publish("gw.s.old-town.nobox.flood", format!(r#"{{"do": 7.0, "seq": {index}}}"#).into()).await.unwrap());
+        }
+        for ack in acks {
+            sequences.push(ack.await.unwrap().sequence);
+        }
+    }
+    let stream = js.get_stream(gridwatch::cluster::SENSORS_STREAM).await.unwrap();
+    assert!(stream.get_raw_message(quiet).await.is_ok(), "the quiet sensor's reading was evicted by the flood");
+    assert!(stream.get_raw_message(sequences[19]).await.is_err(), "the flood's 20th reading is still kept");
+    assert!(stream.get_raw_message(sequences[20]).await.is_ok(), "the flood's 21st reading is gone");
 }
 
 /// The keys (`sensor:rule:event:at_ms`) of the standby evaluator's alerts at the district's webhook.

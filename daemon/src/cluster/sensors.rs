@@ -29,6 +29,11 @@ use tokio_util::sync::CancellationToken;
 
 /// How long the district keeps what 4G sensors publish: a box down longer misses the oldest.
 pub const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
+/// Readings the district keeps per 4G sensor at most (`max_msgs_per_subject` of the sensors'
+/// stream): a week at one a minute. A sensor that publishes more (a leaked login, a firmware
+/// loop) loses its own oldest readings, never another sensor's, and cannot fill the nodes'
+/// disks that the boxes' uplink needs too.
+pub const KEPT_PER_SENSOR: i64 = 10_080;
 /// How long JetStream waits for the box's ack before delivering a reading again: a reading
 /// pushed into a link that had silently died comes again this long after it was sent. A box
 /// slower than this to keep a reading sees it again and refuses it as a duplicate.

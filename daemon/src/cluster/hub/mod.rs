@@ -170,16 +170,21 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
             })
             .await?;
             // What sensors with their own 4G link publish on the hubs' MQTT listeners, kept a
-            // day for their boxes to judge (`super::sensors`).
-            js.get_or_create_stream(stream::Config {
+            // day for their boxes to judge (`super::sensors`), and at most a week's worth per
+            // sensor (a stream from before that limit gets it).
+            let sensors = stream::Config {
                 name: super::SENSORS_STREAM.into(),
                 subjects: vec![super::SENSORS_SUBJECTS.into()],
                 storage: stream::StorageType::File,
                 num_replicas: options.replicas,
                 max_age: super::sensors::KEPT_FOR,
+                max_messages_per_subject: super::sensors::KEPT_PER_SENSOR,
                 ..Default::default()
-            })
-            .await?;
+            };
+            let mut found = js.get_or_create_stream(sensors.clone()).await?;
+            if found.info().await?.config.max_messages_per_subject != super::sensors::KEPT_PER_SENSOR {
+                js.update_stream(stream::Config { num_replicas: found.cached_info().config.num_replicas, ..sensors }).await?;
+            }
             let hub = bucket(js, super::HUB_BUCKET, options.hub_lease, options.replicas).await?;
             // Each box's latest copy of its 4G sensors' rule state, for judging them while it
             // is down ([`standby`]).
