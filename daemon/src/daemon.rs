@@ -343,6 +343,7 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
                     max_fields: config.ingest.max_fields_per_reading,
                     max_field_name_bytes: config.ingest.max_field_name_bytes,
                 },
+                clocks: config.ingest,
             }),
         };
         tokio::spawn(crate::cluster::run_box(setup, shutdown.clone()));

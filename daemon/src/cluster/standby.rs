@@ -52,6 +52,8 @@ pub struct Source {
     pub places: crate::sinks::text::Places,
     /// The box's payload limits (`[mqtt] max_payload_bytes`, `[ingest]`).
     pub limits: Limits,
+    /// The box's answers to devices' clocks (`[ingest]`).
+    pub clocks: crate::config::IngestConfig,
     /// Where the ids of the sensors the copy in KV judged go, for the pipeline's next copy
     /// ([`crate::pipeline::standby_copy::StandbyTap::earlier`]).
     pub earlier: Arc<std::sync::Mutex<Vec<String>>>,
@@ -72,6 +74,12 @@ pub struct EvalCopy {
     pub max_payload_bytes: usize,
     pub max_fields: usize,
     pub max_field_name_bytes: usize,
+    /// A reading stamped further ahead of when the district stored it is refused.
+    pub max_future_skew_ms: i64,
+    /// A sensor whose readings come older than its last judged one this many times in a row…
+    pub reanchor_after_readings: u32,
+    /// …and for this long is judged again from its current time (its clock went back).
+    pub reanchor_after_ms: u64,
     pub time_zone: String,
     /// Display names of the sites and buildings of [`EvalCopy::sensors`].
     pub places: BTreeMap<String, String>,
@@ -162,6 +170,9 @@ impl EvalCopy {
             max_payload_bytes: source.limits.max_bytes,
             max_fields: source.limits.max_fields,
             max_field_name_bytes: source.limits.max_field_name_bytes,
+            max_future_skew_ms: source.clocks.max_future_skew.as_millis() as i64,
+            reanchor_after_readings: source.clocks.reanchor_after_readings,
+            reanchor_after_ms: source.clocks.reanchor_after.as_millis() as u64,
             time_zone: source.time_zone.name().into(),
             places,
         }
@@ -316,6 +327,9 @@ pub struct Standby {
     /// Sensors judged, by id: their position in `sensors` (and the engine).
     judged: HashMap<String, usize>,
     limits: Limits,
+    max_future_skew_ms: i64,
+    /// Runs of readings older than their sensor's last judged one (as on the box).
+    out_of_order: crate::sensor_clocks::OutOfOrder,
     time_zone: chrono_tz::Tz,
     places: crate::sinks::text::Places,
 }
@@ -348,6 +362,8 @@ impl Standby {
             sensors,
             judged,
             limits: Limits { max_bytes: copy.max_payload_bytes, max_fields: copy.max_fields, max_field_name_bytes: copy.max_field_name_bytes },
+            max_future_skew_ms: copy.max_future_skew_ms,
+            out_of_order: crate::sensor_clocks::OutOfOrder::new(copy.reanchor_after_readings, Duration::from_millis(copy.reanchor_after_ms)),
             time_zone: copy.time_zone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
             places: crate::sinks::text::Places(Arc::new(copy.places)),
         })
@@ -359,7 +375,10 @@ impl Standby {
     }
 
     /// Judges the reading of `sensor` at stream sequence `seq`, published at `published_ms`
-    /// (its time when it carries none of its own).
+    /// (its time when it carries none of its own). As on the box, a reading stamped too far
+    /// ahead is refused, and a sensor whose clock went back is judged again from its current
+    /// time once its readings have kept coming older (`[ingest] reanchor_after_*`): one bad
+    /// time never silences a sensor.
     pub fn reading(&mut self, sensor: &str, payload: &[u8], seq: u64, published_ms: i64) -> Judged {
         self.covered = self.covered.max(seq);
         let Some(&position) = self.judged.get(sensor) else { return Judged::Refused(format!("sensor `{sensor}` is not one of this box's 4G sensors")) };
@@ -367,8 +386,19 @@ impl Standby {
             Ok(decoded) => decoded,
             Err(rejection) => return Judged::Refused(rejection.to_string()),
         };
-        let mut events = Vec::new();
-        self.engine.observe(SubjectId(position), decoded.ts.unwrap_or(published_ms), &decoded.fields, &mut events);
+        let at = decoded.ts.unwrap_or(published_ms);
+        if at.saturating_sub(published_ms) > self.max_future_skew_ms {
+            return Judged::Refused(format!("stamped {} s ahead of when the district stored it", (at - published_ms) / 1000));
+        }
+        let (subject, mut events) = (SubjectId(position), Vec::new());
+        let mut observed = self.engine.observe(subject, at, &decoded.fields, &mut events);
+        if observed == gridwatch_rules::Observed::OutOfOrder && self.out_of_order.refused(position, tokio::time::Instant::now()) {
+            self.engine.rewind(subject);
+            observed = self.engine.observe(subject, at, &decoded.fields, &mut events);
+        }
+        if observed == gridwatch_rules::Observed::Evaluated {
+            self.out_of_order.in_order(position);
+        }
         Judged::Alerts(self.alerts(&events))
     }
 
@@ -424,6 +454,7 @@ mod tests {
             time_zone: chrono_tz::Asia::Shanghai,
             places: crate::sinks::text::Places(Arc::new(BTreeMap::from([("east/b7".to_string(), "七号楼".to_string())]))),
             limits: Limits { max_bytes: 4096, max_fields: 32, max_field_name_bytes: 64 },
+            clocks: crate::config::IngestConfig { reanchor_after: Duration::ZERO, ..Default::default() },
             earlier: Arc::default(),
         }
     }
@@ -498,7 +529,7 @@ mod tests {
         assert_eq!((standby.covered, standby.sensor_count()), (17, 1));
         assert!(matches!(standby.reading("local-1", &reading(2.0, t0 + 90_000), 18, 0), Judged::Refused(_)), "only the 4G sensors are judged");
         assert!(matches!(standby.reading("g4-1", b"{\"x\": ", 19, 0), Judged::Refused(why) if why.contains("not JSON")));
-        let Judged::Alerts(alerts) = standby.reading("g4-1", &reading(1.6, t0 + 120_000), 20, 0) else { panic!("refused") };
+        let Judged::Alerts(alerts) = standby.reading("g4-1", &reading(1.6, t0 + 120_000), 20, t0 + 120_500) else { panic!("refused") };
         assert_eq!(alerts.len(), 1, "{alerts:?}");
         let alert = &alerts[0];
         assert_eq!(alert["key"], format!("g4-1:lean:fired:{}", t0 + 120_000));
@@ -510,6 +541,40 @@ mod tests {
         let mut events = Vec::new();
         engine.observe(SubjectId(1), t0 + 120_000, &[("x", 1.6)], &mut events);
         assert_eq!(events.iter().map(|e| e.at).collect::<Vec<_>>(), [t0 + 120_000]);
+    }
+
+    /// While the box is down a reading stamped a day ahead is refused, and a sensor whose clock
+    /// went back is judged again after a few readings: no bad time silences it for good.
+    #[test]
+    fn a_device_clock_ahead_or_gone_back_does_not_silence_the_sensor_at_the_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules.toml");
+        std::fs::write(&file, RULES).unwrap();
+        let inventory = [sensor("g4-1", Some("b7"))];
+        let rules = RuleSet::compile(&[RuleSource { name: "r".into(), text: RULES.into() }]).unwrap();
+        let mut engine = Engine::new(rules, &crate::reload::subjects(&inventory));
+        let t0 = 1_795_392_000_000;
+        engine.observe(SubjectId(0), t0, &[("x", 0.1)], &mut Vec::new());
+        let (mut tap, copies) = StandbyTap::new();
+        tap.judged(0, 1);
+        tap.offer(&engine, &inventory);
+        let source = source(file);
+        let mut rules = None;
+        rule_sources(&source, &mut rules);
+        let copy = EvalCopy::new(("box-e", "old-town"), &inventory, &copies.borrow().clone().unwrap(), &rules.unwrap(), &source);
+        let mut standby = Standby::from_copy(copy).unwrap();
+        let day = 86_400_000;
+        let ahead = standby.reading("g4-1", &reading(0.1, t0 + 60_000 + day), 2, t0 + 60_000);
+        assert!(matches!(&ahead, Judged::Refused(why) if why.contains("ahead")), "{ahead:?}");
+        // The clock went back an hour: judged again from the third such reading on.
+        let mut fired = Vec::new();
+        for (index, minute) in (2..8).enumerate() {
+            let at = t0 - 3_600_000 + minute * 60_000;
+            if let Judged::Alerts(alerts) = standby.reading("g4-1", &reading(1.5, at), 3 + index as u64, t0 + minute * 60_000) {
+                fired.extend(alerts);
+            }
+        }
+        assert_eq!(fired.len(), 1, "the lean fires once the sensor is judged again: {fired:?}");
     }
 
     /// The house's other box is in the copy (its building counts) but the hub hears nothing of
