@@ -259,8 +259,8 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     // The district's standby evaluator judges the 4G sensors from copies of their state.
     #[cfg(feature = "cluster")]
     let (standby, standby_copies) = match config.cluster.as_ref().filter(|cluster| cluster.sensors_via_hub) {
-        Some(_) => {
-            let (tap, copies) = crate::pipeline::standby_copy::StandbyTap::new();
+        Some(cluster) => {
+            let (tap, copies) = crate::pipeline::standby_copy::StandbyTap::new(cluster.standby_copy);
             let earlier = tap.earlier();
             (Some(tap), Some((copies, earlier)))
         }

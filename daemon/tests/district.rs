@@ -1284,7 +1284,7 @@ async fn a_4g_sensor_is_judged_by_its_box_exactly_once_across_a_cut_and_kills() 
     let district = start_district_with(&nats, &["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}"), "--mqtt-passwords", password_path]).await;
     let alerts = WebhookReceiver::start(Vec::new()).await;
     let channels = format!("\n[alerts]\nconsole = false\nflap_window_secs = 0\n\n[[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n", alerts.url());
-    let mut east = Community::start_configured("east", &nats, "sensors_via_hub = true\n", "", &channels).await;
+    let mut east = Community::start_configured("east", &nats, "sensors_via_hub = true\nstandby_copy_secs = 2\n", "", &channels).await;
     let mut sensor = Sensor4g::connect(mqtt_port, "east", "east-03", "ding-dong 17").await;
     let gap = Duration::from_millis(200);
 

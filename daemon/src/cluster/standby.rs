@@ -477,7 +477,7 @@ mod tests {
             let fields = [("x", 0.31 + 0.01 * day), ("y", -0.12 + 0.005 * day), ("temperature", 18.0 + 6.0 * day)];
             engine.observe(SubjectId(0), t0 + minute * 60_000, &fields, &mut events);
         }
-        let (mut tap, copies) = StandbyTap::new();
+        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
         tap.judged(0, 2880);
         tap.offer(&engine, &inventory);
         let judged = copies.borrow().clone().unwrap();
@@ -511,7 +511,7 @@ mod tests {
         engine.observe(SubjectId(1), t0, &[("x", 1.5)], &mut events);
         engine.observe(SubjectId(1), t0 + 60_000, &[("x", 1.5)], &mut events);
         assert!(events.is_empty());
-        let (mut tap, copies) = StandbyTap::new();
+        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
         tap.judged(1, 17);
         tap.offer(&engine, &inventory);
         let judged = copies.borrow().clone().unwrap();
@@ -555,7 +555,7 @@ mod tests {
         let mut engine = Engine::new(rules, &crate::reload::subjects(&inventory));
         let t0 = 1_795_392_000_000;
         engine.observe(SubjectId(0), t0, &[("x", 0.1)], &mut Vec::new());
-        let (mut tap, copies) = StandbyTap::new();
+        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
         tap.judged(0, 1);
         tap.offer(&engine, &inventory);
         let source = source(file);
@@ -590,7 +590,7 @@ mod tests {
         let mut engine = Engine::new(rules, &crate::reload::subjects(&inventory));
         let t0 = 1_795_392_000_000;
         engine.observe(SubjectId(1), t0, &[("x", 0.1)], &mut Vec::new());
-        let (mut tap, copies) = StandbyTap::new();
+        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
         tap.judged(1, 3);
         tap.offer(&engine, &inventory);
         let source = source(file);

@@ -21,6 +21,7 @@ pub struct RawCluster {
     pub uplink_points_per_sec: Option<Spanned<u64>>,
     pub readings_batch_secs: Option<Spanned<u64>>,
     pub sensors_via_hub: Option<bool>,
+    pub standby_copy_secs: Option<Spanned<u64>>,
 }
 
 /// `[cluster]`, checked.
@@ -44,6 +45,9 @@ pub struct ClusterConfig {
     /// Whether this box also judges its sensors with their own 4G link, which publish to the
     /// hub's MQTT listener (`gw/s/<district>/<box>/<sensor>`), from the district's stream.
     pub sensors_via_hub: bool,
+    /// How often at most this box puts a new copy of its 4G sensors' rule state into the
+    /// district's KV, for the hub to judge them from while the box is down.
+    pub standby_copy: Duration,
 }
 
 const BATCH_ROWS: (u64, std::ops::RangeInclusive<u64>) = (500, 1..=10_000);
@@ -55,6 +59,9 @@ const COMMIT_WAIT_SECS: (u64, std::ops::RangeInclusive<u64>) = (10, 1..=600);
 /// sensors: one reading each every 200 s).
 const UPLINK_POINTS_PER_SEC: (u64, std::ops::RangeInclusive<u64>) = (5, 0..=10_000);
 const READINGS_BATCH_SECS: (u64, std::ops::RangeInclusive<u64>) = (30, 1..=600);
+/// Ten minutes: a 4G tilt box's copy is ~3 KB, so ~0.5 MB a day on the link per such box; an
+/// older copy costs the district's standby only a longer replay (docs/district.md).
+const STANDBY_COPY_SECS: (u64, std::ops::RangeInclusive<u64>) = (600, 1..=86_400);
 
 /// Whether `id` can name a NATS subject token and a KV key.
 pub fn is_token(id: &str) -> bool {
@@ -80,6 +87,7 @@ impl super::Checker<'_> {
         let commit_wait = Duration::from_secs(self.bounded(raw.commit_wait_secs, "cluster.commit_wait_secs", COMMIT_WAIT_SECS));
         let uplink_points_per_sec = self.bounded(raw.uplink_points_per_sec, "cluster.uplink_points_per_sec", UPLINK_POINTS_PER_SEC);
         let readings_batch = Duration::from_secs(self.bounded(raw.readings_batch_secs, "cluster.readings_batch_secs", READINGS_BATCH_SECS));
+        let standby_copy = Duration::from_secs(self.bounded(raw.standby_copy_secs, "cluster.standby_copy_secs", STANDBY_COPY_SECS));
         (self.diagnostics.len() == before).then(|| ClusterConfig {
             nats_urls: raw.nats_urls.into_inner(),
             box_id: raw.box_id.into_inner(),
@@ -90,6 +98,7 @@ impl super::Checker<'_> {
             uplink_points_per_sec,
             readings_batch,
             sensors_via_hub: raw.sensors_via_hub.unwrap_or(false),
+            standby_copy,
         })
     }
 }

@@ -181,7 +181,7 @@ impl Pipeline {
         save.tick().await;
         let mut resolved = tokio::time::interval(RESOLVED_EVERY);
         resolved.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut offer = tokio::time::interval(standby_copy::OFFER_EVERY);
+        let mut offer = tokio::time::interval(self.standby.as_ref().map_or(Duration::from_secs(3600), |tap| tap.every));
         offer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.hear_readings_within_a_tick();
         self.judge_unsaved(&mut events).await;

@@ -1,9 +1,9 @@
 //! What a district's standby evaluator needs to judge this box's sensors with their own 4G link
 //! while the box is down (`[cluster] sensors_via_hub`, docs/district.md): the rule engine's
 //! state of those sensors, and the district stream's sequence of the last of their readings that
-//! state judged. The pipeline offers a new copy every [`OFFER_EVERY`] once such a reading was
-//! judged since the last; the district link puts it in the district's KV
-//! (`crate::cluster::standby`).
+//! state judged. The pipeline offers a new copy at most every `[cluster] standby_copy_secs` (each
+//! crosses the box's 4G link) once such a reading was judged since the last; the district link
+//! puts it in the district's KV (`crate::cluster::standby`).
 //!
 //! After a restart the sensors heard through the district before it are known from the copy in
 //! KV ([`StandbyTap::earlier`], filled by the district link): a 4G sensor that reports every
@@ -19,9 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How often a new copy may be offered.
-pub const OFFER_EVERY: Duration = Duration::from_secs(5);
-
 /// The state of the sensors heard through the district, and how far into its stream it goes.
 #[derive(Debug)]
 pub struct JudgedCopy {
@@ -35,6 +32,8 @@ pub struct JudgedCopy {
 /// The pipeline's side: which sensors came through the district and what it judged last.
 #[derive(Debug)]
 pub struct StandbyTap {
+    /// How often a new copy may be offered.
+    pub every: Duration,
     heard: BTreeSet<usize>,
     /// Ids of the sensors the box's previous copy judged (read from KV after a restart).
     earlier: Arc<Mutex<Vec<String>>>,
@@ -45,9 +44,9 @@ pub struct StandbyTap {
 
 impl StandbyTap {
     /// A tap, and where its copies are read.
-    pub fn new() -> (StandbyTap, watch::Receiver<Option<Arc<JudgedCopy>>>) {
+    pub fn new(every: Duration) -> (StandbyTap, watch::Receiver<Option<Arc<JudgedCopy>>>) {
         let (copies, receiver) = watch::channel(None);
-        (StandbyTap { heard: BTreeSet::new(), earlier: Arc::default(), covered: None, offered: None, copies }, receiver)
+        (StandbyTap { every, heard: BTreeSet::new(), earlier: Arc::default(), covered: None, offered: None, copies }, receiver)
     }
 
     /// Where the district link puts the ids of the sensors the previous copy judged.
@@ -107,7 +106,7 @@ mod tests {
         };
         let engine = Engine::new(rules, &[subject("a"), subject("b"), subject("c")]);
         let inventory = ["a", "b", "c"].map(|id| crate::config::SensorConfig::test_tilt(id, "s"));
-        let (mut tap, copies) = StandbyTap::new();
+        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
         assert!(!tap.moved());
         tap.offer(&engine, &inventory);
         assert!(copies.borrow().is_none(), "nothing heard, nothing offered");
@@ -120,7 +119,7 @@ mod tests {
         assert_eq!((copy.sensors.clone(), copy.covered), (vec![0, 2], 41));
         assert_eq!(copy.state.subjects.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
         // After a restart: `b` was in the copy before it, `c` reports first.
-        let (mut tap, copies) = StandbyTap::new();
+        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
         tap.earlier().lock().unwrap().extend(["b".to_string(), "gone".to_string()]);
         tap.judged(2, 42);
         tap.offer(&engine, &inventory);
