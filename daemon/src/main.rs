@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             influx_bucket,
             ack_secret_file,
             link_secret_file,
+            view_token_file,
             mqtt_listen,
             mqtt_passwords,
             mqtt_anonymous: _,
@@ -43,6 +44,10 @@ fn main() -> ExitCode {
         } => {
             let secrets = match commands::hub::secrets(ack_secret_file.as_deref(), link_secret_file.as_deref()) {
                 Ok(secrets) => secrets,
+                Err(code) => return code,
+            };
+            let view_token = match commands::hub::view_token(view_token_file.as_deref()) {
+                Ok(token) => token,
                 Err(code) => return code,
             };
             let name = name.unwrap_or_else(commands::hub::default_name);
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
                 name,
                 influx,
                 secrets,
+                view_token,
                 mqtt_listen,
                 mqtt_passwords,
                 mqtt_tls: mqtt_tls_cert.zip(mqtt_tls_key),

@@ -70,6 +70,8 @@ static ONE_DISTRICT_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::cons
 
 /// The key boxes verify workers' actions with (`[dispatch] ack_secret`).
 const ACK_SECRET: &str = "district-shared-ack-secret";
+/// The token of the district's board and report (`--view-token-file`, second test).
+const VIEW_TOKEN: &str = "district-view-token-1234";
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
@@ -633,7 +635,10 @@ async fn roster_reaches(boxes: &[&Community], before: &[usize]) -> Vec<Duration>
 async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
     let nats = NatsCluster::start(3).await.expect("nats-server");
-    let district = start_district(&nats).await;
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("view-token");
+    std::fs::write(&token_file, format!("{VIEW_TOKEN}\n")).unwrap();
+    let district = start_district_with(&nats, &["--view-token-file", token_file.to_str().unwrap()]).await;
     let east = Community::start("east", &nats).await;
     let mut west = Community::start("west", &nats).await;
     let boxes = [&east, &west];
@@ -736,7 +741,19 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     west.proxy.set_blackholed(true);
     let down = wait_for(30 * SECOND, || async { district.box_down("west").len() > reports }).await;
     assert!(down && district.box_down("west").last().map(String::as_str) == Some("raised"), "{:?}", district.box_down("west"));
-    let board = hub_page(web, "/").await;
+    // The district's view asks for its token: none or a wrong one gets 403 and nothing of it.
+    for (path, bearer) in [("/", None), ("/board?token=district-view-token-1235", None), ("/report", Some("wrong")), ("/report?format=csv", None)] {
+        let mut request = reqwest::Client::new().get(format!("{web}{path}"));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 403, "{path}");
+        assert!(!answer.text().await.unwrap().contains("west"), "{path} shows the district without the token");
+    }
+    let by_header = reqwest::Client::new().get(format!("{web}/board")).bearer_auth(VIEW_TOKEN).send().await.unwrap();
+    assert_eq!(by_header.status(), 200, "the token in an Authorization header");
+    let board = hub_page(web, &format!("/?token={VIEW_TOKEN}")).await;
     let (west_at, east_at) = (board.find("<h2>west").unwrap(), board.find("<h2>east").unwrap());
     assert!(west_at < east_at, "the offline box first: {board}");
     assert!(board[west_at..east_at].contains("离线") && board[west_at..east_at].contains("west-03 · do-low · 待接单"), "{board}");
@@ -746,7 +763,7 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     // The report of today and yesterday (China's days), per box, equals each box's own store.
     let today = gridwatch::report::today(now_ms(), gridwatch::local_time::DEFAULT);
     let period = format!("from={}&to={today}", today.pred_opt().unwrap());
-    let csv = hub_page(web, &format!("/report?{period}&format=csv")).await;
+    let csv = hub_page(web, &format!("/report?{period}&format=csv&token={VIEW_TOKEN}")).await;
     for community in [&east, &west] {
         let store = rusqlite::Connection::open_with_flags(community.dir.path().join("state/gridwatch.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
         let count = |sql: &str| store.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
@@ -760,18 +777,23 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
         );
         assert!(csv.lines().any(|line| line == expected), "{expected} not in the report:\n{csv}");
     }
-    assert!(hub_page(web, &format!("/report?{period}")).await.contains("合计"));
+    assert!(hub_page(web, &format!("/report?{period}&token={VIEW_TOKEN}")).await.contains("合计"));
 
-    // The board on a phone (390×844 in headless Chromium): nothing wider than the screen.
+    // The board on a phone (390×844 in headless Chromium): nothing wider than the screen. Opened
+    // once with its token, the browser keeps it: the board's own link to the report needs none.
     let browser = Browser::start().await.expect("headless Chromium");
     browser.phone(390, 844).await.unwrap();
-    browser.goto(&format!("{web}/board")).await.unwrap();
+    browser.goto(&format!("{web}/report")).await.unwrap();
+    browser.wait_for_text("口令").await.unwrap();
+    browser.goto(&format!("{web}/board?token={VIEW_TOKEN}")).await.unwrap();
     browser.wait_for_text("离线").await.unwrap();
     let width = browser.execute("return document.scrollingElement.scrollWidth").await.unwrap().as_f64().unwrap();
     assert!(width <= 390.0, "the board is {width} px wide on a 390 px screen");
     let png = browser.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5_000, "a real screenshot ({} bytes)", png.len());
     std::fs::write(screenshot_dir().join("district-board.png"), &png).unwrap();
+    browser.goto(&format!("{web}/report")).await.unwrap();
+    browser.wait_for_text("合计").await.unwrap();
 }
 
 impl Community {

@@ -160,6 +160,11 @@ pub enum Command {
         /// ack secret.
         #[arg(long, value_name = "FILE", requires = "ack_secret_file")]
         link_secret_file: Option<PathBuf>,
+        /// A file holding the token the district's board and report ask for: open
+        /// `/board?token=<token>` once (the browser keeps it in a cookie). Without it anyone who
+        /// reaches `--listen` sees every box's incidents and places.
+        #[arg(long, value_name = "FILE", requires = "listen")]
+        view_token_file: Option<PathBuf>,
         /// Take readings of sensors with their own 4G link here (MQTT 3.1.1, QoS 1, topic
         /// `gw/s/<district>/<box>/<sensor>`); each is acknowledged once the district's stream
         /// holds it, and its box (`[cluster] sensors_via_hub`) judges it. Needs

@@ -36,6 +36,22 @@ pub fn secrets(ack_file: Option<&Path>, link_file: Option<&Path>) -> Result<Opti
     })
 }
 
+/// The board's and report's token from its file (`--view-token-file`); exit 78 when the file
+/// cannot be read or the token is shorter than 16 characters (it is all that guards the
+/// district's incidents and places).
+pub fn view_token(file: Option<&Path>) -> Result<Option<String>, ExitCode> {
+    let Some(file) = file else { return Ok(None) };
+    let token = std::fs::read_to_string(file).map(|text| text.trim().to_string()).map_err(|error| {
+        eprintln!("error: cannot read the view token file {}: {error}", file.display());
+        ExitCode::from(EX_CONFIG)
+    })?;
+    if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        eprintln!("error: the view token in {} must be at least 16 characters, without spaces", file.display());
+        return Err(ExitCode::from(EX_CONFIG));
+    }
+    Ok(Some(token))
+}
+
 /// This hub's name when none is given: the host's name and the process id.
 pub fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();

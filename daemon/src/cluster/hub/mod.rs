@@ -35,6 +35,7 @@ mod sensor_pace;
 mod sensor_passwords;
 mod sensor_tls;
 mod standby;
+mod view_token;
 mod watched_files;
 mod web;
 
@@ -72,6 +73,9 @@ pub struct HubOptions {
     /// The district's link and ack secrets (`--link-secret-file`, `--ack-secret-file`): with
     /// them the listener serves the boxes' incident pages; none: it only relays.
     pub secrets: Option<pages::DistrictSecrets>,
+    /// The token the board and report ask for (`--view-token-file`); none: open to anyone who
+    /// reaches `listen`.
+    pub view_token: Option<String>,
     /// Where sensors with their own 4G link publish their readings over MQTT
     /// ([`sensor_listener`]); none: not taken here.
     pub mqtt_listen: Option<std::net::SocketAddr>,
@@ -113,7 +117,8 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
         }
     };
     let listener = options.listen.map(|listen| {
-        let pages = web::Listener::new(js.clone(), metrics.clone(), options.name.clone(), options.postgres.clone(), options.secrets.clone());
+        let mut pages = web::Listener::new(js.clone(), metrics.clone(), options.name.clone(), options.postgres.clone(), options.secrets.clone());
+        pages.view_token = options.view_token.clone();
         tokio::spawn(web::serve(pages, listen, shutdown.clone()))
     });
     let sensors = options.mqtt_listen.map(|listen| tokio::spawn(sensor_listener::serve(js.clone(), listen, access, tls, metrics.clone(), shutdown.clone())));

@@ -3,14 +3,15 @@
 //! the board of every box (`/`, `/board`, [`super::board`]) and the per-box report of a period
 //! (`/report`, HTML or CSV, [`super::report`]); with the district's secrets, the workers'
 //! incident pages of every box (`/b/<box>/incident/<id>`, [`super::pages`]). Every hub serves
-//! them, active or standing by.
+//! them, active or standing by. With `--view-token-file` the board and report ask for its token
+//! ([`super::view_token`]).
 //!
 //! Read-only apart from the relay and the pages' steps; nothing secret is shown (the PostgreSQL connection string
 //! may hold a password: errors reaching it are logged, the pages only say it is unreachable).
 
 use super::metrics::HubMetrics;
 use super::pages::DistrictSecrets;
-use super::{board, pages, relay, report};
+use super::{board, pages, relay, report, view_token};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -42,11 +43,13 @@ pub struct Listener {
     /// The district's link and ack secrets: with them, the hub serves the boxes' incident
     /// pages ([`super::pages`]); without, it only relays.
     pub secrets: Option<DistrictSecrets>,
+    /// The token the board and report ask for (`--view-token-file`); none: open.
+    pub view_token: Option<String>,
 }
 
 impl Listener {
     pub fn new(js: async_nats::jetstream::Context, metrics: Arc<HubMetrics>, name: String, conninfo: String, secrets: Option<DistrictSecrets>) -> Listener {
-        Listener { js, metrics, name, db: tokio::sync::Mutex::new(None), conninfo, time_zone: crate::local_time::DEFAULT, secrets }
+        Listener { js, metrics, name, db: tokio::sync::Mutex::new(None), conninfo, time_zone: crate::local_time::DEFAULT, secrets, view_token: None }
     }
 
     /// Runs `query` on the pages' connection (connecting first if needed) within
@@ -78,17 +81,22 @@ impl Listener {
 
 /// Serves the listener on `listen` until `shutdown`.
 pub async fn serve(listener: Listener, listen: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = Arc::new(listener);
+    // The district's view: every box's incidents and places, behind the view token.
+    let views = Router::new()
+        .route("/", get(board::page))
+        .route("/board", get(board::page))
+        .route("/report", get(report::page))
+        .route_layer(axum::middleware::from_fn_with_state(listener.clone(), view_token::check));
     let app = Router::new()
         .route("/act/{district}/{box_id}", post(relay::relay))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .route("/metrics", get(metrics))
         .route("/healthz", get(health))
-        .route("/", get(board::page))
-        .route("/board", get(board::page))
-        .route("/report", get(report::page))
+        .merge(views)
         .route("/b/{box_id}/incident/{id}", get(pages::show).post(pages::act))
         .route("/b/{box_id}/i/{code}", get(pages::short_link))
-        .with_state(Arc::new(listener));
+        .with_state(listener);
     let bound = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("binding the hub's listener to {listen}: {e}"))?;
     tracing::info!(listen = %bound.local_addr()?, "district hub relays workers' actions and serves its board");
     axum::serve(bound, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
