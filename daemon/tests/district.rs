@@ -1530,6 +1530,17 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
     assert_eq!(keys.len(), 2, "one post per event: {keys:?}");
     let body = district.hook.bodies().into_iter().find(|b| b["standby"] == true && b["event"] == "fired").unwrap();
     assert_eq!((body["box"].as_str(), body["severity"].as_str(), body["sensor"].as_str()), (Some("east"), Some("warning"), Some("east-03")), "{body}");
+    // The district's board shows it under the offline box.
+    let shown = wait_for(5 * SECOND, || async { hub_page(&district.relay, "/board").await.contains("east-03 · do-low") }).await;
+    let board = hub_page(&district.relay, "/board").await;
+    assert!(shown && board.contains("街道代为判读"), "{board}");
+    let browser = Browser::start().await.expect("headless Chromium");
+    browser.phone(390, 844).await.unwrap();
+    browser.goto(&format!("{}/board", district.relay)).await.unwrap();
+    browser.wait_for_text("街道代为判读").await.unwrap();
+    let width = browser.execute("return document.scrollingElement.scrollWidth").await.unwrap().as_f64().unwrap();
+    assert!(width <= 390.0, "the board is {width} px wide on a 390 px screen");
+    std::fs::write(screenshot_dir().join("district-board-standby.png"), browser.screenshot().await.unwrap()).unwrap();
 
     // Back: the box sends the same events itself; a receiver keyed on them drops the second.
     east.run_box().await;
@@ -1543,6 +1554,7 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
     assert!(wait_for_events(alerts, sensor, "east-03", 20 * SECOND).await, "the box judges again: {:?}", east.stderr());
     tokio::time::sleep(3 * SECOND).await;
     assert_eq!(standby_keys(district), keys, "the hub judged on after the box was back");
+    assert!(!hub_page(&district.relay, "/board").await.contains("街道代为判读"), "the box is back: the board shows its own state");
     (delays, keys)
 }
 

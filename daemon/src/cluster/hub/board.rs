@@ -2,7 +2,9 @@
 //! every box of the district — online or offline since when, its last alarm, its open incidents
 //! by severity — the worst first (offline boxes, then by their worst open incident). Read from
 //! PostgreSQL (`boxes`, `box_incidents`, `incident_transitions`, `alert_events`): what the
-//! boxes reported, as the box's own pages would show it. Refreshed by the browser every 30 s.
+//! boxes reported, as the box's own pages would show it; under an offline box, what the hub's
+//! standby evaluator finds firing on its 4G sensors (`standby_alerts`). Refreshed by the
+//! browser every 30 s.
 //!
 //! Reuses the phone pages' stylesheet and words of the box ([`crate::web::incident_page`],
 //! [`crate::web::board::level_zh`]); names of people, links and secrets are never on it.
@@ -44,6 +46,18 @@ pub struct BoxView {
     /// When its newest alert event happened (the box's clock), ms.
     pub last_alert_ms: Option<i64>,
     pub open: Vec<OpenView>,
+    /// While it is down: what the hub judged firing on its 4G sensors.
+    pub standby: Vec<StandbyView>,
+}
+
+/// A rule firing on a dead box's 4G sensor, as the hub's standby evaluator judged it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandbyView {
+    pub sensor: String,
+    pub rule: String,
+    pub severity: String,
+    /// Its latest event (the sensor's clock), ms.
+    pub at_ms: i64,
 }
 
 /// An open incident of a box.
@@ -93,8 +107,15 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
     let mut boxes: BTreeMap<String, BoxView> = rows
         .iter()
         .map(|row| {
-            let view =
-                BoxView { box_id: row.get(0), district: row.get(1), down: row.get(2), since_ms: row.get(3), last_alert_ms: row.get(4), open: Vec::new() };
+            let view = BoxView {
+                box_id: row.get(0),
+                district: row.get(1),
+                down: row.get(2),
+                since_ms: row.get(3),
+                last_alert_ms: row.get(4),
+                open: Vec::new(),
+                standby: Vec::new(),
+            };
             (view.box_id.clone(), view)
         })
         .collect();
@@ -120,8 +141,24 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
             });
         }
     }
+    // The latest standby event of each rule and sensor of a box since it went down.
+    let standby = db
+        .query(
+            "SELECT DISTINCT ON (s.box_id, s.sensor, s.rule) s.box_id, s.sensor, s.rule, s.event, s.severity, s.at_ms
+             FROM standby_alerts s JOIN boxes b ON b.box_id = s.box_id
+             WHERE b.down AND s.posted >= b.down_changed
+             ORDER BY s.box_id, s.sensor, s.rule, s.posted DESC, s.at_ms DESC",
+            &[],
+        )
+        .await?;
+    for row in standby.iter().filter(|row| row.get::<_, &str>(3) != "cleared") {
+        if let Some(view) = boxes.get_mut(row.get::<_, &str>(0)) {
+            view.standby.push(StandbyView { sensor: row.get(1), rule: row.get(2), severity: row.get(4), at_ms: row.get(5) });
+        }
+    }
     let mut boxes: Vec<BoxView> = boxes.into_values().collect();
     for view in &mut boxes {
+        view.standby.sort_by_key(|s| (severity_rank(&s.severity), s.at_ms));
         view.open.sort_by_key(|i| (severity_rank(&i.severity), i.opened_ms.unwrap_or(i64::MAX)));
     }
     sort_worst_first(&mut boxes);
@@ -207,6 +244,21 @@ pub fn render(boxes: &[BoxView], now: i64, zone: chrono_tz::Tz) -> String {
             }
             html.push_str("</ul>");
         }
+        if !view.standby.is_empty() {
+            html.push_str("<p><b>街道代为判读</b> <small>盒子离线期间，由街道根据4G传感器判读</small></p><ul class=\"open\">");
+            for firing in &view.standby {
+                let _ = write!(
+                    html,
+                    "<li><span class=\"chip {sev}\">{}</span>{} · {} · {}</li>",
+                    level_zh(&firing.severity),
+                    escape(&firing.sensor),
+                    escape(&firing.rule),
+                    local_time::short(firing.at_ms, zone, true),
+                    sev = escape(&firing.severity),
+                );
+            }
+            html.push_str("</ul>");
+        }
         html.push_str("</section>");
     }
     html.push_str("<nav><a href=\"report\">各社区报表（今日）</a></nav></body></html>");
@@ -230,7 +282,7 @@ mod tests {
                 opened_ms: Some(0),
             })
             .collect();
-        BoxView { box_id: box_id.into(), district: "old-town".into(), down, since_ms: 0, last_alert_ms: None, open }
+        BoxView { box_id: box_id.into(), district: "old-town".into(), down, since_ms: 0, last_alert_ms: None, open, standby: Vec::new() }
     }
 
     #[test]
@@ -256,5 +308,15 @@ mod tests {
         assert!(html.contains("<span class=\"chip danger\">红色 1</span><span class=\"chip warning\">黄色 2</span>"), "{html}");
         assert!(html.contains("&lt;east&gt;") && html.contains("tilt&lt;script&gt;") && !html.contains("<script>"), "escaped: {html}");
         assert!(html.contains("待接单"), "{html}");
+        assert!(!html.contains("街道代为判读"), "nothing judged by the hub");
+    }
+
+    #[test]
+    fn what_the_hub_judges_firing_on_a_dead_box_is_listed_under_it() {
+        let mut boxes = vec![view("east", true, &[])];
+        boxes[0].standby = vec![StandbyView { sensor: "house<17>".into(), rule: "tilt-sudden".into(), severity: "danger".into(), at_ms: 0 }];
+        let html = render(&boxes, 0, crate::local_time::DEFAULT);
+        let listed = html.find("街道代为判读").expect("the hub's findings");
+        assert!(html[listed..].contains("<span class=\"chip danger\">红色</span>house&lt;17&gt; · tilt-sudden · "), "{html}");
     }
 }

@@ -79,6 +79,18 @@ CREATE TABLE IF NOT EXISTS box_incidents (
     last_transition BIGINT NOT NULL,
     PRIMARY KEY (box_id, epoch, incident_id)
 );
+-- What the standby evaluator posted about dead boxes' 4G sensors (`standby.rs`), by its key.
+CREATE TABLE IF NOT EXISTS standby_alerts (
+    key TEXT PRIMARY KEY,
+    box_id TEXT NOT NULL,
+    sensor TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    event TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    posted TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS standby_alerts_box ON standby_alerts (box_id, posted);
 CREATE TABLE IF NOT EXISTS hub_fence (
     id INT PRIMARY KEY CHECK (id = 1),
     token BIGINT NOT NULL
@@ -247,6 +259,18 @@ pub async fn open_incidents(client: &Client, box_id: &str) -> anyhow::Result<Vec
         )
         .await?;
     Ok(rows.iter().map(|row| OpenIncident { incident_id: row.get(0), rule: row.get(1), sensor: row.get(2), severity: row.get(3), state: row.get(4) }).collect())
+}
+
+/// Records an alert the standby evaluator posted (once per key: a repeat changes nothing).
+pub async fn record_standby_alert(client: &Client, box_id: &str, alert: &serde_json::Value) -> anyhow::Result<()> {
+    let text = |field: &str| alert[field].as_str().unwrap_or_default().to_string();
+    client
+        .execute(
+            "INSERT INTO standby_alerts (key, box_id, sensor, rule, event, severity, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key) DO NOTHING",
+            &[&text("key"), &box_id, &text("sensor"), &text("rule"), &text("event"), &text("severity"), &alert["at_ms"].as_i64().unwrap_or_default()],
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

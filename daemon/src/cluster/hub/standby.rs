@@ -7,7 +7,9 @@
 //! with `"standby": true` and its `key`; once the box's lease is back the evaluator stops, and
 //! the box judges the same readings itself.
 //!
-//! Time passes for the rules (no-data, holds) on this hub's clock once the backlog is read.
+//! Time passes for the rules (no-data, holds) on this hub's clock once the backlog is read. What
+//! was posted is recorded in PostgreSQL (`standby_alerts`), and the district's board shows what
+//! is firing under the dead box ([`super::board`]).
 //!
 //! Invariants: an alert is posted until the webhook takes it (2xx) or the evaluator stops, in
 //! the order of the events; a hub that loses its term stops its evaluators, and the next active
@@ -73,6 +75,7 @@ pub async fn watch(js: jetstream::Context, copies: kv::Store, options: HubOption
                             copies: copies.clone(),
                             http: http.clone(),
                             webhook: options.webhook.clone(),
+                            postgres: options.postgres.clone(),
                             metrics: metrics.clone(),
                         };
                         (stop.clone(), tokio::spawn(evaluator.run(box_id, stop)))
@@ -102,6 +105,8 @@ struct Evaluator {
     copies: kv::Store,
     http: reqwest::Client,
     webhook: String,
+    /// Where what was posted is recorded, for the district's board.
+    postgres: String,
     metrics: Arc<HubMetrics>,
 }
 
@@ -111,9 +116,10 @@ impl Evaluator {
         tracing::warn!(box_id = %box_id, sensors = standby.sensor_count(), covered = standby.covered, "box is down: this hub judges its 4G sensors");
         self.metrics.standby_boxes.inc();
         let prefix = crate::cluster::sensors::subject_prefix(&standby.district, &box_id);
+        let mut db = None;
         let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
         while !stop.is_cancelled() {
-            if let Err(error) = self.judge(&mut standby, &prefix, &stop).await {
+            if let Err(error) = self.judge(&mut standby, &prefix, &mut db, &stop).await {
                 tracing::debug!(box_id = %box_id, error = %format!("{error:#}"), "reading a dead box's 4G sensors; going on after the last judged");
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -152,7 +158,7 @@ impl Evaluator {
 
     /// Reads and judges the box's subjects after the last judged sequence until `stop` or an
     /// error (the caller goes on from where it got to).
-    async fn judge(&self, standby: &mut Standby, prefix: &str, stop: &CancellationToken) -> anyhow::Result<()> {
+    async fn judge(&self, standby: &mut Standby, prefix: &str, db: &mut Option<tokio_postgres::Client>, stop: &CancellationToken) -> anyhow::Result<()> {
         let stream = self.js.get_stream(crate::cluster::SENSORS_STREAM).await?;
         let reader = stream
             .create_consumer(consumer::pull::OrderedConfig {
@@ -175,7 +181,7 @@ impl Evaluator {
                     let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
                     let sensor = message.subject.strip_prefix(prefix).unwrap_or_default();
                     match standby.reading(sensor, &message.payload, seq, published_ms) {
-                        Judged::Alerts(alerts) => self.post(alerts, stop).await,
+                        Judged::Alerts(alerts) => self.post(alerts, &standby.box_id, db, stop).await,
                         Judged::Refused(why) => {
                             self.metrics.standby_refused.inc();
                             tracing::debug!(box_id = %standby.box_id, sensor, why, "a dead box's 4G reading not judged");
@@ -185,14 +191,27 @@ impl Evaluator {
                 }
                 _ = tick.tick(), if caught_up => {
                     let alerts = standby.tick(crate::clock::Clock::System.now());
-                    self.post(alerts, stop).await;
+                    self.post(alerts, &standby.box_id, db, stop).await;
                 }
             }
         }
     }
 
-    /// Posts each alert until the webhook takes it, in order (or `stop`).
-    async fn post(&self, alerts: Vec<serde_json::Value>, stop: &CancellationToken) {
+    /// Records a posted alert for the district's board.
+    async fn record(&self, box_id: &str, alert: &serde_json::Value, db: &mut Option<tokio_postgres::Client>) -> anyhow::Result<()> {
+        let recorded = async {
+            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+                *db = Some(postgres::connect(&self.postgres).await?);
+            }
+            let Some(client) = db.as_ref() else { return anyhow::Ok(()) };
+            postgres::record_standby_alert(client, box_id, alert).await
+        };
+        tokio::time::timeout(ROUND_LIMIT, recorded).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL took over {ROUND_LIMIT:?}")))
+    }
+
+    /// Posts each alert until the webhook takes it, in order (or `stop`), and records it for the
+    /// board (a record that fails is logged: the people were told, which is what matters).
+    async fn post(&self, alerts: Vec<serde_json::Value>, box_id: &str, db: &mut Option<tokio_postgres::Client>, stop: &CancellationToken) {
         for alert in alerts {
             let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
             loop {
@@ -205,6 +224,10 @@ impl Evaluator {
                     Ok(()) => {
                         self.metrics.standby_alerts.inc();
                         tracing::warn!(key = %alert["key"].as_str().unwrap_or_default(), "standby alert about a dead box's 4G sensor posted");
+                        if let Err(error) = self.record(box_id, &alert, db).await {
+                            *db = None;
+                            tracing::warn!(error = %format!("{error:#}"), "a standby alert not recorded for the district's board");
+                        }
                         break;
                     }
                     Err(error) => {
