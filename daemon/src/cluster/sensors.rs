@@ -122,8 +122,9 @@ async fn pull(js: &jetstream::Context, box_id: &str, prefix: &str, feed: &mut Fe
         };
         backoff.reset();
         let sensor = message.subject.strip_prefix(prefix).unwrap_or_default();
-        let seq = message.info().map(|info| info.stream_sequence).ok();
-        let decoded = feed.ingest.sample_of(sensor, &message.payload).map(|sample| Sample { hub_seq: seq, ..sample });
+        let info = message.info().map(|info| (info.stream_sequence, (info.published.unix_timestamp_nanos() / 1_000_000) as i64)).ok();
+        let stored_ms = info.map_or_else(|| crate::clock::Clock::System.now(), |(_, stored)| stored);
+        let decoded = feed.ingest.sample_of(sensor, &message.payload, stored_ms).map(|sample| Sample { hub_seq: info.map(|(seq, _)| seq), ..sample });
         if let Err(rejection) = &decoded {
             log.note(&message.subject, rejection, tokio::time::Instant::now());
         }

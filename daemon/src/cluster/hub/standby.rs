@@ -7,7 +7,8 @@
 //! with `"standby": true` and its `key`; once the box's lease is back the evaluator stops, and
 //! the box judges the same readings itself.
 //!
-//! Time passes for the rules (no-data, holds) on this hub's clock once the backlog is read. What
+//! Time passes for the rules (no-data, holds) on the stream's time while a backlog is read, on
+//! this hub's clock once it is. What
 //! was posted is recorded in PostgreSQL (`standby_alerts`), and the district's board shows what
 //! is firing under the dead box ([`super::board`]).
 //!
@@ -32,8 +33,10 @@ const ROUND: Duration = Duration::from_secs(1);
 const ROUND_LIMIT: Duration = Duration::from_secs(10);
 /// How often a dead box without a copy (yet) is looked for one.
 const COPY_LOOK: Duration = Duration::from_secs(5);
-/// How often time passes for the rules once the backlog is read.
+/// How often time passes for the rules.
 const TICK: Duration = Duration::from_secs(1);
+/// How long without a reading before the backlog counts as read.
+const QUIET: Duration = Duration::from_secs(2);
 
 /// Runs evaluators for the boxes reported down until `term` ends.
 pub async fn watch(js: jetstream::Context, copies: kv::Store, options: HubOptions, term: CancellationToken, metrics: Arc<HubMetrics>) {
@@ -167,18 +170,23 @@ impl Evaluator {
                 ..Default::default()
             })
             .await?;
-        let mut caught_up = reader.cached_info().num_pending == 0;
         let mut messages = reader.messages().await?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // While a backlog is read, time for the rules is the stream's time of the reading
+        // judged last (a silence is not judged before the readings that end it are read); once
+        // no reading came for a moment, it is this hub's clock.
+        let mut last_read: Option<(i64, tokio::time::Instant)> = None;
         loop {
             tokio::select! {
+                biased;
                 () = stop.cancelled() => return Ok(()),
                 message = messages.next() => {
                     let message = message.ok_or_else(|| anyhow::anyhow!("the stream ended the read"))??;
                     let info = message.info().map_err(|error| anyhow::anyhow!(error))?;
-                    let (seq, pending) = (info.stream_sequence, info.pending);
+                    let seq = info.stream_sequence;
                     let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+                    last_read = Some((published_ms, tokio::time::Instant::now()));
                     let sensor = message.subject.strip_prefix(prefix).unwrap_or_default();
                     match standby.reading(sensor, &message.payload, seq, published_ms) {
                         Judged::Alerts(alerts) => self.post(alerts, &standby.box_id, db, stop).await,
@@ -187,10 +195,13 @@ impl Evaluator {
                             tracing::debug!(box_id = %standby.box_id, sensor, why, "a dead box's 4G reading not judged");
                         }
                     }
-                    caught_up = pending == 0;
                 }
-                _ = tick.tick(), if caught_up => {
-                    let alerts = standby.tick(crate::clock::Clock::System.now());
+                _ = tick.tick() => {
+                    let now = match last_read {
+                        Some((published_ms, read_at)) if read_at.elapsed() < QUIET => published_ms,
+                        _ => crate::clock::Clock::System.now(),
+                    };
+                    let alerts = standby.tick(now);
                     self.post(alerts, &standby.box_id, db, stop).await;
                 }
             }

@@ -161,35 +161,40 @@ impl Ingest {
         self.metrics.messages_received.inc();
         let now = self.clock.now();
         let decoded = self.router.route(topic).and_then(|route| Ok((route.sensor, payload::decode(payload, &self.limits, route.payload)?)));
-        self.judge(decoded, now, topic)
+        self.judge(decoded, now, None, topic)
     }
 
     /// [`Ingest::sample`] of a message that names its sensor by id rather than by topic (a
     /// district's 4G sensor, whose subject ends with its id): the default convention's payload.
+    /// `stored_ms` is when the district's stream stored it, on the hub's clock: the reference
+    /// its own time is judged against, and its time when it carries none — also while this
+    /// box's clock is not set, and after the reading waited in the stream through a cut link.
     #[cfg(feature = "cluster")]
-    pub fn sample_of(&mut self, sensor: &str, payload: &[u8]) -> Result<Sample, Rejection> {
+    pub fn sample_of(&mut self, sensor: &str, payload: &[u8], stored_ms: Millis) -> Result<Sample, Rejection> {
         self.metrics.messages_received.inc();
         let now = self.clock.now();
         let decoded = self.router.route_id(sensor).and_then(|route| Ok((route.sensor, payload::decode(payload, &self.limits, route.payload)?)));
-        self.judge(decoded, now, sensor)
+        self.judge(decoded, now, Some(stored_ms), sensor)
     }
 
     /// The checks after decoding (skew, duplicate, field names), the gap count, and the
-    /// rejection's count (`source`: the topic or sensor, for the debug log).
-    fn judge(&mut self, decoded: Result<(usize, payload::Decoded), Rejection>, now: Millis, source: &str) -> Result<Sample, Rejection> {
+    /// rejection's count (`stored`: a synchronised clock's time of the message, judged against
+    /// instead of this box's; `source`: the topic or sensor, for the debug log).
+    fn judge(&mut self, decoded: Result<(usize, payload::Decoded), Rejection>, now: Millis, stored: Option<Millis>, source: &str) -> Result<Sample, Rejection> {
         let result = decoded.and_then(|(sensor, decoded)| {
-            let synchronized = self.clock.synchronized();
-            if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, now, synchronized, self.max_future_skew_ms)) {
+            let synchronized = stored.is_some() || self.clock.synchronized();
+            let reference = stored.unwrap_or(now);
+            if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, reference, synchronized, self.max_future_skew_ms)) {
                 return Err(self.ahead_of_clock(sensor, ahead_secs));
             }
             let clock_untrusted = decoded.ts.is_none() && !synchronized;
             let sample = Sample {
                 sensor,
-                ts: decoded.ts.unwrap_or(now),
+                ts: decoded.ts.unwrap_or(reference),
                 seq: decoded.seq,
                 fields: decoded.fields,
                 clock_untrusted,
-                own_time: decoded.ts.is_some(),
+                own_time: decoded.ts.is_some() || stored.is_some(),
                 refused_ahead_secs: None,
                 hub_seq: None,
             };
@@ -486,6 +491,30 @@ mod tests {
         assert!(!own_time.clock_untrusted, "the device's own time is kept");
         let mut ingest = Ingest::new(&config, sensors, Clock::accelerated(1.0), Arc::new(Metrics::new()), Arc::default());
         assert!(!ingest.sample(topic, br#"{"x": 0.3}"#).unwrap().clock_untrusted);
+    }
+
+    /// A 4G sensor's reading is judged against when the district stored it, whatever this
+    /// box's clock says: a reading stamped 15 minutes ahead of that is refused even while the
+    /// box's clock is not set (it would have blinded the sensor until re-anchored), and one
+    /// without a time takes the district's.
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn a_district_reading_is_judged_against_the_time_the_district_stored_it() {
+        let config = Config::parse(
+            "t.toml",
+            "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"house-17\"\nkind = \"tilt\"\nsite = \"north-lane\"\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let unset = Clock::starting_at(1_795_392_000_000, false);
+        let mut ingest = Ingest::new(&config, SensorIndex::new(config.sensors.clone()), unset, Arc::new(Metrics::new()), Arc::default());
+        let stored = 1_795_392_000_000;
+        let ahead = format!(r#"{{"x": 0.3, "ts": {}}}"#, stored + 900_000);
+        assert!(ingest.sample_of("house-17", ahead.as_bytes(), stored).is_err(), "15 min ahead of the district's clock");
+        let untimed = ingest.sample_of("house-17", br#"{"x": 0.3}"#, stored).unwrap();
+        assert_eq!((untimed.ts, untimed.clock_untrusted, untimed.own_time), (stored, false, true));
+        let timed = ingest.sample_of("house-17", format!(r#"{{"x": 0.3, "ts": {}}}"#, stored - 5_000).as_bytes(), stored).unwrap();
+        assert_eq!(timed.ts, stored - 5_000);
     }
 
     #[tokio::test]
