@@ -35,8 +35,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Largest copy put in KV (a NATS message is 1 MB by default): a box whose 4G sensors' state
-/// deflates past it logs it, and the district judges them only when it is back.
+/// Largest setup or copy put in KV (a NATS message is 1 MB by default): a box whose setup or 4G
+/// sensors' state deflates past it logs it, and the district judges them only when it is back.
 const MAX_COPY_BYTES: usize = 900 * 1024;
 /// Largest copy the hub inflates.
 const MAX_INFLATED_BYTES: u64 = 64 * 1024 * 1024;
@@ -59,18 +59,18 @@ pub struct Source {
     pub earlier: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-/// What the box puts in KV for the hub to judge its 4G sensors from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvalCopy {
+/// What the hub needs to judge a box's sensors as the box would: its rules, its whole inventory
+/// (a 4G sensor first heard while the box is down is judged too; the building's other sensors
+/// count in agreements), payload limits, clock answers, time zone and places. Under
+/// [`setup_key`]; put when it changes (at start, after a rule change).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSetup {
     pub box_id: String,
     pub district: String,
-    /// The stream sequence of the last reading the state judged: the hub goes on after it.
-    pub covered: u64,
     pub builtin_packs: bool,
     /// The box's rule files: name and text.
     pub rules: Vec<(String, String)>,
     pub sensors: Vec<CopiedSensor>,
-    pub state: Snapshot,
     pub max_payload_bytes: usize,
     pub max_fields: usize,
     pub max_field_name_bytes: usize,
@@ -81,12 +81,28 @@ pub struct EvalCopy {
     /// …and for this long is judged again from its current time (its clock went back).
     pub reanchor_after_ms: u64,
     pub time_zone: String,
-    /// Display names of the sites and buildings of [`EvalCopy::sensors`].
+    /// Display names of the sites and buildings.
     pub places: BTreeMap<String, String>,
 }
 
-/// A sensor of the copy: as the inventory has it, and whether it reports through the district.
+/// The rule state of the sensors the box heard through the district, and how far into the
+/// stream it goes. Under the box's id; put at most every `[cluster] standby_copy_secs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalCopy {
+    /// The stream sequence of the last reading the state judged: the hub goes on after it.
+    pub covered: u64,
+    /// The ids of the sensors heard through the district (their silence is an alarm).
+    pub judged: Vec<String>,
+    pub state: Snapshot,
+}
+
+/// The KV key of a box's [`EvalSetup`] (box ids hold no dots).
+pub fn setup_key(box_id: &str) -> String {
+    format!("{box_id}.setup")
+}
+
+/// A sensor of the inventory as the hub needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CopiedSensor {
     pub id: String,
     pub kind: String,
@@ -99,13 +115,10 @@ pub struct CopiedSensor {
     pub interval_ms: u64,
     pub baseline: BTreeMap<String, f64>,
     pub location: Option<[f64; 2]>,
-    /// Heard through the district: judged by the standby (the others only count in their
-    /// building).
-    pub judged: bool,
 }
 
 impl CopiedSensor {
-    fn of(sensor: &SensorConfig, judged: bool) -> CopiedSensor {
+    fn of(sensor: &SensorConfig) -> CopiedSensor {
         CopiedSensor {
             id: sensor.id.to_string(),
             kind: sensor.kind.as_str().into(),
@@ -118,7 +131,6 @@ impl CopiedSensor {
             interval_ms: sensor.interval.as_millis() as u64,
             baseline: sensor.baseline.clone(),
             location: sensor.location,
-            judged,
         }
     }
 
@@ -141,15 +153,9 @@ impl CopiedSensor {
     }
 }
 
-impl EvalCopy {
-    /// The copy of `judged`: its sensors, and the other sensors of their buildings.
-    fn new((box_id, district): (&str, &str), inventory: &[SensorConfig], judged: &JudgedCopy, rules: &[RuleSource], source: &Source) -> EvalCopy {
-        let heard = |position: usize| judged.sensors.contains(&position);
-        let houses: Vec<(&str, &str)> =
-            judged.sensors.iter().filter_map(|&p| inventory.get(p)).filter_map(|s| Some((&*s.place.site, s.place.building.as_deref()?))).collect();
-        let in_a_house = |s: &SensorConfig| s.place.building.as_deref().is_some_and(|b| houses.contains(&(&*s.place.site, b)));
-        let sensors: Vec<CopiedSensor> =
-            inventory.iter().enumerate().filter(|(p, s)| heard(*p) || in_a_house(s)).map(|(p, s)| CopiedSensor::of(s, heard(p))).collect();
+impl EvalSetup {
+    fn new((box_id, district): (&str, &str), inventory: &[SensorConfig], rules: &[RuleSource], source: &Source) -> EvalSetup {
+        let sensors: Vec<CopiedSensor> = inventory.iter().map(CopiedSensor::of).collect();
         let mut places = BTreeMap::new();
         for sensor in &sensors {
             if let Some(name) = source.places.site(&sensor.site) {
@@ -159,14 +165,12 @@ impl EvalCopy {
                 places.insert(format!("{}/{building}", sensor.site), name.to_string());
             }
         }
-        EvalCopy {
+        EvalSetup {
             box_id: box_id.into(),
             district: district.into(),
-            covered: judged.covered,
             builtin_packs: source.builtin_packs,
             rules: rules.iter().map(|r| (r.name.clone(), r.text.clone())).collect(),
             sensors,
-            state: judged.state.clone(),
             max_payload_bytes: source.limits.max_bytes,
             max_fields: source.limits.max_fields,
             max_field_name_bytes: source.limits.max_field_name_bytes,
@@ -177,31 +181,42 @@ impl EvalCopy {
             places,
         }
     }
+}
 
-    /// Deflated JSON.
-    pub fn encode(&self) -> std::io::Result<Vec<u8>> {
-        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        serde_json::to_writer(&mut encoder, self)?;
-        encoder.finish()
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<EvalCopy, String> {
-        let mut json = Vec::new();
-        flate2::read::ZlibDecoder::new(bytes).take(MAX_INFLATED_BYTES + 1).read_to_end(&mut json).map_err(|e| format!("does not inflate: {e}"))?;
-        if json.len() as u64 > MAX_INFLATED_BYTES {
-            return Err(format!("inflates past {MAX_INFLATED_BYTES} bytes"));
+impl EvalCopy {
+    fn new(inventory: &[SensorConfig], judged: &JudgedCopy) -> EvalCopy {
+        EvalCopy {
+            covered: judged.covered,
+            judged: judged.sensors.iter().filter_map(|&p| inventory.get(p)).map(|s| s.id.to_string()).collect(),
+            state: judged.state.clone(),
         }
-        serde_json::from_slice(&json).map_err(|error| error.to_string())
     }
 }
 
-/// The rule sources the box runs, read again when a copy is made; the last that compiled is
+/// Deflated JSON of what goes into KV.
+pub fn encode<T: Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    serde_json::to_writer(&mut encoder, value)?;
+    encoder.finish()
+}
+
+/// What [`encode`] made (at most [`MAX_INFLATED_BYTES`] inflated).
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut json = Vec::new();
+    flate2::read::ZlibDecoder::new(bytes).take(MAX_INFLATED_BYTES + 1).read_to_end(&mut json).map_err(|e| format!("does not inflate: {e}"))?;
+    if json.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(format!("inflates past {MAX_INFLATED_BYTES} bytes"));
+    }
+    serde_json::from_slice(&json).map_err(|error| error.to_string())
+}
+
+/// The rule sources the box runs, read again when a setup is made; the last that compiled is
 /// kept (a file being edited does not reach the district).
 fn rule_sources(source: &Source, last: &mut Option<Vec<RuleSource>>) {
     let read = match crate::rule_files::read_all(&source.rule_paths) {
         Ok(read) => read,
         Err(error) => {
-            tracing::debug!(error = %error, "rule files not read for the district's standby copy; the last read goes");
+            tracing::debug!(error = %error, "rule files not read for the district's standby; the last read goes");
             return;
         }
     };
@@ -227,10 +242,7 @@ async fn judged_before(js: &jetstream::Context, box_id: &str, shutdown: &Cancell
         };
         match tokio::time::timeout(Duration::from_secs(10), read).await {
             Ok(Ok(None)) => return Some(BTreeSet::new()),
-            Ok(Ok(Some(bytes))) => {
-                let ids = EvalCopy::decode(&bytes).map(|copy| copy.sensors.into_iter().filter(|s| s.judged).map(|s| s.id).collect());
-                return Some(ids.unwrap_or_default());
-            }
+            Ok(Ok(Some(bytes))) => return Some(decode::<EvalCopy>(&bytes).map(|copy| copy.judged.into_iter().collect()).unwrap_or_default()),
             _ => {}
         }
         tokio::select! {
@@ -240,9 +252,48 @@ async fn judged_before(js: &jetstream::Context, box_id: &str, shutdown: &Cancell
     }
 }
 
-/// Puts every copy the pipeline offers into KV until `shutdown`; a copy that cannot be put is
-/// replaced by the next (only the latest matters). The copy in KV from before a restart is read
-/// first: its sensors go into the pipeline's copies, and no copy without them replaces it.
+/// Puts `bytes` under `key` in the standby bucket (opened on first use, again after a failure).
+async fn put(js: &jetstream::Context, bucket: &mut Option<jetstream::kv::Store>, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+    let put = async {
+        if bucket.is_none() {
+            *bucket = Some(js.get_key_value(super::EVAL_BUCKET).await?);
+        }
+        let Some(kv) = bucket.as_ref() else { return anyhow::Ok(()) };
+        kv.put(key, bytes.into()).await?;
+        anyhow::Ok(())
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(10), put).await.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+    if outcome.is_err() {
+        *bucket = None;
+    }
+    outcome
+}
+
+/// Encoded within [`MAX_COPY_BYTES`], or why not (logged).
+fn encoded<T: Serialize>(value: &T, what: &str) -> Option<Vec<u8>> {
+    match encode(value) {
+        Ok(bytes) if bytes.len() <= MAX_COPY_BYTES => Some(bytes),
+        Ok(bytes) => {
+            tracing::error!(
+                bytes = bytes.len(),
+                limit = MAX_COPY_BYTES,
+                what,
+                "too large for the district: its standby cannot judge this box's 4G sensors while it is down"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::error!(error = %error, what, "the district's standby copy cannot be encoded");
+            None
+        }
+    }
+}
+
+/// Keeps the box's setup and the copies the pipeline offers in KV until `shutdown`: the setup
+/// at start and whenever the rule files change (looked at every `standby_copy_secs`), every
+/// copy as it comes (only the latest matters: one that cannot be put is replaced by the next).
+/// The copy in KV from before a restart is read first: its sensors go into the pipeline's
+/// copies, and no copy without them replaces it.
 pub async fn offer(
     js: jetstream::Context,
     cluster: crate::config::ClusterConfig,
@@ -256,66 +307,58 @@ pub async fn offer(
     if let Ok(mut earlier) = source.earlier.lock() {
         earlier.extend(before.iter().cloned());
     }
-    let mut rules = None;
-    let mut bucket: Option<jetstream::kv::Store> = None;
-    let mut failing = false;
+    let (mut rules, mut setup_put, mut bucket, mut failing) = (None, None::<EvalSetup>, None, false);
+    let mut look = tokio::time::interval(cluster.standby_copy);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            changed = source.copies.changed() => if changed.is_err() { return },
+        let copy = tokio::select! {
+            changed = source.copies.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                source.copies.borrow_and_update().clone()
+            }
+            _ = look.tick() => None,
             () = shutdown.cancelled() => return,
-        }
-        let Some(judged) = source.copies.borrow_and_update().clone() else { continue };
-        // Made before the earlier sensors reached the pipeline: the next copy has them.
-        if before.iter().any(|id| !judged.sensors.iter().any(|&p| inventory.get(p).is_some_and(|s| *s.id == **id))) {
-            continue;
-        }
-        before.clear();
+        };
         rule_sources(&source, &mut rules);
         let Some(rules) = rules.as_deref() else {
-            tracing::warn!("no rule files read: the district's standby has no copy of this box's 4G sensors");
+            tracing::warn!("no rule files read: the district's standby cannot judge this box's 4G sensors");
             continue;
         };
-        let copy = EvalCopy::new((&cluster.box_id, &cluster.district), &inventory, &judged, rules, &source);
-        let bytes = match copy.encode() {
-            Ok(bytes) if bytes.len() <= MAX_COPY_BYTES => bytes,
-            Ok(bytes) => {
-                tracing::error!(
-                    bytes = bytes.len(),
-                    limit = MAX_COPY_BYTES,
-                    "the 4G sensors' rule state is too large for the district: its standby cannot judge them while this box is down"
-                );
-                continue;
+        let setup = EvalSetup::new((&cluster.box_id, &cluster.district), &inventory, rules, &source);
+        let mut outcome = Ok(());
+        if setup_put.as_ref() != Some(&setup) {
+            if let Some(bytes) = encoded(&setup, "the box's setup") {
+                outcome = put(&js, &mut bucket, &setup_key(&cluster.box_id), bytes).await;
+                if outcome.is_ok() {
+                    setup_put = Some(setup);
+                }
             }
-            Err(error) => {
-                tracing::error!(error = %error, "the district's standby copy cannot be encoded");
-                continue;
+        }
+        // Made before the earlier sensors reached the pipeline: the next copy has them.
+        let copy = copy.filter(|judged| before.iter().all(|id| judged.sensors.iter().any(|&p| inventory.get(p).is_some_and(|s| *s.id == **id))));
+        if let (Some(judged), Ok(())) = (copy, &outcome) {
+            before.clear();
+            if let Some(bytes) = encoded(&EvalCopy::new(&inventory, &judged), "the 4G sensors' rule state") {
+                outcome = put(&js, &mut bucket, &cluster.box_id, bytes).await;
             }
-        };
-        let put = async {
-            if bucket.is_none() {
-                bucket = Some(js.get_key_value(super::EVAL_BUCKET).await?);
-            }
-            let Some(kv) = bucket.as_ref() else { return anyhow::Ok(()) };
-            kv.put(&cluster.box_id, bytes.into()).await?;
-            anyhow::Ok(())
-        };
-        match tokio::time::timeout(Duration::from_secs(10), put).await.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out"))) {
+        }
+        match outcome {
             Ok(()) if failing => {
                 failing = false;
-                tracing::info!(covered = copy.covered, "the district's standby copy of the 4G sensors is current again");
+                tracing::info!("the district's standby copy of the 4G sensors is current again");
             }
-            Ok(()) => tracing::debug!(covered = copy.covered, "standby copy put"),
             Err(error) if !failing => {
                 failing = true;
-                bucket = None;
-                tracing::warn!(error = %format!("{error:#}"), "the district's standby copy not put; the next copy is tried");
+                tracing::warn!(error = %format!("{error:#}"), "the district's standby copy not put; the next is tried");
             }
-            Err(_) => bucket = None,
+            _ => {}
         }
     }
 }
 
-/// A box's 4G sensors judged by the hub from a copy.
+/// A box's sensors judged by the hub from its setup and latest copy.
 #[derive(Debug)]
 pub struct Standby {
     pub box_id: String,
@@ -324,8 +367,11 @@ pub struct Standby {
     pub covered: u64,
     engine: Engine,
     sensors: Vec<SensorConfig>,
-    /// Sensors judged, by id: their position in `sensors` (and the engine).
-    judged: HashMap<String, usize>,
+    /// Every sensor of the box, by id: its position in `sensors` (and the engine).
+    positions: HashMap<String, usize>,
+    /// Sensors heard through the district (by the box before the copy, or here): alerts are
+    /// about them only.
+    heard: BTreeSet<usize>,
     limits: Limits,
     max_future_skew_ms: i64,
     /// Runs of readings older than their sensor's last judged one (as on the box).
@@ -339,39 +385,46 @@ pub struct Standby {
 pub enum Judged {
     /// The alerts to post, in order (none: nothing happened).
     Alerts(Vec<serde_json::Value>),
-    /// Not a reading of a judged sensor, or not a reading: why.
+    /// Not a reading of one of the box's sensors, or not a reading: why.
     Refused(String),
 }
 
 impl Standby {
-    /// The copy's rules compiled (the built-in packs of this hub's build when the box uses
-    /// them) and its state restored.
-    pub fn from_copy(copy: EvalCopy) -> Result<Standby, String> {
-        let mut sources = if copy.builtin_packs { gridwatch_rules::builtin_packs() } else { Vec::new() };
-        sources.extend(copy.rules.iter().map(|(name, text)| RuleSource { name: name.clone(), text: text.clone() }));
+    /// The setup's rules compiled (the built-in packs of this hub's build when the box uses
+    /// them) and the copy's state restored; without a copy (the box never heard a 4G sensor,
+    /// or its copy was lost) every sensor starts fresh and the stream is read from its start.
+    pub fn new(setup: EvalSetup, copy: Option<EvalCopy>) -> Result<Standby, String> {
+        let mut sources = if setup.builtin_packs { gridwatch_rules::builtin_packs() } else { Vec::new() };
+        sources.extend(setup.rules.iter().map(|(name, text)| RuleSource { name: name.clone(), text: text.clone() }));
         let rules = RuleSet::compile(&sources).map_err(|error| format!("the box's rules do not compile here: {error}"))?;
-        let sensors = copy.sensors.iter().map(CopiedSensor::config).collect::<Result<Vec<_>, _>>()?;
+        let sensors = setup.sensors.iter().map(CopiedSensor::config).collect::<Result<Vec<_>, _>>()?;
         let mut engine = Engine::new(rules, &crate::reload::subjects(&sensors));
-        engine.restore(&copy.state);
-        let judged = copy.sensors.iter().enumerate().filter(|(_, s)| s.judged).map(|(p, s)| (s.id.clone(), p)).collect();
+        let positions: HashMap<String, usize> = setup.sensors.iter().enumerate().map(|(p, s)| (s.id.clone(), p)).collect();
+        let (mut covered, mut heard) = (0, BTreeSet::new());
+        if let Some(copy) = copy {
+            engine.restore(&copy.state);
+            covered = copy.covered;
+            heard = copy.judged.iter().filter_map(|id| positions.get(id).copied()).collect();
+        }
         Ok(Standby {
-            box_id: copy.box_id,
-            district: copy.district,
-            covered: copy.covered,
+            box_id: setup.box_id,
+            district: setup.district,
+            covered,
             engine,
             sensors,
-            judged,
-            limits: Limits { max_bytes: copy.max_payload_bytes, max_fields: copy.max_fields, max_field_name_bytes: copy.max_field_name_bytes },
-            max_future_skew_ms: copy.max_future_skew_ms,
-            out_of_order: crate::sensor_clocks::OutOfOrder::new(copy.reanchor_after_readings, Duration::from_millis(copy.reanchor_after_ms)),
-            time_zone: copy.time_zone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
-            places: crate::sinks::text::Places(Arc::new(copy.places)),
+            positions,
+            heard,
+            limits: Limits { max_bytes: setup.max_payload_bytes, max_fields: setup.max_fields, max_field_name_bytes: setup.max_field_name_bytes },
+            max_future_skew_ms: setup.max_future_skew_ms,
+            out_of_order: crate::sensor_clocks::OutOfOrder::new(setup.reanchor_after_readings, Duration::from_millis(setup.reanchor_after_ms)),
+            time_zone: setup.time_zone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
+            places: crate::sinks::text::Places(Arc::new(setup.places)),
         })
     }
 
-    /// The sensors judged, by id.
+    /// The sensors heard through the district so far.
     pub fn sensor_count(&self) -> usize {
-        self.judged.len()
+        self.heard.len()
     }
 
     /// Judges the reading of `sensor` at stream sequence `seq`, published at `published_ms`
@@ -381,7 +434,7 @@ impl Standby {
     /// time never silences a sensor.
     pub fn reading(&mut self, sensor: &str, payload: &[u8], seq: u64, published_ms: i64) -> Judged {
         self.covered = self.covered.max(seq);
-        let Some(&position) = self.judged.get(sensor) else { return Judged::Refused(format!("sensor `{sensor}` is not one of this box's 4G sensors")) };
+        let Some(&position) = self.positions.get(sensor) else { return Judged::Refused(format!("sensor `{sensor}` is not in this box's inventory")) };
         let decoded = match payload::decode(payload, &self.limits, &Default::default()) {
             Ok(decoded) => decoded,
             Err(rejection) => return Judged::Refused(rejection.to_string()),
@@ -390,6 +443,7 @@ impl Standby {
         if at.saturating_sub(published_ms) > self.max_future_skew_ms {
             return Judged::Refused(format!("stamped {} s ahead of when the district stored it", (at - published_ms) / 1000));
         }
+        self.heard.insert(position);
         let (subject, mut events) = (SubjectId(position), Vec::new());
         let mut observed = self.engine.observe(subject, at, &decoded.fields, &mut events);
         if observed == gridwatch_rules::Observed::OutOfOrder && self.out_of_order.refused(position, tokio::time::Instant::now()) {
@@ -409,12 +463,13 @@ impl Standby {
         self.alerts(&events)
     }
 
-    /// The alerts of `events`, but none about the box's other sensors (the hub hears nothing of
-    /// them: their no-data would be a false alarm), unless a building's agreement names one.
+    /// The alerts of `events`, but none about sensors not heard through the district (the hub
+    /// hears nothing of the box's own: their no-data would be a false alarm), unless a
+    /// building's agreement names one.
     fn alerts(&self, events: &[gridwatch_rules::RuleEvent]) -> Vec<serde_json::Value> {
         events
             .iter()
-            .filter(|event| event.agreement.is_some() || self.judged.values().any(|&p| p == event.subject.0))
+            .filter(|event| event.agreement.is_some() || self.heard.contains(&event.subject.0))
             .filter_map(|event| {
                 let sensor = self.sensors.get(event.subject.0)?;
                 let rule = self.engine.rule(event.rule);
@@ -459,13 +514,35 @@ mod tests {
         }
     }
 
+    /// The hub's standby from `engine`'s state of the sensors `heard` (position, stream
+    /// sequence), as the box would put it in KV (setup and copy, encoded and decoded).
+    fn standby_of(inventory: &[SensorConfig], engine: &Engine, heard: &[(usize, u64)], source: &Source) -> (Standby, usize) {
+        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
+        for &(position, seq) in heard {
+            tap.judged(position, seq);
+        }
+        tap.offer(engine, inventory);
+        let mut rules = None;
+        rule_sources(source, &mut rules);
+        let setup = encode(&EvalSetup::new(("box-e", "old-town"), inventory, &rules.unwrap(), source)).unwrap();
+        let copy = encode(&EvalCopy::new(inventory, &copies.borrow().clone().unwrap())).unwrap();
+        (Standby::new(decode(&setup).unwrap(), Some(decode(&copy).unwrap())).unwrap(), copy.len())
+    }
+
+    fn rule_file(text: &str) -> (tempfile::TempDir, Source) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules.toml");
+        std::fs::write(&file, text).unwrap();
+        let source = source(file);
+        (dir, source)
+    }
+
     /// A tilt box with a thermometer judged by the built-in packs for two days at one reading a
     /// minute (daily levels, compensation being learned): its copy deflates to a few KB, far
     /// below what a KV value may hold, and a standby restored from it holds the same state.
     #[test]
     fn a_tilt_box_s_copy_after_two_days_fits_many_times_in_a_kv_value() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut source = source(dir.path().join("none.toml"));
+        let (_dir, mut source) = rule_file("");
         source.builtin_packs = true;
         source.rule_paths = Vec::new();
         let inventory = [sensor("g4-tilt", Some("b7"))];
@@ -477,18 +554,11 @@ mod tests {
             let fields = [("x", 0.31 + 0.01 * day), ("y", -0.12 + 0.005 * day), ("temperature", 18.0 + 6.0 * day)];
             engine.observe(SubjectId(0), t0 + minute * 60_000, &fields, &mut events);
         }
-        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
-        tap.judged(0, 2880);
-        tap.offer(&engine, &inventory);
-        let judged = copies.borrow().clone().unwrap();
-        let mut rules = None;
-        rule_sources(&source, &mut rules);
-        let copy = EvalCopy::new(("box-e", "old-town"), &inventory, &judged, &rules.unwrap(), &source);
-        let bytes = copy.encode().unwrap();
-        eprintln!("a tilt box's standby copy after two days: {} bytes deflated", bytes.len());
-        assert!(bytes.len() * 20 < MAX_COPY_BYTES, "{} bytes", bytes.len());
-        let standby = Standby::from_copy(EvalCopy::decode(&bytes).unwrap()).unwrap();
-        assert_eq!(serde_json::to_value(standby.engine.snapshot()).unwrap(), serde_json::to_value(&judged.state).unwrap(), "the same state on the hub");
+        let (standby, bytes) = standby_of(&inventory, &engine, &[(0, 2880)], &source);
+        eprintln!("a tilt box's standby copy after two days: {bytes} bytes deflated");
+        assert!(bytes * 20 < MAX_COPY_BYTES, "{bytes} bytes");
+        let restored = serde_json::to_value(standby.engine.snapshot()).unwrap();
+        assert_eq!(restored, serde_json::to_value(engine.snapshot()).unwrap(), "the same state on the hub");
     }
 
     fn reading(x: f64, ts: i64) -> Vec<u8> {
@@ -500,9 +570,7 @@ mod tests {
     /// alert and key.
     #[test]
     fn the_standby_goes_on_from_the_box_s_copy_and_fires_as_the_box_would() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("rules.toml");
-        std::fs::write(&file, RULES).unwrap();
+        let (_dir, source) = rule_file(RULES);
         let inventory = [sensor("local-1", Some("b7")), sensor("g4-1", Some("b7")), sensor("elsewhere", Some("b9"))];
         let rules = RuleSet::compile(&[RuleSource { name: "r".into(), text: RULES.into() }]).unwrap();
         let mut engine = Engine::new(rules, &crate::reload::subjects(&inventory));
@@ -511,23 +579,9 @@ mod tests {
         engine.observe(SubjectId(1), t0, &[("x", 1.5)], &mut events);
         engine.observe(SubjectId(1), t0 + 60_000, &[("x", 1.5)], &mut events);
         assert!(events.is_empty());
-        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
-        tap.judged(1, 17);
-        tap.offer(&engine, &inventory);
-        let judged = copies.borrow().clone().unwrap();
-        let source = source(file);
-        let mut last = None;
-        rule_sources(&source, &mut last);
-        let copy = EvalCopy::new(("box-e", "old-town"), &inventory, &judged, &last.unwrap(), &source);
-        assert_eq!(
-            copy.sensors.iter().map(|s| (s.id.as_str(), s.judged)).collect::<Vec<_>>(),
-            [("local-1", false), ("g4-1", true)],
-            "the house's other box counts, another house does not"
-        );
-        let copy = EvalCopy::decode(&copy.encode().unwrap()).unwrap();
-        let mut standby = Standby::from_copy(copy).unwrap();
+        let (mut standby, _) = standby_of(&inventory, &engine, &[(1, 17)], &source);
         assert_eq!((standby.covered, standby.sensor_count()), (17, 1));
-        assert!(matches!(standby.reading("local-1", &reading(2.0, t0 + 90_000), 18, 0), Judged::Refused(_)), "only the 4G sensors are judged");
+        assert!(matches!(standby.reading("stranger", &reading(2.0, t0 + 90_000), 18, t0 + 90_000), Judged::Refused(_)), "not in the inventory");
         assert!(matches!(standby.reading("g4-1", b"{\"x\": ", 19, 0), Judged::Refused(why) if why.contains("not JSON")));
         let Judged::Alerts(alerts) = standby.reading("g4-1", &reading(1.6, t0 + 120_000), 20, t0 + 120_500) else { panic!("refused") };
         assert_eq!(alerts.len(), 1, "{alerts:?}");
@@ -543,26 +597,36 @@ mod tests {
         assert_eq!(events.iter().map(|e| e.at).collect::<Vec<_>>(), [t0 + 120_000]);
     }
 
+    /// A 4G sensor the box never heard (installed, or first reporting, while the box is down)
+    /// is judged from the box's inventory: its alarm is not left for the box's return.
+    #[test]
+    fn a_sensor_first_heard_while_the_box_is_down_is_judged() {
+        let (_dir, source) = rule_file(RULES);
+        let inventory = [sensor("g4-1", Some("b7")), sensor("g4-new", Some("b9"))];
+        let mut engine = Engine::new(RuleSet::compile(&[RuleSource { name: "r".into(), text: RULES.into() }]).unwrap(), &crate::reload::subjects(&inventory));
+        let t0 = 1_795_392_000_000;
+        engine.observe(SubjectId(0), t0, &[("x", 0.1)], &mut Vec::new());
+        let (mut standby, _) = standby_of(&inventory, &engine, &[(0, 1)], &source);
+        let mut posted = Vec::new();
+        for minute in 0..=2 {
+            let at = t0 + minute * 60_000;
+            if let Judged::Alerts(alerts) = standby.reading("g4-new", &reading(1.5, at), 2 + minute as u64, at) {
+                posted.extend(alerts);
+            }
+        }
+        assert_eq!(posted.iter().map(|a| a["key"].as_str().unwrap().to_string()).collect::<Vec<_>>(), [format!("g4-new:lean:fired:{}", t0 + 120_000)]);
+    }
+
     /// While the box is down a reading stamped a day ahead is refused, and a sensor whose clock
     /// went back is judged again after a few readings: no bad time silences it for good.
     #[test]
     fn a_device_clock_ahead_or_gone_back_does_not_silence_the_sensor_at_the_hub() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("rules.toml");
-        std::fs::write(&file, RULES).unwrap();
+        let (_dir, source) = rule_file(RULES);
         let inventory = [sensor("g4-1", Some("b7"))];
-        let rules = RuleSet::compile(&[RuleSource { name: "r".into(), text: RULES.into() }]).unwrap();
-        let mut engine = Engine::new(rules, &crate::reload::subjects(&inventory));
+        let mut engine = Engine::new(RuleSet::compile(&[RuleSource { name: "r".into(), text: RULES.into() }]).unwrap(), &crate::reload::subjects(&inventory));
         let t0 = 1_795_392_000_000;
         engine.observe(SubjectId(0), t0, &[("x", 0.1)], &mut Vec::new());
-        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
-        tap.judged(0, 1);
-        tap.offer(&engine, &inventory);
-        let source = source(file);
-        let mut rules = None;
-        rule_sources(&source, &mut rules);
-        let copy = EvalCopy::new(("box-e", "old-town"), &inventory, &copies.borrow().clone().unwrap(), &rules.unwrap(), &source);
-        let mut standby = Standby::from_copy(copy).unwrap();
+        let (mut standby, _) = standby_of(&inventory, &engine, &[(0, 1)], &source);
         let day = 86_400_000;
         let ahead = standby.reading("g4-1", &reading(0.1, t0 + 60_000 + day), 2, t0 + 60_000);
         assert!(matches!(&ahead, Judged::Refused(why) if why.contains("ahead")), "{ahead:?}");
@@ -577,27 +641,17 @@ mod tests {
         assert_eq!(fired.len(), 1, "the lean fires once the sensor is judged again: {fired:?}");
     }
 
-    /// The house's other box is in the copy (its building counts) but the hub hears nothing of
+    /// The house's other box is in the setup (its building counts) but the hub hears nothing of
     /// it: its silence is no alarm; the 4G box's own silence is.
     #[test]
     fn only_the_4g_sensors_silence_is_an_alarm_at_the_hub() {
         const SILENT: &str = "[[rule]]\nid = \"silent\"\nno_data = \"3m\"\nseverity = \"warning\"\n";
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("rules.toml");
-        std::fs::write(&file, SILENT).unwrap();
+        let (_dir, source) = rule_file(SILENT);
         let inventory = [sensor("local-1", Some("b7")), sensor("g4-1", Some("b7"))];
-        let rules = RuleSet::compile(&[RuleSource { name: "r".into(), text: SILENT.into() }]).unwrap();
-        let mut engine = Engine::new(rules, &crate::reload::subjects(&inventory));
+        let mut engine = Engine::new(RuleSet::compile(&[RuleSource { name: "r".into(), text: SILENT.into() }]).unwrap(), &crate::reload::subjects(&inventory));
         let t0 = 1_795_392_000_000;
         engine.observe(SubjectId(1), t0, &[("x", 0.1)], &mut Vec::new());
-        let (mut tap, copies) = StandbyTap::new(Duration::from_secs(5));
-        tap.judged(1, 3);
-        tap.offer(&engine, &inventory);
-        let source = source(file);
-        let mut rules = None;
-        rule_sources(&source, &mut rules);
-        let copy = EvalCopy::new(("box-e", "old-town"), &inventory, &copies.borrow().clone().unwrap(), &rules.unwrap(), &source);
-        let mut standby = Standby::from_copy(copy).unwrap();
+        let (mut standby, _) = standby_of(&inventory, &engine, &[(1, 3)], &source);
         let mut posted = Vec::new();
         for second in 1..=600 {
             posted.extend(standby.tick(t0 + second * 1000));

@@ -18,7 +18,7 @@
 
 use super::metrics::HubMetrics;
 use super::{postgres, HubOptions};
-use crate::cluster::standby::{EvalCopy, Judged, Standby};
+use crate::cluster::standby::{decode, setup_key, EvalCopy, EvalSetup, Judged, Standby};
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -135,14 +135,23 @@ impl Evaluator {
         self.metrics.standby_boxes.dec();
     }
 
-    /// The box's copy, once there is one (a box without 4G sensors never puts one).
+    /// The box's setup and latest copy, once there is a setup (a box without 4G sensors, or
+    /// without `sensors_via_hub`, never puts one).
     async fn copy(&self, box_id: &str, stop: &CancellationToken) -> Option<Standby> {
         let mut complained = false;
         loop {
-            let found = match self.copies.get(box_id).await {
-                Ok(Some(bytes)) => Some(EvalCopy::decode(&bytes).and_then(Standby::from_copy)),
+            let read = async {
+                let Some(setup) = self.copies.get(setup_key(box_id)).await? else { return anyhow::Ok(None) };
+                let copy = self.copies.get(box_id).await?;
+                anyhow::Ok(Some((setup, copy)))
+            };
+            let found = match read.await {
+                Ok(Some((setup, copy))) => {
+                    let copy = copy.map(|bytes| decode::<EvalCopy>(&bytes)).transpose();
+                    Some(decode::<EvalSetup>(&setup).and_then(|setup| Standby::new(setup, copy?)))
+                }
                 Ok(None) => None,
-                Err(error) => Some(Err(error.to_string())),
+                Err(error) => Some(Err(format!("{error:#}"))),
             };
             match found {
                 Some(Ok(standby)) => return Some(standby),
