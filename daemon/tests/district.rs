@@ -1492,6 +1492,8 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
 ) -> (Vec<Duration>, Vec<String>) {
     sensor.reading(3.0).await;
     assert!(wait_for_events(alerts, sensor, "east-03", 20 * SECOND).await, "the alarm before the box dies: {:?}", east.stderr());
+    let (event, at) = sensor.expected.last().cloned().unwrap();
+    let open_key = format!("east-03:do-low:{event}:{at}");
     // The box's copy in KV covers that reading (offered every 5 s once journaled).
     let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
     let covered = wait_for(30 * SECOND, || async {
@@ -1514,6 +1516,9 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
     east.daemon.as_mut().unwrap().kill_hard();
     let down = wait_for(45 * SECOND, || async { district.box_down("east").last().map(String::as_str) == Some("raised") }).await;
     assert!(down, "box-down not raised: {:?}", district.box_down("east"));
+    // What the box reported open is re-stated first, under the box's own key.
+    let restated = wait_for(20 * SECOND, || async { standby_keys(district).contains(&open_key) }).await;
+    assert!(restated, "the open alarm was not re-stated: {:?}", standby_keys(district));
     let mut delays = Vec::new();
     for value in [7.0, 3.0] {
         let sent = Instant::now();
@@ -1530,7 +1535,8 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
         delays.push(sent.elapsed());
     }
     let keys = standby_keys(district);
-    assert_eq!(keys.len(), 2, "one post per event: {keys:?}");
+    assert_eq!(keys.len(), 3, "the open alarm, then one post per event: {keys:?}");
+    assert_eq!(keys[0], open_key);
     let body = district.hook.bodies().into_iter().find(|b| b["standby"] == true && b["event"] == "fired").unwrap();
     assert_eq!((body["box"].as_str(), body["severity"].as_str(), body["sensor"].as_str()), (Some("east"), Some("warning"), Some("east-03")), "{body}");
     // The district's board shows it under the offline box.

@@ -397,6 +397,22 @@ impl Engine {
         self.slots.get(subject.0).map_or_else(Vec::new, |slot| self.plan_of(slot).checks.iter().map(|c| (&self.rules[c.rule()], c.variant())).collect())
     }
 
+    /// Whether a rule's incident is open for a sensor, and the override it uses: `None` when
+    /// the rule does not apply to it, or its kind of check (peers, clock) does not say.
+    pub fn open(&self, subject: SubjectId, rule: RuleId) -> Option<(bool, Option<usize>)> {
+        let slot = self.slots.get(subject.0)?;
+        let plan = self.plan_of(slot);
+        let states = self.states.of(slot, plan);
+        let (planned, state) = plan.checks.iter().zip(states.checks).find(|(planned, _)| planned.rule() == rule.0)?;
+        let open = match state {
+            CheckState::Ladder { ladder, .. } => ladder.open().is_some(),
+            CheckState::NoData(silence) => silence.open,
+            CheckState::FlatLine { flat, .. } => flat.open,
+            CheckState::Peers(_) | CheckState::Clock(_) => return None,
+        };
+        Some((open, planned.variant()))
+    }
+
     /// Sets a sensor's installation baseline for a field (from `gridwatch calibrate`).
     /// A temperature's baseline set this way anchors the sensor's compensation by it (see
     /// [`crate::thermal::Thermal::anchor_at_calibration`]).

@@ -380,6 +380,17 @@ pub struct Standby {
     places: crate::sinks::text::Places,
 }
 
+/// A rule event of a box as the district holds it (`alert_events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedEvent {
+    pub sensor: String,
+    pub rule: String,
+    pub event: String,
+    pub severity: String,
+    pub value: f64,
+    pub at_ms: i64,
+}
+
 /// What a reading judged by the standby gave.
 #[derive(Debug, PartialEq)]
 pub enum Judged {
@@ -427,6 +438,11 @@ impl Standby {
         self.heard.len()
     }
 
+    /// The ids of the sensors heard through the district so far.
+    pub fn heard_ids(&self) -> Vec<String> {
+        self.heard.iter().filter_map(|&p| self.sensors.get(p)).map(|s| s.id.to_string()).collect()
+    }
+
     /// Judges the reading of `sensor` at stream sequence `seq`, published at `published_ms`
     /// (its time when it carries none of its own). As on the box, a reading stamped too far
     /// ahead is refused, and a sensor whose clock went back is judged again from its current
@@ -454,6 +470,45 @@ impl Standby {
             self.out_of_order.in_order(position);
         }
         Judged::Alerts(self.alerts(&events))
+    }
+
+    /// The alarms open on heard sensors when the hub takes over, as the box last reported
+    /// them (`reported`: each rule and sensor's latest fired, changed or cleared event, from
+    /// the district's copy of its journal): re-stated with the box's own key, so a receiver
+    /// that got them from the box drops them, and people who did not (the box died while it
+    /// held the alarm in a building's group window or a quiet hour) get it now. Only those the
+    /// restored state still holds open (a clear the uplink had not carried yet is believed).
+    pub fn restated(&self, reported: &[ReportedEvent]) -> Vec<serde_json::Value> {
+        let mut events = Vec::new();
+        for row in reported.iter().filter(|row| row.event == "fired" || row.event == "changed") {
+            let Some(&position) = self.positions.get(&row.sensor).filter(|p| self.heard.contains(p)) else { continue };
+            let Some(rule) = self.engine.rules().iter().position(|r| r.id == row.rule).map(gridwatch_rules::RuleId) else { continue };
+            let Ok(severity) = row.severity.parse::<gridwatch_rules::Severity>() else { continue };
+            let variant = match self.engine.open(SubjectId(position), rule) {
+                Some((false, _)) => continue,
+                Some((true, variant)) => variant,
+                None => None,
+            };
+            events.push(gridwatch_rules::RuleEvent {
+                rule,
+                subject: SubjectId(position),
+                kind: if row.event == "fired" { gridwatch_rules::EventKind::Fired } else { gridwatch_rules::EventKind::Changed },
+                severity,
+                previous: None,
+                variant,
+                value: row.value,
+                at: row.at_ms,
+                since: row.at_ms,
+                agreement: None,
+            });
+        }
+        let mut alerts = self.alerts(&events);
+        for alert in &mut alerts {
+            if let Some(object) = alert.as_object_mut() {
+                object.insert("restated".into(), true.into());
+            }
+        }
+        alerts
     }
 
     /// Time passes (no-data, holds) up to `now_ms`.
@@ -595,6 +650,36 @@ mod tests {
         let mut events = Vec::new();
         engine.observe(SubjectId(1), t0 + 120_000, &[("x", 1.6)], &mut events);
         assert_eq!(events.iter().map(|e| e.at).collect::<Vec<_>>(), [t0 + 120_000]);
+    }
+
+    /// The box died while it held an alarm (a building's group window): the hub re-states what
+    /// the box reported open, under the box's key; not what the state holds cleared, nor what
+    /// was cleared, nor a sensor the district does not carry.
+    #[test]
+    fn open_alarms_are_restated_when_the_hub_takes_over() {
+        let (_dir, source) = rule_file(RULES);
+        let inventory = [sensor("g4-1", Some("b7")), sensor("g4-2", Some("b8")), sensor("local-1", Some("b7"))];
+        let mut engine = Engine::new(RuleSet::compile(&[RuleSource { name: "r".into(), text: RULES.into() }]).unwrap(), &crate::reload::subjects(&inventory));
+        let t0 = 1_795_392_000_000;
+        let mut events = Vec::new();
+        for minute in 0..=2 {
+            engine.observe(SubjectId(0), t0 + minute * 60_000, &[("x", 1.5)], &mut events);
+            engine.observe(SubjectId(1), t0 + minute * 60_000, &[("x", 0.1)], &mut events);
+        }
+        assert_eq!(events.len(), 1, "g4-1 fired");
+        let (standby, _) = standby_of(&inventory, &engine, &[(0, 5), (1, 6)], &source);
+        let row = |sensor: &str, event: &str| ReportedEvent {
+            sensor: sensor.into(),
+            rule: "lean".into(),
+            event: event.into(),
+            severity: "alarm".into(),
+            value: 1.5,
+            at_ms: t0 + 120_000,
+        };
+        let restated = standby.restated(&[row("g4-1", "fired"), row("g4-2", "fired"), row("local-1", "fired"), row("g4-9", "cleared")]);
+        let keys: Vec<&str> = restated.iter().map(|a| a["key"].as_str().unwrap()).collect();
+        assert_eq!(keys, [format!("g4-1:lean:fired:{}", t0 + 120_000)], "g4-2's state is not open, local-1 is not heard through the district");
+        assert_eq!((restated[0]["restated"].as_bool(), restated[0]["severity"].as_str()), (Some(true), Some("alarm")));
     }
 
     /// A 4G sensor the box never heard (installed, or first reporting, while the box is down)

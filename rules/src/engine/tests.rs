@@ -89,6 +89,22 @@ fn tilt_is_judged_from_the_learned_baseline() {
 }
 
 #[test]
+fn whether_a_rule_is_open_for_a_sensor_is_told() {
+    let mut e = engine();
+    let rule = |id: &str| RuleId(e.rules().iter().position(|r| r.id == id).unwrap());
+    let (do_low, silent, tilt) = (rule("do-low"), rule("silent"), rule("tilt"));
+    assert_eq!(e.open(SubjectId(1), do_low), Some((false, None)));
+    assert_eq!(e.open(SubjectId(1), tilt), None, "tilt does not apply to the water probe");
+    let mut events = Vec::new();
+    e.observe(SubjectId(1), 0, &[("do", 4.0)], &mut events);
+    assert_eq!(e.open(SubjectId(1), do_low), Some((true, None)));
+    e.observe(SubjectId(1), MIN, &[("do", 6.0)], &mut events);
+    assert_eq!(e.open(SubjectId(1), do_low), Some((false, None)));
+    assert_eq!(e.open(SubjectId(1), silent), Some((false, None)));
+    assert_eq!(e.open(SubjectId(9), do_low), None, "no such sensor");
+}
+
+#[test]
 fn calibrated_baseline_takes_precedence() {
     let mut e = engine();
     e.set_baseline(SubjectId(0), "x", 0.1);

@@ -261,6 +261,31 @@ pub async fn open_incidents(client: &Client, box_id: &str) -> anyhow::Result<Vec
     Ok(rows.iter().map(|row| OpenIncident { incident_id: row.get(0), rule: row.get(1), sensor: row.get(2), severity: row.get(3), state: row.get(4) }).collect())
 }
 
+/// The latest fired, changed or cleared event of each rule of each of `sensors` that a box
+/// reported from its current store.
+pub async fn latest_rule_events(client: &Client, box_id: &str, sensors: &[String]) -> anyhow::Result<Vec<crate::cluster::standby::ReportedEvent>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT ON (a.sensor, a.rule) a.sensor, a.rule, a.event, a.severity, a.value, a.at_ms
+             FROM alert_events a JOIN boxes b ON b.box_id = a.box_id AND b.epoch = a.epoch
+             WHERE a.box_id = $1 AND a.sensor = ANY($2) AND a.event IN ('fired', 'changed', 'cleared')
+             ORDER BY a.sensor, a.rule, a.id DESC",
+            &[&box_id, &sensors],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| crate::cluster::standby::ReportedEvent {
+            sensor: row.get(0),
+            rule: row.get(1),
+            event: row.get(2),
+            severity: row.get(3),
+            value: row.get(4),
+            at_ms: row.get(5),
+        })
+        .collect())
+}
+
 /// Records an alert the standby evaluator posted (once per key: a repeat changes nothing).
 pub async fn record_standby_alert(client: &Client, box_id: &str, alert: &serde_json::Value) -> anyhow::Result<()> {
     let text = |field: &str| alert[field].as_str().unwrap_or_default().to_string();

@@ -3,7 +3,9 @@
 //! the `down` flag in PostgreSQL), the box's latest copy is read from KV, its rules compiled
 //! and its state restored, and the box's subjects of the sensors' stream are read from after
 //! the sequence the copy covers with an ordered consumer (nothing acked, the box's own consumer
-//! does not move). Each event goes to the district's webhook as the alert the box would send,
+//! does not move). First the alarms the box reported open on those sensors are re-stated
+//! (`"restated": true`, the box's own keys: one it held back when it died reaches people now);
+//! then each event goes to the district's webhook as the alert the box would send,
 //! with `"standby": true` and its `key`; once the box's lease is back the evaluator stops, and
 //! the box judges the same readings itself.
 //!
@@ -120,6 +122,8 @@ impl Evaluator {
         self.metrics.standby_boxes.inc();
         let prefix = crate::cluster::sensors::subject_prefix(&standby.district, &box_id);
         let mut db = None;
+        let restated = self.restated(&standby, &mut db).await;
+        self.post(restated, &box_id, &mut db, &stop).await;
         let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
         while !stop.is_cancelled() {
             if let Err(error) = self.judge(&mut standby, &prefix, &mut db, &stop).await {
@@ -213,6 +217,26 @@ impl Evaluator {
                     let alerts = standby.tick(now);
                     self.post(alerts, &standby.box_id, db, stop).await;
                 }
+            }
+        }
+    }
+
+    /// The alarms the box reported open on its heard sensors, re-stated (none when PostgreSQL
+    /// cannot say: logged).
+    async fn restated(&self, standby: &Standby, db: &mut Option<tokio_postgres::Client>) -> Vec<serde_json::Value> {
+        let read = async {
+            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+                *db = Some(postgres::connect(&self.postgres).await?);
+            }
+            let Some(client) = db.as_ref() else { return anyhow::Ok(Vec::new()) };
+            postgres::latest_rule_events(client, &standby.box_id, &standby.heard_ids()).await
+        };
+        match tokio::time::timeout(ROUND_LIMIT, read).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL took over {ROUND_LIMIT:?}"))) {
+            Ok(reported) => standby.restated(&reported),
+            Err(error) => {
+                *db = None;
+                tracing::warn!(box_id = %standby.box_id, error = %format!("{error:#}"), "the dead box's open alarms cannot be read: not re-stated");
+                Vec::new()
             }
         }
     }
