@@ -1558,6 +1558,10 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
     assert!(keys.iter().all(|key| from_box.contains(key)), "the box's events {from_box:?} do not carry the hub's keys {keys:?}");
     let cleared = wait_for(45 * SECOND, || async { district.box_down("east").last().map(String::as_str) == Some("cleared") }).await;
     assert!(cleared, "box-down not cleared: {:?}", district.box_down("east"));
+    // `box-down` carries a key too (one posted again after a slow answer keeps its time and key).
+    for body in district.hook.bodies().iter().filter(|b| b["kind"] == "box-down" && b["box"] == "east") {
+        assert_eq!(body["key"], format!("east:box-down:{}:{}", body["event"].as_str().unwrap(), body["at_ms"]), "{body}");
+    }
     tokio::time::sleep(2 * SECOND).await;
     sensor.reading(7.0).await;
     assert!(wait_for_events(alerts, sensor, "east-03", 20 * SECOND).await, "the box judges again: {:?}", east.stderr());

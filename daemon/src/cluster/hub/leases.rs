@@ -37,6 +37,16 @@ const LIST_LIMIT: Duration = Duration::from_secs(3);
 /// How long a round may take before it is given up (and tried again at the next).
 const ROUND_LIMIT: Duration = Duration::from_secs(10);
 
+/// What this term has seen of the boxes between rounds.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Boxes known, not yet reported down, whose lease is missing: since when (and on the wall
+    /// clock: the `box-down`'s time).
+    missing: HashMap<String, (Instant, i64)>,
+    /// Boxes reported down whose lease is back: since when on the wall clock.
+    back: HashMap<String, i64>,
+}
+
 /// Runs rounds until `term` ends (the hub stops or is no longer the active one).
 pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: CancellationToken, metrics: Arc<HubMetrics>) {
     let http = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
@@ -48,15 +58,15 @@ pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: C
     };
     let mut db: Option<tokio_postgres::Client> = None;
     let mut failing = false;
-    // Boxes known, not yet reported down, whose lease this term has found missing: since when.
-    let mut missing: HashMap<String, Instant> = HashMap::new();
+    // A message the webhook did not take in time is posted again with the same time and key.
+    let mut seen = Seen::default();
     loop {
         let round = async {
             if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
                 db = Some(postgres::connect(&options.postgres).await?);
             }
             let Some(client) = db.as_ref() else { return anyhow::Ok(()) };
-            round(&leases, client, &http, &options.webhook, fence.token(), &mut missing, &metrics).await
+            round(&leases, client, &http, &options.webhook, fence.token(), &mut seen, &metrics).await
         };
         let finished = tokio::time::timeout(ROUND_LIMIT, round).await;
         match finished.unwrap_or_else(|_| Err(anyhow::anyhow!("a round took over {ROUND_LIMIT:?}"))) {
@@ -83,7 +93,7 @@ async fn round(
     http: &reqwest::Client,
     webhook: &str,
     fence: i64,
-    missing: &mut HashMap<String, Instant>,
+    Seen { missing, back }: &mut Seen,
     metrics: &HubMetrics,
 ) -> anyhow::Result<()> {
     // Every round claims the database for this hub's term: a hub that lost its lease without
@@ -109,16 +119,22 @@ async fn round(
         known_boxes = postgres::boxes(db).await?;
     }
     missing.retain(|box_id, _| !alive.contains(box_id));
+    back.retain(|box_id, _| alive.contains(box_id));
     for known in known_boxes {
         let is_alive = alive.contains(&known.box_id);
+        let mut at_ms = crate::clock::Clock::System.now();
         if !is_alive && !known.down {
-            let since = *missing.entry(known.box_id.clone()).or_insert_with(Instant::now);
+            let (since, wall) = *missing.entry(known.box_id.clone()).or_insert_with(|| (Instant::now(), at_ms));
             if since.elapsed() < CONFIRM_DOWN {
                 continue;
             }
+            at_ms = wall;
         }
         if is_alive != known.down {
             continue;
+        }
+        if is_alive {
+            at_ms = *back.entry(known.box_id.clone()).or_insert(at_ms);
         }
         let event = if is_alive { "cleared" } else { "raised" };
         let open = postgres::open_incidents(db, &known.box_id).await?;
@@ -127,7 +143,8 @@ async fn round(
             "event": event,
             "box": known.box_id,
             "district": known.district,
-            "at_ms": crate::clock::Clock::System.now(),
+            "at_ms": at_ms,
+            "key": format!("{}:box-down:{event}:{at_ms}", known.box_id),
             "open_incidents": open,
         });
         let response = http.post(webhook).json(&body).send().await?;
@@ -136,6 +153,7 @@ async fn round(
             anyhow::bail!("another hub became active while box-down {event} of {} was posted", known.box_id);
         }
         missing.remove(&known.box_id);
+        back.remove(&known.box_id);
         metrics.count_box_down(event);
         if is_alive {
             tracing::info!(box_id = %known.box_id, "box is back: box-down cleared");
