@@ -10,9 +10,8 @@
 //! the box judges the same readings itself.
 //!
 //! Time passes for the rules (no-data, holds) on the stream's time while a backlog is read, on
-//! this hub's clock once it is. What
-//! was posted is recorded in PostgreSQL (`standby_alerts`), and the district's board shows what
-//! is firing under the dead box ([`super::board`]).
+//! this hub's clock once it is. What was posted is recorded in PostgreSQL (`standby_alerts`),
+//! and the district's board shows what is firing under the dead box ([`super::board`]).
 //!
 //! Invariants: an alert is posted until the webhook takes it (2xx) or the evaluator stops, in
 //! the order of the events; a hub that loses its term stops its evaluators, and the next active
@@ -186,11 +185,14 @@ impl Evaluator {
             })
             .await?;
         let mut messages = reader.messages().await?;
-        let mut tick = tokio::time::interval(TICK);
+        let started = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval_at(started + TICK, TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // While a backlog is read, time for the rules is the stream's time of the reading
         // judged last (a silence is not judged before the readings that end it are read); once
-        // no reading came for a moment, it is this hub's clock.
+        // no reading came for a moment, it is this hub's clock — not before the first readings
+        // had time to come (a copy older than a sensor's silence limit would raise its no-data
+        // before its backlog is read).
         let mut last_read: Option<(i64, tokio::time::Instant)> = None;
         loop {
             tokio::select! {
@@ -211,7 +213,7 @@ impl Evaluator {
                         }
                     }
                 }
-                _ = tick.tick() => {
+                _ = tick.tick(), if last_read.is_some() || started.elapsed() >= QUIET => {
                     let now = match last_read {
                         Some((published_ms, read_at)) if read_at.elapsed() < QUIET => published_ms,
                         _ => crate::clock::Clock::System.now(),
