@@ -1432,7 +1432,7 @@ async fn a_4g_sensor_is_judged_by_its_box_exactly_once_across_a_cut_and_kills() 
 
     // The box dead past its lease with an alarm open: the active hub judges the sensor from the
     // box's latest copy of its state, and the box, back, sends the same events under the same
-    // keys (sensor:rule:event:at_ms), which a receiver drops.
+    // keys (box:sensor:rule:event:at_ms), which a receiver drops.
     let (standby_delays, standby_keys) = a_dead_box_s_4g_sensor_is_judged_by_the_hub(&nats, &district, &mut east, &mut sensor, &alerts).await;
 
     // A box judging 4G sensors stops cleanly (its pull lets the spooler and the pipeline end).
@@ -1472,7 +1472,7 @@ async fn a_flooding_sensor_evicts_only_its_own_readings(nats: &NatsCluster) {
     assert!(stream.get_raw_message(sequences[20]).await.is_ok(), "the flood's 21st reading is gone");
 }
 
-/// The keys (`sensor:rule:event:at_ms`) of the standby evaluator's alerts at the district's webhook.
+/// The keys (`box:sensor:rule:event:at_ms`) of the standby evaluator's alerts at the district's webhook.
 fn standby_keys(district: &District) -> Vec<String> {
     district.hook.bodies().iter().filter(|b| b["standby"] == true).map(|b| b["key"].as_str().unwrap_or("?").to_string()).collect()
 }
@@ -1493,7 +1493,7 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
     sensor.reading(3.0).await;
     assert!(wait_for_events(alerts, sensor, "east-03", 20 * SECOND).await, "the alarm before the box dies: {:?}", east.stderr());
     let (event, at) = sensor.expected.last().cloned().unwrap();
-    let open_key = format!("east-03:do-low:{event}:{at}");
+    let open_key = format!("east:east-03:do-low:{event}:{at}");
     // The box's copy in KV covers that reading (offered every 5 s once journaled).
     let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
     let covered = wait_for(30 * SECOND, || async {
@@ -1524,7 +1524,7 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
         let sent = Instant::now();
         sensor.reading(value).await;
         let (event, at) = sensor.expected.last().cloned().unwrap();
-        let key = format!("east-03:do-low:{event}:{at}");
+        let key = format!("east:east-03:do-low:{event}:{at}");
         let posted = wait_for(20 * SECOND, || async { standby_keys(district).contains(&key) }).await;
         assert!(
             posted,
@@ -1554,7 +1554,7 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
     // Back: the box sends the same events itself; a receiver keyed on them drops the second.
     east.run_box().await;
     assert!(wait_for_events(alerts, sensor, "east-03", 30 * SECOND).await, "the box, back: {:?}", east.stderr());
-    let from_box: BTreeSet<String> = webhook_events(alerts, "east-03").into_iter().map(|(event, at, _)| format!("east-03:do-low:{event}:{at}")).collect();
+    let from_box: BTreeSet<String> = webhook_events(alerts, "east-03").into_iter().map(|(event, at, _)| format!("east:east-03:do-low:{event}:{at}")).collect();
     assert!(keys.iter().all(|key| from_box.contains(key)), "the box's events {from_box:?} do not carry the hub's keys {keys:?}");
     let cleared = wait_for(45 * SECOND, || async { district.box_down("east").last().map(String::as_str) == Some("cleared") }).await;
     assert!(cleared, "box-down not cleared: {:?}", district.box_down("east"));

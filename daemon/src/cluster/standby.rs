@@ -12,7 +12,7 @@
 //! The hub's side ([`Standby`], run by `hub::standby`): the copy's rules compiled, its state
 //! restored, then each reading after the covered sequence judged and each event made into the
 //! same alert the box would send, marked `"standby": true` with its `key`
-//! `<sensor>:<rule>:<event>:<at_ms>`. The box, once back, judges the same readings from its own
+//! `<box>:<sensor>:<rule>:<event>:<at_ms>` (sensor ids are unique only within a box). The box, once back, judges the same readings from its own
 //! consumer (which did not move while it was down) and sends the same events: a receiver drops
 //! the second by that key, made of fields both messages carry.
 //!
@@ -529,7 +529,7 @@ impl Standby {
                 let sensor = self.sensors.get(event.subject.0)?;
                 let rule = self.engine.rule(event.rule);
                 let alert = crate::pipeline::alerts::alert_of(event, rule, sensor, Some(event.since), self.time_zone, &self.places);
-                let key = format!("{}:{}:{}:{}", alert.sensor, alert.rule, alert.event.as_str(), alert.at_ms);
+                let key = format!("{}:{}:{}:{}:{}", self.box_id, alert.sensor, alert.rule, alert.event.as_str(), alert.at_ms);
                 let mut json = serde_json::to_value(&alert).ok()?;
                 let object = json.as_object_mut()?;
                 object.insert("standby".into(), true.into());
@@ -641,7 +641,7 @@ mod tests {
         let Judged::Alerts(alerts) = standby.reading("g4-1", &reading(1.6, t0 + 120_000), 20, t0 + 120_500) else { panic!("refused") };
         assert_eq!(alerts.len(), 1, "{alerts:?}");
         let alert = &alerts[0];
-        assert_eq!(alert["key"], format!("g4-1:lean:fired:{}", t0 + 120_000));
+        assert_eq!(alert["key"], format!("box-e:g4-1:lean:fired:{}", t0 + 120_000));
         assert_eq!((alert["standby"].as_bool(), alert["box"].as_str(), alert["severity"].as_str()), (Some(true), Some("box-e"), Some("alarm")));
         assert!(alert["messages"]["en"].as_str().unwrap().contains("g4-1 leans"), "{alert}");
         assert_eq!(alert["building_name"], "七号楼");
@@ -678,7 +678,7 @@ mod tests {
         };
         let restated = standby.restated(&[row("g4-1", "fired"), row("g4-2", "fired"), row("local-1", "fired"), row("g4-9", "cleared")]);
         let keys: Vec<&str> = restated.iter().map(|a| a["key"].as_str().unwrap()).collect();
-        assert_eq!(keys, [format!("g4-1:lean:fired:{}", t0 + 120_000)], "g4-2's state is not open, local-1 is not heard through the district");
+        assert_eq!(keys, [format!("box-e:g4-1:lean:fired:{}", t0 + 120_000)], "g4-2's state is not open, local-1 is not heard through the district");
         assert_eq!((restated[0]["restated"].as_bool(), restated[0]["severity"].as_str()), (Some(true), Some("alarm")));
     }
 
@@ -699,7 +699,7 @@ mod tests {
                 posted.extend(alerts);
             }
         }
-        assert_eq!(posted.iter().map(|a| a["key"].as_str().unwrap().to_string()).collect::<Vec<_>>(), [format!("g4-new:lean:fired:{}", t0 + 120_000)]);
+        assert_eq!(posted.iter().map(|a| a["key"].as_str().unwrap().to_string()).collect::<Vec<_>>(), [format!("box-e:g4-new:lean:fired:{}", t0 + 120_000)]);
     }
 
     /// While the box is down a reading stamped a day ahead is refused, and a sensor whose clock

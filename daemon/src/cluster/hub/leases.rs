@@ -37,6 +37,13 @@ const LIST_LIMIT: Duration = Duration::from_secs(3);
 /// How long a round may take before it is given up (and tried again at the next).
 const ROUND_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long the webhook may take to answer a `box-down` (a round is bounded by [`ROUND_LIMIT`]).
+const WEBHOOK_WAIT: Duration = Duration::from_secs(8);
+
+/// The boxes this term's lease watch finds dead now, for the standby evaluator
+/// ([`super::standby`]).
+pub type DeadBoxes = Arc<std::sync::Mutex<BTreeSet<String>>>;
+
 /// What this term has seen of the boxes between rounds.
 #[derive(Debug, Default)]
 struct Seen {
@@ -48,8 +55,8 @@ struct Seen {
 }
 
 /// Runs rounds until `term` ends (the hub stops or is no longer the active one).
-pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: CancellationToken, metrics: Arc<HubMetrics>) {
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
+pub async fn watch(leases: kv::Store, options: HubOptions, (fence, dead): (Fence, DeadBoxes), term: CancellationToken, metrics: Arc<HubMetrics>) {
+    let http = match reqwest::Client::builder().timeout(WEBHOOK_WAIT).build() {
         Ok(http) => http,
         Err(error) => {
             tracing::error!(error = %error, "cannot build the HTTP client: no box-down alarms");
@@ -66,7 +73,7 @@ pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: C
                 db = Some(postgres::connect(&options.postgres).await?);
             }
             let Some(client) = db.as_ref() else { return anyhow::Ok(()) };
-            round(&leases, client, &http, &options.webhook, fence.token(), &mut seen, &metrics).await
+            round(&leases, client, &http, &options.webhook, (fence.token(), &dead), &mut seen, &metrics).await
         };
         let finished = tokio::time::timeout(ROUND_LIMIT, round).await;
         match finished.unwrap_or_else(|_| Err(anyhow::anyhow!("a round took over {ROUND_LIMIT:?}"))) {
@@ -92,7 +99,7 @@ async fn round(
     db: &tokio_postgres::Client,
     http: &reqwest::Client,
     webhook: &str,
-    fence: i64,
+    (fence, dead): (i64, &DeadBoxes),
     Seen { missing, back }: &mut Seen,
     metrics: &HubMetrics,
 ) -> anyhow::Result<()> {
@@ -120,6 +127,13 @@ async fn round(
     }
     missing.retain(|box_id, _| !alive.contains(box_id));
     back.retain(|box_id, _| alive.contains(box_id));
+    // Dead now: reported down, or missing long enough — whether or not the webhook has taken
+    // the `box-down` yet (a slow one must not keep the standby from judging the box).
+    let confirmed = |box_id: &str| missing.get(box_id).is_some_and(|(since, _)| since.elapsed() >= CONFIRM_DOWN);
+    let now_dead = known_boxes.iter().filter(|k| !alive.contains(&k.box_id) && (k.down || confirmed(&k.box_id))).map(|k| k.box_id.clone()).collect();
+    if let Ok(mut dead) = dead.lock() {
+        *dead = now_dead;
+    }
     for known in known_boxes {
         let is_alive = alive.contains(&known.box_id);
         let mut at_ms = crate::clock::Clock::System.now();

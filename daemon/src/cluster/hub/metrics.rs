@@ -104,6 +104,8 @@ pub struct HubMetrics {
     pub standby_boxes: Gauge,
     /// Alerts the standby evaluator posted (the webhook took them).
     pub standby_alerts: Counter,
+    /// Alerts the standby evaluator's webhook refused for good (a 4xx): passed, not retried.
+    pub standby_alerts_refused: Counter,
     /// Readings the standby evaluator could not judge (not JSON, not one of the box's 4G sensors).
     pub standby_refused: Counter,
     /// 1 while the hub's NATS connection is up.
@@ -147,6 +149,7 @@ impl HubMetrics {
             standby_boxes: Gauge::default(),
             standby_alerts: Counter::default(),
             standby_refused: Counter::default(),
+            standby_alerts_refused: Counter::default(),
             nats_connected: Gauge::default(),
             postgres_reachable: Gauge::default(),
         };
@@ -169,6 +172,7 @@ impl HubMetrics {
         registry.register("standby_boxes", "Dead boxes whose 4G sensors this hub judges now", metrics.standby_boxes.clone());
         registry.register("standby_alerts", "Alerts about dead boxes' 4G sensors this hub posted", metrics.standby_alerts.clone());
         registry.register("standby_refused", "Dead boxes' 4G readings this hub could not judge", metrics.standby_refused.clone());
+        registry.register("standby_alerts_refused", "Alerts about dead boxes' 4G sensors the webhook refused for good", metrics.standby_alerts_refused.clone());
         registry.register("boxes_known", "Boxes the district knows", metrics.boxes_known.clone());
         registry.register("boxes_down", "Boxes reported down and not cleared", metrics.boxes_down.clone());
         registry.register("actions", "Workers' actions posted for relay, by result", metrics.actions.clone());

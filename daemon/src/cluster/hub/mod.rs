@@ -125,8 +125,10 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
     while let Some(term) = active::take(&hub_bucket, &options.name, options.hub_lease, &shutdown).await {
         metrics.active.set(1);
         metrics.lease_takeovers.inc();
-        let watcher = tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), term.fence.clone(), term.lost.clone(), metrics.clone()));
-        let standby = tokio::spawn(standby::watch(js.clone(), copies.clone(), options.clone(), term.lost.clone(), metrics.clone()));
+        let dead = leases::DeadBoxes::default();
+        let watcher =
+            tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), (term.fence.clone(), dead.clone()), term.lost.clone(), metrics.clone()));
+        let standby = tokio::spawn(standby::watch(js.clone(), copies.clone(), options.clone(), (dead, term.lost.clone()), metrics.clone()));
         consume(uplink.clone(), hwm.clone(), &options, influx.as_ref(), &term.lost, &metrics).await;
         let _ = watcher.await;
         let _ = standby.await;

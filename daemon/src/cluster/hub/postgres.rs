@@ -286,12 +286,13 @@ pub async fn latest_rule_events(client: &Client, box_id: &str, sensors: &[String
         .collect())
 }
 
-/// Records an alert the standby evaluator posted (once per key: a repeat changes nothing).
+/// Records an alert the standby evaluator posted, once per key; posted again (re-stated in a
+/// later outage) it counts as posted now, so the board shows it under that outage.
 pub async fn record_standby_alert(client: &Client, box_id: &str, alert: &serde_json::Value) -> anyhow::Result<()> {
     let text = |field: &str| alert[field].as_str().unwrap_or_default().to_string();
     client
         .execute(
-            "INSERT INTO standby_alerts (key, box_id, sensor, rule, event, severity, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO standby_alerts (key, box_id, sensor, rule, event, severity, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key) DO UPDATE SET posted = now()",
             &[&text("key"), &box_id, &text("sensor"), &text("rule"), &text("event"), &text("severity"), &alert["at_ms"].as_i64().unwrap_or_default()],
         )
         .await?;

@@ -1,6 +1,7 @@
 //! The active hub judges a dead box's sensors with their own 4G link (the standby evaluator,
-//! [`crate::cluster::standby`]): for each box the lease watch reported down ([`super::leases`],
-//! the `down` flag in PostgreSQL), the box's latest copy is read from KV, its rules compiled
+//! [`crate::cluster::standby`]): for each box the lease watch finds dead ([`super::leases`]:
+//! its lease missing past the confirmation, whether or not the webhook has taken its
+//! `box-down` yet), the box's latest copy is read from KV, its rules compiled
 //! and its state restored, and the box's subjects of the sensors' stream are read from after
 //! the sequence the copy covers with an ordered consumer (nothing acked, the box's own consumer
 //! does not move). First the alarms the box reported open on those sensors are re-stated
@@ -17,6 +18,7 @@
 //! the order of the events; a hub that loses its term stops its evaluators, and the next active
 //! hub starts again from the copy — its repeats carry the same keys (a receiver drops them).
 
+use super::leases::DeadBoxes;
 use super::metrics::HubMetrics;
 use super::{postgres, HubOptions};
 use crate::cluster::standby::{decode, setup_key, EvalCopy, EvalSetup, Judged, Standby};
@@ -28,7 +30,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// How often the boxes reported down are looked at.
+/// How often the dead boxes are looked at.
 const ROUND: Duration = Duration::from_secs(1);
 /// How long a look at PostgreSQL may take.
 const ROUND_LIMIT: Duration = Duration::from_secs(10);
@@ -39,8 +41,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// How long without a reading before the backlog counts as read.
 const QUIET: Duration = Duration::from_secs(2);
 
-/// Runs evaluators for the boxes reported down until `term` ends.
-pub async fn watch(js: jetstream::Context, copies: kv::Store, options: HubOptions, term: CancellationToken, metrics: Arc<HubMetrics>) {
+/// Runs evaluators for the boxes the lease watch finds dead until `term` ends.
+pub async fn watch(js: jetstream::Context, copies: kv::Store, options: HubOptions, (dead, term): (DeadBoxes, CancellationToken), metrics: Arc<HubMetrics>) {
     // A slow receiver is waited for longer than `box-down`'s (whose rounds are bounded): each
     // alert posted again after a timeout is one more copy for it (under the same key).
     let http = match reqwest::Client::builder().timeout(Duration::from_secs(15)).build() {
@@ -50,49 +52,30 @@ pub async fn watch(js: jetstream::Context, copies: kv::Store, options: HubOption
             return;
         }
     };
-    let mut db: Option<tokio_postgres::Client> = None;
     let mut running: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
-    let mut failing = false;
     loop {
-        let round = async {
-            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-                db = Some(postgres::connect(&options.postgres).await?);
+        let down: Vec<String> = dead.lock().map(|dead| dead.iter().cloned().collect()).unwrap_or_default();
+        running.retain(|box_id, (stop, _)| {
+            let keep = down.contains(box_id);
+            if !keep {
+                stop.cancel();
+                tracing::info!(box_id = %box_id, "box is back: it judges its 4G sensors itself again");
             }
-            let Some(client) = db.as_ref() else { return anyhow::Ok(Vec::new()) };
-            postgres::boxes(client).await
-        };
-        match tokio::time::timeout(ROUND_LIMIT, round).await.unwrap_or_else(|_| Err(anyhow::anyhow!("took over {ROUND_LIMIT:?}"))) {
-            Ok(boxes) => {
-                failing = false;
-                let down: Vec<String> = boxes.into_iter().filter(|b| b.down).map(|b| b.box_id).collect();
-                running.retain(|box_id, (stop, _)| {
-                    let keep = down.contains(box_id);
-                    if !keep {
-                        stop.cancel();
-                        tracing::info!(box_id = %box_id, "box is back: it judges its 4G sensors itself again");
-                    }
-                    keep
-                });
-                for box_id in down {
-                    running.entry(box_id.clone()).or_insert_with(|| {
-                        let stop = term.child_token();
-                        let evaluator = Evaluator {
-                            js: js.clone(),
-                            copies: copies.clone(),
-                            http: http.clone(),
-                            webhook: options.webhook.clone(),
-                            postgres: options.postgres.clone(),
-                            metrics: metrics.clone(),
-                        };
-                        (stop.clone(), tokio::spawn(evaluator.run(box_id, stop)))
-                    });
-                }
-            }
-            Err(error) if !failing => {
-                failing = true;
-                tracing::warn!(error = %format!("{error:#}"), "cannot read which boxes are down: their 4G sensors' standby waits");
-            }
-            Err(_) => {}
+            keep
+        });
+        for box_id in down {
+            running.entry(box_id.clone()).or_insert_with(|| {
+                let stop = term.child_token();
+                let evaluator = Evaluator {
+                    js: js.clone(),
+                    copies: copies.clone(),
+                    http: http.clone(),
+                    webhook: options.webhook.clone(),
+                    postgres: options.postgres.clone(),
+                    metrics: metrics.clone(),
+                };
+                (stop.clone(), tokio::spawn(evaluator.run(box_id, stop)))
+            });
         }
         tokio::select! {
             () = tokio::time::sleep(ROUND) => {}
@@ -257,36 +240,67 @@ impl Evaluator {
         tokio::time::timeout(ROUND_LIMIT, recorded).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL took over {ROUND_LIMIT:?}")))
     }
 
-    /// Posts each alert until the webhook takes it, in order (or `stop`), and records it for the
+    /// Posts each alert in order (see [`deliver`]) and records those the webhook took for the
     /// board (a record that fails is logged: the people were told, which is what matters).
     async fn post(&self, alerts: Vec<serde_json::Value>, box_id: &str, db: &mut Option<tokio_postgres::Client>, stop: &CancellationToken) {
         for alert in alerts {
-            let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-            loop {
-                let sent = async {
-                    let response = self.http.post(&self.webhook).json(&alert).send().await?;
-                    anyhow::ensure!(response.status().is_success(), "the webhook answered {}", response.status());
-                    anyhow::Ok(())
-                };
-                match sent.await {
-                    Ok(()) => {
-                        self.metrics.standby_alerts.inc();
-                        tracing::warn!(key = %alert["key"].as_str().unwrap_or_default(), "standby alert about a dead box's 4G sensor posted");
-                        if let Err(error) = self.record(box_id, &alert, db).await {
-                            *db = None;
-                            tracing::warn!(error = %format!("{error:#}"), "a standby alert not recorded for the district's board");
-                        }
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::warn!(key = %alert["key"].as_str().unwrap_or_default(), error = %format!("{error:#}"), "standby alert not posted; tried again")
-                    }
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
-                    () = stop.cancelled() => return,
-                }
+            if !deliver(&self.http, &self.webhook, &alert, &self.metrics, stop).await {
+                continue;
+            }
+            if let Err(error) = self.record(box_id, &alert, db).await {
+                *db = None;
+                tracing::warn!(error = %format!("{error:#}"), "a standby alert not recorded for the district's board");
             }
         }
+    }
+}
+
+/// Posts `alert` until the webhook takes it (`true`) or `stop`. An alert the webhook refuses for
+/// good (a 4xx other than 408 and 429) is counted, logged and given up (`false`): it must not
+/// hold up the alarms after it.
+async fn deliver(http: &reqwest::Client, webhook: &str, alert: &serde_json::Value, metrics: &HubMetrics, stop: &CancellationToken) -> bool {
+    let key = alert["key"].as_str().unwrap_or_default();
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        match http.post(webhook).json(alert).send().await.map(|response| response.status()) {
+            Ok(status) if status.is_success() => {
+                metrics.standby_alerts.inc();
+                tracing::warn!(key, "standby alert about a dead box's 4G sensor posted");
+                return true;
+            }
+            Ok(status) if status.is_client_error() && status != reqwest::StatusCode::REQUEST_TIMEOUT && status != reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                metrics.standby_alerts_refused.inc();
+                tracing::error!(key, %status, "the webhook refused a standby alert for good; the next ones go on");
+                return false;
+            }
+            Ok(status) => tracing::warn!(key, %status, "standby alert not taken; tried again"),
+            Err(error) => tracing::warn!(key, error = %format!("{error:#}"), "standby alert not posted; tried again"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = stop.cancelled() => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridwatch_tests::WebhookReceiver;
+
+    /// A receiver that refuses one alert for good (400) gets the next; one that fails for a while
+    /// (500, 429) gets the alert once it takes it.
+    #[tokio::test]
+    async fn an_alert_refused_for_good_does_not_hold_up_the_next() {
+        let (http, metrics, stop) = (reqwest::Client::new(), HubMetrics::new(), CancellationToken::new());
+        let receiver = WebhookReceiver::start(vec![400, 500, 429]).await;
+        let alert = |key: &str| serde_json::json!({ "key": key });
+        assert!(!deliver(&http, &receiver.url(), &alert("east:t1:lean:fired:1"), &metrics, &stop).await, "given up at once");
+        let started = std::time::Instant::now();
+        assert!(deliver(&http, &receiver.url(), &alert("east:t2:lean:fired:2"), &metrics, &stop).await, "taken after a 500 and a 429");
+        assert!(started.elapsed() >= Duration::from_secs(2), "waited between the attempts");
+        let keys: Vec<String> = receiver.bodies().iter().map(|b| b["key"].as_str().unwrap().to_string()).collect();
+        assert_eq!(keys, ["east:t2:lean:fired:2"]);
+        assert_eq!((metrics.standby_alerts.get(), metrics.standby_alerts_refused.get()), (1, 1));
     }
 }
