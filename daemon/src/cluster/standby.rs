@@ -1,22 +1,23 @@
 //! The standby evaluator of a box's sensors with their own 4G link: while the box is down, the
 //! active hub judges them from the district's stream, so a dead box does not leave a house with
-//! such a sensor unwatched (docs/district.md, "Sensors with their own 4G link").
+//! such a sensor unwatched (docs/district.md, "While the box is down").
 //!
-//! The box's side ([`offer`]): every copy of the rule state of its 4G sensors the pipeline
-//! offers (`crate::pipeline::standby_copy`) goes into the KV bucket [`super::EVAL_BUCKET`] under
-//! the box's id, as an [`EvalCopy`]: that state, the stream sequence it covers, the box's rule
-//! files, the sensors (and the other boxes of their buildings, which agreement counts), the
-//! payload limits, time zone and place names — everything the hub needs to judge as the box
-//! would, and no secret.
+//! The box's side ([`offer`]) keeps two values in the KV bucket [`super::EVAL_BUCKET`]: its
+//! [`EvalSetup`] under [`setup_key`] (rule files, whole inventory, payload limits, clock
+//! answers, time zone and place names — everything the hub needs to judge as the box would, and
+//! no secret), put when it changes; and under the box's id an [`EvalCopy`]: the rule state of
+//! the sensors it heard through the district (`crate::pipeline::standby_copy`) and the stream
+//! sequence that state covers.
 //!
-//! The hub's side ([`Standby`], run by `hub::standby`): the copy's rules compiled, its state
-//! restored, then each reading after the covered sequence judged and each event made into the
-//! same alert the box would send, marked `"standby": true` with its `key`
-//! `<box>:<sensor>:<rule>:<event>:<at_ms>` (sensor ids are unique only within a box). The box, once back, judges the same readings from its own
-//! consumer (which did not move while it was down) and sends the same events: a receiver drops
-//! the second by that key, made of fields both messages carry.
+//! The hub's side ([`Standby`], run by `hub::standby`): the setup's rules compiled, the copy's
+//! state restored, the alarms the box reported open re-stated ([`Standby::restated`]), then
+//! each reading after the covered sequence judged and each event made into the same alert the
+//! box would send, marked `"standby": true` with its `key` `<box>:<sensor>:<rule>:<event>:<at_ms>`
+//! (sensor ids are unique only within a box). The box, once back, judges the same readings
+//! from its own consumer (which did not move while it was down) and sends the same events: a
+//! receiver drops the second by that key, made of the box's id and fields both messages carry.
 //!
-//! Invariants: the engine is pure, so the same copy and the same readings give the same events
+//! Invariants: the engine is pure, so the same setup, copy and readings give the same events
 //! with the same keys, whichever hub judges them and however often; a copy never covers a
 //! reading whose alerts the box had not journaled (the pipeline's invariant).
 
