@@ -50,7 +50,8 @@
 //! A ninth run: a sensor with its own 4G link publishes to the hub's MQTT listener, and its
 //! home box judges each reading exactly once across a kill of the stream's leader, a cut of
 //! the box's link and two kills of the box; then, with the box dead past its lease, the active
-//! hub judges the sensor from the box's copy of its state until the box is back. (An ignored tenth measures nats-server's own MQTT
+//! hub judges the sensor from the box's copy of its state until the box is back — also (a tenth
+//! run) when the district's webhook answers too slowly to take the `box-down`. (An ignored eleventh measures nats-server's own MQTT
 //! listener, which acknowledges readings its stream then loses.)
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -256,8 +257,12 @@ async fn start_district(nats: &NatsCluster) -> District {
 
 /// [`start_district`] with more options for the hub (e.g. `--influx`).
 async fn start_district_with(nats: &NatsCluster, hub_options: &[&str]) -> District {
+    start_district_hooked(nats, hub_options, WebhookReceiver::start(Vec::new()).await).await
+}
+
+/// [`start_district_with`], posting `box-down` and the standby's alerts to `hook`.
+async fn start_district_hooked(nats: &NatsCluster, hub_options: &[&str], hook: WebhookReceiver) -> District {
     let pg = Postgres::start().await.expect("postgresql");
-    let hook = WebhookReceiver::start(Vec::new()).await;
     let hub_dir = tempfile::tempdir().unwrap();
     let urls = nats.urls();
     let (conninfo, hook_url) = (pg.conninfo(), hook.url());
@@ -1472,6 +1477,60 @@ async fn a_flooding_sensor_evicts_only_its_own_readings(nats: &NatsCluster) {
     assert!(stream.get_raw_message(sequences[20]).await.is_ok(), "the flood's 21st reading is gone");
 }
 
+/// Waits until east's standby copy in KV covers `sensor`'s last reading in the stream.
+async fn copy_covers_the_last_reading(js: &async_nats::jetstream::Context, sensor: &str) -> bool {
+    wait_for(30 * SECOND, || async {
+        let (Ok(stream), Ok(copies)) = (js.get_stream(gridwatch::cluster::SENSORS_STREAM).await, js.get_key_value(gridwatch::cluster::EVAL_BUCKET).await)
+        else {
+            return false;
+        };
+        let (Ok(last), Ok(Some(copy))) = (stream.get_last_raw_message_by_subject(&format!("gw.s.old-town.east.{sensor}")).await, copies.get("east").await)
+        else {
+            return false;
+        };
+        gridwatch::cluster::standby::decode::<gridwatch::cluster::standby::EvalCopy>(&copy).is_ok_and(|copy| copy.covered >= last.sequence)
+    })
+    .await
+}
+
+/// A district webhook slower than the hub waits for `box-down` (9 s against 8 s): the webhook
+/// never takes it, yet the hub judges the dead box's 4G sensor as soon as its lease is
+/// confirmed missing, and the alarm reaches the webhook (an outside tester's red reached nobody
+/// while the standby waited for the down flag only a taken `box-down` sets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_box_s_4g_sensor_is_judged_though_the_webhook_answers_slowly() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let mqtt_port = free_port();
+    let hook = WebhookReceiver::start_slow(9 * SECOND).await;
+    let district = start_district_hooked(&nats, &["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}"), "--mqtt-anonymous"], hook).await;
+    let mut east = Community::start_configured("east", &nats, "sensors_via_hub = true\nstandby_copy_secs = 2\n", "", "").await;
+    let mut sensor = Sensor4g::connect(mqtt_port, "east", "east-03", "any").await;
+    sensor.reading(7.0).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
+    assert!(copy_covers_the_last_reading(&js, "east-03").await, "no copy: {:?}", east.stderr());
+    east.daemon.as_mut().unwrap().kill_hard();
+    let killed = Instant::now();
+    let posted = wait_for(45 * SECOND, || async { district.box_down("east").first().map(String::as_str) == Some("raised") }).await;
+    assert!(posted, "box-down was not even posted");
+    tokio::time::sleep(2 * SECOND).await;
+    sensor.reading(3.0).await;
+    let (event, at) = sensor.expected.last().cloned().unwrap();
+    let key = format!("east:east-03:do-low:{event}:{at}");
+    let judged = wait_for(30 * SECOND, || async { standby_keys(&district).contains(&key) }).await;
+    assert!(
+        judged,
+        "the hub did not judge the dead box: {:?}\nhub: {:?}",
+        standby_keys(&district),
+        district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "slow webhook: the dead box's alarm posted {:.1} s after the kill; box-down posted {} times meanwhile",
+        killed.elapsed().as_secs_f64(),
+        district.box_down("east").len()
+    );
+}
+
 /// The keys (`box:sensor:rule:event:at_ms`) of the standby evaluator's alerts at the district's webhook.
 fn standby_keys(district: &District) -> Vec<String> {
     district.hook.bodies().iter().filter(|b| b["standby"] == true).map(|b| b["key"].as_str().unwrap_or("?").to_string()).collect()
@@ -1494,20 +1553,9 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
     assert!(wait_for_events(alerts, sensor, "east-03", 20 * SECOND).await, "the alarm before the box dies: {:?}", east.stderr());
     let (event, at) = sensor.expected.last().cloned().unwrap();
     let open_key = format!("east:east-03:do-low:{event}:{at}");
-    // The box's copy in KV covers that reading (offered every 5 s once journaled).
+    // The box's copy in KV covers that reading (offered every 2 s here once journaled).
     let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
-    let covered = wait_for(30 * SECOND, || async {
-        let (Ok(stream), Ok(copies)) = (js.get_stream(gridwatch::cluster::SENSORS_STREAM).await, js.get_key_value(gridwatch::cluster::EVAL_BUCKET).await)
-        else {
-            return false;
-        };
-        let (Ok(last), Ok(Some(copy))) = (stream.get_last_raw_message_by_subject("gw.s.old-town.east.east-03").await, copies.get("east").await) else {
-            return false;
-        };
-        gridwatch::cluster::standby::decode::<gridwatch::cluster::standby::EvalCopy>(&copy).is_ok_and(|copy| copy.covered >= last.sequence)
-    })
-    .await;
-    assert!(covered, "no copy of the sensor's state covers its last reading: {:?}", east.stderr());
+    assert!(copy_covers_the_last_reading(&js, "east-03").await, "no copy of the sensor's state covers its last reading: {:?}", east.stderr());
     let bucket = js.get_key_value(gridwatch::cluster::EVAL_BUCKET).await.unwrap();
     let (copy, setup) = (bucket.get("east").await.unwrap().unwrap(), bucket.get("east.setup").await.unwrap().unwrap());
     eprintln!("4g sensor: the box's standby copy is {} bytes deflated, its setup {} bytes", copy.len(), setup.len());
