@@ -29,7 +29,6 @@ use gridwatch_rules::snapshot::Snapshot;
 use gridwatch_rules::{Engine, RuleSet, RuleSource, SubjectId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +38,6 @@ use tokio_util::sync::CancellationToken;
 /// Largest setup or copy put in KV (a NATS message is 1 MB by default): a box whose setup or 4G
 /// sensors' state deflates past it logs it, and the district judges them only when it is back.
 const MAX_COPY_BYTES: usize = 900 * 1024;
-/// Largest copy the hub inflates.
-const MAX_INFLATED_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What the box's pipeline offers and what goes with it into the copy.
 #[derive(Debug)]
@@ -196,19 +193,12 @@ impl EvalCopy {
 
 /// Deflated JSON of what goes into KV.
 pub fn encode<T: Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
-    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    serde_json::to_writer(&mut encoder, value)?;
-    encoder.finish()
+    super::wire::deflate(&serde_json::to_vec(value)?)
 }
 
-/// What [`encode`] made (at most [`MAX_INFLATED_BYTES`] inflated).
+/// What [`encode`] made.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let mut json = Vec::new();
-    flate2::read::ZlibDecoder::new(bytes).take(MAX_INFLATED_BYTES + 1).read_to_end(&mut json).map_err(|e| format!("does not inflate: {e}"))?;
-    if json.len() as u64 > MAX_INFLATED_BYTES {
-        return Err(format!("inflates past {MAX_INFLATED_BYTES} bytes"));
-    }
-    serde_json::from_slice(&json).map_err(|error| error.to_string())
+    serde_json::from_slice(&super::wire::inflate(bytes)?).map_err(|error| error.to_string())
 }
 
 /// The rule sources the box runs, read again when a setup is made; the last that compiled is
@@ -429,7 +419,7 @@ impl Standby {
             limits: Limits { max_bytes: setup.max_payload_bytes, max_fields: setup.max_fields, max_field_name_bytes: setup.max_field_name_bytes },
             max_future_skew_ms: setup.max_future_skew_ms,
             out_of_order: crate::sensor_clocks::OutOfOrder::new(setup.reanchor_after_readings, Duration::from_millis(setup.reanchor_after_ms)),
-            time_zone: setup.time_zone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
+            time_zone: setup.time_zone.parse().unwrap_or(crate::local_time::DEFAULT),
             places: crate::sinks::text::Places(Arc::new(setup.places)),
         })
     }

@@ -140,9 +140,7 @@ impl Batch {
         if json.len() < DEFLATE_FROM_BYTES {
             return Ok((json, None));
         }
-        let mut encoder = flate2::write::ZlibEncoder::new(Vec::with_capacity(json.len() / 4), flate2::Compression::default());
-        encoder.write_all(&json)?;
-        Ok((encoder.finish()?, Some(DEFLATE)))
+        Ok((deflate(&json)?, Some(DEFLATE)))
     }
 
     /// A batch from a payload published with `encoding` (the [`ENCODING_HEADER`] value, if
@@ -151,17 +149,7 @@ impl Batch {
     pub fn decode(payload: &[u8], encoding: Option<&str>) -> Result<Batch, String> {
         match encoding {
             None | Some("") => serde_json::from_slice(payload).map_err(|error| error.to_string()),
-            Some(DEFLATE) => {
-                let mut json = Vec::new();
-                flate2::read::ZlibDecoder::new(payload)
-                    .take(MAX_INFLATED_BYTES + 1)
-                    .read_to_end(&mut json)
-                    .map_err(|error| format!("deflated batch does not inflate: {error}"))?;
-                if json.len() as u64 > MAX_INFLATED_BYTES {
-                    return Err(format!("deflated batch inflates past {MAX_INFLATED_BYTES} bytes"));
-                }
-                serde_json::from_slice(&json).map_err(|error| error.to_string())
-            }
+            Some(DEFLATE) => serde_json::from_slice(&inflate(payload).map_err(|error| format!("deflated batch {error}"))?).map_err(|error| error.to_string()),
             Some(other) => Err(format!("unknown batch encoding `{other}`")),
         }
     }
@@ -202,6 +190,24 @@ pub struct Lease {
     pub district: String,
     /// The box's wall clock when it renewed (a label: the lease's lifetime is the server's).
     pub renewed_ms: i64,
+}
+
+/// `bytes` deflated (zlib), as batches and the standby's copies travel.
+pub fn deflate(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::default());
+    encoder.write_all(bytes)?;
+    encoder.finish()
+}
+
+/// What [`deflate`] made, or why not (it does not inflate, or inflates past
+/// `MAX_INFLATED_BYTES`: a bomb never fills the memory).
+pub fn inflate(payload: &[u8]) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    flate2::read::ZlibDecoder::new(payload).take(MAX_INFLATED_BYTES + 1).read_to_end(&mut bytes).map_err(|error| format!("does not inflate: {error}"))?;
+    if bytes.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(format!("inflates past {MAX_INFLATED_BYTES} bytes"));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

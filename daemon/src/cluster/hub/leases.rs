@@ -69,10 +69,7 @@ pub async fn watch(leases: kv::Store, options: HubOptions, (fence, dead): (Fence
     let mut seen = Seen::default();
     loop {
         let round = async {
-            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-                db = Some(postgres::connect(&options.postgres).await?);
-            }
-            let Some(client) = db.as_ref() else { return anyhow::Ok(()) };
+            let client = postgres::reuse(&mut db, &options.postgres).await?;
             round(&leases, client, &http, &options.webhook, (fence.token(), &dead), &mut seen, &metrics).await
         };
         let finished = tokio::time::timeout(ROUND_LIMIT, round).await;

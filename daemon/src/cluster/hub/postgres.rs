@@ -98,6 +98,14 @@ CREATE TABLE IF NOT EXISTS hub_fence (
 COMMIT;
 ";
 
+/// The connection in `db`, made again (see [`connect`]) when there is none or it was lost.
+pub async fn reuse<'a>(db: &'a mut Option<Client>, conninfo: &str) -> anyhow::Result<&'a Client> {
+    if db.as_ref().is_none_or(Client::is_closed) {
+        *db = Some(connect(conninfo).await?);
+    }
+    db.as_ref().ok_or_else(|| anyhow::anyhow!("no PostgreSQL connection"))
+}
+
 /// Connects (the connection runs on its own task) and creates the tables when missing.
 pub async fn connect(conninfo: &str) -> anyhow::Result<Client> {
     let (client, connection) = tokio_postgres::connect(conninfo, NoTls).await?;

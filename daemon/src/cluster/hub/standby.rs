@@ -211,33 +211,28 @@ impl Evaluator {
     /// The alarms the box reported open on its heard sensors, re-stated (none when PostgreSQL
     /// cannot say: logged).
     async fn restated(&self, standby: &Standby, db: &mut Option<tokio_postgres::Client>) -> Vec<serde_json::Value> {
-        let read = async {
-            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-                *db = Some(postgres::connect(&self.postgres).await?);
-            }
-            let Some(client) = db.as_ref() else { return anyhow::Ok(Vec::new()) };
-            postgres::latest_rule_events(client, &standby.box_id, &standby.heard_ids()).await
-        };
-        match tokio::time::timeout(ROUND_LIMIT, read).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL took over {ROUND_LIMIT:?}"))) {
+        match self.with_db(db, async |client| postgres::latest_rule_events(client, &standby.box_id, &standby.heard_ids()).await).await {
             Ok(reported) => standby.restated(&reported),
             Err(error) => {
-                *db = None;
                 tracing::warn!(box_id = %standby.box_id, error = %format!("{error:#}"), "the dead box's open alarms cannot be read: not re-stated");
                 Vec::new()
             }
         }
     }
 
-    /// Records a posted alert for the district's board.
-    async fn record(&self, box_id: &str, alert: &serde_json::Value, db: &mut Option<tokio_postgres::Client>) -> anyhow::Result<()> {
-        let recorded = async {
-            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-                *db = Some(postgres::connect(&self.postgres).await?);
-            }
-            let Some(client) = db.as_ref() else { return anyhow::Ok(()) };
-            postgres::record_standby_alert(client, box_id, alert).await
-        };
-        tokio::time::timeout(ROUND_LIMIT, recorded).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL took over {ROUND_LIMIT:?}")))
+    /// Runs `query` on the evaluator's connection (made again when lost) within [`ROUND_LIMIT`];
+    /// a connection that failed is dropped.
+    async fn with_db<T>(
+        &self,
+        db: &mut Option<tokio_postgres::Client>,
+        query: impl AsyncFnOnce(&tokio_postgres::Client) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let attempt = async { query(postgres::reuse(db, &self.postgres).await?).await };
+        let outcome = tokio::time::timeout(ROUND_LIMIT, attempt).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL took over {ROUND_LIMIT:?}")));
+        if outcome.is_err() {
+            *db = None;
+        }
+        outcome
     }
 
     /// Posts each alert in order (see [`deliver`]) and records those the webhook took for the
@@ -247,8 +242,7 @@ impl Evaluator {
             if !deliver(&self.http, &self.webhook, &alert, &self.metrics, stop).await {
                 continue;
             }
-            if let Err(error) = self.record(box_id, &alert, db).await {
-                *db = None;
+            if let Err(error) = self.with_db(db, async |client| postgres::record_standby_alert(client, box_id, &alert).await).await {
                 tracing::warn!(error = %format!("{error:#}"), "a standby alert not recorded for the district's board");
             }
         }

@@ -57,11 +57,7 @@ impl Listener {
     pub async fn with_db<T>(&self, query: impl AsyncFnOnce(&tokio_postgres::Client) -> anyhow::Result<T>) -> anyhow::Result<T> {
         let attempt = async {
             let mut db = self.db.lock().await;
-            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-                *db = Some(super::postgres::connect(&self.conninfo).await?);
-            }
-            let Some(client) = db.as_ref() else { anyhow::bail!("no PostgreSQL connection") };
-            query(client).await
+            query(super::postgres::reuse(&mut db, &self.conninfo).await?).await
         };
         let outcome =
             tokio::time::timeout(DB_TIMEOUT, attempt).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL did not answer within {DB_TIMEOUT:?}")));
