@@ -1524,6 +1524,9 @@ async fn a_dead_box_s_4g_sensor_is_judged_though_the_webhook_answers_slowly() {
         standby_keys(&district),
         district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>()
     );
+    // The board says the box is offline though the webhook has not taken its `box-down`.
+    let board = hub_page(&district.relay, "/board").await;
+    assert!(board.contains("<b class=\"off\">离线</b> <small>断线告警尚未送达</small>"), "{board}");
     eprintln!(
         "slow webhook: the dead box's alarm posted {:.1} s after the kill; box-down posted {} times meanwhile",
         killed.elapsed().as_secs_f64(),

@@ -3,8 +3,9 @@
 //! by severity — the worst first (offline boxes, then by their worst open incident). Read from
 //! PostgreSQL (`boxes`, `box_incidents`, `incident_transitions`, `alert_events`): what the
 //! boxes reported, as the box's own pages would show it; under an offline box, what the hub's
-//! standby evaluator finds firing on its 4G sensors (`standby_alerts`). Refreshed by the
-//! browser every 30 s.
+//! standby evaluator finds firing on its 4G sensors (`standby_alerts`). A box whose lease the active
+//! hub finds gone is offline here at once, also while the webhook has not taken its `box-down`
+//! (PostgreSQL's flag waits for that). Refreshed by the browser every 30 s.
 //!
 //! Reuses the phone pages' stylesheet and words of the box ([`crate::web::incident_page`],
 //! [`crate::web::board::level_zh`]); names of people, links and secrets are never on it.
@@ -41,6 +42,9 @@ pub struct BoxView {
     pub box_id: String,
     pub district: String,
     pub down: bool,
+    /// Down by its lease (missing for long enough), but its `box-down` not yet taken by the
+    /// webhook: the down flag in PostgreSQL still says online.
+    pub down_untold: bool,
     /// When it went down or came back (else when it was first seen), ms.
     pub since_ms: i64,
     /// When its newest alert event happened (the box's clock), ms.
@@ -111,6 +115,7 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
                 box_id: row.get(0),
                 district: row.get(1),
                 down: row.get(2),
+                down_untold: false,
                 since_ms: row.get(3),
                 last_alert_ms: row.get(4),
                 open: Vec::new(),
@@ -168,9 +173,23 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
 /// `GET /` and `GET /board`.
 pub async fn page(State(web): State<Arc<Listener>>) -> Response {
     match web.with_db(async |db| read(db).await).await {
-        Ok(boxes) => Html(render(&boxes, crate::clock::Clock::System.now(), web.time_zone)).into_response(),
+        Ok(mut boxes) => {
+            let dead = web.dead_boxes.lock().map(|dead| dead.clone()).unwrap_or_default();
+            mark_untold(&mut boxes, &dead);
+            Html(render(&boxes, crate::clock::Clock::System.now(), web.time_zone)).into_response()
+        }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Html(unreachable_page())).into_response(),
     }
+}
+
+/// Marks down the boxes this hub's lease watch finds dead whose `box-down` the webhook has not
+/// taken yet (a slow or failing webhook kept them "online" on the board), worst first again.
+pub fn mark_untold(boxes: &mut [BoxView], dead: &std::collections::BTreeSet<String>) {
+    for view in boxes.iter_mut().filter(|v| !v.down && dead.contains(&v.box_id)) {
+        view.down = true;
+        view.down_untold = true;
+    }
+    sort_worst_first(boxes);
 }
 
 /// The page's head: the phone stylesheet and a refresh every 30 s.
@@ -209,7 +228,11 @@ pub fn render(boxes: &[BoxView], now: i64, zone: chrono_tz::Tz) -> String {
     for view in boxes {
         let (class, status) = if view.down { (" class=\"down\"", "<b class=\"off\">离线</b>") } else { ("", "<b class=\"up\">在线</b>") };
         let _ = write!(html, "<section{class}><h2>{}<small>{}</small></h2>", escape(&view.box_id), escape(&view.district));
-        let _ = write!(html, "<p>{status} 自 {} 起", local_time::short(view.since_ms, zone, true));
+        if view.down_untold {
+            let _ = write!(html, "<p>{status} <small>断线告警尚未送达</small>");
+        } else {
+            let _ = write!(html, "<p>{status} 自 {} 起", local_time::short(view.since_ms, zone, true));
+        }
         if let Some(at) = view.last_alert_ms {
             let _ = write!(html, " · 最近报警 {}", local_time::short(at, zone, true));
         }
@@ -282,7 +305,19 @@ mod tests {
                 opened_ms: Some(0),
             })
             .collect();
-        BoxView { box_id: box_id.into(), district: "old-town".into(), down, since_ms: 0, last_alert_ms: None, open, standby: Vec::new() }
+        BoxView { box_id: box_id.into(), district: "old-town".into(), down, down_untold: false, since_ms: 0, last_alert_ms: None, open, standby: Vec::new() }
+    }
+
+    #[test]
+    fn a_box_found_dead_whose_box_down_was_not_taken_yet_is_offline_first() {
+        let mut boxes = vec![view("a", false, &["danger"]), view("b", false, &[])];
+        let dead = std::collections::BTreeSet::from(["b".to_string()]);
+        mark_untold(&mut boxes, &dead);
+        assert_eq!(boxes[0].box_id, "b");
+        let html = render(&boxes, 0, crate::local_time::DEFAULT);
+        assert!(html.contains("离线 1 · "), "{html}");
+        assert!(html.contains("<b class=\"off\">离线</b> <small>断线告警尚未送达</small>"), "{html}");
+        assert!(html.contains("<b class=\"up\">在线</b> 自 "), "the other box stays online: {html}");
     }
 
     #[test]

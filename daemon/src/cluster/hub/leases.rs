@@ -40,8 +40,9 @@ const ROUND_LIMIT: Duration = Duration::from_secs(10);
 /// How long the webhook may take to answer a `box-down` (a round is bounded by [`ROUND_LIMIT`]).
 const WEBHOOK_WAIT: Duration = Duration::from_secs(8);
 
-/// The boxes this term's lease watch finds dead now, for the standby evaluator
-/// ([`super::standby`]).
+/// The boxes the active term's lease watch finds dead now, for the standby evaluator
+/// ([`super::standby`]) and the board ([`super::board`]): reported down, or with a lease missing
+/// long enough though the webhook has not taken their `box-down` yet.
 pub type DeadBoxes = Arc<std::sync::Mutex<BTreeSet<String>>>;
 
 /// What this term has seen of the boxes between rounds.

@@ -116,23 +116,29 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
             None
         }
     };
+    // The boxes the active term's lease watch finds dead, for the board too.
+    let dead = leases::DeadBoxes::default();
     let listener = options.listen.map(|listen| {
         let mut pages = web::Listener::new(js.clone(), metrics.clone(), options.name.clone(), options.postgres.clone(), options.secrets.clone());
         pages.view_token = options.view_token.clone();
+        pages.dead_boxes = dead.clone();
         tokio::spawn(web::serve(pages, listen, shutdown.clone()))
     });
     let sensors = options.mqtt_listen.map(|listen| tokio::spawn(sensor_listener::serve(js.clone(), listen, access, tls, metrics.clone(), shutdown.clone())));
     while let Some(term) = active::take(&hub_bucket, &options.name, options.hub_lease, &shutdown).await {
         metrics.active.set(1);
         metrics.lease_takeovers.inc();
-        let dead = leases::DeadBoxes::default();
         let watcher =
             tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), (term.fence.clone(), dead.clone()), term.lost.clone(), metrics.clone()));
-        let standby = tokio::spawn(standby::watch(js.clone(), copies.clone(), options.clone(), (dead, term.lost.clone()), metrics.clone()));
+        let standby = tokio::spawn(standby::watch(js.clone(), copies.clone(), options.clone(), (dead.clone(), term.lost.clone()), metrics.clone()));
         consume(uplink.clone(), hwm.clone(), &options, influx.as_ref(), &term.lost, &metrics).await;
         let _ = watcher.await;
         let _ = standby.await;
         let _ = term.keeper.await;
+        // A hub no longer active does not know which boxes are dead.
+        if let Ok(mut dead) = dead.lock() {
+            dead.clear();
+        }
         metrics.active.set(0);
     }
     if let Some(listener) = listener {

@@ -45,11 +45,13 @@ pub struct Listener {
     pub secrets: Option<DistrictSecrets>,
     /// The token the board and report ask for (`--view-token-file`); none: open.
     pub view_token: Option<String>,
+    /// The boxes the active term's lease watch finds dead (empty while this hub is standby).
+    pub dead_boxes: super::leases::DeadBoxes,
 }
 
 impl Listener {
     pub fn new(js: async_nats::jetstream::Context, metrics: Arc<HubMetrics>, name: String, conninfo: String, secrets: Option<DistrictSecrets>) -> Listener {
-        Listener { js, metrics, name, db: tokio::sync::Mutex::new(None), conninfo, time_zone: crate::local_time::DEFAULT, secrets, view_token: None }
+        Listener { js, metrics, name, db: tokio::sync::Mutex::new(None), conninfo, time_zone: crate::local_time::DEFAULT, secrets, view_token: None, dead_boxes: Default::default() }
     }
 
     /// Runs `query` on the pages' connection (connecting first if needed) within
