@@ -1503,7 +1503,7 @@ async fn a_dead_box_s_4g_sensor_is_judged_though_the_webhook_answers_slowly() {
     let nats = NatsCluster::start(3).await.expect("nats-server");
     let mqtt_port = free_port();
     let hook = WebhookReceiver::start_slow(9 * SECOND).await;
-    let district = start_district_hooked(&nats, &["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}"), "--mqtt-anonymous"], hook).await;
+    let mut district = start_district_hooked(&nats, &["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}"), "--mqtt-anonymous"], hook).await;
     let mut east = Community::start_configured("east", &nats, "sensors_via_hub = true\nstandby_copy_secs = 2\n", "", "").await;
     let mut sensor = Sensor4g::connect(mqtt_port, "east", "east-03", "any").await;
     sensor.reading(7.0).await;
@@ -1532,6 +1532,23 @@ async fn a_dead_box_s_4g_sensor_is_judged_though_the_webhook_answers_slowly() {
         killed.elapsed().as_secs_f64(),
         district.box_down("east").len()
     );
+
+    // The active hub dies: the next one judges the same readings again from the box's copy, but
+    // does not post a key the first one posted.
+    let taken = wait_for(20 * SECOND, || async { logs_with(&district.hub, &["4G sensor posted", &key]) }).await;
+    assert!(taken, "the webhook never took the alarm: {:?}", district.hub.stderr());
+    let (second, _second_dir, _) = start_hub(&nats, &district.pg, &district.hook, "hub-b");
+    assert!(wait_for(60 * SECOND, || async { logged(&second, "standing by") }).await, "the second hub is not standing by: {:?}", second.stderr());
+    district.hub.kill_hard();
+    let skipped = wait_for(60 * SECOND, || async { logs_with(&second, &["posted before", &key]) }).await;
+    assert!(skipped, "the second hub did not judge the backlog again: {:?}", second.stderr());
+    let copies = standby_keys(&district).iter().filter(|k| **k == key).count();
+    assert_eq!(copies, 1, "{:?}", standby_keys(&district));
+}
+
+/// Whether one line of `hub`'s log holds every one of `texts`.
+fn logs_with(hub: &Daemon, texts: &[&str]) -> bool {
+    hub.stderr().iter().any(|line| texts.iter().all(|text| line.contains(text)))
 }
 
 /// The keys (`box:sensor:rule:event:at_ms`) of the standby evaluator's alerts at the district's webhook.

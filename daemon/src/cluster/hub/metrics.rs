@@ -106,6 +106,8 @@ pub struct HubMetrics {
     pub standby_alerts: Counter,
     /// Alerts the standby evaluator's webhook refused for good (a 4xx): passed, not retried.
     pub standby_alerts_refused: Counter,
+    /// Alerts the standby evaluator judged again whose key was posted before: not posted again.
+    pub standby_alerts_repeated: Counter,
     /// Readings the standby evaluator could not judge (not JSON, not one of the box's 4G sensors).
     pub standby_refused: Counter,
     /// 1 while the hub's NATS connection is up.
@@ -150,6 +152,7 @@ impl HubMetrics {
             standby_alerts: Counter::default(),
             standby_refused: Counter::default(),
             standby_alerts_refused: Counter::default(),
+            standby_alerts_repeated: Counter::default(),
             nats_connected: Gauge::default(),
             postgres_reachable: Gauge::default(),
         };
@@ -173,6 +176,11 @@ impl HubMetrics {
         registry.register("standby_alerts", "Alerts about dead boxes' 4G sensors this hub posted", metrics.standby_alerts.clone());
         registry.register("standby_refused", "Dead boxes' 4G readings this hub could not judge", metrics.standby_refused.clone());
         registry.register("standby_alerts_refused", "Alerts about dead boxes' 4G sensors the webhook refused for good", metrics.standby_alerts_refused.clone());
+        registry.register(
+            "standby_alerts_repeated",
+            "Alerts about dead boxes' 4G sensors judged again whose key was posted before: not posted again",
+            metrics.standby_alerts_repeated.clone(),
+        );
         registry.register("boxes_known", "Boxes the district knows", metrics.boxes_known.clone());
         registry.register("boxes_down", "Boxes reported down and not cleared", metrics.boxes_down.clone());
         registry.register("actions", "Workers' actions posted for relay, by result", metrics.actions.clone());

@@ -294,8 +294,15 @@ pub async fn latest_rule_events(client: &Client, box_id: &str, sensors: &[String
         .collect())
 }
 
-/// Records an alert the standby evaluator posted, once per key; posted again (re-stated in a
-/// later outage) it counts as posted now, so the board shows it under that outage.
+/// Whether an alert with this key was posted before (by this hub or another, in this outage or
+/// an earlier one).
+pub async fn standby_alert_posted(client: &Client, key: &str) -> anyhow::Result<bool> {
+    Ok(client.query_opt("SELECT 1 FROM standby_alerts WHERE key = $1", &[&key]).await?.is_some())
+}
+
+/// Records an alert the standby evaluator posted, once per key; met again (re-stated in a later
+/// outage, or judged again by the next active hub) it counts as posted now, so the board shows it
+/// under that outage.
 pub async fn record_standby_alert(client: &Client, box_id: &str, alert: &serde_json::Value) -> anyhow::Result<()> {
     let text = |field: &str| alert[field].as_str().unwrap_or_default().to_string();
     client

@@ -236,10 +236,18 @@ impl Evaluator {
     }
 
     /// Posts each alert in order (see [`deliver`]) and records those the webhook took for the
-    /// board (a record that fails is logged: the people were told, which is what matters).
+    /// board (a record that fails is logged: the people were told, which is what matters). An
+    /// alert whose key was posted before is not posted again: every takeover re-states the open
+    /// alarms and judges again from the box's last copy, and a day of outages and hub failovers
+    /// sent one key 8 times (an outside tester). When PostgreSQL cannot say, it is posted.
     async fn post(&self, alerts: Vec<serde_json::Value>, box_id: &str, db: &mut Option<tokio_postgres::Client>, stop: &CancellationToken) {
         for alert in alerts {
-            if !deliver(&self.http, &self.webhook, &alert, &self.metrics, stop).await {
+            let key = alert["key"].as_str().unwrap_or_default();
+            let posted_before = self.with_db(db, async |client| postgres::standby_alert_posted(client, key).await).await.unwrap_or(false);
+            if posted_before {
+                self.metrics.standby_alerts_repeated.inc();
+                tracing::info!(key, "standby alert posted before (an earlier outage or hub); not posted again");
+            } else if !deliver(&self.http, &self.webhook, &alert, &self.metrics, stop).await {
                 continue;
             }
             if let Err(error) = self.with_db(db, async |client| postgres::record_standby_alert(client, box_id, &alert).await).await {

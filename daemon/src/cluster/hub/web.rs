@@ -51,7 +51,17 @@ pub struct Listener {
 
 impl Listener {
     pub fn new(js: async_nats::jetstream::Context, metrics: Arc<HubMetrics>, name: String, conninfo: String, secrets: Option<DistrictSecrets>) -> Listener {
-        Listener { js, metrics, name, db: tokio::sync::Mutex::new(None), conninfo, time_zone: crate::local_time::DEFAULT, secrets, view_token: None, dead_boxes: Default::default() }
+        Listener {
+            js,
+            metrics,
+            name,
+            db: tokio::sync::Mutex::new(None),
+            conninfo,
+            time_zone: crate::local_time::DEFAULT,
+            secrets,
+            view_token: None,
+            dead_boxes: Default::default(),
+        }
     }
 
     /// Runs `query` on the pages' connection (connecting first if needed) within
