@@ -26,8 +26,8 @@
 //!
 //! Invariants: a PUBACK is never sent for a reading not stored; one connection's publishes are
 //! stored one at a time, in order (each sensor's readings reach its box in the order sent); a
-//! topic outside the convention is acknowledged, counted and dropped (a device cannot stall
-//! its own connection with it); no sessions and no subscriptions (SUBACK says failure): a
+//! topic outside the convention, or a PUBLISH over 64 KiB (read past, not kept), is
+//! acknowledged, counted and dropped (a device cannot stall its own connection with it); no sessions and no subscriptions (SUBACK says failure): a
 //! sensor only publishes. MQTT 5 clients get CONNACK 1 (protocol refused); QoS 2 closes the
 //! connection.
 
@@ -184,7 +184,18 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     // MQTT 3.1.1: a client silent for one and a half keep-alives is gone.
     let silent_for = (connect.keep_alive > 0).then(|| Duration::from_secs(u64::from(connect.keep_alive)) * 3 / 2);
     send(&mut stream, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
-    while let Some(packet) = next_packet(&mut stream, &mut buffer, silent_for).await? {
+    while let Some(incoming) = next_incoming(&mut stream, &mut buffer, silent_for).await? {
+        let packet = match incoming {
+            Incoming::Packet(packet) => packet,
+            Incoming::TooLarge { qos, pkid, bytes } => {
+                metrics.sensor_readings.get_or_create(&ResultLabel { result: "too_large".into() }).inc();
+                tracing::warn!(bytes, max = MAX_PACKET_BYTES, "a 4G sensor's PUBLISH over the largest taken; acknowledged and dropped");
+                if qos == QoS::AtLeastOnce {
+                    send(&mut stream, Packet::PubAck(PubAck::new(pkid))).await?;
+                }
+                continue;
+            }
+        };
         match packet {
             Packet::Publish(publish) => {
                 if publish.qos == QoS::ExactlyOnce {
@@ -253,23 +264,104 @@ async fn store(js: &jetstream::Context, topic: &str, payload: bytes::Bytes, metr
     }
 }
 
+/// What came next on a connection.
+#[derive(Debug, PartialEq)]
+enum Incoming {
+    Packet(Packet),
+    /// A PUBLISH over [`MAX_PACKET_BYTES`], read past and dropped: acknowledged (QoS 1) and
+    /// counted, or a firmware that sends it again at each reconnect would stall itself behind it.
+    TooLarge {
+        qos: QoS,
+        pkid: u16,
+        bytes: usize,
+    },
+}
+
 /// The next packet; none when the client closed the connection. Fails on a malformed or
 /// oversized packet, or when nothing came within `within`.
 async fn next_packet<S: AsyncRead + Unpin>(stream: &mut S, buffer: &mut BytesMut, within: Option<Duration>) -> anyhow::Result<Option<Packet>> {
+    match next_incoming(stream, buffer, within).await? {
+        Some(Incoming::Packet(packet)) => Ok(Some(packet)),
+        Some(Incoming::TooLarge { bytes, .. }) => anyhow::bail!("a PUBLISH of {bytes} bytes, over {MAX_PACKET_BYTES}"),
+        None => Ok(None),
+    }
+}
+
+/// The next packet, or a PUBLISH too large to take read past; none when the client closed the
+/// connection. Fails on a malformed packet, another packet over [`MAX_PACKET_BYTES`], or when
+/// nothing came within `within`.
+async fn next_incoming<S: AsyncRead + Unpin>(stream: &mut S, buffer: &mut BytesMut, within: Option<Duration>) -> anyhow::Result<Option<Incoming>> {
     loop {
         match Packet::read(buffer, MAX_PACKET_BYTES) {
-            Ok(packet) => return Ok(Some(packet)),
+            Ok(packet) => return Ok(Some(Incoming::Packet(packet))),
             Err(rumqttc::Error::InsufficientBytes(_)) => {}
+            Err(rumqttc::Error::PayloadSizeLimitExceeded(_)) if buffer.first().is_some_and(|byte1| byte1 >> 4 == 3) => {
+                return skip_publish(stream, buffer, within).await;
+            }
             Err(error) => anyhow::bail!("malformed MQTT packet: {error:?}"),
         }
-        let read = stream.read_buf(buffer);
-        let read = match within {
-            Some(within) => tokio::time::timeout(within, read).await.map_err(|_| anyhow::anyhow!("silent past its keep-alive"))?,
-            None => read.await,
-        };
-        if read? == 0 {
+        if !read_more(stream, buffer, within).await? {
             return Ok(None);
         }
+    }
+}
+
+/// Appends what the client sends next to `buffer`; `false` when it closed the connection.
+async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buffer: &mut BytesMut, within: Option<Duration>) -> anyhow::Result<bool> {
+    let read = stream.read_buf(buffer);
+    let read = match within {
+        Some(within) => tokio::time::timeout(within, read).await.map_err(|_| anyhow::anyhow!("silent past its keep-alive"))?,
+        None => read.await,
+    };
+    Ok(read? > 0)
+}
+
+/// Reads past the oversized PUBLISH at the start of `buffer`, keeping none of its payload: its
+/// fixed header, topic and packet id are read, the rest is dropped as it comes.
+async fn skip_publish<S: AsyncRead + Unpin>(stream: &mut S, buffer: &mut BytesMut, within: Option<Duration>) -> anyhow::Result<Option<Incoming>> {
+    use bytes::Buf;
+    // The fixed header: type and flags, then the remaining length (1–4 bytes, 7 bits each).
+    let (mut remaining, mut header) = (0usize, 1usize);
+    loop {
+        let Some(&byte) = buffer.get(header) else { anyhow::bail!("malformed MQTT packet: a cut fixed header") };
+        remaining += usize::from(byte & 0x7f) << (7 * (header - 1));
+        header += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        anyhow::ensure!(header <= 4, "malformed MQTT packet: a remaining length over 4 bytes");
+    }
+    let qos = match (buffer[0] >> 1) & 0b11 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => anyhow::bail!("QoS 2 is not taken (publish with QoS 1)"),
+    };
+    // The topic's length, the topic, and the packet id (QoS 1) come before the payload.
+    while buffer.len() < header + 2 {
+        anyhow::ensure!(read_more(stream, buffer, within).await?, "closed within a PUBLISH");
+    }
+    let topic_len = usize::from(u16::from_be_bytes([buffer[header], buffer[header + 1]]));
+    let id_at = header + 2 + topic_len;
+    let pkid = if qos == QoS::AtLeastOnce {
+        while buffer.len() < id_at + 2 {
+            anyhow::ensure!(read_more(stream, buffer, within).await?, "closed within a PUBLISH");
+        }
+        u16::from_be_bytes([buffer[id_at], buffer[id_at + 1]])
+    } else {
+        0
+    };
+    let bytes = header + remaining;
+    anyhow::ensure!(id_at + 2 <= bytes, "malformed MQTT packet: a topic longer than its PUBLISH");
+    let mut left = bytes;
+    loop {
+        if buffer.len() >= left {
+            // What follows belongs to the next packets.
+            buffer.advance(left);
+            return Ok(Some(Incoming::TooLarge { qos, pkid, bytes }));
+        }
+        left -= buffer.len();
+        buffer.clear();
+        anyhow::ensure!(read_more(stream, buffer, within).await?, "closed within a PUBLISH");
     }
 }
 
@@ -504,6 +596,33 @@ mod tests {
         let mut publish = rumqttc::Publish::new("gw/s/old-town/east/house-17", QoS::ExactlyOnce, r#"{"x": 0.1}"#);
         publish.pkid = 9;
         assert_eq!(client.ask(Packet::Publish(publish)).await, None, "closed, no PUBREC");
+    }
+
+    /// A PUBLISH of 200 KB (QoS 1, then QoS 0) is read past, acknowledged and counted; the
+    /// connection goes on: a ping after it is answered.
+    #[tokio::test]
+    async fn an_oversized_publish_is_acknowledged_counted_and_the_connection_goes_on() {
+        let metrics = Arc::new(HubMetrics::new());
+        let mut client = Client::start(metrics.clone()).await;
+        assert!(matches!(client.ask(Packet::Connect(rumqttc::Connect::new("house-17"))).await, Some(Packet::ConnAck(_))));
+        let payload = format!(r#"{{"x": 0.1, "pad": "{}"}}"#, "p".repeat(200_000));
+        let mut big = rumqttc::Publish::new("gw/s/old-town/east/house-17", QoS::AtLeastOnce, payload.clone());
+        big.pkid = 11;
+        let small = rumqttc::Publish::new("gw/s/old-town/east/house-17", QoS::AtMostOnce, payload);
+        let mut bytes = BytesMut::new();
+        Packet::Publish(big).write(&mut bytes, 1 << 20).unwrap();
+        Packet::Publish(small).write(&mut bytes, 1 << 20).unwrap();
+        Packet::PingReq.write(&mut bytes, 16).unwrap();
+        // Sent in pieces, as a 4G link delivers it.
+        for piece in bytes.chunks(7_001) {
+            client.stream.write_all(piece).await.unwrap();
+        }
+        let within = Some(Duration::from_secs(5));
+        let ack = next_packet(&mut client.stream, &mut client.buffer, within).await.unwrap();
+        assert_eq!(ack, Some(Packet::PubAck(PubAck::new(11))));
+        let pong = next_packet(&mut client.stream, &mut client.buffer, within).await.unwrap();
+        assert_eq!(pong, Some(Packet::PingResp), "the QoS 0 one gets no answer; the ping does");
+        assert_eq!(metrics.sensor_readings.get_or_create(&ResultLabel { result: "too_large".into() }).get(), 2);
     }
 
     #[test]
