@@ -36,6 +36,8 @@ pub struct RuleId(pub usize);
 /// intervals when those are longer): a box that died, not one in a gap of its link — while a
 /// healthy box is silent for hours, a faulty one next to it must still not raise red alone.
 const SILENT_VOTER_MS: Millis = 24 * 3_600_000;
+/// The least time a box whose readings the rules cannot read keeps its vote ([`Engine::has_a_vote`]).
+const UNREADABLE_VOTER_MS: Millis = 10 * 60_000;
 
 /// How an incident moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +214,9 @@ pub(crate) struct Learned {
 pub(crate) struct SensorRef {
     pub id: Arc<str>,
     pub interval_ms: Millis,
+    /// Since when its readings carry nothing its building's rules can read (a lost axis,
+    /// renamed fields); [`Millis::MIN`] while they do. Not saved: a restart watches again.
+    pub unreadable_since: Millis,
 }
 
 /// What the engine keeps of one sensor besides its states (which are in [`States`]).
@@ -357,7 +362,7 @@ impl Engine {
         states.stages.shrink_to_fit();
         states.checks.shrink_to_fit();
         states.thermal.shrink_to_fit();
-        let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms }).collect();
+        let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms, unreadable_since: Millis::MIN }).collect();
         Engine {
             rules,
             sensors,
@@ -466,6 +471,13 @@ impl Engine {
         if slot.last_at == Some(at) && slot.last_sample == fingerprint {
             return Observed::Repeat;
         }
+        let unreadable = self.unreadable_by_its_building(slot, fields);
+        let sensor = &mut self.sensors[subject.0];
+        sensor.unreadable_since = match (unreadable, sensor.unreadable_since) {
+            (false, _) => Millis::MIN,
+            (true, Millis::MIN) => at,
+            (true, since) => since,
+        };
         self.reference_peers(subject.0, at);
         let Some(slot) = self.slots.get_mut(subject.0) else { return Observed::UnknownSubject };
         slot.last_at = Some(at);
@@ -685,12 +697,26 @@ impl Engine {
             .collect()
     }
 
+    /// Whether a sample with these fields carries nothing the sensor's building rules (`agree`)
+    /// can read; `false` for a sensor without such rules.
+    fn unreadable_by_its_building<K: AsRef<str>>(&self, slot: &SubjectSlot, fields: &[(K, f64)]) -> bool {
+        let field = |name: &str| lookup(fields, name).filter(|v| v.is_finite());
+        let mut signals = self.plan_of(slot).checks.iter().filter(|c| c.agreement().is_some()).filter_map(|c| self.rules[c.rule()].signal.as_ref()).peekable();
+        signals.peek().is_some() && !signals.any(|signal| signal.expr.evaluate(&field).is_some())
+    }
+
     /// Whether the box in `slot` votes at `at`: a box silent for more than a day (and three
     /// report intervals) does not — neither its last level nor in the count of boxes that must
-    /// agree. A box not heard from yet (a start, a box just installed) still votes.
+    /// agree; nor does a box whose readings carried nothing the rules can read for three report
+    /// intervals (and [`UNREADABLE_VOTER_MS`]): it is heard but cannot see the wall, and a
+    /// building whose other box lost an axis could never be red (an outside tester). A box not
+    /// heard from yet (a start, a box just installed) still votes.
     fn has_a_vote(&self, slot: usize, at: Millis) -> bool {
-        let silent_after = self.sensors[slot].interval_ms.saturating_mul(3).max(SILENT_VOTER_MS);
+        let sensor = &self.sensors[slot];
+        let silent_after = sensor.interval_ms.saturating_mul(3).max(SILENT_VOTER_MS);
+        let unreadable_after = sensor.interval_ms.saturating_mul(3).max(UNREADABLE_VOTER_MS);
         self.slots[slot].last_at.is_none_or(|last| at - last <= silent_after)
+            && (sensor.unreadable_since == Millis::MIN || at - sensor.unreadable_since <= unreadable_after)
     }
 
     /// How many boxes must agree at `at`: the rule's `agree`, but at most as many as still vote

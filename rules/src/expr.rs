@@ -6,7 +6,9 @@
 //! - `abs(e)` — magnitude, for signed quantities such as one tilt axis;
 //! - `hypot(a, b)` — sqrt(a² + b²), the vector change of a two-axis tilt box;
 //! - `permille(e)` — an angle in degrees as a tilt ratio in ‰ (tan(angle) × 1000), the unit the
-//!   standards use.
+//!   standards use;
+//! - `lacks(a, b, …)` — how many of the named fields the sample does not carry (a box that lost
+//!   an axis, or renamed its fields, is otherwise skipped by every rule without a word).
 //!
 //! Parsed once at load time; evaluating cannot fail, it only says "this sample does not carry
 //! the fields I need" by returning `None`.
@@ -22,11 +24,13 @@ pub enum ValueExpr {
     Abs(Box<ValueExpr>),
     Hypot(Box<ValueExpr>, Box<ValueExpr>),
     Permille(Box<ValueExpr>),
+    /// `lacks(a, b, …)`: how many of these fields the sample does not carry.
+    Lacks(Vec<String>),
 }
 
 /// Why an expression did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}; expected a field name, `name?`, or abs(…), hypot(…, …), permille(…)")]
+#[error("{0}; expected a field name, `name?`, or abs(…), hypot(…, …), permille(…), lacks(name, …)")]
 pub struct ExprError(String);
 
 impl ValueExpr {
@@ -48,6 +52,7 @@ impl ValueExpr {
             ValueExpr::Abs(inner) => inner.evaluate(field).map(f64::abs),
             ValueExpr::Hypot(a, b) => Some(a.evaluate(field)?.hypot(b.evaluate(field)?)),
             ValueExpr::Permille(inner) => inner.evaluate(field).map(|degrees| degrees.to_radians().tan() * 1000.0),
+            ValueExpr::Lacks(names) => Some(names.iter().filter(|name| field(name).is_none_or(|v| !v.is_finite())).count() as f64),
         }
     }
 
@@ -70,6 +75,13 @@ impl ValueExpr {
             ValueExpr::Hypot(a, b) => {
                 a.collect_fields(out);
                 b.collect_fields(out);
+            }
+            ValueExpr::Lacks(names) => {
+                for name in names {
+                    if !out.contains(&name.as_str()) {
+                        out.push(name);
+                    }
+                }
             }
         }
     }
@@ -98,6 +110,7 @@ impl fmt::Display for ValueExpr {
             ValueExpr::Abs(inner) => write!(f, "abs({inner})"),
             ValueExpr::Hypot(a, b) => write!(f, "hypot({a}, {b})"),
             ValueExpr::Permille(inner) => write!(f, "permille({inner})"),
+            ValueExpr::Lacks(names) => write!(f, "lacks({})", names.join(", ")),
         }
     }
 }
@@ -145,6 +158,16 @@ impl Parser<'_> {
         }
         if !self.eat('(') {
             return Ok(ValueExpr::Field(name));
+        }
+        if name == "lacks" {
+            let mut names = vec![self.name()?.to_string()];
+            while self.eat(',') {
+                names.push(self.name()?.to_string());
+            }
+            if !self.eat(')') {
+                return Err(ExprError("`lacks(` takes field names and is not closed where expected".into()));
+            }
+            return Ok(ValueExpr::Lacks(names));
         }
         let first = self.expr()?;
         let expr = match name.as_str() {
@@ -208,6 +231,20 @@ mod tests {
         assert_eq!(eval("hypot(x, t?)", &[("x", 3.0)]), Some(3.0));
         assert_eq!(eval("hypot(x?, t)", &[("x", 3.0)]), None, "only the marked field may be missing");
         assert!(ValueExpr::parse("abs(x)?").is_err() && ValueExpr::parse("x ?").is_err());
+    }
+
+    #[test]
+    fn lacks_counts_the_named_fields_a_sample_does_not_carry() {
+        let expr = ValueExpr::parse("lacks(x, y)").unwrap();
+        assert_eq!(expr.to_string(), "lacks(x, y)");
+        assert_eq!(expr.fields().as_slice(), ["x", "y"]);
+        assert_eq!(eval("lacks(x, y)", &[("x", 0.1), ("y", 0.2)]), Some(0.0));
+        assert_eq!(eval("lacks(x, y)", &[("x", 0.1), ("temperature", 20.0)]), Some(1.0));
+        assert_eq!(eval("lacks(x, y)", &[("angle_x", 0.1), ("angle_y", 0.2)]), Some(2.0), "renamed fields");
+        assert_eq!(eval("lacks(x, y)", &[("x", f64::NAN), ("y", 0.2)]), Some(1.0));
+        for bad in ["lacks()", "lacks(abs(x))", "lacks(x, y", "lacks(x,)"] {
+            assert!(ValueExpr::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

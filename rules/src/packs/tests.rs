@@ -834,6 +834,59 @@ fn a_box_that_fell_off_and_died_leaves_no_red_on_its_building() {
 }
 
 #[test]
+fn an_exact_tenth_of_a_degree_read_through_noise_is_red_at_its_second_reading() {
+    // An outside tester: with 0.01° of noise a box read a 0.1° jump as 0.1° and then 0.078°;
+    // `steady 2` took the smaller for the movement, and one such jump in ten was red late or
+    // never. The two readings agree (0.022° apart): the movement is their mean.
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    let jump = 26 * 12;
+    for step in 0..jump + 6 {
+        let x = match step {
+            s if s < jump => 0.3,
+            s if s == jump + 1 => 0.378,
+            _ => 0.4,
+        };
+        e.observe(SubjectId(0), step * 5 * MIN, &[("x", x), ("y", 0.2)], &mut events);
+        e.tick(step * 5 * MIN, &mut events);
+    }
+    let red = events.iter().find(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.severity == Severity::Danger).expect("red");
+    assert_eq!(red.at, (jump + 1) * 5 * MIN, "at the jump's second reading");
+}
+
+#[test]
+fn a_box_that_lost_an_axis_is_told_to_installers_and_leaves_its_building_to_the_other_box() {
+    // An outside tester: a box whose readings carry x alone is skipped by every tilt rule, told
+    // to nobody, and still counted among the boxes that must agree: a whole building's jump was
+    // never red.
+    let mut e = building(2);
+    let mut events = Vec::new();
+    for m in 0..30 * 60 {
+        let x = if m >= 29 * 60 { 0.4 } else { 0.2 };
+        e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", -0.3)], &mut events);
+        if m < 26 * 60 {
+            e.observe(SubjectId(1), m * MIN, &[("x", 0.1), ("y", 0.25)], &mut events);
+        } else {
+            e.observe(SubjectId(1), m * MIN, &[("x", x - 0.1), ("temperature", 20.0)], &mut events);
+        }
+        e.tick(m * MIN, &mut events);
+    }
+    let told = events.iter().find(|ev| e.rule(ev.rule).id == "tilt-axis-missing" && ev.kind == EventKind::Fired).expect("installers told");
+    assert_eq!((told.subject, told.at / MIN), (SubjectId(1), 26 * 60 + 30), "after 30 minutes of such readings");
+    let red = events.iter().find(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.severity == Severity::Danger).expect("the jump is red");
+    assert!(red.at / MIN <= 29 * 60 + 3, "red at minute {}", red.at / MIN);
+    // A status message between readings is no lost axis.
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    for m in 0..4 * 60 {
+        let fields: &[(&str, f64)] = if m % 2 == 0 { &[("x", 0.2), ("y", 0.1)] } else { &[("battery", 3.6)] };
+        e.observe(SubjectId(0), m * MIN, fields, &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    assert!(!events.iter().any(|ev| e.rule(ev.rule).id == "tilt-axis-missing"), "status messages between readings");
+}
+
+#[test]
 fn a_knocked_or_erratic_box_is_reported_to_installers() {
     let mut e = engine_for(SensorKind::Tilt, &[]);
     let mut events = Vec::new();
