@@ -53,7 +53,7 @@ impl DingTalkSink {
     }
 
     pub fn new(config: RobotConfig) -> anyhow::Result<DingTalkSink> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let client = super::no_redirects().timeout(Duration::from_secs(10)).build()?;
         Ok(DingTalkSink { config, client, limit: RateLimit::new(Duration::from_secs(600)) })
     }
 

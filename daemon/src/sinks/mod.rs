@@ -20,6 +20,27 @@ use std::future::Future;
 
 pub use channel::{SinkContext, SinkSet};
 
+/// An HTTP client for posting alerts: it follows no redirect. Following one turns a POST into a
+/// GET (301, 302) that the new address may answer 200 — an alert counted delivered that nobody
+/// got (an outside tester's webhook moved to https).
+pub fn no_redirects() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
+}
+
+/// Whether a receiver took what was posted: a 2xx; anything else is an error that says what
+/// came back, with where a redirect pointed (the channel's URL must be changed to it).
+pub fn taken(response: &reqwest::Response) -> anyhow::Result<()> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    if status.is_redirection() {
+        let to = response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("?");
+        anyhow::bail!("answered HTTP {status} to {}: alerts are not posted to a redirect; configure the new address", to.chars().take(200).collect::<String>());
+    }
+    anyhow::bail!("answered HTTP {status}")
+}
+
 /// The attempts a channel makes at one delivery of a sink that leaves them to it.
 #[derive(Debug, Clone)]
 pub struct CountedAttempts {

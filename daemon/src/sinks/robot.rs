@@ -164,11 +164,8 @@ pub async fn send(
 /// Posts `body` and checks both the HTTP status and the robot's `errcode`.
 pub async fn post(client: &reqwest::Client, url: reqwest::Url, body: &serde_json::Value) -> anyhow::Result<()> {
     let response = client.post(url).json(body).send().await.context("sending")?;
-    let status = response.status();
+    super::taken(&response)?;
     let text = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!("answered HTTP {status}");
-    }
     let answer: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("answer is not JSON: {text:.200}"))?;
     match answer.get("errcode").and_then(serde_json::Value::as_i64) {
         Some(0) => Ok(()),

@@ -104,7 +104,7 @@ impl Drop for SmsSink {
 
 impl SmsSink {
     pub fn new(config: SmsConfig, store: Store) -> anyhow::Result<SmsSink> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let client = super::no_redirects().timeout(Duration::from_secs(10)).build()?;
         Ok(SmsSink { config, client, store, retry_delay: Duration::from_secs(1), ledger: Arc::default(), timer: None })
     }
 
@@ -275,9 +275,8 @@ async fn post(client: &reqwest::Client, config: &SmsConfig, body: String) -> any
     if let Some(token) = &config.token {
         request = request.bearer_auth(token);
     }
-    let status = request.send().await.context("sending")?.status();
-    anyhow::ensure!(status.is_success(), "gateway answered HTTP {status}");
-    Ok(())
+    let response = request.send().await.context("sending")?;
+    super::taken(&response).context("the gateway")
 }
 
 fn cut(sentence: &str) -> String {

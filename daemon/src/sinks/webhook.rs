@@ -32,7 +32,7 @@ pub struct WebhookSink {
 
 impl WebhookSink {
     pub fn new(config: &WebhookConfig, metrics: Arc<Metrics>) -> anyhow::Result<WebhookSink> {
-        let client = reqwest::Client::builder()
+        let client = super::no_redirects()
             .timeout(config.timeout)
             .user_agent(concat!("gridwatch/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -65,12 +65,7 @@ impl WebhookSink {
             request = request.header("X-Gridwatch-Timestamp", timestamp.to_string()).header("X-Gridwatch-Signature", signature(secret, timestamp, &body));
         }
         let response = request.body(body).send().await?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            anyhow::bail!("answered HTTP {status}")
-        }
+        super::taken(&response)
     }
 }
 
@@ -181,6 +176,22 @@ mod tests {
         let err = sink.deliver(&sample_alert("fired", 0.5)).await.unwrap_err();
         assert_eq!(receiver.requests(), 3);
         assert!(format!("{err:#}").contains("failed 3 times: answered HTTP 500"), "{err:#}");
+    }
+
+    /// A receiver moved (`301` to its new address): the alert is not delivered — following the
+    /// redirect turned the POST into a GET that the new address answered 200, and the office
+    /// got nothing while the channel counted it delivered (an outside tester).
+    #[tokio::test]
+    async fn a_redirect_is_no_delivery() {
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(|| async { axum::response::Redirect::permanent("/new-hook") }))
+            .route("/new-hook", axum::routing::any(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let mut sink = sink(url.parse().unwrap(), 1, Arc::new(Metrics::new()));
+        let err = sink.deliver(&sample_alert("fired", 0.5)).await.unwrap_err();
+        assert!(format!("{err:#}").contains("answered HTTP 308 Permanent Redirect to /new-hook"), "{err:#}");
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl WeComSink {
     }
 
     pub fn new(config: RobotConfig) -> anyhow::Result<WeComSink> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let client = super::no_redirects().timeout(Duration::from_secs(10)).build()?;
         Ok(WeComSink { config, client, limit: RateLimit::new(Duration::from_secs(60)) })
     }
 

@@ -57,7 +57,7 @@ struct Seen {
 
 /// Runs rounds until `term` ends (the hub stops or is no longer the active one).
 pub async fn watch(leases: kv::Store, options: HubOptions, (fence, dead): (Fence, DeadBoxes), term: CancellationToken, metrics: Arc<HubMetrics>) {
-    let http = match reqwest::Client::builder().timeout(WEBHOOK_WAIT).build() {
+    let http = match crate::sinks::no_redirects().timeout(WEBHOOK_WAIT).build() {
         Ok(http) => http,
         Err(error) => {
             tracing::error!(error = %error, "cannot build the HTTP client: no box-down alarms");

@@ -45,7 +45,7 @@ const QUIET: Duration = Duration::from_secs(2);
 pub async fn watch(js: jetstream::Context, copies: kv::Store, options: HubOptions, (dead, term): (DeadBoxes, CancellationToken), metrics: Arc<HubMetrics>) {
     // A slow receiver is waited for longer than `box-down`'s (whose rounds are bounded): each
     // alert posted again after a timeout is one more copy for it (under the same key).
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(15)).build() {
+    let http = match crate::sinks::no_redirects().timeout(Duration::from_secs(15)).build() {
         Ok(http) => http,
         Err(error) => {
             tracing::error!(error = %error, "cannot build the HTTP client: dead boxes' 4G sensors are not judged");
