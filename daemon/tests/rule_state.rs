@@ -93,6 +93,34 @@ async fn a_bad_reload_keeps_the_old_rules_and_a_good_one_replaces_them() {
     assert!(daemon.stop().success());
 }
 
+/// An outside tester: an operator lowered a firing rule's threshold (4.5 was a false alarm);
+/// the rule started afresh, and the next real breach (3.0) was taken for the alarm its incident
+/// already held and told to nobody. Now the incident's sensor is judged afresh and the breach is
+/// told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_changed_while_it_fires_tells_its_next_alarm() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port);
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "0s")).unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    wait_until_ingesting(&mosquitto, http_port, &daemon).await;
+    mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
+    let fired = "fired   warning rule=do-low sensor=canal-02";
+    assert!(wait_for_line(&daemon, Daemon::stdout, fired).await, "{:?}", daemon.stdout());
+
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 4.0, "0s")).unwrap();
+    daemon.signal("HUP");
+    assert!(wait_for_line(&daemon, Daemon::stderr, "judged afresh").await, "{:?}", daemon.stderr());
+    mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
+    tokio::time::sleep(SECOND).await;
+    mosquitto.publish(TOPIC, &reading(3.0, now_ms())).unwrap();
+    let told = wait_for(20 * SECOND, || async { daemon.stdout().iter().filter(|line| line.contains(fired)).count() == 2 }).await;
+    assert!(told, "the breach under the new threshold was not told: {:?}\n{:?}", daemon.stdout(), daemon.stderr());
+    assert!(daemon.stop().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_timer_survives_a_restart() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");

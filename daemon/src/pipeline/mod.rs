@@ -185,6 +185,7 @@ impl Pipeline {
         offer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.hear_readings_within_a_tick();
         self.judge_unsaved(&mut events).await;
+        self.judge_afresh();
         let judged = (0..self.sensors.len()).filter_map(|position| self.engine.last_at(SubjectId(position))).max();
         self.timeline.go_on_after(judged);
         loop {
@@ -277,6 +278,28 @@ impl Pipeline {
         self.engine.hear_readings_ahead_by((TICK.as_millis() as f64 * self.clock.speed().max(1.0)) as gridwatch_rules::Millis);
     }
 
+    /// Marks normal the sensors of the incidents whose rule the engine no longer holds open (its
+    /// definition changed, at a reload or while the daemon was down): their rule
+    /// judges afresh, and its next alarm must be told rather than taken for a repeat
+    /// ([`crate::store::Store::judged_afresh`]). A building's incidents and sensors not in the
+    /// inventory are left as they are.
+    fn judge_afresh(&self) {
+        let (engine, sensors) = (&self.engine, &self.sensors);
+        let held_open = |rule: &str, sensor: &str| {
+            let Some(position) = sensors.iter().position(|s| *s.id == *sensor) else { return true };
+            // Not a rule of the set: the daemon's own alarms (a gateway down), or a rule that went.
+            let Some(rule) = engine.rules().iter().position(|r| r.id == rule) else { return true };
+            engine.open(SubjectId(position), gridwatch_rules::RuleId(rule)).is_none_or(|(open, _)| open)
+        };
+        match self.store.judged_afresh(held_open, self.clock.now()) {
+            Ok(marked) if !marked.is_empty() => {
+                tracing::warn!(incidents = ?marked, "rules changed: these incidents' sensors are judged afresh, and their next alarm is told")
+            }
+            Ok(_) => {}
+            Err(error) => self.store.report_failure("marking the incidents of changed rules (their next alarm may be taken for a repeat)", &error),
+        }
+    }
+
     fn reload(&mut self, rules: RuleSet) {
         let count = rules.rules.len();
         let previous = std::mem::replace(&mut self.engine, Engine::new(RuleSet { rules: Vec::new() }, &[]));
@@ -285,6 +308,7 @@ impl Pipeline {
         self.hear_readings_within_a_tick();
         self.unsaved = true;
         tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
+        self.judge_afresh();
     }
 
     /// Judges again, in the order they were acknowledged, the stored readings the restored

@@ -168,6 +168,32 @@ impl Store {
         })
     }
 
+    /// Marks normal the sensor of each incident not closed whose sensor is firing and whose rule
+    /// `held_open(rule, sensor)` says the engine no longer holds open: the rule's definition
+    /// changed and its state started afresh. Its next alarm is then news, told to
+    /// people, and not taken for the one the incident holds — a threshold lowered while the rule
+    /// fired hid the next real breach, and a resolve after it too (an outside tester). Returns the
+    /// incidents marked.
+    pub fn judged_afresh(&self, held_open: impl Fn(&str, &str) -> bool, now_ms: i64) -> anyhow::Result<Vec<i64>> {
+        let stamp = Stamp { at_ms: now_ms, clock_unset_at: self.unset_mark_now() };
+        self.essential(|conn| {
+            let tx = conn.transaction()?;
+            let firing: Vec<(i64, String, String)> = {
+                let mut statement = tx.prepare("SELECT id, rule, sensor FROM incidents WHERE state != 'closed' AND sensor_normal = 0")?;
+                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut marked = Vec::new();
+            for (id, rule, _) in firing.into_iter().filter(|(_, rule, sensor)| !held_open(rule, sensor)) {
+                tx.execute("UPDATE incidents SET sensor_normal = 1, updated_ms = ?1 WHERE id = ?2", params![now_ms, id])?;
+                audit(&tx, id, stamp, "rules", &format!("rule {rule} changed: judged afresh (its next alarm is told again)"), None)?;
+                marked.push(id);
+            }
+            tx.commit()?;
+            Ok(marked)
+        })
+    }
+
     /// Incidents, newest first; only those not closed unless `all`.
     pub fn incidents(&self, all: bool) -> anyhow::Result<Vec<IncidentRow>> {
         let conn = self.lock()?;
