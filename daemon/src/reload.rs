@@ -125,6 +125,11 @@ pub async fn watch(
         }
     };
     let mut stamps = file_stamps(&paths);
+    // How many rules run: a reload that would leave none is refused.
+    let mut running_rules = rule_files::load(&paths, builtin).map_or(0, |(rules, _)| rules.rules.len());
+    // A rule file gone from its directory is looked at once more before its rules go: moved
+    // away and back (`rsync --delete`, a `git checkout`), it was a reload to no rules and back.
+    let mut gone_once = false;
     let mut poll = tokio::time::interval(POLL);
     loop {
         let reason = tokio::select! {
@@ -133,8 +138,14 @@ pub async fn watch(
             _ = poll.tick() => {
                 let now = file_stamps(&paths);
                 if now == stamps {
+                    gone_once = false;
                     continue;
                 }
+                if now.len() < stamps.len() && !gone_once {
+                    gone_once = true;
+                    continue;
+                }
+                gone_once = false;
                 stamps = now;
                 "rule files changed"
             }
@@ -143,7 +154,17 @@ pub async fn watch(
             check_config_file(running);
         }
         match rule_files::load(&paths, builtin) {
+            Ok((rules, files)) if rules.rules.is_empty() && running_rules > 0 => {
+                tracing::error!(
+                    reason,
+                    files,
+                    running = running_rules,
+                    "the new rule set has no rule; the running rules stay (an emptied rule directory is taken for files being moved: restart the daemon to run without rules)"
+                );
+                metrics.record_reload(false, clock.now());
+            }
             Ok((rules, files)) => {
+                running_rules = rules.rules.len();
                 tracing::info!(reason, rules = rules.rules.len(), files, "rules checked; reloading");
                 if updates.send(rules).await.is_err() {
                     return;

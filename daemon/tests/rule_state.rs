@@ -83,6 +83,29 @@ async fn a_bad_reload_keeps_the_old_rules_and_a_good_one_replaces_them() {
     mosquitto.publish(TOPIC, &reading(2.0, now_ms())).unwrap();
     assert!(wait_for_line(&daemon, Daemon::stdout, "fired   warning rule=do-very-low sensor=canal-02").await, "{:?}", daemon.stdout());
 
+    // The file moved away and back within a second (`git checkout`): no reload to no rules.
+    let file = dir.path().join("rules.d/water.toml");
+    let reloads = || daemon.stderr().iter().filter(|line| line.contains("rules reloaded")).count();
+    // The file watcher sees the last write too (a SIGHUP reloaded it first) within 2 s.
+    tokio::time::sleep(3 * SECOND).await;
+    let before = reloads();
+    std::fs::rename(&file, dir.path().join("water.toml.moved")).unwrap();
+    tokio::time::sleep(SECOND).await;
+    std::fs::rename(dir.path().join("water.toml.moved"), &file).unwrap();
+    tokio::time::sleep(5 * SECOND).await;
+    assert_eq!(reloads(), before, "{:?}", daemon.stderr());
+    // Gone for good: the daemon keeps the rules it runs rather than judging nothing.
+    std::fs::remove_file(&file).unwrap();
+    assert!(wait_for_line(&daemon, Daemon::stderr, "the new rule set has no rule; the running rules stay").await, "{:?}", daemon.stderr());
+    mosquitto.publish(TOPIC, &reading(8.0, now_ms())).unwrap();
+    mosquitto.publish(TOPIC, &reading(2.5, now_ms() + 1)).unwrap();
+    let fired = wait_for(20 * SECOND, || async {
+        daemon.stdout().iter().filter(|line| line.contains("fired   warning rule=do-very-low sensor=canal-02")).count() == 2
+    })
+    .await;
+    assert!(fired, "the running rule still judges: {:?}", daemon.stdout());
+    std::fs::write(&file, rule("do-very-low", 3.0, "0s")).unwrap();
+
     // A new sensor in gridwatch.toml: a reload cannot add it, and says so instead of ignoring it.
     let mut config = std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap();
     config.push_str("\n[[sensor]]\nid = \"canal-09\"\nkind = \"water\"\nsite = \"east-canal\"\n");
