@@ -48,8 +48,9 @@ struct OwedAlert {
     link: Option<String>,
 }
 
-/// The alerts of one house (site and building, or the sensor when it has no building).
-type House<'a> = ((String, Option<String>), Vec<&'a Alert>);
+/// The alerts of one house (site and building, or the sensor when it has no building), its
+/// clears apart.
+type House<'a> = ((String, Option<String>, bool), Vec<&'a Alert>);
 
 impl Ledger {
     /// Whether `phone` may get an SMS now (forgetting sends older than an hour).
@@ -355,27 +356,39 @@ impl Sink for SmsSink {
     /// over, also when the alarm came here as a failover), and to nobody else.
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         let names_nobody = |alert: &Alert| alert.event == Event::Cleared && alert.mentions.is_empty();
+        // A clear goes to whoever was texted, whatever severity the incident ended at (an alarm
+        // that fell back to a warning before it cleared still owes its phones the clear).
+        let texted: Vec<&Alert> = alerts
+            .iter()
+            .copied()
+            .filter(|a| !names_nobody(a) && self.config.severities.iter().any(|s| s == a.severity.as_str()) && !a.mentions.is_empty())
+            .collect();
         let mut clears: Vec<Alert> = Vec::new();
         for alert in alerts.iter().copied().filter(|a| names_nobody(a)) {
             let Some(incident) = alert.incident_id else { continue };
-            let phones = match self.store.sms_phones_told(&self.config.name, incident).await {
+            let mut phones = match self.store.sms_phones_told(&self.config.name, incident).await {
                 Ok(phones) => phones,
                 Err(error) => {
                     self.store.report_failure("reading who was texted about an incident (its clear is not texted)", &error);
                     Vec::new()
                 }
             };
+            // Its alarm in this very message (both waited in a building's group window): the
+            // phones texted now hear it is over too (an outside tester's lost 【已恢复】).
+            for phone in texted.iter().filter(|a| a.incident_id == Some(incident)).flat_map(|a| &a.mentions) {
+                if !phones.contains(phone) {
+                    phones.push(phone.clone());
+                }
+            }
             if !phones.is_empty() {
                 clears.push(Alert { mentions: phones, ..alert.clone() });
             }
         }
         let mut houses: Vec<House<'_>> = Vec::new();
-        // A clear goes to whoever was texted, whatever severity the incident ended at (an alarm
-        // that fell back to a warning before it cleared still owes its phones the clear).
-        let texted =
-            alerts.iter().copied().filter(|a| !names_nobody(a) && self.config.severities.iter().any(|s| s == a.severity.as_str()) && !a.mentions.is_empty());
-        for alert in texted.chain(clears.iter()) {
-            let key = (alert.site.clone(), alert.building.clone().or_else(|| Some(alert.sensor.clone())));
+        // Clears go in an SMS of their own, after the alarms: folded into an alarm's SMS, the
+        // "【已恢复】" would not be read.
+        for alert in texted.iter().copied().chain(clears.iter()) {
+            let key = (alert.site.clone(), alert.building.clone().or_else(|| Some(alert.sensor.clone())), alert.event == Event::Cleared);
             match houses.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, group)) => group.push(alert),
                 None => houses.push((key, vec![alert])),
@@ -650,5 +663,27 @@ mod tests {
         let texts: Vec<String> = seen.iter().map(|b| format!("{} {}", b["phone"].as_str().unwrap(), b["params"]["msg"].as_str().unwrap())).collect();
         assert_eq!(texts.len(), 3, "{texts:?}");
         assert!(texts[2].starts_with("13800000001 【已恢复】#12 "), "only the phone texted about #12 hears it is over: {texts:?}");
+    }
+
+    /// An alarm and its clear that waited together in a building's group window: the phone gets
+    /// the alarm and then the clear (the clear was lost: nobody had been texted about it yet).
+    #[tokio::test]
+    async fn an_alarm_and_its_clear_in_one_message_are_both_texted() {
+        let state = tempfile::tempdir().unwrap();
+        let (url, seen) = gateway("none").await;
+        let mut sink = sink(&url, &state);
+        let store = Store::open(state.path()).unwrap();
+        let alarm = house_alarm("house-07", 2);
+        let mut clear = house_alarm("house-07", 2);
+        (clear.event, clear.mentions) = (Event::Cleared, Vec::new());
+        let (mut alarm_id, mut clear_id) = (alarm.clone(), clear.clone());
+        alarm_id.event_id = Some(store.record_alert_to(&alarm, Vec::new(), None).await.unwrap());
+        clear_id.event_id = Some(store.record_alert_to(&clear, Vec::new(), None).await.unwrap());
+        sink.deliver_many(&[&alarm_id, &clear_id]).await.unwrap();
+        let seen = seen.lock().unwrap();
+        let texts: Vec<String> = seen.iter().map(|b| format!("{} {}", b["phone"].as_str().unwrap(), b["params"]["msg"].as_str().unwrap())).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts[0].starts_with("13800000001 【") && !texts[0].contains("已恢复"), "the alarm first: {texts:?}");
+        assert!(texts[1].starts_with("13800000001 【已恢复】#2 "), "then its clear: {texts:?}");
     }
 }
