@@ -1,6 +1,6 @@
 //! Maintenance windows: a silenced sensor's alerts are kept (journal, incident) but not sent;
-//! other sensors are not affected; red passes a silence that does not include it; ending the
-//! silence sends again.
+//! other sensors are not affected; red passes a silence that does not include it; an alarm the
+//! silence kept is told when it ends while the alarm goes on; ending the silence sends again.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -72,12 +72,19 @@ async fn a_silence_keeps_back_its_sensor_but_not_red_and_ends_cleanly() {
     let red = wait_for(10 * SECOND, || async { sent(&receiver).contains(&("fired".into(), "do-critical".into(), "canal-02".into())) }).await;
     assert!(red, "{:?}", sent(&receiver));
 
-    // Ended: the next event of the probe goes out again.
+    // Ended while the probe's orange alarm goes on: it is told now (it reached nobody before,
+    // and its clear would have come out of the blue: an outside tester), then its clear.
     assert_eq!(cli(dir.path(), &["unsilence", "1"]), "silence #1 ended\n");
+    let told = wait_for(10 * SECOND, || async { sent(&receiver).contains(&("fired".into(), "do-low".into(), "canal-02".into())) }).await;
+    assert!(told, "{:?}", sent(&receiver));
+    let body = receiver.bodies().into_iter().find(|b| b["rule"] == "do-low" && b["sensor"] == "canal-02").unwrap();
+    assert!(body["incident_id"].as_i64().is_some(), "on its incident: {body}");
     publish("canal-02", 7.0);
     let cleared = wait_for(10 * SECOND, || async { sent(&receiver).contains(&("cleared".into(), "do-low".into(), "canal-02".into())) }).await;
     assert!(cleared, "{:?}", sent(&receiver));
     assert!(cli(dir.path(), &["silences"]).contains("no silences in force"));
+    let fired = sent(&receiver).iter().filter(|(event, rule, sensor)| event == "fired" && rule == "do-low" && sensor == "canal-02").count();
+    assert_eq!(fired, 1, "told once: {:?}", sent(&receiver));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

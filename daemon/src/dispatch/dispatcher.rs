@@ -72,6 +72,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
         building_sent: HashMap::new(),
         held_back: HeldBack::default(),
         ladders: Ladders::default(),
+        silenced_alarms: HashMap::new(),
     };
     dispatcher.take_over_outbox();
     dispatcher.take_over_sent_from_memory();
@@ -104,6 +105,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
                 dispatcher.restamp_unset_times().await;
                 dispatcher.keep_clock_steps().await;
                 dispatcher.send_due_escalations().await;
+                dispatcher.tell_alarms_silences_kept().await;
                 count_open_incidents(&dispatcher.store, &dispatcher.metrics).await;
                 let _ = dispatcher.store.off_thread(|store| Ok(store.try_restore_reserve())).await;
             }
@@ -138,6 +140,9 @@ struct Dispatcher {
     held_back: HeldBack,
     /// The escalation ladders' ages, measured here on the monotonic clock.
     ladders: Ladders,
+    /// (rule, sensor) -> its latest alarm a silence kept from people, until it clears or is
+    /// told: told when the silence ends while it still fires.
+    silenced_alarms: HashMap<(String, String), Alert>,
 }
 
 /// How often the ladders' ages are saved (a crash loses at most this much of their progress).
@@ -265,6 +270,18 @@ impl Dispatcher {
             Some(silence) => Some(silence.clone()),
             None => silence_covering(&self.store, &alert, now).await,
         };
+        // An alarm a silence keeps from people is told when the silence ends, unless it cleared
+        // (an outside tester: an alarm that began during a silence and went on after it reached
+        // nobody, and its clear came out of the blue).
+        let silenced_key = (alert.rule.clone(), alert.sensor.clone());
+        match &silenced {
+            Some(_) if alert.event != Event::Cleared => {
+                self.silenced_alarms.insert(silenced_key, alert.clone());
+            }
+            _ => {
+                self.silenced_alarms.remove(&silenced_key);
+            }
+        }
         // A no-data alarm held back while its bus is down (its clear is held back too); decided
         // here, remembered once the event proves to be news.
         let mut hold = None;
@@ -392,6 +409,41 @@ impl Dispatcher {
                 tracing::info!(rule = %alert.rule, sensor = %alert.sensor, building = alert.building.as_deref().unwrap_or("-"), "alert held to go out with the building's other alarms")
             }
             (None, None, None) => self.wake(&targets),
+        }
+    }
+
+    /// Tells the alarms silences kept from people whose silence is over (ended, expired or
+    /// lifted) while they still fire: as fired now, on their incident — whose sensor is marked
+    /// normal first, so the store takes it for news — with its ladder. Kept in memory: a
+    /// restart during the silence forgets them (the incident and its history keep them).
+    async fn tell_alarms_silences_kept(&mut self) {
+        if self.silenced_alarms.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let silences = match self.store.off_thread(move |store| store.silences(now, false)).await {
+            Ok(silences) => silences,
+            Err(error) => {
+                self.store.report_failure("reading silences (alarms they kept are told once they can be read)", &error);
+                return;
+            }
+        };
+        let over: Vec<(String, String)> = self
+            .silenced_alarms
+            .iter()
+            .filter(|(_, alert)| !silences.iter().chain(&self.silences).any(|silence| silence.covers(alert, now)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in over {
+            let Some(alert) = self.silenced_alarms.remove(&key) else { continue };
+            let (rule, sensor) = key;
+            let marked = self.store.off_thread(move |store| store.judged_afresh(|r, s| !(r == rule && s == sensor), "silence over", now)).await;
+            if let Err(error) = marked {
+                self.store.report_failure("marking an incident whose silence is over (its alarm may not be told)", &error);
+            }
+            tracing::warn!(rule = %alert.rule, sensor = %alert.sensor, "silence over while the alarm still fires: told now");
+            let told = Alert { event: Event::Fired, at_ms: now, at: crate::clock::rfc3339(now), event_id: None, previous_severity: None, ..alert };
+            Box::pin(self.handle(told)).await;
         }
     }
 

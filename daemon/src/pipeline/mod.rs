@@ -291,7 +291,7 @@ impl Pipeline {
             let Some(rule) = engine.rules().iter().position(|r| r.id == rule) else { return true };
             engine.open(SubjectId(position), gridwatch_rules::RuleId(rule)).is_none_or(|(open, _)| open)
         };
-        match self.store.judged_afresh(held_open, self.clock.now()) {
+        match self.store.judged_afresh(held_open, "rule changed: judged afresh", self.clock.now()) {
             Ok(marked) if !marked.is_empty() => {
                 tracing::warn!(incidents = ?marked, "rules changed: these incidents' sensors are judged afresh, and their next alarm is told")
             }

@@ -174,7 +174,7 @@ impl Store {
     /// people, and not taken for the one the incident holds — a threshold lowered while the rule
     /// fired hid the next real breach, and a resolve after it too (an outside tester). Returns the
     /// incidents marked.
-    pub fn judged_afresh(&self, held_open: impl Fn(&str, &str) -> bool, now_ms: i64) -> anyhow::Result<Vec<i64>> {
+    pub fn judged_afresh(&self, held_open: impl Fn(&str, &str) -> bool, why: &str, now_ms: i64) -> anyhow::Result<Vec<i64>> {
         let stamp = Stamp { at_ms: now_ms, clock_unset_at: self.unset_mark_now() };
         self.essential(|conn| {
             let tx = conn.transaction()?;
@@ -186,7 +186,7 @@ impl Store {
             let mut marked = Vec::new();
             for (id, rule, _) in firing.into_iter().filter(|(_, rule, sensor)| !held_open(rule, sensor)) {
                 tx.execute("UPDATE incidents SET sensor_normal = 1, updated_ms = ?1 WHERE id = ?2", params![now_ms, id])?;
-                audit(&tx, id, stamp, "rules", &format!("rule {rule} changed: judged afresh (its next alarm is told again)"), None)?;
+                audit(&tx, id, stamp, "rules", &format!("{why} ({rule}): its next alarm is told"), None)?;
                 marked.push(id);
             }
             tx.commit()?;
