@@ -356,6 +356,52 @@ async fn a_box_stopped_cleanly_and_restarted_on_a_read_only_card_keeps_its_incid
     restarted_on_a_read_only_card(true).await;
 }
 
+/// An outside tester: a card that filled while the daemon was down (its reserve included) made
+/// every start fail (`database or disk is full`, or a disk I/O error), and systemd restarted it
+/// for ever while nothing reached anyone. Now it starts with its store in memory, as on a
+/// read-only card: `/healthz` says so, the clear names the incident, a new alarm goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_restarted_on_a_full_card_starts_and_still_alarms() {
+    let LadderBox { mosquitto, dir, card: _card, receiver, mut daemon, topic, http_port } = LadderBox::start().await;
+    let publish = |x: f64| mosquitto.publish(topic, &format!(r#"{{"x": {x}, "ts": {}}}"#, now_ms())).unwrap();
+    let count = |rule: &'static str, event: &'static str| receiver.bodies().iter().filter(|b| b["rule"] == rule && b["event"] == event).count();
+    publish(7.0);
+    let fired = wait_for(10 * SECOND, || {
+        let n = count("tilt", "fired");
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(fired, "{:?}", daemon.stderr());
+    // Stopped (a clean stop removes the WAL files, which the next start must create again).
+    assert!(daemon.stop().success(), "{:?}", daemon.stderr());
+    // Everything the card has left, to the last block (the daemon's reserve stays where it is).
+    let filler = dir.path().join("state/filler");
+    let _ = std::process::Command::new("dd").args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=64k"]).output();
+    let _ = std::process::Command::new("sync").output();
+
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up = wait_for(15 * SECOND, || async { health(http_port).await.0 != 0 }).await;
+    assert!(up, "the daemon did not start on the full card: {:?}", daemon.stderr());
+    let (status, body) = health(http_port).await;
+    assert_eq!(status, 503, "{body}");
+    publish(0.1);
+    let cleared = wait_for(15 * SECOND, || {
+        let n = count("tilt", "cleared");
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(cleared, "no clear after the restart: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    let clear = receiver.bodies().into_iter().find(|b| b["rule"] == "tilt" && b["event"] == "cleared").unwrap();
+    assert_eq!(clear["incident_id"], 1, "{clear}");
+    publish(12.0);
+    let danger = wait_for(15 * SECOND, || {
+        let n = count("tilt-far", "fired");
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(danger, "no alarm after the restart on the full card: {:?} {:?}", receiver.bodies(), daemon.stderr());
+}
+
 async fn restarted_on_a_read_only_card(clean_stop: bool) {
     let LadderBox { mosquitto, dir, mut card, receiver, mut daemon, topic, http_port } = LadderBox::start().await;
     let publish = |x: f64| mosquitto.publish(topic, &format!(r#"{{"x": {x}, "ts": {}}}"#, now_ms())).unwrap();

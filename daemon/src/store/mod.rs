@@ -164,11 +164,13 @@ impl Store {
                 let conn = open_file(&path).with_context(|| format!("opening a fresh {}", path.display()))?;
                 Ok(store(conn, vec![aside]))
             }
-            Err(error) if health::read_only(state_dir) => {
-                // A card ext4 turned read-only: the daemon must run on (systemd would restart it
-                // for ever, and nobody would be told of anything). The store runs in memory, copied
-                // from the card as it is: open incidents keep their numbers, their clears name them.
-                tracing::error!(error = %format!("{error:#}"), "the state directory is read-only: the store runs in memory (copied from the card); nothing is kept across a restart until the card is writable again");
+            Err(error) if health::read_only(state_dir) || cannot_write(&error) => {
+                // A card ext4 turned read-only, or full (or failing) so that SQLite cannot even
+                // open its store: the daemon must run on (systemd would restart it for ever, and
+                // nobody would be told of anything — an outside tester's full card). The store
+                // runs in memory, copied from the card as it is: open incidents keep their
+                // numbers, their clears name them.
+                tracing::error!(error = %format!("{error:#}"), "the state directory cannot be written (read-only, or full): the store runs in memory (copied from the card); nothing is kept across a restart until the card writes again");
                 Ok(Store { memory_copy: true, ..store(in_memory_copy(&path)?, Vec::new()) })
             }
             Err(error) => Err(error),
@@ -272,7 +274,14 @@ impl Store {
         if let Some(stalled) = self.stall.stalled() {
             return Some(format!("{stalled}: alarms and reminders go out from memory, readings are not stored"));
         }
-        self.health.problem(&self.dir)
+        self.health.problem(&self.dir).or_else(|| {
+            self.memory_copy.then(|| {
+                format!(
+                    "state directory {} could not be written at start (full?): the store runs in memory, and incidents are not kept across a restart",
+                    self.dir.display()
+                )
+            })
+        })
     }
 
     /// Writes that failed since start (disk full aside).
@@ -397,6 +406,15 @@ impl<T> std::ops::DerefMut for Held<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         &mut self.guard
     }
+}
+
+/// Whether opening the store failed because the card cannot be written: full, or an I/O error
+/// (a full tmpfs fails SQLite's shared memory so).
+fn cannot_write(error: &anyhow::Error) -> bool {
+    is_disk_full(error)
+        || error.chain().any(|cause| {
+            matches!(cause.downcast_ref::<rusqlite::Error>(), Some(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::SystemIoFailure)
+        })
 }
 
 /// SQLite's "database or disk is full", or the operating system's ENOSPC.
