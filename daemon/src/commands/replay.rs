@@ -135,10 +135,15 @@ pub fn parse_json_lines(text: &str) -> anyhow::Result<Recorded> {
                     recorded.not_finite.push(line);
                     continue 'lines;
                 }
-                serde_json::Value::String(text) if text.parse::<f64>().is_ok_and(|v| !v.is_finite()) => {
-                    recorded.not_finite.push(line);
-                    continue 'lines;
-                }
+                // A number sent as a string ("0.04") is taken, as the daemon takes it from MQTT.
+                serde_json::Value::String(text) => match text.trim().parse::<f64>() {
+                    Ok(v) if v.is_finite() => fields.push((name, v)),
+                    Ok(_) => {
+                        recorded.not_finite.push(line);
+                        continue 'lines;
+                    }
+                    Err(_) => bail!("line {line}: field `{name}` is {text:?}, not a number"),
+                },
                 other => bail!("line {line}: field `{name}` is {other}, not a number"),
             }
         }
@@ -347,11 +352,13 @@ mod tests {
     fn csv_and_json_lines_read_the_same_samples() {
         let csv = parse_csv("ts,sensor,kind,do,ph\n2026-11-23T08:00:00Z,canal-02,water,6.1,\n1795392060000,canal-02,,4.9,7.2\n").unwrap();
         let jsonl = parse_json_lines(
-            "{\"ts\": \"2026-11-23T08:00:00Z\", \"sensor\": \"canal-02\", \"kind\": \"water\", \"do\": 6.1}\n\n{\"ts\": 1795392060000, \"sensor\": \"canal-02\", \"do\": 4.9, \"ph\": 7.2}\n",
+            "{\"ts\": \"2026-11-23T08:00:00Z\", \"sensor\": \"canal-02\", \"kind\": \"water\", \"do\": 6.1}\n\n{\"ts\": 1795392060000, \"sensor\": \"canal-02\", \"do\": \" 4.9\", \"ph\": 7.2}\n",
         )
         .unwrap();
         assert_eq!(csv, jsonl);
         assert_eq!(csv.records[0].fields, vec![("do".to_string(), 6.1)], "an empty cell is a missing field");
+        // A number sent as a string is a number, as the daemon reads it; words are refused.
+        assert!(parse_json_lines("{\"ts\": 1, \"sensor\": \"s\", \"do\": \"low\"}").unwrap_err().to_string().contains("\"low\", not a number"));
     }
 
     #[test]
