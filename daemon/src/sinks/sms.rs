@@ -11,7 +11,8 @@
 //! together (a house's sensors after its group window, a digest) make one SMS per house and
 //! phone, not one per box.
 //!
-//! Invariants: a phone gets at most `per_phone_per_hour` SMS in any hour; an alert for a phone
+//! Invariants: a phone gets at most `per_phone_per_hour` SMS in any hour, and as many more about
+//! red (danger) alarms, which have a budget of their own; an alert for a phone
 //! at its cap is not lost but owed, and goes out in that phone's next SMS, which [`Owed`]'s
 //! timer sends as soon as the hour lets it (owed alerts live in memory: a restart meanwhile
 //! loses that summary, not the alarms — they were delivered on the other channels).
@@ -32,12 +33,15 @@ const ATTEMPTS: u32 = 4;
 /// Characters of the sentence an SMS carries (the number and link come on top).
 const MAX_CHARS: usize = 120;
 const HOUR: Duration = Duration::from_secs(3600);
+/// Appended to a phone to name its budget for red alarms in the [`Ledger`].
+const RED_BUDGET: &str = " red";
 
-/// Per phone: when its SMS of the last hour went, and what waits for its next one.
+/// Per phone's budget (the phone, or the phone and [`RED_BUDGET`] for red alarms): when its SMS
+/// of the last hour went, and what waits for its next one.
 #[derive(Debug, Default)]
 struct Ledger {
     sent: HashMap<String, VecDeque<Instant>>,
-    /// Phone -> what waits for its next SMS, oldest first.
+    /// Budget -> what waits for its next SMS, oldest first.
     owed: BTreeMap<String, Vec<OwedAlert>>,
 }
 
@@ -204,13 +208,18 @@ impl SmsSink {
         let mut now = Vec::new();
         {
             let mut ledger = self.ledger.lock().map_err(|_| anyhow::anyhow!("SMS ledger poisoned"))?;
+            // Red counts against a budget of its own: an hour's oranges must not use up the
+            // phone's SMS before a collapsing house (an outside tester's red reached no phone
+            // after 60 houses went orange).
+            let red = alerts.iter().any(|a| a.severity == gridwatch_rules::Severity::Danger && a.event != Event::Cleared);
             for (phone, made) in unsent {
-                if ledger.allows(&phone, self.config.per_phone_per_hour) {
-                    ledger.record(&phone);
+                let budget = if red { format!("{phone}{RED_BUDGET}") } else { phone.clone() };
+                if ledger.allows(&budget, self.config.per_phone_per_hour) {
+                    ledger.record(&budget);
                     now.push((phone, made));
                 } else {
                     tracing::info!(sink = %self.config.name, phone = %phone, "SMS cap reached for this phone; the alert goes in its next SMS");
-                    let owed = ledger.owed.entry(phone).or_default();
+                    let owed = ledger.owed.entry(budget).or_default();
                     for alert in alerts {
                         owed.push(OwedAlert { line: owed_line(alert, self.config.wording), link: alert.link.as_deref().map(crate::links::shorten) });
                     }
@@ -244,12 +253,13 @@ async fn send_owed(ledger: Arc<Mutex<Ledger>>, client: reqwest::Client, config: 
         tokio::time::sleep_until(at).await;
         let due: Vec<(String, String)> = {
             let Ok(mut ledger) = ledger.lock() else { return };
-            let phones: Vec<String> = ledger.owed.keys().cloned().collect();
+            let budgets: Vec<String> = ledger.owed.keys().cloned().collect();
             let mut due = Vec::new();
-            for phone in phones {
-                if ledger.allows(&phone, config.per_phone_per_hour) {
-                    ledger.record(&phone);
-                    let owed = ledger.owed.remove(&phone).unwrap_or_default();
+            for budget in budgets {
+                if ledger.allows(&budget, config.per_phone_per_hour) {
+                    ledger.record(&budget);
+                    let owed = ledger.owed.remove(&budget).unwrap_or_default();
+                    let phone = budget.strip_suffix(RED_BUDGET).unwrap_or(&budget).to_string();
                     due.push((phone, owed_text(&owed, config.wording)));
                 }
             }
@@ -527,6 +537,27 @@ mod tests {
             seen[2]["params"]["msg"],
             "【汇总】此前2条告警因短信限额未单独发送：#22 north-lane B3 红色预警 11月23日 08:00；#23 north-lane B4 红色预警 11月23日 08:00。处理：http://box/incident/23"
         );
+    }
+
+    /// An hour's oranges used the phone's budget: a red still goes out, on a budget of its own.
+    #[tokio::test]
+    async fn a_red_alarm_is_texted_after_oranges_used_the_phone_s_hour() {
+        let state = tempfile::tempdir().unwrap();
+        let (url, seen) = gateway("none").await;
+        let mut sink = sink(&url, &state);
+        sink.config.per_phone_per_hour = 2;
+        for (i, building) in ["B1", "B2", "B3"].into_iter().enumerate() {
+            let mut orange = house_alarm("house-01", 30 + i as i64);
+            (orange.building, orange.severity) = (Some(building.into()), gridwatch_rules::Severity::Alarm);
+            sink.deliver(&orange).await.unwrap();
+        }
+        assert_eq!(seen.lock().unwrap().len(), 2, "the cap holds for oranges");
+        let mut red = house_alarm("house-09", 40);
+        red.building = Some("B9".into());
+        sink.deliver(&red).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen[2]["params"]["msg"].as_str().unwrap().starts_with("【红色预警】#40"), "{seen:?}");
     }
 
     #[tokio::test]
