@@ -312,8 +312,15 @@ fn entry(alert: &Alert, wording: Wording, markup: Markup) -> String {
 
 /// Several alerts as messages of at most `max_bytes` each: every alert in full (number and
 /// link), in order, split over as many pages as it takes — never cut off. Each page is titled,
-/// with "（2/3）" when there are several.
+/// with "（2/3）" when there are several. The incidents that are red come first (each with all
+/// its alerts, in order): an outside tester's red was the 41st entry of a digest of oranges, on
+/// its sixth page.
 pub fn digest(alerts: &[&Alert], wording: Wording, markup: Markup, max_bytes: usize) -> Vec<String> {
+    let incident = |a: &Alert| (a.incident_id, a.rule.clone(), a.sensor.clone());
+    let red: Vec<_> = alerts.iter().filter(|a| a.severity == Severity::Danger && a.event != Event::Cleared).map(|a| incident(a)).collect();
+    let mut ordered = alerts.to_vec();
+    ordered.sort_by_key(|a| !red.contains(&incident(a)));
+    let alerts = ordered.as_slice();
     let title = digest_title(alerts, wording);
     // Room for the title with its page mark ("（12/12）") and markup.
     let budget = max_bytes.saturating_sub(title.len() + 32).max(64);
@@ -461,6 +468,26 @@ mod tests {
             assert!(all.contains(&format!(" #{i} ")) && all.contains(&format!("处理 http://10.8.0.5:9181/incident/{i}?")), "#{i} missing");
         }
         assert!(!all.contains("**"), "plain pages carry no markdown");
+    }
+
+    /// A red among many oranges leads the digest, with the whole of its incident; the rest keep
+    /// their order.
+    #[test]
+    fn a_red_incident_leads_its_digest() {
+        let mut alerts: Vec<Alert> = (1..=40)
+            .map(|i| {
+                let mut alert = incident(sample_alert("fired", 3.0), i);
+                (alert.severity, alert.building) = (Severity::Alarm, Some(format!("B{i}")));
+                alert
+            })
+            .collect();
+        let mut worse = incident(sample_alert("changed", 7.3), 7);
+        worse.building = Some("B7".into());
+        alerts.push(worse);
+        let refs: Vec<&Alert> = alerts.iter().collect();
+        let first = digest(&refs, Wording::default(), Markup::Plain, 2048).remove(0);
+        let numbers: Vec<&str> = first.lines().skip(1).take(4).map(|line| line.split_whitespace().nth(3).unwrap_or("")).collect();
+        assert_eq!(numbers, ["#7", "#7", "#1", "#2"], "{first}");
     }
 
     #[test]
