@@ -208,6 +208,14 @@ async fn serial_readings_reach_the_rules_and_a_replugged_port_is_reopened() {
     box_port.write_all(&corrupted).await.unwrap();
     box_port.write_all(line::encode("canal-02", 2, &[("do", 3.2), ("ph", 7.1)]).as_bytes()).await.unwrap();
     assert!(wait_for_alert(&daemon, "rule=do-test sensor=canal-02 value=3.2000").await, "{:?}", daemon.stdout());
+    // The box sends the line again (it re-sends what it buffered): refused as a duplicate, not
+    // judged again (an outside tester got every alarm and clear twice).
+    box_port.write_all(line::encode("canal-02", 2, &[("do", 3.2), ("ph", 7.1)]).as_bytes()).await.unwrap();
+    let refused = wait_for(10 * SECOND, || async {
+        metric(&metrics(http_port).await, r#"gridwatch_payloads_rejected_total{reason="duplicate_seq"}"#).unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    assert!(refused, "{}", metrics(http_port).await);
 
     // Modbus: the live probe's pH drops; the dead slave 9 does not hold it up.
     ph.store(550, Ordering::Relaxed);

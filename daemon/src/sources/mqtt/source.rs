@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// How many recent readings per sensor are remembered to recognise one sent twice.
-const RECENT_READINGS: usize = 16;
+pub(crate) const RECENT_READINGS: usize = 16;
 
 /// Turns messages into samples.
 #[derive(Debug)]
@@ -250,7 +250,7 @@ const MAX_SEQUENCE_GAP: u64 = 10_000;
 
 /// A hash of a reading's names and values (bit for bit), to tell a repeat from a new reading
 /// under a reused `seq`.
-fn fields_hash(fields: &[(String, f64)]) -> u64 {
+pub(crate) fn fields_hash(fields: &[(String, f64)]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for (name, value) in fields {

@@ -93,6 +93,7 @@ pub fn open(config: &SerialConfig) -> tokio_serial::Result<SerialStream> {
 pub async fn run_port(config: SerialConfig, outputs: SerialOutputs, shutdown: CancellationToken) {
     let port = config.port.display().to_string();
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut recent_lines = stream::RecentLines::new();
     loop {
         let ended = match open(&config) {
             Ok(stream) => {
@@ -100,7 +101,7 @@ pub async fn run_port(config: SerialConfig, outputs: SerialOutputs, shutdown: Ca
                 backoff.reset();
                 let session = async {
                     match config.protocol {
-                        SerialProtocol::Witmotion | SerialProtocol::Line => stream::run(&config, stream, &outputs).await,
+                        SerialProtocol::Witmotion | SerialProtocol::Line => stream::run(&config, stream, &outputs, &mut recent_lines).await,
                         SerialProtocol::Modbus => poll::run_modbus(&config, stream, &outputs).await,
                         SerialProtocol::Rion => poll::run_rion(&config, stream, &outputs).await,
                     }

@@ -11,7 +11,14 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tokio_serial::SerialStream;
 
-pub(super) async fn run(config: &SerialConfig, mut port: SerialStream, outputs: &SerialOutputs) -> Ended {
+/// Per sensor, the `seq` and values of its latest line-protocol readings, kept across the port's
+/// sessions: a line sent again (a box re-sending what it buffered when the port came back) is
+/// refused as a duplicate, as over MQTT, instead of being judged again at its arrival (an
+/// outside tester got every alarm and clear twice). A rebooted box's new readings carry other
+/// values and pass.
+pub(super) type RecentLines = HashMap<usize, std::collections::VecDeque<(u32, u64)>>;
+
+pub(super) async fn run(config: &SerialConfig, mut port: SerialStream, outputs: &SerialOutputs, recent: &mut RecentLines) -> Ended {
     let label = Metrics::port(&config.port.display().to_string());
     let mut witmotion = witmotion::StreamParser::new();
     let mut tilt_readings = witmotion::TiltReadings::default();
@@ -41,6 +48,19 @@ pub(super) async fn run(config: &SerialConfig, mut port: SerialStream, outputs: 
                         Ok(sample) => match by_device.get(sample.device.as_str()).copied().or_else(|| outputs.sensors.position(&sample.device)) {
                             Some(sensor) => {
                                 count(outputs, &label, 1, 0);
+                                let seen = recent.entry(sensor).or_default();
+                                let key = (sample.seq, crate::sources::mqtt::source::fields_hash(&sample.fields));
+                                if seen.contains(&key) {
+                                    outputs.metrics.reject(&crate::sources::mqtt::payload::Rejection::DuplicateSeq {
+                                        sensor: sample.device.clone(),
+                                        seq: u64::from(sample.seq),
+                                    });
+                                    continue;
+                                }
+                                if seen.len() == crate::sources::mqtt::source::RECENT_READINGS {
+                                    seen.pop_front();
+                                }
+                                seen.push_back(key);
                                 out.push((sensor, sample.fields));
                             }
                             None => {
