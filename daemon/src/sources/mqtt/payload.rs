@@ -77,6 +77,8 @@ pub enum Rejection {
     TooManyFieldNames { sensor: String, field: String, limit: usize },
     #[error("sensor `{sensor}` sent `seq` {seq} again (the same reading twice)")]
     DuplicateSeq { sensor: String, seq: u64 },
+    #[error("a retained message of sensor `{0}` without `ts`: a reading the broker kept, of unknown age")]
+    RetainedWithoutTime(String),
 }
 
 impl Rejection {
@@ -100,10 +102,11 @@ impl Rejection {
             Rejection::TooManyFields { .. } => "too_many_fields",
             Rejection::TooManyFieldNames { .. } => "too_many_field_names",
             Rejection::DuplicateSeq { .. } => "duplicate_seq",
+            Rejection::RetainedWithoutTime(_) => "retained_without_time",
         }
     }
 
-    pub const REASONS: [&'static str; 17] = [
+    pub const REASONS: [&'static str; 18] = [
         "too_large",
         "not_json",
         "not_object",
@@ -121,6 +124,7 @@ impl Rejection {
         "too_many_fields",
         "too_many_field_names",
         "duplicate_seq",
+        "retained_without_time",
     ];
 }
 
@@ -416,6 +420,7 @@ mod tests {
             Rejection::TooManyFields { count: 0, limit: 0 },
             Rejection::TooManyFieldNames { sensor: String::new(), field: String::new(), limit: 0 },
             Rejection::DuplicateSeq { sensor: String::new(), seq: 0 },
+            Rejection::RetainedWithoutTime(String::new()),
         ];
         let reasons: Vec<_> = all.iter().map(Rejection::reason).collect();
         assert_eq!(reasons, Rejection::REASONS);

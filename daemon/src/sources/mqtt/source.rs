@@ -164,6 +164,21 @@ impl Ingest {
         self.judge(decoded, now, None, topic)
     }
 
+    /// [`Ingest::sample`] of a message the broker delivered as retained (kept from before this
+    /// subscription): refused when it carries no time of its own — it would be judged as a
+    /// reading taken now, and a box's stale alarm value raised a false alarm at every new
+    /// session (an outside tester).
+    pub fn sample_retained(&mut self, topic: &str, payload: &[u8]) -> Result<Sample, Rejection> {
+        match self.sample(topic, payload) {
+            Ok(sample) if !sample.own_time => {
+                let rejection = Rejection::RetainedWithoutTime(self.sensor_id(sample.sensor));
+                self.metrics.reject(&rejection);
+                Err(rejection)
+            }
+            other => other,
+        }
+    }
+
     /// [`Ingest::sample`] of a message that names its sensor by id rather than by topic (a
     /// district's 4G sensor, whose subject ends with its id): the default convention's payload.
     /// `stored_ms` is when the district's stream stored it, on the hub's clock: the reference
@@ -360,7 +375,8 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let decoded = ingest.sample(&publish.topic, &publish.payload);
+                let decoded =
+                    if publish.retain { ingest.sample_retained(&publish.topic, &publish.payload) } else { ingest.sample(&publish.topic, &publish.payload) };
                 if let Err(rejection) = &decoded {
                     // Counted already; logged once per reason and minute: a broken device must not flood the log.
                     rejection_log.note(&publish.topic, rejection, tokio::time::Instant::now());
@@ -574,6 +590,10 @@ mod tests {
         assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_err(), "without a time, the same seq and values repeat");
         assert!(ingest.sample(topic, br#"{"x": 0.30}"#).is_ok() && ingest.sample(topic, br#"{"x": 0.30}"#).is_ok(), "no seq, no judgement");
         assert_eq!((metrics.rejected("duplicate_seq"), metrics.sequence_gaps.get()), (2, 0));
+        // A retained message (kept by the broker from before) is taken only with its own time.
+        assert_eq!(ingest.sample_retained(topic, br#"{"x": 0.9}"#).unwrap_err().reason(), "retained_without_time");
+        assert!(ingest.sample_retained(topic, br#"{"x": 0.9, "ts": 1795392120000}"#).is_ok());
+        assert_eq!(metrics.rejected("retained_without_time"), 1);
     }
 
     #[test]
