@@ -276,6 +276,33 @@ pub fn message(alert: &Alert, wording: Wording, markup: Markup) -> String {
     lines.join("\n")
 }
 
+/// One alert as messages of at most `max_bytes` each: the message, and when everyone's link does
+/// not fit (16 people on duty and a WeCom text of 2,048 bytes cut the links of five of them), the
+/// links left over in messages of their own under the alert's headline and number — never cut.
+pub fn message_pages(alert: &Alert, wording: Wording, markup: Markup, max_bytes: usize) -> Vec<String> {
+    let whole = message(alert, wording, markup);
+    if whole.len() <= max_bytes {
+        return vec![whole];
+    }
+    let headline = headline(alert, wording);
+    let first = match markup {
+        Markup::Markdown => format!("**{headline}**"),
+        Markup::Plain => headline.clone(),
+    };
+    let mut pages = vec![[first, sentence(alert, wording), what_to_do(alert, wording).to_string(), when(alert, wording)].join("\n")];
+    let more = format!("{headline} {}", if wording.chinese { "（处理链接续）" } else { "(links, continued)" });
+    for link in links(alert, wording, markup, "") {
+        if pages.last().is_some_and(|page| page.len() + 1 + link.len() > max_bytes) {
+            pages.push(more.clone());
+        }
+        if let Some(page) = pages.last_mut() {
+            page.push('\n');
+            page.push_str(&link);
+        }
+    }
+    pages
+}
+
 /// The title of a message where the channel wants one (DingTalk): the headline and the house.
 pub fn title(alert: &Alert, wording: Wording) -> String {
     format!("{} {}", headline(alert, wording), house(alert))
@@ -468,6 +495,26 @@ mod tests {
             assert!(all.contains(&format!(" #{i} ")) && all.contains(&format!("处理 http://10.8.0.5:9181/incident/{i}?")), "#{i} missing");
         }
         assert!(!all.contains("**"), "plain pages carry no markdown");
+    }
+
+    /// Sixteen people on duty: every one's link reaches the group, in a second message when the
+    /// first is full.
+    #[test]
+    fn every_link_of_many_people_on_duty_goes_out_whole() {
+        let mut alert = incident(sample_alert("fired", 7.3), 9);
+        alert.member_links =
+            (1..=16).map(|i| (format!("网格员{i}号"), format!("http://10.8.0.5:9181/incident/9?m={i}&exp=1796400000&sig={}", "a".repeat(64)))).collect();
+        let pages = message_pages(&alert, Wording::default(), Markup::Plain, 2048);
+        assert!(pages.len() > 1 && pages.iter().all(|p| p.len() <= 2048), "{:?}", pages.iter().map(String::len).collect::<Vec<_>>());
+        let all = pages.join("\n");
+        for i in 1..=16 {
+            assert!(
+                all.contains(&format!("网格员{i}号：接单 / 到场 / 办结 http://10.8.0.5:9181/incident/9?m={i}&exp=1796400000&sig={}", "a".repeat(64))),
+                "{i}: {all}"
+            );
+        }
+        assert!(pages[1].starts_with("🔴 红色预警 #9 （处理链接续）"), "{}", pages[1]);
+        assert_eq!(message_pages(&incident(sample_alert("fired", 7.3), 9), Wording::default(), Markup::Plain, 2048).len(), 1, "one link fits");
     }
 
     /// A red among many oranges leads the digest, with the whole of its incident; the rest keep

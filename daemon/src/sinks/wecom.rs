@@ -1,7 +1,8 @@
 //! WeCom (企业微信) group robot: `POST …/cgi-bin/webhook/send?key=KEY` with a markdown message
 //! (≤ 4096 bytes), or a text message (≤ 2048 bytes) when mobiles are to be @-mentioned —
 //! markdown cannot mention, and a text message shows markdown as typed, so it is written plain
-//! ([`Markup::Plain`]). A digest longer than the limit goes out as several messages. Success is HTTP 200 with `errcode == 0`. The key is a secret: only
+//! ([`Markup::Plain`]). A digest longer than the limit goes out as several messages, and so do the
+//! links of an alert with many people on duty (never cut). Success is HTTP 200 with `errcode == 0`. The key is a secret: only
 //! the redacted URL is ever logged.
 
 use super::robot::{self, RateLimit};
@@ -66,10 +67,18 @@ impl WeComSink {
         robot::send("WeCom", &self.config, &self.client, &mut self.limit, &body, || url.clone(), attempts).await
     }
 
+    /// One alert; when everyone's link does not fit one message, the rest follow in messages of
+    /// their own (without mentioning anyone again), each waiting for the rate limit.
     async fn send_alert(&mut self, alert: &Alert, attempts: u32) -> anyhow::Result<()> {
         let mentions = robot::mentions(&self.config, &[alert]);
-        let (markup, _) = Self::shape(&mentions);
-        self.send(text::message(alert, self.config.wording, markup), &mentions, attempts).await
+        let (markup, max) = Self::shape(&mentions);
+        for (i, page) in text::message_pages(alert, self.config.wording, markup, max).into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(self.limit.wait()).await;
+            }
+            self.send(page, if i == 0 { &mentions } else { &[] }, attempts).await?;
+        }
+        Ok(())
     }
 }
 
