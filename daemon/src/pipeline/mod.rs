@@ -185,7 +185,6 @@ impl Pipeline {
         offer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.hear_readings_within_a_tick();
         self.judge_unsaved(&mut events).await;
-        self.judge_afresh();
         let judged = (0..self.sensors.len()).filter_map(|position| self.engine.last_at(SubjectId(position))).max();
         self.timeline.go_on_after(judged);
         loop {
@@ -278,20 +277,26 @@ impl Pipeline {
         self.engine.hear_readings_ahead_by((TICK.as_millis() as f64 * self.clock.speed().max(1.0)) as gridwatch_rules::Millis);
     }
 
-    /// Marks normal the sensors of the incidents whose rule the engine no longer holds open (its
-    /// definition changed, at a reload or while the daemon was down): their rule
-    /// judges afresh, and its next alarm must be told rather than taken for a repeat
-    /// ([`crate::store::Store::judged_afresh`]). A building's incidents and sensors not in the
-    /// inventory are left as they are.
-    fn judge_afresh(&self) {
+    /// Whether the engine holds `rule` open on `sensor`: `None` for a building's incident, a
+    /// sensor not in the inventory, a rule not in the set (the daemon's own alarms, or a rule
+    /// that went) or a check that holds nothing open.
+    fn holds_open(engine: &Engine, sensors: &[SensorConfig], rule: &str, sensor: &str) -> Option<bool> {
+        let position = sensors.iter().position(|s| *s.id == *sensor)?;
+        let rule = engine.rules().iter().position(|r| r.id == rule)?;
+        engine.open(SubjectId(position), gridwatch_rules::RuleId(rule)).map(|(open, _)| open)
+    }
+
+    /// After a reload: marks normal the sensors of the incidents whose rule the engine held open
+    /// before (`held_before`, as (rule, sensor)) and no longer does — its definition changed and
+    /// its state started afresh — so that its next alarm is told rather than taken for a repeat
+    /// ([`crate::store::Store::judged_afresh`]). An incident the engine did not hold open before
+    /// (its state lost in a crash) is left as it is: its clear must still come.
+    fn judge_afresh(&self, held_before: &std::collections::HashSet<(String, String)>) {
         let (engine, sensors) = (&self.engine, &self.sensors);
-        let held_open = |rule: &str, sensor: &str| {
-            let Some(position) = sensors.iter().position(|s| *s.id == *sensor) else { return true };
-            // Not a rule of the set: the daemon's own alarms (a gateway down), or a rule that went.
-            let Some(rule) = engine.rules().iter().position(|r| r.id == rule) else { return true };
-            engine.open(SubjectId(position), gridwatch_rules::RuleId(rule)).is_none_or(|(open, _)| open)
+        let still_held = |rule: &str, sensor: &str| {
+            !held_before.contains(&(rule.to_string(), sensor.to_string())) || Self::holds_open(engine, sensors, rule, sensor) != Some(false)
         };
-        match self.store.judged_afresh(held_open, "rule changed: judged afresh", self.clock.now()) {
+        match self.store.judged_afresh(still_held, "rule changed: judged afresh", self.clock.now()) {
             Ok(marked) if !marked.is_empty() => {
                 tracing::warn!(incidents = ?marked, "rules changed: these incidents' sensors are judged afresh, and their next alarm is told")
             }
@@ -302,13 +307,20 @@ impl Pipeline {
 
     fn reload(&mut self, rules: RuleSet) {
         let count = rules.rules.len();
+        let held_before = match self.store.firing_incidents() {
+            Ok(firing) => firing.into_iter().filter(|(rule, sensor)| Self::holds_open(&self.engine, &self.sensors, rule, sensor) == Some(true)).collect(),
+            Err(error) => {
+                self.store.report_failure("reading the firing incidents before a reload", &error);
+                std::collections::HashSet::new()
+            }
+        };
         let previous = std::mem::replace(&mut self.engine, Engine::new(RuleSet { rules: Vec::new() }, &[]));
         let (engine, restored) = crate::reload::build_engine(rules, &self.sensors, |engine| engine.take_over(previous), &self.calibrations);
         self.engine = engine;
         self.hear_readings_within_a_tick();
         self.unsaved = true;
         tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
-        self.judge_afresh();
+        self.judge_afresh(&held_before);
     }
 
     /// Judges again, in the order they were acknowledged, the stored readings the restored

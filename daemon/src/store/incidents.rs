@@ -168,6 +168,14 @@ impl Store {
         })
     }
 
+    /// (rule, sensor) of the incidents not closed whose sensor is firing.
+    pub fn firing_incidents(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let conn = self.lock()?;
+        let mut statement = conn.prepare_cached("SELECT rule, sensor FROM incidents WHERE state != 'closed' AND sensor_normal = 0")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Marks normal the sensor of each incident not closed whose sensor is firing and whose rule
     /// `held_open(rule, sensor)` says the engine no longer holds open: the rule's definition
     /// changed and its state started afresh. Its next alarm is then news, told to
