@@ -267,13 +267,18 @@ fn links(alert: &Alert, wording: Wording, markup: Markup, label: &str) -> Vec<St
 
 /// One alert as one message.
 pub fn message(alert: &Alert, wording: Wording, markup: Markup) -> String {
+    let mut lines = message_head(alert, wording, markup);
+    lines.extend(links(alert, wording, markup, ""));
+    lines.join("\n")
+}
+
+/// A message's lines before its links: headline, sentence, what to do, when.
+fn message_head(alert: &Alert, wording: Wording, markup: Markup) -> Vec<String> {
     let headline = match markup {
         Markup::Markdown => format!("**{}**", headline(alert, wording)),
         Markup::Plain => headline(alert, wording),
     };
-    let mut lines = vec![headline, sentence(alert, wording), what_to_do(alert, wording).to_string(), when(alert, wording)];
-    lines.extend(links(alert, wording, markup, ""));
-    lines.join("\n")
+    vec![headline, sentence(alert, wording), what_to_do(alert, wording).to_string(), when(alert, wording)]
 }
 
 /// One alert as messages of at most `max_bytes` each: the message, and when everyone's link does
@@ -284,13 +289,8 @@ pub fn message_pages(alert: &Alert, wording: Wording, markup: Markup, max_bytes:
     if whole.len() <= max_bytes {
         return vec![whole];
     }
-    let headline = headline(alert, wording);
-    let first = match markup {
-        Markup::Markdown => format!("**{headline}**"),
-        Markup::Plain => headline.clone(),
-    };
-    let mut pages = vec![[first, sentence(alert, wording), what_to_do(alert, wording).to_string(), when(alert, wording)].join("\n")];
-    let more = format!("{headline} {}", if wording.chinese { "（处理链接续）" } else { "(links, continued)" });
+    let mut pages = vec![message_head(alert, wording, markup).join("\n")];
+    let more = format!("{} {}", headline(alert, wording), if wording.chinese { "（处理链接续）" } else { "(links, continued)" });
     for link in links(alert, wording, markup, "") {
         if pages.last().is_some_and(|page| page.len() + 1 + link.len() > max_bytes) {
             pages.push(more.clone());
