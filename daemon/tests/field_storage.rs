@@ -366,12 +366,7 @@ async fn a_box_restarted_on_a_full_card_starts_and_still_alarms() {
     let publish = |x: f64| mosquitto.publish(topic, &format!(r#"{{"x": {x}, "ts": {}}}"#, now_ms())).unwrap();
     let count = |rule: &'static str, event: &'static str| receiver.bodies().iter().filter(|b| b["rule"] == rule && b["event"] == event).count();
     publish(7.0);
-    let fired = wait_for(10 * SECOND, || {
-        let n = count("tilt", "fired");
-        async move { n >= 1 }
-    })
-    .await;
-    assert!(fired, "{:?}", daemon.stderr());
+    assert!(arrives(&count, "tilt", "fired", 10 * SECOND).await, "{:?}", daemon.stderr());
     // Stopped (a clean stop removes the WAL files, which the next start must create again).
     assert!(daemon.stop().success(), "{:?}", daemon.stderr());
     // Everything the card has left, to the last block (the daemon's reserve stays where it is).
@@ -385,21 +380,21 @@ async fn a_box_restarted_on_a_full_card_starts_and_still_alarms() {
     let (status, body) = health(http_port).await;
     assert_eq!(status, 503, "{body}");
     publish(0.1);
-    let cleared = wait_for(15 * SECOND, || {
-        let n = count("tilt", "cleared");
-        async move { n >= 1 }
-    })
-    .await;
-    assert!(cleared, "no clear after the restart: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    assert!(arrives(&count, "tilt", "cleared", 15 * SECOND).await, "no clear after the restart: {:?} {:?}", receiver.bodies(), daemon.stderr());
     let clear = receiver.bodies().into_iter().find(|b| b["rule"] == "tilt" && b["event"] == "cleared").unwrap();
     assert_eq!(clear["incident_id"], 1, "{clear}");
     publish(12.0);
-    let danger = wait_for(15 * SECOND, || {
-        let n = count("tilt-far", "fired");
+    let danger = arrives(&count, "tilt-far", "fired", 15 * SECOND).await;
+    assert!(danger, "no alarm after the restart on the full card: {:?} {:?}", receiver.bodies(), daemon.stderr());
+}
+
+/// Whether an event of `rule` reaches the webhook within `within` (`count` counts them).
+async fn arrives(count: &impl Fn(&'static str, &'static str) -> usize, rule: &'static str, event: &'static str, within: std::time::Duration) -> bool {
+    wait_for(within, || {
+        let n = count(rule, event);
         async move { n >= 1 }
     })
-    .await;
-    assert!(danger, "no alarm after the restart on the full card: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    .await
 }
 
 async fn restarted_on_a_read_only_card(clean_stop: bool) {
@@ -407,12 +402,7 @@ async fn restarted_on_a_read_only_card(clean_stop: bool) {
     let publish = |x: f64| mosquitto.publish(topic, &format!(r#"{{"x": {x}, "ts": {}}}"#, now_ms())).unwrap();
     let count = |rule: &'static str, event: &'static str| receiver.bodies().iter().filter(|b| b["rule"] == rule && b["event"] == event).count();
     publish(7.0);
-    let fired = wait_for(10 * SECOND, || {
-        let n = count("tilt", "fired");
-        async move { n >= 1 }
-    })
-    .await;
-    assert!(fired, "{:?}", daemon.stderr());
+    assert!(arrives(&count, "tilt", "fired", 10 * SECOND).await, "{:?}", daemon.stderr());
     if clean_stop {
         assert!(daemon.stop().success(), "{:?}", daemon.stderr());
         card.fail();
