@@ -364,6 +364,11 @@ pub struct RawSms {
     pub severities: Option<Vec<String>>,
     /// At most this many SMS per phone per hour (default 6); past it, alarms coalesce.
     pub per_phone_per_hour: Option<Spanned<u64>>,
+    /// Where the gateway's JSON answer says whether it took the SMS (a JSON pointer, `/Code`);
+    /// with `success_value`. Gateways answer HTTP 200 to a refused SMS.
+    pub success_field: Option<Spanned<String>>,
+    /// What that field holds when the SMS was taken (`"OK"`, `0`).
+    pub success_value: Option<Spanned<toml::Value>>,
 }
 
 impl Default for RawAlerts {

@@ -333,3 +333,17 @@ fn display_names_must_name_a_site_or_building_of_the_inventory() {
     let refused = errors(&format!("{MINIMAL}\n[names]\n\"north-lan\" = \"北巷社区\"\n"));
     assert!(refused.iter().any(|e| e.contains("gridwatch.toml:13:") && e.contains("`north-lan` is no site")), "{refused:?}");
 }
+
+#[test]
+fn an_sms_gateway_s_success_field_is_a_json_pointer_with_its_value() {
+    let sms = |keys: &str| format!("{MINIMAL}\n[[alerts.sms]]\nurl = \"https://sms.example/send\"\nbody = '{{\"to\": \"{{phone}}\", \"m\": \"{{message}}\"}}'\n{keys}");
+    let config = parse(&sms("success_field = \"/code\"\nsuccess_value = 0\n")).unwrap();
+    assert_eq!(config.alerts.sms[0].success, Some(SmsSuccess { field: "/code".into(), value: "0".into() }));
+    assert_eq!(parse(&sms("")).unwrap().alerts.sms[0].success, None, "without them, HTTP 2xx counts");
+    let refused = errors(&sms("success_field = \"Code\"\nsuccess_value = \"OK\"\n"));
+    assert!(refused.iter().any(|e| e.contains("gridwatch.toml:15:17: error in `alerts.sms.success_field`") && e.contains("not a JSON pointer")), "{refused:?}");
+    let refused = errors(&sms("success_field = \"/Code\"\n"));
+    assert!(refused.iter().any(|e| e.contains("`success_field` needs `success_value`")), "{refused:?}");
+    let refused = errors(&sms("success_field = \"/Code\"\nsuccess_value = 1.5\n"));
+    assert!(refused.iter().any(|e| e.contains("error in `alerts.sms.success_value`") && e.contains("give a string, an integer or true/false")), "{refused:?}");
+}

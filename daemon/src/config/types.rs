@@ -311,6 +311,16 @@ pub struct SmsConfig {
     pub per_phone_per_hour: u32,
     /// The messages' language and time zone.
     pub wording: wording::Wording,
+    /// How the gateway's answer says it took the SMS, beyond HTTP 2xx.
+    pub success: Option<SmsSuccess>,
+}
+
+/// `success_field` and `success_value`: the field of the gateway's JSON answer (a JSON pointer)
+/// and, as text, what it holds when the gateway took the SMS (`"OK"`; `0` and `"0"` alike).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmsSuccess {
+    pub field: String,
+    pub value: String,
 }
 
 impl std::fmt::Debug for SmsConfig {

@@ -287,7 +287,25 @@ async fn post(client: &reqwest::Client, config: &SmsConfig, body: String) -> any
         request = request.bearer_auth(token);
     }
     let response = request.send().await.context("sending")?;
-    super::taken(&response).context("the gateway")
+    super::taken(&response).context("the gateway")?;
+    let Some(success) = &config.success else { return Ok(()) };
+    let answer = response.text().await.context("reading the gateway's answer")?;
+    gateway_took(success, &answer)
+}
+
+/// Whether the gateway's answer (HTTP 2xx) says it took the SMS: gateways answer 200 to an SMS
+/// they refuse (a rate limit, an unapproved template, a phone number they do not serve), and
+/// only the answer's `success_field` tells. A refusal is a failed attempt, like a 5xx.
+fn gateway_took(success: &crate::config::SmsSuccess, answer: &str) -> anyhow::Result<()> {
+    let shown: String = answer.chars().take(300).collect();
+    let json: serde_json::Value = serde_json::from_str(answer).with_context(|| format!("the gateway's answer is not JSON, so `{}` cannot say it took the SMS: {shown}", success.field))?;
+    let held = match json.pointer(&success.field) {
+        Some(serde_json::Value::String(text)) => text.clone(),
+        Some(serde_json::Value::Null) | None => anyhow::bail!("the gateway's answer has no `{}` (the SMS counts as not sent): {shown}", success.field),
+        Some(other) => other.to_string(),
+    };
+    anyhow::ensure!(held == success.value, "the gateway refused the SMS: `{}` is `{held}`, not `{}`: {shown}", success.field, success.value);
+    Ok(())
 }
 
 fn cut(sentence: &str) -> String {
@@ -454,6 +472,7 @@ mod tests {
             severities: vec!["alarm".into(), "danger".into()],
             per_phone_per_hour: 6,
             wording: text::Wording::default(),
+            success: None,
         };
         let mut sink = SmsSink::new(config, Store::open(state.path()).unwrap()).unwrap();
         sink.retry_delay = Duration::from_millis(10);
@@ -477,6 +496,63 @@ mod tests {
             "【红色预警】#12 north-lane B7 墙体倾斜 \"7.3‰\"，红色预警 请立即到场查看，必要时疏散住户。 11月23日 08:00 处理：http://box/incident/12?exp=1&sig=ab",
             "number, local time and link; quotes survive the template"
         );
+    }
+
+    /// A gateway that answers HTTP 200 to everything, as Aliyun's does: with `{"Code":
+    /// "isv.BUSINESS_LIMIT_CONTROL"}` to the first `refusals` requests, `{"Code": "OK"}` after.
+    async fn refusing_gateway(refusals: usize) -> (String, Arc<Mutex<usize>>) {
+        let requests: Arc<Mutex<usize>> = Arc::default();
+        let counted = requests.clone();
+        let app = axum::Router::new().route(
+            "/send",
+            axum::routing::post(move || {
+                let counted = counted.clone();
+                async move {
+                    let mut requests = counted.lock().unwrap();
+                    *requests += 1;
+                    let code = if *requests <= refusals { "isv.BUSINESS_LIMIT_CONTROL" } else { "OK" };
+                    axum::Json(serde_json::json!({"Code": code, "Message": "触发小时级流控Permits:5", "RequestId": "F655A8D5"}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let url = format!("http://{}/send", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, requests)
+    }
+
+    fn taken_when_code_is_ok(mut sink: SmsSink) -> SmsSink {
+        sink.config.success = Some(crate::config::SmsSuccess { field: "/Code".into(), value: "OK".into() });
+        sink
+    }
+
+    #[tokio::test]
+    async fn a_gateway_s_refusal_inside_http_200_is_retried_and_not_counted_as_sent() {
+        let state = tempfile::tempdir().unwrap();
+        let (url, requests) = refusing_gateway(2).await;
+        let alert = house_alarm("house-07", 12);
+        taken_when_code_is_ok(sink(&url, &state)).deliver(&alert).await.unwrap();
+        assert_eq!(*requests.lock().unwrap(), 3, "two refusals, then the SMS the gateway took");
+
+        let state = tempfile::tempdir().unwrap();
+        let (url, requests) = refusing_gateway(usize::MAX).await;
+        let error = taken_when_code_is_ok(sink(&url, &state)).deliver(&alert).await.unwrap_err();
+        assert_eq!(*requests.lock().unwrap(), ATTEMPTS as usize);
+        let error = format!("{error:#}");
+        assert!(error.contains("not sent to 13800000001") && error.contains("`/Code` is `isv.BUSINESS_LIMIT_CONTROL`, not `OK`"), "{error}");
+    }
+
+    #[test]
+    fn a_gateway_s_answer_is_read_where_the_configuration_points() {
+        let tencent = crate::config::SmsSuccess { field: "/Response/SendStatusSet/0/Code".into(), value: "Ok".into() };
+        assert!(gateway_took(&tencent, r#"{"Response":{"SendStatusSet":[{"Code":"Ok","Message":"send success"}]}}"#).is_ok());
+        let refused = gateway_took(&tencent, r#"{"Response":{"SendStatusSet":[{"Code":"LimitExceeded.PhoneNumberDailyLimit"}]}}"#);
+        assert!(format!("{:#}", refused.unwrap_err()).contains("LimitExceeded.PhoneNumberDailyLimit"));
+        let numeric = crate::config::SmsSuccess { field: "/code".into(), value: "0".into() };
+        assert!(gateway_took(&numeric, r#"{"code": 0, "msg": "success"}"#).is_ok());
+        assert!(gateway_took(&numeric, r#"{"code": 1007, "msg": "余额不足"}"#).is_err());
+        assert!(gateway_took(&numeric, r#"{"msg": "success"}"#).is_err(), "an answer without the field is no proof");
+        assert!(gateway_took(&numeric, "OK").is_err(), "nor is an answer that is not JSON");
     }
 
     fn house_alarm(sensor: &str, incident: i64) -> Alert {

@@ -3,7 +3,7 @@
 
 use super::Checker;
 use crate::config::raw;
-use crate::config::types::{AlertsConfig, GpioConfig, RobotConfig, SmsConfig, WebhookConfig, SMS_PER_PHONE_PER_HOUR};
+use crate::config::types::{AlertsConfig, GpioConfig, RobotConfig, SmsConfig, SmsSuccess, WebhookConfig, SMS_PER_PHONE_PER_HOUR};
 use crate::config::wording;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -151,6 +151,7 @@ impl Checker<'_> {
         };
         let severities = raw.severities.unwrap_or_else(|| vec!["alarm".into(), "danger".into()]);
         let per_phone_per_hour = self.bounded(raw.per_phone_per_hour, &format!("alerts.sms[{index}].per_phone_per_hour"), SMS_PER_PHONE_PER_HOUR) as u32;
+        let success = self.sms_success(raw.success_field, raw.success_value);
         Some(SmsConfig {
             name: raw.name.unwrap_or_else(|| format!("sms-{}", index + 1)),
             url: url?,
@@ -159,7 +160,42 @@ impl Checker<'_> {
             severities,
             per_phone_per_hour,
             wording,
+            success,
         })
+    }
+
+    /// `success_field` (a JSON pointer) and `success_value` (a string, number or boolean), both
+    /// or neither.
+    fn sms_success(&mut self, field: Option<Spanned<String>>, value: Option<Spanned<toml::Value>>) -> Option<SmsSuccess> {
+        match (field, value) {
+            (None, None) => None,
+            (Some(field), Some(value)) => {
+                if !field.get_ref().starts_with('/') {
+                    let message = format!("`{}` is not a JSON pointer into the gateway's answer; write it as \"/Code\" or \"/Response/SendStatusSet/0/Code\"", field.get_ref());
+                    self.error(field.span(), Some("alerts.sms.success_field"), message);
+                    return None;
+                }
+                let text = match value.get_ref() {
+                    toml::Value::String(text) => text.clone(),
+                    toml::Value::Integer(number) => number.to_string(),
+                    toml::Value::Boolean(flag) => flag.to_string(),
+                    other => {
+                        let message = format!("`{other}` cannot be what a gateway's field holds; give a string, an integer or true/false");
+                        self.error(value.span(), Some("alerts.sms.success_value"), message);
+                        return None;
+                    }
+                };
+                Some(SmsSuccess { field: field.into_inner(), value: text })
+            }
+            (Some(field), None) => {
+                self.error(field.span(), Some("alerts.sms.success_value"), "`success_field` needs `success_value`: what the field holds when the SMS was taken".into());
+                None
+            }
+            (None, Some(value)) => {
+                self.error(value.span(), Some("alerts.sms.success_field"), "`success_value` needs `success_field`: where in the gateway's answer it stands".into());
+                None
+            }
+        }
     }
 
     pub(super) fn robot(&mut self, raw: raw::RawRobot, kind: &str, index: usize, base: &Path, mut wording: wording::Wording) -> Option<RobotConfig> {
