@@ -631,6 +631,7 @@ impl Dispatcher {
             progress: Default::default(),
             state: "open".into(),
             severity: alert.severity.as_str().to_string(),
+            sensor_normal: false,
             last_alert: Some(alert.clone()),
         };
         tracing::warn!(rule = %alert.rule, sensor = %alert.sensor, "the store cannot record this alarm: its reminders and escalations run in memory until it clears");
@@ -954,6 +955,7 @@ mod tests {
             progress: Default::default(),
             state: "open".into(),
             severity: "danger".into(),
+            sensor_normal: false,
             last_alert: None,
         };
         let now = 10_000_000;

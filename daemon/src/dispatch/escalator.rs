@@ -55,15 +55,17 @@ impl Dispatch {
                         let names = names(&on_duty);
                         let age = minutes(age_ms);
                         let en = format!(
-                            "Reminder {count}: incident {} is not accepted yet, open {age} min. On duty: {}. {}",
+                            "Reminder {count}: incident {} is not accepted yet, open {age} min. On duty: {}. {}{}",
                             number(due.incident_id, false),
                             or_dash(&names),
+                            since_normal(due, false),
                             template.message()
                         );
                         let zh = format!(
-                            "催办（第{count}次）：事件{}尚未接单，已{age}分钟。值班：{}。{}",
+                            "催办（第{count}次）：事件{}尚未接单，已{age}分钟。值班：{}。{}{}",
                             number(due.incident_id, true),
                             or_dash(&names),
+                            since_normal(due, true),
                             zh_message(template)
                         );
                         EscalationStep {
@@ -81,21 +83,23 @@ impl Dispatch {
                         let names = names(&people);
                         let within = policy_within(policy, deadline);
                         let en = format!(
-                            "Escalated (level {level}): incident {} was not {} within {} — now also {} ({}). {}",
+                            "Escalated (level {level}): incident {} was not {} within {} — now also {} ({}). {}{}",
                             number(due.incident_id, false),
                             deadline.as_str(),
                             span(within, false),
                             roles.join(", "),
                             or_dash(&names),
+                            since_normal(due, false),
                             template.message()
                         );
                         let zh = format!(
-                            "督办（第{level}级）：事件{}超过{}未{}，已通知{}（{}）。{}",
+                            "督办（第{level}级）：事件{}超过{}未{}，已通知{}（{}）。{}{}",
                             number(due.incident_id, true),
                             span(within, true),
                             zh_deadline(deadline),
                             zh_roles(&roles),
                             or_dash(&names),
+                            since_normal(due, true),
                             zh_message(template)
                         );
                         EscalationStep {
@@ -155,6 +159,16 @@ fn span(ms: i64, zh: bool) -> String {
         (true, true) => format!("{}分钟", ms / 60_000),
         (false, false) => format!("{} s", ms / 1000),
         (false, true) => format!("{}秒", ms / 1000),
+    }
+}
+
+/// Before the alarm's own sentence, when the sensor is back to normal: that it is, and that the
+/// sentence is what it said then (a reminder quoted a recovered wall's alarm value as if it stood).
+fn since_normal(due: &DueEscalation, chinese: bool) -> &'static str {
+    match (due.sensor_normal, chinese) {
+        (false, _) => "",
+        (true, true) => "读数现已恢复正常，仍需有人到场确认。告警时：",
+        (true, false) => "The reading is back to normal now; someone still has to look. When it alarmed: ",
     }
 }
 
@@ -243,6 +257,7 @@ to = "00:00"
             progress,
             state: state.into(),
             severity: "danger".into(),
+            sensor_normal: false,
             last_alert: Some(template),
         }
     }
@@ -263,6 +278,19 @@ to = "00:00"
         assert!(alert.messages["en"].starts_with("Reminder 1: incident #12 is not accepted yet, open 5 min. On duty: 王芳."), "{}", alert.messages["en"]);
         assert!(alert.messages["zh"].starts_with("催办（第1次）：事件#12尚未接单，已5分钟。值班：王芳。"), "{}", alert.messages["zh"]);
         assert_eq!(decision.next_due_age_ms, Some(10 * MIN));
+    }
+
+    #[test]
+    fn a_reminder_about_a_sensor_back_to_normal_says_so_before_the_alarm_s_words() {
+        let dispatch = Dispatch::parse("r.toml", ROSTER).unwrap();
+        let mut due = due("open", Progress::default());
+        due.sensor_normal = true;
+        let decision = dispatch.decide(&due, 5 * MIN, NOON + 5 * MIN, "");
+        let zh = &decision.steps[0].alert.messages["zh"];
+        let expected = format!("催办（第1次）：事件#12尚未接单，已5分钟。值班：王芳。读数现已恢复正常，仍需有人到场确认。告警时：{}", zh_message(due.last_alert.as_ref().unwrap()));
+        assert_eq!(zh, &expected);
+        let decision = dispatch.decide(&due, 10 * MIN, NOON + 10 * MIN, "");
+        assert!(decision.steps[0].alert.messages["en"].contains("). The reading is back to normal now; someone still has to look. When it alarmed: "));
     }
 
     #[test]

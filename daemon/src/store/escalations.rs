@@ -34,6 +34,9 @@ pub struct DueEscalation {
     /// The incident now.
     pub state: String,
     pub severity: String,
+    /// Whether the incident's sensor is back to normal: a reminder then says so, rather than
+    /// quote the alarm's value as if it still stood.
+    pub sensor_normal: bool,
     /// The incident's latest journaled rule event (fired or changed), to word the reminder.
     pub last_alert: Option<Alert>,
 }
@@ -53,7 +56,7 @@ impl Store {
             let mut statement = conn.prepare(
                 "SELECT e.incident_id, e.grid, e.age_ms, e.next_due_age_ms, e.reminders, e.level, e.missed, i.state, i.severity,
                         (SELECT payload FROM alert_events a WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1),
-                        e.armed_ms, e.aged_at_ms, e.reminders_sent
+                        e.armed_ms, e.aged_at_ms, e.reminders_sent, i.sensor_normal
                  FROM escalations e JOIN incidents i ON i.id = e.incident_id
                  ORDER BY e.incident_id",
             )?;
@@ -69,6 +72,7 @@ impl Store {
                     progress: Progress { reminders: row.get(4)?, reminders_sent: row.get(12)?, level: row.get(5)?, missed: row.get(6)? },
                     state: row.get(7)?,
                     severity: row.get(8)?,
+                    sensor_normal: row.get::<_, i64>(13)? != 0,
                     last_alert: payload.and_then(|p| serde_json::from_str(&p).ok()),
                 })
             })?;
