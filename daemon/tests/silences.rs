@@ -1,6 +1,7 @@
 //! Maintenance windows: a silenced sensor's alerts are kept (journal, incident) but not sent;
 //! other sensors are not affected; red passes a silence that does not include it; an alarm the
-//! silence kept is told when it ends while the alarm goes on; ending the silence sends again.
+//! silence kept is told when it ends while the alarm goes on, also after a restart; ending the
+//! silence sends again.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -85,6 +86,34 @@ async fn a_silence_keeps_back_its_sensor_but_not_red_and_ends_cleanly() {
     assert!(cli(dir.path(), &["silences"]).contains("no silences in force"));
     let fired = sent(&receiver).iter().filter(|(event, rule, sensor)| event == "fired" && rule == "do-low" && sensor == "canal-02").count();
     assert_eq!(fired, 1, "told once: {:?}", sent(&receiver));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_a_silence_kept_is_told_when_it_ends_after_a_restart() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, &receiver.url());
+    let reading = |value: f64| move || format!(r#"{{"do": {value}, "ts": {}}}"#, now_ms());
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    assert!(publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-03/telemetry", reading(7.0), http_port).await, "{:?}", daemon.stderr());
+    cli(dir.path(), &["silence", "sensor", "canal-02", "--for", "1h", "--reason", "swapping the probe", "--by", "li"]);
+    mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &reading(3.0)()).unwrap();
+    let kept = wait_for(10 * SECOND, || async { daemon.stderr().iter().any(|l| l.contains("alert silenced") && l.contains("canal-02")) }).await;
+    assert!(kept, "{:?}", daemon.stderr());
+
+    // A restart during the maintenance (an upgrade, systemd): the rule state is saved with the
+    // alarm firing, so nothing fires again after it; the silence's end must still tell it.
+    assert!(daemon.stop().success());
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    assert!(publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-03/telemetry", reading(7.0), http_port).await, "{:?}", daemon.stderr());
+    assert!(sent(&receiver).is_empty(), "nothing told yet: {:?}", sent(&receiver));
+    assert_eq!(cli(dir.path(), &["unsilence", "1"]), "silence #1 ended\n");
+    let told = wait_for(10 * SECOND, || async { sent(&receiver).contains(&("fired".into(), "do-low".into(), "canal-02".into())) }).await;
+    assert!(told, "{:?} {:?}", sent(&receiver), daemon.stderr());
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(sent(&receiver).len(), 1, "told once: {:?}", sent(&receiver));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
     };
     dispatcher.take_over_outbox();
     dispatcher.take_over_sent_from_memory();
+    dispatcher.take_over_silenced_alarms();
     // An accelerated clock (the demo) looks as often in its own time as the real one does.
     let clock = dispatcher.clock;
     let mut check = tokio::time::interval(ESCALATION_CHECK.div_f64(clock.speed().max(1.0)).max(std::time::Duration::from_millis(20)));
@@ -273,13 +274,20 @@ impl Dispatcher {
         // An alarm a silence keeps from people is told when the silence ends, unless it cleared
         // (an outside tester: an alarm that began during a silence and went on after it reached
         // nobody, and its clear came out of the blue).
+        // Kept in the store too: a restart during the silence must not forget it.
         let silenced_key = (alert.rule.clone(), alert.sensor.clone());
         match &silenced {
             Some(_) if alert.event != Event::Cleared => {
                 self.silenced_alarms.insert(silenced_key, alert.clone());
+                let kept = alert.clone();
+                if let Err(error) = self.store.off_thread(move |store| store.keep_silenced_alarm(&kept)).await {
+                    self.store.report_failure("keeping an alarm a silence holds back (a restart before the silence ends would forget it)", &error);
+                }
             }
             _ => {
-                self.silenced_alarms.remove(&silenced_key);
+                if self.silenced_alarms.remove(&silenced_key).is_some() {
+                    self.forget_silenced_alarm(silenced_key).await;
+                }
             }
         }
         // A no-data alarm held back while its bus is down (its clear is held back too); decided
@@ -412,10 +420,30 @@ impl Dispatcher {
         }
     }
 
+    async fn forget_silenced_alarm(&self, (rule, sensor): (String, String)) {
+        if let Err(error) = self.store.off_thread(move |store| store.forget_silenced_alarm(&rule, &sensor)).await {
+            self.store.report_failure("forgetting an alarm a silence held back", &error);
+        }
+    }
+
+    /// The alarms silences kept before a restart, to be told when their silence ends (or at
+    /// once, when it ended while the box was off) if they still fire.
+    fn take_over_silenced_alarms(&mut self) {
+        match self.store.silenced_alarms() {
+            Ok(alerts) => {
+                if !alerts.is_empty() {
+                    tracing::info!(alarms = alerts.len(), "alarms silences kept before the restart are told when their silence ends");
+                }
+                self.silenced_alarms.extend(alerts.into_iter().map(|alert| ((alert.rule.clone(), alert.sensor.clone()), alert)));
+            }
+            Err(error) => self.store.report_failure("reading the alarms silences kept (they are told only if they fire again)", &error),
+        }
+    }
+
     /// Tells the alarms silences kept from people whose silence is over (ended, expired or
-    /// lifted) while they still fire: as fired now, on their incident — whose sensor is marked
-    /// normal first, so the store takes it for news — with its ladder. Kept in memory: a
-    /// restart during the silence forgets them (the incident and its history keep them).
+    /// lifted, also while the box was off) while they still fire: as fired now, on their
+    /// incident — whose sensor is marked normal first, so the store takes it for news — with
+    /// its ladder.
     async fn tell_alarms_silences_kept(&mut self) {
         if self.silenced_alarms.is_empty() {
             return;
@@ -436,6 +464,7 @@ impl Dispatcher {
             .collect();
         for key in over {
             let Some(alert) = self.silenced_alarms.remove(&key) else { continue };
+            self.forget_silenced_alarm(key.clone()).await;
             let (rule, sensor) = key;
             let marked = self.store.off_thread(move |store| store.judged_afresh(|r, s| !(r == rule && s == sensor), "silence over", now)).await;
             if let Err(error) = marked {

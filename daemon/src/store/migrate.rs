@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 24;
+const SCHEMA_VERSION: i32 = 25;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -452,6 +452,16 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              CREATE INDEX robot_sends_by_sink ON robot_sends (sink, at_ms);
              CREATE TABLE robot_throttles (sink TEXT PRIMARY KEY, until_ms INTEGER NOT NULL);
              PRAGMA user_version = 24;
+             COMMIT;",
+        )?;
+    }
+    if version < 25 {
+        // The alarms a silence keeps from people (`silences.rs`), told when it ends: a restart
+        // during the silence must not forget them.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE silenced_alarms (rule TEXT NOT NULL, sensor TEXT NOT NULL, payload TEXT NOT NULL, PRIMARY KEY (rule, sensor)) WITHOUT ROWID;
+             PRAGMA user_version = 25;
              COMMIT;",
         )?;
     }

@@ -1,6 +1,8 @@
-//! Silences in the store (see [`crate::dispatch::silence`]).
+//! Silences in the store (see [`crate::dispatch::silence`]), and the alarms they keep from
+//! people until they end.
 
 use super::Store;
+use crate::alert::Alert;
 use crate::dispatch::silence::{Scope, Silence};
 use rusqlite::params;
 
@@ -65,5 +67,31 @@ impl Store {
             statement.query_map([now_ms], map)?.collect::<Result<Vec<_>, _>>()?
         };
         rows.into_iter().map(|(silence, scope)| Ok(Silence { scope: scope.parse().map_err(anyhow::Error::msg)?, ..silence })).collect()
+    }
+
+    /// Keeps `alert`, which a silence kept from people, as its rule's and sensor's latest such
+    /// alarm: told when the silence ends if it still fires, also after a restart.
+    pub fn keep_silenced_alarm(&self, alert: &Alert) -> anyhow::Result<()> {
+        let payload = serde_json::to_string(alert)?;
+        self.essential(|conn| {
+            conn.execute("INSERT OR REPLACE INTO silenced_alarms (rule, sensor, payload) VALUES (?1, ?2, ?3)", params![alert.rule, alert.sensor, payload])?;
+            Ok(())
+        })
+    }
+
+    /// Forgets the alarm a silence kept on `rule` and `sensor` (it cleared, or was told).
+    pub fn forget_silenced_alarm(&self, rule: &str, sensor: &str) -> anyhow::Result<()> {
+        self.essential(|conn| {
+            conn.execute("DELETE FROM silenced_alarms WHERE rule = ?1 AND sensor = ?2", params![rule, sensor])?;
+            Ok(())
+        })
+    }
+
+    /// The alarms silences kept and that are still to be told.
+    pub fn silenced_alarms(&self) -> anyhow::Result<Vec<Alert>> {
+        let conn = self.lock()?;
+        let mut statement = conn.prepare("SELECT payload FROM silenced_alarms ORDER BY rule, sensor")?;
+        let payloads = statement.query_map([], |row| row.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(payloads.iter().filter_map(|payload| serde_json::from_str(payload).ok()).collect())
     }
 }
