@@ -44,9 +44,9 @@ fn small_filesystem_daemon(dir: &Path, size: &str) -> Daemon {
     Daemon::spawn(command, dir)
 }
 
-/// Fills the filesystem at `path` with one file until it refuses more; returns the file.
-fn fill(path: &Path) -> PathBuf {
-    let filler = path.join("filler");
+/// Fills the filesystem at `path` with one file, `name`, until it refuses more; returns the file.
+fn fill(path: &Path, name: &str) -> PathBuf {
+    let filler = path.join(name);
     let mut file = std::fs::File::create(&filler).unwrap();
     let chunk = vec![0u8; 4096];
     loop {
@@ -94,7 +94,7 @@ async fn a_full_disk_keeps_alarms_and_counts_the_readings_it_cannot_store() {
     // The daemon's view of its state directory: a 2 MiB tmpfs, with the reserve in it.
     let state = PathBuf::from(format!("/proc/{}/root{}", daemon.pid(), dir.path().join("state").display()));
     assert_eq!(std::fs::metadata(state.join("gridwatch.reserve")).unwrap().len(), 256 * 1024, "the reserve is made at start");
-    let filler = fill(&state);
+    let filler = fill(&state, "filler");
 
     // Readings keep coming: the spool cannot grow, the reserve is given up, readings are dropped
     // and counted.
@@ -126,6 +126,24 @@ async fn a_full_disk_keeps_alarms_and_counts_the_readings_it_cannot_store() {
     assert!(journaled, "the alarm is in the journal, its delivery recorded: {:?}", daemon.stderr());
     let log = daemon.stderr();
     assert!(!log.iter().any(|l| l.contains("not journaled") || l.contains("incident not updated")), "{log:?}");
+
+    // The card fills up once more, the reserve spent: alarms still go out (from memory), and
+    // /healthz says they are no longer stored (an outside tester: it still said the reserve took
+    // them).
+    let second_filler = fill(&state, "filler-2");
+    let mut low = false;
+    let used_up = wait_for(30 * SECOND, || {
+        low = !low;
+        mosquitto.publish(TOPIC, &format!(r#"{{"do": {}, "ts": {}}}"#, if low { 3.0 } else { 7.0 }, now_ms())).unwrap();
+        async { reqwest::get(format!("http://127.0.0.1:{http_port}/healthz")).await.unwrap().text().await.unwrap().contains("space kept for alarms used up") }
+    })
+    .await;
+    assert!(used_up, "{:?}", daemon.stderr());
+    let told = hook.bodies().len();
+    mosquitto.publish(TOPIC, &format!(r#"{{"do": {}, "ts": {}}}"#, if low { 7.0 } else { 3.0 }, now_ms())).unwrap();
+    let from_memory = wait_for(20 * SECOND, || async { hook.bodies().len() > told }).await;
+    assert!(from_memory, "the next alarm event still reaches people: {:?}", daemon.stderr());
+    std::fs::remove_file(&second_filler).unwrap();
 
     // Room again: the reserve is made again and readings are stored again.
     std::fs::remove_file(&filler).unwrap();

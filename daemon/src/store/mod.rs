@@ -268,11 +268,20 @@ impl Store {
         }
     }
 
-    /// Why the store cannot write now (read-only state directory, or the last write failed);
-    /// `None` while it can.
+    /// Why the store cannot write now (read-only state directory, a full one whose reserve is
+    /// used up, or the last write failed); `None` while it can.
     pub fn write_problem(&self) -> Option<String> {
         if let Some(stalled) = self.stall.stalled() {
             return Some(format!("{stalled}: alarms and reminders go out from memory, readings are not stored"));
+        }
+        // Only writes that must not be lost run while the reserve is given up: one that found
+        // the disk full then had no reserve left to use (an outside tester: /healthz still said
+        // the reserve took the alarms).
+        if self.reserve.given_up() && self.last_write_full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Some(format!(
+                "state directory {} full and the space kept for alarms used up: alarms go out from memory without an incident number and are not kept across a restart",
+                self.dir.display()
+            ));
         }
         self.health.problem(&self.dir).or_else(|| {
             self.memory_copy.then(|| {

@@ -114,7 +114,7 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
         reasons.push("InfluxDB refuses our token, organisation or bucket".to_string());
     }
     if metrics.store_disk_full.get() == 1 {
-        reasons.push("state directory full: new readings are not stored; alarms are written into the space kept in reserve".to_string());
+        reasons.push("state directory full: new readings are not stored; alarms are written into the space kept in reserve while it lasts".to_string());
     }
     let age = metrics.spool_oldest_age_seconds.get();
     if age > SPOOL_AGE_LIMIT_SECS {
