@@ -52,6 +52,24 @@ fn restore_saved_state(store: &Store, engine: &mut gridwatch_rules::Engine) -> g
     }
 }
 
+/// At start: marks normal the sensors of the firing incidents of rules whose definition changed
+/// while the daemon was stopped (their state starts afresh), so that their next alarm is told
+/// rather than taken for the one the incident holds — as a reload does. Rules unchanged are left
+/// alone, whatever their saved state says: after a crash that state can be older than the
+/// incidents, and their clears must still come.
+fn judge_changed_rules_afresh(store: &Store, changed_rules: &std::collections::BTreeSet<String>, now_ms: i64) {
+    if changed_rules.is_empty() {
+        return;
+    }
+    match store.judged_afresh(|rule, _| !changed_rules.contains(rule), "rule changed while the daemon was stopped: judged afresh", now_ms) {
+        Ok(marked) if !marked.is_empty() => {
+            tracing::warn!(incidents = ?marked, rules = ?changed_rules, "rules changed while the daemon was stopped: these incidents' sensors are judged afresh, and their next alarm is told")
+        }
+        Ok(_) => {}
+        Err(error) => store.report_failure("marking the incidents of rules changed while stopped (their next alarm may be taken for a repeat)", &error),
+    }
+}
+
 /// The status LED and the digital inputs of `[gpio]`.
 fn spawn_gpio(
     config: &Config,
@@ -188,7 +206,8 @@ fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, cloc
         tracing::error!(error = %format!("{error:#}"), "cannot read calibrated baselines; the inventory's are used");
         Vec::new()
     });
-    let (engine, _) = build_engine(rules, &config.sensors, |engine| restore_saved_state(&store, engine), &calibrations);
+    let (engine, restored) = build_engine(rules, &config.sensors, |engine| restore_saved_state(&store, engine), &calibrations);
+    judge_changed_rules_afresh(&store, &restored.changed_rules, clock.now());
     let live = Arc::new(crate::live::LiveTable::new(config.sensors.clone(), clock));
     Ok(Built { store, engine, calibrations, rule_count, rule_files, live, clocks: Arc::default() })
 }

@@ -144,6 +144,31 @@ async fn a_rule_changed_while_it_fires_tells_its_next_alarm() {
     assert!(daemon.stop().success());
 }
 
+/// The same edit made while the daemon is stopped (an operator's maintenance): at its start the
+/// changed rule's incident is judged afresh, and the next breach is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_changed_while_the_daemon_was_stopped_tells_its_next_alarm() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port);
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "0s")).unwrap();
+    let mut first = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    wait_until_ingesting(&mosquitto, http_port, &first).await;
+    mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
+    let fired = "fired   warning rule=do-low sensor=canal-02";
+    assert!(wait_for_line(&first, Daemon::stdout, fired).await, "{:?}", first.stdout());
+    assert!(first.stop().success());
+
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 4.0, "0s")).unwrap();
+    let second = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    assert!(wait_for_line(&second, Daemon::stderr, "judged afresh").await, "{:?}", second.stderr());
+    wait_until_ingesting(&mosquitto, http_port, &second).await;
+    mosquitto.publish(TOPIC, &reading(3.0, now_ms())).unwrap();
+    let told = wait_for_line(&second, Daemon::stdout, fired).await;
+    assert!(told, "the breach under the new threshold was not told: {:?}\n{:?}", second.stdout(), second.stderr());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_timer_survives_a_restart() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");

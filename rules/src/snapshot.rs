@@ -68,12 +68,15 @@ pub struct SavedThermal {
 }
 
 /// What a restore carried over.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Restored {
     /// (rule, sensor) states taken over.
     pub checks: usize,
     /// States left behind because their rule changed or is gone.
     pub discarded: usize,
+    /// The rules (by id) whose definition changed since the state was saved: a sensor's state
+    /// under them starts afresh, so an alarm it held open is no longer held.
+    pub changed_rules: std::collections::BTreeSet<String>,
 }
 
 /// A stable hash of what a rule does (scope, signal, check), not of its title or place in a
@@ -436,7 +439,12 @@ impl<'e> Restorer<'e> {
                         self.restored.checks += 1;
                     }
                 }
-                None => self.restored.discarded += 1,
+                None => {
+                    self.restored.discarded += 1;
+                    if plan.checks.iter().any(|planned| rules[planned.rule()].id == rule) {
+                        self.restored.changed_rules.insert(rule.to_string());
+                    }
+                }
             }
         }
     }
@@ -617,7 +625,7 @@ mod tests {
     fn a_version_2_file_is_still_read() {
         let mut after = engine(HELD);
         let restored = after.restore_streamed(&mut serde_json::Deserializer::from_str(VERSION_2)).unwrap();
-        assert_eq!(restored, super::Restored { checks: 1, discarded: 0 });
+        assert_eq!(restored, super::Restored { checks: 1, ..Default::default() });
         assert_eq!(serde_json::to_string(&after.snapshot_view()).unwrap(), serde_json::to_string(&six_minutes_into_the_hold().snapshot_view()).unwrap());
     }
 
@@ -721,5 +729,8 @@ mod tests {
         let mut after = engine(&HELD.replace("below = 5", "below = 4.5"));
         let restored = after.restore(&before.snapshot());
         assert_eq!((restored.checks, restored.discarded), (0, 1));
+        assert_eq!(restored.changed_rules.into_iter().collect::<Vec<_>>(), vec!["do-low".to_string()], "named, to judge its incidents afresh");
+        let unchanged = engine(HELD).restore(&before.snapshot());
+        assert!(unchanged.changed_rules.is_empty());
     }
 }
