@@ -336,7 +336,9 @@ fn display_names_must_name_a_site_or_building_of_the_inventory() {
 
 #[test]
 fn an_sms_gateway_s_success_field_is_a_json_pointer_with_its_value() {
-    let sms = |keys: &str| format!("{MINIMAL}\n[[alerts.sms]]\nurl = \"https://sms.example/send\"\nbody = '{{\"to\": \"{{phone}}\", \"m\": \"{{message}}\"}}'\n{keys}");
+    let sms = |keys: &str| {
+        format!("{MINIMAL}\n[[alerts.sms]]\nurl = \"https://sms.example/send\"\nbody = '{{\"to\": \"{{phone}}\", \"m\": \"{{message}}\"}}'\n{keys}")
+    };
     let config = parse(&sms("success_field = \"/code\"\nsuccess_value = 0\n")).unwrap();
     assert_eq!(config.alerts.sms[0].success, Some(SmsSuccess { field: "/code".into(), value: "0".into() }));
     assert_eq!(parse(&sms("")).unwrap().alerts.sms[0].success, None, "without them, HTTP 2xx counts");

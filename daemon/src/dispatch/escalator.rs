@@ -287,7 +287,10 @@ to = "00:00"
         due.sensor_normal = true;
         let decision = dispatch.decide(&due, 5 * MIN, NOON + 5 * MIN, "");
         let zh = &decision.steps[0].alert.messages["zh"];
-        let expected = format!("催办（第1次）：事件#12尚未接单，已5分钟。值班：王芳。读数现已恢复正常，仍需有人到场确认。告警时：{}", zh_message(due.last_alert.as_ref().unwrap()));
+        let expected = format!(
+            "催办（第1次）：事件#12尚未接单，已5分钟。值班：王芳。读数现已恢复正常，仍需有人到场确认。告警时：{}",
+            zh_message(due.last_alert.as_ref().unwrap())
+        );
         assert_eq!(zh, &expected);
         let decision = dispatch.decide(&due, 10 * MIN, NOON + 10 * MIN, "");
         assert!(decision.steps[0].alert.messages["en"].contains("). The reading is back to normal now; someone still has to look. When it alarmed: "));

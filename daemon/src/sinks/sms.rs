@@ -298,7 +298,8 @@ async fn post(client: &reqwest::Client, config: &SmsConfig, body: String) -> any
 /// only the answer's `success_field` tells. A refusal is a failed attempt, like a 5xx.
 fn gateway_took(success: &crate::config::SmsSuccess, answer: &str) -> anyhow::Result<()> {
     let shown: String = answer.chars().take(300).collect();
-    let json: serde_json::Value = serde_json::from_str(answer).with_context(|| format!("the gateway's answer is not JSON, so `{}` cannot say it took the SMS: {shown}", success.field))?;
+    let json: serde_json::Value = serde_json::from_str(answer)
+        .with_context(|| format!("the gateway's answer is not JSON, so `{}` cannot say it took the SMS: {shown}", success.field))?;
     let held = match json.pointer(&success.field) {
         Some(serde_json::Value::String(text)) => text.clone(),
         Some(serde_json::Value::Null) | None => anyhow::bail!("the gateway's answer has no `{}` (the SMS counts as not sent): {shown}", success.field),

@@ -171,7 +171,10 @@ impl Checker<'_> {
             (None, None) => None,
             (Some(field), Some(value)) => {
                 if !field.get_ref().starts_with('/') {
-                    let message = format!("`{}` is not a JSON pointer into the gateway's answer; write it as \"/Code\" or \"/Response/SendStatusSet/0/Code\"", field.get_ref());
+                    let message = format!(
+                        "`{}` is not a JSON pointer into the gateway's answer; write it as \"/Code\" or \"/Response/SendStatusSet/0/Code\"",
+                        field.get_ref()
+                    );
                     self.error(field.span(), Some("alerts.sms.success_field"), message);
                     return None;
                 }
@@ -188,11 +191,19 @@ impl Checker<'_> {
                 Some(SmsSuccess { field: field.into_inner(), value: text })
             }
             (Some(field), None) => {
-                self.error(field.span(), Some("alerts.sms.success_value"), "`success_field` needs `success_value`: what the field holds when the SMS was taken".into());
+                self.error(
+                    field.span(),
+                    Some("alerts.sms.success_value"),
+                    "`success_field` needs `success_value`: what the field holds when the SMS was taken".into(),
+                );
                 None
             }
             (None, Some(value)) => {
-                self.error(value.span(), Some("alerts.sms.success_field"), "`success_value` needs `success_field`: where in the gateway's answer it stands".into());
+                self.error(
+                    value.span(),
+                    Some("alerts.sms.success_field"),
+                    "`success_value` needs `success_field`: where in the gateway's answer it stands".into(),
+                );
                 None
             }
         }
