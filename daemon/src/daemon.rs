@@ -270,7 +270,10 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     let telemetry = spawn_telemetry(config, &store, index.clone(), metrics, clock)?;
     let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_QUEUE);
     let (reload_tx, reload_rx) = mpsc::channel(1);
-    let running = config.source.clone().map(|file| crate::reload::Running { file, sensors: config.sensors.clone() });
+    // In a district the hub puts the roster (`cluster::roster`); a box alone reloads its file.
+    let in_a_district = cfg!(feature = "cluster") && config.cluster.is_some();
+    let roster = config.roster_file.clone().filter(|_| !in_a_district).map(|file| (file, dispatch.clone()));
+    let running = config.source.clone().map(|file| crate::reload::Running { file, sensors: config.sensors.clone(), roster });
     tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, running, reload_tx, metrics.clone(), clock, shutdown.clone()));
     let heartbeat = crate::supervision::Heartbeat::default();
     // The rules' timeline continues after the last reading the restored state judged.

@@ -1,6 +1,8 @@
 //! Rules at run time: building the engine for the inventory (restoring saved state, applying
 //! installation baselines) and reloading rule files without a restart — on SIGHUP
-//! (`systemctl reload`) and when a rule file changes on disk.
+//! (`systemctl reload`) and when a rule file changes on disk. The roster file (`[dispatch]
+//! roster`) is reloaded the same ways: a worker who joins, leaves or changes phone is named on
+//! the next alarm, not after the next restart.
 //!
 //! A reload is all-or-nothing: the new files are read and checked first; if any is bad, the
 //! old rules keep running and the errors are logged with file:line:column. State of rules that
@@ -62,11 +64,28 @@ fn file_stamps(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
 }
 
 /// The configuration file the daemon started from and the inventory it runs, to tell on SIGHUP
-/// what in the file changed that a reload cannot apply.
+/// what in the file changed that a reload cannot apply; and the roster file with the roster in
+/// force, which a reload replaces (not in a district, whose hub puts the roster).
 #[derive(Debug)]
 pub struct Running {
     pub file: PathBuf,
     pub sensors: std::sync::Arc<[SensorConfig]>,
+    pub roster: Option<(PathBuf, crate::dispatch::InForce)>,
+}
+
+/// Puts the roster of the configuration as it is now in force, when it reads without error;
+/// otherwise the roster in force stays and the log says why (file:line:column).
+fn reload_roster(running: &Running, roster: &crate::dispatch::InForce, reason: &str) {
+    match Config::load(&running.file) {
+        Ok(now) => {
+            let members = now.dispatch.roster.members.len();
+            roster.replace(now.dispatch);
+            tracing::info!(reason, members, "roster reloaded");
+        }
+        Err(error) => {
+            tracing::error!(reason, error = %error, "the roster or the configuration is invalid now; the roster in force stays")
+        }
+    }
 }
 
 /// What changed in the configuration file since start that only a restart applies, in words;
@@ -125,6 +144,8 @@ pub async fn watch(
         }
     };
     let mut stamps = file_stamps(&paths);
+    let roster_file = running.as_ref().and_then(|r| r.roster.as_ref()).map(|(file, _)| file.clone());
+    let mut roster_stamps = file_stamps(roster_file.as_slice());
     // How many rules run: a reload that would leave none is refused.
     let mut running_rules = rule_files::load(&paths, builtin).map_or(0, |(rules, _)| rules.rules.len());
     // A rule file gone from its directory is looked at once more before its rules go: moved
@@ -136,6 +157,13 @@ pub async fn watch(
             _ = shutdown.cancelled() => return,
             Some(()) = async { match hangup.as_mut() { Some(signal) => signal.recv().await, None => std::future::pending().await } } => "SIGHUP",
             _ = poll.tick() => {
+                let roster_now = file_stamps(roster_file.as_slice());
+                if roster_now != roster_stamps {
+                    roster_stamps = roster_now;
+                    if let Some((running, (_, roster))) = running.as_ref().and_then(|r| Some((r, r.roster.as_ref()?))) {
+                        reload_roster(running, roster, "roster file changed");
+                    }
+                }
                 let now = file_stamps(&paths);
                 if now == stamps {
                     gone_once = false;
@@ -152,6 +180,9 @@ pub async fn watch(
         };
         if let (Some(running), "SIGHUP") = (&running, reason) {
             check_config_file(running);
+            if let Some((_, roster)) = &running.roster {
+                reload_roster(running, roster, reason);
+            }
         }
         match rule_files::load(&paths, builtin) {
             Ok((rules, files)) if rules.rules.is_empty() && running_rules > 0 => {

@@ -257,3 +257,39 @@ async fn two_boxes_that_move_together_raise_the_buildings_red() {
     let seen: Vec<(String, String)> = receiver.bodies().iter().map(|b| (b["event"].to_string(), b["severity"].to_string())).collect();
     assert!(red, "the building's red never reached the office: {seen:?}\n{:?}", daemon.stderr());
 }
+
+/// A roster edited while the daemon runs (a worker replaced on the shift): the next alarm names
+/// the new worker, without a restart; a roster saved broken keeps the one in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_edited_while_running_names_the_new_worker_on_the_next_alarm() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, receiver.port());
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let topic = "gridwatch/east-canal/canal-02/telemetry";
+    let up = publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    let logged = |needle: &'static str| {
+        let daemon = &daemon;
+        async move { wait_for(10 * SECOND, || async { daemon.stderr().iter().filter(|l| l.contains(needle)).count() >= 1 }).await }
+    };
+
+    let li = "\n[[member]]\nid = \"li\"\nname = \"李强\"\nrole = \"worker\"\nphone = \"13800000009\"\ngrids = [\"grid-5\"]\n";
+    let replaced = format!("{}{li}", ROSTER.replace("member = \"wang\"", "member = \"li\""));
+    std::fs::write(dir.path().join("roster.toml"), replaced).unwrap();
+    assert!(logged("roster reloaded").await, "{:?}", daemon.stderr());
+    mosquitto.publish(topic, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    let fired = wait_for(10 * SECOND, || async { !events(&receiver, "fired").is_empty() }).await;
+    assert!(fired, "{:?}", daemon.stderr());
+    let fired = &events(&receiver, "fired")[0].0;
+    assert_eq!((&fired["recipients"], &fired["mentions"]), (&serde_json::json!(["李强"]), &serde_json::json!(["13800000009"])), "{fired}");
+
+    std::fs::write(dir.path().join("roster.toml"), "[[member]]\nid = 5\n").unwrap();
+    assert!(logged("the roster in force stays").await, "{:?}", daemon.stderr());
+    let reminded = wait_for(10 * SECOND, || async { !events(&receiver, "reminder").is_empty() }).await;
+    assert!(reminded, "{:?}", daemon.stderr());
+    let reminder = events(&receiver, "reminder").pop().unwrap().0;
+    assert_eq!(reminder["recipients"], serde_json::json!(["李强"]), "the roster in force stayed: {reminder}");
+}

@@ -45,6 +45,8 @@ pub struct Config {
     pub serial: Vec<SerialConfig>,
     /// The roster and escalation policies (defaults without `[dispatch] roster`).
     pub dispatch: crate::dispatch::Dispatch,
+    /// The roster file they were read from (`[dispatch] roster`): reloaded when it changes.
+    pub roster_file: Option<PathBuf>,
     /// The MQTT topic and key of workers' actions relayed by a hub (`[dispatch] ack_topic`).
     pub incident_acks: Option<crate::sources::mqtt::incident_acks::AckConfig>,
     /// Raspberry Pi pins: siren, status LED, digital inputs.

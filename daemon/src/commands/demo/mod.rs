@@ -177,6 +177,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         influxdb: None,
         http_listen: Some(http_listen),
         dispatch,
+        roster_file: None,
         incident_acks: None,
         gpio: None,
         time_zone: crate::local_time::DEFAULT,

@@ -79,7 +79,7 @@ impl Checker<'_> {
         };
         let serial = raw.serial.into_iter().filter_map(|port| self.serial(port, &sensors, base)).collect();
         let incident_acks = raw.dispatch.as_ref().and_then(|d| self.incident_acks(d, base));
-        let dispatch = self.dispatch(raw.dispatch, base);
+        let (dispatch, roster_file) = self.dispatch(raw.dispatch, base);
         let gpio = raw.gpio.and_then(|g| self.gpio(g, &sensors));
         let channels = sink_names(&alerts, gpio.as_ref());
         self.diagnostics.extend(dispatch.roster.unknown_channels(&channels));
@@ -113,6 +113,7 @@ impl Checker<'_> {
             photo_max_bytes,
             serial,
             dispatch,
+            roster_file,
             incident_acks,
             gpio,
             time_zone: wording.time_zone,

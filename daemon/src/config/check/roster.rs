@@ -39,18 +39,20 @@ impl Checker<'_> {
         })
     }
 
-    /// The roster file, checked like the configuration itself (its errors are this file's).
-    pub(super) fn dispatch(&mut self, raw: Option<raw::RawDispatch>, base: &Path) -> crate::dispatch::Dispatch {
+    /// The roster file, checked like the configuration itself (its errors are this file's), and
+    /// its path.
+    pub(super) fn dispatch(&mut self, raw: Option<raw::RawDispatch>, base: &Path) -> (crate::dispatch::Dispatch, Option<std::path::PathBuf>) {
         let Some(path) = raw.and_then(|d| d.roster).and_then(|p| self.existing_path(base, p, "dispatch.roster")) else {
-            return crate::dispatch::Dispatch::default();
+            return (crate::dispatch::Dispatch::default(), None);
         };
         let parsed = std::fs::read_to_string(&path)
             .map_err(|e| vec![Diagnostic { file: path.display().to_string(), line: 1, column: 1, key: None, message: format!("cannot read: {e}") }])
             .and_then(|text| crate::dispatch::Dispatch::parse(&path.display().to_string(), &text).map_err(|e| e.0));
-        parsed.unwrap_or_else(|errors| {
+        let dispatch = parsed.unwrap_or_else(|errors| {
             self.diagnostics.extend(errors);
             crate::dispatch::Dispatch::default()
-        })
+        });
+        (dispatch, Some(path))
     }
 
     /// `[report]`: a local time and configured channels.
