@@ -117,6 +117,15 @@ impl Store {
         self.with_conn_or_settle(
             move |conn| {
                 let tx = conn.transaction()?;
+                // Whether a person's action or a close had ended the incident's ladder: a change
+                // of severity that opens it again (a resolved orange house gone red) starts its
+                // ladder as a fired does (an outside tester's red got no reminder nor escalation).
+                let ladder_ended = tx
+                    .query_row("SELECT state FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed'", params![alert.rule, alert.sensor], |row| {
+                        row.get::<_, String>(0)
+                    })
+                    .optional()?
+                    .is_none_or(|state| state == State::Resolved.as_str());
                 let applied = apply_in(&tx, &alert, flap_window_ms, unset_clock.map(|u| u.0))?;
                 let (incident, previous) = match &applied {
                     Applied::Repeat(_) => {
@@ -132,7 +141,8 @@ impl Store {
                 }
                 let destinations = (journaling.route)(&mut journaled, incident);
                 let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;
-                if let (Some((grid, armed_ms, first_due_ms)), Event::Fired) = (&journaling.escalate, journaled.event) {
+                let opened = journaled.event == Event::Fired || (journaled.event == Event::Changed && ladder_ended);
+                if let (Some((grid, armed_ms, first_due_ms)), true) = (&journaling.escalate, opened) {
                     tx.execute(
                         "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms, aged_at_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3, ?5)",
                         params![incident, grid, armed_ms, first_due_ms, clock_set.then_some(*armed_ms)],
@@ -523,6 +533,40 @@ mod tests {
         let armed: i64 = store.lock().unwrap().query_row("SELECT armed_ms FROM escalations WHERE incident_id = ?1", [id], |r| r.get(0)).unwrap();
         assert_eq!(armed, 5_000, "the ladder starts over from the re-fire");
         assert!(store.incident_history(id).unwrap().iter().any(|e| e.action.contains("re-opened danger")));
+    }
+
+    /// An orange resolved while the wall still leans, then red: the change opens the incident
+    /// again and its ladder starts over (an outside tester's red had no reminder nor
+    /// escalation); so does a change after a grid leader closed it while it fired. A change on
+    /// an incident that is still open keeps the ladder it runs.
+    #[tokio::test]
+    async fn a_change_of_severity_that_opens_an_incident_again_starts_its_ladder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ladder = |at: i64| Journaling { escalate: Some((Some("grid-3".into()), at, at + 600_000)), ..to_office() };
+        let armed = |id: i64| -> Option<i64> {
+            store.lock().unwrap().query_row("SELECT armed_ms FROM escalations WHERE incident_id = ?1", [id], |r| r.get(0)).optional().unwrap()
+        };
+        let id = store.apply_and_journal(&event("fired", "alarm", 1_000), 600_000, ladder(1_000)).await.unwrap().0.incident().unwrap();
+        store.apply_and_journal(&event("changed", "danger", 1_500), 600_000, ladder(1_500)).await.unwrap();
+        assert_eq!(armed(id), Some(1_000), "a change on an open incident keeps its ladder");
+        store.apply_and_journal(&event("changed", "alarm", 1_800), 600_000, ladder(1_800)).await.unwrap();
+        store.incident_action(id, Action::Resolve, "worker Li", Some("looked: cracks unchanged"), 2_000).unwrap();
+        store.lock().unwrap().execute("DELETE FROM escalations WHERE incident_id = ?1", [id]).unwrap(); // as the ladder's end does
+        let (applied, _) = store.apply_and_journal(&event("changed", "danger", 3_000), 600_000, ladder(3_000)).await.unwrap();
+        assert_eq!(applied, Applied::News(id));
+        assert_eq!(store.incidents(false).unwrap()[0].state, "open");
+        assert_eq!(armed(id), Some(3_000), "the red starts the ladder over");
+
+        store.incident_action(id, Action::Accept, "worker Li", None, 4_000).unwrap();
+        store.incident_action(id, Action::OnSite, "worker Li", None, 4_100).unwrap();
+        store.incident_action(id, Action::Resolve, "worker Li", Some("propped"), 4_200).unwrap();
+        store.incident_action(id, Action::Close, "leader Chen", None, 4_300).unwrap();
+        store.lock().unwrap().execute("DELETE FROM escalations WHERE incident_id = ?1", [id]).unwrap();
+        store.apply_and_journal(&event("changed", "alarm", 5_000), 600_000, ladder(5_000)).await.unwrap();
+        let reopened = store.incidents(false).unwrap();
+        assert_eq!(reopened.len(), 1, "{reopened:?}");
+        assert_eq!(armed(reopened[0].id), Some(5_000), "closed while it fired, then changed: a ladder again");
     }
 
     #[tokio::test]
