@@ -13,7 +13,6 @@
 use super::incidents::{audit, AuditEntry, Stamp};
 use super::Store;
 use crate::dispatch::incident::{Action, State};
-use anyhow::Context;
 use rusqlite::{params, OptionalExtension};
 
 /// A worker's step on an incident.
@@ -97,11 +96,11 @@ impl Store {
         self.essential(|conn| {
             let tx = conn.transaction()?;
             let state: String =
-                tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.with_context(|| format!("no incident {id}"))?;
+                tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.ok_or_else(|| super::Refused(format!("no incident {id}")))?;
             let mut state: State = state.parse().map_err(anyhow::Error::msg)?;
             match work {
                 Work::Move(action) => {
-                    state = action.next(state).map_err(anyhow::Error::msg)?;
+                    state = action.next(state).map_err(super::Refused)?;
                     let closed = (state == State::Closed).then_some(now_ms);
                     tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![state.as_str(), now_ms, closed, id])?;
                     if *action == Action::Accept {
@@ -268,5 +267,9 @@ mod tests {
         let timeline = store.incident_timeline(id).unwrap();
         assert_eq!(timeline.len(), 1, "only the firing: {timeline:?}");
         assert!(timeline[0].photos.is_empty());
+        assert_eq!(store.write_problem(), None, "a refused step is no failing store (/healthz stays ready)");
+        assert_eq!(store.failed_writes(), 0);
+        assert!(store.incident_action(id + 1, Action::Accept, "x", None, 2_000).is_err());
+        assert_eq!(store.write_problem(), None, "nor is a step on an incident that does not exist");
     }
 }

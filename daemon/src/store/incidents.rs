@@ -9,7 +9,6 @@ use super::Destination;
 use super::Store;
 use crate::alert::{Alert, Event};
 use crate::dispatch::incident::{closes_when_sensor_clears, Action, State};
-use anyhow::Context;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
@@ -168,8 +167,8 @@ impl Store {
         self.essential(|conn| {
             let tx = conn.transaction()?;
             let state: String =
-                tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.with_context(|| format!("no incident {id}"))?;
-            let next = action.next(state.parse().map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?;
+                tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.ok_or_else(|| super::Refused(format!("no incident {id}")))?;
+            let next = action.next(state.parse().map_err(anyhow::Error::msg)?).map_err(super::Refused)?;
             let closed = (next == State::Closed).then_some(now_ms);
             tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![next.as_str(), now_ms, closed, id])?;
             audit(&tx, id, stamp, actor, action.as_str(), note)?;

@@ -262,6 +262,7 @@ impl Store {
         let full = result.as_ref().err().is_some_and(is_disk_full);
         self.last_write_full.store(full, std::sync::atomic::Ordering::SeqCst);
         match result {
+            Err(error) if error.downcast_ref::<Refused>().is_some() => {}
             Err(error) if !full => self.health.failed(error),
             Err(_) => {}
             Ok(_) => self.health.succeeded(),
@@ -425,6 +426,21 @@ fn cannot_write(error: &anyhow::Error) -> bool {
             matches!(cause.downcast_ref::<rusqlite::Error>(), Some(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::SystemIoFailure)
         })
 }
+
+/// A write the store refused for what it asks, not for how the store is: a step the incident's
+/// state does not allow (two workers pressed 接单 at once), an incident that does not exist.
+/// Not a failing store: `/healthz` stays ready (an outside tester saw "store writes failing" for
+/// the second 接单).
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// SQLite's "database or disk is full", or the operating system's ENOSPC.
 pub fn is_disk_full(error: &anyhow::Error) -> bool {
