@@ -95,7 +95,27 @@ fn refusal(state: &WebState, id: i64, signed: &Signed) -> Option<Response> {
     let Some(links) = &state.links else { return Some(StatusCode::NOT_FOUND.into_response()) };
     links.measure_clock_step(&state.clock);
     let checked = links.verify(id, signed.m.as_deref(), signed.exp, &signed.sig, state.clock.now().div_euclid(1000));
-    checked.err().map(|error| refused_link(&error))
+    if let Err(error) = checked {
+        return Some(refused_link(&error));
+    }
+    // A member's own link works while the member is on the roster in force: one who left (or
+    // whose phone was lost) must not accept a red incident and stop the reminders to the people
+    // on duty (an outside tester). A roster without members binds no link.
+    let roster = &state.page.dispatch.get().roster;
+    let member = signed.m.as_deref().filter(|m| !roster.members.is_empty() && !roster.members.iter().any(|member| member.id == *m))?;
+    Some(off_the_roster(member))
+}
+
+/// The page a member's own link gets once the member is no longer on the roster (403).
+fn off_the_roster(member: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>链接不可用</title><style>{PHONE_STYLE}</style></head><body><header class=\"danger\"><h1>链接不可用</h1></header>\
+         <section class=\"notice-no\"><p>这个链接属于已不在值班名册中的人员（{}），不能再使用。请向网格长索取新的链接。</p>\
+         <p><small>the link's member is no longer on the roster</small></p></section></body></html>",
+        escape(member)
+    );
+    (StatusCode::FORBIDDEN, Html(html)).into_response()
 }
 
 /// The page a forged, altered or expired link gets (403), on the box and at the hub: in
@@ -117,7 +137,7 @@ pub(crate) fn refused_link(error: &crate::links::LinkError) -> Response {
 /// Who is looking: the member the link was made for, or anybody on a group link.
 #[derive(Debug, Clone, Copy)]
 struct Viewer<'a> {
-    /// The link's member id (also when the roster no longer has them).
+    /// The link's member id (on the roster in force: see [`refusal`]).
     member_id: Option<&'a str>,
     member: Option<&'a Member>,
 }

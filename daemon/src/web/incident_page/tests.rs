@@ -203,6 +203,27 @@ async fn forged_and_expired_links_are_refused() {
     assert_eq!(state.store.incidents(true).unwrap()[0].state, "open", "nothing changed");
 }
 
+/// A member taken off the roster (left the job, lost the phone): the links sent to them while on
+/// duty no longer open nor act; the others' still do.
+#[tokio::test]
+async fn a_member_s_own_link_stops_working_once_the_member_is_off_the_roster() {
+    let (_base, state, id, _dir) = serve().await;
+    let links = state.links.as_ref().unwrap();
+    let now = state.clock.now().div_euclid(1000);
+    let (zhao, wang) = (links.member_link(id, "zhao", now), links.member_link(id, "wang", now));
+    assert_eq!(reqwest::get(&zhao).await.unwrap().status(), 200);
+    let without_zhao = ROSTER.replace("[[member]]\nid = \"zhao\"", "[[member]]\nid = \"zhou\"").replace("channels = [\"zhao-phone\"]\n", "");
+    state.page.dispatch.replace(crate::dispatch::Dispatch { roster: Roster::parse("roster.toml", &without_zhao).unwrap(), ..Default::default() });
+    let page = reqwest::get(&zhao).await.unwrap();
+    assert_eq!(page.status(), 403);
+    assert!(page.text().await.unwrap().contains("已不在值班名册中的人员（zhao）"));
+    let (status, _) = post(&zhao, &[("action", "accept")], None).await;
+    assert_eq!(status, 403);
+    assert_eq!(state.store.incidents(true).unwrap()[0].state, "open", "nothing changed");
+    let (status, html) = post(&wang, &[("action", "accept")], None).await;
+    assert!(status == 200 && html.contains("已记录：接单"), "a member still on the roster acts: {status} {html}");
+}
+
 #[tokio::test]
 async fn the_page_shows_where_on_a_map_and_the_trend_of_the_last_days() {
     let (_, state, id, _dir) = serve().await;
