@@ -11,11 +11,14 @@
 //! together (a house's sensors after its group window, a digest) make one SMS per house and
 //! phone, not one per box.
 //!
-//! Invariants: a phone gets at most `per_phone_per_hour` SMS in any hour, and as many more about
-//! red (danger) alarms, which have a budget of their own; an alert for a phone
-//! at its cap is not lost but owed, and goes out in that phone's next SMS, which [`Owed`]'s
-//! timer sends as soon as the hour lets it (owed alerts live in memory: a restart meanwhile
-//! loses that summary, not the alarms — they were delivered on the other channels).
+//! Invariants: a phone gets at most `per_phone_per_hour` SMS in any hour from each of four
+//! budgets — new alarms, new red (danger) alarms, and the reminders and escalations of each — so
+//! that neither an hour of oranges nor an ignored incident's reminders keep a new alarm from the
+//! phone; the budgets' sends are kept in the store, so restarts do not start them afresh. An
+//! alert for a phone at its cap is not lost but owed, and goes out in that phone's next SMS,
+//! which [`Owed`]'s timer sends as soon as the hour lets it (owed alerts live in memory: a
+//! restart meanwhile loses that summary, not the alarms — they were delivered on the other
+//! channels).
 
 use super::text::{self, Wording};
 use super::Sink;
@@ -35,9 +38,28 @@ const MAX_CHARS: usize = 120;
 const HOUR: Duration = Duration::from_secs(3600);
 /// Appended to a phone to name its budget for red alarms in the [`Ledger`].
 const RED_BUDGET: &str = " red";
+/// Appended (after [`RED_BUDGET`], if red) to name the budget of reminders and escalations.
+const FOLLOW_UP_BUDGET: &str = " follow-up";
 
-/// Per phone's budget (the phone, or the phone and [`RED_BUDGET`] for red alarms): when its SMS
-/// of the last hour went, and what waits for its next one.
+/// The budget an SMS about `alerts` to `phone` draws from.
+fn budget_of(phone: &str, alerts: &[&Alert]) -> String {
+    // Red counts against a budget of its own: an hour's oranges must not use up the phone's SMS
+    // before a collapsing house (an outside tester's red reached no phone after 60 houses went
+    // orange). Reminders and escalations too: one ignored incident's reminders used up the
+    // phone's hour, and a new red house was not texted (another outside tester).
+    let red = alerts.iter().any(|a| a.severity == gridwatch_rules::Severity::Danger && a.event != Event::Cleared);
+    let follow_up = alerts.iter().all(|a| matches!(a.event, Event::Reminder | Event::Escalated));
+    format!("{phone}{}{}", if red { RED_BUDGET } else { "" }, if follow_up { FOLLOW_UP_BUDGET } else { "" })
+}
+
+/// The phone a budget is of.
+fn phone_of(budget: &str) -> &str {
+    let budget = budget.strip_suffix(FOLLOW_UP_BUDGET).unwrap_or(budget);
+    budget.strip_suffix(RED_BUDGET).unwrap_or(budget)
+}
+
+/// Per budget ([`budget_of`]): when its SMS of the last hour went, and what waits for its next
+/// one.
 #[derive(Debug, Default)]
 struct Ledger {
     sent: HashMap<String, VecDeque<Instant>>,
@@ -110,7 +132,13 @@ impl Drop for SmsSink {
 impl SmsSink {
     pub fn new(config: SmsConfig, store: Store) -> anyhow::Result<SmsSink> {
         let client = super::no_redirects().timeout(Duration::from_secs(10)).build()?;
-        Ok(SmsSink { config, client, store, retry_delay: Duration::from_secs(1), ledger: Arc::default(), timer: None })
+        let ledger = Arc::new(Mutex::new(kept_ledger(&store, &config.name)));
+        Ok(SmsSink { config, client, store, retry_delay: Duration::from_secs(1), ledger, timer: None })
+    }
+
+    /// Records that `budget` was used now, in the ledger and in the store.
+    async fn use_budget(&self, budget: &str) {
+        record_use(&self.store, &self.config.name, budget).await;
     }
 
     /// The request body for one phone: the template with JSON-escaped values.
@@ -206,16 +234,14 @@ impl SmsSink {
         }
         let message = sms_text(alerts, self.config.wording);
         let mut now = Vec::new();
+        let mut used = Vec::new();
         {
             let mut ledger = self.ledger.lock().map_err(|_| anyhow::anyhow!("SMS ledger poisoned"))?;
-            // Red counts against a budget of its own: an hour's oranges must not use up the
-            // phone's SMS before a collapsing house (an outside tester's red reached no phone
-            // after 60 houses went orange).
-            let red = alerts.iter().any(|a| a.severity == gridwatch_rules::Severity::Danger && a.event != Event::Cleared);
             for (phone, made) in unsent {
-                let budget = if red { format!("{phone}{RED_BUDGET}") } else { phone.clone() };
+                let budget = budget_of(&phone, alerts);
                 if ledger.allows(&budget, self.config.per_phone_per_hour) {
                     ledger.record(&budget);
+                    used.push(budget);
                     now.push((phone, made));
                 } else {
                     tracing::info!(sink = %self.config.name, phone = %phone, "SMS cap reached for this phone; the alert goes in its next SMS");
@@ -225,6 +251,9 @@ impl SmsSink {
                     }
                 }
             }
+        }
+        for budget in used {
+            self.use_budget(&budget).await;
         }
         self.arm_timer();
         let sent = self.send(now, &message, &event_ids).await;
@@ -241,17 +270,41 @@ impl SmsSink {
         if !has_owed {
             return;
         }
-        let (ledger, client, config) = (self.ledger.clone(), self.client.clone(), self.config.clone());
-        self.timer = Some(tokio::spawn(async move { send_owed(ledger, client, config).await }));
+        let (ledger, client, config, store) = (self.ledger.clone(), self.client.clone(), self.config.clone(), self.store.clone());
+        self.timer = Some(tokio::spawn(async move { send_owed(ledger, client, config, store).await }));
+    }
+}
+
+/// The ledger of channel `sink` as the store kept it: each budget's sends of the last hour (on
+/// the wall clock; one ahead of it, a clock stepped back, counts as now).
+fn kept_ledger(store: &Store, sink: &str) -> Ledger {
+    let mut ledger = Ledger::default();
+    let (now_ms, now) = (store.now_ms(), Instant::now());
+    match store.sms_budget_sends(sink, now_ms) {
+        Ok(sends) => {
+            for (budget, at_ms) in sends {
+                let ago = Duration::from_millis(u64::try_from(now_ms - at_ms).unwrap_or(0));
+                ledger.sent.entry(budget).or_default().push_back(now.checked_sub(ago).unwrap_or(now));
+            }
+        }
+        Err(error) => store.report_failure("reading the SMS sent in the last hour (each phone's budgets start empty)", &error),
+    }
+    ledger
+}
+
+/// Keeps a use of `budget` in the store.
+async fn record_use(store: &Store, sink: &str, budget: &str) {
+    if let Err(error) = store.record_sms_budget_send(sink, budget, store.now_ms()).await {
+        store.report_failure("keeping an SMS budget's use (a restart would start it afresh)", &error);
     }
 }
 
 /// Sends each owed phone its summary as soon as its hour allows, until nothing is owed.
-async fn send_owed(ledger: Arc<Mutex<Ledger>>, client: reqwest::Client, config: SmsConfig) {
+async fn send_owed(ledger: Arc<Mutex<Ledger>>, client: reqwest::Client, config: SmsConfig, store: Store) {
     loop {
         let Some(at) = ledger.lock().ok().and_then(|l| l.next_free(config.per_phone_per_hour)) else { return };
         tokio::time::sleep_until(at).await;
-        let due: Vec<(String, String)> = {
+        let due: Vec<(String, String, String)> = {
             let Ok(mut ledger) = ledger.lock() else { return };
             let budgets: Vec<String> = ledger.owed.keys().cloned().collect();
             let mut due = Vec::new();
@@ -259,13 +312,13 @@ async fn send_owed(ledger: Arc<Mutex<Ledger>>, client: reqwest::Client, config: 
                 if ledger.allows(&budget, config.per_phone_per_hour) {
                     ledger.record(&budget);
                     let owed = ledger.owed.remove(&budget).unwrap_or_default();
-                    let phone = budget.strip_suffix(RED_BUDGET).unwrap_or(&budget).to_string();
-                    due.push((phone, owed_text(&owed, config.wording)));
+                    due.push((phone_of(&budget).to_string(), owed_text(&owed, config.wording), budget));
                 }
             }
             due
         };
-        for (phone, message) in due {
+        for (phone, message, budget) in due {
+            record_use(&store, &config.name, &budget).await;
             if let Err(error) = post(&client, &config, body(&config, &phone, &message)).await {
                 tracing::error!(sink = %config.name, phone = %phone, error = %format!("{error:#}"), "owed SMS summary not sent");
             }
@@ -635,6 +688,43 @@ mod tests {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 3, "{seen:?}");
         assert!(seen[2]["params"]["msg"].as_str().unwrap().starts_with("【红色预警】#40"), "{seen:?}");
+    }
+
+    /// One ignored red incident's reminders used the phone's hour: a new red house is texted all
+    /// the same (an outside tester's was not), and a restart does not start the hour afresh (the
+    /// same tester counted 49 SMS to one phone in 16 minutes over 6 restarts).
+    #[tokio::test]
+    async fn reminders_leave_new_alarms_their_budget_and_a_restart_keeps_the_hour() {
+        let state = tempfile::tempdir().unwrap();
+        let (url, seen) = gateway("none").await;
+        let capped = |url: &str| {
+            let mut sink = sink(url, &state);
+            sink.config.per_phone_per_hour = 2;
+            sink
+        };
+        let mut first = capped(&url);
+        for _ in 0..3 {
+            let mut reminder = house_alarm("house-01", 30);
+            (reminder.event, reminder.building) = (Event::Reminder, Some("B1".into()));
+            first.deliver(&reminder).await.unwrap();
+        }
+        assert_eq!(seen.lock().unwrap().len(), 2, "the cap holds for reminders");
+        let mut red = house_alarm("house-09", 40);
+        red.building = Some("B9".into());
+        first.deliver(&red).await.unwrap();
+        let texted = seen.lock().unwrap().clone();
+        assert_eq!(texted.len(), 3);
+        assert!(texted[2]["params"]["msg"].as_str().unwrap().starts_with("【红色预警】#40"), "{texted:?}");
+        drop(first);
+
+        let mut restarted = capped(&url);
+        for (house, incident) in [("B10", 41), ("B11", 42)] {
+            let mut red = house_alarm("house-10", incident);
+            red.building = Some(house.into());
+            restarted.deliver(&red).await.unwrap();
+        }
+        let texted = seen.lock().unwrap().clone();
+        assert_eq!(texted.len(), 4, "one red left in the hour the first run began: {texted:?}");
     }
 
     #[tokio::test]

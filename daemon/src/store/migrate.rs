@@ -456,11 +456,13 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
         )?;
     }
     if version < 25 {
-        // The alarms a silence keeps from people (`silences.rs`), told when it ends: a restart
-        // during the silence must not forget them.
+        // The alarms a silence keeps from people (`silences.rs`), told when it ends, and the SMS
+        // each phone's hourly budgets used (`sms_sends.rs`): a restart must forget neither.
         conn.execute_batch(
             "BEGIN;
              CREATE TABLE silenced_alarms (rule TEXT NOT NULL, sensor TEXT NOT NULL, payload TEXT NOT NULL, PRIMARY KEY (rule, sensor)) WITHOUT ROWID;
+             CREATE TABLE sms_budget_sends (sink TEXT NOT NULL, budget TEXT NOT NULL, at_ms INTEGER NOT NULL);
+             CREATE INDEX sms_budget_sends_by_sink ON sms_budget_sends (sink, at_ms);
              PRAGMA user_version = 25;
              COMMIT;",
         )?;
