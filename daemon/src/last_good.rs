@@ -11,8 +11,9 @@
 //! and `systemctl restart` after the fix brings it back to normal. Without a saved copy an
 //! invalid configuration still refuses to start (exit 78).
 //!
-//! The copy covers the configuration file and the rule files; files they name (roster, secret
-//! files, serial profiles) are read from where they are.
+//! The copy covers the configuration file, the rule files and the roster (the file a community
+//! office edits most, at every shift swap: a typo in it stopped the box until an outside tester
+//! found it); other files they name (secret files, serial profiles) are read from where they are.
 
 use crate::config::{Config, ConfigError};
 use crate::rule_files;
@@ -44,6 +45,9 @@ pub struct Saved {
     pub base: PathBuf,
     /// The rule files' names and texts (the built-in packs come with the binary).
     pub rules: Vec<(String, String)>,
+    /// The roster's text, when the configuration names one (absent from copies saved before).
+    #[serde(default)]
+    pub roster: Option<String>,
 }
 
 /// Where the copy lives.
@@ -102,7 +106,7 @@ pub fn prepare(config_path: &Path, last_good: Option<&LastGood>) -> Result<Prepa
         (Err(error), None) => return Err(describe(&error)),
         (Err(error), Some(saved)) => {
             eprintln!("{}", describe(&error));
-            let config = Config::parse(&saved.config_path.display().to_string(), &saved.config_text, &saved.base)
+            let config = Config::parse_with_roster(&saved.config_path.display().to_string(), &saved.config_text, &saved.base, saved.roster.as_deref())
                 .map_err(|e| format!("{}\nthe last good configuration is no longer usable either:\n{}", describe(&error), describe(&e)))?;
             let rules = match load_rules(&config) {
                 Ok((rules, files, _)) => (rules, files),
@@ -128,6 +132,7 @@ pub fn prepare(config_path: &Path, last_good: Option<&LastGood>) -> Result<Prepa
                 config_text: std::fs::read_to_string(config_path).unwrap_or_default(),
                 base: config_path.parent().unwrap_or(Path::new(".")).to_path_buf(),
                 rules: sources.into_iter().map(|s| (s.name, s.text)).collect(),
+                roster: config.roster_file.as_ref().and_then(|file| std::fs::read_to_string(file).ok()),
             });
             Ok(Prepared { config, rules, rule_files: files, degraded: None, to_save })
         }

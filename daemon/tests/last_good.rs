@@ -94,3 +94,30 @@ async fn a_broken_rule_file_or_config_at_boot_runs_on_the_last_good_copy() {
     assert_eq!(metric(&metrics(http_port).await, "gridwatch_config_fallback"), Some(0.0));
     assert!(daemon.stop().success());
 }
+
+/// The roster is the file a community office edits at every shift swap: a typo in it at boot
+/// runs the box on the last good roster (it stopped the box for good before: an outside tester).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_roster_at_boot_runs_on_the_last_good_roster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker_port, http_port) = (free_port(), free_port());
+    let config = write_config(dir.path(), broker_port, http_port).replace("[[sensor]]\nid = \"canal-02\"", "[[sensor]]\ngrid = \"grid-5\"\nid = \"canal-02\"")
+        + "[dispatch]\nroster = \"roster.toml\"\n";
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("roster.toml"), common::ALARM_LADDER_ROSTER).unwrap();
+    let mut daemon = start(dir.path(), http_port).await;
+    let saved = wait_for(10 * SECOND, || async { dir.path().join("last-good/last-good.json").exists() }).await;
+    assert!(saved, "{:?}", daemon.stderr());
+    assert!(daemon.stop().success());
+
+    std::fs::write(dir.path().join("roster.toml"), common::ALARM_LADDER_ROSTER.replace("from = \"00:00\"", "from = \"00:00x\"")).unwrap();
+    let daemon = start(dir.path(), http_port).await;
+    assert_eq!(metric(&metrics(http_port).await, "gridwatch_config_fallback"), Some(1.0));
+    assert!(daemon.stderr().iter().any(|l| l.contains("roster.toml:") && l.contains("00:00x")), "the error is still shown: {:?}", daemon.stderr());
+    let named = wait_for(10 * SECOND, || {
+        publish(broker_port, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms()));
+        async { daemon.stdout().iter().any(|l| l.contains("reminder alarm") && l.contains("rule=do-low sensor=canal-02") && l.contains("On duty: 王芳")) }
+    })
+    .await;
+    assert!(named, "the last good roster names who is on duty: {:?} {:?}", daemon.stdout(), daemon.stderr());
+}

@@ -41,7 +41,13 @@ impl Config {
 
     /// Checks configuration text; `name` labels diagnostics, `base` resolves relative paths.
     pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let mut check = Checker { name, text, diagnostics: Vec::new(), failover_spans: Vec::new() };
+        Config::parse_with_roster(name, text, base, None)
+    }
+
+    /// [`Config::parse`] with the roster's text given (`roster_text`) instead of read from the
+    /// file `[dispatch] roster` names: the last good copy's.
+    pub fn parse_with_roster(name: &str, text: &str, base: &Path, roster_text: Option<&str>) -> Result<Config, ConfigError> {
+        let mut check = Checker { name, text, diagnostics: Vec::new(), failover_spans: Vec::new(), roster_text };
         let raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(err) => {

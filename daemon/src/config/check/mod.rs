@@ -32,6 +32,8 @@ pub(in crate::config) struct Checker<'a> {
     pub(in crate::config) diagnostics: Vec<Diagnostic>,
     /// `[alerts.failover]` entries and where they are written, checked once the channels are known.
     pub(in crate::config) failover_spans: Vec<(String, Range<usize>)>,
+    /// The roster's text to use instead of reading `[dispatch] roster` (the last good copy's).
+    pub(in crate::config) roster_text: Option<&'a str>,
 }
 
 impl Checker<'_> {

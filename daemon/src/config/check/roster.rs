@@ -42,7 +42,19 @@ impl Checker<'_> {
     /// The roster file, checked like the configuration itself (its errors are this file's), and
     /// its path.
     pub(super) fn dispatch(&mut self, raw: Option<raw::RawDispatch>, base: &Path) -> (crate::dispatch::Dispatch, Option<std::path::PathBuf>) {
-        let Some(path) = raw.and_then(|d| d.roster).and_then(|p| self.existing_path(base, p, "dispatch.roster")) else {
+        let Some(roster) = raw.and_then(|d| d.roster) else {
+            return (crate::dispatch::Dispatch::default(), None);
+        };
+        if let Some(text) = self.roster_text {
+            let path = base.join(roster.get_ref());
+            let name = format!("{} (last good copy)", path.display());
+            let parsed = crate::dispatch::Dispatch::parse(&name, text).unwrap_or_else(|errors| {
+                self.diagnostics.extend(errors.0);
+                crate::dispatch::Dispatch::default()
+            });
+            return (parsed, Some(path));
+        }
+        let Some(path) = self.existing_path(base, roster, "dispatch.roster") else {
             return (crate::dispatch::Dispatch::default(), None);
         };
         let parsed = std::fs::read_to_string(&path)

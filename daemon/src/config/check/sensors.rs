@@ -41,7 +41,7 @@ impl Checker<'_> {
                 return;
             }
         };
-        let mut csv = Checker { name: &name, text: &text, diagnostics: Vec::new(), failover_spans: Vec::new() };
+        let mut csv = Checker { name: &name, text: &text, diagnostics: Vec::new(), failover_spans: Vec::new(), roster_text: None };
         let listed: HashSet<Arc<str>> = sensors.iter().map(|s| s.id.clone()).collect();
         let mut seen = HashSet::new();
         // Each row becomes a sensor as it is read: the rows are never all in memory as raw
