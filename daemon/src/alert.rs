@@ -164,6 +164,9 @@ pub struct Alert {
     /// A "no data" event (a silent sensor): held back while the sensor's bus is down.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_data: bool,
+    /// A clear of an incident a person had resolved already: nobody needs to go on site for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incident_resolved: bool,
     /// Where the sensor is, `[latitude, longitude]`, when the inventory says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<[f64; 2]>,
@@ -229,6 +232,7 @@ impl Alert {
             recipients: Vec::new(),
             mentions: Vec::new(),
             no_data: false,
+            incident_resolved: false,
             location: None,
             unset_clock: None,
         }
@@ -322,6 +326,7 @@ pub(crate) mod tests {
             recipients: Vec::new(),
             mentions: Vec::new(),
             no_data: false,
+            incident_resolved: false,
             location: None,
             unset_clock: None,
         }

@@ -21,7 +21,7 @@ pub fn alert_of(
     time_zone: chrono_tz::Tz,
     places: &text::Places,
 ) -> Alert {
-    Alert {
+    let alert = Alert {
         event: event.kind.into(),
         rule: rule.id.clone(),
         title: rule.title.clone(),
@@ -51,9 +51,19 @@ pub fn alert_of(
         recipients: Vec::new(),
         mentions: Vec::new(),
         no_data: matches!(rule.check_of(event.variant), Check::NoData { .. }),
+        incident_resolved: false,
         location: sensor.location,
         unset_clock: None,
+    };
+    if event.kind != EventKind::Cleared {
+        return alert;
     }
+    // A clear says it is over in its own words: the rule's message is the alarm's sentence, and
+    // filled in with the clear's value it read "墙体倾斜 0.10°，橙色预警" in a webhook's or an
+    // app's `messages` (an outside tester).
+    let words = |chinese| text::sentence(&alert, crate::config::wording::Wording { chinese, time_zone });
+    let messages = BTreeMap::from([("en".to_string(), words(false)), ("zh".to_string(), words(true))]);
+    Alert { messages, ..alert }
 }
 
 /// The rule's message templates filled in for this event, per language.
@@ -156,5 +166,10 @@ mod tests {
         assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.3‰ since installation — danger");
         assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
         assert_eq!(alert.message(), alert.messages["en"]);
+
+        let cleared = RuleEvent { kind: EventKind::Cleared, value: 0.1, ..event };
+        let alert = alert_of(&cleared, rule, &sensor, Some(event.since), crate::local_time::DEFAULT, &text::Places::default());
+        assert_eq!(alert.messages["zh"], "east-yard B2（house-03）墙体倾斜已恢复正常，当前0.10‰", "a clear in its own words, not the alarm's");
+        assert_eq!(alert.messages["en"], "house-03, east-yard B2: back to normal, now 0.10‰");
     }
 }

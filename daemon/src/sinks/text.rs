@@ -190,6 +190,8 @@ pub fn what_to_do(alert: &Alert, wording: Wording) -> &'static str {
     match (alert.event, alert.audience, alert.severity, wording.chinese) {
         (Event::Report, _, _, true) => "请网格长督促超时事件办结。",
         (Event::Report, _, _, false) => "Grid leaders: follow up the overdue incidents.",
+        (Event::Cleared, _, _, true) if alert.incident_resolved => "事件已办结，无需再到场。",
+        (Event::Cleared, _, _, false) if alert.incident_resolved => "The incident was resolved already; nobody needs to go.",
         (Event::Cleared, _, _, true) if closes_itself => "事件已自动关闭，无需处理。",
         (Event::Cleared, _, _, true) => "数值已回落，但仍需到场核实后办结。",
         (Event::Cleared, _, _, false) if closes_itself => "The incident closed by itself; nothing to do.",

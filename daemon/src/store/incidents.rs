@@ -138,6 +138,11 @@ impl Store {
                 if let Some(previous) = previous {
                     (journaled.event, journaled.previous_severity) = (Event::Changed, previous.parse().ok());
                 }
+                if journaled.event == Event::Cleared {
+                    // A clear must not send people on site to resolve what a person resolved.
+                    let state: String = tx.query_row("SELECT state FROM incidents WHERE id = ?1", [incident], |row| row.get(0))?;
+                    journaled.incident_resolved = state == State::Resolved.as_str();
+                }
                 let destinations = (journaling.route)(&mut journaled, incident);
                 let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;
                 let opened = journaled.event == Event::Fired || (journaled.event == Event::Changed && ladder_ended);
@@ -566,6 +571,26 @@ mod tests {
         let reopened = store.incidents(false).unwrap();
         assert_eq!(reopened.len(), 1, "{reopened:?}");
         assert_eq!(armed(reopened[0].id), Some(5_000), "closed while it fired, then changed: a ladder again");
+    }
+
+    /// A red house a worker resolved while it still leaned, then its clear: the clear says the
+    /// incident is resolved, and its words send nobody on site (an outside tester's SMS told four
+    /// people to go and resolve it).
+    #[tokio::test]
+    async fn the_clear_of_a_resolved_incident_sends_nobody_on_site() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.apply_and_journal(&event("fired", "danger", 1_000), 600_000, to_office()).await.unwrap().0.incident().unwrap();
+        store.incident_action(id, Action::Accept, "worker Li", None, 2_000).unwrap();
+        store.incident_action(id, Action::OnSite, "worker Li", None, 2_100).unwrap();
+        store.incident_action(id, Action::Resolve, "worker Li", Some("propped, residents out"), 2_200).unwrap();
+        let (_, journaled) = store.apply_and_journal(&event("cleared", "danger", 3_000), 600_000, to_office()).await.unwrap();
+        let clear = journaled.unwrap().1;
+        assert!(clear.incident_resolved);
+        let wording = crate::config::wording::Wording::default();
+        assert_eq!(crate::sinks::text::what_to_do(&clear, wording), "事件已办结，无需再到场。");
+        let unresolved = Alert { incident_resolved: false, ..clear };
+        assert_eq!(crate::sinks::text::what_to_do(&unresolved, wording), "数值已回落，但仍需到场核实后办结。");
     }
 
     #[tokio::test]
