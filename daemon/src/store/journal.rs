@@ -158,9 +158,16 @@ impl Store {
             let mut due = Vec::new();
             let mut unreadable = Vec::new();
             {
+                // A red alarm goes before what queued up ahead of it (clears, reminders, oranges
+                // of other houses: a channel retrying two clears kept a red 60 s from WeCom; an
+                // outside tester), unless an earlier event of its own incident still waits here.
                 let mut statement = tx.prepare_cached(
                     "SELECT o.alert_id, coalesce(o.payload, a.payload), o.not_before_ms IS NOT NULL, o.attempts FROM outbox o JOIN alert_events a ON a.id = o.alert_id
-                     WHERE o.sink = ?1 AND o.state = 'pending' AND (o.not_before_ms IS NULL OR o.not_before_ms <= ?2) ORDER BY o.alert_id LIMIT ?3",
+                     WHERE o.sink = ?1 AND o.state = 'pending' AND (o.not_before_ms IS NULL OR o.not_before_ms <= ?2)
+                     ORDER BY a.severity = 'danger' AND a.event IN ('fired', 'changed') AND NOT EXISTS (
+                         SELECT 1 FROM alert_events b JOIN outbox e ON e.alert_id = b.id AND e.sink = o.sink
+                         WHERE b.sensor = a.sensor AND b.rule = a.rule AND b.id < a.id AND e.state = 'pending'
+                     ) DESC, o.alert_id LIMIT ?3",
                 )?;
                 let rows = statement
                     .query_map(params![sink, now_ms, limit as i64], |row| {
@@ -308,6 +315,27 @@ mod tests {
         assert_eq!(due.iter().map(|d| (d.alert_id, d.deferred)).collect::<Vec<_>>(), vec![(id, true)]);
         store.mark_delivery(id, "office", true, 1, None).await.unwrap();
         assert!(store.due_deliveries("office", 6_000, 10).await.unwrap().is_empty(), "sent once");
+    }
+
+    /// A channel with clears and oranges queued (retried against a robot that refuses them) sends
+    /// a new red house next, not after them; a red change of an incident whose orange still waits
+    /// keeps its place after it.
+    #[tokio::test]
+    async fn a_red_alarm_goes_before_what_queued_up_ahead_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let of = |event: &str, sensor: &str, severity: gridwatch_rules::Severity| {
+            let mut alert = sample_alert(event, 1.0);
+            (alert.sensor, alert.severity) = (sensor.to_string(), severity);
+            alert
+        };
+        use gridwatch_rules::Severity::{Alarm, Danger};
+        let mut ids = Vec::new();
+        for alert in [of("cleared", "house-01", Danger), of("fired", "house-02", Alarm), of("changed", "house-02", Danger), of("fired", "house-03", Danger)] {
+            ids.push(store.record_alert_to(&alert, office(), None).await.unwrap());
+        }
+        let due: Vec<i64> = store.due_deliveries("office", 1_000, 10).await.unwrap().into_iter().map(|d| d.alert_id).collect();
+        assert_eq!(due, vec![ids[3], ids[0], ids[1], ids[2]]);
     }
 
     #[tokio::test]
