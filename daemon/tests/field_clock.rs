@@ -39,7 +39,7 @@ grids = ["grid-5"]
 
 [[shift]]
 member = "wang"
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+days = [DAYS]
 from = "00:00"
 to = "00:00"
 
@@ -77,7 +77,14 @@ fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, hook_port: u1
     let rules =
         "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\nmessage = { zh = \"{sensor}溶解氧偏低，自{since}起\" }\n\n[[rule]]\nid = \"silent\"\nno_data = \"6s\"\nseverity = \"warning\"\n";
     std::fs::write(dir.join("rules.toml"), rules).unwrap();
-    std::fs::write(dir.join("roster.toml"), ROSTER).unwrap();
+    std::fs::write(dir.join("roster.toml"), ROSTER.replace("DAYS", &on_duty_days())).unwrap();
+}
+
+/// Wang's shift: today and tomorrow in China, not the days a box clock days behind (or at 1970)
+/// reads, unless by chance.
+fn on_duty_days() -> String {
+    let china = chrono::Utc::now() + chrono::Duration::hours(8);
+    [china, china + chrono::Duration::days(1)].iter().map(|day| format!("\"{}\"", day.format("%a").to_string().to_lowercase())).collect::<Vec<_>>().join(", ")
 }
 
 fn bodies(receiver: &WebhookReceiver, event: &str) -> Vec<serde_json::Value> {
@@ -139,6 +146,7 @@ async fn clock_stepped_mid_run(faked: &str) {
     let alarm = bodies(&receiver, "fired").into_iter().find(|b| b["rule"] == "do-low").unwrap();
     let device_time = chrono::DateTime::from_timestamp_millis(alarm_ts).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     assert_eq!(alarm["at"], device_time.as_str(), "labelled with the device's own time");
+    assert_eq!(alarm["recipients"], serde_json::json!(["王芳"]), "whose shift it is by the device's time, not the box's wrong clock");
     // Its words too: `{since}` in the device's time, not the box's wrong clock.
     let local_day =
         chrono::DateTime::from_timestamp_millis(alarm_ts).unwrap().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap()).format("自%-m月%-d日");

@@ -255,7 +255,11 @@ impl Dispatcher {
         }
         let dispatch = self.dispatch.get();
         if alert.audience == Audience::Grid && alert.event != Event::Cleared {
-            let people = dispatch.on_duty(alert.grid.as_deref(), now);
+            // Whose shift it is, by the device's own time while the box's clock is not set (a box
+            // days behind named a weekday's grid leader instead of the night shift on duty; an
+            // outside tester).
+            let shift_time = if !self.clock.synchronized() && alert.at != crate::clock::TIME_UNKNOWN { alert.at_ms } else { now };
+            let people = dispatch.on_duty(alert.grid.as_deref(), shift_time);
             alert.recipients = people.iter().map(|m| m.name.clone()).collect();
             alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
         }
