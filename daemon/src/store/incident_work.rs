@@ -95,8 +95,10 @@ impl Store {
         let stamp = Stamp { at_ms: now_ms, clock_unset_at: self.unset_mark_now() };
         self.essential(|conn| {
             let tx = conn.transaction()?;
-            let state: String =
-                tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.ok_or_else(|| super::Refused(format!("no incident {id}")))?;
+            let state: String = tx
+                .query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0))
+                .optional()?
+                .ok_or_else(|| super::Refused(format!("no incident {id}")))?;
             let mut state: State = state.parse().map_err(anyhow::Error::msg)?;
             match work {
                 Work::Move(action) => {

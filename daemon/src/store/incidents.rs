@@ -171,8 +171,10 @@ impl Store {
         let stamp = Stamp { at_ms: now_ms, clock_unset_at: self.unset_mark_now() };
         self.essential(|conn| {
             let tx = conn.transaction()?;
-            let state: String =
-                tx.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?.ok_or_else(|| super::Refused(format!("no incident {id}")))?;
+            let state: String = tx
+                .query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0))
+                .optional()?
+                .ok_or_else(|| super::Refused(format!("no incident {id}")))?;
             let next = action.next(state.parse().map_err(anyhow::Error::msg)?).map_err(super::Refused)?;
             let closed = (next == State::Closed).then_some(now_ms);
             tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![next.as_str(), now_ms, closed, id])?;
