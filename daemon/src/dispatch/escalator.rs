@@ -46,10 +46,14 @@ impl Dispatch {
         };
         let (steps, progress, next_due_age_ms) = steps_due(policy, 0, state, due.progress, age_ms);
         let grid = due.grid.as_deref();
+        // Whose shift it is: while the box's clock is not set, by the alarm's device time and the
+        // ladder's age, as the alarm itself was addressed (the box's clock may be days off).
+        let unset = at == crate::clock::TIME_UNKNOWN && template.at != crate::clock::TIME_UNKNOWN;
+        let shift_ms = if unset { template.at_ms + age_ms } else { now_ms };
         let steps = steps
             .into_iter()
             .map(|step| {
-                let on_duty = self.on_duty(grid, now_ms);
+                let on_duty = self.on_duty(grid, shift_ms);
                 match step {
                     Step::Remind { count } => {
                         let names = names(&on_duty);
@@ -336,5 +340,21 @@ to = "00:00"
         let dispatch = Dispatch::parse("r.toml", ROSTER).unwrap();
         let decision = dispatch.decide(&due("open", Progress::default()), 5 * MIN, 86_400_000, crate::clock::TIME_UNKNOWN);
         assert_eq!(decision.steps[0].alert.at, "time unknown");
+    }
+
+    /// A box whose clock is days off and not set: the reminder names whoever is on shift at the
+    /// alarm's device time plus the ladder's age, as the alarm did, not at the box's clock.
+    #[test]
+    fn an_unset_clock_names_the_shift_of_the_alarm_s_device_time() {
+        let roster = ROSTER.replace("days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]", "days = [\"mon\"]");
+        let dispatch = Dispatch::parse("r.toml", &roster).unwrap();
+        let mut due = due("open", Progress::default());
+        let template = due.last_alert.as_mut().unwrap();
+        (template.at_ms, template.at) = (NOON, "2026-11-23T04:00:00.000Z".into());
+        let four_days_behind = NOON - 4 * 24 * 60 * MIN;
+        let decision = dispatch.decide(&due, 5 * MIN, four_days_behind, crate::clock::TIME_UNKNOWN);
+        assert_eq!(decision.steps[0].alert.recipients, vec!["王芳"], "Monday's shift, as the alarm's time says");
+        let decision = dispatch.decide(&due, 5 * MIN, four_days_behind, "2026-11-19T04:05:00.000Z");
+        assert_eq!(decision.steps[0].alert.recipients, vec!["陈刚"], "a set clock is believed: nobody on shift that Thursday, the grid leader");
     }
 }
