@@ -248,7 +248,7 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
 
     let sinks_closing = CancellationToken::new();
     let sink_context = SinkContext { metrics: metrics.clone(), store: store.clone(), clock, closing: sinks_closing.clone() };
-    let (sinks, handoff_rx) = sink_set(config, sink_context, metrics)?;
+    let (sinks, handoff_rx) = sink_set(config, sink_context, metrics, &dispatch)?;
     let SinkSet { queues: sink_queues, tasks: sink_tasks, .. } = sinks;
     let sink_count = sink_queues.len();
     // The daemon's own alerts (bus down, fallback configuration) and the rule engine's, which
@@ -591,6 +591,7 @@ fn sink_set(
     config: &Config,
     context: SinkContext,
     metrics: &Arc<Metrics>,
+    roster: &crate::dispatch::InForce,
 ) -> anyhow::Result<(SinkSet, mpsc::UnboundedReceiver<crate::sinks::channel::Handoff>)> {
     let store = context.store.clone();
     let (mut sinks, handoff_rx) = SinkSet::new(context, &config.alerts);
@@ -610,7 +611,7 @@ fn sink_set(
         sinks.add(DingTalkSink::new(robot.clone())?.kept_in(&store));
     }
     for gateway in &config.alerts.sms {
-        sinks.add(crate::sinks::sms::SmsSink::new(gateway.clone(), store.clone())?);
+        sinks.add(crate::sinks::sms::SmsSink::new(gateway.clone(), store.clone())?.naming_links_from(roster.clone()));
     }
     if let Some(pin) = config.gpio.as_ref().and_then(|g| g.siren_pin) {
         let max_on = config.gpio.as_ref().map_or(std::time::Duration::from_secs(300), |g| g.siren_max_on);

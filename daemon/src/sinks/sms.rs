@@ -119,6 +119,8 @@ pub struct SmsSink {
     retry_delay: Duration,
     ledger: Arc<Mutex<Ledger>>,
     timer: Option<Owed>,
+    /// The roster in force, to give each phone its member's own link (none: the group link).
+    roster: Option<crate::dispatch::InForce>,
 }
 
 impl Drop for SmsSink {
@@ -133,7 +135,21 @@ impl SmsSink {
     pub fn new(config: SmsConfig, store: Store) -> anyhow::Result<SmsSink> {
         let client = super::no_redirects().timeout(Duration::from_secs(10)).build()?;
         let ledger = Arc::new(Mutex::new(kept_ledger(&store, &config.name)));
-        Ok(SmsSink { config, client, store, retry_delay: Duration::from_secs(1), ledger, timer: None })
+        Ok(SmsSink { config, client, store, retry_delay: Duration::from_secs(1), ledger, timer: None, roster: None })
+    }
+
+    /// Gives each phone its member's own link, from the roster in force: an action from the SMS
+    /// is then that member's, and asks for no name (a group link did; an outside tester).
+    pub fn naming_links_from(mut self, roster: crate::dispatch::InForce) -> SmsSink {
+        self.roster = Some(roster);
+        self
+    }
+
+    /// `phone`'s member's own link to the first alert's incident, if the roster names them.
+    fn own_link(&self, phone: &str, alerts: &[&Alert]) -> Option<String> {
+        let dispatch = self.roster.as_ref()?.get();
+        let member = dispatch.roster.members.iter().find(|m| m.phone == phone)?;
+        alerts.first()?.member_links.get(&member.name).cloned()
     }
 
     /// Records that `budget` was used now, in the ledger and in the store.
@@ -161,8 +177,9 @@ impl SmsSink {
     /// Sends `message` to each phone with the attempts it had so far, retrying the failures
     /// until each phone has had [`ATTEMPTS`]; every attempt is counted in the store before it is
     /// made and every send marked once the gateway took it, so a restart goes on from there.
-    async fn send(&self, phones: Vec<(String, u32)>, message: &str, event_ids: &[i64]) -> anyhow::Result<()> {
-        let mut pending: Vec<(String, u32, String)> = phones.into_iter().map(|(phone, made)| (phone, made, String::new())).collect();
+    async fn send(&self, phones: Vec<(String, u32, String)>, event_ids: &[i64]) -> anyhow::Result<()> {
+        let messages: HashMap<String, String> = phones.iter().map(|(phone, _, message)| (phone.clone(), message.clone())).collect();
+        let mut pending: Vec<(String, u32, String)> = phones.into_iter().map(|(phone, made, _)| (phone, made, String::new())).collect();
         let mut given_up = Vec::new();
         loop {
             let (spent, left): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(_, made, _)| *made >= ATTEMPTS);
@@ -183,7 +200,8 @@ impl SmsSink {
             // Every phone at once, each marked sent as soon as the gateway took it: a gateway
             // that hangs on one phone holds up no other, and a power cut while it hangs does not
             // lose the others' sends (they were texted again after the restart; an outside tester).
-            let answers = futures::future::join_all(pending.iter().map(|(phone, _, _)| async move {
+            let answers = futures::future::join_all(pending.iter().map(|(phone, _, _)| async {
+                let message = messages.get(phone).map_or("", String::as_str);
                 let answer = post(&self.client, &self.config, body(&self.config, phone, message)).await;
                 if answer.is_ok() {
                     if let Err(error) = self.store.mark_sms_sent(&self.config.name, phone, event_ids.to_vec()).await {
@@ -232,7 +250,6 @@ impl SmsSink {
                 unsent.push((phone, progress.attempts));
             }
         }
-        let message = sms_text(alerts, self.config.wording);
         let mut now = Vec::new();
         let mut used = Vec::new();
         {
@@ -242,7 +259,8 @@ impl SmsSink {
                 if ledger.allows(&budget, self.config.per_phone_per_hour) {
                     ledger.record(&budget);
                     used.push(budget);
-                    now.push((phone, made));
+                    let message = sms_text(alerts, self.config.wording, self.own_link(&phone, alerts).as_deref());
+                    now.push((phone, made, message));
                 } else {
                     tracing::info!(sink = %self.config.name, phone = %phone, "SMS cap reached for this phone; the alert goes in its next SMS");
                     let owed = ledger.owed.entry(budget).or_default();
@@ -256,7 +274,7 @@ impl SmsSink {
             self.use_budget(&budget).await;
         }
         self.arm_timer();
-        let sent = self.send(now, &message, &event_ids).await;
+        let sent = self.send(now, &event_ids).await;
         anyhow::ensure!(spent.is_empty(), "SMS via {} given up for {}", crate::redact::redacted(&self.config.url), spent.join("; "));
         sent
     }
@@ -371,8 +389,9 @@ fn cut(sentence: &str) -> String {
 }
 
 /// The SMS about one house: "【红色预警】#12 … 请立即到场查看… 12月3日 23:28 处理：<link>"; for
-/// several alerts of the house, every number and the first one's sentence and link.
-pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
+/// several alerts of the house, every number and the first one's sentence and link — `own_link`
+/// when the phone's member has one, else the incident's.
+pub fn sms_text(alerts: &[&Alert], wording: Wording, own_link: Option<&str>) -> String {
     let Some(first) = alerts.first() else { return String::new() };
     // Each incident once, however many of its events the message carries (a digest).
     let mut numbers: Vec<String> = Vec::new();
@@ -401,7 +420,7 @@ pub fn sms_text(alerts: &[&Alert], wording: Wording) -> String {
         at,
     ];
     // The short form of the link: a Chinese SMS part holds 70 characters.
-    parts.extend(first.link.as_deref().map(|l| format!("{act}{}", crate::links::shorten(l))));
+    parts.extend(own_link.or(first.link.as_deref()).map(|l| format!("{act}{}", crate::links::shorten(l))));
     parts.join(" ")
 }
 
@@ -609,6 +628,27 @@ mod tests {
         assert!(gateway_took(&numeric, "OK").is_err(), "nor is an answer that is not JSON");
     }
 
+    /// Each phone's SMS carries its member's own short link (an action from it is theirs, and
+    /// asks for no name); a phone the roster does not name gets the incident's group link.
+    #[tokio::test]
+    async fn each_phone_gets_its_member_s_own_link() {
+        let state = tempfile::tempdir().unwrap();
+        let (url, seen) = gateway("none").await;
+        let roster =
+            "[[grid]]\nid = \"grid-3\"\n[[member]]\nid = \"wang\"\nname = \"王芳\"\nrole = \"worker\"\nphone = \"13800000001\"\ngrids = [\"grid-3\"]\n";
+        let dispatch = crate::dispatch::Dispatch::parse("roster.toml", roster).unwrap();
+        let mut alert = house_alarm("house-07", 12);
+        alert.mentions = vec!["13800000001".into(), "13800000009".into()];
+        alert.link = Some("http://box/incident/12?exp=1796000000&sig=00112233445566778899aabbccddeeff".into());
+        alert.member_links.insert("王芳".into(), "http://box/incident/12?m=wang&exp=1796000000&sig=ffeeddccbbaa99887766554433221100".into());
+        sink(&url, &state).naming_links_from(dispatch.into()).deliver(&alert).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let text_to = |phone: &str| seen.iter().find(|b| b["phone"] == phone).unwrap()["params"]["msg"].as_str().unwrap().to_string();
+        assert!(text_to("13800000001").ends_with(&format!("处理：{}", crate::links::shorten(&alert.member_links["王芳"]))), "{}", text_to("13800000001"));
+        assert!(text_to("13800000001").ends_with(".wang"));
+        assert!(text_to("13800000009").ends_with(&format!("处理：{}", crate::links::shorten(alert.link.as_deref().unwrap()))), "{}", text_to("13800000009"));
+    }
+
     fn house_alarm(sensor: &str, incident: i64) -> Alert {
         let mut alert = sample_alert("fired", 7.3);
         alert.sensor = sensor.into();
@@ -634,7 +674,7 @@ mod tests {
     fn a_digest_of_one_probe_s_events_names_its_incident_once_and_no_house() {
         let mut probe = house_alarm("canal-01", 14);
         probe.building = None;
-        let text = sms_text(&[&probe, &probe, &probe], Wording { chinese: true, time_zone: chrono_tz::Asia::Shanghai });
+        let text = sms_text(&[&probe, &probe, &probe], Wording { chinese: true, time_zone: chrono_tz::Asia::Shanghai }, None);
         assert!(text.starts_with("【红色预警】#14 "), "{text}");
         assert!(text.contains("（共3条）") && !text.contains("#14 #14") && !text.contains("本楼"), "{text}");
     }
