@@ -6,7 +6,7 @@
 //! in all, not that many per start, and the alerts behind it get their turn; one that is down for
 //! a few seconds while the box restarts again and again still gets the alarm once it is back.
 //! An SMS gateway that hangs, with power cuts between the attempts, texts each phone at most
-//! four times in all.
+//! four times in all. A red alarm does not wait behind a clear the receiver keeps refusing.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -267,4 +267,76 @@ async fn an_sms_gateway_that_hangs_through_power_cuts_sends_each_phone_at_most_f
     assert!(copies("13800000001") >= 1 && copies("13800000002") >= 1, "both phones were tried: {phones:?}");
     assert!(copies("13800000001") <= 4 && copies("13800000002") <= 4, "more than four copies to one phone across the restarts: {phones:?}");
     daemon.kill_hard();
+}
+
+/// A receiver that refuses every clear (HTTP 500) and takes everything else, recording when
+/// each event arrived: (event, sensor, arrival ms).
+async fn refusing_clears() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String, i64)>>>) {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, i64)>>> = Default::default();
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let record = record.clone();
+            async move {
+                let event = body["event"].as_str().unwrap_or_default().to_string();
+                record.lock().unwrap().push((event.clone(), body["sensor"].as_str().unwrap_or_default().to_string(), now_ms()));
+                if event == "cleared" {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// A red alarm does not wait behind a clear the receiver keeps refusing: the channel stops
+/// retrying the clear after its failed attempt, sends the red, then goes on with the clear (an
+/// outside tester's red reached a robot 60 s late, behind two clears' retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_alarm_does_not_wait_behind_a_clear_the_receiver_keeps_refusing() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let (url, seen) = refusing_clears().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-red-first-{http_port}\"\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
+         [[alerts.webhook]]\nname = \"robot\"\nurl = \"{url}\"\nmax_attempts = 8\ntimeout_secs = 5\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+         [[sensor]]\nid = \"canal-01\"\nkind = \"water\"\nsite = \"east-canal\"\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\n",
+        mosquitto.url()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    let rules = "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n\n[[rule]]\nid = \"do-critical\"\nvalue = \"do\"\nbelow = 1\nseverity = \"danger\"\n";
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let publish = |sensor: &str, value: f64| {
+        mosquitto.publish(&format!("gridwatch/east-canal/{sensor}/telemetry"), &format!(r#"{{"do": {value}, "ts": {}}}"#, now_ms())).unwrap()
+    };
+    let up =
+        common::publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port)
+            .await;
+    assert!(up, "{:?}", daemon.stderr());
+    let events =
+        |event: &str, sensor: &str| seen.lock().unwrap().iter().filter(|(e, s, _)| e == event && s == sensor).map(|(_, _, at)| *at).collect::<Vec<i64>>();
+
+    publish("canal-01", 3.0);
+    assert!(wait_for(10 * SECOND, || async { !events("fired", "canal-01").is_empty() }).await, "{:?}", daemon.stderr());
+    publish("canal-01", 7.0);
+    assert!(wait_for(10 * SECOND, || async { events("cleared", "canal-01").len() >= 2 }).await, "the clear is retried: {:?}", seen.lock().unwrap());
+    let red_at = now_ms();
+    publish("canal-02", 0.5);
+    assert!(wait_for(30 * SECOND, || async { !events("fired", "canal-02").is_empty() }).await, "{:?}", daemon.stderr());
+    let waited = events("fired", "canal-02")[0] - red_at;
+    assert!(waited < 5_000, "the red waited {waited} ms behind the clear's retries: {:?}", seen.lock().unwrap());
+    let clears_before = events("cleared", "canal-01").len();
+    assert!(
+        wait_for(15 * SECOND, || async { events("cleared", "canal-01").len() > clears_before }).await,
+        "the clear's attempts go on after the red: {:?}",
+        seen.lock().unwrap()
+    );
 }

@@ -103,6 +103,7 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
         let idle = IDLE_LOOK.div_f64(clock.speed().max(1.0)).max(Duration::from_millis(20));
         let mut unrecorded = Unrecorded::new();
         let mut followed = HashSet::new();
+        let mut yielded_once = HashSet::new();
         let mut in_memory = InMemory::default();
         loop {
             while let Ok(alert) = unjournaled_in.try_recv() {
@@ -121,6 +122,7 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
                     Vec::new()
                 }
             };
+            yielded_once.retain(|id| due.iter().any(|d| d.alert_id == *id));
             let due = match &failover {
                 Some(failover) => follow_failover(&store, &metrics, &name, failover, due, &mut followed, &mut unrecorded).await,
                 None => due,
@@ -137,7 +139,14 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
                 }
                 continue;
             }
-            let Sent { batch, outcome, uncounted } = send_next(&mut sink, &store, &clock, &metrics, &name, failover.as_ref(), due).await;
+            let Sent { batch, outcome, uncounted, yielded } =
+                send_next(&mut sink, (&store, &clock), &metrics, &name, failover.as_ref(), due, &yielded_once).await;
+            if yielded {
+                // Still pending, its attempts counted: it goes on after the red alarm. Once per
+                // run, so that a red this channel does not send next cannot hold it for ever.
+                yielded_once.extend(batch.iter().map(|d| d.alert_id));
+                continue;
+            }
             let attempts = u32::from(uncounted);
             let error = outcome.err().map(|e| format!("{e:#}"));
             let label = Metrics::sink(&name);
@@ -231,17 +240,17 @@ async fn follow_failover(
 /// while waiting, as one digest. Returns what was sent and how it went.
 async fn send_next<S: Sink>(
     sink: &mut S,
-    store: &Store,
-    clock: &Clock,
+    (store, clock): (&Store, &Clock),
     metrics: &Metrics,
     name: &str,
     failover: Option<&Failover>,
     due: Vec<DueDelivery>,
+    yielded_once: &HashSet<i64>,
 ) -> Sent {
     let wait = sink.wait();
     if let Some(failover) = failover.filter(|f| wait > f.after) {
         let outcome = Err(anyhow::anyhow!("rate limited for {} s; handed to `{}`", wait.as_secs(), failover.to));
-        return Sent { batch: due, outcome, uncounted: false };
+        return Sent { batch: due, outcome, uncounted: false, yielded: false };
     }
     let batch = if !wait.is_zero() {
         tracing::info!(sink = %name, wait_ms = wait.as_millis() as u64, "rate limited; alerts arriving meanwhile go out as one digest");
@@ -255,21 +264,49 @@ async fn send_next<S: Sink>(
     } else {
         due.into_iter().take(1).collect()
     };
-    let (outcome, uncounted) = match (batch.as_slice(), sink.counted_attempts()) {
-        ([one], Some(counted)) => (deliver_counted(sink, store, metrics, name, failover, one, counted).await, false),
-        ([one], None) => (sink.deliver(&one.alert).await, true),
-        (many, _) => (sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await, true),
+    let (outcome, uncounted, yielded) = match (batch.as_slice(), sink.counted_attempts()) {
+        ([one], Some(counted)) => {
+            match deliver_counted(sink, (store, clock), metrics, name, failover, (one, !yielded_once.contains(&one.alert_id)), counted).await {
+                Counted::Done(outcome) => (outcome, false, false),
+                Counted::Yielded => (Ok(()), false, true),
+            }
+        }
+        ([one], None) => (sink.deliver(&one.alert).await, true, false),
+        (many, _) => (sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await, true, false),
     };
-    Sent { batch, outcome, uncounted }
+    Sent { batch, outcome, uncounted, yielded }
 }
 
-/// What one send did: the deliveries it covered, how it went, and whether its attempt is still
+/// What one send did: the deliveries it covered, how it went, whether its attempt is still
 /// to be counted in the store (a sink that retries by itself; the channel counted the others'
-/// attempts as it made them).
+/// attempts as it made them), and whether it stopped between attempts for a red alarm (the
+/// delivery stays pending, its outcome means nothing).
 struct Sent {
     batch: Vec<DueDelivery>,
     outcome: anyhow::Result<()>,
     uncounted: bool,
+    yielded: bool,
+}
+
+/// How the attempts at one delivery ended.
+enum Counted {
+    Done(anyhow::Result<()>),
+    /// Stopped after a failed attempt: a red alarm waits behind it on this channel.
+    Yielded,
+}
+
+/// Whether a red alarm other than `current` is the next this channel would send: a delivery
+/// being retried makes way for it (a red waited 60 s behind two clears a refusing robot made the
+/// channel retry; an outside tester).
+async fn red_waits(store: &Store, clock: &Clock, name: &str, current: &DueDelivery) -> bool {
+    let is_red_alarm = |alert: &Alert| alert.severity == gridwatch_rules::Severity::Danger && matches!(alert.event, Event::Fired | Event::Changed);
+    if is_red_alarm(&current.alert) {
+        return false;
+    }
+    match store.due_deliveries(name, clock.now(), 1).await {
+        Ok(next) => next.first().is_some_and(|next| next.alert_id != current.alert_id && is_red_alarm(&next.alert)),
+        Err(_) => false,
+    }
 }
 
 /// Makes the attempts at `one` that its sink leaves to the channel, each counted in the store
@@ -278,13 +315,13 @@ struct Sent {
 /// channel's next alerts their turn.
 async fn deliver_counted<S: Sink>(
     sink: &mut S,
-    store: &Store,
+    (store, clock): (&Store, &Clock),
     metrics: &Metrics,
     name: &str,
     failover: Option<&Failover>,
-    one: &DueDelivery,
+    (one, may_yield): (&DueDelivery, bool),
     counted: CountedAttempts,
-) -> anyhow::Result<()> {
+) -> Counted {
     let CountedAttempts { in_all, mut backoff } = counted;
     let mut made = one.attempts;
     // The waits go on from where the attempts so far left them: a restart neither repeats the
@@ -300,6 +337,10 @@ async fn deliver_counted<S: Sink>(
             if failover.is_some_and(|f| sink.wait() > f.after) {
                 break;
             }
+            if may_yield && red_waits(store, clock, name, one).await {
+                tracing::info!(sink = %name, alert_id = one.alert_id, attempt = made, "a red alarm waits: it goes first, this delivery's attempts go on after it");
+                return Counted::Yielded;
+            }
             let delay = backoff.next_delay();
             if let Some(error) = last_error.as_ref() {
                 metrics.alert_delivery_retries.get_or_create(&Metrics::sink(name)).inc();
@@ -313,14 +354,14 @@ async fn deliver_counted<S: Sink>(
         }
         made += 1;
         match sink.attempt(&one.alert).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Counted::Done(Ok(())),
             Err(error) => last_error = Some(error),
         }
     }
-    Err(match last_error {
+    Counted::Done(Err(match last_error {
         Some(error) => error.context(format!("failed {made} times")),
         None => anyhow::anyhow!("given up: {made} attempts were made before a restart (max_attempts {in_all})"),
-    })
+    }))
 }
 
 /// Alerts the store could not take, held by their channel in memory with the attempts so far.
