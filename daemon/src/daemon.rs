@@ -124,6 +124,8 @@ pub struct Boot {
     pub degraded: Option<String>,
     /// Saved as the last good copy once the daemon is READY.
     pub save: Option<(crate::last_good::LastGood, crate::last_good::Saved)>,
+    /// Where the last good copy lives: a roster reloaded while running is kept in it.
+    pub last_good: Option<crate::last_good::LastGood>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled and everything is drained.
@@ -135,7 +137,7 @@ pub async fn run(config: Config, clock: Clock, metrics: Arc<Metrics>, shutdown: 
 /// life in four steps.
 pub async fn run_with(config: Config, boot: Boot, clock: Clock, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let built = build(&config, boot.rules, clock, &metrics)?;
-    let (running, ready) = spawn(&config, built, clock, &metrics, &shutdown).await?;
+    let (running, ready) = spawn(&config, (built, boot.last_good), clock, &metrics, &shutdown).await?;
     wait(ready, boot.degraded, boot.save, clock, &metrics, &shutdown).await;
     drain(running).await;
     Ok(())
@@ -240,7 +242,13 @@ struct Ready {
 
 /// Starts everything in reverse data-flow order: the broker and the web pages, the sinks, the
 /// dispatcher, telemetry, the pipeline, then the sources.
-async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metrics>, shutdown: &CancellationToken) -> anyhow::Result<(Running, Ready)> {
+async fn spawn(
+    config: &Config,
+    (built, last_good): (Built, Option<crate::last_good::LastGood>),
+    clock: Clock,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Running, Ready)> {
     let Built { store, engine, calibrations, rule_count, rule_files, live, clocks } = built;
     let sensors = config.sensors.clone();
     let dispatch = starting_dispatch(config);
@@ -273,7 +281,7 @@ async fn spawn(config: &Config, built: Built, clock: Clock, metrics: &Arc<Metric
     // In a district the hub puts the roster (`cluster::roster`); a box alone reloads its file.
     let in_a_district = cfg!(feature = "cluster") && config.cluster.is_some();
     let roster = config.roster_file.clone().filter(|_| !in_a_district).map(|file| (file, dispatch.clone()));
-    let running = config.source.clone().map(|file| crate::reload::Running { file, sensors: config.sensors.clone(), roster });
+    let running = config.source.clone().map(|file| crate::reload::Running { file, sensors: config.sensors.clone(), roster, last_good });
     tokio::spawn(crate::reload::watch(config.rules.paths.clone(), config.rules.builtin_packs, running, reload_tx, metrics.clone(), clock, shutdown.clone()));
     let heartbeat = crate::supervision::Heartbeat::default();
     // The rules' timeline continues after the last reading the restored state judged.

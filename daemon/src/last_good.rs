@@ -90,6 +90,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl LastGood {
+    /// Keeps `roster` (its text) in the saved copy, when there is one: the roster reloaded while
+    /// the daemon runs is the good one now.
+    pub fn keep_roster(&self, roster: String) -> anyhow::Result<()> {
+        let Some(mut saved) = self.load()? else { return Ok(()) };
+        if saved.roster.as_ref() != Some(&roster) {
+            saved.roster = Some(roster);
+            self.save(&saved)?;
+        }
+        Ok(())
+    }
+}
+
 /// Loads the configuration and rules for `run`, falling back to the last good copy when either
 /// is invalid. `Err` carries the errors to print when there is nothing to fall back to.
 pub fn prepare(config_path: &Path, last_good: Option<&LastGood>) -> Result<Prepared, String> {
@@ -106,8 +119,10 @@ pub fn prepare(config_path: &Path, last_good: Option<&LastGood>) -> Result<Prepa
         (Err(error), None) => return Err(describe(&error)),
         (Err(error), Some(saved)) => {
             eprintln!("{}", describe(&error));
-            let config = Config::parse_with_roster(&saved.config_path.display().to_string(), &saved.config_text, &saved.base, saved.roster.as_deref())
+            let mut config = Config::parse_with_roster(&saved.config_path.display().to_string(), &saved.config_text, &saved.base, saved.roster.as_deref())
                 .map_err(|e| format!("{}\nthe last good configuration is no longer usable either:\n{}", describe(&error), describe(&e)))?;
+            // The files are watched where they are: a roster fixed while degraded is reloaded.
+            config.source = Some(config_path.to_path_buf());
             let rules = match load_rules(&config) {
                 Ok((rules, files, _)) => (rules, files),
                 Err(_) => saved_rules(saved, &config).map_err(|e| e.to_string())?,

@@ -71,6 +71,9 @@ pub struct Running {
     pub file: PathBuf,
     pub sensors: std::sync::Arc<[SensorConfig]>,
     pub roster: Option<(PathBuf, crate::dispatch::InForce)>,
+    /// The last good copy, which keeps each roster put in force (a boot on a broken roster
+    /// otherwise brought back the one of the last start, and paged a worker taken off it since).
+    pub last_good: Option<crate::last_good::LastGood>,
 }
 
 /// Puts the roster of the configuration as it is now in force, when it reads without error;
@@ -79,8 +82,14 @@ fn reload_roster(running: &Running, roster: &crate::dispatch::InForce, reason: &
     match Config::load(&running.file) {
         Ok(now) => {
             let members = now.dispatch.roster.members.len();
+            let text = now.roster_file.as_ref().and_then(|file| std::fs::read_to_string(file).ok());
             roster.replace(now.dispatch);
             tracing::info!(reason, members, "roster reloaded");
+            if let (Some(last_good), Some(text)) = (&running.last_good, text) {
+                if let Err(error) = last_good.keep_roster(text) {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot keep the reloaded roster in the last good copy; a boot on a broken roster would go back to the one before");
+                }
+            }
         }
         Err(error) => {
             tracing::error!(reason, error = %error, "the roster or the configuration is invalid now; the roster in force stays")

@@ -96,7 +96,9 @@ async fn a_broken_rule_file_or_config_at_boot_runs_on_the_last_good_copy() {
 }
 
 /// The roster is the file a community office edits at every shift swap: a typo in it at boot
-/// runs the box on the last good roster (it stopped the box for good before: an outside tester).
+/// runs the box on the last good roster — the one last put in force, also by a reload while
+/// running (it stopped the box for good before, and then brought back the roster of the last
+/// start: outside testers) — and the roster fixed while degraded is reloaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_roster_at_boot_runs_on_the_last_good_roster() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,16 +110,34 @@ async fn a_broken_roster_at_boot_runs_on_the_last_good_roster() {
     let mut daemon = start(dir.path(), http_port).await;
     let saved = wait_for(10 * SECOND, || async { dir.path().join("last-good/last-good.json").exists() }).await;
     assert!(saved, "{:?}", daemon.stderr());
+    // A shift swap saved while running: 李强 instead of 王芳.
+    let li = "\n[[member]]\nid = \"li\"\nname = \"李强\"\nrole = \"worker\"\nphone = \"13800000009\"\ngrids = [\"grid-5\"]\n";
+    let swapped = format!("{}{li}", common::ALARM_LADDER_ROSTER.replace("member = \"wang\"", "member = \"li\""));
+    std::fs::write(dir.path().join("roster.toml"), &swapped).unwrap();
+    let reloaded = wait_for(10 * SECOND, || async { daemon.stderr().iter().any(|l| l.contains("roster reloaded")) }).await;
+    assert!(reloaded, "{:?}", daemon.stderr());
     assert!(daemon.stop().success());
 
-    std::fs::write(dir.path().join("roster.toml"), common::ALARM_LADDER_ROSTER.replace("from = \"00:00\"", "from = \"00:00x\"")).unwrap();
+    std::fs::write(dir.path().join("roster.toml"), swapped.replace("from = \"00:00\"", "from = \"00:00x\"")).unwrap();
     let daemon = start(dir.path(), http_port).await;
     assert_eq!(metric(&metrics(http_port).await, "gridwatch_config_fallback"), Some(1.0));
     assert!(daemon.stderr().iter().any(|l| l.contains("roster.toml:") && l.contains("00:00x")), "the error is still shown: {:?}", daemon.stderr());
-    let named = wait_for(10 * SECOND, || {
-        publish(broker_port, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms()));
-        async { daemon.stdout().iter().any(|l| l.contains("reminder alarm") && l.contains("rule=do-low sensor=canal-02") && l.contains("On duty: 王芳")) }
-    })
-    .await;
-    assert!(named, "the last good roster names who is on duty: {:?} {:?}", daemon.stdout(), daemon.stderr());
+    let reminded = |name: &'static str| {
+        let daemon = &daemon;
+        move || {
+            publish(broker_port, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms()));
+            let found = daemon
+                .stdout()
+                .iter()
+                .any(|l| l.contains("reminder alarm") && l.contains("rule=do-low sensor=canal-02") && l.contains(&format!("On duty: {name}")));
+            async move { found }
+        }
+    };
+    let named = wait_for(10 * SECOND, reminded("李强")).await;
+    assert!(named, "the roster last put in force names who is on duty: {:?} {:?}", daemon.stdout(), daemon.stderr());
+
+    // Fixed while degraded (王芳 back on the shift): reloaded.
+    std::fs::write(dir.path().join("roster.toml"), common::ALARM_LADDER_ROSTER).unwrap();
+    let named = wait_for(15 * SECOND, reminded("王芳")).await;
+    assert!(named, "the fixed roster is reloaded while degraded: {:?}", daemon.stderr());
 }

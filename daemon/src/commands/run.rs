@@ -15,8 +15,8 @@ pub fn command(config: &Path, last_good: Option<PathBuf>) -> ExitCode {
     let last_good = LastGood::locate(last_good);
     match crate::last_good::prepare(config, last_good.as_ref()) {
         Ok(prepared) => {
-            let save = prepared.to_save.and_then(|saved| Some((last_good?, saved)));
-            let boot = Boot { rules: Some((prepared.rules, prepared.rule_files)), degraded: prepared.degraded, save };
+            let save = prepared.to_save.and_then(|saved| Some((last_good.clone()?, saved)));
+            let boot = Boot { rules: Some((prepared.rules, prepared.rule_files)), degraded: prepared.degraded, save, last_good };
             block_on(async move { daemon::run_with(prepared.config, boot, Clock::System, Arc::new(Metrics::new()), cancelled_on_stop_signal()).await })
         }
         Err(errors) => {
