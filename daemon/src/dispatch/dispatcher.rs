@@ -348,7 +348,13 @@ impl Dispatcher {
             }
             Ok((Applied::Repeat(incident), _)) => {
                 self.metrics.alert_repeats.inc();
-                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, incident, "event already reflected by its incident (judged again after a restart); not sent again");
+                tracing::info!(
+                    rule = %alert.rule,
+                    sensor = %alert.sensor,
+                    event = %alert.event,
+                    incident,
+                    "not news to people: its incident holds it already (judged again after a restart), is closed, or was resolved at a worse level; not sent"
+                );
                 return;
             }
             Ok((_, Some((_, journaled)))) => {

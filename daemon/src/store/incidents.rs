@@ -373,8 +373,18 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64, clock_unse
     }
     let applied = match (alert.event, current) {
         (Event::Fired | Event::Changed, Some((id, severity, _, false, _))) if severity == alert.severity.as_str() => Applied::Repeat(Some(id)),
-        // Fired again after a worker resolved it: the problem is back, the incident is open
-        // again and its ladder starts over (see `Store::apply_and_journal`).
+        // Better than when a worker resolved it (a red house back to orange): noted, not news —
+        // it re-opened the incident with reminders and escalations (an outside tester).
+        (Event::Changed, Some((id, severity, _, _, state))) if state == State::Resolved.as_str() && rank(alert.severity.as_str()) < rank(&severity) => {
+            tx.execute(
+                "UPDATE incidents SET severity = ?1, last_value = ?2, updated_ms = ?3 WHERE id = ?4",
+                params![alert.severity.as_str(), alert.value, now, id],
+            )?;
+            audit(tx, id, stamp, "rules", &format!("changed {} (after it was resolved: not re-opened)", alert.severity), None)?;
+            Applied::Repeat(Some(id))
+        }
+        // Fired again, or worse, after a worker resolved it: the problem is back, the incident is
+        // open again and its ladder starts over (see `Store::apply_and_journal`).
         (Event::Fired | Event::Changed, Some((id, _, worst, _, state))) if state == State::Resolved.as_str() => {
             let worst = if rank(alert.severity.as_str()) > rank(&worst) { alert.severity.as_str().to_string() } else { worst };
             tx.execute(
@@ -593,6 +603,24 @@ mod tests {
         assert_eq!(crate::sinks::text::what_to_do(&clear, wording), "事件已办结，无需再到场。");
         let unresolved = Alert { incident_resolved: false, ..clear };
         assert_eq!(crate::sinks::text::what_to_do(&unresolved, wording), "数值已回落，但仍需到场核实后办结。");
+    }
+
+    /// A red house a worker resolved that gets better (orange) stays resolved and tells nobody;
+    /// worse again (red) opens it again.
+    #[tokio::test]
+    async fn a_resolved_incident_that_gets_better_stays_resolved_and_one_that_gets_worse_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.apply_and_journal(&event("fired", "danger", 1_000), 600_000, to_office()).await.unwrap().0.incident().unwrap();
+        store.incident_action(id, Action::Accept, "worker Li", None, 2_000).unwrap();
+        store.incident_action(id, Action::OnSite, "worker Li", None, 2_100).unwrap();
+        store.incident_action(id, Action::Resolve, "worker Li", Some("residents moved out"), 2_200).unwrap();
+        let (applied, journaled) = store.apply_and_journal(&event("changed", "alarm", 3_000), 600_000, to_office()).await.unwrap();
+        assert_eq!((applied, journaled.is_none()), (Applied::Repeat(Some(id)), true), "better: not news");
+        assert_eq!(store.incidents(true).unwrap()[0].state, "resolved");
+        let (applied, journaled) = store.apply_and_journal(&event("changed", "danger", 4_000), 600_000, to_office()).await.unwrap();
+        assert_eq!((applied, journaled.is_some()), (Applied::News(id), true), "worse again: news");
+        assert_eq!(store.incidents(false).unwrap()[0].state, "open");
     }
 
     #[tokio::test]
