@@ -116,6 +116,32 @@ async fn an_alarm_a_silence_kept_is_told_when_it_ends_after_a_restart() {
     assert_eq!(sent(&receiver).len(), 1, "told once: {:?}", sent(&receiver));
 }
 
+/// A threshold lowered during the silence, so the value it kept no longer breaches: its end
+/// tells nothing (an outside tester was told an orange the rule in force did not call for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_a_changed_rule_no_longer_calls_for_is_not_told_when_the_silence_ends() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, &receiver.url());
+    let reading = |value: f64| move || format!(r#"{{"do": {value}, "ts": {}}}"#, now_ms());
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    assert!(publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-03/telemetry", reading(7.0), http_port).await, "{:?}", daemon.stderr());
+    cli(dir.path(), &["silence", "sensor", "canal-02", "--for", "1h", "--reason", "swapping the probe", "--by", "li"]);
+    mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &reading(4.5)()).unwrap();
+    let kept = wait_for(10 * SECOND, || async { daemon.stderr().iter().any(|l| l.contains("alert silenced") && l.contains("canal-02")) }).await;
+    assert!(kept, "{:?}", daemon.stderr());
+
+    std::fs::write(dir.path().join("rules.toml"), RULES.replace("below = 5\nclear_above = 5.5", "below = 4\nclear_above = 4.5")).unwrap();
+    let afresh = wait_for(10 * SECOND, || async { daemon.stderr().iter().any(|l| l.contains("judged afresh")) }).await;
+    assert!(afresh, "{:?}", daemon.stderr());
+    assert_eq!(cli(dir.path(), &["unsilence", "1"]), "silence #1 ended\n");
+    let ended = wait_for(10 * SECOND, || async { daemon.stderr().iter().any(|l| l.contains("no longer fires: not told")) }).await;
+    assert!(ended, "{:?}", daemon.stderr());
+    assert!(sent(&receiver).is_empty(), "nothing the rule in force calls for: {:?}", sent(&receiver));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silence_written_in_the_configuration_holds_back_its_sensor() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");

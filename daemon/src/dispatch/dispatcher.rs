@@ -472,9 +472,23 @@ impl Dispatcher {
             .filter(|(_, alert)| !silences.iter().chain(&self.silences).any(|silence| silence.covers(alert, now)))
             .map(|(key, _)| key.clone())
             .collect();
+        // Only what its incident still holds firing: a rule changed meanwhile may no longer call
+        // it an alarm (its incident was judged afresh; an outside tester was told an orange the
+        // new threshold did not call for).
+        let firing = match self.store.off_thread(|store| store.firing_incidents()).await {
+            Ok(firing) => Some(firing),
+            Err(error) => {
+                self.store.report_failure("reading the incidents still firing (the alarms silences kept are told all the same)", &error);
+                None
+            }
+        };
         for key in over {
             let Some(alert) = self.silenced_alarms.remove(&key) else { continue };
             self.forget_silenced_alarm(key.clone()).await;
+            if firing.as_ref().is_some_and(|firing| !firing.contains(&key)) {
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, "silence over; its incident no longer fires: not told");
+                continue;
+            }
             let (rule, sensor) = key;
             let marked = self.store.off_thread(move |store| store.judged_afresh(|r, s| !(r == rule && s == sensor), "silence over", now)).await;
             if let Err(error) = marked {
