@@ -52,21 +52,26 @@ fn restore_saved_state(store: &Store, engine: &mut gridwatch_rules::Engine) -> g
     }
 }
 
-/// At start: marks normal the sensors of the firing incidents of rules whose definition changed
-/// while the daemon was stopped (their state starts afresh), so that their next alarm is told
-/// rather than taken for the one the incident holds — as a reload does. Rules unchanged are left
-/// alone, whatever their saved state says: after a crash that state can be older than the
-/// incidents, and their clears must still come.
-fn judge_changed_rules_afresh(store: &Store, changed_rules: &std::collections::BTreeSet<String>, now_ms: i64) {
+/// At start: the firing incidents of rules whose definition changed while the daemon was stopped
+/// (their state starts afresh), to be settled at their sensors' next readings as after a reload
+/// (`Pipeline::settle_afresh`). Rules unchanged are left alone, whatever their saved state says:
+/// after a crash that state can be older than the incidents, and their clears must still come.
+fn started_afresh(store: &Store, changed_rules: &std::collections::BTreeSet<String>) -> std::collections::HashSet<(String, String)> {
     if changed_rules.is_empty() {
-        return;
+        return Default::default();
     }
-    match store.judged_afresh(|rule, _| !changed_rules.contains(rule), "rule changed while the daemon was stopped: judged afresh", now_ms) {
-        Ok(marked) if !marked.is_empty() => {
-            tracing::warn!(incidents = ?marked, rules = ?changed_rules, "rules changed while the daemon was stopped: these incidents' sensors are judged afresh, and their next alarm is told")
+    match store.firing_incidents() {
+        Ok(firing) => {
+            let afresh: std::collections::HashSet<(String, String)> = firing.into_iter().filter(|(rule, _)| changed_rules.contains(rule)).collect();
+            if !afresh.is_empty() {
+                tracing::info!(incidents = ?afresh, rules = ?changed_rules, "rules changed while the daemon was stopped: these incidents are settled at their sensors' next readings");
+            }
+            afresh
         }
-        Ok(_) => {}
-        Err(error) => store.report_failure("marking the incidents of rules changed while stopped (their next alarm may be taken for a repeat)", &error),
+        Err(error) => {
+            store.report_failure("reading the incidents of rules changed while stopped (their next alarm may be taken for a repeat)", &error);
+            Default::default()
+        }
     }
 }
 
@@ -155,6 +160,8 @@ struct Built {
     live: Arc<crate::live::LiveTable>,
     /// Sensors whose clocks are off: noted by the MQTT source and the pipeline, shown by /healthz.
     clocks: Arc<crate::sensor_clocks::SensorClocks>,
+    /// Firing incidents of rules changed while the daemon was stopped ([`started_afresh`]).
+    afresh: std::collections::HashSet<(String, String)>,
 }
 
 /// Where what the card cannot keep waits in memory: the configured `runtime_dir`, else the one
@@ -209,9 +216,9 @@ fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, cloc
         Vec::new()
     });
     let (engine, restored) = build_engine(rules, &config.sensors, |engine| restore_saved_state(&store, engine), &calibrations);
-    judge_changed_rules_afresh(&store, &restored.changed_rules, clock.now());
+    let afresh = started_afresh(&store, &restored.changed_rules);
     let live = Arc::new(crate::live::LiveTable::new(config.sensors.clone(), clock));
-    Ok(Built { store, engine, calibrations, rule_count, rule_files, live, clocks: Arc::default() })
+    Ok(Built { store, engine, calibrations, rule_count, rule_files, live, clocks: Arc::default(), afresh })
 }
 
 /// The running tasks, in the order [`drain`] waits for them.
@@ -249,7 +256,7 @@ async fn spawn(
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Running, Ready)> {
-    let Built { store, engine, calibrations, rule_count, rule_files, live, clocks } = built;
+    let Built { store, engine, calibrations, rule_count, rule_files, live, clocks, afresh } = built;
     let sensors = config.sensors.clone();
     let dispatch = starting_dispatch(config);
     let command_rx = start_broker_and_web(config, &store, &live, &clocks, &dispatch, clock, metrics, shutdown).await?;
@@ -319,6 +326,7 @@ async fn spawn(
         timeline: crate::timeline::Timeline::start(clock, judged_until),
         budget: Default::default(),
         standby,
+        afresh,
     };
     let pipeline_task = tokio::spawn(pipeline.run(sample_rx, reload_rx, command_rx));
 

@@ -135,9 +135,10 @@ async fn a_rule_changed_while_it_fires_tells_its_next_alarm() {
 
     std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 4.0, "0s")).unwrap();
     daemon.signal("HUP");
-    assert!(wait_for_line(&daemon, Daemon::stderr, "judged afresh").await, "{:?}", daemon.stderr());
+    assert!(wait_for_line(&daemon, Daemon::stderr, "rules reloaded").await, "{:?}", daemon.stderr());
+    // 4.5 is no problem under the new threshold: judged afresh at this reading.
     mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
-    tokio::time::sleep(SECOND).await;
+    assert!(wait_for_line(&daemon, Daemon::stderr, "judged afresh").await, "{:?}", daemon.stderr());
     mosquitto.publish(TOPIC, &reading(3.0, now_ms())).unwrap();
     let told = wait_for(20 * SECOND, || async { daemon.stdout().iter().filter(|line| line.contains(fired)).count() == 2 }).await;
     assert!(told, "the breach under the new threshold was not told: {:?}\n{:?}", daemon.stdout(), daemon.stderr());
@@ -162,11 +163,45 @@ async fn a_rule_changed_while_the_daemon_was_stopped_tells_its_next_alarm() {
 
     std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 4.0, "0s")).unwrap();
     let second = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    assert!(wait_for_line(&second, Daemon::stderr, "judged afresh").await, "{:?}", second.stderr());
     wait_until_ingesting(&mosquitto, http_port, &second).await;
+    assert!(wait_for_line(&second, Daemon::stderr, "judged afresh").await, "{:?}", second.stderr());
     mosquitto.publish(TOPIC, &reading(3.0, now_ms())).unwrap();
     let told = wait_for_line(&second, Daemon::stdout, fired).await;
     assert!(told, "the breach under the new threshold was not told: {:?}\n{:?}", second.stdout(), second.stderr());
+}
+
+/// A threshold changed while the rule fires and the value still breaches under the new one: the
+/// same alarm goes on, told once (an outside tester's accepted red was sent again as new after
+/// an edit of its orange threshold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_changed_while_its_breach_goes_on_does_not_tell_it_again() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port);
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "0s")).unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    wait_until_ingesting(&mosquitto, http_port, &daemon).await;
+    mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
+    let fired = "fired   warning rule=do-low sensor=canal-02";
+    assert!(wait_for_line(&daemon, Daemon::stdout, fired).await, "{:?}", daemon.stdout());
+
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 4.8, "0s")).unwrap();
+    daemon.signal("HUP");
+    assert!(wait_for_line(&daemon, Daemon::stderr, "rules reloaded").await, "{:?}", daemon.stderr());
+    let before = accepted_now(http_port).await;
+    mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
+    mosquitto.publish(TOPIC, &reading(4.4, now_ms() + 1)).unwrap();
+    let judged = wait_for(10 * SECOND, || async { accepted_now(http_port).await >= before + 2.0 }).await;
+    assert!(judged, "{:?}", daemon.stderr());
+    tokio::time::sleep(SECOND).await;
+    let told = daemon.stdout().iter().filter(|line| line.contains(fired)).count();
+    assert_eq!(told, 1, "the breach that goes on is not told again: {:?}", daemon.stdout());
+    assert!(!daemon.stderr().iter().any(|l| l.contains("judged afresh")), "{:?}", daemon.stderr());
+}
+
+async fn accepted_now(http_port: u16) -> f64 {
+    metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,6 +134,9 @@ async fn an_alarm_a_changed_rule_no_longer_calls_for_is_not_told_when_the_silenc
     assert!(kept, "{:?}", daemon.stderr());
 
     std::fs::write(dir.path().join("rules.toml"), RULES.replace("below = 5\nclear_above = 5.5", "below = 4\nclear_above = 4.5")).unwrap();
+    let reloaded = wait_for(10 * SECOND, || async { daemon.stderr().iter().any(|l| l.contains("rules reloaded")) }).await;
+    assert!(reloaded, "{:?}", daemon.stderr());
+    mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &reading(4.5)()).unwrap();
     let afresh = wait_for(10 * SECOND, || async { daemon.stderr().iter().any(|l| l.contains("judged afresh")) }).await;
     assert!(afresh, "{:?}", daemon.stderr());
     assert_eq!(cli(dir.path(), &["unsilence", "1"]), "silence #1 ended\n");

@@ -418,6 +418,21 @@ impl Engine {
         Some((open, planned.variant()))
     }
 
+    /// Whether a rule sees no problem at all on a sensor — not open, and no breach waiting out a
+    /// hold: `None` when the rule does not apply to it, or its kind of check does not say.
+    pub fn at_rest(&self, subject: SubjectId, rule: RuleId) -> Option<bool> {
+        let slot = self.slots.get(subject.0)?;
+        let plan = self.plan_of(slot);
+        let states = self.states.of(slot, plan);
+        let (_, state) = plan.checks.iter().zip(states.checks).find(|(planned, _)| planned.rule() == rule.0)?;
+        match state {
+            CheckState::Ladder { ladder, .. } => Some(ladder.at_rest()),
+            CheckState::NoData(silence) => Some(!silence.open),
+            CheckState::FlatLine { flat, .. } => Some(!flat.open),
+            CheckState::Peers(_) | CheckState::Clock(_) => None,
+        }
+    }
+
     /// Sets a sensor's installation baseline for a field (from `gridwatch calibrate`).
     /// A temperature's baseline set this way anchors the sensor's compensation by it (see
     /// [`crate::thermal::Thermal::anchor_at_calibration`]).

@@ -146,6 +146,11 @@ impl LadderState {
     pub fn open(&self) -> Option<(Severity, Millis)> {
         self.0.as_deref().and_then(|breached| breached.open)
     }
+
+    /// Every level at rest and nothing open: no breach, not even one waiting out a hold.
+    pub fn at_rest(&self) -> bool {
+        self.0.is_none()
+    }
 }
 
 impl Breached {

@@ -101,6 +101,10 @@ pub struct Pipeline {
     /// Copies of the state of the sensors heard through the district, for its standby
     /// evaluator (`[cluster] sensors_via_hub`); none: not offered.
     pub standby: Option<standby_copy::StandbyTap>,
+    /// (rule, sensor) of the incidents a changed rule held firing, whose rule started afresh: at
+    /// their sensor's next readings they go on (the new definition fires too) or are judged
+    /// afresh (it sees no problem). See [`Pipeline::settle_afresh`].
+    pub afresh: std::collections::HashSet<(String, String)>,
 }
 
 /// Bytes of saved rule state a judged reading may cost: a due save of a large state waits until
@@ -286,22 +290,54 @@ impl Pipeline {
         engine.open(SubjectId(position), gridwatch_rules::RuleId(rule)).map(|(open, _)| open)
     }
 
-    /// After a reload: marks normal the sensors of the incidents whose rule the engine held open
-    /// before (`held_before`, as (rule, sensor)) and no longer does — its definition changed and
-    /// its state started afresh — so that its next alarm is told rather than taken for a repeat
-    /// ([`crate::store::Store::judged_afresh`]). An incident the engine did not hold open before
-    /// (its state lost in a crash) is left as it is: its clear must still come.
-    fn judge_afresh(&self, held_before: &std::collections::HashSet<(String, String)>) {
+    /// After a reload: the incidents whose rule the engine held open before (`held_before`, as
+    /// (rule, sensor)) and no longer does — its definition changed and its state started afresh —
+    /// are settled at their sensor's next readings ([`Pipeline::settle_afresh`]). An incident the
+    /// engine did not hold open before (its state lost in a crash) is left as it is: its clear
+    /// must still come.
+    fn judge_afresh(&mut self, held_before: &std::collections::HashSet<(String, String)>) {
         let (engine, sensors) = (&self.engine, &self.sensors);
-        let still_held = |rule: &str, sensor: &str| {
-            !held_before.contains(&(rule.to_string(), sensor.to_string())) || Self::holds_open(engine, sensors, rule, sensor) != Some(false)
-        };
-        match self.store.judged_afresh(still_held, "rule changed: judged afresh", self.clock.now()) {
-            Ok(marked) if !marked.is_empty() => {
-                tracing::warn!(incidents = ?marked, "rules changed: these incidents' sensors are judged afresh, and their next alarm is told")
+        let started_afresh: Vec<(String, String)> =
+            held_before.iter().filter(|(rule, sensor)| Self::holds_open(engine, sensors, rule, sensor) == Some(false)).cloned().collect();
+        if !started_afresh.is_empty() {
+            tracing::info!(incidents = ?started_afresh, "rules changed: these incidents are settled at their sensors' next readings");
+        }
+        self.afresh.extend(started_afresh);
+    }
+
+    /// After a reading of sensor `position`: each incident of it a changed rule held firing
+    /// ([`Pipeline::afresh`]) goes on when the new definition holds it open too (its firing is
+    /// the same alarm: not told again — an outside tester's accepted red was sent again as new
+    /// after an edit of its orange threshold), and is judged afresh when the new definition sees
+    /// no problem at all: its sensor is marked normal, so that its next alarm is told rather than
+    /// taken for a repeat (an operator who lowered a firing rule's threshold had its next real
+    /// breach told to nobody; [`crate::store::Store::judged_afresh`]). A breach waiting out a hold
+    /// waits for the next reading.
+    fn settle_afresh(&mut self, position: usize) {
+        if self.afresh.is_empty() {
+            return;
+        }
+        let Some(sensor) = self.sensors.get(position).map(|s| s.id.to_string()) else { return };
+        let pending: Vec<(String, String)> = self.afresh.iter().filter(|(_, s)| *s == sensor).cloned().collect();
+        for key in pending {
+            let (rule, sensor) = (&key.0, &key.1);
+            let at_rest =
+                self.engine.rules().iter().position(|r| r.id == *rule).and_then(|r| self.engine.at_rest(SubjectId(position), gridwatch_rules::RuleId(r)));
+            match (Self::holds_open(&self.engine, &self.sensors, rule, sensor), at_rest) {
+                (Some(false), Some(false)) => continue,
+                (Some(false), Some(true)) => {
+                    let now = self.clock.now();
+                    match self.store.judged_afresh(|r, s| !(r == rule && s == sensor), "rule changed: judged afresh", now) {
+                        Ok(marked) if !marked.is_empty() => {
+                            tracing::warn!(incidents = ?marked, rule = %rule, sensor = %sensor, "rule changed: its incident's sensor is judged afresh, and its next alarm is told")
+                        }
+                        Ok(_) => {}
+                        Err(error) => self.store.report_failure("marking the incident of a changed rule (its next alarm may be taken for a repeat)", &error),
+                    }
+                }
+                _ => {}
             }
-            Ok(_) => {}
-            Err(error) => self.store.report_failure("marking the incidents of changed rules (their next alarm may be taken for a repeat)", &error),
+            self.afresh.remove(&key);
         }
     }
 
@@ -516,6 +552,9 @@ impl Pipeline {
             }
         }
         self.metrics.rule_evaluation_seconds.observe(started.elapsed().as_secs_f64());
+        if observed == Observed::Evaluated {
+            self.settle_afresh(sample.sensor);
+        }
         match observed {
             Observed::Evaluated => {
                 self.metrics.samples_accepted.inc();
