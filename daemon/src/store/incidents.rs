@@ -141,7 +141,7 @@ impl Store {
                 if journaled.event == Event::Cleared {
                     // A clear must not send people on site to resolve what a person resolved.
                     let state: String = tx.query_row("SELECT state FROM incidents WHERE id = ?1", [incident], |row| row.get(0))?;
-                    journaled.incident_resolved = state == State::Resolved.as_str();
+                    journaled.incident_resolved = state == State::Resolved.as_str() || state == State::Closed.as_str();
                 }
                 let destinations = (journaling.route)(&mut journaled, incident);
                 let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;
@@ -448,6 +448,25 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64, clock_unse
             }
             Applied::News(id)
         }
+        // The clear of an incident a person closed while it still fired: the people who got the
+        // alarm hear it is over (a dashboard kept the house orange; an outside tester).
+        (Event::Cleared, None) => {
+            let closed_firing: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state = 'closed' AND sensor_normal = 0 ORDER BY id DESC LIMIT 1",
+                    params![alert.rule, alert.sensor],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match closed_firing {
+                Some(id) => {
+                    tx.execute("UPDATE incidents SET sensor_normal = 1, last_value = ?1, updated_ms = ?2 WHERE id = ?3", params![alert.value, now, id])?;
+                    audit(tx, id, stamp, "rules", "sensor normal (after it was closed)", None)?;
+                    Applied::News(id)
+                }
+                None => Applied::Repeat(None),
+            }
+        }
         (_, None) => Applied::Repeat(None),
     };
     Ok(applied)
@@ -603,6 +622,23 @@ mod tests {
         assert_eq!(crate::sinks::text::what_to_do(&clear, wording), "事件已办结，无需再到场。");
         let unresolved = Alert { incident_resolved: false, ..clear };
         assert_eq!(crate::sinks::text::what_to_do(&unresolved, wording), "数值已回落，但仍需到场核实后办结。");
+    }
+
+    /// A grid leader closed an orange incident while it still fired; its clear then is told (a
+    /// dashboard fed by the webhook kept the house orange: an outside tester), once, and sends
+    /// nobody on site.
+    #[tokio::test]
+    async fn the_clear_of_an_incident_closed_while_it_fired_is_told_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.apply_and_journal(&event("fired", "alarm", 1_000), 600_000, to_office()).await.unwrap().0.incident().unwrap();
+        store.incident_action(id, Action::Resolve, "worker Li", Some("looked"), 2_000).unwrap();
+        store.incident_action(id, Action::Close, "leader Chen", None, 2_100).unwrap();
+        let (applied, journaled) = store.apply_and_journal(&event("cleared", "alarm", 3_000), 600_000, to_office()).await.unwrap();
+        assert_eq!(applied, Applied::News(id));
+        assert!(journaled.unwrap().1.incident_resolved, "nobody on site for a closed incident");
+        let (applied, journaled) = store.apply_and_journal(&event("cleared", "alarm", 3_500), 600_000, to_office()).await.unwrap();
+        assert_eq!((applied, journaled.is_none()), (Applied::Repeat(None), true), "once");
     }
 
     /// A red house a worker resolved that gets better (orange) stays resolved and tells nobody;
