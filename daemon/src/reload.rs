@@ -81,6 +81,9 @@ pub struct Running {
 fn reload_roster(running: &Running, roster: &crate::dispatch::InForce, reason: &str) {
     match Config::load(&running.file) {
         Ok(now) => {
+            if let Some(changes) = needs_restart(&running.sensors, &now.sensors) {
+                tracing::warn!(file = %running.file.display(), changes = %changes, "the configuration changed in ways a reload does not apply: restart the daemon (systemctl restart gridwatch)");
+            }
             let members = now.dispatch.roster.members.len();
             let text = now.roster_file.as_ref().and_then(|file| std::fs::read_to_string(file).ok());
             roster.replace(now.dispatch);
@@ -92,7 +95,7 @@ fn reload_roster(running: &Running, roster: &crate::dispatch::InForce, reason: &
             }
         }
         Err(error) => {
-            tracing::error!(reason, error = %error, "the roster or the configuration is invalid now; the roster in force stays")
+            tracing::error!(reason, error = %error, "the roster or the configuration is invalid now; the roster and configuration in force stay (fix them before the next restart)")
         }
     }
 }
@@ -188,9 +191,10 @@ pub async fn watch(
             }
         };
         if let (Some(running), "SIGHUP") = (&running, reason) {
-            check_config_file(running);
-            if let Some((_, roster)) = &running.roster {
-                reload_roster(running, roster, reason);
+            // With a roster to reload, its reload reads the configuration and says what is wrong.
+            match &running.roster {
+                Some((_, roster)) => reload_roster(running, roster, reason),
+                None => check_config_file(running),
             }
         }
         match rule_files::load(&paths, builtin) {

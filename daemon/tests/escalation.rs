@@ -287,7 +287,7 @@ async fn a_roster_edited_while_running_names_the_new_worker_on_the_next_alarm() 
     assert_eq!((&fired["recipients"], &fired["mentions"]), (&serde_json::json!(["李强"]), &serde_json::json!(["13800000009"])), "{fired}");
 
     std::fs::write(dir.path().join("roster.toml"), "[[member]]\nid = 5\n").unwrap();
-    assert!(logged("the roster in force stays").await, "{:?}", daemon.stderr());
+    assert!(logged("the roster and configuration in force stay").await, "{:?}", daemon.stderr());
     let reminded = wait_for(10 * SECOND, || async { !events(&receiver, "reminder").is_empty() }).await;
     assert!(reminded, "{:?}", daemon.stderr());
     let reminder = events(&receiver, "reminder").pop().unwrap().0;

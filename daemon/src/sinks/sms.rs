@@ -412,6 +412,12 @@ pub fn sms_text(alerts: &[&Alert], wording: Wording, own_link: Option<&str>) -> 
         (false, true) => (format!("[{en_level}] "), format!(" ({} alerts in this house)", alerts.len()), "Act: "),
         (false, false) => (format!("[{en_level}] "), format!(" ({} alerts)", alerts.len()), "Act: "),
     };
+    // Nothing is left to do on an incident a person resolved: the link is to look.
+    let act = match (first.incident_resolved, wording.chinese) {
+        (true, true) => "查看：",
+        (true, false) => "View: ",
+        (false, _) => act,
+    };
     let more = if alerts.len() > 1 { more } else { String::new() };
     let mut parts = vec![
         format!("{level}{}", numbers.join(" ")),

@@ -244,14 +244,13 @@ fn when(alert: &Alert, wording: Wording) -> String {
 /// The links to act on: each person named gets their own (what they do through it is recorded
 /// as theirs); else the incident's link. Empty without links configured.
 fn links(alert: &Alert, wording: Wording, markup: Markup, label: &str) -> Vec<String> {
-    let label = if label.is_empty() {
-        if wording.chinese {
-            "接单 / 到场 / 办结"
-        } else {
-            "Accept / on site / resolve"
-        }
-    } else {
-        label
+    let label = match (label.is_empty(), alert.incident_resolved, wording.chinese) {
+        (false, _, _) => label,
+        // Nothing is left to do on an incident a person resolved: the link is to look.
+        (true, true, true) => "查看",
+        (true, true, false) => "View",
+        (true, false, true) => "接单 / 到场 / 办结",
+        (true, false, false) => "Accept / on site / resolve",
     };
     let link = |who: Option<&str>, url: &str| {
         let who = who.map(|w| format!("{w}{}", if wording.chinese { "：" } else { ": " })).unwrap_or_default();
@@ -459,6 +458,11 @@ mod tests {
             text,
             "**✅ 已恢复正常 #12**\nnorth-lane B7（house-07）墙体倾斜已恢复正常，当前5.91°\n数值已回落，但仍需到场核实后办结。\n时间：11月23日 08:00\n[接单 / 到场 / 办结](http://10.8.0.5:9181/incident/12?exp=1&sig=ab)"
         );
+        let resolved = Alert { incident_resolved: true, ..alert };
+        let text = message(&resolved, Wording::default(), Markup::Markdown);
+        assert!(text.ends_with("事件已办结，无需再到场。\n时间：11月23日 08:00\n[查看](http://10.8.0.5:9181/incident/12?exp=1&sig=ab)"), "{text}");
+        let sms = crate::sinks::sms::sms_text(&[&resolved], Wording::default(), None);
+        assert!(sms.contains("事件已办结，无需再到场。") && sms.contains(" 查看：http://10.8.0.5:9181/"), "{sms}");
     }
 
     #[test]
