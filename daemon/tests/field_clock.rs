@@ -145,7 +145,9 @@ async fn clock_stepped_mid_run(faked: &str) {
     assert!(fired, "the alarm was not raised: {:?} {:?}", receiver.bodies(), daemon.stderr());
     let alarm = bodies(&receiver, "fired").into_iter().find(|b| b["rule"] == "do-low").unwrap();
     let device_time = chrono::DateTime::from_timestamp_millis(alarm_ts).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    assert_eq!(alarm["at"], device_time.as_str(), "labelled with the device's own time");
+    // Within a second: a CI run on a loaded machine labelled it 38 ms earlier (its place on the
+    // engine's timeline); people read minutes, and the box's clock is hours or days off.
+    assert!(stamped_near(&alarm["at"], alarm_ts, 1_000), "labelled with the device's own time {device_time}: {}", alarm["at"]);
     assert_eq!(alarm["recipients"], serde_json::json!(["王芳"]), "whose shift it is by the device's time, not the box's wrong clock");
     // Its words too: `{since}` in the device's time, not the box's wrong clock.
     let local_day =
