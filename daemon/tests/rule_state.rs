@@ -116,22 +116,32 @@ async fn a_bad_reload_keeps_the_old_rules_and_a_good_one_replaces_them() {
     assert!(daemon.stop().success());
 }
 
+/// The line the console prints when `do-low` fires on canal-02 at 4.5.
+const FIRED: &str = "fired   warning rule=do-low sensor=canal-02";
+
+/// A daemon whose rule `do-low` (below 5) fires on canal-02 at 4.5: the broker, the state
+/// directory, the HTTP port and the daemon.
+async fn firing_below_five() -> (Mosquitto, tempfile::TempDir, u16, Daemon) {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port);
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "0s")).unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    wait_until_ingesting(&mosquitto, http_port, &daemon).await;
+    mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
+    assert!(wait_for_line(&daemon, Daemon::stdout, FIRED).await, "{:?}", daemon.stdout());
+    (mosquitto, dir, http_port, daemon)
+}
+
 /// An outside tester: an operator lowered a firing rule's threshold (4.5 was a false alarm);
 /// the rule started afresh, and the next real breach (3.0) was taken for the alarm its incident
 /// already held and told to nobody. Now the incident's sensor is judged afresh and the breach is
 /// told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_changed_while_it_fires_tells_its_next_alarm() {
-    let mosquitto = Mosquitto::start().await.expect("mosquitto");
-    let dir = tempfile::tempdir().unwrap();
-    let http_port = free_port();
-    write_config(dir.path(), &mosquitto, http_port);
-    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "0s")).unwrap();
-    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    wait_until_ingesting(&mosquitto, http_port, &daemon).await;
-    mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
-    let fired = "fired   warning rule=do-low sensor=canal-02";
-    assert!(wait_for_line(&daemon, Daemon::stdout, fired).await, "{:?}", daemon.stdout());
+    let (mosquitto, dir, _http_port, mut daemon) = firing_below_five().await;
+    let fired = FIRED;
 
     std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 4.0, "0s")).unwrap();
     daemon.signal("HUP");
@@ -149,16 +159,8 @@ async fn a_rule_changed_while_it_fires_tells_its_next_alarm() {
 /// changed rule's incident is judged afresh, and the next breach is told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_changed_while_the_daemon_was_stopped_tells_its_next_alarm() {
-    let mosquitto = Mosquitto::start().await.expect("mosquitto");
-    let dir = tempfile::tempdir().unwrap();
-    let http_port = free_port();
-    write_config(dir.path(), &mosquitto, http_port);
-    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "0s")).unwrap();
-    let mut first = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    wait_until_ingesting(&mosquitto, http_port, &first).await;
-    mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
-    let fired = "fired   warning rule=do-low sensor=canal-02";
-    assert!(wait_for_line(&first, Daemon::stdout, fired).await, "{:?}", first.stdout());
+    let (mosquitto, dir, http_port, mut first) = firing_below_five().await;
+    let fired = FIRED;
     assert!(first.stop().success());
 
     std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 4.0, "0s")).unwrap();
@@ -175,16 +177,8 @@ async fn a_rule_changed_while_the_daemon_was_stopped_tells_its_next_alarm() {
 /// an edit of its orange threshold).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_changed_while_its_breach_goes_on_does_not_tell_it_again() {
-    let mosquitto = Mosquitto::start().await.expect("mosquitto");
-    let dir = tempfile::tempdir().unwrap();
-    let http_port = free_port();
-    write_config(dir.path(), &mosquitto, http_port);
-    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 5.0, "0s")).unwrap();
-    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    wait_until_ingesting(&mosquitto, http_port, &daemon).await;
-    mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
-    let fired = "fired   warning rule=do-low sensor=canal-02";
-    assert!(wait_for_line(&daemon, Daemon::stdout, fired).await, "{:?}", daemon.stdout());
+    let (mosquitto, dir, http_port, daemon) = firing_below_five().await;
+    let fired = FIRED;
 
     std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 4.8, "0s")).unwrap();
     daemon.signal("HUP");

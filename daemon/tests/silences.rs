@@ -88,20 +88,31 @@ async fn a_silence_keeps_back_its_sensor_but_not_red_and_ends_cleanly() {
     assert_eq!(fired, 1, "told once: {:?}", sent(&receiver));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_alarm_a_silence_kept_is_told_when_it_ends_after_a_restart() {
+/// A running daemon with canal-02 silenced for an hour and breaching at `value` (an alarm the
+/// silence keeps): the broker, the receiver, the state directory, the HTTP port and the daemon.
+async fn silenced_breach(value: f64) -> (Mosquitto, WebhookReceiver, tempfile::TempDir, u16, Daemon) {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
     let receiver = WebhookReceiver::start(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     write_config(dir.path(), &mosquitto, http_port, &receiver.url());
-    let reading = |value: f64| move || format!(r#"{{"do": {value}, "ts": {}}}"#, now_ms());
-    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     assert!(publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-03/telemetry", reading(7.0), http_port).await, "{:?}", daemon.stderr());
     cli(dir.path(), &["silence", "sensor", "canal-02", "--for", "1h", "--reason", "swapping the probe", "--by", "li"]);
-    mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &reading(3.0)()).unwrap();
+    mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &reading(value)()).unwrap();
     let kept = wait_for(10 * SECOND, || async { daemon.stderr().iter().any(|l| l.contains("alert silenced") && l.contains("canal-02")) }).await;
     assert!(kept, "{:?}", daemon.stderr());
+    (mosquitto, receiver, dir, http_port, daemon)
+}
+
+/// A reading of `value` stamped now.
+fn reading(value: f64) -> impl Fn() -> String {
+    move || format!(r#"{{"do": {value}, "ts": {}}}"#, now_ms())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_a_silence_kept_is_told_when_it_ends_after_a_restart() {
+    let (mosquitto, receiver, dir, http_port, mut daemon) = silenced_breach(3.0).await;
 
     // A restart during the maintenance (an upgrade, systemd): the rule state is saved with the
     // alarm firing, so nothing fires again after it; the silence's end must still tell it.
@@ -120,18 +131,7 @@ async fn an_alarm_a_silence_kept_is_told_when_it_ends_after_a_restart() {
 /// tells nothing (an outside tester was told an orange the rule in force did not call for).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_a_changed_rule_no_longer_calls_for_is_not_told_when_the_silence_ends() {
-    let mosquitto = Mosquitto::start().await.expect("mosquitto");
-    let receiver = WebhookReceiver::start(Vec::new()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let http_port = free_port();
-    write_config(dir.path(), &mosquitto, http_port, &receiver.url());
-    let reading = |value: f64| move || format!(r#"{{"do": {value}, "ts": {}}}"#, now_ms());
-    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    assert!(publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-03/telemetry", reading(7.0), http_port).await, "{:?}", daemon.stderr());
-    cli(dir.path(), &["silence", "sensor", "canal-02", "--for", "1h", "--reason", "swapping the probe", "--by", "li"]);
-    mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &reading(4.5)()).unwrap();
-    let kept = wait_for(10 * SECOND, || async { daemon.stderr().iter().any(|l| l.contains("alert silenced") && l.contains("canal-02")) }).await;
-    assert!(kept, "{:?}", daemon.stderr());
+    let (mosquitto, receiver, dir, _http_port, daemon) = silenced_breach(4.5).await;
 
     std::fs::write(dir.path().join("rules.toml"), RULES.replace("below = 5\nclear_above = 5.5", "below = 4\nclear_above = 4.5")).unwrap();
     let reloaded = wait_for(10 * SECOND, || async { daemon.stderr().iter().any(|l| l.contains("rules reloaded")) }).await;

@@ -604,6 +604,15 @@ mod tests {
         assert_eq!(armed(reopened[0].id), Some(5_000), "closed while it fired, then changed: a ladder again");
     }
 
+    /// A red incident fired at 1 s, then accepted, on site and resolved with `note` by 2.2 s.
+    async fn resolved_red(store: &Store, note: &str) -> i64 {
+        let id = store.apply_and_journal(&event("fired", "danger", 1_000), 600_000, to_office()).await.unwrap().0.incident().unwrap();
+        store.incident_action(id, Action::Accept, "worker Li", None, 2_000).unwrap();
+        store.incident_action(id, Action::OnSite, "worker Li", None, 2_100).unwrap();
+        store.incident_action(id, Action::Resolve, "worker Li", Some(note), 2_200).unwrap();
+        id
+    }
+
     /// A red house a worker resolved while it still leaned, then its clear: the clear says the
     /// incident is resolved, and its words send nobody on site (an outside tester's SMS told four
     /// people to go and resolve it).
@@ -611,10 +620,7 @@ mod tests {
     async fn the_clear_of_a_resolved_incident_sends_nobody_on_site() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = store.apply_and_journal(&event("fired", "danger", 1_000), 600_000, to_office()).await.unwrap().0.incident().unwrap();
-        store.incident_action(id, Action::Accept, "worker Li", None, 2_000).unwrap();
-        store.incident_action(id, Action::OnSite, "worker Li", None, 2_100).unwrap();
-        store.incident_action(id, Action::Resolve, "worker Li", Some("propped, residents out"), 2_200).unwrap();
+        let id = resolved_red(&store, "propped, residents out").await;
         let (_, journaled) = store.apply_and_journal(&event("cleared", "danger", 3_000), 600_000, to_office()).await.unwrap();
         let clear = journaled.unwrap().1;
         assert!(clear.incident_resolved);
@@ -647,10 +653,7 @@ mod tests {
     async fn a_resolved_incident_that_gets_better_stays_resolved_and_one_that_gets_worse_opens() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = store.apply_and_journal(&event("fired", "danger", 1_000), 600_000, to_office()).await.unwrap().0.incident().unwrap();
-        store.incident_action(id, Action::Accept, "worker Li", None, 2_000).unwrap();
-        store.incident_action(id, Action::OnSite, "worker Li", None, 2_100).unwrap();
-        store.incident_action(id, Action::Resolve, "worker Li", Some("residents moved out"), 2_200).unwrap();
+        let id = resolved_red(&store, "residents moved out").await;
         let (applied, journaled) = store.apply_and_journal(&event("changed", "alarm", 3_000), 600_000, to_office()).await.unwrap();
         assert_eq!((applied, journaled.is_none()), (Applied::Repeat(Some(id)), true), "better: not news");
         assert_eq!(store.incidents(true).unwrap()[0].state, "resolved");
