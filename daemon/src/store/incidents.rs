@@ -620,7 +620,7 @@ mod tests {
     async fn the_clear_of_a_resolved_incident_sends_nobody_on_site() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = resolved_red(&store, "propped, residents out").await;
+        resolved_red(&store, "propped, residents out").await;
         let (_, journaled) = store.apply_and_journal(&event("cleared", "danger", 3_000), 600_000, to_office()).await.unwrap();
         let clear = journaled.unwrap().1;
         assert!(clear.incident_resolved);
