@@ -52,27 +52,31 @@ fn restore_saved_state(store: &Store, engine: &mut gridwatch_rules::Engine) -> g
     }
 }
 
-/// At start: the firing incidents of rules whose definition changed while the daemon was stopped
-/// (their state starts afresh), to be settled at their sensors' next readings as after a reload
-/// (`Pipeline::settle_afresh`). Rules unchanged are left alone, whatever their saved state says:
-/// after a crash that state can be older than the incidents, and their clears must still come.
+/// At start: the firing incidents to be settled at their sensors' next readings as after a
+/// reload (`Pipeline::settle_afresh`) — those of rules whose definition changed while the daemon
+/// was stopped (their state starts afresh; kept in the store from now on), and those a reload
+/// started afresh that no reading settled before the daemon stopped (their rule's saved state is
+/// already the new one's). Rules unchanged are left alone, whatever their saved state says: after
+/// a crash that state can be older than the incidents, and their clears must still come.
 fn started_afresh(store: &Store, changed_rules: &std::collections::BTreeSet<String>) -> std::collections::HashSet<(String, String)> {
-    if changed_rules.is_empty() {
-        return Default::default();
-    }
-    match store.firing_incidents() {
-        Ok(firing) => {
-            let afresh: std::collections::HashSet<(String, String)> = firing.into_iter().filter(|(rule, _)| changed_rules.contains(rule)).collect();
-            if !afresh.is_empty() {
-                tracing::info!(incidents = ?afresh, rules = ?changed_rules, "rules changed while the daemon was stopped: these incidents are settled at their sensors' next readings");
-            }
-            afresh
-        }
+    let changed: Vec<(String, String)> = match store.firing_incidents() {
+        Ok(firing) => firing.into_iter().filter(|(rule, _)| changed_rules.contains(rule)).collect(),
         Err(error) => {
             store.report_failure("reading the incidents of rules changed while stopped (their next alarm may be taken for a repeat)", &error);
-            Default::default()
+            Vec::new()
+        }
+    };
+    if !changed.is_empty() {
+        tracing::info!(incidents = ?changed, rules = ?changed_rules, "rules changed while the daemon was stopped: these incidents are settled at their sensors' next readings");
+        if let Err(error) = store.keep_afresh(&changed) {
+            store.report_failure("keeping the incidents of changed rules (a restart before their next reading forgets them)", &error);
         }
     }
+    let unsettled = store.afresh_incidents().unwrap_or_else(|error| {
+        store.report_failure("reading the incidents a reload started afresh (their next alarm may be taken for a repeat)", &error);
+        Vec::new()
+    });
+    changed.into_iter().chain(unsettled).collect()
 }
 
 /// The status LED and the digital inputs of `[gpio]`.

@@ -172,6 +172,32 @@ async fn a_rule_changed_while_the_daemon_was_stopped_tells_its_next_alarm() {
     assert!(told, "the breach under the new threshold was not told: {:?}\n{:?}", second.stdout(), second.stderr());
 }
 
+/// The edit reloaded while the rule fires, and the daemon stopped before the sensor's next
+/// reading: the saved rule state is already the new rule's, so only the store remembers that
+/// the incident was to be judged afresh. At the next start the reading settles it, and the next
+/// breach is told (it was taken for the alarm the incident held, and told to nobody).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_reloaded_while_it_fires_is_judged_afresh_after_a_restart_before_its_next_reading() {
+    let (mosquitto, dir, http_port, mut first) = firing_below_five().await;
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low", 4.0, "0s")).unwrap();
+    first.signal("HUP");
+    assert!(wait_for_line(&first, Daemon::stderr, "rules reloaded").await, "{:?}", first.stderr());
+    assert!(first.stop().success());
+    assert!(!first.stderr().iter().any(|l| l.contains("judged afresh")), "no reading came after the reload: {:?}", first.stderr());
+
+    let second = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    assert!(!second.stderr().iter().any(|l| l.contains("rules changed while the daemon was stopped")), "{:?}", second.stderr());
+    wait_until_ingesting(&mosquitto, http_port, &second).await;
+    assert!(wait_for_line(&second, Daemon::stderr, "judged afresh").await, "{:?}", second.stderr());
+    mosquitto.publish(TOPIC, &reading(3.0, now_ms())).unwrap();
+    assert!(
+        wait_for_line(&second, Daemon::stdout, FIRED).await,
+        "the breach under the new threshold was not told: {:?}\n{:?}",
+        second.stdout(),
+        second.stderr()
+    );
+}
+
 /// A threshold changed while the rule fires and the value still breaches under the new one: the
 /// same alarm goes on, told once (an outside tester's accepted red was sent again as new after
 /// an edit of its orange threshold).

@@ -301,6 +301,9 @@ impl Pipeline {
             held_before.iter().filter(|(rule, sensor)| Self::holds_open(engine, sensors, rule, sensor) == Some(false)).cloned().collect();
         if !started_afresh.is_empty() {
             tracing::info!(incidents = ?started_afresh, "rules changed: these incidents are settled at their sensors' next readings");
+            if let Err(error) = self.store.keep_afresh(&started_afresh) {
+                self.store.report_failure("keeping the incidents of changed rules (a restart before their next reading forgets them)", &error);
+            }
         }
         self.afresh.extend(started_afresh);
     }
@@ -336,6 +339,9 @@ impl Pipeline {
                     }
                 }
                 _ => {}
+            }
+            if let Err(error) = self.store.settled_afresh(rule, sensor) {
+                self.store.report_failure("settling the incident of a changed rule (a restart judges it afresh again)", &error);
             }
             self.afresh.remove(&key);
         }

@@ -192,6 +192,39 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Notes that the firing incidents of these (rule, sensor) started afresh (their rule changed)
+    /// and are to be settled at their sensor's next reading; kept, so that a restart before that
+    /// reading still settles them ([`Store::afresh_incidents`]).
+    pub fn keep_afresh(&self, keys: &[(String, String)]) -> anyhow::Result<()> {
+        self.essential(|conn| {
+            let tx = conn.transaction()?;
+            for (rule, sensor) in keys {
+                tx.execute(
+                    "UPDATE incidents SET afresh = 1 WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' AND sensor_normal = 0",
+                    params![rule, sensor],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// (rule, sensor) of the firing incidents kept as started afresh and not settled yet.
+    pub fn afresh_incidents(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let conn = self.lock()?;
+        let mut statement = conn.prepare_cached("SELECT rule, sensor FROM incidents WHERE state != 'closed' AND sensor_normal = 0 AND afresh = 1")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The incident of (rule, sensor) started afresh is settled: its alarm goes on, or its sensor
+    /// was judged afresh.
+    pub fn settled_afresh(&self, rule: &str, sensor: &str) -> anyhow::Result<()> {
+        self.essential(|conn| {
+            Ok(conn.execute("UPDATE incidents SET afresh = 0 WHERE rule = ?1 AND sensor = ?2 AND afresh = 1", params![rule, sensor]).map(drop)?)
+        })
+    }
+
     /// Marks normal the sensor of each incident not closed whose sensor is firing and whose rule
     /// `held_open(rule, sensor)` says the engine no longer holds open: the rule's definition
     /// changed and its state started afresh. Its next alarm is then news, told to
@@ -209,7 +242,7 @@ impl Store {
             };
             let mut marked = Vec::new();
             for (id, rule, _) in firing.into_iter().filter(|(_, rule, sensor)| !held_open(rule, sensor)) {
-                tx.execute("UPDATE incidents SET sensor_normal = 1, updated_ms = ?1 WHERE id = ?2", params![now_ms, id])?;
+                tx.execute("UPDATE incidents SET sensor_normal = 1, afresh = 0, updated_ms = ?1 WHERE id = ?2", params![now_ms, id])?;
                 audit(&tx, id, stamp, "rules", &format!("{why} ({rule}): its next alarm is told"), None)?;
                 marked.push(id);
             }
@@ -440,7 +473,7 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64, clock_unse
         }
         (_, Some((id, _, _, true, _))) => Applied::Repeat(Some(id)),
         (_, Some((id, _, worst, false, _))) => {
-            tx.execute("UPDATE incidents SET sensor_normal = 1, last_value = ?1, updated_ms = ?2 WHERE id = ?3", params![alert.value, now, id])?;
+            tx.execute("UPDATE incidents SET sensor_normal = 1, afresh = 0, last_value = ?1, updated_ms = ?2 WHERE id = ?3", params![alert.value, now, id])?;
             audit(tx, id, stamp, "rules", "sensor normal", None)?;
             if closes_when_sensor_clears(&worst) {
                 tx.execute("UPDATE incidents SET state = 'closed', closed_ms = ?1 WHERE id = ?2", params![now, id])?;
@@ -460,7 +493,10 @@ fn apply_in(tx: &Transaction<'_>, alert: &Alert, flap_window_ms: i64, clock_unse
                 .optional()?;
             match closed_firing {
                 Some(id) => {
-                    tx.execute("UPDATE incidents SET sensor_normal = 1, last_value = ?1, updated_ms = ?2 WHERE id = ?3", params![alert.value, now, id])?;
+                    tx.execute(
+                        "UPDATE incidents SET sensor_normal = 1, afresh = 0, last_value = ?1, updated_ms = ?2 WHERE id = ?3",
+                        params![alert.value, now, id],
+                    )?;
                     audit(tx, id, stamp, "rules", "sensor normal (after it was closed)", None)?;
                     Applied::News(id)
                 }

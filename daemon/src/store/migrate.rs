@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 25;
+const SCHEMA_VERSION: i32 = 26;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -464,6 +464,16 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              CREATE TABLE sms_budget_sends (sink TEXT NOT NULL, budget TEXT NOT NULL, at_ms INTEGER NOT NULL);
              CREATE INDEX sms_budget_sends_by_sink ON sms_budget_sends (sink, at_ms);
              PRAGMA user_version = 25;
+             COMMIT;",
+        )?;
+    }
+    if version < 26 {
+        // Firing incidents whose rule changed and started afresh, settled at their sensor's next
+        // reading (`Pipeline::settle_afresh`): a restart before that reading must not forget them.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE incidents ADD COLUMN afresh INTEGER NOT NULL DEFAULT 0;
+             PRAGMA user_version = 26;
              COMMIT;",
         )?;
     }
