@@ -16,9 +16,9 @@
 //! that neither an hour of oranges nor an ignored incident's reminders keep a new alarm from the
 //! phone; the budgets' sends are kept in the store, so restarts do not start them afresh. An
 //! alert for a phone at its cap is not lost but owed, and goes out in that phone's next SMS,
-//! which [`Owed`]'s timer sends as soon as the hour lets it (owed alerts live in memory: a
-//! restart meanwhile loses that summary, not the alarms — they were delivered on the other
-//! channels).
+//! which [`Owed`]'s timer sends as soon as the hour lets it. Owed alerts are kept in the store
+//! until their summary went out: a restart meanwhile sends it from the new start, and a summary
+//! the gateway refused waits for the phone's next SMS.
 
 use super::text::{self, Wording};
 use super::Sink;
@@ -67,11 +67,13 @@ struct Ledger {
     owed: BTreeMap<String, Vec<OwedAlert>>,
 }
 
-/// An alert a phone did not get for its cap: one line about it, and its link.
+/// An alert a phone did not get for its cap: one line about it, its link, and its row in the
+/// store (none: it could not be kept, and a restart loses it).
 #[derive(Debug)]
 struct OwedAlert {
     line: String,
     link: Option<String>,
+    row: Option<i64>,
 }
 
 /// The alerts of one house (site and building, or the sensor when it has no building), its
@@ -135,7 +137,12 @@ impl SmsSink {
     pub fn new(config: SmsConfig, store: Store) -> anyhow::Result<SmsSink> {
         let client = super::no_redirects().timeout(Duration::from_secs(10)).build()?;
         let ledger = Arc::new(Mutex::new(kept_ledger(&store, &config.name)));
-        Ok(SmsSink { config, client, store, retry_delay: Duration::from_secs(1), ledger, timer: None, roster: None })
+        let mut sink = SmsSink { config, client, store, retry_delay: Duration::from_secs(1), ledger, timer: None, roster: None };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Summaries owed before a restart go out as soon as their hour lets them.
+            sink.arm_timer();
+        }
+        Ok(sink)
     }
 
     /// Gives each phone its member's own link, from the roster in force: an action from the SMS
@@ -252,6 +259,7 @@ impl SmsSink {
         }
         let mut now = Vec::new();
         let mut used = Vec::new();
+        let mut owing: Vec<(String, Vec<(String, Option<String>)>)> = Vec::new();
         {
             let mut ledger = self.ledger.lock().map_err(|_| anyhow::anyhow!("SMS ledger poisoned"))?;
             for (phone, made) in unsent {
@@ -263,20 +271,34 @@ impl SmsSink {
                     now.push((phone, made, message));
                 } else {
                     tracing::info!(sink = %self.config.name, phone = %phone, "SMS cap reached for this phone; the alert goes in its next SMS");
-                    let owed = ledger.owed.entry(budget).or_default();
-                    for alert in alerts {
-                        owed.push(OwedAlert { line: owed_line(alert, self.config.wording), link: alert.link.as_deref().map(crate::links::shorten) });
-                    }
+                    let lines = alerts.iter().map(|alert| (owed_line(alert, self.config.wording), alert.link.as_deref().map(crate::links::shorten))).collect();
+                    owing.push((budget, lines));
                 }
             }
         }
         for budget in used {
             self.use_budget(&budget).await;
         }
+        for (budget, lines) in owing {
+            self.owe(budget, lines).await;
+        }
         self.arm_timer();
         let sent = self.send(now, &event_ids).await;
         anyhow::ensure!(spent.is_empty(), "SMS via {} given up for {}", crate::redact::redacted(&self.config.url), spent.join("; "));
         sent
+    }
+
+    /// Owes `lines` (line, link) to `budget`'s next SMS, kept in the store first.
+    async fn owe(&self, budget: String, lines: Vec<(String, Option<String>)>) {
+        let rows = self.store.owe_sms(&self.config.name, &budget, lines.clone()).await.unwrap_or_else(|error| {
+            self.store.report_failure("keeping an alert owed to a phone's next SMS (a restart would lose it)", &error);
+            Vec::new()
+        });
+        let Ok(mut ledger) = self.ledger.lock() else { return };
+        let owed = ledger.owed.entry(budget).or_default();
+        for (i, (line, link)) in lines.into_iter().enumerate() {
+            owed.push(OwedAlert { line, link, row: rows.get(i).copied() });
+        }
     }
 
     /// Starts the timer that sends owed summaries, unless it runs.
@@ -307,6 +329,14 @@ fn kept_ledger(store: &Store, sink: &str) -> Ledger {
         }
         Err(error) => store.report_failure("reading the SMS sent in the last hour (each phone's budgets start empty)", &error),
     }
+    match store.sms_owed(sink) {
+        Ok(owed) => {
+            for (row, budget, line, link) in owed {
+                ledger.owed.entry(budget).or_default().push(OwedAlert { line, link, row: Some(row) });
+            }
+        }
+        Err(error) => store.report_failure("reading the alerts owed to phones' next SMS (their summaries are lost)", &error),
+    }
     ledger
 }
 
@@ -317,29 +347,48 @@ async fn record_use(store: &Store, sink: &str, budget: &str) {
     }
 }
 
-/// Sends each owed phone its summary as soon as its hour allows, until nothing is owed.
+/// How long a summary the gateway refused waits before the phone's budget is tried again.
+const REFUSED_SUMMARY_WAIT: Duration = Duration::from_secs(30);
+
+/// Sends each owed phone its summary as soon as its hour allows, until nothing is owed. A summary
+/// the gateway refused is owed again, ahead of what came since.
 async fn send_owed(ledger: Arc<Mutex<Ledger>>, client: reqwest::Client, config: SmsConfig, store: Store) {
     loop {
         let Some(at) = ledger.lock().ok().and_then(|l| l.next_free(config.per_phone_per_hour)) else { return };
         tokio::time::sleep_until(at).await;
-        let due: Vec<(String, String, String)> = {
+        let due: Vec<(String, Vec<OwedAlert>)> = {
             let Ok(mut ledger) = ledger.lock() else { return };
             let budgets: Vec<String> = ledger.owed.keys().cloned().collect();
             let mut due = Vec::new();
             for budget in budgets {
                 if ledger.allows(&budget, config.per_phone_per_hour) {
                     ledger.record(&budget);
-                    let owed = ledger.owed.remove(&budget).unwrap_or_default();
-                    due.push((phone_of(&budget).to_string(), owed_text(&owed, config.wording), budget));
+                    due.push((budget.clone(), ledger.owed.remove(&budget).unwrap_or_default()));
                 }
             }
             due
         };
-        for (phone, message, budget) in due {
+        let mut refused = false;
+        for (budget, owed) in due {
             record_use(&store, &config.name, &budget).await;
-            if let Err(error) = post(&client, &config, body(&config, &phone, &message)).await {
-                tracing::error!(sink = %config.name, phone = %phone, error = %format!("{error:#}"), "owed SMS summary not sent");
+            let phone = phone_of(&budget);
+            match post(&client, &config, body(&config, phone, &owed_text(&owed, config.wording))).await {
+                Ok(()) => {
+                    if let Err(error) = store.settle_sms_owed(owed.iter().filter_map(|o| o.row).collect()).await {
+                        store.report_failure("forgetting the alerts of an SMS summary sent (a restart sends it again)", &error);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(sink = %config.name, phone = %phone, error = %format!("{error:#}"), "owed SMS summary not sent; it waits for the phone's next SMS");
+                    refused = true;
+                    let Ok(mut ledger) = ledger.lock() else { return };
+                    let since = ledger.owed.remove(&budget).unwrap_or_default();
+                    ledger.owed.insert(budget, owed.into_iter().chain(since).collect());
+                }
             }
+        }
+        if refused {
+            tokio::time::sleep(REFUSED_SUMMARY_WAIT).await;
         }
     }
 }
@@ -543,13 +592,18 @@ mod tests {
 
     /// A sink on a store of its own (kept by the caller: what the phones got lives there).
     fn sink(url: &str, state: &tempfile::TempDir) -> SmsSink {
+        capped_sink(url, state, 6)
+    }
+
+    /// [`sink`] with `per_phone_per_hour` SMS a phone's budget allows.
+    fn capped_sink(url: &str, state: &tempfile::TempDir, per_phone_per_hour: u32) -> SmsSink {
         let config = SmsConfig {
             name: "sms".into(),
             url: url.parse().unwrap(),
             body: r#"{"phone": "{phone}", "template": "SMS_001", "params": {"msg": "{message}"}}"#.into(),
             token: Some("t0ken".into()),
             severities: vec!["alarm".into(), "danger".into()],
-            per_phone_per_hour: 6,
+            per_phone_per_hour,
             wording: text::Wording::default(),
             success: None,
         };
@@ -689,8 +743,7 @@ mod tests {
     async fn past_the_hourly_cap_alarms_wait_for_the_phone_s_next_sms() {
         let state = tempfile::tempdir().unwrap();
         let (url, seen) = gateway("none").await;
-        let mut sink = sink(&url, &state);
-        sink.config.per_phone_per_hour = 2;
+        let mut sink = capped_sink(&url, &state, 2);
         for (i, building) in ["B1", "B2", "B3", "B4"].into_iter().enumerate() {
             let mut alert = house_alarm("house-01", 20 + i as i64);
             alert.building = Some(building.into());
@@ -715,13 +768,54 @@ mod tests {
         );
     }
 
+    /// The box restarts while a phone is owed a summary: the new start sends it when the hour
+    /// lets it (it was held in memory and lost: the alerts reached that phone by no SMS), and a
+    /// summary sent is not sent again by the start after.
+    #[tokio::test(start_paused = true)]
+    async fn a_summary_owed_before_a_restart_goes_out_after_it() {
+        let state = tempfile::tempdir().unwrap();
+        let (url, seen) = gateway("none").await;
+        let capped = |url: &str| capped_sink(url, &state, 2);
+        let mut first = capped(&url);
+        for (i, building) in ["B1", "B2", "B3", "B4"].into_iter().enumerate() {
+            let mut alert = house_alarm("house-01", 20 + i as i64);
+            alert.building = Some(building.into());
+            first.deliver(&alert).await.unwrap();
+        }
+        assert_eq!(seen.lock().unwrap().len(), 2, "the cap holds");
+        drop(first);
+
+        let _restarted = capped(&url);
+        let count = || seen.lock().unwrap().len();
+        tokio::time::advance(Duration::from_secs(3601)).await;
+        for _ in 0..200 {
+            if count() == 3 {
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let texted = seen.lock().unwrap().clone();
+        assert_eq!(texted.len(), 3, "the summary owed before the restart: {texted:?}");
+        let summary = texted[2]["params"]["msg"].as_str().unwrap();
+        assert!(summary.starts_with("【汇总】此前2条告警") && summary.contains("#22") && summary.contains("#23"), "{summary}");
+        drop(_restarted);
+
+        let _again = capped(&url);
+        tokio::time::advance(Duration::from_secs(7200)).await;
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(count(), 3, "a summary sent is owed no more");
+    }
+
     /// An hour's oranges used the phone's budget: a red still goes out, on a budget of its own.
     #[tokio::test]
     async fn a_red_alarm_is_texted_after_oranges_used_the_phone_s_hour() {
         let state = tempfile::tempdir().unwrap();
         let (url, seen) = gateway("none").await;
-        let mut sink = sink(&url, &state);
-        sink.config.per_phone_per_hour = 2;
+        let mut sink = capped_sink(&url, &state, 2);
         for (i, building) in ["B1", "B2", "B3"].into_iter().enumerate() {
             let mut orange = house_alarm("house-01", 30 + i as i64);
             (orange.building, orange.severity) = (Some(building.into()), gridwatch_rules::Severity::Alarm);
@@ -743,11 +837,7 @@ mod tests {
     async fn reminders_leave_new_alarms_their_budget_and_a_restart_keeps_the_hour() {
         let state = tempfile::tempdir().unwrap();
         let (url, seen) = gateway("none").await;
-        let capped = |url: &str| {
-            let mut sink = sink(url, &state);
-            sink.config.per_phone_per_hour = 2;
-            sink
-        };
+        let capped = |url: &str| capped_sink(url, &state, 2);
         let mut first = capped(&url);
         for _ in 0..3 {
             let mut reminder = house_alarm("house-01", 30);

@@ -469,10 +469,12 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     }
     if version < 26 {
         // Firing incidents whose rule changed and started afresh, settled at their sensor's next
-        // reading (`Pipeline::settle_afresh`): a restart before that reading must not forget them.
+        // reading (`Pipeline::settle_afresh`), and the alerts owed to a phone's next SMS past its
+        // budget (`sms_sends.rs`): a restart must forget neither.
         conn.execute_batch(
             "BEGIN;
              ALTER TABLE incidents ADD COLUMN afresh INTEGER NOT NULL DEFAULT 0;
+             CREATE TABLE sms_owed (id INTEGER PRIMARY KEY, sink TEXT NOT NULL, budget TEXT NOT NULL, line TEXT NOT NULL, link TEXT);
              PRAGMA user_version = 26;
              COMMIT;",
         )?;

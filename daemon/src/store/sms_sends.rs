@@ -8,7 +8,9 @@
 //!
 //! Also kept: when each phone's hourly budgets were used (`sms_budget_sends`), so that a box
 //! restarting again and again does not start every phone's budget afresh (an outside tester
-//! counted 49 SMS to one phone in 16 minutes over 6 restarts, with 6 an hour configured).
+//! counted 49 SMS to one phone in 16 minutes over 6 restarts, with 6 an hour configured), and
+//! the alerts owed to a budget's next SMS (`sms_owed`), so that a restart does not lose a
+//! summary a phone is owed.
 
 use super::Store;
 use rusqlite::params;
@@ -120,6 +122,54 @@ impl Store {
             let tx = conn.transaction()?;
             tx.execute("DELETE FROM sms_budget_sends WHERE sink = ?1 AND at_ms <= ?2", params![sink, at_ms - HOUR_MS])?;
             tx.execute("INSERT INTO sms_budget_sends (sink, budget, at_ms) VALUES (?1, ?2, ?3)", params![sink, budget, at_ms])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// An alert owed to a budget's next SMS, as kept: its row, the budget, its line and link.
+pub type OwedSms = (i64, String, String, Option<String>);
+
+impl Store {
+    /// Keeps `lines` (line, link) owed to `budget`'s next SMS on channel `sink`; their rows.
+    pub async fn owe_sms(&self, sink: &str, budget: &str, lines: Vec<(String, Option<String>)>) -> anyhow::Result<Vec<i64>> {
+        let (sink, budget) = (sink.to_string(), budget.to_string());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let mut rows = Vec::with_capacity(lines.len());
+            {
+                let mut statement = tx.prepare_cached("INSERT INTO sms_owed (sink, budget, line, link) VALUES (?1, ?2, ?3, ?4)")?;
+                for (line, link) in &lines {
+                    statement.execute(params![sink, budget, line, link])?;
+                    rows.push(tx.last_insert_rowid());
+                }
+            }
+            tx.commit()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// What channel `sink` owes its budgets' next SMS, oldest first.
+    pub fn sms_owed(&self, sink: &str) -> anyhow::Result<Vec<OwedSms>> {
+        self.essential(|conn| {
+            let rows = conn
+                .prepare_cached("SELECT id, budget, line, link FROM sms_owed WHERE sink = ?1 ORDER BY id")?
+                .query_map(params![sink], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// The owed alerts of `rows` went out in a summary.
+    pub async fn settle_sms_owed(&self, rows: Vec<i64>) -> anyhow::Result<()> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            for row in &rows {
+                tx.execute("DELETE FROM sms_owed WHERE id = ?1", [row])?;
+            }
             tx.commit()?;
             Ok(())
         })

@@ -208,7 +208,7 @@ mod tests {
             let conn = rusqlite::Connection::open(&path).unwrap();
             // As migration 18 left it: no epoch, nor what migrations 20 to 26 add.
             conn.execute_batch(
-                "DROP TABLE store_epoch; DROP TABLE uplink_trend; ALTER TABLE trend DROP COLUMN uplinked; ALTER TABLE escalations DROP COLUMN aged_at_ms; ALTER TABLE escalations DROP COLUMN reminders_sent; DROP TABLE sms_sends; DROP TABLE robot_sends; DROP TABLE robot_throttles; DROP TABLE silenced_alarms; DROP TABLE sms_budget_sends; ALTER TABLE incidents DROP COLUMN afresh; PRAGMA user_version = 18;",
+                "DROP TABLE store_epoch; DROP TABLE uplink_trend; ALTER TABLE trend DROP COLUMN uplinked; ALTER TABLE escalations DROP COLUMN aged_at_ms; ALTER TABLE escalations DROP COLUMN reminders_sent; DROP TABLE sms_sends; DROP TABLE robot_sends; DROP TABLE robot_throttles; DROP TABLE silenced_alarms; DROP TABLE sms_budget_sends; ALTER TABLE incidents DROP COLUMN afresh; DROP TABLE sms_owed; PRAGMA user_version = 18;",
             )
             .unwrap();
         }
