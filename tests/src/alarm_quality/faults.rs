@@ -1,7 +1,7 @@
 //! Device faults, applied from their onset to one box's finished readings (the wall behind it
 //! stays healthy, and so do the building's other boxes): drift, a stuck value, a sign flip of
 //! one axis (permanent or intermittent), erratic noise, bursts of spikes, a clock that jumps
-//! hours ahead and back, coarse quantisation.
+//! hours ahead and back, coarse quantisation, one axis frozen while the other lives on.
 //!
 //! Invariant: readings before the onset are left exactly as they were; every changed value is
 //! a float32 again.
@@ -27,10 +27,13 @@ pub enum Fault {
     ClockJump { ahead: Millis, lasting: Millis },
     /// The box rounds its angles to `quantum` degrees.
     CoarseQuantisation { quantum: f64 },
+    /// Axis `axis` repeats its last good value; the other axis and the temperature live on.
+    AxisFrozen { axis: usize },
 }
 
 /// The fault kinds, each a sub-family.
-pub const FAULT_KINDS: [&str; 8] = ["drift", "stuck", "sign flip", "sign flip intermittent", "erratic", "spike bursts", "clock jump", "coarse quantisation"];
+pub const FAULT_KINDS: [&str; 9] =
+    ["drift", "stuck", "sign flip", "sign flip intermittent", "erratic", "spike bursts", "clock jump", "coarse quantisation", "one axis frozen"];
 
 impl Fault {
     /// A fault of kind `FAULT_KINDS[kind]` with its parameters drawn.
@@ -43,7 +46,8 @@ impl Fault {
             4 => Fault::Erratic { sigma: log_uniform(rng, 0.05, 0.5) },
             5 => Fault::SpikeBursts { per_day: uniform(rng, 2.0, 12.0) },
             6 => Fault::ClockJump { ahead: rng.i64(HOUR..24 * HOUR), lasting: rng.i64(HOUR..24 * HOUR) },
-            _ => Fault::CoarseQuantisation { quantum: uniform(rng, 0.05, 0.2) },
+            7 => Fault::CoarseQuantisation { quantum: uniform(rng, 0.05, 0.2) },
+            _ => Fault::AxisFrozen { axis: rng.usize(0..2) },
         }
     }
 
@@ -106,6 +110,11 @@ impl Fault {
                 Fault::ClockJump { ahead, lasting } => {
                     if since < lasting {
                         stream.at[i] += ahead;
+                    }
+                }
+                Fault::AxisFrozen { axis } => {
+                    if let Some(good) = &last_good {
+                        values[axis] = good[axis];
                     }
                 }
                 Fault::CoarseQuantisation { quantum } => {

@@ -606,8 +606,8 @@ impl Scores {
     /// a creep's 1.5‰ and 2‰ crossings are timed on the creep alone, so the weather left in the
     /// daily level can move the daily level's crossing by days for slow creeps (held to 24 h
     /// from 0.15‰/day; on a box without temperature a yellow before 1.5‰ is allowed); a drift,
-    /// intermittent flips, a stuck or coarsely rounding box cannot all be told within 2 h (held
-    /// to 0 red only). A device clock jump is told within 2 h (`tilt-clock-ahead`).
+    /// intermittent flips, a stuck or coarsely rounding box, one frozen axis cannot all be told
+    /// within 2 h (held to 0 red only). A device clock jump is told within 2 h (`tilt-clock-ahead`).
     /// The water targets, the same in the report and in the test suite: a river's daily cycle
     /// past a limit (a calibration step, a fouling probe) is one incident while it lasts, not
     /// one a day (rain is left out: two showers a day apart are two events); a muddy discharge,
