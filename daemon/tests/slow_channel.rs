@@ -6,7 +6,8 @@
 //! in all, not that many per start, and the alerts behind it get their turn; one that is down for
 //! a few seconds while the box restarts again and again still gets the alarm once it is back.
 //! An SMS gateway that hangs, with power cuts between the attempts, texts each phone at most
-//! four times in all. A red alarm does not wait behind a clear the receiver keeps refusing.
+//! four times in all. A red alarm does not wait behind a clear the receiver keeps refusing, nor
+//! behind an SMS the gateway keeps refusing.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -339,4 +340,78 @@ async fn a_red_alarm_does_not_wait_behind_a_clear_the_receiver_keeps_refusing() 
         "the clear's attempts go on after the red: {:?}",
         seen.lock().unwrap()
     );
+}
+
+/// An SMS gateway that refuses (HTTP 503) every orange SMS and takes the rest, recording each
+/// request's message and when it came: (message, arrival ms).
+async fn refusing_orange_sms() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>>) {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>> = Default::default();
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/sms",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let record = record.clone();
+            async move {
+                let message = body["msg"].as_str().unwrap_or_default().to_string();
+                record.lock().unwrap().push((message.clone(), now_ms()));
+                if message.contains("橙色") {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let url = format!("http://{}/sms", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// A red alarm is texted at once while the gateway keeps refusing an orange one (incident #1;
+/// the red sensor's own orange is refused too): the SMS channel's own retries (1, 4 and 16 s
+/// apart) stop after a failed attempt, the red goes out, and the orange's attempts go on after
+/// it, each phone's count kept (the red waited out the
+/// orange's attempts before, up to a minute behind a hanging phone; an outside tester).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_alarm_is_texted_while_the_gateway_keeps_refusing_an_orange_one() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let (url, seen) = refusing_orange_sms().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-sms-red-{http_port}\"\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\
+         [alerts]\nconsole = false\n[[alerts.sms]]\nname = \"sms\"\nurl = \"{url}\"\nbody = '{{\"phone\": \"{{phone}}\", \"msg\": \"{{message}}\"}}'\n\
+         [dispatch]\nroster = \"roster.toml\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+         [[sensor]]\nid = \"canal-01\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-3\"\n[[sensor]]\nid = \"canal-02\"\nkind = \"water\"\nsite = \"east-canal\"\ngrid = \"grid-3\"\n",
+        mosquitto.url()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("roster.toml"), ROSTER).unwrap();
+    let rules = "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"alarm\"\n\n[[rule]]\nid = \"do-critical\"\nvalue = \"do\"\nbelow = 1\nseverity = \"danger\"\n";
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let up =
+        common::publish_until_evaluated(&mosquitto, "gridwatch/east-canal/canal-02/telemetry", || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port)
+            .await;
+    assert!(up, "{:?}", daemon.stderr());
+    let texts = |needle: &str| seen.lock().unwrap().iter().filter(|(m, _)| m.contains(needle)).map(|(_, at)| *at).collect::<Vec<i64>>();
+
+    mosquitto.publish("gridwatch/east-canal/canal-01/telemetry", &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    assert!(wait_for(10 * SECOND, || async { texts("橙色预警】#1 ").len() >= 2 }).await, "both phones tried: {:?}", daemon.stderr());
+    let red_at = now_ms();
+    mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &format!(r#"{{"do": 0.5, "ts": {}}}"#, now_ms())).unwrap();
+    assert!(wait_for(30 * SECOND, || async { texts("红色").len() >= 2 }).await, "{:?}", seen.lock().unwrap());
+    let waited = texts("红色")[1] - red_at;
+    assert!(waited < 4_000, "the red waited {waited} ms behind the orange's retries: {:?}", seen.lock().unwrap());
+    let oranges_before = texts("橙色预警】#1 ").len();
+    assert!(
+        wait_for(40 * SECOND, || async { texts("橙色预警】#1 ").len() >= 8 }).await,
+        "the orange's attempts go on after the red, four for each phone: {:?}",
+        seen.lock().unwrap()
+    );
+    assert!(oranges_before < 8);
+    tokio::time::sleep(2 * SECOND).await;
+    assert_eq!(texts("橙色预警】#1 ").len(), 8, "no phone gets more than its four attempts: {:?}", seen.lock().unwrap());
+    assert_eq!(texts("红色").len(), 2, "the red once to each phone: {:?}", seen.lock().unwrap());
 }

@@ -18,7 +18,7 @@
 //! the order they happened, see [`crate::store::DueDelivery`]); a delivery leaves the queue only
 //! once its outcome is recorded.
 
-use super::{CountedAttempts, Sink};
+use super::{CountedAttempts, MadeWay, Sink};
 use crate::alert::{Alert, Event};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -271,7 +271,11 @@ async fn send_next<S: Sink>(
                 Counted::Yielded => (Ok(()), false, true),
             }
         }
-        ([one], None) => (sink.deliver(&one.alert).await, true, false),
+        ([one], None) if yielded_once.contains(&one.alert_id) => (sink.deliver(&one.alert).await, true, false),
+        ([one], None) => match sink.deliver_making_way(&one.alert, RedBehind::of(store, *clock, name, one)).await {
+            Err(error) if error.is::<MadeWay>() => (Ok(()), true, true),
+            outcome => (outcome, true, false),
+        },
         (many, _) => (sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await, true, false),
     };
     Sent { batch, outcome, uncounted, yielded }
@@ -295,17 +299,35 @@ enum Counted {
     Yielded,
 }
 
-/// Whether a red alarm other than `current` is the next this channel would send: a delivery
-/// being retried makes way for it (a red waited 60 s behind two clears a refusing robot made the
-/// channel retry; an outside tester).
-async fn red_waits(store: &Store, clock: &Clock, name: &str, current: &DueDelivery) -> bool {
-    let is_red_alarm = |alert: &Alert| alert.severity == gridwatch_rules::Severity::Danger && matches!(alert.event, Event::Fired | Event::Changed);
-    if is_red_alarm(&current.alert) {
-        return false;
+fn is_red_alarm(alert: &Alert) -> bool {
+    alert.severity == gridwatch_rules::Severity::Danger && matches!(alert.event, Event::Fired | Event::Changed)
+}
+
+/// Asks whether a red alarm other than the delivery being retried is the next this channel would
+/// send: a delivery being retried makes way for it (a red waited 60 s behind two clears a
+/// refusing robot made the channel retry; an outside tester).
+#[derive(Debug)]
+pub struct RedBehind {
+    store: Store,
+    clock: Clock,
+    channel: String,
+    /// The delivery being retried; none when it is a red alarm itself (it makes way for nothing).
+    current: Option<i64>,
+}
+
+impl RedBehind {
+    fn of(store: &Store, clock: Clock, channel: &str, current: &DueDelivery) -> RedBehind {
+        let current = (!is_red_alarm(&current.alert)).then_some(current.alert_id);
+        RedBehind { store: store.clone(), clock, channel: channel.to_string(), current }
     }
-    match store.due_deliveries(name, clock.now(), 1).await {
-        Ok(next) => next.first().is_some_and(|next| next.alert_id != current.alert_id && is_red_alarm(&next.alert)),
-        Err(_) => false,
+
+    /// Whether a red alarm waits behind the delivery being retried.
+    pub async fn waits(&self) -> bool {
+        let Some(current) = self.current else { return false };
+        match self.store.due_deliveries(&self.channel, self.clock.now(), 1).await {
+            Ok(next) => next.first().is_some_and(|next| next.alert_id != current && is_red_alarm(&next.alert)),
+            Err(_) => false,
+        }
     }
 }
 
@@ -337,7 +359,7 @@ async fn deliver_counted<S: Sink>(
             if failover.is_some_and(|f| sink.wait() > f.after) {
                 break;
             }
-            if may_yield && red_waits(store, clock, name, one).await {
+            if may_yield && RedBehind::of(store, *clock, name, one).waits().await {
                 tracing::info!(sink = %name, alert_id = one.alert_id, attempt = made, "a red alarm waits: it goes first, this delivery's attempts go on after it");
                 return Counted::Yielded;
             }

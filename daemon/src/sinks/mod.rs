@@ -20,6 +20,19 @@ use std::future::Future;
 
 pub use channel::{SinkContext, SinkSet};
 
+/// A sink's answer when it stopped retrying an alert for a red alarm behind it on its channel
+/// ([`Sink::deliver_making_way`]): the delivery is still pending.
+#[derive(Debug)]
+pub struct MadeWay;
+
+impl std::fmt::Display for MadeWay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped for a red alarm; the attempts go on after it")
+    }
+}
+
+impl std::error::Error for MadeWay {}
+
 /// An HTTP client for posting alerts: it follows no redirect. Following one turns a POST into a
 /// GET (301, 302) that the new address may answer 200 — an alert counted delivered that nobody
 /// got (an outside tester's webhook moved to https).
@@ -64,6 +77,14 @@ pub trait Sink: Send + 'static {
     fn counted_attempts(&self) -> Option<CountedAttempts> {
         None
     }
+    /// [`Sink::deliver`] for a sink that retries by itself, able to see whether a red alarm
+    /// waits behind `alert` on its channel: it may then stop after a failed attempt and answer
+    /// [`MadeWay`] — the channel sends the red and delivers `alert` again after it, and the sink
+    /// goes on from the attempts it kept. By default it does not stop.
+    fn deliver_making_way(&mut self, alert: &Alert, _red: channel::RedBehind) -> impl Future<Output = anyhow::Result<()>> + Send {
+        self.deliver(alert)
+    }
+
     /// One attempt at delivering `alert`, for a sink with [`Sink::counted_attempts`].
     fn attempt(&mut self, alert: &Alert) -> impl Future<Output = anyhow::Result<()>> + Send {
         self.deliver(alert)

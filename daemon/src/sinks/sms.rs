@@ -20,8 +20,9 @@
 //! until their summary went out: a restart meanwhile sends it from the new start, and a summary
 //! the gateway refused waits for the phone's next SMS.
 
+use super::channel::RedBehind;
 use super::text::{self, Wording};
-use super::Sink;
+use super::{MadeWay, Sink};
 use crate::alert::{Alert, Event};
 use crate::config::SmsConfig;
 use crate::store::{SmsProgress, Store};
@@ -66,6 +67,9 @@ struct Ledger {
     /// Budget -> what waits for its next SMS, oldest first.
     owed: BTreeMap<String, Vec<OwedAlert>>,
 }
+
+/// One owed alert's line in a summary, and its link.
+type OwedLine = (String, Option<String>);
 
 /// An alert a phone did not get for its cap: one line about it, its link, and its row in the
 /// store (none: it could not be kept, and a restart loses it).
@@ -183,8 +187,11 @@ impl SmsSink {
 
     /// Sends `message` to each phone with the attempts it had so far, retrying the failures
     /// until each phone has had [`ATTEMPTS`]; every attempt is counted in the store before it is
-    /// made and every send marked once the gateway took it, so a restart goes on from there.
-    async fn send(&self, phones: Vec<(String, u32, String)>, event_ids: &[i64]) -> anyhow::Result<()> {
+    /// made and every send marked once the gateway took it, so a restart goes on from there —
+    /// and so does the channel after a red alarm that waited behind a failed attempt (`red`):
+    /// the send stops with [`MadeWay`] (a gateway hanging on one phone held up the channel's
+    /// next message for a minute; an outside tester).
+    async fn send(&self, phones: Vec<(String, u32, String)>, event_ids: &[i64], red: Option<&RedBehind>) -> anyhow::Result<()> {
         let messages: HashMap<String, String> = phones.iter().map(|(phone, _, message)| (phone.clone(), message.clone())).collect();
         let mut pending: Vec<(String, u32, String)> = phones.into_iter().map(|(phone, made, _)| (phone, made, String::new())).collect();
         let mut given_up = Vec::new();
@@ -194,6 +201,12 @@ impl SmsSink {
             pending = left;
             let Some(fewest) = pending.iter().map(|(_, made, _)| *made).min() else { break };
             if fewest > 0 {
+                if let Some(red) = red.filter(|_| !event_ids.is_empty()) {
+                    if red.waits().await {
+                        tracing::info!(sink = %self.config.name, "a red alarm waits: it is texted first, this SMS's attempts go on after it");
+                        return Err(MadeWay.into());
+                    }
+                }
                 // Waits go on from the attempts so far: a restart neither repeats the short
                 // first ones nor skips one.
                 tokio::time::sleep(self.retry_delay * 4u32.pow(fewest - 1)).await;
@@ -237,7 +250,7 @@ impl SmsSink {
 
     /// One house's alerts to their phones: one SMS each, or owed past the cap. A phone that got
     /// these alerts before a restart is not sent them again.
-    async fn house(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
+    async fn house(&mut self, alerts: &[&Alert], red: Option<&RedBehind>) -> anyhow::Result<()> {
         let mut phones: Vec<String> = Vec::new();
         for phone in alerts.iter().flat_map(|a| &a.mentions) {
             if !phones.contains(phone) {
@@ -259,12 +272,16 @@ impl SmsSink {
         }
         let mut now = Vec::new();
         let mut used = Vec::new();
-        let mut owing: Vec<(String, Vec<(String, Option<String>)>)> = Vec::new();
+        let mut owing: Vec<(String, Vec<OwedLine>)> = Vec::new();
         {
             let mut ledger = self.ledger.lock().map_err(|_| anyhow::anyhow!("SMS ledger poisoned"))?;
             for (phone, made) in unsent {
                 let budget = budget_of(&phone, alerts);
-                if ledger.allows(&budget, self.config.per_phone_per_hour) {
+                if made > 0 {
+                    // Its attempts began before a restart or a red alarm: its budget is used.
+                    let message = sms_text(alerts, self.config.wording, self.own_link(&phone, alerts).as_deref());
+                    now.push((phone, made, message));
+                } else if ledger.allows(&budget, self.config.per_phone_per_hour) {
                     ledger.record(&budget);
                     used.push(budget);
                     let message = sms_text(alerts, self.config.wording, self.own_link(&phone, alerts).as_deref());
@@ -283,13 +300,13 @@ impl SmsSink {
             self.owe(budget, lines).await;
         }
         self.arm_timer();
-        let sent = self.send(now, &event_ids).await;
+        let sent = self.send(now, &event_ids, red).await;
         anyhow::ensure!(spent.is_empty(), "SMS via {} given up for {}", crate::redact::redacted(&self.config.url), spent.join("; "));
         sent
     }
 
     /// Owes `lines` (line, link) to `budget`'s next SMS, kept in the store first.
-    async fn owe(&self, budget: String, lines: Vec<(String, Option<String>)>) {
+    async fn owe(&self, budget: String, lines: Vec<OwedLine>) {
         let rows = self.store.owe_sms(&self.config.name, &budget, lines.clone()).await.unwrap_or_else(|error| {
             self.store.report_failure("keeping an alert owed to a phone's next SMS (a restart would lose it)", &error);
             Vec::new()
@@ -504,13 +521,23 @@ impl Sink for SmsSink {
     }
 
     async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        self.deliver_many(&[alert]).await
+        self.text(&[alert], None).await
     }
 
+    async fn deliver_making_way(&mut self, alert: &Alert, red: RedBehind) -> anyhow::Result<()> {
+        self.text(&[alert], Some(&red)).await
+    }
+
+    async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
+        self.text(alerts, None).await
+    }
+}
+
+impl SmsSink {
     /// One SMS per house and phone. A clear names nobody: it goes to the phones this channel
     /// texted about its incident, whatever its severity (the phones that got the alarm hear it is
     /// over, also when the alarm came here as a failover), and to nobody else.
-    async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
+    async fn text(&mut self, alerts: &[&Alert], red: Option<&RedBehind>) -> anyhow::Result<()> {
         let names_nobody = |alert: &Alert| alert.event == Event::Cleared && alert.mentions.is_empty();
         // A clear goes to whoever was texted, whatever severity the incident ended at (an alarm
         // that fell back to a warning before it cleared still owes its phones the clear).
@@ -551,7 +578,7 @@ impl Sink for SmsSink {
             }
         }
         for (_, group) in houses {
-            self.house(&group).await?;
+            self.house(&group, red).await?;
         }
         Ok(())
     }
