@@ -221,6 +221,7 @@ fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, cloc
     });
     let (engine, restored) = build_engine(rules, &config.sensors, |engine| restore_saved_state(&store, engine), &calibrations);
     let afresh = started_afresh(&store, &restored.changed_rules);
+    crate::pipeline::settle_gone_rules(&store, &restored.gone_rules, clock.now());
     let live = Arc::new(crate::live::LiveTable::new(config.sensors.clone(), clock));
     Ok(Built { store, engine, calibrations, rule_count, rule_files, live, clocks: Arc::default(), afresh })
 }

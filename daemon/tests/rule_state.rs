@@ -198,6 +198,34 @@ async fn a_rule_reloaded_while_it_fires_is_judged_afresh_after_a_restart_before_
     );
 }
 
+/// Each incident's rule and whether its sensor is marked normal, from `gridwatch incidents list`.
+fn incidents_listed(dir: &Path) -> Vec<(String, bool)> {
+    let listed = common::gridwatch().args(["-o", "json", "incidents", "--config", "gridwatch.toml", "list"]).current_dir(dir).output().unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    rows.iter().map(|row| (row["rule"].as_str().unwrap().to_string(), row["sensor_normal"].as_bool().unwrap())).collect()
+}
+
+/// A rule renamed while it fires, at a reload or while the daemon is stopped: nothing judges the
+/// old rule's incident any more, so nothing would clear it, and its reminders kept saying it
+/// fired next to the renamed rule's own incident (an outside tester). Its sensor is marked
+/// normal at once; the renamed rule's breach is its own alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_renamed_while_it_fires_leaves_no_incident_firing_for_ever() {
+    let (mosquitto, dir, http_port, mut first) = firing_below_five().await;
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low-canal", 5.0, "0s")).unwrap();
+    first.signal("HUP");
+    assert!(wait_for_line(&first, Daemon::stderr, "rules gone").await, "{:?}", first.stderr());
+    assert_eq!(incidents_listed(dir.path()), vec![("do-low".to_string(), true)]);
+    mosquitto.publish(TOPIC, &reading(4.5, now_ms())).unwrap();
+    assert!(wait_for_line(&first, Daemon::stdout, "fired   warning rule=do-low-canal sensor=canal-02").await, "{:?}", first.stdout());
+    assert!(first.stop().success());
+
+    std::fs::write(dir.path().join("rules.d/water.toml"), rule("do-low-east", 5.0, "0s")).unwrap();
+    let second = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    wait_until_ingesting(&mosquitto, http_port, &second).await;
+    assert_eq!(incidents_listed(dir.path()), vec![("do-low-canal".to_string(), true), ("do-low".to_string(), true)], "{:?}", second.stderr());
+}
+
 /// A threshold changed while the rule fires and the value still breaches under the new one: the
 /// same alarm goes on, told once (an outside tester's accepted red was sent again as new after
 /// an edit of its orange threshold).

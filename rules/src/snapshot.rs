@@ -77,6 +77,9 @@ pub struct Restored {
     /// The rules (by id) whose definition changed since the state was saved: a sensor's state
     /// under them starts afresh, so an alarm it held open is no longer held.
     pub changed_rules: std::collections::BTreeSet<String>,
+    /// The rules (by id) the state was saved with that the engine no longer has (removed or
+    /// renamed): an alarm they held open is held by nothing.
+    pub gone_rules: std::collections::BTreeSet<String>,
 }
 
 /// A stable hash of what a rule does (scope, signal, check), not of its title or place in a
@@ -443,6 +446,8 @@ impl<'e> Restorer<'e> {
                     self.restored.discarded += 1;
                     if plan.checks.iter().any(|planned| rules[planned.rule()].id == rule) {
                         self.restored.changed_rules.insert(rule.to_string());
+                    } else if !rules.iter().any(|header| header.id == rule) {
+                        self.restored.gone_rules.insert(rule.to_string());
                     }
                 }
             }
@@ -731,6 +736,9 @@ mod tests {
         assert_eq!((restored.checks, restored.discarded), (0, 1));
         assert_eq!(restored.changed_rules.into_iter().collect::<Vec<_>>(), vec!["do-low".to_string()], "named, to judge its incidents afresh");
         let unchanged = engine(HELD).restore(&before.snapshot());
-        assert!(unchanged.changed_rules.is_empty());
+        assert!(unchanged.changed_rules.is_empty() && unchanged.gone_rules.is_empty());
+        let renamed = engine(&HELD.replace("id = \"do-low\"", "id = \"do-low-canal\"")).restore(&before.snapshot());
+        assert!(renamed.changed_rules.is_empty());
+        assert_eq!(renamed.gone_rules.into_iter().collect::<Vec<_>>(), vec!["do-low".to_string()], "named, to settle its incidents");
     }
 }

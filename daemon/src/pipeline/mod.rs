@@ -362,6 +362,7 @@ impl Pipeline {
         self.hear_readings_within_a_tick();
         self.unsaved = true;
         tracing::info!(rules = count, states_kept = restored.checks, states_reset = restored.discarded, "rules reloaded");
+        settle_gone_rules(&self.store, &restored.gone_rules, self.clock.now());
         self.judge_afresh(&held_before);
     }
 
@@ -665,6 +666,24 @@ fn label_for_people(alert: &mut Alert, label: Result<gridwatch_rules::Millis, Un
             alert.stamped_by_unset_clock(stamp.elapsed_ms);
             alert.unset_clock = Some(stamp);
         }
+    }
+}
+
+/// Marks normal the sensor of each firing incident whose rule is gone (removed or renamed, at a
+/// reload or while the daemon was stopped): nothing judges it any more, so nothing would ever
+/// clear it — its reminders would go on saying it fires, next to the renamed rule's own incident
+/// (an outside tester). A person still resolves it; the daemon's own alarms are no rules and are
+/// left alone.
+pub fn settle_gone_rules(store: &Store, gone: &std::collections::BTreeSet<String>, now_ms: i64) {
+    if gone.is_empty() {
+        return;
+    }
+    match store.judged_afresh(|rule, _| !gone.contains(rule), "rule removed or renamed: no longer judged by it", now_ms) {
+        Ok(marked) if !marked.is_empty() => {
+            tracing::warn!(incidents = ?marked, rules = ?gone, "rules gone: their incidents' sensors are no longer judged by them")
+        }
+        Ok(_) => {}
+        Err(error) => store.report_failure("marking the incidents of rules that are gone (they keep saying they fire)", &error),
     }
 }
 
