@@ -174,3 +174,33 @@ async fn a_sensor_whose_clock_went_back_is_re_anchored_and_judged_again() {
     let warned = daemon.stderr().into_iter().filter(|l| l.contains("WARN") && l.contains("sensor clock went back") && l.contains("sensor=canal-02")).count();
     assert_eq!(warned, 1);
 }
+
+/// An outside tester's probes, each of which was never judged: one stamped its readings in
+/// seconds, one in China time without an offset, one sent a field it could not measure as text
+/// beside the DO; and a clock 7 minutes ahead (refused at the box's 5-minute skew) raised no
+/// clock alarm, since the rule allows 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_with_times_in_seconds_or_local_text_or_a_bad_field_are_judged_and_a_refused_clock_is_told() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let webhook = WebhookReceiver::start(Vec::new()).await;
+    let (daemon, _dir, http_port) = start(&mosquitto, &webhook, "max_future_skew_secs = 300").await;
+    let fired = |rule: &'static str, sensor: &'static str| move |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == rule && b["sensor"] == sensor;
+
+    let canal = "gridwatch/east-canal/canal-02/telemetry";
+    mosquitto.publish(canal, &format!(r#"{{"do": 1.2, "nh3n": "5.0 mg/L", "ts": {}}}"#, now_ms() / 1000)).unwrap();
+    assert!(canal_alarm(&webhook).await, "webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+    let text = metrics(http_port).await;
+    assert_eq!(metric(&text, r#"gridwatch_payloads_rejected_total{reason="non_numeric"}"#), Some(1.0), "the bad field is counted: {text}");
+
+    let pond = "gridwatch/east-canal/pond-01/telemetry";
+    let china = chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap()).format("%Y-%m-%d %H:%M:%S");
+    mosquitto.publish(pond, &format!(r#"{{"do": 1.1, "ts": "{china}"}}"#)).unwrap();
+    let told = wait_for(20 * SECOND, || async { webhook.bodies().iter().any(fired("test-do-low", "pond-01")) }).await;
+    assert!(told, "webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+
+    mosquitto.publish(pond, &water(7.0, now_ms() + 7 * 60_000)).unwrap();
+    let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(fired("test-clock-ahead", "pond-01")) }).await;
+    assert!(told, "a reading refused 7 minutes ahead raises the clock alarm; webhook got {:?}", webhook.bodies());
+    let clock = webhook.bodies().into_iter().find(fired("test-clock-ahead", "pond-01")).unwrap();
+    assert!(clock["value"].as_f64().is_some_and(|ahead| (400.0..=421.0).contains(&ahead)), "seconds ahead: {clock}");
+}

@@ -9,7 +9,7 @@
 //! missing; for each (rule, sensor) events alternate `Fired` (`Changed`…) `Cleared`.
 
 use crate::agreement::{verdict, Agreement, Move, Vote};
-use crate::device::{Change, ClockState, FlatState, SilenceState};
+use crate::device::{Change, ClockState, FlatState, SilenceState, Stamped};
 use crate::expr::lookup;
 use crate::ladder::{LadderState, Step};
 use crate::last_value::{LastValue, ReportedValue};
@@ -479,7 +479,7 @@ impl Engine {
     pub fn observe<K: AsRef<str>>(&mut self, subject: SubjectId, at: Millis, fields: &[(K, f64)], events: &mut Vec<RuleEvent>) -> Observed {
         let Some(slot) = self.slots.get(subject.0) else { return Observed::UnknownSubject };
         if slot.last_at.is_some_and(|last| at < last) {
-            self.judge_clocks(subject, at, true, events);
+            self.judge_clocks(subject, at, Stamped::OutOfOrder, events);
             return Observed::OutOfOrder;
         }
         let fingerprint = sample_fingerprint(fields);
@@ -549,7 +549,7 @@ impl Engine {
             let peers = self.peer_references.get(position).copied().flatten();
             let lowest = rule.uncompensated.filter(|_| !compensation_in_use(plan, thermal, rule)).unwrap_or(Severity::Notice);
             let event = match self.now {
-                Some(now) if matches!(state, CheckState::Clock(_)) => clock_check(rule, planned.variant(), state, at, now, false),
+                Some(now) if matches!(state, CheckState::Clock(_)) => clock_check(rule, planned.variant(), state, at, now, Stamped::Judged),
                 // A silence ends when a reading arrives, whatever its stamp: one stamped hours
                 // behind the engine's clock (a device clock that lags, a backlog) is heard now.
                 Some(now) if matches!(state, CheckState::NoData(_)) => {
@@ -602,18 +602,18 @@ impl Engine {
     /// checks (`clock_ahead`) see its time, so that installers hear of the device's clock.
     pub fn refused(&mut self, subject: SubjectId, at: Millis, events: &mut Vec<RuleEvent>) {
         if subject.0 < self.slots.len() {
-            self.judge_clocks(subject, at, true, events);
+            self.judge_clocks(subject, at, Stamped::RefusedAhead, events);
         }
     }
 
     /// Judges the clock checks of `subject` on a reading stamped `at` against the engine's
-    /// clock (nothing before the first tick); `refused`: the reading is not judged otherwise.
-    fn judge_clocks(&mut self, subject: SubjectId, at: Millis, refused: bool, events: &mut Vec<RuleEvent>) {
+    /// clock (nothing before the first tick).
+    fn judge_clocks(&mut self, subject: SubjectId, at: Millis, what: Stamped, events: &mut Vec<RuleEvent>) {
         let (Some(now), Some(slot)) = (self.now, self.slots.get(subject.0)) else { return };
         let plan = &self.plans[slot.plan as usize];
         for (state, planned) in self.states.of_mut(slot, plan).checks.iter_mut().zip(&plan.checks) {
             let rule = &self.rules[planned.rule()];
-            if let Some(event) = clock_check(rule, planned.variant(), state, at, now, refused) {
+            if let Some(event) = clock_check(rule, planned.variant(), state, at, now, what) {
                 events.push(RuleEvent { rule: RuleId(planned.rule()), subject, variant: planned.variant(), ..event });
             }
         }
@@ -1021,10 +1021,10 @@ fn observe_check(
 
 /// A clock check on a reading stamped `at` while the engine's clock reads `now` (`None` for
 /// other checks); the event's value is how many seconds ahead the reading was stamped.
-fn clock_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: Millis, now: Millis, refused: bool) -> Option<RuleEvent> {
+fn clock_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: Millis, now: Millis, what: Stamped) -> Option<RuleEvent> {
     let (Check::Clock { allowed_ms, severity }, CheckState::Clock(clock)) = (rule.check_of(variant), state) else { return None };
     let ahead_secs = (at.saturating_sub(now) / 1000) as f64;
-    match clock.stamped(at, now, *allowed_ms, refused)? {
+    match clock.stamped(at, now, *allowed_ms, what)? {
         Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, ahead_secs, now, since)),
         Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, ahead_secs, now, since)),
     }

@@ -91,9 +91,10 @@ fn messages(
                 "site" => Some(places.site(&sensor.place.site).unwrap_or(&sensor.place.site).to_string()),
                 "building" => sensor.place.building.as_deref().map(|b| places.building(&sensor.place.site, b).unwrap_or(b).to_string()),
                 "grid" => sensor.place.grid.as_deref().map(Into::into),
-                // A silence in words ("2小时5分钟"), not "7500.00" seconds.
-                "value" if matches!(rule.check, Check::NoData { .. }) => Some(text::silence(event.value, language == "zh")),
-                "value" => Some(text::rounded(event.value, &rule.unit)),
+                // A silence, or how far ahead a clock runs, in words ("2小时5分钟"), not "7500.00"
+                // seconds.
+                "value" if matches!(rule.check, Check::NoData { .. } | Check::Clock { .. }) => Some(text::silence(event.value, language == "zh")),
+                "value" => Some(shown_value(event, rule)),
                 "unit" => Some(rule.unit.clone()),
                 "severity" if language == "zh" => Some(event.severity.zh().to_string()),
                 "severity" => Some(event.severity.as_str().to_string()),
@@ -109,6 +110,25 @@ fn messages(
         .collect();
     rendered.entry("en".into()).or_insert_with(|| rule.title.clone());
     rendered
+}
+
+/// The event's value as people read it: rounded by unit ([`text::rounded`]), with as many more
+/// decimals as it takes to stay on the side of the level it broke — NH3-N 1.004 read "1.0",
+/// "above class III's 1.0", and DO 5.999 "6.0, below class II's 6" (an outside tester): a worker
+/// or an inspector takes a value shown on the limit for one within it.
+fn shown_value(event: &RuleEvent, rule: &Rule) -> String {
+    let rounded = text::rounded(event.value, &rule.unit);
+    let Some(level) = rule.level(event.variant, event.severity).filter(|_| event.kind != EventKind::Cleared) else { return rounded };
+    let reads_as_breach = |shown: &str| shown.parse::<f64>().is_ok_and(|read| level.bound.breached(read));
+    if !level.bound.breached(event.value) || reads_as_breach(&rounded) {
+        return rounded;
+    }
+    let decimals = rounded.split('.').nth(1).map_or(0, str::len);
+    (decimals + 1..=decimals + 4)
+        .map(|decimals| format!("{:.decimals$}", event.value))
+        .find(|shown| reads_as_breach(shown))
+        // The shortest text that reads back as the value itself.
+        .unwrap_or_else(|| event.value.to_string())
 }
 
 /// What decided the event, in words: "permille(hypot(x, y)) from baseline above 7" when it
@@ -171,5 +191,36 @@ mod tests {
         let alert = alert_of(&cleared, rule, &sensor, Some(event.since), crate::local_time::DEFAULT, &text::Places::default());
         assert_eq!(alert.messages["zh"], "east-yard B2（house-03）墙体倾斜已恢复正常，当前0.10‰", "a clear in its own words, not the alarm's");
         assert_eq!(alert.messages["en"], "house-03, east-yard B2: back to normal, now 0.10‰");
+    }
+
+    /// A value rounded onto the limit it broke read as one within it (an outside tester's NH3-N
+    /// 1.004 "1.0, above class III", DO 5.999 "6.0, below class II", free chlorine 0.0195 "0.02"
+    /// at the red line of 0.02): it keeps the decimals that show the breach.
+    #[test]
+    fn a_value_is_never_shown_on_the_limit_it_broke() {
+        let rules = gridwatch_rules::RuleSet::compile(&gridwatch_rules::builtin_packs()).unwrap();
+        let rule = |id: &str| rules.rules.iter().find(|r| r.id == id).unwrap();
+        let fired = |value: f64, severity: gridwatch_rules::Severity| RuleEvent {
+            rule: gridwatch_rules::RuleId(0),
+            subject: gridwatch_rules::SubjectId(0),
+            kind: EventKind::Fired,
+            severity,
+            previous: None,
+            variant: None,
+            value,
+            at: 1_795_392_000_000,
+            since: 1_795_391_940_000,
+            agreement: None,
+        };
+        use gridwatch_rules::Severity::{Danger, Warning};
+        let shown = |id: &str, value: f64, severity| shown_value(&fired(value, severity), rule(id));
+        let nh3n_class_iii = rule("water-nh3n-class-iii").level(None, Warning).map(|l| l.bound.describe());
+        assert_eq!(shown("water-nh3n-class-iii", 1.004, Warning), "1.004", "{nh3n_class_iii:?}");
+        assert_eq!(shown("water-nh3n-class-iii", 1.04, Warning), "1.04");
+        assert_eq!(shown("water-nh3n-class-iii", 1.06, Warning), "1.1", "one decimal shows it above 1");
+        assert_eq!(shown("water-do-class-ii", 5.999, Warning), "5.999");
+        assert_eq!(shown("drinking-chlorine-low", 0.0195, Danger), "0.019", "below the red line of 0.02");
+        assert_eq!(shown("water-nh3n-class-iii", 3.04, Warning), "3.0", "far past the limit: rounded as ever");
+        assert_eq!(shown("water-do-class-iii", 1.0, Danger), "1.0");
     }
 }

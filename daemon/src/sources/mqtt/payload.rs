@@ -4,13 +4,17 @@
 //! {"x": 0.12, "y": -0.03, "ts": "2026-11-23T08:00:00Z", "seq": 42}
 //! ```
 //!
-//! `ts` is RFC 3339 text or integer milliseconds since the Unix epoch; `seq` a non-negative
-//! integer that the device increments per message. Every other key must be a finite number (or
-//! a string holding one, `"8.62"`, as some firmware sends) no larger in magnitude than
-//! [`LARGEST_VALUE`] under a field name that is not empty,
+//! `ts` is RFC 3339 text or a time since the Unix epoch — in seconds, milliseconds,
+//! microseconds or nanoseconds, told apart by size, as a number or digits in a string — or a
+//! local time without an offset (`2026-12-06 06:47:42`, `20261206064742`: China time, UTC+8);
+//! `seq` a non-negative integer that the device increments per message. Every other key must be
+//! a finite number (or a string holding one, `"8.62"`, as some firmware sends) no larger in
+//! magnitude than [`LARGEST_VALUE`] under a field name that is not empty,
 //! holds no control character and is at most [`Limits::max_field_name_bytes`] long; a reading
-//! has at most [`Limits::max_fields`] fields. Anything else is a [`Rejection`] with a reason
-//! that is counted; nothing here panics.
+//! has at most [`Limits::max_fields`] fields. A field whose value is not such a number is left
+//! out and the reading's other fields are kept ([`Decoded::dropped`]: `"nh3n": "5.0 mg/L"` once
+//! threw away the DO beside it); anything else is a [`Rejection`] of the whole message. Each is
+//! counted with a reason; nothing here panics.
 //!
 //! A mapped topic ([`PayloadMap`]) may rename keys (exactly, else ignoring case: `anglex`
 //! finds `AngleX`) or read a vendor's nested JSON through pointers, each value scaled and
@@ -151,6 +155,8 @@ pub struct Decoded {
     pub ts: Option<Millis>,
     pub seq: Option<u64>,
     pub fields: Vec<(String, f64)>,
+    /// Why each field left out of `fields` was (not a number, not finite, beyond any reading).
+    pub dropped: Vec<Rejection>,
 }
 
 /// Decodes one payload as `map` says (the default convention when it is empty); the limits
@@ -161,7 +167,7 @@ pub fn decode(payload: &[u8], limits: &Limits, map: &PayloadMap) -> Result<Decod
     }
     let value: serde_json::Value = serde_json::from_slice(payload).map_err(|err| classify_json_error(payload, err))?;
     let serde_json::Value::Object(object) = &value else { return Err(Rejection::NotObject) };
-    let mut decoded = Decoded { ts: None, seq: None, fields: Vec::new() };
+    let mut decoded = Decoded { ts: None, seq: None, fields: Vec::new(), dropped: Vec::new() };
     if let Some(ts) = value.pointer(map.ts.as_deref().unwrap_or("/ts")) {
         decoded.ts = Some(timestamp(ts)?);
     }
@@ -174,18 +180,25 @@ pub fn decode(payload: &[u8], limits: &Limits, map: &PayloadMap) -> Result<Decod
             return Err(Rejection::TooManyFields { count, limit: limits.max_fields });
         }
         for (key, value) in object.iter().filter(|(key, _)| !matches!(key.as_str(), "ts" | "seq")) {
-            let name = renamed(&map.renames, key).unwrap_or(key);
-            decoded.fields.push((checked_name(limits, name)?, plausible(key, number(key, value)?)?));
+            let name = checked_name(limits, renamed(&map.renames, key).unwrap_or(key))?;
+            match number(key, value).and_then(|number| plausible(key, number)) {
+                Ok(value) => decoded.fields.push((name, value)),
+                Err(rejection) => decoded.dropped.push(rejection),
+            }
         }
     } else {
         for source in &map.values {
             let Some(raw) = value.pointer(&source.pointer) else { continue };
-            let value = plausible(&source.field, number(&source.field, raw)? * source.scale + source.offset)?;
-            decoded.fields.push((checked_name(limits, &source.field)?, value));
+            let name = checked_name(limits, &source.field)?;
+            match number(&source.field, raw).and_then(|number| plausible(&source.field, number * source.scale + source.offset)) {
+                Ok(value) => decoded.fields.push((name, value)),
+                Err(rejection) => decoded.dropped.push(rejection),
+            }
         }
     }
     if decoded.fields.is_empty() {
-        return Err(Rejection::NoFields);
+        // Nothing left to judge: the message is refused for its first bad field, if it had one.
+        return Err(if decoded.dropped.is_empty() { Rejection::NoFields } else { decoded.dropped.swap_remove(0) });
     }
     Ok(decoded)
 }
@@ -244,16 +257,55 @@ fn classify_json_error(payload: &[u8], err: serde_json::Error) -> Rejection {
 
 pub(crate) fn timestamp(value: &serde_json::Value) -> Result<Millis, Rejection> {
     let ms = match value {
-        serde_json::Value::String(text) => {
-            chrono::DateTime::parse_from_rfc3339(text).map_err(|e| Rejection::BadTimestamp(format!("`{text}`: {e}")))?.timestamp_millis()
-        }
-        serde_json::Value::Number(n) => n.as_i64().ok_or_else(|| Rejection::BadTimestamp(format!("`{n}` is not an integer")))?,
+        serde_json::Value::String(text) => text_time(text.trim())?,
+        serde_json::Value::Number(n) => epoch_ms(n.as_f64().filter(|v| v.is_finite()).ok_or_else(|| Rejection::BadTimestamp(format!("`{n}` is not a time")))?),
         other => return Err(Rejection::BadTimestamp(format!("`{other}`"))),
     };
     if ms < EARLIEST_TS {
-        return Err(Rejection::BadTimestamp(format!("{ms} is before 2000-01-01 (seconds instead of milliseconds?)")));
+        return Err(Rejection::BadTimestamp(format!("{ms} ms is before 2000-01-01 (a device clock that never synced?)")));
     }
     Ok(ms)
+}
+
+/// The offset of a device's local time written without one: China Standard Time.
+const LOCAL_OFFSET_SECS: i32 = 8 * 3600;
+
+/// A time since the Unix epoch in milliseconds, from a count in seconds, milliseconds,
+/// microseconds or nanoseconds: told apart by size (a time from 2001 to 2286 in seconds is
+/// 1e9–1e10, in milliseconds 1e12–1e13, and so on). Firmware sends all four; a `ts` in seconds
+/// was refused and blinded the probe (an outside tester).
+fn epoch_ms(count: f64) -> Millis {
+    let ms = match count.abs() {
+        c if c < 1e11 => count * 1e3,
+        c if c < 1e14 => count,
+        c if c < 1e17 => count / 1e3,
+        _ => count / 1e6,
+    };
+    ms.round().clamp(Millis::MIN as f64, Millis::MAX as f64) as Millis
+}
+
+/// A time written as text: RFC 3339; an epoch count in digits; or a local time without an offset
+/// (`2026-12-06T06:47:42`, with a space or a fraction of a second, or `20261206064742`), taken as
+/// China time — what a device set by hand or by a Chinese NTP-less gateway writes.
+fn text_time(text: &str) -> Result<Millis, Rejection> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    if !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') && text.len() != 14 {
+        if let Ok(count) = text.parse::<f64>() {
+            return Ok(epoch_ms(count));
+        }
+    }
+    let local = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y%m%d%H%M%S", "%Y/%m/%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok());
+    match local.zip(chrono::FixedOffset::east_opt(LOCAL_OFFSET_SECS)).and_then(|(naive, offset)| naive.and_local_timezone(offset).single()) {
+        Some(time) => Ok(time.timestamp_millis()),
+        None => Err(Rejection::BadTimestamp(format!(
+            "`{}` is neither RFC 3339, an epoch count nor a local date and time",
+            text.chars().take(64).collect::<String>()
+        ))),
+    }
 }
 
 /// How far `ts` is ahead of `now` beyond `max_skew_ms`, in whole seconds, when it is: such a
@@ -361,7 +413,8 @@ mod tests {
             (r#"{"x": -3.4028235e38}"#, "implausible_value"),
             (r#"{"x": "1e13"}"#, "implausible_value"),
             (r#"{"seq": 3}"#, "no_fields"),
-            (r#"{"x": 1, "ts": 1700000000}"#, "bad_timestamp"),
+            (r#"{"x": 1, "ts": 900000000}"#, "bad_timestamp"),
+            (r#"{"x": 1, "ts": "2026-13-01 00:00:00"}"#, "bad_timestamp"),
             (r#"{"x": 1, "ts": "yesterday"}"#, "bad_timestamp"),
             (r#"{"x": 1, "seq": -1}"#, "bad_seq"),
             (r#"{"": 1}"#, "bad_field_name"),
@@ -374,6 +427,45 @@ mod tests {
             let rejection = decode_str(payload).expect_err(payload);
             assert_eq!(rejection.reason(), reason, "{payload}: {rejection}");
         }
+    }
+
+    /// An outside tester's probes: one sent `ts` in seconds, others a local time without an
+    /// offset; each reading was refused, and the probe was never judged.
+    #[test]
+    fn a_device_time_is_read_in_every_unit_and_local_form_firmware_writes() {
+        let at = 1_796_510_862_000; // 2026-12-06T06:47:42+08:00
+        for ts in [
+            "1796510862",
+            "1796510862.0",
+            "1796510862000",
+            "1796510862000000",
+            "1796510862000000000",
+            r#""1796510862""#,
+            r#""1796510862000""#,
+            r#""2026-12-05T22:47:42Z""#,
+            r#""2026-12-06T06:47:42+08:00""#,
+            r#""2026-12-06T06:47:42""#,
+            r#""2026-12-06 06:47:42""#,
+            r#""2026-12-06 06:47:42.000""#,
+            r#""2026/12/06 06:47:42""#,
+            r#""20261206064742""#,
+        ] {
+            let decoded = decode_str(&format!(r#"{{"do": 1.0, "ts": {ts}}}"#)).unwrap_or_else(|e| panic!("{ts}: {e}"));
+            assert_eq!(decoded.ts, Some(at), "{ts}");
+        }
+        assert_eq!(decode_str(r#"{"do": 1.0, "ts": 1796510862.5}"#).unwrap().ts, Some(at + 500), "fractions of a second");
+    }
+
+    /// One field a probe could not measure (`"5.0 mg/L"`, null, NaN in a string) threw the
+    /// whole reading away, and the DO beside it was never judged (an outside tester).
+    #[test]
+    fn a_bad_field_is_left_out_and_the_reading_s_other_fields_are_kept() {
+        let decoded = decode_str(r#"{"do": 1.0, "nh3n": "5.0 mg/L", "ph": null, "tp": "NaN", "cod": 1e308, "ts": 1795392000000}"#).unwrap();
+        assert_eq!(decoded.fields, vec![("do".to_string(), 1.0)]);
+        let mut reasons: Vec<&str> = decoded.dropped.iter().map(Rejection::reason).collect();
+        reasons.sort_unstable();
+        assert_eq!(reasons, ["implausible_value", "non_numeric", "non_numeric", "not_finite"], "{:?}", decoded.dropped);
+        assert_eq!(decode_str(r#"{"nh3n": "5.0 mg/L"}"#).unwrap_err().reason(), "non_numeric", "nothing left: the message is refused");
     }
 
     #[test]

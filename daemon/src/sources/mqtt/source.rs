@@ -202,6 +202,11 @@ impl Ingest {
             if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, reference, synchronized, self.max_future_skew_ms)) {
                 return Err(self.ahead_of_clock(sensor, ahead_secs));
             }
+            for rejection in &decoded.dropped {
+                // The reading's other fields are judged; the field is counted and left out.
+                self.metrics.reject(rejection);
+                tracing::debug!(topic = source, reason = rejection.reason(), error = %rejection, "field left out of a reading");
+            }
             let clock_untrusted = decoded.ts.is_none() && !synchronized;
             let sample = Sample {
                 sensor,
