@@ -216,6 +216,32 @@ async fn a_clock_stepped_back_an_hour_keeps_the_ladder_and_no_data_running() {
     clock_stepped_mid_run("+1h").await;
 }
 
+/// A box whose clock is synchronised is stepped back an hour (set by hand, a wrong time source;
+/// the flag stays up): the devices' correct times are not refused as ahead of it, and the alarm
+/// their readings call for is raised at once (an outside tester's tilting house raised nothing
+/// for the hour, and every sensor got a "device clock" warning and a false no-data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronised_clock_stepped_back_an_hour_refuses_no_device_s_time() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, receiver.port());
+    std::fs::write(dir.path().join("synchronized"), b"").unwrap();
+    let (daemon, faketime_file) = run_with_faked_clock(dir.path(), "+0");
+    let topic = "gridwatch/east-canal/canal-02/telemetry";
+    let up = publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+
+    std::fs::write(&faketime_file, "-1h").unwrap();
+    tokio::time::sleep(SECOND).await;
+    mosquitto.publish(topic, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    let fired = wait_for(10 * SECOND, || async { bodies(&receiver, "fired").iter().any(|b| b["rule"] == "do-low") }).await;
+    assert!(fired, "the alarm was not raised: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    let text = common::metrics(http_port).await;
+    assert_eq!(common::metric(&text, r#"gridwatch_payloads_rejected_total{reason="ahead_of_clock"}"#), Some(0.0), "{text}");
+}
+
 /// The stamps of a time people read: RFC 3339 within `tolerance_ms` of `expected_ms`.
 fn stamped_near(label: &serde_json::Value, expected_ms: i64, tolerance_ms: i64) -> bool {
     label.as_str().and_then(|l| chrono::DateTime::parse_from_rfc3339(l).ok()).is_some_and(|t| (t.timestamp_millis() - expected_ms).abs() <= tolerance_ms)

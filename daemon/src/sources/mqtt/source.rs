@@ -64,6 +64,12 @@ pub struct Ingest {
     mqtt: crate::config::MqttConfig,
     /// How long a connection must hold before the bus counts as up again.
     stable_after: Duration,
+    /// The furthest the wall clock has stood ahead of elapsed time this run: a device's time is
+    /// checked for "ahead" against this track, which a backward step of the box's clock does not
+    /// move — a synchronised box clock stepped back an hour (set by hand, a wrong time source)
+    /// refused every device's correct time as ahead, and a tilting house raised nothing (an
+    /// outside tester). The rules' timeline goes on along the same track (`crate::timeline`).
+    furthest_offset_ms: Millis,
 }
 
 /// Longest a drain of oversized messages may take (a 256 MB packet over a slow link).
@@ -92,7 +98,16 @@ impl Ingest {
             clocks,
             mqtt: config.mqtt.clone(),
             stable_after: (config.alerts.bus_down_after / 2).min(Duration::from_secs(10)),
+            furthest_offset_ms: clock.now() - clock.elapsed_ms(),
         }
+    }
+
+    /// The time a device's own time is checked against for "ahead": the wall clock `now`, or
+    /// where it would be had it never stepped back this run.
+    fn ahead_reference(&mut self, now: Millis) -> Millis {
+        let elapsed = self.clock.elapsed_ms();
+        self.furthest_offset_ms = self.furthest_offset_ms.max(now - elapsed);
+        self.furthest_offset_ms + elapsed
     }
 
     /// Clears packets over `max_packet_bytes` out of the session after the connection broke on
@@ -199,7 +214,8 @@ impl Ingest {
         let result = decoded.and_then(|(sensor, decoded)| {
             let synchronized = stored.is_some() || self.clock.synchronized();
             let reference = stored.unwrap_or(now);
-            if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, reference, synchronized, self.max_future_skew_ms)) {
+            let ahead_reference = stored.unwrap_or_else(|| self.ahead_reference(now));
+            if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, ahead_reference, synchronized, self.max_future_skew_ms)) {
                 return Err(self.ahead_of_clock(sensor, ahead_secs));
             }
             for rejection in &decoded.dropped {
