@@ -166,3 +166,27 @@ async fn a_full_disk_keeps_alarms_and_counts_the_readings_it_cannot_store() {
     let influx = accounts["sinks"].as_array().unwrap().iter().find(|s| s["sink"] == "influxdb").unwrap().clone();
     assert!(influx["dropped"].as_u64().unwrap() > 0 && influx["pending"].as_u64().unwrap() > 0, "{accounts}");
 }
+
+/// A card filled by something else (a forgotten copy, logs) while no reading is written to it:
+/// `/healthz` and `gridwatch_store_disk_full` say so at once, by its free space, not at the next
+/// write that happens to fail (an outside tester's box said ready for minutes at 0 bytes free).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_filled_by_something_else_is_full_at_once() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let hook = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, &hook);
+    let daemon = small_filesystem_daemon(dir.path(), "4m");
+    let up = publish_until_evaluated(&mosquitto, TOPIC, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await;
+    assert!(up, "daemon did not start in its namespace: {:?}", daemon.stderr());
+    let text = metrics(http_port).await;
+    assert_eq!(metric(&text, "gridwatch_store_disk_full"), Some(0.0), "{text}");
+
+    let state = PathBuf::from(format!("/proc/{}/root{}", daemon.pid(), dir.path().join("state").display()));
+    fill(&state, "filler");
+    let health = reqwest::get(format!("http://127.0.0.1:{http_port}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert!(health.text().await.unwrap().contains("state directory full"));
+    assert_eq!(metric(&metrics(http_port).await, "gridwatch_store_disk_full"), Some(1.0));
+}

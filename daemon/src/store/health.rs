@@ -5,6 +5,7 @@
 //! read-only after an error; read from `/proc/self/mountinfo` when health is asked — no write to
 //! the card to find out), or a write failed (other than a full
 //! disk, which has its own reserve and gauge) and none succeeded for [`RECOVERED_AFTER`] since.
+//! A full one is seen by its free space ([`nearly_full`], `statvfs`) as well as by its writes.
 //!
 //! Also here: a `-wal` file torn by a power cut, found before SQLite's recovery silently drops
 //! its partial frame.
@@ -100,6 +101,30 @@ fn mount_read_only(mountinfo: &str, dir: &Path) -> bool {
         }
     }
     best.is_some_and(|(_, read_only)| read_only)
+}
+
+/// Below this many bytes free to the daemon, the state directory counts as full whatever the
+/// last write said: with InfluxDB healthy nothing but the rule-state save writes much, its
+/// failure is not an alarm's, and the small writes that still fit cleared the sign (an outside
+/// tester's card at 0 bytes free kept `/healthz` ready until a restart).
+const FULL_BELOW_BYTES: u64 = 64 * 1024;
+
+/// Whether `dir`'s filesystem has less than [`FULL_BELOW_BYTES`] free to an unprivileged writer
+/// (`statvfs`; not full when it cannot be read).
+pub(super) fn nearly_full(dir: &Path) -> bool {
+    free_bytes(dir).is_some_and(|free| free < FULL_BELOW_BYTES)
+}
+
+#[allow(unsafe_code)]
+#[allow(clippy::useless_conversion)] // the fields are 32-bit on a 32-bit Pi OS
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `stats` is plain data that statvfs fills; `path` is a NUL-terminated string that
+    // outlives the call.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    let answer = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
+    (answer == 0).then(|| u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
 }
 
 /// The bytes of a partial frame at the end of `db`'s `-wal` (a write the power cut tore), which

@@ -249,7 +249,7 @@ impl Store {
 
     /// True while the disk is full: the reserve was given up and readings are not stored.
     pub fn disk_full(&self) -> bool {
-        self.reserve.given_up() || self.last_write_full.load(std::sync::atomic::Ordering::SeqCst)
+        self.reserve.given_up() || self.last_write_full.load(std::sync::atomic::Ordering::SeqCst) || health::nearly_full(&self.dir)
     }
 
     /// Whether the state directory's filesystem is mounted read-only (reads the mount table).
