@@ -63,7 +63,8 @@ fn surface(class: &str) -> Engine {
 
 /// A healthy sample for the other fields, so only the field under test can fire.
 fn water(field: &str, value: f64) -> Vec<(&str, f64)> {
-    let mut fields = vec![("do", 9.0), ("nh3n", 0.05), ("ph", 7.5), ("codmn", 1.0), ("cod", 10.0), ("tp", 0.005), ("orp", 250.0)];
+    let mut fields =
+        vec![("do", 9.0), ("nh3n", 0.05), ("ph", 7.5), ("codmn", 1.0), ("cod", 10.0), ("bod5", 1.0), ("tp", 0.005), ("tn", 0.1), ("orp", 250.0)];
     fields.retain(|(name, _)| *name != field);
     fields.push((field, value));
     fields
@@ -231,11 +232,14 @@ struct ClassTable {
     tags: &'static [(&'static str, &'static str)],
 }
 
-/// GB 3838-2002 (domain.md §3), mg/L.
-const GB3838: [ClassTable; 7] = [
+/// GB 3838-2002 table 1 (domain.md §3; BOD5 and TN from the standard itself), mg/L.
+const GB3838: [ClassTable; 9] = [
     ClassTable { field: "do", bad: Bad::Below, limits: [7.5, 6.0, 5.0, 3.0, 2.0], tags: &[] },
     ClassTable { field: "codmn", bad: Bad::Above, limits: [2.0, 4.0, 6.0, 10.0, 15.0], tags: &[] },
     ClassTable { field: "cod", bad: Bad::Above, limits: [15.0, 15.0, 20.0, 30.0, 40.0], tags: &[] },
+    ClassTable { field: "bod5", bad: Bad::Above, limits: [3.0, 3.0, 4.0, 6.0, 10.0], tags: &[] },
+    // Lakes and reservoirs only (rivers: `a_rivers_total_nitrogen_is_not_judged`).
+    ClassTable { field: "tn", bad: Bad::Above, limits: [0.2, 0.5, 1.0, 1.5, 2.0], tags: &[("water_body", "lake")] },
     ClassTable { field: "nh3n", bad: Bad::Above, limits: [0.15, 0.5, 1.0, 1.5, 2.0], tags: &[] },
     // Rivers: no tag, or any tag but "lake".
     ClassTable { field: "tp", bad: Bad::Above, limits: [0.02, 0.1, 0.2, 0.3, 0.4], tags: &[] },
@@ -289,9 +293,40 @@ fn the_class_steps_follow_the_standard_and_the_cod_exception() {
 
 #[test]
 fn every_gb3838_limit_is_inclusive_for_every_target_class() {
-    // Boundaries per (table, target): DO, CODMn, NH3-N and each TP table 5+4+3+2+1 = 15; COD
-    // 14 (I and II share 15). 6 × 15 + 14 = 104 boundaries, 5 values each.
-    assert_all_pass(&gb3838_ladders(), Reading::Exact, 520);
+    // Boundaries per (table, target): DO, CODMn, NH3-N, TN and each TP table 5+4+3+2+1 = 15;
+    // COD and BOD5 14 (I and II share 15, and 3). 7 × 15 + 2 × 14 = 133 boundaries, 5 values each.
+    assert_all_pass(&gb3838_ladders(), Reading::Exact, 665);
+}
+
+#[test]
+fn bod5_and_total_nitrogen_follow_the_class_steps() {
+    use Severity::{Alarm, Danger, Warning};
+    let bod5 = GB3838.iter().find(|table| table.field == "bod5").expect("BOD5 is tabled");
+    // Classes I and II share 3: target I waits for class III's 4 to alarm, as COD does.
+    assert_eq!(class_steps(&bod5.limits, 0), vec![(3.0, Warning), (4.0, Alarm), (10.0, Danger)]);
+    assert_eq!(class_steps(&bod5.limits, 2), vec![(4.0, Warning), (6.0, Alarm), (10.0, Danger)]);
+    let tn = GB3838.iter().find(|table| table.field == "tn").expect("TN is tabled");
+    assert_eq!(class_steps(&tn.limits, 1), vec![(0.5, Warning), (1.0, Alarm), (2.0, Danger)]);
+    // A class III lake at 1.6 mg/L of nitrogen is worse than class IV; 2.5 is 劣V.
+    let lake = |class| engine_for(SensorKind::Water, &[("use", "surface"), ("water_class", class), ("water_body", "lake")]);
+    assert_eq!(worst(&mut lake("III"), &water("tn", 1.6), 32), Some(("water-tn-class-iii".to_string(), Alarm)));
+    assert_eq!(worst(&mut lake("III"), &water("tn", 2.5), 32), Some(("water-tn-class-iii".to_string(), Danger)));
+    assert_eq!(worst(&mut surface("III"), &water("bod5", 5.0), 32), Some(("water-bod5-class-iii".to_string(), Warning)));
+}
+
+#[test]
+fn a_rivers_total_nitrogen_is_not_judged() {
+    // GB 3838 sets TN for lakes and reservoirs only: a river (no tag, or any other water body)
+    // gets no TN rule, whatever its nitrogen.
+    for body in [None, Some("river"), Some("canal")] {
+        for class in CLASSES {
+            let mut tags = vec![("use", "surface"), ("water_class", class)];
+            tags.extend(body.map(|body| ("water_body", body)));
+            let mut engine = engine_for(SensorKind::Water, &tags);
+            assert!(engine.rules_for(SubjectId(0)).iter().all(|rule| !rule.id.starts_with("water-tn-")), "{tags:?}");
+            assert_eq!(worst(&mut engine, &water("tn", 8.0), 32), None, "{tags:?}");
+        }
+    }
 }
 
 /// pH outside 6–9 fails every class: 劣V, danger, whatever the target.
@@ -351,7 +386,7 @@ fn every_limit_holds_for_readings_sent_as_float32() {
     // 0.15 arrives as 0.15000000596 and must not be above 0.15; 0.02 arrives as 0.0199999996
     // and must not be below 0.02; 1e-6 past a limit is still past it.
     let ladders: Vec<Ladder> = [gb3838_ladders(), ph_ladders(), black_odorous_ladders(), drinking_ladders()].into_iter().flatten().collect();
-    assert_all_pass(&ladders, Reading::Float32, 520 + 50 + 30 + 45);
+    assert_all_pass(&ladders, Reading::Float32, 665 + 50 + 30 + 45);
 }
 
 #[test]
