@@ -63,8 +63,7 @@ fn surface(class: &str) -> Engine {
 
 /// A healthy sample for the other fields, so only the field under test can fire.
 fn water(field: &str, value: f64) -> Vec<(&str, f64)> {
-    let mut fields =
-        vec![("do", 9.0), ("nh3n", 0.05), ("ph", 7.5), ("codmn", 1.0), ("cod", 10.0), ("bod5", 1.0), ("tp", 0.005), ("tn", 0.1), ("orp", 250.0)];
+    let mut fields = vec![("do", 9.0), ("nh3n", 0.05), ("ph", 7.5), ("codmn", 1.0), ("cod", 10.0), ("bod5", 1.0), ("tp", 0.005), ("tn", 0.1), ("orp", 250.0)];
     fields.retain(|(name, _)| *name != field);
     fields.push((field, value));
     fields
@@ -991,4 +990,112 @@ fn a_single_spike_does_not_survive_the_median_filter() {
         e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", 0.0)], &mut events);
     }
     assert!(events.is_empty(), "{events:?}");
+}
+
+/// A water sensor fed healthy readings for an hour, then `fields` once a minute for two hours:
+/// the grid-facing events after the first hour, and the device rules that fired.
+fn impossible_after_an_hour(tags: &[(&str, &str)], healthy: &[(&str, f64)], fields: &[(&str, f64)]) -> (Vec<(String, Severity)>, Vec<String>) {
+    let mut e = engine_for(SensorKind::Water, tags);
+    let mut events = Vec::new();
+    for m in 0..180 {
+        e.observe(SubjectId(0), m * MIN, if m < 60 { healthy } else { fields }, &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    let grid =
+        events.iter().filter(|ev| !e.rule(ev.rule).device && ev.kind != EventKind::Cleared).map(|ev| (e.rule(ev.rule).id.clone(), ev.severity)).collect();
+    let device = events.iter().filter(|ev| e.rule(ev.rule).device && ev.kind == EventKind::Fired).map(|ev| e.rule(ev.rule).id.clone()).collect();
+    (grid, device)
+}
+
+#[test]
+fn an_impossible_surface_reading_goes_to_installers_never_to_grid_workers() {
+    // An outside tester: DO −0.5 raised the class and black-odorous rules red, an NH3-N error
+    // sentinel (9999) or NH3-N sent in µg/L red for ever, a pH of 14.5 or 9999 `water-ph-range`
+    // and `water-ph-jump` red.
+    let tags = [("use", "surface"), ("water_class", "III")];
+    let healthy = water("ph", 7.5);
+    for (field, value) in [("do", -0.5), ("nh3n", 9999.0), ("nh3n", 1200.0), ("ph", 14.5), ("ph", 9999.0), ("tn", -0.1), ("turbidity", 9999.0)] {
+        let (grid, device) = impossible_after_an_hour(&tags, &healthy, &water(field, value));
+        assert_eq!(grid, vec![], "{field} = {value}");
+        assert!(device.contains(&"water-reading-impossible".to_string()), "{field} = {value}: {device:?}");
+        assert_eq!(device.contains(&"water-ph-out-of-range".to_string()), field == "ph", "{field} = {value}: {device:?}");
+    }
+    // Real breaches next to them still reach the grid, and tell installers nothing.
+    for (field, value, rule) in [("do", 1.0, "water-do-class-iii"), ("nh3n", 3.0, "water-nh3n-class-iii"), ("ph", 5.5, "water-ph-range")] {
+        let (grid, device) = impossible_after_an_hour(&tags, &healthy, &water(field, value));
+        assert!(grid.contains(&(rule.to_string(), Severity::Danger)), "{field} = {value}: {grid:?}");
+        assert_eq!(device, Vec::<String>::new(), "{field} = {value}");
+    }
+}
+
+#[test]
+fn an_impossible_drinking_reading_goes_to_installers_never_to_grid_workers() {
+    let tags = [("use", "drinking")];
+    let healthy = [("turbidity", 0.3), ("ph", 7.2), ("nh3n", 0.1), ("codmn", 1.0), ("cl2", 0.4)];
+    let with = |field: &'static str, value: f64| {
+        let mut fields: Vec<(&str, f64)> = healthy.iter().copied().filter(|(name, _)| *name != field).collect();
+        fields.push((field, value));
+        fields
+    };
+    for (field, value) in [("turbidity", 9999.0), ("ph", 14.5), ("nh3n", 9999.0), ("cl2", -0.1), ("codmn", -1.0)] {
+        let (grid, device) = impossible_after_an_hour(&tags, &healthy, &with(field, value));
+        assert_eq!(grid, vec![], "{field} = {value}");
+        assert!(device.contains(&"drinking-reading-impossible".to_string()), "{field} = {value}: {device:?}");
+        assert!(!device.contains(&"water-reading-impossible".to_string()), "the surface rule is not a tap's");
+    }
+    for (field, value, rule, severity) in [
+        ("turbidity", 5.0, "drinking-turbidity", Severity::Danger),
+        ("ph", 5.5, "drinking-ph", Severity::Alarm),
+        ("nh3n", 3.0, "drinking-nh3n", Severity::Alarm),
+    ] {
+        let (grid, device) = impossible_after_an_hour(&tags, &healthy, &with(field, value));
+        assert!(grid.contains(&(rule.to_string(), severity)), "{field} = {value}: {grid:?}");
+        assert_eq!(device, Vec::<String>::new(), "{field} = {value}");
+    }
+}
+
+#[test]
+fn one_warm_up_sentinel_tells_nobody() {
+    let mut e = surface("III");
+    let mut events = Vec::new();
+    for m in 0..60 {
+        let fields = if m == 5 { water("nh3n", 9999.0) } else { water("nh3n", 0.3) };
+        e.observe(SubjectId(0), m * MIN, &fields, &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    assert!(events.is_empty(), "{:?}", events.iter().map(|ev| e.rule(ev.rule).id.clone()).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_probe_whose_fields_match_nothing_is_told_to_installers() {
+    // An outside tester: a probe sending {"DO": 1.0, "NH3N": 5.0} raised nothing, and nobody
+    // was told.
+    for (tags, renamed, known, rule) in [
+        (&[("use", "surface"), ("water_class", "III")][..], &[("DO", 1.0), ("NH3N", 5.0)][..], &[("tn", 0.1)][..], "water-fields-unknown"),
+        (&[("use", "drinking")][..], &[("Turbidity", 5.0), ("Cl2", 0.0)][..], &[("cl2", 0.4)][..], "drinking-fields-unknown"),
+    ] {
+        let mut e = engine_for(SensorKind::Water, tags);
+        let events = feed(&mut e, renamed, 40);
+        let fired: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.at / MIN)).collect();
+        assert_eq!(fired, vec![(rule, EventKind::Fired, 30)], "after 30 minutes of such readings");
+        assert!(e.rule(events[0].rule).device);
+        // A reading carrying a single known field is judged: nothing to tell.
+        let mut e = engine_for(SensorKind::Water, tags);
+        assert!(feed(&mut e, known, 40).is_empty(), "{rule}");
+    }
+}
+
+#[test]
+fn every_water_rule_speaks_both_languages() {
+    // An outside tester: `water-ph-out-of-range` had no message, and a Chinese installation
+    // sent the English title without site or sensor.
+    let shipped = shipped();
+    let water_rules = shipped.rules.iter().filter(|rule| rule.origin.file == "builtin:water-gb3838" || rule.origin.file == "builtin:drinking-gb5749");
+    for rule in water_rules {
+        for language in crate::message::LANGUAGES {
+            let Some(template) = rule.messages.get(language) else { panic!("{} has no `{language}` message", rule.id) };
+            let text = template.render(|name| Some(format!("<{name}>")));
+            assert!(text.contains("<sensor>") && text.contains("<site>"), "{} ({language}): {text}", rule.id);
+        }
+    }
 }
