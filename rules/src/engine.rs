@@ -527,7 +527,7 @@ impl Engine {
                 continue;
             };
             let field = |name: &str| {
-                let value = lookup(fields, name).filter(|v| v.is_finite())?;
+                let value = signal.expr.reported(fields, name)?;
                 let spec = match signal.baseline {
                     // No baseline, or a recent level, which the signal's stage applies itself.
                     None | Some(BaselineSpec::Recent { .. }) => return Some(value),
@@ -715,9 +715,8 @@ impl Engine {
     /// Whether a sample with these fields carries nothing the sensor's building rules (`agree`)
     /// can read; `false` for a sensor without such rules.
     fn unreadable_by_its_building<K: AsRef<str>>(&self, slot: &SubjectSlot, fields: &[(K, f64)]) -> bool {
-        let field = |name: &str| lookup(fields, name).filter(|v| v.is_finite());
         let mut signals = self.plan_of(slot).checks.iter().filter(|c| c.agreement().is_some()).filter_map(|c| self.rules[c.rule()].signal.as_ref()).peekable();
-        signals.peek().is_some() && !signals.any(|signal| signal.expr.evaluate(&field).is_some())
+        signals.peek().is_some() && !signals.any(|signal| signal.expr.evaluate(&|name| signal.expr.reported(fields, name)).is_some())
     }
 
     /// Whether the box in `slot` votes at `at`: a box silent for more than a day (and three

@@ -8,12 +8,23 @@
 //! - `permille(e)` — an angle in degrees as a tilt ratio in ‰ (tan(angle) × 1000), the unit the
 //!   standards use;
 //! - `lacks(a, b, …)` — how many of the named fields the sample does not carry (a box that lost
-//!   an axis, or renamed its fields, is otherwise skipped by every rule without a word).
+//!   an axis, or renamed its fields, is otherwise skipped by every rule without a word);
+//! - `within(name, lo, hi)` — a field whose reported value lies in lo..=hi, else no value: a
+//!   reading no river or tap can give (DO −0.5, an error sentinel 9999, µg/L sent as mg/L) is
+//!   skipped by the rule as a reading without the field is, instead of raising a grid alarm;
+//! - `out_of_range(within(a, lo, hi), …)` — how many of those fields the sample carries with a
+//!   value outside its range: the installers' side of `within`, which grid rules skip silently.
 //!
 //! Parsed once at load time; evaluating cannot fail, it only says "this sample does not carry
 //! the fields I need" by returning `None`.
+//!
+//! A `within` range judges the value as the sample reports it, before any baseline is taken
+//! off: that is where a reading is physically possible or not. So the range is applied where
+//! fields are read from the sample ([`ValueExpr::reported`]), and the expression is evaluated
+//! over what passed it; `out_of_range` counts what did not, so its ranges filter nothing.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 /// A compiled value expression.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -26,11 +37,52 @@ pub enum ValueExpr {
     Permille(Box<ValueExpr>),
     /// `lacks(a, b, …)`: how many of these fields the sample does not carry.
     Lacks(Vec<String>),
+    /// `within(name, lo, hi)`: the field, when its reported value lies in the range.
+    Within(String, Range),
+    /// `out_of_range(within(a, lo, hi), …)`: how many of these fields the sample carries outside
+    /// their range.
+    OutOfRange(Vec<(String, Range)>),
+}
+
+/// The values a field can physically take, bounds included; both finite, `lo < hi`.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    lo: f64,
+    hi: f64,
+}
+
+impl Range {
+    /// `None` unless both bounds are finite and `lo < hi`. A bound of −0 is stored as 0, so
+    /// that equal ranges hash alike (rules with the same expression share one computation).
+    pub fn new(lo: f64, hi: f64) -> Option<Range> {
+        (lo.is_finite() && hi.is_finite() && lo < hi).then_some(Range { lo: lo + 0.0, hi: hi + 0.0 })
+    }
+
+    #[inline]
+    pub fn contains(self, value: f64) -> bool {
+        self.lo <= value && value <= self.hi
+    }
+}
+
+// Bounds are finite and never −0, so comparing their bits is comparing their values.
+impl PartialEq for Range {
+    fn eq(&self, other: &Range) -> bool {
+        self.lo.to_bits() == other.lo.to_bits() && self.hi.to_bits() == other.hi.to_bits()
+    }
+}
+
+impl Eq for Range {}
+
+impl Hash for Range {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.lo.to_bits().hash(state);
+        self.hi.to_bits().hash(state);
+    }
 }
 
 /// Why an expression did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}; expected a field name, `name?`, or abs(…), hypot(…, …), permille(…), lacks(name, …)")]
+#[error("{0}; expected a field name, `name?`, or abs(…), hypot(…, …), permille(…), lacks(name, …), within(name, lo, hi), out_of_range(within(…), …)")]
 pub struct ExprError(String);
 
 impl ValueExpr {
@@ -45,14 +97,49 @@ impl ValueExpr {
     }
 
     /// The expression's value, reading fields through `field`; `None` when one is missing.
+    /// `field` gives what passed [`ValueExpr::reported`] (then taken relative to a baseline, if
+    /// the rule has one): `within` has already left out a value outside its range.
     pub fn evaluate(&self, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
         match self {
-            ValueExpr::Field(name) => field(name),
+            ValueExpr::Field(name) | ValueExpr::Within(name, _) => field(name),
             ValueExpr::Optional(name) => Some(field(name).unwrap_or(0.0)),
             ValueExpr::Abs(inner) => inner.evaluate(field).map(f64::abs),
             ValueExpr::Hypot(a, b) => Some(a.evaluate(field)?.hypot(b.evaluate(field)?)),
             ValueExpr::Permille(inner) => inner.evaluate(field).map(|degrees| degrees.to_radians().tan() * 1000.0),
             ValueExpr::Lacks(names) => Some(names.iter().filter(|name| field(name).is_none_or(|v| !v.is_finite())).count() as f64),
+            ValueExpr::OutOfRange(ranges) => {
+                Some(ranges.iter().filter(|(name, range)| field(name).is_some_and(|v| v.is_finite() && !range.contains(v))).count() as f64)
+            }
+        }
+    }
+
+    /// A field as the sample reports it, when the expression can take it: present, finite and
+    /// inside every `within` range the expression puts on it.
+    #[inline]
+    pub fn reported<K: AsRef<str>>(&self, fields: &[(K, f64)], name: &str) -> Option<f64> {
+        lookup(fields, name).filter(|&value| value.is_finite() && self.accepts(name, value))
+    }
+
+    /// Whether `value` of field `name` lies inside every `within` range on it. A plain field is
+    /// one comparison of the variant: the hot path pays nothing for ranges it does not use.
+    fn accepts(&self, name: &str, value: f64) -> bool {
+        match self {
+            ValueExpr::Within(field, range) => !same_name(field, name) || range.contains(value),
+            ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.accepts(name, value),
+            ValueExpr::Hypot(a, b) => a.accepts(name, value) && b.accepts(name, value),
+            // `out_of_range` counts the values outside its ranges: it must see them.
+            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::OutOfRange(_) => true,
+        }
+    }
+
+    /// Whether the expression reads fields as reported, whatever the rule's baseline: a count of
+    /// readings outside their physical range means nothing on a value minus its baseline.
+    pub fn judges_reported_values(&self) -> bool {
+        match self {
+            ValueExpr::OutOfRange(_) => true,
+            ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.judges_reported_values(),
+            ValueExpr::Hypot(a, b) => a.judges_reported_values() || b.judges_reported_values(),
+            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::Within(..) => false,
         }
     }
 
@@ -66,7 +153,7 @@ impl ValueExpr {
 
     fn collect_fields<'a>(&'a self, out: &mut Fields<'a>) {
         match self {
-            ValueExpr::Field(name) | ValueExpr::Optional(name) => {
+            ValueExpr::Field(name) | ValueExpr::Optional(name) | ValueExpr::Within(name, _) => {
                 if !out.contains(&name.as_str()) {
                     out.push(name);
                 }
@@ -78,6 +165,13 @@ impl ValueExpr {
             }
             ValueExpr::Lacks(names) => {
                 for name in names {
+                    if !out.contains(&name.as_str()) {
+                        out.push(name);
+                    }
+                }
+            }
+            ValueExpr::OutOfRange(ranges) => {
+                for (name, _) in ranges {
                     if !out.contains(&name.as_str()) {
                         out.push(name);
                     }
@@ -111,7 +205,21 @@ impl fmt::Display for ValueExpr {
             ValueExpr::Hypot(a, b) => write!(f, "hypot({a}, {b})"),
             ValueExpr::Permille(inner) => write!(f, "permille({inner})"),
             ValueExpr::Lacks(names) => write!(f, "lacks({})", names.join(", ")),
+            ValueExpr::Within(name, range) => write!(f, "{}", Within(name, range)),
+            ValueExpr::OutOfRange(ranges) => {
+                let ranges: Vec<String> = ranges.iter().map(|(name, range)| Within(name, range).to_string()).collect();
+                write!(f, "out_of_range({})", ranges.join(", "))
+            }
         }
+    }
+}
+
+/// `within(name, lo, hi)` as written (a float prints the shortest text that reads back the same).
+struct Within<'a>(&'a str, &'a Range);
+
+impl fmt::Display for Within<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "within({}, {}, {})", self.0, self.1.lo, self.1.hi)
     }
 }
 
@@ -169,6 +277,20 @@ impl Parser<'_> {
             }
             return Ok(ValueExpr::Lacks(names));
         }
+        if name == "within" {
+            let (field, range) = self.within_arguments()?;
+            return Ok(ValueExpr::Within(field, range));
+        }
+        if name == "out_of_range" {
+            let mut ranges = vec![self.within_term()?];
+            while self.eat(',') {
+                ranges.push(self.within_term()?);
+            }
+            if !self.eat(')') {
+                return Err(ExprError("`out_of_range(` takes within(name, lo, hi) terms and is not closed where expected".into()));
+            }
+            return Ok(ValueExpr::OutOfRange(ranges));
+        }
         let first = self.expr()?;
         let expr = match name.as_str() {
             "abs" => ValueExpr::Abs(Box::new(first)),
@@ -186,14 +308,51 @@ impl Parser<'_> {
         }
         Ok(expr)
     }
+
+    /// `name, lo, hi)` after `within(`.
+    fn within_arguments(&mut self) -> Result<(String, Range), ExprError> {
+        let field = self.name()?.to_string();
+        let mut bound =
+            || if self.eat(',') { self.number() } else { Err(ExprError("`within` takes a field name and two bounds: within(name, lo, hi)".into())) };
+        let (lo, hi) = (bound()?, bound()?);
+        if !self.eat(')') {
+            return Err(ExprError("`within(` takes a field name and two bounds and is not closed where expected".into()));
+        }
+        let range = Range::new(lo, hi).ok_or_else(|| ExprError(format!("`within({field}, {lo}, {hi})`: the lower bound must be below the upper one")))?;
+        Ok((field, range))
+    }
+
+    /// `within(name, lo, hi)` inside `out_of_range(…)`.
+    fn within_term(&mut self) -> Result<(String, Range), ExprError> {
+        if self.name()? != "within" || !self.eat('(') {
+            return Err(ExprError("`out_of_range` takes within(name, lo, hi) terms".into()));
+        }
+        self.within_arguments()
+    }
+
+    /// A finite decimal number, signed: `-1500`, `0.2`, `25`.
+    fn number(&mut self) -> Result<f64, ExprError> {
+        self.skip_space();
+        let rest = &self.text[self.pos..];
+        let len = rest.find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))).unwrap_or(rest.len());
+        let value = rest[..len].parse::<f64>().ok().filter(|v| v.is_finite());
+        let Some(value) = value else {
+            let shown = if rest.is_empty() { "end of text".to_string() } else { format!("`{rest}`") };
+            return Err(ExprError(format!("expected a number at {shown}")));
+        };
+        self.pos += len;
+        Ok(value)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// As the engine evaluates: fields read through [`ValueExpr::reported`].
     fn eval(text: &str, fields: &[(&str, f64)]) -> Option<f64> {
-        ValueExpr::parse(text).unwrap().evaluate(&|name| lookup(fields, name))
+        let expr = ValueExpr::parse(text).unwrap();
+        expr.evaluate(&|name| expr.reported(fields, name))
     }
 
     #[test]
@@ -251,5 +410,81 @@ mod tests {
     fn missing_field_yields_none() {
         assert_eq!(eval("abs(x)", &[("y", 1.0)]), None);
         assert_eq!(eval("abs(x)", &[("x", -2.5)]), Some(2.5));
+    }
+
+    #[test]
+    fn within_yields_a_field_inside_its_range_and_nothing_outside_it() {
+        let expr = ValueExpr::parse("within( do , 0, 25 )").unwrap();
+        assert_eq!(expr.to_string(), "within(do, 0, 25)");
+        assert_eq!(expr.fields().as_slice(), ["do"]);
+        for inside in [0.0, 1.0, 25.0] {
+            assert_eq!(eval("within(do, 0, 25)", &[("do", inside)]), Some(inside));
+        }
+        for outside in [-0.5, 25.01, 9999.0, f64::NAN] {
+            assert_eq!(eval("within(do, 0, 25)", &[("do", outside)]), None, "{outside}");
+        }
+        assert_eq!(eval("within(do, 0, 25)", &[("ph", 7.0)]), None, "as a reading without the field");
+        assert_eq!(eval("within(orp, -1500, 1500.5)", &[("orp", -1500.0)]), Some(-1500.0));
+        assert_eq!(eval("abs(within(x, -1, 1))", &[("x", -0.5)]), Some(0.5), "it nests");
+        assert_eq!(ValueExpr::parse("within(orp, -1500, 1.5e3)").unwrap().to_string(), "within(orp, -1500, 1500)");
+    }
+
+    #[test]
+    fn within_judges_the_value_as_reported_before_a_baseline() {
+        // A learned turbidity of 10 NTU: a reading of 9999 is 999.9 times it, which no ratio
+        // range can tell from a flood; the range must see 9999.
+        let expr = ValueExpr::parse("within(turbidity, 0, 4000)").unwrap();
+        let ratio = |fields: &[(&str, f64)]| expr.evaluate(&|name| expr.reported(fields, name).map(|v| v / 10.0));
+        assert_eq!(ratio(&[("turbidity", 25.0)]), Some(2.5));
+        assert_eq!(ratio(&[("turbidity", 9999.0)]), None);
+    }
+
+    #[test]
+    fn equal_ranges_are_one_expression() {
+        let a = ValueExpr::parse("within(x, -0, 1)").unwrap();
+        let b = ValueExpr::parse("within(x, 0.0, 1)").unwrap();
+        assert_eq!(a, b);
+        let hash = |e: &ValueExpr| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            e.hash(&mut hasher);
+            hasher.finish()
+        };
+        assert_eq!(hash(&a), hash(&b));
+        assert_ne!(a, ValueExpr::parse("within(x, 0, 2)").unwrap());
+    }
+
+    #[test]
+    fn out_of_range_counts_the_fields_carried_outside_their_range() {
+        let text = "out_of_range(within(do, 0, 25), within(ph, 0, 14), within(nh3n, 0, 200))";
+        let expr = ValueExpr::parse(text).unwrap();
+        assert_eq!(expr.to_string(), text);
+        assert_eq!(expr.fields().as_slice(), ["do", "ph", "nh3n"]);
+        assert!(expr.judges_reported_values() && !ValueExpr::parse("within(do, 0, 25)").unwrap().judges_reported_values());
+        assert_eq!(eval(text, &[("do", 8.0), ("ph", 7.0), ("nh3n", 0.3)]), Some(0.0));
+        assert_eq!(eval(text, &[("do", -0.5), ("ph", 14.5), ("nh3n", 9999.0)]), Some(3.0));
+        assert_eq!(eval(text, &[("do", -0.5)]), Some(1.0), "a field not carried is not outside its range");
+        assert_eq!(eval(text, &[("temperature", 20.0)]), Some(0.0));
+    }
+
+    #[test]
+    fn rejects_ranges_that_are_not_ranges() {
+        for bad in [
+            "within(x)",
+            "within(x, 0)",
+            "within(x, 1, 0)",
+            "within(x, 1, 1)",
+            "within(x, 0, inf)",
+            "within(x, 0, 1e999)",
+            "within(x, a, 1)",
+            "within(abs(x), 0, 1)",
+            "within(x, 0, 1",
+            "within(x, 0, 1, 2)",
+            "out_of_range()",
+            "out_of_range(x)",
+            "out_of_range(within(x, 0, 1), y)",
+            "out_of_range(within(x, 0, 1)",
+        ] {
+            assert!(ValueExpr::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -632,3 +632,18 @@ fn a_box_without_temperature_compensation_raises_no_notice_but_still_a_warning()
     assert_eq!(without, warning_only);
     assert_eq!(with, vec![(EventKind::Fired, Severity::Notice), (EventKind::Changed, Severity::Warning)], "compensated: the notice, then the warning");
 }
+
+#[test]
+fn a_within_range_judges_the_reading_as_reported_not_its_ratio_to_the_baseline() {
+    // Turbidity 10 NTU as usual: 25 NTU is 2.5× and fires; an error sentinel of 9999 is
+    // skipped like a reading without the field, though 999.9× would pass any ratio range.
+    let text = "[[rule]]\nid = \"muddy\"\nkind = \"water\"\nvalue = \"within(turbidity, 0, 4000)\"\nbaseline = \"calibrated\"\nfrom_baseline = \"ratio\"\nabove = 2.0\nseverity = \"alarm\"\n";
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: text.into() }]).unwrap();
+    let mut e = Engine::new(rules, &[subject("pond-1", SensorKind::Water)]);
+    e.set_baseline(SubjectId(0), "turbidity", 10.0);
+    let mut events = Vec::new();
+    e.observe(SubjectId(0), MIN, &[("turbidity", 9999.0)], &mut events);
+    assert_eq!(ids(&e, &events), vec![]);
+    e.observe(SubjectId(0), 2 * MIN, &[("turbidity", 25.0)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("muddy".to_string(), EventKind::Fired, Severity::Alarm)]);
+}

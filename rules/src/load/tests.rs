@@ -297,3 +297,24 @@ fn peers_compare_a_box_with_its_building_upwards_only() {
     let errs = errors(&format!("{drifting}agree = 2\n")).join("\n");
     assert!(errs.contains("error in `peers`: a rule judges either the building (`agree`) or each box against the others"), "{errs}");
 }
+
+#[test]
+fn out_of_range_judges_readings_as_reported_so_not_with_a_baseline_or_steady() {
+    let rule = "[[rule]]\nid = \"q\"\nvalue = \"out_of_range(within(do, 0, 25))\"\nat_least = 1\nseverity = \"warning\"\n";
+    assert!(compile(rule).is_ok());
+    for extra in ["baseline = \"learn 7d\"\n", "baseline = \"recent 1h\"\n", "smooth = \"steady 2\"\n"] {
+        let errs = errors(&format!("{rule}{extra}"));
+        assert_eq!(
+            errs,
+            vec!["test.toml:3:9: error in `value`: `out_of_range` counts readings as reported: not with a `baseline` or `steady` smoothing"],
+            "{extra}"
+        );
+    }
+    // `within` takes the reading as reported whatever follows, so a baseline is fine.
+    assert!(compile(
+        "[[rule]]\nid = \"q\"\nvalue = \"within(turbidity, 0, 4000)\"\nbaseline = \"learn 7d\"\nfrom_baseline = \"ratio\"\nabove = 2\nseverity = \"alarm\"\n"
+    )
+    .is_ok());
+    let errs = errors(&rule.replace("within(do, 0, 25)", "within(do, 25, 0)"));
+    assert!(errs[0].contains("the lower bound must be below the upper one"), "{errs:?}");
+}

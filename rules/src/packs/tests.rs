@@ -63,7 +63,7 @@ fn surface(class: &str) -> Engine {
 
 /// A healthy sample for the other fields, so only the field under test can fire.
 fn water(field: &str, value: f64) -> Vec<(&str, f64)> {
-    let mut fields = vec![("do", 9.0), ("nh3n", 0.05), ("ph", 7.5), ("codmn", 1.0), ("cod", 10.0), ("tp", 0.005), ("orp", 250.0)];
+    let mut fields = vec![("do", 9.0), ("nh3n", 0.05), ("ph", 7.5), ("codmn", 1.0), ("cod", 10.0), ("bod5", 1.0), ("tp", 0.005), ("tn", 0.1), ("orp", 250.0)];
     fields.retain(|(name, _)| *name != field);
     fields.push((field, value));
     fields
@@ -231,11 +231,14 @@ struct ClassTable {
     tags: &'static [(&'static str, &'static str)],
 }
 
-/// GB 3838-2002 (domain.md §3), mg/L.
-const GB3838: [ClassTable; 7] = [
+/// GB 3838-2002 table 1 (domain.md §3; BOD5 and TN from the standard itself), mg/L.
+const GB3838: [ClassTable; 9] = [
     ClassTable { field: "do", bad: Bad::Below, limits: [7.5, 6.0, 5.0, 3.0, 2.0], tags: &[] },
     ClassTable { field: "codmn", bad: Bad::Above, limits: [2.0, 4.0, 6.0, 10.0, 15.0], tags: &[] },
     ClassTable { field: "cod", bad: Bad::Above, limits: [15.0, 15.0, 20.0, 30.0, 40.0], tags: &[] },
+    ClassTable { field: "bod5", bad: Bad::Above, limits: [3.0, 3.0, 4.0, 6.0, 10.0], tags: &[] },
+    // Lakes and reservoirs only (rivers: `a_rivers_total_nitrogen_is_not_judged`).
+    ClassTable { field: "tn", bad: Bad::Above, limits: [0.2, 0.5, 1.0, 1.5, 2.0], tags: &[("water_body", "lake")] },
     ClassTable { field: "nh3n", bad: Bad::Above, limits: [0.15, 0.5, 1.0, 1.5, 2.0], tags: &[] },
     // Rivers: no tag, or any tag but "lake".
     ClassTable { field: "tp", bad: Bad::Above, limits: [0.02, 0.1, 0.2, 0.3, 0.4], tags: &[] },
@@ -289,9 +292,40 @@ fn the_class_steps_follow_the_standard_and_the_cod_exception() {
 
 #[test]
 fn every_gb3838_limit_is_inclusive_for_every_target_class() {
-    // Boundaries per (table, target): DO, CODMn, NH3-N and each TP table 5+4+3+2+1 = 15; COD
-    // 14 (I and II share 15). 6 × 15 + 14 = 104 boundaries, 5 values each.
-    assert_all_pass(&gb3838_ladders(), Reading::Exact, 520);
+    // Boundaries per (table, target): DO, CODMn, NH3-N, TN and each TP table 5+4+3+2+1 = 15;
+    // COD and BOD5 14 (I and II share 15, and 3). 7 × 15 + 2 × 14 = 133 boundaries, 5 values each.
+    assert_all_pass(&gb3838_ladders(), Reading::Exact, 665);
+}
+
+#[test]
+fn bod5_and_total_nitrogen_follow_the_class_steps() {
+    use Severity::{Alarm, Danger, Warning};
+    let bod5 = GB3838.iter().find(|table| table.field == "bod5").expect("BOD5 is tabled");
+    // Classes I and II share 3: target I waits for class III's 4 to alarm, as COD does.
+    assert_eq!(class_steps(&bod5.limits, 0), vec![(3.0, Warning), (4.0, Alarm), (10.0, Danger)]);
+    assert_eq!(class_steps(&bod5.limits, 2), vec![(4.0, Warning), (6.0, Alarm), (10.0, Danger)]);
+    let tn = GB3838.iter().find(|table| table.field == "tn").expect("TN is tabled");
+    assert_eq!(class_steps(&tn.limits, 1), vec![(0.5, Warning), (1.0, Alarm), (2.0, Danger)]);
+    // A class III lake at 1.6 mg/L of nitrogen is worse than class IV; 2.5 is 劣V.
+    let lake = |class| engine_for(SensorKind::Water, &[("use", "surface"), ("water_class", class), ("water_body", "lake")]);
+    assert_eq!(worst(&mut lake("III"), &water("tn", 1.6), 32), Some(("water-tn-class-iii".to_string(), Alarm)));
+    assert_eq!(worst(&mut lake("III"), &water("tn", 2.5), 32), Some(("water-tn-class-iii".to_string(), Danger)));
+    assert_eq!(worst(&mut surface("III"), &water("bod5", 5.0), 32), Some(("water-bod5-class-iii".to_string(), Warning)));
+}
+
+#[test]
+fn a_rivers_total_nitrogen_is_not_judged() {
+    // GB 3838 sets TN for lakes and reservoirs only: a river (no tag, or any other water body)
+    // gets no TN rule, whatever its nitrogen.
+    for body in [None, Some("river"), Some("canal")] {
+        for class in CLASSES {
+            let mut tags = vec![("use", "surface"), ("water_class", class)];
+            tags.extend(body.map(|body| ("water_body", body)));
+            let mut engine = engine_for(SensorKind::Water, &tags);
+            assert!(engine.rules_for(SubjectId(0)).iter().all(|rule| !rule.id.starts_with("water-tn-")), "{tags:?}");
+            assert_eq!(worst(&mut engine, &water("tn", 8.0), 32), None, "{tags:?}");
+        }
+    }
 }
 
 /// pH outside 6–9 fails every class: 劣V, danger, whatever the target.
@@ -351,7 +385,7 @@ fn every_limit_holds_for_readings_sent_as_float32() {
     // 0.15 arrives as 0.15000000596 and must not be above 0.15; 0.02 arrives as 0.0199999996
     // and must not be below 0.02; 1e-6 past a limit is still past it.
     let ladders: Vec<Ladder> = [gb3838_ladders(), ph_ladders(), black_odorous_ladders(), drinking_ladders()].into_iter().flatten().collect();
-    assert_all_pass(&ladders, Reading::Float32, 520 + 50 + 30 + 45);
+    assert_all_pass(&ladders, Reading::Float32, 665 + 50 + 30 + 45);
 }
 
 #[test]
@@ -956,4 +990,112 @@ fn a_single_spike_does_not_survive_the_median_filter() {
         e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", 0.0)], &mut events);
     }
     assert!(events.is_empty(), "{events:?}");
+}
+
+/// A water sensor fed healthy readings for an hour, then `fields` once a minute for two hours:
+/// the grid-facing events after the first hour, and the device rules that fired.
+fn impossible_after_an_hour(tags: &[(&str, &str)], healthy: &[(&str, f64)], fields: &[(&str, f64)]) -> (Vec<(String, Severity)>, Vec<String>) {
+    let mut e = engine_for(SensorKind::Water, tags);
+    let mut events = Vec::new();
+    for m in 0..180 {
+        e.observe(SubjectId(0), m * MIN, if m < 60 { healthy } else { fields }, &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    let grid =
+        events.iter().filter(|ev| !e.rule(ev.rule).device && ev.kind != EventKind::Cleared).map(|ev| (e.rule(ev.rule).id.clone(), ev.severity)).collect();
+    let device = events.iter().filter(|ev| e.rule(ev.rule).device && ev.kind == EventKind::Fired).map(|ev| e.rule(ev.rule).id.clone()).collect();
+    (grid, device)
+}
+
+#[test]
+fn an_impossible_surface_reading_goes_to_installers_never_to_grid_workers() {
+    // An outside tester: DO −0.5 raised the class and black-odorous rules red, an NH3-N error
+    // sentinel (9999) or NH3-N sent in µg/L red for ever, a pH of 14.5 or 9999 `water-ph-range`
+    // and `water-ph-jump` red.
+    let tags = [("use", "surface"), ("water_class", "III")];
+    let healthy = water("ph", 7.5);
+    for (field, value) in [("do", -0.5), ("nh3n", 9999.0), ("nh3n", 1200.0), ("ph", 14.5), ("ph", 9999.0), ("tn", -0.1), ("turbidity", 9999.0)] {
+        let (grid, device) = impossible_after_an_hour(&tags, &healthy, &water(field, value));
+        assert_eq!(grid, vec![], "{field} = {value}");
+        assert!(device.contains(&"water-reading-impossible".to_string()), "{field} = {value}: {device:?}");
+        assert_eq!(device.contains(&"water-ph-out-of-range".to_string()), field == "ph", "{field} = {value}: {device:?}");
+    }
+    // Real breaches next to them still reach the grid, and tell installers nothing.
+    for (field, value, rule) in [("do", 1.0, "water-do-class-iii"), ("nh3n", 3.0, "water-nh3n-class-iii"), ("ph", 5.5, "water-ph-range")] {
+        let (grid, device) = impossible_after_an_hour(&tags, &healthy, &water(field, value));
+        assert!(grid.contains(&(rule.to_string(), Severity::Danger)), "{field} = {value}: {grid:?}");
+        assert_eq!(device, Vec::<String>::new(), "{field} = {value}");
+    }
+}
+
+#[test]
+fn an_impossible_drinking_reading_goes_to_installers_never_to_grid_workers() {
+    let tags = [("use", "drinking")];
+    let healthy = [("turbidity", 0.3), ("ph", 7.2), ("nh3n", 0.1), ("codmn", 1.0), ("cl2", 0.4)];
+    let with = |field: &'static str, value: f64| {
+        let mut fields: Vec<(&str, f64)> = healthy.iter().copied().filter(|(name, _)| *name != field).collect();
+        fields.push((field, value));
+        fields
+    };
+    for (field, value) in [("turbidity", 9999.0), ("ph", 14.5), ("nh3n", 9999.0), ("cl2", -0.1), ("codmn", -1.0)] {
+        let (grid, device) = impossible_after_an_hour(&tags, &healthy, &with(field, value));
+        assert_eq!(grid, vec![], "{field} = {value}");
+        assert!(device.contains(&"drinking-reading-impossible".to_string()), "{field} = {value}: {device:?}");
+        assert!(!device.contains(&"water-reading-impossible".to_string()), "the surface rule is not a tap's");
+    }
+    for (field, value, rule, severity) in [
+        ("turbidity", 5.0, "drinking-turbidity", Severity::Danger),
+        ("ph", 5.5, "drinking-ph", Severity::Alarm),
+        ("nh3n", 3.0, "drinking-nh3n", Severity::Alarm),
+    ] {
+        let (grid, device) = impossible_after_an_hour(&tags, &healthy, &with(field, value));
+        assert!(grid.contains(&(rule.to_string(), severity)), "{field} = {value}: {grid:?}");
+        assert_eq!(device, Vec::<String>::new(), "{field} = {value}");
+    }
+}
+
+#[test]
+fn one_warm_up_sentinel_tells_nobody() {
+    let mut e = surface("III");
+    let mut events = Vec::new();
+    for m in 0..60 {
+        let fields = if m == 5 { water("nh3n", 9999.0) } else { water("nh3n", 0.3) };
+        e.observe(SubjectId(0), m * MIN, &fields, &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    assert!(events.is_empty(), "{:?}", events.iter().map(|ev| e.rule(ev.rule).id.clone()).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_probe_whose_fields_match_nothing_is_told_to_installers() {
+    // An outside tester: a probe sending {"DO": 1.0, "NH3N": 5.0} raised nothing, and nobody
+    // was told.
+    for (tags, renamed, known, rule) in [
+        (&[("use", "surface"), ("water_class", "III")][..], &[("DO", 1.0), ("NH3N", 5.0)][..], &[("tn", 0.1)][..], "water-fields-unknown"),
+        (&[("use", "drinking")][..], &[("Turbidity", 5.0), ("Cl2", 0.0)][..], &[("cl2", 0.4)][..], "drinking-fields-unknown"),
+    ] {
+        let mut e = engine_for(SensorKind::Water, tags);
+        let events = feed(&mut e, renamed, 40);
+        let fired: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.at / MIN)).collect();
+        assert_eq!(fired, vec![(rule, EventKind::Fired, 30)], "after 30 minutes of such readings");
+        assert!(e.rule(events[0].rule).device);
+        // A reading carrying a single known field is judged: nothing to tell.
+        let mut e = engine_for(SensorKind::Water, tags);
+        assert!(feed(&mut e, known, 40).is_empty(), "{rule}");
+    }
+}
+
+#[test]
+fn every_water_rule_speaks_both_languages() {
+    // An outside tester: `water-ph-out-of-range` had no message, and a Chinese installation
+    // sent the English title without site or sensor.
+    let shipped = shipped();
+    let water_rules = shipped.rules.iter().filter(|rule| rule.origin.file == "builtin:water-gb3838" || rule.origin.file == "builtin:drinking-gb5749");
+    for rule in water_rules {
+        for language in crate::message::LANGUAGES {
+            let Some(template) = rule.messages.get(language) else { panic!("{} has no `{language}` message", rule.id) };
+            let text = template.render(|name| Some(format!("<{name}>")));
+            assert!(text.contains("<sensor>") && text.contains("<site>"), "{} ({language}): {text}", rule.id);
+        }
+    }
 }
