@@ -315,3 +315,36 @@ async fn an_idle_engine_is_not_saved_again() {
     let saved_again = wait_for(15 * SECOND, || async { saves().await > count }).await;
     assert!(saved_again, "a new reading's state was not saved");
 }
+
+/// A box that was down longer than its sensors' no-data time (an upgrade, a power cut, a card
+/// repaired) starts again: its sensors, reporting as ever, are not told silent before their first
+/// readings had time to come (an outside tester's repaired box told four sensors reporting every
+/// 20 s "no data for 5 minutes"); one that stays silent is told a no-data time after the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_back_after_a_long_stop_tells_no_reporting_sensor_silent() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port);
+    let config =
+        std::fs::read_to_string(dir.path().join("gridwatch.toml")).unwrap().replace("site = \"east-canal\"\n", "site = \"east-canal\"\ninterval_secs = 2\n");
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    std::fs::write(dir.path().join("rules.d/water.toml"), "[[rule]]\nid = \"silent\"\nno_data = \"3x\"\nseverity = \"warning\"\n").unwrap();
+    let mut first = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    wait_until_ingesting(&mosquitto, http_port, &first).await;
+    tokio::time::sleep(2 * SECOND).await;
+    assert!(first.stop().success());
+    // Down for 10 s, three times its no-data time; then the daemon starts and the probe goes on
+    // reporting every 2 s, its first reading 2 s after the start.
+    tokio::time::sleep(10 * SECOND).await;
+    let second = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    for _ in 0..4 {
+        tokio::time::sleep(2 * SECOND).await;
+        mosquitto.publish(TOPIC, &reading(8.0, now_ms())).unwrap();
+    }
+    tokio::time::sleep(SECOND).await;
+    let told: Vec<String> = second.stdout().into_iter().filter(|l| l.contains("rule=silent")).collect();
+    assert!(told.is_empty(), "a sensor reporting as ever was told silent at the start: {told:?}");
+    // Then it stops: told once its no-data time has passed.
+    assert!(wait_for_line(&second, Daemon::stdout, "fired   warning rule=silent sensor=canal-02").await, "{:?}", second.stdout());
+}

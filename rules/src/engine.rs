@@ -351,6 +351,19 @@ impl Engine {
         self.heard_ahead = ms;
     }
 
+    /// Every no-data watch begins again at `at` (a daemon that starts on a restored state):
+    /// none opens before a whole timeout has passed since — see [`SilenceState::watch_from`].
+    pub fn watch_silences_from(&mut self, at: Millis) {
+        for slot in &self.slots {
+            let plan = &self.plans[slot.plan as usize];
+            for state in self.states.of_mut(slot, plan).checks.iter_mut() {
+                if let CheckState::NoData(silence) = state {
+                    silence.watch_from(at);
+                }
+            }
+        }
+    }
+
     pub fn new(rules: RuleSet, subjects: &[Subject]) -> Engine {
         let rules = rules.rules;
         let mut planner = Planner::new(&rules);

@@ -189,6 +189,9 @@ impl Pipeline {
         offer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.hear_readings_within_a_tick();
         self.judge_unsaved(&mut events).await;
+        // A box that was down longer than a sensor's no-data time waits that long again before
+        // calling it silent: its first reading may still be on its way.
+        self.engine.watch_silences_from(self.timeline.now());
         let judged = (0..self.sensors.len()).filter_map(|position| self.engine.last_at(SubjectId(position))).max();
         self.timeline.go_on_after(judged);
         loop {
