@@ -58,17 +58,15 @@ impl ClockState {
     }
 }
 
-/// No-data (deadman) state for one sensor. 24 bytes (one per sensor and no-data rule): "not
+/// No-data (deadman) state for one sensor. 16 bytes (one per sensor and no-data rule): "not
 /// heard yet" is [`NOT_HEARD`] rather than an `Option`'s 8 more bytes. Saved as
-/// `{"last_heard": ms | null, "open": bool}`; when watching began again (a restart) is not saved.
+/// `{"last_heard": ms | null, "open": bool}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(from = "SavedSilence", into = "SavedSilence")]
 pub struct SilenceState {
     /// Last reading, or when watching began if none came yet; [`NOT_HEARD`] before either.
     last_heard: Millis,
     pub open: bool,
-    /// When this run began watching (see [`SilenceState::watch_from`]); [`NOT_HEARD`] before.
-    watched_from: Millis,
 }
 
 /// `last_heard` of a sensor not heard from and not watched yet (no reading, no tick).
@@ -82,7 +80,7 @@ struct SavedSilence {
 
 impl From<SavedSilence> for SilenceState {
     fn from(saved: SavedSilence) -> SilenceState {
-        SilenceState { last_heard: saved.last_heard.filter(|&at| at != NOT_HEARD).unwrap_or(NOT_HEARD), open: saved.open, watched_from: NOT_HEARD }
+        SilenceState { last_heard: saved.last_heard.filter(|&at| at != NOT_HEARD).unwrap_or(NOT_HEARD), open: saved.open }
     }
 }
 
@@ -94,7 +92,7 @@ impl From<SilenceState> for SavedSilence {
 
 impl Default for SilenceState {
     fn default() -> SilenceState {
-        SilenceState { last_heard: NOT_HEARD, open: false, watched_from: NOT_HEARD }
+        SilenceState { last_heard: NOT_HEARD, open: false }
     }
 }
 
@@ -115,24 +113,17 @@ impl SilenceState {
         None
     }
 
-    /// Watching begins again at `at` (the daemon started): a sensor is silent only once nothing
-    /// was heard for longer than the timeout since then too, so a box that was down longer than
-    /// the timeout does not tell every sensor silent before its first reading had time to come
-    /// (an outside tester's box told four sensors reporting every 20 s "no data for 5 minutes"
-    /// after a stop). An alarm already open stays open; the silence is still counted from the
-    /// last reading.
-    pub fn watch_from(&mut self, at: Millis) {
-        self.watched_from = at;
-    }
-
     /// Time passed; opens when nothing was heard for longer than `timeout`, nor since watching
-    /// began.
-    pub fn tick(&mut self, now: Millis, timeout: Millis) -> Option<Change> {
+    /// began (`watched_from`, the daemon's start: a box that was down longer than the timeout
+    /// told every sensor silent before its first reading had time to come — an outside tester's
+    /// box told four sensors reporting every 20 s "no data for 5 minutes" after a stop). The
+    /// silence is still counted from the last reading; an alarm already open stays open.
+    pub fn tick(&mut self, now: Millis, timeout: Millis, watched_from: Option<Millis>) -> Option<Change> {
         if self.last_heard == NOT_HEARD {
             self.last_heard = now;
         }
         let last = self.last_heard;
-        let watched = self.watched_from == NOT_HEARD || now.saturating_sub(self.watched_from) > timeout;
+        let watched = watched_from.is_none_or(|from| now.saturating_sub(from) > timeout);
         if !self.open && watched && now.saturating_sub(last) > timeout {
             self.open = true;
             return Some(Change::Opened { since: last });
@@ -211,9 +202,9 @@ mod tests {
     fn silence_opens_after_the_timeout_and_closes_on_the_next_reading() {
         let mut s = SilenceState::default();
         assert_eq!(s.heard(1_000), None);
-        assert_eq!(s.tick(5_000, 5_000), None);
-        assert_eq!(s.tick(6_001, 5_000), Some(Change::Opened { since: 1_000 }));
-        assert_eq!(s.tick(9_000, 5_000), None, "opens once");
+        assert_eq!(s.tick(5_000, 5_000, None), None);
+        assert_eq!(s.tick(6_001, 5_000, None), Some(Change::Opened { since: 1_000 }));
+        assert_eq!(s.tick(9_000, 5_000, None), None, "opens once");
         assert_eq!(s.heard(9_500), Some(Change::Closed { since: 1_000 }));
     }
 
@@ -233,21 +224,23 @@ mod tests {
     fn a_restart_watches_a_whole_timeout_before_a_silence_opens() {
         let mut s = SilenceState::default();
         s.heard(1_000);
-        s.watch_from(60_000);
-        assert_eq!(s.tick(61_000, 5_000), None, "silent for a minute, but watched for a second only");
-        assert_eq!(s.tick(62_000, 5_000), None);
+        assert_eq!(s.tick(61_000, 5_000, Some(60_000)), None, "silent for a minute, but watched for a second only");
+        assert_eq!(s.tick(62_000, 5_000, Some(60_000)), None);
         assert_eq!(s.heard(63_000), None, "its first reading came");
         let mut dead = SilenceState::default();
         dead.heard(1_000);
-        dead.watch_from(60_000);
-        assert_eq!(dead.tick(65_001, 5_000), Some(Change::Opened { since: 1_000 }), "told a timeout after the start, silent since its last reading");
+        assert_eq!(
+            dead.tick(65_001, 5_000, Some(60_000)),
+            Some(Change::Opened { since: 1_000 }),
+            "told a timeout after the start, silent since its last reading"
+        );
     }
 
     #[test]
     fn a_sensor_never_heard_opens_after_the_timeout_from_the_first_tick() {
         let mut s = SilenceState::default();
-        assert_eq!(s.tick(0, 100), None);
-        assert_eq!(s.tick(101, 100), Some(Change::Opened { since: 0 }));
+        assert_eq!(s.tick(0, 100, None), None);
+        assert_eq!(s.tick(101, 100, None), Some(Change::Opened { since: 0 }));
     }
 
     #[test]

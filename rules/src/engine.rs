@@ -340,6 +340,9 @@ pub struct Engine {
     /// How far past the engine's clock a reading counts as heard for no-data rules
     /// ([`Engine::hear_readings_ahead_by`]).
     heard_ahead: Millis,
+    /// When the no-data watches began again ([`Engine::watch_silences_from`]); a reload's
+    /// engine takes it over.
+    pub(crate) silences_watched_from: Option<Millis>,
 }
 
 impl Engine {
@@ -352,16 +355,9 @@ impl Engine {
     }
 
     /// Every no-data watch begins again at `at` (a daemon that starts on a restored state):
-    /// none opens before a whole timeout has passed since — see [`SilenceState::watch_from`].
+    /// none opens before a whole timeout has passed since — see [`SilenceState::tick`].
     pub fn watch_silences_from(&mut self, at: Millis) {
-        for slot in &self.slots {
-            let plan = &self.plans[slot.plan as usize];
-            for state in self.states.of_mut(slot, plan).checks.iter_mut() {
-                if let CheckState::NoData(silence) = state {
-                    silence.watch_from(at);
-                }
-            }
-        }
+        self.silences_watched_from = Some(at);
     }
 
     pub fn new(rules: RuleSet, subjects: &[Subject]) -> Engine {
@@ -389,6 +385,7 @@ impl Engine {
             peer_references: Vec::new(),
             now: None,
             heard_ahead: HEARD_AHEAD_MS,
+            silences_watched_from: None,
         }
     }
 
@@ -669,7 +666,7 @@ impl Engine {
             for (state, planned) in checks.iter_mut().zip(&plan.checks) {
                 let rule = &self.rules[planned.rule()];
                 let lowest = rule.uncompensated.filter(|_| !compensation_in_use(plan, thermal, rule)).unwrap_or(Severity::Notice);
-                if let Some(event) = tick_check(rule, planned.variant(), state, now, interval, lowest) {
+                if let Some(event) = tick_check(rule, planned.variant(), state, (now, self.silences_watched_from), interval, lowest) {
                     match planned.agreement() {
                         Some(agreement) => self.touched.push(agreement),
                         None => events.push(RuleEvent { rule: RuleId(planned.rule()), subject: SubjectId(index), variant: planned.variant(), ..event }),
@@ -1043,7 +1040,15 @@ fn clock_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: 
 }
 
 /// Lets time pass for one check; a ladder opens an incident from severity `lowest` up.
-fn tick_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, now: Millis, interval_ms: Millis, lowest: Severity) -> Option<RuleEvent> {
+/// `watched_from`: when the no-data watches began again (see [`SilenceState::tick`]).
+fn tick_check(
+    rule: &Rule,
+    variant: Option<usize>,
+    state: &mut CheckState,
+    (now, watched_from): (Millis, Option<Millis>),
+    interval_ms: Millis,
+    lowest: Severity,
+) -> Option<RuleEvent> {
     match (rule.check_of(variant), state) {
         (Check::Ladder(levels), CheckState::Ladder { ladder, last_value, .. }) => {
             ladder.tick(levels, lowest, now).map(|step| from_step(step, last_value.get().unwrap_or(f64::NAN), now))
@@ -1056,7 +1061,7 @@ fn tick_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, now: 
                 Silence::Fixed(ms) => ms,
                 Silence::Intervals(factor) => (interval_ms as f64 * factor) as Millis,
             };
-            match silence.tick(now, timeout)? {
+            match silence.tick(now, timeout, watched_from)? {
                 Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, ((now - since) / 1000) as f64, now, since)),
                 Change::Closed { .. } => None,
             }

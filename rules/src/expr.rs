@@ -9,6 +9,9 @@
 //!   standards use;
 //! - `lacks(a, b, …)` — how many of the named fields the sample does not carry (a box that lost
 //!   an axis, or renamed its fields, is otherwise skipped by every rule without a word);
+//! - `none_of(a, b, …)` — 1 when the sample carries none of the named fields, else 0 (a probe
+//!   whose fields are all named otherwise); it stops at the first field the sample carries, so a
+//!   long list costs one lookup on an ordinary reading, where `lacks` looks every name up;
 //! - `within(name, lo, hi)` — a field whose reported value lies in lo..=hi, else no value: a
 //!   reading no river or tap can give (DO −0.5, an error sentinel 9999, µg/L sent as mg/L) is
 //!   skipped by the rule as a reading without the field is, instead of raising a grid alarm;
@@ -37,6 +40,8 @@ pub enum ValueExpr {
     Permille(Box<ValueExpr>),
     /// `lacks(a, b, …)`: how many of these fields the sample does not carry.
     Lacks(Vec<String>),
+    /// `none_of(a, b, …)`: 1 when the sample carries none of these fields, else 0.
+    NoneOf(Vec<String>),
     /// `within(name, lo, hi)`: the field, when its reported value lies in the range.
     Within(String, Range),
     /// `out_of_range(within(a, lo, hi), …)`: how many of these fields the sample carries outside
@@ -82,7 +87,7 @@ impl Hash for Range {
 
 /// Why an expression did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}; expected a field name, `name?`, or abs(…), hypot(…, …), permille(…), lacks(name, …), within(name, lo, hi), out_of_range(within(…), …)")]
+#[error("{0}; expected a field name, `name?`, or abs(…), hypot(…, …), permille(…), lacks(name, …), none_of(name, …), within(name, lo, hi), out_of_range(within(…), …)")]
 pub struct ExprError(String);
 
 impl ValueExpr {
@@ -107,6 +112,7 @@ impl ValueExpr {
             ValueExpr::Hypot(a, b) => Some(a.evaluate(field)?.hypot(b.evaluate(field)?)),
             ValueExpr::Permille(inner) => inner.evaluate(field).map(|degrees| degrees.to_radians().tan() * 1000.0),
             ValueExpr::Lacks(names) => Some(names.iter().filter(|name| field(name).is_none_or(|v| !v.is_finite())).count() as f64),
+            ValueExpr::NoneOf(names) => Some(if names.iter().any(|name| field(name).is_some_and(f64::is_finite)) { 0.0 } else { 1.0 }),
             ValueExpr::OutOfRange(ranges) => {
                 Some(ranges.iter().filter(|(name, range)| field(name).is_some_and(|v| v.is_finite() && !range.contains(v))).count() as f64)
             }
@@ -128,7 +134,7 @@ impl ValueExpr {
             ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.accepts(name, value),
             ValueExpr::Hypot(a, b) => a.accepts(name, value) && b.accepts(name, value),
             // `out_of_range` counts the values outside its ranges: it must see them.
-            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::OutOfRange(_) => true,
+            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::NoneOf(_) | ValueExpr::OutOfRange(_) => true,
         }
     }
 
@@ -139,7 +145,7 @@ impl ValueExpr {
             ValueExpr::OutOfRange(_) => true,
             ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.judges_reported_values(),
             ValueExpr::Hypot(a, b) => a.judges_reported_values() || b.judges_reported_values(),
-            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::Within(..) => false,
+            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::NoneOf(_) | ValueExpr::Within(..) => false,
         }
     }
 
@@ -163,7 +169,7 @@ impl ValueExpr {
                 a.collect_fields(out);
                 b.collect_fields(out);
             }
-            ValueExpr::Lacks(names) => {
+            ValueExpr::Lacks(names) | ValueExpr::NoneOf(names) => {
                 for name in names {
                     if !out.contains(&name.as_str()) {
                         out.push(name);
@@ -205,6 +211,7 @@ impl fmt::Display for ValueExpr {
             ValueExpr::Hypot(a, b) => write!(f, "hypot({a}, {b})"),
             ValueExpr::Permille(inner) => write!(f, "permille({inner})"),
             ValueExpr::Lacks(names) => write!(f, "lacks({})", names.join(", ")),
+            ValueExpr::NoneOf(names) => write!(f, "none_of({})", names.join(", ")),
             ValueExpr::Within(name, range) => write!(f, "{}", Within(name, range)),
             ValueExpr::OutOfRange(ranges) => {
                 let ranges: Vec<String> = ranges.iter().map(|(name, range)| Within(name, range).to_string()).collect();
@@ -267,15 +274,15 @@ impl Parser<'_> {
         if !self.eat('(') {
             return Ok(ValueExpr::Field(name));
         }
-        if name == "lacks" {
+        if name == "lacks" || name == "none_of" {
             let mut names = vec![self.name()?.to_string()];
             while self.eat(',') {
                 names.push(self.name()?.to_string());
             }
             if !self.eat(')') {
-                return Err(ExprError("`lacks(` takes field names and is not closed where expected".into()));
+                return Err(ExprError(format!("`{name}(` takes field names and is not closed where expected")));
             }
-            return Ok(ValueExpr::Lacks(names));
+            return Ok(if name == "lacks" { ValueExpr::Lacks(names) } else { ValueExpr::NoneOf(names) });
         }
         if name == "within" {
             let (field, range) = self.within_arguments()?;
@@ -390,6 +397,17 @@ mod tests {
         assert_eq!(eval("hypot(x, t?)", &[("x", 3.0)]), Some(3.0));
         assert_eq!(eval("hypot(x?, t)", &[("x", 3.0)]), None, "only the marked field may be missing");
         assert!(ValueExpr::parse("abs(x)?").is_err() && ValueExpr::parse("x ?").is_err());
+    }
+
+    #[test]
+    fn none_of_is_one_only_for_a_sample_carrying_none_of_the_named_fields() {
+        let expr = ValueExpr::parse("none_of(do, ph, nh3n)").unwrap();
+        assert_eq!(expr.to_string(), "none_of(do, ph, nh3n)");
+        assert_eq!(expr.fields().as_slice(), ["do", "ph", "nh3n"]);
+        assert_eq!(eval("none_of(do, ph, nh3n)", &[("DO", 1.0), ("NH3N", 5.0)]), Some(1.0), "renamed fields");
+        assert_eq!(eval("none_of(do, ph, nh3n)", &[("nh3n", 5.0)]), Some(0.0));
+        assert_eq!(eval("none_of(do, ph, nh3n)", &[("do", f64::NAN)]), Some(1.0));
+        assert!(ValueExpr::parse("none_of(do,").is_err());
     }
 
     #[test]

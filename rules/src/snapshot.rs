@@ -297,7 +297,8 @@ impl Engine {
     /// state is made next to the two engines.
     pub fn take_over(&mut self, previous: Engine) -> Restored {
         let headers = headers(&previous.rules);
-        let Engine { sensors, slots, plans, states, .. } = previous;
+        let Engine { sensors, slots, plans, states, silences_watched_from, .. } = previous;
+        self.silences_watched_from = silences_watched_from;
         // The slots' states lie in the lists sensor after sensor, in the slots' order.
         let (mut old_learned, mut old_stages, mut old_checks) = (states.learned.into_iter(), states.stages.into_iter(), states.checks.into_iter());
         let mut old_thermal = states.thermal.into_iter();
