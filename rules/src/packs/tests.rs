@@ -507,7 +507,8 @@ fn the_usual_level_is_learned_over_the_first_week() {
         e.observe(SubjectId(0), 7 * 24 * hour + m * MIN, &water("turbidity", 30.0), &mut events);
         e.tick(7 * 24 * hour + m * MIN, &mut events);
     }
-    let ids: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.severity)).collect();
+    // The grid's events (a week of one value is a stuck probe to installers: `water-flat-line`).
+    let ids: Vec<_> = events.iter().filter(|ev| !e.rule(ev.rule).device).map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.severity)).collect();
     assert_eq!(
         ids.last().map(|&(id, _, severity)| (id, severity)),
         Some(("water-turbidity-above-usual", Severity::Alarm)),
@@ -1052,6 +1053,31 @@ fn an_impossible_drinking_reading_goes_to_installers_never_to_grid_workers() {
         assert!(grid.contains(&(rule.to_string(), severity)), "{field} = {value}: {grid:?}");
         assert_eq!(device, Vec::<String>::new(), "{field} = {value}");
     }
+}
+
+/// An outside tester's DO probe stuck at 7.21 for 30 days raised nothing: a probe that repeats
+/// its reading is told to installers within hours, and one whose last digit moves is not.
+#[test]
+fn a_stuck_water_probe_is_told_and_a_living_one_is_not() {
+    let mut e = surface("III");
+    let mut events = Vec::new();
+    let flat_lines =
+        |events: &[RuleEvent], e: &Engine| events.iter().filter(|ev| e.rule(ev.rule).id == "water-flat-line" && ev.kind == EventKind::Fired).count();
+    // Three days of a living river every 5 minutes: DO and pH move in their last digits.
+    for m in (0..3 * 24 * 60).step_by(5) {
+        let wobble = ((m * 7_919) % 11) as f64 * 0.01;
+        e.observe(SubjectId(0), m * MIN, &[("do", 7.2 + wobble), ("ph", 7.6 + wobble / 2.0)], &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    assert_eq!(flat_lines(&events, &e), 0, "a living river is not stuck");
+    // Then the probe repeats its last reading.
+    let stuck_from = 3 * 24 * 60;
+    for m in (stuck_from..stuck_from + 6 * 60).step_by(5) {
+        e.observe(SubjectId(0), m * MIN, &[("do", 7.21), ("ph", 7.6)], &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    let told = events.iter().find(|ev| e.rule(ev.rule).id == "water-flat-line" && ev.kind == EventKind::Fired).map(|ev| (ev.at / MIN - stuck_from) / 60);
+    assert_eq!(told, Some(3), "told 3 hours into the run of one reading");
 }
 
 #[test]
