@@ -136,6 +136,10 @@ fn baseline_and_interval_are_read_and_checked() {
     assert_eq!(config.sensors[0].interval, Duration::from_secs(60));
     let errs = errors(&MINIMAL.replace("site = \"north-lane\"", "site = \"north-lane\"\ntags = { water_class = \"VI\" }"));
     assert!(errs[0].contains("`VI` is not a value of tag `water_class`: I, II, III, IV, V"), "{errs:?}");
+    for (written, meant) in [("3", "III"), ("Ⅲ", "III"), ("iii", "III"), ("4", "IV")] {
+        let errs = errors(&MINIMAL.replace("site = \"north-lane\"", &format!("site = \"north-lane\"\ntags = {{ water_class = \"{written}\" }}")));
+        assert!(errs[0].contains(&format!("did you mean `{meant}`?")), "{written}: {errs:?}");
+    }
 }
 
 #[test]

@@ -88,7 +88,18 @@ impl Checker<'_> {
                 }
             };
             if !allowed.contains(&value.as_str()) {
-                let hint = gridwatch_rules::load::closest(value, allowed).map(|meant| format!("; did you mean `{meant}`?")).unwrap_or_default();
+                // A class written as a number or a Roman numeral of another script ("3", "Ⅲ",
+                // "iii") is the class itself, not the nearest spelling (`3` was offered `I`).
+                let numeral = match value.trim().to_ascii_uppercase().as_str() {
+                    "1" | "Ⅰ" => Some("I"),
+                    "2" | "Ⅱ" => Some("II"),
+                    "3" | "Ⅲ" => Some("III"),
+                    "4" | "Ⅳ" => Some("IV"),
+                    "5" | "Ⅴ" => Some("V"),
+                    upper => allowed.iter().copied().find(|a| *a == upper),
+                };
+                let meant = numeral.filter(|_| key == "water_class").or_else(|| gridwatch_rules::load::closest(value, allowed));
+                let hint = meant.map(|meant| format!("; did you mean `{meant}`?")).unwrap_or_default();
                 self.error(
                     sensor.id.span(),
                     Some(&format!("sensor.tags.{key}")),
