@@ -9,6 +9,9 @@
 //!   standards use;
 //! - `lacks(a, b, …)` — how many of the named fields the sample does not carry (a box that lost
 //!   an axis, or renamed its fields, is otherwise skipped by every rule without a word);
+//! - `first_of(a, b, …)` — the first of the named fields the sample carries: for a device check
+//!   on whichever field a probe reports (a stuck water probe), at one lookup on an ordinary
+//!   reading;
 //! - `none_of(a, b, …)` — 1 when the sample carries none of the named fields, else 0 (a probe
 //!   whose fields are all named otherwise); it stops at the first field the sample carries, so a
 //!   long list costs one lookup on an ordinary reading, where `lacks` looks every name up;
@@ -42,6 +45,8 @@ pub enum ValueExpr {
     Lacks(Vec<String>),
     /// `none_of(a, b, …)`: 1 when the sample carries none of these fields, else 0.
     NoneOf(Vec<String>),
+    /// `first_of(a, b, …)`: the first of these fields the sample carries.
+    FirstOf(Vec<String>),
     /// `within(name, lo, hi)`: the field, when its reported value lies in the range.
     Within(String, Range),
     /// `out_of_range(within(a, lo, hi), …)`: how many of these fields the sample carries outside
@@ -87,7 +92,7 @@ impl Hash for Range {
 
 /// Why an expression did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}; expected a field name, `name?`, or abs(…), hypot(…, …), permille(…), lacks(name, …), none_of(name, …), within(name, lo, hi), out_of_range(within(…), …)")]
+#[error("{0}; expected a field name, `name?`, or abs(…), hypot(…, …), permille(…), lacks(name, …), none_of(name, …), first_of(name, …), within(name, lo, hi), out_of_range(within(…), …)")]
 pub struct ExprError(String);
 
 impl ValueExpr {
@@ -113,6 +118,7 @@ impl ValueExpr {
             ValueExpr::Permille(inner) => inner.evaluate(field).map(|degrees| degrees.to_radians().tan() * 1000.0),
             ValueExpr::Lacks(names) => Some(names.iter().filter(|name| field(name).is_none_or(|v| !v.is_finite())).count() as f64),
             ValueExpr::NoneOf(names) => Some(if names.iter().any(|name| field(name).is_some_and(f64::is_finite)) { 0.0 } else { 1.0 }),
+            ValueExpr::FirstOf(names) => names.iter().find_map(|name| field(name).filter(|v| v.is_finite())),
             ValueExpr::OutOfRange(ranges) => {
                 Some(ranges.iter().filter(|(name, range)| field(name).is_some_and(|v| v.is_finite() && !range.contains(v))).count() as f64)
             }
@@ -134,7 +140,9 @@ impl ValueExpr {
             ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.accepts(name, value),
             ValueExpr::Hypot(a, b) => a.accepts(name, value) && b.accepts(name, value),
             // `out_of_range` counts the values outside its ranges: it must see them.
-            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::NoneOf(_) | ValueExpr::OutOfRange(_) => true,
+            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::NoneOf(_) | ValueExpr::FirstOf(_) | ValueExpr::OutOfRange(_) => {
+                true
+            }
         }
     }
 
@@ -145,7 +153,7 @@ impl ValueExpr {
             ValueExpr::OutOfRange(_) => true,
             ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.judges_reported_values(),
             ValueExpr::Hypot(a, b) => a.judges_reported_values() || b.judges_reported_values(),
-            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::NoneOf(_) | ValueExpr::Within(..) => false,
+            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::NoneOf(_) | ValueExpr::FirstOf(_) | ValueExpr::Within(..) => false,
         }
     }
 
@@ -169,7 +177,7 @@ impl ValueExpr {
                 a.collect_fields(out);
                 b.collect_fields(out);
             }
-            ValueExpr::Lacks(names) | ValueExpr::NoneOf(names) => {
+            ValueExpr::Lacks(names) | ValueExpr::NoneOf(names) | ValueExpr::FirstOf(names) => {
                 for name in names {
                     if !out.contains(&name.as_str()) {
                         out.push(name);
@@ -212,6 +220,7 @@ impl fmt::Display for ValueExpr {
             ValueExpr::Permille(inner) => write!(f, "permille({inner})"),
             ValueExpr::Lacks(names) => write!(f, "lacks({})", names.join(", ")),
             ValueExpr::NoneOf(names) => write!(f, "none_of({})", names.join(", ")),
+            ValueExpr::FirstOf(names) => write!(f, "first_of({})", names.join(", ")),
             ValueExpr::Within(name, range) => write!(f, "{}", Within(name, range)),
             ValueExpr::OutOfRange(ranges) => {
                 let ranges: Vec<String> = ranges.iter().map(|(name, range)| Within(name, range).to_string()).collect();
@@ -274,7 +283,7 @@ impl Parser<'_> {
         if !self.eat('(') {
             return Ok(ValueExpr::Field(name));
         }
-        if name == "lacks" || name == "none_of" {
+        if name == "lacks" || name == "none_of" || name == "first_of" {
             let mut names = vec![self.name()?.to_string()];
             while self.eat(',') {
                 names.push(self.name()?.to_string());
@@ -282,7 +291,11 @@ impl Parser<'_> {
             if !self.eat(')') {
                 return Err(ExprError(format!("`{name}(` takes field names and is not closed where expected")));
             }
-            return Ok(if name == "lacks" { ValueExpr::Lacks(names) } else { ValueExpr::NoneOf(names) });
+            return Ok(match name.as_str() {
+                "lacks" => ValueExpr::Lacks(names),
+                "none_of" => ValueExpr::NoneOf(names),
+                _ => ValueExpr::FirstOf(names),
+            });
         }
         if name == "within" {
             let (field, range) = self.within_arguments()?;
@@ -397,6 +410,14 @@ mod tests {
         assert_eq!(eval("hypot(x, t?)", &[("x", 3.0)]), Some(3.0));
         assert_eq!(eval("hypot(x?, t)", &[("x", 3.0)]), None, "only the marked field may be missing");
         assert!(ValueExpr::parse("abs(x)?").is_err() && ValueExpr::parse("x ?").is_err());
+    }
+
+    #[test]
+    fn first_of_is_the_first_named_field_a_sample_carries() {
+        assert_eq!(ValueExpr::parse("first_of(do, ph)").unwrap().to_string(), "first_of(do, ph)");
+        assert_eq!(eval("first_of(do, ph, nh3n)", &[("nh3n", 0.5), ("ph", 7.6)]), Some(7.6));
+        assert_eq!(eval("first_of(do, ph, nh3n)", &[("do", f64::NAN), ("nh3n", 0.5)]), Some(0.5), "NaN is not carried");
+        assert_eq!(eval("first_of(do, ph)", &[("DO", 7.0)]), None);
     }
 
     #[test]
