@@ -1579,7 +1579,11 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
     let bucket = js.get_key_value(gridwatch::cluster::EVAL_BUCKET).await.unwrap();
     let (copy, setup) = (bucket.get("east").await.unwrap().unwrap(), bucket.get("east.setup").await.unwrap().unwrap());
     eprintln!("4g sensor: the box's standby copy is {} bytes deflated, its setup {} bytes", copy.len(), setup.len());
-    assert!(standby_keys(district).is_empty(), "the hub judged nothing while the box was alive: {:?}", district.hook.bodies().iter().filter(|b| b["standby"] == true).collect::<Vec<_>>());
+    assert!(
+        standby_keys(district).is_empty(),
+        "the hub judged nothing while the box was alive: {:?}",
+        district.hook.bodies().iter().filter(|b| b["standby"] == true).collect::<Vec<_>>()
+    );
 
     east.daemon.as_mut().unwrap().kill_hard();
     let down = wait_for(45 * SECOND, || async { district.box_down("east").last().map(String::as_str) == Some("raised") }).await;

@@ -1015,14 +1015,24 @@ fn an_impossible_surface_reading_goes_to_installers_never_to_grid_workers() {
     // and `water-ph-jump` red.
     let tags = [("use", "surface"), ("water_class", "III")];
     let healthy = water("ph", 7.5);
-    for (field, value) in [("do", -0.5), ("nh3n", 9999.0), ("nh3n", 1200.0), ("ph", 14.5), ("ph", 9999.0), ("tn", -0.1), ("turbidity", 9999.0)] {
+    for (field, value) in [("do", -0.5), ("nh3n", 9999.0), ("nh3n", 3000.0), ("ph", 14.5), ("ph", 9999.0), ("tn", -0.1), ("turbidity", 9999.0)] {
         let (grid, device) = impossible_after_an_hour(&tags, &healthy, &water(field, value));
         assert_eq!(grid, vec![], "{field} = {value}");
         assert!(device.contains(&"water-reading-impossible".to_string()), "{field} = {value}: {device:?}");
         assert_eq!(device.contains(&"water-ph-out-of-range".to_string()), field == "ph", "{field} = {value}: {device:?}");
     }
     // Real breaches next to them still reach the grid, and tell installers nothing.
-    for (field, value, rule) in [("do", 1.0, "water-do-class-iii"), ("nh3n", 3.0, "water-nh3n-class-iii"), ("ph", 5.5, "water-ph-range")] {
+    // And so do a spill, a flood and an anoxic canal read through a probe's zero offset (a second
+    // outside tester found them outside the first, tighter ranges: told to installers only).
+    for (field, value, rule) in [
+        ("do", 1.0, "water-do-class-iii"),
+        ("nh3n", 3.0, "water-nh3n-class-iii"),
+        ("ph", 5.5, "water-ph-range"),
+        ("do", -0.03, "water-do-class-iii"),
+        ("nh3n", 250.0, "water-nh3n-class-iii"),
+        ("cod", 2500.0, "water-cod-class-iii"),
+        ("tp", 60.0, "water-tp-class-iii"),
+    ] {
         let (grid, device) = impossible_after_an_hour(&tags, &healthy, &water(field, value));
         assert!(grid.contains(&(rule.to_string(), Severity::Danger)), "{field} = {value}: {grid:?}");
         assert_eq!(device, Vec::<String>::new(), "{field} = {value}");
@@ -1038,7 +1048,7 @@ fn an_impossible_drinking_reading_goes_to_installers_never_to_grid_workers() {
         fields.push((field, value));
         fields
     };
-    for (field, value) in [("turbidity", 9999.0), ("ph", 14.5), ("nh3n", 9999.0), ("cl2", -0.1), ("codmn", -1.0)] {
+    for (field, value) in [("turbidity", 9999.0), ("ph", 14.5), ("nh3n", 9999.0), ("cl2", -0.5), ("codmn", -1.0)] {
         let (grid, device) = impossible_after_an_hour(&tags, &healthy, &with(field, value));
         assert_eq!(grid, vec![], "{field} = {value}");
         assert!(device.contains(&"drinking-reading-impossible".to_string()), "{field} = {value}: {device:?}");
@@ -1101,13 +1111,22 @@ fn a_probe_whose_fields_match_nothing_is_told_to_installers() {
         (&[("use", "drinking")][..], &[("Turbidity", 5.0), ("Cl2", 0.0)][..], &[("cl2", 0.4)][..], "drinking-fields-unknown"),
     ] {
         let mut e = engine_for(SensorKind::Water, tags);
-        let events = feed(&mut e, renamed, 40);
+        let events = feed(&mut e, renamed, 200);
         let fired: Vec<_> = events.iter().map(|ev| (e.rule(ev.rule).id.as_str(), ev.kind, ev.at / MIN)).collect();
-        assert_eq!(fired, vec![(rule, EventKind::Fired, 30)], "after 30 minutes of such readings");
+        assert_eq!(fired, vec![(rule, EventKind::Fired, 180)], "after 3 hours of such readings");
         assert!(e.rule(events[0].rule).device);
         // A reading carrying a single known field is judged: nothing to tell.
         let mut e = engine_for(SensorKind::Water, tags);
-        assert!(feed(&mut e, known, 40).is_empty(), "{rule}");
+        assert!(!feed(&mut e, known, 200).iter().any(|ev| e.rule(ev.rule).id == rule), "{rule}");
+        // A probe that reports every hour and sends its battery level every 10 minutes between
+        // (an outside tester's, told and cleared every hour for two days with a 30-minute hold).
+        let mut e = engine_for(SensorKind::Water, tags);
+        let mut events = Vec::new();
+        for m in (0..48 * 60).step_by(10) {
+            e.observe(SubjectId(0), m * MIN, if m % 60 == 0 { known } else { &[("bat", 3.9)][..] }, &mut events);
+            e.tick(m * MIN, &mut events);
+        }
+        assert!(!events.iter().any(|ev| e.rule(ev.rule).id == rule), "{rule}: battery levels between hourly readings");
     }
 }
 

@@ -165,7 +165,17 @@ pub fn decode(payload: &[u8], limits: &Limits, map: &PayloadMap) -> Result<Decod
     if payload.len() > limits.max_bytes {
         return Err(Rejection::TooLarge { size: payload.len(), limit: limits.max_bytes });
     }
-    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|err| classify_json_error(payload, err))?;
+    let value: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(value) => value,
+        // `{"nh3n": 1.5, "do": NaN}`, as Python's json.dumps writes it: not JSON, but the other
+        // fields are still a reading (the whole message was refused, and the NH3-N beside it
+        // never judged; an outside tester). The bare words are read as the text they spell, and
+        // their fields are left out below.
+        Err(err) => match classify_json_error(payload, err) {
+            Rejection::NotFinite(None) => quote_bare_non_finite(payload).and_then(|text| serde_json::from_str(&text).ok()).ok_or(Rejection::NotFinite(None))?,
+            other => return Err(other),
+        },
+    };
     let serde_json::Value::Object(object) = &value else { return Err(Rejection::NotObject) };
     let mut decoded = Decoded { ts: None, seq: None, fields: Vec::new(), dropped: Vec::new() };
     if let Some(ts) = value.pointer(map.ts.as_deref().unwrap_or("/ts")) {
@@ -255,10 +265,41 @@ fn classify_json_error(payload: &[u8], err: serde_json::Error) -> Rejection {
     }
 }
 
+/// `payload` with each bare `NaN`, `Infinity` and `-Infinity` outside a string quoted (`"NaN"`,
+/// `"inf"`, `"-inf"`, which [`number`] reads as not finite); `None` if it is not UTF-8.
+fn quote_bare_non_finite(payload: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            (in_string, escaped) = (escaped || c != '"', !escaped && c == '\\');
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some((word, quoted)) =
+            [("-Infinity", "\"-inf\""), ("Infinity", "\"inf\""), ("NaN", "\"NaN\"")].into_iter().find(|(word, _)| rest.starts_with(word))
+        {
+            let before_ok = !out.chars().last().is_some_and(|p| p.is_ascii_alphanumeric());
+            let after_ok = !rest[word.len()..].chars().next().is_some_and(|n| n.is_ascii_alphanumeric());
+            if before_ok && after_ok {
+                out.push_str(quoted);
+                rest = &rest[word.len()..];
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    Some(out)
+}
+
 pub(crate) fn timestamp(value: &serde_json::Value) -> Result<Millis, Rejection> {
     let ms = match value {
         serde_json::Value::String(text) => text_time(text.trim())?,
-        serde_json::Value::Number(n) => epoch_ms(n.as_f64().filter(|v| v.is_finite()).ok_or_else(|| Rejection::BadTimestamp(format!("`{n}` is not a time")))?),
+        serde_json::Value::Number(n) => {
+            n.as_f64().filter(|v| v.is_finite()).and_then(count_time).ok_or_else(|| Rejection::BadTimestamp(format!("`{n}` is not a time")))?
+        }
         other => return Err(Rejection::BadTimestamp(format!("`{other}`"))),
     };
     if ms < EARLIEST_TS {
@@ -270,18 +311,22 @@ pub(crate) fn timestamp(value: &serde_json::Value) -> Result<Millis, Rejection> 
 /// The offset of a device's local time written without one: China Standard Time.
 const LOCAL_OFFSET_SECS: i32 = 8 * 3600;
 
-/// A time since the Unix epoch in milliseconds, from a count in seconds, milliseconds,
-/// microseconds or nanoseconds: told apart by size (a time from 2001 to 2286 in seconds is
-/// 1e9–1e10, in milliseconds 1e12–1e13, and so on). Firmware sends all four; a `ts` in seconds
-/// was refused and blinded the probe (an outside tester).
-fn epoch_ms(count: f64) -> Millis {
-    let ms = match count.abs() {
-        c if c < 1e11 => count * 1e3,
-        c if c < 1e14 => count,
-        c if c < 1e17 => count / 1e3,
-        _ => count / 1e6,
+/// A time in milliseconds since the Unix epoch from a count: in seconds, milliseconds,
+/// microseconds or nanoseconds, told apart by size (a time from 2001 to 2286 is 1e9–1e10 in
+/// seconds, 1e12–1e13 in milliseconds, and so on; firmware sends all four, and a `ts` in seconds
+/// was refused and blinded the probe — an outside tester); or a compact local time written as a
+/// number (`20261206064742`, 14 digits). Any other size is no time: 1e30 or 11 digits was taken
+/// for a clock years ahead (another tester).
+fn count_time(count: f64) -> Option<Millis> {
+    let ms = match count {
+        c if (1e9..1e10).contains(&c) => c * 1e3,
+        c if (1e12..1e13).contains(&c) => c,
+        c if (1e13..1e14).contains(&c) && c.fract() == 0.0 => return local_time(&format!("{c:.0}")),
+        c if (1e15..1e16).contains(&c) => c / 1e3,
+        c if (1e18..1e19).contains(&c) => c / 1e6,
+        _ => return None,
     };
-    ms.round().clamp(Millis::MIN as f64, Millis::MAX as f64) as Millis
+    Some(ms.round() as Millis)
 }
 
 /// A time written as text: RFC 3339; an epoch count in digits; or a local time without an offset
@@ -291,21 +336,22 @@ fn text_time(text: &str) -> Result<Millis, Rejection> {
     if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(time.timestamp_millis());
     }
-    if !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') && text.len() != 14 {
-        if let Ok(count) = text.parse::<f64>() {
-            return Ok(epoch_ms(count));
-        }
-    }
-    let local = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y%m%d%H%M%S", "%Y/%m/%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok());
-    match local.zip(chrono::FixedOffset::east_opt(LOCAL_OFFSET_SECS)).and_then(|(naive, offset)| naive.and_local_timezone(offset).single()) {
-        Some(time) => Ok(time.timestamp_millis()),
+    let counted = (!text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')).then(|| text.parse::<f64>().ok()).flatten();
+    match counted.map_or_else(|| local_time(text), count_time) {
+        Some(ms) => Ok(ms),
         None => Err(Rejection::BadTimestamp(format!(
             "`{}` is neither RFC 3339, an epoch count nor a local date and time",
             text.chars().take(64).collect::<String>()
         ))),
     }
+}
+
+/// A local date and time without an offset, as China time.
+fn local_time(text: &str) -> Option<Millis> {
+    let local = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y%m%d%H%M%S", "%Y/%m/%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())?;
+    Some(local.and_local_timezone(chrono::FixedOffset::east_opt(LOCAL_OFFSET_SECS)?).single()?.timestamp_millis())
 }
 
 /// How far `ts` is ahead of `now` beyond `max_skew_ms`, in whole seconds, when it is: such a
@@ -449,11 +495,18 @@ mod tests {
             r#""2026-12-06 06:47:42.000""#,
             r#""2026/12/06 06:47:42""#,
             r#""20261206064742""#,
+            "20261206064742",
         ] {
             let decoded = decode_str(&format!(r#"{{"do": 1.0, "ts": {ts}}}"#)).unwrap_or_else(|e| panic!("{ts}: {e}"));
             assert_eq!(decoded.ts, Some(at), "{ts}");
         }
         assert_eq!(decode_str(r#"{"do": 1.0, "ts": 1796510862.5}"#).unwrap().ts, Some(at + 500), "fractions of a second");
+        // No unit makes these a time from 2001 to 2286: refused as no time, not taken for a clock
+        // years ahead (an outside tester's installers were told of a clock fault).
+        for garbage in ["1e30", "17965108620", r#""17965108620""#, "-1796510862", "179651086200000000000"] {
+            let refused = decode_str(&format!(r#"{{"do": 1.0, "ts": {garbage}}}"#)).unwrap_err();
+            assert_eq!(refused.reason(), "bad_timestamp", "{garbage}");
+        }
     }
 
     /// One field a probe could not measure (`"5.0 mg/L"`, null, NaN in a string) threw the
@@ -466,6 +519,17 @@ mod tests {
         reasons.sort_unstable();
         assert_eq!(reasons, ["implausible_value", "non_numeric", "non_numeric", "not_finite"], "{:?}", decoded.dropped);
         assert_eq!(decode_str(r#"{"nh3n": "5.0 mg/L"}"#).unwrap_err().reason(), "non_numeric", "nothing left: the message is refused");
+    }
+
+    /// Python's json.dumps writes `NaN` and `Infinity` bare: the whole message was refused, and a
+    /// real breach in its other fields never judged (an outside tester).
+    #[test]
+    fn a_bare_nan_or_infinity_is_left_out_and_the_other_fields_kept() {
+        let decoded = decode_str(r#"{"nh3n": 1.5, "do": NaN, "ph": -Infinity, "orp": Infinity, "note": "NaN here"}"#).unwrap();
+        assert_eq!(decoded.fields, vec![("nh3n".to_string(), 1.5)]);
+        let reasons: Vec<&str> = decoded.dropped.iter().map(Rejection::reason).collect();
+        assert_eq!(reasons.iter().filter(|r| **r == "not_finite").count(), 3, "{:?}", decoded.dropped);
+        assert_eq!(decode_str(r#"{"do": NaN}"#).unwrap_err().reason(), "not_finite", "nothing left");
     }
 
     #[test]
