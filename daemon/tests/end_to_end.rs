@@ -121,8 +121,7 @@ async fn readings_become_one_fired_and_one_cleared_alert_and_stored_points() {
     mosquitto.publish(house, &tilt(1, 0.10, 0.05)).unwrap();
     mosquitto.publish(house, &tilt(2, 0.45, 0.10)).unwrap(); // fires: hypot = 0.46098
     mosquitto.publish(house, &tilt(3, 0.50, 0.10)).unwrap(); // still above: no second alert
-    // Nothing left to judge: refused (one bad field among good ones would be left out alone).
-    mosquitto.publish(house, r#"{"x": "oops", "y": null}"#).unwrap(); // non_numeric
+    mosquitto.publish(house, r#"{"x": "oops", "y": null}"#).unwrap(); // non_numeric: no field left (one alone is left out)
     mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", "not json at all").unwrap(); // not_json
     mosquitto.publish("gridwatch/east-canal/canal-02/telemetry", &water(100)).unwrap(); // still accepted after the bad ones
     mosquitto.publish(house, &tilt(4, 0.39, 0.0)).unwrap(); // between clear and trigger: stays fired
