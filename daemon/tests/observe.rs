@@ -196,7 +196,8 @@ fn the_telemetry_dashboard_asks_influxdb_for_what_the_writer_stores() {
         let mut rest = query.as_str();
         while let Some(at) = [rest.find("r._field == \""), rest.find("r._field != \"")].into_iter().flatten().min() {
             let field = rest[at + 13..].split('"').next().unwrap();
-            let known = if query.contains("\"tilt\"") { ["x", "y"].contains(&field) } else { packs.contains(&format!("value = \"{field}\"")) };
+            let judged = |field: &str| packs.contains(&format!("value = \"{field}\"")) || packs.contains(&format!("value = \"within({field},"));
+            let known = if query.contains("\"tilt\"") { ["x", "y"].contains(&field) } else { judged(field) };
             assert!(known, "field {field} is not one the readings have: {query}");
             rest = &rest[at + 13..];
         }
