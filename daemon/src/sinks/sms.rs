@@ -766,6 +766,19 @@ mod tests {
         assert!(text.contains("（共3条）") && !text.contains("#14 #14") && !text.contains("本楼"), "{text}");
     }
 
+    /// Moves a paused clock an hour on, then lets real sockets carry the owed summary: until the
+    /// gateway has seen `requests`, or a second of polls has passed.
+    async fn an_hour_on_until(seen: &Mutex<Vec<serde_json::Value>>, requests: usize) {
+        tokio::time::advance(Duration::from_secs(3601)).await;
+        for _ in 0..200 {
+            if seen.lock().unwrap().len() == requests {
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn past_the_hourly_cap_alarms_wait_for_the_phone_s_next_sms() {
         let state = tempfile::tempdir().unwrap();
@@ -776,17 +789,8 @@ mod tests {
             alert.building = Some(building.into());
             sink.deliver(&alert).await.unwrap();
         }
-        let count = || seen.lock().unwrap().len();
-        assert_eq!(count(), 2, "the cap holds");
-        // Real sockets under a paused clock: let the timer's sleep end, then the post land.
-        tokio::time::advance(Duration::from_secs(3601)).await;
-        for _ in 0..200 {
-            if count() == 3 {
-                break;
-            }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        assert_eq!(seen.lock().unwrap().len(), 2, "the cap holds");
+        an_hour_on_until(&seen, 3).await;
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 3, "the two held back went out together, not lost");
         assert_eq!(
@@ -813,15 +817,8 @@ mod tests {
         drop(first);
 
         let _restarted = capped(&url);
+        an_hour_on_until(&seen, 3).await;
         let count = || seen.lock().unwrap().len();
-        tokio::time::advance(Duration::from_secs(3601)).await;
-        for _ in 0..200 {
-            if count() == 3 {
-                break;
-            }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         let texted = seen.lock().unwrap().clone();
         assert_eq!(texted.len(), 3, "the summary owed before the restart: {texted:?}");
         let summary = texted[2]["params"]["msg"].as_str().unwrap();
