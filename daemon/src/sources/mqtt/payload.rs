@@ -50,8 +50,8 @@ pub enum Rejection {
     NotObject,
     #[error("field `{0}` is not a number")]
     NonNumeric(String),
-    #[error("{} is NaN or infinite", .0.as_ref().map_or("a value".to_string(), |field| format!("field `{field}`")))]
-    NotFinite(Option<String>),
+    #[error("field `{0}` is NaN or infinite")]
+    NotFinite(String),
     #[error("field `{field}` is {value}, beyond any reading (at most ±{LARGEST_VALUE:e})")]
     Implausible { field: String, value: String },
     #[error("payload has no measurement fields")]
@@ -167,14 +167,11 @@ pub fn decode(payload: &[u8], limits: &Limits, map: &PayloadMap) -> Result<Decod
     }
     let value: serde_json::Value = match serde_json::from_slice(payload) {
         Ok(value) => value,
-        // `{"nh3n": 1.5, "do": NaN}`, as Python's json.dumps writes it: not JSON, but the other
-        // fields are still a reading (the whole message was refused, and the NH3-N beside it
-        // never judged; an outside tester). The bare words are read as the text they spell, and
-        // their fields are left out below.
-        Err(err) => match classify_json_error(payload, err) {
-            Rejection::NotFinite(None) => quote_bare_non_finite(payload).and_then(|text| serde_json::from_str(&text).ok()).ok_or(Rejection::NotFinite(None))?,
-            other => return Err(other),
-        },
+        // `{"nh3n": 1.5, "do": NaN}`, as Python's json.dumps writes it, or `1e999`: not JSON,
+        // but the other fields are still a reading (the whole message was refused, and the
+        // NH3-N beside it never judged; outside testers). Such values are read as the text
+        // they spell, and their fields are left out below.
+        Err(err) => quote_non_finite(payload).and_then(|text| serde_json::from_str(&text).ok()).ok_or_else(|| Rejection::NotJson(err.to_string()))?,
     };
     let serde_json::Value::Object(object) = &value else { return Err(Rejection::NotObject) };
     let mut decoded = Decoded { ts: None, seq: None, fields: Vec::new(), dropped: Vec::new() };
@@ -237,14 +234,14 @@ fn number(field: &str, value: &serde_json::Value) -> Result<f64, Rejection> {
     if number.is_finite() {
         Ok(number)
     } else {
-        Err(Rejection::NotFinite(Some(field.to_string())))
+        Err(Rejection::NotFinite(field.to_string()))
     }
 }
 
 /// A value a sensor could have sent: finite and within ±[`LARGEST_VALUE`].
 fn plausible(field: &str, value: f64) -> Result<f64, Rejection> {
     if !value.is_finite() {
-        Err(Rejection::NotFinite(Some(field.to_string())))
+        Err(Rejection::NotFinite(field.to_string()))
     } else if value.abs() > LARGEST_VALUE {
         Err(Rejection::Implausible { field: field.to_string(), value: format!("{value:e}") })
     } else {
@@ -252,46 +249,41 @@ fn plausible(field: &str, value: f64) -> Result<f64, Rejection> {
     }
 }
 
-/// JSON has no NaN or Infinity, but firmware writes them anyway; name that case plainly.
-fn classify_json_error(payload: &[u8], err: serde_json::Error) -> Rejection {
-    let text = String::from_utf8_lossy(payload);
-    let bare_non_finite = ["NaN", "Infinity"]
-        .iter()
-        .any(|word| text.match_indices(word).any(|(i, _)| i == 0 || !text.as_bytes()[i - 1].is_ascii_alphanumeric() && text.as_bytes()[i - 1] != b'"'));
-    if bare_non_finite || err.to_string().contains("number out of range") {
-        Rejection::NotFinite(None)
-    } else {
-        Rejection::NotJson(err.to_string())
-    }
-}
-
-/// `payload` with each bare `NaN`, `Infinity` and `-Infinity` outside a string quoted (`"NaN"`,
-/// `"inf"`, `"-inf"`, which [`number`] reads as not finite); `None` if it is not UTF-8.
-fn quote_bare_non_finite(payload: &[u8]) -> Option<String> {
+/// `payload` with each value JSON cannot hold quoted, so that [`number`] reads it as not finite:
+/// the bare words `NaN`, `Infinity` and `-Infinity` that firmware writes (`"NaN"`, `"inf"`,
+/// `"-inf"`) and numbers too large for a float (`1e999` as `"inf"`), outside strings only;
+/// `None` if it is not UTF-8 or holds no such value.
+fn quote_non_finite(payload: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut out = String::with_capacity(text.len() + 16);
-    let (mut in_string, mut escaped) = (false, false);
+    let (mut in_string, mut escaped, mut quoted_any) = (false, false, false);
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
+        let token_start = !out.chars().last().is_some_and(|p| p.is_ascii_alphanumeric() || p == '.');
         if in_string {
             (in_string, escaped) = (escaped || c != '"', !escaped && c == '\\');
         } else if c == '"' {
             in_string = true;
-        } else if let Some((word, quoted)) =
-            [("-Infinity", "\"-inf\""), ("Infinity", "\"inf\""), ("NaN", "\"NaN\"")].into_iter().find(|(word, _)| rest.starts_with(word))
-        {
-            let before_ok = !out.chars().last().is_some_and(|p| p.is_ascii_alphanumeric());
-            let after_ok = !rest[word.len()..].chars().next().is_some_and(|n| n.is_ascii_alphanumeric());
-            if before_ok && after_ok {
+        } else if token_start {
+            let token_len = rest.find(|n: char| !(n.is_ascii_alphanumeric() || matches!(n, '.' | '+' | '-'))).unwrap_or(rest.len());
+            let token = &rest[..token_len.max(c.len_utf8())];
+            // Rust reads `NaN`, `Infinity` and `inf` in any case, as JSON does not.
+            let quoted = token.parse::<f64>().ok().filter(|v| !v.is_finite()).map(|v| match v {
+                v if v.is_nan() => "\"NaN\"",
+                v if v > 0.0 => "\"inf\"",
+                _ => "\"-inf\"",
+            });
+            if let Some(quoted) = quoted {
                 out.push_str(quoted);
-                rest = &rest[word.len()..];
+                rest = &rest[token.len()..];
+                quoted_any = true;
                 continue;
             }
         }
         out.push(c);
         rest = &rest[c.len_utf8()..];
     }
-    Some(out)
+    quoted_any.then_some(out)
 }
 
 pub(crate) fn timestamp(value: &serde_json::Value) -> Result<Millis, Rejection> {
@@ -455,6 +447,7 @@ mod tests {
             (r#"{"x": NaN}"#, "not_finite"),
             (r#"{"x": -Infinity}"#, "not_finite"),
             (r#"{"x": 1e999}"#, "not_finite"),
+            (r#"{"x": NaN,}"#, "not_json"),
             (r#"{"x": 1e308}"#, "implausible_value"),
             (r#"{"x": -3.4028235e38}"#, "implausible_value"),
             (r#"{"x": "1e13"}"#, "implausible_value"),
@@ -532,6 +525,17 @@ mod tests {
         assert_eq!(decode_str(r#"{"do": NaN}"#).unwrap_err().reason(), "not_finite", "nothing left");
     }
 
+    /// A number too large for a float refused the whole message, and the DO beside it was
+    /// never judged (an outside tester).
+    #[test]
+    fn a_number_too_large_for_a_float_is_left_out_and_the_other_fields_kept() {
+        let decoded = decode_str(r#"{"do": 1.0, "nh3n": 1e999, "cod": -2E+400, "ph": nan, "tp": inf, "note": "left 1e999 alone", "seq": 7}"#).unwrap();
+        assert_eq!((decoded.fields, decoded.seq), (vec![("do".to_string(), 1.0)], Some(7)));
+        assert_eq!(decoded.dropped.iter().filter(|r| r.reason() == "not_finite").count(), 4, "{:?}", decoded.dropped);
+        assert!(decoded.dropped.contains(&Rejection::NonNumeric("note".into())), "a string is left as it is: {:?}", decoded.dropped);
+        assert_eq!(decode_str(r#"{"x": 1e999, "y": 12e3}"#).unwrap().fields, vec![("y".to_string(), 12e3)], "ordinary exponents stay numbers");
+    }
+
     #[test]
     fn oversized_payload_is_rejected_before_parsing() {
         let big = format!("{{\"x\": {}}}", "1".repeat(5000));
@@ -563,7 +567,7 @@ mod tests {
             Rejection::NotJson(String::new()),
             Rejection::NotObject,
             Rejection::NonNumeric(String::new()),
-            Rejection::NotFinite(None),
+            Rejection::NotFinite(String::new()),
             Rejection::Implausible { field: String::new(), value: String::new() },
             Rejection::NoFields,
             Rejection::BadTimestamp(String::new()),
