@@ -119,7 +119,8 @@ impl FieldBox {
 /// goes read-only, `house-08` alarms, and both ladders send steps from memory.
 async fn alarms_then_card_fails(b: &FieldBox) -> Daemon {
     let daemon = b.start();
-    let up = publish_until_evaluated(&b.mosquitto, "gridwatch/north-lane/house-07/telemetry", || format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms()), b.http_port).await;
+    let up =
+        publish_until_evaluated(&b.mosquitto, "gridwatch/north-lane/house-07/telemetry", || format!(r#"{{"x": 0.1, "ts": {}}}"#, now_ms()), b.http_port).await;
     assert!(up, "{:?}", daemon.stderr());
     b.publish("house-07", 7.0);
     let reminded = wait_for(10 * SECOND, || {

@@ -11,7 +11,7 @@
 //! and in the outbox (sent again at most once).
 
 use super::incidents::{audit, Stamp};
-use super::Store;
+use super::{LadderSent, Store};
 use crate::alert::Alert;
 use crate::dispatch::policy::Progress;
 use rusqlite::params;
@@ -142,11 +142,76 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Records where a ladder stood after a step sent from memory ([`LadderSent`]) on the ladder
+    /// of its rule and sensor's incident not closed — only when that is behind it: each part of
+    /// the progress moves to the further of the two (a reminder's number never goes back), and
+    /// the ladder's age and next step are the step's. Returns whether it moved the ladder.
+    pub async fn record_ladder_sent(&self, sent: &LadderSent) -> anyhow::Result<bool> {
+        let LadderSent { rule, sensor, moved, aged_at_ms } = sent.clone();
+        let Progress { reminders, reminders_sent, level, missed } = moved.progress;
+        self.with_conn(move |conn| {
+            const BEHIND: &str = "incident_id = (SELECT id FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed')
+                 AND (reminders < ?3 OR reminders_sent < ?4 OR level < ?5 OR (missed | ?6) != missed)";
+            let moved = match moved.next_due_age_ms {
+                Some(next) => conn.execute(
+                    &format!(
+                        "UPDATE escalations SET reminders = max(reminders, ?3), reminders_sent = max(reminders_sent, ?4), level = max(level, ?5),
+                                missed = missed | ?6, next_due_age_ms = ?7, age_ms = ?8, aged_at_ms = ?9 WHERE {BEHIND}"
+                    ),
+                    params![rule, sensor, reminders, reminders_sent, level, missed, next, moved.age_ms, aged_at_ms],
+                )?,
+                None => conn.execute(&format!("DELETE FROM escalations WHERE {BEHIND}"), params![rule, sensor, reminders, reminders_sent, level, missed])?,
+            };
+            Ok(moved > 0)
+        })
+        .await
+    }
+}
+
 /// Where a ladder stands after its steps: its progress, how long it has run, and the age at which
 /// it is next due (`None`: the ladder ends).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LadderMove {
     pub progress: Progress,
     pub age_ms: i64,
     pub next_due_age_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+    use crate::store::Journaling;
+
+    fn sent(reminders_sent: u32, level: u32, next_due_age_ms: Option<i64>) -> LadderSent {
+        let progress = Progress { reminders: reminders_sent + level, reminders_sent, level, missed: if level > 0 { 1 } else { 0 } };
+        let moved = LadderMove { progress, age_ms: 9_000, next_due_age_ms };
+        LadderSent { rule: "tilt".into(), sensor: "house-07".into(), moved, aged_at_ms: None }
+    }
+
+    /// A step sent from memory moves the ladder of its rule and sensor's incident on, never back:
+    /// an older step (of a run before, or of a ladder in memory started again) changes nothing.
+    #[tokio::test]
+    async fn a_ladder_step_sent_from_memory_moves_its_incident_s_ladder_only_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut alarm = sample_alert("fired", 7.5);
+        (alarm.rule, alarm.sensor) = ("tilt".into(), "house-07".into());
+        let journaling = Journaling { route: Box::new(|_, _| Vec::new()), not_before_ms: None, escalate: Some((None, 1_000, 2_500)) };
+        store.apply_and_journal(&alarm, 600_000, journaling).await.unwrap();
+        let ladder = || async { store.escalation_clocks().await.unwrap().into_iter().next() };
+
+        assert!(store.record_ladder_sent(&sent(3, 1, Some(10_500))).await.unwrap());
+        let moved = ladder().await.unwrap();
+        assert_eq!((moved.progress.reminders_sent, moved.progress.level, moved.age_ms, moved.next_due_age_ms), (3, 1, 9_000, 10_500));
+        assert!(!store.record_ladder_sent(&sent(2, 1, Some(7_500))).await.unwrap(), "behind the store's ladder: not recorded");
+        assert!(!store.record_ladder_sent(&sent(3, 1, Some(10_500))).await.unwrap(), "as far as the store's ladder: not recorded");
+        assert_eq!(ladder().await.unwrap().progress.reminders_sent, 3);
+        let mut elsewhere = sent(5, 1, Some(12_000));
+        elsewhere.sensor = "house-08".into();
+        assert!(!store.record_ladder_sent(&elsewhere).await.unwrap(), "another sensor's incident has no ladder");
+        assert!(store.record_ladder_sent(&sent(4, 2, None)).await.unwrap());
+        assert_eq!(ladder().await, None, "the ladder ended with its last step");
+    }
 }
