@@ -154,10 +154,19 @@ async fn ladders_across_restarts(read_only_restarts: usize, repair: bool) {
         let before = b.step_counts();
         daemon = b.start();
         b.ladders_go_on(&before, 3, &daemon).await;
+        // Recorded on the card, then forgotten beside it.
+        let forgotten = wait_for(10 * SECOND, || async { !b.dir.path().join("run/sent-from-memory.jsonl").exists() }).await;
+        assert!(forgotten, "what was sent from memory is still kept beside the repaired card: {:?}", daemon.stderr());
     }
     b.assert_each_step_once(&daemon);
     println!("steps: {:?}", SENSORS.map(|s| b.steps(s)));
     daemon.kill_hard();
+    if repair {
+        // The card's incident says what people got while it was read-only.
+        let store = gridwatch::store::Store::open(&b.dir.path().join("state")).unwrap();
+        let trail = store.incident_history(1).unwrap();
+        assert!(trail.iter().any(|e| e.action.starts_with("escalated") && e.action.ends_with("(sent from memory: the card could not record it)")), "{trail:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -609,9 +609,10 @@ impl Dispatcher {
     /// Keeps where the ladder of `rule` and `sensor` stands after steps sent from memory: to
     /// record once the store writes again (`recorded: false`), or — recorded in a store copied
     /// into memory, which forgets it at the next start — beside the card only, for the next run.
-    fn keep_ladder_sent(&mut self, (rule, sensor): (String, String), moved: LadderMove, recorded: bool) {
+    /// `audit`: the steps as the incident's audit trail words them.
+    fn keep_ladder_sent(&mut self, (rule, sensor): (String, String), moved: LadderMove, audit: Vec<String>, recorded: bool) {
         let aged_at_ms = self.clock.synchronized().then(|| self.clock.now());
-        let sent = SentFromMemory::Ladder { ladder: LadderSent { rule, sensor, moved, aged_at_ms } };
+        let sent = SentFromMemory::Ladder { ladder: LadderSent { rule, sensor, moved, aged_at_ms, audit } };
         match (recorded, self.store.is_memory_copy()) {
             (false, _) => self.keep_unrecorded(sent),
             (true, true) => self.store.keep_sent_from_memory(&sent),
@@ -754,7 +755,8 @@ impl Dispatcher {
             }
             let decision = dispatch.decide(ladder, ladder.age_ms, now, &at);
             if !decision.steps.is_empty() {
-                moves.push((key.clone(), LadderMove { progress: decision.progress, age_ms: ladder.age_ms, next_due_age_ms: decision.next_due_age_ms }));
+                let moved = LadderMove { progress: decision.progress, age_ms: ladder.age_ms, next_due_age_ms: decision.next_due_age_ms };
+                moves.push((key.clone(), moved, decision.steps.iter().map(|step| step.audit.clone()).collect()));
             }
             for step in decision.steps {
                 let addressing = address(&step.alert, &dispatch.roster, &self.names);
@@ -775,8 +777,8 @@ impl Dispatcher {
         for (alert, targets) in sends {
             self.send_unjournaled(&alert, &targets);
         }
-        for (key, moved) in moves {
-            self.keep_ladder_sent(key, moved, false);
+        for (key, moved, audit) in moves {
+            self.keep_ladder_sent(key, moved, audit, false);
         }
     }
 
@@ -851,11 +853,11 @@ impl Dispatcher {
                 .collect();
             let moved = LadderMove { progress: decision.progress, age_ms: age, next_due_age_ms: decision.next_due_age_ms };
             let key = ladder.last_alert.as_ref().map(|alert| (alert.rule.clone(), alert.sensor.clone()));
-            let stepped = !decision.steps.is_empty();
+            let audit: Vec<String> = decision.steps.iter().map(|step| step.audit.clone()).collect();
             match self.store.record_escalation(ladder.incident_id, decision.steps, routes, moved, now).await {
                 Ok(_) => {
-                    if let Some(key) = key.filter(|_| stepped) {
-                        self.keep_ladder_sent(key, moved, true);
+                    if let Some(key) = key.filter(|_| !audit.is_empty()) {
+                        self.keep_ladder_sent(key, moved, audit, true);
                     }
                     self.ladders.unrecorded.remove(&ladder.incident_id);
                     for ((event, recipients), targets) in events.iter().zip(&targets) {
@@ -872,8 +874,8 @@ impl Dispatcher {
                     for (sink, alert) in sends {
                         self.send_unjournaled(&alert, std::slice::from_ref(&sink));
                     }
-                    if let Some(key) = key.filter(|_| stepped) {
-                        self.keep_ladder_sent(key, moved, false);
+                    if let Some(key) = key.filter(|_| !audit.is_empty()) {
+                        self.keep_ladder_sent(key, moved, audit, false);
                     }
                     self.ladders.unrecorded.insert(ladder.incident_id, moved);
                 }

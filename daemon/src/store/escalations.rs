@@ -9,12 +9,16 @@
 //! A step's notification, its audit line and the clock's new state are written in one
 //! transaction, so after a crash a step is either not done (and comes at the next look) or done
 //! and in the outbox (sent again at most once).
+//!
+//! Steps the card could not record went out from memory; where their ladder got to is recorded
+//! later ([`Store::record_ladder_sent`], from [`super::sent_from_memory`]), and only forward: a
+//! ladder's progress never goes back, so a step already sent is not sent again.
 
 use super::incidents::{audit, Stamp};
 use super::{LadderSent, Store};
 use crate::alert::Alert;
 use crate::dispatch::policy::Progress;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 /// A running escalation ladder, with what the dispatcher needs to decide its steps.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,27 +147,41 @@ impl Store {
 }
 
 impl Store {
-    /// Records where a ladder stood after a step sent from memory ([`LadderSent`]) on the ladder
+    /// Records where a ladder stood after steps sent from memory ([`LadderSent`]) on the ladder
     /// of its rule and sensor's incident not closed — only when that is behind it: each part of
-    /// the progress moves to the further of the two (a reminder's number never goes back), and
-    /// the ladder's age and next step are the step's. Returns whether it moved the ladder.
+    /// the progress moves to the further of the two (a reminder's number never goes back), the
+    /// ladder's age and next step are the step's, and the steps join the incident's audit trail.
+    /// Returns whether it moved the ladder.
     pub async fn record_ladder_sent(&self, sent: &LadderSent) -> anyhow::Result<bool> {
-        let LadderSent { rule, sensor, moved, aged_at_ms } = sent.clone();
+        let LadderSent { rule, sensor, moved, aged_at_ms, audit: steps } = sent.clone();
         let Progress { reminders, reminders_sent, level, missed } = moved.progress;
+        // When the steps went out; a clock not set then cannot say (another run's elapsed time).
+        let stamp = Stamp { at_ms: aged_at_ms.unwrap_or_else(|| self.clock.now()), clock_unset_at: aged_at_ms.is_none().then_some(super::restamp::LOST) };
         self.with_conn(move |conn| {
-            const BEHIND: &str = "incident_id = (SELECT id FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed')
-                 AND (reminders < ?3 OR reminders_sent < ?4 OR level < ?5 OR (missed | ?6) != missed)";
-            let moved = match moved.next_due_age_ms {
-                Some(next) => conn.execute(
-                    &format!(
-                        "UPDATE escalations SET reminders = max(reminders, ?3), reminders_sent = max(reminders_sent, ?4), level = max(level, ?5),
-                                missed = missed | ?6, next_due_age_ms = ?7, age_ms = ?8, aged_at_ms = ?9 WHERE {BEHIND}"
-                    ),
-                    params![rule, sensor, reminders, reminders_sent, level, missed, next, moved.age_ms, aged_at_ms],
+            let tx = conn.transaction()?;
+            let behind = tx
+                .query_row(
+                    "SELECT e.incident_id FROM escalations e JOIN incidents i ON i.id = e.incident_id
+                     WHERE i.rule = ?1 AND i.sensor = ?2 AND i.state != 'closed'
+                       AND (e.reminders < ?3 OR e.reminders_sent < ?4 OR e.level < ?5 OR (e.missed | ?6) != e.missed)",
+                    params![rule, sensor, reminders, reminders_sent, level, missed],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()?;
+            let Some(incident) = behind else { return Ok(false) };
+            match moved.next_due_age_ms {
+                Some(next) => tx.execute(
+                    "UPDATE escalations SET reminders = max(reminders, ?2), reminders_sent = max(reminders_sent, ?3), level = max(level, ?4),
+                            missed = missed | ?5, next_due_age_ms = ?6, age_ms = ?7, aged_at_ms = ?8 WHERE incident_id = ?1",
+                    params![incident, reminders, reminders_sent, level, missed, next, moved.age_ms, aged_at_ms],
                 )?,
-                None => conn.execute(&format!("DELETE FROM escalations WHERE {BEHIND}"), params![rule, sensor, reminders, reminders_sent, level, missed])?,
+                None => tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [incident])?,
             };
-            Ok(moved > 0)
+            for step in &steps {
+                audit(&tx, incident, stamp, "dispatch", &format!("{step} (sent from memory: the card could not record it)"), None)?;
+            }
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -187,7 +205,13 @@ mod tests {
     fn sent(reminders_sent: u32, level: u32, next_due_age_ms: Option<i64>) -> LadderSent {
         let progress = Progress { reminders: reminders_sent + level, reminders_sent, level, missed: if level > 0 { 1 } else { 0 } };
         let moved = LadderMove { progress, age_ms: 9_000, next_due_age_ms };
-        LadderSent { rule: "tilt".into(), sensor: "house-07".into(), moved, aged_at_ms: None }
+        LadderSent {
+            rule: "tilt".into(),
+            sensor: "house-07".into(),
+            moved,
+            aged_at_ms: Some(1_795_392_000_000),
+            audit: vec![format!("reminded 王芳 ({reminders_sent})")],
+        }
     }
 
     /// A step sent from memory moves the ladder of its rule and sensor's incident on, never back:
@@ -199,7 +223,7 @@ mod tests {
         let mut alarm = sample_alert("fired", 7.5);
         (alarm.rule, alarm.sensor) = ("tilt".into(), "house-07".into());
         let journaling = Journaling { route: Box::new(|_, _| Vec::new()), not_before_ms: None, escalate: Some((None, 1_000, 2_500)) };
-        store.apply_and_journal(&alarm, 600_000, journaling).await.unwrap();
+        let incident = store.apply_and_journal(&alarm, 600_000, journaling).await.unwrap().0.incident().unwrap();
         let ladder = || async { store.escalation_clocks().await.unwrap().into_iter().next() };
 
         assert!(store.record_ladder_sent(&sent(3, 1, Some(10_500))).await.unwrap());
@@ -213,5 +237,8 @@ mod tests {
         assert!(!store.record_ladder_sent(&elsewhere).await.unwrap(), "another sensor's incident has no ladder");
         assert!(store.record_ladder_sent(&sent(4, 2, None)).await.unwrap());
         assert_eq!(ladder().await, None, "the ladder ended with its last step");
+        let trail: Vec<String> = store.incident_history(incident).unwrap().into_iter().filter(|e| e.actor == "dispatch").map(|e| e.action).collect();
+        let from_memory = |n: u32| format!("reminded 王芳 ({n}) (sent from memory: the card could not record it)");
+        assert_eq!(trail, vec![from_memory(3), from_memory(4)], "the steps recorded, once each");
     }
 }

@@ -43,6 +43,9 @@ pub struct LadderSent {
     /// When the step was sent, if the box's clock was set then: the time until the next start
     /// counts towards the ladder's age, as for a ladder in the store (`escalations.aged_at_ms`).
     pub aged_at_ms: Option<i64>,
+    /// The steps as the incident's audit trail words them ("reminded 王芳").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<String>,
 }
 
 impl Store {
@@ -106,7 +109,8 @@ mod tests {
     fn ladder_step(reminders_sent: u32) -> SentFromMemory {
         let progress = crate::dispatch::policy::Progress { reminders: reminders_sent, reminders_sent, level: 1, missed: 1 };
         let moved = LadderMove { progress, age_ms: 6_000, next_due_age_ms: Some(7_500) };
-        SentFromMemory::Ladder { ladder: LadderSent { rule: "tilt".into(), sensor: "house-07".into(), moved, aged_at_ms: Some(1_795_392_000_000) } }
+        let audit = vec!["reminded 王芳".to_string()];
+        SentFromMemory::Ladder { ladder: LadderSent { rule: "tilt".into(), sensor: "house-07".into(), moved, aged_at_ms: Some(1_795_392_000_000), audit } }
     }
 
     #[test]
