@@ -144,9 +144,7 @@ impl Store {
         )
         .await
     }
-}
 
-impl Store {
     /// Records where a ladder stood after steps sent from memory ([`LadderSent`]) on the ladder
     /// of its rule and sensor's incident not closed — only when that is behind it: each part of
     /// the progress moves to the further of the two (a reminder's number never goes back), the
