@@ -10,6 +10,8 @@
 //! - nothing stamped 1970 (or days off) reaches a person: "time unknown" until the clock is set,
 //!   then re-stamped: the incident (CLI, incidents page) and the next reminder's `since` carry the
 //!   true time of an alarm the box stamped while its clock was at 1970;
+//! - nor a receiving system: while the clock is not set a reminder's `at_ms` is its alarm's
+//!   device time plus the ladder's age, not the box's clock;
 //! - a worker's link from the first alarm, signed by the clock three days behind, still opens and
 //!   acts once NTP set the clock (also after a restart), for its own hour and no longer.
 
@@ -191,6 +193,11 @@ async fn clock_stepped_mid_run(faked: &str) {
             let label = body[key].as_str().unwrap_or_default();
             assert!(believable(label), "a person read {key} = {label:?} at {}: {body}", now_ms());
         }
+        // Nor the box's wrong clock in what a receiving system reads: a reminder "time unknown"
+        // carried it in `at_ms` (1970, days behind, an hour ahead); now its alarm's (device)
+        // time plus the ladder's age.
+        let at_ms = body["at_ms"].as_i64().unwrap_or_default();
+        assert!((at_ms - now_ms()).abs() < 300_000, "a receiver read at_ms = {at_ms} at {}: {body}", now_ms());
     }
     assert_eq!(
         (no_data_of(&receiver, "canal-02"), no_data_of(&receiver, "canal-04")),

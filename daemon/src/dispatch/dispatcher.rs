@@ -14,7 +14,7 @@
 use crate::alert::{Alert, Audience, Event};
 use crate::metrics::Metrics;
 use crate::sinks::channel::{Handoff, SinkQueue};
-use crate::store::{Applied, Destination, Store};
+use crate::store::{Applied, Destination, LadderMove, LadderSent, SentFromMemory, Store};
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::{mpsc, watch};
 
@@ -172,9 +172,10 @@ struct Ladders {
     unrecorded_alarms: std::collections::HashSet<(String, String)>,
     /// The ladders last read from the store, run on while it cannot be read (a stalled card).
     last_read: Vec<crate::store::DueEscalation>,
-    /// Rule events the store could not record (they went out from memory), oldest first: recorded
-    /// in order once it writes again, before any later event, and not sent again.
-    unrecorded_events: std::collections::VecDeque<Alert>,
+    /// Rule events and ladder steps the store could not record (they went out from memory),
+    /// oldest first: recorded in order once it writes again, before any later event, and not
+    /// sent again.
+    unrecorded_events: std::collections::VecDeque<SentFromMemory>,
 }
 
 /// The escalation ladder a grid alarm arms at `armed_ms`: (grid, armed at, first step due);
@@ -184,8 +185,8 @@ fn ladder_of(dispatch: &crate::dispatch::Dispatch, alert: &Alert, armed_ms: i64)
         .then(|| dispatch.first_due(alert.severity.as_str(), armed_ms).map(|first_due| (alert.grid.clone(), armed_ms, first_due)))?
 }
 
-/// Rule events kept to record once the store writes again; past that the oldest are forgotten
-/// (the store then misses their incidents' history, nothing more).
+/// Rule events and ladder steps kept to record once the store writes again; past that the oldest
+/// are forgotten (the store then misses their incidents' history, nothing more).
 const UNRECORDED_EVENTS_MAX: usize = 10_000;
 
 impl Dispatcher {
@@ -362,7 +363,7 @@ impl Dispatcher {
                 // journals at the next start: kept beside the card, the next run on a writable
                 // card records it first, and sends nothing of it again.
                 if self.store.is_memory_copy() {
-                    self.store.keep_sent_from_memory(&journaled);
+                    self.store.keep_sent_from_memory(&SentFromMemory::Event(Box::new(journaled.clone())));
                 }
                 journaled
             }
@@ -371,7 +372,7 @@ impl Dispatcher {
                 // Without its incident the alert still goes out (journaled on its own), and a
                 // new alarm's ladder runs in memory: no incident holds it.
                 self.store.report_failure("updating an incident (the alert is sent anyway)", &error);
-                self.keep_unrecorded(&alert);
+                self.keep_unrecorded(SentFromMemory::Event(Box::new(alert.clone())));
                 if alert.event == Event::Fired {
                     self.ladders.unrecorded_alarms.insert(key);
                     if let Some((grid, armed_ms, first_due_ms)) = in_memory_ladder {
@@ -570,45 +571,74 @@ impl Dispatcher {
         }
     }
 
-    /// The events a run before this one sent from memory and never recorded (kept beside the
-    /// card): recorded before anything else, and a clear of an alarm among them is news.
+    /// The events and ladder steps runs before this one sent from memory and never recorded
+    /// (kept beside the card): recorded before anything else — so each ladder goes on from the
+    /// last step people got — and a clear of an alarm among them is news.
     fn take_over_sent_from_memory(&mut self) {
         let left = self.store.sent_from_memory_left();
         if left.is_empty() {
             return;
         }
-        tracing::warn!(events = left.len(), "events the last run sent from memory are recorded first");
-        for alert in left {
-            let key = (alert.rule.clone(), alert.sensor.clone());
-            if alert.event == Event::Fired {
-                self.ladders.unrecorded_alarms.insert(key);
-            } else if alert.event == Event::Cleared {
-                self.ladders.unrecorded_alarms.remove(&key);
+        let steps = left.iter().filter(|sent| matches!(sent, SentFromMemory::Ladder { .. })).count();
+        tracing::warn!(events = left.len() - steps, ladder_steps = steps, "what the last runs sent from memory is recorded first");
+        for sent in left {
+            if let SentFromMemory::Event(alert) = &sent {
+                let key = (alert.rule.clone(), alert.sensor.clone());
+                if alert.event == Event::Fired {
+                    self.ladders.unrecorded_alarms.insert(key);
+                } else if alert.event == Event::Cleared {
+                    self.ladders.unrecorded_alarms.remove(&key);
+                }
             }
-            self.ladders.unrecorded_events.push_back(alert);
+            self.ladders.unrecorded_events.push_back(sent);
         }
     }
 
-    /// Keeps a rule event the store could not record, to record it once it writes again (beside
-    /// the card too, should the daemon die first).
-    fn keep_unrecorded(&mut self, alert: &Alert) {
-        self.store.keep_sent_from_memory(alert);
+    /// Keeps a rule event or ladder step the store could not record, to record it once it writes
+    /// again (beside the card too, should the daemon die first).
+    fn keep_unrecorded(&mut self, sent: SentFromMemory) {
+        self.store.keep_sent_from_memory(&sent);
         if self.ladders.unrecorded_events.len() >= UNRECORDED_EVENTS_MAX {
             self.ladders.unrecorded_events.pop_front();
             self.store
                 .report_failure("keeping rule events to record later", &anyhow::anyhow!("more than {UNRECORDED_EVENTS_MAX} waiting; the oldest is forgotten"));
         }
-        self.ladders.unrecorded_events.push_back(alert.clone());
+        self.ladders.unrecorded_events.push_back(sent);
     }
 
-    /// Records, in order, the rule events the store missed (they were sent from memory, so they
-    /// are journaled without deliveries); `Err` while it still cannot write.
+    /// Keeps where the ladder of `rule` and `sensor` stands after steps sent from memory: to
+    /// record once the store writes again (`recorded: false`), or — recorded in a store copied
+    /// into memory, which forgets it at the next start — beside the card only, for the next run.
+    /// `audit`: the steps as the incident's audit trail words them.
+    fn keep_ladder_sent(&mut self, (rule, sensor): (String, String), moved: LadderMove, audit: Vec<String>, recorded: bool) {
+        let aged_at_ms = self.clock.synchronized().then(|| self.clock.now());
+        let sent = SentFromMemory::Ladder { ladder: LadderSent { rule, sensor, moved, aged_at_ms, audit } };
+        match (recorded, self.store.is_memory_copy()) {
+            (false, _) => self.keep_unrecorded(sent),
+            (true, true) => self.store.keep_sent_from_memory(&sent),
+            (true, false) => {}
+        }
+    }
+
+    /// Records, in order, the rule events and ladder steps the store missed (they were sent from
+    /// memory, so they are journaled without deliveries, and a ladder only ever moves on); `Err`
+    /// while it still cannot write.
     async fn record_unrecorded(&mut self) -> anyhow::Result<()> {
         if self.ladders.unrecorded_events.is_empty() {
             return Ok(());
         }
-        while let Some(alert) = self.ladders.unrecorded_events.front().cloned() {
-            let alert = &alert;
+        while let Some(sent) = self.ladders.unrecorded_events.front().cloned() {
+            let alert = match &sent {
+                SentFromMemory::Event(alert) => alert.as_ref(),
+                SentFromMemory::Ladder { ladder } => {
+                    if self.store.record_ladder_sent(ladder).await? {
+                        let (reminders_sent, level) = (ladder.moved.progress.reminders_sent, ladder.moved.progress.level);
+                        tracing::info!(rule = %ladder.rule, sensor = %ladder.sensor, reminders_sent, level, "a ladder's steps sent from memory are recorded: it goes on from there");
+                    }
+                    self.ladders.unrecorded_events.pop_front();
+                    continue;
+                }
+            };
             // The store went on without it (a write that landed after all, a run before this
             // one): recorded now it would move its incident back to an older state.
             if self.store.later_event_journaled(&alert.rule, &alert.sensor, alert.at_ms).await? {
@@ -659,7 +689,7 @@ impl Dispatcher {
     fn hand_over_ladder(&mut self, key: &(String, String), incident: i64) {
         let Some(ladder) = self.ladders.in_memory.remove(key) else { return };
         self.ladders.ages.insert(incident, (ladder.armed_ms, ladder.age_ms));
-        let moved = crate::store::LadderMove { progress: ladder.progress, age_ms: ladder.age_ms, next_due_age_ms: Some(ladder.next_due_age_ms) };
+        let moved = LadderMove { progress: ladder.progress, age_ms: ladder.age_ms, next_due_age_ms: Some(ladder.next_due_age_ms) };
         self.ladders.unrecorded.insert(incident, moved);
         tracing::info!(rule = %key.0, sensor = %key.1, incident, age_secs = ladder.age_ms / 1000, "an alarm's ladder run in memory goes on as its incident's, now that the store writes again");
     }
@@ -717,12 +747,17 @@ impl Dispatcher {
         let dispatch = self.dispatch.get();
         let mut finished = Vec::new();
         let mut sends: Vec<(Alert, Vec<String>)> = Vec::new();
+        let mut moves = Vec::new();
         for (key, ladder) in &mut self.ladders.in_memory {
             ladder.age_ms += since_last_look;
             if ladder.age_ms < ladder.next_due_age_ms {
                 continue;
             }
             let decision = dispatch.decide(ladder, ladder.age_ms, now, &at);
+            if !decision.steps.is_empty() {
+                let moved = LadderMove { progress: decision.progress, age_ms: ladder.age_ms, next_due_age_ms: decision.next_due_age_ms };
+                moves.push((key.clone(), moved, decision.steps.iter().map(|step| step.audit.clone()).collect()));
+            }
             for step in decision.steps {
                 let addressing = address(&step.alert, &dispatch.roster, &self.names);
                 for (sink, own) in destinations(&step.alert, &addressing) {
@@ -741,6 +776,9 @@ impl Dispatcher {
         }
         for (alert, targets) in sends {
             self.send_unjournaled(&alert, &targets);
+        }
+        for (key, moved, audit) in moves {
+            self.keep_ladder_sent(key, moved, audit, false);
         }
     }
 
@@ -813,9 +851,14 @@ impl Dispatcher {
                 .zip(&routes)
                 .flat_map(|(step, destinations)| destinations.iter().map(move |(sink, own)| (sink.clone(), own.clone().unwrap_or_else(|| step.alert.clone()))))
                 .collect();
-            let moved = crate::store::LadderMove { progress: decision.progress, age_ms: age, next_due_age_ms: decision.next_due_age_ms };
+            let moved = LadderMove { progress: decision.progress, age_ms: age, next_due_age_ms: decision.next_due_age_ms };
+            let key = ladder.last_alert.as_ref().map(|alert| (alert.rule.clone(), alert.sensor.clone()));
+            let audit: Vec<String> = decision.steps.iter().map(|step| step.audit.clone()).collect();
             match self.store.record_escalation(ladder.incident_id, decision.steps, routes, moved, now).await {
                 Ok(_) => {
+                    if let Some(key) = key.filter(|_| !audit.is_empty()) {
+                        self.keep_ladder_sent(key, moved, audit, true);
+                    }
                     self.ladders.unrecorded.remove(&ladder.incident_id);
                     for ((event, recipients), targets) in events.iter().zip(&targets) {
                         self.metrics.take_on_deliveries(targets, 1);
@@ -830,6 +873,9 @@ impl Dispatcher {
                     self.store.report_failure("recording an escalation step (it is sent from memory)", &error);
                     for (sink, alert) in sends {
                         self.send_unjournaled(&alert, std::slice::from_ref(&sink));
+                    }
+                    if let Some(key) = key.filter(|_| !audit.is_empty()) {
+                        self.keep_ladder_sent(key, moved, audit, false);
                     }
                     self.ladders.unrecorded.insert(ladder.incident_id, moved);
                 }

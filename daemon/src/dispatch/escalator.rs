@@ -46,10 +46,14 @@ impl Dispatch {
         };
         let (steps, progress, next_due_age_ms) = steps_due(policy, 0, state, due.progress, age_ms);
         let grid = due.grid.as_deref();
-        // Whose shift it is: while the box's clock is not set, by the alarm's device time and the
-        // ladder's age, as the alarm itself was addressed (the box's clock may be days off).
-        let unset = at == crate::clock::TIME_UNKNOWN && template.at != crate::clock::TIME_UNKNOWN;
-        let shift_ms = if unset { template.at_ms + age_ms } else { now_ms };
+        // While the box's clock is not set, a step happens at its alarm's time plus the ladder's
+        // age: on the alarm's own time (the device's, when it sent one), never the unset clock's
+        // — people read "time unknown", and a receiver sorting on `at_ms` read 1970. Whose shift
+        // it is, by the same time when it is the device's, as the alarm itself was addressed
+        // (the box's clock may be days off).
+        let unset = at == crate::clock::TIME_UNKNOWN;
+        let step_ms = if unset { template.at_ms + age_ms } else { now_ms };
+        let shift_ms = if unset && template.at != crate::clock::TIME_UNKNOWN { step_ms } else { now_ms };
         let steps = steps
             .into_iter()
             .map(|step| {
@@ -73,7 +77,7 @@ impl Dispatch {
                             zh_message(template)
                         );
                         EscalationStep {
-                            alert: notification(template, Event::Reminder, (now_ms, at), en, zh, &on_duty),
+                            alert: notification(template, Event::Reminder, (step_ms, at), en, zh, &on_duty),
                             audit: format!("reminded {}", or_dash(&names)),
                         }
                     }
@@ -107,7 +111,7 @@ impl Dispatch {
                             zh_message(template)
                         );
                         EscalationStep {
-                            alert: notification(template, Event::Escalated, (now_ms, at), en, zh, &people),
+                            alert: notification(template, Event::Escalated, (step_ms, at), en, zh, &people),
                             audit: format!("escalated ({}) to {}", deadline.as_str(), or_dash(&names)),
                         }
                     }
@@ -127,11 +131,11 @@ fn policy_within(policy: &super::policy::Policy, deadline: Deadline) -> i64 {
     .unwrap_or(0)
 }
 
-/// The incident's last rule event re-worded as a reminder or escalation.
-fn notification(template: &Alert, event: Event, (now_ms, at): (i64, &str), en: String, zh: String, people: &[&Member]) -> Alert {
+/// The incident's last rule event re-worded as a reminder or escalation happening at `at_ms`.
+fn notification(template: &Alert, event: Event, (at_ms, at): (i64, &str), en: String, zh: String, people: &[&Member]) -> Alert {
     let mut alert = template.clone();
     alert.event = event;
-    alert.at_ms = now_ms;
+    alert.at_ms = at_ms;
     alert.at = at.to_string();
     alert.previous_severity = None;
     alert.messages = [("en".to_string(), en), ("zh".to_string(), zh)].into_iter().collect();
@@ -335,11 +339,15 @@ to = "00:00"
         assert_eq!(decision.next_due_age_ms, Some(5 * MIN));
     }
 
+    /// Nor a time of the unset clock for a receiving system: `at_ms` is the alarm's plus the
+    /// ladder's age.
     #[test]
     fn an_unset_clock_puts_no_time_on_a_reminder() {
         let dispatch = Dispatch::parse("r.toml", ROSTER).unwrap();
-        let decision = dispatch.decide(&due("open", Progress::default()), 5 * MIN, 86_400_000, crate::clock::TIME_UNKNOWN);
-        assert_eq!(decision.steps[0].alert.at, "time unknown");
+        let due = due("open", Progress::default());
+        let decision = dispatch.decide(&due, 5 * MIN, 86_400_000, crate::clock::TIME_UNKNOWN);
+        let alarm_ms = due.last_alert.as_ref().unwrap().at_ms;
+        assert_eq!((decision.steps[0].alert.at.as_str(), decision.steps[0].alert.at_ms), ("time unknown", alarm_ms + 5 * MIN));
     }
 
     /// A box whose clock is days off and not set: the reminder names whoever is on shift at the

@@ -64,8 +64,9 @@ impl Deadline {
     }
 }
 
-/// What has been done for one incident (stored with it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What has been done for one incident (stored with it, and beside the card for a step sent from
+/// memory: [`crate::store::LadderSent`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Progress {
     /// Reminder periods passed (the next reminder falls due after the next one).
     pub reminders: u32,

@@ -9,12 +9,16 @@
 //! A step's notification, its audit line and the clock's new state are written in one
 //! transaction, so after a crash a step is either not done (and comes at the next look) or done
 //! and in the outbox (sent again at most once).
+//!
+//! Steps the card could not record went out from memory; where their ladder got to is recorded
+//! later ([`Store::record_ladder_sent`], from [`super::sent_from_memory`]), and only forward: a
+//! ladder's progress never goes back, so a step already sent is not sent again.
 
 use super::incidents::{audit, Stamp};
-use super::Store;
+use super::{LadderSent, Store};
 use crate::alert::Alert;
 use crate::dispatch::policy::Progress;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 /// A running escalation ladder, with what the dispatcher needs to decide its steps.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,13 +144,99 @@ impl Store {
         )
         .await
     }
+
+    /// Records where a ladder stood after steps sent from memory ([`LadderSent`]) on the ladder
+    /// of its rule and sensor's incident not closed — only when that is behind it: each part of
+    /// the progress moves to the further of the two (a reminder's number never goes back), the
+    /// ladder's age and next step are the step's, and the steps join the incident's audit trail.
+    /// Returns whether it moved the ladder.
+    pub async fn record_ladder_sent(&self, sent: &LadderSent) -> anyhow::Result<bool> {
+        let LadderSent { rule, sensor, moved, aged_at_ms, audit: steps } = sent.clone();
+        let Progress { reminders, reminders_sent, level, missed } = moved.progress;
+        // When the steps went out; a clock not set then cannot say (another run's elapsed time).
+        let stamp = Stamp { at_ms: aged_at_ms.unwrap_or_else(|| self.clock.now()), clock_unset_at: aged_at_ms.is_none().then_some(super::restamp::LOST) };
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let behind = tx
+                .query_row(
+                    "SELECT e.incident_id FROM escalations e JOIN incidents i ON i.id = e.incident_id
+                     WHERE i.rule = ?1 AND i.sensor = ?2 AND i.state != 'closed'
+                       AND (e.reminders < ?3 OR e.reminders_sent < ?4 OR e.level < ?5 OR (e.missed | ?6) != e.missed)",
+                    params![rule, sensor, reminders, reminders_sent, level, missed],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()?;
+            let Some(incident) = behind else { return Ok(false) };
+            match moved.next_due_age_ms {
+                Some(next) => tx.execute(
+                    "UPDATE escalations SET reminders = max(reminders, ?2), reminders_sent = max(reminders_sent, ?3), level = max(level, ?4),
+                            missed = missed | ?5, next_due_age_ms = ?6, age_ms = ?7, aged_at_ms = ?8 WHERE incident_id = ?1",
+                    params![incident, reminders, reminders_sent, level, missed, next, moved.age_ms, aged_at_ms],
+                )?,
+                None => tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [incident])?,
+            };
+            for step in &steps {
+                audit(&tx, incident, stamp, "dispatch", &format!("{step} (sent from memory: the card could not record it)"), None)?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
 }
 
 /// Where a ladder stands after its steps: its progress, how long it has run, and the age at which
 /// it is next due (`None`: the ladder ends).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LadderMove {
     pub progress: Progress,
     pub age_ms: i64,
     pub next_due_age_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample_alert;
+    use crate::store::Journaling;
+
+    fn sent(reminders_sent: u32, level: u32, next_due_age_ms: Option<i64>) -> LadderSent {
+        let progress = Progress { reminders: reminders_sent + level, reminders_sent, level, missed: if level > 0 { 1 } else { 0 } };
+        let moved = LadderMove { progress, age_ms: 9_000, next_due_age_ms };
+        LadderSent {
+            rule: "tilt".into(),
+            sensor: "house-07".into(),
+            moved,
+            aged_at_ms: Some(1_795_392_000_000),
+            audit: vec![format!("reminded 王芳 ({reminders_sent})")],
+        }
+    }
+
+    /// A step sent from memory moves the ladder of its rule and sensor's incident on, never back:
+    /// an older step (of a run before, or of a ladder in memory started again) changes nothing.
+    #[tokio::test]
+    async fn a_ladder_step_sent_from_memory_moves_its_incident_s_ladder_only_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut alarm = sample_alert("fired", 7.5);
+        (alarm.rule, alarm.sensor) = ("tilt".into(), "house-07".into());
+        let journaling = Journaling { route: Box::new(|_, _| Vec::new()), not_before_ms: None, escalate: Some((None, 1_000, 2_500)) };
+        let incident = store.apply_and_journal(&alarm, 600_000, journaling).await.unwrap().0.incident().unwrap();
+        let ladder = || async { store.escalation_clocks().await.unwrap().into_iter().next() };
+
+        assert!(store.record_ladder_sent(&sent(3, 1, Some(10_500))).await.unwrap());
+        let moved = ladder().await.unwrap();
+        assert_eq!((moved.progress.reminders_sent, moved.progress.level, moved.age_ms, moved.next_due_age_ms), (3, 1, 9_000, 10_500));
+        assert!(!store.record_ladder_sent(&sent(2, 1, Some(7_500))).await.unwrap(), "behind the store's ladder: not recorded");
+        assert!(!store.record_ladder_sent(&sent(3, 1, Some(10_500))).await.unwrap(), "as far as the store's ladder: not recorded");
+        assert_eq!(ladder().await.unwrap().progress.reminders_sent, 3);
+        let mut elsewhere = sent(5, 1, Some(12_000));
+        elsewhere.sensor = "house-08".into();
+        assert!(!store.record_ladder_sent(&elsewhere).await.unwrap(), "another sensor's incident has no ladder");
+        assert!(store.record_ladder_sent(&sent(4, 2, None)).await.unwrap());
+        assert_eq!(ladder().await, None, "the ladder ended with its last step");
+        let trail: Vec<String> = store.incident_history(incident).unwrap().into_iter().filter(|e| e.actor == "dispatch").map(|e| e.action).collect();
+        let from_memory = |n: u32| format!("reminded 王芳 ({n}) (sent from memory: the card could not record it)");
+        assert_eq!(trail, vec![from_memory(3), from_memory(4)], "the steps recorded, once each");
+    }
 }

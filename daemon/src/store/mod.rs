@@ -66,6 +66,7 @@ pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling, Route};
 pub use journal::{Destination, DueDelivery, IncidentSoFar, JournalEntry};
 pub use restamp::Restamped;
 pub use robot_limits::RobotLimit;
+pub use sent_from_memory::{LadderSent, SentFromMemory};
 pub use silences::NewSilence;
 pub use sms_sends::SmsProgress;
 pub use spool::{NewPoint, SpoolStats, SpooledPoint};
