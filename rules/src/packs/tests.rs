@@ -535,10 +535,7 @@ fn a_ph_jump_of_more_than_one_unit_in_an_hour_is_critical() {
 #[test]
 fn drinking_points_are_not_judged_as_surface_water() {
     let mut e = engine_for(SensorKind::Water, &[("use", "drinking")]);
-    assert!(e
-        .rules_for(SubjectId(0))
-        .iter()
-        .all(|r| !r.id.starts_with("water-") || r.id == "water-no-data" || r.id == "water-clock-ahead"));
+    assert!(e.rules_for(SubjectId(0)).iter().all(|r| !r.id.starts_with("water-") || r.id == "water-no-data" || r.id == "water-clock-ahead"));
     // Worse than class V and black-odorous in every surface-water indicator, healthy by GB 5749.
     let fields = [("do", 0.1), ("orp", -300.0), ("tp", 1.0), ("cod", 60.0), ("turbidity", 0.3), ("ph", 7.2), ("cl2", 0.4), ("nh3n", 0.1), ("codmn", 1.0)];
     assert_eq!(worst(&mut e, &fields, 32), None);
