@@ -691,8 +691,11 @@ mod tests {
     #[test]
     fn a_reload_of_many_sensors_hands_each_its_own_state() {
         let packs = || RuleSet::compile(&crate::packs::builtin_packs()).unwrap();
-        let subject =
-            |id: &str, kind| Subject { id: id.into(), kind, site: "s".into(), building: None, grid: None, tags: Default::default(), interval_ms: MIN };
+        // Water probes are surface water, as the daemon tags them by default.
+        let subject = |id: &str, kind| {
+            let tags = if kind == SensorKind::Water { [("use".to_string(), "surface".to_string())].into_iter().collect() } else { Default::default() };
+            Subject { id: id.into(), kind, site: "s".into(), building: None, grid: None, tags, interval_ms: MIN }
+        };
         let subjects = [
             subject("house-1", SensorKind::Tilt),
             subject("pond-1", SensorKind::Water),
@@ -712,7 +715,7 @@ mod tests {
         // The first box's first two hours of temperatures end: its compensation has a level.
         before.observe(SubjectId(0), 121 * MIN, &[("x", 0.1), ("y", 0.2), ("temperature", 21.5)], &mut events);
         let expected = serde_json::to_string(&before.snapshot_view()).unwrap();
-        assert_eq!(expected.matches("\"stages\":[[").count(), 2, "both tilt boxes have smoothing windows to move: {expected}");
+        assert_eq!(expected.matches("\"stages\":[[").count(), 4, "both tilt boxes and both probes (their pH jump) have smoothing windows to move: {expected}");
         assert_eq!(expected.matches("\"last_value\":7.95").count(), 1, "the second probe's own value: {expected}");
         assert_eq!(expected.matches("\"thermal\":[{\"temperature\":\"temperature\"").count(), 1, "the box that reports a temperature: {expected}");
         let levels = before.temperature_levels(SubjectId(0));
