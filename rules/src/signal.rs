@@ -368,7 +368,13 @@ impl Signal {
             if before_the_last >= if reached_back { REACH_BACK_POINTS } else { RECENT_MIN_POINTS } {
                 references.push(median_of(points.iter().take(before_the_last).map(|p| p.value())));
             }
-            thin_push(points, Point::new(now, value), spacing);
+            // Its first readings are all kept until it can be judged: thinned at once, a new
+            // level (a new box, or one whose history came in a burst while the box's clock was
+            // not set, all placed within a second) held its first reading and the two newest
+            // for `spacing` (7.5 minutes of a one-hour level), judged nothing, and then took
+            // a jump of those minutes into its reference — a 0.3° jump was never red (an outside
+            // tester).
+            thin_push(points, Point::new(now, value), spacing, RECENT_MIN_POINTS + 1);
         }
         let full = references.len() == fields.len();
         if !full {
@@ -427,7 +433,7 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
     match smooth.window {
         Window::Time(window) => {
             let seconds = window_seconds(window);
-            thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1));
+            thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1), TIME_WINDOW_MIN_POINTS);
             let reached_back = expire(buffer, now - seconds, STRETCH_LIMIT_SECONDS, REACH_BACK_POINTS);
             if buffer.len() < if reached_back { REACH_BACK_POINTS } else { TIME_WINDOW_MIN_POINTS } {
                 return None;
@@ -516,9 +522,11 @@ fn expire(points: &mut Points, cutoff: i64, stretch_limit: i64, reach_back: usiz
 /// newest readings: the second newest stays only if it lies `spacing` after the point before.
 /// Keeping two raw readings at the end means a window that holds little yet (just after a start,
 /// or after a gap) still takes a median of three, so one bad reading cannot be half of it.
-fn thin_push(points: &mut Points, point: Point, spacing: i64) {
+/// Nothing is thinned while the window holds fewer than `fewest` points, so that a new window
+/// is judged from its `fewest`-th reading on, not only once `spacing` has passed.
+fn thin_push(points: &mut Points, point: Point, spacing: i64, fewest: usize) {
     let len = points.len();
-    if len >= 3 && points[len - 2].second() - points[len - 3].second() < spacing {
+    if len >= fewest.max(3) && points[len - 2].second() - points[len - 3].second() < spacing {
         // The second newest would be kept too close to the point before it.
         points.remove(len - 2);
     }

@@ -749,6 +749,44 @@ fn a_single_knock_on_a_new_box_never_fires_red() {
     assert!(events.is_empty(), "{events:?}");
 }
 
+/// When (minutes after the jump) a box whose first `before` readings come every `interval_s`
+/// seconds, all at `first_at` apart from each other by `spacing_ms`, then live every
+/// `interval_s`, raises red for a 0.3° jump after `live_before` live readings.
+fn red_after_a_jump(history: i64, spacing_ms: i64, interval_s: i64, live_before: i64) -> Option<i64> {
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    let mut at = 1_796_000_000_000;
+    for i in 0..history {
+        let noise = ((i * 7919) % 5) as f64 * 0.001 - 0.002;
+        e.observe(SubjectId(0), at, &[("x", 0.42 + noise), ("y", -0.31), ("temperature", 15.0)], &mut events);
+        at += spacing_ms;
+    }
+    let jump_at = at + live_before * interval_s * 1000;
+    for i in 0..30 {
+        let x = if i >= live_before { 0.72 } else { 0.42 };
+        e.observe(SubjectId(0), at, &[("x", x), ("y", -0.31), ("temperature", 15.0)], &mut events);
+        e.tick(at, &mut events);
+        at += interval_s * 1000;
+    }
+    events.iter().find(|ev| ev.severity == Severity::Danger && ev.kind == EventKind::Fired).map(|ev| (ev.at - jump_at) / 1000)
+}
+
+#[test]
+fn a_jump_in_a_new_level_s_first_minutes_is_red_at_its_second_reading() {
+    // An outside tester: a box whose clock was not set placed 26 hours of history, sent in a
+    // burst, within a second; a 0.3° jump two minutes later was never red. The recent level kept
+    // its first reading and the two newest until 7.5 minutes had passed, judged nothing, then took
+    // the jump into its reference. A new box was blind the same way for its first minutes.
+    for (history, spacing_ms, interval_s, live_before) in [(780, 1, 20, 6), (780, 1, 60, 2), (0, 0, 20, 3), (0, 0, 60, 3), (0, 0, 60, 5), (0, 0, 60, 12), (2, 1, 20, 2), (0, 0, 600, 3)] {
+        let red = red_after_a_jump(history, spacing_ms, interval_s, live_before);
+        // The second reading after the jump, or the third when the jump is a new box's fourth
+        // reading (its level needs three readings besides the one before it).
+        let readings_before = history + live_before;
+        let within = if readings_before >= 4 { interval_s } else { 2 * interval_s };
+        assert!(red.is_some_and(|after| after <= within), "history {history}, every {interval_s} s, jump after {live_before} live readings: red {red:?} s after");
+    }
+}
+
 /// The shipped packs over a building B7 of `boxes` tilt boxes reporting every minute.
 fn building(boxes: usize) -> Engine {
     let subjects: Vec<Subject> = (0..boxes)
