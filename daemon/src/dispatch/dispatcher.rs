@@ -77,6 +77,11 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
     dispatcher.take_over_outbox();
     dispatcher.take_over_sent_from_memory();
     dispatcher.take_over_silenced_alarms();
+    // Before the escalator's first look and before any worker's step (they wait for it).
+    if let Err(error) = dispatcher.record_unrecorded().await {
+        dispatcher.store.report_failure("recording what earlier runs kept beside the card", &error);
+    }
+    dispatcher.store.kept_steps_recorded();
     // An accelerated clock (the demo) looks as often in its own time as the real one does.
     let clock = dispatcher.clock;
     let mut check = tokio::time::interval(ESCALATION_CHECK.div_f64(clock.speed().max(1.0)).max(std::time::Duration::from_millis(20)));
@@ -571,16 +576,20 @@ impl Dispatcher {
         }
     }
 
-    /// The events and ladder steps runs before this one sent from memory and never recorded
-    /// (kept beside the card): recorded before anything else — so each ladder goes on from the
-    /// last step people got — and a clear of an alarm among them is news.
+    /// The events and ladder steps runs before this one sent from memory and never recorded, and
+    /// the workers' steps and signatures they took on a store copied into memory (kept beside the
+    /// card): recorded before anything else — so each ladder goes on from the last step people
+    /// got, or stays stopped by the worker who accepted — and a clear of an alarm among them is
+    /// news.
     fn take_over_sent_from_memory(&mut self) {
         let left = self.store.sent_from_memory_left();
         if left.is_empty() {
             return;
         }
-        let steps = left.iter().filter(|sent| matches!(sent, SentFromMemory::Ladder { .. })).count();
-        tracing::warn!(events = left.len() - steps, ladder_steps = steps, "what the last runs sent from memory is recorded first");
+        let count = |kind: fn(&SentFromMemory) -> bool| left.iter().filter(|sent| kind(sent)).count();
+        let (events, steps) = (count(|s| matches!(s, SentFromMemory::Event(_))), count(|s| matches!(s, SentFromMemory::Ladder { .. })));
+        let (workers_steps, signatures) = (count(|s| matches!(s, SentFromMemory::Work { .. })), count(|s| matches!(s, SentFromMemory::Signature { .. })));
+        tracing::warn!(events, ladder_steps = steps, workers_steps, signatures, "what the last runs sent or took from memory is recorded first");
         for sent in left {
             if let SentFromMemory::Event(alert) = &sent {
                 let key = (alert.rule.clone(), alert.sensor.clone());
@@ -621,7 +630,8 @@ impl Dispatcher {
     }
 
     /// Records, in order, the rule events and ladder steps the store missed (they were sent from
-    /// memory, so they are journaled without deliveries, and a ladder only ever moves on); `Err`
+    /// memory, so they are journaled without deliveries, and a ladder only ever moves on) and the
+    /// workers' steps and signatures an earlier run took on a store copied into memory; `Err`
     /// while it still cannot write.
     async fn record_unrecorded(&mut self) -> anyhow::Result<()> {
         if self.ladders.unrecorded_events.is_empty() {
@@ -635,6 +645,25 @@ impl Dispatcher {
                         let (reminders_sent, level) = (ladder.moved.progress.reminders_sent, ladder.moved.progress.level);
                         tracing::info!(rule = %ladder.rule, sensor = %ladder.sensor, reminders_sent, level, "a ladder's steps sent from memory are recorded: it goes on from there");
                     }
+                    self.ladders.unrecorded_events.pop_front();
+                    continue;
+                }
+                SentFromMemory::Work { worker_action: taken } => {
+                    let again = taken.clone();
+                    match self.store.off_thread(move |store| store.take_work_again(&again)).await? {
+                        Some((incident, state)) => {
+                            tracing::info!(incident, state = %state, action = %taken.work.recorded(), actor = %taken.actor, "a worker's step taken on the copy in memory is recorded")
+                        }
+                        None => {
+                            tracing::info!(rule = %taken.rule, sensor = %taken.sensor, action = %taken.work.recorded(), "a worker's step taken on the copy in memory is recorded already, or its incident no longer takes it")
+                        }
+                    }
+                    self.ladders.unrecorded_events.pop_front();
+                    continue;
+                }
+                SentFromMemory::Signature { used_signature } => {
+                    let used = used_signature.clone();
+                    self.store.off_thread(move |store| store.use_signature_again(&used)).await?;
                     self.ladders.unrecorded_events.pop_front();
                     continue;
                 }

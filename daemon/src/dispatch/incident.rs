@@ -14,7 +14,7 @@
 //! Invariants: incident ids are never reused; every transition is stored with time, actor and
 //! note (the audit trail); at most one incident per (rule, sensor) is not closed.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -63,7 +63,8 @@ impl FromStr for State {
 }
 
 /// What a person does to an incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     Accept,
     OnSite,

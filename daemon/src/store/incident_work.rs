@@ -7,16 +7,24 @@
 //! file, and the page's size limit (2 MB by default) keeps each row small. When the state
 //! directory is full a photo is refused rather than written into the space kept for alarms.
 //!
+//! On a store copied into memory (a read-only card) each step is kept beside the card
+//! ([`super::sent_from_memory`]) in the same transaction, and taken again at the next start
+//! ([`Store::take_work_again`]): the incident does not fall back to unaccepted, nor its ladder
+//! start again, after a restart or a repair.
+//!
 //! Invariants: every photo and check-in belongs to exactly one audit entry of its incident; an
-//! incident has at most one owner; a person is either its owner or a helper, never both.
+//! incident has at most one owner; a person is either its owner or a helper, never both; a step
+//! taken on a store copied into memory is kept beside the card, or not taken.
 
 use super::incidents::{audit, AuditEntry, Stamp};
-use super::Store;
+use super::{Store, WorkTaken};
 use crate::dispatch::incident::{Action, State};
 use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
 
 /// A worker's step on an incident.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Work {
     /// Accept, on site, resolve or close: moves the incident's state.
     Move(Action),
@@ -51,7 +59,7 @@ pub struct Photo {
 }
 
 /// Where a worker was when reporting on site, and how far that is from the house.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CheckIn {
     pub latitude: f64,
     pub longitude: f64,
@@ -75,6 +83,30 @@ pub struct Step<'a> {
     pub check_in: Option<CheckIn>,
 }
 
+/// A step as it is written, whoever takes it (the page, a hub, the command line, or the next
+/// start taking again what a store copied into memory kept beside the card).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Taking<'a> {
+    pub work: &'a Work,
+    pub actor: &'a str,
+    /// Who becomes the owner by accepting (the page's steps); `None`: accepting names no owner
+    /// (a hub's or the command line's action).
+    pub owner: Option<&'a str>,
+    pub note: Option<&'a str>,
+    pub photo: Option<&'a Photo>,
+    pub check_in: Option<CheckIn>,
+    pub stamp: Stamp,
+}
+
+/// Whether a store copied into memory keeps a step beside the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// Taken now: kept, or not taken.
+    BesideCard,
+    /// Taken again from beside the card, where it is already.
+    Already,
+}
+
 /// One audit entry with what belongs to it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimelineEntry {
@@ -86,17 +118,31 @@ pub struct TimelineEntry {
 
 impl Store {
     /// Records a worker's step on incident `id`: the state change (if any), its audit entry, its
-    /// photo and its check-in, in one transaction. Returns the incident's state after.
+    /// photo and its check-in, in one transaction. Returns the incident's state after. On a store
+    /// copied into memory the step is kept beside the card in the same transaction, or not taken
+    /// at all ([`super::NotKept`]); its photo is refused there (it would be lost at the next
+    /// start).
     pub fn record_work(&self, id: i64, step: Step<'_>, now_ms: i64) -> anyhow::Result<State> {
         let Step { work, actor, person, note, photo, check_in } = step;
         if photo.is_some() && self.disk_full() {
             anyhow::bail!("存储空间已满，照片无法保存；请不带照片再提交一次");
         }
+        if photo.is_some() && self.memory_copy {
+            anyhow::bail!("本机存储卡暂时无法写入，照片无法保存；请不带照片再提交一次（the card cannot write: photos cannot be kept）");
+        }
         let stamp = Stamp { at_ms: now_ms, clock_unset_at: self.unset_mark_now() };
+        self.take_step(id, Taking { work, actor, owner: Some(person), note, photo, check_in, stamp }, Keep::BesideCard)
+    }
+
+    /// Takes a step on incident `id` in one transaction (see [`Taking`]); `keep`: whether a store
+    /// copied into memory keeps it beside the card (not when it is taken again from there).
+    pub(super) fn take_step(&self, id: i64, taking: Taking<'_>, keep: Keep) -> anyhow::Result<State> {
+        let Taking { work, actor, owner, note, photo, check_in, stamp } = taking;
+        let now_ms = stamp.at_ms;
         self.essential(|conn| {
             let tx = conn.transaction()?;
-            let state: String = tx
-                .query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0))
+            let (state, rule, sensor): (String, String, String) = tx
+                .query_row("SELECT state, rule, sensor FROM incidents WHERE id = ?1", [id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                 .optional()?
                 .ok_or_else(|| super::Refused(format!("no incident {id}")))?;
             let mut state: State = state.parse().map_err(anyhow::Error::msg)?;
@@ -105,7 +151,7 @@ impl Store {
                     state = action.next(state).map_err(super::Refused)?;
                     let closed = (state == State::Closed).then_some(now_ms);
                     tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![state.as_str(), now_ms, closed, id])?;
-                    if *action == Action::Accept {
+                    if let (Action::Accept, Some(person)) = (action, owner) {
                         set_owner(&tx, id, person, now_ms)?;
                     }
                 }
@@ -132,9 +178,69 @@ impl Store {
                     params![event, at.latitude, at.longitude, at.accuracy_m, at.distance_m],
                 )?;
             }
+            if keep == Keep::BesideCard && self.memory_copy {
+                let (actor, owner, note) = (actor.to_string(), owner.map(str::to_string), note.map(str::to_string));
+                let at_known = stamp.clock_unset_at.is_none();
+                let taken = WorkTaken { incident: id, rule, sensor, work: work.clone(), actor, owner, note, check_in, at_ms: now_ms, at_known };
+                self.keep_line_beside_card(&super::SentFromMemory::Work { worker_action: Box::new(taken) })?;
+            }
             tx.commit()?;
             Ok(state)
         })
+    }
+
+    /// Takes again a step a store copied into memory took in an earlier run (kept beside the
+    /// card), on the incident of its number if that is still the one of its rule and sensor,
+    /// else on that rule and sensor's incident not closed: `Some((incident, state after))`, or
+    /// `None` when there is no such incident, the store holds the step already (a run that died
+    /// before the file was forgotten) or its state no longer allows it. `Err` while the store
+    /// cannot write.
+    pub fn take_work_again(&self, taken: &WorkTaken) -> anyhow::Result<Option<(i64, State)>> {
+        let found = {
+            let conn = self.lock()?;
+            let same: Option<i64> = conn
+                .query_row("SELECT id FROM incidents WHERE id = ?1 AND rule = ?2 AND sensor = ?3", params![taken.incident, taken.rule, taken.sensor], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            let id = match same {
+                Some(id) => Some(id),
+                None => conn
+                    .query_row(
+                        "SELECT id FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed' ORDER BY id DESC LIMIT 1",
+                        params![taken.rule, taken.sensor],
+                        |row| row.get(0),
+                    )
+                    .optional()?,
+            };
+            match id {
+                Some(id) => {
+                    let recorded: bool = conn.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM incident_events WHERE incident_id = ?1 AND at_ms = ?2 AND actor = ?3 AND action = ?4)",
+                        params![id, taken.at_ms, taken.actor, taken.work.recorded()],
+                        |row| row.get(0),
+                    )?;
+                    (!recorded).then_some(id)
+                }
+                None => None,
+            }
+        };
+        let Some(id) = found else { return Ok(None) };
+        let stamp = Stamp { at_ms: taken.at_ms, clock_unset_at: (!taken.at_known).then_some(super::restamp::LOST) };
+        let taking = Taking {
+            work: &taken.work,
+            actor: &taken.actor,
+            owner: taken.owner.as_deref(),
+            note: taken.note.as_deref(),
+            photo: None,
+            check_in: taken.check_in,
+            stamp,
+        };
+        match self.take_step(id, taking, Keep::Already) {
+            Ok(state) => Ok(Some((id, state))),
+            Err(error) if error.downcast_ref::<super::Refused>().is_some() => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// The incident's audit trail, oldest first, each entry with its photos and check-in.
@@ -273,5 +379,64 @@ mod tests {
         assert_eq!(store.failed_writes(), 0);
         assert!(store.incident_action(id + 1, Action::Accept, "x", None, 2_000).is_err());
         assert_eq!(store.write_problem(), None, "nor is a step on an incident that does not exist");
+    }
+
+    /// A store copied into memory (a read-only card) on `state`, its runtime directory `runtime`,
+    /// holding incident 1 of the sample alarm.
+    async fn copy_in_memory(state: &std::path::Path, runtime: &std::path::Path) -> Store {
+        let copy = Store::open(state).unwrap().keep_beside_card(runtime).unwrap().into_memory_copy();
+        assert_eq!(copy.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap().incident(), Some(1));
+        copy
+    }
+
+    #[tokio::test]
+    async fn a_step_on_a_copy_in_memory_is_kept_beside_the_card_and_taken_again_once_at_the_next_start() {
+        let (copied, card, runtime) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let copy = copy_in_memory(copied.path(), runtime.path()).await;
+        let accept =
+            Step { work: &Work::Move(Action::Accept), actor: "王芳 (wang, own link)", person: "wang", note: Some("马上到"), photo: None, check_in: None };
+        assert_eq!(copy.record_work(1, accept, 1_000).unwrap(), State::Accepted);
+        let photo = Photo { content_type: "image/jpeg".into(), bytes: vec![0xFF, 0xD8, 0xFF, 1] };
+        let on_site = Step { work: &Work::Move(Action::OnSite), actor: "王芳", person: "wang", note: None, photo: Some(&photo), check_in: None };
+        assert!(copy.record_work(1, on_site, 2_000).unwrap_err().to_string().contains("照片无法保存"), "a photo would be lost at the next start");
+        assert!(copy.record_work(1, Step { work: &Work::Move(Action::Close), ..accept }, 2_000).is_err(), "a refused step is not kept");
+        assert_eq!(copy.incident_action(1, Action::OnSite, "陈刚 (hub)", Some("到了"), 3_000).unwrap(), State::OnSite);
+
+        // The next start: the card writes again (its incident 1 is the same alarm's).
+        let next = Store::open(card.path()).unwrap().keep_beside_card(runtime.path()).unwrap();
+        next.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap();
+        let kept: Vec<WorkTaken> = next
+            .sent_from_memory_left()
+            .into_iter()
+            .filter_map(|sent| match sent {
+                crate::store::SentFromMemory::Work { worker_action } => Some(*worker_action),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kept.iter().map(|k| k.work.recorded()).collect::<Vec<_>>(), ["accept", "on_site"], "{kept:?}");
+        for taken in &kept {
+            assert!(next.take_work_again(taken).unwrap().is_some(), "{taken:?}");
+            assert_eq!(next.take_work_again(taken).unwrap(), None, "taken once: a run that died before forgetting the file takes it again");
+        }
+        let row = next.incidents(true).unwrap().into_iter().find(|r| r.id == 1).unwrap();
+        assert_eq!(row.state, "on_site");
+        let history = next.incident_history(1).unwrap();
+        let accepted = history.iter().find(|e| e.action == "accept").unwrap();
+        assert_eq!((accepted.at_ms, accepted.actor.as_str(), accepted.note.as_deref()), (1_000, "王芳 (wang, own link)", Some("马上到")));
+        assert_eq!(next.incident_people(1).unwrap(), vec![("wang".to_string(), "owner".to_string())]);
+        assert_eq!(history.iter().filter(|e| e.action == "on_site").count(), 1, "{history:?}");
+    }
+
+    #[tokio::test]
+    async fn a_copy_in_memory_without_a_runtime_directory_takes_no_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = Store::open(dir.path()).unwrap().into_memory_copy();
+        copy.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap();
+        let accept = Step { work: &Work::Move(Action::Accept), actor: "王芳", person: "wang", note: None, photo: None, check_in: None };
+        let refused = copy.record_work(1, accept, 1_000).unwrap_err();
+        assert!(matches!(refused.downcast_ref::<crate::store::NotKept>(), Some(crate::store::NotKept::NoRuntimeDirectory)), "{refused:#}");
+        assert_eq!(copy.incidents(true).unwrap()[0].state, "open", "not taken in memory either");
+        assert!(copy.incident_action(1, Action::Accept, "王芳 (hub)", None, 1_000).is_err());
+        assert!(copy.use_signature("ack", "ab12", 10_000, 1_000).is_err(), "nor a signature used");
     }
 }

@@ -166,22 +166,12 @@ impl Store {
         .await
     }
 
-    /// A person's action on an incident, checked against its state and recorded.
+    /// A person's action on an incident, checked against its state and recorded (on a store
+    /// copied into memory, kept beside the card too: [`Store::record_work`]).
     pub fn incident_action(&self, id: i64, action: Action, actor: &str, note: Option<&str>, now_ms: i64) -> anyhow::Result<State> {
         let stamp = Stamp { at_ms: now_ms, clock_unset_at: self.unset_mark_now() };
-        self.essential(|conn| {
-            let tx = conn.transaction()?;
-            let state: String = tx
-                .query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0))
-                .optional()?
-                .ok_or_else(|| super::Refused(format!("no incident {id}")))?;
-            let next = action.next(state.parse().map_err(anyhow::Error::msg)?).map_err(super::Refused)?;
-            let closed = (next == State::Closed).then_some(now_ms);
-            tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![next.as_str(), now_ms, closed, id])?;
-            audit(&tx, id, stamp, actor, action.as_str(), note)?;
-            tx.commit()?;
-            Ok(next)
-        })
+        let taking = super::incident_work::Taking { work: &super::Work::Move(action), actor, owner: None, note, photo: None, check_in: None, stamp };
+        self.take_step(id, taking, super::incident_work::Keep::BesideCard)
     }
 
     /// (rule, sensor) of the incidents not closed whose sensor is firing.

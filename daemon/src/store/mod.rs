@@ -66,7 +66,7 @@ pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling, Route};
 pub use journal::{Destination, DueDelivery, IncidentSoFar, JournalEntry};
 pub use restamp::Restamped;
 pub use robot_limits::RobotLimit;
-pub use sent_from_memory::{LadderSent, SentFromMemory};
+pub use sent_from_memory::{LadderSent, NotKept, SentFromMemory, SignatureUsed, WorkTaken};
 pub use silences::NewSilence;
 pub use sms_sends::SmsProgress;
 pub use spool::{NewPoint, SpoolStats, SpooledPoint};
@@ -93,6 +93,9 @@ struct BesideCard {
     log: Arc<parking_lot::Mutex<crash_log::CrashLog>>,
     /// Whether it holds readings not yet copied to the card.
     holds: Arc<std::sync::atomic::AtomicBool>,
+    /// False until what earlier runs kept beside the card is recorded: workers' steps wait for
+    /// it ([`Store::wait_for_kept_steps`]).
+    kept_recorded: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// A handle on the store; cheap to clone, safe to share between tasks.
@@ -181,6 +184,13 @@ impl Store {
     /// Whether this store is a copy in memory of the one on a read-only card.
     pub fn is_memory_copy(&self) -> bool {
         self.memory_copy
+    }
+
+    /// This store, behaving as a copy in memory of a read-only card (it still writes its file:
+    /// what a test reads back as "the next start" is another store's).
+    #[cfg(test)]
+    pub(crate) fn into_memory_copy(self) -> Store {
+        Store { memory_copy: true, ..self }
     }
 
     /// The connection, waited for at most until its holder would count as stalled.

@@ -44,6 +44,7 @@ impl Store {
             dir: runtime_dir.to_path_buf(),
             log: std::sync::Arc::new(parking_lot::Mutex::new(log)),
             holds: std::sync::Arc::new(holds.into()),
+            kept_recorded: std::sync::Arc::new(tokio::sync::watch::Sender::new(!super::sent_from_memory::kept_in(runtime_dir))),
         });
         if holds {
             let copied = self.lock_crash_log().and_then(|mut log| self.copy_beside_card(&mut log));

@@ -3,18 +3,36 @@
 //! refused for the message's whole life — across restarts, since the row is on disk before the
 //! action is applied.
 //!
+//! On a store copied into memory (a read-only card) a signature used is kept beside the card in
+//! the same transaction ([`super::sent_from_memory`]) and used again at the next start
+//! ([`Store::use_signature_again`]), or it is not used at all and its action is not applied
+//! (it could be replayed after the next start).
+//!
 //! Invariant: a signature is recorded at most once per purpose; rows past `expires_ms` are
 //! deleted on the next use while the clock is set, so the table holds only what could still be
 //! replayed. (A clock that is not set may be ahead: rows it judged past could be replayed again
 //! once NTP steps it back, so it deletes nothing.)
 
-use super::Store;
+use super::{SentFromMemory, SignatureUsed, Store};
 use rusqlite::params;
 
 impl Store {
     /// Records `signature` as used for `purpose` until `expires_ms`; false when it already was
     /// (a replay). Expired rows are purged first.
     pub fn use_signature(&self, purpose: &str, signature: &str, expires_ms: i64, now_ms: i64) -> anyhow::Result<bool> {
+        self.record_signature(&SignatureUsed { purpose: purpose.into(), signature: signature.to_ascii_lowercase(), expires_ms }, now_ms, true)
+    }
+
+    /// Uses again a signature a store copied into memory used in an earlier run (kept beside the
+    /// card): the replay it refused then is refused now.
+    pub fn use_signature_again(&self, used: &SignatureUsed) -> anyhow::Result<()> {
+        self.record_signature(used, self.clock.now(), false).map(drop)
+    }
+
+    /// [`Store::use_signature`]; `keep`: whether a store copied into memory keeps it beside the
+    /// card (not when it is used again from there).
+    fn record_signature(&self, used: &SignatureUsed, now_ms: i64, keep: bool) -> anyhow::Result<bool> {
+        let SignatureUsed { purpose, signature, expires_ms } = used;
         self.essential(|conn| {
             let tx = conn.transaction()?;
             if self.clock.synchronized() {
@@ -24,6 +42,9 @@ impl Store {
                 "INSERT OR IGNORE INTO used_signatures (signature, purpose, expires_ms) VALUES (?1, ?2, ?3)",
                 params![signature.to_ascii_lowercase(), purpose, expires_ms],
             )?;
+            if inserted == 1 && keep && self.memory_copy {
+                self.keep_line_beside_card(&SentFromMemory::Signature { used_signature: used.clone() })?;
+            }
             tx.commit()?;
             Ok(inserted == 1)
         })
@@ -45,5 +66,19 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert!(!store.use_signature("ack", "ab12", 10_000, 3_000).unwrap(), "remembered across a restart");
         assert!(store.use_signature("ack", "ab12", 20_000, 10_001).unwrap(), "purged once expired (the message is stale by then)");
+    }
+
+    #[test]
+    fn a_signature_used_on_a_copy_in_memory_is_used_again_at_the_next_start() {
+        let (copied, card, runtime) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let copy = Store::open(copied.path()).unwrap().keep_beside_card(runtime.path()).unwrap().into_memory_copy();
+        assert!(copy.use_signature("ack", "AB12", 10_000, 1_000).unwrap());
+        assert!(!copy.use_signature("ack", "ab12", 10_000, 2_000).unwrap(), "a replay is not kept again");
+        let next = Store::open(card.path()).unwrap().keep_beside_card(runtime.path()).unwrap();
+        let kept = next.sent_from_memory_left();
+        let used = SignatureUsed { purpose: "ack".into(), signature: "ab12".into(), expires_ms: 10_000 };
+        assert_eq!(kept, vec![SentFromMemory::Signature { used_signature: used.clone() }]);
+        next.use_signature_again(&used).unwrap();
+        assert!(!next.use_signature("ack", "ab12", 10_000, 3_000).unwrap(), "the replay is refused after the restart");
     }
 }

@@ -159,6 +159,8 @@ pub type Settled = bool;
 pub async fn apply(acks: &AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &crate::metrics::Metrics, now: i64, via: &str) -> Settled {
     let result = match acks.verify(payload, now) {
         Ok(verified) => {
+            // A signature an earlier run used on a store copied into memory is used again first.
+            store.wait_for_kept_steps().await;
             let store = store.clone();
             let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<AckResult> {
                 // Used before it is applied: a crash between the two loses the action (the hub

@@ -181,6 +181,8 @@ pub async fn show(State(state): State<WebState>, Path(id): Path<i64>, Query(sign
     if let Some(refused) = refusal(&state, id, &signed) {
         return refused;
     }
+    // The steps earlier runs took on a copy in memory first: the page shows where it stands.
+    state.store.wait_for_kept_steps().await;
     let notice = signed.done.as_deref().map(|done| Notice::Done(format!("已记录：{}", labels::action_label(done))));
     match incident(&state, id) {
         Ok(row) => Html(render::page(&state, &row, &signed, notice.as_ref(), "")).into_response(),
@@ -192,6 +194,7 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
     if let Some(refused) = refusal(&state, id, &signed) {
         return refused;
     }
+    state.store.wait_for_kept_steps().await;
     let row = match incident(&state, id) {
         Ok(row) => row,
         Err(response) => return *response,
@@ -247,6 +250,9 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
     }
     match recorded {
         Ok(_) => Redirect::to(&format!("/incident/{id}?{}&done={}#done", signed.query(), steps::name(&work))).into_response(),
+        // A read-only card whose copy in memory could not keep the step beside it: not taken,
+        // and the page says so rather than pretending (it would be gone at the next start).
+        Err(error) if error.downcast_ref::<crate::store::NotKept>().is_some() => refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string(), &posted.note),
         Err(error) => refuse(StatusCode::CONFLICT, error.to_string(), &posted.note),
     }
 }

@@ -13,8 +13,13 @@ const ROSTER: &str = "timezone = \"+08:00\"\n[[grid]]\nid = \"grid-3\"\n\
     [[member]]\nid = \"chen\"\nname = \"陈刚\"\nrole = \"grid_leader\"\ngrids = [\"grid-3\"]\n";
 
 async fn serve_with(photo_max_bytes: usize) -> (String, WebState, i64, tempfile::TempDir) {
+    serve_store(photo_max_bytes, |store| store).await
+}
+
+/// The page on the store `made` of a fresh one holding one incident.
+async fn serve_store(photo_max_bytes: usize, made: impl FnOnce(Store) -> Store) -> (String, WebState, i64, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = made(Store::open(dir.path()).unwrap());
     let mut alert = sample_alert("fired", 0.46);
     let id = store.apply_alert(&alert, 600_000).await.unwrap().incident().unwrap();
     alert.incident_id = Some(id);
@@ -259,4 +264,16 @@ async fn a_url_encoded_form_without_a_photo_works_too() {
     let html = reqwest::Client::new().post(&link).form(&[("action", "accept"), ("by", "somebody else")]).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("已记录：接单") && html.contains("<b>接单</b> · 王芳<br>"), "{html}");
     assert_eq!(state.store.incident_history(id).unwrap().last().unwrap().actor, "王芳 (wang, own link)", "the link's member acts, whatever the form says");
+}
+
+/// A read-only card whose copy in memory has nowhere to keep a step beside it (no runtime
+/// directory): the step is not taken, and the page says so instead of "已记录".
+#[tokio::test]
+async fn a_step_the_copy_in_memory_cannot_keep_beside_the_card_is_refused_in_words() {
+    let (_base, state, id, _dir) = serve_store(2 * 1024 * 1024, Store::into_memory_copy).await;
+    let link = state.links.as_ref().unwrap().member_link(id, "wang", state.clock.now().div_euclid(1000));
+    let (status, page) = post(&link, &[("action", "accept"), ("note", "马上到")], None).await;
+    assert_eq!(status, 503, "{page}");
+    assert!(page.contains("没有记录") && !page.contains("已记录"), "{page}");
+    assert_eq!(state.store.incidents(true).unwrap()[0].state, "open", "not taken in memory either");
 }
