@@ -777,13 +777,38 @@ fn a_jump_in_a_new_level_s_first_minutes_is_red_at_its_second_reading() {
     // burst, within a second; a 0.3° jump two minutes later was never red. The recent level kept
     // its first reading and the two newest until 7.5 minutes had passed, judged nothing, then took
     // the jump into its reference. A new box was blind the same way for its first minutes.
-    for (history, spacing_ms, interval_s, live_before) in [(780, 1, 20, 6), (780, 1, 60, 2), (0, 0, 20, 3), (0, 0, 60, 3), (0, 0, 60, 5), (0, 0, 60, 12), (2, 1, 20, 2), (0, 0, 600, 3)] {
+    for (history, spacing_ms, interval_s, live_before) in
+        [(780, 1, 20, 6), (780, 1, 60, 2), (0, 0, 20, 3), (0, 0, 60, 3), (0, 0, 60, 5), (0, 0, 60, 12), (2, 1, 20, 2), (0, 0, 600, 3)]
+    {
         let red = red_after_a_jump(history, spacing_ms, interval_s, live_before);
         // The second reading after the jump, or the third when the jump is a new box's fourth
         // reading (its level needs three readings besides the one before it).
         let readings_before = history + live_before;
         let within = if readings_before >= 4 { interval_s } else { 2 * interval_s };
-        assert!(red.is_some_and(|after| after <= within), "history {history}, every {interval_s} s, jump after {live_before} live readings: red {red:?} s after");
+        assert!(
+            red.is_some_and(|after| after <= within),
+            "history {history}, every {interval_s} s, jump after {live_before} live readings: red {red:?} s after"
+        );
+    }
+}
+
+#[test]
+fn an_impossible_angle_goes_to_installers_never_to_the_grid() {
+    // An outside tester: a box that starts reporting 180° minus its angle (179.6°) raised red
+    // `tilt-sudden` "倾斜突变180.40°" on one-box houses, and `tilt-danger`.
+    for (x_after, y_after) in [(179.6, -0.31), (0.42, -179.7), (-999.0, 0.0), (45.0, -0.31)] {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        let mut events = Vec::new();
+        for m in 0..(3 * 24 * 60) {
+            let noise = ((m * 7919) % 5) as f64 * 0.001 - 0.002;
+            let (x, y) = if m >= 2 * 24 * 60 { (x_after, y_after) } else { (0.42 + noise, -0.31) };
+            e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", y), ("temperature", 15.0)], &mut events);
+            e.tick(m * MIN, &mut events);
+        }
+        assert_eq!(grid_events(&e, &events), vec![], "x {x_after}, y {y_after}");
+        let device: Vec<&str> =
+            events.iter().filter(|ev| e.rule(ev.rule).device && ev.kind == EventKind::Fired).map(|ev| e.rule(ev.rule).id.as_str()).collect();
+        assert!(device.contains(&"tilt-out-of-range"), "installers are told: {device:?}");
     }
 }
 
