@@ -459,3 +459,54 @@ async fn a_flag_raised_before_the_ntp_step_is_believed_only_once_the_clock_steps
     .await;
     assert!(restamped, "history not in true time after the step: {:#}", incident_json(dir.path(), id));
 }
+
+/// A one-box house whose box was offline: it sends the readings it kept (two hours of them,
+/// stamped by its own clock), then its live ones, to a box whose clock is not set (NTP has not
+/// come yet). The box places the kept readings at their arrival, within a second or two; a jump
+/// of 0.3° a few live readings later must be red at once. It was never red: the sudden-change
+/// rule's one-hour level held too few readings for seven and a half minutes, and then took the
+/// jump in (an outside tester; `signal.rs`, the recent level's first readings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_house_that_jumps_after_its_box_sent_a_backlog_to_an_unset_clock_is_red_at_once() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let config = format!(
+        "state_dir = \"state\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-clock-{http_port}\"\n\
+         [[sensor]]\nid = \"house-31\"\nkind = \"tilt\"\nsite = \"old-lane\"\nbuilding = \"B3\"\ngrid = \"grid-5\"\ninterval_secs = 120\n\
+         [ingest]\nclock_synchronized = \"{}\"\n[alerts]\nconsole = false\n[[alerts.webhook]]\nname = \"office\"\nurl = \"http://127.0.0.1:{}/hook\"\n\
+         [http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        mosquitto.url(),
+        dir.path().join("synchronized").display(),
+        receiver.port()
+    );
+    std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let topic = "gridwatch/old-lane/house-31/telemetry";
+    let reading =
+        |ts: i64, x: f64, i: i64| format!(r#"{{"x": {:.3}, "y": -0.31, "temperature": 15.0, "ts": {ts}}}"#, x + ((i * 7919) % 5) as f64 * 0.001 - 0.002);
+    let kept = 60;
+    let up = publish_until_evaluated(&mosquitto, topic, || reading(now_ms() - (kept + 1) * 120_000, 0.42, 0), http_port).await;
+    assert!(up, "{:?}", daemon.stderr());
+    for i in 1..=kept {
+        mosquitto.publish(topic, &reading(now_ms() - (kept + 1 - i) * 120_000, 0.42, i)).unwrap();
+    }
+    let mut jump_at = None;
+    for i in 0..30 {
+        let x = if i >= 6 { 0.72 } else { 0.42 };
+        let ts = now_ms();
+        if i == 6 {
+            jump_at = Some(ts);
+        }
+        mosquitto.publish(topic, &reading(ts, x, i)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if bodies(&receiver, "fired").iter().any(|b| b["rule"] == "tilt-sudden") {
+            break;
+        }
+    }
+    let red = bodies(&receiver, "fired").into_iter().find(|b| b["rule"] == "tilt-sudden");
+    let red = red.unwrap_or_else(|| panic!("no red for the jump: {:?} {:?}", receiver.bodies(), daemon.stderr()));
+    assert_eq!(red["severity"], "danger", "{red}");
+    assert!(jump_at.is_some_and(|at| now_ms() - at < 10_000), "red within seconds of the jump: {red}");
+}
