@@ -76,18 +76,22 @@ fn messages(
     time_zone: chrono_tz::Tz,
     places: &text::Places,
 ) -> BTreeMap<String, String> {
+    // A building's boxes as the message names them; a house with one box: the box, not "1 of 1
+    // sensors".
+    let needed = |a: gridwatch_rules::engine::Agreeing| rule.agree.unwrap_or(1).min(a.of);
+    let boxes = |chinese| event.agreement.filter(|a| a.of > 1).map(|a| text::agreement(a.agreeing, a.of, needed(a), chinese));
+    let unconfirmed = event.agreement.is_some_and(|a| a.of > 1 && a.agreeing < needed(a));
     let mut rendered: BTreeMap<String, String> = rule
         .messages
         .iter()
         .map(|(language, template)| {
-            let text = template.render(|name| match name {
-                "sensor" => Some(match event.agreement {
-                    // A house with one box: the box, not "1 of 1 sensors".
-                    Some(a) if a.of <= 1 => sensor.id.to_string(),
-                    Some(a) if language == "zh" => format!("{}个传感器中{}个一致", a.of, a.agreeing),
-                    Some(a) => format!("{} of {} sensors", a.agreeing, a.of),
-                    None => sensor.id.to_string(),
-                }),
+            let chinese = language == "zh";
+            let named_boxes = std::cell::Cell::new(false);
+            let mut text = template.render(|name| match name {
+                "sensor" => {
+                    named_boxes.set(true);
+                    Some(boxes(chinese).unwrap_or_else(|| sensor.id.to_string()))
+                }
                 "site" => Some(places.site(&sensor.place.site).unwrap_or(&sensor.place.site).to_string()),
                 "building" => sensor.place.building.as_deref().map(|b| places.building(&sensor.place.site, b).unwrap_or(b).to_string()),
                 "grid" => sensor.place.grid.as_deref().map(Into::into),
@@ -96,7 +100,9 @@ fn messages(
                 "value" if matches!(rule.check, Check::NoData { .. } | Check::Clock { .. }) => Some(text::silence(event.value, language == "zh")),
                 "value" => Some(shown_value(event, rule)),
                 "unit" => Some(rule.unit.clone()),
-                "severity" if language == "zh" => Some(event.severity.zh().to_string()),
+                // A device fault has no warning level (`text::level`).
+                "severity" if rule.device => Some(text::device_level(chinese).to_string()),
+                "severity" if chinese => Some(event.severity.zh().to_string()),
                 "severity" => Some(event.severity.as_str().to_string()),
                 "since" => Some(match since {
                     Some(since) => crate::local_time::short(since, time_zone, language == "zh"),
@@ -105,6 +111,10 @@ fn messages(
                 }),
                 _ => None,
             });
+            // A message that does not name the boxes still says that the alarm is unconfirmed.
+            if let Some(boxes) = boxes(chinese).filter(|_| unconfirmed && !named_boxes.get()) {
+                text.push_str(&if chinese { format!("（{boxes}）") } else { format!(" ({boxes})") });
+            }
             (language.clone(), text)
         })
         .collect();
@@ -191,6 +201,50 @@ mod tests {
         let alert = alert_of(&cleared, rule, &sensor, Some(event.since), crate::local_time::DEFAULT, &text::Places::default());
         assert_eq!(alert.messages["zh"], "east-yard B2（house-03）墙体倾斜已恢复正常，当前0.10‰", "a clear in its own words, not the alarm's");
         assert_eq!(alert.messages["en"], "house-03, east-yard B2: back to normal, now 0.10‰");
+    }
+
+    /// One box of a two-box house alone at red (`agree = 2`, `alone = "alarm"`): an unconfirmed
+    /// orange, said plainly — "（2个传感器中1个一致）" told an outside tester's workers nothing of
+    /// it. What two agreeing boxes say is as before; so is a house with one box. A rule whose
+    /// message does not name the boxes says it too.
+    #[test]
+    fn a_lone_box_s_alarm_says_plainly_that_it_is_unconfirmed() {
+        let rules = gridwatch_rules::RuleSet::compile(&gridwatch_rules::builtin_packs()).unwrap();
+        let rule = rules.rules.iter().find(|r| r.id == "tilt-danger").unwrap();
+        let sensor = crate::commands::demo::sensors().remove(2);
+        let event = |severity, agreeing, of| RuleEvent {
+            rule: gridwatch_rules::RuleId(0),
+            subject: gridwatch_rules::SubjectId(2),
+            kind: EventKind::Fired,
+            severity,
+            previous: None,
+            variant: None,
+            value: 7.3126,
+            at: 1_795_392_000_000,
+            since: 1_795_391_940_000,
+            agreement: Some(gridwatch_rules::engine::Agreeing { agreeing, of }),
+        };
+        let messages =
+            |event: &RuleEvent, rule: &Rule| alert_of(event, rule, &sensor, Some(event.since), crate::local_time::DEFAULT, &text::Places::default()).messages;
+        let lone = messages(&event(gridwatch_rules::Severity::Alarm, 1, 2), rule);
+        assert_eq!(lone["zh"], "east-yardB2（未经确认：同楼2个监测仪中仅1个报警）墙体倾斜较安装时变化7.3‰，已达危险值，橙色预警");
+        assert_eq!(lone["en"], "east-yard B2 (unconfirmed: only 1 of the building's 2 boxes): wall tilt changed 7.3‰ since installation — alarm");
+        let agreed = messages(&event(gridwatch_rules::Severity::Danger, 2, 3), rule);
+        assert_eq!(agreed["zh"], "east-yardB2（3个传感器中2个一致）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
+        assert_eq!(agreed["en"], "east-yard B2 (2 of 3 sensors): wall tilt changed 7.3‰ since installation — danger");
+        assert!(messages(&event(gridwatch_rules::Severity::Danger, 1, 1), rule)["zh"].starts_with("east-yardB2（house-03）"));
+
+        let source = gridwatch_rules::RuleSource {
+            name: "test".into(),
+            text: "[[rule]]\nid = \"leans\"\nkind = \"tilt\"\nvalue = \"x\"\nunit = \"°\"\nabove = 4\nseverity = \"danger\"\nagree = 2\nalone = \"alarm\"\n\
+                   message = { en = \"{site} {building}: wall leans {value}{unit}\", zh = \"{site}{building}墙体倾斜{value}{unit}\" }\n"
+                .into(),
+        };
+        let rules = gridwatch_rules::RuleSet::compile(&[source]).unwrap();
+        let lone = messages(&event(gridwatch_rules::Severity::Alarm, 1, 2), &rules.rules[0]);
+        assert_eq!(lone["zh"], "east-yardB2墙体倾斜7.31°（未经确认：同楼2个监测仪中仅1个报警）");
+        assert_eq!(lone["en"], "east-yard B2: wall leans 7.31° (unconfirmed: only 1 of the building's 2 boxes)");
+        assert_eq!(messages(&event(gridwatch_rules::Severity::Danger, 2, 2), &rules.rules[0])["zh"], "east-yardB2墙体倾斜7.31°", "agreed: as before");
     }
 
     /// A value rounded onto the limit it broke read as one within it (an outside tester's NH3-N

@@ -156,11 +156,12 @@ impl SmsSink {
         self
     }
 
-    /// `phone`'s member's own link to the first alert's incident, if the roster names them.
+    /// `phone`'s member's own link to the incident the SMS speaks of ([`lead`]), if the roster
+    /// names them.
     fn own_link(&self, phone: &str, alerts: &[&Alert]) -> Option<String> {
         let dispatch = self.roster.as_ref()?.get();
         let member = dispatch.roster.members.iter().find(|m| m.phone == phone)?;
-        alerts.first()?.member_links.get(&member.name).cloned()
+        lead(alerts)?.member_links.get(&member.name).cloned()
     }
 
     /// Records that `budget` was used now, in the ledger and in the store.
@@ -454,11 +455,19 @@ fn cut(sentence: &str) -> String {
     text
 }
 
+/// The alert an SMS about several speaks of: the worst, the first of equals — a red among them
+/// is what the SMS says, with its instruction (an orange that came first spoke for a red of the
+/// same house).
+fn lead<'a>(alerts: &[&'a Alert]) -> Option<&'a Alert> {
+    alerts.iter().copied().min_by_key(|a| std::cmp::Reverse(a.severity))
+}
+
 /// The SMS about one house: "【红色预警】#12 … 请立即到场查看… 12月3日 23:28 处理：<link>"; for
-/// several alerts of the house, every number and the first one's sentence and link — `own_link`
-/// when the phone's member has one, else the incident's.
+/// several alerts of the house, every number, and the level, sentence, what to do and link of
+/// the worst ([`lead`]) — the link `own_link` when the phone's member has one, else the
+/// incident's.
 pub fn sms_text(alerts: &[&Alert], wording: Wording, own_link: Option<&str>) -> String {
-    let Some(first) = alerts.first() else { return String::new() };
+    let Some(lead) = lead(alerts) else { return String::new() };
     // Each incident once, however many of its events the message carries (a digest).
     let mut numbers: Vec<String> = Vec::new();
     for number in alerts.iter().filter_map(|a| a.incident_id).map(|id| format!("#{id}")) {
@@ -466,20 +475,21 @@ pub fn sms_text(alerts: &[&Alert], wording: Wording, own_link: Option<&str>) -> 
             numbers.push(number);
         }
     }
-    let at = super::text::shown_time(first, wording);
-    let house = first.building.is_some();
-    let (zh_level, en_level) = match first.event {
-        Event::Cleared => ("已恢复".to_string(), "back to normal".to_string()),
-        _ => (text::level(first, wording), first.severity.to_string()),
+    let at = super::text::shown_time(lead, wording);
+    let house = lead.building.is_some();
+    let level = match (lead.event, wording.chinese) {
+        (Event::Cleared, true) => "已恢复".to_string(),
+        (Event::Cleared, false) => "back to normal".to_string(),
+        _ => text::level(lead, wording),
     };
     let (level, more, act) = match (wording.chinese, house) {
-        (true, true) => (format!("【{zh_level}】"), format!("（本楼共{}条）", alerts.len()), "处理："),
-        (true, false) => (format!("【{zh_level}】"), format!("（共{}条）", alerts.len()), "处理："),
-        (false, true) => (format!("[{en_level}] "), format!(" ({} alerts in this house)", alerts.len()), "Act: "),
-        (false, false) => (format!("[{en_level}] "), format!(" ({} alerts)", alerts.len()), "Act: "),
+        (true, true) => (format!("【{level}】"), format!("（本楼共{}条）", alerts.len()), "处理："),
+        (true, false) => (format!("【{level}】"), format!("（共{}条）", alerts.len()), "处理："),
+        (false, true) => (format!("[{level}] "), format!(" ({} alerts in this house)", alerts.len()), "Act: "),
+        (false, false) => (format!("[{level}] "), format!(" ({} alerts)", alerts.len()), "Act: "),
     };
     // Nothing is left to do on an incident a person resolved: the link is to look.
-    let act = match (first.incident_resolved, wording.chinese) {
+    let act = match (lead.incident_resolved, wording.chinese) {
         (true, true) => "查看：",
         (true, false) => "View: ",
         (false, _) => act,
@@ -487,21 +497,24 @@ pub fn sms_text(alerts: &[&Alert], wording: Wording, own_link: Option<&str>) -> 
     let more = if alerts.len() > 1 { more } else { String::new() };
     let mut parts = vec![
         format!("{level}{}", numbers.join(" ")),
-        format!("{}{more}", cut(&text::sentence(first, wording))),
-        text::what_to_do(first, wording).to_string(),
+        format!("{}{more}", cut(&text::sentence(lead, wording))),
+        text::what_to_do(lead, wording).to_string(),
         at,
     ];
     // The short form of the link: a Chinese SMS part holds 70 characters.
-    parts.extend(own_link.or(first.link.as_deref()).map(|l| format!("{act}{}", crate::links::shorten(l))));
+    parts.extend(own_link.or(lead.link.as_deref()).map(|l| format!("{act}{}", crate::links::shorten(l))));
     parts.join(" ")
 }
 
-/// One owed alert in a summary: "#15 north-lane B9 橙色预警 12月3日 23:40".
+/// One owed alert in a summary: "#15 north-lane B9 橙色预警 12月3日 23:40"; a red with its
+/// instruction ("… 红色预警 12月3日 23:40 请立即到场查看，必要时疏散住户").
 fn owed_line(alert: &Alert, wording: Wording) -> String {
     let at = super::text::shown_time(alert, wording);
     let house = text::house(alert);
     let number = alert.incident_id.map(|id| format!("#{id} ")).unwrap_or_default();
-    format!("{number}{house} {} {at}", text::level(alert, wording))
+    // Without its full stop: the summary joins its lines with "；" and ends with "。".
+    let act = text::red_instruction(alert, wording).map(|act| format!(" {}", act.trim_end_matches(['。', '.']))).unwrap_or_default();
+    format!("{number}{house} {} {at}{act}", text::level(alert, wording))
 }
 
 /// The SMS that carries what waited for the cap, with the latest incident's link.
@@ -766,6 +779,37 @@ mod tests {
         assert!(text.contains("（共3条）") && !text.contains("#14 #14") && !text.contains("本楼"), "{text}");
     }
 
+    /// A house's orange came first and a red of the same house second: the SMS spoke of the
+    /// orange ("请尽快到场查看"). It speaks of the red, with its instruction and link; and a red
+    /// owed to a summary keeps its instruction there, an orange stays short.
+    #[test]
+    fn a_red_speaks_for_its_house_s_sms_and_keeps_its_instruction_in_a_summary() {
+        let mut orange = house_alarm("house-08", 13);
+        (orange.severity, orange.colour) = (gridwatch_rules::Severity::Alarm, "orange".into());
+        let red = house_alarm("house-07", 12);
+        let wording = Wording::default();
+        let text = sms_text(&[&orange, &red], wording, None);
+        assert!(
+            text.starts_with("【红色预警】#13 #12 north-lane B7（house-07）墙体倾斜7.30°，红色预警（本楼共2条） 请立即到场查看，必要时疏散住户。 "),
+            "{text}"
+        );
+        assert!(text.ends_with("处理：http://box/incident/12"), "{text}");
+        assert_eq!(owed_line(&red, wording), "#12 north-lane B7 红色预警 11月23日 08:00 请立即到场查看，必要时疏散住户");
+        assert_eq!(owed_line(&orange, wording), "#13 north-lane B7 橙色预警 11月23日 08:00");
+        let english = Wording { chinese: false, ..wording };
+        assert_eq!(owed_line(&red, english), "#12 north-lane B7 danger 23 Nov 08:00 Go and look now; evacuate if needed");
+    }
+
+    /// A device fault's SMS says so, not "【黄色预警】" like a house's warning.
+    #[test]
+    fn a_device_fault_s_sms_says_device_fault() {
+        let mut fault = house_alarm("house-07", 5);
+        (fault.severity, fault.colour, fault.audience) = (gridwatch_rules::Severity::Warning, "yellow".into(), crate::alert::Audience::Installer);
+        let text = sms_text(&[&fault], Wording::default(), None);
+        assert!(text.starts_with("【设备故障】#5 ") && text.contains(" 请安装人员检查设备和线路。 "), "{text}");
+        assert_eq!(owed_line(&fault, Wording::default()), "#5 north-lane B7 设备故障 11月23日 08:00");
+    }
+
     /// Moves a paused clock an hour on, then lets real sockets carry the owed summary: until the
     /// gateway has seen `requests`, or a second of polls has passed.
     async fn an_hour_on_until(seen: &Mutex<Vec<serde_json::Value>>, requests: usize) {
@@ -795,7 +839,7 @@ mod tests {
         assert_eq!(seen.len(), 3, "the two held back went out together, not lost");
         assert_eq!(
             seen[2]["params"]["msg"],
-            "【汇总】此前2条告警因短信限额未单独发送：#22 north-lane B3 红色预警 11月23日 08:00；#23 north-lane B4 红色预警 11月23日 08:00。处理：http://box/incident/23"
+            "【汇总】此前2条告警因短信限额未单独发送：#22 north-lane B3 红色预警 11月23日 08:00 请立即到场查看，必要时疏散住户；#23 north-lane B4 红色预警 11月23日 08:00 请立即到场查看，必要时疏散住户。处理：http://box/incident/23"
         );
     }
 

@@ -7,7 +7,9 @@
 //!
 //! Invariants: every message about an incident carries its number (`#12`) and, when links are
 //! configured, its link — digests and grouped house messages too; a digest never drops an entry:
-//! [`digest`] splits it into pages under the channel's size limit.
+//! [`digest`] splits it into pages under the channel's size limit; a red (danger) alarm carries
+//! what to do in every message it is in ([`red_instruction`]); a device fault never reads as a
+//! warning level ([`is_device`]).
 
 use crate::alert::{Alert, Audience, Event};
 use gridwatch_rules::Severity;
@@ -78,8 +80,28 @@ fn severity_zh(severity: Severity) -> &'static str {
     }
 }
 
-fn dot(colour: &str) -> &'static str {
-    match colour {
+/// How many of a building's boxes show a building's alarm (a rule with `agree`), as its message
+/// names them: "2个传感器中2个一致" / "2 of 2 sensors" when they agree, and plainly unconfirmed
+/// when fewer than `needed` do — "未经确认：同楼2个监测仪中仅1个报警" / "unconfirmed: only 1 of
+/// the building's 2 boxes" (one box alone, the others do not show it: the box may be faulty,
+/// someone should still look; "2个传感器中1个一致" told a worker none of that, an outside
+/// tester).
+pub fn agreement(agreeing: u8, of: u8, needed: u8, chinese: bool) -> String {
+    match (agreeing < needed, chinese) {
+        (true, true) => format!("未经确认：同楼{of}个监测仪中仅{agreeing}个报警"),
+        (true, false) => format!("unconfirmed: only {agreeing} of the building's {of} boxes"),
+        (false, true) => format!("{of}个传感器中{agreeing}个一致"),
+        (false, false) => format!("{agreeing} of {of} sensors"),
+    }
+}
+
+/// The headline's marker: the warning colour's dot, or a spanner for a device fault (it has no
+/// warning colour: it is about a box, not a house).
+fn marker(alert: &Alert) -> &'static str {
+    if is_device(alert) {
+        return "🔧";
+    }
+    match alert.colour.as_str() {
         "red" => "🔴",
         "orange" => "🟠",
         "yellow" => "🟡",
@@ -87,12 +109,30 @@ fn dot(colour: &str) -> &'static str {
     }
 }
 
-/// The level as people call it: "红色预警" / "danger".
+/// Whether the alert is about a device (a stuck or silent box, its clock, its link: for
+/// installers) rather than a house or the water. A device fault is never worded as a warning
+/// level: in a grid group it read "🟡 黄色预警" like a house's tilt (an outside tester).
+pub fn is_device(alert: &Alert) -> bool {
+    alert.audience == Audience::Installer
+}
+
+/// The level as people call it: "红色预警" / "danger"; a device fault is "设备故障" /
+/// "device fault", whatever its severity.
 pub fn level(alert: &Alert, wording: Wording) -> String {
-    if wording.chinese {
-        severity_zh(alert.severity).to_string()
+    match (is_device(alert), wording.chinese) {
+        (true, chinese) => device_level(chinese).to_string(),
+        (false, true) => severity_zh(alert.severity).to_string(),
+        (false, false) => alert.severity.as_str().to_string(),
+    }
+}
+
+/// What a device fault is called where a house's alarm says its level: "设备故障" / "device
+/// fault".
+pub fn device_level(chinese: bool) -> &'static str {
+    if chinese {
+        "设备故障"
     } else {
-        alert.severity.as_str().to_string()
+        "device fault"
     }
 }
 
@@ -121,11 +161,13 @@ fn place(alert: &Alert, chinese: bool) -> String {
     }
 }
 
-/// The headline: "🔴 红色预警 #12", "✅ 已恢复正常 #12", "⏰ 催办 #12 · 红色预警".
+/// The headline: "🔴 红色预警 #12", "✅ 已恢复正常 #12", "⏰ 催办 #12 · 红色预警"; a device
+/// fault "🔧 设备故障 #12", "✅ 设备已恢复正常 #12".
 pub fn headline(alert: &Alert, wording: Wording) -> String {
     let n = number(alert);
     let level = level(alert, wording);
-    let dot = dot(&alert.colour);
+    let marker = marker(alert);
+    let device = is_device(alert);
     match (alert.event, wording.chinese) {
         (Event::Report, true) => "📋 督办日报".to_string(),
         (Event::Report, false) => "📋 Supervision report".to_string(),
@@ -133,22 +175,25 @@ pub fn headline(alert: &Alert, wording: Wording) -> String {
         (Event::HandedOver, false) => format!("📌 Handed to you {n} · {level}"),
         (Event::HelpAsked, true) => format!("🤝 请协助处理 {n} · {level}"),
         (Event::HelpAsked, false) => format!("🤝 Asked to help {n} · {level}"),
+        (Event::Cleared, true) if device => format!("✅ 设备已恢复正常 {n}"),
+        (Event::Cleared, false) if device => format!("✅ Device back to normal {n}"),
         (Event::Cleared, true) => format!("✅ 已恢复正常 {n}"),
         (Event::Cleared, false) => format!("✅ Back to normal {n}"),
         (Event::Reminder, true) => format!("⏰ 催办 {n} · {level}"),
         (Event::Reminder, false) => format!("⏰ Reminder {n} · {level}"),
         (Event::Escalated, true) => format!("⚠️ 督办 {n} · {level}"),
         (Event::Escalated, false) => format!("⚠️ Escalated {n} · {level}"),
-        (Event::Changed, true) => {
+        // A device fault has no level to move between: it reads as one.
+        (Event::Changed, true) if !device => {
             let was = alert.previous_severity.map(|p| format!("（原{}）", severity_zh(p))).unwrap_or_default();
-            format!("{dot} 级别变为{level}{was} {n}")
+            format!("{marker} 级别变为{level}{was} {n}")
         }
-        (Event::Changed, false) => {
+        (Event::Changed, false) if !device => {
             let was = alert.previous_severity.map(|p| format!(" (was {})", p.as_str())).unwrap_or_default();
-            format!("{dot} Now {level}{was} {n}")
+            format!("{marker} Now {level}{was} {n}")
         }
-        (_, true) => format!("{dot} {level} {n}"),
-        (_, false) => format!("{dot} {} {n}", level.to_uppercase()),
+        (_, true) => format!("{marker} {level} {n}"),
+        (_, false) => format!("{marker} {} {n}", level.to_uppercase()),
     }
 }
 
@@ -207,6 +252,15 @@ pub fn what_to_do(alert: &Alert, wording: Wording) -> &'static str {
         (_, _, Severity::Warning, false) => "Go and look today.",
         (_, _, _, false) => "For your information; no visit needed now.",
     }
+}
+
+/// What to do about a red (danger) alarm of a house or the water, for the messages that keep
+/// each alert short (summaries, an SMS summary): a red carries its instruction wherever it
+/// goes — in a summary with an orange it had none (an outside tester). `None` for anything
+/// else, and for a red that is over.
+pub fn red_instruction(alert: &Alert, wording: Wording) -> Option<&'static str> {
+    let acts = !matches!(alert.event, Event::Cleared | Event::Report);
+    (alert.severity == Severity::Danger && alert.audience == Audience::Grid && acts).then(|| what_to_do(alert, wording))
 }
 
 /// When it happened, in the installation's time zone — or that the box cannot tell yet (its
@@ -326,16 +380,21 @@ pub fn digest_title(alerts: &[&Alert], wording: Wording) -> String {
     }
 }
 
-/// One digest line: headline, time, sentence, link.
+/// One digest line: headline, time, sentence, a red's instruction ([`red_instruction`]), link.
 fn entry(alert: &Alert, wording: Wording, markup: Markup) -> String {
     let at = shown_time(alert, wording);
-    let label = if wording.chinese { "处理" } else { "open" };
     let mut line = format!("- {} {at} {}", headline(alert, wording), sentence(alert, wording));
-    for link in links(alert, wording, markup, label) {
+    for part in entry_tail(alert, wording, markup, if wording.chinese { "处理" } else { "open" }) {
         line.push(' ');
-        line.push_str(&link);
+        line.push_str(&part);
     }
     line
+}
+
+/// What a digest line keeps even when its sentence is cut: a red's instruction and the links
+/// (labelled `label`).
+fn entry_tail(alert: &Alert, wording: Wording, markup: Markup, label: &str) -> Vec<String> {
+    red_instruction(alert, wording).map(str::to_string).into_iter().chain(links(alert, wording, markup, label)).collect()
 }
 
 /// Several alerts as messages of at most `max_bytes` each: every alert in full (number and
@@ -357,8 +416,9 @@ pub fn digest(alerts: &[&Alert], wording: Wording, markup: Markup, max_bytes: us
     for alert in alerts {
         let mut line = entry(alert, wording, markup);
         if line.len() > budget {
-            // Only a rule message longer than a whole page gets here: keep the number and link.
-            let tail: String = links(alert, wording, markup, "").join(" ");
+            // Only a rule message longer than a whole page gets here: keep the number, a red's
+            // instruction and the link.
+            let tail: String = entry_tail(alert, wording, markup, "").join(" ");
             let head = super::robot::truncate(&format!("- {} {}", headline(alert, wording), sentence(alert, wording)), budget.saturating_sub(tail.len() + 1));
             line = format!("{head} {tail}");
         }
@@ -541,6 +601,61 @@ mod tests {
         let first = digest(&refs, Wording::default(), Markup::Plain, 2048).remove(0);
         let numbers: Vec<&str> = first.lines().skip(1).take(4).map(|line| line.split_whitespace().nth(3).unwrap_or("")).collect();
         assert_eq!(numbers, ["#7", "#7", "#1", "#2"], "{first}");
+    }
+
+    /// An outside tester's burst: a red of one house and an orange of another in one robot
+    /// summary; the red had no instruction there. It keeps it, and so does a red reminder; the
+    /// orange stays one short line.
+    #[test]
+    fn a_red_keeps_its_instruction_in_a_summary_with_other_houses() {
+        let mut red = incident(sample_alert("fired", 7.3), 12);
+        red.messages.insert("zh".into(), "north-lane B7（house-07）墙体倾斜7.3‰，红色预警".into());
+        let mut orange = incident(sample_alert("fired", 4.2), 13);
+        (orange.severity, orange.colour, orange.building) = (Severity::Alarm, "orange".into(), Some("B8".into()));
+        orange.messages.insert("zh".into(), "north-lane B8（house-08）墙体倾斜4.2‰，橙色预警".into());
+        let pages = digest(&[&orange, &red], Wording::default(), Markup::Plain, 2048);
+        assert_eq!(
+            pages,
+            ["2 条告警汇总\n\
+              - 🔴 红色预警 #12 11月23日 08:00 north-lane B7（house-07）墙体倾斜7.3‰，红色预警 请立即到场查看，必要时疏散住户。 处理 http://10.8.0.5:9181/incident/12?exp=1&sig=ab\n\
+              - 🟠 橙色预警 #13 11月23日 08:00 north-lane B8（house-08）墙体倾斜4.2‰，橙色预警 处理 http://10.8.0.5:9181/incident/13?exp=1&sig=ab"]
+        );
+        let reminder = Alert { event: Event::Reminder, ..red.clone() };
+        let english = Wording { chinese: false, ..Wording::default() };
+        let pages = digest(&[&orange, &reminder], english, Markup::Markdown, 4096);
+        assert!(pages[0].contains("- ⏰ Reminder #12 · danger 23 Nov 08:00 north-lane B7 (house-07): wall tilt changed 7.31‰ since installation — danger Go and look now; evacuate if needed. [open]("), "{}", pages[0]);
+        let cleared = Alert { event: Event::Cleared, ..red };
+        let pages = digest(&[&orange, &cleared], Wording::default(), Markup::Plain, 2048);
+        assert!(!pages[0].contains("请立即到场") && !pages[0].contains("请尽快到场"), "a clear and an orange say no more in a summary: {}", pages[0]);
+    }
+
+    /// A device fault (a silent or stuck box) in a grid group read "🟡 黄色预警" like a yellow
+    /// tilt warning of a house (an outside tester): alone, in a summary, reminded, cleared, in
+    /// English, it reads as a device fault.
+    #[test]
+    fn a_device_fault_reads_apart_from_a_warning_about_a_house() {
+        let mut fault = incident(sample_alert("fired", 7_200.0), 5);
+        (fault.rule, fault.severity, fault.colour, fault.audience, fault.unit) =
+            ("tilt-no-data".into(), Severity::Warning, "yellow".into(), Audience::Installer, String::new());
+        fault.messages.insert("zh".into(), "north-lane B7倾斜监测仪house-07已2小时无数据，请检查设备".into());
+        let text = message(&fault, Wording::default(), Markup::Plain);
+        assert_eq!(
+            text,
+            "🔧 设备故障 #5\nnorth-lane B7倾斜监测仪house-07已2小时无数据，请检查设备\n请安装人员检查设备和线路。\n时间：11月23日 08:00（自 07:59 起）\n接单 / 到场 / 办结 http://10.8.0.5:9181/incident/5?exp=1&sig=ab"
+        );
+        let mut warning = incident(sample_alert("fired", 2.4), 6);
+        (warning.severity, warning.colour, warning.building) = (Severity::Warning, "yellow".into(), Some("B9".into()));
+        let summary = digest(&[&warning, &fault], Wording::default(), Markup::Plain, 2048).join("\n");
+        assert!(summary.contains("\n- 🟡 黄色预警 #6 ") && summary.contains("\n- 🔧 设备故障 #5 "), "{summary}");
+        let english = Wording { chinese: false, ..Wording::default() };
+        assert_eq!(headline(&fault, english), "🔧 DEVICE FAULT #5");
+        assert_eq!(headline(&Alert { event: Event::Reminder, ..fault.clone() }, Wording::default()), "⏰ 催办 #5 · 设备故障");
+        assert_eq!(headline(&Alert { event: Event::Changed, previous_severity: Some(Severity::Alarm), ..fault.clone() }, Wording::default()), "🔧 设备故障 #5");
+        assert_eq!(headline(&Alert { event: Event::Cleared, ..fault.clone() }, Wording::default()), "✅ 设备已恢复正常 #5");
+        assert_eq!(title(&fault, english), "🔧 DEVICE FAULT #5 north-lane B7");
+        for text in [text, summary] {
+            assert!(!text.contains("🔧 黄色预警") && !text.contains("🟡 黄色预警 #5"), "{text}");
+        }
     }
 
     #[test]

@@ -114,9 +114,10 @@ fn points(board: &Board) -> Vec<Point> {
     by_key.into_values().collect()
 }
 
-/// A status letter per sensor: r o y b (the worst open incident's colour), s (silent), g (well),
-/// n (not heard yet).
-fn sensor_status(board: &Board, open: &[IncidentRow]) -> Vec<u8> {
+/// A status letter per sensor: r o y b (the worst open incident's colour), s (silent, or a
+/// device fault open), g (well), n (not heard yet); `open` is each open incident's sensor and
+/// colour letter ([`Known::level`]).
+fn sensor_status(board: &Board, open: &[(&str, u8)]) -> Vec<u8> {
     let index: HashMap<&str, usize> = board.sensors.iter().enumerate().map(|(i, s)| (&*s.id, i)).collect();
     let latest = board.live.as_ref().map(|live| live.latest()).unwrap_or_default();
     // Silence on elapsed time: a box clock not set yet (or a device's own clock) says nothing.
@@ -135,9 +136,8 @@ fn sensor_status(board: &Board, open: &[IncidentRow]) -> Vec<u8> {
             }
         })
         .collect();
-    for incident in open {
-        if let Some(&i) = index.get(incident.sensor.as_str()) {
-            let letter = severity_letter(&incident.severity);
+    for &(sensor, letter) in open {
+        if let Some(&i) = index.get(sensor) {
             if rank(letter) > rank(status[i]) {
                 status[i] = letter;
             }
@@ -185,9 +185,21 @@ struct Known {
     since_known: bool,
     accepted_ms: Option<i64>,
     on_site_ms: Option<i64>,
+    /// A device fault (a box, for installers): shown as one, not in a warning colour.
+    device: bool,
 }
 
 impl Known {
+    /// Its level as the office says it ("红色", "设备故障": a device fault has no warning colour)
+    /// and its colour's letter (a device fault's is grey).
+    fn level(&self, severity: &str) -> (&'static str, u8) {
+        if self.device {
+            (text::device_level(true), b's')
+        } else {
+            (level_zh(severity), severity_letter(severity))
+        }
+    }
+
     /// When its clocks started, as a time of day; unknown while stamped by an unset clock.
     fn opened(&self, zone: chrono_tz::Tz) -> String {
         if self.since_known {
@@ -214,8 +226,16 @@ fn know(store: &Store, row: &IncidentRow) -> Known {
         Some(alert) => (text::house(alert), without_place(text::sentence(alert, wording), alert)),
         None => (row.sensor.clone(), row.rule.clone()),
     };
-    let mut known =
-        Known { updated_ms: row.updated_ms, place, what, since_ms: row.opened_ms, since_known: row.opened_known, accepted_ms: None, on_site_ms: None };
+    let mut known = Known {
+        updated_ms: row.updated_ms,
+        place,
+        what,
+        since_ms: row.opened_ms,
+        since_known: row.opened_known,
+        accepted_ms: None,
+        on_site_ms: None,
+        device: alert.as_ref().is_some_and(text::is_device),
+    };
     for entry in store.incident_history(row.id).unwrap_or_default() {
         match entry.action.as_str() {
             action if action.starts_with("re-opened") => {
@@ -277,7 +297,7 @@ fn stopwatch(ms: i64) -> String {
 #[derive(Debug, Serialize)]
 struct IncidentView {
     id: i64,
-    /// r o y b.
+    /// r o y b (s: a device fault).
     colour: char,
     level: &'static str,
     place: String,
@@ -345,16 +365,21 @@ impl Watcher {
         let zone = board.time_zone;
         let mut open: Vec<IncidentRow> = board.store.incidents(false).unwrap_or_default();
         open.retain(|r| r.state != "resolved");
-        let status = point_status(&self.points, &sensor_status(&board, &open));
         self.known.retain(|id, _| open.iter().any(|r| r.id == *id));
         for row in &open {
             if self.known.get(&row.id).is_none_or(|k| k.updated_ms != row.updated_ms) {
                 self.known.insert(row.id, know(&board.store, row));
             }
         }
+        let letters: Vec<(&str, u8)> = open.iter().map(|r| (r.sensor.as_str(), self.known[&r.id].level(&r.severity).1)).collect();
+        let status = point_status(&self.points, &sensor_status(&board, &letters));
         let newest = open.iter().max_by_key(|r| (self.known.get(&r.id).map_or(r.opened_ms, |k| k.since_ms), r.id)).map(|r| {
             let known = &self.known[&r.id];
-            format!("#{} {} {}预警 · {} {}", r.id, known.opened(zone), level_zh(&r.severity), known.place, known.what)
+            let level = match known.level(&r.severity) {
+                (level, _) if known.device => level.to_string(),
+                (colour, _) => format!("{colour}预警"),
+            };
+            format!("#{} {} {level} · {} {}", r.id, known.opened(zone), known.place, known.what)
         });
         // Waiting to be accepted first, then the worst, then the newest.
         open.sort_by_key(|r| (r.state != "open", std::cmp::Reverse(rank(severity_letter(&r.severity))), std::cmp::Reverse(r.id)));
@@ -368,8 +393,8 @@ impl Watcher {
                 let accepted = known.accepted_ms.or(known.on_site_ms);
                 IncidentView {
                     id: r.id,
-                    colour: severity_letter(&r.severity) as char,
-                    level: level_zh(&r.severity),
+                    colour: known.level(&r.severity).1 as char,
+                    level: known.level(&r.severity).0,
                     place: known.place.clone(),
                     what: known.what.chars().take(40).collect(),
                     state: state_zh(&r.state),
@@ -572,6 +597,23 @@ mod tests {
         ];
         assert_eq!(point_status(&points, b"gyss"), "ys");
         assert_eq!(point_status(&points, b"sgrn"), "rn");
+    }
+
+    /// A device fault on the office's screen reads "设备故障" in grey, not a yellow warning.
+    #[tokio::test]
+    async fn a_device_fault_is_listed_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut warning = crate::alert::tests::sample_alert("fired", 2.4);
+        (warning.severity, warning.colour) = (gridwatch_rules::Severity::Warning, "yellow".into());
+        let fault = crate::alert::Alert { rule: "tilt-no-data".into(), audience: crate::alert::Audience::Installer, ..warning.clone() };
+        for alert in [&warning, &fault] {
+            store.apply_alert(alert, 600_000).await.unwrap();
+            store.record_alert(alert, &[]).await.unwrap();
+        }
+        let levels: Vec<(String, (&str, u8))> =
+            store.incidents(false).unwrap().iter().map(|row| (row.rule.clone(), know(&store, row).level(&row.severity))).collect();
+        assert!(levels.contains(&("tilt-danger".into(), ("黄色", b'y'))) && levels.contains(&("tilt-no-data".into(), ("设备故障", b's'))), "{levels:?}");
     }
 
     #[test]

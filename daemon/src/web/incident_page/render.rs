@@ -98,9 +98,12 @@ impl<'a> Facts<'a> {
     }
 }
 
-/// What an audit entry says, in Chinese where the page knows the words.
+/// What an audit entry says, in Chinese where the page knows the words (a device fault's level
+/// as "设备故障").
 fn entry_label(facts: &Facts<'_>, action: &str) -> String {
+    let device = facts.about.as_ref().is_some_and(text::is_device);
     let severity = |s: &str| match s {
+        _ if device => text::device_level(true),
         "danger" => "红色预警",
         "alarm" => "橙色预警",
         "warning" => "黄色预警",
@@ -180,7 +183,7 @@ pub fn render(facts: &Facts<'_>, signed: &Signed, notice: Option<&Notice>, note:
         "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>#{id} {level}</title><style>{STYLE}</style></head><body>",
         id = row.id,
-        level = severity_zh(&row.severity),
+        level = level_of(row, about).1,
     );
     header(&mut html, row, about, facts.place.as_deref());
     match notice {
@@ -219,13 +222,24 @@ fn severity_zh(severity: &str) -> &'static str {
     }
 }
 
+/// The incident's level as the page shows it: its style class and words — a device fault's
+/// grey and "设备故障", not a warning colour.
+fn level_of<'a>(row: &'a IncidentRow, about: Option<&Alert>) -> (&'a str, &'static str) {
+    if about.is_some_and(text::is_device) {
+        ("device", text::device_level(true))
+    } else {
+        (row.severity.as_str(), severity_zh(&row.severity))
+    }
+}
+
+/// The page's head: level ([`level_of`]), number, state, place.
 fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>, place: Option<&str>) {
     let place = about.map(text::house).or_else(|| place.map(str::to_string)).unwrap_or_default();
+    let (class, level) = level_of(row, about);
     let _ = write!(
         html,
         "<header class=\"{sev}\"><h1>{level} #{id} · {state}</h1><p>{place}（{sensor}）</p></header>",
-        sev = escape(&row.severity),
-        level = severity_zh(&row.severity),
+        sev = escape(class),
         id = row.id,
         state = state_label(&row.state),
         place = escape(&place),

@@ -277,3 +277,19 @@ async fn a_step_the_copy_in_memory_cannot_keep_beside_the_card_is_refused_in_wor
     assert!(page.contains("没有记录") && !page.contains("已记录"), "{page}");
     assert_eq!(state.store.incidents(true).unwrap()[0].state, "open", "not taken in memory either");
 }
+
+/// A device fault's page reads as one — grey, "设备故障" — not as a house's yellow warning.
+#[tokio::test]
+async fn a_device_fault_s_page_reads_as_a_device_fault() {
+    let (_, state, _, _dir) = serve().await;
+    let mut fault = sample_alert("fired", 7_200.0);
+    (fault.rule, fault.severity, fault.colour, fault.audience) =
+        ("tilt-no-data".into(), gridwatch_rules::Severity::Warning, "yellow".into(), crate::alert::Audience::Installer);
+    let id = state.store.apply_alert(&fault, 600_000).await.unwrap().incident().unwrap();
+    fault.incident_id = Some(id);
+    state.store.record_alert(&fault, &[]).await.unwrap();
+    let link = state.links.as_ref().unwrap().link(id, state.clock.now().div_euclid(1000));
+    let html = reqwest::get(&link).await.unwrap().text().await.unwrap();
+    assert!(html.contains(&format!("<header class=\"device\"><h1>设备故障 #{id} · ")), "{html}");
+    assert!(html.contains("触发设备故障") && !html.contains("黄色预警"), "{html}");
+}
