@@ -1193,12 +1193,12 @@ fn a_probe_whose_fields_match_nothing_is_told_to_installers() {
 }
 
 #[test]
-fn every_water_rule_speaks_both_languages() {
-    // An outside tester: a pH rule had no message, and a Chinese installation
-    // sent the English title without site or sensor.
+fn every_shipped_rule_speaks_both_languages() {
+    // Outside testers: a pH rule had no message, and a Chinese installation sent the English
+    // title without site or sensor; so did `tilt-out-of-range` ("设备异常", no house).
     let shipped = shipped();
-    let water_rules = shipped.rules.iter().filter(|rule| rule.origin.file == "builtin:water-gb3838" || rule.origin.file == "builtin:drinking-gb5749");
-    for rule in water_rules {
+    let rules = shipped.rules.iter();
+    for rule in rules {
         for language in crate::message::LANGUAGES {
             let Some(template) = rule.messages.get(language) else { panic!("{} has no `{language}` message", rule.id) };
             let text = template.render(|name| Some(format!("<{name}>")));
