@@ -16,7 +16,7 @@
 mod common;
 
 use common::sd_card::SdCard;
-use common::{metric, metrics, publish_until_evaluated, Daemon, SECOND};
+use common::{card_box_config, metric, metrics, publish_until_evaluated, Daemon, ALARM_LADDER_ROSTER, SECOND};
 use gridwatch::sources::mqtt::incident_acks::AckConfig;
 use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
 
@@ -24,41 +24,13 @@ const ACK_TOPIC: &str = "gridwatch/acks/north-lane";
 const ACK_SECRET: &str = "hub-and-box-share-this";
 const TELEMETRY: &str = "gridwatch/north-lane/house-07/telemetry";
 
-/// 王芳 on duty, 陈刚 her leader: an alarm is reminded every 1.5 s until accepted and escalated
-/// after 4 s unaccepted; the on-site deadline is far off, so after 接单 nothing more is due.
-const ROSTER: &str = r#"
-timezone = "+08:00"
-
-[[grid]]
-id = "grid-5"
-
-[[member]]
-id = "wang"
-name = "王芳"
-role = "worker"
-phone = "13800000001"
-grids = ["grid-5"]
-
-[[member]]
-id = "chen"
-name = "陈刚"
-role = "grid_leader"
-phone = "13800000002"
-grids = ["grid-5"]
-
-[[shift]]
-member = "wang"
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-from = "00:00"
-to = "00:00"
-
-[[policy]]
-severity = "alarm"
-accept_within = "4s"
-on_site_within = "1h"
-remind_every = "1500ms"
-escalate_to = [["grid_leader"]]
-"#;
+/// The alarm ladder's roster (王芳 reminded every 1.5 s until she accepts, 陈刚 told after 4 s),
+/// with the on-site deadline far off, so after 接单 nothing more is due.
+fn roster() -> String {
+    let roster = ALARM_LADDER_ROSTER.replace("on_site_within = \"12s\"", "on_site_within = \"1h\"");
+    assert_ne!(roster, ALARM_LADDER_ROSTER, "the on-site deadline is moved");
+    roster
+}
 
 /// A box with one tilt sensor (alarm above 5), the roster above, signed links, an ack topic, a
 /// webhook receiver, its state directory on an SD card and a runtime directory beside it.
@@ -77,18 +49,11 @@ impl FieldBox {
         let card = SdCard::mount(dir.path());
         let receiver = WebhookReceiver::start(Vec::new()).await;
         let http_port = free_port();
-        let config = format!(
-            "state_dir = \"state\"\nruntime_dir = \"run\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-actions-{http_port}\"\n\
-             [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-5\"\n\
-             [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
-             [[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n\
-             [http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"a-secret-of-enough-length\"\n\
-             [dispatch]\nroster = \"roster.toml\"\nack_topic = \"{ACK_TOPIC}\"\nack_secret = \"{ACK_SECRET}\"\n",
-            mosquitto.url(),
-            receiver.url()
-        );
+        let http = format!("public_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"a-secret-of-enough-length\"\n");
+        let dispatch = format!("ack_topic = \"{ACK_TOPIC}\"\nack_secret = \"{ACK_SECRET}\"\n");
+        let config = card_box_config("gw-field-actions", &mosquitto.url(), &receiver.url(), http_port, &["house-07"], &http, &dispatch);
         std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
-        std::fs::write(dir.path().join("roster.toml"), ROSTER).unwrap();
+        std::fs::write(dir.path().join("roster.toml"), roster()).unwrap();
         std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();
         FieldBox { mosquitto, dir, card, receiver, http_port }
     }

@@ -15,7 +15,7 @@
 mod common;
 
 use common::sd_card::SdCard;
-use common::{publish_until_evaluated, Daemon, ALARM_LADDER_ROSTER, SECOND};
+use common::{card_box_config, publish_until_evaluated, Daemon, ALARM_LADDER_ROSTER, SECOND};
 use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
 use std::collections::BTreeSet;
 
@@ -41,15 +41,7 @@ impl FieldBox {
         let card = SdCard::mount(dir.path());
         let receiver = WebhookReceiver::start(Vec::new()).await;
         let http_port = free_port();
-        let sensors: String =
-            SENSORS.iter().map(|id| format!("[[sensor]]\nid = \"{id}\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-5\"\n")).collect();
-        let config = format!(
-            "state_dir = \"state\"\nruntime_dir = \"run\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-ladders-{http_port}\"\n{sensors}\
-             [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
-             [[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
-            mosquitto.url(),
-            receiver.url()
-        );
+        let config = card_box_config("gw-field-ladders", &mosquitto.url(), &receiver.url(), http_port, &SENSORS, "", "");
         std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
         std::fs::write(dir.path().join("roster.toml"), ALARM_LADDER_ROSTER).unwrap();
         std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n").unwrap();

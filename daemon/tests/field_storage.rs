@@ -13,7 +13,7 @@
 mod common;
 
 use common::sd_card::SdCard;
-use common::{metric, metrics, publish_until_evaluated, Daemon, ALARM_LADDER_ROSTER, SECOND};
+use common::{card_box_config, metric, metrics, publish_until_evaluated, Daemon, ALARM_LADDER_ROSTER, SECOND};
 use gridwatch_tests::{free_port, now_ms, wait_for, Mosquitto, WebhookReceiver};
 
 /// `/healthz`'s status and body; status 0 when it does not answer within 3 s.
@@ -101,14 +101,7 @@ impl LadderBox {
         let card = SdCard::mount(dir.path());
         let receiver = WebhookReceiver::start(Vec::new()).await;
         let http_port = free_port();
-        let config = format!(
-            "state_dir = \"state\"\nruntime_dir = \"run\"\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-field-ladder-{http_port}\"\n\
-             [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-5\"\n\
-             [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
-             [[alerts.webhook]]\nname = \"office\"\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dispatch]\nroster = \"roster.toml\"\n",
-            mosquitto.url(),
-            receiver.url()
-        );
+        let config = card_box_config("gw-field-ladder", &mosquitto.url(), &receiver.url(), http_port, &["house-07"], "", "");
         std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
         std::fs::write(dir.path().join("roster.toml"), ALARM_LADDER_ROSTER).unwrap();
         let rules = "[[rule]]\nid = \"tilt\"\nvalue = \"x\"\nabove = 5\nseverity = \"alarm\"\n\

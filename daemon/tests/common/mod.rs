@@ -192,6 +192,19 @@ pub async fn wait_balanced(http_port: u16) -> Result<serde_json::Value, serde_js
     Err(last)
 }
 
+/// The configuration of a box in the field tests of its SD card (`sd_card`): its state directory
+/// on the card with a runtime directory beside it, tilt sensors `sensors` of north-lane in grid-5,
+/// the rules in `rules.toml` and the roster in `roster.toml`, and one webhook; `http` and
+/// `dispatch` add lines to those tables.
+pub fn card_box_config(client_id: &str, broker: &str, webhook: &str, http_port: u16, sensors: &[&str], http: &str, dispatch: &str) -> String {
+    let sensors: String = sensors.iter().map(|id| format!("[[sensor]]\nid = \"{id}\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-5\"\n")).collect();
+    format!(
+        "state_dir = \"state\"\nruntime_dir = \"run\"\n[mqtt]\nbroker = \"{broker}\"\nclient_id = \"{client_id}-{http_port}\"\n{sensors}\
+         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n[alerts]\nconsole = false\n\
+         [[alerts.webhook]]\nname = \"office\"\nurl = \"{webhook}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n{http}[dispatch]\nroster = \"roster.toml\"\n{dispatch}"
+    )
+}
+
 /// A grid with 王芳 on duty around the clock and 陈刚 its leader; an `alarm` must be accepted
 /// within 4 s (reminded every 1.5 s meanwhile) and reached on site within 12 s, else it goes to
 /// the grid leader.
