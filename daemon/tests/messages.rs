@@ -277,18 +277,8 @@ async fn a_digest_past_the_size_limit_is_split_and_keeps_every_incident_and_link
 /// instruction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_robot_reads_a_red_s_instruction_in_a_summary_an_unconfirmed_alarm_and_a_device_fault_plainly() {
-    const RULES: &str = r#"
-[[rule]]
-id = "do-low"
-title = "Dissolved oxygen low"
-message = { en = "{site} {building} ({sensor}): dissolved oxygen {value} {unit} — {severity}", zh = "{site} {building}（{sensor}）溶解氧 {value} {unit}，低于 5 {unit}，{severity}" }
-kind = "water"
-value = "do"
-unit = "mg/L"
-below = 5.0
-clear_above = 5.3
-severity = "alarm"
-
+    // The file's oxygen rule, a probe's own fault flag and a house rule that needs two boxes.
+    const MORE_RULES: &str = r#"
 [[rule]]
 id = "probe-fault"
 title = "Probe reports a fault"
@@ -331,7 +321,7 @@ alone = "alarm"
         wecom.url()
     );
     std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
-    std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), format!("{RULES}{MORE_RULES}")).unwrap();
     let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     let tilt = |x: f64| format!(r#"{{"x": {x}, "y": 0.0, "ts": {}}}"#, now_ms());
     assert!(publish_until_evaluated(&mosquitto, &topic("house-a2"), || tilt(0.1), http_port).await, "{:?}", daemon.stderr());
