@@ -470,9 +470,15 @@ async fn a_hub_whose_renewal_answer_was_lost_stays_active() {
     let client = async_nats::connect(nats.urls()).await.unwrap();
     let bucket = async_nats::jetstream::new(client).get_key_value(gridwatch::cluster::HUB_BUCKET).await.unwrap();
     for _ in 0..3 {
-        let entry = bucket.entry("active").await.unwrap().expect("the hub holds its lease");
-        assert!(entry.value.starts_with(b"hub-a "), "{:?}", entry.value);
-        bucket.update("active", entry.value.clone(), entry.revision).await.unwrap();
+        // The hub renews every second: a renewal between the read and the update moves the
+        // revision (`wrong last sequence`), so the newest is read again until the update lands.
+        let landed = wait_for(10 * SECOND, || async {
+            let entry = bucket.entry("active").await.unwrap().expect("the hub holds its lease");
+            assert!(entry.value.starts_with(b"hub-a "), "{:?}", entry.value);
+            bucket.update("active", entry.value.clone(), entry.revision).await.is_ok()
+        })
+        .await;
+        assert!(landed, "the lease was never updated between two renewals");
         // Two renewals (every second at a 3-second lease) meet the newer revision.
         tokio::time::sleep(2 * SECOND).await;
     }
