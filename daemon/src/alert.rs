@@ -189,6 +189,12 @@ pub struct UnsetClockStamp {
 pub const DAEMON_KIND: &str = "gridwatch";
 
 impl Alert {
+    /// Whether it is about a red incident that is not over (its alarm, a rise to red, a
+    /// reminder, an escalation…): such a message goes first where a channel must choose.
+    pub fn is_red(&self) -> bool {
+        self.severity == Severity::Danger && self.event != Event::Cleared
+    }
+
     /// Says "time unknown" instead of a time stamped by a clock that is not set, keeping the
     /// monotonic `elapsed_ms` of the stamp for the store to re-stamp it once the clock is set.
     pub fn stamped_by_unset_clock(&mut self, elapsed_ms: i64) {

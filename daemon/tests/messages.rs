@@ -8,6 +8,7 @@
 mod common;
 
 use common::{publish_until_evaluated, Daemon, SECOND};
+use gridwatch::sinks::robot;
 use gridwatch_tests::{free_port, wait_for, Mosquitto, WebhookReceiver};
 use std::path::Path;
 
@@ -213,9 +214,9 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
     assert!(daemon.stop().success());
 }
 
-/// Forty houses alarm at once: the robot takes 20 messages a minute, so the other twenty wait
-/// and go out as a digest — split into messages under WeCom's 4,096 bytes, every one of the
-/// twenty with its number and link, none dropped.
+/// Forty houses alarm at once: the robot takes 20 messages a minute, the last three of them
+/// only for red alarms, so the other twenty-three oranges wait and go out as a digest — split
+/// into messages under WeCom's 4,096 bytes, every one with its number and link, none dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_past_the_size_limit_is_split_and_keeps_every_incident_and_link() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
@@ -240,17 +241,18 @@ async fn a_digest_past_the_size_limit_is_split_and_keeps_every_incident_and_link
     for i in 1..=40 {
         mosquitto.publish(&topic(&format!("canal-{i:02}")), &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
     }
-    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == 20 }).await, "{:?}", daemon.stderr());
+    let alone = robot::PER_MINUTE - robot::KEPT_FOR_RED;
+    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == alone }).await, "{:?}", daemon.stderr());
     // The minute's limit: the rest waits, then comes as a digest.
-    let digest_came = wait_for(75 * SECOND, || async { wecom.bodies().len() >= 22 }).await;
+    let digest_came = wait_for(75 * SECOND, || async { wecom.bodies().len() >= alone + 2 }).await;
     assert!(digest_came, "{} messages; {:?}", wecom.bodies().len(), daemon.stderr());
     tokio::time::sleep(2 * SECOND).await;
     let bodies = wecom.bodies();
-    let pages: Vec<&str> = bodies[20..].iter().map(|b| b["markdown"]["content"].as_str().unwrap()).collect();
+    let pages: Vec<&str> = bodies[alone..].iter().map(|b| b["markdown"]["content"].as_str().unwrap()).collect();
     assert_eq!(pages.len(), 2, "{pages:#?}");
     for (i, page) in pages.iter().enumerate() {
         assert!(page.len() <= 4096, "page {} is {} bytes", i + 1, page.len());
-        assert!(page.starts_with(&format!("**20 条告警汇总（{}/2）**\n- 🟠 橙色预警 #", i + 1)), "{page}");
+        assert!(page.starts_with(&format!("**{} 条告警汇总（{}/2）**\n- 🟠 橙色预警 #", 40 - alone, i + 1)), "{page}");
         println!("{page}\n---");
     }
     let all = pages.join("\n");
@@ -262,8 +264,8 @@ async fn a_digest_past_the_size_limit_is_split_and_keeps_every_incident_and_link
         assert!(links[0].contains(&format!("/incident/{number}?")), "{line}");
         numbers.push(number);
     }
-    assert_eq!(numbers, (21..=40).collect::<Vec<_>>(), "every incident of the digest, in order");
-    for message in &bodies[..20] {
+    assert_eq!(numbers, (alone as i64 + 1..=40).collect::<Vec<_>>(), "every incident of the digest, in order");
+    for message in &bodies[..alone] {
         assert!(message["markdown"]["content"].as_str().unwrap().contains("[接单 / 到场 / 办结](http://127.0.0.1:"), "{message}");
     }
     assert!(daemon.stop().success());
@@ -271,12 +273,13 @@ async fn a_digest_past_the_size_limit_is_split_and_keeps_every_incident_and_link
 
 /// An outside tester watched a WeCom robot: a red house in a summary with another house's orange
 /// had no instruction; one box of a two-box house alone read "（2个传感器中1个一致）"; a probe's
-/// fault read "🟡 黄色预警" like a house's warning. Here the lone box's alarm says it is
-/// unconfirmed, the fault reads as a device fault, and — once 20 messages used the robot's
-/// minute — the red and an orange wait and go out as one summary in which the red keeps its
-/// instruction.
+/// fault read "🟡 黄色预警" like a house's warning; a red waited a minute behind oranges that used
+/// the robot's 20 messages. Here the lone box's alarm says it is unconfirmed, the fault reads as
+/// a device fault, and — once oranges used the robot's minute up to the sends kept for reds —
+/// a red house goes at once with its instruction, while the oranges wait and go out as one
+/// summary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_robot_reads_a_red_s_instruction_in_a_summary_an_unconfirmed_alarm_and_a_device_fault_plainly() {
+async fn a_robot_reads_a_red_at_once_with_its_instruction_an_unconfirmed_alarm_and_a_device_fault_plainly() {
     // The file's oxygen rule, a probe's own fault flag and a house rule that needs two boxes.
     const MORE_RULES: &str = r#"
 [[rule]]
@@ -359,27 +362,31 @@ alone = "alarm"
         )
     );
 
-    // Eighteen oranges use the rest of the robot's minute; a red house and another orange wait.
-    for i in 2..=19 {
+    // Oranges use the robot's minute up to the sends kept for reds; two more wait.
+    let alone = robot::PER_MINUTE - robot::KEPT_FOR_RED;
+    for i in 2..=alone + 1 {
         mosquitto.publish(&topic(&format!("canal-{i:02}")), &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
     }
-    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == 20 }).await, "{:?}", daemon.stderr());
-    mosquitto.publish(&topic("house-r1"), &tilt(5.0)).unwrap();
+    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == alone }).await, "{:?}", daemon.stderr());
+    // A red house: at once, alone, with its instruction.
+    let red_at = now_ms();
+    mosquitto.publish(&topic("house-r1"), &format!(r#"{{"x": 5.0, "y": 0.0, "ts": {red_at}}}"#)).unwrap();
+    assert!(wait_for(10 * SECOND, || async { wecom.bodies().len() == alone + 1 }).await, "the red waited: {:?}", daemon.stderr());
+    println!("{}\n---", content(&wecom.bodies()[alone]));
+    let (red, _) = blank_links(&content(&wecom.bodies()[alone]), http_port);
+    assert!(
+        red.starts_with("**🔴 红色预警 #") && red.contains("north-lane R1（house-r1）墙体倾斜5.00°，红色预警\n请立即到场查看，必要时疏散住户。"),
+        "the red, alone and at once, with its instruction: {red}"
+    );
+    // The oranges that waited, with one more, as one summary once the minute is over.
     mosquitto.publish(&topic("canal-20"), &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
-    assert!(wait_for(75 * SECOND, || async { wecom.bodies().len() >= 21 }).await, "{} messages; {:?}", wecom.bodies().len(), daemon.stderr());
-    let summary = content(&wecom.bodies()[20]);
+    assert!(wait_for(75 * SECOND, || async { wecom.bodies().len() > alone + 1 }).await, "{} messages; {:?}", wecom.bodies().len(), daemon.stderr());
+    let summary = content(&wecom.bodies()[alone + 1]);
     println!("{summary}\n---");
     let lines: Vec<&str> = summary.lines().collect();
-    assert_eq!(lines.len(), 3, "{summary}");
-    assert_eq!(lines[0], "**2 条告警汇总**");
-    assert!(
-        lines[1].starts_with("- 🔴 红色预警 #")
-            && lines[1].contains(" north-lane R1（house-r1）墙体倾斜5.00°，红色预警 请立即到场查看，必要时疏散住户。 [处理](http://127.0.0.1:"),
-        "the red, first, with its instruction: {summary}"
-    );
-    assert!(
-        lines[2].starts_with("- 🟠 橙色预警 #") && lines[2].contains("（canal-20）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警 [处理]("),
-        "the orange stays short: {summary}"
-    );
+    assert_eq!(lines[0], "**3 条告警汇总**", "{summary}");
+    assert_eq!(lines.len(), 4, "{summary}");
+    assert!(lines[1..].iter().all(|line| line.starts_with("- 🟠 橙色预警 #")), "{summary}");
+    assert!(lines[3].contains("（canal-20）溶解氧 3.0 mg/L，低于 5 mg/L，橙色预警 [处理]("), "the orange stays short: {summary}");
     assert!(daemon.stop().success());
 }

@@ -18,32 +18,42 @@ fn finishing(store: &Store, metrics: &Arc<Metrics>) -> SinkContext {
     SinkContext { metrics: metrics.clone(), store: store.clone(), clock: crate::clock::Clock::System, closing }
 }
 
-/// Records the size of each delivery; rate-limited like a group robot.
-struct CountingSink {
-    calls: Arc<std::sync::Mutex<Vec<usize>>>,
+/// Records the sensors of each delivery, in order; rate-limited like a group robot.
+struct RecordingRobot {
+    calls: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
     limit: robot::RateLimit,
 }
 
-impl Sink for CountingSink {
+impl Sink for RecordingRobot {
     fn name(&self) -> String {
         "robot".into()
     }
 
-    fn wait(&self) -> std::time::Duration {
-        self.limit.wait()
+    fn wait(&self, red: bool) -> std::time::Duration {
+        self.limit.wait(red)
     }
 
-    async fn deliver(&mut self, _alert: &Alert) -> anyhow::Result<()> {
-        self.limit.record().await;
-        self.calls.lock().unwrap().push(1);
-        Ok(())
+    async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        self.deliver_many(&[alert]).await
     }
 
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         self.limit.record().await;
-        self.calls.lock().unwrap().push(alerts.len());
+        self.calls.lock().unwrap().push(alerts.iter().map(|a| a.sensor.clone()).collect());
         Ok(())
     }
+}
+
+/// How many alerts each delivery of a [`RecordingRobot`] carried.
+fn sizes(calls: &std::sync::Mutex<Vec<Vec<String>>>) -> Vec<usize> {
+    calls.lock().unwrap().iter().map(Vec::len).collect()
+}
+
+/// A blue notice of its own incident on `sensor`.
+fn notice(sensor: &str) -> Alert {
+    let mut alert = sample_alert("fired", 1.2);
+    (alert.rule, alert.sensor, alert.severity) = ("tilt-change".into(), sensor.into(), gridwatch_rules::Severity::Notice);
+    alert
 }
 
 #[tokio::test(start_paused = true)]
@@ -51,19 +61,65 @@ async fn a_burst_past_the_rate_limit_goes_out_as_one_digest() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let sink = RecordingRobot { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
     let metrics = Arc::new(Metrics::new());
     for _ in 0..25 {
         store.record_alert(&sample_alert("fired", 0.5), &["robot".to_string()]).await.unwrap();
     }
     let (_queue, task) = channel::spawn_sink(sink, finishing(&store, &metrics), None);
     task.await.unwrap();
-    let calls = calls.lock().unwrap().clone();
+    let calls = sizes(&calls);
     assert_eq!(calls.len(), 21, "{calls:?}");
     assert!(calls[..20].iter().all(|&n| n == 1));
     assert_eq!(calls[20], 5, "the five that waited for the limit went out together");
     assert_eq!(metrics.alerts_delivered.get_or_create(&Metrics::sink("robot")).get(), 25);
     assert!(store.pending_delivery_counts().unwrap().is_empty(), "the channel's queue is drained");
+}
+
+#[tokio::test]
+async fn a_red_alarm_goes_ahead_of_notices_that_used_up_the_robot_s_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = RecordingRobot { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let robot = ["robot".to_string()];
+    for i in 0..25 {
+        store.record_alert(&notice(&format!("house-{i:02}")), &robot).await.unwrap();
+    }
+    let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), ..finishing(&store, &metrics) };
+    let (queue, task) = channel::spawn_sink(sink, context, None);
+    let sent = |calls: &Arc<std::sync::Mutex<Vec<Vec<String>>>>| calls.lock().unwrap().len();
+    let notices_alone = robot::PER_MINUTE - robot::KEPT_FOR_RED;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while sent(&calls) < notices_alone {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the notices go out one by one until the sends kept for reds");
+    // The channel now waits for the minute. A house's box raises an orange, then red: the red
+    // goes ahead of the other houses' notices with its incident's orange, in order.
+    let mut orange = sample_alert("fired", 0.2);
+    (orange.sensor, orange.severity) = ("house-99".into(), gridwatch_rules::Severity::Alarm);
+    store.record_alert(&orange, &robot).await.unwrap();
+    store.record_alert(&notice("house-98"), &robot).await.unwrap();
+    let mut red = sample_alert("changed", 7.3);
+    red.sensor = "house-99".into();
+    store.record_alert(&red, &robot).await.unwrap();
+    queue.wake.notify_one();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while sent(&calls) < notices_alone + 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the red alarm did not wait for the robot's minute");
+    task.abort();
+    let calls = calls.lock().unwrap().clone();
+    assert!(calls[..notices_alone].iter().all(|call| call.len() == 1 && call[0] != "house-99"), "{calls:?}");
+    assert_eq!(calls[notices_alone..], [vec!["house-99".to_string(), "house-99".to_string()]], "the house's orange and red, in one message");
+    assert_eq!(store.pending_delivery_counts().unwrap()["robot"], 26 - notices_alone as u64, "the other notices wait for the digest");
 }
 
 /// A channel that takes `delay` per alert and records the events it got, in order.
@@ -175,7 +231,7 @@ async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let sink = RecordingRobot { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
     let metrics = Arc::new(Metrics::new());
     let roster = "[deferral]\nquiet_from = \"22:00\"\nquiet_to = \"22:02\"\n";
     let dispatch = crate::dispatch::Dispatch::parse("roster.toml", roster).unwrap();
@@ -209,7 +265,7 @@ async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
     }
     alerts.send(sample_alert("fired", 7.3)).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(calls.lock().unwrap().clone(), vec![1], "red at once; blue waits for the morning");
+    assert_eq!(sizes(&calls), vec![1], "red at once; blue waits for the morning");
     assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), Some(&3), "the three wait in the outbox");
 
     let morning = tokio::time::timeout(std::time::Duration::from_secs(5), async {
@@ -219,7 +275,7 @@ async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
     })
     .await;
     assert!(morning.is_ok(), "{:?}", calls.lock().unwrap());
-    assert_eq!(calls.lock().unwrap().clone(), vec![1, 3], "then all three blue ones as one message");
+    assert_eq!(sizes(&calls), vec![1, 3], "then all three blue ones as one message");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), None, "all delivered");
 }
@@ -229,7 +285,7 @@ async fn a_houses_first_alarm_goes_at_once_and_the_rest_of_the_house_together() 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = CountingSink { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let sink = RecordingRobot { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
     let metrics = Arc::new(Metrics::new());
     let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), ..finishing(&store, &metrics) };
     let (queue, _task) = channel::spawn_sink(sink, context, None);
@@ -262,9 +318,9 @@ async fn a_houses_first_alarm_goes_at_once_and_the_rest_of_the_house_together() 
     (other_house.sensor, other_house.building) = ("house-21".into(), Some("B9".into()));
     alerts.send(other_house).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(calls.lock().unwrap().clone(), vec![1, 1], "each house's first alarm at once");
+    assert_eq!(sizes(&calls), vec![1, 1], "each house's first alarm at once");
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert_eq!(calls.lock().unwrap().clone(), vec![1, 1, 2], "then B7's other two sensors as one message");
+    assert_eq!(sizes(&calls), vec![1, 1, 2], "then B7's other two sensors as one message");
     assert_eq!(store.incidents(false).unwrap().len(), 4, "still one incident per sensor");
 }
 

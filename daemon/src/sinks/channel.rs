@@ -140,10 +140,12 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
                 continue;
             }
             let Sent { batch, outcome, uncounted, yielded } =
-                send_next(&mut sink, (&store, &clock), &metrics, &name, failover.as_ref(), due, &yielded_once).await;
+                send_next(&mut sink, (&store, &clock), &metrics, (&name, &wake), failover.as_ref(), due, &yielded_once).await;
             if yielded {
                 // Still pending, its attempts counted: it goes on after the red alarm. Once per
                 // run, so that a red this channel does not send next cannot hold it for ever.
+                // (Nothing at all when the channel stopped waiting for its rate limit to look
+                // at what arrived meanwhile.)
                 yielded_once.extend(batch.iter().map(|d| d.alert_id));
                 continue;
             }
@@ -237,32 +239,45 @@ async fn follow_failover(
 
 /// Sends the next message from `due` (the channel's oldest due deliveries): one alert, the
 /// deferred ones that fell due together, or — behind a rate limit — everything that queued up
-/// while waiting, as one digest. Returns what was sent and how it went.
+/// while waiting, as one digest. A red alarm goes ahead on the sends a rate limit keeps for
+/// reds ([`red_ahead`]); the wait for the limit ends early when the channel is woken, so that a
+/// red arriving meanwhile is looked at. Returns what was sent and how it went.
 async fn send_next<S: Sink>(
     sink: &mut S,
     (store, clock): (&Store, &Clock),
     metrics: &Metrics,
-    name: &str,
+    (name, wake): (&str, &Notify),
     failover: Option<&Failover>,
     due: Vec<DueDelivery>,
     yielded_once: &HashSet<i64>,
 ) -> Sent {
-    let wait = sink.wait();
-    if let Some(failover) = failover.filter(|f| wait > f.after) {
-        let outcome = Err(anyhow::anyhow!("rate limited for {} s; handed to `{}`", wait.as_secs(), failover.to));
-        return Sent { batch: due, outcome, uncounted: false, yielded: false };
-    }
-    let batch = if !wait.is_zero() {
-        tracing::info!(sink = %name, wait_ms = wait.as_millis() as u64, "rate limited; alerts arriving meanwhile go out as one digest");
-        tokio::time::sleep(wait).await;
-        match store.due_deliveries(name, clock.now(), DIGEST_MAX).await {
-            Ok(more) if !more.is_empty() => more,
-            _ => due,
-        }
-    } else if due[0].deferred {
-        due.into_iter().take_while(|d| d.deferred).collect()
+    let ahead = red_ahead(sink, &due);
+    let batch = if !ahead.is_empty() {
+        let red = &due[ahead[ahead.len() - 1]].alert;
+        tracing::info!(sink = %name, rule = %red.rule, sensor = %red.sensor, "rate limited; a red alarm goes ahead on the sends kept for reds");
+        due.into_iter().enumerate().filter(|(i, _)| ahead.contains(i)).map(|(_, delivery)| delivery).collect()
     } else {
-        due.into_iter().take(1).collect()
+        let wait = sink.wait(due[0].alert.is_red());
+        if let Some(failover) = failover.filter(|f| wait > f.after) {
+            let outcome = Err(anyhow::anyhow!("rate limited for {} s; handed to `{}`", wait.as_secs(), failover.to));
+            return Sent { batch: due, outcome, uncounted: false, yielded: false };
+        }
+        if !wait.is_zero() {
+            tracing::info!(sink = %name, wait_ms = wait.as_millis() as u64, "rate limited; alerts arriving meanwhile go out as one digest");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                // Something new: a red alarm among it may go ahead.
+                _ = wake.notified() => return Sent { batch: Vec::new(), outcome: Ok(()), uncounted: false, yielded: true },
+            }
+            match store.due_deliveries(name, clock.now(), DIGEST_MAX).await {
+                Ok(more) if !more.is_empty() => more,
+                _ => due,
+            }
+        } else if due[0].deferred {
+            due.into_iter().take_while(|d| d.deferred).collect()
+        } else {
+            due.into_iter().take(1).collect()
+        }
     };
     let (outcome, uncounted, yielded) = match (batch.as_slice(), sink.counted_attempts()) {
         ([one], Some(counted)) => {
@@ -279,6 +294,25 @@ async fn send_next<S: Sink>(
         (many, _) => (sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await, true, false),
     };
     Sent { batch, outcome, uncounted, yielded }
+}
+
+/// What of `due` goes ahead of the rest while a rate limit holds back all but reds: the first
+/// alert about a red incident, with what of its own incident is pending before it (an
+/// incident's events keep their order; several go as one digest), when the sink may send a red
+/// now. Positions in `due`, in order; empty when nothing goes ahead. A burst of clears and
+/// notices that used up a robot's minute held a red back for up to 60 s (an outside tester).
+fn red_ahead<S: Sink>(sink: &S, due: &[DueDelivery]) -> Vec<usize> {
+    if due.first().is_none_or(|head| head.alert.is_red()) || sink.wait(false).is_zero() || !sink.wait(true).is_zero() {
+        return Vec::new();
+    }
+    let Some(red) = due.iter().position(|d| !d.deferred && d.alert.is_red()) else { return Vec::new() };
+    let same_incident = |d: &DueDelivery| d.alert.rule == due[red].alert.rule && d.alert.sensor == due[red].alert.sensor;
+    let ahead: Vec<usize> = (0..=red).filter(|&i| same_incident(&due[i])).collect();
+    // A deferred event of the incident (quiet hours) keeps it where it is.
+    if ahead.iter().any(|&i| due[i].deferred) {
+        return Vec::new();
+    }
+    ahead
 }
 
 /// What one send did: the deliveries it covered, how it went, whether its attempt is still
@@ -356,7 +390,7 @@ async fn deliver_counted<S: Sink>(
     while made < in_all {
         if made > 0 {
             // Throttled for longer than its failover channel would wait: handed over now.
-            if failover.is_some_and(|f| sink.wait() > f.after) {
+            if failover.is_some_and(|f| sink.wait(one.alert.is_red()) > f.after) {
                 break;
             }
             if may_yield && RedBehind::of(store, *clock, name, one).waits().await {

@@ -87,8 +87,8 @@ impl Sink for DingTalkSink {
         self.config.name.clone()
     }
 
-    fn wait(&self) -> Duration {
-        self.limit.wait()
+    fn wait(&self, red: bool) -> Duration {
+        self.limit.wait(red)
     }
 
     fn counted_attempts(&self) -> Option<super::CountedAttempts> {
@@ -110,9 +110,10 @@ impl Sink for DingTalkSink {
         let title = text::digest_title(alerts, wording);
         // Room for the @-mentions appended to the text.
         let max = MAX_BODY - 16 * mobiles.len() - 1024;
+        let red = alerts.iter().any(|a| a.is_red());
         for (i, page) in text::digest(alerts, wording, Markup::Markdown, max).into_iter().enumerate() {
             if i > 0 {
-                tokio::time::sleep(self.limit.wait()).await;
+                tokio::time::sleep(self.limit.wait(red)).await;
             }
             self.send(title.clone(), page, mobiles.clone(), robot::ATTEMPTS).await?;
         }

@@ -90,8 +90,9 @@ pub trait Sink: Send + 'static {
         self.deliver(alert)
     }
 
-    /// How long until the sink may send again (a rate limit); zero when it may send now.
-    fn wait(&self) -> std::time::Duration {
+    /// How long until the sink may send again (a rate limit); zero when it may send now. A
+    /// message about a red incident (`red`) may have sends kept for it.
+    fn wait(&self, _red: bool) -> std::time::Duration {
         std::time::Duration::ZERO
     }
 

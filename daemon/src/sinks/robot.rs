@@ -1,7 +1,7 @@
 //! What the WeCom and DingTalk group robots have in common: a JSON POST whose success is HTTP
 //! 2xx *and* `errcode == 0` in the answer, a limit of 20 messages a minute per robot (kept in
-//! the store across restarts with the robot's own throttle, [`RateLimit::kept_in`]), message
-//! length limits. The texts themselves are written by [`super::text`].
+//! the store across restarts with the robot's own throttle, [`RateLimit::kept_in`]) of which
+//! the last [`KEPT_FOR_RED`] are kept for red alarms, message length limits. The texts themselves are written by [`super::text`].
 
 use crate::alert::Alert;
 use crate::config::RobotConfig;
@@ -14,6 +14,10 @@ use tokio::time::Instant;
 /// Messages a robot takes per minute (WeCom and DingTalk both; DingTalk throttles for 10 min
 /// past it).
 pub const PER_MINUTE: usize = 20;
+/// Of those, the sends only an alert about a red incident may use: a burst of clears and blue
+/// notices that used up the minute held a red back for up to 60 s (an outside tester). What
+/// else arrives meanwhile waits and goes out as one digest.
+pub const KEPT_FOR_RED: usize = 3;
 
 /// Attempts per message (each one counts against the rate limit).
 pub const ATTEMPTS: u32 = 3;
@@ -81,13 +85,17 @@ impl RateLimit {
         self
     }
 
-    /// How long until the next message may go (zero: now).
-    pub fn wait(&self) -> Duration {
+    /// How long until the next message may go (zero: now); a message about a red incident
+    /// (`red`) may use the sends [kept for it](KEPT_FOR_RED). A throttle holds back every message.
+    pub fn wait(&self, red: bool) -> Duration {
         let throttled = self.throttled_until.map_or(Duration::ZERO, |until| until.saturating_duration_since(Instant::now()));
-        if self.sent.len() < PER_MINUTE {
-            return throttled;
-        }
-        let window = self.sent.front().map_or(Duration::ZERO, |oldest| (*oldest + Duration::from_secs(60)).saturating_duration_since(Instant::now()));
+        let allowed = if red { PER_MINUTE } else { PER_MINUTE - KEPT_FOR_RED };
+        // The sends are in order; once `allowed` of them are within the minute, the next message
+        // waits until the oldest of those leaves it (a send older than a minute waits for nothing).
+        let window = match self.sent.len().checked_sub(allowed) {
+            Some(oldest_counted) => (self.sent[oldest_counted] + Duration::from_secs(60)).saturating_duration_since(Instant::now()),
+            None => Duration::ZERO,
+        };
         window.max(throttled)
     }
 
@@ -146,8 +154,9 @@ pub async fn send(
             Err(error) if error.downcast_ref::<Throttled>().is_some() && throttle_waits < THROTTLE_WAITS => {
                 throttle_waits += 1;
                 limit.throttled().await;
-                tracing::warn!(sink = %config.name, wait_secs = limit.wait().as_secs(), "{kind} robot throttles us; the message waits");
-                tokio::time::sleep(limit.wait()).await;
+                // The robot's throttle: as long as the minute's window, or longer.
+                tracing::warn!(sink = %config.name, wait_secs = limit.wait(true).as_secs(), "{kind} robot throttles us; the message waits");
+                tokio::time::sleep(limit.wait(true)).await;
             }
             Err(error) if attempt >= attempts => {
                 return Err(error.context(format!("{kind} robot {} failed {attempt} times", crate::redact::redacted(&config.url))))
@@ -210,15 +219,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_twenty_first_message_in_a_minute_waits() {
+    async fn the_last_sends_of_a_minute_are_kept_for_red_alarms() {
         let mut limit = RateLimit::new(Duration::from_secs(60));
-        for _ in 0..PER_MINUTE {
-            assert_eq!(limit.wait(), Duration::ZERO);
+        for _ in 0..PER_MINUTE - KEPT_FOR_RED {
+            assert_eq!(limit.wait(false), Duration::ZERO);
+            limit.record().await;
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert!(limit.wait(false) > Duration::from_secs(42), "the first send leaves the minute 43 s from now: {:?}", limit.wait(false));
+        for _ in 0..KEPT_FOR_RED {
+            assert_eq!(limit.wait(true), Duration::ZERO, "a red alarm goes now");
             limit.record().await;
         }
-        assert!(limit.wait() > Duration::from_secs(59));
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(limit.wait(), Duration::ZERO);
+        assert!(limit.wait(true) > Duration::from_secs(42), "the twenty-first message of a minute waits, red or not");
+        tokio::time::advance(Duration::from_secs(43)).await;
+        assert_eq!(limit.wait(true), Duration::ZERO, "the first send left the minute");
+        assert!(limit.wait(false) > Duration::ZERO, "nineteen sends in the minute, of which the newest three were kept for reds");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(limit.wait(false), Duration::ZERO, "sixteen sends in the minute");
     }
 
     #[tokio::test]
@@ -231,13 +249,13 @@ mod tests {
             limit.record().await;
         }
         // A restart: the twenty sends of this minute still count; another robot's do not.
-        assert!(RateLimit::new(ten_minutes).kept_in(&store, "dingtalk").wait() > Duration::from_secs(58));
-        assert_eq!(RateLimit::new(ten_minutes).kept_in(&store, "wecom").wait(), Duration::ZERO);
+        assert!(RateLimit::new(ten_minutes).kept_in(&store, "dingtalk").wait(true) > Duration::from_secs(58));
+        assert_eq!(RateLimit::new(ten_minutes).kept_in(&store, "wecom").wait(true), Duration::ZERO);
         limit.throttled().await;
-        let wait = RateLimit::new(ten_minutes).kept_in(&store, "dingtalk").wait();
+        let wait = RateLimit::new(ten_minutes).kept_in(&store, "dingtalk").wait(true);
         assert!(wait > Duration::from_secs(590) && wait <= ten_minutes, "the throttle goes on: {wait:?}");
         // A throttle kept a day ahead (the clock stepped back since): at most its length.
         store.record_robot_throttle("wecom", store.now_ms() + 86_400_000).await.unwrap();
-        assert!(RateLimit::new(Duration::from_secs(60)).kept_in(&store, "wecom").wait() <= Duration::from_secs(60));
+        assert!(RateLimit::new(Duration::from_secs(60)).kept_in(&store, "wecom").wait(false) <= Duration::from_secs(60));
     }
 }

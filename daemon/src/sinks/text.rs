@@ -404,7 +404,7 @@ fn entry_tail(alert: &Alert, wording: Wording, markup: Markup, label: &str) -> V
 /// its sixth page.
 pub fn digest(alerts: &[&Alert], wording: Wording, markup: Markup, max_bytes: usize) -> Vec<String> {
     let incident = |a: &Alert| (a.incident_id, a.rule.clone(), a.sensor.clone());
-    let red: Vec<_> = alerts.iter().filter(|a| a.severity == Severity::Danger && a.event != Event::Cleared).map(|a| incident(a)).collect();
+    let red: Vec<_> = alerts.iter().filter(|a| a.is_red()).map(|a| incident(a)).collect();
     let mut ordered = alerts.to_vec();
     ordered.sort_by_key(|a| !red.contains(&incident(a)));
     let alerts = ordered.as_slice();

@@ -74,7 +74,7 @@ impl WeComSink {
         let (markup, max) = Self::shape(&mentions);
         for (i, page) in text::message_pages(alert, self.config.wording, markup, max).into_iter().enumerate() {
             if i > 0 {
-                tokio::time::sleep(self.limit.wait()).await;
+                tokio::time::sleep(self.limit.wait(alert.is_red())).await;
             }
             self.send(page, if i == 0 { &mentions } else { &[] }, attempts).await?;
         }
@@ -87,8 +87,8 @@ impl Sink for WeComSink {
         self.config.name.clone()
     }
 
-    fn wait(&self) -> Duration {
-        self.limit.wait()
+    fn wait(&self, red: bool) -> Duration {
+        self.limit.wait(red)
     }
 
     fn counted_attempts(&self) -> Option<super::CountedAttempts> {
@@ -107,9 +107,10 @@ impl Sink for WeComSink {
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         let mentions = robot::mentions(&self.config, alerts);
         let (markup, max) = Self::shape(&mentions);
+        let red = alerts.iter().any(|a| a.is_red());
         for (i, page) in text::digest(alerts, self.config.wording, markup, max).into_iter().enumerate() {
             if i > 0 {
-                tokio::time::sleep(self.limit.wait()).await;
+                tokio::time::sleep(self.limit.wait(red)).await;
             }
             self.send(page, &mentions, robot::ATTEMPTS).await?;
         }
