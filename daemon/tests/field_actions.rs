@@ -10,8 +10,8 @@
 //!
 //! The same card can fail under the running daemon, between the alarm and the worker's step
 //! (`a_worker_s_steps_on_a_card_gone_read_only_under_the_running_daemon_hold_and_reach_the_card_once`):
-//! the step is taken in memory and kept beside the card. Before, 王芳 got SQLite's English
-//! "attempt to write a readonly database" for 接单, and the ladder reminded her on.
+//! the step (and a hub's signed ack) is taken in memory and kept beside the card. Before, 王芳
+//! got SQLite's English "disk I/O error" for 接单, and the ladder reminded her on.
 //!
 //! Loop mounts need root (CAP_SYS_ADMIN), as `.ci/run` on a fresh Debian machine has: without it
 //! these tests fail and say so.
@@ -240,12 +240,31 @@ async fn a_worker_s_steps_on_a_card_gone_read_only_under_the_running_daemon_hold
     let (status, page) = press(&link, "accept", "again").await;
     assert!(status == 409 && !page.contains("已记录"), "接单 taken twice: {status} {page}");
 
-    // Killed and started again on the read-only card: the steps are taken again from beside it.
+    // The grid leader resolves through the hub, still under the same run: a signed ack, taken
+    // once; its replay is refused.
+    let hub = AckConfig::new(ACK_TOPIC.into(), ACK_SECRET);
+    let ts = now_ms();
+    let resolve = serde_json::json!({"incident": 1, "action": "resolve", "by": "陈刚", "note": "墙体已加固", "ts": ts, "sig": hub.sign(1, "resolve", "陈刚", Some("墙体已加固"), ts)})
+        .to_string();
+    b.mosquitto.publish(ACK_TOPIC, &resolve).unwrap();
+    assert!(wait_for(10 * SECOND, || async { b.acks("applied").await == 1.0 }).await, "{} {:?}", metrics(b.http_port).await, daemon.stderr());
+    b.mosquitto.publish(ACK_TOPIC, &resolve).unwrap();
+    let refused = wait_for(10 * SECOND, || async { b.acks("replayed").await >= 1.0 }).await;
+    assert!(refused && b.acks("applied").await == 1.0, "the replayed ack under the same run: {} {:?}", metrics(b.http_port).await, daemon.stderr());
+
+    // Killed and started again on the read-only card: the steps are taken again from beside it,
+    // the ack's signature is still used.
     daemon.kill_hard();
     daemon = b.start(7.0, Some(&link)).await;
     b.assert_no_more_steps(after_accept, 4, &daemon, "after a restart on the read-only card").await;
     let (status, page) = open(&link).await;
-    assert!(status == 200 && page.contains("已到场") && page.contains("马上到"), "the page after the restart forgot the steps: {page}");
+    assert!(
+        status == 200 && page.contains("已办结") && page.contains("马上到") && page.contains("墙体已加固"),
+        "the page after the restart forgot the steps: {page}"
+    );
+    b.mosquitto.publish(ACK_TOPIC, &resolve).unwrap();
+    let refused = wait_for(10 * SECOND, || async { b.acks("replayed").await >= 1.0 }).await;
+    assert!(refused && b.acks("applied").await == 0.0, "the replayed ack after a restart: {} {:?}", metrics(b.http_port).await, daemon.stderr());
 
     // The card repaired at the next boot: the steps recorded on it once, then forgotten beside it.
     daemon.kill_hard();
@@ -255,16 +274,17 @@ async fn a_worker_s_steps_on_a_card_gone_read_only_under_the_running_daemon_hold
     assert!(forgotten, "the steps are still kept beside the repaired card: {:?}", daemon.stderr());
     b.assert_no_more_steps(after_accept, 3, &daemon, "after the repair").await;
     let (_, page) = open(&link).await;
-    assert!(page.contains("已到场") && page.contains("马上到"), "the page on the repaired card: {page}");
+    assert!(page.contains("已办结") && page.contains("马上到"), "the page on the repaired card: {page}");
     daemon.stop();
 
     let store = gridwatch::store::Store::open(&b.dir.path().join("state")).unwrap();
     let incident = store.incidents(true).unwrap().into_iter().find(|i| i.id == 1).unwrap();
-    assert_eq!(incident.state, "on_site", "{incident:?}");
+    assert_eq!(incident.state, "resolved", "{incident:?}");
     let trail = store.incident_history(1).unwrap();
-    let people: Vec<_> = trail.iter().filter(|e| ["accept", "on_site"].contains(&e.action.as_str())).collect();
-    assert_eq!(people.len(), 2, "each step once on the card: {trail:?}");
-    let (accept, on_site) = (people[0], people[1]);
+    let people: Vec<_> = trail.iter().filter(|e| ["accept", "on_site", "resolve"].contains(&e.action.as_str())).collect();
+    assert_eq!(people.len(), 3, "each step once on the card: {trail:?}");
+    let (accept, on_site, resolved) = (people[0], people[1], people[2]);
+    assert_eq!((resolved.action.as_str(), resolved.actor.as_str(), resolved.note.as_deref()), ("resolve", "陈刚 (hub)", Some("墙体已加固")), "{trail:?}");
     assert_eq!((accept.action.as_str(), accept.actor.as_str(), accept.note.as_deref()), ("accept", "王芳 (wang, own link)", Some("马上到")), "{trail:?}");
     assert!(
         accept.at_known && (accepted_from..=accepted_until).contains(&accept.at_ms),

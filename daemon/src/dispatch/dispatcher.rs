@@ -639,8 +639,8 @@ impl Dispatcher {
             return Ok(());
         }
         loop {
-            // A worker's step taken in memory meanwhile is recorded too before the file beside
-            // the card, which keeps it, is forgotten.
+            // A worker's step taken (or a signature used) in memory meanwhile is recorded too
+            // before the file beside the card, which keeps it, is forgotten.
             self.take_steps_from_memory();
             let Some(sent) = self.ladders.unrecorded_events.front().cloned() else { break };
             let alert = match &sent {
@@ -717,12 +717,11 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Queues the workers' steps taken in memory while the card could not write (kept beside the
-    /// card already), to record in turn with the events and ladder steps sent meanwhile.
+    /// Queues the workers' steps taken and signatures used in memory while the card could not
+    /// write (kept beside the card already), to record in turn with the events and ladder steps
+    /// sent meanwhile.
     fn take_steps_from_memory(&mut self) {
-        for taken in self.store.steps_to_record() {
-            self.ladders.unrecorded_events.push_back(SentFromMemory::Work { worker_action: Box::new(taken) });
-        }
+        self.ladders.unrecorded_events.extend(self.store.steps_to_record());
     }
 
     /// The store holds the incident of an alarm whose ladder ran in memory: the incident's ladder

@@ -164,7 +164,7 @@ impl Store {
 
     /// Whether a step failed because the card cannot write (read-only, or full): not because the
     /// step is refused, nor a stalled card's write that may land yet.
-    fn card_cannot_write(&self, error: &anyhow::Error) -> bool {
+    pub(super) fn card_cannot_write(&self, error: &anyhow::Error) -> bool {
         error.downcast_ref::<super::Refused>().is_none()
             && error.downcast_ref::<super::NotKept>().is_none()
             && error.downcast_ref::<super::Stalled>().is_none()
@@ -199,13 +199,14 @@ impl Store {
         self.keep_line_beside_card(&super::SentFromMemory::Work { worker_action: Box::new(taken.clone()) })?;
         tracing::warn!(incident = id, action = %work.recorded(), state = %state, "the card cannot write: a worker's step is taken in memory and kept beside the card until the store records it");
         steps.waiting.push((taken.clone(), state));
-        steps.to_record.push(taken);
+        steps.to_record.push(super::SentFromMemory::Work { worker_action: Box::new(taken) });
         Ok(state)
     }
 
-    /// The steps taken in memory since the last call, for the dispatcher to record once the card
-    /// writes again (they wait in memory, for the page and the ladders, until it has).
-    pub fn steps_to_record(&self) -> Vec<WorkTaken> {
+    /// The steps taken and signatures used in memory since the last call, for the dispatcher to
+    /// record once the card writes again (steps wait in memory, for the page and the ladders,
+    /// until it has; signatures for the rest of the run).
+    pub fn steps_to_record(&self) -> Vec<super::SentFromMemory> {
         std::mem::take(&mut self.steps_from_memory.lock().to_record)
     }
 
@@ -399,13 +400,16 @@ impl Store {
     }
 }
 
-/// Workers' steps taken in memory while the card could not write ([`Store::take_in_memory`]).
+/// Workers' steps taken, and relayed actions' signatures used, in memory while the card could not
+/// write ([`Store::take_in_memory`], [`Store::use_signature`]).
 #[derive(Debug, Default)]
 pub(super) struct StepsFromMemory {
     /// Each step with the incident's state after it, oldest first, until the store records it.
     waiting: Vec<(WorkTaken, State)>,
-    /// The steps the dispatcher has not taken to record yet ([`Store::steps_to_record`]).
-    to_record: Vec<WorkTaken>,
+    /// (purpose, signature) used in memory: a replay in this run is refused.
+    pub(super) signatures: std::collections::HashSet<(String, String)>,
+    /// What the dispatcher has not taken to record yet ([`Store::steps_to_record`]).
+    pub(super) to_record: Vec<super::SentFromMemory>,
 }
 
 impl StepsFromMemory {
