@@ -634,10 +634,15 @@ impl Dispatcher {
     /// workers' steps and signatures an earlier run took on a store copied into memory; `Err`
     /// while it still cannot write.
     async fn record_unrecorded(&mut self) -> anyhow::Result<()> {
+        self.take_steps_from_memory();
         if self.ladders.unrecorded_events.is_empty() {
             return Ok(());
         }
-        while let Some(sent) = self.ladders.unrecorded_events.front().cloned() {
+        loop {
+            // A worker's step taken (or a signature used) in memory meanwhile is recorded too
+            // before the file beside the card, which keeps it, is forgotten.
+            self.take_steps_from_memory();
+            let Some(sent) = self.ladders.unrecorded_events.front().cloned() else { break };
             let alert = match &sent {
                 SentFromMemory::Event(alert) => alert.as_ref(),
                 SentFromMemory::Ladder { ladder } => {
@@ -710,6 +715,13 @@ impl Dispatcher {
         }
         self.store.forget_sent_from_memory();
         Ok(())
+    }
+
+    /// Queues the workers' steps taken and signatures used in memory while the card could not
+    /// write (kept beside the card already), to record in turn with the events and ladder steps
+    /// sent meanwhile.
+    fn take_steps_from_memory(&mut self) {
+        self.ladders.unrecorded_events.extend(self.store.steps_to_record());
     }
 
     /// The store holds the incident of an alarm whose ladder ran in memory: the incident's ladder

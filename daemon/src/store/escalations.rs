@@ -56,7 +56,7 @@ pub struct EscalationStep {
 impl Store {
     /// Every running ladder (open incidents are few; the dispatcher keeps their ages).
     pub async fn escalation_clocks(&self) -> anyhow::Result<Vec<DueEscalation>> {
-        self.with_conn(move |conn| {
+        let ladders = self.with_conn(move |conn| {
             let mut statement = conn.prepare(
                 "SELECT e.incident_id, e.grid, e.age_ms, e.next_due_age_ms, e.reminders, e.level, e.missed, i.state, i.severity,
                         (SELECT payload FROM alert_events a WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1),
@@ -82,7 +82,16 @@ impl Store {
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
-        .await
+        .await?;
+        // A worker's step taken in memory (the card cannot write) moves the ladder as one on the
+        // card would: an accepted incident is not reminded of.
+        let mut ladders = ladders;
+        for ladder in &mut ladders {
+            if let Some(state) = self.state_from_memory(ladder.incident_id) {
+                ladder.state = state.as_str().to_string();
+            }
+        }
+        Ok(ladders)
     }
 
     /// Saves how long each ladder has run, so a restart continues where it was.

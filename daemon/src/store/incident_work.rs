@@ -12,9 +12,17 @@
 //! ([`Store::take_work_again`]): the incident does not fall back to unaccepted, nor its ladder
 //! start again, after a restart or a repair.
 //!
+//! A card that goes read-only (or full) under the running daemon takes the step no more: the
+//! step is then taken in memory ([`StepsFromMemory`]) and kept beside the card the same way, or
+//! not taken. Until the store records it — the dispatcher takes it again once the card writes,
+//! or the next start does from beside the card — the incident's page, its people and its ladder
+//! read the incident as the step left it: an accepted incident is not reminded of nor escalated
+//! (an outside tester's worker got SQLite's English error for 接单, and the ladder went on).
+//!
 //! Invariants: every photo and check-in belongs to exactly one audit entry of its incident; an
 //! incident has at most one owner; a person is either its owner or a helper, never both; a step
-//! taken on a store copied into memory is kept beside the card, or not taken.
+//! taken on a store copied into memory, or in memory while the card cannot write, is kept beside
+//! the card, or not taken.
 
 use super::incidents::{audit, AuditEntry, Stamp};
 use super::{Store, WorkTaken};
@@ -125,18 +133,91 @@ impl Store {
     pub fn record_work(&self, id: i64, step: Step<'_>, now_ms: i64) -> anyhow::Result<State> {
         let Step { work, actor, person, note, photo, check_in } = step;
         if photo.is_some() && self.disk_full() {
-            anyhow::bail!("存储空间已满，照片无法保存；请不带照片再提交一次");
+            return Err(super::Refused("存储空间已满，照片无法保存；请不带照片再提交一次".into()).into());
         }
         if photo.is_some() && self.memory_copy {
-            anyhow::bail!("本机存储卡暂时无法写入，照片无法保存；请不带照片再提交一次（the card cannot write: photos cannot be kept）");
+            return Err(photo_not_kept());
         }
         let stamp = Stamp { at_ms: now_ms, clock_unset_at: self.unset_mark_now() };
         self.take_step(id, Taking { work, actor, owner: Some(person), note, photo, check_in, stamp }, Keep::BesideCard)
     }
 
     /// Takes a step on incident `id` in one transaction (see [`Taking`]); `keep`: whether a store
-    /// copied into memory keeps it beside the card (not when it is taken again from there).
+    /// copied into memory keeps it beside the card (not when it is taken again from there). A
+    /// step taken now that the card cannot write, or on an incident with steps still waiting in
+    /// memory (they come first), is taken in memory ([`Store::take_in_memory`]).
     pub(super) fn take_step(&self, id: i64, taking: Taking<'_>, keep: Keep) -> anyhow::Result<State> {
+        if keep == Keep::Already || self.memory_copy {
+            return self.take_on_card(id, taking, keep);
+        }
+        if self.steps_from_memory.lock().state_of(id).is_some() {
+            return self.take_in_memory(id, taking);
+        }
+        match self.take_on_card(id, taking, keep) {
+            Err(error) if self.card_cannot_write(&error) => {
+                self.report_failure("recording a worker's step (it is taken in memory and kept beside the card)", &error);
+                self.take_in_memory(id, taking)
+            }
+            taken => taken,
+        }
+    }
+
+    /// Whether a step failed because the card cannot write (read-only, or full): not because the
+    /// step is refused, nor a stalled card's write that may land yet.
+    pub(super) fn card_cannot_write(&self, error: &anyhow::Error) -> bool {
+        error.downcast_ref::<super::Refused>().is_none()
+            && error.downcast_ref::<super::NotKept>().is_none()
+            && error.downcast_ref::<super::Stalled>().is_none()
+            && (self.read_only() || super::is_disk_full(error))
+    }
+
+    /// Takes a step in memory while the card cannot write: the incident as the store reads it and
+    /// the steps already waiting say whether the step is allowed; it is kept beside the card (or
+    /// not taken, [`super::NotKept`]) and waits in [`StepsFromMemory`] until the store records it.
+    /// A photo is refused (it would be lost at the next start).
+    fn take_in_memory(&self, id: i64, taking: Taking<'_>) -> anyhow::Result<State> {
+        let Taking { work, actor, owner, note, photo, check_in, stamp } = taking;
+        if photo.is_some() {
+            return Err(photo_not_kept());
+        }
+        let (on_card, rule, sensor): (String, String, String) = self
+            .lock()?
+            .query_row("SELECT state, rule, sensor FROM incidents WHERE id = ?1", [id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .optional()?
+            .ok_or_else(|| super::Refused(format!("no incident {id}")))?;
+        let mut steps = self.steps_from_memory.lock();
+        let mut state = match steps.state_of(id) {
+            Some(state) => state,
+            None => on_card.parse().map_err(anyhow::Error::msg)?,
+        };
+        if let Work::Move(action) = work {
+            state = action.next(state).map_err(super::Refused)?;
+        }
+        let (actor, owner, note) = (actor.to_string(), owner.map(str::to_string), note.map(str::to_string));
+        let at_known = stamp.clock_unset_at.is_none();
+        let taken = WorkTaken { incident: id, rule, sensor, work: work.clone(), actor, owner, note, check_in, at_ms: stamp.at_ms, at_known };
+        self.keep_line_beside_card(&super::SentFromMemory::Work { worker_action: Box::new(taken.clone()) })?;
+        tracing::warn!(incident = id, action = %work.recorded(), state = %state, "the card cannot write: a worker's step is taken in memory and kept beside the card until the store records it");
+        steps.waiting.push((taken.clone(), state));
+        steps.to_record.push(super::SentFromMemory::Work { worker_action: Box::new(taken) });
+        Ok(state)
+    }
+
+    /// The steps taken and signatures used in memory since the last call, for the dispatcher to
+    /// record once the card writes again (steps wait in memory, for the page and the ladders,
+    /// until it has; signatures for the rest of the run).
+    pub fn steps_to_record(&self) -> Vec<super::SentFromMemory> {
+        std::mem::take(&mut self.steps_from_memory.lock().to_record)
+    }
+
+    /// The state steps taken in memory left incident `id` in, while the store has not recorded
+    /// them: what the page and the ladder go by.
+    pub fn state_from_memory(&self, id: i64) -> Option<State> {
+        self.steps_from_memory.lock().state_of(id)
+    }
+
+    /// The step on the card, in one transaction (see [`Store::take_step`]).
+    fn take_on_card(&self, id: i64, taking: Taking<'_>, keep: Keep) -> anyhow::Result<State> {
         let Taking { work, actor, owner, note, photo, check_in, stamp } = taking;
         let now_ms = stamp.at_ms;
         self.essential(|conn| {
@@ -225,7 +306,10 @@ impl Store {
                 None => None,
             }
         };
-        let Some(id) = found else { return Ok(None) };
+        let Some(id) = found else {
+            self.steps_from_memory.lock().recorded(taken);
+            return Ok(None);
+        };
         let stamp = Stamp { at_ms: taken.at_ms, clock_unset_at: (!taken.at_known).then_some(super::restamp::LOST) };
         let taking = Taking {
             work: &taken.work,
@@ -236,11 +320,13 @@ impl Store {
             check_in: taken.check_in,
             stamp,
         };
-        match self.take_step(id, taking, Keep::Already) {
-            Ok(state) => Ok(Some((id, state))),
-            Err(error) if error.downcast_ref::<super::Refused>().is_some() => Ok(None),
-            Err(error) => Err(error),
-        }
+        let again = match self.take_step(id, taking, Keep::Already) {
+            Ok(state) => Some((id, state)),
+            Err(error) if error.downcast_ref::<super::Refused>().is_some() => None,
+            Err(error) => return Err(error),
+        };
+        self.steps_from_memory.lock().recorded(taken);
+        Ok(again)
     }
 
     /// The incident's audit trail, oldest first, each entry with its photos and check-in.
@@ -270,6 +356,16 @@ impl Store {
             let (event, entry, check_in) = row?;
             timeline.push(TimelineEntry { entry, photos: photos.remove(&event).unwrap_or_default(), check_in });
         }
+        for (taken, _) in self.steps_from_memory.lock().waiting.iter().filter(|(taken, _)| taken.incident == id) {
+            let entry = AuditEntry {
+                at_ms: taken.at_ms,
+                at_known: taken.at_known,
+                actor: taken.actor.clone(),
+                action: taken.work.recorded(),
+                note: taken.note.clone(),
+            };
+            timeline.push(TimelineEntry { entry, photos: Vec::new(), check_in: taken.check_in });
+        }
         Ok(timeline)
     }
 
@@ -278,7 +374,18 @@ impl Store {
         let conn = self.lock()?;
         let mut statement = conn.prepare("SELECT person, part FROM incident_people WHERE incident_id = ?1 ORDER BY part = 'helper', since_ms")?;
         let rows = statement.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut people: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
+        for (taken, _) in self.steps_from_memory.lock().waiting.iter().filter(|(taken, _)| taken.incident == id) {
+            match (&taken.work, &taken.owner) {
+                (Work::Move(Action::Accept), Some(person)) | (Work::Transfer { person }, _) => {
+                    people.retain(|(who, part)| part != "owner" && who != person);
+                    people.insert(0, (person.clone(), "owner".into()));
+                }
+                (Work::AddHelper { person }, _) if !people.iter().any(|(who, _)| who == person) => people.push((person.clone(), "helper".into())),
+                _ => {}
+            }
+        }
+        Ok(people)
     }
 
     /// One photo of incident `id`; `None` when it has no such photo.
@@ -291,6 +398,37 @@ impl Store {
             .optional()?;
         Ok(found)
     }
+}
+
+/// Workers' steps taken, and relayed actions' signatures used, in memory while the card could not
+/// write ([`Store::take_in_memory`], [`Store::use_signature`]).
+#[derive(Debug, Default)]
+pub(super) struct StepsFromMemory {
+    /// Each step with the incident's state after it, oldest first, until the store records it.
+    waiting: Vec<(WorkTaken, State)>,
+    /// (purpose, signature) used in memory: a replay in this run is refused.
+    pub(super) signatures: std::collections::HashSet<(String, String)>,
+    /// What the dispatcher has not taken to record yet ([`Store::steps_to_record`]).
+    pub(super) to_record: Vec<super::SentFromMemory>,
+}
+
+impl StepsFromMemory {
+    /// The state the latest step waiting on incident `id` left it in.
+    fn state_of(&self, id: i64) -> Option<State> {
+        self.waiting.iter().rev().find(|(taken, _)| taken.incident == id).map(|(_, state)| *state)
+    }
+
+    /// The store recorded `taken` (or found it recorded, or its incident no longer takes it).
+    fn recorded(&mut self, taken: &WorkTaken) {
+        if let Some(at) = self.waiting.iter().position(|(waiting, _)| waiting == taken) {
+            self.waiting.remove(at);
+        }
+    }
+}
+
+/// A photo refused because it could not be kept: the store runs in memory, or cannot write.
+fn photo_not_kept() -> anyhow::Error {
+    super::Refused("本机存储卡暂时无法写入，照片无法保存；请不带照片再提交一次（the card cannot write: photos cannot be kept）".into()).into()
 }
 
 /// Makes `person` the incident's only owner (a helper who takes it over stops being a helper).

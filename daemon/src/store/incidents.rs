@@ -267,7 +267,14 @@ impl Store {
                 updated_ms: row.get(10)?,
             })
         })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut rows: Vec<IncidentRow> = rows.collect::<Result<_, _>>()?;
+        // Steps taken in memory while the card cannot write move the incident all the same.
+        for row in &mut rows {
+            if let Some(state) = self.state_from_memory(row.id) {
+                row.state = state.as_str().to_string();
+            }
+        }
+        Ok(rows)
     }
 
     /// (rule, sensor) of the incidents a person resolved whose sensor has not cleared: their

@@ -130,6 +130,9 @@ pub struct Store {
     /// The store is a copy in memory of the one on a read-only card: what it journals is gone at
     /// the next start unless kept beside the card ([`sent_from_memory`]).
     memory_copy: bool,
+    /// Workers' steps taken while the card could not write under the running daemon, kept
+    /// beside the card until the store records them ([`incident_work`]).
+    steps_from_memory: Arc<parking_lot::Mutex<incident_work::StepsFromMemory>>,
 }
 
 impl Store {
@@ -159,6 +162,7 @@ impl Store {
             clock,
             restamps: Arc::default(),
             memory_copy: false,
+            steps_from_memory: Arc::default(),
         };
         match open_file(&path) {
             Ok(conn) => Ok(store(conn, Vec::new())),

@@ -6,7 +6,9 @@
 //! On a store copied into memory (a read-only card) a signature used is kept beside the card in
 //! the same transaction ([`super::sent_from_memory`]) and used again at the next start
 //! ([`Store::use_signature_again`]), or it is not used at all and its action is not applied
-//! (it could be replayed after the next start).
+//! (it could be replayed after the next start). A card that cannot write under the running
+//! daemon does the same in memory: the signature is kept beside the card, refused again for the
+//! rest of the run, and recorded once the card writes (or at the next start).
 //!
 //! Invariant: a signature is recorded at most once per purpose; rows past `expires_ms` are
 //! deleted on the next use while the clock is set, so the table holds only what could still be
@@ -32,6 +34,25 @@ impl Store {
     /// [`Store::use_signature`]; `keep`: whether a store copied into memory keeps it beside the
     /// card (not when it is used again from there).
     fn record_signature(&self, used: &SignatureUsed, now_ms: i64, keep: bool) -> anyhow::Result<bool> {
+        let key = (used.purpose.clone(), used.signature.to_ascii_lowercase());
+        if self.steps_from_memory.lock().signatures.contains(&key) {
+            return Ok(false);
+        }
+        match self.record_signature_on_card(used, now_ms, keep) {
+            Err(error) if keep && !self.memory_copy && self.card_cannot_write(&error) => {
+                self.report_failure("recording a used signature (it is kept in memory and beside the card)", &error);
+                self.keep_line_beside_card(&SentFromMemory::Signature { used_signature: used.clone() })?;
+                let mut steps = self.steps_from_memory.lock();
+                steps.signatures.insert(key);
+                steps.to_record.push(SentFromMemory::Signature { used_signature: used.clone() });
+                Ok(true)
+            }
+            recorded => recorded,
+        }
+    }
+
+    /// [`Store::record_signature`] in the store, in one transaction.
+    fn record_signature_on_card(&self, used: &SignatureUsed, now_ms: i64, keep: bool) -> anyhow::Result<bool> {
         let SignatureUsed { purpose, signature, expires_ms } = used;
         self.essential(|conn| {
             let tx = conn.transaction()?;

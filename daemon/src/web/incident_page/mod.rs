@@ -172,9 +172,36 @@ pub(crate) enum Notice {
 fn incident(state: &WebState, id: i64) -> Result<IncidentRow, Box<Response>> {
     match state.store.incidents(true).map(|rows| rows.into_iter().find(|r| r.id == id)) {
         Ok(Some(row)) => Ok(row),
-        Ok(None) => Err(Box::new((StatusCode::NOT_FOUND, Html("<p>没有这个事件 no such incident</p>".to_string())).into_response())),
-        Err(error) => Err(Box::new((StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<p>{}</p>", escape(&error.to_string())))).into_response())),
+        Ok(None) => Err(Box::new(not_recorded(id))),
+        Err(error) => {
+            state.store.report_failure("reading an incident for its page", &error);
+            let why = "本机存储暂时无法读取，事件无法显示。请稍后刷新；情况紧急请直接电话联系网格长。";
+            Err(Box::new(message_page(StatusCode::SERVICE_UNAVAILABLE, "暂时无法打开", why, "the store cannot be read")))
+        }
     }
+}
+
+/// The page a signed link to an incident the store does not hold gets (404): a number a store
+/// running in memory gave (the card could not write) is gone after a restart, and the worker
+/// who opens it must learn what happened and what to do, not read a bare "not found".
+fn not_recorded(id: i64) -> Response {
+    let why = format!(
+        "本机没有第 {id} 号事件的记录。这条链接可能是在存储卡无法写入时发出的，设备重启后该编号已不再有效。\
+         请打开同一告警最新消息中的链接，或电话联系网格长确认现场情况。"
+    );
+    message_page(StatusCode::NOT_FOUND, "找不到这个事件", &why, "no such incident: its number may have been given while the card could not write")
+}
+
+/// A phone page with one message in Chinese, and the reason in English below it.
+fn message_page(status: StatusCode, title: &str, why: &str, english: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>{PHONE_STYLE}</style></head><body><header class=\"danger\"><h1>{title}</h1></header>\
+         <section class=\"notice-no\"><p>{}</p><p><small>{}</small></p></section></body></html>",
+        escape(why),
+        escape(english)
+    );
+    (status, Html(html)).into_response()
 }
 
 pub async fn show(State(state): State<WebState>, Path(id): Path<i64>, Query(signed): Query<Signed>) -> Response {
@@ -250,12 +277,23 @@ pub async fn act(State(state): State<WebState>, Path(id): Path<i64>, Query(signe
     }
     match recorded {
         Ok(_) => Redirect::to(&format!("/incident/{id}?{}&done={}#done", signed.query(), steps::name(&work))).into_response(),
-        // A read-only card whose copy in memory could not keep the step beside it: not taken,
+        // A step the incident's state does not allow (another worker was quicker), or a photo
+        // that could not be kept: the reason is the worker's to read.
+        Err(error) if error.downcast_ref::<crate::store::Refused>().is_some() => refuse(StatusCode::CONFLICT, error.to_string(), &posted.note),
+        // A card that cannot write whose step could not be kept beside it either: not taken,
         // and the page says so rather than pretending (it would be gone at the next start).
         Err(error) if error.downcast_ref::<crate::store::NotKept>().is_some() => refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string(), &posted.note),
-        Err(error) => refuse(StatusCode::CONFLICT, error.to_string(), &posted.note),
+        // Any other failure of the store (a stalled card…): not taken either. The worker reads
+        // what to do, in Chinese; SQLite's words go to the log.
+        Err(error) => {
+            state.store.report_failure("recording a worker's step from the incident page (refused)", &error);
+            refuse(StatusCode::SERVICE_UNAVAILABLE, STEP_NOT_RECORDED.into(), &posted.note)
+        }
     }
 }
+
+/// What the page says when the store failed to take a step.
+const STEP_NOT_RECORDED: &str = "本机存储暂时无法写入：这一步没有记录，请稍后再试或电话告知网格长（the store could not record the step）";
 
 /// One of the incident's photos, under the incident's signed link.
 pub async fn photo(State(state): State<WebState>, Path((id, photo)): Path<(i64, i64)>, Query(signed): Query<Signed>) -> Response {

@@ -278,6 +278,22 @@ async fn a_step_the_copy_in_memory_cannot_keep_beside_the_card_is_refused_in_wor
     assert_eq!(state.store.incidents(true).unwrap()[0].state, "open", "not taken in memory either");
 }
 
+/// A signed link to a number the store does not hold (one a store in memory gave while the card
+/// could not write, gone after a restart): a page in Chinese that says what may have happened and
+/// what to do, not a bare "no such incident".
+#[tokio::test]
+async fn a_link_to_an_incident_the_store_never_recorded_says_what_happened_in_chinese() {
+    let (_base, state, id, _dir) = serve().await;
+    let unrecorded = id + 1_000_000_000;
+    let link = state.links.as_ref().unwrap().member_link(unrecorded, "wang", state.clock.now().div_euclid(1000));
+    let response = reqwest::get(&link).await.unwrap();
+    let status = response.status().as_u16();
+    let page = response.text().await.unwrap();
+    assert_eq!(status, 404, "{page}");
+    assert!(page.contains("找不到这个事件") && page.contains(&format!("第 {unrecorded} 号")) && page.contains("存储卡无法写入"), "{page}");
+    assert!(page.contains("电话联系网格长"), "what to do: {page}");
+}
+
 /// A device fault's page reads as one — grey, "设备故障" — not as a house's yellow warning.
 #[tokio::test]
 async fn a_device_fault_s_page_reads_as_a_device_fault() {
