@@ -96,9 +96,47 @@ impl FieldBox {
         assert_eq!(steps.len(), before, "{when}: reminded or escalated after 王芳 accepted: {:?} {:?}", &steps[before.min(steps.len())..], daemon.stderr());
     }
 
+    /// Raises the alarm (incident 1) and waits for its first reminder; 王芳's signed link.
+    async fn alarm_until_reminded(&self, daemon: &Daemon) -> String {
+        self.mosquitto.publish(TELEMETRY, &format!(r#"{{"x": 7.0, "ts": {}}}"#, now_ms())).unwrap();
+        let reminded = wait_for(10 * SECOND, || {
+            let n = self.steps().len();
+            async move { n >= 1 }
+        })
+        .await;
+        assert!(reminded, "no reminder while the card wrote: {:?} {:?}", self.receiver.bodies(), daemon.stderr());
+        let alarm = self.receiver.bodies().into_iter().find(|b| b["event"] == "fired").unwrap();
+        assert_eq!(alarm["incident_id"], 1, "{alarm}");
+        alarm["member_links"]["王芳"].as_str().unwrap_or_else(|| panic!("no link for the worker on duty: {alarm}")).to_string()
+    }
+
+    /// With the daemon stopped: the card holds incident 1 resolved, 王芳 its owner, and 接单 (with
+    /// its note, at a time within `accepted`), 到场 and the hub's 办结 once each.
+    fn assert_card_holds_each_step_once(&self, accepted: std::ops::RangeInclusive<i64>) {
+        let store = gridwatch::store::Store::open(&self.dir.path().join("state")).unwrap();
+        let incident = store.incidents(true).unwrap().into_iter().find(|i| i.id == 1).unwrap();
+        assert_eq!(incident.state, "resolved", "{incident:?}");
+        let trail = store.incident_history(1).unwrap();
+        let people: Vec<_> = trail.iter().filter(|e| ["accept", "on_site", "resolve"].contains(&e.action.as_str())).collect();
+        assert_eq!(people.len(), 3, "each step once on the card: {trail:?}");
+        let (accept, on_site, resolved) = (people[0], people[1], people[2]);
+        assert_eq!((accept.action.as_str(), accept.actor.as_str(), accept.note.as_deref()), ("accept", "王芳 (wang, own link)", Some("马上到")), "{trail:?}");
+        assert!(accept.at_known && accepted.contains(&accept.at_ms), "接单 at the time it was taken: {accept:?} {accepted:?}");
+        assert_eq!((on_site.action.as_str(), on_site.actor.as_str()), ("on_site", "王芳 (wang, own link)"), "{trail:?}");
+        assert_eq!((resolved.action.as_str(), resolved.actor.as_str(), resolved.note.as_deref()), ("resolve", "陈刚 (hub)", Some("墙体已加固")), "{trail:?}");
+        assert_eq!(store.incident_people(1).unwrap(), vec![("wang".to_string(), "owner".to_string())], "whoever accepts becomes the owner");
+    }
+
     async fn acks(&self, reason: &str) -> f64 {
         metric(&metrics(self.http_port).await, &format!("gridwatch_incident_acks_total{{reason=\"{reason}\"}}")).unwrap_or(0.0)
     }
+}
+
+/// The grid leader's 办结 of incident 1 as the hub relays it: a signed ack.
+fn hub_resolves() -> String {
+    let hub = AckConfig::new(ACK_TOPIC.into(), ACK_SECRET);
+    let ts = now_ms();
+    serde_json::json!({"incident": 1, "action": "resolve", "by": "陈刚", "note": "墙体已加固", "ts": ts, "sig": hub.sign(1, "resolve", "陈刚", Some("墙体已加固"), ts)}).to_string()
 }
 
 /// GET: the status and the page.
@@ -119,16 +157,7 @@ async fn press(link: &str, action: &str, note: &str) -> (u16, String) {
 async fn a_worker_s_steps_on_a_read_only_card_survive_restarts_and_reach_the_card_once_repaired() {
     let mut b = FieldBox::new().await;
     let mut daemon = b.start(0.1, None).await;
-    b.mosquitto.publish(TELEMETRY, &format!(r#"{{"x": 7.0, "ts": {}}}"#, now_ms())).unwrap();
-    let reminded = wait_for(10 * SECOND, || {
-        let n = b.steps().len();
-        async move { n >= 1 }
-    })
-    .await;
-    assert!(reminded, "no reminder while the card wrote: {:?} {:?}", b.receiver.bodies(), daemon.stderr());
-    let alarm = b.receiver.bodies().into_iter().find(|b| b["event"] == "fired").unwrap();
-    assert_eq!(alarm["incident_id"], 1, "{alarm}");
-    let link = alarm["member_links"]["王芳"].as_str().unwrap_or_else(|| panic!("no link for the worker on duty: {alarm}")).to_string();
+    let link = b.alarm_until_reminded(&daemon).await;
 
     // The card fails; systemd restarts the daemon on it: its store is a copy in memory.
     b.card.fail();
@@ -156,10 +185,7 @@ async fn a_worker_s_steps_on_a_read_only_card_survive_restarts_and_reach_the_car
     assert!(status == 409 && !page.contains("已记录"), "the same 接单 was taken again after the restart: {status} {page}");
 
     // The grid leader resolves through the hub: a signed ack on the read-only card.
-    let hub = AckConfig::new(ACK_TOPIC.into(), ACK_SECRET);
-    let ts = now_ms();
-    let resolve = serde_json::json!({"incident": 1, "action": "resolve", "by": "陈刚", "note": "墙体已加固", "ts": ts, "sig": hub.sign(1, "resolve", "陈刚", Some("墙体已加固"), ts)})
-        .to_string();
+    let resolve = hub_resolves();
     b.mosquitto.publish(ACK_TOPIC, &resolve).unwrap();
     assert!(wait_for(10 * SECOND, || async { b.acks("applied").await == 1.0 }).await, "{} {:?}", metrics(b.http_port).await, daemon.stderr());
 
@@ -188,21 +214,7 @@ async fn a_worker_s_steps_on_a_read_only_card_survive_restarts_and_reach_the_car
     assert_eq!(fired, 1, "the alarm once: {:?}", b.receiver.bodies());
     daemon.stop();
 
-    let store = gridwatch::store::Store::open(&b.dir.path().join("state")).unwrap();
-    let incident = store.incidents(true).unwrap().into_iter().find(|i| i.id == 1).unwrap();
-    assert_eq!(incident.state, "resolved", "{incident:?}");
-    let trail = store.incident_history(1).unwrap();
-    let people: Vec<_> = trail.iter().filter(|e| ["accept", "on_site", "resolve"].contains(&e.action.as_str())).collect();
-    assert_eq!(people.len(), 3, "each step once on the card: {trail:?}");
-    let (accept, on_site, resolved) = (people[0], people[1], people[2]);
-    assert_eq!((accept.action.as_str(), accept.actor.as_str(), accept.note.as_deref()), ("accept", "王芳 (wang, own link)", Some("马上到")), "{trail:?}");
-    assert!(
-        accept.at_known && (accepted_from..=accepted_until).contains(&accept.at_ms),
-        "接单 at the time it was taken: {accept:?} {accepted_from}..{accepted_until}"
-    );
-    assert_eq!((on_site.action.as_str(), on_site.actor.as_str()), ("on_site", "王芳 (wang, own link)"), "{trail:?}");
-    assert_eq!((resolved.action.as_str(), resolved.actor.as_str(), resolved.note.as_deref()), ("resolve", "陈刚 (hub)", Some("墙体已加固")), "{trail:?}");
-    assert_eq!(store.incident_people(1).unwrap(), vec![("wang".to_string(), "owner".to_string())], "whoever accepts becomes the owner");
+    b.assert_card_holds_each_step_once(accepted_from..=accepted_until);
 }
 
 /// Words of SQLite's (or the store's own English) a worker must never read on the page.
@@ -212,16 +224,7 @@ const STORE_ERRORS: [&str; 4] = ["readonly", "read-only", "database", "disk I/O"
 async fn a_worker_s_steps_on_a_card_gone_read_only_under_the_running_daemon_hold_and_reach_the_card_once() {
     let mut b = FieldBox::new().await;
     let mut daemon = b.start(0.1, None).await;
-    b.mosquitto.publish(TELEMETRY, &format!(r#"{{"x": 7.0, "ts": {}}}"#, now_ms())).unwrap();
-    let reminded = wait_for(10 * SECOND, || {
-        let n = b.steps().len();
-        async move { n >= 1 }
-    })
-    .await;
-    assert!(reminded, "no reminder while the card wrote: {:?} {:?}", b.receiver.bodies(), daemon.stderr());
-    let alarm = b.receiver.bodies().into_iter().find(|b| b["event"] == "fired").unwrap();
-    assert_eq!(alarm["incident_id"], 1, "{alarm}");
-    let link = alarm["member_links"]["王芳"].as_str().unwrap_or_else(|| panic!("no link for the worker on duty: {alarm}")).to_string();
+    let link = b.alarm_until_reminded(&daemon).await;
 
     // The card fails under the running daemon, before anybody accepted (陈刚 is told 4 s after
     // the alarm unless somebody did).
@@ -242,10 +245,7 @@ async fn a_worker_s_steps_on_a_card_gone_read_only_under_the_running_daemon_hold
 
     // The grid leader resolves through the hub, still under the same run: a signed ack, taken
     // once; its replay is refused.
-    let hub = AckConfig::new(ACK_TOPIC.into(), ACK_SECRET);
-    let ts = now_ms();
-    let resolve = serde_json::json!({"incident": 1, "action": "resolve", "by": "陈刚", "note": "墙体已加固", "ts": ts, "sig": hub.sign(1, "resolve", "陈刚", Some("墙体已加固"), ts)})
-        .to_string();
+    let resolve = hub_resolves();
     b.mosquitto.publish(ACK_TOPIC, &resolve).unwrap();
     assert!(wait_for(10 * SECOND, || async { b.acks("applied").await == 1.0 }).await, "{} {:?}", metrics(b.http_port).await, daemon.stderr());
     b.mosquitto.publish(ACK_TOPIC, &resolve).unwrap();
@@ -277,19 +277,5 @@ async fn a_worker_s_steps_on_a_card_gone_read_only_under_the_running_daemon_hold
     assert!(page.contains("已办结") && page.contains("马上到"), "the page on the repaired card: {page}");
     daemon.stop();
 
-    let store = gridwatch::store::Store::open(&b.dir.path().join("state")).unwrap();
-    let incident = store.incidents(true).unwrap().into_iter().find(|i| i.id == 1).unwrap();
-    assert_eq!(incident.state, "resolved", "{incident:?}");
-    let trail = store.incident_history(1).unwrap();
-    let people: Vec<_> = trail.iter().filter(|e| ["accept", "on_site", "resolve"].contains(&e.action.as_str())).collect();
-    assert_eq!(people.len(), 3, "each step once on the card: {trail:?}");
-    let (accept, on_site, resolved) = (people[0], people[1], people[2]);
-    assert_eq!((resolved.action.as_str(), resolved.actor.as_str(), resolved.note.as_deref()), ("resolve", "陈刚 (hub)", Some("墙体已加固")), "{trail:?}");
-    assert_eq!((accept.action.as_str(), accept.actor.as_str(), accept.note.as_deref()), ("accept", "王芳 (wang, own link)", Some("马上到")), "{trail:?}");
-    assert!(
-        accept.at_known && (accepted_from..=accepted_until).contains(&accept.at_ms),
-        "接单 at the time it was taken: {accept:?} {accepted_from}..{accepted_until}"
-    );
-    assert_eq!((on_site.action.as_str(), on_site.actor.as_str()), ("on_site", "王芳 (wang, own link)"), "{trail:?}");
-    assert_eq!(store.incident_people(1).unwrap(), vec![("wang".to_string(), "owner".to_string())], "whoever accepts becomes the owner");
+    b.assert_card_holds_each_step_once(accepted_from..=accepted_until);
 }
