@@ -208,7 +208,7 @@ fn rules_with_the_same_signal_stage_share_it() {
     let slot = &e.slots[0];
     let plan = e.plan_of(slot);
     let states = e.states.of(slot, plan);
-    assert_eq!((states.checks.len(), plan.checks.len()), (14, 14));
+    assert_eq!((states.checks.len(), plan.checks.len()), (15, 15));
     // tilt-change and the three creep rules take the same daily level once; out-of-range and
     // angles-frozen the raw vector, flat-line the raw vector with the temperature; tilt-danger and tilt-lean-fast
     // the one-hour median; tilt-sudden and tilt-erratic each their change from the recent level
