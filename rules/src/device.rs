@@ -97,6 +97,11 @@ struct LagRun {
 }
 
 impl LagState {
+    /// Whether the check is open: the device's clock is behind.
+    pub fn open(&self) -> bool {
+        self.open_since.is_some()
+    }
+
     /// One reading stamped `stamped` was judged when the engine's clock read `now` (true time).
     pub fn judged(&mut self, stamped: Millis, now: Millis, allowed_ms: Millis, hold_ms: Millis) -> Option<Change> {
         let lag_ms = now.saturating_sub(stamped);
