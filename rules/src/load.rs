@@ -301,7 +301,8 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
     let behind_hold = if raw.clock_behind.is_some() { raw.raise_hold.take() } else { None };
     let inline = raw.inline_level();
     let clock = raw.clock_ahead.is_some() || raw.clock_behind.is_some();
-    let forms = [inline.is_some(), !raw.level.is_empty(), raw.no_data.is_some(), raw.flat_line.is_some(), raw.clock_ahead.is_some(), raw.clock_behind.is_some()];
+    let forms =
+        [inline.is_some(), !raw.level.is_empty(), raw.no_data.is_some(), raw.flat_line.is_some(), raw.clock_ahead.is_some(), raw.clock_behind.is_some()];
     if forms.iter().filter(|&&f| f).count() != 1 {
         check.error(
             here.clone(),

@@ -97,7 +97,9 @@ fn messages(
                 "grid" => sensor.place.grid.as_deref().map(Into::into),
                 // A silence, or how far ahead or behind a clock runs, in words ("2小时5分钟"), not "7500.00"
                 // seconds.
-                "value" if matches!(rule.check, Check::NoData { .. } | Check::Clock { .. } | Check::ClockBehind { .. }) => Some(text::silence(event.value, language == "zh")),
+                "value" if matches!(rule.check, Check::NoData { .. } | Check::Clock { .. } | Check::ClockBehind { .. }) => {
+                    Some(text::silence(event.value, language == "zh"))
+                }
                 "value" => Some(shown_value(event, rule)),
                 "unit" => Some(rule.unit.clone()),
                 // A device fault has no warning level (`text::level`).

@@ -101,7 +101,9 @@ fn a_clock_check_compiles_as_a_device_check_and_takes_no_value() {
 
 #[test]
 fn a_clock_behind_check_holds_30_minutes_unless_told_and_takes_no_value() {
-    let set = compile("[[rule]]\nid = \"late\"\nclock_behind = \"1h\"\n\n[[rule]]\nid = \"later\"\nclock_behind = \"2h\"\nfor = \"1h\"\nseverity = \"alarm\"\n").unwrap();
+    let set =
+        compile("[[rule]]\nid = \"late\"\nclock_behind = \"1h\"\n\n[[rule]]\nid = \"later\"\nclock_behind = \"2h\"\nfor = \"1h\"\nseverity = \"alarm\"\n")
+            .unwrap();
     assert_eq!(set.rules[0].check, Check::ClockBehind { allowed_ms: 3_600_000, hold_ms: 1_800_000, severity: Severity::Warning });
     assert_eq!(set.rules[1].check, Check::ClockBehind { allowed_ms: 7_200_000, hold_ms: 3_600_000, severity: Severity::Alarm });
     assert!(set.rules[0].device && set.rules[1].device);

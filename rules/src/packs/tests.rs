@@ -1228,9 +1228,6 @@ fn a_box_stamping_its_readings_5_hours_behind_is_told_to_installers_after_half_a
     assert_eq!(stamped_behind(SensorKind::Tilt, &[], &tilt, 5 * 60 * MIN), vec![("tilt-clock-behind".to_string(), EventKind::Fired, 30)]);
     assert_eq!(stamped_behind(SensorKind::Tilt, &[], &tilt, 50 * MIN), vec![], "within the hour allowed");
     let water = [("do", 7.0), ("ph", 7.2)];
-    assert_eq!(
-        stamped_behind(SensorKind::Water, &[("use", "surface")], &water, 5 * 60 * MIN),
-        vec![("water-clock-behind".to_string(), EventKind::Fired, 30)]
-    );
+    assert_eq!(stamped_behind(SensorKind::Water, &[("use", "surface")], &water, 5 * 60 * MIN), vec![("water-clock-behind".to_string(), EventKind::Fired, 30)]);
     assert_eq!(stamped_behind(SensorKind::Water, &[("use", "surface")], &water, 70 * MIN), vec![], "an hourly mean stamped at its hour's start");
 }

@@ -4,11 +4,11 @@
 use super::Checker;
 use crate::config::raw;
 use crate::config::types::{BrokerConfig, IngestConfig, MqttConfig, PayloadMap, SensorConfig, TopicMapConfig, ValueSource};
+use crate::config::types::{CLOCK_BEHIND_FOR_SECS, CLOCK_BEHIND_SECS};
 use crate::config::types::{
     MAX_FIELDS_PER_READING, MAX_FIELD_NAMES_PER_SENSOR, MAX_FIELD_NAME_BYTES, MAX_FUTURE_SKEW_SECS, MQTT_MAX_PACKET_BYTES, PACKET_OVERHEAD_BYTES,
     REANCHOR_AFTER_READINGS, REANCHOR_AFTER_SECS,
 };
-use crate::config::types::{CLOCK_BEHIND_FOR_SECS, CLOCK_BEHIND_SECS};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
