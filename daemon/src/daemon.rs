@@ -327,6 +327,7 @@ async fn spawn(
         save_every: config.rules.state_save,
         unsaved: true,
         out_of_order: crate::sensor_clocks::OutOfOrder::new(config.ingest.reanchor_after_readings, config.ingest.reanchor_after),
+        lags: crate::sensor_clocks::Lags::new(config.ingest.clock_behind, config.ingest.clock_behind_for),
         clocks: clocks.clone(),
         timeline: crate::timeline::Timeline::start(clock, judged_until),
         budget: Default::default(),

@@ -1,6 +1,6 @@
 //! Sensors whose clocks are off, so that one bad time never switches a sensor's rules off.
 //!
-//! Two things can be wrong with a device's `ts` (readings stamped by this box cannot be):
+//! Three things can be wrong with a device's `ts` (readings stamped by this box cannot be):
 //!
 //! - **ahead**: further ahead of this box's clock than `[ingest] max_future_skew_secs`. The MQTT
 //!   source refuses such a reading (`payloads_rejected{reason="ahead_of_clock"}`) before it is
@@ -11,14 +11,22 @@
 //!   older readings for `reanchor_after_readings` readings *and* `reanchor_after_secs` had its
 //!   clock reset or corrected. [`OutOfOrder`] says when; the pipeline then re-anchors it
 //!   (`Engine::rewind`, `sensor_clock_reanchors`) and judges the reading.
+//! - **behind**: judged readings keep coming stamped further behind this box's clock than
+//!   `[ingest] clock_behind_secs`, for `clock_behind_for_secs` without the lag shrinking — the
+//!   rules' `clock_behind` criterion ([`LagState`]), with the shipped rule's settings by default. A backlog sent after a link outage is stamped hours behind too,
+//!   but its lag shrinks to the live one. [`Lags`] judges it, only while this box's clock is
+//!   synchronised (against an unset one every device seems off); the readings are judged as
+//!   they are.
 //!
-//! [`SensorClocks`] remembers which sensors did either in the last [`WARN_FOR`], for `/healthz`
-//! and for one WARN per sensor and episode. Times here are monotonic (`tokio::time::Instant`):
-//! the wall clock is what may be wrong.
+//! [`SensorClocks`] remembers which sensors did any of these in the last [`WARN_FOR`], for
+//! `/healthz` and for one WARN per sensor and episode. Times here are monotonic
+//! (`tokio::time::Instant`): the wall clock is what may be wrong.
 //!
 //! Invariants: a sensor is listed at most once (with its latest problem); an entry older than
 //! [`WARN_FOR`] is not reported and is dropped at the next look.
 
+use gridwatch_rules::device::LagState;
+use gridwatch_rules::Millis;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +45,8 @@ pub enum ClockProblem {
     Ahead,
     /// Readings kept coming older than the last judged one: re-anchored.
     SteppedBack,
+    /// Readings kept coming stamped hours behind, the lag not shrinking as a backlog's does.
+    Behind,
 }
 
 #[derive(Debug)]
@@ -83,6 +93,7 @@ impl SensorClocks {
             .map(|(id, problem)| match problem {
                 ClockProblem::Ahead => format!("{id} (ahead: readings refused)"),
                 ClockProblem::SteppedBack => format!("{id} (stepped back: re-anchored)"),
+                ClockProblem::Behind => format!("{id} (behind: readings stamped hours late, not a backlog)"),
             })
             .collect();
         let more = current.len().saturating_sub(NAMED_IN_HEALTH);
@@ -91,6 +102,51 @@ impl SensorClocks {
         // Many devices ahead at once is more likely this box's clock being behind (issue 20).
         let hint = if ahead >= 2 && ahead == current.len() { "; if all devices are ahead, check this box's clock" } else { "" };
         Some(format!("{} sensor clock(s) off in the last hour: {}{more}{hint}", current.len(), named.join(", ")))
+    }
+}
+
+/// Sensors whose clocks are behind this box's (pipeline-owned): each one's [`LagState`], kept
+/// only while its readings come stamped behind.
+#[derive(Debug)]
+pub struct Lags {
+    states: HashMap<usize, LagState>,
+    /// How far behind a reading may be stamped (`[ingest] clock_behind_secs`)…
+    allowed_ms: Millis,
+    /// …and how long more than that without catching up makes a clock behind.
+    hold_ms: Millis,
+    /// Whether this box's clock is synchronised (the pipeline says so every tick): lags are
+    /// judged only then.
+    clock_set: bool,
+}
+
+impl Lags {
+    pub fn new(allowed: Duration, hold: Duration) -> Lags {
+        let ms = |d: Duration| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX);
+        Lags { states: HashMap::new(), allowed_ms: ms(allowed), hold_ms: ms(hold), clock_set: false }
+    }
+
+    /// Whether this box's clock is synchronised. While it is not, readings are not judged.
+    pub fn clock_set(&mut self, synchronized: bool) {
+        self.clock_set = synchronized;
+    }
+
+    /// A judged reading of `sensor`, stamped `stamped` by the device's own clock, came when this
+    /// box's clock read `now`: how far behind it was stamped (ms) when the sensor's clock is
+    /// behind, else `None`.
+    pub fn judged(&mut self, sensor: usize, stamped: Millis, now: Millis) -> Option<Millis> {
+        if !self.clock_set {
+            return None;
+        }
+        let lag_ms = now.saturating_sub(stamped);
+        let on_time = lag_ms <= self.allowed_ms;
+        if on_time {
+            // Its run ends and any episode closes: nothing left to keep.
+            self.states.remove(&sensor);
+            return None;
+        }
+        let state = self.states.entry(sensor).or_default();
+        state.judged(stamped, now, self.allowed_ms, self.hold_ms);
+        state.open().then_some(lag_ms)
     }
 }
 
@@ -174,6 +230,25 @@ mod tests {
         assert!(reason.contains("house-4 (ahead: readings refused) and 3 more"), "{reason}");
         assert!(!reason.contains("house-5"), "{reason}");
         assert!(reason.ends_with("check this box's clock"), "{reason}");
+    }
+
+    #[test]
+    fn a_clock_behind_is_told_after_the_hold_a_backlog_never_and_neither_on_an_unset_clock() {
+        const MIN: Millis = 60_000;
+        let t0: Millis = 1_795_392_000_000;
+        let mut lags = Lags::new(Duration::from_secs(3600), Duration::from_secs(1800));
+        lags.clock_set(true);
+        // Every 10 minutes, stamped 5 hours behind: told from the hold's end on.
+        let told: Vec<Option<Millis>> = (0..=4).map(|n| lags.judged(1, t0 + n * 10 * MIN - 300 * MIN, t0 + n * 10 * MIN)).collect();
+        assert_eq!(told, [None, None, None, Some(300 * MIN), Some(300 * MIN)]);
+        assert_eq!(lags.judged(1, t0 + 50 * MIN, t0 + 50 * MIN), None, "set right");
+        assert!(lags.states.is_empty(), "nothing kept of a sensor on time");
+        // 26 hours kept, sent within seconds: never behind.
+        assert!((0..=156).all(|n| lags.judged(2, t0 - 26 * 60 * MIN + n * 10 * MIN, t0 + n * 100).is_none()));
+        // A box whose clock is not set judges nothing.
+        let mut unset = Lags::new(Duration::from_secs(3600), Duration::from_secs(1800));
+        assert!((0..=12).all(|n| unset.judged(1, t0 + n * 10 * MIN - 300 * MIN, t0 + n * 10 * MIN).is_none()));
+        assert!(unset.states.is_empty());
     }
 
     #[test]

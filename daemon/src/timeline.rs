@@ -37,6 +37,12 @@ use std::collections::HashMap;
 /// (a device's clock gaining this much is treated as a step forward).
 pub const AHEAD_TOLERANCE_MS: Millis = 60_000;
 
+/// How far from a synchronised wall clock the timeline may be and still count as true time
+/// ([`Timeline::true_time`]): a restart right after judging a reading stamped a few minutes ahead
+/// (`[ingest] max_future_skew_secs`, 5 minutes by default) starts it that far ahead for good, and
+/// that moves a lag judged against an hour by little.
+const TRUE_TIME_WITHIN_MS: Millis = 600_000;
+
 /// How far behind the timeline a device's time may lie and still be taken as it is by a box
 /// whose clock is not set (a backlog, a box that restarted on its saved state's time).
 const TAKEN_AS_IT_IS_BEHIND_MS: Millis = 86_400_000;
@@ -131,6 +137,15 @@ impl Timeline {
         }
         self.placed.insert(sensor, at);
         at
+    }
+
+    /// Whether the timeline is true time: the wall clock is synchronised and the timeline is
+    /// within [`TRUE_TIME_WITHIN_MS`] of it. Not on a timeline that went on from the saved
+    /// state's time, nor on one begun before NTP stepped the clock (it never follows a step):
+    /// there a device's time placed as it is lies behind or ahead by the box's own error, so the
+    /// rules judge no lag against it (`Engine::judge_lags`).
+    pub fn true_time(&self) -> bool {
+        self.clock.synchronized() && (self.now() - self.clock.now()).abs() <= TRUE_TIME_WITHIN_MS
     }
 
     /// The sensor's clock went back: its reading stamped `ts` is placed now from here on.
@@ -256,6 +271,14 @@ mod tests {
         let before = timeline.now();
         timeline.go_on_after(Some(judged));
         assert!(timeline.now() >= before, "never back");
+    }
+
+    #[test]
+    fn only_a_timeline_on_a_synchronised_wall_clock_is_true_time() {
+        assert!(Timeline::start(box_clock(TRUE_NOW, true), None).true_time());
+        assert!(Timeline::start(box_clock(TRUE_NOW, true), Some(TRUE_NOW + 300_000)).true_time(), "minutes ahead after a restart");
+        assert!(!Timeline::start(box_clock(TRUE_NOW - 5 * 3_600_000, false), None).true_time(), "booted on its last shutdown time");
+        assert!(!Timeline::start(box_clock(TRUE_NOW, true), Some(TRUE_NOW + DAY)).true_time(), "gone on from a saved state a day ahead");
     }
 
     #[test]

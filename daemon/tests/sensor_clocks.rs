@@ -2,7 +2,8 @@
 //! against mosquitto and a webhook receiver. A reading stamped a day ahead is refused and
 //! counted (and raises the device's clock alarm to installers), and the sensor's next,
 //! correctly stamped readings still raise their alarm; a sensor whose clock went back is
-//! re-anchored and judged again.
+//! re-anchored and judged again; one whose readings keep coming stamped hours behind is told to
+//! installers and named in `/healthz`, while a backlog is not.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -27,6 +28,13 @@ id = "test-clock-ahead"
 kind = "water"
 clock_ahead = "10m"
 severity = "warning"
+
+[[rule]]
+id = "test-clock-behind"
+kind = "water"
+clock_behind = "1h"
+for = "0s"              # three readings behind, not half an hour: a test cannot wait
+severity = "warning"
 "#;
 
 fn config(mosquitto: &Mosquitto, webhook: &WebhookReceiver, http_port: u16, ingest: &str) -> String {
@@ -45,6 +53,11 @@ site = "east-canal"
 
 [[sensor]]
 id = "canal-02"
+kind = "water"
+site = "east-canal"
+
+[[sensor]]
+id = "ditch-03"
 kind = "water"
 site = "east-canal"
 
@@ -203,4 +216,50 @@ async fn probes_with_times_in_seconds_or_local_text_or_a_bad_field_are_judged_an
     assert!(told, "a reading refused 7 minutes ahead raises the clock alarm; webhook got {:?}", webhook.bodies());
     let clock = webhook.bodies().into_iter().find(fired("test-clock-ahead", "pond-01")).unwrap();
     assert!(clock["value"].as_f64().is_some_and(|ahead| (400.0..=421.0).contains(&ahead)), "seconds ahead: {clock}");
+}
+
+/// An outside tester's box stamped its readings 5 h behind this (synchronised) box: they were
+/// taken for a backlog, its alarm said it began 5 hours early, and nobody heard of the clock.
+/// Now installers are told and `/healthz` names it, once a WARN; a 26-hour backlog sent in a
+/// burst by another box is neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_stamping_5_hours_behind_is_told_to_installers_and_named_in_healthz_a_backlog_is_not() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let webhook = WebhookReceiver::start(Vec::new()).await;
+    let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, "clock_behind_for_secs = 0").await;
+    let accepted_before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
+
+    // ditch-03 was cut off for 26 hours and sends what it kept (every 30 minutes), oldest first.
+    let ditch = "gridwatch/east-canal/ditch-03/telemetry";
+    let now = now_ms();
+    for n in 0..=52 {
+        mosquitto.publish(ditch, &water(7.0, now - DAY_MS - 2 * 3_600_000 + n * 1_800_000)).unwrap();
+    }
+    // canal-02's clock is 5 hours behind: each reading stamped 5 hours before it is sent.
+    let canal = "gridwatch/east-canal/canal-02/telemetry";
+    for _ in 0..4 {
+        mosquitto.publish(canal, &water(7.0, now_ms() - 5 * 3_600_000)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    }
+    let behind = |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == "test-clock-behind";
+    let told = wait_for(20 * SECOND, || async { webhook.bodies().iter().any(|b| behind(b) && b["sensor"] == "canal-02") }).await;
+    assert!(told, "no clock-behind alarm; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+    let alarm = webhook.bodies().into_iter().find(|b| behind(b) && b["sensor"] == "canal-02").unwrap();
+    assert!(alarm["value"].as_f64().is_some_and(|secs| (17_990.0..=18_010.0).contains(&secs)), "seconds behind: {alarm}");
+    let judged = wait_for(10 * SECOND, || async {
+        metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= accepted_before + 53.0 + 4.0
+    })
+    .await;
+    assert!(judged, "every reading judged:\n{}", metrics(http_port).await);
+    assert!(!webhook.bodies().iter().any(|b| behind(b) && b["sensor"] != "canal-02"), "a backlog is no clock behind: {:?}", webhook.bodies());
+
+    let health = healthz(http_port).await;
+    let reasons = health["reasons"].to_string();
+    assert!(reasons.contains("canal-02 (behind"), "{health}");
+    assert!(!reasons.contains("ditch-03") && !reasons.contains("pond-01"), "{health}");
+
+    daemon.stop();
+    let warned: Vec<String> = daemon.stderr().into_iter().filter(|l| l.contains("WARN") && l.contains("sensor clock behind")).collect();
+    assert_eq!(warned.len(), 1, "one warning: {warned:?}");
+    assert!(warned[0].contains("sensor=canal-02") && warned[0].contains("behind_secs=1800"), "{warned:?}");
 }

@@ -1,6 +1,6 @@
 //! Device checks: a box that went silent (no data), whose value is stuck (flat line) or whose
-//! clock runs ahead (clock). These are alarms about the equipment, routed to installers rather
-//! than grid workers.
+//! clock runs ahead (clock) or behind (lag). These are alarms about the equipment, routed to
+//! installers rather than grid workers.
 //!
 //! Invariants: each check is either quiet or open; it reports `Opened` once when it opens and
 //! `Closed` once when it closes.
@@ -55,6 +55,71 @@ impl ClockState {
             }
             _ => None,
         }
+    }
+}
+
+/// The fewest readings stamped behind that a `clock_behind` check needs before it opens,
+/// however long its hold: one late reading, or two, is a link's hiccup, not a clock.
+pub const BEHIND_MIN_READINGS: u32 = 3;
+
+/// How much a reading's lag may fall short of the lag its run began with and still belong to
+/// it: a reading that waited a little longer on its way (a link's retry, a tick's second) starts
+/// no new run, while a backlog drained over hours, whose lag shrinks by minutes every few
+/// minutes, never lasts a hold. (A drain so slow that its lag shrinks less than this within a
+/// hold, a backlog sent at under 1.07 times the report rate for a 30-minute hold, is told as a
+/// clock behind: it stays hours behind as long.)
+pub const LAG_SHRINK_TOLERANCE_MS: Millis = 120_000;
+
+/// Lag state for one sensor (`clock_behind`): how far behind the engine's clock its readings
+/// are stamped. A device clock behind shows as a lag that stays about the same reading after
+/// reading; a backlog sent after a link outage, in a burst or drained over hours, as a lag that
+/// shrinks to the live one. The check opens once the judged readings have been stamped more than
+/// the allowance behind for a hold (on the engine's clock, so a burst lasts no time at all) and
+/// [`BEHIND_MIN_READINGS`] readings, none stamped [`LAG_SHRINK_TOLERANCE_MS`] less behind than
+/// the run's first (a run whose lag shrank starts again from that reading); it closes at the
+/// first reading judged within the allowance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LagState {
+    /// The readings stamped behind since the last one on time, if any.
+    run: Option<LagRun>,
+    /// When the check opened: the start of the run that opened it.
+    open_since: Option<Millis>,
+}
+
+/// A run of readings stamped more than the allowance behind, their lag not shrinking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct LagRun {
+    /// The engine's time at its first reading.
+    since: Millis,
+    /// How far behind its first reading was stamped.
+    lag_ms: Millis,
+    readings: u32,
+}
+
+impl LagState {
+    /// Whether the check is open: the device's clock is behind.
+    pub fn open(&self) -> bool {
+        self.open_since.is_some()
+    }
+
+    /// One reading stamped `stamped` was judged when the engine's clock read `now` (true time).
+    pub fn judged(&mut self, stamped: Millis, now: Millis, allowed_ms: Millis, hold_ms: Millis) -> Option<Change> {
+        let lag_ms = now.saturating_sub(stamped);
+        if lag_ms <= allowed_ms {
+            self.run = None;
+            return self.open_since.take().map(|since| Change::Closed { since });
+        }
+        let run = match self.run {
+            Some(run) if lag_ms >= run.lag_ms.saturating_sub(LAG_SHRINK_TOLERANCE_MS) => LagRun { readings: run.readings.saturating_add(1), ..run },
+            // The first reading behind, or one whose lag shrank as a backlog's does.
+            _ => LagRun { since: now, lag_ms, readings: 1 },
+        };
+        self.run = Some(run);
+        if self.open_since.is_none() && run.readings >= BEHIND_MIN_READINGS && now.saturating_sub(run.since) >= hold_ms {
+            self.open_since = Some(run.since);
+            return Some(Change::Opened { since: run.since });
+        }
+        None
     }
 }
 
@@ -286,9 +351,61 @@ mod tests {
         assert_eq!(changes, vec![(2, Change::Opened { since: 0 }), (4, Change::Closed { since: 0 })]);
     }
 
+    const MIN: Millis = 60_000;
+    const HOUR: Millis = 60 * MIN;
+
+    /// Readings `(arrival on the engine's clock, stamp)` through a `clock_behind = "1h"` check
+    /// held 30 minutes; the changes with the arrival they came at.
+    fn lags(readings: impl IntoIterator<Item = (Millis, Millis)>) -> Vec<(Millis, Change)> {
+        let mut lag = LagState::default();
+        readings.into_iter().filter_map(|(now, stamped)| lag.judged(stamped, now, HOUR, 30 * MIN).map(|change| (now, change))).collect()
+    }
+
+    #[test]
+    fn a_steady_lag_of_five_hours_opens_after_the_hold_and_closes_on_time() {
+        let t0 = 100 * HOUR;
+        // Every 10 minutes, stamped 5 hours behind, with a few seconds of jitter on the way.
+        let behind = (0..6).map(|n| (t0 + n * 10 * MIN + (n % 3) * 4_000, t0 + n * 10 * MIN - 5 * HOUR));
+        assert_eq!(lags(behind.clone()), vec![(t0 + 30 * MIN, Change::Opened { since: t0 })], "several readings and half an hour");
+        let set_right = behind.chain([(t0 + 60 * MIN, t0 + 60 * MIN - 1_000), (t0 + 70 * MIN, t0 + 70 * MIN - 5 * HOUR)]);
+        assert_eq!(lags(set_right)[1..], [(t0 + 60 * MIN, Change::Closed { since: t0 })], "one reading on time closes it; a new run waits its hold again");
+        let two_readings = [(t0, t0 - 5 * HOUR), (t0 + 40 * MIN, t0 + 40 * MIN - 5 * HOUR), (t0 + 41 * MIN, t0 + 41 * MIN - 5 * HOUR)];
+        assert_eq!(lags(two_readings), vec![(t0 + 41 * MIN, Change::Opened { since: t0 })], "a hold long enough still needs three readings");
+    }
+
+    #[test]
+    fn a_backlog_in_a_burst_or_drained_over_hours_opens_nothing() {
+        let t0 = 100 * HOUR;
+        // 26 hours kept every 10 minutes, sent oldest first within 20 seconds, then live.
+        let burst = (0..=156).map(|n| (t0 + n * 128, t0 - 26 * HOUR + n * 10 * MIN));
+        let live = (1..=12).map(|n| (t0 + n * 10 * MIN, t0 + n * 10 * MIN - 2_000));
+        assert_eq!(lags(burst.chain(live)), vec![]);
+        // The same 26 hours drained over 2 hours, one reading every 46 s, while the device
+        // keeps taking readings (they join the end of its queue).
+        let drained = (0..=171).map(|n| {
+            let arrival = t0 + n * 46_000;
+            (arrival, (t0 - 26 * HOUR + n * 10 * MIN).min(arrival - 2_000))
+        });
+        assert_eq!(lags(drained), vec![]);
+        // A slow drain, at twice the report rate: its lag shrinks five minutes a reading.
+        let slow = (0..=60).map(|n| (t0 + n * 5 * MIN, t0 - 5 * HOUR + n * 10 * MIN));
+        assert_eq!(lags(slow), vec![]);
+    }
+
+    #[test]
+    fn a_late_first_reading_restarts_the_run_but_a_lag_that_grows_does_not() {
+        let t0 = 100 * HOUR;
+        // The first reading waited five minutes on its way; the next ones came on time.
+        let late_first = std::iter::once((t0, t0 - 5 * HOUR - 5 * MIN)).chain((1..=4).map(|n| (t0 + n * 10 * MIN, t0 + n * 10 * MIN - 5 * HOUR)));
+        assert_eq!(lags(late_first), vec![(t0 + 40 * MIN, Change::Opened { since: t0 + 10 * MIN })]);
+        // A clock that stopped: its lag grows with every reading.
+        let stopped = (0..=3).map(|n| (t0 + n * 10 * MIN, t0 - 2 * HOUR));
+        assert_eq!(lags(stopped), vec![(t0 + 30 * MIN, Change::Opened { since: t0 })]);
+        assert_eq!(lags([(Millis::MAX, Millis::MIN), (Millis::MAX, Millis::MIN), (Millis::MIN, Millis::MAX)]), vec![], "no overflow");
+    }
+
     #[test]
     fn a_clock_ahead_opens_once_and_closes_when_a_reading_is_judged_again_within_the_allowance() {
-        const MIN: Millis = 60_000;
         let mut clock = ClockState::default();
         assert_eq!(clock.stamped(10 * MIN, 10 * MIN, 10 * MIN, Stamped::Judged), None, "on time");
         assert_eq!(clock.stamped(20 * MIN, 10 * MIN, 10 * MIN, Stamped::Judged), None, "10 minutes ahead is allowed");

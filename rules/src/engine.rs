@@ -9,7 +9,7 @@
 //! missing; for each (rule, sensor) events alternate `Fired` (`Changed`…) `Cleared`.
 
 use crate::agreement::{verdict, Agreement, Move, Vote};
-use crate::device::{Change, ClockState, FlatState, SilenceState, Stamped};
+use crate::device::{Change, ClockState, FlatState, LagState, SilenceState, Stamped};
 use crate::expr::lookup;
 use crate::ladder::{LadderState, Step};
 use crate::last_value::{LastValue, ReportedValue};
@@ -121,6 +121,8 @@ pub enum CheckState {
     /// A threshold rule with `peers`: the box against its building's other boxes.
     Peers(Box<PeerCheck>),
     Clock(ClockState),
+    /// A `clock_behind` check (boxed: one per sensor and rule, and larger than the others).
+    ClockBehind(Box<LagState>),
 }
 
 /// "None" of an index kept in 16 (or, for agreements, 32) bits.
@@ -337,6 +339,9 @@ pub struct Engine {
     /// The engine's clock: the latest tick's time (`None` before the first tick). Clock checks
     /// judge a reading's time against it.
     now: Option<Millis>,
+    /// Whether the engine's clock is true time, so that a reading stamped behind it says the
+    /// device's clock is behind ([`Engine::judge_lags`]).
+    clock_true: bool,
     /// How far past the engine's clock a reading counts as heard for no-data rules
     /// ([`Engine::hear_readings_ahead_by`]).
     heard_ahead: Millis,
@@ -352,6 +357,15 @@ impl Engine {
     /// much late.
     pub fn hear_readings_ahead_by(&mut self, ms: Millis) {
         self.heard_ahead = ms;
+    }
+
+    /// Whether the engine's clock (its ticks) is true time, as a synchronised box's is; it is
+    /// unless told otherwise. `clock_behind` checks judge readings only while it is: against a
+    /// box clock that is not set (a Raspberry Pi without RTC boots at 1970 or at its last
+    /// shutdown), every device's time would seem ahead or behind by the box's own error. While
+    /// it is not, readings neither open nor close those checks.
+    pub fn judge_lags(&mut self, clock_true: bool) {
+        self.clock_true = clock_true;
     }
 
     /// Every no-data watch begins again at `at` (a daemon that starts on a restored state):
@@ -384,6 +398,7 @@ impl Engine {
             staged: Vec::new(),
             peer_references: Vec::new(),
             now: None,
+            clock_true: true,
             heard_ahead: HEARD_AHEAD_MS,
             silences_watched_from: None,
         }
@@ -423,7 +438,7 @@ impl Engine {
             CheckState::Ladder { ladder, .. } => ladder.open().is_some(),
             CheckState::NoData(silence) => silence.open,
             CheckState::FlatLine { flat, .. } => flat.open,
-            CheckState::Peers(_) | CheckState::Clock(_) => return None,
+            CheckState::Peers(_) | CheckState::Clock(_) | CheckState::ClockBehind(_) => return None,
         };
         Some((open, planned.variant()))
     }
@@ -439,7 +454,7 @@ impl Engine {
             CheckState::Ladder { ladder, .. } => Some(ladder.at_rest()),
             CheckState::NoData(silence) => Some(!silence.open),
             CheckState::FlatLine { flat, .. } => Some(!flat.open),
-            CheckState::Peers(_) | CheckState::Clock(_) => None,
+            CheckState::Peers(_) | CheckState::Clock(_) | CheckState::ClockBehind(_) => None,
         }
     }
 
@@ -560,6 +575,14 @@ impl Engine {
             let lowest = rule.uncompensated.filter(|_| !compensation_in_use(plan, thermal, rule)).unwrap_or(Severity::Notice);
             let event = match self.now {
                 Some(now) if matches!(state, CheckState::Clock(_)) => clock_check(rule, planned.variant(), state, at, now, Stamped::Judged),
+                // Against a clock that is not true time a lag says nothing of the device's.
+                Some(now) if matches!(state, CheckState::ClockBehind(_)) => {
+                    if self.clock_true {
+                        lag_check(rule, planned.variant(), state, at, now)
+                    } else {
+                        None
+                    }
+                }
                 // A silence ends when a reading arrives, whatever its stamp: one stamped hours
                 // behind the engine's clock (a device clock that lags, a backlog) is heard now.
                 Some(now) if matches!(state, CheckState::NoData(_)) => {
@@ -924,6 +947,7 @@ pub(crate) fn initial_state(rule: &Rule, variant: Option<usize>) -> CheckState {
         Check::Ladder(_) => CheckState::Ladder { transform: TransformState::default(), ladder: LadderState::default(), last_value: ReportedValue::NONE },
         Check::NoData { .. } => CheckState::NoData(SilenceState::default()),
         Check::Clock { .. } => CheckState::Clock(ClockState::default()),
+        Check::ClockBehind { .. } => CheckState::ClockBehind(Box::default()),
         Check::FlatLine { .. } => CheckState::FlatLine { transform: TransformState::default(), flat: Box::default() },
     }
 }
@@ -1036,6 +1060,17 @@ fn clock_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: 
     match clock.stamped(at, now, *allowed_ms, what)? {
         Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, ahead_secs, now, since)),
         Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, ahead_secs, now, since)),
+    }
+}
+
+/// A `clock_behind` check on a reading judged at `at` while the engine's clock reads `now`
+/// (`None` for other checks); the event's value is how many seconds behind it was stamped.
+fn lag_check(rule: &Rule, variant: Option<usize>, state: &mut CheckState, at: Millis, now: Millis) -> Option<RuleEvent> {
+    let (Check::ClockBehind { allowed_ms, hold_ms, severity }, CheckState::ClockBehind(lag)) = (rule.check_of(variant), state) else { return None };
+    let behind_secs = (now.saturating_sub(at).max(0) / 1000) as f64;
+    match lag.judged(at, now, *allowed_ms, *hold_ms)? {
+        Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, behind_secs, now, since)),
+        Change::Closed { since } => Some(event(EventKind::Cleared, *severity, None, behind_secs, now, since)),
     }
 }
 

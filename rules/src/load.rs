@@ -172,6 +172,7 @@ struct RawRule {
     overrides: Vec<Spanned<RawOverride>>,
     no_data: Option<Spanned<String>>,
     clock_ahead: Option<Spanned<String>>,
+    clock_behind: Option<Spanned<String>>,
     flat_line: Option<Spanned<FlatLineSpec>>,
     #[serde(default)]
     device: bool,
@@ -191,6 +192,13 @@ enum FlatLineSpec {
     Readings(u32),
     Lasting(String),
 }
+
+/// How long a `clock_behind` check holds unless its rule says (`for`): long enough that a
+/// backlog drained over minutes shows its lag shrinking.
+const CLOCK_BEHIND_HOLD_MS: Millis = 30 * 60_000;
+
+/// The least `clock_behind` allowance: a reading's way here and the engine's tick take seconds.
+const CLOCK_BEHIND_LEAST_MS: Millis = 60_000;
 
 /// The fewest identical readings a `flat_line` given as a duration needs.
 const FLAT_LINE_MIN_READINGS: u32 = 3;
@@ -289,21 +297,25 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
     }
     let here = rule_start..rule_start;
 
+    // A `clock_behind` rule's `for` is its own hold, not a threshold's.
+    let behind_hold = if raw.clock_behind.is_some() { raw.raise_hold.take() } else { None };
     let inline = raw.inline_level();
-    let forms = [inline.is_some(), !raw.level.is_empty(), raw.no_data.is_some(), raw.flat_line.is_some(), raw.clock_ahead.is_some()];
+    let clock = raw.clock_ahead.is_some() || raw.clock_behind.is_some();
+    let forms =
+        [inline.is_some(), !raw.level.is_empty(), raw.no_data.is_some(), raw.flat_line.is_some(), raw.clock_ahead.is_some(), raw.clock_behind.is_some()];
     if forms.iter().filter(|&&f| f).count() != 1 {
         check.error(
             here.clone(),
             "above",
-            "a rule needs exactly one check: a threshold (`above`, `below` or `outside`), `[[rule.level]]` steps, `no_data`, `flat_line` or `clock_ahead`",
+            "a rule needs exactly one check: a threshold (`above`, `below` or `outside`), `[[rule.level]]` steps, `no_data`, `flat_line`, `clock_ahead` or `clock_behind`",
         );
         return None;
     }
 
     // Problems are collected, not returned at once, so one run reports them all.
-    let signal: Option<Option<Signal>> = match (&raw.value, raw.no_data.is_some() || raw.clock_ahead.is_some()) {
+    let signal: Option<Option<Signal>> = match (&raw.value, raw.no_data.is_some() || clock) {
         (Some(value), true) => {
-            check.error(value.span(), "value", "a `no_data` or `clock_ahead` rule watches the readings' arrival or time and takes no `value`");
+            check.error(value.span(), "value", "a `no_data`, `clock_ahead` or `clock_behind` rule watches the readings' arrival or time and takes no `value`");
             None
         }
         (None, true) => Some(None),
@@ -336,6 +348,17 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
     } else if let Some(allowed) = &raw.clock_ahead {
         let allowed_ms = duration(check, allowed, "clock_ahead")?;
         (Check::Clock { allowed_ms, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
+    } else if let Some(allowed) = &raw.clock_behind {
+        let allowed_ms = duration(check, allowed, "clock_behind");
+        if allowed_ms.is_some_and(|ms| ms < CLOCK_BEHIND_LEAST_MS) {
+            check.error(allowed.span(), "clock_behind", format!("`{}`: a reading takes seconds to arrive; allow at least 1m", allowed.get_ref()));
+            return None;
+        }
+        let hold_ms = match &behind_hold {
+            Some(hold) => duration(check, hold, "for"),
+            None => Some(CLOCK_BEHIND_HOLD_MS),
+        };
+        (Check::ClockBehind { allowed_ms: allowed_ms?, hold_ms: hold_ms?, severity: rule_severity.unwrap_or(Severity::Warning) }, true)
     } else if let Some(no_data) = &raw.no_data {
         let after = silence(check, no_data)?;
         (Check::NoData { after, severity: rule_severity.unwrap_or(Severity::Warning) }, true)

@@ -134,6 +134,11 @@ pub enum Check {
     /// A reading stamped more than `allowed_ms` ahead of the engine's clock (its latest tick):
     /// the device's clock jumped ahead, and its later readings will be refused as out of order.
     Clock { allowed_ms: Millis, severity: Severity },
+    /// Readings stamped more than `allowed_ms` behind the engine's clock, reading after reading
+    /// for `hold_ms` without the lag shrinking as a backlog's does: the device's clock is
+    /// behind (see [`crate::device::LagState`]). Judged only while the engine's clock is true
+    /// time ([`crate::Engine::judge_lags`]).
+    ClockBehind { allowed_ms: Millis, hold_ms: Millis, severity: Severity },
 }
 
 /// "the same value 240 times in a row" / "the same value for 2h (3 readings or more)".
@@ -211,7 +216,7 @@ impl Rule {
     pub fn value_label(&self) -> String {
         match &self.signal {
             Some(signal) => signal.to_string(),
-            None if matches!(self.check, Check::Clock { .. }) => "reading time".into(),
+            None if matches!(self.check, Check::Clock { .. } | Check::ClockBehind { .. }) => "reading time".into(),
             None => "no data".into(),
         }
     }

@@ -198,6 +198,15 @@ fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
         Check::Clock { allowed_ms, severity } => {
             let _ = writeln!(out, "  {:<8} a reading stamped more than {} ahead of this box's clock", severity.as_str(), hold(*allowed_ms));
         }
+        Check::ClockBehind { allowed_ms, hold_ms, severity } => {
+            let _ = writeln!(
+                out,
+                "  {:<8} readings stamped more than {} behind this box's clock for {} without catching up (not a backlog)",
+                severity.as_str(),
+                hold(*allowed_ms),
+                hold(*hold_ms)
+            );
+        }
     }
     out.push('\n');
     out

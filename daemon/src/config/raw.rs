@@ -279,6 +279,8 @@ pub struct RawIngest {
     pub max_future_skew_secs: Option<Spanned<u64>>,
     pub reanchor_after_readings: Option<Spanned<u64>>,
     pub reanchor_after_secs: Option<Spanned<u64>>,
+    pub clock_behind_secs: Option<Spanned<u64>>,
+    pub clock_behind_for_secs: Option<Spanned<u64>>,
     pub max_fields_per_reading: Option<Spanned<u64>>,
     pub max_field_names_per_sensor: Option<Spanned<u64>>,
     pub max_field_name_bytes: Option<Spanned<u64>>,

@@ -53,10 +53,19 @@ fn the_state_save_interval_is_bounded() {
 fn ingest_time_limits_have_defaults_and_bounds() {
     assert_eq!(parse(MINIMAL).unwrap().ingest, IngestConfig::default());
     assert_eq!(IngestConfig::default().max_future_skew, Duration::from_secs(300));
-    let config = parse(&format!("{MINIMAL}\n[ingest]\nmax_future_skew_secs = 60\nreanchor_after_readings = 5\nreanchor_after_secs = 0\n")).unwrap();
+    let config =
+        parse(&format!("{MINIMAL}\n[ingest]\nmax_future_skew_secs = 60\nreanchor_after_readings = 5\nreanchor_after_secs = 0\nclock_behind_secs = 7200\nclock_behind_for_secs = 0\n"))
+            .unwrap();
     assert_eq!(
         config.ingest,
-        IngestConfig { max_future_skew: Duration::from_secs(60), reanchor_after_readings: 5, reanchor_after: Duration::ZERO, ..IngestConfig::default() }
+        IngestConfig {
+            max_future_skew: Duration::from_secs(60),
+            reanchor_after_readings: 5,
+            reanchor_after: Duration::ZERO,
+            clock_behind: Duration::from_secs(7200),
+            clock_behind_for: Duration::ZERO,
+            ..IngestConfig::default()
+        }
     );
     let refused = errors(&format!("{MINIMAL}\n[ingest]\nmax_future_skew_secs = 0\nreanchor_after_readings = 0\n"));
     assert!(refused.iter().any(|e| e.contains("gridwatch.toml:13:") && e.contains("ingest.max_future_skew_secs") && e.contains("1 to 86400")), "{refused:?}");

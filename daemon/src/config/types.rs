@@ -233,6 +233,11 @@ pub struct IngestConfig {
     pub reanchor_after_readings: u32,
     /// …and for this long is re-anchored: its clock went back.
     pub reanchor_after: Duration,
+    /// A sensor whose judged readings keep coming stamped further behind this box's
+    /// (synchronised) clock…
+    pub clock_behind: Duration,
+    /// …for this long without catching up as a backlog does is named in `/healthz`.
+    pub clock_behind_for: Duration,
     /// A reading with more fields is refused (`too_many_fields`).
     pub max_fields_per_reading: usize,
     /// A sensor's reading that brings a field name past this many distinct ones is refused
@@ -252,6 +257,9 @@ pub const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
 pub const MAX_FUTURE_SKEW_SECS: (u64, std::ops::RangeInclusive<u64>) = (300, 1..=86_400);
 pub const REANCHOR_AFTER_READINGS: (u64, std::ops::RangeInclusive<u64>) = (3, 1..=1000);
 pub const REANCHOR_AFTER_SECS: (u64, std::ops::RangeInclusive<u64>) = (600, 0..=86_400);
+/// As the shipped `tilt-clock-behind` rule (`clock_behind = "1h"`, `for = "30m"`).
+pub const CLOCK_BEHIND_SECS: (u64, std::ops::RangeInclusive<u64>) = (3_600, 60..=604_800);
+pub const CLOCK_BEHIND_FOR_SECS: (u64, std::ops::RangeInclusive<u64>) = (1_800, 0..=86_400);
 pub const MAX_FIELDS_PER_READING: (u64, std::ops::RangeInclusive<u64>) = (32, 1..=1000);
 pub const MAX_FIELD_NAMES_PER_SENSOR: (u64, std::ops::RangeInclusive<u64>) = (64, 1..=1000);
 pub const MAX_FIELD_NAME_BYTES: (u64, std::ops::RangeInclusive<u64>) = (64, 1..=256);
@@ -262,6 +270,8 @@ impl Default for IngestConfig {
             max_future_skew: Duration::from_secs(MAX_FUTURE_SKEW_SECS.0),
             reanchor_after_readings: REANCHOR_AFTER_READINGS.0 as u32,
             reanchor_after: Duration::from_secs(REANCHOR_AFTER_SECS.0),
+            clock_behind: Duration::from_secs(CLOCK_BEHIND_SECS.0),
+            clock_behind_for: Duration::from_secs(CLOCK_BEHIND_FOR_SECS.0),
             max_fields_per_reading: MAX_FIELDS_PER_READING.0 as usize,
             max_field_names_per_sensor: MAX_FIELD_NAMES_PER_SENSOR.0 as usize,
             max_field_name_bytes: MAX_FIELD_NAME_BYTES.0 as usize,

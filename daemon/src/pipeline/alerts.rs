@@ -95,9 +95,11 @@ fn messages(
                 "site" => Some(places.site(&sensor.place.site).unwrap_or(&sensor.place.site).to_string()),
                 "building" => sensor.place.building.as_deref().map(|b| places.building(&sensor.place.site, b).unwrap_or(b).to_string()),
                 "grid" => sensor.place.grid.as_deref().map(Into::into),
-                // A silence, or how far ahead a clock runs, in words ("2小时5分钟"), not "7500.00"
+                // A silence, or how far ahead or behind a clock runs, in words ("2小时5分钟"), not "7500.00"
                 // seconds.
-                "value" if matches!(rule.check, Check::NoData { .. } | Check::Clock { .. }) => Some(text::silence(event.value, language == "zh")),
+                "value" if matches!(rule.check, Check::NoData { .. } | Check::Clock { .. } | Check::ClockBehind { .. }) => {
+                    Some(text::silence(event.value, language == "zh"))
+                }
                 "value" => Some(shown_value(event, rule)),
                 "unit" => Some(rule.unit.clone()),
                 // A device fault has no warning level (`text::level`).
@@ -163,6 +165,15 @@ fn condition(event: &RuleEvent, rule: &Rule) -> String {
         Check::Clock { allowed_ms, .. } => match event.kind {
             EventKind::Cleared => "readings stamped on time are judged again".to_string(),
             _ => format!("reading stamped {} s ahead of this box's clock (allowed: {} s)", event.value, allowed_ms / 1000),
+        },
+        Check::ClockBehind { allowed_ms, hold_ms, .. } => match event.kind {
+            EventKind::Cleared => "a reading stamped on time is judged again".to_string(),
+            _ => format!(
+                "readings stamped {} s behind this box's clock for {} s without catching up (allowed: {} s)",
+                event.value,
+                hold_ms / 1000,
+                allowed_ms / 1000
+            ),
         },
         Check::FlatLine { samples, lasting_ms, .. } => match event.kind {
             EventKind::Cleared => format!("{} changes again", rule.value_label()),

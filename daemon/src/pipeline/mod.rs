@@ -31,7 +31,7 @@ use crate::clock::Clock;
 use crate::config::SensorConfig;
 use crate::metrics::Metrics;
 use crate::sample::Sample;
-use crate::sensor_clocks::{ClockProblem, OutOfOrder, SensorClocks};
+use crate::sensor_clocks::{ClockProblem, Lags, OutOfOrder, SensorClocks};
 use crate::store::Calibration;
 use crate::store::Store;
 use crate::timeline::Timeline;
@@ -92,6 +92,9 @@ pub struct Pipeline {
     pub unsaved: bool,
     /// Runs of out-of-order readings per sensor: when one means the sensor's clock went back.
     pub out_of_order: OutOfOrder,
+    /// Sensors whose readings come stamped behind this box's clock: when that means a clock
+    /// behind, not a backlog.
+    pub lags: Lags,
     /// Sensors whose clocks are off (shared with the MQTT source and `/healthz`).
     pub clocks: Arc<SensorClocks>,
     /// The time the engine is judged on.
@@ -208,7 +211,10 @@ impl Pipeline {
                 Some(command) = commands.recv() => self.command(command).await,
                 _ = tick.tick() => {
                     self.heartbeat.beat();
-                    self.metrics.clock_trusted.set(i64::from(self.clock.synchronized()));
+                    let synchronized = self.clock.synchronized();
+                    self.metrics.clock_trusted.set(i64::from(synchronized));
+                    self.lags.clock_set(synchronized);
+                    self.engine.judge_lags(self.timeline.true_time());
                     self.engine.tick(self.timeline.now(), &mut events);
                     self.unsaved |= !events.is_empty();
                     self.emit(&mut events, Source::Timeline).await;
@@ -571,6 +577,9 @@ impl Pipeline {
                 self.budget.judged_since += 1;
                 self.out_of_order.in_order(sample.sensor);
                 self.unsaved = true;
+                if sample.own_time {
+                    self.judge_lag(sample.sensor, sample.ts);
+                }
             }
             Observed::OutOfOrder => {}
             // A copy of the previous reading (same time, same values) without a `seq` to tell it.
@@ -609,6 +618,21 @@ impl Pipeline {
         let Some(id) = self.sensors.get(sensor).map(|s| s.id.clone()) else { return };
         if self.clocks.note(sensor, &id, ClockProblem::SteppedBack, tokio::time::Instant::now()) {
             tracing::warn!(sensor = %id, reading_at = %crate::clock::rfc3339(at), "sensor clock went back: its readings kept coming older than the last judged one; judged again from this reading");
+        }
+    }
+
+    /// A reading of `sensor` stamped `ts` by its own clock was judged: a sensor whose readings
+    /// keep coming stamped hours behind this box's clock, not as a backlog, is listed for
+    /// `/healthz` and warned about once.
+    fn judge_lag(&mut self, sensor: usize, ts: gridwatch_rules::Millis) {
+        let Some(behind_ms) = self.lags.judged(sensor, ts, self.clock.now()) else { return };
+        let Some(id) = self.sensors.get(sensor).map(|s| s.id.clone()) else { return };
+        if self.clocks.note(sensor, &id, ClockProblem::Behind, tokio::time::Instant::now()) {
+            tracing::warn!(
+                sensor = %id,
+                behind_secs = behind_ms / 1000,
+                "sensor clock behind this box's: its readings keep coming stamped this far behind, not catching up as a backlog would; its alarms say they began that much earlier (check its clock)"
+            );
         }
     }
 

@@ -31,7 +31,7 @@ impl Engine {
                     peer.transform = TransformState::default();
                     peer.own_transform = TransformState::default();
                 }
-                CheckState::NoData(_) | CheckState::Clock(_) => {}
+                CheckState::NoData(_) | CheckState::Clock(_) | CheckState::ClockBehind(_) => {}
             }
         }
         true

@@ -208,7 +208,7 @@ fn rules_with_the_same_signal_stage_share_it() {
     let slot = &e.slots[0];
     let plan = e.plan_of(slot);
     let states = e.states.of(slot, plan);
-    assert_eq!((states.checks.len(), plan.checks.len()), (14, 14));
+    assert_eq!((states.checks.len(), plan.checks.len()), (15, 15));
     // tilt-change and the three creep rules take the same daily level once; out-of-range and
     // angles-frozen the raw vector, flat-line the raw vector with the temperature; tilt-danger and tilt-lean-fast
     // the one-hour median; tilt-sudden and tilt-erratic each their change from the recent level
@@ -596,6 +596,88 @@ fn a_reading_stamped_hours_ahead_tells_installers_until_the_box_is_judged_on_tim
     assert_eq!(ids(&e, &events), vec![("clock".to_string(), EventKind::Fired, Severity::Warning)]);
     assert_eq!(events[0].subject, SubjectId(1));
     assert_eq!(e.last_at(SubjectId(1)), None, "the refused reading is not judged");
+}
+
+const BEHIND: &str = r#"
+[[rule]]
+id = "behind"
+kind = "tilt"
+clock_behind = "1h"
+for = "30m"
+"#;
+
+/// A tilt box judged by a `clock_behind` rule, the engine ticked every minute from `start`.
+fn behind_engine() -> Engine {
+    let rules = RuleSet::compile(&[RuleSource { name: "t".into(), text: BEHIND.into() }]).unwrap();
+    Engine::new(rules, &[subject("box-1", SensorKind::Tilt)])
+}
+
+/// Feeds readings `(arrival, stamp)` in arrival order, ticking the engine every minute up to
+/// each arrival; the events with their arrival.
+fn arrivals(e: &mut Engine, readings: impl IntoIterator<Item = (Millis, Millis)>) -> Vec<RuleEvent> {
+    let mut events = Vec::new();
+    let mut ticked = None;
+    for (arrival, stamp) in readings {
+        let minute = arrival - arrival.rem_euclid(MIN);
+        if ticked != Some(minute) {
+            e.tick(minute, &mut events);
+            ticked = Some(minute);
+        }
+        e.observe(SubjectId(0), stamp, &[("x", 0.1), ("y", 0.2)], &mut events);
+    }
+    events
+}
+
+const HOUR: Millis = 60 * MIN;
+/// A synchronised box's clock: 2026-11-23T00:00:00Z.
+const T0: Millis = 1_795_392_000_000;
+
+#[test]
+fn a_device_clock_five_hours_behind_tells_installers_once_and_clears_when_set_right() {
+    let mut e = behind_engine();
+    // Every 10 minutes for an hour, stamped 5 hours behind the engine's clock.
+    let events = arrivals(&mut e, (0..=6).map(|n| (T0 + n * 10 * MIN, T0 + n * 10 * MIN - 5 * HOUR)));
+    assert_eq!(ids(&e, &events), vec![("behind".to_string(), EventKind::Fired, Severity::Warning)]);
+    assert_eq!((events[0].at, events[0].since, events[0].value), (T0 + 30 * MIN, T0, 5.0 * 3600.0), "told after half an hour, since its first reading behind");
+    // Set right: its next reading is on time (later than the last one judged, so judged).
+    let events = arrivals(&mut e, [(T0 + 70 * MIN, T0 + 70 * MIN - 3_000)]);
+    assert_eq!(ids(&e, &events), vec![("behind".to_string(), EventKind::Cleared, Severity::Warning)]);
+    assert_eq!(events[0].since, T0);
+    assert_eq!(e.open(SubjectId(0), RuleId(0)), None, "a clock check does not say");
+}
+
+#[test]
+fn a_backlog_of_26_hours_in_a_burst_or_drained_over_2_hours_is_no_clock_behind() {
+    // After a link outage the box sends the 26 hours it kept (a reading every 10 minutes),
+    // oldest first, within 20 seconds, then its live readings.
+    let mut burst = behind_engine();
+    let kept = (0..156).map(|n| (T0 + n * 128, T0 - 26 * HOUR + n * 10 * MIN));
+    let live = (0..=12).map(|n| (T0 + 30_000 + n * 10 * MIN, T0 + 29_000 + n * 10 * MIN));
+    let events = arrivals(&mut burst, kept.chain(live));
+    assert!(events.is_empty(), "{:?}", ids(&burst, &events));
+    // The same 26 hours drained over 2 hours, a reading every 46 s; the readings it takes
+    // meanwhile join the end of its queue, and live ones follow.
+    let mut drained = behind_engine();
+    let queue = (0..=171).map(|n| {
+        let arrival = T0 + n * 46_000;
+        (arrival, (T0 - 26 * HOUR + n * 10 * MIN).min(arrival - 2_000))
+    });
+    let events = arrivals(&mut drained, queue);
+    assert!(events.is_empty(), "{:?}", ids(&drained, &events));
+}
+
+#[test]
+fn no_lag_is_judged_against_a_clock_that_is_not_true_time() {
+    // A box booted on its last shutdown time, five hours behind, until NTP sets it: every
+    // device seems five hours behind its clock, or would.
+    let mut e = behind_engine();
+    e.judge_lags(false);
+    let events = arrivals(&mut e, (0..=12).map(|n| (T0 + n * 10 * MIN, T0 + n * 10 * MIN - 5 * HOUR)));
+    assert!(events.is_empty(), "{:?}", ids(&e, &events));
+    // Once it is true time, a device still stamping 5 hours behind waits the whole hold.
+    e.judge_lags(true);
+    let events = arrivals(&mut e, (13..=16).map(|n| (T0 + n * 10 * MIN, T0 + n * 10 * MIN - 5 * HOUR)));
+    assert_eq!(events.iter().map(|ev| (ev.kind, ev.at, ev.since)).collect::<Vec<_>>(), vec![(EventKind::Fired, T0 + 160 * MIN, T0 + 130 * MIN)]);
 }
 
 #[test]

@@ -100,6 +100,24 @@ fn a_clock_check_compiles_as_a_device_check_and_takes_no_value() {
 }
 
 #[test]
+fn a_clock_behind_check_holds_30_minutes_unless_told_and_takes_no_value() {
+    let set =
+        compile("[[rule]]\nid = \"late\"\nclock_behind = \"1h\"\n\n[[rule]]\nid = \"later\"\nclock_behind = \"2h\"\nfor = \"1h\"\nseverity = \"alarm\"\n")
+            .unwrap();
+    assert_eq!(set.rules[0].check, Check::ClockBehind { allowed_ms: 3_600_000, hold_ms: 1_800_000, severity: Severity::Warning });
+    assert_eq!(set.rules[1].check, Check::ClockBehind { allowed_ms: 7_200_000, hold_ms: 3_600_000, severity: Severity::Alarm });
+    assert!(set.rules[0].device && set.rules[1].device);
+    let refused = errors("[[rule]]\nid = \"late\"\nvalue = \"x\"\nclock_behind = \"1h\"\n");
+    assert!(refused.iter().any(|e| e.contains("test.toml:3:") && e.contains("takes no `value`")), "{refused:?}");
+    let refused = errors("[[rule]]\nid = \"late\"\nclock_behind = \"5s\"\nfor = \"soon\"\n");
+    assert!(refused.iter().any(|e| e.contains("test.toml:3:") && e.contains("clock_behind") && e.contains("at least 1m")), "{refused:?}");
+    let refused = errors("[[rule]]\nid = \"late\"\nclock_behind = \"1h\"\nfor = \"soon\"\n");
+    assert!(refused.iter().any(|e| e.contains("test.toml:4:") && e.contains("`soon` is not a duration")), "{refused:?}");
+    let refused = errors("[[rule]]\nid = \"late\"\nclock_behind = \"1h\"\nclock_ahead = \"10m\"\n");
+    assert!(refused.iter().any(|e| e.contains("exactly one check")), "{refused:?}");
+}
+
+#[test]
 fn uncompensated_needs_compensation_and_levels() {
     let base = "[[rule]]\nid = \"t\"\nvalue = \"x\"\nbaseline = \"learn 1h\"\nseverity = \"notice\"\nat_least = 1.0\nuncompensated = \"warning\"\n";
     let refused = errors(base);

@@ -535,7 +535,7 @@ fn a_ph_jump_of_more_than_one_unit_in_an_hour_is_critical() {
 #[test]
 fn drinking_points_are_not_judged_as_surface_water() {
     let mut e = engine_for(SensorKind::Water, &[("use", "drinking")]);
-    assert!(e.rules_for(SubjectId(0)).iter().all(|r| !r.id.starts_with("water-") || r.id == "water-no-data" || r.id == "water-clock-ahead"));
+    assert!(e.rules_for(SubjectId(0)).iter().all(|r| !r.id.starts_with("water-") || r.id == "water-no-data" || r.id.starts_with("water-clock-")));
     // Worse than class V and black-odorous in every surface-water indicator, healthy by GB 5749.
     let fields = [("do", 0.1), ("orp", -300.0), ("tp", 1.0), ("cod", 60.0), ("turbidity", 0.3), ("ph", 7.2), ("cl2", 0.4), ("nh3n", 0.1), ("codmn", 1.0)];
     assert_eq!(worst(&mut e, &fields, 32), None);
@@ -1205,4 +1205,29 @@ fn every_shipped_rule_speaks_both_languages() {
             assert!(text.contains("<sensor>") && text.contains("<site>"), "{} ({language}): {text}", rule.id);
         }
     }
+}
+
+/// Readings every 10 minutes for two hours stamped `behind` the engine's clock (ticked at each
+/// arrival), through the shipped packs: the clock rules' events, with the minute they came at.
+fn stamped_behind(kind: SensorKind, tags: &[(&str, &str)], fields: &[(&str, f64)], behind: i64) -> Vec<(String, EventKind, i64)> {
+    let mut e = engine_for(kind, tags);
+    let mut events = Vec::new();
+    let t0 = 1_000 * 60 * MIN;
+    for m in (0..=120).step_by(10) {
+        e.tick(t0 + m * MIN, &mut events);
+        e.observe(SubjectId(0), t0 + m * MIN - behind, fields, &mut events);
+    }
+    events.iter().filter(|ev| e.rule(ev.rule).id.contains("-clock-")).map(|ev| (e.rule(ev.rule).id.clone(), ev.kind, (ev.at - t0) / MIN)).collect()
+}
+
+#[test]
+fn a_box_stamping_its_readings_5_hours_behind_is_told_to_installers_after_half_an_hour() {
+    // An outside tester: a box stamped its readings 5 h behind a synchronised box; they were
+    // taken for a backlog, and nobody was told of the clock.
+    let tilt = [("x", 0.1), ("y", 0.2), ("temperature", 21.0)];
+    assert_eq!(stamped_behind(SensorKind::Tilt, &[], &tilt, 5 * 60 * MIN), vec![("tilt-clock-behind".to_string(), EventKind::Fired, 30)]);
+    assert_eq!(stamped_behind(SensorKind::Tilt, &[], &tilt, 50 * MIN), vec![], "within the hour allowed");
+    let water = [("do", 7.0), ("ph", 7.2)];
+    assert_eq!(stamped_behind(SensorKind::Water, &[("use", "surface")], &water, 5 * 60 * MIN), vec![("water-clock-behind".to_string(), EventKind::Fired, 30)]);
+    assert_eq!(stamped_behind(SensorKind::Water, &[("use", "surface")], &water, 70 * MIN), vec![], "an hourly mean stamped at its hour's start");
 }

@@ -4,6 +4,7 @@
 use super::Checker;
 use crate::config::raw;
 use crate::config::types::{BrokerConfig, IngestConfig, MqttConfig, PayloadMap, SensorConfig, TopicMapConfig, ValueSource};
+use crate::config::types::{CLOCK_BEHIND_FOR_SECS, CLOCK_BEHIND_SECS};
 use crate::config::types::{
     MAX_FIELDS_PER_READING, MAX_FIELD_NAMES_PER_SENSOR, MAX_FIELD_NAME_BYTES, MAX_FUTURE_SKEW_SECS, MQTT_MAX_PACKET_BYTES, PACKET_OVERHEAD_BYTES,
     REANCHOR_AFTER_READINGS, REANCHOR_AFTER_SECS,
@@ -200,6 +201,8 @@ impl Checker<'_> {
             max_future_skew: Duration::from_secs(self.bounded(raw.max_future_skew_secs, "ingest.max_future_skew_secs", MAX_FUTURE_SKEW_SECS)),
             reanchor_after_readings: self.bounded(raw.reanchor_after_readings, "ingest.reanchor_after_readings", REANCHOR_AFTER_READINGS) as u32,
             reanchor_after: Duration::from_secs(self.bounded(raw.reanchor_after_secs, "ingest.reanchor_after_secs", REANCHOR_AFTER_SECS)),
+            clock_behind: Duration::from_secs(self.bounded(raw.clock_behind_secs, "ingest.clock_behind_secs", CLOCK_BEHIND_SECS)),
+            clock_behind_for: Duration::from_secs(self.bounded(raw.clock_behind_for_secs, "ingest.clock_behind_for_secs", CLOCK_BEHIND_FOR_SECS)),
             max_fields_per_reading: self.bounded(raw.max_fields_per_reading, "ingest.max_fields_per_reading", MAX_FIELDS_PER_READING) as usize,
             max_field_names_per_sensor: self.bounded(raw.max_field_names_per_sensor, "ingest.max_field_names_per_sensor", MAX_FIELD_NAMES_PER_SENSOR) as usize,
             max_field_name_bytes: self.bounded(raw.max_field_name_bytes, "ingest.max_field_name_bytes", MAX_FIELD_NAME_BYTES) as usize,
