@@ -102,6 +102,49 @@ async fn an_unaccepted_alarm_is_reminded_then_escalated_and_a_power_cut_keeps_th
     );
 }
 
+/// A house that goes from yellow to orange is chased as orange from the change: reminded on the
+/// orange's cadence and escalated at its deadline counted from the change (an outside tester's
+/// house went yellow, then red, and nobody was reminded nor escalated to — the yellow's first
+/// reminder was an hour off). Back to yellow, it is still chased as orange until someone takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_that_grows_worse_is_chased_at_its_worst_from_the_change() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let receiver = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    write_config(dir.path(), &mosquitto, http_port, receiver.port());
+    let levels =
+        "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\n[[rule.level]]\nseverity = \"warning\"\nbelow = 6\n[[rule.level]]\nseverity = \"alarm\"\nbelow = 4\n";
+    std::fs::write(dir.path().join("rules.toml"), levels).unwrap();
+    let slow_yellow = "\n[[policy]]\nseverity = \"warning\"\naccept_within = \"1h\"\nremind_every = \"1h\"\nescalate_to = [[\"grid_leader\"]]\n";
+    std::fs::write(dir.path().join("roster.toml"), format!("{ROSTER}{slow_yellow}")).unwrap();
+    let topic = "gridwatch/east-canal/canal-02/telemetry";
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    assert!(publish_until_evaluated(&mosquitto, topic, || format!(r#"{{"do": 7.0, "ts": {}}}"#, now_ms()), http_port).await, "{:?}", daemon.stderr());
+
+    mosquitto.publish(topic, &format!(r#"{{"do": 5.0, "ts": {}}}"#, now_ms())).unwrap();
+    assert!(wait_for(10 * SECOND, || async { events(&receiver, "fired").len() == 1 }).await, "{:?} {:?}", receiver.bodies(), daemon.stderr());
+    tokio::time::sleep(2 * SECOND).await;
+    mosquitto.publish(topic, &format!(r#"{{"do": 3.0, "ts": {}}}"#, now_ms())).unwrap();
+    assert!(wait_for(10 * SECOND, || async { events(&receiver, "changed").len() == 1 }).await, "{:?} {:?}", receiver.bodies(), daemon.stderr());
+    let worse_at = events(&receiver, "changed")[0].1;
+    let escalated = wait_for(15 * SECOND, || async { !events(&receiver, "escalated").is_empty() }).await;
+    assert!(escalated, "not escalated as an orange: {:?} {:?}", receiver.bodies(), daemon.stderr());
+    let escalation = &events(&receiver, "escalated")[0];
+    assert!(escalation.1 - worse_at >= 3_500, "escalated {} ms after the change (the orange's deadline is 4 s from it)", escalation.1 - worse_at);
+    assert!(escalation.0["messages"]["en"].as_str().unwrap().starts_with("Escalated (level 1): incident #1 was not accepted within 4 s"), "{:?}", escalation.0);
+    let reminders = events(&receiver, "reminder");
+    assert!(!reminders.is_empty() && reminders[0].1 > worse_at, "reminded on the orange's cadence before its deadline: {reminders:?}");
+    assert!(reminders[0].0["messages"]["zh"].as_str().unwrap().starts_with("催办（第1次）：事件#1尚未接单"), "{:?}", reminders[0].0);
+
+    // Back to yellow: still nobody took it, and it is still chased as orange.
+    mosquitto.publish(topic, &format!(r#"{{"do": 5.0, "ts": {}}}"#, now_ms())).unwrap();
+    assert!(wait_for(10 * SECOND, || async { events(&receiver, "changed").len() == 2 }).await, "{:?}", receiver.bodies());
+    let better_at = events(&receiver, "changed")[1].1;
+    let chased = wait_for(10 * SECOND, || async { events(&receiver, "reminder").iter().any(|(_, at)| *at > better_at) }).await;
+    assert!(chased, "the reminders stopped when it fell back to yellow: {:?}", receiver.bodies());
+}
+
 /// An alarm resolved and then fired again is a new alarm for the ladder: reminded from the
 /// first time, escalated only after the accept deadline from the re-fire — not at once because
 /// the first firing's ladder had run past its deadlines (found by an outside tester: both

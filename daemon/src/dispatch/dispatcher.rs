@@ -12,9 +12,11 @@
 //! state is never saved ahead of the journal.
 
 use crate::alert::{Alert, Audience, Event};
+use crate::dispatch::policy::Progress;
 use crate::metrics::Metrics;
 use crate::sinks::channel::{Handoff, SinkQueue};
 use crate::store::{Applied, Destination, LadderMove, LadderSent, SentFromMemory, Store};
+use gridwatch_rules::Severity;
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::{mpsc, watch};
 
@@ -771,9 +773,19 @@ impl Dispatcher {
                 self.ladders.in_memory.remove(&key);
             }
             Event::Changed => {
+                let dispatch = self.dispatch.get();
                 if let Some(ladder) = self.ladders.in_memory.get_mut(&key) {
-                    ladder.severity = alert.severity.as_str().to_string();
                     ladder.last_alert = Some(alert.clone());
+                    // Worse than it ever was: the new severity's ladder from now, as the store
+                    // does (`Store::apply_and_journal`); a fall keeps the worst one's.
+                    let worst = ladder.severity.parse::<Severity>().ok();
+                    if worst.is_none_or(|worst| alert.severity > worst) {
+                        ladder.severity = alert.severity.as_str().to_string();
+                        if let Some(first_due_age_ms) = dispatch.first_due(alert.severity.as_str(), 0) {
+                            ladder.progress = Progress { reminders_sent: ladder.progress.reminders_sent, ..Progress::default() };
+                            (ladder.age_ms, ladder.next_due_age_ms) = (0, first_due_age_ms);
+                        }
+                    }
                 }
             }
             _ => {}

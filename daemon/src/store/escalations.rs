@@ -25,8 +25,8 @@ use rusqlite::{params, OptionalExtension};
 pub struct DueEscalation {
     pub incident_id: i64,
     pub grid: Option<String>,
-    /// When the ladder was armed (the incident fired, or fired again after it was resolved):
-    /// another value than before means a ladder that starts over.
+    /// When the ladder was armed (the incident fired, fired again after it was resolved, or
+    /// became worse than it ever was): another value than before means a ladder that starts over.
     pub armed_ms: i64,
     /// How long the ladder had run when its age was last saved.
     pub age_ms: i64,
@@ -37,6 +37,8 @@ pub struct DueEscalation {
     pub progress: Progress,
     /// The incident now.
     pub state: String,
+    /// The worst severity the incident reached, whose policy the ladder follows: a house back
+    /// from red to orange is chased as red until someone takes it.
     pub severity: String,
     /// Whether the incident's sensor is back to normal: a reminder then says so, rather than
     /// quote the alarm's value as if it still stood.
@@ -58,7 +60,7 @@ impl Store {
     pub async fn escalation_clocks(&self) -> anyhow::Result<Vec<DueEscalation>> {
         let ladders = self.with_conn(move |conn| {
             let mut statement = conn.prepare(
-                "SELECT e.incident_id, e.grid, e.age_ms, e.next_due_age_ms, e.reminders, e.level, e.missed, i.state, i.severity,
+                "SELECT e.incident_id, e.grid, e.age_ms, e.next_due_age_ms, e.reminders, e.level, e.missed, i.state, i.worst_severity,
                         (SELECT payload FROM alert_events a WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1),
                         e.armed_ms, e.aged_at_ms, e.reminders_sent, i.sensor_normal
                  FROM escalations e JOIN incidents i ON i.id = e.incident_id

@@ -125,6 +125,13 @@ impl Store {
                     })
                     .optional()?
                     .is_none_or(|state| state == State::Resolved.as_str());
+                let worst_before: Option<String> = tx
+                    .query_row(
+                        "SELECT worst_severity FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed'",
+                        params![alert.rule, alert.sensor],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
                 let applied = apply_in(&tx, &alert, flap_window_ms, unset_clock.map(|u| u.0))?;
                 let (incident, previous) = match &applied {
                     Applied::Repeat(_) => {
@@ -146,7 +153,20 @@ impl Store {
                 let destinations = (journaling.route)(&mut journaled, incident);
                 let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;
                 let opened = journaled.event == Event::Fired || (journaled.event == Event::Changed && ladder_ended);
-                if let (Some((grid, armed_ms, first_due_ms)), true) = (&journaling.escalate, opened) {
+                // Worse than it ever was (a house gone from yellow to red): the new severity's
+                // ladder runs from now, as for an alarm that fired at it — the yellow's first
+                // reminder was an hour off, and a red that went through yellow got neither a
+                // reminder nor an escalation (an outside tester). The reminders' numbering goes
+                // on. A fall keeps the ladder of the worst (`escalation_clocks`).
+                let rose = journaled.event == Event::Changed && worst_before.is_some_and(|worst| rank(alert.severity.as_str()) > rank(&worst));
+                if let (Some((grid, armed_ms, first_due_ms)), true) = (&journaling.escalate, opened || rose) {
+                    if rose && !opened {
+                        tx.execute(
+                            "UPDATE escalations SET armed_ms = ?2, next_due_ms = ?3, next_due_age_ms = ?3 - ?2, age_ms = 0, aged_at_ms = ?4,
+                                    reminders = 0, level = 0, missed = 0 WHERE incident_id = ?1",
+                            params![incident, armed_ms, first_due_ms, clock_set.then_some(*armed_ms)],
+                        )?;
+                    }
                     tx.execute(
                         "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms, aged_at_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3, ?5)",
                         params![incident, grid, armed_ms, first_due_ms, clock_set.then_some(*armed_ms)],
@@ -617,8 +637,9 @@ mod tests {
         };
         let id = store.apply_and_journal(&event("fired", "alarm", 1_000), 600_000, ladder(1_000)).await.unwrap().0.incident().unwrap();
         store.apply_and_journal(&event("changed", "danger", 1_500), 600_000, ladder(1_500)).await.unwrap();
-        assert_eq!(armed(id), Some(1_000), "a change on an open incident keeps its ladder");
+        assert_eq!(armed(id), Some(1_500), "worse than it ever was: the red's ladder from the change");
         store.apply_and_journal(&event("changed", "alarm", 1_800), 600_000, ladder(1_800)).await.unwrap();
+        assert_eq!(armed(id), Some(1_500), "back to orange: the red's ladder goes on");
         store.incident_action(id, Action::Resolve, "worker Li", Some("looked: cracks unchanged"), 2_000).unwrap();
         store.lock().unwrap().execute("DELETE FROM escalations WHERE incident_id = ?1", [id]).unwrap(); // as the ladder's end does
         let (applied, _) = store.apply_and_journal(&event("changed", "danger", 3_000), 600_000, ladder(3_000)).await.unwrap();
