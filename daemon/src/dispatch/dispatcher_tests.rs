@@ -18,10 +18,20 @@ fn finishing(store: &Store, metrics: &Arc<Metrics>) -> SinkContext {
     SinkContext { metrics: metrics.clone(), store: store.clone(), clock: crate::clock::Clock::System, closing }
 }
 
-/// Records the sensors of each delivery, in order; rate-limited like a group robot.
+/// Records the sensors of each delivery it took, in order; rate-limited like a group robot, its
+/// attempts counted by the channel like one; from its first digest on it refuses `failing`
+/// messages (a robot that fails for a while).
 struct RecordingRobot {
     calls: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
     limit: robot::RateLimit,
+    failing: usize,
+    failing_since_a_digest: bool,
+}
+
+impl RecordingRobot {
+    fn new(calls: &Arc<std::sync::Mutex<Vec<Vec<String>>>>) -> RecordingRobot {
+        RecordingRobot { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)), failing: 0, failing_since_a_digest: false }
+    }
 }
 
 impl Sink for RecordingRobot {
@@ -33,12 +43,21 @@ impl Sink for RecordingRobot {
         self.limit.wait(red)
     }
 
+    fn counted_attempts(&self) -> Option<crate::sinks::CountedAttempts> {
+        Some(robot::counted_attempts())
+    }
+
     async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
         self.deliver_many(&[alert]).await
     }
 
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         self.limit.record().await;
+        self.failing_since_a_digest |= alerts.len() > 1;
+        if self.failing_since_a_digest && self.failing > 0 {
+            self.failing -= 1;
+            anyhow::bail!("answered HTTP 500");
+        }
         self.calls.lock().unwrap().push(alerts.iter().map(|a| a.sensor.clone()).collect());
         Ok(())
     }
@@ -61,7 +80,7 @@ async fn a_burst_past_the_rate_limit_goes_out_as_one_digest() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = RecordingRobot { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let sink = RecordingRobot::new(&calls);
     let metrics = Arc::new(Metrics::new());
     for _ in 0..25 {
         store.record_alert(&sample_alert("fired", 0.5), &["robot".to_string()]).await.unwrap();
@@ -76,13 +95,36 @@ async fn a_burst_past_the_rate_limit_goes_out_as_one_digest() {
     assert!(store.pending_delivery_counts().unwrap().is_empty(), "the channel's queue is drained");
 }
 
+/// A robot that fails for a moment when the digest goes: its alarms go again in the next digest,
+/// on the channel's counted attempts, until they run out (an outside tester's robot failed for
+/// 2 s and lost the eight alarms of a digest for good).
+#[tokio::test(start_paused = true)]
+async fn a_digest_the_robot_refused_goes_again_until_its_attempts_run_out() {
+    for (failing, delivered, failed) in [(2, 25, 0), (usize::MAX, 17, 8)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = RecordingRobot { failing, ..RecordingRobot::new(&calls) };
+        let metrics = Arc::new(Metrics::new());
+        for i in 0..25 {
+            store.record_alert(&notice(&format!("house-{i:02}")), &["robot".to_string()]).await.unwrap();
+        }
+        let (_queue, task) = channel::spawn_sink(sink, finishing(&store, &metrics), None);
+        task.await.unwrap();
+        let label = Metrics::sink("robot");
+        let counts = (metrics.alerts_delivered.get_or_create(&label).get(), metrics.alert_delivery_failures.get_or_create(&label).get());
+        assert_eq!(counts, (delivered, failed), "refused {failing} times: {:?}", sizes(&calls));
+        assert!(store.pending_delivery_counts().unwrap().is_empty(), "the channel's queue is drained");
+    }
+}
+
 #[tokio::test]
 async fn a_red_alarm_goes_ahead_of_notices_that_used_up_the_robot_s_minute() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let metrics = Arc::new(Metrics::new());
     let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = RecordingRobot { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let sink = RecordingRobot::new(&calls);
     let robot = ["robot".to_string()];
     for i in 0..25 {
         store.record_alert(&notice(&format!("house-{i:02}")), &robot).await.unwrap();
@@ -120,6 +162,39 @@ async fn a_red_alarm_goes_ahead_of_notices_that_used_up_the_robot_s_minute() {
     assert!(calls[..notices_alone].iter().all(|call| call.len() == 1 && call[0] != "house-99"), "{calls:?}");
     assert_eq!(calls[notices_alone..], [vec!["house-99".to_string(), "house-99".to_string()]], "the house's orange and red, in one message");
     assert_eq!(store.pending_delivery_counts().unwrap()["robot"], 26 - notices_alone as u64, "the other notices wait for the digest");
+}
+
+/// A reminder ("not accepted yet") that waited in the channel's queue while its incident was
+/// accepted is not sent (an outside tester's group read "尚未接单" minutes after 王芳 accepted);
+/// one of an incident nobody took still is.
+#[tokio::test]
+async fn a_reminder_of_an_incident_accepted_while_it_waited_is_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut reminders = Vec::new();
+    for sensor in ["house-07", "house-08"] {
+        let mut alarm = sample_alert("fired", 7.3);
+        alarm.sensor = sensor.into();
+        let numbered = crate::store::Journaling {
+            route: Box::new(|alert, incident| {
+                alert.incident_id = Some(incident);
+                Vec::new()
+            }),
+            not_before_ms: None,
+            escalate: None,
+        };
+        let incident = store.apply_and_journal(&alarm, 0, numbered).await.unwrap().0.incident().unwrap();
+        let mut reminder = sample_alert("reminder", 7.3);
+        (reminder.sensor, reminder.incident_id) = (sensor.into(), Some(incident));
+        reminders.push((store.record_alert(&reminder, &["robot".to_string()]).await.unwrap(), incident));
+    }
+    store.incident_action(reminders[0].1, crate::dispatch::incident::Action::Accept, "王芳", None, crate::clock::Clock::System.now()).unwrap();
+    let (_queue, task) = channel::spawn_sink(RecordingRobot::new(&calls), finishing(&store, &metrics), None);
+    task.await.unwrap();
+    assert_eq!(calls.lock().unwrap().clone(), vec![vec!["house-08".to_string()]], "only the reminder of the incident nobody took");
+    assert!(store.pending_delivery_counts().unwrap().is_empty(), "the channel's queue is drained");
 }
 
 /// A channel that takes `delay` per alert and records the events it got, in order.
@@ -231,7 +306,7 @@ async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = RecordingRobot { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let sink = RecordingRobot::new(&calls);
     let metrics = Arc::new(Metrics::new());
     let roster = "[deferral]\nquiet_from = \"22:00\"\nquiet_to = \"22:02\"\n";
     let dispatch = crate::dispatch::Dispatch::parse("roster.toml", roster).unwrap();
@@ -285,7 +360,7 @@ async fn a_houses_first_alarm_goes_at_once_and_the_rest_of_the_house_together() 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = RecordingRobot { calls: calls.clone(), limit: robot::RateLimit::new(std::time::Duration::from_secs(60)) };
+    let sink = RecordingRobot::new(&calls);
     let metrics = Arc::new(Metrics::new());
     let context = SinkContext { closing: tokio_util::sync::CancellationToken::new(), ..finishing(&store, &metrics) };
     let (queue, _task) = channel::spawn_sink(sink, context, None);

@@ -127,6 +127,7 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
                 Some(failover) => follow_failover(&store, &metrics, &name, failover, due, &mut followed, &mut unrecorded).await,
                 None => due,
             };
+            let due = drop_answered_reminders(&store, &name, due, &mut unrecorded).await;
             if due.is_empty() {
                 if closing.is_cancelled() {
                     break;
@@ -237,6 +238,36 @@ async fn follow_failover(
     here
 }
 
+/// Leaves out of `due` the reminders ("not accepted yet") of incidents someone has accepted
+/// since they were journaled: a reminder that waited behind a robot's limit or a slow receiver
+/// told the group, minutes after 王芳 accepted, that nobody had (an outside tester). Each is
+/// recorded as not sent, and why.
+async fn drop_answered_reminders(store: &Store, name: &str, due: Vec<DueDelivery>, unrecorded: &mut Unrecorded) -> Vec<DueDelivery> {
+    let mut still_due = Vec::with_capacity(due.len());
+    for delivery in due {
+        let answered = match (delivery.alert.event, delivery.alert.incident_id) {
+            (Event::Reminder, Some(incident)) => match store.incident_state(incident).await {
+                Ok(state) => state.filter(|state| *state != crate::dispatch::incident::State::Open),
+                Err(error) => {
+                    store.report_failure("reading whether a reminder's incident was accepted (it is sent)", &error);
+                    None
+                }
+            },
+            _ => None,
+        };
+        let Some(state) = answered else {
+            still_due.push(delivery);
+            continue;
+        };
+        let reason = format!("not sent: incident #{} was {state} before its reminder could go", delivery.alert.incident_id.unwrap_or_default());
+        tracing::info!(sink = %name, incident = ?delivery.alert.incident_id, "a reminder of an incident accepted meanwhile is not sent");
+        if store.mark_delivery(delivery.alert_id, name, false, 0, Some(reason.clone())).await.is_err() {
+            unrecorded.insert(delivery.alert_id, (false, Some(reason)));
+        }
+    }
+    still_due
+}
+
 /// Sends the next message from `due` (the channel's oldest due deliveries): one alert, the
 /// deferred ones that fell due together, or — behind a rate limit — everything that queued up
 /// while waiting, as one digest. A red alarm goes ahead on the sends a rate limit keeps for
@@ -293,7 +324,36 @@ async fn send_next<S: Sink>(
         },
         (many, _) => (sink.deliver_many(&many.iter().map(|d| &d.alert).collect::<Vec<_>>()).await, true, false),
     };
+    let batch = match sink.counted_attempts() {
+        Some(counted) if batch.len() > 1 && outcome.is_err() => digest_tried_again_later(store, name, batch, counted).await,
+        _ => batch,
+    };
     Sent { batch, outcome, uncounted, yielded }
+}
+
+/// A digest the receiver did not take, of a sink whose attempts the channel counts: each of its
+/// alerts has had one attempt more (counted in the store, so a restart goes on from it); those
+/// with attempts left stay pending and go out in the next digest after the backoff, as a single
+/// alert's attempts do ([`deliver_counted`]). Returns the ones that used up their attempts (they
+/// fail). Before, a digest had three attempts within 1.5 s, and every alarm in it was lost to a
+/// robot that failed for 2 s (an outside tester).
+async fn digest_tried_again_later(store: &Store, name: &str, batch: Vec<DueDelivery>, counted: CountedAttempts) -> Vec<DueDelivery> {
+    let CountedAttempts { in_all, mut backoff } = counted;
+    let (spent, left): (Vec<DueDelivery>, Vec<DueDelivery>) = batch.into_iter().partition(|d| d.attempts + 1 >= in_all);
+    for delivery in &left {
+        if let Err(error) = store.count_attempt(delivery.alert_id, name).await {
+            store.report_failure("counting a delivery attempt", &error);
+        }
+    }
+    if let Some(fewest) = left.iter().map(|d| d.attempts + 1).min() {
+        let mut delay = backoff.next_delay();
+        for _ in 1..fewest {
+            delay = backoff.next_delay();
+        }
+        tracing::warn!(sink = %name, alerts = left.len(), attempt = fewest, retry_in_ms = delay.as_millis() as u64, "digest not delivered; its alerts go again in the next one");
+        tokio::time::sleep(delay).await;
+    }
+    spent
 }
 
 /// What of `due` goes ahead of the rest while a rate limit holds back all but reds: the first

@@ -103,7 +103,9 @@ impl Sink for DingTalkSink {
         self.send_alert(alert, robot::ATTEMPTS).await
     }
 
-    /// A digest in as many messages as its size takes, each waiting for the rate limit.
+    /// A digest in as many messages as its size takes, each waiting for the rate limit; one
+    /// attempt, as for [`Sink::attempt`]: the channel counts the digest's attempts and tries it
+    /// again after its backoff.
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         let wording = self.config.wording;
         let mobiles = robot::mentions(&self.config, alerts);
@@ -115,7 +117,7 @@ impl Sink for DingTalkSink {
             if i > 0 {
                 tokio::time::sleep(self.limit.wait(red)).await;
             }
-            self.send(title.clone(), page, mobiles.clone(), robot::ATTEMPTS).await?;
+            self.send(title.clone(), page, mobiles.clone(), 1).await?;
         }
         Ok(())
     }

@@ -103,7 +103,9 @@ impl Sink for WeComSink {
         self.send_alert(alert, robot::ATTEMPTS).await
     }
 
-    /// A digest in as many messages as its size takes, each waiting for the rate limit.
+    /// A digest in as many messages as its size takes, each waiting for the rate limit; one
+    /// attempt, as for [`Sink::attempt`]: the channel counts the digest's attempts and tries it
+    /// again after its backoff.
     async fn deliver_many(&mut self, alerts: &[&Alert]) -> anyhow::Result<()> {
         let mentions = robot::mentions(&self.config, alerts);
         let (markup, max) = Self::shape(&mentions);
@@ -112,7 +114,7 @@ impl Sink for WeComSink {
             if i > 0 {
                 tokio::time::sleep(self.limit.wait(red)).await;
             }
-            self.send(page, &mentions, robot::ATTEMPTS).await?;
+            self.send(page, &mentions, 1).await?;
         }
         Ok(())
     }

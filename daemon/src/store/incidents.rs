@@ -261,6 +261,16 @@ impl Store {
         })
     }
 
+    /// Where incident `id` stands now (a step taken in memory included); `None`: no such incident.
+    pub async fn incident_state(&self, id: i64) -> anyhow::Result<Option<State>> {
+        if let Some(state) = self.state_from_memory(id) {
+            return Ok(Some(state));
+        }
+        let state: Option<String> =
+            self.with_conn(move |conn| Ok(conn.query_row("SELECT state FROM incidents WHERE id = ?1", [id], |row| row.get(0)).optional()?)).await?;
+        state.map(|state| state.parse().map_err(anyhow::Error::msg)).transpose()
+    }
+
     /// Incidents, newest first; only those not closed unless `all`.
     pub fn incidents(&self, all: bool) -> anyhow::Result<Vec<IncidentRow>> {
         let conn = self.lock()?;

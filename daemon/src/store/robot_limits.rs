@@ -7,9 +7,6 @@
 use super::Store;
 use rusqlite::params;
 
-/// A sent message older than this no longer counts against the limit.
-const MINUTE_MS: i64 = 60_000;
-
 /// A robot's limit as the store kept it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RobotLimit {
@@ -41,9 +38,10 @@ impl Store {
     /// Robot `sink` was sent a message at `at_ms`; what no longer counts is forgotten.
     pub async fn record_robot_send(&self, sink: &str, at_ms: i64) -> anyhow::Result<()> {
         let sink = sink.to_string();
+        let counted_since = at_ms - crate::sinks::robot::WINDOW.as_millis() as i64;
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute("DELETE FROM robot_sends WHERE sink = ?1 AND at_ms <= ?2", params![sink, at_ms - MINUTE_MS])?;
+            tx.execute("DELETE FROM robot_sends WHERE sink = ?1 AND at_ms <= ?2", params![sink, counted_since])?;
             tx.execute("INSERT INTO robot_sends (sink, at_ms) VALUES (?1, ?2)", params![sink, at_ms])?;
             tx.commit()?;
             Ok(())
