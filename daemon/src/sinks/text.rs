@@ -370,13 +370,20 @@ pub fn digest_title(alerts: &[&Alert], wording: Wording) -> String {
         alerts.iter().all(|a| a.site == first.site && a.building.as_ref() == Some(building)).then(|| house(first))
     });
     let firing = alerts.iter().all(|a| a.event == Event::Fired);
-    match (house, wording.chinese) {
+    let title = match (house, wording.chinese) {
         (Some(house), true) if firing => format!("{house}：{} 个传感器告警", alerts.len()),
         (Some(house), false) if firing => format!("{house}: {} sensors alarm", alerts.len()),
         (Some(house), true) => format!("{house}：{} 条消息", alerts.len()),
         (Some(house), false) => format!("{house}: {} messages", alerts.len()),
         (None, true) => format!("{} 条告警汇总", alerts.len()),
         (None, false) => format!("{} alerts", alerts.len()),
+    };
+    // The title is what a phone's notification shows: a summary with reds says so first (an
+    // outside tester's "50 条告警汇总" carried eleven reds unseen).
+    match (alerts.iter().filter(|a| a.is_red()).count(), wording.chinese) {
+        (0, _) => title,
+        (reds, true) => format!("🔴 含红色预警{reds}条 · {title}"),
+        (reds, false) => format!("🔴 {reds} red · {title}"),
     }
 }
 
@@ -555,7 +562,11 @@ mod tests {
         let pages = digest(&refs, Wording::default(), Markup::Plain, 2048);
         assert!(pages.len() > 1, "{pages:?}");
         assert!(pages.iter().all(|p| p.len() <= 2048), "{:?}", pages.iter().map(String::len).collect::<Vec<_>>());
-        assert!(pages[0].starts_with(&format!("21 条告警汇总（1/{}）\n- 🔴 红色预警 #1 11月23日 08:00 north-lane B1", pages.len())), "{}", pages[0]);
+        assert!(
+            pages[0].starts_with(&format!("🔴 含红色预警21条 · 21 条告警汇总（1/{}）\n- 🔴 红色预警 #1 11月23日 08:00 north-lane B1", pages.len())),
+            "{}",
+            pages[0]
+        );
         let all = pages.join("\n");
         for i in 1..=21 {
             assert!(all.contains(&format!(" #{i} ")) && all.contains(&format!("处理 http://10.8.0.5:9181/incident/{i}?")), "#{i} missing");
@@ -616,7 +627,7 @@ mod tests {
         let pages = digest(&[&orange, &red], Wording::default(), Markup::Plain, 2048);
         assert_eq!(
             pages,
-            ["2 条告警汇总\n\
+            ["🔴 含红色预警1条 · 2 条告警汇总\n\
               - 🔴 红色预警 #12 11月23日 08:00 north-lane B7（house-07）墙体倾斜7.3‰，红色预警 请立即到场查看，必要时疏散住户。 处理 http://10.8.0.5:9181/incident/12?exp=1&sig=ab\n\
               - 🟠 橙色预警 #13 11月23日 08:00 north-lane B8（house-08）墙体倾斜4.2‰，橙色预警 处理 http://10.8.0.5:9181/incident/13?exp=1&sig=ab"]
         );
@@ -664,7 +675,7 @@ mod tests {
         b.sensor = "house-08".into();
         let pages = digest(&[&a, &b], Wording::default(), Markup::Markdown, 4096);
         assert_eq!(pages.len(), 1);
-        assert!(pages[0].starts_with("**north-lane B7：2 个传感器告警**\n- 🔴 红色预警 #12 "), "{}", pages[0]);
+        assert!(pages[0].starts_with("**🔴 含红色预警2条 · north-lane B7：2 个传感器告警**\n- 🔴 红色预警 #12 "), "{}", pages[0]);
         assert!(pages[0].contains("[处理](http://10.8.0.5:9181/incident/13?exp=1&sig=ab)"), "{}", pages[0]);
     }
 }
