@@ -164,6 +164,25 @@ async fn a_red_alarm_goes_ahead_of_notices_that_used_up_the_robot_s_minute() {
     assert_eq!(store.pending_delivery_counts().unwrap()["robot"], 26 - notices_alone as u64, "the other notices wait for the digest");
 }
 
+/// A red alarm outlasts a robot that fails for a minute and a half: twice the attempts of another
+/// alert, whose six are spent in about half a minute (an outside tester's red was given up after
+/// 40 s of a failing robot, while the orange sent with it arrived).
+#[tokio::test(start_paused = true)]
+async fn a_red_alarm_outlasts_a_robot_failing_longer_than_another_alert_s_attempts() {
+    for (red, delivered) in [(true, 1), (false, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = RecordingRobot { failing: 8, failing_since_a_digest: true, ..RecordingRobot::new(&calls) };
+        let metrics = Arc::new(Metrics::new());
+        let alert = if red { sample_alert("fired", 7.3) } else { notice("house-07") };
+        store.record_alert(&alert, &["robot".to_string()]).await.unwrap();
+        let (_queue, task) = channel::spawn_sink(sink, finishing(&store, &metrics), None);
+        task.await.unwrap();
+        assert_eq!(metrics.alerts_delivered.get_or_create(&Metrics::sink("robot")).get(), delivered, "red: {red}");
+    }
+}
+
 /// A reminder ("not accepted yet") that waited in the channel's queue while its incident was
 /// accepted is not sent (an outside tester's group read "尚未接单" minutes after 王芳 accepted);
 /// one of an incident nobody took still is.

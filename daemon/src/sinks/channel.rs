@@ -338,8 +338,9 @@ async fn send_next<S: Sink>(
 /// fail). Before, a digest had three attempts within 1.5 s, and every alarm in it was lost to a
 /// robot that failed for 2 s (an outside tester).
 async fn digest_tried_again_later(store: &Store, name: &str, batch: Vec<DueDelivery>, counted: CountedAttempts) -> Vec<DueDelivery> {
-    let CountedAttempts { in_all, mut backoff } = counted;
-    let (spent, left): (Vec<DueDelivery>, Vec<DueDelivery>) = batch.into_iter().partition(|d| d.attempts + 1 >= in_all);
+    let CountedAttempts { in_all, in_all_for_red, mut backoff } = counted;
+    let (spent, left): (Vec<DueDelivery>, Vec<DueDelivery>) =
+        batch.into_iter().partition(|d| d.attempts + 1 >= if is_red_alarm(&d.alert) { in_all_for_red } else { in_all });
     for delivery in &left {
         if let Err(error) = store.count_attempt(delivery.alert_id, name).await {
             store.report_failure("counting a delivery attempt", &error);
@@ -428,7 +429,7 @@ impl RedBehind {
 /// Makes the attempts at `one` that its sink leaves to the channel, each counted in the store
 /// before it is made: a restart goes on from the count, so a receiver that takes the POST but
 /// answers after the timeout, together with power cuts, gets at most `in_all` copies and the
-/// channel's next alerts their turn.
+/// channel's next alerts their turn (`in_all_for_red` at a red alarm).
 async fn deliver_counted<S: Sink>(
     sink: &mut S,
     (store, clock): (&Store, &Clock),
@@ -438,7 +439,8 @@ async fn deliver_counted<S: Sink>(
     (one, may_yield): (&DueDelivery, bool),
     counted: CountedAttempts,
 ) -> Counted {
-    let CountedAttempts { in_all, mut backoff } = counted;
+    let CountedAttempts { in_all, in_all_for_red, mut backoff } = counted;
+    let in_all = if is_red_alarm(&one.alert) { in_all_for_red } else { in_all };
     let mut made = one.attempts;
     // The waits go on from where the attempts so far left them: a restart neither repeats the
     // short first ones nor skips a wait (with kills every 3 s, a webhook's eight attempts were

@@ -59,6 +59,9 @@ pub fn taken(response: &reqwest::Response) -> anyhow::Result<()> {
 pub struct CountedAttempts {
     /// Attempts in all, across restarts (`max_attempts`).
     pub in_all: u32,
+    /// Attempts in all at a red alarm: a robot, whose attempts no operator sets, gives a red
+    /// more ([`robot::counted_attempts`]); a webhook holds to its `max_attempts`.
+    pub in_all_for_red: u32,
     /// The waits between them.
     pub backoff: crate::backoff::Backoff,
 }

@@ -35,11 +35,19 @@ pub const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// attempts 0.5 s and 1 s apart lost every alarm of a 20-second outage from the group; an
 /// outside tester). Each counts against the rate limit.
 pub fn counted_attempts() -> super::CountedAttempts {
-    super::CountedAttempts { in_all: COUNTED_ATTEMPTS, backoff: crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(16)) }
+    super::CountedAttempts {
+        in_all: COUNTED_ATTEMPTS,
+        in_all_for_red: COUNTED_ATTEMPTS_FOR_RED,
+        backoff: crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(16)),
+    }
 }
 
 /// Attempts at one alert across restarts ([`counted_attempts`]).
 pub const COUNTED_ATTEMPTS: u32 = 6;
+/// Attempts at a red alarm: about two minutes. A robot that failed for 40 s lost a red that
+/// had gone first and spent its six attempts in half a minute, while the orange sent with it
+/// arrived (an outside tester); a missed red is worse than a few copies of it.
+pub const COUNTED_ATTEMPTS_FOR_RED: u32 = 12;
 
 /// The answers with which a robot says it is over its limit: DingTalk 90030 (it then
 /// throttles for 10 minutes), WeCom 45009.

@@ -82,7 +82,7 @@ impl Sink for WebhookSink {
     }
 
     fn counted_attempts(&self) -> Option<CountedAttempts> {
-        Some(CountedAttempts { in_all: self.max_attempts, backoff: self.backoff.clone() })
+        Some(CountedAttempts { in_all: self.max_attempts, in_all_for_red: self.max_attempts, backoff: self.backoff.clone() })
     }
 
     async fn attempt(&mut self, alert: &Alert) -> anyhow::Result<()> {

@@ -221,7 +221,10 @@ impl Store {
         let Taking { work, actor, owner, note, photo, check_in, stamp } = taking;
         let now_ms = stamp.at_ms;
         self.essential(|conn| {
-            let tx = conn.transaction()?;
+            // Takes the write lock first: `gridwatch incidents act` is a second process, and a
+            // read that became a write after the daemon wrote failed at once with "database is
+            // locked" whatever the busy timeout (an outside tester's accept); it now waits.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let (state, rule, sensor): (String, String, String) = tx
                 .query_row("SELECT state, rule, sensor FROM incidents WHERE id = ?1", [id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                 .optional()?
@@ -517,6 +520,30 @@ mod tests {
         assert_eq!(store.failed_writes(), 0);
         assert!(store.incident_action(id + 1, Action::Accept, "x", None, 2_000).is_err());
         assert_eq!(store.write_problem(), None, "nor is a step on an incident that does not exist");
+    }
+
+    /// `gridwatch incidents act` is a second process on the daemon's store: a step taken while
+    /// the daemon writes waits for it (an outside tester's accept failed at once with "database
+    /// is locked", and the incident stayed open).
+    #[tokio::test]
+    async fn a_step_from_a_second_process_waits_for_the_daemon_s_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Store::open(dir.path()).unwrap();
+        let id = daemon.apply_alert(&sample_alert("fired", 0.46), 600_000).await.unwrap().incident().unwrap();
+        let command_line = Store::open(dir.path()).unwrap();
+        let writing = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let conn = daemon.lock().unwrap();
+                conn.execute_batch("BEGIN IMMEDIATE; UPDATE incidents SET last_value = last_value + 1;").unwrap();
+                writing.wait();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                conn.execute_batch("COMMIT").unwrap();
+            });
+            writing.wait();
+            let accepted = command_line.incident_action(id, Action::Accept, "王芳", None, 2_000);
+            assert_eq!(accepted.map_err(|e| format!("{e:#}")), Ok(State::Accepted));
+        });
     }
 
     /// A store copied into memory (a read-only card) on `state`, its runtime directory `runtime`,
