@@ -116,22 +116,19 @@ impl Store {
         self.with_conn_or_settle(
             move |conn| {
                 let tx = conn.transaction()?;
-                // Whether a person's action or a close had ended the incident's ladder: a change
-                // of severity that opens it again (a resolved orange house gone red) starts its
-                // ladder as a fired does (an outside tester's red got no reminder nor escalation).
-                let ladder_ended = tx
-                    .query_row("SELECT state FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed'", params![alert.rule, alert.sensor], |row| {
-                        row.get::<_, String>(0)
-                    })
-                    .optional()?
-                    .is_none_or(|state| state == State::Resolved.as_str());
-                let worst_before: Option<String> = tx
+                // Where the incident stood: whether a person's action or a close had ended its
+                // ladder (a change of severity that opens it again — a resolved orange house gone
+                // red — starts its ladder as a fired does; an outside tester's red got no reminder
+                // nor escalation), and the worst it had been.
+                let before: Option<(String, String)> = tx
                     .query_row(
-                        "SELECT worst_severity FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed'",
+                        "SELECT state, worst_severity FROM incidents WHERE rule = ?1 AND sensor = ?2 AND state != 'closed'",
                         params![alert.rule, alert.sensor],
-                        |row| row.get(0),
+                        |row| Ok((row.get(0)?, row.get(1)?)),
                     )
                     .optional()?;
+                let ladder_ended = before.as_ref().is_none_or(|(state, _)| state == State::Resolved.as_str());
+                let worst_before = before.map(|(_, worst)| worst);
                 let applied = apply_in(&tx, &alert, flap_window_ms, unset_clock.map(|u| u.0))?;
                 let (incident, previous) = match &applied {
                     Applied::Repeat(_) => {
