@@ -570,6 +570,16 @@ fn walls_that_follow_a_low_pass_of_the_air() {
     assert!(with <= 25.0 && with < without / 4.0, "{with} vs {without}");
 }
 
+/// Thick walls (an outside tester's, stop 32): every blue it saw on walls with a thermometer was
+/// on a wall following the air 54 h or more late. With a third lag of one day instead of the
+/// slow levels: 17 per 100 box-years here (200 without compensation).
+#[test]
+fn walls_that_follow_the_air_days_late() {
+    let cases = healthy_cases(150..162, |c, r| c.physics = Physics::LowPass(r.range(48.0, 120.0)));
+    let (with, without) = compare("low-pass tau 48-120 h", &cases);
+    assert!(with < 5.0 && without > 100.0, "{with} vs {without}");
+}
+
 #[test]
 #[ignore = "finding: a response 30-80% stronger when warm is followed only in part by the linear fit: 300 grid-facing per 100 box-years (583 without), up to orange tilt-creep-two-months"]
 fn walls_that_respond_more_when_warm() {

@@ -32,13 +32,24 @@ impl Family {
     }
 }
 
-/// The healthy sub-families, by seasonal amplitude (‰), and whether their boxes report a
-/// temperature (every box, or none; in the other families four boxes in five do).
-pub const HEALTHY_KINDS: [(&str, f64, f64, Thermometers); 3] = [
-    ("seasonal <= 0.5 permille", 0.0, 0.5, Thermometers::Every),
-    ("seasonal 0.5-1 permille", 0.5, 1.0, Thermometers::Every),
-    ("seasonal 0.5-1 permille, no temperature", 0.5, 1.0, Thermometers::None),
+/// The healthy sub-families, by seasonal amplitude (‰), whether their boxes report a
+/// temperature (every box, or none; in the other families four boxes in five do), and how their
+/// walls follow the air.
+pub const HEALTHY_KINDS: [(&str, f64, f64, Thermometers, Walls); 4] = [
+    ("seasonal <= 0.5 permille", 0.0, 0.5, Thermometers::Every, Walls::HoursLate),
+    ("seasonal 0.5-1 permille", 0.5, 1.0, Thermometers::Every, Walls::HoursLate),
+    ("seasonal 0.5-1 permille, no temperature", 0.5, 1.0, Thermometers::None, Walls::HoursLate),
+    ("seasonal 0.5-1 permille, thick walls", 0.5, 1.0, Thermometers::Every, Walls::DaysLate),
 ];
+
+/// How a building's walls follow the air temperature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walls {
+    /// The air's seasons and fronts 0–24 hours late (the other families' walls).
+    HoursLate,
+    /// A first-order low-pass of the air with a time constant of 2–5 days (thick masonry).
+    DaysLate,
+}
 
 /// Which boxes of a case report their temperature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +136,7 @@ pub fn cases(size: &Size, seed: u64) -> Vec<CaseSpec> {
             specs.push(CaseSpec { family, sub, kind, index, seed, interval_minutes: size.interval_minutes });
         }
     };
-    for (kind, (sub, _, _, _)) in HEALTHY_KINDS.iter().enumerate() {
+    for (kind, (sub, ..)) in HEALTHY_KINDS.iter().enumerate() {
         // Buildings of 1, 2, 3 boxes in turn until the box-years are reached.
         let (mut boxes, mut count) = (0usize, 0usize);
         while (boxes as f64) < size.healthy_box_years {
@@ -176,8 +187,8 @@ impl CaseSpec {
         let name = self.name();
         match self.family {
             Family::Healthy => {
-                let (_, low, high, thermometers) = HEALTHY_KINDS[self.kind];
-                walls(&mut rng, &name, self.interval_minutes, self.index % 3 + 1, (low, high), thermometers, |_, start, _| {
+                let (_, low, high, thermometers, follow) = HEALTHY_KINDS[self.kind];
+                walls(&mut rng, &name, self.interval_minutes, self.index % 3 + 1, (low, high), (thermometers, follow), |_, start, _| {
                     (Movement::None, Truth::Healthy, start + YEAR)
                 })
             }
@@ -189,14 +200,16 @@ impl CaseSpec {
                     CreepThermometer::AsDrawn => Thermometers::Most,
                     CreepThermometer::None => Thermometers::None,
                 };
-                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), thermometers, |rng, install, _| creep(rng, target, install, (low, high)))
+                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), (thermometers, Walls::HoursLate), |rng, install, _| {
+                    creep(rng, target, install, (low, high))
+                })
             }
             Family::Jump => {
                 let whole = self.kind == 2;
                 let boxes = if whole { rng.usize(2..=3) } else { rng.usize(1..=3) };
                 let target = rng.usize(0..boxes);
                 let lean = self.kind == 1;
-                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), Thermometers::Most, |rng, install, walls| {
+                walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), (Thermometers::Most, Walls::HoursLate), |rng, install, walls| {
                     jump(rng, target, install, walls[target].offset_dir(), lean, whole)
                 })
             }
@@ -205,7 +218,7 @@ impl CaseSpec {
                 let target = rng.usize(0..boxes);
                 let fault = Fault::draw(&mut rng, self.kind);
                 let mut onset = 0;
-                let mut case = walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), Thermometers::Most, |rng, install, _| {
+                let mut case = walls(&mut rng, &name, self.interval_minutes, boxes, (0.0, 1.0), (Thermometers::Most, Walls::HoursLate), |rng, install, _| {
                     onset = install + 3 * DAY + rng.i64(0..7 * DAY);
                     (Movement::None, Truth::Fault { target, onset }, onset + 7 * DAY)
                 });
@@ -222,7 +235,8 @@ impl CaseSpec {
 }
 
 /// A building of `boxes` boxes installed at a random time, with a seasonal swing drawn from
-/// `seasonal` and thermometers on the boxes `thermometers` names; `plan` draws the movement of the case (applied to the box its truth names), its
+/// `seasonal`, thermometers on the boxes `thermometers` names and walls that follow the air as
+/// `follow` says; `plan` draws the movement of the case (applied to the box its truth names), its
 /// truth and its end.
 fn walls(
     rng: &mut fastrand::Rng,
@@ -230,7 +244,7 @@ fn walls(
     interval_minutes: (i64, i64),
     boxes: usize,
     seasonal: (f64, f64),
-    thermometers: Thermometers,
+    (thermometers, follow): (Thermometers, Walls),
     plan: impl FnOnce(&mut fastrand::Rng, i64, &[WallBox]) -> (Movement, Truth, i64),
 ) -> Case {
     let start = install_time(rng);
@@ -246,7 +260,7 @@ fn walls(
         }
     }
     let (movement, truth, end) = plan(rng, start, &boxes);
-    let weather = Weather::draw(rng, seasonal, start, end.max(provisional_end));
+    let weather = Weather::draw(rng, seasonal, start, end.max(provisional_end), follow == Walls::DaysLate);
     let (target, moves_all) = match truth {
         Truth::Creep { target, .. } => (Some(target), false),
         Truth::Jump { target, whole_building, .. } => (Some(target), whole_building),

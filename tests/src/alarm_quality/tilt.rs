@@ -33,6 +33,10 @@ pub struct Weather {
     pub air: Air,
     /// How many hours the wall lags behind the air temperature (thermal mass): 0–24.
     pub wall_lag_hours: f64,
+    /// A thick wall instead: the time constant (days) of the first-order low-pass of the air it
+    /// follows (2–5), and the weather's anomaly as such a wall feels it, one per day.
+    pub wall_time_constant_days: Option<f64>,
+    anomaly_felt: Vec<f64>,
     /// The share of the seasonal swing that does not follow the temperature (ground moisture),
     /// a quarter of a year out of phase: 0–0.25.
     pub unexplained: f64,
@@ -52,8 +56,9 @@ pub struct Air {
 }
 
 impl Weather {
-    /// A building's weather over `[start, end)`, its seasonal amplitude drawn from `seasonal`.
-    pub fn draw(rng: &mut fastrand::Rng, seasonal: (f64, f64), start: Millis, end: Millis) -> Weather {
+    /// A building's weather over `[start, end)`, its seasonal amplitude drawn from `seasonal`;
+    /// `thick` walls follow a low-pass of the air days late instead of the air hours late.
+    pub fn draw(rng: &mut fastrand::Rng, seasonal: (f64, f64), start: Millis, end: Millis, thick: bool) -> Weather {
         let first_day = (start - EPOCH_MS).div_euclid(DAY) - 1;
         let days = ((end - start) / DAY + 3) as usize;
         let weather = Weather {
@@ -67,6 +72,8 @@ impl Weather {
             seasonal_peak_day: uniform(rng, 180.0, 220.0),
             air: Air { mean: 0.0, seasonal: 0.0, daily: 0.0, anomaly: Vec::new() },
             wall_lag_hours: 0.0,
+            wall_time_constant_days: None,
+            anomaly_felt: Vec::new(),
             unexplained: 0.0,
         };
         let (persistence, sigma) = (uniform(rng, 0.6, 0.85), uniform(rng, 1.5, 3.5));
@@ -76,11 +83,37 @@ impl Weather {
             anomaly.push(today);
             today = persistence * today + (1.0 - persistence * persistence).sqrt() * sigma * normal(rng);
         }
-        Weather {
+        let weather = Weather {
             air: Air { mean: uniform(rng, 8.0, 22.0), seasonal: uniform(rng, 8.0, 15.0), daily: uniform(rng, 3.0, 8.0), anomaly },
             wall_lag_hours: uniform(rng, 0.0, 24.0),
             unexplained: uniform(rng, 0.0, 0.25),
             ..weather
+        };
+        if !thick {
+            return weather;
+        }
+        // Drawn after everything else, so that the other walls' weather stays as it was.
+        let tau = uniform(rng, 2.0, 5.0);
+        let keep = (-1.0 / tau).exp();
+        // Settled on the weather's own spread at the start: the anomaly's first day.
+        let mut felt = weather.air.anomaly.first().copied().unwrap_or(0.0);
+        let anomaly_felt = weather.air.anomaly.iter().map(|&today| {
+            felt = felt * keep + today * (1.0 - keep);
+            felt
+        });
+        Weather { anomaly_felt: anomaly_felt.collect(), wall_time_constant_days: Some(tau), wall_lag_hours: 0.0, ..weather }
+    }
+
+    /// The weather's anomaly (°C) at `days` as the wall feels it: the air's some hours late, or
+    /// its low-pass behind a thick wall (whose seasons come as many days late as its time
+    /// constant: a low-pass of a year-long cycle barely damps it).
+    fn felt_at(&self, days: f64) -> (f64, f64) {
+        match self.wall_time_constant_days {
+            Some(tau) => (days - tau, interpolate(&self.anomaly_felt, days - self.first_day as f64 - 0.5, 0.0)),
+            None => {
+                let lagged = days - self.wall_lag_hours / 24.0;
+                (lagged, self.anomaly_at(lagged))
+            }
         }
     }
 
@@ -112,10 +145,10 @@ impl Weather {
         let days = (t - EPOCH_MS) as f64 / DAY as f64;
         let hour = (t - EPOCH_MS).rem_euclid(DAY) as f64 / HOUR as f64;
         let daily = self.daily_amp * wall.swing_scale * self.cloud_at(days) * (TAU * (hour - self.peak_hour_utc) / 24.0).cos();
-        // The seasons and the fronts, as the wall feels them some hours late, in units of the
+        // The seasons and the fronts, as the wall feels them hours or days late, in units of the
         // seasonal amplitude; and the part that follows the ground, not the air.
-        let lagged = days - self.wall_lag_hours / 24.0;
-        let thermal = self.season(lagged).cos() + self.anomaly_at(lagged) / self.air.seasonal;
+        let (season_felt, anomaly_felt) = self.felt_at(days);
+        let thermal = self.season(season_felt).cos() + anomaly_felt / self.air.seasonal;
         let ground = (self.season(days) - TAU / 4.0).cos();
         let seasonal = self.seasonal_amp * wall.swing_scale * ((1.0 - self.unexplained) * thermal + self.unexplained * ground);
         let (dd, sd) = (self.daily_dir + wall.swing_rotation, self.seasonal_dir + wall.swing_rotation);
