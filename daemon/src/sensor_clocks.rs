@@ -27,7 +27,7 @@
 
 use gridwatch_rules::device::LagState;
 use gridwatch_rules::Millis;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -150,18 +150,23 @@ impl Lags {
     }
 }
 
-/// When a sensor's run of out-of-order readings means its clock went back (pipeline-owned).
+/// When a sensor's run of out-of-order readings means its clock went back (pipeline-owned), and
+/// the run's readings, held to be judged once it is re-anchored: a house that moved while its
+/// box's clock had just gone back is judged on them, not blind until the run is long enough.
 #[derive(Debug)]
-pub struct OutOfOrder {
-    /// Sensors in a run: readings refused so far and when the run began. Only sensors in a run
-    /// are here.
-    runs: HashMap<usize, (u32, Instant)>,
+pub struct OutOfOrder<T = ()> {
+    /// Sensors in a run: readings refused so far, when the run began, and the newest
+    /// [`MOST_HELD`] of its readings. Only sensors in a run are here.
+    runs: HashMap<usize, (u32, Instant, VecDeque<T>)>,
     after_readings: u32,
     after: Duration,
 }
 
-impl OutOfOrder {
-    pub fn new(after_readings: u32, after: Duration) -> OutOfOrder {
+/// The most readings of one run held for judging (10 minutes of readings every second).
+pub const MOST_HELD: usize = 600;
+
+impl<T> OutOfOrder<T> {
+    pub fn new(after_readings: u32, after: Duration) -> OutOfOrder<T> {
         OutOfOrder { runs: HashMap::new(), after_readings: after_readings.max(1), after }
     }
 
@@ -172,16 +177,21 @@ impl OutOfOrder {
         }
     }
 
-    /// A sensor's reading was older than its last judged one. `true`: the run is long enough
-    /// in readings and in time, re-anchor the sensor now (the run is over).
-    pub fn refused(&mut self, sensor: usize, now: Instant) -> bool {
-        let (count, since) = self.runs.entry(sensor).or_insert((0, now));
+    /// A sensor's `reading` was older than its last judged one. `Some`: the run is long enough
+    /// in readings and in time, re-anchor the sensor now and judge the run's readings, oldest
+    /// first, this one last (the run is over).
+    pub fn refused(&mut self, sensor: usize, now: Instant, reading: T) -> Option<Vec<T>> {
+        let (count, since, held) = self.runs.entry(sensor).or_insert_with(|| (0, now, VecDeque::new()));
         *count = count.saturating_add(1);
-        let due = *count >= self.after_readings && now.saturating_duration_since(*since) >= self.after;
-        if due {
-            self.runs.remove(&sensor);
+        if held.len() == MOST_HELD {
+            held.pop_front();
         }
-        due
+        held.push_back(reading);
+        let due = *count >= self.after_readings && now.saturating_duration_since(*since) >= self.after;
+        if !due {
+            return None;
+        }
+        self.runs.remove(&sensor).map(|(_, _, held)| held.into())
     }
 }
 
@@ -256,22 +266,32 @@ mod tests {
         let mut runs = OutOfOrder::new(3, Duration::from_secs(600));
         let t0 = Instant::now();
         for _ in 0..50 {
-            assert!(!runs.refused(1, t0), "many old readings at once: a redelivery");
+            assert!(runs.refused(1, t0, ()).is_none(), "many old readings at once: a redelivery");
         }
         runs.in_order(1);
-        assert!(!runs.refused(1, t0 + Duration::from_secs(700)), "a new run begins");
+        assert!(runs.refused(1, t0 + Duration::from_secs(700), ()).is_none(), "a new run begins");
     }
 
     #[test]
-    fn a_long_run_of_older_readings_re_anchors_once() {
+    fn a_long_run_of_older_readings_re_anchors_once_with_its_readings_in_order() {
         let mut runs = OutOfOrder::new(3, Duration::from_secs(600));
         let t0 = Instant::now();
         let minutes = |m: u64| t0 + Duration::from_secs(60 * m);
-        assert!(!runs.refused(1, minutes(0)));
-        assert!(!runs.refused(1, minutes(5)));
-        assert!(!runs.refused(1, minutes(9)), "three readings, but not yet ten minutes");
-        assert!(!runs.refused(2, minutes(9)), "each sensor has its own run");
-        assert!(runs.refused(1, minutes(10)), "three readings over ten minutes: the clock went back");
-        assert!(!runs.refused(1, minutes(11)), "the run starts over after a re-anchor");
+        assert!(runs.refused(1, minutes(0), "a").is_none());
+        assert!(runs.refused(1, minutes(5), "b").is_none());
+        assert!(runs.refused(1, minutes(9), "c").is_none(), "three readings, but not yet ten minutes");
+        assert!(runs.refused(2, minutes(9), "other").is_none(), "each sensor has its own run");
+        assert_eq!(runs.refused(1, minutes(10), "d"), Some(vec!["a", "b", "c", "d"]), "three readings over ten minutes: the clock went back");
+        assert!(runs.refused(1, minutes(11), "e").is_none(), "the run starts over after a re-anchor");
+    }
+
+    #[test]
+    fn a_run_holds_only_its_newest_readings() {
+        let mut runs = OutOfOrder::new(MOST_HELD as u32 + 10, Duration::ZERO);
+        let t0 = Instant::now();
+        let judged = (0..MOST_HELD + 10).find_map(|n| runs.refused(1, t0, n)).unwrap();
+        assert_eq!(judged.len(), MOST_HELD);
+        assert_eq!(judged.first(), Some(&10));
+        assert_eq!(judged.last(), Some(&(MOST_HELD + 9)));
     }
 }

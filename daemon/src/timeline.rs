@@ -148,6 +148,12 @@ impl Timeline {
         self.clock.synchronized() && (self.now() - self.clock.now()).abs() <= TRUE_TIME_WITHIN_MS
     }
 
+    /// Whether `sensor`'s own times are believed as they are (not placed by an offset this box
+    /// learned from their arrival).
+    pub fn believes(&self, sensor: usize) -> bool {
+        !self.learned.contains(&sensor)
+    }
+
     /// The sensor's clock went back: its reading stamped `ts` is placed now from here on.
     pub fn reanchor(&mut self, sensor: usize, ts: Millis) {
         let now = self.now();

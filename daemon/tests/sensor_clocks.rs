@@ -188,6 +188,38 @@ async fn a_sensor_whose_clock_went_back_is_re_anchored_and_judged_again() {
     assert_eq!(warned, 1);
 }
 
+/// An outside tester's house moved while its box's clock had just gone back 3 hours: the move
+/// came in the run of readings older than the last judged one, which were never judged (the
+/// rules restarted from the reading that re-anchored the box), and the red never came. Here the
+/// low reading is the run's first; it is judged once the run re-anchors the probe, and its alarm
+/// is labelled on this box's clock, not 3 hours early by the probe's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_that_came_while_a_clock_went_back_are_judged_once_it_is_re_anchored() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let webhook = WebhookReceiver::start(Vec::new()).await;
+    let ingest = "max_future_skew_secs = 300\nreanchor_after_readings = 3\nreanchor_after_secs = 0";
+    let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, ingest).await;
+    let canal = "gridwatch/east-canal/canal-02/telemetry";
+    let judged = |n: f64| async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= n };
+
+    let now = now_ms();
+    mosquitto.publish(canal, &water(7.0, now)).unwrap();
+    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
+    assert!(wait_for(10 * SECOND, || judged(before + 1.0)).await);
+    // The probe's clock goes back 3 hours; its oxygen drops at once, then recovers.
+    let back = now - 3 * 3_600_000;
+    for (i, r#do) in [1.2, 7.0, 7.0].into_iter().enumerate() {
+        mosquitto.publish(canal, &water(r#do, back + i as i64 * 1000)).unwrap();
+    }
+    assert!(canal_alarm(&webhook).await, "the low reading was never judged; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+    let alarm = webhook.bodies().into_iter().find(|b| b["event"] == "fired" && b["rule"] == "test-do-low").unwrap();
+    let at_ms = alarm["at_ms"].as_i64().unwrap();
+    assert!((at_ms - now).abs() < 60_000, "labelled {} s from when it came", (at_ms - now) / 1000);
+    let text = metrics(http_port).await;
+    assert_eq!(metric(&text, "gridwatch_sensor_clock_reanchors_total"), Some(1.0), "{text}");
+    daemon.stop();
+}
+
 /// An outside tester's probes, each of which was never judged: one stamped its readings in
 /// seconds, one in China time without an offset, one sent a field it could not measure as text
 /// beside the DO; and a clock 7 minutes ahead (refused at the box's 5-minute skew) raised no

@@ -453,7 +453,7 @@ impl Standby {
         self.heard.insert(position);
         let (subject, mut events) = (SubjectId(position), Vec::new());
         let mut observed = self.engine.observe(subject, at, &decoded.fields, &mut events);
-        if observed == gridwatch_rules::Observed::OutOfOrder && self.out_of_order.refused(position, tokio::time::Instant::now()) {
+        if observed == gridwatch_rules::Observed::OutOfOrder && self.out_of_order.refused(position, tokio::time::Instant::now(), ()).is_some() {
             self.engine.rewind(subject);
             observed = self.engine.observe(subject, at, &decoded.fields, &mut events);
         }

@@ -91,7 +91,7 @@ pub struct Pipeline {
     /// written again: the state file is the largest thing the daemon writes to its SD card.
     pub unsaved: bool,
     /// Runs of out-of-order readings per sensor: when one means the sensor's clock went back.
-    pub out_of_order: OutOfOrder,
+    pub out_of_order: OutOfOrder<Sample>,
     /// Sensors whose readings come stamped behind this box's clock: when that means a clock
     /// behind, not a backlog.
     pub lags: Lags,
@@ -561,8 +561,19 @@ impl Pipeline {
         let mut observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
         if observed == Observed::OutOfOrder {
             self.metrics.samples_out_of_order.inc();
-            if self.out_of_order.refused(sample.sensor, tokio::time::Instant::now()) {
+            if let Some(mut run) = self.out_of_order.refused(sample.sensor, tokio::time::Instant::now(), sample.clone()) {
+                // Its clock went back: the run's earlier readings are judged first, in order,
+                // placed as far before this one as their own times say.
                 self.reanchor(sample.sensor, sample.ts);
+                run.pop();
+                for earlier in run {
+                    let at = self.timeline.place(earlier.sensor, earlier.ts, earlier.own_time);
+                    if self.engine.observe(SubjectId(earlier.sensor), at, &earlier.fields, events) == Observed::Evaluated {
+                        self.metrics.samples_accepted.inc();
+                        self.budget.judged_since += 1;
+                    }
+                    self.emit(events, Source::Timeline).await;
+                }
                 placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
                 observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
             }
@@ -593,7 +604,10 @@ impl Pipeline {
         if let (Some(tap), Some(seq)) = (self.standby.as_mut(), sample.hub_seq) {
             tap.judged(sample.sensor, seq);
         }
-        let source = if sample.clock_untrusted { Source::Timeline } else { Source::Reading { placed, ts: sample.ts } };
+        // A sensor whose time this box learned (its clock went back, or was far ahead) is
+        // labelled on this box's clock, not by its own.
+        let source =
+            if sample.clock_untrusted || !self.timeline.believes(sample.sensor) { Source::Timeline } else { Source::Reading { placed, ts: sample.ts } };
         self.emit(events, source).await;
     }
 
