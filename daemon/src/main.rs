@@ -77,7 +77,9 @@ fn main() -> ExitCode {
         Command::Selftest { config } => commands::selftest::command(&config, output),
         Command::Status { config } => commands::installer::status_command(&config, output),
         Command::Watch { config, sensors, building, once } => commands::installer::watch_command(&config, &sensors, building.as_deref(), once, output),
-        Command::Calibrate { config, sensor, window, by } => commands::installer::calibrate_command(&config, &sensor, window, &by),
+        Command::Calibrate { config, sensor, window, by, even_in_alarm } => {
+            commands::installer::calibrate_command(&config, &sensor, window, &by, even_in_alarm)
+        }
         Command::Probe { port, baud, profiles } => commands::probe::command(port, baud, profiles, output),
         Command::Completions { shell } => commands::manual::completions(shell),
         Command::Man => commands::manual::man(),

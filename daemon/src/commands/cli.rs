@@ -301,6 +301,10 @@ pub enum Command {
         /// Who calibrates (kept with the baseline).
         #[arg(long)]
         by: String,
+        /// Zero it although an alarm on it or its building is still firing (refused otherwise):
+        /// only for a box that was itself moved, after the house was checked on site.
+        #[arg(long)]
+        even_in_alarm: bool,
     },
     /// Work with rule files.
     #[command(

@@ -98,9 +98,9 @@ pub async fn watch_table(config: &Config, ids: &[String], building: Option<&str>
 }
 
 /// `gridwatch calibrate`: the recent median becomes the box's installation baseline.
-pub async fn calibrate(config: &Config, sensor: &str, window: Duration, by: &str) -> anyhow::Result<String> {
+pub async fn calibrate(config: &Config, sensor: &str, window: Duration, by: &str, even_in_alarm: bool) -> anyhow::Result<String> {
     let url = format!("{}/api/calibrate", endpoint(config)?);
-    let request = CalibrateRequest { sensor: sensor.to_string(), window_secs: window.as_secs(), by: by.to_string() };
+    let request = CalibrateRequest { sensor: sensor.to_string(), window_secs: window.as_secs(), by: by.to_string(), even_in_alarm };
     let response = client()?.post(&url).json(&request).send().await.map_err(|error| Unreachable { url: url.clone(), reason: error.to_string() })?;
     if !response.status().is_success() {
         bail!("{}", response.text().await.unwrap_or_default());
@@ -159,10 +159,10 @@ pub fn watch_command(config: &Path, sensors: &[String], building: Option<&str>, 
 }
 
 /// `gridwatch calibrate`: asks the daemon to zero `sensor` and prints its answer.
-pub fn calibrate_command(config: &Path, sensor: &str, window: Duration, by: &str) -> ExitCode {
+pub fn calibrate_command(config: &Path, sensor: &str, window: Duration, by: &str, even_in_alarm: bool) -> ExitCode {
     match super::load_config(config) {
         Ok(config) => super::block_on(async move {
-            print!("{}", calibrate(&config, sensor, window, by).await?);
+            print!("{}", calibrate(&config, sensor, window, by, even_in_alarm).await?);
             Ok(())
         }),
         Err(code) => code,

@@ -92,6 +92,10 @@ pub struct CalibrateRequest {
     pub sensor: String,
     pub window_secs: u64,
     pub by: String,
+    /// Zero the box although an alarm on it (or its building) is still firing: it was moved
+    /// itself (re-seated after a knock), and the house was checked on site.
+    #[serde(default)]
+    pub even_in_alarm: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -137,10 +141,28 @@ pub async fn status(State(state): State<WebState>) -> Response {
         samples_accepted: state.metrics.samples_accepted.get(),
         open_incidents: open,
         spool_points: state.metrics.spool_points.get(),
-        degraded: super::degraded_reasons(&state.metrics),
+        degraded: super::health_reasons(&state),
         silent: api.silent_sensors(),
     })
     .into_response()
+}
+
+/// The grid-facing incidents still firing on `sensor` or another box of its building, as
+/// "#4 tilt-sudden (danger)": zeroing the box would take their lean as its new zero. Device
+/// faults do not count (a box re-seated after `tilt-box-moved` is zeroed again on purpose).
+fn firing_on(store: &crate::store::Store, sensor: &SensorConfig) -> Vec<String> {
+    let same_place = |alert: &crate::alert::Alert| {
+        *alert.sensor == *sensor.id
+            || (sensor.place.building.is_some() && alert.building.as_deref() == sensor.place.building.as_deref() && *alert.site == *sensor.place.site)
+    };
+    let open = store.incidents(false).unwrap_or_default();
+    open.iter()
+        .filter(|row| !row.sensor_normal && !matches!(row.state.as_str(), "resolved" | "closed"))
+        .filter(|row| {
+            store.latest_alert(&row.rule, &row.sensor).ok().flatten().is_some_and(|alert| !crate::sinks::text::is_device(&alert) && same_place(&alert))
+        })
+        .map(|row| format!("#{} {} ({})", row.id, row.rule, row.severity))
+        .collect()
 }
 
 /// Fewest readings whose median may become a box's baseline.
@@ -167,6 +189,20 @@ pub async fn calibrate(State(state): State<WebState>, Json(request): Json<Calibr
             StatusCode::CONFLICT,
             format!("only {readings} reading(s) from `{}` in the last {} s: a baseline needs the median of at least {MIN_CALIBRATION_READINGS} (one knock must not become it); wait for more or widen --window", request.sensor, request.window_secs),
         );
+    }
+    if !request.even_in_alarm {
+        let firing = firing_on(&state.store, &api.sensors[index]);
+        if !firing.is_empty() {
+            return refuse(
+                StatusCode::CONFLICT,
+                format!(
+                    "refused: `{}` is in alarm, {} still firing on it or its building: {}. Zeroing it now would make its lean the new zero and silence them. Check the house on site; if the box itself was moved (re-seated after a knock), calibrate with --even-in-alarm",
+                    request.sensor,
+                    if firing.len() == 1 { "1 incident".to_string() } else { format!("{} incidents", firing.len()) },
+                    firing.join(", ")
+                ),
+            );
+        }
     }
     let (reply, answer) = oneshot::channel();
     let command =

@@ -107,6 +107,9 @@ pub fn degraded_reasons(metrics: &Metrics) -> Vec<String> {
     if metrics.config_fallback.get() == 1 {
         reasons.push("running on the last good configuration: the current configuration or rule files are invalid".to_string());
     }
+    if metrics.reload_success.get() == 0 && metrics.reloads.get_or_create(&crate::metrics::ResultLabel { result: "invalid".into() }).get() > 0 {
+        reasons.push("the rule files were refused at the last reload: the previous rules keep running (`gridwatch rules check` says why)".to_string());
+    }
     if metrics.influxdb_unreachable.get() == 1 {
         reasons.push("InfluxDB unreachable: readings wait in the spool".to_string());
     }
@@ -136,7 +139,16 @@ fn read_store_state(state: &WebState) -> Option<String> {
 
 /// `/healthz`: 200 `{"status":"ready"}`, or 503 `{"status":"degraded","reasons":[…]}`.
 async fn health(State(state): State<WebState>) -> impl IntoResponse {
-    let store_problem = read_store_state(&state);
+    let reasons = health_reasons(&state);
+    let status = if reasons.is_empty() { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({"status": if reasons.is_empty() { "ready" } else { "degraded" }, "reasons": reasons});
+    (status, axum::Json(body))
+}
+
+/// Why the daemon is degraded, for `/healthz` and `gridwatch status` alike: its own state, the
+/// store's, silent sensors and sensors whose clocks are off. Empty: ready.
+pub fn health_reasons(state: &WebState) -> Vec<String> {
+    let store_problem = read_store_state(state);
     let mut reasons = degraded_reasons(&state.metrics);
     reasons.extend(store_problem);
     if let Some(silent) = state.installer.as_ref().map(installer_api::InstallerApi::silent_sensors).filter(|s| !s.is_empty()) {
@@ -147,9 +159,7 @@ async fn health(State(state): State<WebState>) -> impl IntoResponse {
     if let Some(clocks) = state.installer.as_ref().and_then(|api| api.clocks.health_reason(tokio::time::Instant::now())) {
         reasons.push(clocks);
     }
-    let status = if reasons.is_empty() { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
-    let body = serde_json::json!({"status": if reasons.is_empty() { "ready" } else { "degraded" }, "reasons": reasons});
-    (status, axum::Json(body))
+    reasons
 }
 
 /// `/api/balance`: each sink's accounts (see [`crate::invariants`]); `balanced` is true when
@@ -195,6 +205,20 @@ mod tests {
         let reasons = degraded_reasons(&metrics);
         assert_eq!(reasons.len(), 2);
         assert!(reasons[1].contains("oldest reading waiting 3600 s"), "{reasons:?}");
+    }
+
+    #[test]
+    fn a_refused_reload_degrades_health_until_a_good_one() {
+        let metrics = Metrics::new();
+        metrics.clock_trusted.set(1);
+        metrics.mqtt_connected.set(1);
+        metrics.rules_loaded_at_start(1_795_392_000_000);
+        assert!(degraded_reasons(&metrics).is_empty());
+        metrics.record_reload(false, 1_795_392_060_000);
+        let reasons = degraded_reasons(&metrics);
+        assert!(reasons.len() == 1 && reasons[0].contains("refused at the last reload"), "{reasons:?}");
+        metrics.record_reload(true, 1_795_392_120_000);
+        assert!(degraded_reasons(&metrics).is_empty());
     }
 
     #[test]
