@@ -72,13 +72,28 @@ impl Template {
         Ok(Template { pieces })
     }
 
-    /// Fills the placeholders; `value` gives each one's text (missing ones render empty).
+    /// Fills the placeholders; `value` gives each one's text (missing ones render empty). Two
+    /// placeholders written side by side (`{site}{building}`, as Chinese text runs) whose values
+    /// would glue two Latin words together ("north-laneB7") are kept apart by a space; Chinese
+    /// names join as they are ("北街社区7号楼").
     pub fn render(&self, value: impl Fn(&str) -> Option<String>) -> String {
         let mut out = String::new();
+        let mut after_placeholder = false;
         for piece in &self.pieces {
             match piece {
-                Piece::Text(text) => out.push_str(text),
-                Piece::Placeholder(name) => out.push_str(&value(name).unwrap_or_default()),
+                Piece::Text(text) => {
+                    out.push_str(text);
+                    after_placeholder = false;
+                }
+                Piece::Placeholder(name) => {
+                    let text = value(name).unwrap_or_default();
+                    let glued = |a: Option<char>, b: Option<char>| a.zip(b).is_some_and(|(a, b)| a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric());
+                    if after_placeholder && glued(out.chars().next_back(), text.chars().next()) {
+                        out.push(' ');
+                    }
+                    out.push_str(&text);
+                    after_placeholder |= !text.is_empty();
+                }
             }
         }
         out
@@ -123,6 +138,44 @@ mod tests {
     fn chinese_text_is_kept_as_written() {
         let t = Template::parse("{building}墙体倾斜{value}‰").unwrap();
         assert_eq!(t.render(fill), "B7墙体倾斜7.31‰");
+    }
+
+    #[test]
+    fn side_by_side_latin_ids_are_kept_apart_chinese_names_are_not() {
+        let t = Template::parse("{site}{building}（{sensor}）墙体倾斜").unwrap();
+        let ids = |name: &str| {
+            Some(
+                match name {
+                    "site" => "north-lane",
+                    "building" => "B7",
+                    _ => "house-07",
+                }
+                .to_string(),
+            )
+        };
+        assert_eq!(t.render(ids), "north-lane B7（house-07）墙体倾斜", "an outside tester read 'north-laneB7'");
+        let names = |name: &str| {
+            Some(
+                match name {
+                    "site" => "北街社区",
+                    "building" => "7号楼",
+                    _ => "house-07",
+                }
+                .to_string(),
+            )
+        };
+        assert_eq!(t.render(names), "北街社区7号楼（house-07）墙体倾斜");
+        let mixed = |name: &str| {
+            Some(
+                match name {
+                    "site" => "北街社区",
+                    "building" => "B7",
+                    _ => "house-07",
+                }
+                .to_string(),
+            )
+        };
+        assert_eq!(t.render(mixed), "北街社区B7（house-07）墙体倾斜");
     }
 
     #[test]

@@ -91,22 +91,20 @@ impl Dispatch {
                         let names = names(&people);
                         let within = policy_within(policy, deadline);
                         let en = format!(
-                            "Escalated (level {level}): incident {} was not {} within {} — now also {} ({}). {}{}",
+                            "Escalated (level {level}): incident {} was not {} within {} — {} {}{}",
                             number(due.incident_id, false),
                             deadline.as_str(),
                             span(within, false),
-                            roles.join(", "),
-                            or_dash(&names),
+                            told(&roles, &people, false),
                             since_normal(due, false),
                             template.message()
                         );
                         let zh = format!(
-                            "督办（第{level}级）：事件{}超过{}未{}，已通知{}（{}）。{}{}",
+                            "督办（第{level}级）：事件{}超过{}未{}，{}{}{}",
                             number(due.incident_id, true),
                             span(within, true),
                             zh_deadline(deadline),
-                            zh_roles(&roles),
-                            or_dash(&names),
+                            told(&roles, &people, true),
                             since_normal(due, true),
                             zh_message(template)
                         );
@@ -192,19 +190,53 @@ fn zh_deadline(deadline: Deadline) -> &'static str {
     }
 }
 
-fn zh_roles(roles: &[String]) -> String {
-    roles
-        .iter()
-        .map(|r| match r.as_str() {
-            "worker" => "网格员",
-            "grid_leader" => "网格长",
-            "secretary" => "社区书记",
-            "street_office" => "街道办",
-            "housing_office" => "房屋安全办",
-            other => other,
-        })
-        .collect::<Vec<_>>()
-        .join("、")
+fn zh_role(role: &str) -> &str {
+    match role {
+        "worker" => "网格员",
+        "grid_leader" => "网格长",
+        "secretary" => "社区书记",
+        "street_office" => "街道办",
+        "housing_office" => "房屋安全办",
+        other => other,
+    }
+}
+
+/// Who an escalation told, role by role, and which of its roles nobody in the roster holds (an
+/// outside tester's leader read "已通知网格长、社区书记（陈刚, 王芳）" with no secretary in the
+/// roster): "已通知网格长陈刚（名册中没有社区书记，未能通知），并告知值班的王芳。".
+fn told(roles: &[String], people: &[&Member], chinese: bool) -> String {
+    let role_name = |role: &str| if chinese { zh_role(role).to_string() } else { role.to_string() };
+    let holding = |role: &String| people.iter().filter(|m| m.role == *role).map(|m| m.name.as_str()).collect::<Vec<_>>();
+    let named: Vec<String> =
+        roles
+            .iter()
+            .filter(|role| !holding(role).is_empty())
+            .map(|role| {
+                if chinese {
+                    format!("{}{}", role_name(role), holding(role).join("、"))
+                } else {
+                    format!("{} {}", role_name(role), holding(role).join(", "))
+                }
+            })
+            .collect();
+    let missing: Vec<String> = roles.iter().filter(|role| holding(role).is_empty()).map(|role| role_name(role)).collect();
+    let others: Vec<&str> = people.iter().filter(|m| !roles.contains(&m.role)).map(|m| m.name.as_str()).collect();
+    let mut out = if chinese {
+        format!("已通知{}", if named.is_empty() { "：无人".to_string() } else { named.join("、") })
+    } else {
+        format!("now also told: {}", if named.is_empty() { "nobody".to_string() } else { named.join(", ") })
+    };
+    if !missing.is_empty() {
+        out += &if chinese {
+            format!("（名册中没有{}，未能通知）", missing.join("、"))
+        } else {
+            format!(" (no {} in the roster: not told)", missing.join(", "))
+        };
+    }
+    if !others.is_empty() {
+        out += &if chinese { format!("，并告知值班的{}", others.join("、")) } else { format!("; on duty: {}", others.join(", ")) };
+    }
+    out + if chinese { "。" } else { "." }
 }
 
 fn utc(ms: i64) -> chrono::DateTime<chrono::Utc> {
@@ -301,7 +333,9 @@ to = "00:00"
         );
         assert_eq!(zh, &expected);
         let decision = dispatch.decide(&due, 10 * MIN, NOON + 10 * MIN, "");
-        assert!(decision.steps[0].alert.messages["en"].contains("). The reading is back to normal now; someone still has to look. When it alarmed: "));
+        assert!(
+            decision.steps[0].alert.messages["en"].contains("; on duty: 王芳. The reading is back to normal now; someone still has to look. When it alarmed: ")
+        );
     }
 
     #[test]
@@ -314,11 +348,29 @@ to = "00:00"
         assert_eq!(alert.recipients, vec!["陈刚", "sun", "王芳"]);
         assert_eq!(alert.mentions, vec!["13800000002", "13800000001"]);
         assert!(
-            alert.messages["zh"].starts_with("督办（第1级）：事件#12超过10分钟未接单，已通知网格长、社区书记（陈刚, sun, 王芳）。"),
+            alert.messages["zh"].starts_with("督办（第1级）：事件#12超过10分钟未接单，已通知网格长陈刚、社区书记sun，并告知值班的王芳。north-lane"),
             "{}",
             alert.messages["zh"]
         );
         assert_eq!(decision.steps[0].audit, "escalated (accepted) to 陈刚, sun, 王芳");
+    }
+
+    #[test]
+    fn an_escalation_says_which_of_its_roles_nobody_holds() {
+        let without_secretary = ROSTER.replace("[[member]]\nid = \"sun\"\nrole = \"secretary\"\n", "");
+        let dispatch = Dispatch::parse("r.toml", &without_secretary).unwrap();
+        let due = due("open", Progress { reminders: 1, ..Progress::default() });
+        let alert = &dispatch.decide(&due, 10 * MIN, NOON + 10 * MIN, "").steps[0].alert;
+        assert!(
+            alert.messages["zh"].starts_with("督办（第1级）：事件#12超过10分钟未接单，已通知网格长陈刚（名册中没有社区书记，未能通知），并告知值班的王芳。"),
+            "{}",
+            alert.messages["zh"]
+        );
+        assert!(
+            alert.messages["en"].contains("now also told: grid_leader 陈刚 (no secretary in the roster: not told); on duty: 王芳."),
+            "{}",
+            alert.messages["en"]
+        );
     }
 
     #[test]

@@ -243,10 +243,14 @@ pub fn what_to_do(alert: &Alert, wording: Wording) -> &'static str {
         (Event::Cleared, _, _, false) => "The value is back, but someone must still check on site and resolve it.",
         (_, Audience::Installer, _, true) => "请安装人员检查设备和线路。",
         (_, Audience::Installer, _, false) => "Installers: check the device and its link.",
+        // Water is not a house: nobody is evacuated for it (an outside tester's pH and DO reds
+        // said so), people are kept from using it.
+        (_, _, Severity::Danger, true) if alert.kind == "water" => "请立即到场查看，提醒居民暂勿取用或接触该处水体，并报告上级。",
         (_, _, Severity::Danger, true) => "请立即到场查看，必要时疏散住户。",
         (_, _, Severity::Alarm, true) => "请尽快到场查看。",
         (_, _, Severity::Warning, true) => "请今天内到场查看。",
         (_, _, _, true) => "请留意，无需立即到场。",
+        (_, _, Severity::Danger, false) if alert.kind == "water" => "Go and look now; tell people not to use or touch the water, and report it up.",
         (_, _, Severity::Danger, false) => "Go and look now; evacuate if needed.",
         (_, _, Severity::Alarm, false) => "Go and look soon.",
         (_, _, Severity::Warning, false) => "Go and look today.",
@@ -481,6 +485,17 @@ mod tests {
         assert_eq!(sentence(&alert, en), "house-07, north-lane B7: Wall tilt past 7‰ (red) (3.00°)");
         alert.messages.insert("en".into(), "B7 leans".into());
         assert_eq!(sentence(&alert, en), "B7 leans", "a rule's own message as it is");
+    }
+
+    #[test]
+    fn a_red_of_the_water_keeps_people_from_it_and_evacuates_nobody() {
+        let mut water = sample_alert("fired", 4.2);
+        (water.kind, water.rule) = ("water".into(), "water-ph-range".into());
+        let zh = Wording::default();
+        assert_eq!(what_to_do(&water, zh), "请立即到场查看，提醒居民暂勿取用或接触该处水体，并报告上级。");
+        assert_eq!(red_instruction(&water, zh), Some(what_to_do(&water, zh)), "a summary carries it too");
+        assert!(!message(&water, zh, Markup::Plain).contains("疏散"));
+        assert_eq!(what_to_do(&sample_alert("fired", 7.3), zh), "请立即到场查看，必要时疏散住户。", "a house's red as before");
     }
 
     #[test]
