@@ -214,6 +214,9 @@ fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, cloc
         Some(loaded) => loaded,
         None => crate::rule_files::load(&config.rules.paths, config.rules.builtin_packs).context("loading rules")?,
     };
+    for warning in crate::reload::rules_matching_nothing(&rules, &config.sensors) {
+        tracing::warn!("{warning}");
+    }
     let rule_count = rules.rules.len();
     let calibrations = store.calibrations().unwrap_or_else(|error| {
         tracing::error!(error = %format!("{error:#}"), "cannot read calibrated baselines; the inventory's are used");

@@ -238,3 +238,34 @@ pub fn subjects(sensors: &[SensorConfig]) -> Vec<gridwatch_rules::Subject> {
         })
         .collect()
 }
+
+/// Rules of the operator's own files that no sensor of this inventory falls under, as
+/// "rules.d/tilt.toml:12: rule `x` matches no sensor here: no sensor `house-7`": a typo in a
+/// sensor, grid, site or building name leaves a rule watching nothing, and nothing else would
+/// say so. Warnings, not errors: one rule file may serve several boxes. The shipped packs are
+/// left out (a box without water probes runs the water packs idle).
+pub fn rules_matching_nothing(rules: &RuleSet, sensors: &[SensorConfig]) -> Vec<String> {
+    let subjects = subjects(sensors);
+    let unknown = |listed: &[String], known: &dyn Fn(&gridwatch_rules::Subject) -> Option<String>, what: &str| {
+        listed
+            .iter()
+            .filter(|name| !subjects.iter().any(|s| known(s).as_deref() == Some(name.as_str())))
+            .map(|name| format!("no {what} `{name}`"))
+            .collect::<Vec<_>>()
+    };
+    rules
+        .rules
+        .iter()
+        .filter(|rule| !rule.origin.file.starts_with("builtin:"))
+        .filter(|rule| !subjects.iter().any(|subject| rule.scope.matches(subject)))
+        .map(|rule| {
+            let scope = &rule.scope;
+            let mut why = unknown(&scope.sensors, &|s| Some(s.id.to_string()), "sensor");
+            why.extend(unknown(&scope.sites, &|s| Some(s.site.to_string()), "site"));
+            why.extend(unknown(&scope.buildings, &|s| s.building.as_ref().map(|b| b.to_string()), "building"));
+            why.extend(unknown(&scope.grids, &|s| s.grid.as_ref().map(|g| g.to_string()), "grid"));
+            let why = if why.is_empty() { "no sensor has all it asks for (kind, place and tags together)".to_string() } else { why.join(", ") };
+            format!("{}:{}: rule `{}` matches no sensor of this configuration: {why}", rule.origin.file, rule.origin.line, rule.id)
+        })
+        .collect()
+}

@@ -283,3 +283,29 @@ fn a_configured_silence_needs_a_scope_and_rfc3339_times() {
     assert!(stderr.contains("gridwatch.toml:5:9: error in `alerts.silence.scope`: `house` is not a silence scope"), "{stderr}");
     assert!(stderr.contains("gridwatch.toml:9:9: error in `alerts.silence.until`: `tomorrow` is not an RFC 3339 time"), "{stderr}");
 }
+
+/// An outside tester's typos passed `validate` without a word, each leaving a rule that watches
+/// nothing: a sensor `house-7` for `house-07`, a grid `grid3` for `grid-3`.
+#[test]
+fn validate_warns_of_a_rule_that_matches_no_sensor_and_names_the_typo() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[rules]\nbuiltin_packs = false\npaths = [\"r.toml\"]\n\
+         [[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\ngrid = \"grid-3\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("r.toml"),
+        "[[rule]]\nid = \"typo-sensor\"\nkind = \"tilt\"\nsensors = [\"house-7\"]\nvalue = \"x\"\nabove = 1\nseverity = \"warning\"\n\n\
+         [[rule]]\nid = \"typo-grid\"\nkind = \"tilt\"\ngrids = [\"grid3\"]\nvalue = \"x\"\nabove = 1\nseverity = \"warning\"\n\n\
+         [[rule]]\nid = \"fine\"\nkind = \"tilt\"\nsensors = [\"house-07\"]\nvalue = \"x\"\nabove = 1\nseverity = \"warning\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["validate", "--config", "gridwatch.toml"], dir.path());
+    assert_eq!(code, 0, "a warning, not an error (one rule file may serve several boxes): {stderr}");
+    assert!(stdout.contains("ok: 1 sensors"), "{stdout}");
+    assert!(stderr.contains("warning: r.toml:1: rule `typo-sensor` matches no sensor of this configuration: no sensor `house-7`"), "{stderr}");
+    assert!(stderr.contains("warning: r.toml:9: rule `typo-grid` matches no sensor of this configuration: no grid `grid3`"), "{stderr}");
+    assert!(!stderr.contains("`fine`"), "{stderr}");
+}
