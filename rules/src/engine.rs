@@ -639,6 +639,24 @@ impl Engine {
         }
     }
 
+    /// A reading of `subject` that came but was not judged (older than its last judged one: its
+    /// clock went back, or a redelivery): it is not silent. Only its no-data checks hear it, at
+    /// the engine's clock (an outside tester's box reporting every 5 s was told "no data" while
+    /// its clock had gone back).
+    pub fn heard_unjudged(&mut self, subject: SubjectId, events: &mut Vec<RuleEvent>) {
+        let (Some(now), Some(slot)) = (self.now, self.slots.get(subject.0)) else { return };
+        let plan = &self.plans[slot.plan as usize];
+        for (state, planned) in self.states.of_mut(slot, plan).checks.iter_mut().zip(&plan.checks) {
+            if !matches!(state, CheckState::NoData(_)) || planned.agreement().is_some() {
+                continue;
+            }
+            let rule = &self.rules[planned.rule()];
+            if let Some(event) = observe_check(rule, planned.variant(), state, now, None, None, Severity::Notice) {
+                events.push(RuleEvent { rule: RuleId(planned.rule()), subject, variant: planned.variant(), ..event });
+            }
+        }
+    }
+
     /// Judges the clock checks of `subject` on a reading stamped `at` against the engine's
     /// clock (nothing before the first tick).
     fn judge_clocks(&mut self, subject: SubjectId, at: Millis, what: Stamped, events: &mut Vec<RuleEvent>) {

@@ -561,6 +561,7 @@ impl Pipeline {
         let mut observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
         if observed == Observed::OutOfOrder {
             self.metrics.samples_out_of_order.inc();
+            self.engine.heard_unjudged(SubjectId(sample.sensor), events);
             if let Some(mut run) = self.out_of_order.refused(sample.sensor, tokio::time::Instant::now(), sample.clone()) {
                 // Its clock went back: the run's earlier readings are judged first, in order,
                 // placed as far before this one as their own times say.

@@ -131,6 +131,31 @@ fn silent_sensor_raises_no_data_after_twice_its_interval() {
 }
 
 #[test]
+fn readings_refused_as_out_of_order_are_not_silence() {
+    // Its clock went back: its readings come on time, older than its last judged one.
+    let mut e = engine();
+    let mut events = Vec::new();
+    let pond = |e: &Engine, events: &[RuleEvent]| {
+        events.iter().filter(|ev| ev.subject == SubjectId(1)).map(|ev| (e.rule(ev.rule).id.clone(), ev.kind)).collect::<Vec<_>>()
+    };
+    e.tick(0, &mut events);
+    e.observe(SubjectId(1), 0, &[("do", 7.0)], &mut events);
+    for m in (10..=60).step_by(10) {
+        e.tick(m * MIN, &mut events);
+        assert_eq!(e.observe(SubjectId(1), -m * MIN, &[("do", 7.0)], &mut events), Observed::OutOfOrder);
+        e.heard_unjudged(SubjectId(1), &mut events);
+    }
+    e.tick(60 * MIN + 1, &mut events);
+    assert_eq!(pond(&e, &events), vec![], "heard every ten minutes, though none was judged");
+    // Silent for real, then one more unjudged reading: it is heard again.
+    e.tick(90 * MIN, &mut events);
+    assert_eq!(pond(&e, &events), vec![("silent".into(), EventKind::Fired)]);
+    events.clear();
+    e.heard_unjudged(SubjectId(1), &mut events);
+    assert_eq!(pond(&e, &events), vec![("silent".into(), EventKind::Cleared)]);
+}
+
+#[test]
 fn readings_stamped_hours_behind_the_engines_clock_are_data_not_silence() {
     // A device clock two hours behind the box's (or a backlog): every reading arrives on time
     // but is stamped two hours back. Before, each tick found it silent and each reading cleared
