@@ -150,3 +150,74 @@ async fn probe_on_an_empty_port_says_so_and_fails() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).contains("nothing answered on"), "{}", String::from_utf8_lossy(&output.stdout));
 }
+
+/// An outside tester probed a port the running daemon held and read only "Unable to acquire
+/// exclusive lock": the error now says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_on_a_port_the_daemon_holds_says_to_stop_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PtyPair::start(dir.path(), "held").await.expect("socat (package socat)");
+    // Held as the daemon holds its ports: exclusively.
+    let _held = tokio_serial::SerialPortBuilderExt::open_native_async(tokio_serial::new(bus.device.to_string_lossy(), 9600)).unwrap();
+    let port = bus.device.display().to_string();
+    let output = tokio::task::spawn_blocking(move || common::gridwatch().args(["probe", "--port", &port, "--baud", "9600"]).output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("another program has it open: is gridwatch running? Stop it first"), "{stderr}");
+}
+
+/// A device that answers every question with bytes no protocol reads (a wrong baud rate, A and
+/// B swapped): an outside tester's probe said "nothing answered", as for an empty port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_that_answers_garbage_is_not_called_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PtyPair::start(dir.path(), "garbage").await.expect("socat (package socat)");
+    let simulator = bus.simulator.clone();
+    let _device = tokio::spawn(async move {
+        let mut port = tokio::fs::OpenOptions::new().read(true).write(true).open(&simulator).await.unwrap();
+        let mut buffer = [0u8; 64];
+        while let Ok(n) = port.read(&mut buffer).await {
+            if n == 0 || port.write_all(&[0xF0, 0x0F, 0xAA, 0x55, 0x00, 0xFF, 0x13]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let port = bus.device.display().to_string();
+    let output = tokio::task::spawn_blocking(move || common::gridwatch().args(["probe", "--port", &port, "--baud", "9600"]).output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("but the port is not silent") && stdout.contains("at 9600 baud that no protocol reads") && stdout.contains("A and B swapped"),
+        "{stdout}"
+    );
+}
+
+/// A line-protocol box that reports seldom, its lines coming after probe's first second of
+/// listening: an outside tester's box (every 3 s) sent lines during the whole Modbus scan and
+/// probe said "nothing answered".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_protocol_box_that_reports_seldom_is_found_in_what_it_said_during_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PtyPair::start(dir.path(), "slow-line").await.expect("socat (package socat)");
+    let simulator = bus.simulator.clone();
+    let _device = tokio::spawn(async move {
+        let mut port = tokio::fs::OpenOptions::new().read(true).write(true).open(&simulator).await.unwrap();
+        // Its first line comes after probe's listening, once the questions begin.
+        let mut question = [0u8; 8];
+        if port.read(&mut question).await.is_err() {
+            return;
+        }
+        for seq in 0.. {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let line = gridwatch_bridge::line::encode("house-09", seq, &[("x", 0.12), ("y", -0.05)]);
+            if port.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let port = bus.device.display().to_string();
+    let output = tokio::task::spawn_blocking(move || common::gridwatch().args(["probe", "--port", &port, "--baud", "9600"]).output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("gridwatch line protocol, device `house-09`"), "{stdout}");
+}

@@ -96,18 +96,40 @@ fn open(port: &Path, baud: u32) -> anyhow::Result<SerialStream> {
         min_interval: Duration::ZERO,
         devices: Vec::new(),
     };
-    crate::sources::serial::open(&config).with_context(|| format!("opening {}", port.display()))
+    crate::sources::serial::open(&config).map_err(|error| {
+        // The daemon holds its ports exclusively (an outside tester read only "Unable to acquire
+        // exclusive lock").
+        let hint = if error.to_string().contains("exclusive") {
+            " — another program has it open: is gridwatch running? Stop it first (`sudo systemctl stop gridwatch`), probe, then start it again"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("opening {}: {error}{hint}", port.display())
+    })
 }
 
+/// A port being probed, and every byte heard on it: a device that answers too late for its
+/// question, in a protocol no profile reads, or at a wrong baud rate still shows there.
+struct Port {
+    stream: SerialStream,
+    heard: Vec<u8>,
+}
+
+/// The most bytes kept of what a port said.
+const HEARD_KEPT: usize = 64 * 1024;
+
 /// Reads whatever arrives until `deadline`.
-async fn read_until(port: &mut SerialStream, deadline: Instant, mut done: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
+async fn read_until(port: &mut Port, deadline: Instant, mut done: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
     let mut all = Vec::new();
     let mut buffer = [0u8; 512];
-    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, port.read(&mut buffer)).await {
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, port.stream.read(&mut buffer)).await {
         if n == 0 {
             break;
         }
         all.extend_from_slice(&buffer[..n]);
+        if port.heard.len() + n <= HEARD_KEPT {
+            port.heard.extend_from_slice(&buffer[..n]);
+        }
         if done(&all) {
             break;
         }
@@ -115,32 +137,56 @@ async fn read_until(port: &mut SerialStream, deadline: Instant, mut done: impl F
     all
 }
 
+/// What a probe found on a port, and, where nothing answered, how many bytes it heard at each
+/// baud rate that nothing it knows reads.
+#[derive(Debug, Default)]
+pub struct Probed {
+    pub found: Vec<Found>,
+    pub unread: Vec<(u32, usize)>,
+}
+
 /// Probes one port at the given baud rates with the given profiles. Stops at the first baud
-/// rate where anything answered.
-pub async fn probe(port: &Path, bauds: &[u32], profiles: &[Profile]) -> anyhow::Result<Vec<Found>> {
+/// rate where anything answered. A device that talks on its own more seldom than the first
+/// listen (a line-protocol box every few seconds) is read from what it said during the
+/// questions.
+pub async fn probe(port: &Path, bauds: &[u32], profiles: &[Profile]) -> anyhow::Result<Probed> {
+    let mut probed = Probed::default();
     for &baud in bauds {
-        let mut stream = open(port, baud)?;
+        let mut stream = Port { stream: open(port, baud)?, heard: Vec::new() };
         let streams = listen(&mut stream, baud).await;
         if !streams.is_empty() {
-            return Ok(streams);
+            probed.found = streams;
+            return Ok(probed);
         }
         let mut found = ask_modbus(&mut stream, baud, profiles).await?;
         found.extend(ask_rion(&mut stream, baud).await?);
+        if found.is_empty() {
+            found = frames_in(&stream.heard, baud);
+        }
         if !found.is_empty() {
-            return Ok(found);
+            probed.found = found;
+            return Ok(probed);
+        }
+        if !stream.heard.is_empty() {
+            probed.unread.push((baud, stream.heard.len()));
         }
     }
-    Ok(Vec::new())
+    Ok(probed)
 }
 
-async fn listen(port: &mut SerialStream, baud: u32) -> Vec<Found> {
+async fn listen(port: &mut Port, baud: u32) -> Vec<Found> {
     let bytes = read_until(port, Instant::now() + LISTEN, |_| false).await;
+    frames_in(&bytes, baud)
+}
+
+/// The devices that stream on their own (WitMotion, the line protocol) in `bytes`.
+fn frames_in(bytes: &[u8], baud: u32) -> Vec<Found> {
     let mut found = Vec::new();
-    let frames = witmotion::StreamParser::new().push(&bytes);
+    let frames = witmotion::StreamParser::new().push(bytes);
     if let Some(frame) = frames.iter().find(|f| matches!(f, witmotion::Frame::Angle { .. })) {
         found.push(Found { protocol: "witmotion", baud, address: None, profile: None, fields: frame.fields(), candidates: Vec::new() });
     }
-    for sample in line::LineParser::new().push(&bytes).into_iter().flatten() {
+    for sample in line::LineParser::new().push(bytes).into_iter().flatten() {
         if !found.iter().any(|f| f.protocol == "line" && f.profile.as_deref() == Some(sample.device.as_str())) {
             found.push(Found { protocol: "line", baud, address: None, profile: Some(sample.device), fields: sample.fields, candidates: Vec::new() });
         }
@@ -148,12 +194,12 @@ async fn listen(port: &mut SerialStream, baud: u32) -> Vec<Found> {
     found
 }
 
-async fn ask(port: &mut SerialStream, request: &[u8], complete: impl FnMut(&[u8]) -> bool) -> anyhow::Result<Vec<u8>> {
-    port.write_all(request).await.context("writing to the port")?;
+async fn ask(port: &mut Port, request: &[u8], complete: impl FnMut(&[u8]) -> bool) -> anyhow::Result<Vec<u8>> {
+    port.stream.write_all(request).await.context("writing to the port")?;
     Ok(read_until(port, Instant::now() + ASK_TIMEOUT, complete).await)
 }
 
-async fn ask_modbus(port: &mut SerialStream, baud: u32, profiles: &[Profile]) -> anyhow::Result<Vec<Found>> {
+async fn ask_modbus(port: &mut Port, baud: u32, profiles: &[Profile]) -> anyhow::Result<Vec<Found>> {
     let mut found = Vec::new();
     let addresses: BTreeSet<u8> = (1..=16u8).chain(profiles.iter().map(|p| p.slave)).collect();
     for slave in addresses {
@@ -187,7 +233,7 @@ async fn ask_modbus(port: &mut SerialStream, baud: u32, profiles: &[Profile]) ->
 }
 
 /// Reads a profile's registers from `slave`; `None` if it did not answer properly.
-async fn read_profile(port: &mut SerialStream, profile: &Profile, slave: u8) -> anyhow::Result<Option<Vec<(String, f64)>>> {
+async fn read_profile(port: &mut Port, profile: &Profile, slave: u8) -> anyhow::Result<Option<Vec<(String, f64)>>> {
     let function = match profile.function {
         Function::Holding => ReadFunction::Holding,
         Function::Input => ReadFunction::Input,
@@ -204,7 +250,7 @@ async fn read_profile(port: &mut SerialStream, profile: &Profile, slave: u8) -> 
     Ok(Some(profile.decode(&registers)))
 }
 
-async fn ask_rion(port: &mut SerialStream, baud: u32) -> anyhow::Result<Vec<Found>> {
+async fn ask_rion(port: &mut Port, baud: u32) -> anyhow::Result<Vec<Found>> {
     let mut parser = rion::ReplyParser::new();
     let reply = ask(port, &rion::read_xy(0), |b| b.len() >= 14).await?;
     Ok(parser
@@ -217,11 +263,23 @@ async fn ask_rion(port: &mut SerialStream, baud: u32) -> anyhow::Result<Vec<Foun
 
 /// The report for people: what answered, which profile fits and why the others do not, and a
 /// config snippet for the port.
-pub fn report(port: &Path, found: &[Found]) -> String {
+pub fn report(port: &Path, probed: &Probed) -> String {
     let mut out = String::new();
-    if found.is_empty() {
+    let found = &probed.found;
+    if found.is_empty() && probed.unread.is_empty() {
         let _ =
             writeln!(out, "nothing answered on {} (tried WitMotion, gridwatch line protocol, Modbus RTU profiles and addresses 1–16, RION)", port.display());
+        return out;
+    }
+    if found.is_empty() {
+        // Not silent: a device an installer should not be told is absent.
+        let heard: Vec<String> = probed.unread.iter().map(|(baud, bytes)| format!("{bytes} bytes at {baud} baud")).collect();
+        let _ = writeln!(
+            out,
+            "no device gridwatch can read on {}, but the port is not silent: {} that no protocol reads (tried WitMotion, gridwatch line protocol, Modbus RTU profiles and addresses 1–16, RION).\nLikely: a wrong baud rate (try --baud auto), a device that answers too slowly or speaks another protocol (check its manual; write a profile), or the RS-485 pair's A and B swapped.",
+            port.display(),
+            heard.join(", ")
+        );
         return out;
     }
     for f in found {
@@ -301,8 +359,8 @@ pub fn command(port: PathBuf, baud: Baud, profiles: Vec<PathBuf>, output: Output
             own.push(Profile::parse(&path.display().to_string(), &text)?);
         }
         let found = probe(&port, &bauds, &profiles_to_try(own)).await?;
-        print!("{}", output.render(|| report(&port, &found), || serde_json::to_value(&found).unwrap_or_default()));
-        if found.is_empty() {
+        print!("{}", output.render(|| report(&port, &found), || serde_json::to_value(&found.found).unwrap_or_default()));
+        if found.found.is_empty() {
             anyhow::bail!("no device found on {}", port.display());
         }
         Ok(())
