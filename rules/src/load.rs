@@ -264,14 +264,27 @@ impl Checker<'_, '_> {
 
 /// Compiles one file's enabled rules. Returns each rule with the span of its id.
 fn compile_file(text: &SourceText<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<(Rule, Range<usize>)> {
-    let file: RawRuleFile = match toml::from_str(text.text) {
-        Ok(file) => file,
-        Err(err) => {
-            let span = err.span().unwrap_or(0..0);
-            diagnostics.push(text.diagnostic(span, None, with_suggestion(err.message().trim_end())));
+    // Every misspelt key of the file in one run, not one per run (an outside tester's operator
+    // fixed `belwo`, ran again and met `colour`): each unknown key's line is blanked (its bytes
+    // kept, so later spans still point at the file) and the file read again.
+    let mut blanked: Option<String> = None;
+    let mut unknown_keys = 0;
+    let file: RawRuleFile = loop {
+        let err = match toml::from_str(blanked.as_deref().unwrap_or(text.text)) {
+            Ok(file) => break file,
+            Err(err) => err,
+        };
+        let span = err.span().unwrap_or(0..0);
+        diagnostics.push(text.diagnostic(span.clone(), None, with_suggestion(err.message().trim_end())));
+        let current = blanked.get_or_insert_with(|| text.text.to_string());
+        if !err.message().starts_with("unknown field") || unknown_keys >= MAX_UNKNOWN_KEYS || !blank_key_line(current, span.start) {
             return Vec::new();
         }
+        unknown_keys += 1;
     };
+    if blanked.is_some() {
+        return Vec::new();
+    }
     let mut rules = Vec::new();
     let mut check = Checker { text, diagnostics };
     for raw in file.rule {
@@ -852,6 +865,23 @@ fn check_ladder(check: &mut Checker<'_, '_>, raw: &[Spanned<RawLevel>], levels: 
         }
     }
     (check.diagnostics.len() == before).then_some(())
+}
+
+/// The most unknown keys one file is read again for.
+const MAX_UNKNOWN_KEYS: usize = 50;
+
+/// Blanks the `key = value` line that begins at byte `start` of `text` with spaces, when the
+/// value ends on that line (a value over several lines is left: the caller stops there).
+fn blank_key_line(text: &mut String, start: usize) -> bool {
+    let Some(rest) = text.get(start..) else { return false };
+    let end = start + rest.find('\n').unwrap_or(rest.len());
+    let line = &text[start..end];
+    if !line.contains('=') || line.parse::<toml::Table>().is_err() {
+        return false;
+    }
+    let spaces = " ".repeat(end - start);
+    text.replace_range(start..end, &spaces);
+    true
 }
 
 /// Adds "did you mean …?" to serde's unknown-field messages.

@@ -300,8 +300,11 @@ pub fn report(port: &Path, probed: &Probed) -> String {
     }
     let first = &found[0];
     let _ = writeln!(out, "\n[[serial]]\nport = \"{}\"\nbaud = {}\nprotocol = \"{}\"", port.display(), first.baud, first.protocol);
-    for f in found.iter().filter(|f| f.baud == first.baud && f.protocol == first.protocol) {
-        let _ = write!(out, "[[serial.device]]\nsensor = \"CHANGE-ME\"\n");
+    let devices: Vec<&Found> = found.iter().filter(|f| f.baud == first.baud && f.protocol == first.protocol).collect();
+    for (n, f) in devices.iter().enumerate() {
+        // Each its own name to change: two alike would be refused as one sensor twice.
+        let name = if devices.len() > 1 { format!("CHANGE-ME-{}", n + 1) } else { "CHANGE-ME".to_string() };
+        let _ = write!(out, "[[serial.device]]\nsensor = \"{name}\"\n");
         match (f.protocol, f.address, &f.profile) {
             ("modbus", Some(a), profile) => {
                 let _ = writeln!(out, "profile = \"{}\"\nslave = {a}\ninterval_secs = 60", profile.as_deref().unwrap_or("WRITE-A-PROFILE"));

@@ -32,22 +32,40 @@ pub struct Record {
     pub fields: Vec<(String, f64)>,
 }
 
-/// The samples of a data file, and the lines of those left out because a value is NaN or
-/// infinite (as the daemon rejects such a reading whole, and counts it).
+/// The samples of a data file, the lines of those left out because a value is NaN or infinite
+/// (as the daemon rejects such a reading whole, and counts it), and the lines it could not read
+/// at all (a bad time, a word where a number goes), each with why: one bad line of a long
+/// recording leaves out that line, not the replay (an outside tester's one bad `ts` stopped it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recorded {
     pub records: Vec<Record>,
     pub not_finite: Vec<usize>,
+    pub unreadable: Vec<String>,
 }
 
+/// How many unreadable lines a note names (the rest are counted).
+const NAMED_UNREADABLE: usize = 5;
+
 impl Recorded {
-    /// One line for people about the samples left out; `None` when there were none.
+    /// Lines for people about the samples left out; `None` when there were none.
     pub fn note(&self) -> Option<String> {
-        let first = self.not_finite.first()?;
-        Some(format!(
-            "left out {} sample(s) with a value that is NaN or infinite (the daemon rejects such a reading too), the first at line {first}",
-            self.not_finite.len()
-        ))
+        let mut lines = Vec::new();
+        if let Some(first) = self.not_finite.first() {
+            lines.push(format!(
+                "left out {} sample(s) with a value that is NaN or infinite (the daemon rejects such a reading too), the first at line {first}",
+                self.not_finite.len()
+            ));
+        }
+        if !self.unreadable.is_empty() {
+            let more = self.unreadable.len().saturating_sub(NAMED_UNREADABLE);
+            let more = if more > 0 { format!("; and {more} more") } else { String::new() };
+            lines.push(format!(
+                "left out {} line(s) that could not be read (the daemon refuses such a reading too): {}{more}",
+                self.unreadable.len(),
+                self.unreadable.iter().take(NAMED_UNREADABLE).cloned().collect::<Vec<_>>().join("; ")
+            ));
+        }
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 }
 
@@ -79,32 +97,37 @@ pub fn parse_csv(text: &str) -> anyhow::Result<Recorded> {
     };
     let kind_col = column("kind");
     let mut recorded = Recorded::default();
-    'rows: for (index, row) in reader.records().enumerate() {
+    for (index, row) in reader.records().enumerate() {
         let line = index + 2;
-        let row = row.with_context(|| format!("line {line}"))?;
-        let ts_text = row.get(ts_col).unwrap_or("");
-        let ts_value = match ts_text.parse::<i64>() {
-            Ok(ms) => serde_json::Value::from(ms),
-            Err(_) => serde_json::Value::from(ts_text),
+        let read = |row: csv::StringRecord| -> anyhow::Result<Option<Record>> {
+            let ts_text = row.get(ts_col).unwrap_or("");
+            let ts_value = match ts_text.parse::<i64>() {
+                Ok(ms) => serde_json::Value::from(ms),
+                Err(_) => serde_json::Value::from(ts_text),
+            };
+            let mut fields = Vec::new();
+            for (col, cell) in row.iter().enumerate() {
+                if col == ts_col || col == sensor_col || Some(col) == kind_col || cell.is_empty() {
+                    continue;
+                }
+                let value: f64 = cell.parse().map_err(|_| anyhow::anyhow!("line {line}: `{cell}` in column `{}` is not a number", &headers[col]))?;
+                if !value.is_finite() {
+                    return Ok(None);
+                }
+                fields.push((headers[col].to_string(), value));
+            }
+            Ok(Some(Record {
+                ts: parse_ts(&ts_value, line)?,
+                sensor: row.get(sensor_col).unwrap_or("").to_string(),
+                kind: kind_col.and_then(|c| row.get(c)).filter(|k| !k.is_empty()).map(|k| parse_kind(k, line)).transpose()?,
+                fields,
+            }))
         };
-        let mut fields = Vec::new();
-        for (col, cell) in row.iter().enumerate() {
-            if col == ts_col || col == sensor_col || Some(col) == kind_col || cell.is_empty() {
-                continue;
-            }
-            let value: f64 = cell.parse().map_err(|_| anyhow::anyhow!("line {line}: `{cell}` in column `{}` is not a number", &headers[col]))?;
-            if !value.is_finite() {
-                recorded.not_finite.push(line);
-                continue 'rows;
-            }
-            fields.push((headers[col].to_string(), value));
+        match row.map_err(|error| anyhow::anyhow!("line {line}: {error}")).and_then(read) {
+            Ok(Some(record)) => recorded.records.push(record),
+            Ok(None) => recorded.not_finite.push(line),
+            Err(error) => recorded.unreadable.push(format!("{error:#}")),
         }
-        recorded.records.push(Record {
-            ts: parse_ts(&ts_value, line)?,
-            sensor: row.get(sensor_col).unwrap_or("").to_string(),
-            kind: kind_col.and_then(|c| row.get(c)).filter(|k| !k.is_empty()).map(|k| parse_kind(k, line)).transpose()?,
-            fields,
-        });
     }
     Ok(recorded)
 }
@@ -112,44 +135,47 @@ pub fn parse_csv(text: &str) -> anyhow::Result<Recorded> {
 /// JSON has no NaN: a field that is `null` or a string stands for one (firmware's `"NaN"`).
 pub fn parse_json_lines(text: &str) -> anyhow::Result<Recorded> {
     let mut recorded = Recorded::default();
-    'lines: for (index, raw) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (index, raw) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let line = index + 1;
-        let value: serde_json::Value = serde_json::from_str(raw).with_context(|| format!("line {line}"))?;
-        let serde_json::Value::Object(mut object) = value else { bail!("line {line}: not a JSON object") };
-        let Some(serde_json::Value::String(sensor)) = object.remove("sensor") else { bail!("line {line}: no \"sensor\" string") };
-        let Some(ts) = object.remove("ts") else { bail!("line {line}: no \"ts\"") };
-        let kind = match object.remove("kind") {
-            Some(serde_json::Value::String(kind)) => Some(parse_kind(&kind, line)?),
-            Some(other) => bail!("line {line}: kind {other} is not a string"),
-            None => None,
-        };
-        object.remove("seq");
-        let mut fields = Vec::new();
-        for (name, value) in object {
-            match value {
-                serde_json::Value::Number(number) => match number.as_f64() {
-                    Some(v) if v.is_finite() => fields.push((name, v)),
-                    _ => bail!("line {line}: field `{name}` is not a finite number"),
-                },
-                serde_json::Value::Null => {
-                    recorded.not_finite.push(line);
-                    continue 'lines;
-                }
-                // A number sent as a string ("0.04") is taken, as the daemon takes it from MQTT.
-                serde_json::Value::String(text) => match text.trim().parse::<f64>() {
-                    Ok(v) if v.is_finite() => fields.push((name, v)),
-                    Ok(_) => {
-                        recorded.not_finite.push(line);
-                        continue 'lines;
-                    }
-                    Err(_) => bail!("line {line}: field `{name}` is {text:?}, not a number"),
-                },
-                other => bail!("line {line}: field `{name}` is {other}, not a number"),
-            }
+        match json_line(raw, line) {
+            Ok(Some(record)) => recorded.records.push(record),
+            Ok(None) => recorded.not_finite.push(line),
+            Err(error) => recorded.unreadable.push(format!("{error:#}")),
         }
-        recorded.records.push(Record { ts: parse_ts(&ts, line)?, sensor, kind, fields });
     }
     Ok(recorded)
+}
+
+/// One line of a JSON-lines file: its sample, `None` when a value is NaN or infinite.
+fn json_line(raw: &str, line: usize) -> anyhow::Result<Option<Record>> {
+    let value: serde_json::Value = serde_json::from_str(raw).with_context(|| format!("line {line}"))?;
+    let serde_json::Value::Object(mut object) = value else { bail!("line {line}: not a JSON object") };
+    let Some(serde_json::Value::String(sensor)) = object.remove("sensor") else { bail!("line {line}: no \"sensor\" string") };
+    let Some(ts) = object.remove("ts") else { bail!("line {line}: no \"ts\"") };
+    let kind = match object.remove("kind") {
+        Some(serde_json::Value::String(kind)) => Some(parse_kind(&kind, line)?),
+        Some(other) => bail!("line {line}: kind {other} is not a string"),
+        None => None,
+    };
+    object.remove("seq");
+    let mut fields = Vec::new();
+    for (name, value) in object {
+        match value {
+            serde_json::Value::Number(number) => match number.as_f64() {
+                Some(v) if v.is_finite() => fields.push((name, v)),
+                _ => bail!("line {line}: field `{name}` is not a finite number"),
+            },
+            serde_json::Value::Null => return Ok(None),
+            // A number sent as a string ("0.04") is taken, as the daemon takes it from MQTT.
+            serde_json::Value::String(text) => match text.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => fields.push((name, v)),
+                Ok(_) => return Ok(None),
+                Err(_) => bail!("line {line}: field `{name}` is {text:?}, not a number"),
+            },
+            other => bail!("line {line}: field `{name}` is {other}, not a number"),
+        }
+    }
+    Ok(Some(Record { ts: parse_ts(&ts, line)?, sensor, kind, fields }))
 }
 
 /// Sensors for a replay without a config: one per id in the data, kind from the data.
@@ -358,7 +384,19 @@ mod tests {
         assert_eq!(csv, jsonl);
         assert_eq!(csv.records[0].fields, vec![("do".to_string(), 6.1)], "an empty cell is a missing field");
         // A number sent as a string is a number, as the daemon reads it; words are refused.
-        assert!(parse_json_lines("{\"ts\": 1, \"sensor\": \"s\", \"do\": \"low\"}").unwrap_err().to_string().contains("\"low\", not a number"));
+        let words = parse_json_lines("{\"ts\": 1, \"sensor\": \"s\", \"do\": \"low\"}").unwrap();
+        assert!(words.records.is_empty() && words.unreadable[0].contains("\"low\", not a number"), "{words:?}");
+    }
+
+    #[test]
+    fn a_line_that_cannot_be_read_is_left_out_and_named_the_rest_replayed() {
+        let csv = parse_csv("ts,sensor,do\n1795392000000,a,5\nyesterday,a,5.1\n1795392120000,a,low\n1795392180000,a,4.8\n").unwrap();
+        assert_eq!(csv.records.iter().map(|r| r.ts).collect::<Vec<_>>(), [1_795_392_000_000, 1_795_392_180_000]);
+        let note = csv.note().unwrap();
+        assert!(note.starts_with("left out 2 line(s) that could not be read (the daemon refuses such a reading too): line 3: "), "{note}");
+        assert!(note.contains("line 4: `low` in column `do` is not a number"), "{note}");
+        let jsonl = parse_json_lines("{\"ts\": 1795392000000, \"sensor\": \"a\", \"do\": 5}\nnot json\n{\"sensor\": \"a\", \"do\": 5}\n").unwrap();
+        assert_eq!((jsonl.records.len(), jsonl.unreadable.len()), (1, 2), "{jsonl:?}");
     }
 
     #[test]
@@ -372,17 +410,16 @@ mod tests {
         );
         let jsonl = parse_json_lines("{\"ts\": 1795392000000, \"sensor\": \"a\", \"do\": null}\n{\"ts\": 1795392060000, \"sensor\": \"a\", \"do\": \"NaN\"}\n{\"ts\": 1795392120000, \"sensor\": \"a\", \"do\": 5}\n").unwrap();
         assert_eq!((jsonl.records.len(), jsonl.not_finite.clone()), (1, vec![1, 2]));
-        assert!(parse_json_lines("{\"ts\": 1795392000000, \"sensor\": \"a\", \"do\": \"low\"}\n")
-            .unwrap_err()
-            .to_string()
+        assert!(parse_json_lines("{\"ts\": 1795392000000, \"sensor\": \"a\", \"do\": \"low\"}\n").unwrap().unreadable[0]
             .contains("field `do` is \"low\", not a number"));
     }
 
     #[test]
     fn bad_rows_name_their_line() {
-        let err = parse_csv("ts,sensor,do\n1795392000000,a,5\n1795392060000,a,low\n").unwrap_err();
-        assert!(err.to_string().contains("line 3: `low` in column `do` is not a number"), "{err}");
-        assert!(parse_json_lines("{\"ts\": 1795392000000}\n").unwrap_err().to_string().contains("line 1: no \"sensor\""));
+        let csv = parse_csv("ts,sensor,do\n1795392000000,a,5\n1795392060000,a,low\n").unwrap();
+        assert_eq!(csv.unreadable, ["line 3: `low` in column `do` is not a number"]);
+        assert_eq!(parse_json_lines("{\"ts\": 1795392000000}\n").unwrap().unreadable, ["line 1: no \"sensor\" string"]);
+        assert!(parse_csv("time,sensor\n").unwrap_err().to_string().contains("needs `ts` and `sensor` columns"), "a header it cannot use stops it");
     }
 
     #[test]

@@ -130,6 +130,18 @@ fn uncompensated_needs_compensation_and_levels() {
 }
 
 #[test]
+fn every_unknown_key_of_a_file_is_reported_in_one_run() {
+    let text = "[[rule]]\nid = \"a\"\nvalue = \"x\"\nbelwo = 5\nseverity = \"warning\"\n\n[[rule]]\nid = \"b\"\nvalue = \"x\"\nabove = 5\ncolour = \"red\"\nseverity = \"warning\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].starts_with("test.toml:4:1: error: unknown field `belwo`") && errs[0].ends_with("did you mean `below`?"), "{}", errs[0]);
+    assert!(errs[1].starts_with("test.toml:11:1: error: unknown field `colour`"), "{}", errs[1]);
+    // A misspelt key inside an inline table ends the search there (its line cannot be blanked).
+    let inline = "[[rule]]\nid = \"a\"\nvalue = \"x\"\nabove = 5\nseverity = \"warning\"\nmessage = { en = \"a\", fr = \"b\" }\nunti = \"x\"\n";
+    assert_eq!(errors(inline).len(), 1, "{:?}", errors(inline));
+}
+
+#[test]
 fn unknown_key_is_reported_at_its_line_with_a_suggestion() {
     let errs = errors(&GOOD.replace("unit = ", "unti = "));
     assert_eq!(errs.len(), 1);
