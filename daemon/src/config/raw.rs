@@ -371,6 +371,8 @@ pub struct RawSms {
     pub success_field: Option<Spanned<String>>,
     /// What that field holds when the SMS was taken (`"OK"`, `0`).
     pub success_value: Option<Spanned<toml::Value>>,
+    /// How long the gateway may take to answer (default 10 s).
+    pub timeout_secs: Option<Spanned<u64>>,
 }
 
 impl Default for RawAlerts {

@@ -362,3 +362,14 @@ fn an_sms_gateway_s_success_field_is_a_json_pointer_with_its_value() {
     let refused = errors(&sms("success_field = \"/Code\"\nsuccess_value = 1.5\n"));
     assert!(refused.iter().any(|e| e.contains("error in `alerts.sms.success_value`") && e.contains("give a string, an integer or true/false")), "{refused:?}");
 }
+
+#[test]
+fn an_sms_gateway_s_timeout_is_ten_seconds_unless_given() {
+    let sms = |keys: &str| {
+        format!("{MINIMAL}\n[[alerts.sms]]\nurl = \"https://sms.example/send\"\nbody = '{{\"to\": \"{{phone}}\", \"m\": \"{{message}}\"}}'\n{keys}")
+    };
+    assert_eq!(parse(&sms("")).unwrap().alerts.sms[0].timeout, Duration::from_secs(10));
+    assert_eq!(parse(&sms("timeout_secs = 45\n")).unwrap().alerts.sms[0].timeout, Duration::from_secs(45));
+    let refused = errors(&sms("timeout_secs = 0\n"));
+    assert!(refused.iter().any(|e| e.contains("gridwatch.toml:15:") && e.contains("alerts.sms[0].timeout_secs")), "{refused:?}");
+}

@@ -281,6 +281,9 @@ impl Default for IngestConfig {
 
 /// `[[alerts.sms]] per_phone_per_hour`: default and bounds.
 pub const SMS_PER_PHONE_PER_HOUR: (u64, std::ops::RangeInclusive<u64>) = (6, 1..=100);
+/// How long an SMS gateway may take to answer (`timeout_secs`): past it the SMS is tried again,
+/// and a gateway that was only slow sends it twice.
+pub const SMS_TIMEOUT_SECS: (u64, std::ops::RangeInclusive<u64>) = (10, 1..=120);
 
 /// `[rules] state_save_secs`: default and bounds.
 pub const STATE_SAVE_SECS: (u64, std::ops::RangeInclusive<u64>) = (60, 10..=3600);
@@ -325,6 +328,8 @@ pub struct SmsConfig {
     pub wording: wording::Wording,
     /// How the gateway's answer says it took the SMS, beyond HTTP 2xx.
     pub success: Option<SmsSuccess>,
+    /// How long the gateway may take to answer before the SMS is tried again.
+    pub timeout: std::time::Duration,
 }
 
 /// `success_field` and `success_value`: the field of the gateway's JSON answer (a JSON pointer)

@@ -139,7 +139,7 @@ impl Drop for SmsSink {
 
 impl SmsSink {
     pub fn new(config: SmsConfig, store: Store) -> anyhow::Result<SmsSink> {
-        let client = super::no_redirects().timeout(Duration::from_secs(10)).build()?;
+        let client = super::no_redirects().timeout(config.timeout).build()?;
         let ledger = Arc::new(Mutex::new(kept_ledger(&store, &config.name)));
         let mut sink = SmsSink { config, client, store, retry_delay: Duration::from_secs(1), ledger, timer: None, roster: None };
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -646,6 +646,7 @@ mod tests {
             per_phone_per_hour,
             wording: text::Wording::default(),
             success: None,
+            timeout: Duration::from_secs(10),
         };
         let mut sink = SmsSink::new(config, Store::open(state.path()).unwrap()).unwrap();
         sink.retry_delay = Duration::from_millis(10);

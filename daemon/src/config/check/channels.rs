@@ -3,7 +3,7 @@
 
 use super::Checker;
 use crate::config::raw;
-use crate::config::types::{AlertsConfig, GpioConfig, RobotConfig, SmsConfig, SmsSuccess, WebhookConfig, SMS_PER_PHONE_PER_HOUR};
+use crate::config::types::{AlertsConfig, GpioConfig, RobotConfig, SmsConfig, SmsSuccess, WebhookConfig, SMS_PER_PHONE_PER_HOUR, SMS_TIMEOUT_SECS};
 use crate::config::wording;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -152,6 +152,7 @@ impl Checker<'_> {
         let severities = raw.severities.unwrap_or_else(|| vec!["alarm".into(), "danger".into()]);
         let per_phone_per_hour = self.bounded(raw.per_phone_per_hour, &format!("alerts.sms[{index}].per_phone_per_hour"), SMS_PER_PHONE_PER_HOUR) as u32;
         let success = self.sms_success(raw.success_field, raw.success_value);
+        let timeout = Duration::from_secs(self.bounded(raw.timeout_secs, &format!("alerts.sms[{index}].timeout_secs"), SMS_TIMEOUT_SECS));
         Some(SmsConfig {
             name: raw.name.unwrap_or_else(|| format!("sms-{}", index + 1)),
             url: url?,
@@ -161,6 +162,7 @@ impl Checker<'_> {
             per_phone_per_hour,
             wording,
             success,
+            timeout,
         })
     }
 
