@@ -160,20 +160,27 @@ pub struct OutOfOrder<T = ()> {
     runs: HashMap<usize, (u32, Instant, VecDeque<T>)>,
     after_readings: u32,
     after: Duration,
+    /// Readings held in all runs.
+    held: usize,
 }
 
 /// The most readings of one run held for judging (10 minutes of readings every second).
 pub const MOST_HELD: usize = 600;
+/// The most readings held in all runs together (a gateway whose clock went back takes all its
+/// sensors into runs at once): about 10 MB.
+pub const MOST_HELD_IN_ALL: usize = 100_000;
 
 impl<T> OutOfOrder<T> {
     pub fn new(after_readings: u32, after: Duration) -> OutOfOrder<T> {
-        OutOfOrder { runs: HashMap::new(), after_readings: after_readings.max(1), after }
+        OutOfOrder { runs: HashMap::new(), after_readings: after_readings.max(1), after, held: 0 }
     }
 
     /// A sensor's reading was judged: its run (if any) is over.
     pub fn in_order(&mut self, sensor: usize) {
         if !self.runs.is_empty() {
-            self.runs.remove(&sensor);
+            if let Some((_, _, held)) = self.runs.remove(&sensor) {
+                self.held -= held.len();
+            }
         }
     }
 
@@ -183,15 +190,22 @@ impl<T> OutOfOrder<T> {
     pub fn refused(&mut self, sensor: usize, now: Instant, reading: T) -> Option<Vec<T>> {
         let (count, since, held) = self.runs.entry(sensor).or_insert_with(|| (0, now, VecDeque::new()));
         *count = count.saturating_add(1);
-        if held.len() == MOST_HELD {
+        // Full: the run's oldest reading makes way (none is held when this run holds nothing).
+        if held.len() == MOST_HELD || (self.held >= MOST_HELD_IN_ALL && !held.is_empty()) {
             held.pop_front();
+            self.held -= 1;
         }
-        held.push_back(reading);
+        if self.held < MOST_HELD_IN_ALL {
+            held.push_back(reading);
+            self.held += 1;
+        }
         let due = *count >= self.after_readings && now.saturating_duration_since(*since) >= self.after;
         if !due {
             return None;
         }
-        self.runs.remove(&sensor).map(|(_, _, held)| held.into())
+        let (_, _, held) = self.runs.remove(&sensor)?;
+        self.held -= held.len();
+        Some(held.into())
     }
 }
 
@@ -283,6 +297,20 @@ mod tests {
         assert!(runs.refused(2, minutes(9), "other").is_none(), "each sensor has its own run");
         assert_eq!(runs.refused(1, minutes(10), "d"), Some(vec!["a", "b", "c", "d"]), "three readings over ten minutes: the clock went back");
         assert!(runs.refused(1, minutes(11), "e").is_none(), "the run starts over after a re-anchor");
+    }
+
+    #[test]
+    fn runs_together_hold_no_more_than_their_bound() {
+        let mut runs = OutOfOrder::new(u32::MAX, Duration::ZERO);
+        let t0 = Instant::now();
+        for sensor in 0..(MOST_HELD_IN_ALL / MOST_HELD + 10) {
+            for n in 0..MOST_HELD {
+                assert!(runs.refused(sensor, t0, n).is_none());
+            }
+        }
+        assert_eq!(runs.held, MOST_HELD_IN_ALL);
+        runs.in_order(0);
+        assert_eq!(runs.held, MOST_HELD_IN_ALL - MOST_HELD, "an ended run gives its room back");
     }
 
     #[test]
