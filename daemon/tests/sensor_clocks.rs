@@ -191,8 +191,9 @@ async fn a_sensor_whose_clock_went_back_is_re_anchored_and_judged_again() {
 /// An outside tester's house moved while its box's clock had just gone back 3 hours: the move
 /// came in the run of readings older than the last judged one, which were never judged (the
 /// rules restarted from the reading that re-anchored the box), and the red never came. Here the
-/// low reading is the run's first; it is judged once the run re-anchors the probe, and its alarm
-/// is labelled on this box's clock, not 3 hours early by the probe's.
+/// low reading is the run's first; it is judged once the run re-anchors the probe, its alarm is
+/// labelled on this box's clock, not 3 hours early by the probe's, and installers hear that the
+/// probe's clock is behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_that_came_while_a_clock_went_back_are_judged_once_it_is_re_anchored() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
@@ -217,6 +218,14 @@ async fn readings_that_came_while_a_clock_went_back_are_judged_once_it_is_re_anc
     assert!((at_ms - now).abs() < 60_000, "labelled {} s from when it came", (at_ms - now) / 1000);
     let text = metrics(http_port).await;
     assert_eq!(metric(&text, "gridwatch_sensor_clock_reanchors_total"), Some(1.0), "{text}");
+    // Its clock stays 3 hours behind: installers are told, though its readings are placed at
+    // their arrival (before, only `/healthz` and the log said so).
+    for i in 3..6 {
+        mosquitto.publish(canal, &water(7.0, back + i * 1000)).unwrap();
+    }
+    let behind = |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == "test-clock-behind" && b["sensor"] == "canal-02";
+    let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(behind) }).await;
+    assert!(told, "no clock-behind alarm; webhook got {:?}", webhook.bodies());
     daemon.stop();
 }
 

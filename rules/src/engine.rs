@@ -219,6 +219,10 @@ pub(crate) struct SensorRef {
     /// Since when its readings carry nothing its building's rules can read (a lost axis,
     /// renamed fields); [`Millis::MIN`] while they do. Not saved: a restart watches again.
     pub unreadable_since: Millis,
+    /// How much later than its own stamps its readings are placed (its clock went back and the
+    /// daemon re-anchored it): lag checks judge its own stamp. 0 while its time is believed.
+    /// Not saved: the daemon sets it with every reading ([`Engine::set_stamp_offset`]).
+    pub stamp_offset: Millis,
 }
 
 /// What the engine keeps of one sensor besides its states (which are in [`States`]).
@@ -368,6 +372,16 @@ impl Engine {
         self.clock_true = clock_true;
     }
 
+    /// The sensor's next readings are placed `offset` ms later than their own stamps say (the
+    /// daemon placed them at their arrival after its clock went back): its `clock_behind`
+    /// checks judge the stamps, so installers hear of a device clock hours behind, which the
+    /// placed times no longer show.
+    pub fn set_stamp_offset(&mut self, subject: SubjectId, offset: Millis) {
+        if let Some(sensor) = self.sensors.get_mut(subject.0) {
+            sensor.stamp_offset = offset;
+        }
+    }
+
     /// Every no-data watch begins again at `at` (a daemon that starts on a restored state):
     /// none opens before a whole timeout has passed since — see [`SilenceState::tick`].
     pub fn watch_silences_from(&mut self, at: Millis) {
@@ -385,7 +399,8 @@ impl Engine {
         states.stages.shrink_to_fit();
         states.checks.shrink_to_fit();
         states.thermal.shrink_to_fit();
-        let sensors = subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms, unreadable_since: Millis::MIN }).collect();
+        let sensors =
+            subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms, unreadable_since: Millis::MIN, stamp_offset: 0 }).collect();
         Engine {
             rules,
             sensors,
@@ -513,6 +528,7 @@ impl Engine {
         }
         let unreadable = self.unreadable_by_its_building(slot, fields);
         let sensor = &mut self.sensors[subject.0];
+        let stamped = at.saturating_sub(sensor.stamp_offset);
         sensor.unreadable_since = match (unreadable, sensor.unreadable_since) {
             (false, _) => Millis::MIN,
             (true, Millis::MIN) => at,
@@ -578,7 +594,7 @@ impl Engine {
                 // Against a clock that is not true time a lag says nothing of the device's.
                 Some(now) if matches!(state, CheckState::ClockBehind(_)) => {
                     if self.clock_true {
-                        lag_check(rule, planned.variant(), state, at, now)
+                        lag_check(rule, planned.variant(), state, stamped, now)
                     } else {
                         None
                     }

@@ -558,6 +558,9 @@ impl Pipeline {
         self.live.record(sample.sensor, sample.ts, &sample.fields, !sample.clock_untrusted);
         let started = std::time::Instant::now();
         let mut placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
+        if sample.own_time {
+            self.engine.set_stamp_offset(SubjectId(sample.sensor), placed - sample.ts);
+        }
         let mut observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
         if observed == Observed::OutOfOrder {
             self.metrics.samples_out_of_order.inc();
@@ -569,6 +572,9 @@ impl Pipeline {
                 run.pop();
                 for earlier in run {
                     let at = self.timeline.place(earlier.sensor, earlier.ts, earlier.own_time);
+                    if earlier.own_time {
+                        self.engine.set_stamp_offset(SubjectId(earlier.sensor), at - earlier.ts);
+                    }
                     if self.engine.observe(SubjectId(earlier.sensor), at, &earlier.fields, events) == Observed::Evaluated {
                         self.metrics.samples_accepted.inc();
                         self.budget.judged_since += 1;
@@ -576,6 +582,9 @@ impl Pipeline {
                     self.emit(events, Source::Timeline).await;
                 }
                 placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
+                if sample.own_time {
+                    self.engine.set_stamp_offset(SubjectId(sample.sensor), placed - sample.ts);
+                }
                 observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
             }
         }
