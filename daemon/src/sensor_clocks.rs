@@ -157,15 +157,24 @@ impl Lags {
 pub struct OutOfOrder<T = ()> {
     /// Sensors in a run: readings refused so far, when the run began, and the newest
     /// [`MOST_HELD`] of its readings. Only sensors in a run are here.
-    runs: HashMap<usize, (u32, Instant, VecDeque<T>)>,
+    runs: HashMap<usize, Run<T>>,
     after_readings: u32,
     after: Duration,
     /// Readings held in all runs.
     held: usize,
 }
 
+/// A run: readings refused so far, when it began, and its held readings with their arrival.
+type Run<T> = (u32, Instant, VecDeque<(Instant, T)>);
+
 /// The most readings of one run held for judging (10 minutes of readings every second).
 pub const MOST_HELD: usize = 600;
+/// A run that ends because the sensor's readings caught up with its last judged one (its clock
+/// went back less than `reanchor_after_secs`) is judged when its readings came one by one, as a
+/// device reports, at least this far apart on average — not a broker's burst of redelivered
+/// copies, which come milliseconds apart.
+pub const CAUGHT_UP_SPACING: Duration = Duration::from_secs(1);
+
 /// The most readings held in all runs together (a gateway whose clock went back takes all its
 /// sensors into runs at once): about 10 MB.
 pub const MOST_HELD_IN_ALL: usize = 100_000;
@@ -196,7 +205,7 @@ impl<T> OutOfOrder<T> {
             self.held -= 1;
         }
         if self.held < MOST_HELD_IN_ALL {
-            held.push_back(reading);
+            held.push_back((now, reading));
             self.held += 1;
         }
         let due = *count >= self.after_readings && now.saturating_duration_since(*since) >= self.after;
@@ -205,7 +214,26 @@ impl<T> OutOfOrder<T> {
         }
         let (_, _, held) = self.runs.remove(&sensor)?;
         self.held -= held.len();
-        Some(held.into())
+        Some(held.into_iter().map(|(_, reading)| reading).collect())
+    }
+
+    /// Whether `sensor` is in a run.
+    pub fn in_run(&self, sensor: usize) -> bool {
+        !self.runs.is_empty() && self.runs.contains_key(&sensor)
+    }
+
+    /// A reading of `sensor` came in order again at `now`, before its run was long enough: its
+    /// clock went back a little and has caught up. The run's readings, oldest first, when they
+    /// came as a device reports them (two or more, [`CAUGHT_UP_SPACING`] apart on average, the
+    /// last of them as far before `now`); `None` for a burst of redelivered copies. The run is
+    /// over either way.
+    pub fn caught_up(&mut self, sensor: usize, now: Instant) -> Option<Vec<T>> {
+        let (_, _, held) = self.runs.remove(&sensor)?;
+        self.held -= held.len();
+        let (first, last) = (held.front()?.0, held.back()?.0);
+        let spaced = |from: Instant, to: Instant, gaps: u32| to.saturating_duration_since(from) >= CAUGHT_UP_SPACING * gaps;
+        let one_by_one = held.len() >= 2 && spaced(first, last, held.len() as u32 - 1) && spaced(last, now, 1);
+        one_by_one.then(|| held.into_iter().map(|(_, reading)| reading).collect())
     }
 }
 
@@ -297,6 +325,26 @@ mod tests {
         assert!(runs.refused(2, minutes(9), "other").is_none(), "each sensor has its own run");
         assert_eq!(runs.refused(1, minutes(10), "d"), Some(vec!["a", "b", "c", "d"]), "three readings over ten minutes: the clock went back");
         assert!(runs.refused(1, minutes(11), "e").is_none(), "the run starts over after a re-anchor");
+    }
+
+    #[test]
+    fn a_run_that_caught_up_is_judged_when_its_readings_came_one_by_one_not_in_a_burst() {
+        let mut runs = OutOfOrder::new(3, Duration::from_secs(600));
+        let t0 = Instant::now();
+        let seconds = |s: u64| t0 + Duration::from_secs(s);
+        for s in [0, 5, 10] {
+            assert!(runs.refused(1, seconds(s), s).is_none());
+        }
+        assert!(runs.in_run(1));
+        assert_eq!(runs.caught_up(1, seconds(15)), Some(vec![0, 5, 10]), "a clock 15 s back, a reading every 5 s");
+        assert!(!runs.in_run(1) && runs.held == 0);
+        for _ in 0..50 {
+            assert!(runs.refused(2, t0, 0).is_none());
+        }
+        assert_eq!(runs.caught_up(2, t0 + Duration::from_millis(30)), None, "a redelivered burst is dropped");
+        assert_eq!(runs.held, 0);
+        assert!(runs.refused(3, t0, 0).is_none());
+        assert_eq!(runs.caught_up(3, seconds(5)), None, "one reading alone is not a run worth judging again");
     }
 
     #[test]

@@ -30,6 +30,15 @@ clock_ahead = "10m"
 severity = "warning"
 
 [[rule]]
+id = "test-tilt-sudden"
+kind = "tilt"
+value = "hypot(x, y)"
+baseline = "recent 1h"   # the shipped tilt-sudden's level, without its agreement
+smooth = "steady 2"
+at_least = 0.08
+severity = "danger"
+
+[[rule]]
 id = "test-clock-behind"
 kind = "water"
 clock_behind = "1h"
@@ -60,6 +69,11 @@ site = "east-canal"
 id = "ditch-03"
 kind = "water"
 site = "east-canal"
+
+[[sensor]]
+id = "house-21"
+kind = "tilt"
+site = "north-lane"
 
 [rules]
 builtin_packs = false
@@ -226,6 +240,62 @@ async fn readings_that_came_while_a_clock_went_back_are_judged_once_it_is_re_anc
     let behind = |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == "test-clock-behind" && b["sensor"] == "canal-02";
     let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(behind) }).await;
     assert!(told, "no clock-behind alarm; webhook got {:?}", webhook.bodies());
+    daemon.stop();
+}
+
+/// An outside re-tester's box jumped in the first reading after its clock went back: the run's
+/// readings were judged with the windows started again, so the jump became the new level and no
+/// red came. The windows now go on from the level before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jump_in_the_first_reading_after_a_clock_went_back_is_red() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let webhook = WebhookReceiver::start(Vec::new()).await;
+    let ingest = "max_future_skew_secs = 300\nreanchor_after_readings = 3\nreanchor_after_secs = 0";
+    let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, ingest).await;
+    let house = "gridwatch/north-lane/house-21/telemetry";
+    let tilt = |x: f64, ts: i64| format!(r#"{{"x": {x}, "y": -0.12, "ts": {ts}}}"#);
+    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
+    // Ten minutes of the box standing still, then its clock goes back an hour as the wall jumps 0.3°.
+    let now = now_ms();
+    for minute in (1..=10).rev() {
+        mosquitto.publish(house, &tilt(0.31, now - minute * 60_000)).unwrap();
+    }
+    let judged =
+        wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= before + 10.0 }).await;
+    assert!(judged, "{:?}", daemon.stderr());
+    let back = now - 3_600_000;
+    for i in 0..3 {
+        mosquitto.publish(house, &tilt(0.61, back + i * 1000)).unwrap();
+    }
+    let red = |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == "test-tilt-sudden" && b["sensor"] == "house-21";
+    let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(red) }).await;
+    assert!(told, "no red for the jump; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+    daemon.stop();
+}
+
+/// An outside re-tester's probe whose clock went back 3 minutes (less than the re-anchoring
+/// waits for): its readings were older than the last judged one until its clock caught up, and
+/// a minute of very low oxygen among them was never judged. They are judged once it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_of_a_clock_that_went_back_a_little_are_judged_once_it_catches_up() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let webhook = WebhookReceiver::start(Vec::new()).await;
+    let ingest = "max_future_skew_secs = 300\nreanchor_after_readings = 10\nreanchor_after_secs = 600";
+    let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, ingest).await;
+    let canal = "gridwatch/east-canal/canal-02/telemetry";
+    let now = now_ms();
+    mosquitto.publish(canal, &water(7.0, now)).unwrap();
+    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
+    assert!(wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) > before }).await);
+    // Back 3 seconds' worth below the last judged reading, one reading a second and a bit.
+    for (i, r#do) in [1.2, 7.0, 7.0].into_iter().enumerate() {
+        mosquitto.publish(canal, &water(r#do, now - 3_000 + i as i64 * 1000)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert!(webhook.bodies().is_empty(), "nothing judged yet: {:?}", webhook.bodies());
+    // Caught up: newer than the last judged one.
+    mosquitto.publish(canal, &water(7.0, now + 1000)).unwrap();
+    assert!(canal_alarm(&webhook).await, "the low reading was never judged; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
     daemon.stop();
 }
 

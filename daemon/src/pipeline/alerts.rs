@@ -205,7 +205,7 @@ mod tests {
         };
         let alert = alert_of(&event, rule, &sensor, Some(event.since), crate::local_time::DEFAULT, &text::Places::default());
         assert_eq!(alert.messages["en"], "east-yard B2 (house-03): wall tilt changed 7.3‰ since installation — danger");
-        assert_eq!(alert.messages["zh"], "east-yardB2（house-03）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
+        assert_eq!(alert.messages["zh"], "east-yard B2（house-03）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
         assert_eq!(alert.message(), alert.messages["en"]);
 
         let cleared = RuleEvent { kind: EventKind::Cleared, value: 0.1, ..event };
@@ -238,12 +238,12 @@ mod tests {
         let messages =
             |event: &RuleEvent, rule: &Rule| alert_of(event, rule, &sensor, Some(event.since), crate::local_time::DEFAULT, &text::Places::default()).messages;
         let lone = messages(&event(gridwatch_rules::Severity::Alarm, 1, 2), rule);
-        assert_eq!(lone["zh"], "east-yardB2（未经确认：同楼2个监测仪中仅1个报警）墙体倾斜较安装时变化7.3‰，已达危险值，橙色预警");
+        assert_eq!(lone["zh"], "east-yard B2（未经确认：同楼2个监测仪中仅1个报警）墙体倾斜较安装时变化7.3‰，已达危险值，橙色预警");
         assert_eq!(lone["en"], "east-yard B2 (unconfirmed: only 1 of the building's 2 boxes): wall tilt changed 7.3‰ since installation — alarm");
         let agreed = messages(&event(gridwatch_rules::Severity::Danger, 2, 3), rule);
-        assert_eq!(agreed["zh"], "east-yardB2（3个传感器中2个一致）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
+        assert_eq!(agreed["zh"], "east-yard B2（3个传感器中2个一致）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
         assert_eq!(agreed["en"], "east-yard B2 (2 of 3 sensors): wall tilt changed 7.3‰ since installation — danger");
-        assert!(messages(&event(gridwatch_rules::Severity::Danger, 1, 1), rule)["zh"].starts_with("east-yardB2（house-03）"));
+        assert!(messages(&event(gridwatch_rules::Severity::Danger, 1, 1), rule)["zh"].starts_with("east-yard B2（house-03）"));
 
         let source = gridwatch_rules::RuleSource {
             name: "test".into(),
@@ -253,9 +253,9 @@ mod tests {
         };
         let rules = gridwatch_rules::RuleSet::compile(&[source]).unwrap();
         let lone = messages(&event(gridwatch_rules::Severity::Alarm, 1, 2), &rules.rules[0]);
-        assert_eq!(lone["zh"], "east-yardB2墙体倾斜7.31°（未经确认：同楼2个监测仪中仅1个报警）");
+        assert_eq!(lone["zh"], "east-yard B2墙体倾斜7.31°（未经确认：同楼2个监测仪中仅1个报警）");
         assert_eq!(lone["en"], "east-yard B2: wall leans 7.31° (unconfirmed: only 1 of the building's 2 boxes)");
-        assert_eq!(messages(&event(gridwatch_rules::Severity::Danger, 2, 2), &rules.rules[0])["zh"], "east-yardB2墙体倾斜7.31°", "agreed: as before");
+        assert_eq!(messages(&event(gridwatch_rules::Severity::Danger, 2, 2), &rules.rules[0])["zh"], "east-yard B2墙体倾斜7.31°", "agreed: as before");
     }
 
     /// A value rounded onto the limit it broke read as one within it (an outside tester's NH3-N

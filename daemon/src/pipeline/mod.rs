@@ -555,37 +555,37 @@ impl Pipeline {
             self.emit(events, Source::Timeline).await;
             return;
         }
-        self.live.record(sample.sensor, sample.ts, &sample.fields, !sample.clock_untrusted);
+        // A sensor re-anchored after its clock went back is shown at its arrival, not hours old
+        // (`watch` showed a box reporting every 3 s as 10,802 s old).
+        let shown_at = if sample.own_time && !self.timeline.believes(sample.sensor) && self.clock.synchronized() { self.clock.now() } else { sample.ts };
+        self.live.record(sample.sensor, shown_at, &sample.fields, !sample.clock_untrusted);
         let started = std::time::Instant::now();
+        let subject = SubjectId(sample.sensor);
         let mut placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
-        if sample.own_time {
-            self.engine.set_stamp_offset(SubjectId(sample.sensor), placed - sample.ts);
+        // Its clock went back less than the re-anchoring waits for, and its readings caught up
+        // with the last judged one: the readings that came meanwhile are judged first (a DO drop
+        // within a 3-minute step back was never judged).
+        if self.out_of_order.in_run(sample.sensor) && self.engine.last_at(subject).is_none_or(|last| placed >= last) {
+            if let Some(run) = self.out_of_order.caught_up(sample.sensor, tokio::time::Instant::now()) {
+                self.judge_run(&sample, run, events).await;
+                placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
+            }
         }
-        let mut observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
+        if sample.own_time {
+            self.engine.set_stamp_offset(subject, placed - sample.ts);
+        }
+        let mut observed = self.engine.observe(subject, placed, &sample.fields, events);
         if observed == Observed::OutOfOrder {
             self.metrics.samples_out_of_order.inc();
-            self.engine.heard_unjudged(SubjectId(sample.sensor), events);
+            self.engine.heard_unjudged(subject, events);
             if let Some(mut run) = self.out_of_order.refused(sample.sensor, tokio::time::Instant::now(), sample.clone()) {
-                // Its clock went back: the run's earlier readings are judged first, in order,
-                // placed as far before this one as their own times say.
-                self.reanchor(sample.sensor, sample.ts);
                 run.pop();
-                for earlier in run {
-                    let at = self.timeline.place(earlier.sensor, earlier.ts, earlier.own_time);
-                    if earlier.own_time {
-                        self.engine.set_stamp_offset(SubjectId(earlier.sensor), at - earlier.ts);
-                    }
-                    if self.engine.observe(SubjectId(earlier.sensor), at, &earlier.fields, events) == Observed::Evaluated {
-                        self.metrics.samples_accepted.inc();
-                        self.budget.judged_since += 1;
-                    }
-                    self.emit(events, Source::Timeline).await;
-                }
+                self.judge_run(&sample, run, events).await;
                 placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
                 if sample.own_time {
-                    self.engine.set_stamp_offset(SubjectId(sample.sensor), placed - sample.ts);
+                    self.engine.set_stamp_offset(subject, placed - sample.ts);
                 }
-                observed = self.engine.observe(SubjectId(sample.sensor), placed, &sample.fields, events);
+                observed = self.engine.observe(subject, placed, &sample.fields, events);
             }
         }
         self.metrics.rule_evaluation_seconds.observe(started.elapsed().as_secs_f64());
@@ -632,16 +632,44 @@ impl Pipeline {
         }
     }
 
-    /// The sensor's clock went back: judge it again from its current time (baselines and
-    /// incidents stay), count it, and warn once.
-    fn reanchor(&mut self, sensor: usize, at: gridwatch_rules::Millis) {
-        self.engine.rewind(SubjectId(sensor));
+    /// `sample`'s sensor's clock went back: it is placed at its arrival from now on, and `run`,
+    /// the readings that came meanwhile (oldest first, without `sample`), are judged first,
+    /// placed as far before it as their own times say. Its windows go on when the run lands
+    /// after its last judged reading (a jump in the run's first readings is seen against the
+    /// level before it: an outside re-tester's was never red when they started again), and
+    /// start again when it does not (its clock had run ahead).
+    async fn judge_run(&mut self, sample: &Sample, run: Vec<Sample>, events: &mut Vec<RuleEvent>) {
+        let subject = SubjectId(sample.sensor);
+        let offset = self.timeline.now() - sample.ts;
+        let first = run.first().map_or(sample.ts, |earliest| earliest.ts).saturating_add(offset);
+        let windows_go_on = self.engine.last_at(subject).is_none_or(|last| first > last);
+        self.reanchor(sample.sensor, sample.ts, !windows_go_on);
+        for earlier in run {
+            let at = self.timeline.place(earlier.sensor, earlier.ts, earlier.own_time);
+            if earlier.own_time {
+                self.engine.set_stamp_offset(subject, at - earlier.ts);
+            }
+            if self.engine.observe(subject, at, &earlier.fields, events) == Observed::Evaluated {
+                self.metrics.samples_accepted.inc();
+                self.budget.judged_since += 1;
+            }
+            self.emit(events, Source::Timeline).await;
+        }
+    }
+
+    /// The sensor's clock went back: it is placed at its arrival from its reading stamped `at`
+    /// on (baselines and incidents stay; its windows start again when `rewind`), counted, and
+    /// warned of once.
+    fn reanchor(&mut self, sensor: usize, at: gridwatch_rules::Millis, rewind: bool) {
+        if rewind {
+            self.engine.rewind(SubjectId(sensor));
+        }
         self.timeline.reanchor(sensor, at);
         self.metrics.sensor_clock_reanchors.inc();
         self.unsaved = true;
         let Some(id) = self.sensors.get(sensor).map(|s| s.id.clone()) else { return };
         if self.clocks.note(sensor, &id, ClockProblem::SteppedBack, tokio::time::Instant::now()) {
-            tracing::warn!(sensor = %id, reading_at = %crate::clock::rfc3339(at), "sensor clock went back: its readings kept coming older than the last judged one; judged again from this reading");
+            tracing::warn!(sensor = %id, reading_at = %crate::clock::rfc3339(at), "sensor clock went back: its readings came older than the last judged one; placed at their arrival from this reading on, the ones that came meanwhile judged first");
         }
     }
 
