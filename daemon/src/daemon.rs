@@ -214,7 +214,7 @@ fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, cloc
         Some(loaded) => loaded,
         None => crate::rule_files::load(&config.rules.paths, config.rules.builtin_packs).context("loading rules")?,
     };
-    for warning in crate::reload::rules_matching_nothing(&rules, &config.sensors) {
+    for warning in crate::reload::rule_scope_warnings(&rules, &config.sensors) {
         tracing::warn!("{warning}");
     }
     let rule_count = rules.rules.len();

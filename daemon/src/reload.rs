@@ -239,12 +239,13 @@ pub fn subjects(sensors: &[SensorConfig]) -> Vec<gridwatch_rules::Subject> {
         .collect()
 }
 
-/// Rules of the operator's own files that no sensor of this inventory falls under, as
-/// "rules.d/tilt.toml:12: rule `x` matches no sensor here: no sensor `house-7`": a typo in a
-/// sensor, grid, site or building name leaves a rule watching nothing, and nothing else would
-/// say so. Warnings, not errors: one rule file may serve several boxes. The shipped packs are
-/// left out (a box without water probes runs the water packs idle).
-pub fn rules_matching_nothing(rules: &RuleSet, sensors: &[SensorConfig]) -> Vec<String> {
+/// Rules of the operator's own files that no sensor of this inventory falls under, or that name
+/// a sensor, site, building or grid it does not have, as "rules.d/tilt.toml:12: rule `x` matches
+/// no sensor of this configuration: no sensor `house-7`": a typo in a name leaves a rule (or one
+/// box of its list) unwatched, and nothing else would say so. Warnings, not errors: one rule
+/// file may serve several boxes. The shipped packs are left out (a box without water probes
+/// runs the water packs idle).
+pub fn rule_scope_warnings(rules: &RuleSet, sensors: &[SensorConfig]) -> Vec<String> {
     let subjects = subjects(sensors);
     let unknown = |listed: &[String], known: &dyn Fn(&gridwatch_rules::Subject) -> Option<String>, what: &str| {
         listed
@@ -257,15 +258,20 @@ pub fn rules_matching_nothing(rules: &RuleSet, sensors: &[SensorConfig]) -> Vec<
         .rules
         .iter()
         .filter(|rule| !rule.origin.file.starts_with("builtin:"))
-        .filter(|rule| !subjects.iter().any(|subject| rule.scope.matches(subject)))
-        .map(|rule| {
+        .filter_map(|rule| {
             let scope = &rule.scope;
             let mut why = unknown(&scope.sensors, &|s| Some(s.id.to_string()), "sensor");
             why.extend(unknown(&scope.sites, &|s| Some(s.site.to_string()), "site"));
             why.extend(unknown(&scope.buildings, &|s| s.building.as_ref().map(|b| b.to_string()), "building"));
             why.extend(unknown(&scope.grids, &|s| s.grid.as_ref().map(|g| g.to_string()), "grid"));
-            let why = if why.is_empty() { "no sensor has all it asks for (kind, place and tags together)".to_string() } else { why.join(", ") };
-            format!("{}:{}: rule `{}` matches no sensor of this configuration: {why}", rule.origin.file, rule.origin.line, rule.id)
+            let matches_some = subjects.iter().any(|subject| rule.scope.matches(subject));
+            let (what, why) = match (matches_some, why.is_empty()) {
+                (true, true) => return None,
+                (true, false) => ("names what this configuration does not have", why.join(", ")),
+                (false, true) => ("matches no sensor of this configuration", "no sensor has all it asks for (kind, place and tags together)".to_string()),
+                (false, false) => ("matches no sensor of this configuration", why.join(", ")),
+            };
+            Some(format!("{}:{}: rule `{}` {what}: {why}", rule.origin.file, rule.origin.line, rule.id))
         })
         .collect()
 }

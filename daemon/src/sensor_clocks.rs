@@ -9,8 +9,11 @@
 //! - **stepped back**: the engine refuses a reading older than the sensor's last judged one
 //!   (`samples_out_of_order`). A short run of those is a redelivery; a sensor that keeps sending
 //!   older readings for `reanchor_after_readings` readings *and* `reanchor_after_secs` had its
-//!   clock reset or corrected. [`OutOfOrder`] says when; the pipeline then re-anchors it
-//!   (`Engine::rewind`, `sensor_clock_reanchors`) and judges the reading.
+//!   clock reset or corrected. [`OutOfOrder`] holds the run's readings and says when; the
+//!   pipeline then re-anchors it (`sensor_clock_reanchors`; `Engine::rewind` only when the run
+//!   cannot land after its last judged reading) and judges the run, oldest first. A run whose
+//!   readings catch up with the last judged one before that (a clock back less than the wait)
+//!   is judged then, if its readings came one by one as a device sends them.
 //! - **behind**: judged readings keep coming stamped further behind this box's clock than
 //!   `[ingest] clock_behind_secs`, for `clock_behind_for_secs` without the lag shrinking — the
 //!   rules' `clock_behind` criterion ([`LagState`]), with the shipped rule's settings by default. A backlog sent after a link outage is stamped hours behind too,

@@ -299,7 +299,8 @@ fn validate_warns_of_a_rule_that_matches_no_sensor_and_names_the_typo() {
         dir.path().join("r.toml"),
         "[[rule]]\nid = \"typo-sensor\"\nkind = \"tilt\"\nsensors = [\"house-7\"]\nvalue = \"x\"\nabove = 1\nseverity = \"warning\"\n\n\
          [[rule]]\nid = \"typo-grid\"\nkind = \"tilt\"\ngrids = [\"grid3\"]\nvalue = \"x\"\nabove = 1\nseverity = \"warning\"\n\n\
-         [[rule]]\nid = \"fine\"\nkind = \"tilt\"\nsensors = [\"house-07\"]\nvalue = \"x\"\nabove = 1\nseverity = \"warning\"\n",
+         [[rule]]\nid = \"fine\"\nkind = \"tilt\"\nsensors = [\"house-07\"]\nvalue = \"x\"\nabove = 1\nseverity = \"warning\"\n\n\
+         [[rule]]\nid = \"one-typo\"\nkind = \"tilt\"\nsensors = [\"house-07\", \"house-99\"]\nvalue = \"x\"\nabove = 1\nseverity = \"warning\"\n",
     )
     .unwrap();
     let (code, stdout, stderr) = run(&["validate", "--config", "gridwatch.toml"], dir.path());
@@ -308,4 +309,6 @@ fn validate_warns_of_a_rule_that_matches_no_sensor_and_names_the_typo() {
     assert!(stderr.contains("warning: r.toml:1: rule `typo-sensor` matches no sensor of this configuration: no sensor `house-7`"), "{stderr}");
     assert!(stderr.contains("warning: r.toml:9: rule `typo-grid` matches no sensor of this configuration: no grid `grid3`"), "{stderr}");
     assert!(!stderr.contains("`fine`"), "{stderr}");
+    // One box of a list misspelt leaves that box unwatched (an outside re-tester).
+    assert!(stderr.contains("warning: r.toml:25: rule `one-typo` names what this configuration does not have: no sensor `house-99`"), "{stderr}");
 }

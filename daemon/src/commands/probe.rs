@@ -276,9 +276,11 @@ pub fn report(port: &Path, probed: &Probed) -> String {
         let heard: Vec<String> = probed.unread.iter().map(|(baud, bytes)| format!("{bytes} bytes at {baud} baud")).collect();
         let _ = writeln!(
             out,
-            "no device gridwatch can read on {}, but the port is not silent: {} that no protocol reads (tried WitMotion, gridwatch line protocol, Modbus RTU profiles and addresses 1–16, RION).\nLikely: a wrong baud rate (try --baud auto), a device that answers too slowly or speaks another protocol (check its manual; write a profile), or the RS-485 pair's A and B swapped.",
+            "no device gridwatch can read on {}, but the port is not silent: {} that no protocol reads (tried WitMotion, gridwatch line protocol, Modbus RTU profiles and addresses 1–16, RION).\nLikely: {}a device that answers too slowly or speaks another protocol (check its manual; write a profile), or the RS-485 pair's A and B swapped.",
             port.display(),
-            heard.join(", ")
+            heard.join(", "),
+            // Every rate of `--baud auto` was tried already when more than one was heard.
+            if probed.unread.len() > 1 { "a baud rate outside 9600, 4800, 115200 and 19200 (give it with --baud), " } else { "a wrong baud rate (try --baud auto), " }
         );
         return out;
     }

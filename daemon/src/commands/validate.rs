@@ -16,7 +16,7 @@ pub fn command(config: &Path) -> ExitCode {
     match rule_files::load(&loaded.rules.paths, loaded.rules.builtin_packs) {
         Ok((rules, files)) => {
             println!("ok: {} sensors, {} serial ports, {} rules in {files} files", loaded.sensors.len(), loaded.serial.len(), rules.rules.len());
-            for warning in crate::reload::rules_matching_nothing(&rules, &loaded.sensors) {
+            for warning in crate::reload::rule_scope_warnings(&rules, &loaded.sensors) {
                 eprintln!("warning: {warning}");
             }
             ExitCode::SUCCESS

@@ -256,7 +256,7 @@ pub const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
 /// `[ingest]` keys: default and bounds.
 pub const MAX_FUTURE_SKEW_SECS: (u64, std::ops::RangeInclusive<u64>) = (300, 1..=86_400);
 pub const REANCHOR_AFTER_READINGS: (u64, std::ops::RangeInclusive<u64>) = (3, 1..=1000);
-pub const REANCHOR_AFTER_SECS: (u64, std::ops::RangeInclusive<u64>) = (600, 0..=86_400);
+pub const REANCHOR_AFTER_SECS: (u64, std::ops::RangeInclusive<u64>) = (120, 0..=86_400);
 /// As the shipped `tilt-clock-behind` rule (`clock_behind = "1h"`, `for = "30m"`).
 pub const CLOCK_BEHIND_SECS: (u64, std::ops::RangeInclusive<u64>) = (3_600, 60..=604_800);
 pub const CLOCK_BEHIND_FOR_SECS: (u64, std::ops::RangeInclusive<u64>) = (1_800, 0..=86_400);
