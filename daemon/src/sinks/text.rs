@@ -220,13 +220,34 @@ pub fn sentence(alert: &Alert, wording: Wording) -> String {
     }
 }
 
-/// What is measured, in Chinese: "墙体倾斜", "水质".
+/// What is measured, in Chinese: "墙体倾斜"; for the water, the quantity its condition reads
+/// ("溶解氧", "氨氮"), else "水质" (an operator's rule without a message read "水质1.0 mg/L",
+/// which names no quantity).
 fn what_zh(alert: &Alert) -> &'static str {
     match alert.kind.as_str() {
         "tilt" => "墙体倾斜",
-        "water" => "水质",
+        "water" => alert.condition.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).find_map(water_quantity_zh).unwrap_or("水质"),
         _ => "监测值",
     }
+}
+
+/// A water field's name in Chinese, for the fields the shipped profiles and packs use.
+fn water_quantity_zh(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "do" => "溶解氧",
+        "ph" => "pH",
+        "nh3n" => "氨氮",
+        "codmn" => "高锰酸盐指数",
+        "cod" => "化学需氧量",
+        "bod5" => "五日生化需氧量",
+        "tp" => "总磷",
+        "tn" => "总氮",
+        "turbidity" => "浊度",
+        "cl2" => "余氯",
+        "orp" => "氧化还原电位",
+        "conductivity" => "电导率",
+        _ => return None,
+    })
 }
 
 /// What to do, in one sentence.
@@ -485,6 +506,16 @@ mod tests {
         assert_eq!(sentence(&alert, en), "house-07, north-lane B7: Wall tilt past 7‰ (red) (3.00°)");
         alert.messages.insert("en".into(), "B7 leans".into());
         assert_eq!(sentence(&alert, en), "B7 leans", "a rule's own message as it is");
+    }
+
+    #[test]
+    fn a_water_rule_without_a_message_names_its_quantity() {
+        let mut alert = sample_alert("fired", 1.0);
+        (alert.kind, alert.unit, alert.condition) = ("water".into(), "mg/L".into(), "within(do, -0.2, 25) below 2".into());
+        alert.messages = std::collections::BTreeMap::from([("en".to_string(), alert.title.clone())]);
+        assert!(sentence(&alert, Wording::default()).contains("溶解氧1.0 mg/L"), "{}", sentence(&alert, Wording::default()));
+        alert.condition = "x_custom above 3".into();
+        assert!(sentence(&alert, Wording::default()).contains("水质1.0 mg/L"), "a field it does not know: {}", sentence(&alert, Wording::default()));
     }
 
     #[test]

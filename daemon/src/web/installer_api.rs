@@ -133,16 +133,18 @@ pub async fn status(State(state): State<WebState>) -> Response {
     let Some(api) = state.installer.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     let open = state.store.open_incident_counts().unwrap_or_default();
     let latest = api.live.latest();
+    let silent = api.silent_sensors();
     Json(StatusView {
         version: env!("CARGO_PKG_VERSION").into(),
         sensors: api.sensors.len(),
-        sensors_reporting: latest.iter().filter(|l| l.at_ms.is_some()).count(),
+        // Heard and not silent now (a box silent for hours is not "reporting").
+        sensors_reporting: latest.iter().zip(api.sensors.iter()).filter(|(l, sensor)| l.at_ms.is_some() && !silent.iter().any(|id| **id == *sensor.id)).count(),
         mqtt_connected: state.metrics.mqtt_connected.get() == 1,
         samples_accepted: state.metrics.samples_accepted.get(),
         open_incidents: open,
         spool_points: state.metrics.spool_points.get(),
         degraded: super::health_reasons(&state),
-        silent: api.silent_sensors(),
+        silent,
     })
     .into_response()
 }
