@@ -197,9 +197,10 @@ impl<T> OutOfOrder<T> {
     }
 
     /// A sensor's `reading` was older than its last judged one. `Some`: the run is long enough
-    /// in readings and in time, re-anchor the sensor now and judge the run's readings, oldest
-    /// first, this one last (the run is over).
-    pub fn refused(&mut self, sensor: usize, now: Instant, reading: T) -> Option<Vec<T>> {
+    /// in readings and in time, re-anchor the sensor now and judge the run's readings with when
+    /// each came, oldest first, this one last — only this one when they came as a burst of
+    /// copies rather than one by one (the run is over).
+    pub fn refused(&mut self, sensor: usize, now: Instant, reading: T) -> Option<Vec<(Instant, T)>> {
         let (count, since, held) = self.runs.entry(sensor).or_insert_with(|| (0, now, VecDeque::new()));
         *count = count.saturating_add(1);
         // Full: the run's oldest reading makes way (none is held when this run holds nothing).
@@ -215,9 +216,13 @@ impl<T> OutOfOrder<T> {
         if !due {
             return None;
         }
-        let (_, _, held) = self.runs.remove(&sensor)?;
+        let (_, _, mut held) = self.runs.remove(&sensor)?;
         self.held -= held.len();
-        Some(held.into_iter().map(|(_, reading)| reading).collect())
+        if !one_by_one(&held, now) {
+            // Copies redelivered at once would be judged as new readings at their arrival.
+            held.drain(..held.len().saturating_sub(1));
+        }
+        Some(held.into())
     }
 
     /// Whether `sensor` is in a run.
@@ -226,18 +231,22 @@ impl<T> OutOfOrder<T> {
     }
 
     /// A reading of `sensor` came in order again at `now`, before its run was long enough: its
-    /// clock went back a little and has caught up. The run's readings, oldest first, when they
-    /// came as a device reports them (two or more, [`CAUGHT_UP_SPACING`] apart on average, the
-    /// last of them as far before `now`); `None` for a burst of redelivered copies. The run is
-    /// over either way.
-    pub fn caught_up(&mut self, sensor: usize, now: Instant) -> Option<Vec<T>> {
+    /// clock went back and has caught up, or was set right again. The run's readings with when
+    /// each came, oldest first, when they came as a device reports them ([`one_by_one`]);
+    /// `None` for a burst of redelivered copies. The run is over either way.
+    pub fn caught_up(&mut self, sensor: usize, now: Instant) -> Option<Vec<(Instant, T)>> {
         let (_, _, held) = self.runs.remove(&sensor)?;
         self.held -= held.len();
-        let (first, last) = (held.front()?.0, held.back()?.0);
-        let spaced = |from: Instant, to: Instant, gaps: u32| to.saturating_duration_since(from) >= CAUGHT_UP_SPACING * gaps;
-        let one_by_one = held.len() >= 2 && spaced(first, last, held.len() as u32 - 1) && spaced(last, now, 1);
-        one_by_one.then(|| held.into_iter().map(|(_, reading)| reading).collect())
+        one_by_one(&held, now).then(|| held.into())
     }
+}
+
+/// Whether `held` came one by one as a device reports (two or more, [`CAUGHT_UP_SPACING`] apart
+/// on average, the last of them as far before `now`), not as a burst of copies.
+fn one_by_one<T>(held: &VecDeque<(Instant, T)>, now: Instant) -> bool {
+    let (Some((first, _)), Some((last, _))) = (held.front(), held.back()) else { return false };
+    let spaced = |from: Instant, to: Instant, gaps: u32| to.saturating_duration_since(from) >= CAUGHT_UP_SPACING * gaps;
+    held.len() >= 2 && spaced(*first, *last, held.len() as u32 - 1) && (spaced(*last, now, 1) || *last == now)
 }
 
 #[cfg(test)]
@@ -326,7 +335,8 @@ mod tests {
         assert!(runs.refused(1, minutes(5), "b").is_none());
         assert!(runs.refused(1, minutes(9), "c").is_none(), "three readings, but not yet ten minutes");
         assert!(runs.refused(2, minutes(9), "other").is_none(), "each sensor has its own run");
-        assert_eq!(runs.refused(1, minutes(10), "d"), Some(vec!["a", "b", "c", "d"]), "three readings over ten minutes: the clock went back");
+        let run = runs.refused(1, minutes(10), "d").map(|run| run.into_iter().map(|(_, r)| r).collect::<Vec<_>>());
+        assert_eq!(run, Some(vec!["a", "b", "c", "d"]), "three readings over ten minutes: the clock went back");
         assert!(runs.refused(1, minutes(11), "e").is_none(), "the run starts over after a re-anchor");
     }
 
@@ -339,7 +349,8 @@ mod tests {
             assert!(runs.refused(1, seconds(s), s).is_none());
         }
         assert!(runs.in_run(1));
-        assert_eq!(runs.caught_up(1, seconds(15)), Some(vec![0, 5, 10]), "a clock 15 s back, a reading every 5 s");
+        let run = runs.caught_up(1, seconds(15)).map(|run| run.into_iter().map(|(at, r)| (at.duration_since(t0).as_secs(), r)).collect::<Vec<_>>());
+        assert_eq!(run, Some(vec![(0, 0), (5, 5), (10, 10)]), "a clock 15 s back, a reading every 5 s, with when each came");
         assert!(!runs.in_run(1) && runs.held == 0);
         for _ in 0..50 {
             assert!(runs.refused(2, t0, 0).is_none());
@@ -368,9 +379,22 @@ mod tests {
     fn a_run_holds_only_its_newest_readings() {
         let mut runs = OutOfOrder::new(MOST_HELD as u32 + 10, Duration::ZERO);
         let t0 = Instant::now();
-        let judged = (0..MOST_HELD + 10).find_map(|n| runs.refused(1, t0, n)).unwrap();
+        let judged = (0..MOST_HELD + 10).find_map(|n| runs.refused(1, t0 + Duration::from_secs(n as u64), n)).unwrap();
         assert_eq!(judged.len(), MOST_HELD);
-        assert_eq!(judged.first(), Some(&10));
-        assert_eq!(judged.last(), Some(&(MOST_HELD + 9)));
+        assert_eq!(judged.first().map(|(_, n)| *n), Some(10));
+        assert_eq!(judged.last().map(|(_, n)| *n), Some(MOST_HELD + 9));
+    }
+
+    #[test]
+    fn a_run_that_came_as_a_burst_of_copies_is_not_judged_only_its_last_reading() {
+        // An outside re-tester's 40 old copies within a second, at `reanchor_after_secs = 0`:
+        // judged at their arrival, they raised a false red.
+        let mut runs = OutOfOrder::new(3, Duration::ZERO);
+        let t0 = Instant::now();
+        let millis = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(runs.refused(1, millis(0), "a").is_none());
+        assert!(runs.refused(1, millis(20), "b").is_none());
+        let run = runs.refused(1, millis(40), "c").unwrap();
+        assert_eq!(run.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), vec!["c"]);
     }
 }

@@ -223,8 +223,10 @@ async fn readings_that_came_while_a_clock_went_back_are_judged_once_it_is_re_anc
     assert!(wait_for(10 * SECOND, || judged(before + 1.0)).await);
     // The probe's clock goes back 3 hours; its oxygen drops at once, then recovers.
     let back = now - 3 * 3_600_000;
+    // One by one, as a probe reports (a burst of old copies is not judged as new readings).
     for (i, r#do) in [1.2, 7.0, 7.0].into_iter().enumerate() {
-        mosquitto.publish(canal, &water(r#do, back + i as i64 * 1000)).unwrap();
+        mosquitto.publish(canal, &water(r#do, back + i as i64 * 1100)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     }
     assert!(canal_alarm(&webhook).await, "the low reading was never judged; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
     let alarm = webhook.bodies().into_iter().find(|b| b["event"] == "fired" && b["rule"] == "test-do-low").unwrap();
@@ -265,11 +267,49 @@ async fn a_jump_in_the_first_reading_after_a_clock_went_back_is_red() {
     assert!(judged, "{:?}", daemon.stderr());
     let back = now - 3_600_000;
     for i in 0..3 {
-        mosquitto.publish(house, &tilt(0.61, back + i * 1000)).unwrap();
+        mosquitto.publish(house, &tilt(0.61, back + i * 1100)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     }
     let red = |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == "test-tilt-sudden" && b["sensor"] == "house-21";
     let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(red) }).await;
     assert!(told, "no red for the jump; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+    daemon.stop();
+}
+
+/// A second re-tester's box whose clock went back an hour for a few readings and was then set
+/// right again: the run was placed an hour back, its windows started again, and neither the
+/// jump in it nor one after it was ever red. Now the run is placed at when its readings came,
+/// the windows go on, and the box keeps its own (right) time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jump_while_a_clock_went_back_and_was_set_right_again_is_red_at_its_time() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let webhook = WebhookReceiver::start(Vec::new()).await;
+    let ingest = "max_future_skew_secs = 300\nreanchor_after_readings = 10\nreanchor_after_secs = 600";
+    let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, ingest).await;
+    let house = "gridwatch/north-lane/house-21/telemetry";
+    let tilt = |x: f64, ts: i64| format!(r#"{{"x": {x}, "y": -0.12, "ts": {ts}}}"#);
+    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
+    let now = now_ms();
+    for minute in (1..=10).rev() {
+        mosquitto.publish(house, &tilt(0.31, now - minute * 60_000)).unwrap();
+    }
+    let judged =
+        wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= before + 10.0 }).await;
+    assert!(judged, "{:?}", daemon.stderr());
+    // An hour back for three readings, the wall jumping 0.3° at the first; then set right.
+    let back = now_ms() - 3_600_000;
+    for i in 0..3 {
+        mosquitto.publish(house, &tilt(0.61, back + i * 1100)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    let moved_at = now_ms() - 3300;
+    mosquitto.publish(house, &tilt(0.61, now_ms())).unwrap();
+    let red = |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == "test-tilt-sudden" && b["sensor"] == "house-21";
+    let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(red) }).await;
+    assert!(told, "no red for the jump; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+    let alarm = webhook.bodies().into_iter().find(red).unwrap();
+    let at_ms = alarm["at_ms"].as_i64().unwrap();
+    assert!((at_ms - moved_at).abs() < 30_000, "labelled {} s from when the wall moved (an hour early before)", (at_ms - moved_at) / 1000);
     daemon.stop();
 }
 

@@ -52,7 +52,7 @@ const SLOW: usize = 2;
 /// How much less a slow level's model must leave unexplained than the daily levels' before it is
 /// used (variance): where both explain a wall alike, the daily one's corrections are the ones
 /// the corpus was tuned on.
-const SLOW_MUST_EXPLAIN: f64 = 0.8;
+const SLOW_MUST_EXPLAIN: f64 = 0.9;
 /// How many days the regression remembers (exponential forgetting).
 const MEMORY_DAYS: f64 = 90.0;
 /// The fewest (effective) day pairs before a response counts.

@@ -567,7 +567,9 @@ impl Pipeline {
         // within a 3-minute step back was never judged).
         if self.out_of_order.in_run(sample.sensor) && self.engine.last_at(subject).is_none_or(|last| placed >= last) {
             if let Some(run) = self.out_of_order.caught_up(sample.sensor, tokio::time::Instant::now()) {
-                self.judge_run(&sample, run, events).await;
+                // Its clock is right again (or has caught up): it stays where it is; only the
+                // run is placed at when its readings came.
+                self.judge_run(sample.sensor, run, None, events).await;
                 placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
             }
         }
@@ -580,7 +582,7 @@ impl Pipeline {
             self.engine.heard_unjudged(subject, events);
             if let Some(mut run) = self.out_of_order.refused(sample.sensor, tokio::time::Instant::now(), sample.clone()) {
                 run.pop();
-                self.judge_run(&sample, run, events).await;
+                self.judge_run(sample.sensor, run, Some(sample.ts), events).await;
                 placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
                 if sample.own_time {
                     self.engine.set_stamp_offset(subject, placed - sample.ts);
@@ -632,20 +634,40 @@ impl Pipeline {
         }
     }
 
-    /// `sample`'s sensor's clock went back: it is placed at its arrival from now on, and `run`,
-    /// the readings that came meanwhile (oldest first, without `sample`), are judged first,
-    /// placed as far before it as their own times say. Its windows go on when the run lands
-    /// after its last judged reading (a jump in the run's first readings is seen against the
-    /// level before it: an outside re-tester's was never red when they started again), and
-    /// start again when it does not (its clock had run ahead).
-    async fn judge_run(&mut self, sample: &Sample, run: Vec<Sample>, events: &mut Vec<RuleEvent>) {
-        let subject = SubjectId(sample.sensor);
-        let offset = self.timeline.now() - sample.ts;
-        let first = run.first().map_or(sample.ts, |earliest| earliest.ts).saturating_add(offset);
+    /// `sensor`'s clock went back. `run`, the readings that came older than its last judged
+    /// one (oldest first, with when each came), is judged first, each placed at when it came as
+    /// the run's own times space them; when `reanchor_at` gives the stamp of the reading now
+    /// judged after them, the sensor is placed at its arrival from that reading on (its clock
+    /// stays back), else it keeps its own time (its clock is right again: an outside re-tester's
+    /// box stepped back and then forward was placed an hour back and blind). Its windows go on
+    /// when the run lands after its last judged reading (a jump in the run's first readings is
+    /// seen against the level before it), and start again when it does not (its clock had run
+    /// ahead).
+    async fn judge_run(
+        &mut self,
+        sensor: usize,
+        run: Vec<(tokio::time::Instant, Sample)>,
+        reanchor_at: Option<gridwatch_rules::Millis>,
+        events: &mut Vec<RuleEvent>,
+    ) {
+        let subject = SubjectId(sensor);
+        let now = tokio::time::Instant::now();
+        let came = |at: tokio::time::Instant, timeline_now: gridwatch_rules::Millis| {
+            timeline_now - now.saturating_duration_since(at).as_millis() as gridwatch_rules::Millis
+        };
+        let timeline_now = self.timeline.now();
+        // The run's own clock against when its last reading came (the reading now judged's,
+        // when it is the run's last).
+        let offset = match (reanchor_at, run.last()) {
+            (Some(ts), _) => timeline_now - ts,
+            (None, Some((at, last))) => came(*at, timeline_now) - last.ts,
+            (None, None) => return,
+        };
+        let first = run.first().map_or(timeline_now, |(_, earliest)| earliest.ts.saturating_add(offset));
         let windows_go_on = self.engine.last_at(subject).is_none_or(|last| first > last);
-        self.reanchor(sample.sensor, sample.ts, !windows_go_on);
-        for earlier in run {
-            let at = self.timeline.place(earlier.sensor, earlier.ts, earlier.own_time);
+        self.reanchor(sensor, reanchor_at, !windows_go_on);
+        for (_, earlier) in run {
+            let at = earlier.ts.saturating_add(offset).min(timeline_now);
             if earlier.own_time {
                 self.engine.set_stamp_offset(subject, at - earlier.ts);
             }
@@ -658,18 +680,27 @@ impl Pipeline {
     }
 
     /// The sensor's clock went back: it is placed at its arrival from its reading stamped `at`
-    /// on (baselines and incidents stay; its windows start again when `rewind`), counted, and
-    /// warned of once.
-    fn reanchor(&mut self, sensor: usize, at: gridwatch_rules::Millis, rewind: bool) {
+    /// on, when given (baselines and incidents stay; its windows start again when `rewind`),
+    /// counted, and warned of once.
+    fn reanchor(&mut self, sensor: usize, at: Option<gridwatch_rules::Millis>, rewind: bool) {
         if rewind {
             self.engine.rewind(SubjectId(sensor));
         }
-        self.timeline.reanchor(sensor, at);
+        if let Some(at) = at {
+            self.timeline.reanchor(sensor, at);
+        }
         self.metrics.sensor_clock_reanchors.inc();
         self.unsaved = true;
         let Some(id) = self.sensors.get(sensor).map(|s| s.id.clone()) else { return };
         if self.clocks.note(sensor, &id, ClockProblem::SteppedBack, tokio::time::Instant::now()) {
-            tracing::warn!(sensor = %id, reading_at = %crate::clock::rfc3339(at), "sensor clock went back: its readings came older than the last judged one; placed at their arrival from this reading on, the ones that came meanwhile judged first");
+            match at {
+                Some(at) => {
+                    tracing::warn!(sensor = %id, reading_at = %crate::clock::rfc3339(at), "sensor clock went back: its readings came older than the last judged one; placed at their arrival from this reading on, the ones that came meanwhile judged first")
+                }
+                None => {
+                    tracing::warn!(sensor = %id, "sensor clock went back and caught up (or was set right again): the readings that came older than the last judged one were judged at their arrival")
+                }
+            }
         }
     }
 
