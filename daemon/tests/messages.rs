@@ -171,7 +171,7 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
     // The clear names nobody: a markdown message, in its own words.
     assert_eq!(wecom[2]["msgtype"], "markdown");
     let cleared = wecom[2]["markdown"]["content"].as_str().unwrap();
-    check(cleared, format!("**✅ 已恢复正常 #1**\n北巷社区 7号楼（canal-01）水质已恢复正常，当前7.2 mg/L\n数值已回落，但仍需到场核实后办结。\n时间：{cleared_time}\n[接单 / 到场 / 办结](http://BOX/incident/1?exp=…&sig=…)"));
+    check(cleared, format!("**✅ 已恢复正常 #1**\n北巷社区 7号楼（canal-01）溶解氧已恢复正常，当前7.2 mg/L\n数值已回落，但仍需到场核实后办结。\n时间：{cleared_time}\n[接单 / 到场 / 办结](http://BOX/incident/1?exp=…&sig=…)"));
 
     // DingTalk: markdown with a Chinese title.
     let dingtalk = dingtalk.bodies();
@@ -193,7 +193,7 @@ async fn grid_workers_read_chinese_messages_with_number_local_time_and_a_working
     );
     check(&sms[1], format!("13800000001 【橙色预警】#2 #3 北巷社区 7号楼（canal-02）溶解氧 3.2 mg/L，低于 5 mg/L，橙色预警（本楼共2条） 请尽快到场查看。 {grouped_time} 处理：http://BOX/i/2.…"));
     // The clear names nobody; it goes to the phone that was texted the alarm, and says so.
-    check(&sms[2], format!("13800000001 【已恢复】#1 北巷社区 7号楼（canal-01）水质已恢复正常，当前7.2 mg/L 数值已回落，但仍需到场核实后办结。 {cleared_time} 处理：http://BOX/i/1.…"));
+    check(&sms[2], format!("13800000001 【已恢复】#1 北巷社区 7号楼（canal-01）溶解氧已恢复正常，当前7.2 mg/L 数值已回落，但仍需到场核实后办结。 {cleared_time} 处理：http://BOX/i/1.…"));
 
     // Every link opens its incident, with times in China time.
     for link in &all_links {
