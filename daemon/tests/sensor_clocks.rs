@@ -217,9 +217,10 @@ async fn readings_that_came_while_a_clock_went_back_are_judged_once_it_is_re_anc
     let canal = "gridwatch/east-canal/canal-02/telemetry";
     let judged = |n: f64| async move { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= n };
 
+    // Counted before the reading goes, or it may be judged before it is counted.
+    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
     let now = now_ms();
     mosquitto.publish(canal, &water(7.0, now)).unwrap();
-    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
     assert!(wait_for(10 * SECOND, || judged(before + 1.0)).await);
     // The probe's clock goes back 3 hours; its oxygen drops at once, then recovers.
     let back = now - 3 * 3_600_000;
@@ -323,9 +324,9 @@ async fn readings_of_a_clock_that_went_back_a_little_are_judged_once_it_catches_
     let ingest = "max_future_skew_secs = 300\nreanchor_after_readings = 10\nreanchor_after_secs = 600";
     let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, ingest).await;
     let canal = "gridwatch/east-canal/canal-02/telemetry";
+    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
     let now = now_ms();
     mosquitto.publish(canal, &water(7.0, now)).unwrap();
-    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
     assert!(wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) > before }).await);
     // Back 3 seconds' worth below the last judged reading, one reading a second and a bit.
     for (i, r#do) in [1.2, 7.0, 7.0].into_iter().enumerate() {
