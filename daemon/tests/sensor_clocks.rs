@@ -246,6 +246,35 @@ async fn readings_that_came_while_a_clock_went_back_are_judged_once_it_is_re_anc
     daemon.stop();
 }
 
+const HOUSE: &str = "gridwatch/north-lane/house-21/telemetry";
+
+fn tilt(x: f64, ts: i64) -> String {
+    format!(r#"{{"x": {x}, "y": -0.12, "ts": {ts}}}"#)
+}
+
+/// Ten minutes of `house-21` standing still, judged; returns the time they end at.
+async fn house_standing_still(mosquitto: &Mosquitto, daemon: &Daemon, http_port: u16) -> i64 {
+    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
+    let now = now_ms();
+    for minute in (1..=10).rev() {
+        mosquitto.publish(HOUSE, &tilt(0.31, now - minute * 60_000)).unwrap();
+    }
+    let judged =
+        wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= before + 10.0 }).await;
+    assert!(judged, "{:?}", daemon.stderr());
+    now
+}
+
+/// Three readings of `house-21` stamped an hour before `now`, one a little over a second, the
+/// wall 0.3° further out from the first.
+async fn jump_an_hour_back(mosquitto: &Mosquitto, now: i64) {
+    let back = now - 3_600_000;
+    for i in 0..3 {
+        mosquitto.publish(HOUSE, &tilt(0.61, back + i * 1100)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+}
+
 /// An outside re-tester's box jumped in the first reading after its clock went back: the run's
 /// readings were judged with the windows started again, so the jump became the new level and no
 /// red came. The windows now go on from the level before.
@@ -255,22 +284,9 @@ async fn a_jump_in_the_first_reading_after_a_clock_went_back_is_red() {
     let webhook = WebhookReceiver::start(Vec::new()).await;
     let ingest = "max_future_skew_secs = 300\nreanchor_after_readings = 3\nreanchor_after_secs = 0";
     let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, ingest).await;
-    let house = "gridwatch/north-lane/house-21/telemetry";
-    let tilt = |x: f64, ts: i64| format!(r#"{{"x": {x}, "y": -0.12, "ts": {ts}}}"#);
-    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
     // Ten minutes of the box standing still, then its clock goes back an hour as the wall jumps 0.3°.
-    let now = now_ms();
-    for minute in (1..=10).rev() {
-        mosquitto.publish(house, &tilt(0.31, now - minute * 60_000)).unwrap();
-    }
-    let judged =
-        wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= before + 10.0 }).await;
-    assert!(judged, "{:?}", daemon.stderr());
-    let back = now - 3_600_000;
-    for i in 0..3 {
-        mosquitto.publish(house, &tilt(0.61, back + i * 1100)).unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    }
+    let now = house_standing_still(&mosquitto, &daemon, http_port).await;
+    jump_an_hour_back(&mosquitto, now).await;
     let red = |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == "test-tilt-sudden" && b["sensor"] == "house-21";
     let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(red) }).await;
     assert!(told, "no red for the jump; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
@@ -287,24 +303,11 @@ async fn a_jump_while_a_clock_went_back_and_was_set_right_again_is_red_at_its_ti
     let webhook = WebhookReceiver::start(Vec::new()).await;
     let ingest = "max_future_skew_secs = 300\nreanchor_after_readings = 10\nreanchor_after_secs = 600";
     let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, ingest).await;
-    let house = "gridwatch/north-lane/house-21/telemetry";
-    let tilt = |x: f64, ts: i64| format!(r#"{{"x": {x}, "y": -0.12, "ts": {ts}}}"#);
-    let before = metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0);
-    let now = now_ms();
-    for minute in (1..=10).rev() {
-        mosquitto.publish(house, &tilt(0.31, now - minute * 60_000)).unwrap();
-    }
-    let judged =
-        wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= before + 10.0 }).await;
-    assert!(judged, "{:?}", daemon.stderr());
+    house_standing_still(&mosquitto, &daemon, http_port).await;
     // An hour back for three readings, the wall jumping 0.3° at the first; then set right.
-    let back = now_ms() - 3_600_000;
-    for i in 0..3 {
-        mosquitto.publish(house, &tilt(0.61, back + i * 1100)).unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    }
+    jump_an_hour_back(&mosquitto, now_ms()).await;
     let moved_at = now_ms() - 3300;
-    mosquitto.publish(house, &tilt(0.61, now_ms())).unwrap();
+    mosquitto.publish(HOUSE, &tilt(0.61, now_ms())).unwrap();
     let red = |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == "test-tilt-sudden" && b["sensor"] == "house-21";
     let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(red) }).await;
     assert!(told, "no red for the jump; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
