@@ -212,6 +212,9 @@ pub struct FlatState {
     /// [`LONGEST_RUN_KEPT`] (absent from files saved before it was kept).
     #[serde(default)]
     pub longest_ms: Millis,
+    /// When the sensor's first value came (0: before it was kept, i.e. long known).
+    #[serde(default)]
+    pub first_at: Millis,
 }
 
 /// How much longer than its longest ordinary run a box must repeat itself to count as stuck,
@@ -221,15 +224,29 @@ pub const STUCK_RUN_FACTOR: Millis = 4;
 /// The longest ordinary run kept: a box that once sat still for days must still be told stuck
 /// within [`STUCK_RUN_FACTOR`] times this.
 pub const LONGEST_RUN_KEPT: Millis = 6 * 3_600_000;
+/// The longest run kept when it had raised the alarm and then ended by itself: the box proved
+/// it can sit still that long, so it is not told stuck again at every such run. A box rounding
+/// to 0.01° on a quiet wall sits on one pair of angles for one to three days, and raised
+/// "frozen?" dozens of times a year at 4 × 6 h (the alarm-quality corpus). Told stuck within
+/// [`STUCK_RUN_FACTOR`] times this.
+pub const LONGEST_FALSE_RUN_KEPT: Millis = 48 * 3_600_000;
 /// How long past its latest reading a run counts as lasting when the next reading differs: a
 /// value holds until the next report (up to an hour apart), not through a gap of hours — a box
 /// silent for a day once waited 4 × 6 h ever after to be told stuck (an outside tester).
 pub const RUN_HOLDS_PAST_ITS_LAST: Millis = 3_600_000;
+/// How long a box must have been heard before a flat line given as a duration is judged: until
+/// then nothing is known of how long it sits still. Quiet boxes rounding to 0.01° were told
+/// "frozen?" within hours of their installation (the alarm-quality corpus); a box stuck from its
+/// installation is told after this.
+pub const FIRST_RUNS_LEARNED_FOR: Millis = 24 * 3_600_000;
 
 impl FlatState {
     /// Opens once `samples` identical values in a row have lasted `lasting_ms` — and, when
     /// `lasting_ms` is set, [`STUCK_RUN_FACTOR`] times the longest run the sensor had before.
     pub fn observe(&mut self, value: f64, at: Millis, samples: u32, lasting_ms: Millis) -> Option<Change> {
+        if self.last.get().is_none() && self.first_at == 0 {
+            self.first_at = at;
+        }
         if self.last.get() == Some(value) {
             self.repeats = self.repeats.saturating_add(1);
             self.run_last = at;
@@ -239,7 +256,8 @@ impl FlatState {
                 // Runs that raised the alarm count too: a box that rounds its readings must not
                 // be told stuck at every top of its daily swing.
                 let ended = at.min(self.run_last.max(since).saturating_add(RUN_HOLDS_PAST_ITS_LAST));
-                self.longest_ms = self.longest_ms.max((ended - since).clamp(0, LONGEST_RUN_KEPT));
+                let kept = if self.open { LONGEST_FALSE_RUN_KEPT } else { LONGEST_RUN_KEPT };
+                self.longest_ms = self.longest_ms.max((ended - since).clamp(0, kept));
             }
             self.last = LastValue::of(value);
             self.repeats = 1;
@@ -251,7 +269,8 @@ impl FlatState {
             }
         }
         let needed = if lasting_ms > 0 { lasting_ms.max(STUCK_RUN_FACTOR * self.longest_ms) } else { 0 };
-        if !self.open && self.repeats >= samples && at - self.run_since >= needed {
+        let learned = lasting_ms == 0 || at - self.first_at >= FIRST_RUNS_LEARNED_FOR;
+        if !self.open && learned && self.repeats >= samples && at - self.run_since >= needed {
             self.open = true;
             return Some(Change::Opened { since: self.run_since });
         }
@@ -308,16 +327,51 @@ mod tests {
         assert_eq!(s.tick(101, 100, None), Some(Change::Opened { since: 0 }));
     }
 
+    /// A sensor heard for a day before the test's time 0.
+    fn heard_for_a_day() -> FlatState {
+        FlatState { first_at: -FIRST_RUNS_LEARNED_FOR, ..FlatState::default() }
+    }
+
+    #[test]
+    fn a_box_is_not_told_stuck_before_its_first_day_is_learned() {
+        const HOUR: Millis = 3_600_000;
+        let start = 100 * HOUR;
+        // A quiet box rounding to 0.01°: its first value holds 9 hours, then its readings move.
+        let mut quiet = FlatState::default();
+        let told: Vec<_> = (0..=54).filter_map(|step| quiet.observe(if step < 54 { 1.0 } else { 1.01 }, start + step * HOUR / 6, 3, 2 * HOUR)).collect();
+        assert_eq!(told, vec![], "nothing is known of how long it sits still in its first hours");
+        // A box stuck from its installation is told once it has been heard for a day.
+        let mut stuck = FlatState::default();
+        let told = (0..=200).find_map(|step| stuck.observe(1.0, start + step * HOUR / 6, 3, 2 * HOUR).map(|change| (step, change)));
+        assert_eq!(told, Some((144, Change::Opened { since: start })), "told after 24 h of the same value");
+    }
+
+    #[test]
+    fn a_run_that_raised_the_alarm_and_ended_by_itself_is_learned_beyond_the_usual_cap() {
+        const HOUR: Millis = 3_600_000;
+        let mut f = heard_for_a_day();
+        // Every 10 minutes the same value for 30 hours: told at 2 hours, then it moves by itself.
+        let told: Vec<_> = (0..=180).filter_map(|step| f.observe(if step < 180 { 1.0 } else { 1.01 }, step * HOUR / 6, 3, 2 * HOUR)).collect();
+        assert_eq!(told, vec![Change::Opened { since: 0 }, Change::Closed { since: 0 }]);
+        assert_eq!(f.longest_ms, 30 * HOUR, "a false alarm's run is kept up to {LONGEST_FALSE_RUN_KEPT} ms");
+        // An ordinary run of 10 hours is kept only up to 6 hours.
+        let mut g = heard_for_a_day();
+        for step in 0..=60 {
+            g.observe(if step < 60 { 1.0 } else { 1.01 }, step * HOUR / 6, 3, 12 * HOUR);
+        }
+        assert_eq!(g.longest_ms, LONGEST_RUN_KEPT);
+    }
+
     #[test]
     fn a_box_that_rounds_its_readings_must_repeat_itself_much_longer_than_usual() {
         const HOUR: Millis = 3_600_000;
-        let mut f = FlatState::default();
+        let mut f = heard_for_a_day();
         // Every 10 minutes; the value sits for 3 hours, then changes: an ordinary run.
         for step in 0..=18 {
             assert_eq!(f.observe(1.0, step * HOUR / 6, 3, 2 * HOUR), if step == 12 { Some(Change::Opened { since: 0 }) } else { None });
         }
         assert_eq!(f.observe(1.01, 3 * HOUR + HOUR / 6, 3, 2 * HOUR), Some(Change::Closed { since: 0 }));
-        let mut quantised = FlatState::default();
+        let mut quantised = heard_for_a_day();
         for step in 0..18 {
             quantised.observe(1.0, step * HOUR / 6, 3, 2 * HOUR);
         }
@@ -332,7 +386,7 @@ mod tests {
     fn a_gap_in_the_reports_is_no_run_of_one_value() {
         const HOUR: Millis = 3_600_000;
         // A box that reports every 10 minutes, each value its own, falls silent for 8 hours.
-        let mut f = FlatState::default();
+        let mut f = heard_for_a_day();
         for step in 0..6 {
             f.observe(1.0 + step as f64 * 0.01, step * HOUR / 6, 3, 2 * HOUR);
         }
