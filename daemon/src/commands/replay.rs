@@ -232,7 +232,9 @@ pub struct Tally {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Replay {
     pub samples: usize,
-    pub skipped_unknown: usize,
+    /// Samples of sensors the inventory does not have, by sensor id (a typo in the recording
+    /// or the inventory: named, not only counted).
+    pub skipped_unknown: BTreeMap<String, usize>,
     pub timeline: Vec<Moment>,
     pub tallies: BTreeMap<(String, String), Tally>,
 }
@@ -249,7 +251,7 @@ pub fn to_json(replay: &Replay) -> serde_json::Value {
         .iter()
         .map(|((rule, sensor), t)| serde_json::json!({"rule": rule, "sensor": sensor, "fired": t.fired, "changed": t.changed, "cleared": t.cleared, "active_secs": t.active_ms / 1000, "worst": t.worst.map(Severity::as_str), "open_since": t.open_since.map(rfc3339)}))
         .collect();
-    serde_json::json!({"samples": replay.samples, "skipped_unknown_sensor": replay.skipped_unknown, "timeline": timeline, "rules": tallies})
+    serde_json::json!({"samples": replay.samples, "skipped_unknown_sensor": replay.skipped_unknown.values().sum::<usize>(), "unknown_sensors": replay.skipped_unknown, "timeline": timeline, "rules": tallies})
 }
 
 /// Replays `records` (sorted here by time) between `from` and `to`.
@@ -275,7 +277,7 @@ pub fn replay(rules: RuleSet, sensors: &[SensorConfig], mut records: Vec<Record>
                 engine.observe(SubjectId(i), record.ts, &record.fields, &mut events);
                 result.samples += 1;
             }
-            None => result.skipped_unknown += 1,
+            None => *result.skipped_unknown.entry(record.sensor.clone()).or_default() += 1,
         }
         for event in events.drain(..) {
             let rule = engine.rule(event.rule);
@@ -324,6 +326,25 @@ pub fn replay(rules: RuleSet, sensors: &[SensorConfig], mut records: Vec<Record>
 }
 
 /// The timeline and summary as text.
+/// How many sensors a note names (the rest are counted).
+const NAMED_UNKNOWN_SENSORS: usize = 5;
+
+/// ", 1440 skipped: not in the inventory: house-7 (1200), hous-8 (240)", the most skipped first;
+/// nothing when none was.
+fn skipped_note(unknown: &BTreeMap<String, usize>) -> String {
+    if unknown.is_empty() {
+        return String::new();
+    }
+    let mut by_count: Vec<(&String, &usize)> = unknown.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let named: Vec<String> = by_count.iter().take(NAMED_UNKNOWN_SENSORS).map(|(sensor, n)| format!("{sensor} ({n})")).collect();
+    let more = match unknown.len().saturating_sub(NAMED_UNKNOWN_SENSORS) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(", {} skipped: sensor not in the inventory: {}{more}", unknown.values().sum::<usize>(), named.join(", "))
+}
+
 pub fn render(replay: &Replay) -> String {
     let mut out = String::new();
     for m in &replay.timeline {
@@ -339,15 +360,7 @@ pub fn render(replay: &Replay) -> String {
             m.unit
         );
     }
-    let _ = writeln!(
-        out,
-        "\n{} samples replayed{}",
-        replay.samples,
-        match replay.skipped_unknown {
-            0 => String::new(),
-            n => format!(", {n} skipped (sensor not in the inventory)"),
-        }
-    );
+    let _ = writeln!(out, "\n{} samples replayed{}", replay.samples, skipped_note(&replay.skipped_unknown));
     if replay.tallies.is_empty() {
         let _ = writeln!(out, "no rule fired");
         return out;
@@ -437,6 +450,28 @@ mod tests {
         let tally = &result.tallies[&("do-low".to_string(), "canal-02".to_string())];
         assert_eq!((tally.fired, tally.cleared, tally.active_ms), (1, 1, 20 * 60_000));
         assert!(render(&result).contains("do-low"));
+    }
+
+    #[test]
+    fn samples_of_sensors_not_in_the_inventory_are_named_with_their_counts() {
+        let t0 = 1_795_392_000_000;
+        let record =
+            |m: i64, sensor: &str| Record { ts: t0 + m * 60_000, sensor: sensor.into(), kind: Some(SensorKind::Water), fields: vec![("do".into(), 6.0)] };
+        let known: Vec<Record> = (0..3).map(|m| record(m, "canal-02")).collect();
+        let sensors = inventory_from(&known).unwrap();
+        let mut records = known;
+        records.extend((0..4).map(|m| record(m, "canal-2")));
+        records.extend((0..6).flat_map(|n| (0..=n).map(move |m| record(m, &format!("pond-{n}")))));
+        let result = replay(rules(), &sensors, records, None, None);
+        let text = render(&result);
+        assert!(
+            text.contains(
+                "3 samples replayed, 25 skipped: sensor not in the inventory: pond-5 (6), pond-4 (5), canal-2 (4), pond-3 (4), pond-2 (3) and 2 more"
+            ),
+            "{text}"
+        );
+        let json = to_json(&result);
+        assert_eq!((json["skipped_unknown_sensor"].as_u64(), json["unknown_sensors"]["canal-2"].as_u64()), (Some(25), Some(4)));
     }
 
     #[test]
