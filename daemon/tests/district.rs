@@ -119,7 +119,10 @@ impl Community {
         }
         std::fs::write(dir.path().join("gridwatch.toml"), config).unwrap();
         // A warning closes its incident when the sensor clears: every bad run is its own incident.
-        std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"warning\"\n").unwrap();
+        // A probe that reports `fault` has a device fault, for installers (third test).
+        let rules = "[[rule]]\nid = \"do-low\"\nvalue = \"do\"\nbelow = 5\nseverity = \"warning\"\n\n\
+                     [[rule]]\nid = \"probe-fault\"\nvalue = \"fault\"\nabove = 0\ndevice = true\nseverity = \"warning\"\n";
+        std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
         let mut community = Community { id, mosquitto, proxy, dir, http_port, daemon: None };
         community.run_box().await;
         community
@@ -770,6 +773,19 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     assert!(board[west_at..east_at].contains("离线") && board[west_at..east_at].contains("west-03 · do-low · 待接单"), "{board}");
     assert!(board[east_at..].contains("在线") && board[east_at..].contains(&format!("#{incident} east-02 · do-low · 已接单")), "{board}");
     assert!(!board.contains(ACK_SECRET) && !board.contains("postgres"), "no secrets on the board");
+    // A device fault of east (a probe reporting a fault, for installers) is listed grey as one,
+    // not counted as a yellow of east's water points.
+    east.mosquitto.publish(&east.topic(3), &format!(r#"{{"fault": 1, "ts": {}}}"#, now_ms())).unwrap();
+    let listed = wait_for(20 * SECOND, || async { hub_page(web, &format!("/?token={VIEW_TOKEN}")).await.contains("east-03 · probe-fault") }).await;
+    assert!(listed, "east's device fault never reached the board");
+    district.assert_caught_up(&east, 30 * SECOND).await;
+    let board = hub_page(web, &format!("/?token={VIEW_TOKEN}")).await;
+    let east_at = board.find("<h2>east").unwrap();
+    assert!(
+        board[east_at..].contains("<span class=\"chip device\">设备故障</span>#") && board[east_at..].contains("east-03 · probe-fault · 待接单"),
+        "{board}"
+    );
+    assert!(board[east_at..].contains("<span class=\"chip device\">设备故障 1</span>") && !board[east_at..].contains("黄色 2"), "{board}");
 
     // The report of today and yesterday (China's days), per box, equals each box's own store.
     let today = gridwatch::report::today(now_ms(), gridwatch::local_time::DEFAULT);

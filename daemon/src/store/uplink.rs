@@ -36,6 +36,11 @@ pub struct UplinkTransition {
     pub sensor: String,
     pub severity: String,
     pub state: String,
+    /// A device fault's incident (its alarm went to installers: a stuck or silent box): the
+    /// district's board lists it as "设备故障", not in a warning colour (absent from boxes
+    /// before it was sent: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub device: bool,
 }
 
 /// One reading chosen for the district (`uplink_readings`): its sensor, time and fields.
@@ -146,7 +151,10 @@ impl Store {
     pub async fn transitions_after(&self, after: i64, limit: usize) -> anyhow::Result<Vec<UplinkTransition>> {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT e.id, e.incident_id, e.at_ms, e.actor, e.action, e.note, i.rule, i.sensor, i.severity, i.state
+                "SELECT e.id, e.incident_id, e.at_ms, e.actor, e.action, e.note, i.rule, i.sensor, i.severity, i.state,
+                        coalesce((SELECT json_extract(a.payload, '$.audience') FROM alert_events a
+                                  WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed')
+                                  ORDER BY a.id DESC LIMIT 1), '') = 'installer'
                  FROM incident_events e JOIN incidents i ON i.id = e.incident_id WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
             )?;
             let rows = statement.query_map(params![after, limit as i64], |row| {
@@ -161,6 +169,7 @@ impl Store {
                     sensor: row.get(7)?,
                     severity: row.get(8)?,
                     state: row.get(9)?,
+                    device: row.get(10)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -214,6 +223,28 @@ mod tests {
         }
         let epoch = Store::open(dir.path()).unwrap().epoch().await.unwrap();
         assert_eq!(epoch.id.len(), 16, "{epoch:?}");
+    }
+
+    /// The district's board tells a device fault from a house's alarm by the transitions' flag.
+    #[tokio::test]
+    async fn a_device_fault_s_transitions_go_up_marked_as_one() {
+        use crate::alert::{tests::sample_alert, Audience};
+        use crate::store::Journaling;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let journal = || Journaling { route: Box::new(|_, _| Vec::new()), not_before_ms: None, escalate: None };
+        let house = sample_alert("fired", 7.5);
+        let mut stuck = sample_alert("fired", 1.0);
+        (stuck.rule, stuck.sensor, stuck.audience) = ("tilt-flat-line".into(), "house-08".into(), Audience::Installer);
+        store.apply_and_journal(&house, 600_000, journal()).await.unwrap();
+        store.apply_and_journal(&stuck, 600_000, journal()).await.unwrap();
+        let rows = store.transitions_after(0, 10).await.unwrap();
+        let flags: Vec<(&str, bool)> = rows.iter().map(|r| (r.rule.as_str(), r.device)).collect();
+        assert_eq!(flags, [("tilt-danger", false), ("tilt-flat-line", true)]);
+        let wire = serde_json::to_value(&rows[0]).unwrap();
+        assert!(wire.get("device").is_none(), "a house's row goes up as before: {wire}");
+        let old: UplinkTransition = serde_json::from_value(wire).unwrap();
+        assert!(!old.device, "a row from a box before the flag is a house's");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@
 
 use super::web::Listener;
 use crate::local_time;
+use crate::sinks::text;
 use crate::web::board::level_zh;
 use crate::web::incident_page::labels::state_label;
 use crate::web::incident_page::{escape, PHONE_STYLE};
@@ -32,7 +33,7 @@ const STYLE: &str = "header small{color:inherit;opacity:.85}section.down{border-
 section h2 small{font-weight:normal;color:#666;margin-left:6px}\
 .up{color:#1b5e20;font-weight:bold}.off{color:#b71c1c;font-weight:bold}\
 .chip.danger{background:#c62828;color:#fff}.chip.alarm{background:#e65100;color:#fff}\
-.chip.warning{background:#f9a825}.chip.notice{background:#1565c0;color:#fff}\
+.chip.warning{background:#f9a825}.chip.notice{background:#1565c0;color:#fff}.chip.device{background:#9e9e9e;color:#fff}\
 ul.open{list-style:none;margin:6px 0 0;padding:0}ul.open li{border-top:1px solid #eceff1;padding:4px 0}\
 nav{margin:10px 8px}";
 
@@ -74,28 +75,45 @@ pub struct OpenView {
     pub state: String,
     /// Its first transition (the box's clock), ms.
     pub opened_ms: Option<i64>,
+    /// A device fault (for installers): listed as "设备故障" in grey, never counted as a
+    /// warning level of the box's houses.
+    pub device: bool,
 }
 
 impl BoxView {
-    /// The rank of its worst open incident (0 = danger; 4 when none).
+    /// The rank of its worst open incident of a house or water point (0 = danger; 4 when none,
+    /// or only device faults).
     fn worst(&self) -> usize {
-        self.open.iter().map(|i| severity_rank(&i.severity)).min().unwrap_or(SEVERITIES.len())
+        self.open.iter().filter(|i| !i.device).map(|i| severity_rank(&i.severity)).min().unwrap_or(SEVERITIES.len())
     }
 
     fn count(&self, severity: &str) -> usize {
-        self.open.iter().filter(|i| i.severity == severity).count()
+        self.open.iter().filter(|i| !i.device && i.severity == severity).count()
     }
+
+    /// Its open incidents of houses and water points.
+    fn alarms(&self) -> usize {
+        self.open.len() - self.device_faults()
+    }
+
+    fn device_faults(&self) -> usize {
+        self.open.iter().filter(|i| i.device).count()
+    }
+}
+
+/// Where an open incident is listed: houses' alarms by severity first, device faults after.
+fn listing_rank(incident: &OpenView) -> (bool, usize) {
+    (incident.device, severity_rank(&incident.severity))
 }
 
 fn severity_rank(severity: &str) -> usize {
     SEVERITIES.iter().position(|s| *s == severity).unwrap_or(SEVERITIES.len() - 1)
 }
 
-/// Offline boxes first, then by worst open incident, then by how many are open, then by name.
+/// Offline boxes first, then by worst open incident, then by how many are open (device faults
+/// not counted), then by name.
 pub fn sort_worst_first(boxes: &mut [BoxView]) {
-    boxes.sort_by(|a, b| {
-        (!a.down, a.worst(), std::cmp::Reverse(a.open.len()), &a.box_id).cmp(&(!b.down, b.worst(), std::cmp::Reverse(b.open.len()), &b.box_id))
-    });
+    boxes.sort_by(|a, b| (!a.down, a.worst(), std::cmp::Reverse(a.alarms()), &a.box_id).cmp(&(!b.down, b.worst(), std::cmp::Reverse(b.alarms()), &b.box_id)));
 }
 
 /// Every box with its open incidents, from PostgreSQL.
@@ -127,7 +145,8 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
     let open = db
         .query(
             "SELECT i.box_id, i.incident_id, i.rule, i.sensor, i.severity, i.state,
-                    (SELECT min(t.at_ms) FROM incident_transitions t WHERE t.box_id = i.box_id AND t.epoch = i.epoch AND t.incident_id = i.incident_id)
+                    (SELECT min(t.at_ms) FROM incident_transitions t WHERE t.box_id = i.box_id AND t.epoch = i.epoch AND t.incident_id = i.incident_id),
+                    i.device
              FROM box_incidents i JOIN boxes b ON b.box_id = i.box_id AND b.epoch = i.epoch
              WHERE i.state NOT IN ('resolved', 'closed') ORDER BY i.box_id, i.incident_id",
             &[],
@@ -143,6 +162,7 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
                 severity: row.get(4),
                 state: row.get(5),
                 opened_ms: row.get(6),
+                device: row.get(7),
             });
         }
     }
@@ -164,7 +184,7 @@ async fn read(db: &tokio_postgres::Client) -> anyhow::Result<Vec<BoxView>> {
     let mut boxes: Vec<BoxView> = boxes.into_values().collect();
     for view in &mut boxes {
         view.standby.sort_by_key(|s| (severity_rank(&s.severity), s.at_ms));
-        view.open.sort_by_key(|i| (severity_rank(&i.severity), i.opened_ms.unwrap_or(i64::MAX)));
+        view.open.sort_by_key(|i| (listing_rank(i), i.opened_ms.unwrap_or(i64::MAX)));
     }
     sort_worst_first(&mut boxes);
     Ok(boxes)
@@ -246,20 +266,24 @@ pub fn render(boxes: &[BoxView], now: i64, zone: chrono_tz::Tz) -> String {
                 let _ = write!(html, "<span class=\"chip {severity}\">{} {count}</span>", level_zh(severity));
             }
         }
+        if view.device_faults() > 0 {
+            let _ = write!(html, "<span class=\"chip device\">{} {}</span>", text::device_level(true), view.device_faults());
+        }
         html.push_str("</p>");
         if !view.open.is_empty() {
             html.push_str("<ul class=\"open\">");
             for incident in view.open.iter().take(LISTED) {
                 let since = incident.opened_ms.map(|at| format!(" · {} 起", local_time::short(at, zone, true))).unwrap_or_default();
+                let (level, class) =
+                    if incident.device { (text::device_level(true), "device") } else { (level_zh(&incident.severity), incident.severity.as_str()) };
                 let _ = write!(
                     html,
-                    "<li><span class=\"chip {sev}\">{}</span>#{} {} · {} · {}{since}</li>",
-                    level_zh(&incident.severity),
+                    "<li><span class=\"chip {sev}\">{level}</span>#{} {} · {} · {}{since}</li>",
                     incident.incident_id,
                     escape(&incident.sensor),
                     escape(&incident.rule),
                     state_label(&incident.state),
-                    sev = escape(&incident.severity),
+                    sev = escape(class),
                 );
             }
             if view.open.len() > LISTED {
@@ -303,6 +327,7 @@ mod tests {
                 severity: (*s).into(),
                 state: "open".into(),
                 opened_ms: Some(0),
+                device: false,
             })
             .collect();
         BoxView { box_id: box_id.into(), district: "old-town".into(), down, down_untold: false, since_ms: 0, last_alert_ms: None, open, standby: Vec::new() }
@@ -344,6 +369,21 @@ mod tests {
         assert!(html.contains("&lt;east&gt;") && html.contains("tilt&lt;script&gt;") && !html.contains("<script>"), "escaped: {html}");
         assert!(html.contains("待接单"), "{html}");
         assert!(!html.contains("街道代为判读"), "nothing judged by the hub");
+    }
+
+    /// A stuck box's warning is no yellow of the community's houses: a district leader reading
+    /// "黄色 1" looks for a leaning house (as a grid group did when a box's message said so).
+    #[test]
+    fn a_device_fault_is_listed_grey_as_one_and_ranks_no_box() {
+        let mut boxes = vec![view("east", false, &["warning", "notice"]), view("west", false, &["notice", "notice"])];
+        (boxes[0].open[0].device, boxes[0].open[0].rule) = (true, "tilt-flat-line".into());
+        sort_worst_first(&mut boxes);
+        assert_eq!(boxes[0].box_id, "west", "a box with a device fault and a blue ranks as a box with one blue");
+        let html = render(&boxes, 0, crate::local_time::DEFAULT);
+        assert!(!html.contains("黄色"), "{html}");
+        assert!(html.contains("<span class=\"chip notice\">蓝色 1</span><span class=\"chip device\">设备故障 1</span>"), "{html}");
+        assert!(html.contains("<li><span class=\"chip device\">设备故障</span>#1 east-00 · tilt-flat-line · "), "{html}");
+        assert!(html.contains("<header class=\"notice\">"), "the district's worst is a blue: {html}");
     }
 
     #[test]

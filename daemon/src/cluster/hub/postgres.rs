@@ -79,6 +79,8 @@ CREATE TABLE IF NOT EXISTS box_incidents (
     last_transition BIGINT NOT NULL,
     PRIMARY KEY (box_id, epoch, incident_id)
 );
+-- A device fault's incident (a stuck or silent box, for installers): not a house's alarm.
+ALTER TABLE box_incidents ADD COLUMN IF NOT EXISTS device BOOLEAN NOT NULL DEFAULT false;
 -- What the standby evaluator posted about dead boxes' 4G sensors (`standby.rs`), by its key.
 CREATE TABLE IF NOT EXISTS standby_alerts (
     key TEXT PRIMARY KEY,
@@ -181,15 +183,16 @@ pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<
             let sensor: Vec<&str> = rows.iter().map(|r| r.sensor.as_str()).collect();
             let severity: Vec<&str> = rows.iter().map(|r| r.severity.as_str()).collect();
             let state: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
+            let device: Vec<bool> = rows.iter().map(|r| r.device).collect();
             // The last row per incident carries the incident's state as the box last reported it.
             tx.execute(
-                "INSERT INTO box_incidents (box_id, epoch, incident_id, rule, sensor, severity, state, last_transition)
-                 SELECT DISTINCT ON (incident) $1, $8, incident, rule, sensor, severity, state, id
-                 FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[]) AS t (id, incident, rule, sensor, severity, state)
+                "INSERT INTO box_incidents (box_id, epoch, incident_id, rule, sensor, severity, state, device, last_transition)
+                 SELECT DISTINCT ON (incident) $1, $8, incident, rule, sensor, severity, state, device, id
+                 FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $9::BOOLEAN[]) AS t (id, incident, rule, sensor, severity, state, device)
                  ORDER BY incident, id DESC
-                 ON CONFLICT (box_id, epoch, incident_id) DO UPDATE SET severity = EXCLUDED.severity, state = EXCLUDED.state, last_transition = EXCLUDED.last_transition
+                 ON CONFLICT (box_id, epoch, incident_id) DO UPDATE SET severity = EXCLUDED.severity, state = EXCLUDED.state, device = EXCLUDED.device, last_transition = EXCLUDED.last_transition
                  WHERE box_incidents.last_transition < EXCLUDED.last_transition",
-                &[&batch.box_id, &ids, &incident, &rule, &sensor, &severity, &state, &batch.epoch],
+                &[&batch.box_id, &ids, &incident, &rule, &sensor, &severity, &state, &batch.epoch, &device],
             )
             .await?;
             inserted
