@@ -8,8 +8,9 @@
 //!   Raspberry Pi has no real-time clock: it boots at 1970 or its last shutdown time until NTP
 //!   steps it, so a label is only believed once the clock is [`Clock::synchronized`] — read from
 //!   the kernel (`adjtimex`) or from systemd-timesyncd's flag file, never guessed from the year;
-//!   a flag that comes up while the daemon runs is believed once the clock has stepped (or after
-//!   five minutes without a step, see [`FlagWatch`]). Before that, people read [`TIME_UNKNOWN`].
+//!   a flag that comes up while the daemon runs is believed once the clock has stepped, just
+//!   before the flag or since (or after five minutes without a step, see [`FlagWatch`]). Before
+//!   that, people read [`TIME_UNKNOWN`].
 //!
 //! Every runtime part (sources, pipeline, dispatch, sinks, store, web, telemetry, cluster) takes
 //! the daemon's injected clock and never reads the wall clock itself, so each timer can be
@@ -148,22 +149,33 @@ const STEP_MS: Millis = 2_000;
 /// first three updates, a minute or more apart).
 const FLAG_DOUBTED_MS: Millis = 300_000;
 
+/// How long before the flag came up a step counts as the one that set the clock: an NTP client
+/// steps and then raises its flag at once. Steps minutes before (a box stepped +2 days, then −1
+/// hour, then the flag a second before the true step: an outside tester) did not set it — taken
+/// for NTP's, the flag was believed 25 hours off, the history re-stamped a day early, and four
+/// devices told "clock ahead" though only the box was wrong.
+const STEP_SETS_THE_CLOCK_WITHIN_MS: Millis = 30_000;
+
 /// Whether the synchronisation flag is believed. One that was up when this process first looked
 /// is, and so is one that comes back after it was (NTP unreachable for a while: the clock was
-/// set); one that first comes up while this process runs is believed once the wall clock has stepped since the
-/// flag went down (NTP set it), or once it has held [`FLAG_DOUBTED_MS`] without a step (the clock
-/// was right all along). Believed at once, a flag raised before the step measured a step of
-/// nothing: links signed on the unset clock were refused after the real step, and the history
-/// was re-stamped days off (an outside tester).
+/// set); one that first comes up while this process runs is believed when the wall clock stepped
+/// within [`STEP_SETS_THE_CLOCK_WITHIN_MS`] before it came up or steps after (NTP set it), or once
+/// it has held [`FLAG_DOUBTED_MS`] without a step (the clock was right all along). Believed at
+/// once, a flag raised before the step measured a step of nothing: links signed on the unset
+/// clock were refused after the real step, and the history was re-stamped days off (an outside
+/// tester).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FlagWatch {
     /// Not looked at yet.
     Unread,
-    /// The flag is down; the wall clock's offset from elapsed time when it was first seen down.
+    /// The flag is down; the wall clock's offset from elapsed time at the last look, and when
+    /// (elapsed) the latest step was seen.
     Down {
         offset_ms: Millis,
+        stepped_at: Option<Millis>,
     },
-    /// The flag came up at elapsed `since_ms`, with no step since the flag went down.
+    /// The flag came up at elapsed `since_ms`, the wall clock then `offset_ms` ahead of elapsed
+    /// time, with no step just before.
     Doubted {
         since_ms: Millis,
         offset_ms: Millis,
@@ -181,12 +193,21 @@ impl FlagWatch {
     fn next(self, flag: bool, offset_ms: Millis, elapsed_ms: Millis) -> FlagWatch {
         let stepped_from = |before: Millis| (offset_ms - before).abs() >= STEP_MS;
         match (self, flag) {
-            (FlagWatch::Down { offset_ms: before } | FlagWatch::Doubted { offset_ms: before, .. }, false) => FlagWatch::Down { offset_ms: before },
+            (FlagWatch::Down { offset_ms: before, stepped_at }, false) => {
+                FlagWatch::Down { offset_ms, stepped_at: if stepped_from(before) { Some(elapsed_ms) } else { stepped_at } }
+            }
+            (FlagWatch::Doubted { .. }, false) => FlagWatch::Down { offset_ms, stepped_at: None },
             (FlagWatch::Believed | FlagWatch::Lost, false) => FlagWatch::Lost,
-            (FlagWatch::Unread, false) => FlagWatch::Down { offset_ms },
+            (FlagWatch::Unread, false) => FlagWatch::Down { offset_ms, stepped_at: None },
             (FlagWatch::Unread | FlagWatch::Believed | FlagWatch::Lost, true) => FlagWatch::Believed,
-            (FlagWatch::Down { offset_ms: before }, true) if stepped_from(before) => FlagWatch::Believed,
-            (FlagWatch::Down { offset_ms: before }, true) => FlagWatch::Doubted { since_ms: elapsed_ms, offset_ms: before },
+            (FlagWatch::Down { offset_ms: before, stepped_at }, true) => {
+                let just_stepped = stepped_at.is_some_and(|at| elapsed_ms - at <= STEP_SETS_THE_CLOCK_WITHIN_MS);
+                if stepped_from(before) || just_stepped {
+                    FlagWatch::Believed
+                } else {
+                    FlagWatch::Doubted { since_ms: elapsed_ms, offset_ms }
+                }
+            }
             (FlagWatch::Doubted { since_ms, offset_ms: before }, true) if stepped_from(before) || elapsed_ms - since_ms >= FLAG_DOUBTED_MS => {
                 FlagWatch::Believed
             }
@@ -247,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flag_that_comes_up_is_believed_once_the_clock_stepped_since_it_went_down() {
+    fn a_flag_that_comes_up_is_believed_once_the_clock_stepped_just_before_it_or_since() {
         const DAYS_BEHIND: Millis = 3 * 86_400_000;
         // Up at the first look (a restart on a set clock): believed.
         assert_eq!(watch(&[(true, 0, 0), (true, 0, 1_000)]), [true, true]);
@@ -262,6 +283,15 @@ mod tests {
         assert_eq!(watch(&[(false, 7, 0), (true, 7, 1_000), (true, 8, 300_999), (true, 8, 301_000)]), [false, false, false, true]);
         // A step 75 s after the flag is still the step NTP made.
         assert_eq!(watch(&[(false, -DAYS_BEHIND, 0), (true, -DAYS_BEHIND, 1_000), (true, 0, 76_000)]), [false, false, true]);
+        // Steps minutes before the flag (+2 days, then −1 hour) did not set the clock: the flag
+        // is doubted until NTP's step a second after it, not believed 25 hours off.
+        const DAY: Millis = 86_400_000;
+        assert_eq!(
+            watch(&[(false, -3 * DAY, 0), (false, -DAY, 93_000), (false, -DAY - 3_600_000, 146_000), (true, -DAY - 3_600_000, 243_000), (true, 0, 244_000)]),
+            [false, false, false, false, true]
+        );
+        // The step NTP made just before its flag, seen at an earlier look: believed.
+        assert_eq!(watch(&[(false, -3 * DAY, 0), (false, 0, 100_000), (false, 0, 110_000), (true, 0, 125_000)]), [false, false, false, true]);
         // Down again (NTP unreachable for hours): not believed meanwhile, and its return is
         // believed at once (the clock was set).
         assert_eq!(watch(&[(true, 0, 0), (false, 0, 1_000), (false, 0, 9_000), (true, 3, 10_000)]), [true, false, false, true]);
