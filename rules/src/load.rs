@@ -560,9 +560,9 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
         (None, None) => Some(None),
     };
     // A baseline or `steady` hands the expression values relative to something, not readings.
-    let steady = matches!(smooth, Some(Some(Smooth { method: SmoothMethod::Steady, .. })));
+    let steady = matches!(smooth, Some(Some(Smooth { method: SmoothMethod::Steady | SmoothMethod::Apart, .. })));
     if expr.as_ref().is_some_and(ValueExpr::judges_reported_values) && (raw.baseline.is_some() || steady) {
-        check.error(value.span(), "value", "`out_of_range` counts readings as reported: not with a `baseline` or `steady` smoothing");
+        check.error(value.span(), "value", "`out_of_range` counts readings as reported: not with a `baseline`, `steady` or `apart` smoothing");
         return None;
     }
     Some(Signal { expr: expr?, baseline: baseline?, relative: relative?, compensate: compensate?, smooth: smooth?, transform: transform? })
@@ -622,6 +622,10 @@ fn baseline(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Basel
 
 fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smooth> {
     let value = text.get_ref().trim();
+    if value == "apart" {
+        // No window: the reading and the one before it.
+        return Some(Smooth { method: SmoothMethod::Apart, window: Window::Samples(2) });
+    }
     let (method, window) = value.split_once(' ').unwrap_or((value, ""));
     let method = match method {
         "median" => SmoothMethod::Median,
@@ -632,7 +636,7 @@ fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smoo
                 text.span(),
                 "smooth",
                 format!(
-                    "`{value}`: expected \"median <window>\", \"mean <window>\" or \"steady <readings>\", e.g. \"median 1h\", \"median 5\" or \"steady 2\""
+                    "`{value}`: expected \"median <window>\", \"mean <window>\", \"steady <readings>\" or \"apart\", e.g. \"median 1h\", \"median 5\" or \"steady 2\""
                 ),
             );
             return None;

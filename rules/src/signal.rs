@@ -91,6 +91,13 @@ pub enum SmoothMethod {
     /// 0. A movement that stays (a wall or a box that jumped) passes; spikes, even two in a row
     /// in different directions, and a box whose readings jump about do not.
     Steady,
+    /// `apart`: the smaller of the value and the expression over the step from the previous
+    /// reading — how far a reading lies from both where the box stood and the reading before
+    /// it. A box whose readings jump about counts at every reading, a spike once, a wall or a
+    /// box that moved to a new place and stays there once (it counted at every reading until the
+    /// recent level caught up: a real jump told installers "knocked or faulty?" right after its
+    /// red, an outside tester).
+    Apart,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,12 +169,16 @@ impl fmt::Display for Signal {
                 SmoothMethod::Median => "median",
                 SmoothMethod::Mean => "mean",
                 SmoothMethod::Steady => "steady",
+                SmoothMethod::Apart => "apart",
             };
             let window = match smooth.window {
                 Window::Time(ms) => humanize(ms),
                 Window::Samples(n) => format!("{n} samples"),
             };
-            text = format!("{method} {window} of {text}");
+            text = match smooth.method {
+                SmoothMethod::Apart => format!("the smaller of {text} and of its step from the previous reading"),
+                _ => format!("{method} {window} of {text}"),
+            };
         }
         match self.transform {
             Some(Transform::ChangeOver { window, windows: 1 }) => write!(f, "change over {} of {text}", humanize(window)),
@@ -313,7 +324,7 @@ impl Signal {
     /// newest [`REACH_BACK_POINTS`] for a sensor that reports too seldom to fill them.
     pub fn stage(&self, state: &mut StageState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
         let step = match self.smooth {
-            Some(Smooth { method: SmoothMethod::Steady, .. }) => Some(self.step_from_previous(state, field)?),
+            Some(Smooth { method: SmoothMethod::Steady | SmoothMethod::Apart, .. }) => Some(self.step_from_previous(state, field)?),
             _ => None,
         };
         let raw = match self.baseline {
@@ -323,6 +334,7 @@ impl Signal {
         .filter(|v| v.is_finite())?;
         match (self.smooth, step) {
             (None, _) => Some(raw),
+            (Some(Smooth { method: SmoothMethod::Apart, .. }), Some(step)) => Some(raw.min(step)),
             (Some(Smooth { window: Window::Samples(n), .. }), Some(step)) => steady_value(state.0.get_or_insert_with(Box::default), n, at, raw, step),
             (Some(smooth), _) => smooth_value(smooth, &mut state.0.get_or_insert_with(Box::default).smooth, at, raw),
         }
@@ -452,7 +464,7 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
     Some(match smooth.method {
         SmoothMethod::Mean => values.sum::<f64>() / buffer.len() as f64,
         // `steady` is taken by `steady_value` (see `Signal::stage`); a median is its nearest kin.
-        SmoothMethod::Median | SmoothMethod::Steady => median_of(values),
+        SmoothMethod::Median | SmoothMethod::Steady | SmoothMethod::Apart => median_of(values),
     })
 }
 
@@ -810,6 +822,23 @@ mod tests {
         let out = run(&s, &readings);
         let expected = [None, None, Some(1.0), Some(1.0), Some(1.0), None, None, Some(9.0), Some(9.0), Some(9.0)];
         assert_eq!(out, expected, "nothing judged on readings from days ago");
+    }
+
+    #[test]
+    fn apart_counts_a_move_that_stays_once_and_readings_that_jump_about_each_time() {
+        let s = signal("hypot(x, y)", Some(Smooth { method: SmoothMethod::Apart, window: Window::Samples(2) }), None);
+        let (mut stage, mut transform) = (StageState::default(), TransformState::default());
+        let mut feed = |at: Millis, x: f64, y: f64| s.observe(&mut stage, &mut transform, at, &|name| Some(if name == "x" { x } else { y }));
+        // The first reading has no step: its value alone.
+        assert_eq!(feed(0, 0.3, 0.4), Some(0.5));
+        // A move to (0.3, 0.5) that stays: its first reading the step, 0.1, then next to nothing.
+        assert!((feed(MIN, 0.3, 0.5).unwrap() - 0.1).abs() < 1e-6);
+        assert!(feed(2 * MIN, 0.3, 0.501).unwrap() < 0.002);
+        // Readings that jump about: each one's step.
+        assert!((feed(3 * MIN, 0.3, 0.3).unwrap() - 0.201).abs() < 1e-6);
+        assert!((feed(4 * MIN, 0.3, 0.5).unwrap() - 0.2).abs() < 1e-6);
+        // Apart from the reading before but near the origin: the smaller, its distance.
+        assert!((feed(5 * MIN, 0.0, 0.01).unwrap() - 0.01).abs() < 1e-6);
     }
 
     #[test]

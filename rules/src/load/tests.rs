@@ -332,11 +332,11 @@ fn peers_compare_a_box_with_its_building_upwards_only() {
 fn out_of_range_judges_readings_as_reported_so_not_with_a_baseline_or_steady() {
     let rule = "[[rule]]\nid = \"q\"\nvalue = \"out_of_range(within(do, 0, 25))\"\nat_least = 1\nseverity = \"warning\"\n";
     assert!(compile(rule).is_ok());
-    for extra in ["baseline = \"learn 7d\"\n", "baseline = \"recent 1h\"\n", "smooth = \"steady 2\"\n"] {
+    for extra in ["baseline = \"learn 7d\"\n", "baseline = \"recent 1h\"\n", "smooth = \"steady 2\"\n", "smooth = \"apart\"\n"] {
         let errs = errors(&format!("{rule}{extra}"));
         assert_eq!(
             errs,
-            vec!["test.toml:3:9: error in `value`: `out_of_range` counts readings as reported: not with a `baseline` or `steady` smoothing"],
+            vec!["test.toml:3:9: error in `value`: `out_of_range` counts readings as reported: not with a `baseline`, `steady` or `apart` smoothing"],
             "{extra}"
         );
     }

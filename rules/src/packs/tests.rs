@@ -994,6 +994,28 @@ fn a_knocked_or_erratic_box_is_reported_to_installers() {
     assert!(first.at <= 40 * 5 * MIN, "within a few readings of the onset: {}", first.at / MIN);
 }
 
+/// An outside tester: every real jump of a one-box house raised `tilt-erratic` ("knocked or
+/// faulty?") to the installers a few readings after its red — with no installer on duty, in the
+/// grid's own group. A jump that stays is one movement, not readings that jump about.
+#[test]
+fn a_real_jump_is_no_erratic_box() {
+    for (interval_min, jump) in [(1, 0.15), (5, 0.1), (10, 0.3), (2, 0.5)] {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        let mut events = Vec::new();
+        let jump_at = 26 * 60 * MIN;
+        for step in 0..(30 * 60 / interval_min) {
+            let at = step * interval_min * MIN;
+            let noise = ((step * 7_919) % 13) as f64 * 0.000_5;
+            let moved = if at >= jump_at { jump } else { 0.0 };
+            e.observe(SubjectId(0), at, &[("x", 0.4 + noise + moved * 0.6), ("y", -0.7 + moved * 0.8)], &mut events);
+            e.tick(at, &mut events);
+        }
+        let told: Vec<_> = events.iter().filter(|ev| ev.kind == EventKind::Fired).map(|ev| e.rule(ev.rule).id.clone()).collect();
+        assert!(told.contains(&"tilt-sudden".to_string()), "every {interval_min} min, {jump}°: {told:?}");
+        assert!(!told.contains(&"tilt-erratic".to_string()), "every {interval_min} min, {jump}°: {told:?}");
+    }
+}
+
 #[test]
 fn a_wall_that_keeps_moving_is_red_within_four_reports() {
     // An outside tester: a one-box house whose wall moves on 0.02° a minute, reported every
