@@ -207,18 +207,19 @@ fn zh_role(role: &str) -> &str {
 fn told(roles: &[String], people: &[&Member], chinese: bool) -> String {
     let role_name = |role: &str| if chinese { zh_role(role).to_string() } else { role.to_string() };
     let holding = |role: &String| people.iter().filter(|m| m.role == *role).map(|m| m.name.as_str()).collect::<Vec<_>>();
-    let named: Vec<String> =
-        roles
-            .iter()
-            .filter(|role| !holding(role).is_empty())
-            .map(|role| {
-                if chinese {
-                    format!("{}{}", role_name(role), holding(role).join("、"))
-                } else {
-                    format!("{} {}", role_name(role), holding(role).join(", "))
-                }
-            })
-            .collect();
+    let named: Vec<String> = roles
+        .iter()
+        .filter(|role| !holding(role).is_empty())
+        .map(|role| {
+            // An office's account named as its role ("街道办") is told once, not "街道办街道办".
+            let names: Vec<&str> = holding(role).into_iter().filter(|name| *name != role_name(role)).collect();
+            match (names.is_empty(), chinese) {
+                (true, _) => role_name(role),
+                (false, true) => format!("{}{}", role_name(role), names.join("、")),
+                (false, false) => format!("{} {}", role_name(role), names.join(", ")),
+            }
+        })
+        .collect();
     let missing: Vec<String> = roles.iter().filter(|role| holding(role).is_empty()).map(|role| role_name(role)).collect();
     let others: Vec<&str> = people.iter().filter(|m| !roles.contains(&m.role)).map(|m| m.name.as_str()).collect();
     let mut out = if chinese {
@@ -353,6 +354,19 @@ to = "00:00"
             alert.messages["zh"]
         );
         assert_eq!(decision.steps[0].audit, "escalated (accepted) to 陈刚, sun, 王芳");
+    }
+
+    /// An outside tester's roster named the street office's account "街道办": the escalation read
+    /// "已通知街道办街道办".
+    #[test]
+    fn an_office_named_as_its_role_is_named_once() {
+        let office =
+            ROSTER.replace("[[member]]\nid = \"sun\"\nrole = \"secretary\"\n", "[[member]]\nid = \"sun\"\nname = \"社区书记\"\nrole = \"secretary\"\n");
+        assert_ne!(office, ROSTER, "the roster names its secretary");
+        let dispatch = Dispatch::parse("r.toml", &office).unwrap();
+        let due = due("open", Progress { reminders: 1, ..Progress::default() });
+        let alert = &dispatch.decide(&due, 10 * MIN, NOON + 10 * MIN, "").steps[0].alert;
+        assert!(alert.messages["zh"].contains("已通知网格长陈刚、社区书记，并告知值班的王芳。"), "{}", alert.messages["zh"]);
     }
 
     #[test]
