@@ -202,7 +202,9 @@ pub fn headline(alert: &Alert, wording: Wording) -> String {
 pub fn sentence(alert: &Alert, wording: Wording) -> String {
     let shown = value(alert.value, &alert.unit);
     if alert.event == Event::Cleared {
-        return match (wording.chinese, alert.unit.is_empty() && alert.audience == Audience::Installer) {
+        // A device fault's clear is the device's, whatever its unit: "墙体倾斜已恢复正常，当前0.00°"
+        // ended a "readings jump about" alarm (an outside tester).
+        return match (wording.chinese, alert.audience == Audience::Installer) {
             (true, true) => format!("{}设备已恢复正常", place(alert, true)),
             (true, false) => format!("{}{}已恢复正常，当前{shown}", place(alert, true), what_zh(alert)),
             (false, true) => format!("{}: the device is back to normal", place(alert, false)),
@@ -709,6 +711,8 @@ mod tests {
         assert_eq!(headline(&Alert { event: Event::Reminder, ..fault.clone() }, Wording::default()), "⏰ 催办 #5 · 设备故障");
         assert_eq!(headline(&Alert { event: Event::Changed, previous_severity: Some(Severity::Alarm), ..fault.clone() }, Wording::default()), "🔧 设备故障 #5");
         assert_eq!(headline(&Alert { event: Event::Cleared, ..fault.clone() }, Wording::default()), "✅ 设备已恢复正常 #5");
+        let erratic = Alert { event: Event::Cleared, rule: "tilt-erratic".into(), unit: "°".into(), value: 0.0, ..fault.clone() };
+        assert_eq!(sentence(&erratic, Wording::default()), format!("{}设备已恢复正常", place(&erratic, true)), "not the wall's tilt");
         assert_eq!(title(&fault, english), "🔧 DEVICE FAULT #5 north-lane B7");
         for text in [text, summary] {
             assert!(!text.contains("🔧 黄色预警") && !text.contains("🟡 黄色预警 #5"), "{text}");
