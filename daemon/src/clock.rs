@@ -168,17 +168,15 @@ const STEP_SETS_THE_CLOCK_WITHIN_MS: Millis = 30_000;
 enum FlagWatch {
     /// Not looked at yet.
     Unread,
-    /// The flag is down; the wall clock's offset from elapsed time at the last look, and when
-    /// (elapsed) the latest step was seen.
+    /// The flag is down; the wall clock's offsets, and when (elapsed) the latest step began.
     Down {
-        offset_ms: Millis,
+        offsets: Offsets,
         stepped_at: Option<Millis>,
     },
-    /// The flag came up at elapsed `since_ms`, the wall clock then `offset_ms` ahead of elapsed
-    /// time, with no step just before.
+    /// The flag came up at elapsed `since_ms` with no step just before.
     Doubted {
         since_ms: Millis,
-        offset_ms: Millis,
+        offsets: Offsets,
     },
     Believed,
     /// The flag went down after it was believed (NTP unreachable for hours): the clock was set,
@@ -186,32 +184,72 @@ enum FlagWatch {
     Lost,
 }
 
+/// The wall clock's offset from elapsed time as settled, and another one seen at the last look
+/// with when (elapsed) it was first seen. A step counts once two looks in a row show it: one odd
+/// reading of the clock is no step (a re-tester's box 25 h behind believed its flag after 71 s
+/// without a step, and told every device "clock ahead").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Offsets {
+    settled: Millis,
+    seen: Option<(Millis, Millis)>,
+}
+
+impl Offsets {
+    fn at(offset_ms: Millis) -> Offsets {
+        Offsets { settled: offset_ms, seen: None }
+    }
+
+    /// Looks at the offset `offset_ms` at elapsed `elapsed_ms`: when the step it confirms was
+    /// first seen, if it confirms one.
+    fn look(&mut self, offset_ms: Millis, elapsed_ms: Millis) -> Option<Millis> {
+        if (offset_ms - self.settled).abs() < STEP_MS {
+            self.seen = None;
+            return None;
+        }
+        match self.seen {
+            Some((seen, first)) if (offset_ms - seen).abs() < STEP_MS => {
+                *self = Offsets::at(offset_ms);
+                Some(first)
+            }
+            _ => {
+                self.seen = Some((offset_ms, elapsed_ms));
+                None
+            }
+        }
+    }
+}
+
 static FLAG_WATCH: std::sync::Mutex<FlagWatch> = std::sync::Mutex::new(FlagWatch::Unread);
 
 impl FlagWatch {
     /// The watch after reading the flag with the wall clock `offset_ms` ahead of elapsed time.
     fn next(self, flag: bool, offset_ms: Millis, elapsed_ms: Millis) -> FlagWatch {
-        let stepped_from = |before: Millis| (offset_ms - before).abs() >= STEP_MS;
         match (self, flag) {
-            (FlagWatch::Down { offset_ms: before, stepped_at }, false) => {
-                FlagWatch::Down { offset_ms, stepped_at: if stepped_from(before) { Some(elapsed_ms) } else { stepped_at } }
+            (FlagWatch::Down { mut offsets, stepped_at }, false) => {
+                let stepped = offsets.look(offset_ms, elapsed_ms);
+                FlagWatch::Down { offsets, stepped_at: stepped.or(stepped_at) }
             }
-            (FlagWatch::Doubted { .. }, false) => FlagWatch::Down { offset_ms, stepped_at: None },
+            (FlagWatch::Doubted { .. } | FlagWatch::Unread, false) => FlagWatch::Down { offsets: Offsets::at(offset_ms), stepped_at: None },
             (FlagWatch::Believed | FlagWatch::Lost, false) => FlagWatch::Lost,
-            (FlagWatch::Unread, false) => FlagWatch::Down { offset_ms, stepped_at: None },
             (FlagWatch::Unread | FlagWatch::Believed | FlagWatch::Lost, true) => FlagWatch::Believed,
-            (FlagWatch::Down { offset_ms: before, stepped_at }, true) => {
-                let just_stepped = stepped_at.is_some_and(|at| elapsed_ms - at <= STEP_SETS_THE_CLOCK_WITHIN_MS);
-                if stepped_from(before) || just_stepped {
+            (FlagWatch::Down { mut offsets, stepped_at }, true) => {
+                let stepped = offsets.look(offset_ms, elapsed_ms).or(stepped_at);
+                // A step seen as the flag comes up is NTP's (it steps, then raises the flag): an
+                // odd reading of the clock at that very look is not to be feared.
+                let stepping_now = offsets.seen.is_some_and(|(_, first)| first == elapsed_ms);
+                if stepping_now || stepped.is_some_and(|at| elapsed_ms - at <= STEP_SETS_THE_CLOCK_WITHIN_MS) {
                     FlagWatch::Believed
                 } else {
-                    FlagWatch::Doubted { since_ms: elapsed_ms, offset_ms }
+                    FlagWatch::Doubted { since_ms: elapsed_ms, offsets }
                 }
             }
-            (FlagWatch::Doubted { since_ms, offset_ms: before }, true) if stepped_from(before) || elapsed_ms - since_ms >= FLAG_DOUBTED_MS => {
-                FlagWatch::Believed
+            (FlagWatch::Doubted { since_ms, mut offsets }, true) => {
+                if offsets.look(offset_ms, elapsed_ms).is_some() || elapsed_ms - since_ms >= FLAG_DOUBTED_MS {
+                    FlagWatch::Believed
+                } else {
+                    FlagWatch::Doubted { since_ms, offsets }
+                }
             }
-            (doubted @ FlagWatch::Doubted { .. }, true) => doubted,
         }
     }
 }
@@ -269,32 +307,52 @@ mod tests {
 
     #[test]
     fn a_flag_that_comes_up_is_believed_once_the_clock_stepped_just_before_it_or_since() {
-        const DAYS_BEHIND: Millis = 3 * 86_400_000;
+        const DAY: Millis = 86_400_000;
+        const DAYS_BEHIND: Millis = 3 * DAY;
         // Up at the first look (a restart on a set clock): believed.
         assert_eq!(watch(&[(true, 0, 0), (true, 0, 1_000)]), [true, true]);
         // Down three days behind; NTP steps the clock, then raises the flag: believed at once.
         assert_eq!(watch(&[(false, -DAYS_BEHIND, 0), (false, 0, 5_000), (true, 0, 6_000)]), [false, false, true]);
-        // The flag first, the step five seconds later: doubted until the step.
+        // The step and the flag seen at the same look: believed at once.
+        assert_eq!(watch(&[(false, -DAYS_BEHIND, 0), (true, 0, 5_000)]), [false, true]);
+        // The flag first, the step five seconds later: doubted until the step is seen twice.
         assert_eq!(
-            watch(&[(false, -DAYS_BEHIND, 0), (true, -DAYS_BEHIND, 1_000), (true, -DAYS_BEHIND + 300, 5_000), (true, 0, 6_000)]),
-            [false, false, false, true]
+            watch(&[(false, -DAYS_BEHIND, 0), (true, -DAYS_BEHIND, 1_000), (true, -DAYS_BEHIND + 300, 5_000), (true, 0, 6_000), (true, 0, 6_100)]),
+            [false, false, false, false, true]
         );
         // The flag with no step at all (the clock was right): believed after five minutes.
         assert_eq!(watch(&[(false, 7, 0), (true, 7, 1_000), (true, 8, 300_999), (true, 8, 301_000)]), [false, false, false, true]);
         // A step 75 s after the flag is still the step NTP made.
-        assert_eq!(watch(&[(false, -DAYS_BEHIND, 0), (true, -DAYS_BEHIND, 1_000), (true, 0, 76_000)]), [false, false, true]);
-        // Steps minutes before the flag (+2 days, then −1 hour) did not set the clock: the flag
-        // is doubted until NTP's step a second after it, not believed 25 hours off.
-        const DAY: Millis = 86_400_000;
+        assert_eq!(watch(&[(false, -DAYS_BEHIND, 0), (true, -DAYS_BEHIND, 1_000), (true, 0, 76_000), (true, 0, 76_100)]), [false, false, false, true]);
+        // One odd reading of the clock is no step: the flag stays doubted.
         assert_eq!(
-            watch(&[(false, -3 * DAY, 0), (false, -DAY, 93_000), (false, -DAY - 3_600_000, 146_000), (true, -DAY - 3_600_000, 243_000), (true, 0, 244_000)]),
-            [false, false, false, false, true]
+            watch(&[
+                (false, -DAY - 3_600_000, 0),
+                (true, -DAY - 3_600_000, 1_000),
+                (true, 0, 71_000),
+                (true, -DAY - 3_600_000, 71_100),
+                (true, -DAY - 3_600_000, 72_000)
+            ]),
+            [false, false, false, false, false]
         );
-        // The step NTP made just before its flag, seen at an earlier look: believed.
-        assert_eq!(watch(&[(false, -3 * DAY, 0), (false, 0, 100_000), (false, 0, 110_000), (true, 0, 125_000)]), [false, false, false, true]);
         // Down again (NTP unreachable for hours): not believed meanwhile, and its return is
         // believed at once (the clock was set).
         assert_eq!(watch(&[(true, 0, 0), (false, 0, 1_000), (false, 0, 9_000), (true, 3, 10_000)]), [true, false, false, true]);
+        // Steps minutes before the flag (+2 days, then −1 hour) did not set the clock: the flag
+        // is doubted until NTP's step a second after it, not believed 25 hours off.
+        assert_eq!(
+            watch(&[
+                (false, -DAYS_BEHIND, 0),
+                (false, -DAY, 93_000),
+                (false, -DAY - 3_600_000, 146_000),
+                (true, -DAY - 3_600_000, 243_000),
+                (true, 0, 244_000),
+                (true, 0, 244_100)
+            ]),
+            [false, false, false, false, false, true]
+        );
+        // The step NTP made just before its flag, seen at earlier looks: believed.
+        assert_eq!(watch(&[(false, -DAYS_BEHIND, 0), (false, 0, 100_000), (false, 0, 110_000), (true, 0, 125_000)]), [false, false, false, true]);
     }
 
     #[test]
