@@ -370,8 +370,16 @@ async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
     .await;
     assert!(morning.is_ok(), "{:?}", calls.lock().unwrap());
     assert_eq!(sizes(&calls), vec![1, 3], "then all three blue ones as one message");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), None, "all delivered");
+    // Marked delivered after the call returned: waited for, not slept on (200 ms were too few on
+    // a loaded CI machine).
+    let delivered = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while store.pending_delivery_counts().unwrap().get("robot").is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(delivered.is_ok(), "all delivered: {:?}", store.pending_delivery_counts().unwrap());
+    assert_eq!(sizes(&calls), vec![1, 3], "and nothing sent again");
 }
 
 #[tokio::test]
