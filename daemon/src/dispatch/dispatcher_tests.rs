@@ -373,7 +373,7 @@ async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
     // Marked delivered after the call returned: waited for, not slept on (200 ms were too few on
     // a loaded CI machine).
     let delivered = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while store.pending_delivery_counts().unwrap().get("robot").is_some() {
+        while store.pending_delivery_counts().unwrap().contains_key("robot") {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     })
