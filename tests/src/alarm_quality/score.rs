@@ -596,14 +596,6 @@ impl Scores {
                 ));
             }
         }
-        // Healthy boxes told stuck: a quiet box rounding to 0.01° sits on one value for days, and
-        // was told so dozens of times a year before the flat lines learned from their own false
-        // alarms (142 per 100 box-years on the corpus, 100 on this reduced one; now 17 and 17).
-        let box_years: f64 = self.healthy.iter().map(|row| row.sensor_years).sum();
-        let stuck: u64 = self.rules.iter().filter(|rule| rule.flat_line).map(|rule| rule.healthy).sum();
-        if stuck as f64 > STUCK_ON_HEALTHY_PER_100 * box_years / 100.0 {
-            out.push(format!("healthy walls: {stuck} installer alarms that a box is stuck in {box_years:.0} box-years"));
-        }
         self.water_misses(&mut out);
         if self.boundary.alarmed > 0 {
             out.push(format!(
@@ -686,6 +678,15 @@ impl Scores {
             if row.sub == "drift" && drift_told_in_a_day < row.cases {
                 out.push(format!("faulty box, drift: installers told within 24 h in {drift_told_in_a_day}/{} cases", row.cases));
             }
+        }
+        // Healthy boxes told stuck: a quiet box rounding to 0.01° sits on one value for days, and
+        // was told so dozens of times a year before the flat lines learned from their own false
+        // alarms (149 per 100 box-years on the full corpus, 100 on this reduced one; now 19 and
+        // 17). Not one of the targets: held here, not in `violations`.
+        let box_years: f64 = self.healthy.iter().map(|row| row.sensor_years).sum();
+        let stuck: u64 = self.rules.iter().filter(|rule| rule.flat_line).map(|rule| rule.healthy).sum();
+        if stuck as f64 > STUCK_ON_HEALTHY_PER_100 * box_years / 100.0 {
+            out.push(format!("healthy walls: {stuck} installer alarms that a box is stuck in {box_years:.0} box-years"));
         }
         self.water_misses(&mut out);
         if self.boundary.alarmed > 0 {
