@@ -194,26 +194,36 @@ struct Offsets {
     seen: Option<(Millis, Millis)>,
 }
 
+/// What one look at the wall clock's offset saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// The settled offset (within [`STEP_MS`]).
+    Settled,
+    /// Another offset, first seen at this look.
+    Moved,
+    /// A step: the other offset seen again; when (elapsed) it was first seen.
+    Stepped(Millis),
+}
+
 impl Offsets {
     fn at(offset_ms: Millis) -> Offsets {
         Offsets { settled: offset_ms, seen: None }
     }
 
-    /// Looks at the offset `offset_ms` at elapsed `elapsed_ms`: when the step it confirms was
-    /// first seen, if it confirms one.
-    fn look(&mut self, offset_ms: Millis, elapsed_ms: Millis) -> Option<Millis> {
+    /// Looks at the offset `offset_ms` at elapsed `elapsed_ms`.
+    fn look(&mut self, offset_ms: Millis, elapsed_ms: Millis) -> Look {
         if (offset_ms - self.settled).abs() < STEP_MS {
             self.seen = None;
-            return None;
+            return Look::Settled;
         }
         match self.seen {
             Some((seen, first)) if (offset_ms - seen).abs() < STEP_MS => {
                 *self = Offsets::at(offset_ms);
-                Some(first)
+                Look::Stepped(first)
             }
             _ => {
                 self.seen = Some((offset_ms, elapsed_ms));
-                None
+                Look::Moved
             }
         }
     }
@@ -226,25 +236,31 @@ impl FlagWatch {
     fn next(self, flag: bool, offset_ms: Millis, elapsed_ms: Millis) -> FlagWatch {
         match (self, flag) {
             (FlagWatch::Down { mut offsets, stepped_at }, false) => {
-                let stepped = offsets.look(offset_ms, elapsed_ms);
-                FlagWatch::Down { offsets, stepped_at: stepped.or(stepped_at) }
+                let stepped_at = match offsets.look(offset_ms, elapsed_ms) {
+                    Look::Stepped(first) => Some(first),
+                    Look::Settled | Look::Moved => stepped_at,
+                };
+                FlagWatch::Down { offsets, stepped_at }
             }
             (FlagWatch::Doubted { .. } | FlagWatch::Unread, false) => FlagWatch::Down { offsets: Offsets::at(offset_ms), stepped_at: None },
             (FlagWatch::Believed | FlagWatch::Lost, false) => FlagWatch::Lost,
             (FlagWatch::Unread | FlagWatch::Believed | FlagWatch::Lost, true) => FlagWatch::Believed,
             (FlagWatch::Down { mut offsets, stepped_at }, true) => {
-                let stepped = offsets.look(offset_ms, elapsed_ms).or(stepped_at);
-                // A step seen as the flag comes up is NTP's (it steps, then raises the flag): an
-                // odd reading of the clock at that very look is not to be feared.
-                let stepping_now = offsets.seen.is_some_and(|(_, first)| first == elapsed_ms);
-                if stepping_now || stepped.is_some_and(|at| elapsed_ms - at <= STEP_SETS_THE_CLOCK_WITHIN_MS) {
+                let stepped_at = match offsets.look(offset_ms, elapsed_ms) {
+                    // A step seen as the flag comes up is NTP's (it steps, then raises the flag):
+                    // an odd reading of the clock at that very look is not to be feared.
+                    Look::Moved => Some(elapsed_ms),
+                    Look::Stepped(first) => Some(first),
+                    Look::Settled => stepped_at,
+                };
+                if stepped_at.is_some_and(|at| elapsed_ms - at <= STEP_SETS_THE_CLOCK_WITHIN_MS) {
                     FlagWatch::Believed
                 } else {
                     FlagWatch::Doubted { since_ms: elapsed_ms, offsets }
                 }
             }
             (FlagWatch::Doubted { since_ms, mut offsets }, true) => {
-                if offsets.look(offset_ms, elapsed_ms).is_some() || elapsed_ms - since_ms >= FLAG_DOUBTED_MS {
+                if matches!(offsets.look(offset_ms, elapsed_ms), Look::Stepped(_)) || elapsed_ms - since_ms >= FLAG_DOUBTED_MS {
                     FlagWatch::Believed
                 } else {
                     FlagWatch::Doubted { since_ms, offsets }

@@ -559,9 +559,9 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
         (None, Some(window)) => window_length(check, window, "swing_within").map(|ms| Some(Transform::SwingWithin(ms))),
         (None, None) => Some(None),
     };
-    // A baseline or `steady` hands the expression values relative to something, not readings.
-    let steady = matches!(smooth, Some(Some(Smooth { method: SmoothMethod::Steady | SmoothMethod::Apart, .. })));
-    if expr.as_ref().is_some_and(ValueExpr::judges_reported_values) && (raw.baseline.is_some() || steady) {
+    // A baseline, `steady` or `apart` hands the expression values relative to something, not readings.
+    let steps_between_readings = matches!(smooth, Some(Some(Smooth { method: SmoothMethod::Steady | SmoothMethod::Apart, .. })));
+    if expr.as_ref().is_some_and(ValueExpr::judges_reported_values) && (raw.baseline.is_some() || steps_between_readings) {
         check.error(value.span(), "value", "`out_of_range` counts readings as reported: not with a `baseline`, `steady` or `apart` smoothing");
         return None;
     }
