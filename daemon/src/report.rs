@@ -63,30 +63,56 @@ pub fn worker_name(actor: &str) -> &str {
 /// The timelines of the incidents opened (or re-opened) in `[from_ms, to_ms)`.
 pub fn timelines(store: &Store, sensors: &[SensorConfig], from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<Timeline>> {
     let grids: HashMap<&str, &str> = sensors.iter().map(|s| (&*s.id, s.place.grid.as_deref().unwrap_or(NO_GRID))).collect();
+    let trail = store.audit_trail(from_ms)?;
+    // Stamped before the box's clock was set (and never re-stamped): no day to count it in.
+    let steps = trail.iter().filter(|(_, entry)| entry.at_known).map(|(incident, entry)| TrailStep {
+        incident: incident.id,
+        sensor: &incident.sensor,
+        severity: &incident.worst_severity,
+        grid: grids.get(incident.sensor.as_str()).copied().unwrap_or(NO_GRID),
+        at_ms: entry.at_ms,
+        actor: &entry.actor,
+        action: &entry.action,
+    });
+    Ok(fold_trail(steps, to_ms))
+}
+
+/// One step of an incident's audit trail, with what a timeline needs of its incident.
+#[derive(Debug, Clone, Copy)]
+pub struct TrailStep<'a> {
+    pub incident: i64,
+    pub sensor: &'a str,
+    /// The worst severity the incident reached: its policy's.
+    pub severity: &'a str,
+    pub grid: &'a str,
+    pub at_ms: i64,
+    pub actor: &'a str,
+    pub action: &'a str,
+}
+
+/// The timelines of the incidents that open (or re-open) in `trail` before `to_ms`; `trail` is
+/// in time order and begins at the period's start (a box's store, or one box's rows at the
+/// district's hub).
+pub fn fold_trail<'a>(trail: impl IntoIterator<Item = TrailStep<'a>>, to_ms: i64) -> Vec<Timeline> {
     let mut open: HashMap<i64, Timeline> = HashMap::new();
     let mut done: Vec<Timeline> = Vec::new();
-    for (incident, entry) in store.audit_trail(from_ms)? {
-        // Stamped before the box's clock was set (and never re-stamped): no day to count it in.
-        if !entry.at_known {
-            continue;
-        }
-        let opens = entry.actor == "rules" && (entry.action.starts_with("fired") || entry.action.starts_with("re-opened"));
+    for step in trail {
+        let opens = step.actor == "rules" && (step.action.starts_with("fired") || step.action.starts_with("re-opened"));
         if opens {
-            if entry.at_ms >= to_ms {
+            if step.at_ms >= to_ms {
                 continue;
             }
-            if let Some(previous) = open.remove(&incident.id) {
+            if let Some(previous) = open.remove(&step.incident) {
                 done.push(previous);
             }
-            let grid = grids.get(incident.sensor.as_str()).copied().unwrap_or(NO_GRID).to_string();
             open.insert(
-                incident.id,
+                step.incident,
                 Timeline {
-                    id: incident.id,
-                    sensor: incident.sensor.clone(),
-                    severity: incident.worst_severity.clone(),
-                    grid,
-                    opened_ms: entry.at_ms,
+                    id: step.incident,
+                    sensor: step.sensor.to_string(),
+                    severity: step.severity.to_string(),
+                    grid: step.grid.to_string(),
+                    opened_ms: step.at_ms,
                     worker: None,
                     accepted_ms: None,
                     on_site_ms: None,
@@ -96,9 +122,9 @@ pub fn timelines(store: &Store, sensors: &[SensorConfig], from_ms: i64, to_ms: i
             );
             continue;
         }
-        let Some(timeline) = open.get_mut(&incident.id) else { continue };
-        let at = entry.at_ms.max(timeline.opened_ms);
-        let slot = match entry.action.as_str() {
+        let Some(timeline) = open.get_mut(&step.incident) else { continue };
+        let at = step.at_ms.max(timeline.opened_ms);
+        let slot = match step.action {
             "accept" => &mut timeline.accepted_ms,
             "on_site" => &mut timeline.on_site_ms,
             "resolve" => &mut timeline.resolved_ms,
@@ -109,11 +135,11 @@ pub fn timelines(store: &Store, sensors: &[SensorConfig], from_ms: i64, to_ms: i
             _ => continue,
         };
         slot.get_or_insert(at);
-        timeline.worker.get_or_insert_with(|| worker_name(&entry.actor).to_string());
+        timeline.worker.get_or_insert_with(|| worker_name(step.actor).to_string());
     }
     done.extend(open.into_values());
     done.sort_by_key(|t| (t.opened_ms, t.id));
-    Ok(done)
+    done
 }
 
 /// The figures of one grid or one worker.
@@ -414,8 +440,8 @@ pub fn digest_alert(report: &Report, day: NaiveDate, leaders: &[&crate::dispatch
     alert
 }
 
-/// "4分12秒 / 9分" for a (median, p90) in seconds; "—" without.
-fn span(pair: Option<(i64, i64)>) -> String {
+/// "4分12秒 / 9分": a median and 90th percentile as people read them ("—" without any).
+pub fn span(pair: Option<(i64, i64)>) -> String {
     pair.map_or_else(|| "—".to_string(), |(median, p90)| format!("{} / {}", duration(median), duration(p90)))
 }
 

@@ -802,9 +802,24 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
             count("SELECT count(*) FROM alert_events"),
             count("SELECT count(*) FROM alert_events WHERE event = 'fired'")
         );
-        assert!(csv.lines().any(|line| line == expected), "{expected} not in the report:\n{csv}");
+        let row = csv.lines().find(|line| line.starts_with(&format!("{expected},"))).unwrap_or_else(|| panic!("{expected} not in the report:\n{csv}"));
+        // Its supervision columns are the box's own `gridwatch report` for the whole box (the
+        // accept relayed to east counts there and here, with the same time to accept).
+        let mut cli = common::gridwatch();
+        cli.current_dir(community.dir.path()).args(["report", "--config", "gridwatch.toml", "--format", "csv", "--from"]);
+        let output = cli.arg(today.pred_opt().unwrap().to_string()).args(["--to", &today.to_string()]).output().unwrap();
+        let own = String::from_utf8_lossy(&output.stdout).into_owned();
+        let own_all = own.lines().find_map(|line| line.strip_prefix("all,全部,")).unwrap_or_else(|| panic!("no total in the box's report: {own}"));
+        assert_eq!(row.splitn(7, ',').nth(6), Some(own_all), "{} at the hub against its own report:\n{csv}\n{own}", community.id);
     }
-    assert!(hub_page(web, &format!("/report?{period}&token={VIEW_TOKEN}")).await.contains("合计"));
+    assert!(csv.lines().any(|line| line.starts_with("east,old-town,") && line.split(',').nth(7) == Some("1")), "east's accepted incident: {csv}");
+    let page = hub_page(web, &format!("/report?{period}&token={VIEW_TOKEN}")).await;
+    assert!(
+        page.contains("合计") && page.contains("督办：网格员") && page.contains("<tr><td>王芳</td><td align=\"center\">1</td><td align=\"center\">1</td>"),
+        "{page}"
+    );
+    let workers = hub_page(web, &format!("/report?{period}&format=csv&by=worker&token={VIEW_TOKEN}")).await;
+    assert!(workers.lines().any(|line| line.starts_with("王芳,1,1,")), "{workers}");
 
     // The board on a phone (390×844 in headless Chromium): nothing wider than the screen. Opened
     // once with its token, the browser keeps it: the board's own link to the report needs none.
@@ -820,7 +835,10 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5_000, "a real screenshot ({} bytes)", png.len());
     std::fs::write(screenshot_dir().join("district-board.png"), &png).unwrap();
     browser.goto(&format!("{web}/report")).await.unwrap();
-    browser.wait_for_text("合计").await.unwrap();
+    browser.wait_for_text("督办：网格员").await.unwrap();
+    let width = browser.execute("return document.scrollingElement.scrollWidth").await.unwrap().as_f64().unwrap();
+    assert!(width <= 390.0, "the report is {width} px wide on a 390 px screen");
+    std::fs::write(screenshot_dir().join("district-report.png"), browser.screenshot().await.unwrap()).unwrap();
 }
 
 impl Community {

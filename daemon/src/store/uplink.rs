@@ -41,6 +41,10 @@ pub struct UplinkTransition {
     /// before it was sent: false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub device: bool,
+    /// The worst severity the incident reached, whose policy its deadlines are (the district's
+    /// supervision report; absent from boxes before it was sent: the hub takes `severity`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub worst_severity: String,
 }
 
 /// One reading chosen for the district (`uplink_readings`): its sensor, time and fields.
@@ -151,7 +155,7 @@ impl Store {
     pub async fn transitions_after(&self, after: i64, limit: usize) -> anyhow::Result<Vec<UplinkTransition>> {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT e.id, e.incident_id, e.at_ms, e.actor, e.action, e.note, i.rule, i.sensor, i.severity, i.state,
+                "SELECT e.id, e.incident_id, e.at_ms, e.actor, e.action, e.note, i.rule, i.sensor, i.severity, i.state, i.worst_severity,
                         coalesce((SELECT json_extract(a.payload, '$.audience') FROM alert_events a
                                   WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed')
                                   ORDER BY a.id DESC LIMIT 1), '') = 'installer'
@@ -169,7 +173,8 @@ impl Store {
                     sensor: row.get(7)?,
                     severity: row.get(8)?,
                     state: row.get(9)?,
-                    device: row.get(10)?,
+                    worst_severity: row.get(10)?,
+                    device: row.get(11)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)

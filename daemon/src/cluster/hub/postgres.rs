@@ -81,6 +81,9 @@ CREATE TABLE IF NOT EXISTS box_incidents (
 );
 -- A device fault's incident (a stuck or silent box, for installers): not a house's alarm.
 ALTER TABLE box_incidents ADD COLUMN IF NOT EXISTS device BOOLEAN NOT NULL DEFAULT false;
+-- The worst severity the incident reached, whose policy its deadlines are (the supervision
+-- report); '' from boxes that do not send it: its severity then.
+ALTER TABLE box_incidents ADD COLUMN IF NOT EXISTS worst_severity TEXT NOT NULL DEFAULT '';
 -- What the standby evaluator posted about dead boxes' 4G sensors (`standby.rs`), by its key.
 CREATE TABLE IF NOT EXISTS standby_alerts (
     key TEXT PRIMARY KEY,
@@ -184,15 +187,17 @@ pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<
             let severity: Vec<&str> = rows.iter().map(|r| r.severity.as_str()).collect();
             let state: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
             let device: Vec<bool> = rows.iter().map(|r| r.device).collect();
+            let worst: Vec<&str> = rows.iter().map(|r| r.worst_severity.as_str()).collect();
             // The last row per incident carries the incident's state as the box last reported it.
             tx.execute(
-                "INSERT INTO box_incidents (box_id, epoch, incident_id, rule, sensor, severity, state, device, last_transition)
-                 SELECT DISTINCT ON (incident) $1, $8, incident, rule, sensor, severity, state, device, id
-                 FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $9::BOOLEAN[]) AS t (id, incident, rule, sensor, severity, state, device)
+                "INSERT INTO box_incidents (box_id, epoch, incident_id, rule, sensor, severity, state, device, worst_severity, last_transition)
+                 SELECT DISTINCT ON (incident) $1, $8, incident, rule, sensor, severity, state, device, worst, id
+                 FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $9::BOOLEAN[], $10::TEXT[]) AS t (id, incident, rule, sensor, severity, state, device, worst)
                  ORDER BY incident, id DESC
-                 ON CONFLICT (box_id, epoch, incident_id) DO UPDATE SET severity = EXCLUDED.severity, state = EXCLUDED.state, device = EXCLUDED.device, last_transition = EXCLUDED.last_transition
+                 ON CONFLICT (box_id, epoch, incident_id) DO UPDATE SET severity = EXCLUDED.severity, state = EXCLUDED.state, device = EXCLUDED.device,
+                    worst_severity = EXCLUDED.worst_severity, last_transition = EXCLUDED.last_transition
                  WHERE box_incidents.last_transition < EXCLUDED.last_transition",
-                &[&batch.box_id, &ids, &incident, &rule, &sensor, &severity, &state, &batch.epoch, &device],
+                &[&batch.box_id, &ids, &incident, &rule, &sensor, &severity, &state, &batch.epoch, &device, &worst],
             )
             .await?;
             inserted
