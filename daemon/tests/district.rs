@@ -59,7 +59,7 @@
 mod common;
 
 use common::{publish_until_evaluated, screenshot_dir, Daemon, SECOND};
-use gridwatch_tests::{free_port, wait_for, Browser, LinkProxy, Mosquitto, NatsCluster, Postgres, VictoriaMetrics, WebhookReceiver};
+use gridwatch_tests::{free_port, wait_for, Browser, LinkProxy, Mosquitto, NatsCluster, Postgres, Slowness, VictoriaMetrics, WebhookReceiver};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -109,8 +109,14 @@ impl Community {
         let proxy = LinkProxy::start(nats.addrs()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
+        // A fast lease and commit wait for the tests' short cuts, unless the settings give theirs.
+        let cluster_settings = if cluster_settings.contains("lease_renew_secs") {
+            cluster_settings.to_string()
+        } else {
+            format!("lease_renew_secs = 1\ncommit_wait_secs = 3\n{cluster_settings}")
+        };
         let mut config = format!(
-            "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-{id}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n{http_settings}\n[cluster]\nnats_urls = [\"{}\"]\nbox_id = \"{id}\"\ndistrict = \"old-town\"\nlease_renew_secs = 1\ncommit_wait_secs = 3\n{cluster_settings}\n[dispatch]\nack_secret = \"{ACK_SECRET}\"\n{tables}\n",
+            "state_dir = \"state\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-{id}\"\n\n[rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n{http_settings}\n[cluster]\nnats_urls = [\"{}\"]\nbox_id = \"{id}\"\ndistrict = \"old-town\"\n{cluster_settings}\n[dispatch]\nack_secret = \"{ACK_SECRET}\"\n{tables}\n",
             mosquitto.url(),
             proxy.nats_url()
         );
@@ -270,7 +276,10 @@ async fn start_district_hooked(nats: &NatsCluster, hub_options: &[&str], hook: W
     let urls = nats.urls();
     let (conninfo, hook_url) = (pg.conninfo(), hook.url());
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["hub", "--postgres", &conninfo, "--webhook", &hook_url, "--lease-ttl", LEASE_TTL, "--listen", &listen];
+    let mut args = vec!["hub", "--postgres", &conninfo, "--webhook", &hook_url, "--listen", &listen];
+    if !hub_options.contains(&"--lease-ttl") {
+        args.extend(["--lease-ttl", LEASE_TTL]);
+    }
     args.extend_from_slice(hub_options);
     for url in &urls {
         args.extend(["--nats", url.as_str()]);
@@ -956,6 +965,58 @@ async fn readings_reach_the_districts_influxdb_exactly_once_across_a_blackhole()
     // Nothing is written twice later either (resends of batches already committed).
     tokio::time::sleep(5 * SECOND).await;
     assert_eq!(district_levels(&vm, "east").await, expected(45), "0 lost, 0 duplicates");
+}
+
+/// A box on a poor link (300 ms each way, 2 KB/s: a 4G modem at the edge of coverage, fallen
+/// back to GPRS) with the `[cluster]` defaults and the hub's default box lease: a backlog of
+/// readings and alarms in the middle of it all reach the district exactly once, alarms without
+/// waiting for the readings, and the box is never reported down while it renews its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_on_a_slow_link_sends_everything_once_and_is_never_reported_down() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let vm = VictoriaMetrics::start().await.expect("victoria-metrics");
+    let influx = vm.url();
+    let district = start_district_with(&nats, &["--influx", &influx, "--lease-ttl", "30s"]).await;
+    let defaults = "lease_renew_secs = 5\ncommit_wait_secs = 10\nuplink_points_per_sec = 1000\nreadings_batch_secs = 1\n";
+    let east = Community::start_with("east", &nats, defaults).await;
+    east.proxy.set_slow(Slowness { latency: Duration::from_millis(300), bytes_per_sec: Some(2_000) });
+    let slow_from = east.proxy.bytes_forwarded();
+    let started = Instant::now();
+
+    // 1,800 numbered readings at once (three sensors × 600: a box back from a long cut), with
+    // oxygen values as a probe's float32 gives them (they deflate as little as real ones), then
+    // three alarms while they are on their way.
+    let sensors = [1, 2, 3];
+    let mut rng = fastrand::Rng::with_seed(23);
+    for seq in 1..=600 {
+        for sensor in sensors {
+            let oxygen = f64::from(6.0 + 3.0 * rng.f32());
+            east.mosquitto.publish(&east.topic(sensor), &format!(r#"{{"do": {oxygen}, "level": {seq}, "seq": {seq}, "ts": {}}}"#, now_ms())).unwrap();
+        }
+    }
+    tokio::time::sleep(2 * SECOND).await;
+    east.alarm_cycles_of(1, &sensors).await;
+    let alarms_at = Instant::now();
+    district.assert_caught_up(&east, 90 * SECOND).await;
+    let alarms_took = alarms_at.elapsed();
+    let expected: std::collections::BTreeMap<_, _> = sensors.iter().map(|s| (format!("east-{s:02}"), (1..=600).collect::<Vec<u64>>())).collect();
+    let arrived = wait_for(240 * SECOND, || async { district_levels(&vm, "east").await == expected }).await;
+    let took = started.elapsed();
+    let levels = district_levels(&vm, "east").await;
+    let counts: Vec<usize> = levels.values().map(Vec::len).collect();
+    let resent = east.metric("gridwatch_uplink_batches_resent_total{kind=\"reading\"}").await;
+    let carried = east.proxy.bytes_forwarded() - slow_from;
+    eprintln!(
+        "slow link: alarms at the hub {alarms_took:?} after they fired; 1,800 readings in {took:?}; {carried} bytes carried; reading batches sent again: {resent}"
+    );
+    assert!(arrived, "readings per sensor at the hub: {counts:?} (each 1…600 once expected)\nbox: {:?}", east.stderr());
+    // A reading batch the hub never committed in time would be sent again and again over a link
+    // this slow: each resend is the link's time lost.
+    assert!(resent <= 2.0, "reading batches sent again: {resent}\nbox: {:?}", east.stderr());
+    assert!(district.box_down("east").is_empty(), "a box renewing its lease over a slow link is not down: {:?}", district.box_down("east"));
+    let troubles = ["cannot renew the district lease", "district uplink cannot send"];
+    assert!(!east.stderr_all().iter().any(|l| troubles.iter().any(|t| l.contains(t))), "{:?}", east.stderr());
 }
 
 /// One sample per hour (ms since the epoch → value) of each sensor of `box_id` for `metric` in

@@ -39,7 +39,7 @@ mod services;
 mod webhook;
 
 pub use browser::Browser;
-pub use link_proxy::LinkProxy;
+pub use link_proxy::{LinkProxy, Slowness};
 pub use nats::NatsCluster;
 pub use postgres::Postgres;
 pub use publisher::Publisher;

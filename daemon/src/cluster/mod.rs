@@ -12,6 +12,8 @@
 //! - [`uplink`]: the box's side (`[cluster]` in gridwatch.toml): publishes rows after the hub's
 //!   high-water mark and moves on only when the hub has committed them (end-to-end ack); renews
 //!   the box's lease.
+//! - [`link_pace`]: how many rows a batch holds and how long its ack is awaited, from the
+//!   pace the box's link has shown (a slow 4G link gets small batches).
 //! - [`hub`]: `gridwatch hub`: creates the stream and buckets, consumes with a durable consumer,
 //!   writes PostgreSQL (and readings to the district's InfluxDB), advances high-water marks,
 //!   watches leases — while it is the district's active hub (one of several, elected on a KV
@@ -27,6 +29,7 @@
 
 pub mod actions;
 pub mod hub;
+mod link_pace;
 pub mod readings;
 pub mod roster;
 pub mod sensors;

@@ -22,6 +22,7 @@
 //! before the hub committed it; the uplink writes nothing to the local store (the readings'
 //! recorder forgets what the mark covers).
 
+use super::link_pace::LinkPace;
 use super::wire::{hwm_key, parse_hwm, Batch, Kind, Lease, Place, Rows};
 use crate::config::{ClusterConfig, SensorIndex};
 use crate::metrics::{KindLabel, Metrics};
@@ -36,8 +37,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How long a box waits for JetStream's ack of one publish.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the hub's high-water mark is read while waiting for a commit.
 const COMMIT_POLL: Duration = Duration::from_millis(200);
 /// The pause when there is nothing to send.
@@ -81,7 +80,8 @@ pub async fn run(js: jetstream::Context, config: ClusterConfig, sources: Sources
     let reporter = tokio::spawn(report(sources.store.clone(), sources.progress.clone(), sources.metrics.clone(), shutdown.clone()));
     if let Some(epoch) = read_epoch(&sources.store, &shutdown).await {
         tracing::info!(epoch = %epoch.id, "district uplink sends this store's rows");
-        let mut uplink = Uplink { js, config, sources, epoch, pending: [None, None, None, None], known_committed: [None; KINDS], hwm: None };
+        let mut uplink =
+            Uplink { js, config, sources, epoch, pending: [None, None, None, None], known_committed: [None; KINDS], hwm: None, pace: LinkPace::default() };
         uplink.send_until(&shutdown).await;
     }
     let _ = lease.await;
@@ -115,6 +115,8 @@ struct Uplink {
     /// an idle box does not ask the hub over its 4G link twice a second.
     known_committed: [Option<i64>; KINDS],
     hwm: Option<jetstream::kv::Store>,
+    /// What the link has shown of its pace: how big a new batch is, how long its ack may take.
+    pace: LinkPace,
 }
 
 impl Uplink {
@@ -189,7 +191,7 @@ impl Uplink {
         }
         self.pending[slot] = Some(batch.clone());
         self.known_committed[slot] = None;
-        self.publish(&batch).await?;
+        self.publish(kind, &batch).await?;
         let deadline = tokio::time::Instant::now() + self.config.commit_wait;
         while tokio::time::Instant::now() < deadline {
             let committed = self.committed(kind).await?;
@@ -207,7 +209,7 @@ impl Uplink {
     }
 
     async fn next_batch(&self, kind: Kind, after: i64) -> anyhow::Result<Option<Batch>> {
-        let limit = self.config.batch_rows;
+        let limit = self.pace.batch_rows(kind, self.config.batch_rows);
         let store = &self.sources.store;
         let mut places = BTreeMap::new();
         let rows = match kind {
@@ -242,17 +244,24 @@ impl Uplink {
         }
     }
 
-    async fn publish(&self, batch: &Batch) -> anyhow::Result<()> {
+    async fn publish(&mut self, kind: Kind, batch: &Batch) -> anyhow::Result<()> {
         let (Some(id), (payload, encoding)) = (batch.message_id(), batch.encode()?) else { return Ok(()) };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         if let Some(encoding) = encoding {
             headers.insert(super::wire::ENCODING_HEADER, encoding);
         }
-        let ack = self.js.publish_with_headers(batch.subject(), headers, payload.into()).await?;
-        let ack =
-            tokio::time::timeout(PUBLISH_TIMEOUT, ack.into_future()).await.map_err(|_| anyhow::anyhow!("no JetStream ack within {PUBLISH_TIMEOUT:?}"))??;
-        tracing::debug!(id = %id, rows = batch.len(), duplicate = ack.duplicate, sequence = ack.sequence, "district batch stored by JetStream");
+        let bytes = payload.len();
+        let wait = LinkPace::ack_wait(bytes);
+        // The ack of a batch that takes a slow link long to carry is worth waiting for: sent
+        // again, it would cross the link again.
+        let mut publisher = self.js.clone();
+        publisher.set_timeout(wait);
+        let started = Instant::now();
+        let ack = publisher.publish_with_headers(batch.subject(), headers, payload.into()).await?;
+        let ack = tokio::time::timeout(wait, ack.into_future()).await.map_err(|_| anyhow::anyhow!("no JetStream ack within {wait:?}"))??;
+        self.pace.observed(kind, batch.len(), bytes, started.elapsed());
+        tracing::debug!(id = %id, rows = batch.len(), bytes, duplicate = ack.duplicate, sequence = ack.sequence, "district batch stored by JetStream");
         Ok(())
     }
 
