@@ -150,6 +150,7 @@ struct RawRule {
     change_over: Option<Spanned<String>>,
     windows: Option<Spanned<u32>>,
     swing_within: Option<Spanned<String>>,
+    lead: Option<Spanned<String>>,
     // Check: one threshold level inline, a ladder, or a device check. The level keys repeat
     // `RawLevel`'s because serde cannot combine `flatten` with `deny_unknown_fields`, and a typo
     // must stay an error; `inline_level` moves them into a `RawLevel`.
@@ -550,14 +551,21 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
         }
         (Some(n), Some(_)) => Some(*n.get_ref()),
     };
-    let transform = match (&raw.change_over, &raw.swing_within) {
-        (Some(_), Some(swing)) => {
+    let transform = match (&raw.change_over, &raw.swing_within, &raw.lead) {
+        (Some(_), Some(swing), _) => {
             check.error(swing.span(), "swing_within", "use either `change_over` or `swing_within`, not both");
             None
         }
-        (Some(window), None) => window_length(check, window, "change_over").and_then(|window| Some(Some(Transform::ChangeOver { window, windows: windows? }))),
-        (None, Some(window)) => window_length(check, window, "swing_within").map(|ms| Some(Transform::SwingWithin(ms))),
-        (None, None) => Some(None),
+        (Some(_), None, Some(lead)) | (None, Some(_), Some(lead)) => {
+            check.error(lead.span(), "lead", "`lead` carries a level ahead: not with `change_over` or `swing_within`");
+            None
+        }
+        (Some(window), None, None) => {
+            window_length(check, window, "change_over").and_then(|window| Some(Some(Transform::ChangeOver { window, windows: windows? })))
+        }
+        (None, Some(window), None) => window_length(check, window, "swing_within").map(|ms| Some(Transform::SwingWithin(ms))),
+        (None, None, Some(lead)) => window_length(check, lead, "lead").map(|ms| Some(Transform::Lead(ms))),
+        (None, None, None) => Some(None),
     };
     // A baseline, `steady` or `apart` hands the expression values relative to something, not readings.
     let steps_between_readings = matches!(smooth, Some(Some(Smooth { method: SmoothMethod::Steady | SmoothMethod::Apart, .. })));

@@ -121,6 +121,13 @@ pub enum Transform {
     /// The largest distance between the value now and any value within the window
     /// ("sudden change").
     SwingWithin(Millis),
+    /// The value carried this far ahead at its pace: plus half the smaller of its changes over
+    /// the last two windows of twice this length, when both rose. A median over a window lags a
+    /// steady movement by half the window; a `lead` of half the window takes the lag out (a wall
+    /// creeping 0.5‰ a day reached its yellow 12 h late on its daily level). A change that did
+    /// not go on over both windows (a front of weather) is not carried, nor a fall. The value
+    /// alone until the history covers the two windows.
+    Lead(Millis),
 }
 
 /// A compiled signal.
@@ -186,6 +193,9 @@ impl fmt::Display for Signal {
                 write!(f, "least change over {windows} consecutive windows of {} of {text}", humanize(window))
             }
             Some(Transform::SwingWithin(ms)) => write!(f, "swing within {} of {text}", humanize(ms)),
+            Some(Transform::Lead(ms)) => {
+                write!(f, "{text} carried {} ahead at its least rise over two windows of {}", humanize(ms), humanize(ms.saturating_mul(2)))
+            }
             None => f.write_str(&text),
         }
     }
@@ -415,6 +425,15 @@ impl Signal {
                 }
                 let Transformed::History(history) = &mut **kept else { return None };
                 change_over(history, window, windows, at, staged)
+            }
+            Some(Transform::Lead(lead)) => {
+                let kept = state.0.get_or_insert_with(|| Box::new(Transformed::Empty));
+                if !matches!(**kept, Transformed::History(_)) {
+                    **kept = Transformed::History(VecDeque::with_capacity(2 * HISTORY_POINTS as usize + 2));
+                }
+                let Transformed::History(history) = &mut **kept else { return None };
+                let pace = change_over(history, lead.saturating_mul(2), 2, at, staged);
+                Some(staged + pace.map_or(0.0, |change| change.max(0.0) / 2.0))
             }
             Some(Transform::SwingWithin(window)) => {
                 let kept = state.0.get_or_insert_with(|| Box::new(Transformed::Empty));
@@ -869,6 +888,25 @@ mod tests {
         assert_eq!(feed(14 * MIN, 0.072, 0.096), Some(0.0), "two readings out could be two spikes");
         let going = feed(15 * MIN, 0.108, 0.144).unwrap();
         assert!((going - 0.06).abs() < 1e-6, "{going}");
+    }
+
+    #[test]
+    fn a_lead_carries_a_steady_movement_ahead_once_its_pace_is_known() {
+        let s = signal("v", None, Some(Transform::Lead(30 * MIN)));
+        // One unit an hour: 0.5 ahead in 30 minutes, once two hours show the pace.
+        let values: Vec<(Millis, f64)> = (0..=240).map(|m| (m * MIN, m as f64 / 60.0)).collect();
+        let out = run(&s, &values);
+        assert_eq!(out[90], Some(1.5), "the value alone before the history spans two hours");
+        for (m, carried) in out.iter().enumerate().skip(120) {
+            let carried = carried.unwrap();
+            let ahead = m as f64 / 60.0 + 0.5;
+            assert!((carried - ahead).abs() <= 0.02, "minute {m}: {carried} for {ahead}");
+        }
+        // A step that does not go on (a front of weather) is not carried ahead, nor a fall.
+        let step: Vec<(Millis, f64)> = (0..=240).map(|m| (m * MIN, if m < 200 { 1.0 } else { 2.0 })).collect();
+        assert_eq!(run(&s, &step)[230], Some(2.0));
+        let falling: Vec<(Millis, f64)> = (0..=240).map(|m| (m * MIN, 5.0 - m as f64 / 60.0)).collect();
+        assert_eq!(run(&s, &falling)[240], Some(1.0));
     }
 
     #[test]

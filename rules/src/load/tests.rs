@@ -290,6 +290,14 @@ fn ratio_windows_and_agree_are_checked_where_they_are_written() {
 }
 
 #[test]
+fn a_lead_is_a_transform_of_its_own() {
+    let set = compile("[[rule]]\nid = \"q\"\nvalue = \"x\"\nsmooth = \"median 24h\"\nlead = \"12h\"\nabove = 1\nseverity = \"alarm\"\n").unwrap();
+    assert_eq!(set.rules[0].signal.as_ref().unwrap().transform, Some(crate::signal::Transform::Lead(12 * 3_600_000)));
+    let errs = errors("[[rule]]\nid = \"q\"\nvalue = \"x\"\nchange_over = \"24h\"\nlead = \"12h\"\nabove = 1\nseverity = \"alarm\"\n");
+    assert_eq!(errs, vec!["test.toml:5:8: error in `lead`: `lead` carries a level ahead: not with `change_over` or `swing_within`"]);
+}
+
+#[test]
 fn windows_shorter_than_a_second_are_refused() {
     let errs = errors("[[rule]]\nid = \"q\"\nvalue = \"x\"\nswing_within = \"500ms\"\nabove = 1\nseverity = \"alarm\"\n");
     assert_eq!(errs, vec!["test.toml:4:16: error in `swing_within`: `500ms`: a window must be at least 1s (windows keep whole seconds)"]);

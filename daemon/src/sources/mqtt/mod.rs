@@ -4,6 +4,7 @@
 //! still go out while ingest is shutting down.
 
 pub mod broker;
+mod copies;
 pub mod drain;
 pub mod incident_acks;
 pub mod payload;

@@ -81,6 +81,8 @@ pub enum Rejection {
     TooManyFieldNames { sensor: String, field: String, limit: usize },
     #[error("sensor `{sensor}` sent `seq` {seq} again (the same reading twice)")]
     DuplicateSeq { sensor: String, seq: u64 },
+    #[error("sensor `{0}` sent the same values again within half its usual interval, without `ts` or `seq`: a copy of its last reading")]
+    DuplicateCopy(String),
     #[error("a retained message of sensor `{0}` without `ts`: a reading the broker kept, of unknown age")]
     RetainedWithoutTime(String),
 }
@@ -106,11 +108,12 @@ impl Rejection {
             Rejection::TooManyFields { .. } => "too_many_fields",
             Rejection::TooManyFieldNames { .. } => "too_many_field_names",
             Rejection::DuplicateSeq { .. } => "duplicate_seq",
+            Rejection::DuplicateCopy(_) => "duplicate_copy",
             Rejection::RetainedWithoutTime(_) => "retained_without_time",
         }
     }
 
-    pub const REASONS: [&'static str; 18] = [
+    pub const REASONS: [&'static str; 19] = [
         "too_large",
         "not_json",
         "not_object",
@@ -128,6 +131,7 @@ impl Rejection {
         "too_many_fields",
         "too_many_field_names",
         "duplicate_seq",
+        "duplicate_copy",
         "retained_without_time",
     ];
 }

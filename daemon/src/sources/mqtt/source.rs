@@ -54,6 +54,8 @@ pub struct Ingest {
     /// The last few readings of each sensor that sent a `seq` (seq, own time, fields' hash), to
     /// refuse one that comes twice; at most [`RECENT_READINGS`] per sensor.
     recent: HashMap<usize, VecDeque<(u64, Option<Millis>, u64)>>,
+    /// Copies of readings without `ts` or `seq` (a device's or broker's resend).
+    timeless: super::copies::TimelessCopies,
     /// A reading stamped further ahead of our clock is refused (`[ingest] max_future_skew_secs`).
     max_future_skew_ms: Millis,
     /// Sensors whose clocks are off, for `/healthz` and one WARN each.
@@ -94,6 +96,7 @@ impl Ingest {
             metrics,
             last_seq: HashMap::new(),
             recent: HashMap::new(),
+            timeless: super::copies::TimelessCopies::default(),
             max_future_skew_ms,
             clocks,
             mqtt: config.mqtt.clone(),
@@ -155,11 +158,17 @@ impl Ingest {
     }
 
     /// Refuses a reading this sensor already sent: the same `seq`, own time and values (a
-    /// broker's redelivery, or a device that repeats itself). Readings without `seq` are not
-    /// judged here.
-    fn check_duplicate(&mut self, sample: &Sample, own_ts: Option<Millis>) -> Result<(), Rejection> {
-        let Some(seq) = sample.seq else { return Ok(()) };
+    /// broker's redelivery, or a device that repeats itself); without `seq` or `ts`, the same
+    /// values again sooner than half its usual interval ([`super::copies`]).
+    fn check_duplicate(&mut self, sample: &Sample, own_ts: Option<Millis>, now: Millis) -> Result<(), Rejection> {
         let hash = fields_hash(&sample.fields);
+        let Some(seq) = sample.seq else {
+            // Without `seq` or its own time, a copy is told by its values and how soon it came.
+            if own_ts.is_none() && self.timeless.is_copy(sample.sensor, hash, now) {
+                return Err(Rejection::DuplicateCopy(self.sensor_id(sample.sensor)));
+            }
+            return Ok(());
+        };
         let recent = self.recent.entry(sample.sensor).or_default();
         if recent.contains(&(seq, own_ts, hash)) {
             return Err(Rejection::DuplicateSeq { sensor: self.sensor_id(sample.sensor), seq });
@@ -234,7 +243,7 @@ impl Ingest {
                 refused_ahead_secs: None,
                 hub_seq: None,
             };
-            self.check_duplicate(&sample, decoded.ts)?;
+            self.check_duplicate(&sample, decoded.ts, now)?;
             self.check_field_names(sensor, &sample.fields)?;
             Ok(sample)
         });
@@ -594,6 +603,31 @@ mod tests {
         assert_eq!(metrics.rejected("too_many_field_names"), 1);
     }
 
+    /// A box without `ts` or `seq` whose spike was sent twice (its broker's acknowledgement lost):
+    /// the copy 40 s later is refused and counted, so two copies of one spike never look like
+    /// two readings that agree (`tilt-sudden`'s red on a one-box house, an outside tester).
+    #[tokio::test(start_paused = true)]
+    async fn a_timeless_reading_sent_again_soon_is_refused_as_a_copy() {
+        let metrics = Arc::new(Metrics::new());
+        let text = "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n";
+        let config = Config::parse("t.toml", text, std::path::Path::new(".")).unwrap();
+        let clock = Clock::Accelerated { start: 1_795_392_000_000, started: tokio::time::Instant::now(), speed: 1.0, synchronized: true };
+        let mut ingest = Ingest::new(&config, SensorIndex::new(config.sensors.clone()), clock, metrics.clone(), Arc::default());
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        for _ in 0..4 {
+            assert!(ingest.sample(topic, br#"{"x": 0.52, "y": -0.31}"#).is_ok());
+            tokio::time::advance(Duration::from_secs(300)).await;
+        }
+        assert!(ingest.sample(topic, br#"{"x": 1.37, "y": -0.31}"#).is_ok(), "the spike");
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(ingest.sample(topic, br#"{"x": 1.37, "y": -0.31}"#).unwrap_err(), Rejection::DuplicateCopy("house-07".into()));
+        tokio::time::advance(Duration::from_secs(260)).await;
+        assert!(ingest.sample(topic, br#"{"x": 0.52, "y": -0.31}"#).is_ok(), "the next reading");
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert!(ingest.sample(topic, br#"{"x": 0.52, "y": -0.31}"#).is_ok(), "the same values a whole interval later: a quiet wall");
+        assert_eq!(metrics.rejected("duplicate_copy"), 1);
+    }
+
     #[test]
     fn a_reading_sent_twice_is_counted_once_as_a_duplicate() {
         let metrics = Arc::new(Metrics::new());
@@ -609,7 +643,7 @@ mod tests {
         );
         assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_ok());
         assert!(ingest.sample(topic, br#"{"x": 0.30, "seq": 42}"#).is_err(), "without a time, the same seq and values repeat");
-        assert!(ingest.sample(topic, br#"{"x": 0.30}"#).is_ok() && ingest.sample(topic, br#"{"x": 0.30}"#).is_ok(), "no seq, no judgement");
+        assert!(ingest.sample(topic, br#"{"x": 0.30}"#).is_ok() && ingest.sample(topic, br#"{"x": 0.30}"#).is_ok(), "no seq, no pace yet: taken");
         assert_eq!((metrics.rejected("duplicate_seq"), metrics.sequence_gaps.get()), (2, 0));
         // A retained message (kept by the broker from before) is taken only with its own time.
         assert_eq!(ingest.sample_retained(topic, br#"{"x": 0.9}"#).unwrap_err().reason(), "retained_without_time");
