@@ -584,6 +584,7 @@ mod tests {
             Rejection::TooManyFields { count: 0, limit: 0 },
             Rejection::TooManyFieldNames { sensor: String::new(), field: String::new(), limit: 0 },
             Rejection::DuplicateSeq { sensor: String::new(), seq: 0 },
+            Rejection::DuplicateCopy(String::new()),
             Rejection::RetainedWithoutTime(String::new()),
         ];
         let reasons: Vec<_> = all.iter().map(Rejection::reason).collect();
