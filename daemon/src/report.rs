@@ -51,6 +51,17 @@ impl Timeline {
     }
 }
 
+/// `text` as a spreadsheet cell shows it: a cell that begins with `=`, `+`, `-`, `@` or a
+/// control character is a formula to Excel and WPS, and a worker's name is typed by whoever
+/// acts (an outside tester's `=HYPERLINK(…)` came through the district's CSV as it was), so it
+/// gets a leading `'`.
+pub fn spreadsheet_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}").into(),
+        _ => text.into(),
+    }
+}
+
 /// A person's name as written in the audit trail, without how they acted: "王芳 (wang, own
 /// link)" and "王芳 (link)" are both 王芳.
 pub fn worker_name(actor: &str) -> &str {
@@ -214,7 +225,8 @@ impl Report {
         let mut out = String::from("scope,name,incidents,accepted,resolved,accept_median_s,accept_p90_s,on_site_median_s,on_site_p90_s,resolve_median_s,resolve_p90_s,escalations,overdue\n");
         let pair = |p: Option<(i64, i64)>| p.map_or_else(|| ",".to_string(), |(m, p)| format!("{m},{p}"));
         for (scope, name, f) in &self.rows {
-            let name = if name.contains([',', '"']) { format!("\"{}\"", name.replace('"', "\"\"")) } else { name.clone() };
+            let name = spreadsheet_safe(name);
+            let name = if name.contains([',', '"']) { format!("\"{}\"", name.replace('"', "\"\"")) } else { name.into_owned() };
             let _ = writeln!(
                 out,
                 "{scope},{name},{},{},{},{},{},{},{},{}",
@@ -459,6 +471,16 @@ pub fn duration(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_a_spreadsheet_would_run_as_formulas_stay_text() {
+        assert_eq!(spreadsheet_safe("王芳"), "王芳");
+        assert_eq!(spreadsheet_safe("=1+1"), "'=1+1");
+        assert_eq!(spreadsheet_safe("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(spreadsheet_safe("-2"), "'-2");
+        let report = Report { from_ms: 0, to_ms: 1, rows: vec![("worker", "=HYPERLINK(\"x\")".into(), Figures::default())] };
+        assert!(report.csv().contains("\nworker,\"'=HYPERLINK(\"\"x\"\")\",0,"), "{}", report.csv());
+    }
     use crate::alert::tests::sample_alert;
     use crate::config::Place;
     use crate::dispatch::incident::Action;

@@ -750,6 +750,16 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     let web = &district.relay;
     assert_eq!(hub_metric(web, "gridwatch_hub_actions_total{result=\"relayed\"}").await, 3.0);
     assert_eq!(hub_metric(web, "gridwatch_hub_actions_total{result=\"refused\"}").await, 1.0);
+    // A flood of posts for one box (here one that never takes them) is bounded: past 1,000
+    // waiting actions the relay refuses new ones with 503 instead of filling the cluster's store.
+    let ghost = format!("{}/act/old-town/ghost", district.relay);
+    let junk = serde_json::json!({"incident": 1, "action": "accept", "by": "x", "ts": now, "sig": "00"}).to_string();
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..1_001 {
+        *answers.entry(http.post(&ghost).body(junk.clone()).send().await.unwrap().status().as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(answers, std::collections::BTreeMap::from([(202, 1_000), (503, 1)]), "{answers:?}");
+    assert_eq!(hub_metric(web, "gridwatch_hub_actions_total{result=\"not_stored\"}").await, 1.0);
     west.reading(3, 2.0);
     assert!(wait_for(20 * SECOND, || async { west.newest_incident().1 == "open" }).await, "west opened no incident");
     district.assert_caught_up(&east, 30 * SECOND).await;

@@ -45,6 +45,10 @@ pub struct UplinkTransition {
     /// supervision report; absent from boxes before it was sent: the hub takes `severity`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub worst_severity: String,
+    /// Stamped while the box's clock was not set (and not re-stamped since): no day to count it
+    /// in, as the box's own report does not (absent from boxes before it was sent: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub time_unknown: bool,
 }
 
 /// One reading chosen for the district (`uplink_readings`): its sensor, time and fields.
@@ -155,7 +159,7 @@ impl Store {
     pub async fn transitions_after(&self, after: i64, limit: usize) -> anyhow::Result<Vec<UplinkTransition>> {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT e.id, e.incident_id, e.at_ms, e.actor, e.action, e.note, i.rule, i.sensor, i.severity, i.state, i.worst_severity,
+                "SELECT e.id, e.incident_id, e.at_ms, e.actor, e.action, e.note, i.rule, i.sensor, i.severity, i.state, i.worst_severity, e.clock_unset_at IS NOT NULL,
                         coalesce((SELECT json_extract(a.payload, '$.audience') FROM alert_events a
                                   WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed')
                                   ORDER BY a.id DESC LIMIT 1), '') = 'installer'
@@ -174,7 +178,8 @@ impl Store {
                     severity: row.get(8)?,
                     state: row.get(9)?,
                     worst_severity: row.get(10)?,
-                    device: row.get(11)?,
+                    time_unknown: row.get(11)?,
+                    device: row.get(12)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -250,6 +255,14 @@ mod tests {
         assert!(wire.get("device").is_none(), "a house's row goes up as before: {wire}");
         let old: UplinkTransition = serde_json::from_value(wire).unwrap();
         assert!(!old.device, "a row from a box before the flag is a house's");
+        // The incident's worst severity goes up with it (its deadlines' policy at the hub), and
+        // a transition stamped while the clock was not set is marked so.
+        assert_eq!(rows[0].worst_severity, rows[0].severity);
+        let conn = rusqlite::Connection::open(dir.path().join("gridwatch.db")).unwrap();
+        conn.execute("UPDATE incident_events SET clock_unset_at = -1 WHERE id = ?1", [rows[1].id]).unwrap();
+        let rows = store.transitions_after(0, 10).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.time_unknown).collect::<Vec<_>>(), [false, true]);
+        assert!(serde_json::to_value(&rows[0]).unwrap().get("time_unknown").is_none(), "a row stamped on a set clock goes up as before");
     }
 
     #[tokio::test]

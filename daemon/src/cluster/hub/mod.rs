@@ -48,6 +48,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// The most bytes of workers' actions that wait in the district (each is a few hundred bytes):
+/// a flood of posts to the relay cannot fill the cluster's store, which the uplink needs.
+const ACTIONS_MAX_BYTES: i64 = 64 * 1024 * 1024;
+/// The most actions that wait for one box; past it, new ones are refused, not old ones dropped.
+const ACTIONS_PER_BOX: i64 = 1_000;
+
 /// What `gridwatch hub` is given on its command line.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
@@ -171,17 +177,27 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
             // Boxes watch it from start, before any roster is put.
             bucket(js, super::ROSTER_BUCKET, Duration::ZERO, options.replicas).await?;
             // Each box's actions wait for it (its consumer takes them off), at most a day:
-            // older ones would be refused as stale.
-            js.get_or_create_stream(stream::Config {
+            // older ones would be refused as stale. Bounded, new ones refused past the bounds
+            // (the relay answers 503): anonymous posts to the relay filled the cluster's whole
+            // store in 30 s, and the district stopped (an outside tester). A stream from before
+            // the bounds gets them.
+            let actions = stream::Config {
                 name: super::ACTIONS_STREAM.into(),
                 subjects: vec![super::ACTIONS_SUBJECTS.into()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
                 num_replicas: options.replicas,
                 max_age: Duration::from_secs(24 * 3600),
+                max_bytes: ACTIONS_MAX_BYTES,
+                max_messages_per_subject: ACTIONS_PER_BOX,
+                discard: stream::DiscardPolicy::New,
+                discard_new_per_subject: true,
                 ..Default::default()
-            })
-            .await?;
+            };
+            let mut found = js.get_or_create_stream(actions.clone()).await?;
+            if found.info().await?.config.max_messages_per_subject != ACTIONS_PER_BOX {
+                js.update_stream(stream::Config { num_replicas: found.cached_info().config.num_replicas, ..actions }).await?;
+            }
             // What sensors with their own 4G link publish on the hubs' MQTT listeners, kept a
             // day for their boxes to judge (`super::sensors`), and at most a week's worth per
             // sensor (a stream from before that limit gets it).

@@ -84,6 +84,8 @@ ALTER TABLE box_incidents ADD COLUMN IF NOT EXISTS device BOOLEAN NOT NULL DEFAU
 -- The worst severity the incident reached, whose policy its deadlines are (the supervision
 -- report); '' from boxes that do not send it: its severity then.
 ALTER TABLE box_incidents ADD COLUMN IF NOT EXISTS worst_severity TEXT NOT NULL DEFAULT '';
+-- A transition the box stamped while its clock was not set: counted in no day's supervision.
+ALTER TABLE incident_transitions ADD COLUMN IF NOT EXISTS time_unknown BOOLEAN NOT NULL DEFAULT false;
 -- What the standby evaluator posted about dead boxes' 4G sensors (`standby.rs`), by its key.
 CREATE TABLE IF NOT EXISTS standby_alerts (
     key TEXT PRIMARY KEY,
@@ -174,12 +176,13 @@ pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<
             let actor: Vec<&str> = rows.iter().map(|r| r.actor.as_str()).collect();
             let action: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
             let note: Vec<Option<&str>> = rows.iter().map(|r| r.note.as_deref()).collect();
+            let time_unknown: Vec<bool> = rows.iter().map(|r| r.time_unknown).collect();
             let inserted = tx
                 .execute(
-                    "INSERT INTO incident_transitions (box_id, epoch, id, incident_id, at_ms, actor, action, note)
-                     SELECT $1, $8, * FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])
+                    "INSERT INTO incident_transitions (box_id, epoch, id, incident_id, at_ms, actor, action, note, time_unknown)
+                     SELECT $1, $8, * FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $9::BOOLEAN[])
                      ON CONFLICT (box_id, epoch, id) DO NOTHING",
-                    &[&batch.box_id, &ids, &incident, &at, &actor, &action, &note, &batch.epoch],
+                    &[&batch.box_id, &ids, &incident, &at, &actor, &action, &note, &batch.epoch, &time_unknown],
                 )
                 .await?;
             let rule: Vec<&str> = rows.iter().map(|r| r.rule.as_str()).collect();

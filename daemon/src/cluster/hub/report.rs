@@ -15,7 +15,7 @@
 use super::board::head;
 use super::web::Listener;
 use crate::dispatch::Dispatch;
-use crate::report::{day_start, figures, fold_trail, previous, span, today, Figures, Timeline, TrailStep};
+use crate::report::{day_start, figures, fold_trail, previous, span, spreadsheet_safe, today, Figures, Timeline, TrailStep};
 use crate::web::incident_page::escape;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -115,13 +115,14 @@ async fn counts(db: &tokio_postgres::Client, from_ms: i64, to_ms: i64) -> anyhow
 
 /// The timelines of every box's incidents opened (or re-opened) in `[from_ms, to_ms)`, each
 /// with its box as its grid, from the transitions the boxes sent (each store epoch's apart: its
-/// incident ids are its own).
+/// incident ids are its own), less those stamped while the box's clock was not set (the box's
+/// own report leaves them out: no day to count them in).
 async fn timelines(db: &tokio_postgres::Client, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<Timeline>> {
     let rows = db
         .query(
             "SELECT t.box_id, t.epoch, t.incident_id, t.at_ms, t.actor, t.action, i.sensor, COALESCE(NULLIF(i.worst_severity, ''), i.severity)
              FROM incident_transitions t JOIN box_incidents i USING (box_id, epoch, incident_id)
-             WHERE t.at_ms >= $1 ORDER BY t.box_id, t.epoch, t.at_ms, t.id",
+             WHERE t.at_ms >= $1 AND NOT t.time_unknown ORDER BY t.box_id, t.epoch, t.at_ms, t.id",
             &[&from_ms],
         )
         .await?;
@@ -250,7 +251,7 @@ pub fn workers_csv(workers: &[(String, Figures)]) -> String {
     // Writing into memory fails only on a bug in the writer; the rows are plain text and numbers.
     let _ = writer.write_record(std::iter::once("worker").chain(SUPERVISION_COLUMNS));
     for (worker, f) in workers {
-        let _ = writer.write_record(std::iter::once(worker.clone()).chain(supervision_fields(f)));
+        let _ = writer.write_record(std::iter::once(spreadsheet_safe(worker).into_owned()).chain(supervision_fields(f)));
     }
     String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
 }
@@ -431,6 +432,9 @@ mod tests {
         assert_eq!((wang.incidents, wang.accepted, wang.escalations, wang.overdue), (2, 2, 1, 1), "王芳 across both boxes, overdue only in old-town");
         assert_eq!(report.default_policies, ["new-town"]);
         assert!(workers_csv(&report.workers).starts_with("worker,incidents,accepted,resolved,accept_median_s"));
+        // A name typed as a formula stays text in a spreadsheet.
+        let formula = vec![("=HYPERLINK(\"http://evil.example\")".to_string(), Figures::default())];
+        assert!(workers_csv(&formula).contains("\"'=HYPERLINK(\"\"http://evil.example\"\")\""), "{}", workers_csv(&formula));
         let page = html(&report, NaiveDate::from_ymd_opt(2026, 12, 3).unwrap(), NaiveDate::from_ymd_opt(2026, 12, 3).unwrap());
         assert!(page.contains("督办：网格员") && page.contains("8分 / 8分") && page.contains("new-town 未经 hub 下发值班表"), "{page}");
     }
