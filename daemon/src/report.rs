@@ -168,6 +168,42 @@ pub struct Figures {
     pub overdue: u32,
 }
 
+/// The CSV columns of a [`Figures`], as `gridwatch report` and the district's report write them.
+pub const FIGURE_COLUMNS: [&str; 11] = [
+    "incidents",
+    "accepted",
+    "resolved",
+    "accept_median_s",
+    "accept_p90_s",
+    "on_site_median_s",
+    "on_site_p90_s",
+    "resolve_median_s",
+    "resolve_p90_s",
+    "escalations",
+    "overdue",
+];
+
+impl Figures {
+    /// The values of [`FIGURE_COLUMNS`] (empty where there is no such time).
+    pub fn csv_fields(&self) -> [String; 11] {
+        let pair = |p: Option<(i64, i64)>| p.map_or([String::new(), String::new()], |(m, p)| [m.to_string(), p.to_string()]);
+        let ([accept_m, accept_p], [site_m, site_p], [resolve_m, resolve_p]) = (pair(self.to_accept), pair(self.to_on_site), pair(self.to_resolve));
+        [
+            self.incidents.to_string(),
+            self.accepted.to_string(),
+            self.resolved.to_string(),
+            accept_m,
+            accept_p,
+            site_m,
+            site_p,
+            resolve_m,
+            resolve_p,
+            self.escalations.to_string(),
+            self.overdue.to_string(),
+        ]
+    }
+}
+
 /// Median and 90th percentile (nearest rank) of `values`.
 pub fn median_p90(mut values: Vec<i64>) -> Option<(i64, i64)> {
     if values.is_empty() {
@@ -222,23 +258,11 @@ impl Report {
     }
 
     pub fn csv(&self) -> String {
-        let mut out = String::from("scope,name,incidents,accepted,resolved,accept_median_s,accept_p90_s,on_site_median_s,on_site_p90_s,resolve_median_s,resolve_p90_s,escalations,overdue\n");
-        let pair = |p: Option<(i64, i64)>| p.map_or_else(|| ",".to_string(), |(m, p)| format!("{m},{p}"));
+        let mut out = format!("scope,name,{}\n", FIGURE_COLUMNS.join(","));
         for (scope, name, f) in &self.rows {
             let name = spreadsheet_safe(name);
             let name = if name.contains([',', '"']) { format!("\"{}\"", name.replace('"', "\"\"")) } else { name.into_owned() };
-            let _ = writeln!(
-                out,
-                "{scope},{name},{},{},{},{},{},{},{},{}",
-                f.incidents,
-                f.accepted,
-                f.resolved,
-                pair(f.to_accept),
-                pair(f.to_on_site),
-                pair(f.to_resolve),
-                f.escalations,
-                f.overdue
-            );
+            let _ = writeln!(out, "{scope},{name},{}", f.csv_fields().join(","));
         }
         out
     }

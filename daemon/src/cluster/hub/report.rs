@@ -15,7 +15,7 @@
 use super::board::head;
 use super::web::Listener;
 use crate::dispatch::Dispatch;
-use crate::report::{day_start, figures, fold_trail, previous, span, spreadsheet_safe, today, Figures, Timeline, TrailStep};
+use crate::report::{day_start, figures, fold_trail, previous, span, spreadsheet_safe, today, Figures, Timeline, TrailStep, FIGURE_COLUMNS};
 use crate::web::incident_page::escape;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -161,7 +161,9 @@ pub fn assemble(mut boxes: Vec<BoxCounts>, timelines: &[Timeline], policies: &Ha
     let dispatch_of = |district: &str| policies.get(district).and_then(Option::as_ref).unwrap_or(&fallback);
     let district_of: HashMap<&str, &str> = boxes.iter().map(|b| (b.box_id.as_str(), b.district.as_str())).collect();
     let mut workers: BTreeMap<&str, Vec<&Timeline>> = BTreeMap::new();
+    let mut by_box: HashMap<&str, Vec<&Timeline>> = HashMap::new();
     for timeline in timelines {
+        by_box.entry(&timeline.grid).or_default().push(timeline);
         if let Some(worker) = &timeline.worker {
             workers.entry(worker).or_default().push(timeline);
         }
@@ -183,8 +185,8 @@ pub fn assemble(mut boxes: Vec<BoxCounts>, timelines: &[Timeline], policies: &Ha
     let district_names = boxes.iter().map(|b| b.district.clone());
     let default_policies: std::collections::BTreeSet<String> = district_names.filter(|d| policies.get(d).is_none_or(Option::is_none)).collect();
     for counts in &mut boxes {
-        let own = timelines.iter().filter(|t| t.grid == counts.box_id);
-        counts.supervision = figures(own, dispatch_of(&counts.district), now);
+        let own = by_box.get(counts.box_id.as_str()).map_or(&[][..], Vec::as_slice);
+        counts.supervision = figures(own.iter().copied(), dispatch_of(&counts.district), now);
     }
     DistrictReport { boxes, workers: worker_rows, default_policies: default_policies.into_iter().collect() }
 }
@@ -219,39 +221,13 @@ pub async fn page(State(web): State<Arc<Listener>>, Query(period): Query<Period>
     Html(html(&report, first, last)).into_response()
 }
 
-/// The supervision columns of the CSV, after what names the row.
-const SUPERVISION_COLUMNS: [&str; 11] = [
-    "incidents",
-    "accepted",
-    "resolved",
-    "accept_median_s",
-    "accept_p90_s",
-    "on_site_median_s",
-    "on_site_p90_s",
-    "resolve_median_s",
-    "resolve_p90_s",
-    "escalations",
-    "overdue",
-];
-
-/// The supervision columns of one row, as `gridwatch report` writes them (empty: no such time).
-fn supervision_fields(f: &Figures) -> Vec<String> {
-    let pair = |p: Option<(i64, i64)>| p.map_or([String::new(), String::new()], |(m, p)| [m.to_string(), p.to_string()]);
-    let mut fields = vec![f.incidents.to_string(), f.accepted.to_string(), f.resolved.to_string()];
-    fields.extend(pair(f.to_accept));
-    fields.extend(pair(f.to_on_site));
-    fields.extend(pair(f.to_resolve));
-    fields.extend([f.escalations.to_string(), f.overdue.to_string()]);
-    fields
-}
-
 /// `worker,` and the supervision columns, a row per worker.
 pub fn workers_csv(workers: &[(String, Figures)]) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
     // Writing into memory fails only on a bug in the writer; the rows are plain text and numbers.
-    let _ = writer.write_record(std::iter::once("worker").chain(SUPERVISION_COLUMNS));
+    let _ = writer.write_record(std::iter::once("worker").chain(FIGURE_COLUMNS));
     for (worker, f) in workers {
-        let _ = writer.write_record(std::iter::once(spreadsheet_safe(worker).into_owned()).chain(supervision_fields(f)));
+        let _ = writer.write_record(std::iter::once(spreadsheet_safe(worker).into_owned()).chain(f.csv_fields()));
     }
     String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
 }
@@ -263,11 +239,11 @@ pub fn csv(counts: &[BoxCounts]) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
     // Writing into memory fails only on a bug in the writer; the rows are plain text and numbers.
     let head = ["box", "district", "incidents_opened", "incidents_resolved", "alert_events", "alerts_fired"];
-    let _ = writer.write_record(head.into_iter().chain(SUPERVISION_COLUMNS));
+    let _ = writer.write_record(head.into_iter().chain(FIGURE_COLUMNS));
     for c in counts {
         let numbers = [c.incidents_opened, c.incidents_resolved, c.alert_events, c.alerts_fired].map(|n| n.to_string());
         let names = [c.box_id.clone(), c.district.clone()];
-        let _ = writer.write_record(names.into_iter().chain(numbers).chain(supervision_fields(&c.supervision)));
+        let _ = writer.write_record(names.into_iter().chain(numbers).chain(c.supervision.csv_fields()));
     }
     String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
 }

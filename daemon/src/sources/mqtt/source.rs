@@ -161,14 +161,14 @@ impl Ingest {
     /// broker's redelivery, or a device that repeats itself); without `seq` or `ts`, the same
     /// values again sooner than half its usual interval ([`super::copies`]).
     fn check_duplicate(&mut self, sample: &Sample, own_ts: Option<Millis>, now: Millis) -> Result<(), Rejection> {
-        let hash = fields_hash(&sample.fields);
         let Some(seq) = sample.seq else {
             // Without `seq` or its own time, a copy is told by its values and how soon it came.
-            if own_ts.is_none() && self.timeless.is_copy(sample.sensor, hash, now) {
+            if own_ts.is_none() && self.timeless.is_copy(sample.sensor, fields_hash(&sample.fields), now) {
                 return Err(Rejection::DuplicateCopy(self.sensor_id(sample.sensor)));
             }
             return Ok(());
         };
+        let hash = fields_hash(&sample.fields);
         let recent = self.recent.entry(sample.sensor).or_default();
         if recent.contains(&(seq, own_ts, hash)) {
             return Err(Rejection::DuplicateSeq { sensor: self.sensor_id(sample.sensor), seq });
