@@ -189,6 +189,9 @@ pub struct Metrics {
     pub uplink_rows_behind: Family<KindLabel, Gauge>,
     /// With `[cluster]`: batches sent again because the hub had not committed them in time.
     pub uplink_batches_resent: Family<KindLabel, Counter>,
+    /// With `[cluster]`: times the store took a new epoch because the hub held more of it than
+    /// it had (a store restored from an older copy).
+    pub uplink_epochs_renewed: Counter,
     /// With `[cluster]`: seconds since the hub last committed this kind's batch or the box had
     /// nothing of it waiting (grows while the link or the hub is down).
     pub uplink_last_commit_age_seconds: Family<KindLabel, Gauge>,
@@ -244,6 +247,7 @@ impl Metrics {
             open_incidents: Family::default(),
             uplink_rows_behind: Family::default(),
             uplink_batches_resent: Family::default(),
+            uplink_epochs_renewed: Counter::default(),
             uplink_last_commit_age_seconds: Family::default(),
             uplink_readings: Family::default(),
             supervision_today: Family::default(),
@@ -389,6 +393,11 @@ impl Metrics {
         registry.register("reloads", "Rule reloads, by result", metrics.reloads.clone());
         registry.register("uplink_rows_behind", "Rows the district hub has not committed yet, by kind", metrics.uplink_rows_behind.clone());
         registry.register("uplink_batches_resent", "Uplink batches sent again (not committed in time), by kind", metrics.uplink_batches_resent.clone());
+        registry.register(
+            "uplink_epochs_renewed",
+            "Times the store took a new epoch: the district held more of it than it had (restored from an older copy)",
+            metrics.uplink_epochs_renewed.clone(),
+        );
         registry.register(
             "uplink_last_commit_age_seconds",
             "Seconds since the hub last committed this kind or nothing of it waited",

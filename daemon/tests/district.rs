@@ -21,7 +21,9 @@
 //! A third run: one roster put by the hub reaches every box (a bad one is refused by the hub
 //! with its file:line, and by each box if it slips into KV; a box restarted offline starts on its
 //! last good copy), and a worker's action posted to the hub while its box is offline is applied
-//! there exactly once after reconnection, a replay and a forgery refused and counted. The hub's
+//! there exactly once after reconnection, a replay and a forgery refused and counted; an action
+//! signed for one box is refused by another (by the relay, and as `other_box` by the box), and a
+//! box whose clock is ten minutes behind still applies actions sent now. The hub's
 //! listener then shows the district: `/metrics` counts the relay and the rows, the board lists
 //! the box cut off first with its open incident, the report's counts equal the boxes' stores,
 //! and a screenshot of the board on a phone goes to docs/screenshots/district-board.png with
@@ -34,7 +36,13 @@
 //!
 //! A fifth run: a box whose store file is replaced by garbage while it is stopped starts on a
 //! fresh store (ids from 1 again, a new store epoch); its next alarms reach PostgreSQL under the
-//! new epoch, the old store's rows stay there untouched, and the hub counts the change.
+//! new epoch, the old store's rows stay there untouched, and the hub counts the change. Then its
+//! store is restored from an older copy (the same epoch, fewer rows than the hub holds): the box
+//! takes a new epoch, and the alarm raised after the restore reaches PostgreSQL.
+//!
+//! A fifth-and-a-half run: two boxes configured with one `box_id` renew one lease in turns: the
+//! hub tells installers once (`box-id-shared`), clears it once one is gone, and then reports the
+//! other down when it dies.
 //!
 //! A sixth run: a hub's lease renewal written but its answer lost (as when the bucket's RAFT
 //! leader is killed mid-request): the hub alone in its district stays active.
@@ -583,6 +591,32 @@ async fn a_standby_hub_takes_over_and_no_box_is_reported_down_twice() {
     assert!(exited, "the hub did not exit after SIGTERM: {:?}", third.stderr());
 }
 
+/// The active hub killed while the webhook takes its time over a `box-down` (it has the message,
+/// but the hub never heard its answer): the standby posts it again under the same key, so a
+/// receiver that drops keys it has seen tells people once (an outside tester got a second
+/// `raised` under another key: each hub keyed it by its own time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_down_posted_again_by_the_standby_has_the_same_key() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let pg = Postgres::start().await.expect("postgresql");
+    let hook = WebhookReceiver::start_slow(6 * SECOND).await;
+    let raised = || hook.bodies().into_iter().filter(|b| b["kind"] == "box-down" && b["event"] == "raised").collect::<Vec<_>>();
+    let (mut first, _first_dir, _) = start_hub(&nats, &pg, &hook, "hub-a");
+    assert!(wait_for(60 * SECOND, || async { logged(&first, ACTIVE) }).await, "the first hub never became active: {:?}", first.stderr());
+    let (second, _second_dir, _) = start_hub(&nats, &pg, &hook, "hub-b");
+    assert!(wait_for(30 * SECOND, || async { logged(&second, "standing by") }).await, "the second hub is not standing by: {:?}", second.stderr());
+    let mut north = Community::start("north", &nats).await;
+    tokio::time::sleep(3 * SECOND).await; // the hub has seen its lease
+    north.daemon.as_mut().unwrap().kill_hard();
+    assert!(wait_for(30 * SECOND, || async { !raised().is_empty() }).await, "no box-down posted: {:?}", first.stderr());
+    first.kill_hard();
+    assert!(wait_for(15 * SECOND, || async { logged(&second, ACTIVE) }).await, "no takeover: {:?}", second.stderr());
+    assert!(wait_for(30 * SECOND, || async { raised().len() >= 2 }).await, "the standby did not post box-down again: {:?}", second.stderr());
+    let keys: BTreeSet<String> = raised().iter().map(|b| b["key"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(keys.len(), 1, "one key for one box-down, whichever hub posts it: {:?}", raised());
+}
+
 /// Whether process `pid` has ended (gone, or a zombie not yet reaped).
 fn has_exited(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
@@ -622,6 +656,15 @@ impl Community {
         let payload: String = conn.query_row("SELECT payload FROM alert_events WHERE event = 'fired' ORDER BY id DESC LIMIT 1", [], |row| row.get(0)).unwrap();
         let alert: serde_json::Value = serde_json::from_str(&payload).unwrap();
         alert["recipients"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()
+    }
+
+    /// Runs the box again with its wall clock `faked` (libfaketime's syntax, e.g. "-10m"); its
+    /// first reading carries no time, so that its clock stamps it.
+    async fn run_box_with_clock(&mut self, faked: &str) {
+        let (daemon, _) = Daemon::start_with_faked_clock(&["run", "--config", "gridwatch.toml"], self.dir.path(), faked);
+        let up = publish_until_evaluated(&self.mosquitto, &self.topic(1), || r#"{"do": 7.0}"#.to_string(), self.http_port).await;
+        assert!(up, "box {} did not start with its clock at {faked}: {:?}", self.id, daemon.stderr());
+        self.daemon = Some(daemon);
     }
 
     /// The state of the box's newest incident and its id.
@@ -713,9 +756,9 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     east.proxy.set_blackholed(true);
     let now = now_ms();
     let signed = |secret: &str| {
-        let signer = gridwatch::sources::mqtt::incident_acks::AckConfig::without_topic(secret);
+        let signer = gridwatch::sources::mqtt::incident_acks::AckConfig::without_topic(secret).for_box("east");
         let sig = signer.sign(incident, "accept", "王芳", None, now);
-        serde_json::json!({"incident": incident, "action": "accept", "by": "王芳", "ts": now, "sig": sig}).to_string()
+        serde_json::json!({"box": "east", "incident": incident, "action": "accept", "by": "王芳", "ts": now, "sig": sig}).to_string()
     };
     let http = reqwest::Client::new();
     let relay = format!("{}/act/old-town/east", district.relay);
@@ -858,6 +901,36 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     let width = browser.execute("return document.scrollingElement.scrollWidth").await.unwrap().as_f64().unwrap();
     assert!(width <= 390.0, "the report is {width} px wide on a 390 px screen");
     std::fs::write(screenshot_dir().join("district-report.png"), browser.screenshot().await.unwrap()).unwrap();
+
+    // West back with its clock ten minutes behind (libfaketime): an action a worker sends now
+    // is applied, its age judged by the time JetStream stored it, not by west's clock. Before
+    // it, an action signed for east (its box named) but for west's incident: the relay refuses
+    // it for west's path, and west refuses it as another box's when it comes on west's subject
+    // past the relay.
+    west.daemon.as_mut().unwrap().kill_hard();
+    west.run_box_with_clock("-10m").await;
+    west.proxy.set_blackholed(false);
+    let (incident, state) = west.newest_incident();
+    assert_eq!(state, "open", "west's incident waits for a worker");
+    let now = now_ms();
+    let for_box = |box_id: &str| {
+        let signer = gridwatch::sources::mqtt::incident_acks::AckConfig::without_topic(ACK_SECRET).for_box(box_id);
+        let sig = signer.sign(incident, "accept", "李强", None, now);
+        serde_json::json!({"box": box_id, "incident": incident, "action": "accept", "by": "李强", "ts": now, "sig": sig}).to_string()
+    };
+    let west_relay = format!("{}/act/old-town/west", district.relay);
+    let answer = http.post(&west_relay).body(for_box("east")).send().await.unwrap();
+    assert_eq!(answer.status(), 400, "another box's action: {:?}", answer.text().await);
+    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
+    js.publish(gridwatch::cluster::actions::subject("old-town", "west"), for_box("east").into()).await.unwrap().await.unwrap();
+    let refused = wait_for(30 * SECOND, || async { west.relayed_actions("other_box").await == 1 }).await;
+    assert!(refused, "west refuses east's action: {:?}", west.stderr());
+    assert_eq!(west.newest_incident(), (incident, "open".to_string()), "east's action is not applied at west");
+    let answer = http.post(&west_relay).body(for_box("west")).send().await.unwrap();
+    assert_eq!(answer.status(), 202, "{:?}", answer.text().await);
+    let applied = wait_for(30 * SECOND, || async { west.newest_incident().1 == "accepted" }).await;
+    assert!(applied, "west, its clock behind, did not apply the action: {:?}", west.stderr());
+    assert_eq!((west.relayed_actions("applied").await, west.relayed_actions("stale").await), (1, 0));
 }
 
 impl Community {
@@ -1196,6 +1269,79 @@ async fn a_box_whose_store_was_replaced_is_heard_again_and_its_old_rows_kept() {
     assert_eq!(hub_metric(&district.relay, "gridwatch_hub_store_epochs_changed_total").await, 1.0);
     assert!(logged(&district.hub, "sends from a new store"), "the hub says so in its log");
     assert_eq!(high_water_mark(&nats, &east.hwm_key("alert")).await, *east.local_ids("alert_events").last().unwrap());
+
+    // A copy of the store taken now and restored after another alarm cycle: the same epoch, and
+    // fewer rows than the hub has committed under it. The alarm raised after the restore takes
+    // ids the hub already holds; it must reach the district all the same.
+    let copy = tempfile::tempdir().unwrap();
+    let files = ["gridwatch.db", "gridwatch.db-wal", "gridwatch.db-shm"];
+    east.daemon.as_mut().unwrap().stop();
+    for file in files {
+        let _ = std::fs::copy(state.join(file), copy.path().join(file));
+    }
+    east.run_box().await;
+    east.alarm_cycles(1).await;
+    district.assert_caught_up(&east, 30 * SECOND).await;
+    east.daemon.as_mut().unwrap().stop();
+    for file in files {
+        let _ = std::fs::remove_file(state.join(file));
+        let _ = std::fs::copy(copy.path().join(file), state.join(file));
+    }
+    let restored_at = now_ms();
+    east.run_box().await;
+    east.alarm_cycles_of(1, &[1]).await;
+    district.assert_caught_up(&east, 30 * SECOND).await;
+    let renewed_epoch = east.epoch();
+    assert_ne!(renewed_epoch, new_epoch, "the restored copy sends under an epoch of its own");
+    let fired_after_restore = {
+        let (db, connection) = tokio_postgres::connect(&district.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        db.query_one(
+            "SELECT count(*) FROM alert_events WHERE box_id = 'east' AND epoch = $1 AND event = 'fired' AND at_ms >= $2",
+            &[&renewed_epoch, &restored_at],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    assert_eq!(fired_after_restore, 1, "the alarm raised after the restore");
+    assert_eq!(east.metric("gridwatch_uplink_epochs_renewed_total").await, 1.0);
+    assert!(east.daemon.as_ref().unwrap().stderr().iter().any(|l| l.contains("holds more of this store than it has")), "the box says so in its log");
+}
+
+/// Two boxes configured with one `box_id` (a copied card): both renew one lease, so neither
+/// could be reported down. The hub tells installers once (`box-id-shared`, naming both
+/// instances), clears it once one of them is gone, and reports the other down when it dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_boxes_under_one_box_id_are_told_once_and_cleared_once() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let district = start_district(&nats).await;
+    let mut east = Community::start("east", &nats).await;
+    east.alarm_cycles(1).await;
+    district.assert_caught_up(&east, 60 * SECOND).await;
+    let told = |event: &str| district.hook.bodies().iter().filter(|b| b["kind"] == "box-id-shared" && b["event"] == event).cloned().collect::<Vec<_>>();
+
+    let mut copy = Community::start("east", &nats).await;
+    let raised = wait_for(30 * SECOND, || async { !told("raised").is_empty() }).await;
+    assert!(raised, "two boxes under one box_id were not told\nhub: {:?}", district.hub.stderr());
+    let message = &told("raised")[0];
+    assert_eq!(message["box"], "east");
+    assert_eq!(message["instances"].as_array().map(Vec::len), Some(2), "both instances named: {message}");
+    assert!(message["text"].as_str().unwrap_or("").contains("box_id"), "what to do: {message}");
+
+    // The copy goes: one box alone renews the key again.
+    copy.daemon.as_mut().unwrap().kill_hard();
+    let cleared = wait_for(60 * SECOND, || async { !told("cleared").is_empty() }).await;
+    assert!(cleared, "box-id-shared not cleared once one box alone renews\nhub: {:?}", district.hub.stderr());
+    assert_eq!((told("raised").len(), told("cleared").len()), (1, 1), "told once, cleared once");
+    assert!(district.box_down("east").is_empty(), "the box still alive is not down: {:?}", district.box_down("east"));
+    assert_eq!(hub_metric(&district.relay, "gridwatch_hub_box_id_shared_total{event=\"raised\"}").await, 1.0);
+
+    // And the box alone is reported down when it dies.
+    east.daemon.as_mut().unwrap().kill_hard();
+    let down = wait_for(45 * SECOND, || async { district.box_down("east") == ["raised"] }).await;
+    assert!(down, "{:?}\nhub: {:?}", district.box_down("east"), district.hub.stderr());
 }
 
 /// A form field's value in a page (`name="ts" value="…"`).
@@ -1741,10 +1887,15 @@ async fn a_dead_box_s_4g_sensor_is_judged_by_the_hub(
     assert!(keys.iter().all(|key| from_box.contains(key)), "the box's events {from_box:?} do not carry the hub's keys {keys:?}");
     let cleared = wait_for(45 * SECOND, || async { district.box_down("east").last().map(String::as_str) == Some("cleared") }).await;
     assert!(cleared, "box-down not cleared: {:?}", district.box_down("east"));
-    // `box-down` carries a key too (one posted again after a slow answer keeps its time and key).
+    // `box-down` carries a key too, one per event of the episode (one posted again after a slow
+    // answer keeps its time and key).
+    let mut keys_by_event = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
     for body in district.hook.bodies().iter().filter(|b| b["kind"] == "box-down" && b["box"] == "east") {
-        assert_eq!(body["key"], format!("east:box-down:{}:{}", body["event"].as_str().unwrap(), body["at_ms"]), "{body}");
+        let (event, key) = (body["event"].as_str().unwrap().to_string(), body["key"].as_str().unwrap_or("").to_string());
+        assert!(key.starts_with(&format!("east:box-down:{event}:")), "{body}");
+        keys_by_event.entry(event).or_default().insert(key);
     }
+    assert!(keys_by_event.values().all(|keys| keys.len() == 1), "one key per event: {keys_by_event:?}");
     tokio::time::sleep(2 * SECOND).await;
     sensor.reading(7.0).await;
     assert!(wait_for_events(alerts, sensor, "east-03", 20 * SECOND).await, "the box judges again: {:?}", east.stderr());

@@ -2,9 +2,13 @@
 //! given (the JSON of the ack topic, [`crate::sources::mqtt::incident_acks`]) on the box's
 //! subject `gw.act.<district>.<box>` of the work-queue stream [`super::ACTIONS_STREAM`]; the box
 //! pulls them with its durable consumer `box-<box>`, applies each through the same verifier as
-//! the ack topic (signature, age, used signatures in its store), and acks the message only once
-//! its store has settled it. A box offline gets its actions when it is back (within the
-//! stream's day, after which they would be stale anyway).
+//! the ack topic (signature, the box's id, age, used signatures in its store), and acks the
+//! message only once its store has settled it. A box offline gets its actions when it is back
+//! (within the stream's day, after which they would be stale anyway).
+//!
+//! An action's age is judged against the time JetStream stored it ([`sent_ms`]), not the box's
+//! clock: a box whose clock is minutes or days off would refuse every action as stale and ack
+//! it, and the action would be lost. The box's clock still stamps the transition.
 //!
 //! Invariants: a message is acked only after the store recorded its signature (applied, refused
 //! or not applicable), so an action is applied at most once and, unless the box dies between the
@@ -47,6 +51,23 @@ pub struct Receiver {
     pub clock: crate::clock::Clock,
 }
 
+/// When JetStream stored `message` (ms since the Unix epoch), by the cluster's clock; `now` (the
+/// box's clock) when its metadata cannot be read.
+fn sent_ms(message: &jetstream::Message, now: i64) -> i64 {
+    match message.info() {
+        Ok(info) => published_ms(info.published.unix_timestamp_nanos()),
+        Err(error) => {
+            tracing::warn!(error = %error, "a relayed action without JetStream's metadata: its age is judged by this box's clock");
+            now
+        }
+    }
+}
+
+/// Nanoseconds since the Unix epoch as milliseconds, saturated.
+fn published_ms(nanos: i128) -> i64 {
+    i64::try_from(nanos.div_euclid(1_000_000)).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
+}
+
 /// Pulls and applies this box's actions until `shutdown`, starting again after any loss of the
 /// link or of the stream.
 pub async fn receive(js: jetstream::Context, receiver: Receiver, shutdown: CancellationToken) {
@@ -74,8 +95,9 @@ pub async fn receive(js: jetstream::Context, receiver: Receiver, shutdown: Cance
             while let Some(message) = messages.next().await {
                 let message = message?;
                 backoff.reset();
-                let settled =
-                    incident_acks::apply(&receiver.acks, &receiver.store, &message.payload, &receiver.metrics, receiver.clock.now(), "the district hub").await;
+                let now = receiver.clock.now();
+                let sent = sent_ms(&message, now);
+                let settled = incident_acks::apply(&receiver.acks, &receiver.store, &message.payload, &receiver.metrics, now, sent, "the district hub").await;
                 let ack = if settled { AckKind::Ack } else { AckKind::Nak(Some(RETRY)) };
                 message.ack_with(ack).await.map_err(|e| anyhow::anyhow!(e))?;
             }
@@ -103,5 +125,12 @@ mod tests {
     fn each_box_has_its_own_subject_and_consumer() {
         assert_eq!(subject("old-town", "east-01"), "gw.act.old-town.east-01");
         assert_eq!(consumer_name("east-01"), "box-east-01");
+    }
+
+    #[test]
+    fn the_stream_s_time_is_read_in_milliseconds() {
+        assert_eq!(published_ms(1_795_392_000_123_456_789), 1_795_392_000_123);
+        assert_eq!(published_ms(-1), -1);
+        assert_eq!(published_ms(i128::MAX), i64::MAX);
     }
 }

@@ -16,7 +16,10 @@
 //!
 //! Row ids count within the store's epoch ([`crate::store::StoreEpoch`]): a store that replaced
 //! a corrupt one starts at 1 again under a new epoch, and its marks are its own (from 0), not
-//! the old store's, which it would sit below in silence.
+//! the old store's, which it would sit below in silence. A store restored from an older copy
+//! has its old epoch but fewer rows than the hub's mark covers: its new rows would take ids the
+//! hub already has and never go up. The uplink sees a mark above the store's newest id, gives the
+//! store a new epoch and sends all it holds under it ([`Uplink::renew_epoch`]).
 //!
 //! Invariants: rows are sent in id order; a batch is not replaced by another of the same kind
 //! before the hub committed it; the uplink writes nothing to the local store (the readings'
@@ -80,8 +83,17 @@ pub async fn run(js: jetstream::Context, config: ClusterConfig, sources: Sources
     let reporter = tokio::spawn(report(sources.store.clone(), sources.progress.clone(), sources.metrics.clone(), shutdown.clone()));
     if let Some(epoch) = read_epoch(&sources.store, &shutdown).await {
         tracing::info!(epoch = %epoch.id, "district uplink sends this store's rows");
-        let mut uplink =
-            Uplink { js, config, sources, epoch, pending: [None, None, None, None], known_committed: [None; KINDS], hwm: None, pace: LinkPace::default() };
+        let mut uplink = Uplink {
+            js,
+            config,
+            sources,
+            epoch,
+            pending: [None, None, None, None],
+            known_committed: [None; KINDS],
+            newest: [0; KINDS],
+            hwm: None,
+            pace: LinkPace::default(),
+        };
         uplink.send_until(&shutdown).await;
     }
     let _ = lease.await;
@@ -114,6 +126,8 @@ struct Uplink {
     /// Per kind: the hub's high-water mark as last read from KV (none: read it again). Kept so
     /// an idle box does not ask the hub over its 4G link twice a second.
     known_committed: [Option<i64>; KINDS],
+    /// Per kind: the store's newest id as last read (only read again when a mark passes it).
+    newest: [i64; KINDS],
     hwm: Option<jetstream::kv::Store>,
     /// What the link has shown of its pace: how big a new batch is, how long its ack may take.
     pace: LinkPace,
@@ -195,6 +209,10 @@ impl Uplink {
         let deadline = tokio::time::Instant::now() + self.config.commit_wait;
         while tokio::time::Instant::now() < deadline {
             let committed = self.committed(kind).await?;
+            if batch.epoch != self.epoch.id {
+                // The store took a new epoch meanwhile: this batch is sent again under it.
+                return Ok(true);
+            }
             if committed >= last {
                 self.pending[slot] = None;
                 self.known_committed[slot] = Some(committed);
@@ -266,7 +284,7 @@ impl Uplink {
     }
 
     /// The hub's high-water mark for this box, store epoch and `kind` (0 before the first
-    /// commit).
+    /// commit). A mark above the store's newest id renews the epoch first: 0 under the new one.
     async fn committed(&mut self, kind: Kind) -> anyhow::Result<i64> {
         if self.hwm.is_none() {
             self.hwm = Some(self.js.get_key_value(super::HWM_BUCKET).await?);
@@ -274,8 +292,42 @@ impl Uplink {
         let Some(bucket) = &self.hwm else { return Ok(0) };
         let value = bucket.get(hwm_key(&self.config.box_id, &self.epoch.id, kind)).await?;
         let mark = parse_hwm(value.as_deref());
-        self.sources.progress.marks[kind as usize].store(mark, Ordering::Relaxed);
+        let slot = kind as usize;
+        if mark > self.newest[slot] {
+            self.newest = self.sources.store.uplink_newest_ids().await?;
+            if mark > self.newest[slot] {
+                self.renew_epoch(kind, mark).await?;
+                return Ok(0);
+            }
+        }
+        // Set only once checked: the readings' recorder forgets what the mark covers.
+        self.sources.progress.marks[slot].store(mark, Ordering::Relaxed);
         Ok(mark)
+    }
+
+    /// The hub has committed rows of this epoch up to `mark`, more than the store has of `kind`:
+    /// the store is a copy restored from before (or another box sends under this box's id and
+    /// epoch). Its next rows would take ids the hub already has and be skipped in silence, so the
+    /// store takes a new epoch and everything it holds goes up again under it, marks from 0.
+    async fn renew_epoch(&mut self, kind: Kind, mark: i64) -> anyhow::Result<()> {
+        let epoch = self.sources.store.renew_epoch().await?;
+        tracing::warn!(
+            kind = kind.as_str(),
+            hub_mark = mark,
+            newest = self.newest[kind as usize],
+            old_epoch = %self.epoch.id,
+            epoch = %epoch.id,
+            "the district holds more of this store than it has (a copy restored from before?): \
+             the store takes a new epoch and sends everything it holds again under it"
+        );
+        self.sources.metrics.uplink_epochs_renewed.inc();
+        self.epoch = epoch;
+        self.pending = [None, None, None, None];
+        self.known_committed = [None; KINDS];
+        for mark in &self.sources.progress.marks {
+            mark.store(0, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -331,12 +383,15 @@ fn kind_label(kind: Kind) -> KindLabel {
 async fn renew_lease(js: jetstream::Context, config: ClusterConfig, shutdown: CancellationToken) {
     let mut bucket = None;
     let mut failing = false;
+    let instance = format!("{}-{}", std::process::id(), crate::clock::Clock::System.now());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_string()).unwrap_or_default();
     loop {
         let renewed = async {
             if bucket.is_none() {
                 bucket = Some(js.get_key_value(super::LEASE_BUCKET).await?);
             }
-            let lease = Lease { district: config.district.clone(), renewed_ms: crate::clock::Clock::System.now() };
+            let lease =
+                Lease { district: config.district.clone(), renewed_ms: crate::clock::Clock::System.now(), instance: instance.clone(), host: host.clone() };
             if let Some(bucket) = &bucket {
                 bucket.put(&config.box_id, serde_json::to_vec(&lease)?.into()).await?;
             }

@@ -190,6 +190,14 @@ pub struct Lease {
     pub district: String,
     /// The box's wall clock when it renewed (a label: the lease's lifetime is the server's).
     pub renewed_ms: i64,
+    /// The process renewing it (its pid and start time): two boxes configured with one
+    /// `box_id` take turns on the key, and the hub tells them apart by this ([`crate::cluster::hub`]).
+    /// Empty from a box of an older build.
+    #[serde(default)]
+    pub instance: String,
+    /// The renewing machine's host name, for the installers looking for the two boxes.
+    #[serde(default)]
+    pub host: String,
 }
 
 /// `bytes` deflated (zlib), as batches and the standby's copies travel.

@@ -137,8 +137,17 @@ mod tests {
         let text = "state_dir = \"state\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1883\"\n[dispatch]\nack_secret = \"district-shared-ack-secret\"\n";
         let acks = parse(text).unwrap().incident_acks.expect("a key for relayed actions");
         assert_eq!(acks.topic, None, "nothing is subscribed over MQTT");
+        assert_eq!(acks.box_id(), None, "a box alone takes actions that name no box");
         let Err(ConfigError::Invalid(diagnostics)) = parse(&text.replace("district-shared-ack-secret", "short")) else { panic!("accepted a short secret") };
         assert!(diagnostics.iter().any(|d| d.to_string().contains("at least 16")), "{diagnostics:?}");
+    }
+
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn a_district_box_takes_only_actions_that_name_it() {
+        let text = format!("{WITH_CLUSTER}[dispatch]\nack_secret = \"district-shared-ack-secret\"\nack_topic = \"gridwatch/acks/east\"\n");
+        let acks = parse(&text).unwrap().incident_acks.expect("a key for relayed actions");
+        assert_eq!(acks.box_id(), Some("east-canal"), "on the ack topic too");
     }
 
     #[test]

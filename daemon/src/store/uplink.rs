@@ -75,6 +75,18 @@ impl Store {
         self.read(|conn| Ok(conn.query_row("SELECT epoch FROM store_epoch WHERE id = 1", [], |row| Ok(StoreEpoch { id: row.get(0)? }))?)).await
     }
 
+    /// Gives this store a new epoch and returns it: its rows' ids count afresh at the district
+    /// (the uplink does this when the hub holds more of this epoch than the store has: a copy
+    /// restored from before).
+    pub async fn renew_epoch(&self) -> anyhow::Result<StoreEpoch> {
+        self.with_conn(|conn| {
+            Ok(conn.query_row("UPDATE store_epoch SET epoch = lower(hex(randomblob(8))) WHERE id = 1 RETURNING epoch", [], |row| {
+                Ok(StoreEpoch { id: row.get(0)? })
+            })?)
+        })
+        .await
+    }
+
     /// Keeps `points` for the district in one transaction, forgets those the hub has committed
     /// (ids up to `committed`), and keeps at most `max_rows` waiting (the oldest go first);
     /// returns how many were deleted uncommitted to stay within it.

@@ -156,7 +156,9 @@ async fn round(
             "box": known.box_id,
             "district": known.district,
             "at_ms": at_ms,
-            "key": format!("{}:box-down:{event}:{at_ms}", known.box_id),
+            // Keyed by the episode, not by this hub's time: a standby posting it again after this
+            // hub died mid-post sends the same key, which the receiver drops.
+            "key": format!("{}:box-down:{event}:{}", known.box_id, known.down_since_ms),
             "open_incidents": open,
         });
         let response = http.post(webhook).json(&body).send().await?;

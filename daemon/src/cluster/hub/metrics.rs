@@ -76,6 +76,8 @@ pub struct HubMetrics {
     pub commit_lag_seconds: Histogram,
     /// `box-down` messages posted, by event.
     pub box_down: Family<EventLabel, Counter>,
+    /// `box-id-shared` messages posted (two boxes renewing one box's lease), by event.
+    pub box_id_shared: Family<EventLabel, Counter>,
     /// Boxes in PostgreSQL's `boxes`.
     pub boxes_known: Gauge,
     /// Boxes reported down and not yet cleared.
@@ -136,6 +138,7 @@ impl HubMetrics {
             // 5 ms … ~80 s in powers of two.
             commit_lag_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
             box_down: Family::default(),
+            box_id_shared: Family::default(),
             boxes_known: Gauge::default(),
             boxes_down: Gauge::default(),
             actions: Family::default(),
@@ -172,6 +175,7 @@ impl HubMetrics {
         );
         registry.register("commit_lag_seconds", "From JetStream storing a batch to the hub's high-water mark covering it", metrics.commit_lag_seconds.clone());
         registry.register("box_down", "box-down messages the webhook took, by event", metrics.box_down.clone());
+        registry.register("box_id_shared", "box-id-shared messages the webhook took (two boxes under one box_id), by event", metrics.box_id_shared.clone());
         registry.register("standby_boxes", "Dead boxes whose 4G sensors this hub judges now", metrics.standby_boxes.clone());
         registry.register("standby_alerts", "Alerts about dead boxes' 4G sensors this hub posted", metrics.standby_alerts.clone());
         registry.register("standby_refused", "Dead boxes' 4G readings this hub could not judge", metrics.standby_refused.clone());
@@ -241,6 +245,7 @@ impl HubMetrics {
         }
         for event in BOX_DOWN_EVENTS {
             let _ = metrics.box_down.get_or_create(&EventLabel { event: event.into() });
+            let _ = metrics.box_id_shared.get_or_create(&EventLabel { event: event.into() });
         }
         HubMetrics { registry, ..metrics }
     }
@@ -273,6 +278,10 @@ impl HubMetrics {
         self.box_down.get_or_create(&EventLabel { event: event.into() }).inc();
     }
 
+    pub fn count_box_id_shared(&self, event: &str) {
+        self.box_id_shared.get_or_create(&EventLabel { event: event.into() }).inc();
+    }
+
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -292,6 +301,7 @@ mod tests {
             "gridwatch_hub_batches_total{result=\"undecodable\"} 0",
             "gridwatch_hub_rows_inserted_total{kind=\"transition\"} 0",
             "gridwatch_hub_box_down_total{event=\"cleared\"} 0",
+            "gridwatch_hub_box_id_shared_total{event=\"raised\"} 0",
             "gridwatch_hub_actions_total{result=\"refused\"} 0",
             "gridwatch_hub_links_refused_total{reason=\"expired\"} 0",
             "gridwatch_hub_active 0",

@@ -3,7 +3,8 @@
 //! each batch to PostgreSQL (readings and hourly trend rows: to the district's InfluxDB,
 //! [`influx`]) and only then advances the box's high-water mark in KV and acks the message — the
 //! box forgets nothing before that ([`super::uplink`]). Beside it, [`leases`] turns an expired
-//! box lease into one `box-down` alarm; [`put_roster`] makes a checked roster
+//! box lease into one `box-down` alarm, and [`shared_ids`] two boxes renewing one lease in turns
+//! (one `box_id` configured on both) into one `box-id-shared`; [`put_roster`] makes a checked roster
 //! the district's. Several hubs may run: only the one holding the hub lease consumes and watches
 //! leases, the others stand by ([`active`]); every hub with `--listen` relays workers' actions
 //! ([`relay`]), serves the boxes' incident pages with the district's secrets ([`pages`]), and
@@ -34,6 +35,7 @@ mod sensor_logins;
 mod sensor_pace;
 mod sensor_passwords;
 mod sensor_tls;
+mod shared_ids;
 mod standby;
 mod view_token;
 mod watched_files;
@@ -136,9 +138,11 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
         metrics.lease_takeovers.inc();
         let watcher =
             tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), (term.fence.clone(), dead.clone()), term.lost.clone(), metrics.clone()));
+        let shared = tokio::spawn(shared_ids::watch(lease_bucket.clone(), options.clone(), term.fence.clone(), term.lost.clone(), metrics.clone()));
         let standby = tokio::spawn(standby::watch(js.clone(), copies.clone(), options.clone(), (dead.clone(), term.lost.clone()), metrics.clone()));
         consume(uplink.clone(), hwm.clone(), &options, influx.as_ref(), &term.lost, &metrics).await;
         let _ = watcher.await;
+        let _ = shared.await;
         let _ = standby.await;
         let _ = term.keeper.await;
         // A hub no longer active does not know which boxes are dead.

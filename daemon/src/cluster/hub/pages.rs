@@ -7,8 +7,8 @@
 //! ([`crate::web::incident_page::render`]) from what PostgreSQL holds of the incident
 //! (`box_incidents`, `incident_transitions`, `alert_events`). A step pressed there (接单, 到场,
 //! 办结, with its note) is checked against the same list as on the box, signed as the action the
-//! box verifies (the district's ack secret, [`crate::sources::mqtt::incident_acks`]) and queued on
-//! the box's subject ([`super::relay::queue`]); the page then says it was sent and is done when the
+//! box verifies (the district's ack secret, the box of the page's path named and signed in,
+//! [`crate::sources::mqtt::incident_acks`]) and queued on the box's subject ([`super::relay::queue`]); the page then says it was sent and is done when the
 //! box takes it (offline: when it is back), and shows the box's state once its transition comes
 //! back up the uplink.
 //!
@@ -60,6 +60,11 @@ impl DistrictSecrets {
     /// The verifier of box `box_id`'s links (it never makes links here: the base is unused).
     fn links(&self, box_id: &str) -> WorkerLinks {
         WorkerLinks::new(reqwest::Url::parse("http://district-hub/").expect("a valid URL"), &self.link_secret, Duration::ZERO).for_box(box_id)
+    }
+
+    /// The signer of box `box_id`'s actions (its id named and signed in each).
+    fn acks(&self, box_id: &str) -> AckConfig {
+        self.acks.clone().for_box(box_id)
     }
 }
 
@@ -306,7 +311,7 @@ pub async fn act(
         _ => return refuse(StatusCode::BAD_REQUEST, "页面打开太久了，请刷新后再操作".into(), &note),
     };
     let note = (!trimmed.is_empty()).then(|| trimmed.chars().take(1000).collect::<String>());
-    let body = signed_action(&secrets.acks, id, &action, &by, note.as_deref(), ts);
+    let body = signed_action(&secrets.acks(&box_id), id, &action, &by, note.as_deref(), ts);
     match relay::queue(&web, &incident.district, &box_id, body.into()).await {
         Ok(sequence) => {
             tracing::info!(box_id = %box_id, incident = id, action = %action, sequence, "worker's step from the hub's page queued for its box");
@@ -317,10 +322,11 @@ pub async fn act(
     }
 }
 
-/// The action's JSON as the box verifies it (`crate::sources::mqtt::incident_acks::AckMessage`).
+/// The action's JSON as the box verifies it (`crate::sources::mqtt::incident_acks::AckMessage`),
+/// naming the box `acks` signs for.
 fn signed_action(acks: &AckConfig, incident: i64, action: &str, by: &str, note: Option<&str>, ts: i64) -> String {
     let sig = acks.sign(incident, action, by, note, ts);
-    serde_json::json!({"incident": incident, "action": action, "by": by, "note": note, "ts": ts, "sig": sig}).to_string()
+    serde_json::json!({"box": acks.box_id(), "incident": incident, "action": action, "by": by, "note": note, "ts": ts, "sig": sig}).to_string()
 }
 
 /// `GET /b/<box>/i/<code>`: a short link, checked, then sent on to the full one.
@@ -339,6 +345,7 @@ pub async fn short_link(State(web): State<Arc<Listener>>, Path((box_id, code)): 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::mqtt::incident_acks::Refusal;
 
     fn entry(actor: &str, action: &str) -> AuditEntry {
         AuditEntry { at_ms: 1_000, at_known: true, actor: actor.into(), action: action.into(), note: None }
@@ -381,12 +388,16 @@ mod tests {
     }
 
     #[test]
-    fn a_signed_action_verifies_at_the_box() {
-        let acks = AckConfig::without_topic("the-district-ack-secret");
-        let body = signed_action(&acks, 12, "accept", "王芳", Some("on my way"), 1_795_392_000_000);
-        let verified = acks.verify(body.as_bytes(), 1_795_392_000_000).unwrap();
+    fn a_signed_action_names_its_box_and_verifies_there_only() {
+        let secrets = DistrictSecrets::new("the-district-link-secret", "the-district-ack-secret").unwrap();
+        let body = signed_action(&secrets.acks("east"), 12, "accept", "王芳", Some("on my way"), 1_795_392_000_000);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["box"], "east");
+        let east = AckConfig::without_topic("the-district-ack-secret").for_box("east");
+        let verified = east.verify(body.as_bytes(), 1_795_392_000_000).unwrap();
         assert_eq!((verified.incident, verified.action, verified.by.as_str()), (12, Action::Accept, "王芳"));
-        assert!(AckConfig::without_topic("another-secret-of-length").verify(body.as_bytes(), 1_795_392_000_000).is_err());
+        let west = AckConfig::without_topic("the-district-ack-secret").for_box("west");
+        assert_eq!(west.verify(body.as_bytes(), 1_795_392_000_000), Err(Refusal::OtherBox));
+        assert!(AckConfig::without_topic("another-secret-of-length").for_box("east").verify(body.as_bytes(), 1_795_392_000_000).is_err());
         assert!(render::is_signed_action("on_site") && !render::is_signed_action("transfer"));
     }
 }

@@ -84,6 +84,9 @@ ALTER TABLE box_incidents ADD COLUMN IF NOT EXISTS device BOOLEAN NOT NULL DEFAU
 -- The worst severity the incident reached, whose policy its deadlines are (the supervision
 -- report); '' from boxes that do not send it: its severity then.
 ALTER TABLE box_incidents ADD COLUMN IF NOT EXISTS worst_severity TEXT NOT NULL DEFAULT '';
+-- Two boxes renew this box's lease in turns (one `box_id` configured on both): told once.
+ALTER TABLE boxes ADD COLUMN IF NOT EXISTS id_shared BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE boxes ADD COLUMN IF NOT EXISTS id_shared_changed TIMESTAMPTZ;
 -- A transition the box stamped while its clock was not set: counted in no day's supervision.
 ALTER TABLE incident_transitions ADD COLUMN IF NOT EXISTS time_unknown BOOLEAN NOT NULL DEFAULT false;
 -- What the standby evaluator posted about dead boxes' 4G sensors (`standby.rs`), by its key.
@@ -218,11 +221,35 @@ pub struct KnownBox {
     pub box_id: String,
     pub district: String,
     pub down: bool,
+    /// When `down` last changed (or the box was first seen), in ms: the same for every hub
+    /// until the flag changes, so a message posted again by another hub has the same key.
+    pub down_since_ms: i64,
+    /// Told that two boxes renew its lease in turns ([`super::shared_ids`]).
+    pub id_shared: bool,
+    /// When `id_shared` last changed (or the box was first seen), in ms.
+    pub id_shared_since_ms: i64,
 }
 
 pub async fn boxes(client: &Client) -> anyhow::Result<Vec<KnownBox>> {
-    let rows = client.query("SELECT box_id, district, down FROM boxes ORDER BY box_id", &[]).await?;
-    Ok(rows.iter().map(|row| KnownBox { box_id: row.get(0), district: row.get(1), down: row.get(2) }).collect())
+    let rows = client
+        .query(
+            "SELECT box_id, district, down, (extract(epoch FROM COALESCE(down_changed, first_seen)) * 1000)::BIGINT,
+                    id_shared, (extract(epoch FROM COALESCE(id_shared_changed, first_seen)) * 1000)::BIGINT
+             FROM boxes ORDER BY box_id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| KnownBox {
+            box_id: row.get(0),
+            district: row.get(1),
+            down: row.get(2),
+            down_since_ms: row.get(3),
+            id_shared: row.get(4),
+            id_shared_since_ms: row.get(5),
+        })
+        .collect())
 }
 
 /// Records a box seen for the first time (by its lease).
@@ -252,6 +279,19 @@ pub async fn set_down(client: &Client, box_id: &str, down: bool, fence: i64) -> 
              WHERE hub_fence.token <= EXCLUDED.token RETURNING token) \
              UPDATE boxes SET down = $2, down_changed = now() WHERE box_id = $1 AND EXISTS (SELECT 1 FROM fence)",
             &[&box_id, &down, &fence],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+/// Sets a box's `id_shared` flag under `fence` (as [`set_down`]).
+pub async fn set_id_shared(client: &Client, box_id: &str, shared: bool, fence: i64) -> anyhow::Result<bool> {
+    let changed = client
+        .execute(
+            "WITH fence AS (INSERT INTO hub_fence (id, token) VALUES (1, $3) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token \
+             WHERE hub_fence.token <= EXCLUDED.token RETURNING token) \
+             UPDATE boxes SET id_shared = $2, id_shared_changed = now() WHERE box_id = $1 AND EXISTS (SELECT 1 FROM fence)",
+            &[&box_id, &shared, &fence],
         )
         .await?;
     Ok(changed > 0)

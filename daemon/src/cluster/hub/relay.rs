@@ -6,9 +6,10 @@
 //! stale or replayed action ([`crate::cluster::actions`]). Whoever serves the workers' pages for
 //! boxes behind NAT posts here.
 //!
-//! Answers: 202 queued (`{"sequence": N}`); 400 a district or box that cannot name a subject, or
-//! a body that is not a signed action's JSON; 503 JetStream did not store it (post again: the
-//! box takes a signature once).
+//! Answers: 202 queued (`{"sequence": N}`); 400 a district or box that cannot name a subject, a
+//! body that is not a signed action's JSON, or one that names another box (`"box"`: a district
+//! box takes only actions signed for it, and would refuse it as `other_box`); 503 JetStream did
+//! not store it (post again: the box takes a signature once).
 
 use super::web::Listener;
 use crate::cluster::actions::subject;
@@ -30,13 +31,22 @@ pub async fn relay(State(web): State<Arc<Listener>>, Path((district, box_id)): P
         web.metrics.count_action("refused");
         return (StatusCode::BAD_REQUEST, "district and box: 1 to 64 letters, digits, `-` or `_`\n".into());
     }
-    if let Err(error) = serde_json::from_slice::<AckMessage>(&body) {
+    if let Err(why) = check_body(&box_id, &body) {
         web.metrics.count_action("refused");
-        return (StatusCode::BAD_REQUEST, format!("not a signed action: {error}\n"));
+        return (StatusCode::BAD_REQUEST, why);
     }
     match queue(&web, &district, &box_id, body).await {
         Ok(sequence) => (StatusCode::ACCEPTED, format!("{{\"sequence\": {sequence}}}\n")),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("not queued: {error:#}\n")),
+    }
+}
+
+/// Why a body cannot go to box `box_id`: not a signed action's JSON, or one for another box.
+fn check_body(box_id: &str, body: &[u8]) -> Result<(), String> {
+    let action = serde_json::from_slice::<AckMessage>(body).map_err(|error| format!("not a signed action: {error}\n"))?;
+    match action.box_id {
+        Some(named) if named != box_id => Err(format!("the action is for box `{named}`, not `{box_id}`\n")),
+        _ => Ok(()),
     }
 }
 
@@ -59,5 +69,19 @@ pub async fn queue(web: &Listener, district: &str, box_id: &str, body: Bytes) ->
             tracing::warn!(district = %district, box_id = %box_id, error = %format!("{error:#}"), "worker's action not queued");
             Err(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_naming_another_box_is_refused() {
+        let action = |named: &str| format!(r#"{{{named}"incident": 7, "action": "accept", "by": "王芳", "ts": 1795392000000, "sig": "00"}}"#);
+        assert_eq!(check_body("east", action(r#""box": "east", "#).as_bytes()), Ok(()));
+        assert_eq!(check_body("east", action("").as_bytes()), Ok(()), "a box alone's format: the box judges it");
+        assert_eq!(check_body("west", action(r#""box": "east", "#).as_bytes()), Err("the action is for box `east`, not `west`\n".into()));
+        assert!(check_body("east", b"{\"incident\": 1}").unwrap_err().starts_with("not a signed action"));
     }
 }

@@ -95,6 +95,11 @@ impl Checker<'_> {
             Some(cluster) => links.for_box(&cluster.box_id),
             None => links,
         });
+        // So do its workers' actions: the district's boxes share the ack secret too.
+        let incident_acks = incident_acks.map(|acks| match &cluster {
+            Some(cluster) => acks.for_box(&cluster.box_id),
+            None => acks,
+        });
         let sensors: Arc<[SensorConfig]> = sensors.into();
         Config {
             source: None,

@@ -10,11 +10,21 @@
 //!
 //! `action` is accept, on-site, resolve or close; `sig` is the [`Signer`] signature (HMAC-SHA256
 //! under the shared `ack_secret`, length-prefixed fields) of `gridwatch-ack-v2`, incident (decimal
-//! text), action, by, note (empty when absent) and ts (decimal text). A message with a wrong
-//! signature, older than a day or more than five minutes in the future is refused; so is a
-//! signature already used ([`AckConfig::remember_until`] says how long the store keeps it). Each
-//! refusal is counted (`gridwatch_incident_acks_total{reason}`); the message is still
-//! acknowledged to the broker so it does not come back.
+//! text), action, by, note (empty when absent) and ts (decimal text).
+//!
+//! A district box (`[cluster]`, [`AckConfig::for_box`]) shares its secret with every box of the
+//! district, so its actions name the box: `"box": "<box_id>"` in the JSON, signed under
+//! `gridwatch-box-ack-v1` with the box id second (then incident, action, by, note, ts). It
+//! refuses an action for another box (`other_box`) and one that names no box (`bad_signature`);
+//! a box alone refuses one that names a box.
+//!
+//! A message with a wrong signature, older than a day or more than five minutes in the future is
+//! refused; so is a signature already used ([`AckConfig::remember_until`] says how long the store
+//! keeps it). The age is judged against the time the message was sent to the box: the box's
+//! clock on the ack topic, the time JetStream stored it for an action relayed by the district
+//! ([`crate::cluster::actions`]), so a box whose clock is off still takes it. Each refusal is
+//! counted (`gridwatch_incident_acks_total{reason}`); the message is still acknowledged to the
+//! broker so it does not come back.
 
 use crate::dispatch::incident::Action;
 use crate::signing::Signer;
@@ -22,6 +32,9 @@ use serde::Deserialize;
 
 /// The purpose signed first: an ack signature is no link signature, even under the same secret.
 pub const PURPOSE: &str = "gridwatch-ack-v2";
+/// The purpose of a district box's actions, which sign the box's id too: every box of a district
+/// shares the secret, so an action for one box's incident 7 must not apply to another's.
+pub const BOX_PURPOSE: &str = "gridwatch-box-ack-v1";
 
 /// Oldest message accepted (the hub may have queued it while the box was offline).
 const MAX_AGE_MS: i64 = 24 * 3600 * 1000;
@@ -34,17 +47,23 @@ pub struct AckConfig {
     /// None: the actions come only from the district hub (`[cluster]`), not over MQTT.
     pub topic: Option<String>,
     signer: Signer,
+    /// The district box these actions are for (`[cluster] box_id`), named and signed in each;
+    /// none on a box alone.
+    box_id: Option<String>,
 }
 
 impl std::fmt::Debug for AckConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AckConfig").field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("AckConfig").field("topic", &self.topic).field("box_id", &self.box_id).finish_non_exhaustive()
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AckMessage {
+    /// The district box the action is for; none from a hub of a box alone.
+    #[serde(default, rename = "box")]
+    pub box_id: Option<String>,
     pub incident: i64,
     pub action: String,
     pub by: String,
@@ -77,11 +96,13 @@ pub enum Refusal {
     UnknownAction,
     /// The signature was used before: the same message again.
     Replayed,
+    /// A district's action signed for another box of the district.
+    OtherBox,
 }
 
 impl Refusal {
     /// Every refusal, so `/metrics` can show each at 0 from start.
-    pub const ALL: [Refusal; 5] = [Refusal::Malformed, Refusal::BadSignature, Refusal::Stale, Refusal::UnknownAction, Refusal::Replayed];
+    pub const ALL: [Refusal; 6] = [Refusal::Malformed, Refusal::BadSignature, Refusal::Stale, Refusal::UnknownAction, Refusal::Replayed, Refusal::OtherBox];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -90,24 +111,45 @@ impl Refusal {
             Refusal::Stale => "stale",
             Refusal::UnknownAction => "unknown_action",
             Refusal::Replayed => "replayed",
+            Refusal::OtherBox => "other_box",
         }
     }
 }
 
 impl AckConfig {
     pub fn new(topic: String, secret: &str) -> AckConfig {
-        AckConfig { topic: Some(topic), signer: Signer::new(secret) }
+        AckConfig { topic: Some(topic), signer: Signer::new(secret), box_id: None }
     }
 
     /// The key of actions relayed by the district hub only.
     pub fn without_topic(secret: &str) -> AckConfig {
-        AckConfig { topic: None, signer: Signer::new(secret) }
+        AckConfig { topic: None, signer: Signer::new(secret), box_id: None }
     }
 
-    /// The signature of a message's fields (what a hub computes).
+    /// The same key for box `box_id` of a district: its actions name the box and sign its id
+    /// (the hub signs them for every box under one secret, [`crate::cluster::hub`]).
+    pub fn for_box(self, box_id: &str) -> AckConfig {
+        AckConfig { box_id: Some(box_id.to_string()), ..self }
+    }
+
+    /// The district box these actions are for (the JSON's `box`); none on a box alone.
+    pub fn box_id(&self) -> Option<&str> {
+        self.box_id.as_deref()
+    }
+
+    /// The purpose its actions are signed under, and their signatures recorded as used under.
+    pub fn purpose(&self) -> &'static str {
+        if self.box_id.is_some() {
+            BOX_PURPOSE
+        } else {
+            PURPOSE
+        }
+    }
+
+    /// The signature of a message's fields (what a hub computes), for this config's box if any.
     pub fn sign(&self, incident: i64, action: &str, by: &str, note: Option<&str>, ts: i64) -> String {
         let (incident, ts) = (incident.to_string(), ts.to_string());
-        self.signer.sign(&signed_fields(&incident, action, by, note, &ts))
+        self.signer.sign(&signed_fields(self.box_id.as_deref(), &incident, action, by, note, &ts))
     }
 
     /// Until when a message's signature must be remembered: past it the message is stale by
@@ -117,15 +159,26 @@ impl AckConfig {
         ts.max(now_ms).saturating_add(MAX_AGE_MS + MAX_AHEAD_MS)
     }
 
-    /// Parses and checks a message received at `now_ms` (whether its signature was used before
-    /// is for the store to say: [`crate::store::Store::use_signature`]).
-    pub fn verify(&self, payload: &[u8], now_ms: i64) -> Result<Verified, Refusal> {
+    /// Parses and checks a message sent to this box at `sent_ms` (its age is judged against it;
+    /// whether its signature was used before is for the store to say:
+    /// [`crate::store::Store::use_signature`]).
+    pub fn verify(&self, payload: &[u8], sent_ms: i64) -> Result<Verified, Refusal> {
         let message: AckMessage = serde_json::from_slice(payload).map_err(|_| Refusal::Malformed)?;
-        let (incident, ts) = (message.incident.to_string(), message.ts.to_string());
-        if !self.signer.verify(&signed_fields(&incident, &message.action, &message.by, message.note.as_deref(), &ts), &message.sig) {
+        // A district box takes only actions that name a box, a box alone only those that do not:
+        // each format is signed under its own purpose.
+        if message.box_id.is_some() != self.box_id.is_some() {
             return Err(Refusal::BadSignature);
         }
-        if message.ts < now_ms - MAX_AGE_MS || message.ts > now_ms + MAX_AHEAD_MS {
+        let (incident, ts) = (message.incident.to_string(), message.ts.to_string());
+        let fields = signed_fields(message.box_id.as_deref(), &incident, &message.action, &message.by, message.note.as_deref(), &ts);
+        if !self.signer.verify(&fields, &message.sig) {
+            return Err(Refusal::BadSignature);
+        }
+        // Signed by the district, for another of its boxes.
+        if message.box_id != self.box_id {
+            return Err(Refusal::OtherBox);
+        }
+        if message.ts < sent_ms.saturating_sub(MAX_AGE_MS) || message.ts > sent_ms.saturating_add(MAX_AHEAD_MS) {
             return Err(Refusal::Stale);
         }
         let action = match message.action.as_str() {
@@ -153,19 +206,30 @@ enum AckResult {
 /// carrier may forget it; `false`: nothing was recorded, deliver it again.
 pub type Settled = bool;
 
-/// Verifies a worker's action relayed from a hub (`via` says how, for the log), records its
-/// signature as used (a replay, also after a restart, is refused) and applies it to its incident
-/// at `now`. Each outcome is counted.
-pub async fn apply(acks: &AckConfig, store: &crate::store::Store, payload: &[u8], metrics: &crate::metrics::Metrics, now: i64, via: &str) -> Settled {
-    let result = match acks.verify(payload, now) {
+/// Verifies a worker's action relayed from a hub (`via` says how, for the log), its age against
+/// `sent_ms` (when it was sent to this box: see [`AckConfig::verify`]), records its signature as
+/// used (a replay, also after a restart, is refused) and applies it to its incident at `now`, the
+/// box's clock. Each outcome is counted.
+pub async fn apply(
+    acks: &AckConfig,
+    store: &crate::store::Store,
+    payload: &[u8],
+    metrics: &crate::metrics::Metrics,
+    now: i64,
+    sent_ms: i64,
+    via: &str,
+) -> Settled {
+    let purpose = acks.purpose();
+    let result = match acks.verify(payload, sent_ms) {
         Ok(verified) => {
             // A signature an earlier run used on a store copied into memory is used again first.
             store.wait_for_kept_steps().await;
             let store = store.clone();
             let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<AckResult> {
                 // Used before it is applied: a crash between the two loses the action (the hub
-                // sends it again with a new time) but never applies one twice.
-                if !store.use_signature(PURPOSE, &verified.signature, AckConfig::remember_until(verified.ts, now), now)? {
+                // sends it again with a new time) but never applies one twice. Kept by the box's
+                // clock, which the store purges by.
+                if !store.use_signature(purpose, &verified.signature, AckConfig::remember_until(verified.ts, now), now)? {
                     return Ok(AckResult::Refused(Refusal::Replayed));
                 }
                 let actor = format!("{} (hub)", verified.by);
@@ -205,9 +269,15 @@ pub async fn apply(acks: &AckConfig, store: &crate::store::Store, payload: &[u8]
     settled
 }
 
-/// The fields an ack signs, in order.
-fn signed_fields<'a>(incident: &'a str, action: &'a str, by: &'a str, note: Option<&'a str>, ts: &'a str) -> [&'a [u8]; 6] {
-    [PURPOSE.as_bytes(), incident.as_bytes(), action.as_bytes(), by.as_bytes(), note.unwrap_or("").as_bytes(), ts.as_bytes()]
+/// The fields an ack signs, in order: a district box's under their own purpose, with the box's
+/// id second.
+fn signed_fields<'a>(box_id: Option<&'a str>, incident: &'a str, action: &'a str, by: &'a str, note: Option<&'a str>, ts: &'a str) -> Vec<&'a [u8]> {
+    let mut fields = match box_id {
+        Some(box_id) => vec![BOX_PURPOSE.as_bytes(), box_id.as_bytes()],
+        None => vec![PURPOSE.as_bytes()],
+    };
+    fields.extend([incident.as_bytes(), action.as_bytes(), by.as_bytes(), note.unwrap_or("").as_bytes(), ts.as_bytes()]);
+    fields
 }
 
 #[cfg(test)]
@@ -258,5 +328,116 @@ mod tests {
         assert_eq!(config.verify(&message(&config, "accept", NOW + MAX_AHEAD_MS + 1), NOW), Err(Refusal::Stale));
         assert_eq!(config.verify(&message(&config, "dance", NOW), NOW), Err(Refusal::UnknownAction));
         assert_eq!(config.verify(b"{\"incident\": 1", NOW), Err(Refusal::Malformed));
+    }
+
+    /// A district box's action, as the hub's pages write it.
+    fn boxed(config: &AckConfig, box_id: &str, ts: i64) -> Vec<u8> {
+        let sig = config.sign(12, "accept", "王芳", Some("on my way"), ts);
+        serde_json::to_vec(&serde_json::json!({"box": box_id, "incident": 12, "action": "accept", "by": "王芳", "note": "on my way", "ts": ts, "sig": sig}))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_district_box_s_action_names_the_box_and_signs_its_id() {
+        let east = AckConfig::without_topic("shared-secret-123").for_box("east");
+        assert_eq!((east.box_id(), east.purpose()), (Some("east"), BOX_PURPOSE));
+        let verified = east.verify(&boxed(&east, "east", NOW), NOW).unwrap();
+        assert_eq!((verified.incident, verified.action), (12, Action::Accept));
+        let by_hand = crate::signing::Signer::new("shared-secret-123").sign(&[
+            b"gridwatch-box-ack-v1",
+            b"east",
+            b"12",
+            b"accept",
+            "王芳".as_bytes(),
+            b"on my way",
+            NOW.to_string().as_bytes(),
+        ]);
+        assert_eq!(verified.signature, by_hand, "the purpose, then the box's id, then the fields of a box alone");
+        let renamed = String::from_utf8(boxed(&east, "east", NOW)).unwrap().replace("\"box\":\"east\"", "\"box\":\"west\"");
+        let west = AckConfig::without_topic("shared-secret-123").for_box("west");
+        assert_eq!(west.verify(renamed.as_bytes(), NOW), Err(Refusal::BadSignature), "the box's id is signed");
+    }
+
+    #[test]
+    fn another_box_s_action_is_refused_as_other_box() {
+        let (east, west) = (AckConfig::without_topic("shared-secret-123").for_box("east"), AckConfig::without_topic("shared-secret-123").for_box("west"));
+        assert_eq!(west.verify(&boxed(&east, "east", NOW), NOW), Err(Refusal::OtherBox));
+        let forged = AckConfig::without_topic("a-guess-at-the-secret").for_box("east");
+        assert_eq!(west.verify(&boxed(&forged, "east", NOW), NOW), Err(Refusal::BadSignature), "only a genuine action counts as another box's");
+        assert!(Refusal::ALL.map(Refusal::as_str).contains(&"other_box"), "shown at 0 from start");
+    }
+
+    #[test]
+    fn a_district_box_refuses_the_format_of_a_box_alone_and_the_other_way_round() {
+        let alone = AckConfig::without_topic("shared-secret-123");
+        let east = alone.clone().for_box("east");
+        assert_eq!(east.verify(&message(&alone, "accept", NOW), NOW), Err(Refusal::BadSignature), "an action that names no box");
+        assert_eq!(alone.verify(&boxed(&east, "east", NOW), NOW), Err(Refusal::BadSignature), "a box alone takes no district action");
+        let v2_with_a_box = String::from_utf8(message(&alone, "accept", NOW)).unwrap().replacen('{', "{\"box\":\"east\",", 1);
+        assert_eq!(east.verify(v2_with_a_box.as_bytes(), NOW), Err(Refusal::BadSignature), "a box added to an old-format action");
+    }
+
+    #[test]
+    fn a_box_alone_takes_the_v2_format_byte_for_byte() {
+        // As an MQTT integrator's hub sends it (docs/incidents.md): the signature over
+        // `gridwatch-ack-v2`, incident, action, by, note, ts, length-prefixed.
+        let payload = format!(
+            r#"{{"incident": 12, "action": "on-site", "by": "王芳 13800000001", "note": "on my way", "ts": {NOW}, "sig": "{}"}}"#,
+            crate::signing::hex(&crate::signing::hmac_sha256(
+                b"shared-secret-123",
+                &crate::signing::encode(&[b"gridwatch-ack-v2", b"12", b"on-site", "王芳 13800000001".as_bytes(), b"on my way", NOW.to_string().as_bytes()])
+            ))
+        );
+        let config = AckConfig::new("gridwatch/acks/box-1".into(), "shared-secret-123");
+        assert_eq!(config.purpose(), PURPOSE);
+        let verified = config.verify(payload.as_bytes(), NOW).unwrap();
+        assert_eq!((verified.incident, verified.action, verified.by.as_str()), (12, Action::OnSite, "王芳 13800000001"));
+        assert_eq!(
+            config.sign(12, "accept", "王芳", Some("on my way"), NOW),
+            "86323684cf3a8b85601ca39a50927a2e79333128507ceeeef7d708c701ae7808",
+            "docs/incidents.md"
+        );
+        let district = AckConfig::without_topic("shared-secret-123").for_box("east-canal");
+        assert_eq!(
+            district.sign(12, "accept", "王芳", Some("on my way"), NOW),
+            "7f8c3c4e4e8115a7d9d11aa295eda7a8162e2839ec0edd072ffddc095e7db2e4",
+            "docs/incidents.md"
+        );
+    }
+
+    #[test]
+    fn the_age_is_judged_against_the_time_given_not_the_message() {
+        let east = AckConfig::without_topic("shared-secret-123").for_box("east");
+        let behind = NOW - 10 * 60 * 1000;
+        assert_eq!(east.verify(&boxed(&east, "east", NOW), behind), Err(Refusal::Stale), "ten minutes ahead of the time given");
+        assert!(east.verify(&boxed(&east, "east", NOW), NOW).is_ok(), "sent now by the time given");
+        assert!(east.verify(&boxed(&east, "east", NOW - MAX_AGE_MS + 1000), NOW).is_ok(), "within a day of the time given");
+        assert_eq!(east.verify(&boxed(&east, "east", NOW - MAX_AGE_MS - 1), NOW), Err(Refusal::Stale));
+    }
+
+    #[tokio::test]
+    async fn a_box_whose_clock_is_behind_applies_an_action_sent_now_and_stamps_it_on_its_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let mut fired = crate::alert::tests::sample_alert("fired", 0.5);
+        fired.at_ms = NOW - 3_600_000;
+        let id = store.apply_alert(&fired, 600_000).await.unwrap().incident().unwrap();
+        let metrics = crate::metrics::Metrics::new();
+        let east = AckConfig::without_topic("shared-secret-123").for_box("east");
+        let sig = east.sign(id, "accept", "王芳", None, NOW);
+        let payload = serde_json::to_vec(&serde_json::json!({"box": "east", "incident": id, "action": "accept", "by": "王芳", "ts": NOW, "sig": sig})).unwrap();
+        // The box's clock ten minutes behind the stream's.
+        let behind = NOW - 10 * 60 * 1000;
+        assert!(apply(&east, &store, &payload, &metrics, behind, behind, "test").await, "settled");
+        assert_eq!(store.incidents(false).unwrap()[0].state, "open", "judged by the box's clock: stale");
+        assert!(apply(&east, &store, &payload, &metrics, behind, NOW, "test").await);
+        assert_eq!(store.incidents(false).unwrap()[0].state, "accepted", "judged by the time it was sent");
+        let history = store.incident_history(id).unwrap();
+        assert_eq!((history.last().unwrap().actor.as_str(), history.last().unwrap().at_ms), ("王芳 (hub)", behind), "stamped on the box's clock");
+        assert!(apply(&east, &store, &payload, &metrics, behind, NOW, "test").await);
+        let text = metrics.render();
+        for series in ["reason=\"stale\"} 1", "reason=\"applied\"} 1", "reason=\"replayed\"} 1"] {
+            assert!(text.contains(&format!("gridwatch_incident_acks_total{{{series}")), "{series}: {text}");
+        }
     }
 }

@@ -398,7 +398,9 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) if outputs.acks.as_ref().is_some_and(|(acks, _)| acks.topic.as_deref() == Some(&*publish.topic)) => {
                 if let Some((acks, store)) = &outputs.acks {
-                    crate::sources::mqtt::incident_acks::apply(acks, store, &publish.payload, &metrics, ingest.clock.now(), "the ack topic").await;
+                    // The age by the box's clock: MQTT says nothing of when the hub sent it.
+                    let now = ingest.clock.now();
+                    crate::sources::mqtt::incident_acks::apply(acks, store, &publish.payload, &metrics, now, now, "the ack topic").await;
                 }
                 if outputs.spool.send(Spooled { sample: None, ack: Some(Ack::Mqtt(publish)) }).await.is_err() {
                     break;
