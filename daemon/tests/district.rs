@@ -617,6 +617,54 @@ async fn a_box_down_posted_again_by_the_standby_has_the_same_key() {
     assert_eq!(keys.len(), 1, "one key for one box-down, whichever hub posts it: {:?}", raised());
 }
 
+/// PostgreSQL refusing writes (read-only; a full disk alike) while a box dies: the hub still
+/// posts one `box-down` in time, says on `/healthz` that it cannot record, and records it once
+/// PostgreSQL takes writes again, without posting it twice (an outside tester got no `box-down`
+/// for 80 s, then one, and `/healthz` said ready throughout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_dying_while_postgresql_refuses_writes_is_reported_down_once() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let district = start_district(&nats).await;
+    let mut north = Community::start("north", &nats).await;
+    north.alarm_cycles(1).await;
+    district.assert_caught_up(&north, 60 * SECOND).await;
+    let (db, connection) = tokio_postgres::connect(&district.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    // The test's own session stays writable; every other one refuses writes.
+    for statement in ["SET default_transaction_read_only = off", "ALTER SYSTEM SET default_transaction_read_only = on", "SELECT pg_reload_conf()"] {
+        db.batch_execute(statement).await.unwrap();
+    }
+    let degraded = wait_for(20 * SECOND, || async {
+        let (status, health) = healthz(&district.relay).await;
+        status == 503 && health["reasons"].to_string().contains("refuses writes")
+    })
+    .await;
+    assert!(degraded, "/healthz while PostgreSQL refuses writes: {:?}", healthz(&district.relay).await);
+
+    let killed = Instant::now();
+    north.daemon.as_mut().unwrap().kill_hard();
+    let reported = wait_for(45 * SECOND, || async { !district.box_down("north").is_empty() }).await;
+    assert!(reported, "no box-down within 45 s while PostgreSQL refuses writes\nhub: {:?}", district.hub.stderr());
+    eprintln!("box-down {:?} after the box was killed, PostgreSQL read-only", killed.elapsed());
+    tokio::time::sleep(5 * SECOND).await;
+    assert_eq!(district.box_down("north"), ["raised"], "posted once, not each round");
+
+    for statement in ["ALTER SYSTEM RESET default_transaction_read_only", "SELECT pg_reload_conf()"] {
+        db.batch_execute(statement).await.unwrap();
+    }
+    let recorded = wait_for(20 * SECOND, || async {
+        db.query_one("SELECT down FROM boxes WHERE box_id = 'north'", &[]).await.map(|row| row.get::<_, bool>(0)).unwrap_or(false)
+    })
+    .await;
+    assert!(recorded, "box-down not recorded once PostgreSQL takes writes\nhub: {:?}", district.hub.stderr());
+    assert!(wait_for(10 * SECOND, || async { healthz(&district.relay).await.0 == 200 }).await, "{:?}", healthz(&district.relay).await);
+    north.run_box().await;
+    let cleared = wait_for(30 * SECOND, || async { district.box_down("north").len() >= 2 }).await;
+    tokio::time::sleep(3 * SECOND).await;
+    assert!(cleared && district.box_down("north") == ["raised", "cleared"], "{:?}", district.box_down("north"));
+}
+
 /// Whether process `pid` has ended (gone, or a zombie not yet reaped).
 fn has_exited(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))

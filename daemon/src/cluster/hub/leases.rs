@@ -11,10 +11,16 @@
 //! can wait for ever (nats-server issue #3481: the listing's consumer announces an entry that
 //! expires before it is delivered), and a hung round would never report anything again.
 //!
+//! While PostgreSQL refuses writes (read-only, disk full) the hub still reads it, decides and
+//! posts: a box dies just as well then. The message is posted once in the term and its flag
+//! recorded once PostgreSQL takes writes again (an outside tester saw no `box-down` for 80 s
+//! while the database refused writes). The fencing token cannot be claimed meanwhile: a paused
+//! hub could post too, under the same key ([`postgres::KnownBox::down_since_ms`]).
+//!
 //! Invariants: the down flag in PostgreSQL changes only after the webhook took the message, so a
 //! crash in between repeats a message, never loses one; a round that cannot read the leases
 //! (the hub itself is cut off) decides nothing; only the active hub decides, under its fencing
-//! token ([`super::active`]).
+//! token ([`super::active`]) whenever PostgreSQL takes it.
 
 use super::active::Fence;
 use super::metrics::HubMetrics;
@@ -53,6 +59,31 @@ struct Seen {
     missing: HashMap<String, (Instant, i64)>,
     /// Boxes reported down whose lease is back: since when on the wall clock.
     back: HashMap<String, i64>,
+    /// Boxes whose last message the webhook took but PostgreSQL has not recorded (it refused
+    /// writes): not posted again, recorded when it can be.
+    unrecorded: HashMap<String, Unrecorded>,
+}
+
+/// A `box-down` message posted while PostgreSQL took no writes.
+#[derive(Debug, Clone, Copy)]
+struct Unrecorded {
+    /// What it told: down (`raised`) or back (`cleared`).
+    down: bool,
+    /// How many messages were posted before it, unrecorded too (0: the first).
+    posts: u32,
+}
+
+/// Records a box's down flag under `fence`; `false` when PostgreSQL refuses the write (tried
+/// again next round), an error when another hub has become active.
+async fn record(db: &tokio_postgres::Client, box_id: &str, down: bool, fence: i64) -> anyhow::Result<bool> {
+    match postgres::set_down(db, box_id, down, fence).await {
+        Ok(true) => Ok(true),
+        Ok(false) => anyhow::bail!("another hub became active while box-down of {box_id} was posted"),
+        Err(error) => {
+            tracing::debug!(error = %format!("{error:#}"), box_id, "box-down posted, not recorded yet");
+            Ok(false)
+        }
+    }
 }
 
 /// Runs rounds until `term` ends (the hub stops or is no longer the active one).
@@ -74,7 +105,9 @@ pub async fn watch(leases: kv::Store, options: HubOptions, (fence, dead): (Fence
             round(&leases, client, &http, &options.webhook, (fence.token(), &dead), &mut seen, &metrics).await
         };
         let finished = tokio::time::timeout(ROUND_LIMIT, round).await;
-        match finished.unwrap_or_else(|_| Err(anyhow::anyhow!("a round took over {ROUND_LIMIT:?}"))) {
+        let finished = finished.unwrap_or_else(|_| Err(anyhow::anyhow!("a round took over {ROUND_LIMIT:?}")));
+        metrics.box_watch_failing.set(i64::from(finished.is_err()));
+        match finished {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("box lease watch running again");
@@ -98,12 +131,23 @@ async fn round(
     http: &reqwest::Client,
     webhook: &str,
     (fence, dead): (i64, &DeadBoxes),
-    Seen { missing, back }: &mut Seen,
+    Seen { missing, back, unrecorded }: &mut Seen,
     metrics: &HubMetrics,
 ) -> anyhow::Result<()> {
     // Every round claims the database for this hub's term: a hub that lost its lease without
-    // knowing it yet (paused, cut off) finds a newer token here and decides nothing.
-    anyhow::ensure!(postgres::claim_fence(db, fence).await?, "another hub is active (fencing token {fence} is old)");
+    // knowing it yet (paused, cut off) finds a newer token here and decides nothing. A database
+    // refusing writes decides nothing about the term: the round goes on, on reads.
+    let writable = match postgres::claim_fence(db, fence).await {
+        Ok(claimed) => {
+            anyhow::ensure!(claimed, "another hub is active (fencing token {fence} is old)");
+            true
+        }
+        Err(error) => {
+            tracing::debug!(error = %format!("{error:#}"), "PostgreSQL takes no writes: box-down decided on reads, recorded later");
+            false
+        }
+    };
+    metrics.postgres_writable.set(i64::from(writable));
     // Alive: listed (the listing is a consumer of the bucket's stream, served by its leader).
     // The value, read from any replica, only names the district of a box not known yet.
     let listing = async { anyhow::Ok(leases.keys().await?.try_collect::<BTreeSet<String>>().await?) };
@@ -116,8 +160,8 @@ async fn round(
         }
         if let Some(value) = leases.get(box_id.clone()).await? {
             let district = serde_json::from_slice::<Lease>(&value).map(|l| l.district).unwrap_or_default();
-            postgres::register_box(db, box_id, &district).await?;
-            registered = true;
+            // A box first seen while PostgreSQL refuses writes is registered once it takes them.
+            registered |= writable && postgres::register_box(db, box_id, &district).await.is_ok();
         }
     }
     if registered {
@@ -128,27 +172,46 @@ async fn round(
     // Dead now: reported down, or missing long enough — whether or not the webhook has taken
     // the `box-down` yet (a slow one must not keep the standby from judging the box).
     let confirmed = |box_id: &str| missing.get(box_id).is_some_and(|(since, _)| since.elapsed() >= CONFIRM_DOWN);
-    let now_dead = known_boxes.iter().filter(|k| !alive.contains(&k.box_id) && (k.down || confirmed(&k.box_id))).map(|k| k.box_id.clone()).collect();
+    let told_down = |k: &postgres::KnownBox| unrecorded.get(&k.box_id).map_or(k.down, |u| u.down);
+    let now_dead = known_boxes.iter().filter(|k| !alive.contains(&k.box_id) && (told_down(k) || confirmed(&k.box_id))).map(|k| k.box_id.clone()).collect();
     if let Ok(mut dead) = dead.lock() {
         *dead = now_dead;
     }
     for known in known_boxes {
         let is_alive = alive.contains(&known.box_id);
+        // What people were told last: the flag, or a message posted since that PostgreSQL has
+        // not recorded yet.
+        let told_down = unrecorded.get(&known.box_id).map_or(known.down, |u| u.down);
         let mut at_ms = crate::clock::Clock::System.now();
-        if !is_alive && !known.down {
+        if !is_alive && !told_down {
             let (since, wall) = *missing.entry(known.box_id.clone()).or_insert_with(|| (Instant::now(), at_ms));
             if since.elapsed() < CONFIRM_DOWN {
                 continue;
             }
             at_ms = wall;
         }
-        if is_alive != known.down {
+        if is_alive != told_down {
+            if let Some(told) = unrecorded.get(&known.box_id) {
+                // Recorded once PostgreSQL takes writes (its time moves on: the next episode's key
+                // is new even when the flag ends as it was).
+                if record(db, &known.box_id, told.down, fence).await? {
+                    unrecorded.remove(&known.box_id);
+                }
+            }
             continue;
         }
         if is_alive {
             at_ms = *back.entry(known.box_id.clone()).or_insert(at_ms);
         }
         let event = if is_alive { "cleared" } else { "raised" };
+        // Keyed by the episode, not by this hub's time: a standby posting it again after this
+        // hub died mid-post sends the same key, which the receiver drops. Messages posted while
+        // PostgreSQL recorded none are numbered on.
+        let posts = unrecorded.get(&known.box_id).map_or(0, |u| u.posts + 1);
+        let key = match posts {
+            0 => format!("{}:box-down:{event}:{}", known.box_id, known.down_since_ms),
+            n => format!("{}:box-down:{event}:{}.{n}", known.box_id, known.down_since_ms),
+        };
         let open = postgres::open_incidents(db, &known.box_id).await?;
         let body = serde_json::json!({
             "kind": "box-down",
@@ -156,23 +219,23 @@ async fn round(
             "box": known.box_id,
             "district": known.district,
             "at_ms": at_ms,
-            // Keyed by the episode, not by this hub's time: a standby posting it again after this
-            // hub died mid-post sends the same key, which the receiver drops.
-            "key": format!("{}:box-down:{event}:{}", known.box_id, known.down_since_ms),
+            "key": key,
             "open_incidents": open,
         });
         let response = http.post(webhook).json(&body).send().await?;
         anyhow::ensure!(response.status().is_success(), "the webhook answered {} to box-down {event}", response.status());
-        if !postgres::set_down(db, &known.box_id, !is_alive, fence).await? {
-            anyhow::bail!("another hub became active while box-down {event} of {} was posted", known.box_id);
-        }
-        missing.remove(&known.box_id);
-        back.remove(&known.box_id);
         metrics.count_box_down(event);
         if is_alive {
             tracing::info!(box_id = %known.box_id, "box is back: box-down cleared");
         } else {
             tracing::error!(box_id = %known.box_id, open_incidents = open.len(), "box lease expired: box-down raised");
+        }
+        missing.remove(&known.box_id);
+        back.remove(&known.box_id);
+        if record(db, &known.box_id, !is_alive, fence).await? {
+            unrecorded.remove(&known.box_id);
+        } else {
+            unrecorded.insert(known.box_id.clone(), Unrecorded { down: !is_alive, posts });
         }
     }
     Ok(())

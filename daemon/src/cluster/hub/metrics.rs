@@ -80,6 +80,14 @@ pub struct HubMetrics {
     pub box_id_shared: Family<EventLabel, Counter>,
     /// Boxes in PostgreSQL's `boxes`.
     pub boxes_known: Gauge,
+    /// 1 while the active hub's last batch failed (PostgreSQL, InfluxDB or the mark refused it)
+    /// and none has been committed since.
+    pub batches_failing: Gauge,
+    /// 1 while the active hub's box lease watch cannot run a round (no `box-down` decided).
+    pub box_watch_failing: Gauge,
+    /// 0 while PostgreSQL refuses the active hub's writes (read-only, disk full): no batch is
+    /// committed, `box-down` is posted but not recorded.
+    pub postgres_writable: Gauge,
     /// Boxes reported down and not yet cleared.
     pub boxes_down: Gauge,
     /// Workers' actions posted for relay, by result.
@@ -140,6 +148,9 @@ impl HubMetrics {
             box_down: Family::default(),
             box_id_shared: Family::default(),
             boxes_known: Gauge::default(),
+            batches_failing: Gauge::default(),
+            box_watch_failing: Gauge::default(),
+            postgres_writable: Gauge::default(),
             boxes_down: Gauge::default(),
             actions: Family::default(),
             sensor_readings: Family::default(),
@@ -186,6 +197,9 @@ impl HubMetrics {
             metrics.standby_alerts_repeated.clone(),
         );
         registry.register("boxes_known", "Boxes the district knows", metrics.boxes_known.clone());
+        registry.register("batches_failing", "1 while the active hub's last batch failed and none was committed since", metrics.batches_failing.clone());
+        registry.register("box_watch_failing", "1 while the active hub's box lease watch cannot run a round", metrics.box_watch_failing.clone());
+        registry.register("postgres_writable", "0 while PostgreSQL refuses the active hub's writes", metrics.postgres_writable.clone());
         registry.register("boxes_down", "Boxes reported down and not cleared", metrics.boxes_down.clone());
         registry.register("actions", "Workers' actions posted for relay, by result", metrics.actions.clone());
         registry.register(
@@ -247,6 +261,7 @@ impl HubMetrics {
             let _ = metrics.box_down.get_or_create(&EventLabel { event: event.into() });
             let _ = metrics.box_id_shared.get_or_create(&EventLabel { event: event.into() });
         }
+        metrics.postgres_writable.set(1);
         HubMetrics { registry, ..metrics }
     }
 

@@ -150,6 +150,10 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
             dead.clear();
         }
         metrics.active.set(0);
+        // What only the active hub knows is not this hub's to say any more.
+        metrics.batches_failing.set(0);
+        metrics.box_watch_failing.set(0);
+        metrics.postgres_writable.set(1);
     }
     if let Some(listener) = listener {
         listener.await??;
@@ -319,8 +323,10 @@ async fn consume(
                 let Some(client) = db.as_mut() else { break };
                 if let Err(error) = handle(message, client, influx, &hwm, metrics).await {
                     metrics.count_batch("failed");
+                    metrics.batches_failing.set(1);
                     return Err(error);
                 }
+                metrics.batches_failing.set(0);
                 backoff.reset();
             }
             anyhow::Ok(())

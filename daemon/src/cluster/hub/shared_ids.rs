@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the boxes' states are compared with what was told.
 const ROUND: Duration = Duration::from_secs(1);
-/// Returns of an earlier instance within the window that make a key shared (one could be a
-/// put delayed across a restart).
-const RETURNS_TO_TELL: usize = 2;
+/// Returns of an earlier instance within the window that make a key shared (a put of the old
+/// process delayed across a restart makes two: back to the old, back to the new).
+const RETURNS_TO_TELL: usize = 3;
 /// How long the webhook may take to answer.
 const WEBHOOK_WAIT: Duration = Duration::from_secs(8);
 
@@ -229,10 +229,10 @@ mod tests {
     fn two_instances_taking_turns_share_the_key() {
         let start = Instant::now();
         let mut writers = Writers::new(start);
-        for (secs, instance) in [(0, "a"), (2, "b"), (5, "a"), (7, "b")] {
+        for (secs, instance) in [(0, "a"), (2, "b"), (5, "a"), (7, "b"), (10, "a")] {
             writers.put(instance, "pi-east", at(start, secs), WINDOW);
         }
-        assert_eq!(writers.shared(at(start, 8), WINDOW), Some(true));
+        assert_eq!(writers.shared(at(start, 11), WINDOW), Some(true));
         assert_eq!(writers.instances().len(), 2);
     }
 
@@ -259,6 +259,7 @@ mod tests {
         writers.put("a", "pi", at(start, 0), WINDOW);
         writers.put("b", "pi", at(start, 1), WINDOW);
         writers.put("a", "pi", at(start, 2), WINDOW);
+        // The new one's put right after it, then its own renewals.
         for secs in 3..30 {
             writers.put("b", "pi", at(start, secs), WINDOW);
         }
@@ -269,14 +270,17 @@ mod tests {
     fn the_key_is_alone_again_a_window_after_the_last_return() {
         let start = Instant::now();
         let mut writers = Writers::new(start);
-        for (secs, instance) in [(0, "a"), (2, "b"), (5, "a"), (7, "b")] {
+        for (secs, instance) in [(0, "a"), (2, "b"), (5, "a"), (7, "b"), (10, "a")] {
             writers.put(instance, "pi", at(start, secs), WINDOW);
         }
         // `a` stops; `b` goes on.
-        for secs in (10..200).step_by(5) {
+        for secs in (12..60).step_by(5) {
             writers.put("b", "pi", at(start, secs), WINDOW);
         }
         assert_eq!(writers.shared(at(start, 60), WINDOW), Some(true), "within the window of the returns");
+        for secs in (60..200).step_by(5) {
+            writers.put("b", "pi", at(start, secs), WINDOW);
+        }
         assert_eq!(writers.shared(at(start, 200), WINDOW), Some(false));
     }
 

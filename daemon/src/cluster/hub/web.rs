@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a page or `/healthz` waits for PostgreSQL.
 const DB_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `/healthz` waits for the district's JetStream to answer.
+const NATS_PROBE: Duration = Duration::from_secs(2);
 /// The largest action taken (a signed action is a few hundred bytes; its note is short).
 const MAX_BODY: usize = 16 * 1024;
 
@@ -132,16 +134,30 @@ async fn metrics(State(web): State<Arc<Listener>>) -> impl IntoResponse {
 }
 
 /// `/healthz`: 200 `{"status":"ready","role":"active"|"standing by",…}` when this hub reaches
-/// NATS and PostgreSQL; 503 `{"status":"degraded","reasons":[…],…}` when it cannot.
+/// NATS and PostgreSQL and, if active, commits batches and watches the boxes; 503
+/// `{"status":"degraded","reasons":[…],…}` when it cannot.
 async fn health(State(web): State<Arc<Listener>>) -> impl IntoResponse {
     let mut reasons = Vec::new();
     if !web.nats_connected() {
         reasons.push("NATS not connected: no batches taken, no actions relayed, no leases watched".to_string());
+    } else if tokio::time::timeout(NATS_PROBE, web.js.get_stream(crate::cluster::STREAM)).await.map_or(true, |answer| answer.is_err()) {
+        // The client says connected until its pings go unanswered (minutes): a cut-off hub is
+        // found by asking the cluster something.
+        reasons.push("the district's JetStream does not answer: no batches taken, no actions relayed, no leases watched".to_string());
     }
     if count_boxes(&web).await.is_err() {
         reasons.push("PostgreSQL unreachable: no batches committed, the pages are empty".to_string());
     }
-    let role = if web.metrics.active.get() == 1 { "active" } else { "standing by" };
+    let active = web.metrics.active.get() == 1;
+    if active && web.metrics.postgres_writable.get() == 0 {
+        reasons.push("PostgreSQL refuses writes: no batches committed, box-down posted but not recorded".to_string());
+    } else if active && web.metrics.batches_failing.get() == 1 {
+        reasons.push("batches cannot be committed (PostgreSQL, the district's InfluxDB or the marks refuse them: see the log)".to_string());
+    }
+    if active && web.metrics.box_watch_failing.get() == 1 {
+        reasons.push("the box lease watch cannot run: no box-down decided".to_string());
+    }
+    let role = if active { "active" } else { "standing by" };
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::json!({
         "status": if reasons.is_empty() { "ready" } else { "degraded" },
