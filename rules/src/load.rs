@@ -632,8 +632,19 @@ fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smoo
     let value = text.get_ref().trim();
     if value == "apart" {
         // No window: the reading and the one before it.
-        return Some(Smooth { method: SmoothMethod::Apart, window: Window::Samples(2) });
+        return Some(Smooth { method: SmoothMethod::Apart, window: Window::Samples(2), within: None });
     }
+    // `steady n within d`: how far apart readings that agree may lie.
+    let (value, within) = match value.split_once(" within ") {
+        Some((value, within)) => match within.trim().parse::<f64>() {
+            Ok(d) if d.is_finite() && d > 0.0 && value.trim_start().starts_with("steady") => (value.trim(), Some(d)),
+            _ => {
+                check.error(text.span(), "smooth", format!("`{value}`: \"within\" takes a positive number after \"steady <readings>\", e.g. \"steady 2 within 0.03\""));
+                return None;
+            }
+        },
+        None => (value, None),
+    };
     let (method, window) = value.split_once(' ').unwrap_or((value, ""));
     let method = match method {
         "median" => SmoothMethod::Median,
@@ -667,7 +678,7 @@ fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smoo
         check.error(text.span(), "smooth", format!("`{value}`: \"steady\" counts readings, 2 to {MAX_STEADY_READINGS}, e.g. \"steady 2\""));
         return None;
     }
-    Some(Smooth { method, window })
+    Some(Smooth { method, window, within })
 }
 
 fn silence(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Silence> {

@@ -32,6 +32,17 @@ const SMOOTH_POINTS: i64 = 24;
 /// that moved 0.1° stays within a noisy box's hundredth of a degree; two spikes in a row seldom
 /// land within a third of their size of each other.
 const STEADY_FRACTION: f64 = 1.0 / 3.0;
+/// How many of a sensor's steps between readings before those a `steady … within` judgement looks
+/// at are kept as its own scatter: readings that agree after a real movement lie within a few of
+/// the box's ordinary steps of each other, two spikes in a row seldom do.
+const SCATTER_STEPS: usize = 12;
+/// The ordinary step taken is the third largest of the [`SCATTER_STEPS`]: the two largest may
+/// be one spike's way out and back.
+const SCATTER_RANK: usize = 3;
+/// With `within`, readings that agree may also lie this many ordinary steps apart (of a Gaussian
+/// scatter, the step after a real movement exceeds three times its upper quartile about once in
+/// a thousand).
+const SCATTER_MULTIPLE: f64 = 3.0;
 /// The fewest readings a time window takes a median of: one reading alone could be a spike, and
 /// the median of two is their mean.
 pub const TIME_WINDOW_MIN_POINTS: usize = 3;
@@ -106,10 +117,14 @@ pub enum Window {
     Samples(usize),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Smooth {
     pub method: SmoothMethod,
     pub window: Window,
+    /// `steady n within d`: readings that agree lie within `d` of each other, or within three of
+    /// the sensor's ordinary steps between readings when those are larger — and never further
+    /// than [`STEADY_FRACTION`] of the movement. Without it, that fraction alone.
+    pub within: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,8 +197,9 @@ impl fmt::Display for Signal {
                 Window::Time(ms) => humanize(ms),
                 Window::Samples(n) => format!("{n} samples"),
             };
-            text = match smooth.method {
-                SmoothMethod::Apart => format!("the smaller of {text} and of its step from the previous reading"),
+            text = match (smooth.method, smooth.within) {
+                (SmoothMethod::Apart, _) => format!("the smaller of {text} and of its step from the previous reading"),
+                (SmoothMethod::Steady, Some(within)) => format!("{method} {window} within {within} of {text}"),
                 _ => format!("{method} {window} of {text}"),
             };
         }
@@ -345,7 +361,9 @@ impl Signal {
         match (self.smooth, step) {
             (None, _) => Some(raw),
             (Some(Smooth { method: SmoothMethod::Apart, .. }), Some(step)) => Some(raw.min(step)),
-            (Some(Smooth { window: Window::Samples(n), .. }), Some(step)) => steady_value(state.0.get_or_insert_with(Box::default), n, at, raw, step),
+            (Some(Smooth { window: Window::Samples(n), within, .. }), Some(step)) => {
+                steady_value(state.0.get_or_insert_with(Box::default), (n, within), at, raw, step)
+            }
             (Some(smooth), _) => smooth_value(smooth, &mut state.0.get_or_insert_with(Box::default).smooth, at, raw),
         }
     }
@@ -494,18 +512,24 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
 /// ([`continues_outward`]: a movement that goes on; one reading more than a movement that stays,
 /// because with two a healthy wall's spikes lined up a few times in a hundred box-years) — else
 /// 0; `None` until there are n values.
-fn steady_value(kept: &mut StageKept, n: usize, at: Millis, value: f64, step: f64) -> Option<f64> {
+fn steady_value(kept: &mut StageKept, (n, within): (usize, Option<f64>), at: Millis, value: f64, step: f64) -> Option<f64> {
     let now = second_of(at);
     kept.smooth.push(Point::new(now, value));
     keep_newest(&mut kept.smooth, n + 1);
     kept.steps.push(Point::new(now, step));
-    keep_newest(&mut kept.steps, n);
+    keep_newest(&mut kept.steps, n + SCATTER_STEPS);
     if kept.smooth.len() < n {
         return None;
     }
     let newest = &kept.smooth[kept.smooth.len() - n..];
     let smallest = newest.iter().map(|p| p.value()).fold(f64::INFINITY, f64::min);
-    let stays = kept.steps[kept.steps.len() + 1 - n..].iter().all(|p| p.value() <= smallest * STEADY_FRACTION);
+    let (older, judged) = kept.steps.split_at(kept.steps.len() + 1 - n);
+    let agree_within = match within {
+        // The step into the first judged reading is left out of the scatter: the movement's own.
+        Some(within) => ordinary_step(&older[..older.len().saturating_sub(1)]).map_or(within, |scatter| within.max(scatter * SCATTER_MULTIPLE)),
+        None => f64::INFINITY,
+    };
+    let stays = judged.iter().all(|p| p.value() <= (smallest * STEADY_FRACTION).min(agree_within));
     if stays {
         // Their mean: the size of the movement as n readings measure it. The smallest (as
         // before) took the noise of the worse one for the movement's: an exact 0.1° jump seen
@@ -519,6 +543,18 @@ fn steady_value(kept: &mut StageKept, n: usize, at: Millis, value: f64, step: f6
             .zip(&kept.steps[kept.steps.len() - n..])
             .all(|(pair, step)| continues_outward(pair[0].value(), pair[1].value(), step.value()));
     Some(if goes_on { kept.smooth.iter().map(|p| p.value()).fold(f64::INFINITY, f64::min) } else { 0.0 })
+}
+
+/// A sensor's ordinary step between readings, from its recent `steps`: the [`SCATTER_RANK`]th
+/// largest, once there are [`SCATTER_STEPS`] of them (none before: a new sensor is judged by
+/// [`STEADY_FRACTION`] alone).
+fn ordinary_step(steps: &[Point]) -> Option<f64> {
+    if steps.len() < SCATTER_STEPS {
+        return None;
+    }
+    let mut values: smallvec::SmallVec<[f64; SCATTER_STEPS]> = steps.iter().map(|p| p.value()).collect();
+    values.sort_unstable_by(|a, b| b.total_cmp(a));
+    values.get(SCATTER_RANK - 1).copied()
 }
 
 /// Whether a reading `step` away from the previous one, whose distances from the reference are
@@ -720,7 +756,7 @@ mod tests {
 
     #[test]
     fn a_smoothing_window_is_saved_and_read_back() {
-        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Samples(3) }), None);
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Samples(3), within: None }), None);
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         assert_eq!(serde_json::to_string(&stage).unwrap(), r#"{"smooth":[]}"#, "nothing seen: an empty list");
         for (second, v) in [(0, 1.0), (1, 5.0)] {
@@ -736,14 +772,14 @@ mod tests {
 
     #[test]
     fn median_filter_ignores_a_single_spike() {
-        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Samples(3) }), None);
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Samples(3), within: None }), None);
         let out = run(&s, &[(0, 1.0), (1, 1.0), (2, 9.0), (3, 1.0)]);
         assert_eq!(out, vec![None, None, Some(1.0), Some(1.0)], "no value until the window is full");
     }
 
     #[test]
     fn a_daily_median_keeps_a_bounded_number_of_points_and_cancels_the_daily_swing() {
-        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN) }), None);
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN), within: None }), None);
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         let mut last = None;
         for m in 0..(3 * 24 * 60) {
@@ -759,7 +795,7 @@ mod tests {
 
     #[test]
     fn a_new_window_never_takes_half_of_one_bad_reading() {
-        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN) }), None);
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN), within: None }), None);
         let out = run(&s, &[(0, 0.1), (MIN, 0.1), (2 * MIN, 0.1), (3 * MIN, 0.1), (4 * MIN, 9.0)]);
         assert_eq!(out[4], Some(0.1f32 as f64), "{out:?}");
     }
@@ -811,7 +847,7 @@ mod tests {
 
     #[test]
     fn mean_over_time_window_forgets_old_values() {
-        let s = signal("v", Some(Smooth { method: SmoothMethod::Mean, window: Window::Time(10 * MIN) }), None);
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Mean, window: Window::Time(10 * MIN), within: None }), None);
         let readings: Vec<(Millis, f64)> = (0..8).map(|i| (i * 2 * MIN, 10.0 * (i + 1) as f64)).collect();
         let out = run(&s, &readings);
         assert_eq!(out, vec![None, None, Some(20.0), Some(25.0), Some(30.0), Some(40.0), Some(50.0), Some(60.0)]);
@@ -819,7 +855,7 @@ mod tests {
 
     #[test]
     fn a_window_reaches_back_for_five_readings_when_its_sensor_reports_seldom() {
-        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN) }), None);
+        let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN), within: None }), None);
         // A box that reports every 40 minutes: an hour holds one or two of its readings; a pair
         // of spikes among them is still never the median.
         let at = |i: i64| i * 40 * MIN;
@@ -845,7 +881,7 @@ mod tests {
 
     #[test]
     fn apart_counts_a_move_that_stays_once_and_readings_that_jump_about_each_time() {
-        let s = signal("hypot(x, y)", Some(Smooth { method: SmoothMethod::Apart, window: Window::Samples(2) }), None);
+        let s = signal("hypot(x, y)", Some(Smooth { method: SmoothMethod::Apart, window: Window::Samples(2), within: None }), None);
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         let mut feed = |at: Millis, x: f64, y: f64| s.observe(&mut stage, &mut transform, at, &|name| Some(if name == "x" { x } else { y }));
         // The first reading has no step: its value alone.
@@ -862,7 +898,7 @@ mod tests {
 
     #[test]
     fn steady_passes_a_movement_that_stays_and_nothing_that_jumps_about() {
-        let s = signal("hypot(x, y)", Some(Smooth { method: SmoothMethod::Steady, window: Window::Samples(2) }), None);
+        let s = signal("hypot(x, y)", Some(Smooth { method: SmoothMethod::Steady, window: Window::Samples(2), within: None }), None);
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());
         let mut feed = |at: Millis, x: f64, y: f64| s.observe(&mut stage, &mut transform, at, &|name| Some(if name == "x" { x } else { y }));
         assert_eq!(feed(0, 0.0, 0.0), None, "two readings make the first value");
@@ -1020,7 +1056,7 @@ mod tests {
             baseline: Some(BaselineSpec::Learn { window_ms: 24 * 60 * MIN }),
             relative: Relative::Difference,
             compensate: None,
-            smooth: Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN) }),
+            smooth: Some(Smooth { method: SmoothMethod::Median, window: Window::Time(60 * MIN), within: None }),
             transform: Some(Transform::ChangeOver { window: 24 * 60 * MIN, windows: 1 }),
         };
         assert_eq!(s.to_string(), "change over 1day of median 1h of permille(hypot(x, y)) from baseline");

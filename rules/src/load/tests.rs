@@ -64,7 +64,7 @@ fn compiles_a_ladder_with_baseline_smoothing_and_count() {
     let rule = &compile(LADDER).unwrap().rules[0];
     let signal = rule.signal.as_ref().unwrap();
     assert_eq!(signal.baseline, Some(BaselineSpec::Learn { window_ms: 86_400_000 }));
-    assert_eq!(signal.smooth, Some(Smooth { method: SmoothMethod::Median, window: Window::Time(3_600_000) }));
+    assert_eq!(signal.smooth, Some(Smooth { method: SmoothMethod::Median, window: Window::Time(3_600_000), within: None }));
     let Check::Ladder(levels) = &rule.check else { panic!() };
     assert_eq!(levels.len(), 2);
     assert_eq!(levels[0].count, Some(Count { k: 2, n: 2 }));
@@ -355,4 +355,15 @@ fn out_of_range_judges_readings_as_reported_so_not_with_a_baseline_or_steady() {
     .is_ok());
     let errs = errors(&rule.replace("within(do, 0, 25)", "within(do, 25, 0)"));
     assert!(errs[0].contains("the lower bound must be below the upper one"), "{errs:?}");
+}
+
+#[test]
+fn steady_takes_how_far_apart_agreeing_readings_may_lie() {
+    let set = compile("[[rule]]\nid = \"s\"\nvalue = \"hypot(x, y)\"\nbaseline = \"recent 1h\"\nsmooth = \"steady 2 within 0.03\"\nabove = 0.1\nseverity = \"danger\"\n").unwrap();
+    let smooth = set.rules[0].signal.as_ref().and_then(|signal| signal.smooth).unwrap();
+    assert_eq!((smooth.method, smooth.window, smooth.within), (SmoothMethod::Steady, Window::Samples(2), Some(0.03)));
+    for bad in ["median 1h within 0.03", "steady 2 within none", "steady 2 within -1"] {
+        let errs = errors(&format!("[[rule]]\nid = \"s\"\nvalue = \"x\"\nsmooth = \"{bad}\"\nabove = 1\nseverity = \"alarm\"\n")).join("\n");
+        assert!(errs.contains("\"within\" takes a positive number after \"steady <readings>\""), "{bad}: {errs}");
+    }
 }

@@ -950,6 +950,34 @@ fn an_exact_tenth_of_a_degree_read_through_noise_is_red_at_its_second_reading() 
 }
 
 #[test]
+fn two_spikes_in_a_row_on_a_quiet_box_are_no_jump_but_a_jump_that_settles_is() {
+    // The corpus (`healthy3-45`, a one-box house reporting every 4 minutes, 0.01° rounding):
+    // two spikes of about 1.6° in a row, 0.29° apart, then back. Within a third of their size of
+    // each other, they passed for a movement that stays: red "倾斜突变". A quiet box's readings
+    // after a real movement lie within a few hundredths of a degree of each other.
+    let run = |readings: &[(f64, f64)]| {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        let mut events = Vec::new();
+        let quiet = 26 * 15;
+        for step in 0..quiet + readings.len() as i64 + 6 {
+            let (x, y) = match usize::try_from(step - quiet) {
+                Ok(i) if i < readings.len() => readings[i],
+                _ if step >= quiet + readings.len() as i64 => *readings.last().unwrap_or(&(-0.84, 0.01)),
+                _ => (-0.84, if step % 7 == 0 { 0.02 } else { 0.01 }),
+            };
+            e.observe(SubjectId(0), step * 4 * MIN, &[("x", x), ("y", y)], &mut events);
+            e.tick(step * 4 * MIN, &mut events);
+        }
+        events.iter().filter(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.kind == EventKind::Fired).map(|ev| (ev.at / (4 * MIN) - 26 * 15, ev.severity)).collect::<Vec<_>>()
+    };
+    assert_eq!(run(&[(-2.39, 0.82), (-2.20, 0.60), (-0.84, 0.01)]), [], "two spikes in a row, then back");
+    // A real jump of 0.3° that stays (the box's rounding between its readings): red at its second reading.
+    assert_eq!(run(&[(-0.54, 0.01), (-0.54, 0.02), (-0.54, 0.01)]), [(1, Severity::Danger)]);
+    // A jump that settles back a little (0.02°) before it stays: red at its second reading too.
+    assert_eq!(run(&[(-0.52, 0.01), (-0.54, 0.01), (-0.54, 0.01)]), [(1, Severity::Danger)]);
+}
+
+#[test]
 fn a_box_that_lost_an_axis_is_told_to_installers_and_leaves_its_building_to_the_other_box() {
     // An outside tester: a box whose readings carry x alone is skipped by every tilt rule, told
     // to nobody, and still counted among the boxes that must agree: a whole building's jump was
