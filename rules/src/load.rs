@@ -639,7 +639,11 @@ fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smoo
         Some((value, within)) => match within.trim().parse::<f64>() {
             Ok(d) if d.is_finite() && d > 0.0 && value.trim_start().starts_with("steady") => (value.trim(), Some(d)),
             _ => {
-                check.error(text.span(), "smooth", format!("`{value}`: \"within\" takes a positive number after \"steady <readings>\", e.g. \"steady 2 within 0.03\""));
+                check.error(
+                    text.span(),
+                    "smooth",
+                    format!("`{value}`: \"within\" takes a positive number after \"steady <readings>\", e.g. \"steady 2 within 0.03\""),
+                );
                 return None;
             }
         },

@@ -359,7 +359,10 @@ fn out_of_range_judges_readings_as_reported_so_not_with_a_baseline_or_steady() {
 
 #[test]
 fn steady_takes_how_far_apart_agreeing_readings_may_lie() {
-    let set = compile("[[rule]]\nid = \"s\"\nvalue = \"hypot(x, y)\"\nbaseline = \"recent 1h\"\nsmooth = \"steady 2 within 0.03\"\nabove = 0.1\nseverity = \"danger\"\n").unwrap();
+    let set = compile(
+        "[[rule]]\nid = \"s\"\nvalue = \"hypot(x, y)\"\nbaseline = \"recent 1h\"\nsmooth = \"steady 2 within 0.03\"\nabove = 0.1\nseverity = \"danger\"\n",
+    )
+    .unwrap();
     let smooth = set.rules[0].signal.as_ref().and_then(|signal| signal.smooth).unwrap();
     assert_eq!((smooth.method, smooth.window, smooth.within), (SmoothMethod::Steady, Window::Samples(2), Some(0.03)));
     for bad in ["median 1h within 0.03", "steady 2 within none", "steady 2 within -1"] {

@@ -968,7 +968,11 @@ fn two_spikes_in_a_row_on_a_quiet_box_are_no_jump_but_a_jump_that_settles_is() {
             e.observe(SubjectId(0), step * 4 * MIN, &[("x", x), ("y", y)], &mut events);
             e.tick(step * 4 * MIN, &mut events);
         }
-        events.iter().filter(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.kind == EventKind::Fired).map(|ev| (ev.at / (4 * MIN) - 26 * 15, ev.severity)).collect::<Vec<_>>()
+        events
+            .iter()
+            .filter(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.kind == EventKind::Fired)
+            .map(|ev| (ev.at / (4 * MIN) - 26 * 15, ev.severity))
+            .collect::<Vec<_>>()
     };
     assert_eq!(run(&[(-2.39, 0.82), (-2.20, 0.60), (-0.84, 0.01)]), [], "two spikes in a row, then back");
     // A real jump of 0.3° that stays (the box's rounding between its readings): red at its second reading.
