@@ -75,7 +75,9 @@ fn demo_runs_the_scenario_and_stops_by_itself() {
         alert_lines.iter().any(|line| line.contains(&format!(" {event} ")) && line.contains(&format!("rule={rule} sensor={sensor} ")))
     };
     assert!(has("fired", "tilt-sudden", "house-03"), "sudden jump: {stdout}");
-    assert!(has("fired", "tilt-danger", "house-03"), "the jump, once the hourly median sees it: {stdout}");
+    // `tilt-danger` waits an hour above 7‰ (spike bursts crossed it on healthy walls): the
+    // jump is `tilt-sudden`'s alone within the demo's simulated hour.
+    assert!(!has("fired", "tilt-danger", "house-03"), "the jump is one red incident, not two: {stdout}");
     assert!(has("fired", "tilt-change", "house-02"), "creeping house: {stdout}");
     assert!(has("fired", "water-do-class-iii", "canal-02"), "oxygen dip: {stdout}");
     // The class alarms clear a day after the water is back inside (a river's daily cycle would
