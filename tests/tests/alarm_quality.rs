@@ -17,7 +17,7 @@ fn shipped_packs_hold_the_alarm_quality_targets_on_the_reduced_corpus() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
     let seed = 17;
     let (results, wall) = score::run(&rules, &Size::reduced(), seed, threads);
-    let scores = score::score(&rules, &results, seed, wall, threads);
+    let scores = score::score(&rules, &results, seed, wall, threads, score::EXAMPLES_PER_KIND);
     // Every target of issue 17 but the known limits (`Scores::regressions` names them; the full
     // run in docs/ALARM-QUALITY.md measures them).
     let regressions = scores.regressions();
@@ -34,7 +34,7 @@ fn boxes_reporting_every_15_to_60_minutes_raise_no_red_from_spikes_and_miss_no_j
     let seed = 23;
     let size = Size { interval_minutes: (15, 60), ..Size::reduced() };
     let (results, wall) = score::run(&rules, &size, seed, threads);
-    let scores = score::score(&rules, &results, seed, wall, threads);
+    let scores = score::score(&rules, &results, seed, wall, threads, score::EXAMPLES_PER_KIND);
     let text = report::text(&scores);
     for row in &scores.healthy {
         assert_eq!(row.grid[3], 0, "healthy walls, {}: red\n{text}", row.sub);

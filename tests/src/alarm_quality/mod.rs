@@ -25,6 +25,7 @@
 pub mod corpus;
 pub mod faults;
 pub mod movements;
+pub mod one_case;
 pub mod replay;
 pub mod report;
 pub mod score;

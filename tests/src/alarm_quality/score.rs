@@ -302,14 +302,15 @@ pub struct Scores {
     pub examples: Vec<String>,
 }
 
-const EXAMPLES_PER_KIND: usize = 4;
+/// How many failing cases of each kind the report describes unless asked for more.
+pub const EXAMPLES_PER_KIND: usize = 4;
 
 fn hours(ms: Millis) -> f64 {
     ms as f64 / HOUR as f64
 }
 
 /// Scores `results` replayed over `rules`.
-pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f64, threads: usize) -> Scores {
+pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f64, threads: usize, examples_per_kind: usize) -> Scores {
     let device = |rule: usize| rules.rules.get(rule).is_some_and(|r| r.device);
     let mut s = Scores {
         seed,
@@ -329,7 +330,7 @@ pub fn score(rules: &RuleSet, results: &[CaseResult], seed: u64, wall_seconds: f
     let mut example = |kind: &'static str, text: String, out: &mut Vec<String>| {
         let n = examples.entry(kind).or_default();
         *n += 1;
-        if *n <= EXAMPLES_PER_KIND {
+        if *n <= examples_per_kind {
             out.push(format!("{kind}: {text}"));
         }
     };

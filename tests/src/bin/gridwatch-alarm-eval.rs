@@ -5,6 +5,8 @@
 //! cargo run --release -p gridwatch-tests --bin gridwatch-alarm-eval -- --scale 1
 //! cargo run --release -p gridwatch-tests --bin gridwatch-alarm-eval -- --box-years 20 --format json
 //! cargo run --release -p gridwatch-tests --bin gridwatch-alarm-eval -- --only water
+//! # one case of the corpus, its events and its readings between two days (to start debugging)
+//! cargo run --release -p gridwatch-tests --bin gridwatch-alarm-eval -- --case healthy3-45 --days 83.8-83.9
 //! ```
 //!
 //! Exit code 0 whatever the scores (1 with `--strict` when a target is missed).
@@ -12,7 +14,7 @@
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use gridwatch_rules::{builtin_packs, RuleSet};
-use gridwatch_tests::alarm_quality::{corpus::Size, report, score};
+use gridwatch_tests::alarm_quality::{corpus::Size, one_case, report, score};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
@@ -47,6 +49,16 @@ struct Args {
     /// GB 3838 boundary cases always run.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Only>,
+    /// Failing cases described per kind (healthy wall alarm, creep late, …).
+    #[arg(long, default_value_t = score::EXAMPLES_PER_KIND)]
+    examples: usize,
+    /// Replay one case of the corpus by its name in the examples (e.g. "healthy3-45") and print
+    /// its events, then its readings within `--days`.
+    #[arg(long)]
+    case: Option<String>,
+    /// With `--case`: the readings printed, as days since the case's start ("83.8-83.9").
+    #[arg(long, default_value = "0-0", value_parser = days_range, requires = "case")]
+    days: (f64, f64),
 }
 
 /// The corpus's families, for `--only`.
@@ -89,8 +101,13 @@ fn main() -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let rules = RuleSet::compile(&builtin_packs()).map_err(|e| anyhow::anyhow!("{e}")).context("compiling the shipped packs")?;
     let size = only(Size { interval_minutes: args.interval_minutes, ..Size::scaled(scale) }, &args.only);
+    if let Some(name) = &args.case {
+        let text = one_case::describe(&rules, &size, args.seed, name, args.days).with_context(|| format!("case `{name}`"))?;
+        print!("{text}");
+        return Ok(());
+    }
     let (results, wall) = score::run(&rules, &size, args.seed, threads);
-    let scores = score::score(&rules, &results, args.seed, wall, threads);
+    let scores = score::score(&rules, &results, args.seed, wall, threads, args.examples);
     match args.format {
         Format::Text => print!("{}", report::text(&scores)),
         Format::Json => println!("{}", serde_json::to_string_pretty(&report::json(&scores))?),
@@ -108,6 +125,17 @@ fn minutes_range(text: &str) -> Result<(i64, i64), String> {
     let (low, high) = (parse(low)?, parse(high)?);
     if low < 1 || high < low {
         return Err(format!("`{text}`: give minutes A-B with 1 <= A <= B"));
+    }
+    Ok((low, high))
+}
+
+/// `"A-B"` days since a case's start, A ≤ B.
+fn days_range(text: &str) -> Result<(f64, f64), String> {
+    let (low, high) = text.split_once('-').ok_or_else(|| format!("`{text}`: give days A-B, e.g. 83.8-83.9"))?;
+    let parse = |part: &str| part.trim().parse::<f64>().map_err(|_| format!("`{part}` is not a number of days"));
+    let (low, high) = (parse(low)?, parse(high)?);
+    if high < low {
+        return Err(format!("`{text}`: give days A-B with A <= B"));
     }
     Ok((low, high))
 }
