@@ -541,12 +541,12 @@ fn drinking_points_are_not_judged_as_surface_water() {
     assert_eq!(worst(&mut e, &fields, 32), None);
 }
 
-/// Four weeks of the same reading every 20 minutes (and ticks), and every event: a box that
-/// reports its temperature has had its weather compensation in use for the last few days (a
-/// blue level comes then).
-fn four_weeks(engine: &mut Engine, fields: &[(&str, f64)]) -> Vec<RuleEvent> {
+/// Five weeks of the same reading every 20 minutes (and ticks), and every event: a box that
+/// reports its temperature has had its weather compensation in use for the last week or so (a
+/// blue level comes three days after it).
+fn five_weeks(engine: &mut Engine, fields: &[(&str, f64)]) -> Vec<RuleEvent> {
     let mut events = Vec::new();
-    for at in (0..28 * 24 * 60 * MIN).step_by(20 * MIN as usize) {
+    for at in (0..35 * 24 * 60 * MIN).step_by(20 * MIN as usize) {
         engine.observe(SubjectId(0), at, fields, &mut events);
         engine.tick(at, &mut events);
     }
@@ -570,7 +570,7 @@ fn tilt_ladder_boundaries_from_the_domain_table() {
         (6.99, Some(("tilt-change", Severity::Alarm))),
         (7.0, Some(("tilt-danger", Severity::Danger))),
     ];
-    // A box calibrated with its temperature, over four weeks: compensated once it has had
+    // A box calibrated with its temperature, over five weeks: compensated once it has had
     // about 25 days of weather to learn from; one that reports no temperature raises no notice
     // (`uncompensated = "warning"`: its blue would come with the weather).
     for (permille, expected) in cases {
@@ -582,7 +582,7 @@ fn tilt_ladder_boundaries_from_the_domain_table() {
             let reached = if with_temperature {
                 e.set_baseline(SubjectId(0), "temperature", 20.0);
                 fields.push(("temperature", 20.0));
-                let events = four_weeks(&mut e, &fields);
+                let events = five_weeks(&mut e, &fields);
                 worst_of(&e, &events)
             } else {
                 worst(&mut e, &fields, 70)
