@@ -167,7 +167,36 @@ pub async fn connect(urls: &[String], name: &str) -> anyhow::Result<async_nats::
         .request_timeout(Some(Duration::from_secs(5)))
         .ignore_discovered_servers()
         .retry_on_initial_connect()
+        .reconnect_delay_callback(reconnect_delay)
         .connect(urls)
         .await?;
     Ok(client)
+}
+
+/// The pause before the client's next attempt to reach the cluster: growing from nothing to at
+/// most 4 s as the client's own does, but drawn at random within its upper half, so that a link
+/// that flaps in step with a fixed pause cannot keep a box away (an outside tester: with the
+/// client's fixed 4.00 s, every attempt of a box fell into the cuts of a link flapping in step,
+/// and it stayed offline 96 s).
+fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let ceiling = 2_u64.saturating_pow(u32::try_from(attempts - 1).unwrap_or(u32::MAX)).min(4_000);
+    Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnection_pauses_grow_to_four_seconds_and_never_repeat_in_step() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO, "the first attempt at once");
+        assert!(reconnect_delay(4) <= Duration::from_millis(8));
+        let late: Vec<Duration> = (0..50).map(|_| reconnect_delay(20)).collect();
+        assert!(late.iter().all(|d| (Duration::from_secs(2)..=Duration::from_secs(4)).contains(d)), "{late:?}");
+        let distinct: std::collections::BTreeSet<_> = late.iter().collect();
+        assert!(distinct.len() > 40, "drawn, not fixed: {distinct:?}");
+    }
 }
