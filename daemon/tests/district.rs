@@ -772,6 +772,10 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     let (code, stderr) = put_roster(&nats, &roster_led_by("wang", "王芳").replace("grid_leader", "boss"));
     assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("roster.toml:8:"), "the parser's location: {stderr}");
+    // So is a roster that names nobody (an empty file put by mistake), unless asked for.
+    let (code, stderr) = put_roster(&nats, "# nobody yet\n");
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("names nobody") && stderr.contains("--allow-empty"), "{stderr}");
     // One that slipped past the hub (written into KV directly) is refused by each box, too.
     let client = async_nats::connect(nats.urls()).await.unwrap();
     let kv = async_nats::jetstream::new(client).get_key_value(gridwatch::cluster::ROSTER_BUCKET).await.unwrap();

@@ -67,6 +67,10 @@ pub enum RosterCommand {
         /// Copies of the roster bucket on the cluster, if it is created here.
         #[arg(long, default_value_t = 3)]
         replicas: usize,
+        /// Put a roster that names nobody (every box then sends each alarm to all its channels,
+        /// naming no one on duty): refused without it.
+        #[arg(long)]
+        allow_empty: bool,
         /// The roster file (the format of `[dispatch] roster`, docs/incidents.md).
         file: PathBuf,
     },

@@ -60,7 +60,7 @@ pub fn default_name() -> String {
 
 /// `gridwatch hub roster put`: exit 78 with the file's errors when the roster is invalid.
 pub fn subcommand(command: HubCommand) -> ExitCode {
-    let HubCommand::Roster { command: RosterCommand::Put { nats_urls, district, replicas, file } } = command;
+    let HubCommand::Roster { command: RosterCommand::Put { nats_urls, district, replicas, allow_empty, file } } = command;
     let name = file.display().to_string();
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
@@ -71,9 +71,15 @@ pub fn subcommand(command: HubCommand) -> ExitCode {
     };
     let mut invalid = false;
     let code = block_on(async {
-        match hub::put_roster(&nats_urls, &district, &name, &text, replicas).await {
-            Ok(revision) => {
+        match hub::put_roster(&nats_urls, &district, (&name, &text, allow_empty), replicas).await {
+            Ok((revision, channels)) => {
                 println!("the roster of {district} is {name} (revision {revision}); boxes take it as they hear of it");
+                if !channels.is_empty() {
+                    println!(
+                        "it names the channels {}: a box without one of them refuses it and keeps the roster it has (its log says so)",
+                        channels.join(", ")
+                    );
+                }
                 Ok(())
             }
             Err(error) => {

@@ -349,6 +349,12 @@ impl Roster {
             .collect()
     }
 
+    /// The channel names the roster's grids are sent to, each once, in order.
+    pub fn channel_names(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<&str> = self.channel_refs.iter().map(|r| r.message.as_str()).collect();
+        names.into_iter().map(str::to_string).collect()
+    }
+
     /// Every member's name by id.
     pub fn member_names(&self) -> BTreeMap<String, String> {
         self.members.iter().map(|m| (m.id.clone(), m.name.clone())).collect()
@@ -483,6 +489,13 @@ to = "20:00"
 
     fn names(members: Vec<&Member>) -> Vec<&str> {
         members.into_iter().map(|m| m.id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_channels_a_roster_names_are_listed_once() {
+        let roster = Roster::parse("roster.toml", ROSTER).unwrap();
+        assert_eq!(roster.channel_names(), ["wecom-grid3"]);
+        assert!(Roster::parse("roster.toml", "").unwrap().channel_names().is_empty());
     }
 
     #[test]

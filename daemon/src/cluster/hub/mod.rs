@@ -268,20 +268,32 @@ pub(crate) async fn bucket(js: &jetstream::Context, name: &str, max_age: Duratio
 
 /// `gridwatch hub roster put`: checks `text` with the boxes' parser (nothing is written when it
 /// is invalid: the roster in force stays) and puts it under the district's key; the new
-/// revision. Errors of the file are [`crate::dispatch::roster::RosterErrors`].
-pub async fn put_roster(nats_urls: &[String], district: &str, name: &str, text: &str, replicas: usize) -> anyhow::Result<u64> {
+/// revision and the channels the roster names (each box checks those against its own). Errors
+/// of the file are [`crate::dispatch::roster::RosterErrors`]; a roster naming nobody is refused
+/// unless `allow_empty` (an outside tester put an empty file by mistake, and every box took it).
+pub async fn put_roster(
+    nats_urls: &[String],
+    district: &str,
+    (name, text, allow_empty): (&str, &str, bool),
+    replicas: usize,
+) -> anyhow::Result<(u64, Vec<String>)> {
     if !crate::config::is_token(district) {
         anyhow::bail!("district `{district}`: use 1 to 64 letters, digits, `-` or `_`, as in the boxes' [cluster] district");
     }
-    super::roster::check(name, text, None)?;
+    let checked = super::roster::check(name, text, None)?;
+    if checked.roster.members.is_empty() && !allow_empty {
+        anyhow::bail!("{name} names nobody: every box would send each alarm to all its channels, naming no one on duty; give --allow-empty if that is meant");
+    }
+    let channels = checked.roster.channel_names();
     let connected = async {
         let js = jetstream::new(super::connect(nats_urls, "gridwatch-hub-roster").await?);
         let roster = bucket(&js, super::ROSTER_BUCKET, Duration::ZERO, replicas).await?;
         anyhow::Ok(roster.put(district, text.to_owned().into()).await?)
     };
-    tokio::time::timeout(PUT_TIMEOUT, connected)
+    let revision = tokio::time::timeout(PUT_TIMEOUT, connected)
         .await
-        .map_err(|_| anyhow::anyhow!("the district's NATS cluster did not take the roster within {PUT_TIMEOUT:?}"))?
+        .map_err(|_| anyhow::anyhow!("the district's NATS cluster did not take the roster within {PUT_TIMEOUT:?}"))??;
+    Ok((revision, channels))
 }
 
 /// How long `gridwatch hub roster put` tries to reach the cluster.
