@@ -897,6 +897,28 @@ mod tests {
     }
 
     #[test]
+    fn steady_within_takes_two_spikes_that_land_apart_for_no_movement() {
+        // Two spikes of about 1.6° in a row, 0.29° apart, on a box that steps 0.01° between
+        // readings: within a third of their size, `steady 2` takes them for a movement that
+        // stays; `within 0.03` does not, and still takes a movement that stays put.
+        let run = |within: Option<f64>, spikes: [(f64, f64); 2]| {
+            let s = signal("hypot(x, y)", Some(Smooth { method: SmoothMethod::Steady, window: Window::Samples(2), within }), None);
+            let (mut stage, mut transform) = (StageState::default(), TransformState::default());
+            let mut feed = |at: Millis, x: f64, y: f64| s.observe(&mut stage, &mut transform, at, &|name| Some(if name == "x" { x } else { y }));
+            for i in 0..20 {
+                feed(i * MIN, 0.0, if i % 2 == 0 { 0.01 } else { 0.0 });
+            }
+            feed(20 * MIN, spikes[0].0, spikes[0].1);
+            feed(21 * MIN, spikes[1].0, spikes[1].1).unwrap_or(0.0)
+        };
+        let spikes = [(-1.55, 0.81), (-1.36, 0.59)];
+        assert!(run(None, spikes) > 1.0, "a third of their size");
+        assert_eq!(run(Some(0.03), spikes), 0.0);
+        let stays = run(Some(0.03), [(0.3, 0.0), (0.3, 0.01)]);
+        assert!((stays - 0.30008).abs() < 1e-3, "{stays}");
+    }
+
+    #[test]
     fn steady_passes_a_movement_that_stays_and_nothing_that_jumps_about() {
         let s = signal("hypot(x, y)", Some(Smooth { method: SmoothMethod::Steady, window: Window::Samples(2), within: None }), None);
         let (mut stage, mut transform) = (StageState::default(), TransformState::default());

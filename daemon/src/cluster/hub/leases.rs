@@ -76,7 +76,7 @@ struct Unrecorded {
 /// Records a box's down flag under `fence`; `false` when PostgreSQL refuses the write (tried
 /// again next round), an error when another hub has become active.
 async fn record(db: &tokio_postgres::Client, box_id: &str, down: bool, fence: i64) -> anyhow::Result<bool> {
-    match postgres::set_down(db, box_id, down, fence).await {
+    match postgres::set_flag(db, box_id, postgres::BoxFlag::Down, down, fence).await {
         Ok(true) => Ok(true),
         Ok(false) => anyhow::bail!("another hub became active while box-down of {box_id} was posted"),
         Err(error) => {

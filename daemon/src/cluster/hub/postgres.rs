@@ -270,28 +270,30 @@ pub async fn claim_fence(client: &Client, fence: i64) -> anyhow::Result<bool> {
     Ok(claimed > 0)
 }
 
-/// Sets a box's down flag under `fence`; `false` when a hub with a newer token has written
-/// (this hub is no longer the active one) and nothing changed.
-pub async fn set_down(client: &Client, box_id: &str, down: bool, fence: i64) -> anyhow::Result<bool> {
-    let changed = client
-        .execute(
-            "WITH fence AS (INSERT INTO hub_fence (id, token) VALUES (1, $3) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token \
-             WHERE hub_fence.token <= EXCLUDED.token RETURNING token) \
-             UPDATE boxes SET down = $2, down_changed = now() WHERE box_id = $1 AND EXISTS (SELECT 1 FROM fence)",
-            &[&box_id, &down, &fence],
-        )
-        .await?;
-    Ok(changed > 0)
+/// A flag of a box that the active hub sets after telling people, with the time it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoxFlag {
+    /// Reported down (`box-down`).
+    Down,
+    /// Told that two boxes renew its lease (`box-id-shared`).
+    IdShared,
 }
 
-/// Sets a box's `id_shared` flag under `fence` (as [`set_down`]).
-pub async fn set_id_shared(client: &Client, box_id: &str, shared: bool, fence: i64) -> anyhow::Result<bool> {
+/// Sets a box's `flag` under `fence`; `false` when a hub with a newer token has written (this
+/// hub is no longer the active one) and nothing changed.
+pub async fn set_flag(client: &Client, box_id: &str, flag: BoxFlag, value: bool, fence: i64) -> anyhow::Result<bool> {
+    let set = match flag {
+        BoxFlag::Down => "down = $2, down_changed = now()",
+        BoxFlag::IdShared => "id_shared = $2, id_shared_changed = now()",
+    };
     let changed = client
         .execute(
-            "WITH fence AS (INSERT INTO hub_fence (id, token) VALUES (1, $3) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token \
-             WHERE hub_fence.token <= EXCLUDED.token RETURNING token) \
-             UPDATE boxes SET id_shared = $2, id_shared_changed = now() WHERE box_id = $1 AND EXISTS (SELECT 1 FROM fence)",
-            &[&box_id, &shared, &fence],
+            &format!(
+                "WITH fence AS (INSERT INTO hub_fence (id, token) VALUES (1, $3) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token \
+                 WHERE hub_fence.token <= EXCLUDED.token RETURNING token) \
+                 UPDATE boxes SET {set} WHERE box_id = $1 AND EXISTS (SELECT 1 FROM fence)"
+            ),
+            &[&box_id, &value, &fence],
         )
         .await?;
     Ok(changed > 0)
