@@ -517,7 +517,8 @@ fn steady_value(kept: &mut StageKept, (n, within): (usize, Option<f64>), at: Mil
     kept.smooth.push(Point::new(now, value));
     keep_newest(&mut kept.smooth, n + 1);
     kept.steps.push(Point::new(now, step));
-    keep_newest(&mut kept.steps, n + SCATTER_STEPS);
+    // The sensor's own scatter is kept only when `within` asks for it.
+    keep_newest(&mut kept.steps, if within.is_some() { n + SCATTER_STEPS } else { n });
     if kept.smooth.len() < n {
         return None;
     }
