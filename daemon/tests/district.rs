@@ -38,7 +38,9 @@
 //! fresh store (ids from 1 again, a new store epoch); its next alarms reach PostgreSQL under the
 //! new epoch, the old store's rows stay there untouched, and the hub counts the change. Then its
 //! store is restored from an older copy (the same epoch, fewer rows than the hub holds): the box
-//! takes a new epoch, and the alarm raised after the restore reaches PostgreSQL.
+//! takes a new epoch, and the alarm raised after the restore reaches PostgreSQL. A copy restored
+//! again and run offline until its new ids pass the hub's mark is told by the row under the mark
+//! (its digest), and its alarms reach PostgreSQL too.
 //!
 //! A fifth-and-a-half run: two boxes configured with one `box_id` renew one lease in turns: the
 //! hub tells installers once (`box-id-shared`), clears it once one is gone, and then reports the
@@ -1358,7 +1360,50 @@ async fn a_box_whose_store_was_replaced_is_heard_again_and_its_old_rows_kept() {
     };
     assert_eq!(fired_after_restore, 1, "the alarm raised after the restore");
     assert_eq!(east.metric("gridwatch_uplink_epochs_renewed_total").await, 1.0);
-    assert!(east.daemon.as_ref().unwrap().stderr().iter().any(|l| l.contains("holds more of this store than it has")), "the box says so in its log");
+    assert!(east.daemon.as_ref().unwrap().stderr().iter().any(|l| l.contains("more rows than it has")), "the box says so in its log");
+
+    // The same again, but the restored copy runs offline until its new rows have passed the
+    // hub's mark: its newest ids say nothing, the row under the mark's id is another one.
+    east.daemon.as_mut().unwrap().stop();
+    for file in files {
+        let _ = std::fs::remove_file(copy.path().join(file));
+        let _ = std::fs::copy(state.join(file), copy.path().join(file));
+    }
+    east.run_box().await;
+    east.alarm_cycles(1).await;
+    district.assert_caught_up(&east, 30 * SECOND).await;
+    let mark = high_water_mark(&nats, &east.hwm_key("alert")).await;
+    east.daemon.as_mut().unwrap().stop();
+    for file in files {
+        let _ = std::fs::remove_file(state.join(file));
+        let _ = std::fs::copy(copy.path().join(file), state.join(file));
+    }
+    east.proxy.set_blackholed(true);
+    let restored_at = now_ms();
+    east.run_box().await;
+    // Alarms of one sensor: the row under the mark's id is another sensor's (rows of the same
+    // sensor, event and value under one id are not told apart).
+    east.alarm_cycles_of(4, &[1]).await;
+    let newest = *east.local_ids("alert_events").last().unwrap();
+    assert!(newest > mark, "the copy's rows passed the hub's mark offline: {newest} against {mark}");
+    east.proxy.set_blackholed(false);
+    district.assert_caught_up(&east, 30 * SECOND).await;
+    let offline_epoch = east.epoch();
+    assert_ne!(offline_epoch, renewed_epoch, "the copy run offline sends under an epoch of its own");
+    let fired_offline = {
+        let (db, connection) = tokio_postgres::connect(&district.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        db.query_one(
+            "SELECT count(*) FROM alert_events WHERE box_id = 'east' AND epoch = $1 AND event = 'fired' AND at_ms >= $2",
+            &[&offline_epoch, &restored_at],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    assert_eq!(fired_offline, 4, "every alarm the copy raised offline");
+    assert_eq!(east.metric("gridwatch_uplink_epochs_renewed_total").await, 1.0, "once in this run");
+    assert!(east.daemon.as_ref().unwrap().stderr().iter().any(|l| l.contains("another row under the id it has")), "the box says so in its log");
 }
 
 /// Two boxes configured with one `box_id` (a copied card): both renew one lease, so neither

@@ -18,15 +18,17 @@
 //! a corrupt one starts at 1 again under a new epoch, and its marks are its own (from 0), not
 //! the old store's, which it would sit below in silence. A store restored from an older copy
 //! has its old epoch but fewer rows than the hub's mark covers: its new rows would take ids the
-//! hub already has and never go up. The uplink sees a mark above the store's newest id, gives the
-//! store a new epoch and sends all it holds under it ([`Uplink::renew_epoch`]).
+//! hub already has and never go up. The uplink sees a mark above the store's newest id, or (once
+//! the copy's new rows have passed the mark, e.g. after days offline) a mark whose row digest is
+//! not that of the store's row under its id, gives the store a new epoch and sends all it holds
+//! under it ([`Uplink::renew_epoch`]).
 //!
 //! Invariants: rows are sent in id order; a batch is not replaced by another of the same kind
 //! before the hub committed it; the uplink writes nothing to the local store (the readings'
 //! recorder forgets what the mark covers).
 
 use super::link_pace::LinkPace;
-use super::wire::{hwm_key, parse_hwm, Batch, Kind, Lease, Place, Rows};
+use super::wire::{hwm_key, Batch, Kind, Lease, Mark, Place, Rows};
 use crate::config::{ClusterConfig, SensorIndex};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::{Store, StoreEpoch};
@@ -91,6 +93,7 @@ pub async fn run(js: jetstream::Context, config: ClusterConfig, sources: Sources
             pending: [None, None, None, None],
             known_committed: [None; KINDS],
             newest: [0; KINDS],
+            compared: [0; KINDS],
             hwm: None,
             pace: LinkPace::default(),
         };
@@ -128,6 +131,8 @@ struct Uplink {
     known_committed: [Option<i64>; KINDS],
     /// Per kind: the store's newest id as last read (only read again when a mark passes it).
     newest: [i64; KINDS],
+    /// Per kind: the last mark whose digest was compared with the store's row under its id.
+    compared: [i64; KINDS],
     hwm: Option<jetstream::kv::Store>,
     /// What the link has shown of its pace: how big a new batch is, how long its ack may take.
     pace: LinkPace,
@@ -228,24 +233,27 @@ impl Uplink {
 
     async fn next_batch(&self, kind: Kind, after: i64) -> anyhow::Result<Option<Batch>> {
         let limit = self.pace.batch_rows(kind, self.config.batch_rows);
-        let store = &self.sources.store;
+        let rows = self.rows_after(kind, after, limit).await?;
         let mut places = BTreeMap::new();
-        let rows = match kind {
+        match &rows {
+            Rows::Reading(readings) => self.name_places(readings.iter().map(|r| r.sensor.as_str()), &mut places),
+            Rows::Trend(hours) => self.name_places(hours.iter().map(|r| r.sensor.as_str()), &mut places),
+            Rows::Alert(_) | Rows::Transition(_) => {}
+        }
+        let last_digest = rows.last_digest();
+        let batch = Batch { box_id: self.config.box_id.clone(), district: self.config.district.clone(), epoch: self.epoch.id.clone(), rows, places, last_digest };
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    /// Up to `limit` rows of `kind` with ids above `after`, oldest first.
+    async fn rows_after(&self, kind: Kind, after: i64, limit: usize) -> anyhow::Result<Rows> {
+        let store = &self.sources.store;
+        Ok(match kind {
             Kind::Alert => Rows::Alert(store.alerts_after(after, limit).await?),
             Kind::Transition => Rows::Transition(store.transitions_after(after, limit).await?),
-            Kind::Reading => {
-                let readings = store.uplink_readings_after(after, limit).await?;
-                self.name_places(readings.iter().map(|r| r.sensor.as_str()), &mut places);
-                Rows::Reading(readings)
-            }
-            Kind::Trend => {
-                let hours = store.uplink_trend_after(after, limit).await?;
-                self.name_places(hours.iter().map(|r| r.sensor.as_str()), &mut places);
-                Rows::Trend(hours)
-            }
-        };
-        let batch = Batch { box_id: self.config.box_id.clone(), district: self.config.district.clone(), epoch: self.epoch.id.clone(), rows, places };
-        Ok((!batch.is_empty()).then_some(batch))
+            Kind::Reading => Rows::Reading(store.uplink_readings_after(after, limit).await?),
+            Kind::Trend => Rows::Trend(store.uplink_trend_after(after, limit).await?),
+        })
     }
 
     /// Adds the place of each of `sensors` in the inventory (a sensor no longer in it has none).
@@ -284,46 +292,74 @@ impl Uplink {
     }
 
     /// The hub's high-water mark for this box, store epoch and `kind` (0 before the first
-    /// commit). A mark above the store's newest id renews the epoch first: 0 under the new one.
+    /// commit). A mark this store cannot have given renews the epoch first (0 under the new one):
+    /// one above the store's newest id, or one whose row digest is not that of the store's row
+    /// under its id.
     async fn committed(&mut self, kind: Kind) -> anyhow::Result<i64> {
         if self.hwm.is_none() {
             self.hwm = Some(self.js.get_key_value(super::HWM_BUCKET).await?);
         }
         let Some(bucket) = &self.hwm else { return Ok(0) };
         let value = bucket.get(hwm_key(&self.config.box_id, &self.epoch.id, kind)).await?;
-        let mark = parse_hwm(value.as_deref());
+        let mark = Mark::parse(value.as_deref());
         let slot = kind as usize;
-        if mark > self.newest[slot] {
+        if mark.id > self.newest[slot] {
             self.newest = self.sources.store.uplink_newest_ids().await?;
-            if mark > self.newest[slot] {
-                self.renew_epoch(kind, mark).await?;
+            if mark.id > self.newest[slot] {
+                self.renew_epoch(kind, mark.id, "more rows than it has").await?;
                 return Ok(0);
             }
         }
+        if !self.holds_the_marked_row(kind, &mark).await? {
+            self.renew_epoch(kind, mark.id, "another row under the id it has").await?;
+            return Ok(0);
+        }
         // Set only once checked: the readings' recorder forgets what the mark covers.
-        self.sources.progress.marks[slot].store(mark, Ordering::Relaxed);
-        Ok(mark)
+        self.sources.progress.marks[slot].store(mark.id, Ordering::Relaxed);
+        Ok(mark.id)
     }
 
+    /// Whether the store's row under the mark's id is the row the hub committed (its digest
+    /// the mark's), as far as can be told: a mark without a digest (from a box of an older
+    /// build) or whose row the store no longer holds (readings forgotten once committed) is
+    /// taken as it is. Each mark is compared once.
+    async fn holds_the_marked_row(&mut self, kind: Kind, mark: &Mark) -> anyhow::Result<bool> {
+        let slot = kind as usize;
+        let Some(digest) = &mark.digest else { return Ok(true) };
+        if self.compared[slot] == mark.id {
+            return Ok(true);
+        }
+        let rows = self.rows_after(kind, mark.id - 1, 1).await?;
+        let held = match rows.last_digest() {
+            Some(ours) if rows.range().is_some_and(|(first, _)| first == mark.id) => ours == *digest,
+            _ => true,
+        };
+        if held {
+            self.compared[slot] = mark.id;
+        }
+        Ok(held)
+    }
     /// The hub has committed rows of this epoch up to `mark`, more than the store has of `kind`:
     /// the store is a copy restored from before (or another box sends under this box's id and
     /// epoch). Its next rows would take ids the hub already has and be skipped in silence, so the
     /// store takes a new epoch and everything it holds goes up again under it, marks from 0.
-    async fn renew_epoch(&mut self, kind: Kind, mark: i64) -> anyhow::Result<()> {
+    async fn renew_epoch(&mut self, kind: Kind, mark: i64, seen: &str) -> anyhow::Result<()> {
         let epoch = self.sources.store.renew_epoch().await?;
         tracing::warn!(
             kind = kind.as_str(),
             hub_mark = mark,
             newest = self.newest[kind as usize],
+            seen,
             old_epoch = %self.epoch.id,
             epoch = %epoch.id,
-            "the district holds more of this store than it has (a copy restored from before?): \
+            "the district holds rows under this store's ids that it does not have (a copy restored from before?): \
              the store takes a new epoch and sends everything it holds again under it"
         );
         self.sources.metrics.uplink_epochs_renewed.inc();
         self.epoch = epoch;
         self.pending = [None, None, None, None];
         self.known_committed = [None; KINDS];
+        self.compared = [0; KINDS];
         for mark in &self.sources.progress.marks {
             mark.store(0, Ordering::Relaxed);
         }

@@ -14,6 +14,7 @@
 
 use crate::store::{UplinkAlert, UplinkReading, UplinkTransition, UplinkTrend};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
@@ -66,6 +67,36 @@ pub enum Rows {
     Trend(Vec<UplinkTrend>),
 }
 
+impl Rows {
+    /// The first and last row id; none for no rows.
+    pub fn range(&self) -> Option<(i64, i64)> {
+        let ids: Vec<i64> = match self {
+            Rows::Alert(rows) => rows.iter().map(|r| r.id).collect(),
+            Rows::Transition(rows) => rows.iter().map(|r| r.id).collect(),
+            Rows::Reading(rows) => rows.iter().map(|r| r.id).collect(),
+            Rows::Trend(rows) => rows.iter().map(|r| r.id).collect(),
+        };
+        Some((*ids.first()?, *ids.last()?))
+    }
+
+    /// A digest of what makes the last row the row it is, 16 hex digits; none for no rows. Only
+    /// what never changes once written goes in: not an alert's or a transition's time (re-stamped
+    /// once a clock that was not set is), nor an incident's state. A store restored from an older
+    /// copy gives its ids to other rows, whose digests differ (a reading's time, an alert's value,
+    /// a transition's incident and note).
+    pub fn last_digest(&self) -> Option<String> {
+        let identity = match self {
+            Rows::Alert(rows) => rows.last().map(|r| format!("alert\n{}\n{}\n{}\n{}\n{}", r.id, r.rule, r.sensor, r.event, r.value.to_bits())),
+            Rows::Transition(rows) => {
+                rows.last().map(|r| format!("transition\n{}\n{}\n{}\n{}\n{}", r.id, r.incident_id, r.actor, r.action, r.note.as_deref().unwrap_or("")))
+            }
+            Rows::Reading(rows) => rows.last().map(|r| format!("reading\n{}\n{}\n{}", r.id, r.sensor, r.ts)),
+            Rows::Trend(rows) => rows.last().map(|r| format!("trend\n{}\n{}\n{}\n{}\n{}", r.id, r.sensor, r.field, r.hour, r.count)),
+        }?;
+        Some(crate::signing::hex(&Sha256::digest(identity.as_bytes())[..8]))
+    }
+}
+
 /// Where a sensor is and what it is: the measurement and tags of its points in InfluxDB.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Place {
@@ -93,6 +124,11 @@ pub struct Batch {
     /// box's inventory is missing here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub places: BTreeMap<String, Place>,
+    /// [`Rows::last_digest`] of the batch's rows: the hub keeps it with the mark the batch
+    /// moves, so that a box can tell whether the row it holds under the mark's id is the one
+    /// the hub committed (absent from boxes before it was sent: the mark is kept without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_digest: Option<String>,
 }
 
 impl Batch {
@@ -107,13 +143,7 @@ impl Batch {
 
     /// The first and last row id; none for an empty batch (never sent).
     pub fn range(&self) -> Option<(i64, i64)> {
-        let ids: Vec<i64> = match &self.rows {
-            Rows::Alert(rows) => rows.iter().map(|r| r.id).collect(),
-            Rows::Transition(rows) => rows.iter().map(|r| r.id).collect(),
-            Rows::Reading(rows) => rows.iter().map(|r| r.id).collect(),
-            Rows::Trend(rows) => rows.iter().map(|r| r.id).collect(),
-        };
-        Some((*ids.first()?, *ids.last()?))
+        self.rows.range()
     }
 
     pub fn len(&self) -> usize {
@@ -179,9 +209,36 @@ pub fn is_epoch(epoch: &str) -> bool {
     epoch.len() <= 32 && epoch.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// A high-water mark as stored in KV (the decimal id); a missing or unreadable one is 0.
+/// A high-water mark as stored in KV: the last committed id, and the digest of that row
+/// ([`Rows::last_digest`]) when the box sent one: `<id>` or `<id> <digest>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mark {
+    pub id: i64,
+    pub digest: Option<String>,
+}
+
+impl Mark {
+    /// A missing or unreadable mark is 0 without a digest.
+    pub fn parse(value: Option<&[u8]>) -> Mark {
+        let text = value.and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("");
+        let mut words = text.split_whitespace();
+        match words.next().and_then(|id| id.parse().ok()) {
+            Some(id) => Mark { id, digest: words.next().map(str::to_string) },
+            None => Mark::default(),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        match &self.digest {
+            Some(digest) => format!("{} {digest}", self.id),
+            None => self.id.to_string(),
+        }
+    }
+}
+
+/// The id of a high-water mark as stored in KV ([`Mark::parse`]).
 pub fn parse_hwm(value: Option<&[u8]>) -> i64 {
-    value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|text| text.trim().parse().ok()).unwrap_or(0)
+    Mark::parse(value).id
 }
 
 /// What a box writes into its lease.
@@ -234,6 +291,7 @@ mod tests {
             epoch: "5eed".into(),
             rows: Rows::Alert(vec![alert(7), alert(8), alert(12)]),
             places: BTreeMap::new(),
+            last_digest: None,
         };
         assert_eq!(batch.message_id().as_deref(), Some("east-01:5eed:alert:7-12"));
         assert_eq!(batch.subject(), "gw.up.d1.east-01.alert");
@@ -253,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_large_batch_goes_deflated_a_small_one_plain_and_both_come_back_whole() {
-        let small = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new() };
+        let small = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new(), last_digest: None };
         let (payload, encoding) = small.encode().unwrap();
         assert_eq!(encoding, None);
         assert_eq!(Batch::decode(&payload, encoding).unwrap(), small);
@@ -284,13 +342,13 @@ mod tests {
 
     #[test]
     fn an_empty_batch_has_no_message_id() {
-        let batch = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Transition(Vec::new()), places: BTreeMap::new() };
+        let batch = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Transition(Vec::new()), places: BTreeMap::new(), last_digest: None };
         assert_eq!(batch.message_id(), None);
     }
 
     #[test]
     fn a_batch_survives_its_json() {
-        let batch = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new() };
+        let batch = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new(), last_digest: None };
         let text = serde_json::to_string(&batch).unwrap();
         assert!(text.contains(r#""kind":"alert""#) && !text.contains("places"), "{text}");
         assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
@@ -306,6 +364,7 @@ mod tests {
             epoch: String::new(),
             rows: Rows::Reading(vec![reading(3, 1_000), reading(4, 61_000)]),
             places: BTreeMap::from([("house-07".to_string(), place)]),
+            last_digest: None,
         };
         assert_eq!((batch.message_id().as_deref(), batch.subject().as_str()), (Some("b:reading:3-4"), "gw.up.d.b.reading"));
         let text = serde_json::to_string(&batch).unwrap();
@@ -323,6 +382,7 @@ mod tests {
             epoch: "e1".into(),
             rows: Rows::Trend((1..=40).map(|id| hour(id, 490_000 + id)).collect()),
             places: BTreeMap::from([("house-07".to_string(), place)]),
+            last_digest: None,
         };
         assert_eq!(batch.kind(), Kind::Trend);
         assert_eq!((batch.message_id().as_deref(), batch.subject().as_str()), (Some("b:e1:trend:1-40"), "gw.up.d.b.trend"));
@@ -342,5 +402,31 @@ mod tests {
         assert_eq!(parse_hwm(None), 0);
         assert_eq!(parse_hwm(Some(b"x")), 0);
         assert_eq!(parse_hwm(Some(b"42")), 42);
+        assert_eq!(parse_hwm(Some(b"42 0123456789abcdef")), 42);
+        assert_eq!(Mark::parse(Some(b"x 0123456789abcdef")), Mark::default());
+    }
+
+    #[test]
+    fn a_mark_keeps_its_rows_digest_and_one_from_an_older_hub_has_none() {
+        let mark = Mark { id: 7, digest: Some("0123456789abcdef".into()) };
+        assert_eq!(mark.encode(), "7 0123456789abcdef");
+        assert_eq!(Mark::parse(Some(mark.encode().as_bytes())), mark);
+        assert_eq!(Mark::parse(Some(b"7")), Mark { id: 7, digest: None });
+        assert_eq!(Mark { id: 7, digest: None }.encode(), "7");
+    }
+
+    #[test]
+    fn a_rows_digest_tells_another_row_under_its_id_and_not_a_restamped_time() {
+        let digest = |row: UplinkAlert| Rows::Alert(vec![alert(1), row]).last_digest().unwrap();
+        let original = digest(alert(2));
+        assert_eq!(original.len(), 16);
+        // The time of a row stamped while the clock was not set is re-stamped later: the same row.
+        assert_eq!(digest(UplinkAlert { at_ms: 99, ..alert(2) }), original);
+        // Another event under the same id (a store restored from an older copy): another digest.
+        assert_ne!(digest(UplinkAlert { value: 3.5, ..alert(2) }), original);
+        assert_ne!(digest(UplinkAlert { event: "cleared".into(), ..alert(2) }), original);
+        assert_eq!(Rows::Alert(Vec::new()).last_digest(), None);
+        let reading = |ts| Rows::Reading(vec![UplinkReading { id: 5, sensor: "s".into(), ts, fields: vec![("do".into(), 7.0)] }]);
+        assert_ne!(reading(1).last_digest(), reading(2).last_digest());
     }
 }

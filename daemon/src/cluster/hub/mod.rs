@@ -41,7 +41,7 @@ mod view_token;
 mod watched_files;
 mod web;
 
-use super::wire::{hwm_key, is_epoch, parse_hwm, Batch, Rows, ENCODING_HEADER};
+use super::wire::{hwm_key, is_epoch, parse_hwm, Batch, Mark, Rows, ENCODING_HEADER};
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull, kv, stream, AckKind};
 use futures::StreamExt;
@@ -418,7 +418,11 @@ async fn handle(
     }
     let current = parse_hwm(hwm.get(key.clone()).await?.as_deref());
     if last > current {
-        hwm.put(key, last.to_string().into()).await?;
+        // With the last row's digest, which the box compares with the row it holds under `last`.
+        // A digest that is not 16 hex digits is left out rather than stored.
+        let digest = batch.last_digest.clone().filter(|d| d.len() == 16 && d.bytes().all(|b| b.is_ascii_hexdigit()));
+        let mark = Mark { id: last, digest };
+        hwm.put(key, mark.encode().into()).await?;
     }
     if let Some(stored_at) = stored_at {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
