@@ -241,7 +241,8 @@ impl Uplink {
             Rows::Alert(_) | Rows::Transition(_) => {}
         }
         let last_digest = rows.last_digest();
-        let batch = Batch { box_id: self.config.box_id.clone(), district: self.config.district.clone(), epoch: self.epoch.id.clone(), rows, places, last_digest };
+        let batch =
+            Batch { box_id: self.config.box_id.clone(), district: self.config.district.clone(), epoch: self.epoch.id.clone(), rows, places, last_digest };
         Ok((!batch.is_empty()).then_some(batch))
     }
 

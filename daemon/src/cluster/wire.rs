@@ -311,7 +311,14 @@ mod tests {
 
     #[test]
     fn a_large_batch_goes_deflated_a_small_one_plain_and_both_come_back_whole() {
-        let small = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new(), last_digest: None };
+        let small = Batch {
+            box_id: "b".into(),
+            district: "d".into(),
+            epoch: "e1".into(),
+            rows: Rows::Alert(vec![alert(1)]),
+            places: BTreeMap::new(),
+            last_digest: None,
+        };
         let (payload, encoding) = small.encode().unwrap();
         assert_eq!(encoding, None);
         assert_eq!(Batch::decode(&payload, encoding).unwrap(), small);
@@ -342,13 +349,27 @@ mod tests {
 
     #[test]
     fn an_empty_batch_has_no_message_id() {
-        let batch = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Transition(Vec::new()), places: BTreeMap::new(), last_digest: None };
+        let batch = Batch {
+            box_id: "b".into(),
+            district: "d".into(),
+            epoch: "e1".into(),
+            rows: Rows::Transition(Vec::new()),
+            places: BTreeMap::new(),
+            last_digest: None,
+        };
         assert_eq!(batch.message_id(), None);
     }
 
     #[test]
     fn a_batch_survives_its_json() {
-        let batch = Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new(), last_digest: None };
+        let batch = Batch {
+            box_id: "b".into(),
+            district: "d".into(),
+            epoch: "e1".into(),
+            rows: Rows::Alert(vec![alert(1)]),
+            places: BTreeMap::new(),
+            last_digest: None,
+        };
         let text = serde_json::to_string(&batch).unwrap();
         assert!(text.contains(r#""kind":"alert""#) && !text.contains("places"), "{text}");
         assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
