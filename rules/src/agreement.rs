@@ -34,6 +34,8 @@ pub(crate) struct Vote {
     pub open: Option<(Severity, Millis)>,
     /// The box's latest signal value.
     pub value: Option<f64>,
+    /// When the box's breach of its open level began.
+    pub reached: Option<Millis>,
 }
 
 /// The building's state from its boxes' votes.
@@ -105,7 +107,7 @@ mod tests {
     use super::*;
 
     fn vote(open: Option<(Severity, Millis)>, value: f64) -> Vote {
-        Vote { open, value: Some(value) }
+        Vote { open, value: Some(value), reached: open.map(|(_, since)| since) }
     }
 
     #[test]

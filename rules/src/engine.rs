@@ -743,7 +743,8 @@ impl Engine {
         touched.sort_unstable();
         touched.dedup();
         for &index in &touched {
-            let verdict = verdict(&self.votes(index, at), self.needed_now(index, at), self.agreements[index].alone);
+            let votes = self.votes(index, at);
+            let verdict = verdict(&votes, self.needed_now(index, &votes, at), self.agreements[index].alone);
             let (anchor, check) = self.agreements[index].members[0];
             let variant = self.plan_of(&self.slots[anchor]).checks[check].variant();
             let agreement = &mut self.agreements[index];
@@ -767,13 +768,18 @@ impl Engine {
             .members
             .iter()
             .map(|&(index, check)| {
+                let none = Vote { open: None, value: None, reached: None };
                 if !self.has_a_vote(index, at) {
-                    return Vote { open: None, value: None };
+                    return none;
                 }
                 let slot = &self.slots[index];
-                match self.states.of(slot, self.plan_of(slot)).checks.get(check) {
-                    Some(CheckState::Ladder { ladder, last_value, .. }) => Vote { open: ladder.open(), value: last_value.get() },
-                    _ => Vote { open: None, value: None },
+                let plan = self.plan_of(slot);
+                let Some(planned) = plan.checks.get(check) else { return none };
+                match (self.rules[planned.rule()].check_of(planned.variant()), self.states.of(slot, plan).checks.get(check)) {
+                    (Check::Ladder(levels), Some(CheckState::Ladder { ladder, last_value, .. })) => {
+                        Vote { open: ladder.open(), value: last_value.get(), reached: ladder.reached(levels) }
+                    }
+                    _ => none,
                 }
             })
             .collect()
@@ -793,11 +799,20 @@ impl Engine {
     /// building whose other box lost an axis could never be red (an outside tester). A box not
     /// heard from yet (a start, a box just installed) still votes.
     fn has_a_vote(&self, slot: usize, at: Millis) -> bool {
+        !self.silent_voter(slot, at) && self.reads_the_wall(slot, at)
+    }
+
+    /// Whether the box in `slot` lost its vote to silence at `at` ([`Engine::has_a_vote`]).
+    fn silent_voter(&self, slot: usize, at: Millis) -> bool {
+        let silent_after = self.sensors[slot].interval_ms.saturating_mul(3).max(SILENT_VOTER_MS);
+        self.slots[slot].last_at.is_some_and(|last| at - last > silent_after)
+    }
+
+    /// Whether the box in `slot` still carries what its building's rules read ([`Engine::has_a_vote`]).
+    fn reads_the_wall(&self, slot: usize, at: Millis) -> bool {
         let sensor = &self.sensors[slot];
-        let silent_after = sensor.interval_ms.saturating_mul(3).max(SILENT_VOTER_MS);
         let unreadable_after = sensor.interval_ms.saturating_mul(3).max(UNREADABLE_VOTER_MS);
-        self.slots[slot].last_at.is_none_or(|last| at - last <= silent_after)
-            && (sensor.unreadable_since == Millis::MIN || at - sensor.unreadable_since <= unreadable_after)
+        sensor.unreadable_since == Millis::MIN || at - sensor.unreadable_since <= unreadable_after
     }
 
     /// How many boxes must agree at `at`: the rule's `agree`, but at most as many as still vote
@@ -806,10 +821,26 @@ impl Engine {
     /// box that went silent at red leaves no red behind it (another outside tester: a box that
     /// fell off the wall and died made its two-box building red a day later, on its last
     /// reading, while the box left read a quiet wall).
-    fn needed_now(&self, index: usize, at: Millis) -> usize {
+    ///
+    /// A box silent for a day still counts against a level another box reached before its
+    /// last reading: it saw the wall after that and did not agree (an outside tester: a faulty
+    /// box's unconfirmed orange turned red a day after its neighbour fell silent, on no new
+    /// reading). A level reached after it fell silent is the box left's to decide.
+    fn needed_now(&self, index: usize, votes: &[Vote], at: Millis) -> usize {
         let agreement = &self.agreements[index];
         let voting = agreement.members.iter().filter(|&&(slot, _)| self.has_a_vote(slot, at)).count();
-        agreement.needed.min(voting.max(1))
+        let highest =
+            votes.iter().filter_map(|vote| vote.open.map(|(severity, _)| (severity, vote.reached))).max_by_key(|&(severity, reached)| (severity, reached));
+        let witnesses = highest.and_then(|(_, reached)| reached).map_or(0, |reached| {
+            agreement
+                .members
+                .iter()
+                .filter(|&&(slot, _)| {
+                    self.silent_voter(slot, at) && self.reads_the_wall(slot, at) && self.slots[slot].last_at.is_some_and(|last| last >= reached)
+                })
+                .count()
+        });
+        agreement.needed.min((voting + witnesses).max(1))
     }
 
     /// Recomputes every building's state from its boxes without events (after a restore), as of
@@ -817,7 +848,8 @@ impl Engine {
     pub(crate) fn recompute_agreements(&mut self) {
         for index in 0..self.agreements.len() {
             let newest = self.agreements[index].members.iter().filter_map(|&(slot, _)| self.slots[slot].last_at).max().unwrap_or(Millis::MIN);
-            let verdict = verdict(&self.votes(index, newest), self.needed_now(index, newest), self.agreements[index].alone);
+            let votes = self.votes(index, newest);
+            let verdict = verdict(&votes, self.needed_now(index, &votes, newest), self.agreements[index].alone);
             self.agreements[index].open = verdict.open;
         }
     }

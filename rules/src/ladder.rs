@@ -147,6 +147,17 @@ impl LadderState {
         self.0.as_deref().and_then(|breached| breached.open)
     }
 
+    /// When the breach of the open incident's current level began (none while nothing is open).
+    pub fn reached(&self, levels: &[Level]) -> Option<Millis> {
+        let breached = self.0.as_deref()?;
+        let (severity, since) = breached.open?;
+        let level = breached.levels.iter().zip(levels).find(|(_, level)| level.severity == severity).map(|(state, _)| state.phase);
+        Some(match level {
+            Some(Phase::Active { since: began } | Phase::Clearing { since: began, .. }) => began,
+            _ => since,
+        })
+    }
+
     /// Every level at rest and nothing open: no breach, not even one waiting out a hold.
     pub fn at_rest(&self) -> bool {
         self.0.is_none()

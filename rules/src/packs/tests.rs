@@ -896,6 +896,46 @@ fn a_box_whose_building_neighbour_died_raises_red_for_a_jump_alone() {
     assert_eq!(sudden, vec![(EventKind::Fired, Severity::Danger)], "the box left decides its house");
 }
 
+/// The red rules' building events (fired or changed to red) of a two-box house whose boxes
+/// report every minute until `b0_until` (b0) and to the end (b1), b1 moving 0.4° at `jump`;
+/// minutes since the start.
+fn building_red_when_b0_falls_silent(b0_until: i64, jump: i64, end: i64) -> Vec<(String, i64)> {
+    let mut e = building(2);
+    let mut events = Vec::new();
+    for m in 0..end {
+        if m < b0_until {
+            e.observe(SubjectId(0), m * MIN, &[("x", 0.2), ("y", -0.3)], &mut events);
+        }
+        let x = if m >= jump { 0.5 } else { 0.1 };
+        e.observe(SubjectId(1), m * MIN, &[("x", x), ("y", 0.25)], &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    events
+        .iter()
+        .filter(|ev| ev.agreement.is_some() && ev.severity == Severity::Danger && ev.kind != EventKind::Cleared)
+        .map(|ev| (e.rule(ev.rule).id.clone(), ev.at / MIN))
+        .collect()
+}
+
+#[test]
+fn a_lone_box_s_unconfirmed_alarm_stays_unconfirmed_when_the_box_that_saw_a_quiet_wall_falls_silent() {
+    // An outside tester: a faulty box's unconfirmed orange turned red a day after the other box
+    // of its building fell silent, on no new reading (and `tilt-sudden` carried 0.0000°). b1
+    // moves at hour 26; b0 reads a quiet wall for ten minutes more, then dies (it loses its
+    // vote a day later, while b1's `tilt-sudden` is still open).
+    let red = building_red_when_b0_falls_silent(26 * 60 + 10, 26 * 60, (26 + 24 * 3) * 60);
+    assert!(red.is_empty(), "b0 saw the wall after b1 moved and did not agree: {red:?}");
+}
+
+#[test]
+fn a_box_that_moves_after_its_neighbour_fell_silent_is_red_once_the_neighbour_has_no_vote() {
+    // b0 dies at hour 26 and b1 moves at hour 30, before b0 loses its vote a day after its
+    // last reading: nobody saw b1's wall stay put, and the box left decides at that tick.
+    let red = building_red_when_b0_falls_silent(26 * 60, 30 * 60, (26 + 30) * 60);
+    assert!(red.iter().any(|(rule, _)| rule == "tilt-sudden"), "{red:?}");
+    assert!(red.iter().all(|&(_, at)| (26 + 24) * 60 <= at && at <= (26 + 24) * 60 + 2), "red once b0 has no vote: {red:?}");
+}
+
 #[test]
 fn a_box_that_fell_off_and_died_leaves_no_red_on_its_building() {
     // An outside tester: box b1 of a two-box house falls off the wall (45°), reports for two
