@@ -1432,6 +1432,13 @@ async fn two_boxes_under_one_box_id_are_told_once_and_cleared_once() {
     let cleared = wait_for(60 * SECOND, || async { !told("cleared").is_empty() }).await;
     assert!(cleared, "box-id-shared not cleared once one box alone renews\nhub: {:?}", district.hub.stderr());
     assert_eq!((told("raised").len(), told("cleared").len()), (1, 1), "told once, cleared once");
+    // The clear names the box left, and says the other may be down (its death was hidden).
+    let cleared = &told("cleared")[0];
+    let left = cleared["instances"].as_array().cloned().unwrap_or_default();
+    assert_eq!(left.len(), 1, "the box left: {cleared}");
+    let survivor = format!("{}-", east.daemon.as_ref().unwrap().pid());
+    assert!(left[0]["instance"].as_str().unwrap_or("").starts_with(&survivor), "the box still renewing is named: {cleared}");
+    assert!(cleared["text"].as_str().unwrap_or("").contains("可能已离线"), "{cleared}");
     assert!(district.box_down("east").is_empty(), "the box still alive is not down: {:?}", district.box_down("east"));
     assert_eq!(hub_metric(&district.relay, "gridwatch_hub_box_id_shared_total{event=\"raised\"}").await, 1.0);
 

@@ -190,7 +190,12 @@ async fn settle(
             "text": if shared {
                 format!("两台盒子使用同一编号 {}（主机：{}）：离线无法察觉，工单动作只到其中一台。请给其中一台改用自己的 box_id 后重启。", known.box_id, hosts(&instances))
             } else {
-                format!("编号 {} 现只有一台盒子在用。", known.box_id)
+                // Two boxes under one id hide each other's death: the one that stopped may be down.
+                format!(
+                    "编号 {} 现只有一台盒子在用（主机：{}）。另一台若不是有意撤下或改号，可能已离线，请到现场查看。",
+                    known.box_id,
+                    hosts(&instances)
+                )
             },
         });
         let response = http.post(webhook).json(&body).send().await?;
