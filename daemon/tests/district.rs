@@ -47,7 +47,8 @@
 //! other down when it dies.
 //!
 //! A sixth run: a hub's lease renewal written but its answer lost (as when the bucket's RAFT
-//! leader is killed mid-request): the hub alone in its district stays active.
+//! leader is killed mid-request): the hub alone in its district stays active. A hub whose link
+//! to the cluster is blackholed says so on `/healthz` within seconds, and is ready once it is back.
 //!
 //! A seventh run: the workers' pages at the hub for a box behind NAT whose links point there:
 //! the alarm's link opens at the hub, a step sent there while the box is cut off is applied once
@@ -459,15 +460,48 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
 /// A hub of its own (`name`), on the district's services, electing on a 3-second hub lease;
 /// with its listener's base URL.
 fn start_hub(nats: &NatsCluster, pg: &Postgres, hook: &WebhookReceiver, name: &str) -> (Daemon, tempfile::TempDir, String) {
+    start_hub_at(&nats.urls(), pg, hook, name)
+}
+
+/// [`start_hub`] reaching the cluster at `urls` (e.g. through a [`LinkProxy`]).
+fn start_hub_at(urls: &[String], pg: &Postgres, hook: &WebhookReceiver, name: &str) -> (Daemon, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    let (urls, conninfo, hook_url) = (nats.urls(), pg.conninfo(), hook.url());
+    let (conninfo, hook_url) = (pg.conninfo(), hook.url());
     let listen = format!("127.0.0.1:{}", free_port());
     let mut args =
         vec!["hub", "--postgres", &conninfo, "--webhook", &hook_url, "--lease-ttl", LEASE_TTL, "--hub-lease", "3s", "--name", name, "--listen", &listen];
-    for url in &urls {
+    for url in urls {
         args.extend(["--nats", url.as_str()]);
     }
     (Daemon::start(&args, dir.path()), dir, format!("http://{listen}"))
+}
+
+/// A hub whose link to its NATS cluster is blackholed (the client still believes it is
+/// connected for a while) says so on `/healthz` within seconds, by asking JetStream rather than
+/// trusting the client's state, and is ready again once the link is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_cut_off_from_its_cluster_says_so_on_healthz() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let pg = Postgres::start().await.expect("postgresql");
+    let hook = WebhookReceiver::start(Vec::new()).await;
+    let proxy = LinkProxy::start(nats.addrs()).await.unwrap();
+    let (hub, _dir, base) = start_hub_at(&[proxy.nats_url()], &pg, &hook, "cut-off");
+    let ready = wait_for(120 * SECOND, || async { healthz(&base).await.0 == 200 }).await;
+    assert!(ready, "{:?}\nhub: {:?}", healthz(&base).await, hub.stderr());
+
+    let cut = Instant::now();
+    proxy.set_blackholed(true);
+    let told = wait_for(20 * SECOND, || async { healthz(&base).await.0 == 503 }).await;
+    let (status, body) = healthz(&base).await;
+    assert!(told, "a hub cut off from its cluster still says {status} {body}");
+    let reasons = body["reasons"].to_string();
+    assert!(reasons.contains("NATS") || reasons.contains("JetStream"), "{body}");
+    eprintln!("the hub's /healthz said degraded {:?} after its link was cut: {reasons}", cut.elapsed());
+
+    proxy.set_blackholed(false);
+    let back = wait_for(60 * SECOND, || async { healthz(&base).await.0 == 200 }).await;
+    assert!(back, "{:?}\nhub: {:?}", healthz(&base).await, hub.stderr());
 }
 
 fn logged(hub: &Daemon, text: &str) -> bool {
