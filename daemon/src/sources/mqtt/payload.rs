@@ -308,18 +308,21 @@ pub(crate) fn timestamp(value: &serde_json::Value) -> Result<Millis, Rejection> 
 const LOCAL_OFFSET_SECS: i32 = 8 * 3600;
 
 /// A time in milliseconds since the Unix epoch from a count: in seconds, milliseconds,
-/// microseconds or nanoseconds, told apart by size (a time from 2001 to 2286 is 1e9–1e10 in
-/// seconds, 1e12–1e13 in milliseconds, and so on; firmware sends all four, and a `ts` in seconds
-/// was refused and blinded the probe — an outside tester); or a compact local time written as a
-/// number (`20261206064742`, 14 digits). Any other size is no time: 1e30 or 11 digits was taken
-/// for a clock years ahead (another tester).
+/// microseconds or nanoseconds, told apart by size (a time from 2000 to 2286 is 9.47e8–1e10 in
+/// seconds, 9.47e11–1e13 in milliseconds, and so on; firmware sends all four, and a `ts` in
+/// seconds was refused and blinded the probe — an outside tester); or a compact local time
+/// written as a number (`20261206064742`, 14 digits). Any other size is no time: 1e30 or 11
+/// digits was taken for a clock years ahead (another tester). A device whose clock battery died
+/// counts from 2000-01-01 again: its first 20 months are 9 digits in seconds, and refused, they
+/// switched its rules off (a third tester).
 fn count_time(count: f64) -> Option<Millis> {
+    let from = EARLIEST_TS as f64 / 1e3;
     let ms = match count {
-        c if (1e9..1e10).contains(&c) => c * 1e3,
-        c if (1e12..1e13).contains(&c) => c,
+        c if (from..1e10).contains(&c) => c * 1e3,
+        c if (from * 1e3..1e13).contains(&c) => c,
         c if (1e13..1e14).contains(&c) && c.fract() == 0.0 => return local_time(&format!("{c:.0}")),
-        c if (1e15..1e16).contains(&c) => c / 1e3,
-        c if (1e18..1e19).contains(&c) => c / 1e6,
+        c if (from * 1e6..1e16).contains(&c) => c / 1e3,
+        c if (from * 1e9..1e19).contains(&c) => c / 1e6,
         _ => return None,
     };
     Some(ms.round() as Millis)
@@ -498,7 +501,13 @@ mod tests {
             assert_eq!(decoded.ts, Some(at), "{ts}");
         }
         assert_eq!(decode_str(r#"{"do": 1.0, "ts": 1796510862.5}"#).unwrap().ts, Some(at + 500), "fractions of a second");
-        // No unit makes these a time from 2001 to 2286: refused as no time, not taken for a clock
+        // A clock reset to 2000-01-01 (its battery died) a day later, in every unit: a time the
+        // rules judge as behind (the box's installers are told), not no time.
+        let reset = 946_771_200_000; // 2000-01-02T00:00:00Z
+        for ts in ["946771200", "946771200000", "946771200000000", "946771200000000000", r#""946771200""#] {
+            assert_eq!(decode_str(&format!(r#"{{"do": 1.0, "ts": {ts}}}"#)).map(|d| d.ts).unwrap_or_else(|e| panic!("{ts}: {e}")), Some(reset), "{ts}");
+        }
+        // No unit makes these a time from 2000 to 2286: refused as no time, not taken for a clock
         // years ahead (an outside tester's installers were told of a clock fault).
         for garbage in ["1e30", "17965108620", r#""17965108620""#, "-1796510862", "179651086200000000000"] {
             let refused = decode_str(&format!(r#"{{"do": 1.0, "ts": {garbage}}}"#)).unwrap_err();
