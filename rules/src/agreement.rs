@@ -25,6 +25,8 @@ pub(crate) struct Agreement {
     pub alone: Option<Severity>,
     /// The building's open incident: severity and when it began.
     pub open: Option<(Severity, Millis)>,
+    /// The value its last fired or changed event carried (NaN: none since the engine began).
+    pub reported: f64,
 }
 
 /// One box as the agreement sees it.
@@ -85,6 +87,22 @@ pub(crate) fn verdict(votes: &[Vote], needed: usize, alone: Option<Severity>) ->
 }
 
 impl Agreement {
+    /// The value an incident's `step` carries, given the boxes' latest `value`: a step up that
+    /// comes when the boxes' latest value has fallen back (a lone box's alarm confirmed once the
+    /// box that did not agree lost its vote, a day on) carries the value last told, not the
+    /// latest (an outside tester read "0.00°" on a red). Remembers it.
+    pub fn value_of(&mut self, step: Move, value: f64) -> f64 {
+        let told = match step {
+            Move::Changed { severity, previous, .. } if severity > previous && self.reported.is_finite() && (value.is_nan() || value < self.reported) => {
+                self.reported
+            }
+            Move::Fired { .. } | Move::Changed { .. } => value,
+            Move::Cleared { .. } => return value,
+        };
+        self.reported = told;
+        told
+    }
+
     /// Takes a new verdict; returns the incident's move, if it moved.
     pub fn settle(&mut self, verdict: Verdict) -> Option<Move> {
         let step = match (self.open, verdict.open) {
@@ -148,7 +166,7 @@ mod tests {
 
     #[test]
     fn settle_fires_changes_and_clears_once_each() {
-        let mut agreement = Agreement { rule: 0, members: Vec::new(), needed: 2, alone: None, open: None };
+        let mut agreement = Agreement { rule: 0, members: Vec::new(), needed: 2, alone: None, open: None, reported: f64::NAN };
         let alarm = Verdict { open: Some((Severity::Alarm, 10)), agreeing: 2, value: 4.5 };
         let danger = Verdict { open: Some((Severity::Danger, 20)), agreeing: 2, value: 8.0 };
         let quiet = Verdict { open: None, agreeing: 0, value: 0.1 };

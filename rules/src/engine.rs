@@ -352,6 +352,9 @@ pub struct Engine {
     /// When the no-data watches began again ([`Engine::watch_silences_from`]); a reload's
     /// engine takes it over.
     pub(crate) silences_watched_from: Option<Millis>,
+    /// The time of the engine's first reading or tick: a box not heard from since loses its
+    /// vote as a silent one does ([`Engine::silent_voter`]).
+    first_time: Option<Millis>,
 }
 
 impl Engine {
@@ -416,6 +419,7 @@ impl Engine {
             clock_true: true,
             heard_ahead: HEARD_AHEAD_MS,
             silences_watched_from: None,
+            first_time: None,
         }
     }
 
@@ -518,6 +522,7 @@ impl Engine {
     /// Evaluates one sample of `subject` taken at `at`, appending any events to `events`.
     pub fn observe<K: AsRef<str>>(&mut self, subject: SubjectId, at: Millis, fields: &[(K, f64)], events: &mut Vec<RuleEvent>) -> Observed {
         let Some(slot) = self.slots.get(subject.0) else { return Observed::UnknownSubject };
+        self.first_time = Some(self.first_time.map_or(at, |first| first.min(at)));
         if slot.last_at.is_some_and(|last| at < last) {
             self.judge_clocks(subject, at, Stamped::OutOfOrder, events);
             return Observed::OutOfOrder;
@@ -716,6 +721,7 @@ impl Engine {
     /// Lets time pass: completes raise holds and notices silent sensors.
     pub fn tick(&mut self, now: Millis, events: &mut Vec<RuleEvent>) {
         self.now = Some(self.now.map_or(now, |before| before.max(now)));
+        self.first_time.get_or_insert(now);
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let interval = self.sensors[index].interval_ms;
             let plan = &self.plans[slot.plan as usize];
@@ -751,10 +757,11 @@ impl Engine {
             let Some(step) = agreement.settle(verdict) else { continue };
             let of = u8::try_from(agreement.members.len()).unwrap_or(u8::MAX);
             let agreeing = Some(Agreeing { agreeing: u8::try_from(verdict.agreeing).unwrap_or(u8::MAX), of });
+            let value = agreement.value_of(step, verdict.value);
             let event = match step {
-                Move::Fired { severity, since } => event(EventKind::Fired, severity, None, verdict.value, at, since),
-                Move::Changed { severity, previous, since } => event(EventKind::Changed, severity, Some(previous), verdict.value, at, since),
-                Move::Cleared { severity, since } => event(EventKind::Cleared, severity, None, verdict.value, at, since),
+                Move::Fired { severity, since } => event(EventKind::Fired, severity, None, value, at, since),
+                Move::Changed { severity, previous, since } => event(EventKind::Changed, severity, Some(previous), value, at, since),
+                Move::Cleared { severity, since } => event(EventKind::Cleared, severity, None, value, at, since),
             };
             events.push(RuleEvent { rule: RuleId(agreement.rule), subject: SubjectId(anchor), variant, agreement: agreeing, ..event });
         }
@@ -797,15 +804,18 @@ impl Engine {
     /// agree; nor does a box whose readings carried nothing the rules can read for three report
     /// intervals (and [`UNREADABLE_VOTER_MS`]): it is heard but cannot see the wall, and a
     /// building whose other box lost an axis could never be red (an outside tester). A box not
-    /// heard from yet (a start, a box just installed) still votes.
+    /// heard from yet (a start, a box just installed) still votes for the engine's first day.
     fn has_a_vote(&self, slot: usize, at: Millis) -> bool {
         !self.silent_voter(slot, at) && self.reads_the_wall(slot, at)
     }
 
-    /// Whether the box in `slot` lost its vote to silence at `at` ([`Engine::has_a_vote`]).
+    /// Whether the box in `slot` lost its vote to silence at `at` ([`Engine::has_a_vote`]): silent
+    /// for a day (and three report intervals) since its last reading, or since the engine's first
+    /// reading or tick when it has not been heard from at all (an outside tester: a building whose
+    /// other box never reported could never be red).
     fn silent_voter(&self, slot: usize, at: Millis) -> bool {
         let silent_after = self.sensors[slot].interval_ms.saturating_mul(3).max(SILENT_VOTER_MS);
-        self.slots[slot].last_at.is_some_and(|last| at - last > silent_after)
+        self.slots[slot].last_at.or(self.first_time).is_some_and(|last| at - last > silent_after)
     }
 
     /// Whether the box in `slot` still carries what its building's rules read ([`Engine::has_a_vote`]).
@@ -964,7 +974,7 @@ impl<'r> Planner<'r> {
         let alone = self.rules[rule].alone;
         let agreements = &mut self.agreements;
         let group = *self.by_building.entry((rule, subject.site.clone(), building.clone())).or_insert_with(|| {
-            agreements.push(Agreement { rule, members: Vec::new(), needed: usize::from(agree), alone, open: None });
+            agreements.push(Agreement { rule, members: Vec::new(), needed: usize::from(agree), alone, open: None, reported: f64::NAN });
             agreements.len() - 1
         });
         let agreement = &mut self.agreements[group];

@@ -899,7 +899,7 @@ fn a_box_whose_building_neighbour_died_raises_red_for_a_jump_alone() {
 /// The red rules' building events (fired or changed to red) of a two-box house whose boxes
 /// report every minute until `b0_until` (b0) and to the end (b1), b1 moving 0.4° at `jump`;
 /// minutes since the start.
-fn building_red_when_b0_falls_silent(b0_until: i64, jump: i64, end: i64) -> Vec<(String, i64)> {
+fn building_red_when_b0_falls_silent(b0_until: i64, jump: i64, end: i64) -> Vec<(String, i64, f64)> {
     let mut e = building(2);
     let mut events = Vec::new();
     for m in 0..end {
@@ -913,7 +913,7 @@ fn building_red_when_b0_falls_silent(b0_until: i64, jump: i64, end: i64) -> Vec<
     events
         .iter()
         .filter(|ev| ev.agreement.is_some() && ev.severity == Severity::Danger && ev.kind != EventKind::Cleared)
-        .map(|ev| (e.rule(ev.rule).id.clone(), ev.at / MIN))
+        .map(|ev| (e.rule(ev.rule).id.clone(), ev.at / MIN, ev.value))
         .collect()
 }
 
@@ -932,8 +932,28 @@ fn a_box_that_moves_after_its_neighbour_fell_silent_is_red_once_the_neighbour_ha
     // b0 dies at hour 26 and b1 moves at hour 30, before b0 loses its vote a day after its
     // last reading: nobody saw b1's wall stay put, and the box left decides at that tick.
     let red = building_red_when_b0_falls_silent(26 * 60, 30 * 60, (26 + 30) * 60);
-    assert!(red.iter().any(|(rule, _)| rule == "tilt-sudden"), "{red:?}");
-    assert!(red.iter().all(|&(_, at)| ((26 + 24) * 60..=(26 + 24) * 60 + 2).contains(&at)), "red once b0 has no vote: {red:?}");
+    assert!(red.iter().any(|(rule, _, _)| rule == "tilt-sudden"), "{red:?}");
+    assert!(red.iter().all(|&(_, at, _)| ((26 + 24) * 60..=(26 + 24) * 60 + 2).contains(&at)), "red once b0 has no vote: {red:?}");
+    // It tells the movement (0.4°) as the orange did, not the box's latest change from its
+    // recent level (0.00° a day on: an outside tester).
+    let sudden = red.iter().find(|(rule, _, _)| rule == "tilt-sudden").map(|&(_, _, value)| value);
+    assert!(sudden.is_some_and(|value| (value - 0.4).abs() < 0.01), "{red:?}");
+}
+
+#[test]
+fn a_box_whose_building_neighbour_never_reported_raises_red_for_a_jump_alone() {
+    // An outside tester: b1 is in the inventory but never reports (not mounted yet, or dead
+    // since before the daemon started); b0's wall jumps 0.3° on its second day.
+    let mut e = building(2);
+    let mut events = Vec::new();
+    for m in 0..30 * 60 {
+        let x = if m >= 28 * 60 { 0.5 } else { 0.2 };
+        e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", -0.3)], &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    let red: Vec<_> =
+        events.iter().filter(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.severity == Severity::Danger).map(|ev| (ev.kind, ev.at / MIN)).collect();
+    assert_eq!(red.first(), Some(&(EventKind::Fired, 28 * 60 + 1)), "the box heard decides its house: {red:?}");
 }
 
 #[test]
