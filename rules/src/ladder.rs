@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&state).unwrap(), r#"{"levels":[],"open":null}"#);
         state.observe(&levels, 2.5, 0);
         let saved = serde_json::to_string(&state).unwrap();
-        assert_eq!(saved, r#"{"levels":[{"phase":{"Raising":{"since":0}},"recent":0}],"open":null}"#, "only the warning level is not at rest");
+        assert_eq!(saved, r#"{"levels":[{"phase":{"Raising":{"since":0}},"recent":1}],"open":null}"#, "only the warning level is not at rest");
         let mut loaded: LadderState = serde_json::from_str(&saved).unwrap();
         assert_eq!(loaded, state);
         assert_eq!(loaded.observe(&levels, 2.5, 10 * MIN), Some(Step::Fired { severity: Severity::Warning, since: 0 }), "the hold went on");
@@ -291,14 +291,16 @@ mod tests {
         assert_eq!(state.observe_from(&levels, Severity::Alarm, 2.5, 34 * MIN), None);
         assert_eq!(state.tick(&levels, Severity::Alarm, 50 * MIN), None, "the warning alone cannot open an incident");
         assert_eq!(state.observe(&levels, 2.5, 51 * MIN), None, "judged from the lowest again: the warning's hold begins");
+        assert_eq!(state.observe(&levels, 2.5, 56 * MIN), None);
         assert_eq!(state.tick(&levels, Severity::Notice, 61 * MIN), Some(Step::Fired { severity: Severity::Warning, since: 51 * MIN }));
     }
 
     #[test]
-    fn tick_completes_the_hold_of_a_silent_sensor() {
+    fn a_silent_sensor_s_one_reading_completes_no_hold() {
         let levels = ladder();
         let mut state = LadderState::default();
         assert_eq!(state.observe(&levels, 8.0, 0), None);
-        assert_eq!(state.tick(&levels, Severity::Notice, MIN), Some(Step::Fired { severity: Severity::Danger, since: 0 }));
+        assert_eq!(state.tick(&levels, Severity::Notice, 60 * MIN), None, "one reading, then silence: its no-data rule tells");
+        assert_eq!(state.observe(&levels, 8.0, 61 * MIN), Some(Step::Fired { severity: Severity::Danger, since: 0 }), "the second decides");
     }
 }

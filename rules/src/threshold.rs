@@ -62,6 +62,9 @@ impl Default for ThresholdState {
     }
 }
 
+/// [`ThresholdState::recent`] of a raise hold (without a `count`) that a second reading breached.
+const SECOND_READING: u64 = 0b11;
+
 impl ThresholdState {
     /// Whether the level is reached (fired and not yet cleared).
     pub fn is_active(&self) -> bool {
@@ -86,14 +89,19 @@ impl ThresholdState {
         match self.phase {
             Phase::Normal if breached => {
                 self.phase = Phase::Raising { since: at };
+                self.count_raising_readings(level, 1);
                 self.complete_raise(level, at)
             }
             Phase::Normal => None,
             Phase::Raising { .. } if !breached => {
                 self.phase = Phase::Normal;
+                self.count_raising_readings(level, 0);
                 None
             }
-            Phase::Raising { .. } => self.complete_raise(level, at),
+            Phase::Raising { .. } => {
+                self.count_raising_readings(level, SECOND_READING);
+                self.complete_raise(level, at)
+            }
             Phase::Active { since } if recovered => {
                 self.phase = Phase::Clearing { since, recovered_at: at };
                 self.complete_clear(level, at)
@@ -115,11 +123,27 @@ impl ThresholdState {
         }
     }
 
+    /// Without a `count`, `recent` says how far a raise hold has got in readings: 1 for the one
+    /// that began it, [`SECOND_READING`] once another breached too (with a `count` it holds the
+    /// breach bits).
+    fn count_raising_readings(&mut self, level: &Level, readings: u64) {
+        if level.count.is_none() && level.raise_hold_ms > 0 {
+            self.recent = readings;
+        }
+    }
+
+    /// A raise hold is complete once it has lasted and, without a `count`, a second reading has
+    /// breached too: one reading of a probe that reports every hour met a 10-minute hold alone,
+    /// and a single glitch was red (an outside tester). A hold of 0 takes the first reading.
     fn complete_raise(&mut self, level: &Level, now: Millis) -> Option<Transition> {
         let Phase::Raising { since } = self.phase else { return None };
         if now.saturating_sub(since) < level.raise_hold_ms {
             return None;
         }
+        if level.raise_hold_ms > 0 && level.count.is_none() && self.recent != SECOND_READING {
+            return None;
+        }
+        self.count_raising_readings(level, 0);
         self.phase = Phase::Active { since };
         Some(Transition::Fired { since })
     }
@@ -184,13 +208,30 @@ mod tests {
     }
 
     #[test]
-    fn tick_completes_a_raise_hold_without_a_new_reading() {
+    fn tick_completes_a_raise_hold_without_a_new_reading_once_two_readings_breached() {
         let t = above(5.0, 4.0, 10 * MIN, 0);
         let mut s = ThresholdState::default();
         assert_eq!(s.observe(&t, 6.0, 0), None);
+        assert_eq!(s.observe(&t, 6.0, 5 * MIN), None);
         assert_eq!(s.tick(&t, 9 * MIN), None);
         assert_eq!(s.tick(&t, 10 * MIN), Some(Transition::Fired { since: 0 }));
         assert_eq!(s.tick(&t, 11 * MIN), None, "fires once");
+    }
+
+    #[test]
+    fn one_reading_alone_never_completes_a_raise_hold() {
+        // An outside tester: a probe reporting every hour, one glitch below the limit, and the
+        // 10-minute hold was met by that reading alone (red). The next reading decides.
+        let t = above(5.0, 4.0, 10 * MIN, 0);
+        let mut s = ThresholdState::default();
+        assert_eq!(s.observe(&t, 6.0, 0), None);
+        assert_eq!(s.tick(&t, 59 * MIN), None, "one reading is no breach that lasted");
+        assert_eq!(s.observe(&t, 4.5, 60 * MIN), None, "a glitch: the next reading is good");
+        assert_eq!(s.observe(&t, 6.0, 120 * MIN), None);
+        assert_eq!(s.observe(&t, 6.0, 180 * MIN), Some(Transition::Fired { since: 120 * MIN }), "a breach seen twice that lasted");
+        // Without a hold the first reading decides, as before.
+        let at_once = above(5.0, 4.0, 0, 0);
+        assert_eq!(ThresholdState::default().observe(&at_once, 6.0, 0), Some(Transition::Fired { since: 0 }));
     }
 
     #[test]
