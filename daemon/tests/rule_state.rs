@@ -263,9 +263,11 @@ async fn a_hold_timer_survives_a_restart() {
     let mut first = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     wait_until_ingesting(&mosquitto, http_port, &first).await;
     let breach_began = now_ms();
+    // Two breaching readings: a hold completes once a second reading has breached too.
     mosquitto.publish(TOPIC, &reading(4.0, breach_began)).unwrap();
-    let seen = wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 2.0 }).await;
-    assert!(seen, "the breaching reading was not accepted");
+    mosquitto.publish(TOPIC, &reading(4.0, breach_began + 1_000)).unwrap();
+    let seen = wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= 3.0 }).await;
+    assert!(seen, "the breaching readings were not accepted");
     assert!(first.stop().success());
     assert!(!first.stdout().iter().any(|line| line.contains(" fired ")), "fired before the hold: {:?}", first.stdout());
 
