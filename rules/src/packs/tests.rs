@@ -957,6 +957,22 @@ fn a_box_whose_building_neighbour_never_reported_raises_red_for_a_jump_alone() {
 }
 
 #[test]
+fn a_thermometer_s_error_code_is_told_to_installers_and_a_cold_winter_is_not() {
+    // An outside tester: thermometers stuck at a DS18B20's error codes were never told.
+    let rules_fired = |temperature: f64| {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        let events = feed(&mut e, &[("x", 0.2), ("y", -0.3), ("temperature", temperature)], 30);
+        events.iter().filter(|ev| ev.kind == EventKind::Fired).map(|ev| e.rule(ev.rule).id.clone()).collect::<Vec<_>>()
+    };
+    for error_code in [85.0, -127.0] {
+        assert!(rules_fired(error_code).contains(&"tilt-thermometer-impossible".to_string()), "{error_code} °C: {:?}", rules_fired(error_code));
+    }
+    for wall in [-40.0, 20.0, 70.0] {
+        assert!(!rules_fired(wall).contains(&"tilt-thermometer-impossible".to_string()), "{wall} °C: {:?}", rules_fired(wall));
+    }
+}
+
+#[test]
 fn a_box_that_fell_off_and_died_leaves_no_red_on_its_building() {
     // An outside tester: box b1 of a two-box house falls off the wall (45°), reports for two
     // hours and dies; b0 reads a quiet wall. A day later the building went red on b1's last
