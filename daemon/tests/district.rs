@@ -812,6 +812,12 @@ async fn one_roster_and_workers_actions_reach_boxes_behind_nat() {
     let (code, stderr) = put_roster(&nats, "# nobody yet\n");
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("names nobody") && stderr.contains("--allow-empty"), "{stderr}");
+    // So is one past the servers' message size (1 MiB by default), saying so rather than
+    // waiting out its ack (an outside tester: "ack error: timed out").
+    let padded = format!("{}{}", "# a long note\n".repeat(90_000), roster_led_by("wang", "王芳"));
+    let (code, stderr) = put_roster(&nats, &padded);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("max_payload") && stderr.contains("bytes"), "{stderr}");
     // One that slipped past the hub (written into KV directly) is refused by each box, too.
     let client = async_nats::connect(nats.urls()).await.unwrap();
     let kv = async_nats::jetstream::new(client).get_key_value(gridwatch::cluster::ROSTER_BUCKET).await.unwrap();

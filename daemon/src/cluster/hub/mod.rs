@@ -288,6 +288,15 @@ pub async fn put_roster(
     let connected = async {
         let js = jetstream::new(super::connect(nats_urls, "gridwatch-hub-roster").await?);
         let roster = bucket(&js, super::ROSTER_BUCKET, Duration::ZERO, replicas).await?;
+        // A roster past the servers' message size would wait out its ack and say only "timed
+        // out". (Read once connected: the bucket's set-up went over the link.)
+        let most = js.client().server_info().max_payload;
+        if most > 0 && text.len() > most {
+            anyhow::bail!(
+                "{name} is {} bytes; the district's NATS servers take at most {most} bytes in one message (`max_payload`): shorten the roster or raise `max_payload` on every node",
+                text.len()
+            );
+        }
         anyhow::Ok(roster.put(district, text.to_owned().into()).await?)
     };
     let revision = tokio::time::timeout(PUT_TIMEOUT, connected)
