@@ -460,13 +460,14 @@ async fn a_district_loses_no_event_and_reports_a_dead_box_once() {
 /// A hub of its own (`name`), on the district's services, electing on a 3-second hub lease;
 /// with its listener's base URL.
 fn start_hub(nats: &NatsCluster, pg: &Postgres, hook: &WebhookReceiver, name: &str) -> (Daemon, tempfile::TempDir, String) {
-    start_hub_at(&nats.urls(), pg, hook, name)
+    start_hub_at(&nats.urls(), &pg.conninfo(), hook, name)
 }
 
-/// [`start_hub`] reaching the cluster at `urls` (e.g. through a [`LinkProxy`]).
-fn start_hub_at(urls: &[String], pg: &Postgres, hook: &WebhookReceiver, name: &str) -> (Daemon, tempfile::TempDir, String) {
+/// [`start_hub`] reaching the cluster at `urls` and PostgreSQL at `conninfo` (e.g. through a
+/// [`LinkProxy`]).
+fn start_hub_at(urls: &[String], conninfo: &str, hook: &WebhookReceiver, name: &str) -> (Daemon, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    let (conninfo, hook_url) = (pg.conninfo(), hook.url());
+    let (conninfo, hook_url) = (conninfo.to_string(), hook.url());
     let listen = format!("127.0.0.1:{}", free_port());
     let mut args =
         vec!["hub", "--postgres", &conninfo, "--webhook", &hook_url, "--lease-ttl", LEASE_TTL, "--hub-lease", "3s", "--name", name, "--listen", &listen];
@@ -486,7 +487,7 @@ async fn a_hub_cut_off_from_its_cluster_says_so_on_healthz() {
     let pg = Postgres::start().await.expect("postgresql");
     let hook = WebhookReceiver::start(Vec::new()).await;
     let proxy = LinkProxy::start(nats.addrs()).await.unwrap();
-    let (hub, _dir, base) = start_hub_at(&[proxy.nats_url()], &pg, &hook, "cut-off");
+    let (hub, _dir, base) = start_hub_at(&[proxy.nats_url()], &pg.conninfo(), &hook, "cut-off");
     let ready = wait_for(120 * SECOND, || async { healthz(&base).await.0 == 200 }).await;
     assert!(ready, "{:?}\nhub: {:?}", healthz(&base).await, hub.stderr());
 
@@ -699,6 +700,43 @@ async fn a_box_dying_while_postgresql_refuses_writes_is_reported_down_once() {
     let cleared = wait_for(30 * SECOND, || async { district.box_down("north").len() >= 2 }).await;
     tokio::time::sleep(3 * SECOND).await;
     assert!(cleared && district.box_down("north") == ["raised", "cleared"], "{:?}", district.box_down("north"));
+}
+
+/// The hub's PostgreSQL connections hang for good (as behind a database failover's virtual IP
+/// or a firewall that forgot them) while new ones would work: a
+/// box that dies then is still reported down (an outside tester: no `box-down` for 7 minutes,
+/// until the hub was killed by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_dying_after_the_hubs_database_connections_hung_is_reported_down() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let pg = Postgres::start().await.expect("postgresql");
+    let hook = WebhookReceiver::start(Vec::new()).await;
+    let link = LinkProxy::start(vec![std::net::SocketAddr::from(([127, 0, 0, 1], pg.port))]).await.unwrap();
+    let port = link.nats_url().rsplit(':').next().unwrap().to_string();
+    let conninfo = pg.conninfo().replace(&format!("port={}", pg.port), &format!("port={port}"));
+    let (hub, _dir, _base) = start_hub_at(&nats.urls(), &conninfo, &hook, "hung");
+    let south = Community::start("south", &nats).await;
+    south.alarm_cycles(1).await;
+    let (db, connection) = tokio_postgres::connect(&pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let committed = wait_for(120 * SECOND, || async {
+        db.query_one("SELECT count(*) FROM alert_events WHERE box_id = 'south'", &[]).await.map(|row| row.get::<_, i64>(0) >= 6).unwrap_or(false)
+    })
+    .await;
+    assert!(committed, "south's alarms never reached PostgreSQL\nhub: {:?}", hub.stderr());
+
+    // The hub's connections carry nothing more and never close; new ones would work.
+    link.freeze_open_connections();
+    let killed = Instant::now();
+    let mut south = south;
+    south.daemon.as_mut().unwrap().kill_hard();
+    let down = || hook.bodies().iter().filter(|b| b["kind"] == "box-down" && b["box"] == "south").count();
+    let reported = wait_for(75 * SECOND, || async { down() > 0 }).await;
+    assert!(reported, "no box-down after the hub's connections hung\nhub: {:?}", hub.stderr());
+    eprintln!("box-down {:?} after the box was killed, the hub's connections having hung", killed.elapsed());
+    tokio::time::sleep(3 * SECOND).await;
+    assert_eq!(down(), 1, "posted once");
 }
 
 /// Whether process `pid` has ended (gone, or a zombie not yet reaped).

@@ -39,6 +39,9 @@ pub struct LinkProxy {
     slowness: watch::Sender<Slowness>,
     /// Payload bytes forwarded (both directions; TCP/IP headers not counted).
     forwarded: Arc<AtomicU64>,
+    /// Connections accepted before this many were frozen ([`LinkProxy::freeze_open_connections`]).
+    frozen_before: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -55,10 +58,14 @@ impl LinkProxy {
         let (slowness, slowness_rx) = watch::channel(Slowness::default());
         let forwarded = Arc::new(AtomicU64::new(0));
         let counter = forwarded.clone();
+        let (frozen_before, accepted) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (frozen, count) = (frozen_before.clone(), accepted.clone());
         let server = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let targets = targets.clone();
-                let link = Link { blackholed: watch_rx.clone(), slowness: slowness_rx.clone(), forwarded: counter.clone() };
+                let number = count.fetch_add(1, Ordering::SeqCst);
+                let link =
+                    Link { blackholed: watch_rx.clone(), slowness: slowness_rx.clone(), forwarded: counter.clone(), number, frozen_before: frozen.clone() };
                 tokio::spawn(async move {
                     for target in targets {
                         if let Ok(upstream) = connect(target).await {
@@ -69,7 +76,7 @@ impl LinkProxy {
                 });
             }
         });
-        Ok(LinkProxy { port, blackholed, slowness, forwarded, server })
+        Ok(LinkProxy { port, blackholed, slowness, forwarded, frozen_before, accepted, server })
     }
 
     /// `nats://127.0.0.1:<port>`: the address a box is given.
@@ -86,6 +93,12 @@ impl LinkProxy {
     /// Cuts (true) or restores (false) the link.
     pub fn set_blackholed(&self, on: bool) {
         self.blackholed.send_replace(on);
+    }
+
+    /// Every connection open now carries nothing more, ever, and none of them closes (a
+    /// database failover behind a virtual IP, a firewall that forgot them); new ones work.
+    pub fn freeze_open_connections(&self) {
+        self.frozen_before.store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// Makes the link slow (for connections open now and later); `Slowness::default()` makes
@@ -114,11 +127,14 @@ struct Link {
     blackholed: watch::Receiver<bool>,
     slowness: watch::Receiver<Slowness>,
     forwarded: Arc<AtomicU64>,
+    /// This connection's place among those accepted, and the first not frozen.
+    number: u64,
+    frozen_before: Arc<AtomicU64>,
 }
 
 impl Link {
     fn is_up(&self) -> bool {
-        !*self.blackholed.borrow()
+        !*self.blackholed.borrow() && self.number >= self.frozen_before.load(Ordering::SeqCst)
     }
 }
 

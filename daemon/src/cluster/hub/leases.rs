@@ -105,6 +105,12 @@ pub async fn watch(leases: kv::Store, options: HubOptions, (fence, dead): (Fence
             round(&leases, client, &http, &options.webhook, (fence.token(), &dead), &mut seen, &metrics).await
         };
         let finished = tokio::time::timeout(ROUND_LIMIT, round).await;
+        if finished.is_err() {
+            // A connection whose packets vanish (a database failover behind a virtual IP, a
+            // firewall that forgot it) never closes: it is made again, not waited on for good
+            // (an outside tester: no `box-down` for 7 minutes, until the hub was killed).
+            db = None;
+        }
         let finished = finished.unwrap_or_else(|_| Err(anyhow::anyhow!("a round took over {ROUND_LIMIT:?}")));
         metrics.box_watch_failing.set(i64::from(finished.is_err()));
         match finished {

@@ -305,6 +305,10 @@ pub async fn put_roster(
     Ok((revision, channels))
 }
 
+/// The longest a batch may take to commit (PostgreSQL, the district's InfluxDB, the mark) before
+/// its connections are made again and it is taken again.
+const BATCH_LIMIT: Duration = Duration::from_secs(60);
+
 /// How long `gridwatch hub roster put` tries to reach the cluster.
 const PUT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -342,7 +346,14 @@ async fn consume(
             while let Some(message) = consumer.next().await {
                 let message = message?;
                 let Some(client) = db.as_mut() else { break };
-                if let Err(error) = handle(message, client, influx, &hwm, metrics).await {
+                let handled = tokio::time::timeout(BATCH_LIMIT, handle(message, client, influx, &hwm, metrics)).await;
+                let handled = handled.unwrap_or_else(|_| {
+                    // A connection whose packets vanish never closes: made again (the batch is
+                    // delivered again, and its commit is idempotent).
+                    db = None;
+                    Err(anyhow::anyhow!("a batch took over {BATCH_LIMIT:?} to commit"))
+                });
+                if let Err(error) = handled {
                     metrics.count_batch("failed");
                     metrics.batches_failing.set(1);
                     return Err(error);

@@ -30,6 +30,8 @@ const ROUND: Duration = Duration::from_secs(1);
 const RETURNS_TO_TELL: usize = 3;
 /// How long the webhook may take to answer.
 const WEBHOOK_WAIT: Duration = Duration::from_secs(8);
+/// How long one comparison of the boxes' states with what was told may take.
+const SETTLE_LIMIT: Duration = Duration::from_secs(20);
 
 /// How far back the puts of a key are remembered: three lease lifetimes, within which two
 /// boxes that each renew well inside one lifetime take turns many times.
@@ -126,8 +128,11 @@ pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: C
                         }
                     }
                     _ = round.tick() => {
-                        let client = postgres::reuse(&mut db, &options.postgres).await?;
-                        settle(client, &http, &options.webhook, fence.token(), (&mut writers, term_start), window, &metrics).await?;
+                        let settled = async {
+                            let client = postgres::reuse(&mut db, &options.postgres).await?;
+                            settle(client, &http, &options.webhook, fence.token(), (&mut writers, term_start), window, &metrics).await
+                        };
+                        tokio::time::timeout(SETTLE_LIMIT, settled).await.unwrap_or_else(|_| Err(anyhow::anyhow!("a round took over {SETTLE_LIMIT:?}")))?;
                         backoff.reset();
                         if failing {
                             failing = false;
@@ -142,6 +147,8 @@ pub async fn watch(leases: kv::Store, options: HubOptions, fence: Fence, term: C
             () = term.cancelled() => return,
         };
         if let Err(error) = error {
+            // Made again: a connection whose packets vanish never closes by itself.
+            db = None;
             if !failing {
                 failing = true;
                 tracing::warn!(error = %format!("{error:#}"), "shared box id watch cannot run; watching again");

@@ -73,8 +73,14 @@ impl Listener {
             let mut db = self.db.lock().await;
             query(super::postgres::reuse(&mut db, &self.conninfo).await?).await
         };
-        let outcome =
-            tokio::time::timeout(DB_TIMEOUT, attempt).await.unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL did not answer within {DB_TIMEOUT:?}")));
+        let outcome = match tokio::time::timeout(DB_TIMEOUT, attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // Made again next time: a connection whose packets vanish never closes.
+                *self.db.lock().await = None;
+                Err(anyhow::anyhow!("PostgreSQL did not answer within {DB_TIMEOUT:?}"))
+            }
+        };
         self.metrics.postgres_reachable.set(i64::from(outcome.is_ok()));
         if let Err(error) = &outcome {
             tracing::warn!(error = %format!("{error:#}"), "district pages cannot read PostgreSQL");
