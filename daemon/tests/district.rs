@@ -265,6 +265,17 @@ impl District {
         }
     }
 
+    /// How many `fired` alert events PostgreSQL holds of `box_id`'s store `epoch` stamped at or
+    /// after `from_ms`.
+    async fn fired_since(&self, box_id: &str, epoch: &str, from_ms: i64) -> i64 {
+        let (db, connection) = tokio_postgres::connect(&self.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        db.query_one("SELECT count(*) FROM alert_events WHERE box_id = $1 AND epoch = $2 AND event = 'fired' AND at_ms >= $3", &[&box_id, &epoch, &from_ms])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    }
+
     /// The `box-down` events posted for `box_id`, in order.
     fn box_down(&self, box_id: &str) -> Vec<String> {
         self.hook.bodies().iter().filter(|b| b["kind"] == "box-down" && b["box"] == box_id).map(|b| b["event"].as_str().unwrap_or("?").to_string()).collect()
@@ -1406,36 +1417,20 @@ async fn a_box_whose_store_was_replaced_is_heard_again_and_its_old_rows_kept() {
     // fewer rows than the hub has committed under it. The alarm raised after the restore takes
     // ids the hub already holds; it must reach the district all the same.
     let copy = tempfile::tempdir().unwrap();
-    let files = ["gridwatch.db", "gridwatch.db-wal", "gridwatch.db-shm"];
     east.daemon.as_mut().unwrap().stop();
-    for file in files {
-        let _ = std::fs::copy(state.join(file), copy.path().join(file));
-    }
+    copy_store(&state, copy.path());
     east.run_box().await;
     east.alarm_cycles(1).await;
     district.assert_caught_up(&east, 30 * SECOND).await;
     east.daemon.as_mut().unwrap().stop();
-    for file in files {
-        let _ = std::fs::remove_file(state.join(file));
-        let _ = std::fs::copy(copy.path().join(file), state.join(file));
-    }
+    copy_store(copy.path(), &state);
     let restored_at = now_ms();
     east.run_box().await;
     east.alarm_cycles_of(1, &[1]).await;
     district.assert_caught_up(&east, 30 * SECOND).await;
     let renewed_epoch = east.epoch();
     assert_ne!(renewed_epoch, new_epoch, "the restored copy sends under an epoch of its own");
-    let fired_after_restore = {
-        let (db, connection) = tokio_postgres::connect(&district.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
-        db.query_one(
-            "SELECT count(*) FROM alert_events WHERE box_id = 'east' AND epoch = $1 AND event = 'fired' AND at_ms >= $2",
-            &[&renewed_epoch, &restored_at],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-    };
+    let fired_after_restore = district.fired_since("east", &renewed_epoch, restored_at).await;
     assert_eq!(fired_after_restore, 1, "the alarm raised after the restore");
     assert_eq!(east.metric("gridwatch_uplink_epochs_renewed_total").await, 1.0);
     assert!(east.daemon.as_ref().unwrap().stderr().iter().any(|l| l.contains("more rows than it has")), "the box says so in its log");
@@ -1443,19 +1438,13 @@ async fn a_box_whose_store_was_replaced_is_heard_again_and_its_old_rows_kept() {
     // The same again, but the restored copy runs offline until its new rows have passed the
     // hub's mark: its newest ids say nothing, the row under the mark's id is another one.
     east.daemon.as_mut().unwrap().stop();
-    for file in files {
-        let _ = std::fs::remove_file(copy.path().join(file));
-        let _ = std::fs::copy(state.join(file), copy.path().join(file));
-    }
+    copy_store(&state, copy.path());
     east.run_box().await;
     east.alarm_cycles(1).await;
     district.assert_caught_up(&east, 30 * SECOND).await;
     let mark = high_water_mark(&nats, &east.hwm_key("alert")).await;
     east.daemon.as_mut().unwrap().stop();
-    for file in files {
-        let _ = std::fs::remove_file(state.join(file));
-        let _ = std::fs::copy(copy.path().join(file), state.join(file));
-    }
+    copy_store(copy.path(), &state);
     east.proxy.set_blackholed(true);
     let restored_at = now_ms();
     east.run_box().await;
@@ -1468,20 +1457,18 @@ async fn a_box_whose_store_was_replaced_is_heard_again_and_its_old_rows_kept() {
     district.assert_caught_up(&east, 30 * SECOND).await;
     let offline_epoch = east.epoch();
     assert_ne!(offline_epoch, renewed_epoch, "the copy run offline sends under an epoch of its own");
-    let fired_offline = {
-        let (db, connection) = tokio_postgres::connect(&district.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
-        db.query_one(
-            "SELECT count(*) FROM alert_events WHERE box_id = 'east' AND epoch = $1 AND event = 'fired' AND at_ms >= $2",
-            &[&offline_epoch, &restored_at],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-    };
+    let fired_offline = district.fired_since("east", &offline_epoch, restored_at).await;
     assert_eq!(fired_offline, 4, "every alarm the copy raised offline");
     assert_eq!(east.metric("gridwatch_uplink_epochs_renewed_total").await, 1.0, "once in this run");
     assert!(east.daemon.as_ref().unwrap().stderr().iter().any(|l| l.contains("another row under the id it has")), "the box says so in its log");
+}
+
+/// Copies a stopped box's store files from the directory `from` into `to`, replacing what is there.
+fn copy_store(from: &std::path::Path, to: &std::path::Path) {
+    for file in ["gridwatch.db", "gridwatch.db-wal", "gridwatch.db-shm"] {
+        let _ = std::fs::remove_file(to.join(file));
+        let _ = std::fs::copy(from.join(file), to.join(file));
+    }
 }
 
 /// Two boxes configured with one `box_id` (a copied card): both renew one lease, so neither

@@ -279,6 +279,11 @@ pub fn inflate(payload: &[u8]) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
+    /// A batch of box `b`, district `d`, epoch `e1` holding alert 1.
+    fn one_alert() -> Batch {
+        Batch { box_id: "b".into(), district: "d".into(), epoch: "e1".into(), rows: Rows::Alert(vec![alert(1)]), places: BTreeMap::new(), last_digest: None }
+    }
+
     fn alert(id: i64) -> UplinkAlert {
         UplinkAlert { id, at_ms: 1_000 + id, rule: "do-low".into(), sensor: "canal-01".into(), event: "fired".into(), severity: "alarm".into(), value: 3.0 }
     }
@@ -311,14 +316,7 @@ mod tests {
 
     #[test]
     fn a_large_batch_goes_deflated_a_small_one_plain_and_both_come_back_whole() {
-        let small = Batch {
-            box_id: "b".into(),
-            district: "d".into(),
-            epoch: "e1".into(),
-            rows: Rows::Alert(vec![alert(1)]),
-            places: BTreeMap::new(),
-            last_digest: None,
-        };
+        let small = one_alert();
         let (payload, encoding) = small.encode().unwrap();
         assert_eq!(encoding, None);
         assert_eq!(Batch::decode(&payload, encoding).unwrap(), small);
@@ -362,14 +360,7 @@ mod tests {
 
     #[test]
     fn a_batch_survives_its_json() {
-        let batch = Batch {
-            box_id: "b".into(),
-            district: "d".into(),
-            epoch: "e1".into(),
-            rows: Rows::Alert(vec![alert(1)]),
-            places: BTreeMap::new(),
-            last_digest: None,
-        };
+        let batch = one_alert();
         let text = serde_json::to_string(&batch).unwrap();
         assert!(text.contains(r#""kind":"alert""#) && !text.contains("places"), "{text}");
         assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
