@@ -724,8 +724,7 @@ async fn a_box_dying_after_the_hubs_database_connections_hung_is_reported_down()
     let pg = Postgres::start().await.expect("postgresql");
     let hook = WebhookReceiver::start(Vec::new()).await;
     let link = LinkProxy::start(vec![std::net::SocketAddr::from(([127, 0, 0, 1], pg.port))]).await.unwrap();
-    let port = link.nats_url().rsplit(':').next().unwrap().to_string();
-    let conninfo = pg.conninfo().replace(&format!("port={}", pg.port), &format!("port={port}"));
+    let conninfo = pg.conninfo().replace(&format!("port={}", pg.port), &format!("port={}", link.port));
     let (hub, _dir, _base) = start_hub_at(&nats.urls(), &conninfo, &hook, "hung");
     let south = Community::start("south", &nats).await;
     south.alarm_cycles(1).await;
