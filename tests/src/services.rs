@@ -8,10 +8,27 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 
-/// A loopback port that was free a moment ago.
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768–60999), so no
+/// outgoing connection takes one as its source port.
+const PORTS: std::ops::Range<u16> = 10_000..32_000;
+
+/// A loopback port that was free a moment ago and that no other call in this process returned.
+/// The kernel's own choice (binding port 0) can hand one port to two tests running at once
+/// before either service listens on it: a test then talked MQTT to another test's web server.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    // Each test process starts at its own place, so two at once rarely meet.
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id().wrapping_mul(7_919) % span, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + u16::try_from(offset).expect("offset below the span");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}")
 }
 
 /// Polls `check` every 50 ms until it returns true or `timeout` passes; says whether it did.
