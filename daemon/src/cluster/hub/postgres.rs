@@ -16,9 +16,14 @@ use crate::cluster::wire::{Batch, Rows};
 use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
 
+/// The version [`SCHEMA`] sets up: raise it with every change to the tables, so that the hubs
+/// already running on a district database set it up again.
+const SCHEMA_VERSION: i32 = 1;
+
 /// The tables, created in one transaction under an advisory lock: a hub's connections (and a
 /// standby's) start together, and two `CREATE TABLE IF NOT EXISTS` of one table at once on an
-/// empty database make one of them fail (`pg_type` unique violation).
+/// empty database make one of them fail (`pg_type` unique violation). Run only on a database
+/// not set up at [`SCHEMA_VERSION`] (see [`connect`]).
 const SCHEMA: &str = "
 SET client_min_messages = warning;
 BEGIN;
@@ -105,6 +110,13 @@ CREATE TABLE IF NOT EXISTS hub_fence (
     id INT PRIMARY KEY CHECK (id = 1),
     token BIGINT NOT NULL
 );
+-- Which SCHEMA_VERSION the tables are at: a hub connecting to them set up skips the set-up.
+CREATE TABLE IF NOT EXISTS district_schema (
+    id INT PRIMARY KEY CHECK (id = 1),
+    version INT NOT NULL
+);
+INSERT INTO district_schema (id, version) VALUES (1, $version)
+    ON CONFLICT (id) DO UPDATE SET version = greatest(district_schema.version, EXCLUDED.version);
 COMMIT;
 ";
 
@@ -116,16 +128,39 @@ pub async fn reuse<'a>(db: &'a mut Option<Client>, conninfo: &str) -> anyhow::Re
     db.as_ref().ok_or_else(|| anyhow::anyhow!("no PostgreSQL connection"))
 }
 
-/// Connects (the connection runs on its own task) and creates the tables when missing.
+/// Connects (the connection runs on its own task) and sets the tables up when the database is
+/// not at [`SCHEMA_VERSION`].
+///
+/// The set-up's `ALTER TABLE`s lock each table whole, even when the column is there: run on
+/// every connection, a standby becoming active set up the tables on one connection while its
+/// first batch held rows on another, and the two deadlocked (2 of 5 takeovers, an outside
+/// tester); and each connection a hub made again queued behind every open transaction on the
+/// tables, stopping the other connections' work behind it. Now a database set up is only read,
+/// and one connection of this process at a time sets one up, so the others find it done.
 pub async fn connect(conninfo: &str) -> anyhow::Result<Client> {
+    static SETTING_UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let (client, connection) = tokio_postgres::connect(conninfo, NoTls).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(error = %error, "PostgreSQL connection lost");
         }
     });
-    client.batch_execute(SCHEMA).await?;
+    let _one_at_a_time = SETTING_UP.lock().await;
+    if schema_version(&client).await? < SCHEMA_VERSION {
+        client.batch_execute(&SCHEMA.replace("$version", &SCHEMA_VERSION.to_string())).await?;
+    }
     Ok(client)
+}
+
+/// The version the district's tables are set up at: 0 for a database set up before versions
+/// were kept, or not at all.
+async fn schema_version(client: &Client) -> anyhow::Result<i32> {
+    let exists: Option<String> = client.query_one("SELECT to_regclass('district_schema')::text", &[]).await?.get(0);
+    if exists.is_none() {
+        return Ok(0);
+    }
+    let row = client.query_opt("SELECT version FROM district_schema WHERE id = 1", &[]).await?;
+    Ok(row.map_or(0, |row| row.get(0)))
 }
 
 /// What one batch's commit did.
@@ -381,5 +416,31 @@ mod tests {
         });
         let results: Vec<_> = futures::future::join_all(connects).await.into_iter().map(|joined| joined.expect("no panic")).collect();
         assert!(results.iter().all(Result::is_ok), "{results:?}");
+    }
+
+    /// A hub connecting (again, or a standby taking over) to tables set up already takes no lock
+    /// on them: another connection's open transaction on every table does not hold it up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_to_tables_set_up_waits_for_no_open_transaction() {
+        let postgres = gridwatch_tests::Postgres::start().await.expect("PostgreSQL (package postgresql)");
+        let conninfo = postgres.conninfo();
+        let busy = super::connect(&conninfo).await.expect("the first connection sets the tables up");
+        busy.batch_execute("BEGIN; LOCK TABLE boxes, box_incidents, incident_transitions IN ROW EXCLUSIVE MODE").await.expect("a batch's locks");
+        let again = tokio::time::timeout(std::time::Duration::from_secs(10), super::connect(&conninfo)).await;
+        assert!(again.is_ok_and(|connected| connected.is_ok()), "held up by another connection's batch");
+        busy.batch_execute("COMMIT").await.expect("the batch ends");
+    }
+
+    /// A district database set up before its version was kept is set up again (its columns
+    /// added), and then marked with the version.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_set_up_by_an_older_hub_is_set_up_again() {
+        let postgres = gridwatch_tests::Postgres::start().await.expect("PostgreSQL (package postgresql)");
+        let conninfo = postgres.conninfo();
+        let client = super::connect(&conninfo).await.expect("set up");
+        client.batch_execute("DROP TABLE district_schema; ALTER TABLE boxes DROP COLUMN id_shared").await.expect("an older hub's tables");
+        let client = super::connect(&conninfo).await.expect("set up again");
+        client.query("SELECT id_shared FROM boxes", &[]).await.expect("the column added again");
+        assert_eq!(super::schema_version(&client).await.expect("read"), super::SCHEMA_VERSION);
     }
 }

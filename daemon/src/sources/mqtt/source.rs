@@ -225,6 +225,8 @@ impl Ingest {
             let reference = stored.unwrap_or(now);
             let ahead_reference = stored.unwrap_or_else(|| self.ahead_reference(now));
             if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, ahead_reference, synchronized, self.max_future_skew_ms)) {
+                // It came: refused and counted as ahead, not a reading missing at the next one.
+                self.count_gap(sensor, decoded.seq);
                 return Err(self.ahead_of_clock(sensor, ahead_secs));
             }
             for rejection in &decoded.dropped {
@@ -248,7 +250,7 @@ impl Ingest {
             Ok(sample)
         });
         match &result {
-            Ok(sample) => self.count_gap(sample),
+            Ok(sample) => self.count_gap(sample.sensor, sample.seq),
             Err(rejection) => {
                 self.metrics.reject(rejection);
                 tracing::debug!(topic = source, reason = rejection.reason(), error = %rejection, "message rejected");
@@ -271,10 +273,10 @@ impl Ingest {
     /// A device's `seq` jumping forward means readings were lost before they reached us. A jump
     /// back (a restart of the device resets it) or forward by more than [`MAX_SEQUENCE_GAP`] (a
     /// wrapped or renumbered counter) is no gap: it is counted as a restart.
-    fn count_gap(&mut self, sample: &Sample) {
-        let Some(seq) = sample.seq else { return };
-        let Some(last) = self.last_seq.insert(sample.sensor, seq) else { return };
-        let id = || self.inventory.get(sample.sensor).map(|s| s.id.clone());
+    fn count_gap(&mut self, sensor: usize, seq: Option<u64>) {
+        let Some(seq) = seq else { return };
+        let Some(last) = self.last_seq.insert(sensor, seq) else { return };
+        let id = || self.inventory.get(sensor).map(|s| s.id.clone());
         match seq.checked_sub(last) {
             Some(0 | 1) => {}
             Some(step) if step - 1 <= MAX_SEQUENCE_GAP => {
@@ -583,6 +585,17 @@ mod tests {
         assert_eq!(metrics.rejected("ahead_of_clock"), 1);
         assert_eq!(clocks.current(tokio::time::Instant::now()), vec![("house-07".into(), ClockProblem::Ahead)]);
         assert!(ingest.sample(topic, br#"{"x": 0.3}"#).is_ok(), "the sensor's next reading is taken");
+
+        // A box numbering its readings: those refused as ahead came, and are no gap (an outside
+        // tester's log said "readings missing (sequence gap)" of every one of them).
+        let numbered = |seq: u64, ts: Millis| format!(r#"{{"x": 0.3, "seq": {seq}, "ts": {ts}}}"#);
+        assert!(ingest.sample(topic, numbered(1, now).as_bytes()).is_ok());
+        assert!(ingest.sample(topic, numbered(2, now + 86_400_000).as_bytes()).is_err());
+        assert!(ingest.sample(topic, numbered(3, now + 86_400_000).as_bytes()).is_err());
+        assert!(ingest.sample(topic, numbered(4, now + 1_000).as_bytes()).is_ok());
+        assert_eq!((metrics.rejected("ahead_of_clock"), metrics.sequence_gaps.get()), (3, 0));
+        assert!(ingest.sample(topic, numbered(7, now + 2_000).as_bytes()).is_ok());
+        assert_eq!(metrics.sequence_gaps.get(), 2, "5 and 6 never came");
     }
 
     fn limited_ingest(metrics: Arc<Metrics>) -> Ingest {
