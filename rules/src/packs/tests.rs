@@ -973,6 +973,40 @@ fn a_thermometer_s_error_code_is_told_to_installers_and_a_cold_winter_is_not() {
 }
 
 #[test]
+fn a_thermometer_switched_to_fahrenheit_is_told_to_installers_and_the_sun_on_the_box_is_not() {
+    // An outside tester: a thermometer switched to °F (or drifting) stayed within −45–75 °C and
+    // was never told. `celsius` gives the box's temperature at each minute; the switch at
+    // minute `switch` (if any) makes it read °F from then on.
+    let told_at = |celsius: &dyn Fn(i64) -> f64, switch: Option<i64>| {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        let mut events = Vec::new();
+        for m in (0..3 * 24 * 60).step_by(10) {
+            let c = celsius(m);
+            let reads = if switch.is_some_and(|at| m >= at) { c * 1.8 + 32.0 } else { c };
+            e.observe(SubjectId(0), m * MIN, &[("x", 0.2), ("y", -0.3), ("temperature", reads)], &mut events);
+            e.tick(m * MIN, &mut events);
+        }
+        let rule = |ev: &RuleEvent| e.rule(ev.rule).id == "tilt-thermometer-jumped";
+        let fired: Vec<i64> = events.iter().filter(|ev| rule(ev) && ev.kind == EventKind::Fired).map(|ev| ev.at / MIN).collect();
+        assert!(events.iter().filter(|ev| rule(ev)).all(|ev| ev.agreement.is_none() && e.rule(ev.rule).device), "to installers only");
+        fired
+    };
+    let switch = 30 * 60;
+    // (Above 24 °C it reads over 75 °F, which tilt-thermometer-impossible tells.)
+    for base in [-12.0, 2.0, 18.0, 23.5] {
+        let fired = told_at(&|_| base, Some(switch));
+        assert_eq!(fired, [switch + 10], "{base} °C read in °F from minute {switch}: told at its second reading, once");
+    }
+    // A dark box in the sun: the case warms 15 °C within 40 minutes when the clouds part, and
+    // cools as fast at dusk, every day.
+    let sunny = |m: i64| {
+        let hour = (m % (24 * 60)) as f64 / 60.0;
+        8.0 + 15.0 * ((hour - 10.0) / 0.67).clamp(0.0, 1.0) - 15.0 * ((hour - 17.0) / 0.67).clamp(0.0, 1.0)
+    };
+    assert_eq!(told_at(&sunny, None), Vec::<i64>::new(), "the sun on the box");
+}
+
+#[test]
 fn a_box_that_fell_off_and_died_leaves_no_red_on_its_building() {
     // An outside tester: box b1 of a two-box house falls off the wall (45°), reports for two
     // hours and dies; b0 reads a quiet wall. A day later the building went red on b1's last
