@@ -713,6 +713,44 @@ async fn a_box_dying_while_postgresql_refuses_writes_is_reported_down_once() {
     assert!(cleared && district.box_down("north") == ["raised", "cleared"], "{:?}", district.box_down("north"));
 }
 
+/// PostgreSQL stopped (maintenance, a crash) while a box dies: the hub posts one `box-down` in
+/// time on the boxes it last read, saying their open incidents are not known, and records it
+/// once PostgreSQL is back, without posting it again (an outside tester: `box-down` only once
+/// PostgreSQL was back, 63 s after the kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_dying_while_the_hub_cannot_reach_postgresql_is_reported_down_in_time() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let district = start_district(&nats).await;
+    let mut north = Community::start("north", &nats).await;
+    north.alarm_cycles(1).await;
+    district.assert_caught_up(&north, 60 * SECOND).await;
+    district.pg.stop().unwrap();
+    let degraded = wait_for(20 * SECOND, || async { healthz(&district.relay).await.1["reasons"].to_string().contains("PostgreSQL unreachable") }).await;
+    assert!(degraded, "/healthz while PostgreSQL is stopped: {:?}", healthz(&district.relay).await);
+
+    let killed = Instant::now();
+    north.daemon.as_mut().unwrap().kill_hard();
+    let reported = wait_for(45 * SECOND, || async { !district.box_down("north").is_empty() }).await;
+    assert!(reported, "no box-down within 45 s while PostgreSQL is stopped\nhub: {:?}", district.hub.stderr());
+    eprintln!("box-down {:?} after the box was killed, PostgreSQL stopped", killed.elapsed());
+    let posted = district.hook.bodies().into_iter().find(|b| b["kind"] == "box-down" && b["box"] == "north").unwrap();
+    assert!(posted["open_incidents"].is_null(), "not known, not none: {posted}");
+    tokio::time::sleep(5 * SECOND).await;
+    assert_eq!(district.box_down("north"), ["raised"], "posted once, not each round");
+
+    district.pg.restart().unwrap();
+    let (db, connection) = tokio_postgres::connect(&district.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let recorded = wait_for(30 * SECOND, || async {
+        db.query_one("SELECT down FROM boxes WHERE box_id = 'north'", &[]).await.map(|row| row.get::<_, bool>(0)).unwrap_or(false)
+    })
+    .await;
+    assert!(recorded, "box-down not recorded once PostgreSQL is back\nhub: {:?}", district.hub.stderr());
+    tokio::time::sleep(3 * SECOND).await;
+    assert_eq!(district.box_down("north"), ["raised"], "not posted again once PostgreSQL is back");
+}
+
 /// The hub's PostgreSQL connections hang for good (as behind a database failover's virtual IP
 /// or a firewall that forgot them) while new ones would work: a
 /// box that dies then is still reported down (an outside tester: no `box-down` for 7 minutes,

@@ -14,8 +14,11 @@
 //! While PostgreSQL refuses writes (read-only, disk full) the hub still reads it, decides and
 //! posts: a box dies just as well then. The message is posted once in the term and its flag
 //! recorded once PostgreSQL takes writes again (an outside tester saw no `box-down` for 80 s
-//! while the database refused writes). The fencing token cannot be claimed meanwhile: a paused
-//! hub could post too, under the same key ([`postgres::KnownBox::down_since_ms`]).
+//! while the database refused writes). While it cannot be reached at all (stopped, cut off),
+//! the hub decides on the boxes it last read from it, and posts without their open incidents
+//! (an outside tester: `box-down` only once PostgreSQL was back, 63–88 s after the kill). The
+//! fencing token cannot be claimed meanwhile: a paused hub could post too, under the same key
+//! ([`postgres::KnownBox::down_since_ms`]).
 //!
 //! Invariants: the down flag in PostgreSQL changes only after the webhook took the message, so a
 //! crash in between repeats a message, never loses one; a round that cannot read the leases
@@ -42,6 +45,8 @@ const CONFIRM_DOWN: Duration = Duration::from_secs(3);
 const LIST_LIMIT: Duration = Duration::from_secs(3);
 /// How long a round may take before it is given up (and tried again at the next).
 const ROUND_LIMIT: Duration = Duration::from_secs(10);
+/// How long connecting to PostgreSQL may take before the round goes on without it.
+const CONNECT_LIMIT: Duration = Duration::from_secs(3);
 
 /// How long the webhook may take to answer a `box-down` (a round is bounded by [`ROUND_LIMIT`]).
 const WEBHOOK_WAIT: Duration = Duration::from_secs(8);
@@ -62,6 +67,8 @@ struct Seen {
     /// Boxes whose last message the webhook took but PostgreSQL has not recorded (it refused
     /// writes): not posted again, recorded when it can be.
     unrecorded: HashMap<String, Unrecorded>,
+    /// The boxes as PostgreSQL last listed them: decided on while it cannot be reached.
+    known: Option<Vec<postgres::KnownBox>>,
 }
 
 /// A `box-down` message posted while PostgreSQL took no writes.
@@ -101,7 +108,14 @@ pub async fn watch(leases: kv::Store, options: HubOptions, (fence, dead): (Fence
     let mut seen = Seen::default();
     loop {
         let round = async {
-            let client = postgres::reuse(&mut db, &options.postgres).await?;
+            let client = match tokio::time::timeout(CONNECT_LIMIT, postgres::reuse(&mut db, &options.postgres)).await {
+                Ok(Ok(client)) => Some(client),
+                Ok(Err(error)) => {
+                    tracing::debug!(error = %format!("{error:#}"), "PostgreSQL unreachable: box-down decided on the boxes last read");
+                    None
+                }
+                Err(_) => None,
+            };
             round(&leases, client, &http, &options.webhook, (fence.token(), &dead), &mut seen, &metrics).await
         };
         let finished = tokio::time::timeout(ROUND_LIMIT, round).await;
@@ -131,48 +145,60 @@ pub async fn watch(leases: kv::Store, options: HubOptions, (fence, dead): (Fence
     }
 }
 
+/// One comparison of the leases with the boxes known (`db`: `None` while PostgreSQL cannot be
+/// reached).
 async fn round(
     leases: &kv::Store,
-    db: &tokio_postgres::Client,
+    db: Option<&tokio_postgres::Client>,
     http: &reqwest::Client,
     webhook: &str,
     (fence, dead): (i64, &DeadBoxes),
-    Seen { missing, back, unrecorded }: &mut Seen,
+    Seen { missing, back, unrecorded, known }: &mut Seen,
     metrics: &HubMetrics,
 ) -> anyhow::Result<()> {
     // Every round claims the database for this hub's term: a hub that lost its lease without
     // knowing it yet (paused, cut off) finds a newer token here and decides nothing. A database
     // refusing writes decides nothing about the term: the round goes on, on reads.
-    let writable = match postgres::claim_fence(db, fence).await {
-        Ok(claimed) => {
-            anyhow::ensure!(claimed, "another hub is active (fencing token {fence} is old)");
-            true
-        }
-        Err(error) => {
-            tracing::debug!(error = %format!("{error:#}"), "PostgreSQL takes no writes: box-down decided on reads, recorded later");
-            false
-        }
+    let writable = match db {
+        Some(db) => match postgres::claim_fence(db, fence).await {
+            Ok(claimed) => {
+                anyhow::ensure!(claimed, "another hub is active (fencing token {fence} is old)");
+                true
+            }
+            Err(error) => {
+                tracing::debug!(error = %format!("{error:#}"), "PostgreSQL takes no writes: box-down decided on reads, recorded later");
+                false
+            }
+        },
+        None => false,
     };
     metrics.postgres_writable.set(i64::from(writable));
     // Alive: listed (the listing is a consumer of the bucket's stream, served by its leader).
     // The value, read from any replica, only names the district of a box not known yet.
     let listing = async { anyhow::Ok(leases.keys().await?.try_collect::<BTreeSet<String>>().await?) };
     let alive = tokio::time::timeout(LIST_LIMIT, listing).await.map_err(|_| anyhow::anyhow!("listing the leases took over {LIST_LIMIT:?}"))??;
-    let mut known_boxes = postgres::boxes(db).await?;
-    let mut registered = false;
-    for box_id in &alive {
-        if known_boxes.iter().any(|known| &known.box_id == box_id) {
-            continue;
+    let known_boxes = match db {
+        Some(db) => {
+            let mut known_boxes = postgres::boxes(db).await?;
+            let mut registered = false;
+            for box_id in &alive {
+                if known_boxes.iter().any(|known| &known.box_id == box_id) {
+                    continue;
+                }
+                if let Some(value) = leases.get(box_id.clone()).await? {
+                    let district = serde_json::from_slice::<Lease>(&value).map(|l| l.district).unwrap_or_default();
+                    // A box first seen while PostgreSQL refuses writes is registered once it takes them.
+                    registered |= writable && postgres::register_box(db, box_id, &district).await.is_ok();
+                }
+            }
+            if registered {
+                known_boxes = postgres::boxes(db).await?;
+            }
+            *known = Some(known_boxes.clone());
+            known_boxes
         }
-        if let Some(value) = leases.get(box_id.clone()).await? {
-            let district = serde_json::from_slice::<Lease>(&value).map(|l| l.district).unwrap_or_default();
-            // A box first seen while PostgreSQL refuses writes is registered once it takes them.
-            registered |= writable && postgres::register_box(db, box_id, &district).await.is_ok();
-        }
-    }
-    if registered {
-        known_boxes = postgres::boxes(db).await?;
-    }
+        None => known.clone().ok_or_else(|| anyhow::anyhow!("PostgreSQL unreachable, and no list of boxes read from it yet"))?,
+    };
     missing.retain(|box_id, _| !alive.contains(box_id));
     back.retain(|box_id, _| alive.contains(box_id));
     // Dead now: reported down, or missing long enough — whether or not the webhook has taken
@@ -197,7 +223,7 @@ async fn round(
             at_ms = wall;
         }
         if is_alive != told_down {
-            if let Some(told) = unrecorded.get(&known.box_id) {
+            if let (Some(told), Some(db)) = (unrecorded.get(&known.box_id), db) {
                 // Recorded once PostgreSQL takes writes (its time moves on: the next episode's key
                 // is new even when the flag ends as it was).
                 if record(db, &known.box_id, told.down, fence).await? {
@@ -218,7 +244,11 @@ async fn round(
             0 => format!("{}:box-down:{event}:{}", known.box_id, known.down_since_ms),
             n => format!("{}:box-down:{event}:{}.{n}", known.box_id, known.down_since_ms),
         };
-        let open = postgres::open_incidents(db, &known.box_id).await?;
+        // Unknown while PostgreSQL cannot be reached: said so rather than "none".
+        let open = match db {
+            Some(db) => Some(postgres::open_incidents(db, &known.box_id).await?),
+            None => None,
+        };
         let body = serde_json::json!({
             "kind": "box-down",
             "event": event,
@@ -234,11 +264,15 @@ async fn round(
         if is_alive {
             tracing::info!(box_id = %known.box_id, "box is back: box-down cleared");
         } else {
-            tracing::error!(box_id = %known.box_id, open_incidents = open.len(), "box lease expired: box-down raised");
+            tracing::error!(box_id = %known.box_id, open_incidents = open.as_ref().map(Vec::len), "box lease expired: box-down raised");
         }
         missing.remove(&known.box_id);
         back.remove(&known.box_id);
-        if record(db, &known.box_id, !is_alive, fence).await? {
+        let recorded = match db {
+            Some(db) => record(db, &known.box_id, !is_alive, fence).await?,
+            None => false,
+        };
+        if recorded {
             unrecorded.remove(&known.box_id);
         } else {
             unrecorded.insert(known.box_id.clone(), Unrecorded { down: !is_alive, posts });
