@@ -516,6 +516,46 @@ async fn a_hub_cut_off_from_its_cluster_says_so_on_healthz() {
     assert!(back, "{:?}\nhub: {:?}", healthz(&base).await, hub.stderr());
 }
 
+/// The hub lease cannot be written (as when JetStream is out of storage; here its bucket is
+/// made at a size limit no write fits in): no hub can be active, and the hub says so on
+/// `/healthz` instead of "ready, standing by" (an outside tester filled the nodes' storage: no
+/// active hub, both hubs ready). Once the lease can be written, the hub takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_cannot_write_its_lease_says_so_on_healthz() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let pg = Postgres::start().await.expect("postgresql");
+    let hook = WebhookReceiver::start(Vec::new()).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
+    let full = async_nats::jetstream::stream::Config {
+        name: format!("KV_{}", gridwatch::cluster::HUB_BUCKET),
+        subjects: vec![format!("$KV.{}.>", gridwatch::cluster::HUB_BUCKET)],
+        max_messages_per_subject: 1,
+        max_bytes: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        num_replicas: 3,
+        ..Default::default()
+    };
+    let placed = wait_for(60 * SECOND, || async { js.create_stream(full.clone()).await.is_ok() }).await;
+    assert!(placed, "the lease bucket's stream was not created");
+    let (hub, _dir, base) = start_hub_at(&nats.urls(), &pg.conninfo(), &hook, "unwritable");
+    let told = wait_for(60 * SECOND, || async {
+        let (status, body) = healthz(&base).await;
+        status == 503 && body["reasons"].to_string().contains("hub lease cannot be written")
+    })
+    .await;
+    assert!(told, "{:?}\nhub: {:?}", healthz(&base).await, hub.stderr());
+    assert!(!logged(&hub, ACTIVE), "active without its lease: {:?}", hub.stderr());
+
+    let room = async_nats::jetstream::stream::Config { max_bytes: -1, ..full };
+    js.update_stream(room).await.unwrap();
+    let active = wait_for(30 * SECOND, || async { logged(&hub, ACTIVE) && healthz(&base).await.0 == 200 }).await;
+    assert!(active, "{:?}\nhub: {:?}", healthz(&base).await, hub.stderr());
+}
+
 fn logged(hub: &Daemon, text: &str) -> bool {
     hub.stderr().iter().any(|line| line.contains(text))
 }

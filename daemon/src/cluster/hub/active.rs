@@ -16,6 +16,11 @@
 //! — "hub lease taken by another hub" — and stopped committing until its own lease expired:
 //! found by `gridwatch-district-load --scenario leader-kill`.)
 //!
+//! A lease that cannot be written (JetStream out of storage, its bucket at a limit) leaves the
+//! district without an active hub while every hub's `/healthz` said ready, standing by (an
+//! outside tester filled the nodes' storage): a hub that has not been able to take or renew it
+//! for a lifetime says so ([`LeaseHealth`]).
+//!
 //! Invariants: a hub acts (consumes, watches leases) only while it holds the lease; it stops
 //! acting when a renewal is refused, and on its own once a whole lifetime passed without a
 //! renewal (it cannot know whether the key expired meanwhile).
@@ -46,6 +51,30 @@ impl Fence {
     }
 }
 
+/// 1 while this hub has been unable to write the hub lease for a lifetime: neither take it (an
+/// error other than "held by another hub") nor renew it. The gauge `/healthz` reads.
+#[derive(Debug, Clone)]
+pub struct LeaseHealth {
+    pub unwritable: prometheus_client::metrics::gauge::Gauge,
+    pub lifetime: Duration,
+}
+
+impl LeaseHealth {
+    /// A write of the lease answered (taken, renewed, or found held by another hub).
+    fn answered(&self, failing_since: &mut Option<Instant>) {
+        *failing_since = None;
+        self.unwritable.set(0);
+    }
+
+    /// A write of the lease failed: said once it has failed for a lifetime.
+    fn failed(&self, failing_since: &mut Option<Instant>) {
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.lifetime {
+            self.unwritable.set(1);
+        }
+    }
+}
+
 /// This hub's term as the active one.
 #[derive(Debug)]
 pub struct Term {
@@ -58,8 +87,9 @@ pub struct Term {
 
 /// Waits (standing by) until this hub holds the lease, then keeps it; `None` once `shutdown`
 /// came first.
-pub async fn take(bucket: &kv::Store, hub_name: &str, lifetime: Duration, shutdown: &CancellationToken) -> Option<Term> {
+pub async fn take(bucket: &kv::Store, hub_name: &str, health: &LeaseHealth, shutdown: &CancellationToken) -> Option<Term> {
     let mut standing_by = false;
+    let mut failing_since = None;
     let value = term_value(hub_name);
     let revision = loop {
         // A stopping hub has just handed its lease over (see `keep`): taking it back would
@@ -68,15 +98,22 @@ pub async fn take(bucket: &kv::Store, hub_name: &str, lifetime: Duration, shutdo
             return None;
         }
         match bucket.create(ACTIVE_KEY, value.clone().into()).await {
-            Ok(revision) => break revision,
+            Ok(revision) => {
+                health.answered(&mut failing_since);
+                break revision;
+            }
             Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                health.answered(&mut failing_since);
                 if !standing_by {
                     standing_by = true;
                     let holder = bucket.get(ACTIVE_KEY).await.ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
                     tracing::info!(active = %holder, "another hub is active: standing by");
                 }
             }
-            Err(error) => tracing::warn!(error = %error, "cannot reach the hub lease; trying again"),
+            Err(error) => {
+                health.failed(&mut failing_since);
+                tracing::warn!(error = %error, "cannot reach the hub lease; trying again");
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(STANDBY_LOOK) => {}
@@ -87,14 +124,16 @@ pub async fn take(bucket: &kv::Store, hub_name: &str, lifetime: Duration, shutdo
     let fence = Fence::default();
     fence.set(revision);
     let lost = shutdown.child_token();
-    let keeper = tokio::spawn(keep(bucket.clone(), value, lifetime, fence.clone(), lost.clone()));
+    let keeper = tokio::spawn(keep(bucket.clone(), value, health.clone(), fence.clone(), lost.clone()));
     Some(Term { fence, lost, keeper })
 }
 
 /// Renews the lease three times a lifetime until it is refused or a lifetime passed without a
 /// renewal; then cancels `lost`. A clean stop deletes the key, so a standby takes over at once.
-async fn keep(bucket: kv::Store, value: String, lifetime: Duration, fence: Fence, lost: CancellationToken) {
+async fn keep(bucket: kv::Store, value: String, health: LeaseHealth, fence: Fence, lost: CancellationToken) {
+    let lifetime = health.lifetime;
     let mut renewed_at = Instant::now();
+    let mut failing_since = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(lifetime / 3) => {}
@@ -110,20 +149,26 @@ async fn keep(bucket: kv::Store, value: String, lifetime: Duration, fence: Fence
         }
         match renew(&bucket, &value, &fence).await {
             Ok(revision) => {
+                health.answered(&mut failing_since);
                 fence.set(revision);
                 renewed_at = Instant::now();
             }
             Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                health.answered(&mut failing_since);
                 tracing::error!("hub lease taken by another hub: standing by");
                 lost.cancel();
                 return;
             }
             Err(error) if renewed_at.elapsed() >= lifetime => {
+                health.failed(&mut failing_since);
                 tracing::error!(error = %error, "hub lease not renewed for a whole lifetime: standing by");
                 lost.cancel();
                 return;
             }
-            Err(error) => tracing::warn!(error = %error, "hub lease not renewed; trying again"),
+            Err(error) => {
+                health.failed(&mut failing_since);
+                tracing::warn!(error = %error, "hub lease not renewed; trying again");
+            }
         }
     }
 }

@@ -106,6 +106,9 @@ pub struct HubMetrics {
     pub links_refused: Family<ReasonLabel, Counter>,
     /// 1 while this hub holds the hub lease (consumes and watches leases).
     pub active: Gauge,
+    /// 1 while this hub has not been able to write the hub lease for a lifetime (JetStream out
+    /// of storage): no hub may be active.
+    pub hub_lease_unwritable: Gauge,
     /// Times this hub took the hub lease (its first start included).
     pub lease_takeovers: Counter,
     /// Boxes seen sending from a new store epoch after another (a store replaced).
@@ -160,6 +163,7 @@ impl HubMetrics {
             sensor_readings_paced: Counter::default(),
             links_refused: Family::default(),
             active: Gauge::default(),
+            hub_lease_unwritable: Gauge::default(),
             lease_takeovers: Counter::default(),
             store_epochs_changed: Counter::default(),
             standby_boxes: Gauge::default(),
@@ -229,6 +233,11 @@ impl HubMetrics {
             metrics.sensor_readings_paced.clone(),
         );
         registry.register("active", "1 while this hub is the district's active hub", metrics.active.clone());
+        registry.register(
+            "lease_unwritable",
+            "1 while this hub has not been able to write the hub lease for a lifetime (no hub may be active)",
+            metrics.hub_lease_unwritable.clone(),
+        );
         registry.register("lease_takeovers", "Times this hub took the hub lease", metrics.lease_takeovers.clone());
         registry.register(
             "store_epochs_changed",

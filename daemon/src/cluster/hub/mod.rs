@@ -133,7 +133,8 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
         tokio::spawn(web::serve(pages, listen, shutdown.clone()))
     });
     let sensors = options.mqtt_listen.map(|listen| tokio::spawn(sensor_listener::serve(js.clone(), listen, access, tls, metrics.clone(), shutdown.clone())));
-    while let Some(term) = active::take(&hub_bucket, &options.name, options.hub_lease, &shutdown).await {
+    let lease_health = active::LeaseHealth { unwritable: metrics.hub_lease_unwritable.clone(), lifetime: options.hub_lease };
+    while let Some(term) = active::take(&hub_bucket, &options.name, &lease_health, &shutdown).await {
         metrics.active.set(1);
         metrics.lease_takeovers.inc();
         let watcher =

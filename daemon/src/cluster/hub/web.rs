@@ -160,6 +160,12 @@ async fn health(State(web): State<Arc<Listener>>) -> impl IntoResponse {
     } else if active && web.metrics.batches_failing.get() == 1 {
         reasons.push("batches cannot be committed (PostgreSQL, the district's InfluxDB or the marks refuse them: see the log)".to_string());
     }
+    if web.metrics.hub_lease_unwritable.get() == 1 {
+        reasons.push(
+            "the hub lease cannot be written (JetStream out of storage? see the log): no hub may be active, no batches committed, no box-down decided"
+                .to_string(),
+        );
+    }
     if active && web.metrics.box_watch_failing.get() == 1 {
         reasons.push("the box lease watch cannot run: no box-down decided".to_string());
     }
