@@ -20,10 +20,11 @@ pub struct Sample {
     pub clock_untrusted: bool,
     /// `ts` is the device's own time (else this box stamped it on receipt).
     pub own_time: bool,
-    /// Refused by the ingest as stamped this many seconds ahead of this box's clock: not judged,
-    /// stored or shown, only passed to the rules' clock checks (`clock_ahead`) so that
-    /// installers hear of the device's clock. `None` for every reading that is judged.
-    pub refused_ahead_secs: Option<i64>,
+    /// The device stamped it this many seconds further ahead of this box's clock than
+    /// `[ingest] max_future_skew_secs` allows: its time was refused, and `ts` is its arrival (it
+    /// is judged, stored and shown there). The rules' clock checks (`clock_ahead`) still see the
+    /// device's time. `None` for every other reading.
+    pub stamped_ahead_secs: Option<i64>,
     /// The district stream's sequence of a reading from a sensor with its own 4G link
     /// (`[cluster] sensors_via_hub`): where a standby evaluator would go on judging after it.
     pub hub_seq: Option<u64>,

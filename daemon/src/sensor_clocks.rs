@@ -3,9 +3,10 @@
 //! Three things can be wrong with a device's `ts` (readings stamped by this box cannot be):
 //!
 //! - **ahead**: further ahead of this box's clock than `[ingest] max_future_skew_secs`. The MQTT
-//!   source refuses such a reading (`payloads_rejected{reason="ahead_of_clock"}`) before it is
-//!   judged, stored or shown as the sensor's latest: accepted, it would become the time every
-//!   later reading is "older" than.
+//!   source refuses such a time (`payloads_rejected{reason="ahead_of_clock"}`) and the reading is
+//!   judged, stored and shown at its arrival: taken as it is, the time would become the one
+//!   every later reading is "older" than; refused with its reading, a box whose clock runs a few
+//!   minutes fast is never judged.
 //! - **stepped back**: the engine refuses a reading older than the sensor's last judged one
 //!   (`samples_out_of_order`). A short run of those is a redelivery; a sensor that keeps sending
 //!   older readings for `reanchor_after_readings` readings *and* `reanchor_after_secs` had its
@@ -44,7 +45,7 @@ pub const NAMED_IN_HEALTH: usize = 5;
 /// What was wrong with a sensor's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClockProblem {
-    /// Readings stamped further ahead than the allowed skew (refused).
+    /// Readings stamped further ahead than the allowed skew (judged at their arrival).
     Ahead,
     /// Readings kept coming older than the last judged one: re-anchored.
     SteppedBack,
@@ -94,7 +95,7 @@ impl SensorClocks {
             .iter()
             .take(NAMED_IN_HEALTH)
             .map(|(id, problem)| match problem {
-                ClockProblem::Ahead => format!("{id} (ahead: readings refused)"),
+                ClockProblem::Ahead => format!("{id} (ahead: judged at arrival)"),
                 ClockProblem::SteppedBack => format!("{id} (stepped back: re-anchored)"),
                 ClockProblem::Behind => format!("{id} (behind: readings stamped hours late, not a backlog)"),
             })
@@ -276,7 +277,7 @@ mod tests {
         clocks.note(2, &id("pond-2"), ClockProblem::SteppedBack, t0);
         assert_eq!(
             clocks.health_reason(t0 + Duration::from_secs(10)).as_deref(),
-            Some("2 sensor clock(s) off in the last hour: pond-2 (stepped back: re-anchored), house-07 (ahead: readings refused)")
+            Some("2 sensor clock(s) off in the last hour: pond-2 (stepped back: re-anchored), house-07 (ahead: judged at arrival)")
         );
         assert_eq!(clocks.health_reason(t0 + WARN_FOR), None);
         assert!(clocks.current(t0).is_empty(), "dropped, not just hidden");
@@ -291,7 +292,7 @@ mod tests {
         }
         let reason = clocks.health_reason(t0).unwrap();
         assert!(reason.starts_with("8 sensor clock(s) off in the last hour: house-0 (ahead"), "{reason}");
-        assert!(reason.contains("house-4 (ahead: readings refused) and 3 more"), "{reason}");
+        assert!(reason.contains("house-4 (ahead: judged at arrival) and 3 more"), "{reason}");
         assert!(!reason.contains("house-5"), "{reason}");
         assert!(reason.ends_with("check this box's clock"), "{reason}");
     }

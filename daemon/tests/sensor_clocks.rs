@@ -1,7 +1,8 @@
 //! A device clock that is off never switches a sensor's rules off (issue 17): the real binary
-//! against mosquitto and a webhook receiver. A reading stamped a day ahead is refused and
-//! counted (and raises the device's clock alarm to installers), and the sensor's next,
-//! correctly stamped readings still raise their alarm; a sensor whose clock went back is
+//! against mosquitto and a webhook receiver. A reading stamped a day ahead has its time refused
+//! and counted (and raises the device's clock alarm to installers) and is judged at its arrival,
+//! as are the readings of a clock 8 minutes fast, and the sensor's next, correctly stamped
+//! readings still raise their alarm; a sensor whose clock went back is
 //! re-anchored and judged again; one whose readings keep coming stamped hours behind is told to
 //! installers and named in `/healthz`, while a backlog is not.
 
@@ -134,7 +135,7 @@ async fn canal_alarm(webhook: &WebhookReceiver) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reading_stamped_a_day_ahead_is_refused_and_later_readings_still_raise_the_alarm() {
+async fn a_reading_stamped_ahead_is_judged_at_its_arrival_and_later_readings_still_raise_the_alarm() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
     let webhook = WebhookReceiver::start(Vec::new()).await;
     let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, "max_future_skew_secs = 300").await;
@@ -142,31 +143,45 @@ async fn a_reading_stamped_a_day_ahead_is_refused_and_later_readings_still_raise
 
     // A day ahead (the old limit let exactly this through, and then nothing after it counted).
     mosquitto.publish(canal, &water(7.0, now_ms() + DAY_MS)).unwrap();
-    let refused =
+    let counted =
         wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, r#"gridwatch_payloads_rejected_total{reason="ahead_of_clock"}"#) == Some(1.0) })
             .await;
-    assert!(refused, "not counted as ahead_of_clock:\n{}", metrics(http_port).await);
-    // Refused, but shown to the clock check: installers hear of the device's clock.
+    assert!(counted, "not counted as ahead_of_clock:\n{}", metrics(http_port).await);
+    // Its time refused, seen by the clock check: installers hear of the device's clock.
     let clock = |event: &'static str| move |b: &serde_json::Value| b["event"] == event && b["rule"] == "test-clock-ahead" && b["sensor"] == "canal-02";
     let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(clock("fired")) }).await;
     assert!(told, "no clock alarm; webhook got {:?}", webhook.bodies());
+    let fired = webhook.bodies().into_iter().find(clock("fired")).unwrap();
+    assert!(fired["value"].as_f64().is_some_and(|secs| (86_300.0..=86_400.0).contains(&secs)), "seconds ahead: {fired}");
 
-    // Then correctly stamped readings, low enough to raise the alarm.
-    let now = now_ms();
-    for i in 0..3 {
-        mosquitto.publish(canal, &water(1.2, now - 30_000 + i * 1000)).unwrap();
+    // Its clock then runs 8 minutes fast (an outside tester's box, every reading refused before:
+    // a real movement never raised its alarm). Each low reading is judged at its arrival.
+    for _ in 0..3 {
+        mosquitto.publish(canal, &water(1.2, now_ms() + 8 * 60_000)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     assert!(canal_alarm(&webhook).await, "the alarm never fired; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
     let cleared = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(clock("cleared")) }).await;
-    assert!(cleared, "readings stamped on time are judged again: the clock alarm clears; webhook got {:?}", webhook.bodies());
+    assert!(cleared, "8 minutes ahead is within the rule's 10: the clock alarm clears; webhook got {:?}", webhook.bodies());
     assert!(!webhook.bodies().iter().any(|b| b["rule"] == "test-clock-ahead" && b["sensor"] == "pond-01"), "{:?}", webhook.bodies());
 
+    // Then correctly stamped readings: judged as usual, none out of order.
+    let now = now_ms();
+    for i in 0..3 {
+        mosquitto.publish(canal, &water(7.0, now + i * 1000)).unwrap();
+    }
+    let judged =
+        wait_for(10 * SECOND, || async { webhook.bodies().iter().any(|b| b["event"] == "cleared" && b["rule"] == "test-do-low" && b["sensor"] == "canal-02") })
+            .await;
+    assert!(judged, "readings stamped on time are judged: the DO alarm clears; webhook got {:?}", webhook.bodies());
+
     let text = metrics(http_port).await;
-    assert_eq!(metric(&text, "gridwatch_samples_out_of_order_total"), Some(0.0), "the refused reading was not taken as the sensor's time");
-    assert_eq!(metric(&text, "gridwatch_sensor_clock_reanchors_total"), Some(0.0), "refused, not re-anchored");
+    assert_eq!(metric(&text, r#"gridwatch_payloads_rejected_total{reason="ahead_of_clock"}"#), Some(4.0), "{text}");
+    assert_eq!(metric(&text, "gridwatch_samples_out_of_order_total"), Some(0.0), "no time ahead was taken as the sensor's time");
+    assert_eq!(metric(&text, "gridwatch_sensor_clock_reanchors_total"), Some(0.0), "nothing to re-anchor");
     let health = healthz(http_port).await;
     let reasons = health["reasons"].to_string();
-    assert!(reasons.contains("canal-02 (ahead: readings refused)"), "{health}");
+    assert!(reasons.contains("canal-02 (ahead: judged at arrival)"), "{health}");
     assert!(!reasons.contains("pond-01"), "{health}");
 
     daemon.stop();
@@ -345,10 +360,10 @@ async fn readings_of_a_clock_that_went_back_a_little_are_judged_once_it_catches_
 
 /// An outside tester's probes, each of which was never judged: one stamped its readings in
 /// seconds, one in China time without an offset, one sent a field it could not measure as text
-/// beside the DO; and a clock 7 minutes ahead (refused at the box's 5-minute skew) raised no
-/// clock alarm, since the rule allows 10.
+/// beside the DO. A clock 7 minutes ahead (past the box's 5-minute skew: judged at its arrival)
+/// raises no clock alarm, since the rule allows 10; 12 minutes ahead does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probes_with_times_in_seconds_or_local_text_or_a_bad_field_are_judged_and_a_refused_clock_is_told() {
+async fn probes_with_times_in_seconds_or_local_text_or_a_bad_field_are_judged_and_a_clock_ahead_is_told() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
     let webhook = WebhookReceiver::start(Vec::new()).await;
     let (daemon, _dir, http_port) = start(&mosquitto, &webhook, "max_future_skew_secs = 300").await;
@@ -367,10 +382,16 @@ async fn probes_with_times_in_seconds_or_local_text_or_a_bad_field_are_judged_an
     assert!(told, "webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
 
     mosquitto.publish(pond, &water(7.0, now_ms() + 7 * 60_000)).unwrap();
+    let counted =
+        wait_for(10 * SECOND, || async { metric(&metrics(http_port).await, r#"gridwatch_payloads_rejected_total{reason="ahead_of_clock"}"#) == Some(1.0) })
+            .await;
+    assert!(counted, "{}", metrics(http_port).await);
+    mosquitto.publish(pond, &water(7.0, now_ms() + 12 * 60_000)).unwrap();
     let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(fired("test-clock-ahead", "pond-01")) }).await;
-    assert!(told, "a reading refused 7 minutes ahead raises the clock alarm; webhook got {:?}", webhook.bodies());
-    let clock = webhook.bodies().into_iter().find(fired("test-clock-ahead", "pond-01")).unwrap();
-    assert!(clock["value"].as_f64().is_some_and(|ahead| (400.0..=421.0).contains(&ahead)), "seconds ahead: {clock}");
+    assert!(told, "a reading 12 minutes ahead raises the clock alarm; webhook got {:?}", webhook.bodies());
+    let clocks: Vec<serde_json::Value> = webhook.bodies().into_iter().filter(fired("test-clock-ahead", "pond-01")).collect();
+    assert_eq!(clocks.len(), 1, "not at 7 minutes, within the rule's 10: {clocks:?}");
+    assert!(clocks[0]["value"].as_f64().is_some_and(|ahead| (700.0..=721.0).contains(&ahead)), "seconds ahead: {clocks:?}");
 }
 
 /// An outside tester's box stamped its readings 5 h behind this (synchronised) box: they were

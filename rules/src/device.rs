@@ -22,14 +22,10 @@ pub enum Stamped {
     Judged,
     /// Not judged: older than the sensor's last judged reading.
     OutOfOrder,
-    /// Not judged: the caller refused it as stamped too far ahead of its own clock (the daemon's
-    /// `max_future_skew_secs`). Ahead whatever the rule allows: a reading 7 minutes ahead, refused
-    /// at 5 and allowed to 10, was refused without a word (an outside tester).
-    RefusedAhead,
 }
 
 /// Clock state for one sensor (`clock_ahead`): open from a reading stamped further ahead of the
-/// engine's clock than the rule allows (or refused by the caller as ahead), until a reading
+/// engine's clock than the rule allows, until a reading
 /// stamped within it is judged again (the
 /// readings stamped right after a clock that ran ahead are older than the last one judged and
 /// refused as out of order: the sensor is still not judged, so the check stays open).
@@ -42,7 +38,7 @@ pub struct ClockState {
 impl ClockState {
     /// One reading stamped `stamped` reached the engine when its clock read `now`.
     pub fn stamped(&mut self, stamped: Millis, now: Millis, allowed_ms: Millis, what: Stamped) -> Option<Change> {
-        let ahead = what == Stamped::RefusedAhead || stamped.saturating_sub(now) > allowed_ms;
+        let ahead = stamped.saturating_sub(now) > allowed_ms;
         let refused = what != Stamped::Judged;
         match self.open_since {
             None if ahead => {
@@ -468,12 +464,5 @@ mod tests {
         assert_eq!(clock.stamped(13 * MIN, 13 * MIN, 10 * MIN, Stamped::OutOfOrder), None, "set right, but refused as out of order: not judged yet");
         assert_eq!(clock.stamped(202 * MIN, 202 * MIN, 10 * MIN, Stamped::Judged), Some(Change::Closed { since: 11 * MIN }));
         assert_eq!(clock.stamped(Millis::MAX, Millis::MIN, 10 * MIN, Stamped::OutOfOrder), Some(Change::Opened { since: Millis::MIN }), "no overflow");
-        let mut refused = ClockState::default();
-        assert_eq!(
-            refused.stamped(17 * MIN, 10 * MIN, 10 * MIN, Stamped::RefusedAhead),
-            Some(Change::Opened { since: 10 * MIN }),
-            "refused as ahead by the caller: ahead"
-        );
-        assert_eq!(refused.stamped(10 * MIN, 11 * MIN, 10 * MIN, Stamped::Judged), Some(Change::Closed { since: 10 * MIN }));
     }
 }

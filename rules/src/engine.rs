@@ -376,9 +376,10 @@ impl Engine {
     }
 
     /// The sensor's next readings are placed `offset` ms later than their own stamps say (the
-    /// daemon placed them at their arrival after its clock went back): its `clock_behind`
-    /// checks judge the stamps, so installers hear of a device clock hours behind, which the
-    /// placed times no longer show.
+    /// daemon placed them at their arrival after its clock went back, or because their stamps
+    /// lay too far ahead): its `clock_behind` and `clock_ahead` checks judge the stamps (while
+    /// the engine's clock is true time), so installers hear of a device clock hours behind or
+    /// ahead, which the placed times no longer show.
     pub fn set_stamp_offset(&mut self, subject: SubjectId, offset: Millis) {
         if let Some(sensor) = self.sensors.get_mut(subject.0) {
             sensor.stamp_offset = offset;
@@ -595,7 +596,11 @@ impl Engine {
             let peers = self.peer_references.get(position).copied().flatten();
             let lowest = rule.uncompensated.filter(|_| !compensation_in_use(plan, thermal, rule)).unwrap_or(Severity::Notice);
             let event = match self.now {
-                Some(now) if matches!(state, CheckState::Clock(_)) => clock_check(rule, planned.variant(), state, at, now, Stamped::Judged),
+                // The device's own stamp, where the engine's clock is true time: a reading whose
+                // time the daemon refused as too far ahead is judged at its arrival.
+                Some(now) if matches!(state, CheckState::Clock(_)) => {
+                    clock_check(rule, planned.variant(), state, if self.clock_true { stamped } else { at }, now, Stamped::Judged)
+                }
                 // Against a clock that is not true time a lag says nothing of the device's.
                 Some(now) if matches!(state, CheckState::ClockBehind(_)) => {
                     if self.clock_true {
@@ -649,15 +654,6 @@ impl Engine {
             }
         }
         ended
-    }
-
-    /// A reading of `subject` stamped `at` that the caller refused before judging it (the
-    /// daemon refuses readings stamped too far ahead of its clock): only the sensor's clock
-    /// checks (`clock_ahead`) see its time, so that installers hear of the device's clock.
-    pub fn refused(&mut self, subject: SubjectId, at: Millis, events: &mut Vec<RuleEvent>) {
-        if subject.0 < self.slots.len() {
-            self.judge_clocks(subject, at, Stamped::RefusedAhead, events);
-        }
     }
 
     /// A reading of `subject` that came but was not judged (older than its last judged one: its

@@ -547,14 +547,6 @@ impl Pipeline {
     }
 
     async fn process(&mut self, sample: Sample, events: &mut Vec<RuleEvent>) {
-        if let Some(ahead_secs) = sample.refused_ahead_secs {
-            // Refused by the ingest: only the clock checks see how far ahead it was stamped, on
-            // the engine's own clock (the timeline the ticks give it).
-            self.engine.refused(SubjectId(sample.sensor), self.timeline.now().saturating_add(ahead_secs.saturating_mul(1000)), events);
-            self.unsaved |= !events.is_empty();
-            self.emit(events, Source::Timeline).await;
-            return;
-        }
         // A sensor re-anchored after its clock went back is shown at its arrival, not hours old
         // (`watch` showed a box reporting every 3 s as 10,802 s old).
         let shown_at = if sample.own_time && !self.timeline.believes(sample.sensor) && self.clock.synchronized() { self.clock.now() } else { sample.ts };
@@ -573,7 +565,10 @@ impl Pipeline {
                 placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
             }
         }
-        if sample.own_time {
+        if let Some(ahead_secs) = sample.stamped_ahead_secs {
+            // Judged where it came; the clock checks see the device's time, that far ahead.
+            self.engine.set_stamp_offset(subject, placed - sample.ts.saturating_add(ahead_secs.saturating_mul(1000)));
+        } else if sample.own_time {
             self.engine.set_stamp_offset(subject, placed - sample.ts);
         }
         let mut observed = self.engine.observe(subject, placed, &sample.fields, events);

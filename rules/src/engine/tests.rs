@@ -616,12 +616,37 @@ fn a_reading_stamped_hours_ahead_tells_installers_until_the_box_is_judged_on_tim
     e.tick(61 * MIN, &mut events);
     e.observe(SubjectId(0), 61 * MIN, &[("x", 0.0), ("y", 0.0)], &mut events);
     assert_eq!(ids(&e, &events), vec![("clock".to_string(), EventKind::Cleared, Severity::Warning)]);
-    events.clear();
-    // A reading the caller refused (the daemon's skew filter) opens it too, and changes nothing else.
-    e.refused(SubjectId(1), 62 * MIN + 3 * hour, &mut events);
+}
+
+/// A reading the daemon judged at its arrival because its stamp lay too far ahead: the clock
+/// check sees the stamp through the offset, and a reading stamped on time closes it.
+#[test]
+fn a_reading_placed_at_its_arrival_is_judged_ahead_by_its_stamp() {
+    let engine = || {
+        let rules =
+            RuleSet::compile(&[RuleSource { name: "t".into(), text: "[[rule]]\nid = \"clock\"\nkind = \"tilt\"\nclock_ahead = \"10m\"\n".into() }]).unwrap();
+        Engine::new(rules, &[subject("box-1", SensorKind::Tilt)])
+    };
+    let mut e = engine();
+    let mut events = Vec::new();
+    e.tick(10 * MIN, &mut events);
+    e.set_stamp_offset(SubjectId(0), -12 * MIN);
+    e.observe(SubjectId(0), 10 * MIN, &[("x", 0.0), ("y", 0.0)], &mut events);
     assert_eq!(ids(&e, &events), vec![("clock".to_string(), EventKind::Fired, Severity::Warning)]);
-    assert_eq!(events[0].subject, SubjectId(1));
-    assert_eq!(e.last_at(SubjectId(1)), None, "the refused reading is not judged");
+    assert_eq!(events[0].value, 720.0, "seconds ahead");
+    events.clear();
+    e.tick(11 * MIN, &mut events);
+    e.set_stamp_offset(SubjectId(0), 0);
+    e.observe(SubjectId(0), 11 * MIN, &[("x", 0.0), ("y", 0.0)], &mut events);
+    assert_eq!(ids(&e, &events), vec![("clock".to_string(), EventKind::Cleared, Severity::Warning)]);
+    events.clear();
+    // Against a box clock that is not true time, the placed time is judged.
+    let mut unset = engine();
+    unset.judge_lags(false);
+    unset.tick(10 * MIN, &mut events);
+    unset.set_stamp_offset(SubjectId(0), -12 * MIN);
+    unset.observe(SubjectId(0), 10 * MIN, &[("x", 0.0), ("y", 0.0)], &mut events);
+    assert!(events.is_empty(), "{:?}", ids(&unset, &events));
 }
 
 const BEHIND: &str = r#"

@@ -60,13 +60,9 @@ pub enum Rejection {
     BadTimestamp(String),
     #[error("`seq` is not a non-negative integer")]
     BadSeq,
-    #[error("sensor `{sensor}` stamped its reading {ahead_secs} s ahead of this box's clock")]
-    AheadOfClock {
-        sensor: String,
-        /// The sensor's position in the inventory (and the rule engine).
-        position: usize,
-        ahead_secs: i64,
-    },
+    /// Counted, not refused: the reading is judged at its arrival (see `Ingest::judge`).
+    #[error("sensor `{sensor}` stamped its reading {ahead_secs} s ahead of this box's clock: judged at its arrival")]
+    AheadOfClock { sensor: String, ahead_secs: i64 },
     #[error("no sensor is mapped to this topic")]
     UnmappedTopic,
     #[error("sensor `{0}` is not in the inventory")]
@@ -585,7 +581,7 @@ mod tests {
             Rejection::NoFields,
             Rejection::BadTimestamp(String::new()),
             Rejection::BadSeq,
-            Rejection::AheadOfClock { sensor: String::new(), position: 0, ahead_secs: 0 },
+            Rejection::AheadOfClock { sensor: String::new(), ahead_secs: 0 },
             Rejection::UnmappedTopic,
             Rejection::UnknownSensor(String::new()),
             Rejection::SiteMismatch { sensor: String::new(), configured: String::new(), topic: String::new() },

@@ -224,25 +224,30 @@ impl Ingest {
             let synchronized = stored.is_some() || self.clock.synchronized();
             let reference = stored.unwrap_or(now);
             let ahead_reference = stored.unwrap_or_else(|| self.ahead_reference(now));
-            if let Some(ahead_secs) = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, ahead_reference, synchronized, self.max_future_skew_ms)) {
-                // It came: refused and counted as ahead, not a reading missing at the next one.
-                self.count_gap(sensor, decoded.seq);
-                return Err(self.ahead_of_clock(sensor, ahead_secs));
+            // A time too far ahead is refused, not the reading: judged at its arrival, it cannot
+            // become the time every later reading is "older" than, and a box whose clock runs 8
+            // minutes fast is still judged (an outside tester: every reading refused, a real
+            // jump never red).
+            let ahead_secs = decoded.ts.and_then(|ts| payload::ahead_of_clock(ts, ahead_reference, synchronized, self.max_future_skew_ms));
+            if let Some(ahead_secs) = ahead_secs {
+                let refused = self.ahead_of_clock(sensor, ahead_secs);
+                self.metrics.reject(&refused);
             }
+            let own_ts = decoded.ts.filter(|_| ahead_secs.is_none());
             for rejection in &decoded.dropped {
                 // The reading's other fields are judged; the field is counted and left out.
                 self.metrics.reject(rejection);
                 tracing::debug!(topic = source, reason = rejection.reason(), error = %rejection, "field left out of a reading");
             }
-            let clock_untrusted = decoded.ts.is_none() && !synchronized;
+            let clock_untrusted = own_ts.is_none() && !synchronized;
             let sample = Sample {
                 sensor,
-                ts: decoded.ts.unwrap_or(reference),
+                ts: own_ts.unwrap_or(reference),
                 seq: decoded.seq,
                 fields: decoded.fields,
                 clock_untrusted,
-                own_time: decoded.ts.is_some() || stored.is_some(),
-                refused_ahead_secs: None,
+                own_time: own_ts.is_some() || stored.is_some(),
+                stamped_ahead_secs: ahead_secs,
                 hub_seq: None,
             };
             self.check_duplicate(&sample, decoded.ts, now)?;
@@ -259,15 +264,15 @@ impl Ingest {
         result
     }
 
-    /// A reading stamped too far ahead: refused before it is judged, stored or shown (it would
-    /// make every later reading of the sensor "out of order"); the sensor is listed for
-    /// `/healthz` and warned about once.
+    /// A reading stamped too far ahead: its time is refused (it would make every later reading
+    /// of the sensor "out of order") and counted; the sensor is listed for `/healthz` and warned
+    /// about once.
     fn ahead_of_clock(&self, sensor: usize, ahead_secs: i64) -> Rejection {
         let id: Arc<str> = self.inventory.get(sensor).map_or_else(|| Arc::from(sensor.to_string()), |s| s.id.clone());
         if self.clocks.note(sensor, &id, ClockProblem::Ahead, tokio::time::Instant::now()) {
-            tracing::warn!(sensor = %id, ahead_secs, max_future_skew_ms = self.max_future_skew_ms, "sensor clock ahead of this box: its readings are refused until it is set (or this box's clock is behind)");
+            tracing::warn!(sensor = %id, ahead_secs, max_future_skew_ms = self.max_future_skew_ms, "sensor clock ahead of this box: its readings are judged at their arrival until it is set (or this box's clock is behind)");
         }
-        Rejection::AheadOfClock { sensor: id.to_string(), position: sensor, ahead_secs }
+        Rejection::AheadOfClock { sensor: id.to_string(), ahead_secs }
     }
 
     /// A device's `seq` jumping forward means readings were lost before they reached us. A jump
@@ -352,14 +357,7 @@ impl Handoff<'_> {
                 }
                 Spooled { sample: keep, ack: Some(ack) }
             }
-            Err(rejection) => {
-                if let Some(refused) = refused_ahead(&rejection) {
-                    if self.samples.send(refused).await.is_err() {
-                        return false;
-                    }
-                }
-                Spooled { sample: None, ack: Some(ack) }
-            }
+            Err(_) => Spooled { sample: None, ack: Some(ack) },
         };
         self.spool.send(spooled).await.is_ok()
     }
@@ -504,22 +502,6 @@ async fn disconnect(client: AsyncClient, mut eventloop: EventLoop) {
     let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
 }
 
-/// What the pipeline is told of a reading refused as stamped too far ahead: only its sensor and
-/// how far ahead, for the rules' clock checks (no fields: nothing of it is judged or stored).
-fn refused_ahead(rejection: &Rejection) -> Option<Sample> {
-    let Rejection::AheadOfClock { position, ahead_secs, .. } = rejection else { return None };
-    Some(Sample {
-        sensor: *position,
-        ts: 0,
-        seq: None,
-        fields: Vec::new(),
-        clock_untrusted: false,
-        own_time: false,
-        refused_ahead_secs: Some(*ahead_secs),
-        hub_seq: None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,9 +526,9 @@ mod tests {
     }
 
     /// A 4G sensor's reading is judged against when the district stored it, whatever this
-    /// box's clock says: a reading stamped 15 minutes ahead of that is refused even while the
-    /// box's clock is not set (it would have blinded the sensor until re-anchored), and one
-    /// without a time takes the district's.
+    /// box's clock says: a reading stamped 15 minutes ahead of that has its time refused even
+    /// while the box's clock is not set (it would have blinded the sensor until re-anchored) and
+    /// is judged when the district stored it, and one without a time takes the district's.
     #[cfg(feature = "cluster")]
     #[test]
     fn a_district_reading_is_judged_against_the_time_the_district_stored_it() {
@@ -560,7 +542,8 @@ mod tests {
         let mut ingest = Ingest::new(&config, SensorIndex::new(config.sensors.clone()), unset, Arc::new(Metrics::new()), Arc::default());
         let stored = 1_795_392_000_000;
         let ahead = format!(r#"{{"x": 0.3, "ts": {}}}"#, stored + 900_000);
-        assert!(ingest.sample_of("house-17", ahead.as_bytes(), stored).is_err(), "15 min ahead of the district's clock");
+        let ahead = ingest.sample_of("house-17", ahead.as_bytes(), stored).unwrap();
+        assert_eq!((ahead.ts, ahead.stamped_ahead_secs), (stored, Some(900)), "15 min ahead of the district's clock: judged when it was stored");
         let untimed = ingest.sample_of("house-17", br#"{"x": 0.3}"#, stored).unwrap();
         assert_eq!((untimed.ts, untimed.clock_untrusted, untimed.own_time), (stored, false, true));
         let timed = ingest.sample_of("house-17", format!(r#"{{"x": 0.3, "ts": {}}}"#, stored - 5_000).as_bytes(), stored).unwrap();
@@ -568,30 +551,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reading_stamped_past_the_skew_is_refused_counted_and_its_sensor_listed() {
+    async fn a_time_stamped_past_the_skew_is_refused_counted_and_its_reading_judged_at_its_arrival() {
         let config = Config::parse("t.toml", "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[ingest]\nmax_future_skew_secs = 60\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n", std::path::Path::new(".")).unwrap();
         let (metrics, clocks) = (Arc::new(Metrics::new()), Arc::new(SensorClocks::default()));
         let mut ingest = Ingest::new(&config, SensorIndex::new(config.sensors.clone()), Clock::accelerated(1.0), metrics.clone(), clocks.clone());
         let topic = "gridwatch/north-lane/house-07/telemetry";
         let now = Clock::System.now();
         let in_skew = ingest.sample(topic, format!(r#"{{"x": 0.3, "ts": {}}}"#, now + 50_000).as_bytes()).unwrap();
-        assert_eq!(in_skew.ts, now + 50_000, "within the skew the device's time is kept");
-        let refused = ingest.sample(topic, format!(r#"{{"x": 0.3, "ts": {}}}"#, now + 86_400_000).as_bytes()).unwrap_err();
-        assert_eq!(refused.reason(), "ahead_of_clock");
-        assert!(
-            matches!(&refused, Rejection::AheadOfClock { sensor, ahead_secs, .. } if sensor == "house-07" && (86_399..=86_400).contains(ahead_secs)),
-            "{refused:?}"
-        );
+        assert_eq!((in_skew.ts, in_skew.own_time, in_skew.stamped_ahead_secs), (now + 50_000, true, None), "within the skew the device's time is kept");
+        // An outside tester's box whose clock ran 8 minutes fast had every reading refused: a
+        // real jump was never red. Its time is refused; the reading is judged at its arrival.
+        let ahead = ingest.sample(topic, format!(r#"{{"x": 0.4, "ts": {}}}"#, now + 86_400_000).as_bytes()).unwrap();
+        assert!(ahead.stamped_ahead_secs.is_some_and(|secs| (86_399..=86_400).contains(&secs)), "{ahead:?}");
+        assert!(!ahead.own_time && (ahead.ts - now).abs() < 10_000, "at its arrival: {ahead:?}");
+        assert_eq!(ahead.fields, [("x".to_string(), 0.4)]);
         assert_eq!(metrics.rejected("ahead_of_clock"), 1);
         assert_eq!(clocks.current(tokio::time::Instant::now()), vec![("house-07".into(), ClockProblem::Ahead)]);
         assert!(ingest.sample(topic, br#"{"x": 0.3}"#).is_ok(), "the sensor's next reading is taken");
 
-        // A box numbering its readings: those refused as ahead came, and are no gap (an outside
-        // tester's log said "readings missing (sequence gap)" of every one of them).
+        // A box numbering its readings: those whose time was refused came, and are no gap (an
+        // outside tester's log said "readings missing (sequence gap)" of every one of them).
         let numbered = |seq: u64, ts: Millis| format!(r#"{{"x": 0.3, "seq": {seq}, "ts": {ts}}}"#);
         assert!(ingest.sample(topic, numbered(1, now).as_bytes()).is_ok());
-        assert!(ingest.sample(topic, numbered(2, now + 86_400_000).as_bytes()).is_err());
-        assert!(ingest.sample(topic, numbered(3, now + 86_400_000).as_bytes()).is_err());
+        assert!(ingest.sample(topic, numbered(2, now + 86_400_000).as_bytes()).is_ok());
+        assert!(ingest.sample(topic, numbered(3, now + 86_400_000).as_bytes()).is_ok());
         assert!(ingest.sample(topic, numbered(4, now + 1_000).as_bytes()).is_ok());
         assert_eq!((metrics.rejected("ahead_of_clock"), metrics.sequence_gaps.get()), (3, 0));
         assert!(ingest.sample(topic, numbered(7, now + 2_000).as_bytes()).is_ok());
