@@ -414,7 +414,7 @@ impl Signal {
             // for `spacing` (7.5 minutes of a one-hour level), judged nothing, and then took
             // a jump of those minutes into its reference — a 0.3° jump was never red (an outside
             // tester).
-            thin_push(points, Point::new(now, value), spacing, RECENT_MIN_POINTS + 1);
+            thin_push(points, Point::new(now, value), spacing, RECENT_MIN_POINTS + 1, Thinning::FurtherFromMedian);
         }
         let full = references.len() == fields.len();
         if !full {
@@ -482,7 +482,7 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
     match smooth.window {
         Window::Time(window) => {
             let seconds = window_seconds(window);
-            thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1), TIME_WINDOW_MIN_POINTS);
+            thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1), TIME_WINDOW_MIN_POINTS, Thinning::Newer);
             let reached_back = expire(buffer, now - seconds, STRETCH_LIMIT_SECONDS, REACH_BACK_POINTS);
             if buffer.len() < if reached_back { REACH_BACK_POINTS } else { TIME_WINDOW_MIN_POINTS } {
                 return None;
@@ -586,17 +586,43 @@ fn expire(points: &mut Points, cutoff: i64, stretch_limit: i64, reach_back: usiz
     points.first().is_some_and(|p| p.second() <= cutoff)
 }
 
+/// Which of two points too close together [`thin_push`] drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Thinning {
+    /// The newer: a smoothing window keeps its points spread as they came.
+    Newer,
+    /// The one further from the window's median (the newer on a tie): a `recent` level is a
+    /// reference, and a box that reports on change sends a spike and, minutes later, the
+    /// reading back on the wall, but a quiet wall only hourly. Dropping always the newer kept
+    /// every spike and dropped the reading after it, until spikes were the median of the newest
+    /// five and two ordinary readings "agreed" on a movement from it (red on a healthy one-box
+    /// house, an outside tester).
+    FurtherFromMedian,
+}
+
 /// Adds `point` as the newest, keeping points at least `spacing` seconds apart except the two
-/// newest readings: the second newest stays only if it lies `spacing` after the point before.
+/// newest readings: when the second newest lies closer than `spacing` to the point before it,
+/// one of the two goes (`thinning`).
 /// Keeping two raw readings at the end means a window that holds little yet (just after a start,
 /// or after a gap) still takes a median of three, so one bad reading cannot be half of it.
 /// Nothing is thinned while the window holds fewer than `fewest` points, so that a new window
 /// is judged from its `fewest`-th reading on, not only once `spacing` has passed.
-fn thin_push(points: &mut Points, point: Point, spacing: i64, fewest: usize) {
+fn thin_push(points: &mut Points, point: Point, spacing: i64, fewest: usize, thinning: Thinning) {
     let len = points.len();
     if len >= fewest.max(3) && points[len - 2].second() - points[len - 3].second() < spacing {
-        // The second newest would be kept too close to the point before it.
-        points.remove(len - 2);
+        let dropped = match thinning {
+            Thinning::Newer => len - 2,
+            Thinning::FurtherFromMedian => {
+                let center = median_of(points.iter().map(|p| p.value()));
+                let off = |index: usize| (points[index].value() - center).abs();
+                if off(len - 3) > off(len - 2) {
+                    len - 3
+                } else {
+                    len - 2
+                }
+            }
+        };
+        points.remove(dropped);
     }
     points.push(point);
 }

@@ -1007,6 +1007,44 @@ fn a_thermometer_switched_to_fahrenheit_is_told_to_installers_and_the_sun_on_the
 }
 
 #[test]
+fn a_box_that_reports_on_change_raises_no_red_from_its_spikes() {
+    // An outside tester's box on a one-box house samples often but sends only on a change (a
+    // spike, and minutes later the reading back on the wall) or an hourly heartbeat. Thinning
+    // the recent level dropped each reading after a spike and kept the spike, until spikes were
+    // the median of the newest five and two ordinary heartbeats "agreed" on 0.27°: red.
+    let subject =
+        Subject { id: "s1".into(), kind: SensorKind::Tilt, site: "site".into(), building: None, grid: None, tags: Default::default(), interval_ms: 60 * MIN };
+    let mut e = Engine::new(shipped(), &[subject]);
+    let wall = |m: i64| {
+        let day = (m % (24 * 60)) as f64 / (24.0 * 60.0) * std::f64::consts::TAU;
+        (-0.18 + 0.008 * day.sin(), 0.137 + 0.003 * day.cos())
+    };
+    let spikes = [(51 * 60 + 21, (-1.14, 0.065)), (54 * 60 + 15, (-0.856, 0.669)), (55 * 60 + 9, (-0.864, 0.404)), (56 * 60 + 51, (-0.008, 0.952))];
+    // Each report starts the heartbeat's hour again.
+    let (mut readings, mut sent, mut next_spike) = (Vec::new(), 45, 0);
+    while sent < 72 * 60 {
+        match spikes.get(next_spike) {
+            Some(&(at, spike)) if at < sent + 60 => {
+                readings.push((at, spike));
+                readings.push((at + 6, wall(at + 6)));
+                (sent, next_spike) = (at + 6, next_spike + 1);
+            }
+            _ => {
+                sent += 60;
+                readings.push((sent, wall(sent)));
+            }
+        }
+    }
+    let mut events = Vec::new();
+    for (m, (x, y)) in readings {
+        e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", y), ("temperature", 10.0)], &mut events);
+        e.tick(m * MIN, &mut events);
+    }
+    let red: Vec<_> = events.iter().filter(|ev| ev.severity == Severity::Danger).map(|ev| (e.rule(ev.rule).id.clone(), ev.at / MIN, ev.value)).collect();
+    assert!(red.is_empty(), "{red:?}");
+}
+
+#[test]
 fn a_box_that_fell_off_and_died_leaves_no_red_on_its_building() {
     // An outside tester: box b1 of a two-box house falls off the wall (45°), reports for two
     // hours and dies; b0 reads a quiet wall. A day later the building went red on b1's last
