@@ -776,6 +776,9 @@ async fn a_box_dying_while_the_hub_cannot_reach_postgresql_is_reported_down_in_t
     eprintln!("box-down {:?} after the box was killed, PostgreSQL stopped", killed.elapsed());
     let posted = district.hook.bodies().into_iter().find(|b| b["kind"] == "box-down" && b["box"] == "north").unwrap();
     assert!(posted["open_incidents"].is_null(), "not known, not none: {posted}");
+    // Keyed by its time too: a hub after this one, knowing nothing of it, keys the box's next
+    // episode by the flag's time alone (an outside tester's receiver dropped that as a copy).
+    assert!(posted["key"].as_str().is_some_and(|key| key.ends_with(&format!(".{}", posted["at_ms"]))), "{posted}");
     tokio::time::sleep(5 * SECOND).await;
     assert_eq!(district.box_down("north"), ["raised"], "posted once, not each round");
 

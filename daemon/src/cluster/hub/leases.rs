@@ -76,8 +76,6 @@ struct Seen {
 struct Unrecorded {
     /// What it told: down (`raised`) or back (`cleared`).
     down: bool,
-    /// How many messages were posted before it, unrecorded too (0: the first).
-    posts: u32,
 }
 
 /// Records a box's down flag under `fence`; `false` when PostgreSQL refuses the write (tried
@@ -237,12 +235,15 @@ async fn round(
         }
         let event = if is_alive { "cleared" } else { "raised" };
         // Keyed by the episode, not by this hub's time: a standby posting it again after this
-        // hub died mid-post sends the same key, which the receiver drops. Messages posted while
-        // PostgreSQL recorded none are numbered on.
-        let posts = unrecorded.get(&known.box_id).map_or(0, |u| u.posts + 1);
-        let key = match posts {
-            0 => format!("{}:box-down:{event}:{}", known.box_id, known.down_since_ms),
-            n => format!("{}:box-down:{event}:{}.{n}", known.box_id, known.down_since_ms),
+        // hub died mid-post sends the same key, which the receiver drops. A message PostgreSQL
+        // cannot record (it takes no writes, is out of reach, or has not recorded the one
+        // before) is keyed by the episode's time too: its flag's time stays as it was, and a hub
+        // after this one, knowing nothing of the message, would key the box's next episode
+        // alike — a receiver dropped a real `box-down` as a copy (an outside tester).
+        let key = if writable && !unrecorded.contains_key(&known.box_id) {
+            format!("{}:box-down:{event}:{}", known.box_id, known.down_since_ms)
+        } else {
+            format!("{}:box-down:{event}:{}.{at_ms}", known.box_id, known.down_since_ms)
         };
         // Unknown while PostgreSQL cannot be reached: said so rather than "none".
         let open = match db {
@@ -275,7 +276,7 @@ async fn round(
         if recorded {
             unrecorded.remove(&known.box_id);
         } else {
-            unrecorded.insert(known.box_id.clone(), Unrecorded { down: !is_alive, posts });
+            unrecorded.insert(known.box_id.clone(), Unrecorded { down: !is_alive });
         }
     }
     Ok(())
