@@ -70,6 +70,14 @@ const MIN_MARGIN: f64 = 12.0;
 /// The most a temperature's daily level (median of twelve two-hour means) moves in two hours
 /// with the weather (°C); a sensor that fails moves it by half its error at once.
 const MAX_STEP: f64 = 6.0;
+/// How close to the previous reading in °F (1.8 × T + 32) a reading must lie to count as its
+/// thermometer switched to °F (°C; the weather between two readings, noise): the sun on a box's
+/// case moves it by tens of degrees within an hour too, but not onto 1.8 × T + 32.
+const FAHRENHEIT_WITHIN: f64 = 5.0;
+/// How close two readings must lie for the second to count as switched to °F from the first
+/// (a box reporting hourly included). A false one (the sun on a dark case in a winter morning)
+/// ends when the case cools back onto (T − 32) / 1.8.
+const SWITCH_WITHIN_MS: Millis = 2 * 3_600_000;
 /// The most fields one temperature corrects (a tilt box has two or three angles); the loader
 /// refuses more.
 pub const MAX_FIELDS: usize = 3;
@@ -233,6 +241,13 @@ pub struct Thermal {
     /// inventory without a temperature), which is not compensated until it is calibrated again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     anchored: Option<bool>,
+    /// The latest reading's time and temperature (`None` in state saved before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_reading: Option<(Millis, f32)>,
+    /// The thermometer switched to °F: its readings teach and correct nothing until it reads
+    /// °C again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    in_fahrenheit: bool,
 }
 
 impl Thermal {
@@ -258,7 +273,7 @@ impl Thermal {
     pub fn observe(&mut self, at: Millis, temperature: Option<f64>, fields: &[Option<f64>]) {
         let fields = &fields[..fields.len().min(MAX_FIELDS)];
         let finite = |v: &Option<f64>| v.is_some_and(f64::is_finite);
-        if !finite(&temperature) || !fields.iter().all(finite) {
+        if !finite(&temperature) || !fields.iter().all(finite) || self.fahrenheit(at, temperature.unwrap_or_default()) {
             return;
         }
         let mut values = [0.0; 1 + MAX_FIELDS];
@@ -286,6 +301,27 @@ impl Thermal {
                 self.hour = Some((hour, 1, values));
             }
         }
+    }
+
+    /// Whether a reading of `temperature` at `at` comes from a thermometer switched to °F (in a
+    /// cold winter its levels of 10–40 lay within those it was taught, and compensation took
+    /// them for weather: 13 grid-facing blue within days on 8 of 10 such boxes, an outside
+    /// tester). Such readings add nothing, as readings without the temperature, until it reads
+    /// °C again: a reading near the previous one's (T − 32) / 1.8, or a drop by more than the
+    /// switch raised it (a new thermometer), however long after.
+    fn fahrenheit(&mut self, at: Millis, temperature: f64) -> bool {
+        let previous = self.last_reading.map(|(last_at, last)| (at - last_at, f64::from(last)));
+        self.last_reading = Some((at, temperature as f32));
+        let Some((apart, last)) = previous else { return self.in_fahrenheit };
+        // Near −40 °C, where the two scales meet, a switch cannot be told.
+        let distinct = (temperature - last).abs() > 2.0 * FAHRENHEIT_WITHIN;
+        if self.in_fahrenheit {
+            let back = distinct && ((temperature - (last - 32.0) / 1.8).abs() <= FAHRENHEIT_WITHIN || temperature < (last - 32.0) / 1.8);
+            self.in_fahrenheit = !back;
+        } else {
+            self.in_fahrenheit = distinct && apart <= SWITCH_WITHIN_MS && (temperature - (1.8 * last + 32.0)).abs() <= FAHRENHEIT_WITHIN;
+        }
+        self.in_fahrenheit
     }
 
     /// A finished two-hour bin: joins the last day's, updates the temperature's level, and makes a day once
@@ -611,6 +647,37 @@ mod tests {
         let correction = thermal.correction(0, Some(base));
         assert!(correction.abs() <= worst * 1.05, "{correction} > {worst}");
         assert!(correction.abs() < 0.004 * (85.0 - base) / 2.0, "far less than the failed reading would say: {correction}");
+    }
+
+    #[test]
+    fn a_thermometer_switched_to_fahrenheit_corrects_nothing_until_it_reads_celsius_again() {
+        // Learned over most of a year on a wall that follows the air (−25 to 17 °C): in a winter
+        // around −5 °C the thermometer switches to °F (about 23 °F) for three weeks, the wall
+        // stays where it is. Its °F levels lie within those taught, and were taken for a 28 °C
+        // warming (an outside tester).
+        let winter = |at: Millis| temperature(at) - 10.0;
+        let mut thermal = Thermal::default();
+        thermal.anchor(false);
+        let observe = |thermal: &mut Thermal, from: i64, to: i64, reads: &dyn Fn(f64) -> f64| {
+            for hour in from * 24..to * 24 {
+                let at = hour * HOUR_MS + 60_000;
+                thermal.observe(at, Some(reads(winter(at))), &[Some(0.004 * winter(at))]);
+            }
+        };
+        observe(&mut thermal, 0, 300, &|c| c);
+        let base = winter(0);
+        let before = thermal.correction(0, Some(base));
+        let switched = 300 * 24 * HOUR_MS;
+        for hour in 300 * 24..321 * 24 {
+            let at = hour * HOUR_MS + 60_000;
+            thermal.observe(at, Some(winter(at) * 1.8 + 32.0), &[Some(0.004 * winter(switched))]);
+        }
+        let during = thermal.correction(0, Some(base));
+        assert!((during - before).abs() < 0.004 * 3.0, "held: {before} → {during} (the °F level would move it by {})", 0.004 * 28.0);
+        // Switched back: compensation follows the air again.
+        observe(&mut thermal, 321, 330, &|c| c);
+        let level = thermal.level().unwrap();
+        assert!((level - winter(330 * DAY)).abs() < 5.0, "the level is the air's again: {level}");
     }
 
     #[test]
