@@ -705,6 +705,32 @@ async fn a_box_down_posted_again_by_the_standby_has_the_same_key() {
     assert_eq!(keys.len(), 1, "one key for one box-down, whichever hub posts it: {:?}", raised());
 }
 
+/// Kills `north` while PostgreSQL cannot record its `box-down` (`why`) and returns the one
+/// `raised` posted for it within 45 s (the target), not posted again each round.
+async fn north_reported_down_unrecorded(district: &District, north: &mut Community, why: &str) -> serde_json::Value {
+    let killed = Instant::now();
+    north.daemon.as_mut().unwrap().kill_hard();
+    let reported = wait_for(45 * SECOND, || async { !district.box_down("north").is_empty() }).await;
+    assert!(reported, "no box-down within 45 s, {why}\nhub: {:?}", district.hub.stderr());
+    eprintln!("box-down {:?} after the box was killed, {why}", killed.elapsed());
+    tokio::time::sleep(5 * SECOND).await;
+    assert_eq!(district.box_down("north"), ["raised"], "posted once, not each round");
+    let posted = district.hook.bodies().into_iter().find(|b| b["kind"] == "box-down" && b["box"] == "north").unwrap();
+    // Keyed by its time too: a hub after this one, knowing nothing of it, keys the box's next
+    // episode by the flag's time alone (an outside tester's receiver dropped that as a copy).
+    assert!(posted["key"].as_str().is_some_and(|key| key.ends_with(&format!(".{}", posted["at_ms"]))), "{why}: {posted}");
+    posted
+}
+
+/// Waits until the district's `boxes` (read through `db`) has `north` down.
+async fn north_recorded_down(district: &District, db: &tokio_postgres::Client) {
+    let recorded = wait_for(30 * SECOND, || async {
+        db.query_one("SELECT down FROM boxes WHERE box_id = 'north'", &[]).await.map(|row| row.get::<_, bool>(0)).unwrap_or(false)
+    })
+    .await;
+    assert!(recorded, "box-down not recorded once PostgreSQL took writes again\nhub: {:?}", district.hub.stderr());
+}
+
 /// PostgreSQL refusing writes (read-only; a full disk alike) while a box dies: the hub still
 /// posts one `box-down` in time, says on `/healthz` that it cannot record, and records it once
 /// PostgreSQL takes writes again, without posting it twice (an outside tester got no `box-down`
@@ -730,22 +756,12 @@ async fn a_box_dying_while_postgresql_refuses_writes_is_reported_down_once() {
     .await;
     assert!(degraded, "/healthz while PostgreSQL refuses writes: {:?}", healthz(&district.relay).await);
 
-    let killed = Instant::now();
-    north.daemon.as_mut().unwrap().kill_hard();
-    let reported = wait_for(45 * SECOND, || async { !district.box_down("north").is_empty() }).await;
-    assert!(reported, "no box-down within 45 s while PostgreSQL refuses writes\nhub: {:?}", district.hub.stderr());
-    eprintln!("box-down {:?} after the box was killed, PostgreSQL read-only", killed.elapsed());
-    tokio::time::sleep(5 * SECOND).await;
-    assert_eq!(district.box_down("north"), ["raised"], "posted once, not each round");
+    north_reported_down_unrecorded(&district, &mut north, "PostgreSQL read-only").await;
 
     for statement in ["ALTER SYSTEM RESET default_transaction_read_only", "SELECT pg_reload_conf()"] {
         db.batch_execute(statement).await.unwrap();
     }
-    let recorded = wait_for(20 * SECOND, || async {
-        db.query_one("SELECT down FROM boxes WHERE box_id = 'north'", &[]).await.map(|row| row.get::<_, bool>(0)).unwrap_or(false)
-    })
-    .await;
-    assert!(recorded, "box-down not recorded once PostgreSQL takes writes\nhub: {:?}", district.hub.stderr());
+    north_recorded_down(&district, &db).await;
     assert!(wait_for(10 * SECOND, || async { healthz(&district.relay).await.0 == 200 }).await, "{:?}", healthz(&district.relay).await);
     north.run_box().await;
     let cleared = wait_for(30 * SECOND, || async { district.box_down("north").len() >= 2 }).await;
@@ -769,27 +785,13 @@ async fn a_box_dying_while_the_hub_cannot_reach_postgresql_is_reported_down_in_t
     let degraded = wait_for(20 * SECOND, || async { healthz(&district.relay).await.1["reasons"].to_string().contains("PostgreSQL unreachable") }).await;
     assert!(degraded, "/healthz while PostgreSQL is stopped: {:?}", healthz(&district.relay).await);
 
-    let killed = Instant::now();
-    north.daemon.as_mut().unwrap().kill_hard();
-    let reported = wait_for(45 * SECOND, || async { !district.box_down("north").is_empty() }).await;
-    assert!(reported, "no box-down within 45 s while PostgreSQL is stopped\nhub: {:?}", district.hub.stderr());
-    eprintln!("box-down {:?} after the box was killed, PostgreSQL stopped", killed.elapsed());
-    let posted = district.hook.bodies().into_iter().find(|b| b["kind"] == "box-down" && b["box"] == "north").unwrap();
+    let posted = north_reported_down_unrecorded(&district, &mut north, "PostgreSQL stopped").await;
     assert!(posted["open_incidents"].is_null(), "not known, not none: {posted}");
-    // Keyed by its time too: a hub after this one, knowing nothing of it, keys the box's next
-    // episode by the flag's time alone (an outside tester's receiver dropped that as a copy).
-    assert!(posted["key"].as_str().is_some_and(|key| key.ends_with(&format!(".{}", posted["at_ms"]))), "{posted}");
-    tokio::time::sleep(5 * SECOND).await;
-    assert_eq!(district.box_down("north"), ["raised"], "posted once, not each round");
 
     district.pg.restart().unwrap();
     let (db, connection) = tokio_postgres::connect(&district.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
-    let recorded = wait_for(30 * SECOND, || async {
-        db.query_one("SELECT down FROM boxes WHERE box_id = 'north'", &[]).await.map(|row| row.get::<_, bool>(0)).unwrap_or(false)
-    })
-    .await;
-    assert!(recorded, "box-down not recorded once PostgreSQL is back\nhub: {:?}", district.hub.stderr());
+    north_recorded_down(&district, &db).await;
     tokio::time::sleep(3 * SECOND).await;
     assert_eq!(district.box_down("north"), ["raised"], "not posted again once PostgreSQL is back");
 }
