@@ -705,6 +705,15 @@ async fn a_box_down_posted_again_by_the_standby_has_the_same_key() {
     assert_eq!(keys.len(), 1, "one key for one box-down, whichever hub posts it: {:?}", raised());
 }
 
+/// A district whose box `north` has raised an alarm cycle that reached PostgreSQL.
+async fn district_with_north_caught_up(nats: &NatsCluster) -> (District, Community) {
+    let district = start_district(nats).await;
+    let north = Community::start("north", nats).await;
+    north.alarm_cycles(1).await;
+    district.assert_caught_up(&north, 60 * SECOND).await;
+    (district, north)
+}
+
 /// Kills `north` while PostgreSQL cannot record its `box-down` (`why`) and returns the one
 /// `raised` posted for it within 45 s (the target), not posted again each round.
 async fn north_reported_down_unrecorded(district: &District, north: &mut Community, why: &str) -> serde_json::Value {
@@ -739,10 +748,7 @@ async fn north_recorded_down(district: &District, db: &tokio_postgres::Client) {
 async fn a_box_dying_while_postgresql_refuses_writes_is_reported_down_once() {
     let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
     let nats = NatsCluster::start(3).await.expect("nats-server");
-    let district = start_district(&nats).await;
-    let mut north = Community::start("north", &nats).await;
-    north.alarm_cycles(1).await;
-    district.assert_caught_up(&north, 60 * SECOND).await;
+    let (district, mut north) = district_with_north_caught_up(&nats).await;
     let (db, connection) = tokio_postgres::connect(&district.pg.conninfo(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     // The test's own session stays writable; every other one refuses writes.
@@ -777,10 +783,7 @@ async fn a_box_dying_while_postgresql_refuses_writes_is_reported_down_once() {
 async fn a_box_dying_while_the_hub_cannot_reach_postgresql_is_reported_down_in_time() {
     let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
     let nats = NatsCluster::start(3).await.expect("nats-server");
-    let district = start_district(&nats).await;
-    let mut north = Community::start("north", &nats).await;
-    north.alarm_cycles(1).await;
-    district.assert_caught_up(&north, 60 * SECOND).await;
+    let (district, mut north) = district_with_north_caught_up(&nats).await;
     district.pg.stop().unwrap();
     let degraded = wait_for(20 * SECOND, || async { healthz(&district.relay).await.1["reasons"].to_string().contains("PostgreSQL unreachable") }).await;
     assert!(degraded, "/healthz while PostgreSQL is stopped: {:?}", healthz(&district.relay).await);
