@@ -799,6 +799,31 @@ async fn a_box_dying_while_the_hub_cannot_reach_postgresql_is_reported_down_in_t
     assert_eq!(district.box_down("north"), ["raised"], "not posted again once PostgreSQL is back");
 }
 
+/// PostgreSQL stopped, a box dies (its `raised` not recorded), the active hub is killed and the
+/// box comes back before PostgreSQL does: the standby, active now, knows from the cluster what
+/// was told and which boxes there are, and posts the one `cleared` (an outside tester: none in
+/// 33 minutes — the next hub knew nothing of the unrecorded `raised`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_back_after_a_takeover_while_postgresql_is_stopped_is_cleared() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let (mut district, mut north) = district_with_north_caught_up(&nats).await;
+    let (second, _second_dir, _) = start_hub_at(&nats.urls(), &district.pg.conninfo(), &district.hook, "second");
+    assert!(wait_for(60 * SECOND, || async { logged(&second, "standing by") }).await, "{:?}", second.stderr());
+    district.pg.stop().unwrap();
+    north_reported_down_unrecorded(&district, &mut north, "PostgreSQL stopped").await;
+
+    district.hub.kill_hard();
+    assert!(wait_for(30 * SECOND, || async { logged(&second, ACTIVE) }).await, "no takeover: {:?}", second.stderr());
+    north.run_box().await;
+    let cleared = wait_for(60 * SECOND, || async { district.box_down("north").len() >= 2 }).await;
+    assert!(cleared, "no cleared from the hub that took over: {:?}\nhub: {:?}", district.box_down("north"), second.stderr());
+    tokio::time::sleep(3 * SECOND).await;
+    assert_eq!(district.box_down("north"), ["raised", "cleared"]);
+    let keys: BTreeSet<String> = district.hook.bodies().iter().filter(|b| b["box"] == "north").map(|b| b["key"].to_string()).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+}
+
 /// The hub's PostgreSQL connections hang for good (as behind a database failover's virtual IP
 /// or a firewall that forgot them) while new ones would work: a
 /// box that dies then is still reported down (an outside tester: no `box-down` for 7 minutes,

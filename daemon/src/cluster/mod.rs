@@ -51,6 +51,10 @@ pub const HWM_BUCKET: &str = "gw_hwm";
 pub const LEASE_BUCKET: &str = "gw_lease";
 /// KV bucket of the active hub's lease (`active`), whose entries expire after `--hub-lease`.
 pub const HUB_BUCKET: &str = "gw_hub";
+/// KV bucket of what the active hub told of dead boxes that PostgreSQL has not recorded yet
+/// (`unrecorded.<box>`), and of the boxes it last read from PostgreSQL (`known`): the next
+/// active hub goes on from them while PostgreSQL cannot be reached.
+pub const TOLD_BUCKET: &str = "gw_told";
 /// The hub's durable consumer on [`STREAM`].
 pub const HUB_CONSUMER: &str = "hub";
 /// KV bucket of the copies a standby evaluator judges a dead box's 4G sensors from (`<box>`:

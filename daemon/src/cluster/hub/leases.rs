@@ -18,7 +18,10 @@
 //! the hub decides on the boxes it last read from it, and posts without their open incidents
 //! (an outside tester: `box-down` only once PostgreSQL was back, 63–88 s after the kill). The
 //! fencing token cannot be claimed meanwhile: a paused hub could post too, under the same key
-//! ([`postgres::KnownBox::down_since_ms`]).
+//! ([`postgres::KnownBox::down_since_ms`]). What was posted but not recorded, and the boxes last
+//! read, are kept in the cluster too ([`crate::cluster::TOLD_BUCKET`]): a hub that becomes
+//! active while PostgreSQL cannot be reached goes on from them (an outside tester's box got no
+//! `cleared` after a takeover, and a takeover decided nothing until PostgreSQL was back).
 //!
 //! Invariants: the down flag in PostgreSQL changes only after the webhook took the message, so a
 //! crash in between repeats a message, never loses one; a round that cannot read the leases
@@ -72,7 +75,7 @@ struct Seen {
 }
 
 /// A `box-down` message posted while PostgreSQL took no writes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Unrecorded {
     /// What it told: down (`raised`) or back (`cleared`).
     down: bool,
@@ -91,8 +94,81 @@ async fn record(db: &tokio_postgres::Client, box_id: &str, down: bool, fence: i6
     }
 }
 
+/// The key under which [`crate::cluster::TOLD_BUCKET`] keeps the boxes last read.
+const KNOWN_KEY: &str = "known";
+/// The prefix of the keys under which it keeps the unrecorded messages, by box.
+const UNRECORDED_PREFIX: &str = "unrecorded.";
+
+impl Seen {
+    /// What the hub before this one kept in `told` (nothing if it cannot be read in time).
+    async fn restored(told: &kv::Store) -> Seen {
+        let read = async {
+            let mut seen = Seen::default();
+            if let Some(known) = told.get(KNOWN_KEY).await? {
+                seen.known = serde_json::from_slice(&known).ok();
+            }
+            let keys: Vec<String> = told.keys().await?.try_collect().await?;
+            for key in keys {
+                let Some(box_id) = key.strip_prefix(UNRECORDED_PREFIX) else { continue };
+                if let Some(value) = told.get(key.as_str()).await? {
+                    seen.unrecorded.insert(box_id.to_string(), Unrecorded { down: &value[..] == b"down" });
+                }
+            }
+            anyhow::Ok(seen)
+        };
+        match tokio::time::timeout(ROUND_LIMIT, read).await {
+            Ok(Ok(seen)) => seen,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), "what the hub before told of dead boxes cannot be read; starting from PostgreSQL");
+                Seen::default()
+            }
+            Err(_) => {
+                tracing::warn!("what the hub before told of dead boxes was not read within {ROUND_LIMIT:?}; starting from PostgreSQL");
+                Seen::default()
+            }
+        }
+    }
+}
+
+/// Keeps `unrecorded` and `known` in `told` where they changed since `kept` (best effort: a
+/// cluster that takes no writes loses only what a next hub would know).
+async fn keep_told(told: &kv::Store, seen: &Seen, kept: &mut (Option<Vec<postgres::KnownBox>>, HashMap<String, Unrecorded>)) {
+    let write = async {
+        if seen.known != kept.0 {
+            if let Some(known) = &seen.known {
+                told.put(KNOWN_KEY, serde_json::to_vec(known)?.into()).await?;
+            }
+            kept.0.clone_from(&seen.known);
+        }
+        for (box_id, unrecorded) in &seen.unrecorded {
+            if kept.1.get(box_id) != Some(unrecorded) {
+                let value: &'static [u8] = if unrecorded.down { b"down" } else { b"up" };
+                told.put(format!("{UNRECORDED_PREFIX}{box_id}"), value.into()).await?;
+                kept.1.insert(box_id.clone(), *unrecorded);
+            }
+        }
+        let recorded: Vec<String> = kept.1.keys().filter(|box_id| !seen.unrecorded.contains_key(*box_id)).cloned().collect();
+        for box_id in recorded {
+            told.purge(format!("{UNRECORDED_PREFIX}{box_id}")).await?;
+            kept.1.remove(&box_id);
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(LIST_LIMIT, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(error = %format!("{error:#}"), "what was told of dead boxes not kept in the cluster"),
+        Err(_) => tracing::debug!("what was told of dead boxes not kept in the cluster in time"),
+    }
+}
+
 /// Runs rounds until `term` ends (the hub stops or is no longer the active one).
-pub async fn watch(leases: kv::Store, options: HubOptions, (fence, dead): (Fence, DeadBoxes), term: CancellationToken, metrics: Arc<HubMetrics>) {
+pub async fn watch(
+    (leases, told): (kv::Store, kv::Store),
+    options: HubOptions,
+    (fence, dead): (Fence, DeadBoxes),
+    term: CancellationToken,
+    metrics: Arc<HubMetrics>,
+) {
     let http = match crate::sinks::no_redirects().timeout(WEBHOOK_WAIT).build() {
         Ok(http) => http,
         Err(error) => {
@@ -103,7 +179,8 @@ pub async fn watch(leases: kv::Store, options: HubOptions, (fence, dead): (Fence
     let mut db: Option<tokio_postgres::Client> = None;
     let mut failing = false;
     // A message the webhook did not take in time is posted again with the same time and key.
-    let mut seen = Seen::default();
+    let mut seen = Seen::restored(&told).await;
+    let mut kept = (seen.known.clone(), seen.unrecorded.clone());
     loop {
         let round = async {
             let client = match tokio::time::timeout(CONNECT_LIMIT, postgres::reuse(&mut db, &options.postgres)).await {
@@ -125,6 +202,7 @@ pub async fn watch(leases: kv::Store, options: HubOptions, (fence, dead): (Fence
         }
         let finished = finished.unwrap_or_else(|_| Err(anyhow::anyhow!("a round took over {ROUND_LIMIT:?}")));
         metrics.box_watch_failing.set(i64::from(finished.is_err()));
+        keep_told(&told, &seen, &mut kept).await;
         match finished {
             Ok(()) if failing => {
                 failing = false;

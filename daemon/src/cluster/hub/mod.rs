@@ -109,7 +109,7 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
     };
     let client = super::connect(&options.nats_urls, "gridwatch-hub").await?;
     let js = jetstream::new(client);
-    let (uplink, hwm, lease_bucket, hub_bucket, copies) = tokio::select! {
+    let (uplink, hwm, lease_bucket, hub_bucket, copies, told) = tokio::select! {
         ready = set_up(&js, &options) => ready,
         () = shutdown.cancelled() => return Ok(()),
     };
@@ -137,8 +137,13 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
     while let Some(term) = active::take(&hub_bucket, &options.name, &lease_health, &shutdown).await {
         metrics.active.set(1);
         metrics.lease_takeovers.inc();
-        let watcher =
-            tokio::spawn(leases::watch(lease_bucket.clone(), options.clone(), (term.fence.clone(), dead.clone()), term.lost.clone(), metrics.clone()));
+        let watcher = tokio::spawn(leases::watch(
+            (lease_bucket.clone(), told.clone()),
+            options.clone(),
+            (term.fence.clone(), dead.clone()),
+            term.lost.clone(),
+            metrics.clone(),
+        ));
         let shared = tokio::spawn(shared_ids::watch(lease_bucket.clone(), options.clone(), term.fence.clone(), term.lost.clone(), metrics.clone()));
         let standby = tokio::spawn(standby::watch(js.clone(), copies.clone(), options.clone(), (dead.clone(), term.lost.clone()), metrics.clone()));
         consume(uplink.clone(), hwm.clone(), &options, influx.as_ref(), &term.lost, &metrics).await;
@@ -167,7 +172,7 @@ pub async fn run(options: HubOptions, shutdown: CancellationToken) -> anyhow::Re
 
 /// Creates (or finds) the stream and buckets; retries while the cluster has no JetStream
 /// leader yet.
-async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Stream, kv::Store, kv::Store, kv::Store, kv::Store) {
+async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Stream, kv::Store, kv::Store, kv::Store, kv::Store, kv::Store) {
     let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         let attempt = async {
@@ -227,7 +232,8 @@ async fn set_up(js: &jetstream::Context, options: &HubOptions) -> (stream::Strea
             // Each box's latest copy of its 4G sensors' rule state, for judging them while it
             // is down ([`standby`]).
             let copies = bucket(js, super::EVAL_BUCKET, Duration::ZERO, options.replicas).await?;
-            anyhow::Ok((uplink, hwm, leases, hub, copies))
+            let told = bucket(js, super::TOLD_BUCKET, Duration::ZERO, options.replicas).await?;
+            anyhow::Ok((uplink, hwm, leases, hub, copies, told))
         }
         .await;
         match attempt {

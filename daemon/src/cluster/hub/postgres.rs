@@ -251,7 +251,7 @@ pub async fn commit_batch(client: &mut Client, batch: &Batch) -> anyhow::Result<
 }
 
 /// A box as the hub knows it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct KnownBox {
     pub box_id: String,
     pub district: String,
