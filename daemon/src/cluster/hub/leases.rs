@@ -68,17 +68,11 @@ struct Seen {
     /// Boxes reported down whose lease is back: since when on the wall clock.
     back: HashMap<String, i64>,
     /// Boxes whose last message the webhook took but PostgreSQL has not recorded (it refused
-    /// writes): not posted again, recorded when it can be.
-    unrecorded: HashMap<String, Unrecorded>,
+    /// writes, or could not be reached), with what it told: down (`raised`, true) or back
+    /// (`cleared`). Not posted again; recorded when it can be.
+    unrecorded: HashMap<String, bool>,
     /// The boxes as PostgreSQL last listed them: decided on while it cannot be reached.
     known: Option<Vec<postgres::KnownBox>>,
-}
-
-/// A `box-down` message posted while PostgreSQL took no writes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Unrecorded {
-    /// What it told: down (`raised`) or back (`cleared`).
-    down: bool,
 }
 
 /// Records a box's down flag under `fence`; `false` when PostgreSQL refuses the write (tried
@@ -111,7 +105,7 @@ impl Seen {
             for key in keys {
                 let Some(box_id) = key.strip_prefix(UNRECORDED_PREFIX) else { continue };
                 if let Some(value) = told.get(key.as_str()).await? {
-                    seen.unrecorded.insert(box_id.to_string(), Unrecorded { down: &value[..] == b"down" });
+                    seen.unrecorded.insert(box_id.to_string(), &value[..] == b"down");
                 }
             }
             anyhow::Ok(seen)
@@ -132,7 +126,7 @@ impl Seen {
 
 /// Keeps `unrecorded` and `known` in `told` where they changed since `kept` (best effort: a
 /// cluster that takes no writes loses only what a next hub would know).
-async fn keep_told(told: &kv::Store, seen: &Seen, kept: &mut (Option<Vec<postgres::KnownBox>>, HashMap<String, Unrecorded>)) {
+async fn keep_told(told: &kv::Store, seen: &Seen, kept: &mut (Option<Vec<postgres::KnownBox>>, HashMap<String, bool>)) {
     let write = async {
         if seen.known != kept.0 {
             if let Some(known) = &seen.known {
@@ -140,11 +134,11 @@ async fn keep_told(told: &kv::Store, seen: &Seen, kept: &mut (Option<Vec<postgre
             }
             kept.0.clone_from(&seen.known);
         }
-        for (box_id, unrecorded) in &seen.unrecorded {
-            if kept.1.get(box_id) != Some(unrecorded) {
-                let value: &'static [u8] = if unrecorded.down { b"down" } else { b"up" };
+        for (box_id, &down) in &seen.unrecorded {
+            if kept.1.get(box_id) != Some(&down) {
+                let value: &'static [u8] = if down { b"down" } else { b"up" };
                 told.put(format!("{UNRECORDED_PREFIX}{box_id}"), value.into()).await?;
-                kept.1.insert(box_id.clone(), *unrecorded);
+                kept.1.insert(box_id.clone(), down);
             }
         }
         let recorded: Vec<String> = kept.1.keys().filter(|box_id| !seen.unrecorded.contains_key(*box_id)).cloned().collect();
@@ -280,7 +274,7 @@ async fn round(
     // Dead now: reported down, or missing long enough — whether or not the webhook has taken
     // the `box-down` yet (a slow one must not keep the standby from judging the box).
     let confirmed = |box_id: &str| missing.get(box_id).is_some_and(|(since, _)| since.elapsed() >= CONFIRM_DOWN);
-    let told_down = |k: &postgres::KnownBox| unrecorded.get(&k.box_id).map_or(k.down, |u| u.down);
+    let told_down = |k: &postgres::KnownBox| unrecorded.get(&k.box_id).copied().unwrap_or(k.down);
     let now_dead = known_boxes.iter().filter(|k| !alive.contains(&k.box_id) && (told_down(k) || confirmed(&k.box_id))).map(|k| k.box_id.clone()).collect();
     if let Ok(mut dead) = dead.lock() {
         *dead = now_dead;
@@ -289,7 +283,7 @@ async fn round(
         let is_alive = alive.contains(&known.box_id);
         // What people were told last: the flag, or a message posted since that PostgreSQL has
         // not recorded yet.
-        let told_down = unrecorded.get(&known.box_id).map_or(known.down, |u| u.down);
+        let told_down = unrecorded.get(&known.box_id).copied().unwrap_or(known.down);
         let mut at_ms = crate::clock::Clock::System.now();
         if !is_alive && !told_down {
             let (since, wall) = *missing.entry(known.box_id.clone()).or_insert_with(|| (Instant::now(), at_ms));
@@ -299,10 +293,10 @@ async fn round(
             at_ms = wall;
         }
         if is_alive != told_down {
-            if let (Some(told), Some(db)) = (unrecorded.get(&known.box_id), db) {
+            if let (Some(&told_down), Some(db)) = (unrecorded.get(&known.box_id), db) {
                 // Recorded once PostgreSQL takes writes (its time moves on: the next episode's key
                 // is new even when the flag ends as it was).
-                if record(db, &known.box_id, told.down, fence).await? {
+                if record(db, &known.box_id, told_down, fence).await? {
                     unrecorded.remove(&known.box_id);
                 }
             }
@@ -354,7 +348,7 @@ async fn round(
         if recorded {
             unrecorded.remove(&known.box_id);
         } else {
-            unrecorded.insert(known.box_id.clone(), Unrecorded { down: !is_alive });
+            unrecorded.insert(known.box_id.clone(), !is_alive);
         }
     }
     Ok(())
