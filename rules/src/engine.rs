@@ -772,7 +772,8 @@ impl Engine {
             .iter()
             .map(|&(index, check)| {
                 let none = Vote { open: None, value: None, reached: None };
-                if !self.has_a_vote(index, at) {
+                let rule = self.agreements[agreement].rule;
+                if !self.has_a_vote(index, rule, at) {
                     return none;
                 }
                 let slot = &self.slots[index];
@@ -795,14 +796,32 @@ impl Engine {
         signals.peek().is_some() && !signals.any(|signal| signal.expr.evaluate(&|name| signal.expr.reported(fields, name)).is_some())
     }
 
-    /// Whether the box in `slot` votes at `at`: a box silent for more than a day (and three
-    /// report intervals) does not — neither its last level nor in the count of boxes that must
-    /// agree; nor does a box whose readings carried nothing the rules can read for three report
-    /// intervals (and [`UNREADABLE_VOTER_MS`]): it is heard but cannot see the wall, and a
-    /// building whose other box lost an axis could never be red (an outside tester). A box not
+    /// Whether the box in `slot` votes at `at` in its building's agreement on `rule`: a box
+    /// silent for more than a day (and three report intervals) does not — neither its last
+    /// level nor in the count of boxes that must agree; nor does a box whose readings carried
+    /// nothing the rules can read for three report intervals (and [`UNREADABLE_VOTER_MS`]): it
+    /// is heard but cannot see the wall, and a building whose other box lost an axis could never
+    /// be red (an outside tester); nor a box that is stuck ([`Engine::stuck_on`]). A box not
     /// heard from yet (a start, a box just installed) still votes for the engine's first day.
-    fn has_a_vote(&self, slot: usize, at: Millis) -> bool {
-        !self.silent_voter(slot, at) && self.reads_the_wall(slot, at)
+    fn has_a_vote(&self, slot: usize, rule: usize, at: Millis) -> bool {
+        !self.silent_voter(slot, at) && self.reads_the_wall(slot, at) && !self.stuck_on(slot, rule)
+    }
+
+    /// Whether a flat-line check of the box in `slot` is open on every field `rule` reads: the
+    /// box repeats one reading and cannot see the wall move. Its vote "the wall stays" held a
+    /// building whose whole wall jumped at an unconfirmed orange, for days after the installers
+    /// were told the box was stuck (an outside tester: 0 of 14 two-box buildings red).
+    fn stuck_on(&self, slot: usize, rule: usize) -> bool {
+        let Some(read) = self.rules[rule].signal.as_ref().map(|signal| signal.expr.fields()) else { return false };
+        let slot = &self.slots[slot];
+        let plan = self.plan_of(slot);
+        plan.checks.iter().zip(self.states.of(slot, plan).checks).any(|(planned, state)| {
+            matches!(state, CheckState::FlatLine { flat, .. } if flat.open)
+                && self.rules[planned.rule()].signal.as_ref().is_some_and(|signal| {
+                    let flat = signal.expr.fields();
+                    read.iter().all(|field| flat.iter().any(|f| crate::expr::same_name(f, field)))
+                })
+        })
     }
 
     /// Whether the box in `slot` lost its vote to silence at `at` ([`Engine::has_a_vote`]): silent
@@ -834,7 +853,7 @@ impl Engine {
     /// reading). A level reached after it fell silent is the box left's to decide.
     fn needed_now(&self, index: usize, votes: &[Vote], at: Millis) -> usize {
         let agreement = &self.agreements[index];
-        let voting = agreement.members.iter().filter(|&&(slot, _)| self.has_a_vote(slot, at)).count();
+        let voting = agreement.members.iter().filter(|&&(slot, _)| self.has_a_vote(slot, agreement.rule, at)).count();
         let highest =
             votes.iter().filter_map(|vote| vote.open.map(|(severity, _)| (severity, vote.reached))).max_by_key(|&(severity, reached)| (severity, reached));
         let witnesses = highest.and_then(|(_, reached)| reached).map_or(0, |reached| {
@@ -842,7 +861,10 @@ impl Engine {
                 .members
                 .iter()
                 .filter(|&&(slot, _)| {
-                    self.silent_voter(slot, at) && self.reads_the_wall(slot, at) && self.slots[slot].last_at.is_some_and(|last| last >= reached)
+                    self.silent_voter(slot, at)
+                        && self.reads_the_wall(slot, at)
+                        && !self.stuck_on(slot, agreement.rule)
+                        && self.slots[slot].last_at.is_some_and(|last| last >= reached)
                 })
                 .count()
         });

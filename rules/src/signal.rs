@@ -591,12 +591,16 @@ fn expire(points: &mut Points, cutoff: i64, stretch_limit: i64, reach_back: usiz
 enum Thinning {
     /// The newer: a smoothing window keeps its points spread as they came.
     Newer,
-    /// The one further from the window's median (the newer on a tie): a `recent` level is a
-    /// reference, and a box that reports on change sends a spike and, minutes later, the
-    /// reading back on the wall, but a quiet wall only hourly. Dropping always the newer kept
-    /// every spike and dropped the reading after it, until spikes were the median of the newest
-    /// five and two ordinary readings "agreed" on a movement from it (red on a healthy one-box
-    /// house, an outside tester).
+    /// The value further from the window's median (the newer on a tie), at the older one's
+    /// time: a `recent` level is a reference, and a box that reports on change sends a spike
+    /// and, minutes later, the reading back on the wall, but a quiet wall only hourly. Dropping
+    /// always the newer kept every spike and dropped the reading after it, until spikes were the
+    /// median of the newest five and two ordinary readings "agreed" on a movement from it (red
+    /// on a healthy one-box house, an outside tester). The older point's time stays: dropping
+    /// the older point itself moved the window's anchor forward a reading at a time, and a box
+    /// reporting every minute kept four points minutes apart, with its very first reading
+    /// holding the window "reached back" — too few to judge for a week: a 0.2° jump on a new
+    /// one-box house was never told.
     FurtherFromMedian,
 }
 
@@ -616,10 +620,9 @@ fn thin_push(points: &mut Points, point: Point, spacing: i64, fewest: usize, thi
                 let center = median_of(points.iter().map(|p| p.value()));
                 let off = |index: usize| (points[index].value() - center).abs();
                 if off(len - 3) > off(len - 2) {
-                    len - 3
-                } else {
-                    len - 2
+                    points[len - 3] = Point::new(points[len - 3].second(), points[len - 2].value());
                 }
+                len - 2
             }
         };
         points.remove(dropped);

@@ -904,7 +904,9 @@ fn building_red_when_b0_falls_silent(b0_until: i64, jump: i64, end: i64) -> Vec<
     let mut events = Vec::new();
     for m in 0..end {
         if m < b0_until {
-            e.observe(SubjectId(0), m * MIN, &[("x", 0.2), ("y", -0.3)], &mut events);
+            // A sound box's last digits move (one that repeats its reading for a day is stuck).
+            let wobble = 0.001 * ((m * 7919) as f64 * 0.618).sin();
+            e.observe(SubjectId(0), m * MIN, &[("x", 0.2 + wobble), ("y", -0.3 - wobble)], &mut events);
         }
         let x = if m >= jump { 0.5 } else { 0.1 };
         e.observe(SubjectId(1), m * MIN, &[("x", x), ("y", 0.25)], &mut events);
@@ -954,6 +956,42 @@ fn a_box_whose_building_neighbour_never_reported_raises_red_for_a_jump_alone() {
     let red: Vec<_> =
         events.iter().filter(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.severity == Severity::Danger).map(|ev| (ev.kind, ev.at / MIN)).collect();
     assert_eq!(red.first(), Some(&(EventKind::Fired, 28 * 60 + 1)), "the box heard decides its house: {red:?}");
+}
+
+/// A two-box house whose wall jumps 0.2° at hour 30: b0 sees it, b1 repeats one reading from
+/// hour 2 when `b1_stuck` (else it reads the quiet wall it stood on): the grid-facing
+/// `tilt-sudden` events, and whether installers were told b1 is stuck before the jump.
+fn jump_beside_a_box(b1_stuck: bool) -> (Vec<(EventKind, Severity)>, bool) {
+    let mut e = building(2);
+    let mut events = Vec::new();
+    let mut stuck_told = false;
+    for m in 0..31 * 60 {
+        let noise = |i: i64| 0.002 * ((m * 7 + i * 3) as f64).sin();
+        let x0 = if m >= 30 * 60 { 0.4 } else { 0.2 };
+        e.observe(SubjectId(0), m * MIN, &[("x", x0 + noise(0)), ("y", -0.3 + noise(1))], &mut events);
+        let b1_minute = if b1_stuck { m.min(2 * 60) } else { m };
+        let b1 = |i: i64| 0.002 * ((b1_minute * 5 + i * 11) as f64).cos();
+        e.observe(SubjectId(1), m * MIN, &[("x", 0.1 + b1(0)), ("y", 0.25 + b1(1))], &mut events);
+        e.tick(m * MIN, &mut events);
+        if m == 30 * 60 - 1 {
+            stuck_told = events.iter().any(|ev| ev.subject == SubjectId(1) && e.rule(ev.rule).id.starts_with("tilt-flat-line") && ev.kind == EventKind::Fired);
+        }
+    }
+    let sudden = events.iter().filter(|ev| e.rule(ev.rule).id == "tilt-sudden").map(|ev| (ev.kind, ev.severity)).collect();
+    (sudden, stuck_told)
+}
+
+#[test]
+fn a_stuck_box_has_no_vote_against_its_building_s_jump() {
+    // An outside tester: a whole building moved, but its other box had been stuck for days and
+    // kept voting "the wall stays": 0 of 14 two-box buildings red, only the unconfirmed orange.
+    let (sudden, stuck_told) = jump_beside_a_box(true);
+    assert!(stuck_told, "installers were told b1 is stuck before the jump");
+    assert_eq!(sudden.first(), Some(&(EventKind::Fired, Severity::Danger)), "the box that sees the wall decides: {sudden:?}");
+    // A sound box that reads a quiet wall still holds a lone jump at the unconfirmed orange.
+    let (sudden, stuck_told) = jump_beside_a_box(false);
+    assert!(!stuck_told);
+    assert_eq!(sudden, vec![(EventKind::Fired, Severity::Alarm)], "unconfirmed: {sudden:?}");
 }
 
 #[test]
@@ -1423,4 +1461,37 @@ fn a_box_stamping_its_readings_5_hours_behind_is_told_to_installers_after_half_a
     let water = [("do", 7.0), ("ph", 7.2)];
     assert_eq!(stamped_behind(SensorKind::Water, &[("use", "surface")], &water, 5 * 60 * MIN), vec![("water-clock-behind".to_string(), EventKind::Fired, 30)]);
     assert_eq!(stamped_behind(SensorKind::Water, &[("use", "surface")], &water, 70 * MIN), vec![], "an hourly mean stamped at its hour's start");
+}
+
+/// When a new one-box house's box reporting every `interval` minutes with noise of `noise`°
+/// (pseudo-random, unrounded) is first red after its wall jumps 0.2° at minute `jump`.
+fn red_on_a_new_noisy_box(noise: f64, interval: i64, jump: i64) -> Option<i64> {
+    let mut e = engine_for(SensorKind::Tilt, &[]);
+    let mut events = Vec::new();
+    for m in (0..jump + 30).step_by(interval as usize) {
+        let wobble = |axis: i64| noise * ((m * 7919 + axis * 104_729) as f64 * 0.618).sin();
+        let x = if m >= jump { 0.6 } else { 0.4 };
+        e.observe(SubjectId(0), m * MIN, &[("x", x + wobble(0)), ("y", -0.3 + wobble(1))], &mut events);
+        e.tick(m * MIN, &mut events);
+        if events.iter().any(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.severity == Severity::Danger) {
+            return Some(m - jump);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_new_box_that_reports_often_is_judged_from_its_first_hours() {
+    // Thinning a `recent` level by dropping the older of two close points moved the window's
+    // anchor forward a reading at a time: a box reporting every minute or two kept four points
+    // minutes apart, its first reading held the window "reached back", and nothing was judged
+    // for a week (a 0.2° jump on a box with 0.002° of noise never red).
+    for noise in [0.0005, 0.003] {
+        for interval in [1, 2, 5] {
+            for jump in [3 * 60, 30 * 60, 5 * 24 * 60 + 7 * 60] {
+                let red = red_on_a_new_noisy_box(noise, interval, jump);
+                assert!(red.is_some_and(|after| after <= 2 * interval), "noise {noise}°, every {interval} min, jump at minute {jump}: red {red:?} min after");
+            }
+        }
+    }
 }
