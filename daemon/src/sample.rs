@@ -20,11 +20,11 @@ pub struct Sample {
     pub clock_untrusted: bool,
     /// `ts` is the device's own time (else this box stamped it on receipt).
     pub own_time: bool,
-    /// The device stamped it this many seconds further ahead of this box's clock than
-    /// `[ingest] max_future_skew_secs` allows: its time was refused, and `ts` is its arrival (it
-    /// is judged, stored and shown there). The rules' clock checks (`clock_ahead`) still see the
-    /// device's time. `None` for every other reading.
-    pub stamped_ahead_secs: Option<i64>,
+    /// The device's own time, refused: further ahead of this box's clock than `[ingest]
+    /// max_future_skew_secs` allows, or before 2000 (a clock never set). `ts` is then its
+    /// arrival (it is judged, stored and shown there); the rules' clock checks (`clock_ahead`,
+    /// `clock_behind`) still see this time. `None` for every other reading.
+    pub refused_stamp: Option<Millis>,
     /// The district stream's sequence of a reading from a sensor with its own 4G link
     /// (`[cluster] sensors_via_hub`): where a standby evaluator would go on judging after it.
     pub hub_seq: Option<u64>,

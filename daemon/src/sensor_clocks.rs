@@ -1,12 +1,14 @@
 //! Sensors whose clocks are off, so that one bad time never switches a sensor's rules off.
 //!
-//! Three things can be wrong with a device's `ts` (readings stamped by this box cannot be):
+//! Four things can be wrong with a device's `ts` (readings stamped by this box cannot be):
 //!
 //! - **ahead**: further ahead of this box's clock than `[ingest] max_future_skew_secs`. The MQTT
 //!   source refuses such a time (`payloads_rejected{reason="ahead_of_clock"}`) and the reading is
 //!   judged, stored and shown at its arrival: taken as it is, the time would become the one
 //!   every later reading is "older" than; refused with its reading, a box whose clock runs a few
 //!   minutes fast is never judged.
+//! - **never set**: before 2000 (seconds since the device booted, or a date in 1970). Refused
+//!   and judged at its arrival alike (`payloads_rejected{reason="clock_not_set"}`).
 //! - **stepped back**: the engine refuses a reading older than the sensor's last judged one
 //!   (`samples_out_of_order`). A short run of those is a redelivery; a sensor that keeps sending
 //!   older readings for `reanchor_after_readings` readings *and* `reanchor_after_secs` had its
@@ -47,6 +49,8 @@ pub const NAMED_IN_HEALTH: usize = 5;
 pub enum ClockProblem {
     /// Readings stamped further ahead than the allowed skew (judged at their arrival).
     Ahead,
+    /// Readings stamped before 2000: a clock never set (judged at their arrival).
+    NotSet,
     /// Readings kept coming older than the last judged one: re-anchored.
     SteppedBack,
     /// Readings kept coming stamped hours behind, the lag not shrinking as a backlog's does.
@@ -96,6 +100,7 @@ impl SensorClocks {
             .take(NAMED_IN_HEALTH)
             .map(|(id, problem)| match problem {
                 ClockProblem::Ahead => format!("{id} (ahead: judged at arrival)"),
+                ClockProblem::NotSet => format!("{id} (never set: judged at arrival)"),
                 ClockProblem::SteppedBack => format!("{id} (stepped back: re-anchored)"),
                 ClockProblem::Behind => format!("{id} (behind: readings stamped hours late, not a backlog)"),
             })

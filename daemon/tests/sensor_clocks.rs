@@ -191,6 +191,38 @@ async fn a_reading_stamped_ahead_is_judged_at_its_arrival_and_later_readings_sti
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_whose_clock_was_never_set_is_judged_at_arrival_and_its_clock_told_to_installers() {
+    // An outside tester: boxes stamping seconds since they booted (or 1970 dates) had every
+    // reading refused as `bad_timestamp` — a real jump never reached the webhook, and installers
+    // heard only that the box "sent nothing" while it sent every 2 s.
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let webhook = WebhookReceiver::start(Vec::new()).await;
+    let (mut daemon, _dir, http_port) = start(&mosquitto, &webhook, "max_future_skew_secs = 300").await;
+    let canal = "gridwatch/east-canal/canal-02/telemetry";
+    for i in 0..4 {
+        mosquitto.publish(canal, &water(1.2, 3600 + 60 * i)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(canal_alarm(&webhook).await, "the alarm never fired; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
+    let fired = webhook.bodies().into_iter().find(|b| b["event"] == "fired" && b["rule"] == "test-do-low").unwrap();
+    let since = chrono::DateTime::parse_from_rfc3339(fired["since"].as_str().unwrap()).unwrap().timestamp_millis();
+    assert!((now_ms() - since).abs() < 60_000, "the alarm began when the readings came, not in 1970: {fired}");
+    // The clock check sees the device's time, 56 years behind: installers are told.
+    let behind = |b: &serde_json::Value| b["event"] == "fired" && b["rule"] == "test-clock-behind" && b["sensor"] == "canal-02";
+    let told = wait_for(10 * SECOND, || async { webhook.bodies().iter().any(behind) }).await;
+    assert!(told, "no clock-behind alarm; webhook got {:?}", webhook.bodies());
+
+    let text = metrics(http_port).await;
+    assert_eq!(metric(&text, r#"gridwatch_payloads_rejected_total{reason="clock_not_set"}"#), Some(4.0), "{text}");
+    assert_eq!(metric(&text, r#"gridwatch_payloads_rejected_total{reason="bad_timestamp"}"#), Some(0.0), "{text}");
+    let health = healthz(http_port).await;
+    assert!(health["reasons"].to_string().contains("canal-02 (never set: judged at arrival)"), "{health}");
+    daemon.stop();
+    let warned: Vec<String> = daemon.stderr().into_iter().filter(|l| l.contains("WARN") && l.contains("sensor clock never set")).collect();
+    assert_eq!(warned.len(), 1, "one warning: {warned:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sensor_whose_clock_went_back_is_re_anchored_and_judged_again() {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
     let webhook = WebhookReceiver::start(Vec::new()).await;

@@ -75,9 +75,15 @@ const MAX_STEP: f64 = 6.0;
 /// case moves it by tens of degrees within an hour too, but not onto 1.8 × T + 32.
 const FAHRENHEIT_WITHIN: f64 = 5.0;
 /// How close two readings must lie for the second to count as switched to °F from the first
-/// (a box reporting hourly included). A false one (the sun on a dark case in a winter morning)
-/// ends when the case cools back onto (T − 32) / 1.8.
+/// (a box reporting hourly included).
 const SWITCH_WITHIN_MS: Millis = 2 * 3_600_000;
+/// How long after a switch to °F its readings may still show it false ([`Doubt`]): the sun
+/// on a dark case in a deep-cold morning lifts it from −25 onto −13 °C, which is −25 in °F,
+/// and the case cools back gradually after the sun has gone.
+const DOUBTED_FOR_MS: Millis = 24 * 3_600_000;
+/// How long the readings must keep lying nearer the level as °C than as °F to end a doubted
+/// switch ([`Doubt`]).
+const CELSIUS_FOR_MS: Millis = 3_600_000;
 /// The most fields one temperature corrects (a tilt box has two or three angles); the loader
 /// refuses more.
 pub const MAX_FIELDS: usize = 3;
@@ -248,6 +254,29 @@ pub struct Thermal {
     /// °C again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     in_fahrenheit: bool,
+    /// A switch to °F in its first day, while the readings may still show it false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    doubt: Option<Doubt>,
+}
+
+/// A switch to °F seen less than [`DOUBTED_FOR_MS`] ago. The sun on a dark case in a Harbin
+/// morning looked like one (−25 → −13 °C), and the case cooled back gradually, never by the step
+/// that ends a switch: compensation was off for 71–277 days on 14 of 40 boxes, and 29
+/// grid-facing incidents followed in spring (an outside tester). In deep cold the two scales lie
+/// as far apart as the day's own swing, so a level cannot tell them apart; the shape can. A
+/// reading back within half of [`FAHRENHEIT_WITHIN`] of the one before the switch, or lower,
+/// ends it (the case cooled back; a real switch there would need a night about 5 °C colder
+/// than the morning it came), and so do readings that lie nearer the temperature at the same
+/// time the day before (its two-hour mean, kept from before the switch) as °C than as °F for
+/// [`CELSIUS_FOR_MS`] (a real switch keeps them near 1.8 × yesterday's + 32).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Doubt {
+    /// When the switch was seen.
+    at: Millis,
+    /// The reading before the switch (°C).
+    before: f32,
+    /// The first of the latest readings that all lay nearer the day before as °C than as °F.
+    celsius_since: Option<Millis>,
 }
 
 impl Thermal {
@@ -308,7 +337,8 @@ impl Thermal {
     /// them for weather: 13 grid-facing blue within days on 8 of 10 such boxes, an outside
     /// tester). Such readings add nothing, as readings without the temperature, until it reads
     /// °C again: a reading near the previous one's (T − 32) / 1.8, or a drop by more than the
-    /// switch raised it (a new thermometer), however long after.
+    /// switch raised it (a new thermometer), however long after — or, in the switch's first
+    /// day, readings that show it false ([`Doubt`]).
     fn fahrenheit(&mut self, at: Millis, temperature: f64) -> bool {
         let previous = self.last_reading.map(|(last_at, last)| (at - last_at, f64::from(last)));
         self.last_reading = Some((at, temperature as f32));
@@ -317,11 +347,32 @@ impl Thermal {
         let distinct = (temperature - last).abs() > 2.0 * FAHRENHEIT_WITHIN;
         if self.in_fahrenheit {
             let back = distinct && ((temperature - (last - 32.0) / 1.8).abs() <= FAHRENHEIT_WITHIN || temperature < (last - 32.0) / 1.8);
-            self.in_fahrenheit = !back;
+            self.in_fahrenheit = !back && !self.shown_false(at, temperature);
         } else {
             self.in_fahrenheit = distinct && apart <= SWITCH_WITHIN_MS && (temperature - (1.8 * last + 32.0)).abs() <= FAHRENHEIT_WITHIN;
+            self.doubt = self.in_fahrenheit.then_some(Doubt { at, before: last as f32, celsius_since: None });
+        }
+        if !self.in_fahrenheit {
+            self.doubt = None;
         }
         self.in_fahrenheit
+    }
+
+    /// Whether a reading of `temperature` at `at`, in a switch's first day, ends it ([`Doubt`]).
+    fn shown_false(&mut self, at: Millis, temperature: f64) -> bool {
+        let Some(doubt) = self.doubt.as_mut().filter(|doubt| at - doubt.at <= DOUBTED_FOR_MS) else {
+            self.doubt = None;
+            return false;
+        };
+        if temperature <= f64::from(doubt.before) + FAHRENHEIT_WITHIN / 2.0 {
+            return true;
+        }
+        let same_time_yesterday = at.div_euclid(BIN_MS) - DAY_BINS;
+        let Some((_, yesterday)) = self.hours.iter().find(|(bin, _)| *bin == same_time_yesterday) else { return false };
+        let yesterday = f64::from(yesterday[0]);
+        let as_celsius = (temperature - yesterday).abs() < ((temperature - 32.0) / 1.8 - yesterday).abs();
+        doubt.celsius_since = if as_celsius { doubt.celsius_since.or(Some(at)) } else { None };
+        doubt.celsius_since.is_some_and(|since| at - since >= CELSIUS_FOR_MS)
     }
 
     /// A finished two-hour bin: joins the last day's, updates the temperature's level, and makes a day once
@@ -678,6 +729,50 @@ mod tests {
         observe(&mut thermal, 321, 330, &|c| c);
         let level = thermal.level().unwrap();
         assert!((level - winter(330 * DAY)).abs() < 5.0, "the level is the air's again: {level}");
+    }
+
+    /// A deep-cold winter (Harbin): the air's daily level climbing 0.3 °C a day from −25 °C,
+    /// ±5 °C over the day (warmest at 15:00), and a thermometer read every 10 minutes through
+    /// `case`, which turns the air and the time into the reading. The wall follows
+    /// the air (0.004 per °C). Each evening at 20:00, whether compensation took the thermometer
+    /// for °F; and its temperature level at the end.
+    fn deep_cold_winter(days: i64, case: &dyn Fn(f64, Millis) -> f64) -> (Vec<bool>, f64, f64) {
+        let air = |at: Millis| {
+            let hour = (at % DAY) as f64 / HOUR_MS as f64;
+            -25.0 + 0.3 * (at / DAY) as f64 + 5.0 * ((hour - 15.0) * std::f64::consts::TAU / 24.0).cos()
+        };
+        let mut thermal = Thermal::default();
+        thermal.anchor(false);
+        let mut evenings = Vec::new();
+        for step in 0..days * 24 * 6 {
+            let at = step * 10 * 60_000;
+            thermal.observe(at, Some(case(air(at), at)), &[Some(0.004 * air(at))]);
+            if at % DAY == 20 * HOUR_MS {
+                evenings.push(thermal.in_fahrenheit);
+            }
+        }
+        let daily_level_at_the_end = -25.0 + 0.3 * (days - 1) as f64;
+        (evenings, thermal.level().unwrap_or(f64::NAN), daily_level_at_the_end)
+    }
+
+    #[test]
+    fn the_sun_on_a_dark_case_in_deep_cold_is_no_switch_to_fahrenheit_past_its_evening() {
+        // An outside tester: a dark case heated 10–17 °C by a clear morning's sun at −25 °C lands
+        // on 1.8 × T + 32; it cooled back gradually, never by the step that ended a switch, and
+        // compensation was off for months (29 grid-facing incidents in spring on 40 boxes).
+        let sun = |air: f64, at: Millis| match (at % DAY) / 60_000 {
+            minute @ 570..900 => air + 12.0 + 3.0 * ((minute - 570) as f64 / 330.0 * std::f64::consts::PI).sin(),
+            minute @ 900.. => air + 12.0 * (-((minute - 900) as f64) / 20.0).exp(),
+            _ => air,
+        };
+        let (evenings, level, air_level) = deep_cold_winter(60, &sun);
+        let taken: Vec<usize> = evenings.iter().enumerate().filter(|(_, &fahrenheit)| fahrenheit).map(|(day, _)| day).collect();
+        assert!(taken.is_empty(), "taken for °F in the evening of days {taken:?}");
+        assert!((level - air_level).abs() < 3.0, "compensation followed the season: level {level} for the air's {air_level}");
+        // A thermometer really switched to °F in the same cold, on the third morning, stays so.
+        let switched = |air: f64, at: Millis| if at >= 2 * DAY + 570 * 60_000 { 1.8 * air + 32.0 } else { air };
+        let (evenings, ..) = deep_cold_winter(6, &switched);
+        assert_eq!(evenings, [false, false, true, true, true, true], "switched on the third morning, and held");
     }
 
     #[test]

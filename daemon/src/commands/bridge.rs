@@ -92,7 +92,7 @@ mod tests {
             fields: vec![("x".into(), 0.12), ("y".into(), -0.03)],
             clock_untrusted: false,
             own_time: true,
-            stamped_ahead_secs: None,
+            refused_stamp: None,
             hub_seq: None,
         };
         let decoded = crate::sources::mqtt::payload::decode(

@@ -565,9 +565,9 @@ impl Pipeline {
                 placed = self.timeline.place(sample.sensor, sample.ts, sample.own_time);
             }
         }
-        if let Some(ahead_secs) = sample.stamped_ahead_secs {
-            // Judged where it came; the clock checks see the device's time, that far ahead.
-            self.engine.set_stamp_offset(subject, placed - sample.ts.saturating_add(ahead_secs.saturating_mul(1000)));
+        if let Some(stamp) = sample.refused_stamp {
+            // Judged where it came; the clock checks see the device's time, ahead or unset.
+            self.engine.set_stamp_offset(subject, placed.saturating_sub(stamp));
         } else if sample.own_time {
             self.engine.set_stamp_offset(subject, placed - sample.ts);
         }

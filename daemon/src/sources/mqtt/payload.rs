@@ -28,9 +28,17 @@ use crate::config::PayloadMap;
 use gridwatch_rules::Millis;
 use std::collections::BTreeMap;
 
-/// The earliest accepted device time (2000-01-01): older stamps are clocks that never synced,
-/// or seconds sent where milliseconds were meant; they would write 1970 points.
+/// The earliest device time taken as one (2000-01-01): an older stamp is a clock that never
+/// synced (seconds since the device booted, or since 1970), and it would write 1970 points.
+/// Its time is refused and the reading judged at its arrival ([`clock_never_set`]).
 const EARLIEST_TS: Millis = 946_684_800_000;
+
+/// Whether a device's `ts` comes from a clock that was never set: before 2000-01-01. Refused
+/// with its reading, such a box was never judged — a real jump never red, and installers told
+/// only that it "sent nothing" while it sent every few seconds (an outside tester).
+pub(crate) fn clock_never_set(ts: Millis) -> bool {
+    ts < EARLIEST_TS
+}
 
 /// The largest magnitude a reading's value may have. Payloads declare no range for their
 /// fields, and nothing gridwatch reads (tilt, water quality, temperatures, conductivity in
@@ -63,6 +71,9 @@ pub enum Rejection {
     /// Counted, not refused: the reading is judged at its arrival (see `Ingest::judge`).
     #[error("sensor `{sensor}` stamped its reading {ahead_secs} s ahead of this box's clock: judged at its arrival")]
     AheadOfClock { sensor: String, ahead_secs: i64 },
+    /// Counted, not refused: the reading is judged at its arrival (see `Ingest::judge`).
+    #[error("sensor `{sensor}` stamped its reading before 2000 (its clock was never set): judged at its arrival")]
+    ClockNotSet { sensor: String },
     #[error("no sensor is mapped to this topic")]
     UnmappedTopic,
     #[error("sensor `{0}` is not in the inventory")]
@@ -97,6 +108,7 @@ impl Rejection {
             Rejection::BadTimestamp(_) => "bad_timestamp",
             Rejection::BadSeq => "bad_seq",
             Rejection::AheadOfClock { .. } => "ahead_of_clock",
+            Rejection::ClockNotSet { .. } => "clock_not_set",
             Rejection::UnmappedTopic => "unmapped_topic",
             Rejection::UnknownSensor(_) => "unknown_sensor",
             Rejection::SiteMismatch { .. } => "site_mismatch",
@@ -109,7 +121,7 @@ impl Rejection {
         }
     }
 
-    pub const REASONS: [&'static str; 19] = [
+    pub const REASONS: [&'static str; 20] = [
         "too_large",
         "not_json",
         "not_object",
@@ -120,6 +132,7 @@ impl Rejection {
         "bad_timestamp",
         "bad_seq",
         "ahead_of_clock",
+        "clock_not_set",
         "unmapped_topic",
         "unknown_sensor",
         "site_mismatch",
@@ -294,9 +307,6 @@ pub(crate) fn timestamp(value: &serde_json::Value) -> Result<Millis, Rejection> 
         }
         other => return Err(Rejection::BadTimestamp(format!("`{other}`"))),
     };
-    if ms < EARLIEST_TS {
-        return Err(Rejection::BadTimestamp(format!("{ms} ms is before 2000-01-01 (a device clock that never synced?)")));
-    }
     Ok(ms)
 }
 
@@ -310,10 +320,12 @@ const LOCAL_OFFSET_SECS: i32 = 8 * 3600;
 /// written as a number (`20261206064742`, 14 digits). Any other size is no time: 1e30 or 11
 /// digits was taken for a clock years ahead (another tester). A device whose clock battery died
 /// counts from 2000-01-01 again: its first 20 months are 9 digits in seconds, and refused, they
-/// switched its rules off (a third tester).
+/// switched its rules off (a third tester). A smaller count is a clock that was never set
+/// (seconds since the device booted): a time before 2000, in seconds.
 fn count_time(count: f64) -> Option<Millis> {
     let from = EARLIEST_TS as f64 / 1e3;
     let ms = match count {
+        c if (0.0..from).contains(&c) => c * 1e3,
         c if (from..1e10).contains(&c) => c * 1e3,
         c if (from * 1e3..1e13).contains(&c) => c,
         c if (1e13..1e14).contains(&c) && c.fract() == 0.0 => return local_time(&format!("{c:.0}")),
@@ -455,7 +467,6 @@ mod tests {
             (r#"{"x": -3.4028235e38}"#, "implausible_value"),
             (r#"{"x": "1e13"}"#, "implausible_value"),
             (r#"{"seq": 3}"#, "no_fields"),
-            (r#"{"x": 1, "ts": 900000000}"#, "bad_timestamp"),
             (r#"{"x": 1, "ts": "2026-13-01 00:00:00"}"#, "bad_timestamp"),
             (r#"{"x": 1, "ts": "yesterday"}"#, "bad_timestamp"),
             (r#"{"x": 1, "seq": -1}"#, "bad_seq"),
@@ -503,6 +514,14 @@ mod tests {
         for ts in ["946771200", "946771200000", "946771200000000", "946771200000000000", r#""946771200""#] {
             assert_eq!(decode_str(&format!(r#"{{"do": 1.0, "ts": {ts}}}"#)).map(|d| d.ts).unwrap_or_else(|e| panic!("{ts}: {e}")), Some(reset), "{ts}");
         }
+        // A clock never set: seconds since the device booted, or a date in 1970, is a time (before
+        // 2000: the ingest refuses the time and judges the reading at its arrival), not no time.
+        for (ts, ms) in [("3600", 3_600_000), ("0", 0), ("900000000", 900_000_000_000), (r#""1970-01-01T01:00:00Z""#, 3_600_000)] {
+            let decoded = decode_str(&format!(r#"{{"x": 1.0, "ts": {ts}}}"#)).unwrap_or_else(|e| panic!("{ts}: {e}"));
+            assert_eq!(decoded.ts, Some(ms), "{ts}");
+            assert!(clock_never_set(ms), "{ts}");
+        }
+        assert!(!clock_never_set(reset));
         // No unit makes these a time from 2000 to 2286: refused as no time, not taken for a clock
         // years ahead (an outside tester's installers were told of a clock fault).
         for garbage in ["1e30", "17965108620", r#""17965108620""#, "-1796510862", "179651086200000000000"] {
@@ -582,6 +601,7 @@ mod tests {
             Rejection::BadTimestamp(String::new()),
             Rejection::BadSeq,
             Rejection::AheadOfClock { sensor: String::new(), ahead_secs: 0 },
+            Rejection::ClockNotSet { sensor: String::new() },
             Rejection::UnmappedTopic,
             Rejection::UnknownSensor(String::new()),
             Rejection::SiteMismatch { sensor: String::new(), configured: String::new(), topic: String::new() },

@@ -233,7 +233,14 @@ impl Ingest {
                 let refused = self.ahead_of_clock(sensor, ahead_secs);
                 self.metrics.reject(&refused);
             }
-            let own_ts = decoded.ts.filter(|_| ahead_secs.is_none());
+            // So is a time before 2000: a clock never set (seconds since the device booted).
+            let never_set = decoded.ts.is_some_and(payload::clock_never_set);
+            if never_set {
+                let refused = self.clock_not_set(sensor);
+                self.metrics.reject(&refused);
+            }
+            let refused_stamp = decoded.ts.filter(|_| ahead_secs.is_some() || never_set);
+            let own_ts = decoded.ts.filter(|_| refused_stamp.is_none());
             for rejection in &decoded.dropped {
                 // The reading's other fields are judged; the field is counted and left out.
                 self.metrics.reject(rejection);
@@ -247,7 +254,7 @@ impl Ingest {
                 fields: decoded.fields,
                 clock_untrusted,
                 own_time: own_ts.is_some() || stored.is_some(),
-                stamped_ahead_secs: ahead_secs,
+                refused_stamp,
                 hub_seq: None,
             };
             self.check_duplicate(&sample, decoded.ts, now)?;
@@ -273,6 +280,16 @@ impl Ingest {
             tracing::warn!(sensor = %id, ahead_secs, max_future_skew_ms = self.max_future_skew_ms, "sensor clock ahead of this box: its readings are judged at their arrival until it is set (or this box's clock is behind)");
         }
         Rejection::AheadOfClock { sensor: id.to_string(), ahead_secs }
+    }
+
+    /// A reading stamped before 2000: its time is refused (a clock never set) and counted; the
+    /// sensor is listed for `/healthz` and warned about once.
+    fn clock_not_set(&self, sensor: usize) -> Rejection {
+        let id: Arc<str> = self.inventory.get(sensor).map_or_else(|| Arc::from(sensor.to_string()), |s| s.id.clone());
+        if self.clocks.note(sensor, &id, ClockProblem::NotSet, tokio::time::Instant::now()) {
+            tracing::warn!(sensor = %id, "sensor clock never set (it stamps its readings before 2000): they are judged at their arrival until it is set (NTP, RTC battery)");
+        }
+        Rejection::ClockNotSet { sensor: id.to_string() }
     }
 
     /// A device's `seq` jumping forward means readings were lost before they reached us. A jump
@@ -543,7 +560,7 @@ mod tests {
         let stored = 1_795_392_000_000;
         let ahead = format!(r#"{{"x": 0.3, "ts": {}}}"#, stored + 900_000);
         let ahead = ingest.sample_of("house-17", ahead.as_bytes(), stored).unwrap();
-        assert_eq!((ahead.ts, ahead.stamped_ahead_secs), (stored, Some(900)), "15 min ahead of the district's clock: judged when it was stored");
+        assert_eq!((ahead.ts, ahead.refused_stamp), (stored, Some(stored + 900_000)), "15 min ahead of the district's clock: judged when it was stored");
         let untimed = ingest.sample_of("house-17", br#"{"x": 0.3}"#, stored).unwrap();
         assert_eq!((untimed.ts, untimed.clock_untrusted, untimed.own_time), (stored, false, true));
         let timed = ingest.sample_of("house-17", format!(r#"{{"x": 0.3, "ts": {}}}"#, stored - 5_000).as_bytes(), stored).unwrap();
@@ -558,11 +575,11 @@ mod tests {
         let topic = "gridwatch/north-lane/house-07/telemetry";
         let now = Clock::System.now();
         let in_skew = ingest.sample(topic, format!(r#"{{"x": 0.3, "ts": {}}}"#, now + 50_000).as_bytes()).unwrap();
-        assert_eq!((in_skew.ts, in_skew.own_time, in_skew.stamped_ahead_secs), (now + 50_000, true, None), "within the skew the device's time is kept");
+        assert_eq!((in_skew.ts, in_skew.own_time, in_skew.refused_stamp), (now + 50_000, true, None), "within the skew the device's time is kept");
         // An outside tester's box whose clock ran 8 minutes fast had every reading refused: a
         // real jump was never red. Its time is refused; the reading is judged at its arrival.
         let ahead = ingest.sample(topic, format!(r#"{{"x": 0.4, "ts": {}}}"#, now + 86_400_000).as_bytes()).unwrap();
-        assert!(ahead.stamped_ahead_secs.is_some_and(|secs| (86_399..=86_400).contains(&secs)), "{ahead:?}");
+        assert_eq!(ahead.refused_stamp, Some(now + 86_400_000), "{ahead:?}");
         assert!(!ahead.own_time && (ahead.ts - now).abs() < 10_000, "at its arrival: {ahead:?}");
         assert_eq!(ahead.fields, [("x".to_string(), 0.4)]);
         assert_eq!(metrics.rejected("ahead_of_clock"), 1);
@@ -579,6 +596,33 @@ mod tests {
         assert_eq!((metrics.rejected("ahead_of_clock"), metrics.sequence_gaps.get()), (3, 0));
         assert!(ingest.sample(topic, numbered(7, now + 2_000).as_bytes()).is_ok());
         assert_eq!(metrics.sequence_gaps.get(), 2, "5 and 6 never came");
+    }
+
+    #[tokio::test]
+    async fn a_time_before_2000_is_a_clock_never_set_counted_and_its_reading_judged_at_its_arrival() {
+        // An outside tester: boxes that stamp seconds since they booted, or 1970 dates, had every
+        // reading refused as `bad_timestamp` — a real 0.2° jump never red, and installers told only
+        // that the box "sent nothing" while it sent every 2 s.
+        let config = Config::parse(
+            "t.toml",
+            "state_dir = \"s\"\n[mqtt]\nbroker = \"embedded\"\n[[sensor]]\nid = \"house-07\"\nkind = \"tilt\"\nsite = \"north-lane\"\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let (metrics, clocks) = (Arc::new(Metrics::new()), Arc::new(SensorClocks::default()));
+        let mut ingest = Ingest::new(&config, SensorIndex::new(config.sensors.clone()), Clock::accelerated(1.0), metrics.clone(), clocks.clone());
+        let topic = "gridwatch/north-lane/house-07/telemetry";
+        let now = Clock::System.now();
+        for (i, ts) in [r#"3600"#, r#"3660"#, r#""1970-01-01T01:02:00Z""#].into_iter().enumerate() {
+            let sample = ingest.sample(topic, format!(r#"{{"x": 0.4, "seq": {i}, "ts": {ts}}}"#).as_bytes()).unwrap_or_else(|e| panic!("{ts}: {e}"));
+            assert!(!sample.own_time && (sample.ts - now).abs() < 10_000, "at its arrival: {sample:?}");
+            assert_eq!(sample.refused_stamp, Some(3_600_000 + 60_000 * i as Millis), "the clock checks see the device's time");
+            assert_eq!(sample.fields, [("x".to_string(), 0.4)]);
+        }
+        assert_eq!((metrics.rejected("clock_not_set"), metrics.rejected("bad_timestamp"), metrics.sequence_gaps.get()), (3, 0, 0));
+        assert_eq!(clocks.current(tokio::time::Instant::now()), vec![("house-07".into(), ClockProblem::NotSet)]);
+        let set = ingest.sample(topic, format!(r#"{{"x": 0.4, "seq": 3, "ts": {now}}}"#).as_bytes()).unwrap();
+        assert_eq!((set.ts, set.own_time, set.refused_stamp), (now, true, None), "once set, its time is its own");
     }
 
     fn limited_ingest(metrics: Arc<Metrics>) -> Ingest {

@@ -65,7 +65,7 @@ impl SerialOutputs {
             bus.up();
         }
         let clock_untrusted = !self.clock.synchronized();
-        let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields, clock_untrusted, own_time: false, stamped_ahead_secs: None, hub_seq: None };
+        let sample = Sample { sensor, ts: self.clock.now(), seq: None, fields, clock_untrusted, own_time: false, refused_stamp: None, hub_seq: None };
         let Some(spool) = &self.spool else { return self.samples.send(sample).await.is_ok() };
         if clock_untrusted {
             self.metrics.drop_telemetry("clock_not_set", 1);
