@@ -21,7 +21,7 @@ pub struct Sample {
     /// `ts` is the device's own time (else this box stamped it on receipt).
     pub own_time: bool,
     /// The device's own time, refused: further ahead of this box's clock than `[ingest]
-    /// max_future_skew_secs` allows, or before 2000 (a clock never set). `ts` is then its
+    /// max_future_skew_secs` allows, or before 2000 or years behind (a clock never set). `ts` is then its
     /// arrival (it is judged, stored and shown there); the rules' clock checks (`clock_ahead`,
     /// `clock_behind`) still see this time. `None` for every other reading.
     pub refused_stamp: Option<Millis>,

@@ -2086,6 +2086,52 @@ async fn a_dead_box_s_4g_sensor_is_judged_though_the_webhook_answers_slowly() {
     assert_eq!(copies, 1, "{:?}", standby_keys(&district));
 }
 
+/// An outside tester: a box back after its 4G sensors piled up readings at the district judges
+/// them at one a round trip; the hub's evaluator stopped at the box's lease, and a new alarm
+/// behind the backlog reached nobody for 248 s (1,200 readings, a 200 ms link). The hub judges on
+/// until the box has read its backlog: the new alarm is posted at once (the box sends it too,
+/// under the same key, once it gets there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_back_to_a_backlog_of_its_4g_sensors_leaves_new_alarms_to_the_hub_until_it_has_read_it() {
+    let _turn = ONE_DISTRICT_AT_A_TIME.lock().await;
+    let nats = NatsCluster::start(3).await.expect("nats-server");
+    let mqtt_port = free_port();
+    let district = start_district_with(&nats, &["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}"), "--mqtt-anonymous"]).await;
+    let mut east = Community::start_configured("east", &nats, "sensors_via_hub = true\nstandby_copy_secs = 2\n", "", "").await;
+    let mut sensor = Sensor4g::connect(mqtt_port, "east", "east-03", "any").await;
+    sensor.reading(7.0).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
+    assert!(copy_covers_the_last_reading(&js, "east-03").await, "no copy: {:?}", east.stderr());
+    east.daemon.as_mut().unwrap().kill_hard();
+    let down = wait_for(45 * SECOND, || async { district.box_down("east").last().map(String::as_str) == Some("raised") }).await;
+    assert!(down, "box-down not raised: {:?}", district.box_down("east"));
+    for _ in 0..300 {
+        sensor.reading(7.0).await;
+    }
+    // Back on a 4G link of 200 ms a round trip: about five of the backlog's readings a second.
+    east.proxy.set_slow(Slowness { latency: Duration::from_millis(100), bytes_per_sec: None });
+    east.run_box().await;
+    let back = wait_for(45 * SECOND, || async { district.box_down("east").last().map(String::as_str) == Some("cleared") }).await;
+    assert!(back, "box-down not cleared: {:?}", district.box_down("east"));
+    // Past the hub's next round (the evaluator stopped within a second of the lease before).
+    tokio::time::sleep(5 * SECOND).await;
+    sensor.reading(3.0).await;
+    let sent = Instant::now();
+    let (event, at) = sensor.expected.last().cloned().unwrap();
+    let key = format!("east:east-03:do-low:{event}:{at}");
+    let posted = wait_for(15 * SECOND, || async { standby_keys(&district).contains(&key) }).await;
+    assert!(
+        posted,
+        "the alarm behind the backlog was not posted: {:?}\nhub: {:?}",
+        standby_keys(&district),
+        district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>()
+    );
+    eprintln!("4g backlog: the new alarm posted by the hub {:.1} s after its reading, the box back and reading its backlog", sent.elapsed().as_secs_f64());
+    // Once the box has read the backlog the hub stops: its next alarm is the box's alone.
+    let stopped = wait_for(120 * SECOND, || async { logged(&district.hub, "has read its 4G sensors' backlog") }).await;
+    assert!(stopped, "the hub judged on: {:?}", district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>());
+}
+
 /// Whether one line of `hub`'s log holds every one of `texts`.
 fn logs_with(hub: &Daemon, texts: &[&str]) -> bool {
     hub.stderr().iter().any(|line| texts.iter().all(|text| line.contains(text)))

@@ -437,7 +437,7 @@ impl Standby {
 
     /// Judges the reading of `sensor` at stream sequence `seq`, published at `published_ms`
     /// (its time when it carries none of its own). As on the box, a reading stamped too far
-    /// ahead, or before 2000 (a clock never set), is judged when the district stored it (its clock checks see its own time), and a
+    /// ahead, or before 2000 or years behind (a clock never set), is judged when the district stored it (its clock checks see its own time), and a
     /// sensor whose clock went back is judged again from its current time once its readings
     /// have kept coming older (`[ingest] reanchor_after_*`): one bad time never silences a
     /// sensor.
@@ -449,7 +449,7 @@ impl Standby {
             Err(rejection) => return Judged::Refused(rejection.to_string()),
         };
         let stamped = decoded.ts.unwrap_or(published_ms);
-        let refused = stamped.saturating_sub(published_ms) > self.max_future_skew_ms || payload::clock_never_set(stamped);
+        let refused = stamped.saturating_sub(published_ms) > self.max_future_skew_ms || payload::clock_not_set(stamped, published_ms, true);
         let at = if refused { published_ms } else { stamped };
         self.heard.insert(position);
         let (subject, mut events) = (SubjectId(position), Vec::new());

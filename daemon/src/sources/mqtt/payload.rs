@@ -30,14 +30,22 @@ use std::collections::BTreeMap;
 
 /// The earliest device time taken as one (2000-01-01): an older stamp is a clock that never
 /// synced (seconds since the device booted, or since 1970), and it would write 1970 points.
-/// Its time is refused and the reading judged at its arrival ([`clock_never_set`]).
+/// Its time is refused and the reading judged at its arrival ([`clock_not_set`]).
 const EARLIEST_TS: Millis = 946_684_800_000;
 
-/// Whether a device's `ts` comes from a clock that was never set: before 2000-01-01. Refused
-/// with its reading, such a box was never judged — a real jump never red, and installers told
-/// only that it "sent nothing" while it sent every few seconds (an outside tester).
-pub(crate) fn clock_never_set(ts: Millis) -> bool {
-    ts < EARLIEST_TS
+/// The furthest behind a set clock a device's time is taken as its own: further is a clock
+/// set years wrong (a GPS receiver's week counter rolled over, 19.6 years back; a clock reset
+/// to its firmware's date), not a backlog.
+const LATEST_BEHIND_MS: Millis = 366 * 86_400_000;
+
+/// Whether a device's `ts` comes from a clock that was never set — before 2000-01-01 — or is
+/// set years wrong: more than [`LATEST_BEHIND_MS`] behind `now` while this box's clock is
+/// `synchronized`. Refused with its reading, a box stamping seconds since it booted was never
+/// judged — a real jump never red, and installers told only that it "sent nothing" while it sent
+/// every few seconds; one whose GPS week rolled over raised its red as begun in 2007 (outside
+/// testers).
+pub(crate) fn clock_not_set(ts: Millis, now: Millis, synchronized: bool) -> bool {
+    ts < EARLIEST_TS || (synchronized && now.saturating_sub(ts) > LATEST_BEHIND_MS)
 }
 
 /// The largest magnitude a reading's value may have. Payloads declare no range for their
@@ -72,7 +80,7 @@ pub enum Rejection {
     #[error("sensor `{sensor}` stamped its reading {ahead_secs} s ahead of this box's clock: judged at its arrival")]
     AheadOfClock { sensor: String, ahead_secs: i64 },
     /// Counted, not refused: the reading is judged at its arrival (see `Ingest::judge`).
-    #[error("sensor `{sensor}` stamped its reading before 2000 (its clock was never set): judged at its arrival")]
+    #[error("sensor `{sensor}` stamped its reading before 2000 or years behind (its clock was never set): judged at its arrival")]
     ClockNotSet { sensor: String },
     #[error("no sensor is mapped to this topic")]
     UnmappedTopic,
@@ -519,9 +527,11 @@ mod tests {
         for (ts, ms) in [("3600", 3_600_000), ("0", 0), ("900000000", 900_000_000_000), (r#""1970-01-01T01:00:00Z""#, 3_600_000)] {
             let decoded = decode_str(&format!(r#"{{"x": 1.0, "ts": {ts}}}"#)).unwrap_or_else(|e| panic!("{ts}: {e}"));
             assert_eq!(decoded.ts, Some(ms), "{ts}");
-            assert!(clock_never_set(ms), "{ts}");
+            assert!(clock_not_set(ms, NOW, false), "{ts}");
         }
-        assert!(!clock_never_set(reset));
+        assert!(!clock_not_set(reset, NOW, false), "a clock reset to 2000 is a time, behind a clock not set");
+        assert!(clock_not_set(NOW - 1024 * 7 * 86_400_000, NOW, true), "a GPS week rollover, 19.6 years back");
+        assert!(!clock_not_set(NOW - 30 * 86_400_000, NOW, true), "a month's backlog");
         // No unit makes these a time from 2000 to 2286: refused as no time, not taken for a clock
         // years ahead (an outside tester's installers were told of a clock fault).
         for garbage in ["1e30", "17965108620", r#""17965108620""#, "-1796510862", "179651086200000000000"] {

@@ -233,8 +233,9 @@ impl Ingest {
                 let refused = self.ahead_of_clock(sensor, ahead_secs);
                 self.metrics.reject(&refused);
             }
-            // So is a time before 2000: a clock never set (seconds since the device booted).
-            let never_set = decoded.ts.is_some_and(payload::clock_never_set);
+            // So is a time before 2000 or years behind: a clock never set (seconds since the
+            // device booted), or set years wrong.
+            let never_set = decoded.ts.is_some_and(|ts| payload::clock_not_set(ts, reference, synchronized));
             if never_set {
                 let refused = self.clock_not_set(sensor);
                 self.metrics.reject(&refused);
@@ -282,12 +283,12 @@ impl Ingest {
         Rejection::AheadOfClock { sensor: id.to_string(), ahead_secs }
     }
 
-    /// A reading stamped before 2000: its time is refused (a clock never set) and counted; the
-    /// sensor is listed for `/healthz` and warned about once.
+    /// A reading stamped before 2000 or years behind: its time is refused (a clock never set, or
+    /// set years wrong) and counted; the sensor is listed for `/healthz` and warned about once.
     fn clock_not_set(&self, sensor: usize) -> Rejection {
         let id: Arc<str> = self.inventory.get(sensor).map_or_else(|| Arc::from(sensor.to_string()), |s| s.id.clone());
         if self.clocks.note(sensor, &id, ClockProblem::NotSet, tokio::time::Instant::now()) {
-            tracing::warn!(sensor = %id, "sensor clock never set (it stamps its readings before 2000): they are judged at their arrival until it is set (NTP, RTC battery)");
+            tracing::warn!(sensor = %id, "sensor clock never set (it stamps its readings before 2000, or years behind): they are judged at their arrival until it is set (NTP, RTC battery, GPS firmware)");
         }
         Rejection::ClockNotSet { sensor: id.to_string() }
     }
