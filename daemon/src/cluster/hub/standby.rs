@@ -63,8 +63,10 @@ pub async fn watch(js: jetstream::Context, copies: kv::Store, options: HubOption
     loop {
         let down: Vec<String> = dead.lock().map(|dead| dead.iter().cloned().collect()).unwrap_or_default();
         let back: Vec<String> = running.keys().filter(|box_id| !down.contains(box_id)).cloned().collect();
-        for box_id in back {
-            if !caught_up(&js, &box_id).await {
+        // Asked together: a JetStream that does not answer holds the round up once, not per box.
+        let answers = futures::future::join_all(back.iter().map(|box_id| caught_up(&js, box_id))).await;
+        for (box_id, caught_up) in back.into_iter().zip(answers) {
+            if !caught_up {
                 continue;
             }
             if let Some((stop, _)) = running.remove(&box_id) {
