@@ -2054,16 +2054,7 @@ async fn a_dead_box_s_4g_sensor_is_judged_though_the_webhook_answers_slowly() {
     let posted = wait_for(45 * SECOND, || async { district.box_down("east").first().map(String::as_str) == Some("raised") }).await;
     assert!(posted, "box-down was not even posted");
     tokio::time::sleep(2 * SECOND).await;
-    sensor.reading(3.0).await;
-    let (event, at) = sensor.expected.last().cloned().unwrap();
-    let key = format!("east:east-03:do-low:{event}:{at}");
-    let judged = wait_for(30 * SECOND, || async { standby_keys(&district).contains(&key) }).await;
-    assert!(
-        judged,
-        "the hub did not judge the dead box: {:?}\nhub: {:?}",
-        standby_keys(&district),
-        district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>()
-    );
+    let (key, _) = low_reading_posted_by_the_hub(&district, &mut sensor, 30 * SECOND, "the hub did not judge the dead box").await;
     // The board says the box is offline though the webhook has not taken its `box-down`.
     let board = hub_page(&district.relay, "/board").await;
     assert!(board.contains("<b class=\"off\">离线</b> <small>断线告警尚未送达</small>"), "{board}");
@@ -2115,21 +2106,23 @@ async fn a_box_back_to_a_backlog_of_its_4g_sensors_leaves_new_alarms_to_the_hub_
     assert!(back, "box-down not cleared: {:?}", district.box_down("east"));
     // Past the hub's next round (the evaluator stopped within a second of the lease before).
     tokio::time::sleep(5 * SECOND).await;
+    let (_, took) = low_reading_posted_by_the_hub(&district, &mut sensor, 15 * SECOND, "the alarm behind the backlog was not posted").await;
+    eprintln!("4g backlog: the new alarm posted by the hub {:.1} s after its reading, the box back and reading its backlog", took.as_secs_f64());
+    // Once the box has read the backlog the hub stops: its next alarm is the box's alone.
+    let stopped = wait_for(120 * SECOND, || async { logged(&district.hub, "has read its 4G sensors' backlog") }).await;
+    assert!(stopped, "the hub judged on: {:?}", district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>());
+}
+
+/// Sends a low reading of east's 4G `sensor` and waits up to `timeout` for the hub's standby
+/// evaluator to post its alarm; its key and how long after the reading it was posted.
+async fn low_reading_posted_by_the_hub(district: &District, sensor: &mut Sensor4g, timeout: Duration, failure: &str) -> (String, Duration) {
     sensor.reading(3.0).await;
     let sent = Instant::now();
     let (event, at) = sensor.expected.last().cloned().unwrap();
     let key = format!("east:east-03:do-low:{event}:{at}");
-    let posted = wait_for(15 * SECOND, || async { standby_keys(&district).contains(&key) }).await;
-    assert!(
-        posted,
-        "the alarm behind the backlog was not posted: {:?}\nhub: {:?}",
-        standby_keys(&district),
-        district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>()
-    );
-    eprintln!("4g backlog: the new alarm posted by the hub {:.1} s after its reading, the box back and reading its backlog", sent.elapsed().as_secs_f64());
-    // Once the box has read the backlog the hub stops: its next alarm is the box's alone.
-    let stopped = wait_for(120 * SECOND, || async { logged(&district.hub, "has read its 4G sensors' backlog") }).await;
-    assert!(stopped, "the hub judged on: {:?}", district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>());
+    let posted = wait_for(timeout, || async { standby_keys(district).contains(&key) }).await;
+    assert!(posted, "{failure}: {:?}\nhub: {:?}", standby_keys(district), district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>());
+    (key, sent.elapsed())
 }
 
 /// Whether one line of `hub`'s log holds every one of `texts`.
