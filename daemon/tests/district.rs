@@ -2044,12 +2044,7 @@ async fn a_dead_box_s_4g_sensor_is_judged_though_the_webhook_answers_slowly() {
     let mqtt_port = free_port();
     let hook = WebhookReceiver::start_slow(9 * SECOND).await;
     let mut district = start_district_hooked(&nats, &["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}"), "--mqtt-anonymous"], hook).await;
-    let mut east = Community::start_configured("east", &nats, "sensors_via_hub = true\nstandby_copy_secs = 2\n", "", "").await;
-    let mut sensor = Sensor4g::connect(mqtt_port, "east", "east-03", "any").await;
-    sensor.reading(7.0).await;
-    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
-    assert!(copy_covers_the_last_reading(&js, "east-03").await, "no copy: {:?}", east.stderr());
-    east.daemon.as_mut().unwrap().kill_hard();
+    let (_east, mut sensor) = east_with_its_4g_sensor_killed(&nats, mqtt_port).await;
     let killed = Instant::now();
     let posted = wait_for(45 * SECOND, || async { district.box_down("east").first().map(String::as_str) == Some("raised") }).await;
     assert!(posted, "box-down was not even posted");
@@ -2088,12 +2083,7 @@ async fn a_box_back_to_a_backlog_of_its_4g_sensors_leaves_new_alarms_to_the_hub_
     let nats = NatsCluster::start(3).await.expect("nats-server");
     let mqtt_port = free_port();
     let district = start_district_with(&nats, &["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}"), "--mqtt-anonymous"]).await;
-    let mut east = Community::start_configured("east", &nats, "sensors_via_hub = true\nstandby_copy_secs = 2\n", "", "").await;
-    let mut sensor = Sensor4g::connect(mqtt_port, "east", "east-03", "any").await;
-    sensor.reading(7.0).await;
-    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
-    assert!(copy_covers_the_last_reading(&js, "east-03").await, "no copy: {:?}", east.stderr());
-    east.daemon.as_mut().unwrap().kill_hard();
+    let (mut east, mut sensor) = east_with_its_4g_sensor_killed(&nats, mqtt_port).await;
     let down = wait_for(45 * SECOND, || async { district.box_down("east").last().map(String::as_str) == Some("raised") }).await;
     assert!(down, "box-down not raised: {:?}", district.box_down("east"));
     for _ in 0..300 {
@@ -2111,6 +2101,18 @@ async fn a_box_back_to_a_backlog_of_its_4g_sensors_leaves_new_alarms_to_the_hub_
     // Once the box has read the backlog the hub stops: its next alarm is the box's alone.
     let stopped = wait_for(120 * SECOND, || async { logged(&district.hub, "has read its 4G sensors' backlog") }).await;
     assert!(stopped, "the hub judged on: {:?}", district.hub.stderr().into_iter().rev().take(20).collect::<Vec<_>>());
+}
+
+/// Starts east with its 4G sensor east-03 (judged by the box; the hub listening on
+/// `mqtt_port`), sends one quiet reading, and kills the box once its standby copy covers it.
+async fn east_with_its_4g_sensor_killed(nats: &NatsCluster, mqtt_port: u16) -> (Community, Sensor4g) {
+    let mut east = Community::start_configured("east", nats, "sensors_via_hub = true\nstandby_copy_secs = 2\n", "", "").await;
+    let mut sensor = Sensor4g::connect(mqtt_port, "east", "east-03", "any").await;
+    sensor.reading(7.0).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
+    assert!(copy_covers_the_last_reading(&js, "east-03").await, "no copy: {:?}", east.stderr());
+    east.daemon.as_mut().unwrap().kill_hard();
+    (east, sensor)
 }
 
 /// Sends a low reading of east's 4G `sensor` and waits up to `timeout` for the hub's standby
