@@ -81,8 +81,8 @@ const SWITCH_WITHIN_MS: Millis = 2 * 3_600_000;
 /// on a dark case in a deep-cold morning lifts it from −25 onto −13 °C, which is −25 in °F,
 /// and the case cools back gradually after the sun has gone.
 const DOUBTED_FOR_MS: Millis = 24 * 3_600_000;
-/// How long the readings must keep lying nearer the level as °C than as °F to end a doubted
-/// switch ([`Doubt`]).
+/// How long the readings must keep lying nearer the same time yesterday as °C than as °F to
+/// end a doubted switch ([`Doubt`]).
 const CELSIUS_FOR_MS: Millis = 3_600_000;
 /// The most fields one temperature corrects (a tilt box has two or three angles); the loader
 /// refuses more.
