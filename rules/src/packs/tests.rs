@@ -1468,45 +1468,43 @@ fn a_box_stamping_its_readings_5_hours_behind_is_told_to_installers_after_half_a
     assert_eq!(stamped_behind(SensorKind::Water, &[("use", "surface")], &water, 70 * MIN), vec![], "an hourly mean stamped at its hour's start");
 }
 
-/// When a new one-box house's box reporting every `interval` minutes with noise of `noise`°
-/// (pseudo-random, unrounded) is first red after its wall jumps 0.2° at minute `jump`.
-fn red_on_a_new_noisy_box(noise: f64, interval: i64, jump: i64) -> Option<i64> {
+/// The minute a one-box house's box reporting every `interval` minutes until minute `until` is
+/// first red from `tilt-sudden`; `wall(minute)` is its reading (x, y) without the box's noise,
+/// which is `noise`° on each axis (pseudo-random, unrounded).
+fn first_sudden_red(interval: i64, until: i64, noise: f64, wall: impl Fn(i64) -> (f64, f64)) -> Option<i64> {
     let mut e = engine_for(SensorKind::Tilt, &[]);
     let mut events = Vec::new();
-    for m in (0..jump + 30).step_by(interval as usize) {
+    for m in (0..until).step_by(interval as usize) {
         let wobble = |axis: i64| noise * ((m * 7919 + axis * 104_729) as f64 * 0.618).sin();
-        let x = if m >= jump { 0.6 } else { 0.4 };
-        e.observe(SubjectId(0), m * MIN, &[("x", x + wobble(0)), ("y", -0.3 + wobble(1))], &mut events);
+        let (x, y) = wall(m);
+        e.observe(SubjectId(0), m * MIN, &[("x", x + wobble(0)), ("y", y + wobble(1))], &mut events);
         e.tick(m * MIN, &mut events);
         if events.iter().any(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.severity == Severity::Danger) {
-            return Some(m - jump);
+            return Some(m);
         }
     }
     None
+}
+
+/// When a new one-box house's box reporting every `interval` minutes with noise of `noise`° is
+/// first red after its wall jumps 0.2° at minute `jump`.
+fn red_on_a_new_noisy_box(noise: f64, interval: i64, jump: i64) -> Option<i64> {
+    let red = first_sudden_red(interval, jump + 30, noise, |m| (if m >= jump { 0.6 } else { 0.4 }, -0.3));
+    red.map(|m| m - jump)
 }
 
 /// When a one-box house reporting every `interval` minutes is first red after its wall moved
 /// 0.06° and, `apart` minutes later, 0.06° more in about the same direction (minutes after the
 /// second step).
 fn red_after_two_steps(interval: i64, apart: i64) -> Option<i64> {
-    let mut e = engine_for(SensorKind::Tilt, &[]);
-    let mut events = Vec::new();
     let first = 30 * 60;
     let second = first + apart;
-    for m in (0..second + 60).step_by(interval as usize) {
-        let wobble = |axis: i64| 0.002 * ((m * 7919 + axis * 104_729) as f64 * 0.618).sin();
-        let (dx, dy) = match m {
-            m if m >= second => (0.06 + 0.055, 0.02),
-            m if m >= first => (0.06, 0.0),
-            _ => (0.0, 0.0),
-        };
-        e.observe(SubjectId(0), m * MIN, &[("x", 0.5 + dx + wobble(0)), ("y", -0.3 + dy + wobble(1))], &mut events);
-        e.tick(m * MIN, &mut events);
-        if events.iter().any(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.severity == Severity::Danger) {
-            return Some(m - second);
-        }
-    }
-    None
+    let wall = |m: i64| match m {
+        m if m >= second => (0.5 + 0.06 + 0.055, -0.3 + 0.02),
+        m if m >= first => (0.5 + 0.06, -0.3),
+        _ => (0.5, -0.3),
+    };
+    first_sudden_red(interval, second + 60, 0.002, wall).map(|m| m - second)
 }
 
 #[test]
