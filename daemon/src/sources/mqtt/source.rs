@@ -276,8 +276,8 @@ impl Ingest {
     /// of the sensor "out of order") and counted; the sensor is listed for `/healthz` and warned
     /// about once.
     fn ahead_of_clock(&self, sensor: usize, ahead_secs: i64) -> Rejection {
-        let id: Arc<str> = self.inventory.get(sensor).map_or_else(|| Arc::from(sensor.to_string()), |s| s.id.clone());
-        if self.clocks.note(sensor, &id, ClockProblem::Ahead, tokio::time::Instant::now()) {
+        let (id, news) = self.note_clock(sensor, ClockProblem::Ahead);
+        if news {
             tracing::warn!(sensor = %id, ahead_secs, max_future_skew_ms = self.max_future_skew_ms, "sensor clock ahead of this box: its readings are judged at their arrival until it is set (or this box's clock is behind)");
         }
         Rejection::AheadOfClock { sensor: id.to_string(), ahead_secs }
@@ -286,11 +286,19 @@ impl Ingest {
     /// A reading stamped before 2000 or years behind: its time is refused (a clock never set, or
     /// set years wrong) and counted; the sensor is listed for `/healthz` and warned about once.
     fn clock_not_set(&self, sensor: usize) -> Rejection {
-        let id: Arc<str> = self.inventory.get(sensor).map_or_else(|| Arc::from(sensor.to_string()), |s| s.id.clone());
-        if self.clocks.note(sensor, &id, ClockProblem::NotSet, tokio::time::Instant::now()) {
+        let (id, news) = self.note_clock(sensor, ClockProblem::NotSet);
+        if news {
             tracing::warn!(sensor = %id, "sensor clock never set (it stamps its readings before 2000, or years behind): they are judged at their arrival until it is set (NTP, RTC battery, GPS firmware)");
         }
         Rejection::ClockNotSet { sensor: id.to_string() }
+    }
+
+    /// Lists the sensor's clock `problem` for `/healthz`: its id, and whether it is news (to be
+    /// warned about).
+    fn note_clock(&self, sensor: usize, problem: ClockProblem) -> (Arc<str>, bool) {
+        let id: Arc<str> = self.inventory.get(sensor).map_or_else(|| Arc::from(sensor.to_string()), |s| s.id.clone());
+        let news = self.clocks.note(sensor, &id, problem, tokio::time::Instant::now());
+        (id, news)
     }
 
     /// A device's `seq` jumping forward means readings were lost before they reached us. A jump
