@@ -124,27 +124,34 @@ impl Seen {
     }
 }
 
+/// What [`crate::cluster::TOLD_BUCKET`] holds, as this hub last wrote it.
+#[derive(Debug)]
+struct Kept {
+    known: Option<Vec<postgres::KnownBox>>,
+    unrecorded: HashMap<String, bool>,
+}
+
 /// Keeps `unrecorded` and `known` in `told` where they changed since `kept` (best effort: a
 /// cluster that takes no writes loses only what a next hub would know).
-async fn keep_told(told: &kv::Store, seen: &Seen, kept: &mut (Option<Vec<postgres::KnownBox>>, HashMap<String, bool>)) {
+async fn keep_told(told: &kv::Store, seen: &Seen, kept: &mut Kept) {
     let write = async {
-        if seen.known != kept.0 {
+        if seen.known != kept.known {
             if let Some(known) = &seen.known {
                 told.put(KNOWN_KEY, serde_json::to_vec(known)?.into()).await?;
             }
-            kept.0.clone_from(&seen.known);
+            kept.known.clone_from(&seen.known);
         }
         for (box_id, &down) in &seen.unrecorded {
-            if kept.1.get(box_id) != Some(&down) {
+            if kept.unrecorded.get(box_id) != Some(&down) {
                 let value: &'static [u8] = if down { b"down" } else { b"up" };
                 told.put(format!("{UNRECORDED_PREFIX}{box_id}"), value.into()).await?;
-                kept.1.insert(box_id.clone(), down);
+                kept.unrecorded.insert(box_id.clone(), down);
             }
         }
-        let recorded: Vec<String> = kept.1.keys().filter(|box_id| !seen.unrecorded.contains_key(*box_id)).cloned().collect();
+        let recorded: Vec<String> = kept.unrecorded.keys().filter(|box_id| !seen.unrecorded.contains_key(*box_id)).cloned().collect();
         for box_id in recorded {
             told.purge(format!("{UNRECORDED_PREFIX}{box_id}")).await?;
-            kept.1.remove(&box_id);
+            kept.unrecorded.remove(&box_id);
         }
         anyhow::Ok(())
     };
@@ -174,7 +181,7 @@ pub async fn watch(
     let mut failing = false;
     // A message the webhook did not take in time is posted again with the same time and key.
     let mut seen = Seen::restored(&told).await;
-    let mut kept = (seen.known.clone(), seen.unrecorded.clone());
+    let mut kept = Kept { known: seen.known.clone(), unrecorded: seen.unrecorded.clone() };
     loop {
         let round = async {
             let client = match tokio::time::timeout(CONNECT_LIMIT, postgres::reuse(&mut db, &options.postgres)).await {
