@@ -1534,3 +1534,100 @@ fn a_new_box_that_reports_often_is_judged_from_its_first_hours() {
         }
     }
 }
+
+/// A building of `boxes` tilt boxes reporting every `interval` minutes for 56 hours, each
+/// mounted off plumb (`offset`° at its own angle) with unrounded noise; a power cut at each of
+/// `cuts` (minutes) makes every box send `zeros` readings of exactly (0, 0) — temperature 0 too
+/// when `with_temperature` — as a WitMotion or RION box does until its first measurement after
+/// a restart; the wall moves 0.12° at hour 50. The grid-facing events fired, and the first red
+/// after the movement (minutes).
+fn power_cuts(boxes: usize, offset: f64, interval: i64, cuts: &[i64], zeros: i64, with_temperature: bool) -> (Vec<(String, Severity, i64)>, Option<i64>) {
+    let mut e = building(boxes);
+    let mut events = Vec::new();
+    let moved_at = 50 * 60;
+    for m in (0..56 * 60).step_by(interval as usize) {
+        let restarting = cuts.iter().any(|&cut| (cut..cut + zeros * interval).contains(&m));
+        for i in 0..boxes {
+            let angle = (i as f64 * 2.4 + offset * 7.0).to_radians() * 57.0;
+            let wobble = |axis: i64| 0.002 * ((m * 7919 + axis * 104_729 + i as i64 * 31) as f64 * 0.618).sin();
+            let moved = if m >= moved_at { 0.12 } else { 0.0 };
+            let (x, y) = (offset * angle.cos() + moved + wobble(0), offset * angle.sin() + wobble(1));
+            let temperature = 12.0 + 6.0 * ((m as f64) / 1440.0 * std::f64::consts::TAU).sin();
+            let mut fields = if restarting { vec![("x", 0.0), ("y", 0.0)] } else { vec![("x", x), ("y", y)] };
+            if with_temperature {
+                fields.push(("temperature", if restarting { 0.0 } else { temperature }));
+            }
+            e.observe(SubjectId(i), m * MIN, &fields, &mut events);
+        }
+        e.tick(m * MIN, &mut events);
+    }
+    let fired: Vec<_> = events
+        .iter()
+        .filter(|ev| !e.rule(ev.rule).device && ev.kind != EventKind::Cleared)
+        .map(|ev| (e.rule(ev.rule).id.clone(), ev.severity, ev.at / MIN))
+        .collect();
+    let red = fired.iter().find(|(_, severity, at)| *severity == Severity::Danger && *at >= moved_at).map(|(_, _, at)| at - moved_at);
+    (fired.into_iter().filter(|(_, _, at)| *at < moved_at).collect(), red)
+}
+
+#[test]
+fn a_power_cut_that_makes_every_box_read_zero_tells_the_grid_nothing() {
+    // An outside tester: a power surge made every box of a building send two readings of exactly
+    // (0, 0) — red on 7 of 7 one-box houses and 9–11 of 16 two-box buildings. A box mounted a
+    // few tenths of a degree off plumb cannot read exactly 0 on both axes; a restart can.
+    for boxes in [1, 2] {
+        for offset in [0.15, 0.5, 1.0] {
+            for interval in [1, 5, 10] {
+                for zeros in [1, 2, 3] {
+                    let (fired, red) = power_cuts(boxes, offset, interval, &[30 * 60, 40 * 60 + 7], zeros, zeros == 2);
+                    let case = format!("{boxes} boxes {offset}° off plumb, every {interval} min, {zeros} zero readings");
+                    assert!(fired.is_empty(), "{case}: {fired:?}");
+                    assert!(red.is_some_and(|after| after <= 2 * interval.max(5)), "{case}: the wall's movement red after {red:?} min");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_new_box_that_starts_with_zero_readings_tells_the_grid_nothing() {
+    // Installers power a box up on its wall: its first readings may be the restart's (0, 0).
+    for zeros in [1, 2, 3, 5] {
+        for interval in [1, 5, 10] {
+            let mut e = engine_for(SensorKind::Tilt, &[]);
+            let mut events = Vec::new();
+            for (n, m) in (0..30 * 60).step_by(interval as usize).enumerate() {
+                let wobble = |axis: i64| 0.002 * ((m * 7919 + axis * 104_729) as f64 * 0.618).sin();
+                let (x, y) = if (n as i64) < zeros { (0.0, 0.0) } else { (0.45 + wobble(0), -0.2 + wobble(1)) };
+                e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", y)], &mut events);
+                e.tick(m * MIN, &mut events);
+            }
+            let fired = grid_events(&e, &events);
+            assert!(fired.is_empty(), "{zeros} zero readings first, every {interval} min: {fired:?}");
+        }
+    }
+}
+
+#[test]
+fn a_box_zeroed_on_its_wall_whose_readings_round_to_zero_sees_a_jump_from_zero() {
+    // A box zeroed on its wall (a RION box's set-zero) that reads to a hundredth of a degree
+    // sends (0, 0) nearly always: that is its level, not a restart, and a jump from it is red.
+    let hundredths = |v: f64| (v * 100.0).round() / 100.0;
+    for interval in [1, 5, 10] {
+        for jump in [2 * 60, 30 * 60] {
+            let mut e = engine_for(SensorKind::Tilt, &[]);
+            let mut events = Vec::new();
+            let mut red = None;
+            for m in (0..jump + 60).step_by(interval as usize) {
+                let wobble = |axis: i64| 0.004 * ((m * 7919 + axis * 104_729) as f64 * 0.618).sin();
+                let moved = if m >= jump { 0.1 } else { 0.0 };
+                e.observe(SubjectId(0), m * MIN, &[("x", hundredths(moved + wobble(0))), ("y", hundredths(wobble(1)))], &mut events);
+                e.tick(m * MIN, &mut events);
+                if red.is_none() && events.iter().any(|ev| ev.severity == Severity::Danger) {
+                    red = Some(m - jump);
+                }
+            }
+            assert!(red.is_some_and(|after| (0..=2 * interval.max(5)).contains(&after)), "every {interval} min, jump at minute {jump}: red {red:?}");
+        }
+    }
+}
