@@ -573,6 +573,10 @@ impl Engine {
                 self.staged.push(None);
                 continue;
             };
+            if signal.unless.as_ref().and_then(|unless| unless.evaluate(&|name| lookup(fields, name))).is_some_and(|skip| skip >= 1.0) {
+                self.staged.push(None);
+                continue;
+            }
             let field = |name: &str| {
                 let value = signal.expr.reported(fields, name)?;
                 let spec = match signal.baseline {

@@ -15,6 +15,11 @@
 //! - `none_of(a, b, …)` — 1 when the sample carries none of the named fields, else 0 (a probe
 //!   whose fields are all named otherwise); it stops at the first field the sample carries, so a
 //!   long list costs one lookup on an ordinary reading, where `lacks` looks every name up;
+//! - `same(a, b, …)` — 1 when the sample carries three or more of the named fields and every one
+//!   of them reads exactly the same value, else 0: a probe whose sensor head is off or whose
+//!   registers do not answer sends 0 (or an error code) in every field, and three measurements of
+//!   water never agree to the last digit (two may: a tap with no chlorine reads turbidity 0.00
+//!   and chlorine 0.00, a danger); a rule's `unless` skips such a reading;
 //! - `within(name, lo, hi)` — a field whose reported value lies in lo..=hi, else no value: a
 //!   reading no river or tap can give (DO −0.5, an error sentinel 9999, µg/L sent as mg/L) is
 //!   skipped by the rule as a reading without the field is, instead of raising a grid alarm;
@@ -47,6 +52,8 @@ pub enum ValueExpr {
     NoneOf(Vec<String>),
     /// `first_of(a, b, …)`: the first of these fields the sample carries.
     FirstOf(Vec<String>),
+    /// `same(a, b, …)`: 1 when the sample carries three or more of these fields, all of one value.
+    Same(Vec<String>),
     /// `within(name, lo, hi)`: the field, when its reported value lies in the range.
     Within(String, Range),
     /// `out_of_range(within(a, lo, hi), …)`: how many of these fields the sample carries outside
@@ -119,6 +126,13 @@ impl ValueExpr {
             ValueExpr::Lacks(names) => Some(names.iter().filter(|name| field(name).is_none_or(|v| !v.is_finite())).count() as f64),
             ValueExpr::NoneOf(names) => Some(if names.iter().any(|name| field(name).is_some_and(f64::is_finite)) { 0.0 } else { 1.0 }),
             ValueExpr::FirstOf(names) => names.iter().find_map(|name| field(name).filter(|v| v.is_finite())),
+            ValueExpr::Same(names) => {
+                let mut carried = names.iter().filter_map(|name| field(name));
+                let alike = carried
+                    .next()
+                    .is_some_and(|first| carried.try_fold(1, |count, value| (value == first).then_some(count + 1)).is_some_and(|count| count >= 3));
+                Some(if alike { 1.0 } else { 0.0 })
+            }
             ValueExpr::OutOfRange(ranges) => {
                 Some(ranges.iter().filter(|(name, range)| field(name).is_some_and(|v| v.is_finite() && !range.contains(v))).count() as f64)
             }
@@ -140,9 +154,13 @@ impl ValueExpr {
             ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.accepts(name, value),
             ValueExpr::Hypot(a, b) => a.accepts(name, value) && b.accepts(name, value),
             // `out_of_range` counts the values outside its ranges: it must see them.
-            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::NoneOf(_) | ValueExpr::FirstOf(_) | ValueExpr::OutOfRange(_) => {
-                true
-            }
+            ValueExpr::Field(_)
+            | ValueExpr::Optional(_)
+            | ValueExpr::Lacks(_)
+            | ValueExpr::NoneOf(_)
+            | ValueExpr::FirstOf(_)
+            | ValueExpr::Same(_)
+            | ValueExpr::OutOfRange(_) => true,
         }
     }
 
@@ -153,7 +171,13 @@ impl ValueExpr {
             ValueExpr::OutOfRange(_) => true,
             ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.judges_reported_values(),
             ValueExpr::Hypot(a, b) => a.judges_reported_values() || b.judges_reported_values(),
-            ValueExpr::Field(_) | ValueExpr::Optional(_) | ValueExpr::Lacks(_) | ValueExpr::NoneOf(_) | ValueExpr::FirstOf(_) | ValueExpr::Within(..) => false,
+            ValueExpr::Field(_)
+            | ValueExpr::Optional(_)
+            | ValueExpr::Lacks(_)
+            | ValueExpr::NoneOf(_)
+            | ValueExpr::FirstOf(_)
+            | ValueExpr::Same(_)
+            | ValueExpr::Within(..) => false,
         }
     }
 
@@ -177,7 +201,7 @@ impl ValueExpr {
                 a.collect_fields(out);
                 b.collect_fields(out);
             }
-            ValueExpr::Lacks(names) | ValueExpr::NoneOf(names) | ValueExpr::FirstOf(names) => {
+            ValueExpr::Lacks(names) | ValueExpr::NoneOf(names) | ValueExpr::FirstOf(names) | ValueExpr::Same(names) => {
                 for name in names {
                     if !out.contains(&name.as_str()) {
                         out.push(name);
@@ -221,6 +245,7 @@ impl fmt::Display for ValueExpr {
             ValueExpr::Lacks(names) => write!(f, "lacks({})", names.join(", ")),
             ValueExpr::NoneOf(names) => write!(f, "none_of({})", names.join(", ")),
             ValueExpr::FirstOf(names) => write!(f, "first_of({})", names.join(", ")),
+            ValueExpr::Same(names) => write!(f, "same({})", names.join(", ")),
             ValueExpr::Within(name, range) => write!(f, "{}", Within(name, range)),
             ValueExpr::OutOfRange(ranges) => {
                 let ranges: Vec<String> = ranges.iter().map(|(name, range)| Within(name, range).to_string()).collect();
@@ -283,7 +308,7 @@ impl Parser<'_> {
         if !self.eat('(') {
             return Ok(ValueExpr::Field(name));
         }
-        if name == "lacks" || name == "none_of" || name == "first_of" {
+        if name == "lacks" || name == "none_of" || name == "first_of" || name == "same" {
             let mut names = vec![self.name()?.to_string()];
             while self.eat(',') {
                 names.push(self.name()?.to_string());
@@ -294,6 +319,7 @@ impl Parser<'_> {
             return Ok(match name.as_str() {
                 "lacks" => ValueExpr::Lacks(names),
                 "none_of" => ValueExpr::NoneOf(names),
+                "same" => ValueExpr::Same(names),
                 _ => ValueExpr::FirstOf(names),
             });
         }
@@ -429,6 +455,18 @@ mod tests {
         assert_eq!(eval("none_of(do, ph, nh3n)", &[("nh3n", 5.0)]), Some(0.0));
         assert_eq!(eval("none_of(do, ph, nh3n)", &[("do", f64::NAN)]), Some(1.0));
         assert!(ValueExpr::parse("none_of(do,").is_err());
+    }
+
+    #[test]
+    fn same_is_one_only_when_three_or_more_carried_fields_read_one_value() {
+        let text = "same(do, ph, nh3n, cl2)";
+        assert_eq!(eval(text, &[("do", 0.0), ("ph", 0.0), ("nh3n", 0.0), ("temperature", 14.0)]), Some(1.0), "a sensor head that is off");
+        assert_eq!(eval(text, &[("do", 9999.0), ("ph", 9999.0), ("nh3n", 9999.0)]), Some(1.0), "an error code in every field it reads");
+        assert_eq!(eval(text, &[("do", 0.0), ("ph", -0.0), ("nh3n", 0.0)]), Some(1.0), "0 and −0 are one value");
+        assert_eq!(eval(text, &[("do", 0.0), ("ph", 7.1), ("nh3n", 0.0)]), Some(0.0), "an anoxic canal");
+        assert_eq!(eval(text, &[("cl2", 0.0), ("nh3n", 0.0)]), Some(0.0), "two may agree: a tap without chlorine");
+        assert_eq!(eval(text, &[("x", 1.0)]), Some(0.0));
+        assert_eq!(ValueExpr::parse(text).map(|e| e.to_string()).as_deref(), Ok(text));
     }
 
     #[test]

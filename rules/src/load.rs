@@ -151,6 +151,7 @@ struct RawRule {
     windows: Option<Spanned<u32>>,
     swing_within: Option<Spanned<String>>,
     lead: Option<Spanned<String>>,
+    unless: Option<Spanned<String>>,
     // Check: one threshold level inline, a ladder, or a device check. The level keys repeat
     // `RawLevel`'s because serde cannot combine `flatten` with `deny_unknown_fields`, and a typo
     // must stay an error; `inline_level` moves them into a `RawLevel`.
@@ -332,7 +333,13 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
             check.error(value.span(), "value", "a `no_data`, `clock_ahead` or `clock_behind` rule watches the readings' arrival or time and takes no `value`");
             None
         }
-        (None, true) => Some(None),
+        (None, true) => match &raw.unless {
+            Some(unless) => {
+                check.error(unless.span(), "unless", "`unless` skips readings a `value` would judge; this rule has no `value`");
+                None
+            }
+            None => Some(None),
+        },
         (None, false) => {
             check.error(here.clone(), "value", "missing `value`: the field or expression the rule compares");
             None
@@ -491,6 +498,10 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
 
 fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> {
     let value = raw.value.as_ref()?;
+    let unless = match &raw.unless {
+        None => Some(None),
+        Some(text) => ValueExpr::parse(text.get_ref()).map(Some).map_err(|e| check.error(text.span(), "unless", e.to_string())).ok(),
+    };
     let expr = ValueExpr::parse(value.get_ref()).map_err(|e| check.error(value.span(), "value", e.to_string())).ok();
     let baseline = match &raw.baseline {
         None => Some(None),
@@ -573,7 +584,7 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
         check.error(value.span(), "value", "`out_of_range` counts readings as reported: not with a `baseline`, `steady` or `apart` smoothing");
         return None;
     }
-    Some(Signal { expr: expr?, baseline: baseline?, relative: relative?, compensate: compensate?, smooth: smooth?, transform: transform? })
+    Some(Signal { expr: expr?, unless: unless?, baseline: baseline?, relative: relative?, compensate: compensate?, smooth: smooth?, transform: transform? })
 }
 
 /// The most consecutive `change_over` windows a rule may ask for.

@@ -154,6 +154,8 @@ pub enum Transform {
 #[derive(Clone, PartialEq)]
 pub struct Signal {
     pub expr: ValueExpr,
+    /// `unless`: a reading for which this is 1 or more (a probe's `same(…)`) is not judged.
+    pub unless: Option<ValueExpr>,
     pub baseline: Option<BaselineSpec>,
     /// How fields are taken relative to the baseline (when there is one).
     pub relative: Relative,
@@ -164,12 +166,16 @@ pub struct Signal {
     pub transform: Option<Transform>,
 }
 
-/// Written by hand so that `compensate` shows only when set: rules are fingerprinted by their
-/// debug text, and the rules saved before compensation existed keep their fingerprints.
+/// Written by hand so that `compensate` and `unless` show only when set: rules are fingerprinted
+/// by their debug text, and the rules saved before either existed keep their fingerprints.
 impl fmt::Debug for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("Signal");
-        debug.field("expr", &self.expr).field("baseline", &self.baseline).field("relative", &self.relative);
+        debug.field("expr", &self.expr);
+        if let Some(unless) = &self.unless {
+            debug.field("unless", unless);
+        }
+        debug.field("baseline", &self.baseline).field("relative", &self.relative);
         if let Some(temperature) = &self.compensate {
             debug.field("compensate", temperature);
         }
@@ -218,6 +224,10 @@ impl fmt::Display for Signal {
                 write!(f, "{text} carried {} ahead at its least rise over two windows of {}", humanize(ms), humanize(ms.saturating_mul(2)))
             }
             None => f.write_str(&text),
+        }?;
+        match &self.unless {
+            Some(unless) => write!(f, ", unless {unless}"),
+            None => Ok(()),
         }
     }
 }
@@ -340,6 +350,7 @@ impl Signal {
     /// Whether two signals compute the same first stage (and can share its state).
     pub fn same_stage(&self, other: &Signal) -> bool {
         self.expr == other.expr
+            && self.unless == other.unless
             && self.baseline == other.baseline
             && self.relative == other.relative
             && self.compensate == other.compensate
@@ -807,7 +818,7 @@ mod tests {
     const MIN: Millis = 60_000;
 
     fn signal(text: &str, smooth: Option<Smooth>, transform: Option<Transform>) -> Signal {
-        Signal { expr: ValueExpr::parse(text).unwrap(), baseline: None, relative: Relative::Difference, compensate: None, smooth, transform }
+        Signal { expr: ValueExpr::parse(text).unwrap(), unless: None, baseline: None, relative: Relative::Difference, compensate: None, smooth, transform }
     }
 
     fn run(signal: &Signal, values: &[(Millis, f64)]) -> Vec<Option<f64>> {
@@ -865,6 +876,7 @@ mod tests {
     fn recent_hour(expr: &str) -> Signal {
         Signal {
             expr: ValueExpr::parse(expr).unwrap(),
+            unless: None,
             baseline: Some(BaselineSpec::Recent { window_ms: 60 * MIN }),
             relative: Relative::Difference,
             compensate: None,
@@ -1136,6 +1148,7 @@ mod tests {
     fn display_reads_as_words() {
         let s = Signal {
             expr: ValueExpr::parse("permille(hypot(x, y))").unwrap(),
+            unless: None,
             baseline: Some(BaselineSpec::Learn { window_ms: 24 * 60 * MIN }),
             relative: Relative::Difference,
             compensate: None,

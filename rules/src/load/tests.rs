@@ -370,3 +370,14 @@ fn steady_takes_how_far_apart_agreeing_readings_may_lie() {
         assert!(errs.contains("\"within\" takes a positive number after \"steady <readings>\""), "{bad}: {errs}");
     }
 }
+
+#[test]
+fn unless_skips_readings_of_a_rule_with_a_value_and_is_checked_like_one() {
+    let rules = compile(&GOOD.replace("value = \"do\"", "value = \"do\"\nunless = \"same(do, ph, nh3n)\"")).expect("compiles");
+    let signal = rules.rules[0].signal.as_ref().expect("a value");
+    assert_eq!(signal.to_string(), "do, unless same(do, ph, nh3n)");
+    let typo = errors(&GOOD.replace("value = \"do\"", "value = \"do\"\nunless = \"sames(do, ph)\""));
+    assert!(typo.iter().any(|e| e.contains("test.toml:7") && e.contains("unless") && e.contains("unknown function `sames`")), "{typo:?}");
+    let no_value = errors("[[rule]]\nid = \"x\"\nno_data = \"2x\"\nunless = \"same(a, b, c)\"\nseverity = \"warning\"\n");
+    assert!(no_value.iter().any(|e| e.contains("test.toml:4") && e.contains("no `value`")), "{no_value:?}");
+}
