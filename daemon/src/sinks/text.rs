@@ -36,11 +36,14 @@ pub fn value(value: f64, unit: &str) -> String {
 }
 
 /// The number alone, rounded as its unit is read: ‰ to 0.1 (0.01 below 1‰), ° to 0.01, mg/L to
-/// 0.1 (0.01 below 1 mg/L: ammonia limits are 0.15, 0.5), pH to 0.01, NTU to 0.1, mV to 1.
+/// 0.1 (0.01 below 1 mg/L: ammonia limits are 0.15, 0.5; 0.001 below 0.1 mg/L: a lake's
+/// phosphorus limits are 0.01, 0.025, and TP 0.0254 read "0.03", 18% off what the probe sent —
+/// an outside tester), pH to 0.01, NTU to 0.1, mV to 1.
 pub fn rounded(value: f64, unit: &str) -> String {
     let decimals = match unit {
         u if u.starts_with('‰') && value.abs() >= 1.0 => 1,
         u if u.starts_with('‰') || u == "°" || u == "pH" || u.is_empty() => 2,
+        "mg/L" if value.abs() < 0.1 => 3,
         "mg/L" if value.abs() < 1.0 => 2,
         "mg/L" | "NTU" | "×" | "%" | "°C" => 1,
         "mV" => 0,
@@ -204,11 +207,13 @@ pub fn sentence(alert: &Alert, wording: Wording) -> String {
     if alert.event == Event::Cleared {
         // A device fault's clear is the device's, whatever its unit: "墙体倾斜已恢复正常，当前0.00°"
         // ended a "readings jump about" alarm (an outside tester).
-        return match (wording.chinese, alert.audience == Audience::Installer) {
-            (true, true) => format!("{}设备已恢复正常", place(alert, true)),
-            (true, false) => format!("{}{}已恢复正常，当前{shown}", place(alert, true), what_zh(alert)),
-            (false, true) => format!("{}: the device is back to normal", place(alert, false)),
-            (false, false) => format!("{}: back to normal, now {shown}", place(alert, false)),
+        return match (wording.chinese, alert.audience == Audience::Installer, judges_a_change(alert)) {
+            (true, true, _) => format!("{}设备已恢复正常", place(alert, true)),
+            (true, false, false) => format!("{}{}已恢复正常，当前{shown}", place(alert, true), what_zh(alert)),
+            (true, false, true) => format!("{}{}已恢复正常，变化量回落至{shown}", place(alert, true), what_zh(alert)),
+            (false, true, _) => format!("{}: the device is back to normal", place(alert, false)),
+            (false, false, false) => format!("{}: back to normal, now {shown}", place(alert, false)),
+            (false, false, true) => format!("{}: back to normal, the change down to {shown}", place(alert, false)),
         };
     }
     let language = if wording.chinese { "zh" } else { "en" };
@@ -220,6 +225,13 @@ pub fn sentence(alert: &Alert, wording: Wording) -> String {
         None if wording.chinese => format!("{}{}{shown}，{}", place(alert, true), what_zh(alert), severity_zh(alert.severity)),
         None => format!("{}: {} ({shown})", place(alert, false), alert.title),
     }
+}
+
+/// Whether the alert's rule judges a change (a swing, a change over a window, the change from a
+/// recent level), not the quantity itself: its clear must not read "pH back to normal, now 0.05"
+/// for a swing of 0.05 (an outside tester).
+fn judges_a_change(alert: &Alert) -> bool {
+    ["swing within", "change over", "from its level over"].iter().any(|words| alert.condition.contains(words))
 }
 
 /// What is measured, in Chinese: "墙体倾斜"; for the water, the quantity its condition reads
@@ -546,6 +558,7 @@ mod tests {
         assert_eq!(value(0.4567, "‰"), "0.46‰");
         assert_eq!(value(0.123456, "°"), "0.12°");
         assert_eq!(value(0.1549, "mg/L"), "0.15 mg/L");
+        assert_eq!(value(0.0254, "mg/L"), "0.025 mg/L", "a lake's phosphorus, whose limits are 0.01 and 0.025");
         assert_eq!(value(5.678, "mg/L"), "5.7 mg/L");
         assert_eq!(value(7.2149, "pH"), "pH 7.21");
         assert_eq!(value(-0.001, "°"), "0.00°", "no negative zero");
@@ -578,6 +591,20 @@ mod tests {
         assert!(text.ends_with("事件已办结，无需再到场。\n时间：11月23日 08:00\n[查看](http://10.8.0.5:9181/incident/12?exp=1&sig=ab)"), "{text}");
         let sms = crate::sinks::sms::sms_text(&[&resolved], Wording::default(), None);
         assert!(sms.contains("事件已办结，无需再到场。") && sms.contains(" 查看：http://10.8.0.5:9181/"), "{sms}");
+    }
+
+    #[test]
+    fn the_clear_of_a_rule_that_judges_a_change_names_the_change_not_the_quantity() {
+        // An outside tester read "pH已恢复正常，当前0.05": the swing of a pH jump, shown as the pH.
+        let mut alert = incident(sample_alert("cleared", 0.05), 12);
+        (alert.kind, alert.unit, alert.building) = ("water".into(), String::new(), None);
+        alert.condition = "swing within 1 h of median 3 samples of within(ph, 0, 14) back below 0.5".into();
+        assert_eq!(sentence(&alert, Wording::default()), "north-lane（house-07）pH已恢复正常，变化量回落至0.05");
+        let english = Wording { chinese: false, ..Wording::default() };
+        assert_eq!(sentence(&alert, english), "house-07, north-lane: back to normal, the change down to 0.05");
+        alert.condition = "within(ph, 0, 14) back inside 6.2–8.8".into();
+        alert.value = 7.41;
+        assert_eq!(sentence(&alert, Wording::default()), "north-lane（house-07）pH已恢复正常，当前7.41");
     }
 
     #[test]
