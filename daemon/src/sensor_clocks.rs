@@ -21,8 +21,9 @@
 //!   `[ingest] clock_behind_secs`, for `clock_behind_for_secs` without the lag shrinking — the
 //!   rules' `clock_behind` criterion ([`LagState`]), with the shipped rule's settings by default. A backlog sent after a link outage is stamped hours behind too,
 //!   but its lag shrinks to the live one. [`Lags`] judges it, only while this box's clock is
-//!   synchronised (against an unset one every device seems off); the readings are judged as
-//!   they are.
+//!   synchronised (against an unset one every device seems off); its readings are judged as they
+//!   are until then, and placed at their arrival from then on (`Timeline::reanchor`), so that
+//!   an alarm says when it began by this box's clock.
 //!
 //! [`SensorClocks`] remembers which sensors did any of these in the last [`WARN_FOR`], for
 //! `/healthz` and for one WARN per sensor and episode. Times here are monotonic

@@ -454,8 +454,16 @@ async fn a_device_stamping_5_hours_behind_is_told_to_installers_and_named_in_hea
     assert!(told, "no clock-behind alarm; webhook got {:?}\nlog: {:?}", webhook.bodies(), daemon.stderr());
     let alarm = webhook.bodies().into_iter().find(|b| behind(b) && b["sensor"] == "canal-02").unwrap();
     assert!(alarm["value"].as_f64().is_some_and(|secs| (17_990.0..=18_010.0).contains(&secs)), "seconds behind: {alarm}");
+    // Its oxygen falls, still stamped 5 hours behind: the alarm says it began now (it said 5
+    // hours earlier; an outside tester's red "began 8 hours earlier").
+    let fell_at = now_ms();
+    mosquitto.publish(canal, &water(1.0, fell_at - 5 * 3_600_000)).unwrap();
+    assert!(canal_alarm(&webhook).await, "no oxygen alarm: {:?}", webhook.bodies());
+    let low = webhook.bodies().into_iter().find(|b| b["event"] == "fired" && b["rule"] == "test-do-low" && b["sensor"] == "canal-02").unwrap();
+    let since = chrono::DateTime::parse_from_rfc3339(low["since"].as_str().unwrap()).unwrap().timestamp_millis();
+    assert!((since - fell_at).abs() < 60_000, "began {} s from when it fell: {low}", (since - fell_at) / 1000);
     let judged = wait_for(10 * SECOND, || async {
-        metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= accepted_before + 53.0 + 4.0
+        metric(&metrics(http_port).await, "gridwatch_samples_accepted_total").unwrap_or(0.0) >= accepted_before + 53.0 + 5.0
     })
     .await;
     assert!(judged, "every reading judged:\n{}", metrics(http_port).await);

@@ -701,15 +701,21 @@ impl Pipeline {
 
     /// A reading of `sensor` stamped `ts` by its own clock was judged: a sensor whose readings
     /// keep coming stamped hours behind this box's clock, not as a backlog, is listed for
-    /// `/healthz` and warned about once.
+    /// `/healthz`, warned about once, and placed at its arrival from its next reading on (its
+    /// red alarm said it began 8 hours before it did: an outside tester). Set right, its clock
+    /// lands its readings ahead of the timeline, and the timeline places them at their arrival
+    /// again.
     fn judge_lag(&mut self, sensor: usize, ts: gridwatch_rules::Millis) {
         let Some(behind_ms) = self.lags.judged(sensor, ts, self.clock.now()) else { return };
+        if self.timeline.believes(sensor) {
+            self.timeline.reanchor(sensor, ts);
+        }
         let Some(id) = self.sensors.get(sensor).map(|s| s.id.clone()) else { return };
         if self.clocks.note(sensor, &id, ClockProblem::Behind, tokio::time::Instant::now()) {
             tracing::warn!(
                 sensor = %id,
                 behind_secs = behind_ms / 1000,
-                "sensor clock behind this box's: its readings keep coming stamped this far behind, not catching up as a backlog would; its alarms say they began that much earlier (check its clock)"
+                "sensor clock behind this box's: its readings keep coming stamped this far behind, not catching up as a backlog would; placed at their arrival from now on (check its clock)"
             );
         }
     }
