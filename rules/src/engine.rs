@@ -546,7 +546,8 @@ impl Engine {
         slot.last_sample = fingerprint;
         let plan = &self.plans[slot.plan as usize];
         let SlotStatesMut { learned, stages, checks, thermal } = self.states.of_mut(slot, plan);
-        for (learned, (field, window_ms)) in learned.iter_mut().zip(&plan.learned).filter(|(l, _)| l.value.get().is_none()) {
+        let restart = restart_reading(&self.rules, plan, stages, &slot.calibrated, learned, fields);
+        for (learned, (field, window_ms)) in learned.iter_mut().zip(&plan.learned).filter(|(l, _)| l.value.get().is_none() && !restart) {
             let Some(value) = lookup(fields, field).filter(|v| v.is_finite()) else { continue };
             let learner = learned.learner.get_or_insert_with(|| Box::new(Learner::new(at, *window_ms)));
             if let Some(baseline) = learner.observe(at, value) {
@@ -554,7 +555,7 @@ impl Engine {
                 learned.learner = None;
             }
         }
-        for (thermal, spec) in thermal.iter_mut().zip(&plan.thermal) {
+        for (thermal, spec) in thermal.iter_mut().zip(&plan.thermal).filter(|_| !restart) {
             // Anchored at the first reading that carries the temperature.
             if thermal.unanchored() && lookup(fields, &spec.temperature).is_some_and(f64::is_finite) {
                 let zeroed = |field: &str| {
@@ -573,7 +574,13 @@ impl Engine {
                 self.staged.push(None);
                 continue;
             };
-            if signal.unless.as_ref().and_then(|unless| unless.evaluate(&|name| lookup(fields, name))).is_some_and(|skip| skip >= 1.0) {
+            let unless = signal.unless.as_ref().and_then(|unless| unless.evaluate(&|name| lookup(fields, name))).is_some_and(|skip| skip >= 1.0);
+            // A restart's reading is no rule's but the device rules' that look for a box stuck
+            // on it (a `recent` level is left alone by every rule).
+            let restarted = restart
+                && (!self.rules[usize::from(rule)].device || matches!(signal.baseline, Some(BaselineSpec::Recent { .. })))
+                && reads_only_zeros(signal, fields);
+            if unless || restarted {
                 self.staged.push(None);
                 continue;
             }
@@ -1070,6 +1077,48 @@ fn baseline_of(calibrated: &[(String, f64)], planned: &[(Arc<str>, Millis)], lea
             learned.get(position).and_then(|l| l.value.get())
         }),
     }
+}
+
+/// Whether `fields` are a box's restart, not a measurement: every field of a sensor's `recent`
+/// level of two or more fields reads exactly 0 while the box stood elsewhere — by that level,
+/// or, before it has one, by its installation baseline (calibrated, set in the inventory or
+/// learned). A WitMotion or RION box sends 0 on both axes after a power cut until its first
+/// measurement; a box mounted a few tenths of a degree off plumb, or a zeroed one whose readings
+/// scatter, never reads exactly (0, 0) where it stood. Judged, such readings were a jump "at the
+/// same place" (red on every house a power surge restarted, an outside tester), an hourly
+/// median of zeros for a box reporting every 30–60 minutes (`tilt-danger` red, a second one),
+/// and a new box's change from its inventory baseline at its first reading (an orange). A box
+/// zeroed on its wall whose readings round to (0, 0) has its level and baseline there, and is
+/// judged as ever.
+fn restart_reading<K: AsRef<str>>(
+    rules: &[Rule],
+    plan: &Plan,
+    stages: &[StageState],
+    calibrated: &[(String, f64)],
+    learned: &[Learned],
+    fields: &[(K, f64)],
+) -> bool {
+    plan.stages.iter().zip(stages).any(|(&rule, state)| {
+        let Some(signal) = rules[usize::from(rule)].signal.as_ref().filter(|s| matches!(s.baseline, Some(BaselineSpec::Recent { .. }))) else { return false };
+        if !reads_only_zeros(signal, fields) {
+            return false;
+        }
+        signal.level_away_from_zero(state).unwrap_or_else(|| {
+            signal.expr.fields().iter().any(|name| {
+                let installed =
+                    calibrated.iter().find(|(field, _)| crate::expr::same_name(field, name)).map(|&(_, v)| v).or_else(|| {
+                        plan.learned.iter().zip(learned).find(|((field, _), _)| crate::expr::same_name(field, name)).and_then(|(_, l)| l.value.get())
+                    });
+                installed.is_some_and(|at| at != 0.0)
+            })
+        })
+    })
+}
+
+/// Whether `signal` reads two fields or more and `fields` carries every one of them as exactly 0.
+fn reads_only_zeros<K: AsRef<str>>(signal: &Signal, fields: &[(K, f64)]) -> bool {
+    let names = signal.expr.fields();
+    names.len() >= 2 && names.iter().all(|name| lookup(fields, name) == Some(0.0))
 }
 
 /// An event with placeholder rule and subject, filled in by the caller.

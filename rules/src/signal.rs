@@ -68,8 +68,8 @@ const RECENT_POINTS: i64 = 8;
 const RECENT_MIN_POINTS: usize = 3;
 
 /// The most exact (0, 0) readings a box sends when it starts, before its first measurement
-/// ([`Signal::restarted`]); a box zeroed on its wall whose readings round to (0, 0) has sent more
-/// by the time a movement can be judged against them.
+/// ([`Signal::level_away_from_zero`]); a box zeroed on its wall whose readings round to (0, 0)
+/// has sent more by the time a movement can be judged against them.
 const RESTART_READINGS: usize = RECENT_MIN_POINTS + 1;
 
 /// Where the per-sensor reference values come from.
@@ -365,9 +365,6 @@ impl Signal {
     /// Time windows take a median of at least [`TIME_WINDOW_MIN_POINTS`] readings, and of the
     /// newest [`REACH_BACK_POINTS`] for a sensor that reports too seldom to fill them.
     pub fn stage(&self, state: &mut StageState, at: Millis, field: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
-        if self.restarted(state, field) {
-            return None;
-        }
         let step = match self.smooth {
             Some(Smooth { method: SmoothMethod::Steady | SmoothMethod::Apart, .. }) => Some(self.step_from_previous(state, field)?),
             _ => None,
@@ -387,20 +384,17 @@ impl Signal {
         }
     }
 
-    /// Whether this reading is a box's restart, not a measurement: every field of a `recent`
-    /// level of two or more fields reads exactly 0 while the level lies elsewhere. A WitMotion or
-    /// RION box sends 0 on both axes after a power cut until its first measurement; a box mounted
-    /// a few tenths of a degree off plumb, or one zeroed whose readings scatter, never reads
-    /// exactly (0, 0) where it stood — judged, two such readings were a jump "at the same place"
-    /// (a power surge: red on every house whose boxes it restarted, an outside tester). A box
-    /// zeroed on its wall whose readings round to (0, 0) has its level there, and is judged as
-    /// ever. Such a reading neither is judged nor joins the level nor becomes the previous one.
-    fn restarted(&self, state: &StageState, field: &impl Fn(&str) -> Option<f64>) -> bool {
-        let Some(lists) = state.0.as_ref().and_then(|kept| kept.recent.as_deref()) else { return false };
-        let fields = self.expr.fields();
-        fields.len() >= 2
-            && fields.iter().all(|name| field(name) == Some(0.0))
-            && lists.iter().any(|points| !points.is_empty() && median_of(points.iter().map(|p| p.value())) != 0.0)
+    /// For a `recent` level: whether it lies away from 0 in any field — `None` while it holds
+    /// nothing, or nothing but a restart's few (0, 0) readings ([`RESTART_READINGS`]). A box
+    /// zeroed on its wall whose readings round to (0, 0) has its level there: `Some(false)`.
+    /// (The engine takes a reading of exactly 0 in every field where the box stood elsewhere for
+    /// a restart, `Engine::restart_reading`.)
+    pub fn level_away_from_zero(&self, state: &StageState) -> Option<bool> {
+        let lists = state.0.as_ref().and_then(|kept| kept.recent.as_deref())?;
+        if lists.iter().all(restart_only) {
+            return None;
+        }
+        Some(lists.iter().any(|points| !points.is_empty() && median_of(points.iter().map(|p| p.value())) != 0.0))
     }
 
     /// The expression over the change of each field since the previous reading (a large number
@@ -430,7 +424,6 @@ impl Signal {
         // A level that is nothing but a restart's first few (0, 0) readings — a box powered up
         // on its wall, or back from a long silence — is dropped at its first measurement:
         // judged against it, that measurement was a jump of the box's whole mounting offset.
-        let restart_only = |points: &Points| points.len() <= RESTART_READINGS && points.iter().all(|p| p.value() == 0.0);
         if fields.len() >= 2 && lists.iter().all(restart_only) && fields.iter().any(|name| field(name) != Some(0.0)) {
             lists.iter_mut().for_each(|points| points.clear());
         }
@@ -626,6 +619,11 @@ fn expire(points: &mut Points, cutoff: i64, stretch_limit: i64, reach_back: usiz
     }
     drop_front(points, |p| p.second() <= cutoff - stretch_limit);
     points.first().is_some_and(|p| p.second() <= cutoff)
+}
+
+/// Whether a `recent` level's points of one field are at most a restart's few exact zeros.
+fn restart_only(points: &Points) -> bool {
+    points.len() <= RESTART_READINGS && points.iter().all(|p| p.value() == 0.0)
 }
 
 /// Which of two points too close together [`thin_push`] drops.

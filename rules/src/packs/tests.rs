@@ -1574,10 +1574,12 @@ fn power_cuts(boxes: usize, offset: f64, interval: i64, cuts: &[i64], zeros: i64
 fn a_power_cut_that_makes_every_box_read_zero_tells_the_grid_nothing() {
     // An outside tester: a power surge made every box of a building send two readings of exactly
     // (0, 0) — red on 7 of 7 one-box houses and 9–11 of 16 two-box buildings. A box mounted a
-    // few tenths of a degree off plumb cannot read exactly 0 on both axes; a restart can.
+    // few tenths of a degree off plumb cannot read exactly 0 on both axes; a restart can. A
+    // second tester: boxes reporting every 30–60 minutes were red from `tilt-danger`, an hourly
+    // median of three zero readings.
     for boxes in [1, 2] {
         for offset in [0.15, 0.5, 1.0] {
-            for interval in [1, 5, 10] {
+            for interval in [1, 5, 10, 30, 60] {
                 for zeros in [1, 2, 3] {
                     let (fired, red) = power_cuts(boxes, offset, interval, &[30 * 60, 40 * 60 + 7], zeros, zeros == 2);
                     let case = format!("{boxes} boxes {offset}° off plumb, every {interval} min, {zeros} zero readings");
@@ -1591,10 +1593,16 @@ fn a_power_cut_that_makes_every_box_read_zero_tells_the_grid_nothing() {
 
 #[test]
 fn a_new_box_that_starts_with_zero_readings_tells_the_grid_nothing() {
-    // Installers power a box up on its wall: its first readings may be the restart's (0, 0).
-    for zeros in [1, 2, 3, 5] {
-        for interval in [1, 5, 10] {
+    // Installers power a box up on its wall: its first readings may be the restart's (0, 0) —
+    // also where its installation baseline is in the inventory (an outside tester: an orange
+    // `tilt-change` at the first reading of 14 of 20 such boxes).
+    for (zeros, interval, inventory) in (1..=4).flat_map(|z| [1, 5, 10, 60].into_iter().flat_map(move |i| [false, true].map(move |b| (z, i, b)))) {
+        {
             let mut e = engine_for(SensorKind::Tilt, &[]);
+            if inventory {
+                e.set_baseline(SubjectId(0), "x", 0.45);
+                e.set_baseline(SubjectId(0), "y", -0.2);
+            }
             let mut events = Vec::new();
             for (n, m) in (0..30 * 60).step_by(interval as usize).enumerate() {
                 let wobble = |axis: i64| 0.002 * ((m * 7919 + axis * 104_729) as f64 * 0.618).sin();
@@ -1603,7 +1611,7 @@ fn a_new_box_that_starts_with_zero_readings_tells_the_grid_nothing() {
                 e.tick(m * MIN, &mut events);
             }
             let fired = grid_events(&e, &events);
-            assert!(fired.is_empty(), "{zeros} zero readings first, every {interval} min: {fired:?}");
+            assert!(fired.is_empty(), "{zeros} zero readings first, every {interval} min, baseline in the inventory {inventory}: {fired:?}");
         }
     }
 }
