@@ -108,6 +108,12 @@ async fn an_installer_checks_watches_and_zeroes_a_new_tilt_box() {
     let (ok, again, err) = cli(dir.path(), &["calibrate", "--config", "gridwatch.toml", "house-07", "--window", "5m", "--by", "Li 138", "--even-in-alarm"]);
     assert!(ok, "{err}");
     assert!(again.contains("x: 0.3100° -> 0.4819°"), "the previous baseline survived the restart: {again}");
+    // A box zeroed again starts afresh: the alarm that its old zero raised clears now, not after
+    // its clear hold (an outside tester: an orange held open that way was told when the
+    // installer's maintenance silence ended).
+    let cleared = |b: &serde_json::Value| b["event"] == "cleared" && b["rule"] == "tilt-from-install";
+    let told = wait_for(10 * SECOND, || async { receiver.bodies().iter().any(cleared) }).await;
+    assert!(told, "cleared when zeroed again: {:?}", receiver.bodies());
     let (ok, explained, err) = cli(dir.path(), &["rules", "explain", "--config", "gridwatch.toml", "--sensor", "house-07"]);
     assert!(ok, "{err}");
     assert!(

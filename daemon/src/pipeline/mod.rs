@@ -517,7 +517,7 @@ impl Pipeline {
     async fn command(&mut self, command: Command) {
         match command {
             Command::Calibrate { sensor, baseline, author, readings, reply } => {
-                let Some(config) = self.sensors.get(sensor) else { return };
+                let Some(id) = self.sensors.get(sensor).map(|config| config.id.clone()) else { return };
                 let at_ms = self.clock.now();
                 let mut done = Vec::new();
                 // Temperature compensation measures from the temperature the box was zeroed at.
@@ -530,15 +530,21 @@ impl Pipeline {
                 for (field, value) in baseline {
                     let previous = self.engine.baseline(SubjectId(sensor), &field, gridwatch_rules::signal::BaselineSpec::Calibrated);
                     self.engine.set_baseline(SubjectId(sensor), &field, value);
-                    let calibration = Calibration { sensor: config.id.to_string(), field, value, previous, readings, author: author.clone(), at_ms };
+                    let calibration = Calibration { sensor: id.to_string(), field, value, previous, readings, author: author.clone(), at_ms };
                     self.calibrations.retain(|c| !(c.sensor == calibration.sensor && c.field == calibration.field));
                     self.calibrations.push(calibration.clone());
                     done.push(calibration);
                 }
+                // A box zeroed again is a new box to the rules (replaced, or re-seated): judged
+                // against the old one's levels it was a jump, and the incidents the swap opened
+                // stayed open on their clear holds (an outside tester).
+                let mut events = Vec::new();
+                self.engine.zeroed_again(SubjectId(sensor), self.timeline.now(), &mut events);
+                self.emit(&mut events, Source::Timeline).await;
                 if let Err(error) = self.store.record_calibrations(done.clone()).await {
-                    tracing::error!(sensor = %config.id, error = %format!("{error:#}"), "calibration applied but not stored; it is lost at the next restart");
+                    tracing::error!(sensor = %id, error = %format!("{error:#}"), "calibration applied but not stored; it is lost at the next restart");
                 }
-                tracing::info!(sensor = %config.id, by = %author, baseline = ?done.iter().map(|c| (&c.field, c.value)).collect::<Vec<_>>(), "baseline calibrated");
+                tracing::info!(sensor = %id, by = %author, baseline = ?done.iter().map(|c| (&c.field, c.value)).collect::<Vec<_>>(), "baseline calibrated");
                 self.unsaved = true;
                 self.save().await;
                 let _ = reply.send(done);

@@ -10,9 +10,13 @@
 //! in device time (smoothing, the history of `change_over`, the extremes of `swing_within`, the
 //! hours of temperature compensation), since they hold times the sensor will not
 //! reach again for as long as its clock went back.
+//!
+//! A box zeroed again (`gridwatch calibrate`: replaced, or re-seated) starts afresh the same way,
+//! and its levels and incidents with it ([`Engine::zeroed_again`]).
 
-use super::{CheckState, Engine, SubjectId};
+use super::{event, initial_state, CheckState, Engine, EventKind, RuleEvent, RuleId, SubjectId};
 use crate::signal::{StageState, TransformState};
+use crate::time::Millis;
 
 impl Engine {
     /// Lets `subject`'s next sample be judged whatever its time (see the module notes). `false`
@@ -34,6 +38,44 @@ impl Engine {
                 CheckState::NoData(_) | CheckState::Clock(_) | CheckState::ClockBehind(_) => {}
             }
         }
+        true
+    }
+
+    /// `subject`'s box was zeroed again (`gridwatch calibrate`): a new box mounted in its place,
+    /// or the same one re-seated. What the rules learned and decided of the box it was belongs to
+    /// that box: besides [`Engine::rewind`]'s windows, its levels and incidents start again — an
+    /// open one is cleared (its `Cleared` appended; a building's incident follows its boxes'
+    /// votes). Judged against the old box's level, the new box's readings were a jump (red on
+    /// every house whose box was swapped, an outside tester), and an incident held open by its
+    /// clear hold was told when the installer's maintenance silence ended. No-data watches,
+    /// flat-line runs and clock checks stay; the baselines are the caller's to set first.
+    pub fn zeroed_again(&mut self, subject: SubjectId, at: Millis, events: &mut Vec<RuleEvent>) -> bool {
+        if !self.rewind(subject) {
+            return false;
+        }
+        let slot = &self.slots[subject.0];
+        let plan = &self.plans[slot.plan as usize];
+        let mut buildings = Vec::new();
+        for (state, planned) in self.states.of_mut(slot, plan).checks.iter_mut().zip(&plan.checks) {
+            let (open, value) = match state {
+                CheckState::Ladder { ladder, last_value, .. } => (ladder.open(), last_value.get()),
+                CheckState::Peers(peer) => (peer.ladder.open(), peer.last_value.get()),
+                CheckState::NoData(_) | CheckState::FlatLine { .. } | CheckState::Clock(_) | CheckState::ClockBehind(_) => continue,
+            };
+            *state = initial_state(&self.rules[planned.rule()], planned.variant());
+            match (planned.agreement(), open) {
+                (Some(agreement), _) => buildings.push(agreement),
+                (None, Some((severity, since))) => events.push(RuleEvent {
+                    rule: RuleId(planned.rule()),
+                    subject,
+                    variant: planned.variant(),
+                    ..event(EventKind::Cleared, severity, None, value.unwrap_or(f64::NAN), at, since)
+                }),
+                (None, None) => {}
+            }
+        }
+        self.touched.extend(buildings);
+        self.settle_agreements(at, events);
         true
     }
 }
