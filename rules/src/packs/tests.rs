@@ -1736,12 +1736,15 @@ fn a_tap_that_hovers_about_its_limit_is_one_incident_while_it_lasts() {
     }
 }
 
+/// A grid-facing event: rule, kind, severity, minute.
+type GridEvent = (String, EventKind, Severity, i64);
+
 /// A building of `boxes` boxes reporting every 5 minutes; at hour 30 box b0 is replaced by one
 /// mounted 0.5° further over in x (under the same id), and 40 minutes later the installer zeroes
 /// it (its new baseline, `Engine::zeroed_again`) when `zeroed`; the wall moves 0.15° at hour
 /// 60. The grid-facing events after the swap (rule, kind, severity, minute), and the first red
 /// after the wall moved (minutes).
-fn box_replaced(boxes: usize, zeroed: bool) -> (Vec<(String, EventKind, Severity, i64)>, Option<i64>) {
+fn box_replaced(boxes: usize, zeroed: bool) -> (Vec<GridEvent>, Option<i64>) {
     let mut e = building(boxes);
     let mut events = Vec::new();
     let (swapped, zeroed_at, moved_at) = (30 * 60, 30 * 60 + 40, 60 * 60);
