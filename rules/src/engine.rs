@@ -1082,14 +1082,13 @@ fn baseline_of(calibrated: &[(String, f64)], planned: &[(Arc<str>, Millis)], lea
 /// Whether `fields` are a box's restart, not a measurement: every field of a sensor's `recent`
 /// level of two or more fields reads exactly 0 while the box stood elsewhere — by that level,
 /// or, before it has one, by its installation baseline (calibrated, set in the inventory or
-/// learned). A WitMotion or RION box sends 0 on both axes after a power cut until its first
-/// measurement; a box mounted a few tenths of a degree off plumb, or a zeroed one whose readings
-/// scatter, never reads exactly (0, 0) where it stood. Judged, such readings were a jump "at the
+/// learned), by [`crate::signal::RESTART_AWAY`] at least. A WitMotion or RION box sends 0 on both
+/// axes after a power cut until its first measurement; a box mounted a few tenths of a degree off
+/// plumb never reads exactly (0, 0) where it stood. Judged, such readings were a jump "at the
 /// same place" (red on every house a power surge restarted, an outside tester), an hourly
 /// median of zeros for a box reporting every 30–60 minutes (`tilt-danger` red, a second one),
 /// and a new box's change from its inventory baseline at its first reading (an orange). A box
-/// zeroed on its wall whose readings round to (0, 0) has its level and baseline there, and is
-/// judged as ever.
+/// zeroed on its wall has its level and baseline near 0, and is judged as ever.
 fn restart_reading<K: AsRef<str>>(
     rules: &[Rule],
     plan: &Plan,
@@ -1109,7 +1108,7 @@ fn restart_reading<K: AsRef<str>>(
                     calibrated.iter().find(|(field, _)| crate::expr::same_name(field, name)).map(|&(_, v)| v).or_else(|| {
                         plan.learned.iter().zip(learned).find(|((field, _), _)| crate::expr::same_name(field, name)).and_then(|(_, l)| l.value.get())
                     });
-                installed.is_some_and(|at| at != 0.0)
+                installed.is_some_and(|at| at.abs() >= crate::signal::RESTART_AWAY)
             })
         })
     })

@@ -71,6 +71,12 @@ const RECENT_MIN_POINTS: usize = 3;
 /// ([`Signal::level_away_from_zero`]); a box zeroed on its wall whose readings round to (0, 0)
 /// has sent more by the time a movement can be judged against them.
 const RESTART_READINGS: usize = RECENT_MIN_POINTS + 1;
+/// How far from 0 a box must stand, in one field at least, for a reading of exactly 0 in every
+/// field to be its restart: a twentieth of a degree for a tilt box. Nearer, a box that rounds
+/// to hundredths reads (0, 0) on a quiet wall, and leaving those readings out moved its daily
+/// level off the wall (a blue on a healthy thick wall in the corpus); and a reading that close
+/// to where the box stood is no jump for any rule.
+pub const RESTART_AWAY: f64 = 0.05;
 
 /// Where the per-sensor reference values come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,9 +390,9 @@ impl Signal {
         }
     }
 
-    /// For a `recent` level: whether it lies away from 0 in any field — `None` while it holds
-    /// nothing, or nothing but a restart's few (0, 0) readings ([`RESTART_READINGS`]). A box
-    /// zeroed on its wall whose readings round to (0, 0) has its level there: `Some(false)`.
+    /// For a `recent` level: whether it lies [`RESTART_AWAY`] or further from 0 in any field —
+    /// `None` while it holds nothing, or nothing but a restart's few (0, 0) readings
+    /// ([`RESTART_READINGS`]). A box zeroed on its wall has its level there: `Some(false)`.
     /// (The engine takes a reading of exactly 0 in every field where the box stood elsewhere for
     /// a restart, `Engine::restart_reading`.)
     pub fn level_away_from_zero(&self, state: &StageState) -> Option<bool> {
@@ -394,7 +400,7 @@ impl Signal {
         if lists.iter().all(restart_only) {
             return None;
         }
-        Some(lists.iter().any(|points| !points.is_empty() && median_of(points.iter().map(|p| p.value())) != 0.0))
+        Some(lists.iter().any(|points| !points.is_empty() && median_of(points.iter().map(|p| p.value())).abs() >= RESTART_AWAY))
     }
 
     /// The expression over the change of each field since the previous reading (a large number
