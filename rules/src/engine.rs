@@ -19,7 +19,7 @@ use crate::rule::{Check, Millis, Rule, Silence};
 use crate::scope::Subject;
 use crate::severity::Severity;
 use crate::shared_text::TextPool;
-use crate::signal::{BaselineSpec, Learner, Relative, Signal, StageState, TransformState};
+use crate::signal::{BaselineSpec, Learner, Relative, Signal, StageState, TransformState, RESTART_READINGS};
 use crate::thermal::{Thermal, ThermalSpec};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -223,6 +223,10 @@ pub(crate) struct SensorRef {
     /// daemon re-anchored it): lag checks judge its own stamp. 0 while its time is believed.
     /// Not saved: the daemon sets it with every reading ([`Engine::set_stamp_offset`]).
     pub stamp_offset: Millis,
+    /// How many readings in a row have read exactly 0 in every field of a `recent` level of two
+    /// fields or more: past a restart's few, they are the box's readings (`restart_reading`).
+    /// Not saved: a restart of the engine counts again.
+    pub zeros_in_a_row: u8,
 }
 
 /// What the engine keeps of one sensor besides its states (which are in [`States`]).
@@ -403,8 +407,10 @@ impl Engine {
         states.stages.shrink_to_fit();
         states.checks.shrink_to_fit();
         states.thermal.shrink_to_fit();
-        let sensors =
-            subjects.iter().map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms, unreadable_since: Millis::MIN, stamp_offset: 0 }).collect();
+        let sensors = subjects
+            .iter()
+            .map(|s| SensorRef { id: s.id.clone(), interval_ms: s.interval_ms, unreadable_since: Millis::MIN, stamp_offset: 0, zeros_in_a_row: 0 })
+            .collect();
         Engine {
             rules,
             sensors,
@@ -546,7 +552,11 @@ impl Engine {
         slot.last_sample = fingerprint;
         let plan = &self.plans[slot.plan as usize];
         let SlotStatesMut { learned, stages, checks, thermal } = self.states.of_mut(slot, plan);
-        let restart = restart_reading(&self.rules, plan, stages, &slot.calibrated, learned, fields);
+        let zeros = zero_reading(&self.rules, plan, fields);
+        let sensor = &mut self.sensors[subject.0];
+        let restart =
+            zeros && usize::from(sensor.zeros_in_a_row) < RESTART_READINGS && restart_reading(&self.rules, plan, stages, &slot.calibrated, learned, fields);
+        sensor.zeros_in_a_row = if zeros { sensor.zeros_in_a_row.saturating_add(1) } else { 0 };
         for (learned, (field, window_ms)) in learned.iter_mut().zip(&plan.learned).filter(|(l, _)| l.value.get().is_none() && !restart) {
             let Some(value) = lookup(fields, field).filter(|v| v.is_finite()) else { continue };
             let learner = learned.learner.get_or_insert_with(|| Box::new(Learner::new(at, *window_ms)));
@@ -1088,7 +1098,11 @@ fn baseline_of(calibrated: &[(String, f64)], planned: &[(Arc<str>, Millis)], lea
 /// same place" (red on every house a power surge restarted, an outside tester), an hourly
 /// median of zeros for a box reporting every 30–60 minutes (`tilt-danger` red, a second one),
 /// and a new box's change from its inventory baseline at its first reading (an orange). A box
-/// zeroed on its wall has its level and baseline near 0, and is judged as ever.
+/// zeroed on its wall has its level and baseline near 0, and is judged as ever. Only a restart's
+/// few readings ([`RESTART_READINGS`] in a row): after them, readings of (0, 0) are the box's — a
+/// wall that moved back to plumb on a box reading hundredths of a degree was never red, and its
+/// installers were told the box was frozen (an outside tester); a box that died on (0, 0) then
+/// reads as a movement, as any box that dies on one reading far from its level does.
 fn restart_reading<K: AsRef<str>>(
     rules: &[Rule],
     plan: &Plan,
@@ -1111,6 +1125,14 @@ fn restart_reading<K: AsRef<str>>(
                 installed.is_some_and(|at| at.abs() >= crate::signal::RESTART_AWAY)
             })
         })
+    })
+}
+
+/// Whether `fields` read exactly 0 in every field of one of the sensor's `recent` levels of two
+/// fields or more.
+fn zero_reading<K: AsRef<str>>(rules: &[Rule], plan: &Plan, fields: &[(K, f64)]) -> bool {
+    plan.stages.iter().any(|&rule| {
+        rules[usize::from(rule)].signal.as_ref().is_some_and(|s| matches!(s.baseline, Some(BaselineSpec::Recent { .. })) && reads_only_zeros(s, fields))
     })
 }
 

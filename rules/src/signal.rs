@@ -70,7 +70,7 @@ const RECENT_MIN_POINTS: usize = 3;
 /// The most exact (0, 0) readings a box sends when it starts, before its first measurement
 /// ([`Signal::level_away_from_zero`]); a box zeroed on its wall whose readings round to (0, 0)
 /// has sent more by the time a movement can be judged against them.
-const RESTART_READINGS: usize = RECENT_MIN_POINTS + 1;
+pub(crate) const RESTART_READINGS: usize = RECENT_MIN_POINTS + 1;
 /// How far from 0 a box must stand, in one field at least, for a reading of exactly 0 in every
 /// field to be its restart: a twentieth of a degree for a tilt box. Nearer, a box that rounds
 /// to hundredths reads (0, 0) on a quiet wall, and leaving those readings out moved its daily

@@ -1699,13 +1699,21 @@ fn a_probe_that_sends_one_value_in_every_field_is_told_to_installers_not_the_gri
     let (grid, device) = probe_with_a_fault(&surface, river, &anoxic, 60);
     assert!(grid.contains(&("water-black-odorous".to_string(), Severity::Danger)), "{grid:?}");
     assert!(!device.iter().any(|id| id == "water-probe-reads-one-value"), "{device:?}");
-    // A tap: its head off is no danger; no chlorine in clear water (two fields at 0.00) is one.
+    // A tap whose head is off reads "no chlorine" — a danger, since clean water without chlorine
+    // reads 0.00 in three fields too (below) — and nothing else; installers are told.
     let tap = |m: i64| vec![("turbidity", 0.12 + 0.01 * ((m % 7) as f64)), ("ph", 7.3), ("cl2", 0.35 + 0.01 * ((m % 5) as f64))];
     let off = [("turbidity", 0.0), ("ph", 0.0), ("cl2", 0.0)];
     let (grid, device) = probe_with_a_fault(&[("use", "drinking")], tap, &off, 60);
-    assert!(grid.is_empty() && device.iter().any(|id| id == "drinking-probe-reads-one-value"), "{grid:?} {device:?}");
+    assert!(grid.iter().all(|(rule, _)| rule == "drinking-chlorine-low"), "{grid:?}");
+    assert!(device.iter().any(|id| id == "drinking-probe-reads-one-value"), "{device:?}");
     let no_chlorine = [("turbidity", 0.0), ("ph", 7.3), ("cl2", 0.0)];
     let (grid, _) = probe_with_a_fault(&[("use", "drinking")], tap, &no_chlorine, 60);
+    assert!(grid.contains(&("drinking-chlorine-low".to_string(), Severity::Danger)), "{grid:?}");
+    // A third tester: clean water reads turbidity and ammonia 0.00; its chlorine failing to 0.00
+    // makes three fields of one value, and is still a danger.
+    let clean = |m: i64| vec![("turbidity", 0.0), ("nh3n", 0.0), ("ph", 7.3), ("cl2", 0.3 + 0.01 * ((m % 5) as f64))];
+    let failed = [("turbidity", 0.0), ("nh3n", 0.0), ("ph", 7.3), ("cl2", 0.0)];
+    let (grid, _) = probe_with_a_fault(&[("use", "drinking")], clean, &failed, 60);
     assert!(grid.contains(&("drinking-chlorine-low".to_string(), Severity::Danger)), "{grid:?}");
 }
 
@@ -1788,5 +1796,29 @@ fn a_box_replaced_and_zeroed_again_leaves_nothing_open_and_its_house_is_judged_a
         let cleared: Vec<_> = grid.iter().filter(|g| g.1 == EventKind::Cleared).map(|g| &g.0).collect();
         assert!(fired.iter().all(|rule| cleared.contains(rule)), "{boxes} boxes: every incident the swap opened is cleared: {grid:?}");
         assert!(red.is_some_and(|after| after <= 10), "{boxes} boxes: the wall's movement after it red in {red:?} min");
+    }
+}
+
+#[test]
+fn a_wall_that_moves_back_to_plumb_on_a_box_reading_hundredths_is_red() {
+    // A third tester: a box 0.1–0.3° off plumb whose wall moved to exactly (0, 0), read to a
+    // hundredth of a degree, was taken for a restart at every reading: never red, and its
+    // installers were told the box was frozen. A restart is a few readings; after them (0, 0)
+    // is where the box stands.
+    let hundredths = |v: f64| (v * 100.0).round() / 100.0;
+    for interval in [1, 5, 10, 60] {
+        for (x, y) in [(0.1, 0.0), (0.2, -0.1), (-0.3, 0.05)] {
+            let moved_at = 30 * 60;
+            let red = first_sudden_red(interval, moved_at + 12 * interval + 60, 0.0, |m| {
+                let wobble = 0.003 * ((m * 7919) as f64 * 0.618).sin();
+                if m >= moved_at {
+                    (hundredths(wobble), 0.0)
+                } else {
+                    (hundredths(x + wobble), hundredths(y))
+                }
+            });
+            let limit = (crate::signal::RESTART_READINGS as i64 + 2) * interval;
+            assert!(red.is_some_and(|m| m - moved_at <= limit), "every {interval} min, from ({x}, {y}): red at {red:?}, moved at {moved_at}");
+        }
     }
 }
