@@ -554,8 +554,12 @@ impl Engine {
         let SlotStatesMut { learned, stages, checks, thermal } = self.states.of_mut(slot, plan);
         let zeros = zero_reading(&self.rules, plan, fields);
         let sensor = &mut self.sensors[subject.0];
-        let restart =
-            zeros && usize::from(sensor.zeros_in_a_row) < RESTART_READINGS && restart_reading(&self.rules, plan, stages, &slot.calibrated, learned, fields);
+        // Its thermometer reading exactly 0 as well, the box sends nothing but zeros: a restart
+        // however long it lasts (a box that died so), not a wall back at plumb.
+        let every_register_zero = plan.thermal.iter().any(|spec| lookup(fields, &spec.temperature) == Some(0.0));
+        let restart = zeros
+            && (usize::from(sensor.zeros_in_a_row) < RESTART_READINGS || every_register_zero)
+            && restart_reading(&self.rules, plan, stages, &slot.calibrated, learned, fields);
         sensor.zeros_in_a_row = if zeros { sensor.zeros_in_a_row.saturating_add(1) } else { 0 };
         for (learned, (field, window_ms)) in learned.iter_mut().zip(&plan.learned).filter(|(l, _)| l.value.get().is_none() && !restart) {
             let Some(value) = lookup(fields, field).filter(|v| v.is_finite()) else { continue };
@@ -1101,8 +1105,10 @@ fn baseline_of(calibrated: &[(String, f64)], planned: &[(Arc<str>, Millis)], lea
 /// zeroed on its wall has its level and baseline near 0, and is judged as ever. Only a restart's
 /// few readings ([`RESTART_READINGS`] in a row): after them, readings of (0, 0) are the box's — a
 /// wall that moved back to plumb on a box reading hundredths of a degree was never red, and its
-/// installers were told the box was frozen (an outside tester); a box that died on (0, 0) then
-/// reads as a movement, as any box that dies on one reading far from its level does.
+/// installers were told the box was frozen (an outside tester) — unless its thermometer reads
+/// exactly 0 too (the caller's): a box that died sending zeros in every register. One that died
+/// on (0, 0) with a live thermometer reads as a movement, as any box that dies on one reading far
+/// from its level does.
 fn restart_reading<K: AsRef<str>>(
     rules: &[Rule],
     plan: &Plan,

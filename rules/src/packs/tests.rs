@@ -1822,3 +1822,29 @@ fn a_wall_that_moves_back_to_plumb_on_a_box_reading_hundredths_is_red() {
         }
     }
 }
+
+#[test]
+fn a_box_that_dies_sending_zeros_in_every_register_is_told_to_installers_not_the_grid() {
+    // A third tester: boxes that died on (0, 0) — thermometer 0 as well — raised the grid's
+    // `tilt-creep-day` and `tilt-sudden` once a restart was bounded to a few readings.
+    for interval in [1, 10, 60] {
+        let mut e = engine_for(SensorKind::Tilt, &[]);
+        let mut events = Vec::new();
+        let died_at = 30 * 60;
+        for m in (0..80 * 60).step_by(interval as usize) {
+            let wobble = |axis: i64| 0.002 * ((m * 7919 + axis * 104_729) as f64 * 0.618).sin();
+            let temperature = 12.0 + 6.0 * ((m as f64) / 1440.0 * std::f64::consts::TAU).sin();
+            let fields = if m >= died_at {
+                [("x", 0.0), ("y", 0.0), ("temperature", 0.0)]
+            } else {
+                [("x", 0.4 + wobble(0)), ("y", -0.2 + wobble(1)), ("temperature", temperature)]
+            };
+            e.observe(SubjectId(0), m * MIN, &fields, &mut events);
+            e.tick(m * MIN, &mut events);
+        }
+        let grid = grid_events(&e, &events);
+        assert!(grid.is_empty(), "every {interval} min: {grid:?}");
+        let told = events.iter().any(|ev| e.rule(ev.rule).id == "tilt-flat-line" && ev.kind == EventKind::Fired);
+        assert!(told, "every {interval} min: installers told the box is stuck");
+    }
+}
