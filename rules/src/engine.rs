@@ -556,9 +556,9 @@ impl Engine {
         let sensor = &mut self.sensors[subject.0];
         // Its thermometer reading exactly 0 as well, the box sends nothing but zeros: a restart
         // however long it lasts (a box that died so), not a wall back at plumb.
-        let every_register_zero = plan.thermal.iter().any(|spec| lookup(fields, &spec.temperature) == Some(0.0));
+        let every_register_zero = || plan.thermal.iter().any(|spec| lookup(fields, &spec.temperature) == Some(0.0));
         let restart = zeros
-            && (usize::from(sensor.zeros_in_a_row) < RESTART_READINGS || every_register_zero)
+            && (usize::from(sensor.zeros_in_a_row) < RESTART_READINGS || every_register_zero())
             && restart_reading(&self.rules, plan, stages, &slot.calibrated, learned, fields);
         sensor.zeros_in_a_row = if zeros { sensor.zeros_in_a_row.saturating_add(1) } else { 0 };
         for (learned, (field, window_ms)) in learned.iter_mut().zip(&plan.learned).filter(|(l, _)| l.value.get().is_none() && !restart) {
