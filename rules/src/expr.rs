@@ -20,6 +20,12 @@
 //!   registers do not answer sends 0 (or an error code) in every field, and three measurements of
 //!   water never agree to the last digit (two may: a tap with no chlorine reads turbidity 0.00
 //!   and chlorine 0.00, a danger); a rule's `unless` skips such a reading;
+//! - `mostly_same(a, b, …)` — 1 when three or more of the named fields the sample carries read
+//!   exactly one value and they are more than half of the named fields it carries: a sonde whose
+//!   head is off while other instruments of the same logger read on (DO, pH, ORP, turbidity and
+//!   conductivity 0 beside a real ammonia), or a converter that sends 0 everywhere but the pH
+//!   electrode's neutral 7.00; for a probe of many fields, where three clean-water zeros are
+//!   fewer than half;
 //! - `within(name, lo, hi)` — a field whose reported value lies in lo..=hi, else no value: a
 //!   reading no river or tap can give (DO −0.5, an error sentinel 9999, µg/L sent as mg/L) is
 //!   skipped by the rule as a reading without the field is, instead of raising a grid alarm;
@@ -52,13 +58,23 @@ pub enum ValueExpr {
     NoneOf(Vec<String>),
     /// `first_of(a, b, …)`: the first of these fields the sample carries.
     FirstOf(Vec<String>),
-    /// `same(a, b, …)`: 1 when the sample carries three or more of these fields, all of one value.
-    Same(Vec<String>),
+    /// `same(a, b, …)` / `mostly_same(a, b, …)`: 1 when three or more of these fields the sample
+    /// carries read one value, and they are every one (or more than half) of those it carries.
+    Same(Vec<String>, Share),
     /// `within(name, lo, hi)`: the field, when its reported value lies in the range.
     Within(String, Range),
     /// `out_of_range(within(a, lo, hi), …)`: how many of these fields the sample carries outside
     /// their range.
     OutOfRange(Vec<(String, Range)>),
+}
+
+/// How many of the named fields a sample carries must read one value for `same` to be 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Share {
+    /// `same`: every one of them.
+    Every,
+    /// `mostly_same`: more than half of them.
+    Most,
 }
 
 /// The values a field can physically take, bounds included; both finite, `lo < hi`.
@@ -126,13 +142,7 @@ impl ValueExpr {
             ValueExpr::Lacks(names) => Some(names.iter().filter(|name| field(name).is_none_or(|v| !v.is_finite())).count() as f64),
             ValueExpr::NoneOf(names) => Some(if names.iter().any(|name| field(name).is_some_and(f64::is_finite)) { 0.0 } else { 1.0 }),
             ValueExpr::FirstOf(names) => names.iter().find_map(|name| field(name).filter(|v| v.is_finite())),
-            ValueExpr::Same(names) => {
-                let mut carried = names.iter().filter_map(|name| field(name));
-                let alike = carried
-                    .next()
-                    .is_some_and(|first| carried.try_fold(1, |count, value| (value == first).then_some(count + 1)).is_some_and(|count| count >= 3));
-                Some(if alike { 1.0 } else { 0.0 })
-            }
+            ValueExpr::Same(names, share) => Some(if one_value(names, *share, field) { 1.0 } else { 0.0 }),
             ValueExpr::OutOfRange(ranges) => {
                 Some(ranges.iter().filter(|(name, range)| field(name).is_some_and(|v| v.is_finite() && !range.contains(v))).count() as f64)
             }
@@ -159,7 +169,7 @@ impl ValueExpr {
             | ValueExpr::Lacks(_)
             | ValueExpr::NoneOf(_)
             | ValueExpr::FirstOf(_)
-            | ValueExpr::Same(_)
+            | ValueExpr::Same(..)
             | ValueExpr::OutOfRange(_) => true,
         }
     }
@@ -176,7 +186,7 @@ impl ValueExpr {
             | ValueExpr::Lacks(_)
             | ValueExpr::NoneOf(_)
             | ValueExpr::FirstOf(_)
-            | ValueExpr::Same(_)
+            | ValueExpr::Same(..)
             | ValueExpr::Within(..) => false,
         }
     }
@@ -201,7 +211,7 @@ impl ValueExpr {
                 a.collect_fields(out);
                 b.collect_fields(out);
             }
-            ValueExpr::Lacks(names) | ValueExpr::NoneOf(names) | ValueExpr::FirstOf(names) | ValueExpr::Same(names) => {
+            ValueExpr::Lacks(names) | ValueExpr::NoneOf(names) | ValueExpr::FirstOf(names) | ValueExpr::Same(names, _) => {
                 for name in names {
                     if !out.contains(&name.as_str()) {
                         out.push(name);
@@ -216,6 +226,17 @@ impl ValueExpr {
                 }
             }
         }
+    }
+}
+
+/// Whether three or more of `names` that `field` carries read exactly one value, and they are
+/// the `share` of those it carries (0 and −0 are one value).
+fn one_value(names: &[String], share: Share, field: impl Fn(&str) -> Option<f64>) -> bool {
+    let carried: smallvec::SmallVec<[f64; 16]> = names.iter().filter_map(|name| field(name)).filter(|v| v.is_finite()).collect();
+    let alike = |value: f64| carried.iter().filter(|&&other| other == value).count();
+    match share {
+        Share::Every => carried.len() >= 3 && alike(carried[0]) == carried.len(),
+        Share::Most => carried.len() >= 3 && carried.iter().any(|&value| alike(value) >= (carried.len() / 2 + 1).max(3)),
     }
 }
 
@@ -245,7 +266,8 @@ impl fmt::Display for ValueExpr {
             ValueExpr::Lacks(names) => write!(f, "lacks({})", names.join(", ")),
             ValueExpr::NoneOf(names) => write!(f, "none_of({})", names.join(", ")),
             ValueExpr::FirstOf(names) => write!(f, "first_of({})", names.join(", ")),
-            ValueExpr::Same(names) => write!(f, "same({})", names.join(", ")),
+            ValueExpr::Same(names, Share::Every) => write!(f, "same({})", names.join(", ")),
+            ValueExpr::Same(names, Share::Most) => write!(f, "mostly_same({})", names.join(", ")),
             ValueExpr::Within(name, range) => write!(f, "{}", Within(name, range)),
             ValueExpr::OutOfRange(ranges) => {
                 let ranges: Vec<String> = ranges.iter().map(|(name, range)| Within(name, range).to_string()).collect();
@@ -308,7 +330,7 @@ impl Parser<'_> {
         if !self.eat('(') {
             return Ok(ValueExpr::Field(name));
         }
-        if name == "lacks" || name == "none_of" || name == "first_of" || name == "same" {
+        if matches!(name.as_str(), "lacks" | "none_of" | "first_of" | "same" | "mostly_same") {
             let mut names = vec![self.name()?.to_string()];
             while self.eat(',') {
                 names.push(self.name()?.to_string());
@@ -319,7 +341,8 @@ impl Parser<'_> {
             return Ok(match name.as_str() {
                 "lacks" => ValueExpr::Lacks(names),
                 "none_of" => ValueExpr::NoneOf(names),
-                "same" => ValueExpr::Same(names),
+                "same" => ValueExpr::Same(names, Share::Every),
+                "mostly_same" => ValueExpr::Same(names, Share::Most),
                 _ => ValueExpr::FirstOf(names),
             });
         }
@@ -467,6 +490,24 @@ mod tests {
         assert_eq!(eval(text, &[("cl2", 0.0), ("nh3n", 0.0)]), Some(0.0), "two may agree: a tap without chlorine");
         assert_eq!(eval(text, &[("x", 1.0)]), Some(0.0));
         assert_eq!(ValueExpr::parse(text).map(|e| e.to_string()).as_deref(), Ok(text));
+    }
+
+    #[test]
+    fn mostly_same_is_one_when_three_or_more_and_more_than_half_of_the_carried_fields_read_one_value() {
+        let text = "mostly_same(do, ph, nh3n, codmn, tp, orp, turbidity, conductivity)";
+        let head_off = [("do", 0.0), ("ph", 0.0), ("orp", 0.0), ("turbidity", 0.0), ("conductivity", 0.0), ("nh3n", 0.42), ("tp", 0.08), ("codmn", 3.1)];
+        assert_eq!(eval(text, &head_off), Some(1.0), "a sonde's head off beside instruments that read on: 5 of 8");
+        let neutral = [("do", 0.0), ("ph", 7.0), ("nh3n", 0.0), ("codmn", 0.0), ("turbidity", 0.0), ("conductivity", 0.0)];
+        assert_eq!(eval(text, &neutral), Some(1.0), "0 everywhere but the pH electrode's 7.00");
+        assert_eq!(eval(&text.replace("mostly_same", "same"), &neutral), Some(0.0), "`same` needs every field");
+        let clean = [("do", 9.1), ("ph", 7.6), ("nh3n", 0.0), ("tp", 0.0), ("turbidity", 0.0), ("conductivity", 212.0), ("orp", 240.0)];
+        assert_eq!(eval(text, &clean), Some(0.0), "three clean-water zeros of seven are not most");
+        let half = [("do", 0.0), ("ph", 0.0), ("nh3n", 0.0), ("tp", 0.0), ("turbidity", 3.0), ("conductivity", 212.0), ("orp", 240.0), ("codmn", 2.0)];
+        assert_eq!(eval(text, &half), Some(0.0), "half is not more than half");
+        assert_eq!(eval(text, &[("do", 0.0), ("ph", 0.0), ("nh3n", 1.0)]), Some(0.0), "two of three are fewer than three");
+        assert_eq!(eval(text, &[("do", 0.0), ("ph", 0.0), ("nh3n", 0.0), ("x", 5.0)]), Some(1.0), "fields not named do not count");
+        assert_eq!(ValueExpr::parse(text).map(|e| e.to_string()).as_deref(), Ok(text));
+        assert_eq!(ValueExpr::parse(text).unwrap().fields().len(), 8);
     }
 
     #[test]

@@ -66,7 +66,18 @@ impl RuleSet {
 #[serde(deny_unknown_fields)]
 struct RawRuleFile {
     #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+}
+
+/// `[defaults]`: what every grid-facing rule of the file takes unless it says otherwise.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    /// Given to each rule with a `value` that is not `device = true` and has no `unless` of its
+    /// own (`unless = ""` for none): a pack's one test for readings no grid rule should judge.
+    unless: Option<Spanned<String>>,
 }
 
 /// The keys that define one threshold level, on a rule or in a `[[rule.level]]`.
@@ -291,9 +302,12 @@ fn compile_file(text: &SourceText<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec
     let mut check = Checker { text, diagnostics };
     for raw in file.rule {
         let rule_span = raw.span();
-        let raw = raw.into_inner();
+        let mut raw = raw.into_inner();
         if !raw.enabled {
             continue;
+        }
+        if raw.unless.is_none() && raw.value.is_some() && !raw.device {
+            raw.unless.clone_from(&file.defaults.unless);
         }
         let before = check.diagnostics.len();
         let rule = compile_rule(&mut check, rule_span.start, raw);
@@ -500,6 +514,7 @@ fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> 
     let value = raw.value.as_ref()?;
     let unless = match &raw.unless {
         None => Some(None),
+        Some(text) if text.get_ref().trim().is_empty() => Some(None),
         Some(text) => ValueExpr::parse(text.get_ref()).map(Some).map_err(|e| check.error(text.span(), "unless", e.to_string())).ok(),
     };
     let expr = ValueExpr::parse(value.get_ref()).map_err(|e| check.error(value.span(), "value", e.to_string())).ok();

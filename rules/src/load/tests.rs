@@ -381,3 +381,25 @@ fn unless_skips_readings_of_a_rule_with_a_value_and_is_checked_like_one() {
     let no_value = errors("[[rule]]\nid = \"x\"\nno_data = \"2x\"\nunless = \"same(a, b, c)\"\nseverity = \"warning\"\n");
     assert!(no_value.iter().any(|e| e.contains("test.toml:4") && e.contains("no `value`")), "{no_value:?}");
 }
+
+#[test]
+fn a_file_s_default_unless_goes_to_its_grid_rules_that_say_none_of_their_own() {
+    let device =
+        "\n[[rule]]\nid = \"probe-one-value\"\nkind = \"water\"\nvalue = \"mostly_same(do, ph, nh3n)\"\nat_least = 1\ndevice = true\nseverity = \"warning\"\n";
+    let own = GOOD.replace("do-low", "do-own").replace("value = \"do\"", "value = \"do\"\nunless = \"same(do, ph, orp)\"");
+    let none = GOOD.replace("do-low", "do-none").replace("value = \"do\"", "value = \"do\"\nunless = \"\"");
+    let file = format!("[defaults]\nunless = \"mostly_same(do, ph, nh3n)\"\n{GOOD}{own}{none}{device}");
+    let rules = compile(&file).expect("compiles");
+    let unless = |id: &str| {
+        let rule = rules.rules.iter().find(|r| r.id == id).expect(id);
+        rule.signal.as_ref().and_then(|s| s.unless.as_ref()).map(ToString::to_string)
+    };
+    assert_eq!(unless("do-low").as_deref(), Some("mostly_same(do, ph, nh3n)"), "the default");
+    assert_eq!(unless("do-own").as_deref(), Some("same(do, ph, orp)"), "its own");
+    assert_eq!(unless("do-none"), None, "`unless = \"\"` takes none");
+    assert_eq!(unless("probe-one-value"), None, "a device rule keeps what it says");
+    let typo = errors(&format!("[defaults]\nunless = \"mostly_sam(do, ph)\"\n{GOOD}"));
+    assert!(typo.iter().any(|e| e.contains("test.toml:2") && e.contains("unknown function `mostly_sam`")), "{typo:?}");
+    let unknown = errors(&format!("[defaults]\nunles = \"same(do, ph, nh3n)\"\n{GOOD}"));
+    assert!(unknown.iter().any(|e| e.contains("test.toml:2") && e.contains("unless")), "a misspelt default is an error, with the key it meant: {unknown:?}");
+}

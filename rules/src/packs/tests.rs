@@ -1649,18 +1649,38 @@ fn probe_with_a_fault(
     fault: &[(&'static str, f64)],
     fault_minutes: i64,
 ) -> (Vec<(String, Severity)>, Vec<String>) {
+    let fired = probe_faulted(tags, healthy, |_| fault.to_vec(), (8 * 24 * 60, fault_minutes), 10);
+    let grid = fired.iter().filter(|f| !f.device).map(|f| (f.rule.clone(), f.severity)).collect();
+    let device = fired.into_iter().filter(|f| f.device).map(|f| f.rule).collect();
+    (grid, device)
+}
+
+/// An alarm a probe's readings raised, at `minute`.
+struct Fired {
+    rule: String,
+    device: bool,
+    severity: Severity,
+    minute: i64,
+}
+
+/// A probe of `tags` reporting every 5 minutes for `days`: `healthy(minute)`, or `fault(minutes
+/// into it)` in the window `(from, minutes)`. What fired.
+fn probe_faulted(
+    tags: &[(&str, &str)],
+    healthy: impl Fn(i64) -> Vec<(&'static str, f64)>,
+    fault: impl Fn(i64) -> Vec<(&'static str, f64)>,
+    (from, minutes): (i64, i64),
+    days: i64,
+) -> Vec<Fired> {
     let mut e = engine_for(SensorKind::Water, tags);
     let mut events = Vec::new();
-    let fault_at = 8 * 24 * 60;
-    for m in (0..10 * 24 * 60).step_by(5) {
-        let fields = if (fault_at..fault_at + fault_minutes).contains(&m) { fault.to_vec() } else { healthy(m) };
+    for m in (0..days * 24 * 60).step_by(5) {
+        let fields = if (from..from + minutes).contains(&m) { fault(m - from) } else { healthy(m) };
         e.observe(SubjectId(0), m * MIN, &fields, &mut events);
         e.tick(m * MIN, &mut events);
     }
     let fired = events.iter().filter(|ev| ev.kind == EventKind::Fired);
-    let grid = fired.clone().filter(|ev| !e.rule(ev.rule).device).map(|ev| (e.rule(ev.rule).id.clone(), ev.severity)).collect();
-    let device = fired.filter(|ev| e.rule(ev.rule).device).map(|ev| e.rule(ev.rule).id.clone()).collect();
-    (grid, device)
+    fired.map(|ev| Fired { rule: e.rule(ev.rule).id.clone(), device: e.rule(ev.rule).device, severity: ev.severity, minute: ev.at / MIN }).collect()
 }
 
 /// A living class-III river: every field moves in its last digits from one report to the next.
@@ -1715,6 +1735,98 @@ fn a_probe_that_sends_one_value_in_every_field_is_told_to_installers_not_the_gri
     let failed = [("turbidity", 0.0), ("nh3n", 0.0), ("ph", 7.3), ("cl2", 0.0)];
     let (grid, _) = probe_with_a_fault(&[("use", "drinking")], clean, &failed, 60);
     assert!(grid.contains(&("drinking-chlorine-low".to_string(), Severity::Danger)), "{grid:?}");
+}
+
+#[test]
+fn a_sonde_whose_head_is_off_while_its_other_instruments_read_on_is_told_to_installers_not_the_grid() {
+    // A third tester: DO, pH, ORP, turbidity and conductivity 0 while the logger's ammonia,
+    // phosphorus and permanganate analysers read on; and 0 everywhere but the pH electrode's
+    // neutral 7.00. Neither was "one value in every field": red to the grid, nothing to installers.
+    let surface = [("use", "surface"), ("water_class", "III")];
+    let wobble = |m: i64, k: i64| ((m * 7919 + k * 104_729) as f64 * 0.618).sin();
+    let head_off = |m: i64| {
+        vec![
+            ("do", 0.0),
+            ("ph", 0.0),
+            ("orp", 0.0),
+            ("turbidity", 0.0),
+            ("conductivity", 0.0),
+            ("nh3n", 0.41 + 0.02 * wobble(m, 1)),
+            ("tp", 0.09 + 0.005 * wobble(m, 2)),
+            ("codmn", 3.4 + 0.1 * wobble(m, 3)),
+        ]
+    };
+    let neutral = |_| vec![("do", 0.0), ("ph", 7.0), ("nh3n", 0.0), ("codmn", 0.0), ("turbidity", 0.0), ("conductivity", 0.0)];
+    for (name, fault) in [("head off", &head_off as &dyn Fn(i64) -> Vec<(&'static str, f64)>), ("pH 7.00", &neutral)] {
+        for minutes in [30, 6 * 60, 24 * 60] {
+            let fired = probe_faulted(&surface, river, fault, (8 * 24 * 60, minutes), 10);
+            let grid: Vec<_> = fired.iter().filter(|f| !f.device).map(|f| (&f.rule, f.severity)).collect();
+            assert!(grid.is_empty(), "{name} for {minutes} min: {grid:?}");
+            let told = fired.iter().find(|f| f.rule == "water-probe-reads-one-value").map(|f| f.minute - 8 * 24 * 60);
+            assert!(told.is_some_and(|t| t <= 15), "{name} for {minutes} min: installers told at {told:?} min");
+        }
+    }
+    // Clean water: ammonia, phosphorus and turbidity below their resolution are three of seven;
+    // its oxygen crashing is red.
+    let clean = |m: i64| {
+        let mut fields = river(m);
+        fields.retain(|(name, _)| !matches!(*name, "nh3n" | "turbidity"));
+        fields.extend([("nh3n", 0.0), ("tp", 0.0), ("turbidity", 0.0), ("orp", 230.0 + wobble(m, 4))]);
+        fields
+    };
+    let crash = |m: i64| clean(m).into_iter().map(|(name, v)| (name, if name == "do" { 0.8 } else { v })).collect();
+    let fired = probe_faulted(&surface, clean, crash, (8 * 24 * 60, 60), 10);
+    assert!(fired.iter().any(|f| f.rule == "water-do-class-iii" && f.severity == Severity::Danger), "clean water losing its oxygen");
+    let device: Vec<_> = fired.iter().filter(|f| f.device && f.rule != "water-no-data").map(|f| (&f.rule, f.minute)).collect();
+    assert!(device.is_empty(), "{device:?}");
+}
+
+#[test]
+fn a_probe_out_of_the_water_is_told_to_installers_and_a_soft_stream_is_not() {
+    // An outside tester lifted probes out of the water for 1–6 hours (oxygen at air saturation,
+    // conductivity near 0, the pH electrode drying): installers were told nothing.
+    let surface = [("use", "surface"), ("water_class", "III")];
+    let in_air = |m: i64| {
+        vec![
+            ("do", 9.08 + 0.01 * (m % 3) as f64),
+            ("ph", 7.4 + 0.005 * m as f64),
+            ("turbidity", 0.1),
+            ("conductivity", 0.4 + 0.1 * (m % 4) as f64),
+            ("nh3n", 0.35 + 0.001 * (m % 7) as f64),
+        ]
+    };
+    for minutes in [60, 6 * 60] {
+        let fired = probe_faulted(&surface, river, in_air, (8 * 24 * 60, minutes), 10);
+        let told = fired.iter().find(|f| f.rule == "water-probe-out-of-water").map(|f| f.minute - 8 * 24 * 60);
+        assert!(told.is_some_and(|t| t <= 15), "out of the water {minutes} min: installers told at {told:?} min");
+    }
+    // Soft water off granite hills, 15–25 µS/cm: nothing.
+    let soft = |m: i64| river(m).into_iter().map(|(name, v)| (name, if name == "conductivity" { 20.0 + (v - 420.0) } else { v })).collect();
+    let fired = probe_faulted(&surface, soft, |_| Vec::new(), (0, 0), 10);
+    let fired: Vec<_> = fired.iter().filter(|f| f.rule != "water-no-data").map(|f| (&f.rule, f.minute)).collect();
+    assert!(fired.is_empty(), "{fired:?}");
+}
+
+#[test]
+fn a_probe_stuck_days_after_a_day_of_zeros_is_told_within_hours() {
+    // An outside tester: a day of zeros (the head off, told as one value) taught the flat line a
+    // 24-hour run, and the probe frozen on its last reading days later was told after 24 hours.
+    let surface = [("use", "surface"), ("water_class", "III")];
+    let zeros = [("do", 0.0), ("ph", 0.0), ("nh3n", 0.0), ("codmn", 0.0), ("turbidity", 0.0), ("conductivity", 0.0)];
+    let (zeroed, frozen) = (3 * 24 * 60, 6 * 24 * 60);
+    let stuck = river(frozen);
+    let readings = |m: i64| {
+        if m >= frozen {
+            stuck.clone()
+        } else if (zeroed..zeroed + 24 * 60).contains(&m) {
+            zeros.to_vec()
+        } else {
+            river(m)
+        }
+    };
+    let fired = probe_faulted(&surface, readings, |_| Vec::new(), (0, 0), 9);
+    let told = fired.iter().find(|f| f.rule == "water-flat-line" && f.minute >= frozen).map(|f| f.minute - frozen);
+    assert!(told.is_some_and(|t| t <= 4 * 60), "stuck told after {told:?} min");
 }
 
 #[test]
