@@ -243,7 +243,13 @@ impl FlatState {
         if self.last.get().is_none() && self.first_at == 0 {
             self.first_at = at;
         }
-        if self.last.get() == Some(value) {
+        let same = self.last.get() == Some(value);
+        // The same value on both sides of a silence is two runs: a river probe whose pH read 7.13
+        // before a three-day gap and after it learned a run of days, and when it froze for good
+        // months later was told after 24 hours, not 4 (an outside tester). A box stuck through a
+        // silence, its alarm open, is still stuck.
+        let after_a_gap = !self.open && at - self.run_last.max(self.run_since) > RUN_HOLDS_PAST_ITS_LAST;
+        if same && !after_a_gap {
             self.repeats = self.repeats.saturating_add(1);
             self.run_last = at;
         } else {
@@ -391,6 +397,32 @@ mod tests {
         // Stuck from then on: told after 4 hours (4 × that hour), not 24 (4 × the 6 h kept).
         let opened = (1..=48).find_map(|step| f.observe(2.0, 5 * HOUR / 6 + 8 * HOUR + step * HOUR / 6, 3, 2 * HOUR).map(|_| step));
         assert_eq!(opened, Some(24), "stuck after 24 readings of 10 minutes");
+    }
+
+    #[test]
+    fn one_value_on_both_sides_of_a_gap_is_two_runs() {
+        const HOUR: Millis = 3_600_000;
+        // Every 5 minutes, each value its own; the last before a 3-day gap and the first after
+        // it read alike.
+        let mut f = heard_for_a_day();
+        let mut at = 0;
+        for step in 0..12 {
+            at = step * HOUR / 12;
+            f.observe(7.0 + step as f64 * 0.01, at, 3, 3 * HOUR);
+        }
+        at += 72 * HOUR;
+        f.observe(7.11, at, 3, 3 * HOUR);
+        f.observe(7.2, at + HOUR / 12, 3, 3 * HOUR);
+        assert_eq!(f.longest_ms, HOUR, "the value before the gap held an hour at most: {}", f.longest_ms);
+        // Stuck a day later: told after 4 hours (4 × that hour), not 24.
+        let from = at + 24 * HOUR;
+        let opened = (0..=24 * 12).find_map(|step| f.observe(7.3, from + step * HOUR / 12, 3, 3 * HOUR).map(|_| step));
+        assert_eq!(opened, Some(48), "stuck after 48 readings of 5 minutes");
+        // A box stuck through a silence stays told.
+        let back = from + 60 * HOUR;
+        assert_eq!(f.observe(7.3, back, 3, 3 * HOUR), None, "still on the value it was stuck on");
+        assert!(f.open);
+        assert_eq!(f.observe(7.31, back + HOUR / 12, 3, 3 * HOUR), Some(Change::Closed { since: from }));
     }
 
     #[test]
