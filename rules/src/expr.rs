@@ -26,6 +26,8 @@
 //!   conductivity 0 beside a real ammonia), or a converter that sends 0 everywhere but the pH
 //!   electrode's neutral 7.00; for a probe of many fields, where three clean-water zeros are
 //!   fewer than half;
+//! - `any(e, f, …)` — 1 when any of the expressions is 1 or more, else 0: a rule's `unless` for
+//!   readings that are either of two kinds of fault, and the device rule that tells them;
 //! - `within(name, lo, hi)` — a field whose reported value lies in lo..=hi, else no value: a
 //!   reading no river or tap can give (DO −0.5, an error sentinel 9999, µg/L sent as mg/L) is
 //!   skipped by the rule as a reading without the field is, instead of raising a grid alarm;
@@ -66,6 +68,8 @@ pub enum ValueExpr {
     /// `out_of_range(within(a, lo, hi), …)`: how many of these fields the sample carries outside
     /// their range.
     OutOfRange(Vec<(String, Range)>),
+    /// `any(e, f, …)`: 1 when any of these is 1 or more.
+    Any(Vec<ValueExpr>),
 }
 
 /// How many of the named fields a sample carries must read one value for `same` to be 1.
@@ -146,6 +150,7 @@ impl ValueExpr {
             ValueExpr::OutOfRange(ranges) => {
                 Some(ranges.iter().filter(|(name, range)| field(name).is_some_and(|v| v.is_finite() && !range.contains(v))).count() as f64)
             }
+            ValueExpr::Any(parts) => Some(if parts.iter().any(|part| part.evaluate(field).is_some_and(|v| v >= 1.0)) { 1.0 } else { 0.0 }),
         }
     }
 
@@ -163,6 +168,7 @@ impl ValueExpr {
             ValueExpr::Within(field, range) => !same_name(field, name) || range.contains(value),
             ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.accepts(name, value),
             ValueExpr::Hypot(a, b) => a.accepts(name, value) && b.accepts(name, value),
+            ValueExpr::Any(parts) => parts.iter().all(|part| part.accepts(name, value)),
             // `out_of_range` counts the values outside its ranges: it must see them.
             ValueExpr::Field(_)
             | ValueExpr::Optional(_)
@@ -181,6 +187,7 @@ impl ValueExpr {
             ValueExpr::OutOfRange(_) => true,
             ValueExpr::Abs(inner) | ValueExpr::Permille(inner) => inner.judges_reported_values(),
             ValueExpr::Hypot(a, b) => a.judges_reported_values() || b.judges_reported_values(),
+            ValueExpr::Any(parts) => parts.iter().any(ValueExpr::judges_reported_values),
             ValueExpr::Field(_)
             | ValueExpr::Optional(_)
             | ValueExpr::Lacks(_)
@@ -211,6 +218,7 @@ impl ValueExpr {
                 a.collect_fields(out);
                 b.collect_fields(out);
             }
+            ValueExpr::Any(parts) => parts.iter().for_each(|part| part.collect_fields(out)),
             ValueExpr::Lacks(names) | ValueExpr::NoneOf(names) | ValueExpr::FirstOf(names) | ValueExpr::Same(names, _) => {
                 for name in names {
                     if !out.contains(&name.as_str()) {
@@ -272,6 +280,10 @@ impl fmt::Display for ValueExpr {
             ValueExpr::OutOfRange(ranges) => {
                 let ranges: Vec<String> = ranges.iter().map(|(name, range)| Within(name, range).to_string()).collect();
                 write!(f, "out_of_range({})", ranges.join(", "))
+            }
+            ValueExpr::Any(parts) => {
+                let parts: Vec<String> = parts.iter().map(ToString::to_string).collect();
+                write!(f, "any({})", parts.join(", "))
             }
         }
     }
@@ -369,6 +381,13 @@ impl Parser<'_> {
                     return Err(ExprError("`hypot` takes two arguments".into()));
                 }
                 ValueExpr::Hypot(Box::new(first), Box::new(self.expr()?))
+            }
+            "any" => {
+                let mut parts = vec![first];
+                while self.eat(',') {
+                    parts.push(self.expr()?);
+                }
+                ValueExpr::Any(parts)
             }
             other => return Err(ExprError(format!("unknown function `{other}`"))),
         };
@@ -508,6 +527,24 @@ mod tests {
         assert_eq!(eval(text, &[("do", 0.0), ("ph", 0.0), ("nh3n", 0.0), ("x", 5.0)]), Some(1.0), "fields not named do not count");
         assert_eq!(ValueExpr::parse(text).map(|e| e.to_string()).as_deref(), Ok(text));
         assert_eq!(ValueExpr::parse(text).unwrap().fields().len(), 8);
+    }
+
+    #[test]
+    fn any_is_one_when_one_of_its_parts_is() {
+        let text = "any(same(do, ph, nh3n, tp), mostly_same(do, ph, orp, turbidity, conductivity))";
+        let expr = ValueExpr::parse(text).unwrap();
+        assert_eq!(expr.to_string(), text);
+        assert_eq!(expr.fields().as_slice(), ["do", "ph", "nh3n", "tp", "orp", "turbidity", "conductivity"]);
+        assert_eq!(eval(text, &[("do", 0.0), ("nh3n", 0.0), ("tp", 0.0)]), Some(1.0), "every field alike: the first");
+        let head_off = [("do", 0.0), ("ph", 0.0), ("orp", 0.0), ("turbidity", 0.0), ("conductivity", 0.0), ("nh3n", 0.4), ("tp", 0.1)];
+        assert_eq!(eval(text, &head_off), Some(1.0), "the sonde's fields alike: the second");
+        let clean = [("do", 6.1), ("nh3n", 0.0), ("tp", 0.0), ("turbidity", 0.0)];
+        assert_eq!(eval(text, &clean), Some(0.0), "clean water: neither");
+        assert_eq!(eval("any(abs(x), y)", &[("x", -0.5), ("y", 2.0)]), Some(1.0));
+        assert_eq!(eval("any(abs(x), y)", &[("x", -0.5)]), Some(0.0), "a part without its field is not 1");
+        for bad in ["any()", "any(x,", "any(x y)"] {
+            assert!(ValueExpr::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

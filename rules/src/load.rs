@@ -71,12 +71,12 @@ struct RawRuleFile {
     rule: Vec<Spanned<RawRule>>,
 }
 
-/// `[defaults]`: what every grid-facing rule of the file takes unless it says otherwise.
+/// `[defaults]`: what every rule of the file takes unless it says otherwise.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
-    /// Given to each rule with a `value` that is not `device = true` and has no `unless` of its
-    /// own (`unless = ""` for none): a pack's one test for readings no grid rule should judge.
+    /// Given to each rule with a `value` that has no `unless` of its own (`unless = ""` for
+    /// none): a pack's one test for readings that are no measurement.
     unless: Option<Spanned<String>>,
 }
 
@@ -306,7 +306,7 @@ fn compile_file(text: &SourceText<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec
         if !raw.enabled {
             continue;
         }
-        if raw.unless.is_none() && raw.value.is_some() && !raw.device {
+        if raw.unless.is_none() && raw.value.is_some() {
             raw.unless.clone_from(&file.defaults.unless);
         }
         let before = check.diagnostics.len();

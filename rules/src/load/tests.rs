@@ -383,12 +383,13 @@ fn unless_skips_readings_of_a_rule_with_a_value_and_is_checked_like_one() {
 }
 
 #[test]
-fn a_file_s_default_unless_goes_to_its_grid_rules_that_say_none_of_their_own() {
-    let device =
-        "\n[[rule]]\nid = \"probe-one-value\"\nkind = \"water\"\nvalue = \"mostly_same(do, ph, nh3n)\"\nat_least = 1\ndevice = true\nseverity = \"warning\"\n";
+fn a_file_s_default_unless_goes_to_its_rules_that_say_none_of_their_own() {
+    let device = "\n[[rule]]\nid = \"probe-one-value\"\nkind = \"water\"\nvalue = \"mostly_same(do, ph, nh3n)\"\nunless = \"\"\nat_least = 1\ndevice = true\nseverity = \"warning\"\n";
+    let stuck = "\n[[rule]]\nid = \"stuck\"\nkind = \"water\"\nvalue = \"do\"\nflat_line = \"3h\"\ndevice = true\nseverity = \"warning\"\n";
+    let silent = "\n[[rule]]\nid = \"silent\"\nkind = \"water\"\nno_data = \"2x\"\nseverity = \"warning\"\n";
     let own = GOOD.replace("do-low", "do-own").replace("value = \"do\"", "value = \"do\"\nunless = \"same(do, ph, orp)\"");
     let none = GOOD.replace("do-low", "do-none").replace("value = \"do\"", "value = \"do\"\nunless = \"\"");
-    let file = format!("[defaults]\nunless = \"mostly_same(do, ph, nh3n)\"\n{GOOD}{own}{none}{device}");
+    let file = format!("[defaults]\nunless = \"mostly_same(do, ph, nh3n)\"\n{GOOD}{own}{none}{device}{stuck}{silent}");
     let rules = compile(&file).expect("compiles");
     let unless = |id: &str| {
         let rule = rules.rules.iter().find(|r| r.id == id).expect(id);
@@ -397,7 +398,9 @@ fn a_file_s_default_unless_goes_to_its_grid_rules_that_say_none_of_their_own() {
     assert_eq!(unless("do-low").as_deref(), Some("mostly_same(do, ph, nh3n)"), "the default");
     assert_eq!(unless("do-own").as_deref(), Some("same(do, ph, orp)"), "its own");
     assert_eq!(unless("do-none"), None, "`unless = \"\"` takes none");
-    assert_eq!(unless("probe-one-value"), None, "a device rule keeps what it says");
+    assert_eq!(unless("probe-one-value"), None, "the device rule that tells such readings takes none");
+    assert_eq!(unless("stuck").as_deref(), Some("mostly_same(do, ph, nh3n)"), "a device rule with a value takes it too");
+    assert_eq!(unless("silent"), None, "a rule without a value has nothing to skip");
     let typo = errors(&format!("[defaults]\nunless = \"mostly_sam(do, ph)\"\n{GOOD}"));
     assert!(typo.iter().any(|e| e.contains("test.toml:2") && e.contains("unknown function `mostly_sam`")), "{typo:?}");
     let unknown = errors(&format!("[defaults]\nunles = \"same(do, ph, nh3n)\"\n{GOOD}"));

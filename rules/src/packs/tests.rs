@@ -1820,6 +1820,13 @@ fn a_sonde_whose_head_is_off_while_its_other_instruments_read_on_is_told_to_inst
     assert!(fired.iter().any(|f| f.rule == "water-do-class-iii" && f.severity == Severity::Danger), "clean water losing its oxygen");
     let device: Vec<_> = fired.iter().filter(|f| f.device && f.rule != "water-no-data").map(|f| (&f.rule, f.minute)).collect();
     assert!(device.is_empty(), "{device:?}");
+    // A probe of oxygen and three analysers that read 0.00 in clean water all the time (the third
+    // tester's): three of four fields alike, but not the sonde's; its oxygen falling is red.
+    let analysers = |m: i64| vec![("do", 8.0 + 0.1 * wobble(m, 1)), ("nh3n", 0.0), ("tp", 0.0), ("turbidity", 0.0)];
+    let falling = |m: i64| vec![("do", 1.5 + 0.05 * wobble(m, 1)), ("nh3n", 0.0), ("tp", 0.0), ("turbidity", 0.0)];
+    let fired = probe_faulted(&[("use", "surface"), ("water_class", "II")], analysers, falling, (8 * 24 * 60, 6 * 60), 10);
+    assert!(fired.iter().any(|f| f.rule == "water-do-class-ii" && f.severity == Severity::Danger), "its oxygen falling");
+    assert!(!fired.iter().any(|f| f.rule == "water-probe-reads-one-value"), "clean water is no fault");
 }
 
 #[test]
