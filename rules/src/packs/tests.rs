@@ -1776,6 +1776,12 @@ fn a_probe_that_sends_one_value_in_every_field_is_told_to_installers_not_the_gri
     let failed = [("turbidity", 0.0), ("nh3n", 0.0), ("ph", 7.3), ("cl2", 0.0)];
     let (grid, _) = probe_with_a_fault(&[("use", "drinking")], clean, &failed, 60);
     assert!(grid.contains(&("drinking-chlorine-low".to_string(), Severity::Danger)), "{grid:?}");
+    // Its turbidity read to 0.1 NTU flickers between 0.0 and 0.1: installers are told once, not
+    // at every run of zeros (the third tester: 12 times in 6 hours).
+    let flickering = |m: i64| vec![("turbidity", if (m / 5) % 6 == 0 { 0.1 } else { 0.0 }), ("nh3n", 0.0), ("cl2", 0.0)];
+    let fired = probe_faulted(&[("use", "drinking")], clean, flickering, (8 * 24 * 60, 6 * 60), 10);
+    let told = fired.iter().filter(|f| f.rule == "drinking-probe-reads-one-value").count();
+    assert_eq!(told, 1, "installer alarms for one flickering probe");
 }
 
 #[test]
