@@ -583,12 +583,21 @@ impl Engine {
         }
         let (calibrated, learned, thermal) = (&slot.calibrated, &*learned, &*thermal);
         self.staged.clear();
+        let mut judged_unless: Option<(*const crate::expr::ValueExpr, bool)> = None;
         for (state, &rule) in stages.iter_mut().zip(&plan.stages) {
             let Some(signal) = self.rules[usize::from(rule)].signal.as_ref() else {
                 self.staged.push(None);
                 continue;
             };
-            let unless = signal.unless.as_ref().and_then(|unless| unless.evaluate(&|name| lookup(fields, name))).is_some_and(|skip| skip >= 1.0);
+            // Rules that share one `unless` (a file's `[defaults]`) judge it once per reading.
+            let unless = signal.unless.as_ref().is_some_and(|unless| match judged_unless {
+                Some((shared, skip)) if std::ptr::eq(shared, std::sync::Arc::as_ptr(unless)) => skip,
+                _ => {
+                    let skip = unless.evaluate(&|name| lookup(fields, name)).is_some_and(|skip| skip >= 1.0);
+                    judged_unless = Some((std::sync::Arc::as_ptr(unless), skip));
+                    skip
+                }
+            });
             // A restart's reading is no rule's but the device rules' that look for a box stuck
             // on it (a `recent` level is left alone by every rule).
             let restarted = restart

@@ -240,11 +240,17 @@ impl ValueExpr {
 /// Whether three or more of `names` that `field` carries read exactly one value, and they are
 /// the `share` of those it carries (0 and −0 are one value).
 fn one_value(names: &[String], share: Share, field: impl Fn(&str) -> Option<f64>) -> bool {
-    let carried: smallvec::SmallVec<[f64; 16]> = names.iter().filter_map(|name| field(name)).filter(|v| v.is_finite()).collect();
-    let alike = |value: f64| carried.iter().filter(|&&other| other == value).count();
+    let mut carried = names.iter().filter_map(|name| field(name)).filter(|v| v.is_finite());
     match share {
-        Share::Every => carried.len() >= 3 && alike(carried[0]) == carried.len(),
-        Share::Most => carried.len() >= 3 && carried.iter().any(|&value| alike(value) >= (carried.len() / 2 + 1).max(3)),
+        // Stops at the first field that differs: one lookup or two on an ordinary reading.
+        Share::Every => {
+            carried.next().is_some_and(|first| carried.try_fold(1, |count, value| (value == first).then_some(count + 1)).is_some_and(|count| count >= 3))
+        }
+        Share::Most => {
+            let carried: smallvec::SmallVec<[f64; 16]> = carried.collect();
+            let alike = |value: f64| carried.iter().filter(|&&other| other == value).count();
+            carried.len() >= 3 && carried.iter().any(|&value| alike(value) >= (carried.len() / 2 + 1).max(3))
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use crate::signal::{BaselineSpec, Relative, Signal, Smooth, SmoothMethod, Transf
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 use toml::Spanned;
 
 /// One rule file's name and text. The caller reads files; this crate never opens anything.
@@ -300,17 +301,16 @@ fn compile_file(text: &SourceText<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec
     }
     let mut rules = Vec::new();
     let mut check = Checker { text, diagnostics };
+    // Parsed once and shared: the engine judges one reading's `unless` once for all its rules.
+    let default_unless = file.defaults.unless.as_ref().and_then(|text| unless_of(&mut check, text)).flatten();
     for raw in file.rule {
         let rule_span = raw.span();
-        let mut raw = raw.into_inner();
+        let raw = raw.into_inner();
         if !raw.enabled {
             continue;
         }
-        if raw.unless.is_none() && raw.value.is_some() {
-            raw.unless.clone_from(&file.defaults.unless);
-        }
         let before = check.diagnostics.len();
-        let rule = compile_rule(&mut check, rule_span.start, raw);
+        let rule = compile_rule(&mut check, rule_span.start, raw, default_unless.as_ref());
         if check.diagnostics.len() == before {
             rules.extend(rule);
         }
@@ -318,7 +318,7 @@ fn compile_file(text: &SourceText<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec
     rules
 }
 
-fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule) -> Option<(Rule, Range<usize>)> {
+fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule, default_unless: Option<&Arc<ValueExpr>>) -> Option<(Rule, Range<usize>)> {
     let id_span = raw.id.span();
     let id = raw.id.get_ref().clone();
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
@@ -358,7 +358,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
             check.error(here.clone(), "value", "missing `value`: the field or expression the rule compares");
             None
         }
-        (Some(_), false) => compile_signal(check, &raw).map(Some),
+        (Some(_), false) => compile_signal(check, &raw, default_unless).map(Some),
     };
 
     let rule_severity = raw.severity.as_ref().and_then(|s| severity(check, s));
@@ -510,12 +510,19 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
     Some((rule, id_span))
 }
 
-fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule) -> Option<Signal> {
+/// An `unless` text: `Some(None)` for `""` (none), `None` after an error.
+fn unless_of(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Option<Arc<ValueExpr>>> {
+    if text.get_ref().trim().is_empty() {
+        return Some(None);
+    }
+    ValueExpr::parse(text.get_ref()).map(|expr| Some(Arc::new(expr))).map_err(|e| check.error(text.span(), "unless", e.to_string())).ok()
+}
+
+fn compile_signal(check: &mut Checker<'_, '_>, raw: &RawRule, default_unless: Option<&Arc<ValueExpr>>) -> Option<Signal> {
     let value = raw.value.as_ref()?;
     let unless = match &raw.unless {
-        None => Some(None),
-        Some(text) if text.get_ref().trim().is_empty() => Some(None),
-        Some(text) => ValueExpr::parse(text.get_ref()).map(Some).map_err(|e| check.error(text.span(), "unless", e.to_string())).ok(),
+        None => Some(default_unless.cloned()),
+        Some(text) => unless_of(check, text),
     };
     let expr = ValueExpr::parse(value.get_ref()).map_err(|e| check.error(value.span(), "value", e.to_string())).ok();
     let baseline = match &raw.baseline {

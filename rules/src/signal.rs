@@ -162,8 +162,9 @@ pub enum Transform {
 #[derive(Clone, PartialEq)]
 pub struct Signal {
     pub expr: ValueExpr,
-    /// `unless`: a reading for which this is 1 or more (a probe's `same(…)`) is not judged.
-    pub unless: Option<ValueExpr>,
+    /// `unless`: a reading for which this is 1 or more (a probe's `same(…)`) is not judged;
+    /// shared by the rules of a file that take its `[defaults]`.
+    pub unless: Option<std::sync::Arc<ValueExpr>>,
     pub baseline: Option<BaselineSpec>,
     /// How fields are taken relative to the baseline (when there is one).
     pub relative: Relative,
