@@ -24,8 +24,8 @@
 //!   exactly one value and they are more than half of the named fields it carries: a sonde whose
 //!   head is off while other instruments of the same logger read on (DO, pH, ORP, turbidity and
 //!   conductivity 0 beside a real ammonia), or a converter that sends 0 everywhere but the pH
-//!   electrode's neutral 7.00; for a probe of many fields, where three clean-water zeros are
-//!   fewer than half;
+//!   electrode's neutral 7.00. Named over fields that water does not read as one value at once
+//!   (a sonde's own): clean water reads ammonia, phosphorus and turbidity 0.00 together;
 //! - `any(e, f, …)` — 1 when any of the expressions is 1 or more, else 0: a rule's `unless` for
 //!   readings that are either of two kinds of fault, and the device rule that tells them;
 //! - `within(name, lo, hi)` — a field whose reported value lies in lo..=hi, else no value: a
