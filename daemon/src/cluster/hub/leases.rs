@@ -75,12 +75,19 @@ struct Seen {
     known: Option<Vec<postgres::KnownBox>>,
 }
 
-/// Records a box's down flag under `fence`; `false` when PostgreSQL refuses the write (tried
-/// again next round), an error when another hub has become active.
-async fn record(db: &tokio_postgres::Client, box_id: &str, down: bool, fence: i64) -> anyhow::Result<bool> {
+/// Records a box's down flag under `fence` and in `last_read` (a round deciding on it while
+/// PostgreSQL cannot be reached must not tell the box's change again); `false` when PostgreSQL
+/// refuses the write (tried again next round), an error when another hub has become active.
+async fn record(db: &tokio_postgres::Client, box_id: &str, down: bool, fence: i64, last_read: &mut Option<Vec<postgres::KnownBox>>) -> anyhow::Result<bool> {
     match postgres::set_flag(db, box_id, postgres::BoxFlag::Down, down, fence).await {
-        Ok(true) => Ok(true),
-        Ok(false) => anyhow::bail!("another hub became active while box-down of {box_id} was posted"),
+        Ok(Some(changed_ms)) => {
+            if let Some(known) = last_read.iter_mut().flatten().find(|known| known.box_id == box_id) {
+                known.down = down;
+                known.down_since_ms = changed_ms;
+            }
+            Ok(true)
+        }
+        Ok(None) => anyhow::bail!("another hub became active while box-down of {box_id} was posted"),
         Err(error) => {
             tracing::debug!(error = %format!("{error:#}"), box_id, "box-down posted, not recorded yet");
             Ok(false)
@@ -230,7 +237,7 @@ async fn round(
     http: &reqwest::Client,
     webhook: &str,
     (fence, dead): (i64, &DeadBoxes),
-    Seen { missing, back, unrecorded, known }: &mut Seen,
+    Seen { missing, back, unrecorded, known: last_read }: &mut Seen,
     metrics: &HubMetrics,
 ) -> anyhow::Result<()> {
     // Every round claims the database for this hub's term: a hub that lost its lease without
@@ -271,10 +278,10 @@ async fn round(
             if registered {
                 known_boxes = postgres::boxes(db).await?;
             }
-            *known = Some(known_boxes.clone());
+            *last_read = Some(known_boxes.clone());
             known_boxes
         }
-        None => known.clone().ok_or_else(|| anyhow::anyhow!("PostgreSQL unreachable, and no list of boxes read from it yet"))?,
+        None => last_read.clone().ok_or_else(|| anyhow::anyhow!("PostgreSQL unreachable, and no list of boxes read from it yet"))?,
     };
     missing.retain(|box_id, _| !alive.contains(box_id));
     back.retain(|box_id, _| alive.contains(box_id));
@@ -303,7 +310,7 @@ async fn round(
             if let (Some(&told_down), Some(db)) = (unrecorded.get(&known.box_id), db) {
                 // Recorded once PostgreSQL takes writes (its time moves on: the next episode's key
                 // is new even when the flag ends as it was).
-                if record(db, &known.box_id, told_down, fence).await? {
+                if record(db, &known.box_id, told_down, fence, last_read).await? {
                     unrecorded.remove(&known.box_id);
                 }
             }
@@ -349,7 +356,7 @@ async fn round(
         missing.remove(&known.box_id);
         back.remove(&known.box_id);
         let recorded = match db {
-            Some(db) => record(db, &known.box_id, !is_alive, fence).await?,
+            Some(db) => record(db, &known.box_id, !is_alive, fence, last_read).await?,
             None => false,
         };
         if recorded {

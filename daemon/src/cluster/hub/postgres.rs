@@ -314,24 +314,26 @@ pub enum BoxFlag {
     IdShared,
 }
 
-/// Sets a box's `flag` under `fence`; `false` when a hub with a newer token has written (this
-/// hub is no longer the active one) and nothing changed.
-pub async fn set_flag(client: &Client, box_id: &str, flag: BoxFlag, value: bool, fence: i64) -> anyhow::Result<bool> {
-    let set = match flag {
-        BoxFlag::Down => "down = $2, down_changed = now()",
-        BoxFlag::IdShared => "id_shared = $2, id_shared_changed = now()",
+/// Sets a box's `flag` under `fence`, with the time it changed in ms (PostgreSQL's clock, as
+/// [`boxes`] lists it); `None` when a hub with a newer token has written (this hub is no longer
+/// the active one) and nothing changed.
+pub async fn set_flag(client: &Client, box_id: &str, flag: BoxFlag, value: bool, fence: i64) -> anyhow::Result<Option<i64>> {
+    let (set, changed) = match flag {
+        BoxFlag::Down => ("down = $2, down_changed = now()", "down_changed"),
+        BoxFlag::IdShared => ("id_shared = $2, id_shared_changed = now()", "id_shared_changed"),
     };
-    let changed = client
-        .execute(
+    let row = client
+        .query_opt(
             &format!(
                 "WITH fence AS (INSERT INTO hub_fence (id, token) VALUES (1, $3) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token \
                  WHERE hub_fence.token <= EXCLUDED.token RETURNING token) \
-                 UPDATE boxes SET {set} WHERE box_id = $1 AND EXISTS (SELECT 1 FROM fence)"
+                 UPDATE boxes SET {set} WHERE box_id = $1 AND EXISTS (SELECT 1 FROM fence) \
+                 RETURNING (extract(epoch FROM {changed}) * 1000)::BIGINT"
             ),
             &[&box_id, &value, &fence],
         )
         .await?;
-    Ok(changed > 0)
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// An incident of a box not resolved or closed, as the box last reported it.

@@ -207,7 +207,7 @@ async fn settle(
         });
         let response = http.post(webhook).json(&body).send().await?;
         anyhow::ensure!(response.status().is_success(), "the webhook answered {} to box-id-shared {event}", response.status());
-        if !postgres::set_flag(db, &known.box_id, postgres::BoxFlag::IdShared, shared, fence).await? {
+        if postgres::set_flag(db, &known.box_id, postgres::BoxFlag::IdShared, shared, fence).await?.is_none() {
             anyhow::bail!("another hub became active while box-id-shared {event} of {} was posted", known.box_id);
         }
         metrics.count_box_id_shared(event);
