@@ -638,8 +638,8 @@ fn restart_only(points: &Points) -> bool {
 enum Thinning {
     /// The newer: a smoothing window keeps its points spread as they came.
     Newer,
-    /// The value further from the window's median (the newer on a tie), at the older one's
-    /// time: a `recent` level is a reference, and a box that reports on change sends a spike
+    /// The value further from the median of the window's points before the two (the newer on
+    /// a tie), at the older one's time: a `recent` level is a reference, and a box that reports on change sends a spike
     /// and, minutes later, the reading back on the wall, but a quiet wall only hourly. Dropping
     /// always the newer kept every spike and dropped the reading after it, until spikes were the
     /// median of the newest five and two ordinary readings "agreed" on a movement from it (red
@@ -647,7 +647,10 @@ enum Thinning {
     /// the older point itself moved the window's anchor forward a reading at a time, and a box
     /// reporting every minute kept four points minutes apart, with its very first reading
     /// holding the window "reached back" — too few to judge for a week: a 0.2° jump on a new
-    /// one-box house was never told.
+    /// one-box house was never told. The median of the points before the two, not of all: with
+    /// a new box's two first readings, a jump and its next reading, the median of all four lay
+    /// between the levels, the old level's second reading was dropped, and the jump became the
+    /// reference after one judged reading (an outside tester's 15-minute box, 0.23°: never told).
     FurtherFromMedian,
 }
 
@@ -664,7 +667,10 @@ fn thin_push(points: &mut Points, point: Point, spacing: i64, fewest: usize, thi
         let dropped = match thinning {
             Thinning::Newer => len - 2,
             Thinning::FurtherFromMedian => {
-                let center = median_of(points.iter().map(|p| p.value()));
+                // The level the two are judged against: the points before them (all of them
+                // while there are none before).
+                let before = if len > 3 { len - 3 } else { len };
+                let center = median_of(points[..before].iter().map(|p| p.value()));
                 let off = |index: usize| (points[index].value() - center).abs();
                 if off(len - 3) > off(len - 2) {
                     points[len - 3] = Point::new(points[len - 3].second(), points[len - 2].value());
