@@ -809,6 +809,39 @@ fn red_after_a_jump(history: i64, spacing_ms: i64, interval_s: i64, live_before:
 }
 
 #[test]
+fn a_new_box_whose_wall_jumps_at_its_third_reading_is_red() {
+    // An outside tester's one-box house: a box reporting every 15 minutes, its wall 0.23° over
+    // from its third reading on (its readings as sent). Never told: thinning the recent level
+    // against the median of all its points, the jump's two included, dropped the old level's
+    // second reading, and the jump was the reference after one judged reading.
+    let readings = [
+        (-0.12176728, 0.28833482, 13.68),
+        (-0.12060738, 0.28976443, 13.53),
+        (-0.26744765, 0.11354162, 13.35),
+        (-0.26886541, 0.11249439, 13.08),
+        (-0.26798519, 0.11349032, 12.91),
+        (-0.26656505, 0.11446516, 12.71),
+        (-0.26660988, 0.11287565, 12.51),
+        (-0.26643550, 0.11249542, 12.34),
+        (-0.26457715, 0.11360978, 12.16),
+        (-0.26545706, 0.11277401, 11.94),
+    ];
+    let subject =
+        Subject { id: "s1".into(), kind: SensorKind::Tilt, site: "site".into(), building: None, grid: None, tags: Default::default(), interval_ms: 15 * MIN };
+    let mut e = Engine::new(shipped(), &[subject]);
+    let mut events = Vec::new();
+    for (i, &(x, y, temperature)) in readings.iter().enumerate() {
+        let at = 1_775_915_700_000 + i as i64 * 15 * MIN;
+        e.observe(SubjectId(0), at, &[("x", x), ("y", y), ("temperature", temperature)], &mut events);
+        e.tick(at, &mut events);
+    }
+    let red = events.iter().find(|ev| ev.severity == Severity::Danger && ev.kind == EventKind::Fired).map(|ev| (ev.at - 1_775_915_700_000) / (15 * MIN));
+    // Judged from its fifth reading (three before the one before it); two readings must show
+    // the jump: red at the sixth.
+    assert_eq!(red, Some(5), "{:?}", grid_events(&e, &events));
+}
+
+#[test]
 fn a_jump_in_a_new_level_s_first_minutes_is_red_at_its_second_reading() {
     // An outside tester: a box whose clock was not set placed 26 hours of history, sent in a
     // burst, within a second; a 0.3° jump two minutes later was never red. The recent level kept
