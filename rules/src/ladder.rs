@@ -207,7 +207,7 @@ mod tests {
     const MIN: Millis = 60_000;
 
     fn level(severity: Severity, trigger: f64, clear: f64, hold: Millis) -> Level {
-        Level { severity, bound: Bound::Above { trigger, clear }, raise_hold_ms: hold, clear_hold_ms: 0, count: None, one_reading: false }
+        Level { severity, bound: Bound::Above { trigger, clear }, raise_hold_ms: hold, clear_hold_ms: 0, count: None }
     }
 
     fn ladder() -> Vec<Level> {

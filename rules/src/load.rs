@@ -192,7 +192,6 @@ struct RawRule {
     device: bool,
     agree: Option<Spanned<u32>>,
     alone: Option<Spanned<String>>,
-    one_reading_holds: Option<Spanned<bool>>,
     peers: Option<Spanned<String>>,
     uncompensated: Option<Spanned<String>>,
     #[serde(default = "enabled_by_default")]
@@ -363,7 +362,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
     };
 
     let rule_severity = raw.severity.as_ref().and_then(|s| severity(check, s));
-    let (mut checked, device) = if let Some(inline) = inline {
+    let (checked, device) = if let Some(inline) = inline {
         if raw.severity.is_none() {
             check.error(here.clone(), "severity", "missing `severity`: notice, warning, alarm or danger");
         }
@@ -482,20 +481,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
             Err(error) => check.error(text.span(), "message", error.to_string()),
         }
     }
-    let mut overrides = compile_overrides(check, std::mem::take(&mut raw.overrides), &checked, &rule_severity);
-    match &raw.one_reading_holds {
-        Some(holds) if !matches!(checked, Check::Ladder(_)) => {
-            check.error(holds.span(), "one_reading_holds", "only threshold rules have raise holds for one reading to meet");
-        }
-        Some(holds) if *holds.get_ref() => {
-            for check in std::iter::once(&mut checked).chain(overrides.iter_mut().map(|o| &mut o.check)) {
-                if let Check::Ladder(levels) = check {
-                    levels.iter_mut().for_each(|level| level.one_reading = true);
-                }
-            }
-        }
-        _ => {}
-    }
+    let overrides = compile_overrides(check, std::mem::take(&mut raw.overrides), &checked, &rule_severity);
     let signal = signal?;
     let (line, _) = line_column(check.text.text, rule_start);
     let rule = Rule {
@@ -808,7 +794,7 @@ fn compile_level(check: &mut Checker<'_, '_>, raw: &RawLevel, inherited: Option<
             None
         }
     };
-    Some(Level { severity: severity?, bound: bound?, raise_hold_ms: raise_hold_ms?, clear_hold_ms: clear_hold_ms?, count: count?, one_reading: false })
+    Some(Level { severity: severity?, bound: bound?, raise_hold_ms: raise_hold_ms?, clear_hold_ms: clear_hold_ms?, count: count? })
 }
 
 /// A bound that is bad upwards (`above`, `at_least`), cleared with `clear_below`.

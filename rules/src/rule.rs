@@ -110,7 +110,7 @@ pub struct Count {
 }
 
 /// One step of a ladder (or the only one of a simple threshold rule).
-#[derive(Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Level {
     pub severity: Severity,
     pub bound: Bound,
@@ -119,28 +119,6 @@ pub struct Level {
     /// How long the recovery must last before this level is left.
     pub clear_hold_ms: Millis,
     pub count: Option<Count>,
-    /// The raise hold is met by one reading past the level, if no reading says otherwise before
-    /// it ends (the rule's `one_reading_holds`): an analyser's one reading a cycle is its
-    /// measurement. Otherwise a second reading must breach too.
-    pub one_reading: bool,
-}
-
-/// As derived, with `one_reading` only when set: a rule's fingerprint is its `Debug` text
-/// (`snapshot::fingerprint`), and the rules saved before it existed keep theirs.
-impl std::fmt::Debug for Level {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut level = f.debug_struct("Level");
-        level
-            .field("severity", &self.severity)
-            .field("bound", &self.bound)
-            .field("raise_hold_ms", &self.raise_hold_ms)
-            .field("clear_hold_ms", &self.clear_hold_ms)
-            .field("count", &self.count);
-        if self.one_reading {
-            level.field("one_reading", &true);
-        }
-        level.finish()
-    }
 }
 
 /// What a rule watches for.

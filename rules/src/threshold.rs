@@ -134,15 +134,13 @@ impl ThresholdState {
 
     /// A raise hold is complete once it has lasted and, without a `count`, a second reading has
     /// breached too: one reading of a probe that reports every hour met a 10-minute hold alone,
-    /// and a single glitch was red (an outside tester). A hold of 0 takes the first reading, and
-    /// so does a level whose one reading holds (an analyser's, [`Level::one_reading`]) once the
-    /// hold has passed without a reading that says otherwise.
+    /// and a single glitch was red (an outside tester). A hold of 0 takes the first reading.
     fn complete_raise(&mut self, level: &Level, now: Millis) -> Option<Transition> {
         let Phase::Raising { since } = self.phase else { return None };
         if now.saturating_sub(since) < level.raise_hold_ms {
             return None;
         }
-        if level.raise_hold_ms > 0 && level.count.is_none() && !level.one_reading && self.recent != SECOND_READING {
+        if level.raise_hold_ms > 0 && level.count.is_none() && self.recent != SECOND_READING {
             return None;
         }
         self.count_raising_readings(level, 0);
@@ -169,7 +167,7 @@ mod tests {
     const MIN: Millis = 60_000;
 
     fn above(trigger: f64, clear: f64, raise_hold_ms: Millis, clear_hold_ms: Millis) -> Level {
-        Level { severity: Severity::Alarm, bound: Bound::Above { trigger, clear }, raise_hold_ms, clear_hold_ms, count: None, one_reading: false }
+        Level { severity: Severity::Alarm, bound: Bound::Above { trigger, clear }, raise_hold_ms, clear_hold_ms, count: None }
     }
 
     fn feed(state: &mut ThresholdState, t: &Level, values: &[(Millis, f64)]) -> Vec<(Millis, Transition)> {
@@ -234,22 +232,6 @@ mod tests {
         // Without a hold the first reading decides, as before.
         let at_once = above(5.0, 4.0, 0, 0);
         assert_eq!(ThresholdState::default().observe(&at_once, 6.0, 0), Some(Transition::Fired { since: 0 }));
-    }
-
-    #[test]
-    fn an_analyser_s_one_reading_meets_the_hold_unless_a_reading_says_otherwise() {
-        // An outside tester: ammonia analysers reporting every 1–4 h; a spill their readings
-        // caught once was told to nobody (0 of 22), one caught twice one interval late.
-        let t = Level { one_reading: true, ..above(5.0, 4.0, 30 * MIN, 0) };
-        let mut s = ThresholdState::default();
-        assert_eq!(s.observe(&t, 6.0, 0), None);
-        assert_eq!(s.tick(&t, 29 * MIN), None, "the hold has not passed");
-        assert_eq!(s.tick(&t, 30 * MIN), Some(Transition::Fired { since: 0 }), "the reading stood for the hold");
-        // A reading back under the level before the hold ends breaks it, as for any level.
-        let mut s = ThresholdState::default();
-        s.observe(&t, 6.0, 0);
-        assert_eq!(s.observe(&t, 4.5, 20 * MIN), None);
-        assert_eq!(s.tick(&t, 60 * MIN), None);
     }
 
     #[test]

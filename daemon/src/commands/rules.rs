@@ -174,8 +174,7 @@ fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
             for level in levels {
                 let _ = write!(out, "  {:<8} {}, clears {}", level.severity.as_str(), level.bound.describe(), level.bound.describe_clear());
                 if level.raise_hold_ms > 0 {
-                    let readings = if level.one_reading { "one reading meets it" } else { "two readings at least" };
-                    let _ = write!(out, ", after {} ({readings})", hold(level.raise_hold_ms));
+                    let _ = write!(out, ", after {}", hold(level.raise_hold_ms));
                 }
                 if level.clear_hold_ms > 0 {
                     let _ = write!(out, ", clear after {}", hold(level.clear_hold_ms));

@@ -52,14 +52,7 @@ fn compiles_a_complete_rule() {
     let Check::Ladder(levels) = &rule.check else { panic!("{:?}", rule.check) };
     assert_eq!(
         levels[0],
-        Level {
-            severity: Severity::Warning,
-            bound: Bound::Below { trigger: 5.0, clear: 5.5 },
-            raise_hold_ms: 600_000,
-            clear_hold_ms: 1_800_000,
-            count: None,
-            one_reading: false
-        }
+        Level { severity: Severity::Warning, bound: Bound::Below { trigger: 5.0, clear: 5.5 }, raise_hold_ms: 600_000, clear_hold_ms: 1_800_000, count: None }
     );
     assert_eq!(rule.scope.kinds, vec![SensorKind::Water]);
     assert_eq!(rule.origin, Origin { file: "test.toml".into(), line: 2 });
@@ -412,22 +405,4 @@ fn a_file_s_default_unless_goes_to_its_rules_that_say_none_of_their_own() {
     assert!(typo.iter().any(|e| e.contains("test.toml:2") && e.contains("unknown function `mostly_sam`")), "{typo:?}");
     let unknown = errors(&format!("[defaults]\nunles = \"same(do, ph, nh3n)\"\n{GOOD}"));
     assert!(unknown.iter().any(|e| e.contains("test.toml:2") && e.contains("unless")), "a misspelt default is an error, with the key it meant: {unknown:?}");
-}
-
-#[test]
-fn one_reading_holds_reaches_every_level_and_override_of_a_threshold_rule() {
-    let ladder = LADDER.replace("unit = \"‰\"\n", "unit = \"‰\"\none_reading_holds = true\n");
-    let text = format!(
-        "{ladder}\n[[rule.override]]\nsites = [\"lake\"]\n\n[[rule.override.level]]\nseverity = \"danger\"\nabove = 2.0\nclear_below = 1.5\nfor = \"1h\"\n"
-    );
-    let set = compile(&text).unwrap();
-    let one_reading = |check: &Check| match check {
-        Check::Ladder(levels) => levels.iter().map(|level| level.one_reading).collect::<Vec<_>>(),
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(one_reading(&set.rules[0].check), [true, true]);
-    assert_eq!(one_reading(&set.rules[0].overrides[0].check), [true]);
-    assert_eq!(one_reading(&compile(LADDER).unwrap().rules[0].check), [false, false], "not without it");
-    let flat = "[[rule]]\nid = \"f\"\nkind = \"water\"\nvalue = \"do\"\nflat_line = \"2h\"\nseverity = \"warning\"\none_reading_holds = true\n";
-    assert!(errors(flat).iter().any(|e| e.contains("one_reading_holds")), "{:?}", errors(flat));
 }

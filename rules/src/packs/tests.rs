@@ -406,43 +406,6 @@ fn every_water_threshold_rule_is_covered_by_a_table() {
     assert!(untabled.is_empty(), "threshold rules without a boundary table: {untabled:?}");
 }
 
-/// A class-III river station reporting every `hours` hours, its ammonia analyser reading
-/// `spill` at the third report only, its oxygen `dip` then too: the grid's fired events (rule,
-/// severity, minute) over the next reports, ticked every minute.
-fn one_reading_past_a_limit(hours: i64, spill: f64, dip: f64) -> Vec<(String, Severity, i64)> {
-    let tags: BTreeMap<String, String> = [("use", "surface"), ("water_class", "III")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let station =
-        Subject { id: "s1".into(), kind: SensorKind::Water, site: "site".into(), building: None, grid: None, tags: tags.into(), interval_ms: hours * 60 * MIN };
-    let mut e = Engine::new(shipped(), &[station]);
-    let mut events = Vec::new();
-    for m in 0..=6 * hours * 60 {
-        if m % (hours * 60) == 0 {
-            let third = m == 2 * hours * 60;
-            let mut fields = water("nh3n", if third { spill } else { 0.3 });
-            fields.retain(|(name, _)| *name != "do");
-            fields.push(("do", if third { dip } else { 7.0 }));
-            e.observe(SubjectId(0), m * MIN, &fields, &mut events);
-        }
-        e.tick(m * MIN, &mut events);
-    }
-    events.iter().filter(|ev| ev.kind == EventKind::Fired && !e.rule(ev.rule).device).map(|ev| (e.rule(ev.rule).id.clone(), ev.severity, ev.at / MIN)).collect()
-}
-
-#[test]
-fn an_analyser_s_one_reading_past_a_limit_is_told_and_a_sonde_s_one_glitch_is_not() {
-    // An outside tester: ammonia analysers reporting every 1–4 h; a spill their readings caught
-    // once was told to nobody (0 of 22), one caught twice an interval late.
-    for hours in [1, 4] {
-        let fired = one_reading_past_a_limit(hours, 5.0, 7.0);
-        let third = 2 * hours * 60;
-        assert_eq!(fired, vec![("water-nh3n-class-iii".to_string(), Severity::Danger, third + 30)], "every {hours} h: told when its 30-minute hold has passed");
-        // One low oxygen reading of a sonde is still no alarm (a glitch of a probe reporting
-        // every hour was red, stop 38); the next reading decides.
-        let dipped = one_reading_past_a_limit(hours, 0.3, 1.0);
-        assert!(dipped.is_empty(), "every {hours} h: {dipped:?}");
-    }
-}
-
 #[test]
 fn lakes_get_the_lake_ladder_and_every_other_water_body_the_river_ladder() {
     for (body, lake) in [(None, false), (Some("river"), false), (Some("canal"), false), (Some("lake"), true)] {
