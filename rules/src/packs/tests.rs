@@ -847,15 +847,22 @@ fn an_impossible_angle_goes_to_installers_never_to_the_grid() {
 
 /// The shipped packs over a building B7 of `boxes` tilt boxes reporting every minute.
 fn building(boxes: usize) -> Engine {
-    let subjects: Vec<Subject> = (0..boxes)
-        .map(|i| Subject {
+    building_reporting_every(&vec![1; boxes])
+}
+
+/// The shipped packs over a building B7 of tilt boxes reporting every `minutes[i]` minutes.
+fn building_reporting_every(minutes: &[i64]) -> Engine {
+    let subjects: Vec<Subject> = minutes
+        .iter()
+        .enumerate()
+        .map(|(i, &every)| Subject {
             id: format!("b{i}").into(),
             kind: SensorKind::Tilt,
             site: "site".into(),
             building: Some("B7".into()),
             grid: None,
             tags: Default::default(),
-            interval_ms: MIN,
+            interval_ms: every * MIN,
         })
         .collect();
     Engine::new(shipped(), &subjects)
@@ -1049,20 +1056,7 @@ fn a_stuck_box_has_no_vote_against_its_building_s_jump() {
 /// whole wall stands 0.2° further over. The building's `tilt-sudden` events (kind, severity,
 /// minute).
 fn house_moving_after_spikes(jump: i64, b1_every: i64, end_h: i64) -> Vec<(EventKind, Severity, i64)> {
-    let subjects: Vec<Subject> = [1, b1_every]
-        .iter()
-        .enumerate()
-        .map(|(i, &every)| Subject {
-            id: format!("b{i}").into(),
-            kind: SensorKind::Tilt,
-            site: "site".into(),
-            building: Some("B7".into()),
-            grid: None,
-            tags: Default::default(),
-            interval_ms: every * MIN,
-        })
-        .collect();
-    let mut e = Engine::new(shipped(), &subjects);
+    let mut e = building_reporting_every(&[1, b1_every]);
     let mut events = Vec::new();
     for m in 0..end_h * 60 {
         let moved = if m >= jump * 60 { 0.2 } else { 0.0 };
