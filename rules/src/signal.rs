@@ -639,11 +639,12 @@ enum Thinning {
     /// The newer: a smoothing window keeps its points spread as they came.
     Newer,
     /// The value further from the median of the window's points before the two (the newer on
-    /// a tie), at the older one's time: a `recent` level is a reference, and a box that reports on change sends a spike
-    /// and, minutes later, the reading back on the wall, but a quiet wall only hourly. Dropping
-    /// always the newer kept every spike and dropped the reading after it, until spikes were the
-    /// median of the newest five and two ordinary readings "agreed" on a movement from it (red
-    /// on a healthy one-box house, an outside tester). The older point's time stays: dropping
+    /// a tie), at the older one's time: a `recent` level is a reference, and a box that reports
+    /// on change sends a spike and, minutes later, the reading back on the wall, but a quiet
+    /// wall only hourly. Dropping always the newer kept every spike and dropped the reading
+    /// after it, until spikes were the median of the newest five and two ordinary readings
+    /// "agreed" on a movement from it (red on a healthy one-box house, an outside tester). The
+    /// older point's time stays: dropping
     /// the older point itself moved the window's anchor forward a reading at a time, and a box
     /// reporting every minute kept four points minutes apart, with its very first reading
     /// holding the window "reached back" — too few to judge for a week: a 0.2° jump on a new
