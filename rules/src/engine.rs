@@ -583,7 +583,7 @@ impl Engine {
         }
         let (calibrated, learned, thermal) = (&slot.calibrated, &*learned, &*thermal);
         self.staged.clear();
-        let mut judged_unless: Option<(*const crate::expr::ValueExpr, bool)> = None;
+        let mut judged_unless: Option<(&std::sync::Arc<crate::expr::ValueExpr>, bool)> = None;
         for (state, &rule) in stages.iter_mut().zip(&plan.stages) {
             let Some(signal) = self.rules[usize::from(rule)].signal.as_ref() else {
                 self.staged.push(None);
@@ -591,10 +591,10 @@ impl Engine {
             };
             // Rules that share one `unless` (a file's `[defaults]`) judge it once per reading.
             let unless = signal.unless.as_ref().is_some_and(|unless| match judged_unless {
-                Some((shared, skip)) if std::ptr::eq(shared, std::sync::Arc::as_ptr(unless)) => skip,
+                Some((shared, skip)) if std::sync::Arc::ptr_eq(shared, unless) => skip,
                 _ => {
                     let skip = unless.evaluate(&|name| lookup(fields, name)).is_some_and(|skip| skip >= 1.0);
-                    judged_unless = Some((std::sync::Arc::as_ptr(unless), skip));
+                    judged_unless = Some((unless, skip));
                     skip
                 }
             });
