@@ -648,10 +648,10 @@ enum Thinning {
     /// forward a reading at a time, and a box reporting every minute kept four points minutes
     /// apart, with its very first reading holding the window "reached back" — too few to judge
     /// for a week: a 0.2° jump on a new one-box house was never told. The median of the points
-    /// before the two, not of all: with
-    /// a new box's two first readings, a jump and its next reading, the median of all four lay
-    /// between the levels, the old level's second reading was dropped, and the jump became the
-    /// reference after one judged reading (an outside tester's 15-minute box, 0.23°: never told).
+    /// before the two, not of all: with a new box's two first readings, a jump and its next
+    /// reading, the median of all four lay between the levels, the old level's second reading
+    /// was dropped, and the jump became the reference after one judged reading (an outside
+    /// tester's 15-minute box, 0.23°: never told).
     FurtherFromMedian,
 }
 
