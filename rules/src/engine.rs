@@ -15,7 +15,7 @@ use crate::ladder::{LadderState, Step};
 use crate::last_value::{LastValue, ReportedValue};
 use crate::load::RuleSet;
 use crate::peers::{Peer, PeerCheck};
-use crate::rule::{Check, Millis, Rule, Silence};
+use crate::rule::{Check, Millis, Rule};
 use crate::scope::Subject;
 use crate::severity::Severity;
 use crate::shared_text::TextPool;
@@ -1274,16 +1274,10 @@ fn tick_check(
         (Check::Ladder(levels), CheckState::Peers(peer)) => {
             peer.ladder.tick(levels, lowest, now).map(|step| from_step(step, peer.last_value.get().unwrap_or(f64::NAN), now))
         }
-        (Check::NoData { after, severity }, CheckState::NoData(silence)) => {
-            let timeout = match *after {
-                Silence::Fixed(ms) => ms,
-                Silence::Intervals(factor) => (interval_ms as f64 * factor) as Millis,
-            };
-            match silence.tick(now, timeout, watched_from)? {
-                Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, ((now - since) / 1000) as f64, now, since)),
-                Change::Closed { .. } => None,
-            }
-        }
+        (Check::NoData { after, severity }, CheckState::NoData(silence)) => match silence.tick(now, after.timeout(interval_ms), watched_from)? {
+            Change::Opened { since } => Some(event(EventKind::Fired, *severity, None, ((now - since) / 1000) as f64, now, since)),
+            Change::Closed { .. } => None,
+        },
         _ => None,
     }
 }

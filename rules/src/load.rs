@@ -720,16 +720,38 @@ fn smoothing(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Smoo
 
 fn silence(check: &mut Checker<'_, '_>, text: &Spanned<String>) -> Option<Silence> {
     let value = text.get_ref().trim();
-    if let Some(factor) = value.strip_suffix('x') {
-        return match factor.trim().parse::<f64>() {
-            Ok(f) if f.is_finite() && f >= 1.0 => Some(Silence::Intervals(f)),
-            _ => {
-                check.error(text.span(), "no_data", format!("`{value}`: a multiple of the report interval must be at least 1, e.g. \"2x\""));
+    if let Some(inner) = value.strip_prefix("max(").and_then(|rest| rest.strip_suffix(')')) {
+        let floor_error = |check: &mut Checker<'_, '_>| {
+            check.error(text.span(), "no_data", format!("`{value}`: write a multiple of the report interval and the shortest silence, e.g. \"max(2x, 10m)\""));
+        };
+        let Some((factor, floor)) = inner.split_once(',') else {
+            floor_error(check);
+            return None;
+        };
+        let factor = interval_factor(check, text, factor.trim())?;
+        return match humantime::parse_duration(floor.trim()).ok().and_then(|d| Millis::try_from(d.as_millis()).ok()) {
+            Some(floor) => Some(Silence::IntervalsAtLeast(factor, floor)),
+            None => {
+                floor_error(check);
                 None
             }
         };
     }
+    if value.ends_with('x') {
+        return interval_factor(check, text, value).map(Silence::Intervals);
+    }
     duration(check, text, "no_data").map(Silence::Fixed)
+}
+
+/// `"2x"`: a multiple of the report interval, at least 1.
+fn interval_factor(check: &mut Checker<'_, '_>, text: &Spanned<String>, factor: &str) -> Option<f64> {
+    match factor.strip_suffix('x').map(|f| f.trim().parse::<f64>()) {
+        Some(Ok(f)) if f.is_finite() && f >= 1.0 => Some(f),
+        _ => {
+            check.error(text.span(), "no_data", format!("`{factor}`: a multiple of the report interval must be at least 1, e.g. \"2x\""));
+            None
+        }
+    }
 }
 
 fn finite(check: &mut Checker<'_, '_>, value: &Spanned<f64>, key: &str) -> Option<f64> {

@@ -156,6 +156,21 @@ pub enum Silence {
     Fixed(Millis),
     /// A multiple of the sensor's expected report interval.
     Intervals(f64),
+    /// A multiple of the report interval, but never less than a duration (`"max(2x, 10m)"`): a
+    /// probe reporting every minute is not called silent for two lost packets.
+    IntervalsAtLeast(f64, Millis),
+}
+
+impl Silence {
+    /// How long a sensor reporting every `interval_ms` may be silent.
+    pub fn timeout(self, interval_ms: Millis) -> Millis {
+        let of_interval = |factor: f64| (interval_ms as f64 * factor) as Millis;
+        match self {
+            Silence::Fixed(ms) => ms,
+            Silence::Intervals(factor) => of_interval(factor),
+            Silence::IntervalsAtLeast(factor, floor) => of_interval(factor).max(floor),
+        }
+    }
 }
 
 /// A rule's check replaced for the sensors a scope picks out (`[[rule.override]]`): a lower

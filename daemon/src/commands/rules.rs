@@ -189,6 +189,7 @@ fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
             let after = match after {
                 Silence::Fixed(ms) => hold(*ms),
                 Silence::Intervals(factor) => format!("{factor}× the report interval"),
+                Silence::IntervalsAtLeast(factor, floor) => format!("{factor}× the report interval, and at least {}", hold(*floor)),
             };
             let _ = writeln!(out, "  {:<8} no data for more than {after}", severity.as_str());
         }

@@ -2,9 +2,10 @@
 //! gateway is down when every box behind it has missed a report — none has sent anything for
 //! longer than its own report interval — and up again with the first reading from any of them.
 //!
-//! A box's no-data alarm waits twice its interval (the rule packs' `no_data = "2x"`), so the
-//! gateway is found down before its boxes' no-data alarms fire, and the dispatcher holds those
-//! back: one "gateway down" alarm goes to the installers instead of one alarm per box.
+//! A box's no-data alarm waits twice its interval, and at least 10 minutes (the rule packs'
+//! `no_data = "max(2x, 10m)"`), so the gateway is found down before its boxes' no-data alarms
+//! fire, and the dispatcher holds those back: one "gateway down" alarm goes to the installers
+//! instead of one alarm per box.
 
 use crate::clock::Clock;
 use crate::config::SensorConfig;

@@ -91,6 +91,18 @@ fn device_checks_compile() {
 }
 
 #[test]
+fn a_no_data_time_can_be_intervals_with_a_floor() {
+    let set = compile("[[rule]]\nid = \"quiet\"\nno_data = \"max(2x, 10m)\"\n").unwrap();
+    assert_eq!(set.rules[0].check, Check::NoData { after: Silence::IntervalsAtLeast(2.0, 600_000), severity: Severity::Warning });
+    assert_eq!(Silence::IntervalsAtLeast(2.0, 600_000).timeout(60_000), 600_000, "a one-minute probe: the floor");
+    assert_eq!(Silence::IntervalsAtLeast(2.0, 600_000).timeout(900_000), 1_800_000, "a 15-minute probe: twice its interval");
+    for (bad, says) in [("max(2x)", "max(2x, 10m)"), ("max(0.5x, 10m)", "at least 1"), ("max(2x, soon)", "max(2x, 10m)"), ("max(2, 10m)", "at least 1")] {
+        let errs = errors(&format!("[[rule]]\nid = \"quiet\"\nno_data = \"{bad}\"\n"));
+        assert!(errs.len() == 1 && errs[0].contains("no_data") && errs[0].contains(says), "{bad}: {errs:?}");
+    }
+}
+
+#[test]
 fn a_clock_check_compiles_as_a_device_check_and_takes_no_value() {
     let set = compile("[[rule]]\nid = \"clock\"\nclock_ahead = \"10m\"\n").unwrap();
     assert_eq!(set.rules[0].check, Check::Clock { allowed_ms: 600_000, severity: Severity::Warning });

@@ -2070,3 +2070,41 @@ fn a_box_that_dies_sending_zeros_in_every_register_is_told_to_installers_not_the
         assert!(told, "every {interval} min: installers told the box is stuck");
     }
 }
+
+/// When `rule` first fired for a box of `kind` reporting every `interval` minutes, in minutes after
+/// its first reading; `lost(n)` says whether its `n`th reading is lost. Ticks every 10 s.
+fn silence_told(kind: SensorKind, rule: &str, interval: i64, lost: impl Fn(i64) -> bool, minutes: i64) -> Option<f64> {
+    let tags: &[(&str, &str)] = if kind == SensorKind::Water { &[("use", "surface"), ("water_class", "III")] } else { &[] };
+    let tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+    let subject = Subject { id: "s1".into(), kind, site: "site".into(), building: None, grid: None, tags: tags.into(), interval_ms: interval * MIN };
+    let mut engine = Engine::new(shipped(), &[subject]);
+    let fields: &[(&str, f64)] = if kind == SensorKind::Water { &[("do", 7.5), ("ph", 7.4)] } else { &[("x", 0.3), ("y", -0.2), ("temperature", 18.0)] };
+    let mut events = Vec::new();
+    for tick in 0..=minutes * 6 {
+        let now = tick * MIN / 6;
+        if now % (interval * MIN) == 0 && !lost(now / (interval * MIN)) {
+            engine.observe(SubjectId(0), now, fields, &mut events);
+        }
+        engine.tick(now, &mut events);
+        if let Some(fired) = events.iter().find(|e| e.kind == EventKind::Fired && engine.rule(e.rule).id == rule) {
+            return Some(fired.at as f64 / MIN as f64);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_box_or_probe_that_loses_a_few_packets_is_not_silent_but_one_that_stops_is() {
+    for (kind, rule) in [(SensorKind::Tilt, "tilt-no-data"), (SensorKind::Water, "water-no-data")] {
+        // Reporting every minute for two days and losing bursts of 2 to 9 readings (an outside
+        // tester's probes at 0.2–2 % loss raised this installer alarm 12–304 times a year).
+        let bursts = |n: i64| n > 30 && n % 120 < 2 + (n / 120) % 8;
+        assert_eq!(silence_told(kind, rule, 1, bursts, 2 * 24 * 60), None, "{rule}: bursts of lost packets");
+        // Stopping for good after an hour: told 10 minutes after its last reading.
+        let told = silence_told(kind, rule, 1, |n| n > 60, 3 * 60);
+        assert!(told.is_some_and(|t| (70.0..=70.5).contains(&t)), "{rule}: a one-minute box that stopped, told at {told:?} min");
+        // A box reporting every 15 minutes is silent after two of them, as before.
+        let told = silence_told(kind, rule, 15, |n| n > 4, 6 * 60);
+        assert!(told.is_some_and(|t| (90.0..=90.5).contains(&t)), "{rule}: a 15-minute box that stopped, told at {told:?} min");
+    }
+}
