@@ -179,6 +179,7 @@ fn runtime_dir(config: &Config) -> Option<std::path::PathBuf> {
 fn build(config: &Config, rules: Option<(gridwatch_rules::RuleSet, usize)>, clock: Clock, metrics: &Metrics) -> anyhow::Result<Built> {
     metrics.started(clock.now());
     let store = Store::open_with_clock(&config.state_dir, clock)?;
+    store.fold_into_open_alarms(config.alerts.fold_into_open_alarm);
     let store = match runtime_dir(config) {
         Some(dir) => store.clone().keep_beside_card(&dir).unwrap_or_else(|error| {
             tracing::error!(error = %format!("{error:#}"), "no runtime directory: readings the card cannot log are not judged again after a crash");

@@ -57,9 +57,10 @@ pub fn run(config: &Config, command: IncidentsCommand, output: Output) -> anyhow
             }
             for row in rows {
                 let normal = if row.sensor_normal { " (sensor normal)" } else { "" };
+                let folded = row.folded_into.map(|into| format!(" folded into #{into}")).unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "#{:<5} {:<9} {:<8} rule={} sensor={} value={:.4} firings={} opened={}{normal}",
+                    "#{:<5} {:<9} {:<8} rule={} sensor={} value={:.4} firings={} opened={}{normal}{folded}",
                     row.id,
                     row.state,
                     row.severity,
@@ -187,6 +188,7 @@ fn incident_json(row: &IncidentRow) -> serde_json::Value {
         "id": row.id, "rule": row.rule, "sensor": row.sensor, "severity": row.severity, "worst_severity": row.worst_severity,
         "state": row.state, "sensor_normal": row.sensor_normal, "firings": row.firings, "last_value": row.last_value,
         "opened": known_rfc3339(row.opened_ms, row.opened_known), "opened_ms": row.opened_ms, "updated": rfc3339(row.updated_ms), "updated_ms": row.updated_ms,
+        "folded_into": row.folded_into,
     })
 }
 

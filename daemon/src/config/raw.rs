@@ -320,6 +320,8 @@ pub struct RawAlerts {
     pub bus_down_after_secs: u64,
     #[serde(default = "default_group_window_secs")]
     pub group_window_secs: u64,
+    #[serde(default = "yes")]
+    pub fold_into_open_alarm: bool,
 }
 
 fn default_group_window_secs() -> u64 {
@@ -382,6 +384,7 @@ impl Default for RawAlerts {
             failover_after_secs: default_failover_after_secs(),
             bus_down_after_secs: default_bus_down_after_secs(),
             group_window_secs: default_group_window_secs(),
+            fold_into_open_alarm: true,
             console: true,
             flap_window_secs: default_flap_window_secs(),
             mqtt: None,

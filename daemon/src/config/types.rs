@@ -310,6 +310,9 @@ pub struct AlertsConfig {
     /// After a building's first alarm goes out, the alarms of its other sensors in this window
     /// wait for its end and go out together as one message about the house (0: no grouping).
     pub group_window: Duration,
+    /// While a house has an orange or red alarm open, its further alarms at or below that
+    /// severity are folded into it, not sent (`crate::store::folding`).
+    pub fold_into_open_alarm: bool,
 }
 
 /// An SMS HTTP gateway (`[[alerts.sms]]`).

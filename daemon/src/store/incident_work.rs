@@ -238,6 +238,7 @@ impl Store {
                     if let (Action::Accept, Some(person)) = (action, owner) {
                         set_owner(&tx, id, person, now_ms)?;
                     }
+                    super::folding::take_folded_along(&tx, id, *action, actor, stamp)?;
                 }
                 Work::Transfer { person: to } => set_owner(&tx, id, to, now_ms)?,
                 Work::AddHelper { person: helper } => {

@@ -5,6 +5,7 @@
 //! not there) is a repeat — after a crash the readings since the last saved rule state are
 //! judged again — and is not sent to anyone ([`Applied::Repeat`]).
 
+use super::folding::Fold;
 use super::Destination;
 use super::Store;
 use crate::alert::{Alert, Event};
@@ -29,6 +30,9 @@ pub struct IncidentRow {
     /// never can be): people read "time unknown".
     pub opened_known: bool,
     pub updated_ms: i64,
+    /// The incident of the same house it was folded into (not told; see [`super::folding`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded_into: Option<i64>,
 }
 
 /// One line of an incident's audit trail.
@@ -113,6 +117,7 @@ impl Store {
         let now = self.clock.now();
         let unset_clock = self.unset_mark_of(&alert);
         let clock_set = self.clock.synchronized();
+        let folds = self.folds_alarms.load(std::sync::atomic::Ordering::SeqCst);
         self.with_conn_or_settle(
             move |conn| {
                 let tx = conn.transaction()?;
@@ -147,15 +152,25 @@ impl Store {
                     let state: String = tx.query_row("SELECT state FROM incidents WHERE id = ?1", [incident], |row| row.get(0))?;
                     journaled.incident_resolved = state == State::Resolved.as_str() || state == State::Closed.as_str();
                 }
-                let destinations = (journaling.route)(&mut journaled, incident);
+                let stamp = Stamp { at_ms: alert.at_ms, clock_unset_at: unset_clock.map(|u| u.0) };
+                let fold = super::folding::decide(&tx, incident, &journaled, folds, stamp)?;
+                if fold == Fold::TellAsFired {
+                    (journaled.event, journaled.previous_severity) = (Event::Fired, None);
+                }
+                let mut destinations = (journaling.route)(&mut journaled, incident);
+                match fold {
+                    Fold::Keep(_) => destinations.clear(),
+                    Fold::Tell | Fold::TellAsFired => super::folding::told(&tx, incident, &journaled, !destinations.is_empty())?,
+                }
                 let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;
-                let opened = journaled.event == Event::Fired || (journaled.event == Event::Changed && ladder_ended);
+                let opened = matches!(fold, Fold::Tell | Fold::TellAsFired)
+                    && (journaled.event == Event::Fired || (journaled.event == Event::Changed && ladder_ended));
                 // Worse than it ever was (a house gone from yellow to red): the new severity's
                 // ladder runs from now, as for an alarm that fired at it — the yellow's first
                 // reminder was an hour off, and a red that went through yellow got neither a
                 // reminder nor an escalation (an outside tester). The reminders' numbering goes
                 // on. A fall keeps the ladder of the worst (`escalation_clocks`).
-                let rose = journaled.event == Event::Changed && worst_before.is_some_and(|worst| rank(alert.severity.as_str()) > rank(&worst));
+                let rose = !matches!(fold, Fold::Keep(_)) && journaled.event == Event::Changed && worst_before.is_some_and(|worst| rank(alert.severity.as_str()) > rank(&worst));
                 if let (Some((grid, armed_ms, first_due_ms)), true) = (&journaling.escalate, opened || rose) {
                     if rose && !opened {
                         tx.execute(
@@ -273,7 +288,8 @@ impl Store {
         let conn = self.lock()?;
         let sql = format!(
             "SELECT id, rule, sensor, severity, worst_severity, state, sensor_normal, firings, last_value, opened_ms, updated_ms,
-                    NOT EXISTS (SELECT 1 FROM incident_events e WHERE e.clock_unset_at IS NOT NULL AND e.incident_id = incidents.id AND e.at_ms = incidents.opened_ms)
+                    NOT EXISTS (SELECT 1 FROM incident_events e WHERE e.clock_unset_at IS NOT NULL AND e.incident_id = incidents.id AND e.at_ms = incidents.opened_ms),
+                    folded_into
              FROM incidents {} ORDER BY id DESC",
             if all { "" } else { "WHERE state != 'closed'" }
         );
@@ -292,6 +308,7 @@ impl Store {
                 opened_ms: row.get(9)?,
                 opened_known: row.get(11)?,
                 updated_ms: row.get(10)?,
+                folded_into: row.get(12)?,
             })
         })?;
         let mut rows: Vec<IncidentRow> = rows.collect::<Result<_, _>>()?;

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const SCHEMA_VERSION: i32 = 26;
+const SCHEMA_VERSION: i32 = 27;
 
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -476,6 +476,19 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
              ALTER TABLE incidents ADD COLUMN afresh INTEGER NOT NULL DEFAULT 0;
              CREATE TABLE sms_owed (id INTEGER PRIMARY KEY, sink TEXT NOT NULL, budget TEXT NOT NULL, line TEXT NOT NULL, link TEXT);
              PRAGMA user_version = 26;
+             COMMIT;",
+        )?;
+    }
+    if version < 27 {
+        // One house, one alarm told at a time (`folding.rs`): the house a grid incident is on,
+        // whether it was told, and the incident of that house it was folded into.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE incidents ADD COLUMN house TEXT;
+             ALTER TABLE incidents ADD COLUMN folded_into INTEGER;
+             ALTER TABLE incidents ADD COLUMN told INTEGER NOT NULL DEFAULT 1;
+             CREATE INDEX incidents_by_house ON incidents (house, state);
+             PRAGMA user_version = 27;
              COMMIT;",
         )?;
     }

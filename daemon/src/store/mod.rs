@@ -36,6 +36,7 @@ mod calibrations;
 mod clock_steps;
 mod crash_log;
 mod escalations;
+mod folding;
 mod health;
 mod incident_work;
 mod incidents;
@@ -127,6 +128,9 @@ pub struct Store {
     /// Whether this process marks what it stamps while the clock is not set to be re-stamped
     /// (the daemon; see [`restamp`]).
     restamps: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether a house's open orange or red alarm takes its further alarms in ([`folding`]);
+    /// `[alerts] fold_into_open_alarm`, on unless the configuration turns it off.
+    folds_alarms: Arc<std::sync::atomic::AtomicBool>,
     /// The store is a copy in memory of the one on a read-only card: what it journals is gone at
     /// the next start unless kept beside the card ([`sent_from_memory`]).
     memory_copy: bool,
@@ -136,6 +140,12 @@ pub struct Store {
 }
 
 impl Store {
+    /// Whether a house's open orange or red alarm takes its further alarms in, unsent
+    /// ([`folding`]; `[alerts] fold_into_open_alarm`, on by default).
+    pub fn fold_into_open_alarms(&self, on: bool) {
+        self.folds_alarms.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// [`Store::open_with_clock`] on the system clock: for command-line tools and tests.
     pub fn open(state_dir: &Path) -> anyhow::Result<Store> {
         Store::open_with_clock(state_dir, Clock::System)
@@ -161,6 +171,7 @@ impl Store {
             saving_state: Arc::default(),
             clock,
             restamps: Arc::default(),
+            folds_alarms: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             memory_copy: false,
             steps_from_memory: Arc::default(),
         };

@@ -373,6 +373,9 @@ impl Watcher {
         }
         let letters: Vec<(&str, u8)> = open.iter().map(|r| (r.sensor.as_str(), self.known[&r.id].level(&r.severity).1)).collect();
         let status = point_status(&self.points, &sensor_status(&board, &letters));
+        // An alarm folded into its house's open one colours its box on the map, but is no task of
+        // its own: it is handled, and resolved, with that one.
+        open.retain(|r| r.folded_into.is_none());
         let newest = open.iter().max_by_key(|r| (self.known.get(&r.id).map_or(r.opened_ms, |k| k.since_ms), r.id)).map(|r| {
             let known = &self.known[&r.id];
             let level = match known.level(&r.severity) {

@@ -32,7 +32,11 @@ pub async fn list(State(state): State<WebState>) -> Response {
     } else {
         html.push_str("<table><tr><th>#</th><th>severity</th><th>state</th><th>rule</th><th>sensor</th><th>value</th><th>open for</th><th>opened</th></tr>");
         for r in &rows {
-            let normal = if r.sensor_normal { " (sensor normal)" } else { "" };
+            let normal = match (r.sensor_normal, r.folded_into) {
+                (_, Some(into)) => format!(" (folded into #{into})"),
+                (true, None) => " (sensor normal)".into(),
+                (false, None) => String::new(),
+            };
             let _ = write!(
                 html,
                 "<tr class=\"{sev}\"><td>{}</td><td>{sev}</td><td>{}{normal}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",

@@ -169,7 +169,14 @@ fn incident_row(id: i64, rule: String, sensor: String, severity: String, state: 
         opened_ms: entries.first().map_or(0, |e| e.at_ms),
         opened_known: !entries.is_empty(),
         updated_ms: entries.last().map_or(0, |e| e.at_ms),
+        folded_into: folded_into(entries),
     }
+}
+
+/// The incident it was last folded into, unless told since ("folded into #12", "unfolded").
+fn folded_into(entries: &[AuditEntry]) -> Option<i64> {
+    let last = entries.iter().rev().find(|e| e.actor == "gridwatch" && (e.action == "unfolded" || e.action.starts_with("folded into #")))?;
+    last.action.strip_prefix("folded into #")?.parse().ok()
 }
 
 /// The state a step leads to (to tell when the box has done it).
@@ -203,6 +210,7 @@ fn facts<'a>(incident: &'a HubIncident, box_id: &str, zone: chrono_tz::Tz) -> Fa
         sensor: None,
         latest: None,
         trend: Vec::new(),
+        folded: Vec::new(),
         people: Vec::new(),
         timeline: incident.timeline.clone(),
         dispatch: Default::default(),

@@ -165,6 +165,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             failover_after: Duration::from_secs(60),
             bus_down_after: Duration::from_secs(60),
             group_window: Duration::from_secs(10),
+            fold_into_open_alarm: true,
             console: true,
             flap_window: Duration::from_secs(600),
             mqtt_topic_prefix: Some("gridwatch/alerts".into()),

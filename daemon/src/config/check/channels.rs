@@ -69,6 +69,7 @@ impl Checker<'_> {
             failover_after,
             bus_down_after: Duration::from_secs(raw.bus_down_after_secs),
             group_window: Duration::from_secs(raw.group_window_secs),
+            fold_into_open_alarm: raw.fold_into_open_alarm,
         };
         for robot in alerts.wecom.iter_mut().chain(alerts.dingtalk.iter_mut()) {
             if alerts.failover.contains_key(&robot.name) {

@@ -52,6 +52,9 @@ pub struct Facts<'a> {
     /// The sensor's latest reading (the box's live table) and its stored hourly trend.
     pub latest: Option<Latest>,
     pub trend: Vec<FieldTrend>,
+    /// The alarms of the same house folded into this incident (not told on their own), each
+    /// with its latest alert; none at the hub.
+    pub folded: Vec<(IncidentRow, Option<Alert>)>,
     /// Who holds the incident: (person, `owner` or `helper`).
     pub people: Vec<(String, String)>,
     pub timeline: Vec<TimelineEntry>,
@@ -82,6 +85,7 @@ impl<'a> Facts<'a> {
             sensor,
             latest,
             trend: state.store.trend(&row.sensor, now.div_euclid(3_600_000) - crate::trend::KEEP_HOURS).unwrap_or_default(),
+            folded: folded_into(state, row.id),
             people: state.store.incident_people(row.id).unwrap_or_default(),
             timeline: state.store.incident_timeline(row.id).unwrap_or_default(),
             dispatch: state.page.dispatch.get(),
@@ -123,6 +127,8 @@ fn entry_label(facts: &Facts<'_>, action: &str) -> String {
         ["sensor", "normal"] => "传感器读数恢复正常".into(),
         ["closed", "(minor,", ..] => "自动关闭（轻微，读数已恢复）".into(),
         ["re-opened", level, ..] => format!("再次触发{}，事件重新打开", severity(level)),
+        ["folded", "into", into] => format!("同一房屋已有未结的{into}，本告警并入该事件处理，未另行通知"),
+        ["unfolded"] => "比同一房屋未结的告警更严重，已单独通知".into(),
         ["reminded", ..] => format!("催办：{}", action.trim_start_matches("reminded ")),
         ["escalated", ..] => escalation_label(action.trim_start_matches("escalated ")),
         [single] => action_label(single).to_string(),
@@ -161,6 +167,18 @@ pub fn sensor_of<'a>(state: &'a WebState, sensor: &str) -> Option<&'a SensorConf
 
 /// The box's page of `row`; `notice` says what just happened, `note` is the note as typed after
 /// a refusal.
+/// The open incidents folded into incident `id`, with their latest alerts.
+fn folded_into(state: &WebState, id: i64) -> Vec<(IncidentRow, Option<Alert>)> {
+    let open = state.store.incidents(false).unwrap_or_default();
+    open.into_iter()
+        .filter(|r| r.folded_into == Some(id))
+        .map(|r| {
+            let alert = state.store.latest_alert(&r.rule, &r.sensor).ok().flatten();
+            (r, alert)
+        })
+        .collect()
+}
+
 pub fn page(state: &WebState, row: &IncidentRow, signed: &Signed, notice: Option<&Notice>, note: &str) -> String {
     render(&Facts::on_box(state, row), signed, notice, note)
 }
@@ -200,6 +218,7 @@ pub fn render(facts: &Facts<'_>, signed: &Signed, notice: Option<&Notice>, note:
         None => {}
     }
     summary(&mut html, row, about, zone, now);
+    folding(&mut html, facts);
     let house_at = about.and_then(|a| a.location).or_else(|| sensor.and_then(|s| s.location));
     actions(&mut html, facts, &offers, red, viewer, &query, grid, house_at, note);
     // The hub has no inventory: nothing to say of the house there.
@@ -245,6 +264,26 @@ fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>, place: Op
         place = escape(&place),
         sensor = escape(&row.sensor),
     );
+}
+
+/// What was folded into this incident, or what this one was folded into.
+fn folding(html: &mut String, facts: &Facts<'_>) {
+    if let Some(into) = facts.row.folded_into {
+        let _ = write!(html, "<section class=\"hint\"><p>同一房屋已有未结的 #{into}，本告警并入该事件处理，未另行通知；#{into} 办结时本告警一并办结。</p></section>");
+    }
+    if facts.folded.is_empty() {
+        return;
+    }
+    let wording = Wording { chinese: true, time_zone: facts.time_zone };
+    html.push_str("<section><h2>同一房屋的其他告警（已并入本事件，未另行通知）</h2><ul>");
+    for (row, alert) in &facts.folded {
+        let what = match alert {
+            Some(alert) => text::sentence(alert, wording),
+            None => format!("{} · {}", row.rule, row.sensor),
+        };
+        let _ = write!(html, "<li>#{} {} · {}</li>", row.id, severity_zh(&row.severity), escape(&what));
+    }
+    html.push_str("</ul><p><small>办结本事件时，以上告警一并办结。</small></p></section>");
 }
 
 fn summary(html: &mut String, row: &IncidentRow, about: Option<&Alert>, zone: chrono_tz::Tz, now: i64) {
