@@ -167,6 +167,10 @@ pub struct Alert {
     /// A clear of an incident a person had resolved already: nobody needs to go on site for it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub incident_resolved: bool,
+    /// Folded into this open incident of the same house: recorded, sent to nobody (only the
+    /// console log shows it; see `store::folding`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_into: Option<i64>,
     /// Where the sensor is, `[latitude, longitude]`, when the inventory says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<[f64; 2]>,
@@ -239,6 +243,7 @@ impl Alert {
             mentions: Vec::new(),
             no_data: false,
             incident_resolved: false,
+            folded_into: None,
             location: None,
             unset_clock: None,
         }
@@ -333,6 +338,7 @@ pub(crate) mod tests {
             mentions: Vec::new(),
             no_data: false,
             incident_resolved: false,
+            folded_into: None,
             location: None,
             unset_clock: None,
         }

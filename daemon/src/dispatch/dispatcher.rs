@@ -114,6 +114,7 @@ pub async fn run_dispatcher(mut alerts: mpsc::Receiver<Alert>, sinks: Vec<SinkQu
                 dispatcher.keep_clock_steps().await;
                 dispatcher.send_due_escalations().await;
                 dispatcher.tell_alarms_silences_kept().await;
+                dispatcher.tell_owed_alarms().await;
                 count_open_incidents(&dispatcher.store, &dispatcher.metrics).await;
                 let _ = dispatcher.store.off_thread(|store| Ok(store.try_restore_reserve())).await;
             }
@@ -415,6 +416,9 @@ impl Dispatcher {
                 }
             }
         };
+        // Folded into its house's open alarm: only the console's log has it.
+        let targets: Vec<String> =
+            if alert.folded_into.is_some() { targets.into_iter().filter(|t| t == crate::sinks::console::NAME).collect() } else { targets };
         self.metrics.take_on_deliveries(&targets, 1);
         if let Some(sensor) = hold {
             self.held_back.hold(&alert.rule, sensor);
@@ -505,6 +509,46 @@ impl Dispatcher {
             tracing::warn!(rule = %alert.rule, sensor = %alert.sensor, "silence over while the alarm still fires: told now");
             let told = Alert { event: Event::Fired, at_ms: now, at: crate::clock::rfc3339(now), event_id: None, previous_severity: None, ..alert };
             Box::pin(self.handle(told)).await;
+        }
+    }
+
+    /// Tells the reds that were folded into an incident of their house which a person resolved
+    /// while they still fired ([`Store::owed_alarms`]): each as a `fired` now, to the people on
+    /// duty, with its ladder. One a silence covers waits for the silence to end.
+    async fn tell_owed_alarms(&mut self) {
+        let owed = match self.store.owed_alarms().await {
+            Ok(owed) => owed,
+            Err(error) => {
+                self.store.report_failure("reading the reds owed to people (they are told once it can be read)", &error);
+                return;
+            }
+        };
+        for (incident, mut alert) in owed {
+            let now = self.clock.now();
+            if self.silences.iter().any(|s| s.covers(&alert, now)) || silence_covering(&self.store, &alert, now).await.is_some() {
+                continue;
+            }
+            let dispatch = self.dispatch.get();
+            let people = dispatch.on_duty(alert.grid.as_deref(), now);
+            alert.recipients = people.iter().map(|m| m.name.clone()).collect();
+            alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
+            alert.event_id = None;
+            let addressing = address(&alert, &dispatch.roster, &self.names);
+            let targets = addressing.targets.clone();
+            let journaling = crate::store::Journaling {
+                route: router(addressing, self.links.clone(), self.clock),
+                not_before_ms: None,
+                escalate: ladder_of(&dispatch, &alert, now),
+            };
+            match self.store.tell_owed(incident, &alert, journaling).await {
+                Ok(Some(_)) => {
+                    tracing::warn!(incident, rule = %alert.rule, sensor = %alert.sensor, "a red folded into its house's incident still fires after that one was resolved: told now");
+                    self.metrics.take_on_deliveries(&targets, 1);
+                    self.wake(&targets);
+                }
+                Ok(None) => {}
+                Err(error) => self.store.report_failure("telling a red its house's resolved incident had taken in (it is told at the next look)", &error),
+            }
         }
     }
 

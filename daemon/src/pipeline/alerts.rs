@@ -52,6 +52,7 @@ pub fn alert_of(
         mentions: Vec::new(),
         no_data: matches!(rule.check_of(event.variant), Check::NoData { .. }),
         incident_resolved: false,
+        folded_into: None,
         location: sensor.location,
         unset_clock: None,
     };

@@ -745,6 +745,7 @@ impl Pipeline {
     }
 
     async fn emit(&mut self, events: &mut Vec<RuleEvent>, source: Source) {
+        worst_fired_first(events);
         for event in events.drain(..) {
             let rule = self.engine.rule(event.rule);
             let Some(sensor) = self.sensors.get(event.subject.0) else { continue };
@@ -765,6 +766,24 @@ impl Pipeline {
                 Err(_) => tracing::error!(rule = %rule.id, sensor = %sensor.id, "alert dispatcher is gone; alert lost"),
             }
         }
+    }
+}
+
+/// Puts the alarms that fired at one moment worst first, each in the place of one of them (the
+/// clears and changes keep theirs): a house's red then goes out, and its orange of the same
+/// reading folds into it, instead of the orange being told a moment before its red (the shipped
+/// pack's `tilt-change` is judged before `tilt-sudden`). Left as they are when one rule fired
+/// twice for a sensor in the batch (their order is their meaning).
+fn worst_fired_first(events: &mut [RuleEvent]) {
+    let fired: Vec<usize> = (0..events.len()).filter(|&i| events[i].kind == gridwatch_rules::EventKind::Fired).collect();
+    let mut seen = std::collections::HashSet::new();
+    if fired.len() < 2 || !fired.iter().all(|&i| seen.insert((events[i].rule, events[i].subject))) {
+        return;
+    }
+    let mut worst_first: Vec<RuleEvent> = fired.iter().map(|&i| events[i]).collect();
+    worst_first.sort_by_key(|event| std::cmp::Reverse(event.severity));
+    for (slot, event) in fired.into_iter().zip(worst_first) {
+        events[slot] = event;
     }
 }
 
@@ -807,6 +826,38 @@ pub fn settle_gone_rules(store: &Store, gone: &std::collections::BTreeSet<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_alarms_of_one_moment_go_worst_first_and_clears_and_changes_keep_their_places() {
+        use gridwatch_rules::{EventKind, RuleId, Severity, SubjectId};
+        let event = |rule: usize, kind: EventKind, severity: Severity| RuleEvent {
+            rule: RuleId(rule),
+            subject: SubjectId(0),
+            kind,
+            severity,
+            previous: None,
+            variant: None,
+            value: 1.0,
+            at: 1_000,
+            since: 1_000,
+            agreement: None,
+        };
+        let order = |events: &[RuleEvent]| events.iter().map(|e| (e.rule.0, e.severity)).collect::<Vec<_>>();
+        let mut batch = vec![
+            event(0, EventKind::Fired, Severity::Alarm),
+            event(1, EventKind::Cleared, Severity::Warning),
+            event(2, EventKind::Fired, Severity::Danger),
+            event(3, EventKind::Changed, Severity::Warning),
+            event(4, EventKind::Fired, Severity::Warning),
+        ];
+        worst_fired_first(&mut batch);
+        assert_eq!(order(&batch), vec![(2, Severity::Danger), (1, Severity::Warning), (0, Severity::Alarm), (3, Severity::Warning), (4, Severity::Warning)]);
+        // One rule fired twice (a clear between): left as it is.
+        let mut twice =
+            vec![event(0, EventKind::Fired, Severity::Alarm), event(0, EventKind::Cleared, Severity::Alarm), event(0, EventKind::Fired, Severity::Danger)];
+        worst_fired_first(&mut twice);
+        assert_eq!(order(&twice), vec![(0, Severity::Alarm), (0, Severity::Alarm), (0, Severity::Danger)]);
+    }
 
     #[test]
     fn a_large_state_is_saved_once_enough_readings_pay_for_it_or_it_waited_long_enough() {

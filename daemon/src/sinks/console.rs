@@ -1,9 +1,13 @@
 //! The console sink: one line per alert event on standard output (journald keeps it). Logs go
-//! to standard error, so stdout is exactly the alert stream.
+//! to standard error, so stdout is exactly the alert stream — the alarms folded into their
+//! house's open one too, marked, though no other channel gets them (`store::folding`).
 
 use super::Sink;
 use crate::alert::Alert;
 use std::io::Write;
+
+/// The console sink's name among the channels.
+pub const NAME: &str = "console";
 
 #[derive(Debug, Default)]
 pub struct ConsoleSink;
@@ -12,7 +16,7 @@ pub struct ConsoleSink;
 /// and the English message.
 pub fn format_line(alert: &Alert) -> String {
     format!(
-        "{at} {event:<7} {severity:<7} rule={rule} sensor={sensor} value={value:.4}{unit} ({condition}){change} since={since} | {place} | {message}{incident}",
+        "{at} {event:<7} {severity:<7} rule={rule} sensor={sensor} value={value:.4}{unit} ({condition}){change} since={since} | {place} | {message}{incident}{folded}",
         at = alert.at,
         event = alert.event.as_str(),
         severity = alert.severity.as_str(),
@@ -26,12 +30,13 @@ pub fn format_line(alert: &Alert) -> String {
         place = alert.place(),
         message = alert.message(),
         incident = alert.incident_id.map(|id| format!(" | incident #{id}")).unwrap_or_default(),
+        folded = alert.folded_into.map(|id| format!(" | folded into #{id}, not sent")).unwrap_or_default(),
     )
 }
 
 impl Sink for ConsoleSink {
     fn name(&self) -> String {
-        "console".into()
+        NAME.into()
     }
 
     async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {

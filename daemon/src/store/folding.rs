@@ -14,18 +14,19 @@
 //! for it) folds nothing.
 
 use super::incidents::{audit, Stamp};
+use super::Store;
 use crate::alert::{Alert, Audience, Event};
 use crate::dispatch::incident::{Action, State};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 /// What becomes of a grid event's deliveries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fold {
     /// Sent as it is.
     Tell,
-    /// Sent as a `fired`: an incident folded until now rose above every alarm of its house.
+    /// Sent as a `fired`: an incident folded until now (or owed) that nobody heard of yet.
     TellAsFired,
-    /// Not sent: folded into this incident of its house.
+    /// Not sent (but to the console's log): folded into this incident of its house.
     Keep(i64),
 }
 
@@ -49,6 +50,32 @@ fn rank(alert: &Alert) -> i64 {
     }
 }
 
+/// The open, firing orange or red incident of `house` that was told and is at least as bad as
+/// `alert`, other than `incident`: (its id, its rule).
+fn cover(tx: &Transaction<'_>, incident: i64, house: &str, alert: &Alert) -> rusqlite::Result<Option<(i64, String)>> {
+    tx.query_row(
+        &format!(
+            "SELECT id, rule FROM incidents WHERE house = ?1 AND id != ?2 AND told = 1 AND folded_into IS NULL AND owed = 0 AND sensor_normal = 0
+                AND state IN ('open', 'accepted', 'on_site') AND severity IN ('alarm', 'danger') AND {RANK_SQL} >= ?3
+              ORDER BY {RANK_SQL} DESC, id LIMIT 1"
+        ),
+        params![house, incident, rank(alert)],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .optional()
+}
+
+/// Folds `incident` into `into` (`rule`), unless it is there already.
+fn fold(tx: &Transaction<'_>, incident: i64, (into, rule): (i64, String), alert: &Alert, stamp: Stamp) -> rusqlite::Result<()> {
+    tracing::info!(incident, into, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "folded into its house's open alarm: recorded, not sent");
+    let before: Option<i64> = tx.query_row("SELECT folded_into FROM incidents WHERE id = ?1", [incident], |row| row.get(0))?;
+    tx.execute("UPDATE incidents SET folded_into = ?2, told = 0, owed = 0 WHERE id = ?1", params![incident, into])?;
+    if before != Some(into) {
+        audit(tx, incident, stamp, "gridwatch", &format!("folded into #{into}"), Some(&format!("{rule} is open at the same house; not sent")))?;
+    }
+    Ok(())
+}
+
 /// Decides whether `alert` (as it is journaled, on `incident`) is told, and records on the
 /// incident its house and what it was folded into. `enabled`: the configuration folds
 /// (`[alerts] fold_into_open_alarm`).
@@ -56,38 +83,31 @@ pub(super) fn decide(tx: &Transaction<'_>, incident: i64, alert: &Alert, enabled
     let Some(house) = house_of(alert) else { return Ok(Fold::Tell) };
     tx.execute("UPDATE incidents SET house = ?2 WHERE id = ?1", params![incident, house])?;
     let folded: Option<i64> = tx.query_row("SELECT folded_into FROM incidents WHERE id = ?1", [incident], |row| row.get(0))?;
-    match (alert.event, folded) {
-        (Event::Cleared, Some(into)) => return Ok(Fold::Keep(into)),
-        // An alarm that opens, or one folded so far that changes.
-        (Event::Fired, _) | (Event::Changed, Some(_)) => {}
+    // An owed red is still marked with the incident it was folded into.
+    let untold = folded.is_some();
+    match alert.event {
+        Event::Cleared => {
+            if let Some(into) = folded {
+                // Nothing is owed of an alarm that cleared before it was told.
+                tx.execute("UPDATE incidents SET owed = 0 WHERE id = ?1", [incident])?;
+                return Ok(Fold::Keep(into));
+            }
+            return Ok(Fold::Tell);
+        }
+        // An alarm that opens, or one nobody heard of yet that changes.
+        Event::Fired => {}
+        Event::Changed if untold => {}
         _ => return Ok(Fold::Tell),
     }
-    let cover: Option<(i64, String)> = if enabled {
-        tx.query_row(
-            &format!(
-                "SELECT id, rule FROM incidents WHERE house = ?1 AND id != ?2 AND told = 1 AND folded_into IS NULL AND sensor_normal = 0
-                    AND state IN ('open', 'accepted', 'on_site') AND severity IN ('alarm', 'danger') AND {RANK_SQL} >= ?3
-                  ORDER BY {RANK_SQL} DESC, id LIMIT 1"
-            ),
-            params![house, incident, rank(alert)],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?
-    } else {
-        None
-    };
-    match cover {
-        Some((into, rule)) => {
-            tracing::info!(incident, into, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "folded into its house's open alarm: recorded, not sent");
-            if folded != Some(into) {
-                tx.execute("UPDATE incidents SET folded_into = ?2, told = 0 WHERE id = ?1", params![incident, into])?;
-                audit(tx, incident, stamp, "gridwatch", &format!("folded into #{into}"), Some(&format!("{rule} is open at the same house; not sent")))?;
-            }
+    match if enabled { cover(tx, incident, &house, alert)? } else { None } {
+        Some(cover) => {
+            let into = cover.0;
+            fold(tx, incident, cover, alert, stamp)?;
             Ok(Fold::Keep(into))
         }
         None => {
-            tx.execute("UPDATE incidents SET folded_into = NULL WHERE id = ?1", [incident])?;
-            if folded.is_some() {
+            tx.execute("UPDATE incidents SET folded_into = NULL, owed = 0 WHERE id = ?1", [incident])?;
+            if untold {
                 audit(tx, incident, stamp, "gridwatch", "unfolded", Some("worse than every open alarm of its house; told"))?;
                 return Ok(Fold::TellAsFired);
             }
@@ -106,25 +126,102 @@ pub(super) fn told(tx: &Transaction<'_>, incident: i64, alert: &Alert, to_someon
 }
 
 /// A person's resolve or close of incident `into` takes the incidents folded into it along, each
-/// as far as its own state allows; returns their ids.
-pub(super) fn take_folded_along(tx: &Transaction<'_>, into: i64, action: Action, actor: &str, stamp: Stamp) -> rusqlite::Result<Vec<i64>> {
+/// as far as its own state allows — except a red that still fires: nobody was told of it, so it
+/// is owed to people ([`Store::owed_alarms`]) instead of closed unseen (a second box of the
+/// house gone red hours after the first, while its worker was busy with that one).
+pub(super) fn take_folded_along(tx: &Transaction<'_>, into: i64, action: Action, actor: &str, stamp: Stamp) -> rusqlite::Result<()> {
     if !matches!(action, Action::Resolve | Action::Close) {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let folded: Vec<(i64, String)> = {
-        let mut statement = tx.prepare_cached("SELECT id, state FROM incidents WHERE folded_into = ?1 AND state NOT IN ('resolved', 'closed')")?;
-        let rows = statement.query_map([into], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let folded: Vec<(i64, String, bool)> = {
+        let mut statement = tx.prepare_cached(
+            "SELECT id, state, severity = 'danger' AND sensor_normal = 0 FROM incidents WHERE folded_into = ?1 AND state NOT IN ('resolved', 'closed')",
+        )?;
+        let rows = statement.query_map([into], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
         rows.collect::<Result<_, _>>()?
     };
-    let mut taken = Vec::new();
-    for (id, state) in folded {
+    for (id, state, red_still_firing) in folded {
+        if red_still_firing {
+            tx.execute("UPDATE incidents SET owed = 1 WHERE id = ?1", [id])?;
+            audit(tx, id, stamp, "gridwatch", "owed", Some(&format!("#{into} was resolved while this red still fires; told now")))?;
+            continue;
+        }
         let Ok(next) = state.parse::<State>().and_then(|state| action.next(state)) else { continue };
         let closed = (next == State::Closed).then_some(stamp.at_ms);
         tx.execute("UPDATE incidents SET state = ?1, updated_ms = ?2, closed_ms = ?3 WHERE id = ?4", params![next.as_str(), stamp.at_ms, closed, id])?;
         audit(tx, id, stamp, actor, action.as_str(), Some(&format!("随 #{into} 一并{}", if action == Action::Resolve { "办结" } else { "关闭" })))?;
-        taken.push(id);
     }
-    Ok(taken)
+    Ok(())
+}
+
+impl Store {
+    /// The reds a person's resolve of their house's incident left owed to people (see
+    /// [`take_folded_along`]): each incident with its latest alert.
+    pub async fn owed_alarms(&self) -> anyhow::Result<Vec<(i64, Alert)>> {
+        self.with_conn(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT i.id, (SELECT a.payload FROM alert_events a WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1)
+                 FROM incidents i WHERE i.owed = 1 AND i.sensor_normal = 0 AND i.state NOT IN ('resolved', 'closed')",
+            )?;
+            let rows = statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?)))?;
+            let mut owed = Vec::new();
+            for row in rows {
+                let (id, payload) = row?;
+                if let Some(alert) = payload.and_then(|p| serde_json::from_str::<Alert>(&p).ok()) {
+                    owed.push((id, alert));
+                }
+            }
+            Ok(owed)
+        })
+        .await
+    }
+
+    /// Tells owed red `incident` as a `fired` now (`alert`, its latest, addressed by the
+    /// dispatcher), with its ladder — unless it cleared or was resolved meanwhile (nothing to
+    /// tell), or another open red of its house takes it in again. Returns the event as
+    /// journaled when it was told.
+    pub async fn tell_owed(&self, incident: i64, alert: &Alert, journaling: super::Journaling) -> anyhow::Result<Option<(i64, Alert)>> {
+        let mut journaled = alert.clone();
+        let now = self.clock.now();
+        let folds = self.folds_alarms.load(std::sync::atomic::Ordering::SeqCst);
+        let unset_clock = self.unset_mark_now();
+        let clock_set = self.clock.synchronized();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let still: Option<(bool, String)> = tx
+                .query_row("SELECT sensor_normal, state FROM incidents WHERE id = ?1 AND owed = 1", [incident], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let stamp = Stamp { at_ms: now, clock_unset_at: unset_clock };
+            match still {
+                Some((false, state)) if state != State::Resolved.as_str() && state != State::Closed.as_str() => {}
+                Some(_) => {
+                    tx.execute("UPDATE incidents SET owed = 0 WHERE id = ?1", [incident])?;
+                    tx.commit()?;
+                    return Ok(None);
+                }
+                None => return Ok(None),
+            }
+            if let Some(cover) = house_of(&journaled).filter(|_| folds).map(|house| cover(&tx, incident, &house, &journaled)).transpose()?.flatten() {
+                fold(&tx, incident, cover, &journaled, stamp)?;
+                tx.commit()?;
+                return Ok(None);
+            }
+            (journaled.event, journaled.previous_severity, journaled.at_ms, journaled.at) = (Event::Fired, None, now, crate::clock::rfc3339(now));
+            let destinations = (journaling.route)(&mut journaled, incident);
+            let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, None)?;
+            tx.execute("UPDATE incidents SET owed = 0, folded_into = NULL, told = ?2 WHERE id = ?1", params![incident, !destinations.is_empty()])?;
+            audit(&tx, incident, stamp, "gridwatch", "told", None)?;
+            if let Some((grid, armed_ms, first_due_ms)) = &journaling.escalate {
+                tx.execute(
+                    "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms, aged_at_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3, ?5)",
+                    params![incident, grid, armed_ms, first_due_ms, clock_set.then_some(*armed_ms)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Some((id, journaled.clone())))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -147,17 +244,20 @@ mod tests {
     /// went anywhere.
     async fn journal(store: &Store, alert: &Alert) -> (i64, bool) {
         let before = store.pending_delivery_counts().unwrap().get("office").copied().unwrap_or(0);
-        let journaling = Journaling {
+        let (applied, _) = store.apply_and_journal(alert, 600_000, to_office(alert.at_ms)).await.unwrap();
+        let after = store.pending_delivery_counts().unwrap().get("office").copied().unwrap_or(0);
+        (applied.incident().unwrap(), after > before)
+    }
+
+    fn to_office(at_ms: i64) -> Journaling {
+        Journaling {
             route: Box::new(|alert, incident| {
                 alert.incident_id = Some(incident);
                 vec![("office".to_string(), None)]
             }),
             not_before_ms: None,
-            escalate: Some((Some("grid-3".into()), alert.at_ms, alert.at_ms + 600_000)),
-        };
-        let (applied, _) = store.apply_and_journal(alert, 600_000, journaling).await.unwrap();
-        let after = store.pending_delivery_counts().unwrap().get("office").copied().unwrap_or(0);
-        (applied.incident().unwrap(), after > before)
+            escalate: Some((Some("grid-3".into()), at_ms, at_ms + 600_000)),
+        }
     }
 
     fn has_ladder(store: &Store, incident: i64) -> bool {
@@ -192,13 +292,46 @@ mod tests {
         store.incident_action(red, Action::Accept, "worker Li", None, 6_000).unwrap();
         assert_eq!(state(&store, fast), "open", "accepting the red does not take the others along");
         store.incident_action(red, Action::Resolve, "worker Li", Some("propped"), 7_000).unwrap();
-        assert_eq!((state(&store, fast), state(&store, other_box)), ("resolved".to_string(), "resolved".to_string()));
-        let trail = store.incident_history(other_box).unwrap();
+        assert_eq!(state(&store, fast), "resolved");
+        let trail = store.incident_history(fast).unwrap();
         assert!(trail.iter().any(|e| e.action == format!("folded into #{red}")), "{trail:?}");
-        assert!(trail.iter().any(|e| e.action == "resolve" && e.note.as_deref().is_some_and(|n| n.contains(&format!("#{red}")))), "{trail:?}");
-        assert!(trail.iter().any(|e| e.action == "resolve" && e.actor == "worker Li"), "{trail:?}");
-        // Resolved: the house has no open alarm now, and the next one is told.
-        assert!(journal(&store, &alert("fired", "tilt-creep-day", "house-07", "alarm", 8_000)).await.1);
+        assert!(
+            trail.iter().any(|e| e.action == "resolve" && e.actor == "worker Li" && e.note.as_deref().is_some_and(|n| n.contains(&format!("#{red}")))),
+            "{trail:?}"
+        );
+        // The other box's red still fires and nobody was told of it: not resolved unseen, owed.
+        assert_eq!(state(&store, other_box), "open");
+        let owed = store.owed_alarms().await.unwrap();
+        assert_eq!(owed.iter().map(|(id, a)| (*id, a.sensor.as_str())).collect::<Vec<_>>(), vec![(other_box, "house-08")]);
+        let told = store.tell_owed(other_box, &owed[0].1, to_office(9_000)).await.unwrap().map(|(_, alert)| alert.event);
+        assert_eq!(told, Some(crate::alert::Event::Fired), "told as a fired, now");
+        assert!(has_ladder(&store, other_box) && store.owed_alarms().await.unwrap().is_empty());
+        assert_eq!(store.pending_delivery_counts().unwrap().get("office"), Some(&4), "red 07, the two elsewhere, and red 08 once owed");
+        // The house's next orange is folded into that red now.
+        assert!(!journal(&store, &alert("fired", "tilt-creep-day", "house-07", "alarm", 10_000)).await.1);
+    }
+
+    #[tokio::test]
+    async fn a_folded_red_that_clears_before_it_is_told_is_owed_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (red, _) = journal(&store, &alert("fired", "tilt-sudden", "house-07", "danger", 1_000)).await;
+        let (other, told) = journal(&store, &alert("fired", "tilt-danger", "house-08", "danger", 2_000)).await;
+        assert!(!told);
+        assert!(!journal(&store, &alert("cleared", "tilt-danger", "house-08", "danger", 3_000)).await.1, "its clear is not sent");
+        store.incident_action(red, Action::Resolve, "worker Li", None, 4_000).unwrap();
+        assert!(store.owed_alarms().await.unwrap().is_empty(), "it stood still again: resolved with the house");
+        assert_eq!(state(&store, other), "resolved");
+        // Owed, then cleared before the dispatcher's next look: nothing is told.
+        let in_b3 = |event: &str, rule: &str, sensor: &str, at_ms: i64| Alert { building: Some("B3".into()), ..alert(event, rule, sensor, "danger", at_ms) };
+        let (red, _) = journal(&store, &in_b3("fired", "tilt-sudden", "house-31", 5_000)).await;
+        journal(&store, &in_b3("fired", "tilt-danger", "house-32", 6_000)).await;
+        store.incident_action(red, Action::Resolve, "worker Li", None, 7_000).unwrap();
+        let owed = store.owed_alarms().await.unwrap();
+        assert_eq!(owed.len(), 1);
+        journal(&store, &in_b3("cleared", "tilt-danger", "house-32", 8_000)).await;
+        assert!(store.owed_alarms().await.unwrap().is_empty());
+        assert_eq!(store.tell_owed(owed[0].0, &owed[0].1, to_office(9_000)).await.unwrap().map(|(id, _)| id), None);
     }
 
     #[tokio::test]

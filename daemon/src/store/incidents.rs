@@ -154,12 +154,15 @@ impl Store {
                 }
                 let stamp = Stamp { at_ms: alert.at_ms, clock_unset_at: unset_clock.map(|u| u.0) };
                 let fold = super::folding::decide(&tx, incident, &journaled, folds, stamp)?;
-                if fold == Fold::TellAsFired {
-                    (journaled.event, journaled.previous_severity) = (Event::Fired, None);
+                match fold {
+                    Fold::TellAsFired => (journaled.event, journaled.previous_severity) = (Event::Fired, None),
+                    Fold::Keep(into) => journaled.folded_into = Some(into),
+                    Fold::Tell => {}
                 }
                 let mut destinations = (journaling.route)(&mut journaled, incident);
                 match fold {
-                    Fold::Keep(_) => destinations.clear(),
+                    // The console's log shows it (marked); no person's channel gets it.
+                    Fold::Keep(_) => destinations.retain(|(sink, _)| sink == crate::sinks::console::NAME),
                     Fold::Tell | Fold::TellAsFired => super::folding::told(&tx, incident, &journaled, !destinations.is_empty())?,
                 }
                 let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;

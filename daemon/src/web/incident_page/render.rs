@@ -269,7 +269,10 @@ fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>, place: Op
 /// What was folded into this incident, or what this one was folded into.
 fn folding(html: &mut String, facts: &Facts<'_>) {
     if let Some(into) = facts.row.folded_into {
-        let _ = write!(html, "<section class=\"hint\"><p>同一房屋已有未结的 #{into}，本告警并入该事件处理，未另行通知；#{into} 办结时本告警一并办结。</p></section>");
+        let _ = write!(
+            html,
+            "<section class=\"hint\"><p>同一房屋已有未结的 #{into}，本告警并入该事件处理，未另行通知；#{into} 办结时本告警一并办结。</p></section>"
+        );
     }
     if facts.folded.is_empty() {
         return;
