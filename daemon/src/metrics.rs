@@ -110,6 +110,9 @@ pub struct Metrics {
     pub crash_log_unreadable_bytes: Counter,
     /// Rule events their incident already reflected (judged again after a crash): not sent.
     pub alert_repeats: Counter,
+    /// Grid alert events folded into their house's open orange or red (`store::folding`): sent
+    /// to nobody but the console.
+    pub alerts_folded: Counter,
     /// Alert events a sink confirmed.
     pub alerts_delivered: Family<SinkLabel, Counter>,
     /// Delivery attempts that failed and were retried.
@@ -225,6 +228,7 @@ impl Metrics {
             rejudging: Gauge::default(),
             crash_log_unreadable_bytes: Counter::default(),
             alert_repeats: Counter::default(),
+            alerts_folded: Counter::default(),
             alerts_delivered: Family::default(),
             alert_delivery_retries: Family::default(),
             alert_delivery_failures: Family::default(),
@@ -316,6 +320,11 @@ impl Metrics {
             "alert_repeats",
             "Rule events their incident already reflected (judged again after a crash); not sent",
             metrics.alert_repeats.clone(),
+        );
+        registry.register(
+            "alerts_folded",
+            "Grid alert events folded into their house's open orange or red alarm: recorded, sent to nobody but the console",
+            metrics.alerts_folded.clone(),
         );
         registry.register("alerts_delivered", "Alert events confirmed by a sink", metrics.alerts_delivered.clone());
         registry.register("alert_delivery_retries", "Failed alert delivery attempts that were retried", metrics.alert_delivery_retries.clone());

@@ -2,6 +2,9 @@
 //! real HTTP receivers standing in for the WeCom and DingTalk group robots and the SMS gateway.
 //! Sites and buildings have display names (`[names]`). Asserts the exact Chinese texts received — fired, grouped (the rest of a house), cleared, SMS
 //! — each with its incident number, a local (China) time and a link that opens the incident.
+//! Folding a house's further alarms into its open one is turned off here, so that the rest of the
+//! house's alarms go out grouped, as a configuration without folding sends them
+//! (`daemon/tests/folding.rs` tests folding).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -51,7 +54,7 @@ fn write_config(dir: &Path, mosquitto: &Mosquitto, http_port: u16, [wecom, dingt
         .collect();
     let config = format!(
         "state_dir = \"state\"\ntime_zone = \"Asia/Shanghai\"\n\n[mqtt]\nbroker = \"{}\"\nclient_id = \"gw-messages-{http_port}\"\n\n{sensors}\
-         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\ngroup_window_secs = 2\n\n\
+         [rules]\nbuiltin_packs = false\npaths = [\"rules.toml\"]\n\n[alerts]\nconsole = false\ngroup_window_secs = 2\nfold_into_open_alarm = false\n\n\
          [[alerts.wecom]]\nname = \"wecom\"\nurl = \"{}?key=K\"\n\n[[alerts.dingtalk]]\nname = \"dingtalk\"\nurl = \"{}?access_token=T\"\n\n\
          [[alerts.sms]]\nname = \"sms\"\nurl = \"{}\"\nbody = '{{\"phone\": \"{{phone}}\", \"msg\": \"{{message}}\"}}'\n\n\
          [dispatch]\nroster = \"roster.toml\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"http://127.0.0.1:{http_port}\"\nlink_secret = \"a-secret-of-enough-length\"\n\n\

@@ -73,6 +73,11 @@ async fn a_silence_keeps_back_its_sensor_but_not_red_and_ends_cleanly() {
     let red = wait_for(10 * SECOND, || async { sent(&receiver).contains(&("fired".into(), "do-critical".into(), "canal-02".into())) }).await;
     assert!(red, "{:?}", sent(&receiver));
 
+    // The red clears, the orange goes on. (While the probe's red fires, its orange would be
+    // folded into it: docs/incidents.md, "One alarm at a time per house".)
+    publish("canal-02", 3.0);
+    let red_over = wait_for(10 * SECOND, || async { sent(&receiver).contains(&("cleared".into(), "do-critical".into(), "canal-02".into())) }).await;
+    assert!(red_over, "{:?}", sent(&receiver));
     // Ended while the probe's orange alarm goes on: it is told now (it reached nobody before,
     // and its clear would have come out of the blue: an outside tester), then its clear.
     assert_eq!(cli(dir.path(), &["unsilence", "1"]), "silence #1 ended\n");

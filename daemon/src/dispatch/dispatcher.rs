@@ -417,8 +417,14 @@ impl Dispatcher {
             }
         };
         // Folded into its house's open alarm: only the console's log has it.
-        let targets: Vec<String> =
-            if alert.folded_into.is_some() { targets.into_iter().filter(|t| t == crate::sinks::console::NAME).collect() } else { targets };
+        let targets: Vec<String> = match alert.folded_into {
+            Some(into) => {
+                self.metrics.alerts_folded.inc();
+                tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, into, "folded into its house's open alarm: recorded, not sent");
+                targets.into_iter().filter(|t| t == crate::sinks::console::NAME).collect()
+            }
+            None => targets,
+        };
         self.metrics.take_on_deliveries(&targets, 1);
         if let Some(sensor) = hold {
             self.held_back.hold(&alert.rule, sensor);

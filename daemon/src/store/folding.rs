@@ -50,28 +50,46 @@ fn rank(alert: &Alert) -> i64 {
     }
 }
 
-/// The open, firing orange or red incident of `house` that was told and is at least as bad as
-/// `alert`, other than `incident`: (its id, its rule).
-fn cover(tx: &Transaction<'_>, incident: i64, house: &str, alert: &Alert) -> rusqlite::Result<Option<(i64, String)>> {
+/// An orange or red incident of `house` that takes `alert` in: one that was told, still fires,
+/// and is open at least as bad as `alert`, or was resolved by a person and is worse (other than
+/// `incident`). The open one first.
+fn cover(tx: &Transaction<'_>, incident: i64, house: &str, alert: &Alert) -> rusqlite::Result<Option<Cover>> {
     tx.query_row(
         &format!(
-            "SELECT id, rule FROM incidents WHERE house = ?1 AND id != ?2 AND told = 1 AND folded_into IS NULL AND owed = 0 AND sensor_normal = 0
-                AND state IN ('open', 'accepted', 'on_site') AND severity IN ('alarm', 'danger') AND {RANK_SQL} >= ?3
-              ORDER BY {RANK_SQL} DESC, id LIMIT 1"
+            "SELECT id, rule, state = 'resolved' FROM incidents WHERE house = ?1 AND id != ?2 AND told = 1 AND folded_into IS NULL AND owed = 0
+                AND sensor_normal = 0 AND severity IN ('alarm', 'danger')
+                AND ((state IN ('open', 'accepted', 'on_site') AND {RANK_SQL} >= ?3) OR (state = 'resolved' AND {RANK_SQL} > ?3))
+              ORDER BY state = 'resolved', {RANK_SQL} DESC, id LIMIT 1"
         ),
         params![house, incident, rank(alert)],
-        |row| Ok((row.get(0)?, row.get(1)?)),
+        |row| Ok(Cover { id: row.get(0)?, rule: row.get(1)?, resolved: row.get(2)? }),
     )
     .optional()
 }
 
-/// Folds `incident` into `into` (`rule`), unless it is there already.
-fn fold(tx: &Transaction<'_>, incident: i64, (into, rule): (i64, String), alert: &Alert, stamp: Stamp) -> rusqlite::Result<()> {
-    tracing::info!(incident, into, rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, "folded into its house's open alarm: recorded, not sent");
-    let before: Option<i64> = tx.query_row("SELECT folded_into FROM incidents WHERE id = ?1", [incident], |row| row.get(0))?;
+/// The incident an alarm is folded into.
+#[derive(Debug)]
+struct Cover {
+    id: i64,
+    rule: String,
+    /// A person resolved it (while it still fires): what is folded into it is resolved at once.
+    resolved: bool,
+}
+
+/// Folds `incident` into `cover` (unless it is there already); into a resolved one, resolved
+/// with it.
+fn fold(tx: &Transaction<'_>, incident: i64, cover: &Cover, stamp: Stamp) -> rusqlite::Result<()> {
+    let into = cover.id;
+    let (before, state): (Option<i64>, String) =
+        tx.query_row("SELECT folded_into, state FROM incidents WHERE id = ?1", [incident], |row| Ok((row.get(0)?, row.get(1)?)))?;
     tx.execute("UPDATE incidents SET folded_into = ?2, told = 0, owed = 0 WHERE id = ?1", params![incident, into])?;
     if before != Some(into) {
-        audit(tx, incident, stamp, "gridwatch", &format!("folded into #{into}"), Some(&format!("{rule} is open at the same house; not sent")))?;
+        let why = if cover.resolved { "was resolved and still fires at the same house" } else { "is open at the same house" };
+        audit(tx, incident, stamp, "gridwatch", &format!("folded into #{into}"), Some(&format!("{} {why}; not sent", cover.rule)))?;
+    }
+    if cover.resolved && state != State::Resolved.as_str() && state != State::Closed.as_str() {
+        tx.execute("UPDATE incidents SET state = 'resolved', updated_ms = ?2 WHERE id = ?1", params![incident, stamp.at_ms])?;
+        audit(tx, incident, stamp, "gridwatch", Action::Resolve.as_str(), Some(&format!("随 #{into} 一并办结（#{into} 已办结）")))?;
     }
     Ok(())
 }
@@ -101,9 +119,8 @@ pub(super) fn decide(tx: &Transaction<'_>, incident: i64, alert: &Alert, enabled
     }
     match if enabled { cover(tx, incident, &house, alert)? } else { None } {
         Some(cover) => {
-            let into = cover.0;
-            fold(tx, incident, cover, alert, stamp)?;
-            Ok(Fold::Keep(into))
+            fold(tx, incident, &cover, stamp)?;
+            Ok(Fold::Keep(cover.id))
         }
         None => {
             tx.execute("UPDATE incidents SET folded_into = NULL, owed = 0 WHERE id = ?1", [incident])?;
@@ -202,7 +219,7 @@ impl Store {
                 None => return Ok(None),
             }
             if let Some(cover) = house_of(&journaled).filter(|_| folds).map(|house| cover(&tx, incident, &house, &journaled)).transpose()?.flatten() {
-                fold(&tx, incident, cover, &journaled, stamp)?;
+                fold(&tx, incident, &cover, stamp)?;
                 tx.commit()?;
                 return Ok(None);
             }
@@ -231,6 +248,7 @@ mod tests {
     use crate::alert::{Alert, Audience};
     use crate::dispatch::incident::Action;
     use rusqlite::OptionalExtension;
+    use std::collections::BTreeMap;
 
     /// A grid alert of `rule` on `sensor` of north-lane B7 (unless moved), at `severity`.
     fn alert(event: &str, rule: &str, sensor: &str, severity: &str, at_ms: i64) -> Alert {
@@ -335,6 +353,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_red_resolved_while_it_still_fires_takes_in_its_house_s_lesser_alarms_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (red, _) = journal(&store, &alert("fired", "tilt-sudden", "house-07", "danger", 1_000)).await;
+        store.incident_action(red, Action::Resolve, "worker Li", Some("propped"), 2_000).unwrap();
+        // The jump's slower rules, hours later, while the red still fires: not sent, resolved.
+        let (creep, told) = journal(&store, &alert("fired", "tilt-creep-day", "house-07", "alarm", 3_000)).await;
+        assert!(!told && !has_ladder(&store, creep));
+        assert_eq!(state(&store, creep), "resolved");
+        let trail = store.incident_history(creep).unwrap();
+        assert!(trail.iter().any(|e| e.action == "resolve" && e.note.as_deref().is_some_and(|n| n.contains("已办结"))), "{trail:?}");
+        // A red is news after a resolved red.
+        let (other, told) = journal(&store, &alert("fired", "tilt-danger", "house-08", "danger", 4_000)).await;
+        assert!(told && has_ladder(&store, other), "a red after a resolved one");
+        // Both reds over: the house's next orange is told.
+        journal(&store, &alert("cleared", "tilt-sudden", "house-07", "danger", 5_000)).await;
+        journal(&store, &alert("cleared", "tilt-danger", "house-08", "danger", 5_000)).await;
+        assert!(journal(&store, &alert("fired", "tilt-lean-fast", "house-08", "alarm", 6_000)).await.1, "once the reds stood still");
+    }
+
+    #[tokio::test]
     async fn a_folded_alarm_that_grows_worse_than_the_house_s_is_told_as_fired_with_its_ladder() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -383,5 +422,97 @@ mod tests {
         // Turned off in the configuration: nothing folds.
         store.fold_into_open_alarms(false);
         assert!(journal(&store, &alert("fired", "tilt-danger", "house-08", "alarm", 9_000)).await.1, "folding turned off");
+    }
+
+    /// Four days of two houses' readings with the shipped tilt pack — a one-box house (B1) and a
+    /// three-box building (B7), each with a daily swing, noise and its own mounting offset — then
+    /// a 0.3° jump of each (B7's boxes together), two days of readings after it, and the worker
+    /// resolving each red two hours after it came. Each rule event goes through the store as the
+    /// dispatcher journals it; returns, per house, the events told to the office from the jump
+    /// until the resolve, and after it, with `fold` on or off.
+    async fn told_for_a_jump(fold: bool) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
+        const MIN: i64 = 60_000;
+        let mut sensors = Vec::new();
+        for (id, building) in [("house-11", "B1"), ("house-71", "B7"), ("house-72", "B7"), ("house-73", "B7")] {
+            let mut sensor = crate::config::SensorConfig::test_tilt(id, "north-lane");
+            sensor.place =
+                std::sync::Arc::new(crate::config::Place { building: Some(building.into()), grid: Some("grid-3".into()), ..(*sensor.place).clone() });
+            sensors.push(sensor);
+        }
+        let rules = gridwatch_rules::RuleSet::compile(&gridwatch_rules::builtin_packs()).unwrap();
+        let mut engine = gridwatch_rules::Engine::new(rules, &crate::reload::subjects(&sensors));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.fold_into_open_alarms(fold);
+        let start = 1_795_392_000_000i64;
+        let jump_at = start + 4 * 1440 * MIN;
+        let mut seed = 17u64;
+        let mut noise = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.004
+        };
+        let offsets = [(0.42, -0.17), (-0.8, 0.3), (0.05, 0.61), (0.33, 0.33)];
+        let mut told: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+        let mut red_of: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        let mut events = Vec::new();
+        for minute in 0..6 * 1440 {
+            let now = start + minute * MIN;
+            let day = (minute % 1440) as f64 / 1440.0;
+            let temperature = 12.0 + 6.0 * (std::f64::consts::TAU * (day - 0.375)).sin();
+            for (slot, (ox, oy)) in offsets.iter().enumerate() {
+                let swing = 0.012 * (std::f64::consts::TAU * (day - 0.4)).sin();
+                let moved = if now >= jump_at { (0.21, 0.21) } else { (0.0, 0.0) };
+                let fields = [("x", ox + swing + moved.0 + noise()), ("y", oy + 0.5 * swing + moved.1 + noise()), ("temperature", temperature)];
+                engine.observe(gridwatch_rules::SubjectId(slot), now, &fields, &mut events);
+            }
+            engine.tick(now, &mut events);
+            for event in events.drain(..) {
+                let rule = engine.rule(event.rule);
+                let sensor = &sensors[event.subject.0];
+                let mut alert = crate::pipeline::alerts::alert_of(&event, rule, sensor, Some(event.since), crate::local_time::DEFAULT, &Default::default());
+                (alert.at_ms, alert.at) = (event.at, crate::clock::rfc3339(event.at));
+                let house = sensor.place.building.as_deref().unwrap_or_default().to_string();
+                let before = store.pending_delivery_counts().unwrap().get("office").copied().unwrap_or(0);
+                let (applied, _) = store.apply_and_journal(&alert, 600_000, to_office(event.at)).await.unwrap();
+                let sent = store.pending_delivery_counts().unwrap().get("office").copied().unwrap_or(0) > before;
+                if alert.audience != Audience::Grid || now < jump_at || !sent {
+                    continue;
+                }
+                let line = format!("{} {} {} {}", alert.event.as_str(), alert.severity.as_str(), alert.rule, alert.sensor);
+                let entry = told.entry(house.clone()).or_default();
+                if red_of.get(&house).is_some_and(|(_, at)| now >= *at) {
+                    entry.1.push(line);
+                } else {
+                    entry.0.push(line);
+                }
+                if alert.event != crate::alert::Event::Cleared && alert.severity == gridwatch_rules::Severity::Danger && !red_of.contains_key(&house) {
+                    red_of.insert(house, (applied.incident().unwrap(), now + 120 * MIN));
+                }
+            }
+            for (_, (incident, at)) in red_of.iter_mut() {
+                if now == *at {
+                    store.incident_action(*incident, Action::Resolve, "worker Li", Some("looked: propped"), now).unwrap();
+                }
+            }
+        }
+        told
+    }
+
+    #[tokio::test]
+    async fn with_the_shipped_tilt_pack_a_jump_is_one_message_per_house() {
+        let folded = told_for_a_jump(true).await;
+        let all = told_for_a_jump(false).await;
+        eprintln!("folded: {folded:#?}\nnot folded: {all:#?}");
+        for house in ["B1", "B7"] {
+            let (before, after) = &folded[house];
+            assert!(before.iter().all(|line| line.contains(" tilt-sudden ")), "{house}: only the jump's own incident until it was resolved: {before:?}");
+            assert!(before.last().is_some_and(|line| line.contains(" danger ")), "{house}: red: {before:?}");
+            // The worker resolved the red two hours after it; the house's other rules came later
+            // (its daily level, its creep per day), while the red still fired: folded. Then the
+            // red's own clear, when the wall had stood still a day.
+            assert!(after.iter().all(|line| line.starts_with("cleared") && line.contains(" tilt-sudden ")), "{house}: after the resolve: {after:?}");
+            let (before, after) = &all[house];
+            assert!(before.len() + after.len() > 2, "{house}: without folding, more: {:?}", all[house]);
+        }
     }
 }
