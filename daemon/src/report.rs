@@ -75,8 +75,9 @@ pub fn worker_name(actor: &str) -> &str {
 pub fn timelines(store: &Store, sensors: &[SensorConfig], from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<Timeline>> {
     let grids: HashMap<&str, &str> = sensors.iter().map(|s| (&*s.id, s.place.grid.as_deref().unwrap_or(NO_GRID))).collect();
     let trail = store.audit_trail(from_ms)?;
-    // Stamped before the box's clock was set (and never re-stamped): no day to count it in.
-    let steps = trail.iter().filter(|(_, entry)| entry.at_known).map(|(incident, entry)| TrailStep {
+    // Stamped before the box's clock was set (and never re-stamped): no day to count it in. An
+    // alarm folded into its house's incident (never told) is no one's task: that incident is.
+    let steps = trail.iter().filter(|(incident, entry)| entry.at_known && incident.folded_into.is_none()).map(|(incident, entry)| TrailStep {
         incident: incident.id,
         sensor: &incident.sensor,
         severity: &incident.worst_severity,

@@ -129,3 +129,34 @@ async fn a_houses_further_alarms_fold_into_its_red_and_are_resolved_with_it() {
     assert!(folded_clears.is_empty(), "clears of alarms nobody was told of: {folded_clears:?}");
     daemon.stop();
 }
+
+/// An outside tester's: the red a house's other red was folded into got better and cleared, and
+/// the folded red reached nobody until a person resolved the first. It is told once the first
+/// no longer takes it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folded_red_is_told_when_the_red_it_was_folded_into_clears() {
+    let mosquitto = Mosquitto::start().await.expect("mosquitto");
+    let webhook = WebhookReceiver::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    std::fs::write(dir.path().join("gridwatch.toml"), config(&mosquitto, &webhook, http_port)).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    assert!(publish_until_evaluated(&mosquitto, &topic("house-07"), || reading(0.2), http_port).await, "{:?}", daemon.stderr());
+    mosquitto.publish(&topic("house-08"), &reading(0.3)).unwrap();
+    mosquitto.publish(&topic("house-07"), &reading(6.0)).unwrap();
+    assert!(wait_for(10 * SECOND, || async { !told(&webhook).is_empty() }).await, "{:?}", daemon.stderr());
+    mosquitto.publish(&topic("house-08"), &reading(6.5)).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(told(&webhook), vec!["lean-red house-07 fired"], "house-08's red folded into house-07's");
+    // house-07 stands again: its clear goes out, and house-08's red with it.
+    mosquitto.publish(&topic("house-07"), &reading(0.2)).unwrap();
+    let both = wait_for(10 * SECOND, || async { told(&webhook).iter().any(|t| t == "lean-red house-08 fired") }).await;
+    assert!(both, "{:?}", told(&webhook));
+    let red_08 = webhook.bodies().into_iter().find(|b| b["rule"] == "lean-red" && b["sensor"] == "house-08").unwrap();
+    assert!(red_08["folded_into"].is_null() && red_08["incident_id"].as_i64().is_some(), "{red_08}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let copies = told(&webhook).iter().filter(|t| t.starts_with("lean-red house-08")).count();
+    assert_eq!(copies, 1, "told once: {:?}", told(&webhook));
+    daemon.stop();
+}

@@ -484,16 +484,21 @@ impl Dispatcher {
                 return;
             }
         };
-        let over: Vec<(String, String)> = self
+        let mut over: Vec<((String, String), gridwatch_rules::Severity)> = self
             .silenced_alarms
             .iter()
             .filter(|(_, alert)| !silences.iter().chain(&self.silences).any(|silence| silence.covers(alert, now)))
-            .map(|(key, _)| key.clone())
+            .map(|(key, alert)| (key.clone(), alert.severity))
             .collect();
-        // Only what its incident still holds firing: a rule changed meanwhile may no longer call
-        // it an alarm (its incident was judged afresh; an outside tester was told an orange the
-        // new threshold did not call for).
-        let firing = match self.store.off_thread(|store| store.firing_incidents()).await {
+        // The worst first: a house's red is told, and its orange of the same silence folds into
+        // it (an outside tester got yellow, then red and orange, in any order).
+        over.sort_by(|(a_key, a), (b_key, b)| b.cmp(a).then_with(|| a_key.cmp(b_key)));
+        let over: Vec<(String, String)> = over.into_iter().map(|(key, _)| key).collect();
+        // Only what its incident still holds firing, and no person resolved: a rule changed
+        // meanwhile may no longer call it an alarm (its incident was judged afresh; an outside
+        // tester was told an orange the new threshold did not call for), and what a worker
+        // resolved meanwhile (with its house's red) is done.
+        let firing = match self.store.off_thread(|store| store.firing_unresolved_incidents()).await {
             Ok(firing) => Some(firing),
             Err(error) => {
                 self.store.report_failure("reading the incidents still firing (the alarms silences kept are told all the same)", &error);
@@ -518,27 +523,33 @@ impl Dispatcher {
         }
     }
 
-    /// Tells the reds that were folded into an incident of their house which a person resolved
-    /// while they still fired ([`Store::owed_alarms`]): each as a `fired` now, to the people on
-    /// duty, with its ladder. One a silence covers waits for the silence to end.
+    /// Tells the alarms folded into an incident of their house that no longer takes them in
+    /// ([`crate::store::Store::untold_alarms`]: a red whose house's incident was resolved, an
+    /// incident that got better, stopped firing or reached nobody) or that a silence now keeps
+    /// from people: each as a `fired` now, to the people on duty, with its ladder. One a silence
+    /// covers itself waits for the silence to end.
     async fn tell_owed_alarms(&mut self) {
-        let owed = match self.store.owed_alarms().await {
-            Ok(owed) => owed,
+        let untold = match self.store.untold_alarms().await {
+            Ok(untold) => untold,
             Err(error) => {
-                self.store.report_failure("reading the reds owed to people (they are told once it can be read)", &error);
+                self.store.report_failure("reading the folded alarms (those owed to people are told once it can be read)", &error);
                 return;
             }
         };
-        for (incident, mut alert) in owed {
+        for crate::store::Untold { incident, mut alert, cover, owed } in untold {
             let now = self.clock.now();
-            if self.silences.iter().any(|s| s.covers(&alert, now)) || silence_covering(&self.store, &alert, now).await.is_some() {
+            let silenced_cover = match &cover {
+                Some(cover) => self.silenced_now(cover, now).await.then_some(cover.incident_id).flatten(),
+                None => None,
+            };
+            if (!owed && silenced_cover.is_none()) || self.silenced_now(&alert, now).await {
                 continue;
             }
             let dispatch = self.dispatch.get();
             let people = dispatch.on_duty(alert.grid.as_deref(), now);
             alert.recipients = people.iter().map(|m| m.name.clone()).collect();
             alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
-            alert.event_id = None;
+            (alert.event_id, alert.folded_into) = (None, None);
             let addressing = address(&alert, &dispatch.roster, &self.names);
             let targets = addressing.targets.clone();
             let journaling = crate::store::Journaling {
@@ -546,16 +557,21 @@ impl Dispatcher {
                 not_before_ms: None,
                 escalate: ladder_of(&dispatch, &alert, now),
             };
-            match self.store.tell_owed(incident, &alert, journaling).await {
+            match self.store.tell_owed(incident, &alert, silenced_cover.into_iter().collect(), journaling).await {
                 Ok(Some(_)) => {
-                    tracing::warn!(incident, rule = %alert.rule, sensor = %alert.sensor, "a red folded into its house's incident still fires after that one was resolved: told now");
+                    tracing::warn!(incident, rule = %alert.rule, sensor = %alert.sensor, "an alarm folded into its house's incident, which no longer takes it in: told now");
                     self.metrics.take_on_deliveries(&targets, 1);
                     self.wake(&targets);
                 }
                 Ok(None) => {}
-                Err(error) => self.store.report_failure("telling a red its house's resolved incident had taken in (it is told at the next look)", &error),
+                Err(error) => self.store.report_failure("telling a folded alarm its house's incident no longer takes in (it is told at the next look)", &error),
             }
         }
+    }
+
+    /// Whether a silence keeps `alert` from people now.
+    async fn silenced_now(&self, alert: &Alert, now: i64) -> bool {
+        self.silences.iter().any(|s| s.covers(alert, now)) || silence_covering(&self.store, alert, now).await.is_some()
     }
 
     /// Hands an alert the store could not journal to its channels in memory.

@@ -39,7 +39,10 @@ pub(super) fn house_of(alert: &Alert) -> Option<String> {
     })
 }
 
-const RANK_SQL: &str = "CASE severity WHEN 'danger' THEN 3 WHEN 'alarm' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END";
+/// The rank of the severity of table `t`'s row.
+fn rank_sql(t: &str) -> String {
+    format!("CASE {t}.severity WHEN 'danger' THEN 3 WHEN 'alarm' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END")
+}
 
 fn rank(alert: &Alert) -> i64 {
     match alert.severity {
@@ -50,19 +53,34 @@ fn rank(alert: &Alert) -> i64 {
     }
 }
 
-/// An orange or red incident of `house` that takes `alert` in: one that was told, still fires,
-/// and is open at least as bad as `alert`, or was resolved by a person and is worse (other than
-/// `incident`). The open one first.
-fn cover(tx: &Transaction<'_>, incident: i64, house: &str, alert: &Alert) -> rusqlite::Result<Option<Cover>> {
+/// What makes incident `c` take in an alarm of rank `rank` (an SQL expression): it was told and
+/// reached someone (a channel took it, or still tries: not only failed deliveries), it still
+/// fires, and it is orange or red — open and at least as bad, or resolved by a person and worse.
+fn takes_in(rank: &str) -> String {
+    let c = rank_sql("c");
+    format!(
+        "c.told = 1 AND c.folded_into IS NULL AND c.owed = 0 AND c.sensor_normal = 0 AND c.severity IN ('alarm', 'danger')
+         AND ((c.state IN ('open', 'accepted', 'on_site') AND {c} >= {rank}) OR (c.state = 'resolved' AND {c} > {rank}))
+         AND EXISTS (SELECT 1 FROM alert_events a JOIN outbox o ON o.alert_id = a.id
+                     WHERE a.sensor = c.sensor AND a.rule = c.rule AND a.event IN ('fired', 'changed') AND a.at_ms >= c.opened_ms
+                       AND o.state != 'failed' AND o.sink != '{console}')",
+        console = crate::sinks::console::NAME
+    )
+}
+
+/// An orange or red incident of `house` that takes `alert` in ([`takes_in`]), other than
+/// `incident` and those `passed` over (a silence keeps them from people). The open one first.
+fn cover(tx: &Transaction<'_>, incident: i64, house: &str, alert: &Alert, passed: &[i64]) -> rusqlite::Result<Option<Cover>> {
+    let passed: String = passed.iter().map(|id| format!(", {id}")).collect();
     tx.query_row(
         &format!(
-            "SELECT id, rule, state = 'resolved' FROM incidents WHERE house = ?1 AND id != ?2 AND told = 1 AND folded_into IS NULL AND owed = 0
-                AND sensor_normal = 0 AND severity IN ('alarm', 'danger')
-                AND ((state IN ('open', 'accepted', 'on_site') AND {RANK_SQL} >= ?3) OR (state = 'resolved' AND {RANK_SQL} > ?3))
-              ORDER BY state = 'resolved', {RANK_SQL} DESC, id LIMIT 1"
+            "SELECT c.id, c.state = 'resolved' FROM incidents c WHERE c.house = ?1 AND c.id NOT IN (?2{passed}) AND {}
+              ORDER BY c.state = 'resolved', {} DESC, c.id LIMIT 1",
+            takes_in("?3"),
+            rank_sql("c")
         ),
         params![house, incident, rank(alert)],
-        |row| Ok(Cover { id: row.get(0)?, rule: row.get(1)?, resolved: row.get(2)? }),
+        |row| Ok(Cover { id: row.get(0)?, resolved: row.get(1)? }),
     )
     .optional()
 }
@@ -71,7 +89,6 @@ fn cover(tx: &Transaction<'_>, incident: i64, house: &str, alert: &Alert) -> rus
 #[derive(Debug)]
 struct Cover {
     id: i64,
-    rule: String,
     /// A person resolved it (while it still fires): what is folded into it is resolved at once.
     resolved: bool,
 }
@@ -84,8 +101,7 @@ fn fold(tx: &Transaction<'_>, incident: i64, cover: &Cover, stamp: Stamp) -> rus
         tx.query_row("SELECT folded_into, state FROM incidents WHERE id = ?1", [incident], |row| Ok((row.get(0)?, row.get(1)?)))?;
     tx.execute("UPDATE incidents SET folded_into = ?2, told = 0, owed = 0 WHERE id = ?1", params![incident, into])?;
     if before != Some(into) {
-        let why = if cover.resolved { "was resolved and still fires at the same house" } else { "is open at the same house" };
-        audit(tx, incident, stamp, "gridwatch", &format!("folded into #{into}"), Some(&format!("{} {why}; not sent", cover.rule)))?;
+        audit(tx, incident, stamp, "gridwatch", &format!("folded into #{into}"), None)?;
     }
     if cover.resolved && state != State::Resolved.as_str() && state != State::Closed.as_str() {
         tx.execute("UPDATE incidents SET state = 'resolved', updated_ms = ?2 WHERE id = ?1", params![incident, stamp.at_ms])?;
@@ -117,7 +133,7 @@ pub(super) fn decide(tx: &Transaction<'_>, incident: i64, alert: &Alert, enabled
         Event::Changed if untold => {}
         _ => return Ok(Fold::Tell),
     }
-    match if enabled { cover(tx, incident, &house, alert)? } else { None } {
+    match if enabled { cover(tx, incident, &house, alert, &[])? } else { None } {
         Some(cover) => {
             fold(tx, incident, &cover, stamp)?;
             Ok(Fold::Keep(cover.id))
@@ -125,7 +141,7 @@ pub(super) fn decide(tx: &Transaction<'_>, incident: i64, alert: &Alert, enabled
         None => {
             tx.execute("UPDATE incidents SET folded_into = NULL, owed = 0 WHERE id = ?1", [incident])?;
             if untold {
-                audit(tx, incident, stamp, "gridwatch", "unfolded", Some("worse than every open alarm of its house; told"))?;
+                audit(tx, incident, stamp, "gridwatch", "unfolded", None)?;
                 return Ok(Fold::TellAsFired);
             }
             Ok(Fold::Tell)
@@ -144,7 +160,7 @@ pub(super) fn told(tx: &Transaction<'_>, incident: i64, alert: &Alert, to_someon
 
 /// A person's resolve or close of incident `into` takes the incidents folded into it along, each
 /// as far as its own state allows — except a red that still fires: nobody was told of it, so it
-/// is owed to people ([`Store::owed_alarms`]) instead of closed unseen (a second box of the
+/// is owed to people ([`Store::untold_alarms`]) instead of closed unseen (a second box of the
 /// house gone red hours after the first, while its worker was busy with that one).
 pub(super) fn take_folded_along(tx: &Transaction<'_>, into: i64, action: Action, actor: &str, stamp: Stamp) -> rusqlite::Result<()> {
     if !matches!(action, Action::Resolve | Action::Close) {
@@ -160,7 +176,7 @@ pub(super) fn take_folded_along(tx: &Transaction<'_>, into: i64, action: Action,
     for (id, state, red_still_firing) in folded {
         if red_still_firing {
             tx.execute("UPDATE incidents SET owed = 1 WHERE id = ?1", [id])?;
-            audit(tx, id, stamp, "gridwatch", "owed", Some(&format!("#{into} was resolved while this red still fires; told now")))?;
+            audit(tx, id, stamp, "gridwatch", "owed", None)?;
             continue;
         }
         let Ok(next) = state.parse::<State>().and_then(|state| action.next(state)) else { continue };
@@ -171,33 +187,60 @@ pub(super) fn take_folded_along(tx: &Transaction<'_>, into: i64, action: Action,
     Ok(())
 }
 
+/// An alarm folded into an incident of its house that still fires (see [`Store::untold_alarms`]).
+#[derive(Debug, Clone)]
+pub struct Untold {
+    pub incident: i64,
+    /// Its latest `fired` or `changed`.
+    pub alert: Alert,
+    /// The latest alert of the incident it was folded into.
+    pub cover: Option<Alert>,
+    /// Owed to people now, whatever silences say.
+    pub owed: bool,
+}
+
 impl Store {
-    /// The reds a person's resolve of their house's incident left owed to people (see
-    /// [`take_folded_along`]): each incident with its latest alert.
-    pub async fn owed_alarms(&self) -> anyhow::Result<Vec<(i64, Alert)>> {
-        self.with_conn(|conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT i.id, (SELECT a.payload FROM alert_events a WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1)
-                 FROM incidents i WHERE i.owed = 1 AND i.sensor_normal = 0 AND i.state NOT IN ('resolved', 'closed')",
-            )?;
-            let rows = statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?)))?;
-            let mut owed = Vec::new();
+    /// The alarms folded into an incident of their house that still fire, open: each with its
+    /// latest alert, the latest alert of the incident it was folded into, and whether it is owed
+    /// to people now — a red whose house's incident a person resolved ([`take_folded_along`]),
+    /// or one that incident no longer takes in ([`takes_in`]: it got better, stopped firing, was
+    /// never delivered; or folding was turned off). The dispatcher tells those, and the ones
+    /// whose incident a silence keeps from people ([`Store::tell_owed`]).
+    pub async fn untold_alarms(&self) -> anyhow::Result<Vec<Untold>> {
+        let folds = self.folds_alarms.load(std::sync::atomic::Ordering::SeqCst);
+        self.with_conn(move |conn| {
+            let latest = |t: &str| {
+                format!("(SELECT a.payload FROM alert_events a WHERE a.rule = {t}.rule AND a.sensor = {t}.sensor AND a.event IN ('fired', 'changed') ORDER BY a.id DESC LIMIT 1)")
+            };
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT i.id, {}, {}, i.owed = 1 OR NOT ?1 OR NOT EXISTS (SELECT 1 FROM incidents c WHERE c.id = i.folded_into AND {})
+                 FROM incidents i LEFT JOIN incidents f ON f.id = i.folded_into
+                 WHERE i.folded_into IS NOT NULL AND i.sensor_normal = 0 AND i.state NOT IN ('resolved', 'closed')",
+                latest("i"),
+                latest("f"),
+                takes_in(&rank_sql("i"))
+            ))?;
+            let rows = statement.query_map([folds], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, Option<String>>(2)?, row.get::<_, bool>(3)?))
+            })?;
+            let mut untold = Vec::new();
             for row in rows {
-                let (id, payload) = row?;
-                if let Some(alert) = payload.and_then(|p| serde_json::from_str::<Alert>(&p).ok()) {
-                    owed.push((id, alert));
+                let (incident, alert, cover, owed) = row?;
+                let parse = |payload: Option<String>| payload.and_then(|p| serde_json::from_str::<Alert>(&p).ok());
+                if let Some(alert) = parse(alert) {
+                    untold.push(Untold { incident, alert, cover: parse(cover), owed });
                 }
             }
-            Ok(owed)
+            Ok(untold)
         })
         .await
     }
 
-    /// Tells owed red `incident` as a `fired` now (`alert`, its latest, addressed by the
+    /// Tells untold `incident` as a `fired` now (`alert`, its latest, addressed by the
     /// dispatcher), with its ladder — unless it cleared or was resolved meanwhile (nothing to
-    /// tell), or another open red of its house takes it in again. Returns the event as
-    /// journaled when it was told.
-    pub async fn tell_owed(&self, incident: i64, alert: &Alert, journaling: super::Journaling) -> anyhow::Result<Option<(i64, Alert)>> {
+    /// tell), or another incident of its house takes it in (none of the `passed`: a silence
+    /// keeps them from people). Returns the event as journaled when it was told.
+    pub async fn tell_owed(&self, incident: i64, alert: &Alert, passed: Vec<i64>, journaling: super::Journaling) -> anyhow::Result<Option<(i64, Alert)>> {
         let mut journaled = alert.clone();
         let now = self.clock.now();
         let folds = self.folds_alarms.load(std::sync::atomic::Ordering::SeqCst);
@@ -206,19 +249,16 @@ impl Store {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let still: Option<(bool, String)> = tx
-                .query_row("SELECT sensor_normal, state FROM incidents WHERE id = ?1 AND owed = 1", [incident], |row| Ok((row.get(0)?, row.get(1)?)))
+                .query_row("SELECT sensor_normal, state FROM incidents WHERE id = ?1 AND folded_into IS NOT NULL", [incident], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
                 .optional()?;
             let stamp = Stamp { at_ms: now, clock_unset_at: unset_clock };
             match still {
                 Some((false, state)) if state != State::Resolved.as_str() && state != State::Closed.as_str() => {}
-                Some(_) => {
-                    tx.execute("UPDATE incidents SET owed = 0 WHERE id = ?1", [incident])?;
-                    tx.commit()?;
-                    return Ok(None);
-                }
-                None => return Ok(None),
+                _ => return Ok(None),
             }
-            if let Some(cover) = house_of(&journaled).filter(|_| folds).map(|house| cover(&tx, incident, &house, &journaled)).transpose()?.flatten() {
+            if let Some(cover) = house_of(&journaled).filter(|_| folds).map(|house| cover(&tx, incident, &house, &journaled, &passed)).transpose()?.flatten() {
                 fold(&tx, incident, &cover, stamp)?;
                 tx.commit()?;
                 return Ok(None);
@@ -278,6 +318,11 @@ mod tests {
         }
     }
 
+    /// The folded alarms owed to people now: (incident, its latest alert).
+    async fn owed(store: &Store) -> Vec<(i64, Alert)> {
+        store.untold_alarms().await.unwrap().into_iter().filter(|u| u.owed).map(|u| (u.incident, u.alert)).collect()
+    }
+
     fn has_ladder(store: &Store, incident: i64) -> bool {
         store.lock().unwrap().query_row("SELECT 1 FROM escalations WHERE incident_id = ?1", [incident], |_| Ok(())).optional().unwrap().is_some()
     }
@@ -319,11 +364,11 @@ mod tests {
         );
         // The other box's red still fires and nobody was told of it: not resolved unseen, owed.
         assert_eq!(state(&store, other_box), "open");
-        let owed = store.owed_alarms().await.unwrap();
+        let owed = owed(&store).await;
         assert_eq!(owed.iter().map(|(id, a)| (*id, a.sensor.as_str())).collect::<Vec<_>>(), vec![(other_box, "house-08")]);
-        let told = store.tell_owed(other_box, &owed[0].1, to_office(9_000)).await.unwrap().map(|(_, alert)| alert.event);
+        let told = store.tell_owed(other_box, &owed[0].1, Vec::new(), to_office(9_000)).await.unwrap().map(|(_, alert)| alert.event);
         assert_eq!(told, Some(crate::alert::Event::Fired), "told as a fired, now");
-        assert!(has_ladder(&store, other_box) && store.owed_alarms().await.unwrap().is_empty());
+        assert!(has_ladder(&store, other_box) && store.untold_alarms().await.unwrap().is_empty());
         assert_eq!(store.pending_delivery_counts().unwrap().get("office"), Some(&4), "red 07, the two elsewhere, and red 08 once owed");
         // The house's next orange is folded into that red now.
         assert!(!journal(&store, &alert("fired", "tilt-creep-day", "house-07", "alarm", 10_000)).await.1);
@@ -338,18 +383,18 @@ mod tests {
         assert!(!told);
         assert!(!journal(&store, &alert("cleared", "tilt-danger", "house-08", "danger", 3_000)).await.1, "its clear is not sent");
         store.incident_action(red, Action::Resolve, "worker Li", None, 4_000).unwrap();
-        assert!(store.owed_alarms().await.unwrap().is_empty(), "it stood still again: resolved with the house");
+        assert!(store.untold_alarms().await.unwrap().is_empty(), "it stood still again: resolved with the house");
         assert_eq!(state(&store, other), "resolved");
         // Owed, then cleared before the dispatcher's next look: nothing is told.
         let in_b3 = |event: &str, rule: &str, sensor: &str, at_ms: i64| Alert { building: Some("B3".into()), ..alert(event, rule, sensor, "danger", at_ms) };
         let (red, _) = journal(&store, &in_b3("fired", "tilt-sudden", "house-31", 5_000)).await;
         journal(&store, &in_b3("fired", "tilt-danger", "house-32", 6_000)).await;
         store.incident_action(red, Action::Resolve, "worker Li", None, 7_000).unwrap();
-        let owed = store.owed_alarms().await.unwrap();
+        let owed = owed(&store).await;
         assert_eq!(owed.len(), 1);
         journal(&store, &in_b3("cleared", "tilt-danger", "house-32", 8_000)).await;
-        assert!(store.owed_alarms().await.unwrap().is_empty());
-        assert_eq!(store.tell_owed(owed[0].0, &owed[0].1, to_office(9_000)).await.unwrap().map(|(id, _)| id), None);
+        assert!(store.untold_alarms().await.unwrap().is_empty());
+        assert_eq!(store.tell_owed(owed[0].0, &owed[0].1, Vec::new(), to_office(9_000)).await.unwrap().map(|(id, _)| id), None);
     }
 
     #[tokio::test]
@@ -371,6 +416,50 @@ mod tests {
         journal(&store, &alert("cleared", "tilt-sudden", "house-07", "danger", 5_000)).await;
         journal(&store, &alert("cleared", "tilt-danger", "house-08", "danger", 5_000)).await;
         assert!(journal(&store, &alert("fired", "tilt-lean-fast", "house-08", "alarm", 6_000)).await.1, "once the reds stood still");
+    }
+
+    /// An outside tester's: a folded red stayed untold while the red it was folded into went
+    /// back to orange and cleared; one folded into a red no channel delivered was sent nowhere;
+    /// turning folding off left what was folded untold.
+    #[tokio::test]
+    async fn what_its_house_s_incident_no_longer_takes_in_is_owed_to_people() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ids = |owed: Vec<(i64, Alert)>| owed.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        journal(&store, &alert("fired", "lean-red", "house-07", "danger", 1_000)).await;
+        let (red, _) = journal(&store, &alert("fired", "lean-red", "house-08", "danger", 2_000)).await;
+        let (orange, _) = journal(&store, &alert("fired", "lean-orange", "house-09", "alarm", 3_000)).await;
+        assert!(ids(owed(&store).await).is_empty(), "both folded into house-07's red");
+        // The red it was folded into gets better: the other red is owed; then it clears: the
+        // orange too.
+        journal(&store, &alert("changed", "lean-red", "house-07", "alarm", 4_000)).await;
+        assert_eq!(ids(owed(&store).await), vec![red]);
+        journal(&store, &alert("cleared", "lean-red", "house-07", "alarm", 5_000)).await;
+        assert_eq!(ids(owed(&store).await), vec![red, orange]);
+        let owed_now = owed(&store).await;
+        assert!(store.tell_owed(red, &owed_now[0].1, Vec::new(), to_office(6_000)).await.unwrap().is_some(), "the red told");
+        assert!(has_ladder(&store, red));
+        // Told, the red is the house's open alarm now: the orange folds into it.
+        assert_eq!(store.tell_owed(orange, &owed_now[1].1, Vec::new(), to_office(6_000)).await.unwrap().map(|(id, _)| id), None);
+        assert!(ids(owed(&store).await).is_empty());
+        let folded_into: Option<i64> = store.lock().unwrap().query_row("SELECT folded_into FROM incidents WHERE id = ?1", [orange], |row| row.get(0)).unwrap();
+        assert_eq!(folded_into, Some(red));
+
+        // A red no channel delivered takes nothing in.
+        let in_b3 = |event: &str, rule: &str, sensor: &str, severity: &str, at_ms: i64| Alert {
+            building: Some("B3".into()),
+            ..alert(event, rule, sensor, severity, at_ms)
+        };
+        let (undelivered, _) = journal(&store, &in_b3("fired", "lean-red", "house-31", "danger", 7_000)).await;
+        store.lock().unwrap().execute("UPDATE outbox SET state = 'failed' WHERE alert_id = (SELECT max(id) FROM alert_events)", []).unwrap();
+        assert!(journal(&store, &in_b3("fired", "lean-red", "house-32", "danger", 8_000)).await.1, "not folded into a red that reached nobody");
+        let (folded, told) = journal(&store, &in_b3("fired", "lean-orange", "house-33", "alarm", 9_000)).await;
+        assert!(!told, "folded into house-32's red");
+        assert!(ids(owed(&store).await).is_empty());
+        let _ = undelivered;
+        // Folding turned off: what was folded is owed.
+        store.fold_into_open_alarms(false);
+        assert_eq!(ids(owed(&store).await), vec![orange, folded]);
     }
 
     #[tokio::test]

@@ -165,7 +165,9 @@ impl Store {
                     Fold::Keep(_) => destinations.retain(|(sink, _)| sink == crate::sinks::console::NAME),
                     Fold::Tell | Fold::TellAsFired => super::folding::told(&tx, incident, &journaled, !destinations.is_empty())?,
                 }
-                let id = super::journal::insert_event(&tx, &journaled, &destinations, journaling.not_before_ms, now, unset_clock)?;
+                // A folded alarm waits for no grouping nor quiet hours: it goes to nobody but the log.
+                let not_before = if matches!(fold, Fold::Keep(_)) { None } else { journaling.not_before_ms };
+                let id = super::journal::insert_event(&tx, &journaled, &destinations, not_before, now, unset_clock)?;
                 let opened = matches!(fold, Fold::Tell | Fold::TellAsFired)
                     && (journaled.event == Event::Fired || (journaled.event == Event::Changed && ladder_ended));
                 // Worse than it ever was (a house gone from yellow to red): the new severity's
@@ -213,6 +215,14 @@ impl Store {
     pub fn firing_incidents(&self) -> anyhow::Result<Vec<(String, String)>> {
         let conn = self.lock()?;
         let mut statement = conn.prepare_cached("SELECT rule, sensor FROM incidents WHERE state != 'closed' AND sensor_normal = 0")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// (rule, sensor) of the incidents open (not resolved nor closed) whose sensor is firing.
+    pub fn firing_unresolved_incidents(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let conn = self.lock()?;
+        let mut statement = conn.prepare_cached("SELECT rule, sensor FROM incidents WHERE state NOT IN ('closed', 'resolved') AND sensor_normal = 0")?;
         let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -367,7 +377,9 @@ impl Store {
     /// open, and this runs every few seconds.
     pub fn open_incident_counts(&self) -> anyhow::Result<Vec<(String, usize)>> {
         let conn = self.lock()?;
-        let mut statement = conn.prepare_cached("SELECT severity, COUNT(*) FROM incidents WHERE state NOT IN ('resolved', 'closed') GROUP BY severity")?;
+        // An alarm folded into its house's incident is part of that one (`folding`).
+        let mut statement = conn
+            .prepare_cached("SELECT severity, COUNT(*) FROM incidents WHERE state NOT IN ('resolved', 'closed') AND folded_into IS NULL GROUP BY severity")?;
         let mut counts = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?.collect::<Result<Vec<_>, _>>()?;
         counts.sort_by_key(|(severity, _)| std::cmp::Reverse(rank(severity)));
         Ok(counts.into_iter().map(|(severity, n)| (severity, usize::try_from(n).unwrap_or(0))).collect())

@@ -62,6 +62,7 @@ mod used_signatures;
 pub use calibrations::Calibration;
 pub use crash_log::{LogCursor, LoggedReading};
 pub use escalations::{DueEscalation, EscalationStep, LadderMove};
+pub use folding::Untold;
 pub use incident_work::{CheckIn, Photo, Step, TimelineEntry, Work};
 pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling, Route};
 pub use journal::{Destination, DueDelivery, IncidentSoFar, JournalEntry};

@@ -129,6 +129,8 @@ fn entry_label(facts: &Facts<'_>, action: &str) -> String {
         ["re-opened", level, ..] => format!("再次触发{}，事件重新打开", severity(level)),
         ["folded", "into", into] => format!("同一房屋已有未结的{into}，本告警并入该事件处理，未另行通知"),
         ["unfolded"] => "比同一房屋未结的告警更严重，已单独通知".into(),
+        ["owed"] => "所并入的事件已办结，本红色预警仍在报警，将单独通知".into(),
+        ["told"] => "所并入的事件不再涵盖本告警，已单独通知".into(),
         ["reminded", ..] => format!("催办：{}", action.trim_start_matches("reminded ")),
         ["escalated", ..] => escalation_label(action.trim_start_matches("escalated ")),
         [single] => action_label(single).to_string(),
@@ -271,7 +273,7 @@ fn folding(html: &mut String, facts: &Facts<'_>) {
     if let Some(into) = facts.row.folded_into {
         let _ = write!(
             html,
-            "<section class=\"hint\"><p>同一房屋已有未结的 #{into}，本告警并入该事件处理，未另行通知；#{into} 办结时本告警一并办结。</p></section>"
+            "<section class=\"hint\"><p>同一房屋已有未结的 #{into}，本告警并入该事件处理，未另行通知；#{into} 办结时本告警一并办结（届时仍在报警的红色预警会单独通知）。</p></section>"
         );
     }
     if facts.folded.is_empty() {
@@ -286,7 +288,7 @@ fn folding(html: &mut String, facts: &Facts<'_>) {
         };
         let _ = write!(html, "<li>#{} {} · {}</li>", row.id, severity_zh(&row.severity), escape(&what));
     }
-    html.push_str("</ul><p><small>办结本事件时，以上告警一并办结。</small></p></section>");
+    html.push_str("</ul><p><small>办结本事件时，以上告警一并办结；届时仍在报警的红色预警会单独通知。</small></p></section>");
 }
 
 fn summary(html: &mut String, row: &IncidentRow, about: Option<&Alert>, zone: chrono_tz::Tz, now: i64) {
