@@ -163,7 +163,7 @@ impl Store {
                 match fold {
                     // The console's log shows it (marked); no person's channel gets it.
                     Fold::Keep(_) => destinations.retain(|(sink, _)| sink == crate::sinks::console::NAME),
-                    Fold::Tell | Fold::TellAsFired => super::folding::told(&tx, incident, &journaled, !destinations.is_empty())?,
+                    Fold::Tell | Fold::TellAsFired => super::folding::told(&tx, incident, &journaled, !destinations.is_empty(), folds, stamp)?,
                 }
                 // A folded alarm waits for no grouping nor quiet hours: it goes to nobody but the log.
                 let not_before = if matches!(fold, Fold::Keep(_)) { None } else { journaling.not_before_ms };

@@ -481,14 +481,12 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
     }
     if version < 27 {
         // One house, one alarm told at a time (`folding.rs`): the house a grid incident is on,
-        // whether it was told, the incident of that house it was folded into, and whether it is
-        // a red owed to people since that incident was resolved.
+        // whether it was told, and the incident of that house it was folded into.
         conn.execute_batch(
             "BEGIN;
              ALTER TABLE incidents ADD COLUMN house TEXT;
              ALTER TABLE incidents ADD COLUMN folded_into INTEGER;
              ALTER TABLE incidents ADD COLUMN told INTEGER NOT NULL DEFAULT 1;
-             ALTER TABLE incidents ADD COLUMN owed INTEGER NOT NULL DEFAULT 0;
              CREATE INDEX incidents_by_house ON incidents (house, state);
              PRAGMA user_version = 27;
              COMMIT;",

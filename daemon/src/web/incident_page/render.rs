@@ -129,7 +129,6 @@ fn entry_label(facts: &Facts<'_>, action: &str) -> String {
         ["re-opened", level, ..] => format!("再次触发{}，事件重新打开", severity(level)),
         ["folded", "into", into] => format!("同一房屋已有未结的{into}，本告警并入该事件处理，未另行通知"),
         ["unfolded"] => "比同一房屋未结的告警更严重，已单独通知".into(),
-        ["owed"] => "所并入的事件已办结，本红色预警仍在报警，将单独通知".into(),
         ["told"] => "所并入的事件不再涵盖本告警，已单独通知".into(),
         ["reminded", ..] => format!("催办：{}", action.trim_start_matches("reminded ")),
         ["escalated", ..] => escalation_label(action.trim_start_matches("escalated ")),
