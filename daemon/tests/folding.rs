@@ -73,21 +73,28 @@ fn told(webhook: &WebhookReceiver) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_houses_further_alarms_fold_into_its_red_and_are_resolved_with_it() {
+/// A running daemon on B7's two boxes whose house-07 leaned past all three steps at once: its red
+/// told (and nothing else). The broker, the webhook, the state directory, the HTTP port and the
+/// daemon.
+async fn house_07_red() -> (Mosquitto, WebhookReceiver, tempfile::TempDir, u16, Daemon) {
     let mosquitto = Mosquitto::start().await.expect("mosquitto");
     let webhook = WebhookReceiver::start(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     std::fs::write(dir.path().join("gridwatch.toml"), config(&mosquitto, &webhook, http_port)).unwrap();
     std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
-    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
+    let daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
     assert!(publish_until_evaluated(&mosquitto, &topic("house-07"), || reading(0.2), http_port).await, "{:?}", daemon.stderr());
     mosquitto.publish(&topic("house-08"), &reading(0.3)).unwrap();
-
-    // The wall leans past all three steps at once: its red is told, nothing else.
     mosquitto.publish(&topic("house-07"), &reading(6.0)).unwrap();
     assert!(wait_for(10 * SECOND, || async { !told(&webhook).is_empty() }).await, "{:?}", daemon.stderr());
+    (mosquitto, webhook, dir, http_port, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_houses_further_alarms_fold_into_its_red_and_are_resolved_with_it() {
+    // The wall leans past all three steps at once: its red is told, nothing else.
+    let (mosquitto, webhook, dir, http_port, mut daemon) = house_07_red().await;
     // The other box of the house follows, orange then red: folded too.
     mosquitto.publish(&topic("house-08"), &reading(4.0)).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -135,17 +142,7 @@ async fn a_houses_further_alarms_fold_into_its_red_and_are_resolved_with_it() {
 /// no longer takes it in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folded_red_is_told_when_the_red_it_was_folded_into_clears() {
-    let mosquitto = Mosquitto::start().await.expect("mosquitto");
-    let webhook = WebhookReceiver::start(Vec::new()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let http_port = free_port();
-    std::fs::write(dir.path().join("gridwatch.toml"), config(&mosquitto, &webhook, http_port)).unwrap();
-    std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
-    let mut daemon = Daemon::start(&["run", "--config", "gridwatch.toml"], dir.path());
-    assert!(publish_until_evaluated(&mosquitto, &topic("house-07"), || reading(0.2), http_port).await, "{:?}", daemon.stderr());
-    mosquitto.publish(&topic("house-08"), &reading(0.3)).unwrap();
-    mosquitto.publish(&topic("house-07"), &reading(6.0)).unwrap();
-    assert!(wait_for(10 * SECOND, || async { !told(&webhook).is_empty() }).await, "{:?}", daemon.stderr());
+    let (mosquitto, webhook, _dir, _, mut daemon) = house_07_red().await;
     mosquitto.publish(&topic("house-08"), &reading(6.5)).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(told(&webhook), vec!["lean-red house-07 fired"], "house-08's red folded into house-07's");
