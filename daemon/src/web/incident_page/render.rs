@@ -168,11 +168,11 @@ pub fn sensor_of<'a>(state: &'a WebState, sensor: &str) -> Option<&'a SensorConf
 
 /// The box's page of `row`; `notice` says what just happened, `note` is the note as typed after
 /// a refusal.
-/// The open incidents folded into incident `id`, with their latest alerts.
+/// The open incidents folded into incident `id`, worst first, with their latest alerts.
 fn folded_into(state: &WebState, id: i64) -> Vec<(IncidentRow, Option<Alert>)> {
-    let open = state.store.incidents(false).unwrap_or_default();
+    let mut open: Vec<IncidentRow> = state.store.incidents(false).unwrap_or_default().into_iter().filter(|r| r.folded_into == Some(id)).collect();
+    open.sort_by_key(|r| (["danger", "alarm", "warning", "notice"].iter().position(|s| *s == r.severity), r.id));
     open.into_iter()
-        .filter(|r| r.folded_into == Some(id))
         .map(|r| {
             let alert = state.store.latest_alert(&r.rule, &r.sensor).ok().flatten();
             (r, alert)

@@ -309,3 +309,36 @@ async fn a_device_fault_s_page_reads_as_a_device_fault() {
     assert!(html.contains(&format!("<header class=\"device\"><h1>设备故障 #{id} · ")), "{html}");
     assert!(html.contains("触发设备故障") && !html.contains("黄色预警"), "{html}");
 }
+
+/// What a worker reads of folding: the red's page lists what was folded into it, worst first;
+/// a folded alarm's page says which incident it went into, in Chinese.
+#[tokio::test]
+async fn a_red_s_page_lists_what_was_folded_into_it_and_a_folded_alarm_s_page_says_where_it_went() {
+    let (_, state, _, _dir) = serve().await;
+    let journal = |rule: &str, sensor: &str, severity: &str, at_ms: i64| {
+        let mut alert = sample_alert("fired", 0.3);
+        (alert.rule, alert.sensor, alert.severity, alert.at_ms) = (rule.into(), sensor.into(), severity.parse().unwrap(), at_ms);
+        let store = state.store.clone();
+        async move {
+            let route: crate::store::Route = Box::new(|alert, incident| {
+                alert.incident_id = Some(incident);
+                vec![("office".to_string(), None)]
+            });
+            let journaling = crate::store::Journaling { route, not_before_ms: None, escalate: None };
+            store.apply_and_journal(&alert, 600_000, journaling).await.unwrap().0.incident().unwrap()
+        }
+    };
+    let red = journal("tilt-sudden", "house-07", "danger", 1_000).await;
+    let orange = journal("tilt-lean-fast", "house-07", "alarm", 2_000).await;
+    let other_red = journal("tilt-sudden", "house-08", "danger", 3_000).await;
+    let now = state.clock.now().div_euclid(1000);
+    let page = |id: i64| reqwest::get(state.links.as_ref().unwrap().link(id, now));
+    let html = page(red).await.unwrap().text().await.unwrap();
+    assert!(html.contains("同一房屋的其他告警（已并入本事件，未另行通知）"), "{html}");
+    let (at_red, at_orange) = (html.find(&format!("<li>#{other_red} 红色预警")), html.find(&format!("<li>#{orange} 橙色预警")));
+    assert!(at_red.is_some() && at_orange.is_some() && at_red < at_orange, "worst first: {html}");
+    assert!(html.contains("届时仍在报警的红色预警会单独通知"), "{html}");
+    let html = page(orange).await.unwrap().text().await.unwrap();
+    assert!(html.contains(&format!("同一房屋已有未结的 #{red}，本告警并入该事件处理，未另行通知")), "{html}");
+    assert!(html.contains(&format!("同一房屋已有未结的#{red}，本告警并入该事件处理，未另行通知")), "its history, in Chinese: {html}");
+}
