@@ -419,6 +419,13 @@ impl Dispatcher {
         // Folded into its house's open alarm: only the console's log has it.
         let targets: Vec<String> = match alert.folded_into {
             Some(into) => {
+                // Sent to nobody: it opens no group window for its building (an outside tester's
+                // red waited 7 s behind a folded orange).
+                if let (None, Some(building)) = (grouped_until, &alert.building) {
+                    if self.building_sent.get(building) == Some(&now) {
+                        self.building_sent.remove(building);
+                    }
+                }
                 self.metrics.alerts_folded.inc();
                 tracing::info!(rule = %alert.rule, sensor = %alert.sensor, event = %alert.event, into, "folded into its house's open alarm: recorded, not sent");
                 targets.into_iter().filter(|t| t == crate::sinks::console::NAME).collect()
@@ -552,11 +559,10 @@ impl Dispatcher {
             (alert.event_id, alert.folded_into) = (None, None);
             let addressing = address(&alert, &dispatch.roster, &self.names);
             let targets = addressing.targets.clone();
-            let journaling = crate::store::Journaling {
-                route: router(addressing, self.links.clone(), self.clock),
-                not_before_ms: None,
-                escalate: ladder_of(&dispatch, &alert, now),
-            };
+            // Quiet hours hold it as they would have held it when it fired.
+            let not_before_ms = dispatch.deferral.not_before(&alert, now);
+            let escalate = if not_before_ms.is_none() { ladder_of(&dispatch, &alert, now) } else { None };
+            let journaling = crate::store::Journaling { route: router(addressing, self.links.clone(), self.clock), not_before_ms, escalate };
             match self.store.tell_owed(incident, &alert, silenced_cover.into_iter().collect(), journaling).await {
                 Ok(Some(_)) => {
                     tracing::warn!(incident, rule = %alert.rule, sensor = %alert.sensor, "an alarm folded into its house's incident, which no longer takes it in: told now");

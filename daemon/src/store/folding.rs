@@ -92,7 +92,7 @@ fn cover(tx: &Transaction<'_>, incident: i64, house: &str, alert: &Alert, passed
 /// Folds `incident` into `into`, unless it is there already; its ladder, if any, ends.
 fn fold(tx: &Transaction<'_>, incident: i64, into: i64, stamp: Stamp) -> rusqlite::Result<()> {
     let before: Option<i64> = tx.query_row("SELECT folded_into FROM incidents WHERE id = ?1", [incident], |row| row.get(0))?;
-    tx.execute("UPDATE incidents SET folded_into = ?2, told = 0 WHERE id = ?1", params![incident, into])?;
+    tx.execute("UPDATE incidents SET folded_into = ?2 WHERE id = ?1", params![incident, into])?;
     tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [incident])?;
     if before != Some(into) {
         audit(tx, incident, stamp, "gridwatch", &format!("folded into #{into}"), None)?;
@@ -119,6 +119,10 @@ pub(super) fn decide(tx: &Transaction<'_>, incident: i64, alert: &Alert, enabled
     match if enabled { cover(tx, incident, &house, alert, &[])? } else { None } {
         Some(into) => {
             fold(tx, incident, into, stamp)?;
+            if alert.event == Event::Fired {
+                // Nobody hears of this firing: told when released ([`Store::tell_owed`]).
+                tx.execute("UPDATE incidents SET told = 0 WHERE id = ?1", [incident])?;
+            }
             Ok(Fold::Keep(into))
         }
         None => {
@@ -273,18 +277,33 @@ impl Store {
         let clock_set = self.clock.synchronized();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            let still: Option<(bool, String)> = tx
-                .query_row("SELECT sensor_normal, state FROM incidents WHERE id = ?1 AND folded_into IS NOT NULL", [incident], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+            let still: Option<(bool, String, bool)> = tx
+                .query_row("SELECT sensor_normal, state, told FROM incidents WHERE id = ?1 AND folded_into IS NOT NULL", [incident], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })
                 .optional()?;
             let stamp = Stamp { at_ms: now, clock_unset_at: unset_clock };
-            match still {
-                Some((false, state)) if state != State::Resolved.as_str() && state != State::Closed.as_str() => {}
+            let (state, told_before) = match still {
+                Some((false, state, told_before)) if state != State::Resolved.as_str() && state != State::Closed.as_str() => (state, told_before),
                 _ => return Ok(None),
-            }
+            };
             if let Some(into) = house_of(&journaled).filter(|_| folds).map(|house| cover(&tx, incident, &house, &journaled, &passed)).transpose()?.flatten() {
                 fold(&tx, incident, into, stamp)?;
+                tx.commit()?;
+                return Ok(None);
+            }
+            if told_before {
+                // Told, then taken in by a worse alarm of its house that is over now: people
+                // heard of it; its ladder goes on, unless a person has taken it (an outside
+                // tester got its `fired` a second time, and a worker who had accepted it too).
+                tx.execute("UPDATE incidents SET folded_into = NULL WHERE id = ?1", [incident])?;
+                audit(&tx, incident, stamp, "gridwatch", "unfolded", None)?;
+                if let (Some((grid, armed_ms, first_due_ms)), true) = (&journaling.escalate, state == State::Open.as_str()) {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms, aged_at_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3, ?5)",
+                        params![incident, grid, armed_ms, first_due_ms, clock_set.then_some(*armed_ms)],
+                    )?;
+                }
                 tx.commit()?;
                 return Ok(None);
             }
@@ -464,6 +483,20 @@ mod tests {
         assert!(!journal(&store, &alert("cleared", "lean-orange", "house-07", "alarm", 3_000)).await.1, "its clear is part of the red now");
         store.incident_action(red, Action::Resolve, "worker Li", None, 4_000).unwrap();
         assert_eq!(state(&store, orange), "resolved");
+
+        // Told, taken in, and firing on after the red is over: not told a second time (an outside
+        // tester's worker got its `fired` again), its ladder goes on.
+        let in_b3 = |event: &str, rule: &str, severity: &str, at_ms: i64| Alert { building: Some("B3".into()), ..alert(event, rule, "house-31", severity, at_ms) };
+        let (orange, _) = journal(&store, &in_b3("fired", "lean-orange", "alarm", 5_000)).await;
+        journal(&store, &in_b3("fired", "lean-red", "danger", 6_000)).await;
+        assert!(!has_ladder(&store, orange));
+        journal(&store, &in_b3("cleared", "lean-red", "danger", 7_000)).await;
+        let owed_now = owed(&store).await;
+        assert_eq!(owed_now.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![orange]);
+        let sent_before = store.pending_delivery_counts().unwrap().get("office").copied();
+        assert_eq!(store.tell_owed(orange, &owed_now[0].1, Vec::new(), to_office(8_000)).await.unwrap().map(|(id, _)| id), None);
+        assert_eq!(store.pending_delivery_counts().unwrap().get("office").copied(), sent_before, "not sent again");
+        assert!(has_ladder(&store, orange) && owed(&store).await.is_empty(), "its ladder again, and nothing owed");
     }
 
     /// An outside tester's: a folded red stayed untold while the red it was folded into went
