@@ -486,7 +486,8 @@ mod tests {
 
         // Told, taken in, and firing on after the red is over: not told a second time (an outside
         // tester's worker got its `fired` again), its ladder goes on.
-        let in_b3 = |event: &str, rule: &str, severity: &str, at_ms: i64| Alert { building: Some("B3".into()), ..alert(event, rule, "house-31", severity, at_ms) };
+        let in_b3 =
+            |event: &str, rule: &str, severity: &str, at_ms: i64| Alert { building: Some("B3".into()), ..alert(event, rule, "house-31", severity, at_ms) };
         let (orange, _) = journal(&store, &in_b3("fired", "lean-orange", "alarm", 5_000)).await;
         journal(&store, &in_b3("fired", "lean-red", "danger", 6_000)).await;
         assert!(!has_ladder(&store, orange));
