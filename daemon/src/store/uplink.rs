@@ -237,9 +237,9 @@ mod tests {
         let path = dir.path().join("gridwatch.db");
         {
             let conn = rusqlite::Connection::open(&path).unwrap();
-            // As migration 18 left it: no epoch, nor what migrations 20 to 26 add.
+            // As migration 18 left it: no epoch, nor what migrations 20 to 27 add.
             conn.execute_batch(
-                "DROP TABLE store_epoch; DROP TABLE uplink_trend; ALTER TABLE trend DROP COLUMN uplinked; ALTER TABLE escalations DROP COLUMN aged_at_ms; ALTER TABLE escalations DROP COLUMN reminders_sent; DROP TABLE sms_sends; DROP TABLE robot_sends; DROP TABLE robot_throttles; DROP TABLE silenced_alarms; DROP TABLE sms_budget_sends; ALTER TABLE incidents DROP COLUMN afresh; DROP TABLE sms_owed; PRAGMA user_version = 18;",
+                "DROP TABLE store_epoch; DROP TABLE uplink_trend; ALTER TABLE trend DROP COLUMN uplinked; ALTER TABLE escalations DROP COLUMN aged_at_ms; ALTER TABLE escalations DROP COLUMN reminders_sent; DROP TABLE sms_sends; DROP TABLE robot_sends; DROP TABLE robot_throttles; DROP TABLE silenced_alarms; DROP TABLE sms_budget_sends; ALTER TABLE incidents DROP COLUMN afresh; DROP TABLE sms_owed; DROP INDEX incidents_by_house; ALTER TABLE incidents DROP COLUMN house; ALTER TABLE incidents DROP COLUMN folded_into; ALTER TABLE incidents DROP COLUMN told; PRAGMA user_version = 18;",
             )
             .unwrap();
         }
