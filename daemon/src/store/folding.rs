@@ -214,6 +214,18 @@ pub(super) fn take_folded_along(tx: &Transaction<'_>, into: i64, action: Action,
     Ok(())
 }
 
+/// Starts `incident`'s ladder of reminders and escalations as `escalate` says (grid, armed at,
+/// first step due), unless it runs one already; `clock_set`: its age is counted from now.
+fn arm(tx: &Transaction<'_>, incident: i64, escalate: &Option<(Option<String>, i64, i64)>, clock_set: bool) -> rusqlite::Result<()> {
+    if let Some((grid, armed_ms, first_due_ms)) = escalate {
+        tx.execute(
+            "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms, aged_at_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3, ?5)",
+            params![incident, grid, armed_ms, first_due_ms, clock_set.then_some(*armed_ms)],
+        )?;
+    }
+    Ok(())
+}
+
 /// An alarm folded into an incident of its house that still fires (see [`Store::untold_alarms`]).
 #[derive(Debug, Clone)]
 pub struct Untold {
@@ -298,11 +310,8 @@ impl Store {
                 // tester got its `fired` a second time, and a worker who had accepted it too).
                 tx.execute("UPDATE incidents SET folded_into = NULL WHERE id = ?1", [incident])?;
                 audit(&tx, incident, stamp, "gridwatch", "unfolded", None)?;
-                if let (Some((grid, armed_ms, first_due_ms)), true) = (&journaling.escalate, state == State::Open.as_str()) {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms, aged_at_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3, ?5)",
-                        params![incident, grid, armed_ms, first_due_ms, clock_set.then_some(*armed_ms)],
-                    )?;
+                if state == State::Open.as_str() {
+                    arm(&tx, incident, &journaling.escalate, clock_set)?;
                 }
                 tx.commit()?;
                 return Ok(None);
@@ -313,12 +322,7 @@ impl Store {
             tx.execute("UPDATE incidents SET folded_into = NULL WHERE id = ?1", [incident])?;
             audit(&tx, incident, stamp, "gridwatch", "told", None)?;
             told(&tx, incident, &journaled, !destinations.is_empty(), folds, stamp)?;
-            if let Some((grid, armed_ms, first_due_ms)) = &journaling.escalate {
-                tx.execute(
-                    "INSERT OR IGNORE INTO escalations (incident_id, grid, armed_ms, next_due_ms, next_due_age_ms, aged_at_ms) VALUES (?1, ?2, ?3, ?4, ?4 - ?3, ?5)",
-                    params![incident, grid, armed_ms, first_due_ms, clock_set.then_some(*armed_ms)],
-                )?;
-            }
+            arm(&tx, incident, &journaling.escalate, clock_set)?;
             tx.commit()?;
             Ok(Some((id, journaled.clone())))
         })
