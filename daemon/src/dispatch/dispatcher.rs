@@ -186,6 +186,14 @@ struct Ladders {
     unrecorded_events: std::collections::VecDeque<SentFromMemory>,
 }
 
+/// Names the people on duty for `alert`'s grid at `at` as its recipients, and their phones for
+/// @-mentions.
+fn name_on_duty(alert: &mut Alert, dispatch: &crate::dispatch::Dispatch, at: i64) {
+    let people = dispatch.on_duty(alert.grid.as_deref(), at);
+    alert.recipients = people.iter().map(|m| m.name.clone()).collect();
+    alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
+}
+
 /// The escalation ladder a grid alarm arms at `armed_ms`: (grid, armed at, first step due);
 /// none for installers' alarms or a severity without a policy.
 fn ladder_of(dispatch: &crate::dispatch::Dispatch, alert: &Alert, armed_ms: i64) -> Option<(Option<String>, i64, i64)> {
@@ -268,9 +276,7 @@ impl Dispatcher {
             // days behind named a weekday's grid leader instead of the night shift on duty; an
             // outside tester).
             let shift_time = if !self.clock.synchronized() && alert.at != crate::clock::TIME_UNKNOWN { alert.at_ms } else { now };
-            let people = dispatch.on_duty(alert.grid.as_deref(), shift_time);
-            alert.recipients = people.iter().map(|m| m.name.clone()).collect();
-            alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
+            name_on_duty(&mut alert, &dispatch, shift_time);
         }
         // Device alarms are for the installers (their clears too, to the same channels).
         if alert.audience == Audience::Installer {
@@ -553,9 +559,7 @@ impl Dispatcher {
                 continue;
             }
             let dispatch = self.dispatch.get();
-            let people = dispatch.on_duty(alert.grid.as_deref(), now);
-            alert.recipients = people.iter().map(|m| m.name.clone()).collect();
-            alert.mentions = people.iter().filter(|m| !m.phone.is_empty()).map(|m| m.phone.clone()).collect();
+            name_on_duty(&mut alert, &dispatch, now);
             (alert.event_id, alert.folded_into) = (None, None);
             let addressing = address(&alert, &dispatch.roster, &self.names);
             let targets = addressing.targets.clone();
