@@ -23,6 +23,12 @@ pub(crate) struct Agreement {
     /// The rule's `alone`: the highest severity one box may raise for the building on its own,
     /// while the others do not confirm it (`None`: a lone box raises nothing).
     pub alone: Option<Severity>,
+    /// The rules (indices) that put a box in doubt while open on it (the rule's `doubted_by`).
+    pub doubters: Vec<usize>,
+    /// Per member, the start of the open level found in doubt: it stays in doubt while that
+    /// level is open, though the doubt clears (a loose box that rattled, then settled askew).
+    /// Not saved: after a restore the doubt is judged afresh.
+    pub doubted: Vec<Option<Millis>>,
     /// The building's open incident: severity and when it began.
     pub open: Option<(Severity, Millis)>,
     /// The value its last fired or changed event carried (NaN: none since the engine began).
@@ -38,6 +44,8 @@ pub(crate) struct Vote {
     pub value: Option<f64>,
     /// When the box's breach of its open level began.
     pub reached: Option<Millis>,
+    /// Its open level came while a rule that doubts the box was open on it (`doubted_by`).
+    pub doubted: bool,
 }
 
 /// The building's state from its boxes' votes.
@@ -48,6 +56,8 @@ pub(crate) struct Verdict {
     pub agreeing: usize,
     /// The k-th highest latest value among the boxes (NaN if fewer have one).
     pub value: f64,
+    /// Only boxes in doubt stand at the level the boxes agree on: it was capped at `alone`.
+    pub doubted: bool,
 }
 
 /// What a change of verdict means for the building's incident.
@@ -60,18 +70,22 @@ pub(crate) enum Move {
 
 /// The k-th highest open severity among the votes, with since = when the k-th box got there —
 /// or, when higher, the highest box's severity capped at `alone` (a lone box's unconfirmed
-/// alarm), with since = when that box got there.
+/// alarm), with since = when that box got there. A level that only boxes in doubt stand at is
+/// no agreement: it is a lone box's, capped at `alone` (nothing without it).
 pub(crate) fn verdict(votes: &[Vote], needed: usize, alone: Option<Severity>) -> Verdict {
     let mut open: Vec<(Severity, Millis)> = votes.iter().filter_map(|v| v.open).collect();
     open.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut values: Vec<f64> = votes.iter().filter_map(|v| v.value).filter(|v| v.is_finite()).collect();
     values.sort_by(|a, b| b.total_cmp(a));
     let agreed = needed.checked_sub(1).and_then(|k| open.get(k)).map(|&(severity, _)| severity);
+    let vouched = |severity| votes.iter().any(|v| !v.doubted && v.open.is_some_and(|(open, _)| open >= severity));
+    let doubted = agreed.is_some_and(|severity| !vouched(severity));
+    let agreed = agreed.filter(|_| !doubted);
     let lone = alone.zip(open.first()).map(|(cap, &(severity, since))| (severity.min(cap), since));
     if let Some((severity, since)) = lone.filter(|&(severity, _)| agreed.is_none_or(|agreed| severity > agreed)) {
         let agreeing = open.iter().filter(|(s, _)| *s >= severity).count();
         let value = values.first().copied().unwrap_or(f64::NAN);
-        return Verdict { open: Some((severity, since)), agreeing, value };
+        return Verdict { open: Some((severity, since)), agreeing, value, doubted };
     }
     let value = needed.checked_sub(1).and_then(|k| values.get(k)).copied().unwrap_or(f64::NAN);
     match agreed {
@@ -80,9 +94,9 @@ pub(crate) fn verdict(votes: &[Vote], needed: usize, alone: Option<Severity>) ->
             let mut starts: Vec<Millis> = open.iter().filter(|(s, _)| *s >= severity).map(|&(_, since)| since).collect();
             starts.sort_unstable();
             let since = starts.get(needed - 1).copied().unwrap_or(Millis::MIN);
-            Verdict { open: Some((severity, since)), agreeing: starts.len(), value }
+            Verdict { open: Some((severity, since)), agreeing: starts.len(), value, doubted }
         }
-        None => Verdict { open: None, agreeing: open.len(), value },
+        None => Verdict { open: None, agreeing: open.len(), value, doubted },
     }
 }
 
@@ -125,7 +139,7 @@ mod tests {
     use super::*;
 
     fn vote(open: Option<(Severity, Millis)>, value: f64) -> Vote {
-        Vote { open, value: Some(value), reached: open.map(|(_, since)| since) }
+        Vote { open, value: Some(value), reached: open.map(|(_, since)| since), doubted: false }
     }
 
     #[test]
@@ -159,6 +173,21 @@ mod tests {
     }
 
     #[test]
+    fn a_level_only_boxes_in_doubt_reach_is_a_lone_box_s() {
+        let doubted = |open, value| Vote { doubted: true, ..vote(open, value) };
+        let one_box = verdict(&[doubted(Some((Severity::Danger, 5)), 0.6)], 1, Some(Severity::Alarm));
+        assert_eq!(one_box.open, Some((Severity::Alarm, 5)), "a house of one box in doubt: capped at alarm");
+        assert!(one_box.doubted);
+        let vouched = [doubted(Some((Severity::Danger, 5)), 0.6), vote(Some((Severity::Danger, 7)), 0.5)];
+        let both = verdict(&vouched, 2, Some(Severity::Alarm));
+        assert_eq!(both.open, Some((Severity::Danger, 7)), "a box not in doubt stands at it too: the full level");
+        assert!(!both.doubted);
+        assert_eq!(verdict(&[doubted(Some((Severity::Danger, 5)), 0.6)], 1, None).open, None, "without `alone`: nothing");
+        let undoubted = verdict(&[vote(Some((Severity::Danger, 5)), 0.6)], 1, Some(Severity::Alarm));
+        assert_eq!(undoubted.open, Some((Severity::Danger, 5)), "a house of one box follows it");
+    }
+
+    #[test]
     fn a_building_with_one_box_follows_it() {
         let verdict = verdict(&[vote(Some((Severity::Warning, 3)), 2.5)], 1, None);
         assert_eq!(verdict.open, Some((Severity::Warning, 3)));
@@ -166,10 +195,11 @@ mod tests {
 
     #[test]
     fn settle_fires_changes_and_clears_once_each() {
-        let mut agreement = Agreement { rule: 0, members: Vec::new(), needed: 2, alone: None, open: None, reported: f64::NAN };
-        let alarm = Verdict { open: Some((Severity::Alarm, 10)), agreeing: 2, value: 4.5 };
-        let danger = Verdict { open: Some((Severity::Danger, 20)), agreeing: 2, value: 8.0 };
-        let quiet = Verdict { open: None, agreeing: 0, value: 0.1 };
+        let mut agreement =
+            Agreement { rule: 0, members: Vec::new(), needed: 2, alone: None, doubters: Vec::new(), doubted: Vec::new(), open: None, reported: f64::NAN };
+        let alarm = Verdict { open: Some((Severity::Alarm, 10)), agreeing: 2, value: 4.5, doubted: false };
+        let danger = Verdict { open: Some((Severity::Danger, 20)), agreeing: 2, value: 8.0, doubted: false };
+        let quiet = Verdict { open: None, agreeing: 0, value: 0.1, doubted: false };
         assert_eq!(agreement.settle(alarm), Some(Move::Fired { severity: Severity::Alarm, since: 10 }));
         assert_eq!(agreement.settle(alarm), None);
         assert_eq!(agreement.settle(danger), Some(Move::Changed { severity: Severity::Danger, previous: Severity::Alarm, since: 10 }));

@@ -88,6 +88,8 @@ pub struct RuleEvent {
 pub struct Agreeing {
     pub agreeing: u8,
     pub of: u8,
+    /// Only boxes in doubt (`doubted_by`) stand at the level: it is capped at `alone`.
+    pub doubted: bool,
 }
 
 /// What happened to one observed sample.
@@ -734,10 +736,14 @@ impl Engine {
         self.peer_references = references;
     }
 
-    /// One check's reference from its peers (`None` without `peers`, or with no fresh peer).
+    /// One check's reference from its peers (`None` without `peers`, or with no fresh peer). A
+    /// peer that is stuck or cannot read the wall ([`Engine::has_a_vote`]) is none: a sound box
+    /// beside a stuck one seemed to drift with every day's weather (an outside tester: installers
+    /// told 9 times in 6 of 10 such buildings).
     fn peer_reference(&self, planned: &PlannedCheck, index: usize, at: Millis) -> Option<f64> {
         let group = planned.peers()?;
-        let others = self.peer_groups[group].iter().filter(|&&(slot, _)| slot != index).map(|&(slot, check)| {
+        let sound = |slot: usize| self.reads_the_wall(slot, at) && !self.stuck_on(slot, planned.rule());
+        let others = self.peer_groups[group].iter().filter(|&&(slot, _)| slot != index && sound(slot)).map(|&(slot, check)| {
             let slot = &self.slots[slot];
             let own = match self.states.of(slot, self.plan_of(slot)).checks.get(check) {
                 Some(CheckState::Peers(peer)) => peer.own.get(),
@@ -786,7 +792,7 @@ impl Engine {
             let agreement = &mut self.agreements[index];
             let Some(step) = agreement.settle(verdict) else { continue };
             let of = u8::try_from(agreement.members.len()).unwrap_or(u8::MAX);
-            let agreeing = Some(Agreeing { agreeing: u8::try_from(verdict.agreeing).unwrap_or(u8::MAX), of });
+            let agreeing = Some(Agreeing { agreeing: u8::try_from(verdict.agreeing).unwrap_or(u8::MAX), of, doubted: verdict.doubted });
             let value = agreement.value_of(step, verdict.value);
             let event = match step {
                 Move::Fired { severity, since } => event(EventKind::Fired, severity, None, value, at, since),
@@ -799,13 +805,15 @@ impl Engine {
         self.touched = touched;
     }
 
-    /// Each member box's open level and latest value.
-    fn votes(&self, agreement: usize, at: Millis) -> Vec<Vote> {
-        self.agreements[agreement]
+    /// Each member box's open level and latest value, and whether that level came while the box
+    /// was in doubt (remembered in the agreement until the level closes).
+    fn votes(&mut self, agreement: usize, at: Millis) -> Vec<Vote> {
+        let votes: Vec<Vote> = self.agreements[agreement]
             .members
             .iter()
-            .map(|&(index, check)| {
-                let none = Vote { open: None, value: None, reached: None };
+            .enumerate()
+            .map(|(member, &(index, check))| {
+                let none = Vote { open: None, value: None, reached: None, doubted: false };
                 let rule = self.agreements[agreement].rule;
                 if !self.has_a_vote(index, rule, at) {
                     return none;
@@ -815,12 +823,43 @@ impl Engine {
                 let Some(planned) = plan.checks.get(check) else { return none };
                 match (self.rules[planned.rule()].check_of(planned.variant()), self.states.of(slot, plan).checks.get(check)) {
                     (Check::Ladder(levels), Some(CheckState::Ladder { ladder, last_value, .. })) => {
-                        Vote { open: ladder.open(), value: last_value.get(), reached: ladder.reached(levels) }
+                        let open = ladder.open();
+                        let since = open.map(|(_, since)| since);
+                        let remembered = self.agreements[agreement].doubted.get(member).copied().flatten();
+                        let doubted = since.is_some_and(|since| {
+                            remembered == Some(since) || self.in_doubt_since(index, &self.agreements[agreement].doubters).is_some_and(|doubt| doubt < since)
+                        });
+                        Vote { open, value: last_value.get(), reached: ladder.reached(levels), doubted }
                     }
                     _ => none,
                 }
             })
-            .collect()
+            .collect();
+        let remembered = &mut self.agreements[agreement].doubted;
+        remembered.clear();
+        remembered.extend(votes.iter().map(|vote| vote.open.filter(|_| vote.doubted).map(|(_, since)| since)));
+        votes
+    }
+
+    /// Since when a rule among `doubters` has been open on the box in `slot` (the earliest, if
+    /// several are): the box is in doubt.
+    fn in_doubt_since(&self, slot: usize, doubters: &[usize]) -> Option<Millis> {
+        if doubters.is_empty() {
+            return None;
+        }
+        let slot = &self.slots[slot];
+        let plan = self.plan_of(slot);
+        plan.checks
+            .iter()
+            .zip(self.states.of(slot, plan).checks)
+            .filter(|(planned, _)| doubters.contains(&planned.rule()))
+            .filter_map(|(_, state)| match state {
+                CheckState::Ladder { ladder, .. } => ladder.open().map(|(_, since)| since),
+                CheckState::Peers(peer) => peer.ladder.open().map(|(_, since)| since),
+                CheckState::FlatLine { flat, .. } => flat.open.then_some(flat.run_since),
+                _ => None,
+            })
+            .min()
     }
 
     /// Whether a sample with these fields carries nothing the sensor's building rules (`agree`)
@@ -1024,9 +1063,20 @@ impl<'r> Planner<'r> {
     fn agreement(&mut self, rule: usize, subject: &Subject, member: (usize, usize)) -> u32 {
         let (Some(agree), Some(building)) = (self.rules[rule].agree, subject.building.as_ref()) else { return NO_AGREEMENT };
         let alone = self.rules[rule].alone;
+        let rules = self.rules;
+        let doubters: Vec<usize> = rules[rule].doubted_by.iter().filter_map(|id| rules.iter().position(|r| &r.id == id)).collect();
         let agreements = &mut self.agreements;
         let group = *self.by_building.entry((rule, subject.site.clone(), building.clone())).or_insert_with(|| {
-            agreements.push(Agreement { rule, members: Vec::new(), needed: usize::from(agree), alone, open: None, reported: f64::NAN });
+            agreements.push(Agreement {
+                rule,
+                members: Vec::new(),
+                needed: usize::from(agree),
+                alone,
+                doubters,
+                doubted: Vec::new(),
+                open: None,
+                reported: f64::NAN,
+            });
             agreements.len() - 1
         });
         let agreement = &mut self.agreements[group];

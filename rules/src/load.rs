@@ -36,7 +36,9 @@ impl RuleSet {
         let mut diagnostics = Vec::new();
         let mut rules = Vec::new();
         let mut seen: HashMap<String, Origin> = HashMap::new();
-        for source in sources {
+        // Where each kept rule's id stands, for errors found once every rule is known.
+        let mut named = Vec::new();
+        for (position, source) in sources.iter().enumerate() {
             let text = SourceText { name: &source.name, text: &source.text };
             for (rule, id_span) in compile_file(&text, &mut diagnostics) {
                 if let Some(first) = seen.get(&rule.id) {
@@ -53,6 +55,17 @@ impl RuleSet {
                 }
                 seen.insert(rule.id.clone(), rule.origin.clone());
                 rules.push(rule);
+                named.push((position, id_span));
+            }
+        }
+        for (rule, (position, id_span)) in rules.iter().zip(&named) {
+            for doubter in rule.doubted_by.iter().filter(|doubter| !seen.contains_key(*doubter)) {
+                let text = SourceText { name: &sources[*position].name, text: &sources[*position].text };
+                diagnostics.push(text.diagnostic(
+                    id_span.clone(),
+                    Some("doubted_by"),
+                    format!("`doubted_by` names `{doubter}`, which is no rule (or one disabled): a box in doubt is one with that rule open on it"),
+                ));
             }
         }
         if diagnostics.is_empty() {
@@ -192,6 +205,7 @@ struct RawRule {
     device: bool,
     agree: Option<Spanned<u32>>,
     alone: Option<Spanned<String>>,
+    doubted_by: Option<Spanned<Vec<String>>>,
     peers: Option<Spanned<String>>,
     uncompensated: Option<Spanned<String>>,
     #[serde(default = "enabled_by_default")]
@@ -435,6 +449,14 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         }
         (Some(text), Some(_)) => severity(check, text),
     };
+    let doubted_by = match (&raw.doubted_by, &alone) {
+        (None, _) => Vec::new(),
+        (Some(names), None) => {
+            check.error(names.span(), "doubted_by", "a box in doubt counts as one alone: `doubted_by` needs `agree` and `alone`");
+            Vec::new()
+        }
+        (Some(names), Some(_)) => names.get_ref().clone(),
+    };
     let peers = match &raw.peers {
         None => false,
         Some(text) if text.get_ref() != "building" => {
@@ -503,6 +525,7 @@ fn compile_rule(check: &mut Checker<'_, '_>, rule_start: usize, mut raw: RawRule
         device,
         agree,
         alone,
+        doubted_by,
         peers,
         uncompensated,
         origin: Origin { file: check.text.name.to_string(), line },

@@ -213,6 +213,11 @@ pub struct Rule {
     /// With `agree`: the highest severity one box may raise for its building on its own, as an
     /// unconfirmed alarm, until another box confirms it (`alone = "alarm"`).
     pub alone: Option<Severity>,
+    /// With `alone`: rules (ids) that doubt a box while they are open on it (`doubted_by =
+    /// ["tilt-erratic"]`): a level the box reached after one of them opened counts as a lone
+    /// box's, capped at `alone`, unless a box not in doubt stands at it too — a house of one box
+    /// whose box was already told erratic is not red on its word alone.
+    pub doubted_by: Vec<String>,
     /// Judge each box against the other boxes of its building (`peers = "building"`): the
     /// signal's stage value less the median of theirs ([`crate::peers`]). A box alone on its
     /// building has nothing to be compared with and yields no value.

@@ -118,6 +118,10 @@ fn messages(
             if let Some(boxes) = boxes(chinese).filter(|_| unconfirmed && !named_boxes.get()) {
                 text.push_str(&if chinese { format!("（{boxes}）") } else { format!(" ({boxes})") });
             }
+            if event.agreement.is_some_and(|a| a.doubted) {
+                let doubt = text::doubted(chinese);
+                text.push_str(&if chinese { format!("（{doubt}）") } else { format!(" ({doubt})") });
+            }
             (language.clone(), text)
         })
         .collect();
@@ -224,7 +228,7 @@ mod tests {
         let rules = gridwatch_rules::RuleSet::compile(&gridwatch_rules::builtin_packs()).unwrap();
         let rule = rules.rules.iter().find(|r| r.id == "tilt-danger").unwrap();
         let sensor = crate::commands::demo::sensors().remove(2);
-        let event = |severity, agreeing, of| RuleEvent {
+        let doubted_event = |severity, agreeing, of, doubted| RuleEvent {
             rule: gridwatch_rules::RuleId(0),
             subject: gridwatch_rules::SubjectId(2),
             kind: EventKind::Fired,
@@ -234,8 +238,9 @@ mod tests {
             value: 7.3126,
             at: 1_795_392_000_000,
             since: 1_795_391_940_000,
-            agreement: Some(gridwatch_rules::engine::Agreeing { agreeing, of }),
+            agreement: Some(gridwatch_rules::engine::Agreeing { agreeing, of, doubted }),
         };
+        let event = |severity, agreeing, of| doubted_event(severity, agreeing, of, false);
         let messages =
             |event: &RuleEvent, rule: &Rule| alert_of(event, rule, &sensor, Some(event.since), crate::local_time::DEFAULT, &text::Places::default()).messages;
         let lone = messages(&event(gridwatch_rules::Severity::Alarm, 1, 2), rule);
@@ -245,6 +250,13 @@ mod tests {
         assert_eq!(agreed["zh"], "east-yard B2（3个传感器中2个一致）墙体倾斜较安装时变化7.3‰，已达危险值，红色预警");
         assert_eq!(agreed["en"], "east-yard B2 (2 of 3 sensors): wall tilt changed 7.3‰ since installation — danger");
         assert!(messages(&event(gridwatch_rules::Severity::Danger, 1, 1), rule)["zh"].starts_with("east-yard B2（house-03）"));
+        // A house of one box whose box was told erratic before: capped at orange, and said so.
+        let doubted = messages(&doubted_event(gridwatch_rules::Severity::Alarm, 1, 1, true), rule);
+        assert_eq!(
+            doubted["zh"],
+            "east-yard B2（house-03）墙体倾斜较安装时变化7.3‰，已达危险值，橙色预警（未经确认：仅由正报设备异常的监测仪显示，读数可能有误）"
+        );
+        assert_eq!(doubted["en"], "east-yard B2 (house-03): wall tilt changed 7.3‰ since installation — alarm (unconfirmed: shown only by a box under a device alarm, whose readings may be wrong)");
 
         let source = gridwatch_rules::RuleSource {
             name: "test".into(),

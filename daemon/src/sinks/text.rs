@@ -98,6 +98,17 @@ pub fn agreement(agreeing: u8, of: u8, needed: u8, chinese: bool) -> String {
     }
 }
 
+/// What a building's alarm says when only a box in doubt shows it (a rule's `doubted_by`: the
+/// box was told to installers as erratic before it reached the level, which is capped at the
+/// rule's `alone`): an outside tester's one-box houses were red from boxes already told faulty.
+pub fn doubted(chinese: bool) -> &'static str {
+    if chinese {
+        "未经确认：仅由正报设备异常的监测仪显示，读数可能有误"
+    } else {
+        "unconfirmed: shown only by a box under a device alarm, whose readings may be wrong"
+    }
+}
+
 /// The headline's marker: the warning colour's dot, or a spanner for a device fault (it has no
 /// warning colour: it is about a box, not a house).
 fn marker(alert: &Alert) -> &'static str {

@@ -418,3 +418,15 @@ fn a_file_s_default_unless_goes_to_its_rules_that_say_none_of_their_own() {
     let unknown = errors(&format!("[defaults]\nunles = \"same(do, ph, nh3n)\"\n{GOOD}"));
     assert!(unknown.iter().any(|e| e.contains("test.toml:2") && e.contains("unless")), "a misspelt default is an error, with the key it meant: {unknown:?}");
 }
+
+#[test]
+fn doubted_by_needs_alone_and_names_rules_of_the_set() {
+    let red = "[[rule]]\nid = \"red\"\nvalue = \"x\"\nabove = 1\nseverity = \"danger\"\nagree = 2\n";
+    let doubter = "[[rule]]\nid = \"odd\"\nvalue = \"x\"\nabove = 9\nseverity = \"warning\"\ndevice = true\n";
+    let set = compile(&format!("{red}alone = \"alarm\"\ndoubted_by = [\"odd\"]\n{doubter}")).unwrap();
+    assert_eq!(set.rules[0].doubted_by, vec!["odd".to_string()]);
+    let errs = errors(&format!("{red}doubted_by = [\"odd\"]\n{doubter}"));
+    assert_eq!(errs, vec!["test.toml:7:14: error in `doubted_by`: a box in doubt counts as one alone: `doubted_by` needs `agree` and `alone`"]);
+    let errs = errors(&format!("{red}alone = \"alarm\"\ndoubted_by = [\"od\"]\n{doubter}"));
+    assert_eq!(errs, vec!["test.toml:2:6: error in `doubted_by`: `doubted_by` names `od`, which is no rule (or one disabled): a box in doubt is one with that rule open on it"]);
+}

@@ -2108,3 +2108,60 @@ fn a_box_or_probe_that_loses_a_few_packets_is_not_silent_but_one_that_stops_is()
         assert!(told.is_some_and(|t| (90.0..=90.5).contains(&t)), "{rule}: a 15-minute box that stopped, told at {told:?} min");
     }
 }
+
+/// An outside tester (stop 45): on a house of one box, a box that read erratically — told to
+/// its installers as `tilt-erratic` — then "jumped" and was red to the grid on its word alone,
+/// in 19 of 20 erratic, spiking, alternating and loose boxes. Now its red is an unconfirmed
+/// orange, said to be doubted; a sound box's jump is red as before, and so is a building's jump
+/// that a sound box shows too.
+#[test]
+fn a_box_told_erratic_before_its_jump_is_no_red_on_its_word_alone() {
+    let sudden = |boxes: usize, erratic: bool, both_jump: bool| {
+        let mut e = building(boxes);
+        let mut events = Vec::new();
+        for m in 0..6 * 60 {
+            for i in 0..boxes {
+                let spike = erratic && i == 0 && (240..252).contains(&m) && m % 4 == 0;
+                let jumped = m >= 250 && (i == 0 || both_jump);
+                let x = 0.2 + if spike { 0.12 } else { 0.0 } + if jumped { 0.3 } else { 0.0 };
+                e.observe(SubjectId(i), m * MIN, &[("x", x), ("y", -0.3 + 0.0001 * (m % 3) as f64)], &mut events);
+            }
+            e.tick(m * MIN, &mut events);
+        }
+        let erratic_told = events.iter().any(|ev| e.rule(ev.rule).id == "tilt-erratic" && ev.kind == EventKind::Fired && ev.at / MIN < 250);
+        let worst = events
+            .iter()
+            .filter(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.kind != EventKind::Cleared)
+            .map(|ev| (ev.severity, ev.agreement.is_some_and(|a| a.doubted)))
+            .max();
+        (erratic_told, worst)
+    };
+    assert_eq!(sudden(1, true, false), (true, Some((Severity::Alarm, true))), "one box, told erratic first: an orange, doubted");
+    assert_eq!(sudden(1, false, false), (false, Some((Severity::Danger, false))), "one sound box: red");
+    assert_eq!(sudden(2, true, true), (true, Some((Severity::Danger, false))), "a sound box shows it too: red");
+    assert_eq!(sudden(2, true, false), (true, Some((Severity::Alarm, false))), "alone: the unconfirmed orange, as before");
+}
+
+/// An outside tester (stop 45): a sound box beside a stuck one was told "drifting" to its
+/// installers as the weather moved it and the stuck box did not (9 times in 6 of 10 buildings).
+/// Once the stuck box is told (`tilt-flat-line`), it is no box to compare with.
+#[test]
+fn a_sound_box_is_not_judged_against_a_stuck_neighbour() {
+    let drifting_told = |b1_sticks: bool| {
+        let mut e = building(2);
+        let mut events = Vec::new();
+        for m in (0..6 * 24 * 60).step_by(5) {
+            let wobble = 0.001 * ((m * 7919) as f64 * 0.618).sin();
+            // From day 3 the weather leans both walls 0.04° (0.7‰) over a day and a half.
+            let front = 0.04 * ((m - 3 * 24 * 60) as f64 / (36.0 * 60.0)).clamp(0.0, 1.0);
+            e.observe(SubjectId(0), m * MIN, &[("x", 0.2 + front + wobble), ("y", -0.3 - wobble)], &mut events);
+            let (x, y) = if b1_sticks && m >= 2 * 24 * 60 { (0.1, 0.25) } else { (0.1 + front - wobble, 0.25 + wobble) };
+            e.observe(SubjectId(1), m * MIN, &[("x", x), ("y", y)], &mut events);
+            e.tick(m * MIN, &mut events);
+        }
+        let told = |rule: &str, subject| events.iter().any(|ev| e.rule(ev.rule).id == rule && ev.kind == EventKind::Fired && ev.subject == subject);
+        (told("tilt-flat-line", SubjectId(1)), told("tilt-box-drifting", SubjectId(0)))
+    };
+    assert_eq!(drifting_told(false), (false, false), "the weather moves both alike");
+    assert_eq!(drifting_told(true), (true, false), "the stuck box is told; the sound one is not blamed");
+}
