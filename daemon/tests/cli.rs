@@ -170,6 +170,10 @@ fn rules_explain_says_when_a_box_is_judged_against_its_buildings_other_boxes() {
     assert!(drifting.contains("judged against the building's other boxes (peers = \"building\")") && drifting.contains("within 2h"), "{drifting}");
     let lean = stdout.split("\n\n").find(|rule| rule.starts_with("tilt-change")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(!lean.contains("peers"), "a rule without peers says nothing of them: {lean}");
+    // Stop 45: which device alarm puts a box in doubt for the building's red.
+    let sudden = stdout.split("\n\n").find(|rule| rule.starts_with("tilt-sudden")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(sudden.contains("a box that reached a level after tilt-erratic opened on it counts as one alone"), "{sudden}");
+    assert!(!lean.contains("in doubt"), "{lean}");
     let (code, stdout, stderr) = run(&["rules", "explain", "--config", "gridwatch.toml", "--sensor", "b7-east", "-o", "json"], dir.path());
     assert_eq!(code, 0, "{stderr}");
     let explained: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -177,6 +181,8 @@ fn rules_explain_says_when_a_box_is_judged_against_its_buildings_other_boxes() {
     let peers_of = |id: &str| rules.iter().find(|r| r["id"] == id).map(|r| r["peers"].clone());
     assert_eq!(peers_of("tilt-box-drifting"), Some(serde_json::json!("building")), "{stdout}");
     assert_eq!(peers_of("tilt-change"), Some(serde_json::Value::Null), "{stdout}");
+    let doubted_by = |id: &str| rules.iter().find(|r| r["id"] == id).map(|r| r["doubted_by"].clone());
+    assert_eq!(doubted_by("tilt-sudden"), Some(serde_json::json!(["tilt-erratic"])), "{stdout}");
 }
 
 #[test]

@@ -93,6 +93,8 @@ pub fn fingerprint(rule: &Rule) -> u64 {
     if rule.peers {
         text.push_str("|peers building");
     }
+    // `doubted_by` is left out: it changes the building's verdict, which is not saved but worked
+    // out again from the boxes' checks, not what a box's check keeps.
     if let Some(floor) = rule.uncompensated {
         text.push_str(&format!("|uncompensated {floor:?}"));
     }

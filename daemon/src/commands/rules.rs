@@ -117,7 +117,7 @@ fn rule_json(rule: &Rule, variant: Option<usize>) -> serde_json::Value {
     serde_json::json!({
         "id": rule.id, "title": rule.title, "file": rule.origin.file.to_string(), "line": rule.origin.line, "device": rule.device,
         "override": variant.map(|v| v + 1), "value": rule.signal.as_ref().map(|s| s.to_string()), "unit": rule.unit, "agree": rule.agree,
-        "peers": rule.peers.then_some("building"), "description": levels,
+        "doubted_by": rule.doubted_by, "peers": rule.peers.then_some("building"), "description": levels,
     })
 }
 
@@ -160,6 +160,13 @@ fn describe_rule(rule: &Rule, variant: Option<usize>) -> String {
     }
     if let Some(k) = rule.agree {
         let _ = writeln!(out, "  judged per building: the level at least {k} of its sensors reach");
+    }
+    if !rule.doubted_by.is_empty() {
+        let _ = writeln!(
+            out,
+            "  a box that reached a level after {} opened on it counts as one alone, unless a box not in doubt stands at it too",
+            rule.doubted_by.join(" or ")
+        );
     }
     if rule.peers {
         let _ = writeln!(
