@@ -1064,9 +1064,10 @@ impl<'r> Planner<'r> {
         let (Some(agree), Some(building)) = (self.rules[rule].agree, subject.building.as_ref()) else { return NO_AGREEMENT };
         let alone = self.rules[rule].alone;
         let rules = self.rules;
-        let doubters: Vec<usize> = rules[rule].doubted_by.iter().filter_map(|id| rules.iter().position(|r| &r.id == id)).collect();
         let agreements = &mut self.agreements;
         let group = *self.by_building.entry((rule, subject.site.clone(), building.clone())).or_insert_with(|| {
+            // Looked up once per building, not per box.
+            let doubters = rules[rule].doubted_by.iter().filter_map(|id| rules.iter().position(|r| &r.id == id)).collect();
             agreements.push(Agreement {
                 rule,
                 members: Vec::new(),
