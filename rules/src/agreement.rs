@@ -6,7 +6,9 @@
 //! Each box still runs its own ladder (holds, hysteresis); this module only reads the boxes'
 //! open severities and turns changes of the k-th highest into `Fired` / `Changed` / `Cleared`
 //! for the building. Its state is derived from the boxes' ladders, so it needs no snapshot of
-//! its own: after a restore it is recomputed without events.
+//! its own: after a restore it is recomputed without events — but for the levels found in doubt,
+//! which the snapshot keeps with each box (a doubt that has cleared since would otherwise leave
+//! the building red in the engine while its people were told orange).
 
 use crate::severity::Severity;
 use crate::time::Millis;
@@ -27,7 +29,7 @@ pub(crate) struct Agreement {
     pub doubters: Vec<usize>,
     /// Per member, the start of the open level found in doubt: it stays in doubt while that
     /// level is open, though the doubt clears (a loose box that rattled, then settled askew).
-    /// Not saved: after a restore the doubt is judged afresh.
+    /// Saved with each box's state (`crate::snapshot`).
     pub doubted: Vec<Option<Millis>>,
     /// The building's open incident: severity and when it began.
     pub open: Option<(Severity, Millis)>,

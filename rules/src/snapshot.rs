@@ -55,6 +55,10 @@ pub struct SubjectSnapshot {
     /// Temperature compensations being learned (left out when there are none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub thermal: Vec<SavedThermal>,
+    /// The open levels of building rules found in doubt (`doubted_by`): (rule, when the level
+    /// began). They stay in doubt after a restart though the doubt has cleared since.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub doubted: Vec<(usize, Millis)>,
 }
 
 /// A sensor's temperature compensation as saved: what it corrects, and what it learned. Like a
@@ -203,6 +207,8 @@ struct SubjectView<'a> {
     checks: Vec<(usize, &'a CheckState)>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     thermal: Vec<ThermalView<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    doubted: Vec<(usize, Millis)>,
 }
 
 impl Serialize for SnapshotView<'_> {
@@ -212,7 +218,8 @@ impl Serialize for SnapshotView<'_> {
         impl Serialize for Subjects<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let engine = self.0;
-                serializer.collect_seq(engine.sensors.iter().zip(&engine.slots).map(|(sensor, slot)| {
+                let mut doubted = engine.doubted_levels();
+                serializer.collect_seq(engine.sensors.iter().zip(&engine.slots).enumerate().map(|(position, (sensor, slot))| {
                     let plan = engine.plan_of(slot);
                     let states = engine.states.of(slot, plan);
                     SubjectView {
@@ -223,6 +230,7 @@ impl Serialize for SnapshotView<'_> {
                         stages: stages_to_save(plan, &states).collect(),
                         checks: checks_to_save(&engine.rules, plan, &states).collect(),
                         thermal: thermal_to_save(plan, &states).collect(),
+                        doubted: doubted.remove(&position).unwrap_or_default(),
                     }
                 }))
             }
@@ -237,18 +245,33 @@ impl Serialize for SnapshotView<'_> {
 
 impl Engine {
     pub fn snapshot(&self) -> Snapshot {
-        let subjects = (0..self.sensors.len()).map(|position| self.subject_snapshot(position)).collect();
+        let mut doubted = self.doubted_levels();
+        let subjects = (0..self.sensors.len()).map(|position| self.subject_snapshot(position, &mut doubted)).collect();
         Snapshot { version: SNAPSHOT_VERSION, rules: headers(&self.rules), subjects }
     }
 
     /// [`Engine::snapshot`] of some sensors only (those a district's standby evaluator judges
     /// while their box is down); positions past the inventory are left out.
     pub fn snapshot_of(&self, subjects: &[SubjectId]) -> Snapshot {
-        let subjects = subjects.iter().filter(|s| s.0 < self.sensors.len()).map(|s| self.subject_snapshot(s.0)).collect();
+        let mut doubted = self.doubted_levels();
+        let subjects = subjects.iter().filter(|s| s.0 < self.sensors.len()).map(|s| self.subject_snapshot(s.0, &mut doubted)).collect();
         Snapshot { version: SNAPSHOT_VERSION, rules: headers(&self.rules), subjects }
     }
 
-    fn subject_snapshot(&self, position: usize) -> SubjectSnapshot {
+    /// The open levels found in doubt, by sensor position: (rule, when the level began).
+    fn doubted_levels(&self) -> std::collections::HashMap<usize, Vec<(usize, Millis)>> {
+        let mut levels: std::collections::HashMap<usize, Vec<(usize, Millis)>> = std::collections::HashMap::new();
+        for agreement in &self.agreements {
+            for (&(position, _), since) in agreement.members.iter().zip(&agreement.doubted) {
+                if let Some(since) = since {
+                    levels.entry(position).or_default().push((agreement.rule, *since));
+                }
+            }
+        }
+        levels
+    }
+
+    fn subject_snapshot(&self, position: usize, doubted: &mut std::collections::HashMap<usize, Vec<(usize, Millis)>>) -> SubjectSnapshot {
         let (sensor, slot) = (&self.sensors[position], &self.slots[position]);
         let plan = self.plan_of(slot);
         let states = self.states.of(slot, plan);
@@ -260,6 +283,7 @@ impl Engine {
             stages: stages_to_save(plan, &states).map(|(rule, state)| (rule, state.clone())).collect(),
             checks: checks_to_save(&self.rules, plan, &states).map(|(rule, state)| (rule, state.clone())).collect(),
             thermal: thermal_to_save(plan, &states).map(|view| view.to_owned()).collect(),
+            doubted: doubted.remove(&position).unwrap_or_default(),
         }
     }
 
@@ -299,13 +323,14 @@ impl Engine {
     /// state is made next to the two engines.
     pub fn take_over(&mut self, previous: Engine) -> Restored {
         let headers = headers(&previous.rules);
+        let mut doubted = previous.doubted_levels();
         let Engine { sensors, slots, plans, states, silences_watched_from, .. } = previous;
         self.silences_watched_from = silences_watched_from;
         // The slots' states lie in the lists sensor after sensor, in the slots' order.
         let (mut old_learned, mut old_stages, mut old_checks) = (states.learned.into_iter(), states.stages.into_iter(), states.checks.into_iter());
         let mut old_thermal = states.thermal.into_iter();
         let mut restorer = Restorer::new(self);
-        for (sensor, slot) in sensors.into_iter().zip(slots) {
+        for (position, (sensor, slot)) in sensors.into_iter().zip(slots).enumerate() {
             let plan = &plans[slot.plan as usize];
             let learned = plan.learned.iter().zip(old_learned.by_ref().take(plan.learned.len()));
             let stages = plan.stages.iter().zip(old_stages.by_ref().take(plan.stages.len()));
@@ -321,6 +346,7 @@ impl Engine {
                 stages: stages.map(|(&rule, state)| (headers[usize::from(rule)].stage, state)).collect(),
                 checks: checks.map(|(planned, state)| (headers[planned.rule()].id.as_str(), headers[planned.rule()].fingerprint, state)).collect(),
                 thermal: thermal.map(|(spec, state)| SavedThermal { temperature: spec.temperature.clone(), fields: spec.fields.to_vec(), state }).collect(),
+                doubted: doubted.remove(&position).unwrap_or_default().into_iter().map(|(rule, since)| (headers[rule].id.as_str(), since)).collect(),
             });
         }
         restorer.finish()
@@ -339,6 +365,8 @@ struct Saved<'r> {
     /// (rule id, rule fingerprint, state)
     checks: Vec<(&'r str, u64, CheckState)>,
     thermal: Vec<SavedThermal>,
+    /// (rule id, when its open level found in doubt began)
+    doubted: Vec<(&'r str, Millis)>,
 }
 
 impl<'r> Saved<'r> {
@@ -352,6 +380,7 @@ impl<'r> Saved<'r> {
             stages: saved.stages.into_iter().filter_map(|(rule, state)| Some((rules.get(rule)?.stage, state))).collect(),
             checks: saved.checks.into_iter().filter_map(|(rule, state)| rules.get(rule).map(|r| (r.id.as_str(), r.fingerprint, state))).collect(),
             thermal: saved.thermal,
+            doubted: saved.doubted.into_iter().filter_map(|(rule, since)| Some((rules.get(rule)?.id.as_str(), since))).collect(),
         }
     }
 
@@ -364,6 +393,7 @@ impl<'r> Saved<'r> {
             stages: saved.stages.iter().map(|stage| (stage.fingerprint, stage.state.clone())).collect(),
             checks: saved.checks.iter().map(|check| (check.rule.as_str(), check.fingerprint, check.state.clone())).collect(),
             thermal: Vec::new(),
+            doubted: Vec::new(),
         }
     }
 }
@@ -399,13 +429,16 @@ struct Restorer<'e> {
     /// The engine's own rules, by index.
     rules: Vec<RuleHeader>,
     restored: Restored,
+    /// (sensor position, rule id, start of its open level found in doubt), set on the
+    /// buildings' agreements once every sensor is restored.
+    doubted: Vec<(usize, String, Millis)>,
 }
 
 impl<'e> Restorer<'e> {
     fn new(engine: &'e mut Engine) -> Restorer<'e> {
         let index_of = engine.sensors.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
         let rules = headers(&engine.rules);
-        Restorer { engine, index_of, rules, restored: Restored::default() }
+        Restorer { engine, index_of, rules, restored: Restored::default(), doubted: Vec::new() }
     }
 
     fn subject(&mut self, saved: Saved<'_>) {
@@ -413,6 +446,7 @@ impl<'e> Restorer<'e> {
             self.restored.discarded += saved.checks.len();
             return;
         };
+        self.doubted.extend(saved.doubted.iter().map(|&(rule, since)| (index, rule.to_string(), since)));
         let rules = &self.rules;
         let slot = &mut self.engine.slots[index];
         let plan = &self.engine.plans[slot.plan as usize];
@@ -458,7 +492,17 @@ impl<'e> Restorer<'e> {
     }
 
     fn finish(self) -> Restored {
-        self.engine.recompute_agreements();
+        let engine = self.engine;
+        for (position, rule, since) in self.doubted {
+            let agreement = engine.agreements.iter_mut().find(|a| engine.rules[a.rule].id == rule && a.members.iter().any(|&(member, _)| member == position));
+            if let Some(agreement) = agreement {
+                agreement.doubted.resize(agreement.members.len(), None);
+                if let Some(member) = agreement.members.iter().position(|&(member, _)| member == position) {
+                    agreement.doubted[member] = Some(since);
+                }
+            }
+        }
+        engine.recompute_agreements();
         self.restored
     }
 }

@@ -2142,6 +2142,43 @@ fn a_box_told_erratic_before_its_jump_is_no_red_on_its_word_alone() {
     assert_eq!(sudden(2, true, false), (true, Some((Severity::Alarm, false))), "alone: the unconfirmed orange, as before");
 }
 
+/// A house of one box told erratic, then gone to red on its word alone: orange, unconfirmed. Once
+/// `tilt-erratic` has cleared, a restart (snapshot and restore) or a rule reload (take-over) keeps
+/// it orange — the doubt was not saved, and the restored engine held the house red without an
+/// event while its people had been told orange.
+#[test]
+fn a_level_found_in_doubt_stays_in_doubt_across_a_restart_and_a_reload() {
+    let feed = |e: &mut Engine, minutes: std::ops::Range<i64>, events: &mut Vec<RuleEvent>| {
+        for m in minutes {
+            let spike = (240..252).contains(&m) && m % 4 == 0;
+            let x = 0.2 + if spike { 0.12 } else { 0.0 } + if m >= 250 { 0.3 } else { 0.0 };
+            e.observe(SubjectId(0), m * MIN, &[("x", x), ("y", -0.3 + 0.0001 * (m % 3) as f64)], events);
+            e.tick(m * MIN, events);
+        }
+    };
+    let sudden = |e: &Engine| e.agreements.iter().find(|a| e.rules()[a.rule].id == "tilt-sudden").and_then(|a| a.open).map(|(severity, _)| severity);
+    let mut events = Vec::new();
+    let mut e = building(1);
+    feed(&mut e, 0..8 * 60, &mut events);
+    let erratic = e.rules().iter().position(|r| r.id == "tilt-erratic").unwrap();
+    assert_eq!(e.open(SubjectId(0), crate::engine::RuleId(erratic)), Some((false, None)), "tilt-erratic has cleared");
+    assert_eq!(sudden(&e), Some(Severity::Alarm), "the jump after it: orange, unconfirmed");
+    // The way the daemon saves and reads its state: the streamed view, read back streamed.
+    let saved = serde_json::to_string(&e.snapshot_view()).unwrap();
+    assert_eq!(saved, serde_json::to_string(&e.snapshot()).unwrap(), "the view is the snapshot");
+    let mut restarted = building(1);
+    restarted.restore_streamed(&mut serde_json::Deserializer::from_str(&saved)).unwrap();
+    let mut reloaded = building(1);
+    reloaded.take_over(e);
+    for (name, engine) in [("restarted", &mut restarted), ("reloaded", &mut reloaded)] {
+        assert_eq!(sudden(engine), Some(Severity::Alarm), "{name}: still orange");
+        let mut later = Vec::new();
+        feed(engine, 8 * 60..9 * 60, &mut later);
+        assert_eq!(sudden(engine), Some(Severity::Alarm), "{name}: still orange an hour on");
+        assert!(later.iter().all(|ev| ev.severity < Severity::Danger), "{name}: no red told: {later:?}");
+    }
+}
+
 /// An outside tester (stop 45): a sound box beside a stuck one was told "drifting" to its
 /// installers as the weather moved it and the stuck box did not (9 times in 6 of 10 buildings).
 /// Once the stuck box is told (`tilt-flat-line`), it is no box to compare with.
