@@ -89,11 +89,31 @@ fn cover(tx: &Transaction<'_>, incident: i64, house: &str, alert: &Alert, passed
     .optional()
 }
 
-/// Folds `incident` into `into`, unless it is there already; its ladder, if any, ends.
+/// Folds `incident` into `into`, unless it is there already; its ladder, if any, ends, and what
+/// of it still waits for its time (quiet hours, a group window) is not sent: an outside tester's
+/// orange held for the night went out in the morning, after its house's red and five reminders.
+/// Nobody having heard of it then, it is told as a `fired` if it is released.
 fn fold(tx: &Transaction<'_>, incident: i64, into: i64, stamp: Stamp) -> rusqlite::Result<()> {
     let before: Option<i64> = tx.query_row("SELECT folded_into FROM incidents WHERE id = ?1", [incident], |row| row.get(0))?;
     tx.execute("UPDATE incidents SET folded_into = ?2 WHERE id = ?1", params![incident, into])?;
     tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [incident])?;
+    let of_incident = "SELECT a.id FROM alert_events a JOIN incidents i ON i.id = ?1 WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.at_ms >= i.opened_ms";
+    let held = tx.execute(
+        &format!(
+            "UPDATE outbox SET state = 'failed', error = ?3, updated_ms = ?2 WHERE state = 'pending' AND not_before_ms > ?2 AND alert_id IN ({of_incident})"
+        ),
+        params![incident, stamp.at_ms, format!("folded into #{into} before its time came: not sent")],
+    )?;
+    if held > 0 {
+        tx.execute(
+            &format!(
+                "UPDATE incidents SET told = 0 WHERE id = ?1 AND NOT EXISTS (
+                   SELECT 1 FROM outbox o WHERE o.alert_id IN ({of_incident}) AND o.state != 'failed' AND o.sink != '{console}')",
+                console = crate::sinks::console::NAME
+            ),
+            [incident],
+        )?;
+    }
     if before != Some(into) {
         audit(tx, incident, stamp, "gridwatch", &format!("folded into #{into}"), None)?;
     }
@@ -546,6 +566,28 @@ mod tests {
         // Folding turned off: what was folded is owed.
         store.fold_into_open_alarms(false);
         assert_eq!(ids(owed(&store).await), vec![orange, folded]);
+    }
+
+    /// An outside tester's: an orange held for quiet hours, then taken in by its house's red,
+    /// still went out when the quiet hours ended — after the red and its reminders.
+    #[tokio::test]
+    async fn an_orange_held_for_quiet_hours_and_taken_in_by_a_red_is_not_sent_when_they_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let morning = store.clock.now() + 3_600_000;
+        let held = Journaling { not_before_ms: Some(morning), ..to_office(1_000) };
+        let (applied, _) = store.apply_and_journal(&alert("fired", "lean-orange", "house-09", "alarm", 1_000), 600_000, held).await.unwrap();
+        let orange = applied.incident().unwrap();
+        journal(&store, &alert("fired", "lean-red", "house-07", "danger", 2_000)).await;
+        let due = store.due_deliveries("office", morning + 1, 50).await.unwrap();
+        let due: Vec<(String, String)> = due.into_iter().map(|d| (d.alert.rule, d.alert.event.to_string())).collect();
+        assert_eq!(due, vec![("lean-red".to_string(), "fired".to_string())], "the orange is not sent in the morning");
+        // The red over, the orange firing on is told — as a `fired`: nobody heard of it.
+        journal(&store, &alert("cleared", "lean-red", "house-07", "danger", 3_000)).await;
+        let owed_now = owed(&store).await;
+        assert_eq!(owed_now.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![orange]);
+        let told = store.tell_owed(orange, &owed_now[0].1, Vec::new(), to_office(4_000)).await.unwrap();
+        assert_eq!(told.map(|(_, alert)| alert.event.to_string()), Some("fired".to_string()));
     }
 
     #[tokio::test]
