@@ -360,7 +360,8 @@ async fn quiet_hours_hold_blue_until_morning_and_send_it_as_one_message() {
         (blue.severity, blue.colour, blue.sensor) = (gridwatch_rules::Severity::Notice, "blue".into(), sensor.into());
         alerts.send(blue).await.unwrap();
     }
-    alerts.send(sample_alert("fired", 7.3)).await.unwrap();
+    // A red of another building: one of theirs would take the blue ones in (folding).
+    alerts.send(Alert { building: Some("B8".into()), ..sample_alert("fired", 7.3) }).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(sizes(&calls), vec![1], "red at once; blue waits for the morning");
     assert_eq!(store.pending_delivery_counts().unwrap().get("robot"), Some(&3), "the three wait in the outbox");
@@ -475,4 +476,67 @@ async fn the_daemons_own_alarm_on_an_unset_clock_is_time_unknown_and_marked_for_
         .query_row("SELECT count(*) FROM alert_events WHERE clock_unset_at >= 0", [], |row| row.get(0))
         .unwrap();
     assert_eq!(marked, 1, "re-stamped once the clock is set");
+}
+
+/// A webhook-like channel (its attempts counted by the channel) that fails its first `failing`
+/// attempts, then records the events it took.
+struct FailingAtFirst {
+    failing: usize,
+    got: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Sink for FailingAtFirst {
+    fn name(&self) -> String {
+        "hook".into()
+    }
+
+    fn counted_attempts(&self) -> Option<crate::sinks::CountedAttempts> {
+        let backoff = crate::backoff::Backoff::new(std::time::Duration::from_millis(500), std::time::Duration::from_secs(30));
+        Some(crate::sinks::CountedAttempts { in_all: 8, in_all_for_red: 8, backoff })
+    }
+
+    async fn deliver(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        if self.failing > 0 {
+            self.failing -= 1;
+            anyhow::bail!("timed out");
+        }
+        self.got.lock().unwrap().push(format!("{} {}", alert.event, alert.severity.as_str()));
+        Ok(())
+    }
+}
+
+/// An outside tester's slow receiver got a building's orange five times while the red it had
+/// become waited behind it on the channel; one back from failing got the orange and the red in
+/// the same second. An alarm whose incident has a later event at least as bad due on the channel
+/// is no longer tried: the later one goes in its place. Without it, the orange is delivered.
+#[tokio::test(start_paused = true)]
+async fn an_orange_still_being_tried_when_its_incident_turns_red_gives_way_to_the_red() {
+    for turns_red in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let to_hook = || crate::store::Journaling {
+            route: Box::new(|alert: &mut Alert, incident| {
+                alert.incident_id = Some(incident);
+                vec![("hook".to_string(), None)]
+            }),
+            not_before_ms: None,
+            escalate: None,
+        };
+        let mut orange = sample_alert("fired", 0.3);
+        orange.severity = gridwatch_rules::Severity::Alarm;
+        store.apply_and_journal(&orange, 0, to_hook()).await.unwrap();
+        let (_queue, task) = channel::spawn_sink(FailingAtFirst { failing: 3, got: got.clone() }, finishing(&store, &metrics), None);
+        // The orange's second attempt has failed; its third is due at 1.5 s.
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        if turns_red {
+            let red = Alert { previous_severity: Some(gridwatch_rules::Severity::Alarm), at_ms: orange.at_ms + 1_000, ..sample_alert("changed", 0.6) };
+            store.apply_and_journal(&red, 0, to_hook()).await.unwrap();
+        }
+        task.await.unwrap();
+        let expected = if turns_red { vec!["changed danger"] } else { vec!["fired alarm"] };
+        assert_eq!(got.lock().unwrap().clone(), expected, "turns red: {turns_red}");
+        assert!(store.pending_delivery_counts().unwrap().is_empty(), "the channel's queue is drained");
+    }
 }

@@ -22,7 +22,7 @@ use super::{CountedAttempts, MadeWay, Sink};
 use crate::alert::{Alert, Event};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{DueDelivery, Store};
+use crate::store::{DueDelivery, Store, NOT_SENT};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,6 +128,7 @@ pub fn spawn_sink<S: Sink>(mut sink: S, context: SinkContext, failover: Option<F
                 None => due,
             };
             let due = drop_answered_reminders(&store, &name, due, &mut unrecorded).await;
+            let due = drop_superseded(&store, &name, due, &mut unrecorded).await;
             if due.is_empty() {
                 if closing.is_cancelled() {
                     break;
@@ -259,8 +260,33 @@ async fn drop_answered_reminders(store: &Store, name: &str, due: Vec<DueDelivery
             still_due.push(delivery);
             continue;
         };
-        let reason = format!("not sent: incident #{} was {state} before its reminder could go", delivery.alert.incident_id.unwrap_or_default());
+        let reason = format!("{NOT_SENT}incident #{} was {state} before its reminder could go", delivery.alert.incident_id.unwrap_or_default());
         tracing::info!(sink = %name, incident = ?delivery.alert.incident_id, "a reminder of an incident accepted meanwhile is not sent");
+        if store.mark_delivery(delivery.alert_id, name, false, 0, Some(reason.clone())).await.is_err() {
+            unrecorded.insert(delivery.alert_id, (false, Some(reason)));
+        }
+    }
+    still_due
+}
+
+/// Leaves out of `due` the alarms whose incident has a later event at least as bad due on this
+/// channel ([`Store::superseded_on`]): a slow receiver got an orange five times, 26 s in all,
+/// while its house's red waited behind it, and a receiver back from failing got the orange and
+/// the red in the same second (an outside tester). The later one goes in its place. Each is
+/// recorded as not sent, and why.
+async fn drop_superseded(store: &Store, name: &str, due: Vec<DueDelivery>, unrecorded: &mut Unrecorded) -> Vec<DueDelivery> {
+    let mut still_due = Vec::with_capacity(due.len());
+    for delivery in due {
+        let superseded = store.superseded_on(name, delivery.alert_id, &delivery.alert).await.unwrap_or_else(|error| {
+            store.report_failure("reading whether an alarm's incident has a later event due (it is sent)", &error);
+            false
+        });
+        if !superseded {
+            still_due.push(delivery);
+            continue;
+        }
+        let reason = format!("{NOT_SENT}a later event of incident #{} at least as bad goes in its place", delivery.alert.incident_id.unwrap_or_default());
+        tracing::info!(sink = %name, incident = ?delivery.alert.incident_id, event = %delivery.alert.event, "an alarm whose incident has a later event due is not sent: that one goes instead");
         if store.mark_delivery(delivery.alert_id, name, false, 0, Some(reason.clone())).await.is_err() {
             unrecorded.insert(delivery.alert_id, (false, Some(reason)));
         }
@@ -390,7 +416,8 @@ struct Sent {
 /// How the attempts at one delivery ended.
 enum Counted {
     Done(anyhow::Result<()>),
-    /// Stopped after a failed attempt: a red alarm waits behind it on this channel.
+    /// Stopped after a failed attempt: a red alarm waits behind it on this channel, or a later
+    /// event of its incident goes in its place.
     Yielded,
 }
 
@@ -454,6 +481,12 @@ async fn deliver_counted<S: Sink>(
             // Throttled for longer than its failover channel would wait: handed over now.
             if failover.is_some_and(|f| sink.wait(one.alert.is_red()) > f.after) {
                 break;
+            }
+            // A later event of its incident, at least as bad, goes in its place
+            // ([`drop_superseded`]).
+            if store.superseded_on(name, one.alert_id, &one.alert).await.unwrap_or(false) {
+                tracing::info!(sink = %name, alert_id = one.alert_id, attempt = made, "a later event of its incident goes in its place: its attempts end");
+                return Counted::Yielded;
             }
             if may_yield && RedBehind::of(store, *clock, name, one).waits().await {
                 tracing::info!(sink = %name, alert_id = one.alert_id, attempt = made, "a red alarm waits: it goes first, this delivery's attempts go on after it");

@@ -102,7 +102,7 @@ fn fold(tx: &Transaction<'_>, incident: i64, into: i64, stamp: Stamp) -> rusqlit
         &format!(
             "UPDATE outbox SET state = 'failed', error = ?3, updated_ms = ?2 WHERE state = 'pending' AND not_before_ms > ?2 AND alert_id IN ({of_incident})"
         ),
-        params![incident, stamp.at_ms, format!("folded into #{into} before its time came: not sent")],
+        params![incident, stamp.at_ms, format!("{}folded into #{into} before its time came", super::journal::NOT_SENT)],
     )?;
     if held > 0 {
         tx.execute(

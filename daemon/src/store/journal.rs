@@ -13,6 +13,11 @@ use super::Store;
 use crate::alert::{Alert, Event};
 use rusqlite::{params, OptionalExtension, Transaction};
 
+/// How the error of a delivery left unsent on purpose begins (a reminder answered before it
+/// could go, an alarm whose later event went in its place, one folded before its time came): it
+/// is recorded `failed`, but no channel failed it ([`Store::incident_so_far_on`]).
+pub const NOT_SENT: &str = "not sent: ";
+
 /// One row of the alert journal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalEntry {
@@ -197,19 +202,47 @@ impl Store {
     /// For a later event of an incident (journal id `alert_id`, about `rule` on `sensor`) on
     /// channel `sink`: whether an earlier event of the incident was delivered there, and whether
     /// one failed there (a channel with a failover hands each failure over at once; the failover's
-    /// own delivery may not be journaled yet when this is asked).
+    /// own delivery may not be journaled yet when this is asked) — not one left unsent on purpose
+    /// ([`NOT_SENT`]).
     pub async fn incident_so_far_on(&self, alert_id: i64, sink: &str, alert: &Alert, incident_id: i64) -> anyhow::Result<IncidentSoFar> {
         let (sink, rule, sensor) = (sink.to_string(), alert.rule.clone(), alert.sensor.clone());
         self.with_conn(move |conn| {
             let (delivered, failed) = conn
                 .prepare_cached(
-                    "SELECT coalesce(max(o.state = 'delivered'), 0), coalesce(max(o.state = 'failed'), 0)
+                    "SELECT coalesce(max(o.state = 'delivered'), 0), coalesce(max(o.state = 'failed' AND coalesce(o.error, '') NOT LIKE ?6 || '%'), 0)
                      FROM outbox o JOIN alert_events a ON a.id = o.alert_id
                      WHERE o.sink = ?1 AND a.sensor = ?2 AND a.rule = ?3 AND a.id < ?4
                        AND json_extract(coalesce(o.payload, a.payload), '$.incident_id') = ?5",
                 )?
-                .query_row(params![sink, sensor, rule, alert_id, incident_id], |row| Ok((row.get::<_, bool>(0)?, row.get::<_, bool>(1)?)))?;
+                .query_row(params![sink, sensor, rule, alert_id, incident_id, NOT_SENT], |row| Ok((row.get::<_, bool>(0)?, row.get::<_, bool>(1)?)))?;
             Ok(IncidentSoFar { delivered, failed })
+        })
+        .await
+    }
+
+    /// Whether a later `fired` or `changed` of the same incident as `alert` (journal id
+    /// `alert_id`), at least as bad, is due on channel `sink`: what `alert` says is out of date
+    /// there, and the later one says it all (a slow receiver got an orange five times while its
+    /// house's red waited behind it; an outside tester).
+    pub async fn superseded_on(&self, sink: &str, alert_id: i64, alert: &Alert) -> anyhow::Result<bool> {
+        let (Some(incident), true) = (alert.incident_id, matches!(alert.event, Event::Fired | Event::Changed)) else { return Ok(false) };
+        let (sink, rule, sensor, severity) = (sink.to_string(), alert.rule.clone(), alert.sensor.clone(), alert.severity.as_str());
+        let now = self.clock.now();
+        self.with_conn(move |conn| {
+            let rank = |t: &str| format!("CASE {t} WHEN 'danger' THEN 3 WHEN 'alarm' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END");
+            let later: Option<i64> = conn
+                .prepare_cached(&format!(
+                    "SELECT b.id FROM alert_events b JOIN outbox e ON e.alert_id = b.id AND e.sink = ?1 AND e.state = 'pending'
+                      WHERE b.rule = ?2 AND b.sensor = ?3 AND b.id > ?4 AND b.event IN ('fired', 'changed')
+                        AND json_extract(coalesce(e.payload, b.payload), '$.incident_id') = ?5
+                        AND (e.not_before_ms IS NULL OR e.not_before_ms <= ?6) AND {} >= {}
+                      LIMIT 1",
+                    rank("b.severity"),
+                    rank("?7")
+                ))?
+                .query_row(params![sink, rule, sensor, alert_id, incident, now, severity], |row| row.get(0))
+                .optional()?;
+            Ok(later.is_some())
         })
         .await
     }

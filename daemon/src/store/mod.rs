@@ -65,7 +65,7 @@ pub use escalations::{DueEscalation, EscalationStep, LadderMove};
 pub use folding::Untold;
 pub use incident_work::{CheckIn, Photo, Step, TimelineEntry, Work};
 pub use incidents::{Applied, AuditEntry, IncidentRow, Journaling, Route};
-pub use journal::{Destination, DueDelivery, IncidentSoFar, JournalEntry};
+pub use journal::{Destination, DueDelivery, IncidentSoFar, JournalEntry, NOT_SENT};
 pub use restamp::Restamped;
 pub use robot_limits::RobotLimit;
 pub use sent_from_memory::{LadderSent, NotKept, SentFromMemory, SignatureUsed, WorkTaken};
