@@ -43,9 +43,20 @@ const SCATTER_RANK: usize = 3;
 /// scatter, the step after a real movement exceeds three times its upper quartile about once in
 /// a thousand).
 const SCATTER_MULTIPLE: f64 = 3.0;
-/// The fewest readings a time window takes a median of: one reading alone could be a spike, and
-/// the median of two is their mean.
-pub const TIME_WINDOW_MIN_POINTS: usize = 3;
+/// The fewest readings a time window takes a median of: five, so that its two newest readings —
+/// kept raw however it thins — are never the median.
+pub const TIME_WINDOW_MIN_POINTS: usize = 5;
+/// The shortest part of its length a time window's readings must span before it is judged (unless
+/// it reached back for them): a window keeps one point per [`SMOOTH_POINTS`]th of its length and
+/// its two newest readings, so a young one holds few older points, and a jump's first readings
+/// were half its median or all of it. A daily median begun an hour or two before (a new box's
+/// second day, once its baseline was learned) told `tilt-change` orange "5.2‰ (daily level)" a
+/// minute after a jump, on a box the installers had been told was faulty, whose unconfirmed
+/// `tilt-sudden` was then folded into it (an outside tester). From an eighth of its length on, a
+/// window holds six older points or more: a movement takes four of its spacings or more to be
+/// half its median (later in its life, twelve). A daily level is judged three hours after its
+/// window began, an hourly one seven and a half minutes after.
+const TIME_WINDOW_MIN_SPAN: i64 = 8;
 /// The fewest readings a window that holds fewer than it needs reaches back for (an hourly median
 /// of a box that reports every 20 minutes or less often): five, because of three a pair of spikes
 /// would be the median — a box reporting every half hour with a few spikes a week has such pairs
@@ -515,9 +526,9 @@ impl Signal {
 
 /// The smoothed value with `value` added; `None` while a window of a number of samples is not
 /// yet full (the median of two readings would be their mean, and one knock would count), or a
-/// time window holds fewer than [`TIME_WINDOW_MIN_POINTS`] readings, or than
-/// [`REACH_BACK_POINTS`] when it reaches back beyond its length for them (just after a start, or
-/// a silence of more than a day).
+/// time window holds fewer than [`TIME_WINDOW_MIN_POINTS`] readings spanning a
+/// [`TIME_WINDOW_MIN_SPAN`]th of its length, or fewer than [`REACH_BACK_POINTS`] when it reaches
+/// back beyond its length for them (just after a start, or a silence of more than a day).
 fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> Option<f64> {
     let now = second_of(at);
     let point = Point::new(now, value);
@@ -527,6 +538,10 @@ fn smooth_value(smooth: Smooth, buffer: &mut Points, at: Millis, value: f64) -> 
             thin_push(buffer, point, (seconds / SMOOTH_POINTS).max(1), TIME_WINDOW_MIN_POINTS, Thinning::Newer);
             let reached_back = expire(buffer, now - seconds, STRETCH_LIMIT_SECONDS, REACH_BACK_POINTS);
             if buffer.len() < if reached_back { REACH_BACK_POINTS } else { TIME_WINDOW_MIN_POINTS } {
+                return None;
+            }
+            let span = buffer.last().map_or(0, |p| p.second()) - buffer.first().map_or(0, |p| p.second());
+            if !reached_back && span < seconds / TIME_WINDOW_MIN_SPAN {
                 return None;
             }
         }
@@ -871,7 +886,7 @@ mod tests {
             let swing = 0.5 * (m as f64 / (24.0 * 60.0) * std::f64::consts::TAU).sin();
             last = s.observe(&mut stage, &mut transform, m * MIN, &|_| Some(1.0 + swing));
             let kept = stage.0.as_ref().map_or(0, |kept| kept.smooth.len());
-            assert!(kept <= SMOOTH_POINTS as usize + 3, "minute {m}: {kept} points");
+            assert!(kept <= SMOOTH_POINTS as usize + TIME_WINDOW_MIN_POINTS, "minute {m}: {kept} points");
         }
         let level = last.unwrap();
         assert!((level - 1.0).abs() < 0.05, "the daily median is the level, not the swing: {level}");
@@ -880,8 +895,11 @@ mod tests {
     #[test]
     fn a_new_window_never_takes_half_of_one_bad_reading() {
         let s = signal("v", Some(Smooth { method: SmoothMethod::Median, window: Window::Time(24 * 60 * MIN), within: None }), None);
-        let out = run(&s, &[(0, 0.1), (MIN, 0.1), (2 * MIN, 0.1), (3 * MIN, 0.1), (4 * MIN, 9.0)]);
-        assert_eq!(out[4], Some(0.1f32 as f64), "{out:?}");
+        // Readings every ten minutes: the window is judged once they span three hours.
+        let readings: Vec<(Millis, f64)> = (0..=18).map(|i| (i * 10 * MIN, if i == 18 { 9.0 } else { 0.1 })).collect();
+        let out = run(&s, &readings);
+        assert!(out[..18].iter().all(Option::is_none), "{out:?}");
+        assert_eq!(out[18], Some(0.1f32 as f64), "{out:?}");
     }
 
     /// `expr` relative to its fields' level over the last hour, unsmoothed.
@@ -935,7 +953,7 @@ mod tests {
         let s = signal("v", Some(Smooth { method: SmoothMethod::Mean, window: Window::Time(10 * MIN), within: None }), None);
         let readings: Vec<(Millis, f64)> = (0..8).map(|i| (i * 2 * MIN, 10.0 * (i + 1) as f64)).collect();
         let out = run(&s, &readings);
-        assert_eq!(out, vec![None, None, Some(20.0), Some(25.0), Some(30.0), Some(40.0), Some(50.0), Some(60.0)]);
+        assert_eq!(out, vec![None, None, None, None, Some(30.0), Some(40.0), Some(50.0), Some(60.0)]);
     }
 
     #[test]
@@ -955,12 +973,12 @@ mod tests {
         // reaches back to the readings before the silence.
         let readings: Vec<(Millis, f64)> = (0..5).map(|i| (i * 3 * MIN, 1.0)).chain([(192 * MIN, 9.0), (195 * MIN, 1.0), (198 * MIN, 1.0)]).collect();
         let out = run(&s, &readings);
-        assert_eq!(out, vec![None, None, Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(1.0)], "the spike after the gap is never the median");
-        // After more than a day of silence, it starts afresh: three new readings.
+        assert_eq!(out, vec![None, None, None, None, Some(1.0), Some(1.0), Some(1.0), Some(1.0)], "the spike after the gap is never the median");
+        // After more than a day of silence, it starts afresh: five new readings.
         let day = 24 * 60 * MIN;
         let readings: Vec<(Millis, f64)> = (0..5).map(|i| (i * 3 * MIN, 1.0)).chain((0..5).map(|i| (2 * day + i * 3 * MIN, 9.0))).collect();
         let out = run(&s, &readings);
-        let expected = [None, None, Some(1.0), Some(1.0), Some(1.0), None, None, Some(9.0), Some(9.0), Some(9.0)];
+        let expected = [None, None, None, None, Some(1.0), None, None, None, None, Some(9.0)];
         assert_eq!(out, expected, "nothing judged on readings from days ago");
     }
 

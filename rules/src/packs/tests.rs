@@ -585,7 +585,8 @@ fn tilt_ladder_boundaries_from_the_domain_table() {
                 let events = five_weeks(&mut e, &fields);
                 worst_of(&e, &events)
             } else {
-                worst(&mut e, &fields, 70)
+                // Four hours: a daily level is judged once its readings span three.
+                worst(&mut e, &fields, 4 * 60)
             };
             let expected = expected.filter(|(_, severity)| with_temperature || *severity >= Severity::Warning);
             assert_eq!(reached.as_ref().map(|(id, severity)| (id.as_str(), *severity)), expected, "{permille}‰, temperature {with_temperature}: {reached:?}");
@@ -2201,4 +2202,38 @@ fn a_sound_box_is_not_judged_against_a_stuck_neighbour() {
     };
     assert_eq!(drifting_told(false), (false, false), "the weather moves both alike");
     assert_eq!(drifting_told(true), (true, false), "the stuck box is told; the sound one is not blamed");
+}
+
+/// An outside tester (stop 46): on a box's second day, once its baseline was learned, the daily
+/// median held only the readings of the hour or two since, and the first two readings of a jump
+/// were its median — `tilt-change` orange "5.2‰ (daily level)" at the jump, which took in the
+/// unconfirmed `tilt-sudden` of a box the installers had been told was faulty. Whenever the jump
+/// comes on that day, the daily level does not take it in its first half hour.
+#[test]
+fn a_jump_on_a_box_s_second_day_is_not_its_daily_level_at_once() {
+    for history_minutes in (24 * 60 + 10..27 * 60).step_by(10) {
+        let mut e = building(1);
+        let mut events = Vec::new();
+        let reading = |m: i64, jumped: bool| {
+            let swing = 0.008 * (m as f64 / (24.0 * 60.0) * std::f64::consts::TAU).sin();
+            let noise = 0.002 * ((m * 7919) as f64 * 0.618).sin();
+            let temperature = 15.0 + 8.0 * ((m as f64 / (24.0 * 60.0) - 0.1) * std::f64::consts::TAU).sin();
+            [("x", 0.42 + swing + noise + if jumped { 0.3 } else { 0.0 }), ("y", -0.15 - noise), ("temperature", (temperature * 10.0).round() / 10.0)]
+        };
+        // Two-minute reports, then one-minute ones once it is asked to report faster.
+        let minutes = (0..history_minutes).step_by(2).chain(history_minutes..history_minutes + 90);
+        for m in minutes {
+            e.observe(SubjectId(0), m * MIN, &reading(m, m >= history_minutes + 10), &mut events);
+            e.tick(m * MIN, &mut events);
+        }
+        let jump = (history_minutes + 10) * MIN;
+        let red = events.iter().any(|ev| e.rule(ev.rule).id == "tilt-sudden" && ev.severity == Severity::Danger && ev.at <= jump + MIN);
+        assert!(red, "{history_minutes} min of history: the jump is red at its second reading");
+        let daily: Vec<_> = events
+            .iter()
+            .filter(|ev| e.rule(ev.rule).id == "tilt-change" && ev.at <= jump + 30 * MIN)
+            .map(|ev| (ev.severity, ev.value, (ev.at - jump) / MIN))
+            .collect();
+        assert!(daily.is_empty(), "{history_minutes} min of history: the daily level took the jump in at once: {daily:?}");
+    }
 }
