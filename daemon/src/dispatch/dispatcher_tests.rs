@@ -508,10 +508,11 @@ impl Sink for FailingAtFirst {
 /// An outside tester's slow receiver got a building's orange five times while the red it had
 /// become waited behind it on the channel; one back from failing got the orange and the red in
 /// the same second. An alarm whose incident has a later event at least as bad due on the channel
-/// is no longer tried: the later one goes in its place. Without it, the orange is delivered.
+/// is no longer tried: the later one goes in its place. Without it, the orange is delivered; one
+/// that cleared and fired again meanwhile is told each time.
 #[tokio::test(start_paused = true)]
 async fn an_orange_still_being_tried_when_its_incident_turns_red_gives_way_to_the_red() {
-    for turns_red in [true, false] {
+    for (turns_red, fires_again) in [(true, false), (false, false), (false, true)] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let metrics = Arc::new(Metrics::new());
@@ -534,9 +535,17 @@ async fn an_orange_still_being_tried_when_its_incident_turns_red_gives_way_to_th
             let red = Alert { previous_severity: Some(gridwatch_rules::Severity::Alarm), at_ms: orange.at_ms + 1_000, ..sample_alert("changed", 0.6) };
             store.apply_and_journal(&red, 0, to_hook()).await.unwrap();
         }
+        if fires_again {
+            store.apply_and_journal(&Alert { event: crate::alert::Event::Cleared, at_ms: orange.at_ms + 1_000, ..orange.clone() }, 0, to_hook()).await.unwrap();
+            store.apply_and_journal(&Alert { at_ms: orange.at_ms + 2_000, ..orange.clone() }, 0, to_hook()).await.unwrap();
+        }
         task.await.unwrap();
-        let expected = if turns_red { vec!["changed danger"] } else { vec!["fired alarm"] };
-        assert_eq!(got.lock().unwrap().clone(), expected, "turns red: {turns_red}");
+        let expected = match (turns_red, fires_again) {
+            (true, _) => vec!["changed danger"],
+            (false, false) => vec!["fired alarm"],
+            (false, true) => vec!["fired alarm", "cleared alarm", "fired alarm"],
+        };
+        assert_eq!(got.lock().unwrap().clone(), expected, "turns red: {turns_red}, fires again: {fires_again}");
         assert!(store.pending_delivery_counts().unwrap().is_empty(), "the channel's queue is drained");
     }
 }

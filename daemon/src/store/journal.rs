@@ -221,9 +221,10 @@ impl Store {
     }
 
     /// Whether a later `fired` or `changed` of the same incident as `alert` (journal id
-    /// `alert_id`), at least as bad, is due on channel `sink`: what `alert` says is out of date
-    /// there, and the later one says it all (a slow receiver got an orange five times while its
-    /// house's red waited behind it; an outside tester).
+    /// `alert_id`), at least as bad and of the same firing (no clear between them), is due on
+    /// channel `sink`: what `alert` says is out of date there, and the later one says it all (a
+    /// slow receiver got an orange five times while its house's red waited behind it; an outside
+    /// tester). An alarm that cleared and fired again is told each time.
     pub async fn superseded_on(&self, sink: &str, alert_id: i64, alert: &Alert) -> anyhow::Result<bool> {
         let (Some(incident), true) = (alert.incident_id, matches!(alert.event, Event::Fired | Event::Changed)) else { return Ok(false) };
         let (sink, rule, sensor, severity) = (sink.to_string(), alert.rule.clone(), alert.sensor.clone(), alert.severity.as_str());
@@ -235,6 +236,7 @@ impl Store {
                     "SELECT b.id FROM alert_events b JOIN outbox e ON e.alert_id = b.id AND e.sink = ?1 AND e.state = 'pending'
                       WHERE b.rule = ?2 AND b.sensor = ?3 AND b.id > ?4 AND b.event IN ('fired', 'changed')
                         AND json_extract(coalesce(e.payload, b.payload), '$.incident_id') = ?5
+                        AND NOT EXISTS (SELECT 1 FROM alert_events c WHERE c.rule = ?2 AND c.sensor = ?3 AND c.id > ?4 AND c.id < b.id AND c.event = 'cleared')
                         AND (e.not_before_ms IS NULL OR e.not_before_ms <= ?6) AND {} >= {}
                       LIMIT 1",
                     rank("b.severity"),

@@ -4,8 +4,9 @@
 //!
 //! The scenario (simulated minutes from the start):
 //! - house-01: a sound house, angles jitter around 0.02°.
-//! - house-02: creeping: starts at 0.05° and leans a further 0.008° a minute, past 2‰, 4‰ and
-//!   finally 7‰ (0.40°) after about 45 minutes.
+//! - house-02: leaning fast: starts at 0.05° and leans a further 0.008° a minute, past 2‰, 4‰ and
+//!   finally 7‰ (0.40°) after about 45 minutes: `tilt-sudden` once it has moved 0.08°; the daily
+//!   level (`tilt-change`) is not judged before its readings span three hours.
 //! - house-03: steady at 0.03° until minute 12, then a sudden jump to 0.45° (a wall moved, or
 //!   the box was knocked) that stays.
 //! - pond-01: healthy water, DO about 7.2 mg/L.
