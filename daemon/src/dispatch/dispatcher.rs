@@ -599,13 +599,14 @@ impl Dispatcher {
         }
     }
 
-    /// Grouping: a building's first alarm goes at once; its other sensors' alarms within the
-    /// window after it wait for the window's end and go out together. (Their later events wait
-    /// at least as long, see [`crate::store::DueDelivery`].)
+    /// Grouping: a building's first alarm goes at once; its other alarms within the window after
+    /// it wait for the window's end and go out together — but a red, which never waits (an
+    /// outside tester's red waited 8 s behind its own box's orange). (Their later events wait at
+    /// least as long, see [`crate::store::DueDelivery`].)
     fn group(&mut self, alert: &Alert, now: i64) -> Option<i64> {
         let building = alert.building.as_ref().filter(|_| alert.audience == Audience::Grid && alert.event == Event::Fired && self.group_window_ms > 0)?;
         match self.building_sent.get(building) {
-            Some(&first) if now - first < self.group_window_ms => Some(first + self.group_window_ms),
+            Some(&first) if now - first < self.group_window_ms => (alert.severity < gridwatch_rules::Severity::Danger).then_some(first + self.group_window_ms),
             _ => {
                 self.building_sent.insert(building.clone(), now);
                 None

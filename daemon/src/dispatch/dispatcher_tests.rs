@@ -313,8 +313,9 @@ async fn a_grouped_alarm_s_clear_waits_for_its_fired_on_every_channel() {
     // folded into house-07's alarm: folding is turned off, as a configuration may.)
     store.fold_into_open_alarms(false);
     for (sensor, event) in [("house-07", "fired"), ("house-08", "fired"), ("house-08", "cleared")] {
-        let mut alert = sample_alert(event, 7.3);
-        alert.sensor = sensor.into();
+        let mut alert = sample_alert(event, 4.3);
+        // Oranges: a red never waits for the window.
+        (alert.sensor, alert.severity) = (sensor.into(), gridwatch_rules::Severity::Alarm);
         alerts.send(alert).await.unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -418,18 +419,24 @@ async fn a_houses_first_alarm_goes_at_once_and_the_rest_of_the_house_together() 
     store.fold_into_open_alarms(false);
 
     for sensor in ["house-07", "house-08", "house-09"] {
-        let mut alert = sample_alert("fired", 7.3);
-        alert.sensor = sensor.into();
+        let mut alert = sample_alert("fired", 4.3);
+        (alert.sensor, alert.severity) = (sensor.into(), gridwatch_rules::Severity::Alarm);
         alerts.send(alert).await.unwrap();
     }
-    let mut other_house = sample_alert("fired", 7.3);
-    (other_house.sensor, other_house.building) = ("house-21".into(), Some("B9".into()));
+    let mut other_house = sample_alert("fired", 4.3);
+    (other_house.sensor, other_house.building, other_house.severity) = ("house-21".into(), Some("B9".into()), gridwatch_rules::Severity::Alarm);
     alerts.send(other_house).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(sizes(&calls), vec![1, 1], "each house's first alarm at once");
+    // A red never waits for the window (an outside tester's waited 8 s behind its box's orange).
+    let mut red = sample_alert("fired", 7.3);
+    red.sensor = "house-10".into();
+    alerts.send(red).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sizes(&calls), vec![1, 1, 1], "B7's red at once");
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert_eq!(sizes(&calls), vec![1, 1, 2], "then B7's other two sensors as one message");
-    assert_eq!(store.incidents(false).unwrap().len(), 4, "still one incident per sensor");
+    assert_eq!(sizes(&calls), vec![1, 1, 1, 2], "then B7's other two sensors as one message");
+    assert_eq!(store.incidents(false).unwrap().len(), 5, "still one incident per sensor");
 }
 
 #[tokio::test]
@@ -479,10 +486,11 @@ async fn the_daemons_own_alarm_on_an_unset_clock_is_time_unknown_and_marked_for_
 }
 
 /// A webhook-like channel (its attempts counted by the channel) that fails its first `failing`
-/// attempts, then records the events it took.
+/// attempts, then records the events it took ("fired alarm") and when (since `started`).
 struct FailingAtFirst {
     failing: usize,
-    got: Arc<std::sync::Mutex<Vec<String>>>,
+    got: Arc<std::sync::Mutex<Vec<(String, std::time::Duration)>>>,
+    started: tokio::time::Instant,
 }
 
 impl Sink for FailingAtFirst {
@@ -500,7 +508,7 @@ impl Sink for FailingAtFirst {
             self.failing -= 1;
             anyhow::bail!("timed out");
         }
-        self.got.lock().unwrap().push(format!("{} {}", alert.event, alert.severity.as_str()));
+        self.got.lock().unwrap().push((format!("{} {}", alert.event, alert.severity.as_str()), self.started.elapsed()));
         Ok(())
     }
 }
@@ -528,7 +536,8 @@ async fn an_orange_still_being_tried_when_its_incident_turns_red_gives_way_to_th
         let mut orange = sample_alert("fired", 0.3);
         orange.severity = gridwatch_rules::Severity::Alarm;
         store.apply_and_journal(&orange, 0, to_hook()).await.unwrap();
-        let (_queue, task) = channel::spawn_sink(FailingAtFirst { failing: 3, got: got.clone() }, finishing(&store, &metrics), None);
+        let sink = FailingAtFirst { failing: 3, got: got.clone(), started: tokio::time::Instant::now() };
+        let (_queue, task) = channel::spawn_sink(sink, finishing(&store, &metrics), None);
         // The orange's second attempt has failed; its third is due at 1.5 s.
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
         if turns_red {
@@ -545,7 +554,33 @@ async fn an_orange_still_being_tried_when_its_incident_turns_red_gives_way_to_th
             (false, false) => vec!["fired alarm"],
             (false, true) => vec!["fired alarm", "cleared alarm", "fired alarm"],
         };
-        assert_eq!(got.lock().unwrap().clone(), expected, "turns red: {turns_red}, fires again: {fires_again}");
+        let got: Vec<String> = got.lock().unwrap().iter().map(|(event, _)| event.clone()).collect();
+        assert_eq!(got, expected, "turns red: {turns_red}, fires again: {fires_again}");
         assert!(store.pending_delivery_counts().unwrap().is_empty(), "the channel's queue is drained");
     }
+}
+
+/// An outside tester's red waited 6 s while its channel sat out the backoff of another house's
+/// orange it was trying again. Woken by the red, the channel sends it at once; the orange's
+/// attempts go on after it.
+#[tokio::test(start_paused = true)]
+async fn a_red_arriving_while_another_alarm_waits_out_its_backoff_goes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut orange = sample_alert("fired", 0.3);
+    orange.severity = gridwatch_rules::Severity::Alarm;
+    store.record_alert(&orange, &["hook".to_string()]).await.unwrap();
+    // Attempts at 0, 0.5, 1.5, 3.5 s fail; the next would be at 7.5 s.
+    let sink = FailingAtFirst { failing: 4, got: got.clone(), started: tokio::time::Instant::now() };
+    let (queue, task) = channel::spawn_sink(sink, finishing(&store, &metrics), None);
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let red = Alert { building: Some("B8".into()), sensor: "house-11".into(), ..sample_alert("fired", 7.3) };
+    store.record_alert(&red, &["hook".to_string()]).await.unwrap();
+    queue.wake.notify_one();
+    task.await.unwrap();
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.iter().map(|(event, _)| event.as_str()).collect::<Vec<_>>(), ["fired danger", "fired alarm"], "the red first: {got:?}");
+    assert!(got[0].1 < std::time::Duration::from_millis(4_100), "the red at once, not after the orange's wait: {got:?}");
 }

@@ -338,7 +338,7 @@ async fn send_next<S: Sink>(
     };
     let (outcome, uncounted, yielded) = match (batch.as_slice(), sink.counted_attempts()) {
         ([one], Some(counted)) => {
-            match deliver_counted(sink, (store, clock), metrics, name, failover, (one, !yielded_once.contains(&one.alert_id)), counted).await {
+            match deliver_counted(sink, (store, clock), metrics, (name, wake), failover, (one, !yielded_once.contains(&one.alert_id)), counted).await {
                 Counted::Done(outcome) => (outcome, false, false),
                 Counted::Yielded => (Ok(()), false, true),
             }
@@ -461,7 +461,7 @@ async fn deliver_counted<S: Sink>(
     sink: &mut S,
     (store, clock): (&Store, &Clock),
     metrics: &Metrics,
-    name: &str,
+    (name, wake): (&str, &Notify),
     failover: Option<&Failover>,
     (one, may_yield): (&DueDelivery, bool),
     counted: CountedAttempts,
@@ -482,14 +482,7 @@ async fn deliver_counted<S: Sink>(
             if failover.is_some_and(|f| sink.wait(one.alert.is_red()) > f.after) {
                 break;
             }
-            // A later event of its incident, at least as bad, goes in its place
-            // ([`drop_superseded`]).
-            if store.superseded_on(name, one.alert_id, &one.alert).await.unwrap_or(false) {
-                tracing::info!(sink = %name, alert_id = one.alert_id, attempt = made, "a later event of its incident goes in its place: its attempts end");
-                return Counted::Yielded;
-            }
-            if may_yield && RedBehind::of(store, *clock, name, one).waits().await {
-                tracing::info!(sink = %name, alert_id = one.alert_id, attempt = made, "a red alarm waits: it goes first, this delivery's attempts go on after it");
+            if gives_way(store, *clock, name, (one, may_yield), made).await {
                 return Counted::Yielded;
             }
             let delay = backoff.next_delay();
@@ -497,7 +490,19 @@ async fn deliver_counted<S: Sink>(
                 metrics.alert_delivery_retries.get_or_create(&Metrics::sink(name)).inc();
                 tracing::warn!(sink = %name, attempt = made, retry_in_ms = delay.as_millis() as u64, error = %format!("{error:#}"), "delivery attempt failed");
             }
-            tokio::time::sleep(delay).await;
+            // Woken meanwhile (something new for this channel), it looks again at once: a red
+            // waited 6 s while the channel sat out an orange's backoff (an outside tester).
+            let until = tokio::time::Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break,
+                    _ = wake.notified() => {
+                        if gives_way(store, *clock, name, (one, may_yield), made).await {
+                            return Counted::Yielded;
+                        }
+                    }
+                }
+            }
         }
         if let Err(error) = store.count_attempt(one.alert_id, name).await {
             // Sent uncounted rather than not at all.
@@ -513,6 +518,22 @@ async fn deliver_counted<S: Sink>(
         Some(error) => error.context(format!("failed {made} times")),
         None => anyhow::anyhow!("given up: {made} attempts were made before a restart (max_attempts {in_all})"),
     }))
+}
+
+/// Whether the delivery being tried (`one`, `made` attempts so far) stops to make way: a later
+/// event of its incident, at least as bad, goes in its place ([`drop_superseded`]), or it was
+/// recorded as not sent meanwhile (folded into its house's red) — its attempts end; or, when it
+/// `may_yield`, a red alarm waits behind it — it goes first, this one's attempts go on after it.
+async fn gives_way(store: &Store, clock: Clock, name: &str, (one, may_yield): (&DueDelivery, bool), made: u32) -> bool {
+    if store.superseded_on(name, one.alert_id, &one.alert).await.unwrap_or(false) || !store.delivery_pending(one.alert_id, name).await.unwrap_or(true) {
+        tracing::info!(sink = %name, alert_id = one.alert_id, attempt = made, "no longer to be sent (a later event of its incident goes in its place, or it was folded): its attempts end");
+        return true;
+    }
+    if may_yield && RedBehind::of(store, clock, name, one).waits().await {
+        tracing::info!(sink = %name, alert_id = one.alert_id, attempt = made, "a red alarm waits: it goes first, this delivery's attempts go on after it");
+        return true;
+    }
+    false
 }
 
 /// Alerts the store could not take, held by their channel in memory with the attempts so far.

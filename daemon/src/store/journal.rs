@@ -249,6 +249,21 @@ impl Store {
         .await
     }
 
+    /// Whether the delivery of journaled alert `alert_id` on channel `sink` still waits to be
+    /// made: a channel trying it again stops once it was recorded as not sent meanwhile (its
+    /// alarm folded into its house's red).
+    pub async fn delivery_pending(&self, alert_id: i64, sink: &str) -> anyhow::Result<bool> {
+        let sink = sink.to_string();
+        self.with_conn(move |conn| {
+            let state: Option<String> = conn
+                .prepare_cached("SELECT state FROM outbox WHERE alert_id = ?1 AND sink = ?2")?
+                .query_row(params![alert_id, sink], |row| row.get(0))
+                .optional()?;
+            Ok(state.as_deref() == Some("pending"))
+        })
+        .await
+    }
+
     /// Adds a pending delivery of a journaled alert for one more sink (a failover channel);
     /// false when that sink has (or had) a delivery of it already.
     pub async fn add_delivery(&self, alert_id: i64, sink: &str) -> anyhow::Result<bool> {
