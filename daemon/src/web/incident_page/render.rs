@@ -219,9 +219,10 @@ pub fn render(facts: &Facts<'_>, signed: &Signed, notice: Option<&Notice>, note:
         None => {}
     }
     summary(&mut html, row, about, zone, now);
-    folding(&mut html, facts);
+    folded_into_hint(&mut html, facts);
     let house_at = about.and_then(|a| a.location).or_else(|| sensor.and_then(|s| s.location));
     actions(&mut html, facts, &offers, red, viewer, &query, grid, house_at, note);
+    folded_list(&mut html, facts);
     // The hub has no inventory: nothing to say of the house there.
     if facts.taking != Taking::SignedActions {
         house(&mut html, about, sensor);
@@ -267,27 +268,54 @@ fn header(html: &mut String, row: &IncidentRow, about: Option<&Alert>, place: Op
     );
 }
 
-/// What was folded into this incident, or what this one was folded into.
-fn folding(html: &mut String, facts: &Facts<'_>) {
+/// What this incident was folded into, said before anything is offered to do.
+fn folded_into_hint(html: &mut String, facts: &Facts<'_>) {
     if let Some(into) = facts.row.folded_into {
         let _ = write!(
             html,
             "<section class=\"hint\"><p>同一房屋已有未结的 #{into}，本告警并入该事件处理，未另行通知；#{into} 办结时本告警一并办结（届时仍在报警的红色预警会单独通知）。</p></section>"
         );
     }
+}
+
+/// What was folded into this incident, after what there is to do (an outside tester's phone
+/// showed eleven of them on its first screen and 接单 on the second): its reds in view — another
+/// box of the house at red — the rest counted by level, listed on demand. Some of them may have
+/// been told before this one took them in: the heading does not say they were not.
+fn folded_list(html: &mut String, facts: &Facts<'_>) {
     if facts.folded.is_empty() {
         return;
     }
     let wording = Wording { chinese: true, time_zone: facts.time_zone };
-    html.push_str("<section><h2>同一房屋的其他告警（已并入本事件，未另行通知）</h2><ul>");
-    for (row, alert) in &facts.folded {
+    let item = |(row, alert): &(IncidentRow, Option<Alert>)| {
         let what = match alert {
             Some(alert) => text::sentence(alert, wording),
             None => format!("{} · {}", row.rule, row.sensor),
         };
-        let _ = write!(html, "<li>#{} {} · {}</li>", row.id, severity_zh(&row.severity), escape(&what));
+        format!("<li>#{} {} · {}</li>", row.id, severity_zh(&row.severity), escape(&what))
+    };
+    let (reds, rest): (Vec<_>, Vec<_>) = facts.folded.iter().partition(|(row, _)| steps::is_red(&row.severity));
+    html.push_str("<section><h2>同一房屋的其他告警（已并入本事件处理）</h2>");
+    if !reds.is_empty() {
+        html.push_str("<p>其中红色预警：</p><ul>");
+        reds.iter().for_each(|folded| html.push_str(&item(folded)));
+        html.push_str("</ul>");
     }
-    html.push_str("</ul><p><small>办结本事件时，以上告警一并办结；届时仍在报警的红色预警会单独通知。</small></p></section>");
+    if !rest.is_empty() {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for (row, _) in &rest {
+            let level = severity_zh(&row.severity);
+            match counts.iter_mut().find(|(l, _)| *l == level) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((level, 1)),
+            }
+        }
+        let counted: Vec<String> = counts.iter().map(|(level, n)| format!("{level} {n} 条")).collect();
+        let _ = write!(html, "<details><summary>{}{}（点开查看）</summary><ul>", if reds.is_empty() { "" } else { "另有" }, counted.join("、"));
+        rest.iter().for_each(|folded| html.push_str(&item(folded)));
+        html.push_str("</ul></details>");
+    }
+    html.push_str("<p><small>办结本事件时，以上告警一并办结；届时仍在报警的红色预警会单独通知。</small></p></section>");
 }
 
 fn summary(html: &mut String, row: &IncidentRow, about: Option<&Alert>, zone: chrono_tz::Tz, now: i64) {

@@ -334,9 +334,14 @@ async fn a_red_s_page_lists_what_was_folded_into_it_and_a_folded_alarm_s_page_sa
     let now = state.clock.now().div_euclid(1000);
     let page = |id: i64| reqwest::get(state.links.as_ref().unwrap().link(id, now));
     let html = page(red).await.unwrap().text().await.unwrap();
-    assert!(html.contains("同一房屋的其他告警（已并入本事件，未另行通知）"), "{html}");
+    assert!(html.contains("同一房屋的其他告警（已并入本事件处理）"), "{html}");
     let (at_red, at_orange) = (html.find(&format!("<li>#{other_red} 红色预警")), html.find(&format!("<li>#{orange} 橙色预警")));
     assert!(at_red.is_some() && at_orange.is_some() && at_red < at_orange, "worst first: {html}");
+    // On a phone, what there is to do comes before them (接单 was on the second screen); the
+    // other red in view, the rest counted and listed on demand.
+    let (at_actions, at_list) = (html.find("value=\"accept\">接单"), html.find("同一房屋的其他告警"));
+    assert!(at_actions.is_some() && at_actions < at_list, "the actions first: {html}");
+    assert!(html.contains("<summary>另有橙色预警 1 条（点开查看）</summary>") && at_red < html.find("<details>"), "{html}");
     assert!(html.contains("届时仍在报警的红色预警会单独通知"), "{html}");
     let html = page(orange).await.unwrap().text().await.unwrap();
     assert!(html.contains(&format!("同一房屋已有未结的 #{red}，本告警并入该事件处理，未另行通知")), "{html}");
