@@ -100,12 +100,13 @@ fn fold(tx: &Transaction<'_>, incident: i64, into: i64, stamp: Stamp) -> rusqlit
     tx.execute("UPDATE incidents SET folded_into = ?2 WHERE id = ?1", params![incident, into])?;
     tx.execute("DELETE FROM escalations WHERE incident_id = ?1", [incident])?;
     let of_incident = "SELECT a.id FROM alert_events a JOIN incidents i ON i.id = ?1 WHERE a.rule = i.rule AND a.sensor = i.sensor AND a.at_ms >= i.opened_ms";
+    let undelivered = format!(
+        "sink != '{console}' AND alert_id IN ({of_incident} AND a.event IN ('fired', 'changed', 'reminder', 'escalated'))",
+        console = crate::sinks::console::NAME
+    );
+    super::journal::count_not_sent(tx, &undelivered, [incident])?;
     let held = tx.execute(
-        &format!(
-            "UPDATE outbox SET state = 'failed', error = ?3, updated_ms = ?2
-              WHERE state = 'pending' AND sink != '{console}' AND alert_id IN ({of_incident} AND a.event IN ('fired', 'changed', 'reminder', 'escalated'))",
-            console = crate::sinks::console::NAME
-        ),
+        &format!("UPDATE outbox SET state = 'failed', error = ?3, updated_ms = ?2 WHERE state = 'pending' AND {undelivered}"),
         params![incident, stamp.at_ms, format!("{}folded into #{into} before it was delivered", super::journal::NOT_SENT)],
     )?;
     if held > 0 {
@@ -619,6 +620,7 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(states, ["failed", "pending"], "the undelivered orange recorded as not sent");
+        assert_eq!(store.not_sent_this_run().unwrap().get("office"), Some(&1), "and counted so, for `/api/balance`");
         let told: bool = store.lock().unwrap().query_row("SELECT told FROM incidents WHERE id = ?1", [orange], |row| row.get(0)).unwrap();
         assert!(!told, "nobody heard of it: told as a `fired` if it is released");
     }

@@ -18,6 +18,22 @@ use rusqlite::{params, OptionalExtension, Transaction};
 /// is recorded `failed`, but no channel failed it ([`Store::incident_so_far_on`]).
 pub const NOT_SENT: &str = "not sent: ";
 
+/// Counts, in this run's ledger of deliveries left unsent on purpose (a temporary table: one per
+/// connection, gone at the next start, and rolled back with the transaction that wrote it), the
+/// pending deliveries `condition` selects (an SQL condition on `outbox`; `?1`… bound by `params`),
+/// by channel: `/api/balance` accounts for them ([`Store::not_sent_this_run`]).
+pub(super) fn count_not_sent(conn: &rusqlite::Connection, condition: &str, params: impl rusqlite::Params) -> rusqlite::Result<()> {
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS not_sent_this_run (sink TEXT PRIMARY KEY, deliveries INTEGER NOT NULL)", [])?;
+    conn.execute(
+        &format!(
+            "INSERT INTO temp.not_sent_this_run (sink, deliveries) SELECT sink, count(*) FROM outbox WHERE state = 'pending' AND ({condition}) GROUP BY sink
+             ON CONFLICT (sink) DO UPDATE SET deliveries = deliveries + excluded.deliveries"
+        ),
+        params,
+    )?;
+    Ok(())
+}
+
 /// One row of the alert journal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalEntry {
@@ -279,6 +295,21 @@ impl Store {
         .await
     }
 
+    /// Deliveries left unsent on purpose in this run ([`NOT_SENT`]), by sink.
+    pub fn not_sent_this_run(&self) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let conn = self.lock()?;
+        let mut counts = std::collections::BTreeMap::new();
+        let exists: bool = conn.query_row("SELECT count(*) > 0 FROM temp.sqlite_master WHERE name = 'not_sent_this_run'", [], |row| row.get(0))?;
+        if exists {
+            let mut statement = conn.prepare("SELECT sink, deliveries FROM temp.not_sent_this_run")?;
+            for row in statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))? {
+                let (sink, count) = row?;
+                counts.insert(sink, count as u64);
+            }
+        }
+        Ok(counts)
+    }
+
     /// Deliveries still pending, by sink.
     pub fn pending_delivery_counts(&self) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
         let conn = self.lock()?;
@@ -302,12 +333,16 @@ impl Store {
         .await
     }
 
-    /// Records the outcome of a delivery.
+    /// Records the outcome of a delivery; one left unsent on purpose ([`NOT_SENT`]) is counted in
+    /// this run's ledger of them.
     pub async fn mark_delivery(&self, alert_id: i64, sink: &str, delivered: bool, attempts: u32, error: Option<String>) -> anyhow::Result<()> {
         let sink = sink.to_string();
         let state = if delivered { "delivered" } else { "failed" };
         let now = self.clock.now();
         self.with_conn(move |conn| {
+            if error.as_deref().is_some_and(|e| e.starts_with(NOT_SENT)) {
+                count_not_sent(conn, "alert_id = ?1 AND sink = ?2", params![alert_id, sink])?;
+            }
             conn.execute(
                 "UPDATE outbox SET state = ?1, attempts = attempts + ?2, updated_ms = ?3, error = ?4 WHERE alert_id = ?5 AND sink = ?6",
                 params![state, attempts, now, error, alert_id, sink],
