@@ -491,7 +491,10 @@ async fn deliver_counted<S: Sink>(
                 tracing::warn!(sink = %name, attempt = made, retry_in_ms = delay.as_millis() as u64, error = %format!("{error:#}"), "delivery attempt failed");
             }
             // Woken meanwhile (something new for this channel), it looks again at once: a red
-            // waited 6 s while the channel sat out an orange's backoff (an outside tester).
+            // waited 6 s while the channel sat out an orange's backoff (an outside tester). A red
+            // that cannot go first (an earlier event of its own incident is this one, or this is
+            // a red too) has this one tried again now rather than after the wait: the receiver
+            // may be back (a red came 18 s after its receiver was; another tester).
             let until = tokio::time::Instant::now() + delay;
             loop {
                 tokio::select! {
@@ -499,6 +502,9 @@ async fn deliver_counted<S: Sink>(
                     _ = wake.notified() => {
                         if gives_way(store, *clock, name, (one, may_yield), made).await {
                             return Counted::Yielded;
+                        }
+                        if store.red_due_on(name, one.alert_id).await.unwrap_or(false) {
+                            break;
                         }
                     }
                 }

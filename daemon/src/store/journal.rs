@@ -265,6 +265,25 @@ impl Store {
         .await
     }
 
+    /// Whether a red alarm (fired or changed to danger) other than journaled alert `except` is due
+    /// on channel `sink`.
+    pub async fn red_due_on(&self, sink: &str, except: i64) -> anyhow::Result<bool> {
+        let sink = sink.to_string();
+        let now = self.clock.now();
+        self.with_conn(move |conn| {
+            let red: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT o.alert_id FROM outbox o JOIN alert_events a ON a.id = o.alert_id
+                      WHERE o.sink = ?1 AND o.state = 'pending' AND o.alert_id != ?2 AND (o.not_before_ms IS NULL OR o.not_before_ms <= ?3)
+                        AND a.severity = 'danger' AND a.event IN ('fired', 'changed') LIMIT 1",
+                )?
+                .query_row(params![sink, except, now], |row| row.get(0))
+                .optional()?;
+            Ok(red.is_some())
+        })
+        .await
+    }
+
     /// Whether the delivery of journaled alert `alert_id` on channel `sink` still waits to be
     /// made: a channel trying it again stops once it was recorded as not sent meanwhile (its
     /// alarm folded into its house's red).
