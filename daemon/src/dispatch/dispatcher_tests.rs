@@ -560,27 +560,34 @@ async fn an_orange_still_being_tried_when_its_incident_turns_red_gives_way_to_th
     }
 }
 
+/// A channel whose receiver fails its first `failing` attempts at a first alarm (`first`); at
+/// `arrives`, a red of another house is journaled for it and the channel woken. What the receiver
+/// got, and when.
+async fn a_red_arrives_during_a_backoff(first: Alert, failing: usize, arrives: std::time::Duration) -> Vec<(String, std::time::Duration)> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    store.record_alert(&first, &["hook".to_string()]).await.unwrap();
+    let sink = FailingAtFirst { failing, got: got.clone(), started: tokio::time::Instant::now() };
+    let (queue, task) = channel::spawn_sink(sink, finishing(&store, &metrics), None);
+    tokio::time::sleep(arrives).await;
+    let red = Alert { building: Some("B8".into()), sensor: "house-11".into(), ..sample_alert("fired", 7.6) };
+    store.record_alert(&red, &["hook".to_string()]).await.unwrap();
+    queue.wake.notify_one();
+    task.await.unwrap();
+    let got = got.lock().unwrap().clone();
+    got
+}
+
 /// An outside tester's red waited 6 s while its channel sat out the backoff of another house's
 /// orange it was trying again. Woken by the red, the channel sends it at once; the orange's
 /// attempts go on after it.
 #[tokio::test(start_paused = true)]
 async fn a_red_arriving_while_another_alarm_waits_out_its_backoff_goes_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut orange = sample_alert("fired", 0.3);
-    orange.severity = gridwatch_rules::Severity::Alarm;
-    store.record_alert(&orange, &["hook".to_string()]).await.unwrap();
+    let orange = Alert { severity: gridwatch_rules::Severity::Alarm, ..sample_alert("fired", 0.3) };
     // Attempts at 0, 0.5, 1.5, 3.5 s fail; the next would be at 6.5–8.5 s.
-    let sink = FailingAtFirst { failing: 4, got: got.clone(), started: tokio::time::Instant::now() };
-    let (queue, task) = channel::spawn_sink(sink, finishing(&store, &metrics), None);
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-    let red = Alert { building: Some("B8".into()), sensor: "house-11".into(), ..sample_alert("fired", 7.3) };
-    store.record_alert(&red, &["hook".to_string()]).await.unwrap();
-    queue.wake.notify_one();
-    task.await.unwrap();
-    let got = got.lock().unwrap().clone();
+    let got = a_red_arrives_during_a_backoff(orange, 4, std::time::Duration::from_secs(4)).await;
     assert_eq!(got.iter().map(|(event, _)| event.as_str()).collect::<Vec<_>>(), ["fired danger", "fired alarm"], "the red first: {got:?}");
     // The orange's next attempt was due at 6.5–8.5 s (a wait of 4 s ± 25 %); the store's work
     // lets paused time run on a little under load.
@@ -592,21 +599,9 @@ async fn a_red_arriving_while_another_alarm_waits_out_its_backoff_goes_at_once()
 /// both go.
 #[tokio::test(start_paused = true)]
 async fn a_red_behind_another_red_s_backoff_has_it_tried_again_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
-    store.record_alert(&sample_alert("fired", 7.3), &["hook".to_string()]).await.unwrap();
     // Five attempts fail, the last by 9.4 s (waits of 0.5, 1, 2 and 4 s, each ± 25 %); the
     // receiver is back from then on, and the next attempt would come 6–10 s after the fifth.
-    let sink = FailingAtFirst { failing: 5, got: got.clone(), started: tokio::time::Instant::now() };
-    let (queue, task) = channel::spawn_sink(sink, finishing(&store, &metrics), None);
-    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-    let second = Alert { building: Some("B8".into()), sensor: "house-11".into(), ..sample_alert("fired", 7.6) };
-    store.record_alert(&second, &["hook".to_string()]).await.unwrap();
-    queue.wake.notify_one();
-    task.await.unwrap();
-    let got = got.lock().unwrap().clone();
+    let got = a_red_arrives_during_a_backoff(sample_alert("fired", 7.3), 5, std::time::Duration::from_secs(10)).await;
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got.iter().all(|(_, at)| *at < std::time::Duration::from_secs(11)), "both at once, not after the first's wait (11.6 s or later): {got:?}");
 }

@@ -42,11 +42,12 @@ pub(super) fn house_of(alert: &Alert) -> Option<String> {
 }
 
 /// The rank of the severity of table `t`'s row.
-fn rank_sql(t: &str) -> String {
+pub(super) fn rank_sql(t: &str) -> String {
     format!("CASE {t}.severity WHEN 'danger' THEN 3 WHEN 'alarm' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END")
 }
 
-fn rank(alert: &Alert) -> i64 {
+/// The rank of `alert`'s severity, as [`rank_sql`] ranks a row's.
+pub(super) fn rank(alert: &Alert) -> i64 {
     match alert.severity {
         gridwatch_rules::Severity::Danger => 3,
         gridwatch_rules::Severity::Alarm => 2,

@@ -243,22 +243,20 @@ impl Store {
     /// tester). An alarm that cleared and fired again is told each time.
     pub async fn superseded_on(&self, sink: &str, alert_id: i64, alert: &Alert) -> anyhow::Result<bool> {
         let (Some(incident), true) = (alert.incident_id, matches!(alert.event, Event::Fired | Event::Changed)) else { return Ok(false) };
-        let (sink, rule, sensor, severity) = (sink.to_string(), alert.rule.clone(), alert.sensor.clone(), alert.severity.as_str());
+        let (sink, rule, sensor, rank) = (sink.to_string(), alert.rule.clone(), alert.sensor.clone(), super::folding::rank(alert));
         let now = self.clock.now();
         self.with_conn(move |conn| {
-            let rank = |t: &str| format!("CASE {t} WHEN 'danger' THEN 3 WHEN 'alarm' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END");
             let later: Option<i64> = conn
                 .prepare_cached(&format!(
                     "SELECT b.id FROM alert_events b JOIN outbox e ON e.alert_id = b.id AND e.sink = ?1 AND e.state = 'pending'
                       WHERE b.rule = ?2 AND b.sensor = ?3 AND b.id > ?4 AND b.event IN ('fired', 'changed')
                         AND json_extract(coalesce(e.payload, b.payload), '$.incident_id') = ?5
                         AND NOT EXISTS (SELECT 1 FROM alert_events c WHERE c.rule = ?2 AND c.sensor = ?3 AND c.id > ?4 AND c.id < b.id AND c.event = 'cleared')
-                        AND (e.not_before_ms IS NULL OR e.not_before_ms <= ?6) AND {} >= {}
+                        AND (e.not_before_ms IS NULL OR e.not_before_ms <= ?6) AND {} >= ?7
                       LIMIT 1",
-                    rank("b.severity"),
-                    rank("?7")
+                    super::folding::rank_sql("b"),
                 ))?
-                .query_row(params![sink, rule, sensor, alert_id, incident, now, severity], |row| row.get(0))
+                .query_row(params![sink, rule, sensor, alert_id, incident, now, rank], |row| row.get(0))
                 .optional()?;
             Ok(later.is_some())
         })
